@@ -1,0 +1,129 @@
+"""The one exception tree of callrouter.
+
+Every error callrouter raises on purpose is a :class:`CallRouterError`, so a
+plugin or the CLI can catch "anything of ours" in one place, while the
+stdlib base classes let generic code (``except ConnectionError``) keep working,
+as aiosmtplib does::
+
+    CallRouterError
+    ├── ConfigError(ValueError)            router.toml or a plugin setting is wrong
+    ├── AMIError                           anything on the Asterisk side
+    │   ├── AMIProtocolError(ValueError)   bytes that are not AMI (malformed, truncated, too big)
+    │   ├── AMIConnectionError(ConnectionError)  Asterisk unreachable, connection dropped
+    │   │   └── AMITimeoutError(TimeoutError)    no answer in time
+    │   ├── AMIAuthenticationError(PermissionError)  login refused (wrong secret, ACL, 401)
+    │   ├── AMIActionError                 Asterisk answered ``Response: Error``
+    │   └── AMIValidationError(ValueError) an action call that does not fit the catalog
+    ├── RuleError                          rule files
+    │   └── RuleValidationError(ValueError) one located problem (file:line) in a rule
+    ├── PluginError                        a plugin misbehaved (wraps its exception)
+    └── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
+
+Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
+module boundary that owns the I/O; they never leak to callers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Message
+
+__all__ = [
+    "AMIActionError",
+    "AMIAuthenticationError",
+    "AMIConnectionError",
+    "AMIError",
+    "AMIProtocolError",
+    "AMITimeoutError",
+    "AMIValidationError",
+    "CallRouterError",
+    "ConfigError",
+    "LookupUnavailable",
+    "PluginError",
+    "RuleError",
+    "RuleValidationError",
+]
+
+
+class CallRouterError(Exception):
+    """Base of every error callrouter raises on purpose."""
+
+
+class ConfigError(CallRouterError, ValueError):
+    """The configuration cannot be used; the message names the file and key."""
+
+
+class AMIError(CallRouterError):
+    """Something went wrong talking to Asterisk."""
+
+
+class AMIProtocolError(AMIError, ValueError):
+    """Input that is not valid AMI: the only error the sans-I/O layer raises."""
+
+
+class AMIConnectionError(AMIError, ConnectionError):
+    """Asterisk could not be reached, or the connection broke mid-request."""
+
+
+class AMITimeoutError(AMIConnectionError, TimeoutError):
+    """Asterisk did not answer within the configured time."""
+
+
+class AMIAuthenticationError(AMIError, PermissionError):
+    """Asterisk refused our credentials (and a re-login did not help)."""
+
+
+class AMIActionError(AMIError):
+    """Asterisk answered an action with ``Response: Error``.
+
+    The response is kept so callers can branch on its ``Message`` (for
+    instance ``Channel does not exist``), which is how AMI reports causes.
+    """
+
+    def __init__(self, action: str, response: Message) -> None:
+        self.action = action
+        self.response = response
+        message = response.get("Message") or "no message"
+        super().__init__(f"{action}: {message}")
+
+
+class AMIValidationError(AMIError, ValueError):
+    """An action call that the catalog says Asterisk would refuse.
+
+    Raised before anything is sent, so a typo never reaches the PBX.
+    """
+
+
+class RuleError(CallRouterError):
+    """Rule files could not be loaded."""
+
+
+class RuleValidationError(RuleError, ValueError):
+    """One problem in one rule, located as ``file:line``."""
+
+    def __init__(self, message: str, *, file: str = "<string>", line: int = 0,
+                 rule: str | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.rule = rule
+        self.detail = message
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        who = f" rule {self.rule!r}:" if self.rule else ""
+        return f"{where}:{who} {self.detail}"
+
+
+class PluginError(CallRouterError):
+    """A plugin raised or returned something unusable; names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class LookupUnavailable(CallRouterError):
+    """A lookup source could not answer; rules treat the value as ``None``."""
