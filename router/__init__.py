@@ -19,6 +19,7 @@ from router.errors import (
     PluginError,
     RuleError,
     RuleValidationError,
+    SandboxError,
 )
 
 __version__ = "0.1.0.dev0"
@@ -37,5 +38,6 @@ __all__ = [
     "PluginError",
     "RuleError",
     "RuleValidationError",
+    "SandboxError",
     "__version__",
 ]

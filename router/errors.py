@@ -17,7 +17,8 @@ as aiosmtplib does::
     ├── RuleError                          rule files
     │   └── RuleValidationError(ValueError) one located problem (file:line) in a rule
     ├── PluginError                        a plugin misbehaved (wraps its exception)
-    └── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
+    ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
+    └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
 module boundary that owns the I/O; they never leak to callers.
@@ -44,6 +45,7 @@ __all__ = [
     "PluginError",
     "RuleError",
     "RuleValidationError",
+    "SandboxError",
 ]
 
 
@@ -127,3 +129,12 @@ class PluginError(CallRouterError):
 
 class LookupUnavailable(CallRouterError):
     """A lookup source could not answer; rules treat the value as ``None``."""
+
+
+class SandboxError(CallRouterError, RuntimeError):
+    """The Asterisk sandbox could not be provisioned or started.
+
+    The message always says exactly why (no root, no debootstrap, no network
+    to the Debian mirror, Asterisk died with its last log lines), because a
+    CI run must fail loudly rather than skip the integration tests.
+    """

@@ -1,0 +1,192 @@
+"""Answers of the 1C HTTP service as typed, frozen values.
+
+1C modules are hand-written and sometimes answer an error with ``200`` and
+text, or with JSON of another shape; a routing decision must never be taken
+on such an answer. So every body is checked field by field here, without I/O,
+and anything that does not fit raises :class:`ShapeError`, which the client
+turns into :class:`~callrouter_onec.errors.OneCUnavailable`. Unknown extra keys
+are ignored so that 1C may add fields without breaking us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "CLIENT_TYPES",
+    "Client",
+    "Contact",
+    "EventAck",
+    "Manager",
+    "Ping",
+    "Responsible",
+    "ShapeError",
+    "parse_error",
+    "parse_event_ack",
+    "parse_ping",
+    "parse_responsible",
+]
+
+#: The client kinds the contract names. Others are accepted (a 1C developer may
+#: add one) because routing only needs the manager, not the kind.
+CLIENT_TYPES = frozenset({"counterparty", "partner", "contact_person", "lead"})
+
+
+class ShapeError(ValueError):
+    """A JSON body that does not have the shape the contract promises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: str
+    type: str
+    name: str
+    inn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manager:
+    id: str
+    name: str
+    extension: str | None = None
+    mobile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Responsible:
+    """Who a number belongs to and who looks after them; ``found=False`` is an answer too."""
+
+    found: bool
+    phone: str
+    client: Client | None = None
+    contact: Contact | None = None
+    manager: Manager | None = None
+    candidates: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain nested dicts in the contract's own shape, for rule expressions."""
+        return asdict(self)
+
+    @property
+    def extension(self) -> str | None:
+        """The manager's extension, the one thing most rules route on."""
+        return self.manager.extension if self.manager else None
+
+
+@dataclass(frozen=True, slots=True)
+class EventAck:
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    version: str
+    time: str
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str, *, nullable: bool = False) -> str | None:
+    if key not in obj:
+        raise ShapeError(f"{where}.{key}: missing")
+    value = obj[key]
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        raise ShapeError(f"{where}.{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _req(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = _str(obj, key, where)
+    assert value is not None  # not nullable
+    return value
+
+
+def _opt(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    # Optional-by-contract fields (inn, mobile) may also be left out entirely.
+    return _str(obj, key, where, nullable=True) if key in obj else None
+
+
+def _nested(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
+    if key not in obj:
+        raise ShapeError(f"{where}.{key}: missing")
+    value = obj[key]
+    return None if value is None else _object(value, f"{where}.{key}")
+
+
+def parse_responsible(body: object) -> Responsible:
+    """Check and convert the body of ``GET v1/responsible/{phone}``."""
+    obj = _object(body, "responsible")
+    found = obj.get("found")
+    if not isinstance(found, bool):
+        raise ShapeError("responsible.found: expected true or false")
+    phone = _req(obj, "phone", "responsible")
+    candidates = obj.get("candidates", 0)
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
+        raise ShapeError("responsible.candidates: expected a non-negative integer")
+
+    c = _nested(obj, "client", "responsible")
+    client = None if c is None else Client(
+        id=_req(c, "id", "client"), type=_req(c, "type", "client"),
+        name=_req(c, "name", "client"), inn=_opt(c, "inn", "client"),
+    )
+    p = _nested(obj, "contact", "responsible")
+    contact = None if p is None else Contact(id=_req(p, "id", "contact"),
+                                             name=_req(p, "name", "contact"))
+    m = _nested(obj, "manager", "responsible")
+    manager = None if m is None else Manager(
+        id=_req(m, "id", "manager"), name=_req(m, "name", "manager"),
+        extension=_str(m, "extension", "manager", nullable=True),
+        mobile=_opt(m, "mobile", "manager"),
+    )
+    if found and client is None:
+        raise ShapeError("responsible: found is true but client is null")
+    if not found and (client or contact or manager):
+        raise ShapeError("responsible: found is false but a client, contact or manager is given")
+    return Responsible(found, phone, client, contact, manager, candidates)
+
+
+def parse_event_ack(body: object) -> EventAck:
+    """Check and convert the body of ``POST v1/calls/events``."""
+    obj = _object(body, "event ack")
+    if obj.get("result") != "ok":
+        raise ShapeError("event ack: result is not \"ok\"")
+    duplicate = obj.get("duplicate")
+    if not isinstance(duplicate, bool):
+        raise ShapeError("event ack.duplicate: expected true or false")
+    return EventAck(_req(obj, "id", "event ack"), duplicate)
+
+
+def parse_ping(body: object) -> Ping:
+    """Check and convert the body of ``GET v1/ping``."""
+    obj = _object(body, "ping")
+    if obj.get("result") != "ok":
+        raise ShapeError("ping: result is not \"ok\"")
+    return Ping(_req(obj, "version", "ping"), _req(obj, "time", "ping"))
+
+
+def parse_error(body: object) -> tuple[str, str] | None:
+    """``(code, message)`` of a contract error body, or ``None`` if it is not one."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None
+    code, message = error.get("code"), error.get("message", "")
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    return code, message

@@ -1,0 +1,352 @@
+"""A real Asterisk 22 on loopback, owned by the project.
+
+Integration tests, the demo and plugin authors' tests run against the Asterisk
+that Debian ships, not a mock. Provisioning makes a minimal Debian sid root with
+``debootstrap`` once (about a minute, as root) and caches it outside the
+repository; every :class:`Sandbox` then starts that Asterisk in seconds with
+configs of its own in a private instance folder inside the root (``-C``), on
+free loopback ports, so several sandboxes and another Asterisk coexist.
+
+Usage::
+
+    with Sandbox.start() as pbx:            # provisions on first use
+        print(pbx.url)                      # http://127.0.0.1:PORT/asterisk
+        pbx.cli("core show channels")
+
+``python -m router.sandbox provision|start|stop|status`` does the same from a
+shell (the Makefile and the demo use it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from router.errors import SandboxError
+
+__all__ = ["Sandbox", "SandboxError", "default_cache_dir", "ensure_rootfs"]
+
+CONF_DIR = Path(__file__).with_name("conf")
+SUITE = "sid"
+#: What must exist in a finished root; its absence means "provision again".
+MARKER = "usr/sbin/asterisk"
+DEFAULT_SECRET = "callrouter-sandbox"
+
+
+def default_cache_dir() -> Path:
+    """Where the provisioned root lives: outside the repo, reused across runs."""
+    env = os.environ.get("CALLROUTER_SANDBOX_CACHE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/callrouter/sandbox")
+    return Path.home() / ".cache" / "callrouter" / "sandbox"
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise SandboxError(f"{what}: {cmd[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(f"{what}: {' '.join(cmd)} took longer than {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise SandboxError(f"{what}: {' '.join(cmd)} exited {proc.returncode}:\n{tail}")
+    return proc.stdout
+
+
+def _ensure_debootstrap() -> str:
+    found = shutil.which("debootstrap")
+    if found:
+        return found
+    if not shutil.which("apt-get"):
+        raise SandboxError(
+            "cannot provision the Asterisk sandbox: debootstrap is missing and this machine "
+            "has no apt-get to install it (install debootstrap, or point "
+            "CALLROUTER_SANDBOX_CACHE at an already provisioned root)"
+        )
+    _run(["apt-get", "update", "-qq"], "installing debootstrap", 600)
+    _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "installing debootstrap", 600)
+    found = shutil.which("debootstrap") or (
+        "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
+    )
+    if not found:
+        raise SandboxError("apt-get installed debootstrap but it is not on PATH")
+    return found
+
+
+def ensure_rootfs(cache_dir: Path | None = None, *, quiet: bool = False) -> Path:
+    """Return a root with Debian sid's Asterisk in it, making it if needed.
+
+    Safe to call from several processes at once: a lock file serialises the
+    one-time ``debootstrap``, and the root appears under its final name only
+    when complete, so an interrupted run is redone rather than half-used.
+    """
+    cache = cache_dir or default_cache_dir()
+    root = cache / "rootfs"
+    if (root / MARKER).exists():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / MARKER).exists():
+            return root
+        if os.geteuid() != 0:
+            raise SandboxError(
+                f"cannot provision the Asterisk sandbox in {root}: debootstrap needs root "
+                "(run `sudo make sandbox` once, or set CALLROUTER_SANDBOX_CACHE to a "
+                "provisioned root)"
+            )
+        debootstrap = _ensure_debootstrap()
+        tmp = cache / "rootfs.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if not quiet:
+            print(f"provisioning Asterisk into {root} (debootstrap, about a minute)...",
+                  file=sys.stderr, flush=True)
+        _run(
+            [debootstrap, "--variant=minbase", "--include=asterisk", SUITE, str(tmp)],
+            "debootstrap of Debian sid with asterisk (needs the Debian mirror)",
+            1800,
+        )
+        if not (tmp / MARKER).exists():
+            raise SandboxError(f"debootstrap finished but {tmp / MARKER} is missing")
+        tmp.rename(root)
+    return root
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def asterisk_version(root: Path) -> str:
+    """The packaged Asterisk version, read from dpkg's status file (no chroot needed)."""
+    status = (root / "var/lib/dpkg/status").read_text(encoding="utf-8", errors="replace")
+    for block in status.split("\n\n"):
+        if block.startswith("Package: asterisk\n"):
+            for line in block.splitlines():
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+@dataclass
+class Sandbox:
+    """One running Asterisk in the cached root, with configs of its own."""
+
+    root: Path
+    name: str
+    http_port: int
+    ami_port: int
+    secret: str = DEFAULT_SECRET
+    httptimeout: int = 60
+    extra_dialplan: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    # -- life cycle ---------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        name: str | None = None,
+        cache_dir: Path | None = None,
+        httptimeout: int = 60,
+        extra_dialplan: str = "",
+        secret: str = DEFAULT_SECRET,
+        timeout: float = 60.0,
+    ) -> Sandbox:
+        """Provision if needed, write configs, start Asterisk, wait for AJAM."""
+        root = ensure_rootfs(cache_dir)
+        box = cls(
+            root=root,
+            name=name or f"sb-{os.getpid()}-{secrets.token_hex(3)}",
+            http_port=free_port(),
+            ami_port=free_port(),
+            secret=secret,
+            httptimeout=httptimeout,
+            extra_dialplan=extra_dialplan,
+        )
+        box.write_configs()
+        box.launch(timeout=timeout)
+        return box
+
+    @property
+    def inst_in_root(self) -> str:
+        """The instance folder as Asterisk sees it inside the chroot."""
+        return f"/srv/callrouter/{self.name}"
+
+    @property
+    def inst(self) -> Path:
+        """The same folder as seen from the host."""
+        return self.root / self.inst_in_root.lstrip("/")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/asterisk"
+
+    @property
+    def log_path(self) -> Path:
+        return self.inst / "log" / "messages.log"
+
+    @property
+    def console_log_path(self) -> Path:
+        return self.inst / "console.log"
+
+    def users(self) -> Mapping[str, str]:
+        """manager.conf users and their secret (all share the sandbox secret)."""
+        return {"admin": self.secret, "router": self.secret, "watcher": self.secret}
+
+    def write_configs(self) -> None:
+        values = {
+            "{inst}": self.inst_in_root,
+            "{http_port}": str(self.http_port),
+            "{ami_port}": str(self.ami_port),
+            "{httptimeout}": str(self.httptimeout),
+            "{secret}": self.secret,
+        }
+        for sub in ("etc", "lib", "log", "run", "spool", "cache"):
+            (self.inst / sub).mkdir(parents=True, exist_ok=True)
+        for conf in sorted(CONF_DIR.glob("*.conf")):
+            text = conf.read_text(encoding="utf-8")
+            for key, value in values.items():
+                text = text.replace(key, value)
+            (self.inst / "etc" / conf.name).write_text(text, encoding="utf-8")
+        self.set_dialplan(self.extra_dialplan, reload=False)
+
+    def set_dialplan(self, text: str, *, reload: bool = True) -> None:
+        """Replace the per-instance dialplan include and reload it if running."""
+        self.extra_dialplan = text
+        (self.inst / "etc" / "extensions_extra.conf").write_text(text, encoding="utf-8")
+        if reload and self.running:
+            self.cli("dialplan reload")
+
+    def launch(self, *, timeout: float = 60.0) -> None:
+        """Start the Asterisk process and return once AJAM answers."""
+        if self.running:
+            return
+        console = open(self.console_log_path, "ab")  # noqa: SIM115 - lives with the process
+        try:
+            self.process = subprocess.Popen(
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n",
+                 "-C", f"{self.inst_in_root}/etc/asterisk.conf"],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            console.close()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise SandboxError(
+                    f"Asterisk exited with {self.process.returncode} while starting:\n"
+                    + self.log_tail()
+                )
+            if self._ajam_answers():
+                with contextlib.suppress(SandboxError):
+                    self.cli("core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+                return
+            time.sleep(0.1)
+        raise SandboxError(f"AJAM did not answer on {self.url} within {timeout:.0f} s:\n"
+                           + self.log_tail())
+
+    def _ajam_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/rawman?action=Ping", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop Asterisk: a polite ``core stop now``, then SIGTERM, then SIGKILL."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(SandboxError):
+            self.cli("core stop now", timeout=timeout / 2)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                proc.wait(timeout / 2)
+                break
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """Kill Asterisk at once, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def restart(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop and start the same instance (same ports, same configs)."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.launch(timeout=timeout)
+
+    def remove(self) -> None:
+        """Stop and delete the instance folder (the cached root stays)."""
+        self.stop()
+        shutil.rmtree(self.inst, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()
+
+    # -- inspection -----------------------------------------------------------
+
+    def cli(self, command: str, *, timeout: float = 10.0) -> str:
+        """Run an Asterisk CLI command through the instance's control socket."""
+        return _run(
+            ["chroot", str(self.root), "/usr/sbin/asterisk", "-C",
+             f"{self.inst_in_root}/etc/asterisk.conf", "-rx", command],
+            f"asterisk -rx {command!r}",
+            timeout,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of Asterisk's own log, for failed tests and start-up errors."""
+        out: list[str] = []
+        for path in (self.console_log_path, self.log_path):
+            if path.exists():
+                text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+                out.append(f"--- {path} (last {lines} lines)")
+                out.extend(text[-lines:])
+        return "\n".join(out) or "(no Asterisk log was written)"
+
+    def iter_log(self) -> Iterator[str]:
+        if self.log_path.exists():
+            yield from self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
