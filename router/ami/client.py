@@ -1,0 +1,388 @@
+"""The AJAM client: a thin httpx layer over the sans-I/O protocol.
+
+It owns the HTTP manager session so callers never see it: logging in
+(``mansession_id`` cookie, or HTTP Digest on ``/arawman``), logging in again
+when Asterisk forgot us (expiry answers ``Permission denied``, exactly like a
+real permission problem, so we re-login once and retry once before
+believing it), retrying a request once when a pooled keep-alive connection
+turned out stale (only for actions that are safe to repeat), and mapping
+every httpx failure onto :mod:`router.errors`.
+
+Actions run concurrently with an outstanding ``WaitEvent`` on other pooled
+connections sharing the cookie; :meth:`AJAMClient.wait_event` refuses to run
+twice at once because a second WaitEvent on one session kicks the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import secrets
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import httpx
+
+from router.ami.message import Event, Response
+from router.ami.protocol import (
+    Action,
+    ActionResult,
+    ParamValue,
+    assemble_result,
+    encode_form,
+    parse_body,
+    split_waitevent,
+)
+from router.errors import (
+    AMIActionError,
+    AMIAuthenticationError,
+    AMIConnectionError,
+    AMIError,
+    AMIProtocolError,
+    AMITimeoutError,
+    AMIValidationError,
+)
+
+__all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
+
+log = logging.getLogger("router.ami.client")
+
+AuthMode = Literal["cookie", "digest"]
+WireFormat = Literal["rawman", "mxml"]
+
+_MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
+
+#: Actions that change nothing on the PBX, so repeating one after a dropped
+#: connection is harmless. Anything not here and not matching the name
+#: patterns below is sent at most once.
+_IDEMPOTENT = frozenset(
+    name.lower()
+    for name in (
+        "Ping WaitEvent CoreSettings CoreStatus CoreShowChannels CoreShowChannelMap Getvar "
+        "Status ListCommands ListCategories ExtensionState ExtensionStateList "
+        "DeviceStateList PresenceState PresenceStateList MailboxCount MailboxStatus DBGet "
+        "DBGetTree GetConfig GetConfigJSON ShowDialPlan QueueStatus QueueSummary BridgeInfo "
+        "BridgeList BridgeTechnologyList ParkedCalls Parkinglots ModuleCheck Agents "
+        "ConfbridgeList ConfbridgeListRooms MeetmeList MeetmeListRooms FAXSessions FAXStats "
+        "VoicemailUsersList VoicemailUserStatus VoicemailBoxSummary IAXpeerlist IAXpeers "
+        "IAXregistry IAXnetstats MWIGet Challenge Setvar"
+    ).split()
+)
+
+
+def is_idempotent(action_name: str) -> bool:
+    """Whether an action may be sent twice without changing its effect.
+
+    ``Setvar`` is included (setting a value twice is setting it once);
+    ``Originate``, ``Redirect``, ``Hangup``, ``UserEvent`` are not.
+    """
+    name = action_name.lower()
+    return (
+        name in _IDEMPOTENT
+        or name.startswith(("pjsipshow", "show", "list", "get"))
+        or name.endswith(("list", "status"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How to reach one Asterisk; :mod:`router.config` fills it from router.toml."""
+
+    url: str
+    username: str
+    secret: str
+    auth: AuthMode = "cookie"
+    format: WireFormat = "rawman"
+    verify: bool | str = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    connect_timeout: float = 3.0
+    request_timeout: float = 10.0
+    max_connections: int = 20
+    #: Below Asterisk's ``session_keep_alive`` (15 s) so we close idle pooled
+    #: connections before Asterisk does; this prevents most stale-connection
+    #: errors instead of retrying them.
+    keepalive_expiry: float = 10.0
+
+
+class AJAMClient:
+    """One logged-in AJAM session with Asterisk.
+
+    ``await client.request(Action.build("Ping"))`` or, through the typed
+    catalog layer, ``await client.ping()``. Use as ``async with``; ``aclose``
+    logs off.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        base = settings.url.rstrip("/")
+        endpoint = settings.format if settings.auth == "cookie" else f"a{settings.format}"
+        self._endpoint = f"{base}/{endpoint}"
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(3)
+        self._login_lock = asyncio.Lock()
+        self._wait_lock = asyncio.Lock()
+        self._logged_in = settings.auth == "digest"
+        #: Increases at every successful login: events queued for an older
+        #: session are gone, which the event stream reports as a gap.
+        self.session_generation = 0
+        #: Seconds Asterisk keeps an idle session (``httptimeout``), read from
+        #: the cookie's Max-Age; ``None`` until known.
+        self.session_ttl: int | None = None
+        self._closed = False
+        auth: httpx.Auth | None = None
+        if settings.auth == "digest":
+            auth = httpx.DigestAuth(settings.username, settings.secret)
+        cert: tuple[str, str] | str | None = None
+        if settings.client_cert:
+            cert = (
+                (settings.client_cert, settings.client_key)
+                if settings.client_key
+                else settings.client_cert
+            )
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            verify=_ssl_context(settings.verify, cert),
+            timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry,
+            ),
+            transport=transport,
+            headers={"User-Agent": "callrouter"},
+        )
+
+    # -- context management --------------------------------------------------
+
+    async def __aenter__(self) -> AJAMClient:
+        await self.login()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Log off (best effort, bounded) and close the connection pool."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._logged_in and self.settings.auth == "cookie":
+                try:
+                    await asyncio.wait_for(
+                        self._post(Action("Logoff", (), self._next_id()), timeout=2.0), 3.0
+                    )
+                except (AMIError, TimeoutError) as exc:
+                    log.debug("logoff failed: %s", exc)
+        finally:
+            self._logged_in = False
+            await self._http.aclose()
+
+    # -- session ---------------------------------------------------------------
+
+    @property
+    def logged_in(self) -> bool:
+        return self._logged_in
+
+    async def login(self) -> Response:
+        """Open a manager session; raises :class:`AMIAuthenticationError` if refused."""
+        async with self._login_lock:
+            return await self._login_locked()
+
+    async def _login_locked(self) -> Response:
+        if self.settings.auth == "digest":
+            # Digest has no Login: every request authenticates. Ping proves the
+            # credentials now rather than at the first real action.
+            result = await self._post(Action("Ping", (), self._next_id()))
+            self._logged_in = True
+            self.session_generation += 1
+            return result.response
+        self._http.cookies.clear()
+        action = Action(
+            "Login",
+            (("Username", self.settings.username), ("Secret", self.settings.secret)),
+            self._next_id(),
+        )
+        result = await self._post(action)
+        if not result.response.ok:
+            raise AMIAuthenticationError(
+                f"Asterisk refused login for {self.settings.username!r} at {self._endpoint}: "
+                f"{result.response.message or 'no reason given'}"
+            )
+        self._logged_in = True
+        self.session_generation += 1
+        log.info("logged in to %s as %s", self._endpoint, self.settings.username)
+        return result.response
+
+    async def _relogin(self, seen_generation: int) -> None:
+        async with self._login_lock:
+            # Several requests may find the session gone at once: only the first
+            # logs in, the others reuse its session.
+            if self.session_generation == seen_generation:
+                log.info("AJAM session expired or was lost; logging in again")
+                await self._login_locked()
+
+    # -- actions -----------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"cr-{self._id_prefix}-{next(self._ids)}"
+
+    async def request(
+        self,
+        action: Action,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> ActionResult:
+        """Send one action and return its response (with list items, complete).
+
+        Raises :class:`AMIActionError` for ``Response: Error`` when ``check``.
+        """
+        if self._closed:
+            raise AMIConnectionError("the AJAM client is closed")
+        if action.action_id is None:
+            action = action.with_action_id(self._next_id())
+        if not self._logged_in:
+            await self.login()
+        generation = self.session_generation
+        result = await self._post(action, timeout=timeout)
+        if _session_lost(result) and self.settings.auth == "cookie":
+            await self._relogin(generation)
+            result = await self._post(action, timeout=timeout)
+        if check and not result.response.ok:
+            raise AMIActionError(action.name, result.response)
+        return result
+
+    async def action(
+        self,
+        name: str,
+        params: Mapping[str, ParamValue | None] | Iterable[tuple[str, str]] | None = None,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> ActionResult:
+        """Send any action by name, unvalidated: the escape hatch for actions
+        newer than the catalog. Prefer the typed methods (``client.originate``).
+        """
+        return await self.request(Action.build(name, params), check=check, timeout=timeout)
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        """Long-poll once: the events queued for this session, possibly none.
+
+        Returns as soon as Asterisk has at least one event. The wait is capped
+        below the session's lifetime because Asterisk answers at once when the
+        session would expire first (``httptimeout`` - 10 s).
+        """
+        if self._wait_lock.locked():
+            raise AMIError("a WaitEvent is already outstanding on this session")
+        async with self._wait_lock:
+            ttl = self.session_ttl
+            wait = timeout if ttl is None else max(1, min(timeout, ttl - 11))
+            action = Action("WaitEvent", (("Timeout", str(wait)),))
+            result = await self.request(action, timeout=wait + self.settings.request_timeout)
+            messages = (result.response, *result.extra)
+            _, events = split_waitevent(messages)
+            return events
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    async def _post(self, action: Action, *, timeout: float | None = None) -> ActionResult:
+        body = encode_form(action)
+        retry_ok = is_idempotent(action.name)
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                resp = await self._http.post(
+                    self._endpoint,
+                    content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TimeoutException as exc:
+                raise AMITimeoutError(
+                    f"{action.name}: no answer from {self._endpoint} within "
+                    f"{time.monotonic() - started:.1f} s"
+                ) from exc
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                # A keep-alive connection Asterisk closed while idle fails only
+                # when reused; a fresh one will do, if repeating is safe.
+                if attempt == 1 and retry_ok:
+                    log.debug("%s: stale connection (%s), retrying once", action.name, exc)
+                    continue
+                raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
+                                         f"broke: {exc or type(exc).__name__}") from exc
+            except httpx.ConnectError as exc:
+                raise AMIConnectionError(
+                    f"cannot connect to Asterisk at {self._endpoint}: {exc}"
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise AMIConnectionError(f"{action.name}: HTTP error: {exc}") from exc
+            return self._parse(action, resp)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse(self, action: Action, resp: httpx.Response) -> ActionResult:
+        status = resp.status_code
+        if status in (401, 403):
+            raise AMIAuthenticationError(
+                f"Asterisk answered HTTP {status} at {self._endpoint}: "
+                + ("wrong user or secret (digest)" if status == 401 else "denied by an ACL")
+            )
+        if status == 404:
+            raise AMIConnectionError(
+                f"HTTP 404 at {self._endpoint}: check the url prefix (http.conf 'prefix') "
+                "and that manager.conf has webenabled=yes"
+            )
+        if status == 413:
+            raise AMIValidationError(f"{action.name}: request too large for Asterisk (HTTP 413)")
+        if status != 200:
+            raise AMIConnectionError(f"{action.name}: HTTP {status} from {self._endpoint}")
+        cookie = resp.headers.get("set-cookie")
+        if cookie:
+            match = _MAX_AGE.search(cookie)
+            if match:
+                self.session_ttl = int(match.group(1))
+        try:
+            messages = parse_body(resp.content, resp.headers.get("content-type"))
+            result = assemble_result(messages)
+        except AMIProtocolError as exc:
+            raise AMIProtocolError(f"{action.name}: {exc}") from None
+        echoed = result.response.action_id
+        if echoed is not None and action.action_id is not None and echoed != action.action_id:
+            raise AMIProtocolError(
+                f"{action.name}: response carries ActionID {echoed!r}, "
+                f"sent {action.action_id!r}"
+            )
+        return result
+
+
+def _session_lost(result: ActionResult) -> bool:
+    return not result.response.ok and (result.response.message or "") == "Permission denied"
+
+
+def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext | bool:
+    if verify is False:
+        return False
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if cert is not None:
+        if isinstance(cert, tuple):
+            ctx.load_cert_chain(cert[0], cert[1])
+        else:
+            ctx.load_cert_chain(cert)
+    return ctx

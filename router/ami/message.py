@@ -1,0 +1,188 @@
+"""Immutable AMI messages: ordered, repeated keys kept, looked up case-insensitively.
+
+AMI is a list of ``Key: Value`` pairs, not a dict: keys repeat
+(``ChanVariable``, ``Output``) and their order matters. The two AJAM formats
+also spell keys differently: ``/rawman`` keeps Asterisk's spelling
+(``CallerIDNum``, ``Cause-txt``) while ``/mxml`` lower-cases it and turns every
+other character into ``_`` (``calleridnum``, ``cause_txt``). Lookups therefore
+go through :func:`normalize_key`, the same folding mxml applies, so
+``msg.get("Cause-txt")`` finds the field whichever format it came in.
+
+This module imports no I/O library: it is shared by every transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+__all__ = ["Event", "Message", "Response", "make_message", "normalize_key"]
+
+_NORMALIZED: dict[str, str] = {}
+_NORMALIZED_MAX: Final = 4096
+
+
+def normalize_key(key: str) -> str:
+    """Fold a key the way mxml does: lower-case, non-alphanumerics to ``_``.
+
+    Memoised (bounded) because the same few hundred field names recur in every
+    event, and this sits on the ingest hot path.
+    """
+    found = _NORMALIZED.get(key)
+    if found is not None:
+        return found
+    norm = "".join(ch if ch.isalnum() and ch.isascii() else "_" for ch in key.lower())
+    if norm[:1].isdigit():
+        norm = "_" + norm
+    if len(_NORMALIZED) < _NORMALIZED_MAX:
+        _NORMALIZED[key] = norm
+    return norm
+
+
+class Message:
+    """One AMI block: an immutable, ordered sequence of (key, value) pairs."""
+
+    __slots__ = ("_fields", "_index")
+
+    _fields: tuple[tuple[str, str], ...]
+    _index: dict[str, tuple[str, ...]] | None
+
+    def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
+        object.__setattr__(self, "_fields", tuple(fields))
+        object.__setattr__(self, "_index", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _lookup(self) -> dict[str, tuple[str, ...]]:
+        index = self._index
+        if index is None:
+            building: dict[str, list[str]] = {}
+            for key, value in self._fields:
+                building.setdefault(normalize_key(key), []).append(value)
+            index = {k: tuple(v) for k, v in building.items()}
+            object.__setattr__(self, "_index", index)
+        return index
+
+    # -- mapping-like access -------------------------------------------------
+
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """All pairs in wire order, repeated keys included."""
+        return self._fields
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value of ``key`` (any spelling), or ``default``."""
+        values = self._lookup().get(normalize_key(key))
+        return values[0] if values else default
+
+    def getall(self, key: str) -> list[str]:
+        """Every value of a repeated key, in order (``Output``, ``ChanVariable``)."""
+        return list(self._lookup().get(normalize_key(key), ()))
+
+    def __getitem__(self, key: str) -> str:
+        values = self._lookup().get(normalize_key(key))
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and normalize_key(key) in self._lookup()
+
+    def keys(self) -> list[str]:
+        """Distinct keys in first-seen order, spelled as received."""
+        seen: dict[str, str] = {}
+        for key, _ in self._fields:
+            seen.setdefault(normalize_key(key), key)
+        return list(seen.values())
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        return iter(self._fields)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def to_dict(self) -> dict[str, str | list[str]]:
+        """A JSON-friendly dict; repeated keys become lists."""
+        out: dict[str, str | list[str]] = {}
+        for key, value in self._fields:
+            have = out.get(key)
+            if have is None:
+                out[key] = value
+            elif isinstance(have, list):
+                have.append(value)
+            else:
+                out[key] = [have, value]
+        return out
+
+    # -- AMI semantics ---------------------------------------------------------
+
+    @property
+    def action_id(self) -> str | None:
+        return self.get("ActionID")
+
+    @property
+    def event_list(self) -> str | None:
+        """``start`` on a list's opening response, ``Complete`` on its closing event."""
+        return self.get("EventList")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return type(self) is type(other) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._fields))
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{k}={v!r}" for k, v in self._fields[:4])
+        more = f", ... +{len(self._fields) - 4}" if len(self._fields) > 4 else ""
+        return f"{type(self).__name__}({head}{more})"
+
+
+class Response(Message):
+    """The answer to an action (``Response: Success|Error|Goodbye|Follows``)."""
+
+    __slots__ = ()
+
+    @property
+    def status(self) -> str:
+        return self.get("Response") or ""
+
+    @property
+    def ok(self) -> bool:
+        """True unless Asterisk said ``Error``; ``Goodbye`` (Logoff) counts as ok."""
+        return self.status.lower() != "error"
+
+    @property
+    def message(self) -> str | None:
+        return self.get("Message")
+
+
+class Event(Message):
+    """Something that happened: a block with an ``Event`` key.
+
+    List items (``CoreShowChannel``) are events too; they carry the ActionID
+    of the action that asked for them.
+    """
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return self.get("Event") or ""
+
+
+def make_message(fields: Iterable[tuple[str, str]]) -> Message:
+    """Build the right class by the block's first key, as Asterisk always leads with it."""
+    pairs = tuple(fields)
+    if pairs:
+        first = pairs[0][0].lower()
+        if first == "event":
+            return Event(pairs)
+        if first == "response":
+            return Response(pairs)
+    return Message(pairs)

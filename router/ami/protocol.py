@@ -1,0 +1,464 @@
+"""AMI wire format without I/O: bytes in, messages out; actions in, bytes out.
+
+Like h11, this module never touches a socket. The AJAM client hands it HTTP
+bodies; a raw TCP transport (port 5038) will hand it stream chunks through
+:class:`RawmanParser`, which speaks the very same framing. Everything that
+can go wrong with input raises :class:`~router.errors.AMIProtocolError` and
+nothing else, and every input is bounded so a broken or hostile peer cannot
+make us buffer without limit.
+
+What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``):
+
+* Key case and punctuation: ``Bar-Baz`` arrives as ``bar_baz``. Lookups on
+  :class:`~router.ami.message.Message` fold keys the same way, so
+  ``get("Bar-Baz")`` works on both formats. For display, well-known keys get
+  their Asterisk spelling back from :data:`KNOWN_KEYS`; unknown ones stay
+  lower-case.
+* Repeated keys: ``chanvariable``, ``chanvariable-2`` are folded back into
+  repeats of one key. A real key that itself ends in ``-<digit>`` cannot be
+  told apart; Asterisk has none in its documentation.
+* ``ChanVariable(name)`` style keys lose their parentheses. Prefer ``rawman``
+  (the default) wherever exact key names matter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from lxml import etree
+
+from router.ami.message import Event, Message, Response, make_message, normalize_key
+from router.errors import AMIProtocolError, AMIValidationError
+
+__all__ = [
+    "KNOWN_KEYS",
+    "MAX_BODY_BYTES",
+    "Action",
+    "ActionResult",
+    "ListCollector",
+    "RawmanParser",
+    "assemble_result",
+    "encode_form",
+    "encode_query",
+    "encode_rawman",
+    "parse_body",
+    "parse_mxml",
+    "parse_rawman",
+    "split_waitevent",
+]
+
+#: Largest body we accept; a CoreShowChannels of 10,000 channels is about 8 MB.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Largest single line (a key and its value); Asterisk's own cap is far lower.
+MAX_LINE_BYTES = 64 * 1024
+#: Asterisk reads at most 128 headers from an HTTP request (astman_append_headers).
+MAX_ACTION_HEADERS = 128
+#: Asterisk answers 413 to POST bodies over this size (main/http.c).
+MAX_FORM_BYTES = 40960
+
+# Canonical spellings used to undo mxml's lower-casing. Lookups never depend on
+# this table (they fold case), it only makes mxml messages print like rawman.
+KNOWN_KEYS: dict[str, str] = {
+    normalize_key(k): k
+    for k in (
+        "AccountCode ActionID AppData Application AMIversion AsteriskVersion BridgeCreator "
+        "BridgeName BridgeNumChannels BridgeTechnology BridgeType BridgeUniqueid BridgeId "
+        "BridgeVideoSourceMode CallerIDName CallerIDNum Cause Cause-txt ChanVariable Channel "
+        "ChannelState ChannelStateDesc ConnectedLineName ConnectedLineNum Context Count "
+        "CoreCurrentCalls CoreMaxCalls CoreMaxFilehandles CoreMaxLoadAvg CoreReloadDate "
+        "CoreReloadTime CoreRunUser CoreRunGroup CoreStartupDate CoreStartupTime "
+        "DestAccountCode DestCallerIDName DestCallerIDNum DestChannel DestChannelState "
+        "DestChannelStateDesc DestConnectedLineName DestConnectedLineNum DestContext DestExten "
+        "DestLanguage DestLinkedid DestPriority DestUniqueid DialStatus DialString Duration "
+        "Event EventList EventTV Exten Extension Family Hint Interface Key Language Linkedid "
+        "ListItems Message Output Ping Priority Privilege Queue Reason Response Server "
+        "SeverityService Severity Service SessionID SystemName Status StatusText Timestamp "
+        "Uniqueid UserEvent Val Value Variable Version"
+    ).split()
+}
+
+_UNIT_SEP = re.compile(rb"\r?\n")
+_REPEAT_SUFFIX = re.compile(r"^(.*)-(\d+)$")
+
+
+# --------------------------------------------------------------------------- rawman
+
+
+def _decode(raw: bytes) -> str:
+    # Asterisk passes caller names through byte-for-byte; a phone sending Latin-1
+    # must not make us drop the event, so bad bytes become U+FFFD.
+    return raw.decode("utf-8", errors="replace")
+
+
+def _block_to_message(lines: Sequence[bytes]) -> Message:
+    pairs: list[tuple[str, str]] = []
+    opaque: list[str] = []
+    for raw in lines:
+        if len(raw) > MAX_LINE_BYTES:
+            raise AMIProtocolError(f"line of {len(raw)} bytes exceeds {MAX_LINE_BYTES}")
+        line = _decode(raw)
+        key, sep, value = line.partition(":")
+        if not sep or not key or key != key.strip() or " " in key:
+            # Lines without a key (old Command output) are kept, as mxml does.
+            opaque.append(line)
+            continue
+        pairs.append((key, value[1:] if value.startswith(" ") else value))
+    if not pairs:
+        raise AMIProtocolError(f"block without any 'Key: Value' line: {opaque[:1]!r}")
+    first = pairs[0][0].lower()
+    if first not in ("response", "event"):
+        raise AMIProtocolError(
+            f"block starts with {pairs[0][0]!r}, expected 'Response' or 'Event'"
+        )
+    if opaque:
+        pairs.append(("opaque_data", "\n".join(opaque)))
+    return make_message(pairs)
+
+
+class RawmanParser:
+    """Incremental parser for the ``Key: Value`` framing of /rawman and TCP AMI.
+
+    ``feed`` may be called with any chunking (a Cyrillic name split across two
+    reads is fine: bytes are decoded only once a block is whole). Buffered
+    input is bounded by ``max_buffer``.
+    """
+
+    def __init__(self, *, max_buffer: int = MAX_BODY_BYTES, banner: bool = False) -> None:
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []
+        self._max_buffer = max_buffer
+        self._expect_banner = banner
+        #: The ``Asterisk Call Manager/x.y.z`` greeting of a TCP connection.
+        self.banner: str | None = None
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add bytes; return every message completed by them."""
+        self._buffer += data
+        if len(self._buffer) > self._max_buffer:
+            raise AMIProtocolError(
+                f"more than {self._max_buffer} bytes buffered without a complete message"
+            )
+        out: list[Message] = []
+        buf = self._buffer
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = bytes(buf[start:nl])
+            start = nl + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if self._expect_banner:
+                self._expect_banner = False
+                if not line.startswith(b"Asterisk Call Manager/"):
+                    raise AMIProtocolError(f"not an AMI banner: {line[:80]!r}")
+                self.banner = _decode(line)
+                continue
+            if line:
+                self._lines.append(line)
+            elif self._lines:
+                out.append(_block_to_message(self._lines))
+                self._lines = []
+        del buf[:start]
+        if len(buf) > MAX_LINE_BYTES:
+            raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a message is buffered."""
+        return bool(self._buffer) or bool(self._lines)
+
+    def close(self) -> None:
+        """Declare end of input; a half-received message is an error."""
+        if self.pending:
+            raise AMIProtocolError("input ended in the middle of a message (truncated body)")
+
+
+def parse_rawman(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
+    """Parse a whole /rawman body into messages, in order."""
+    if len(body) > max_size:
+        raise AMIProtocolError(f"body of {len(body)} bytes exceeds the limit of {max_size}")
+    parser = RawmanParser(max_buffer=max_size)
+    messages = parser.feed(body)
+    if parser.pending:
+        # Asterisk ends every block with a blank line; tolerate a missing final
+        # one only when the rest of the block is complete lines.
+        if parser._buffer:
+            raise AMIProtocolError("body ends in the middle of a line (truncated)")
+        messages.append(_block_to_message(parser._lines))
+    if not messages:
+        raise AMIProtocolError("empty body: no AMI message")
+    return messages
+
+
+# --------------------------------------------------------------------------- mxml
+
+_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True,
+    remove_pis=True, load_dtd=False,
+)
+
+
+def _mxml_key(name: str, seen: set[str]) -> str:
+    match = _REPEAT_SUFFIX.match(name)
+    if match and match.group(1) in seen:
+        name = match.group(1)
+    seen.add(name)
+    return KNOWN_KEYS.get(name, name)
+
+
+def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
+    """Parse an /mxml body (``<ajax-response>``) into messages, in order."""
+    if len(body) > max_size:
+        raise AMIProtocolError(f"body of {len(body)} bytes exceeds the limit of {max_size}")
+    try:
+        root = etree.fromstring(body, _XML_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise AMIProtocolError(f"malformed mxml: {exc}") from None
+    except ValueError as exc:  # lxml refuses some inputs (e.g. str with encoding decl)
+        raise AMIProtocolError(f"malformed mxml: {exc}") from None
+    if root.tag != "ajax-response":
+        raise AMIProtocolError(f"mxml root is <{root.tag}>, expected <ajax-response>")
+    messages: list[Message] = []
+    for response in root:
+        if response.tag != "response":
+            raise AMIProtocolError(f"unexpected <{response.tag}> in <ajax-response>")
+        children = list(response)
+        if len(children) != 1:
+            raise AMIProtocolError(f"<response> holds {len(children)} elements, expected 1")
+        seen: set[str] = set()
+        pairs = [(_mxml_key(str(k), seen), str(v)) for k, v in children[0].attrib.items()]
+        if not pairs:
+            raise AMIProtocolError("empty <generic/> element")
+        first = normalize_key(pairs[0][0])
+        if first not in ("response", "event"):
+            raise AMIProtocolError(f"block starts with {pairs[0][0]!r}, expected response/event")
+        messages.append(make_message(pairs))
+    if not messages:
+        raise AMIProtocolError("empty <ajax-response>: no AMI message")
+    return messages
+
+
+def parse_body(body: bytes, content_type: str | None = None) -> list[Message]:
+    """Parse an AJAM body, choosing the format by content type or first byte."""
+    kind = (content_type or "").lower()
+    if "xml" in kind or (not kind and body.lstrip()[:1] == b"<"):
+        return parse_mxml(body)
+    return parse_rawman(body)
+
+
+# --------------------------------------------------------------------------- actions
+
+ParamValue = str | int | float | bool | Sequence[str] | Mapping[str, object]
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """An action to send: its name, ordered parameters (keys may repeat), ActionID."""
+
+    name: str
+    params: tuple[tuple[str, str], ...] = ()
+    action_id: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        params: Mapping[str, ParamValue | None] | Iterable[tuple[str, str]] | None = None,
+        *,
+        action_id: str | None = None,
+    ) -> Action:
+        """Build from Python values: lists repeat the key, a dict for ``Variable``
+        becomes repeated ``K=V``, booleans become ``true``/``false``, ``None`` is left out.
+        """
+        pairs: list[tuple[str, str]] = []
+        items: Iterable[tuple[str, object]]
+        items = params.items() if isinstance(params, Mapping) else (params or ())
+        for key, value in items:
+            if value is None:
+                continue
+            if isinstance(value, Mapping):
+                pairs.extend((key, f"{k}={_scalar(v)}") for k, v in value.items())
+            elif isinstance(value, list | tuple):
+                pairs.extend((key, _scalar(v)) for v in value)
+            else:
+                pairs.append((key, _scalar(value)))
+        return cls(name, tuple(pairs), action_id)
+
+    def with_action_id(self, action_id: str) -> Action:
+        return Action(self.name, self.params, action_id)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every header in send order: Action, ActionID, then the parameters."""
+        out = [("Action", self.name)]
+        if self.action_id is not None:
+            out.append(("ActionID", self.action_id))
+        out.extend(p for p in self.params if p[0].lower() not in ("action", "actionid"))
+        if len(out) > MAX_ACTION_HEADERS:
+            raise AMIValidationError(
+                f"{self.name}: {len(out)} headers, Asterisk reads at most {MAX_ACTION_HEADERS}"
+            )
+        for key, value in out:
+            if not key or any(c in key for c in ":\r\n =&"):
+                raise AMIValidationError(f"{self.name}: invalid parameter name {key!r}")
+            if "\r" in value or "\n" in value:
+                raise AMIValidationError(
+                    f"{self.name}: parameter {key!r} contains a line break, which would "
+                    "inject headers"
+                )
+        return out
+
+
+def _urlencode(pairs: Iterable[tuple[str, str]]) -> str:
+    # quote(..., safe="") turns '+' into %2B and ' ' into %20: Asterisk decodes '+'
+    # as a space, so a literal plus must never travel unescaped.
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+def encode_query(action: Action) -> str:
+    """The action as a URL query string for ``GET /rawman?...``."""
+    return _urlencode(action.pairs())
+
+
+def encode_form(action: Action) -> bytes:
+    """The action as an ``application/x-www-form-urlencoded`` POST body."""
+    body = _urlencode(action.pairs()).encode("ascii")
+    if len(body) > MAX_FORM_BYTES:
+        raise AMIValidationError(
+            f"{action.name}: encoded action is {len(body)} bytes; Asterisk refuses POST "
+            f"bodies over {MAX_FORM_BYTES} (HTTP 413)"
+        )
+    return body
+
+
+def encode_rawman(action: Action) -> bytes:
+    """The action as TCP AMI bytes (``Key: Value`` lines and a blank line)."""
+    return "".join(f"{k}: {v}\r\n" for k, v in action.pairs()).encode("utf-8") + b"\r\n"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """An action's answer: the response plus, for list actions, its items.
+
+    ``complete`` is True for plain actions and for lists whose closing event
+    arrived; ``closing`` is that event (it carries ``ListItems``).
+    """
+
+    response: Response
+    items: tuple[Event, ...] = ()
+    complete: bool = True
+    closing: Event | None = None
+    extra: tuple[Message, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.response.ok
+
+    @property
+    def is_list(self) -> bool:
+        return (self.response.event_list or "").lower() == "start"
+
+
+def _is_list_end(msg: Message) -> bool:
+    return (msg.event_list or "").lower() == "complete"
+
+
+def assemble_result(messages: Sequence[Message], *, strict: bool = True) -> ActionResult:
+    """Turn the messages of one AJAM action body into an :class:`ActionResult`.
+
+    Over HTTP a list's items and closing event come in the same body as the
+    response, so a list without its ``EventList: Complete`` means the body was
+    cut: with ``strict`` that is a protocol error.
+    """
+    if not messages or not isinstance(messages[0], Response):
+        first = messages[0] if messages else None
+        raise AMIProtocolError(f"action body does not start with a response: {first!r}")
+    response = messages[0]
+    if (response.event_list or "").lower() != "start":
+        return ActionResult(response, extra=tuple(messages[1:]))
+    items: list[Event] = []
+    for index, msg in enumerate(messages[1:], start=1):
+        if not isinstance(msg, Event):
+            raise AMIProtocolError(f"unexpected {msg!r} inside an event list")
+        if _is_list_end(msg):
+            return ActionResult(response, tuple(items), True, msg, tuple(messages[index + 1 :]))
+        items.append(msg)
+    if strict:
+        raise AMIProtocolError(
+            f"event list of {len(items)} items has no closing 'EventList: Complete' (truncated)"
+        )
+    return ActionResult(response, tuple(items), False)
+
+
+def split_waitevent(messages: Sequence[Message]) -> tuple[Response, list[Event]]:
+    """Split a WaitEvent reply into its response and the events it delivered.
+
+    The closing ``WaitEventComplete`` marker is dropped: it is framing, not news.
+    """
+    if not messages or not isinstance(messages[0], Response):
+        raise AMIProtocolError("WaitEvent reply does not start with a response")
+    response = messages[0]
+    events: list[Event] = []
+    for msg in messages[1:]:
+        if not isinstance(msg, Event):
+            raise AMIProtocolError(f"unexpected {msg!r} in a WaitEvent reply")
+        if msg.name == "WaitEventComplete":
+            continue
+        events.append(msg)
+    return response, events
+
+
+class ListCollector:
+    """Assemble list results from an interleaved message stream (TCP AMI).
+
+    Over TCP a list's items arrive as separate events mixed with unrelated
+    ones; they are matched to their action by ActionID. ``feed`` returns the
+    finished result when a response or closing event completes one, and
+    ``None`` for messages that do not belong to a pending action.
+    """
+
+    def __init__(self, *, max_items: int = 1_000_000) -> None:
+        self._pending: dict[str, tuple[Response, list[Event]]] = {}
+        self._waiting: set[str] = set()
+        self._max_items = max_items
+
+    def expect(self, action_id: str) -> None:
+        self._waiting.add(action_id)
+
+    def feed(self, msg: Message) -> tuple[str, ActionResult] | None:
+        action_id = msg.action_id
+        if action_id is None:
+            return None
+        if isinstance(msg, Response) and action_id in self._waiting:
+            self._waiting.discard(action_id)
+            if (msg.event_list or "").lower() == "start":
+                self._pending[action_id] = (msg, [])
+                return None
+            return action_id, ActionResult(msg)
+        pending = self._pending.get(action_id)
+        if pending is None or not isinstance(msg, Event):
+            return None
+        if _is_list_end(msg):
+            del self._pending[action_id]
+            return action_id, ActionResult(pending[0], tuple(pending[1]), True, msg)
+        if len(pending[1]) >= self._max_items:
+            raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_items} items")
+        pending[1].append(msg)
+        return None
+
+    def iter_pending(self) -> Iterator[str]:
+        yield from self._pending

@@ -1,0 +1,212 @@
+"""Asterisk's events as an async iterator, over one WaitEvent long-poll loop.
+
+AJAM has no push: events queue per HTTP manager session and ``WaitEvent``
+fetches them. This module runs exactly one such loop per client (a second
+WaitEvent on the same session kicks the first), survives Asterisk going away
+with capped exponential backoff, and, because events queued for a lost
+session are gone for good, tells its consumer so with a :class:`StreamGap`
+marker. Consumers then reconcile (``CoreShowChannels``) instead of assuming
+nothing happened.
+
+Subscriptions are globs on the event name, as in panoramisk::
+
+    stream = EventStream(client)
+
+    @stream.on("Queue*")
+    async def queue_event(event): ...
+
+    async for item in stream:              # Event or StreamGap
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import inspect
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from router.ami.message import Event
+from router.errors import AMIAuthenticationError, AMIError, AMIProtocolError
+
+__all__ = ["Backoff", "EventHandler", "EventStream", "StreamGap"]
+
+log = logging.getLogger("router.ami.stream")
+
+EventHandler = Callable[[Event], Awaitable[None] | None]
+
+
+class _Poller:
+    """What the stream needs from a client; :class:`router.ami.client.AJAMClient` fits."""
+
+    session_generation: int
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def login(self) -> object:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    """Events may have been lost between ``since`` and ``resumed`` (wall clock).
+
+    ``reason`` says why: ``reconnect`` (Asterisk unreachable, then back),
+    ``session`` (the manager session was replaced, its queue with it).
+    """
+
+    since: float
+    resumed: float
+    reason: str
+    error: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.resumed - self.since)
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter, so a fleet does not reconnect in step."""
+
+    initial: float = 0.25
+    maximum: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    _next: float = 0.0
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+    def next_delay(self) -> float:
+        self._next = self.initial if self._next == 0.0 else min(self.maximum,
+                                                                self._next * self.factor)
+        return self._next * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    pats = list(patterns)
+    if not pats or "*" in pats:
+        return None
+    return re.compile("|".join(fnmatch.translate(p.lower()) for p in pats))
+
+
+class EventStream:
+    """The one WaitEvent loop of a client, as an async iterator of events and gaps."""
+
+    def __init__(
+        self,
+        client: _Poller,
+        patterns: Iterable[str] = ("*",),
+        *,
+        poll_timeout: int = 20,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._filter = _compile(patterns)
+        self._poll_timeout = poll_timeout
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._handlers: list[tuple[re.Pattern[str] | None, EventHandler]] = []
+        self._running = False
+        self._stopped = False
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        #: Events delivered and gaps reported, for status pages and tests.
+        self.events_seen = 0
+        self.gaps_seen = 0
+
+    def wants(self, name: str) -> bool:
+        """Whether an event name matches the stream's glob subscriptions."""
+        return self._filter is None or self._filter.match(name.lower()) is not None
+
+    def on(self, pattern: str = "*") -> Callable[[EventHandler], EventHandler]:
+        """Decorator: call ``handler(event)`` for events whose name matches ``pattern``."""
+
+        def register(handler: EventHandler) -> EventHandler:
+            self.add_handler(pattern, handler)
+            return handler
+
+        return register
+
+    def add_handler(self, pattern: str, handler: EventHandler) -> None:
+        self._handlers.append((_compile([pattern]), handler))
+
+    def stop(self) -> None:
+        """Ask the loop to end after the poll in flight."""
+        self._stopped = True
+
+    async def __aiter__(self) -> AsyncIterator[Event | StreamGap]:
+        if self._running:
+            raise AMIError("this event stream is already being iterated")
+        self._running = True
+        try:
+            async for item in self._loop():
+                if isinstance(item, Event):
+                    await self._dispatch(item)
+                yield item
+        finally:
+            self._running = False
+
+    async def run(self) -> None:
+        """Consume the stream only for its handlers (``on``/``add_handler``)."""
+        async for _ in self:
+            pass
+
+    async def _dispatch(self, event: Event) -> None:
+        name = event.name.lower()
+        for pattern, handler in self._handlers:
+            if pattern is None or pattern.match(name):
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("event handler %r failed on %s", handler, event.name)
+
+    async def _loop(self) -> AsyncIterator[Event | StreamGap]:
+        client = self._client
+        generation: int | None = None
+        last_ok = self._clock()
+        failing_since: float | None = None
+        last_error: str | None = None
+        while not self._stopped:
+            try:
+                events = await client.wait_event(self._poll_timeout)
+            except AMIAuthenticationError:
+                raise  # wrong credentials do not heal by retrying
+            except (AMIError, OSError) as exc:
+                if isinstance(exc, AMIProtocolError):
+                    log.warning("event stream: bad reply from Asterisk: %s", exc)
+                if failing_since is None:
+                    failing_since = last_ok
+                    log.warning("event stream lost Asterisk: %s", exc)
+                last_error = str(exc)
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
+            now = self._clock()
+            current = client.session_generation
+            if failing_since is not None:
+                self._backoff.reset()
+                self.gaps_seen += 1
+                log.warning("event stream resumed after %.1f s", now - failing_since)
+                yield StreamGap(failing_since, now, "reconnect", last_error)
+                failing_since = None
+                last_error = None
+            elif generation is not None and current != generation:
+                # The client logged in again between polls (session expiry or
+                # restart noticed by another request): that session's queue is lost.
+                self.gaps_seen += 1
+                yield StreamGap(last_ok, now, "session")
+            generation = current
+            last_ok = now
+            for event in events:
+                if self.wants(event.name):
+                    self.events_seen += 1
+                    yield event

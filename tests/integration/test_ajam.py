@@ -1,0 +1,198 @@
+"""The AJAM client and event stream against the real Asterisk 22 sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.message import Event
+from router.ami.stream import Backoff, EventStream, StreamGap
+from router.errors import AMIActionError, AMIAuthenticationError
+from router.sandbox import Sandbox
+
+
+def settings(box: Sandbox, user: str = "admin", **kw: object) -> ClientSettings:
+    return ClientSettings(url=box.url, username=user, secret=str(kw.pop("secret", box.secret)),
+                          **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["rawman", "mxml"])
+async def client(sandbox: Sandbox, request: pytest.FixtureRequest) -> AsyncIterator[AJAMClient]:
+    async with AJAMClient(settings(sandbox, format=request.param)) as c:
+        yield c
+
+
+async def next_event(stream_iter: AsyncIterator[Event | StreamGap], predicate: object,
+                     timeout: float = 15.0) -> Event:
+    async def find() -> Event:
+        async for item in stream_iter:
+            if isinstance(item, Event) and predicate(item):  # type: ignore[operator]
+                return item
+        raise AssertionError("stream ended")
+    return await asyncio.wait_for(find(), timeout)
+
+
+def caller_id() -> str:
+    """A unique caller number, so this test's events stand out on a shared Asterisk."""
+    return "7916" + str(uuid.uuid4().int)[:7]
+
+
+async def test_login_and_ping(client: AJAMClient) -> None:
+    result = await client.action("Ping")
+    assert result.response["Ping"] == "Pong"
+    assert client.session_ttl == 60
+
+
+async def test_wrong_password_is_a_clear_error(sandbox: Sandbox) -> None:
+    client = AJAMClient(settings(sandbox, secret="wrong"))
+    with pytest.raises(AMIAuthenticationError, match="refused login for 'admin'.*Authentication"):
+        await client.login()
+    await client.aclose()
+
+
+async def test_digest_auth(sandbox: Sandbox) -> None:
+    async with AJAMClient(settings(sandbox, auth="digest")) as c:
+        assert (await c.action("Ping")).ok
+    bad = AJAMClient(settings(sandbox, auth="digest", secret="wrong"))
+    with pytest.raises(AMIAuthenticationError, match="401"):
+        await bad.login()
+    await bad.aclose()
+
+
+async def test_least_privilege_user_is_refused_originate(sandbox: Sandbox) -> None:
+    async with AJAMClient(settings(sandbox, user="watcher")) as c:
+        with pytest.raises(AMIActionError, match="Permission denied"):
+            await c.action("Originate", {"Channel": "Local/1@sink", "Application": "Wait",
+                                         "Data": "1"})
+
+
+async def test_core_settings_and_global_variables(client: AJAMClient) -> None:
+    settings_ = (await client.action("CoreSettings")).response
+    assert settings_["AMIversion"].startswith("11.")
+    assert settings_["AsteriskVersion"].startswith("22.")
+    value = "Иванов & <Ко> 'q' a+b =c"
+    await client.action("Setvar", {"Variable": "CR_IT", "Value": value})
+    got = await client.action("Getvar", {"Variable": "CR_IT"})
+    assert got.response["Value"] == value
+
+
+async def test_call_lifecycle_originate_redirect_hangup(client: AJAMClient) -> None:
+    number = caller_id()
+    stream = EventStream(client, ["Newchannel", "Newexten", "UserEvent", "Hangup"])
+    events = stream.__aiter__()
+    await client.action("Originate", {
+        "Channel": "Local/74952293042@incoming", "Application": "Wait", "Data": "30",
+        "CallerID": f"Test <{number}>", "Async": True,
+    })
+    request = await next_event(events, lambda e: e.get("UserEvent") == "RouteRequest"
+                               and e.get("Caller") == number)
+    channel = request["Channel"]
+    listing = await client.action("CoreShowChannels")
+    assert listing.complete
+    assert channel in [item["Channel"] for item in listing.items]
+    assert int(listing.closing["ListItems"]) == len(listing.items)  # type: ignore[index]
+    await client.action("Setvar", {"Channel": channel, "Variable": "CRM_MANAGER",
+                                   "Value": "Пётр Петров"})
+    got = await client.action("Getvar", {"Channel": channel, "Variable": "CRM_MANAGER"})
+    assert got.response["Value"] == "Пётр Петров"
+    await client.action("Redirect", {"Channel": channel, "Context": "managers",
+                                     "Exten": "101", "Priority": 1})
+    landed = await next_event(events, lambda e: e.name == "Newexten"
+                              and e.get("Channel") == channel and e.get("Context") == "managers")
+    assert landed["Exten"] == "101"
+    await client.action("Hangup", {"Channel": channel})
+    await next_event(events, lambda e: e.name == "Hangup" and e.get("Channel") == channel)
+    with pytest.raises(AMIActionError, match="Channel does not exist"):
+        await client.action("Redirect", {"Channel": channel, "Context": "managers",
+                                         "Exten": "101", "Priority": 1})
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_stream_sees_a_calls_events_in_order(client: AJAMClient) -> None:
+    number = caller_id()
+    stream = EventStream(client)
+    events = stream.__aiter__()
+    await client.action("Originate", {
+        "Channel": "Local/74952293042@incoming", "Application": "Wait", "Data": "1",
+        "CallerID": number, "Async": True,
+    })
+    first = await next_event(events, lambda e: e.name == "Newchannel")
+    linkedid = first["Linkedid"]
+    seen: list[Event] = [first]
+    while True:
+        item = await next_event(events, lambda e: e.get("Linkedid") == linkedid)
+        seen.append(item)
+        if item.name == "UserEvent":
+            await client.action("Hangup", {"Channel": item["Channel"]})
+        if item.name == "Hangup" and sum(e.name == "Hangup" for e in seen) == 2:
+            break
+    names = [e.name for e in seen]
+    assert names[0] == "Newchannel"
+    assert names.index("UserEvent") < names.index("Hangup")
+    stamps = [float(e["Timestamp"]) for e in seen]
+    assert stamps == sorted(stamps)
+    priorities = [int(e["Priority"]) for e in seen
+                  if e.name == "Newexten" and e["Context"] == "incoming"]
+    assert priorities == sorted(priorities)
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_non_ascii_user_event_round_trips(client: AJAMClient) -> None:
+    tag = uuid.uuid4().hex
+    stream = EventStream(client, ["UserEvent"])
+    events = stream.__aiter__()
+    text = "Звонок от ООО «Ромашка» & <VIP> 'кавычки' \"двойные\" 100% +7"
+    await client.action("UserEvent", {"UserEvent": "CRRoundTrip", "Tag": tag, "Note": text})
+    got = await next_event(events, lambda e: e.get("Tag") == tag)
+    assert got["Note"] == text
+    assert got["UserEvent"] == "CRRoundTrip"
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_session_expiry_is_survived(scratch_sandbox: Sandbox) -> None:
+    """httptimeout=12: idle past it, the next action and the stream just carry on."""
+    async with AJAMClient(settings(scratch_sandbox)) as c:
+        assert c.session_ttl is None or c.session_ttl == 12
+        await asyncio.sleep(14)
+        assert (await c.action("Ping")).ok  # re-login happened underneath
+        assert c.session_generation == 2
+        stream = EventStream(c, ["UserEvent"], backoff=Backoff(initial=0.1, maximum=0.5))
+        items = stream.__aiter__()
+        await c.action("UserEvent", {"UserEvent": "Before"})
+        await next_event(items, lambda e: e["UserEvent"] == "Before")
+        await asyncio.sleep(14)  # nobody polls: Asterisk drops the session and its queue
+        await c.action("UserEvent", {"UserEvent": "After"})
+        gap = await asyncio.wait_for(items.__anext__(), 15)
+        assert isinstance(gap, StreamGap)
+        assert gap.reason == "session"
+        # "After" may or may not survive (it was sent after the re-login); the
+        # stream must go on either way.
+        await c.action("UserEvent", {"UserEvent": "Later"})
+        await next_event(items, lambda e: e["UserEvent"] == "Later")
+        await items.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_asterisk_restart_mid_stream_resumes_with_gap(scratch_sandbox: Sandbox) -> None:
+    async with AJAMClient(settings(scratch_sandbox, request_timeout=3.0)) as c:
+        stream = EventStream(c, ["UserEvent"], backoff=Backoff(initial=0.1, maximum=0.5))
+        items = stream.__aiter__()
+        await c.action("UserEvent", {"UserEvent": "BeforeRestart"})
+        await next_event(items, lambda e: e["UserEvent"] == "BeforeRestart")
+        poll = asyncio.ensure_future(items.__anext__())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.to_thread(scratch_sandbox.restart, down_for=1.0)
+        gap = await asyncio.wait_for(poll, 30)
+        assert isinstance(gap, StreamGap), gap
+        assert gap.reason == "reconnect"
+        assert time.monotonic() - started < 30
+        await c.action("UserEvent", {"UserEvent": "AfterRestart"})
+        await next_event(items, lambda e: e["UserEvent"] == "AfterRestart")
+        await items.aclose()  # type: ignore[attr-defined]

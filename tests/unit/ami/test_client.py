@@ -1,0 +1,253 @@
+"""The AJAM client's session handling, on a replaying transport (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from router.ami.client import AJAMClient, ClientSettings, is_idempotent
+from router.ami.protocol import Action
+from router.errors import (
+    AMIActionError,
+    AMIAuthenticationError,
+    AMIConnectionError,
+    AMIError,
+    AMITimeoutError,
+)
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
+URL = "http://pbx.test:8088/asterisk"
+COOKIE = 'mansession_id="0badcafe"; Version=1; Max-Age=60'
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / f"{name}.rawman").read_bytes()
+
+
+def reply(body: bytes, *, action_id: str | None = None, cookie: str = COOKIE) -> httpx.Response:
+    if action_id is not None:
+        body = body.replace(b"Response: Success\r\n",
+                            f"Response: Success\r\nActionID: {action_id}\r\n".encode(), 1)
+    return httpx.Response(200, content=body, headers={"Set-Cookie": cookie,
+                                                      "Content-Type": "text/plain"})
+
+
+class FakeAsterisk:
+    """Answers like Asterisk, recording every request; knobs make it misbehave."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.cookies: list[str | None] = []
+        self.sessions: set[str] = set()
+        self.expire_next = 0
+        self.deny_always = False
+        self.fail: Callable[[dict[str, str]], Exception | None] | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        self.requests.append(params)
+        self.paths.append(request.url.path)
+        self.cookies.append(request.headers.get("cookie"))
+        if self.fail is not None:
+            exc = self.fail(params)
+            if exc is not None:
+                raise exc
+        action = params["Action"].lower()
+        aid = params.get("ActionID", "")
+        if action == "login":
+            if params.get("Secret") != "pw":
+                return reply(b"Response: Error\r\nMessage: Authentication failed\r\n\r\n")
+            self.sessions.add("0badcafe")
+            return reply(b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n",
+                         action_id=aid)
+        logged_in = "0badcafe" in (request.headers.get("cookie") or "") and self.sessions
+        if self.expire_next:
+            self.expire_next -= 1
+            self.sessions.clear()
+            logged_in = False
+        if not logged_in or (self.deny_always and action == "originate"):
+            return reply(f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied"
+                         "\r\n\r\n".encode())
+        if action == "ping":
+            return reply(b"Response: Success\r\nPing: Pong\r\n\r\n", action_id=aid)
+        if action == "coreshowchannels":
+            return reply(fixture("coreshowchannels").replace(b"l-1", aid.encode()))
+        if action == "logoff":
+            return reply(fixture("logoff"))
+        if action == "waitevent":
+            return reply(fixture("waitevent_call").replace(b"w1", aid.encode()))
+        return reply(b"Response: Success\r\nMessage: ok\r\n\r\n", action_id=aid)
+
+
+@pytest.fixture
+def pbx() -> FakeAsterisk:
+    return FakeAsterisk()
+
+
+def make_client(pbx: FakeAsterisk, **kw: object) -> AJAMClient:
+    settings = ClientSettings(url=URL, username="router", secret=str(kw.pop("secret", "pw")),
+                              **kw)  # type: ignore[arg-type]
+    return AJAMClient(settings, transport=httpx.MockTransport(pbx))
+
+
+async def test_login_then_actions_carry_cookie_and_action_ids(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        result = await client.request(Action.build("Ping"))
+        assert result.response["Ping"] == "Pong"
+        await client.action("Setvar", {"Variable": "A", "Value": "1"})
+    assert [r["Action"] for r in pbx.requests] == ["Login", "Ping", "Setvar", "Logoff"]
+    ids = [r["ActionID"] for r in pbx.requests]
+    assert all(ids)
+    assert len(set(ids)) == len(ids)
+    assert pbx.requests[0]["Username"] == "router"
+    assert all("0badcafe" in (c or "") for c in pbx.cookies[1:])
+    assert client.session_ttl == 60
+
+
+async def test_secret_never_in_url(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx):
+        pass
+    assert all(p == "/asterisk/rawman" for p in pbx.paths)
+
+
+async def test_wrong_secret_is_an_authentication_error(pbx: FakeAsterisk) -> None:
+    client = make_client(pbx, secret="nope")
+    with pytest.raises(AMIAuthenticationError, match="Authentication failed"):
+        await client.login()
+    await client.aclose()
+
+
+async def test_expired_session_relogs_in_and_retries_once(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        pbx.expire_next = 1
+        result = await client.request(Action.build("Ping"))
+        assert result.ok
+        assert client.session_generation == 2
+    assert [r["Action"] for r in pbx.requests] == ["Login", "Ping", "Login", "Ping", "Logoff"]
+
+
+async def test_real_permission_denied_surfaces_after_one_retry(pbx: FakeAsterisk) -> None:
+    pbx.deny_always = True
+    async with make_client(pbx) as client:
+        with pytest.raises(AMIActionError, match="Permission denied"):
+            await client.action("Originate", {"Channel": "Local/1@sink"})
+    assert [r["Action"] for r in pbx.requests].count("Originate") == 2
+
+
+async def test_concurrent_expiry_logs_in_once(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        pbx.sessions.clear()
+        results = await asyncio.gather(*(client.action("Ping") for _ in range(10)))
+        assert all(r.ok for r in results)
+    assert [r["Action"] for r in pbx.requests].count("Login") == 2
+
+
+async def test_list_action_returns_complete_items(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        result = await client.action("CoreShowChannels")
+    assert result.complete
+    assert len(result.items) == 2
+    assert result.items[0]["CallerIDName"] == "Пётр Иванов"
+
+
+async def test_stale_connection_retried_for_idempotent_only(pbx: FakeAsterisk) -> None:
+    broken: set[str] = set()
+
+    def fail_first(params: dict[str, str]) -> Exception | None:
+        if params["Action"] in ("Ping", "Originate") and params["Action"] not in broken:
+            broken.add(params["Action"])
+            return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return None
+
+    async with make_client(pbx) as client:
+        pbx.fail = fail_first
+        assert (await client.action("Ping")).ok
+        with pytest.raises(AMIConnectionError, match="broke"):
+            await client.action("Originate", {"Channel": "Local/1@sink"})
+        pbx.fail = None
+    sent = [r["Action"] for r in pbx.requests]
+    assert sent.count("Ping") == 2
+    assert sent.count("Originate") == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "match"),
+    [
+        (httpx.ConnectError("refused"), AMIConnectionError, "cannot connect"),
+        (httpx.ReadTimeout("slow"), AMITimeoutError, "no answer"),
+    ],
+)
+async def test_transport_failures_map_to_the_error_tree(
+    pbx: FakeAsterisk, exc: Exception, expected: type[Exception], match: str
+) -> None:
+    pbx.fail = lambda params: exc
+    client = make_client(pbx)
+    with pytest.raises(expected, match=match):
+        await client.login()
+    await client.aclose()
+
+
+async def test_http_404_names_the_prefix() -> None:
+    transport = httpx.MockTransport(lambda r: httpx.Response(404, text="<html>404</html>"))
+    client = AJAMClient(ClientSettings(url=URL, username="u", secret="s"), transport=transport)
+    with pytest.raises(AMIConnectionError, match="prefix"):
+        await client.login()
+    await client.aclose()
+
+
+async def test_digest_mode_uses_authenticated_endpoint() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if "authorization" not in request.headers:
+            return httpx.Response(401, headers={
+                "WWW-Authenticate": 'Digest algorithm=MD5, realm="asterisk", nonce="1", '
+                                    'qop="auth", opaque="2"'})
+        return reply(b"Response: Success\r\nPing: Pong\r\n\r\n")
+
+    settings = ClientSettings(url=URL, username="u", secret="s", auth="digest")
+    async with AJAMClient(settings, transport=httpx.MockTransport(handler)) as client:
+        assert (await client.action("Ping")).ok
+    assert set(seen) == {"/asterisk/arawman"}
+
+
+async def test_wait_event_returns_events_and_refuses_a_second_poll(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        events = await client.wait_event(5)
+        assert events[0].name == "RequestBadFormat"
+        assert "WaitEventComplete" not in [e.name for e in events]
+        timeout = next(r for r in pbx.requests if r["Action"] == "WaitEvent")["Timeout"]
+        assert timeout == "5"
+        async with client._wait_lock:
+            with pytest.raises(AMIError, match="already outstanding"):
+                await client.wait_event(5)
+
+
+async def test_wait_event_stays_below_session_lifetime(pbx: FakeAsterisk) -> None:
+    async with make_client(pbx) as client:
+        client.session_ttl = 12
+        await client.wait_event(20)
+        assert [r for r in pbx.requests if r["Action"] == "WaitEvent"][-1]["Timeout"] == "1"
+
+
+async def test_closed_client_refuses(pbx: FakeAsterisk) -> None:
+    client = make_client(pbx)
+    await client.aclose()
+    with pytest.raises(AMIConnectionError, match="closed"):
+        await client.action("Ping")
+
+
+def test_idempotency_classification() -> None:
+    assert is_idempotent("Ping")
+    assert is_idempotent("WaitEvent")
+    assert is_idempotent("PJSIPShowEndpoints")
+    assert is_idempotent("QueueStatus")
+    for name in ("Originate", "Redirect", "Hangup", "UserEvent", "DBPut", "Command"):
+        assert not is_idempotent(name)

@@ -1,0 +1,302 @@
+"""The sans-I/O layer against bytes a real Asterisk 22.10.1 sent (tests/fixtures/ami)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router.ami.message import Event, Message, Response
+from router.ami.protocol import (
+    Action,
+    ListCollector,
+    RawmanParser,
+    assemble_result,
+    encode_form,
+    encode_query,
+    encode_rawman,
+    parse_body,
+    parse_mxml,
+    parse_rawman,
+    split_waitevent,
+)
+from router.errors import AMIProtocolError, AMIValidationError
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
+
+
+def load(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@pytest.fixture(params=["rawman", "mxml"])
+def fmt(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def parse(name: str, fmt: str) -> list[Message]:
+    return parse_body(load(f"{name}.{fmt}"), "text/xml" if fmt == "mxml" else "text/plain")
+
+
+def test_login_response(fmt: str) -> None:
+    (msg,) = parse("login", fmt)
+    assert isinstance(msg, Response)
+    assert msg.ok
+    assert msg.message == "Authentication accepted"
+    assert msg.action_id == "login-1"
+    assert msg["actionid"] == msg["ActionID"] == "login-1"
+
+
+def test_errors_are_responses_not_exceptions(fmt: str) -> None:
+    (denied,) = parse("not_logged_in", fmt)
+    assert isinstance(denied, Response)
+    assert not denied.ok
+    assert denied.message == "Permission denied"
+    (missing,) = parse("redirect_missing", fmt)
+    assert missing.get("Message") == "Channel does not exist: Local/x"
+
+
+def test_repeated_keys_keep_order(fmt: str) -> None:
+    (msg,) = parse("command", fmt)
+    outputs = msg.getall("Output")
+    assert len(outputs) == 2
+    assert outputs[0].startswith("System uptime:")
+    assert outputs[1].startswith("Last reload:")
+    assert msg.to_dict()["Output"] == outputs
+
+
+def test_cyrillic_and_xml_specials_round_trip(fmt: str) -> None:
+    messages = parse("waitevent_call", fmt)
+    (user,) = [m for m in messages if m.get("UserEvent") == "CRTest"]
+    assert user["Name"] == "Кириллица & <теги> 'апостроф' \"кавычки\""
+    # mxml folds 'Bar-Baz' to 'bar_baz'; lookups fold the same way in both formats.
+    assert user["Bar-Baz"] == "x"
+    assert user.get("bar_baz") == "x"
+    caller = next(m for m in messages if m.get("CallerIDName") not in (None, "<unknown>"))
+    assert caller["CallerIDName"] == "Пётр Иванов"
+
+
+def test_mxml_restores_known_key_spelling() -> None:
+    (msg,) = parse("coresettings", "mxml")
+    keys = msg.keys()
+    assert "Response" in keys
+    assert "AMIversion" in keys
+    assert msg["amiversion"] == msg["AMIversion"]
+
+
+def test_waitevent_reply_splits_into_events(fmt: str) -> None:
+    response, events = split_waitevent(parse("waitevent_call", fmt))
+    assert response.ok
+    assert response.message == "Waiting for Event completed."
+    assert all(isinstance(e, Event) for e in events)
+    names = [e.name for e in events]
+    assert "WaitEventComplete" not in names
+    # A Local call in order: channels appear before the dialplan runs their UserEvent.
+    assert names.index("Newchannel") < names.index("UserEvent")
+    request = next(e for e in events if e.get("UserEvent") == "RouteRequest")
+    assert request["DID"] == "74952293042"
+    assert request["Caller"] == "+79161234567"
+    assert request["Context"] == "incoming"
+
+
+def test_event_list_complete(fmt: str) -> None:
+    result = assemble_result(parse("coreshowchannels", fmt))
+    assert result.is_list
+    assert result.complete
+    assert result.closing is not None
+    assert result.closing.name == "CoreShowChannelsComplete"
+    assert int(result.closing["ListItems"]) == len(result.items) == 2
+    assert {i.name for i in result.items} == {"CoreShowChannel"}
+
+
+def test_empty_event_list(fmt: str) -> None:
+    result = assemble_result(parse("coreshowchannels_empty", fmt))
+    assert result.is_list
+    assert result.complete
+    assert result.items == ()
+    assert result.closing is not None
+    assert result.closing["ListItems"] == "0"
+
+
+def test_queue_status_list_with_mixed_items(fmt: str) -> None:
+    result = assemble_result(parse("queuestatus", fmt))
+    assert result.complete
+    assert result.items[0].name == "QueueParams"
+    assert result.items[0]["Queue"] == "sales"
+
+
+def test_plain_action_is_complete(fmt: str) -> None:
+    result = assemble_result(parse("ping", fmt))
+    assert not result.is_list
+    assert result.complete
+    assert result.response["Ping"] == "Pong"
+
+
+def test_truncated_list_is_a_protocol_error() -> None:
+    body = load("coreshowchannels.rawman")
+    cut = body[: body.index(b"Event: CoreShowChannelsComplete")]
+    with pytest.raises(AMIProtocolError, match="truncated"):
+        assemble_result(parse_rawman(cut))
+    assert not assemble_result(parse_rawman(cut), strict=False).complete
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\r\n\r\n",
+        b"<html><body>404 Not Found</body></html>",
+        b"Hello world\r\n\r\n",
+        b"Channel: x\r\nResponse: Success\r\n\r\n",
+        b"Response: Success\r\nMessage: cut in the mid",
+        b"\x00\xff\xfe garbage \x00",
+        b"A" * 70_000 + b"\r\n\r\n",
+    ],
+)
+def test_garbage_rawman_raises_protocol_error_only(body: bytes) -> None:
+    with pytest.raises(AMIProtocolError):
+        parse_rawman(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<ajax-response>",
+        b"<html><body/></html>",
+        b"<ajax-response><response><generic/></response></ajax-response>",
+        b"<ajax-response><response><generic channel='x'/></response></ajax-response>",
+        b"<ajax-response><banana/></ajax-response>",
+        b"<ajax-response></ajax-response>",
+        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b"<ajax-response><response><generic response='&e;'/></response></ajax-response>",
+        load("waitevent_call.mxml")[:-40],
+    ],
+)
+def test_garbage_mxml_raises_protocol_error_only(body: bytes) -> None:
+    with pytest.raises(AMIProtocolError):
+        parse_mxml(body)
+
+
+def test_body_size_is_bounded() -> None:
+    with pytest.raises(AMIProtocolError, match="exceeds"):
+        parse_rawman(load("listcommands.rawman"), max_size=100)
+    with pytest.raises(AMIProtocolError, match="exceeds"):
+        parse_mxml(load("listcommands.mxml"), max_size=100)
+
+
+@given(st.binary(max_size=512))
+def test_fuzzed_rawman_never_raises_anything_else(data: bytes) -> None:
+    with contextlib.suppress(AMIProtocolError):
+        parse_rawman(data)
+
+
+@given(st.binary(max_size=512))
+def test_fuzzed_mxml_never_raises_anything_else(data: bytes) -> None:
+    with contextlib.suppress(AMIProtocolError):
+        parse_mxml(data)
+
+
+@given(st.integers(min_value=1, max_value=64))
+def test_incremental_parser_any_chunking(chunk: int) -> None:
+    """A TCP stream may split anywhere, even inside a Cyrillic letter."""
+    body = load("waitevent_call.rawman")
+    parser = RawmanParser()
+    got: list[Message] = []
+    for i in range(0, len(body), chunk):
+        got.extend(parser.feed(body[i : i + chunk]))
+    parser.close()
+    assert got == parse_rawman(body)
+
+
+def test_incremental_parser_banner_and_truncation() -> None:
+    parser = RawmanParser(banner=True)
+    assert parser.feed(b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\n") == []
+    assert parser.banner == "Asterisk Call Manager/11.0.0"
+    with pytest.raises(AMIProtocolError, match="truncated"):
+        parser.close()
+    with pytest.raises(AMIProtocolError, match="banner"):
+        RawmanParser(banner=True).feed(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_incremental_parser_bounds_buffer() -> None:
+    parser = RawmanParser(max_buffer=1024)
+    with pytest.raises(AMIProtocolError):
+        parser.feed(b"Event: X\r\nK: " + b"v" * 2000)
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def test_encode_query_escapes_plus_space_cyrillic_and_specials() -> None:
+    action = Action.build(
+        "Setvar",
+        {"Variable": "CR", "Value": "Иванов & <Ко> a+b =c"},
+        action_id="7",
+    )
+    query = encode_query(action)
+    assert query.startswith("Action=Setvar&ActionID=7&Variable=CR&Value=")
+    assert "+" not in query
+    assert "%2B" in query
+    assert "%20" in query
+    assert "%26" in query
+    assert "%D0%98" in query  # 'И' as UTF-8
+
+
+def test_encode_repeated_variables_and_python_values() -> None:
+    action = Action.build(
+        "Originate",
+        {"Channel": "Local/1@sink", "Async": True, "Priority": 1, "Timeout": None,
+         "Variable": {"A": "1", "B": "два"}},
+    )
+    assert action.params == (
+        ("Channel", "Local/1@sink"),
+        ("Async", "true"),
+        ("Priority", "1"),
+        ("Variable", "A=1"),
+        ("Variable", "B=два"),
+    )
+    form = encode_form(action).decode()
+    assert form.count("Variable=") == 2
+    raw = encode_rawman(action)
+    assert raw.startswith(b"Action: Originate\r\n")
+    assert raw.endswith(b"\r\n\r\n")
+    assert parse_rawman(b"Response: x\r\n" + raw[raw.index(b"\r\n") + 2 :])
+
+
+def test_encode_refuses_header_injection_and_oversize() -> None:
+    with pytest.raises(AMIValidationError, match="line break"):
+        encode_rawman(Action.build("UserEvent", {"UserEvent": "x\r\nAction: Command"}))
+    with pytest.raises(AMIValidationError, match="at most 128"):
+        encode_query(Action.build("UserEvent", [(f"H{i}", "v") for i in range(200)]))
+    with pytest.raises(AMIValidationError, match="413"):
+        encode_form(Action.build("UserEvent", {"Body": "x" * 50_000}))
+
+
+def test_action_id_overrides_params() -> None:
+    action = Action.build("Ping", [("ActionID", "sneaky")], action_id="real")
+    assert action.pairs() == [("Action", "Ping"), ("ActionID", "real")]
+
+
+# ------------------------------------------------------------------ TCP lists
+
+
+def test_list_collector_matches_interleaved_items_by_action_id() -> None:
+    collector = ListCollector()
+    collector.expect("l-1")
+    body = load("coreshowchannels.rawman")
+    messages = parse_rawman(body)
+    noise = Event((("Event", "Newexten"), ("Channel", "x")))
+    done = []
+    for msg in [messages[0], noise, *messages[1:]]:
+        result = collector.feed(msg)
+        if result:
+            done.append(result)
+    assert len(done) == 1
+    action_id, result = done[0]
+    assert action_id == "l-1"
+    assert result.complete
+    assert len(result.items) == 2

@@ -1,0 +1,120 @@
+"""The WaitEvent loop: ordering, glob subscriptions, reconnect and gap signals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router.ami.message import Event
+from router.ami.stream import Backoff, EventStream, StreamGap
+from router.errors import AMIAuthenticationError, AMIConnectionError
+
+
+def ev(name: str, **fields: str) -> Event:
+    return Event((("Event", name), *fields.items()))
+
+
+class ScriptedPoller:
+    """Plays a script of poll results: a list of events, an exception, or a relogin."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script = script
+        self.session_generation = 1
+        self.polls = 0
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        self.polls += 1
+        if not self.script:
+            raise AMIAuthenticationError("script over")
+        step = self.script.pop(0)
+        if step == "relogin":
+            self.session_generation += 1
+            return []
+        if isinstance(step, Exception):
+            raise step
+        assert isinstance(step, list)
+        return step
+
+    async def login(self) -> object:
+        return None
+
+
+async def collect(stream: EventStream) -> list[Event | StreamGap]:
+    out: list[Event | StreamGap] = []
+
+    async def drain() -> None:
+        async for item in stream:
+            out.append(item)
+
+    with pytest.raises(AMIAuthenticationError):
+        await drain()
+    return out
+
+
+def fast() -> Backoff:
+    return Backoff(initial=0.001, maximum=0.002)
+
+
+async def test_events_in_order_and_glob_filter() -> None:
+    poller = ScriptedPoller([[ev("Newchannel"), ev("QueueCallerJoin"), ev("queuememberstatus")],
+                             [], [ev("Hangup")]])
+    items = await collect(EventStream(poller, ["Queue*", "Hangup"], backoff=fast()))
+    assert [i.name for i in items if isinstance(i, Event)] == [
+        "QueueCallerJoin", "queuememberstatus", "Hangup"]
+
+
+async def test_connection_loss_yields_one_gap_then_resumes() -> None:
+    down = AMIConnectionError("refused")
+    poller = ScriptedPoller([[ev("A")], down, down, down, [ev("B")]])
+    items = await collect(EventStream(poller, backoff=fast()))
+    assert [type(i).__name__ for i in items] == ["Event", "StreamGap", "Event"]
+    gap = items[1]
+    assert isinstance(gap, StreamGap)
+    assert gap.reason == "reconnect"
+    assert gap.error == "refused"
+    assert gap.duration >= 0
+
+
+async def test_new_session_between_polls_is_a_gap() -> None:
+    poller = ScriptedPoller([[ev("A")], "relogin", [ev("B")]])
+    items = await collect(EventStream(poller, backoff=fast()))
+    gaps = [i for i in items if isinstance(i, StreamGap)]
+    assert len(gaps) == 1
+    assert gaps[0].reason == "session"
+
+
+async def test_handlers_by_glob_and_a_failing_handler_does_not_stop_the_stream() -> None:
+    poller = ScriptedPoller([[ev("QueueParams"), ev("Newexten"), ev("QueueEntry")]])
+    stream = EventStream(poller, backoff=fast())
+    got: list[str] = []
+
+    @stream.on("Queue*")
+    async def on_queue(event: Event) -> None:
+        got.append(event.name)
+
+    @stream.on("*")
+    def boom(event: Event) -> None:
+        raise RuntimeError("plugin bug")
+
+    items = await collect(stream)
+    assert got == ["QueueParams", "QueueEntry"]
+    assert len(items) == 3
+
+
+async def test_only_one_iteration_at_a_time() -> None:
+    poller = ScriptedPoller([[ev("A")], [ev("B")]])
+    stream = EventStream(poller, backoff=fast())
+    it: AsyncIterator[Event | StreamGap] = stream.__aiter__()
+    await it.__anext__()
+    with pytest.raises(Exception, match="already"):
+        async for _ in stream:
+            pass
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+def test_backoff_is_capped() -> None:
+    backoff = Backoff(initial=1, maximum=8, jitter=0)
+    assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    backoff.reset()
+    assert backoff.next_delay() == 1
