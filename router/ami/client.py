@@ -22,13 +22,15 @@ import re
 import secrets
 import ssl
 import time
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
+from router.ami.actions import AMIActions
 from router.ami.message import Event, Response
 from router.ami.protocol import (
     Action,
@@ -48,6 +50,9 @@ from router.errors import (
     AMITimeoutError,
     AMIValidationError,
 )
+
+if TYPE_CHECKING:
+    from router.config import AsteriskSettings
 
 __all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
 
@@ -110,8 +115,24 @@ class ClientSettings:
     #: errors instead of retrying them.
     keepalive_expiry: float = 10.0
 
+    @classmethod
+    def from_config(cls, cfg: AsteriskSettings) -> ClientSettings:
+        """The client's view of router.toml's ``[asterisk]`` table."""
+        return cls(
+            url=cfg.url,
+            username=cfg.username,
+            secret=cfg.secret,
+            auth=cfg.auth,
+            format=cfg.format,
+            verify=str(cfg.verify) if isinstance(cfg.verify, Path) else cfg.verify,
+            client_cert=str(cfg.client_cert) if cfg.client_cert else None,
+            client_key=str(cfg.client_key) if cfg.client_key else None,
+            connect_timeout=cfg.connect_timeout,
+            request_timeout=cfg.request_timeout,
+        )
 
-class AJAMClient:
+
+class AJAMClient(AMIActions[ActionResult]):
     """One logged-in AJAM session with Asterisk.
 
     ``await client.request(Action.build("Ping"))`` or, through the typed

@@ -30,6 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from router.ami.message import Event
 from router.errors import AMIAuthenticationError, AMIError, AMIProtocolError
@@ -41,16 +42,13 @@ log = logging.getLogger("router.ami.stream")
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
 
-class _Poller:
+class _Poller(Protocol):
     """What the stream needs from a client; :class:`router.ami.client.AJAMClient` fits."""
 
-    session_generation: int
+    @property
+    def session_generation(self) -> int: ...
 
-    async def wait_event(self, timeout: int = 20) -> list[Event]:  # pragma: no cover
-        raise NotImplementedError
-
-    async def login(self) -> object:  # pragma: no cover
-        raise NotImplementedError
+    async def wait_event(self, timeout: int = 20) -> list[Event]: ...
 
 
 @dataclass(frozen=True, slots=True)

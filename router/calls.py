@@ -1,0 +1,223 @@
+"""The call tracker: AMI events folded into calls, by Linkedid, and forgotten.
+
+Asterisk reports channels; people think in calls. A call here is every
+channel sharing a Linkedid, with what routing and plugins need to know:
+caller, DID, state, whether anyone answered, variables seen, a timeline.
+A call leaves memory when its last channel hangs up; a time-to-live guard
+removes calls whose Hangup was lost (a stream gap), so memory stays bounded
+however long the service runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from router.ami.message import Event
+
+__all__ = ["Call", "CallTracker", "Channel", "TimelineEntry"]
+
+#: How many timeline entries a call keeps; a stuck call must not grow forever.
+TIMELINE_MAX = 64
+#: Variables kept per call, for the same reason.
+VARIABLES_MAX = 64
+_UNKNOWN = ("", "<unknown>")
+
+
+@dataclass(slots=True)
+class Channel:
+    name: str
+    uniqueid: str
+    context: str = ""
+    exten: str = ""
+    priority: str = ""
+    state: str = ""
+    hung_up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: float
+    event: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Call:
+    """One call: all channels sharing a Linkedid."""
+
+    linkedid: str
+    started: float
+    caller_number: str = ""
+    caller_name: str = ""
+    did: str = ""
+    channels: dict[str, Channel] = field(default_factory=dict)
+    answered: bool = False
+    ended: float | None = None
+    #: The channel waiting in the inbound context for a routing decision.
+    waiting_channel: str | None = None
+    #: Set once a routing decision was taken: requests after that are ignored.
+    routed: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+    timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
+    #: Scratch space for plugins (e.g. a prefetch task), keyed by plugin name.
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def active_channels(self) -> list[Channel]:
+        return [c for c in self.channels.values() if not c.hung_up]
+
+    @property
+    def state(self) -> str:
+        if self.ended is not None:
+            return "ended"
+        if self.answered:
+            return "answered"
+        if self.routed:
+            return "routed"
+        return "ringing"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "linkedid": self.linkedid,
+            "caller": self.caller_number,
+            "caller_name": self.caller_name,
+            "did": self.did,
+            "state": self.state,
+            "answered": self.answered,
+            "channels": sorted(self.channels),
+        }
+
+
+class CallTracker:
+    """Folds events into :class:`Call` objects; bounded in count and age."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 4 * 3600.0,
+        max_calls: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._calls: dict[str, Call] = {}
+        self._by_channel: dict[str, str] = {}
+        self._ttl = ttl
+        self._max_calls = max_calls
+        self._clock = clock
+        self.on_start: list[Callable[[Call], None]] = []
+        self.on_end: list[Callable[[Call], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(list(self._calls.values()))
+
+    def get(self, linkedid: str) -> Call | None:
+        return self._calls.get(linkedid)
+
+    def by_channel(self, channel: str) -> Call | None:
+        linkedid = self._by_channel.get(channel)
+        return self._calls.get(linkedid) if linkedid else None
+
+    def feed(self, event: Event) -> Call | None:
+        """Apply one event; return the call it belongs to (None if none)."""
+        linkedid = event.get("Linkedid")
+        channel_name = event.get("Channel")
+        if not linkedid:
+            return self.by_channel(channel_name) if channel_name else None
+        name = event.name
+        call = self._calls.get(linkedid)
+        if call is None:
+            if name == "Hangup":
+                return None  # the end of a call we never saw (or already forgot)
+            call = self._start(linkedid)
+        now = self._clock()
+        if channel_name:
+            chan = call.channels.get(channel_name)
+            if chan is None:
+                chan = Channel(channel_name, event.get("Uniqueid") or "")
+                call.channels[channel_name] = chan
+                self._by_channel[channel_name] = linkedid
+            context = event.get("Context")
+            if context is not None:
+                chan.context = context
+                chan.exten = event.get("Exten") or chan.exten
+                chan.priority = event.get("Priority") or chan.priority
+            state = event.get("ChannelStateDesc")
+            if state:
+                chan.state = state
+                if state == "Up" and not channel_name.startswith("Local/"):
+                    call.answered = True
+            if not call.caller_number:
+                number = event.get("CallerIDNum") or ""
+                if number not in _UNKNOWN:
+                    call.caller_number = number
+                    cname = event.get("CallerIDName") or ""
+                    call.caller_name = "" if cname in _UNKNOWN else cname
+        if name == "VarSet":
+            var = event.get("Variable")
+            if var and (var in call.variables or len(call.variables) < VARIABLES_MAX):
+                call.variables[var] = event.get("Value") or ""
+        elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
+            call.answered = True
+        elif name == "BridgeEnter" and int(event.get("BridgeNumChannels") or 0) >= 2:
+            call.answered = True
+        call.timeline.append(TimelineEntry(now, name, _detail(event)))
+        if name == "Hangup" and channel_name:
+            chan = call.channels.get(channel_name)
+            if chan is not None:
+                chan.hung_up = True
+            self._by_channel.pop(channel_name, None)
+            if not call.active_channels:
+                self._end(call, now)
+        return call
+
+    def _start(self, linkedid: str) -> Call:
+        if len(self._calls) >= self._max_calls:
+            self.sweep(force_oldest=True)
+        call = Call(linkedid, self._clock())
+        self._calls[linkedid] = call
+        for hook in self.on_start:
+            hook(call)
+        return call
+
+    def _end(self, call: Call, now: float) -> None:
+        call.ended = now
+        self._calls.pop(call.linkedid, None)
+        for name in call.channels:
+            self._by_channel.pop(name, None)
+        for hook in self.on_end:
+            hook(call)
+
+    def forget(self, linkedid: str) -> None:
+        """End a call we know is gone (not listed by CoreShowChannels after a gap)."""
+        call = self._calls.get(linkedid)
+        if call is not None:
+            self._end(call, self._clock())
+
+    def sweep(self, *, force_oldest: bool = False) -> int:
+        """Drop calls older than the TTL (lost Hangups); return how many."""
+        now = self._clock()
+        stale = [c for c in self._calls.values() if now - c.started > self._ttl]
+        if force_oldest and not stale and self._calls:
+            stale = [min(self._calls.values(), key=lambda c: c.started)]
+        for call in stale:
+            self._end(call, now)
+        return len(stale)
+
+
+def _detail(event: Event) -> str:
+    name = event.name
+    if name == "Newexten":
+        return f"{event.get('Context')},{event.get('Exten')},{event.get('Priority')} " \
+               f"{event.get('Application')}"
+    if name == "Hangup":
+        return f"{event.get('Channel')} cause {event.get('Cause')}"
+    if name == "UserEvent":
+        return event.get("UserEvent") or ""
+    if name == "VarSet":
+        return f"{event.get('Variable')}={event.get('Value')}"
+    return event.get("Channel") or ""

@@ -1,0 +1,42 @@
+"""Connection flags shared by the commands that talk to Asterisk."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import DEFAULT_CONFIG_PATH, Config, load_config
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection (override router.toml [asterisk])")
+    group.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="PATH",
+                       help="settings file (default: ./router.toml)")
+    group.add_argument("--url", help="AJAM base URL, e.g. http://127.0.0.1:8088/asterisk")
+    group.add_argument("--username", help="manager.conf user")
+    group.add_argument("--secret-env", metavar="NAME",
+                       help="read the secret from this environment variable")
+    group.add_argument("--auth", choices=["cookie", "digest"])
+    group.add_argument("--format", choices=["rawman", "mxml"])
+    group.add_argument("--insecure", action="store_true", default=None,
+                       help="do not verify the TLS certificate")
+    group.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="request timeout")
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = {
+        "asterisk.url": args.url,
+        "asterisk.username": args.username,
+        "asterisk.secret_env": args.secret_env,
+        "asterisk.auth": args.auth,
+        "asterisk.format": args.format,
+        "asterisk.verify": False if args.insecure else None,
+        "asterisk.request_timeout": args.timeout,
+    }
+    return load_config(args.config, overrides=overrides)
+
+
+def client_from_args(args: argparse.Namespace) -> AJAMClient:
+    return AJAMClient(ClientSettings.from_config(load_from_args(args).asterisk))

@@ -1,0 +1,104 @@
+"""``callrouter ami ACTION key=value ...``: run any AMI action from a shell.
+
+Parameters are checked against the AMI catalog before anything is sent, so a
+typo gets a did-you-mean instead of a confusing answer from Asterisk;
+``--raw`` skips the check for actions newer than the catalog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from router.ami.catalog import format_action_help, load_catalog
+from router.ami.protocol import Action, ActionResult
+from router.commands._connect import add_connection_arguments, client_from_args
+from router.errors import AMIValidationError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "ami",
+        help="run an AMI action and print its answer",
+        description="Run one AMI action over AJAM and print the response and list items. "
+        "`callrouter ami ACTION --help` shows the action's parameters.",
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show help and exit")
+    parser.add_argument("action", nargs="?", help="action name, e.g. Ping, CoreShowChannels")
+    parser.add_argument("params", nargs="*", metavar="KEY=VALUE",
+                        help="action parameters; repeat a key to send it several times")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--raw", action="store_true",
+                        help="do not validate against the AMI catalog")
+    add_connection_arguments(parser)
+    parser.set_defaults(func=run, parser=parser)
+
+
+def parse_params(items: list[str]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AMIValidationError(f"parameter {item!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    return pairs
+
+
+def build_action(name: str, pairs: list[tuple[str, str]], *, raw: bool) -> Action:
+    """Validate against the catalog (canonical names and case) unless ``raw``."""
+    if raw:
+        return Action(name, tuple(pairs))
+    spec = load_catalog().action(name)
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    params = spec.validate({k: v[0] if len(v) == 1 else v for k, v in grouped.items()})
+    flat: list[tuple[str, str]] = []
+    for key, val in params.items():
+        flat.extend((key, v) for v in (val if isinstance(val, list) else [val]))
+    return Action(spec.name, tuple(flat))
+
+
+def render_text(result: ActionResult) -> str:
+    blocks = [result.response, *result.items]
+    if result.closing is not None:
+        blocks.append(result.closing)
+    return "\n".join("".join(f"{k}: {v}\n" for k, v in b.fields) for b in blocks)
+
+
+def render_json(result: ActionResult) -> str:
+    return json.dumps({
+        "response": result.response.to_dict(),
+        "items": [i.to_dict() for i in result.items],
+        "complete": result.complete,
+    }, ensure_ascii=False, indent=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.help:
+        if args.action:
+            print(format_action_help(load_catalog().action(args.action)))
+        else:
+            args.parser.print_help()
+        return 0
+    if not args.action:
+        args.parser.print_usage(sys.stderr)
+        print("callrouter ami: error: an ACTION is required (see `callrouter actions`)",
+              file=sys.stderr)
+        return 2
+    action = build_action(args.action, parse_params(args.params), raw=args.raw)
+    return asyncio.run(_send(args, action))
+
+
+async def _send(args: argparse.Namespace, action: Action) -> int:
+    async with client_from_args(args) as client:
+        result = await client.request(action, check=False)
+    print(render_json(result) if args.json else render_text(result), end="")
+    if not result.ok:
+        print(f"callrouter: error: {action.name}: {result.response.message or 'failed'}",
+              file=sys.stderr)
+        return 1
+    return 0

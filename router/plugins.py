@@ -1,0 +1,251 @@
+"""The plugin manager: pluggy underneath, one typed method per hook on top.
+
+Built-in features are listed in :data:`DEFAULT_PLUGINS` and registered exactly
+like third-party plugins found through the ``callrouter`` entry point group
+(datasette's and llm's pattern). Callers never touch pluggy: they call
+:class:`Plugins` methods, which
+
+* await hooks that are coroutines or return awaitables (datasette's
+  ``await_me_maybe``), and
+* call each implementation on its own, so one plugin raising is logged with
+  its name and the others still run: a broken plugin never stops a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from router import hookspecs
+from router.errors import ConfigError, PluginError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.ami.stream import StreamGap
+    from router.calls import Call
+    from router.config import Config
+    from router.engine import EngineAPI
+    from router.rules.registry import Registry
+
+__all__ = ["DEFAULT_PLUGINS", "PluginInfo", "Plugins"]
+
+log = logging.getLogger("router.plugins")
+
+#: Built-in plugins, registered first and exactly like third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "router.builtin.timefuncs",
+    "router.builtin.numbers",
+    "router.builtin.textfuncs",
+    "router.builtin.lists_plugin",
+    "router.builtin.actions",
+    "router.builtin.directory",
+    "router.builtin.extension_state",
+    "router.builtin.ami_catalog",
+)
+
+#: How long a hook on the call path may take before the engine stops waiting.
+HOOK_TIMEOUT = 2.0
+#: How many (plugin, call) failures are remembered to log each only once.
+_FAILURE_MEMORY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    version: str | None
+    hooks: tuple[str, ...]
+    builtin: bool
+
+
+class Plugins:
+    """Typed facade over a pluggy ``PluginManager`` for the ``callrouter`` project."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._builtin: set[str] = set()
+        self._versions: dict[str, str | None] = {}
+        self._failed: dict[tuple[str, str], None] = {}
+
+    # -- loading -----------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        defaults: Iterable[str] = DEFAULT_PLUGINS,
+        entry_points: bool = True,
+        extra: Iterable[object] = (),
+        disabled: Iterable[str] = (),
+    ) -> Plugins:
+        """Register built-ins, installed plugins (entry points) and ``extra`` objects."""
+        plugins = cls()
+        blocked = set(disabled)
+        for dotted in defaults:
+            module = importlib.import_module(dotted)
+            name = dotted.rsplit(".", 1)[-1]
+            if name not in blocked and dotted not in blocked:
+                plugins.register(module, name=name, builtin=True)
+        if entry_points:
+            for ep in metadata.entry_points(group=hookspecs.PROJECT):
+                if ep.name in blocked:
+                    continue
+                try:
+                    obj = ep.load()
+                except Exception as exc:
+                    raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
+                dist = ep.dist
+                plugins.register(obj, name=ep.name,
+                                 version=dist.version if dist is not None else None)
+        for obj in extra:
+            plugins.register(obj)
+        plugins.pm.check_pending()
+        return plugins
+
+    def register(self, plugin: object, *, name: str | None = None, builtin: bool = False,
+                 version: str | None = None) -> str:
+        plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.pm.has_plugin(plugin_name):
+            raise PluginError(plugin_name, "registered twice (two packages with one name?)")
+        self.pm.register(plugin, name=plugin_name)
+        if builtin:
+            self._builtin.add(plugin_name)
+        self._versions[plugin_name] = version
+        return plugin_name
+
+    def info(self) -> list[PluginInfo]:
+        """What ``callrouter plugins`` prints: name, version, hooks implemented."""
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda p: p[0]):
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            out.append(PluginInfo(name, self._versions.get(name), hooks, name in self._builtin))
+        return out
+
+    # -- calling -----------------------------------------------------------
+
+    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
+        # pluggy calls the last registered first; keep its order.
+        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+
+    def _report(self, hook: str, impl: pluggy.HookImpl, exc: BaseException,
+                scope: str | None) -> None:
+        if scope is not None:
+            key = (impl.plugin_name, scope)
+            if key in self._failed:
+                return
+            if len(self._failed) >= _FAILURE_MEMORY:
+                self._failed.pop(next(iter(self._failed)))
+            self._failed[key] = None
+        log.error("plugin %r failed in %s%s: %r", impl.plugin_name, hook,
+                  f" (call {scope})" if scope else "", exc,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+
+    def forget_call(self, scope: str) -> None:
+        """Drop per-call failure memory once the call is over."""
+        for key in [k for k in self._failed if k[1] == scope]:
+            del self._failed[key]
+
+    async def _call_each(self, hook: str, kwargs: Mapping[str, Any], *, scope: str | None = None,
+                         timeout: float | None = HOOK_TIMEOUT, firstresult: bool = False,
+                         strict: bool = False) -> list[Any]:
+        results: list[Any] = []
+        for impl in self._impls(hook):
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                value = impl.function(**args)
+                if inspect.isawaitable(value):
+                    value = await (asyncio.wait_for(value, timeout) if timeout else value)
+            except Exception as exc:
+                if strict:
+                    if isinstance(exc, ConfigError):
+                        raise
+                    raise PluginError(impl.plugin_name, f"{hook} failed: {exc!r}") from exc
+                self._report(hook, impl, exc, scope)
+                continue
+            if value is not None:
+                results.append(value)
+                if firstresult:
+                    break
+        return results
+
+    # -- one method per hook ------------------------------------------------
+
+    async def configure(self, config: Config) -> None:
+        """Strict: a plugin refusing its settings stops the start with its message."""
+        for impl in self._impls("callrouter_configure"):
+            settings = config.plugins.settings.get(impl.plugin_name, {})
+            kwargs = {"config": config, "settings": settings}
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                value = impl.function(**args)
+                if inspect.isawaitable(value):
+                    await value
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"callrouter_configure failed: {exc!r}") \
+                    from exc
+
+    def register_into(self, registry: Registry) -> list[str]:
+        """Fill ``registry``; return located problems instead of stopping at the first."""
+        problems: list[str] = []
+        for impl in self._impls("callrouter_register"):
+            try:
+                value = impl.function(**{n: registry for n in impl.argnames})
+                if inspect.isawaitable(value):
+                    raise TypeError("callrouter_register must not be async")
+            except Exception as exc:
+                problems.append(f"plugin {impl.plugin_name!r}: callrouter_register: {exc}")
+                log.error("plugin %r failed to register: %s", impl.plugin_name, exc)
+        return problems
+
+    async def startup(self, engine: EngineAPI) -> None:
+        await self._call_each("callrouter_startup", {"engine": engine}, timeout=30.0)
+
+    async def shutdown(self, engine: EngineAPI, *, timeout: float = 10.0) -> None:
+        await self._call_each("callrouter_shutdown", {"engine": engine}, timeout=timeout)
+
+    async def event(self, event: Event, call: Call | None) -> None:
+        await self._call_each("callrouter_event", {"event": event, "call": call},
+                              scope=call.linkedid if call else None)
+
+    async def call_start(self, call: Call) -> None:
+        await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)
+
+    async def prefetch(self, call: Call) -> None:
+        await self._call_each("callrouter_prefetch", {"call": call}, scope=call.linkedid)
+
+    async def decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+        await self._call_each(
+            "callrouter_decision",
+            {"call": call, "decision": decision, "trace": trace, "outcome": outcome},
+            scope=call.linkedid,
+        )
+
+    async def execute(self, action: Any, call: Call, engine: EngineAPI) -> Any:
+        results = await self._call_each(
+            "callrouter_execute", {"action": action, "call": call, "engine": engine},
+            scope=call.linkedid, firstresult=True,
+        )
+        return results[0] if results else None
+
+    async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
+        await self._call_each(
+            "callrouter_notify", {"target": target, "params": params, "call": call},
+            scope=call.linkedid if call else None,
+        )
+
+    async def stream_gap(self, gap: StreamGap) -> None:
+        await self._call_each("callrouter_stream_gap", {"gap": gap})
+
+    async def call_end(self, call: Call) -> None:
+        await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+        self.forget_call(call.linkedid)
