@@ -161,9 +161,7 @@ class CallTracker:
             var = event.get("Variable")
             if var and (var in call.variables or len(call.variables) < VARIABLES_MAX):
                 call.variables[var] = event.get("Value") or ""
-        elif name == "DialEnd" and event.get("DialStatus") == "ANSWER":
-            call.answered = True
-        elif name == "BridgeEnter" and int(event.get("BridgeNumChannels") or 0) >= 2:
+        elif _answers(name, event):
             call.answered = True
         call.timeline.append(TimelineEntry(now, name, _detail(event)))
         if name == "Hangup" and channel_name:
@@ -207,6 +205,12 @@ class CallTracker:
         for call in stale:
             self._end(call, now)
         return len(stale)
+
+
+def _answers(name: str, event: Event) -> bool:
+    if name == "DialEnd":
+        return event.get("DialStatus") == "ANSWER"
+    return name == "BridgeEnter" and int(event.get("BridgeNumChannels") or 0) >= 2
 
 
 def _detail(event: Event) -> str:

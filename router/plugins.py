@@ -199,7 +199,7 @@ class Plugins:
         problems: list[str] = []
         for impl in self._impls("callrouter_register"):
             try:
-                value = impl.function(**{n: registry for n in impl.argnames})
+                value = impl.function(**dict.fromkeys(impl.argnames, registry))
                 if inspect.isawaitable(value):
                     raise TypeError("callrouter_register must not be async")
             except Exception as exc:

@@ -22,9 +22,9 @@ import re
 import secrets
 import ssl
 import time
-from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -38,7 +39,7 @@ from types import TracebackType
 
 from router.errors import SandboxError
 
-__all__ = ["Sandbox", "SandboxError", "default_cache_dir", "ensure_rootfs"]
+__all__ = ["Sandbox", "SandboxError", "default_cache_dir", "ensure_rootfs", "instances_dir"]
 
 CONF_DIR = Path(__file__).with_name("conf")
 SUITE = "sid"
@@ -55,6 +56,24 @@ def default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/callrouter/sandbox")
     return Path.home() / ".cache" / "callrouter" / "sandbox"
+
+
+def instances_dir(cache_dir: Path | None = None) -> Path:
+    """Where ``python -m router.sandbox start`` keeps one state file per detached instance."""
+    return (cache_dir or default_cache_dir()) / "instances"
+
+
+def _pid_runs(pid: int, marker: str) -> bool:
+    """True if ``pid`` is alive and its command line mentions ``marker``.
+
+    The marker (the instance folder) guards against a recycled pid; a zombie
+    has an empty command line and so counts as gone.
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker.encode() in cmdline
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> str:
@@ -161,6 +180,9 @@ class Sandbox:
     httptimeout: int = 60
     extra_dialplan: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: Asterisk's pid; kept apart from ``process`` so that an instance started by
+    #: another process (``python -m router.sandbox start``) can be attached to.
+    pid: int | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -186,9 +208,69 @@ class Sandbox:
             httptimeout=httptimeout,
             extra_dialplan=extra_dialplan,
         )
-        box.write_configs()
-        box.launch(timeout=timeout)
+        try:
+            box.write_configs()
+            box.launch(timeout=timeout)
+        except BaseException:
+            # The error carries the log tail; leave no half-started Asterisk behind.
+            box.remove()
+            raise
         return box
+
+    @classmethod
+    def attach(cls, name: str, *, cache_dir: Path | None = None) -> Sandbox:
+        """Rebuild a detached instance from its state file (see :meth:`save_state`).
+
+        The result can be inspected, stopped, restarted and removed like one
+        this process started; ``running`` checks the pid recorded in the file.
+        """
+        path = instances_dir(cache_dir) / f"{name}.json"
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                root=Path(state["root"]),
+                name=str(state["name"]),
+                http_port=int(state["http_port"]),
+                ami_port=int(state["ami_port"]),
+                secret=str(state["secret"]),
+                httptimeout=int(state.get("httptimeout", 60)),
+                pid=int(state["pid"]) if state.get("pid") is not None else None,
+            )
+        except FileNotFoundError as exc:
+            raise SandboxError(f"no sandbox named {name!r}: {path} does not exist") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SandboxError(f"sandbox state file {path} is unreadable: {exc}") from exc
+
+    @property
+    def state_path(self) -> Path:
+        """This instance's state file: the cache folder is the root's parent."""
+        return self.root.parent / "instances" / f"{self.name}.json"
+
+    def state(self) -> dict[str, object]:
+        """What a detached instance needs to be found again, as JSON-ready values."""
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "url": self.url,
+            "http_port": self.http_port,
+            "ami_port": self.ami_port,
+            "secret": self.secret,
+            "httptimeout": self.httptimeout,
+            "root": str(self.root),
+        }
+
+    def save_state(self) -> Path:
+        """Write :meth:`state` atomically to :attr:`state_path` and return the path."""
+        path = self.state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    def forget_state(self) -> None:
+        """Delete the state file, if any."""
+        self.state_path.unlink(missing_ok=True)
 
     @property
     def inst_in_root(self) -> str:
@@ -254,6 +336,8 @@ class Sandbox:
             )
         finally:
             console.close()
+        # chroot execs asterisk, so this pid is Asterisk's own.
+        self.pid = self.process.pid
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
@@ -281,31 +365,47 @@ class Sandbox:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid is not None and _pid_runs(self.pid, self.inst_in_root)
+
+    def _wait_gone(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for Asterisk to exit; True if it did."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while self.running:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.pid is not None and self.running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """Stop Asterisk: a polite ``core stop now``, then SIGTERM, then SIGKILL."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
+        if not self.running:
             return
         with contextlib.suppress(SandboxError):
             self.cli("core stop now", timeout=timeout / 2)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                proc.wait(timeout / 2)
+            if self._wait_gone(timeout / 2):
                 break
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
+            self._signal(sig)
+        self._wait_gone(timeout)
 
     def kill(self) -> None:
         """Kill Asterisk at once, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.running:
+            self._signal(signal.SIGKILL)
+            self._wait_gone(10)
 
     def restart(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
         """Stop and start the same instance (same ports, same configs)."""

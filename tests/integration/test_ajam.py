@@ -50,7 +50,7 @@ async def test_login_and_ping(client: AJAMClient) -> None:
 
 async def test_wrong_password_is_a_clear_error(sandbox: Sandbox) -> None:
     client = AJAMClient(settings(sandbox, secret="wrong"))
-    with pytest.raises(AMIAuthenticationError, match="refused login for 'admin'.*Authentication"):
+    with pytest.raises(AMIAuthenticationError, match=r"refused login for .admin.*Authentication"):
         await client.login()
     await client.aclose()
 
