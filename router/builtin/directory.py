@@ -1,0 +1,90 @@
+"""Built-in plugin: a static directory mapping caller numbers to extensions.
+
+For PBXs without a CRM, or as the fallback behind one: a CSV
+(``number,extension,name``) or YAML (``{number: {extension:, name:}}``) file,
+configured as ``[plugins.directory] file = "directory.csv"``. Numbers are
+matched on their last ten digits, like 1C does, so ``8 916 123-45-67`` and
+``+79161234567`` find the same entry. The rule lookup is ``directory(number)``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router.builtin.numbers import last10
+from router.errors import ConfigError
+from router.hookspecs import hookimpl
+from router.rules.registry import Registry
+
+__all__ = ["Directory", "load_directory"]
+
+
+class Directory:
+    """Number (last 10 digits) -> entry dict with at least ``extension``."""
+
+    def __init__(self, entries: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.entries: dict[str, dict[str, Any]] = {
+            last10(k): dict(v) for k, v in (entries or {}).items()
+        }
+
+    async def lookup(self, number: str) -> dict[str, Any] | None:
+        """Directory entry for a number: {"extension": "101", "name": ...}, or None."""
+        entry = self.entries.get(last10(number))
+        return dict(entry) if entry is not None else None
+
+
+def load_directory(path: Path) -> Directory:
+    """Read a CSV or YAML directory; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"[plugins.directory] file: cannot read {path}: {exc.strerror}") \
+            from None
+    entries: dict[str, dict[str, Any]] = {}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of number -> entry")
+        for number, entry in data.items():
+            if isinstance(entry, (str, int)):
+                entry = {"extension": str(entry)}
+            if not isinstance(entry, dict) or "extension" not in entry:
+                raise ConfigError(f"{path}: {number}: expected {{extension: ..., name: ...}}")
+            entries[str(number)] = {k: None if v is None else str(v) for k, v in entry.items()}
+        return Directory(entries)
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or row[0].lstrip().startswith("#") or row[0].strip().lower() == "number":
+            continue
+        if len(row) < 2 or not row[1].strip():
+            raise ConfigError(f"{path}:{lineno}: expected number,extension[,name]")
+        entries[row[0].strip()] = {"extension": row[1].strip(),
+                                   "name": row[2].strip() if len(row) > 2 else ""}
+    return Directory(entries)
+
+
+_directory = Directory()
+
+
+@hookimpl
+def callrouter_configure(settings: Mapping[str, Any]) -> None:
+    global _directory
+    file = settings.get("file")
+    if file is None:
+        _directory = Directory(settings.get("entries") or {})  # type: ignore[arg-type]
+    else:
+        _directory = load_directory(Path(str(file)))
+
+
+async def directory(number: str) -> dict[str, Any] | None:
+    """Static directory entry for a number: {"extension": "101", "name": ...}."""
+    return await _directory.lookup(number)
+
+
+@hookimpl
+def callrouter_register(registry: Registry) -> None:
+    registry.add_lookup("directory", directory)

@@ -1,0 +1,67 @@
+"""Built-in plugin: ``extension_state(ext)``, is a manager's phone free?
+
+Asks Asterisk (AMI ``ExtensionState`` on the hint context) and maps its
+numeric status to the words rules compare against. Without a hint Asterisk
+answers ``-1``, which becomes ``unknown``: rules usually treat it like idle,
+since a missing hint should not stop a call from ringing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from router.errors import AMIError
+from router.hookspecs import hookimpl
+from router.rules.registry import Registry
+
+__all__ = ["STATES", "state_name"]
+
+#: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
+STATES = {
+    "-2": "unavailable",  # removed
+    "-1": "unknown",      # no hint
+    "0": "idle",
+    "1": "inuse",
+    "2": "busy",
+    "4": "unavailable",
+    "8": "ringing",
+    "9": "inuse",         # in use and ringing
+    "16": "onhold",
+    "17": "inuse",
+}
+
+_state: dict[str, Any] = {"ami": None, "context": "hints"}
+
+
+def state_name(status: str | None) -> str:
+    return STATES.get((status or "").strip(), "unknown")
+
+
+@hookimpl
+def callrouter_configure(settings: Mapping[str, Any]) -> None:
+    _state["context"] = str(settings.get("context", "hints"))
+
+
+@hookimpl
+def callrouter_startup(engine: Any) -> None:
+    _state["ami"] = engine.ami
+
+
+async def extension_state(extension: str) -> str:
+    """State of an extension: idle, inuse, busy, unavailable, ringing, onhold, unknown."""
+    ami = _state["ami"]
+    if ami is None or not extension:
+        return "unknown"
+    try:
+        result = await ami.send("ExtensionState", {"Exten": str(extension),
+                                                   "Context": _state["context"]},
+                                validate=False, check=False)
+    except AMIError:
+        return "unknown"
+    return state_name(result.response.get("Status"))
+
+
+@hookimpl
+def callrouter_register(registry: Registry) -> None:
+    registry.add_lookup("extension_state", extension_state)

@@ -1,0 +1,86 @@
+"""``callrouter run``: the long-running router service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from router.commands._connect import add_connection_arguments, load_from_args
+from router.engine import Engine
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="route calls: consume AJAM events, evaluate rules, act through AMI",
+        description="Run the router. SIGTERM stops it (in-flight decisions finish), "
+        "SIGHUP reloads the rules (a broken rule set keeps the previous one).",
+    )
+    parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
+                        help="rule file or folder (repeatable; default from router.toml)")
+    parser.add_argument("--shadow", action="store_true", default=None,
+                        help="evaluate and trace every call, but never act")
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--log-level", default="INFO")
+    add_connection_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; decision lines are already JSON and pass through."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "router.decision" and message.startswith("{"):
+            return message
+        data = {"ts": round(record.created, 3), "level": record.levelname,
+                "logger": record.name, "message": message}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides_args = load_from_args(args)
+    config = overrides_args
+    if args.rules or args.log_format or args.shadow is not None:
+        from dataclasses import replace
+
+        router = replace(
+            config.router,
+            rules=tuple(args.rules) if args.rules else config.router.rules,
+            log_format=args.log_format or config.router.log_format,
+            shadow=config.router.shadow if args.shadow is None else args.shadow,
+        )
+        config = replace(config, router=router)
+    setup_logging(config.router.log_format, args.log_level)
+    return asyncio.run(_serve(Engine(config)))
+
+
+async def _serve(engine: Engine) -> int:
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
+        loop.add_signal_handler(signal.SIGINT, engine.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, engine.reload)
+    await engine.run()
+    return 0

@@ -1,0 +1,553 @@
+"""The engine: events in, decisions out, on a deadline, failing open.
+
+Data path (docs/architecture.md)::
+
+    AJAM WaitEvent -> EventStream -> CallTracker -> plugins.event
+                                  -> request event -> rules (lookups from plugins)
+                                  -> Executor (AMI) -> confirmed by Newexten -> decision log
+
+The dialplan (examples/asterisk/extensions.conf) announces each inbound call
+with a ``UserEvent(CallRouterRequest)`` carrying the DID, the caller and how
+long it will wait, then waits and goes to its default route. The engine acts
+only before that deadline minus a safety margin; a late decision is traced,
+never executed. So nothing in the dialplan depends on callrouter being up.
+
+Exactly one routing decision is taken per waiting channel, however many
+events, reloads or reconnects happen; after a stream gap the engine lists
+the channels still waiting (``CoreShowChannels``) and routes those still in
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.message import Event
+from router.ami.stream import EventStream, StreamGap
+from router.calls import Call, CallTracker
+from router.config import Config
+from router.errors import AMIAuthenticationError, AMIError
+from router.executor import ActionOutcome, Executor
+from router.plugins import Plugins
+from router.rules.context import CallInfo, Context
+from router.rules.decision import Action
+from router.rules.registry import Registry
+from router.rules.ruleset import RuleBook, RuleSet, call_context
+
+__all__ = ["Engine", "EngineAPI", "EngineOptions", "RouteRecord"]
+
+log = logging.getLogger("router.engine")
+decision_log = logging.getLogger("router.decision")
+
+#: Channels remembered as routed, so a request is never acted on twice.
+_ROUTED_MEMORY = 100_000
+
+
+class EngineAPI(Protocol):
+    """What plugins get from the engine (``callrouter_startup`` and friends)."""
+
+    @property
+    def ami(self) -> AJAMClient: ...
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def tracker(self) -> CallTracker: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Protocol constants shared with the dialplan snippet."""
+
+    #: ``UserEvent`` name the dialplan emits for each call to route.
+    request_event: str = "CallRouterRequest"
+    #: The dialplan context calls wait in; entering it triggers prefetch.
+    inbound_context: str = "callrouter-inbound"
+    #: Seconds the dialplan waits when the request does not say (header ``Wait``).
+    default_wait: float = 4.0
+    #: Act only this long before the dialplan gives up, so a Redirect is not
+    #: racing the fallback ``Goto``.
+    safety_margin: float = 0.3
+    #: How long SIGTERM waits for decisions in flight.
+    drain_timeout: float = 5.0
+    #: Poll interval for rule file changes (seconds; 0 disables).
+    watch_interval: float = 2.0
+
+
+@dataclass(slots=True)
+class RouteRecord:
+    """One routing decision, as logged: the line an operator reads."""
+
+    channel: str
+    linkedid: str
+    caller: str
+    did: str
+    rules: tuple[str, ...]
+    outcome: str
+    actions: list[ActionOutcome]
+    lookups: list[dict[str, Any]]
+    evaluate_ms: float
+    total_ms: float | None
+    deadline_left_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "decision", "channel": self.channel, "call": self.linkedid,
+            "caller": self.caller, "did": self.did, "rule": self.rules[0] if self.rules else None,
+            "rules": list(self.rules), "outcome": self.outcome,
+            "actions": [a.to_dict() for a in self.actions], "lookups": self.lookups,
+            "evaluate_ms": round(self.evaluate_ms, 2),
+            "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
+            "deadline_left_ms": round(self.deadline_left_ms, 1),
+        }
+
+
+class Engine:
+    """One running router: owns the client, stream, tracker, rules, plugins, scheduler."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        plugins: Plugins | None = None,
+        client: AJAMClient | None = None,
+        options: EngineOptions | None = None,
+        shadow: bool | None = None,
+    ) -> None:
+        self._config = config
+        self.options = options or EngineOptions()
+        self.shadow = config.router.shadow if shadow is None else shadow
+        self.plugins = plugins or Plugins.load(disabled=config.plugins.disabled)
+        self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
+        self._tracker = CallTracker()
+        self._ended: list[Call] = []
+        self._tracker.on_end.append(self._ended.append)
+        self.registry = Registry()
+        self.rules = RuleBook(config.router.rules, self.registry)
+        self.executor = Executor(self)
+        self._scheduler = AsyncIOScheduler()
+        self._stream: EventStream | None = None
+        self._routed: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self._stopping = asyncio.Event()
+        self._rule_mtimes: dict[Path, float] = {}
+        #: Every decision taken, newest last (bounded), for tests, the demo, status.
+        self.records: list[RouteRecord] = []
+        self.ready = asyncio.Event()
+
+    # -- EngineAPI ---------------------------------------------------------------
+
+    @property
+    def ami(self) -> AJAMClient:
+        return self._client
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler:
+        return self._scheduler
+
+    @property
+    def state_dir(self) -> Path:
+        path = self._config.router.state_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def tracker(self) -> CallTracker:
+        return self._tracker
+
+    async def plugin_execute(self, action: Action, call: Call) -> Any:
+        return await self.plugins.execute(action, call, self)
+
+    async def plugin_notify(self, target: str, params: Mapping[str, str],
+                            call: Call | None) -> None:
+        await self.plugins.notify(target, params, call)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def setup(self) -> RuleSet:
+        """Configure plugins, fill the registry, load rules. No Asterisk needed."""
+        await self.plugins.configure(self._config)
+        for problem in self.plugins.register_into(self.registry):
+            log.error("%s", problem)
+        loaded = self.rules.reload()
+        for error in loaded.errors:
+            log.error("%s (rule disabled)", error)
+        log.info("loaded %d rules from %s", len(loaded.rules),
+                 ", ".join(map(str, self.rules.paths)))
+        self._rule_mtimes = self._scan_rule_files()
+        return loaded
+
+    async def start(self) -> None:
+        """Connect, start plugins and timers; after this, :meth:`serve` routes calls."""
+        await self.setup()
+        await self._client.login()
+        self._scheduler.start()
+        self._schedule_rules()
+        if self.options.watch_interval > 0:
+            self._scheduler.add_job(self._check_rule_files, "interval",
+                                    seconds=self.options.watch_interval, id="callrouter-watch",
+                                    replace_existing=True)
+        await self.plugins.startup(self)
+        self._stream = EventStream(self._client)
+
+    async def serve(self) -> None:
+        """Consume events until :meth:`request_stop`."""
+        assert self._stream is not None, "call start() first"
+        self.ready.set()
+        iterator = self._stream.__aiter__()
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                nxt = asyncio.ensure_future(iterator.__anext__())
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    break
+                item = nxt.result()
+                if isinstance(item, StreamGap):
+                    await self._on_gap(item)
+                else:
+                    await self.handle_event(item)
+        except StopAsyncIteration:
+            pass
+        finally:
+            stop.cancel()
+            with contextlib.suppress(Exception):
+                await iterator.aclose()  # type: ignore[attr-defined]
+
+    async def run(self) -> None:
+        """start + serve + stop: what ``callrouter run`` does."""
+        try:
+            await self.start()
+            await self.serve()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        """SIGTERM: take no new decisions; :meth:`serve` returns soon."""
+        self._accepting = False
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Finish in-flight decisions (bounded), stop plugins and timers, log off."""
+        self._accepting = False
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await self.plugins.shutdown(self)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        await self._client.aclose()
+
+    # -- rules -------------------------------------------------------------------------
+
+    def reload(self) -> RuleSet:
+        """Validated reload (SIGHUP, changed file): a broken set keeps the old one."""
+        fresh = Registry()
+        problems = self.plugins.register_into(fresh)
+        for problem in problems:
+            log.error("%s", problem)
+        book = RuleBook(self.rules.paths, fresh)
+        loaded = book.reload()
+        for error in loaded.errors:
+            log.error("%s (rule disabled)", error)
+        if loaded.fatal:
+            log.error("rules not reloaded: keeping the previous %d rules",
+                      len(self.rules.current.rules))
+            return loaded
+        self.registry = fresh
+        self.rules = book
+        log.info("reloaded %d rules", len(loaded.rules))
+        if self._scheduler.running:
+            self._schedule_rules()
+        return loaded
+
+    def _scan_rule_files(self) -> dict[Path, float]:
+        found: dict[Path, float] = {}
+        for root in self.rules.paths:
+            files = [root] if root.is_file() else sorted(root.rglob("*"))
+            for path in files:
+                if path.is_file():
+                    with contextlib.suppress(OSError):
+                        found[path] = path.stat().st_mtime
+        return found
+
+    async def _check_rule_files(self) -> None:
+        current = self._scan_rule_files()
+        if current != self._rule_mtimes:
+            self._rule_mtimes = current
+            log.info("rule files changed; reloading")
+            self.reload()
+
+    def _schedule_rules(self) -> None:
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith("rule:"):
+                job.remove()
+        for name, cron in self.rules.current.schedules:
+            try:
+                trigger = CronTrigger.from_crontab(cron)
+            except ValueError as exc:
+                log.error("rule %r: schedule %r: %s", name, cron, exc)
+                continue
+            self._scheduler.add_job(self._run_schedule, trigger, args=[name], id=f"rule:{name}",
+                                    replace_existing=True)
+
+    async def _run_schedule(self, name: str) -> None:
+        outcome = await self.rules.evaluate(Context.for_schedule(name))
+        if outcome.decision.actions and not self.shadow:
+            results = await self.executor.run(outcome.decision.actions, None, None)
+            log.info("schedule %s: %s", name, [r.to_dict() for r in results])
+
+    # -- events ------------------------------------------------------------------------
+
+    async def handle_event(self, event: Event) -> None:
+        """One event through the tracker, plugins and, if it asks, routing."""
+        linkedid = event.get("Linkedid")
+        is_new = bool(linkedid) and self._tracker.get(linkedid or "") is None
+        call = self._tracker.feed(event)
+        self.executor.observe(event)
+        name = event.name
+        if call is not None and is_new:
+            await self.plugins.call_start(call)
+        await self.plugins.event(event, call)
+        if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
+            self.accept_request(event, call)
+        elif (name == "Newexten" and call is not None
+              and event.get("Context") == self.options.inbound_context
+              and event.get("Priority") == "1"):
+            await self.plugins.prefetch(call)
+        if getattr(self.rules.current, "_events", ()):
+            await self._event_rules(event, call)
+        while self._ended:
+            await self.plugins.call_end(self._ended.pop())
+
+    async def _event_rules(self, event: Event, call: Call | None) -> None:
+        context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None))
+        if not self.rules.current.rules_for(context):
+            return
+        outcome = await self.rules.evaluate(context)
+        if outcome.decision.actions and not self.shadow:
+            self._spawn(self.executor.run(outcome.decision.actions, call, None))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- routing -----------------------------------------------------------------------
+
+    def accept_request(self, event: Event, call: Call | None) -> bool:
+        """Start routing a request unless it was routed already or we are stopping."""
+        channel = event.get("Channel") or ""
+        if not channel or not self._accepting or channel in self._routed:
+            return False
+        self._routed[channel] = None
+        if len(self._routed) > _ROUTED_MEMORY:
+            self._routed.popitem(last=False)
+        received = time.monotonic()
+        wait = _float(event.get("Wait"), self.options.default_wait)
+        stamp = _float(event.get("Timestamp"), 0.0)
+        age = min(max(0.0, time.time() - stamp), wait) if stamp else 0.0
+        deadline = received - age + wait - self.options.safety_margin
+        if call is not None:
+            call.routed = True
+            call.waiting_channel = channel
+            if not call.did:
+                call.did = event.get("DID") or ""
+        self._spawn(self._route(event, call, channel, deadline, received, stamp or None))
+        return True
+
+    async def _route(self, event: Event, call: Call | None, channel: str, deadline: float,
+                     received: float, stamp: float | None) -> None:
+        raw_caller = event.get("Caller") or event.get("CallerIDNum") or ""
+        did = event.get("DID") or event.get("Exten") or ""
+        context = call_context(
+            self.registry, raw_caller, did,
+            caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
+            call=_call_info(call, event),
+        )
+        started = time.monotonic()
+        outcome = None
+        try:
+            outcome = await asyncio.wait_for(
+                self.rules.evaluate(context, deadline=deadline),
+                max(0.001, deadline - started),
+            )
+        except TimeoutError:
+            pass
+        except Exception:
+            log.exception("rule evaluation failed for %s", channel)
+        evaluated = time.monotonic()
+        results: list[ActionOutcome] = []
+        if outcome is None:
+            status = "late"
+        elif not outcome.decision.actions:
+            status = "fell-through"
+        elif evaluated > deadline:
+            status = "late"
+        elif self.shadow:
+            status = "shadow"
+        else:
+            results = await self.executor.run(outcome.decision.actions, call, channel)
+            bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
+            gone = any(r.status == "channel-gone" for r in results)
+            status = "caller-gone" if gone else ("failed" if bad else "executed")
+        total_ms = None
+        confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
+        if confirmed and stamp is not None:
+            total_ms = (confirmed[-1] - stamp) * 1000  # on Asterisk's own clock
+        elif results:
+            total_ms = (time.monotonic() - received) * 1000
+        trace = outcome.trace if outcome is not None else None
+        record = RouteRecord(
+            channel=channel, linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
+            caller=context.caller.number if context.caller else raw_caller, did=did,
+            rules=outcome.decision.rules if outcome else (), outcome=status, actions=results,
+            lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
+            total_ms=total_ms, deadline_left_ms=(deadline - evaluated) * 1000,
+        )
+        self._log_decision(record)
+        if call is not None:
+            await self.plugins.decision(call, outcome.decision if outcome else None, trace,
+                                        status)
+
+    def _log_decision(self, record: RouteRecord) -> None:
+        self.records.append(record)
+        if len(self.records) > 10_000:
+            del self.records[: len(self.records) - 10_000]
+        if self._config.router.log_format == "json":
+            decision_log.info(json.dumps(record.to_dict(), ensure_ascii=False))
+        else:
+            acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
+            total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
+            decision_log.info("call %s from %s to %s: rule %s -> %s [%s] in %s", record.linkedid,
+                              record.caller, record.did,
+                              record.rules[0] if record.rules else "-", record.outcome, acts,
+                              total)
+
+    # -- gaps ----------------------------------------------------------------------------
+
+    async def _on_gap(self, gap: StreamGap) -> None:
+        log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
+        await self.plugins.stream_gap(gap)
+        try:
+            await self.reconcile()
+        except (AMIError, OSError) as exc:
+            if isinstance(exc, AMIAuthenticationError):
+                raise
+            log.error("reconcile after gap failed: %s", exc)
+
+    async def reconcile(self) -> int:
+        """Route channels still waiting in the inbound context; forget dead calls.
+
+        Returns how many waiting channels were (re)submitted for routing.
+        """
+        listing = await self._client.send("CoreShowChannels", {}, validate=False)
+        alive = {item.get("Channel") or "" for item in listing.items}
+        for call in self._tracker:
+            if not any(ch in alive for ch in call.channels):
+                self._tracker.forget(call.linkedid)
+        while self._ended:
+            await self.plugins.call_end(self._ended.pop())
+        submitted = 0
+        for item in listing.items:
+            channel = item.get("Channel") or ""
+            if (item.get("Context") != self.options.inbound_context
+                    or channel in self._routed or item.get("Application") != "Wait"):
+                continue
+            deadline_epoch = await self._getvar(channel, "CALLROUTER_DEADLINE")
+            remaining = _float(deadline_epoch, 0.0) - time.time()
+            if remaining <= self.options.safety_margin + 1.0:  # EPOCH has 1 s resolution
+                continue
+            did = await self._getvar(channel, "CALLROUTER_DID") or item.get("Exten") or ""
+            fields = [("Event", "UserEvent"), ("UserEvent", self.options.request_event),
+                      ("Channel", channel), ("Uniqueid", item.get("Uniqueid") or ""),
+                      ("Linkedid", item.get("Linkedid") or ""),
+                      ("Context", self.options.inbound_context), ("Exten", item.get("Exten") or ""),
+                      ("CallerIDNum", item.get("CallerIDNum") or ""),
+                      ("CallerIDName", item.get("CallerIDName") or ""),
+                      ("DID", did), ("Caller", item.get("CallerIDNum") or ""),
+                      ("Wait", f"{remaining - 1.0:.3f}")]
+            synthetic = Event(fields)
+            call = self._tracker.feed(synthetic)
+            if self.accept_request(synthetic, call):
+                submitted += 1
+        if submitted:
+            log.info("reconcile: routing %d calls still waiting", submitted)
+        return submitted
+
+    async def _getvar(self, channel: str, name: str) -> str | None:
+        try:
+            result = await self._client.send("Getvar", {"Channel": channel, "Variable": name},
+                                             validate=False)
+        except AMIError:
+            return None
+        return result.response.get("Value") or None
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait for in-flight routing tasks (tests, demo, shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text else default
+    except ValueError:
+        return default
+
+
+def _call_info(call: Call | None, event: Event | None) -> CallInfo | None:
+    if call is None and event is None:
+        return None
+    channel = (event.get("Channel") if event else None) or (call.waiting_channel if call else "")
+    return CallInfo(
+        channel=channel or "",
+        uniqueid=(event.get("Uniqueid") if event else None) or "",
+        linkedid=call.linkedid if call else ((event.get("Linkedid") if event else None) or ""),
+        context=(event.get("Context") if event else None) or "",
+        exten=(event.get("Exten") if event else None) or "",
+        vars=dict(call.variables) if call else {},
+    )
+
+
+def _lookups(trace: Any) -> list[dict[str, Any]]:
+    if trace is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for rule in getattr(trace, "rules", ()):
+        for lookup in getattr(rule, "lookups", ()):
+            to_dict = getattr(lookup, "to_dict", None)
+            if to_dict is not None:
+                out.append(to_dict())
+    return out
