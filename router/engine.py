@@ -213,7 +213,8 @@ class Engine:
                                     seconds=self.options.watch_interval, id="callrouter-watch",
                                     replace_existing=True)
         await self.plugins.startup(self)
-        self._stream = EventStream(self._client)
+        self._stream = EventStream(self._client,
+                                   poll_timeout=int(self._config.asterisk.waitevent_timeout))
 
     async def serve(self) -> None:
         """Consume events until :meth:`request_stop`."""
@@ -346,7 +347,7 @@ class Engine:
               and event.get("Context") == self.options.inbound_context
               and event.get("Priority") == "1"):
             await self.plugins.prefetch(call)
-        if getattr(self.rules.current, "_events", ()):
+        if self.rules.current.event_patterns:
             await self._event_rules(event, call)
         while self._ended:
             await self.plugins.call_end(self._ended.pop())
@@ -499,8 +500,8 @@ class Engine:
                       ("DID", did), ("Caller", item.get("CallerIDNum") or ""),
                       ("Wait", f"{remaining - 1.0:.3f}")]
             synthetic = Event(fields)
-            call = self._tracker.feed(synthetic)
-            if self.accept_request(synthetic, call):
+            waiting = self._tracker.feed(synthetic)
+            if self.accept_request(synthetic, waiting):
                 submitted += 1
         if submitted:
             log.info("reconcile: routing %d calls still waiting", submitted)

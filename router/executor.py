@@ -116,7 +116,7 @@ class Executor:
             try:
                 outcome = await self._one(action, call, channel)
             except AMIActionError as exc:
-                text = exc.response.message or str(exc)
+                text = exc.response.get("Message") or str(exc)
                 status = "channel-gone" if "does not exist" in text else "failed"
                 outcome = ActionOutcome(action.kind, status, text)
             except (AMIError, OSError, TimeoutError) as exc:

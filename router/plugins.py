@@ -44,7 +44,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "router.builtin.timefuncs",
     "router.builtin.numbers",
     "router.builtin.textfuncs",
-    "router.builtin.lists_plugin",
     "router.builtin.actions",
     "router.builtin.directory",
     "router.builtin.extension_state",
@@ -137,13 +136,14 @@ class Plugins:
 
     def _report(self, hook: str, impl: pluggy.HookImpl, exc: BaseException,
                 scope: str | None) -> None:
-        if scope is not None:
-            key = (impl.plugin_name, scope)
-            if key in self._failed:
-                return
-            if len(self._failed) >= _FAILURE_MEMORY:
-                self._failed.pop(next(iter(self._failed)))
-            self._failed[key] = None
+        # Once per call, or once per hook for events of no call: a plugin that
+        # fails on every event must not flood the log.
+        key = (impl.plugin_name, scope if scope is not None else hook)
+        if key in self._failed:
+            return
+        if len(self._failed) >= _FAILURE_MEMORY:
+            self._failed.pop(next(iter(self._failed)))
+        self._failed[key] = None
         log.error("plugin %r failed in %s%s: %r", impl.plugin_name, hook,
                   f" (call {scope})" if scope else "", exc,
                   exc_info=(type(exc), exc, exc.__traceback__))
@@ -154,8 +154,8 @@ class Plugins:
             del self._failed[key]
 
     async def _call_each(self, hook: str, kwargs: Mapping[str, Any], *, scope: str | None = None,
-                         timeout: float | None = HOOK_TIMEOUT, firstresult: bool = False,
-                         strict: bool = False) -> list[Any]:
+                         timeout: float | None = HOOK_TIMEOUT,
+                         firstresult: bool = False) -> list[Any]:
         results: list[Any] = []
         for impl in self._impls(hook):
             args = {name: kwargs[name] for name in impl.argnames}
@@ -164,10 +164,6 @@ class Plugins:
                 if inspect.isawaitable(value):
                     value = await (asyncio.wait_for(value, timeout) if timeout else value)
             except Exception as exc:
-                if strict:
-                    if isinstance(exc, ConfigError):
-                        raise
-                    raise PluginError(impl.plugin_name, f"{hook} failed: {exc!r}") from exc
                 self._report(hook, impl, exc, scope)
                 continue
             if value is not None:
@@ -179,7 +175,9 @@ class Plugins:
     # -- one method per hook ------------------------------------------------
 
     async def configure(self, config: Config) -> None:
-        """Strict: a plugin refusing its settings stops the start with its message."""
+        """A plugin refusing its settings (ConfigError) stops the start with its
+        message; a plugin that crashes here is logged and kept, like a crash in
+        any other hook: its other hooks may still work, and the engine must start."""
         for impl in self._impls("callrouter_configure"):
             settings = config.plugins.settings.get(impl.plugin_name, {})
             kwargs = {"config": config, "settings": settings}
@@ -191,8 +189,7 @@ class Plugins:
             except ConfigError:
                 raise
             except Exception as exc:
-                raise PluginError(impl.plugin_name, f"callrouter_configure failed: {exc!r}") \
-                    from exc
+                self._report("callrouter_configure", impl, exc, None)
 
     def register_into(self, registry: Registry) -> list[str]:
         """Fill ``registry``; return located problems instead of stopping at the first."""

@@ -75,7 +75,7 @@ def callrouter_configure(settings: Mapping[str, Any]) -> None:
     global _directory
     file = settings.get("file")
     if file is None:
-        _directory = Directory(settings.get("entries") or {})  # type: ignore[arg-type]
+        _directory = Directory(settings.get("entries") or {})
     else:
         _directory = load_directory(Path(str(file)))
 

@@ -30,7 +30,7 @@ from router.rules.registry import (
     ParamSpec,
     Registry,
 )
-from router.rules.ruleset import RuleBook, RuleSet, load_rules
+from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 
 __all__ = [
     "AMIValidator",
@@ -53,5 +53,6 @@ __all__ = [
     "RuleSet",
     "RuleTrace",
     "Trace",
+    "call_context",
     "load_rules",
 ]

@@ -1,0 +1,167 @@
+# callrouter: every developer and CI task. `make test` does all set-up on a
+# fresh machine (virtualenv, install, Asterisk sandbox) and then runs ruff,
+# mypy --strict and pytest. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.callrouter-installed
+
+# The 1C plugin is its own package; everything about it is optional until it exists.
+ONEC_PYPROJECT := $(wildcard plugins/onec/pyproject.toml)
+ONEC_SRC       := $(wildcard plugins/onec/callrouter_onec)
+ONEC_TESTS     := $(wildcard plugins/onec/tests)
+
+MYPY_PATHS := router $(ONEC_SRC)
+PYTEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# pytest exits 5 when it collected no test: that is not a failure here.
+# $(1): all, unit (not integration) or integration. The 1C plugin is its own
+# package with its own pytest configuration, so its tests run in a second pytest
+# from plugins/onec (its test files may share basenames with ours); both always
+# run, and either failing fails. If the plugin declares no `integration` marker,
+# all its tests count as unit tests.
+define pytest
+	@run() { rc=0; "$$@" || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (exit 5), treated as success"; rc=0; fi; \
+	  return $$rc; }; \
+	case "$(1)" in unit) m="not integration";; integration) m="integration";; *) m="";; esac; \
+	status=0; \
+	run $(PY) -m pytest $${m:+-m "$$m"} $(PYTEST_ARGS) tests || status=1; \
+	if [ -n "$(ONEC_TESTS)" ]; then \
+	  if [ -n "$$m" ] && ! grep -Eq '^[[:space:]]*"integration[:"]' plugins/onec/pyproject.toml; then \
+	    if [ "$(1)" = integration ]; then m=skip; else m=""; fi; \
+	  fi; \
+	  if [ "$$m" = skip ]; then echo "== plugins/onec: no integration tests"; else \
+	    echo "== plugins/onec"; \
+	    (cd plugins/onec && run ../../$(PY) -m pytest $${m:+-m "$$m"} $(PYTEST_ARGS) tests) || status=1; \
+	  fi; \
+	fi; \
+	exit $$status
+endef
+
+.PHONY: run-lint run-typecheck run-pytest
+.PHONY: help test pytest setup venv install provision lint typecheck unit integration \
+        sandbox sandbox-stop demo bench clean distclean
+
+help:
+	@echo "make test         set everything up, then ruff, mypy --strict and all tests"
+	@echo "make demo         set everything up and run the demo"
+	@echo "make pytest       all tests (unit and integration), no lint"
+	@echo "make unit         unit tests only (no Asterisk)"
+	@echo "make integration  integration tests against the Asterisk sandbox"
+	@echo "make lint         ruff check"
+	@echo "make typecheck    mypy --strict"
+	@echo "make sandbox      start a detached sandbox Asterisk named 'dev' and print its URL"
+	@echo "make sandbox-stop stop it"
+	@echo "make bench        run the benchmarks in bench/"
+	@echo "make clean        remove caches and build output (distclean: also .venv)"
+
+# Runs all three checks even when one fails, so one run shows every problem.
+test: setup
+	@failed=""; \
+	$(MAKE) --no-print-directory run-lint || failed="$$failed lint"; \
+	$(MAKE) --no-print-directory run-typecheck || failed="$$failed typecheck"; \
+	$(MAKE) --no-print-directory run-pytest || failed="$$failed pytest"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make test: lint, typecheck and pytest passed"
+
+pytest: setup run-pytest
+
+run-pytest:
+	$(call pytest,all)
+
+setup: install provision
+
+# A virtualenv made with the system Python; on Debian, python3-venv is installed
+# when the venv module (or its ensurepip) is missing. A broken .venv is remade.
+venv:
+	@if [ -x $(PY) ] && $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	  exit 0; \
+	fi; \
+	if ! command -v $(PYTHON) >/dev/null 2>&1; then \
+	  echo "make: $(PYTHON) not found; install Python >= 3.11 or run make PYTHON=/path/to/python3" >&2; \
+	  exit 1; \
+	fi; \
+	if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	  echo "make: callrouter needs Python >= 3.11, $(PYTHON) is $$($(PYTHON) -V 2>&1);" \
+	       "run make PYTHON=python3.11 (or newer)" >&2; \
+	  exit 1; \
+	fi; \
+	if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing python3-venv with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else \
+	    echo "make: $(PYTHON) has no working venv module: install python3-venv" \
+	         "(sudo apt-get install python3-venv)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi; \
+	rm -rf $(VENV); \
+	echo "creating $(VENV) with $$($(PYTHON) -V 2>&1)"; \
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when a pyproject changes (or the venv was remade).
+$(STAMP): pyproject.toml $(ONEC_PYPROJECT) | venv
+	$(PY) -m pip install -q -e '.[dev]' $(if $(ONEC_PYPROJECT),-e plugins/onec)
+	@touch $@
+
+install: $(STAMP)
+
+# The cached Debian root with Asterisk (about a minute the first time, as root);
+# fails with the exact reason when it cannot be made.
+provision: install
+	$(PY) -m router.sandbox provision
+
+lint: install run-lint
+
+run-lint:
+	$(PY) -m ruff check .
+
+typecheck: install run-typecheck
+
+run-typecheck:
+	$(PY) -m mypy --strict $(MYPY_PATHS)
+
+unit: install
+	$(call pytest,unit)
+
+integration: setup
+	$(call pytest,integration)
+
+sandbox: setup
+	$(PY) -m router.sandbox start dev
+
+sandbox-stop: install
+	$(PY) -m router.sandbox stop dev
+
+demo: setup
+	@if [ -f examples/demo.sh ]; then \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh; \
+	elif [ -f router/demo.py ] || [ -f router/demo/__main__.py ]; then \
+	  $(PY) -m router.demo; \
+	else \
+	  echo "The demo is not written yet: neither examples/demo.sh nor router/demo exists."; \
+	  echo "Everything it needs is set up; try: make sandbox, then callrouter ami Ping"; \
+	  echo "with the URL it prints (see README.md, 'Quick start')."; \
+	fi
+
+bench: setup
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks in bench/ yet"; exit 0; fi; \
+	for script in "$${scripts[@]}"; do echo "== $$script"; $(PY) "$$script" || exit $$?; done
+
+clean:
+	-@[ -x $(PY) ] && $(PY) -m router.sandbox stop --all >/dev/null 2>&1 || true
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) \
+	  -type d -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

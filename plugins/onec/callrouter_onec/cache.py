@@ -1,0 +1,250 @@
+"""Answers from 1C on a latency budget: a call must never wait for a slow 1C.
+
+A fresh answer is served from memory; a stale one is served at once while a
+background request refreshes it (stale-while-revalidate), because last hour's
+manager is a far better route than the fallback; concurrent lookups of one
+number share one request; and after ``failure_threshold`` failures in a row
+the circuit breaker stops asking 1C for ``open_seconds``, so a dead 1C costs
+callers nothing, then lets a single probe through (half-open).
+
+``clock`` (injectable for tests) drives TTLs and the breaker. Deadlines are
+always absolute :func:`time.monotonic` values, shared with the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
+from callrouter_onec.models import Responsible
+from callrouter_onec.phone import RUSSIA, CountryRules, normalize
+
+__all__ = ["BreakerState", "CircuitBreaker", "ResponsibleCache", "ResponsibleSource"]
+
+log = logging.getLogger(__name__)
+
+
+class ResponsibleSource(Protocol):
+    """What the cache needs from :class:`~callrouter_onec.client.OneCClient`."""
+
+    async def responsible(self, phone: str, *, did: str | None = None,
+                          call_id: str | None = None,
+                          deadline: float | None = None) -> Responsible: ...
+
+
+class BreakerState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """Counts failures in a row; open means "do not even try" until ``open_seconds`` pass."""
+
+    def __init__(self, *, failure_threshold: int = 5, open_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        self.failure_threshold = failure_threshold
+        self.open_seconds = open_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._clock() - self._opened_at < self.open_seconds:
+            return BreakerState.OPEN
+        return BreakerState.HALF_OPEN
+
+    def allow(self) -> bool:
+        """May a request go to 1C now? In half-open state only one probe at a time."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        if self._opened_at is not None:
+            log.info("1C is answering again; circuit closed")
+        self._failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def failure(self) -> None:
+        self._failures += 1
+        probe_failed = self._probing
+        self._probing = False
+        if probe_failed or self._failures >= self.failure_threshold:
+            if self._opened_at is None or probe_failed:
+                log.warning("1C failed %d times in a row; not asking it for %g s",
+                            self._failures, self.open_seconds)
+            self._opened_at = self._clock()
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: Responsible
+    stored: float
+    ttl: float
+
+
+class ResponsibleCache:
+    """The lookup the plugin exposes as ``onec.responsible(number)``.
+
+    ``stale_ttl`` bounds how old an answer may still be served while 1C is
+    unavailable; ``max_entries`` bounds memory in a long-running process (the
+    least recently used number is forgotten first).
+    """
+
+    def __init__(self, source: ResponsibleSource, *, positive_ttl: float = 600.0,
+                 negative_ttl: float = 120.0, stale_ttl: float = 86400.0,
+                 max_entries: int = 50_000, failure_threshold: int = 5,
+                 open_seconds: float = 30.0, rules: CountryRules = RUSSIA,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self.positive_ttl = positive_ttl
+        self.negative_ttl = negative_ttl
+        self.stale_ttl = stale_ttl
+        self.max_entries = max_entries
+        self.rules = rules
+        self.breaker = CircuitBreaker(failure_threshold=failure_threshold,
+                                      open_seconds=open_seconds, clock=clock)
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[Responsible]] = {}
+        self._background: set[asyncio.Task[Responsible]] = set()
+
+    async def lookup(self, number: str, *, did: str | None = None,
+                     call_id: str | None = None,
+                     deadline: float | None = None) -> Responsible | None:
+        """The answer for a caller ID as written; ``None`` for internal or unusable numbers.
+
+        Raises :class:`OneCUnavailable` only when there is neither an answer in
+        time nor a stale one to fall back on.
+        """
+        phone = normalize(number, self.rules)
+        if not phone.lookup:
+            return None
+        key = phone.number
+        entry = self._entries.get(key)
+        now = self._clock()
+        if entry is not None:
+            age = now - entry.stored
+            if age < entry.ttl:
+                self._entries.move_to_end(key)
+                return entry.value
+            if age < self.stale_ttl:
+                self._refresh(key, did, call_id)
+                return entry.value
+            del self._entries[key]
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise OneCUnavailable("deadline passed before 1C could be asked")
+        task = self._inflight.get(key) or self._start(key, did, call_id)
+        if task is None:
+            raise OneCUnavailable("circuit open: 1C failed repeatedly, not asking it now")
+        try:
+            # shield: one caller's deadline must not cancel the request others share,
+            # and a late answer still fills the cache for the next call.
+            return await asyncio.wait_for(asyncio.shield(task), remaining)
+        except TimeoutError:
+            raise OneCUnavailable(f"no answer from 1C within the call's {remaining:.2f} s"
+                                  ) from None
+
+    def prefetch(self, number: str, *, did: str | None = None,
+                 call_id: str | None = None) -> None:
+        """Start the lookup early (at ``Newchannel``) so routing finds it done; never waits."""
+        phone = normalize(number, self.rules)
+        if not phone.lookup:
+            return
+        entry = self._entries.get(phone.number)
+        if entry is not None and self._clock() - entry.stored < entry.ttl:
+            return
+        self._refresh(phone.number, did, call_id)
+
+    async def warm(self, numbers: Iterable[str]) -> None:
+        """Refresh frequent callers ahead of their calls (a scheduled job), one at a time."""
+        for number in numbers:
+            phone = normalize(number, self.rules)
+            if not phone.lookup:
+                continue
+            task = self._inflight.get(phone.number) or self._start(phone.number, None, None)
+            if task is None:
+                return  # circuit open: 1C is down, warming can wait for the next run
+            await asyncio.wait([task])
+
+    def peek(self, number: str) -> Responsible | None:
+        """The cached answer, fresh or stale, without asking 1C."""
+        phone = normalize(number, self.rules)
+        entry = self._entries.get(phone.number) if phone.lookup else None
+        return entry.value if entry is not None else None
+
+    def invalidate(self, number: str | None = None) -> None:
+        """Forget one number (or everything), e.g. after a manager change in 1C."""
+        if number is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(normalize(number, self.rules).number, None)
+
+    async def aclose(self) -> None:
+        """Cancel background refreshes; the process is going away."""
+        tasks = list(self._background) + list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refresh(self, key: str, did: str | None, call_id: str | None) -> None:
+        if key not in self._inflight:
+            self._start(key, did, call_id)
+
+    def _start(self, key: str, did: str | None,
+               call_id: str | None) -> asyncio.Task[Responsible] | None:
+        if not self.breaker.allow():
+            return None
+        task = asyncio.create_task(self._fetch(key, did, call_id), name=f"onec:{key}")
+        self._inflight[key] = task
+        self._background.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Responsible]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: a prefetch nobody awaits must not warn
+
+    async def _fetch(self, key: str, did: str | None, call_id: str | None) -> Responsible:
+        try:
+            value = await self._source.responsible(key, did=did, call_id=call_id)
+        except OneCBadRequest:
+            self.breaker.success()  # 1C answered; the number is what it refused
+            raise
+        except OneCUnavailable as exc:
+            self.breaker.failure()
+            log.debug("1C lookup of %s failed: %s", key, exc)
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        self.breaker.success()
+        self._store(key, value)
+        return value
+
+    def _store(self, key: str, value: Responsible) -> None:
+        ttl = self.positive_ttl if value.found else self.negative_ttl
+        self._entries[key] = _Entry(value, self._clock(), ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

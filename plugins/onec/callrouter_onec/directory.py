@@ -1,0 +1,169 @@
+"""The 1C side of the contract without HTTP: a data table and its answers.
+
+The test double serves these answers over HTTP; keeping them here, pure, means
+the matching rules (last 10 digits, a manager preferred, then the most recently
+changed) and the event validation are tested without a server, and read like
+the BSL module in ``examples/onec`` that a 1C developer will write.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from callrouter_onec.phone import digits_only
+
+__all__ = [
+    "DEMO_DATA",
+    "Directory",
+    "EventBook",
+    "EventError",
+    "EventReceipt",
+    "load_directory",
+]
+
+#: The data file shipped with the package; the demo and the tests use it.
+DEMO_DATA = "demo.json"
+
+EVENTS = frozenset({"ringing", "answered", "hangup", "missed", "transferred"})
+DIRECTIONS = frozenset({"in", "out", "internal"})
+STATUSES = frozenset({"ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"})
+REQUIRED = ("event", "call_id", "direction", "from", "to", "ts")
+MATCH_DIGITS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One phone of one client, possibly through one of its contact persons."""
+
+    client: Mapping[str, Any]
+    contact: Mapping[str, Any] | None
+
+
+@dataclass
+class Directory:
+    """Clients, their contact persons and managers, indexed by the digits 1C matches on."""
+
+    managers: dict[str, dict[str, Any]]
+    clients: list[dict[str, Any]]
+    _index: dict[str, list[_Entry]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for client in self.clients:
+            for phone in client.get("phones", []):
+                self._add(phone, _Entry(client, None))
+            for contact in client.get("contacts", []):
+                for phone in contact.get("phones", []):
+                    self._add(phone, _Entry(client, contact))
+
+    def _add(self, phone: str, entry: _Entry) -> None:
+        key = digits_only(phone)[-MATCH_DIGITS:]
+        self._index.setdefault(key, []).append(entry)
+
+    def responsible(self, phone: str) -> dict[str, Any]:
+        """The 200 body for ``v1/responsible/{phone}``; ``found: false`` when nobody matches."""
+        entries = self._index.get(phone[-MATCH_DIGITS:], [])
+        by_client: dict[str, _Entry] = {}
+        for entry in entries:  # a client's own number beats one of its contacts
+            known = by_client.get(entry.client["id"])
+            if known is None or (known.contact is not None and entry.contact is None):
+                by_client[entry.client["id"]] = entry
+        if not by_client:
+            return {"found": False, "phone": phone, "client": None, "contact": None,
+                    "manager": None, "candidates": 0}
+        best = max(by_client.values(), key=lambda e: (
+            e.client.get("manager") is not None, e.client.get("changed", "")))
+        client, contact = best.client, best.contact
+        manager = self.managers.get(client["manager"]) if client.get("manager") else None
+        return {
+            "found": True,
+            "phone": phone,
+            "client": {"id": client["id"], "type": client["type"], "name": client["name"],
+                       "inn": client.get("inn")},
+            "contact": None if contact is None else {"id": contact["id"],
+                                                     "name": contact["name"]},
+            "manager": None if manager is None else {
+                "id": manager["id"], "name": manager["name"],
+                "extension": manager.get("extension"), "mobile": manager.get("mobile")},
+            "candidates": len(by_client),
+        }
+
+    def numbers(self) -> list[str]:
+        """Every indexed number, as stored: handy for demos and end-to-end tests."""
+        found = [p for c in self.clients for p in c.get("phones", [])]
+        found += [p for c in self.clients for k in c.get("contacts", []) for p in k["phones"]]
+        return found
+
+
+def load_directory(path: str | Path | None = None) -> Directory:
+    """Read a data file (see ``data/demo.json`` for the format); the shipped demo by default."""
+    if path is None:
+        text = resources.files("callrouter_onec").joinpath("data", DEMO_DATA).read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8-sig")
+    raw = json.loads(text)
+    managers = {m["key"]: m for m in raw["managers"]}
+    for client in raw["clients"]:
+        if client.get("manager") and client["manager"] not in managers:
+            raise ValueError(f"client {client['name']!r}: unknown manager {client['manager']!r}")
+    return Directory(managers, raw["clients"])
+
+
+class EventError(ValueError):
+    """A call event 1C would refuse; ``code`` is the contract's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceipt:
+    id: str
+    duplicate: bool
+    payload: Mapping[str, Any]
+
+
+@dataclass
+class EventBook:
+    """Registered call events, idempotent by (call_id, event) as the contract requires."""
+
+    receipts: list[EventReceipt] = field(default_factory=list)
+    _ids: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+
+    def register(self, body: bytes) -> EventReceipt:
+        try:
+            payload = json.loads(body.decode("utf-8-sig"))
+        except ValueError as exc:
+            raise EventError("invalid_json", f"body is not JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise EventError("invalid_json", "body is not a JSON object")
+        for name in REQUIRED:
+            if payload.get(name) in (None, ""):
+                raise EventError("missing_field", f"field {name!r} is required")
+        _check(payload)
+        key = (str(payload["call_id"]), str(payload["event"]))
+        known = self._ids.get(key)
+        receipt = EventReceipt(known or str(uuid.uuid4()), known is not None, payload)
+        self._ids.setdefault(key, receipt.id)
+        self.receipts.append(receipt)
+        return receipt
+
+
+def _check(payload: Mapping[str, Any]) -> None:
+    if payload["event"] not in EVENTS:
+        raise EventError("invalid_event", f"unknown event {payload['event']!r}")
+    if payload["direction"] not in DIRECTIONS:
+        raise EventError("invalid_event", f"unknown direction {payload['direction']!r}")
+    if payload.get("status") is not None and payload["status"] not in STATUSES:
+        raise EventError("invalid_event", f"unknown status {payload['status']!r}")
+    if not isinstance(payload["call_id"], str):
+        raise EventError("invalid_event", "call_id must be a string")
+    ts = payload["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise EventError("invalid_event", "ts must be Unix seconds")

@@ -1,0 +1,581 @@
+"""A faithful stand-in for the 1C telephony HTTP service, for tests and the demo.
+
+1C cannot run on our machines, so this server implements the contract from a
+data file and reproduces 1C's real failure modes on demand (:mod:`.faults`).
+It is a real HTTP/1.1 server with keep-alive, so the client is tested through
+its actual pool, timeouts and byte handling rather than a mock.
+
+In process::
+
+    with OneCDouble(password="secret") as double:   # free loopback port
+        double.url                                  # http://127.0.0.1:PORT/demo/hs/telephony
+        double.faults.add("500", count=2)           # the next two requests fail
+        double.faults.add("latency=3", phone="79161234567", count=None)
+        double.down = True                          # close every connection unanswered
+        double.stop(); double.start()               # refuse, then listen again on the same port
+        double.requests("/v1/responsible/")         # what the service received
+        double.event_book.receipts                  # call events, duplicates included
+
+Standalone: ``callrouter-onec-double --port 8081`` (``--help`` lists the knobs).
+Control endpoints (no auth; bind to loopback): ``GET /_double/log``,
+``DELETE /_double/log``, ``GET|POST /_double/faults``, ``POST /_double/reset``,
+``POST /_double/sessions/expire``, ``GET /_double/events``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from callrouter_onec.directory import Directory, EventBook, EventError, load_directory
+from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, render
+
+__all__ = ["DEFAULT_BASE_PATH", "DEFAULT_USER", "LoggedRequest", "OneCDouble", "main"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_PATH = "/demo/hs/telephony"
+DEFAULT_USER = "Маршрутизатор"
+DEFAULT_PASSWORD = "demo"
+REALM = 'Basic realm="1C:Enterprise 8.3"'
+CONTROL = "/_double/"
+
+
+@dataclass
+class LoggedRequest:
+    """One request as the double received it; ``status`` is ``None`` when it got no answer."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+    time: float
+    status: int | None = None
+    fault: str | None = None
+    #: The client's ``host:port``: one value across requests means one kept-alive connection.
+    peer: str = ""
+
+    def json(self) -> Any:
+        """The request body as JSON (for POSTed events)."""
+        return json.loads(self.body)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Drop(Exception):
+    """Leave the connection without an answer (``reset`` sends a TCP RST)."""
+
+    def __init__(self, reset: bool) -> None:
+        self.reset = reset
+
+
+def _json(status: int, obj: object) -> _Reply:
+    return _Reply(status, json.dumps(obj, ensure_ascii=False).encode())
+
+
+def _error(status: int, code: str, message: str) -> _Reply:
+    return _json(status, {"error": {"code": code, "message": message}})
+
+
+def _text(status: int, text: str) -> _Reply:
+    return _Reply(status, text.encode(), "text/plain; charset=utf-8")
+
+
+class OneCDouble:
+    """The double's state and server; every knob is safe to turn while it serves."""
+
+    def __init__(self, data: Directory | str | Path | None = None, *,
+                 host: str = "127.0.0.1", port: int = 0,
+                 base_path: str = DEFAULT_BASE_PATH,
+                 username: str = DEFAULT_USER, password: str = DEFAULT_PASSWORD,
+                 ibsession: bool = False, session_max_age: float = 20.0,
+                 stale_session_status: int = 400) -> None:
+        self.directory = data if isinstance(data, Directory) else load_directory(data)
+        self.host = host
+        self.port = port
+        self.base_path = "/" + base_path.strip("/")
+        self.username = username
+        self.password = password
+        self.ibsession = ibsession
+        self.session_max_age = session_max_age
+        self.stale_session_status = stale_session_status
+        self.faults = FaultPlan()
+        self.down = False
+        self.event_book = EventBook()
+        self.sessions_started = 0
+        self._sessions: dict[str, float] = {}
+        self._log: list[LoggedRequest] = []
+        self._lock = threading.RLock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> OneCDouble:
+        """Listen (again) on ``port``; port 0 picks a free one, kept for later restarts."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self.host, self.port), _Handler)
+        server.double = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={
+            "poll_interval": 0.05}, name=f"onec-double:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut open connections: clients now get "connection refused"."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.cut_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> OneCDouble:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The service base, what the client's ``base_url`` should be."""
+        return self.root_url + self.base_path
+
+    # -- observation -----------------------------------------------------------------
+
+    @property
+    def log(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def requests(self, path: str | None = None, method: str | None = None) -> list[LoggedRequest]:
+        """Requests to the service (control requests excluded) whose path contains ``path``."""
+        return [r for r in self.log if (path is None or path in r.path)
+                and (method is None or r.method == method)]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def expire_sessions(self) -> None:
+        """Forget every IBSession, as 1C does after ``sessionMaxAge`` of idleness."""
+        with self._lock:
+            self._sessions.clear()
+
+    def reset(self) -> None:
+        """Back to a fresh double: no faults, no log, no events, no sessions, up."""
+        self.faults.clear()
+        self.down = False
+        with self._lock:
+            self._log.clear()
+            self._sessions.clear()
+            self.event_book = EventBook()
+            self.sessions_started = 0
+
+    # -- request handling (handler threads) ---------------------------------------------
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def _sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
+               entry: LoggedRequest) -> _Reply:
+        """The whole 1C side of one request, faults included; raises :class:`_Drop`."""
+        path = unquote(urlsplit(target).path)
+        phone = self._phone_of(path)
+        selected = self.faults.select(headers.get("x-double-fault"), path, phone)
+        entry.fault = selected.kind
+        if self.down or selected.kind == "close":
+            entry.fault = "close"
+            raise _Drop(reset=False)
+        if selected.latency:
+            self._sleep(selected.latency)
+        if selected.kind == "reset":
+            raise _Drop(reset=True)
+        if not (path == self.base_path or path.startswith(self.base_path + "/")):
+            return _Reply(404, _not_found(path), "text/html; charset=iso-8859-1")
+        proxy = self._fault_reply(selected) if selected.kind in ("502", "503", "504") else None
+        if proxy is not None:  # the proxy answers before 1C ever sees the request
+            return proxy
+        if not self._authorized(headers.get("authorization")):
+            return _Reply(401, b"", "text/plain", [("WWW-Authenticate", REALM)])
+        extra: list[tuple[str, str]] = []
+        if self.ibsession:
+            stale = self._session(headers, extra)
+            if stale is not None:
+                return stale
+        fault = self._fault_reply(selected)
+        if fault is not None:
+            fault.headers += extra
+            return fault
+        reply = self._route(method, path[len(self.base_path):], target, body)
+        reply.headers += extra
+        if 200 <= reply.status < 300:
+            reply.body = decorate(selected.kind, reply.body)
+        return reply
+
+    def _phone_of(self, path: str) -> str | None:
+        prefix = self.base_path + "/v1/responsible/"
+        return path[len(prefix):] if path.startswith(prefix) else None
+
+    @staticmethod
+    def _fault_reply(selected: Selected) -> _Reply | None:
+        rendered = render(selected.kind) if selected.kind else None
+        if rendered is None:
+            return None
+        status, content_type, body = rendered
+        return _Reply(status, body, content_type)
+
+    def _authorized(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return user == self.username and password == self.password
+
+    def _session(self, headers: dict[str, str], extra: list[tuple[str, str]]) -> _Reply | None:
+        """IBSession (``reuseSessions="use"``): start, keep, finish, or refuse a stale cookie."""
+        command = headers.get("ibsession", "").strip().lower()
+        cookie = _cookie(headers.get("cookie"), "ibsession")
+        now = time.monotonic()
+        with self._lock:
+            for sid, used in list(self._sessions.items()):
+                if now - used > self.session_max_age:
+                    del self._sessions[sid]
+            if command == "start":
+                sid = uuid.uuid4().hex
+                self._sessions[sid] = now
+                self.sessions_started += 1
+                extra.append(("Set-Cookie", f"ibsession={sid}; Path={self.base_path}"))
+                return None
+            if cookie is None:
+                return None  # without a session 1C runs the call in a fresh one
+            if cookie not in self._sessions:
+                return _text(self.stale_session_status, "Сеанс не найден или завершён")
+            if command == "finish":
+                del self._sessions[cookie]
+                extra.append(("Set-Cookie", f"ibsession=; Max-Age=0; Path={self.base_path}"))
+            else:
+                self._sessions[cookie] = now
+        return None
+
+    def _route(self, method: str, template: str, target: str, body: bytes) -> _Reply:
+        query = dict(parse_qsl(urlsplit(target).query))
+        if template.startswith("/v1/responsible/") and template.count("/") == 3:
+            if method != "GET":
+                return _Reply(405, b"", "text/plain", [("Allow", "GET")])
+            return self._responsible(template.rsplit("/", 1)[1], query)
+        if template == "/v1/calls/events":
+            if method != "POST":
+                return _Reply(405, b"", "text/plain", [("Allow", "POST")])
+            with self._lock:
+                try:
+                    receipt = self.event_book.register(body)
+                except EventError as exc:
+                    return _error(400, exc.code, str(exc))
+            return _json(200, {"result": "ok", "id": receipt.id, "duplicate": receipt.duplicate})
+        if template == "/v1/ping":
+            if method != "GET":
+                return _Reply(405, b"", "text/plain", [("Allow", "GET")])
+            now = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+            return _json(200, {"result": "ok", "version": "1.0", "time": now})
+        return _text(404, "Не найден шаблон URL: " + template)
+
+    def _responsible(self, phone: str, query: dict[str, str]) -> _Reply:
+        if not (phone.isascii() and phone.isdigit() and 10 <= len(phone) <= 15):
+            return _error(400, "invalid_phone",
+                          f"Номер должен содержать от 10 до 15 цифр: {phone}")
+        did = query.get("did")
+        if did is not None and not (did.isascii() and did.isdigit()):
+            return _error(400, "invalid_parameter", f"Параметр did должен быть числом: {did}")
+        return _json(200, self.directory.responsible(phone))
+
+    # -- control endpoints --------------------------------------------------------------
+
+    def control(self, method: str, target: str, body: bytes) -> _Reply:
+        """Test-only endpoints; never logged, never faulted, answered even when down."""
+        parts = urlsplit(target)
+        name = parts.path[len(CONTROL):].rstrip("/")
+        query = dict(parse_qsl(parts.query))
+        try:
+            payload = json.loads(body.decode("utf-8-sig")) if body.strip() else {}
+        except ValueError:
+            return _error(400, "invalid_json", "control body is not JSON")
+        if not isinstance(payload, dict):
+            return _error(400, "invalid_json", "control body must be an object")
+        try:
+            return self._control(method, name, query, payload)
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid_parameter", str(exc))
+
+    def _control(self, method: str, name: str, query: dict[str, str],
+                 payload: dict[str, Any]) -> _Reply:
+        if name == "log" and method == "GET":
+            found = self.requests(query.get("path"), query.get("method"))
+            return _json(200, {"requests": [r.as_dict() for r in found]})
+        if name == "log" and method == "DELETE":
+            self.clear_log()
+            return _json(200, {"result": "ok"})
+        if name == "faults" and method == "POST":
+            if "global" in payload:
+                self.faults.set_global(str(payload["global"] or ""))
+            if "down" in payload:
+                self.down = bool(payload["down"])
+            if payload.get("faults"):
+                self.faults.add(str(payload["faults"]), count=payload.get("count", 1),
+                                phone=payload.get("phone"), path=payload.get("path"))
+            return _json(200, {**self.faults.as_dict(), "down": self.down})
+        if name == "faults" and method == "GET":
+            return _json(200, {**self.faults.as_dict(), "down": self.down,
+                               "known": FAULTS})
+        if name == "faults" and method == "DELETE":
+            self.faults.clear()
+            return _json(200, self.faults.as_dict())
+        if name == "reset" and method == "POST":
+            self.reset()
+            return _json(200, {"result": "ok"})
+        if name == "sessions/expire" and method == "POST":
+            self.expire_sessions()
+            return _json(200, {"result": "ok"})
+        if name == "events" and method == "GET":
+            with self._lock:
+                receipts = list(self.event_book.receipts)
+            return _json(200, {"events": [
+                {"id": r.id, "duplicate": r.duplicate, "payload": r.payload} for r in receipts]})
+        return _text(404, f"no control endpoint {method} {CONTROL}{name}")
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    if not header:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def _not_found(path: str) -> bytes:
+    return ("<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n"
+            "<title>404 Not Found</title>\n</head><body>\n<h1>Not Found</h1>\n"
+            f"<p>The requested URL {path} was not found on this server.</p>\n"
+            "</body></html>\n").encode("utf-8", errors="replace")
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks connections so that :meth:`OneCDouble.stop` can cut keep-alive ones."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    double: OneCDouble
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.active: set[socket.socket] = set()
+        self.to_reset: set[socket.socket] = set()
+        self.guard = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.guard:
+            self.active.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.guard:
+            self.active.discard(request)
+            reset = request in self.to_reset
+            self.to_reset.discard(request)
+        if reset:  # no FIN first: the peer must see a reset, not a clean close
+            request.close()
+        else:
+            super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self.guard:
+            active = list(self.active)
+        for sock in active:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("1C double: error while serving %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Apache/2.4.57 (Win64)"
+    sys_version = ""
+    timeout = 60
+
+    @property
+    def _double(self) -> OneCDouble:
+        return cast(_Server, self.server).double
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("1C double: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        double = self._double
+        if urlsplit(self.path).path.startswith(CONTROL):
+            self._write(double.control(self.command, self.path, body))
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        parts = urlsplit(self.path)
+        entry = LoggedRequest(self.command, unquote(parts.path), dict(parse_qsl(parts.query)),
+                              headers, body.decode("utf-8", errors="replace"), time.time(),
+                              peer="{}:{}".format(*self.client_address[:2]))
+        double._record(entry)
+        try:
+            reply = double.handle(self.command, self.path, headers, body, entry)
+        except _Drop as drop:
+            self.close_connection = True
+            if drop.reset:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                server = cast(_Server, self.server)
+                with server.guard:
+                    server.to_reset.add(self.connection)
+            return
+        entry.status = reply.status
+        self._write(reply)
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle plus the
+        # peer's delayed ACK add ~40 ms to every answer and distort latency tests.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _write(self, reply: _Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # peer or stop() closed the socket
+            super().finish()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``callrouter-onec-double``: serve the double until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="callrouter-onec-double",
+        description="A test double of the 1C telephony HTTP service (see onec-contract).",
+        epilog="Faults: " + "; ".join(f"{k}: {v}" for k, v in FAULTS.items()),
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--data", type=Path, help="data file (default: the shipped demo.json)")
+    parser.add_argument("--base-path", default=DEFAULT_BASE_PATH)
+    parser.add_argument("--user", default=DEFAULT_USER)
+    parser.add_argument("--password", default=os.environ.get("ONEC_DOUBLE_PASSWORD",
+                                                              DEFAULT_PASSWORD),
+                        help="default: $ONEC_DOUBLE_PASSWORD or 'demo'")
+    parser.add_argument("--ibsession", action="store_true",
+                        help='behave like reuseSessions="use" (cookie sessions)')
+    parser.add_argument("--session-max-age", type=float, default=20.0)
+    parser.add_argument("--fault", default="", help="global faults, e.g. 'latency=0.3,bom'")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(message)s")
+    try:
+        double = OneCDouble(args.data, host=args.host, port=args.port, base_path=args.base_path,
+                            username=args.user, password=args.password,
+                            ibsession=args.ibsession, session_max_age=args.session_max_age)
+        double.faults.set_global(args.fault)
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(str(exc))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        double.start()
+    except OSError as exc:
+        print(f"callrouter-onec-double: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(f"1C double listening on {double.url} (user {double.username!r})", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        double.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The lookup on a latency budget: TTLs, stale answers, coalescing, the breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache
+from callrouter_onec.client import OneCClient
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
+from callrouter_onec.models import Manager, Responsible
+
+FAST = 2.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def cache(client: OneCClient, clock: Clock) -> AsyncIterator[ResponsibleCache]:
+    cache = ResponsibleCache(client, positive_ttl=600, negative_ttl=120, failure_threshold=3,
+                             open_seconds=30, clock=clock)
+    yield cache
+    await cache.aclose()
+
+
+def state(cache: ResponsibleCache) -> BreakerState:
+    return cache.breaker.state  # a call, so that mypy does not narrow a changing property
+
+
+def lookups(double: OneCDouble) -> int:
+    return len(double.requests("/v1/responsible/"))
+
+
+async def settle() -> None:
+    """Let background refreshes finish."""
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if not [t for t in asyncio.all_tasks() if t.get_name().startswith("onec:")]:
+            return
+
+
+async def test_fresh_answer_served_from_memory(cache: ResponsibleCache,
+                                               double: OneCDouble) -> None:
+    first = await cache.lookup("8 (916) 123-45-67")
+    second = await cache.lookup("+7 916 1234567")
+    assert first is second
+    assert first is not None
+    assert first.extension == "101"
+    assert lookups(double) == 1
+    assert double.log[0].path.endswith("/v1/responsible/79161234567")
+
+
+async def test_internal_and_invalid_numbers_never_reach_1c(cache: ResponsibleCache,
+                                                           double: OneCDouble) -> None:
+    assert await cache.lookup("101") is None
+    assert await cache.lookup("anonymous") is None
+    cache.prefetch("102")
+    assert double.log == []
+
+
+async def test_stale_answer_served_at_once_and_refreshed(cache: ResponsibleCache,
+                                                         double: OneCDouble,
+                                                         clock: Clock) -> None:
+    await cache.lookup("79161234567")
+    clock.advance(601)
+    double.faults.set_global("latency=0.3")
+    started = time.monotonic()
+    stale = await cache.lookup("79161234567")
+    assert time.monotonic() - started < 0.2  # did not wait for the slow 1C
+    assert stale is not None
+    assert stale.found
+    await settle()
+    assert lookups(double) == 2
+    fresh = await cache.lookup("79161234567")
+    assert fresh is not stale  # replaced by the background refresh
+    assert lookups(double) == 2
+
+
+async def test_stale_answer_served_while_1c_is_down(cache: ResponsibleCache,
+                                                    double: OneCDouble, clock: Clock) -> None:
+    await cache.lookup("79161234567")
+    double.down = True
+    for _ in range(5):
+        clock.advance(700)
+        started = time.monotonic()
+        answer = await cache.lookup("79161234567")
+        assert time.monotonic() - started < 0.2
+        assert answer is not None
+        assert answer.extension == "101"
+        await settle()
+    assert state(cache) is BreakerState.OPEN
+    with pytest.raises(OneCUnavailable, match="circuit open"):
+        await cache.lookup("79031234567")  # nothing cached for this one
+
+
+async def test_stale_limit(double: OneCDouble, client: OneCClient, clock: Clock) -> None:
+    cache = ResponsibleCache(client, stale_ttl=3600, clock=clock)
+    await cache.lookup("79161234567")
+    double.down = True
+    clock.advance(3601)
+    with pytest.raises(OneCUnavailable):
+        await cache.lookup("79161234567")
+    await cache.aclose()
+
+
+async def test_negative_answers_expire_sooner(cache: ResponsibleCache, double: OneCDouble,
+                                              clock: Clock) -> None:
+    missing = await cache.lookup("79990000000")
+    assert missing is not None
+    assert not missing.found
+    clock.advance(100)
+    await cache.lookup("79990000000")
+    assert lookups(double) == 1
+    clock.advance(30)
+    await cache.lookup("79990000000")  # stale now: served, refreshed behind
+    await settle()
+    assert lookups(double) == 2
+
+
+async def test_hundred_concurrent_lookups_are_one_request(cache: ResponsibleCache,
+                                                          double: OneCDouble) -> None:
+    double.faults.set_global("latency=0.1")
+    spellings = ["8 (916) 123-45-67", "+7 916 1234567", "9161234567", "79161234567 доб. 12"]
+    answers = await asyncio.gather(*(cache.lookup(spellings[i % 4]) for i in range(100)))
+    assert lookups(double) == 1
+    assert all(a is answers[0] for a in answers)
+
+
+async def test_coalesced_failure_reaches_every_waiter_once(cache: ResponsibleCache,
+                                                           double: OneCDouble) -> None:
+    double.faults.add("latency=0.1, 500")
+    results = await asyncio.gather(*(cache.lookup("79161234567") for _ in range(20)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, OneCUnavailable) for r in results)
+    assert lookups(double) == 1
+    assert state(cache) is BreakerState.CLOSED  # one failure, not twenty
+
+
+async def test_breaker_opens_skips_1c_and_closes(cache: ResponsibleCache, double: OneCDouble,
+                                                 clock: Clock) -> None:
+    double.faults.set_global("500")
+    for _ in range(3):
+        with pytest.raises(OneCUnavailable):
+            await cache.lookup("79161234567")
+    assert state(cache) is BreakerState.OPEN
+    started = time.monotonic()
+    with pytest.raises(OneCUnavailable, match="circuit open"):
+        await cache.lookup("79161234567")
+    assert time.monotonic() - started < 0.1
+    assert lookups(double) == 3  # 1C was not asked
+
+    clock.advance(31)
+    assert state(cache) is BreakerState.HALF_OPEN
+    with pytest.raises(OneCUnavailable):  # the probe fails: open again
+        await cache.lookup("79161234567")
+    assert state(cache) is BreakerState.OPEN
+    assert lookups(double) == 4
+
+    clock.advance(31)
+    double.faults.set_global("")
+    answer = await cache.lookup("79161234567")  # the probe succeeds: closed
+    assert answer is not None
+    assert state(cache) is BreakerState.CLOSED
+    assert (await cache.lookup("79031234567")) is not None
+
+
+async def test_breaker_timeouts_count_too(double: OneCDouble, client: OneCClient,
+                                          clock: Clock) -> None:
+    cache = ResponsibleCache(client, failure_threshold=2, clock=clock)
+    double.faults.set_global("latency=3")
+    started = time.monotonic()
+    for number in ("79161234567", "79031234567"):
+        with pytest.raises(OneCUnavailable):
+            await cache.lookup(number)
+    assert time.monotonic() - started < 2 * FAST
+    assert state(cache) is BreakerState.OPEN
+    await cache.aclose()
+
+
+async def test_bad_request_does_not_trip_the_breaker(clock: Clock) -> None:
+    class Refusing:
+        calls = 0
+
+        async def responsible(self, phone: str, *, did: str | None = None,
+                              call_id: str | None = None,
+                              deadline: float | None = None) -> Responsible:
+            self.calls += 1
+            raise OneCBadRequest("invalid_phone", "no")
+
+    source = Refusing()
+    cache = ResponsibleCache(source, failure_threshold=1, clock=clock)
+    for _ in range(3):
+        with pytest.raises(OneCBadRequest):
+            await cache.lookup("+49 30 12345678")
+    assert state(cache) is BreakerState.CLOSED
+    assert source.calls == 3
+
+
+async def test_deadline_bounds_the_wait_and_the_answer_still_fills_the_cache(
+        cache: ResponsibleCache, double: OneCDouble) -> None:
+    double.faults.add("latency=0.3")
+    started = time.monotonic()
+    with pytest.raises(OneCUnavailable, match="within the call's"):
+        await cache.lookup("79161234567", deadline=time.monotonic() + 0.05)
+    assert time.monotonic() - started < 0.25
+    await settle()
+    assert cache.peek("79161234567") is not None
+    assert (await cache.lookup("79161234567")) is not None
+    assert lookups(double) == 1
+
+
+async def test_expired_deadline(cache: ResponsibleCache, double: OneCDouble) -> None:
+    with pytest.raises(OneCUnavailable, match="deadline passed"):
+        await cache.lookup("79161234567", deadline=time.monotonic() - 1)
+    await settle()
+    assert double.log == []
+
+
+async def test_prefetch_then_lookup_is_one_request(cache: ResponsibleCache,
+                                                   double: OneCDouble) -> None:
+    double.faults.set_global("latency=0.1")
+    cache.prefetch("8 916 123-45-67", did="74951234567", call_id="1.1")
+    cache.prefetch("79161234567")  # already in flight: no second request
+    answer = await cache.lookup("+79161234567")
+    assert answer is not None
+    assert lookups(double) == 1
+    assert double.log[0].query == {"did": "74951234567", "call_id": "1.1"}
+    cache.prefetch("79161234567")  # fresh: nothing to do
+    await settle()
+    assert lookups(double) == 1
+
+
+async def test_failed_prefetch_is_quiet(cache: ResponsibleCache, double: OneCDouble) -> None:
+    double.faults.set_global("500")
+    cache.prefetch("79161234567")
+    await settle()
+    assert lookups(double) == 1  # and no "exception never retrieved" (warnings are errors)
+
+
+async def test_warm_and_invalidate(cache: ResponsibleCache, double: OneCDouble) -> None:
+    await cache.warm(["79161234567", "101", "79031234567"])
+    assert lookups(double) == 2
+    assert cache.peek("79031234567") is not None
+    cache.invalidate("79031234567")
+    assert cache.peek("79031234567") is None
+    cache.invalidate()
+    assert cache.peek("79161234567") is None
+
+
+async def test_memory_is_bounded(clock: Clock) -> None:
+    class Echo:
+        async def responsible(self, phone: str, *, did: str | None = None,
+                              call_id: str | None = None,
+                              deadline: float | None = None) -> Responsible:
+            return Responsible(True, phone, manager=Manager("m", "x", "101"))
+
+    cache = ResponsibleCache(Echo(), max_entries=3, clock=clock)
+    for n in range(5):
+        await cache.lookup(f"7916000000{n}")
+    assert cache.peek("79160000000") is None
+    assert cache.peek("79160000004") is not None
+
+
+def test_breaker_unit(clock: Clock) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, open_seconds=30, clock=clock)
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    clock.advance(30)
+    assert breaker.allow()  # one probe
+    assert not breaker.allow()  # and only one
+    breaker.success()
+    assert breaker.state is BreakerState.CLOSED
+    with pytest.raises(ValueError, match="at least 1"):
+        CircuitBreaker(failure_threshold=0)

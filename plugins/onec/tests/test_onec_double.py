@@ -1,0 +1,330 @@
+"""The double itself: contract answers, auth, routing errors, control endpoints, sessions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from callrouter_onec.client import basic_auth_header
+from callrouter_onec.directory import load_directory
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.faults import parse_faults
+
+PASSWORD = "пароль-secret"  # the conftest's double uses it too
+
+
+def auth(double: OneCDouble) -> dict[str, str]:
+    return {"Authorization": basic_auth_header(double.username, double.password)}
+
+
+def get(double: OneCDouble, path: str, *, headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(double.url + path, headers={**auth(double), **(headers or {})},
+                     params=params, timeout=5)
+
+
+def test_found_client_with_manager(double: OneCDouble) -> None:
+    response = get(double, "/v1/responsible/79161234567", params={"did": "74951234567"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Петров".encode() in response.content  # Cyrillic written unescaped
+    body = response.json()
+    assert body == {
+        "found": True, "phone": "79161234567",
+        "client": {"id": "5e1c2f9a-0000-11ee-8a00-005056aa0001", "type": "counterparty",
+                   "name": "ООО «Ромашка»", "inn": "7701234567"},
+        "contact": None,
+        "manager": {"id": "0b3e5f70-0000-11ee-8a00-005056aa0003", "name": "Петров Пётр",
+                    "extension": "101", "mobile": None},
+        "candidates": 1,
+    }
+
+
+def test_contact_person_number(double: OneCDouble) -> None:
+    body = get(double, "/v1/responsible/79167654321").json()
+    assert body["contact"]["name"] == "Иванов Иван Иванович"
+    assert body["client"]["name"] == "ООО «Ромашка»"
+
+
+def test_not_found_is_200_not_404(double: OneCDouble) -> None:
+    response = get(double, "/v1/responsible/79990000000")
+    assert response.status_code == 200
+    assert response.json() == {"found": False, "phone": "79990000000", "client": None,
+                               "contact": None, "manager": None, "candidates": 0}
+
+
+def test_several_candidates_prefer_manager_then_most_recent(double: OneCDouble) -> None:
+    body = get(double, "/v1/responsible/74959990000").json()
+    assert body["candidates"] == 3
+    assert body["client"]["name"] == "ООО «Гамма»"  # Альфа is newer but has no manager
+    assert body["manager"]["extension"] == "102"
+
+
+def test_client_without_manager_and_manager_without_extension(double: OneCDouble) -> None:
+    assert get(double, "/v1/responsible/79031234567").json()["manager"] is None
+    manager = get(double, "/v1/responsible/79261112233").json()["manager"]
+    assert manager["name"] == "Кузнецов Алексей"
+    assert manager["extension"] is None
+
+
+def test_match_on_last_ten_digits(double: OneCDouble) -> None:
+    body = get(double, "/v1/responsible/89161234567").json()
+    assert body["client"]["name"] == "ООО «Ромашка»"
+
+
+@pytest.mark.parametrize("phone", ["12345", "7916123456789012", "79161234567abc"])
+def test_invalid_phone(double: OneCDouble, phone: str) -> None:
+    response = get(double, f"/v1/responsible/{phone}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_phone"
+
+
+def test_invalid_parameter(double: OneCDouble) -> None:
+    response = get(double, "/v1/responsible/79161234567", params={"did": "abc"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": basic_auth_header(DEFAULT_USER, "wrong")},
+     {"Authorization": "Basic !!!"},
+     {"Authorization": "Basic " + base64.b64encode(f"{DEFAULT_USER}:{PASSWORD}".encode(
+         "utf-16")).decode()}],
+)
+def test_wrong_or_missing_credentials(double: OneCDouble, headers: dict[str, str]) -> None:
+    response = httpx.get(double.url + "/v1/ping", headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Basic realm="1C:Enterprise 8.3"'
+
+
+def test_cyrillic_user_name(double: OneCDouble) -> None:
+    assert DEFAULT_USER == "Маршрутизатор"
+    assert get(double, "/v1/ping").status_code == 200
+
+
+def test_unknown_publication_and_template_are_404_text(double: OneCDouble) -> None:
+    response = httpx.get(double.root_url + "/other/hs/telephony/v1/ping", headers=auth(double))
+    assert response.status_code == 404
+    assert "Not Found" in response.text
+    response = get(double, "/v2/nothing")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_wrong_method_is_405(double: OneCDouble) -> None:
+    response = httpx.post(double.url + "/v1/responsible/79161234567", headers=auth(double))
+    assert response.status_code == 405
+    assert get(double, "/v1/calls/events").status_code == 405
+
+
+def test_ping(double: OneCDouble) -> None:
+    body = get(double, "/v1/ping").json()
+    assert body["result"] == "ok"
+    assert body["version"] == "1.0"
+    assert len(body["time"]) == 19
+
+
+EVENT = {"event": "hangup", "call_id": "1714557600.42", "direction": "in",
+         "from": "79161234567", "to": "74951234567", "ts": 1714557790}
+
+
+def post(double: OneCDouble, body: bytes) -> httpx.Response:
+    return httpx.post(double.url + "/v1/calls/events", headers=auth(double), content=body,
+                      timeout=5)
+
+
+def test_event_idempotency(double: OneCDouble) -> None:
+    first = post(double, json.dumps(EVENT).encode()).json()
+    again = post(double, json.dumps(EVENT).encode()).json()
+    assert first["result"] == "ok"
+    assert first["duplicate"] is False
+    assert again == {"result": "ok", "id": first["id"], "duplicate": True}
+    other = post(double, json.dumps({**EVENT, "event": "ringing"}).encode()).json()
+    assert other["id"] != first["id"]
+    assert [r.duplicate for r in double.event_book.receipts] == [False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (json.dumps({**EVENT, "event": "exploded"}).encode(), "invalid_event"),
+        (json.dumps({**EVENT, "direction": "up"}).encode(), "invalid_event"),
+        (json.dumps({**EVENT, "status": "MAYBE"}).encode(), "invalid_event"),
+        (json.dumps({k: v for k, v in EVENT.items() if k != "call_id"}).encode(),
+         "missing_field"),
+    ],
+)
+def test_event_errors(double: OneCDouble, body: bytes, code: str) -> None:
+    response = post(double, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+def test_request_log_records_everything(double: OneCDouble) -> None:
+    get(double, "/v1/responsible/79161234567", params={"call_id": "1.2"})
+    httpx.get(double.url + "/v1/ping", timeout=5)
+    post(double, json.dumps(EVENT, ensure_ascii=False).encode())
+    log = double.log
+    assert [(r.method, r.status) for r in log] == [("GET", 200), ("GET", 401), ("POST", 200)]
+    assert log[0].query == {"call_id": "1.2"}
+    assert log[0].headers["authorization"].startswith("Basic ")
+    assert log[2].json()["call_id"] == EVENT["call_id"]
+    assert double.requests("/v1/ping")[0].status == 401
+
+
+def test_control_endpoints(double: OneCDouble) -> None:
+    get(double, "/v1/ping")
+    control = double.root_url + "/_double/"
+    assert len(httpx.get(control + "log").json()["requests"]) == 1
+    assert httpx.get(control + "log", params={"path": "/responsible/"}).json()["requests"] == []
+    plan = httpx.post(control + "faults", json={"faults": "500", "count": 2}).json()
+    assert plan["rules"] == [{"faults": "500", "count": 2, "phone": None, "path": None}]
+    assert get(double, "/v1/ping").status_code == 500
+    assert get(double, "/v1/ping").status_code == 500
+    assert get(double, "/v1/ping").status_code == 200
+    httpx.post(control + "faults", json={"global": "503"})
+    assert get(double, "/v1/ping").status_code == 503
+    httpx.post(control + "faults", json={"global": ""})
+    post(double, json.dumps(EVENT).encode())
+    assert httpx.get(control + "events").json()["events"][0]["payload"]["call_id"] == (
+        EVENT["call_id"])
+    assert "known" in httpx.get(control + "faults").json()
+    assert httpx.post(control + "faults", json={"faults": "nonsense"}).status_code == 400
+    assert httpx.post(control + "reset").json() == {"result": "ok"}
+    assert double.log == []
+    assert httpx.get(control + "nothing").status_code == 404
+
+
+def test_control_down_flag(double: OneCDouble) -> None:
+    httpx.post(double.root_url + "/_double/faults", json={"down": True})
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(double, "/v1/ping")
+    httpx.post(double.root_url + "/_double/faults", json={"down": False})
+    assert get(double, "/v1/ping").status_code == 200
+
+
+def test_fault_for_one_phone_only(double: OneCDouble) -> None:
+    double.faults.add("406", phone="9161234567", count=None)
+    assert get(double, "/v1/responsible/79161234567").status_code == 406
+    assert get(double, "/v1/responsible/89161234567").status_code == 406
+    assert get(double, "/v1/responsible/79031234567").status_code == 200
+    assert get(double, "/v1/ping").status_code == 200
+
+
+def test_fault_header_per_request(double: OneCDouble) -> None:
+    response = get(double, "/v1/ping", headers={"X-Double-Fault": "500"})
+    assert response.status_code == 500
+    assert response.text.startswith("{HTTPСервис.Telephony.Модуль(42)}: ")
+    response = get(double, "/v1/ping", headers={"X-Double-Fault": "406"})
+    assert 'reason="406"' in response.text
+    assert "Истекло время ожидания сеанса" in response.text
+    assert get(double, "/v1/ping", headers={"X-Double-Fault": "bom"}).content.startswith(
+        b"\xef\xbb\xbf{")
+    assert double.log[0].fault == "500"
+
+
+def test_fault_precedence_and_latency_adds_up() -> None:
+    assert [f.kind for f in parse_faults("latency=0.1, 500,bom")] == ["latency", "500", "bom"]
+    with pytest.raises(ValueError, match="unknown fault 'boom'; known:"):
+        parse_faults("boom")
+    with pytest.raises(ValueError, match="bad latency"):
+        parse_faults("latency=soon")
+    with OneCDouble() as double:
+        double.faults.set_global("latency=0.05, 503")
+        double.faults.add("latency=0.05, 500")
+        selected = double.faults.select("406", "/x", None)
+        assert selected.kind == "406"
+        assert selected.latency == pytest.approx(0.1)
+        assert double.faults.select(None, "/x", None).kind == "503"
+
+
+def test_stop_refuses_and_start_listens_on_same_port(double: OneCDouble) -> None:
+    port = double.port
+    double.stop()
+    with pytest.raises(httpx.ConnectError):
+        get(double, "/v1/ping")
+    double.start()
+    assert double.port == port
+    assert get(double, "/v1/ping").status_code == 200
+
+
+def test_ibsession_mode_with_expiry() -> None:
+    with OneCDouble(password=PASSWORD, ibsession=True, session_max_age=0.2) as double:
+        started = get(double, "/v1/ping", headers={"IBSession": "start"})
+        cookie = started.headers["set-cookie"]
+        assert cookie.startswith("ibsession=")
+        sid = cookie.split(";")[0]
+        assert get(double, "/v1/ping", headers={"Cookie": sid}).status_code == 200
+        time.sleep(0.3)
+        assert get(double, "/v1/ping", headers={"Cookie": sid}).status_code == 400
+        sid = get(double, "/v1/ping", headers={"IBSession": "start"}).headers["set-cookie"]
+        finished = get(double, "/v1/ping", headers={"Cookie": sid.split(";")[0],
+                                                     "IBSession": "finish"})
+        assert "Max-Age=0" in finished.headers["set-cookie"]
+        assert double.sessions_started == 2
+
+
+def test_custom_base_path_and_data_file(tmp_path: Path) -> None:
+    data = {"managers": [{"key": "a", "id": "m-1", "name": "Анна", "extension": "200"}],
+            "clients": [{"id": "c-1", "type": "lead", "name": "Клиент", "manager": "a",
+                         "phones": ["+7 900 000-00-01"]}]}
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with OneCDouble(path, base_path="/unf/hs/telephony/", password=PASSWORD) as double:
+        assert double.url.endswith("/unf/hs/telephony")
+        body = get(double, "/v1/responsible/79000000001").json()
+        assert body["manager"]["extension"] == "200"
+        assert body["client"]["inn"] is None
+
+
+def test_data_file_with_unknown_manager_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"managers": [], "clients": [
+        {"id": "c", "type": "lead", "name": "x", "manager": "ghost", "phones": []}]}))
+    with pytest.raises(ValueError, match="unknown manager 'ghost'"):
+        load_directory(path)
+
+
+def test_demo_data_numbers_all_resolve() -> None:
+    directory = load_directory()
+    for number in directory.numbers():
+        digits = "".join(c for c in number if c.isdigit())
+        assert directory.responsible(digits)["found"] is True
+
+
+def test_cli_serves_until_terminated() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callrouter_onec.double", "--port", "0", "--password", "x",
+         "--fault", "latency=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("1C double listening on http://127.0.0.1:")
+        url = line.split()[4]
+        response = httpx.get(url + "/v1/ping", headers={
+            "Authorization": basic_auth_header(DEFAULT_USER, "x")}, timeout=5)
+        assert response.status_code == 200
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+
+
+def test_cli_rejects_unknown_fault() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callrouter_onec.double", "--port", "0", "--fault", "boom"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "unknown fault 'boom'" in result.stderr

@@ -1,0 +1,207 @@
+"""Call history into 1C: event bodies, the durable queue, delivery through outages."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from callrouter_onec.client import OneCClient, OneCSettings
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+
+MSK2 = timezone(timedelta(hours=2))  # the contract's example: 12:00 local is 10:00 UTC
+
+CALL = CallRecord(
+    call_id="1714557600.42", direction="in", from_number="79161234567",
+    to_number="74951234567", extension="101", manager_id="0b3e5f70-...",
+    client_id="5e1c2f9a-...", started_at=datetime(2024, 5, 1, 12, 0, 0),
+    answered_at=datetime(2024, 5, 1, 12, 0, 7), ended_at=datetime(2024, 5, 1, 12, 3, 10),
+    status="ANSWER",
+)
+
+
+def test_hangup_is_exactly_the_contract_example() -> None:
+    assert build_event("hangup", CALL, tz=MSK2) == {
+        "event": "hangup", "call_id": "1714557600.42", "direction": "in",
+        "from": "79161234567", "to": "74951234567", "extension": "101",
+        "manager_id": "0b3e5f70-...", "client_id": "5e1c2f9a-...",
+        "status": "ANSWER", "started_at": "2024-05-01T12:00:00",
+        "answered_at": "2024-05-01T12:00:07", "ended_at": "2024-05-01T12:03:10",
+        "duration": 190, "billsec": 183, "ts": 1714557790, "recording_url": None,
+    }
+
+
+def test_events_before_hangup_have_no_status_or_durations() -> None:
+    ringing = build_event("ringing", CALL, tz=MSK2)
+    assert ringing["status"] is None
+    assert ringing["ended_at"] is None
+    assert ringing["duration"] is None
+    assert ringing["billsec"] is None
+    assert ringing["ts"] == 1714557600
+    assert build_event("answered", CALL, tz=MSK2)["ts"] == 1714557607
+    transferred = build_event("transferred", CALL, tz=MSK2, ts=1714557700.9)
+    assert transferred["ts"] == 1714557700
+    assert transferred["status"] is None
+
+
+def test_missed_call() -> None:
+    missed = CallRecord("2.1", "in", "79161234567", "74951234567",
+                        started_at=datetime(2024, 5, 1, 12, 0, 0),
+                        ended_at=datetime(2024, 5, 1, 12, 0, 30))
+    event = build_event("missed", missed, tz=MSK2)
+    assert event["status"] == "NOANSWER"
+    assert event["duration"] == 30
+    assert event["billsec"] == 0
+    assert event["answered_at"] is None
+
+
+def test_aware_times_are_written_in_1c_local_time() -> None:
+    call = CallRecord("3.1", "out", "101", "79161234567",
+                      started_at=datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC),
+                      ended_at=datetime(2024, 5, 1, 10, 1, 0, tzinfo=UTC), status="BUSY")
+    event = build_event("hangup", call, tz=MSK2)
+    assert event["started_at"] == "2024-05-01T12:00:00"
+    assert event["ts"] == 1714557660
+    assert event["status"] == "BUSY"
+
+
+def test_unknown_event_kind() -> None:
+    with pytest.raises(ValueError, match="unknown event 'exploded'"):
+        build_event("exploded", CALL)  # type: ignore[arg-type]
+
+
+def test_queue_dedupes_and_survives_reopen(tmp_path: Path) -> None:
+    event = build_event("ringing", CALL)
+    with HistoryQueue(tmp_path) as queue:
+        assert queue.path == tmp_path / "onec-history.sqlite3"
+        assert queue.enqueue(event)
+        assert not queue.enqueue(event)
+        assert queue.enqueue(build_event("hangup", CALL))
+    with HistoryQueue(tmp_path) as queue:  # a restart
+        pending = queue.pending()
+        assert [e.event for e in pending] == ["ringing", "hangup"]
+        assert pending[0].payload == event
+        queue.mark_sent(pending[0].id, "guid")
+        assert not queue.enqueue(event)  # delivered events are still recognised
+        assert queue.counts() == {"pending": 1, "sent": 1}
+
+
+def test_queue_prunes_old_rows(tmp_path: Path) -> None:
+    now = [1000.0]
+    with HistoryQueue(tmp_path / "q.db", retention=60, clock=lambda: now[0]) as queue:
+        queue.enqueue(build_event("ringing", CALL))
+        queue.mark_sent(queue.pending()[0].id)
+        now[0] += 61
+        assert queue.prune() == 1
+        assert queue.enqueue(build_event("ringing", CALL))
+
+
+def test_queue_refuses_events_without_key(tmp_path: Path) -> None:
+    with HistoryQueue(tmp_path) as queue, pytest.raises(ValueError, match="call_id"):
+        queue.enqueue({"event": "ringing"})
+
+
+def events_for(n: int) -> list[dict[str, object]]:
+    events = []
+    for i in range(n):
+        call = CallRecord(f"17145576{i:02d}.{i}", "in", "79161234567", "74951234567",
+                          started_at=datetime(2024, 5, 1, 12, 0, i),
+                          answered_at=datetime(2024, 5, 1, 12, 0, i + 5),
+                          ended_at=datetime(2024, 5, 1, 12, 1, i), status="ANSWER")
+        events += [build_event(kind, call, tz=MSK2) for kind in ("ringing", "answered", "hangup")]
+    return events
+
+
+def sender_for(queue: HistoryQueue, client: OneCClient, **kwargs: float) -> HistorySender:
+    options: dict[str, float] = {"base_delay": 0.02, "max_delay": 0.1, "idle_poll": 0.05}
+    return HistorySender(queue, client.post_event, **{**options, **kwargs})  # type: ignore[arg-type]
+
+
+def assert_exactly_once(double: OneCDouble, events: list[dict[str, object]]) -> None:
+    received = Counter((r.payload["call_id"], r.payload["event"])
+                       for r in double.event_book.receipts)
+    assert received == Counter((e["call_id"], e["event"]) for e in events)
+    assert not [r for r in double.event_book.receipts if r.duplicate]
+
+
+async def test_down_then_up_every_event_exactly_once_across_a_restart(
+        tmp_path: Path, double: OneCDouble, settings: OneCSettings) -> None:
+    events = events_for(20)
+    double.stop()  # 1C refuses connections
+    async with OneCClient(settings) as client:
+        queue = HistoryQueue(tmp_path)
+        sender = sender_for(queue, client)
+        sender.start()
+        for event in events[:30]:
+            assert sender.submit(event)
+        assert not await sender.drain(0.3)
+        await sender.stop()  # callrouter goes down with events pending
+        queue.close()
+
+        queue = HistoryQueue(tmp_path)  # ... and comes back
+        sender = sender_for(queue, client)
+        for event in events[30:]:
+            sender.submit(event)
+        sender.submit(events[0])  # a repeat from the engine is ignored
+        sender.start()
+        await sender.drain(0.2)
+        double.start()  # 1C is back
+        assert await sender.drain(10)
+        await sender.stop()
+        queue.close()
+    assert_exactly_once(double, events)
+    ordered = [(r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts]
+    assert ordered == [(e["call_id"], e["event"]) for e in events]
+
+
+async def test_5xx_and_timeouts_are_retried(tmp_path: Path, double: OneCDouble,
+                                            client: OneCClient) -> None:
+    events = events_for(2)
+    double.faults.add("500", count=2)
+    double.faults.add("latency=2", count=1)
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        for event in events:
+            sender.submit(event)
+        sender.start()
+        assert await sender.drain(10)
+        await sender.stop()
+    assert_exactly_once(double, events)
+
+
+async def test_events_are_dropped_after_max_age_with_a_log_line(
+        tmp_path: Path, double: OneCDouble, client: OneCClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    double.down = True
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client, max_age=0.2)
+        for event in events_for(2):
+            sender.submit(event)
+        sender.start()
+        with caplog.at_level(logging.WARNING, logger="callrouter_onec.history"):
+            assert await sender.drain(5)
+        await sender.stop()
+        assert queue.counts() == {"dropped": 6}
+    assert len([r for r in caplog.records if "dropped" in r.message]) == 6
+    assert "ringing of call 1714557600.0" in caplog.records[0].message
+
+
+async def test_rejected_event_is_dropped_not_retried(
+        tmp_path: Path, double: OneCDouble, client: OneCClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    good = events_for(1)
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        sender.submit({**good[0], "direction": "sideways"})
+        sender.submit(good[1])
+        sender.start()
+        with caplog.at_level(logging.WARNING):
+            assert await sender.drain(5)
+        await sender.stop()
+        assert queue.counts() == {"dropped": 1, "sent": 1}
+    assert "invalid_event" in caplog.text
+    assert len(double.requests("/v1/calls/events")) == 2

@@ -1,0 +1,108 @@
+"""The built-in actions: what a rule can ask the engine to do.
+
+Only the shape is declared here; executing them through AMI is the engine's
+job (``router/actions.py``). Keeping the declarations as data lets rules be
+checked, and ``explain`` run, without any Asterisk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from router.hookspecs import hookimpl
+from router.rules.registry import ActionSpec, ParamSpec, Registry
+
+__all__ = ["ACTIONS", "register"]
+
+_VARIABLE = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]*(\([A-Za-z0-9_,-]*\))?$")
+
+
+def _template(value: object) -> bool:
+    return isinstance(value, str) and "{" in value
+
+
+def _check_originate(params: Mapping[str, object]) -> None:
+    has_app = "application" in params
+    has_exten = "context" in params and "exten" in params
+    if has_app == has_exten:
+        raise ValueError("give either 'context' and 'exten', or 'application'")
+
+
+def _check_setvar(params: Mapping[str, object]) -> None:
+    for name in params:
+        if not _VARIABLE.match(name):
+            raise ValueError(f"{name!r} is not a channel variable name")
+
+
+def _check_hangup(params: Mapping[str, object]) -> None:
+    cause = params.get("cause")
+    if cause is not None and not _template(cause) and not 0 <= int(str(cause)) <= 127:
+        raise ValueError(f"cause {cause} is not a Q.850 cause code (0-127)")
+
+
+REDIRECT = ActionSpec(
+    "redirect",
+    (ParamSpec("context", required=True, doc="dialplan context"),
+     ParamSpec("exten", required=True, doc="extension in that context"),
+     ParamSpec("priority", "int", doc="priority, default 1")),
+    doc="Send the call to a dialplan location (AMI Redirect of the routed channel).")
+
+ORIGINATE = ActionSpec(
+    "originate",
+    (ParamSpec("channel", required=True, doc="channel to dial, e.g. PJSIP/101"),
+     ParamSpec("context"), ParamSpec("exten"), ParamSpec("priority", "int"),
+     ParamSpec("application"), ParamSpec("data"),
+     ParamSpec("timeout", "int", doc="milliseconds to wait for an answer"),
+     ParamSpec("callerid"), ParamSpec("account")),
+    doc="Start a new call (AMI Originate), e.g. a callback.",
+    check=_check_originate)
+
+SETVAR = ActionSpec(
+    "setvar", doc="Set channel variables on the routed call (AMI Setvar), one per key.",
+    extra=True, extra_name="variable", check=_check_setvar)
+
+HANGUP = ActionSpec(
+    "hangup", (ParamSpec("cause", "int", doc="Q.850 cause, e.g. 21 call rejected"),),
+    doc="Hang up the routed call (AMI Hangup).", check=_check_hangup)
+
+NOTIFY_PARAMS = (ParamSpec("plugin", required=True, doc="plugin to tell"),
+                 ParamSpec("event", required=True, doc="what happened"))
+
+ACTIONS = (REDIRECT, ORIGINATE, SETVAR, HANGUP)
+
+
+def register(registry: Registry) -> None:
+    """Adds the built-in actions; ``ami`` and ``notify`` consult the registry when checked."""
+    for spec in ACTIONS:
+        registry.add_action(spec)
+
+    def check_ami(params: Mapping[str, object]) -> None:
+        # Without a catalog only the shape is known; with one, a typo in the action
+        # or a header is caught now (the catalog raises AMIValidationError).
+        validator = registry.ami_validator
+        if validator is not None:
+            fields = {k: v for k, v in params.items() if k != "action"}
+            validator(str(params["action"]), fields)
+
+    def check_notify(params: Mapping[str, object]) -> None:
+        plugin = str(params["plugin"])
+        targets = registry.notify_targets
+        if not _template(plugin) and plugin not in targets:
+            from router.rules.suggest import did_you_mean
+
+            raise ValueError(f"no plugin {plugin!r} takes notifications"
+                             f"{did_you_mean(plugin, targets)}")
+
+    registry.add_action(ActionSpec(
+        "ami", (ParamSpec("action", required=True, doc="AMI action name, e.g. DBPut"),),
+        doc="Run any AMI action; other keys are its headers.", extra=True,
+        extra_name="header", check=check_ami))
+    registry.add_action(ActionSpec(
+        "notify", NOTIFY_PARAMS, doc="Tell a plugin something happened (e.g. a missed call).",
+        extra=True, check=check_notify))
+
+
+@hookimpl
+def callrouter_register(registry: Registry) -> None:
+    register(registry)

@@ -1,0 +1,183 @@
+"""Working hours, holidays and the calendar, in the PBX's time zone.
+
+Functions here read the trigger's time (``Context.now``), not the wall
+clock, so ``callrouter explain --at`` shows what would happen at any moment
+and tests never depend on when they run.
+
+Working-hours text: clauses separated by ``;``, each ``<days> [<ranges>]``:
+``"mon-fri 09:00-13:00 14:00-19:00; sat 10:00-15:00"``. Days are ``mon``..
+``sun``, ranges (``mon-fri``), lists (``mon,wed``) or ``daily``; a clause
+without time ranges covers the whole day; ``22:00-06:00`` runs past midnight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime, time, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from router.hookspecs import hookimpl
+from router.rules.context import Context
+from router.rules.registry import Registry
+
+__all__ = ["DEFAULT_TIMEZONE", "parse_hours", "register", "zone"]
+
+#: Set by ``[plugins.timefuncs] timezone = "..."`` through callrouter_configure.
+_settings: dict[str, str] = {}
+
+#: Until router.toml says otherwise (``[rules] timezone``), most users are in Moscow.
+DEFAULT_TIMEZONE = "Europe/Moscow"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_Range = tuple[time, time | None]  # end None means midnight (24:00)
+_Clause = tuple[frozenset[int], tuple[_Range, ...]]
+
+
+@lru_cache(maxsize=128)
+def zone(name: str) -> tzinfo:
+    """A cached ZoneInfo with a readable error for a misspelled zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def _days(text: str, spec: str) -> frozenset[int]:
+    if text in ("daily", "*"):
+        return frozenset(range(7))
+    found: set[int] = set()
+    for item in text.split(","):
+        first, dash, last = item.partition("-")
+        for day in (first, last) if dash else (first,):
+            if day not in DAYS:
+                raise ValueError(f"invalid working hours {spec!r}: unknown day {day!r}")
+        start, end = DAYS.index(first), DAYS.index(last if dash else first)
+        found.update(range(start, end + 1) if start <= end else
+                     [*range(start, 7), *range(0, end + 1)])
+    return frozenset(found)
+
+
+def _clock(text: str, spec: str) -> time | None:
+    hours, colon, minutes = text.partition(":")
+    if not (colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"invalid working hours {spec!r}: {text!r} is not HH:MM")
+    h, m = int(hours), int(minutes)
+    if (h, m) == (24, 0):
+        return None
+    if h > 23 or m > 59:
+        raise ValueError(f"invalid working hours {spec!r}: {text!r} is not a time of day")
+    return time(h, m)
+
+
+@lru_cache(maxsize=256)
+def parse_hours(spec: str) -> tuple[_Clause, ...]:
+    """Parses working-hours text once; raises ValueError naming the bad part."""
+    clauses: list[_Clause] = []
+    for part in spec.lower().split(";"):
+        words = part.replace(",", " , ").split()
+        if not words:
+            continue
+        # days are everything up to the first token that starts with a digit
+        split = next((i for i, w in enumerate(words) if w[0].isdigit()), len(words))
+        days = _days("".join(words[:split]), spec)
+        ranges: list[_Range] = []
+        for item in " ".join(words[split:]).replace(",", " ").split():
+            start, dash, end = item.partition("-")
+            if not dash:
+                raise ValueError(f"invalid working hours {spec!r}: {item!r} is not HH:MM-HH:MM")
+            begin = _clock(start, spec)
+            ranges.append((begin or time(0), _clock(end, spec)))
+        clauses.append((days, tuple(ranges) or ((time(0), None),)))
+    if not clauses:
+        raise ValueError(f"invalid working hours {spec!r}: empty")
+    return tuple(clauses)
+
+
+def _in_hours(clauses: tuple[_Clause, ...], moment: datetime) -> bool:
+    day, clock = moment.weekday(), moment.time().replace(tzinfo=None)
+    yesterday = (day - 1) % 7
+    for days, ranges in clauses:
+        for start, end in ranges:
+            if end is None or start < end:
+                if day in days and start <= clock and (end is None or clock < end):
+                    return True
+            elif (day in days and clock >= start) or (yesterday in days and clock < end):
+                return True  # an overnight range, e.g. 22:00-06:00
+    return False
+
+
+def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
+    """Adds the calendar functions with ``timezone`` as their default zone."""
+    default = zone(timezone)
+    registry.set_timezone(default)
+
+    def local(context: Context, tz: str | None) -> datetime:
+        now = context.now if context.now.tzinfo else context.now.replace(tzinfo=default)
+        return now.astimezone(zone(tz) if tz else default)
+
+    def workhours(context: Context, spec: str, tz: str | None = None,
+                  holidays: Collection[str] | None = None) -> bool:
+        """True during the given working hours (and not on one of ``holidays``)."""
+        moment = local(context, tz)
+        if holidays is not None and _is_holiday(moment, holidays):
+            return False
+        return _in_hours(parse_hours(spec), moment)
+
+    def is_holiday(context: Context, dates: Collection[str] | None,
+                   tz: str | None = None) -> bool:
+        """True if today is in a dates list (YYYY-MM-DD, or MM-DD for every year)."""
+        return dates is not None and _is_holiday(local(context, tz), dates)
+
+    def today(context: Context, tz: str | None = None) -> str:
+        """Today's date as YYYY-MM-DD."""
+        return local(context, tz).date().isoformat()
+
+    def weekday(context: Context, tz: str | None = None) -> str:
+        """Today's day of the week: 'mon' .. 'sun'."""
+        return DAYS[local(context, tz).weekday()]
+
+    registry.add_function("workhours", workhours, pass_context=True, check=_check_hours)
+    registry.add_function("is_holiday", is_holiday, pass_context=True, check=_check_holiday)
+    registry.add_function("today", today, pass_context=True, check=_check_tz)
+    registry.add_function("weekday", weekday, pass_context=True, check=_check_tz)
+
+
+def _is_holiday(moment: datetime, dates: Collection[str]) -> bool:
+    day = moment.date()
+    return day.isoformat() in dates or day.strftime("%m-%d") in dates
+
+
+def _check_tz(tz: object = None) -> None:
+    if isinstance(tz, str):
+        zone(tz)
+
+
+def _check_holiday(dates: object = None, tz: object = None) -> None:
+    _check_tz(tz)
+
+
+def _check_hours(spec: object = None, tz: object = None, holidays: object = None) -> None:
+    if isinstance(spec, str):
+        parse_hours(spec)
+    if isinstance(tz, str):
+        zone(tz)
+
+
+@hookimpl
+def callrouter_configure(settings: Mapping[str, object]) -> None:
+    """``[plugins.timefuncs] timezone``: the zone of ``now`` and of working hours."""
+    name = settings.get("timezone")
+    if name is not None:
+        from router.errors import ConfigError
+
+        try:
+            zone(str(name))
+        except ValueError as exc:
+            raise ConfigError(f"[plugins.timefuncs] timezone: {exc}") from None
+        _settings["timezone"] = str(name)
+
+
+@hookimpl
+def callrouter_register(registry: Registry) -> None:
+    register(registry, _settings.get("timezone", DEFAULT_TIMEZONE))

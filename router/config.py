@@ -1,0 +1,479 @@
+"""``router.toml`` -> typed, frozen settings.
+
+One file configures the service and the admin commands::
+
+    [asterisk]
+    url = "http://127.0.0.1:8088/asterisk"   # scheme, host, port and http.conf prefix
+    username = "router"
+    secret_env = "CALLROUTER_SECRET"          # or: secret = "..." (not both)
+    auth = "cookie"                           # or "digest" (/arawman, /amxml)
+    format = "rawman"                         # or "mxml"
+    verify = true                             # TLS: true, false or "/path/ca.pem"
+    connect_timeout = 5
+    request_timeout = 10
+    waitevent_timeout = 20
+
+    [router]
+    rules = ["rules"]
+    state_dir = "/var/lib/callrouter"
+    log_format = "text"                       # or "json"
+    shadow = false
+
+    [plugins]
+    disabled = ["worktime"]
+    [plugins.onec]                            # passed to the plugin as a dict
+    url = "http://1c.example/hs/callrouter"
+
+:func:`load_config` reads it with :mod:`tomllib`, applies command-line
+overrides on top, and raises one :class:`~router.errors.ConfigError` naming the
+file and the key for anything wrong, with a did-you-mean for unknown keys.
+
+The secret comes, in this order, from an override (``--secret``), from the file
+(``secret`` or the environment variable named by ``secret_env``), and last from
+the environment variable ``CALLROUTER_SECRET``. Relative paths in the file are
+taken relative to the file's folder; relative paths given as overrides relative
+to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, cast
+
+from router.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "SECRET_ENV",
+    "AsteriskSettings",
+    "Config",
+    "PluginSettings",
+    "RouterSettings",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("router.toml")
+#: Fallback environment variable for the AMI secret.
+SECRET_ENV = "CALLROUTER_SECRET"
+#: Where the command line's values are said to come from in error messages.
+COMMAND_LINE = "command line"
+
+AuthMode = Literal["cookie", "digest"]
+Format = Literal["rawman", "mxml"]
+LogFormat = Literal["text", "json"]
+
+_ENDPOINTS = ("rawman", "mxml", "manager", "arawman", "amxml", "amanager")
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskSettings:
+    """How to reach Asterisk's AJAM; ``url`` is normalised without a trailing ``/``."""
+
+    url: str
+    username: str
+    secret: str = field(repr=False)
+    #: Where the secret came from, for diagnostics: ``file``, ``env:NAME`` or ``command line``.
+    secret_source: str = "file"
+    auth: AuthMode = "cookie"
+    format: Format = "rawman"
+    #: TLS server verification: on, off, or a CA bundle file.
+    verify: bool | Path = True
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+    #: WaitEvent ``Timeout``; keep it under manager.conf ``httptimeout`` minus 10 s.
+    waitevent_timeout: float = 20.0
+
+    @property
+    def scheme(self) -> str:
+        return urllib.parse.urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urllib.parse.urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def prefix(self) -> str:
+        """The http.conf ``prefix`` as a path: ``/asterisk``, or ``""`` for none."""
+        return urllib.parse.urlsplit(self.url).path
+
+    @property
+    def endpoint(self) -> str:
+        """The URL actions are sent to: ``/rawman`` or ``/mxml``, ``/a...`` for digest."""
+        name = ("a" if self.auth == "digest" else "") + self.format
+        return f"{self.url}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """The engine's own settings."""
+
+    rules: tuple[Path, ...] = (Path("rules"),)
+    state_dir: Path = Path("state")
+    log_format: LogFormat = "text"
+    #: Shadow mode: evaluate and log decisions, send no actions to Asterisk.
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSettings:
+    """Which plugins run and each one's own table (``[plugins.NAME]``)."""
+
+    #: Empty means every installed plugin.
+    enabled: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+    settings: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def for_plugin(self, name: str) -> Mapping[str, object]:
+        """The ``[plugins.NAME]`` table, or an empty mapping."""
+        return self.settings.get(name, MappingProxyType({}))
+
+    def is_enabled(self, name: str) -> bool:
+        if name in self.disabled:
+            return False
+        return not self.enabled or name in self.enabled
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything ``router.toml`` says, validated."""
+
+    asterisk: AsteriskSettings
+    router: RouterSettings = field(default_factory=RouterSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
+    #: The file read, or ``None`` when there was none and overrides sufficed.
+    path: Path | None = None
+
+
+# -- reading -----------------------------------------------------------------
+
+_SECTIONS = ("asterisk", "router", "plugins")
+_KEYS: dict[str, tuple[str, ...]] = {
+    "asterisk": ("url", "username", "secret", "secret_env", "auth", "format", "verify",
+                 "client_cert", "client_key", "connect_timeout", "request_timeout",
+                 "waitevent_timeout"),
+    "router": ("rules", "state_dir", "log_format", "shadow"),
+    "plugins": ("enabled", "disabled"),
+}
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (known: {', '.join(options)})"
+
+
+class _Reader:
+    """Validates one section, naming the origin of every value in errors."""
+
+    def __init__(self, section: str, values: Mapping[str, object],
+                 origins: Mapping[str, str], base: Path) -> None:
+        self.section = section
+        self.values = values
+        self.origins = origins
+        self.base = base
+
+    def error(self, key: str, message: str) -> ConfigError:
+        origin = self.origins.get(key, self.origins.get("", "router.toml"))
+        return ConfigError(f"{origin}: [{self.section}] {key}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def base_for(self, key: str) -> Path:
+        return Path.cwd() if self.origins.get(key) == COMMAND_LINE else self.base
+
+    def string(self, key: str, default: str | None = None) -> str:
+        if key not in self.values:
+            if default is None:
+                raise self.error(key, "required")
+            return default
+        value = self.values[key]
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_show(value)}")
+        if not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.string(key, default)
+        if value not in allowed:
+            options = " or ".join(repr(a) for a in allowed)
+            raise self.error(key, f"expected {options}, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.values.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_show(value)}")
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = self.values.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number of seconds, got {_show(value)}")
+        if not 0 < value <= 3600:
+            raise self.error(key, f"expected more than 0 and at most 3600 seconds, got {value}")
+        return float(value)
+
+    def path(self, key: str, *, must_exist: bool = False) -> Path | None:
+        if key not in self.values:
+            return None
+        path = self.base_for(key) / self.string(key)
+        if must_exist and not path.is_file():
+            raise self.error(key, f"no such file: {str(path)!r}")
+        return path
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.values.get(key, list(default))
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, f"expected a list of strings, got {_show(value)}")
+        return tuple(cast(list[str], value))
+
+
+def _show(value: object) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    if isinstance(value, bool):
+        text = str(value).lower()
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
+def _reject_unknown(section: str, values: Mapping[str, object], origins: Mapping[str, str],
+                    known: tuple[str, ...]) -> None:
+    for key in values:
+        if key not in known:
+            origin = origins.get(key, origins.get("", "router.toml"))
+            raise ConfigError(f"{origin}: [{section}] {key}: unknown key{_suggest(key, known)}")
+
+
+def _url(reader: _Reader) -> str:
+    raw = reader.string("url")
+    parts = urllib.parse.urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https"):
+        raise reader.error("url", f"expected http:// or https://, got {raw!r}")
+    if not parts.hostname:
+        raise reader.error("url", f"no host in {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise reader.error("url", f"bad port in {raw!r}") from None
+    if parts.username or parts.password:
+        raise reader.error("url", "put no credentials in the URL; use username and secret")
+    if parts.query or parts.fragment:
+        raise reader.error("url", f"expected no query or fragment, got {raw!r}")
+    path = parts.path.rstrip("/")
+    last = path.rsplit("/", 1)[-1].lower()
+    if last in _ENDPOINTS:
+        prefix = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[: -len(last) - 1],
+                                           "", ""))
+        raise reader.error(
+            "url", f"give the http.conf prefix, not the endpoint: drop '/{last}' (e.g. {prefix!r})")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _secret(reader: _Reader, environ: Mapping[str, str]) -> tuple[str, str]:
+    if reader.origins.get("secret") == COMMAND_LINE and reader.has("secret"):
+        return reader.string("secret"), COMMAND_LINE
+    if reader.has("secret") and reader.has("secret_env"):
+        raise reader.error("secret", "give either secret or secret_env, not both")
+    if reader.has("secret"):
+        return reader.string("secret"), reader.origins.get("secret", "file")
+    if reader.has("secret_env"):
+        name = reader.string("secret_env")
+        value = environ.get(name)
+        if not value:
+            raise reader.error("secret_env", f"environment variable {name} is not set or empty")
+        return value, f"env:{name}"
+    value = environ.get(SECRET_ENV)
+    if value:
+        return value, f"env:{SECRET_ENV}"
+    raise reader.error(
+        "secret",
+        f"required: set secret or secret_env, pass --secret, or set {SECRET_ENV}",
+    )
+
+
+def _asterisk(reader: _Reader, environ: Mapping[str, str]) -> AsteriskSettings:
+    _reject_unknown("asterisk", reader.values, reader.origins, _KEYS["asterisk"])
+    url = _url(reader)
+    https = url.startswith("https://")
+    verify: bool | Path = True
+    if reader.has("verify"):
+        raw = reader.values["verify"]
+        if isinstance(raw, bool):
+            verify = raw
+        elif isinstance(raw, str):
+            ca = reader.path("verify", must_exist=True)
+            assert ca is not None
+            verify = ca
+        else:
+            raise reader.error(
+                "verify", f"expected true, false or a CA file path, got {_show(raw)}")
+    client_cert = reader.path("client_cert", must_exist=True)
+    client_key = reader.path("client_key", must_exist=True)
+    if client_key is not None and client_cert is None:
+        raise reader.error("client_key", "needs client_cert too")
+    for key in ("verify", "client_cert", "client_key"):
+        if not https and reader.has(key) and not isinstance(reader.values[key], bool):
+            raise reader.error(key, f"TLS options need an https:// url, got {url!r}")
+    secret, source = _secret(reader, environ)
+    return AsteriskSettings(
+        url=url,
+        username=reader.string("username"),
+        secret=secret,
+        secret_source=source,
+        auth=cast(AuthMode, reader.choice("auth", ("cookie", "digest"), "cookie")),
+        format=cast(Format, reader.choice("format", ("rawman", "mxml"), "rawman")),
+        verify=verify,
+        client_cert=client_cert,
+        client_key=client_key,
+        connect_timeout=reader.seconds("connect_timeout", 5.0),
+        request_timeout=reader.seconds("request_timeout", 10.0),
+        waitevent_timeout=reader.seconds("waitevent_timeout", 20.0),
+    )
+
+
+def _router(reader: _Reader, environ: Mapping[str, str]) -> RouterSettings:
+    _reject_unknown("router", reader.values, reader.origins, _KEYS["router"])
+    rules = tuple(reader.base_for("rules") / p for p in reader.strings("rules", ("rules",)))
+    if not rules:
+        raise reader.error("rules", "expected at least one rules path")
+    state_dir = reader.path("state_dir")
+    if state_dir is None:
+        # systemd's StateDirectory= sets this; otherwise beside the config file.
+        state_dir = Path(environ["STATE_DIRECTORY"]) if environ.get("STATE_DIRECTORY") \
+            else reader.base / "state"
+    return RouterSettings(
+        rules=rules,
+        state_dir=state_dir,
+        log_format=cast(LogFormat, reader.choice("log_format", ("text", "json"), "text")),
+        shadow=reader.boolean("shadow", False),
+    )
+
+
+def _plugins(reader: _Reader) -> PluginSettings:
+    tables: dict[str, Mapping[str, object]] = {}
+    for key, value in reader.values.items():
+        if key in _KEYS["plugins"]:
+            continue
+        if isinstance(value, dict):
+            tables[key] = MappingProxyType(dict(value))
+            continue
+        origin = reader.origins.get(key, reader.origins.get("", "router.toml"))
+        raise ConfigError(
+            f"{origin}: [plugins] {key}: unknown key{_suggest(key, _KEYS['plugins'])}; "
+            f"a plugin's own settings go in a [plugins.{key}] table"
+        )
+    enabled = reader.strings("enabled", ())
+    disabled = reader.strings("disabled", ())
+    both = sorted(set(enabled) & set(disabled))
+    if both:
+        raise reader.error("disabled", f"{', '.join(both)} also listed in enabled")
+    return PluginSettings(enabled=enabled, disabled=disabled,
+                          settings=MappingProxyType(tables))
+
+
+def _read_file(path: Path) -> dict[str, object] | None:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = DEFAULT_CONFIG_PATH,
+    *,
+    overrides: Mapping[str, object] = MappingProxyType({}),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` and apply ``overrides``; raise :class:`ConfigError` on any problem.
+
+    ``overrides`` maps ``"section.key"`` (``"asterisk.url"``, ``"router.shadow"``)
+    to values as they would appear in the file; ``None`` values are ignored, so
+    argparse defaults can be passed through as they are. A missing file is an
+    error only when the overrides and the environment do not supply what
+    ``[asterisk]`` requires. ``environ`` defaults to :data:`os.environ`.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    file = Path(path) if path is not None else None
+    name = str(file) if file is not None else COMMAND_LINE
+    data: dict[str, object] | None = _read_file(file) if file is not None else None
+    missing = file is not None and data is None
+
+    sections: dict[str, dict[str, object]] = {s: {} for s in _SECTIONS}
+    origins: dict[str, dict[str, str]] = {s: {"": name} for s in _SECTIONS}
+    for section, table in (data or {}).items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{name}: [{section}]: unknown section{_suggest(section, _SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{name}: {section}: expected a [{section}] table, got {_show(table)}")
+        sections[section].update(table)
+        origins[section].update(dict.fromkeys(table, name))
+
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            raise ConfigError(f"{COMMAND_LINE}: override {dotted!r}: expected SECTION.KEY "
+                              f"with SECTION one of {', '.join(_SECTIONS)}")
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        sections[section][key] = value
+        origins[section][key] = COMMAND_LINE
+        if section == "asterisk" and key in ("secret", "secret_env"):
+            # The command line wins over whichever way the file gives the secret.
+            other = "secret_env" if key == "secret" else "secret"
+            if origins[section].get(other) != COMMAND_LINE:
+                sections[section].pop(other, None)
+
+    ast = sections["asterisk"]
+    if missing and not ("url" in ast and "username" in ast):
+        raise ConfigError(
+            f"{name}: no such file (and no --url and --username given to replace it)")
+
+    base = file.parent if file is not None and not missing else Path.cwd()
+    base = base if base.is_absolute() else Path.cwd() / base
+
+    def reader(section: str) -> _Reader:
+        return _Reader(section, sections[section], origins[section], base)
+
+    return Config(
+        asterisk=_asterisk(reader("asterisk"), env),
+        router=_router(reader("router"), env),
+        plugins=_plugins(reader("plugins")),
+        path=None if missing or file is None else file,
+    )

@@ -1,0 +1,154 @@
+"""What evaluation hands back: a Decision to act on and a Trace to explain it.
+
+The engine executes a :class:`Decision` and logs the :class:`Trace` as JSON
+(``to_dict``); ``callrouter explain`` prints ``Trace.render()``. Actions carry
+only strings because that is what AMI takes, and they are frozen so a
+decision cannot change between being logged and being executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from router.rules.context import Context
+
+__all__ = ["Action", "Decision", "LookupTrace", "RuleStatus", "RuleTrace", "Trace"]
+
+RuleStatus = Literal["matched", "false", "lookup_failed", "error", "rejected", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One rendered action: ``kind`` (``redirect``...) and string parameters."""
+
+    kind: str
+    params: Mapping[str, str]
+    rule: str = ""
+
+    @classmethod
+    def make(cls, kind: str, params: Mapping[str, str], rule: str = "") -> Action:
+        return cls(kind, MappingProxyType(dict(params)), rule)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, tuple(sorted(self.params.items())), self.rule))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Action):
+            return NotImplemented
+        return (self.kind, dict(self.params), self.rule) == \
+            (other.kind, dict(other.params), other.rule)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": dict(self.params), "rule": self.rule}
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}({inner})"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The actions to take; empty when every rule fell through."""
+
+    rules: tuple[str, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rules": list(self.rules), "actions": [a.to_dict() for a in self.actions]}
+
+
+@dataclass(slots=True)
+class LookupTrace:
+    """One lookup: what was asked, what came back, how long it took, what failed."""
+
+    name: str
+    call: str
+    value: Any = None
+    ms: float = 0.0
+    error: str | None = None
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "call": self.call, "value": _jsonable(self.value),
+                "ms": round(self.ms, 3), "error": self.error, "reused": self.reused}
+
+
+@dataclass(slots=True)
+class RuleTrace:
+    """What happened to one rule; ``stage`` says which condition was false."""
+
+    rule: str
+    location: str
+    status: RuleStatus
+    stage: str = ""
+    detail: str = ""
+    lookups: list[LookupTrace] = field(default_factory=list)
+    actions: tuple[Action, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "location": self.location, "status": self.status,
+                "stage": self.stage, "detail": self.detail,
+                "lookups": [lk.to_dict() for lk in self.lookups],
+                "actions": [a.to_dict() for a in self.actions]}
+
+
+@dataclass(slots=True)
+class Trace:
+    """The story of one evaluation, in rule order.
+
+    It keeps the context rather than a description of it: formatting a date
+    for every call would cost more than evaluating most rule sets.
+    """
+
+    context: Context
+    rules: list[RuleTrace] = field(default_factory=list)
+    elapsed_us: float = 0.0
+    deadline_hit: bool = False
+
+    @property
+    def trigger(self) -> str:
+        return self.context.describe()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "elapsed_us": round(self.elapsed_us, 1),
+                "deadline_hit": self.deadline_hit, "rules": [r.to_dict() for r in self.rules]}
+
+    def render(self) -> str:
+        """The text ``callrouter explain`` prints: one block per rule."""
+        lines = [self.trigger]
+        if not self.rules:
+            lines.append("  no rules for this trigger")
+        for entry in self.rules:
+            head = {"matched": "MATCHED", "false": f"false ({entry.stage})",
+                    "lookup_failed": f"false ({entry.stage}), a lookup failed",
+                    "error": f"error ({entry.stage})", "rejected": "rejected",
+                    "skipped": "skipped"}[entry.status]
+            lines.append(f"  {entry.rule} [{entry.location}]: {head}")
+            for lookup in entry.lookups:
+                again = ", reused" if lookup.reused else ""
+                outcome = f"failed: {lookup.error}" if lookup.error else repr(lookup.value)
+                lines.append(f"      lookup {lookup.name} = {lookup.call} -> {outcome}"
+                             f" ({lookup.ms:.1f} ms{again})")
+            if entry.detail:
+                lines.append(f"      {entry.detail}")
+            lines.extend(f"      -> {action}" for action in entry.actions)
+        if self.deadline_hit:
+            lines.append("  the lookup deadline passed during evaluation")
+        return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return repr(value)

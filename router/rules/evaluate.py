@@ -1,0 +1,221 @@
+"""Rules + a trigger's context + lookups -> Decision and Trace.
+
+Routing must fail open: a rule whose lookup fails, times out or whose
+expression errors is simply not taken, and the next rule gets its turn. The
+only exception that leaves this module is cancellation of the caller's task.
+All lookups of one evaluation share one deadline (``time.monotonic()``), so a
+slow 1C cannot hold a ringing call for longer than the budget whatever the
+number of rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from router.errors import LookupUnavailable
+from router.rules.context import Context
+from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
+from router.rules.expr import Evaluator
+from router.rules.model import CompiledAction, Rule
+from router.rules.registry import LookupFn, Registry
+
+__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules"]
+
+#: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
+NOT_PROVIDED = "not provided"
+
+
+class Outcome(NamedTuple):
+    decision: Decision
+    trace: Trace
+
+
+class _Rejected(Exception):
+    """The rule's actions could not be rendered into something executable."""
+
+
+_Memo = dict[tuple[Any, ...], tuple[Any, str | None]]
+
+
+async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Registry,
+                         lists: Mapping[str, frozenset[str]], *,
+                         deadline: float | None = None,
+                         lookups: Mapping[str, LookupFn] | None = None,
+                         explain: bool = False) -> Outcome:
+    """Runs ``rules`` (already in priority order) for one trigger firing.
+
+    ``lookups`` overrides the registry's implementations by name: the engine
+    passes its cached versions, ``explain`` passes stubs. With ``explain``
+    the rules after the one that ended routing are listed as skipped.
+    """
+    started = time.perf_counter()
+    trace = Trace(context)
+    names = context.names()
+    names["lists"] = lists
+    zone = registry.timezone
+    if zone is not None and context.now.tzinfo is not zone:
+        names["now"] = context.now.astimezone(zone) if context.now.tzinfo else \
+            context.now.replace(tzinfo=zone)
+    evaluator = Evaluator(context, names, registry.functions)
+    memo: _Memo = {}
+    matched: list[str] = []
+    actions: list[Action] = []
+    append = trace.rules.append
+    for position, rule in enumerate(rules):
+        # The ``if`` is tested inline: most rules stop here, and a coroutine per
+        # rule would cost more than the condition itself.
+        if rule.condition is not None:
+            try:
+                passed = evaluator.evaluate(rule.condition)
+            except Exception as exc:  # fail open: a broken rule is skipped, never fatal
+                append(RuleTrace(rule.name, rule.location, "error", "if",
+                                 f"{type(exc).__name__}: {exc}"))
+                continue
+            if not passed:
+                append(RuleTrace(rule.name, rule.location, "false", "if"))
+                continue
+        entry = await _run_rule(rule, evaluator, names, registry, lookups, deadline, memo,
+                                trace)
+        append(entry)
+        if entry.status != "matched":
+            continue
+        matched.append(rule.name)
+        actions.extend(entry.actions)
+        if not rule.cont:
+            if explain:
+                trace.rules.extend(
+                    RuleTrace(r.name, r.location, "skipped",
+                              detail=f"routing ended at rule {rule.name!r}")
+                    for r in rules[position + 1:])
+            break
+    trace.elapsed_us = (time.perf_counter() - started) * 1e6
+    return Outcome(Decision(tuple(matched), tuple(actions)), trace)
+
+
+async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
+                    registry: Registry, lookups: Mapping[str, LookupFn] | None,
+                    deadline: float | None, memo: _Memo, trace: Trace) -> RuleTrace:
+    """Everything after a true ``if``: lookups, ``when``, rendering."""
+    entry = RuleTrace(rule.name, rule.location, "false")
+    stage = "lookup"
+    try:
+        failed = False
+        if rule.lookups:
+            evaluator.names = dict(names)
+            failed = await _resolve(rule, evaluator, registry, lookups, deadline, memo,
+                                    entry, trace)
+        stage = "when"
+        if rule.when is not None and not evaluator.evaluate(rule.when):
+            entry.status = "lookup_failed" if failed else "false"
+            entry.stage = stage
+            return entry
+        stage = "do"
+        entry.actions = tuple(_render(action, evaluator, rule.name) for action in rule.actions)
+        entry.status = "matched"
+    except _Rejected as exc:
+        entry.status = "rejected"
+        entry.stage = stage
+        entry.detail = str(exc)
+    except Exception as exc:  # fail open: a broken rule is skipped, never fatal
+        entry.status = "error"
+        entry.stage = stage
+        entry.detail = f"{type(exc).__name__}: {exc}"
+    finally:
+        evaluator.names = names
+    return entry
+
+
+async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
+                   lookups: Mapping[str, LookupFn] | None, deadline: float | None,
+                   memo: _Memo, entry: RuleTrace, trace: Trace) -> bool:
+    """Resolves the rule's lookups in order; returns True if any failed."""
+    failed = False
+    scope = evaluator.names
+    for lookup in rule.lookups:
+        args = tuple(evaluator.evaluate(a) for a in lookup.args)
+        kwargs = tuple((k, evaluator.evaluate(v)) for k, v in lookup.kwargs)
+        record = LookupTrace(lookup.name, _describe(lookup.lookup, args, kwargs))
+        key: tuple[Any, ...] = (lookup.lookup, args, kwargs)
+        try:
+            hit = memo.get(key)
+        except TypeError:  # an unhashable argument: do not share the answer
+            key, hit = (), None
+        if hit is not None:
+            record.value, record.error = hit
+            record.reused = True
+        else:
+            record.value, record.error, hit_deadline = await _call_lookup(
+                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record)
+            trace.deadline_hit = trace.deadline_hit or hit_deadline
+            if key:
+                memo[key] = (record.value, record.error)
+        failed = failed or record.error is not None
+        scope[lookup.name] = record.value
+        entry.lookups.append(record)
+    return failed
+
+
+async def _call_lookup(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       registry: Registry, lookups: Mapping[str, LookupFn] | None,
+                       deadline: float | None,
+                       record: LookupTrace) -> tuple[Any, str | None, bool]:
+    """(value, error, deadline passed); the value is None whenever there is an error."""
+    func = lookups.get(name) if lookups is not None and name in lookups else None
+    if func is None:
+        spec = registry.lookups.get(name)
+        func = spec.func if spec is not None else None
+    if func is None:
+        return None, NOT_PROVIDED, False
+    remaining = None if deadline is None else deadline - time.monotonic()
+    if remaining is not None and remaining <= 0:
+        return None, "deadline passed before the lookup", True
+    started = time.perf_counter()
+    try:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            if remaining is None:
+                result = await result
+            else:
+                async with asyncio.timeout(remaining):
+                    result = await result
+        return result, None, False
+    except TimeoutError:
+        return None, f"timed out after {(time.perf_counter() - started) * 1000:.0f} ms", True
+    except LookupUnavailable as exc:  # the expected way to say "no answer"
+        return None, str(exc) or "unavailable", False
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}", False
+    finally:
+        record.ms = (time.perf_counter() - started) * 1000
+
+
+def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> str:
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs]
+    return f"{name}({', '.join(shown)})"
+
+
+def _render(action: CompiledAction, evaluator: Evaluator, rule: str) -> Action:
+    params: dict[str, str] = {}
+    for key, value in action.params:
+        if isinstance(value, str):
+            params[key] = value
+            continue
+        text = evaluator.render(value)
+        if text is None:
+            continue
+        spec = action.spec.param(key)
+        if spec is not None and spec.type == "int" and not text.strip().lstrip("-").isdigit():
+            raise _Rejected(f"action {action.kind!r}: parameter {key!r} is {text!r}, "
+                            "not an integer")
+        params[key] = text
+    for spec in action.spec.params:
+        if spec.required and not params.get(spec.name):
+            source = dict(action.params).get(spec.name)
+            shown = f" ({source.source!r} gave nothing)" if source is not None and \
+                not isinstance(source, str) else ""
+            raise _Rejected(f"action {action.kind!r}: parameter {spec.name!r} is empty{shown}")
+    return Action.make(action.kind, params, rule)

@@ -1,0 +1,394 @@
+"""Rule expressions and ``"{expr}"`` templates: parsed once, evaluated many times.
+
+Parsing happens when a rule file is loaded: the text becomes a Python ``ast``
+tree that is checked against an allow-list of node types (no lambdas, no
+comprehensions, no dunders, bounded literals) and kept. Evaluation walks the
+stored tree with a trimmed simpleeval evaluator, so a call never pays for
+parsing. The evaluator is deliberately narrower than simpleeval's default:
+
+* a call can only name a registered function (``Call.func`` is a ``Name``), so
+  no value taken from a context or a lookup can ever be called;
+* attributes are read only from mappings (lookup results, event fields,
+  lists) and from the declared fields of the context objects;
+* reading an attribute or an item of ``None`` gives ``None`` and a missing
+  mapping key gives ``None``: ``owner.manager.extension`` is ``None`` when the
+  1C lookup failed, so the rule's condition is false and routing falls through
+  instead of erroring;
+* strings, sequences and numbers are bounded.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
+
+from router.rules.context import ALLOWED_ATTRS, Context
+from router.rules.registry import FunctionSpec
+
+__all__ = [
+    "MAX_EXPRESSION",
+    "MAX_LITERAL",
+    "MAX_STRING",
+    "Evaluator",
+    "Expression",
+    "ExpressionError",
+    "Template",
+    "dotted_name",
+]
+
+MAX_EXPRESSION = 2_000  # characters of source in one expression
+MAX_LITERAL = 1_000  # characters in one string literal
+MAX_STRING = 10_000  # characters (or items) in any value built at run time
+MAX_INT = 10**30  # no phone number or counter gets near this
+MAX_EXPONENT = 64
+
+
+class ExpressionError(ValueError):
+    """An expression the rule language refuses; ``line`` is 1-based inside the text."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+_ALLOWED: frozenset[type[ast.AST]] = frozenset({
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+    ast.Is, ast.IsNot, ast.IfExp, ast.Call, ast.keyword, ast.Name, ast.Load, ast.Attribute,
+    ast.Subscript, ast.Slice, ast.Constant, ast.Tuple, ast.List, ast.Set,
+})
+
+_REFUSED: Mapping[type[ast.AST], str] = {
+    ast.Lambda: "lambda",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.JoinedStr: "f-strings (use \"{...}\" templates in action parameters)",
+    ast.NamedExpr: "':=' assignments",
+    ast.Await: "await",
+    ast.Starred: "'*' unpacking",
+    ast.Dict: "dict literals",
+    ast.BitAnd: "operator '&' (use 'and')",
+    ast.BitOr: "operator '|' (use 'or')",
+    ast.BitXor: "operator '^'",
+    ast.Invert: "operator '~'",
+    ast.LShift: "operator '<<'",
+    ast.RShift: "operator '>>'",
+    ast.MatMult: "operator '@'",
+}
+
+
+def dotted_name(node: ast.expr) -> str | None:
+    """``onec.responsible`` for an attribute chain of plain names, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _check_tree(tree: ast.AST) -> None:
+    nodes = list(ast.walk(tree))
+    for node in nodes:  # refused constructs first: they explain the rest
+        kind = type(node)
+        if kind not in _ALLOWED:
+            what = _REFUSED.get(kind, kind.__name__)
+            raise ExpressionError(f"{what} not allowed", getattr(node, "lineno", 1))
+    for node in nodes:
+        name = node.id if isinstance(node, ast.Name) else (
+            node.attr if isinstance(node, ast.Attribute) else None)
+        if name is not None and name.startswith("_"):
+            raise ExpressionError(f"names starting with '_' are not allowed ({name!r})")
+        if isinstance(node, ast.Call) and not isinstance(node.func, ast.Name | ast.Attribute):
+            raise ExpressionError("only named functions can be called")
+        if isinstance(node, ast.keyword) and node.arg is None:
+            raise ExpressionError("'**' unpacking not allowed")
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, str | bytes) and len(value) > MAX_LITERAL:
+                raise ExpressionError(f"literal longer than {MAX_LITERAL} characters")
+            if isinstance(value, int) and abs(value) > MAX_INT:
+                raise ExpressionError("number literal too large")
+            if not isinstance(value, str | int | float | bool | type(None)):
+                raise ExpressionError(f"{type(value).__name__} literals are not allowed")
+
+
+class Expression:
+    """One compiled expression: the source kept for messages, the tree for evaluation."""
+
+    __slots__ = ("source", "tree")
+
+    def __init__(self, source: str, tree: ast.expr) -> None:
+        self.source = source
+        self.tree = tree
+
+    @classmethod
+    def parse(cls, source: str) -> Expression:
+        text = " ".join(source.split("\n")).strip()
+        if not text:
+            raise ExpressionError("empty expression")
+        if len(text) > MAX_EXPRESSION:
+            raise ExpressionError(f"expression longer than {MAX_EXPRESSION} characters")
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise ExpressionError(str(exc.msg)) from None
+        _check_tree(tree)
+        return cls(source, tree.body)
+
+    @classmethod
+    def constant(cls, value: bool | int | str | None) -> Expression:
+        return cls(repr(value), ast.Constant(value))
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+class Template:
+    """An action parameter: literal text with ``{expr}`` holes (``{{`` is a brace)."""
+
+    __slots__ = ("parts", "source")
+
+    def __init__(self, source: str, parts: tuple[str | Expression, ...]) -> None:
+        self.source = source
+        self.parts = parts
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Expression))
+
+    @classmethod
+    def parse(cls, source: str) -> Template:
+        parts: list[str | Expression] = []
+        text: list[str] = []
+        i, n = 0, len(source)
+        while i < n:
+            ch = source[i]
+            if ch == "{" and source.startswith("{{", i):
+                text.append("{")
+                i += 2
+            elif ch == "}" and source.startswith("}}", i):
+                text.append("}")
+                i += 2
+            elif ch == "}":
+                raise ExpressionError("single '}' in template (write '}}' for a brace)")
+            elif ch == "{":
+                end = _closing_brace(source, i + 1)
+                if text:
+                    parts.append("".join(text))
+                    text = []
+                parts.append(Expression.parse(source[i + 1:end]))
+                i = end + 1
+            else:
+                text.append(ch)
+                i += 1
+        if text:
+            parts.append("".join(text))
+        return cls(source, tuple(parts))
+
+
+def _closing_brace(source: str, start: int) -> int:
+    depth, quote = 0, ""
+    for j in range(start, len(source)):
+        ch = source[j]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "}":
+            if depth == 0:
+                return j
+            depth -= 1
+    raise ExpressionError("unclosed '{'")
+
+
+# --- bounded operators -------------------------------------------------------------------
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise OverflowError("number too large")
+    if isinstance(value, str | list | tuple) and len(value) > MAX_STRING:
+        raise OverflowError(f"value longer than {MAX_STRING}")
+    return value
+
+
+def _add(a: Any, b: Any) -> Any:
+    return _bounded(a + b)
+
+
+def _sub(a: Any, b: Any) -> Any:
+    return _bounded(a - b)
+
+
+def _mult(a: Any, b: Any) -> Any:
+    for seq, times in ((a, b), (b, a)):
+        if isinstance(seq, str | list | tuple) and isinstance(times, int) \
+                and len(seq) * times > MAX_STRING:
+            raise OverflowError(f"value longer than {MAX_STRING}")
+    return _bounded(a * b)
+
+
+def _pow(a: Any, b: Any) -> Any:
+    if abs(b) > MAX_EXPONENT:
+        raise OverflowError("exponent too large")
+    return _bounded(a**b)
+
+
+def _contains(item: Any, container: Any) -> bool:
+    return False if container is None else item in container
+
+
+def _not_contains(item: Any, container: Any) -> bool:
+    return True if container is None else item not in container
+
+
+OPERATORS: Mapping[type[ast.AST], Callable[..., Any]] = {
+    ast.Add: _add, ast.Sub: _sub, ast.Mult: _mult, ast.Pow: _pow,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: _contains, ast.NotIn: _not_contains,
+    ast.Is: operator.is_, ast.IsNot: operator.is_not, ast.Not: operator.not_,
+    ast.USub: operator.neg, ast.UAdd: operator.pos,
+}
+
+
+class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
+    """Evaluates stored trees for one trigger firing (one call, one event).
+
+    One instance per firing, so concurrent calls never share ``names``. The
+    base ``__init__`` is skipped on purpose: it builds a table of bound methods
+    per instance, which costs more than evaluating a typical condition; the
+    dispatch table below is built once per class instead.
+    """
+
+    def __init__(self, context: Context, names: dict[str, object],
+                 functions: Mapping[str, FunctionSpec]) -> None:
+        self.context = context
+        self.names = names
+        self.functions = functions
+        self.operators = OPERATORS
+        self.allowed_attrs = None
+        self.expr = ""
+        self._max_count = 0
+
+    def __del__(self) -> None:
+        """The base class clears a table we never build."""
+
+    def eval(self, expr: str, previously_parsed: ast.AST | None = None) -> Any:
+        raise NotImplementedError("use evaluate() with a parsed Expression")
+
+    def evaluate(self, expression: Expression) -> Any:
+        self.expr = expression.source
+        return self._eval(expression.tree)
+
+    def render(self, template: Template) -> str | None:
+        """A lone ``{expr}`` that is None gives None (the parameter is left out)."""
+        parts = template.parts
+        if len(parts) == 1 and isinstance(parts[0], Expression):
+            value = self.evaluate(parts[0])
+            return None if value is None else _text(value)
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                value = self.evaluate(part)
+                out.append("" if value is None else _text(value))
+        text = "".join(out)
+        if len(text) > MAX_STRING:
+            raise OverflowError(f"value longer than {MAX_STRING}")
+        return text
+
+    def _eval(self, node: ast.AST) -> Any:
+        handler = _DISPATCH.get(type(node))
+        if handler is None:
+            raise FeatureNotAvailable(f"{type(node).__name__} is not available")
+        return handler(self, node)
+
+    def _eval_name(self, node: ast.Name) -> Any:
+        try:
+            return self.names[node.id]
+        except KeyError:
+            raise NameNotDefined(node.id, self.expr) from None
+
+    def _eval_constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        value = self._eval(node.value)
+        if value is None:
+            return None
+        if type(value) is dict:
+            return value.get(node.attr)
+        allowed = ALLOWED_ATTRS.get(type(value))
+        if allowed is not None and node.attr in allowed:
+            return getattr(value, node.attr)
+        if isinstance(value, Mapping):
+            return value.get(node.attr)
+        kind = "date" if isinstance(value, datetime) else type(value).__name__
+        raise FeatureNotAvailable(f"cannot read .{node.attr} of a {kind}")
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        container = self._eval(node.value)
+        if container is None:
+            return None
+        key = self._eval(node.slice)
+        if isinstance(container, Mapping):
+            return container.get(key)
+        if isinstance(container, str | list | tuple):
+            try:
+                return container[key]
+            except IndexError:
+                return None
+        raise FeatureNotAvailable(f"cannot index a {type(container).__name__}")
+
+    def _eval_call(self, node: ast.Call) -> Any:
+        assert isinstance(node.func, ast.Name)  # checked when the rule was loaded
+        spec = self.functions[node.func.id]
+        args = [self._eval(a) for a in node.args]
+        kwargs = {k.arg: self._eval(k.value) for k in node.keywords if k.arg}
+        if spec.pass_context:
+            return _bounded(spec.func(self.context, *args, **kwargs))
+        return _bounded(spec.func(*args, **kwargs))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if len(text) > MAX_STRING:
+        raise OverflowError(f"value longer than {MAX_STRING}")
+    return text
+
+
+_DISPATCH: Mapping[type[ast.AST], Callable[[Evaluator, Any], Any]] = {
+    ast.Name: Evaluator._eval_name,
+    ast.Constant: Evaluator._eval_constant,
+    ast.Attribute: Evaluator._eval_attribute,
+    ast.Subscript: Evaluator._eval_subscript,
+    ast.Call: Evaluator._eval_call,
+    ast.Compare: EvalWithCompoundTypes._eval_compare,
+    ast.BoolOp: EvalWithCompoundTypes._eval_boolop,
+    ast.UnaryOp: EvalWithCompoundTypes._eval_unaryop,
+    ast.BinOp: EvalWithCompoundTypes._eval_binop,
+    ast.IfExp: EvalWithCompoundTypes._eval_ifexp,
+    ast.Slice: EvalWithCompoundTypes._eval_slice,
+    ast.Tuple: EvalWithCompoundTypes._eval_tuple,
+    ast.List: EvalWithCompoundTypes._eval_list,
+    ast.Set: EvalWithCompoundTypes._eval_set,
+}

@@ -1,0 +1,82 @@
+"""Named lists (blacklist, VIP, holidays) read once, when rules load.
+
+Numbers are normalized with the registry's number plan so ``8 (916) 123-45-67``
+in a file matches the caller ``79161234567``; dates are checked so a holiday
+typo is reported with its line instead of silently never matching.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import date
+
+from router.errors import RuleValidationError
+from router.rules.loader import Node, display_path
+from router.rules.schema import ListSpec
+
+__all__ = ["MAX_LIST_ITEMS", "load_list"]
+
+MAX_LIST_ITEMS = 1_000_000
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+
+
+def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
+    """(text, file, line) of every entry; ``#`` starts a comment in files."""
+    if spec.path is None:
+        for node in spec.items:
+            yield _item_text(node), node.file, node.line
+        return
+    shown = display_path(spec.path)
+    try:
+        text = spec.path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleValidationError(f"list {spec.name!r}: cannot read {shown}: "
+                                  f"{exc.strerror or exc}", file=spec.file,
+                                  line=spec.line) from None
+    except UnicodeDecodeError:
+        raise RuleValidationError(f"list {spec.name!r}: {shown} is not UTF-8 text",
+                                  file=spec.file, line=spec.line) from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            yield entry, shown, number
+
+
+def _item_text(node: Node) -> str:
+    if isinstance(node.value, date):
+        return node.value.isoformat()
+    return node.raw if node.raw else str(node.value)
+
+
+def _date(entry: str) -> str:
+    """``YYYY-MM-DD`` for one day, ``MM-DD`` for every year."""
+    match = _MONTH_DAY.match(entry)
+    if match:
+        date(2000, int(match[1]), int(match[2]))  # 2000 is a leap year: 02-29 is fine
+        return entry
+    return date.fromisoformat(entry).isoformat()
+
+
+def load_list(spec: ListSpec, normalize: Callable[[str], str]) -> frozenset[str]:
+    """Reads and converts one list; the first bad entry is a located error."""
+    items: set[str] = set()
+    for entry, file, line in _lines(spec):
+        try:
+            if spec.type == "numbers":
+                value = normalize(entry)
+                if not value:
+                    raise ValueError
+            elif spec.type == "dates":
+                value = _date(entry)
+            else:
+                value = entry
+        except ValueError:
+            what = "a phone number" if spec.type == "numbers" else "a date (YYYY-MM-DD or MM-DD)"
+            raise RuleValidationError(f"list {spec.name!r}: not {what}: {entry!r}",
+                                      file=file, line=line) from None
+        items.add(value)
+        if len(items) > MAX_LIST_ITEMS:
+            raise RuleValidationError(f"list {spec.name!r}: more than {MAX_LIST_ITEMS} items",
+                                      file=file, line=line)
+    return frozenset(items)

@@ -1,0 +1,217 @@
+"""What plugins contribute to the rule language: functions, lookups, actions.
+
+Rules are checked against this registry when they are loaded, so it is the
+single place that says which names exist. Built-ins fill it through the same
+calls a plugin will use (``router.builtin`` modules each have a
+``register(registry)``), so the plugin system can later call them from pluggy
+hooks without the rules package knowing about pluggy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, Literal
+
+__all__ = [
+    "UNKNOWN",
+    "AMIValidator",
+    "ActionCheck",
+    "ActionSpec",
+    "ArgCheck",
+    "FunctionSpec",
+    "LookupFn",
+    "LookupSpec",
+    "NotifyTarget",
+    "ParamSpec",
+    "Registry",
+]
+
+#: Raises ``router.errors.AMIValidationError`` for an action the catalog refuses.
+AMIValidator = Callable[[str, Mapping[str, object]], None]
+#: An async fact source; arguments come from the rule's expression.
+LookupFn = Callable[..., Awaitable[Any]]
+#: Load-time check of a call's arguments; ``UNKNOWN`` stands for non-constants.
+ArgCheck = Callable[..., None]
+#: Load-time check of an action's parameters: constants as written, templates as their text.
+ActionCheck = Callable[[Mapping[str, object]], None]
+
+_DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class _Unknown:
+    """Placeholder for a value only known at call time (a check must accept it)."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A synchronous function rules may call in ``if``, ``when`` and templates.
+
+    ``pass_context`` functions get the trigger's :class:`~router.rules.context.Context`
+    as first argument (``workhours`` needs the call's time); ``signature``
+    excludes it and is what arity is checked against at load time.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    signature: inspect.Signature
+    doc: str
+    pass_context: bool = False
+    check: ArgCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSpec:
+    """An async fact source, used only under ``lookup:``.
+
+    ``func`` may be None for a declared-only lookup (its plugin is not
+    loaded): rules using it still validate, and evaluation yields None with
+    "no implementation" in the trace unless the caller supplies one.
+    """
+
+    name: str
+    signature: inspect.Signature
+    doc: str
+    func: LookupFn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One parameter of an action; values always reach the engine as strings."""
+
+    name: str
+    type: Literal["str", "int", "bool"] = "str"
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """An action kind: the discriminator key under ``do:`` and its parameters.
+
+    ``extra`` allows parameters beyond ``params`` (``setvar`` takes any
+    variable name, ``ami`` any header). ``check`` catches combinations a
+    per-parameter schema cannot express.
+    """
+
+    name: str
+    params: tuple[ParamSpec, ...] = ()
+    doc: str = ""
+    extra: bool = False
+    extra_name: str = "parameter"
+    check: ActionCheck | None = None
+
+    def param(self, name: str) -> ParamSpec | None:
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """A plugin that accepts ``notify:`` messages."""
+
+    name: str
+    doc: str = ""
+
+
+def _signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
+    sig = inspect.signature(func)
+    if skip_first:
+        params = list(sig.parameters.values())[1:]
+        sig = sig.replace(parameters=params)
+    return sig
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n\n")[0].replace("\n", " ").strip()
+
+
+@dataclass
+class Registry:
+    """Names the rule language knows; filled by built-ins and plugins.
+
+    Registering a name twice is an error: two plugins silently fighting over
+    ``directory`` would route calls by import order.
+    """
+
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    lookups: dict[str, LookupSpec] = field(default_factory=dict)
+    actions: dict[str, ActionSpec] = field(default_factory=dict)
+    notify_targets: dict[str, NotifyTarget] = field(default_factory=dict)
+    ami_validator: AMIValidator | None = None
+    event_names: frozenset[str] | None = None
+    normalize_number: Callable[[str], str] = str.strip
+    is_internal_number: Callable[[str], bool] = lambda _number: False
+    timezone: tzinfo | None = None
+
+    def add_function(self, name: str, func: Callable[..., Any], *, doc: str | None = None,
+                     pass_context: bool = False, check: ArgCheck | None = None) -> None:
+        if not _PLAIN.match(name):
+            raise ValueError(f"function name {name!r} must be a plain identifier")
+        self._unique(name)
+        self.functions[name] = FunctionSpec(
+            name, func, _signature(func, pass_context), _first_line(doc or func.__doc__),
+            pass_context, check)
+
+    def add_lookup(self, name: str, func: LookupFn | None = None, *,
+                   signature: Callable[..., Any] | inspect.Signature | None = None,
+                   doc: str | None = None) -> None:
+        """Registers an async lookup; ``signature`` may be a stub function."""
+        if not _DOTTED.match(name):
+            raise ValueError(f"lookup name {name!r} must be dotted identifiers")
+        self._unique(name)
+        shape = signature if signature is not None else func
+        if shape is None:
+            raise ValueError(f"lookup {name!r} needs a function or a signature")
+        sig = shape if isinstance(shape, inspect.Signature) else inspect.signature(shape)
+        text = doc or (None if isinstance(shape, inspect.Signature) else shape.__doc__)
+        self.lookups[name] = LookupSpec(name, sig, _first_line(text), func)
+
+    def add_action(self, spec: ActionSpec) -> None:
+        if spec.name in self.actions:
+            raise ValueError(f"action {spec.name!r} is already registered")
+        self.actions[spec.name] = spec
+
+    def add_notify_target(self, name: str, doc: str = "") -> None:
+        self.notify_targets[name] = NotifyTarget(name, doc)
+
+    def set_ami_validator(self, validator: AMIValidator | None) -> None:
+        """Plugs in the AMI catalog; without one ``ami:`` actions are checked for shape only."""
+        self.ami_validator = validator
+
+    def set_event_names(self, names: Collection[str] | None) -> None:
+        """Known AMI event names, so ``on: event Hangupp`` gets a did-you-mean."""
+        self.event_names = None if names is None else frozenset(names)
+
+    def set_numbers(self, normalize: Callable[[str], str],
+                    is_internal: Callable[[str], bool]) -> None:
+        """The number plan used for lists, ``caller.number`` and ``caller.internal``."""
+        self.normalize_number = normalize
+        self.is_internal_number = is_internal
+
+    def set_timezone(self, zone: tzinfo) -> None:
+        """The zone ``now`` is shown in and working hours default to."""
+        self.timezone = zone
+
+    def _unique(self, name: str) -> None:
+        if name in self.functions or name in self.lookups:
+            raise ValueError(f"{name!r} is already registered")

@@ -1,0 +1,240 @@
+"""A loaded, indexed rule set, and the holder that swaps it on reload.
+
+Rules are indexed by trigger so a call never looks at event or schedule
+rules, and call rules are further indexed by the DID they test (``did ==
+"74951234567"``, ``did in (...)``): a PBX with hundreds of numbers has
+hundreds of per-number rules, and a call should only walk its own number's
+rules plus the generic ones. Both indexes preserve priority order exactly, so
+they change speed, never results.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from router.errors import RuleValidationError
+from router.rules.context import Caller, CallInfo, Context
+from router.rules.evaluate import Outcome, evaluate_rules
+from router.rules.lists import load_list
+from router.rules.loader import discover, display_path, load_file
+from router.rules.model import Rule
+from router.rules.registry import LookupFn, Registry
+from router.rules.schema import ListSpec, RuleSpec, check_file
+from router.rules.validate import compile_rule
+
+__all__ = ["RuleBook", "RuleSet", "call_context", "load_rules"]
+
+_EVENT_CACHE_LIMIT = 1024
+
+
+def _dids(rule: Rule) -> frozenset[str] | None:
+    """The DIDs a call rule is limited to by its ``if``, or None if it is generic."""
+    if rule.condition is None:
+        return None
+    tree = rule.condition.tree
+    tests = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) \
+        else [tree]
+    for test in tests:
+        found = _did_test(test)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_test(node: ast.expr) -> frozenset[str] | None:
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+        return None
+    left, op, right = node.left, node.ops[0], node.comparators[0]
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Name) and right.id == "did":
+        left, right = right, left
+    if not (isinstance(left, ast.Name) and left.id == "did"):
+        return None
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) \
+            and isinstance(right.value, str):
+        return frozenset((right.value,))
+    if isinstance(op, ast.In) and isinstance(right, ast.Tuple | ast.List | ast.Set):
+        values = [e.value for e in right.elts if isinstance(e, ast.Constant)]
+        if len(values) == len(right.elts) and all(isinstance(v, str) for v in values):
+            return frozenset(str(v) for v in values)
+    return None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """An immutable, evaluated-as-a-whole set of valid rules.
+
+    ``errors`` are the problems found while loading (their rules are left
+    out); ``fatal`` says a whole file was refused, which makes a reload fail.
+    """
+
+    rules: tuple[Rule, ...]
+    lists: Mapping[str, frozenset[str]]
+    registry: Registry
+    errors: tuple[RuleValidationError, ...] = ()
+    fatal: bool = False
+    _call_generic: tuple[Rule, ...] = field(default=(), repr=False)
+    _call_by_did: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    _events: tuple[Rule, ...] = field(default=(), repr=False)
+    _event_cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    _schedules: Mapping[str, Rule] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, rules: Iterable[Rule], lists: Mapping[str, frozenset[str]],
+              registry: Registry, errors: Sequence[RuleValidationError] = (),
+              fatal: bool = False) -> RuleSet:
+        ordered = tuple(sorted(rules, key=lambda r: r.sort_key))
+        calls = [r for r in ordered if r.trigger.kind == "call"]
+        keyed = {r.name: _dids(r) for r in calls}
+        generic = tuple(r for r in calls if keyed[r.name] is None)
+        all_dids = {d for dids in keyed.values() if dids for d in dids}
+        by_did = {did: tuple(r for r in calls if keyed[r.name] is None or did in (
+            keyed[r.name] or ())) for did in all_dids}
+        return cls(ordered, MappingProxyType(dict(lists)), registry, tuple(errors), fatal,
+                   generic, MappingProxyType(by_did),
+                   tuple(r for r in ordered if r.trigger.kind == "event"), {},
+                   MappingProxyType({r.name: r for r in ordered
+                                     if r.trigger.kind == "schedule"}))
+
+    @classmethod
+    def empty(cls, registry: Registry) -> RuleSet:
+        return cls.build((), {}, registry)
+
+    @property
+    def event_patterns(self) -> tuple[str, ...]:
+        """Event names and globs some rule reacts to (empty: no need to watch events)."""
+        return tuple(dict.fromkeys(r.trigger.pattern for r in self._events))
+
+    @property
+    def schedules(self) -> list[tuple[str, str]]:
+        """(rule name, cron) for the scheduler to fire ``Context.for_schedule``."""
+        return [(name, rule.trigger.pattern) for name, rule in self._schedules.items()]
+
+    def rules_for(self, context: Context) -> Sequence[Rule]:
+        """The rules that may react to this trigger, in priority order."""
+        if context.kind == "call":
+            if context.did is None:
+                return self._call_generic
+            return self._call_by_did.get(context.did, self._call_generic)
+        if context.kind == "event":
+            name = context.event.name if context.event is not None else ""
+            cached = self._event_cache.get(name)
+            if cached is None:
+                cached = tuple(r for r in self._events
+                               if fnmatch.fnmatchcase(name, r.trigger.pattern))
+                if len(self._event_cache) < _EVENT_CACHE_LIMIT:
+                    self._event_cache[name] = cached
+            return cached
+        rule = self._schedules.get(context.rule or "")
+        return (rule,) if rule is not None else ()
+
+    async def evaluate(self, context: Context, *, deadline: float | None = None,
+                       lookups: Mapping[str, LookupFn] | None = None,
+                       explain: bool = False) -> Outcome:
+        """Evaluates one trigger firing; never raises for a rule's sake."""
+        return await evaluate_rules(self.rules_for(context), context, self.registry,
+                                    self.lists, deadline=deadline, lookups=lookups,
+                                    explain=explain)
+
+
+def call_context(registry: Registry, caller: str, did: str, *, caller_name: str = "",
+                 call: CallInfo | None = None, now: datetime | None = None) -> Context:
+    """A call's context with numbers normalized by the registry's number plan.
+
+    The engine and ``explain`` both build contexts here, so ``caller.number``
+    is normalized exactly like the numbers in lists.
+    """
+    person = Caller(registry.normalize_number(caller), caller, caller_name,
+                    registry.is_internal_number(caller))
+    return Context.for_call(person, registry.normalize_number(did), call=call, now=now)
+
+
+def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
+    """Loads files and folders: bad rules and lists are reported and left out."""
+    errors: list[RuleValidationError] = []
+    fatal = False
+    list_specs: dict[str, ListSpec] = {}
+    rule_specs: list[RuleSpec] = []
+    for base in paths:
+        base = Path(base)
+        if not base.exists():
+            errors.append(RuleValidationError("no such file or folder", file=display_path(base)))
+            fatal = True
+            continue
+        for path in discover([base]):
+            try:
+                source = load_file(path)
+            except RuleValidationError as exc:
+                errors.append(exc)
+                fatal = True
+                continue
+            checked = check_file(source, registry)
+            errors.extend(checked.errors)
+            fatal = fatal or checked.fatal
+            for item in checked.lists:
+                first = list_specs.get(item.name)
+                if first is not None:
+                    errors.append(RuleValidationError(
+                        f"list {item.name!r} is already defined at {first.file}:{first.line}",
+                        file=item.file, line=item.line))
+                else:
+                    list_specs[item.name] = item
+            rule_specs.extend(checked.rules)
+
+    lists: dict[str, frozenset[str]] = {}
+    broken: set[str] = set()
+    for name, item in list_specs.items():
+        try:
+            lists[name] = load_list(item, registry.normalize_number)
+        except RuleValidationError as exc:
+            errors.append(exc)
+            broken.add(name)
+
+    rules: list[Rule] = []
+    seen: dict[str, RuleSpec] = {}
+    for order, spec in enumerate(rule_specs):
+        first_rule = seen.get(spec.name)
+        if first_rule is not None:
+            errors.append(RuleValidationError(
+                f"duplicate rule name (first defined at {first_rule.file}:{first_rule.line})",
+                file=spec.file, line=spec.line, rule=spec.name))
+            continue
+        seen[spec.name] = spec
+        compiled = compile_rule(spec, registry, lists, order, broken)
+        if isinstance(compiled, Rule):
+            rules.append(compiled)
+        else:
+            errors.extend(compiled)
+    return RuleSet.build(rules, lists, registry, errors, fatal)
+
+
+class RuleBook:
+    """Holds the live rule set and swaps it only for a loadable one.
+
+    The engine keeps one RuleBook; ``reload()`` after a file changes. A reload
+    that refuses a file (or, with ``strict``, finds any error) keeps serving
+    the previous rules, so a half-saved file never empties the router.
+    """
+
+    def __init__(self, paths: Iterable[Path | str], registry: Registry) -> None:
+        self.paths = tuple(Path(p) for p in paths)
+        self.registry = registry
+        self.current = RuleSet.empty(registry)
+
+    def reload(self, *, strict: bool = False) -> RuleSet:
+        """Loads the files; returns what was loaded (check ``errors`` and ``fatal``)."""
+        candidate = load_rules(self.paths, self.registry)
+        if not candidate.fatal and not (strict and candidate.errors):
+            self.current = candidate
+        return candidate
+
+    async def evaluate(self, context: Context, *, deadline: float | None = None,
+                       lookups: Mapping[str, LookupFn] | None = None,
+                       explain: bool = False) -> Outcome:
+        return await self.current.evaluate(context, deadline=deadline, lookups=lookups,
+                                           explain=explain)

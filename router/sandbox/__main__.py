@@ -1,0 +1,214 @@
+"""``python -m router.sandbox``: the Asterisk sandbox from a shell.
+
+Subcommands::
+
+    provision            make the cached Debian root with Asterisk (once, as root)
+    start [NAME]         start a detached instance, print its URL (state in
+                         <cache>/instances/NAME.json)
+    stop [NAME] [--all]  stop detached instances (control socket, then signals)
+    status [NAME]        list instances: name, pid, state, URL
+    run [NAME]           start one in the foreground until Ctrl-C
+
+Exit codes: 0 success, 1 a :class:`~router.errors.SandboxError` (the one-line
+reason is printed), 3 ``status`` found a named instance not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from router.errors import SandboxError
+from router.sandbox import Sandbox, asterisk_version, ensure_rootfs, instances_dir
+
+DEFAULT_NAME = "dev"
+
+
+def _cache(args: argparse.Namespace) -> Path | None:
+    cache: Path | None = args.cache
+    return cache
+
+
+def _read_dialplan(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SandboxError(f"cannot read dialplan {path}: {exc.strerror}") from exc
+
+
+def _describe(box: Sandbox) -> str:
+    users = ", ".join(box.users())
+    return (f"sandbox {box.name!r}: {box.url} (AMI TCP port {box.ami_port}, pid {box.pid})\n"
+            f"  users: {users}; secret: {box.secret}\n"
+            f"  log: {box.log_path}")
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    root = ensure_rootfs(_cache(args))
+    print(f"Asterisk {asterisk_version(root)} ready in {root}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    name: str = args.name
+    try:
+        old = Sandbox.attach(name, cache_dir=_cache(args))
+    except SandboxError:
+        old = None
+    if old is not None and old.running:
+        if not args.quiet:
+            print(f"already running\n{_describe(old)}", file=sys.stderr)
+        print(old.url)
+        return 0
+    box = Sandbox.start(
+        name=name,
+        cache_dir=_cache(args),
+        httptimeout=args.httptimeout,
+        secret=args.secret,
+        extra_dialplan=_read_dialplan(args.dialplan),
+    )
+    box.save_state()
+    if not args.quiet:
+        print(_describe(box), file=sys.stderr)
+    print(box.url)
+    return 0
+
+
+def _state_names(cache: Path | None) -> list[str]:
+    folder = instances_dir(cache)
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    names = _state_names(_cache(args)) if args.all else [args.name]
+    for name in names:
+        if not (instances_dir(_cache(args)) / f"{name}.json").exists():
+            print(f"sandbox {name!r}: not started (no state file)")
+            continue
+        box = Sandbox.attach(name, cache_dir=_cache(args))
+        was_running = box.running
+        if args.remove:
+            box.remove()
+        else:
+            box.stop()
+        if box.running:
+            raise SandboxError(f"sandbox {name!r} (pid {box.pid}) did not stop")
+        box.forget_state()
+        print(f"sandbox {name!r}: {'stopped' if was_running else 'was not running'}"
+              + (", instance folder removed" if args.remove else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else _state_names(_cache(args))
+    if not names:
+        print("no sandbox instances")
+        return 0
+    code = 0
+    rows = []
+    for name in names:
+        box = Sandbox.attach(name, cache_dir=_cache(args))
+        if not box.running:
+            code = 3 if args.name else 0
+        rows.append(box.state() | {"running": box.running})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            state = "running" if row["running"] else "stopped"
+            print(f"{row['name']:<16} {state:<8} pid {row['pid']!s:<8} {row['url']}")
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    box = Sandbox.start(
+        name=args.name,
+        cache_dir=_cache(args),
+        httptimeout=args.httptimeout,
+        secret=args.secret,
+        extra_dialplan=_read_dialplan(args.dialplan),
+    )
+    # SIGTERM behaves like Ctrl-C so that `kill` also cleans up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        print(_describe(box), file=sys.stderr)
+        print("press Ctrl-C to stop", file=sys.stderr, flush=True)
+        print(box.url, flush=True)
+        while box.running:
+            time.sleep(0.5)
+        print(f"Asterisk exited:\n{box.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if args.keep:
+            box.stop()
+        else:
+            box.remove()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m router.sandbox",
+        description="A real Asterisk 22 on loopback for tests, the demo and development.",
+    )
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="cache folder (default: $CALLROUTER_SANDBOX_CACHE, "
+                             "/var/cache/callrouter/sandbox as root, else ~/.cache/...)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("provision", help="make the cached Asterisk root (debootstrap, as root)")
+    p.set_defaults(func=cmd_provision)
+
+    def instance_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", nargs="?", default=DEFAULT_NAME,
+                       help=f"instance name (default {DEFAULT_NAME!r})")
+        p.add_argument("--httptimeout", type=int, default=60,
+                       help="manager.conf httptimeout in seconds (default 60)")
+        p.add_argument("--secret", default="callrouter-sandbox",
+                       help="secret of the admin, router and watcher users")
+        p.add_argument("--dialplan", type=Path, default=None,
+                       help="extra extensions.conf text to include")
+
+    p = sub.add_parser("start", help="start a detached instance and print its URL")
+    instance_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the URL")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("stop", help="stop a detached instance")
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p.add_argument("--all", action="store_true", help="stop every instance with a state file")
+    p.add_argument("--remove", action="store_true", help="also delete the instance folder")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("status", help="list instances (exit 3 if NAME is not running)")
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("run", help="run an instance in the foreground until Ctrl-C")
+    instance_options(p)
+    p.add_argument("--keep", action="store_true", help="keep the instance folder (logs) on exit")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SandboxError as exc:
+        print(f"router.sandbox: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Fixtures for tests against the real Asterisk sandbox (:mod:`router.sandbox`).
+
+``sandbox``
+    session-scoped: one Asterisk for the whole run (``pytest-<pid>``), removed
+    at the end. Tests must not stop it or change its configuration for good.
+``scratch_sandbox``
+    function-scoped: a second, private Asterisk with ``httptimeout=12`` for
+    destructive tests (session expiry, restart, kill), removed after the test.
+
+If a sandbox cannot be started, the tests that need it fail with the exact
+reason under CI (``CI`` set) or with ``CALLROUTER_REQUIRE_SANDBOX=1``, and are
+skipped with the reason otherwise. A failed test gets the Asterisk log tail of
+every sandbox it used attached as a report section.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from router.errors import SandboxError
+from router.sandbox import Sandbox
+
+#: manager.conf httptimeout of ``scratch_sandbox``: short, but over 10 s.
+SCRATCH_HTTPTIMEOUT = 12
+
+_scratch_numbers = itertools.count(1)
+
+
+def sandbox_required() -> bool:
+    """True when a missing sandbox must fail the run instead of skipping."""
+    ci = os.environ.get("CI", "").strip().lower()
+    required = os.environ.get("CALLROUTER_REQUIRE_SANDBOX", "").strip()
+    return ci not in ("", "0", "false", "no") or required == "1"
+
+
+def _start_or_give_up(name: str, **options: int) -> Sandbox:
+    try:
+        return Sandbox.start(name=name, **options)
+    except SandboxError as exc:
+        message = f"the Asterisk sandbox could not be started: {exc}"
+        if sandbox_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """One running Asterisk for the session: ``.url``, ``.users()``, ``.cli()``."""
+    box = _start_or_give_up(f"pytest-{os.getpid()}")
+    try:
+        yield box
+    finally:
+        box.remove()
+
+
+@pytest.fixture
+def scratch_sandbox() -> Iterator[Sandbox]:
+    """A private Asterisk (``httptimeout=12``) that a test may restart or kill."""
+    box = _start_or_give_up(f"pytest-{os.getpid()}-scratch{next(_scratch_numbers)}",
+                            httptimeout=SCRATCH_HTTPTIMEOUT)
+    try:
+        yield box
+    finally:
+        box.remove()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach Asterisk's log tail to a failed test's report, one section per sandbox."""
+    report = yield
+    if not report.failed:
+        return report
+    funcargs = getattr(item, "funcargs", {})
+    for name, value in funcargs.items():
+        if isinstance(value, Sandbox):
+            try:
+                tail = value.log_tail(60)
+            except OSError as exc:  # pragma: no cover - the log went away
+                tail = f"(could not read the log: {exc})"
+            report.sections.append((f"Asterisk log of {name} ({value.name}, {call.when})", tail))
+    return report

@@ -1,0 +1,282 @@
+"""The engine routing live calls on the sandbox Asterisk, with the shipped dialplan.
+
+Calls are Local channels originated into ``[callrouter-inbound]`` exactly as
+``examples/asterisk/extensions.conf`` defines it; where each call lands is
+observed as its ``Newexten`` (see :mod:`router.sandbox.calls`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.rules.registry import Registry
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REPO = Path(__file__).parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "engine"
+TEST_CONTEXTS = """
+; test destinations: a call that lands here just waits
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+class SlowCRM:
+    """A lookup slower than any deadline."""
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def slow_crm(number: str) -> dict[str, Any]:
+            """Never answers in time."""
+            await asyncio.sleep(30)
+            return {"found": True}
+
+        registry.add_lookup("slow_crm", slow_crm)
+
+
+class Exploding:
+    """Raises in every hook it can implement."""
+
+    __name__ = "exploding"
+
+    def _boom(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("exploding plugin")
+
+    @hookimpl
+    def callrouter_configure(self, config: Config) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_startup(self, engine: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_event(self, event: object, call: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_call_start(self, call: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_prefetch(self, call: object) -> None:
+        self._boom()
+
+    @hookimpl
+    async def callrouter_decision(self, call: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_call_end(self, call: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: object) -> None:
+        self._boom()
+
+    @hookimpl
+    def callrouter_shutdown(self, engine: object) -> None:
+        self._boom()
+
+
+def routing_dialplan() -> str:
+    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+
+
+def make_config(box: Sandbox, tmp: Path, *, shadow: bool = False) -> Config:
+    path = tmp / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{FIXTURES / "rules"}"]\nstate_dir = "{tmp / "state"}"\n'
+        f"shadow = {'true' if shadow else 'false'}\n"
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def routing_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+    sandbox.set_dialplan(routing_dialplan())
+    yield sandbox
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(routing_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory,
+                 ) -> AsyncIterator[Engine]:
+    config = make_config(routing_sandbox, tmp_path_factory.mktemp("engine"))
+    plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
+    eng = Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
+    await eng.start()
+    task = asyncio.ensure_future(eng.serve())
+    await asyncio.wait_for(eng.ready.wait(), 10)
+    yield eng
+    eng.request_stop()
+    await asyncio.wait_for(task, 30)
+    await eng.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def placer(routing_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(url=routing_sandbox.url, username="admin",
+                              secret=routing_sandbox.secret)
+    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+        yield p
+
+
+# (caller, DID, expected destination)
+ROUTING_TABLE: list[tuple[str, str, str]] = [
+    ("79161234567", "74950000001", "callrouter-dial,101"),
+    ("+79161234568", "74950000001", "callrouter-dial,102"),
+    ("89161234569", "74950000001", "callrouter-dial,103"),
+    ("74957654321", "74950000002", "callrouter-dial,104"),
+    ("9031112233", "74950000001", "callrouter-dial,105"),
+    ("79990000000", "74950000001", "hangup"),
+    ("74951112233", "74950000002", "hangup"),
+    ("201", "74950000001", "test-queue,internal"),
+    ("79160000000", "74950000001", "test-queue,sales"),
+    ("79160000001", "74950000002", "test-queue,support"),
+]
+
+
+def expand_table(count: int) -> list[tuple[str, str, str]]:
+    """``count`` calls cycling through the table, unknown numbers made unique."""
+    calls = []
+    for i in range(count):
+        caller, did, expected = ROUTING_TABLE[i % len(ROUTING_TABLE)]
+        if caller.startswith("7916000000"):
+            caller = f"791600{i:05d}"
+        calls.append((caller, did, expected))
+    return calls
+
+
+def assert_routed(calls: list[tuple[PlacedCall, str]]) -> None:
+    wrong = [(c.caller, c.did, c.destination, want) for c, want in calls
+             if c.destination != want]
+    assert not wrong, f"misrouted (caller, did, got, expected): {wrong}"
+
+
+async def test_fifty_calls_each_reach_their_destination(engine: Engine,
+                                                        placer: CallPlacer) -> None:
+    placed: list[tuple[PlacedCall, str]] = []
+    for caller, did, expected in expand_table(50):
+        call = await placer.place(did, caller)
+        await placer.wait_all([call], timeout=10)
+        placed.append((call, expected))
+    assert_routed(placed)
+    await engine.wait_idle()
+    records = {r.channel: r for r in engine.records}
+    for call, _ in placed:
+        record = records[call.channel]
+        assert record.outcome == "executed", (call.caller, record.to_dict())
+    redirected = [c for c, want in placed if want != "hangup"]
+    assert all(engine.executor.redirects.get(c.channel) == 1 for c in redirected)
+    # Cyrillic from the directory reached the channel (Setvar), read back from events.
+    owner = next(c for c, want in placed if want == "callrouter-dial,101")
+    assert owner.variables.get("CRM_MANAGER") == "Пётр Петров"
+
+
+async def test_twenty_calls_at_once(engine: Engine, placer: CallPlacer) -> None:
+    table = expand_table(20)
+    calls = await asyncio.gather(*(placer.place(did, caller) for caller, did, _ in table))
+    await placer.wait_all(calls, timeout=20)
+    assert_routed(list(zip(calls, [want for *_, want in table], strict=True)))
+    latencies = sorted(c.latency_ms for c in calls if c.latency_ms is not None)
+    assert latencies, "no latency measured"
+    assert latencies[len(latencies) // 2] < 2000  # a generous bound: well inside the wait
+
+
+async def test_no_matching_rule_falls_through_to_default_route(engine: Engine,
+                                                              placer: CallPlacer) -> None:
+    call = await placer.place("74950000007", "79160009999", wait=2)
+    await placer.wait_all([call], timeout=15)
+    assert call.destination == "callrouter-default,74950000007"
+    await engine.wait_idle()
+    record = next(r for r in engine.records if r.channel == call.channel)
+    assert record.outcome == "fell-through"
+    assert record.actions == []
+
+
+async def test_lookup_slower_than_deadline_means_no_action(engine: Engine,
+                                                           placer: CallPlacer) -> None:
+    call = await placer.place("74950000009", "79160008888", wait=2)
+    await placer.wait_all([call], timeout=15)
+    assert call.destination == "callrouter-default,74950000009"
+    await engine.wait_idle()
+    record = next(r for r in engine.records if r.channel == call.channel)
+    assert record.outcome == "late"
+    assert record.actions == []
+    assert engine.executor.redirects.get(call.channel) is None
+
+
+async def test_exploding_plugin_is_logged_once_per_call(engine: Engine, placer: CallPlacer,
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    caplog.set_level(logging.ERROR, logger="router.plugins")
+    call = await placer.place("74950000001", "79161234567")
+    await placer.wait_all([call], timeout=10)
+    assert call.destination == "callrouter-dial,101"
+    await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
+    await asyncio.sleep(0.5)
+    await engine.wait_idle()
+    linkedid = next(r.linkedid for r in engine.records if r.channel == call.channel)
+    about_call = [r for r in caplog.records
+                  if "'exploding'" in r.getMessage() and linkedid in r.getMessage()]
+    assert len(about_call) == 1, [r.getMessage() for r in about_call]
+
+
+async def test_tracker_empties_when_calls_hang_up(engine: Engine, placer: CallPlacer) -> None:
+    await placer.hangup_all()
+    for _ in range(50):
+        if not [c for c in engine.tracker if c.caller_number]:
+            break
+        await asyncio.sleep(0.1)
+    leftover = [c.to_dict() for c in engine.tracker]
+    assert leftover == []
+
+
+async def test_shadow_mode_sends_no_action(routing_sandbox: Sandbox, placer: CallPlacer,
+                                           engine: Engine, tmp_path: Path) -> None:
+    engine.request_stop()  # one router at a time on this Asterisk
+    await asyncio.sleep(0.5)
+    config = make_config(routing_sandbox, tmp_path, shadow=True)
+    shadow = Engine(config, options=EngineOptions(watch_interval=0))
+    await shadow.start()
+    task = asyncio.ensure_future(shadow.serve())
+    try:
+        call = await placer.place("74950000001", "79161234567", wait=2)
+        await placer.wait_all([call], timeout=15)
+        assert call.destination == "callrouter-default,74950000001"
+        await shadow.wait_idle()
+        record = next(r for r in shadow.records if r.channel == call.channel)
+        assert record.outcome == "shadow"
+        assert record.rules == ("owner",)
+        assert shadow.executor.redirects == {}
+        assert "CRM_MANAGER" not in call.variables
+    finally:
+        shadow.request_stop()
+        await task
+        await shadow.stop()
+
+
+async def test_router_down_calls_take_default_route(placer: CallPlacer) -> None:
+    """Runs after the engine stopped (shadow test): the dialplan alone fails open."""
+    calls = [await placer.place("74950000001", "79161234567", wait=1) for _ in range(3)]
+    await placer.wait_all(calls, timeout=15)
+    assert [c.destination for c in calls] == ["callrouter-default,74950000001"] * 3

@@ -1,0 +1,82 @@
+"""The sandbox is a real Asterisk that answers AJAM, with least-privilege users."""
+
+from __future__ import annotations
+
+import httpx
+
+from router.sandbox import Sandbox
+
+
+def rawman(client: httpx.Client, url: str, **params: str) -> str:
+    response = client.post(f"{url}/rawman", data=params)
+    assert response.status_code == 200
+    return response.text
+
+
+def login(client: httpx.Client, box: Sandbox, user: str) -> None:
+    text = rawman(client, box.url, action="Login", username=user, secret=box.users()[user])
+    assert "Response: Success" in text, text
+    assert "mansession_id" in client.cookies
+
+
+def test_admin_pings_over_ajam(sandbox: Sandbox) -> None:
+    with httpx.Client(timeout=10) as client:
+        login(client, sandbox, "admin")
+        text = rawman(client, sandbox.url, action="Ping", ActionID="ping-1")
+        assert "Response: Success" in text
+        assert "Ping: Pong" in text
+        assert "ActionID: ping-1" in text
+        rawman(client, sandbox.url, action="Logoff")
+
+
+def test_wrong_secret_is_refused(sandbox: Sandbox) -> None:
+    with httpx.Client(timeout=10) as client:
+        text = rawman(client, sandbox.url, action="Login", username="admin", secret="wrong")
+        assert "Response: Error" in text
+        assert "Authentication failed" in text
+
+
+def test_watcher_may_not_originate(sandbox: Sandbox) -> None:
+    with httpx.Client(timeout=10) as client:
+        login(client, sandbox, "watcher")
+        text = rawman(client, sandbox.url, action="Originate", Channel="Local/100@default",
+                      Application="Wait", Data="1", Async="true")
+        assert "Response: Error" in text
+        assert "Message: Permission denied" in text
+
+
+def test_second_sandbox_runs_alongside(sandbox: Sandbox, scratch_sandbox: Sandbox) -> None:
+    assert scratch_sandbox.running
+    assert sandbox.running
+    assert {scratch_sandbox.http_port, scratch_sandbox.ami_port}.isdisjoint(
+        {sandbox.http_port, sandbox.ami_port})
+    assert scratch_sandbox.inst != sandbox.inst
+    assert "httptimeout = 12" in (scratch_sandbox.inst / "etc" / "manager.conf").read_text()
+    for box in (sandbox, scratch_sandbox):
+        with httpx.Client(timeout=10) as client:
+            login(client, box, "admin")
+            assert "Response: Success" in rawman(client, box.url, action="Ping")
+
+
+def test_sandbox_can_be_restarted(scratch_sandbox: Sandbox) -> None:
+    old_pid = scratch_sandbox.pid
+    scratch_sandbox.restart()
+    assert scratch_sandbox.running
+    assert scratch_sandbox.pid != old_pid
+    with httpx.Client(timeout=10) as client:
+        login(client, scratch_sandbox, "admin")
+        assert "Response: Success" in rawman(client, scratch_sandbox.url, action="Ping")
+
+
+def test_detached_instance_can_be_attached(scratch_sandbox: Sandbox) -> None:
+    scratch_sandbox.save_state()
+    try:
+        again = Sandbox.attach(scratch_sandbox.name, cache_dir=scratch_sandbox.root.parent)
+        assert again.url == scratch_sandbox.url
+        assert again.running
+        assert "Asterisk" in again.cli("core show version")
+        again.stop()
+        assert not again.running
+        assert not scratch_sandbox.running
+    finally:
+        scratch_sandbox.forget_state()

@@ -1,0 +1,354 @@
+"""router.toml -> Config: every error names the file and the key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from router.config import Config, load_config
+from router.errors import ConfigError
+
+MINIMAL = """
+[asterisk]
+url = "http://127.0.0.1:8088/asterisk"
+username = "router"
+secret = "s3cret"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "router.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str, *, env: dict[str, str] | None = None,
+         **overrides: object) -> Config:
+    path = write(tmp_path, text)
+    return load_config(path, overrides={k.replace("__", "."): v for k, v in overrides.items()},
+                       environ=env or {})
+
+
+def error_of(tmp_path: Path, text: str, *, env: dict[str, str] | None = None,
+             **overrides: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env=env, **overrides)
+    return str(info.value)
+
+
+# -- the happy path ------------------------------------------------------------
+
+
+def test_minimal_file_gives_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL)
+    ast = cfg.asterisk
+    assert ast.url == "http://127.0.0.1:8088/asterisk"
+    assert (ast.scheme, ast.host, ast.port, ast.prefix) == ("http", "127.0.0.1", 8088, "/asterisk")
+    assert ast.username == "router"
+    assert ast.secret == "s3cret"
+    assert ast.secret_source.endswith("router.toml")
+    assert (ast.auth, ast.format, ast.verify) == ("cookie", "rawman", True)
+    assert (ast.connect_timeout, ast.request_timeout, ast.waitevent_timeout) == (5.0, 10.0, 20.0)
+    assert ast.endpoint == "http://127.0.0.1:8088/asterisk/rawman"
+    assert cfg.router.rules == (tmp_path / "rules",)
+    assert cfg.router.state_dir == tmp_path / "state"
+    assert cfg.router.log_format == "text"
+    assert cfg.router.shadow is False
+    assert cfg.plugins.enabled == cfg.plugins.disabled == ()
+    assert cfg.plugins.is_enabled("onec")
+    assert cfg.path == tmp_path / "router.toml"
+
+
+def test_secret_is_not_in_repr(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL)
+    assert "s3cret" not in repr(cfg)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL)
+    with pytest.raises(AttributeError):
+        cfg.asterisk.url = "http://elsewhere"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.plugins.settings["x"] = {}  # type: ignore[index]
+
+
+def test_full_file(tmp_path: Path) -> None:
+    ca = write(tmp_path, "CA", "ca.pem")
+    write(tmp_path, "CERT", "client.pem")
+    write(tmp_path, "KEY", "client.key")
+    cfg = load(tmp_path, f"""
+[asterisk]
+url = "https://pbx.example:8089/"
+username = "router"
+secret_env = "PBX_SECRET"
+auth = "digest"
+format = "mxml"
+verify = "{ca}"
+client_cert = "client.pem"
+client_key = "client.key"
+connect_timeout = 2
+request_timeout = 7.5
+waitevent_timeout = 30
+
+[router]
+rules = ["rules", "/etc/callrouter/rules.d"]
+state_dir = "/var/lib/callrouter"
+log_format = "json"
+shadow = true
+
+[plugins]
+enabled = ["onec", "worktime"]
+disabled = ["lists"]
+
+[plugins.onec]
+url = "http://1c.example/hs/callrouter"
+timeout = 1.5
+[plugins.onec.cache]
+ttl = 60
+""", env={"PBX_SECRET": "from-env"})
+    ast = cfg.asterisk
+    assert ast.url == "https://pbx.example:8089"
+    assert (ast.port, ast.prefix) == (8089, "")
+    assert ast.endpoint == "https://pbx.example:8089/amxml"
+    assert (ast.secret, ast.secret_source) == ("from-env", "env:PBX_SECRET")
+    assert ast.verify == ca
+    assert ast.client_cert == tmp_path / "client.pem"
+    assert ast.client_key == tmp_path / "client.key"
+    assert (ast.connect_timeout, ast.request_timeout, ast.waitevent_timeout) == (2.0, 7.5, 30.0)
+    assert cfg.router.rules == (tmp_path / "rules", Path("/etc/callrouter/rules.d"))
+    assert cfg.router.state_dir == Path("/var/lib/callrouter")
+    assert cfg.router.log_format == "json"
+    assert cfg.router.shadow is True
+    assert cfg.plugins.enabled == ("onec", "worktime")
+    assert not cfg.plugins.is_enabled("lists")
+    assert not cfg.plugins.is_enabled("other")
+    onec = cfg.plugins.for_plugin("onec")
+    assert onec["url"] == "http://1c.example/hs/callrouter"
+    assert onec["cache"] == {"ttl": 60}
+    assert cfg.plugins.for_plugin("missing") == {}
+
+
+def test_https_default_port(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL.replace("http://127.0.0.1:8088", "https://pbx"))
+    assert cfg.asterisk.port == 443
+
+
+def test_verify_false(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL.replace("http://", "https://") + "verify = false\n")
+    assert cfg.asterisk.verify is False
+
+
+def test_rules_may_be_one_string(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL + '[router]\nrules = "my-rules"\n')
+    assert cfg.router.rules == (tmp_path / "my-rules",)
+
+
+def test_state_dir_from_systemd(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL, env={"STATE_DIRECTORY": "/var/lib/callrouter"})
+    assert cfg.router.state_dir == Path("/var/lib/callrouter")
+
+
+# -- secrets -------------------------------------------------------------------
+
+
+def test_secret_and_secret_env_together_is_an_error(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL + 'secret_env = "X"\n', env={"X": "y"})
+    assert msg == f"{tmp_path / 'router.toml'}: [asterisk] secret: " \
+                  "give either secret or secret_env, not both"
+
+
+def test_secret_env_unset(tmp_path: Path) -> None:
+    text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "PBX_SECRET"')
+    msg = error_of(tmp_path, text)
+    assert msg.endswith(
+        "[asterisk] secret_env: environment variable PBX_SECRET is not set or empty")
+
+
+def test_no_secret_anywhere(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL.replace('secret = "s3cret"', ""))
+    assert "[asterisk] secret: required" in msg
+    assert "CALLROUTER_SECRET" in msg
+
+
+def test_callrouter_secret_is_the_fallback(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL.replace('secret = "s3cret"', ""),
+               env={"CALLROUTER_SECRET": "fallback"})
+    assert (cfg.asterisk.secret, cfg.asterisk.secret_source) == ("fallback",
+                                                                 "env:CALLROUTER_SECRET")
+
+
+def test_file_secret_beats_fallback(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL, env={"CALLROUTER_SECRET": "fallback"})
+    assert cfg.asterisk.secret == "s3cret"
+
+
+def test_command_line_secret_beats_secret_env(tmp_path: Path) -> None:
+    text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "UNSET"')
+    cfg = load(tmp_path, text, asterisk__secret="flag")
+    assert (cfg.asterisk.secret, cfg.asterisk.secret_source) == ("flag", "command line")
+
+
+# -- overrides and a missing file ----------------------------------------------
+
+
+def test_overrides_win(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL, asterisk__url="http://10.0.0.5:8088/ast",
+               asterisk__username="other", router__shadow=True, asterisk__format=None)
+    assert cfg.asterisk.url == "http://10.0.0.5:8088/ast"
+    assert cfg.asterisk.username == "other"
+    assert cfg.router.shadow is True
+    assert cfg.asterisk.format == "rawman"  # None means "flag not given"
+
+
+def test_missing_file_with_overrides(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path / "absent.toml", environ={"CALLROUTER_SECRET": "x"}, overrides={
+        "asterisk.url": "http://127.0.0.1:8088/asterisk", "asterisk.username": "router"})
+    assert cfg.path is None
+    assert cfg.asterisk.secret == "x"
+
+
+def test_missing_file_without_overrides(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"absent\.toml: no such file"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_no_path_at_all(tmp_path: Path) -> None:
+    cfg = load_config(None, environ={}, overrides={
+        "asterisk.url": "http://127.0.0.1:1/asterisk", "asterisk.username": "u",
+        "asterisk.secret": "s"})
+    assert cfg.path is None
+    assert cfg.router.rules == (Path.cwd() / "rules",)
+
+
+def test_bad_override_is_named(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL, asterisk__url="ftp://x")
+    assert msg == "command line: [asterisk] url: expected http:// or https://, got 'ftp://x'"
+
+
+def test_bad_override_key(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL, nosuch=1)
+    assert "override 'nosuch'" in msg
+
+
+def test_default_path_is_router_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, MINIMAL)
+    assert load_config(environ={}).path == Path("router.toml")
+
+
+def test_default_environ_is_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(os.environ, "CALLROUTER_SECRET", "from-os")
+    cfg = load_config(write(tmp_path, MINIMAL.replace('secret = "s3cret"', "")))
+    assert cfg.asterisk.secret == "from-os"
+
+
+# -- errors name the file and the key --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('url = "ftp://x"', "[asterisk] url: expected http:// or https://, got 'ftp://x'"),
+        ('url = "http://"', "[asterisk] url: no host in 'http://'"),
+        ('url = "http://h:99999/a"', "[asterisk] url: bad port in 'http://h:99999/a'"),
+        ('url = "http://u:p@h/a"', "[asterisk] url: put no credentials in the URL"),
+        ('url = "http://h/a?x=1"', "[asterisk] url: expected no query or fragment"),
+        ('url = "http://h:8088/asterisk/rawman"',
+         "[asterisk] url: give the http.conf prefix, not the endpoint: drop '/rawman' "
+         "(e.g. 'http://h:8088/asterisk')"),
+        ("url = 8088", "[asterisk] url: expected a string, got integer 8088"),
+        ('username = ""', "[asterisk] username: must not be empty"),
+        ('auth = "basic"', "[asterisk] auth: expected 'cookie' or 'digest', got 'basic'"),
+        ('format = "json"', "[asterisk] format: expected 'rawman' or 'mxml', got 'json'"),
+        ("verify = 1", "[asterisk] verify: expected true, false or a CA file path, got integer 1"),
+        ("connect_timeout = 0", "[asterisk] connect_timeout: expected more than 0"),
+        ("request_timeout = true",
+         "[asterisk] request_timeout: expected a number of seconds, got boolean true"),
+        ('waitevent_timeout = "20"',
+         "[asterisk] waitevent_timeout: expected a number of seconds, got string '20'"),
+        ("usrname = 'x'", "[asterisk] usrname: unknown key; did you mean 'username'?"),
+        ("secert = 'x'", "[asterisk] secert: unknown key; did you mean 'secret'?"),
+    ],
+)
+def test_asterisk_errors(tmp_path: Path, line: str, expected: str) -> None:
+    key = line.split("=")[0].strip()
+    lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith(f"{key} ")]
+    msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
+    assert msg.startswith(f"{tmp_path / 'router.toml'}: {expected}"), msg
+
+
+def test_missing_username(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL.replace('username = "router"', ""))
+    assert msg.endswith("[asterisk] username: required")
+
+
+def test_missing_asterisk_section(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, "[router]\nshadow = true\n")
+    assert msg.endswith("[asterisk] url: required")
+
+
+def test_missing_ca_file(tmp_path: Path) -> None:
+    text = MINIMAL.replace("http://", "https://") + 'verify = "nope.pem"\n'
+    msg = error_of(tmp_path, text)
+    assert "[asterisk] verify: no such file:" in msg
+    assert "nope.pem" in msg
+
+
+def test_tls_options_need_https(tmp_path: Path) -> None:
+    write(tmp_path, "CERT", "c.pem")
+    msg = error_of(tmp_path, MINIMAL + 'client_cert = "c.pem"\n')
+    assert "[asterisk] client_cert: TLS options need an https:// url" in msg
+
+
+def test_client_key_needs_cert(tmp_path: Path) -> None:
+    write(tmp_path, "KEY", "k.pem")
+    msg = error_of(tmp_path, MINIMAL.replace("http://", "https://") + 'client_key = "k.pem"\n')
+    assert "[asterisk] client_key: needs client_cert too" in msg
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('[router]\nlog_format = "xml"', "[router] log_format: expected 'text' or 'json'"),
+        ('[router]\nshadow = "yes"', "[router] shadow: expected true or false, got string 'yes'"),
+        ("[router]\nrules = [1]", "[router] rules: expected a list of strings, got list [1]"),
+        ("[router]\nrules = []", "[router] rules: expected at least one rules path"),
+        ("[router]\nrule = []", "[router] rule: unknown key; did you mean 'rules'?"),
+        ("[plugins]\nenable = ['a']", "[plugins] enable: unknown key; did you mean 'enabled'?"),
+        ("[plugins]\nenabled = ['a']\ndisabled = ['a']",
+         "[plugins] disabled: a also listed in enabled"),
+        ("[plugin.onec]\nurl = 'x'", "[plugin]: unknown section; did you mean 'plugins'?"),
+        ('asterisk = "x"', "asterisk: expected a [asterisk] table, got string 'x'"),
+    ],
+)
+def test_section_errors(tmp_path: Path, section: str, expected: str) -> None:
+    text = MINIMAL + section + "\n" if section.startswith("[") else section + "\n"
+    msg = error_of(tmp_path, text)
+    assert msg.startswith(f"{tmp_path / 'router.toml'}: {expected}"), msg
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, "[asterisk\nurl=")
+    assert msg.startswith(f"{tmp_path / 'router.toml'}: not valid TOML:")
+    assert "line 1" in msg
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_bytes(b'[asterisk]\nurl = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, environ={})
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path, environ={})
+
+
+def test_example_config_loads() -> None:
+    example = Path(__file__).parents[2] / "examples" / "router.toml"
+    cfg = load_config(example, environ={"CALLROUTER_SECRET": "x"})
+    assert cfg.asterisk.username == "router"
+    assert cfg.asterisk.secret_source == "env:CALLROUTER_SECRET"
