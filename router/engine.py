@@ -99,6 +99,7 @@ class RouteRecord:
     """One routing decision, as logged: the line an operator reads."""
 
     channel: str
+    uniqueid: str
     linkedid: str
     caller: str
     did: str
@@ -112,7 +113,8 @@ class RouteRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": "decision", "channel": self.channel, "call": self.linkedid,
+            "event": "decision", "channel": self.channel, "uniqueid": self.uniqueid,
+            "call": self.linkedid,
             "caller": self.caller, "did": self.did, "rule": self.rules[0] if self.rules else None,
             "rules": list(self.rules), "outcome": self.outcome,
             "actions": [a.to_dict() for a in self.actions], "lookups": self.lookups,
@@ -150,6 +152,7 @@ class Engine:
         self._routed: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
+        self._stopped = False
         self._stopping = asyncio.Event()
         self._rule_mtimes: dict[Path, float] = {}
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -220,6 +223,8 @@ class Engine:
         """Consume events until :meth:`request_stop`."""
         assert self._stream is not None, "call start() first"
         self.ready.set()
+        log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url,
+                 self.shadow)
         iterator = self._stream.__aiter__()
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -258,6 +263,9 @@ class Engine:
 
     async def stop(self) -> None:
         """Finish in-flight decisions (bounded), stop plugins and timers, log off."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._accepting = False
         self._stopping.set()
         if self._tasks:
@@ -269,6 +277,7 @@ class Engine:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         await self._client.aclose()
+        log.info("stopped: logged off from Asterisk")
 
     # -- rules -------------------------------------------------------------------------
 
@@ -370,9 +379,12 @@ class Engine:
     def accept_request(self, event: Event, call: Call | None) -> bool:
         """Start routing a request unless it was routed already or we are stopping."""
         channel = event.get("Channel") or ""
-        if not channel or not self._accepting or channel in self._routed:
+        # Channel names restart from 00000000 when Asterisk restarts; Uniqueid
+        # (system name + start time + sequence) does not.
+        key = event.get("Uniqueid") or channel
+        if not channel or not self._accepting or key in self._routed:
             return False
-        self._routed[channel] = None
+        self._routed[key] = None
         if len(self._routed) > _ROUTED_MEMORY:
             self._routed.popitem(last=False)
         received = time.monotonic()
@@ -431,7 +443,8 @@ class Engine:
             total_ms = (time.monotonic() - received) * 1000
         trace = outcome.trace if outcome is not None else None
         record = RouteRecord(
-            channel=channel, linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
+            channel=channel, uniqueid=event.get("Uniqueid") or "",
+            linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
             caller=context.caller.number if context.caller else raw_caller, did=did,
             rules=outcome.decision.rules if outcome else (), outcome=status, actions=results,
             lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
@@ -483,8 +496,9 @@ class Engine:
         submitted = 0
         for item in listing.items:
             channel = item.get("Channel") or ""
+            key = item.get("Uniqueid") or channel
             if (item.get("Context") != self.options.inbound_context
-                    or channel in self._routed or item.get("Application") != "Wait"):
+                    or key in self._routed or item.get("Application") != "Wait"):
                 continue
             deadline_epoch = await self._getvar(channel, "CALLROUTER_DEADLINE")
             remaining = _float(deadline_epoch, 0.0) - time.time()

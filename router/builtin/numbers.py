@@ -9,6 +9,7 @@ trunk prefix 8, international prefix 810); another country passes its own
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -30,6 +31,10 @@ class NumberPlan:
 
 DEFAULT_PLAN = NumberPlan()
 
+# An extension written after the number ("доб. 12", "ext 12", "x12", "#12",
+# ",12") is not part of it: without this cut its digits would be glued on.
+_EXTENSION = re.compile(r"(?:доб|ext|(?<![a-zа-яё])x|#|,)", re.IGNORECASE)
+
 
 def digits(text: object) -> str:
     """Only the digits: what is left of a number once people stop formatting it."""
@@ -39,6 +44,9 @@ def digits(text: object) -> str:
 def normalize(number: object, plan: NumberPlan = DEFAULT_PLAN) -> str:
     """Full international digits without ``+``; internal numbers stay as they are."""
     raw = "" if number is None else str(number).strip()
+    marker = _EXTENSION.search(raw)
+    if marker is not None:
+        raw = raw[: marker.start()].strip()
     only = digits(raw)
     if not only or len(only) <= plan.internal_max_length or raw.startswith("+"):
         return only

@@ -46,6 +46,9 @@ class PlacedCall:
     cause: str | None = None
     #: Channel variables seen set on the inbound channel (VarSet).
     variables: dict[str, str] = field(default_factory=dict)
+    #: Times the call entered its landing context at priority 1: a second
+    #: Redirect to the same place would make this 2.
+    landings: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -147,13 +150,15 @@ class CallPlacer:
             call.requested_at = _stamp(event)
         elif name == "VarSet":
             call.variables[event.get("Variable") or ""] = event.get("Value") or ""
-        elif name == "Newexten" and call.context is None:
+        elif name == "Newexten":
             context = event.get("Context") or ""
-            if context != self.inbound and context not in self.ignore:
+            if call.context is None and context != self.inbound and context not in self.ignore:
                 call.context = context
                 call.exten = event.get("Exten")
                 call.landed_at = _stamp(event)
                 call.done.set()
+            if context == call.context and event.get("Priority") == "1":
+                call.landings += 1
         elif name == "Hangup":
             call.hung_up = True
             call.cause = event.get("Cause")

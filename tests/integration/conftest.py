@@ -37,9 +37,9 @@ def sandbox_required() -> bool:
     return ci not in ("", "0", "false", "no") or required == "1"
 
 
-def _start_or_give_up(name: str, **options: int) -> Sandbox:
+def _start_or_give_up(name: str, *, httptimeout: int = 60) -> Sandbox:
     try:
-        return Sandbox.start(name=name, **options)
+        return Sandbox.start(name=name, httptimeout=httptimeout)
     except SandboxError as exc:
         message = f"the Asterisk sandbox could not be started: {exc}"
         if sandbox_required():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,9 @@ def make_config(box: Sandbox, tmp: Path, *, shadow: bool = False) -> Config:
 
 
 @pytest.fixture(scope="module")
-def routing_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+def routing_sandbox(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(routing_dialplan())
-    yield sandbox
+    return sandbox
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

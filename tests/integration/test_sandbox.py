@@ -73,7 +73,7 @@ def test_detached_instance_can_be_attached(scratch_sandbox: Sandbox) -> None:
     try:
         again = Sandbox.attach(scratch_sandbox.name, cache_dir=scratch_sandbox.root.parent)
         assert again.url == scratch_sandbox.url
-        assert again.running
+        assert again.pid == scratch_sandbox.pid
         assert "Asterisk" in again.cli("core show version")
         again.stop()
         assert not again.running

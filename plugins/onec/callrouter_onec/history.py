@@ -233,6 +233,22 @@ class HistoryQueue:
         cutoff = self._clock() - max_age
         return [e for e in self.pending(limit=-1) if e.created <= cutoff]
 
+    def frequent_callers(self, limit: int = 100, since: float | None = None) -> list[str]:
+        """The numbers that rang most often (``ringing`` events), most frequent first.
+
+        What the warm-up job refreshes before the working day: the history we
+        already keep for 1C doubles as the list of callers worth caching. Only
+        the retained rows count (``retention``, a week by default).
+        """
+        cutoff = self._clock() - self.retention if since is None else since
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT json_extract(payload, '$.from') AS number, count(*) AS calls "
+                "FROM events WHERE event = 'ringing' AND created >= ? AND number IS NOT NULL "
+                "AND number != '' GROUP BY number ORDER BY calls DESC, max(id) DESC LIMIT ?",
+                (cutoff, limit)).fetchall()
+        return [str(row[0]) for row in rows]
+
     def prune(self) -> int:
         """Forget delivered and dropped rows older than ``retention``."""
         with self._lock:
@@ -266,6 +282,7 @@ class HistorySender:
         self.idle_poll = idle_poll
         self._post = post
         self._wake = asyncio.Event()
+        self._retry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
 
@@ -275,6 +292,14 @@ class HistorySender:
         if added:
             self._wake.set()
         return added
+
+    def retry_now(self) -> None:
+        """Cut a backoff short: something (a successful ping) says 1C is back.
+
+        New events only wake an idle sender; they do not end a backoff, or a
+        busy PBX would hammer a dead 1C with one retry per call.
+        """
+        self._retry.set()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -309,7 +334,10 @@ class HistorySender:
                 self.failures = 0
                 continue
             self.failures += 1
-            await asyncio.sleep(min(self.base_delay * 2 ** (self.failures - 1), self.max_delay))
+            self._retry.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry.wait(), min(
+                    self.base_delay * 2 ** (self.failures - 1), self.max_delay))
 
     async def send_batch(self, rows: list[QueuedEvent]) -> bool:
         """Send in order; stop at the first "1C unavailable" and report ``False``."""

@@ -1,21 +1,784 @@
-"""The ``onec`` entry point of the ``callrouter`` group.
+"""The ``onec`` entry point of the ``callrouter`` group: the hooks that wire 1C in.
 
-callrouter loads this module by its entry point and registers it with its
-plugin manager. The hook implementations (the ``onec.responsible(number)``
-lookup, prefetch at ``Newchannel``, the ``notify`` target for call events)
-are written against the engine's hook specifications, which do not exist
-yet, so this module deliberately registers nothing: loading it is harmless.
+callrouter loads this module by its entry point (``onec``) and registers it
+with its plugin manager; the module-level hook functions below delegate to
+one :class:`OneCPlugin`, so the module is the plugin, as callrouter's
+built-ins are, while tests can register fresh :class:`OneCPlugin` instances.
 
-What the hooks will wire together is already here and tested on its own:
-:class:`callrouter_onec.client.OneCClient` (the HTTP contract),
-:class:`callrouter_onec.cache.ResponsibleCache` (the lookup on a latency
-budget), :class:`callrouter_onec.history.HistoryQueue` and
-:class:`callrouter_onec.history.HistorySender` (call history into 1C).
+What each hook does, in life-cycle order:
+
+* ``callrouter_configure`` reads ``[plugins.onec]`` (:func:`parse_settings`).
+  Without that table the plugin stays inert: it still registers its names,
+  so rules that use them validate, and the lookup answers "onec not
+  configured" in the trace (the rule then takes its fallback).
+* ``callrouter_register`` adds the lookup ``onec.responsible(number)`` and
+  the notify target ``onec``.
+* ``callrouter_startup`` opens the HTTP client, the cache and the history
+  queue (SQLite in the state directory), starts the history sender and adds
+  the scheduler jobs: a ping (health, session-pool warmth, and the signal
+  that ends a history backoff early) and the optional warm-up of frequent
+  callers.
+* ``callrouter_prefetch`` starts the 1C request when the call enters the
+  inbound context, so the rule finds it in flight or done.
+* ``callrouter_call_start``, ``callrouter_event``, ``callrouter_decision``
+  and ``callrouter_call_end`` fold the call into 1C's call history:
+  ``ringing``, ``answered``, ``transferred``, then ``hangup`` or ``missed``.
+* ``callrouter_notify`` posts an event a rule asks for (``notify: {plugin:
+  onec, event: missed}``).
+* ``callrouter_shutdown`` drains the history queue (bounded) and closes.
+
+No hook raises into the engine for 1C's sake: history is best effort on the
+call path and durable off it, and the lookup's only exceptions are
+:class:`router.errors.LookupUnavailable` subclasses, which the rule engine
+records as the lookup's error.
 """
 
 from __future__ import annotations
 
-__all__ = ["NAME"]
+import asyncio
+import logging
+import os
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-#: The plugin's name in rules (``onec.responsible``) and in callrouter's logs.
+from callrouter_onec.cache import ResponsibleCache
+from callrouter_onec.client import OneCClient, OneCSettings
+from callrouter_onec.errors import OneCError, OneCUnavailable
+from callrouter_onec.history import (
+    EVENT_KINDS,
+    CallRecord,
+    EventKind,
+    HistoryQueue,
+    HistorySender,
+    build_event,
+)
+from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
+from router.errors import ConfigError
+from router.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.calls import Call
+    from router.config import Config
+    from router.engine import EngineAPI
+    from router.rules.registry import Registry
+
+__all__ = [
+    "KEYS",
+    "NAME",
+    "NOT_CONFIGURED",
+    "PLUGIN",
+    "OneCConfig",
+    "OneCPlugin",
+    "parse_settings",
+]
+
+log = logging.getLogger("callrouter_onec")
+
+#: The plugin's name in rules (``onec.responsible``), router.toml and logs.
 NAME = "onec"
+#: The lookup's error while ``[plugins.onec]`` is absent.
+NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
+#: How many recent callers remember their DID and call id for the lookup.
+_RECENT_MAX = 1000
+#: Hangup causes (Q.850) -> the contract's ``status`` of an unanswered call.
+_CAUSE_STATUS = {"17": "BUSY", "18": "NOANSWER", "19": "NOANSWER", "16": "CANCEL",
+                 "0": "CANCEL", "": "CANCEL"}
+Status = Literal["ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"]
+Direction = Literal["in", "out", "internal"]
+
+
+# -- settings ------------------------------------------------------------------------------
+
+#: Every key ``[plugins.onec]`` accepts; anything else is refused with a did-you-mean.
+KEYS: tuple[str, ...] = (
+    "url", "username", "password", "password_env", "connect_timeout", "timeout",
+    "event_timeout", "ibsession", "verify", "positive_ttl", "negative_ttl", "stale_ttl",
+    "failure_threshold", "open_seconds", "state_dir", "events", "events_max_age",
+    "events_retry_min", "events_retry_max", "drain_timeout", "warmup", "warmup_numbers",
+    "warmup_count", "ping_interval", "timezone", "country_code", "national_length",
+    "trunk_prefix", "exit_prefixes", "internal_max_digits",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OneCConfig:
+    """``[plugins.onec]``, validated; defaults follow the contract's client rules."""
+
+    client: OneCSettings
+    positive_ttl: float = 600.0
+    negative_ttl: float = 120.0
+    stale_ttl: float = 86400.0
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+    #: None: the engine's state directory.
+    state_dir: Path | None = None
+    events: bool = True
+    events_max_age: float = 300.0
+    events_retry_min: float = 1.0
+    events_retry_max: float = 60.0
+    drain_timeout: float = 3.0
+    #: A crontab line; empty: no warm-up job.
+    warmup: str = ""
+    #: Numbers to warm; empty: the most frequent callers in the history queue.
+    warmup_numbers: tuple[str, ...] = ()
+    warmup_count: int = 200
+    #: Seconds between pings; 0: no ping job.
+    ping_interval: float = 60.0
+    #: 1C's server zone for the zoneless times in call events; None: this machine's.
+    timezone: tzinfo | None = None
+    rules: CountryRules = field(default_factory=lambda: RUSSIA)
+
+
+class _Reader:
+    """Typed access to the table, every error naming the file, table and key."""
+
+    def __init__(self, values: Mapping[str, object], origin: str) -> None:
+        self.values = values
+        self.origin = origin
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: [plugins.{NAME}] {key}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def string(self, key: str, default: str | None = None, *, empty: bool = False) -> str:
+        if key not in self.values:
+            if default is None:
+                raise self.error(key, "required")
+            return default
+        value = self.values[key]
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_show(value)}")
+        if not empty and not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.values.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_show(value)}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float, *,
+               allow_zero: bool = False) -> float:
+        value = self.values.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number, got {_show(value)}")
+        if not (low < value <= high or (allow_zero and value == 0)):
+            zero = "0 (off) or " if allow_zero else ""
+            raise self.error(key, f"expected {zero}more than {low:g} and at most {high:g}, "
+                                  f"got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.values.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {_show(value)}")
+        if not low <= value <= high:
+            raise self.error(key, f"expected {low} to {high}, got {value}")
+        return value
+
+    def strings(self, key: str, *, digits: bool = False) -> tuple[str, ...]:
+        value = self.values.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, f"expected a list of strings, got {_show(value)}")
+        items = tuple(cast(list[str], value))
+        if digits and not all(v.isascii() and v.isdigit() for v in items):
+            raise self.error(key, f"expected digits only, got {list(items)!r}")
+        return items
+
+    def digit_string(self, key: str, default: str, *, empty: bool = False) -> str:
+        value = self.string(key, default, empty=empty)
+        if value and not (value.isascii() and value.isdigit()):
+            raise self.error(key, f"expected digits only, got {value!r}")
+        return value
+
+
+def _show(value: object) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "table"}.get(type(value), type(value).__name__)
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{kind} {text[:37] + '...' if len(text) > 40 else text}"
+
+
+def _suggest(word: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, KEYS, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (known: {', '.join(sorted(KEYS))})"
+
+
+def _url(reader: _Reader) -> str:
+    url = reader.string("url").strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise reader.error("url", f"expected http(s)://host[:port]/<publication>/hs/<root>, "
+                                  f"got {url!r}")
+    if parts.query or parts.fragment:
+        raise reader.error("url", f"give the service root without ?query or #fragment: {url!r}")
+    path = parts.path.rstrip("/")
+    for template in ("/v1/responsible", "/v1/ping", "/v1/calls", "/v1"):
+        if template in path:
+            root = path[: path.index(template)]
+            raise reader.error("url", f"give the service root, not a method: "
+                                      f"{urllib.parse.urlunsplit(parts._replace(path=root))!r}")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _password(reader: _Reader, environ: Mapping[str, str]) -> str:
+    if reader.has("password") and reader.has("password_env"):
+        raise reader.error("password_env", "give either password or password_env, not both")
+    if reader.has("password_env"):
+        name = reader.string("password_env")
+        value = environ.get(name)
+        if value is None:
+            raise reader.error("password_env", f"environment variable {name} is not set")
+        return value
+    if reader.has("password"):
+        return reader.string("password", empty=True)  # a 1C user may have no password
+    raise reader.error("password", "required: set password or password_env "
+                                   "(the environment variable holding it)")
+
+
+def _zone(reader: _Reader) -> tzinfo | None:
+    if not reader.has("timezone"):
+        return None
+    name = reader.string("timezone")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise reader.error("timezone", f"unknown time zone {name!r} "
+                                       "(an IANA name such as 'Europe/Moscow')") from None
+
+
+def _cron(reader: _Reader) -> str:
+    text = reader.string("warmup", "", empty=True).strip()
+    if text:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(text)
+        except ValueError as exc:
+            raise reader.error("warmup", f"not a crontab line ({exc}): {text!r}") from None
+    return text
+
+
+def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml",
+                   base: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> OneCConfig:
+    """Validate ``[plugins.onec]``; raise :class:`ConfigError` naming the key.
+
+    ``origin`` is the file the table came from (for messages), ``base`` the
+    folder relative ``state_dir`` is taken from (the config file's, as for
+    callrouter's own paths).
+    """
+    reader = _Reader(settings, origin)
+    for key in settings:
+        if key not in KEYS:
+            raise reader.error(key, f"unknown key{_suggest(key)}")
+    env = os.environ if environ is None else environ
+    connect = reader.number("connect_timeout", 0.5, 0, 60)
+    timeout = reader.number("timeout", 1.5, 0, 60)
+    if connect > timeout:
+        raise reader.error("connect_timeout", f"{connect:g} s is longer than timeout "
+                                              f"({timeout:g} s)")
+    client = OneCSettings(
+        base_url=_url(reader),
+        username=reader.string("username"),
+        password=_password(reader, env),
+        connect_timeout=connect,
+        timeout=timeout,
+        event_timeout=reader.number("event_timeout", 5.0, 0, 120),
+        ibsession=reader.boolean("ibsession", False),
+        verify=reader.boolean("verify", True),
+    )
+    positive = reader.number("positive_ttl", 600.0, 0, 7 * 86400)
+    negative = reader.number("negative_ttl", 120.0, 0, 7 * 86400)
+    stale = reader.number("stale_ttl", 86400.0, 0, 30 * 86400)
+    if stale < max(positive, negative):
+        raise reader.error("stale_ttl", f"{stale:g} s is shorter than the fresh TTLs "
+                                        "(positive_ttl, negative_ttl): nothing would be stale")
+    retry_min = reader.number("events_retry_min", 1.0, 0, 3600)
+    retry_max = reader.number("events_retry_max", 60.0, 0, 3600)
+    if retry_min > retry_max:
+        raise reader.error("events_retry_min", f"{retry_min:g} s is longer than "
+                                               f"events_retry_max ({retry_max:g} s)")
+    state_dir = None
+    if reader.has("state_dir"):
+        state_dir = (base or Path.cwd()) / reader.string("state_dir")
+    code = reader.digit_string("country_code", RUSSIA.country_code)
+    rules = CountryRules(
+        country_code=code,
+        national_length=reader.integer("national_length", RUSSIA.national_length, 4, 14),
+        trunk_prefix=reader.digit_string("trunk_prefix", RUSSIA.trunk_prefix, empty=True),
+        exit_prefixes=reader.strings("exit_prefixes", digits=True)
+        if reader.has("exit_prefixes") else RUSSIA.exit_prefixes,
+        internal_max_digits=reader.integer("internal_max_digits", RUSSIA.internal_max_digits,
+                                           0, 9),
+    )
+    return OneCConfig(
+        client=client,
+        positive_ttl=positive,
+        negative_ttl=negative,
+        stale_ttl=stale,
+        failure_threshold=reader.integer("failure_threshold", 5, 1, 1000),
+        open_seconds=reader.number("open_seconds", 30.0, 0, 3600),
+        state_dir=state_dir,
+        events=reader.boolean("events", True),
+        events_max_age=reader.number("events_max_age", 300.0, 0, 7 * 86400),
+        events_retry_min=retry_min,
+        events_retry_max=retry_max,
+        drain_timeout=reader.number("drain_timeout", 3.0, 0, 60, allow_zero=True),
+        warmup=_cron(reader),
+        warmup_numbers=reader.strings("warmup_numbers"),
+        warmup_count=reader.integer("warmup_count", 200, 1, 100_000),
+        ping_interval=reader.number("ping_interval", 60.0, 0, 86400, allow_zero=True),
+        timezone=_zone(reader),
+        rules=rules,
+    )
+
+
+# -- per-call history state ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Track:
+    """What the plugin remembers about one call (in ``call.extra["onec"]``)."""
+
+    started_at: datetime
+    requested: bool = False
+    extension: str | None = None
+    manager_id: str | None = None
+    client_id: str | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    causes: dict[str, str] = field(default_factory=dict)
+    submitted: set[str] = field(default_factory=set)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _find_responsible(trace: Any) -> dict[str, Any] | None:
+    """The ``onec.responsible`` answer the rules saw: the matched rule's first."""
+    found: dict[str, Any] | None = None
+    for rule in getattr(trace, "rules", ()) or ():
+        for lookup in getattr(rule, "lookups", ()) or ():
+            value = getattr(lookup, "value", None)
+            call = str(getattr(lookup, "call", ""))
+            if call.startswith(f"{NAME}.responsible(") and isinstance(value, dict):
+                if getattr(rule, "status", None) == "matched":
+                    return value
+                found = found or value
+    return found
+
+
+def _ids(answer: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    if not answer:
+        return None, None
+    manager = answer.get("manager")
+    client = answer.get("client")
+    manager_id = manager.get("id") if isinstance(manager, Mapping) else None
+    client_id = client.get("id") if isinstance(client, Mapping) else None
+    return (manager_id if isinstance(manager_id, str) else None,
+            client_id if isinstance(client_id, str) else None)
+
+
+# -- the plugin ----------------------------------------------------------------------------
+
+
+class OneCPlugin:
+    """All of the plugin's state and hooks; one instance per engine process."""
+
+    def __init__(self) -> None:
+        self.config: OneCConfig | None = None
+        self.client: OneCClient | None = None
+        self.cache: ResponsibleCache | None = None
+        self.queue: HistoryQueue | None = None
+        self.sender: HistorySender | None = None
+        #: Last ping: True (answered), False (failed), None (not pinged yet).
+        self.healthy: bool | None = None
+        self._engine: EngineAPI | None = None
+        self._recent: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- configure / register ----------------------------------------------------------
+
+    @hookimpl
+    def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
+        """Validate ``[plugins.onec]``; an absent table leaves the plugin inert."""
+        if NAME not in config.plugins.settings:
+            self.config = None
+            return
+        path = config.path
+        self.config = parse_settings(
+            settings, origin=str(path) if path is not None else "router.toml",
+            base=path.parent if path is not None else None)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        """The lookup and the notify target exist whether or not 1C is configured,
+        so rules that use them validate on every installation."""
+        registry.add_lookup(f"{NAME}.responsible", self.responsible)
+        registry.add_notify_target(NAME, "1C: call events (missed, ...) into 1C's call history")
+
+    # -- the lookup ------------------------------------------------------------------------
+
+    async def responsible(self, number: str) -> dict[str, Any] | None:
+        """1C: the client and responsible manager for a number.
+
+        Returns the contract's answer as nested dicts ({"found": ..., "client":
+        {"name": ...}, "manager": {"name": ..., "extension": "101"}}), or None
+        for an internal or unusable number. Raises LookupUnavailable (the rule
+        takes its fallback) when 1C gives no answer and nothing is cached.
+        """
+        cache = self.cache
+        if cache is None:
+            raise OneCUnavailable(NOT_CONFIGURED if self.config is None
+                                  else "onec not started: the engine is not connected yet")
+        did, call_id = self._recent.get(normalize(str(number), cache.rules).number,
+                                        (None, None))
+        # The rule engine cancels this await at the call's deadline; the cache
+        # shields the shared request, so the answer still lands in the cache.
+        answer = await cache.lookup(str(number), did=did, call_id=call_id)
+        return None if answer is None else answer.as_dict()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @hookimpl
+    async def callrouter_startup(self, engine: EngineAPI) -> None:
+        """Open the client, cache and history queue; schedule ping and warm-up."""
+        self._engine = engine
+        config = self.config
+        if config is None:
+            log.info("onec: no [plugins.onec] table; the plugin is inert")
+            return
+        await self._close()
+        self.client = OneCClient(config.client)
+        self.cache = ResponsibleCache(
+            self.client, positive_ttl=config.positive_ttl, negative_ttl=config.negative_ttl,
+            stale_ttl=config.stale_ttl, failure_threshold=config.failure_threshold,
+            open_seconds=config.open_seconds, rules=config.rules)
+        if config.events:
+            self.queue = HistoryQueue(config.state_dir or engine.state_dir)
+            self.sender = HistorySender(
+                self.queue, self.client.post_event, max_age=config.events_max_age,
+                base_delay=config.events_retry_min, max_delay=config.events_retry_max)
+            self.sender.start()
+            pending = self.queue.pending_count()
+            if pending:
+                log.info("onec: %d call events left by the last run; sending them", pending)
+        scheduler = engine.scheduler
+        if config.ping_interval:
+            scheduler.add_job(self.ping, "interval", seconds=config.ping_interval,
+                              id="onec:ping", replace_existing=True, coalesce=True,
+                              max_instances=1)
+        if config.warmup:
+            from apscheduler.triggers.cron import CronTrigger
+
+            scheduler.add_job(self.warm_up, CronTrigger.from_crontab(config.warmup),
+                              id="onec:warmup", replace_existing=True, coalesce=True,
+                              max_instances=1)
+        # The first ping warms 1C's session pool; startup must not wait for it.
+        self._spawn(self.ping())
+        log.info("onec: asking %s as %s", config.client.base_url, config.client.username)
+
+    @hookimpl
+    async def callrouter_shutdown(self, engine: EngineAPI) -> None:
+        """Deliver what 1C can take now (bounded), then close; the rest stays on disk."""
+        sender, config = self.sender, self.config
+        if sender is not None and config is not None and config.drain_timeout \
+                and sender.failures == 0 and self.healthy is not False \
+                and not await sender.drain(config.drain_timeout):
+            log.info("onec: %d call events not delivered yet; sent after the restart",
+                     sender.queue.pending_count())
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            await sender.stop()
+        queue, self.queue = self.queue, None
+        if queue is not None:
+            queue.close()
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            await cache.aclose()
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- scheduled jobs --------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        """Health check: logs 1C going away and coming back; a success ends a history backoff."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            await client.ping()
+        except OneCError as exc:
+            if self.healthy is not False:
+                log.warning("onec: 1C does not answer its ping: %s", exc)
+            self.healthy = False
+            return False
+        if self.healthy is False:
+            log.info("onec: 1C answers its ping again")
+        self.healthy = True
+        if self.sender is not None and self.sender.failures:
+            self.sender.retry_now()
+        return True
+
+    async def warm_up(self) -> int:
+        """Refresh the configured numbers, or the most frequent recent callers; returns how many."""
+        cache, config = self.cache, self.config
+        if cache is None or config is None:
+            return 0
+        numbers = list(config.warmup_numbers)
+        if not numbers and self.queue is not None:
+            numbers = self.queue.frequent_callers(config.warmup_count)
+        await cache.warm(numbers)
+        log.info("onec: warm-up asked 1C about %d numbers", len(numbers))
+        return len(numbers)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for status pages and tests."""
+        return {
+            "configured": self.config is not None,
+            "started": self.cache is not None,
+            "healthy": self.healthy,
+            "breaker": self.cache.breaker.state.value if self.cache is not None else None,
+            "events": self.queue.counts() if self.queue is not None else {},
+        }
+
+    # -- routing path ----------------------------------------------------------------------
+
+    @hookimpl
+    def callrouter_prefetch(self, call: Call) -> None:
+        """Start the 1C request now; the rules ask a few hundred milliseconds later."""
+        cache = self.cache
+        if cache is None or not call.caller_number:
+            return
+        did = call.did or next((c.exten for c in call.channels.values() if c.exten), None)
+        self._remember(call.caller_number, did, call.linkedid)
+        cache.prefetch(call.caller_number, did=did or None, call_id=call.linkedid)
+
+    def _remember(self, number: str, did: str | None, call_id: str) -> None:
+        if self.cache is None:
+            return
+        key = normalize(number, self.cache.rules).number
+        if not key:
+            return
+        self._recent[key] = (did or None, call_id)
+        self._recent.move_to_end(key)
+        while len(self._recent) > _RECENT_MAX:
+            self._recent.popitem(last=False)
+
+    # -- call history ----------------------------------------------------------------------
+
+    def _track(self, call: Call) -> _Track:
+        track = call.extra.get(NAME)
+        if not isinstance(track, _Track):
+            track = _Track(started_at=_now())
+            call.extra[NAME] = track
+        return track
+
+    @hookimpl
+    def callrouter_call_start(self, call: Call) -> None:
+        if self.sender is not None:
+            self._track(call)
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        """Answer, transfer and hangup causes; only cheap bookkeeping on this hot path."""
+        if self.sender is None:
+            return
+        name = event.name
+        if name in ("BlindTransfer", "AttendedTransfer"):
+            self._transfer(event)
+            return
+        if call is None:
+            return
+        track = self._track(call)
+        if name == "Hangup":
+            track.causes[event.get("Channel") or ""] = event.get("Cause") or ""
+        if call.answered and track.answered_at is None:
+            track.answered_at = _now()
+            if track.requested:
+                self._submit("answered", call, track)
+
+    def _transfer(self, event: Event) -> None:
+        """A transfer names its calls in prefixed fields (``TransfererLinkedid``)."""
+        if event.get("Result") not in (None, "Success") or self._engine is None:
+            return
+        target = event.get("Extension") or event.get("TransferTargetCallerIDNum") or None
+        for key, value in event.fields:
+            if not key.endswith("Linkedid") or not value:
+                continue
+            call = self._engine.tracker.get(value)
+            if call is None:
+                continue
+            track = self._track(call)
+            if track.requested and call.answered:
+                self._submit("transferred", call, track, extension=target)
+
+    @hookimpl
+    def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+        """The call is known to callrouter now: it rings somewhere, tell 1C who and where."""
+        if self.sender is None:
+            return
+        track = self._track(call)
+        track.requested = True
+        answer = _find_responsible(trace)
+        track.manager_id, track.client_id = _ids(answer)
+        track.extension = self._extension(decision, answer)
+        if call.caller_number:
+            self._remember(call.caller_number, call.did, call.linkedid)
+        self._submit("ringing", call, track)
+        if track.answered_at is not None:
+            self._submit("answered", call, track)
+
+    def _extension(self, decision: Any, answer: Mapping[str, Any] | None) -> str | None:
+        """The extension the call was sent to: a redirect to a short (internal) number."""
+        limit = self.config.rules.internal_max_digits if self.config else 5
+        for action in getattr(decision, "actions", ()) or ():
+            if getattr(action, "kind", None) != "redirect":
+                continue
+            exten = str(getattr(action, "params", {}).get("exten", ""))
+            if exten.isdigit() and len(exten) <= limit:
+                return exten
+        manager = answer.get("manager") if answer else None
+        if isinstance(manager, Mapping) and isinstance(manager.get("extension"), str):
+            return cast(str, manager["extension"])
+        return None
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        if self.sender is None:
+            return
+        track = self._track(call)
+        if not track.requested:
+            return  # not a call callrouter routed (outbound, internal, before our start)
+        track.ended_at = _now()
+        self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
+        self._submit("hangup" if call.answered else "missed", call, track)
+
+    def _record(self, call: Call, track: _Track, *, status: Status | None = None,
+                extension: str | None = None, final: bool = False) -> CallRecord:
+        rules = self.config.rules if self.config else RUSSIA
+        caller = normalize(call.caller_number, rules)
+        did = normalize(call.did, rules) if call.did else None
+        direction: Direction = "internal" if caller.kind is NumberKind.INTERNAL else "in"
+        if final and status is None:
+            status = self._status(call, track)
+        return CallRecord(
+            call_id=call.linkedid, direction=direction,
+            from_number=caller.number or call.caller_number,
+            to_number=(did.number if did and did.number else call.did) or "",
+            started_at=track.started_at, extension=extension or track.extension,
+            manager_id=track.manager_id, client_id=track.client_id,
+            answered_at=track.answered_at,
+            ended_at=(track.ended_at or _now()) if final else None, status=status)
+
+    @staticmethod
+    def _status(call: Call, track: _Track) -> Status:
+        if call.answered or track.answered_at is not None:
+            return "ANSWER"
+        waiting = call.waiting_channel or ""
+        cause = track.causes.get(waiting)
+        if cause is None:
+            cause = next(reversed(track.causes.values()), "") if track.causes else ""
+        return cast(Status, _CAUSE_STATUS.get(cause, "FAILED"))
+
+    def _submit(self, kind: EventKind, call: Call, track: _Track, *,
+                extension: str | None = None) -> None:
+        """Queue one event; never raises (history must not disturb a call)."""
+        if kind in track.submitted or self.sender is None:
+            return
+        try:
+            record = self._record(call, track, extension=extension,
+                                  final=kind in ("hangup", "missed"))
+            payload = build_event(kind, record, tz=self.config.timezone if self.config else None)
+            self.sender.submit(payload)
+        except Exception:
+            log.exception("onec: could not queue %s of call %s", kind, call.linkedid)
+            return
+        track.submitted.add(kind)
+
+    # -- notify ----------------------------------------------------------------------------
+
+    @hookimpl
+    def callrouter_notify(self, target: str, params: Mapping[str, str],
+                          call: Call | None) -> None:
+        """``notify: {plugin: onec, event: missed, ...}``: one event into 1C's history.
+
+        With a call, the event is the call's own (idempotent with the one the
+        plugin posts itself at hangup); without one, ``number``, ``to``,
+        ``extension`` and ``call_id`` come from the parameters.
+        """
+        if target != NAME:
+            return
+        sender = self.sender
+        if sender is None:
+            log.warning("onec: notify %s ignored: %s", dict(params),
+                        NOT_CONFIGURED if self.config is None else "call events are off")
+            return
+        kind = params.get("event", "missed")
+        if kind not in EVENT_KINDS:
+            log.warning("onec: notify: unknown event %r (known: %s)", kind,
+                        ", ".join(EVENT_KINDS))
+            return
+        event_kind: EventKind = kind
+        if call is not None:
+            track = self._track(call)
+            self._submit(event_kind, call, track, extension=params.get("extension") or None)
+            return
+        rules = self.config.rules if self.config else RUSSIA
+        number = params.get("number", "")
+        now = _now()
+        record = CallRecord(
+            call_id=params.get("call_id") or f"notify-{normalize(number, rules).number}-"
+                                             f"{int(now.timestamp())}",
+            direction="in", from_number=normalize(number, rules).number or number,
+            to_number=normalize(params.get("to", ""), rules).number or params.get("to", ""),
+            started_at=now, extension=params.get("extension") or None,
+            ended_at=now if kind in ("hangup", "missed") else None)
+        try:
+            sender.submit(build_event(event_kind, record,
+                                      tz=self.config.timezone if self.config else None))
+        except Exception:
+            log.exception("onec: could not queue notify %s", dict(params))
+
+
+#: The instance the entry point's module-level hooks delegate to.
+PLUGIN = OneCPlugin()
+
+callrouter_configure = PLUGIN.callrouter_configure
+callrouter_register = PLUGIN.callrouter_register
+callrouter_startup = PLUGIN.callrouter_startup
+callrouter_shutdown = PLUGIN.callrouter_shutdown
+callrouter_prefetch = PLUGIN.callrouter_prefetch
+callrouter_call_start = PLUGIN.callrouter_call_start
+callrouter_event = PLUGIN.callrouter_event
+callrouter_decision = PLUGIN.callrouter_decision
+callrouter_call_end = PLUGIN.callrouter_call_end
+callrouter_notify = PLUGIN.callrouter_notify

@@ -1,0 +1,250 @@
+"""Shared helpers for the benchmarks in bench/: tables, percentiles, the machine,
+the sandbox dialplan, and the rule set with 1,000 extra non-matching rules.
+
+Not a benchmark itself (``run_all.py`` runs only ``bench_*.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+#: The DID every benchmark call dials, and callers that are in the directory
+#: (tests/fixtures/engine/directory.csv) but that 1C does not know.
+DID = "74950000001"
+CALLERS = ("79161234567", "79161234568", "79161234569", "74957654321", "79031112233")
+DIRECTORY_CSV = REPO / "tests" / "fixtures" / "engine" / "directory.csv"
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; numbers right-aligned."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+    text_rows = [[cell(v) for v in row] for row in rows]
+    align = ["---:" if rows and isinstance(rows[0][i], (int, float)) else "---"
+             for i in range(len(headers))]
+    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in text_rows]
+    return "\n".join(out)
+
+
+def pct(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list (nan when empty)."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine() -> dict[str, str]:
+    """What the figures came from: cores, CPU model, Python, Asterisk, date."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    asterisk = "not provisioned"
+    try:
+        from router.sandbox import asterisk_version, default_cache_dir
+        root = default_cache_dir() / "rootfs"
+        if root.exists():
+            asterisk = asterisk_version(root)
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    nproc = shutil.which("nproc")
+    cores = (subprocess.run([nproc], capture_output=True, text=True).stdout.strip()
+             if nproc else str(os.cpu_count()))
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cores (nproc)": cores,
+        "cpu": model,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "asterisk": asterisk,
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# ----------------------------------------------------------------------------- dialplan
+
+#: Where routed calls land; each target logs its Newexten and hangs up at once,
+#: so channels do not pile up during a paced run.
+_TARGETS = ("callrouter-dial", "callrouter-default", "queues", "ivr", "from-internal")
+
+
+def bench_dialplan(wait: int = 4) -> str:
+    """The shipped ``[callrouter-inbound]`` context verbatim, plus targets that hang up."""
+    text = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    keep: list[str] = []
+    section = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            section = stripped[1:stripped.index("]")]
+        if section in ("globals", "callrouter-inbound"):
+            if section == "globals" and stripped.startswith("CALLROUTER_WAIT="):
+                line = f"CALLROUTER_WAIT={wait}"
+            keep.append(line)
+    out = "\n".join(keep) + "\n"
+    for ctx in _TARGETS:
+        out += (f"\n[{ctx}]\nexten => _[a-z0-9].,1,NoOp(bench landed ${{EXTEN}})\n"
+                f" same => n,Hangup()\nexten => _X,1,NoOp(bench landed ${{EXTEN}})\n"
+                f" same => n,Hangup()\n")
+    return out
+
+
+# ----------------------------------------------------------------------------- rules
+
+EXTRA_EVENTS = ("Hangup", "Newstate", "DialEnd", "QueueCallerAbandon", "AgentConnect",
+                "BridgeEnter", "Cdr", "VarSet")
+
+
+def extra_rules(n: int = 1000) -> str:
+    """``n`` rules that never match a benchmark call.
+
+    Half are per-DID rules (``did == "7495..."``, the most common kind in a
+    multi-number office; indexed by DID), a quarter event rules on common
+    events with false conditions (evaluated on every such event), and a
+    quarter generic call rules whose condition is false, placed between the
+    ``owner`` and ``directory`` rules so every call evaluates them.
+    """
+    parts = ["version: 1\nrules:\n"]
+    for i in range(n):
+        kind = i % 4
+        if kind in (0, 1):
+            parts.append(f"""  - name: bench-did-{i}
+    priority: 60
+    on: call
+    if: did == "7495{1000000 + i:07d}"
+    do: [{{redirect: {{context: queues, exten: "d{i}"}}}}]
+""")
+        elif kind == 2:
+            ev = EXTRA_EVENTS[i % len(EXTRA_EVENTS)]
+            parts.append(f"""  - name: bench-event-{i}
+    on: event {ev}
+    if: event.cause == "9{i:04d}"
+    do: [{{notify: {{plugin: onec, event: e{i}}}}}]
+""")
+        else:
+            parts.append(f"""  - name: bench-generic-{i}
+    priority: 45
+    on: call
+    if: caller.number == "7000{i:07d}" and not caller.internal
+    do: [{{redirect: {{context: queues, exten: "g{i}"}}}}]
+""")
+    return "".join(parts)
+
+
+def make_rules_dir(dest: Path, extra: int = 1000) -> Path:
+    """rules/ (the shipped example rules and lists) plus ``extra`` non-matching rules.
+
+    One change to the shipped file: the ``closed`` rule's working hours become
+    ``daily`` so that results do not depend on the hour the benchmark runs at
+    (otherwise after 19:00 Moscow time every call is routed by ``closed``
+    and never reaches the lookups).
+    """
+    rules = dest / "rules"
+    shutil.copytree(REPO / "rules", rules, dirs_exist_ok=True)
+    inbound = rules / "inbound.yaml"
+    text = inbound.read_text(encoding="utf-8")
+    text = text.replace('not workhours("mon-fri 09:00-19:00", holidays=lists.holidays)',
+                        'not workhours("daily", holidays=lists.holidays)')
+    inbound.write_text(text, encoding="utf-8")
+    if extra:
+        (rules / "zz-bench-extra.yaml").write_text(extra_rules(extra), encoding="utf-8")
+    return rules
+
+
+def engine_config(dest: Path, url: str, secret: str, rules: Path,
+                  username: str = "router") -> Path:
+    path = dest / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "{username}"\nsecret = "{secret}"\n'
+        f"waitevent_timeout = 20\n"
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{dest / "state"}"\n'
+        f'[plugins.directory]\nfile = "{DIRECTORY_CSV}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+class BenchOneC:
+    """``onec.responsible`` served from the 1C plugin's :class:`ResponsibleCache`,
+    warmed before the run, so every lookup is an in-memory cache hit."""
+
+    __name__ = "bench_onec"
+
+    def __init__(self, numbers: Sequence[str] = CALLERS, *, found: bool = False) -> None:
+        from callrouter_onec.cache import ResponsibleCache
+        from callrouter_onec.models import Responsible
+
+        outer = self
+        self.fetches = 0
+
+        class Source:
+            async def responsible(self, phone: str, *, did: str | None = None,
+                                  call_id: str | None = None,
+                                  deadline: float | None = None) -> Responsible:
+                outer.fetches += 1
+                return Responsible(found=found, phone=phone)
+
+        self.cache = ResponsibleCache(Source())
+        self.numbers = list(numbers)
+
+    async def warm(self) -> None:
+        await self.cache.warm(self.numbers)
+
+
+    def callrouter_register(self, registry: Any) -> None:
+        cache = self.cache
+
+        async def responsible(number: str) -> dict[str, Any] | None:
+            """1C: the client and responsible manager for a number (bench cache)."""
+            answer = await cache.lookup(number)
+            return answer.as_dict() if answer is not None else None
+
+        registry.add_lookup("onec.responsible", responsible)
+        registry.add_notify_target("onec", "1C (benchmark stand-in: never called)")
+
+
+def _mark_hooks() -> None:
+    from router.hookspecs import hookimpl
+    BenchOneC.callrouter_register = hookimpl(BenchOneC.callrouter_register)  # type: ignore[method-assign]
+
+
+_mark_hooks()

@@ -1,0 +1,500 @@
+"""Route latency on the sandbox Asterisk: callrouter against the least code that can route.
+
+Run: ``.venv/bin/python bench/bench_route.py`` (``--duration``, ``--rates``,
+``--variants``; about 3 minutes with the defaults).
+
+One Asterisk (the project's sandbox, ``timestampevents=yes``) runs the shipped
+``[callrouter-inbound]`` context (``examples/asterisk/extensions.conf``); every
+target context logs its ``Newexten`` and hangs up at once. A call generator in
+this process originates Local-channel calls at a fixed pace (20, 50, 100 per
+second for ``--duration`` seconds each) and follows them with
+:class:`router.sandbox.calls.CallPlacer`. Each router variant runs alone, in its
+own subprocess (so its CPU time, read from ``/proc/PID/stat``, is its own), and
+the variants take turns at each rate on the same Asterisk:
+
+* ``ajam``: the reference loop: one WaitEvent long-poll with httpx, our
+  sans-I/O ``parse_rawman``, a Redirect (on the same httpx pool) for each
+  ``CallRouterRequest`` UserEvent. Nothing else.
+* ``ajam-2poll``: the same with two manager sessions long-polling at once (a
+  client-side technique against the gap between two polls).
+* ``ajam-raw``: the same loop on hand-written HTTP/1.1 keep-alive connections
+  (asyncio streams, no httpx): how much of the loop is the client library.
+* ``engine``: callrouter's Engine with the shipped rules (``rules/``) plus
+  1,000 extra non-matching rules, the directory plugin and a warm 1C cache
+  (``onec.responsible`` answered from ``ResponsibleCache``): a directory hit
+  routes each call with one Redirect, exactly the AMI work the references do.
+* ``tcp``: the reference loop over raw TCP AMI (port 5038) with panoramisk.
+
+Latency is request -> landing on Asterisk's own clock: the ``Timestamp`` of the
+dialplan's ``UserEvent(CallRouterRequest)`` to that of the ``Newexten`` in the
+target context. "Routed" counts calls that landed in the target before the
+dialplan's fail-open wait (4 s) ran out. Each router also stamps, with
+``time.time()`` (the clock Asterisk stamps events with, on this machine), when
+the request was in its hands and when it sent the Redirect, which splits the
+latency into *delivery* (Asterisk queued the event -> router has it parsed),
+*router* (decision) and *redirect* (Redirect sent -> Newexten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CALLERS,
+    DID,
+    RESULTS,
+    BenchOneC,
+    bench_dialplan,
+    engine_config,
+    make_rules_dir,
+    md_table,
+    pct,
+)
+
+VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp")
+REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
+WAIT = 4  # the dialplan's CALLROUTER_WAIT: the fail-open deadline
+
+
+# =============================================================================== routers
+# Each runs in a subprocess: ``bench_route.py --serve VARIANT``. It prints READY
+# once logged in, routes until SIGTERM, then writes its timings to --out.
+
+
+class Timings:
+    """channel -> [t_in_hand, t_redirect_sent] on the wall clock (time.time())."""
+
+    def __init__(self) -> None:
+        self.by_channel: dict[str, list[float]] = {}
+
+    def seen(self, channel: str) -> bool:
+        return channel in self.by_channel
+
+    def got(self, channel: str, t: float) -> None:
+        self.by_channel.setdefault(channel, [t, 0.0])
+
+    def sent(self, channel: str, t: float) -> None:
+        self.by_channel.setdefault(channel, [t, t])[1] = t
+
+
+def _is_request(msg: Any) -> bool:
+    return msg.get("Event") == "UserEvent" and msg.get("UserEvent") == "CallRouterRequest"
+
+
+async def serve_ajam(url: str, secret: str, stop: asyncio.Event, timings: Timings,
+                     sessions: int = 1) -> None:
+    import httpx
+
+    from router.ami.protocol import parse_rawman
+
+    endpoint = url + "/rawman"
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def redirect(http: httpx.AsyncClient, channel: str) -> None:
+        timings.sent(channel, time.time())
+        await http.post(endpoint, data={"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    async def poll(http: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            resp = await http.post(endpoint, data={"Action": "WaitEvent", "Timeout": "5"})
+            now = time.time()
+            for msg in parse_rawman(resp.content):
+                if _is_request(msg):
+                    channel = msg.get("Channel") or ""
+                    if timings.seen(channel):  # the other session got it first
+                        continue
+                    timings.got(channel, now)
+                    task = asyncio.create_task(redirect(http, channel))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+    clients = [httpx.AsyncClient(timeout=30) for _ in range(sessions)]
+    for http in clients:
+        await http.post(endpoint, data={"Action": "Login", "Username": "router",
+                                        "Secret": secret})
+    print("READY", flush=True)
+    pollers = [asyncio.create_task(poll(http)) for http in clients]
+    await stop.wait()
+    for task in pollers:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*pollers, *tasks, return_exceptions=True)
+    for http in clients:
+        await http.aclose()
+
+
+class RawHTTP:
+    """Just enough HTTP/1.1 keep-alive for AJAM: one request per connection at a time."""
+
+    def __init__(self, url: str) -> None:
+        m = re.match(r"http://([^:/]+):(\d+)(/.*)", url)
+        assert m, url
+        self.host, self.port, self.path = m.group(1), int(m.group(2)), m.group(3) + "/rawman"
+        self.cookie = ""
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, form: dict[str, str]) -> bytes:
+        from urllib.parse import quote
+        body = "&".join(f"{k}={quote(v, safe='')}" for k, v in form.items()).encode()
+        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n{self.cookie}\r\n").encode()
+        for attempt in (1, 2):
+            conn = self._idle.pop() if self._idle else await asyncio.open_connection(
+                self.host, self.port)
+            reader, writer = conn
+            try:
+                writer.write(head + body)
+                headers = await reader.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+                if attempt == 2:
+                    raise
+                continue
+            length = 0
+            for line in headers.split(b"\r\n"):
+                low = line.lower()
+                if low.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+                elif low.startswith(b"set-cookie:") and b"mansession_id" in low:
+                    self.cookie = "Cookie: " + line.split(b":", 1)[1].split(b";")[0].strip(
+                    ).decode() + "\r\n"
+            data = await reader.readexactly(length)
+            self._idle.append(conn)
+            return data
+        raise AssertionError("unreachable")
+
+
+async def serve_ajam_raw(url: str, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+    from router.ami.protocol import parse_rawman
+
+    http = RawHTTP(url)
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def redirect(channel: str) -> None:
+        timings.sent(channel, time.time())
+        await http.post({"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    await http.post({"Action": "Login", "Username": "router", "Secret": secret})
+    # Pre-warm: two idle connections ready for Redirects while the poll holds one.
+    await asyncio.gather(http.post({"Action": "Ping"}), http.post({"Action": "Ping"}))
+    print("READY", flush=True)
+
+    async def poll() -> None:
+        while True:
+            body = await http.post({"Action": "WaitEvent", "Timeout": "5"})
+            now = time.time()
+            for msg in parse_rawman(body):
+                if _is_request(msg):
+                    channel = msg.get("Channel") or ""
+                    timings.got(channel, now)
+                    task = asyncio.create_task(redirect(channel))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+    poller = asyncio.create_task(poll())
+    await stop.wait()
+    poller.cancel()
+    await asyncio.gather(poller, *tasks, return_exceptions=True)
+
+
+async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+    from panoramisk import Manager
+
+    manager = Manager(loop=asyncio.get_running_loop(), host="127.0.0.1", port=port,
+                      username="router", secret=secret, events="on",
+                      ping_delay=3600, ping_interval=3600)
+
+    def on_user_event(mgr: Any, event: Any) -> None:
+        if event.get("UserEvent") == "CallRouterRequest":
+            channel = event.get("Channel")
+            now = time.time()
+            timings.got(channel, now)
+            timings.sent(channel, now)
+            mgr.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    manager.register_event("UserEvent", on_user_event)
+    await manager.connect()
+    for _ in range(200):
+        if manager.authenticated:
+            break
+        await asyncio.sleep(0.025)
+    else:
+        raise SystemExit("panoramisk did not log in")
+    print("READY", flush=True)
+    await stop.wait()
+    manager.close()
+
+
+async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+    import logging
+
+    from router.config import load_config
+    from router.engine import Engine
+    from router.plugins import Plugins
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    # A real service logs every decision: keep that cost, into a file.
+    handler = logging.FileHandler(tmp / "router.log")
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    rules = make_rules_dir(tmp, extra=1000)
+    config = load_config(engine_config(tmp, url, secret, rules))
+    onec = BenchOneC()
+    await onec.warm()
+    engine = Engine(config, plugins=Plugins.load(extra=[onec]))
+    await engine.start()
+    # Stamps for the latency split, outside the engine: when a poll's events
+    # are in hand (parsed) and when the Redirect leaves.
+    client = engine.ami
+    wait_event, send = client.wait_event, client.send
+
+    async def stamped_wait_event(timeout: int = 20) -> list[Any]:
+        events = await wait_event(timeout)
+        now = time.time()
+        for ev in events:
+            if _is_request(ev):
+                timings.got(ev.get("Channel") or "", now)
+        return events
+
+    async def stamped_send(name: str, params: Any = None, **kw: Any) -> Any:
+        if name == "Redirect":
+            timings.sent(params["Channel"], time.time())
+        return await send(name, params, **kw)
+
+    client.wait_event = stamped_wait_event  # type: ignore[method-assign]
+    client.send = stamped_send  # type: ignore[method-assign]
+    task = asyncio.create_task(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 10)
+    print("READY", flush=True)
+    await stop.wait()
+    engine.request_stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 10)
+    await engine.stop()
+    outcomes: dict[str, int] = {}
+    for record in engine.records:
+        outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
+    print("OUTCOMES " + json.dumps(outcomes), file=sys.stderr, flush=True)
+    if onec.fetches > len(onec.numbers):
+        print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    timings = Timings()
+    variant = args.serve
+    if variant == "ajam":
+        await serve_ajam(args.url, args.secret, stop, timings)
+    elif variant == "ajam-2poll":
+        await serve_ajam(args.url, args.secret, stop, timings, sessions=2)
+    elif variant == "ajam-raw":
+        await serve_ajam_raw(args.url, args.secret, stop, timings)
+    elif variant == "tcp":
+        await serve_tcp(args.ami_port, args.secret, stop, timings)
+    elif variant == "engine":
+        await serve_engine(args.url, args.secret, stop, timings)
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    Path(args.out).write_text(json.dumps(timings.by_channel))
+
+
+# =============================================================================== driver
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+@dataclass
+class Cell:
+    variant: str
+    rate: int
+    calls: int = 0
+    routed: int = 0
+    fail_open: int = 0
+    lost: int = 0
+    latencies: list[float] = field(default_factory=list)
+    delivery: list[float] = field(default_factory=list)
+    router: list[float] = field(default_factory=list)
+    redirect: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    wall: float = 0.0
+    note: str = ""
+
+
+async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve", variant, "--url", box.url, "--secret", box.secret,
+        "--ami-port", str(box.ami_port), "--out", str(out),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if line.strip() != b"READY":
+        err = await proc.stderr.read() if proc.stderr else b""
+        raise RuntimeError(f"{variant} did not start: {line!r} {err.decode()[-2000:]}")
+    return proc
+
+
+async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: float,
+                   tmp: Path) -> Cell:
+    cell = Cell(variant, rate)
+    out = tmp / f"{variant}-{rate}.json"
+    proc = await start_router(variant, box, out)
+    try:
+        # Warm-up (not counted): connections opened, caches and code paths hot.
+        warm = [await placer.place(DID, CALLERS[i % len(CALLERS)]) for i in range(3)]
+        await placer.wait_all(warm, timeout=WAIT + 2)
+        await asyncio.sleep(0.2)
+        n = int(rate * duration)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        tasks = []
+        for i in range(n):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(placer.place(DID, CALLERS[i % len(CALLERS)])))
+        placed = [c for c in await asyncio.gather(*tasks, return_exceptions=True)
+                  if not isinstance(c, BaseException)]
+        await placer.wait_all(placed, timeout=WAIT + 3)
+        cell.cpu, cell.wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+        except TimeoutError:
+            proc.kill()
+            err = b""
+    outcomes = re.search(rb"OUTCOMES (.*)", err or b"")
+    if outcomes:
+        cell.note = outcomes.group(1).decode()
+    stamps = json.loads(out.read_text()) if out.exists() else {}
+    cell.calls = len(placed)
+    for call in placed:
+        if call.context == "callrouter-dial" and call.latency_ms is not None:
+            cell.routed += 1
+            cell.latencies.append(call.latency_ms)
+            st = stamps.get(call.channel)
+            if st and call.requested_at and call.landed_at and st[1]:
+                cell.delivery.append((st[0] - call.requested_at) * 1000)
+                cell.router.append((st[1] - st[0]) * 1000)
+                cell.redirect.append((call.landed_at - st[1]) * 1000)
+        elif call.context is not None:
+            cell.fail_open += 1
+        else:
+            cell.lost += 1
+    for values in (cell.latencies, cell.delivery, cell.router, cell.redirect):
+        values.sort()
+    return cell
+
+
+async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.sandbox.calls import CallPlacer
+
+    cells: list[Cell] = []
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
+    with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
+        async with AJAMClient(settings) as client, CallPlacer(client) as placer:
+            for round_no, rate in enumerate(args.rates):
+                # Rotate the order at each rate so no variant always goes first.
+                order = args.variants[round_no % len(args.variants):] + \
+                    args.variants[:round_no % len(args.variants)]
+                for variant in order:
+                    cell = await run_cell(placer, box, variant, rate, args.duration,
+                                          Path(tmpdir))
+                    cells.append(cell)
+                    print(f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
+                          f"p50 {pct(cell.latencies, 50):.2f} ms, "
+                          f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}%",
+                          file=sys.stderr, flush=True)
+    return cells
+
+
+def report(cells: list[Cell], args: argparse.Namespace) -> str:
+    ref = {c.rate: c for c in cells if c.variant == "ajam"}
+    rows = []
+    for rate in args.rates:
+        for variant in args.variants:
+            c = next((x for x in cells if x.variant == variant and x.rate == rate), None)
+            if c is None:
+                continue
+            r = ref.get(rate)
+            p50, p95, p99 = (pct(c.latencies, p) for p in (50, 95, 99))
+            x50 = p50 / pct(r.latencies, 50) if r and r.latencies else float("nan")
+            x95 = p95 / pct(r.latencies, 95) if r and r.latencies else float("nan")
+            rows.append([f"{rate}/s", c.variant, c.calls,
+                         f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
+                         p50, p95, p99, c.latencies[-1] if c.latencies else float("nan"),
+                         f"{x50:.2f}x", f"{x95:.2f}x",
+                         f"{100 * c.cpu / c.wall:.1f}%" if c.wall else "-"])
+    main = md_table(["rate", "router", "calls", "routed in time", "p50 ms", "p95 ms",
+                     "p99 ms", "max ms", "p50 / ajam", "p95 / ajam", "router CPU (of 1 core)"],
+                    rows)
+    split_rows = []
+    for variant in args.variants:
+        mine = [c for c in cells if c.variant == variant]
+        for part in ("delivery", "router", "redirect"):
+            values = sorted(v for c in mine for v in getattr(c, part))
+            if values:
+                split_rows.append([variant, part, pct(values, 50), pct(values, 95),
+                                   pct(values, 99), len(values)])
+    split = md_table(["router", "part", "p50 ms", "p95 ms", "p99 ms", "calls"], split_rows)
+    notes = [f"- engine outcomes at {c.rate}/s: {c.note}" for c in cells
+             if c.variant == "engine" and c.note]
+    return (f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
+            f"({args.duration:g} s per cell)\n\n{main}\n\n"
+            "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
+            "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
+            "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
+            f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rates", default="20,50,100")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--secret", help=argparse.SUPPRESS)
+    parser.add_argument("--ami-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args))
+        return
+    args.rates = [int(r) for r in args.rates.split(",")]
+    args.variants = [v for v in args.variants.split(",") if v]
+    from router.sandbox import Sandbox
+
+    started = time.monotonic()
+    with Sandbox.start(name=f"bench-route-{os.getpid()}",
+                       extra_dialplan=bench_dialplan(WAIT)) as box:
+        cells = asyncio.run(drive(box, args))
+    text = report(cells, args)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "route.md").write_text(text)
+    print(f"(bench_route: {time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

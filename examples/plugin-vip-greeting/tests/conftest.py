@@ -1,0 +1,3 @@
+"""callrouter's test kit: ajam_replay, ajam_client, asterisk_sandbox, engine_factory."""
+
+pytest_plugins = ["router.testing"]

@@ -1,0 +1,146 @@
+"""callrouter-vip against callrouter's test kit (router.testing)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from callrouter_vip import VipPlugin, number_key
+from router import ConfigError
+from router.config import AsteriskSettings, Config
+from router.plugins import Plugins
+from router.rules.registry import Registry
+from router.sandbox import Sandbox
+from router.testing import EngineFactory, ReplayAsterisk
+
+RULES = Path(__file__).parent / "rules"
+VIP = "+7 916 123-45-67"
+SETTINGS = {"vip": {"numbers": [VIP]}}
+
+
+def config() -> Config:
+    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
+                                            secret="x"))
+
+
+async def configured(settings: dict[str, object]) -> VipPlugin:
+    plugin = VipPlugin()
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    cfg = config()
+    from dataclasses import replace
+
+    from router.config import PluginSettings
+
+    cfg = replace(cfg, plugins=PluginSettings(settings={"vip": settings}))
+    await plugins.configure(cfg)
+    return plugin
+
+
+def test_number_key_ignores_formatting() -> None:
+    assert number_key("8 (916) 123-45-67") == number_key("+79161234567") == "9161234567"
+
+
+async def test_inert_without_settings() -> None:
+    plugin = VipPlugin()
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    await plugins.configure(config())
+    registry = Registry()
+    assert plugins.register_into(registry) == []
+    assert "is_vip" not in registry.functions
+    assert "vip_tag" not in registry.actions
+
+
+async def test_configured_registers_function_and_action(tmp_path: Path) -> None:
+    listing = tmp_path / "vip.txt"
+    listing.write_text("# VIPs\n8 903 111-22-33\n", encoding="utf-8")
+    plugin = await configured({"numbers": [VIP], "file": str(listing)})
+    assert plugin.is_vip("79161234567")
+    assert plugin.is_vip("+7 903 111 22 33")
+    assert not plugin.is_vip("74950000000")
+    registry = Registry()
+    plugin.callrouter_register(registry)
+    assert registry.functions["is_vip"].func("89161234567") is True
+    assert "vip_tag" in registry.actions
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"numbers": "x", "colour": "red"}, "[plugins.vip] colour: unknown setting"),
+    ({"numbers": [1.5]}, "[plugins.vip] numbers: expected a list of phone numbers"),
+    ({"variable": "1bad"}, "[plugins.vip] variable: '1bad' is not a channel variable name"),
+    ({"file": "/nonexistent/vip.txt"}, "[plugins.vip] file: cannot read"),
+])
+async def test_bad_settings_stop_the_start(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        await configured(settings)
+
+
+async def test_vip_call_is_tagged_once_then_redirected(
+        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory) -> None:
+    plugin = VipPlugin()
+    engine = await engine_factory(RULES, plugins=[plugin], settings=SETTINGS)
+
+    channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+
+    [setvar] = ajam_replay.sent("Setvar")
+    assert setvar.params() == {"Channel": channel, "Variable": "CALLROUTER_VIP",
+                               "Value": "gold"}
+    [redirect] = ajam_replay.sent("Redirect")
+    assert redirect["Exten"] == "100"
+    record = engine.records[-1]
+    assert record.rules[0] == "vip"
+    assert record.outcome == "executed"
+    assert [a.status for a in record.actions] == ["ok", "confirmed"]
+    assert ajam_replay.channels[channel].variables["CALLROUTER_VIP"] == "gold"
+    assert plugin.decisions == [(record.linkedid, "executed")]
+
+
+async def test_other_callers_are_not_tagged(
+        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory) -> None:
+    plugin = VipPlugin()
+    engine = await engine_factory(RULES, plugins=[plugin], settings=SETTINGS)
+
+    ajam_replay.inbound_call(caller="+74950000001", did="74951234567")
+    await ajam_replay.settle(engine)
+
+    assert ajam_replay.count("Setvar") == 0
+    assert [r["Exten"] for r in ajam_replay.sent("Redirect")] == ["200"]
+    assert plugin.decisions == []
+
+
+async def test_caller_gone_before_the_tag(
+        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory) -> None:
+    engine = await engine_factory(RULES, plugins=[VipPlugin()], settings=SETTINGS)
+    ajam_replay.on("Setvar", lambda sent: [("Response", "Error"),
+                                           ("Message", "No such channel")])
+
+    ajam_replay.inbound_call(caller=VIP, did="74951234567")
+    await ajam_replay.settle(engine)
+
+    # The plugin's failure is the action's outcome; the redirect still happens.
+    record = engine.records[-1]
+    assert [a.kind for a in record.actions] == ["vip_tag", "redirect"]
+    assert record.actions[0].status == "failed"
+    assert record.outcome == "failed"
+
+
+async def test_vip_call_on_the_sandbox(asterisk_sandbox: Sandbox,
+                                       engine_factory: EngineFactory) -> None:
+    """The same rule on a real Asterisk: the channel variable is really set."""
+    engine = await engine_factory(RULES, plugins=[VipPlugin()], settings=SETTINGS,
+                                  sandbox=asterisk_sandbox)
+    originated = await engine.ami.originate(
+        channel="Local/74951234567@callrouter-inbound", application="Wait", data="10",
+        caller_id=f"VIP <{VIP}>", async_="true")
+    assert originated.ok
+    for _ in range(100):
+        if engine.records:
+            break
+        await asyncio.sleep(0.05)
+    record = engine.records[-1]
+    assert record.rules[0] == "vip"
+    assert record.actions[0].kind == "vip_tag"
+    assert record.actions[0].status == "ok"
+    await engine.ami.send("Hangup", {"Channel": "/^Local/"}, validate=False, check=False)

@@ -1,0 +1,852 @@
+"""Test helpers for plugin authors: a pytest plugin (like tox's ``tox.pytest``).
+
+Enable it in your plugin's ``tests/conftest.py``::
+
+    pytest_plugins = ["router.testing"]
+
+or on the command line with ``pytest -p router.testing``. It needs
+``pytest-asyncio`` (callrouter's ``test`` extra). Fixtures:
+
+``ajam_replay``
+    A :class:`ReplayAsterisk`: a fake Asterisk behind an ``httpx.MockTransport``
+    that answers AJAM actions with real rawman framing and a
+    ``mansession_id`` cookie, records every action sent (``replay.sent("Redirect")``)
+    and hands queued events to ``WaitEvent`` (``replay.queue_event(...)``,
+    ``replay.queue_rawman(path)``, ``replay.inbound_call(...)``).
+``ajam_client``
+    An :class:`~router.ami.client.AJAMClient` logged in over ``ajam_replay``.
+``asterisk_sandbox``
+    A real Asterisk for the whole session (:mod:`router.sandbox`) with the
+    shipped dialplan (:data:`SHIPPED_DIALPLAN`). Skipped with the reason when it
+    cannot be provisioned, unless ``CI`` is set or ``CALLROUTER_REQUIRE_SANDBOX=1``
+    (then the test fails with the reason).
+``engine_factory``
+    ``await engine_factory(rules, plugins=[MyPlugin()], settings={...})`` builds,
+    starts and serves an :class:`~router.engine.Engine` against ``ajam_replay``
+    (or ``transport=``, or ``sandbox=``); the fixture stops it after the test.
+
+A typical test::
+
+    async def test_vip_calls_are_tagged(ajam_replay, engine_factory):
+        engine = await engine_factory(RULES, plugins=[VipPlugin()],
+                                      settings={"vip": {"numbers": ["+79161234567"]}})
+        channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+        await ajam_replay.settle(engine)
+        assert ajam_replay.count("Redirect") == 1
+        assert engine.records[-1].outcome == "executed"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.message import Event
+from router.ami.protocol import parse_rawman
+from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
+from router.engine import Engine, EngineOptions
+from router.errors import SandboxError
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+
+__all__ = [
+    "SHIPPED_DIALPLAN",
+    "EngineFactory",
+    "FakeChannel",
+    "ReplayAsterisk",
+    "SentAction",
+    "sandbox_required",
+    "shipped_dialplan",
+]
+
+#: The dialplan snippet of ``examples/asterisk/extensions.conf``, shipped in the package.
+SHIPPED_DIALPLAN = Path(__file__).parent / "sandbox" / "dialplan" / "callrouter.conf"
+
+_URL = "http://asterisk.test:8088/asterisk"
+_CRLF = "\r\n"
+
+#: What an ``on()`` handler may return: fields of a Success response, a whole
+#: response as (key, value) pairs, raw rawman bytes, an httpx response, or None
+#: for the built-in answer.
+Reply = Mapping[str, str] | list[tuple[str, str]] | bytes | httpx.Response | None
+ActionHandler = Callable[["SentAction"], Reply | Awaitable[Reply]]
+
+
+def shipped_dialplan() -> str:
+    """The text of the shipped dialplan snippet (contexts ``callrouter-*``)."""
+    return SHIPPED_DIALPLAN.read_text(encoding="utf-8")
+
+
+def sandbox_required() -> bool:
+    """True when a sandbox that cannot start must fail the run instead of skipping it."""
+    ci = os.environ.get("CI", "").strip().lower()
+    required = os.environ.get("CALLROUTER_REQUIRE_SANDBOX", "").strip()
+    return ci not in ("", "0", "false", "no") or required == "1"
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass(frozen=True, slots=True)
+class SentAction:
+    """One action as the fake Asterisk received it (form fields, in order)."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    path: str
+    cookie: str | None
+
+    @property
+    def action_id(self) -> str | None:
+        return self.get("ActionID")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """First value of a field, looked up case-insensitively (like Asterisk)."""
+        low = key.lower()
+        for k, v in self.fields:
+            if k.lower() == low:
+                return v
+        return default
+
+    def getall(self, key: str) -> list[str]:
+        low = key.lower()
+        return [v for k, v in self.fields if k.lower() == low]
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def params(self) -> dict[str, str]:
+        """Fields without ``Action`` and ``ActionID`` (last value wins)."""
+        return {k: v for k, v in self.fields if k.lower() not in ("action", "actionid")}
+
+
+@dataclass(slots=True)
+class FakeChannel:
+    """A channel the fake Asterisk believes exists (from queued events and actions)."""
+
+    name: str
+    uniqueid: str
+    linkedid: str
+    context: str = ""
+    exten: str = ""
+    priority: str = "1"
+    state: str = "4"
+    state_desc: str = "Ring"
+    caller_num: str = ""
+    caller_name: str = ""
+    application: str = ""
+    app_data: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
+
+
+def _block(pairs: Iterable[tuple[str, str]]) -> str:
+    out = []
+    for key, value in pairs:
+        clean = str(value).replace("\r", " ").replace("\n", " ")
+        out.append(f"{key}: {clean}{_CRLF}")
+    return "".join(out) + _CRLF
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class ReplayAsterisk:
+    """A fake Asterisk AJAM endpoint (``/rawman``, cookie sessions) over ``httpx.MockTransport``.
+
+    It answers ``Login``, ``Logoff``, ``Ping``, ``Setvar``, ``Getvar``,
+    ``Redirect``, ``Hangup``, ``Originate``, ``UserEvent``, ``ExtensionState``,
+    ``CoreShowChannels`` and ``WaitEvent`` as Asterisk 22 does (same messages,
+    same errors for unknown channels and actions, ``Permission denied`` without
+    a session); anything else gets Asterisk's "Invalid/unknown command" unless
+    a handler is added with :meth:`on`. It keeps the channels it has announced
+    through queued events, so ``CoreShowChannels`` and ``Getvar`` answer from
+    them; with ``auto_confirm`` a ``Redirect`` moves the channel and queues its
+    ``Newexten`` in the target context, and a ``Hangup`` queues the ``Hangup``
+    event, as the real dialplan would.
+
+    Use from one event loop at a time; queue events from that loop's thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str = "router",
+        secret: str = "secret",
+        url: str = _URL,
+        httptimeout: int = 60,
+        auto_confirm: bool = True,
+        restamp: bool = True,
+        max_wait: float | None = None,
+        system_name: str = "callrouter-replay",
+    ) -> None:
+        self.username = username
+        self.secret = secret
+        self.url = url.rstrip("/")
+        self.httptimeout = httptimeout
+        self.auto_confirm = auto_confirm
+        #: Give recorded events the current ``Timestamp`` when delivered, so
+        #: deadlines computed from it behave as they would live.
+        self.restamp = restamp
+        #: Cap on how long an empty ``WaitEvent`` blocks (None: its ``Timeout``).
+        self.max_wait = max_wait
+        self.system_name = system_name
+        #: Every action received, in order (``Login`` and ``WaitEvent`` included).
+        self.actions: list[SentAction] = []
+        #: Channels Asterisk would list now, by name.
+        self.channels: dict[str, FakeChannel] = {}
+        #: Global variables (``Setvar`` without a channel).
+        self.globals: dict[str, str] = {}
+        self._queue: list[Event] = []
+        self._sessions: set[str] = set()
+        self._handlers: dict[str, ActionHandler] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._waiting = 0
+        self._ids = itertools.count(1)
+        self._epoch = int(time.time())
+        self.transport = httpx.MockTransport(self._handle)
+
+    # -- client side -------------------------------------------------------------
+
+    def settings(self, **overrides: object) -> ClientSettings:
+        """Client settings pointing at this fake (``ClientSettings`` keywords override)."""
+        base: dict[str, object] = {"url": self.url, "username": self.username,
+                                   "secret": self.secret}
+        base.update(overrides)
+        return ClientSettings(**base)  # type: ignore[arg-type]
+
+    def client(self, **overrides: object) -> AJAMClient:
+        """A new, not yet logged-in client over this fake's transport."""
+        return AJAMClient(self.settings(**overrides), transport=self.transport)
+
+    def asterisk_settings(self) -> AsteriskSettings:
+        """``router.toml [asterisk]`` as an engine built on this fake needs it."""
+        return AsteriskSettings(url=self.url, username=self.username, secret=self.secret)
+
+    # -- assertions -----------------------------------------------------------------
+
+    def sent(self, name: str | None = None) -> list[SentAction]:
+        """Actions received, optionally only those named ``name`` (any case)."""
+        if name is None:
+            return list(self.actions)
+        low = name.lower()
+        return [a for a in self.actions if a.name.lower() == low]
+
+    def count(self, name: str) -> int:
+        """How many ``name`` actions were received: ``count("Redirect") == 1``."""
+        return len(self.sent(name))
+
+    def clear(self) -> None:
+        """Forget the recorded actions (not the sessions, channels or queued events)."""
+        self.actions.clear()
+
+    @property
+    def logged_in(self) -> bool:
+        return bool(self._sessions)
+
+    def expire_session(self) -> None:
+        """Forget every session, as Asterisk does after ``httptimeout`` or a restart:
+        the next request is answered ``Permission denied`` and the client logs in again."""
+        self._sessions.clear()
+
+    # -- events -----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet fetched by a WaitEvent."""
+        return len(self._queue)
+
+    def queue_event(self, event: Mapping[str, str] | Event | None = None, /,
+                    **fields: str) -> Event:
+        """Queue one event for the next ``WaitEvent``.
+
+        ``event`` is an :class:`~router.ami.message.Event` or a mapping whose
+        ``Event`` key names it (keyword arguments add fields:
+        ``queue_event(Event="Hangup", Channel="PJSIP/1-01", Cause="16")``).
+        ``Privilege``, ``Timestamp`` and ``SystemName`` are added when missing.
+        The fake's channel list follows the event (``Newchannel``, ``Newexten``,
+        ``VarSet``, ``Newstate``, ``Hangup``).
+        """
+        source = event.fields if isinstance(event, Event) else (event or {}).items()
+        pairs: list[tuple[str, str]] = list(source)
+        pairs.extend(fields.items())
+        keys = {k.lower() for k, _ in pairs}
+        if "event" not in keys:
+            raise ValueError(f"an event needs an 'Event' field: {pairs!r}")
+        pairs.sort(key=lambda kv: kv[0].lower() != "event")  # Event first, the rest in order
+        if "privilege" not in keys:
+            pairs.insert(1, ("Privilege", "call,all"))
+        if "timestamp" not in keys:
+            pairs.insert(2, ("Timestamp", f"{time.time():.6f}"))
+        if "systemname" not in keys:
+            pairs.insert(3, ("SystemName", self.system_name))
+        queued = Event(tuple((str(k), str(v)) for k, v in pairs))
+        self._apply(queued)
+        self._queue.append(queued)
+        self._wake()
+        return queued
+
+    def queue_events(self, events: Iterable[Mapping[str, str] | Event]) -> list[Event]:
+        """Queue several events, in order."""
+        return [self.queue_event(e) for e in events]
+
+    def queue_rawman(self, data: bytes | str | os.PathLike[str]) -> list[Event]:
+        """Queue the events of a recorded rawman body (bytes or a file path).
+
+        Responses in it (a recorded ``WaitEvent``'s own ``Response``) and the
+        ``WaitEventComplete`` marker are skipped: they are framing.
+        """
+        body = data if isinstance(data, bytes) else Path(data).read_bytes()
+        out: list[Event] = []
+        for message in parse_rawman(body):
+            if not isinstance(message, Event) or message.name == "WaitEventComplete":
+                continue
+            fields = [(k, v) for k, v in message.fields if k.lower() != "actionid"]
+            if self.restamp:
+                fields = [(k, f"{time.time():.6f}") if k.lower() == "timestamp" else (k, v)
+                          for k, v in fields]
+            out.append(self.queue_event(Event(fields)))
+        return out
+
+    def add_channel(self, name: str, *, context: str = "default", exten: str = "s",
+                    caller: str = "", caller_name: str = "", linkedid: str | None = None,
+                    ) -> FakeChannel:
+        """Announce a channel (queues its ``Newchannel``); returns the fake's record."""
+        uniqueid = f"{self.system_name}-{self._epoch}.{next(self._ids)}"
+        self.queue_event({
+            "Event": "Newchannel", "Channel": name, "ChannelState": "4",
+            "ChannelStateDesc": "Ring", "CallerIDNum": caller or "<unknown>",
+            "CallerIDName": caller_name or "<unknown>", "ConnectedLineNum": "<unknown>",
+            "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "",
+            "Context": context, "Exten": exten, "Priority": "1", "Uniqueid": uniqueid,
+            "Linkedid": linkedid or uniqueid,
+        })
+        return self.channels[name]
+
+    def inbound_call(self, *, caller: str, did: str, caller_name: str = "", wait: float = 4.0,
+                     channel: str | None = None, context: str = "callrouter-inbound",
+                     request_event: str = "CallRouterRequest") -> str:
+        """Play what the shipped dialplan does for one inbound call; returns the channel.
+
+        Queues ``Newchannel``, the ``Newexten`` into ``callrouter-inbound``, the
+        ``VarSet`` of ``CALLROUTER_DID`` and ``CALLROUTER_DEADLINE``, the
+        ``UserEvent(CallRouterRequest)`` with ``DID``, ``Caller`` and ``Wait``, and
+        leaves the channel in ``Wait`` (as ``CoreShowChannels`` will show it).
+        """
+        name = channel or f"PJSIP/trunk-{next(self._ids):08x}"
+        chan = self.add_channel(name, context=context, exten=did, caller=caller,
+                                caller_name=caller_name)
+        common = {"Channel": name, "Uniqueid": chan.uniqueid, "Linkedid": chan.linkedid,
+                  "CallerIDNum": caller, "CallerIDName": caller_name or "<unknown>",
+                  "Context": context, "Exten": did}
+        deadline = str(int(time.time() + wait))
+        self.queue_event({"Event": "Newexten", **common, "Priority": "1",
+                          "Extension": did, "Application": "NoOp", "AppData": "callrouter"})
+        for variable, value in (("CALLROUTER_DID", did), ("CALLROUTER_DEADLINE", deadline)):
+            self.queue_event({"Event": "VarSet", "Privilege": "dialplan,all", **common,
+                              "Variable": variable, "Value": value})
+        self.queue_event({"Event": "UserEvent", "Privilege": "user,all", **common,
+                          "Priority": "4", "UserEvent": request_event, "DID": did,
+                          "Caller": caller, "Wait": f"{wait:g}"})
+        self.queue_event({"Event": "Newexten", **common, "Priority": "6", "Extension": did,
+                          "Application": "Wait", "AppData": f"{wait:g}"})
+        return name
+
+    def hangup(self, channel: str, *, cause: str = "16",
+               cause_txt: str = "Normal Clearing") -> None:
+        """The far end hangs up ``channel``: queues its ``Hangup`` event."""
+        chan = self.channels.get(channel)
+        self.queue_event({"Event": "Hangup", "Channel": channel,
+                          "Uniqueid": chan.uniqueid if chan else "",
+                          "Linkedid": chan.linkedid if chan else "",
+                          "Cause": cause, "Cause-txt": cause_txt})
+
+    def _apply(self, event: Event) -> None:
+        name = event.name
+        channel = event.get("Channel") or ""
+        if name == "Newchannel" and channel:
+            self.channels[channel] = FakeChannel(
+                channel, event.get("Uniqueid") or "", event.get("Linkedid") or "",
+                context=event.get("Context") or "", exten=event.get("Exten") or "",
+                priority=event.get("Priority") or "1", state=event.get("ChannelState") or "",
+                state_desc=event.get("ChannelStateDesc") or "",
+                caller_num=event.get("CallerIDNum") or "",
+                caller_name=event.get("CallerIDName") or "")
+            return
+        chan = self.channels.get(channel)
+        if chan is None:
+            if name == "VarSet" and channel in ("", "none"):
+                self.globals[event.get("Variable") or ""] = event.get("Value") or ""
+            return
+        if name == "Hangup":
+            del self.channels[channel]
+        elif name == "Newexten":
+            chan.context = event.get("Context") or chan.context
+            chan.exten = event.get("Exten") or chan.exten
+            chan.priority = event.get("Priority") or chan.priority
+            chan.application = event.get("Application") or ""
+            chan.app_data = event.get("AppData") or ""
+        elif name == "VarSet":
+            chan.variables[event.get("Variable") or ""] = event.get("Value") or ""
+        elif name == "Newstate":
+            chan.state = event.get("ChannelState") or chan.state
+            chan.state_desc = event.get("ChannelStateDesc") or chan.state_desc
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    @property
+    def idle(self) -> bool:
+        """No event queued and a WaitEvent waiting: its consumer has handled all before."""
+        return not self._queue and self._waiting > 0
+
+    async def consumed(self, timeout: float = 5.0) -> None:
+        """Wait until every queued event was fetched and the consumer polls again."""
+        deadline = time.monotonic() + timeout
+        while not self.idle:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self._queue)} events still queued after {timeout} s "
+                                   "(is anything polling WaitEvent?)")
+            await asyncio.sleep(0.005)
+
+    async def settle(self, engine: Engine, timeout: float = 10.0) -> None:
+        """Wait until ``engine`` has handled every queued event and finished the
+        routing it started, including events those actions caused (``Newexten``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.consumed(max(0.01, deadline - time.monotonic()))
+            await engine.wait_idle(max(0.01, deadline - time.monotonic()))
+            if self.idle:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"engine did not settle within {timeout} s")
+
+    # -- custom answers -----------------------------------------------------------------
+
+    def on(self, action: str, handler: ActionHandler) -> None:
+        """Answer ``action`` with ``handler(sent)`` (sync or async) instead of the default.
+
+        The handler returns the fields of a ``Response: Success`` (a mapping), a
+        whole response as pairs (``[("Response", "Error"), ("Message", "...")]``),
+        raw rawman bytes, an ``httpx.Response``, or None for the built-in answer.
+        It may raise an ``httpx`` exception to simulate a broken connection.
+        """
+        self._handlers[action.lower()] = handler
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _response(self, body: str | bytes, session: str | None) -> httpx.Response:
+        headers = {"Content-Type": "text/plain"}
+        if session is not None:
+            headers["Set-Cookie"] = (f'mansession_id="{session}"; Version=1; '
+                                     f"Max-Age={self.httptimeout}")
+        content = body.encode("utf-8") if isinstance(body, str) else body
+        return httpx.Response(200, content=content, headers=headers)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        fields = tuple(parse_qsl((await request.aread()).decode("utf-8"),
+                                 keep_blank_values=True))
+        if not fields and request.url.query:
+            fields = tuple(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
+        cookie = request.headers.get("cookie")
+        action_name = next((v for k, v in fields if k.lower() == "action"), "")
+        sent = SentAction(action_name, fields, path, cookie)
+        self.actions.append(sent)
+        prefix = httpx.URL(self.url).path.rstrip("/")
+        if path != f"{prefix}/rawman":
+            return httpx.Response(404, text="<title>404 Not Found</title>",
+                                  headers={"Content-Type": "text/html"})
+        session = _session_of(cookie)
+        live = session if session in self._sessions else None
+        low = action_name.lower()
+        aid = sent.action_id
+        if low == "login":
+            return self._login(sent)
+        if live is None:
+            return self._response(self._error(aid, "Permission denied"), None)
+        custom = self._handlers.get(low)
+        if custom is not None:
+            reply = custom(sent)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            answer = self._custom(reply, aid, live)
+            if answer is not None:
+                return answer
+        method = getattr(self, f"_action_{low}", None)
+        if method is None:
+            return self._response(self._error(
+                aid, f"Invalid/unknown command: {action_name}. Use Action: ListCommands "
+                     "to show available commands."), live)
+        if low == "waitevent":
+            return self._response(await self._action_waitevent(sent), live)
+        if low == "logoff":
+            self._sessions.discard(live)
+        body: str = method(sent)
+        return self._response(body, live)
+
+    def _custom(self, reply: object, aid: str | None, session: str) -> httpx.Response | None:
+        if reply is None:
+            return None
+        if isinstance(reply, httpx.Response):
+            return reply
+        if isinstance(reply, bytes):
+            return self._response(reply, session)
+        if isinstance(reply, Mapping):
+            pairs = [(str(k), str(v)) for k, v in reply.items()]
+            if not any(k.lower() == "response" for k, _ in pairs):
+                pairs.insert(0, ("Response", "Success"))
+            return self._response(self._with_id(pairs, aid), session)
+        if isinstance(reply, list):
+            return self._response(self._with_id([(str(k), str(v)) for k, v in reply], aid),
+                                  session)
+        raise TypeError(f"an on() handler returned {type(reply).__name__}")
+
+    @staticmethod
+    def _with_id(pairs: list[tuple[str, str]], aid: str | None) -> str:
+        if aid is not None and not any(k.lower() == "actionid" for k, _ in pairs):
+            pairs = [pairs[0], ("ActionID", aid), *pairs[1:]]
+        return _block(pairs)
+
+    def _ok(self, aid: str | None, *pairs: tuple[str, str]) -> str:
+        return self._with_id([("Response", "Success"), *pairs], aid)
+
+    def _error(self, aid: str | None, message: str) -> str:
+        return self._with_id([("Response", "Error"), ("Message", message)], aid)
+
+    def _login(self, sent: SentAction) -> httpx.Response:
+        if sent.get("Username") != self.username or sent.get("Secret") != self.secret:
+            return self._response(self._error(sent.action_id, "Authentication failed"), None)
+        session = secrets.token_hex(4)
+        self._sessions.add(session)
+        return self._response(self._ok(sent.action_id, ("Message", "Authentication accepted")),
+                              session)
+
+    # One method per action: the name after ``_action_`` is the action, lower-case.
+
+    def _action_logoff(self, sent: SentAction) -> str:
+        return self._with_id([("Response", "Goodbye"), ("Message", "Thanks for all the fish.")],
+                             sent.action_id)
+
+    def _action_ping(self, sent: SentAction) -> str:
+        return self._ok(sent.action_id, ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
+
+    def _action_setvar(self, sent: SentAction) -> str:
+        variable = sent.get("Variable") or ""
+        if not variable:
+            return self._error(sent.action_id, "No variable specified")
+        value = sent.get("Value") or ""
+        channel = sent.get("Channel")
+        if channel:
+            chan = self.channels.get(channel)
+            if chan is None:
+                return self._error(sent.action_id, "No such channel")
+            chan.variables[variable] = value
+        else:
+            self.globals[variable] = value
+        return self._ok(sent.action_id, ("Message", "Variable Set"))
+
+    def _action_getvar(self, sent: SentAction) -> str:
+        variable = sent.get("Variable") or ""
+        if not variable:
+            return self._error(sent.action_id, "No variable specified")
+        channel = sent.get("Channel")
+        if channel:
+            chan = self.channels.get(channel)
+            if chan is None:
+                return self._error(sent.action_id, "No such channel")
+            value = chan.variables.get(variable, "")
+        else:
+            value = self.globals.get(variable, "")
+        return self._ok(sent.action_id, ("Variable", variable), ("Value", value))
+
+    def _action_redirect(self, sent: SentAction) -> str:
+        channel = sent.get("Channel") or ""
+        if not channel:
+            return self._error(sent.action_id, "Channel not specified")
+        chan = self.channels.get(channel)
+        if chan is None:
+            return self._error(sent.action_id, f"Channel does not exist: {channel}")
+        context = sent.get("Context") or chan.context
+        exten = sent.get("Exten") or chan.exten
+        priority = sent.get("Priority") or "1"
+        if self.auto_confirm:
+            self.queue_event({
+                "Event": "Newexten", "Privilege": "dialplan,all", "Channel": channel,
+                "ChannelState": chan.state, "ChannelStateDesc": chan.state_desc,
+                "CallerIDNum": chan.caller_num, "CallerIDName": chan.caller_name,
+                "Context": context, "Exten": exten, "Priority": priority,
+                "Uniqueid": chan.uniqueid, "Linkedid": chan.linkedid, "Extension": exten,
+                "Application": "NoOp", "AppData": "",
+            })
+        return self._ok(sent.action_id, ("Message", "Redirect successful"))
+
+    def _action_hangup(self, sent: SentAction) -> str:
+        channel = sent.get("Channel") or ""
+        if not channel:
+            return self._error(sent.action_id, "No channel specified")
+        if channel not in self.channels:
+            return self._error(sent.action_id, "No such channel")
+        if self.auto_confirm:
+            cause = sent.get("Cause") or "16"
+            self.hangup(channel, cause=cause,
+                        cause_txt="Normal Clearing" if cause == "16" else "")
+        return self._ok(sent.action_id, ("Message", "Channel Hungup"))
+
+    def _action_originate(self, sent: SentAction) -> str:
+        if not sent.get("Channel"):
+            return self._error(sent.action_id, "Channel not specified")
+        if not (sent.get("Application") or (sent.get("Context") and sent.get("Exten"))):
+            return self._error(sent.action_id, "Application or Exten/Context not specified")
+        return self._ok(sent.action_id, ("Message", "Originate successfully queued"))
+
+    def _action_userevent(self, sent: SentAction) -> str:
+        name = sent.get("UserEvent") or ""
+        if not name:
+            return self._error(sent.action_id, "UserEvent not specified")
+        extra = [(k, v) for k, v in sent.fields
+                 if k.lower() not in ("action", "actionid", "userevent")]
+        self.queue_event({"Event": "UserEvent", "Privilege": "user,all", "UserEvent": name,
+                          **dict(extra)})
+        return self._ok(sent.action_id, ("Message", "Event Sent"))
+
+    def _action_extensionstate(self, sent: SentAction) -> str:
+        return self._ok(sent.action_id, ("Message", "Extension Status"),
+                        ("Exten", sent.get("Exten") or ""),
+                        ("Context", sent.get("Context") or ""), ("Hint", ""),
+                        ("Status", "-1"), ("StatusText", "Unknown"))
+
+    def _action_coreshowchannels(self, sent: SentAction) -> str:
+        aid = sent.action_id or ""
+        blocks = [self._with_id([("Response", "Success"), ("EventList", "start"),
+                                 ("Message", "Channels will follow")], aid)]
+        now = time.monotonic()
+        for chan in self.channels.values():
+            seconds = int(now - chan.created)
+            blocks.append(_block([
+                ("Event", "CoreShowChannel"), ("ActionID", aid), ("Channel", chan.name),
+                ("ChannelState", chan.state), ("ChannelStateDesc", chan.state_desc),
+                ("CallerIDNum", chan.caller_num or "<unknown>"),
+                ("CallerIDName", chan.caller_name or "<unknown>"),
+                ("ConnectedLineNum", "<unknown>"), ("ConnectedLineName", "<unknown>"),
+                ("Language", "en"), ("AccountCode", ""), ("Context", chan.context),
+                ("Exten", chan.exten), ("Priority", chan.priority), ("Uniqueid", chan.uniqueid),
+                ("Linkedid", chan.linkedid), ("Application", chan.application),
+                ("ApplicationData", chan.app_data),
+                ("Duration", f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"),
+                ("BridgeId", ""),
+            ]))
+        blocks.append(_block([("Event", "CoreShowChannelsComplete"), ("ActionID", aid),
+                              ("EventList", "Complete"), ("ListItems", str(len(self.channels)))]))
+        return "".join(blocks)
+
+    async def _action_waitevent(self, sent: SentAction) -> str:
+        try:
+            timeout = float(sent.get("Timeout") or "30")
+        except ValueError:
+            timeout = 30.0
+        if self.max_wait is not None:
+            timeout = min(timeout, self.max_wait)
+        deadline = time.monotonic() + timeout
+        self._waiting += 1
+        try:
+            while not self._queue:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup = asyncio.Event()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+        finally:
+            self._waiting -= 1
+        events, self._queue = self._queue, []
+        aid = sent.action_id
+        parts = [self._ok(aid, ("Message", "Waiting for Event completed."))]
+        now = f"{time.time():.6f}"
+        for event in events:
+            pairs = [(k, now) if self.restamp and k.lower() == "timestamp" else (k, v)
+                     for k, v in event.fields]
+            parts.append(_block(pairs))
+        parts.append(self._with_id([("Event", "WaitEventComplete")], aid))
+        return "".join(parts)
+
+
+def _session_of(cookie: str | None) -> str | None:
+    for part in (cookie or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "mansession_id":
+            return value.strip('"')
+    return None
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class EngineFactory(Protocol):
+    """The ``engine_factory`` fixture's call signature."""
+
+    async def __call__(
+        self,
+        rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        plugins: Iterable[object] = (),
+        settings: Mapping[str, Mapping[str, object]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sandbox: Sandbox | None = None,
+        username: str = "router",
+        shadow: bool = False,
+        options: EngineOptions | None = None,
+        entry_points: bool = False,
+        serve: bool = True,
+    ) -> Engine: ...
+
+
+def _rule_paths(rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                ) -> tuple[Path, ...]:
+    if isinstance(rules, str | os.PathLike):
+        return (Path(rules),)
+    return tuple(Path(r) for r in rules)
+
+
+@dataclass
+class _Engines:
+    replay: ReplayAsterisk
+    state_root: Path
+    running: list[tuple[Engine, asyncio.Task[None] | None]] = field(default_factory=list)
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def __call__(
+        self,
+        rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        plugins: Iterable[object] = (),
+        settings: Mapping[str, Mapping[str, object]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sandbox: Sandbox | None = None,
+        username: str = "router",
+        shadow: bool = False,
+        options: EngineOptions | None = None,
+        entry_points: bool = False,
+        serve: bool = True,
+    ) -> Engine:
+        if sandbox is not None and transport is not None:
+            raise ValueError("give either transport= or sandbox=, not both")
+        if sandbox is not None:
+            asterisk = AsteriskSettings(url=sandbox.url, username=username,
+                                        secret=sandbox.users().get(username, sandbox.secret))
+        else:
+            asterisk = self.replay.asterisk_settings()
+        if transport is None and sandbox is None:
+            transport = self.replay.transport
+        config = Config(
+            asterisk=asterisk,
+            router=RouterSettings(rules=_rule_paths(rules),
+                                  state_dir=self.state_root / f"engine{next(self._numbers)}",
+                                  shadow=shadow),
+            plugins=PluginSettings(settings=MappingProxyType(
+                {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()})),
+        )
+        client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
+        engine = Engine(config, plugins=Plugins.load(extra=plugins, entry_points=entry_points),
+                        client=client, options=options or EngineOptions(watch_interval=0))
+        task: asyncio.Task[None] | None = None
+        try:
+            await engine.start()
+            if serve:
+                task = asyncio.ensure_future(engine.serve())
+                await asyncio.wait_for(engine.ready.wait(), 10)
+        except BaseException:
+            await engine.stop()
+            raise
+        self.running.append((engine, task))
+        return engine
+
+    async def close(self) -> None:
+        for engine, task in reversed(self.running):
+            engine.request_stop()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, 10)
+                except TimeoutError:  # pragma: no cover - a stuck serve loop
+                    task.cancel()
+            await engine.stop()
+        self.running.clear()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def ajam_replay() -> ReplayAsterisk:
+    """A fake Asterisk AJAM endpoint: ``replay.transport`` for clients, recorded
+    ``replay.actions``, ``replay.queue_event(...)`` for WaitEvent."""
+    return ReplayAsterisk()
+
+
+@pytest_asyncio.fixture
+async def ajam_client(ajam_replay: ReplayAsterisk) -> AsyncIterator[AJAMClient]:
+    """An :class:`AJAMClient` logged in to ``ajam_replay``; logged off afterwards."""
+    async with ajam_replay.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def asterisk_sandbox() -> Iterator[Sandbox]:
+    """A real Asterisk (Debian's 22) for the session, with the shipped dialplan.
+
+    Users ``router`` (least privilege, as docs/asterisk.md), ``admin`` and
+    ``watcher`` share ``sandbox.secret``. Skipped with the reason when the
+    sandbox cannot be provisioned; fails instead under ``CI`` or with
+    ``CALLROUTER_REQUIRE_SANDBOX=1``.
+    """
+    try:
+        box = Sandbox.start(name=f"plugin-test-{os.getpid()}",
+                            extra_dialplan=shipped_dialplan())
+    except SandboxError as exc:
+        message = f"the Asterisk sandbox could not be started: {exc}"
+        if sandbox_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield box
+    finally:
+        box.remove()
+
+
+@pytest_asyncio.fixture
+async def engine_factory(ajam_replay: ReplayAsterisk,
+                         tmp_path_factory: pytest.TempPathFactory,
+                         ) -> AsyncIterator[EngineFactory]:
+    """``await engine_factory(rules, plugins=[...], settings={"name": {...}})``: a
+    started, serving :class:`Engine` (on ``ajam_replay`` unless ``transport=`` or
+    ``sandbox=`` is given); stopped when the test ends.
+
+    Built-in plugins are loaded; installed ones (entry points) only with
+    ``entry_points=True``, so a test controls exactly which plugins run.
+    """
+    engines = _Engines(ajam_replay, tmp_path_factory.mktemp("callrouter-state"))
+    try:
+        yield engines
+    finally:
+        await engines.close()

@@ -1,0 +1,208 @@
+"""``callrouter run`` as a real process: frozen, Asterisk restarted, reloaded, stopped.
+
+These use a private ``scratch_sandbox`` (``httptimeout=12``) because they
+restart Asterisk and let manager sessions expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
+
+REPO = Path(__file__).parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "engine"
+TEST_CONTEXTS = """
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+class RouterProcess:
+    """A ``callrouter run`` subprocess with its JSON log."""
+
+    def __init__(self, box: Sandbox, tmp: Path, rules: Path) -> None:
+        self.config = tmp / "router.toml"
+        self.config.write_text(
+            f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+            f"request_timeout = 3\n"
+            f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp / "state"}"\n'
+            f'log_format = "json"\n'
+            f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+            encoding="utf-8",
+        )
+        self.log_path = tmp / "router.log"
+        self.secret = box.secret
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "CR_SECRET": self.secret}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
+                stdout=log, stderr=log, env=env)
+        self.wait_for(lambda rec: rec.get("message", "").startswith("ready"), 20)
+
+    def records(self) -> list[dict[str, object]]:
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line})
+        return out
+
+    def wait_for(self, predicate: object, timeout: float) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for rec in self.records():
+                if predicate(rec):  # type: ignore[operator]
+                    return rec
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"router exited {self.proc.returncode}:\n"
+                                     + self.log_path.read_text())
+            time.sleep(0.1)
+        raise AssertionError("router log never showed it:\n" + self.log_path.read_text()[-3000:])
+
+    def decisions(self) -> list[dict[str, object]]:
+        return [r for r in self.records() if r.get("event") == "decision"]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+@pytest.fixture
+def box(scratch_sandbox: Sandbox) -> Sandbox:
+    scratch_sandbox.set_dialplan(
+        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS)
+    return scratch_sandbox
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "rules"
+    target.mkdir()
+    (target / "routing.yaml").write_text((FIXTURES / "rules" / "routing.yaml").read_text())
+    return target
+
+
+@pytest.fixture
+def router(box: Sandbox, tmp_path: Path, rules_dir: Path) -> Iterator[RouterProcess]:
+    proc = RouterProcess(box, tmp_path, rules_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture
+async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret,
+                              request_timeout=3.0)
+    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+        yield p
+
+
+@pytest.mark.slow
+async def test_frozen_router_reconciles_waiting_calls_once(router: RouterProcess,
+                                                          placer: CallPlacer) -> None:
+    """SIGSTOP past httptimeout: the session and its queued requests are lost.
+    After SIGCONT the router re-logs in, lists waiting channels and routes each once."""
+    first = await placer.place("74950000001", "79161234567")
+    await placer.wait_all([first], 10)
+    assert first.destination == "callrouter-dial,101"
+    router.signal(signal.SIGSTOP)
+    await asyncio.sleep(2)  # let the router's outstanding 1 s WaitEvent complete unread
+    waiting = [await placer.place("74950000001", n, wait=30)
+               for n in ("79161234568", "89161234569", "79031112233")]
+    # httptimeout=12, and Asterisk purges expired sessions every few seconds:
+    # after 20 s the router's session, and the requests queued for it, are gone.
+    await asyncio.sleep(18)
+    router.signal(signal.SIGCONT)
+    await placer.wait_all(waiting, 20)
+    assert [c.destination for c in waiting] == [
+        "callrouter-dial,102", "callrouter-dial,103", "callrouter-dial,105"]
+    assert [c.landings for c in waiting] == [1, 1, 1]
+    gaps = [r for r in router.records() if "gap" in str(r.get("message", ""))]
+    assert gaps, "the router did not notice the gap"
+    assert any("reconcile: routing 3" in str(r.get("message", "")) for r in router.records())
+    for c in waiting:  # the log line follows the confirmation the placer saw
+        router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
+    decided = [rec["uniqueid"] for rec in router.decisions()]
+    assert all(decided.count(c.uniqueid) == 1 for c in waiting)
+
+
+@pytest.mark.slow
+async def test_asterisk_restart_nothing_stuck_nothing_twice(box: Sandbox, router: RouterProcess,
+                                                           placer: CallPlacer) -> None:
+    before = [await placer.place("74950000001", "79161234567", wait=20) for _ in range(2)]
+    await placer.wait_all(before, 10)
+    await asyncio.to_thread(box.restart, down_for=1.0)
+    router.wait_for(lambda r: "gap" in str(r.get("message", "")), 30)
+    # The placer's own client re-logs in transparently, like the router's.
+    after = [await placer.place("74950000001", n, wait=6)
+             for n in ("79161234568", "79160001234")]
+    await placer.wait_all(after, 20)
+    assert [c.destination for c in after] == ["callrouter-dial,102", "test-queue,sales"], \
+        router.log_path.read_text()[-4000:]
+    assert [c.landings for c in after] == [1, 1]
+    for c in after:
+        router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
+    decided = [rec["uniqueid"] for rec in router.decisions()]
+    assert len(decided) == len(set(decided)) == 4, "a channel was decided twice"
+    listing = await placer.client.send("CoreShowChannels", {}, validate=False)
+    stuck = [i["Channel"] for i in listing.items if i.get("Context") == "callrouter-inbound"
+             and i.get("Application") == "Wait"]
+    assert stuck == []
+
+
+async def test_reload_keeps_old_rules_when_new_ones_are_broken(router: RouterProcess,
+                                                               rules_dir: Path,
+                                                               placer: CallPlacer) -> None:
+    rules = rules_dir / "routing.yaml"
+    good = rules.read_text()
+    rules.write_text("version: 1\nrules:\n  - name: broken\n    on: call\n    do: [{redirect: ")
+    router.signal(signal.SIGHUP)
+    router.wait_for(lambda r: "not reloaded" in str(r.get("message", "")), 10)
+    call = await placer.place("74950000001", "79160002222")
+    await placer.wait_all([call], 10)
+    assert call.destination == "test-queue,sales"  # still the old rules
+    rules.write_text(good.replace("exten: sales}", "exten: sales2}"))
+    router.wait_for(lambda r: "reloaded" in str(r.get("message", ""))
+                    and "not" not in str(r.get("message", "")), 10)  # file watcher, no signal
+    call = await placer.place("74950000001", "79160003333")
+    await placer.wait_all([call], 10)
+    assert call.destination == "test-queue,sales2"
+
+
+async def test_sigterm_logs_off_and_exits_zero(router: RouterProcess) -> None:
+    started = time.monotonic()
+    assert router.stop() == 0
+    assert time.monotonic() - started < 10
+    assert any("logged off" in str(r.get("message", "")) for r in router.records())
