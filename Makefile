@@ -142,15 +142,7 @@ sandbox-stop: install
 	$(PY) -m router.sandbox stop dev
 
 demo: setup
-	@if [ -f examples/demo.sh ]; then \
-	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh; \
-	elif [ -f router/demo.py ] || [ -f router/demo/__main__.py ]; then \
-	  $(PY) -m router.demo; \
-	else \
-	  echo "The demo is not written yet: neither examples/demo.sh nor router/demo exists."; \
-	  echo "Everything it needs is set up; try: make sandbox, then callrouter ami Ping"; \
-	  echo "with the URL it prints (see README.md, 'Quick start')."; \
-	fi
+	$(PY) examples/demo.py
 
 bench: setup
 	@shopt -s nullglob; scripts=(bench/*.py); \

@@ -26,8 +26,9 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,6 +158,8 @@ class Engine:
         self._rule_mtimes: dict[Path, float] = {}
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
         self.records: list[RouteRecord] = []
+        #: "Now" for rules (working hours); the demo and tests may pin it.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.ready = asyncio.Event()
 
     # -- EngineAPI ---------------------------------------------------------------
@@ -333,7 +336,7 @@ class Engine:
                                     replace_existing=True)
 
     async def _run_schedule(self, name: str) -> None:
-        outcome = await self.rules.evaluate(Context.for_schedule(name))
+        outcome = await self.rules.evaluate(Context.for_schedule(name, now=self.clock()))
         if outcome.decision.actions and not self.shadow:
             results = await self.executor.run(outcome.decision.actions, None, None)
             log.info("schedule %s: %s", name, [r.to_dict() for r in results])
@@ -362,7 +365,8 @@ class Engine:
             await self.plugins.call_end(self._ended.pop())
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:
-        context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None))
+        context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
+                                    now=self.clock())
         if not self.rules.current.rules_for(context):
             return
         outcome = await self.rules.evaluate(context)
@@ -407,7 +411,7 @@ class Engine:
         context = call_context(
             self.registry, raw_caller, did,
             caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
-            call=_call_info(call, event),
+            call=_call_info(call, event), now=self.clock(),
         )
         started = time.monotonic()
         outcome = None

@@ -1,0 +1,266 @@
+"""callrouter demo: real Asterisk, the 1C double, the router, sample calls routed live.
+
+``make demo`` runs this. It starts the sandbox Asterisk (provisioning it the
+first time) with the shipped dialplan (examples/asterisk/extensions.conf),
+the 1C test double with its demo data, and callrouter with the shipped rules
+(rules/inbound.yaml) plus demo lists. Then it places calls that show each
+kind of routing and prints what happened to each: where the call landed,
+which rule decided, the outcome, and the latency from the dialplan's request
+to the call arriving, measured on Asterisk's own clock.
+
+Exit status 0 when every call landed where expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+try:
+    from callrouter_onec.double import OneCDouble
+except ImportError:  # the demo still runs, on the static directory only
+    OneCDouble = None  # type: ignore[assignment,misc]
+
+REPO = Path(__file__).resolve().parents[1]
+MOSCOW = ZoneInfo("Europe/Moscow")
+
+# Destinations the shipped rules use, as contexts a call can wait in, and
+# hints so extension_state() has something to ask about.
+DEMO_CONTEXTS = """
+[queues]
+exten => _[a-z0-9].,1,NoOp(queue ${EXTEN})
+ same => n,Wait(60)
+[ivr]
+exten => _[a-z0-9].,1,NoOp(ivr ${EXTEN})
+ same => n,Wait(60)
+[from-internal]
+exten => _X.,1,NoOp(internal ${EXTEN})
+ same => n,Wait(60)
+[hints]
+exten => 101,hint,Custom:mgr101
+exten => 102,hint,Custom:mgr102
+exten => 104,hint,Custom:mgr104
+exten => 105,hint,Custom:mgr105
+"""
+
+DID = "74951234567"
+
+
+@dataclass
+class Scenario:
+    title: str
+    caller: str
+    expected: str
+    setup: Callable[[Demo], Awaitable[None]] | None = None
+    at_night: bool = False
+    needs_onec: bool = False
+
+
+class Demo:
+    def __init__(self, pbx: Sandbox, workdir: Path, double: Any) -> None:
+        self.pbx = pbx
+        self.workdir = workdir
+        self.double = double
+        self.engine: Engine | None = None
+        self.serve_task: asyncio.Task[None] | None = None
+
+    def write_config(self) -> Path:
+        rules = self.workdir / "rules"
+        shutil.copytree(REPO / "rules", rules)
+        (rules / "lists" / "blacklist.txt").write_text("+7 999 000-00-00\n", encoding="utf-8")
+        (rules / "lists" / "vip.txt").write_text("8 (999) 000-00-01\n", encoding="utf-8")
+        (self.workdir / "directory.csv").write_text(
+            "number,extension,name\n79031112233,105,Склад (прямой номер)\n", encoding="utf-8")
+        onec = ""
+        if self.double is not None:
+            onec = (f'[plugins.onec]\nurl = "{self.double.url}"\n'
+                    f'username = "{self.double.username}"\n'
+                    f'password = "{self.double.password}"\n')
+        path = self.workdir / "router.toml"
+        path.write_text(
+            f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\n'
+            f'secret = "{self.pbx.secret}"\n'
+            f'[router]\nrules = ["{rules}"]\nstate_dir = "{self.workdir / "state"}"\n'
+            f'[plugins.directory]\nfile = "{self.workdir / "directory.csv"}"\n' + onec,
+            encoding="utf-8",
+        )
+        return path
+
+    async def start_router(self) -> Engine:
+        config = load_config(self.write_config() if self.engine is None
+                             else self.workdir / "router.toml")
+        engine = Engine(config, options=EngineOptions(watch_interval=0))
+        await engine.start()
+        self.serve_task = asyncio.ensure_future(engine.serve())
+        await engine.ready.wait()
+        self.engine = engine
+        return engine
+
+    async def stop_router(self) -> None:
+        if self.engine is not None and self.serve_task is not None:
+            self.engine.request_stop()
+            await self.serve_task
+            await self.engine.stop()
+            self.serve_task = None
+
+
+def next_weekday_at(hour: int) -> datetime:
+    now = datetime.now(MOSCOW)
+    day = now
+    while day.weekday() >= 5 or day.strftime("%m-%d") in ("01-01", "01-02", "01-07", "02-23",
+                                                          "03-08", "05-01", "05-09", "06-12",
+                                                          "11-04"):
+        day += timedelta(days=1)
+    return day.replace(hour=hour, minute=15, second=0, microsecond=0)
+
+
+async def busy_102(demo: Demo) -> None:
+    await demo.pbx_admin.send("Setvar", {"Variable": "DEVICE_STATE(Custom:mgr102)",
+                                         "Value": "BUSY"}, validate=False)
+
+
+async def onec_slow(demo: Demo) -> None:
+    demo.double.faults.set_global("latency=3")
+
+
+async def onec_down(demo: Demo) -> None:
+    demo.double.faults.set_global("")
+    demo.double.down = True
+
+
+SCENARIOS = [
+    Scenario("known customer -> their manager (1C)", "+7 (916) 123-45-67",
+             "callrouter-dial,101", needs_onec=True),
+    Scenario("same customer, another format", "89161234567", "callrouter-dial,101",
+             needs_onec=True),
+    Scenario("manager without an extension -> fallback", "8-926-111-22-33", "queues,sales",
+             needs_onec=True),
+    Scenario("owner busy -> fallback", "74957770101", "queues,sales", setup=busy_102,
+             needs_onec=True),
+    Scenario("number in the static directory", "79031112233", "callrouter-dial,105"),
+    Scenario("unknown number -> sales queue", "79160000000", "queues,sales"),
+    Scenario("VIP list -> VIP queue", "79990000001", "queues,vip"),
+    Scenario("blacklisted -> rejected", "79990000000", "hangup"),
+    Scenario("internal caller", "201", f"from-internal,{DID}"),
+    Scenario("after hours -> closed IVR", "+7 (916) 123-45-67", "ivr,closed", at_night=True),
+    Scenario("1C slow (3 s) -> fallback within budget", "79857654321", "queues,sales",
+             setup=onec_slow, needs_onec=True),
+    Scenario("1C down, answer cached -> manager", "+79161234567", "callrouter-dial,101",
+             setup=onec_down, needs_onec=True),
+    Scenario("1C down, not cached -> fallback", "84959990000", "queues,sales",
+             needs_onec=True),
+]
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    def line(r: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+async def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print("starting the sandbox Asterisk (first run provisions it: about a minute)...",
+          flush=True)
+    dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + DEMO_CONTEXTS
+    pbx = await asyncio.to_thread(Sandbox.start, name="demo", extra_dialplan=dialplan)
+    double = OneCDouble() if OneCDouble is not None else None
+    workdir = Path(tempfile.mkdtemp(prefix="callrouter-demo-"))
+    rows: list[list[str]] = []
+    failures = 0
+    try:
+        if double is not None:
+            double.start()
+            print(f"1C double at {double.url}")
+        else:
+            print("callrouter_onec is not installed: 1C scenarios are skipped")
+        demo = Demo(pbx, workdir, double)
+        admin = AJAMClient(ClientSettings(url=pbx.url, username="admin", secret=pbx.secret))
+        await admin.login()
+        demo.pbx_admin = admin  # type: ignore[attr-defined]
+        engine = await demo.start_router()
+        day, night = next_weekday_at(11), next_weekday_at(21)
+        print(f"callrouter routing; working hours are judged as at {day:%a %H:%M} Moscow "
+              f"(and {night:%H:%M} for the after-hours call)\n")
+        async with CallPlacer(admin) as placer:
+            scenarios = [s for s in SCENARIOS if double is not None or not s.needs_onec]
+            for scenario in scenarios:
+                if scenario.setup is not None:
+                    await scenario.setup(demo)
+                moment = night if scenario.at_night else day
+                engine.clock = lambda moment=moment: moment  # type: ignore[misc]
+                call = await placer.place(DID, scenario.caller, wait=args.wait)
+                await placer.wait_all([call], args.wait + 6)
+                await engine.wait_idle()
+                rows.append(row(scenario.title, call, scenario.expected, engine))
+                failures += call.destination != scenario.expected
+                await placer.client.send("Hangup", {"Channel": call.channel}, validate=False,
+                                         check=False)
+            await demo.stop_router()
+            down = await placer.place(DID, "+7 (916) 123-45-67", wait=2)
+            await placer.wait_all([down], 10)
+            expected = f"callrouter-default,{DID}"
+            rows.append([ "callrouter stopped -> default route after the wait", down.caller,
+                          expected, down.destination, "-", "(no router)",
+                          _ms(down.latency_ms), "ok" if down.destination == expected else "WRONG"])
+            failures += down.destination != expected
+        await admin.aclose()
+        print(table(rows, ["scenario", "caller", "expected", "landed", "rule", "outcome",
+                           "latency", ""]))
+        if double is not None:
+            await asyncio.sleep(1.0)
+            events = [r for r in double.requests() if "calls/events" in r.path]
+            print(f"\ncall history posted to the 1C double: {len(events)} events")
+            for r in events[-6:]:
+                print("  ", r.body[:160].decode("utf-8", "replace") if isinstance(r.body, bytes)
+                      else str(r.body)[:160])
+        print(f"\n{len(rows) - failures} of {len(rows)} calls landed where expected")
+        return 1 if failures else 0
+    finally:
+        await demo.stop_router() if "demo" in locals() else None
+        if double is not None:
+            with contextlib.suppress(Exception):
+                double.stop()
+        await asyncio.to_thread(pbx.remove)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def row(title: str, call: PlacedCall, expected: str, engine: Engine) -> list[str]:
+    record = next((r for r in engine.records if r.uniqueid == call.uniqueid), None)
+    rule = record.rules[0] if record and record.rules else "-"
+    outcome = record.outcome if record else "-"
+    return [title, call.caller, expected, call.destination, rule, outcome,
+            _ms(call.latency_ms), "ok" if call.destination == expected else "WRONG"]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wait", type=float, default=4.0,
+                        help="seconds each call waits for a decision (CALLROUTER_WAIT)")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""The hook implementations: settings, the lookup, notify and call history.
+
+The 1C side is the real double on loopback; the engine side is the smallest
+stand-in the hooks need (a scheduler that records jobs, a state directory, a
+call tracker), and calls are built by feeding synthetic AMI events to
+callrouter's own :class:`~router.calls.CallTracker`, so the timeline the hooks
+read is the one the engine would give them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callrouter_onec import plugin as plugin_module
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.plugin import NOT_CONFIGURED, OneCPlugin, parse_settings
+from router.ami.message import Event
+from router.calls import Call, CallTracker
+from router.config import Config, load_config
+from router.errors import ConfigError, LookupUnavailable
+from router.plugins import Plugins
+from router.rules.context import Caller, Context
+from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
+from router.rules.registry import Registry
+
+
+
+#: The double's password in conftest.py (its ``double`` fixture).
+PASSWORD = "пароль-secret"
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, onec: str | None) -> Config:
+    text = ('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+            'secret = "x"\n[router]\nstate_dir = "state"\n')
+    if onec is not None:
+        text += "[plugins.onec]\n" + onec
+    path = tmp_path / "router.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, environ={})
+
+
+class FakeScheduler:
+    """Records jobs instead of running them: the tests call the jobs themselves."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
+
+    def add_job(self, func: Any, trigger: Any, **kwargs: Any) -> None:
+        self.jobs[kwargs["id"]] = (func, trigger, kwargs)
+
+
+class FakeEngine:
+    def __init__(self, state_dir: Path) -> None:
+        self.scheduler = FakeScheduler()
+        self.state_dir = state_dir
+        self.tracker = CallTracker()
+
+
+def onec_table(double: OneCDouble, extra: str = "") -> str:
+    return (f'url = "{double.url}"\nusername = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
+            "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\n"
+            "events_retry_min = 0.05\nevents_retry_max = 0.2\nping_interval = 0\n" + extra)
+
+
+@pytest.fixture
+async def started(double: OneCDouble, tmp_path: Path) -> AsyncIterator[tuple[OneCPlugin,
+                                                                              FakeEngine]]:
+    onec = OneCPlugin()
+    config = write_config(tmp_path, onec_table(double, 'timezone = "Europe/Moscow"\n'))
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = FakeEngine(tmp_path / "state")
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    yield onec, engine
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+def ev(name: str, **fields: str) -> Event:
+    return Event([("Event", name), *fields.items()])
+
+
+def routed_call(tracker: CallTracker, linkedid: str = "1714557600.42",
+                caller: str = "8 (916) 123-45-67") -> Call:
+    """A call as the engine sees it after its routing request."""
+    chan = f"Local/74951234567@callrouter-inbound-{linkedid};2"
+    call = tracker.feed(ev("Newchannel", Channel=chan, Uniqueid=linkedid, Linkedid=linkedid,
+                           CallerIDNum=caller, ChannelStateDesc="Ring",
+                           Context="callrouter-inbound", Exten="74951234567", Priority="1"))
+    assert call is not None
+    call.did = "74951234567"
+    call.routed = True
+    call.waiting_channel = chan
+    return call
+
+
+def owner_trace(answer: dict[str, Any] | None) -> Trace:
+    trace = Trace(Context.for_call(Caller("79161234567"), "74951234567"))
+    rule = RuleTrace("owner", "rules.yaml:1", "matched")
+    rule.lookups.append(LookupTrace("owner", "onec.responsible('79161234567')", answer))
+    trace.rules.append(rule)
+    return trace
+
+
+def redirect_to(exten: str) -> Decision:
+    return Decision(("owner",), (Action.make("redirect", {"context": "callrouter-dial",
+                                                          "exten": exten}, "owner"),))
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword = "p"\n'
+     'password_env = "X"\n', "[plugins.onec] password_env: give either password or "
+                             "password_env, not both"),
+    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npasword = "p"\n',
+     "[plugins.onec] pasword: unknown key; did you mean 'password'?"),
+    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\n', "[plugins.onec] password: required"),
+    ('username = "u"\npassword = "p"\n', "[plugins.onec] url: required"),
+    ('url = "1c/unf"\nusername = "u"\npassword = "p"\n', "[plugins.onec] url: expected http"),
+    ('url = "http://1c/unf/hs/telephony/v1/responsible"\nusername = "u"\npassword = "p"\n',
+     "url: give the service root, not a method: 'http://1c/unf/hs/telephony'"),
+    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "ONEC_NOPE"\n',
+     "password_env: environment variable ONEC_NOPE is not set"),
+    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimeout = "fast"\n',
+     "[plugins.onec] timeout: expected a number, got string 'fast'"),
+    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimezone = "Mars/Base"\n',
+     "timezone: unknown time zone 'Mars/Base'"),
+    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nwarmup = "every morning"\n',
+     "[plugins.onec] warmup: not a crontab line"),
+    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nevents = "yes"\n',
+     "[plugins.onec] events: expected true or false"),
+    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nstale_ttl = 10\n',
+     "stale_ttl: 10 s is shorter than the fresh TTLs"),
+])
+def test_bad_settings_name_the_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            table: str, message: str) -> None:
+    monkeypatch.delenv("ONEC_NOPE", raising=False)
+    config = write_config(tmp_path, table)
+    with pytest.raises(ConfigError) as caught:
+        OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
+    text = str(caught.value)
+    assert text.startswith(str(tmp_path / "router.toml") + ": [plugins.onec] "), text
+    assert message in text
+
+
+def test_settings_defaults_and_password_from_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEC_PASSWORD", "секрет")
+    config = write_config(tmp_path, 'url = "http://1c.local/unf/hs/telephony/"\n'
+                                    'username = "Маршрутизатор"\npassword_env = "ONEC_PASSWORD"\n'
+                                    'state_dir = "onec"\nwarmup = "30 8 * * mon-fri"\n')
+    onec = OneCPlugin()
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    assert onec.config is not None
+    client = onec.config.client
+    assert (client.base_url, client.username, client.password) == (
+        "http://1c.local/unf/hs/telephony", "Маршрутизатор", "секрет")
+    assert (client.connect_timeout, client.timeout, client.event_timeout) == (0.5, 1.5, 5.0)
+    assert onec.config.state_dir == tmp_path / "onec"  # relative to router.toml
+    assert (onec.config.positive_ttl, onec.config.negative_ttl) == (600.0, 120.0)
+    assert onec.config.warmup == "30 8 * * mon-fri"
+    assert onec.config.events is True
+
+
+def test_empty_password_is_allowed_but_not_empty_url() -> None:
+    config = parse_settings({"url": "http://1c/x/hs/t", "username": "u", "password": ""})
+    assert config.client.password == ""
+    with pytest.raises(ConfigError, match=r"\[plugins.onec\] url: must not be empty"):
+        parse_settings({"url": " ", "username": "u", "password": ""})
+
+
+async def test_without_a_table_the_plugin_is_inert_but_its_names_exist(tmp_path: Path) -> None:
+    config = write_config(tmp_path, None)
+    onec = OneCPlugin()
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    registry = Registry()
+    onec.callrouter_register(registry)
+    assert "onec" in registry.notify_targets
+    spec = registry.lookups["onec.responsible"]
+    assert list(spec.signature.parameters) == ["number"]
+    assert spec.doc.startswith("1C: the client and responsible manager")
+    engine = FakeEngine(tmp_path / "state")
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    assert engine.scheduler.jobs == {}
+    assert spec.func is not None
+    with pytest.raises(LookupUnavailable, match="onec not configured"):
+        await spec.func("79161234567")
+    assert NOT_CONFIGURED.startswith("onec not configured")
+    call = routed_call(engine.tracker)
+    onec.callrouter_event(ev("Hangup", Channel="x", Linkedid=call.linkedid), call)
+    onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
+    onec.callrouter_call_end(call)
+    onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, None)
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert not (tmp_path / "state").exists()  # nothing was written
+
+
+def test_the_entry_point_registers_the_module() -> None:
+    plugins = Plugins.load(defaults=())
+    info = {p.name: p for p in plugins.info()}
+    assert "onec" in info
+    assert {"callrouter_configure", "callrouter_register", "callrouter_startup",
+            "callrouter_prefetch", "callrouter_decision", "callrouter_call_end",
+            "callrouter_notify", "callrouter_shutdown"} <= set(info["onec"].hooks)
+    assert plugins.pm.get_plugin("onec") is plugin_module
+
+
+# -- the lookup ----------------------------------------------------------------------------
+
+
+async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, FakeEngine],
+                                                    double: OneCDouble) -> None:
+    onec, engine = started
+    registry = Registry()
+    onec.callrouter_register(registry)
+    lookup = registry.lookups["onec.responsible"].func
+    assert lookup is not None
+    answer = await lookup("79161234567")
+    assert answer["found"] is True
+    assert answer["manager"] == {"id": "0b3e5f70-0000-11ee-8a00-005056aa0003",
+                                 "name": "Петров Пётр", "extension": "101", "mobile": None}
+    assert answer["client"]["name"] == "ООО «Ромашка»"
+    assert await lookup("101") is None  # internal: never asked
+    assert [r.path for r in double.requests("/v1/responsible")] == [
+        double.base_path + "/v1/responsible/79161234567"]
+    assert sorted(engine.scheduler.jobs) == []  # ping_interval = 0, no warm-up
+
+
+async def test_prefetch_and_lookup_share_one_request_with_call_id(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    onec, engine = started
+    call = routed_call(engine.tracker, caller="+7 916 1234567")
+    double.faults.add("latency=0.2", count=1, phone="79161234567")
+    onec.callrouter_prefetch(call)
+    answer = await onec.responsible("79161234567")
+    assert answer is not None
+    assert answer["manager"]["extension"] == "101"
+    sent = double.requests("/v1/responsible")
+    assert len(sent) == 1
+    assert sent[0].query == {"did": "74951234567", "call_id": call.linkedid}
+
+
+async def test_a_cancelled_lookup_leaves_the_shared_request_running(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    """The rule engine cancels the lookup at the call's deadline (asyncio.timeout);
+    the request goes on and fills the cache for the next call."""
+    onec, _ = started
+    double.faults.add("latency=0.3", count=1, phone="79161234567")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await onec.responsible("8 (916) 123-45-67")
+    await asyncio.sleep(0.5)
+    started_at = time.monotonic()
+    answer = await onec.responsible("9161234567")
+    assert answer is not None
+    assert answer["manager"]["name"] == "Петров Пётр"
+    assert time.monotonic() - started_at < 0.1  # from the cache
+    assert len(double.requests("/v1/responsible")) == 1
+
+
+async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    onec, _ = started
+    assert onec.cache is not None
+    assert await onec.responsible("79161234567") is not None
+    double.down = True
+    with pytest.raises(OneCUnavailable):
+        await onec.responsible("74957770101")
+    # A known number after its TTL: stale answer at once, 1C is not needed.
+    onec.cache.positive_ttl = 0.0
+    double.down = False
+    fresh = await onec.responsible("79161234567")
+    assert fresh is not None
+    double.down = True
+    await asyncio.sleep(0.01)
+    stale = await onec.responsible("79161234567")
+    assert stale is not None
+    assert stale["manager"]["extension"] == "101"
+
+
+async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None:
+    onec = OneCPlugin()
+    config = write_config(tmp_path, onec_table(double).replace(
+        "ping_interval = 0\n", "ping_interval = 30\n") + 'warmup = "0 8 * * *"\n'
+                          'warmup_numbers = ["+7 495 777-01-01", "101"]\n')
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = FakeEngine(tmp_path / "state")
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        assert sorted(engine.scheduler.jobs) == ["onec:ping", "onec:warmup"]
+        assert await onec.ping() is True
+        assert onec.healthy is True
+        double.down = True
+        assert await onec.ping() is False
+        assert onec.status()["healthy"] is False
+        double.down = False
+        assert await onec.warm_up() == 2
+        assert onec.cache is not None
+        peeked = onec.cache.peek("74957770101")
+        assert peeked is not None
+        assert peeked.extension == "102"
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+# -- call history ----------------------------------------------------------------------------
+
+
+async def test_answered_transferred_call_becomes_four_events(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    onec, engine = started
+    tracker = engine.tracker
+    call = routed_call(tracker)
+    onec.callrouter_call_start(call)
+    answer = (await onec.responsible("79161234567")) or {}
+    onec.callrouter_decision(call, redirect_to("101"), owner_trace(answer), "executed")
+    dial = tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "",
+                           Linkedid=call.linkedid, DialStatus="ANSWER"))
+    assert dial is call and call.answered
+    onec.callrouter_event(ev("DialEnd"), call)
+    transfer = ev("BlindTransfer", Result="Success", TransfererLinkedid=call.linkedid,
+                  Extension="102", Context="from-internal")
+    assert tracker.feed(transfer) is None  # prefixed fields: the engine passes no call
+    onec.callrouter_event(transfer, None)
+    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
+    onec.callrouter_call_end(call)
+    onec.callrouter_call_end(call)  # a repeat changes nothing
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    receipts = double.event_book.receipts
+    assert [r.payload["event"] for r in receipts] == ["ringing", "answered", "transferred",
+                                                       "hangup"]
+    assert not any(r.duplicate for r in receipts)
+    ringing, _, transferred, hangup = (r.payload for r in receipts)
+    assert ringing["from"] == "79161234567"
+    assert ringing["to"] == "74951234567"
+    assert ringing["extension"] == "101"
+    assert ringing["manager_id"] == "0b3e5f70-0000-11ee-8a00-005056aa0003"
+    assert ringing["client_id"] == "5e1c2f9a-0000-11ee-8a00-005056aa0001"
+    assert ringing["direction"] == "in"
+    assert ringing["status"] is None
+    assert transferred["extension"] == "102"
+    assert hangup["status"] == "ANSWER"
+    assert hangup["billsec"] is not None
+    assert hangup["ended_at"] is not None
+    assert all(r.payload["call_id"] == call.linkedid for r in receipts)
+
+
+@pytest.mark.parametrize(("cause", "status"), [("19", "NOANSWER"), ("17", "BUSY"),
+                                               ("16", "CANCEL"), ("34", "FAILED")])
+async def test_unanswered_call_is_missed_with_its_status(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble, cause: str,
+        status: str) -> None:
+    onec, engine = started
+    call = routed_call(engine.tracker, linkedid=f"17000.{cause}")
+    onec.callrouter_decision(call, Decision(), owner_trace(None), "fell-through")
+    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause=cause), call)
+    onec.callrouter_call_end(call)
+    # the rule's own notify for the same call is the same (call_id, event): not sent twice
+    onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    events = [(r.payload["event"], r.payload["status"], r.payload["extension"])
+              for r in double.event_book.receipts]
+    assert events == [("ringing", None, None), ("missed", status, None)]
+
+
+async def test_calls_callrouter_did_not_route_are_not_history(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    onec, engine = started
+    call = engine.tracker.feed(ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1",
+                                  CallerIDNum="101"))
+    assert call is not None
+    onec.callrouter_call_start(call)
+    onec.callrouter_call_end(call)
+    assert onec.queue is not None
+    assert onec.queue.counts() == {}
+
+
+async def test_notify_without_a_call(started: tuple[OneCPlugin, FakeEngine],
+                                     double: OneCDouble,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    onec, _ = started
+    onec.callrouter_notify("crm", {"event": "missed"}, None)  # not ours
+    onec.callrouter_notify("onec", {"event": "exploded"}, None)
+    assert "unknown event 'exploded'" in caplog.text
+    onec.callrouter_notify("onec", {"event": "missed", "number": "8 916 123-45-67",
+                                    "to": "+7 495 123-45-67", "call_id": "n-1"}, None)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    [receipt] = double.event_book.receipts
+    assert receipt.payload["call_id"] == "n-1"
+    assert receipt.payload["from"] == "79161234567"
+    assert receipt.payload["to"] == "74951234567"
+    assert receipt.payload["status"] == "NOANSWER"
+
+
+async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
+        double: OneCDouble, tmp_path: Path) -> None:
+    config = write_config(tmp_path, onec_table(double))
+    engine = FakeEngine(tmp_path / "state")
+    double.down = True
+    first = OneCPlugin()
+    first.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    await first.callrouter_startup(engine)  # type: ignore[arg-type]
+    for n in range(3):
+        call = routed_call(engine.tracker, linkedid=f"1.{n}")
+        first.callrouter_decision(call, Decision(), owner_trace(None), "fell-through")
+        first.callrouter_call_end(call)
+    await asyncio.sleep(0.2)
+    assert first.queue is not None
+    assert first.queue.pending_count() == 6
+    await first.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    double.down = False
+    second = OneCPlugin()
+    second.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    await second.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        assert second.sender is not None
+        assert await second.sender.drain(5)
+        keys = [(r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts]
+        assert sorted(keys) == sorted((f"1.{n}", e) for n in range(3)
+                                      for e in ("ringing", "missed"))
+        assert not any(r.duplicate for r in double.event_book.receipts)
+    finally:
+        await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
