@@ -1,0 +1,153 @@
+"""Engine decisions without Asterisk: once per request, deadlines, shadow, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.ami.message import Event, Response
+from router.ami.protocol import ActionResult
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.rules.registry import Registry
+
+RULES = """version: 1
+rules:
+  - name: slow
+    priority: 10
+    on: call
+    if: did == "2"
+    lookup:
+      x: slow_lookup(caller.number)
+    when: x
+    do:
+      - redirect: {context: managers, exten: "1"}
+  - name: default
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+"""
+
+
+class FakeClient:
+    """Answers every action with Success; Redirects confirm themselves."""
+
+    session_generation = 1
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.engine: Engine | None = None
+
+    async def login(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def send(self, name: str, params: Mapping[str, Any] | None = None,
+                   **kw: Any) -> ActionResult:
+        self.sent.append((name, dict(params or {})))
+        if name == "Redirect" and self.engine is not None:
+            p = dict(params or {})
+            asyncio.get_running_loop().call_soon(self.engine.executor.observe, Event((
+                ("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))))
+        return ActionResult(Response((("Response", "Success"),)))
+
+
+class SlowLookup:
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def slow_lookup(number: str) -> str:
+            await asyncio.sleep(5)
+            return "late"
+
+        registry.add_lookup("slow_lookup", slow_lookup)
+
+
+def request(channel: str, did: str = "1", *, wait: str = "4", uniqueid: str = "") -> Event:
+    return Event((("Event", "UserEvent"), ("UserEvent", "CallRouterRequest"),
+                  ("Channel", channel), ("Uniqueid", uniqueid or channel),
+                  ("Linkedid", channel), ("DID", did), ("Caller", "79161234567"),
+                  ("Wait", wait), ("Timestamp", f"{time.time():.6f}")))
+
+
+async def make_engine(tmp_path: Path, *, shadow: bool = False) -> tuple[Engine, FakeClient]:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n')
+    client = FakeClient()
+    engine = Engine(load_config(tmp_path / "router.toml"), client=client,  # type: ignore[arg-type]
+                    plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
+                    options=EngineOptions(watch_interval=0, safety_margin=0.3), shadow=shadow)
+    client.engine = engine
+    loaded = await engine.setup()
+    assert not loaded.errors
+    return engine, client
+
+
+def redirects(client: FakeClient) -> list[dict[str, Any]]:
+    return [p for name, p in client.sent if name == "Redirect"]
+
+
+async def test_one_decision_per_request_however_often_it_arrives(tmp_path: Path) -> None:
+    engine, client = await make_engine(tmp_path)
+    for _ in range(3):
+        await engine.handle_event(request("Local/1@in-0;2"))
+    await engine.wait_idle()
+    assert len(redirects(client)) == 1
+    assert [r.outcome for r in engine.records] == ["executed"]
+    # Same channel name after an Asterisk restart, new Uniqueid: a new call.
+    await engine.handle_event(request("Local/1@in-0;2", uniqueid="after-restart"))
+    await engine.wait_idle()
+    assert len(redirects(client)) == 2
+
+
+async def test_lookup_past_the_deadline_is_late_and_not_executed(tmp_path: Path) -> None:
+    engine, client = await make_engine(tmp_path)
+    started = time.monotonic()
+    await engine.handle_event(request("Local/2@in-0;2", did="2", wait="0.8"))
+    await engine.wait_idle()
+    assert time.monotonic() - started < 2.0  # bounded by the deadline, not the 5 s lookup
+    assert redirects(client) == []
+    (record,) = engine.records
+    assert record.outcome == "late"
+    assert record.deadline_left_ms <= 0
+
+
+async def test_shadow_mode_decides_but_sends_nothing(tmp_path: Path) -> None:
+    engine, client = await make_engine(tmp_path, shadow=True)
+    await engine.handle_event(request("Local/3@in-0;2"))
+    await engine.wait_idle()
+    assert client.sent == []
+    assert [(r.outcome, r.rules) for r in engine.records] == [("shadow", ("default",))]
+
+
+async def test_stopping_engine_takes_no_new_requests(tmp_path: Path) -> None:
+    engine, client = await make_engine(tmp_path)
+    engine.request_stop()
+    await engine.handle_event(request("Local/4@in-0;2"))
+    await engine.wait_idle()
+    assert client.sent == []
+    assert engine.records == []
+
+
+@pytest.mark.parametrize("age", [0.0, 3.0])
+async def test_deadline_counts_from_asterisks_timestamp(tmp_path: Path, age: float) -> None:
+    """An event that sat 3 s in a queue has only 1 s of its 4 s wait left."""
+    engine, _ = await make_engine(tmp_path)
+    event = request("Local/5@in-0;2")
+    stamped = Event(tuple((k, f"{time.time() - age:.6f}") if k == "Timestamp" else (k, v)
+                          for k, v in event.fields))
+    await engine.handle_event(stamped)
+    await engine.wait_idle()
+    (record,) = engine.records
+    left = record.deadline_left_ms / 1000
+    assert 4 - age - 0.3 - 0.2 < left <= 4 - age - 0.3

@@ -1,0 +1,125 @@
+"""The executor: actions in order, Redirect confirmed by Newexten, hang-ups traced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from router.ami.message import Event, Response
+from router.ami.protocol import ActionResult
+from router.errors import AMIActionError
+from router.executor import Executor
+from router.rules.decision import Action
+
+
+class FakeAMI:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.fail: dict[str, str] = {}
+        self.on_send: Any = None
+
+    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
+                   action_id: str | None = None, validate: bool = True,
+                   check: bool = True) -> ActionResult:
+        self.sent.append((name, dict(params or {})))
+        if name in self.fail:
+            raise AMIActionError(name, Response((("Response", "Error"),
+                                                 ("Message", self.fail[name]))))
+        if self.on_send is not None:
+            self.on_send(name, params)
+        return ActionResult(Response((("Response", "Success"),)))
+
+
+class Host:
+    def __init__(self) -> None:
+        self.ami = FakeAMI()
+        self.notified: list[tuple[str, dict[str, str]]] = []
+
+    async def plugin_execute(self, action: Action, call: Any) -> Any:
+        return "done by plugin" if action.kind == "plugin_kind" else None
+
+    async def plugin_notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
+        self.notified.append((target, dict(params)))
+
+
+def newexten(channel: str, context: str) -> Event:
+    return Event((("Event", "Newexten"), ("Channel", channel), ("Context", context),
+                  ("Timestamp", "1000.5")))
+
+
+async def test_setvar_then_redirect_confirmed_by_newexten() -> None:
+    host = Host()
+    executor = Executor(host, confirm_timeout=2)
+    host.ami.on_send = lambda name, params: (
+        asyncio.get_running_loop().call_later(
+            0.01, executor.observe, newexten(params["Channel"], params["Context"]))
+        if name == "Redirect" else None)
+    actions = [Action.make("setvar", {"CRM_CLIENT": "ООО «Ромашка»"}),
+               Action.make("redirect", {"context": "callrouter-dial", "exten": "101"})]
+    outcomes = await executor.run(actions, None, "Local/1@in-0;2")
+    assert [o.status for o in outcomes] == ["ok", "confirmed"]
+    assert outcomes[1].event_timestamp == 1000.5
+    assert host.ami.sent == [
+        ("Setvar", {"Channel": "Local/1@in-0;2", "Variable": "CRM_CLIENT",
+                    "Value": "ООО «Ромашка»"}),
+        ("Redirect", {"Channel": "Local/1@in-0;2", "Context": "callrouter-dial",
+                      "Exten": "101", "Priority": "1"}),
+    ]
+    assert executor.redirects == {"Local/1@in-0;2": 1}
+
+
+async def test_redirect_without_newexten_is_unconfirmed() -> None:
+    executor = Executor(Host(), confirm_timeout=0.05)
+    (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
+                                    None, "Local/1;2")
+    assert outcome.status == "unconfirmed"
+
+
+async def test_newexten_elsewhere_does_not_confirm() -> None:
+    host = Host()
+    executor = Executor(host, confirm_timeout=0.1)
+    host.ami.on_send = lambda name, params: executor.observe(
+        newexten(params["Channel"], "other-context"))
+    (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
+                                    None, "Local/1;2")
+    assert outcome.status == "unconfirmed"
+
+
+async def test_caller_hung_up_is_an_outcome_and_stops_the_rest() -> None:
+    host = Host()
+    host.ami.fail["Setvar"] = "Channel does not exist: Local/1;2"
+    outcomes = await Executor(host).run(
+        [Action.make("setvar", {"A": "1"}),
+         Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2")
+    assert [o.status for o in outcomes] == ["channel-gone"]
+    assert [name for name, _ in host.ami.sent] == ["Setvar"]
+
+
+async def test_failed_action_does_not_stop_the_next_one() -> None:
+    host = Host()
+    host.ami.fail["Originate"] = "Originate failed"
+    outcomes = await Executor(host).run(
+        [Action.make("originate", {"channel": "Local/1@x", "caller_id": "x <1>"}),
+         Action.make("notify", {"plugin": "onec", "event": "missed"})], None, None)
+    assert [o.status for o in outcomes] == ["failed", "ok"]
+    assert host.ami.sent[0] == ("Originate", {"Channel": "Local/1@x", "CallerID": "x <1>",
+                                              "Async": "true"})
+    assert host.notified == [("onec", {"event": "missed"})]
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [
+        (Action.make("hangup", {"cause": "21"}), "ok"),
+        (Action.make("ami", {"action": "DBPut", "family": "f", "key": "k", "val": "v"}), "ok"),
+        (Action.make("plugin_kind", {}), "ok"),
+        (Action.make("nobody_owns_this", {}), "no-executor"),
+    ],
+)
+async def test_other_kinds(action: Action, status: str) -> None:
+    host = Host()
+    (outcome,) = await Executor(host).run([action], object(), "Local/1;2")  # type: ignore[arg-type]
+    assert outcome.status == status
