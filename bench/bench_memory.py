@@ -104,7 +104,7 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     onec = BenchOneC(callers)
     await onec.warm()
     fake = FakeAMI()
-    engine = Engine(config, plugins=Plugins.load(extra=[onec]), client=fake,  # type: ignore[arg-type]
+    engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]), client=fake,  # type: ignore[arg-type]
                     options=EngineOptions(watch_interval=0))
     # The directory knows every caller, so each call is routed by one Redirect.
     from router.builtin import directory as directory_plugin

@@ -255,7 +255,7 @@ async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timi
     config = load_config(engine_config(tmp, url, secret, rules))
     onec = BenchOneC()
     await onec.warm()
-    engine = Engine(config, plugins=Plugins.load(extra=[onec]))
+    engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]))
     await engine.start()
     # Stamps for the latency split, outside the engine: when a poll's events
     # are in hand (parsed) and when the Redirect leaves.
@@ -317,6 +317,67 @@ async def serve(args: argparse.Namespace) -> None:
 # =============================================================================== driver
 
 
+class TCPAMI:
+    """The call generator's AMI connection: raw TCP (port 5038), our RawmanParser.
+
+    Just what :class:`CallPlacer` needs (``send`` and ``wait_event``); over TCP
+    rather than AJAM so the generator costs Asterisk and the CPU as little as
+    possible and leaves both to the router being measured.
+    """
+
+    session_generation = 1
+
+    def __init__(self, port: int, secret: str) -> None:
+        self.port, self.secret = port, secret
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._ids = 0
+
+    async def connect(self) -> None:
+        from router.ami.protocol import RawmanParser
+
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        parser = RawmanParser(banner=True)
+
+        async def read() -> None:
+            while data := await self._reader.read(65536):
+                for msg in parser.feed(data):
+                    future = self._pending.pop(msg.get("ActionID") or "", None)
+                    if future is not None and msg.get("Response") is not None:
+                        if not future.done():
+                            future.set_result(msg)
+                    elif msg.get("Event") is not None:
+                        self._events.put_nowait(msg)
+
+        self._task = asyncio.create_task(read())
+        reply = await self.send("Login", {"Username": "admin", "Secret": self.secret})
+        assert reply.get("Response") == "Success", reply
+
+    async def send(self, name: str, params: Any = None, **_: Any) -> Any:
+        from router.ami.protocol import Action, encode_rawman
+
+        self._ids += 1
+        action_id = f"gen-{self._ids}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[action_id] = future
+        self._writer.write(encode_rawman(Action.build(name, params or {}, action_id=action_id)))
+        return await asyncio.wait_for(future, 10)
+
+    async def wait_event(self, timeout: int = 20) -> list[Any]:
+        try:
+            first = await asyncio.wait_for(self._events.get(), timeout)
+        except TimeoutError:
+            return []
+        out = [first]
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._writer.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -337,6 +398,8 @@ class Cell:
     redirect: list[float] = field(default_factory=list)
     cpu: float = 0.0
     wall: float = 0.0
+    asterisk_cpu: float = 0.0
+    generator_cpu: float = 0.0
     note: str = ""
 
 
@@ -354,7 +417,7 @@ async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.
 
 
 async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: float,
-                   tmp: Path) -> Cell:
+                   tmp: Path, profile: str | None = None) -> Cell:
     cell = Cell(variant, rate)
     out = tmp / f"{variant}-{rate}.json"
     proc = await start_router(variant, box, out)
@@ -364,7 +427,16 @@ async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: flo
         await placer.wait_all(warm, timeout=WAIT + 2)
         await asyncio.sleep(0.2)
         n = int(rate * duration)
+        spy = None
+        if profile and variant in profile.split(","):
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
+                "-d", str(int(duration + 3)), "-f", "speedscope", "-o",
+                str(RESULTS / f"profile-{variant}-{rate}.json"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.sleep(0.5)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        ast0, gen0 = cpu_seconds(box.pid), time.process_time()
         tasks = []
         for i in range(n):
             delay = t0 + i / rate - time.monotonic()
@@ -375,6 +447,10 @@ async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: flo
                   if not isinstance(c, BaseException)]
         await placer.wait_all(placed, timeout=WAIT + 3)
         cell.cpu, cell.wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
+        cell.asterisk_cpu = cpu_seconds(box.pid) - ast0
+        cell.generator_cpu = time.process_time() - gen0
+        if spy is not None:
+            await spy.wait()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -406,25 +482,26 @@ async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: flo
 
 
 async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
-    from router.ami.client import AJAMClient, ClientSettings
     from router.sandbox.calls import CallPlacer
 
     cells: list[Cell] = []
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
+    ami = TCPAMI(box.ami_port, box.secret)
+    await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
-        async with AJAMClient(settings) as client, CallPlacer(client) as placer:
+        async with CallPlacer(ami) as placer:  # type: ignore[arg-type]
             for round_no, rate in enumerate(args.rates):
                 # Rotate the order at each rate so no variant always goes first.
                 order = args.variants[round_no % len(args.variants):] + \
                     args.variants[:round_no % len(args.variants)]
                 for variant in order:
                     cell = await run_cell(placer, box, variant, rate, args.duration,
-                                          Path(tmpdir))
+                                          Path(tmpdir), args.profile)
                     cells.append(cell)
                     print(f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
                           f"p50 {pct(cell.latencies, 50):.2f} ms, "
                           f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}%",
                           file=sys.stderr, flush=True)
+    await ami.close()
     return cells
 
 
@@ -444,9 +521,12 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
                          f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
                          p50, p95, p99, c.latencies[-1] if c.latencies else float("nan"),
                          f"{x50:.2f}x", f"{x95:.2f}x",
-                         f"{100 * c.cpu / c.wall:.1f}%" if c.wall else "-"])
+                         f"{100 * c.cpu / c.wall:.0f}%" if c.wall else "-",
+                         f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
+                         f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-"])
     main = md_table(["rate", "router", "calls", "routed in time", "p50 ms", "p95 ms",
-                     "p99 ms", "max ms", "p50 / ajam", "p95 / ajam", "router CPU (of 1 core)"],
+                     "p99 ms", "max ms", "p50 / ajam", "p95 / ajam", "router CPU",
+                     "Asterisk CPU", "generator CPU"],
                     rows)
     split_rows = []
     for variant in args.variants:
@@ -472,6 +552,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rates", default="20,50,100")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--profile", help="py-spy these variants (comma-separated) into "
+                        "bench/results/profile-VARIANT-RATE.json (speedscope)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)

@@ -179,8 +179,8 @@ class Plugins:
         message; a plugin that crashes here is logged and kept, like a crash in
         any other hook: its other hooks may still work, and the engine must start."""
         for impl in self._impls("callrouter_configure"):
-            settings = config.plugins.settings.get(impl.plugin_name, {})
-            kwargs = {"config": config, "settings": settings}
+            kwargs = {"config": config,
+                      "settings": config.plugins.settings.get(impl.plugin_name, {})}
             args = {name: kwargs[name] for name in impl.argnames}
             try:
                 value = impl.function(**args)
@@ -190,6 +190,13 @@ class Plugins:
                 raise
             except Exception as exc:
                 self._report("callrouter_configure", impl, exc, None)
+
+    def build_registry(self) -> tuple[Registry, list[str]]:
+        """A fresh registry filled by every plugin, and the problems met doing it."""
+        from router.rules.registry import Registry
+
+        registry = Registry()
+        return registry, self.register_into(registry)
 
     def register_into(self, registry: Registry) -> list[str]:
         """Fill ``registry``; return located problems instead of stopping at the first."""

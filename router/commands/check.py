@@ -8,10 +8,14 @@ otherwise, so ``callrouter check rules/`` can gate a deploy or a git hook.
 from __future__ import annotations
 
 import argparse
+import asyncio
+from types import MappingProxyType
 from typing import Any
 
-from router.builtin import DEFAULT_TIMEZONE, default_registry
-from router.rules import load_rules
+from router.builtin import DEFAULT_TIMEZONE
+from router.config import AsteriskSettings, Config, PluginSettings
+from router.plugins import Plugins
+from router.rules import Registry, load_rules
 
 __all__ = ["register", "run"]
 
@@ -27,12 +31,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def plugin_registry(timezone: str) -> tuple[Registry, list[str]]:
+    """Names as the engine will know them: every installed plugin registers.
+
+    So a rule using a plugin's lookup checks clean only where that plugin is
+    installed, which is exactly where it will run.
+    """
+    plugins = Plugins.load()
+    offline = Config(
+        asterisk=AsteriskSettings(url="http://127.0.0.1/asterisk", username="", secret=""),
+        plugins=PluginSettings(settings=MappingProxyType({"timefuncs": {"timezone": timezone}})),
+    )
+    asyncio.run(plugins.configure(offline))
+    return plugins.build_registry()
+
+
 def run(args: argparse.Namespace) -> int:
-    registry = default_registry(timezone=args.tz)
+    registry, problems = plugin_registry(args.tz)
     ruleset = load_rules(args.paths, registry)
+    for problem in problems:
+        print(f"callrouter: {problem}")
     for error in ruleset.errors:
         print(error)
-    count = len(ruleset.errors)
+    count = len(ruleset.errors) + len(problems)
     shown = " ".join(args.paths)
     if count:
         print(f"{shown}: {count} error{'s' if count != 1 else ''}, "

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from router.builtin import DEFAULT_TIMEZONE, default_registry
+from router.builtin import DEFAULT_TIMEZONE
+from router.commands.check import plugin_registry
 from router.builtin.timefuncs import zone
 from router.errors import LookupUnavailable
 from router.rules import Outcome, load_rules
@@ -80,7 +81,7 @@ def _when(text: str | None, tz: str) -> datetime | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = default_registry(timezone=args.tz)
+    registry, _ = plugin_registry(args.tz)
     lookups = _lookups(registry, args.lookup)
     now = _when(args.at, args.tz)
     for problem in (lookups, now):

@@ -1,0 +1,326 @@
+"""The 1C plugin end to end: sandbox Asterisk, in-process engine, in-process 1C double.
+
+The engine loads its plugins the way ``callrouter run`` does (``Plugins.load()``:
+built-ins plus entry points, so ``onec`` comes from its installed package) and
+routes on ``onec.responsible(caller.number)`` (``plugins/onec/tests/fixtures/
+rules/onec.yaml``), falling back to ``test-queue,fallback``.
+
+Caller IDs written like people write them: Asterisk's Originate squeezes a
+``CallerID`` number (``ast_shrink_phone_number``: ``8 (916) 123-45-67``
+arrives as ``89161234567``, ``доб. 12`` as ``доб12``), which would test
+nothing. The number is therefore passed as the caller *name*, which Asterisk
+keeps as written, and the test context ``test-formatted`` copies it into
+``CALLERID(num)`` with ``Set()`` (which keeps spaces, brackets and Cyrillic)
+before the call enters the shipped ``callrouter-inbound`` context. So the
+dialplan's ``UserEvent`` ``Caller`` header, and the engine, see exactly
+``8 (916) 123-45-67 доб. 12``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from callrouter_onec import plugin as onec_plugin
+from callrouter_onec.cache import BreakerState
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REPO = Path(__file__).parents[2]
+RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
+PASSWORD = "пароль"
+DID = "74951234567"
+FALLBACK = "test-queue,fallback"
+TEST_CONTEXTS = """
+; test entry: the caller ID as written arrives in CALLERID(name) (see the module docstring)
+[test-formatted]
+exten => _X.,1,Set(CALLERID(num)=${CALLERID(name)})
+ same => n,Set(CALLERID(name)=)
+ same => n,Goto(callrouter-inbound,${EXTEN},1)
+
+; the rules' fallback: a call that lands here just waits
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+# Caller ID as written -> where the call must land (demo data of the double).
+NUMBERS: list[tuple[str, str]] = [
+    ("8 (916) 123-45-67", "callrouter-dial,101"),
+    ("+7 916 1234567", "callrouter-dial,101"),
+    ("9161234567", "callrouter-dial,101"),
+    ("8 (916) 123-45-67 доб. 12", "callrouter-dial,101"),
+    ("8 916 765-43-21", "callrouter-dial,101"),          # a contact person of the client
+    ("+7 (495) 777-01-01", "callrouter-dial,102"),
+    ("8 495 777 01 01 доб. 3", "callrouter-dial,102"),
+    ("74957770101", "callrouter-dial,102"),
+    ("8 (985) 765-43-21", "callrouter-dial,104"),
+    ("+7 985 765 43 21", "callrouter-dial,104"),
+    ("+7 (495) 999-00-00", "callrouter-dial,102"),       # three clients: 1C picks «Гамма»
+    ("+49 30 12345678", "callrouter-dial,104"),          # a foreign client
+    ("8-926-111-22-33", FALLBACK),                       # manager without an extension
+    ("+7 903 123 45 67", FALLBACK),                      # a lead without a manager
+    ("+7 (999) 000-00-01", FALLBACK),                    # not a client
+]
+
+
+def dialplan() -> str:
+    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+
+
+def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
+    state.mkdir(parents=True, exist_ok=True)
+    path = state.parent / f"{state.name}.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{RULES}"]\nstate_dir = "{state}"\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{PASSWORD}"\n'
+        # short budgets and TTLs so every path shows within seconds
+        "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
+        "failure_threshold = 3\nopen_seconds = 2\nevents_retry_min = 0.1\n"
+        'events_retry_max = 0.5\nping_interval = 1\ntimezone = "Europe/Moscow"\n',
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+async def start_engine(config: Config) -> tuple[Engine, asyncio.Future[None]]:
+    engine = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 10)
+    return engine, task
+
+
+async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
+    engine.request_stop()
+    await asyncio.wait_for(task, 30)
+    await engine.stop()
+
+
+@pytest.fixture(scope="module")
+def onec_sandbox(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_dialplan(dialplan())
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def healthy_double(double: OneCDouble) -> None:
+    """Each test starts with 1C up and without faults."""
+    double.faults.clear()
+    double.down = False
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(onec_sandbox: Sandbox, double: OneCDouble,
+                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
+    config = make_config(onec_sandbox, double, tmp_path_factory.mktemp("onec") / "state")
+    eng, task = await start_engine(config)
+    yield eng
+    if not task.done():
+        await stop_engine(eng, task)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def placer(onec_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(url=onec_sandbox.url, username="admin",
+                              secret=onec_sandbox.secret)
+    async with AJAMClient(settings) as client, CallPlacer(
+            client, inbound_context="test-formatted",
+            ignore_contexts=("callrouter-inbound",)) as p:
+        yield p
+
+
+async def call_from(placer: CallPlacer, written: str, *, wait: float | None = None,
+                    timeout: float = 10) -> PlacedCall:
+    """One call whose caller ID is ``written`` exactly; returns once it landed."""
+    call = await placer.place(DID, "", caller_name=written, wait=wait)
+    await placer.wait_all([call], timeout=timeout)
+    return call
+
+
+def record_of(engine: Engine, call: PlacedCall) -> dict[str, object]:
+    return next(r.to_dict() for r in engine.records if r.channel == call.channel)
+
+
+def cache() -> onec_plugin.ResponsibleCache:
+    assert onec_plugin.PLUGIN.cache is not None, "the onec plugin did not start"
+    return onec_plugin.PLUGIN.cache
+
+
+async def test_thirty_callers_written_every_way_reach_their_manager(
+        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    assert engine.registry.lookups["onec.responsible"].func is not None
+    placed: list[tuple[str, PlacedCall, str]] = []
+    for i in range(30):
+        written, expected = NUMBERS[i % len(NUMBERS)]
+        placed.append((written, await call_from(placer, written), expected))
+    wrong = [(w, c.destination, want) for w, c, want in placed if c.destination != want]
+    assert not wrong, f"misrouted (caller as written, got, expected): {wrong}"
+    await engine.wait_idle()
+    # The engine saw the number as written, 1C only ever the normalized digits.
+    seen = {record_of(engine, c)["caller"] for _, c, _ in placed}
+    assert "79161234567" in seen
+    asked = {r.path.rsplit("/", 1)[-1] for r in double.requests("/v1/responsible")}
+    assert asked <= {"79161234567", "79167654321", "74957770101", "79857654321",
+                     "74959990000", "493012345678", "79261112233", "79031234567",
+                     "79990000001"}, asked
+    assert all(record_of(engine, c)["outcome"] == "executed" for _, c, _ in placed)
+
+
+async def test_internal_caller_never_asks_1c(engine: Engine, placer: CallPlacer,
+                                             double: OneCDouble) -> None:
+    before = len(double.requests("/v1/responsible"))
+    call = await call_from(placer, "201")
+    assert call.destination == FALLBACK
+    assert len(double.requests("/v1/responsible")) == before
+
+
+async def test_cyrillic_names_reach_the_channel(engine: Engine, placer: CallPlacer) -> None:
+    call = await call_from(placer, "+7 916 123-45-67")
+    assert call.destination == "callrouter-dial,101"
+    values = {}
+    for name in ("CRM_MANAGER", "CRM_CLIENT"):
+        result = await placer.client.send("Getvar", {"Channel": call.channel,
+                                                     "Variable": name}, validate=False)
+        values[name] = result.response.get("Value")
+    assert values == {"CRM_MANAGER": "Петров Пётр", "CRM_CLIENT": "ООО «Ромашка»"}
+
+
+async def test_slow_1c_falls_back_within_the_plugin_budget(
+        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    cache().invalidate()
+    double.faults.add("latency=3", phone="79857654321", count=None)
+    started = time.monotonic()
+    call = await call_from(placer, "8 (985) 765-43-21")
+    assert call.destination == FALLBACK
+    assert time.monotonic() - started < 2.5  # timeout = 1.0 s; the bound is generous
+    await engine.wait_idle()
+    record = record_of(engine, call)
+    assert record["rule"] == "fallback"
+    assert record["outcome"] == "executed"
+    [lookup] = record["lookups"]  # type: ignore[misc]
+    assert lookup["error"]
+
+
+async def test_1c_slower_than_the_call_deadline_takes_the_dialplan_default(
+        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    """Wait=1 s: the call's deadline (0.7 s) comes before the client's timeout (1 s)."""
+    cache().invalidate()
+    double.faults.add("latency=3", phone="79161234567", count=None)
+    started = time.monotonic()
+    call = await call_from(placer, "8 916 123 45 67", wait=1)
+    assert call.destination == f"callrouter-default,{DID}"
+    assert time.monotonic() - started < 3.0
+    await engine.wait_idle()
+    assert record_of(engine, call)["outcome"] == "late"
+    # The shared request was not cancelled with the call: its late answer is cached.
+    await asyncio.sleep(3.2)
+    assert cache().peek("79161234567") is not None
+
+
+async def test_1c_down_breaker_opens_and_stale_answers_are_served(
+        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    cache().invalidate()
+    known = await call_from(placer, "+7 (495) 777-01-01")
+    assert known.destination == "callrouter-dial,102"
+    await asyncio.sleep(1.1)  # past positive_ttl: the entry is stale now
+    double.down = True
+    unknown = ["+7 985 765-43-21", "8-926-111-22-33", "+7 903 123 45 67"]
+    started = time.monotonic()
+    for written in unknown:
+        call = await call_from(placer, written)
+        assert call.destination == FALLBACK, written
+    assert time.monotonic() - started < 6.0
+    assert cache().breaker.state is BreakerState.OPEN
+    asked = len(double.requests("/v1/responsible"))
+    call = await call_from(placer, "+49 30 12345678")
+    assert call.destination == FALLBACK
+    stale = await call_from(placer, "8 495 777-01-01")
+    assert stale.destination == "callrouter-dial,102"  # last known manager, 1C still down
+    assert len(double.requests("/v1/responsible")) == asked  # breaker open: 1C not asked
+    double.down = False
+    await asyncio.sleep(2.1)  # open_seconds
+    back = await call_from(placer, "+7 985 765 43 21")
+    assert back.destination == "callrouter-dial,104"
+    assert cache().breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.slow
+async def test_call_history_survives_1c_down_and_a_restart(
+        engine: Engine, placer: CallPlacer, double: OneCDouble, onec_sandbox: Sandbox,
+        tmp_path: Path) -> None:
+    # Quiet start: earlier calls hung up and their history delivered, then a clean book.
+    await placer.hangup_all()
+    sender = onec_plugin.PLUGIN.sender
+    assert sender is not None
+    for _ in range(50):
+        if not list(engine.tracker):
+            break
+        await asyncio.sleep(0.1)
+    assert await sender.drain(10)
+    engine.request_stop()  # one router at a time on this Asterisk
+    await asyncio.sleep(0.5)
+    await engine.stop()
+    double.reset()
+
+    config = make_config(onec_sandbox, double, tmp_path / "state")
+    double.down = True
+    linkedids: list[str] = []
+    for batch in range(2):  # restart between the batches, 1C down throughout
+        eng, task = await start_engine(config)
+        try:
+            calls = [await call_from(placer, written) for written, _ in NUMBERS[:10]]
+            assert all(c.destination == FALLBACK for c in calls)
+            await placer.hangup_all()
+            for _ in range(50):
+                if not list(eng.tracker):
+                    break
+                await asyncio.sleep(0.1)
+            await eng.wait_idle()
+            linkedids += [str(record_of(eng, c)["call"]) for c in calls]
+            queue = onec_plugin.PLUGIN.queue
+            assert queue is not None
+            assert queue.pending_count() == 20 * (batch + 1)
+        finally:
+            await stop_engine(eng, task)
+    assert double.event_book.receipts == []
+
+    double.down = False
+    eng, task = await start_engine(config)
+    try:
+        sender = onec_plugin.PLUGIN.sender
+        assert sender is not None
+        assert await sender.drain(15)
+    finally:
+        await stop_engine(eng, task)
+    receipts = double.event_book.receipts
+    arrived = Counter((r.payload["call_id"], r.payload["event"]) for r in receipts)
+    expected = {(linkedid, event) for linkedid in linkedids for event in ("ringing", "missed")}
+    assert len(set(linkedids)) == 20
+    assert set(arrived) == expected
+    assert all(count == 1 for count in arrived.values()), arrived
+    assert not any(r.duplicate for r in receipts)
+    by_call = {r.payload["call_id"]: r.payload for r in receipts if r.payload["event"] == "missed"}
+    assert {p["from"] for p in by_call.values()} >= {"79161234567", "74957770101"}
+    assert all(p["status"] in ("CANCEL", "NOANSWER") for p in by_call.values())

@@ -1,0 +1,301 @@
+"""router.testing, the test kit for plugin authors: its fake Asterisk and its fixtures.
+
+The fixtures are exercised the way a plugin author uses them: a small test file
+run by ``pytester`` with ``-p router.testing``. The fake itself is tested
+directly against the AJAM client, with Asterisk's own answers as the reference
+(``tests/fixtures/ami``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from router.errors import AMIActionError, AMIAuthenticationError, SandboxError
+from router.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from router.ami.client import AJAMClient
+    from router.testing import ReplayAsterisk
+
+# router.testing is imported by pytest here, as a plugin, before any test uses it
+# (importing it first would keep pytest from rewriting its asserts, and warn).
+pytest_plugins = ["pytester", "router.testing"]
+
+REPO = Path(__file__).parents[2]
+AMI_FIXTURES = REPO / "tests" / "fixtures" / "ami"
+
+#: The kit is already imported in this process; pytester runs in it, so the
+#: inner pytest would warn that it cannot rewrite the kit's asserts.
+#: Installed pytest plugins are not auto-loaded there (hypothesis and others make
+#: each run slow); pytest-asyncio is named, as a plugin author's run would load it.
+KIT = ("-p", "pytest_asyncio.plugin", "-p", "router.testing",
+       "-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+filterwarnings = error
+"""
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def test_shipped_dialplan_is_the_example_byte_for_byte() -> None:
+    from router.testing import SHIPPED_DIALPLAN, shipped_dialplan
+
+    example = REPO / "examples" / "asterisk" / "extensions.conf"
+    assert SHIPPED_DIALPLAN.read_bytes() == example.read_bytes(), (
+        "router/sandbox/dialplan/callrouter.conf must be a copy of "
+        "examples/asterisk/extensions.conf: copy the example over it")
+    assert "[callrouter-inbound]" in shipped_dialplan()
+
+
+def test_shipped_dialplan_is_package_data() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"sandbox/dialplan/*.conf"' in pyproject
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+async def test_login_sets_the_session_cookie(ajam_replay: ReplayAsterisk) -> None:
+    async with ajam_replay.client() as client:
+        result = await client.ping()
+        assert result.response["Ping"] == "Pong"
+        assert client.session_ttl == 60
+    assert [a.name for a in ajam_replay.actions] == ["Login", "Ping", "Logoff"]
+    login = ajam_replay.sent("login")[0]
+    assert login["Username"] == "router"
+    assert "mansession_id" in (ajam_replay.sent("Ping")[0].cookie or "")
+    assert not ajam_replay.logged_in
+
+
+async def test_wrong_secret_is_refused(ajam_replay: ReplayAsterisk) -> None:
+    client = ajam_replay.client(secret="wrong")
+    with pytest.raises(AMIAuthenticationError, match="Authentication failed"):
+        await client.login()
+    await client.aclose()
+
+
+async def test_lost_session_means_permission_denied_then_relogin(
+        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.expire_session()
+    await ajam_client.ping()
+    assert [a.name for a in ajam_replay.actions] == ["Login", "Ping", "Login", "Ping"]
+
+
+async def test_unknown_action_answers_like_asterisk(ajam_client: AJAMClient) -> None:
+    expected = (AMI_FIXTURES / "unknown_action.rawman").read_text(encoding="utf-8")
+    message = expected.split("Message: ", 1)[1].strip()
+    with pytest.raises(AMIActionError) as info:
+        await ajam_client.send("NoSuchThing", {}, validate=False)
+    assert info.value.response.message == message
+
+
+async def test_redirect_of_a_missing_channel(ajam_client: AJAMClient) -> None:
+    with pytest.raises(AMIActionError, match="Channel does not exist: Local/x"):
+        await ajam_client.send("Redirect", {"Channel": "Local/x", "Context": "c",
+                                            "Exten": "1", "Priority": "1"}, validate=False)
+
+
+async def test_inbound_call_is_what_the_dialplan_announces(
+        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567", wait=5)
+    events = await ajam_client.wait_event(1)
+    assert [e.name for e in events] == ["Newchannel", "Newexten", "VarSet", "VarSet",
+                                        "UserEvent", "Newexten"]
+    request = events[4]
+    assert request["UserEvent"] == "CallRouterRequest"
+    assert (request["DID"], request["Caller"], request["Wait"]) == \
+        ("74951234567", "+79161234567", "5")
+    assert float(request["Timestamp"]) > 0
+    listing = await ajam_client.send("CoreShowChannels", {}, validate=False)
+    [item] = listing.items
+    assert (item["Channel"], item["Context"], item["Application"]) == \
+        (channel, "callrouter-inbound", "Wait")
+    assert listing.closing is not None
+    assert listing.closing["ListItems"] == "1"
+    did = await ajam_client.send("Getvar", {"Channel": channel, "Variable": "CALLROUTER_DID"},
+                                 validate=False)
+    assert did.response["Value"] == "74951234567"
+
+
+async def test_redirect_moves_the_channel_and_queues_its_newexten(
+        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    channel = ajam_replay.inbound_call(caller="101", did="74951234567")
+    await ajam_client.wait_event(1)
+    await ajam_client.redirect(channel=channel, context="sales", exten="200", priority=1)
+    [newexten] = await ajam_client.wait_event(1)
+    assert (newexten.name, newexten["Channel"], newexten["Context"], newexten["Exten"]) == \
+        ("Newexten", channel, "sales", "200")
+    assert ajam_replay.channels[channel].context == "sales"
+    await ajam_client.send("Hangup", {"Channel": channel}, validate=False)
+    [hangup] = await ajam_client.wait_event(1)
+    assert hangup.name == "Hangup"
+    assert channel not in ajam_replay.channels
+    assert ajam_replay.count("Redirect") == 1
+
+
+async def test_setvar_getvar_round_trip(ajam_client: AJAMClient,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    await ajam_client.setvar(variable="CR_TEST", value="Иванов & <Ко>")
+    result = await ajam_client.getvar(variable="CR_TEST")
+    assert result.response["Value"] == "Иванов & <Ко>"
+    with pytest.raises(AMIActionError, match="No such channel"):
+        await ajam_client.setvar(channel="PJSIP/gone", variable="A", value="1")
+    assert ajam_replay.globals["CR_TEST"] == "Иванов & <Ко>"
+
+
+async def test_recorded_events_replay_with_fresh_timestamps(
+        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    queued = ajam_replay.queue_rawman(AMI_FIXTURES / "waitevent_call.rawman")
+    events = await ajam_client.wait_event(1)
+    assert [e.name for e in events] == [e.name for e in queued]
+    assert "WaitEventComplete" not in [e.name for e in events]
+    assert events[-1]["Name"] == "Кириллица & <теги> 'апостроф' \"кавычки\""
+    assert all(float(e["Timestamp"]) > 1.7e9 for e in events)
+    assert "Local/74952293042@incoming-00000000;2" in ajam_replay.channels
+
+
+async def test_empty_waitevent_returns_after_the_cap(ajam_client: AJAMClient,
+                                                    ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.max_wait = 0.05
+    assert await ajam_client.wait_event(20) == []
+
+
+async def test_custom_answers(ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.on("ExtensionState", lambda sent: {"Exten": sent["Exten"], "Status": "0"})
+
+    async def broken(sent: object) -> None:
+        raise httpx.ConnectError("refused")
+
+    ajam_replay.on("Originate", broken)
+    result = await ajam_client.send("ExtensionState", {"Exten": "101", "Context": "hints"},
+                                    validate=False)
+    assert result.response["Status"] == "0"
+    assert result.response.action_id == ajam_replay.sent("ExtensionState")[0].action_id
+    with pytest.raises(Exception, match="cannot connect"):
+        await ajam_client.originate(channel="Local/1@x", application="Wait", data="1")
+
+
+def test_queue_event_requires_a_name(ajam_replay: ReplayAsterisk) -> None:
+    with pytest.raises(ValueError, match="'Event' field"):
+        ajam_replay.queue_event({"Channel": "x"})
+    event = ajam_replay.queue_event(Event="Hangup", Channel="x", Cause="16")
+    assert event.name == "Hangup"
+    assert event["SystemName"] == "callrouter-replay"
+    assert ajam_replay.pending == 1
+
+
+# --------------------------------------------------------------------------- as a plugin
+
+
+def test_fixtures_in_a_plugin_authors_test_file(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_plugin_kit='''
+        from router.hookspecs import hookimpl
+
+        RULES = """
+        version: 1
+        rules:
+          - name: greet
+            on: call
+            if: greeting(caller.number) == "hello"
+            do:
+              - redirect: {context: sales, exten: "100"}
+        """
+
+
+        class Greeter:
+            __name__ = "greeter"
+
+            @hookimpl
+            def callrouter_register(self, registry):
+                registry.add_function("greeting", lambda number: "hello")
+
+
+        async def test_client(ajam_client, ajam_replay):
+            await ajam_client.ping()
+            assert ajam_replay.count("Ping") == 1
+
+
+        async def test_engine(ajam_replay, engine_factory, tmp_path):
+            (tmp_path / "rules.yaml").write_text(RULES)
+            engine = await engine_factory(tmp_path / "rules.yaml", plugins=[Greeter()])
+            ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+            await ajam_replay.settle(engine)
+            assert ajam_replay.count("Redirect") == 1
+            assert engine.records[-1].outcome == "executed"
+            assert engine.records[-1].rules == ("greet",)
+            assert "greeter" in [p.name for p in engine.plugins.info()]
+    ''')
+    result = pytester.runpytest(*KIT)
+    result.assert_outcomes(passed=2)
+
+
+def test_engine_factory_stops_engines_it_started(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_stop='''
+        import pytest
+
+        engines = []
+
+        async def test_start(ajam_replay, engine_factory, tmp_path):
+            (tmp_path / "r.yaml").write_text("version: 1\\nrules: []\\n")
+            engines.append(await engine_factory(tmp_path / "r.yaml"))
+            assert ajam_replay.logged_in
+
+        def test_stopped():
+            [engine] = engines
+            assert not engine.ami.logged_in
+    ''')
+    result = pytester.runpytest(*KIT)
+    result.assert_outcomes(passed=2)
+
+
+SANDBOX_TEST = """
+def test_needs_asterisk(asterisk_sandbox):
+    raise AssertionError("not reached")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+@pytest.fixture
+def no_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(cls: type[Sandbox], **kwargs: object) -> Sandbox:
+        raise SandboxError("debootstrap needs root (test)")
+
+    monkeypatch.setattr(Sandbox, "start", classmethod(refuse))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("CALLROUTER_REQUIRE_SANDBOX", raising=False)
+
+
+@pytest.mark.usefixtures("no_sandbox")
+def test_sandbox_skips_with_the_reason(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_box=SANDBOX_TEST)
+    result = pytester.runpytest(*KIT, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*Asterisk sandbox could not be started: debootstrap needs root*"])
+
+
+@pytest.mark.usefixtures("no_sandbox")
+@pytest.mark.parametrize(("name", "value"), [("CI", "true"), ("CALLROUTER_REQUIRE_SANDBOX", "1")])
+def test_sandbox_fails_when_required(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                     name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_box=SANDBOX_TEST)
+    result = pytester.runpytest(*KIT)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*Asterisk sandbox could not be started: debootstrap needs root*"])
