@@ -343,32 +343,43 @@ class ReplayAsterisk:
 
     def inbound_call(self, *, caller: str, did: str, caller_name: str = "", wait: float = 4.0,
                      channel: str | None = None, context: str = "callrouter-inbound",
-                     request_event: str = "CallRouterRequest") -> str:
+                     request_event: str = "CallRouterRequest", announce: bool = True) -> str:
         """Play what the shipped dialplan does for one inbound call; returns the channel.
 
         Queues ``Newchannel``, the ``Newexten`` into ``callrouter-inbound``, the
         ``VarSet`` of ``CALLROUTER_DID`` and ``CALLROUTER_DEADLINE``, the
         ``UserEvent(CallRouterRequest)`` with ``DID``, ``Caller`` and ``Wait``, and
         leaves the channel in ``Wait`` (as ``CoreShowChannels`` will show it).
+        With ``announce=False`` the channel is there but its events are lost, as
+        in a stream gap: only ``CoreShowChannels`` and ``Getvar`` know of it.
         """
         name = channel or f"PJSIP/trunk-{next(self._ids):08x}"
-        chan = self.add_channel(name, context=context, exten=did, caller=caller,
-                                caller_name=caller_name)
+        emit = self.queue_event if announce else self._silently
+        uniqueid = f"{self.system_name}-{self._epoch}.{next(self._ids)}"
+        emit({"Event": "Newchannel", "Channel": name, "ChannelState": "4",
+              "ChannelStateDesc": "Ring", "CallerIDNum": caller,
+              "CallerIDName": caller_name or "<unknown>", "Context": context, "Exten": did,
+              "Priority": "1", "Uniqueid": uniqueid, "Linkedid": uniqueid})
+        chan = self.channels[name]
         common = {"Channel": name, "Uniqueid": chan.uniqueid, "Linkedid": chan.linkedid,
                   "CallerIDNum": caller, "CallerIDName": caller_name or "<unknown>",
                   "Context": context, "Exten": did}
         deadline = str(int(time.time() + wait))
-        self.queue_event({"Event": "Newexten", **common, "Priority": "1",
-                          "Extension": did, "Application": "NoOp", "AppData": "callrouter"})
+        emit({"Event": "Newexten", **common, "Priority": "1", "Extension": did,
+              "Application": "NoOp", "AppData": "callrouter"})
         for variable, value in (("CALLROUTER_DID", did), ("CALLROUTER_DEADLINE", deadline)):
-            self.queue_event({"Event": "VarSet", "Privilege": "dialplan,all", **common,
-                              "Variable": variable, "Value": value})
-        self.queue_event({"Event": "UserEvent", "Privilege": "user,all", **common,
-                          "Priority": "4", "UserEvent": request_event, "DID": did,
-                          "Caller": caller, "Wait": f"{wait:g}"})
-        self.queue_event({"Event": "Newexten", **common, "Priority": "6", "Extension": did,
-                          "Application": "Wait", "AppData": f"{wait:g}"})
+            emit({"Event": "VarSet", "Privilege": "dialplan,all", **common,
+                  "Variable": variable, "Value": value})
+        emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "4",
+              "UserEvent": request_event, "DID": did, "Caller": caller, "Wait": f"{wait:g}"})
+        emit({"Event": "Newexten", **common, "Priority": "6", "Extension": did,
+              "Application": "Wait", "AppData": f"{wait:g}"})
         return name
+
+    def _silently(self, fields: Mapping[str, str]) -> Event:
+        event = Event(tuple(fields.items()))
+        self._apply(event)
+        return event
 
     def hangup(self, channel: str, *, cause: str = "16",
                cause_txt: str = "Normal Clearing") -> None:

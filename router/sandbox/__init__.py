@@ -179,6 +179,9 @@ class Sandbox:
     secret: str = DEFAULT_SECRET
     httptimeout: int = 60
     extra_dialplan: str = ""
+    #: HTTPS port when started with ``tls=True`` (a self-signed certificate for
+    #: 127.0.0.1, made with the openssl command); see :attr:`ca_file`.
+    tls_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     #: Asterisk's pid; kept apart from ``process`` so that an instance started by
     #: another process (``python -m router.sandbox start``) can be attached to.
@@ -196,6 +199,7 @@ class Sandbox:
         extra_dialplan: str = "",
         secret: str = DEFAULT_SECRET,
         timeout: float = 60.0,
+        tls: bool = False,
     ) -> Sandbox:
         """Provision if needed, write configs, start Asterisk, wait for AJAM."""
         root = ensure_rootfs(cache_dir)
@@ -207,6 +211,7 @@ class Sandbox:
             secret=secret,
             httptimeout=httptimeout,
             extra_dialplan=extra_dialplan,
+            tls_port=free_port() if tls else None,
         )
         try:
             box.write_configs()
@@ -305,6 +310,7 @@ class Sandbox:
             "{ami_port}": str(self.ami_port),
             "{httptimeout}": str(self.httptimeout),
             "{secret}": self.secret,
+            "{tls}": self._tls_lines(),
         }
         for sub in ("etc", "lib", "log", "run", "spool", "cache"):
             (self.inst / sub).mkdir(parents=True, exist_ok=True)
@@ -314,6 +320,30 @@ class Sandbox:
                 text = text.replace(key, value)
             (self.inst / "etc" / conf.name).write_text(text, encoding="utf-8")
         self.set_dialplan(self.extra_dialplan, reload=False)
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate clients must trust for the TLS port."""
+        return self.inst / "etc" / "tls-cert.pem"
+
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise SandboxError("this sandbox was started without tls=True")
+        return f"https://127.0.0.1:{self.tls_port}/asterisk"
+
+    def _tls_lines(self) -> str:
+        if self.tls_port is None:
+            return ""
+        key = self.inst / "etc" / "tls-key.pem"
+        (self.inst / "etc").mkdir(parents=True, exist_ok=True)
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+              "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+              "-keyout", str(key), "-out", str(self.ca_file)],
+             "making the sandbox's TLS certificate", 60)
+        return (f"tlsenable = yes\ntlsbindaddr = 127.0.0.1:{self.tls_port}\n"
+                f"tlscertfile = {self.inst_in_root}/etc/tls-cert.pem\n"
+                f"tlsprivatekey = {self.inst_in_root}/etc/tls-key.pem\n")
 
     def set_dialplan(self, text: str, *, reload: bool = True) -> None:
         """Replace the per-instance dialplan include and reload it if running."""

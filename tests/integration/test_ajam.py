@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.message import Event
 from router.ami.stream import Backoff, EventStream, StreamGap
-from router.errors import AMIActionError, AMIAuthenticationError
+from router.errors import AMIActionError, AMIAuthenticationError, AMIConnectionError
 from router.sandbox import Sandbox
 
 
@@ -196,3 +197,25 @@ async def test_asterisk_restart_mid_stream_resumes_with_gap(scratch_sandbox: San
         await c.action("UserEvent", {"UserEvent": "AfterRestart"})
         await next_event(items, lambda e: e["UserEvent"] == "AfterRestart")
         await items.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def tls_sandbox() -> Iterator[Sandbox]:
+    box = Sandbox.start(name=f"pytest-{os.getpid()}-tls", tls=True)
+    try:
+        yield box
+    finally:
+        box.remove()
+
+
+async def test_tls_with_verification(tls_sandbox: Sandbox) -> None:
+    ok = ClientSettings(url=tls_sandbox.tls_url, username="admin", secret=tls_sandbox.secret,
+                        verify=str(tls_sandbox.ca_file))
+    async with AJAMClient(ok) as c:
+        assert (await c.action("Ping")).ok
+    untrusted = ClientSettings(url=tls_sandbox.tls_url, username="admin",
+                               secret=tls_sandbox.secret)
+    client = AJAMClient(untrusted)
+    with pytest.raises(AMIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        await client.login()
+    await client.aclose()

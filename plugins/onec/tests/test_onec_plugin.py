@@ -30,8 +30,6 @@ from router.rules.context import Caller, Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
 from router.rules.registry import Registry
 
-
-
 #: The double's password in conftest.py (its ``double`` fixture).
 PASSWORD = "пароль-secret"
 
@@ -325,7 +323,8 @@ async def test_answered_transferred_call_becomes_four_events(
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(answer), "executed")
     dial = tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "",
                            Linkedid=call.linkedid, DialStatus="ANSWER"))
-    assert dial is call and call.answered
+    assert dial is call
+    assert call.answered
     onec.callrouter_event(ev("DialEnd"), call)
     transfer = ev("BlindTransfer", Result="Success", TransfererLinkedid=call.linkedid,
                   Extension="102", Context="from-internal")
