@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from router.builtin import DEFAULT_TIMEZONE
-from router.commands.check import plugin_registry
 from router.builtin.timefuncs import zone
+from router.commands.check import plugin_registry
 from router.errors import LookupUnavailable
 from router.rules import Outcome, load_rules
 from router.rules.registry import LookupFn, Registry
