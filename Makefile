@@ -144,10 +144,11 @@ sandbox-stop: install
 demo: setup
 	$(PY) examples/demo.py
 
+# All benchmarks in one run (under 10 minutes): bench/results/latest.md and
+# docs/performance.md. panoramisk is the TCP reference and py-spy profiles.
 bench: setup
-	@shopt -s nullglob; scripts=(bench/*.py); \
-	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks in bench/ yet"; exit 0; fi; \
-	for script in "$${scripts[@]}"; do echo "== $$script"; $(PY) "$$script" || exit $$?; done
+	@$(PY) -c 'import panoramisk' 2>/dev/null || $(PY) -m pip install -q panoramisk py-spy
+	$(PY) bench/run_all.py
 
 clean:
 	-@[ -x $(PY) ] && $(PY) -m router.sandbox stop --all >/dev/null 2>&1 || true

@@ -93,6 +93,8 @@ class EngineOptions:
     drain_timeout: float = 5.0
     #: Poll interval for rule file changes (seconds; 0 disables).
     watch_interval: float = 2.0
+    #: Seconds between keep-alive Pings on the action path.
+    keepalive: float = 30.0
 
 
 @dataclass(slots=True)
@@ -218,6 +220,13 @@ class Engine:
             self._scheduler.add_job(self._check_rule_files, "interval",
                                     seconds=self.options.watch_interval, id="callrouter-watch",
                                     replace_existing=True)
+        # Timed housekeeping: the stream's polling already keeps the session
+        # alive; the Ping proves the action path works, the sweep bounds memory
+        # when Hangups were lost in a gap.
+        self._scheduler.add_job(self._keepalive, "interval", seconds=self.options.keepalive,
+                                id="callrouter-keepalive", replace_existing=True)
+        self._scheduler.add_job(self._sweep, "interval", seconds=60, id="callrouter-sweep",
+                                replace_existing=True)
         await self.plugins.startup(self)
         self._stream = EventStream(self._client,
                                    poll_timeout=int(self._config.asterisk.waitevent_timeout))
@@ -322,6 +331,19 @@ class Engine:
             log.info("rule files changed; reloading")
             self.reload()
 
+    async def _keepalive(self) -> None:
+        try:
+            await self._client.send("Ping", {}, validate=False)
+        except AMIError as exc:
+            log.warning("keepalive Ping failed: %s", exc)
+
+    async def _sweep(self) -> None:
+        dropped = self._tracker.sweep()
+        if dropped:
+            log.info("dropped %d calls whose Hangup never arrived", dropped)
+        while self._ended:
+            await self.plugins.call_end(self._ended.pop())
+
     def _schedule_rules(self) -> None:
         for job in self._scheduler.get_jobs():
             if job.id.startswith("rule:"):
@@ -355,9 +377,14 @@ class Engine:
         await self.plugins.event(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
             self.accept_request(event, call)
-        elif (name == "Newexten" and call is not None
-              and event.get("Context") == self.options.inbound_context
-              and event.get("Priority") == "1"):
+        elif (call is not None and name in ("Newchannel", "Newexten")
+              and "prefetch" not in call.extra
+              and event.get("Context") == self.options.inbound_context):
+            # The channel appeared in, or entered, the inbound context: the
+            # request follows in a moment, so plugins start slow lookups now.
+            call.extra["prefetch"] = True
+            if not call.did:
+                call.did = event.get("Exten") or ""
             await self.plugins.prefetch(call)
         if self.rules.current.event_patterns:
             await self._event_rules(event, call)

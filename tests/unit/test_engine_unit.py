@@ -151,3 +151,26 @@ async def test_deadline_counts_from_asterisks_timestamp(tmp_path: Path, age: flo
     (record,) = engine.records
     left = record.deadline_left_ms / 1000
     assert 4 - age - 0.3 - 0.2 < left <= 4 - age - 0.3
+
+
+async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(
+        tmp_path: Path) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append((call.linkedid, call.caller_number, call.did))
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    common = (("Linkedid", "L1"), ("CallerIDNum", "79161234567"),
+              ("Context", "callrouter-inbound"), ("Exten", "74951234567"))
+    await engine.handle_event(Event((("Event", "Newchannel"), ("Channel", "Local/a;2"),
+                                     ("Uniqueid", "U1"), *common)))
+    await engine.handle_event(Event((("Event", "Newexten"), ("Channel", "Local/a;2"),
+                                     ("Uniqueid", "U1"), ("Priority", "1"), *common)))
+    await engine.handle_event(Event((("Event", "Newchannel"), ("Channel", "Local/b;1"),
+                                     ("Uniqueid", "U2"), ("Linkedid", "L2"),
+                                     ("Context", "elsewhere"))))
+    assert seen == [("L1", "79161234567", "74951234567")]

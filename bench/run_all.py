@@ -1,0 +1,120 @@
+"""Run every benchmark, write bench/results/latest.md and docs/performance.md.
+
+Run: ``.venv/bin/python bench/run_all.py`` (what ``make bench`` does; under 10
+minutes on a 2-core machine). ``--quick`` shortens every benchmark (a smoke
+run, figures not for quoting).
+
+Each benchmark is a plain script run in its own process, one after the other
+(the machine is shared: nothing runs side by side except within a benchmark,
+where that is the point). Their markdown tables are collected in order, under
+a description of the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, RESULTS, machine, md_table  # noqa: E402
+
+BENCH = REPO / "bench"
+DOC = REPO / "docs" / "performance.md"
+
+#: (script, normal arguments, --quick arguments, budget in seconds)
+PLAN: list[tuple[str, list[str], list[str], int]] = [
+    ("bench_ingest.py", [], ["--events", "20000", "--repeat", "1"], 120),
+    ("bench_rules.py", ["--calls", "2000"], ["--calls", "200"], 120),
+    ("bench_onec.py", [], ["--samples", "20"], 90),
+    ("bench_memory.py", [], ["--calls", "5000", "--warmup", "500"], 240),
+    ("bench_route.py", ["--duration", "5"], ["--duration", "1", "--rates", "20,100"], 360),
+]
+
+INTRO = """# Performance
+
+What callrouter costs, measured side by side with references in one run on one
+machine (`make bench`, or `.venv/bin/python bench/run_all.py`; each script in
+`bench/` also runs alone and prints its own table). The machine is shared and
+noisy: quote ratios between rows of one run rather than absolute figures
+across runs. How each figure is taken is in the docstring of its script.
+
+Targets (issue 7): overhead against the reference loop p50 <= 1.10x and
+p95 <= 1.20x; 100 calls/s with every call routed before the deadline and the
+router under half a core; ingest >= 50,000 events/s per core and >= 2x
+panoramisk; rules median < 50 us per call at 1,000 rules; memory growth
+< 5 MB across 100,000 calls.
+"""
+
+
+def rules_table(text: str) -> str:
+    """bench_rules.py prints a plain table; turn it into markdown."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 5:
+            name, rules, calls, median, p95 = parts
+            rows.append([name, int(rules), int(calls), float(median), float(p95),
+                         "yes" if int(rules) >= 1000 and name == "mixed" and float(median) < 50
+                         else ("NO" if int(rules) >= 1000 and name == "mixed" else "")])
+    return ("### Rules: evaluation time per call (lookups instant)\n\n"
+            + md_table(["scenario", "rules", "call rules", "median us", "p95 us",
+                        "target < 50 us (mixed, 1,000)"], rows) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated script names (default: all)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    sections: list[str] = []
+    timings: list[list[object]] = []
+    failed = []
+    for script, normal, quick, budget in PLAN:
+        if args.only and script not in args.only.split(","):
+            continue
+        cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else normal)]
+        print(f"== {script}", file=sys.stderr, flush=True)
+        t = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 2,
+                                  cwd=REPO)
+            out, err, rc = proc.stdout, proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err, rc = f"timed out after {budget * 2} s", -1
+        took = time.monotonic() - t
+        timings.append([script, round(took, 1), budget, "ok" if rc == 0 else f"FAILED ({rc})"])
+        sys.stderr.write(err[-3000:] if rc else "")
+        if rc != 0:
+            failed.append(script)
+            sections.append(f"### {script}: failed (exit {rc})\n\n```\n{err[-1500:]}\n```\n")
+            continue
+        sections.append(rules_table(out) if script == "bench_rules.py" else out.strip() + "\n")
+        print(sections[-1], flush=True)
+    info = machine()
+    total = time.monotonic() - started
+    header = ("## Machine\n\n" + md_table(["", ""], [[k, v] for k, v in info.items()])
+              + "\n\n## Results\n\n")
+    footer = ("\n### Run\n\n" + md_table(["script", "seconds", "budget s", "status"], timings)
+              + f"\n\nTotal: {total:.0f} s{' (quick run: not for quoting)' if args.quick else ''}.\n")
+    body = header + "\n".join(sections) + footer
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.md").write_text("# Benchmark results\n\n" + body, encoding="utf-8")
+    analysis = BENCH / "ANALYSIS.md"
+    extra = "\n" + analysis.read_text(encoding="utf-8") if analysis.exists() else ""
+    if not args.quick and not args.only:
+        DOC.write_text(INTRO + "\n" + body + extra, encoding="utf-8")
+    print(f"wrote {RESULTS / 'latest.md'}"
+          + ("" if args.quick or args.only else f" and {DOC}") + f" in {total:.0f} s",
+          file=sys.stderr)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

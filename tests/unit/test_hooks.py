@@ -1,0 +1,357 @@
+"""One test per hook in router.hookspecs, named ``test_hook_<hookname>``.
+
+Each drives its hook the way the engine does: through the :class:`Plugins`
+facade and, where the hook belongs to the data path, through a running
+:class:`Engine` on the replaying fake Asterisk (``router.testing``).
+``test_every_hook_has_a_test`` keeps this file complete when a hook is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from router import ConfigError, hookspecs
+from router.ami.message import Event
+from router.ami.stream import StreamGap
+from router.calls import Call
+from router.config import AsteriskSettings, Config, PluginSettings
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.rules.registry import ActionSpec, ParamSpec, Registry
+
+if TYPE_CHECKING:
+    from router.engine import Engine
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+RULES = """
+version: 1
+rules:
+  - name: tagged
+    on: call
+    if: did == "74950000001" and shout(caller.number) == "OK"
+    do:
+      - record_tag: {label: "{caller.number}"}
+      - notify: {plugin: recorder, event: routed}
+      - redirect: {context: sales, exten: "100"}
+"""
+ROUTED_DID = "74950000001"
+OTHER_DID = "74950000002"
+
+
+class Recorder:
+    """Implements every hook and writes down what it got, in order."""
+
+    __name__ = "recorder"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.settings: Mapping[str, Any] | None = None
+        self.startup_ami_logged_in: bool | None = None
+
+    def seen(self, hook: str) -> list[dict[str, Any]]:
+        return [kwargs for name, kwargs in self.calls if name == hook]
+
+    def order(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    @hookimpl
+    def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
+        self.calls.append(("configure", {"config": config}))
+        self.settings = settings
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        self.calls.append(("register", {"registry": registry}))
+        registry.add_function("shout", lambda number: "OK")
+        registry.add_action(ActionSpec("record_tag", (ParamSpec("label", required=True),)))
+        registry.add_notify_target("recorder", "tests")
+
+    @hookimpl
+    async def callrouter_startup(self, engine: Engine) -> None:
+        await asyncio.sleep(0)  # async hooks are awaited
+        self.startup_ami_logged_in = engine.ami.logged_in
+        engine.scheduler.add_job(lambda: None, "interval", seconds=3600, id="recorder-job")
+        (engine.state_dir / "recorder.txt").write_text("started", encoding="utf-8")
+        self.calls.append(("startup", {"engine": engine}))
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.calls.append(("event", {"event": event, "call": call}))
+
+    @hookimpl
+    def callrouter_call_start(self, call: Call) -> None:
+        self.calls.append(("call_start", {"call": call}))
+
+    @hookimpl
+    def callrouter_prefetch(self, call: Call) -> None:
+        self.calls.append(("prefetch", {"call": call}))
+
+    @hookimpl
+    def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+        self.calls.append(("decision", {"call": call, "decision": decision, "trace": trace,
+                                        "outcome": outcome}))
+
+    @hookimpl
+    async def callrouter_execute(self, action: Any, call: Call, engine: Engine) -> str | None:
+        if action.kind != "record_tag":
+            return None
+        self.calls.append(("execute", {"action": action, "call": call}))
+        await engine.ami.setvar(channel=call.waiting_channel, variable="TAG",
+                                value=action.params["label"])
+        return "tagged"
+
+    @hookimpl
+    async def callrouter_notify(self, target: str, params: Mapping[str, str],
+                                call: Call | None) -> None:
+        if target == "recorder":
+            self.calls.append(("notify", {"params": dict(params), "call": call}))
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: StreamGap) -> None:
+        self.calls.append(("stream_gap", {"gap": gap}))
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        self.calls.append(("call_end", {"call": call}))
+
+    @hookimpl
+    async def callrouter_shutdown(self, engine: Engine) -> None:
+        # The AMI client is still logged in: a plugin may send a last action.
+        await engine.ami.ping()
+        self.calls.append(("shutdown", {"engine": engine}))
+
+
+def config(settings: Mapping[str, Mapping[str, object]] | None = None) -> Config:
+    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
+                                            secret="x"),
+                  plugins=PluginSettings(settings=settings or {}))
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+async def routed_engine(engine_factory: EngineFactory, rules: Path, recorder: Recorder,
+                        **kwargs: Any) -> Engine:
+    return await engine_factory(rules, plugins=[recorder],
+                                settings={"recorder": {"colour": "blue"}}, **kwargs)
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+async def test_hook_callrouter_configure(engine_factory: EngineFactory, rules: Path) -> None:
+    recorder = Recorder()
+    await routed_engine(engine_factory, rules, recorder)
+    [configure] = recorder.seen("configure")
+    assert isinstance(configure["config"], Config)
+    assert recorder.settings == {"colour": "blue"}  # its own [plugins.recorder] table
+    assert recorder.order()[:3] == ["configure", "register", "startup"]
+
+    class Refuses:
+        __name__ = "refuses"
+
+        @hookimpl
+        def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
+            raise ConfigError("[plugins.refuses] url: required")
+
+    with pytest.raises(ConfigError, match=r"\[plugins.refuses\] url: required"):
+        await Plugins.load(defaults=(), entry_points=False, extra=[Refuses()]).configure(config())
+
+
+async def test_hook_callrouter_register(engine_factory: EngineFactory, rules: Path,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    assert "shout" in engine.registry.functions
+    assert "record_tag" in engine.registry.actions
+    assert [r.name for r in engine.rules.current.rules] == ["tagged"]
+    engine.reload()  # every reload registers into a fresh registry
+    assert len(recorder.seen("register")) == 2
+
+    class Clashes:
+        __name__ = "clashes"
+
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            registry.add_function("shout", lambda number: "NO")
+
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Recorder(), Clashes()])
+    problems = plugins.register_into(Registry())
+    # One problem, located at a plugin; both plugins' other names still register.
+    assert len(problems) == 1
+    assert problems[0].startswith(("plugin 'clashes': callrouter_register:",
+                                   "plugin 'recorder': callrouter_register:"))
+    assert "'shout' is already registered" in problems[0]
+
+
+async def test_hook_callrouter_startup(engine_factory: EngineFactory, rules: Path,
+                                       ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    [startup] = recorder.seen("startup")
+    assert startup["engine"] is engine
+    assert recorder.startup_ami_logged_in is True
+    assert engine.scheduler.get_job("recorder-job") is not None
+    assert (engine.state_dir / "recorder.txt").read_text(encoding="utf-8") == "started"
+
+
+async def test_hook_callrouter_event(engine_factory: EngineFactory, rules: Path,
+                                     ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")
+    channel = ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
+    await ajam_replay.settle(engine)
+    events = recorder.seen("event")
+    assert [e["event"].name for e in events] == ["FullyBooted", "Newchannel", "Newexten",
+                                                 "VarSet", "VarSet", "UserEvent", "Newexten"]
+    assert events[0]["call"] is None  # an event of no call
+    call = events[1]["call"]
+    assert call is not None
+    assert channel in call.channels  # already updated with the event
+    assert all(e["call"] is call for e in events[1:])
+
+
+async def test_hook_callrouter_call_start(engine_factory: EngineFactory, rules: Path,
+                                          ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
+    ajam_replay.inbound_call(caller="+79161234568", did=OTHER_DID)
+    await ajam_replay.settle(engine)
+    starts = recorder.seen("call_start")
+    assert len(starts) == 2  # once per Linkedid, however many events
+    assert starts[0]["call"].caller_number == "+79161234567"
+    assert recorder.order().index("call_start") < recorder.order().index("event")
+
+
+async def test_hook_callrouter_prefetch(engine_factory: EngineFactory, rules: Path,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    await ajam_replay.settle(engine)
+    [prefetch] = recorder.seen("prefetch")
+    assert prefetch["call"].did in ("", ROUTED_DID)
+    order = recorder.order()
+    assert order.index("prefetch") < order.index("execute") < order.index("decision")
+
+
+async def test_hook_callrouter_decision(engine_factory: EngineFactory, rules: Path,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
+    await ajam_replay.settle(engine)
+    outcomes = sorted(d["outcome"] for d in recorder.seen("decision"))
+    assert outcomes == ["executed", "fell-through"]
+    executed = next(d for d in recorder.seen("decision") if d["outcome"] == "executed")
+    assert executed["decision"].rules == ("tagged",)
+    assert executed["trace"] is not None
+
+    shadow = Recorder()
+    engine = await routed_engine(engine_factory, rules, shadow, shadow=True)
+    ajam_replay.clear()
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    await ajam_replay.settle(engine)
+    assert [d["outcome"] for d in shadow.seen("decision")] == ["shadow"]
+    assert ajam_replay.count("Redirect") == 0
+
+
+async def test_hook_callrouter_execute(engine_factory: EngineFactory, rules: Path,
+                                       ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    channel = ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    await ajam_replay.settle(engine)
+    [execute] = recorder.seen("execute")
+    assert execute["action"].params == {"label": "79161234567"}
+    assert ajam_replay.channels[channel].variables["TAG"] == "79161234567"
+    record = engine.records[-1]
+    assert [(a.kind, a.status, a.detail) for a in record.actions][0] == \
+        ("record_tag", "ok", "tagged")
+    assert ajam_replay.count("Redirect") == 1
+
+
+async def test_hook_callrouter_notify(engine_factory: EngineFactory, rules: Path,
+                                      ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    await ajam_replay.settle(engine)
+    [notify] = recorder.seen("notify")
+    assert notify["params"] == {"event": "routed"}
+    assert notify["call"] is not None
+
+
+async def test_hook_callrouter_stream_gap(engine_factory: EngineFactory, rules: Path,
+                                          ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    # Asterisk forgets the session; a call arrives whose events are lost with it.
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    channel = ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID, announce=False,
+                                       wait=10)
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    [gap] = recorder.seen("stream_gap")
+    assert gap["gap"].reason == "session"
+    # The engine reconciled: the waiting channel was found and routed once.
+    assert ajam_replay.count("CoreShowChannels") == 1
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+
+
+async def test_hook_callrouter_call_end(engine_factory: EngineFactory, rules: Path,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    channel = ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
+    await ajam_replay.settle(engine)
+    assert recorder.seen("call_end") == []
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    [end] = recorder.seen("call_end")
+    assert end["call"].ended is not None
+    assert len(engine.tracker) == 0
+
+
+async def test_hook_callrouter_shutdown(engine_factory: EngineFactory, rules: Path,
+                                        ajam_replay: ReplayAsterisk) -> None:
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    await engine.stop()
+    [shutdown] = recorder.seen("shutdown")
+    assert shutdown["engine"] is engine
+    names = [a.name for a in ajam_replay.actions]
+    assert names[-2:] == ["Ping", "Logoff"]  # the shutdown hook ran before the logoff
+
+
+# --------------------------------------------------------------------------- completeness
+
+
+def hookspec_names() -> list[str]:
+    return sorted(name for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
+                  if name.startswith("callrouter_"))
+
+
+def test_every_hook_has_a_test() -> None:
+    module = sys.modules[__name__]
+    missing = [name for name in hookspec_names() if not hasattr(module, f"test_hook_{name}")]
+    assert not missing, f"add test_hook_<name> to tests/unit/test_hooks.py for: {missing}"
+    assert len(hookspec_names()) >= 12
