@@ -459,11 +459,11 @@ class OneCPlugin:
     async def callrouter_startup(self, engine: EngineAPI) -> None:
         """Open the client, cache and history queue; schedule ping and warm-up."""
         self._engine = engine
+        await self._close()  # a second engine in one process starts from scratch
         config = self.config
         if config is None:
             log.info("onec: no [plugins.onec] table; the plugin is inert")
             return
-        await self._close()
         self.client = OneCClient(config.client)
         self.cache = ResponsibleCache(
             self.client, positive_ttl=config.positive_ttl, negative_ttl=config.negative_ttl,

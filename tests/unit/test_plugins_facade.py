@@ -1,0 +1,206 @@
+"""The typed facade over pluggy (router.plugins.Plugins) and ``callrouter plugins``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from router import ConfigError
+from router.ami.message import Event
+from router.calls import Call
+from router.cli import main
+from router.config import AsteriskSettings, Config, PluginSettings
+from router.engine import Engine
+from router.hookspecs import hookimpl
+from router.plugins import DEFAULT_PLUGINS, Plugins
+from router.rules.decision import Action
+
+
+def config() -> Config:
+    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
+                                            secret="x"),
+                  plugins=PluginSettings(settings={}))
+
+
+def load(*plugins: object) -> Plugins:
+    return Plugins.load(defaults=(), entry_points=False, extra=plugins)
+
+
+def call(linkedid: str = "1700000000.1") -> Call:
+    return Call(linkedid=linkedid, started=0.0)
+
+
+EVENT = Event((("Event", "Newchannel"), ("Channel", "PJSIP/1-01"), ("Linkedid", "x")))
+
+
+class Named:
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+        self.events: list[str] = []
+
+
+class SyncAnswer(Named):
+    @hookimpl
+    def callrouter_execute(self, action: Action) -> str | None:
+        self.events.append(action.kind)
+        return "sync" if action.kind == "sync" else None
+
+
+class AsyncAnswer(Named):
+    @hookimpl
+    async def callrouter_execute(self, action: Action) -> str | None:
+        await asyncio.sleep(0)
+        self.events.append(action.kind)
+        return "async" if action.kind in ("async", "both") else None
+
+
+class Raiser(Named):
+    @hookimpl
+    def callrouter_event(self, event: Event) -> None:
+        raise RuntimeError("boom")
+
+    @hookimpl
+    async def callrouter_call_end(self, call: Call) -> None:
+        raise RuntimeError("async boom")
+
+
+class Listener(Named):
+    @hookimpl
+    async def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.events.append(event.name)
+
+
+async def test_sync_and_async_results_are_awaited() -> None:
+    plugins = load(SyncAnswer("s"), AsyncAnswer("a"))
+    assert await plugins.execute(Action.make("sync", {}), call(), engine=None) == "sync"  # type: ignore[arg-type]
+    assert await plugins.execute(Action.make("async", {}), call(), engine=None) == "async"  # type: ignore[arg-type]
+    assert await plugins.execute(Action.make("nobody", {}), call(), engine=None) is None  # type: ignore[arg-type]
+
+
+async def test_execute_is_firstresult_last_registered_first() -> None:
+    first, second = AsyncAnswer("first"), AsyncAnswer("second")
+    plugins = load(first, second)
+    assert await plugins.execute(Action.make("both", {}), call(), engine=None) == "async"  # type: ignore[arg-type]
+    # pluggy's order: the plugin registered last answers first; the other is not asked.
+    assert second.events == ["both"]
+    assert first.events == []
+
+
+async def test_a_raising_plugin_is_logged_once_per_call_and_others_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    listener = Listener("listener")
+    plugins = load(listener, Raiser("raiser"))
+    one, two = call("1.1"), call("2.2")
+    for _ in range(3):
+        await plugins.event(EVENT, one)
+    await plugins.event(EVENT, two)
+    assert listener.events == ["Newchannel"] * 4
+    failures = [r for r in caplog.records if r.name == "router.plugins"]
+    assert [r.getMessage() for r in failures] == [
+        "plugin 'raiser' failed in callrouter_event (call 1.1): RuntimeError('boom')",
+        "plugin 'raiser' failed in callrouter_event (call 2.2): RuntimeError('boom')",
+    ]
+    assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
+
+
+async def test_failure_memory_is_per_call_and_forgotten_at_call_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    plugins = load(Raiser("raiser"))
+    one = call("1.1")
+    await plugins.event(EVENT, one)
+    # Once per (plugin, call), whichever hook: call_end's own failure is not repeated.
+    await plugins.call_end(one)
+    await plugins.event(EVENT, one)  # the call is over: a new failure is news again
+    messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert messages == [
+        "plugin 'raiser' failed in callrouter_event (call 1.1): RuntimeError('boom')",
+        "plugin 'raiser' failed in callrouter_event (call 1.1): RuntimeError('boom')",
+    ]
+
+
+async def test_events_of_no_call_log_once_per_hook(caplog: pytest.LogCaptureFixture) -> None:
+    plugins = load(Raiser("raiser"))
+    for _ in range(5):
+        await plugins.event(EVENT, None)
+    assert len([r for r in caplog.records if r.name == "router.plugins"]) == 1
+
+
+class RefusesSettings(Named):
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
+        raise ConfigError("[plugins.refuses] url: required")
+
+
+class CrashesInConfigure(Named):
+    configured = False
+
+    @hookimpl
+    def callrouter_configure(self) -> None:
+        raise KeyError("bug")
+
+
+class Configured(Named):
+    configured = False
+
+    @hookimpl
+    async def callrouter_configure(self, config: Config) -> None:
+        self.configured = True
+
+
+async def test_configure_config_error_stops_the_start() -> None:
+    engine = Engine(config(), plugins=load(RefusesSettings("refuses")))
+    with pytest.raises(ConfigError, match="url: required"):
+        await engine.setup()
+
+
+async def test_configure_other_exceptions_are_logged_and_the_start_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ok = Configured("ok")
+    plugins = load(ok, CrashesInConfigure("crashes"))
+    await plugins.configure(config())
+    assert ok.configured
+    assert "plugin 'crashes' failed in callrouter_configure" in caplog.text
+
+
+def test_hook_timeout_is_isolation_too() -> None:
+    class Slow(Named):
+        @hookimpl
+        async def callrouter_prefetch(self, call: Call) -> None:
+            await asyncio.sleep(10)
+
+    async def run() -> None:
+        plugins = load(Slow("slow"))
+        await asyncio.wait_for(plugins._call_each("callrouter_prefetch", {"call": call()},
+                                                  timeout=0.01), 1)
+
+    asyncio.run(run())
+
+
+def test_builtins_are_ordinary_plugins() -> None:
+    plugins = Plugins.load(entry_points=False)
+    names = {i.name for i in plugins.info() if i.builtin}
+    assert names == {dotted.rsplit(".", 1)[-1] for dotted in DEFAULT_PLUGINS}
+    disabled = Plugins.load(entry_points=False, disabled=["directory"])
+    assert "directory" not in {i.name for i in disabled.info()}
+
+
+def test_callrouter_plugins_lists_builtins_and_hooks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for dotted in DEFAULT_PLUGINS:
+        assert dotted.rsplit(".", 1)[-1] in lines
+    assert "built-in" in lines["directory"]
+    assert lines["directory"].split("built-in", 1)[1].split() == ["configure,", "register"]
+    assert "startup" in lines["extension_state"]
+
+
+def test_callrouter_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json"]) == 0
+    data = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert data["timefuncs"]["builtin"] is True
+    assert "callrouter_register" in data["timefuncs"]["hooks"]
