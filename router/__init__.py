@@ -5,6 +5,8 @@ This module is the public API a plugin may import; everything else is internal.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from router.errors import (
     AMIActionError,
     AMIAuthenticationError,
@@ -21,6 +23,40 @@ from router.errors import (
     RuleValidationError,
     SandboxError,
 )
+from router.hookspecs import hookimpl
+from router.request import RequestInfo, current_request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.calls import Call
+    from router.config import Config
+    from router.engine import EngineAPI
+    from router.rules.decision import Action, Decision, Trace
+    from router.rules.registry import ActionSpec, ParamSpec, Registry
+
+#: Types plugins annotate hooks with, imported on first use so that
+#: ``import router`` stays light (no httpx, no scheduler) for the CLI.
+_LAZY = {
+    "Event": "router.ami.message",
+    "Call": "router.calls",
+    "Config": "router.config",
+    "EngineAPI": "router.engine",
+    "Action": "router.rules.decision",
+    "Decision": "router.rules.decision",
+    "Trace": "router.rules.decision",
+    "ActionSpec": "router.rules.registry",
+    "ParamSpec": "router.rules.registry",
+    "Registry": "router.rules.registry",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'router' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __version__ = "0.1.0.dev0"
 
@@ -32,12 +68,25 @@ __all__ = [
     "AMIProtocolError",
     "AMITimeoutError",
     "AMIValidationError",
+    "Action",
+    "ActionSpec",
+    "Call",
     "CallRouterError",
+    "Config",
     "ConfigError",
+    "Decision",
+    "EngineAPI",
+    "Event",
     "LookupUnavailable",
+    "ParamSpec",
     "PluginError",
+    "Registry",
+    "RequestInfo",
     "RuleError",
     "RuleValidationError",
     "SandboxError",
+    "Trace",
     "__version__",
+    "current_request",
+    "hookimpl",
 ]

@@ -43,6 +43,7 @@ from router.config import Config
 from router.errors import AMIAuthenticationError, AMIError
 from router.executor import ActionOutcome, Executor
 from router.plugins import Plugins
+from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo, Context
 from router.rules.decision import Action
 from router.rules.registry import Registry
@@ -442,6 +443,11 @@ class Engine:
         )
         started = time.monotonic()
         outcome = None
+        set_request(RequestInfo(
+            channel=channel, uniqueid=event.get("Uniqueid") or "",
+            linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
+            caller=context.caller.number if context.caller else raw_caller, did=did,
+            deadline=deadline))
         try:
             outcome = await asyncio.wait_for(
                 self.rules.evaluate(context, deadline=deadline),

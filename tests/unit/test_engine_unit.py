@@ -174,3 +174,37 @@ async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(
                                      ("Uniqueid", "U2"), ("Linkedid", "L2"),
                                      ("Context", "elsewhere"))))
     assert seen == [("L1", "79161234567", "74951234567")]
+
+
+async def test_lookups_see_the_request_being_routed(tmp_path: Path) -> None:
+    from router import current_request
+
+    seen: list[Any] = []
+
+    class Spy:
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            async def spy(number: str) -> None:
+                seen.append(current_request())
+
+            registry.add_lookup("spy", spy)
+
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n    lookup:\n"
+        "      s: spy(caller.number)\n    when: s\n    do:\n"
+        "      - redirect: {context: x, exten: '1'}\n")
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n')
+    engine = Engine(load_config(tmp_path / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
+                    plugins=Plugins.load(entry_points=False, extra=[Spy()]),
+                    options=EngineOptions(watch_interval=0))
+    await engine.setup()
+    assert current_request() is None
+    await engine.handle_event(request("Local/9@in-0;2", did="74951234567"))
+    await engine.wait_idle()
+    (info,) = seen
+    assert (info.channel, info.did, info.caller) == ("Local/9@in-0;2", "74951234567",
+                                                     "79161234567")
+    assert info.deadline > time.monotonic() - 5
+    assert current_request() is None  # set in the routing task only

@@ -15,7 +15,7 @@ is pointless, and 1C is evidently up)::
 
 from __future__ import annotations
 
-from router.errors import LookupUnavailable
+from router import LookupUnavailable
 
 __all__ = ["BODY_PREVIEW", "OneCBadRequest", "OneCError", "OneCUnavailable"]
 

@@ -59,15 +59,10 @@ from callrouter_onec.history import (
     build_event,
 )
 from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
-from router.errors import ConfigError
-from router.hookspecs import hookimpl
+from router import ConfigError, current_request, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from router.ami.message import Event
-    from router.calls import Call
-    from router.config import Config
-    from router.engine import EngineAPI
-    from router.rules.registry import Registry
+    from router import Call, Config, EngineAPI, Event, Registry
 
 __all__ = [
     "KEYS",
@@ -446,8 +441,12 @@ class OneCPlugin:
         if cache is None:
             raise OneCUnavailable(NOT_CONFIGURED if self.config is None
                                   else "onec not started: the engine is not connected yet")
-        did, call_id = self._recent.get(normalize(str(number), cache.rules).number,
-                                        (None, None))
+        request = current_request()
+        if request is not None:
+            did, call_id = request.did or None, request.linkedid or None
+        else:  # explain, event rules: fall back to what prefetch saw
+            did, call_id = self._recent.get(normalize(str(number), cache.rules).number,
+                                            (None, None))
         # The rule engine cancels this await at the call's deadline; the cache
         # shields the shared request, so the answer still lands in the cache.
         answer = await cache.lookup(str(number), did=did, call_id=call_id)
