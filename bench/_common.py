@@ -51,7 +51,7 @@ def pct(sorted_values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted list (nan when empty)."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
 
 
@@ -78,7 +78,7 @@ def machine() -> dict[str, str]:
         root = default_cache_dir() / "rootfs"
         if root.exists():
             asterisk = asterisk_version(root)
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:
         pass
     nproc = shutil.which("nproc")
     cores = (subprocess.run([nproc], capture_output=True, text=True).stdout.strip()

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CALLERS, DID, RESULTS, bench_dialplan, md_table  # noqa: E402
+from _common import CALLERS, DID, RESULTS, bench_dialplan, md_table
 
 CAPTURE = RESULTS / "capture.json"
 PATTERNS = ("Newchannel", "Newexten", "UserEvent", "Hangup", "VarSet", "Dial*", "Bridge*",

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DID, RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, rss_kb  # noqa: E402,I001
+from _common import DID, RESULTS, BenchOneC, engine_config, make_rules_dir, md_table, rss_kb
 
 
 class FakeAMI:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, RESULTS, machine, md_table  # noqa: E402
+from _common import REPO, RESULTS, machine, md_table
 
 BENCH = REPO / "bench"
 DOC = REPO / "docs" / "performance.md"
@@ -101,7 +101,8 @@ def main() -> None:
     header = ("## Machine\n\n" + md_table(["", ""], [[k, v] for k, v in info.items()])
               + "\n\n## Results\n\n")
     footer = ("\n### Run\n\n" + md_table(["script", "seconds", "budget s", "status"], timings)
-              + f"\n\nTotal: {total:.0f} s{' (quick run: not for quoting)' if args.quick else ''}.\n")
+              + f"\n\nTotal: {total:.0f} s"
+              + (" (quick run: not for quoting)" if args.quick else "") + ".\n")
     body = header + "\n".join(sections) + footer
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text("# Benchmark results\n\n" + body, encoding="utf-8")

@@ -231,6 +231,14 @@ class Engine:
         await self.plugins.startup(self)
         self._stream = EventStream(self._client,
                                    poll_timeout=int(self._config.asterisk.waitevent_timeout))
+        # Calls that started waiting while callrouter was down or restarting
+        # are routed now if their deadline allows, like after a stream gap.
+        try:
+            await self.reconcile()
+        except AMIAuthenticationError:
+            raise
+        except (AMIError, OSError) as exc:
+            log.error("reconcile at start failed: %s", exc)
 
     async def serve(self) -> None:
         """Consume events until :meth:`request_stop`."""

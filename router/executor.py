@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
-from router.errors import AMIActionError, AMIError, AMIValidationError
+from router.errors import AMIActionError, AMIError, AMIValidationError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
@@ -119,7 +119,8 @@ class Executor:
                 text = exc.response.get("Message") or str(exc)
                 status = "channel-gone" if "does not exist" in text else "failed"
                 outcome = ActionOutcome(action.kind, status, text)
-            except (AMIError, OSError, TimeoutError) as exc:
+            except (AMIError, PluginError, OSError, TimeoutError) as exc:
+                # PluginError: already logged with the plugin's name by the facade.
                 outcome = ActionOutcome(action.kind, "failed", str(exc))
             except Exception as exc:  # a plugin executor's bug must not kill routing
                 log.exception("action %s failed", action.kind)

@@ -201,7 +201,9 @@ class Plugins:
     def register_into(self, registry: Registry) -> list[str]:
         """Fill ``registry``; return located problems instead of stopping at the first."""
         problems: list[str] = []
-        for impl in self._impls("callrouter_register"):
+        # Registration order (built-ins first): on a name clash the newcomer
+        # gets the error, so installing a plugin never silently replaces a built-in.
+        for impl in reversed(self._impls("callrouter_register")):
             try:
                 value = impl.function(**dict.fromkeys(impl.argnames, registry))
                 if inspect.isawaitable(value):
@@ -235,11 +237,20 @@ class Plugins:
         )
 
     async def execute(self, action: Any, call: Call, engine: EngineAPI) -> Any:
-        results = await self._call_each(
-            "callrouter_execute", {"action": action, "call": call, "engine": engine},
-            scope=call.linkedid, firstresult=True,
-        )
-        return results[0] if results else None
+        """The first plugin answering wins; one that raises fails the action
+        (the trace says ``failed`` with its name) rather than passing it on."""
+        kwargs = {"action": action, "call": call, "engine": engine}
+        for impl in self._impls("callrouter_execute"):
+            try:
+                value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+                if inspect.isawaitable(value):
+                    value = await asyncio.wait_for(value, HOOK_TIMEOUT)
+            except Exception as exc:
+                self._report("callrouter_execute", impl, exc, call.linkedid)
+                raise PluginError(impl.plugin_name, f"{action.kind}: {exc!r}") from exc
+            if value is not None:
+                return value
+        return None
 
     async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
         await self._call_each(

@@ -29,9 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from router import ConfigError
-from router.hookspecs import hookimpl
-from router.rules.registry import ActionSpec, ParamSpec, Registry
+from router import ActionSpec, ConfigError, ParamSpec, Registry, hookimpl
 
 __all__ = ["VipPlugin", "plugin"]
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from callrouter_vip import VipPlugin, number_key
-from router import ConfigError
+from router import ConfigError, Registry
 from router.config import AsteriskSettings, Config, PluginSettings
 from router.plugins import Plugins
-from router.rules.registry import Registry
 from router.sandbox import Sandbox
 from router.testing import EngineFactory, ReplayAsterisk
 
