@@ -29,7 +29,7 @@ from router.request import RequestInfo, current_request
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
     from router.calls import Call
-    from router.config import Config
+    from router.config import Config, SettingsReader
     from router.engine import EngineAPI
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
@@ -40,6 +40,7 @@ _LAZY = {
     "Event": "router.ami.message",
     "Call": "router.calls",
     "Config": "router.config",
+    "SettingsReader": "router.config",
     "EngineAPI": "router.engine",
     "Action": "router.rules.decision",
     "Decision": "router.rules.decision",
@@ -85,6 +86,7 @@ __all__ = [
     "RuleError",
     "RuleValidationError",
     "SandboxError",
+    "SettingsReader",
     "Trace",
     "__version__",
     "current_request",

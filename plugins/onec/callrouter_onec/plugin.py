@@ -59,7 +59,7 @@ from callrouter_onec.history import (
     build_event,
 )
 from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
-from router import ConfigError, current_request, hookimpl
+from router import SettingsReader, current_request, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import Call, Config, EngineAPI, Event, Registry
@@ -131,77 +131,12 @@ class OneCConfig:
     rules: CountryRules = field(default_factory=lambda: RUSSIA)
 
 
-class _Reader:
-    """Typed access to the table, every error naming the file, table and key."""
-
-    def __init__(self, values: Mapping[str, object], origin: str) -> None:
-        self.values = values
-        self.origin = origin
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.origin}: [plugins.{NAME}] {key}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.values
-
-    def string(self, key: str, default: str | None = None, *, empty: bool = False) -> str:
-        if key not in self.values:
-            if default is None:
-                raise self.error(key, "required")
-            return default
-        value = self.values[key]
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_show(value)}")
-        if not empty and not value.strip():
-            raise self.error(key, "must not be empty")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.values.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_show(value)}")
-        return value
-
-    def number(self, key: str, default: float, low: float, high: float, *,
-               allow_zero: bool = False) -> float:
-        value = self.values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"expected a number, got {_show(value)}")
-        if not (low < value <= high or (allow_zero and value == 0)):
-            zero = "0 (off) or " if allow_zero else ""
-            raise self.error(key, f"expected {zero}more than {low:g} and at most {high:g}, "
-                                  f"got {value}")
-        return float(value)
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {_show(value)}")
-        if not low <= value <= high:
-            raise self.error(key, f"expected {low} to {high}, got {value}")
-        return value
-
-    def strings(self, key: str, *, digits: bool = False) -> tuple[str, ...]:
-        value = self.values.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(key, f"expected a list of strings, got {_show(value)}")
-        items = tuple(cast(list[str], value))
-        if digits and not all(v.isascii() and v.isdigit() for v in items):
-            raise self.error(key, f"expected digits only, got {list(items)!r}")
-        return items
-
-    def digit_string(self, key: str, default: str, *, empty: bool = False) -> str:
-        value = self.string(key, default, empty=empty)
-        if value and not (value.isascii() and value.isdigit()):
-            raise self.error(key, f"expected digits only, got {value!r}")
-        return value
-
-
-def _show(value: object) -> str:
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "table"}.get(type(value), type(value).__name__)
-    text = str(value).lower() if isinstance(value, bool) else repr(value)
-    return f"{kind} {text[:37] + '...' if len(text) > 40 else text}"
+def _digit_string(reader: SettingsReader, key: str, default: str, *,
+                  empty: bool = False) -> str:
+    value = reader.string(key, default, empty=empty)
+    if value and not (value.isascii() and value.isdigit()):
+        raise reader.error(key, f"expected digits only, got {value!r}")
+    return value
 
 
 def _suggest(word: str) -> str:
@@ -212,7 +147,7 @@ def _suggest(word: str) -> str:
     return f"{hint} (known: {', '.join(sorted(KEYS))})"
 
 
-def _url(reader: _Reader) -> str:
+def _url(reader: SettingsReader) -> str:
     url = reader.string("url").strip()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -229,7 +164,7 @@ def _url(reader: _Reader) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def _password(reader: _Reader, environ: Mapping[str, str]) -> str:
+def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
     if reader.has("password") and reader.has("password_env"):
         raise reader.error("password_env", "give either password or password_env, not both")
     if reader.has("password_env"):
@@ -244,7 +179,7 @@ def _password(reader: _Reader, environ: Mapping[str, str]) -> str:
                                    "(the environment variable holding it)")
 
 
-def _zone(reader: _Reader) -> tzinfo | None:
+def _zone(reader: SettingsReader) -> tzinfo | None:
     if not reader.has("timezone"):
         return None
     name = reader.string("timezone")
@@ -255,7 +190,7 @@ def _zone(reader: _Reader) -> tzinfo | None:
                                        "(an IANA name such as 'Europe/Moscow')") from None
 
 
-def _cron(reader: _Reader) -> str:
+def _cron(reader: SettingsReader) -> str:
     text = reader.string("warmup", "", empty=True).strip()
     if text:
         from apscheduler.triggers.cron import CronTrigger
@@ -276,7 +211,7 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     folder relative ``state_dir`` is taken from (the config file's, as for
     callrouter's own paths).
     """
-    reader = _Reader(settings, origin)
+    reader = SettingsReader(f"plugins.{NAME}", settings, {"": origin}, base or Path.cwd())
     for key in settings:
         if key not in KEYS:
             raise reader.error(key, f"unknown key{_suggest(key)}")
@@ -310,11 +245,11 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     state_dir = None
     if reader.has("state_dir"):
         state_dir = (base or Path.cwd()) / reader.string("state_dir")
-    code = reader.digit_string("country_code", RUSSIA.country_code)
+    code = _digit_string(reader, "country_code", RUSSIA.country_code)
     rules = CountryRules(
         country_code=code,
         national_length=reader.integer("national_length", RUSSIA.national_length, 4, 14),
-        trunk_prefix=reader.digit_string("trunk_prefix", RUSSIA.trunk_prefix, empty=True),
+        trunk_prefix=_digit_string(reader, "trunk_prefix", RUSSIA.trunk_prefix, empty=True),
         exit_prefixes=reader.strings("exit_prefixes", digits=True)
         if reader.has("exit_prefixes") else RUSSIA.exit_prefixes,
         internal_max_digits=reader.integer("internal_max_digits", RUSSIA.internal_max_digits,
