@@ -147,7 +147,7 @@ demo: setup
 # All benchmarks in one run (under 10 minutes): bench/results/latest.md and
 # docs/performance.md. panoramisk is the TCP reference and py-spy profiles.
 bench: setup
-	@$(PY) -c 'import panoramisk' 2>/dev/null || $(PY) -m pip install -q panoramisk py-spy
+	@$(PY) -c 'import panoramisk' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run_all.py
 
 clean:

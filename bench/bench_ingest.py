@@ -22,8 +22,6 @@ is per core and other load on the machine does not count:
   ``Message.from_line``, ``handle_message``); "dispatch" adds its
   ``Manager.dispatch`` glob callbacks (same patterns, a callback that only
   reads the event name, so panoramisk does less per event than our dispatch).
-* **rawman, proposed fast path**: the same with ``bench/_fastparse.py``, the
-  block-wise ``parse_rawman`` proposed for ``router/ami/protocol.py``.
 """
 
 from __future__ import annotations
@@ -101,9 +99,7 @@ def load_capture(recapture: bool = False) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- runners
 
 
-def ours(fmt: str, dispatch: bool, fast: bool = False) -> Callable[[bytes], int]:
-    from _fastparse import fast_parse_rawman
-
+def ours(fmt: str, dispatch: bool) -> Callable[[bytes], int]:
     from router.ami.protocol import assemble_result, parse_body, split_waitevent
     from router.ami.stream import EventStream
     from router.calls import CallTracker
@@ -114,7 +110,7 @@ def ours(fmt: str, dispatch: bool, fast: bool = False) -> Callable[[bytes], int]
     wants, feed = stream.wants, tracker.feed
 
     def run(body: bytes) -> int:
-        messages = fast_parse_rawman(body) if fast else parse_body(body, ctype)
+        messages = parse_body(body, ctype)
         result = assemble_result(messages)
         _, events = split_waitevent((result.response, *result.extra))
         if dispatch:
@@ -191,12 +187,9 @@ def main() -> None:
     runs: list[tuple[str, str, Callable[[bytes], int], list[bytes]]] = [
         ("rawman (ours)", "parse", ours("rawman", False), raw),
         ("mxml (ours)", "parse", ours("mxml", False), xml),
-        ("rawman, proposed fast path", "parse", ours("rawman", False, fast=True), raw),
         ("panoramisk", "parse", panoramisk(False), raw),
         ("rawman (ours)", "parse + dispatch", ours("rawman", True), raw),
         ("mxml (ours)", "parse + dispatch", ours("mxml", True), xml),
-        ("rawman, proposed fast path", "parse + dispatch", ours("rawman", True, fast=True),
-         raw),
         ("panoramisk", "parse + dispatch", panoramisk(True), raw),
     ]
     results: dict[tuple[str, str], float] = {}

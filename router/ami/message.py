@@ -39,6 +39,9 @@ def normalize_key(key: str) -> str:
     return norm
 
 
+_set = object.__setattr__
+
+
 class Message:
     """One AMI block: an immutable, ordered sequence of (key, value) pairs."""
 
@@ -48,8 +51,8 @@ class Message:
     _index: dict[str, tuple[str, ...]] | None
 
     def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
-        object.__setattr__(self, "_fields", tuple(fields))
-        object.__setattr__(self, "_index", None)
+        _set(self, "_fields", fields if type(fields) is tuple else tuple(fields))
+        _set(self, "_index", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -57,10 +60,11 @@ class Message:
     def _lookup(self) -> dict[str, tuple[str, ...]]:
         index = self._index
         if index is None:
-            building: dict[str, list[str]] = {}
+            index = {}
             for key, value in self._fields:
-                building.setdefault(normalize_key(key), []).append(value)
-            index = {k: tuple(v) for k, v in building.items()}
+                norm = normalize_key(key)
+                have = index.get(norm)
+                index[norm] = (value,) if have is None else (*have, value)
             object.__setattr__(self, "_index", index)
         return index
 
@@ -73,6 +77,11 @@ class Message:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (any spelling), or ``default``."""
+        # rawman keeps Asterisk's spelling, which is how callers write keys:
+        # a short exact scan answers most lookups without building the index.
+        for name, value in self._fields:
+            if name == key:
+                return value
         values = self._lookup().get(normalize_key(key))
         return values[0] if values else default
 
@@ -173,6 +182,11 @@ class Event(Message):
 
     @property
     def name(self) -> str:
+        # Asterisk always leads with "Event: X"; reading it there avoids
+        # building the lookup index for events nobody looks into.
+        fields = self._fields
+        if fields and fields[0][0] in ("Event", "event"):
+            return fields[0][1]
         return self.get("Event") or ""
 
 
