@@ -54,8 +54,11 @@ __all__ = ["Engine", "EngineAPI", "EngineOptions", "RouteRecord"]
 log = logging.getLogger("router.engine")
 decision_log = logging.getLogger("router.decision")
 
-#: Channels remembered as routed, so a request is never acted on twice.
+#: Channels remembered as routed, so a request is never acted on twice; entries
+#: leave when their call ends, so this only bounds calls that never end.
 _ROUTED_MEMORY = 100_000
+#: Recent decisions kept in memory (status, tests, the demo); the log has them all.
+_RECORDS_KEPT = 1_000
 
 
 class EngineAPI(Protocol):
@@ -147,7 +150,7 @@ class Engine:
         self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
         self._ended: list[Call] = []
-        self._tracker.on_end.append(self._ended.append)
+        self._tracker.on_end.append(self._call_ended)
         self.registry = Registry()
         self.rules = RuleBook(config.router.rules, self.registry)
         self.executor = Executor(self)
@@ -164,6 +167,14 @@ class Engine:
         #: "Now" for rules (working hours); the demo and tests may pin it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.ready = asyncio.Event()
+
+    def _call_ended(self, call: Call) -> None:
+        # A hung-up channel can ask for nothing more: forget it, so memory
+        # stays flat however many calls pass (the bound below is a backstop).
+        for channel in call.channels.values():
+            self._routed.pop(channel.uniqueid or channel.name, None)
+            self.executor.forget(channel.name)
+        self._ended.append(call)
 
     # -- EngineAPI ---------------------------------------------------------------
 
@@ -502,8 +513,8 @@ class Engine:
 
     def _log_decision(self, record: RouteRecord) -> None:
         self.records.append(record)
-        if len(self.records) > 10_000:
-            del self.records[: len(self.records) - 10_000]
+        if len(self.records) > _RECORDS_KEPT:
+            del self.records[: len(self.records) - _RECORDS_KEPT]
         if self._config.router.log_format == "json":
             decision_log.info(json.dumps(record.to_dict(), ensure_ascii=False))
         else:

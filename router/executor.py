@@ -104,6 +104,10 @@ class Executor:
         if not self._waiters[channel]:
             del self._waiters[channel]
 
+    def forget(self, channel: str) -> None:
+        """The channel hung up: drop its Redirect count."""
+        self.redirects.pop(channel, None)
+
     # -- execution -------------------------------------------------------------
 
     async def run(self, actions: Sequence[Action], call: Call | None,
@@ -195,8 +199,6 @@ class Executor:
             return confirmed
         finally:
             self._unexpect(target, future)
-            if len(self.redirects) > 50_000:
-                self.redirects.clear()
 
 
 def _timestamp(event: Event) -> float | None:
