@@ -156,6 +156,7 @@ class Engine:
         self.executor = Executor(self)
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
+        self._serve_task: asyncio.Task[Any] | None = None
         self._routed: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
@@ -252,33 +253,29 @@ class Engine:
             log.error("reconcile at start failed: %s", exc)
 
     async def serve(self) -> None:
-        """Consume events until :meth:`request_stop`."""
+        """Consume events until :meth:`request_stop`.
+
+        The loop iterates the stream directly (no future per event: this is
+        the hot path); a stop request cancels the long-poll it is waiting in.
+        """
         assert self._stream is not None, "call start() first"
+        self._serve_task = asyncio.current_task()
         self.ready.set()
         log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url,
                  self.shadow)
-        iterator = self._stream.__aiter__()
-        stop = asyncio.ensure_future(self._stopping.wait())
         try:
-            while not self._stopping.is_set():
-                nxt = asyncio.ensure_future(iterator.__anext__())
-                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
-                    break
-                item = nxt.result()
+            async for item in self._stream:
                 if isinstance(item, StreamGap):
                     await self._on_gap(item)
                 else:
                     await self.handle_event(item)
-        except StopAsyncIteration:
-            pass
+                if self._stopping.is_set():
+                    break
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
         finally:
-            stop.cancel()
-            with contextlib.suppress(Exception):
-                await iterator.aclose()  # type: ignore[attr-defined]
+            self._serve_task = None
 
     async def run(self) -> None:
         """start + serve + stop: what ``callrouter run`` does."""
@@ -292,6 +289,11 @@ class Engine:
         """SIGTERM: take no new decisions; :meth:`serve` returns soon."""
         self._accepting = False
         self._stopping.set()
+        if self._stream is not None:
+            self._stream.stop()
+        task = self._serve_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def stop(self) -> None:
         """Finish in-flight decisions (bounded), stop plugins and timers, log off."""
@@ -396,7 +398,10 @@ class Engine:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
-            self.accept_request(event, call)
+            if self.accept_request(event, call):
+                # Let the routing task run up to its first I/O now, rather than
+                # after the rest of this WaitEvent batch has been processed.
+                await asyncio.sleep(0)
         elif (call is not None and name in ("Newchannel", "Newexten")
               and "prefetch" not in call.extra
               and event.get("Context") == self.options.inbound_context):
@@ -406,7 +411,7 @@ class Engine:
             if not call.did:
                 call.did = event.get("Exten") or ""
             await self.plugins.prefetch(call)
-        if self.rules.current.event_patterns:
+        if self.rules.current.event_rules(name):
             await self._event_rules(event, call)
         while self._ended:
             await self.plugins.call_end(self._ended.pop())
@@ -414,8 +419,6 @@ class Engine:
     async def _event_rules(self, event: Event, call: Call | None) -> None:
         context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
                                     now=self.clock())
-        if not self.rules.current.rules_for(context):
-            return
         outcome = await self.rules.evaluate(context)
         if outcome.decision.actions and not self.shadow:
             self._spawn(self.executor.run(outcome.decision.actions, call, None))

@@ -73,6 +73,7 @@ class Plugins:
         self._builtin: set[str] = set()
         self._versions: dict[str, str | None] = {}
         self._failed: dict[tuple[str, str], None] = {}
+        self._impl_cache: dict[str, list[pluggy.HookImpl]] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -115,6 +116,7 @@ class Plugins:
         if self.pm.has_plugin(plugin_name):
             raise PluginError(plugin_name, "registered twice (two packages with one name?)")
         self.pm.register(plugin, name=plugin_name)
+        self._impl_cache.clear()
         if builtin:
             self._builtin.add(plugin_name)
         self._versions[plugin_name] = version
@@ -131,8 +133,13 @@ class Plugins:
     # -- calling -----------------------------------------------------------
 
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        # pluggy calls the last registered first; keep its order.
-        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+        # Asked for every event: cached until the next register().
+        impls = self._impl_cache.get(hook_name)
+        if impls is None:
+            # pluggy calls the last registered first; keep its order.
+            impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+            self._impl_cache[hook_name] = impls
+        return impls
 
     def _report(self, hook: str, impl: pluggy.HookImpl, exc: BaseException,
                 scope: str | None) -> None:
@@ -156,8 +163,11 @@ class Plugins:
     async def _call_each(self, hook: str, kwargs: Mapping[str, Any], *, scope: str | None = None,
                          timeout: float | None = HOOK_TIMEOUT,
                          firstresult: bool = False) -> list[Any]:
+        impls = self._impls(hook)
+        if not impls:
+            return []
         results: list[Any] = []
-        for impl in self._impls(hook):
+        for impl in impls:
             args = {name: kwargs[name] for name in impl.argnames}
             try:
                 value = impl.function(**args)

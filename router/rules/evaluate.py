@@ -76,7 +76,7 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
                                  f"{type(exc).__name__}: {exc}"))
                 continue
             if not passed:
-                append(RuleTrace(rule.name, rule.location, "false", "if"))
+                append(rule.false_if_trace)
                 continue
         entry = await _run_rule(rule, evaluator, names, registry, lookups, deadline, memo,
                                 trace)

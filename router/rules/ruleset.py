@@ -110,6 +110,17 @@ class RuleSet:
         """Event names and globs some rule reacts to (empty: no need to watch events)."""
         return tuple(dict.fromkeys(r.trigger.pattern for r in self._events))
 
+    def event_rules(self, name: str) -> tuple[Rule, ...]:
+        """The rules an event of this name triggers, cached per name: the engine
+        asks for every event, so this must cost a dict lookup, not a context."""
+        cached = self._event_cache.get(name)
+        if cached is None:
+            cached = tuple(r for r in self._events
+                           if fnmatch.fnmatchcase(name, r.trigger.pattern))
+            if len(self._event_cache) < _EVENT_CACHE_LIMIT:
+                self._event_cache[name] = cached
+        return cached
+
     @property
     def schedules(self) -> list[tuple[str, str]]:
         """(rule name, cron) for the scheduler to fire ``Context.for_schedule``."""
@@ -122,14 +133,7 @@ class RuleSet:
                 return self._call_generic
             return self._call_by_did.get(context.did, self._call_generic)
         if context.kind == "event":
-            name = context.event.name if context.event is not None else ""
-            cached = self._event_cache.get(name)
-            if cached is None:
-                cached = tuple(r for r in self._events
-                               if fnmatch.fnmatchcase(name, r.trigger.pattern))
-                if len(self._event_cache) < _EVENT_CACHE_LIMIT:
-                    self._event_cache[name] = cached
-            return cached
+            return self.event_rules(context.event.name if context.event is not None else "")
         rule = self._schedules.get(context.rule or "")
         return (rule,) if rule is not None else ()
 
