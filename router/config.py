@@ -91,6 +91,8 @@ class AsteriskSettings:
     request_timeout: float = 10.0
     #: WaitEvent ``Timeout``; keep it under manager.conf ``httptimeout`` minus 10 s.
     waitevent_timeout: float = 20.0
+    #: "native" (lean HTTP/1.1, the default) or "httpx"; digest auth always uses httpx.
+    http_client: Literal["native", "httpx"] = "native"
 
     @property
     def scheme(self) -> str:
@@ -165,7 +167,7 @@ _SECTIONS = ("asterisk", "router", "plugins")
 _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": ("url", "username", "secret", "secret_env", "auth", "format", "verify",
                  "client_cert", "client_key", "connect_timeout", "request_timeout",
-                 "waitevent_timeout"),
+                 "waitevent_timeout", "http_client"),
     "router": ("rules", "state_dir", "log_format", "shadow"),
     "plugins": ("enabled", "disabled"),
 }
@@ -398,6 +400,8 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         connect_timeout=reader.seconds("connect_timeout", 5.0),
         request_timeout=reader.seconds("request_timeout", 10.0),
         waitevent_timeout=reader.seconds("waitevent_timeout", 20.0),
+        http_client=cast(Literal["native", "httpx"],
+                         reader.choice("http_client", ("native", "httpx"), "native")),
     )
 
 

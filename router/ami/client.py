@@ -20,8 +20,10 @@ import itertools
 import logging
 import re
 import secrets
+import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,13 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 
 from router.ami.actions import AMIActions
+from router.ami.http import (
+    ConnectionPool,
+    HTTPError,
+    HTTPResponse,
+    StaleConnectionError,
+    build_request,
+)
 from router.ami.message import Event, Response
 from router.ami.protocol import (
     Action,
@@ -110,6 +119,9 @@ class ClientSettings:
     connect_timeout: float = 3.0
     request_timeout: float = 10.0
     max_connections: int = 20
+    #: "native": the lean HTTP/1.1 pool of router.ami.http (cookie auth);
+    #: "httpx": httpx for everything (always used for digest auth).
+    http_client: Literal["native", "httpx"] = "native"
     #: Below Asterisk's ``session_keep_alive`` (15 s) so we close idle pooled
     #: connections before Asterisk does; this prevents most stale-connection
     #: errors instead of retrying them.
@@ -129,6 +141,7 @@ class ClientSettings:
             client_key=str(cfg.client_key) if cfg.client_key else None,
             connect_timeout=cfg.connect_timeout,
             request_timeout=cfg.request_timeout,
+            http_client=cfg.http_client,
         )
 
 
@@ -172,9 +185,27 @@ class AJAMClient(AMIActions[ActionResult]):
                 if settings.client_key
                 else settings.client_cert
             )
+        verify = _ssl_context(settings.verify, cert)
+        parts = urllib.parse.urlsplit(self._endpoint)
+        #: The lean HTTP/1.1 pool (router.ami.http) unless httpx is needed: for
+        #: Digest auth, for an injected test transport, or when configured.
+        self._pool: ConnectionPool | None = None
+        self._cookie: str | None = None
+        if settings.http_client == "native" and transport is None and settings.auth == "cookie":
+            self._pool = ConnectionPool(
+                parts.hostname or "127.0.0.1",
+                parts.port or (443 if parts.scheme == "https" else 80),
+                ssl_context=(verify if isinstance(verify, ssl.SSLContext) else
+                             _insecure_context()) if parts.scheme == "https" else None,
+                max_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry,
+                connect_timeout=settings.connect_timeout,
+            )
+        self._target = parts.path or "/"
+        self._host_header = parts.netloc
         self._http = httpx.AsyncClient(
             auth=auth,
-            verify=_ssl_context(settings.verify, cert),
+            verify=verify,
             timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
@@ -214,6 +245,8 @@ class AJAMClient(AMIActions[ActionResult]):
                     log.debug("logoff failed: %s", exc)
         finally:
             self._logged_in = False
+            if self._pool is not None:
+                await self._pool.aclose()
             await self._http.aclose()
 
     # -- session ---------------------------------------------------------------
@@ -236,6 +269,7 @@ class AJAMClient(AMIActions[ActionResult]):
             self.session_generation += 1
             return result.response
         self._http.cookies.clear()
+        self._cookie = None
         action = Action(
             "Login",
             (("Username", self.settings.username), ("Secret", self.settings.secret)),
@@ -325,6 +359,8 @@ class AJAMClient(AMIActions[ActionResult]):
     # -- HTTP ----------------------------------------------------------------------
 
     async def _post(self, action: Action, *, timeout: float | None = None) -> ActionResult:
+        if self._pool is not None:
+            return await self._post_native(action, timeout=timeout)
         body = encode_form(action)
         retry_ok = is_idempotent(action.name)
         for attempt in (1, 2):
@@ -358,7 +394,46 @@ class AJAMClient(AMIActions[ActionResult]):
             return self._parse(action, resp)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _parse(self, action: Action, resp: httpx.Response) -> ActionResult:
+    async def _post_native(self, action: Action, *, timeout: float | None) -> ActionResult:
+        assert self._pool is not None
+        headers = [("Content-Type", "application/x-www-form-urlencoded"),
+                   ("User-Agent", "callrouter")]
+        if self._cookie:
+            headers.append(("Cookie", self._cookie))
+        request = build_request("POST", self._target, self._host_header, encode_form(action),
+                                headers)
+        wait = self.settings.request_timeout if timeout is None else timeout
+        for attempt in (1, 2):
+            started = time.monotonic()
+            try:
+                resp = await self._pool.request(request, timeout=wait)
+            except TimeoutError as exc:
+                raise AMITimeoutError(
+                    f"{action.name}: no answer from {self._endpoint} within "
+                    f"{time.monotonic() - started:.1f} s"
+                ) from exc
+            except StaleConnectionError as exc:
+                # A keep-alive connection Asterisk closed while idle fails only
+                # when reused; a fresh one will do, if repeating is safe.
+                if attempt == 1 and is_idempotent(action.name):
+                    log.debug("%s: stale connection (%s), retrying once", action.name, exc)
+                    continue
+                raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
+                                         f"broke: {exc}") from exc
+            except HTTPError as exc:
+                raise AMIConnectionError(f"{action.name}: {exc}") from exc
+            except OSError as exc:
+                what = "cannot connect to Asterisk at" if attempt == 1 and \
+                    isinstance(exc, ConnectionRefusedError | socket.gaierror) else \
+                    f"{action.name}: connection broke to"
+                raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
+            cookie = resp.headers.get("set-cookie")
+            if cookie and cookie.lstrip().startswith("mansession_id="):
+                self._cookie = cookie.split(";", 1)[0].strip()
+            return self._parse(action, resp)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse(self, action: Action, resp: httpx.Response | HTTPResponse) -> ActionResult:
         status = resp.status_code
         if status in (401, 403):
             raise AMIAuthenticationError(
@@ -395,6 +470,13 @@ class AJAMClient(AMIActions[ActionResult]):
 
 def _session_lost(result: ActionResult) -> bool:
     return not result.response.ok and (result.response.message or "") == "Permission denied"
+
+
+def _insecure_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext | bool:

@@ -160,14 +160,16 @@ async def test_session_expiry_is_survived(scratch_sandbox: Sandbox) -> None:
     """httptimeout=12: idle past it, the next action and the stream just carry on."""
     async with AJAMClient(settings(scratch_sandbox)) as c:
         assert c.session_ttl is None or c.session_ttl == 12
-        await asyncio.sleep(14)
+        # Expired after 12 s idle; Asterisk purges expired sessions every few
+        # seconds, so wait past both.
+        await asyncio.sleep(18)
         assert (await c.action("Ping")).ok  # re-login happened underneath
         assert c.session_generation == 2
         stream = EventStream(c, ["UserEvent"], backoff=Backoff(initial=0.1, maximum=0.5))
         items = stream.__aiter__()
         await c.action("UserEvent", {"UserEvent": "Before"})
         await next_event(items, lambda e: e["UserEvent"] == "Before")
-        await asyncio.sleep(14)  # nobody polls: Asterisk drops the session and its queue
+        await asyncio.sleep(18)  # nobody polls: Asterisk drops the session and its queue
         await c.action("UserEvent", {"UserEvent": "After"})
         gap = await asyncio.wait_for(items.__anext__(), 15)
         assert isinstance(gap, StreamGap)

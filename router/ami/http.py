@@ -1,0 +1,283 @@
+"""A lean HTTP/1.1 keep-alive client for AJAM, for when every millisecond counts.
+
+Why not only httpx: in the route benchmark (docs/performance.md) httpx took
+about two thirds of the router's CPU and most of its latency on top of
+Asterisk: each request walks its auth, redirect, cookie and event layers and
+anyio's stream wrappers. AJAM needs none of that. It needs a POST with a form
+body, one cookie, keep-alive connections that Asterisk closes when idle, and
+a Content-Length answer. This module does exactly that, so the AJAM client
+defaults to it (``[asterisk] http_client = "native"``) and keeps httpx for
+HTTP Digest and for injected test transports (``http_client = "httpx"``).
+
+Like the AMI layer, the framing is sans-I/O (:func:`build_request`,
+:class:`ResponseParser`, tested with bytes); :class:`ConnectionPool` is the
+thin asyncio part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ConnectionPool",
+    "HTTPError",
+    "HTTPResponse",
+    "ResponseParser",
+    "StaleConnectionError",
+    "build_request",
+]
+
+#: Largest response head we read; Asterisk's are a few hundred bytes.
+MAX_HEAD = 64 * 1024
+#: Largest body; matches the AMI layer's own bound.
+MAX_BODY = 32 * 1024 * 1024
+
+
+class HTTPError(ConnectionError):
+    """The server's answer is not HTTP we understand (or it broke mid-answer)."""
+
+
+class StaleConnectionError(HTTPError):
+    """A pooled keep-alive connection was closed by the server before answering.
+
+    Nothing reached Asterisk's action handler, so a caller may retry once on a
+    fresh connection when repeating is safe.
+    """
+
+
+class Headers:
+    """Response headers, looked up case-insensitively (``Set-Cookie``, ``set-cookie``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._items = [(k.lower(), v) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower()
+        for k, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_list(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for k, v in self._items if k == key]
+
+
+@dataclass(slots=True)
+class HTTPResponse:
+    """Shaped like the parts of ``httpx.Response`` the AJAM client reads."""
+
+    status_code: int
+    headers: Headers
+    content: bytes = b""
+    keep_alive: bool = True
+
+
+def build_request(method: str, target: str, host: str, body: bytes,
+                  headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The request's bytes; header values with line breaks are refused."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r} contains a line break")
+        lines.append(f"{name}: {value}")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class ResponseParser:
+    """Incremental parser of one response: feed bytes until it returns the response."""
+
+    def __init__(self, *, max_body: int = MAX_BODY) -> None:
+        self._buffer = bytearray()
+        self._head: HTTPResponse | None = None
+        self._length: int | None = None
+        self._chunked = False
+        self._max_body = max_body
+        self._body = bytearray()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._buffer) or self._head is not None
+
+    def feed(self, data: bytes) -> HTTPResponse | None:
+        self._buffer += data
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD:
+                    raise HTTPError(f"response head over {MAX_HEAD} bytes")
+                return None
+            self._parse_head(bytes(self._buffer[:end]))
+            del self._buffer[: end + 4]
+        if self._chunked:
+            return self._feed_chunked()
+        if self._length is None:
+            return None  # read to EOF: finish() completes it
+        if len(self._buffer) >= self._length:
+            assert self._head is not None
+            self._head.content = bytes(self._buffer[: self._length])
+            return self._head
+        return None
+
+    def finish(self) -> HTTPResponse:
+        """The peer closed the connection: complete a read-to-EOF body, or fail."""
+        if self._head is not None and self._length is None and not self._chunked:
+            self._head.content = bytes(self._buffer)
+            self._head.keep_alive = False
+            return self._head
+        raise HTTPError("connection closed in the middle of the response")
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        status = lines[0].split(" ", 2)
+        if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
+            raise HTTPError(f"not an HTTP response: {lines[0][:80]!r}")
+        items = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise HTTPError(f"malformed header line {line[:80]!r}")
+            items.append((name.strip(), value.strip()))
+        headers = Headers(items)
+        keep_alive = (headers.get("connection") or "").lower() != "close" and \
+            status[0] != "HTTP/1.0"
+        self._head = HTTPResponse(int(status[1]), headers, b"", keep_alive)
+        if (headers.get("transfer-encoding") or "").lower() == "chunked":
+            self._chunked = True
+            return
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise HTTPError(f"bad Content-Length {length!r}")
+            self._length = int(length)
+            if self._length > self._max_body:
+                raise HTTPError(f"response body of {self._length} bytes is too large")
+        elif int(status[1]) in (204, 304) or 100 <= int(status[1]) < 200:
+            self._length = 0
+
+    def _feed_chunked(self) -> HTTPResponse | None:
+        buf = self._buffer
+        while True:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                return None
+            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise HTTPError(f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                tail = buf.find(b"\r\n\r\n", end)
+                if tail < 0 and bytes(buf[end:end + 4]) != b"\r\n\r\n":
+                    return None
+                assert self._head is not None
+                self._head.content = bytes(self._body)
+                return self._head
+            if len(buf) < end + 2 + size + 2:
+                return None
+            self._body += buf[end + 2 : end + 2 + size]
+            if len(self._body) > self._max_body:
+                raise HTTPError("chunked response body is too large")
+            del buf[: end + 2 + size + 2]
+
+
+@dataclass(slots=True)
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class ConnectionPool:
+    """Keep-alive connections to one host; one request per connection at a time."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 20,
+        keepalive_expiry: float = 10.0,
+        connect_timeout: float = 3.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._ssl = ssl_context
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self._keepalive_expiry = keepalive_expiry
+        self._connect_timeout = connect_timeout
+        self._closed = False
+
+    async def request(self, request: bytes, *, timeout: float | None) -> HTTPResponse:
+        """Send one request; raise :class:`StaleConnectionError` if a reused connection
+        died before answering, :class:`HTTPError`/``OSError`` on other failures and
+        ``TimeoutError`` when ``timeout`` passes."""
+        if self._closed:
+            raise HTTPError("connection pool is closed")
+        async with self._slots:
+            async with asyncio.timeout(timeout):
+                conn, reused = await self._acquire()
+                try:
+                    response = await self._exchange(conn, request, reused)
+                except BaseException:
+                    conn.close()
+                    raise
+            if response.keep_alive and not self._closed:
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
+            else:
+                conn.close()
+            return response
+
+    async def _acquire(self) -> tuple[_Connection, bool]:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since < self._keepalive_expiry and \
+                    not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn, True
+            conn.close()
+        async with asyncio.timeout(self._connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self._ssl,
+                server_hostname=self.host if self._ssl is not None else None)
+        return _Connection(reader, writer), False
+
+    @staticmethod
+    async def _exchange(conn: _Connection, request: bytes, reused: bool) -> HTTPResponse:
+        parser = ResponseParser()
+        try:
+            conn.writer.write(request)
+            await conn.writer.drain()
+            while True:
+                data = await conn.reader.read(65536)
+                if not data:
+                    if reused and not parser.started:
+                        raise StaleConnectionError("server closed the idle connection")
+                    return parser.finish()
+                response = parser.feed(data)
+                if response is not None:
+                    return response
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            if reused and not parser.started:
+                raise StaleConnectionError(str(exc) or type(exc).__name__) from exc
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()

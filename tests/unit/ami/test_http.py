@@ -1,0 +1,230 @@
+"""The lean HTTP/1.1 layer: framing with bytes, the pool against a local server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.http import (
+    ConnectionPool,
+    HTTPError,
+    ResponseParser,
+    StaleConnectionError,
+    build_request,
+)
+from router.errors import AMIConnectionError, AMITimeoutError
+
+ASTERISK_LOGIN = (
+    b"HTTP/1.1 200 OK\r\nServer: Asterisk/22.10.1\r\nDate: Mon, 23 Nov 2026 19:08:53 GMT\r\n"
+    b"Cache-Control: no-cache, no-store\r\nContent-Length: 68\r\nContent-type: text/plain\r\n"
+    b'Set-Cookie: mansession_id="0badcafe"; Version=1; Max-Age=60\r\n'
+    b"Pragma: SuppressEvents\r\n\r\n"
+    b"Response: Success\r\nActionID: 1\r\nMessage: Authentication accepted\r\n\r\n"
+)
+
+
+def test_request_bytes() -> None:
+    raw = build_request("POST", "/asterisk/rawman", "127.0.0.1:8088", b"Action=Ping",
+                        [("Cookie", 'mansession_id="0badcafe"')])
+    assert raw == (b"POST /asterisk/rawman HTTP/1.1\r\nHost: 127.0.0.1:8088\r\n"
+                   b'Cookie: mansession_id="0badcafe"\r\nContent-Length: 11\r\n\r\n'
+                   b"Action=Ping")
+    with pytest.raises(ValueError, match="line break"):
+        build_request("POST", "/", "h", b"", [("X", "a\r\nInjected: 1")])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_parser_any_chunking(chunk: int) -> None:
+    parser = ResponseParser()
+    response = None
+    for i in range(0, len(ASTERISK_LOGIN), chunk):
+        response = parser.feed(ASTERISK_LOGIN[i : i + chunk]) or response
+    assert response is not None
+    assert response.status_code == 200
+    assert response.headers.get("SET-COOKIE", "").startswith('mansession_id="0badcafe"')
+    assert response.headers.get("content-type") == "text/plain"
+    assert response.content.endswith(b"Authentication accepted\r\n\r\n")
+    assert response.keep_alive
+
+
+def test_parser_chunked_close_and_errors() -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nHello\r\n6; ext=1\r\n world\r\n0\r\n\r\n")
+    response = ResponseParser().feed(chunked)
+    assert response is not None
+    assert response.content == b"Hello world"
+    eof = ResponseParser()
+    assert eof.feed(b"HTTP/1.0 200 OK\r\n\r\nbody until close") is None
+    closed = eof.finish()
+    assert closed.content == b"body until close"
+    assert not closed.keep_alive
+    with pytest.raises(HTTPError, match="not an HTTP response"):
+        ResponseParser().feed(b"Response: Success\r\n\r\n")
+    with pytest.raises(HTTPError, match="closed in the middle"):
+        half = ResponseParser()
+        half.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        half.finish()
+    with pytest.raises(HTTPError, match="too large"):
+        ResponseParser(max_body=10).feed(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(srv)
+        port: int = srv.sockets[0].getsockname()[1]
+        return port
+
+    yield start
+    for srv in servers:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head + await reader.readexactly(length)
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + extra +
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+async def test_pool_reuses_connections(server: Callable[[Handler], Awaitable[int]]) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(answer(b"Response: Success\r\n\r\n"))
+            await writer.drain()
+        writer.close()
+
+    pool = ConnectionPool("127.0.0.1", await server(handler))
+    request = build_request("POST", "/", "x", b"Action=Ping")
+    for _ in range(5):
+        assert (await pool.request(request, timeout=2)).status_code == 200
+    await pool.aclose()
+    assert connections == 1
+
+
+async def test_reused_connection_closed_unanswered_is_stale(
+        server: Callable[[Handler], Awaitable[int]]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"Response: Success\r\n\r\n"))
+        await writer.drain()
+        await read_request(reader)  # the next request on this connection...
+        writer.close()  # ...is never answered, as when Asterisk's idle timer fires
+
+    pool = ConnectionPool("127.0.0.1", await server(handler))
+    request = build_request("POST", "/", "x", b"Action=Ping")
+    await pool.request(request, timeout=2)
+    with pytest.raises(StaleConnectionError):
+        await pool.request(request, timeout=2)
+    assert (await pool.request(request, timeout=2)).status_code == 200  # fresh connection
+    await pool.aclose()
+
+
+async def test_connection_the_server_closed_while_idle_is_not_reused(
+        server: Callable[[Handler], Awaitable[int]]) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(answer(b"Response: Success\r\n\r\n"))
+        await writer.drain()
+        writer.close()
+
+    pool = ConnectionPool("127.0.0.1", await server(handler))
+    request = build_request("POST", "/", "x", b"Action=Ping")
+    await pool.request(request, timeout=2)
+    await asyncio.sleep(0.05)  # the close has arrived: the pool sees EOF and opens anew
+    assert (await pool.request(request, timeout=2)).status_code == 200
+    assert connections == 2
+    await pool.aclose()
+
+
+async def test_timeout_and_refused(server: Callable[[Handler], Awaitable[int]]) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; ends when the client gives up
+        writer.close()
+
+    pool = ConnectionPool("127.0.0.1", await server(silent))
+    with pytest.raises(TimeoutError):
+        await pool.request(build_request("POST", "/", "x", b""), timeout=0.1)
+    await pool.aclose()
+    refused = ConnectionPool("127.0.0.1", 9)
+    with pytest.raises(OSError):
+        await refused.request(build_request("POST", "/", "x", b""), timeout=2)
+
+
+async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[int]]) -> None:
+    """Login sets the cookie, the next actions send it back, expiry re-logs in,
+    a stale pooled connection is retried for Ping but not for Originate."""
+    seen: list[bytes] = []
+    state = {"expire": False, "drop_originate": True}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            seen.append(request)
+            body = request.split(b"\r\n\r\n", 1)[1]
+            if body.startswith(b"Action=Originate") and state["drop_originate"]:
+                state["drop_originate"] = False
+                break
+            if body.startswith(b"Action=Login"):
+                reply = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
+            elif state["expire"] and b"0badcafe" in request:
+                state["expire"] = False
+                reply = b"Response: Error\r\nMessage: Permission denied\r\n\r\n"
+            else:
+                reply = b"Response: Success\r\nPing: Pong\r\n\r\n"
+            writer.write(answer(reply, b'Set-Cookie: mansession_id="0badcafe"; Version=1; '
+                                       b"Max-Age=60\r\n"))
+            await writer.drain()
+        writer.close()
+
+    port = await server(handler)
+    settings = ClientSettings(url=f"http://127.0.0.1:{port}/asterisk", username="u",
+                              secret="s", request_timeout=2)
+    async with AJAMClient(settings) as client:
+        assert client._pool is not None
+        assert (await client.action("Ping")).response["Ping"] == "Pong"
+        assert b'Cookie: mansession_id="0badcafe"' in seen[-1]
+        state["expire"] = True
+        assert (await client.action("Ping")).ok
+        assert client.session_generation == 2
+        with pytest.raises(AMIConnectionError):
+            await client.action("Originate", {"Channel": "Local/1@x", "Application": "Wait"})
+    originates = [r for r in seen if b"Action=Originate" in r]
+    assert len(originates) == 1  # never sent twice
+    silent_settings = ClientSettings(url="http://127.0.0.1:9/asterisk", username="u",
+                                     secret="s")
+    client = AJAMClient(silent_settings)
+    with pytest.raises(AMIConnectionError, match="cannot connect"):
+        await client.login()
+    await client.aclose()
+    assert AMITimeoutError  # the timeout path is covered by test_timeout_and_refused
