@@ -794,15 +794,13 @@ catalog: ``await ami.send("NewAction", {{...}}, validate=False)``.
 
 from __future__ import annotations
 
-import functools
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from router.ami.catalog import AMIScalar, AMIValue, AMIVariables, encode_action
+from router.ami.protocol import Action
 
-__all__ = ["ACTION_METHODS", "AMIActions", "ActionResultLike", "MessageLike", "PendingAction"]
+__all__ = ["ACTION_METHODS", "AMIActions", "ActionResultLike", "MessageLike"]
 
 
 class MessageLike(Protocol):
@@ -833,26 +831,6 @@ class ActionResultLike(Protocol):
 R = TypeVar("R", bound=ActionResultLike)
 
 
-@dataclass(frozen=True)
-class PendingAction:
-    """Stand-in with the fields of ``router.ami.protocol.Action`` until that module exists."""
-
-    name: str
-    params: tuple[tuple[str, str], ...]
-    action_id: str | None = None
-
-
-@functools.cache
-def _action_type() -> Any:
-    try:
-        module = importlib.import_module("router.ami.protocol")
-    except ModuleNotFoundError as exc:
-        if exc.name != "router.ami.protocol":
-            raise
-        return PendingAction
-    return module.Action
-
-
 class AMIActions(Generic[R]):
     """Mixin giving the AJAM client one typed method per catalog action.
 
@@ -865,7 +843,7 @@ class AMIActions(Generic[R]):
 
     if TYPE_CHECKING:
 
-        async def request(self, action: Any, *, check: bool = True) -> R: ...
+        async def request(self, action: Action, *, check: bool = True) -> R: ...
 
     async def send(
         self,
@@ -878,9 +856,7 @@ class AMIActions(Generic[R]):
     ) -> R:
         """Send any action by its AMI name; ``validate=False`` skips the catalog."""
         encoded = encode_action(name, params or {{}}, action_id=action_id, validate=validate)
-        action = _action_type()(
-            name=encoded.name, params=encoded.params, action_id=encoded.action_id
-        )
+        action = Action(encoded.name, encoded.params, encoded.action_id)
         return await self.request(action, check=check)
 '''
 
