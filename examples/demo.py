@@ -218,20 +218,24 @@ async def run(args: argparse.Namespace) -> int:
             down = await placer.place(DID, "+7 (916) 123-45-67", wait=2)
             await placer.wait_all([down], 10)
             expected = f"callrouter-default,{DID}"
-            rows.append([ "callrouter stopped -> default route after the wait", down.caller,
-                          expected, down.destination, "-", "(no router)",
-                          _ms(down.latency_ms), "ok" if down.destination == expected else "WRONG"])
+            rows.append(["callrouter stopped -> default route after the wait", down.caller,
+                         expected, down.destination, "-", "(no router)",
+                         _ms(down.latency_ms), "-",
+                         "ok" if down.destination == expected else "WRONG"])
             failures += down.destination != expected
         await admin.aclose()
         print(table(rows, ["scenario", "caller", "expected", "landed", "rule", "outcome",
-                           "latency", ""]))
+                           "latency", "what the rules knew", ""]))
         if double is not None:
             await asyncio.sleep(1.0)
-            events = [r for r in double.requests() if "calls/events" in r.path]
-            print(f"\ncall history posted to the 1C double: {len(events)} events")
-            for r in events[-6:]:
-                print("  ", r.body[:160].decode("utf-8", "replace") if isinstance(r.body, bytes)
-                      else str(r.body)[:160])
+            receipts = list(double.event_book.receipts)
+            fresh = [r for r in receipts if not r.duplicate]
+            print(f"\ncall history in the 1C double: {len(fresh)} events "
+                  f"({len(receipts) - len(fresh)} repeats recognised as duplicates)")
+            history = [[str(r.payload.get("event")), str(r.payload.get("call_id")),
+                        str(r.payload.get("from")), str(r.payload.get("extension") or "-"),
+                        str(r.payload.get("status") or "-")] for r in fresh[-8:]]
+            print(table(history, ["event", "call", "from", "extension", "status"]))
         print(f"\n{len(rows) - failures} of {len(rows)} calls landed where expected")
         return 1 if failures else 0
     finally:
@@ -247,8 +251,24 @@ def row(title: str, call: PlacedCall, expected: str, engine: Engine) -> list[str
     record = next((r for r in engine.records if r.uniqueid == call.uniqueid), None)
     rule = record.rules[0] if record and record.rules else "-"
     outcome = record.outcome if record else "-"
+    facts = ", ".join(_fact(lk) for lk in record.lookups) if record else ""
     return [title, call.caller, expected, call.destination, rule, outcome,
-            _ms(call.latency_ms), "ok" if call.destination == expected else "WRONG"]
+            _ms(call.latency_ms), facts or "-", "ok" if call.destination == expected else "WRONG"]
+
+
+def _fact(lookup: dict[str, Any]) -> str:
+    """One lookup as a few words: what the rules knew when they decided."""
+    name, value, error = lookup.get("name"), lookup.get("value"), lookup.get("error")
+    if error:
+        return f"{name}: {str(error)[:28]}"
+    if isinstance(value, dict) and "found" in value:
+        manager = value.get("manager") or {}
+        if not value.get("found"):
+            return f"{name}: not in 1C"
+        return f"{name}: {manager.get('name') or 'no manager'} ({manager.get('extension') or '-'})"
+    if isinstance(value, dict):
+        return f"{name}: {value.get('extension') or '-'}"
+    return f"{name}: {'-' if value is None else value}"
 
 
 def _ms(value: float | None) -> str:
