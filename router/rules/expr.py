@@ -341,41 +341,16 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         return node.value
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
-        value = self._eval(node.value)
-        if value is None:
-            return None
-        if type(value) is dict:
-            return value.get(node.attr)
-        allowed = ALLOWED_ATTRS.get(type(value))
-        if allowed is not None and node.attr in allowed:
-            return getattr(value, node.attr)
-        if isinstance(value, Mapping):
-            return value.get(node.attr)
-        kind = "date" if isinstance(value, datetime) else type(value).__name__
-        raise FeatureNotAvailable(f"cannot read .{node.attr} of a {kind}")
+        return _attr(self._eval(node.value), node.attr)
 
     def _eval_subscript(self, node: ast.Subscript) -> Any:
-        container = self._eval(node.value)
-        if container is None:
-            return None
-        key = self._eval(node.slice)
-        if isinstance(container, Mapping):
-            return container.get(key)
-        if isinstance(container, str | list | tuple):
-            try:
-                return container[key]
-            except IndexError:
-                return None
-        raise FeatureNotAvailable(f"cannot index a {type(container).__name__}")
+        return _item(self._eval(node.value), self._eval(node.slice))
 
     def _eval_call(self, node: ast.Call) -> Any:
         assert isinstance(node.func, ast.Name)  # checked when the rule was loaded
-        spec = self.functions[node.func.id]
-        args = [self._eval(a) for a in node.args]
+        args = tuple(self._eval(a) for a in node.args)
         kwargs = {k.arg: self._eval(k.value) for k in node.keywords if k.arg}
-        if spec.pass_context:
-            return _bounded(spec.func(self.context, *args, **kwargs))
-        return _bounded(spec.func(*args, **kwargs))
+        return _call(self.functions, self.context, node.func.id, args, kwargs)
 
 
 def _text(value: object) -> str:
