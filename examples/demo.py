@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -181,7 +182,8 @@ async def run(args: argparse.Namespace) -> int:
     print("starting the sandbox Asterisk (first run provisions it: about a minute)...",
           flush=True)
     dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + DEMO_CONTEXTS
-    pbx = await asyncio.to_thread(Sandbox.start, name="demo", extra_dialplan=dialplan)
+    pbx = await asyncio.to_thread(Sandbox.start, name=f"demo-{os.getpid()}",
+                                  extra_dialplan=dialplan)
     double = OneCDouble() if OneCDouble is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="callrouter-demo-"))
     rows: list[list[str]] = []
