@@ -107,9 +107,9 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]), client=fake,  # type: ignore[arg-type]
                     options=EngineOptions(watch_interval=0))
     # The directory knows every caller, so each call is routed by one Redirect.
-    from router.builtin import directory as directory_plugin
+    from router.builtin.directory import Directory
     await engine.setup()
-    directory_plugin._directory = directory_plugin.Directory(
+    engine.plugins.pm.get_plugin("directory").directory = Directory(
         {c: {"extension": "101", "name": "Bench"} for c in callers})
 
     async def one(i: int) -> None:

@@ -93,7 +93,11 @@ class Plugins:
             module = importlib.import_module(dotted)
             name = dotted.rsplit(".", 1)[-1]
             if name not in blocked and dotted not in blocked:
-                plugins.register(module, name=name, builtin=True)
+                # A built-in with settings or state has a factory, so every
+                # engine gets its own instance; stateless ones are the module.
+                factory = getattr(module, "make_plugin", None)
+                plugins.register(factory() if callable(factory) else module, name=name,
+                                 builtin=True)
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
                 if ep.name in blocked:

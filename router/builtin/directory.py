@@ -21,7 +21,7 @@ from router.errors import ConfigError
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
 
-__all__ = ["Directory", "load_directory"]
+__all__ = ["Directory", "DirectoryPlugin", "load_directory", "make_plugin"]
 
 
 class Directory:
@@ -67,24 +67,28 @@ def load_directory(path: Path) -> Directory:
     return Directory(entries)
 
 
-_directory = Directory()
+class DirectoryPlugin:
+    """The plugin: one per engine, with the directory its settings name."""
+
+    def __init__(self) -> None:
+        self.directory = Directory()
+
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
+        file = settings.get("file")
+        if file is None:
+            self.directory = Directory(settings.get("entries") or {})
+        else:
+            self.directory = load_directory(Path(str(file)))
+
+    async def lookup(self, number: str) -> dict[str, Any] | None:
+        """Static directory entry for a number: {"extension": "101", "name": ...}."""
+        return await self.directory.lookup(number)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_lookup("directory", self.lookup)
 
 
-@hookimpl
-def callrouter_configure(settings: Mapping[str, Any]) -> None:
-    global _directory
-    file = settings.get("file")
-    if file is None:
-        _directory = Directory(settings.get("entries") or {})
-    else:
-        _directory = load_directory(Path(str(file)))
-
-
-async def directory(number: str) -> dict[str, Any] | None:
-    """Static directory entry for a number: {"extension": "101", "name": ...}."""
-    return await _directory.lookup(number)
-
-
-@hookimpl
-def callrouter_register(registry: Registry) -> None:
-    registry.add_lookup("directory", directory)
+def make_plugin() -> DirectoryPlugin:
+    return DirectoryPlugin()

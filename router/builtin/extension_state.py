@@ -15,7 +15,7 @@ from router.errors import AMIError
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
 
-__all__ = ["STATES", "state_name"]
+__all__ = ["STATES", "ExtensionState", "make_plugin", "state_name"]
 
 #: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
 STATES = {
@@ -31,37 +31,41 @@ STATES = {
     "17": "inuse",
 }
 
-_state: dict[str, Any] = {"ami": None, "context": "hints"}
-
-
 def state_name(status: str | None) -> str:
     return STATES.get((status or "").strip(), "unknown")
 
 
-@hookimpl
-def callrouter_configure(settings: Mapping[str, Any]) -> None:
-    _state["context"] = str(settings.get("context", "hints"))
+class ExtensionState:
+    """The plugin: one per engine, asking that engine's Asterisk."""
+
+    def __init__(self) -> None:
+        self.ami: Any = None
+        self.context = "hints"
+
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
+        self.context = str(settings.get("context", "hints"))
+
+    @hookimpl
+    def callrouter_startup(self, engine: Any) -> None:
+        self.ami = engine.ami
+
+    async def lookup(self, extension: str) -> str:
+        """State of an extension: idle, inuse, busy, unavailable, ringing, onhold, unknown."""
+        if self.ami is None or not extension:
+            return "unknown"
+        try:
+            result = await self.ami.send("ExtensionState", {"Exten": str(extension),
+                                                           "Context": self.context},
+                                        validate=False, check=False)
+        except AMIError:
+            return "unknown"
+        return state_name(result.response.get("Status"))
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_lookup("extension_state", self.lookup)
 
 
-@hookimpl
-def callrouter_startup(engine: Any) -> None:
-    _state["ami"] = engine.ami
-
-
-async def extension_state(extension: str) -> str:
-    """State of an extension: idle, inuse, busy, unavailable, ringing, onhold, unknown."""
-    ami = _state["ami"]
-    if ami is None or not extension:
-        return "unknown"
-    try:
-        result = await ami.send("ExtensionState", {"Exten": str(extension),
-                                                   "Context": _state["context"]},
-                                validate=False, check=False)
-    except AMIError:
-        return "unknown"
-    return state_name(result.response.get("Status"))
-
-
-@hookimpl
-def callrouter_register(registry: Registry) -> None:
-    registry.add_lookup("extension_state", extension_state)
+def make_plugin() -> ExtensionState:
+    return ExtensionState()

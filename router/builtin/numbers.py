@@ -89,22 +89,28 @@ def register(registry: Registry, plan: NumberPlan = DEFAULT_PLAN) -> None:
     registry.set_numbers(normalize_, is_internal_)
 
 
-_plan: dict[str, NumberPlan] = {}
+class NumberFunctions:
+    """The plugin: one per engine, each with its own number plan."""
+
+    def __init__(self) -> None:
+        self.plan = DEFAULT_PLAN
+
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, object]) -> None:
+        """``[plugins.numbers]``: country_code, trunk_prefix, international_prefix, ..."""
+        known = {f.name: f.type for f in fields(NumberPlan)}
+        values: dict[str, object] = {}
+        for key, value in settings.items():
+            if key not in known:
+                raise ConfigError(f"[plugins.numbers] unknown key {key!r}; "
+                                  f"known: {', '.join(sorted(known))}")
+            values[key] = int(str(value)) if key.endswith("length") else str(value)
+        self.plan = NumberPlan(**values)  # type: ignore[arg-type]
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        register(registry, self.plan)
 
 
-@hookimpl
-def callrouter_configure(settings: Mapping[str, object]) -> None:
-    """``[plugins.numbers]``: country_code, trunk_prefix, international_prefix, ..."""
-    known = {f.name: f.type for f in fields(NumberPlan)}
-    values: dict[str, object] = {}
-    for key, value in settings.items():
-        if key not in known:
-            raise ConfigError(f"[plugins.numbers] unknown key {key!r}; "
-                              f"known: {', '.join(sorted(known))}")
-        values[key] = int(str(value)) if key.endswith("length") else str(value)
-    _plan["plan"] = NumberPlan(**values)  # type: ignore[arg-type]
-
-
-@hookimpl
-def callrouter_register(registry: Registry) -> None:
-    register(registry, _plan.get("plan", DEFAULT_PLAN))
+def make_plugin() -> NumberFunctions:
+    return NumberFunctions()

@@ -17,14 +17,12 @@ from datetime import datetime, time, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from router.errors import ConfigError
 from router.hookspecs import hookimpl
 from router.rules.context import Context
 from router.rules.registry import Registry
 
 __all__ = ["DEFAULT_TIMEZONE", "parse_hours", "register", "zone"]
-
-#: Set by ``[plugins.timefuncs] timezone = "..."`` through callrouter_configure.
-_settings: dict[str, str] = {}
 
 #: Until router.toml says otherwise (``[rules] timezone``), most users are in Moscow.
 DEFAULT_TIMEZONE = "Europe/Moscow"
@@ -164,20 +162,28 @@ def _check_hours(spec: object = None, tz: object = None, holidays: object = None
         zone(tz)
 
 
-@hookimpl
-def callrouter_configure(settings: Mapping[str, object]) -> None:
-    """``[plugins.timefuncs] timezone``: the zone of ``now`` and of working hours."""
-    name = settings.get("timezone")
-    if name is not None:
-        from router.errors import ConfigError
+class TimeFunctions:
+    """The plugin: one per engine, so two engines in a process keep their own zone."""
 
+    def __init__(self) -> None:
+        self.timezone = DEFAULT_TIMEZONE
+
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, object]) -> None:
+        """``[plugins.timefuncs] timezone``: the zone of ``now`` and of working hours."""
+        name = settings.get("timezone")
+        if name is None:
+            return
         try:
             zone(str(name))
         except ValueError as exc:
             raise ConfigError(f"[plugins.timefuncs] timezone: {exc}") from None
-        _settings["timezone"] = str(name)
+        self.timezone = str(name)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        register(registry, self.timezone)
 
 
-@hookimpl
-def callrouter_register(registry: Registry) -> None:
-    register(registry, _settings.get("timezone", DEFAULT_TIMEZONE))
+def make_plugin() -> TimeFunctions:
+    return TimeFunctions()

@@ -208,3 +208,26 @@ async def test_lookups_see_the_request_being_routed(tmp_path: Path) -> None:
                                                      "79161234567")
     assert info.deadline > time.monotonic() - 5
     assert current_request() is None  # set in the routing task only
+
+
+async def test_two_engines_keep_their_own_builtin_settings(tmp_path: Path) -> None:
+    """Built-ins with settings are instances per engine, not module globals."""
+    engines = []
+    for name, ext, zone_name in (("a", "101", "Europe/Moscow"), ("b", "202", "Asia/Omsk")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "rules.yaml").write_text(RULES)
+        (folder / "router.toml").write_text(
+            '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+            f'[router]\nrules = ["{folder / "rules.yaml"}"]\n'
+            f'[plugins.directory.entries."79161234567"]\nextension = "{ext}"\n'
+            f'[plugins.timefuncs]\ntimezone = "{zone_name}"\n')
+        engine = Engine(load_config(folder / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
+                        plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
+                        options=EngineOptions(watch_interval=0))
+        await engine.setup()
+        engines.append(engine)
+    answers = [await e.registry.lookups["directory"].func("+7 916 123-45-67")  # type: ignore[misc]
+               for e in engines]
+    assert [a["extension"] for a in answers] == ["101", "202"]
+    assert [str(e.registry.timezone) for e in engines] == ["Europe/Moscow", "Asia/Omsk"]
