@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -104,6 +105,9 @@ class Plugins:
                     continue
                 try:
                     obj = ep.load()
+                    factory = getattr(obj, "make_plugin", None)
+                    if isinstance(obj, ModuleType) and callable(factory):
+                        obj = factory()
                 except Exception as exc:
                     raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
                 dist = ep.dist
