@@ -1,0 +1,76 @@
+"""How plugins are found: built-ins and entry points, objects and module factories."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import pytest
+
+from router import hookimpl
+from router.errors import PluginError
+from router.plugins import Plugins
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, obj: Any, *, fails: bool = False) -> None:
+        self.name = name
+        self._obj = obj
+        self._fails = fails
+        self.dist = types.SimpleNamespace(version="9.9")
+
+    def load(self) -> Any:
+        if self._fails:
+            raise ImportError("no module named 'missing_dependency'")
+        return self._obj
+
+
+class Counter:
+    @hookimpl
+    def callrouter_register(self, registry: Any) -> None:
+        return None
+
+
+def module_with_factory(name: str, made: list[object]) -> types.ModuleType:
+    module = types.ModuleType(name)
+
+    def make_plugin() -> Counter:
+        instance = Counter()
+        made.append(instance)
+        return instance
+
+    module.make_plugin = make_plugin  # type: ignore[attr-defined]
+    return module
+
+
+def test_module_factory_gives_each_load_its_own_instance(monkeypatch: pytest.MonkeyPatch,
+                                                         ) -> None:
+    made: list[object] = []
+    module = module_with_factory("callrouter_fake", made)
+    monkeypatch.setattr("router.plugins.metadata.entry_points",
+                        lambda group: [FakeEntryPoint("fake", module)])
+    first, second = Plugins.load(), Plugins.load()
+    assert len(made) == 2
+    assert first.pm.get_plugin("fake") is made[0]
+    assert second.pm.get_plugin("fake") is made[1]
+    info = {i.name: i for i in first.info()}
+    assert info["fake"].version == "9.9"
+    assert not info["fake"].builtin
+    assert info["directory"].builtin
+
+
+def test_plain_object_entry_point_and_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = Counter()
+    monkeypatch.setattr("router.plugins.metadata.entry_points",
+                        lambda group: [FakeEntryPoint("obj", obj)])
+    assert Plugins.load().pm.get_plugin("obj") is obj
+    assert Plugins.load(disabled=["obj", "directory"]).pm.get_plugin("obj") is None
+    assert Plugins.load(disabled=["directory"]).pm.get_plugin("directory") is None
+
+
+def test_unimportable_plugin_stops_the_start_with_its_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("router.plugins.metadata.entry_points",
+                        lambda group: [FakeEntryPoint("broken", None, fails=True)])
+    with pytest.raises(PluginError, match="plugin 'broken': cannot be imported"):
+        Plugins.load()
