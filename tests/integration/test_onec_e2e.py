@@ -163,9 +163,17 @@ def record_of(engine: Engine, call: PlacedCall) -> dict[str, object]:
     return next(r.to_dict() for r in engine.records if r.channel == call.channel)
 
 
-def cache() -> ResponsibleCache:
-    assert onec_plugin.PLUGIN.cache is not None, "the onec plugin did not start"
-    return onec_plugin.PLUGIN.cache
+def onec(engine: Engine) -> onec_plugin.OneCPlugin:
+    """The engine's own 1C plugin instance (one per engine: make_plugin)."""
+    plugin = engine.plugins.pm.get_plugin("onec")
+    assert isinstance(plugin, onec_plugin.OneCPlugin), "the onec plugin is not loaded"
+    return plugin
+
+
+def cache(engine: Engine) -> ResponsibleCache:
+    found = onec(engine).cache
+    assert found is not None, "the onec plugin did not start"
+    return found
 
 
 async def test_thirty_callers_written_every_way_reach_their_manager(
@@ -210,7 +218,7 @@ async def test_cyrillic_names_reach_the_channel(engine: Engine, placer: CallPlac
 
 async def test_slow_1c_falls_back_within_the_plugin_budget(
         engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
-    cache().invalidate()
+    cache(engine).invalidate()
     double.faults.add("latency=3", phone="79857654321", count=None)
     started = time.monotonic()
     call = await call_from(placer, "8 (985) 765-43-21")
@@ -228,7 +236,7 @@ async def test_1c_slower_than_the_call_deadline_takes_the_dialplan_default(
         engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
     """Wait=1 s: the call's deadline (0.7 s) comes before 1C's answer (0.85 s), which
     comes before the client's own timeout (1 s)."""
-    cache().invalidate()
+    cache(engine).invalidate()
     double.faults.add("latency=0.85", phone="79161234567", count=1)
     started = time.monotonic()
     call = await call_from(placer, "8 916 123 45 67", wait=1)
@@ -237,12 +245,12 @@ async def test_1c_slower_than_the_call_deadline_takes_the_dialplan_default(
     await engine.wait_idle()
     assert record_of(engine, call)["outcome"] == "late"
     # The shared request was not cancelled with the call: its late answer is cached.
-    assert cache().peek("79161234567") is not None
+    assert cache(engine).peek("79161234567") is not None
 
 
 async def test_1c_down_breaker_opens_and_stale_answers_are_served(
         engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
-    cache().invalidate()
+    cache(engine).invalidate()
     known = await call_from(placer, "+7 (495) 777-01-01")
     assert known.destination == "callrouter-dial,102"
     await asyncio.sleep(1.1)  # past positive_ttl: the entry is stale now
@@ -253,7 +261,7 @@ async def test_1c_down_breaker_opens_and_stale_answers_are_served(
         call = await call_from(placer, written)
         assert call.destination == FALLBACK, written
     assert time.monotonic() - started < 6.0
-    assert cache().breaker.state is BreakerState.OPEN
+    assert cache(engine).breaker.state is BreakerState.OPEN
     asked = len(double.requests("/v1/responsible"))
     call = await call_from(placer, "+49 30 12345678")
     assert call.destination == FALLBACK
@@ -264,7 +272,7 @@ async def test_1c_down_breaker_opens_and_stale_answers_are_served(
     await asyncio.sleep(2.1)  # open_seconds
     back = await call_from(placer, "+7 985 765 43 21")
     assert back.destination == "callrouter-dial,104"
-    assert cache().breaker.state is BreakerState.CLOSED
+    assert cache(engine).breaker.state is BreakerState.CLOSED
 
 
 @pytest.mark.slow
@@ -273,7 +281,7 @@ async def test_call_history_survives_1c_down_and_a_restart(
         tmp_path: Path) -> None:
     # Quiet start: earlier calls hung up and their history delivered, then a clean book.
     await placer.hangup_all()
-    sender = onec_plugin.PLUGIN.sender
+    sender = onec(engine).sender
     assert sender is not None
     for _ in range(50):
         if not list(engine.tracker):
@@ -300,7 +308,7 @@ async def test_call_history_survives_1c_down_and_a_restart(
                 await asyncio.sleep(0.1)
             await eng.wait_idle()
             linkedids += [str(record_of(eng, c)["call"]) for c in calls]
-            queue = onec_plugin.PLUGIN.queue
+            queue = onec(eng).queue
             assert queue is not None
             assert queue.pending_count() == 20 * (batch + 1)
         finally:
@@ -310,7 +318,7 @@ async def test_call_history_survives_1c_down_and_a_restart(
     double.down = False
     eng, task = await start_engine(config)
     try:
-        sender = onec_plugin.PLUGIN.sender
+        sender = onec(eng).sender
         assert sender is not None
         assert await sender.drain(15)
     finally:

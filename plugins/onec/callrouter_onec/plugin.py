@@ -68,9 +68,9 @@ __all__ = [
     "KEYS",
     "NAME",
     "NOT_CONFIGURED",
-    "PLUGIN",
     "OneCConfig",
     "OneCPlugin",
+    "make_plugin",
     "parse_settings",
 ]
 
@@ -703,16 +703,6 @@ class OneCPlugin:
             log.exception("onec: could not queue notify %s", dict(params))
 
 
-#: The instance the entry point's module-level hooks delegate to.
-PLUGIN = OneCPlugin()
-
-callrouter_configure = PLUGIN.callrouter_configure
-callrouter_register = PLUGIN.callrouter_register
-callrouter_startup = PLUGIN.callrouter_startup
-callrouter_shutdown = PLUGIN.callrouter_shutdown
-callrouter_prefetch = PLUGIN.callrouter_prefetch
-callrouter_call_start = PLUGIN.callrouter_call_start
-callrouter_event = PLUGIN.callrouter_event
-callrouter_decision = PLUGIN.callrouter_decision
-callrouter_call_end = PLUGIN.callrouter_call_end
-callrouter_notify = PLUGIN.callrouter_notify
+def make_plugin() -> OneCPlugin:
+    """The entry point's factory: one plugin (client, cache, history) per engine."""
+    return OneCPlugin()

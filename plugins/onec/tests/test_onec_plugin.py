@@ -202,14 +202,17 @@ async def test_without_a_table_the_plugin_is_inert_but_its_names_exist(tmp_path:
     assert not (tmp_path / "state").exists()  # nothing was written
 
 
-def test_the_entry_point_registers_the_module() -> None:
+def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
     plugins = Plugins.load(defaults=())
     info = {p.name: p for p in plugins.info()}
     assert "onec" in info
     assert {"callrouter_configure", "callrouter_register", "callrouter_startup",
             "callrouter_prefetch", "callrouter_decision", "callrouter_call_end",
             "callrouter_notify", "callrouter_shutdown"} <= set(info["onec"].hooks)
-    assert plugins.pm.get_plugin("onec") is plugin_module
+    first = plugins.pm.get_plugin("onec")
+    assert isinstance(first, plugin_module.OneCPlugin)
+    # A second engine in the same process gets a client and cache of its own.
+    assert Plugins.load(defaults=()).pm.get_plugin("onec") is not first
 
 
 # -- the lookup ----------------------------------------------------------------------------
