@@ -163,11 +163,6 @@ class Plugins:
                   f" (call {scope})" if scope else "", exc,
                   exc_info=(type(exc), exc, exc.__traceback__))
 
-    def forget_call(self, scope: str) -> None:
-        """Drop per-call failure memory once the call is over."""
-        for key in [k for k in self._failed if k[1] == scope]:
-            del self._failed[key]
-
     async def _call_each(self, hook: str, kwargs: Mapping[str, Any], *, scope: str | None = None,
                          timeout: float | None = HOOK_TIMEOUT,
                          firstresult: bool = False) -> list[Any]:
@@ -280,5 +275,7 @@ class Plugins:
         await self._call_each("callrouter_stream_gap", {"gap": gap})
 
     async def call_end(self, call: Call) -> None:
+        # The call's failure memory is kept (bounded, oldest first out): a hook
+        # that runs after the call ended, such as a late decision, must not log
+        # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
-        self.forget_call(call.linkedid)

@@ -74,3 +74,36 @@ def test_unimportable_plugin_stops_the_start_with_its_name(
                         lambda group: [FakeEntryPoint("broken", None, fails=True)])
     with pytest.raises(PluginError, match="plugin 'broken': cannot be imported"):
         Plugins.load()
+
+
+class Exploding:
+    @hookimpl
+    def callrouter_call_start(self, call: Any) -> None:
+        raise RuntimeError("boom")
+
+    @hookimpl
+    def callrouter_call_end(self, call: Any) -> None:
+        raise RuntimeError("boom")
+
+    @hookimpl
+    def callrouter_decision(self, call: Any) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A decision that completes after the caller hung up runs its hook late:
+    the plugin's failure for that call is still logged only once."""
+    from router.calls import Call
+
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Exploding()])
+    call = Call("L1", 0.0)
+    await plugins.call_start(call)
+    await plugins.call_end(call)
+    await plugins.decision(call, None, None, "executed")
+    other = Call("L2", 0.0)
+    await plugins.call_start(other)
+    messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert [m for m in messages if "(call L1)" in m] == [
+        "plugin 'Exploding' failed in callrouter_call_start (call L1): RuntimeError('boom')"]
+    assert len([m for m in messages if "(call L2)" in m]) == 1
