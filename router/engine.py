@@ -471,10 +471,11 @@ class Engine:
             caller=context.caller.number if context.caller else raw_caller, did=did,
             deadline=deadline))
         try:
-            outcome = await asyncio.wait_for(
-                self.rules.evaluate(context, deadline=deadline),
-                max(0.001, deadline - started),
-            )
+            # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
+            # new task, which would only start after the rest of the current
+            # WaitEvent batch has been handled.
+            async with asyncio.timeout(max(0.001, deadline - started)):
+                outcome = await self.rules.evaluate(context, deadline=deadline)
         except TimeoutError:
             pass
         except Exception:

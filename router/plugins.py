@@ -175,7 +175,9 @@ class Plugins:
             try:
                 value = impl.function(**args)
                 if inspect.isawaitable(value):
-                    value = await (asyncio.wait_for(value, timeout) if timeout else value)
+                    # In this task (no task per hook call, as wait_for would make).
+                    async with asyncio.timeout(timeout):
+                        value = await value
             except Exception as exc:
                 self._report(hook, impl, exc, scope)
                 continue
@@ -257,7 +259,8 @@ class Plugins:
             try:
                 value = impl.function(**{name: kwargs[name] for name in impl.argnames})
                 if inspect.isawaitable(value):
-                    value = await asyncio.wait_for(value, HOOK_TIMEOUT)
+                    async with asyncio.timeout(HOOK_TIMEOUT):
+                        value = await value
             except Exception as exc:
                 self._report("callrouter_execute", impl, exc, call.linkedid)
                 raise PluginError(impl.plugin_name, f"{action.kind}: {exc!r}") from exc

@@ -266,6 +266,8 @@ async def test_hook_callrouter_decision(engine_factory: EngineFactory, rules: Pa
     shadow = Recorder()
     ajam_replay.hangup(unrouted)  # else the new engine reconciles it at start
     ajam_replay.clear()
+    engine.request_stop()  # one router at a time: the fake has one event queue
+    await engine.stop()
     engine = await routed_engine(engine_factory, rules, shadow, shadow=True)
     ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
     await ajam_replay.settle(engine)
