@@ -14,7 +14,8 @@ parsing. The evaluator is deliberately narrower than simpleeval's default:
   mapping key gives ``None``: ``owner.manager.extension`` is ``None`` when the
   1C lookup failed, so the rule's condition is false and routing falls through
   instead of erroring;
-* strings, sequences and numbers are bounded.
+* strings, sequences and numbers are bounded, and so are the trees themselves
+  (``router.rules.limits`` holds every bound and says why).
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ from typing import Any
 from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
 
 from router.rules.context import ALLOWED_ATTRS, Context
+from router.rules.limits import (
+    MAX_EXPONENT,
+    MAX_EXPRESSION,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_NODES,
+    MAX_INT,
+    MAX_LITERAL,
+    MAX_STRING,
+    bounded,
+    check_size,
+    format_percent,
+    size,
+)
 from router.rules.registry import FunctionSpec
 
 __all__ = [
@@ -40,12 +54,6 @@ __all__ = [
     "Template",
     "dotted_name",
 ]
-
-MAX_EXPRESSION = 2_000  # characters of source in one expression
-MAX_LITERAL = 1_000  # characters in one string literal
-MAX_STRING = 10_000  # characters (or items) in any value built at run time
-MAX_INT = 10**30  # no phone number or counter gets near this
-MAX_EXPONENT = 64
 
 
 class ExpressionError(ValueError):
@@ -97,7 +105,29 @@ def dotted_name(node: ast.expr) -> str | None:
     return ".".join(reversed(parts))
 
 
+def _check_shape(tree: ast.AST) -> None:
+    """Bounds depth and size without recursing: the tree may be deep enough to
+    overflow the recursion limit of anything that walks it recursively (the
+    copy and the compiler in :func:`lower`, the evaluator, the validator)."""
+    count = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, ast.expr):
+            count += 1
+            depth += 1
+            if depth > MAX_EXPRESSION_DEPTH:
+                raise ExpressionError(f"expression nested deeper than {MAX_EXPRESSION_DEPTH} "
+                                      "levels (each operator in a chain like a + b + c "
+                                      "is one level)")
+            if count > MAX_EXPRESSION_NODES:
+                raise ExpressionError(f"expression has more than {MAX_EXPRESSION_NODES} "
+                                      "values and operations")
+        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
+
+
 def _check_tree(tree: ast.AST) -> None:
+    _check_shape(tree)
     nodes = list(ast.walk(tree))
     for node in nodes:  # refused constructs first: they explain the rest
         kind = type(node)
@@ -121,6 +151,9 @@ def _check_tree(tree: ast.AST) -> None:
                 raise ExpressionError("number literal too large")
             if not isinstance(value, str | int | float | bool | type(None)):
                 raise ExpressionError(f"{type(value).__name__} literals are not allowed")
+        if _constant_literal(node) and size(
+                [item.value for item in node.elts]) > MAX_STRING:  # type: ignore[attr-defined]
+            raise ExpressionError(f"literal longer than {MAX_STRING} characters or items")
 
 
 class Expression:
@@ -145,6 +178,8 @@ class Expression:
             tree = ast.parse(text, mode="eval")
         except SyntaxError as exc:
             raise ExpressionError(str(exc.msg)) from None
+        except (RecursionError, MemoryError):  # the parser's own nesting limits
+            raise ExpressionError("expression nested too deeply") from None
         _check_tree(tree)
         return cls(source, tree.body)
 
@@ -221,12 +256,7 @@ def _closing_brace(source: str, start: int) -> int:
 
 # --- bounded operators -------------------------------------------------------------------
 
-def _bounded(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        raise OverflowError("number too large")
-    if isinstance(value, str | list | tuple) and len(value) > MAX_STRING:
-        raise OverflowError(f"value longer than {MAX_STRING}")
-    return value
+_bounded = bounded
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -238,11 +268,32 @@ def _sub(a: Any, b: Any) -> Any:
 
 
 def _mult(a: Any, b: Any) -> Any:
+    # Checked before multiplying: "x" * 10**9 must never be built. Items count
+    # in full (``size``), so [[x] * 100] * 100 is 10,000 items, not 100.
     for seq, times in ((a, b), (b, a)):
-        if isinstance(seq, str | list | tuple) and isinstance(times, int) \
-                and len(seq) * times > MAX_STRING:
-            raise OverflowError(f"value longer than {MAX_STRING}")
+        if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 0 \
+                and size(seq) * times > MAX_STRING:
+            raise OverflowError(f"value longer than {MAX_STRING} characters or items")
     return _bounded(a * b)
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str):
+        return format_percent(a, b)
+    return _bounded(a % b)
+
+
+def _collection(value: Any) -> Any:
+    """A list, tuple or set literal: its items may each be as big as allowed."""
+    check_size(value)
+    return value
+
+
+def _constant_literal(node: ast.AST) -> bool:
+    """``("7495...", "7499...")``: sized once at load (:func:`_check_tree`), so
+    the common ``did in (...)`` pays no check per call."""
+    return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(
+        isinstance(item, ast.Constant) for item in node.elts)
 
 
 def _pow(a: Any, b: Any) -> Any:
@@ -261,7 +312,7 @@ def _not_contains(item: Any, container: Any) -> bool:
 
 OPERATORS: Mapping[type[ast.AST], Callable[..., Any]] = {
     ast.Add: _add, ast.Sub: _sub, ast.Mult: _mult, ast.Pow: _pow,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: _mod,
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
     ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: _contains, ast.NotIn: _not_contains,
     ast.Is: operator.is_, ast.IsNot: operator.is_not, ast.Not: operator.not_,
@@ -352,10 +403,23 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         kwargs = {k.arg: self._eval(k.value) for k in node.keywords if k.arg}
         return _call(self.functions, self.context, node.func.id, args, kwargs)
 
+    def _eval_list(self, node: ast.List) -> Any:
+        value = [self._eval(item) for item in node.elts]
+        return value if _constant_literal(node) else _collection(value)
+
+    def _eval_tuple(self, node: ast.Tuple) -> Any:
+        value = tuple(self._eval(item) for item in node.elts)
+        return value if _constant_literal(node) else _collection(value)
+
+    def _eval_set(self, node: ast.Set) -> Any:
+        value = {self._eval(item) for item in node.elts}
+        return value if _constant_literal(node) else _collection(value)
+
 
 def _text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    check_size(value)  # before str(): a nested list prints every shared part
     text = str(value)
     if len(text) > MAX_STRING:
         raise OverflowError(f"value longer than {MAX_STRING}")
@@ -374,9 +438,9 @@ _DISPATCH: Mapping[type[ast.AST], Callable[[Evaluator, Any], Any]] = {
     ast.BinOp: EvalWithCompoundTypes._eval_binop,
     ast.IfExp: EvalWithCompoundTypes._eval_ifexp,
     ast.Slice: EvalWithCompoundTypes._eval_slice,
-    ast.Tuple: EvalWithCompoundTypes._eval_tuple,
-    ast.List: EvalWithCompoundTypes._eval_list,
-    ast.Set: EvalWithCompoundTypes._eval_set,
+    ast.Tuple: Evaluator._eval_tuple,
+    ast.List: Evaluator._eval_list,
+    ast.Set: Evaluator._eval_set,
 }
 
 
@@ -434,11 +498,11 @@ def _call(functions: Mapping[str, FunctionSpec], context: Context, name: str,
 
 _HELPERS: dict[str, Any] = {
     "__builtins__": {}, "_attr": _attr, "_item": _item, "_call": _call, "_slice": slice,
-    "_add": _add, "_sub": _sub, "_mult": _mult, "_pow": _pow,
-    "_in": _contains, "_not_in": _not_contains,
+    "_add": _add, "_sub": _sub, "_mult": _mult, "_pow": _pow, "_mod": _mod,
+    "_in": _contains, "_not_in": _not_contains, "_collection": _collection,
 }
 _BOUNDED_OPS: Mapping[type[ast.AST], str] = {
-    ast.Add: "_add", ast.Sub: "_sub", ast.Mult: "_mult", ast.Pow: "_pow",
+    ast.Add: "_add", ast.Sub: "_sub", ast.Mult: "_mult", ast.Pow: "_pow", ast.Mod: "_mod",
 }
 
 
@@ -471,6 +535,13 @@ class _Lower(ast.NodeTransformer):
                           [self.visit(k.value) for k in node.keywords])
         return _helper("_call", ast.Name("_f", ast.Load()), ast.Name("_c", ast.Load()),
                        ast.Constant(node.func.id), args, kwargs)
+
+    def _collection(self, node: ast.List | ast.Tuple | ast.Set) -> ast.expr:
+        if _constant_literal(node):
+            return node
+        return _helper("_collection", self.generic_visit(node))  # type: ignore[arg-type]
+
+    visit_List = visit_Tuple = visit_Set = _collection
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         helper = _BOUNDED_OPS.get(type(node.op))

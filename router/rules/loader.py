@@ -18,10 +18,23 @@ import yaml
 
 from router.errors import RuleValidationError
 
-__all__ = ["Node", "RuleFile", "discover", "load_file", "parse_text"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "Node", "RuleFile", "discover",
+           "load_file", "parse_text"]
 
 #: Rule files bigger than this are refused: a rule file is edited by hand.
-MAX_FILE_BYTES = 2_000_000
+MAX_FILE_BYTES = 1_000_000
+#: YAML values (scalars, lists, mappings) in one file; the biggest realistic
+#: rule file has a few thousand.
+MAX_NODES = 100_000
+#: Nesting of lists and mappings; rules need about six levels. PyYAML composes
+#: recursively, so without this bound a file of ``[[[[...`` ends in RecursionError.
+MAX_DEPTH = 40
+#: The only explicit tags accepted, and only on scalars: ``!!str 0123`` is a
+#: fair way to keep a number as text. Every other tag would be silently ignored
+#: (mappings) or mean a constructor we do not want, so it is an error.
+_STANDARD = "tag:yaml.org,2002:"
+_SCALAR_TAGS = frozenset(f"{_STANDARD}{name}" for name in
+                         ("str", "int", "float", "bool", "null"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +118,62 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader, file: str) -> Node:
     return Node(value, file, line, raw=str(node.value), style=node.style)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, anchors and tags and bounds size and depth.
+
+    An alias makes the composer share one node, and our conversion to
+    :class:`Node` expands every share: a 333-byte "billion laughs" file took
+    20 s and 379 bytes took 3 GB. Rule files have no use for aliases (nothing
+    in the format repeats that a list cannot hold), so refusing them, rather
+    than bounding their expansion, keeps both the code and the error simple.
+    The checks run on the parser's events, before a node is built.
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.depth = 0
+        self.nodes = 0
+
+    def _refuse(self, message: str, event: yaml.Event) -> RuleValidationError:
+        mark = event.start_mark
+        return RuleValidationError(message, file=self.file,
+                                   line=mark.line + 1 if mark is not None else 0)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise self._refuse(f"YAML aliases are not allowed (*{event.anchor}): "
+                               "write the value out", event)
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            shown = tag.replace(_STANDARD, "!!", 1) if tag.startswith(_STANDARD) else tag
+            if not isinstance(event, yaml.ScalarEvent):
+                raise self._refuse(f"YAML tag {shown} is not allowed on a mapping or list",
+                                   event)
+            if tag not in _SCALAR_TAGS:
+                raise self._refuse(f"YAML tag {shown} is not allowed (only !!str, !!int, "
+                                   "!!float, !!bool and !!null)", event)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise self._refuse(f"YAML anchors are not allowed (&{anchor}): "
+                               "rule files do not share values", event)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self._refuse(f"too many YAML values (more than {MAX_NODES})", event)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self._refuse(f"lists and mappings nested deeper than {MAX_DEPTH} levels",
+                               event)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_text(text: str, file: str) -> Node | None:
     """Parses one YAML document; a syntax error becomes a located error."""
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text, file)
     try:
         root = loader.get_single_node()
         return None if root is None else _convert(root, loader, file)
