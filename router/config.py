@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
 
 __all__ = [
@@ -128,6 +130,9 @@ class RouterSettings:
     log_format: LogFormat = "text"
     #: Shadow mode: evaluate and log decisions, send no actions to Asterisk.
     shadow: bool = False
+    #: A ``context`` or ``exten`` a template or lookup produced must match this
+    #: whole (router/dialplan.py adds a fixed floor of forbidden characters).
+    location_pattern: str = DEFAULT_LOCATION_PATTERN
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +173,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": ("url", "username", "secret", "secret_env", "auth", "format", "verify",
                  "client_cert", "client_key", "connect_timeout", "request_timeout",
                  "waitevent_timeout", "http_client"),
-    "router": ("rules", "state_dir", "log_format", "shadow"),
+    "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
     "plugins": ("enabled", "disabled"),
 }
 
@@ -420,7 +425,17 @@ def _router(reader: SettingsReader, environ: Mapping[str, str]) -> RouterSetting
         state_dir=state_dir,
         log_format=cast(LogFormat, reader.choice("log_format", ("text", "json"), "text")),
         shadow=reader.boolean("shadow", False),
+        location_pattern=_location_pattern(reader),
     )
+
+
+def _location_pattern(reader: SettingsReader) -> str:
+    pattern = reader.string("location_pattern", DEFAULT_LOCATION_PATTERN)
+    try:
+        LocationPolicy.from_pattern(pattern)
+    except re.error as exc:
+        raise reader.error("location_pattern", f"not a regular expression: {exc}") from None
+    return pattern
 
 
 def _plugins(reader: SettingsReader) -> PluginSettings:

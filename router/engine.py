@@ -27,7 +27,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from router.ami.message import Event
 from router.ami.stream import EventStream, StreamGap
 from router.calls import Call, CallTracker
 from router.config import Config
+from router.dialplan import LocationPolicy, request_caller, request_did
 from router.errors import AMIAuthenticationError, AMIError
 from router.executor import ActionOutcome, Executor
 from router.plugins import Plugins
@@ -117,6 +118,9 @@ class RouteRecord:
     evaluate_ms: float
     total_ms: float | None
     deadline_left_ms: float
+    #: Rules passed over because an action could not be rendered safely (a
+    #: lookup's extension that is not a dialplan location): rule and reason.
+    rejected: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +132,7 @@ class RouteRecord:
             "evaluate_ms": round(self.evaluate_ms, 2),
             "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
             "deadline_left_ms": round(self.deadline_left_ms, 1),
+            "rejected": self.rejected,
         }
 
 
@@ -153,7 +158,8 @@ class Engine:
         self._tracker.on_end.append(self._call_ended)
         self.registry = Registry()
         self.rules = RuleBook(config.router.rules, self.registry)
-        self.executor = Executor(self)
+        self.executor = Executor(
+            self, locations=LocationPolicy.from_pattern(config.router.location_pattern))
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
@@ -450,14 +456,16 @@ class Engine:
             call.routed = True
             call.waiting_channel = channel
             if not call.did:
-                call.did = event.get("DID") or ""
+                call.did = request_did(event)
         self._spawn(self._route(event, call, channel, deadline, received, stamp or None))
         return True
 
     async def _route(self, event: Event, call: Call | None, channel: str, deadline: float,
                      received: float, stamp: float | None) -> None:
-        raw_caller = event.get("Caller") or event.get("CallerIDNum") or ""
-        did = event.get("DID") or event.get("Exten") or ""
+        # The channel snapshot, not the dialplan's DID/Caller keys: a caller
+        # number with commas can rewrite those (router/dialplan.py).
+        raw_caller = request_caller(event)
+        did = request_did(event)
         context = call_context(
             self.registry, raw_caller, did,
             caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
@@ -509,6 +517,7 @@ class Engine:
             rules=outcome.decision.rules if outcome else (), outcome=status, actions=results,
             lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
             total_ms=total_ms, deadline_left_ms=(deadline - evaluated) * 1000,
+            rejected=_rejected(trace),
         )
         self._log_decision(record)
         if call is not None:
@@ -524,10 +533,11 @@ class Engine:
         else:
             acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
             total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
-            decision_log.info("call %s from %s to %s: rule %s -> %s [%s] in %s", record.linkedid,
-                              record.caller, record.did,
+            decision_log.info("call %s from %s to %s: rule %s -> %s [%s] in %s%s",
+                              record.linkedid, record.caller, record.did,
                               record.rules[0] if record.rules else "-", record.outcome, acts,
-                              total)
+                              total, "".join(f"; rejected {r['rule']}: {r['reason']}"
+                                             for r in record.rejected))
 
     # -- gaps ----------------------------------------------------------------------------
 
@@ -614,6 +624,13 @@ def _call_info(call: Call | None, event: Event | None) -> CallInfo | None:
         exten=(event.get("Exten") if event else None) or "",
         vars=dict(call.variables) if call else {},
     )
+
+
+def _rejected(trace: Any) -> list[dict[str, str]]:
+    """Rules whose actions could not be rendered (their reasons quote values
+    escaped and cut, router/dialplan.py ``shown``)."""
+    return [{"rule": rule.rule, "reason": rule.detail} for rule in getattr(trace, "rules", ())
+            if rule.status == "rejected"]
 
 
 def _lookups(trace: Any) -> list[dict[str, Any]]:

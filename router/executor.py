@@ -6,6 +6,13 @@ The executor therefore waits (bounded) for that event, fed to it by the
 engine, and reports ``confirmed`` or ``unconfirmed``. A channel that hung up
 meanwhile (``Channel does not exist``) is an outcome, not an error: callers
 hang up, and that is no fault of ours.
+
+Before anything is sent, every location (``context``, ``exten``) of the
+decision is held to the :class:`~router.dialplan.LocationPolicy`. Rule
+evaluation already rejected rules whose templates produced a bad one; this is
+the last line, so that no path (a plugin-built decision, a future action) can
+hand ``Dial`` a ``&``. One refused location fails the decision as a whole:
+the call then takes the dialplan's default route.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
+from router.dialplan import LocationPolicy, location_problem
 from router.errors import AMIActionError, AMIError, AMIValidationError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +39,8 @@ log = logging.getLogger("router.executor")
 
 #: How long a Redirect may take to show up as Newexten before we call it unconfirmed.
 CONFIRM_TIMEOUT = 3.0
+#: The action kinds whose ``context``/``exten`` reach the dialplan.
+_LOCATION_KINDS = frozenset({"redirect", "originate", "ami"})
 
 
 class _AMI(Protocol):
@@ -56,7 +66,7 @@ class ActionOutcome:
     """What happened to one action: for the trace and the decision log line."""
 
     kind: str
-    status: str  # ok | confirmed | unconfirmed | channel-gone | failed | no-executor
+    status: str  # ok | confirmed | unconfirmed | channel-gone | failed | no-executor | skipped
     detail: str = ""
     ms: float = 0.0
     params: dict[str, str] = field(default_factory=dict)
@@ -71,9 +81,11 @@ class ActionOutcome:
 class Executor:
     """Runs actions in order; one instance per engine."""
 
-    def __init__(self, host: ExecutorHost, *, confirm_timeout: float = CONFIRM_TIMEOUT) -> None:
+    def __init__(self, host: ExecutorHost, *, confirm_timeout: float = CONFIRM_TIMEOUT,
+                 locations: LocationPolicy | None = None) -> None:
         self._host = host
         self._confirm_timeout = confirm_timeout
+        self._locations = locations or LocationPolicy()
         self._waiters: dict[str, list[tuple[str, asyncio.Future[Event]]]] = {}
         #: Redirects sent per channel, so tests and logs can prove "never twice".
         self.redirects: dict[str, int] = {}
@@ -114,6 +126,9 @@ class Executor:
                   channel: str | None) -> list[ActionOutcome]:
         """Execute in order; a failed action does not stop the ones after it,
         except that nothing follows a channel that is gone."""
+        refused = self._refused(actions)
+        if refused is not None:
+            return refused
         outcomes: list[ActionOutcome] = []
         for action in actions:
             started = time.perf_counter()
@@ -134,6 +149,24 @@ class Executor:
             outcomes.append(outcome)
             if outcome.status == "channel-gone":
                 break
+        return outcomes
+
+    def _refused(self, actions: Sequence[Action]) -> list[ActionOutcome] | None:
+        """Outcomes for a decision holding a refused location, or None if all are safe."""
+        problems = [location_problem(a.params, self._locations)
+                    if a.kind in _LOCATION_KINDS else None for a in actions]
+        if not any(problems):
+            return None
+        outcomes: list[ActionOutcome] = []
+        for action, problem in zip(actions, problems, strict=True):
+            if problem is not None:
+                log.warning("action %s refused: %s", action.kind, problem)
+                outcome = ActionOutcome(action.kind, "failed", problem)
+            else:
+                outcome = ActionOutcome(action.kind, "skipped",
+                                        "not sent: another action of the decision was refused")
+            outcome.params = dict(action.params)
+            outcomes.append(outcome)
         return outcomes
 
     async def _one(self, action: Action, call: Call | None, channel: str | None) -> ActionOutcome:

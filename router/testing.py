@@ -348,7 +348,8 @@ class ReplayAsterisk:
 
         Queues ``Newchannel``, the ``Newexten`` into ``callrouter-inbound``, the
         ``VarSet`` of ``CALLROUTER_DID`` and ``CALLROUTER_DEADLINE``, the
-        ``UserEvent(CallRouterRequest)`` with ``DID``, ``Caller`` and ``Wait``, and
+        ``UserEvent(CallRouterRequest)`` with ``DID``, ``Caller`` and ``Wait`` (passed
+        through ``FILTER()`` as the dialplan does; the snapshot keeps them as given), and
         leaves the channel in ``Wait`` (as ``CoreShowChannels`` will show it).
         With ``announce=False`` the channel is there but its events are lost, as
         in a stream gap: only ``CoreShowChannels`` and ``Getvar`` know of it.
@@ -371,7 +372,8 @@ class ReplayAsterisk:
             emit({"Event": "VarSet", "Privilege": "dialplan,all", **common,
                   "Variable": variable, "Value": value})
         emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "4",
-              "UserEvent": request_event, "DID": did, "Caller": caller, "Wait": f"{wait:g}"})
+              "UserEvent": request_event, "DID": _dial_filter(did, "0123456789*#+"),
+              "Caller": _dial_filter(caller, "0123456789+"), "Wait": f"{wait:g}"})
         emit({"Event": "Newexten", **common, "Priority": "6", "Extension": did,
               "Application": "Wait", "AppData": f"{wait:g}"})
         return name
@@ -701,6 +703,11 @@ class ReplayAsterisk:
             parts.append(_block(pairs))
         parts.append(self._with_id([("Event", "WaitEventComplete")], aid))
         return "".join(parts)
+
+
+def _dial_filter(value: str, allowed: str) -> str:
+    """Asterisk's ``FILTER(allowed,value)``: keep only the allowed characters."""
+    return "".join(ch for ch in value if ch in allowed)
 
 
 def _session_of(cookie: str | None) -> str | None:

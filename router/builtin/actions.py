@@ -1,25 +1,54 @@
 """The built-in actions: what a rule can ask the engine to do.
 
-Only the shape is declared here; executing them through AMI is the engine's
-job (``router/actions.py``). Keeping the declarations as data lets rules be
-checked, and ``explain`` run, without any Asterisk.
+Only the shape is declared here; executing them through AMI is the
+executor's job (``router/executor.py``). Keeping the declarations as data lets
+rules be checked, and ``explain`` run, without any Asterisk.
+
+Every parameter naming a dialplan location (``context``, ``exten`` of
+``redirect``, ``originate`` and of an ``ami`` action) is held to the
+:class:`~router.dialplan.LocationPolicy`: when the rule loads for a value
+written in the file, and on every evaluation for a value a template filled in
+(a 1C answer is not the administrator's text). A rendered value that fails
+rejects the rule, so the next rule (the administrator's fallback) routes the
+call; the executor checks again before it sends anything.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from router.dialplan import LocationPolicy, location_problem, shown
 from router.hookspecs import hookimpl
-from router.rules.registry import ActionSpec, ParamSpec, Registry
+from router.rules.registry import ActionCheck, ActionSpec, ParamSpec, Registry
 
-__all__ = ["ACTIONS", "register"]
+if TYPE_CHECKING:  # pragma: no cover
+    from router.config import Config
+
+__all__ = ["ACTIONS", "BuiltinActions", "make_plugin", "register"]
 
 _VARIABLE = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]*(\([A-Za-z0-9_,-]*\))?$")
 
 
 def _template(value: object) -> bool:
     return isinstance(value, str) and "{" in value
+
+
+def _location_checks(policy: LocationPolicy) -> tuple[
+        Callable[[Mapping[str, object]], None], Callable[[Mapping[str, str]], None]]:
+    def at_load(params: Mapping[str, object]) -> None:
+        problem = location_problem(params, policy, templates=False)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def rendered(params: Mapping[str, str]) -> None:
+        problem = location_problem(params, policy, templates=True)
+        if problem is not None:
+            raise ValueError(problem)
+
+    return at_load, rendered
 
 
 def _check_originate(params: Mapping[str, object]) -> None:
@@ -72,12 +101,49 @@ NOTIFY_PARAMS = (ParamSpec("plugin", required=True, doc="plugin to tell"),
 ACTIONS = (REDIRECT, ORIGINATE, SETVAR, HANGUP)
 
 
-def register(registry: Registry) -> None:
-    """Adds the built-in actions; ``ami`` and ``notify`` consult the registry when checked."""
+def _channel_problem(params: Mapping[str, object]) -> str | None:
+    """A channel a template filled in must be one channel: ``&`` would add a
+    second one to ``Originate`` and ``,`` would start its options."""
+    value = params.get("channel")
+    if value is None:
+        return None
+    text = str(value)
+    if (not text or len(text) > 200 or any(
+            ch in ",&|" or not ch.isprintable() or ch.isspace() for ch in text)):
+        return f"channel {shown(text)} is not a single channel name"
+    return None
+
+
+def _both(first: ActionCheck | None, second: ActionCheck) -> ActionCheck:
+    if first is None:
+        return second
+
+    def check(params: Mapping[str, object]) -> None:
+        first(params)
+        second(params)
+    return check
+
+
+def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
+    """Adds the built-in actions; ``ami`` and ``notify`` consult the registry when checked.
+
+    ``policy`` is ``[router] location_pattern`` (the default pattern without one).
+    """
+    at_load, locations = _location_checks(policy or LocationPolicy())
+
+    def rendered(params: Mapping[str, str]) -> None:
+        locations(params)
+        problem = _channel_problem(params)
+        if problem is not None:
+            raise ValueError(problem)
+
     for spec in ACTIONS:
+        if spec.name in ("redirect", "originate"):
+            spec = replace(spec, check=_both(spec.check, at_load), rendered=rendered)
         registry.add_action(spec)
 
     def check_ami(params: Mapping[str, object]) -> None:
+        at_load(params)
         # Without a catalog only the shape is known; with one, a typo in the action
         # or a header is caught now (the catalog raises AMIValidationError).
         validator = registry.ami_validator
@@ -97,12 +163,27 @@ def register(registry: Registry) -> None:
     registry.add_action(ActionSpec(
         "ami", (ParamSpec("action", required=True, doc="AMI action name, e.g. DBPut"),),
         doc="Run any AMI action; other keys are its headers.", extra=True,
-        extra_name="header", check=check_ami))
+        extra_name="header", check=check_ami, rendered=rendered))
     registry.add_action(ActionSpec(
         "notify", NOTIFY_PARAMS, doc="Tell a plugin something happened (e.g. a missed call).",
         extra=True, check=check_notify))
 
 
-@hookimpl
-def callrouter_register(registry: Registry) -> None:
-    register(registry)
+class BuiltinActions:
+    """The built-in actions as a plugin: one instance per engine, because the
+    location pattern comes from that engine's ``router.toml``."""
+
+    def __init__(self) -> None:
+        self.policy = LocationPolicy()
+
+    @hookimpl
+    def callrouter_configure(self, config: Config) -> None:
+        self.policy = LocationPolicy.from_pattern(config.router.location_pattern)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        register(registry, self.policy)
+
+
+def make_plugin() -> BuiltinActions:
+    return BuiltinActions()

@@ -218,4 +218,12 @@ def _render(action: CompiledAction, evaluator: Evaluator, rule: str) -> Action:
             shown = f" ({source.source!r} gave nothing)" if source is not None and \
                 not isinstance(source, str) else ""
             raise _Rejected(f"action {action.kind!r}: parameter {spec.name!r} is empty{shown}")
+    if action.spec.rendered is not None:
+        # Only what a template filled in: values written in the file were checked at load.
+        filled = {key: params[key] for key, value in action.params
+                  if not isinstance(value, str) and key in params}
+        try:
+            action.spec.rendered(filled)
+        except ValueError as exc:  # e.g. a lookup's extension that is not a safe location
+            raise _Rejected(f"action {action.kind!r}: {exc}") from None
     return Action.make(action.kind, params, rule)

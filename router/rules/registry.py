@@ -28,6 +28,7 @@ __all__ = [
     "NotifyTarget",
     "ParamSpec",
     "Registry",
+    "RenderedCheck",
 ]
 
 #: Raises ``router.errors.AMIValidationError`` for an action the catalog refuses.
@@ -38,6 +39,8 @@ LookupFn = Callable[..., Awaitable[Any]]
 ArgCheck = Callable[..., None]
 #: Load-time check of an action's parameters: constants as written, templates as their text.
 ActionCheck = Callable[[Mapping[str, object]], None]
+#: Evaluation-time check of the parameters templates filled in; raises ValueError.
+RenderedCheck = Callable[[Mapping[str, str]], None]
 
 _DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -117,6 +120,10 @@ class ActionSpec:
     extra: bool = False
     extra_name: str = "parameter"
     check: ActionCheck | None = None
+    #: Run on every evaluation with the parameters a template filled in: those
+    #: values are untrusted (lookups, caller data). A ValueError rejects the
+    #: rule, so the next rule gets its turn, before any action is sent.
+    rendered: RenderedCheck | None = None
 
     def param(self, name: str) -> ParamSpec | None:
         for spec in self.params:
