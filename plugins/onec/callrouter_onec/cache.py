@@ -84,6 +84,14 @@ class CircuitBreaker:
         self._opened_at = None
         self._probing = False
 
+    def release(self) -> None:
+        """A request ended without a verdict (cancelled): let the next probe through.
+
+        Without this a cancelled half-open probe would leave ``_probing`` set
+        and the breaker open for good while 1C is healthy.
+        """
+        self._probing = False
+
     def failure(self) -> None:
         self._failures += 1
         probe_failed = self._probing
@@ -227,6 +235,9 @@ class ResponsibleCache:
             task.exception()  # retrieved here: a prefetch nobody awaits must not warn
 
     async def _fetch(self, key: str, did: str | None, call_id: str | None) -> Responsible:
+        # Every way out of this request settles the breaker: success, failure, or
+        # (cancelled) release. An exception nobody foresaw counts as a failure and
+        # reaches callers as OneCUnavailable, so a rule still takes its fallback.
         try:
             value = await self._source.responsible(key, did=did, call_id=call_id)
         except OneCBadRequest:
@@ -235,6 +246,14 @@ class ResponsibleCache:
         except OneCUnavailable as exc:
             self.breaker.failure()
             log.debug("1C lookup of %s failed: %s", key, exc)
+            raise
+        except Exception as exc:
+            self.breaker.failure()
+            log.warning("1C lookup of %s failed unexpectedly: %s: %s", key,
+                        type(exc).__name__, exc)
+            raise OneCUnavailable(f"unexpected error: {type(exc).__name__}") from exc
+        except BaseException:
+            self.breaker.release()
             raise
         finally:
             self._inflight.pop(key, None)

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
+from callrouter_onec.jsonbody import BodyError, decode_json
 from callrouter_onec.models import (
     EventAck,
     Ping,
@@ -37,7 +39,10 @@ from callrouter_onec.models import (
     parse_responsible,
 )
 
-__all__ = ["OneCClient", "OneCSettings", "basic_auth_header", "interpret"]
+__all__ = ["MAX_BODY", "OneCClient", "OneCSettings", "basic_auth_header", "interpret"]
+
+#: Default bound of one answer body: the largest contract answer is under 2 KiB.
+MAX_BODY = 1 << 20
 
 T = TypeVar("T")
 
@@ -63,7 +68,10 @@ class OneCSettings:
     recommended ``autouse`` the client sends no session header at all.
     ``retry_min_budget`` is the least time that must be left before the deadline
     for the one retry after a stale session cookie: a retry that cannot finish
-    only delays the fallback.
+    only delays the fallback. ``max_body`` bounds the bytes read of one answer
+    (the read stops there, so a huge or endless body costs at most that much
+    memory). ``ca_file`` is a PEM bundle that replaces the system CAs for 1C's
+    TLS certificate (a company CA); ``verify=False`` turns checking off.
     """
 
     base_url: str
@@ -77,6 +85,16 @@ class OneCSettings:
     max_connections: int = 10
     keepalive_expiry: float = 15.0
     verify: bool = True
+    max_body: int = MAX_BODY
+    ca_file: str | None = None
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """What httpx's ``verify`` gets; raises ``OSError``/``ssl.SSLError`` for a bad CA file."""
+        if not self.verify:
+            return False
+        if self.ca_file is None:
+            return True
+        return ssl.create_default_context(cafile=self.ca_file)
 
 
 def basic_auth_header(username: str, password: str) -> str:
@@ -98,21 +116,19 @@ def interpret(status: int, content: bytes, url: str | None = None) -> object:
 
     1C writes a UTF-8 BOM before JSON in many modules, so the body is decoded
     with ``utf-8-sig``; a body that is still not JSON after that (a damaged BOM,
-    a 200 with plain text) is as useless as a 500.
+    a 200 with plain text, nesting or numbers past :mod:`.jsonbody`'s bounds)
+    is as useless as a 500.
     """
     if 200 <= status < 300:
         try:
-            return json.loads(content.decode("utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise OneCUnavailable("answer is not UTF-8", status=status,
-                                  body=_preview(content), url=url) from exc
-        except ValueError as exc:
-            raise OneCUnavailable("answer is not JSON", status=status,
-                                  body=_preview(content), url=url) from exc
+            return decode_json(content)
+        except BodyError as exc:
+            raise OneCUnavailable(str(exc), status=status,
+                                  body=_preview(content), url=url) from None
     if status == 400:
         try:
-            error = parse_error(json.loads(content.decode("utf-8-sig")))
-        except ValueError:
+            error = parse_error(decode_json(content))
+        except BodyError:
             error = None
         if error is not None:
             raise OneCBadRequest(*error, status=status, body=_preview(content), url=url)
@@ -143,6 +159,8 @@ class OneCClient:
             headers={
                 "Accept": "application/json",
                 "Authorization": basic_auth_header(settings.username, settings.password),
+                # A compressed body would be inflated past max_body before it is counted.
+                "Accept-Encoding": "identity",
                 "User-Agent": "callrouter-onec",
             },
             cookies=CookieJar(policy=_RejectAll()),
@@ -150,7 +168,7 @@ class OneCClient:
                                 max_keepalive_connections=settings.max_connections,
                                 keepalive_expiry=settings.keepalive_expiry),
             follow_redirects=False,
-            verify=settings.verify,
+            verify=settings.tls(),
             trust_env=False,
         )
 
@@ -218,27 +236,62 @@ class OneCClient:
                                                            remaining))
             try:
                 async with asyncio.timeout(remaining):
-                    response = await self._http.request(method, url, params=params,
-                                                        content=content, headers=headers,
-                                                        timeout=timeout)
+                    response, body = await self._fetch(method, url, params=params,
+                                                       content=content, headers=headers,
+                                                       timeout=timeout)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 raise OneCUnavailable(f"no answer within {remaining:.2f} s", url=url) from exc
             except (httpx.HTTPError, OSError) as exc:
                 raise OneCUnavailable(f"{type(exc).__name__}: {exc}", url=url) from exc
             if self.settings.ibsession:
                 self._remember_session(response)
-            if sent_session is not None and self._stale_session(response):
+            if sent_session is not None and self._stale_session(response, body):
                 if self._session == sent_session:
                     self._session = None
                 if not retried and end - time.monotonic() >= self.settings.retry_min_budget:
                     retried = True
                     continue
-            body = interpret(response.status_code, response.content, url)
+            decoded = interpret(response.status_code, body, url)
             try:
-                return parse(body)
+                return parse(decoded)
             except ShapeError as exc:
                 raise OneCUnavailable(f"unexpected answer: {exc}", status=response.status_code,
-                                      body=_preview(response.content), url=url) from exc
+                                      body=_preview(body), url=url) from exc
+            except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+                # The models only raise ShapeError by design; anything else is a
+                # bug met on hostile input, and still only "1C unavailable".
+                raise OneCUnavailable(f"unusable answer ({type(exc).__name__})",
+                                      status=response.status_code, url=url) from exc
+
+    async def _fetch(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        """Send one request and read at most ``max_body`` bytes of the answer.
+
+        The body is streamed and the read stops at the bound: a huge or endless
+        answer (a hostile 1C, a proxy error page gone wrong) costs at most
+        ``max_body`` bytes of memory, and the connection is dropped.
+        """
+        limit = self.settings.max_body
+        async with self._http.stream(method, url, **kwargs) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
+                raise OneCUnavailable(f"answer of {declared} bytes is over max_body "
+                                      f"({limit} bytes)", status=response.status_code, url=url)
+            if response.is_stream_consumed:  # an injected transport read it already
+                if len(response.content) > limit:
+                    raise OneCUnavailable(f"answer is over max_body ({limit} bytes)",
+                                          status=response.status_code, url=url)
+                return response, response.content
+            # Raw bytes: a Content-Encoding we did not ask for stays undecoded
+            # (and fails as "not UTF-8") instead of inflating past the bound.
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > limit:
+                    raise OneCUnavailable(f"answer is over max_body ({limit} bytes)",
+                                          status=response.status_code, url=url)
+                chunks.append(chunk)
+            return response, b"".join(chunks)
 
     def _remember_session(self, response: httpx.Response) -> None:
         for header in response.headers.get_list("set-cookie"):
@@ -254,13 +307,13 @@ class OneCClient:
                 return
 
     @staticmethod
-    def _stale_session(response: httpx.Response) -> bool:
+    def _stale_session(response: httpx.Response, body: bytes) -> bool:
         """1C answers a stale cookie with 400 or 500 and text, never with a contract error."""
         if response.status_code not in (400, 500):
             return False
         if response.status_code == 400:
             try:
-                return parse_error(json.loads(response.content.decode("utf-8-sig"))) is None
-            except ValueError:
+                return parse_error(decode_json(body)) is None
+            except BodyError:
                 return True
         return True

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from http.cookies import CookieError, SimpleCookie
@@ -49,7 +49,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from callrouter_onec.directory import Directory, EventBook, EventError, load_directory
-from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, render
+from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, huge_body, render
 
 __all__ = ["DEFAULT_BASE_PATH", "DEFAULT_USER", "LoggedRequest", "OneCDouble", "main"]
 
@@ -91,6 +91,8 @@ class _Reply:
     body: bytes = b""
     content_type: str = "application/json; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Written after the headers without Content-Length, until the peer hangs up.
+    stream: Iterator[bytes] | None = None
 
 
 class _Drop(Exception):
@@ -260,6 +262,8 @@ class OneCDouble:
         reply.headers += extra
         if 200 <= reply.status < 300:
             reply.body = decorate(selected.kind, reply.body)
+            if selected.kind == "huge":
+                reply.stream = huge_body()
         return reply
 
     def _phone_of(self, path: str) -> str | None:
@@ -517,6 +521,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, reply: _Reply) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
+        if reply.stream is not None:  # read-until-close framing: no length, then close
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for chunk in reply.stream:
+                    if self._double._stopping.is_set():
+                        break
+                    self.wfile.write(chunk)
+            return
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers:
             self.send_header(name, value)

@@ -16,10 +16,12 @@ against what it will meet, not against tidy JSON errors.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAULTS", "Fault", "FaultPlan", "FaultRule", "Selected", "parse_faults", "render"]
+__all__ = ["FAULTS", "HUGE_CHUNK", "HUGE_LIMIT", "NESTED_DEPTH", "Fault", "FaultPlan",
+           "FaultRule", "Selected", "huge_body", "parse_faults", "render"]
 
 #: Every fault the double knows, with what it does.
 FAULTS: dict[str, str] = {
@@ -35,6 +37,8 @@ FAULTS: dict[str, str] = {
     "text200": "200 with a plain-text error instead of JSON",
     "shape": "200 with JSON of the wrong shape",
     "reset": "TCP reset instead of an answer",
+    "nested": "200 with JSON nested 100,000 levels deep (a hostile or broken 1C)",
+    "huge": "200 with an endless JSON array, no Content-Length, until the client hangs up",
     "close": "close the connection without an answer",
 }
 _KINDS = frozenset(k for k in FAULTS if k != "latency=S")
@@ -50,6 +54,12 @@ SESSION_TIMEOUT = (
     '000000000000}" reason="406"><descr>Истекло время ожидания сеанса</descr></exception>'
 )
 TEXT_ERROR = "Ошибка: не удалось выполнить запрос к информационной базе"
+#: Depth of the ``nested`` answer: far past Python's recursion limit.
+NESTED_DEPTH = 100_000
+#: The ``huge`` answer is written in chunks of this many bytes (one object, reused),
+#: up to HUGE_LIMIT bytes if the client never hangs up.
+HUGE_CHUNK = b"1," * 32768
+HUGE_LIMIT = 1 << 30
 _PROXY = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Time-out"}
 
 
@@ -187,7 +197,20 @@ def decorate(kind: str | None, body: bytes) -> bytes:
         return "\ufeff".encode().decode("cp1252").encode() + body
     if kind == "shape":
         return '{"result": "error", "message": "Нет данных"}'.encode()
+    if kind == "nested":
+        return b"[" * NESTED_DEPTH + b"]" * NESTED_DEPTH
     return body
+
+
+def huge_body() -> Iterator[bytes]:
+    """The ``huge`` answer: ``[1,1,1,...`` without end (the same chunk object every time,
+    so the double itself uses no memory for it)."""
+    yield b"["
+    sent = 0
+    while sent < HUGE_LIMIT:
+        yield HUGE_CHUNK
+        sent += len(HUGE_CHUNK)
+    yield b"1]"
 
 
 def _html(status: int, reason: str) -> bytes:

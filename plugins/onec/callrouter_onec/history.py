@@ -8,20 +8,32 @@ same event is ignored even after it was delivered. The sender keeps order
 unavailable, drops an event with a log line once it has waited ``max_age``
 (about 5 minutes, per the contract) or when 1C rejects it as invalid.
 
-SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit is a write to
-the WAL without fsync, well under a millisecond, so it runs on the event loop.
+SQLite never runs on the event loop: another process holding a write lock
+(a backup tool, an admin's ``sqlite3`` shell) used to freeze all routing for
+the 5 s busy timeout per write. :class:`HistorySender` does every database
+call on one worker thread of its own, so the routing path only hands an event
+over and returns; a locked database is retried on that thread (short busy
+timeout, backoff) until the lock goes, and no event is lost. WAL mode with
+``synchronous=NORMAL`` keeps each commit cheap.
+
+The file holds callers' numbers: it is created ``0600`` in a ``0700``
+directory (SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the
+database file's mode), and pruned on the sender's cadence, not only at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -30,9 +42,13 @@ from typing import Any, Literal
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.models import EventAck
+from callrouter_onec.supervise import Supervised
 
 __all__ = [
+    "BUSY_TIMEOUT",
     "EVENT_KINDS",
+    "FILENAME",
+    "MAX_ROWS",
     "CallRecord",
     "HistoryQueue",
     "HistorySender",
@@ -46,6 +62,11 @@ EventKind = Literal["ringing", "answered", "hangup", "missed", "transferred"]
 EVENT_KINDS: tuple[EventKind, ...] = ("ringing", "answered", "hangup", "missed", "transferred")
 _FINAL = frozenset({"hangup", "missed"})
 FILENAME = "onec-history.sqlite3"
+#: Seconds SQLite itself waits for another connection's lock before the writer
+#: thread backs off and retries; short, so stopping is never held up for long.
+BUSY_TIMEOUT = 0.25
+#: Delivered and dropped rows kept at most (newest first), whatever their age.
+MAX_ROWS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,20 +166,27 @@ class HistoryQueue:
     """The durable queue: one SQLite file, one row per (call_id, event).
 
     Delivered and dropped rows are kept for ``retention`` seconds so that a late
-    duplicate is still recognised, then pruned.
+    duplicate is still recognised, and at most ``max_rows`` of them, then pruned.
+    Every method blocks on SQLite (up to ``busy_timeout`` on a lock held
+    elsewhere, then ``sqlite3.OperationalError``): call them off the event loop,
+    as :class:`HistorySender` does. They are safe from any thread.
     """
 
     def __init__(self, path: str | Path, *, retention: float = 7 * 86400,
+                 max_rows: int = MAX_ROWS, busy_timeout: float = BUSY_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         target = Path(path)
         if target.is_dir():
             target = target / FILENAME
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = target
         self.retention = retention
+        self.max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        _create_private(target)
+        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript("""
@@ -250,16 +278,39 @@ class HistoryQueue:
         return [str(row[0]) for row in rows]
 
     def prune(self) -> int:
-        """Forget delivered and dropped rows older than ``retention``."""
+        """Forget delivered and dropped rows older than ``retention`` or past ``max_rows``."""
         with self._lock:
-            cursor = self._db.execute("DELETE FROM events WHERE state != 'pending' AND updated < ?",
-                                      (self._clock() - self.retention,))
-            return cursor.rowcount
+            old = self._db.execute("DELETE FROM events WHERE state != 'pending' AND updated < ?",
+                                   (self._clock() - self.retention,)).rowcount
+            over = self._db.execute(
+                "DELETE FROM events WHERE state != 'pending' AND id NOT IN (SELECT id FROM "
+                "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)",
+                (self.max_rows,)).rowcount
+            return old + over
 
     def _set(self, row_id: int, state: str, detail: str | None) -> None:
         with self._lock:
             self._db.execute("UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
                              (state, self._clock(), detail, row_id))
+
+
+def _create_private(target: Path) -> None:
+    """Create the database file ``0600`` before SQLite opens it.
+
+    SQLite creates its ``-wal``, ``-shm`` and ``-journal`` files with the mode
+    of the database file, so this one ``open`` covers all four, with no
+    process-wide umask change (which would race other threads creating files).
+    An existing file is tightened too: earlier versions created it ``0644``.
+    """
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):  # not ours to change (another owner)
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.chmod(f"{target}{suffix}", 0o600)
 
 
 Poster = Callable[[Mapping[str, Any]], Awaitable[EventAck]]
@@ -269,29 +320,56 @@ class HistorySender:
     """Delivers the queue to 1C in the background (``post`` is ``OneCClient.post_event``).
 
     Pending rows from an earlier run are sent as soon as :meth:`start` is called.
+    All SQLite work runs on one worker thread (``onec-history-db``), in order,
+    so an event submitted before a read is seen by it. The sending loop is
+    :class:`~callrouter_onec.supervise.Supervised`: whatever 1C answers, it
+    logs, backs off and goes on, and if it dies anyway it is logged and
+    restarted. ``prune_interval`` is how often old rows are pruned.
     """
 
     def __init__(self, queue: HistoryQueue, post: Poster, *, max_age: float = 300.0,
                  base_delay: float = 1.0, max_delay: float = 60.0, batch: int = 100,
-                 idle_poll: float = 5.0) -> None:
+                 idle_poll: float = 5.0, prune_interval: float = 3600.0) -> None:
         self.queue = queue
         self.max_age = max_age
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.batch = batch
         self.idle_poll = idle_poll
+        self.prune_interval = prune_interval
         self._post = post
         self._wake = asyncio.Event()
         self._retry = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = Supervised("onec-history", self._run, restart_delay=base_delay,
+                                  max_delay=max_delay)
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = threading.Event()
+        self._last_prune = time.monotonic()
         self.failures = 0
 
+    @property
+    def running(self) -> bool:
+        """Is the sending loop alive (it is restarted if it ever dies)?"""
+        return self._runner.running
+
+    @property
+    def restarts(self) -> int:
+        return self._runner.restarts
+
     def submit(self, payload: Mapping[str, Any]) -> bool:
-        """Queue an event and nudge the sender; ``False`` for a duplicate."""
-        added = self.queue.enqueue(payload)
-        if added:
-            self._wake.set()
-        return added
+        """Hand an event to the database thread and return at once.
+
+        ``True`` means accepted; a repeat of a (call_id, event) already queued
+        or delivered is recognised on the database thread and ignored there.
+        Never waits for SQLite: this runs on the routing path.
+        """
+        call_id, event = payload.get("call_id"), payload.get("event")
+        if not isinstance(call_id, str) or not isinstance(event, str):
+            raise ValueError("an event needs string 'call_id' and 'event'")
+        self._loop = asyncio.get_running_loop()
+        self._worker().submit(self._store, dict(payload))
+        return True
 
     def retry_now(self) -> None:
         """Cut a backoff short: something (a successful ping) says 1C is back.
@@ -302,35 +380,85 @@ class HistorySender:
         self._retry.set()
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="onec-history")
+        self._loop = asyncio.get_running_loop()
+        self._closing.clear()
+        self._runner.start()
 
     async def stop(self) -> None:
-        """Stop sending; undelivered rows stay on disk for the next start."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop sending and finish the writes handed over; never raises.
+
+        Undelivered rows stay on disk for the next start. A write still waiting
+        for a lock held elsewhere gives up (logged) rather than hold shutdown.
+        """
+        await self._runner.stop()
+        self._closing.set()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(executor, _nothing)
+            except Exception:
+                log.exception("1C history: the database thread failed while stopping")
+            finally:
+                executor.shutdown(wait=False)
 
     async def drain(self, within: float) -> bool:
         """Wait until nothing is pending (tests, shutdown); ``False`` if ``within`` s pass first."""
         end = time.monotonic() + within
-        while self.queue.pending_count():
+        while await self._db(self.queue.pending_count):
             if time.monotonic() >= end:
                 return False
             await asyncio.sleep(0.02)
         return True
 
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="onec-history-db")
+        return self._executor
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one queue method on the database thread (in submission order)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._worker(), functools.partial(fn, *args, **kwargs))
+
+    def _store(self, payload: dict[str, Any]) -> None:
+        """On the database thread: insert, waiting out a lock held by another process."""
+        delay = 0.02
+        while True:
+            try:
+                added = self.queue.enqueue(payload)
+            except sqlite3.OperationalError as exc:
+                if self._closing.is_set():
+                    log.error("1C history: %s of call %s not stored, the database stayed "
+                              "locked until shutdown: %s", payload["event"],
+                              payload["call_id"], exc)
+                    return
+                self._closing.wait(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except Exception:
+                log.exception("1C history: could not store %s of call %s",
+                              payload["event"], payload["call_id"])
+                return
+            if added and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                    self._loop.call_soon_threadsafe(self._wake.set)
+            return
+
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            rows = self.queue.pending(self.batch)
-            if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
-                continue
-            if await self.send_batch(rows):
+            try:
+                await self._prune_when_due()
+                rows: list[QueuedEvent] = await self._db(self.queue.pending, self.batch)
+                if not rows:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                    continue
+                sent = await self.send_batch(rows)
+            except sqlite3.Error as exc:
+                log.warning("1C history: database busy or failing, retrying: %s", exc)
+                sent = False
+            if sent:
                 self.failures = 0
                 continue
             self.failures += 1
@@ -338,6 +466,14 @@ class HistorySender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry.wait(), min(
                     self.base_delay * 2 ** (self.failures - 1), self.max_delay))
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() - self._last_prune < self.prune_interval:
+            return
+        self._last_prune = time.monotonic()
+        pruned = await self._db(self.queue.prune)
+        if pruned:
+            log.debug("1C history: pruned %d old rows", pruned)
 
     async def send_batch(self, rows: list[QueuedEvent]) -> bool:
         """Send in order; stop at the first "1C unavailable" and report ``False``."""
@@ -347,15 +483,25 @@ class HistorySender:
             except OneCBadRequest as exc:
                 log.warning("1C history: dropped %s of call %s: 1C refused it (%s)",
                             row.event, row.call_id, exc)
-                self.queue.mark_dropped(row.id, str(exc))
-            except OneCUnavailable as exc:
-                self.queue.mark_failed(row.id, str(exc))
-                for old in self.queue.expired(self.max_age):
+                await self._db(self.queue.mark_dropped, row.id, str(exc))
+            except Exception as exc:
+                # OneCUnavailable, or anything a hostile answer might still raise:
+                # either way 1C gave no usable answer; retry later, never die.
+                if not isinstance(exc, OneCUnavailable):
+                    log.warning("1C history: unexpected %s sending %s of call %s",
+                                type(exc).__name__, row.event, row.call_id)
+                detail = str(exc) or type(exc).__name__
+                await self._db(self.queue.mark_failed, row.id, detail)
+                for old in await self._db(self.queue.expired, self.max_age):
                     log.warning("1C history: dropped %s of call %s after %d attempts over "
                                 "%g s: %s", old.event, old.call_id, old.attempts + 1,
-                                self.max_age, exc)
-                    self.queue.mark_dropped(old.id, str(exc))
+                                self.max_age, detail)
+                    await self._db(self.queue.mark_dropped, old.id, detail)
                 return False
             else:
-                self.queue.mark_sent(row.id, ack.id)
+                await self._db(self.queue.mark_sent, row.id, ack.id)
         return True
+
+
+def _nothing() -> None:
+    """Queued behind every handed-over write: when it has run, they have too."""

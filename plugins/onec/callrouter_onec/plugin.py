@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -48,10 +49,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callrouter_onec.cache import ResponsibleCache
-from callrouter_onec.client import OneCClient, OneCSettings
+from callrouter_onec.client import MAX_BODY, OneCClient, OneCSettings
 from callrouter_onec.errors import OneCError, OneCUnavailable
 from callrouter_onec.history import (
     EVENT_KINDS,
+    FILENAME,
     CallRecord,
     EventKind,
     HistoryQueue,
@@ -94,9 +96,10 @@ Direction = Literal["in", "out", "internal"]
 #: Every key ``[plugins.onec]`` accepts; anything else is refused with a did-you-mean.
 KEYS: tuple[str, ...] = (
     "url", "username", "password", "password_env", "connect_timeout", "timeout",
-    "event_timeout", "ibsession", "verify", "positive_ttl", "negative_ttl", "stale_ttl",
-    "failure_threshold", "open_seconds", "state_dir", "events", "events_max_age",
-    "events_retry_min", "events_retry_max", "drain_timeout", "warmup", "warmup_numbers",
+    "event_timeout", "ibsession", "verify", "ca_file", "max_body", "positive_ttl",
+    "negative_ttl", "stale_ttl", "failure_threshold", "open_seconds", "state_dir", "events",
+    "events_max_age", "events_retry_min", "events_retry_max", "events_retention",
+    "events_max_rows", "events_prune_interval", "drain_timeout", "warmup", "warmup_numbers",
     "warmup_count", "ping_interval", "timezone", "country_code", "national_length",
     "trunk_prefix", "exit_prefixes", "internal_max_digits",
 )
@@ -118,6 +121,11 @@ class OneCConfig:
     events_max_age: float = 300.0
     events_retry_min: float = 1.0
     events_retry_max: float = 60.0
+    #: Delivered and dropped events are kept this long (duplicate detection, warm-up)...
+    events_retention: float = 7 * 86400
+    #: ... and at most this many of them; pruned every events_prune_interval seconds.
+    events_max_rows: int = 100_000
+    events_prune_interval: float = 3600.0
     drain_timeout: float = 3.0
     #: A crontab line; empty: no warm-up job.
     warmup: str = ""
@@ -149,6 +157,11 @@ def _suggest(word: str) -> str:
 
 def _url(reader: SettingsReader) -> str:
     url = reader.string("url").strip()
+    if "@" in url:
+        # Checked before anything quotes the URL back: what precedes '@' may be
+        # a password, and error messages end up in logs and tickets.
+        raise reader.error("url", "put no credentials in the URL (user:password@host); "
+                                  "use username and password_env")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise reader.error("url", f"expected http(s)://host[:port]/<publication>/hs/<root>, "
@@ -170,11 +183,17 @@ def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
     if reader.has("password_env"):
         name = reader.string("password_env")
         value = environ.get(name)
-        if value is None:
-            raise reader.error("password_env", f"environment variable {name} is not set")
+        if not value:
+            # An empty variable is a deployment mistake (an unset secret in a
+            # unit file), not a 1C user without a password: say so at start.
+            raise reader.error("password_env", f"environment variable {name} is not set "
+                                               "or empty")
         return value
     if reader.has("password"):
-        return reader.string("password", empty=True)  # a 1C user may have no password
+        given = reader.values["password"]
+        if not isinstance(given, str):  # the type only: the value is a secret
+            raise reader.error("password", f"expected a string, got {type(given).__name__}")
+        return given  # a 1C user may have no password
     raise reader.error("password", "required: set password or password_env "
                                    "(the environment variable holding it)")
 
@@ -221,6 +240,16 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     if connect > timeout:
         raise reader.error("connect_timeout", f"{connect:g} s is longer than timeout "
                                               f"({timeout:g} s)")
+    ca_file: str | None = None
+    if reader.has("ca_file"):
+        ca_path = reader.path("ca_file", must_exist=True)
+        assert ca_path is not None
+        try:
+            ssl.create_default_context(cafile=str(ca_path))
+        except (OSError, ssl.SSLError) as exc:
+            raise reader.error("ca_file", f"not a PEM CA bundle: {str(ca_path)!r} "
+                                          f"({type(exc).__name__}: {exc})") from None
+        ca_file = str(ca_path)
     client = OneCSettings(
         base_url=_url(reader),
         username=reader.string("username"),
@@ -230,7 +259,11 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         event_timeout=reader.number("event_timeout", 5.0, 0, 120),
         ibsession=reader.boolean("ibsession", False),
         verify=reader.boolean("verify", True),
+        max_body=reader.integer("max_body", MAX_BODY, 1024, 1 << 30),
+        ca_file=ca_file,
     )
+    if ca_file is not None and not client.verify:
+        raise reader.error("ca_file", "verify = false checks no certificate; drop one of them")
     positive = reader.number("positive_ttl", 600.0, 0, 7 * 86400)
     negative = reader.number("negative_ttl", 120.0, 0, 7 * 86400)
     stale = reader.number("stale_ttl", 86400.0, 0, 30 * 86400)
@@ -267,6 +300,9 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         events_max_age=reader.number("events_max_age", 300.0, 0, 7 * 86400),
         events_retry_min=retry_min,
         events_retry_max=retry_max,
+        events_retention=reader.number("events_retention", 7 * 86400.0, 0, 366 * 86400),
+        events_max_rows=reader.integer("events_max_rows", 100_000, 100, 100_000_000),
+        events_prune_interval=reader.number("events_prune_interval", 3600.0, 1, 86400),
         drain_timeout=reader.number("drain_timeout", 3.0, 0, 60, allow_zero=True),
         warmup=_cron(reader),
         warmup_numbers=reader.strings("warmup_numbers"),
@@ -404,12 +440,17 @@ class OneCPlugin:
             stale_ttl=config.stale_ttl, failure_threshold=config.failure_threshold,
             open_seconds=config.open_seconds, rules=config.rules)
         if config.events:
-            self.queue = HistoryQueue(config.state_dir or engine.state_dir)
+            path = Path(config.state_dir or engine.state_dir) / FILENAME
+            # Off the loop: another process may hold the database's lock.
+            self.queue = await asyncio.to_thread(
+                HistoryQueue, path, retention=config.events_retention,
+                max_rows=config.events_max_rows)
             self.sender = HistorySender(
                 self.queue, self.client.post_event, max_age=config.events_max_age,
-                base_delay=config.events_retry_min, max_delay=config.events_retry_max)
+                base_delay=config.events_retry_min, max_delay=config.events_retry_max,
+                prune_interval=config.events_prune_interval)
             self.sender.start()
-            pending = self.queue.pending_count()
+            pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
         scheduler = engine.scheduler
@@ -431,30 +472,41 @@ class OneCPlugin:
     async def callrouter_shutdown(self, engine: EngineAPI) -> None:
         """Deliver what 1C can take now (bounded), then close; the rest stays on disk."""
         sender, config = self.sender, self.config
-        if sender is not None and config is not None and config.drain_timeout \
-                and sender.failures == 0 and self.healthy is not False \
-                and not await sender.drain(config.drain_timeout):
-            log.info("onec: %d call events not delivered yet; sent after the restart",
-                     sender.queue.pending_count())
-        await self._close()
+        try:
+            if sender is not None and config is not None and config.drain_timeout \
+                    and sender.failures == 0 and self.healthy is not False \
+                    and sender.running and not await sender.drain(config.drain_timeout):
+                log.info("onec: %d call events not delivered yet; sent after the restart",
+                         await asyncio.to_thread(sender.queue.pending_count))
+        except Exception:
+            log.exception("onec: could not drain the call history; closing anyway")
+        finally:
+            await self._close()
 
     async def _close(self) -> None:
+        """Release everything; each step runs even when an earlier one failed."""
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         sender, self.sender = self.sender, None
-        if sender is not None:
-            await sender.stop()
         queue, self.queue = self.queue, None
-        if queue is not None:
-            queue.close()
         cache, self.cache = self.cache, None
-        if cache is not None:
-            await cache.aclose()
         client, self.client = self.client, None
-        if client is not None:
-            await client.aclose()
+        steps: list[tuple[str, Any]] = [
+            ("history sender", sender.stop if sender is not None else None),
+            ("history database", (lambda: asyncio.to_thread(queue.close))
+             if queue is not None else None),
+            ("cache", cache.aclose if cache is not None else None),
+            ("HTTP client", client.aclose if client is not None else None),
+        ]
+        for what, close in steps:
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                log.exception("onec: closing the %s failed", what)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -489,7 +541,8 @@ class OneCPlugin:
             return 0
         numbers = list(config.warmup_numbers)
         if not numbers and self.queue is not None:
-            numbers = self.queue.frequent_callers(config.warmup_count)
+            numbers = await asyncio.to_thread(self.queue.frequent_callers,
+                                              config.warmup_count)
         await cache.warm(numbers)
         log.info("onec: warm-up asked 1C about %d numbers", len(numbers))
         return len(numbers)

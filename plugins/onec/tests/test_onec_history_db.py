@@ -1,0 +1,116 @@
+"""Issue 10 items 11, 13 and 16 (1C): the history database never holds up routing,
+is private to its owner, and is pruned while the router runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from callrouter_onec.history import FILENAME, CallRecord, HistoryQueue, HistorySender, build_event
+from callrouter_onec.models import EventAck
+
+
+def event(n: int) -> dict[str, Any]:
+    return build_event("ringing", CallRecord(f"1764590400.{n}", "in", "79161234567",
+                                             "74951234567",
+                                             started_at=datetime(2026, 12, 1, 12, 0, n)))
+
+
+class Sink:
+    """1C that accepts everything, recording what it got."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def __call__(self, payload: Mapping[str, Any]) -> EventAck:
+        self.received.append(str(payload["call_id"]))
+        return EventAck(f"id-{len(self.received)}", False)
+
+
+async def test_a_locked_database_never_stalls_the_loop_and_loses_nothing(
+        tmp_path: Path) -> None:
+    queue = HistoryQueue(tmp_path)
+    sink = Sink()
+    sender = HistorySender(queue, sink, base_delay=0.01, max_delay=0.05, idle_poll=0.05)
+    sender.start()
+    # A backup tool (another connection) takes the write lock and keeps it.
+    other = sqlite3.connect(queue.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        for n in range(5):  # what the decision hook does for five calls
+            assert sender.submit(event(n))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # the lock is held well past SQLite's busy timeout
+        assert sink.received == []
+        other.execute("ROLLBACK")  # the backup is done
+        assert await sender.drain(10.0)
+    finally:
+        stop.set()
+        await ticking
+        other.close()
+        await sender.stop()
+        queue.close()
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+    assert sorted(sink.received) == [f"1764590400.{n}" for n in range(5)]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_is_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    queue = HistoryQueue(state / FILENAME)  # the directory does not exist yet
+    try:
+        queue.enqueue(event(1))
+        assert mode(state) == 0o700
+        files = sorted(state.iterdir())
+        assert {f.name for f in files} >= {"onec-history.sqlite3", "onec-history.sqlite3-wal",
+                                           "onec-history.sqlite3-shm"}
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        queue.close()
+
+
+def test_an_old_world_readable_database_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "onec-history.sqlite3"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    HistoryQueue(path).close()
+    assert mode(path) == 0o600
+
+
+async def test_rows_are_pruned_while_running(tmp_path: Path) -> None:
+    queue = HistoryQueue(tmp_path, max_rows=3)
+    sender = HistorySender(queue, Sink(), base_delay=0.01, idle_poll=0.02, prune_interval=0)
+    sender.start()
+    try:
+        for n in range(10):
+            sender.submit(event(n))
+        assert await sender.drain(10.0)
+        for _ in range(200):  # the next turn of the sender's loop prunes
+            if queue.counts() == {"sent": 3}:
+                break
+            await asyncio.sleep(0.02)
+        assert queue.counts() == {"sent": 3}
+    finally:
+        await sender.stop()
+        queue.close()

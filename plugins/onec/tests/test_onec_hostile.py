@@ -1,0 +1,198 @@
+"""Issue 10 items 5, 6 and 9: no answer from 1C, however hostile, breaks the plugin.
+
+A deeply nested JSON answer used to raise ``RecursionError`` out of the
+client, which left the circuit breaker's half-open probe unresolved (1C
+routing stayed off while 1C was healthy) and killed the history sender; a
+huge body was read into memory whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import tracemalloc
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from callrouter_onec.cache import BreakerState, ResponsibleCache
+from callrouter_onec.client import OneCClient, OneCSettings
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.faults import NESTED_DEPTH
+from callrouter_onec.history import (
+    CallRecord,
+    HistoryQueue,
+    HistorySender,
+    QueuedEvent,
+    build_event,
+)
+from callrouter_onec.models import Responsible
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_deeply_nested_answer_is_unavailable(client: OneCClient,
+                                                   double: OneCDouble) -> None:
+    double.faults.add("nested", count=3)
+    event = build_event("ringing", CallRecord("1.1", "in", "79161234567", "74951234567",
+                                              started_at=datetime(2026, 12, 1, 12, 0)))
+    for ask in (lambda: client.responsible("79161234567"), client.ping,
+                lambda: client.post_event(event)):
+        with pytest.raises(OneCUnavailable, match="nests deeper than 32 levels"):
+            await ask()
+    assert NESTED_DEPTH > 10_000
+
+
+async def test_breaker_probe_resolves_on_a_nested_answer(client: OneCClient,
+                                                         double: OneCDouble) -> None:
+    clock = Clock()
+    cache = ResponsibleCache(client, failure_threshold=1, open_seconds=30, clock=clock)
+    try:
+        double.faults.add("500")
+        with pytest.raises(OneCUnavailable):
+            await cache.lookup("79161234567")
+        assert cache.breaker.state is BreakerState.OPEN
+        clock.now += 31  # half-open: the probe gets the nested answer
+        double.faults.add("nested")
+        with pytest.raises(OneCUnavailable):
+            await cache.lookup("79161234567")
+        assert cache.breaker.state is BreakerState.OPEN  # the probe failed, not vanished
+        clock.now += 31  # 1C is healthy again: the next probe closes the circuit
+        answer = await cache.lookup("79161234567")
+        assert answer is not None
+        assert answer.extension == "101"
+        assert cache.breaker.state is BreakerState.CLOSED
+    finally:
+        await cache.aclose()
+
+
+class Hostile:
+    """A source that fails with whatever a test hands it, then answers."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+
+    async def responsible(self, phone: str, *, did: str | None = None,
+                          call_id: str | None = None,
+                          deadline: float | None = None) -> Responsible:
+        if self.errors:
+            raise self.errors.pop(0)
+        return Responsible(False, phone)
+
+
+@pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), KeyError("x"),
+                                   asyncio.CancelledError()])
+async def test_half_open_probe_always_settles(error: BaseException) -> None:
+    clock = Clock()
+    source = Hostile([OneCUnavailable("down"), error])
+    cache = ResponsibleCache(source, failure_threshold=1, open_seconds=30, clock=clock)
+    try:
+        with pytest.raises(OneCUnavailable):
+            await cache.lookup("79161234567")
+        clock.now += 31
+        with pytest.raises((OneCUnavailable, asyncio.CancelledError)):
+            await cache.lookup("79161234567")
+        clock.now += 31
+        answer = await cache.lookup("79161234567")  # a probe is let through again
+        assert answer is not None
+        assert cache.breaker.state is BreakerState.CLOSED
+    finally:
+        await cache.aclose()
+
+
+def _peak_during(run: Callable[[], object]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_huge_body_stops_at_max_body(double: OneCDouble, settings: OneCSettings) -> None:
+    settings = dataclasses.replace(settings, timeout=3.0)  # max_body: the default 1 MiB
+    errors: list[str] = []
+
+    def lookup() -> None:
+        async def go() -> None:
+            async with OneCClient(settings) as client:
+                double.faults.add("huge")
+                try:
+                    await client.responsible("79161234567")
+                except OneCUnavailable as exc:
+                    errors.append(str(exc))
+        asyncio.run(go())
+
+    peak = _peak_during(lookup)
+    assert errors
+    assert "over max_body (1048576 bytes)" in errors[0]
+    # The double streams one reused chunk, so the peak is the client's own: the
+    # bound plus httpx's buffers, never the body (an unbounded read took hundreds of MB).
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+async def test_declared_length_over_the_bound_is_not_read(client: OneCClient,
+                                                          settings: OneCSettings) -> None:
+    small = dataclasses.replace(settings, max_body=100)
+    async with OneCClient(small) as tiny:
+        with pytest.raises(OneCUnavailable, match=r"answer of \d+ bytes is over max_body"):
+            await tiny.responsible("79161234567")
+    assert (await client.responsible("79161234567")).found
+
+
+async def test_history_sender_survives_a_nested_answer(tmp_path: Path, client: OneCClient,
+                                                       double: OneCDouble) -> None:
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=0.01, max_delay=0.05)
+    try:
+        double.faults.add("nested", path="/v1/calls/events")
+        sender.start()
+        sender.submit(build_event("ringing", CallRecord(
+            "1.1", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12))))
+        assert await sender.drain(10.0)
+        assert sender.running
+        assert [r.fault for r in double.requests("/v1/calls/events")] == ["nested", None]
+        assert queue.counts() == {"sent": 1}
+    finally:
+        await sender.stop()
+        queue.close()
+
+
+async def test_a_dying_sender_is_logged_and_restarted(tmp_path: Path, client: OneCClient,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=0.01, max_delay=0.05)
+    real = queue.pending
+    calls = 0
+
+    def broken_once(limit: int = 100) -> list[QueuedEvent]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug nobody foresaw")
+        return real(limit)
+
+    queue.pending = broken_once  # type: ignore[method-assign]
+    try:
+        sender.start()
+        sender.submit(build_event("ringing", CallRecord(
+            "1.2", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12))))
+        assert await sender.drain(10.0)
+        assert sender.restarts == 1
+        assert sender.running
+        assert "onec-history died; restarting it" in caplog.text
+        assert "a bug nobody foresaw" in caplog.text
+    finally:
+        await sender.stop()
+        queue.close()
