@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -122,7 +123,8 @@ class OneCDouble:
                  base_path: str = DEFAULT_BASE_PATH,
                  username: str = DEFAULT_USER, password: str = DEFAULT_PASSWORD,
                  ibsession: bool = False, session_max_age: float = 20.0,
-                 stale_session_status: int = 400) -> None:
+                 stale_session_status: int = 400,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.directory = data if isinstance(data, Directory) else load_directory(data)
         self.host = host
         self.port = port
@@ -132,6 +134,8 @@ class OneCDouble:
         self.ibsession = ibsession
         self.session_max_age = session_max_age
         self.stale_session_status = stale_session_status
+        #: A server-side context: serve HTTPS (a 1C publication behind a company CA).
+        self.tls = tls
         self.faults = FaultPlan()
         self.down = False
         self.event_book = EventBook()
@@ -152,6 +156,8 @@ class OneCDouble:
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.double = self
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={
@@ -181,7 +187,8 @@ class OneCDouble:
 
     @property
     def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:

@@ -435,3 +435,43 @@ async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
         assert not any(r.duplicate for r in double.event_book.receipts)
     finally:
         await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+async def test_nested_event_answer_then_shutdown_completes(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    """Issue 10 item 6: the sender used to die on this answer and shutdown stopped partway."""
+    onec, engine = started
+    double.faults.add("nested", path="/v1/calls/events")
+    onec.callrouter_notify("onec", {"event": "missed", "number": "8 916 123-45-67",
+                                    "to": "+7 495 123-45-67", "call_id": "n-2"}, None)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)  # retried after the nested answer, then delivered
+    assert [r.fault for r in double.requests("/v1/calls/events")] == ["nested", None]
+    assert onec.sender.running
+    client = onec.client
+    assert client is not None
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert (onec.client, onec.queue, onec.sender, onec.cache) == (None, None, None, None)
+    assert client._http.is_closed
+
+
+async def test_shutdown_closes_everything_even_when_a_step_fails(
+        started: tuple[OneCPlugin, FakeEngine], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    onec, engine = started
+    assert onec.sender is not None
+    assert onec.client is not None
+    assert onec.queue is not None
+    queue, client, real_stop = onec.queue, onec.client, onec.sender.stop
+
+    async def broken_stop() -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(onec.sender, "stop", broken_stop)
+    monkeypatch.setattr(onec.sender, "drain", broken_stop)
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert "onec: closing the history sender failed" in caplog.text
+    assert client._http.is_closed
+    with pytest.raises(Exception, match="closed"):
+        queue.counts()
+    await real_stop()  # the test's own cleanup: the sender itself never failed
