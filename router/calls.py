@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from router.ami.message import Event
+from router.ami.numbers import ascii_int
 
 __all__ = ["Call", "CallTracker", "Channel", "TimelineEntry"]
 
@@ -197,11 +198,21 @@ class CallTracker:
             self._end(call, self._clock())
 
     def sweep(self, *, force_oldest: bool = False) -> int:
-        """Drop calls older than the TTL (lost Hangups); return how many."""
+        """Drop calls older than the TTL (lost Hangups); return how many.
+
+        Calls are kept in the order they started (a dict keeps insertion order
+        and ``started`` is the clock at insertion), so the stale ones are a
+        prefix: the walk stops at the first fresh call, and evicting the oldest
+        one when full costs O(1), not a scan of every tracked call.
+        """
         now = self._clock()
-        stale = [c for c in self._calls.values() if now - c.started > self._ttl]
+        stale: list[Call] = []
+        for call in self._calls.values():
+            if now - call.started <= self._ttl:
+                break
+            stale.append(call)
         if force_oldest and not stale and self._calls:
-            stale = [min(self._calls.values(), key=lambda c: c.started)]
+            stale = [next(iter(self._calls.values()))]
         for call in stale:
             self._end(call, now)
         return len(stale)
@@ -210,7 +221,8 @@ class CallTracker:
 def _answers(name: str, event: Event) -> bool:
     if name == "DialEnd":
         return event.get("DialStatus") == "ANSWER"
-    return name == "BridgeEnter" and int(event.get("BridgeNumChannels") or 0) >= 2
+    # An unparsable count (not ASCII digits) is treated as absent, never fatal.
+    return name == "BridgeEnter" and (ascii_int(event.get("BridgeNumChannels")) or 0) >= 2
 
 
 def _detail(event: Event) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,7 @@ __all__ = [
     "Config",
     "PluginSettings",
     "RouterSettings",
+    "exposed_secret_files",
     "load_config",
 ]
 
@@ -70,6 +72,15 @@ COMMAND_LINE = "command line"
 AuthMode = Literal["cookie", "digest"]
 Format = Literal["rawman", "mxml"]
 LogFormat = Literal["text", "json"]
+
+#: ``[asterisk] max_response_bytes`` default: a CoreShowChannels of 10,000
+#: channels is about 8 MB; bounds from 64 KiB to 1 GiB.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: Setting names whose values are credentials: masked in repr() of the config.
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "key")
+_URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 
 _ENDPOINTS = ("rawman", "mxml", "manager", "arawman", "amxml", "amanager")
 
@@ -95,6 +106,8 @@ class AsteriskSettings:
     waitevent_timeout: float = 20.0
     #: "native" (lean HTTP/1.1, the default) or "httpx"; digest auth always uses httpx.
     http_client: Literal["native", "httpx"] = "native"
+    #: Largest AJAM response body accepted, whatever its HTTP framing.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def scheme(self) -> str:
@@ -145,6 +158,14 @@ class PluginSettings:
     settings: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}))
 
+    def __repr__(self) -> str:
+        # Plugin tables hold credentials (the 1C password, tokens, URLs with
+        # user:password@): repr() goes to logs and tracebacks, so mask them.
+        masked = {name: {key: _masked(key, value) for key, value in table.items()}
+                  for name, table in self.settings.items()}
+        return (f"PluginSettings(enabled={self.enabled!r}, disabled={self.disabled!r}, "
+                f"settings={masked!r})")
+
     def for_plugin(self, name: str) -> Mapping[str, object]:
         """The ``[plugins.NAME]`` table, or an empty mapping."""
         return self.settings.get(name, MappingProxyType({}))
@@ -172,7 +193,7 @@ _SECTIONS = ("asterisk", "router", "plugins")
 _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": ("url", "username", "secret", "secret_env", "auth", "format", "verify",
                  "client_cert", "client_key", "connect_timeout", "request_timeout",
-                 "waitevent_timeout", "http_client"),
+                 "waitevent_timeout", "http_client", "max_response_bytes"),
     "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
     "plugins": ("enabled", "disabled"),
 }
@@ -302,6 +323,14 @@ class SettingsReader:
 
 
 
+def _masked(key: str, value: object) -> object:
+    if any(word in key.lower() for word in _SECRET_WORDS):
+        return "<redacted>"
+    if isinstance(value, str) and "@" in value:
+        return _URL_USERINFO.sub(r"\1<redacted>@", value)
+    return value
+
+
 def _show(value: object) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
             dict: "table"}.get(type(value), type(value).__name__)
@@ -323,6 +352,11 @@ def _reject_unknown(section: str, values: Mapping[str, object], origins: Mapping
 
 def _url(reader: SettingsReader) -> str:
     raw = reader.string("url")
+    if "@" in raw:
+        # Checked before anything that quotes the URL back: the part before '@'
+        # may be a password, and error messages end up in logs and tickets.
+        raise reader.error("url", "put no credentials in the URL (user:password@host); "
+                                  "use username and secret or secret_env")
     parts = urllib.parse.urlsplit(raw.strip())
     if parts.scheme not in ("http", "https"):
         raise reader.error("url", f"expected http:// or https://, got {raw!r}")
@@ -346,15 +380,31 @@ def _url(reader: SettingsReader) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def _secret_value(reader: SettingsReader) -> str:
+    # Like reader.string("secret"), but a wrong value is never quoted back.
+    value = reader.values["secret"]
+    if not isinstance(value, str):
+        kind = _show(value).split(" ", 1)[0]
+        raise reader.error("secret", f"expected a string, got a {kind} (value not shown)")
+    if not value.strip():
+        raise reader.error("secret", "must not be empty")
+    return value
+
+
 def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, str]:
     if reader.origins.get("secret") == COMMAND_LINE and reader.has("secret"):
-        return reader.string("secret"), COMMAND_LINE
+        return _secret_value(reader), COMMAND_LINE
     if reader.has("secret") and reader.has("secret_env"):
         raise reader.error("secret", "give either secret or secret_env, not both")
     if reader.has("secret"):
-        return reader.string("secret"), reader.origins.get("secret", "file")
+        return _secret_value(reader), reader.origins.get("secret", "file")
     if reader.has("secret_env"):
         name = reader.string("secret_env")
+        if _ENV_NAME.fullmatch(name) is None:
+            # Most likely the secret itself was pasted here: do not echo it.
+            raise reader.error("secret_env", "expected the name of an environment variable "
+                                             "(letters, digits and _), not the secret itself "
+                                             "(value not shown)")
         value = environ.get(name)
         if not value:
             raise reader.error("secret_env", f"environment variable {name} is not set or empty")
@@ -407,6 +457,8 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         waitevent_timeout=reader.seconds("waitevent_timeout", 20.0),
         http_client=cast(Literal["native", "httpx"],
                          reader.choice("http_client", ("native", "httpx"), "native")),
+        max_response_bytes=reader.integer("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES,
+                                          64 * 1024, 1024 * 1024 * 1024),
     )
 
 
@@ -543,3 +595,35 @@ def load_config(
         plugins=_plugins(reader("plugins")),
         path=None if missing or file is None else file,
     )
+
+
+def _holds_secret(config: Config) -> bool:
+    if config.path is not None and config.asterisk.secret_source == str(config.path):
+        return True
+    return any(any(word in key.lower() for word in _SECRET_WORDS) and value
+               for table in config.plugins.settings.values() for key, value in table.items())
+
+
+def exposed_secret_files(config: Config) -> list[str]:
+    """Warnings for files holding a secret that group or others may read.
+
+    ``router.toml`` when it holds the AMI secret or a plugin's password or
+    token, and the TLS client key. A warning, not an error: the file may sit
+    in a folder nobody else can enter, which we do not try to prove.
+    """
+    files: list[Path] = []
+    if config.path is not None and _holds_secret(config):
+        files.append(config.path)
+    if config.asterisk.client_key is not None:
+        files.append(config.asterisk.client_key)
+    warnings: list[str] = []
+    for path in files:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o044:
+            warnings.append(
+                f"{path}: holds a secret but is readable by group or others "
+                f"(mode {mode:04o}); run: chmod 600 {path}")
+    return warnings

@@ -37,18 +37,21 @@ from apscheduler.triggers.cron import CronTrigger
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.message import Event
+from router.ami.numbers import ascii_float
 from router.ami.stream import EventStream, StreamGap
 from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import LocationPolicy, request_caller, request_did
 from router.errors import AMIAuthenticationError, AMIError
 from router.executor import ActionOutcome, Executor
+from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
 from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo, Context
 from router.rules.decision import Action
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context
+from router.supervise import Throttle, log_task_failure, logged
 
 __all__ = ["Engine", "EngineAPI", "EngineOptions", "RouteRecord"]
 
@@ -169,6 +172,8 @@ class Engine:
         self._stopped = False
         self._stopping = asyncio.Event()
         self._rule_mtimes: dict[Path, float] = {}
+        #: One log line per kind of bad event per minute, not one per event.
+        self._bad_events = Throttle(log)
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
         self.records: list[RouteRecord] = []
         #: "Now" for rules (working hours); the demo and tests may pin it.
@@ -236,15 +241,18 @@ class Engine:
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
-            self._scheduler.add_job(self._check_rule_files, "interval",
+            self._scheduler.add_job(logged("rule file watch", self._check_rule_files, logger=log),
+                                    "interval",
                                     seconds=self.options.watch_interval, id="callrouter-watch",
                                     replace_existing=True)
         # Timed housekeeping: the stream's polling already keeps the session
         # alive; the Ping proves the action path works, the sweep bounds memory
         # when Hangups were lost in a gap.
-        self._scheduler.add_job(self._keepalive, "interval", seconds=self.options.keepalive,
+        self._scheduler.add_job(logged("keepalive", self._keepalive, logger=log), "interval",
+                                seconds=self.options.keepalive,
                                 id="callrouter-keepalive", replace_existing=True)
-        self._scheduler.add_job(self._sweep, "interval", seconds=60, id="callrouter-sweep",
+        self._scheduler.add_job(logged("sweep", self._sweep, logger=log), "interval", seconds=60,
+                                id="callrouter-sweep",
                                 replace_existing=True)
         await self.plugins.startup(self)
         self._stream = EventStream(self._client,
@@ -270,18 +278,41 @@ class Engine:
         log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url,
                  self.shadow)
         try:
-            async for item in self._stream:
-                if isinstance(item, StreamGap):
-                    await self._on_gap(item)
-                else:
-                    await self.handle_event(item)
-                if self._stopping.is_set():
-                    break
+            while not self._stopping.is_set():
+                try:
+                    await self._consume(self._stream)
+                    break  # the stream ended: it was stopped
+                except AMIAuthenticationError:
+                    raise  # wrong credentials do not heal by retrying
+                except Exception:
+                    # The stream catches its own errors; this is a backstop so
+                    # that nothing short of a stop request ends the service.
+                    self._bad_events.exception("stream", "event stream failed; restarting it")
+                    await asyncio.sleep(1.0)
         except asyncio.CancelledError:
             if not self._stopping.is_set():
                 raise
         finally:
             self._serve_task = None
+
+    async def _consume(self, stream: EventStream) -> None:
+        async for item in stream:
+            # Each event is guarded on its own: a malformed event, or a bug it
+            # triggers in the tracker, a plugin or a rule, is logged (throttled)
+            # and skipped; the next event is handled as usual.
+            try:
+                if isinstance(item, StreamGap):
+                    await self._on_gap(item)
+                else:
+                    await self.handle_event(item)
+            except AMIAuthenticationError:
+                raise
+            except Exception:
+                name = "gap" if isinstance(item, StreamGap) else item.name
+                self._bad_events.exception(f"{name[:64]}", "event %s skipped: handling it failed",
+                                           name[:64])
+            if self._stopping.is_set():
+                break
 
     async def run(self) -> None:
         """start + serve + stop: what ``callrouter run`` does."""
@@ -382,7 +413,8 @@ class Engine:
             except ValueError as exc:
                 log.error("rule %r: schedule %r: %s", name, cron, exc)
                 continue
-            self._scheduler.add_job(self._run_schedule, trigger, args=[name], id=f"rule:{name}",
+            self._scheduler.add_job(logged(f"schedule {name}", self._run_schedule, logger=log),
+                                    trigger, args=[name], id=f"rule:{name}",
                                     replace_existing=True)
 
     async def _run_schedule(self, name: str) -> None:
@@ -433,6 +465,8 @@ class Engine:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Nobody awaits these tasks: a failure is logged with the task's name.
+        task.add_done_callback(_log_task_failure)
 
     # -- routing -----------------------------------------------------------------------
 
@@ -528,16 +562,18 @@ class Engine:
         self.records.append(record)
         if len(self.records) > _RECORDS_KEPT:
             del self.records[: len(self.records) - _RECORDS_KEPT]
+        # Caller and DID come from whoever places the call: control characters
+        # are escaped here, so no log handler ever prints them raw.
         if self._config.router.log_format == "json":
-            decision_log.info(json.dumps(record.to_dict(), ensure_ascii=False))
+            decision_log.info(escape_json_line(json.dumps(record.to_dict(), ensure_ascii=False)))
         else:
             acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
             total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
-            decision_log.info("call %s from %s to %s: rule %s -> %s [%s] in %s%s",
-                              record.linkedid, record.caller, record.did,
-                              record.rules[0] if record.rules else "-", record.outcome, acts,
-                              total, "".join(f"; rejected {r['rule']}: {r['reason']}"
-                                             for r in record.rejected))
+            rule = record.rules[0] if record.rules else "-"
+            line = (f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
+                    f"-> {record.outcome} [{acts}] in {total}"
+                    + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected))
+            decision_log.info("%s", escape_controls(line))
 
     # -- gaps ----------------------------------------------------------------------------
 
@@ -605,11 +641,15 @@ class Engine:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
 
+def _log_task_failure(task: asyncio.Task[Any]) -> None:
+    log_task_failure(task, logger=log)
+
+
 def _float(text: str | None, default: float) -> float:
-    try:
-        return float(text) if text else default
-    except ValueError:
-        return default
+    # Outside text (a UserEvent's Wait/Timestamp, a channel variable): ASCII
+    # digits only and finite; "nan", "inf", "1e999" or "٣" count as absent.
+    value = ascii_float(text)
+    return default if value is None else value
 
 
 def _call_info(call: Call | None, event: Event | None) -> CallInfo | None:

@@ -25,7 +25,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -34,8 +34,11 @@ import httpx
 
 from router.ami.actions import AMIActions
 from router.ami.http import (
+    MAX_BODY,
     ConnectionPool,
+    Headers,
     HTTPError,
+    HTTPProtocolError,
     HTTPResponse,
     StaleConnectionError,
     build_request,
@@ -59,6 +62,7 @@ from router.errors import (
     AMITimeoutError,
     AMIValidationError,
 )
+from router.logsafe import install_redaction, register_secret
 
 if TYPE_CHECKING:
     from router.config import AsteriskSettings
@@ -70,7 +74,10 @@ log = logging.getLogger("router.ami.client")
 AuthMode = Literal["cookie", "digest"]
 WireFormat = Literal["rawman", "mxml"]
 
-_MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
+#: The session cookie as we send it back: RFC 6265 cookie-octets only, bounded,
+#: so a hostile Set-Cookie cannot inject headers or NULs into our requests.
+_COOKIE = re.compile(r'mansession_id=("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,256}\1')
+_MAX_AGE = re.compile(r"max-age\s*=\s*([0-9]{1,9})(?![0-9])", re.IGNORECASE | re.ASCII)
 
 #: Actions that change nothing on the PBX, so repeating one after a dropped
 #: connection is harmless. Anything not here and not matching the name
@@ -110,7 +117,8 @@ class ClientSettings:
 
     url: str
     username: str
-    secret: str
+    #: Never in repr(): settings end up in logs and tracebacks.
+    secret: str = field(repr=False)
     auth: AuthMode = "cookie"
     format: WireFormat = "rawman"
     verify: bool | str = True
@@ -126,6 +134,9 @@ class ClientSettings:
     #: connections before Asterisk does; this prevents most stale-connection
     #: errors instead of retrying them.
     keepalive_expiry: float = 10.0
+    #: Largest AJAM response body accepted (``[asterisk] max_response_bytes``),
+    #: whatever its framing: a broken or hostile peer cannot fill our memory.
+    max_response_bytes: int = MAX_BODY
 
     @classmethod
     def from_config(cls, cfg: AsteriskSettings) -> ClientSettings:
@@ -142,6 +153,7 @@ class ClientSettings:
             connect_timeout=cfg.connect_timeout,
             request_timeout=cfg.request_timeout,
             http_client=cfg.http_client,
+            max_response_bytes=cfg.max_response_bytes,
         )
 
 
@@ -160,6 +172,10 @@ class AJAMClient(AMIActions[ActionResult]):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
+        # httpx/httpcore print headers at DEBUG: keep the secret and the
+        # session cookie out of every log, whatever the log level.
+        register_secret(settings.secret)
+        install_redaction()
         base = settings.url.rstrip("/")
         endpoint = settings.format if settings.auth == "cookie" else f"a{settings.format}"
         self._endpoint = f"{base}/{endpoint}"
@@ -200,6 +216,7 @@ class AJAMClient(AMIActions[ActionResult]):
                 max_connections=settings.max_connections,
                 keepalive_expiry=settings.keepalive_expiry,
                 connect_timeout=settings.connect_timeout,
+                max_body=settings.max_response_bytes,
             )
         self._target = parts.path or "/"
         self._host_header = parts.netloc
@@ -366,12 +383,7 @@ class AJAMClient(AMIActions[ActionResult]):
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                resp = await self._http.post(
-                    self._endpoint,
-                    content=body,
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
+                resp = await self._post_httpx(body, timeout)
             except httpx.TimeoutException as exc:
                 raise AMITimeoutError(
                     f"{action.name}: no answer from {self._endpoint} within "
@@ -393,6 +405,36 @@ class AJAMClient(AMIActions[ActionResult]):
                 raise AMIConnectionError(f"{action.name}: HTTP error: {exc}") from exc
             return self._parse(action, resp)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post_httpx(self, body: bytes, timeout: float | None) -> HTTPResponse:
+        """POST through httpx, streaming the answer so an endless body stops at the bound."""
+        limit = self.settings.max_response_bytes
+        request = self._http.build_request(
+            "POST", self._endpoint, content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        resp = await self._http.send(request, stream=True)
+        try:
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isascii() and declared.isdigit() and \
+                    int(declared) > limit:
+                raise AMIProtocolError(
+                    f"response body of {declared} bytes is over the limit of {limit} "
+                    "([asterisk] max_response_bytes)")
+            chunks: list[bytes] = []
+            size = 0
+            # Decoded bytes are counted, so a compressed body cannot expand past the bound.
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise AMIProtocolError(
+                        f"response body over {limit} bytes ([asterisk] max_response_bytes)")
+                chunks.append(chunk)
+        finally:
+            await resp.aclose()
+        return HTTPResponse(resp.status_code, Headers(resp.headers.multi_items()),
+                            b"".join(chunks))
 
     async def _post_native(self, action: Action, *, timeout: float | None) -> ActionResult:
         assert self._pool is not None
@@ -420,6 +462,8 @@ class AJAMClient(AMIActions[ActionResult]):
                     continue
                 raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
                                          f"broke: {exc}") from exc
+            except HTTPProtocolError as exc:
+                raise AMIProtocolError(f"{action.name}: {exc}") from exc
             except HTTPError as exc:
                 raise AMIConnectionError(f"{action.name}: {exc}") from exc
             except OSError as exc:
@@ -429,7 +473,10 @@ class AJAMClient(AMIActions[ActionResult]):
                 raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
             cookie = resp.headers.get("set-cookie")
             if cookie and cookie.lstrip().startswith("mansession_id="):
-                self._cookie = cookie.split(";", 1)[0].strip()
+                value = cookie.split(";", 1)[0].strip()
+                if _COOKIE.fullmatch(value) is None:
+                    raise AMIProtocolError(f"{action.name}: malformed mansession_id cookie")
+                self._cookie = value
             return self._parse(action, resp)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -455,7 +502,8 @@ class AJAMClient(AMIActions[ActionResult]):
             if match:
                 self.session_ttl = int(match.group(1))
         try:
-            messages = parse_body(resp.content, resp.headers.get("content-type"))
+            messages = parse_body(resp.content, resp.headers.get("content-type"),
+                                  max_size=self.settings.max_response_bytes)
             result = assemble_result(messages)
         except AMIProtocolError as exc:
             raise AMIProtocolError(f"{action.name}: {exc}") from None

@@ -23,10 +23,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from router.ami.numbers import ascii_hex, ascii_int
+
 __all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
     "ConnectionPool",
     "HTTPError",
+    "HTTPProtocolError",
     "HTTPResponse",
+    "Headers",
     "ResponseParser",
     "StaleConnectionError",
     "build_request",
@@ -34,12 +40,22 @@ __all__ = [
 
 #: Largest response head we read; Asterisk's are a few hundred bytes.
 MAX_HEAD = 64 * 1024
-#: Largest body; matches the AMI layer's own bound.
+#: Largest body by default (``[asterisk] max_response_bytes``); the AMI layer's own bound.
 MAX_BODY = 32 * 1024 * 1024
+#: Longest chunk-size line (hex digits plus extensions) we wait for.
+_MAX_CHUNK_LINE = 1024
 
 
 class HTTPError(ConnectionError):
     """The server's answer is not HTTP we understand (or it broke mid-answer)."""
+
+
+class HTTPProtocolError(HTTPError):
+    """Bytes that are not an HTTP response we accept: malformed or over a bound.
+
+    The only error :class:`ResponseParser` raises for bad input; the AJAM
+    client maps it onto :class:`~router.errors.AMIProtocolError`.
+    """
 
 
 class StaleConnectionError(HTTPError):
@@ -85,23 +101,34 @@ def build_request(method: str, target: str, host: str, body: bytes,
     """The request's bytes; header values with line breaks are refused."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers:
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"header {name!r} contains a line break")
+        if any(c in value or c in name for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break or NUL")
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 class ResponseParser:
-    """Incremental parser of one response: feed bytes until it returns the response."""
+    """Incremental parser of one response: feed bytes until it returns the response.
 
-    def __init__(self, *, max_body: int = MAX_BODY) -> None:
+    Every framing is bounded: the head (status line and headers) by
+    ``max_head``, the body by ``max_body`` whether it is announced by
+    ``Content-Length``, chunked (the chunk-size lines and trailers count
+    against ``max_head``) or read until the peer closes. Anything malformed or
+    too big raises :class:`HTTPProtocolError`; a peer that closes mid-answer
+    :class:`HTTPError`. Nothing else escapes.
+    """
+
+    def __init__(self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD) -> None:
         self._buffer = bytearray()
         self._head: HTTPResponse | None = None
         self._length: int | None = None
         self._chunked = False
         self._max_body = max_body
+        self._max_head = max_head
         self._body = bytearray()
+        #: Bytes of chunk-size lines and trailers seen so far (bounded by max_head).
+        self._framing = 0
 
     @property
     def started(self) -> bool:
@@ -111,15 +138,18 @@ class ResponseParser:
         self._buffer += data
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD:
-                    raise HTTPError(f"response head over {MAX_HEAD} bytes")
+            if end < 0 or end > self._max_head:
+                if len(self._buffer) > self._max_head:
+                    raise HTTPProtocolError(f"response head over {self._max_head} bytes")
                 return None
             self._parse_head(bytes(self._buffer[:end]))
             del self._buffer[: end + 4]
         if self._chunked:
             return self._feed_chunked()
         if self._length is None:
+            if len(self._buffer) > self._max_body:
+                raise HTTPProtocolError(
+                    f"response body is too large: over {self._max_body} bytes (read until close)")
             return None  # read to EOF: finish() completes it
         if len(self._buffer) >= self._length:
             assert self._head is not None
@@ -138,54 +168,73 @@ class ResponseParser:
     def _parse_head(self, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
         status = lines[0].split(" ", 2)
-        if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
-            raise HTTPError(f"not an HTTP response: {lines[0][:80]!r}")
+        code = ascii_int(status[1]) if len(status) >= 2 and len(status[1]) == 3 else None
+        if code is None or not status[0].startswith("HTTP/1."):
+            raise HTTPProtocolError(f"not an HTTP response: {lines[0][:80]!r}")
         items = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if not sep:
-                raise HTTPError(f"malformed header line {line[:80]!r}")
+                raise HTTPProtocolError(f"malformed header line {line[:80]!r}")
             items.append((name.strip(), value.strip()))
         headers = Headers(items)
         keep_alive = (headers.get("connection") or "").lower() != "close" and \
             status[0] != "HTTP/1.0"
-        self._head = HTTPResponse(int(status[1]), headers, b"", keep_alive)
+        self._head = HTTPResponse(code, headers, b"", keep_alive)
         if (headers.get("transfer-encoding") or "").lower() == "chunked":
             self._chunked = True
             return
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise HTTPError(f"bad Content-Length {length!r}")
-            self._length = int(length)
-            if self._length > self._max_body:
-                raise HTTPError(f"response body of {self._length} bytes is too large")
-        elif int(status[1]) in (204, 304) or 100 <= int(status[1]) < 200:
+        text = headers.get("content-length")
+        if text is not None:
+            length = ascii_int(text)
+            if length is None:
+                raise HTTPProtocolError(f"bad Content-Length {text[:40]!r}")
+            if length > self._max_body:
+                raise HTTPProtocolError(f"response body of {length} bytes is too large "
+                                        f"(limit {self._max_body})")
+            self._length = length
+        elif code in (204, 304) or 100 <= code < 200:
             self._length = 0
+
+    def _take_framing(self, size: int) -> None:
+        self._framing += size
+        if self._framing > self._max_head:
+            raise HTTPProtocolError(f"chunk-size lines and trailers over {self._max_head} bytes")
 
     def _feed_chunked(self) -> HTTPResponse | None:
         buf = self._buffer
         while True:
             end = buf.find(b"\r\n")
             if end < 0:
+                if len(buf) > _MAX_CHUNK_LINE:
+                    raise HTTPProtocolError("chunk-size line too long")
                 return None
-            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HTTPError(f"bad chunk size {size_text[:20]!r}") from None
+            if end > _MAX_CHUNK_LINE:
+                raise HTTPProtocolError("chunk-size line too long")
+            size_text = bytes(buf[:end]).split(b";", 1)[0].strip(b" \t")
+            size = ascii_hex(size_text.decode("latin-1"))
+            if size is None:
+                raise HTTPProtocolError(f"bad chunk size {size_text[:20]!r}")
+            if len(self._body) + size > self._max_body:
+                raise HTTPProtocolError(
+                    f"chunked response body is too large: over {self._max_body} bytes")
             if size == 0:
+                # Trailers (usually none) end with an empty line; bounded like the head.
                 tail = buf.find(b"\r\n\r\n", end)
-                if tail < 0 and bytes(buf[end:end + 4]) != b"\r\n\r\n":
+                if bytes(buf[end:end + 4]) != b"\r\n\r\n" and tail < 0:
+                    if len(buf) - end + self._framing > self._max_head:
+                        raise HTTPProtocolError(f"chunked trailers over {self._max_head} bytes")
                     return None
+                self._take_framing(tail + 4)
                 assert self._head is not None
                 self._head.content = bytes(self._body)
                 return self._head
             if len(buf) < end + 2 + size + 2:
                 return None
+            if bytes(buf[end + 2 + size : end + 4 + size]) != b"\r\n":
+                raise HTTPProtocolError("chunk not followed by CRLF")
+            self._take_framing(end + 4)
             self._body += buf[end + 2 : end + 2 + size]
-            if len(self._body) > self._max_body:
-                raise HTTPError("chunked response body is too large")
             del buf[: end + 2 + size + 2]
 
 
@@ -212,8 +261,12 @@ class ConnectionPool:
         max_connections: int = 20,
         keepalive_expiry: float = 10.0,
         connect_timeout: float = 3.0,
+        max_body: int = MAX_BODY,
+        max_head: int = MAX_HEAD,
     ) -> None:
         self.host = host
+        self._max_body = max_body
+        self._max_head = max_head
         self.port = port
         self._ssl = ssl_context
         self._idle: list[_Connection] = []
@@ -232,7 +285,9 @@ class ConnectionPool:
             async with asyncio.timeout(timeout):
                 conn, reused = await self._acquire()
                 try:
-                    response = await self._exchange(conn, request, reused)
+                    response = await self._exchange(
+                        conn, request, reused,
+                        ResponseParser(max_body=self._max_body, max_head=self._max_head))
                 except BaseException:
                     conn.close()
                     raise
@@ -258,8 +313,8 @@ class ConnectionPool:
         return _Connection(reader, writer), False
 
     @staticmethod
-    async def _exchange(conn: _Connection, request: bytes, reused: bool) -> HTTPResponse:
-        parser = ResponseParser()
+    async def _exchange(conn: _Connection, request: bytes, reused: bool,
+                        parser: ResponseParser) -> HTTPResponse:
         try:
             conn.writer.write(request)
             await conn.writer.drain()

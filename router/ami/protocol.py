@@ -275,15 +275,19 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
     return messages
 
 
-def parse_body(body: bytes, content_type: str | None = None) -> list[Message]:
+def parse_body(body: bytes, content_type: str | None = None, *,
+               max_size: int = MAX_BODY_BYTES) -> list[Message]:
     """Parse an AJAM body, choosing the format by content type or first byte."""
     kind = (content_type or "").lower()
     if "xml" in kind or (not kind and body.lstrip()[:1] == b"<"):
-        return parse_mxml(body)
-    return parse_rawman(body)
+        return parse_mxml(body, max_size=max_size)
+    return parse_rawman(body, max_size=max_size)
 
 
 # --------------------------------------------------------------------------- actions
+
+#: Parameters whose values are credentials (Login's Secret, Challenge's Key).
+_SECRET_PARAMS = frozenset({"secret", "key"})
 
 ParamValue = str | int | float | bool | Sequence[str] | Mapping[str, object]
 
@@ -327,6 +331,12 @@ class Action:
                 pairs.append((key, _scalar(value)))
         return cls(name, tuple(pairs), action_id)
 
+    def __repr__(self) -> str:
+        # The Login action carries the AMI secret: never let it reach a log line.
+        params = tuple((k, "<redacted>" if k.lower() in _SECRET_PARAMS else v)
+                       for k, v in self.params)
+        return f"Action(name={self.name!r}, params={params!r}, action_id={self.action_id!r})"
+
     def with_action_id(self, action_id: str) -> Action:
         return Action(self.name, self.params, action_id)
 
@@ -341,12 +351,18 @@ class Action:
                 f"{self.name}: {len(out)} headers, Asterisk reads at most {MAX_ACTION_HEADERS}"
             )
         for key, value in out:
-            if not key or any(c in key for c in ":\r\n =&"):
+            if not key or any(c in key for c in ":\r\n\0 =&"):
                 raise AMIValidationError(f"{self.name}: invalid parameter name {key!r}")
             if "\r" in value or "\n" in value:
                 raise AMIValidationError(
                     f"{self.name}: parameter {key!r} contains a line break, which would "
                     "inject headers"
+                )
+            if "\0" in value:
+                # Asterisk's C strings end at NUL: the value would arrive cut short.
+                raise AMIValidationError(
+                    f"{self.name}: parameter {key!r} contains a NUL byte, which would "
+                    "silently truncate it in Asterisk"
                 )
         return out
 

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from router.ami.message import Event
 from router.errors import AMIAuthenticationError, AMIError, AMIProtocolError
+from router.supervise import Throttle
 
 __all__ = ["Backoff", "EventHandler", "EventStream", "StreamGap"]
 
@@ -116,6 +117,7 @@ class EventStream:
         self._running = False
         self._stopped = False
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._unexpected = Throttle(log)
         #: Events delivered and gaps reported, for status pages and tests.
         self.events_seen = 0
         self.gaps_seen = 0
@@ -179,9 +181,14 @@ class EventStream:
                 events = await client.wait_event(self._poll_timeout)
             except AMIAuthenticationError:
                 raise  # wrong credentials do not heal by retrying
-            except (AMIError, OSError) as exc:
+            except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
                 if isinstance(exc, AMIProtocolError):
                     log.warning("event stream: bad reply from Asterisk: %s", exc)
+                elif not isinstance(exc, AMIError | OSError):
+                    # A bug on our side, or input no parser foresaw: the stream
+                    # carries on (a gap is reported), and the traceback is kept.
+                    self._unexpected.exception(type(exc).__name__,
+                                               "event stream: unexpected error, retrying")
                 if failing_since is None:
                     failing_since = last_ok
                     log.warning("event stream lost Asterisk: %s", exc)

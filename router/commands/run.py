@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from router.commands._connect import add_connection_arguments, load_from_args
+from router.config import Config, exposed_secret_files
 from router.engine import Engine
+from router.logsafe import JsonFormatter, TextFormatter, install_redaction
+
+__all__ = ["JsonFormatter", "TextFormatter", "register", "run", "setup_logging"]
+
+log = logging.getLogger("router.run")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,31 +37,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; decision lines are already JSON and pass through."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "router.decision" and message.startswith("{"):
-            return message
-        data = {"ts": round(record.created, 3), "level": record.levelname,
-                "logger": record.name, "message": message}
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False)
-
-
 def setup_logging(fmt: str, level: str) -> None:
+    """Log to stderr; outside values escaped (terminal injection), secrets masked."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    install_redaction()
+
+
+def warn_exposed_secrets(config: Config) -> None:
+    """Say so at start when a file holding a secret can be read by other users."""
+    for warning in exposed_secret_files(config):
+        log.warning("%s", warning)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         )
         config = replace(config, router=router)
     setup_logging(config.router.log_format, args.log_level)
+    warn_exposed_secrets(config)
     return asyncio.run(_serve(Engine(config)))
 
 
@@ -81,6 +81,6 @@ async def _serve(engine: Engine) -> int:
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
         loop.add_signal_handler(signal.SIGINT, engine.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, engine.reload)
+        loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
     await engine.run()
     return 0

@@ -1,0 +1,143 @@
+"""Log lines that outside values cannot forge, and that never carry a secret.
+
+Two threats, both from values we do not control reaching the log:
+
+* Terminal injection and line forging. The caller's number and name come
+  from whoever places the SIP call; an ``ESC [`` sequence in them repaints the
+  terminal of an admin who runs ``tail -f``, a newline forges a second log
+  line, a bidi override reorders what the admin reads. :func:`escape_controls`
+  writes every such character as a visible ``\\xNN``/``\\uNNNN`` escape; the
+  text and JSON formatters of ``callrouter run`` apply it to every line.
+* Credentials. httpcore logs response headers at DEBUG, including the AMI
+  session cookie (``mansession_id``), which is as good as the secret for as
+  long as the session lives. :func:`install_redaction` puts a filter on the
+  HTTP libraries' loggers that masks it, plus every secret registered with
+  :func:`register_secret`, before any handler sees the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from types import TracebackType
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "escape_controls",
+    "escape_json_line",
+    "install_redaction",
+    "redact",
+    "register_secret",
+]
+
+#: C0 controls except tab, DEL, C1 controls, line/paragraph separators, and the
+#: bidi embeddings, overrides and isolates (the "Trojan Source" characters).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                     "\u202a-\u202e\u2066-\u2069]")
+#: The same, but newlines stay: used for tracebacks, which are multi-line by design.
+_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                               "\u202a-\u202e\u2066-\u2069]")
+#: What json.dumps(ensure_ascii=False) leaves raw: DEL, C1, separators, bidi.
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control, separator and bidi character made visible."""
+    pattern = _UNSAFE_MULTILINE if keep_newlines else _UNSAFE
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_escape, text)
+
+
+def escape_json_line(line: str) -> str:
+    """A JSON document with the characters json leaves raw written as ``\\uNNNN``.
+
+    Such characters can only occur inside JSON strings, where the escape is
+    valid and decodes to the same value.
+    """
+    if _UNSAFE_JSON.search(line) is None:
+        return line
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format of ``callrouter run``, with outside values escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: _ExcInfo) -> str:
+        return escape_controls(super().formatException(ei), keep_newlines=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_controls(super().formatStack(stack_info), keep_newlines=True)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; decision lines are already JSON and pass through."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "router.decision" and message.startswith("{"):
+            return escape_json_line(message)
+        data = {"ts": round(record.created, 3), "level": record.levelname,
+                "logger": record.name, "message": message}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return escape_json_line(json.dumps(data, ensure_ascii=False))
+
+
+_COOKIE = re.compile(r"(mansession_id\s*=\s*)[^;,\s'\"\\]*(?:\"[^\"]*\")?", re.IGNORECASE)
+_secrets: set[str] = set()
+#: Loggers that print HTTP traffic; filters on a logger only see its own records,
+#: so each one that exists is listed.
+_HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11",
+                 "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` wherever the HTTP libraries' loggers would print it."""
+    if len(value) >= 4:  # masking "a" everywhere would make logs unreadable
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` without session cookies or registered secrets."""
+    text = _COOKIE.sub(r"\1<redacted>", text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message with :func:`redact`; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg = clean
+            record.args = None
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def install_redaction() -> None:
+    """Put the redacting filter on the HTTP libraries' loggers (idempotent)."""
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -1,0 +1,319 @@
+"""The engine never dies of one bad event, and never leaks its secret (issue 10, 7/12/13/15).
+
+Each test plays the attack first (it ended ``serve()``, printed the secret or
+the raw escape sequence on the code before the fix), then checks the safe
+behaviour, on the replaying fake Asterisk of ``router.testing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.calls import Call
+from router.config import load_config
+from router.engine import Engine
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+RULES = """version: 1
+rules:
+  - name: everyone
+    on: call
+    do:
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+
+SECRET = "S3cr3t-0xC0FFEE-unique"
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+# -- the serve guard -------------------------------------------------------------------
+
+
+async def test_a_non_numeric_bridge_count_does_not_end_serve(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    """The review's crash: ``BridgeNumChannels: ²`` raised ValueError out of serve()."""
+    engine = await engine_factory(rules)
+    serving = engine._serve_task
+    ajam_replay.queue_event({"Event": "BridgeEnter", "Channel": "PJSIP/x-1", "Linkedid": "L1",
+                             "Uniqueid": "L1", "BridgeNumChannels": "²"})
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert serving is not None
+    assert not serving.done()
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+
+
+async def test_a_bad_event_is_logged_once_and_skipped(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Any exception out of the tracker (a bug nobody foresaw) costs one event, not the service."""
+    engine = await engine_factory(rules)
+    feed = engine.tracker.feed
+
+    def fragile(event: object) -> Call | None:
+        if getattr(event, "name", "") == "Poison":
+            raise RuntimeError("tracker bug")
+        return feed(event)  # type: ignore[arg-type]
+
+    engine.tracker.feed = fragile  # type: ignore[method-assign]
+    caplog.set_level(logging.ERROR, "router.engine")
+    for _ in range(50):
+        ajam_replay.queue_event({"Event": "Poison", "Linkedid": "P1"})
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+    skipped = [r for r in caplog.records if "Poison skipped" in r.getMessage()]
+    assert len(skipped) == 1  # throttled: not one line per bad event
+    assert skipped[0].exc_info is not None
+
+
+async def test_spawned_task_failures_are_logged_with_their_name(
+        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = await engine_factory(rules)
+
+    async def broken() -> None:
+        raise RuntimeError("executor bug")
+
+    caplog.set_level(logging.ERROR, "router.engine")
+    engine._spawn(broken())
+    await engine.wait_idle(5)
+    await asyncio.sleep(0)
+    assert any("failed" in r.getMessage() and r.exc_info is not None
+               and "executor bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_scheduler_jobs_log_their_failures_by_name(
+        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = await engine_factory(rules)
+    job = engine.scheduler.get_job("callrouter-sweep")
+    assert job is not None
+
+    def broken_sweep(*, force_oldest: bool = False) -> int:
+        raise RuntimeError("sweep bug")
+
+    engine.tracker.sweep = broken_sweep  # type: ignore[method-assign]
+    caplog.set_level(logging.ERROR, "router.engine")
+    await job.func()  # what the scheduler runs; it must not raise
+    assert any("background job sweep failed" in r.getMessage() for r in caplog.records)
+
+
+# -- secrets (item 12) -----------------------------------------------------------------
+
+
+async def test_secret_and_session_cookie_never_reach_any_output(
+        tmp_path: Path, rules: Path, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A secret of unique bytes, DEBUG for every logger (httpx and httpcore too), both
+    HTTP clients on a real socket, an engine routing a call on the replay fake: the
+    secret and the cookie value appear in no log record, repr or decision."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.testing import ReplayAsterisk
+
+    cookie = "c00k1e-0xBADF00D-unique"
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "router"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    outputs: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))
+                await reader.readexactly(length)
+                body = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Set-Cookie: mansession_id=\"" + cookie.encode() +
+                             b"\"; Version=1; Max-Age=60\r\nContent-Length: " +
+                             str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for kind in ("httpx", "native"):
+            settings = ClientSettings(url=f"http://127.0.0.1:{port}/asterisk",
+                                      username="router", secret=SECRET,
+                                      http_client=kind)  # type: ignore[arg-type]
+            async with AJAMClient(settings) as client:
+                await client.send("Ping", {}, validate=False)
+                outputs += [repr(settings), repr(client), repr(client.settings)]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    replay = ReplayAsterisk(secret=SECRET)
+    config_file = tmp_path / "router.toml"
+    config_file.write_text(
+        f'[asterisk]\nurl = "{replay.url}"\nusername = "router"\nsecret = "{SECRET}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[plugins]\ndisabled = ["onec"]\n'  # its table is still read, and must not leak
+        f'[plugins.onec]\nusername = "router"\npassword = "{SECRET}"\nurl = "http://1c.test/hs"\n',
+        encoding="utf-8")
+    config = load_config(config_file, environ={})
+    engine = Engine(config, client=AJAMClient(ClientSettings.from_config(config.asterisk),
+                                              transport=replay.transport))
+    try:
+        await engine.start()
+        serving = asyncio.ensure_future(engine.serve())
+        replay.inbound_call(caller="79161234567", did="74950000001")
+        await replay.settle(engine)
+        outputs += [repr(config), repr(config.asterisk), repr(config.plugins), repr(engine),
+                    repr(engine.ami.settings), *(repr(r.to_dict()) for r in engine.records)]
+        engine.request_stop()
+        await asyncio.wait_for(serving, 10)
+    finally:
+        await engine.stop()
+    assert [r.outcome for r in engine.records] == ["executed"]
+
+    captured = capfd.readouterr()
+    outputs += [captured.out, captured.err]
+    outputs += [record.getMessage() for record in caplog.records]
+    outputs += [caplog.text]
+    assert any("httpcore" in r.name for r in caplog.records)  # the DEBUG traffic was seen
+    assert any("mansession_id" in r.getMessage() for r in caplog.records)
+    for text in outputs:
+        assert SECRET not in text
+        assert cookie not in text
+
+
+@pytest.mark.parametrize("bad", [
+    f'url = "http://router:{SECRET}@127.0.0.1:1/asterisk"\nusername = "router"\n',
+    f'url = "ftp://router:{SECRET}@x"\nusername = "router"\n',
+    f'url = "http://router:{SECRET}/x@127.0.0.1:1/"\nusername = "router"\n',
+    f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret_env = "{SECRET}"\n',
+    f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret = ["{SECRET}"]\n',
+    'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nconnect_timeout = 0.5\n',
+])
+def test_cli_error_paths_never_print_the_secret(tmp_path: Path, bad: str) -> None:
+    """``callrouter run`` at DEBUG with a bad config, a refused URL, an unreachable
+    Asterisk (secret from the environment): stdout and stderr hold no secret."""
+    config_file = tmp_path / "router.toml"
+    config_file.write_text("[asterisk]\n" + bad, encoding="utf-8")
+    config_file.chmod(0o600)
+    env = {**os.environ, "CALLROUTER_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "router.cli", "run", "--config", str(config_file),
+         "--log-level", "DEBUG"], capture_output=True, text=True, env=env, timeout=60,
+        check=False)
+    assert done.returncode != 0
+    assert done.stderr.strip()
+    assert SECRET not in done.stdout
+    assert SECRET not in done.stderr
+
+
+# -- state files and secret files (item 13) -------------------------------------------
+
+
+def test_world_readable_config_with_a_secret_is_warned_about(tmp_path: Path) -> None:
+    from router.config import exposed_secret_files
+
+    path = tmp_path / "router.toml"
+    path.write_text(f'[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
+                    f'username = "router"\nsecret = "{SECRET}"\n', encoding="utf-8")
+    path.chmod(0o644)
+    warnings = exposed_secret_files(load_config(path, environ={}))
+    assert len(warnings) == 1
+    assert "readable by group or others" in warnings[0]
+    assert "chmod 600" in warnings[0]
+    assert SECRET not in warnings[0]
+    path.chmod(0o600)
+    assert exposed_secret_files(load_config(path, environ={})) == []
+    # A secret from the environment: the file holds none, nothing to say.
+    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
+                    'username = "router"\n', encoding="utf-8")
+    path.chmod(0o644)
+    assert exposed_secret_files(load_config(path, environ={"CALLROUTER_SECRET": "x"})) == []
+
+
+def test_cli_run_warns_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text(f'[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\n'
+                    f'username = "router"\nsecret = "{SECRET}"\nconnect_timeout = 0.5\n',
+                    encoding="utf-8")
+    path.chmod(0o644)
+    done = subprocess.run([sys.executable, "-m", "router.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "holds a secret but is readable by group or others (mode 0644)" in done.stderr
+    assert SECRET not in done.stderr
+
+
+async def test_state_dir_is_created_private(tmp_path: Path, ajam_replay: ReplayAsterisk,
+                                            rules: Path) -> None:
+    from router.config import Config, RouterSettings
+    from router.plugins import Plugins
+
+    state = tmp_path / "state"
+    old = os.umask(0o022)
+    try:
+        engine = Engine(Config(asterisk=ajam_replay.asterisk_settings(),
+                               router=RouterSettings(rules=(rules,), state_dir=state)),
+                        plugins=Plugins.load(entry_points=False), client=ajam_replay.client())
+        assert engine.state_dir == state
+    finally:
+        os.umask(old)
+    await engine.ami.aclose()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+# -- control characters in the text log (item 15) ---------------------------------------
+
+
+async def test_escape_sequences_from_the_caller_are_escaped_in_the_text_log(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from router.logsafe import TextFormatter
+
+    hostile = "7916\x1b]0;pwned\x07\x1b[2J\u202e1234\n2026-12-01 fake line\x9b31m"
+    engine = await engine_factory(rules)
+    caplog.set_level(logging.INFO, "router.decision")
+    ajam_replay.inbound_call(caller=hostile, did="7495\x1b[31m0000001")
+    await ajam_replay.settle(engine)
+    lines = [r for r in caplog.records if r.name == "router.decision"]
+    assert lines
+    formatter = TextFormatter("%(message)s")
+    for record in lines:
+        for text in (record.getMessage(), formatter.format(record)):
+            for raw in ("\x1b", "\x07", "\u202e", "\n", "\x9b"):
+                assert raw not in text
+
+
+def test_formatters_escape_controls_in_every_line() -> None:
+    from router.logsafe import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("router.engine", logging.WARNING, __file__, 1,
+                               "caller %s", ("\x1b[2J\x85\u2028\u2066x\x7f",), None)
+    text = TextFormatter("%(levelname)s %(message)s").format(record)
+    assert text == "WARNING caller \\x1b[2J\\x85\\u2028\\u2066x\\x7f"
+    line = JsonFormatter().format(record)
+    for raw in ("\x1b", "\x85", "\u2028", "\u2066", "\x7f"):
+        assert raw not in line
+    import json
+
+    assert json.loads(line)["message"] == "caller \x1b[2J\x85\u2028\u2066x\x7f"
+    decision = logging.LogRecord("router.decision", logging.INFO, __file__, 1,
+                                 '{"caller": "\u2028\x9b"}', None, None)
+    assert json.loads(JsonFormatter().format(decision)) == {"caller": "\u2028\x9b"}
+    assert "\u2028" not in JsonFormatter().format(decision)
