@@ -77,7 +77,7 @@ def call_events(i: int, caller: str) -> tuple[list[Any], list[Any], str]:
         Event([("Event", "Newchannel"), *common]),
         Event([("Event", "Newexten"), *common, ("Extension", DID), ("Application", "NoOp"),
                ("AppData", "callrouter")]),
-        Event([("Event", "UserEvent"), *common[:-3], ("Priority", "4"), *common[-2:],
+        Event([("Event", "UserEvent"), *common[:-3], ("Priority", "5"), *common[-2:],
                ("UserEvent", "CallRouterRequest"), ("DID", DID), ("Caller", caller),
                ("Wait", "4")]),
     ]

@@ -368,13 +368,14 @@ class ReplayAsterisk:
         deadline = str(int(time.time() + wait))
         emit({"Event": "Newexten", **common, "Priority": "1", "Extension": did,
               "Application": "NoOp", "AppData": "callrouter"})
-        for variable, value in (("CALLROUTER_DID", did), ("CALLROUTER_DEADLINE", deadline)):
+        for variable, value in (("CALLROUTER_DID", _dial_filter(did, "0123456789*#+")),
+                                ("CALLROUTER_DEADLINE", deadline)):
             emit({"Event": "VarSet", "Privilege": "dialplan,all", **common,
                   "Variable": variable, "Value": value})
-        emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "4",
+        emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "5",
               "UserEvent": request_event, "DID": _dial_filter(did, "0123456789*#+"),
               "Caller": _dial_filter(caller, "0123456789+"), "Wait": f"{wait:g}"})
-        emit({"Event": "Newexten", **common, "Priority": "6", "Extension": did,
+        emit({"Event": "Newexten", **common, "Priority": "7", "Extension": did,
               "Application": "Wait", "AppData": f"{wait:g}"})
         return name
 
