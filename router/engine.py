@@ -201,7 +201,8 @@ class Engine:
     @property
     def state_dir(self) -> Path:
         path = self._config.router.state_dir
-        path.mkdir(parents=True, exist_ok=True)
+        # Plugins keep call history here: private to the service's user.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
 
     @property
