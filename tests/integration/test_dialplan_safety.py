@@ -215,6 +215,7 @@ async def test_the_dialplan_alone_never_dials_a_hostile_extension(
     """As if an older callrouter, or anyone with AMI, redirected a call there unchecked."""
     call = await call_from(placer, "79990000000")
     assert call.destination == FALLBACK
+    await engine.wait_idle()
     record = record_of(engine, call)
     await placer.client.send("Redirect", {"Channel": call.channel, "Context": "callrouter-dial",
                                           "Exten": exten, "Priority": "1"}, validate=False)
