@@ -28,6 +28,14 @@ from router.request import RequestInfo, current_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
+    from router.builtin.numbers import (
+        NumberKind,
+        NumberPlan,
+        ParsedNumber,
+        normalize_number,
+        number_digits,
+        parse_number,
+    )
     from router.calls import Call
     from router.config import Config, SettingsReader
     from router.engine import EngineAPI
@@ -39,6 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
 _LAZY = {
     "Event": "router.ami.message",
     "Call": "router.calls",
+    # Phone numbers: one normalization for the core, lists and plugins (1C).
+    "NumberKind": "router.builtin.numbers",
+    "NumberPlan": "router.builtin.numbers",
+    "ParsedNumber": "router.builtin.numbers",
+    "normalize_number": "router.builtin.numbers",
+    "number_digits": "router.builtin.numbers",
+    "parse_number": "router.builtin.numbers",
     "Config": "router.config",
     "SettingsReader": "router.config",
     "EngineAPI": "router.engine",
@@ -79,7 +94,10 @@ __all__ = [
     "EngineAPI",
     "Event",
     "LookupUnavailable",
+    "NumberKind",
+    "NumberPlan",
     "ParamSpec",
+    "ParsedNumber",
     "PluginError",
     "Registry",
     "RequestInfo",
@@ -91,4 +109,7 @@ __all__ = [
     "__version__",
     "current_request",
     "hookimpl",
+    "normalize_number",
+    "number_digits",
+    "parse_number",
 ]

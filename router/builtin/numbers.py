@@ -1,64 +1,180 @@
-"""Phone number helpers: the same normalization for lists, callers and rules.
+"""Phone numbers: the one normalization the core, lists and plugins share.
 
-1C, the PBX and administrators write one number as ``8 (916) 123-45-67``,
-``+79161234567`` or ``9161234567``; owner lookups and blacklists only work if
-all of them become one form. The default plan is Russia's (country code 7,
-trunk prefix 8, international prefix 810); another country passes its own
-:class:`NumberPlan`.
+1C, the PBX, carriers and administrators write one number as ``8 (916)
+123-45-67``, ``+79161234567``, ``810 7 916 ...`` or ``9161234567 доб. 12``;
+owner lookups and blacklists only work if all of them become one form. The
+caller's number is set by whoever places the call, and real SIP carries
+fullwidth (``８９１６…``) and Arabic-Indic (``٩١٦…``) digits: they are read as
+the ASCII digits they stand for here, in one place, so a blacklist entry, the
+rule's ``caller.number`` and the 1C plugin's key can never disagree.
+
+The default plan is Russia's (country code 7, trunk prefix 8, exit prefixes
+810 and 00); another country passes its own :class:`NumberPlan`. The plan is
+exposed in callrouter's public API (``router.parse_number``,
+``router.normalize_number``, ``router.NumberPlan``) for plugins.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
+from typing import TYPE_CHECKING
 
 from router.errors import ConfigError
 from router.hookspecs import hookimpl
-from router.rules.registry import Registry
 
-__all__ = ["NumberPlan", "digits", "is_internal", "last10", "normalize", "register"]
+if TYPE_CHECKING:  # pragma: no cover
+    from router.rules.registry import Registry
+
+__all__ = [
+    "DEFAULT_PLAN",
+    "NumberKind",
+    "NumberPlan",
+    "ParsedNumber",
+    "digits",
+    "is_internal",
+    "last10",
+    "normalize",
+    "normalize_number",
+    "number_digits",
+    "parse_number",
+    "register",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class NumberPlan:
+    """How numbers are written in the country the PBX lives in.
+
+    ``national_length`` is the number of digits after the country code: a bare
+    number of that length gets the country code in front, and one of that
+    length behind ``trunk_prefix`` has the prefix replaced by it.
+    ``exit_prefixes`` are dialled before an international number (``00`` in
+    most of the world, ``810`` in Russia); after one of them a bare national
+    number is still taken as domestic, as Russian carriers present ``810``
+    caller IDs. Up to ``internal_max_length`` digits a number is an extension
+    of this PBX. ``min_digits``/``max_digits`` bound a plausible outside number
+    (E.164 without ``+``).
+    """
+
     country_code: str = "7"
     trunk_prefix: str = "8"
-    international_prefix: str = "810"
+    exit_prefixes: tuple[str, ...] = ("810", "00")
     national_length: int = 10
     internal_max_length: int = 5
+    min_digits: int = 10
+    max_digits: int = 15
 
 
 DEFAULT_PLAN = NumberPlan()
 
-# An extension written after the number ("доб. 12", "ext 12", "x12", "#12",
-# ",12") is not part of it: without this cut its digits would be glued on.
-_EXTENSION = re.compile(r"(?:доб|ext|(?<![a-zа-яё])x|#|,)", re.IGNORECASE)
+
+class NumberKind(Enum):
+    """What a number turned out to be (plugins decide from it whether to look it up)."""
+
+    EXTERNAL = "external"
+    INTERNAL = "internal"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedNumber:
+    """A number after normalization: ``number`` is ASCII digits, E.164 without ``+``
+    for outside numbers and the bare digits otherwise; ``extension`` what followed
+    an extension marker (``доб. 12``)."""
+
+    raw: str
+    number: str
+    kind: NumberKind
+    extension: str | None = None
+
+
+# An extension marker and what follows it. "x" only counts when it is not part
+# of a word, so "ext" and "x" both work and nothing else is cut by accident.
+_EXTENSION = re.compile(
+    r"(?:добавочный|доб\.?|ext\.?|(?<![a-zа-яё])x|#|,)\s*(?P<ext>[\d\s-]*)",
+    re.IGNORECASE,
+)
+_NON_ASCII_DIGITS = re.compile(r"[^0-9]+")
+_PLUS = ("+", "\uff0b")  # '+' and its fullwidth form
 
 
 def digits(text: object) -> str:
-    """Only the digits: what is left of a number once people stop formatting it."""
-    return "" if text is None else "".join(ch for ch in str(text) if ch.isdigit())
+    """The digits of ``text`` as ASCII, in order; everything else is dropped.
+
+    Every Unicode decimal digit (fullwidth, Arabic-Indic, Devanagari, ...) is
+    read as the ASCII digit it stands for; other "digits" such as superscripts
+    (``²``, which ``str.isdigit`` accepts) are not digits of a phone number.
+    """
+    if text is None:
+        return ""
+    value = str(text)
+    if value.isascii():
+        return _NON_ASCII_DIGITS.sub("", value)
+    return "".join(str(unicodedata.decimal(ch)) for ch in value if ch.isdecimal())
+
+
+def parse_number(number: object, plan: NumberPlan = DEFAULT_PLAN) -> ParsedNumber:
+    """The canonical form of one number under ``plan``, with its kind and extension."""
+    raw = "" if number is None else str(number)
+    text = raw.strip()
+    extension: str | None = None
+    marker = _EXTENSION.search(text)
+    if marker is not None:
+        extension = digits(marker.group("ext")) or None
+        text = text[: marker.start()].strip()
+    international = text.startswith(_PLUS)
+    only = digits(text)
+
+    def result(value: str, kind: NumberKind) -> ParsedNumber:
+        return ParsedNumber(raw, value, kind, extension)
+
+    if not only:
+        return result("", NumberKind.INVALID)
+    if not international and len(only) <= plan.internal_max_length:
+        return result(only, NumberKind.INTERNAL)
+    if not international:
+        only = _domestic(only, plan)
+    return result(only, NumberKind.EXTERNAL if _valid(only, plan) else NumberKind.INVALID)
 
 
 def normalize(number: object, plan: NumberPlan = DEFAULT_PLAN) -> str:
     """Full international digits without ``+``; internal numbers stay as they are."""
-    raw = "" if number is None else str(number).strip()
-    marker = _EXTENSION.search(raw)
-    if marker is not None:
-        raw = raw[: marker.start()].strip()
-    only = digits(raw)
-    if not only or len(only) <= plan.internal_max_length or raw.startswith("+"):
-        return only
-    intl = plan.international_prefix
-    if intl and only.startswith(intl) and len(only) > len(intl) + plan.national_length:
-        return only[len(intl):]
-    if len(only) == plan.national_length:
+    return parse_number(number, plan).number
+
+
+#: The names under which the public API exports :func:`normalize` and :func:`digits`.
+normalize_number = normalize
+number_digits = digits
+
+
+def _domestic(only: str, plan: NumberPlan) -> str:
+    """Rewrite a number written without ``+`` into E.164 digits."""
+    national = plan.national_length
+    for prefix in plan.exit_prefixes:
+        rest = only[len(prefix):]
+        if prefix and only.startswith(prefix) and len(rest) >= national:
+            return plan.country_code + rest if len(rest) == national else rest
+    if len(only) == national:
         return plan.country_code + only
     trunk = plan.trunk_prefix
-    if trunk and len(only) == plan.national_length + len(trunk) and only.startswith(trunk):
+    if trunk and len(only) == len(trunk) + national and only.startswith(trunk):
         return plan.country_code + only[len(trunk):]
     return only
+
+
+def _valid(only: str, plan: NumberPlan) -> bool:
+    if not plan.min_digits <= len(only) <= plan.max_digits or only.startswith("0"):
+        return False
+    # A one-digit country code (7, 1) owns its leading digit, so a number that
+    # starts with it and has the wrong length is a typo, not a foreign number.
+    code = plan.country_code
+    return not (
+        len(code) == 1 and only.startswith(code) and len(only) != 1 + plan.national_length
+    )
 
 
 def last10(number: object) -> str:
@@ -89,6 +205,26 @@ def register(registry: Registry, plan: NumberPlan = DEFAULT_PLAN) -> None:
     registry.set_numbers(normalize_, is_internal_)
 
 
+def _plan_value(key: str, value: object) -> object:
+    """One ``[plugins.numbers]`` value, checked: ASCII digits only, lengths as integers."""
+    where = f"[plugins.numbers] {key}"
+    if isinstance(value, str) and value.isascii() and value.isdigit() and key.endswith(
+            ("length", "digits")):
+        value = int(value)  # "10" was accepted before; keep reading it
+    elif isinstance(value, int) and not isinstance(value, bool) and key in (
+            "country_code", "trunk_prefix"):
+        value = str(value)
+    if key in ("national_length", "internal_max_length", "min_digits", "max_digits"):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
+            raise ConfigError(f"{where}: expected a whole number from 0 to 20, got {value!r}")
+        return value
+    items = value if key == "exit_prefixes" else [value]
+    if not isinstance(items, list) or not all(
+            isinstance(v, str) and v.isascii() and (v.isdigit() or v == "") for v in items):
+        raise ConfigError(f"{where}: expected digits only, got {value!r}")
+    return tuple(items) if key == "exit_prefixes" else value
+
+
 class NumberFunctions:
     """The plugin: one per engine, each with its own number plan."""
 
@@ -97,14 +233,20 @@ class NumberFunctions:
 
     @hookimpl
     def callrouter_configure(self, settings: Mapping[str, object]) -> None:
-        """``[plugins.numbers]``: country_code, trunk_prefix, international_prefix, ..."""
-        known = {f.name: f.type for f in fields(NumberPlan)}
+        """``[plugins.numbers]``: country_code, trunk_prefix, exit_prefixes, ...
+
+        ``international_prefix`` (one prefix, the older spelling) is still read
+        as ``exit_prefixes = [it]``.
+        """
+        known = {f.name for f in fields(NumberPlan)}
         values: dict[str, object] = {}
         for key, value in settings.items():
+            if key == "international_prefix":
+                key, value = "exit_prefixes", [value]
             if key not in known:
                 raise ConfigError(f"[plugins.numbers] unknown key {key!r}; "
                                   f"known: {', '.join(sorted(known))}")
-            values[key] = int(str(value)) if key.endswith("length") else str(value)
+            values[key] = _plan_value(key, value)
         self.plan = NumberPlan(**values)  # type: ignore[arg-type]
 
     @hookimpl

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from router import ActionSpec, ConfigError, ParamSpec, Registry, hookimpl
+from router import ActionSpec, ConfigError, ParamSpec, Registry, hookimpl, normalize_number
 
 __all__ = ["VipPlugin", "plugin"]
 
@@ -42,8 +42,13 @@ _VARIABLE = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]*$")
 
 
 def number_key(number: object) -> str:
-    """The last ten digits: ``+7 916 123-45-67`` and ``89161234567`` are one caller."""
-    return "".join(ch for ch in str(number or "") if ch.isdigit())[-10:]
+    """The last ten digits: ``+7 916 123-45-67`` and ``89161234567`` are one caller.
+
+    callrouter's own normalization first (``router.normalize_number``), so the
+    key agrees with the core's lists and the 1C plugin for every spelling,
+    fullwidth and Arabic-Indic digits included.
+    """
+    return normalize_number(number)[-10:]
 
 
 class VipPlugin:

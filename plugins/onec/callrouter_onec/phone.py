@@ -1,19 +1,23 @@
 """Phone numbers as 1C wants them: one canonical form per subscriber.
 
 Caller IDs reach us as people and carriers write them (``8 (916) 123-45-67``,
-``+7 916 1234567``, ``9161234567 доб. 12``). The cache key and the request to
-1C must be the same for all of them, and short internal numbers must never
-cost a round trip to 1C. Pure functions, no I/O, so the rules are cheap to test
-exhaustively and the same code serves the plugin and the test double.
+``+7 916 1234567``, ``9161234567 доб. 12``, fullwidth or Arabic-Indic
+digits). The cache key and the request to 1C must be the same for all of
+them, and the same as the key callrouter's own rules and lists use: so the
+normalization itself is callrouter's (:func:`router.parse_number`), and this
+module keeps only what is 1C's: the country settings as ``[plugins.onec]``
+spells them, whether a number is worth a round trip to 1C, and the trailing
+digits 1C matches clients on.
 
 Russia is the default; another country is a different :class:`CountryRules`.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from dataclasses import dataclass
-from enum import Enum
+
+from router import NumberKind, NumberPlan, number_digits, parse_number
 
 __all__ = ["RUSSIA", "CountryRules", "NumberKind", "PhoneNumber", "digits_only", "normalize"]
 
@@ -43,16 +47,22 @@ class CountryRules:
     #: 1C matches clients on this many trailing digits.
     match_digits: int = 10
 
+    @property
+    def plan(self) -> NumberPlan:
+        """The same rules as callrouter's number plan, which does the normalizing."""
+        return _plan(self)
+
 
 RUSSIA = CountryRules()
 
 
-class NumberKind(Enum):
-    """What a caller ID turned out to be, which decides whether 1C is asked."""
-
-    EXTERNAL = "external"
-    INTERNAL = "internal"
-    INVALID = "invalid"
+@functools.lru_cache(maxsize=32)
+def _plan(rules: CountryRules) -> NumberPlan:
+    return NumberPlan(country_code=rules.country_code, trunk_prefix=rules.trunk_prefix,
+                      exit_prefixes=rules.exit_prefixes,
+                      national_length=rules.national_length,
+                      internal_max_length=rules.internal_max_digits,
+                      min_digits=rules.min_digits, max_digits=rules.max_digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,66 +89,12 @@ class PhoneNumber:
         return self.number[-self.match_digits:]
 
 
-# An extension marker and what follows it. "x" only counts when it is not part
-# of a word, so "ext" and "x" both work and nothing else is cut by accident.
-_EXTENSION = re.compile(
-    r"(?:добавочный|доб\.?|ext\.?|(?<![a-zа-я])x|#|,)\s*(?P<ext>[0-9\s-]*)",
-    re.IGNORECASE,
-)
-# Not \d: it accepts Arabic-Indic and other digits, which 1C would not.
-_NON_DIGITS = re.compile(r"[^0-9]+")
-
-
 def digits_only(text: str) -> str:
-    """The ASCII digits of ``text``, in order."""
-    return _NON_DIGITS.sub("", text)
+    """The digits of ``text`` as ASCII, in order (any Unicode decimal digit counts)."""
+    return number_digits(text)
 
 
 def normalize(raw: str, rules: CountryRules = RUSSIA) -> PhoneNumber:
-    """Canonical form of one caller ID under ``rules``."""
-    text = raw.strip()
-    extension: str | None = None
-    marker = _EXTENSION.search(text)
-    if marker is not None:
-        extension = digits_only(marker.group("ext")) or None
-        text = text[: marker.start()]
-    international = text.lstrip().startswith("+")
-    digits = digits_only(text)
-
-    def result(number: str, kind: NumberKind) -> PhoneNumber:
-        return PhoneNumber(raw, number, kind, extension, rules.match_digits)
-
-    if not digits:
-        return result("", NumberKind.INVALID)
-    if not international and len(digits) <= rules.internal_max_digits:
-        return result(digits, NumberKind.INTERNAL)
-    if not international:
-        digits = _domestic(digits, rules)
-    return result(digits, NumberKind.EXTERNAL if _valid(digits, rules) else NumberKind.INVALID)
-
-
-def _domestic(digits: str, rules: CountryRules) -> str:
-    """Rewrite a number written without ``+`` into E.164 digits."""
-    national = rules.national_length
-    for prefix in rules.exit_prefixes:
-        rest = digits[len(prefix):]
-        if digits.startswith(prefix) and len(rest) >= national:
-            return rules.country_code + rest if len(rest) == national else rest
-    if len(digits) == national:
-        return rules.country_code + digits
-    trunk = rules.trunk_prefix
-    if trunk and len(digits) == len(trunk) + national and digits.startswith(trunk):
-        return rules.country_code + digits[len(trunk):]
-    return digits
-
-
-def _valid(digits: str, rules: CountryRules) -> bool:
-    if not rules.min_digits <= len(digits) <= rules.max_digits or digits.startswith("0"):
-        return False
-    # A one-digit country code (7, 1) owns its leading digit, so a number that
-    # starts with it and has the wrong length is a typo, not a foreign number:
-    # asking 1C about it would only cost a pointless search.
-    code = rules.country_code
-    return not (
-        len(code) == 1 and digits.startswith(code) and len(digits) != 1 + rules.national_length
-    )
+    """Canonical form of one caller ID under ``rules``: callrouter's, plus 1C's match key."""
+    parsed = parse_number(raw, rules.plan)
+    return PhoneNumber(raw, parsed.number, parsed.kind, parsed.extension, rules.match_digits)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import router
 from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
 
 
@@ -24,6 +25,10 @@ from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
         "810 916 123-45-67",
         "  +7-916-123-45-67  ",
         "8 (916) 123-45-67 добавочный 12",
+        # Issue 10 item 14: digits as real SIP carries them are the digits they stand for.
+        "٩١٦١٢٣٤٥٦٧",
+        "８ (９１６) １２３-４５-６７",
+        "＋７ ９１６ １２３ ４５ ６７",
     ],
 )
 def test_russian_spellings_normalize_to_one_number(raw: str) -> None:
@@ -61,7 +66,7 @@ def test_five_digits_or_fewer_is_internal_and_never_looked_up(raw: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     ["", "anonymous", "123456", "1234567", "791612345678", "00791612345",
-     "+7 916 123", "٩١٦١٢٣٤٥٦٧"],
+     "+7 916 123", "²⁹¹⁶¹²³⁴⁵⁶⁷"],
 )
 def test_unusable_numbers_are_invalid(raw: str) -> None:
     assert normalize(raw).kind is NumberKind.INVALID
@@ -105,3 +110,17 @@ def test_internal_limit_is_configurable() -> None:
 
 def test_raw_is_kept_for_logs() -> None:
     assert normalize("8 (916) 123-45-67").raw == "8 (916) 123-45-67"
+
+
+@pytest.mark.parametrize("raw", [
+    "+7 (916) 123-45-67", "8 916 123-45-67", "007 916 123 45 67", "8109161234567",
+    "810 7 916 123-45-67", "+7 916 123-45-67 доб. 12", "８９１６１２３４５６７", "٨٩١٦١٢٣٤٥٦٧",
+    "101", "+12345", "anonymous", "+49 30 12345678", "0049 30 12345678", "791612345678",
+])
+def test_the_plugin_and_the_core_give_the_same_key(raw: str) -> None:
+    """Issue 10 item 14: one normalization; the plugin only adds 1C's match key."""
+    assert normalize(raw).number == router.normalize_number(raw)
+    assert normalize(raw).kind is router.parse_number(raw).kind
+    germany = CountryRules(country_code="49", national_length=10, trunk_prefix="0",
+                           exit_prefixes=("00",))
+    assert normalize(raw, germany).number == router.normalize_number(raw, germany.plan)
