@@ -39,7 +39,8 @@ from callrouter_onec.models import (
     parse_responsible,
 )
 
-__all__ = ["MAX_BODY", "OneCClient", "OneCSettings", "basic_auth_header", "interpret"]
+__all__ = ["MAX_BODY", "OneCClient", "OneCSettings", "basic_auth_header", "interpret",
+           "read_answer"]
 
 #: Default bound of one answer body: the largest contract answer is under 2 KiB.
 MAX_BODY = 1 << 20
@@ -134,6 +135,26 @@ def interpret(status: int, content: bytes, url: str | None = None) -> object:
             raise OneCBadRequest(*error, status=status, body=_preview(content), url=url)
     reason = _REASONS.get(status, "unexpected HTTP status")
     raise OneCUnavailable(reason, status=status, body=_preview(content), url=url)
+
+
+def read_answer(status: int, content: bytes, parse: Callable[[object], T],
+                url: str | None = None) -> T:
+    """The typed answer in a body, or :class:`OneCUnavailable`/:class:`OneCBadRequest`.
+
+    No I/O: this is everything the client does with the bytes 1C sends, so it
+    is what the fuzz test drives. Nothing else escapes, whatever the bytes.
+    """
+    decoded = interpret(status, content, url)
+    try:
+        return parse(decoded)
+    except ShapeError as exc:
+        raise OneCUnavailable(f"unexpected answer: {exc}", status=status,
+                              body=_preview(content), url=url) from exc
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        # The models only raise ShapeError by design; anything else is a bug
+        # met on hostile input, and still only "1C unavailable".
+        raise OneCUnavailable(f"unusable answer ({type(exc).__name__})", status=status,
+                              url=url) from exc
 
 
 class _RejectAll(DefaultCookiePolicy):
@@ -251,17 +272,7 @@ class OneCClient:
                 if not retried and end - time.monotonic() >= self.settings.retry_min_budget:
                     retried = True
                     continue
-            decoded = interpret(response.status_code, body, url)
-            try:
-                return parse(decoded)
-            except ShapeError as exc:
-                raise OneCUnavailable(f"unexpected answer: {exc}", status=response.status_code,
-                                      body=_preview(body), url=url) from exc
-            except (ValueError, TypeError, RecursionError, MemoryError) as exc:
-                # The models only raise ShapeError by design; anything else is a
-                # bug met on hostile input, and still only "1C unavailable".
-                raise OneCUnavailable(f"unusable answer ({type(exc).__name__})",
-                                      status=response.status_code, url=url) from exc
+            return read_answer(response.status_code, body, parse, url)
 
     async def _fetch(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
         """Send one request and read at most ``max_body`` bytes of the answer.
