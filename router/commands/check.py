@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from types import MappingProxyType
 from typing import Any
 
 from router.builtin import DEFAULT_TIMEZONE
-from router.config import AsteriskSettings, Config, PluginSettings
+from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
+from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.plugins import Plugins
 from router.rules import Registry, load_rules
 
@@ -28,10 +30,14 @@ def register(subparsers: Any) -> None:
                         help="rule files or folders (default: rules/)")
     parser.add_argument("--tz", default=DEFAULT_TIMEZONE,
                         help=f"default time zone of the rules (default: {DEFAULT_TIMEZONE})")
+    parser.add_argument("--location-pattern", default=DEFAULT_LOCATION_PATTERN,
+                        help="router.toml's [router] location_pattern, if it sets one: "
+                             "literal context/exten values are checked against it")
     parser.set_defaults(func=run)
 
 
-def plugin_registry(timezone: str) -> tuple[Registry, list[str]]:
+def plugin_registry(timezone: str, location_pattern: str = DEFAULT_LOCATION_PATTERN
+                    ) -> tuple[Registry, list[str]]:
     """Names as the engine will know them: every installed plugin registers.
 
     So a rule using a plugin's lookup checks clean only where that plugin is
@@ -40,6 +46,7 @@ def plugin_registry(timezone: str) -> tuple[Registry, list[str]]:
     plugins = Plugins.load()
     offline = Config(
         asterisk=AsteriskSettings(url="http://127.0.0.1/asterisk", username="", secret=""),
+        router=RouterSettings(location_pattern=location_pattern),
         plugins=PluginSettings(settings=MappingProxyType({"timefuncs": {"timezone": timezone}})),
     )
     asyncio.run(plugins.configure(offline))
@@ -47,7 +54,12 @@ def plugin_registry(timezone: str) -> tuple[Registry, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry, problems = plugin_registry(args.tz)
+    try:
+        LocationPolicy.from_pattern(args.location_pattern)
+    except re.error as exc:
+        print(f"callrouter: --location-pattern: not a regular expression: {exc}")
+        return 1
+    registry, problems = plugin_registry(args.tz, args.location_pattern)
     ruleset = load_rules(args.paths, registry)
     for problem in problems:
         print(f"callrouter: {problem}")

@@ -328,3 +328,16 @@ async def test_the_replay_kit_announces_calls_like_the_shipped_dialplan(
     assert request["Caller"] == "+7916123456774950000001"
     assert (request_did(request), request_caller(request)) == \
         ("74951234567", "+7 916 123-45-67,DID: 74950000001")
+
+
+def test_check_takes_the_location_pattern(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main
+
+    path = tmp_path / "dots.yaml"
+    path.write_text(RULES.replace("exten: sales", "exten: queue.sales"))
+    assert main(["check", str(path)]) == 1
+    assert "exten 'queue.sales' is not a safe dialplan location" in capsys.readouterr().out
+    assert main(["check", "--location-pattern", "[a-z.-]{1,20}", str(path)]) == 0
+    assert main(["check", "--location-pattern", "[a-z", str(path)]) == 1
+    assert "--location-pattern: not a regular expression" in capsys.readouterr().out
