@@ -308,8 +308,10 @@ async def test_call_history_survives_1c_down_and_a_restart(
                 await asyncio.sleep(0.1)
             await eng.wait_idle()
             linkedids += [str(record_of(eng, c)["call"]) for c in calls]
-            queue = onec(eng).queue
+            queue, sender = onec(eng).queue, onec(eng).sender
             assert queue is not None
+            assert sender is not None
+            await sender.flush()  # events reach SQLite on the sender's own thread
             assert queue.pending_count() == 20 * (batch + 1)
         finally:
             await stop_engine(eng, task)

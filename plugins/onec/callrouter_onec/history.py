@@ -401,6 +401,10 @@ class HistorySender:
             finally:
                 executor.shutdown(wait=False)
 
+    async def flush(self) -> None:
+        """Wait until every event submitted so far is in the database (tests, status)."""
+        await self._db(_nothing)
+
     async def drain(self, within: float) -> bool:
         """Wait until nothing is pending (tests, shutdown); ``False`` if ``within`` s pass first."""
         end = time.monotonic() + within
