@@ -81,7 +81,7 @@ KNOWN_KEYS: dict[str, str] = {
 }
 
 _UNIT_SEP = re.compile(rb"\r?\n")
-_REPEAT_SUFFIX = re.compile(r"^(.*)-(\d+)$")
+_REPEAT_SUFFIX = re.compile(r"^(.*)-([0-9]+)$")
 
 
 # --------------------------------------------------------------------------- rawman

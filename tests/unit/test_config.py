@@ -352,3 +352,56 @@ def test_example_config_loads() -> None:
     cfg = load_config(example, environ={"CALLROUTER_SECRET": "x"})
     assert cfg.asterisk.username == "router"
     assert cfg.asterisk.secret_source == "env:CALLROUTER_SECRET"
+
+
+# -- secrets never echoed, bounds configurable (issue 10 items 8, 12) ----------------
+
+UNIQUE = "S3cr3t-0xC0FFEE-unique"
+
+
+@pytest.mark.parametrize("line", [
+    f'url = "http://router:{UNIQUE}@127.0.0.1:8088/asterisk"',
+    f'url = "ftp://router:{UNIQUE}@127.0.0.1"',              # refused for the scheme before
+    f'url = "http://router:{UNIQUE}@h:x/a"',                  # ... or the port
+    f'url = "http://router:{UNIQUE}/x@h/a"',                   # '/' in the password
+    f'url = "http://router:{UNIQUE}@h/a?x=1"',
+])
+def test_urls_with_credentials_are_refused_without_echoing_them(tmp_path: Path,
+                                                                line: str) -> None:
+    lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith("url ")]
+    msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
+    assert "[asterisk] url: put no credentials in the URL" in msg
+    assert UNIQUE not in msg
+
+
+@pytest.mark.parametrize("line", [
+    f'secret = ["{UNIQUE}"]',
+    f"secret = {{ value = '{UNIQUE}' }}",
+    f'secret_env = "{UNIQUE}"',            # the secret pasted where its variable's name goes
+])
+def test_secret_errors_never_echo_the_value(tmp_path: Path, line: str) -> None:
+    lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith("secret ")]
+    msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
+    assert "(value not shown)" in msg
+    assert UNIQUE not in msg
+
+
+def test_plugin_credentials_are_masked_in_repr(tmp_path: Path) -> None:
+    cfg = load(tmp_path, MINIMAL + f'[plugins.onec]\npassword = "{UNIQUE}"\n'
+                                   f'api_token = "{UNIQUE}"\n'
+                                   f'url = "http://u:{UNIQUE}@1c/hs"\ntimeout = 2\n')
+    for text in (repr(cfg), repr(cfg.plugins), str(cfg)):
+        assert UNIQUE not in text
+    assert "timeout': 2" in repr(cfg.plugins)
+    assert cfg.plugins.for_plugin("onec")["password"] == UNIQUE  # the value itself is intact
+
+
+def test_max_response_bytes(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).asterisk.max_response_bytes == 32 * 1024 * 1024
+    cfg = load(tmp_path, MINIMAL + "max_response_bytes = 1048576\n")
+    assert cfg.asterisk.max_response_bytes == 1048576
+    from router.ami.client import ClientSettings
+
+    assert ClientSettings.from_config(cfg.asterisk).max_response_bytes == 1048576
+    msg = error_of(tmp_path, MINIMAL + "max_response_bytes = 100\n")
+    assert "[asterisk] max_response_bytes: expected 65536 to 1073741824, got 100" in msg
