@@ -367,7 +367,8 @@ class HistorySender:
         call_id, event = payload.get("call_id"), payload.get("event")
         if not isinstance(call_id, str) or not isinstance(event, str):
             raise ValueError("an event needs string 'call_id' and 'event'")
-        self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(RuntimeError):  # no loop (a sync caller): keep the last
+            self._loop = asyncio.get_running_loop()
         self._worker().submit(self._store, dict(payload))
         return True
 

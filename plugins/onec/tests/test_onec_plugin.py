@@ -10,6 +10,7 @@ read is the one the engine would give them.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -475,3 +476,41 @@ async def test_shutdown_closes_everything_even_when_a_step_fails(
     with pytest.raises(Exception, match="closed"):
         queue.counts()
     await real_stop()  # the test's own cleanup: the sender itself never failed
+
+
+async def test_calls_are_decided_while_another_process_locks_the_history(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    """Issue 10 item 11: a write lock on the history database froze routing 5 s per write."""
+    onec, engine = started
+    assert onec.queue is not None
+    assert onec.sender is not None
+    other = sqlite3.connect(onec.queue.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # a backup tool holds the write lock
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        for n in range(4):
+            call = routed_call(engine.tracker, linkedid=f"7.{n}")
+            onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "matched")
+            onec.callrouter_call_end(call)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)  # longer than SQLite's busy timeout
+        assert double.event_book.receipts == []
+        other.execute("ROLLBACK")
+        assert await onec.sender.drain(10)
+    finally:
+        stop.set()
+        await ticking
+        other.close()
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+    keys = sorted((r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts)
+    assert keys == sorted((f"7.{n}", e) for n in range(4) for e in ("ringing", "missed"))
