@@ -120,35 +120,41 @@ def digits(text: object) -> str:
 def parse_number(number: object, plan: NumberPlan = DEFAULT_PLAN) -> ParsedNumber:
     """The canonical form of one number under ``plan``, with its kind and extension."""
     raw = "" if number is None else str(number)
-    text = raw.strip()
-    extension: str | None = None
-    marker = _EXTENSION.search(text)
-    if marker is not None:
-        extension = digits(marker.group("ext")) or None
-        text = text[: marker.start()].strip()
-    international = text.startswith(_PLUS)
-    only = digits(text)
-
-    def result(value: str, kind: NumberKind) -> ParsedNumber:
-        return ParsedNumber(raw, value, kind, extension)
-
-    if not only:
-        return result("", NumberKind.INVALID)
-    if not international and len(only) <= plan.internal_max_length:
-        return result(only, NumberKind.INTERNAL)
-    if not international:
-        only = _domestic(only, plan)
-    return result(only, NumberKind.EXTERNAL if _valid(only, plan) else NumberKind.INVALID)
+    value, kind, extension = _parse(raw, plan)
+    return ParsedNumber(raw, value, kind, extension)
 
 
 def normalize(number: object, plan: NumberPlan = DEFAULT_PLAN) -> str:
     """Full international digits without ``+``; internal numbers stay as they are."""
-    return parse_number(number, plan).number
+    return _parse("" if number is None else str(number), plan)[0]
 
 
 #: The names under which the public API exports :func:`normalize` and :func:`digits`.
 normalize_number = normalize
 number_digits = digits
+
+# What a number without an extension marker is written with: the common case
+# skips the marker search (this runs twice per call on the routing path).
+_PLAIN = re.compile(r"[0-9 ()+\-.]*")
+
+
+def _parse(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
+    text = raw.strip()
+    extension: str | None = None
+    if not (text.isascii() and _PLAIN.fullmatch(text)):
+        marker = _EXTENSION.search(text)
+        if marker is not None:
+            extension = digits(marker.group("ext")) or None
+            text = text[: marker.start()].strip()
+    international = text.startswith(_PLUS)
+    only = digits(text)
+    if not only:
+        return "", NumberKind.INVALID, extension
+    if not international and len(only) <= plan.internal_max_length:
+        return only, NumberKind.INTERNAL, extension
+    if not international:
+        only = _domestic(only, plan)
+    return only, (NumberKind.EXTERNAL if _valid(only, plan) else NumberKind.INVALID), extension
 
 
 def _domestic(only: str, plan: NumberPlan) -> str:
