@@ -16,6 +16,7 @@ from router.ami.catalog import format_action_help, load_catalog
 from router.ami.protocol import Action, ActionResult
 from router.commands._connect import add_connection_arguments, client_from_args
 from router.errors import AMIValidationError
+from router.logsafe import escape_controls, escape_json_line
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
 async def _send(args: argparse.Namespace, action: Action) -> int:
     async with client_from_args(args) as client:
         result = await client.request(action, check=False)
-    print(render_json(result) if args.json else render_text(result), end="")
+    # Answers carry caller-chosen text (names, numbers): escaped for the terminal.
+    print(escape_json_line(render_json(result)) if args.json else
+          escape_controls(render_text(result), keep_newlines=True), end="")
     if not result.ok:
         print(f"callrouter: error: {action.name}: {result.response.message or 'failed'}",
               file=sys.stderr)

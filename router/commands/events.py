@@ -10,6 +10,7 @@ import sys
 from router.ami.message import Event
 from router.ami.stream import EventStream, StreamGap
 from router.commands._connect import add_connection_arguments, client_from_args
+from router.logsafe import escape_controls, escape_json_line
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,7 +50,11 @@ async def _tail(args: argparse.Namespace) -> int:
                 print(f"# stream resumed after a {item.duration:.1f} s gap ({item.reason}); "
                       "events in between are lost", file=sys.stderr, flush=True)
                 continue
-            print(format_event(item, as_json=args.json), flush=True)
+            # Caller names and numbers are the caller's to choose: no raw
+            # escape sequence reaches the admin's terminal.
+            text = format_event(item, as_json=args.json)
+            print(escape_json_line(text) if args.json else
+                  escape_controls(text, keep_newlines=True), flush=True)
             seen += 1
             if args.count is not None and seen >= args.count:
                 break
