@@ -61,6 +61,7 @@ from router.errors import (
     AMIProtocolError,
     AMITimeoutError,
     AMIValidationError,
+    ConfigError,
 )
 from router.logsafe import install_redaction, register_secret
 
@@ -203,6 +204,11 @@ class AJAMClient(AMIActions[ActionResult]):
             )
         verify = _ssl_context(settings.verify, cert)
         parts = urllib.parse.urlsplit(self._endpoint)
+        if "@" in parts.netloc:
+            # Never "user:password@host": it would travel in the Host header and
+            # be printed wherever the endpoint is (router.config refuses it too).
+            raise ConfigError("Asterisk url: put no credentials in the URL; "
+                              "use username and secret")
         #: The lean HTTP/1.1 pool (router.ami.http) unless httpx is needed: for
         #: Digest auth, for an injected test transport, or when configured.
         self._pool: ConnectionPool | None = None

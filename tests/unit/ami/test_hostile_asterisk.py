@@ -21,7 +21,7 @@ from router.ami.numbers import ascii_float, ascii_hex, ascii_int
 from router.ami.protocol import Action, encode_form, encode_rawman
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.calls import CallTracker
-from router.errors import AMIProtocolError, AMIValidationError
+from router.errors import AMIProtocolError, AMIValidationError, ConfigError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -291,6 +291,13 @@ async def test_nul_through_the_typed_api_is_a_failed_action_not_a_truncated_one(
                                        "Context": "x", "Priority": 1})
     assert not any(b"Redirect" in body for body in sent)
     await client.aclose()
+
+
+def test_client_refuses_credentials_in_the_url_without_echoing_them() -> None:
+    with pytest.raises(ConfigError, match="no credentials") as info:
+        AJAMClient(ClientSettings(url="http://router:S3cr3t-0xC0FFEE-unique@pbx:8088/asterisk",
+                                  username="router", secret="x"))
+    assert "S3cr3t" not in str(info.value)
 
 
 def test_action_repr_hides_the_secret() -> None:
