@@ -344,11 +344,22 @@ class Engine:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
             for task in pending:
                 task.cancel()
-        with contextlib.suppress(Exception):
+            if pending:
+                log.warning("stop: %d decisions still running after %.1f s were cancelled",
+                            len(pending), self.options.drain_timeout)
+                await asyncio.wait(pending, timeout=1.0)
+        # Each step runs whatever the previous one did: a failing plugin must not
+        # leave the scheduler running or the AMI session open, and says so.
+        try:
             await self.plugins.shutdown(self)
+        except Exception:
+            log.exception("stop: plugin shutdown failed; stopping anyway")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        await self._client.aclose()
+        try:
+            await self._client.aclose()
+        except Exception:
+            log.exception("stop: closing the AMI client failed")
         log.info("stopped: logged off from Asterisk")
 
     # -- rules -------------------------------------------------------------------------

@@ -317,3 +317,19 @@ def test_formatters_escape_controls_in_every_line() -> None:
                                  '{"caller": "\u2028\x9b"}', None, None)
     assert json.loads(JsonFormatter().format(decision)) == {"caller": "\u2028\x9b"}
     assert "\u2028" not in JsonFormatter().format(decision)
+
+
+async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
+        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = await engine_factory(rules)
+
+    async def broken(engine: object, *, timeout: float = 10.0) -> None:
+        raise RuntimeError("plugin shutdown bug")
+
+    engine.plugins.shutdown = broken  # type: ignore[method-assign]
+    engine.request_stop()
+    await engine.stop()
+    assert not engine.scheduler.running
+    assert not engine.ami.logged_in
+    assert any("plugin shutdown failed" in r.getMessage() and r.exc_info is not None
+               for r in caplog.records)
