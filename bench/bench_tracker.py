@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args()
+    print("### Call tracker: cost per new call when full (target: flat)\n")
     print("| tracked calls (full) | per new call |")
     print("|---:|---:|")
     for size in (1_000, 100_000):
