@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.cli import main
-from router.testing import ReplayAsterisk
+
+if TYPE_CHECKING:
+    from router.testing import ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
 
 HOSTILE = "Ivan\x1b]0;owned\x07\x1b[2J\u202eevil\x9b1m"
 RAW = ("\x1b", "\x07", "\u202e", "\x9b")
@@ -43,9 +48,9 @@ def test_ami_answer_is_escaped(monkeypatch: pytest.MonkeyPatch,
             assert "Ivan\\x1b]0;owned\\x07" in out
 
 
-def test_events_are_escaped(monkeypatch: pytest.MonkeyPatch,
-                            capsys: pytest.CaptureFixture[str]) -> None:
-    replay = ReplayAsterisk()
+def test_events_are_escaped(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                            ajam_replay: ReplayAsterisk) -> None:
+    replay = ajam_replay
     replay.queue_event({"Event": "Newchannel", "Channel": "PJSIP/a-1", "Linkedid": "L1",
                         "Uniqueid": "L1", "CallerIDName": HOSTILE, "CallerIDNum": "7916"})
     monkeypatch.setattr("router.commands.events.client_from_args",
