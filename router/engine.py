@@ -50,7 +50,7 @@ from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo, Context
 from router.rules.decision import Action
 from router.rules.registry import Registry
-from router.rules.ruleset import RuleBook, RuleSet, call_context
+from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.supervise import Throttle, log_task_failure, logged
 
 __all__ = ["Engine", "EngineAPI", "EngineOptions", "RouteRecord"]
@@ -172,6 +172,8 @@ class Engine:
         self._stopped = False
         self._stopping = asyncio.Event()
         self._rule_mtimes: dict[Path, float] = {}
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[Any]] = set()
         #: One log line per kind of bad event per minute, not one per event.
         self._bad_events = Throttle(log)
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -365,19 +367,55 @@ class Engine:
     # -- rules -------------------------------------------------------------------------
 
     def reload(self) -> RuleSet:
-        """Validated reload (SIGHUP, changed file): a broken set keeps the old one."""
+        """Validated reload, done right here: a broken set keeps the old one.
+
+        It blocks its caller for as long as loading takes; on a running
+        engine use :meth:`reload_in_thread` (what the watcher and SIGHUP do).
+        """
+        fresh = self._fresh_registry()
+        return self._swap_rules(fresh, load_rules(self.rules.paths, fresh))
+
+    async def reload_in_thread(self) -> RuleSet | None:
+        """Validated reload with the reading and compiling in a worker thread.
+
+        A rule file of the maximum size takes seconds to parse, and a hostile
+        one froze the loop for 19 s before the loader had bounds: calls in
+        flight have deadlines, so the loop only registers plugins into the
+        fresh registry (hooks are not thread-safe) and swaps the result in.
+        One reload at a time; None when loading itself failed (logged).
+        """
+        async with self._reload_lock:
+            fresh = self._fresh_registry()
+            try:
+                loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
+            except Exception:  # a bug in loading must not end the engine
+                log.exception("rules not reloaded: loading failed; keeping the previous %d "
+                              "rules", len(self.rules.current.rules))
+                return None
+            return self._swap_rules(fresh, loaded)
+
+    def request_reload(self) -> None:
+        """SIGHUP: start :meth:`reload_in_thread` (a signal handler cannot await)."""
+        task = asyncio.get_running_loop().create_task(self.reload_in_thread(),
+                                                      name="callrouter-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _fresh_registry(self) -> Registry:
         fresh = Registry()
-        problems = self.plugins.register_into(fresh)
-        for problem in problems:
+        for problem in self.plugins.register_into(fresh):
             log.error("%s", problem)
-        book = RuleBook(self.rules.paths, fresh)
-        loaded = book.reload()
+        return fresh
+
+    def _swap_rules(self, fresh: Registry, loaded: RuleSet) -> RuleSet:
         for error in loaded.errors:
             log.error("%s (rule disabled)", error)
         if loaded.fatal:
             log.error("rules not reloaded: keeping the previous %d rules",
                       len(self.rules.current.rules))
             return loaded
+        book = RuleBook(self.rules.paths, fresh)
+        book.current = loaded
         self.registry = fresh
         self.rules = book
         log.info("reloaded %d rules", len(loaded.rules))
@@ -396,11 +434,11 @@ class Engine:
         return found
 
     async def _check_rule_files(self) -> None:
-        current = self._scan_rule_files()
+        current = await asyncio.to_thread(self._scan_rule_files)  # stat calls: off the loop
         if current != self._rule_mtimes:
             self._rule_mtimes = current
             log.info("rule files changed; reloading")
-            self.reload()
+            await self.reload_in_thread()
 
     async def _keepalive(self) -> None:
         try:

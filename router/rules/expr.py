@@ -151,9 +151,6 @@ def _check_tree(tree: ast.AST) -> None:
                 raise ExpressionError("number literal too large")
             if not isinstance(value, str | int | float | bool | type(None)):
                 raise ExpressionError(f"{type(value).__name__} literals are not allowed")
-        if _constant_literal(node) and size(
-                [item.value for item in node.elts]) > MAX_STRING:  # type: ignore[attr-defined]
-            raise ExpressionError(f"literal longer than {MAX_STRING} characters or items")
 
 
 class Expression:
@@ -271,9 +268,11 @@ def _mult(a: Any, b: Any) -> Any:
     # Checked before multiplying: "x" * 10**9 must never be built. Items count
     # in full (``size``), so [[x] * 100] * 100 is 10,000 items, not 100.
     for seq, times in ((a, b), (b, a)):
-        if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 0 \
-                and size(seq) * times > MAX_STRING:
-            raise OverflowError(f"value longer than {MAX_STRING} characters or items")
+        if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 0:
+            # a collection's own bracket is counted once, its items ``times`` times
+            grown = len(seq) * times if isinstance(seq, str) else 1 + (size(seq) - 1) * times
+            if grown > MAX_STRING:
+                raise OverflowError(f"value longer than {MAX_STRING} characters or items")
     return _bounded(a * b)
 
 
@@ -290,8 +289,8 @@ def _collection(value: Any) -> Any:
 
 
 def _constant_literal(node: ast.AST) -> bool:
-    """``("7495...", "7499...")``: sized once at load (:func:`_check_tree`), so
-    the common ``did in (...)`` pays no check per call."""
+    """``("7495...", "7499...")`` needs no check per call (the common ``did in
+    (...)`` stays cheap): its size is bounded by MAX_EXPRESSION < MAX_STRING."""
     return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(
         isinstance(item, ast.Constant) for item in node.elts)
 

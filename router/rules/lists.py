@@ -15,9 +15,11 @@ from router.errors import RuleValidationError
 from router.rules.loader import Node, display_path
 from router.rules.schema import ListSpec
 
-__all__ = ["MAX_LIST_ITEMS", "load_list"]
+__all__ = ["MAX_LIST_FILE_BYTES", "MAX_LIST_ITEMS", "load_list"]
 
 MAX_LIST_ITEMS = 1_000_000
+#: A million numbers with comments fit; a list file is read whole.
+MAX_LIST_FILE_BYTES = 64_000_000
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
 
 
@@ -29,7 +31,16 @@ def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
         return
     shown = display_path(spec.path)
     try:
-        text = spec.path.read_text(encoding="utf-8")
+        if spec.path.exists() and not spec.path.is_file():  # a FIFO would block, a device never end
+            raise RuleValidationError(f"list {spec.name!r}: {shown} is not a regular file",
+                                      file=spec.file, line=spec.line)
+        with spec.path.open("rb") as stream:
+            data = stream.read(MAX_LIST_FILE_BYTES + 1)
+        if len(data) > MAX_LIST_FILE_BYTES:
+            raise RuleValidationError(f"list {spec.name!r}: {shown} is bigger than "
+                                      f"{MAX_LIST_FILE_BYTES} bytes", file=spec.file,
+                                      line=spec.line)
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RuleValidationError(f"list {spec.name!r}: cannot read {shown}: "
                                   f"{exc.strerror or exc}", file=spec.file,

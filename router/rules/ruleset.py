@@ -173,11 +173,15 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
         for path in discover([base]):
             try:
                 source = load_file(path)
+                checked = check_file(source, registry)
             except RuleValidationError as exc:
                 errors.append(exc)
                 fatal = True
                 continue
-            checked = check_file(source, registry)
+            except Exception as exc:  # a bug, not the file: still a located error, no traceback
+                errors.append(_internal_error(exc, display_path(path), 0))
+                fatal = True
+                continue
             errors.extend(checked.errors)
             fatal = fatal or checked.fatal
             for item in checked.lists:
@@ -209,12 +213,22 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
                 file=spec.file, line=spec.line, rule=spec.name))
             continue
         seen[spec.name] = spec
-        compiled = compile_rule(spec, registry, lists, order, broken)
+        try:
+            compiled = compile_rule(spec, registry, lists, order, broken)
+        except Exception as exc:  # a bug, not the rule: disable it with a located error
+            compiled = [_internal_error(exc, spec.file, spec.line, spec.name)]
         if isinstance(compiled, Rule):
             rules.append(compiled)
         else:
             errors.extend(compiled)
     return RuleSet.build(rules, lists, registry, errors, fatal)
+
+
+def _internal_error(exc: Exception, file: str, line: int,
+                    rule: str | None = None) -> RuleValidationError:
+    """``callrouter check`` and a reload never end in a traceback over a rule file."""
+    return RuleValidationError(f"cannot load ({type(exc).__name__}: {exc}); please report "
+                               "this as a bug", file=file, line=line, rule=rule)
 
 
 class RuleBook:

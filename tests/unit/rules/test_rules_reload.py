@@ -1,0 +1,118 @@
+"""Reloading rules on a running engine never stalls the event loop (issue 10, item 2).
+
+A billion-laughs file saved into the watched folder froze the loop for 19 s
+and calls in flight missed their deadlines. Now the loader refuses it at once,
+and all loading runs in a worker thread while the loop keeps serving; the
+previous rules stay when the new set is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+
+BAD = Path(__file__).resolve().parents[2] / "fixtures" / "rules" / "bad"
+
+GOOD = """version: 1
+rules:
+  - name: default
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+"""
+
+#: The loop must get a turn at least this often while a reload runs.
+MAX_GAP = 0.5
+
+
+def big_valid_rules(count: int) -> str:
+    """A legal rule file that takes the pure-Python YAML parser a few seconds."""
+    rule = ("  - name: r{0}\n    on: call\n    if: did == \"7495{0:07d}\"\n"
+            "    do:\n      - redirect: {{context: sales, exten: \"{0}\"}}\n")
+    return "version: 1\nrules:\n" + "".join(rule.format(i) for i in range(count))
+
+
+class _NoAsterisk:
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> Engine:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{folder}"]\n', encoding="utf-8")
+    engine = Engine(load_config(tmp_path / "router.toml"),
+                    client=_NoAsterisk(),  # type: ignore[arg-type]
+                    plugins=Plugins.load(entry_points=False),
+                    options=EngineOptions(watch_interval=0))
+    loaded = await engine.setup()
+    assert [r.name for r in loaded.rules] == ["default"]
+    return engine
+
+
+async def largest_gap_while(work: asyncio.Future[object] | asyncio.Task[object]) -> float:
+    """Runs a coroutine that ticks every 20 ms until ``work`` is done; the longest gap."""
+    ticks = [time.monotonic()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            ticks.append(time.monotonic())
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await asyncio.wait_for(work, timeout=120)
+    finally:
+        ticker.cancel()
+    ticks.append(time.monotonic())
+    return max(later - earlier for earlier, later in itertools.pairwise(ticks))
+
+
+async def test_watched_folder_reload_of_the_bomb_keeps_the_loop_ticking(
+        engine: Engine) -> None:
+    folder = engine.rules.paths[0]
+    bomb = (BAD / "yaml_alias_bomb.yaml").read_text(encoding="utf-8")
+    (folder / "b.yaml").write_text(bomb, encoding="utf-8")
+    gap = await largest_gap_while(asyncio.ensure_future(engine._check_rule_files()))
+    assert gap < MAX_GAP
+    # the bomb is refused, so the reload is fatal and the previous rules stay
+    assert [r.name for r in engine.rules.current.rules] == ["default"]
+
+
+async def test_slow_valid_reload_runs_off_the_loop(engine: Engine) -> None:
+    folder = engine.rules.paths[0]
+    (folder / "big.yaml").write_text(big_valid_rules(1500), encoding="utf-8")
+    gap = await largest_gap_while(asyncio.ensure_future(engine._check_rule_files()))
+    assert gap < MAX_GAP
+    assert len(engine.rules.current.rules) == 1501
+    assert engine.registry is engine.rules.registry
+
+
+async def test_sighup_reload_runs_in_the_background(engine: Engine) -> None:
+    folder = engine.rules.paths[0]
+    (folder / "a.yaml").write_text(GOOD.replace("default", "renamed"), encoding="utf-8")
+    engine.request_reload()
+    (task,) = engine._reloads
+    await asyncio.wait_for(task, timeout=60)
+    assert [r.name for r in engine.rules.current.rules] == ["renamed"]
+
+
+async def test_broken_reload_in_thread_keeps_the_previous_rules(engine: Engine) -> None:
+    folder = engine.rules.paths[0]
+    (folder / "a.yaml").write_text("version: 1\nrules: [\n", encoding="utf-8")
+    loaded = await engine.reload_in_thread()
+    assert loaded is not None
+    assert loaded.fatal
+    assert [r.name for r in engine.rules.current.rules] == ["default"]
