@@ -23,7 +23,7 @@ from router.rules.expr import Evaluator
 from router.rules.model import CompiledAction, Rule
 from router.rules.registry import LookupFn, Registry
 
-__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules"]
+__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask"]
 
 #: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
 NOT_PROVIDED = "not provided"
@@ -54,12 +54,7 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
     """
     started = time.perf_counter()
     trace = Trace(context)
-    names = context.names()
-    names["lists"] = lists
-    zone = registry.timezone
-    if zone is not None and context.now.tzinfo is not zone:
-        names["now"] = context.now.astimezone(zone) if context.now.tzinfo else \
-            context.now.replace(tzinfo=zone)
+    names = _names(context, registry, lists)
     evaluator = Evaluator(context, names, registry.functions)
     memo: _Memo = {}
     matched: list[str] = []
@@ -94,6 +89,50 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
             break
     trace.elapsed_us = (time.perf_counter() - started) * 1e6
     return Outcome(Decision(tuple(matched), tuple(actions)), trace)
+
+
+def may_ask(rules: Sequence[Rule], context: Context, registry: Registry,
+            lists: Mapping[str, frozenset[str]], lookup: str) -> bool:
+    """Could evaluating ``rules`` for ``context`` call the lookup ``lookup``?
+
+    ``False`` when a rule without lookups (a blacklist ``hangup``, an
+    internal-calls redirect) ends routing before any rule that asks
+    ``lookup`` has a true ``if``: a prefetch of that lookup would ask a slow
+    service (1C) about a caller the rules never look up. Rules with other
+    lookups cannot be decided here; they are passed over, since whether they
+    match or not, they do not ask ``lookup``. Errors count as in
+    :func:`evaluate_rules` (the rule is not taken); ``True`` is the safe answer.
+    """
+    names = _names(context, registry, lists)
+    evaluator = Evaluator(context, names, registry.functions)
+    for rule in rules:
+        try:
+            if rule.condition is not None and not evaluator.evaluate(rule.condition):
+                continue
+            if any(item.lookup == lookup for item in rule.lookups):
+                return True
+            if rule.lookups:
+                continue  # its answer is unknown here, and it does not ask ``lookup``
+            if rule.when is not None and not evaluator.evaluate(rule.when):
+                continue
+            for action in rule.actions:
+                _render(action, evaluator, rule.name)
+        except Exception:  # a broken rule is not taken, as in evaluate_rules
+            continue
+        if not rule.cont:
+            return False
+    return False
+
+
+def _names(context: Context, registry: Registry,
+           lists: Mapping[str, frozenset[str]]) -> dict[str, object]:
+    names = context.names()
+    names["lists"] = lists
+    zone = registry.timezone
+    if zone is not None and context.now.tzinfo is not zone:
+        names["now"] = context.now.astimezone(zone) if context.now.tzinfo else \
+            context.now.replace(tzinfo=zone)
+    return names
 
 
 async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],

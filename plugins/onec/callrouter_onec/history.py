@@ -3,10 +3,23 @@
 Events go to a SQLite file first and to 1C afterwards, so neither a 1C outage
 nor a callrouter restart loses them, and a call never waits for 1C. The queue
 is idempotent by (call_id, event) on our side too: a repeated enqueue of the
-same event is ignored even after it was delivered. The sender keeps order
-(1C sees ``ringing`` before ``hangup``), backs off exponentially while 1C is
-unavailable, drops an event with a log line once it has waited ``max_age``
-(about 5 minutes, per the contract) or when 1C rejects it as invalid.
+same event is ignored even after it was delivered.
+
+Order is kept per call: a call's next event is posted only after 1C answered
+the one before (``duplicate: true`` included), so a ``hangup`` never overtakes
+its ``ringing``. A post that timed out may still be finished by 1C later, even
+after the retry and the call's next event; that late copy is a repeat of
+(call_id, event), which 1C's idempotency ignores, so the first copy of each
+event 1C records comes in order. Calls do not wait for each other beyond one
+failed post: the oldest waiting event of each call is sent, those that failed
+least often first, so one event 1C keeps failing cannot hold back everyone's
+history for the days it is retried.
+
+The sender backs off exponentially while 1C is unavailable and drops an
+event, with a WARNING naming the call, the event and its age, once it has
+waited ``max_age`` (3 days by default: 1C servers are down for hours during
+updates), when 1C rejects it as invalid (400), or when the file holds
+``max_rows`` rows of undelivered events (the bound on its size on disk).
 
 SQLite never runs on the event loop: another process holding a write lock
 (a backup tool, an admin's ``sqlite3`` shell) used to freeze all routing for
@@ -48,6 +61,7 @@ __all__ = [
     "BUSY_TIMEOUT",
     "EVENT_KINDS",
     "FILENAME",
+    "MAX_AGE",
     "MAX_ROWS",
     "CallRecord",
     "HistoryQueue",
@@ -65,8 +79,13 @@ FILENAME = "onec-history.sqlite3"
 #: Seconds SQLite itself waits for another connection's lock before the writer
 #: thread backs off and retries; short, so stopping is never held up for long.
 BUSY_TIMEOUT = 0.25
-#: Delivered and dropped rows kept at most (newest first), whatever their age.
+#: Rows the file holds at most (about 1 KB each): undelivered events first, then
+#: the newest delivered and dropped ones.
 MAX_ROWS = 100_000
+#: Seconds an undelivered event is retried before it is dropped (3 days).
+MAX_AGE = 3 * 86400.0
+#: Drop lines written one by one per pruning; the rest are counted in one line.
+_DROP_LINES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +185,9 @@ class HistoryQueue:
     """The durable queue: one SQLite file, one row per (call_id, event).
 
     Delivered and dropped rows are kept for ``retention`` seconds so that a late
-    duplicate is still recognised, and at most ``max_rows`` of them, then pruned.
+    duplicate is still recognised. The file holds at most ``max_rows`` rows:
+    pruning drops the oldest undelivered events beyond that (logged), and keeps
+    only as many delivered and dropped ones as there is room left.
     Every method blocks on SQLite (up to ``busy_timeout`` on a lock held
     elsewhere, then ``sqlite3.OperationalError``): call them off the event loop,
     as :class:`HistorySender` does. They are safe from any thread.
@@ -237,6 +258,41 @@ class HistoryQueue:
                 "WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
+    def due(self, limit: int = 100) -> list[QueuedEvent]:
+        """The next event of each call: its oldest undelivered one.
+
+        Those that failed least often come first, then the oldest: a call's
+        events go out in order, and an event 1C keeps failing goes last.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, call_id, event, payload, created, attempts FROM events AS e "
+                "WHERE state = 'pending' AND NOT EXISTS (SELECT 1 FROM events AS p WHERE "
+                "p.call_id = e.call_id AND p.state = 'pending' AND p.id < e.id) "
+                "ORDER BY attempts, id LIMIT ?", (limit,)).fetchall()
+        return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def open_calls(self, since: float) -> dict[str, dict[str, dict[str, Any]]]:
+        """Calls with a ``ringing`` (queued since ``since``) and no final event yet.
+
+        What a restart must finish: calls routed before it whose end nobody
+        reported. Returns call id -> event -> payload.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT call_id, event, payload FROM events WHERE call_id IN ("
+                "SELECT call_id FROM events WHERE event = 'ringing' AND created >= ? "
+                "EXCEPT SELECT call_id FROM events WHERE event IN ('hangup', 'missed')) "
+                "ORDER BY id", (since,)).fetchall()
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for call_id, event, payload in rows:
+            found.setdefault(call_id, {})[event] = json.loads(payload)
+        return found
+
+    def now(self) -> float:
+        """The queue's clock (``created`` and ``updated`` are on it)."""
+        return self._clock()
+
     def pending_count(self) -> int:
         return self.counts().get("pending", 0)
 
@@ -278,20 +334,57 @@ class HistoryQueue:
         return [str(row[0]) for row in rows]
 
     def prune(self) -> int:
-        """Forget delivered and dropped rows older than ``retention`` or past ``max_rows``."""
+        """Keep the file within ``max_rows`` rows and ``retention``; returns rows removed.
+
+        Undelivered events beyond ``max_rows`` (the oldest) are dropped with a
+        WARNING each: the queue's size on disk is bounded even when 1C stays
+        away for days.
+        """
+        now = self._clock()
         with self._lock:
             old = self._db.execute("DELETE FROM events WHERE state != 'pending' AND updated < ?",
-                                   (self._clock() - self.retention,)).rowcount
+                                   (now - self.retention,)).rowcount
+            pending = self._db.execute(
+                "SELECT count(*) FROM events WHERE state = 'pending'").fetchone()[0]
+            full: list[tuple[str, str, float]] = []
+            if pending > self.max_rows:
+                full = self._db.execute(
+                    "SELECT call_id, event, created FROM events WHERE state = 'pending' "
+                    "ORDER BY id LIMIT ?", (pending - self.max_rows,)).fetchall()
+                self._db.execute(
+                    "UPDATE events SET state = 'dropped', updated = ?, detail = ? WHERE id IN "
+                    "(SELECT id FROM events WHERE state = 'pending' ORDER BY id LIMIT ?)",
+                    (now, "queue full (events_max_rows)", pending - self.max_rows))
+            room = max(0, self.max_rows - min(pending, self.max_rows))
             over = self._db.execute(
                 "DELETE FROM events WHERE state != 'pending' AND id NOT IN (SELECT id FROM "
-                "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)",
-                (self.max_rows,)).rowcount
-            return old + over
+                "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)", (room,)).rowcount
+        for call_id, event, created in full[:_DROP_LINES]:
+            log.warning("1C history: dropped %s of call %s, %s old, undelivered: the queue "
+                        "holds at most %d rows (events_max_rows)", event, call_id,
+                        _age(now - created), self.max_rows)
+        if len(full) > _DROP_LINES:
+            log.warning("1C history: dropped %d more undelivered events: the queue holds at "
+                        "most %d rows (events_max_rows)", len(full) - _DROP_LINES, self.max_rows)
+        return old + over
 
     def _set(self, row_id: int, state: str, detail: str | None) -> None:
         with self._lock:
             self._db.execute("UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
                              (state, self._clock(), detail, row_id))
+
+
+def _age(seconds: float) -> str:
+    """``3d 2h``, ``5m 3s``: an age an operator reads at a glance."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def _create_private(target: Path) -> None:
@@ -327,7 +420,7 @@ class HistorySender:
     restarted. ``prune_interval`` is how often old rows are pruned.
     """
 
-    def __init__(self, queue: HistoryQueue, post: Poster, *, max_age: float = 300.0,
+    def __init__(self, queue: HistoryQueue, post: Poster, *, max_age: float = MAX_AGE,
                  base_delay: float = 1.0, max_delay: float = 60.0, batch: int = 100,
                  idle_poll: float = 5.0, prune_interval: float = 3600.0) -> None:
         self.queue = queue
@@ -454,16 +547,18 @@ class HistorySender:
             self._wake.clear()
             try:
                 await self._prune_when_due()
-                rows: list[QueuedEvent] = await self._db(self.queue.pending, self.batch)
+                rows: list[QueuedEvent] = await self._db(self.queue.due, self.batch)
                 if not rows:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.idle_poll)
                     continue
-                sent = await self.send_batch(rows)
+                delivered = await self._send(rows)
+                sent = delivered == len(rows)
             except sqlite3.Error as exc:
                 log.warning("1C history: database busy or failing, retrying: %s", exc)
-                sent = False
-            if sent:
+                delivered, sent = 0, False
+            if sent or delivered:
+                # Progress: go on at once; an event that failed now goes last.
                 self.failures = 0
                 continue
             self.failures += 1
@@ -482,7 +577,11 @@ class HistorySender:
 
     async def send_batch(self, rows: list[QueuedEvent]) -> bool:
         """Send in order; stop at the first "1C unavailable" and report ``False``."""
-        for row in rows:
+        return await self._send(rows) == len(rows)
+
+    async def _send(self, rows: list[QueuedEvent]) -> int:
+        """Post rows in order until one fails; returns how many 1C answered (or refused)."""
+        for done, row in enumerate(rows):
             try:
                 ack = await self._post(row.payload)
             except OneCBadRequest as exc:
@@ -497,15 +596,17 @@ class HistorySender:
                                 type(exc).__name__, row.event, row.call_id)
                 detail = str(exc) or type(exc).__name__
                 await self._db(self.queue.mark_failed, row.id, detail)
+                now = self.queue.now()
                 for old in await self._db(self.queue.expired, self.max_age):
-                    log.warning("1C history: dropped %s of call %s after %d attempts over "
-                                "%g s: %s", old.event, old.call_id, old.attempts + 1,
-                                self.max_age, detail)
+                    log.warning("1C history: dropped %s of call %s, %s old, undelivered after "
+                                "%d attempts (events_max_age %s): %s", old.event, old.call_id,
+                                _age(now - old.created), old.attempts,
+                                _age(self.max_age), detail)
                     await self._db(self.queue.mark_dropped, old.id, detail)
-                return False
+                return done
             else:
                 await self._db(self.queue.mark_sent, row.id, ack.id)
-        return True
+        return len(rows)
 
 
 def _nothing() -> None:

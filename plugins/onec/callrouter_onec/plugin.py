@@ -22,7 +22,10 @@ What each hook does, in life-cycle order:
   inbound context, so the rule finds it in flight or done.
 * ``callrouter_call_start``, ``callrouter_event``, ``callrouter_decision``
   and ``callrouter_call_end`` fold the call into 1C's call history:
-  ``ringing``, ``answered``, ``transferred``, then ``hangup`` or ``missed``.
+  ``ringing``, ``answered``, ``transferred``, then ``hangup`` or ``missed``,
+  only for what happened on the PBX (the decision's outcome says what that
+  was: docs/onec.md, "Call history"). Calls routed before a restart are
+  picked up again from the history queue (:meth:`OneCPlugin.settle_open`).
 * ``callrouter_notify`` posts an event a rule asks for (``notify: {plugin:
   onec, event: missed}``).
 * ``callrouter_shutdown`` drains the history queue (bounded) and closes.
@@ -39,6 +42,7 @@ import asyncio
 import logging
 import os
 import ssl
+import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -54,6 +58,7 @@ from callrouter_onec.errors import OneCError, OneCUnavailable
 from callrouter_onec.history import (
     EVENT_KINDS,
     FILENAME,
+    MAX_AGE,
     CallRecord,
     EventKind,
     HistoryQueue,
@@ -84,6 +89,11 @@ NAME = "onec"
 NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
 #: How many recent callers remember their DID and call id for the lookup.
 _RECENT_MAX = 1000
+#: Calls routed up to this long before a restart get their end reported after it
+#: (the engine's call tracker forgets a call after 4 hours too).
+_OPEN_CALLS_SINCE = 4 * 3600.0
+#: Seconds between checks whether such a call is still up.
+_OPEN_CALLS_INTERVAL = 30.0
 #: Hangup causes (Q.850) -> the contract's ``status`` of an unanswered call.
 _CAUSE_STATUS = {"17": "BUSY", "18": "NOANSWER", "19": "NOANSWER", "16": "CANCEL",
                  "0": "CANCEL", "": "CANCEL"}
@@ -101,7 +111,7 @@ KEYS: tuple[str, ...] = (
     "events_max_age", "events_retry_min", "events_retry_max", "events_retention",
     "events_max_rows", "events_prune_interval", "drain_timeout", "warmup", "warmup_numbers",
     "warmup_count", "ping_interval", "timezone", "country_code", "national_length",
-    "trunk_prefix", "exit_prefixes", "internal_max_digits",
+    "trunk_prefix", "exit_prefixes", "internal_max_digits", "dial_context",
 )
 
 
@@ -118,7 +128,7 @@ class OneCConfig:
     #: None: the engine's state directory.
     state_dir: Path | None = None
     events: bool = True
-    events_max_age: float = 300.0
+    events_max_age: float = MAX_AGE
     events_retry_min: float = 1.0
     events_retry_max: float = 60.0
     #: Delivered and dropped events are kept this long (duplicate detection, warm-up)...
@@ -137,6 +147,9 @@ class OneCConfig:
     #: 1C's server zone for the zoneless times in call events; None: this machine's.
     timezone: tzinfo | None = None
     rules: CountryRules = field(default_factory=lambda: RUSSIA)
+    #: The dialplan context whose extensions are phones: a redirect there rang that
+    #: extension; a redirect anywhere else (a queue, an IVR) rang no extension we know.
+    dial_context: str = "callrouter-dial"
 
 
 def _digit_string(reader: SettingsReader, key: str, default: str, *,
@@ -297,7 +310,7 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         open_seconds=reader.number("open_seconds", 30.0, 0, 3600),
         state_dir=state_dir,
         events=reader.boolean("events", True),
-        events_max_age=reader.number("events_max_age", 300.0, 0, 7 * 86400),
+        events_max_age=reader.number("events_max_age", MAX_AGE, 0, 30 * 86400),
         events_retry_min=retry_min,
         events_retry_max=retry_max,
         events_retention=reader.number("events_retention", 7 * 86400.0, 0, 366 * 86400),
@@ -310,10 +323,17 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         ping_interval=reader.number("ping_interval", 60.0, 0, 86400, allow_zero=True),
         timezone=_zone(reader),
         rules=rules,
+        dial_context=reader.string("dial_context", "callrouter-dial"),
     )
 
 
 # -- per-call history state ----------------------------------------------------------------
+
+
+#: What 1C is told about a call, by the decision's outcome (docs/onec.md):
+#: ``routed``: everything (callrouter redirected it); ``final``: only its end (it
+#: took the dialplan's default route); ``silent``: nothing (shadow, a rule hung up).
+Mode = Literal["", "routed", "final", "silent"]
 
 
 @dataclass(slots=True)
@@ -321,7 +341,8 @@ class _Track:
     """What the plugin remembers about one call (in ``call.extra["onec"]``)."""
 
     started_at: datetime
-    requested: bool = False
+    #: "": no decision for this call (outbound, internal, before our start): not history.
+    mode: Mode = ""
     extension: str | None = None
     manager_id: str | None = None
     client_id: str | None = None
@@ -329,6 +350,8 @@ class _Track:
     ended_at: datetime | None = None
     causes: dict[str, str] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)
+    #: (from, to) as 1C got them before a restart; None: from the call.
+    numbers: tuple[str, str] | None = None
 
 
 def _now() -> datetime:
@@ -347,6 +370,27 @@ def _find_responsible(trace: Any) -> dict[str, Any] | None:
                     return value
                 found = found or value
     return found
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _parse_local(value: object) -> datetime | None:
+    """A time from a queued payload: 1C's zoneless local time, as it was sent."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _manager_extension(answer: Mapping[str, Any] | None) -> str | None:
+    manager = answer.get("manager") if answer else None
+    if isinstance(manager, Mapping) and isinstance(manager.get("extension"), str):
+        return cast(str, manager["extension"])
+    return None
 
 
 def _ids(answer: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
@@ -376,6 +420,9 @@ class OneCPlugin:
         self.healthy: bool | None = None
         self._engine: EngineAPI | None = None
         self._recent: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        #: Calls routed before a restart whose end 1C has not heard (call id ->
+        #: event -> payload), until the engine sees them again or they are gone.
+        self._open: dict[str, dict[str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- configure / register ----------------------------------------------------------
@@ -439,7 +486,11 @@ class OneCPlugin:
             self.client, positive_ttl=config.positive_ttl, negative_ttl=config.negative_ttl,
             stale_ttl=config.stale_ttl, failure_threshold=config.failure_threshold,
             open_seconds=config.open_seconds, rules=config.rules)
-        if config.events:
+        if getattr(engine, "shadow", False) is True:
+            # Shadow mode: nothing happens to calls, so 1C hears nothing; the
+            # history file (perhaps a live instance's) is not even opened.
+            log.info("onec: shadow mode: no call history is sent to 1C")
+        elif config.events:
             path = Path(config.state_dir or engine.state_dir) / FILENAME
             # Off the loop: another process may hold the database's lock.
             self.queue = await asyncio.to_thread(
@@ -453,6 +504,15 @@ class OneCPlugin:
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
+            self._open = await asyncio.to_thread(self.queue.open_calls,
+                                                 time.time() - _OPEN_CALLS_SINCE)
+            if self._open:
+                log.info("onec: %d calls routed before the restart have no end in 1C yet; "
+                         "following them", len(self._open))
+                await self.settle_open()
+                engine.scheduler.add_job(self.settle_open, "interval",
+                                         seconds=_OPEN_CALLS_INTERVAL, id="onec:open-calls",
+                                         replace_existing=True, coalesce=True, max_instances=1)
         scheduler = engine.scheduler
         if config.ping_interval:
             scheduler.add_job(self.ping, "interval", seconds=config.ping_interval,
@@ -489,6 +549,7 @@ class OneCPlugin:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._open = {}
         sender, self.sender = self.sender, None
         queue, self.queue = self.queue, None
         cache, self.cache = self.cache, None
@@ -565,6 +626,15 @@ class OneCPlugin:
         cache = self.cache
         if cache is None or not call.caller_number:
             return
+        engine = self._engine
+        may_ask = getattr(engine, "may_ask", None)
+        if may_ask is not None:
+            try:
+                if not may_ask(call, f"{NAME}.responsible"):
+                    return  # e.g. a blacklisted caller: 1C is not asked about them
+            except Exception:  # a prefetch is an optimisation: when in doubt, ask
+                log.exception("onec: could not tell whether the rules ask 1C about call %s",
+                              call.linkedid)
         did = call.did or next((c.exten for c in call.channels.values() if c.exten), None)
         self._remember(call.caller_number, did, call.linkedid)
         cache.prefetch(call.caller_number, did=did or None, call_id=call.linkedid)
@@ -591,8 +661,92 @@ class OneCPlugin:
 
     @hookimpl
     def callrouter_call_start(self, call: Call) -> None:
-        if self.sender is not None:
-            self._track(call)
+        if self.sender is None:
+            return
+        track = self._track(call)
+        known = self._open.pop(call.linkedid, None)
+        if known is not None:
+            self._resume(track, known)
+
+    def _resume(self, track: _Track, known: Mapping[str, Mapping[str, Any]]) -> None:
+        """A call routed before a restart, still up: go on from what 1C was told."""
+        ringing = known["ringing"]
+        track.mode = "routed"
+        track.started_at = _parse_local(ringing.get("started_at")) or track.started_at
+        track.extension = _str_or_none(ringing.get("extension"))
+        track.manager_id = _str_or_none(ringing.get("manager_id"))
+        track.client_id = _str_or_none(ringing.get("client_id"))
+        track.numbers = (str(ringing.get("from") or ""), str(ringing.get("to") or ""))
+        answered = known.get("answered")
+        if answered is not None:
+            track.answered_at = _parse_local(answered.get("answered_at")) or _now()
+        track.submitted.update(known)
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: Any) -> None:
+        """Calls that ended during the gap are the engine's; those from before a restart ours."""
+        if self._open:
+            self._spawn(self.settle_open())
+
+    async def settle_open(self) -> int:
+        """Finish the calls routed before a restart: returns how many got their end now.
+
+        The history queue knows the calls whose ``ringing`` 1C got and whose end
+        it did not. One still up is tracked again once the engine sees it (the
+        engine's reconcile lists live channels); one no channel belongs to any
+        more ended while callrouter was down: 1C gets its final event now, with
+        what is known (``hangup`` if its ``answered`` was sent, else ``missed``;
+        ``ended_at`` is when this was noticed).
+        """
+        engine, sender = self._engine, self.sender
+        if not self._open or engine is None or sender is None:
+            return 0
+        ami = getattr(engine, "ami", None)
+        if ami is None:
+            return 0
+        try:
+            listing = await ami.send("CoreShowChannels", {}, validate=False)
+        except Exception as exc:
+            log.warning("onec: could not list channels to finish calls from before the "
+                        "restart (tried again later): %s", exc)
+            return 0
+        live = {item.get("Linkedid") or "" for item in listing.items}
+        finished = 0
+        for call_id, known in list(self._open.items()):
+            call = engine.tracker.get(call_id)
+            if call is not None:
+                self._open.pop(call_id, None)
+                self._resume(self._track(call), known)
+            elif call_id not in live:
+                self._open.pop(call_id, None)
+                finished += self._finish_unseen(call_id, known)
+        if finished:
+            log.info("onec: %d calls routed before the restart ended meanwhile; 1C gets "
+                     "their end now", finished)
+        return finished
+
+    def _finish_unseen(self, call_id: str, known: Mapping[str, Mapping[str, Any]]) -> int:
+        ringing, answered = known["ringing"], known.get("answered")
+        started = _parse_local(ringing.get("started_at")) or _now()
+        direction = ringing.get("direction")
+        record = CallRecord(
+            call_id=call_id,
+            direction=direction if direction in ("in", "out", "internal") else "in",
+            from_number=str(ringing.get("from") or ""), to_number=str(ringing.get("to") or ""),
+            started_at=started, extension=_str_or_none(ringing.get("extension")),
+            manager_id=_str_or_none(ringing.get("manager_id")),
+            client_id=_str_or_none(ringing.get("client_id")),
+            answered_at=_parse_local(answered.get("answered_at")) if answered else None,
+            ended_at=_now(), status="ANSWER" if answered else "NOANSWER")
+        kind: EventKind = "hangup" if answered else "missed"
+        try:
+            assert self.sender is not None
+            self.sender.submit(build_event(kind, record,
+                                           tz=self.config.timezone if self.config else None))
+        except Exception:
+            log.exception("onec: could not queue %s of call %s", kind, call_id)
+            return 0
+        return 1
 
     @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
@@ -610,7 +764,7 @@ class OneCPlugin:
             track.causes[event.get("Channel") or ""] = event.get("Cause") or ""
         if call.answered and track.answered_at is None:
             track.answered_at = _now()
-            if track.requested:
+            if track.mode == "routed":
                 self._submit("answered", call, track)
 
     def _transfer(self, event: Event) -> None:
@@ -625,48 +779,69 @@ class OneCPlugin:
             if call is None:
                 continue
             track = self._track(call)
-            if track.requested and call.answered:
+            if track.mode == "routed" and call.answered:
                 self._submit("transferred", call, track, extension=target)
 
     @hookimpl
     def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
-        """The call is known to callrouter now: it rings somewhere, tell 1C who and where."""
+        """Tell 1C what the decision made happen, and nothing else.
+
+        ``executed`` with a redirect: the call rings where it was sent
+        (``ringing`` now, the rest as it happens); with a ``hangup``: a rule
+        refused the caller, nothing rang, 1C hears nothing. ``shadow``: nothing
+        happened. ``late``, ``fell-through``, ``failed``, ``caller-gone`` and an
+        executed decision without a redirect: the call stays on the dialplan's
+        default route, where callrouter does not know who rings; 1C gets only its
+        end (``hangup`` or ``missed``, no extension, no manager).
+        """
         if self.sender is None:
             return
         track = self._track(call)
-        track.requested = True
-        answer = _find_responsible(trace)
-        track.manager_id, track.client_id = _ids(answer)
-        track.extension = self._extension(decision, answer)
+        if track.mode:
+            return  # the call's first decision said what happened to it
         if call.caller_number:
             self._remember(call.caller_number, call.did, call.linkedid)
+        actions = (getattr(decision, "actions", ()) or ()) if outcome == "executed" else ()
+        kinds = [getattr(action, "kind", None) for action in actions]
+        if outcome == "shadow" or "hangup" in kinds:
+            track.mode = "silent"
+            return
+        answer = _find_responsible(trace)
+        manager_id, track.client_id = _ids(answer)
+        if "redirect" not in kinds:
+            track.mode = "final"
+            return
+        track.mode = "routed"
+        track.extension = self._extension(actions)
+        # The manager is the call's only if it rang the manager's own extension.
+        if track.extension is not None and track.extension == _manager_extension(answer):
+            track.manager_id = manager_id
         self._submit("ringing", call, track)
         if track.answered_at is not None:
             self._submit("answered", call, track)
 
-    def _extension(self, decision: Any, answer: Mapping[str, Any] | None) -> str | None:
-        """The extension the call was sent to: a redirect to a short (internal) number."""
-        limit = self.config.rules.internal_max_digits if self.config else 5
-        for action in getattr(decision, "actions", ()) or ():
+    def _extension(self, actions: Any) -> str | None:
+        """The extension the call rang: the last redirect's, if into the dial context."""
+        context = self.config.dial_context if self.config else "callrouter-dial"
+        found: str | None = None
+        for action in actions:
             if getattr(action, "kind", None) != "redirect":
                 continue
-            exten = str(getattr(action, "params", {}).get("exten", ""))
-            if exten.isdigit() and len(exten) <= limit:
-                return exten
-        manager = answer.get("manager") if answer else None
-        if isinstance(manager, Mapping) and isinstance(manager.get("extension"), str):
-            return cast(str, manager["extension"])
-        return None
+            params = getattr(action, "params", {}) or {}
+            exten = str(params.get("exten", ""))
+            found = exten if params.get("context") == context and exten else None
+        return found
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
         if self.sender is None:
             return
         track = self._track(call)
-        if not track.requested:
-            return  # not a call callrouter routed (outbound, internal, before our start)
+        if track.mode not in ("routed", "final"):
+            return  # not routed (outbound, internal, before our start), shadow, refused
         track.ended_at = _now()
-        self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
+        if track.mode == "routed":
+            self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
         self._submit("hangup" if call.answered else "missed", call, track)
 
     def _record(self, call: Call, track: _Track, *, status: Status | None = None,
@@ -677,10 +852,13 @@ class OneCPlugin:
         direction: Direction = "internal" if caller.kind is NumberKind.INTERNAL else "in"
         if final and status is None:
             status = self._status(call, track)
+        from_number = caller.number or call.caller_number
+        to_number = (did.number if did and did.number else call.did) or ""
+        if track.numbers is not None:  # a call picked up after a restart: as 1C knows it
+            from_number, to_number = track.numbers
         return CallRecord(
             call_id=call.linkedid, direction=direction,
-            from_number=caller.number or call.caller_number,
-            to_number=(did.number if did and did.number else call.did) or "",
+            from_number=from_number, to_number=to_number,
             started_at=track.started_at, extension=extension or track.extension,
             manager_id=track.manager_id, client_id=track.client_id,
             answered_at=track.answered_at,

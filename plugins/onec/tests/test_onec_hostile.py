@@ -173,7 +173,7 @@ async def test_a_dying_sender_is_logged_and_restarted(tmp_path: Path, client: On
                                                       caplog: pytest.LogCaptureFixture) -> None:
     queue = HistoryQueue(tmp_path)
     sender = HistorySender(queue, client.post_event, base_delay=0.01, max_delay=0.05)
-    real = queue.pending
+    real = queue.due
     calls = 0
 
     def broken_once(limit: int = 100) -> list[QueuedEvent]:
@@ -183,7 +183,7 @@ async def test_a_dying_sender_is_logged_and_restarted(tmp_path: Path, client: On
             raise RuntimeError("a bug nobody foresaw")
         return real(limit)
 
-    queue.pending = broken_once  # type: ignore[method-assign]
+    queue.due = broken_once  # type: ignore[method-assign]
     try:
         sender.start()
         sender.submit(build_event("ringing", CallRecord(

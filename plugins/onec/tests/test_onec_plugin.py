@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -108,8 +110,8 @@ def owner_trace(answer: dict[str, Any] | None) -> Trace:
     return trace
 
 
-def redirect_to(exten: str) -> Decision:
-    return Decision(("owner",), (Action.make("redirect", {"context": "callrouter-dial",
+def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
+    return Decision(("owner",), (Action.make("redirect", {"context": context,
                                                           "exten": exten}, "owner"),))
 
 
@@ -365,7 +367,7 @@ async def test_unanswered_call_is_missed_with_its_status(
         status: str) -> None:
     onec, engine = started
     call = routed_call(engine.tracker, linkedid=f"17000.{cause}")
-    onec.callrouter_decision(call, Decision(), owner_trace(None), "fell-through")
+    onec.callrouter_decision(call, redirect_to("sales", "queues"), owner_trace(None), "executed")
     onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause=cause), call)
     onec.callrouter_call_end(call)
     # the rule's own notify for the same call is the same (call_id, event): not sent twice
@@ -417,7 +419,7 @@ async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
     await first.callrouter_startup(engine)  # type: ignore[arg-type]
     for n in range(3):
         call = routed_call(engine.tracker, linkedid=f"1.{n}")
-        first.callrouter_decision(call, Decision(), owner_trace(None), "fell-through")
+        first.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
         first.callrouter_call_end(call)
     await asyncio.sleep(0.2)
     assert first.queue is not None
@@ -500,7 +502,7 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
     try:
         for n in range(4):
             call = routed_call(engine.tracker, linkedid=f"7.{n}")
-            onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "matched")
+            onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
             onec.callrouter_call_end(call)
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.6)  # longer than SQLite's busy timeout
@@ -514,3 +516,181 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
     assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
     keys = sorted((r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts)
     assert keys == sorted((f"7.{n}", e) for n in range(4) for e in ("ringing", "missed"))
+
+
+# -- what 1C is told, by outcome (issue 11 items 1-4) ----------------------------------------
+
+OWNER = {"found": True, "client": {"id": "client-1", "name": "ООО «Ромашка»"},
+         "manager": {"id": "manager-1", "name": "Петров Пётр", "extension": "101"}}
+
+
+def blacklisted() -> Decision:
+    return Decision(("blacklist",), (Action.make("hangup", {"cause": "21"}, "blacklist"),))
+
+
+def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | None]]:
+    return [(r.payload["event"], r.payload["extension"], r.payload["manager_id"],
+             r.payload["client_id"]) for r in double.event_book.receipts]
+
+
+@pytest.mark.parametrize(("decision", "outcome", "answered", "expected"), [
+    # shadow: nothing happened to the call
+    (redirect_to("101"), "shadow", False, []),
+    (redirect_to("101"), "shadow", True, []),
+    # a rule refused the caller: nothing rang
+    (blacklisted(), "executed", False, []),
+    # the call stayed on the dialplan's default route: only its end, no extension, no manager
+    (redirect_to("101"), "late", False, [("missed", None, None, "client-1")]),
+    (redirect_to("101"), "late", True, [("hangup", None, None, "client-1")]),
+    (Decision(), "fell-through", False, [("missed", None, None, "client-1")]),
+    (redirect_to("101"), "failed", False, [("missed", None, None, "client-1")]),
+    (redirect_to("101"), "caller-gone", False, [("missed", None, None, "client-1")]),
+    (Decision(("tag",), (Action.make("setvar", {"X": "1"}, "tag"),)), "executed", False,
+     [("missed", None, None, "client-1")]),
+    # routed to the owner's extension: everything, with the manager
+    (redirect_to("101"), "executed", False,
+     [("ringing", "101", "manager-1", "client-1"), ("missed", "101", "manager-1", "client-1")]),
+    (redirect_to("101"), "executed", True,
+     [("ringing", "101", "manager-1", "client-1"), ("answered", "101", "manager-1", "client-1"),
+      ("hangup", "101", "manager-1", "client-1")]),
+    # the owner was looked up, the call went to a VIP queue: never the owner's extension
+    (redirect_to("vip", "queues"), "executed", False,
+     [("ringing", None, None, "client-1"), ("missed", None, None, "client-1")]),
+    # another extension in the dial context: that one rang, not the owner's manager
+    (redirect_to("105"), "executed", False,
+     [("ringing", "105", None, "client-1"), ("missed", "105", None, "client-1")]),
+])
+async def test_1c_hears_only_what_the_outcome_made_happen(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble, decision: Decision,
+        outcome: str, answered: bool,
+        expected: list[tuple[str, str | None, str | None, str | None]]) -> None:
+    onec, engine = started
+    call = routed_call(engine.tracker, linkedid="8.1")
+    onec.callrouter_call_start(call)
+    onec.callrouter_decision(call, decision, owner_trace(OWNER), outcome)
+    if answered:
+        assert engine.tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "",
+                                      Linkedid=call.linkedid, DialStatus="ANSWER")) is call
+        onec.callrouter_event(ev("DialEnd"), call)
+    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
+    onec.callrouter_call_end(call)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    assert sent(double) == expected
+
+
+async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble,
+                                                       tmp_path: Path) -> None:
+    onec = OneCPlugin()
+    config = write_config(tmp_path, onec_table(double))
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = FakeEngine(tmp_path / "state")
+    engine.shadow = True  # type: ignore[attr-defined]
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        call = routed_call(engine.tracker)
+        onec.callrouter_call_start(call)
+        onec.callrouter_prefetch(call)
+        onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "shadow")
+        onec.callrouter_call_end(call)
+        assert onec.queue is None
+        assert onec.sender is None
+        assert not (tmp_path / "state" / "onec-history.sqlite3").exists()
+        assert await onec.responsible("79161234567") is not None  # lookups still work
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert double.event_book.receipts == []
+
+
+async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    onec, engine = started
+    asked: list[tuple[str, str]] = []
+
+    def may_ask(call: Call, lookup: str) -> bool:
+        asked.append((call.linkedid, lookup))
+        return call.linkedid != "9.1"  # 9.1: a blacklist rule hangs up first
+
+    engine.may_ask = may_ask  # type: ignore[attr-defined]
+    onec._engine = engine  # type: ignore[assignment]
+    onec.callrouter_prefetch(routed_call(engine.tracker, linkedid="9.1"))
+    await asyncio.sleep(0.1)
+    assert double.requests("/v1/responsible") == []
+    onec.callrouter_prefetch(routed_call(engine.tracker, linkedid="9.2",
+                                         caller="8 985 765-43-21"))
+    await asyncio.sleep(0.3)
+    assert len(double.requests("/v1/responsible")) == 1
+    assert asked == [("9.1", "onec.responsible"), ("9.2", "onec.responsible")]
+
+
+class FakeAMI:
+    """``CoreShowChannels`` of a PBX where some calls are still up."""
+
+    def __init__(self, linkedids: list[str]) -> None:
+        self.linkedids = linkedids
+
+    async def send(self, name: str, params: Any, *, validate: bool = True) -> Any:
+        assert name == "CoreShowChannels"
+        items = [ev("CoreShowChannel", Channel=f"PJSIP/101-{n}", Linkedid=linkedid)
+                 for n, linkedid in enumerate(self.linkedids)]
+        return SimpleNamespace(items=items)
+
+
+async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart(
+        double: OneCDouble, tmp_path: Path) -> None:
+    config = write_config(tmp_path, onec_table(double))
+    engine = FakeEngine(tmp_path / "state")
+    first = OneCPlugin()
+    first.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    await first.callrouter_startup(engine)  # type: ignore[arg-type]
+    calls = {}
+    for linkedid in ("10.1", "10.2", "10.3"):
+        call = routed_call(engine.tracker, linkedid=linkedid)
+        first.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
+        calls[linkedid] = call
+    answered = calls["10.2"]
+    engine.tracker.feed(ev("DialEnd", Channel=answered.waiting_channel or "",
+                           Linkedid="10.2", DialStatus="ANSWER"))
+    first.callrouter_event(ev("DialEnd"), answered)
+    assert first.sender is not None
+    assert await first.sender.drain(5)
+    await first.callrouter_shutdown(engine)  # as good as a crash: no call ended
+
+    # The restart: 10.1 and 10.2 ended meanwhile, 10.3 is still up.
+    engine = FakeEngine(tmp_path / "state")
+    engine.ami = FakeAMI(["10.3"])  # type: ignore[attr-defined]
+    second = OneCPlugin()
+    second.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    await second.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        assert "onec:open-calls" in engine.scheduler.jobs
+        assert second.sender is not None
+        assert await second.sender.drain(5)
+        ends = {(r.payload["call_id"], r.payload["event"]): r.payload
+                for r in double.event_book.receipts
+                if r.payload["event"] in ("hangup", "missed")}
+        assert set(ends) == {("10.1", "missed"), ("10.2", "hangup")}
+        assert ends[("10.1", "missed")]["extension"] == "101"
+        assert ends[("10.2", "hangup")]["status"] == "ANSWER"
+        assert ends[("10.2", "hangup")]["answered_at"] is not None
+        # The engine's reconcile lists 10.3 and starts tracking it; its Hangup ends it.
+        live = engine.tracker.feed(ev("CoreShowChannel", Channel="PJSIP/101-9",
+                                      Linkedid="10.3", CallerIDNum="79161234567"))
+        assert live is not None
+        second.callrouter_call_start(live)
+        engine.tracker.feed(ev("Hangup", Channel="PJSIP/101-9", Linkedid="10.3", Cause="16"))
+        second.callrouter_call_end(live)
+        assert await second.settle_open() == 0  # nothing left to finish
+        assert await second.sender.drain(5)
+    finally:
+        await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    arrived = Counter((r.payload["call_id"], r.payload["event"])
+                      for r in double.event_book.receipts)
+    assert arrived == Counter({("10.1", "ringing"): 1, ("10.2", "ringing"): 1,
+                               ("10.3", "ringing"): 1, ("10.2", "answered"): 1,
+                               ("10.1", "missed"): 1, ("10.2", "hangup"): 1,
+                               ("10.3", "missed"): 1})
+    [end] = [r.payload for r in double.event_book.receipts
+             if r.payload["call_id"] == "10.3" and r.payload["event"] == "missed"]
+    assert (end["from"], end["to"], end["extension"]) == ("79161234567", "74951234567", "101")
+    assert end["manager_id"] == "manager-1"

@@ -1,0 +1,191 @@
+"""Call history delivery: in order per call, retries idempotent, drops loud and bounded.
+
+Issue 11 items 5 and 6: 1C slower than ``event_timeout`` gets a retry of the same
+(call_id, event), never the call's next event before the earlier one is
+confirmed; an event 1C keeps failing does not hold back other calls; undelivered
+events wait days (``events_max_age``), the file is bounded by ``events_max_rows``,
+and every drop is a WARNING naming the call, the event and its age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callrouter_onec.client import OneCClient
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.history import (
+    MAX_AGE,
+    CallRecord,
+    HistoryQueue,
+    HistorySender,
+    build_event,
+)
+from callrouter_onec.models import EventAck
+from callrouter_onec.plugin import parse_settings
+
+
+def call_events(call_id: str, kinds: tuple[str, ...] = ("ringing", "missed")) -> list[
+        dict[str, Any]]:
+    record = CallRecord(call_id, "in", "79161234567", "74951234567",
+                        started_at=datetime(2026, 12, 1, 12, 0, 0),
+                        ended_at=datetime(2026, 12, 1, 12, 0, 30), status="NOANSWER")
+    return [build_event(kind, record) for kind in kinds]  # type: ignore[arg-type]
+
+
+def fast_sender(queue: HistoryQueue, post: Any, **kwargs: float) -> HistorySender:
+    options: dict[str, float] = {"base_delay": 0.02, "max_delay": 0.1, "idle_poll": 0.05}
+    return HistorySender(queue, post, **{**options, **kwargs})  # type: ignore[arg-type]
+
+
+async def test_1c_slower_than_event_timeout_gets_a_retry_before_the_next_event(
+        tmp_path: Path, double: OneCDouble, client: OneCClient) -> None:
+    """The first ``ringing`` post takes 1 s, the client gives up after 0.5 s; 1C still
+    records that copy later. The ``missed`` must not be posted until a ``ringing`` was
+    answered, and 1C's first copies arrive in order."""
+    double.faults.add("latency=1.0", count=1, path="/v1/calls/events")
+    ringing, missed = call_events("5.1")
+    with HistoryQueue(tmp_path) as queue:
+        sender = fast_sender(queue, client.post_event)
+        sender.submit(ringing)
+        sender.submit(missed)
+        sender.start()
+        assert await sender.drain(10)
+        await asyncio.sleep(1.2)  # the slow first copy lands at 1C meanwhile
+        await sender.stop()
+    receipts = [(r.payload["event"], r.duplicate) for r in double.event_book.receipts]
+    first = [event for event, duplicate in receipts if not duplicate]
+    assert first == ["ringing", "missed"]
+    assert receipts.count(("ringing", True)) == 1  # the late copy: a repeat 1C ignores
+    assert receipts.index(("ringing", False)) < receipts.index(("missed", False))
+    # ringing (timed out), ringing (the retry), missed
+    assert len(double.requests("/v1/calls/events")) == 3
+
+
+class Recording1C:
+    """A poster that records what it was sent and fails on demand."""
+
+    def __init__(self, failing: set[tuple[str, str]]) -> None:
+        self.failing = failing
+        self.sent: list[tuple[str, str]] = []
+        self.tried: list[tuple[str, str]] = []
+
+    async def __call__(self, payload: Mapping[str, Any]) -> EventAck:
+        key = (str(payload["call_id"]), str(payload["event"]))
+        self.tried.append(key)
+        if key in self.failing:
+            raise OneCUnavailable("timed out after 5 s")
+        self.sent.append(key)
+        return EventAck(id=f"id-{len(self.sent)}", duplicate=False)
+
+
+async def test_an_event_1c_keeps_failing_holds_back_only_its_own_call(tmp_path: Path) -> None:
+    poster = Recording1C(failing={("1.1", "ringing")})
+    with HistoryQueue(tmp_path) as queue:
+        sender = fast_sender(queue, poster)
+        for call_id in ("1.1", "1.2", "1.3"):
+            for event in call_events(call_id):
+                sender.submit(event)
+        sender.start()
+        for _ in range(200):
+            if len(poster.sent) == 4:
+                break
+            await asyncio.sleep(0.02)
+        await sender.stop()
+        assert queue.pending_count() == 2
+    assert sorted(poster.sent) == [("1.2", "missed"), ("1.2", "ringing"), ("1.3", "missed"),
+                                   ("1.3", "ringing")]
+    for call_id in ("1.2", "1.3"):  # each call in its own order
+        assert poster.sent.index((call_id, "ringing")) < poster.sent.index((call_id, "missed"))
+    assert ("1.1", "missed") not in poster.tried  # never before its ringing is confirmed
+
+
+async def test_1c_down_costs_one_post_per_backoff(tmp_path: Path) -> None:
+    everything = {(f"2.{n}", e) for n in range(5) for e in ("ringing", "missed")}
+    poster = Recording1C(failing=everything)
+    with HistoryQueue(tmp_path) as queue:
+        sender = fast_sender(queue, poster, base_delay=0.2, max_delay=0.2)
+        for n in range(5):
+            for event in call_events(f"2.{n}"):
+                sender.submit(event)
+        sender.start()
+        await asyncio.sleep(0.5)
+        await sender.stop()
+    assert 1 <= len(poster.tried) <= 4  # not one post per pending event per round
+    assert all(event == "ringing" for _, event in poster.tried)
+
+
+def test_events_wait_days_by_default() -> None:
+    settings = parse_settings({"url": "http://1c/unf/hs/telephony", "username": "u",
+                               "password": "p"})
+    assert settings.events_max_age == MAX_AGE == 3 * 86400
+    assert HistorySender.__init__.__kwdefaults__["max_age"] == MAX_AGE  # type: ignore[index]
+    longer = parse_settings({"url": "http://1c/unf/hs/telephony", "username": "u",
+                             "password": "p", "events_max_age": 14 * 86400})
+    assert longer.events_max_age == 14 * 86400
+
+
+async def test_an_expired_event_is_dropped_with_call_event_and_age(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = [1_000_000.0]
+    poster = Recording1C(failing={("3.1", "ringing")})
+    with HistoryQueue(tmp_path, clock=lambda: now[0]) as queue:
+        queue.enqueue(call_events("3.1")[0])
+        now[0] += 3 * 86400 + 7200  # 1C away for three days and two hours
+        sender = fast_sender(queue, poster)
+        with caplog.at_level(logging.WARNING, logger="callrouter_onec.history"):
+            sender.start()
+            for _ in range(200):
+                if queue.counts().get("dropped"):
+                    break
+                await asyncio.sleep(0.02)
+            await sender.stop()
+        assert queue.counts() == {"dropped": 1}
+    [line] = [r for r in caplog.records if "dropped" in r.message]
+    assert line.levelno == logging.WARNING
+    assert "ringing of call 3.1, 3d 2h old" in line.message
+    assert "events_max_age 3d 0h" in line.message
+
+
+def test_undelivered_events_beyond_max_rows_are_dropped_loudly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = [1_000_000.0]
+    with HistoryQueue(tmp_path, max_rows=100, clock=lambda: now[0]) as queue:
+        for n in range(61):
+            for event in call_events(f"4.{n}"):
+                queue.enqueue(event)
+                now[0] += 1
+        with caplog.at_level(logging.WARNING, logger="callrouter_onec.history"):
+            queue.prune()
+        assert queue.counts() == {"pending": 100}
+        left = {(e.call_id, e.event) for e in queue.pending(limit=-1)}
+        assert ("4.0", "ringing") not in left  # the oldest went first
+        assert ("4.60", "missed") in left
+    lines = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines[0].startswith("1C history: dropped ringing of call 4.0, 2m 2s old")
+    assert "events_max_rows" in lines[0]
+    assert len(lines) == 21  # 20 one by one, then one line for the rest
+    assert lines[-1].startswith("1C history: dropped 2 more undelivered events")
+
+
+def test_delivered_rows_make_room_for_undelivered_ones(tmp_path: Path) -> None:
+    with HistoryQueue(tmp_path, max_rows=100) as queue:
+        for n in range(40):
+            for event in call_events(f"6.{n}"):
+                queue.enqueue(event)
+        for row in queue.pending(limit=60):
+            queue.mark_sent(row.id)
+        for n in range(40, 70):
+            for event in call_events(f"6.{n}"):
+                queue.enqueue(event)
+        queue.prune()
+        counts = queue.counts()
+    assert counts["pending"] == 80  # nothing undelivered is dropped while there is room
+    assert counts["sent"] == 20  # the newest delivered rows fill the rest
