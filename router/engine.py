@@ -83,6 +83,14 @@ class EngineAPI(Protocol):
     @property
     def tracker(self) -> CallTracker: ...
 
+    def may_ask(self, call: Call, lookup: str) -> bool:
+        """Could routing ``call`` now reach a rule that asks ``lookup``?
+
+        ``False`` when the rules end routing before any such rule (a
+        blacklist ``hangup``): a plugin's prefetch then leaves the caller alone.
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
@@ -214,6 +222,12 @@ class Engine:
     @property
     def tracker(self) -> CallTracker:
         return self._tracker
+
+    def may_ask(self, call: Call, lookup: str) -> bool:
+        context = call_context(self.registry, call.caller_number, call.did,
+                               caller_name=call.caller_name, call=_call_info(call, None),
+                               now=self.clock())
+        return self.rules.current.may_ask(context, lookup)
 
     async def plugin_execute(self, action: Action, call: Call) -> Any:
         return await self.plugins.execute(action, call, self)
@@ -638,9 +652,14 @@ class Engine:
             log.error("reconcile after gap failed: %s", exc)
 
     async def reconcile(self) -> int:
-        """Route channels still waiting in the inbound context; forget dead calls.
+        """Route channels still waiting in the inbound context; forget dead calls;
+        track the live calls the stream has not shown us.
 
-        Returns how many waiting channels were (re)submitted for routing.
+        Calls already past the inbound context (routed before a restart, or
+        started during a gap) are fed to the tracker from the listing, so their
+        Hangup ends them and ``callrouter_call_end`` reports it (the 1C plugin
+        owes them a final event). Returns how many waiting channels were
+        (re)submitted for routing.
         """
         listing = await self._client.send("CoreShowChannels", {}, validate=False)
         alive = {item.get("Channel") or "" for item in listing.items}
@@ -649,6 +668,14 @@ class Engine:
                 self._tracker.forget(call.linkedid)
         while self._ended:
             await self.plugins.call_end(self._ended.pop())
+        for item in listing.items:
+            linkedid = item.get("Linkedid") or ""
+            if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
+                continue
+            is_new = self._tracker.get(linkedid) is None
+            seen = self._tracker.feed(item)
+            if seen is not None and is_new:
+                await self.plugins.call_start(seen)
         submitted = 0
         for item in listing.items:
             channel = item.get("Channel") or ""

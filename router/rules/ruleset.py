@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from router.errors import RuleValidationError
 from router.rules.context import Caller, CallInfo, Context
-from router.rules.evaluate import Outcome, evaluate_rules
+from router.rules.evaluate import Outcome, evaluate_rules, may_ask
 from router.rules.lists import load_list
 from router.rules.loader import discover, display_path, load_file
 from router.rules.model import Rule
@@ -144,6 +144,10 @@ class RuleSet:
         return await evaluate_rules(self.rules_for(context), context, self.registry,
                                     self.lists, deadline=deadline, lookups=lookups,
                                     explain=explain)
+
+    def may_ask(self, context: Context, lookup: str) -> bool:
+        """Could routing ``context`` ask ``lookup``? (:func:`~router.rules.evaluate.may_ask`)"""
+        return may_ask(self.rules_for(context), context, self.registry, self.lists, lookup)
 
 
 def call_context(registry: Registry, caller: str, did: str, *, caller_name: str = "",

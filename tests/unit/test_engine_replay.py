@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -47,3 +47,38 @@ async def test_calls_past_their_deadline_are_left_to_the_dialplan(
     await ajam_replay.settle(engine)
     assert ajam_replay.count("Redirect") == 0
     assert engine.records == []
+
+
+async def test_calls_already_routed_before_start_are_tracked_to_their_end(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    """callrouter restarted while a call it had routed rings in the dial context: the
+    start-up reconcile tracks it from the channel listing, so its Hangup ends it and
+    plugins hear ``call_end`` (the 1C plugin owes it a final event; issue 11 item 4)."""
+    from router import hookimpl
+
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        @hookimpl
+        def callrouter_call_start(self, call: Any) -> None:
+            seen.append(("start", call.linkedid))
+
+        @hookimpl
+        def callrouter_call_end(self, call: Any) -> None:
+            seen.append(("end", call.linkedid))
+
+    routed = ajam_replay.inbound_call(caller="79161234567", did="74950000001",
+                                      announce=False, wait=0.5)
+    channel = ajam_replay.channels[routed]
+    channel.context, channel.exten, channel.application = "callrouter-dial", "101", "Dial"
+    engine = await engine_factory(rules, plugins=[Recorder()])
+    await ajam_replay.settle(engine)
+    call = engine.tracker.get(channel.linkedid)
+    assert call is not None
+    assert call.caller_number == "79161234567"
+    assert seen == [("start", channel.linkedid)]
+    assert ajam_replay.count("Redirect") == 0  # tracked, never routed again
+    ajam_replay.hangup(routed)
+    await ajam_replay.settle(engine)
+    assert seen == [("start", channel.linkedid), ("end", channel.linkedid)]
+    assert engine.tracker.get(channel.linkedid) is None
