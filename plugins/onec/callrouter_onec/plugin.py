@@ -810,15 +810,17 @@ class OneCPlugin:
         manager_id, track.client_id = _ids(answer)
         if "redirect" not in kinds:
             track.mode = "final"
-            return
-        track.mode = "routed"
-        track.extension = self._extension(actions)
-        # The manager is the call's only if it rang the manager's own extension.
-        if track.extension is not None and track.extension == _manager_extension(answer):
-            track.manager_id = manager_id
-        self._submit("ringing", call, track)
-        if track.answered_at is not None:
-            self._submit("answered", call, track)
+        else:
+            track.mode = "routed"
+            track.extension = self._extension(actions)
+            # The manager is the call's only if it rang the manager's own extension.
+            if track.extension is not None and track.extension == _manager_extension(answer):
+                track.manager_id = manager_id
+            self._submit("ringing", call, track)
+            if track.answered_at is not None:
+                self._submit("answered", call, track)
+        if call.ended is not None:  # the caller hung up before the decision (caller-gone)
+            self._end(call, track)
 
     def _extension(self, actions: Any) -> str | None:
         """The extension the call rang: the last redirect's, if into the dial context."""
@@ -836,10 +838,12 @@ class OneCPlugin:
     def callrouter_call_end(self, call: Call) -> None:
         if self.sender is None:
             return
-        track = self._track(call)
+        self._end(call, self._track(call))
+
+    def _end(self, call: Call, track: _Track) -> None:
         if track.mode not in ("routed", "final"):
             return  # not routed (outbound, internal, before our start), shadow, refused
-        track.ended_at = _now()
+        track.ended_at = track.ended_at or _now()
         if track.mode == "routed":
             self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
         self._submit("hangup" if call.answered else "missed", call, track)

@@ -694,3 +694,21 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
              if r.payload["call_id"] == "10.3" and r.payload["event"] == "missed"]
     assert (end["from"], end["to"], end["extension"]) == ("79161234567", "74951234567", "101")
     assert end["manager_id"] == "manager-1"
+
+
+async def test_a_caller_gone_before_the_decision_is_one_missed_call(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    """The caller hangs up while the rules wait for 1C: the call's end reaches the
+    plugin first, the ``caller-gone`` decision after it; 1C gets one ``missed``."""
+    onec, engine = started
+    call = routed_call(engine.tracker, linkedid="11.1")
+    onec.callrouter_call_start(call)
+    engine.tracker.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1",
+                           Cause="16"))
+    assert call.ended is not None
+    onec.callrouter_call_end(call)
+    onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "caller-gone")
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    assert [(r.payload["event"], r.payload["status"], r.payload["extension"])
+            for r in double.event_book.receipts] == [("missed", "CANCEL", None)]

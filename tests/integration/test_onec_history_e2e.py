@@ -1,0 +1,418 @@
+"""What 1C is told about real calls: sandbox Asterisk, the 1C double, issue 11 items 1-4.
+
+The rule: 1C hears about a call only what happened on the PBX, each fact once, for
+the extension that actually rang. There are no phones in the sandbox, so "rang"
+means "was redirected into ``callrouter-dial`` for that extension".
+
+* shadow mode: 1C is told nothing (and the history file is never opened);
+* ``late``, ``caller-gone``, ``failed``, ``fell-through``: no ``ringing``, no
+  extension, at most the call's end; a blacklisted caller: nothing at all, and
+  1C is not even asked about the number (no prefetch);
+* a rule that looks the owner up but sends the call to a VIP queue: never the
+  owner's extension or manager;
+* ``callrouter run`` killed (SIGKILL) with routed calls up, some ending while it
+  is down: after the restart every one of them gets exactly one final event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from callrouter_onec import plugin as onec_plugin
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REPO = Path(__file__).parents[2]
+PASSWORD = "пароль"
+DID = "74951234567"
+OTHER_DID = "74950000009"     # no rule for it: fell-through
+BROKEN_DID = "74950000008"    # a redirect Asterisk cannot carry out: failed
+BLACKLISTED = "+7 495 000-00-66"
+RULES = f"""version: 1
+lists:
+  blacklist: ["{BLACKLISTED}"]
+rules:
+  - name: blacklist
+    priority: 100
+    on: call
+    if: caller.number in lists.blacklist
+    do:
+      - hangup: {{cause: 21}}
+
+  - name: broken
+    priority: 90
+    on: call
+    if: did == "{BROKEN_DID}"
+    do:
+      - redirect: {{context: no-such-context, exten: "1"}}
+
+  - name: vip
+    description: the owner is looked up, but their clients go to the VIP queue
+    priority: 60
+    on: call
+    if: did == "{DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found and owner.manager.extension == "102"
+    do:
+      - redirect: {{context: test-queue, exten: vip}}
+
+  - name: owner
+    priority: 50
+    on: call
+    if: did == "{DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found and owner.manager.extension
+    do:
+      - redirect: {{context: callrouter-dial, exten: "{{owner.manager.extension}}"}}
+
+  - name: fallback
+    priority: 0
+    on: call
+    if: did == "{DID}"
+    do:
+      - redirect: {{context: test-queue, exten: fallback}}
+"""
+TEST_CONTEXTS = """
+[test-formatted]
+exten => _X.,1,Set(CALLERID(num)=${CALLERID(name)})
+ same => n,Set(CALLERID(name)=)
+ same => n,Goto(callrouter-inbound,${EXTEN},1)
+
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+def onec_table(double: OneCDouble) -> str:
+    return (f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+            f'password = "{PASSWORD}"\n'
+            "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
+            "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
+            'timezone = "Europe/Moscow"\n')
+
+
+def write_config(box: Sandbox, double: OneCDouble, folder: Path, *,
+                 secret_env: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rules = folder / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    secret = 'secret_env = "CR_SECRET"\n' if secret_env else f'secret = "{box.secret}"\n'
+    path = folder / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\n{secret}'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
+        + ('log_format = "json"\n' if secret_env else "") + onec_table(double),
+        encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def box(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_dialplan((REPO / "examples" / "asterisk" / "extensions.conf").read_text()
+                         + TEST_CONTEXTS)
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean_double(double: OneCDouble) -> None:
+    double.faults.clear()
+    double.down = False
+    double.reset()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
+    async with AJAMClient(settings) as client, CallPlacer(
+            client, inbound_context="test-formatted",
+            ignore_contexts=("callrouter-inbound",)) as p:
+        yield p
+
+
+async def start_engine(config: Config, *, shadow: bool = False) -> tuple[Engine, Any]:
+    engine = Engine(config, plugins=Plugins.load(), shadow=shadow,
+                    options=EngineOptions(watch_interval=0))
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 10)
+    return engine, task
+
+
+async def stop_engine(engine: Engine, task: Any) -> None:
+    engine.request_stop()
+    await asyncio.wait_for(task, 30)
+    await engine.stop()
+
+
+def onec(engine: Engine) -> onec_plugin.OneCPlugin:
+    plugin = engine.plugins.pm.get_plugin("onec")
+    assert isinstance(plugin, onec_plugin.OneCPlugin), "the onec plugin is not loaded"
+    return plugin
+
+
+async def place(placer: CallPlacer, written: str, did: str = DID, *,
+                wait: float | None = None) -> PlacedCall:
+    return await placer.place(did, "", caller_name=written, wait=wait)
+
+
+async def quiet(engine: Engine, placer: CallPlacer) -> None:
+    """Hang every call up and wait until the engine has seen them all end."""
+    await placer.hangup_all()
+    for _ in range(100):
+        if not list(engine.tracker):
+            break
+        await asyncio.sleep(0.1)
+    await engine.wait_idle()
+    sender = onec(engine).sender
+    if sender is not None:
+        assert await sender.drain(10)
+
+
+def linkedid(engine: Engine, call: PlacedCall) -> str:
+    return next(str(r.linkedid) for r in engine.records if r.channel == call.channel)
+
+
+def outcome(engine: Engine, call: PlacedCall) -> str:
+    return next(r.outcome for r in engine.records if r.channel == call.channel)
+
+
+def events_of(double: OneCDouble, call_id: str) -> list[dict[str, Any]]:
+    return [r.payload for r in double.event_book.receipts if r.payload["call_id"] == call_id]
+
+
+async def wait_for_decisions(engine: Engine, calls: list[PlacedCall], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        decided = {r.channel for r in engine.records}
+        if all(c.channel and c.channel in decided for c in calls):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no decision for some calls")
+
+
+async def test_shadow_mode_tells_1c_nothing(box: Sandbox, double: OneCDouble,
+                                            placer: CallPlacer, tmp_path: Path) -> None:
+    config = load_config(write_config(box, double, tmp_path))
+    engine, task = await start_engine(config, shadow=True)
+    try:
+        calls = [await place(placer, written) for written in
+                 ("8 (916) 123-45-67", "+7 (495) 777-01-01", "+7 (999) 000-00-01")]
+        await placer.wait_all(calls, 10)
+        await wait_for_decisions(engine, calls, 5)
+        assert {outcome(engine, c) for c in calls} == {"shadow"}
+        assert {c.destination for c in calls} == {f"callrouter-default,{DID}"}
+        assert double.requests("/v1/responsible")  # the rules still asked 1C
+        await quiet(engine, placer)
+        assert onec(engine).queue is None
+    finally:
+        await stop_engine(engine, task)
+    assert double.event_book.receipts == []
+    assert double.requests("/v1/calls/events") == []
+    assert not (tmp_path / "state" / "onec-history.sqlite3").exists()
+
+
+async def test_calls_callrouter_did_not_route_send_nothing_false(
+        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    config = load_config(write_config(box, double, tmp_path))
+    engine, task = await start_engine(config)
+    try:
+        # late: 1C answers after the call's deadline (Wait=1 s: 0.7 s to decide)
+        double.faults.add("latency=0.85", phone="79161234567", count=1)
+        late = await place(placer, "8 916 123 45 67", wait=1)
+        blacklisted = await place(placer, BLACKLISTED)
+        unrouted = await place(placer, "8 985 765-43-21", OTHER_DID)
+        broken = await place(placer, "+7 (999) 000-00-01", BROKEN_DID)
+        # caller-gone: the caller hangs up while the rules wait 0.6 s for 1C
+        double.faults.add("latency=0.6", phone="74959990000", count=1)
+        gone = await place(placer, "+7 (495) 999-00-00")
+        for _ in range(50):
+            if gone.requested_at is not None:
+                break
+            await asyncio.sleep(0.02)
+        await placer.client.send("Hangup", {"Channel": gone.channel}, validate=False)
+        calls = [late, blacklisted, unrouted, broken, gone]
+        await wait_for_decisions(engine, calls, 10)
+        outcomes = {name: outcome(engine, c) for name, c in zip(
+            ("late", "blacklisted", "unrouted", "broken", "gone"), calls, strict=True)}
+        assert outcomes == {"late": "late", "blacklisted": "executed",
+                            "unrouted": "fell-through", "broken": "failed",
+                            "gone": "caller-gone"}
+        ids = {name: linkedid(engine, c) for name, c in zip(outcomes, calls, strict=True)}
+        await quiet(engine, placer)
+    finally:
+        await stop_engine(engine, task)
+    asked = [r.path.rsplit("/", 1)[-1] for r in double.requests("/v1/responsible")]
+    assert "74950000066" not in asked, "1C was asked about a blacklisted caller"
+    assert events_of(double, ids["blacklisted"]) == []
+    for name in ("late", "unrouted", "broken", "gone"):
+        events = events_of(double, ids[name])
+        # at most the call's end, and never an extension or a manager that did not ring
+        assert [e["event"] for e in events] in (["missed"], ["hangup"]), (name, events)
+        assert all(e["extension"] is None and e["manager_id"] is None for e in events), name
+    assert not any(r.duplicate for r in double.event_book.receipts)
+
+
+async def test_a_vip_routed_call_never_reports_the_owner_extension(
+        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    config = load_config(write_config(box, double, tmp_path))
+    engine, task = await start_engine(config)
+    try:
+        vip = await place(placer, "+7 (495) 777-01-01")      # owner: Сидорова, 102
+        owned = await place(placer, "8 (916) 123-45-67")     # owner: Петров, 101
+        await placer.wait_all([vip, owned], 10)
+        assert vip.destination == "test-queue,vip"
+        assert owned.destination == "callrouter-dial,101"
+        await wait_for_decisions(engine, [vip, owned], 5)
+        vip_id, owned_id = linkedid(engine, vip), linkedid(engine, owned)
+        await quiet(engine, placer)
+    finally:
+        await stop_engine(engine, task)
+    vip_events = events_of(double, vip_id)
+    assert [e["event"] for e in vip_events] == ["ringing", "missed"]
+    assert all(e["extension"] is None and e["manager_id"] is None for e in vip_events)
+    assert all(e["client_id"] == "5e1c2f9a-0000-11ee-8a00-005056aa0011" for e in vip_events)
+    owned_events = events_of(double, owned_id)
+    assert [e["event"] for e in owned_events] == ["ringing", "missed"]
+    assert {e["extension"] for e in owned_events} == {"101"}
+    assert {e["manager_id"] for e in owned_events} == {"0b3e5f70-0000-11ee-8a00-005056aa0003"}
+
+
+class RouterProcess:
+    """``callrouter run`` with the 1C plugin, as systemd would run it; JSON log."""
+
+    def __init__(self, config: Path, secret: str) -> None:
+        self.config = config
+        self.secret = secret
+        self.log_path = config.parent / "router.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "CR_SECRET": self.secret}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
+                stdout=log, stderr=log, env=env)
+
+    def lines(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line})
+        return out
+
+    async def wait_for(self, text: str, count: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if sum(text in str(r.get("message", "")) for r in self.lines()) >= count:
+                return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"router exited {self.proc.returncode}:\n"
+                                     + self.log_path.read_text())
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never logged {text!r}:\n" + self.log_path.read_text()[-3000:])
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(what)
+
+
+@pytest.mark.slow
+async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
+        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    router = RouterProcess(write_config(box, double, tmp_path, secret_env=True), box.secret)
+    router.start()
+    try:
+        await router.wait_for("ready", 1, 20)
+        callers = ["8 (916) 123-45-67", "+7 (495) 777-01-01", "8 (985) 765-43-21",
+                   "+7 (999) 000-00-01"]
+        calls = [await place(placer, written) for written in callers]
+        await placer.wait_all(calls, 10)
+        assert [c.destination for c in calls] == [
+            "callrouter-dial,101", "test-queue,vip", "callrouter-dial,104",
+            "test-queue,fallback"]
+
+        def ringing() -> list[str]:
+            return [r.payload["call_id"] for r in double.event_book.receipts
+                    if r.payload["event"] == "ringing"]
+
+        await wait_until(lambda: len(ringing()) == 4, 10, "1C never got the ringing events")
+        routed = set(ringing())
+        router.kill()  # no shutdown, no drain, nothing flushed
+        # Two calls end while callrouter is down; two are still up when it is back.
+        for call in calls[:2]:
+            await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
+        await placer.wait_all([], 1)
+        await asyncio.sleep(1.0)
+        router.start()
+        await router.wait_for("ready", 2, 20)
+
+        def ends() -> Counter[str]:
+            return Counter(r.payload["call_id"] for r in double.event_book.receipts
+                           if r.payload["event"] in ("hangup", "missed"))
+
+        await wait_until(lambda: len(ends()) == 2, 10,
+                         "calls that ended while callrouter was down got no end")
+        assert set(ends()) <= routed
+        for call in calls[2:]:
+            await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
+        await wait_until(lambda: len(ends()) == 4, 10, "calls still up got no end")
+        await asyncio.sleep(1.0)  # nothing more may come
+    finally:
+        router.stop()
+    assert ends() == Counter(dict.fromkeys(routed, 1)), "each routed call: exactly one end"
+    assert not any(r.duplicate for r in double.event_book.receipts)
+    finals = {r.payload["call_id"]: r.payload for r in double.event_book.receipts
+              if r.payload["event"] in ("hangup", "missed")}
+    assert all(p["ended_at"] is not None and p["status"] for p in finals.values())
+    extensions = {p["extension"] for p in finals.values()}
+    assert extensions == {"101", "104", None}  # as each call's ringing said
