@@ -585,8 +585,8 @@ class HistorySender:
             try:
                 ack = await self._post(row.payload)
             except OneCBadRequest as exc:
-                log.warning("1C history: dropped %s of call %s: 1C refused it (%s)",
-                            row.event, row.call_id, exc)
+                log.warning("1C history: dropped %s of call %s, %s old: 1C refused it (%s)",
+                            row.event, row.call_id, _age(self.queue.now() - row.created), exc)
                 await self._db(self.queue.mark_dropped, row.id, str(exc))
             except Exception as exc:
                 # OneCUnavailable, or anything a hostile answer might still raise:
