@@ -27,6 +27,8 @@ __all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask"]
 
 #: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
 NOT_PROVIDED = "not provided"
+#: Seconds of condition evaluation an evaluation that starts past its deadline gets.
+LATE_START_GRACE = 0.05
 
 
 class Outcome(NamedTuple):
@@ -60,7 +62,15 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
     matched: list[str] = []
     actions: list[Action] = []
     append = trace.rules.append
+    # Conditions run synchronously, so asyncio.timeout cannot stop them: each is
+    # bounded (router.rules.limits), and this bounds how long they go on past
+    # the deadline. A late start still gets a moment, so rules written for a
+    # failed lookup (``when: x is None``) can decide.
+    stop_at = None if deadline is None else max(deadline, time.monotonic() + LATE_START_GRACE)
     for position, rule in enumerate(rules):
+        if stop_at is not None and not position % 32 and time.monotonic() > stop_at:
+            trace.deadline_hit = True
+            break
         # The ``if`` is tested inline: most rules stop here, and a coroutine per
         # rule would cost more than the condition itself.
         if rule.condition is not None:

@@ -364,16 +364,17 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
             value = self.evaluate(parts[0])
             return None if value is None else _text(value)
         out: list[str] = []
+        length = 0
         for part in parts:
             if isinstance(part, str):
                 out.append(part)
             else:
                 value = self.evaluate(part)
                 out.append("" if value is None else _text(value))
-        text = "".join(out)
-        if len(text) > MAX_STRING:
-            raise OverflowError(f"value longer than {MAX_STRING}")
-        return text
+            length += len(out[-1])
+            if length > MAX_STRING:  # checked per part: a template may have thousands
+                raise OverflowError(f"value longer than {MAX_STRING} characters")
+        return "".join(out)
 
     def _eval(self, node: ast.AST) -> Any:
         handler = _DISPATCH.get(type(node))
