@@ -418,3 +418,23 @@ async def test_evaluation_stops_when_the_deadline_passes(tmp_path: Path) -> None
     assert outcome.trace.deadline_hit
     assert outcome.decision.rules == ()
     assert len(outcome.trace.rules) < 200
+
+
+@pytest.mark.parametrize(("guide", "heading", "thousands"), [
+    ("rules.md", "## Limits", ","), ("ru/rules.md", "## Ограничения", " ")])
+def test_the_limits_table_states_the_bounds_the_code_enforces(guide: str, heading: str,
+                                                              thousands: str) -> None:
+    from router.rules import limits, loader
+    from router.rules.lists import MAX_LIST_FILE_BYTES, MAX_LIST_ITEMS
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / guide).read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n"):]
+    section = section[:section.index("\n## ", 4)]
+    for bound in (loader.MAX_FILE_BYTES, loader.MAX_NODES, loader.MAX_DEPTH,
+                  MAX_LIST_FILE_BYTES, MAX_LIST_ITEMS, limits.MAX_EXPRESSION,
+                  limits.MAX_EXPRESSION_DEPTH, limits.MAX_EXPRESSION_NODES,
+                  limits.MAX_LITERAL, limits.MAX_STRING, limits.MAX_EXPONENT, MAX_PATTERN,
+                  MAX_SUBJECT):
+        shown = f"{bound:,}".replace(",", thousands) if bound >= 10_000 or guide == "rules.md" \
+            else str(bound)
+        assert f" {shown} " in section or f" {shown}," in section, (guide, bound)
