@@ -901,8 +901,10 @@ class OneCPlugin:
         """``notify: {plugin: onec, event: missed, ...}``: one event into 1C's history.
 
         With a call, the event is the call's own (idempotent with the one the
-        plugin posts itself at hangup); without one, ``number``, ``to``,
-        ``extension`` and ``call_id`` come from the parameters.
+        plugin posts itself at hangup); a ``hangup`` or ``missed`` for a call
+        the plugin reports itself waits for the call's real end instead. Without
+        a call, ``number``, ``to``, ``extension`` and ``call_id`` come from the
+        parameters.
         """
         if target != NAME:
             return
@@ -919,6 +921,13 @@ class OneCPlugin:
         event_kind: EventKind = kind
         if call is not None:
             track = self._track(call)
+            if kind in ("hangup", "missed") and track.mode in ("routed", "final"):
+                # The plugin posts this call's end itself when the call ends, as it
+                # was: a leg's "no answer" mid-call (cause 19 before a queue
+                # answers) is not the end of the call.
+                log.debug("onec: notify %s for call %s left to the call's own end", kind,
+                          call.linkedid)
+                return
             self._submit(event_kind, call, track, extension=params.get("extension") or None)
             return
         rules = self.config.rules if self.config else RUSSIA

@@ -712,3 +712,23 @@ async def test_a_caller_gone_before_the_decision_is_one_missed_call(
     assert await onec.sender.drain(5)
     assert [(r.payload["event"], r.payload["status"], r.payload["extension"])
             for r in double.event_book.receipts] == [("missed", "CANCEL", None)]
+
+
+async def test_a_legs_no_answer_notify_is_not_the_calls_end(
+        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+    """rules/inbound.yaml's ``missed-to-1c`` fires on a Hangup with cause 19: the
+    dialled phone's leg, while the call goes on to the default route's queue and is
+    answered there. 1C must not hear ``missed`` and then ``hangup`` for one call."""
+    onec, engine = started
+    call = routed_call(engine.tracker, linkedid="12.1")
+    onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
+    onec.callrouter_event(ev("Hangup", Channel="PJSIP/101-1", Cause="19"), call)
+    onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
+    engine.tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1",
+                           DialStatus="ANSWER"))
+    onec.callrouter_event(ev("DialEnd"), call)
+    onec.callrouter_call_end(call)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    assert [r.payload["event"] for r in double.event_book.receipts] == [
+        "ringing", "answered", "hangup"]
