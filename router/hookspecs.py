@@ -116,8 +116,10 @@ def callrouter_decision(call: Call, decision: Any, trace: Any, outcome: str) -> 
     ``decision`` and ``trace`` are the rule engine's objects (see
     ``docs/rules.md``); ``outcome`` is ``executed``, ``shadow`` (not acted on:
     shadow mode), ``late`` (past the call's deadline, not acted on),
-    ``fell-through`` (no rule matched) or ``failed``. For logging, metrics and
-    call history. Return value ignored.
+    ``fell-through`` (no rule matched), ``failed`` or ``caller-gone`` (the
+    caller hung up first; the call may have ended before this hook runs).
+    For logging, metrics and call history: only ``executed`` moved the call.
+    Return value ignored.
     """
 
 
