@@ -36,9 +36,11 @@ if TYPE_CHECKING:  # pragma: no cover
         number_digits,
         parse_number,
     )
+    from router.builtin.timefuncs import rules_timezone
     from router.calls import Call
     from router.config import Config, SettingsReader
     from router.engine import EngineAPI
+    from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
 
@@ -54,6 +56,10 @@ _LAZY = {
     "normalize_number": "router.builtin.numbers",
     "number_digits": "router.builtin.numbers",
     "parse_number": "router.builtin.numbers",
+    # Timed jobs: classic cron in the rules' zone (schedule: rules, plugins).
+    "check_cron": "router.rules.cron",
+    "cron_trigger": "router.rules.cron",
+    "rules_timezone": "router.builtin.timefuncs",
     "Config": "router.config",
     "SettingsReader": "router.config",
     "EngineAPI": "router.engine",
@@ -107,9 +113,12 @@ __all__ = [
     "SettingsReader",
     "Trace",
     "__version__",
+    "check_cron",
+    "cron_trigger",
     "current_request",
     "hookimpl",
     "normalize_number",
     "number_digits",
     "parse_number",
+    "rules_timezone",
 ]

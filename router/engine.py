@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.stream import EventStream, StreamGap
+from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import LocationPolicy, request_caller, request_did
@@ -48,6 +48,7 @@ from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
 from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo, Context
+from router.rules.cron import cron_trigger
 from router.rules.decision import Action
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
@@ -471,9 +472,12 @@ class Engine:
         for job in self._scheduler.get_jobs():
             if job.id.startswith("rule:"):
                 job.remove()
+        # Classic cron in the rules' zone, through the same function that
+        # validated it at load (router/rules/cron.py): check and run agree.
+        timezone = rules_timezone(self._config)
         for name, cron in self.rules.current.schedules:
             try:
-                trigger = CronTrigger.from_crontab(cron)
+                trigger = cron_trigger(cron, timezone)
             except ValueError as exc:
                 log.error("rule %r: schedule %r: %s", name, cron, exc)
                 continue

@@ -12,20 +12,23 @@ without time ranges covers the whole day; ``22:00-06:00`` runs past midnight.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import datetime, time, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from router.errors import ConfigError
+from router.config import Config, SettingsReader
 from router.hookspecs import hookimpl
 from router.rules.context import Context
 from router.rules.registry import Registry
 
-__all__ = ["DEFAULT_TIMEZONE", "parse_hours", "register", "zone"]
+__all__ = ["DEFAULT_TIMEZONE", "SETTINGS", "parse_hours", "register", "rules_timezone", "zone"]
 
-#: Until router.toml says otherwise (``[rules] timezone``), most users are in Moscow.
+#: Until router.toml says otherwise (``[plugins.timefuncs] timezone``), most
+#: users are in Moscow.
 DEFAULT_TIMEZONE = "Europe/Moscow"
+#: The keys of ``[plugins.timefuncs]`` (docs/reference/config.md).
+SETTINGS: tuple[str, ...] = ("timezone",)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _Range = tuple[time, time | None]  # end None means midnight (24:00)
@@ -141,6 +144,25 @@ def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
     registry.add_function("weekday", weekday, pass_context=True, check=_check_tz)
 
 
+def _timezone_name(config: Config) -> str:
+    reader = SettingsReader.for_plugin("timefuncs", config.plugins.for_plugin("timefuncs"),
+                                       config)
+    reader.reject_unknown(SETTINGS)
+    name = reader.string("timezone", DEFAULT_TIMEZONE)
+    try:
+        zone(name)
+    except ValueError as exc:
+        raise reader.error("timezone", f"{exc} (an IANA name such as 'Europe/Moscow')") \
+            from None
+    return name
+
+
+def rules_timezone(config: Config) -> tzinfo:
+    """The rules' zone: ``now``, ``workhours()`` and ``schedule:`` all use it, and
+    plugins' timed jobs (the 1C warm-up) too, so one setting moves them together."""
+    return zone(_timezone_name(config))
+
+
 def _is_holiday(moment: datetime, dates: Collection[str]) -> bool:
     day = moment.date()
     return day.isoformat() in dates or day.strftime("%m-%d") in dates
@@ -169,16 +191,9 @@ class TimeFunctions:
         self.timezone = DEFAULT_TIMEZONE
 
     @hookimpl
-    def callrouter_configure(self, settings: Mapping[str, object]) -> None:
-        """``[plugins.timefuncs] timezone``: the zone of ``now`` and of working hours."""
-        name = settings.get("timezone")
-        if name is None:
-            return
-        try:
-            zone(str(name))
-        except ValueError as exc:
-            raise ConfigError(f"[plugins.timefuncs] timezone: {exc}") from None
-        self.timezone = str(name)
+    def callrouter_configure(self, config: Config) -> None:
+        """``[plugins.timefuncs] timezone``: the zone of ``now``, working hours and schedules."""
+        self.timezone = _timezone_name(config)
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:

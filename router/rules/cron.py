@@ -1,13 +1,25 @@
-"""Checks ``schedule:`` cron expressions when rules load.
+"""The one cron path: ``schedule:`` rules and plugins' timed jobs (1C warm-up).
 
-The scheduler (engine issue) runs them; here we only make sure a typo such as
-``0 25 * * *`` is reported with its line instead of failing at midnight. The
-syntax is classic five-field cron, where day-of-week 0 and 7 are Sunday.
+Administrators write classic five-field cron, where day-of-week 0 and 7 are
+Sunday, and mean the time zone their rules use (``[plugins.timefuncs]
+timezone``). APScheduler 3 reads numeric weekdays Monday-first, refuses 7,
+ANDs a restricted day-of-month with a restricted day-of-week (cron ORs them)
+and fires in the host's zone unless told otherwise. So every cron text goes
+through :func:`cron_trigger`, which validates it field by field (a typo such
+as ``0 25 * * *`` is a load error with its line, not a job that never runs),
+spells weekdays as names and pins the zone: ``check``, ``run`` and plugins
+then agree on when a schedule fires.
 """
 
 from __future__ import annotations
 
-__all__ = ["CRON_FIELDS", "check_cron"]
+from datetime import tzinfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from apscheduler.triggers.base import BaseTrigger
+
+__all__ = ["CRON_FIELDS", "check_cron", "cron_trigger"]
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -26,7 +38,7 @@ def _value(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -
     word = text.lower()
     if word in names:
         return names.index(word) + low
-    if not word.isdigit():
+    if not (word.isascii() and word.isdigit()):
         raise ValueError(f"{field}: {text!r} is not a number")
     number = int(word)
     if not low <= number <= high:
@@ -34,23 +46,71 @@ def _value(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -
     return number
 
 
-def _check_field(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -> None:
+def _expand(text: str, field: str, low: int, high: int, names: tuple[str, ...]) -> set[int]:
+    """The values a field selects, as cron reads it; ValueError names the bad part."""
+    if not text:
+        raise ValueError(f"{field}: empty")
+    values: set[int] = set()
     for item in text.split(","):
-        base, _, step = item.partition("/")
-        if step and (not step.isdigit() or int(step) == 0):
-            raise ValueError(f"{field}: bad step {step!r}")
+        base, slash, step_text = item.partition("/")
+        step = 1
+        if slash:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
+                raise ValueError(f"{field}: bad step {step_text!r}")
+            step = int(step_text)
         if base == "*":
-            continue
-        first, dash, last = base.partition("-")
-        start = _value(first, field, low, high, names)
-        if dash and _value(last, field, low, high, names) < start:
-            raise ValueError(f"{field}: range {base!r} runs backwards")
+            start, end = low, high
+        else:
+            first, dash, last = base.partition("-")
+            start = _value(first, field, low, high, names)
+            # "5/10" is "5-max/10", as in Vixie cron.
+            end = _value(last, field, low, high, names) if dash else (high if slash else start)
+            if end < start:
+                raise ValueError(f"{field}: range {base!r} runs backwards")
+        values.update(range(start, end + 1, step))
+    return values
 
 
 def check_cron(expression: str) -> None:
-    """Raises ValueError naming the bad field of a five-field cron expression."""
+    """Raises ValueError naming the bad field of a five-field cron expression.
+
+    What it accepts, :func:`cron_trigger` schedules (it builds the trigger),
+    so ``callrouter check`` and ``callrouter run`` never disagree.
+    """
+    from datetime import UTC
+
+    cron_trigger(expression, UTC)
+
+
+def cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
+    """Classic cron in ``timezone`` as an APScheduler trigger; ValueError if invalid.
+
+    Weekdays become names (0 and 7: ``sun``). When both day fields are
+    restricted, cron fires on either, so the trigger is an OR of two.
+    """
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expression.split()
     if len(fields) != len(CRON_FIELDS):
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     for text, (field, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
-        _check_field(text, field, low, high, names)
+        _expand(text, field, low, high, names)
+    minute, hour, day, month, weekday = (text.lower() for text in fields)
+    days = _expand(weekday, *CRON_FIELDS[4])
+    weekday_names = ",".join(_DAYS[d % 7] for d in sorted({d % 7 for d in days}))
+    if weekday.startswith("*"):
+        weekday_names = "*" if len({d % 7 for d in days}) == 7 else weekday_names
+
+    def trigger(day_of_month: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(minute=minute, hour=hour, day=day_of_month, month=month,
+                           day_of_week=day_of_week, timezone=timezone)
+
+    try:
+        # Cron's rule (Vixie cron, POSIX): a field starting with '*' is
+        # unrestricted; if both day fields are restricted, either may match.
+        if not day.startswith("*") and not weekday.startswith("*"):
+            return OrTrigger([trigger(day, "*"), trigger("*", weekday_names)])
+        return trigger(day, weekday_names)
+    except ValueError as exc:  # pragma: no cover - the checks above come first
+        raise ValueError(str(exc)) from None

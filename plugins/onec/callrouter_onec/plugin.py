@@ -225,10 +225,10 @@ def _zone(reader: SettingsReader) -> tzinfo | None:
 def _cron(reader: SettingsReader) -> str:
     text = reader.string("warmup", "", empty=True).strip()
     if text:
-        from apscheduler.triggers.cron import CronTrigger
+        from router import check_cron
 
         try:
-            CronTrigger.from_crontab(text)
+            check_cron(text)  # classic cron, as callrouter's schedule: rules
         except ValueError as exc:
             raise reader.error("warmup", f"not a crontab line ({exc}): {text!r}") from None
     return text
@@ -519,9 +519,12 @@ class OneCPlugin:
                               id="onec:ping", replace_existing=True, coalesce=True,
                               max_instances=1)
         if config.warmup:
-            from apscheduler.triggers.cron import CronTrigger
+            from router import cron_trigger, rules_timezone
 
-            scheduler.add_job(self.warm_up, CronTrigger.from_crontab(config.warmup),
+            # Classic cron in the rules' zone ([plugins.timefuncs] timezone),
+            # through the one function callrouter's schedule: rules use.
+            trigger = cron_trigger(config.warmup, rules_timezone(engine.config))
+            scheduler.add_job(self.warm_up, trigger,
                               id="onec:warmup", replace_existing=True, coalesce=True,
                               max_instances=1)
         # The first ping warms 1C's session pool; startup must not wait for it.
