@@ -152,7 +152,8 @@ class RouterSettings:
 class PluginSettings:
     """Which plugins run and each one's own table (``[plugins.NAME]``)."""
 
-    #: Empty means every installed plugin.
+    #: Installed plugins to load (``Plugins.for_config``); empty means every
+    #: installed plugin. Built-ins always load unless ``disabled``.
     enabled: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
     settings: Mapping[str, Mapping[str, object]] = field(

@@ -163,7 +163,7 @@ class Engine:
         self._config = config
         self.options = options or EngineOptions()
         self.shadow = config.router.shadow if shadow is None else shadow
-        self.plugins = plugins or Plugins.load(disabled=config.plugins.disabled)
+        self.plugins = plugins or Plugins.for_config(config)
         self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
         self._ended: list[Call] = []

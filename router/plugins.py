@@ -27,6 +27,7 @@ import pluggy
 
 from router import hookspecs
 from router.errors import ConfigError, PluginError
+from router.rules.suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
@@ -86,10 +87,16 @@ class Plugins:
         entry_points: bool = True,
         extra: Iterable[object] = (),
         disabled: Iterable[str] = (),
+        enabled: Iterable[str] = (),
     ) -> Plugins:
-        """Register built-ins, installed plugins (entry points) and ``extra`` objects."""
+        """Register built-ins, installed plugins (entry points) and ``extra`` objects.
+
+        A non-empty ``enabled`` limits the installed plugins to those named;
+        built-ins are always loaded (rules need them), unless ``disabled``.
+        """
         plugins = cls()
         blocked = set(disabled)
+        chosen = set(enabled)
         for dotted in defaults:
             module = importlib.import_module(dotted)
             name = dotted.rsplit(".", 1)[-1]
@@ -101,7 +108,7 @@ class Plugins:
                                  builtin=True)
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
-                if ep.name in blocked:
+                if ep.name in blocked or (chosen and ep.name not in chosen):
                     continue
                 try:
                     obj = ep.load()
@@ -117,6 +124,34 @@ class Plugins:
             plugins.register(obj)
         plugins.pm.check_pending()
         return plugins
+
+    @classmethod
+    def for_config(cls, config: Config, *, extra: Iterable[object] = ()) -> Plugins:
+        """The plugins ``router.toml``'s ``[plugins]`` table selects.
+
+        A name in ``enabled`` or ``disabled``, or a ``[plugins.NAME]`` table,
+        that is neither a built-in nor an installed plugin is a typo or a
+        missing package: refused with a did-you-mean, because ignoring it
+        would run plugins the administrator meant to switch off (or leave the
+        one they configured uninstalled).
+        """
+        known = {dotted.rsplit(".", 1)[-1] for dotted in DEFAULT_PLUGINS}
+        known.update(ep.name for ep in metadata.entry_points(group=hookspecs.PROJECT))
+        origin = str(config.path) if config.path is not None else "router.toml"
+        settings = config.plugins
+        for key, names in (("enabled", settings.enabled), ("disabled", settings.disabled)):
+            for name in names:
+                if name not in known:
+                    raise ConfigError(
+                        f"{origin}: [plugins] {key}: {name!r} is no plugin here"
+                        f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))} "
+                        "(callrouter plugins lists them)")
+        for name in settings.settings:
+            if name not in known:
+                raise ConfigError(
+                    f"{origin}: [plugins.{name}]: no plugin {name!r} is installed"
+                    f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}")
+        return cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
 
     def register(self, plugin: object, *, name: str | None = None, builtin: bool = False,
                  version: str | None = None) -> str:
