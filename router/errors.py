@@ -13,9 +13,11 @@ as aiosmtplib does::
     │   │   └── AMITimeoutError(TimeoutError)    no answer in time
     │   ├── AMIAuthenticationError(PermissionError)  login refused (wrong secret, ACL, 401)
     │   ├── AMIActionError                 Asterisk answered ``Response: Error``
+    │   │   └── AMIPrivilegeError          ``Permission denied`` on a live session: no write class
     │   └── AMIValidationError(ValueError) an action call that does not fit the catalog
     ├── RuleError                          rule files
-    │   └── RuleValidationError(ValueError) one located problem (file:line) in a rule
+    │   ├── RuleValidationError(ValueError) one located problem (file:line) in a rule
+    │   └── RulesRefused                   ``run`` will not start on rules with problems
     ├── PluginError                        a plugin misbehaved (wraps its exception)
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
@@ -36,6 +38,7 @@ __all__ = [
     "AMIAuthenticationError",
     "AMIConnectionError",
     "AMIError",
+    "AMIPrivilegeError",
     "AMIProtocolError",
     "AMITimeoutError",
     "AMIValidationError",
@@ -45,6 +48,7 @@ __all__ = [
     "PluginError",
     "RuleError",
     "RuleValidationError",
+    "RulesRefused",
     "SandboxError",
 ]
 
@@ -91,6 +95,31 @@ class AMIActionError(AMIError):
         super().__init__(f"{action}: {message}")
 
 
+class AMIPrivilegeError(AMIActionError):
+    """Asterisk refused an action on a session that is alive: the manager user
+    lacks the action's write class.
+
+    Asterisk answers an expired session with the same ``Permission denied``;
+    the client tells the two apart (a ``Ping`` on the same session still
+    works) so that a missing class is reported, not "healed" by logging in
+    again on every call.
+    """
+
+    def __init__(self, action: str, response: Message, *, username: str,
+                 classes: tuple[str, ...]) -> None:
+        super().__init__(action, response)
+        self.username = username
+        #: The write classes that allow the action (any one of them), from the catalog.
+        self.classes = classes
+        if classes:
+            need = (f"write class {classes[0]}" if len(classes) == 1
+                    else "one of the write classes " + ", ".join(classes))
+        else:
+            need = "a write class it lacks"
+        self.args = (f"{action}: permission denied: the manager user {username!r} needs "
+                     f"{need} (manager.conf)",)
+
+
 class AMIValidationError(AMIError, ValueError):
     """An action call that the catalog says Asterisk would refuse.
 
@@ -117,6 +146,23 @@ class RuleValidationError(RuleError, ValueError):
         where = f"{self.file}:{self.line}" if self.line else self.file
         who = f" rule {self.rule!r}:" if self.rule else ""
         return f"{where}:{who} {self.detail}"
+
+
+class RulesRefused(RuleError):
+    """``callrouter run`` found problems in the rule files at start.
+
+    A reload with a broken file keeps the previous rule set; at start there is
+    none, and running with some rules silently left out would let every call
+    they were meant for fall through. ``problems`` are the lines ``callrouter
+    check`` prints, one per problem (``file:line: rule 'x': message``).
+    """
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        self.problems = problems
+        count = len(problems)
+        super().__init__(f"not started: {count} problem{'s' if count != 1 else ''} in the "
+                         "rule files or plugins (callrouter check shows the same); at start "
+                         "there is no previous rule set to keep")
 
 
 class PluginError(CallRouterError):

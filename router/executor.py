@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
-from router.errors import AMIActionError, AMIError, AMIValidationError, PluginError
+from router.errors import (
+    AMIActionError,
+    AMIError,
+    AMIPrivilegeError,
+    AMIValidationError,
+    PluginError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
@@ -134,6 +140,9 @@ class Executor:
             started = time.perf_counter()
             try:
                 outcome = await self._one(action, call, channel)
+            except AMIPrivilegeError as exc:
+                # "Permission denied" alone does not say what to fix: name the class.
+                outcome = ActionOutcome(action.kind, "failed", str(exc))
             except AMIActionError as exc:
                 text = exc.response.get("Message") or str(exc)
                 status = "channel-gone" if "does not exist" in text else "failed"

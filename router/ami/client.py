@@ -2,11 +2,17 @@
 
 It owns the HTTP manager session so callers never see it: logging in
 (``mansession_id`` cookie, or HTTP Digest on ``/arawman``), logging in again
-when Asterisk forgot us (expiry answers ``Permission denied``, exactly like a
-real permission problem, so we re-login once and retry once before
-believing it), retrying a request once when a pooled keep-alive connection
-turned out stale (only for actions that are safe to repeat), and mapping
-every httpx failure onto :mod:`router.errors`.
+when Asterisk forgot us, retrying a request once when a pooled keep-alive
+connection turned out stale (only for actions that are safe to repeat), and
+mapping every httpx failure onto :mod:`router.errors`.
+
+Asterisk answers an expired session and a missing write class with the same
+``Permission denied``. Logging in again for a missing class helps nothing and
+costs a session (the event queue with it: a stream gap on every call), so a
+denied action is followed by a ``Ping`` on the same session, which needs no
+class: if it passes, the session is alive and the action raises
+:class:`~router.errors.AMIPrivilegeError` naming the missing class; if not,
+the session expired, and the client logs in again and retries once.
 
 Actions run concurrently with an outstanding ``WaitEvent`` on other pooled
 connections sharing the cookie; :meth:`AJAMClient.wait_event` refuses to run
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 
 from router.ami.actions import AMIActions
+from router.ami.catalog import load_catalog
 from router.ami.http import (
     MAX_BODY,
     ConnectionPool,
@@ -58,6 +65,7 @@ from router.errors import (
     AMIAuthenticationError,
     AMIConnectionError,
     AMIError,
+    AMIPrivilegeError,
     AMIProtocolError,
     AMITimeoutError,
     AMIValidationError,
@@ -192,6 +200,8 @@ class AJAMClient(AMIActions[ActionResult]):
         #: the cookie's Max-Age; ``None`` until known.
         self.session_ttl: int | None = None
         self._closed = False
+        #: Actions already reported as refused for a missing class (logged once each).
+        self._denied_logged: set[str] = set()
         auth: httpx.Auth | None = None
         if settings.auth == "digest":
             auth = httpx.DigestAuth(settings.username, settings.secret)
@@ -341,12 +351,44 @@ class AJAMClient(AMIActions[ActionResult]):
             await self.login()
         generation = self.session_generation
         result = await self._post(action, timeout=timeout)
-        if _session_lost(result) and self.settings.auth == "cookie":
+        if _denied(result) and self.settings.auth == "cookie" and \
+                not await self._session_alive(action):
             await self._relogin(generation)
             result = await self._post(action, timeout=timeout)
+        if _denied(result):
+            # Digest authenticates every request, and a cookie session was just
+            # proven alive (or renewed): the user lacks the action's class.
+            raise self._privilege_error(action.name, result)
         if check and not result.response.ok:
             raise AMIActionError(action.name, result.response)
         return result
+
+    async def _session_alive(self, denied: Action) -> bool:
+        """After ``Permission denied``: is the session still logged in?
+
+        ``Ping`` needs no write class, so it fails only on a session Asterisk
+        no longer knows (expired, or Asterisk restarted).
+        """
+        if denied.name.lower() == "ping":
+            return False
+        try:
+            probe = await self._post(Action("Ping", (), self._next_id()))
+        except AMIError:
+            return False
+        return probe.response.ok
+
+    def _privilege_error(self, name: str, result: ActionResult) -> AMIPrivilegeError:
+        try:
+            classes = load_catalog().action(name).write_classes
+        except AMIValidationError:  # an action newer than the catalog
+            classes = ()
+        error = AMIPrivilegeError(name, result.response, username=self.settings.username,
+                                  classes=classes)
+        if name.lower() not in self._denied_logged:
+            # Once per action: every later refusal fails its decision, logged there.
+            self._denied_logged.add(name.lower())
+            log.warning("%s", error)
+        return error
 
     async def action(
         self,
@@ -522,7 +564,7 @@ class AJAMClient(AMIActions[ActionResult]):
         return result
 
 
-def _session_lost(result: ActionResult) -> bool:
+def _denied(result: ActionResult) -> bool:
     return not result.response.ok and (result.response.message or "") == "Permission denied"
 
 

@@ -17,6 +17,7 @@ from router.errors import (
     AMIAuthenticationError,
     AMIConnectionError,
     AMIError,
+    AMIPrivilegeError,
     AMITimeoutError,
 )
 
@@ -132,12 +133,56 @@ async def test_expired_session_relogs_in_and_retries_once(pbx: FakeAsterisk) -> 
     assert [r["Action"] for r in pbx.requests] == ["Login", "Ping", "Login", "Ping", "Logoff"]
 
 
-async def test_real_permission_denied_surfaces_after_one_retry(pbx: FakeAsterisk) -> None:
+async def test_missing_write_class_is_a_privilege_error_without_relogin(
+        pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11 item 8: a missing class is not an expired session. A Ping on the
+    same session tells them apart; no second Login (that would replace the
+    session and its event queue), and the error names the action and the class."""
     pbx.deny_always = True
     async with make_client(pbx) as client:
-        with pytest.raises(AMIActionError, match="Permission denied"):
+        for _ in range(3):  # every call of the rule, not only the first
+            with pytest.raises(AMIPrivilegeError) as caught:
+                await client.action("Originate", {"Channel": "Local/1@sink"})
+        assert client.session_generation == 1
+    assert str(caught.value) == ("Originate: permission denied: the manager user 'router' "
+                                 "needs write class originate (manager.conf)")
+    assert caught.value.classes == ("originate",)
+    assert isinstance(caught.value, AMIActionError)  # callers catching Response: Error still do
+    sent = [r["Action"] for r in pbx.requests]
+    assert sent == ["Login", "Originate", "Ping", "Originate", "Ping", "Originate", "Ping",
+                    "Logoff"]
+    warned = [r.getMessage() for r in caplog.records if "permission denied" in r.getMessage()]
+    assert warned == [str(caught.value)]  # logged once, not once per call
+
+
+async def test_denied_after_a_relogin_is_a_privilege_error(pbx: FakeAsterisk) -> None:
+    """The session had expired too: one re-login and one retry, then the verdict."""
+    pbx.deny_always = True
+    async with make_client(pbx) as client:
+        pbx.sessions.clear()
+        with pytest.raises(AMIPrivilegeError, match="needs write class originate"):
             await client.action("Originate", {"Channel": "Local/1@sink"})
-    assert [r["Action"] for r in pbx.requests].count("Originate") == 2
+        assert client.session_generation == 2
+    sent = [r["Action"] for r in pbx.requests]
+    assert sent == ["Login", "Originate", "Ping", "Login", "Originate", "Logoff"]
+
+
+async def test_digest_permission_denied_is_a_privilege_error_at_once() -> None:
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        sent.append(params["Action"])
+        body = (b"Response: Success\r\nPing: Pong\r\n\r\n" if params["Action"] == "Ping"
+                else b"Response: Error\r\nMessage: Permission denied\r\n\r\n")
+        return httpx.Response(200, content=body, headers={"Content-Type": "text/plain"})
+
+    settings = ClientSettings(url=URL, username="router", secret="pw", auth="digest")
+    async with AJAMClient(settings, transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(AMIPrivilegeError,
+                           match=r"DBPut: permission denied: .* needs write class system"):
+            await client.action("DBPut", {"Family": "f", "Key": "k", "Val": "v"})
+    assert sent == ["Ping", "DBPut"]
 
 
 async def test_concurrent_expiry_logs_in_once(pbx: FakeAsterisk) -> None:
