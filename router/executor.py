@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
+from router.ami.numbers import ascii_float
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
 from router.errors import (
@@ -244,10 +245,9 @@ class Executor:
 
 
 def _timestamp(event: Event) -> float | None:
-    try:
-        return float(event.get("Timestamp") or "")
-    except ValueError:
-        return None
+    # ASCII and finite only: a "nan" would make total_ms NaN and the JSON
+    # decision line invalid.
+    return ascii_float(event.get("Timestamp"))
 
 
 def _header(key: str) -> str:

@@ -103,12 +103,25 @@ def to_str(value: object) -> str:
     return "" if value is None else str(value)
 
 
+_INT = re.compile(r"[+-]?[0-9]{1,18}", re.ASCII)
+
+
 def to_int(value: object, default: int | None = None) -> int | None:
-    """The value as a whole number, or default when it is not one."""
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
+    """The value as a whole number, or default when it is not one.
+
+    Only ASCII digits (at most 18): Python's ``int()`` also takes ``٣`` and
+    fullwidth digits, ``_`` separators and 4,300-digit strings, none of which a
+    caller's value should turn into a number behind the number plan's back.
+    """
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        # NaN fails the comparison; infinities and huge values are not whole numbers here.
+        return int(value) if abs(value) < 1e18 else default
+    text = str(value).strip()
+    if _INT.fullmatch(text) is None:
         return default
+    return int(text)
 
 
 def register(registry: Registry) -> None:

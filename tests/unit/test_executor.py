@@ -123,3 +123,14 @@ async def test_other_kinds(action: Action, status: str) -> None:
     host = Host()
     (outcome,) = await Executor(host).run([action], object(), "Local/1;2")  # type: ignore[arg-type]
     assert outcome.status == status
+
+
+def test_a_non_finite_confirmation_timestamp_is_no_timestamp() -> None:
+    """A 'nan' Timestamp on the confirming Newexten must not make total_ms NaN (invalid JSON)."""
+    from router.ami.message import Event
+    from router.executor import _timestamp
+
+    for bad in ("nan", "inf", "-1", "1e308", "١٧٠٠٠٠٠٠٠٠.5", ""):
+        assert _timestamp(Event((("Event", "Newexten"), ("Timestamp", bad)))) is None
+    good = Event((("Event", "Newexten"), ("Timestamp", "1700000000.25")))
+    assert _timestamp(good) == 1700000000.25
