@@ -60,10 +60,11 @@ class FakeScheduler:
 
 
 class FakeEngine:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, config: Config | None = None) -> None:
         self.scheduler = FakeScheduler()
         self.state_dir = state_dir
         self.tracker = CallTracker()
+        self.config = config
 
 
 def onec_table(double: OneCDouble, extra: str = "") -> str:
@@ -297,7 +298,7 @@ async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None
         "ping_interval = 0\n", "ping_interval = 30\n") + 'warmup = "0 8 * * *"\n'
                           'warmup_numbers = ["+7 495 777-01-01", "101"]\n')
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    engine = FakeEngine(tmp_path / "state")
+    engine = FakeEngine(tmp_path / "state", config)  # the warm-up runs in the rules' zone
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
         assert sorted(engine.scheduler.jobs) == ["onec:ping", "onec:warmup"]
