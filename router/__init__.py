@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
+    from router.supervise import Supervised
 
 #: Types plugins annotate hooks with, imported on first use so that
 #: ``import router`` stays light (no httpx, no scheduler) for the CLI.
@@ -69,6 +70,8 @@ _LAZY = {
     "ActionSpec": "router.rules.registry",
     "ParamSpec": "router.rules.registry",
     "Registry": "router.rules.registry",
+    # A plugin's long-lived loop, logged and restarted when it dies.
+    "Supervised": "router.supervise",
 }
 
 
@@ -111,6 +114,7 @@ __all__ = [
     "RuleValidationError",
     "SandboxError",
     "SettingsReader",
+    "Supervised",
     "Trace",
     "__version__",
     "check_cron",

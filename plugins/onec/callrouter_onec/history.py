@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.models import EventAck
-from callrouter_onec.supervise import Supervised
+from router import Supervised
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -415,7 +415,7 @@ class HistorySender:
     Pending rows from an earlier run are sent as soon as :meth:`start` is called.
     All SQLite work runs on one worker thread (``onec-history-db``), in order,
     so an event submitted before a read is seen by it. The sending loop is
-    :class:`~callrouter_onec.supervise.Supervised`: whatever 1C answers, it
+    :class:`router.Supervised`: whatever 1C answers, it
     logs, backs off and goes on, and if it dies anyway it is logged and
     restarted. ``prune_interval`` is how often old rows are pruned.
     """
@@ -434,7 +434,7 @@ class HistorySender:
         self._wake = asyncio.Event()
         self._retry = asyncio.Event()
         self._runner = Supervised("onec-history", self._run, restart_delay=base_delay,
-                                  max_delay=max_delay)
+                                  max_delay=max_delay, logger=log)
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
