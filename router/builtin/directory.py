@@ -17,11 +17,15 @@ from typing import Any
 import yaml
 
 from router.builtin.numbers import last10
+from router.config import Config, SettingsReader
 from router.errors import ConfigError
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
 
-__all__ = ["Directory", "DirectoryPlugin", "load_directory", "make_plugin"]
+__all__ = ["SETTINGS", "Directory", "DirectoryPlugin", "load_directory", "make_plugin"]
+
+#: The keys of ``[plugins.directory]`` (docs/reference/config.md).
+SETTINGS: tuple[str, ...] = ("file", "entries")
 
 
 class Directory:
@@ -74,12 +78,22 @@ class DirectoryPlugin:
         self.directory = Directory()
 
     @hookimpl
-    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
-        file = settings.get("file")
-        if file is None:
-            self.directory = Directory(settings.get("entries") or {})
-        else:
-            self.directory = load_directory(Path(str(file)))
+    def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
+        """``file`` (relative to router.toml's folder) or inline ``entries``."""
+        reader = SettingsReader.for_plugin("directory", settings, config)
+        reader.reject_unknown(SETTINGS)
+        if reader.has("file") and reader.has("entries"):
+            raise reader.error("entries", "give either file or entries, not both")
+        path = reader.path("file")
+        if path is not None:
+            self.directory = load_directory(path)
+            return
+        entries = settings.get("entries", {})
+        if not isinstance(entries, Mapping) or not all(
+                isinstance(e, Mapping) and "extension" in e for e in entries.values()):
+            raise reader.error("entries", 'expected tables like [plugins.directory.entries.'
+                                          '"79161234567"] with extension = "101"')
+        self.directory = Directory(entries)
 
     async def lookup(self, number: str) -> dict[str, Any] | None:
         """Static directory entry for a number: {"extension": "101", "name": ...}."""

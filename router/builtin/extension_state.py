@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from router.config import Config, SettingsReader
 from router.errors import AMIError
 from router.hookspecs import hookimpl
 from router.rules.registry import Registry
 
-__all__ = ["STATES", "ExtensionState", "make_plugin", "state_name"]
+__all__ = ["SETTINGS", "STATES", "ExtensionState", "make_plugin", "state_name"]
+
+#: The keys of ``[plugins.extension_state]`` (docs/reference/config.md).
+SETTINGS: tuple[str, ...] = ("context",)
 
 #: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
 STATES = {
@@ -43,8 +47,11 @@ class ExtensionState:
         self.context = "hints"
 
     @hookimpl
-    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
-        self.context = str(settings.get("context", "hints"))
+    def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
+        """``context``: where the phones' hints are (``exten => 101,hint,PJSIP/101``)."""
+        reader = SettingsReader.for_plugin("extension_state", settings, config)
+        reader.reject_unknown(SETTINGS)
+        self.context = reader.string("context", "hints")
 
     @hookimpl
     def callrouter_startup(self, engine: Any) -> None:

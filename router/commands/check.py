@@ -1,75 +1,96 @@
-"""``callrouter check [PATHS]``: validate rule files like a compiler would.
+"""``callrouter check [PATHS] [--config FILE]``: validate like a compiler would.
 
-Every problem is printed on its own line as ``file:line: rule 'x': message``
-(the format editors and CI understand); the exit code is 0 when clean and 1
-otherwise, so ``callrouter check rules/`` can gate a deploy or a git hook.
+It reads router.toml as ``callrouter run`` does (``./router.toml`` unless
+``--config`` names another): every ``[asterisk]``, ``[router]`` and
+``[plugins]`` key, every plugin's table, and the rules against the names the
+plugins it selects register, without logging in to Asterisk. Every problem
+is printed on its own line as ``file:line: rule 'x': message`` (the format
+editors and CI understand); the exit code is 0 when clean and 1 otherwise,
+so ``callrouter check`` can gate a deploy or a git hook.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
-from types import MappingProxyType
+import sys
+from pathlib import Path
 from typing import Any
 
-from router.builtin import DEFAULT_TIMEZONE
-from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
-from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
-from router.plugins import Plugins
-from router.rules import Registry, load_rules
+from router.commands._offline import Offline, load_offline
+from router.dialplan import LocationPolicy
+from router.errors import ConfigError
+from router.rules import load_rules
 
-__all__ = ["register", "run"]
+__all__ = ["config_overrides", "plugin_registry", "register", "run"]
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "check", help="validate rule files",
-        description="Load and validate rule files; print every error as file:line.")
-    parser.add_argument("paths", nargs="*", default=["rules/"], metavar="PATH",
-                        help="rule files or folders (default: rules/)")
-    parser.add_argument("--tz", default=DEFAULT_TIMEZONE,
-                        help=f"default time zone of the rules (default: {DEFAULT_TIMEZONE})")
-    parser.add_argument("--location-pattern", default=DEFAULT_LOCATION_PATTERN,
-                        help="router.toml's [router] location_pattern, if it sets one: "
-                             "literal context/exten values are checked against it")
+        "check", help="validate router.toml and the rule files",
+        description="Validate router.toml (every key and plugin table) and the rule files "
+                    "against the plugins it selects, without Asterisk; print every error "
+                    "as file:line. Exit code 0: clean, 1: errors.")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="rule files or folders (default: router.toml's [router] rules)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: ./router.toml when there is one)")
+    parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
+    parser.add_argument("--location-pattern",
+                        help="instead of router.toml's [router] location_pattern: literal "
+                             "context/exten values are checked against it")
     parser.set_defaults(func=run)
 
 
-def plugin_registry(timezone: str, location_pattern: str = DEFAULT_LOCATION_PATTERN
-                    ) -> tuple[Registry, list[str]]:
-    """Names as the engine will know them: every installed plugin registers.
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's replacements for router.toml keys (None: not given)."""
+    overrides: dict[str, object] = {}
+    if getattr(args, "tz", None) is not None:
+        overrides["plugins.timefuncs"] = {"timezone": args.tz}
+    if getattr(args, "location_pattern", None) is not None:
+        overrides["router.location_pattern"] = args.location_pattern
+    return overrides
 
-    So a rule using a plugin's lookup checks clean only where that plugin is
-    installed, which is exactly where it will run.
-    """
-    plugins = Plugins.load()
-    offline = Config(
-        asterisk=AsteriskSettings(url="http://127.0.0.1/asterisk", username="", secret=""),
-        router=RouterSettings(location_pattern=location_pattern),
-        plugins=PluginSettings(settings=MappingProxyType({"timefuncs": {"timezone": timezone}})),
-    )
-    asyncio.run(plugins.configure(offline))
-    return plugins.build_registry()
+
+def plugin_registry(args: argparse.Namespace) -> Offline:
+    """The engine's registry as router.toml configures it (raises ConfigError)."""
+    return load_offline(args.config, overrides=config_overrides(args))
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.location_pattern is not None:
+        try:
+            LocationPolicy.from_pattern(args.location_pattern)
+        except re.error as exc:
+            print(f"callrouter: --location-pattern: not a regular expression: {exc}")
+            return 1
     try:
-        LocationPolicy.from_pattern(args.location_pattern)
-    except re.error as exc:
-        print(f"callrouter: --location-pattern: not a regular expression: {exc}")
+        offline = plugin_registry(args)
+    except ConfigError as exc:
+        print(exc)
+        print(f"{args.config or 'router.toml'}: 1 error (configuration; rules not checked)")
         return 1
-    registry, problems = plugin_registry(args.tz, args.location_pattern)
-    ruleset = load_rules(args.paths, registry)
-    for problem in problems:
+    for warning in offline.warnings:
+        print(f"callrouter check: warning: {warning}", file=sys.stderr)
+    paths = args.paths or [str(p) for p in offline.config.router.rules]
+    ruleset = load_rules(paths, offline.registry)
+    for problem in offline.problems:
         print(f"callrouter: {problem}")
     for error in ruleset.errors:
         print(error)
-    count = len(ruleset.errors) + len(problems)
-    shown = " ".join(args.paths)
+    count = len(ruleset.errors) + len(offline.problems)
+    shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
         print(f"{shown}: {count} error{'s' if count != 1 else ''}, "
               f"{len(ruleset.rules)} valid rules")
         return 1
     print(f"{shown}: {len(ruleset.rules)} rules OK")
     return 0
+
+
+def _shown(offline: Offline) -> str:
+    from router.rules.loader import display_path
+
+    rules = " ".join(display_path(p) for p in offline.config.router.rules)
+    path = offline.config.path
+    return f"{display_path(path)} ({rules})" if path is not None else rules

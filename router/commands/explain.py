@@ -1,8 +1,11 @@
 """``callrouter explain``: what the rules would do with a hypothetical call.
 
-Nothing is sent to Asterisk or to plugins: lookups given with ``--lookup``
-answer with that JSON, every other lookup is "not provided" (its value is
-None), so an administrator can replay "what if 1C says X at 20:15" safely.
+It reads router.toml as ``callrouter run`` does (``--config``, default
+``./router.toml``), so numbers are normalized with the configured plan and
+working hours are judged in the configured zone. Nothing is sent to Asterisk
+or to plugins: lookups given with ``--lookup`` answer with that JSON, every
+other lookup is "not provided" (its value is None), so an administrator can
+replay "what if 1C says X at 20:15" safely.
 """
 
 from __future__ import annotations
@@ -10,15 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from router.builtin import DEFAULT_TIMEZONE
-from router.builtin.timefuncs import zone
 from router.commands.check import plugin_registry
-from router.errors import LookupUnavailable
+from router.errors import ConfigError, LookupUnavailable
 from router.rules import Outcome, load_rules
+from router.rules.context import Context
 from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleSet, call_context
 from router.rules.suggest import did_you_mean
@@ -29,17 +33,20 @@ __all__ = ["register", "run"]
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "explain", help="show how the rules would route a call",
-        description="Evaluate the rules for a hypothetical call and print the trace.")
+        description="Evaluate the rules for a hypothetical call and print the trace, "
+                    "with router.toml's settings and plugins; nothing is sent anywhere.")
     parser.add_argument("--caller", required=True, help="caller's number, any format")
     parser.add_argument("--did", required=True, help="the number that was dialled")
     parser.add_argument("--name", default="", help="caller's name (CallerIDName)")
     parser.add_argument("--at", help='time of the call, "YYYY-MM-DD HH:MM" (default: now)')
     parser.add_argument("--lookup", action="append", default=[], metavar="NAME=JSON",
                         help="answer of a lookup, e.g. onec.responsible='{\"found\": true}'")
-    parser.add_argument("--rules", nargs="+", default=["rules/"], metavar="PATH",
-                        help="rule files or folders (default: rules/)")
-    parser.add_argument("--tz", default=DEFAULT_TIMEZONE,
-                        help=f"time zone of --at and of the rules (default: {DEFAULT_TIMEZONE})")
+    parser.add_argument("--rules", nargs="+", metavar="PATH",
+                        help="rule files or folders (default: router.toml's [router] rules)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: ./router.toml when there is one)")
+    parser.add_argument("--tz", help="time zone of --at and of the rules (default: "
+                                     "router.toml's [plugins.timefuncs] timezone)")
     parser.add_argument("--json", action="store_true", help="print the trace as JSON")
     parser.set_defaults(func=run)
 
@@ -70,37 +77,54 @@ def _lookups(registry: Registry, given: list[str]) -> Mapping[str, LookupFn] | s
     return stubs
 
 
-def _when(text: str | None, tz: str) -> datetime | str:
+def _when(text: str | None, registry: Registry) -> datetime | str:
+    zone = registry.timezone
     if text is None:
-        return datetime.now(zone(tz))
+        return datetime.now(zone)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         return f"--at {text!r}: expected \"YYYY-MM-DD HH:MM\""
-    return moment if moment.tzinfo else moment.replace(tzinfo=zone(tz))
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def run(args: argparse.Namespace) -> int:
-    registry, _ = plugin_registry(args.tz)
+    args.location_pattern = None
+    try:
+        offline = plugin_registry(args)
+    except ConfigError as exc:
+        print(f"callrouter explain: {exc}")
+        return 1
+    for warning in offline.warnings:
+        print(f"callrouter explain: warning: {warning}", file=sys.stderr)
+    registry = offline.registry
     lookups = _lookups(registry, args.lookup)
-    now = _when(args.at, args.tz)
+    now = _when(args.at, registry)
     for problem in (lookups, now):
         if isinstance(problem, str):
             print(f"callrouter explain: {problem}")
             return 2
     assert not isinstance(lookups, str)
     assert isinstance(now, datetime)
-    ruleset = load_rules(args.rules, registry)
+    ruleset = load_rules(args.rules or [str(p) for p in offline.config.router.rules], registry)
     for error in ruleset.errors:
         print(f"warning: {error} (rule not loaded)" if error.rule else f"error: {error}")
     if ruleset.fatal:
         return 1
-    outcome = asyncio.run(_evaluate(ruleset, args, lookups, now))
+    context = call_context(ruleset.registry, args.caller, args.did, caller_name=args.name,
+                           now=now)
+    outcome = asyncio.run(_evaluate(ruleset, context, lookups))
+    others = _other_dids(ruleset, context)
     if args.json:
         print(json.dumps({"decision": outcome.decision.to_dict(),
-                          "trace": outcome.trace.to_dict()}, ensure_ascii=False, indent=2))
+                          "trace": outcome.trace.to_dict(), "other_did_rules": others},
+                         ensure_ascii=False, indent=2))
         return 0
     print(outcome.trace.render())
+    if others:
+        print(f"  not evaluated: {len(others)} rule{'s' if len(others) != 1 else ''} "
+              f"for other DIDs ({', '.join(others)}): their `did ==` / `did in` test "
+              f"leaves out {context.did}")
     decision = outcome.decision
     if decision.matched:
         print(f"decision: {', '.join(str(a) for a in decision.actions)} "
@@ -110,8 +134,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _evaluate(ruleset: RuleSet, args: argparse.Namespace,
-                    lookups: Mapping[str, LookupFn], now: datetime) -> Outcome:
-    context = call_context(ruleset.registry, args.caller, args.did, caller_name=args.name,
-                           now=now)
+def _other_dids(ruleset: RuleSet, context: Context) -> list[str]:
+    """Call rules the DID index left out: explain says so instead of hiding them."""
+    considered = {rule.name for rule in ruleset.rules_for(context)}
+    return [rule.name for rule in ruleset.rules
+            if rule.trigger.kind == "call" and rule.name not in considered]
+
+
+async def _evaluate(ruleset: RuleSet, context: Context,
+                    lookups: Mapping[str, LookupFn]) -> Outcome:
     return await ruleset.evaluate(context, lookups=lookups, explain=True)

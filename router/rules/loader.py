@@ -190,11 +190,16 @@ def parse_text(text: str, file: str) -> Node | None:
 
 
 def display_path(path: Path) -> str:
-    """Shows paths as the administrator typed them, relative when possible."""
+    """``rules/inbound.yaml`` under the working directory, else the absolute path.
+
+    Never a chain of ``../``: a service started from ``/`` would otherwise log
+    ``../../etc/callrouter/rules/inbound.yaml``.
+    """
+    absolute = Path(os.path.abspath(path))
     try:
-        return os.path.relpath(path)
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return str(path)
+        return str(absolute.relative_to(Path.cwd()))
+    except (ValueError, OSError):  # outside, or the working directory is gone
+        return str(absolute)
 
 
 def load_file(path: Path) -> RuleFile:

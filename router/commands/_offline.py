@@ -1,0 +1,114 @@
+"""router.toml as ``callrouter run`` reads it, for commands that never log in.
+
+``check`` and ``explain`` must normalize numbers, judge working hours and know
+the plugins exactly as the service does, so they read the same file through
+the same code: :func:`load_config`, :meth:`Plugins.for_config`, every plugin's
+``callrouter_configure`` and ``callrouter_register``. Only Asterisk is left out.
+
+Secrets are the one difference. The service gets them from its environment
+(systemd's ``EnvironmentFile=``), which the administrator's shell usually
+lacks; a variable that is not set here is reported as a warning and checked
+with a stand-in value, so ``check`` judges the file, not the shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, load_config
+from router.plugins import Plugins
+from router.rules.registry import Registry
+
+__all__ = ["Offline", "load_offline"]
+
+#: What stands in for a secret whose variable is not set in this shell.
+_STAND_IN = "not-set-when-checked"
+#: Connection settings for when there is no router.toml at all: never used.
+_NO_FILE = {"asterisk.url": "http://127.0.0.1/asterisk", "asterisk.username": "check",
+            "asterisk.secret": _STAND_IN}
+
+
+@dataclass
+class Offline:
+    """The engine's view of its configuration, built without Asterisk."""
+
+    config: Config
+    plugins: Plugins
+    registry: Registry
+    #: Plugins that failed to register their names (located messages).
+    problems: list[str] = field(default_factory=list)
+    #: Not errors, but worth a line: unset secret variables, no router.toml.
+    warnings: list[str] = field(default_factory=list)
+
+
+def _secret_variables(path: Path) -> list[tuple[str, str, str]]:
+    """(section, key, variable) for every secret the file takes from the environment."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return []  # load_config reports it with the file's name
+    found: list[tuple[str, str, str]] = []
+    asterisk = data.get("asterisk")
+    if isinstance(asterisk, dict) and "secret" not in asterisk:
+        name = asterisk.get("secret_env", SECRET_ENV)
+        key = "secret_env" if "secret_env" in asterisk else "secret"
+        if isinstance(name, str):
+            found.append(("asterisk", key, name))
+    plugins = data.get("plugins")
+    for plugin, table in (plugins.items() if isinstance(plugins, dict) else ()):
+        if not isinstance(table, dict):
+            continue
+        for key, value in table.items():
+            if key.endswith("_env") and isinstance(value, str):
+                found.append((f"plugins.{plugin}", key, value))
+    return found
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
+    """``os.environ`` plus stand-ins, for plugins that read it in configure."""
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield os.environ
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def load_offline(path: Path | None, *, overrides: Mapping[str, object] | None = None,
+                 ) -> Offline:
+    """Read router.toml (``path``; None: ``./router.toml`` if there is one) and
+    configure every plugin it selects; raises ConfigError like ``run`` would."""
+    warnings: list[str] = []
+    given = dict(overrides or {})
+    if path is None:
+        if DEFAULT_CONFIG_PATH.is_file():
+            path = DEFAULT_CONFIG_PATH
+        else:
+            warnings.append(f"no {DEFAULT_CONFIG_PATH} here: checked with the default "
+                            "settings (give --config PATH)")
+            given.update(_NO_FILE)
+    stand_ins: dict[str, str] = {}
+    if path is not None:
+        for section, key, name in _secret_variables(path):
+            if name and not os.environ.get(name):
+                stand_ins[name] = _STAND_IN
+                warnings.append(f"{path}: [{section}] {key}: environment variable {name} is "
+                                "not set here; callrouter run needs it (checked without it)")
+    with _environment(stand_ins) as environ:
+        config = load_config(path, overrides=given, environ=environ)
+        plugins = Plugins.for_config(config)
+        asyncio.run(plugins.configure(config))
+    registry, problems = plugins.build_registry()
+    return Offline(config, plugins, registry, problems, warnings)

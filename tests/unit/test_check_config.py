@@ -1,0 +1,165 @@
+"""``callrouter check --config`` and ``explain --config`` read router.toml as
+``run`` does (issue 11 item 15): commands run exactly as the docs write them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HOURS = """version: 1
+rules:
+  - name: open
+    on: call
+    if: workhours("mon-fri 09:00-18:00")
+    do:
+      - redirect: {context: queues, exten: sales}
+  - name: spb
+    on: call
+    if: did == "78121234567"
+    do:
+      - redirect: {context: queues, exten: spb}
+  - name: closed
+    on: call
+    do:
+      - redirect: {context: queues, exten: night}
+"""
+
+
+def write(folder: Path, toml: str, rules: str = HOURS) -> Path:
+    (folder / "rules").mkdir(exist_ok=True)
+    (folder / "rules" / "inbound.yaml").write_text(rules)
+    path = folder / "router.toml"
+    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+                    'secret_env = "CALLROUTER_SECRET"\n[router]\nrules = ["rules"]\n' + toml)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An administrator's shell: the service's secrets are not in it."""
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    monkeypatch.delenv("ONEC_PASSWORD", raising=False)
+
+
+def test_check_config_of_the_shipped_example(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # examples/router.toml: "`callrouter check --config router.toml` validates
+    # this file and the rules."
+    monkeypatch.chdir(ROOT / "examples")
+    assert main(["check", "--config", "router.toml"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "router.toml (rules): 16 rules OK\n"
+    assert err == ("callrouter check: warning: router.toml: [asterisk] secret_env: environment "
+                   "variable CALLROUTER_SECRET is not set here; callrouter run needs it "
+                   "(checked without it)\n")
+
+
+def test_check_config_as_in_operations_md(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/operations.md: callrouter check --config /etc/callrouter/router.toml
+    etc = tmp_path / "etc" / "callrouter"
+    etc.mkdir(parents=True)
+    path = write(etc, "")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    assert main(["check", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "etc/callrouter/router.toml (etc/callrouter/rules): 3 rules OK\n"
+    assert err == ""
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("log_format = 'xml'\n",
+     "[router] log_format: expected 'text' or 'json', got 'xml'"),
+    ("[plugins]\nenabled = ['onc']\n", "[plugins] enabled: 'onc' is no plugin here "
+                                       "(did you mean 'onec'?)"),
+    ("[plugins.onec]\nurl = 'http://1c/hs/t'\nusername = 'u'\npassword = ''\ntimout = 1\n",
+     "[plugins.onec] timout: unknown key; did you mean 'timeout'?"),
+    ("[plugins.timefuncs]\ntimezone = 'Europe/Moskow'\n",
+     "[plugins.timefuncs] timezone: unknown time zone 'Europe/Moskow'"),
+    ("[plugins.numbers]\ncountry_code = 'seven'\n",
+     "[plugins.numbers] country_code: expected digits only, got 'seven'"),
+    ("[plugins.directory]\nfiles = 'd.csv'\n",
+     "[plugins.directory] files: unknown key; did you mean 'file'?"),
+])
+def test_check_config_validates_every_table(tmp_path: Path, toml: str, message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, toml)
+    assert main(["check", "--config", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert message in lines[0]
+    assert lines[-1] == f"{path}: 1 error (configuration; rules not checked)"
+
+
+def test_check_config_checks_rules_against_the_plugins_it_selects(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = HOURS.replace('if: did == "78121234567"',
+                          'lookup:\n      entry: directory(caller.number)\n    when: entry')
+    path = write(tmp_path, "[plugins]\ndisabled = ['directory']\n", rules)
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "rule 'spb': unknown lookup 'directory'" in out, out
+    path = write(tmp_path, "", rules)
+    assert main(["check", "--config", str(path)]) == 0
+
+
+def test_check_reads_router_toml_of_the_working_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "[plugins.timefuncs]\ntimezone = 'Mars/Olympus'\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 1
+    assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().out
+    (tmp_path / "router.toml").unlink()
+    assert main(["check"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "rules: 3 rules OK\n"
+    assert "no router.toml here: checked with the default settings" in err
+
+
+def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(tmp_path / "nope.toml")]) == 1
+    assert f"{tmp_path / 'nope.toml'}: no such file" in capsys.readouterr().out
+
+
+def test_explain_config_uses_the_zone_and_number_plan_run_uses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 08:00 UTC is 11:00 in Moscow (the default: open) and 18:00 in
+    # Vladivostok (closed); 8 029 ... is a Belarusian number only in the
+    # Belarusian plan.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    default = write(tmp_path / "a", "")
+    local = write(tmp_path / "b", "[plugins.timefuncs]\ntimezone = 'Asia/Vladivostok'\n"
+                  "[plugins.numbers]\ncountry_code = '375'\ntrunk_prefix = '80'\n"
+                  "national_length = 9\n")
+    results = {}
+    for name, path in (("default", default), ("local", local)):
+        assert main(["explain", "--config", str(path), "--caller", "80291234567",
+                     "--did", "74951234567", "--at", "2026-12-01T08:00+00:00", "--json"]) == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert results["default"]["decision"]["rules"] == ["open"]
+    assert results["local"]["decision"]["rules"] == ["closed"]
+    assert "from 70291234567 " in results["default"]["trace"]["trigger"]
+    assert "from 375291234567 " in results["local"]["trace"]["trigger"]
+
+
+def test_explain_says_which_rules_other_dids_have(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "")
+    assert main(["explain", "--config", str(path), "--caller", "79161234567",
+                 "--did", "74951234567", "--at", "2026-12-01 20:00"]) == 0
+    out = capsys.readouterr().out
+    assert ("  not evaluated: 1 rule for other DIDs (spb): their `did ==` / `did in` test "
+            "leaves out 74951234567") in out
+    assert main(["explain", "--config", str(path), "--caller", "79161234567",
+                 "--did", "78121234567", "--at", "2026-12-01 20:00"]) == 0
+    out = capsys.readouterr().out
+    assert "not evaluated" not in out
+    assert "decision: redirect(context=queues, exten=spb) (rules: spb)" in out
