@@ -611,6 +611,10 @@ class Engine:
             total_ms = (confirmed[-1] - stamp) * 1000  # on Asterisk's own clock
         elif results:
             total_ms = (time.monotonic() - received) * 1000
+        if not results and outcome is not None and outcome.decision.actions:
+            # Not sent (shadow, late, standing by): the line shows what would
+            # have been done, so a shadow trial can be compared with the PBX.
+            results = [_planned(action) for action in outcome.decision.actions]
         trace = outcome.trace if outcome is not None else None
         record = RouteRecord(
             channel=channel, uniqueid=event.get("Uniqueid") or "",
@@ -638,8 +642,10 @@ class Engine:
             acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
             total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
             rule = record.rules[0] if record.rules else "-"
+            looked = ", ".join(_lookup_text(lookup) for lookup in record.lookups)
             line = (f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
                     f"-> {record.outcome} [{acts}] in {total}"
+                    + (f"; lookups {looked}" if looked else "")
                     + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected))
             decision_log.info("%s", escape_controls(line))
 
@@ -752,6 +758,22 @@ def _rejected(trace: Any) -> list[dict[str, str]]:
     escaped and cut, router/dialplan.py ``shown``)."""
     return [{"rule": rule.rule, "reason": rule.detail} for rule in getattr(trace, "rules", ())
             if rule.status == "rejected"]
+
+
+def _planned(action: Action) -> ActionOutcome:
+    """An action that was decided but not sent: ``planned`` in the decision line."""
+    detail = ", ".join(f"{key}={value}" for key, value in action.params.items())
+    return ActionOutcome(action.kind, "planned", detail)
+
+
+def _lookup_text(lookup: Mapping[str, Any]) -> str:
+    """``owner 12.3 ms``, ``, reused`` when prefetched, the error when it failed."""
+    text = f"{lookup.get('name')} {float(lookup.get('ms') or 0.0):.1f} ms"
+    if lookup.get("reused"):
+        text += " reused"
+    if lookup.get("error"):
+        text += f" failed: {lookup['error']}"
+    return text
 
 
 def _lookups(trace: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,90 @@
+"""The decision line an operator reads (issue 11, documentation): lookups with
+their timings in the text format too, and a shadow decision shows the actions
+it would have taken instead of ``actions: []``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.rules.registry import Registry
+from tests.unit.test_engine_unit import FakeClient, request
+
+RULES = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      owner: crm(caller.number)
+    when: owner
+    do:
+      - setvar: {CRM_MANAGER: "{owner}"}
+      - redirect: {context: callrouter-dial, exten: "{owner}"}
+"""
+
+
+class Crm:
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def crm(number: str) -> str:
+            return "101"
+
+        registry.add_lookup("crm", crm)
+
+
+async def engine_for(tmp_path: Path, log_format: str, *, shadow: bool) -> Engine:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "{log_format}"\n')
+    client = FakeClient()
+    engine = Engine(load_config(tmp_path / "router.toml"), client=client,  # type: ignore[arg-type]
+                    plugins=Plugins.load(entry_points=False, extra=[Crm()]),
+                    options=EngineOptions(watch_interval=0), shadow=shadow)
+    client.engine = engine
+    await engine.setup()
+    return engine
+
+
+async def decide(engine: Engine, caplog: pytest.LogCaptureFixture) -> str:
+    with caplog.at_level(logging.INFO, logger="router.decision"):
+        await engine.handle_event(request("Local/1@in-0;2"))
+        await engine.wait_idle()
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "router.decision"]
+    return line
+
+
+async def test_text_line_has_lookup_timings(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    line = await decide(await engine_for(tmp_path, "text", shadow=False), caplog)
+    assert " -> executed [setvar:ok, redirect:confirmed] in " in line
+    head, _, lookups = line.partition("; lookups ")
+    assert lookups.startswith("owner ") and lookups.endswith(" ms"), line
+    float(lookups.removeprefix("owner ").removesuffix(" ms"))
+
+
+async def test_shadow_line_shows_the_planned_actions(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    line = await decide(await engine_for(tmp_path, "text", shadow=True), caplog)
+    assert " -> shadow [setvar:planned, redirect:planned] in - ; " not in line
+    assert " -> shadow [setvar:planned, redirect:planned] in -; lookups owner " in line
+
+
+async def test_shadow_json_shows_the_planned_actions(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    engine = await engine_for(tmp_path, "json", shadow=True)
+    data = json.loads(await decide(engine, caplog))
+    assert data["outcome"] == "shadow"
+    assert data["actions"] == [
+        {"kind": "setvar", "status": "planned", "detail": "CRM_MANAGER=101", "ms": 0.0},
+        {"kind": "redirect", "status": "planned",
+         "detail": "context=callrouter-dial, exten=101", "ms": 0.0}]
+    assert data["total_ms"] is None
+    assert [lookup["name"] for lookup in data["lookups"]] == ["owner"]
