@@ -24,6 +24,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -42,8 +45,9 @@ from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import LocationPolicy, request_caller, request_did
-from router.errors import AMIAuthenticationError, AMIError
+from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
 from router.executor import ActionOutcome, Executor
+from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
 from router.request import RequestInfo, set_request
@@ -106,12 +110,18 @@ class EngineOptions:
     #: Act only this long before the dialplan gives up, so a Redirect is not
     #: racing the fallback ``Goto``.
     safety_margin: float = 0.3
-    #: How long SIGTERM waits for decisions in flight.
+    #: How long SIGTERM waits for decisions in flight (their confirmations included).
     drain_timeout: float = 5.0
     #: Poll interval for rule file changes (seconds; 0 disables).
     watch_interval: float = 2.0
     #: Seconds between keep-alive Pings on the action path.
     keepalive: float = 30.0
+    #: Seconds between the live-instance heartbeats (router/liveguard.py); 0
+    #: turns the guard off (shadow instances never run it).
+    live_heartbeat: float = 2.0
+    #: After asking who else is live (start, stream gap), decisions wait this
+    #: long for an answer before acting.
+    live_settle: float = 1.0
 
 
 @dataclass(slots=True)
@@ -179,6 +189,14 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self._stopped = False
+        #: SIGTERM's drain: decisions in flight finish before the stream stops.
+        self._draining: asyncio.Task[None] | None = None
+        #: The live-instance guard; None in shadow mode or when turned off.
+        self._guard: LiveGuard | None = None
+        self._beats: set[asyncio.Task[Any]] = set()
+        self._beat_refused = False
+        #: Plugin registration problems and rule errors found by :meth:`setup`.
+        self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
         self._rule_mtimes: dict[Path, float] = {}
         self._reload_lock = asyncio.Lock()
@@ -240,21 +258,34 @@ class Engine:
     # -- life cycle ----------------------------------------------------------------
 
     async def setup(self) -> RuleSet:
-        """Configure plugins, fill the registry, load rules. No Asterisk needed."""
+        """Configure plugins, fill the registry, load rules. No Asterisk needed.
+
+        Every problem is logged and kept in :attr:`setup_problems`: the same
+        ones ``callrouter check`` reports, which :meth:`start` refuses.
+        """
         await self.plugins.configure(self._config)
-        for problem in self.plugins.register_into(self.registry):
-            log.error("%s", problem)
+        problems = [str(p) for p in self.plugins.register_into(self.registry)]
         loaded = self.rules.reload()
-        for error in loaded.errors:
-            log.error("%s (rule disabled)", error)
+        problems += [str(error) for error in loaded.errors]
+        for problem in problems:
+            log.error("%s", problem)
+        self.setup_problems = tuple(problems)
         log.info("loaded %d rules from %s", len(loaded.rules),
                  ", ".join(map(str, self.rules.paths)))
         self._rule_mtimes = self._scan_rule_files()
         return loaded
 
     async def start(self) -> None:
-        """Connect, start plugins and timers; after this, :meth:`serve` routes calls."""
+        """Connect, start plugins and timers; after this, :meth:`serve` routes calls.
+
+        Raises :class:`RulesRefused` before connecting when a rule file or a
+        plugin has a problem: a reload keeps the previous rules, but at start
+        there are none, and routing with some rules left out would send their
+        calls to the default route without anyone noticing.
+        """
         await self.setup()
+        if self.setup_problems:
+            raise RulesRefused(self.setup_problems)
         await self._client.login()
         self._scheduler.start()
         self._schedule_rules()
@@ -273,6 +304,8 @@ class Engine:
                                 id="callrouter-sweep",
                                 replace_existing=True)
         await self.plugins.startup(self)
+        if not self.shadow and self.options.live_heartbeat > 0:
+            await self._start_guard()
         self._stream = EventStream(self._client,
                                    poll_timeout=int(self._config.asterisk.waitevent_timeout))
         # Calls that started waiting while callrouter was down or restarting
@@ -341,8 +374,32 @@ class Engine:
             await self.stop()
 
     def request_stop(self) -> None:
-        """SIGTERM: take no new decisions; :meth:`serve` returns soon."""
+        """SIGTERM: take no new calls; finish the decisions in flight, then
+        :meth:`serve` returns.
+
+        The event stream keeps running while they finish: a Redirect is proven
+        by its ``Newexten``, which arrives through the stream, so stopping it
+        first would log a working Redirect as ``failed``. Bounded by
+        ``drain_timeout``; a second request stops at once.
+        """
+        if not self._accepting or self._serve_task is None:
+            self._accepting = False
+            self._end_serve()
+            return
         self._accepting = False
+        log.info("stopping: no new calls; finishing %d decisions in flight", len(self._tasks))
+        self._draining = asyncio.get_running_loop().create_task(
+            self._drain_then_end(), name="callrouter-drain")
+
+    async def _drain_then_end(self) -> None:
+        try:
+            await self._leave()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
+        finally:
+            self._end_serve()
+
+    def _end_serve(self) -> None:
         self._stopping.set()
         if self._stream is not None:
             self._stream.stop()
@@ -357,6 +414,9 @@ class Engine:
         self._stopped = True
         self._accepting = False
         self._stopping.set()
+        if self._draining is not None and not self._draining.done():
+            self._draining.cancel()
+        await self._leave()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
             for task in pending:
@@ -373,11 +433,80 @@ class Engine:
             log.exception("stop: plugin shutdown failed; stopping anyway")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for beat in list(self._beats):
+            beat.cancel()
+        # "logged off" only when a session existed (not after a refused start).
+        was_logged_in = bool(getattr(self._client, "logged_in", True))
         try:
             await self._client.aclose()
         except Exception:
             log.exception("stop: closing the AMI client failed")
-        log.info("stopped: logged off from Asterisk")
+        log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+
+    # -- live-instance guard -----------------------------------------------------------
+
+    async def _start_guard(self) -> None:
+        """Claim to be live, on Asterisk's clock, and ask who else is."""
+        try:
+            answer = await self._client.send("Getvar", {"Variable": "EPOCH"}, validate=False)
+            since = ascii_float(answer.response.get("Value"))
+        except AMIError:
+            since = None  # this host's clock then: both sides still compare the same values
+        claim = Claim(secrets.token_hex(4), int(since if since is not None else time.time()),
+                      socket.gethostname(), os.getpid())
+        self._guard = LiveGuard(claim, interval=self.options.live_heartbeat,
+                                settle=self.options.live_settle)
+        await self._send_beat(self._guard.probe())
+        self._scheduler.add_job(logged("live heartbeat", self._heartbeat, logger=log),
+                                "interval", seconds=self.options.live_heartbeat,
+                                id="callrouter-live", replace_existing=True)
+
+    async def _heartbeat(self) -> None:
+        guard = self._guard
+        if guard is not None and not guard.leaving:
+            guard.update()  # an instance that went silent is gone: log it now
+            await self._send_beat(guard.beat())
+
+    async def _leave(self) -> None:
+        """Tell the instance standing by to take over now (bounded: stopping waits)."""
+        guard = self._guard
+        if guard is not None and not guard.leaving:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._send_beat(guard.leave()), 1.0)
+
+    def _spawn_beat(self, fields: dict[str, str]) -> None:
+        task = asyncio.ensure_future(self._send_beat(fields))
+        self._beats.add(task)
+        task.add_done_callback(self._beats.discard)
+        task.add_done_callback(_log_task_failure)
+
+    async def _send_beat(self, fields: dict[str, str]) -> None:
+        try:
+            await self._client.send("UserEvent", fields, validate=False)
+        except AMIPrivilegeError as exc:
+            if not self._beat_refused:
+                self._beat_refused = True
+                log.warning("live-instance heartbeat refused (%s): a second live callrouter "
+                            "on this Asterisk would not be noticed", exc)
+        except AMIError as exc:  # the stream notices a lost Asterisk and says so
+            log.debug("live-instance heartbeat not sent: %s", exc)
+
+    async def _standby(self, deadline: float) -> str | None:
+        """``shadow`` while another live instance routes, ``late`` when the
+        wait for others' answers outlasted the deadline, else None: act."""
+        guard = self._guard
+        if guard is None:
+            return None
+        if not guard.settled:
+            await guard.wait_settled(deadline)
+            if time.monotonic() > deadline:
+                return "late"
+        return "shadow" if guard.update() is not None else None
+
+    def _acting(self) -> bool:
+        """Whether actions of event and schedule rules may be sent now."""
+        return (not self.shadow and self._accepting
+                and (self._guard is None or self._guard.acting))
 
     # -- rules -------------------------------------------------------------------------
 
@@ -487,7 +616,7 @@ class Engine:
 
     async def _run_schedule(self, name: str) -> None:
         outcome = await self.rules.evaluate(Context.for_schedule(name, now=self.clock()))
-        if outcome.decision.actions and not self.shadow:
+        if outcome.decision.actions and self._acting():
             results = await self.executor.run(outcome.decision.actions, None, None)
             log.info("schedule %s: %s", name, [r.to_dict() for r in results])
 
@@ -495,6 +624,12 @@ class Engine:
 
     async def handle_event(self, event: Event) -> None:
         """One event through the tracker, plugins and, if it asks, routing."""
+        if event.name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
+            # Routers' heartbeats are for the guard only, not for rules or plugins.
+            if self._guard is not None and self._guard.observe(event) \
+                    and not self._guard.leaving:
+                self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
+            return
         linkedid = event.get("Linkedid")
         is_new = bool(linkedid) and self._tracker.get(linkedid or "") is None
         call = self._tracker.feed(event)
@@ -526,7 +661,7 @@ class Engine:
         context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
                                     now=self.clock())
         outcome = await self.rules.evaluate(context)
-        if outcome.decision.actions and not self.shadow:
+        if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))
 
     def _spawn(self, coro: Any) -> None:
@@ -600,6 +735,8 @@ class Engine:
             status = "late"
         elif self.shadow:
             status = "shadow"
+        elif (standby := await self._standby(deadline)) is not None:
+            status = standby
         else:
             results = await self.executor.run(outcome.decision.actions, call, channel)
             bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
@@ -653,6 +790,9 @@ class Engine:
 
     async def _on_gap(self, gap: StreamGap) -> None:
         log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
+        if self._guard is not None and not self._guard.leaving:
+            # Heartbeats were lost with the gap: ask again before acting.
+            self._spawn_beat(self._guard.probe())
         await self.plugins.stream_gap(gap)
         try:
             await self.reconcile()

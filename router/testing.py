@@ -788,7 +788,10 @@ class _Engines:
         )
         client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
         engine = Engine(config, plugins=Plugins.load(extra=plugins, entry_points=entry_points),
-                        client=client, options=options or EngineOptions(watch_interval=0))
+                        client=client,
+                        # One fake Asterisk, one engine: no file watcher, no live-instance
+                        # heartbeats (give options= to test those).
+                        options=options or EngineOptions(watch_interval=0, live_heartbeat=0))
         task: asyncio.Task[None] | None = None
         try:
             await engine.start()

@@ -1,0 +1,192 @@
+"""One live router per Asterisk: a second live instance notices and stands by.
+
+Two live routers on one PBX both redirect every call, and the second
+Redirect restarts the Dial. A manual ``callrouter run`` next to the systemd
+unit is an easy mistake, so live instances find each other through Asterisk
+itself, with nothing but what the documented manager user may do:
+
+- every ``interval`` seconds a live instance sends ``UserEvent(CallRouterLive)``
+  (``write = user``) carrying its claim: a random instance id and ``Since``,
+  Asterisk's own clock (``EPOCH``) when it went live; every session with
+  ``read = user`` sees it, the sender included;
+- the claim with the smaller ``(Since, Instance)`` is the older one and
+  keeps routing; the other stands by, deciding and logging as in shadow mode.
+  Both compare the same two values, so they always agree, and no host clock
+  enters it (clock skew between hosts changes nothing);
+- an instance that stops sends ``State: leaving``, so the one standing by
+  takes over at once; one that dies stops beating, and after three missed
+  beats the other takes over;
+- a newcomer asks (``Probe: yes``) and the others answer at once, and until
+  ``settle`` seconds have passed since it asked (at start, after an event
+  stream gap) its decisions wait rather than act: a call arriving right then is
+  not redirected by two instances.
+
+This module only keeps the state (no I/O): the engine sends :meth:`LiveGuard.beat`
+and feeds the heartbeats it receives to :meth:`LiveGuard.observe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from router.ami.message import Event
+from router.ami.numbers import ascii_float
+
+__all__ = ["LIVE_EVENT", "Claim", "LiveGuard"]
+
+log = logging.getLogger("router.liveguard")
+
+#: The ``UserEvent`` name of the heartbeat.
+LIVE_EVENT = "CallRouterLive"
+#: Missed beats after which a silent instance counts as gone.
+_MISSED_BEATS = 3
+#: Bounds on the interval another instance announces (a hostile value cannot
+#: keep a dead instance alive for long, nor expire a live one at once).
+_INTERVAL_BOUNDS = (0.5, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who a live instance is, and since when (on Asterisk's clock)."""
+
+    instance: str
+    since: int
+    host: str = ""
+    pid: int = 0
+
+    def older_than(self, other: Claim) -> bool:
+        return (self.since, self.instance) < (other.since, other.instance)
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (f"instance {self.instance} on host {self.host or '?'}, pid {self.pid}, "
+                f"live since {when}")
+
+
+@dataclass(slots=True)
+class _Peer:
+    claim: Claim
+    seen: float
+    interval: float
+
+
+class LiveGuard:
+    """The live-instance state of one engine: acting, settling or standing by."""
+
+    def __init__(self, me: Claim, *, interval: float = 2.0, settle: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.me = me
+        self.interval = interval
+        self.settle = settle
+        self._clock = clock
+        self._peers: dict[str, _Peer] = {}
+        self._settled_at = clock() + settle
+        self._leaving = False
+        #: Whether the last evaluation let this instance act (to log changes once).
+        self._was_blocked_by: Claim | None = None
+
+    # -- what the engine sends -----------------------------------------------------
+
+    def beat(self, *, probe: bool = False) -> dict[str, str]:
+        """Headers of the heartbeat ``UserEvent`` (after ``Action``/``UserEvent``)."""
+        state = "leaving" if self._leaving else ("standby" if self.blocker() else "live")
+        fields = {"UserEvent": LIVE_EVENT, "Instance": self.me.instance,
+                  "Since": str(self.me.since), "Host": self.me.host[:64],
+                  "Pid": str(self.me.pid), "Interval": f"{self.interval:g}", "State": state}
+        if probe:
+            fields["Probe"] = "yes"
+        return fields
+
+    def probe(self) -> dict[str, str]:
+        """Start (again) listening for others: at start and after a stream gap,
+        heartbeats may have been missed. Decisions wait ``settle`` seconds."""
+        self._settled_at = self._clock() + self.settle
+        return self.beat(probe=True)
+
+    def leave(self) -> dict[str, str]:
+        """The last heartbeat: the one standing by takes over now."""
+        self._leaving = True
+        return self.beat()
+
+    @property
+    def leaving(self) -> bool:
+        return self._leaving
+
+    # -- what the engine receives --------------------------------------------------
+
+    def observe(self, event: Event) -> bool:
+        """Take one ``CallRouterLive`` event; True when it asks for an answer now."""
+        instance = (event.get("Instance") or "")[:64]
+        if not instance or instance == self.me.instance:
+            return False
+        if (event.get("State") or "") == "leaving":
+            peer = self._peers.pop(instance, None)
+            if peer is not None:
+                log.warning("the other live callrouter (%s) stopped", peer.claim.describe())
+            self.update()
+            return False
+        since = ascii_float(event.get("Since"))
+        pid = ascii_float(event.get("Pid"))
+        if since is None:
+            return False
+        claim = Claim(instance, int(since), (event.get("Host") or "")[:64],
+                      int(pid) if pid is not None else 0)
+        interval = ascii_float(event.get("Interval")) or self.interval
+        interval = min(max(interval, _INTERVAL_BOUNDS[0]), _INTERVAL_BOUNDS[1])
+        known = self._peers.get(instance)
+        self._peers[instance] = _Peer(claim, self._clock(), interval)
+        if known is None and not claim.older_than(self.me):
+            log.warning("another live callrouter started on this Asterisk (%s); it stands "
+                        "by while this one (%s) routes calls", claim.describe(),
+                        self.me.describe())
+        self.update()
+        return (event.get("Probe") or "") == "yes"
+
+    # -- the verdict -----------------------------------------------------------------
+
+    def blocker(self) -> Claim | None:
+        """The oldest live instance older than this one, if any is still beating."""
+        now = self._clock()
+        for key, peer in list(self._peers.items()):
+            if now - peer.seen > _MISSED_BEATS * max(peer.interval, self.interval):
+                del self._peers[key]
+        older = [p.claim for p in self._peers.values() if p.claim.older_than(self.me)]
+        return min(older, key=lambda c: (c.since, c.instance)) if older else None
+
+    def update(self) -> Claim | None:
+        """Re-evaluate (after a heartbeat, and every tick): log a change once."""
+        blocker = self.blocker()
+        previous = self._was_blocked_by
+        if blocker is not None and previous is None:
+            log.warning("another live callrouter is routing calls on this Asterisk (%s): "
+                        "this one (%s) acts as in shadow mode until it is gone",
+                        blocker.describe(), self.me.describe())
+        elif blocker is None and previous is not None:
+            log.warning("the other live callrouter (%s) is gone: this one routes calls again",
+                        previous.describe())
+        self._was_blocked_by = blocker
+        return blocker
+
+    @property
+    def settled(self) -> bool:
+        return self._clock() >= self._settled_at
+
+    @property
+    def acting(self) -> bool:
+        """May this instance act right now (settled, and no older live instance)?
+
+        Still true while leaving: the decisions in flight are finished and
+        confirmed; new calls are refused by the engine itself.
+        """
+        return self.settled and self.update() is None
+
+    async def wait_settled(self, deadline: float) -> None:
+        """Wait until settled or ``deadline`` (the guard's clock), whichever is first."""
+        delay = min(self._settled_at, deadline) - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -1,0 +1,179 @@
+"""Start and stop: a broken rule set refuses to start (issue 11 item 7); SIGTERM
+finishes and confirms the decisions in flight before the stream stops (item 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.engine import Engine, EngineOptions
+from router.errors import RulesRefused
+from router.hookspecs import hookimpl
+from router.rules.registry import Registry
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+REPO = Path(__file__).parents[2]
+
+GOOD = """version: 1
+rules:
+  - name: default
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+"""
+# Three problems in two files: an expression that does not parse, an unknown
+# lookup, and a file that is not YAML at all.
+BROKEN = """version: 1
+rules:
+  - name: vip
+    on: call
+    if: caller.number ==
+    do:
+      - redirect: {context: queues, exten: vip}
+  - name: owner
+    on: call
+    lookup:
+      who: no_such_lookup(caller.number)
+    do:
+      - redirect: {context: queues, exten: owner}
+"""
+NOT_YAML = "version: 1\nrules:\n  - name: x\n    do: [{redirect: "
+
+
+def write_rules(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "a-good.yaml").write_text(GOOD, encoding="utf-8")
+    (folder / "b-broken.yaml").write_text(BROKEN, encoding="utf-8")
+    (folder / "c-not-yaml.yaml").write_text(NOT_YAML, encoding="utf-8")
+    return folder
+
+
+async def test_start_refuses_rules_with_problems_before_logging_in(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules")
+    with pytest.raises(RulesRefused) as caught:
+        await engine_factory(rules)
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert all(":" in p and p.split(":")[0].endswith(".yaml") for p in problems)
+    assert sorted(p.split(":")[0].rsplit("/", 1)[-1] for p in problems) == [
+        "b-broken.yaml", "b-broken.yaml", "c-not-yaml.yaml"]
+    assert all(p.split(":")[1].isdigit() for p in problems), problems  # file:line
+    assert ajam_replay.count("Login") == 0  # refused before touching Asterisk
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CR_SECRET": "s", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "router.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules")
+    config = tmp_path / "router.toml"
+    # Port 9 (discard): nothing listens; a refused start must not even try.
+    config.write_text(f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+                      f'secret_env = "CR_SECRET"\n[router]\nrules = ["{rules}"]\n'
+                      f'state_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    run = run_cli("run", "--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "ready" not in run.stderr
+    assert "callrouter: error: not started: 3 problems" in run.stderr
+    assert "logged off" not in run.stderr  # it never logged in
+    check = run_cli("check", str(rules), cwd=tmp_path)
+    assert check.returncode == 1
+    checked = [line for line in check.stdout.splitlines() if ".yaml:" in line]
+    assert len(checked) == 3
+    for line in checked:  # the same problems, one line each, file:line first
+        assert sum(line in logged for logged in run.stderr.splitlines()) == 1, line
+
+
+class SlowLookup:
+    """A lookup that takes 0.4 s: SIGTERM arrives while the decision waits for it."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def slow_owner(number: str) -> str:
+            self.started.set()
+            await asyncio.sleep(0.4)
+            return "101"
+
+        registry.add_lookup("slow_owner", slow_owner)
+
+
+SLOW = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      ext: slow_owner(caller.number)
+    when: ext
+    do:
+      - redirect: {context: callrouter-dial, exten: "{ext}"}
+"""
+
+
+async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SLOW, encoding="utf-8")
+    slow = SlowLookup()
+    engine: Engine = await engine_factory(rules, plugins=[slow], serve=False)
+    serving = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 5)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await asyncio.wait_for(slow.started.wait(), 5)
+    engine.request_stop()  # SIGTERM mid-decision
+    later = ajam_replay.inbound_call(caller="79161234568", did="74950000001")
+    await asyncio.wait_for(serving, 5)
+    ended = time.monotonic()
+    (record,) = engine.records  # the call after SIGTERM was not taken
+    assert record.outcome == "executed"
+    assert [(a.kind, a.status) for a in record.actions] == [("redirect", "confirmed")]
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] != [later]
+    await engine.stop()
+    assert time.monotonic() - ended < 1.0  # plugins, scheduler, logoff: no waiting left
+
+
+async def test_sigterm_with_nothing_in_flight_stops_at_once(
+        engine_factory: EngineFactory, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD, encoding="utf-8")
+    engine: Engine = await engine_factory(rules, serve=False)
+    serving = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 5)
+    engine.request_stop()
+    await asyncio.wait_for(serving, 1.0)  # the long-poll is cancelled, not waited out
+
+
+async def test_a_second_sigterm_stops_without_waiting(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SLOW, encoding="utf-8")
+    slow = SlowLookup()
+    engine: Engine = await engine_factory(rules, plugins=[slow], serve=False,
+                                          options=EngineOptions(watch_interval=0,
+                                                                live_heartbeat=0,
+                                                                drain_timeout=30))
+    serving = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 5)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await asyncio.wait_for(slow.started.wait(), 5)
+    engine.request_stop()
+    engine.request_stop()
+    await asyncio.wait_for(serving, 0.3)  # before the 0.4 s lookup is done

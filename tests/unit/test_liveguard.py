@@ -1,0 +1,153 @@
+"""Two live routers on one Asterisk: the younger stands by (issue 11 item 9).
+
+The state machine on a fake clock, then one engine on the replaying fake
+Asterisk next to a simulated older instance (the fake has one event queue, so
+two real engines meet only on the sandbox: tests/integration/test_two_routers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.ami.message import Event
+from router.engine import EngineOptions
+from router.liveguard import LIVE_EVENT, Claim, LiveGuard
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def heartbeat(fields: dict[str, str]) -> Event:
+    return Event((("Event", "UserEvent"), *fields.items()))
+
+
+def pair(clock: Clock) -> tuple[LiveGuard, LiveGuard]:
+    older = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx-host", 11), clock=clock)
+    younger = LiveGuard(Claim("bbbb0002", 1_795_000_100, "laptop", 22), clock=clock)
+    return older, younger
+
+
+def test_the_younger_stands_by_and_both_agree(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    older, younger = pair(clock)
+    clock.now += 1.0  # both settled
+    assert younger.observe(heartbeat(older.beat())) is False
+    asked = older.observe(heartbeat(younger.probe()))
+    assert asked is True  # a newcomer's probe is answered at once
+    clock.now += 1.0
+    assert older.acting
+    assert not younger.acting
+    assert younger.beat()["State"] == "standby"
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("another live callrouter is routing calls on this Asterisk (instance aaaa0001 "
+               "on host pbx-host, pid 11" in m and "acts as in shadow mode" in m
+               for m in messages)
+    assert any("another live callrouter started on this Asterisk (instance bbbb0002" in m
+               for m in messages)
+
+
+def test_the_order_is_the_claims_not_the_host_clocks() -> None:
+    """Same second on Asterisk's clock: the instance id decides, the same way on
+    both sides; how fast each host's clock runs plays no part."""
+    clock_a, clock_b = Clock(), Clock()
+    clock_b.now += 3600.0  # a host an hour off
+    a = LiveGuard(Claim("cccc", 1_795_000_000), clock=clock_a, settle=0)
+    b = LiveGuard(Claim("dddd", 1_795_000_000), clock=clock_b, settle=0)
+    a.observe(heartbeat(b.beat()))
+    b.observe(heartbeat(a.beat()))
+    assert (a.acting, b.acting) == (True, False)
+
+
+def test_a_dead_instance_is_gone_after_three_missed_beats(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    older, younger = pair(clock)
+    clock.now += 1.0
+    younger.observe(heartbeat(older.beat()))
+    clock.now += 5.9  # under three 2 s beats
+    assert not younger.acting
+    clock.now += 0.2
+    assert younger.acting
+    assert any("is gone: this one routes calls again" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_leaving_instance_hands_over_at_once() -> None:
+    clock = Clock()
+    older, younger = pair(clock)
+    clock.now += 1.0
+    younger.observe(heartbeat(older.beat()))
+    assert not younger.acting
+    younger.observe(heartbeat(older.leave()))
+    assert younger.acting
+    assert older.acting  # still finishing its decisions in flight
+
+
+def test_decisions_wait_to_settle_after_a_probe() -> None:
+    clock = Clock()
+    guard = LiveGuard(Claim("eeee", 1_795_000_000), clock=clock, settle=1.0)
+    assert not guard.acting
+    clock.now += 1.0
+    assert guard.acting
+    guard.probe()  # a stream gap: heartbeats may have been lost
+    assert not guard.acting
+
+
+def test_own_and_malformed_heartbeats_change_nothing() -> None:
+    clock = Clock()
+    guard = LiveGuard(Claim("ffff", 1_795_000_000), clock=clock, settle=0)
+    guard.observe(heartbeat(guard.beat(probe=True)))
+    guard.observe(heartbeat({"UserEvent": LIVE_EVENT, "Instance": "x", "Since": "nan"}))
+    guard.observe(heartbeat({"UserEvent": LIVE_EVENT, "Since": "1"}))
+    assert guard.acting
+
+
+RULES = """version: 1
+rules:
+  - name: default
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+"""
+
+
+async def test_an_engine_stands_by_while_an_older_instance_beats(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    ajam_replay.globals["EPOCH"] = "1795000100"
+    engine = await engine_factory(rules, options=EngineOptions(
+        watch_interval=0, live_heartbeat=0.5, live_settle=0.2))
+    [probe] = ajam_replay.sent("UserEvent")
+    assert (probe["Since"], probe["Probe"], probe["State"]) == ("1795000100", "yes", "live")
+    other = LiveGuard(Claim("0000aaaa", 1_795_000_000, "pbx", 7), interval=0.5)
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await asyncio.sleep(0.3)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert [r.outcome for r in engine.records] == ["shadow"]
+    assert ajam_replay.count("Redirect") == 0
+    ajam_replay.queue_event(heartbeat(other.leave()))
+    await ajam_replay.consumed()
+    ajam_replay.inbound_call(caller="79161234568", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert [r.outcome for r in engine.records] == ["shadow", "executed"]
+    assert ajam_replay.count("Redirect") == 1
+    engine.request_stop()
+    await asyncio.sleep(0.1)
+    assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
