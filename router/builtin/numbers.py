@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_PLAN",
+    "SETTINGS",
     "NumberKind",
     "NumberPlan",
     "ParsedNumber",
@@ -70,6 +71,9 @@ class NumberPlan:
 
 
 DEFAULT_PLAN = NumberPlan()
+#: The keys of ``[plugins.numbers]`` (docs/reference/config.md): the plan's
+#: fields, and ``international_prefix``, the older spelling of one exit prefix.
+SETTINGS: tuple[str, ...] = (*(f.name for f in fields(NumberPlan)), "international_prefix")
 
 
 class NumberKind(Enum):

@@ -103,8 +103,7 @@ def test_months_and_steps_of_the_other_fields() -> None:
 def test_bad_values_are_errors(expression: str, message: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         check_cron(expression)
-    with pytest.raises(ValueError, match="out of range|not a number|backwards|bad step|"
-                                         "expected 5|empty"):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         cron_trigger(expression, MOSCOW)
 
 
