@@ -1,10 +1,13 @@
-"""The AJAM client: a thin httpx layer over the sans-I/O protocol.
+"""The AJAM client: the manager session over the sans-I/O protocol.
 
 It owns the HTTP manager session so callers never see it: logging in
 (``mansession_id`` cookie, or HTTP Digest on ``/arawman``), logging in again
 when Asterisk forgot us, retrying a request once when a pooled keep-alive
 connection turned out stale (only for actions that are safe to repeat), and
-mapping every httpx failure onto :mod:`router.errors`.
+mapping every transport failure onto :mod:`router.errors`. All of that is
+here once, above the :class:`~router.ami.transport.Transport` seam, whichever
+transport carries the bytes: the native pool (production), httpx (Digest), or
+the test kit's fake Asterisk.
 
 Asterisk answers an expired session and a missing write class with the same
 ``Permission denied``. Logging in again for a missing class helps nothing and
@@ -22,33 +25,32 @@ twice at once because a second WaitEvent on one session kicks the first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
 import secrets
 import socket
 import ssl
+import sys
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-import httpx
-
 from router.ami.actions import AMIActions
 from router.ami.catalog import load_catalog
 from router.ami.http import (
     MAX_BODY,
+    ConnectFailedError,
     ConnectionPool,
-    Headers,
     HTTPError,
     HTTPProtocolError,
     HTTPResponse,
     StaleConnectionError,
-    build_request,
 )
 from router.ami.message import Event, Response
 from router.ami.protocol import (
@@ -60,6 +62,7 @@ from router.ami.protocol import (
     parse_body,
     split_waitevent,
 )
+from router.ami.transport import HTTPRequest, Transport
 from router.errors import (
     AMIActionError,
     AMIAuthenticationError,
@@ -74,6 +77,8 @@ from router.errors import (
 from router.logsafe import install_redaction, register_secret
 
 if TYPE_CHECKING:
+    import httpx
+
     from router.config import AsteriskSettings
 
 __all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
@@ -137,7 +142,7 @@ class ClientSettings:
     request_timeout: float = 10.0
     max_connections: int = 20
     #: "native": the lean HTTP/1.1 pool of router.ami.http (cookie auth);
-    #: "httpx": httpx for everything (always used for digest auth).
+    #: "httpx": httpx (router.ami.httpx_transport; always used for digest auth).
     http_client: Literal["native", "httpx"] = "native"
     #: Below Asterisk's ``session_keep_alive`` (15 s) so we close idle pooled
     #: connections before Asterisk does; this prevents most stale-connection
@@ -178,8 +183,11 @@ class AJAMClient(AMIActions[ActionResult]):
         self,
         settings: ClientSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport``: what carries the requests (tests); by default the
+        native pool, or httpx for Digest auth or ``http_client = "httpx"``. An
+        ``httpx`` transport (``httpx.MockTransport``) runs inside httpx."""
         self.settings = settings
         # httpx/httpcore print headers at DEBUG: keep the secret and the
         # session cookie out of every log, whatever the log level.
@@ -202,9 +210,23 @@ class AJAMClient(AMIActions[ActionResult]):
         self._closed = False
         #: Actions already reported as refused for a missing class (logged once each).
         self._denied_logged: set[str] = set()
-        auth: httpx.Auth | None = None
-        if settings.auth == "digest":
-            auth = httpx.DigestAuth(settings.username, settings.secret)
+        parts = urllib.parse.urlsplit(self._endpoint)
+        if "@" in parts.netloc:
+            # Never "user:password@host": it would travel in the Host header and
+            # be printed wherever the endpoint is (router.config refuses it too).
+            raise ConfigError("Asterisk url: put no credentials in the URL; "
+                              "use username and secret")
+        self._target = parts.path or "/"
+        #: The session cookie as sent back (``mansession_id=...``), whatever the transport.
+        self._cookie: str | None = None
+        self._transport = self._make_transport(parts, transport)
+
+    def _make_transport(self, parts: urllib.parse.SplitResult,
+                        given: Transport | httpx.AsyncBaseTransport | None) -> Transport:
+        settings = self.settings
+        needs_httpx = settings.auth == "digest" or settings.http_client == "httpx"
+        if given is not None and not _is_httpx_transport(given):
+            return given  # type: ignore[return-value]  # a Transport, by elimination
         cert: tuple[str, str] | str | None = None
         if settings.client_cert:
             cert = (
@@ -213,18 +235,8 @@ class AJAMClient(AMIActions[ActionResult]):
                 else settings.client_cert
             )
         verify = _ssl_context(settings.verify, cert)
-        parts = urllib.parse.urlsplit(self._endpoint)
-        if "@" in parts.netloc:
-            # Never "user:password@host": it would travel in the Host header and
-            # be printed wherever the endpoint is (router.config refuses it too).
-            raise ConfigError("Asterisk url: put no credentials in the URL; "
-                              "use username and secret")
-        #: The lean HTTP/1.1 pool (router.ami.http) unless httpx is needed: for
-        #: Digest auth, for an injected test transport, or when configured.
-        self._pool: ConnectionPool | None = None
-        self._cookie: str | None = None
-        if settings.http_client == "native" and transport is None and settings.auth == "cookie":
-            self._pool = ConnectionPool(
+        if given is None and not needs_httpx:
+            return ConnectionPool(
                 parts.hostname or "127.0.0.1",
                 parts.port or (443 if parts.scheme == "https" else 80),
                 ssl_context=(verify if isinstance(verify, ssl.SSLContext) else
@@ -233,20 +245,23 @@ class AJAMClient(AMIActions[ActionResult]):
                 keepalive_expiry=settings.keepalive_expiry,
                 connect_timeout=settings.connect_timeout,
                 max_body=settings.max_response_bytes,
+                host_header=parts.netloc,
             )
-        self._target = parts.path or "/"
-        self._host_header = parts.netloc
-        self._http = httpx.AsyncClient(
-            auth=auth,
+        # httpx only where it is needed: no idle httpx client beside the native pool.
+        import httpx
+
+        from router.ami.httpx_transport import HttpxTransport
+        return HttpxTransport(
+            f"{parts.scheme}://{parts.netloc}",
+            auth=httpx.DigestAuth(settings.username, settings.secret)
+            if settings.auth == "digest" else None,
             verify=verify,
-            timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-                keepalive_expiry=settings.keepalive_expiry,
-            ),
-            transport=transport,
-            headers={"User-Agent": "callrouter"},
+            connect_timeout=settings.connect_timeout,
+            request_timeout=settings.request_timeout,
+            max_connections=settings.max_connections,
+            keepalive_expiry=settings.keepalive_expiry,
+            max_body=settings.max_response_bytes,
+            transport=given,  # type: ignore[arg-type]  # an httpx transport or None
         )
 
     # -- context management --------------------------------------------------
@@ -278,15 +293,18 @@ class AJAMClient(AMIActions[ActionResult]):
                     log.debug("logoff failed: %s", exc)
         finally:
             self._logged_in = False
-            if self._pool is not None:
-                await self._pool.aclose()
-            await self._http.aclose()
+            await self._transport.aclose()
 
     # -- session ---------------------------------------------------------------
 
     @property
     def logged_in(self) -> bool:
         return self._logged_in
+
+    @property
+    def transport(self) -> Transport:
+        """What carries the requests (the native pool unless Digest, httpx or a test's)."""
+        return self._transport
 
     async def login(self) -> Response:
         """Open a manager session; raises :class:`AMIAuthenticationError` if refused."""
@@ -301,7 +319,6 @@ class AJAMClient(AMIActions[ActionResult]):
             self._logged_in = True
             self.session_generation += 1
             return result.response
-        self._http.cookies.clear()
         self._cookie = None
         action = Action(
             "Login",
@@ -424,111 +441,59 @@ class AJAMClient(AMIActions[ActionResult]):
     # -- HTTP ----------------------------------------------------------------------
 
     async def _post(self, action: Action, *, timeout: float | None = None) -> ActionResult:
-        if self._pool is not None:
-            return await self._post_native(action, timeout=timeout)
-        body = encode_form(action)
-        retry_ok = is_idempotent(action.name)
-        for attempt in (1, 2):
-            started = time.monotonic()
-            try:
-                resp = await self._post_httpx(body, timeout)
-            except httpx.TimeoutException as exc:
-                raise AMITimeoutError(
-                    f"{action.name}: no answer from {self._endpoint} within "
-                    f"{time.monotonic() - started:.1f} s"
-                ) from exc
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                # A keep-alive connection Asterisk closed while idle fails only
-                # when reused; a fresh one will do, if repeating is safe.
-                if attempt == 1 and retry_ok:
-                    log.debug("%s: stale connection (%s), retrying once", action.name, exc)
-                    continue
-                raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
-                                         f"broke: {exc or type(exc).__name__}") from exc
-            except httpx.ConnectError as exc:
-                raise AMIConnectionError(
-                    f"cannot connect to Asterisk at {self._endpoint}: {exc}"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise AMIConnectionError(f"{action.name}: HTTP error: {exc}") from exc
-            return self._parse(action, resp)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _post_httpx(self, body: bytes, timeout: float | None) -> HTTPResponse:
-        """POST through httpx, streaming the answer so an endless body stops at the bound."""
-        limit = self.settings.max_response_bytes
-        request = self._http.build_request(
-            "POST", self._endpoint, content=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-        resp = await self._http.send(request, stream=True)
-        try:
-            declared = resp.headers.get("content-length")
-            if declared is not None and declared.isascii() and declared.isdigit() and \
-                    int(declared) > limit:
-                raise AMIProtocolError(
-                    f"response body of {declared} bytes is over the limit of {limit} "
-                    "([asterisk] max_response_bytes)")
-            chunks: list[bytes] = []
-            size = 0
-            # Decoded bytes are counted, so a compressed body cannot expand past the bound.
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise AMIProtocolError(
-                        f"response body over {limit} bytes ([asterisk] max_response_bytes)")
-                chunks.append(chunk)
-        finally:
-            await resp.aclose()
-        return HTTPResponse(resp.status_code, Headers(resp.headers.multi_items()),
-                            b"".join(chunks))
-
-    async def _post_native(self, action: Action, *, timeout: float | None) -> ActionResult:
-        assert self._pool is not None
+        """Send one action over the transport: the one retry loop, the one error mapping."""
         headers = [("Content-Type", "application/x-www-form-urlencoded"),
                    ("User-Agent", "callrouter")]
         if self._cookie:
             headers.append(("Cookie", self._cookie))
-        request = build_request("POST", self._target, self._host_header, encode_form(action),
-                                headers)
+        request = HTTPRequest("POST", self._target, tuple(headers), encode_form(action))
         wait = self.settings.request_timeout if timeout is None else timeout
         for attempt in (1, 2):
-            started = time.monotonic()
             try:
-                resp = await self._pool.request(request, timeout=wait)
-            except TimeoutError as exc:
-                raise AMITimeoutError(
-                    f"{action.name}: no answer from {self._endpoint} within "
-                    f"{time.monotonic() - started:.1f} s"
-                ) from exc
-            except StaleConnectionError as exc:
+                with self._map_errors(action.name):
+                    resp = await self._transport.exchange(request, timeout=wait)
+            except _Stale as stale:
                 # A keep-alive connection Asterisk closed while idle fails only
                 # when reused; a fresh one will do, if repeating is safe.
                 if attempt == 1 and is_idempotent(action.name):
-                    log.debug("%s: stale connection (%s), retrying once", action.name, exc)
+                    log.debug("%s: stale connection (%s), retrying once",
+                              action.name, stale.__cause__)
                     continue
                 raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
-                                         f"broke: {exc}") from exc
-            except HTTPProtocolError as exc:
-                raise AMIProtocolError(f"{action.name}: {exc}") from exc
-            except HTTPError as exc:
-                raise AMIConnectionError(f"{action.name}: {exc}") from exc
-            except OSError as exc:
-                what = "cannot connect to Asterisk at" if attempt == 1 and \
-                    isinstance(exc, ConnectionRefusedError | socket.gaierror) else \
-                    f"{action.name}: connection broke to"
-                raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
-            cookie = resp.headers.get("set-cookie")
-            if cookie and cookie.lstrip().startswith("mansession_id="):
-                value = cookie.split(";", 1)[0].strip()
-                if _COOKIE.fullmatch(value) is None:
-                    raise AMIProtocolError(f"{action.name}: malformed mansession_id cookie")
-                self._cookie = value
+                                         f"broke: {stale.__cause__}") from stale.__cause__
             return self._parse(action, resp)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _parse(self, action: Action, resp: httpx.Response | HTTPResponse) -> ActionResult:
+    @contextlib.contextmanager
+    def _map_errors(self, name: str) -> Iterator[None]:
+        """The seam's error contract (router.ami.transport) onto router.errors.
+
+        A stale connection comes out as :class:`_Stale` for the retry loop to decide.
+        """
+        started = time.monotonic()
+        try:
+            yield
+        except TimeoutError as exc:
+            raise AMITimeoutError(
+                f"{name}: no answer from {self._endpoint} within "
+                f"{time.monotonic() - started:.1f} s"
+            ) from exc
+        except StaleConnectionError as exc:
+            raise _Stale from exc
+        except HTTPProtocolError as exc:
+            raise AMIProtocolError(f"{name}: {exc}") from exc
+        except ConnectFailedError as exc:
+            raise AMIConnectionError(
+                f"cannot connect to Asterisk at {self._endpoint}: {exc}") from exc
+        except HTTPError as exc:
+            raise AMIConnectionError(f"{name}: {exc}") from exc
+        except OSError as exc:
+            what = "cannot connect to Asterisk at" if \
+                isinstance(exc, ConnectionRefusedError | socket.gaierror) else \
+                f"{name}: connection broke to"
+            raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
+
+    def _parse(self, action: Action, resp: HTTPResponse) -> ActionResult:
         status = resp.status_code
         if status in (401, 403):
             raise AMIAuthenticationError(
@@ -546,6 +511,11 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIConnectionError(f"{action.name}: HTTP {status} from {self._endpoint}")
         cookie = resp.headers.get("set-cookie")
         if cookie:
+            if cookie.lstrip().startswith("mansession_id="):
+                value = cookie.split(";", 1)[0].strip()
+                if _COOKIE.fullmatch(value) is None:
+                    raise AMIProtocolError(f"{action.name}: malformed mansession_id cookie")
+                self._cookie = value
             match = _MAX_AGE.search(cookie)
             if match:
                 self.session_ttl = int(match.group(1))
@@ -562,6 +532,16 @@ class AJAMClient(AMIActions[ActionResult]):
                 f"sent {action.action_id!r}"
             )
         return result
+
+
+class _Stale(Exception):
+    """Inside the retry loop only: the transport's :class:`StaleConnectionError`."""
+
+
+def _is_httpx_transport(transport: object) -> bool:
+    """Without importing httpx when it is not loaded (then it cannot be one)."""
+    httpx_module = sys.modules.get("httpx")
+    return httpx_module is not None and isinstance(transport, httpx_module.AsyncBaseTransport)
 
 
 def _denied(result: ActionResult) -> bool:

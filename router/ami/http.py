@@ -7,11 +7,13 @@ anyio's stream wrappers. AJAM needs none of that. It needs a POST with a form
 body, one cookie, keep-alive connections that Asterisk closes when idle, and
 a Content-Length answer. This module does exactly that, so the AJAM client
 defaults to it (``[asterisk] http_client = "native"``) and keeps httpx for
-HTTP Digest and for injected test transports (``http_client = "httpx"``).
+HTTP Digest (``router.ami.httpx_transport``).
 
 Like the AMI layer, the framing is sans-I/O (:func:`build_request`,
 :class:`ResponseParser`, tested with bytes); :class:`ConnectionPool` is the
-thin asyncio part.
+thin asyncio part, one implementation of the client's
+:class:`~router.ami.transport.Transport` seam. The response types and errors
+here are that seam's vocabulary.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from router.ami.numbers import ascii_hex, ascii_int
+
+if TYPE_CHECKING:
+    from router.ami.transport import HTTPRequest
 
 __all__ = [
     "MAX_BODY",
     "MAX_HEAD",
+    "ConnectFailedError",
     "ConnectionPool",
     "HTTPError",
     "HTTPProtocolError",
@@ -55,6 +62,14 @@ class HTTPProtocolError(HTTPError):
 
     The only error :class:`ResponseParser` raises for bad input; the AJAM
     client maps it onto :class:`~router.errors.AMIProtocolError`.
+    """
+
+
+class ConnectFailedError(HTTPError):
+    """No connection to the server could be opened (refused, unresolvable name).
+
+    For transports whose library says so in its own terms (httpx's
+    ``ConnectError``); the native pool lets the ``OSError`` through.
     """
 
 
@@ -263,8 +278,11 @@ class ConnectionPool:
         connect_timeout: float = 3.0,
         max_body: int = MAX_BODY,
         max_head: int = MAX_HEAD,
+        host_header: str | None = None,
     ) -> None:
         self.host = host
+        #: The ``Host`` header :meth:`exchange` sends (the URL's netloc).
+        self.host_header = host_header or f"{host}:{port}"
         self._max_body = max_body
         self._max_head = max_head
         self.port = port
@@ -274,6 +292,13 @@ class ConnectionPool:
         self._keepalive_expiry = keepalive_expiry
         self._connect_timeout = connect_timeout
         self._closed = False
+
+    async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
+        """The :class:`~router.ami.transport.Transport` seam: frame and send one request."""
+        return await self.request(
+            build_request(request.method, request.target, self.host_header, request.body,
+                          request.headers),
+            timeout=timeout)
 
     async def request(self, request: bytes, *, timeout: float | None) -> HTTPResponse:
         """Send one request; raise :class:`StaleConnectionError` if a reused connection

@@ -211,7 +211,7 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
     settings = ClientSettings(url=f"http://127.0.0.1:{port}/asterisk", username="u",
                               secret="s", request_timeout=2)
     async with AJAMClient(settings) as client:
-        assert client._pool is not None
+        assert isinstance(client.transport, ConnectionPool)
         assert (await client.action("Ping")).response["Ping"] == "Pong"
         assert b'Cookie: mansession_id="0badcafe"' in seen[-1]
         state["expire"] = True

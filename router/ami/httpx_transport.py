@@ -1,0 +1,126 @@
+"""httpx behind the client's transport seam: for HTTP Digest, and ``http_client = "httpx"``.
+
+The native pool (:mod:`router.ami.http`) is faster and is the default; httpx
+stays for what it does and the pool does not: Digest authentication
+(``/arawman``). An injected ``httpx`` transport (``httpx.MockTransport`` in a
+test) runs through this adapter too, so it meets the same session handling,
+retry and error mapping in the client as the native pool.
+
+httpx's failures are translated here into the seam's error contract
+(:mod:`router.ami.transport`); the client maps that contract onto
+:mod:`router.errors`, once, for every transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+
+from router.ami.http import (
+    MAX_BODY,
+    ConnectFailedError,
+    Headers,
+    HTTPError,
+    HTTPProtocolError,
+    HTTPResponse,
+    StaleConnectionError,
+)
+from router.ami.transport import HTTPRequest
+
+__all__ = ["HttpxTransport", "httpx_errors"]
+
+
+@contextlib.contextmanager
+def httpx_errors() -> Iterator[None]:
+    """httpx's exceptions, as the seam's: one mapping, also for the test kit's handlers."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(str(exc) or type(exc).__name__) from exc
+    except httpx.ConnectError as exc:
+        raise ConnectFailedError(str(exc) or type(exc).__name__) from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        # A keep-alive connection the server closed while idle fails only when
+        # reused; httpx does not say whether anything was sent, so these are
+        # treated as stale (retried once, and only for idempotent actions).
+        raise StaleConnectionError(str(exc) or type(exc).__name__) from exc
+    except httpx.HTTPError as exc:
+        raise HTTPError(f"HTTP error: {exc}") from exc
+
+
+class HttpxTransport:
+    """One ``httpx.AsyncClient`` for one Asterisk base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        verify: ssl.SSLContext | bool = True,
+        connect_timeout: float = 3.0,
+        request_timeout: float = 10.0,
+        max_connections: int = 20,
+        keepalive_expiry: float = 10.0,
+        max_body: int = MAX_BODY,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._max_body = max_body
+        self._connect_timeout = connect_timeout
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            verify=verify,
+            timeout=httpx.Timeout(request_timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=keepalive_expiry,
+            ),
+            transport=transport,
+            # The client keeps the session cookie itself (validated, one for
+            # every transport): httpx's jar stores none, so none is sent twice.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        )
+
+    async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
+        """Send through httpx, streaming the answer so an endless body stops at the bound."""
+        with httpx_errors():
+            sent = self._http.build_request(
+                request.method, self._base_url + request.target, content=request.body,
+                headers=list(request.headers),
+                # Like the native pool: connecting has its own, shorter bound.
+                timeout=httpx.Timeout(timeout, connect=self._connect_timeout)
+                if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+            resp = await self._http.send(sent, stream=True)
+            try:
+                return HTTPResponse(resp.status_code, Headers(resp.headers.multi_items()),
+                                    await self._read_bounded(resp))
+            finally:
+                await resp.aclose()
+
+    async def _read_bounded(self, resp: httpx.Response) -> bytes:
+        limit = self._max_body
+        declared = resp.headers.get("content-length")
+        if declared is not None and declared.isascii() and declared.isdigit() and \
+                int(declared) > limit:
+            raise HTTPProtocolError(
+                f"response body of {declared} bytes is over the limit of {limit} "
+                "([asterisk] max_response_bytes)")
+        chunks: list[bytes] = []
+        size = 0
+        # Decoded bytes are counted, so a compressed body cannot expand past the bound.
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPProtocolError(
+                    f"response body over {limit} bytes ([asterisk] max_response_bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
