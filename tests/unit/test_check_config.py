@@ -163,3 +163,22 @@ def test_explain_says_which_rules_other_dids_have(tmp_path: Path,
     out = capsys.readouterr().out
     assert "not evaluated" not in out
     assert "decision: redirect(context=queues, exten=spb) (rules: spb)" in out
+
+
+def test_directory_file_is_relative_to_router_toml(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "directory.csv").write_text("number,extension,name\n79161234567,205,Ivan\n")
+    rules = ("version: 1\nrules:\n  - name: known\n    on: call\n    lookup:\n"
+             "      entry: directory(caller.number)\n    when: entry\n    do:\n"
+             '      - redirect: {context: callrouter-dial, exten: "{entry.extension}"}\n')
+    path = write(etc, "[plugins.directory]\nfile = 'directory.csv'\n", rules)
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    assert main(["check", "--config", str(path)]) == 0
+    capsys.readouterr()
+    (etc / "directory.csv").rename(tmp_path / "directory.csv")  # now beside the cwd only
+    assert main(["check", "--config", str(path)]) == 1
+    assert f"[plugins.directory] file: cannot read {etc / 'directory.csv'}" in \
+        capsys.readouterr().out
