@@ -151,3 +151,25 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     engine.request_stop()
     await asyncio.sleep(0.1)
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
+
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
+    """The lines an operator is told to look for are the ones the code writes."""
+    text = " ".join((DOCS / page).read_text(encoding="utf-8").split())
+    source = (Path(__file__).parents[2] / "router" / "liveguard.py").read_text(encoding="utf-8")
+    for quoted in ("another live callrouter is routing calls on this Asterisk",
+                   "acts as in shadow mode until it is gone",
+                   "another live callrouter started on this Asterisk",
+                   "is gone: this one routes calls again"):
+        assert quoted in text, quoted
+        assert quoted in " ".join(source.split()).replace('" "', ""), quoted
+    options = EngineOptions()
+    interval = f"{options.live_heartbeat:g} s"  # "every 2 s" / "раз в 2 с"
+    assert interval in text or interval.replace(" s", " с") in text
+    missed = f"{3 * options.live_heartbeat:g}"
+    assert f"{missed} s" in text or f"{missed} с" in text
+    assert f"{options.live_settle:g} s" in text or f"{options.live_settle:g} с" in text
