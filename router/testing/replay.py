@@ -1,39 +1,10 @@
-"""Test helpers for plugin authors: a pytest plugin (like tox's ``tox.pytest``).
+"""A fake Asterisk AJAM endpoint for tests, demos and benchmarks; no pytest needed.
 
-Enable it in your plugin's ``tests/conftest.py``::
-
-    pytest_plugins = ["router.testing"]
-
-or on the command line with ``pytest -p router.testing``. It needs
-``pytest-asyncio`` (callrouter's ``test`` extra). Fixtures:
-
-``ajam_replay``
-    A :class:`ReplayAsterisk`: a fake Asterisk behind an ``httpx.MockTransport``
-    that answers AJAM actions with real rawman framing and a
-    ``mansession_id`` cookie, records every action sent (``replay.sent("Redirect")``)
-    and hands queued events to ``WaitEvent`` (``replay.queue_event(...)``,
-    ``replay.queue_rawman(path)``, ``replay.inbound_call(...)``).
-``ajam_client``
-    An :class:`~router.ami.client.AJAMClient` logged in over ``ajam_replay``.
-``asterisk_sandbox``
-    A real Asterisk for the whole session (:mod:`router.sandbox`) with the
-    shipped dialplan (:data:`SHIPPED_DIALPLAN`). Skipped with the reason when it
-    cannot be provisioned, unless ``CI`` is set or ``CALLROUTER_REQUIRE_SANDBOX=1``
-    (then the test fails with the reason).
-``engine_factory``
-    ``await engine_factory(rules, plugins=[MyPlugin()], settings={...})`` builds,
-    starts and serves an :class:`~router.engine.Engine` against ``ajam_replay``
-    (or ``transport=``, or ``sandbox=``); the fixture stops it after the test.
-
-A typical test::
-
-    async def test_vip_calls_are_tagged(ajam_replay, engine_factory):
-        engine = await engine_factory(RULES, plugins=[VipPlugin()],
-                                      settings={"vip": {"numbers": ["+79161234567"]}})
-        channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
-        await ajam_replay.settle(engine)
-        assert ajam_replay.count("Redirect") == 1
-        assert engine.records[-1].outcome == "executed"
+:class:`ReplayAsterisk` answers AJAM actions as Asterisk 22 does and plugs
+into the AJAM client's transport seam (:class:`~router.ami.transport.Transport`),
+so a client or an engine built on it runs the code production runs: the
+session, its cookie, logging in again, the retry of a stale connection and
+the error mapping. Only the bytes on a socket are left out.
 """
 
 from __future__ import annotations
@@ -44,59 +15,36 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Protocol
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-import pytest
-import pytest_asyncio
 
 from router.ami.client import AJAMClient, ClientSettings
+from router.ami.http import Headers, HTTPResponse
+from router.ami.httpx_transport import httpx_errors
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman
-from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
-from router.engine import Engine, EngineOptions
-from router.errors import SandboxError
-from router.plugins import Plugins
-from router.sandbox import Sandbox
+from router.ami.transport import HTTPRequest
+from router.config import AsteriskSettings
 
-__all__ = [
-    "SHIPPED_DIALPLAN",
-    "EngineFactory",
-    "FakeChannel",
-    "ReplayAsterisk",
-    "SentAction",
-    "sandbox_required",
-    "shipped_dialplan",
-]
+if TYPE_CHECKING:
+    from router.engine import Engine
 
-#: The dialplan snippet of ``examples/asterisk/extensions.conf``, shipped in the package.
-SHIPPED_DIALPLAN = Path(__file__).parent / "sandbox" / "dialplan" / "callrouter.conf"
+__all__ = ["ActionHandler", "FakeChannel", "ReplayAsterisk", "Reply", "SentAction"]
 
 _URL = "http://asterisk.test:8088/asterisk"
 _CRLF = "\r\n"
 
 #: What an ``on()`` handler may return: fields of a Success response, a whole
-#: response as (key, value) pairs, raw rawman bytes, an httpx response, or None
+#: response as (key, value) pairs, raw rawman bytes, a whole HTTP response
+#: (:class:`~router.ami.http.HTTPResponse`, or an ``httpx.Response``), or None
 #: for the built-in answer.
-Reply = Mapping[str, str] | list[tuple[str, str]] | bytes | httpx.Response | None
+Reply = Mapping[str, str] | list[tuple[str, str]] | bytes | HTTPResponse | httpx.Response | None
 ActionHandler = Callable[["SentAction"], Reply | Awaitable[Reply]]
-
-
-def shipped_dialplan() -> str:
-    """The text of the shipped dialplan snippet (contexts ``callrouter-*``)."""
-    return SHIPPED_DIALPLAN.read_text(encoding="utf-8")
-
-
-def sandbox_required() -> bool:
-    """True when a sandbox that cannot start must fail the run instead of skipping it."""
-    ci = os.environ.get("CI", "").strip().lower()
-    required = os.environ.get("CALLROUTER_REQUIRE_SANDBOX", "").strip()
-    return ci not in ("", "0", "false", "no") or required == "1"
 
 
 # --------------------------------------------------------------------------- recording
@@ -170,7 +118,11 @@ def _block(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 class ReplayAsterisk:
-    """A fake Asterisk AJAM endpoint (``/rawman``, cookie sessions) over ``httpx.MockTransport``.
+    """A fake Asterisk AJAM endpoint (``/rawman``, cookie sessions), a client transport.
+
+    ``replay.client()`` (or ``AJAMClient(settings, transport=replay)``) talks
+    to it through the same client code as to a real Asterisk; any number of
+    clients may share one fake, each with its own session.
 
     It answers ``Login``, ``Logoff``, ``Ping``, ``Setvar``, ``Getvar``,
     ``Redirect``, ``Hangup``, ``Originate``, ``UserEvent``, ``ExtensionState``,
@@ -222,7 +174,12 @@ class ReplayAsterisk:
         self._waiting = 0
         self._ids = itertools.count(1)
         self._epoch = int(time.time())
-        self.transport = httpx.MockTransport(self._handle)
+        self._prefix = urlsplit(self.url).path.rstrip("/")
+
+    @property
+    def transport(self) -> ReplayAsterisk:
+        """What to give a client as ``transport=``: this fake itself."""
+        return self
 
     # -- client side -------------------------------------------------------------
 
@@ -461,35 +418,45 @@ class ReplayAsterisk:
 
         The handler returns the fields of a ``Response: Success`` (a mapping), a
         whole response as pairs (``[("Response", "Error"), ("Message", "...")]``),
-        raw rawman bytes, an ``httpx.Response``, or None for the built-in answer.
-        It may raise an ``httpx`` exception to simulate a broken connection.
+        raw rawman bytes, a whole HTTP response (:class:`~router.ami.http.HTTPResponse`
+        or an ``httpx.Response``), or None for the built-in answer. It may raise
+        what a transport raises to simulate a broken connection
+        (:mod:`router.ami.transport`: ``TimeoutError``,
+        :class:`~router.ami.http.StaleConnectionError`, ...) or an ``httpx``
+        exception, mapped as the httpx transport maps it.
         """
         self._handlers[action.lower()] = handler
 
     # -- HTTP -------------------------------------------------------------------------
 
-    def _response(self, body: str | bytes, session: str | None) -> httpx.Response:
-        headers = {"Content-Type": "text/plain"}
+    def _response(self, body: str | bytes, session: str | None) -> HTTPResponse:
+        headers = [("Content-Type", "text/plain")]
         if session is not None:
-            headers["Set-Cookie"] = (f'mansession_id="{session}"; Version=1; '
-                                     f"Max-Age={self.httptimeout}")
+            headers.append(("Set-Cookie", f'mansession_id="{session}"; Version=1; '
+                                          f"Max-Age={self.httptimeout}"))
         content = body.encode("utf-8") if isinstance(body, str) else body
-        return httpx.Response(200, content=content, headers=headers)
+        return HTTPResponse(200, Headers(headers), content)
 
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        fields = tuple(parse_qsl((await request.aread()).decode("utf-8"),
-                                 keep_blank_values=True))
-        if not fields and request.url.query:
-            fields = tuple(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
-        cookie = request.headers.get("cookie")
+    async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
+        """The transport seam: answer one AJAM request, within ``timeout`` as a socket would."""
+        async with asyncio.timeout(timeout):
+            return await self._handle(request)
+
+    async def aclose(self) -> None:
+        """Nothing to close: a client's ``aclose`` leaves the fake to the other clients."""
+
+    async def _handle(self, request: HTTPRequest) -> HTTPResponse:
+        path, _, query = request.target.partition("?")
+        fields = tuple(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        if not fields and query:
+            fields = tuple(parse_qsl(query, keep_blank_values=True))
+        cookie = request.header("cookie")
         action_name = next((v for k, v in fields if k.lower() == "action"), "")
         sent = SentAction(action_name, fields, path, cookie)
         self.actions.append(sent)
-        prefix = httpx.URL(self.url).path.rstrip("/")
-        if path != f"{prefix}/rawman":
-            return httpx.Response(404, text="<title>404 Not Found</title>",
-                                  headers={"Content-Type": "text/html"})
+        if path != f"{self._prefix}/rawman":
+            return HTTPResponse(404, Headers([("Content-Type", "text/html")]),
+                                b"<title>404 Not Found</title>")
         session = _session_of(cookie)
         live = session if session in self._sessions else None
         low = action_name.lower()
@@ -500,9 +467,10 @@ class ReplayAsterisk:
             return self._response(self._error(aid, "Permission denied"), None)
         custom = self._handlers.get(low)
         if custom is not None:
-            reply = custom(sent)
-            if inspect.isawaitable(reply):
-                reply = await reply
+            with httpx_errors():
+                reply = custom(sent)
+                if inspect.isawaitable(reply):
+                    reply = await reply
             answer = self._custom(reply, aid, live)
             if answer is not None:
                 return answer
@@ -518,11 +486,14 @@ class ReplayAsterisk:
         body: str = method(sent)
         return self._response(body, live)
 
-    def _custom(self, reply: object, aid: str | None, session: str) -> httpx.Response | None:
+    def _custom(self, reply: object, aid: str | None, session: str) -> HTTPResponse | None:
         if reply is None:
             return None
-        if isinstance(reply, httpx.Response):
+        if isinstance(reply, HTTPResponse):
             return reply
+        if isinstance(reply, httpx.Response):
+            return HTTPResponse(reply.status_code, Headers(reply.headers.multi_items()),
+                                reply.content)
         if isinstance(reply, bytes):
             return self._response(reply, session)
         if isinstance(reply, Mapping):
@@ -547,7 +518,7 @@ class ReplayAsterisk:
     def _error(self, aid: str | None, message: str) -> str:
         return self._with_id([("Response", "Error"), ("Message", message)], aid)
 
-    def _login(self, sent: SentAction) -> httpx.Response:
+    def _login(self, sent: SentAction) -> HTTPResponse:
         if sent.get("Username") != self.username or sent.get("Secret") != self.secret:
             return self._response(self._error(sent.action_id, "Authentication failed"), None)
         session = secrets.token_hex(4)
@@ -717,158 +688,3 @@ def _session_of(cookie: str | None) -> str | None:
         if key == "mansession_id":
             return value.strip('"')
     return None
-
-
-# --------------------------------------------------------------------------- engines
-
-
-class EngineFactory(Protocol):
-    """The ``engine_factory`` fixture's call signature."""
-
-    async def __call__(
-        self,
-        rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-        *,
-        plugins: Iterable[object] = (),
-        settings: Mapping[str, Mapping[str, object]] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sandbox: Sandbox | None = None,
-        username: str = "router",
-        shadow: bool = False,
-        options: EngineOptions | None = None,
-        entry_points: bool = False,
-        serve: bool = True,
-    ) -> Engine: ...
-
-
-def _rule_paths(rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                ) -> tuple[Path, ...]:
-    if isinstance(rules, str | os.PathLike):
-        return (Path(rules),)
-    return tuple(Path(r) for r in rules)
-
-
-@dataclass
-class _Engines:
-    replay: ReplayAsterisk
-    state_root: Path
-    running: list[tuple[Engine, asyncio.Task[None] | None]] = field(default_factory=list)
-    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-
-    async def __call__(
-        self,
-        rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-        *,
-        plugins: Iterable[object] = (),
-        settings: Mapping[str, Mapping[str, object]] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sandbox: Sandbox | None = None,
-        username: str = "router",
-        shadow: bool = False,
-        options: EngineOptions | None = None,
-        entry_points: bool = False,
-        serve: bool = True,
-    ) -> Engine:
-        if sandbox is not None and transport is not None:
-            raise ValueError("give either transport= or sandbox=, not both")
-        if sandbox is not None:
-            asterisk = AsteriskSettings(url=sandbox.url, username=username,
-                                        secret=sandbox.users().get(username, sandbox.secret))
-        else:
-            asterisk = self.replay.asterisk_settings()
-        if transport is None and sandbox is None:
-            transport = self.replay.transport
-        config = Config(
-            asterisk=asterisk,
-            router=RouterSettings(rules=_rule_paths(rules),
-                                  state_dir=self.state_root / f"engine{next(self._numbers)}",
-                                  shadow=shadow),
-            plugins=PluginSettings(settings=MappingProxyType(
-                {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()})),
-        )
-        client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
-        engine = Engine(config, plugins=Plugins.load(extra=plugins, entry_points=entry_points),
-                        client=client,
-                        # One fake Asterisk, one engine: no file watcher, no live-instance
-                        # heartbeats (give options= to test those).
-                        options=options or EngineOptions(watch_interval=0, live_heartbeat=0))
-        task: asyncio.Task[None] | None = None
-        try:
-            await engine.start()
-            if serve:
-                task = asyncio.ensure_future(engine.serve())
-                await asyncio.wait_for(engine.ready.wait(), 10)
-        except BaseException:
-            await engine.stop()
-            raise
-        self.running.append((engine, task))
-        return engine
-
-    async def close(self) -> None:
-        for engine, task in reversed(self.running):
-            engine.request_stop()
-            if task is not None:
-                try:
-                    await asyncio.wait_for(task, 10)
-                except TimeoutError:  # pragma: no cover - a stuck serve loop
-                    task.cancel()
-            await engine.stop()
-        self.running.clear()
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def ajam_replay() -> ReplayAsterisk:
-    """A fake Asterisk AJAM endpoint: ``replay.transport`` for clients, recorded
-    ``replay.actions``, ``replay.queue_event(...)`` for WaitEvent."""
-    return ReplayAsterisk()
-
-
-@pytest_asyncio.fixture
-async def ajam_client(ajam_replay: ReplayAsterisk) -> AsyncIterator[AJAMClient]:
-    """An :class:`AJAMClient` logged in to ``ajam_replay``; logged off afterwards."""
-    async with ajam_replay.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-def asterisk_sandbox() -> Iterator[Sandbox]:
-    """A real Asterisk (Debian's 22) for the session, with the shipped dialplan.
-
-    Users ``router`` (least privilege, as docs/asterisk.md), ``admin`` and
-    ``watcher`` share ``sandbox.secret``. Skipped with the reason when the
-    sandbox cannot be provisioned; fails instead under ``CI`` or with
-    ``CALLROUTER_REQUIRE_SANDBOX=1``.
-    """
-    try:
-        box = Sandbox.start(name=f"plugin-test-{os.getpid()}",
-                            extra_dialplan=shipped_dialplan())
-    except SandboxError as exc:
-        message = f"the Asterisk sandbox could not be started: {exc}"
-        if sandbox_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        yield box
-    finally:
-        box.remove()
-
-
-@pytest_asyncio.fixture
-async def engine_factory(ajam_replay: ReplayAsterisk,
-                         tmp_path_factory: pytest.TempPathFactory,
-                         ) -> AsyncIterator[EngineFactory]:
-    """``await engine_factory(rules, plugins=[...], settings={"name": {...}})``: a
-    started, serving :class:`Engine` (on ``ajam_replay`` unless ``transport=`` or
-    ``sandbox=`` is given); stopped when the test ends.
-
-    Built-in plugins are loaded; installed ones (entry points) only with
-    ``entry_points=True``, so a test controls exactly which plugins run.
-    """
-    engines = _Engines(ajam_replay, tmp_path_factory.mktemp("callrouter-state"))
-    try:
-        yield engines
-    finally:
-        await engines.close()

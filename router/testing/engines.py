@@ -1,0 +1,118 @@
+"""Engines for tests: built on the fake Asterisk (or a sandbox), started, stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.testing.replay import ReplayAsterisk
+
+if TYPE_CHECKING:
+    import httpx
+
+    from router.ami.transport import Transport
+    from router.sandbox import Sandbox
+
+__all__ = ["EngineFactory", "Engines"]
+
+
+def _rule_paths(rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                ) -> tuple[Path, ...]:
+    if isinstance(rules, str | os.PathLike):
+        return (Path(rules),)
+    return tuple(Path(r) for r in rules)
+
+
+@dataclass
+class Engines:
+    """Builds, starts and serves engines on one fake (or a sandbox); stops them all.
+
+    The ``engine_factory`` fixture is one of these. Outside pytest (a demo, a
+    benchmark): ``engines = Engines(ReplayAsterisk(), state_root)``,
+    ``engine = await engines(rules, plugins=[...])``, then ``await engines.close()``.
+    """
+
+    replay: ReplayAsterisk
+    state_root: Path
+    running: list[tuple[Engine, asyncio.Task[None] | None]] = field(default_factory=list)
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def __call__(
+        self,
+        rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        plugins: Iterable[object] = (),
+        settings: Mapping[str, Mapping[str, object]] | None = None,
+        transport: Transport | httpx.AsyncBaseTransport | None = None,
+        sandbox: Sandbox | None = None,
+        username: str = "router",
+        shadow: bool = False,
+        options: EngineOptions | None = None,
+        entry_points: bool = False,
+        serve: bool = True,
+    ) -> Engine:
+        """A started engine on ``rules``, serving unless ``serve=False``.
+
+        On the fake Asterisk unless ``transport=`` (any client transport) or
+        ``sandbox=`` (a real Asterisk) is given. Built-in plugins are loaded;
+        installed ones (entry points) only with ``entry_points=True``.
+        """
+        if sandbox is not None and transport is not None:
+            raise ValueError("give either transport= or sandbox=, not both")
+        if sandbox is not None:
+            asterisk = AsteriskSettings(url=sandbox.url, username=username,
+                                        secret=sandbox.users().get(username, sandbox.secret))
+        else:
+            asterisk = self.replay.asterisk_settings()
+        if transport is None and sandbox is None:
+            transport = self.replay.transport
+        config = Config(
+            asterisk=asterisk,
+            router=RouterSettings(rules=_rule_paths(rules),
+                                  state_dir=self.state_root / f"engine{next(self._numbers)}",
+                                  shadow=shadow),
+            plugins=PluginSettings(settings=MappingProxyType(
+                {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()})),
+        )
+        client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
+        engine = Engine(config, plugins=Plugins.load(extra=plugins, entry_points=entry_points),
+                        client=client,
+                        # One fake Asterisk, one engine: no file watcher, no live-instance
+                        # heartbeats (give options= to test those).
+                        options=options or EngineOptions(watch_interval=0, live_heartbeat=0))
+        task: asyncio.Task[None] | None = None
+        try:
+            await engine.start()
+            if serve:
+                task = asyncio.ensure_future(engine.serve())
+                await asyncio.wait_for(engine.ready.wait(), 10)
+        except BaseException:
+            await engine.stop()
+            raise
+        self.running.append((engine, task))
+        return engine
+
+    async def close(self) -> None:
+        for engine, task in reversed(self.running):
+            engine.request_stop()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, 10)
+                except TimeoutError:  # pragma: no cover - a stuck serve loop
+                    task.cancel()
+            await engine.stop()
+        self.running.clear()
+
+
+#: The ``engine_factory`` fixture's type: ``await engine_factory(rules, ...)``.
+EngineFactory = Engines
