@@ -15,6 +15,7 @@ import pytest
 from router import config as config_module
 
 ROOT = Path(__file__).resolve().parents[2]
+CITED_FILE = r"`((?:tests|plugins|router|bench|examples)/[\w./-]+\.(?:py|conf|md))`"
 PAGES = [ROOT / "docs" / "security.md", ROOT / "docs" / "ru" / "security.md"]
 
 
@@ -26,7 +27,7 @@ def _onec_keys() -> set[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.parent.name + "/" + p.name)
 def test_cited_files_exist(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
-    cited = set(re.findall(r"`((?:tests|plugins|router|bench|examples)/[\w./-]+\.(?:py|conf|md))`", text))
+    cited = set(re.findall(CITED_FILE, text))
     assert cited, "the page cites no file: the pattern is wrong"
     missing = sorted(path for path in cited if not (ROOT / path).exists())
     assert not missing, f"{page.name} cites files that do not exist: {missing}"
