@@ -82,9 +82,9 @@ async def test_stale_answer_served_at_once_and_refreshed(cache: ResponsibleCache
     await cache.lookup("79161234567")
     clock.advance(601)
     double.faults.set_global("latency=0.3")
-    started = time.monotonic()
     stale = await cache.lookup("79161234567")
-    assert time.monotonic() - started < 0.2  # did not wait for the slow 1C
+    refreshing = [t for t in asyncio.all_tasks() if t.get_name().startswith("onec:")]
+    assert refreshing, "the stale answer waited for the refresh"  # 1C takes 0.3 s
     assert stale is not None
     assert stale.found
     await settle()
@@ -96,13 +96,12 @@ async def test_stale_answer_served_at_once_and_refreshed(cache: ResponsibleCache
 
 async def test_stale_answer_served_while_1c_is_down(cache: ResponsibleCache,
                                                     double: OneCDouble, clock: Clock) -> None:
-    await cache.lookup("79161234567")
+    first = await cache.lookup("79161234567")
     double.down = True
     for _ in range(5):
         clock.advance(700)
-        started = time.monotonic()
         answer = await cache.lookup("79161234567")
-        assert time.monotonic() - started < 0.2
+        assert answer is first  # the remembered answer, not a new one
         assert answer is not None
         assert answer.extension == "101"
         await settle()
@@ -161,11 +160,10 @@ async def test_breaker_opens_skips_1c_and_closes(cache: ResponsibleCache, double
         with pytest.raises(OneCUnavailable):
             await cache.lookup("79161234567")
     assert state(cache) is BreakerState.OPEN
-    started = time.monotonic()
     with pytest.raises(OneCUnavailable, match="circuit open"):
         await cache.lookup("79161234567")
-    assert time.monotonic() - started < 0.1
     assert lookups(double) == 3  # 1C was not asked
+    assert state(cache) is BreakerState.OPEN  # a refused lookup is not the probe
 
     clock.advance(31)
     assert state(cache) is BreakerState.HALF_OPEN
@@ -217,10 +215,9 @@ async def test_bad_request_does_not_trip_the_breaker(clock: Clock) -> None:
 async def test_deadline_bounds_the_wait_and_the_answer_still_fills_the_cache(
         cache: ResponsibleCache, double: OneCDouble) -> None:
     double.faults.add("latency=0.3")
-    started = time.monotonic()
     with pytest.raises(OneCUnavailable, match="within the call's"):
         await cache.lookup("79161234567", deadline=time.monotonic() + 0.05)
-    assert time.monotonic() - started < 0.25
+    assert cache.peek("79161234567") is None  # gave up before 1C answered
     await settle()
     assert cache.peek("79161234567") is not None
     assert (await cache.lookup("79161234567")) is not None

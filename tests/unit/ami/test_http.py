@@ -227,4 +227,14 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
     with pytest.raises(AMIConnectionError, match="cannot connect"):
         await client.login()
     await client.aclose()
-    assert AMITimeoutError  # the timeout path is covered by test_timeout_and_refused
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; ends when the client gives up
+        writer.close()
+
+    silent_port = await server(silent)
+    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{silent_port}/asterisk",
+                                       username="u", secret="s", request_timeout=0.2))
+    with pytest.raises(AMITimeoutError, match="Login"):
+        await client.login()
+    await client.aclose()
