@@ -89,7 +89,6 @@ def _when(text: str | None, registry: Registry) -> datetime | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.location_pattern = None
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:
