@@ -182,3 +182,20 @@ def test_directory_file_is_relative_to_router_toml(tmp_path: Path,
     assert main(["check", "--config", str(path)]) == 1
     assert f"[plugins.directory] file: cannot read {etc / 'directory.csv'}" in \
         capsys.readouterr().out
+
+
+def test_unset_secret_variables_are_warnings_and_leave_no_trace(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    path = write(tmp_path, "[plugins.onec]\nurl = 'http://1c.local/unf/hs/telephony'\n"
+                           "username = 'router'\npassword_env = 'ONEC_PASSWORD'\n")
+    assert main(["check", "--config", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"callrouter check: warning: {path}: [asterisk] secret_env: environment variable "
+        "CALLROUTER_SECRET is not set here; callrouter run needs it (checked without it)",
+        f"callrouter check: warning: {path}: [plugins.onec] password_env: environment "
+        "variable ONEC_PASSWORD is not set here; callrouter run needs it (checked without it)"]
+    assert "ONEC_PASSWORD" not in os.environ
+    assert "CALLROUTER_SECRET" not in os.environ
