@@ -17,6 +17,11 @@ is what the unit test and CI use. The Asterisk version is read from the dpkg
 database of the root the XML lives in (the sandbox); pass
 ``--asterisk-version`` when the XML comes from elsewhere.
 
+``--from-catalog`` renders the typed methods and the reference pages from the
+committed ``catalog.json`` instead, with no XML: after a hand edit of a
+generator template, or to check them (``--from-catalog --check``) on a machine
+without the sandbox. The unit tests do that on every machine.
+
 What the XML does not say, and where we take it from instead (every entry in
 the catalog names its source):
 
@@ -1092,10 +1097,16 @@ def render_events_doc(catalog: JSON) -> str:
 def outputs(catalog: JSON, out: Path, actions_module: Path, docs: Path) -> dict[Path, str]:
     """Every file one regeneration writes, with its content."""
     text = dump_catalog(catalog)
-    # The renderers read a copy so that nothing they add leaks into the JSON.
-    view = json.loads(text)
+    return {out: text, **rendered(text, actions_module, docs)}
+
+
+def rendered(catalog_text: str, actions_module: Path, docs: Path) -> dict[Path, str]:
+    """The files rendered from a catalog's JSON text: the typed methods and the pages.
+
+    From the text, not the object, so that a catalog read back from disk and a
+    fresh one render alike, and nothing a renderer adds leaks into the JSON."""
+    view = json.loads(catalog_text)
     return {
-        out: text,
         actions_module: render_actions_module(view),
         docs / "ami-actions.md": render_actions_doc(view),
         docs / "ami-events.md": render_events_doc(view),
@@ -1116,14 +1127,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--asterisk-version", help="override the detected Asterisk version")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if any output is out of date")
+    parser.add_argument("--from-catalog", action="store_true",
+                        help="no XML: render the actions module and the docs from --out")
     args = parser.parse_args(argv)
     try:
-        catalog = build_catalog(args.xml, args.asterisk_version)
-    except (GenerationError, OSError, etree.XMLSyntaxError) as exc:
+        if args.from_catalog:
+            text = args.out.read_text("utf-8")
+            catalog = json.loads(text)
+            files = rendered(text, args.actions_module, args.docs)
+        else:
+            catalog = build_catalog(args.xml, args.asterisk_version)
+            files = outputs(catalog, args.out, args.actions_module, args.docs)
+    except (GenerationError, OSError, etree.XMLSyntaxError, json.JSONDecodeError) as exc:
         print(f"catalog_gen: {exc}", file=sys.stderr)
         return 2
     stale = []
-    for path, content in outputs(catalog, args.out, args.actions_module, args.docs).items():
+    for path, content in files.items():
         current = path.read_text("utf-8") if path.exists() else None
         if current == content:
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,42 @@ def test_snake_case() -> None:
     assert catalog_gen.snake_case("Content-Type") == "content_type"
     assert catalog_gen.snake_case("PJSIPShowEndpoints") == "pjsip_show_endpoints"
     assert catalog_gen.snake_case("DAHDIChannel") == "dahdi_channel"
+
+
+COMMITTED = (REPO / "router" / "ami" / "catalog.json", REPO / "router" / "ami" / "actions.py",
+             REPO / "docs" / "reference")
+
+
+def test_committed_outputs_render_from_the_committed_catalog() -> None:
+    """On every machine, no XML needed: catalog.json is in the generator's own form, and
+    actions.py and the reference pages are what it renders from that catalog."""
+    catalog_json, actions_module, docs = COMMITTED
+    text = catalog_json.read_text("utf-8")
+    assert catalog_gen.dump_catalog(json.loads(text)) == text
+    files = catalog_gen.rendered(text, actions_module, docs)
+    assert set(files) == {actions_module, docs / "ami-actions.md", docs / "ami-events.md"}
+    stale = [str(p.relative_to(REPO)) for p, rendered in files.items()
+             if p.read_text("utf-8") != rendered]
+    assert not stale, f"regenerate with: python -m router.ami.catalog_gen --from-catalog ({stale})"
+
+
+def test_from_catalog_check_finds_a_hand_edit(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    catalog_json, actions_module, docs = COMMITTED
+    shutil.copy(catalog_json, tmp_path / "catalog.json")
+    shutil.copy(actions_module, tmp_path / "actions.py")
+    shutil.copytree(docs, tmp_path / "docs")
+    args = ["--from-catalog", "--out", str(tmp_path / "catalog.json"),
+            "--actions-module", str(tmp_path / "actions.py"), "--docs", str(tmp_path / "docs")]
+    assert catalog_gen.main([*args, "--check"]) == 0
+    assert "stale: none" in capsys.readouterr().out
+    events = tmp_path / "docs" / "ami-events.md"
+    events.write_text(events.read_text("utf-8").replace("## AgentCalled", "## AgentCalls"), "utf-8")
+    assert catalog_gen.main([*args, "--check"]) == 1
+    assert f"stale: {events}" in capsys.readouterr().out
+    assert catalog_gen.main(args) == 0  # renders it back
+    assert events.read_text("utf-8") == (docs / "ami-events.md").read_text("utf-8")
+    assert (tmp_path / "catalog.json").read_bytes() == catalog_json.read_bytes()
 
 
 needs_xml = pytest.mark.skipif(
