@@ -116,7 +116,7 @@ class AMIPrivilegeError(AMIActionError):
                     else "one of the write classes " + ", ".join(classes))
         else:
             need = "a write class it lacks"
-        self.args = (f"{action}: permission denied: the manager user {username!r} needs "
+        self.args = (f"{action}: Permission denied: the manager user {username!r} needs "
                      f"{need} (manager.conf)",)
 
 

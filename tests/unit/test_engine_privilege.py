@@ -35,7 +35,7 @@ async def test_permission_denied_fails_the_action_with_the_class_and_keeps_the_s
     for record in engine.records:
         dbput, redirect = record.actions
         assert (dbput.status, dbput.detail) == (
-            "failed", "DBPut: permission denied: the manager user 'router' needs write "
+            "failed", "DBPut: Permission denied: the manager user 'router' needs write "
                       "class system (manager.conf)")
         assert redirect.status == "confirmed"  # the next action still ran
     # One session all along: no re-login per call, so no event-stream gap.

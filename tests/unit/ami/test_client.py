@@ -144,14 +144,14 @@ async def test_missing_write_class_is_a_privilege_error_without_relogin(
             with pytest.raises(AMIPrivilegeError) as caught:
                 await client.action("Originate", {"Channel": "Local/1@sink"})
         assert client.session_generation == 1
-    assert str(caught.value) == ("Originate: permission denied: the manager user 'router' "
+    assert str(caught.value) == ("Originate: Permission denied: the manager user 'router' "
                                  "needs write class originate (manager.conf)")
     assert caught.value.classes == ("originate",)
     assert isinstance(caught.value, AMIActionError)  # callers catching Response: Error still do
     sent = [r["Action"] for r in pbx.requests]
     assert sent == ["Login", "Originate", "Ping", "Originate", "Ping", "Originate", "Ping",
                     "Logoff"]
-    warned = [r.getMessage() for r in caplog.records if "permission denied" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "Permission denied: the manager" in r.getMessage()]
     assert warned == [str(caught.value)]  # logged once, not once per call
 
 
@@ -180,7 +180,7 @@ async def test_digest_permission_denied_is_a_privilege_error_at_once() -> None:
     settings = ClientSettings(url=URL, username="router", secret="pw", auth="digest")
     async with AJAMClient(settings, transport=httpx.MockTransport(answer)) as client:
         with pytest.raises(AMIPrivilegeError,
-                           match=r"DBPut: permission denied: .* needs write class system"):
+                           match=r"DBPut: Permission denied: .* needs write class system"):
             await client.action("DBPut", {"Family": "f", "Key": "k", "Val": "v"})
     assert sent == ["Ping", "DBPut"]
 
