@@ -27,7 +27,10 @@ from router.hookspecs import hookimpl
 from router.request import RequestInfo, current_request
 
 if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.facade import AMI
     from router.ami.message import Event
+    from router.ami.protocol import ActionResult
+    from router.ami.stream import StreamGap
     from router.builtin.numbers import (
         NumberKind,
         NumberPlan,
@@ -39,9 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.builtin.timefuncs import rules_timezone
     from router.calls import Call
     from router.config import Config, SettingsReader
-    from router.engine import EngineAPI
+    from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.rules.cron import check_cron, cron_trigger
-    from router.rules.decision import Action, Decision, Trace
+    from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
     from router.supervise import Supervised
 
@@ -63,7 +66,14 @@ _LAZY = {
     "rules_timezone": "router.builtin.timefuncs",
     "Config": "router.config",
     "SettingsReader": "router.config",
-    "EngineAPI": "router.engine",
+    # The plugin contract: what hooks receive (router/hookspecs.py).
+    "EngineAPI": "router.hookspecs",
+    "LiveCalls": "router.hookspecs",
+    "RouteOutcome": "router.hookspecs",
+    "AMI": "router.ami.facade",
+    "StreamGap": "router.ami.stream",
+    "ActionResult": "router.ami.protocol",
+    "LookupTrace": "router.rules.decision",
     "Action": "router.rules.decision",
     "Decision": "router.rules.decision",
     "Trace": "router.rules.decision",
@@ -86,6 +96,7 @@ def __getattr__(name: str) -> object:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AMI",
     "AMIActionError",
     "AMIAuthenticationError",
     "AMIConnectionError",
@@ -94,6 +105,7 @@ __all__ = [
     "AMITimeoutError",
     "AMIValidationError",
     "Action",
+    "ActionResult",
     "ActionSpec",
     "Call",
     "CallRouterError",
@@ -102,6 +114,8 @@ __all__ = [
     "Decision",
     "EngineAPI",
     "Event",
+    "LiveCalls",
+    "LookupTrace",
     "LookupUnavailable",
     "NumberKind",
     "NumberPlan",
@@ -110,10 +124,12 @@ __all__ = [
     "PluginError",
     "Registry",
     "RequestInfo",
+    "RouteOutcome",
     "RuleError",
     "RuleValidationError",
     "SandboxError",
     "SettingsReader",
+    "StreamGap",
     "Supervised",
     "Trace",
     "__version__",

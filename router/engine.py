@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -33,11 +34,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from router.ami.client import AJAMClient, ClientSettings
+from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.stream import EventStream, StreamGap
@@ -45,8 +47,10 @@ from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import LocationPolicy, request_caller, request_did
+from router.engine_view import CallsView, EngineView
 from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
 from router.executor import ActionOutcome, Executor
+from router.hookspecs import EngineAPI, RouteOutcome, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
@@ -58,7 +62,7 @@ from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.supervise import Throttle, log_task_failure, logged
 
-__all__ = ["Engine", "EngineAPI", "EngineOptions", "RouteRecord"]
+__all__ = ["Engine", "EngineOptions", "RouteRecord"]
 
 log = logging.getLogger("router.engine")
 decision_log = logging.getLogger("router.decision")
@@ -68,33 +72,6 @@ decision_log = logging.getLogger("router.decision")
 _ROUTED_MEMORY = 100_000
 #: Recent decisions kept in memory (status, tests, the demo); the log has them all.
 _RECORDS_KEPT = 1_000
-
-
-class EngineAPI(Protocol):
-    """What plugins get from the engine (``callrouter_startup`` and friends)."""
-
-    @property
-    def ami(self) -> AJAMClient: ...
-
-    @property
-    def scheduler(self) -> AsyncIOScheduler: ...
-
-    @property
-    def state_dir(self) -> Path: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def tracker(self) -> CallTracker: ...
-
-    def may_ask(self, call: Call, lookup: str) -> bool:
-        """Could routing ``call`` now reach a rule that asks ``lookup``?
-
-        ``False`` when the rules end routing before any such rule (a
-        blacklist ``hangup``): a plugin's prefetch then leaves the caller alone.
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +160,11 @@ class Engine:
         self.executor = Executor(
             self, locations=LocationPolicy.from_pattern(config.router.location_pattern))
         self._scheduler = AsyncIOScheduler()
+        #: What plugins get of this engine (router.hookspecs.EngineAPI).
+        self.api: EngineAPI = EngineView(ami=AMI(self._client), calls=CallsView(self._tracker),
+                              config=config, state_dir=lambda: self.state_dir,
+                              schedule=self.schedule, may_ask=self.may_ask,
+                              shadow=lambda: self.shadow)
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         self._routed: OrderedDict[str, None] = OrderedDict()
@@ -217,15 +199,48 @@ class Engine:
             self.executor.forget(channel.name)
         self._ended.append(call)
 
-    # -- EngineAPI ---------------------------------------------------------------
+    # -- what plugins get (router.hookspecs.EngineAPI, through self.api) ----------------
 
     @property
     def ami(self) -> AJAMClient:
+        """The engine's own client (session, stream); plugins get ``api.ami``."""
         return self._client
 
     @property
     def scheduler(self) -> AsyncIOScheduler:
         return self._scheduler
+
+    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
+                 cron: str | None = None) -> None:
+        """A plugin's timed job (``EngineAPI.schedule``): apscheduler stays ours.
+
+        Cron lines go through the one function ``schedule:`` rules use, in the
+        rules' zone; a job never overlaps itself and its failures are logged
+        with its name.
+        """
+        if (every is None) == (cron is None):
+            raise ValueError(f"job {name!r}: give every= or cron=, one of them")
+        if not name or name.startswith(("rule:", "callrouter-")):
+            raise ValueError(f"job {name!r}: name it after your plugin ('rule:' and "
+                             "'callrouter-' are the engine's)")
+        trigger: Any
+        options: dict[str, Any] = {}
+        if every is not None:
+            if not every > 0:
+                raise ValueError(f"job {name!r}: every={every!r}, expected seconds > 0")
+            trigger, options = "interval", {"seconds": every}
+        else:
+            assert cron is not None
+            trigger = cron_trigger(cron, rules_timezone(self._config))
+
+        async def run() -> None:
+            result = job()
+            if inspect.isawaitable(result):
+                await result
+
+        self._scheduler.add_job(logged(f"job {name}", run, logger=log), trigger, id=name,
+                                replace_existing=True, coalesce=True, max_instances=1,
+                                **options)
 
     @property
     def state_dir(self) -> Path:
@@ -249,7 +264,7 @@ class Engine:
         return self.rules.current.may_ask(context, lookup)
 
     async def plugin_execute(self, action: Action, call: Call) -> Any:
-        return await self.plugins.execute(action, call, self)
+        return await self.plugins.execute(action, call, self.api)
 
     async def plugin_notify(self, target: str, params: Mapping[str, str],
                             call: Call | None) -> None:
@@ -303,7 +318,7 @@ class Engine:
         self._scheduler.add_job(logged("sweep", self._sweep, logger=log), "interval", seconds=60,
                                 id="callrouter-sweep",
                                 replace_existing=True)
-        await self.plugins.startup(self)
+        await self.plugins.startup(self.api)
         if not self.shadow and self.options.live_heartbeat > 0:
             await self._start_guard()
         self._stream = EventStream(self._client,
@@ -428,7 +443,7 @@ class Engine:
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
         try:
-            await self.plugins.shutdown(self)
+            await self.plugins.shutdown(self.api)
         except Exception:
             log.exception("stop: plugin shutdown failed; stopping anyway")
         if self._scheduler.running:
@@ -660,7 +675,13 @@ class Engine:
     async def _event_rules(self, event: Event, call: Call | None) -> None:
         context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
                                     now=self.clock())
-        outcome = await self.rules.evaluate(context)
+        # Lookups that take the request get the call's own numbers, not a guess.
+        request = None if call is None else RequestInfo(
+            channel=event.get("Channel") or call.waiting_channel or "",
+            uniqueid=event.get("Uniqueid") or "", linkedid=call.linkedid,
+            caller=self.registry.normalize_number(call.caller_number),
+            did=self.registry.normalize_number(call.did) if call.did else "")
+        outcome = await self.rules.evaluate(context, request=request)
         if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))
 
@@ -710,23 +731,26 @@ class Engine:
         )
         started = time.monotonic()
         outcome = None
-        set_request(RequestInfo(
+        request = RequestInfo(
             channel=channel, uniqueid=event.get("Uniqueid") or "",
             linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
             caller=context.caller.number if context.caller else raw_caller, did=did,
-            deadline=deadline))
+            deadline=deadline)
+        set_request(request)  # the fallback for code that cannot take the argument
         try:
             # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
             # new task, which would only start after the rest of the current
             # WaitEvent batch has been handled.
             async with asyncio.timeout(max(0.001, deadline - started)):
-                outcome = await self.rules.evaluate(context, deadline=deadline)
+                outcome = await self.rules.evaluate(context, deadline=deadline,
+                                                    request=request)
         except TimeoutError:
             pass
         except Exception:
             log.exception("rule evaluation failed for %s", channel)
         evaluated = time.monotonic()
         results: list[ActionOutcome] = []
+        status: RouteOutcome
         if outcome is None:
             status = "late"
         elif not outcome.decision.actions:
@@ -736,7 +760,7 @@ class Engine:
         elif self.shadow:
             status = "shadow"
         elif (standby := await self._standby(deadline)) is not None:
-            status = standby
+            status = "late" if standby == "late" else "shadow"
         else:
             results = await self.executor.run(outcome.decision.actions, call, channel)
             bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]

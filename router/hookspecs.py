@@ -9,12 +9,14 @@ Any hook may be a coroutine function or return an awaitable: the engine awaits
 it. A hook that raises is logged with the plugin's name and skipped; the
 engine and the call go on. Arguments are passed by name, so an
 implementation may accept only the ones it needs (pluggy's rule).
+Implementations are called one by one, so pluggy's ``wrapper=True`` and
+``hookwrapper=True`` implementations are refused at registration.
 
 Life cycle::
 
     callrouter_configure     once, after router.toml is read
     callrouter_register      once per (re)load, to add rule functions, lookups, actions
-    callrouter_startup       once, when connected; add scheduler jobs here
+    callrouter_startup       once, when connected; schedule timed jobs here
       callrouter_event         every AMI event
       callrouter_call_start    a call (Linkedid) appears
       callrouter_prefetch      a call enters the inbound context: warm caches
@@ -28,23 +30,110 @@ Life cycle::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.facade import AMI
     from router.ami.message import Event
     from router.ami.stream import StreamGap
     from router.calls import Call
     from router.config import Config
-    from router.engine import EngineAPI
+    from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
+
+__all__ = ["PROJECT", "EngineAPI", "LiveCalls", "RouteOutcome", "ScheduledJob", "hookimpl",
+           "hookspec"]
 
 PROJECT = "callrouter"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: What became of a routing decision (``callrouter_decision``): ``executed``
+#: (the only one that moved the call), ``fell-through`` (no rule matched),
+#: ``late`` (past the call's deadline, not acted on), ``shadow`` (not acted on:
+#: shadow mode, or another live instance routes), ``failed`` (an action failed
+#: or was not confirmed), ``caller-gone`` (the caller hung up first).
+RouteOutcome = Literal["executed", "fell-through", "late", "shadow", "failed", "caller-gone"]
+
+#: A timed job: a function of no arguments, plain or ``async``.
+ScheduledJob = Callable[[], "Awaitable[object] | object"]
+
+
+class LiveCalls(Protocol):
+    """The engine's live calls, read-only: keyed by Linkedid, newest state."""
+
+    def get(self, linkedid: str) -> Call | None:
+        """The call with this Linkedid, or None (never seen, or already ended)."""
+        ...
+
+    def by_channel(self, channel: str) -> Call | None:
+        """The call a channel (``PJSIP/101-00000001``) belongs to, or None."""
+        ...
+
+    def __iter__(self) -> Iterator[Call]: ...
+
+    def __len__(self) -> int: ...
+
+
+class EngineAPI(Protocol):
+    """What a plugin gets of the engine (``callrouter_startup``, ``_execute``, ``_shutdown``).
+
+    Narrow on purpose: plugins bake this in, so it holds only what a plugin
+    needs and the engine can keep promising. The AMI session, the event
+    stream and the timer machinery stay the engine's.
+    """
+
+    @property
+    def ami(self) -> AMI:
+        """The logged-in AMI: ``send`` and one typed method per catalog action."""
+        ...
+
+    @property
+    def state_dir(self) -> Path:
+        """A directory private to the service's user, for the plugin's files."""
+        ...
+
+    @property
+    def config(self) -> Config:
+        """The whole validated ``router.toml``."""
+        ...
+
+    @property
+    def calls(self) -> LiveCalls:
+        """The calls the engine tracks now, read-only."""
+        ...
+
+    @property
+    def shadow(self) -> bool:
+        """True when this engine decides but never acts (shadow mode)."""
+        ...
+
+    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
+                 cron: str | None = None) -> None:
+        """Run ``job`` every ``every`` seconds, or on the crontab line ``cron``.
+
+        ``cron`` is classic cron (0 and 7 are Sunday) in the rules' zone
+        (``[plugins.timefuncs] timezone``), as ``schedule:`` rules. ``name``
+        identifies the job: scheduling a name again replaces the job; prefix
+        it with the plugin's name. A run never overlaps the previous one, runs
+        missed while busy are coalesced, and a job's exception is logged with
+        its name. Raises ``ValueError`` for a bad ``every`` or ``cron``, or
+        for none or both of them.
+        """
+        ...
+
+    def may_ask(self, call: Call, lookup: str) -> bool:
+        """Could routing ``call`` now reach a rule that asks ``lookup``?
+
+        ``False`` when the rules end routing before any such rule (a
+        blacklist ``hangup``): a plugin's prefetch then leaves the caller alone.
+        """
+        ...
 
 
 @hookspec
@@ -76,11 +165,12 @@ def callrouter_register(registry: Registry) -> None:
 def callrouter_startup(engine: EngineAPI) -> None:
     """The engine is connected to Asterisk and about to route calls.
 
-    ``engine.ami`` is the logged-in AMI client (the whole typed action API),
-    ``engine.scheduler`` the running apscheduler ``AsyncIOScheduler`` for
-    timed work (keep-alive, cache warm-up, scheduled rules),
-    ``engine.state_dir`` a directory the plugin may write to. May be async;
-    the engine waits for it (bounded) before taking calls. Return value ignored.
+    ``engine`` is the plugin's :class:`EngineAPI`: ``engine.ami`` the
+    logged-in AMI (``send`` and the typed action methods),
+    ``engine.schedule(name, job, every=..., cron=...)`` for timed work
+    (keep-alive, cache warm-up), ``engine.state_dir`` a directory the plugin
+    may write to, ``engine.calls`` the live calls. May be async; the engine
+    waits for it (bounded) before taking calls. Return value ignored.
     """
 
 
@@ -110,27 +200,31 @@ def callrouter_prefetch(call: Call) -> None:
 
 
 @hookspec
-def callrouter_decision(call: Call, decision: Any, trace: Any, outcome: str) -> None:
+def callrouter_decision(call: Call, decision: Decision | None, trace: Trace | None,
+                        outcome: RouteOutcome) -> None:
     """A routing decision was made for ``call``.
 
-    ``decision`` and ``trace`` are the rule engine's objects (see
-    ``docs/rules.md``); ``outcome`` is ``executed``, ``shadow`` (not acted on:
-    shadow mode), ``late`` (past the call's deadline, not acted on),
-    ``fell-through`` (no rule matched), ``failed`` or ``caller-gone`` (the
-    caller hung up first; the call may have ended before this hook runs).
-    For logging, metrics and call history: only ``executed`` moved the call.
-    Return value ignored.
+    ``decision`` holds the matched rules and their actions, ``trace`` how the
+    rules were evaluated (``trace.lookup_values(name)``: the answers a lookup
+    gave); both are None when evaluation did not finish in time. ``outcome``
+    is a :data:`RouteOutcome`: ``executed``, ``shadow`` (not acted on),
+    ``late`` (past the call's deadline, not acted on), ``fell-through`` (no
+    rule matched), ``failed`` or ``caller-gone`` (the caller hung up first;
+    the call may have ended before this hook runs). For logging, metrics and
+    call history: only ``executed`` moved the call. Return value ignored.
     """
 
 
 @hookspec(firstresult=True)
-def callrouter_execute(action: Any, call: Call, engine: EngineAPI) -> Any:
+def callrouter_execute(action: Action, call: Call,
+                       engine: EngineAPI) -> str | Awaitable[str | None] | None:
     """Carry out an action kind that is not built in.
 
     ``action`` has ``kind`` and ``params`` (rendered strings). The plugin that
-    registered the kind returns a truthy outcome description (or awaitable of
-    one); others return None. First non-None result wins; if nobody answers,
-    the trace says the action had no executor.
+    registered the kind returns a short description of what it did (or an
+    awaitable of one); others return None: the kind is not theirs. First
+    non-None result wins (``firstresult``); if nobody answers, the trace says
+    the action had no executor. Raising fails the action, named by plugin.
     """
 
 

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
     from router.calls import Call
     from router.config import Config
-    from router.engine import EngineAPI
+    from router.hookspecs import EngineAPI, RouteOutcome
+    from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
 
 __all__ = ["DEFAULT_PLUGINS", "PluginInfo", "Plugins"]
@@ -155,9 +156,21 @@ class Plugins:
 
     def register(self, plugin: object, *, name: str | None = None, builtin: bool = False,
                  version: str | None = None) -> str:
+        """Add one plugin; refuse what the facade cannot call faithfully.
+
+        Each implementation is called on its own (isolation, timeouts), so
+        pluggy's wrappers would never wrap anything: a ``wrapper=True``
+        ``callrouter_execute`` used to be taken for an executor and its
+        generator returned as the action's outcome. Refused, naming the hook.
+        """
         plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         if self.pm.has_plugin(plugin_name):
             raise PluginError(plugin_name, "registered twice (two packages with one name?)")
+        for hook in _wrapper_hooks(self.pm, plugin):
+            raise PluginError(plugin_name, f"{hook} is a pluggy wrapper (wrapper=True or "
+                                           "hookwrapper=True); callrouter calls each "
+                                           "implementation on its own, so wrappers are not "
+                                           "supported: make it a plain @hookimpl")
         self.pm.register(plugin, name=plugin_name)
         self._impl_cache.clear()
         if builtin:
@@ -279,14 +292,15 @@ class Plugins:
     async def prefetch(self, call: Call) -> None:
         await self._call_each("callrouter_prefetch", {"call": call}, scope=call.linkedid)
 
-    async def decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+    async def decision(self, call: Call, decision: Decision | None, trace: Trace | None,
+                       outcome: RouteOutcome) -> None:
         await self._call_each(
             "callrouter_decision",
             {"call": call, "decision": decision, "trace": trace, "outcome": outcome},
             scope=call.linkedid,
         )
 
-    async def execute(self, action: Any, call: Call, engine: EngineAPI) -> Any:
+    async def execute(self, action: Action, call: Call, engine: EngineAPI) -> Any:
         """The first plugin answering wins; one that raises fails the action
         (the trace says ``failed`` with its name) rather than passing it on."""
         kwargs = {"action": action, "call": call, "engine": engine}
@@ -317,3 +331,18 @@ class Plugins:
         # that runs after the call ended, such as a late decision, must not log
         # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+
+
+def _wrapper_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """The callrouter hooks ``plugin`` implements as pluggy wrappers."""
+    found = []
+    for attr in dir(plugin):
+        if not attr.startswith("callrouter_"):
+            continue
+        try:
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+        except Exception:  # an attribute that cannot be read is pluggy's to report
+            continue
+        if opts and (opts.get("wrapper") or opts.get("hookwrapper")):
+            found.append(attr)
+    return found

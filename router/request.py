@@ -1,12 +1,13 @@
-"""The routing request being decided, visible to lookups without extra arguments.
+"""The routing request being decided: what a lookup may want beyond its arguments.
 
 A rule calls ``onec.responsible(caller.number)``; the 1C service also wants
-the DID and the call id for its logs, and every lookup should respect the
-call's deadline. Rather than widen every lookup's signature, the engine sets
-this context variable while it evaluates a request, and a lookup reads it
-with :func:`current_request` (None outside a routing decision: ``explain``,
-event and schedule rules). asyncio copies context variables into tasks, so a
-lookup that spawns one still sees it.
+the DID and the call id for its logs. A lookup that declares a parameter
+named ``request`` gets these facts as a :class:`RequestInfo`, by name, the
+way pluggy passes hook arguments: for call rules, event rules and
+``explain`` alike (``router.rules.evaluate``). While it routes a call, the
+engine also sets a context variable, read with :func:`current_request`: the
+fallback for code that cannot take the argument (None outside a call's
+routing). asyncio copies context variables into tasks.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ __all__ = ["RequestInfo", "current_request", "set_request"]
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
-    """The call being routed: ``deadline`` is a ``time.monotonic()`` value."""
+    """The request being decided.
+
+    ``caller`` is the normalized caller number, ``did`` the number dialled,
+    ``linkedid`` the call id; ``channel``/``uniqueid`` are empty where no
+    channel waits (``explain``). ``deadline`` is a ``time.monotonic()`` value,
+    None when nothing waits for the answer (event rules, ``explain``).
+    """
 
     channel: str
     uniqueid: str
     linkedid: str
     caller: str
     did: str
-    deadline: float
+    deadline: float | None = None
 
 
 _CURRENT: ContextVar[RequestInfo | None] = ContextVar("callrouter_request", default=None)

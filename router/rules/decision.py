@@ -66,7 +66,12 @@ class Decision:
 
 @dataclass(slots=True)
 class LookupTrace:
-    """One lookup: what was asked, what came back, how long it took, what failed."""
+    """One lookup: what was asked, what came back, how long it took, what failed.
+
+    ``name`` is the rule's name for the answer (``owner``), ``lookup`` the
+    registered lookup that gave it (``onec.responsible``), ``call`` the text
+    shown to people: read ``lookup``, never parse ``call``.
+    """
 
     name: str
     call: str
@@ -74,6 +79,7 @@ class LookupTrace:
     ms: float = 0.0
     error: str | None = None
     reused: bool = False
+    lookup: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "call": self.call, "value": _jsonable(self.value),
@@ -115,6 +121,22 @@ class Trace:
     @property
     def trigger(self) -> str:
         return self.context.describe()
+
+    def lookup_values(self, lookup: str) -> list[Any]:
+        """What the lookup registered as ``lookup`` answered in this evaluation.
+
+        Answers of matched rules come first, then the others', each in rule
+        order; failed lookups (no answer) are left out. A plugin reads its own
+        lookup's answer here (the 1C plugin: the client and manager the rules
+        saw) instead of parsing the trace's text.
+        """
+        matched: list[Any] = []
+        others: list[Any] = []
+        for entry in self.rules:
+            into = matched if entry.status == "matched" else others
+            into.extend(record.value for record in entry.lookups
+                        if record.lookup == lookup and record.error is None)
+        return matched + others
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "elapsed_us": round(self.elapsed_us, 1),

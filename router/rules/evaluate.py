@@ -17,13 +17,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from router.errors import LookupUnavailable
+from router.request import RequestInfo
 from router.rules.context import Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
 from router.rules.expr import Evaluator
 from router.rules.model import CompiledAction, Rule
-from router.rules.registry import LookupFn, Registry
+from router.rules.registry import REQUEST_PARAM, LookupFn, Registry, wants_request
 
-__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask"]
+__all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask", "request_for"]
 
 #: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
 NOT_PROVIDED = "not provided"
@@ -47,18 +48,22 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
                          lists: Mapping[str, frozenset[str]], *,
                          deadline: float | None = None,
                          lookups: Mapping[str, LookupFn] | None = None,
-                         explain: bool = False) -> Outcome:
+                         explain: bool = False,
+                         request: RequestInfo | None = None) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
-    ``lookups`` overrides the registry's implementations by name: the engine
-    passes its cached versions, ``explain`` passes stubs. With ``explain``
-    the rules after the one that ended routing are listed as skipped.
+    ``lookups`` overrides the registry's implementations by name
+    (``explain`` passes stubs). With ``explain`` the rules after the one that
+    ended routing are listed as skipped. ``request`` is what lookups that
+    declare a ``request`` parameter get; without one it is made from
+    ``context`` (:func:`request_for`).
     """
     started = time.perf_counter()
     trace = Trace(context)
     names = _names(context, registry, lists)
     evaluator = Evaluator(context, names, registry.functions)
     memo: _Memo = {}
+    asked = _Asked(context, deadline, request)
     matched: list[str] = []
     actions: list[Action] = []
     append = trace.rules.append
@@ -84,7 +89,7 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
                 append(rule.false_if_trace)
                 continue
         entry = await _run_rule(rule, evaluator, names, registry, lookups, deadline, memo,
-                                trace)
+                                trace, asked)
         append(entry)
         if entry.status != "matched":
             continue
@@ -134,6 +139,38 @@ def may_ask(rules: Sequence[Rule], context: Context, registry: Registry,
     return False
 
 
+def request_for(context: Context, deadline: float | None = None) -> RequestInfo:
+    """The request facts a trigger's context gives, for a caller that has no better.
+
+    The engine passes its own for a call it routes (the waiting channel);
+    ``explain`` and rules without a channel get these: the caller and DID
+    of the context, the call's ids where the trigger has a call.
+    """
+    call = context.call
+    return RequestInfo(channel=call.channel if call else "",
+                       uniqueid=call.uniqueid if call else "",
+                       linkedid=call.linkedid if call else "",
+                       caller=context.caller.number if context.caller else "",
+                       did=context.did or "", deadline=deadline)
+
+
+class _Asked:
+    """The request for lookups that want one, made at most once per evaluation."""
+
+    __slots__ = ("_context", "_deadline", "_request")
+
+    def __init__(self, context: Context, deadline: float | None,
+                 request: RequestInfo | None) -> None:
+        self._context = context
+        self._deadline = deadline
+        self._request = request
+
+    def get(self) -> RequestInfo:
+        if self._request is None:
+            self._request = request_for(self._context, self._deadline)
+        return self._request
+
+
 def _names(context: Context, registry: Registry,
            lists: Mapping[str, frozenset[str]]) -> dict[str, object]:
     names = context.names()
@@ -147,7 +184,8 @@ def _names(context: Context, registry: Registry,
 
 async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
                     registry: Registry, lookups: Mapping[str, LookupFn] | None,
-                    deadline: float | None, memo: _Memo, trace: Trace) -> RuleTrace:
+                    deadline: float | None, memo: _Memo, trace: Trace,
+                    asked: _Asked) -> RuleTrace:
     """Everything after a true ``if``: lookups, ``when``, rendering."""
     entry = RuleTrace(rule.name, rule.location, "false")
     stage = "lookup"
@@ -156,7 +194,7 @@ async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
         if rule.lookups:
             evaluator.names = dict(names)
             failed = await _resolve(rule, evaluator, registry, lookups, deadline, memo,
-                                    entry, trace)
+                                    entry, trace, asked)
         stage = "when"
         if rule.when is not None and not evaluator.evaluate(rule.when):
             entry.status = "lookup_failed" if failed else "false"
@@ -180,14 +218,15 @@ async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
 
 async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
                    lookups: Mapping[str, LookupFn] | None, deadline: float | None,
-                   memo: _Memo, entry: RuleTrace, trace: Trace) -> bool:
+                   memo: _Memo, entry: RuleTrace, trace: Trace, asked: _Asked) -> bool:
     """Resolves the rule's lookups in order; returns True if any failed."""
     failed = False
     scope = evaluator.names
     for lookup in rule.lookups:
         args = tuple(evaluator.evaluate(a) for a in lookup.args)
         kwargs = tuple((k, evaluator.evaluate(v)) for k, v in lookup.kwargs)
-        record = LookupTrace(lookup.name, _describe(lookup.lookup, args, kwargs))
+        record = LookupTrace(lookup.name, _describe(lookup.lookup, args, kwargs),
+                             lookup=lookup.lookup)
         key: tuple[Any, ...] = (lookup.lookup, args, kwargs)
         try:
             hit = memo.get(key)
@@ -198,7 +237,7 @@ async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
             record.reused = True
         else:
             record.value, record.error, hit_deadline = await _call_lookup(
-                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record)
+                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record, asked)
             trace.deadline_hit = trace.deadline_hit or hit_deadline
             if key:
                 memo[key] = (record.value, record.error)
@@ -210,15 +249,20 @@ async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
 
 async def _call_lookup(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                        registry: Registry, lookups: Mapping[str, LookupFn] | None,
-                       deadline: float | None,
-                       record: LookupTrace) -> tuple[Any, str | None, bool]:
+                       deadline: float | None, record: LookupTrace,
+                       asked: _Asked) -> tuple[Any, str | None, bool]:
     """(value, error, deadline passed); the value is None whenever there is an error."""
     func = lookups.get(name) if lookups is not None and name in lookups else None
-    if func is None:
+    if func is not None:
+        takes_request = wants_request(func)
+    else:
         spec = registry.lookups.get(name)
         func = spec.func if spec is not None else None
+        takes_request = spec is not None and spec.wants_request
     if func is None:
         return None, NOT_PROVIDED, False
+    if takes_request:
+        kwargs[REQUEST_PARAM] = asked.get()
     remaining = None if deadline is None else deadline - time.monotonic()
     if remaining is not None and remaining <= 0:
         return None, "deadline passed before the lookup", True

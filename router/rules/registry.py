@@ -17,6 +17,7 @@ from datetime import tzinfo
 from typing import Any, Literal
 
 __all__ = [
+    "REQUEST_PARAM",
     "UNKNOWN",
     "AMIValidator",
     "ActionCheck",
@@ -29,6 +30,7 @@ __all__ = [
     "ParamSpec",
     "Registry",
     "RenderedCheck",
+    "wants_request",
 ]
 
 #: Raises ``router.errors.AMIValidationError`` for an action the catalog refuses.
@@ -93,6 +95,9 @@ class LookupSpec:
     signature: inspect.Signature
     doc: str
     func: LookupFn | None = None
+    #: ``func`` declares a ``request`` parameter: evaluation passes the request
+    #: facts (:class:`router.request.RequestInfo`) by that name; rules cannot.
+    wants_request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,25 @@ class NotifyTarget:
     doc: str = ""
 
 
+#: The lookup parameter the rule engine fills with the request being decided.
+REQUEST_PARAM = "request"
+
+
+def wants_request(func: Callable[..., Any]) -> bool:
+    """Does ``func`` take the request facts (a parameter named ``request``)?
+
+    By name, as pluggy passes hook arguments: a lookup that needs the DID or
+    the call id declares ``request`` and gets them, for call rules, event
+    rules and ``explain`` alike.
+    """
+    try:
+        param = inspect.signature(func).parameters.get(REQUEST_PARAM)
+    except (TypeError, ValueError):  # a builtin without a signature takes no request
+        return False
+    return param is not None and param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                inspect.Parameter.KEYWORD_ONLY)
+
+
 def _signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
     sig = inspect.signature(func)
     if skip_first:
@@ -182,7 +206,11 @@ class Registry:
     def add_lookup(self, name: str, func: LookupFn | None = None, *,
                    signature: Callable[..., Any] | inspect.Signature | None = None,
                    doc: str | None = None) -> None:
-        """Registers an async lookup; ``signature`` may be a stub function."""
+        """Registers an async lookup; ``signature`` may be a stub function.
+
+        A ``request`` parameter is not the rule's to give: the rule engine
+        fills it with the request being decided (see :func:`wants_request`).
+        """
         if not _DOTTED.match(name):
             raise ValueError(f"lookup name {name!r} must be dotted identifiers")
         self._unique(name)
@@ -190,8 +218,11 @@ class Registry:
         if shape is None:
             raise ValueError(f"lookup {name!r} needs a function or a signature")
         sig = shape if isinstance(shape, inspect.Signature) else inspect.signature(shape)
+        sig = sig.replace(parameters=[p for p in sig.parameters.values()
+                                      if p.name != REQUEST_PARAM])
         text = doc or (None if isinstance(shape, inspect.Signature) else shape.__doc__)
-        self.lookups[name] = LookupSpec(name, sig, _first_line(text), func)
+        self.lookups[name] = LookupSpec(name, sig, _first_line(text), func,
+                                        func is not None and wants_request(func))
 
     def add_action(self, spec: ActionSpec) -> None:
         if spec.name in self.actions:

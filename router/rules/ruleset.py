@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from router.errors import RuleValidationError
+from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.evaluate import Outcome, evaluate_rules, may_ask
 from router.rules.lists import load_list
@@ -139,11 +140,11 @@ class RuleSet:
 
     async def evaluate(self, context: Context, *, deadline: float | None = None,
                        lookups: Mapping[str, LookupFn] | None = None,
-                       explain: bool = False) -> Outcome:
+                       explain: bool = False, request: RequestInfo | None = None) -> Outcome:
         """Evaluates one trigger firing; never raises for a rule's sake."""
         return await evaluate_rules(self.rules_for(context), context, self.registry,
                                     self.lists, deadline=deadline, lookups=lookups,
-                                    explain=explain)
+                                    explain=explain, request=request)
 
     def may_ask(self, context: Context, lookup: str) -> bool:
         """Could routing ``context`` ask ``lookup``? (:func:`~router.rules.evaluate.may_ask`)"""
@@ -257,6 +258,6 @@ class RuleBook:
 
     async def evaluate(self, context: Context, *, deadline: float | None = None,
                        lookups: Mapping[str, LookupFn] | None = None,
-                       explain: bool = False) -> Outcome:
+                       explain: bool = False, request: RequestInfo | None = None) -> Outcome:
         return await self.current.evaluate(context, deadline=deadline, lookups=lookups,
-                                           explain=explain)
+                                           explain=explain, request=request)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from router import ConfigError, hookspecs
+from router import ConfigError, EngineAPI, hookspecs
 from router.ami.message import Event
 from router.ami.stream import StreamGap
 from router.calls import Call
 from router.config import AsteriskSettings, Config, PluginSettings
-from router.hookspecs import hookimpl
+from router.hookspecs import RouteOutcome, hookimpl
 from router.plugins import Plugins
+from router.rules.decision import Action, Decision, Trace
 from router.rules.registry import ActionSpec, ParamSpec, Registry
 
 if TYPE_CHECKING:
@@ -76,10 +77,10 @@ class Recorder:
         registry.add_notify_target("recorder", "tests")
 
     @hookimpl
-    async def callrouter_startup(self, engine: Engine) -> None:
+    async def callrouter_startup(self, engine: EngineAPI) -> None:
         await asyncio.sleep(0)  # async hooks are awaited
-        self.startup_ami_logged_in = engine.ami.logged_in
-        engine.scheduler.add_job(lambda: None, "interval", seconds=3600, id="recorder-job")
+        self.startup_ami_logged_in = (await engine.ami.ping()).ok
+        engine.schedule("recorder-job", lambda: None, every=3600)
         (engine.state_dir / "recorder.txt").write_text("started", encoding="utf-8")
         self.calls.append(("startup", {"engine": engine}))
 
@@ -96,16 +97,18 @@ class Recorder:
         self.calls.append(("prefetch", {"call": call}))
 
     @hookimpl
-    def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+    def callrouter_decision(self, call: Call, decision: Decision | None, trace: Trace | None,
+                            outcome: RouteOutcome) -> None:
         self.calls.append(("decision", {"call": call, "decision": decision, "trace": trace,
                                         "outcome": outcome}))
 
     @hookimpl
-    async def callrouter_execute(self, action: Any, call: Call, engine: Engine) -> str | None:
+    async def callrouter_execute(self, action: Action, call: Call,
+                                 engine: EngineAPI) -> str | None:
         if action.kind != "record_tag":
             return None
         self.calls.append(("execute", {"action": action, "call": call}))
-        await engine.ami.setvar(channel=call.waiting_channel, variable="TAG",
+        await engine.ami.setvar(channel=call.waiting_channel or "", variable="TAG",
                                 value=action.params["label"])
         return "tagged"
 
@@ -124,7 +127,7 @@ class Recorder:
         self.calls.append(("call_end", {"call": call}))
 
     @hookimpl
-    async def callrouter_shutdown(self, engine: Engine) -> None:
+    async def callrouter_shutdown(self, engine: EngineAPI) -> None:
         # The AMI client is still logged in: a plugin may send a last action.
         await engine.ami.ping()
         self.calls.append(("shutdown", {"engine": engine}))
@@ -202,8 +205,10 @@ async def test_hook_callrouter_startup(engine_factory: EngineFactory, rules: Pat
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     [startup] = recorder.seen("startup")
-    assert startup["engine"] is engine
+    assert startup["engine"] is engine.api  # the plugin's view of the engine
     assert recorder.startup_ami_logged_in is True
+    # Logged in before the hook ran: its Ping is the first action after the Login.
+    assert [a.name for a in ajam_replay.actions][:2] == ["Login", "Ping"]
     assert engine.scheduler.get_job("recorder-job") is not None
     assert (engine.state_dir / "recorder.txt").read_text(encoding="utf-8") == "started"
 
@@ -340,7 +345,7 @@ async def test_hook_callrouter_shutdown(engine_factory: EngineFactory, rules: Pa
     engine = await routed_engine(engine_factory, rules, recorder)
     await engine.stop()
     [shutdown] = recorder.seen("shutdown")
-    assert shutdown["engine"] is engine
+    assert shutdown["engine"] is engine.api
     names = [a.name for a in ajam_replay.actions]
     assert names[-2:] == ["Ping", "Logoff"]  # the shutdown hook ran before the logoff
 

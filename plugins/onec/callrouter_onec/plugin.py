@@ -1,9 +1,8 @@
 """The ``onec`` entry point of the ``callrouter`` group: the hooks that wire 1C in.
 
-callrouter loads this module by its entry point (``onec``) and registers it
-with its plugin manager; the module-level hook functions below delegate to
-one :class:`OneCPlugin`, so the module is the plugin, as callrouter's
-built-ins are, while tests can register fresh :class:`OneCPlugin` instances.
+callrouter loads this module by its entry point (``onec``) and registers
+what :func:`make_plugin` returns: one :class:`OneCPlugin` per engine, so two
+engines in one process (tests) never share a client, cache or queue.
 
 What each hook does, in life-cycle order:
 
@@ -14,10 +13,10 @@ What each hook does, in life-cycle order:
 * ``callrouter_register`` adds the lookup ``onec.responsible(number)`` and
   the notify target ``onec``.
 * ``callrouter_startup`` opens the HTTP client, the cache and the history
-  queue (SQLite in the state directory), starts the history sender and adds
-  the scheduler jobs: a ping (health, session-pool warmth, and the signal
-  that ends a history backoff early) and the optional warm-up of frequent
-  callers.
+  queue (SQLite in the state directory), starts the history sender and
+  schedules its jobs (``engine.schedule``): a ping (health, session-pool
+  warmth, and the signal that ends a history backoff early) and the optional
+  warm-up of frequent callers.
 * ``callrouter_prefetch`` starts the 1C request when the call enters the
   inbound context, so the rule finds it in flight or done.
 * ``callrouter_call_start``, ``callrouter_event``, ``callrouter_decision``
@@ -44,8 +43,7 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -66,10 +64,22 @@ from callrouter_onec.history import (
     build_event,
 )
 from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
-from router import SettingsReader, current_request, hookimpl
+from router import SettingsReader, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from router import Call, Config, EngineAPI, Event, Registry
+    from router import (
+        Action,
+        Call,
+        Config,
+        Decision,
+        EngineAPI,
+        Event,
+        Registry,
+        RequestInfo,
+        RouteOutcome,
+        StreamGap,
+        Trace,
+    )
 
 __all__ = [
     "KEYS",
@@ -85,10 +95,10 @@ log = logging.getLogger("callrouter_onec")
 
 #: The plugin's name in rules (``onec.responsible``), router.toml and logs.
 NAME = "onec"
+#: The lookup this plugin registers.
+LOOKUP = f"{NAME}.responsible"
 #: The lookup's error while ``[plugins.onec]`` is absent.
 NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
-#: How many recent callers remember their DID and call id for the lookup.
-_RECENT_MAX = 1000
 #: Calls routed up to this long before a restart get their end reported after it
 #: (the engine's call tracker forgets a call after 4 hours too).
 _OPEN_CALLS_SINCE = 4 * 3600.0
@@ -358,18 +368,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _find_responsible(trace: Any) -> dict[str, Any] | None:
+def _responsible_answer(trace: Trace | None) -> Mapping[str, Any] | None:
     """The ``onec.responsible`` answer the rules saw: the matched rule's first."""
-    found: dict[str, Any] | None = None
-    for rule in getattr(trace, "rules", ()) or ():
-        for lookup in getattr(rule, "lookups", ()) or ():
-            value = getattr(lookup, "value", None)
-            call = str(getattr(lookup, "call", ""))
-            if call.startswith(f"{NAME}.responsible(") and isinstance(value, dict):
-                if getattr(rule, "status", None) == "matched":
-                    return value
-                found = found or value
-    return found
+    if trace is None:
+        return None
+    return next((value for value in trace.lookup_values(LOOKUP)
+                 if isinstance(value, Mapping)), None)
 
 
 def _str_or_none(value: object) -> str | None:
@@ -419,7 +423,6 @@ class OneCPlugin:
         #: Last ping: True (answered), False (failed), None (not pinged yet).
         self.healthy: bool | None = None
         self._engine: EngineAPI | None = None
-        self._recent: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
         #: Calls routed before a restart whose end 1C has not heard (call id ->
         #: event -> payload), until the engine sees them again or they are gone.
         self._open: dict[str, dict[str, dict[str, Any]]] = {}
@@ -442,29 +445,28 @@ class OneCPlugin:
     def callrouter_register(self, registry: Registry) -> None:
         """The lookup and the notify target exist whether or not 1C is configured,
         so rules that use them validate on every installation."""
-        registry.add_lookup(f"{NAME}.responsible", self.responsible)
+        registry.add_lookup(LOOKUP, self.responsible)
         registry.add_notify_target(NAME, "1C: call events (missed, ...) into 1C's call history")
 
     # -- the lookup ------------------------------------------------------------------------
 
-    async def responsible(self, number: str) -> dict[str, Any] | None:
+    async def responsible(self, number: str,
+                          request: RequestInfo | None = None) -> dict[str, Any] | None:
         """1C: the client and responsible manager for a number.
 
         Returns the contract's answer as nested dicts ({"found": ..., "client":
         {"name": ...}, "manager": {"name": ..., "extension": "101"}}), or None
         for an internal or unusable number. Raises LookupUnavailable (the rule
         takes its fallback) when 1C gives no answer and nothing is cached.
+        ``request`` is filled by callrouter (not the rule): the DID and call id
+        1C logs with the question.
         """
         cache = self.cache
         if cache is None:
             raise OneCUnavailable(NOT_CONFIGURED if self.config is None
                                   else "onec not started: the engine is not connected yet")
-        request = current_request()
-        if request is not None:
-            did, call_id = request.did or None, request.linkedid or None
-        else:  # explain, event rules: fall back to what prefetch saw
-            did, call_id = self._recent.get(normalize(str(number), cache.rules).number,
-                                            (None, None))
+        did = request.did or None if request is not None else None
+        call_id = request.linkedid or None if request is not None else None
         # The rule engine cancels this await at the call's deadline; the cache
         # shields the shared request, so the answer still lands in the cache.
         answer = await cache.lookup(str(number), did=did, call_id=call_id)
@@ -486,7 +488,7 @@ class OneCPlugin:
             self.client, positive_ttl=config.positive_ttl, negative_ttl=config.negative_ttl,
             stale_ttl=config.stale_ttl, failure_threshold=config.failure_threshold,
             open_seconds=config.open_seconds, rules=config.rules)
-        if getattr(engine, "shadow", False) is True:
+        if engine.shadow:
             # Shadow mode: nothing happens to calls, so 1C hears nothing; the
             # history file (perhaps a live instance's) is not even opened.
             log.info("onec: shadow mode: no call history is sent to 1C")
@@ -510,23 +512,14 @@ class OneCPlugin:
                 log.info("onec: %d calls routed before the restart have no end in 1C yet; "
                          "following them", len(self._open))
                 await self.settle_open()
-                engine.scheduler.add_job(self.settle_open, "interval",
-                                         seconds=_OPEN_CALLS_INTERVAL, id="onec:open-calls",
-                                         replace_existing=True, coalesce=True, max_instances=1)
-        scheduler = engine.scheduler
+                engine.schedule("onec:open-calls", self.settle_open,
+                                every=_OPEN_CALLS_INTERVAL)
         if config.ping_interval:
-            scheduler.add_job(self.ping, "interval", seconds=config.ping_interval,
-                              id="onec:ping", replace_existing=True, coalesce=True,
-                              max_instances=1)
+            engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:
-            from router import cron_trigger, rules_timezone
-
-            # Classic cron in the rules' zone ([plugins.timefuncs] timezone),
-            # through the one function callrouter's schedule: rules use.
-            trigger = cron_trigger(config.warmup, rules_timezone(engine.config))
-            scheduler.add_job(self.warm_up, trigger,
-                              id="onec:warmup", replace_existing=True, coalesce=True,
-                              max_instances=1)
+            # Classic cron in the rules' zone ([plugins.timefuncs] timezone):
+            # the engine schedules it as it does schedule: rules.
+            engine.schedule("onec:warmup", self.warm_up, cron=config.warmup)
         # The first ping warms 1C's session pool; startup must not wait for it.
         self._spawn(self.ping())
         log.info("onec: asking %s as %s", config.client.base_url, config.client.username)
@@ -630,28 +623,15 @@ class OneCPlugin:
         if cache is None or not call.caller_number:
             return
         engine = self._engine
-        may_ask = getattr(engine, "may_ask", None)
-        if may_ask is not None:
+        if engine is not None:
             try:
-                if not may_ask(call, f"{NAME}.responsible"):
+                if not engine.may_ask(call, LOOKUP):
                     return  # e.g. a blacklisted caller: 1C is not asked about them
             except Exception:  # a prefetch is an optimisation: when in doubt, ask
                 log.exception("onec: could not tell whether the rules ask 1C about call %s",
                               call.linkedid)
         did = call.did or next((c.exten for c in call.channels.values() if c.exten), None)
-        self._remember(call.caller_number, did, call.linkedid)
         cache.prefetch(call.caller_number, did=did or None, call_id=call.linkedid)
-
-    def _remember(self, number: str, did: str | None, call_id: str) -> None:
-        if self.cache is None:
-            return
-        key = normalize(number, self.cache.rules).number
-        if not key:
-            return
-        self._recent[key] = (did or None, call_id)
-        self._recent.move_to_end(key)
-        while len(self._recent) > _RECENT_MAX:
-            self._recent.popitem(last=False)
 
     # -- call history ----------------------------------------------------------------------
 
@@ -686,7 +666,7 @@ class OneCPlugin:
         track.submitted.update(known)
 
     @hookimpl
-    def callrouter_stream_gap(self, gap: Any) -> None:
+    def callrouter_stream_gap(self, gap: StreamGap) -> None:
         """Calls that ended during the gap are the engine's; those from before a restart ours."""
         if self._open:
             self._spawn(self.settle_open())
@@ -704,11 +684,8 @@ class OneCPlugin:
         engine, sender = self._engine, self.sender
         if not self._open or engine is None or sender is None:
             return 0
-        ami = getattr(engine, "ami", None)
-        if ami is None:
-            return 0
         try:
-            listing = await ami.send("CoreShowChannels", {}, validate=False)
+            listing = await engine.ami.send("CoreShowChannels", {}, validate=False)
         except Exception as exc:
             log.warning("onec: could not list channels to finish calls from before the "
                         "restart (tried again later): %s", exc)
@@ -716,7 +693,7 @@ class OneCPlugin:
         live = {item.get("Linkedid") or "" for item in listing.items}
         finished = 0
         for call_id, known in list(self._open.items()):
-            call = engine.tracker.get(call_id)
+            call = engine.calls.get(call_id)
             if call is not None:
                 self._open.pop(call_id, None)
                 self._resume(self._track(call), known)
@@ -778,7 +755,7 @@ class OneCPlugin:
         for key, value in event.fields:
             if not key.endswith("Linkedid") or not value:
                 continue
-            call = self._engine.tracker.get(value)
+            call = self._engine.calls.get(value)
             if call is None:
                 continue
             track = self._track(call)
@@ -786,7 +763,8 @@ class OneCPlugin:
                 self._submit("transferred", call, track, extension=target)
 
     @hookimpl
-    def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+    def callrouter_decision(self, call: Call, decision: Decision | None, trace: Trace | None,
+                            outcome: RouteOutcome) -> None:
         """Tell 1C what the decision made happen, and nothing else.
 
         ``executed`` with a redirect: the call rings where it was sent
@@ -802,14 +780,12 @@ class OneCPlugin:
         track = self._track(call)
         if track.mode:
             return  # the call's first decision said what happened to it
-        if call.caller_number:
-            self._remember(call.caller_number, call.did, call.linkedid)
-        actions = (getattr(decision, "actions", ()) or ()) if outcome == "executed" else ()
-        kinds = [getattr(action, "kind", None) for action in actions]
+        actions = decision.actions if outcome == "executed" and decision is not None else ()
+        kinds = [action.kind for action in actions]
         if outcome == "shadow" or "hangup" in kinds:
             track.mode = "silent"
             return
-        answer = _find_responsible(trace)
+        answer = _responsible_answer(trace)
         manager_id, track.client_id = _ids(answer)
         if "redirect" not in kinds:
             track.mode = "final"
@@ -825,16 +801,15 @@ class OneCPlugin:
         if call.ended is not None:  # the caller hung up before the decision (caller-gone)
             self._end(call, track)
 
-    def _extension(self, actions: Any) -> str | None:
+    def _extension(self, actions: Sequence[Action]) -> str | None:
         """The extension the call rang: the last redirect's, if into the dial context."""
         context = self.config.dial_context if self.config else "callrouter-dial"
         found: str | None = None
         for action in actions:
-            if getattr(action, "kind", None) != "redirect":
+            if action.kind != "redirect":
                 continue
-            params = getattr(action, "params", {}) or {}
-            exten = str(params.get("exten", ""))
-            found = exten if params.get("context") == context and exten else None
+            exten = action.params.get("exten", "")
+            found = exten if action.params.get("context") == context and exten else None
         return found
 
     @hookimpl

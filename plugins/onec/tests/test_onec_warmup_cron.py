@@ -11,8 +11,8 @@ import pytest
 
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.plugin import OneCPlugin
+from router import ConfigError, cron_trigger, rules_timezone
 from router.config import load_config
-from router.errors import ConfigError
 from tests.test_onec_plugin import FakeEngine, onec_table
 
 TUESDAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -33,7 +33,11 @@ async def test_warmup_fires_on_sunday_in_the_rules_zone(double: OneCDouble, tmp_
     engine = FakeEngine(tmp_path / "state", config)
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
-        _, trigger, _ = engine.scheduler.jobs["onec:warmup"]
+        _, every, cron = engine.jobs["onec:warmup"]
+        assert every is None
+        assert cron is not None
+        # What the engine's schedule() does with a crontab line (router.hookspecs.EngineAPI).
+        trigger = cron_trigger(cron, rules_timezone(config))
         # Sunday 08:00 in Vladivostok (UTC+10) is Saturday 22:00 UTC.
         assert trigger.get_next_fire_time(None, TUESDAY).astimezone(UTC) == datetime(
             2026, 12, 5, 22, 0, tzinfo=UTC)
