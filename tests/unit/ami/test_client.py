@@ -151,7 +151,8 @@ async def test_missing_write_class_is_a_privilege_error_without_relogin(
     sent = [r["Action"] for r in pbx.requests]
     assert sent == ["Login", "Originate", "Ping", "Originate", "Ping", "Originate", "Ping",
                     "Logoff"]
-    warned = [r.getMessage() for r in caplog.records if "Permission denied: the manager" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records
+              if "Permission denied: the manager" in r.getMessage()]
     assert warned == [str(caught.value)]  # logged once, not once per call
 
 
