@@ -96,10 +96,6 @@ class Headers:
                 return v
         return default
 
-    def get_list(self, name: str) -> list[str]:
-        key = name.lower()
-        return [v for k, v in self._items if k == key]
-
 
 @dataclass(slots=True)
 class HTTPResponse:

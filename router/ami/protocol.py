@@ -24,7 +24,7 @@ What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -506,6 +506,3 @@ class ListCollector:
             raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_items} items")
         pending[1].append(msg)
         return None
-
-    def iter_pending(self) -> Iterator[str]:
-        yield from self._pending

@@ -154,11 +154,6 @@ class EventStream:
         finally:
             self._running = False
 
-    async def run(self) -> None:
-        """Consume the stream only for its handlers (``on``/``add_handler``)."""
-        async for _ in self:
-            pass
-
     async def _dispatch(self, event: Event) -> None:
         name = event.name.lower()
         for pattern, handler in self._handlers:
