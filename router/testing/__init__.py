@@ -40,15 +40,35 @@ A typical test::
         assert ajam_replay.count("Redirect") == 1
         assert engine.records[-1].outcome == "executed"
 
+For a hook's unit test, :mod:`~router.testing.builders` makes its arguments
+without ``router`` internals: ``make_call()``, ``make_decision(("redirect",
+{...}))``, ``make_trace(lookups={"onec.responsible": answer})``,
+``make_event("Hangup", ...)``, a :class:`CallTimeline` to play a call's
+events, ``config_from_toml(tmp_path, text)``, and :class:`StubEngine`, an
+``EngineAPI`` that records the jobs a plugin schedules.
+
 The package: :mod:`~router.testing.replay` (the fake),
-:mod:`~router.testing.engines`, :mod:`~router.testing.asterisk` (the shipped
-dialplan), :mod:`~router.testing.fixtures` (the only module importing pytest).
+:mod:`~router.testing.engines`, :mod:`~router.testing.builders`,
+:mod:`~router.testing.asterisk` (the shipped dialplan),
+:mod:`~router.testing.fixtures` (the only module importing pytest).
 Import from ``router.testing`` itself: the submodules may move.
 """
 
 from __future__ import annotations
 
+from router.ami.http import StaleConnectionError
 from router.testing.asterisk import SHIPPED_DIALPLAN, sandbox_required, shipped_dialplan
+from router.testing.builders import (
+    CallTimeline,
+    ScheduledRun,
+    StubEngine,
+    config_from_toml,
+    make_call,
+    make_config,
+    make_decision,
+    make_event,
+    make_trace,
+)
 from router.testing.engines import EngineFactory, Engines
 from router.testing.replay import ActionHandler, FakeChannel, ReplayAsterisk, Reply, SentAction
 
@@ -58,12 +78,22 @@ pytest_plugins = ["router.testing.fixtures"]
 __all__ = [
     "SHIPPED_DIALPLAN",
     "ActionHandler",
+    "CallTimeline",
     "EngineFactory",
     "Engines",
     "FakeChannel",
     "ReplayAsterisk",
     "Reply",
+    "ScheduledRun",
     "SentAction",
+    "StaleConnectionError",
+    "StubEngine",
+    "config_from_toml",
+    "make_call",
+    "make_config",
+    "make_decision",
+    "make_event",
+    "make_trace",
     "sandbox_required",
     "shipped_dialplan",
 ]

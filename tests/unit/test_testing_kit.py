@@ -8,6 +8,9 @@ directly against the AJAM client, with Asterisk's own answers as the reference
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,6 +194,167 @@ def test_queue_event_requires_a_name(ajam_replay: ReplayAsterisk) -> None:
     assert event.name == "Hangup"
     assert event["SystemName"] == "callrouter-replay"
     assert ajam_replay.pending == 1
+
+
+# --------------------------------------------------------------------------- the seam
+
+
+def test_the_kit_imports_without_pytest() -> None:
+    """A demo or a benchmark imports the fake and the engines; pytest stays out."""
+    code = ("import sys, router.testing\n"
+            "from router.testing import Engines, ReplayAsterisk, make_call\n"
+            "print(sorted(m for m in ('pytest', '_pytest', 'pytest_asyncio') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"
+
+
+async def test_the_fake_is_the_clients_transport(ajam_replay: ReplayAsterisk) -> None:
+    """No httpx in between: the client's own retry loop meets the fake's stale connection."""
+    from router.errors import AMIConnectionError
+    from router.testing import StaleConnectionError
+
+    broken: set[str] = set()
+
+    def stale_once(sent: object) -> None:
+        name = getattr(sent, "name", "")
+        if name not in broken:
+            broken.add(name)
+            raise StaleConnectionError("server closed the idle connection")
+
+    async with ajam_replay.client() as client:
+        assert client.transport is ajam_replay
+        ajam_replay.on("Ping", stale_once)
+        ajam_replay.on("Redirect", stale_once)
+        assert (await client.ping()).ok  # idempotent: sent again on a fresh connection
+        with pytest.raises(AMIConnectionError, match=r"Redirect: connection to .* broke"):
+            await client.send("Redirect", {"Channel": "x", "Context": "c", "Exten": "1",
+                                           "Priority": "1"}, validate=False)
+    assert ajam_replay.count("Ping") == 2
+    assert ajam_replay.count("Redirect") == 1  # never twice
+
+
+async def test_the_fake_answers_within_the_clients_timeout(ajam_replay: ReplayAsterisk) -> None:
+    from router.errors import AMITimeoutError
+
+    async def slow(sent: object) -> None:
+        await asyncio.sleep(5)
+
+    ajam_replay.on("Ping", slow)
+    async with ajam_replay.client(request_timeout=0.05) as client:
+        with pytest.raises(AMITimeoutError, match="Ping: no answer"):
+            await client.ping()
+
+
+async def test_engines_outside_pytest(tmp_path: Path) -> None:
+    from router.testing import Engines, ReplayAsterisk
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('version: 1\nrules:\n  - name: everyone\n    on: call\n    do:\n'
+                     '      - redirect: {context: callrouter-dial, exten: "101"}\n',
+                     encoding="utf-8")
+    replay = ReplayAsterisk()
+    engines = Engines(replay, tmp_path / "state")
+    engine = await engines(rules)
+    try:
+        replay.inbound_call(caller="79161234567", did="74950000001")
+        await replay.settle(engine)
+        assert [r["Exten"] for r in replay.sent("Redirect")] == ["101"]
+    finally:
+        await engines.close()
+    assert not replay.logged_in
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def test_make_call_is_the_trackers_call_waiting_for_its_route() -> None:
+    from router.testing import CallTimeline, make_call, make_event
+
+    call = make_call(caller="8 (916) 123-45-67", did="74951234567", linkedid="1.1")
+    assert (call.linkedid, call.did, call.routed) == ("1.1", "74951234567", True)
+    assert call.caller_number == "8 (916) 123-45-67"
+    assert call.waiting_channel == "Local/74951234567@callrouter-inbound-1.1;2"
+    timeline = CallTimeline()
+    live = timeline.inbound_call(linkedid="2.1")
+    assert timeline.get("2.1") is live
+    assert timeline.by_channel(live.waiting_channel or "") is live
+    ended = timeline.feed(make_event("Hangup", Channel=live.waiting_channel or "",
+                                     Linkedid="2.1", Cause="16"))
+    assert ended is live
+    assert live.ended is not None
+    assert list(timeline) == []
+
+
+def test_make_decision_and_trace_are_what_hooks_receive() -> None:
+    from router import Action, Decision, Trace
+    from router.testing import make_decision, make_trace
+
+    decision = make_decision(("redirect", {"context": "callrouter-dial", "exten": "101"}),
+                             rule="owner")
+    assert isinstance(decision, Decision)
+    assert decision.rules == ("owner",)
+    assert decision.actions == (Action.make("redirect", {"context": "callrouter-dial",
+                                                         "exten": "101"}, "owner"),)
+    assert make_decision() == Decision()
+    answer = {"found": True, "manager": {"extension": "101"}}
+    trace = make_trace(lookups={"onec.responsible": answer}, rule="owner")
+    assert isinstance(trace, Trace)
+    assert trace.lookup_values("onec.responsible") == [answer]
+    assert trace.lookup_values("other.lookup") == []
+    assert trace.context.caller is not None
+    assert trace.context.caller.number == "79161234567"
+
+
+async def test_stub_engine_is_an_engine_api(tmp_path: Path) -> None:
+    from router import EngineAPI
+    from router.testing import StubEngine, make_call
+
+    stub = StubEngine(tmp_path)
+    engine: EngineAPI = stub  # what a hook receives (mypy checks the shape)
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append("ran")
+
+    engine.schedule("vip:reload", job, every=60)
+    with pytest.raises(ValueError, match="one of them"):
+        engine.schedule("vip:both", job, every=1, cron="* * * * *")
+    assert stub.jobs["vip:reload"].every == 60
+    await stub.jobs["vip:reload"].run()
+    assert ran == ["ran"]
+    assert engine.may_ask(make_call(), "onec.responsible") is True
+    assert (await engine.ami.ping()).ok
+    assert stub.replay.count("Ping") == 1
+    await stub.aclose()
+    assert engine.state_dir == tmp_path
+    assert not engine.shadow
+
+
+def test_config_from_toml_names_the_file(tmp_path: Path) -> None:
+    from router import ConfigError
+    from router.testing import config_from_toml, make_config
+
+    config = config_from_toml(tmp_path, '[plugins.vip]\nnumbers = ["1"]\n')
+    assert config.plugins.for_plugin("vip")["numbers"] == ["1"]
+    with pytest.raises(ConfigError, match=r"router\.toml.*\[router\] colour"):
+        config_from_toml(tmp_path, "[router]\ncolour = 1\n")
+    assert make_config({"vip": {"numbers": []}}).plugins.for_plugin("vip") == {"numbers": []}
+
+
+def test_every_builder_is_documented_and_every_documented_one_exists() -> None:
+    import re
+
+    import router.testing
+    from router.testing import builders
+
+    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = text[text.index("## Testing with `router.testing`"):text.index("## Packaging")]
+    documented = set(re.findall(r"^\| `(\w+)\(", section, flags=re.MULTILINE))
+    documented |= set(re.findall(r"`(config_from_toml)\(", section))
+    public = set(builders.__all__) - {"ScheduledRun"}  # reached as stub.jobs[...]
+    assert documented == public
+    assert public <= set(router.testing.__all__)
 
 
 # --------------------------------------------------------------------------- as a plugin

@@ -1,0 +1,205 @@
+"""Builders for what hooks receive: calls, decisions, traces, an engine stand-in.
+
+A plugin's unit test builds its hook arguments here instead of reaching into
+``router.calls`` or ``router.rules``: those are internals that change with
+every refactor; these builders keep their signatures. Calls are made by
+feeding AMI events to the engine's own call tracker, so the timeline a hook
+reads is the one the engine would give it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.ami.client import AJAMClient
+from router.ami.facade import AMI
+from router.ami.message import Event
+from router.calls import Call, CallTracker
+from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings, load_config
+from router.rules.context import Caller, Context
+from router.rules.decision import Action, Decision, LookupTrace, RuleStatus, RuleTrace, Trace
+from router.testing.replay import ReplayAsterisk
+
+if TYPE_CHECKING:
+    from router.hookspecs import ScheduledJob
+
+__all__ = [
+    "CallTimeline",
+    "ScheduledRun",
+    "StubEngine",
+    "config_from_toml",
+    "make_call",
+    "make_config",
+    "make_decision",
+    "make_event",
+    "make_trace",
+]
+
+CALLER = "79161234567"
+DID = "74951234567"
+
+
+def make_event(name: str, /, **fields: str) -> Event:
+    """An AMI event: ``make_event("Hangup", Channel="PJSIP/1-01", Cause="16")``."""
+    return Event((("Event", name), *fields.items()))
+
+
+class CallTimeline:
+    """Live calls built as the engine builds them: events fed to its call tracker.
+
+    Also what :class:`StubEngine` offers as ``engine.calls`` (read with
+    ``get``, ``by_channel``, iteration).
+    """
+
+    def __init__(self) -> None:
+        self._tracker = CallTracker()
+
+    def feed(self, event: Event) -> Call | None:
+        """Fold one event in; the call the engine would pass to ``callrouter_event``
+        with it, or None (an event of no call, or one the engine passes without)."""
+        return self._tracker.feed(event)
+
+    def inbound_call(self, *, linkedid: str = "1714557600.42", caller: str = CALLER,
+                     did: str = DID, routed: bool = True) -> Call:
+        """A call as the engine holds it after its routing request: the caller's
+        channel waiting in ``callrouter-inbound`` (``call.waiting_channel``)."""
+        channel = f"Local/{did}@callrouter-inbound-{linkedid};2"
+        call = self.feed(make_event(
+            "Newchannel", Channel=channel, Uniqueid=linkedid, Linkedid=linkedid,
+            CallerIDNum=caller, ChannelStateDesc="Ring", Context="callrouter-inbound",
+            Exten=did, Priority="1"))
+        if call is None:  # pragma: no cover - the tracker always starts a call here
+            raise AssertionError("the call tracker did not start a call")
+        call.did = did
+        call.routed = routed
+        call.waiting_channel = channel
+        return call
+
+    def get(self, linkedid: str) -> Call | None:
+        return self._tracker.get(linkedid)
+
+    def by_channel(self, channel: str) -> Call | None:
+        return self._tracker.by_channel(channel)
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(self._tracker)
+
+    def __len__(self) -> int:
+        return len(self._tracker)
+
+
+def make_call(*, linkedid: str = "1714557600.42", caller: str = CALLER, did: str = DID,
+              routed: bool = True) -> Call:
+    """One routed call on a fresh :class:`CallTimeline` (its own tracker)."""
+    return CallTimeline().inbound_call(linkedid=linkedid, caller=caller, did=did,
+                                       routed=routed)
+
+
+def make_decision(*actions: tuple[str, Mapping[str, str]] | Action,
+                  rule: str = "rule") -> Decision:
+    """What rule ``rule`` decided: ``make_decision(("redirect", {"exten": "101"}))``.
+
+    No actions: every rule fell through (``Decision()``).
+    """
+    built = tuple(a if isinstance(a, Action) else Action.make(a[0], a[1], rule)
+                  for a in actions)
+    return Decision((rule,) if built else (), built)
+
+
+def make_trace(*, caller: str = CALLER, did: str = DID,
+               lookups: Mapping[str, object] | Iterable[tuple[str, object]] = (),
+               rule: str = "rule", location: str = "rules.yaml:1",
+               status: RuleStatus = "matched") -> Trace:
+    """The trace of a call's evaluation in which ``rule`` asked ``lookups``.
+
+    ``lookups`` maps a registered lookup name to its answer
+    (``{"onec.responsible": {...}}``), as ``Trace.lookup_values`` returns them.
+    """
+    trace = Trace(Context.for_call(Caller(caller), did))
+    entry = RuleTrace(rule, location, status)
+    pairs = lookups.items() if isinstance(lookups, Mapping) else lookups
+    for name, answer in pairs:
+        entry.lookups.append(LookupTrace(name.rpartition(".")[2], f"{name}({caller!r})",
+                                         answer, lookup=name))
+    trace.rules.append(entry)
+    return trace
+
+
+def make_config(settings: Mapping[str, Mapping[str, object]] | None = None, *,
+                state_dir: Path | None = None) -> Config:
+    """A ``router.toml`` with plugin tables ``settings`` (``{"vip": {...}}``)."""
+    router = RouterSettings(state_dir=state_dir) if state_dir is not None else RouterSettings()
+    return Config(asterisk=AsteriskSettings(url="http://asterisk.test:8088/asterisk",
+                                            username="router", secret="secret"),
+                  router=router, plugins=PluginSettings(settings=settings or {}))
+
+
+def config_from_toml(directory: Path, text: str, *,
+                     environ: Mapping[str, str] | None = None) -> Config:
+    """``text`` written to ``directory/router.toml`` and read as ``callrouter run``
+    reads it: errors name that file and the key, relative paths resolve there.
+    ``[asterisk]`` is filled in when ``text`` has none."""
+    if "[asterisk]" not in text:
+        text = ('[asterisk]\nurl = "http://asterisk.test:8088/asterisk"\n'
+                'username = "router"\nsecret = "secret"\n' + text)
+    path = directory / "router.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, environ=dict(environ or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """A job a plugin scheduled on a :class:`StubEngine`; run it with :meth:`run`."""
+
+    job: ScheduledJob
+    every: float | None
+    cron: str | None
+
+    async def run(self) -> object:
+        result = self.job()
+        return await result if inspect.isawaitable(result) else result
+
+
+@dataclass
+class StubEngine:
+    """The smallest :class:`~router.hookspecs.EngineAPI` for a plugin's unit tests.
+
+    Jobs are recorded in :attr:`jobs`, not run: the test runs them
+    (``await engine.jobs["vip:reload"].run()``). ``asks`` answers ``may_ask``.
+    ``ami`` talks to :attr:`replay`, a :class:`ReplayAsterisk` (logging in on
+    first use), through the client code the engine uses.
+    """
+
+    state_dir: Path
+    config: Config = field(default_factory=make_config)
+    calls: CallTimeline = field(default_factory=CallTimeline)
+    shadow: bool = False
+    asks: bool = True
+    replay: ReplayAsterisk = field(default_factory=ReplayAsterisk)
+    jobs: dict[str, ScheduledRun] = field(default_factory=dict)
+    _client: AJAMClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def ami(self) -> AMI:
+        if self._client is None:
+            self._client = self.replay.client()
+        return AMI(self._client)
+
+    async def aclose(self) -> None:
+        """Log the stub's AMI session off the fake, if one was opened."""
+        if self._client is not None:
+            await self._client.aclose()
+
+    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
+                 cron: str | None = None) -> None:
+        """Record the job; the same checks as the engine's (one of every/cron)."""
+        if (every is None) == (cron is None):
+            raise ValueError(f"job {name!r}: give every= or cron=, one of them")
+        self.jobs[name] = ScheduledRun(job, every, cron)
+
+    def may_ask(self, call: Call, lookup: str) -> bool:
+        return self.asks
