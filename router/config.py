@@ -109,30 +109,6 @@ class AsteriskSettings:
     #: Largest AJAM response body accepted, whatever its HTTP framing.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
-    @property
-    def scheme(self) -> str:
-        return urllib.parse.urlsplit(self.url).scheme
-
-    @property
-    def host(self) -> str:
-        return urllib.parse.urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urllib.parse.urlsplit(self.url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def prefix(self) -> str:
-        """The http.conf ``prefix`` as a path: ``/asterisk``, or ``""`` for none."""
-        return urllib.parse.urlsplit(self.url).path
-
-    @property
-    def endpoint(self) -> str:
-        """The URL actions are sent to: ``/rawman`` or ``/mxml``, ``/a...`` for digest."""
-        name = ("a" if self.auth == "digest" else "") + self.format
-        return f"{self.url}/{name}"
-
 
 @dataclass(frozen=True, slots=True)
 class RouterSettings:

@@ -302,6 +302,11 @@ class AJAMClient(AMIActions[ActionResult]):
         return self._logged_in
 
     @property
+    def endpoint(self) -> str:
+        """The URL actions go to: the url plus ``/rawman`` or ``/mxml`` (``/a...`` for Digest)."""
+        return self._endpoint
+
+    @property
     def transport(self) -> Transport:
         """What carries the requests (the native pool unless Digest, httpx or a test's)."""
         return self._transport

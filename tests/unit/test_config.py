@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from router.config import Config, load_config
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.http import ConnectionPool
+from router.config import AsteriskSettings, Config, load_config
 from router.errors import ConfigError
 
 MINIMAL = """
@@ -41,17 +44,28 @@ def error_of(tmp_path: Path, text: str, *, env: dict[str, str] | None = None,
 # -- the happy path ------------------------------------------------------------
 
 
-def test_minimal_file_gives_defaults(tmp_path: Path) -> None:
+async def reached(settings: AsteriskSettings) -> tuple[str, str, int]:
+    """The endpoint, host and port of the client built from ``[asterisk]``: the one
+    place that turns the url into where requests go (native HTTP, cookie auth)."""
+    client = AJAMClient(ClientSettings.from_config(settings))
+    try:
+        pool = client.transport
+        assert isinstance(pool, ConnectionPool)
+        return client.endpoint, pool.host, pool.port
+    finally:
+        await client.aclose()
+
+
+async def test_minimal_file_gives_defaults(tmp_path: Path) -> None:
     cfg = load(tmp_path, MINIMAL)
     ast = cfg.asterisk
     assert ast.url == "http://127.0.0.1:8088/asterisk"
-    assert (ast.scheme, ast.host, ast.port, ast.prefix) == ("http", "127.0.0.1", 8088, "/asterisk")
+    assert await reached(ast) == ("http://127.0.0.1:8088/asterisk/rawman", "127.0.0.1", 8088)
     assert ast.username == "router"
     assert ast.secret == "s3cret"
     assert ast.secret_source.endswith("router.toml")
     assert (ast.auth, ast.format, ast.verify) == ("cookie", "rawman", True)
     assert (ast.connect_timeout, ast.request_timeout, ast.waitevent_timeout) == (5.0, 10.0, 20.0)
-    assert ast.endpoint == "http://127.0.0.1:8088/asterisk/rawman"
     assert cfg.router.rules == (tmp_path / "rules",)
     assert cfg.router.state_dir == tmp_path / "state"
     assert cfg.router.log_format == "text"
@@ -74,7 +88,7 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         cfg.plugins.settings["x"] = {}  # type: ignore[index]
 
 
-def test_full_file(tmp_path: Path) -> None:
+async def test_full_file(tmp_path: Path) -> None:
     ca = write(tmp_path, "CA", "ca.pem")
     write(tmp_path, "CERT", "client.pem")
     write(tmp_path, "KEY", "client.key")
@@ -110,8 +124,12 @@ ttl = 60
 """, env={"PBX_SECRET": "from-env"})
     ast = cfg.asterisk
     assert ast.url == "https://pbx.example:8089"
-    assert (ast.port, ast.prefix) == (8089, "")
-    assert ast.endpoint == "https://pbx.example:8089/amxml"
+    assert (ast.auth, ast.format) == ("digest", "mxml")
+    # Digest runs over httpx; the CA and certificate above are not real ones.
+    client = AJAMClient(ClientSettings.from_config(
+        dataclasses.replace(ast, verify=False, client_cert=None, client_key=None)))
+    assert client.endpoint == "https://pbx.example:8089/amxml"
+    await client.aclose()
     assert (ast.secret, ast.secret_source) == ("from-env", "env:PBX_SECRET")
     assert ast.verify == ca
     assert ast.client_cert == tmp_path / "client.pem"
@@ -130,9 +148,9 @@ ttl = 60
     assert cfg.plugins.for_plugin("missing") == {}
 
 
-def test_https_default_port(tmp_path: Path) -> None:
+async def test_https_default_port(tmp_path: Path) -> None:
     cfg = load(tmp_path, MINIMAL.replace("http://127.0.0.1:8088", "https://pbx"))
-    assert cfg.asterisk.port == 443
+    assert await reached(cfg.asterisk) == ("https://pbx/asterisk/rawman", "pbx", 443)
 
 
 def test_verify_false(tmp_path: Path) -> None:
