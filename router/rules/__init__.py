@@ -2,11 +2,11 @@
 
 Typical use by the engine::
 
-    registry = default_registry()            # later: filled by plugin hooks
+    registry, problems = plugins.build_registry()   # every plugin's names, built-ins too
     book = RuleBook(["rules/"], registry)
     loaded = book.reload()                   # loaded.errors: list of located errors
     outcome = await book.evaluate(
-        Context.for_call(caller, did), deadline=time.monotonic() + 5)
+        call_context(registry, caller, did), deadline=time.monotonic() + 5)
     outcome.decision.actions                 # tuple[Action(kind, params)]
     outcome.trace.to_dict()                  # for the log
 

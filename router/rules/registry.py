@@ -1,10 +1,9 @@
 """What plugins contribute to the rule language: functions, lookups, actions.
 
 Rules are checked against this registry when they are loaded, so it is the
-single place that says which names exist. Built-ins fill it through the same
-calls a plugin will use (``router.builtin`` modules each have a
-``register(registry)``), so the plugin system can later call them from pluggy
-hooks without the rules package knowing about pluggy.
+single place that says which names exist. Every plugin fills it from its
+``callrouter_register`` hook, the built-ins (``router.builtin``) through the
+same calls as any other, so the rules package never knows about pluggy.
 """
 
 from __future__ import annotations
