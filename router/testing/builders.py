@@ -20,6 +20,7 @@ from router.ami.facade import AMI
 from router.ami.message import Event
 from router.calls import Call, CallTracker
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings, load_config
+from router.plugins import DEFAULT_PLUGINS, Plugins
 from router.rules.context import Caller, Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleStatus, RuleTrace, Trace
 from router.testing.replay import ReplayAsterisk
@@ -32,6 +33,7 @@ __all__ = [
     "ScheduledRun",
     "StubEngine",
     "config_from_toml",
+    "load_plugins",
     "make_call",
     "make_config",
     "make_decision",
@@ -151,6 +153,18 @@ def config_from_toml(directory: Path, text: str, *,
     return load_config(path, environ=dict(environ or {}))
 
 
+def load_plugins(*extra: object, defaults: Iterable[str] = DEFAULT_PLUGINS,
+                 entry_points: bool = False, disabled: Iterable[str] = ()) -> Plugins:
+    """The plugin manager as the engine loads it: ``extra`` plugin objects, the
+    built-ins (``defaults``), installed plugins only with ``entry_points=True``.
+
+    ``await plugins.configure(config)`` runs ``callrouter_configure`` (settings
+    errors raise), ``plugins.register_into(registry)`` the registration.
+    """
+    return Plugins.load(defaults=defaults, entry_points=entry_points, extra=extra,
+                        disabled=disabled)
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduledRun:
     """A job a plugin scheduled on a :class:`StubEngine`; run it with :meth:`run`."""
@@ -171,7 +185,8 @@ class StubEngine:
     Jobs are recorded in :attr:`jobs`, not run: the test runs them
     (``await engine.jobs["vip:reload"].run()``). ``asks`` answers ``may_ask``.
     ``ami`` talks to :attr:`replay`, a :class:`ReplayAsterisk` (logging in on
-    first use), through the client code the engine uses.
+    first use), through the client code the engine uses; assign ``stub.ami``
+    to put a double of your own there instead.
     """
 
     state_dir: Path
@@ -182,12 +197,18 @@ class StubEngine:
     replay: ReplayAsterisk = field(default_factory=ReplayAsterisk)
     jobs: dict[str, ScheduledRun] = field(default_factory=dict)
     _client: AJAMClient | None = field(default=None, init=False, repr=False)
+    _ami: AMI | None = field(default=None, init=False, repr=False)
 
     @property
     def ami(self) -> AMI:
-        if self._client is None:
+        if self._ami is None:
             self._client = self.replay.client()
-        return AMI(self._client)
+            self._ami = AMI(self._client)
+        return self._ami
+
+    @ami.setter
+    def ami(self, value: AMI) -> None:
+        self._ami = value
 
     async def aclose(self) -> None:
         """Log the stub's AMI session off the fake, if one was opened."""

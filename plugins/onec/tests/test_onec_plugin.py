@@ -1,10 +1,11 @@
 """The hook implementations: settings, the lookup, notify and call history.
 
 The 1C side is the real double on loopback; the engine side is the smallest
-stand-in for the plugin's ``EngineAPI`` (jobs recorded, not run; a state
-directory; live calls), and calls are built by feeding synthetic AMI events to
-callrouter's own :class:`~router.calls.CallTracker`, so the timeline the hooks
-read is the one the engine would give them.
+stand-in for the plugin's ``EngineAPI`` (``router.testing.StubEngine``: jobs
+recorded, not run; a state directory; live calls), and calls are built by
+feeding synthetic AMI events to callrouter's own call tracker
+(``router.testing.CallTimeline``), so the timeline the hooks read is the one
+the engine would give them.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from callrouter_onec import plugin as plugin_module
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.plugin import NOT_CONFIGURED, OneCPlugin, parse_settings
-from router.ami.message import Event
-from router.calls import Call, CallTracker
-from router.config import Config, load_config
-from router.errors import ConfigError, LookupUnavailable
-from router.plugins import Plugins
-from router.rules.context import Caller, Context
-from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
-from router.rules.registry import Registry
+from router import Call, Config, ConfigError, Decision, Event, LookupUnavailable, Registry, Trace
+from router.testing import (
+    CallTimeline,
+    StubEngine,
+    config_from_toml,
+    load_plugins,
+    make_decision,
+    make_event,
+    make_trace,
+)
 
 #: The double's password in conftest.py (its ``double`` fixture).
 PASSWORD = "пароль-secret"
@@ -44,32 +47,7 @@ def write_config(tmp_path: Path, onec: str | None) -> Config:
             'secret = "x"\n[router]\nstate_dir = "state"\n')
     if onec is not None:
         text += "[plugins.onec]\n" + onec
-    path = tmp_path / "router.toml"
-    path.write_text(text, encoding="utf-8")
-    return load_config(path, environ={})
-
-
-class FakeEngine:
-    """Records ``schedule`` calls instead of running jobs: the tests run them."""
-
-    def __init__(self, state_dir: Path, config: Config | None = None) -> None:
-        #: name -> (job, every, cron)
-        self.jobs: dict[str, tuple[Any, float | None, str | None]] = {}
-        self.state_dir = state_dir
-        self.tracker = CallTracker()
-        self.config = config
-        self.shadow = False
-
-    @property
-    def calls(self) -> CallTracker:
-        return self.tracker
-
-    def schedule(self, name: str, job: Any, *, every: float | None = None,
-                 cron: str | None = None) -> None:
-        self.jobs[name] = (job, every, cron)
-
-    def may_ask(self, call: Call, lookup: str) -> bool:
-        return True
+    return config_from_toml(tmp_path, text)
 
 
 def onec_table(double: OneCDouble, extra: str = "") -> str:
@@ -80,46 +58,33 @@ def onec_table(double: OneCDouble, extra: str = "") -> str:
 
 @pytest.fixture
 async def started(double: OneCDouble, tmp_path: Path) -> AsyncIterator[tuple[OneCPlugin,
-                                                                              FakeEngine]]:
+                                                                              StubEngine]]:
     onec = OneCPlugin()
     config = write_config(tmp_path, onec_table(double, 'timezone = "Europe/Moscow"\n'))
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     yield onec, engine
     await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
 
 
 def ev(name: str, **fields: str) -> Event:
-    return Event([("Event", name), *fields.items()])
+    return make_event(name, **fields)
 
 
-def routed_call(tracker: CallTracker, linkedid: str = "1714557600.42",
+def routed_call(tracker: CallTimeline, linkedid: str = "1714557600.42",
                 caller: str = "8 (916) 123-45-67") -> Call:
     """A call as the engine sees it after its routing request."""
-    chan = f"Local/74951234567@callrouter-inbound-{linkedid};2"
-    call = tracker.feed(ev("Newchannel", Channel=chan, Uniqueid=linkedid, Linkedid=linkedid,
-                           CallerIDNum=caller, ChannelStateDesc="Ring",
-                           Context="callrouter-inbound", Exten="74951234567", Priority="1"))
-    assert call is not None
-    call.did = "74951234567"
-    call.routed = True
-    call.waiting_channel = chan
-    return call
+    return tracker.inbound_call(linkedid=linkedid, caller=caller, did="74951234567")
 
 
 def owner_trace(answer: dict[str, Any] | None) -> Trace:
-    trace = Trace(Context.for_call(Caller("79161234567"), "74951234567"))
-    rule = RuleTrace("owner", "rules.yaml:1", "matched")
-    rule.lookups.append(LookupTrace("owner", "onec.responsible('79161234567')", answer,
-                                    lookup="onec.responsible"))
-    trace.rules.append(rule)
-    return trace
+    return make_trace(caller="79161234567", did="74951234567",
+                      lookups={"onec.responsible": answer}, rule="owner")
 
 
 def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
-    return Decision(("owner",), (Action.make("redirect", {"context": context,
-                                                          "exten": exten}, "owner"),))
+    return make_decision(("redirect", {"context": context, "exten": exten}), rule="owner")
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -196,14 +161,14 @@ async def test_without_a_table_the_plugin_is_inert_but_its_names_exist(tmp_path:
     spec = registry.lookups["onec.responsible"]
     assert list(spec.signature.parameters) == ["number"]
     assert spec.doc.startswith("1C: the client and responsible manager")
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     assert engine.jobs == {}
     assert spec.func is not None
     with pytest.raises(LookupUnavailable, match="onec not configured"):
         await spec.func("79161234567")
     assert NOT_CONFIGURED.startswith("onec not configured")
-    call = routed_call(engine.tracker)
+    call = routed_call(engine.calls)
     onec.callrouter_event(ev("Hangup", Channel="x", Linkedid=call.linkedid), call)
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
     onec.callrouter_call_end(call)
@@ -213,7 +178,7 @@ async def test_without_a_table_the_plugin_is_inert_but_its_names_exist(tmp_path:
 
 
 def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
-    plugins = Plugins.load(defaults=())
+    plugins = load_plugins(defaults=(), entry_points=True)
     info = {p.name: p for p in plugins.info()}
     assert "onec" in info
     assert {"callrouter_configure", "callrouter_register", "callrouter_startup",
@@ -222,13 +187,13 @@ def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
     first = plugins.pm.get_plugin("onec")
     assert isinstance(first, plugin_module.OneCPlugin)
     # A second engine in the same process gets a client and cache of its own.
-    assert Plugins.load(defaults=()).pm.get_plugin("onec") is not first
+    assert load_plugins(defaults=(), entry_points=True).pm.get_plugin("onec") is not first
 
 
 # -- the lookup ----------------------------------------------------------------------------
 
 
-async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, FakeEngine],
+async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, StubEngine],
                                                     double: OneCDouble) -> None:
     onec, engine = started
     registry = Registry()
@@ -247,9 +212,9 @@ async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, F
 
 
 async def test_prefetch_and_lookup_share_one_request_with_call_id(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     onec, engine = started
-    call = routed_call(engine.tracker, caller="+7 916 1234567")
+    call = routed_call(engine.calls, caller="+7 916 1234567")
     double.faults.add("latency=0.2", count=1, phone="79161234567")
     onec.callrouter_prefetch(call)
     answer = await onec.responsible("79161234567")
@@ -261,7 +226,7 @@ async def test_prefetch_and_lookup_share_one_request_with_call_id(
 
 
 async def test_a_cancelled_lookup_leaves_the_shared_request_running(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     """The rule engine cancels the lookup at the call's deadline (asyncio.timeout);
     the request goes on and fills the cache for the next call."""
     onec, _ = started
@@ -282,7 +247,7 @@ async def test_a_cancelled_lookup_leaves_the_shared_request_running(
 
 
 async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     onec, _ = started
     assert onec.cache is not None
     assert await onec.responsible("79161234567") is not None
@@ -307,7 +272,7 @@ async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None
         "ping_interval = 0\n", "ping_interval = 30\n") + 'warmup = "0 8 * * *"\n'
                           'warmup_numbers = ["+7 495 777-01-01", "101"]\n')
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    engine = FakeEngine(tmp_path / "state", config)  # the warm-up runs in the rules' zone
+    engine = StubEngine(tmp_path / "state", config)  # the warm-up runs in the rules' zone
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
         assert sorted(engine.jobs) == ["onec:ping", "onec:warmup"]
@@ -330,9 +295,9 @@ async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None
 
 
 async def test_answered_transferred_call_becomes_four_events(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     onec, engine = started
-    tracker = engine.tracker
+    tracker = engine.calls
     call = routed_call(tracker)
     onec.callrouter_call_start(call)
     answer = (await onec.responsible("79161234567")) or {}
@@ -373,10 +338,10 @@ async def test_answered_transferred_call_becomes_four_events(
 @pytest.mark.parametrize(("cause", "status"), [("19", "NOANSWER"), ("17", "BUSY"),
                                                ("16", "CANCEL"), ("34", "FAILED")])
 async def test_unanswered_call_is_missed_with_its_status(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble, cause: str,
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble, cause: str,
         status: str) -> None:
     onec, engine = started
-    call = routed_call(engine.tracker, linkedid=f"17000.{cause}")
+    call = routed_call(engine.calls, linkedid=f"17000.{cause}")
     onec.callrouter_decision(call, redirect_to("sales", "queues"), owner_trace(None), "executed")
     onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause=cause), call)
     onec.callrouter_call_end(call)
@@ -390,9 +355,9 @@ async def test_unanswered_call_is_missed_with_its_status(
 
 
 async def test_calls_callrouter_did_not_route_are_not_history(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     onec, engine = started
-    call = engine.tracker.feed(ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1",
+    call = engine.calls.feed(ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1",
                                   CallerIDNum="101"))
     assert call is not None
     onec.callrouter_call_start(call)
@@ -401,7 +366,7 @@ async def test_calls_callrouter_did_not_route_are_not_history(
     assert onec.queue.counts() == {}
 
 
-async def test_notify_without_a_call(started: tuple[OneCPlugin, FakeEngine],
+async def test_notify_without_a_call(started: tuple[OneCPlugin, StubEngine],
                                      double: OneCDouble,
                                      caplog: pytest.LogCaptureFixture) -> None:
     onec, _ = started
@@ -422,13 +387,13 @@ async def test_notify_without_a_call(started: tuple[OneCPlugin, FakeEngine],
 async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
         double: OneCDouble, tmp_path: Path) -> None:
     config = write_config(tmp_path, onec_table(double))
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     double.down = True
     first = OneCPlugin()
     first.callrouter_configure(config, config.plugins.for_plugin("onec"))
     await first.callrouter_startup(engine)  # type: ignore[arg-type]
     for n in range(3):
-        call = routed_call(engine.tracker, linkedid=f"1.{n}")
+        call = routed_call(engine.calls, linkedid=f"1.{n}")
         first.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
         first.callrouter_call_end(call)
     await asyncio.sleep(0.2)
@@ -451,7 +416,7 @@ async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
 
 
 async def test_nested_event_answer_then_shutdown_completes(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     """Issue 10 item 6: the sender used to die on this answer and shutdown stopped partway."""
     onec, engine = started
     double.faults.add("nested", path="/v1/calls/events")
@@ -469,7 +434,7 @@ async def test_nested_event_answer_then_shutdown_completes(
 
 
 async def test_shutdown_closes_everything_even_when_a_step_fails(
-        started: tuple[OneCPlugin, FakeEngine], caplog: pytest.LogCaptureFixture,
+        started: tuple[OneCPlugin, StubEngine], caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     onec, engine = started
     assert onec.sender is not None
@@ -491,7 +456,7 @@ async def test_shutdown_closes_everything_even_when_a_step_fails(
 
 
 async def test_calls_are_decided_while_another_process_locks_the_history(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     """Issue 10 item 11: a write lock on the history database froze routing 5 s per write."""
     onec, engine = started
     assert onec.queue is not None
@@ -511,7 +476,7 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
     ticking = asyncio.create_task(ticker())
     try:
         for n in range(4):
-            call = routed_call(engine.tracker, linkedid=f"7.{n}")
+            call = routed_call(engine.calls, linkedid=f"7.{n}")
             onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
             onec.callrouter_call_end(call)
             await asyncio.sleep(0.05)
@@ -535,7 +500,7 @@ OWNER = {"found": True, "client": {"id": "client-1", "name": "ООО «Рома�
 
 
 def blacklisted() -> Decision:
-    return Decision(("blacklist",), (Action.make("hangup", {"cause": "21"}, "blacklist"),))
+    return make_decision(("hangup", {"cause": "21"}), rule="blacklist")
 
 
 def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | None]]:
@@ -555,7 +520,7 @@ def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | No
     (Decision(), "fell-through", False, [("missed", None, None, "client-1")]),
     (redirect_to("101"), "failed", False, [("missed", None, None, "client-1")]),
     (redirect_to("101"), "caller-gone", False, [("missed", None, None, "client-1")]),
-    (Decision(("tag",), (Action.make("setvar", {"X": "1"}, "tag"),)), "executed", False,
+    (make_decision(("setvar", {"X": "1"}), rule="tag"), "executed", False,
      [("missed", None, None, "client-1")]),
     # routed to the owner's extension: everything, with the manager
     (redirect_to("101"), "executed", False,
@@ -571,15 +536,15 @@ def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | No
      [("ringing", "105", None, "client-1"), ("missed", "105", None, "client-1")]),
 ])
 async def test_1c_hears_only_what_the_outcome_made_happen(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble, decision: Decision,
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble, decision: Decision,
         outcome: str, answered: bool,
         expected: list[tuple[str, str | None, str | None, str | None]]) -> None:
     onec, engine = started
-    call = routed_call(engine.tracker, linkedid="8.1")
+    call = routed_call(engine.calls, linkedid="8.1")
     onec.callrouter_call_start(call)
     onec.callrouter_decision(call, decision, owner_trace(OWNER), outcome)
     if answered:
-        assert engine.tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "",
+        assert engine.calls.feed(ev("DialEnd", Channel=call.waiting_channel or "",
                                       Linkedid=call.linkedid, DialStatus="ANSWER")) is call
         onec.callrouter_event(ev("DialEnd"), call)
     onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
@@ -594,11 +559,11 @@ async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble,
     onec = OneCPlugin()
     config = write_config(tmp_path, onec_table(double))
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     engine.shadow = True
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
-        call = routed_call(engine.tracker)
+        call = routed_call(engine.calls)
         onec.callrouter_call_start(call)
         onec.callrouter_prefetch(call)
         onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "shadow")
@@ -613,7 +578,7 @@ async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble,
 
 
 async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     onec, engine = started
     asked: list[tuple[str, str]] = []
 
@@ -623,10 +588,10 @@ async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
 
     engine.may_ask = may_ask  # type: ignore[method-assign]
     onec._engine = engine  # type: ignore[assignment]
-    onec.callrouter_prefetch(routed_call(engine.tracker, linkedid="9.1"))
+    onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.1"))
     await asyncio.sleep(0.1)
     assert double.requests("/v1/responsible") == []
-    onec.callrouter_prefetch(routed_call(engine.tracker, linkedid="9.2",
+    onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.2",
                                          caller="8 985 765-43-21"))
     await asyncio.sleep(0.3)
     assert len(double.requests("/v1/responsible")) == 1
@@ -649,17 +614,17 @@ class FakeAMI:
 async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart(
         double: OneCDouble, tmp_path: Path) -> None:
     config = write_config(tmp_path, onec_table(double))
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     first = OneCPlugin()
     first.callrouter_configure(config, config.plugins.for_plugin("onec"))
     await first.callrouter_startup(engine)  # type: ignore[arg-type]
     calls = {}
     for linkedid in ("10.1", "10.2", "10.3"):
-        call = routed_call(engine.tracker, linkedid=linkedid)
+        call = routed_call(engine.calls, linkedid=linkedid)
         first.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
         calls[linkedid] = call
     answered = calls["10.2"]
-    engine.tracker.feed(ev("DialEnd", Channel=answered.waiting_channel or "",
+    engine.calls.feed(ev("DialEnd", Channel=answered.waiting_channel or "",
                            Linkedid="10.2", DialStatus="ANSWER"))
     first.callrouter_event(ev("DialEnd"), answered)
     assert first.sender is not None
@@ -667,7 +632,7 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
     await first.callrouter_shutdown(engine)  # as good as a crash: no call ended
 
     # The restart: 10.1 and 10.2 ended meanwhile, 10.3 is still up.
-    engine = FakeEngine(tmp_path / "state")
+    engine = StubEngine(tmp_path / "state")
     engine.ami = FakeAMI(["10.3"])  # type: ignore[attr-defined]
     second = OneCPlugin()
     second.callrouter_configure(config, config.plugins.for_plugin("onec"))
@@ -684,11 +649,11 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
         assert ends[("10.2", "hangup")]["status"] == "ANSWER"
         assert ends[("10.2", "hangup")]["answered_at"] is not None
         # The engine's reconcile lists 10.3 and starts tracking it; its Hangup ends it.
-        live = engine.tracker.feed(ev("CoreShowChannel", Channel="PJSIP/101-9",
+        live = engine.calls.feed(ev("CoreShowChannel", Channel="PJSIP/101-9",
                                       Linkedid="10.3", CallerIDNum="79161234567"))
         assert live is not None
         second.callrouter_call_start(live)
-        engine.tracker.feed(ev("Hangup", Channel="PJSIP/101-9", Linkedid="10.3", Cause="16"))
+        engine.calls.feed(ev("Hangup", Channel="PJSIP/101-9", Linkedid="10.3", Cause="16"))
         second.callrouter_call_end(live)
         assert await second.settle_open() == 0  # nothing left to finish
         assert await second.sender.drain(5)
@@ -707,13 +672,13 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
 
 
 async def test_a_caller_gone_before_the_decision_is_one_missed_call(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     """The caller hangs up while the rules wait for 1C: the call's end reaches the
     plugin first, the ``caller-gone`` decision after it; 1C gets one ``missed``."""
     onec, engine = started
-    call = routed_call(engine.tracker, linkedid="11.1")
+    call = routed_call(engine.calls, linkedid="11.1")
     onec.callrouter_call_start(call)
-    engine.tracker.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1",
+    engine.calls.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1",
                            Cause="16"))
     assert call.ended is not None
     onec.callrouter_call_end(call)
@@ -725,16 +690,16 @@ async def test_a_caller_gone_before_the_decision_is_one_missed_call(
 
 
 async def test_a_legs_no_answer_notify_is_not_the_calls_end(
-        started: tuple[OneCPlugin, FakeEngine], double: OneCDouble) -> None:
+        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
     """rules/inbound.yaml's ``missed-to-1c`` fires on a Hangup with cause 19: the
     dialled phone's leg, while the call goes on to the default route's queue and is
     answered there. 1C must not hear ``missed`` and then ``hangup`` for one call."""
     onec, engine = started
-    call = routed_call(engine.tracker, linkedid="12.1")
+    call = routed_call(engine.calls, linkedid="12.1")
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
     onec.callrouter_event(ev("Hangup", Channel="PJSIP/101-1", Cause="19"), call)
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
-    engine.tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1",
+    engine.calls.feed(ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1",
                            DialStatus="ANSWER"))
     onec.callrouter_event(ev("DialEnd"), call)
     onec.callrouter_call_end(call)
