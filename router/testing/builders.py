@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from router.ami.client import AJAMClient
 from router.ami.facade import AMI
@@ -165,9 +165,11 @@ def load_plugins(*extra: object, defaults: Iterable[str] = DEFAULT_PLUGINS,
                         disabled=disabled)
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduledRun:
-    """A job a plugin scheduled on a :class:`StubEngine`; run it with :meth:`run`."""
+class ScheduledRun(NamedTuple):
+    """A job a plugin scheduled on a :class:`StubEngine`; run it with :meth:`run`.
+
+    A tuple too: ``job, every, cron = stub.jobs["onec:warmup"]``.
+    """
 
     job: ScheduledJob
     every: float | None

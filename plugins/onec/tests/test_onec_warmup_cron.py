@@ -12,8 +12,8 @@ import pytest
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.plugin import OneCPlugin
 from router import ConfigError, cron_trigger, rules_timezone
-from router.config import load_config
-from tests.test_onec_plugin import FakeEngine, onec_table
+from router.testing import StubEngine, config_from_toml
+from tests.test_onec_plugin import onec_table
 
 TUESDAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -21,16 +21,14 @@ TUESDAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 @pytest.mark.parametrize("weekday", ["0", "7", "sun"])
 async def test_warmup_fires_on_sunday_in_the_rules_zone(double: OneCDouble, tmp_path: Path,
                                                         weekday: str) -> None:
-    path = tmp_path / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\n'
-                    'secret = "x"\n[router]\nstate_dir = "state"\n'
-                    '[plugins.timefuncs]\ntimezone = "Asia/Vladivostok"\n'
-                    "[plugins.onec]\n" + onec_table(double, f'warmup = "0 8 * * {weekday}"\n'),
-                    encoding="utf-8")
-    config = load_config(path, environ={})
+    config = config_from_toml(
+        tmp_path, '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\n'
+                  'secret = "x"\n[router]\nstate_dir = "state"\n'
+                  '[plugins.timefuncs]\ntimezone = "Asia/Vladivostok"\n'
+                  "[plugins.onec]\n" + onec_table(double, f'warmup = "0 8 * * {weekday}"\n'))
     onec = OneCPlugin()
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    engine = FakeEngine(tmp_path / "state", config)
+    engine = StubEngine(tmp_path / "state", config)
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
         _, every, cron = engine.jobs["onec:warmup"]
@@ -47,11 +45,9 @@ async def test_warmup_fires_on_sunday_in_the_rules_zone(double: OneCDouble, tmp_
 
 def test_a_bad_warmup_line_is_refused_like_a_bad_schedule(double: OneCDouble,
                                                           tmp_path: Path) -> None:
-    path = tmp_path / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\n'
-                    'secret = "x"\n[plugins.onec]\n'
-                    + onec_table(double, 'warmup = "0 8 * * 8"\n'), encoding="utf-8")
-    config = load_config(path, environ={})
+    config = config_from_toml(
+        tmp_path, '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\n'
+                  'secret = "x"\n[plugins.onec]\n' + onec_table(double, 'warmup = "0 8 * * 8"\n'))
     with pytest.raises(ConfigError, match=r"\[plugins.onec\] warmup: not a crontab line "
                                           r"\(day of week 8 out of range 0-7\)"):
         OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
