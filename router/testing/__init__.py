@@ -57,6 +57,7 @@ Import from ``router.testing`` itself: the submodules may move.
 from __future__ import annotations
 
 from router.ami.http import StaleConnectionError
+from router.sandbox import Sandbox
 from router.testing.asterisk import SHIPPED_DIALPLAN, sandbox_required, shipped_dialplan
 from router.testing.builders import (
     CallTimeline,
@@ -85,6 +86,7 @@ __all__ = [
     "FakeChannel",
     "ReplayAsterisk",
     "Reply",
+    "Sandbox",
     "ScheduledRun",
     "SentAction",
     "StaleConnectionError",

@@ -9,11 +9,8 @@ from pathlib import Path
 import pytest
 
 from callrouter_vip import VipPlugin, number_key
-from router import ConfigError, Registry
-from router.config import AsteriskSettings, Config, PluginSettings
-from router.plugins import Plugins
-from router.sandbox import Sandbox
-from router.testing import EngineFactory, ReplayAsterisk
+from router import Config, ConfigError, Registry
+from router.testing import EngineFactory, ReplayAsterisk, Sandbox, load_plugins, make_config
 
 RULES = Path(__file__).parent / "rules"
 VIP = "+7 916 123-45-67"
@@ -21,15 +18,13 @@ SETTINGS = {"vip": {"numbers": [VIP]}}
 
 
 def config(settings: Mapping[str, Mapping[str, object]] | None = None) -> Config:
-    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
-                                            secret="x"),
-                  plugins=PluginSettings(settings=settings or {}))
+    return make_config(settings)
 
 
 async def configured(settings: Mapping[str, object]) -> VipPlugin:
     """A VipPlugin configured through the plugin manager, as the engine does it."""
     plugin = VipPlugin()
-    plugins = Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    plugins = load_plugins(plugin, defaults=())
     await plugins.configure(config({"vip": settings}))
     return plugin
 
@@ -40,7 +35,7 @@ def test_number_key_ignores_formatting() -> None:
 
 async def test_inert_without_settings() -> None:
     plugin = VipPlugin()
-    plugins = Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    plugins = load_plugins(plugin, defaults=())
     await plugins.configure(config())
     registry = Registry()
     assert plugins.register_into(registry) == []
