@@ -357,6 +357,19 @@ def test_every_builder_is_documented_and_every_documented_one_exists() -> None:
     assert public <= set(router.testing.__all__)
 
 
+def test_plugin_code_and_plugin_tests_import_only_router_and_router_testing() -> None:
+    """Plugins and their tests see the public API; internals may change under them."""
+    import re
+
+    internal = re.compile(r"^\s*(?:from|import)\s+router\.(?!testing\b)([\w.]+)", re.MULTILINE)
+    roots = [REPO / "plugins", REPO / "examples" / "plugin-vip-greeting"]
+    found = [f"{path.relative_to(REPO)}: router.{match.group(1)}"
+             for root in roots for path in sorted(root.rglob("*.py"))
+             for match in internal.finditer(path.read_text(encoding="utf-8"))]
+    assert found == []
+    assert internal.search("from router.config import load_config")  # the check bites
+
+
 # --------------------------------------------------------------------------- as a plugin
 
 
