@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router.builtin import default_registry
+from router.plugin_registry import plugin_registry
 from router.rules import Caller, Context, RuleSet, load_rules
 
 GENERIC = """
@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args()
-    registry = default_registry()
+    registry = plugin_registry()
     scenarios = {"mixed": mixed, "per-did": per_did, "worst": worst}
     print(f"{'scenario':<10} {'rules':>6} {'call rules':>10} {'median us':>10} {'p95 us':>8}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,13 +1,14 @@
-"""Shared fixture: the default registry, in a fixed time zone so tests do not drift."""
+"""Shared fixture: the registry the plugins fill, as in production, in a fixed time zone
+so tests do not drift."""
 
 from __future__ import annotations
 
 import pytest
 
-from router.builtin import default_registry
+from router.plugin_registry import plugin_registry
 from router.rules import Registry
 
 
 @pytest.fixture
 def registry() -> Registry:
-    return default_registry(timezone="Europe/Moscow")
+    return plugin_registry(timezone="Europe/Moscow")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import router
-from router.builtin import default_registry
 from router.builtin.numbers import (
     NumberFunctions,
     NumberKind,
@@ -22,6 +21,7 @@ from router.builtin.numbers import (
     normalize,
     parse_number,
 )
+from router.plugin_registry import plugin_registry
 from router.rules.lists import load_list
 from router.rules.ruleset import call_context
 from router.rules.schema import ListSpec
@@ -69,7 +69,7 @@ def test_the_public_api_exports_the_plan() -> None:
 
 
 def test_a_blacklist_matches_every_spelling_of_a_caller(tmp_path: Path) -> None:
-    registry = default_registry()
+    registry = plugin_registry()
     blacklist = tmp_path / "blacklist.txt"
     blacklist.write_text("+7 (916) 123-45-67\n٨ ٩٠٣ ١١١-٢٢-٣٣\n", encoding="utf-8")
     items = load_list(ListSpec("blacklist", "rules.yaml", 3, "numbers", blacklist),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.builtin import default_registry
+from router.plugin_registry import plugin_registry
 from router.rules import load_rules
 
 BAD = "version: 1\nrules:\n  - name: r\n    on: call\n    do:\n      - jump: {}\n"
@@ -22,7 +22,7 @@ def test_rule_file_paths_are_relative_inside_and_absolute_outside(
     elsewhere = tmp_path / "var" / "lib" / "service"
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "etc" if cwd == "inside" else elsewhere)
-    (error,) = load_rules([rules], default_registry()).errors
+    (error,) = load_rules([rules], plugin_registry()).errors
     expected = "rules/inbound.yaml" if cwd == "inside" else str(rules / "inbound.yaml")
     assert error.file == expected
     assert str(error).startswith(f"{expected}:6: rule 'r': unknown action 'jump'")

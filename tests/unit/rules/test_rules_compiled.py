@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.builtin import default_registry
+from router.plugin_registry import plugin_registry
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.expr import Evaluator, Expression
 
-REGISTRY = default_registry()
+REGISTRY = plugin_registry()
 CONTEXT = Context.for_call(Caller("79161234567", "+7 916 123-45-67", "Пётр", False),
                            "74951234567", call=CallInfo(channel="Local/1;2"),
                            now=datetime(2026, 11, 24, 8, 30, tzinfo=UTC))

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from router.builtin import default_registry
 from router.builtin.textfuncs import MAX_PATTERN, MAX_SUBJECT, match
 from router.cli import main
+from router.plugin_registry import plugin_registry
 from router.rules import Caller, Context, Registry, load_rules
 from router.rules.expr import Evaluator, Expression, ExpressionError
 from router.rules.limits import MAX_STRING, size
@@ -55,9 +55,9 @@ def run_child(code: str) -> Any:
 def load_errors(path: Path) -> list[str]:
     """The rendered load errors of one file, loaded in a child (the load may hang)."""
     return list(run_child(f"""
-        from router.builtin import default_registry
+        from router.plugin_registry import plugin_registry
         from router.rules import load_rules
-        ruleset = load_rules([{str(path)!r}], default_registry(timezone="Europe/Moscow"))
+        ruleset = load_rules([{str(path)!r}], plugin_registry(timezone="Europe/Moscow"))
         print(json.dumps([error.render() for error in ruleset.errors]))
     """))
 
@@ -191,10 +191,10 @@ HOSTILE = [
 def test_value_too_big_fails_the_evaluation_in_both_paths(source: str) -> None:
     outcome = run_child(f"""
         from datetime import UTC, datetime
-        from router.builtin import default_registry
+        from router.plugin_registry import plugin_registry
         from router.rules import Caller, Context
         from router.rules.expr import Evaluator, Expression
-        registry = default_registry(timezone="Europe/Moscow")
+        registry = plugin_registry(timezone="Europe/Moscow")
         context = Context.for_call(Caller("79161234567"), "74951234567",
                                    now=datetime(2026, 11, 23, tzinfo=UTC))
         compiled = Expression.parse({source!r})
@@ -235,9 +235,9 @@ def test_a_rule_that_builds_too_much_is_skipped_and_the_next_one_routes(tmp_path
     decision = run_child(f"""
         import asyncio
         from datetime import UTC, datetime
-        from router.builtin import default_registry
+        from router.plugin_registry import plugin_registry
         from router.rules import Caller, Context, load_rules
-        ruleset = load_rules([{str(path)!r}], default_registry(timezone="Europe/Moscow"))
+        ruleset = load_rules([{str(path)!r}], plugin_registry(timezone="Europe/Moscow"))
         assert not ruleset.errors, ruleset.errors
         context = Context.for_call(Caller("79161234567"), "74951234567",
                                    now=datetime(2026, 11, 23, tzinfo=UTC))
@@ -315,9 +315,9 @@ def test_redos_rule_is_false_and_the_call_routes_on(tmp_path: Path) -> None:
     decision = run_child(f"""
         import asyncio
         from datetime import UTC, datetime
-        from router.builtin import default_registry
+        from router.plugin_registry import plugin_registry
         from router.rules import Caller, Context, load_rules
-        ruleset = load_rules([{str(path)!r}], default_registry(timezone="Europe/Moscow"))
+        ruleset = load_rules([{str(path)!r}], plugin_registry(timezone="Europe/Moscow"))
         assert not ruleset.errors, ruleset.errors
         context = Context.for_call(Caller("79161234567", name="a" * 40 + "!"), "74951234567",
                                    now=datetime(2026, 11, 23, tzinfo=UTC))
@@ -378,10 +378,10 @@ def test_template_with_many_holes_stops_at_the_bound() -> None:
     # 300,000 holes of 9,999 characters each: 3 GB joined on the old code.
     outcome = run_child("""
         from datetime import UTC, datetime
-        from router.builtin import default_registry
+        from router.plugin_registry import plugin_registry
         from router.rules import Caller, Context
         from router.rules.expr import Evaluator, Expression, Template
-        registry = default_registry(timezone="Europe/Moscow")
+        registry = plugin_registry(timezone="Europe/Moscow")
         context = Context.for_call(Caller("79161234567"), "74951234567",
                                    now=datetime(2026, 11, 23, tzinfo=UTC))
         names = {**context.names(), "s": "x" * 9999}
@@ -399,7 +399,7 @@ def test_template_with_many_holes_stops_at_the_bound() -> None:
 async def test_evaluation_stops_when_the_deadline_passes(tmp_path: Path) -> None:
     # Conditions are synchronous: without the check, a long rule set of
     # expensive conditions held the loop however late the call already was.
-    registry = default_registry(timezone="Europe/Moscow")
+    registry = plugin_registry(timezone="Europe/Moscow")
 
     def slow() -> bool:
         time.sleep(0.01)

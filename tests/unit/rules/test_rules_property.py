@@ -12,14 +12,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.builtin import default_registry
 from router.errors import LookupUnavailable
+from router.plugin_registry import plugin_registry
 from router.rules import Caller, CallInfo, Context, Rule, RuleSet
 from router.rules.loader import RuleFile, parse_text
 from router.rules.schema import check_file
 from router.rules.validate import compile_rule
 
-REGISTRY = default_registry(timezone="Europe/Moscow")
+REGISTRY = plugin_registry(timezone="Europe/Moscow")
 
 ATOMS = [
     "caller.number == {s}", "did in ({s}, {s})", "caller.internal", "not caller.internal",
