@@ -24,12 +24,8 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from router.ami.numbers import ascii_hex, ascii_int
-
-if TYPE_CHECKING:
-    from router.ami.transport import HTTPRequest
 
 __all__ = [
     "MAX_BODY",
@@ -38,6 +34,7 @@ __all__ = [
     "ConnectionPool",
     "HTTPError",
     "HTTPProtocolError",
+    "HTTPRequest",
     "HTTPResponse",
     "Headers",
     "ResponseParser",
@@ -95,6 +92,22 @@ class Headers:
             if k == key:
                 return v
         return default
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """One request as the AJAM client means it; each transport frames it its own way."""
+
+    method: str
+    #: The request target: the URL's path (``/asterisk/rawman``), no host.
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, looked up case-insensitively."""
+        key = name.lower()
+        return next((v for k, v in self.headers if k.lower() == key), None)
 
 
 @dataclass(slots=True)

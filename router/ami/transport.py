@@ -4,7 +4,8 @@ The client (:mod:`router.ami.client`) owns everything that is AJAM: the
 session, its cookie, logging in again, the one retry of an idempotent action
 on a stale connection, and the mapping of failures onto :mod:`router.errors`.
 A :class:`Transport` only carries one HTTP request and brings back its
-response. Three implement it:
+response (both types, and the errors below, live in :mod:`router.ami.http`
+beside the framing, so this module imports nothing that imports it back). Three implement it:
 
 * :class:`~router.ami.http.ConnectionPool`, the lean keep-alive HTTP/1.1
   pool production uses (cookie auth, the default);
@@ -36,28 +37,11 @@ hold for it unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from router.ami.http import HTTPResponse
+from router.ami.http import HTTPRequest, HTTPResponse
 
 __all__ = ["HTTPRequest", "Transport"]
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPRequest:
-    """One request as the client means it; each transport frames it its own way."""
-
-    method: str
-    #: The request target: the URL's path (``/asterisk/rawman``), no host.
-    target: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """First value of a header, looked up case-insensitively."""
-        key = name.lower()
-        return next((v for k, v in self.headers if k.lower() == key), None)
 
 
 class Transport(Protocol):
