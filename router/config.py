@@ -37,7 +37,6 @@ to the working directory.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -51,6 +50,7 @@ from typing import Literal, cast
 
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
+from router.suggest import closest
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -178,8 +178,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
     options = sorted(choices)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    match = closest(word, options)
+    hint = f"; did you mean {match!r}?" if match is not None else ""
     return f"{hint} (known: {', '.join(options)})"
 
 

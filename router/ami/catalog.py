@@ -23,7 +23,6 @@ neither httpx nor asyncio.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
 
 from router.errors import AMIValidationError
+from router.suggest import closest
 
 __all__ = [
     "READ_ONLY",
@@ -247,8 +247,8 @@ class ActionSpec:
             names[p.name.lower()] = p.name
             if p.python_name:
                 names[p.python_name.rstrip("_")] = p.name
-        close = difflib.get_close_matches(header.lower(), list(names), n=1, cutoff=0.6)
-        return names[close[0]] if close else None
+        match = closest(header.lower(), names)
+        return names[match] if match is not None else None
 
     def validate(self, params: Mapping[str, str | Sequence[str]]) -> dict[str, str | list[str]]:
         """Check ``params`` against the catalog and return them with canonical names.
@@ -386,8 +386,8 @@ class Catalog:
         spec = self._lower.get(name.lower())
         if spec is not None:
             return spec
-        close = difflib.get_close_matches(name.lower(), list(self._lower), n=1, cutoff=0.6)
-        hint = f" (did you mean {self._lower[close[0]].name!r}?)" if close else ""
+        match = closest(name.lower(), self._lower)
+        hint = f" (did you mean {self._lower[match].name!r}?)" if match is not None else ""
         raise AMIValidationError(
             f"unknown AMI action {name!r}{hint}; actions newer than Asterisk "
             f"{self.asterisk_version} can be sent with validate=False"
@@ -396,8 +396,9 @@ class Catalog:
     def event(self, name: str) -> EventSpec:
         spec = self._events_lower.get(name.lower())
         if spec is None:
-            close = difflib.get_close_matches(name.lower(), list(self._events_lower), n=1)
-            hint = f" (did you mean {self._events_lower[close[0]].name!r}?)" if close else ""
+            match = closest(name.lower(), self._events_lower)
+            hint = (f" (did you mean {self._events_lower[match].name!r}?)"
+                    if match is not None else "")
             raise KeyError(f"unknown AMI event {name!r}{hint}")
         return spec
 

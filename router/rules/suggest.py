@@ -6,21 +6,17 @@ naming the closest known word turns a lookup in the docs into a glance.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+
+from router.suggest import closest
 
 __all__ = ["did_you_mean", "one_of"]
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` or an empty string when nothing is close."""
-    choices = sorted(set(options))
-    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if not matches:
-        lowered = {choice.lower(): choice for choice in choices}
-        if word.lower() in lowered:
-            matches = [lowered[word.lower()]]
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+    match = closest(word, options)
+    return f" (did you mean {match!r}?)" if match is not None else ""
 
 
 def one_of(options: Iterable[str]) -> str:

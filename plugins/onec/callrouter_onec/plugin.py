@@ -170,13 +170,6 @@ def _digit_string(reader: SettingsReader, key: str, default: str, *,
     return value
 
 
-def _suggest(word: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, KEYS, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} (known: {', '.join(sorted(KEYS))})"
-
 
 def _url(reader: SettingsReader) -> str:
     url = reader.string("url").strip()
@@ -254,9 +247,7 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     callrouter's own paths).
     """
     reader = SettingsReader(f"plugins.{NAME}", settings, {"": origin}, base or Path.cwd())
-    for key in settings:
-        if key not in KEYS:
-            raise reader.error(key, f"unknown key{_suggest(key)}")
+    reader.reject_unknown(KEYS)
     env = os.environ if environ is None else environ
     connect = reader.number("connect_timeout", 0.5, 0, 60)
     timeout = reader.number("timeout", 1.5, 0, 60)
