@@ -15,7 +15,10 @@ ONEC_PYPROJECT := $(wildcard plugins/onec/pyproject.toml)
 ONEC_SRC       := $(wildcard plugins/onec/callrouter_onec)
 ONEC_TESTS     := $(wildcard plugins/onec/tests)
 
-MYPY_PATHS := router $(ONEC_SRC)
+# The example plugin is what plugin authors copy: it type-checks against the contract.
+VIP_SRC        := $(wildcard examples/plugin-vip-greeting/callrouter_vip)
+
+MYPY_PATHS := router $(ONEC_SRC) $(VIP_SRC)
 PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1

@@ -9,12 +9,15 @@ since a missing hint should not stop a call from ringing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.config import Config, SettingsReader
 from router.errors import AMIError
-from router.hookspecs import hookimpl
+from router.hookspecs import EngineAPI, hookimpl
 from router.rules.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.facade import AMI
 
 __all__ = ["SETTINGS", "STATES", "ExtensionState", "make_plugin", "state_name"]
 
@@ -43,7 +46,7 @@ class ExtensionState:
     """The plugin: one per engine, asking that engine's Asterisk."""
 
     def __init__(self) -> None:
-        self.ami: Any = None
+        self.ami: AMI | None = None
         self.context = "hints"
 
     @hookimpl
@@ -54,7 +57,7 @@ class ExtensionState:
         self.context = reader.string("context", "hints")
 
     @hookimpl
-    def callrouter_startup(self, engine: Any) -> None:
+    def callrouter_startup(self, engine: EngineAPI) -> None:
         self.ami = engine.ami
 
     async def lookup(self, extension: str) -> str:

@@ -29,7 +29,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from router import ActionSpec, ConfigError, ParamSpec, Registry, hookimpl, normalize_number
+from router import (
+    Action,
+    ActionSpec,
+    Call,
+    Config,
+    ConfigError,
+    EngineAPI,
+    ParamSpec,
+    Registry,
+    RouteOutcome,
+    hookimpl,
+    normalize_number,
+)
 
 __all__ = ["VipPlugin", "plugin"]
 
@@ -75,7 +87,7 @@ class VipPlugin:
     # -- hooks ---------------------------------------------------------------------
 
     @hookimpl
-    def callrouter_configure(self, config: Any, settings: Mapping[str, Any]) -> None:
+    def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
         """Read ``[plugins.vip]``; refuse bad settings with a ConfigError naming the key."""
         if not settings:
             self.enabled = False
@@ -89,7 +101,7 @@ class VipPlugin:
         if file is not None:
             if not isinstance(file, str) or not file:
                 raise ConfigError("[plugins.vip] file: expected a file name")
-            base = config.path.parent if getattr(config, "path", None) else Path.cwd()
+            base = config.path.parent if config.path is not None else Path.cwd()
             numbers.extend(_read_list(base / file))
         variable = settings.get("variable", DEFAULT_VARIABLE)
         if not isinstance(variable, str) or not _VARIABLE.match(variable):
@@ -113,7 +125,8 @@ class VipPlugin:
             doc="Mark the routed call as a VIP call (a channel variable)."))
 
     @hookimpl
-    async def callrouter_execute(self, action: Any, call: Any, engine: Any) -> str | None:
+    async def callrouter_execute(self, action: Action, call: Call,
+                                 engine: EngineAPI) -> str | None:
         """Carry out ``vip_tag``; any other action kind is not ours (None)."""
         if not self.enabled or action.kind != "vip_tag":
             return None
@@ -125,7 +138,7 @@ class VipPlugin:
         return f"{self.variable}={level} on {channel}"
 
     @hookimpl
-    def callrouter_decision(self, call: Any, outcome: str) -> None:
+    def callrouter_decision(self, call: Call, outcome: RouteOutcome) -> None:
         """Log what happened to VIP callers (pluggy passes only the arguments named)."""
         if not self.enabled or not self.is_vip(call.caller_number):
             return
