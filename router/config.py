@@ -147,11 +147,6 @@ class PluginSettings:
         """The ``[plugins.NAME]`` table, or an empty mapping."""
         return self.settings.get(name, MappingProxyType({}))
 
-    def is_enabled(self, name: str) -> bool:
-        if name in self.disabled:
-            return False
-        return not self.enabled or name in self.enabled
-
 
 @dataclass(frozen=True, slots=True)
 class Config:
