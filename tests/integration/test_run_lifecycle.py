@@ -183,6 +183,8 @@ async def test_two_live_routers_redirect_each_call_once(
         first.stop()
         second.stop()
         await placer.hangup_all()
+        for router in (first, second):  # shown only when the test fails
+            print(f"--- {router.log_path}\n" + router.log_path.read_text()[-6000:])
 
 
 async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
