@@ -514,9 +514,9 @@ class Engine:
             return None
         if not guard.settled:
             await guard.wait_settled(deadline)
-            if time.monotonic() > deadline:
-                return "late"
-        return "shadow" if guard.update() is not None else None
+        if guard.update() is not None:
+            return "shadow"  # the other instance routes it: nothing to report as ours
+        return "late" if time.monotonic() > deadline else None
 
     def _acting(self) -> bool:
         """Whether actions of event and schedule rules may be sent now."""

@@ -153,6 +153,24 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
 
 
+async def test_a_decision_right_after_start_waits_for_the_others_answer(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    """The older instance's answer arrives after the call: the call is still not
+    redirected twice, because decisions wait ``live_settle`` after the probe."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(
+        watch_interval=0, live_heartbeat=2.0, live_settle=0.6))
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await asyncio.sleep(0.2)
+    assert ajam_replay.count("Redirect") == 0  # decided, and holding
+    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7))
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await ajam_replay.settle(engine)
+    assert [r.outcome for r in engine.records] == ["shadow"]
+    assert ajam_replay.count("Redirect") == 0
+
+
 DOCS = Path(__file__).parents[2] / "docs"
 
 
