@@ -1,20 +1,27 @@
 """docs/plugins.md and the hooks stay in step (datasette's tests/test_docs.py).
 
-Every hookspec has a ``### <hookname>`` section in the plugin guide, and a
+Every hookspec has a ``### <hookname>`` section in the plugin guide that
+shows its typed signature as hookspecs.py declares it, and a
 ``test_hook_<hookname>`` in tests/unit/test_hooks.py; a section for a hook
-that no longer exists is an error too.
+that no longer exists is an error too. Every hook implementation shipped in
+the tree (the built-ins, the 1C plugin, the example plugin) takes only
+arguments its spec passes (datasette's signature check).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from router import hookspecs
+from router.plugins import DEFAULT_PLUGINS, Plugins
 
 REPO = Path(__file__).parents[2]
 GUIDE = REPO / "docs" / "plugins.md"
@@ -26,6 +33,34 @@ HOOKS = sorted(name for name, func in inspect.getmembers(hookspecs, inspect.isfu
 
 def documented() -> list[str]:
     return re.findall(r"^### (callrouter_\w+)\s*$", GUIDE.read_text(encoding="utf-8"), re.M)
+
+
+def section(hook: str) -> str:
+    """The guide's text under ``### hook``, whitespace collapsed to single spaces."""
+    text = GUIDE.read_text(encoding="utf-8")
+    found = re.search(rf"^### {hook}\s*$(.*?)(?=^#{{1,3}} |\Z)", text, re.M | re.S)
+    assert found is not None, f"docs/plugins.md needs a '### {hook}' section"
+    return " ".join(found.group(1).split())
+
+
+def typed_signature(func: Callable[..., Any]) -> str:
+    """``def name(arg: Type, ...) -> Return`` as hookspecs.py writes it (annotations are
+    strings there: ``from __future__ import annotations``)."""
+    sig = inspect.signature(func)
+    params = ", ".join(f"{name}: {param.annotation}" for name, param in sig.parameters.items())
+    return f"def {func.__name__}({params}) -> {sig.return_annotation}"
+
+
+def shipped_plugins() -> Plugins:
+    """The built-ins, the installed 1C plugin and the example plugin, as the engine loads them."""
+    spec = importlib.util.spec_from_file_location(
+        "callrouter_vip_signatures", REPO / "examples" / "plugin-vip-greeting" / "callrouter_vip"
+        / "__init__.py")
+    assert spec is not None
+    assert spec.loader is not None
+    vip = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vip)
+    return Plugins.load(entry_points=True, extra=[vip.VipPlugin()])
 
 
 def hooks_with_a_test() -> set[str]:
@@ -48,6 +83,47 @@ def test_hook_is_documented(hook: str) -> None:
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_is_tested(hook: str) -> None:
     assert hook in hooks_with_a_test(), f"tests/unit/test_hooks.py needs test_hook_{hook}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_section_shows_the_typed_signature(hook: str) -> None:
+    expected = typed_signature(getattr(hookspecs, hook))
+    assert "Any" not in expected.partition("->")[2], f"{hook}: the return type says nothing"
+    assert expected in section(hook), (
+        f"docs/plugins.md '### {hook}' must show the signature hookspecs.py declares:\n"
+        f"    {expected}")
+
+
+def test_hook_signatures_are_typed_with_the_contracts_types() -> None:
+    """No ``Any`` for what the project has a type for (decision, trace, action, outcome)."""
+    for hook in HOOKS:
+        for name, param in inspect.signature(getattr(hookspecs, hook)).parameters.items():
+            if name != "settings":  # a TOML table: its values are any TOML value
+                assert "Any" not in str(param.annotation), f"{hook}({name}: {param.annotation})"
+    decision = inspect.signature(hookspecs.callrouter_decision).parameters
+    assert [str(p.annotation) for p in decision.values()] == [
+        "Call", "Decision | None", "Trace | None", "RouteOutcome"]
+
+
+def test_every_shipped_hookimpl_takes_only_its_specs_arguments() -> None:
+    plugins = shipped_plugins()
+    seen: dict[str, set[str]] = {}
+    for hook in HOOKS:
+        caller = getattr(plugins.pm.hook, hook)
+        assert caller.spec is not None
+        allowed = set(caller.spec.argnames)
+        for impl in caller.get_hookimpls():
+            extra = set(impl.argnames) - allowed
+            assert not extra, (f"plugin {impl.plugin_name!r}: {hook} takes {sorted(extra)}, "
+                               f"which the spec does not pass (it passes {sorted(allowed)})")
+            assert not impl.wrapper
+            assert not impl.hookwrapper
+            seen.setdefault(impl.plugin_name, set()).add(hook)
+    builtins = {dotted.rsplit(".", 1)[-1] for dotted in DEFAULT_PLUGINS}
+    assert builtins <= set(seen)
+    assert {"onec", "vip"} <= set(seen)  # the 1C plugin and the example are checked too
+    assert "callrouter_decision" in seen["onec"]
+    assert "callrouter_execute" in seen["vip"]
 
 
 def test_no_section_for_a_hook_that_does_not_exist() -> None:
