@@ -22,7 +22,7 @@ from router.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from router.ami.client import AJAMClient
-    from router.testing import ReplayAsterisk
+    from router.testing import EngineFactory, ReplayAsterisk
 
 # router.testing is imported by pytest here, as a plugin, before any test uses it
 # (importing it first would keep pytest from rewriting its asserts, and warn).
@@ -232,6 +232,19 @@ async def test_the_fake_is_the_clients_transport(ajam_replay: ReplayAsterisk) ->
                                            "Priority": "1"}, validate=False)
     assert ajam_replay.count("Ping") == 2
     assert ajam_replay.count("Redirect") == 1  # never twice
+
+
+async def test_engines_on_the_fake_use_the_production_client_path(
+        tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk) -> None:
+    """The engine's client is the one production builds (session, cookie, retry,
+    error mapping); only the transport under it is the fake, not httpx."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules)
+    assert engine.ami.transport is ajam_replay
+    after_login = [a for a in ajam_replay.actions if a.name != "Login"]
+    assert after_login  # the start-up reconcile at least
+    assert all("mansession_id" in (a.cookie or "") for a in after_login)
 
 
 async def test_the_fake_answers_within_the_clients_timeout(ajam_replay: ReplayAsterisk) -> None:
