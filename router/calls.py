@@ -6,6 +6,10 @@ caller, DID, state, whether anyone answered, variables seen, a timeline.
 A call leaves memory when its last channel hangs up; a time-to-live guard
 removes calls whose Hangup was lost (a stream gap), so memory stays bounded
 however long the service runs.
+
+The tracker calls nobody back: :meth:`CallTracker.feed` says what the event
+started and what it ended (:class:`Fed`), and the engine tells the plugins,
+in the order it happened.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from router.ami.message import Event
 from router.ami.numbers import ascii_int
 
-__all__ = ["Call", "CallTracker", "Channel", "TimelineEntry"]
+__all__ = ["Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
 
 #: How many timeline entries a call keeps; a stuck call must not grow forever.
 TIMELINE_MAX = 64
@@ -92,6 +97,21 @@ class Call:
         }
 
 
+class Fed(NamedTuple):
+    """What one event did to the calls (a tuple: this is made for every event)."""
+
+    #: The call the event belongs to, None for an event of no call.
+    call: Call | None
+    #: The event started ``call``.
+    started: bool = False
+    #: Calls that ended, in the order they ended: ``call`` after its last
+    #: Hangup, and the oldest calls a full tracker let go to make room.
+    ended: tuple[Call, ...] = ()
+
+
+_NOTHING = Fed(None)
+
+
 class CallTracker:
     """Folds events into :class:`Call` objects; bounded in count and age."""
 
@@ -107,8 +127,6 @@ class CallTracker:
         self._ttl = ttl
         self._max_calls = max_calls
         self._clock = clock
-        self.on_start: list[Callable[[Call], None]] = []
-        self.on_end: list[Callable[[Call], None]] = []
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -123,18 +141,24 @@ class CallTracker:
         linkedid = self._by_channel.get(channel)
         return self._calls.get(linkedid) if linkedid else None
 
-    def feed(self, event: Event) -> Call | None:
-        """Apply one event; return the call it belongs to (None if none)."""
+    def feed(self, event: Event) -> Fed:
+        """Apply one event: the call it belongs to, whether it started it, and
+        the calls that ended."""
         linkedid = event.get("Linkedid")
         channel_name = event.get("Channel")
         if not linkedid:
-            return self.by_channel(channel_name) if channel_name else None
+            return Fed(self.by_channel(channel_name)) if channel_name else _NOTHING
         name = event.name
         call = self._calls.get(linkedid)
+        started = call is None
+        evicted: tuple[Call, ...] = ()
         if call is None:
             if name == "Hangup":
-                return None  # the end of a call we never saw (or already forgot)
-            call = self._start(linkedid)
+                return _NOTHING  # the end of a call we never saw (or already forgot)
+            if len(self._calls) >= self._max_calls:
+                evicted = self.sweep(force_oldest=True)
+            call = Call(linkedid, self._clock())
+            self._calls[linkedid] = call
         now = self._clock()
         if channel_name:
             chan = call.channels.get(channel_name)
@@ -172,33 +196,27 @@ class CallTracker:
             self._by_channel.pop(channel_name, None)
             if not call.active_channels:
                 self._end(call, now)
-        return call
-
-    def _start(self, linkedid: str) -> Call:
-        if len(self._calls) >= self._max_calls:
-            self.sweep(force_oldest=True)
-        call = Call(linkedid, self._clock())
-        self._calls[linkedid] = call
-        for hook in self.on_start:
-            hook(call)
-        return call
+                return Fed(call, started, (*evicted, call))
+        if evicted or started:
+            return Fed(call, started, evicted)
+        return Fed(call)
 
     def _end(self, call: Call, now: float) -> None:
         call.ended = now
         self._calls.pop(call.linkedid, None)
         for name in call.channels:
             self._by_channel.pop(name, None)
-        for hook in self.on_end:
-            hook(call)
 
-    def forget(self, linkedid: str) -> None:
-        """End a call we know is gone (not listed by CoreShowChannels after a gap)."""
+    def forget(self, linkedid: str) -> Call | None:
+        """End a call we know is gone (not listed by CoreShowChannels after a gap);
+        the call it ended, if it was tracked."""
         call = self._calls.get(linkedid)
         if call is not None:
             self._end(call, self._clock())
+        return call
 
-    def sweep(self, *, force_oldest: bool = False) -> int:
-        """Drop calls older than the TTL (lost Hangups); return how many.
+    def sweep(self, *, force_oldest: bool = False) -> tuple[Call, ...]:
+        """Drop calls older than the TTL (lost Hangups); the calls dropped, oldest first.
 
         Calls are kept in the order they started (a dict keeps insertion order
         and ``started`` is the clock at insertion), so the stale ones are a
@@ -215,7 +233,7 @@ class CallTracker:
             stale = [next(iter(self._calls.values()))]
         for call in stale:
             self._end(call, now)
-        return len(stale)
+        return tuple(stale)
 
 
 def _answers(name: str, event: Event) -> bool:

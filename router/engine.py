@@ -153,8 +153,6 @@ class Engine:
         self.plugins = plugins or Plugins.for_config(config)
         self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
-        self._ended: list[Call] = []
-        self._tracker.on_end.append(self._call_ended)
         self.registry = Registry()
         self.rules = RuleBook(config.router.rules, self.registry)
         self.executor = Executor(
@@ -191,13 +189,19 @@ class Engine:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.ready = asyncio.Event()
 
-    def _call_ended(self, call: Call) -> None:
+    def _forget_routed(self, ended: tuple[Call, ...]) -> None:
         # A hung-up channel can ask for nothing more: forget it, so memory
-        # stays flat however many calls pass (the bound below is a backstop).
-        for channel in call.channels.values():
-            self._routed.pop(channel.uniqueid or channel.name, None)
-            self.executor.forget(channel.name)
-        self._ended.append(call)
+        # stays flat however many calls pass (the routed bound is a backstop).
+        for call in ended:
+            for channel in call.channels.values():
+                self._routed.pop(channel.uniqueid or channel.name, None)
+                self.executor.forget(channel.name)
+
+    async def _calls_ended(self, ended: tuple[Call, ...]) -> None:
+        """``callrouter_call_end`` for each ended call, in the order they ended."""
+        self._forget_routed(ended)
+        for call in ended:
+            await self.plugins.call_end(call)
 
     # -- what plugins get (router.hookspecs.EngineAPI, through self.api) ----------------
 
@@ -608,9 +612,8 @@ class Engine:
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()
         if dropped:
-            log.info("dropped %d calls whose Hangup never arrived", dropped)
-        while self._ended:
-            await self.plugins.call_end(self._ended.pop())
+            log.info("dropped %d calls whose Hangup never arrived", len(dropped))
+            await self._calls_ended(dropped)
 
     def _schedule_rules(self) -> None:
         for job in self._scheduler.get_jobs():
@@ -645,12 +648,13 @@ class Engine:
                     and not self._guard.leaving:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
-        linkedid = event.get("Linkedid")
-        is_new = bool(linkedid) and self._tracker.get(linkedid or "") is None
-        call = self._tracker.feed(event)
+        fed = self._tracker.feed(event)
+        call = fed.call
+        if fed.ended:  # a channel that hung up can ask for nothing more
+            self._forget_routed(fed.ended)
         self.executor.observe(event)
         name = event.name
-        if call is not None and is_new:
+        if fed.started and call is not None:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
@@ -669,8 +673,8 @@ class Engine:
             await self.plugins.prefetch(call)
         if self.rules.current.event_rules(name):
             await self._event_rules(event, call)
-        while self._ended:
-            await self.plugins.call_end(self._ended.pop())
+        for ended in fed.ended:
+            await self.plugins.call_end(ended)
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:
         context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
@@ -837,19 +841,19 @@ class Engine:
         """
         listing = await self._client.send("CoreShowChannels", {}, validate=False)
         alive = {item.get("Channel") or "" for item in listing.items}
-        for call in self._tracker:
-            if not any(ch in alive for ch in call.channels):
-                self._tracker.forget(call.linkedid)
-        while self._ended:
-            await self.plugins.call_end(self._ended.pop())
+        gone = tuple(call for call in self._tracker
+                     if not any(ch in alive for ch in call.channels))
+        for call in gone:
+            self._tracker.forget(call.linkedid)
+        await self._calls_ended(gone)
         for item in listing.items:
             linkedid = item.get("Linkedid") or ""
             if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
                 continue
-            is_new = self._tracker.get(linkedid) is None
-            seen = self._tracker.feed(item)
-            if seen is not None and is_new:
-                await self.plugins.call_start(seen)
+            fed = self._tracker.feed(item)
+            await self._calls_ended(fed.ended)
+            if fed.started and fed.call is not None:
+                await self.plugins.call_start(fed.call)
         submitted = 0
         for item in listing.items:
             channel = item.get("Channel") or ""
@@ -871,8 +875,9 @@ class Engine:
                       ("DID", did), ("Caller", item.get("CallerIDNum") or ""),
                       ("Wait", f"{remaining - 1.0:.3f}")]
             synthetic = Event(fields)
-            waiting = self._tracker.feed(synthetic)
-            if self.accept_request(synthetic, waiting):
+            fed = self._tracker.feed(synthetic)
+            await self._calls_ended(fed.ended)
+            if self.accept_request(synthetic, fed.call):
                 submitted += 1
         if submitted:
             log.info("reconcile: routing %d calls still waiting", submitted)

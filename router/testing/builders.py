@@ -63,7 +63,7 @@ class CallTimeline:
     def feed(self, event: Event) -> Call | None:
         """Fold one event in; the call the engine would pass to ``callrouter_event``
         with it, or None (an event of no call, or one the engine passes without)."""
-        return self._tracker.feed(event)
+        return self._tracker.feed(event).call
 
     def inbound_call(self, *, linkedid: str = "1714557600.42", caller: str = CALLER,
                      did: str = DID, routed: bool = True) -> Call:

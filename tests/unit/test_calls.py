@@ -7,7 +7,7 @@ from pathlib import Path
 
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman, split_waitevent
-from router.calls import TIMELINE_MAX, Call, CallTracker
+from router.calls import TIMELINE_MAX, Call, CallTracker, Fed
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
 
@@ -27,11 +27,13 @@ def test_real_call_is_tracked_and_forgotten_after_last_hangup() -> None:
     tracker = CallTracker()
     started: list[str] = []
     ended: list[str] = []
-    tracker.on_start.append(lambda c: started.append(c.linkedid))
-    tracker.on_end.append(lambda c: ended.append(c.linkedid))
     seen_states = set()
     for event in real_call_events():
-        call = tracker.feed(event)
+        call, is_new, gone = tracker.feed(event)
+        if is_new:
+            assert call is not None
+            started.append(call.linkedid)
+        ended += [c.linkedid for c in gone]
         if call is not None:
             seen_states.add(call.state)
             if call.caller_number:
@@ -49,7 +51,7 @@ def test_two_channels_one_call_and_answer_detection() -> None:
                     CallerIDNum="79161234567", CallerIDName="<unknown>", Context="from-trunk",
                     Exten="74951234567", ChannelStateDesc="Ring"))
     call = tracker.feed(ev("Newchannel", Channel="PJSIP/101-2", Uniqueid="1.2",
-                           Linkedid="1.1", CallerIDNum="101", ChannelStateDesc="Down"))
+                           Linkedid="1.1", CallerIDNum="101", ChannelStateDesc="Down")).call
     assert call is not None
     assert call.caller_number == "79161234567"
     assert call.caller_name == ""
@@ -74,17 +76,17 @@ def test_lost_hangups_expire_by_ttl_and_count_is_bounded() -> None:
     assert tracker.get("L0") is None
     assert len(tracker) == 3
     now[0] += 100
-    assert tracker.sweep() == 3
+    assert [c.linkedid for c in tracker.sweep()] == ["L1", "L2", "Lx"]
     assert len(tracker) == 0
 
 
 def test_hangup_of_unknown_call_creates_nothing_and_timeline_is_bounded() -> None:
     tracker = CallTracker()
-    assert tracker.feed(ev("Hangup", Channel="Local/gone", Linkedid="nope")) is None
+    assert tracker.feed(ev("Hangup", Channel="Local/gone", Linkedid="nope")) == Fed(None)
     assert len(tracker) == 0
     for i in range(TIMELINE_MAX * 3):
         call = tracker.feed(ev("Newexten", Channel="Local/a", Linkedid="A", Context="c",
-                               Exten="s", Priority=str(i)))
+                               Exten="s", Priority=str(i))).call
     assert call is not None
     assert len(call.timeline) == TIMELINE_MAX
     assert call.channels["Local/a"].priority == str(TIMELINE_MAX * 3 - 1)
@@ -98,11 +100,12 @@ def test_a_full_tracker_evicts_the_oldest_call_and_keeps_every_index_bounded() -
     size = 2_000
     tracker = CallTracker(max_calls=size)
     ended: list[str] = []
-    tracker.on_end.append(lambda c: ended.append(c.linkedid))
     for i in range(size * 3):
-        tracker.feed(ev("Newchannel", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}"))
-        tracker.feed(ev("Newexten", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}", Context="c",
-                        Exten="s", Priority="1"))
+        fed = tracker.feed(ev("Newchannel", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}"))
+        ended += [c.linkedid for c in fed.ended]
+        fed = tracker.feed(ev("Newexten", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}", Context="c",
+                              Exten="s", Priority="1"))
+        ended += [c.linkedid for c in fed.ended]
         assert len(tracker) <= size
     assert len(tracker) == size
     assert len(tracker._by_channel) == size
@@ -120,7 +123,7 @@ def test_sweep_stops_at_the_first_fresh_call() -> None:
         tracker.feed(ev("Newchannel", Channel=f"Local/{i}", Linkedid=f"L{i}"))
         now[0] += 10
     # now = 100: calls started at 0..30 are older than 60 s
-    assert tracker.sweep() == 4
+    assert [c.linkedid for c in tracker.sweep()] == ["L0", "L1", "L2", "L3"]
     assert [c.linkedid for c in tracker] == [f"L{i}" for i in range(4, 10)]
 
 
@@ -150,3 +153,25 @@ def test_a_new_call_costs_the_same_work_with_100_000_tracked() -> None:
         tracker.feed(ev("Newchannel", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}"))
     assert len(tracker) == size
     assert _CountingCalls.visited <= 100 * 2
+
+
+def test_feed_says_what_started_and_what_ended_in_the_order_it_ended() -> None:
+    """Issue 12 item 4: no callbacks; the engine tells the plugins from what feed returns."""
+    tracker = CallTracker(max_calls=2)
+    first = tracker.feed(ev("Newchannel", Channel="Local/a", Linkedid="A"))
+    assert first.started
+    assert first.call is not None
+    assert first.ended == ()
+    again = tracker.feed(ev("Newexten", Channel="Local/a", Linkedid="A", Context="c"))
+    assert again == Fed(first.call)  # same call, nothing started or ended
+    tracker.feed(ev("Newchannel", Channel="Local/b", Linkedid="B"))
+    full = tracker.feed(ev("Newchannel", Channel="Local/c", Linkedid="C"))
+    assert full.started
+    assert [c.linkedid for c in full.ended] == ["A"]  # the oldest made room
+    hangup = tracker.feed(ev("Hangup", Channel="Local/b", Linkedid="B"))
+    assert not hangup.started
+    assert hangup.call is not None
+    assert [c.linkedid for c in hangup.ended] == ["B"]
+    assert hangup.call.state == "ended"
+    assert tracker.forget("C") is full.call
+    assert tracker.forget("C") is None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from router.calls import Call
+from router.calls import Call, Fed
 from router.config import load_config
 from router.engine import Engine
 
@@ -69,7 +69,7 @@ async def test_a_bad_event_is_logged_once_and_skipped(
     engine = await engine_factory(rules)
     feed = engine.tracker.feed
 
-    def fragile(event: object) -> Call | None:
+    def fragile(event: object) -> Fed:
         if getattr(event, "name", "") == "Poison":
             raise RuntimeError("tracker bug")
         return feed(event)  # type: ignore[arg-type]
@@ -107,7 +107,7 @@ async def test_scheduler_jobs_log_their_failures_by_name(
     job = engine.scheduler.get_job("callrouter-sweep")
     assert job is not None
 
-    def broken_sweep(*, force_oldest: bool = False) -> int:
+    def broken_sweep(*, force_oldest: bool = False) -> tuple[Call, ...]:
         raise RuntimeError("sweep bug")
 
     engine.tracker.sweep = broken_sweep  # type: ignore[method-assign]

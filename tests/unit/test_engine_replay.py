@@ -82,3 +82,29 @@ async def test_calls_already_routed_before_start_are_tracked_to_their_end(
     await ajam_replay.settle(engine)
     assert seen == [("start", channel.linkedid), ("end", channel.linkedid)]
     assert engine.tracker.get(channel.linkedid) is None
+
+
+async def test_calls_gone_during_a_gap_end_in_the_order_they_started(
+        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    """Issue 12 item 4: calls whose Hangups were lost end at the next reconcile,
+    and plugins hear ``call_end`` first in, first out (the parked-callback list
+    drained them last in, first out)."""
+    from router import hookimpl
+
+    ended: list[str] = []
+
+    class Recorder:
+        @hookimpl
+        def callrouter_call_end(self, call: Any) -> None:
+            ended.append(call.linkedid)
+
+    engine = await engine_factory(rules, plugins=[Recorder()])
+    channels = [ajam_replay.inbound_call(caller=f"7916123456{i}", did="74950000001")
+                for i in range(3)]
+    await ajam_replay.settle(engine)
+    linkedids = [ajam_replay.channels[name].linkedid for name in channels]
+    for name in channels:  # hung up while the stream was away: no Hangup events
+        del ajam_replay.channels[name]
+    await engine.reconcile()
+    assert ended == linkedids
+    assert len(engine.tracker) == 0

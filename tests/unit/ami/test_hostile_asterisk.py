@@ -90,11 +90,11 @@ def test_non_numeric_bridge_count_is_treated_as_absent() -> None:
                         ("Linkedid", "L1"), ("Uniqueid", "L1"))))
     for count in ("²", "٢", "2abc", ""):
         call = tracker.feed(Event((("Event", "BridgeEnter"), ("Channel", "PJSIP/a-1"),
-                                   ("Linkedid", "L1"), ("BridgeNumChannels", count))))
+                                   ("Linkedid", "L1"), ("BridgeNumChannels", count)))).call
         assert call is not None
         assert not call.answered
     call = tracker.feed(Event((("Event", "BridgeEnter"), ("Channel", "PJSIP/a-1"),
-                               ("Linkedid", "L1"), ("BridgeNumChannels", "2"))))
+                               ("Linkedid", "L1"), ("BridgeNumChannels", "2")))).call
     assert call is not None
     assert call.answered
 
