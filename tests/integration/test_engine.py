@@ -256,7 +256,10 @@ async def test_shadow_mode_sends_no_action(routing_sandbox: Sandbox, placer: Cal
     engine.request_stop()  # one router at a time on this Asterisk
     await asyncio.sleep(0.5)
     config = make_config(routing_sandbox, tmp_path, shadow=True)
-    shadow = Engine(config, options=EngineOptions(watch_interval=0))
+    # The same rules need the same lookups: a rule set naming an unknown one is
+    # refused at start.
+    shadow = Engine(config, plugins=Plugins.load(extra=[SlowCRM()]),
+                    options=EngineOptions(watch_interval=0))
     await shadow.start()
     task = asyncio.ensure_future(shadow.serve())
     try:
