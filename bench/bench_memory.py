@@ -146,7 +146,8 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     rows.append(["growth", f"{growth:.1f} MB ({'meets' if growth < 5 else 'MISSES'} < 5 MB)"])
     rows.append(["calls still tracked", str(len(engine.tracker))])
     rows.append(["decision records kept (bounded 1,000)", str(len(engine.records))])
-    rows.append(["routed channels remembered (dropped when calls end)", str(len(engine._routed))])
+    rows.append(["routed channels remembered (dropped when calls end)",
+                 str(engine.router.remembered)])
     rows.append(["executor redirect counters (dropped when calls end)",
                  str(len(engine.executor.redirects))])
     rows.append(["outcomes of the last records", str(outcomes)])

@@ -1,5 +1,14 @@
-"""The contract with the dialplan: which values may name a location, and which
-fields of the request event can be believed.
+"""The contract with the dialplan, the one place it is written down: the names
+the shipped snippet (``examples/asterisk/extensions.conf``) and callrouter
+share, the routing request parsed from its ``UserEvent`` (or rebuilt from a
+channel listing after a gap), the deadline arithmetic, which values may name a
+location, and which fields of the request event can be believed.
+
+The dialplan announces each inbound call with ``UserEvent(CallRouterRequest)``
+carrying ``DID``, ``Caller`` and ``Wait``, sets ``CALLROUTER_DEADLINE`` (its
+``EPOCH`` plus the wait) and ``CALLROUTER_DID`` on the channel, then waits in
+``Wait()`` and goes to its default route. callrouter acts only before that
+deadline minus a safety margin (:meth:`Dialplan.deadline`).
 
 Two kinds of text reach Asterisk from callrouter and come from people who are
 not the administrator: a rule's template filled in from a lookup (a 1C
@@ -18,7 +27,7 @@ first and is not the caller's to write: :func:`request_did` and
 :func:`request_caller` read it, and only fall back to the dialplan's keys when
 the snapshot cannot carry the value.
 
-Sans-I/O: imports nothing from the network side.
+Sans-I/O: imports nothing from the network side; the clocks are arguments.
 """
 
 from __future__ import annotations
@@ -28,15 +37,43 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from router.ami.message import Event
+from router.ami.numbers import ascii_float
+
 __all__ = [
+    "DEADLINE_VARIABLE",
     "DEFAULT_LOCATION_PATTERN",
+    "DID_VARIABLE",
+    "INBOUND_CONTEXT",
     "LOCATION_PARAMS",
+    "REQUEST_EVENT",
+    "WAIT_APPLICATION",
+    "Dialplan",
     "LocationPolicy",
+    "RoutingRequest",
     "location_problem",
     "request_caller",
     "request_did",
     "shown",
 ]
+
+#: The ``UserEvent`` name the dialplan emits for each call to route.
+REQUEST_EVENT: Final = "CallRouterRequest"
+#: The context calls wait in (``[callrouter-inbound]`` of the snippet).
+INBOUND_CONTEXT: Final = "callrouter-inbound"
+#: Channel variable: the ``EPOCH`` at which the dialplan stops waiting.
+DEADLINE_VARIABLE: Final = "CALLROUTER_DEADLINE"
+#: Channel variable: the DID, filtered to ``0-9*#+``.
+DID_VARIABLE: Final = "CALLROUTER_DID"
+#: The application a waiting channel is in, as ``CoreShowChannels`` lists it.
+WAIT_APPLICATION: Final = "Wait"
+#: Seconds the dialplan waits when the request does not say (key ``Wait``).
+DEFAULT_WAIT: Final = 4.0
+#: Act only this long before the dialplan gives up, so a Redirect is not
+#: racing the fallback ``Goto``.
+SAFETY_MARGIN: Final = 0.3
+#: ``EPOCH`` (hence ``CALLROUTER_DEADLINE``) counts whole seconds.
+_EPOCH_RESOLUTION: Final = 1.0
 
 #: Letters, digits and ``*#+_-``, 1 to 80 characters: every extension and
 #: context name a sane dialplan uses, and nothing Dial or Goto would parse.
@@ -148,3 +185,105 @@ def request_caller(event: _Fields) -> str:
     if number and number != "<unknown>":
         return number
     return event.get("Caller") or ""
+
+
+def _float(text: str | None, default: float) -> float:
+    # Outside text (a UserEvent's Wait/Timestamp, a channel variable): ASCII
+    # digits only and finite; "nan", "inf", "1e999" or "٣" count as absent.
+    value = ascii_float(text)
+    return default if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    """One call asking to be routed, as its request event tells it."""
+
+    #: The channel waiting in the inbound context (the one a Redirect moves).
+    channel: str
+    #: Its Uniqueid; a request is acted on once per Uniqueid (channel names
+    #: restart from 00000000 when Asterisk restarts, Uniqueids do not).
+    uniqueid: str
+    linkedid: str
+    #: :func:`request_did` and :func:`request_caller`: the snapshot first.
+    did: str
+    caller: str
+    caller_name: str
+    context: str
+    exten: str
+    #: Seconds the dialplan waits, from when it sent the event.
+    wait: float
+    #: When Asterisk sent the event (its ``Timestamp``; None without one).
+    timestamp: float | None
+    #: The event itself, for the rules' view of the call.
+    event: Event
+
+    @property
+    def key(self) -> str:
+        """What "this request was seen already" is keyed by."""
+        return self.uniqueid or self.channel
+
+
+@dataclass(frozen=True, slots=True)
+class Dialplan:
+    """The protocol's parameters, as ``router.toml`` and the engine's options set them."""
+
+    request_event: str = REQUEST_EVENT
+    inbound_context: str = INBOUND_CONTEXT
+    default_wait: float = DEFAULT_WAIT
+    safety_margin: float = SAFETY_MARGIN
+
+    def is_request(self, event: Event) -> bool:
+        return event.name == "UserEvent" and event.get("UserEvent") == self.request_event
+
+    def request(self, event: Event) -> RoutingRequest | None:
+        """The request ``event`` carries, or None when it names no channel."""
+        channel = event.get("Channel") or ""
+        if not channel:
+            return None
+        stamp = _float(event.get("Timestamp"), 0.0)
+        return RoutingRequest(
+            channel=channel, uniqueid=event.get("Uniqueid") or "",
+            linkedid=event.get("Linkedid") or "", did=request_did(event),
+            caller=request_caller(event),
+            caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
+            context=event.get("Context") or "", exten=event.get("Exten") or "",
+            wait=_float(event.get("Wait"), self.default_wait), timestamp=stamp or None,
+            event=event)
+
+    def deadline(self, request: RoutingRequest, *, received: float, now: float) -> float:
+        """When (on the ``received`` clock) the last action must be sent.
+
+        ``received`` is when the request was in our hands (a monotonic clock),
+        ``now`` the wall clock Asterisk stamps events with: the time the event
+        spent on its way (at most the whole wait) is taken off the wait.
+        """
+        stamp = request.timestamp
+        age = min(max(0.0, now - stamp), request.wait) if stamp else 0.0
+        return received - age + request.wait - self.safety_margin
+
+    def is_waiting(self, item: Event) -> bool:
+        """Whether a ``CoreShowChannel`` item is a channel waiting for a decision."""
+        return (item.get("Context") == self.inbound_context
+                and item.get("Application") == WAIT_APPLICATION)
+
+    def listed_wait(self, deadline_variable: str | None, *, now: float) -> float | None:
+        """Seconds a listed channel still waits, from its ``CALLROUTER_DEADLINE``;
+        None when too little is left to act (or the variable is unreadable)."""
+        remaining = _float(deadline_variable, 0.0) - now
+        if remaining <= self.safety_margin + _EPOCH_RESOLUTION:
+            return None
+        return remaining - _EPOCH_RESOLUTION
+
+    def listed_request(self, item: Event, *, did_variable: str | None,
+                       wait: float) -> Event:
+        """The request event the dialplan sent for a listed waiting channel,
+        rebuilt (its own event was lost in a gap, or sent before we started)."""
+        channel = item.get("Channel") or ""
+        number = item.get("CallerIDNum") or ""
+        return Event((
+            ("Event", "UserEvent"), ("UserEvent", self.request_event), ("Channel", channel),
+            ("Uniqueid", item.get("Uniqueid") or ""), ("Linkedid", item.get("Linkedid") or ""),
+            ("Context", self.inbound_context), ("Exten", item.get("Exten") or ""),
+            ("CallerIDNum", number), ("CallerIDName", item.get("CallerIDName") or ""),
+            ("DID", did_variable or item.get("Exten") or ""), ("Caller", number),
+            ("Wait", f"{wait:.3f}")))

@@ -8,14 +8,15 @@ Data path (docs/architecture.md)::
 
 The dialplan (examples/asterisk/extensions.conf) announces each inbound call
 with a ``UserEvent(CallRouterRequest)`` carrying the DID, the caller and how
-long it will wait, then waits and goes to its default route. The engine acts
-only before that deadline minus a safety margin; a late decision is traced,
-never executed. So nothing in the dialplan depends on callrouter being up.
+long it will wait, then waits and goes to its default route (the protocol:
+router/dialplan.py). Callrouter acts only before that deadline minus a safety
+margin; a late decision is traced, never executed. So nothing in the dialplan
+depends on callrouter being up.
 
-Exactly one routing decision is taken per waiting channel, however many
-events, reloads or reconnects happen; after a stream gap the engine lists
-the channels still waiting (``CoreShowChannels``) and routes those still in
-time.
+The engine is the wiring and the life cycle: client, stream, tracker, rules,
+plugins, scheduler, reloads, the live-instance guard, stopping. The request
+path (deadline, evaluation, execution, the decision record and log line, and
+the reconcile after a stream gap) is the :class:`~router.routing.Router`'s.
 """
 
 from __future__ import annotations
@@ -23,15 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
 import secrets
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,23 @@ from router.ami.stream import EventStream, StreamGap
 from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
 from router.config import Config
-from router.dialplan import LocationPolicy, request_caller, request_did
+from router.dialplan import (
+    DEFAULT_WAIT,
+    INBOUND_CONTEXT,
+    REQUEST_EVENT,
+    SAFETY_MARGIN,
+    Dialplan,
+    LocationPolicy,
+)
 from router.engine_view import CallsView, EngineView
 from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
-from router.executor import ActionOutcome, Executor
-from router.hookspecs import EngineAPI, RouteOutcome, ScheduledJob
+from router.executor import Executor
+from router.hookspecs import EngineAPI, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
-from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
-from router.request import RequestInfo, set_request
-from router.rules.context import CallInfo, Context
+from router.request import RequestInfo
+from router.routing import Router, RouteRecord, call_info
+from router.rules.context import Context
 from router.rules.cron import cron_trigger
 from router.rules.decision import Action
 from router.rules.registry import Registry
@@ -65,28 +71,22 @@ from router.supervise import Throttle, log_task_failure, logged
 __all__ = ["Engine", "EngineOptions", "RouteRecord"]
 
 log = logging.getLogger("router.engine")
-decision_log = logging.getLogger("router.decision")
-
-#: Channels remembered as routed, so a request is never acted on twice; entries
-#: leave when their call ends, so this only bounds calls that never end.
-_ROUTED_MEMORY = 100_000
-#: Recent decisions kept in memory (status, tests, the demo); the log has them all.
-_RECORDS_KEPT = 1_000
 
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    """Protocol constants shared with the dialplan snippet."""
+    """The engine's tunables; the first four are the dialplan protocol's
+    (router/dialplan.py, :meth:`dialplan`)."""
 
     #: ``UserEvent`` name the dialplan emits for each call to route.
-    request_event: str = "CallRouterRequest"
+    request_event: str = REQUEST_EVENT
     #: The dialplan context calls wait in; entering it triggers prefetch.
-    inbound_context: str = "callrouter-inbound"
+    inbound_context: str = INBOUND_CONTEXT
     #: Seconds the dialplan waits when the request does not say (header ``Wait``).
-    default_wait: float = 4.0
+    default_wait: float = DEFAULT_WAIT
     #: Act only this long before the dialplan gives up, so a Redirect is not
     #: racing the fallback ``Goto``.
-    safety_margin: float = 0.3
+    safety_margin: float = SAFETY_MARGIN
     #: How long SIGTERM waits for decisions in flight (their confirmations included).
     drain_timeout: float = 5.0
     #: Poll interval for rule file changes (seconds; 0 disables).
@@ -100,39 +100,9 @@ class EngineOptions:
     #: long for an answer before acting.
     live_settle: float = 1.0
 
-
-@dataclass(slots=True)
-class RouteRecord:
-    """One routing decision, as logged: the line an operator reads."""
-
-    channel: str
-    uniqueid: str
-    linkedid: str
-    caller: str
-    did: str
-    rules: tuple[str, ...]
-    outcome: str
-    actions: list[ActionOutcome]
-    lookups: list[dict[str, Any]]
-    evaluate_ms: float
-    total_ms: float | None
-    deadline_left_ms: float
-    #: Rules passed over because an action could not be rendered safely (a
-    #: lookup's extension that is not a dialplan location): rule and reason.
-    rejected: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event": "decision", "channel": self.channel, "uniqueid": self.uniqueid,
-            "call": self.linkedid,
-            "caller": self.caller, "did": self.did, "rule": self.rules[0] if self.rules else None,
-            "rules": list(self.rules), "outcome": self.outcome,
-            "actions": [a.to_dict() for a in self.actions], "lookups": self.lookups,
-            "evaluate_ms": round(self.evaluate_ms, 2),
-            "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
-            "deadline_left_ms": round(self.deadline_left_ms, 1),
-            "rejected": self.rejected,
-        }
+    def dialplan(self) -> Dialplan:
+        return Dialplan(self.request_event, self.inbound_context, self.default_wait,
+                        self.safety_margin)
 
 
 class Engine:
@@ -149,14 +119,20 @@ class Engine:
     ) -> None:
         self._config = config
         self.options = options or EngineOptions()
-        self.shadow = config.router.shadow if shadow is None else shadow
         self.plugins = plugins or Plugins.for_config(config)
         self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
-        self.registry = Registry()
-        self.rules = RuleBook(config.router.rules, self.registry)
         self.executor = Executor(
             self, locations=LocationPolicy.from_pattern(config.router.location_pattern))
+        #: "Now" for rules (working hours); the demo and tests may pin it.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        #: The request path; the engine hands it requests and drains its tasks.
+        self.router = Router(
+            ami=self._client, tracker=self._tracker, executor=self.executor,
+            plugins=self.plugins, rules=RuleBook(config.router.rules, Registry()),
+            dialplan=self.options.dialplan(), log_format=config.router.log_format,
+            clock=lambda: self.clock(), standby=self._standby,
+            shadow=config.router.shadow if shadow is None else shadow)
         self._scheduler = AsyncIOScheduler()
         #: What plugins get of this engine (router.hookspecs.EngineAPI).
         self.api: EngineAPI = EngineView(ami=AMI(self._client), calls=CallsView(self._tracker),
@@ -165,9 +141,6 @@ class Engine:
                               shadow=lambda: self.shadow)
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
-        self._routed: OrderedDict[str, None] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._accepting = True
         self._stopped = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
@@ -183,25 +156,26 @@ class Engine:
         self._reloads: set[asyncio.Task[Any]] = set()
         #: One log line per kind of bad event per minute, not one per event.
         self._bad_events = Throttle(log)
-        #: Every decision taken, newest last (bounded), for tests, the demo, status.
-        self.records: list[RouteRecord] = []
-        #: "Now" for rules (working hours); the demo and tests may pin it.
-        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.ready = asyncio.Event()
 
-    def _forget_routed(self, ended: tuple[Call, ...]) -> None:
-        # A hung-up channel can ask for nothing more: forget it, so memory
-        # stays flat however many calls pass (the routed bound is a backstop).
-        for call in ended:
-            for channel in call.channels.values():
-                self._routed.pop(channel.uniqueid or channel.name, None)
-                self.executor.forget(channel.name)
+    # -- what the router holds ---------------------------------------------------------
 
-    async def _calls_ended(self, ended: tuple[Call, ...]) -> None:
-        """``callrouter_call_end`` for each ended call, in the order they ended."""
-        self._forget_routed(ended)
-        for call in ended:
-            await self.plugins.call_end(call)
+    @property
+    def rules(self) -> RuleBook:
+        return self.router.rules
+
+    @property
+    def registry(self) -> Registry:
+        return self.router.rules.registry
+
+    @property
+    def shadow(self) -> bool:
+        return self.router.shadow
+
+    @property
+    def records(self) -> list[RouteRecord]:
+        """Every decision taken, newest last (bounded), for tests, the demo, status."""
+        return self.router.records
 
     # -- what plugins get (router.hookspecs.EngineAPI, through self.api) ----------------
 
@@ -263,7 +237,7 @@ class Engine:
 
     def may_ask(self, call: Call, lookup: str) -> bool:
         context = call_context(self.registry, call.caller_number, call.did,
-                               caller_name=call.caller_name, call=_call_info(call, None),
+                               caller_name=call.caller_name, call=call_info(call, None),
                                now=self.clock())
         return self.rules.current.may_ask(context, lookup)
 
@@ -401,20 +375,21 @@ class Engine:
         first would log a working Redirect as ``failed``. Bounded by
         ``drain_timeout``; a second request stops at once.
         """
-        if not self._accepting or self._serve_task is None:
-            self._accepting = False
+        if not self.router.accepting or self._serve_task is None:
+            self.router.accepting = False
             self._end_serve()
             return
-        self._accepting = False
-        log.info("stopping: no new calls; finishing %d decisions in flight", len(self._tasks))
+        self.router.accepting = False
+        log.info("stopping: no new calls; finishing %d decisions in flight",
+                 len(self.router.tasks))
         self._draining = asyncio.get_running_loop().create_task(
             self._drain_then_end(), name="callrouter-drain")
 
     async def _drain_then_end(self) -> None:
         try:
             await self._leave()
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
+            if self.router.tasks:
+                await asyncio.wait(set(self.router.tasks), timeout=self.options.drain_timeout)
         finally:
             self._end_serve()
 
@@ -431,13 +406,14 @@ class Engine:
         if self._stopped:
             return
         self._stopped = True
-        self._accepting = False
+        self.router.accepting = False
         self._stopping.set()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         await self._leave()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
+        if self.router.tasks:
+            _, pending = await asyncio.wait(set(self.router.tasks),
+                                            timeout=self.options.drain_timeout)
             for task in pending:
                 task.cancel()
             if pending:
@@ -524,7 +500,7 @@ class Engine:
 
     def _acting(self) -> bool:
         """Whether actions of event and schedule rules may be sent now."""
-        return (not self.shadow and self._accepting
+        return (not self.shadow and self.router.accepting
                 and (self._guard is None or self._guard.acting))
 
     # -- rules -------------------------------------------------------------------------
@@ -579,8 +555,7 @@ class Engine:
             return loaded
         book = RuleBook(self.rules.paths, fresh)
         book.current = loaded
-        self.registry = fresh
-        self.rules = book
+        self.router.rules = book
         log.info("reloaded %d rules", len(loaded.rules))
         if self._scheduler.running:
             self._schedule_rules()
@@ -613,7 +588,7 @@ class Engine:
         dropped = self._tracker.sweep()
         if dropped:
             log.info("dropped %d calls whose Hangup never arrived", len(dropped))
-            await self._calls_ended(dropped)
+            await self.router.end_calls(dropped)
 
     def _schedule_rules(self) -> None:
         for job in self._scheduler.get_jobs():
@@ -651,14 +626,14 @@ class Engine:
         fed = self._tracker.feed(event)
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
-            self._forget_routed(fed.ended)
+            self.router.forget(fed.ended)
         self.executor.observe(event)
         name = event.name
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
-            if self.accept_request(event, call):
+            if self.router.accept(event, call):
                 # Let the routing task run up to its first I/O now, rather than
                 # after the rest of this WaitEvent batch has been processed.
                 await asyncio.sleep(0)
@@ -677,7 +652,7 @@ class Engine:
             await self.plugins.call_end(ended)
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:
-        context = Context.for_event(event.name, dict(event.fields), call=_call_info(call, None),
+        context = Context.for_event(event.name, dict(event.fields), call=call_info(call, None),
                                     now=self.clock())
         # Lookups that take the request get the call's own numbers, not a guess.
         request = None if call is None else RequestInfo(
@@ -689,130 +664,15 @@ class Engine:
         if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # Nobody awaits these tasks: a failure is logged with the task's name.
-        task.add_done_callback(_log_task_failure)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Actions in flight are the router's to drain, whoever started them."""
+        self.router.spawn(coro)
 
-    # -- routing -----------------------------------------------------------------------
+    # -- routing (router/routing.py) ------------------------------------------------------
 
     def accept_request(self, event: Event, call: Call | None) -> bool:
         """Start routing a request unless it was routed already or we are stopping."""
-        channel = event.get("Channel") or ""
-        # Channel names restart from 00000000 when Asterisk restarts; Uniqueid
-        # (system name + start time + sequence) does not.
-        key = event.get("Uniqueid") or channel
-        if not channel or not self._accepting or key in self._routed:
-            return False
-        self._routed[key] = None
-        if len(self._routed) > _ROUTED_MEMORY:
-            self._routed.popitem(last=False)
-        received = time.monotonic()
-        wait = _float(event.get("Wait"), self.options.default_wait)
-        stamp = _float(event.get("Timestamp"), 0.0)
-        age = min(max(0.0, time.time() - stamp), wait) if stamp else 0.0
-        deadline = received - age + wait - self.options.safety_margin
-        if call is not None:
-            call.routed = True
-            call.waiting_channel = channel
-            if not call.did:
-                call.did = request_did(event)
-        self._spawn(self._route(event, call, channel, deadline, received, stamp or None))
-        return True
-
-    async def _route(self, event: Event, call: Call | None, channel: str, deadline: float,
-                     received: float, stamp: float | None) -> None:
-        # The channel snapshot, not the dialplan's DID/Caller keys: a caller
-        # number with commas can rewrite those (router/dialplan.py).
-        raw_caller = request_caller(event)
-        did = request_did(event)
-        context = call_context(
-            self.registry, raw_caller, did,
-            caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
-            call=_call_info(call, event), now=self.clock(),
-        )
-        started = time.monotonic()
-        outcome = None
-        request = RequestInfo(
-            channel=channel, uniqueid=event.get("Uniqueid") or "",
-            linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
-            caller=context.caller.number if context.caller else raw_caller, did=did,
-            deadline=deadline)
-        set_request(request)  # the fallback for code that cannot take the argument
-        try:
-            # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
-            # new task, which would only start after the rest of the current
-            # WaitEvent batch has been handled.
-            async with asyncio.timeout(max(0.001, deadline - started)):
-                outcome = await self.rules.evaluate(context, deadline=deadline,
-                                                    request=request)
-        except TimeoutError:
-            pass
-        except Exception:
-            log.exception("rule evaluation failed for %s", channel)
-        evaluated = time.monotonic()
-        results: list[ActionOutcome] = []
-        status: RouteOutcome
-        if outcome is None:
-            status = "late"
-        elif not outcome.decision.actions:
-            status = "fell-through"
-        elif evaluated > deadline:
-            status = "late"
-        elif self.shadow:
-            status = "shadow"
-        elif (standby := await self._standby(deadline)) is not None:
-            status = "late" if standby == "late" else "shadow"
-        else:
-            results = await self.executor.run(outcome.decision.actions, call, channel)
-            bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
-            gone = any(r.status == "channel-gone" for r in results)
-            status = "caller-gone" if gone else ("failed" if bad else "executed")
-        total_ms = None
-        confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
-        if confirmed and stamp is not None:
-            total_ms = (confirmed[-1] - stamp) * 1000  # on Asterisk's own clock
-        elif results:
-            total_ms = (time.monotonic() - received) * 1000
-        if not results and outcome is not None and outcome.decision.actions:
-            # Not sent (shadow, late, standing by): the line shows what would
-            # have been done, so a shadow trial can be compared with the PBX.
-            results = [_planned(action) for action in outcome.decision.actions]
-        trace = outcome.trace if outcome is not None else None
-        record = RouteRecord(
-            channel=channel, uniqueid=event.get("Uniqueid") or "",
-            linkedid=call.linkedid if call else (event.get("Linkedid") or ""),
-            caller=context.caller.number if context.caller else raw_caller, did=did,
-            rules=outcome.decision.rules if outcome else (), outcome=status, actions=results,
-            lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
-            total_ms=total_ms, deadline_left_ms=(deadline - evaluated) * 1000,
-            rejected=_rejected(trace),
-        )
-        self._log_decision(record)
-        if call is not None:
-            await self.plugins.decision(call, outcome.decision if outcome else None, trace,
-                                        status)
-
-    def _log_decision(self, record: RouteRecord) -> None:
-        self.records.append(record)
-        if len(self.records) > _RECORDS_KEPT:
-            del self.records[: len(self.records) - _RECORDS_KEPT]
-        # Caller and DID come from whoever places the call: control characters
-        # are escaped here, so no log handler ever prints them raw.
-        if self._config.router.log_format == "json":
-            decision_log.info(escape_json_line(json.dumps(record.to_dict(), ensure_ascii=False)))
-        else:
-            acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
-            total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
-            rule = record.rules[0] if record.rules else "-"
-            looked = ", ".join(_lookup_text(lookup) for lookup in record.lookups)
-            line = (f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
-                    f"-> {record.outcome} [{acts}] in {total}"
-                    + (f"; lookups {looked}" if looked else "")
-                    + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected))
-            decision_log.info("%s", escape_controls(line))
+        return self.router.accept(event, call)
 
     # -- gaps ----------------------------------------------------------------------------
 
@@ -830,128 +690,15 @@ class Engine:
             log.error("reconcile after gap failed: %s", exc)
 
     async def reconcile(self) -> int:
-        """Route channels still waiting in the inbound context; forget dead calls;
-        track the live calls the stream has not shown us.
-
-        Calls already past the inbound context (routed before a restart, or
-        started during a gap) are fed to the tracker from the listing, so their
-        Hangup ends them and ``callrouter_call_end`` reports it (the 1C plugin
-        owes them a final event). Returns how many waiting channels were
-        (re)submitted for routing.
-        """
-        listing = await self._client.send("CoreShowChannels", {}, validate=False)
-        alive = {item.get("Channel") or "" for item in listing.items}
-        gone = tuple(call for call in self._tracker
-                     if not any(ch in alive for ch in call.channels))
-        for call in gone:
-            self._tracker.forget(call.linkedid)
-        await self._calls_ended(gone)
-        for item in listing.items:
-            linkedid = item.get("Linkedid") or ""
-            if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
-                continue
-            fed = self._tracker.feed(item)
-            await self._calls_ended(fed.ended)
-            if fed.started and fed.call is not None:
-                await self.plugins.call_start(fed.call)
-        submitted = 0
-        for item in listing.items:
-            channel = item.get("Channel") or ""
-            key = item.get("Uniqueid") or channel
-            if (item.get("Context") != self.options.inbound_context
-                    or key in self._routed or item.get("Application") != "Wait"):
-                continue
-            deadline_epoch = await self._getvar(channel, "CALLROUTER_DEADLINE")
-            remaining = _float(deadline_epoch, 0.0) - time.time()
-            if remaining <= self.options.safety_margin + 1.0:  # EPOCH has 1 s resolution
-                continue
-            did = await self._getvar(channel, "CALLROUTER_DID") or item.get("Exten") or ""
-            fields = [("Event", "UserEvent"), ("UserEvent", self.options.request_event),
-                      ("Channel", channel), ("Uniqueid", item.get("Uniqueid") or ""),
-                      ("Linkedid", item.get("Linkedid") or ""),
-                      ("Context", self.options.inbound_context), ("Exten", item.get("Exten") or ""),
-                      ("CallerIDNum", item.get("CallerIDNum") or ""),
-                      ("CallerIDName", item.get("CallerIDName") or ""),
-                      ("DID", did), ("Caller", item.get("CallerIDNum") or ""),
-                      ("Wait", f"{remaining - 1.0:.3f}")]
-            synthetic = Event(fields)
-            fed = self._tracker.feed(synthetic)
-            await self._calls_ended(fed.ended)
-            if self.accept_request(synthetic, fed.call):
-                submitted += 1
-        if submitted:
-            log.info("reconcile: routing %d calls still waiting", submitted)
-        return submitted
-
-    async def _getvar(self, channel: str, name: str) -> str | None:
-        try:
-            result = await self._client.send("Getvar", {"Channel": channel, "Variable": name},
-                                             validate=False)
-        except AMIError:
-            return None
-        return result.response.get("Value") or None
+        """Route the channels still waiting, track the live calls the stream has
+        not shown, end the gone ones (:meth:`Router.reconcile`)."""
+        return await self.router.reconcile()
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait for in-flight routing tasks (tests, demo, shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        if self.router.tasks:
+            await asyncio.wait(set(self.router.tasks), timeout=timeout)
 
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
-
-
-def _float(text: str | None, default: float) -> float:
-    # Outside text (a UserEvent's Wait/Timestamp, a channel variable): ASCII
-    # digits only and finite; "nan", "inf", "1e999" or "٣" count as absent.
-    value = ascii_float(text)
-    return default if value is None else value
-
-
-def _call_info(call: Call | None, event: Event | None) -> CallInfo | None:
-    if call is None and event is None:
-        return None
-    channel = (event.get("Channel") if event else None) or (call.waiting_channel if call else "")
-    return CallInfo(
-        channel=channel or "",
-        uniqueid=(event.get("Uniqueid") if event else None) or "",
-        linkedid=call.linkedid if call else ((event.get("Linkedid") if event else None) or ""),
-        context=(event.get("Context") if event else None) or "",
-        exten=(event.get("Exten") if event else None) or "",
-        vars=dict(call.variables) if call else {},
-    )
-
-
-def _rejected(trace: Any) -> list[dict[str, str]]:
-    """Rules whose actions could not be rendered (their reasons quote values
-    escaped and cut, router/dialplan.py ``shown``)."""
-    return [{"rule": rule.rule, "reason": rule.detail} for rule in getattr(trace, "rules", ())
-            if rule.status == "rejected"]
-
-
-def _planned(action: Action) -> ActionOutcome:
-    """An action that was decided but not sent: ``planned`` in the decision line."""
-    detail = ", ".join(f"{key}={value}" for key, value in action.params.items())
-    return ActionOutcome(action.kind, "planned", detail)
-
-
-def _lookup_text(lookup: Mapping[str, Any]) -> str:
-    """``owner 12.3 ms``, ``, reused`` when prefetched, the error when it failed."""
-    text = f"{lookup.get('name')} {float(lookup.get('ms') or 0.0):.1f} ms"
-    if lookup.get("reused"):
-        text += " reused"
-    if lookup.get("error"):
-        text += f" failed: {lookup['error']}"
-    return text
-
-
-def _lookups(trace: Any) -> list[dict[str, Any]]:
-    if trace is None:
-        return []
-    out: list[dict[str, Any]] = []
-    for rule in getattr(trace, "rules", ()):
-        for lookup in getattr(rule, "lookups", ()):
-            to_dict = getattr(lookup, "to_dict", None)
-            if to_dict is not None:
-                out.append(to_dict())
-    return out

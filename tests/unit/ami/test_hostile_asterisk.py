@@ -100,7 +100,7 @@ def test_non_numeric_bridge_count_is_treated_as_absent() -> None:
 
 
 def test_wait_and_timestamp_that_are_not_plain_numbers_count_as_absent() -> None:
-    from router.engine import _float
+    from router.dialplan import _float
 
     for text in ("nan", "inf", "-inf", "1e999", "٣", "²", "4 ", "-2"):
         assert _float(text, 4.0) == 4.0, text

@@ -1,0 +1,384 @@
+"""The request path: one routing request in, one decision out, on its deadline.
+
+The :class:`Router` takes each ``UserEvent(CallRouterRequest)`` (or the request
+rebuilt from a channel listing by :meth:`Router.reconcile`), works out how long
+the dialplan still waits (router/dialplan.py), evaluates the rules under that
+deadline, executes the decision unless it is late, shadowed or another live
+instance routes, then writes the decision record and its log line and tells
+the plugins. Exactly one decision is taken per waiting channel, however many
+events, reloads or reconnects happen.
+
+The engine (router/engine.py) wires it and owns everything with a life cycle:
+the event stream, the scheduler, reloads, the live-instance guard. The Router
+never imports it: what it needs from the engine comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from router.ami.message import Event
+from router.ami.protocol import ActionResult
+from router.calls import Call, CallTracker
+from router.dialplan import DEADLINE_VARIABLE, DID_VARIABLE, Dialplan, RoutingRequest
+from router.errors import AMIError
+from router.executor import ActionOutcome, Executor
+from router.hookspecs import RouteOutcome
+from router.logsafe import escape_controls, escape_json_line
+from router.plugins import Plugins
+from router.request import RequestInfo, set_request
+from router.rules.context import CallInfo
+from router.rules.decision import Action
+from router.rules.ruleset import RuleBook, call_context
+from router.supervise import log_task_failure
+
+__all__ = ["RouteRecord", "Router", "call_info"]
+
+log = logging.getLogger("router.routing")
+decision_log = logging.getLogger("router.decision")
+
+#: Channels remembered as routed, so a request is never acted on twice; entries
+#: leave when their call ends, so this only bounds calls that never end.
+_ROUTED_MEMORY = 100_000
+#: Recent decisions kept in memory (status, tests, the demo); the log has them all.
+_RECORDS_KEPT = 1_000
+
+#: What stands between a decision and its execution when other instances are
+#: live: ``"shadow"``, ``"late"`` or None (act). The engine's live guard.
+Standby = Callable[[float], Awaitable[str | None]]
+
+
+class _AMI(Protocol):
+    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
+                   action_id: str | None = None, validate: bool = True,
+                   check: bool = True) -> ActionResult: ...
+
+
+@dataclass(slots=True)
+class RouteRecord:
+    """One routing decision, as logged: the line an operator reads."""
+
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller: str
+    did: str
+    rules: tuple[str, ...]
+    outcome: str
+    actions: list[ActionOutcome]
+    lookups: list[dict[str, Any]]
+    evaluate_ms: float
+    total_ms: float | None
+    deadline_left_ms: float
+    #: Rules passed over because an action could not be rendered safely (a
+    #: lookup's extension that is not a dialplan location): rule and reason.
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "decision", "channel": self.channel, "uniqueid": self.uniqueid,
+            "call": self.linkedid,
+            "caller": self.caller, "did": self.did, "rule": self.rules[0] if self.rules else None,
+            "rules": list(self.rules), "outcome": self.outcome,
+            "actions": [a.to_dict() for a in self.actions], "lookups": self.lookups,
+            "evaluate_ms": round(self.evaluate_ms, 2),
+            "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
+            "deadline_left_ms": round(self.deadline_left_ms, 1),
+            "rejected": self.rejected,
+        }
+
+
+async def _act_now(deadline: float) -> str | None:
+    return None
+
+
+class Router:
+    """Routing requests to decisions: deadline, rules, actions, record, log, hook.
+
+    ``rules`` and ``shadow`` may be replaced while running (a reload swaps
+    the rule book); ``accepting`` turns False when the engine stops taking
+    calls. ``tasks`` holds every routing in flight, for the engine's drain.
+    """
+
+    def __init__(
+        self,
+        *,
+        ami: _AMI,
+        tracker: CallTracker,
+        executor: Executor,
+        plugins: Plugins,
+        rules: RuleBook,
+        dialplan: Dialplan | None = None,
+        log_format: str = "text",
+        clock: Callable[[], datetime],
+        standby: Standby = _act_now,
+        shadow: bool = False,
+    ) -> None:
+        self._ami = ami
+        self._tracker = tracker
+        self._executor = executor
+        self._plugins = plugins
+        self.rules = rules
+        self.dialplan = dialplan or Dialplan()
+        self._json = log_format == "json"
+        self._clock = clock
+        self._standby = standby
+        self.shadow = shadow
+        self.accepting = True
+        self._routed: OrderedDict[str, None] = OrderedDict()
+        #: Routings and other actions in flight (the engine drains them on stop).
+        self.tasks: set[asyncio.Task[Any]] = set()
+        #: Every decision taken, newest last (bounded), for tests, the demo, status.
+        self.records: list[RouteRecord] = []
+
+    @property
+    def remembered(self) -> int:
+        """How many channels are remembered as routed (bench/bench_memory.py)."""
+        return len(self._routed)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        # Nobody awaits these tasks: a failure is logged with the task's name.
+        task.add_done_callback(_log_task_failure)
+
+    # -- calls ending --------------------------------------------------------------------
+
+    def forget(self, ended: tuple[Call, ...]) -> None:
+        """The calls' channels hung up and can ask for nothing more: forget
+        them, so memory stays flat however many calls pass (the bound on the
+        routed memory is a backstop)."""
+        for call in ended:
+            for channel in call.channels.values():
+                self._routed.pop(channel.uniqueid or channel.name, None)
+                self._executor.forget(channel.name)
+
+    async def end_calls(self, ended: tuple[Call, ...]) -> None:
+        """Forget the calls, then ``callrouter_call_end`` for each, in the order they ended."""
+        self.forget(ended)
+        for call in ended:
+            await self._plugins.call_end(call)
+
+    # -- one request -----------------------------------------------------------------------
+
+    def accept(self, event: Event, call: Call | None) -> bool:
+        """Start routing a request unless it was routed already or we are stopping."""
+        request = self.dialplan.request(event)
+        if request is None or not self.accepting or request.key in self._routed:
+            return False
+        self._routed[request.key] = None
+        if len(self._routed) > _ROUTED_MEMORY:
+            self._routed.popitem(last=False)
+        received = time.monotonic()
+        deadline = self.dialplan.deadline(request, received=received, now=time.time())
+        if call is not None:
+            call.routed = True
+            call.waiting_channel = request.channel
+            if not call.did:
+                call.did = request.did
+        self.spawn(self._route(request, call, deadline, received))
+        return True
+
+    async def _route(self, request: RoutingRequest, call: Call | None, deadline: float,
+                     received: float) -> None:
+        # The channel snapshot, not the dialplan's DID/Caller keys: a caller
+        # number with commas can rewrite those (router/dialplan.py).
+        raw_caller, did, channel = request.caller, request.did, request.channel
+        context = call_context(
+            self.rules.registry, raw_caller, did, caller_name=request.caller_name,
+            call=call_info(call, request.event), now=self._clock(),
+        )
+        started = time.monotonic()
+        outcome = None
+        linkedid = call.linkedid if call else request.linkedid
+        caller = context.caller.number if context.caller else raw_caller
+        info = RequestInfo(channel=channel, uniqueid=request.uniqueid, linkedid=linkedid,
+                           caller=caller, did=did, deadline=deadline)
+        set_request(info)  # the fallback for code that cannot take the argument
+        try:
+            # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
+            # new task, which would only start after the rest of the current
+            # WaitEvent batch has been handled.
+            async with asyncio.timeout(max(0.001, deadline - started)):
+                outcome = await self.rules.evaluate(context, deadline=deadline, request=info)
+        except TimeoutError:
+            pass
+        except Exception:
+            log.exception("rule evaluation failed for %s", channel)
+        evaluated = time.monotonic()
+        results: list[ActionOutcome] = []
+        status: RouteOutcome
+        if outcome is None:
+            status = "late"
+        elif not outcome.decision.actions:
+            status = "fell-through"
+        elif evaluated > deadline:
+            status = "late"
+        elif self.shadow:
+            status = "shadow"
+        elif (standby := await self._standby(deadline)) is not None:
+            status = "late" if standby == "late" else "shadow"
+        else:
+            results = await self._executor.run(outcome.decision.actions, call, channel)
+            bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
+            gone = any(r.status == "channel-gone" for r in results)
+            status = "caller-gone" if gone else ("failed" if bad else "executed")
+        total_ms = None
+        confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
+        if confirmed and request.timestamp is not None:
+            total_ms = (confirmed[-1] - request.timestamp) * 1000  # on Asterisk's own clock
+        elif results:
+            total_ms = (time.monotonic() - received) * 1000
+        if not results and outcome is not None and outcome.decision.actions:
+            # Not sent (shadow, late, standing by): the line shows what would
+            # have been done, so a shadow trial can be compared with the PBX.
+            results = [_planned(action) for action in outcome.decision.actions]
+        trace = outcome.trace if outcome is not None else None
+        record = RouteRecord(
+            channel=channel, uniqueid=request.uniqueid, linkedid=linkedid, caller=caller,
+            did=did, rules=outcome.decision.rules if outcome else (), outcome=status,
+            actions=results, lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
+            total_ms=total_ms, deadline_left_ms=(deadline - evaluated) * 1000,
+            rejected=_rejected(trace),
+        )
+        self._log_decision(record)
+        if call is not None:
+            await self._plugins.decision(call, outcome.decision if outcome else None, trace,
+                                         status)
+
+    def _log_decision(self, record: RouteRecord) -> None:
+        self.records.append(record)
+        if len(self.records) > _RECORDS_KEPT:
+            del self.records[: len(self.records) - _RECORDS_KEPT]
+        # Caller and DID come from whoever places the call: control characters
+        # are escaped here, so no log handler ever prints them raw.
+        if self._json:
+            decision_log.info(escape_json_line(json.dumps(record.to_dict(), ensure_ascii=False)))
+        else:
+            acts = ", ".join(f"{a.kind}:{a.status}" for a in record.actions) or "-"
+            total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
+            rule = record.rules[0] if record.rules else "-"
+            looked = ", ".join(_lookup_text(lookup) for lookup in record.lookups)
+            line = (f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
+                    f"-> {record.outcome} [{acts}] in {total}"
+                    + (f"; lookups {looked}" if looked else "")
+                    + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected))
+            decision_log.info("%s", escape_controls(line))
+
+    # -- after a gap, at start ---------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Route channels still waiting in the inbound context; forget dead calls;
+        track the live calls the stream has not shown us.
+
+        Calls already past the inbound context (routed before a restart, or
+        started during a gap) are fed to the tracker from the listing, so their
+        Hangup ends them and ``callrouter_call_end`` reports it (the 1C plugin
+        owes them a final event). Returns how many waiting channels were
+        (re)submitted for routing.
+        """
+        listing = await self._ami.send("CoreShowChannels", {}, validate=False)
+        alive = {item.get("Channel") or "" for item in listing.items}
+        gone = tuple(call for call in self._tracker
+                     if not any(ch in alive for ch in call.channels))
+        for call in gone:
+            self._tracker.forget(call.linkedid)
+        await self.end_calls(gone)
+        for item in listing.items:
+            linkedid = item.get("Linkedid") or ""
+            if not linkedid or self._tracker.by_channel(item.get("Channel") or "") is not None:
+                continue
+            fed = self._tracker.feed(item)
+            await self.end_calls(fed.ended)
+            if fed.started and fed.call is not None:
+                await self._plugins.call_start(fed.call)
+        submitted = 0
+        dialplan = self.dialplan
+        for item in listing.items:
+            channel = item.get("Channel") or ""
+            if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
+                continue
+            wait = dialplan.listed_wait(await self._getvar(channel, DEADLINE_VARIABLE),
+                                        now=time.time())
+            if wait is None:
+                continue
+            synthetic = dialplan.listed_request(
+                item, did_variable=await self._getvar(channel, DID_VARIABLE), wait=wait)
+            fed = self._tracker.feed(synthetic)
+            await self.end_calls(fed.ended)
+            if self.accept(synthetic, fed.call):
+                submitted += 1
+        if submitted:
+            log.info("reconcile: routing %d calls still waiting", submitted)
+        return submitted
+
+    async def _getvar(self, channel: str, name: str) -> str | None:
+        try:
+            result = await self._ami.send("Getvar", {"Channel": channel, "Variable": name},
+                                          validate=False)
+        except AMIError:
+            return None
+        return result.response.get("Value") or None
+
+
+def _log_task_failure(task: asyncio.Task[Any]) -> None:
+    log_task_failure(task, logger=log)
+
+
+def call_info(call: Call | None, event: Event | None) -> CallInfo | None:
+    """The rules' view of the call (``call.*`` in expressions)."""
+    if call is None and event is None:
+        return None
+    channel = (event.get("Channel") if event else None) or (call.waiting_channel if call else "")
+    return CallInfo(
+        channel=channel or "",
+        uniqueid=(event.get("Uniqueid") if event else None) or "",
+        linkedid=call.linkedid if call else ((event.get("Linkedid") if event else None) or ""),
+        context=(event.get("Context") if event else None) or "",
+        exten=(event.get("Exten") if event else None) or "",
+        vars=dict(call.variables) if call else {},
+    )
+
+
+def _rejected(trace: Any) -> list[dict[str, str]]:
+    """Rules whose actions could not be rendered (their reasons quote values
+    escaped and cut, router/dialplan.py ``shown``)."""
+    return [{"rule": rule.rule, "reason": rule.detail} for rule in getattr(trace, "rules", ())
+            if rule.status == "rejected"]
+
+
+def _planned(action: Action) -> ActionOutcome:
+    """An action that was decided but not sent: ``planned`` in the decision line."""
+    detail = ", ".join(f"{key}={value}" for key, value in action.params.items())
+    return ActionOutcome(action.kind, "planned", detail)
+
+
+def _lookup_text(lookup: Mapping[str, Any]) -> str:
+    """``owner 12.3 ms``, ``, reused`` when prefetched, the error when it failed."""
+    text = f"{lookup.get('name')} {float(lookup.get('ms') or 0.0):.1f} ms"
+    if lookup.get("reused"):
+        text += " reused"
+    if lookup.get("error"):
+        text += f" failed: {lookup['error']}"
+    return text
+
+
+def _lookups(trace: Any) -> list[dict[str, Any]]:
+    if trace is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for rule in getattr(trace, "rules", ()):
+        for lookup in getattr(rule, "lookups", ()):
+            to_dict = getattr(lookup, "to_dict", None)
+            if to_dict is not None:
+                out.append(to_dict())
+    return out

@@ -1,0 +1,100 @@
+"""router/dialplan.py as the one source of the dialplan protocol (issue 12 item 4):
+the request parsed from the UserEvent, the deadline, the request rebuilt from a
+channel listing. Sans-I/O: the clocks are arguments, so no test waits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from router.ami.message import Event
+from router.dialplan import (
+    DEADLINE_VARIABLE,
+    DID_VARIABLE,
+    INBOUND_CONTEXT,
+    REQUEST_EVENT,
+    Dialplan,
+)
+
+ROOT = Path(__file__).parents[2]
+
+
+def event(**fields: str) -> Event:
+    return Event((("Event", "UserEvent"), *fields.items()))
+
+
+def request_event(**extra: str) -> Event:
+    return event(UserEvent=REQUEST_EVENT, Channel="PJSIP/trunk-1", Uniqueid="1.5",
+                 Linkedid="1.4", CallerIDNum="79161234567", CallerIDName="<unknown>",
+                 Context=INBOUND_CONTEXT, Exten="74950000001", DID="74950000001",
+                 Caller="79161234567", **extra)
+
+
+def test_the_shipped_dialplan_speaks_these_names() -> None:
+    conf = (ROOT / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    assert f"[{INBOUND_CONTEXT}]" in conf
+    assert re.search(rf"UserEvent\({REQUEST_EVENT},", conf)
+    assert f"Set({DEADLINE_VARIABLE}=$[${{EPOCH}} + " in conf
+    assert f"Set({DID_VARIABLE}=" in conf
+
+
+def test_request_from_the_user_event() -> None:
+    dialplan = Dialplan()
+    raw = request_event(Wait="6", Timestamp="1700000000.250")
+    assert dialplan.is_request(raw)
+    assert not dialplan.is_request(event(UserEvent="Other"))
+    request = dialplan.request(raw)
+    assert request is not None
+    assert (request.channel, request.uniqueid, request.linkedid, request.key) == (
+        "PJSIP/trunk-1", "1.5", "1.4", "1.5")
+    assert (request.did, request.caller, request.caller_name) == (
+        "74950000001", "79161234567", "")
+    assert (request.wait, request.timestamp) == (6.0, 1700000000.25)
+    assert request.event is raw
+    assert dialplan.request(event(UserEvent=REQUEST_EVENT)) is None  # no channel
+
+
+def test_wait_and_timestamp_default_when_absent_or_not_plain_numbers() -> None:
+    request = Dialplan(default_wait=5.0).request(request_event(Wait="nan", Timestamp="٣"))
+    assert request is not None
+    assert (request.wait, request.timestamp) == (5.0, None)
+
+
+def test_the_deadline_takes_the_events_age_and_the_margin_off_the_wait() -> None:
+    dialplan = Dialplan(safety_margin=0.3)
+    request = dialplan.request(request_event(Wait="4", Timestamp="1000.0"))
+    assert request is not None
+    # received at 50.0 (monotonic), 0.5 s after Asterisk stamped it (wall clock)
+    assert dialplan.deadline(request, received=50.0, now=1000.5) == 50.0 - 0.5 + 4 - 0.3
+    # an event older than the whole wait leaves nothing; a clock behind the stamp, all of it
+    assert dialplan.deadline(request, received=50.0, now=2000.0) == 50.0 - 0.3
+    assert dialplan.deadline(request, received=50.0, now=900.0) == 50.0 + 4 - 0.3
+    unstamped = dialplan.request(request_event(Wait="4"))
+    assert unstamped is not None
+    assert dialplan.deadline(unstamped, received=50.0, now=1e9) == 50.0 + 4 - 0.3
+
+
+def test_a_listed_channel_is_rebuilt_into_the_request_the_dialplan_sent() -> None:
+    dialplan = Dialplan()
+    item = Event((("Event", "CoreShowChannel"), ("Channel", "PJSIP/trunk-2"),
+                  ("Uniqueid", "2.1"), ("Linkedid", "2.0"), ("Context", INBOUND_CONTEXT),
+                  ("Exten", "74950000002"), ("Application", "Wait"),
+                  ("CallerIDNum", "79160000000"), ("CallerIDName", "Пётр")))
+    assert dialplan.is_waiting(item)
+    assert not dialplan.is_waiting(Event((("Context", INBOUND_CONTEXT),
+                                          ("Application", "Dial"))))
+    # EPOCH counts whole seconds: one is taken off, and too little left is none
+    assert dialplan.listed_wait("1010", now=1000.0) == 9.0
+    assert dialplan.listed_wait("1001", now=1000.0) is None
+    assert dialplan.listed_wait(None, now=1000.0) is None
+    rebuilt = dialplan.listed_request(item, did_variable="74950000009", wait=9.0)
+    request = dialplan.request(rebuilt)
+    assert dialplan.is_request(rebuilt)
+    assert request is not None
+    assert (request.channel, request.uniqueid, request.linkedid) == ("PJSIP/trunk-2", "2.1",
+                                                                     "2.0")
+    assert (request.did, request.caller, request.caller_name, request.wait) == (
+        "74950000002", "79160000000", "Пётр", 9.0)
+    assert rebuilt.get("DID") == "74950000009"
+    without = dialplan.listed_request(item, did_variable=None, wait=2.0)
+    assert without.get("DID") == "74950000002"
