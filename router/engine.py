@@ -29,7 +29,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.stream import EventStream, StreamGap
+from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
 from router.config import Config
@@ -55,7 +56,7 @@ from router.dialplan import (
 )
 from router.engine_view import CallsView, EngineView
 from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
-from router.executor import Executor
+from router.executor import Executor, PluginHooks
 from router.hookspecs import EngineAPI, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.plugins import Plugins
@@ -63,7 +64,6 @@ from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
-from router.rules.decision import Action
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.supervise import Throttle, log_task_failure, logged
@@ -122,8 +122,15 @@ class Engine:
         self.plugins = plugins or Plugins.for_config(config)
         self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
+        ami = AMI(self._client)
+        #: What plugins get of this engine (router.hookspecs.EngineAPI).
+        self.api: EngineAPI = EngineView(ami=ami, calls=CallsView(self._tracker),
+                              config=config, state_dir=lambda: self.state_dir,
+                              schedule=self.schedule, may_ask=self.may_ask,
+                              shadow=lambda: self.shadow)
         self.executor = Executor(
-            self, locations=LocationPolicy.from_pattern(config.router.location_pattern))
+            self._client, PluginHooks(self.plugins, self.api), kinds=builtin_actions.EXECUTE,
+            locations=LocationPolicy.from_pattern(config.router.location_pattern))
         #: "Now" for rules (working hours); the demo and tests may pin it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         #: The request path; the engine hands it requests and drains its tasks.
@@ -134,11 +141,6 @@ class Engine:
             clock=lambda: self.clock(), standby=self._standby,
             shadow=config.router.shadow if shadow is None else shadow)
         self._scheduler = AsyncIOScheduler()
-        #: What plugins get of this engine (router.hookspecs.EngineAPI).
-        self.api: EngineAPI = EngineView(ami=AMI(self._client), calls=CallsView(self._tracker),
-                              config=config, state_dir=lambda: self.state_dir,
-                              schedule=self.schedule, may_ask=self.may_ask,
-                              shadow=lambda: self.shadow)
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         self._stopped = False
@@ -240,13 +242,6 @@ class Engine:
                                caller_name=call.caller_name, call=call_info(call, None),
                                now=self.clock())
         return self.rules.current.may_ask(context, lookup)
-
-    async def plugin_execute(self, action: Action, call: Call) -> Any:
-        return await self.plugins.execute(action, call, self.api)
-
-    async def plugin_notify(self, target: str, params: Mapping[str, str],
-                            call: Call | None) -> None:
-        await self.plugins.notify(target, params, call)
 
     # -- life cycle ----------------------------------------------------------------
 

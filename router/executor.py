@@ -1,11 +1,18 @@
-"""Carries out a decision's actions through AMI, and proves they took effect.
+"""Carries out a decision's actions, one kind at a time, and reports each outcome.
+
+The executor is a loop over action kinds: a built-in kind runs its executor
+from ``router/builtin/actions.py`` (declared and executed in one place, as a
+plugin's would be), any other kind goes to the plugin that registered it
+(``callrouter_execute``). It takes the AMI facade and the plugins, never the
+engine.
 
 An AMI ``Redirect`` answering ``Success`` only means Asterisk accepted it; the
 call has moved when its channel shows a ``Newexten`` in the target context.
-The executor therefore waits (bounded) for that event, fed to it by the
-engine, and reports ``confirmed`` or ``unconfirmed``. A channel that hung up
-meanwhile (``Channel does not exist``) is an outcome, not an error: callers
-hang up, and that is no fault of ours.
+The redirect executor therefore waits (bounded) for that event, which the
+engine feeds to :meth:`Executor.observe`, and reports ``confirmed`` or
+``unconfirmed`` (:class:`Confirmations`). A channel that hung up meanwhile
+(``Channel does not exist``) is an outcome, not an error: callers hang up, and
+that is no fault of ours.
 
 Before anything is sent, every location (``context``, ``exten``) of the
 decision is held to the :class:`~router.dialplan.LocationPolicy`. Rule
@@ -20,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,19 +35,24 @@ from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
-from router.errors import (
-    AMIActionError,
-    AMIError,
-    AMIPrivilegeError,
-    AMIValidationError,
-    PluginError,
-)
+from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
+    from router.hookspecs import EngineAPI
     from router.rules.decision import Action
 
-__all__ = ["ActionOutcome", "Executor", "ExecutorHost"]
+__all__ = [
+    "ActionOutcome",
+    "ActionRun",
+    "Confirmations",
+    "ExecuteAction",
+    "Executor",
+    "ExecutorAMI",
+    "PluginActions",
+    "PluginHooks",
+    "event_timestamp",
+]
 
 log = logging.getLogger("router.executor")
 
@@ -49,23 +61,45 @@ CONFIRM_TIMEOUT = 3.0
 #: The action kinds whose ``context``/``exten`` reach the dialplan.
 _LOCATION_KINDS = frozenset({"redirect", "originate", "ami"})
 
+class ExecutorAMI(Protocol):
+    """The AMI the executor sends with (the engine's client, or any facade)."""
 
-class _AMI(Protocol):
     async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
                    action_id: str | None = None, validate: bool = True,
                    check: bool = True) -> ActionResult: ...
 
 
-class ExecutorHost(Protocol):
-    """What the executor needs from the engine: AMI and the plugin hooks."""
+class PluginActions(Protocol):
+    """What the executor asks of the plugins: run a kind one of them
+    registered (None when none does), pass a ``notify`` on."""
 
-    @property
-    def ami(self) -> _AMI: ...
+    async def execute(self, action: Action, call: Call) -> Any: ...
 
-    async def plugin_execute(self, action: Action, call: Call) -> Any: ...
+    async def notify(self, target: str, params: Mapping[str, str],
+                     call: Call | None) -> None: ...
 
-    async def plugin_notify(self, target: str, params: Mapping[str, str],
-                            call: Call | None) -> None: ...
+
+class _Hooks(Protocol):
+    async def execute(self, action: Action, call: Call, engine: EngineAPI) -> Any: ...
+
+    async def notify(self, target: str, params: Mapping[str, str],
+                     call: Call | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHooks:
+    """:class:`PluginActions` over the plugin facade: ``api`` is what a
+    plugin's ``callrouter_execute`` is handed as ``engine``."""
+
+    hooks: _Hooks
+    api: EngineAPI
+
+    async def execute(self, action: Action, call: Call) -> Any:
+        return await self.hooks.execute(action, call, self.api)
+
+    async def notify(self, target: str, params: Mapping[str, str],
+                     call: Call | None) -> None:
+        await self.hooks.notify(target, params, call)
 
 
 @dataclass(slots=True)
@@ -85,22 +119,21 @@ class ActionOutcome:
                 "ms": round(self.ms, 2)}
 
 
-class Executor:
-    """Runs actions in order; one instance per engine."""
+class Confirmations:
+    """Redirects waiting for their ``Newexten``, and how many each channel got.
 
-    def __init__(self, host: ExecutorHost, *, confirm_timeout: float = CONFIRM_TIMEOUT,
-                 locations: LocationPolicy | None = None) -> None:
-        self._host = host
-        self._confirm_timeout = confirm_timeout
-        self._locations = locations or LocationPolicy()
+    The engine feeds every event to :meth:`observe`; a redirect executor
+    calls :meth:`expect` with the target context before it sends, then :meth:`wait`.
+    """
+
+    def __init__(self, timeout: float = CONFIRM_TIMEOUT) -> None:
+        self.timeout = timeout
         self._waiters: dict[str, list[tuple[str, asyncio.Future[Event]]]] = {}
         #: Redirects sent per channel, so tests and logs can prove "never twice".
         self.redirects: dict[str, int] = {}
 
-    # -- confirmation ----------------------------------------------------------
-
     def observe(self, event: Event) -> None:
-        """Feed every event; resolves Redirect waiters on Newexten in their target."""
+        """Resolves the waiters of the event's channel on Newexten in their target."""
         if not self._waiters or event.name != "Newexten":
             return
         channel = event.get("Channel") or ""
@@ -112,20 +145,79 @@ class Executor:
             if target == context and not future.done():
                 future.set_result(event)
 
-    def _expect(self, channel: str, context: str) -> asyncio.Future[Event]:
+    def expect(self, channel: str, context: str) -> asyncio.Future[Event]:
+        """Wait for ``channel`` to enter ``context``, counted as one redirect;
+        :meth:`wait` (or :meth:`drop`) the future."""
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append((context, future))
+        self.redirects[channel] = self.redirects.get(channel, 0) + 1
         return future
 
-    def _unexpect(self, channel: str, future: asyncio.Future[Event]) -> None:
+    async def wait(self, channel: str, future: asyncio.Future[Event]) -> Event | None:
+        """The confirming event, or None when none came within the timeout."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.drop(channel, future)
+
+    def drop(self, channel: str, future: asyncio.Future[Event]) -> None:
         waiters = self._waiters.get(channel, [])
         self._waiters[channel] = [w for w in waiters if w[1] is not future]
         if not self._waiters[channel]:
             del self._waiters[channel]
 
     def forget(self, channel: str) -> None:
-        """The channel hung up: drop its Redirect count."""
+        """The channel hung up: drop its redirect count."""
         self.redirects.pop(channel, None)
+
+
+@dataclass(slots=True)
+class ActionRun:
+    """One action being carried out: what a built-in kind's executor works with."""
+
+    kind: str
+    #: The action's rendered parameters (a copy: the executor may take keys out).
+    params: dict[str, str]
+    #: The call it is for; None for schedule rules.
+    call: Call | None
+    #: The routed channel (``redirect``, ``setvar`` and ``hangup`` act on it).
+    channel: str | None
+    ami: ExecutorAMI
+    plugins: PluginActions
+    confirmations: Confirmations
+
+
+#: A built-in kind's executor (router/builtin/actions.py ``EXECUTE``).
+ExecuteAction = Callable[[ActionRun], Awaitable["ActionOutcome"]]
+
+
+class Executor:
+    """Runs actions in order; one instance per engine."""
+
+    def __init__(self, ami: ExecutorAMI, plugins: PluginActions, *,
+                 kinds: Mapping[str, ExecuteAction],
+                 confirm_timeout: float = CONFIRM_TIMEOUT,
+                 locations: LocationPolicy | None = None) -> None:
+        self._ami = ami
+        self._plugins = plugins
+        self._kinds = dict(kinds)
+        self._locations = locations or LocationPolicy()
+        self.confirmations = Confirmations(confirm_timeout)
+
+    @property
+    def redirects(self) -> dict[str, int]:
+        """Redirects sent per channel, so tests and logs can prove "never twice"."""
+        return self.confirmations.redirects
+
+    def observe(self, event: Event) -> None:
+        """Feed every event; resolves Redirect waiters on Newexten in their target."""
+        self.confirmations.observe(event)
+
+    def forget(self, channel: str) -> None:
+        """The channel hung up: drop its Redirect count."""
+        self.confirmations.forget(channel)
 
     # -- execution -------------------------------------------------------------
 
@@ -180,81 +272,20 @@ class Executor:
         return outcomes
 
     async def _one(self, action: Action, call: Call | None, channel: str | None) -> ActionOutcome:
-        params = dict(action.params)
         kind = action.kind
-        ami = self._host.ami
-        if kind == "redirect":
-            return await self._redirect(params, channel)
-        if kind == "setvar":
-            for name, value in params.items():
-                await ami.send("Setvar", {"Channel": channel, "Variable": name, "Value": value},
-                               validate=False)
-            return ActionOutcome(kind, "ok", ", ".join(params))
-        if kind == "hangup":
-            target = params.get("channel") or channel
-            if not target:
-                return ActionOutcome(kind, "failed", "no channel to hang up")
-            await ami.send("Hangup", {"Channel": target, "Cause": params.get("cause")},
-                           validate=False)
-            return ActionOutcome(kind, "ok", target)
-        if kind == "originate":
-            headers = {_header(k): v for k, v in params.items()}
-            headers.setdefault("Async", "true")
-            await ami.send("Originate", headers)
-            return ActionOutcome(kind, "ok", headers.get("Channel", ""))
-        if kind == "ami":
-            name = params.pop("action", "")
-            if not name:
-                raise AMIValidationError("ami action without 'action'")
-            result = await ami.send(name, params)
-            return ActionOutcome(kind, "ok", f"{name}: {result.response.message or 'Success'}")
-        if kind == "notify":
-            target = params.pop("plugin", "")
-            await self._host.plugin_notify(target, params, call)
-            return ActionOutcome(kind, "ok", target)
+        execute = self._kinds.get(kind)
+        if execute is not None:
+            return await execute(ActionRun(kind, dict(action.params), call, channel, self._ami,
+                                           self._plugins, self.confirmations))
         if call is None:
             return ActionOutcome(kind, "no-executor", "plugin actions need a call")
-        result = await self._host.plugin_execute(action, call)
+        result = await self._plugins.execute(action, call)
         if result is None:
             return ActionOutcome(kind, "no-executor", "no plugin executes this action")
         return ActionOutcome(kind, "ok", str(result))
 
-    async def _redirect(self, params: dict[str, str], channel: str | None) -> ActionOutcome:
-        target = params.get("channel") or channel
-        if not target:
-            return ActionOutcome("redirect", "failed", "no channel to redirect")
-        context = params["context"]
-        exten = params.get("exten", "s")
-        headers = {"Channel": target, "Context": context, "Exten": exten,
-                   "Priority": params.get("priority", "1")}
-        future = self._expect(target, context)
-        try:
-            self.redirects[target] = self.redirects.get(target, 0) + 1
-            await self._host.ami.send("Redirect", headers, validate=False)
-            try:
-                await asyncio.wait_for(asyncio.shield(future), self._confirm_timeout)
-            except TimeoutError:
-                return ActionOutcome("redirect", "unconfirmed",
-                                     f"{context},{exten}: no Newexten within "
-                                     f"{self._confirm_timeout:.0f} s")
-            confirmed = ActionOutcome("redirect", "confirmed", f"{context},{exten}")
-            confirmed.event_timestamp = _timestamp(future.result())
-            return confirmed
-        finally:
-            self._unexpect(target, future)
 
-
-def _timestamp(event: Event) -> float | None:
-    # ASCII and finite only: a "nan" would make total_ms NaN and the JSON
-    # decision line invalid.
+def event_timestamp(event: Event) -> float | None:
+    """Asterisk's ``Timestamp`` of an event, ASCII and finite only: a "nan"
+    would make total_ms NaN and the JSON decision line invalid."""
     return ascii_float(event.get("Timestamp"))
-
-
-def _header(key: str) -> str:
-    """Rule parameters are snake_case; AMI headers are CamelCase (caller_id -> CallerID)."""
-    special = {"callerid": "CallerID", "caller_id": "CallerID", "async": "Async",
-               "channelid": "ChannelId", "otherchannelid": "OtherChannelId"}
-    low = key.lower()
-    if low in special:
-        return special[low]
-    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))

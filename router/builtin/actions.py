@@ -1,8 +1,11 @@
-"""The built-in actions: what a rule can ask the engine to do.
+"""The built-in actions: what a rule can ask the engine to do, declared and
+executed here, as a plugin's actions would be.
 
-Only the shape is declared here; executing them through AMI is the
-executor's job (``router/executor.py``). Keeping the declarations as data lets
-rules be checked, and ``explain`` run, without any Asterisk.
+Each kind has its shape (:data:`ACTIONS`, registered by the
+:class:`BuiltinActions` plugin, so rules are checked and ``explain`` runs
+without any Asterisk) and its executor (:data:`EXECUTE`, which the engine hands
+the :class:`~router.executor.Executor`): adding a built-in action means one
+spec and one function in this file. Header names come from the AMI catalog.
 
 Every parameter naming a dialplan location (``context``, ``exten`` of
 ``redirect``, ``originate`` and of an ``ami`` action) is held to the
@@ -18,16 +21,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import cache
 from typing import TYPE_CHECKING
 
+from router.ami.catalog import load_catalog
 from router.dialplan import LocationPolicy, location_problem, shown
+from router.errors import AMIValidationError
+from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
 from router.hookspecs import hookimpl
 from router.rules.registry import ActionCheck, ActionSpec, ParamSpec, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.config import Config
 
-__all__ = ["ACTIONS", "BuiltinActions", "make_plugin", "register"]
+__all__ = ["ACTIONS", "EXECUTE", "BuiltinActions", "make_plugin", "register"]
 
 _VARIABLE = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]*(\([A-Za-z0-9_,-]*\))?$")
 
@@ -167,6 +174,100 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
     registry.add_action(ActionSpec(
         "notify", NOTIFY_PARAMS, doc="Tell a plugin something happened (e.g. a missed call).",
         extra=True, check=check_notify))
+
+
+# -- executing them ---------------------------------------------------------------------
+
+
+async def _redirect(run: ActionRun) -> ActionOutcome:
+    params = run.params
+    target = params.get("channel") or run.channel
+    if not target:
+        return ActionOutcome("redirect", "failed", "no channel to redirect")
+    context = params["context"]
+    exten = params.get("exten", "s")
+    confirmations = run.confirmations
+    future = confirmations.expect(target, context)
+    try:
+        # Unvalidated: the headers are fixed here and the locations were
+        # checked by the executor; this is the hot path.
+        await run.ami.send("Redirect", {"Channel": target, "Context": context, "Exten": exten,
+                                        "Priority": params.get("priority", "1")},
+                           validate=False)
+    except BaseException:
+        confirmations.drop(target, future)
+        raise
+    landed = await confirmations.wait(target, future)
+    if landed is None:
+        return ActionOutcome("redirect", "unconfirmed",
+                             f"{context},{exten}: no Newexten within "
+                             f"{confirmations.timeout:.0f} s")
+    confirmed = ActionOutcome("redirect", "confirmed", f"{context},{exten}")
+    confirmed.event_timestamp = event_timestamp(landed)
+    return confirmed
+
+
+async def _setvar(run: ActionRun) -> ActionOutcome:
+    for name, value in run.params.items():
+        # Unvalidated: the catalog calls Value required, and an empty value
+        # is how a rule clears a variable.
+        await run.ami.send("Setvar", {"Channel": run.channel, "Variable": name,
+                                      "Value": value}, validate=False)
+    return ActionOutcome("setvar", "ok", ", ".join(run.params))
+
+
+async def _hangup(run: ActionRun) -> ActionOutcome:
+    target = run.params.get("channel") or run.channel
+    if not target:
+        return ActionOutcome("hangup", "failed", "no channel to hang up")
+    await run.ami.send("Hangup", {"Channel": target, "Cause": run.params.get("cause")},
+                       validate=False)
+    return ActionOutcome("hangup", "ok", target)
+
+
+@cache
+def _originate_headers() -> dict[str, str]:
+    """Rule parameter (the header in any case, or its Python name such as
+    ``caller_id``) -> the header, from the catalog."""
+    names: dict[str, str] = {}
+    for param in load_catalog().action("Originate").params:
+        names[param.name.lower()] = param.name
+        if param.python_name:
+            names[param.python_name] = param.name
+    return names
+
+
+async def _originate(run: ActionRun) -> ActionOutcome:
+    names = _originate_headers()
+    # A key the catalog does not know goes as written: validation names it.
+    headers = {names.get(key.lower(), names.get(key, key)): value
+               for key, value in run.params.items()}
+    headers.setdefault("Async", "true")
+    await run.ami.send("Originate", headers)
+    return ActionOutcome("originate", "ok", headers.get("Channel", ""))
+
+
+async def _ami(run: ActionRun) -> ActionOutcome:
+    params = run.params
+    name = params.pop("action", "")
+    if not name:
+        raise AMIValidationError("ami action without 'action'")
+    result = await run.ami.send(name, params)
+    return ActionOutcome("ami", "ok", f"{name}: {result.response.message or 'Success'}")
+
+
+async def _notify(run: ActionRun) -> ActionOutcome:
+    params = run.params
+    target = params.pop("plugin", "")
+    await run.plugins.notify(target, params, run.call)
+    return ActionOutcome("notify", "ok", target)
+
+
+#: The executor of each built-in kind.
+EXECUTE: Mapping[str, ExecuteAction] = {
+    "redirect": _redirect, "setvar": _setvar, "hangup": _hangup,
+    "originate": _originate, "ami": _ami, "notify": _notify,
+}
 
 
 class BuiltinActions:

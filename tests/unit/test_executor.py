@@ -10,6 +10,7 @@ import pytest
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
+from router.builtin.actions import EXECUTE
 from router.errors import AMIActionError
 from router.executor import Executor
 from router.rules.decision import Action
@@ -38,11 +39,16 @@ class Host:
         self.ami = FakeAMI()
         self.notified: list[tuple[str, dict[str, str]]] = []
 
-    async def plugin_execute(self, action: Action, call: Any) -> Any:
+    async def execute(self, action: Action, call: Any) -> Any:
         return "done by plugin" if action.kind == "plugin_kind" else None
 
-    async def plugin_notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
+    async def notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
         self.notified.append((target, dict(params)))
+
+
+def executor_for(host: Host, **options: Any) -> Executor:
+    """The executor on the host's AMI and plugins, with the built-in kinds."""
+    return Executor(host.ami, host, kinds=EXECUTE, **options)
 
 
 def newexten(channel: str, context: str) -> Event:
@@ -52,7 +58,7 @@ def newexten(channel: str, context: str) -> Event:
 
 async def test_setvar_then_redirect_confirmed_by_newexten() -> None:
     host = Host()
-    executor = Executor(host, confirm_timeout=2)
+    executor = executor_for(host, confirm_timeout=2)
     host.ami.on_send = lambda name, params: (
         asyncio.get_running_loop().call_later(
             0.01, executor.observe, newexten(params["Channel"], params["Context"]))
@@ -72,7 +78,7 @@ async def test_setvar_then_redirect_confirmed_by_newexten() -> None:
 
 
 async def test_redirect_without_newexten_is_unconfirmed() -> None:
-    executor = Executor(Host(), confirm_timeout=0.05)
+    executor = executor_for(Host(), confirm_timeout=0.05)
     (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
                                     None, "Local/1;2")
     assert outcome.status == "unconfirmed"
@@ -80,7 +86,7 @@ async def test_redirect_without_newexten_is_unconfirmed() -> None:
 
 async def test_newexten_elsewhere_does_not_confirm() -> None:
     host = Host()
-    executor = Executor(host, confirm_timeout=0.1)
+    executor = executor_for(host, confirm_timeout=0.1)
     host.ami.on_send = lambda name, params: executor.observe(
         newexten(params["Channel"], "other-context"))
     (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
@@ -91,7 +97,7 @@ async def test_newexten_elsewhere_does_not_confirm() -> None:
 async def test_caller_hung_up_is_an_outcome_and_stops_the_rest() -> None:
     host = Host()
     host.ami.fail["Setvar"] = "Channel does not exist: Local/1;2"
-    outcomes = await Executor(host).run(
+    outcomes = await executor_for(host).run(
         [Action.make("setvar", {"A": "1"}),
          Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2")
     assert [o.status for o in outcomes] == ["channel-gone"]
@@ -101,7 +107,7 @@ async def test_caller_hung_up_is_an_outcome_and_stops_the_rest() -> None:
 async def test_failed_action_does_not_stop_the_next_one() -> None:
     host = Host()
     host.ami.fail["Originate"] = "Originate failed"
-    outcomes = await Executor(host).run(
+    outcomes = await executor_for(host).run(
         [Action.make("originate", {"channel": "Local/1@x", "caller_id": "x <1>"}),
          Action.make("notify", {"plugin": "onec", "event": "missed"})], None, None)
     assert [o.status for o in outcomes] == ["failed", "ok"]
@@ -121,16 +127,39 @@ async def test_failed_action_does_not_stop_the_next_one() -> None:
 )
 async def test_other_kinds(action: Action, status: str) -> None:
     host = Host()
-    (outcome,) = await Executor(host).run([action], object(), "Local/1;2")  # type: ignore[arg-type]
+    (outcome,) = await executor_for(host).run([action], object(), "Local/1;2")  # type: ignore[arg-type]
     assert outcome.status == status
 
 
 def test_a_non_finite_confirmation_timestamp_is_no_timestamp() -> None:
     """A 'nan' Timestamp on the confirming Newexten must not make total_ms NaN (invalid JSON)."""
     from router.ami.message import Event
-    from router.executor import _timestamp
+    from router.executor import event_timestamp as _timestamp
 
     for bad in ("nan", "inf", "-1", "1e308", "١٧٠٠٠٠٠٠٠٠.5", ""):
         assert _timestamp(Event((("Event", "Newexten"), ("Timestamp", bad)))) is None
     good = Event((("Event", "Newexten"), ("Timestamp", "1700000000.25")))
     assert _timestamp(good) == 1700000000.25
+
+
+def test_every_built_in_kind_is_declared_and_executed_in_one_module() -> None:
+    """Issue 12 item 4: built-ins are plugins end to end: the kinds the built-in
+    actions plugin registers are exactly the kinds router/builtin/actions.py executes."""
+    from router.builtin.actions import register
+    from router.rules.registry import Registry
+
+    registry = Registry()
+    register(registry)
+    assert set(registry.actions) == set(EXECUTE)
+
+
+async def test_originate_headers_are_the_catalogs_spelling() -> None:
+    """No header table of our own: any case of the header, or its Python name."""
+    host = Host()
+    await executor_for(host).run(
+        [Action.make("originate", {"channel": "Local/1@x", "application": "Playback",
+                                   "callerid": "x <1>", "early_media": "true",
+                                   "OTHERCHANNELID": "o-1"})], None, None)
+    assert host.ami.sent == [("Originate", {
+        "Channel": "Local/1@x", "Application": "Playback", "CallerID": "x <1>",
+        "EarlyMedia": "true", "OtherChannelId": "o-1", "Async": "true"})]

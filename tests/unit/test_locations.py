@@ -19,6 +19,7 @@ import pytest
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
+from router.builtin.actions import EXECUTE
 from router.config import load_config
 from router.dialplan import LocationPolicy, request_caller, request_did
 from router.engine import Engine, EngineOptions
@@ -66,11 +67,16 @@ class Host:
     def __init__(self) -> None:
         self.ami = FakeAMI()
 
-    async def plugin_execute(self, action: Action, call: Any) -> Any:
+    async def execute(self, action: Action, call: Any) -> Any:
         return None
 
-    async def plugin_notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
+    async def notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
         return None
+
+
+def executor_for(host: Host, **options: Any) -> Executor:
+    """The executor on the host's AMI and plugins, with the built-in kinds."""
+    return Executor(host.ami, host, kinds=EXECUTE, **options)
 
 
 # -- the executor: the last line before AMI ----------------------------------------------
@@ -85,7 +91,7 @@ class Host:
 async def test_executor_sends_nothing_for_a_hostile_exten(
         value: str, kind: str, params: dict[str, str]) -> None:
     host = Host()
-    executor = Executor(host, confirm_timeout=0.1)
+    executor = executor_for(host, confirm_timeout=0.1)
     key = "Exten" if kind == "ami" else "exten"
     actions = [Action.make("setvar", {"CRM_CLIENT": "x"}),
                Action.make(kind, {**params, key: value})]
@@ -101,7 +107,7 @@ async def test_executor_sends_nothing_for_a_hostile_exten(
 
 async def test_executor_refuses_a_hostile_context() -> None:
     host = Host()
-    outcomes = await Executor(host).run(
+    outcomes = await executor_for(host).run(
         [Action.make("redirect", {"context": "from-trunk,s,1", "exten": "101"})], None, "C/1")
     assert host.ami.sent == []
     assert outcomes[0].status == "failed"
@@ -111,7 +117,7 @@ async def test_executor_refuses_a_hostile_context() -> None:
 @pytest.mark.parametrize("value", SAFE)
 async def test_executor_sends_safe_locations(value: str) -> None:
     host = Host()
-    executor = Executor(host, confirm_timeout=0.05)
+    executor = executor_for(host, confirm_timeout=0.05)
     await executor.run([Action.make("redirect", {"context": "callrouter-dial", "exten": value})],
                        None, "PJSIP/trunk-1")
     assert host.ami.sent == [("Redirect", {"Channel": "PJSIP/trunk-1",
