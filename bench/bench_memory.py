@@ -63,22 +63,23 @@ class FakeAMI:
 
 def call_events(i: int, caller: str) -> tuple[list[Any], list[Any], str]:
     from router.ami.message import Event
+    from router.dialplan import INBOUND_CONTEXT, REQUEST_EVENT
 
     stamp = f"{time.time():.6f}"
     linkedid = f"bench-{i}.1"
-    channel = f"Local/{DID}@callrouter-inbound-{i:08x};2"
+    channel = f"Local/{DID}@{INBOUND_CONTEXT}-{i:08x};2"
     common = [("Privilege", "call,all"), ("Timestamp", stamp), ("Channel", channel),
               ("ChannelState", "4"), ("ChannelStateDesc", "Ring"), ("CallerIDNum", caller),
               ("CallerIDName", "<unknown>"), ("ConnectedLineNum", "<unknown>"),
               ("ConnectedLineName", "<unknown>"), ("Language", "en"), ("AccountCode", ""),
-              ("Context", "callrouter-inbound"), ("Exten", DID), ("Priority", "1"),
+              ("Context", INBOUND_CONTEXT), ("Exten", DID), ("Priority", "1"),
               ("Uniqueid", linkedid), ("Linkedid", linkedid)]
     before = [
         Event([("Event", "Newchannel"), *common]),
         Event([("Event", "Newexten"), *common, ("Extension", DID), ("Application", "NoOp"),
                ("AppData", "callrouter")]),
         Event([("Event", "UserEvent"), *common[:-3], ("Priority", "5"), *common[-2:],
-               ("UserEvent", "CallRouterRequest"), ("DID", DID), ("Caller", caller),
+               ("UserEvent", REQUEST_EVENT), ("DID", DID), ("Caller", caller),
                ("Wait", "4")]),
     ]
     target = [(k, v) for k, v in common if k not in ("Context", "Exten", "Priority")]

@@ -17,6 +17,7 @@ import time
 
 from router.ami.message import Event
 from router.calls import CallTracker
+from router.dialplan import DID_VARIABLE, INBOUND_CONTEXT
 
 
 def _events(i: int) -> list[Event]:
@@ -25,10 +26,10 @@ def _events(i: int) -> list[Event]:
               ("CallerIDName", "<unknown>"))
     return [
         Event((("Event", "Newchannel"), *common, ("ChannelStateDesc", "Ring"),
-               ("Context", "callrouter-inbound"), ("Exten", "74950000001"))),
-        Event((("Event", "Newexten"), *common, ("Context", "callrouter-inbound"),
+               ("Context", INBOUND_CONTEXT), ("Exten", "74950000001"))),
+        Event((("Event", "Newexten"), *common, ("Context", INBOUND_CONTEXT),
                ("Exten", "74950000001"), ("Priority", "1"), ("Application", "NoOp"))),
-        Event((("Event", "VarSet"), *common, ("Variable", "CALLROUTER_DID"),
+        Event((("Event", "VarSet"), *common, ("Variable", DID_VARIABLE),
                ("Value", "74950000001"))),
     ]
 

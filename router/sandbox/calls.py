@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from router.ami.client import AJAMClient
 from router.ami.message import Event
 from router.ami.stream import EventStream, StreamGap
+from router.dialplan import INBOUND_CONTEXT, REQUEST_EVENT
 
 __all__ = ["CallPlacer", "PlacedCall"]
 
@@ -72,8 +73,8 @@ class CallPlacer:
         self,
         client: AJAMClient,
         *,
-        inbound_context: str = "callrouter-inbound",
-        request_event: str = "CallRouterRequest",
+        inbound_context: str = INBOUND_CONTEXT,
+        request_event: str = REQUEST_EVENT,
         ignore_contexts: Iterable[str] = (),
     ) -> None:
         self.client = client

@@ -30,6 +30,7 @@ from router.ami.message import Event
 from router.ami.protocol import parse_rawman
 from router.ami.transport import HTTPRequest
 from router.config import AsteriskSettings
+from router.dialplan import DEADLINE_VARIABLE, DID_VARIABLE, INBOUND_CONTEXT, REQUEST_EVENT
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -299,8 +300,8 @@ class ReplayAsterisk:
         return self.channels[name]
 
     def inbound_call(self, *, caller: str, did: str, caller_name: str = "", wait: float = 4.0,
-                     channel: str | None = None, context: str = "callrouter-inbound",
-                     request_event: str = "CallRouterRequest", announce: bool = True) -> str:
+                     channel: str | None = None, context: str = INBOUND_CONTEXT,
+                     request_event: str = REQUEST_EVENT, announce: bool = True) -> str:
         """Play what the shipped dialplan does for one inbound call; returns the channel.
 
         Queues ``Newchannel``, the ``Newexten`` into ``callrouter-inbound``, the
@@ -325,8 +326,8 @@ class ReplayAsterisk:
         deadline = str(int(time.time() + wait))
         emit({"Event": "Newexten", **common, "Priority": "1", "Extension": did,
               "Application": "NoOp", "AppData": "callrouter"})
-        for variable, value in (("CALLROUTER_DID", _dial_filter(did, "0123456789*#+")),
-                                ("CALLROUTER_DEADLINE", deadline)):
+        for variable, value in ((DID_VARIABLE, _dial_filter(did, "0123456789*#+")),
+                                (DEADLINE_VARIABLE, deadline)):
             emit({"Event": "VarSet", "Privilege": "dialplan,all", **common,
                   "Variable": variable, "Value": value})
         emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "5",
