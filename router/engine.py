@@ -663,12 +663,6 @@ class Engine:
         """Actions in flight are the router's to drain, whoever started them."""
         self.router.spawn(coro)
 
-    # -- routing (router/routing.py) ------------------------------------------------------
-
-    def accept_request(self, event: Event, call: Call | None) -> bool:
-        """Start routing a request unless it was routed already or we are stopping."""
-        return self.router.accept(event, call)
-
     # -- gaps ----------------------------------------------------------------------------
 
     async def _on_gap(self, gap: StreamGap) -> None:
