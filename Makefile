@@ -124,17 +124,17 @@ provision: install
 
 lint: install run-lint
 
-# ruff, then the architecture rules ([tool.importlinter] in pyproject.toml);
-# both run even when the first fails. The example plugin is not installed, so
-# its folder goes on the path for lint-imports.
+# ruff check, ruff format --check, then the architecture rules
+# ([tool.importlinter] in pyproject.toml); all run even when one fails. The
+# example plugin is not installed, so its folder goes on the path for lint-imports.
+# `ruff format .` fixes what the format check reports.
 run-lint:
 	@status=0; \
 	echo "$(PY) -m ruff check ."; $(PY) -m ruff check . || status=1; \
+	echo "$(PY) -m ruff format --check ."; $(PY) -m ruff format --check . || status=1; \
 	echo "lint-imports"; \
 	PYTHONPATH=examples/plugin-vip-greeting $(VENV)/bin/lint-imports --no-cache --no-logo || status=1; \
 	exit $$status
-# TODO(issue 12): enable once the whole tree is formatted in one commit:
-#	$(PY) -m ruff format --check .
 
 typecheck: install run-typecheck
 

@@ -33,15 +33,19 @@ DIRECTORY_CSV = REPO / "tests" / "fixtures" / "engine" / "directory.csv"
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; numbers right-aligned."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.2f}" if abs(v) < 100 else f"{v:,.0f}"
         if isinstance(v, int):
             return f"{v:,}"
         return str(v)
+
     text_rows = [[cell(v) for v in row] for row in rows]
-    align = ["---:" if rows and isinstance(rows[0][i], (int, float)) else "---"
-             for i in range(len(headers))]
+    align = [
+        "---:" if rows and isinstance(rows[0][i], (int, float)) else "---"
+        for i in range(len(headers))
+    ]
     out = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
     out += ["| " + " | ".join(r) + " |" for r in text_rows]
     return "\n".join(out)
@@ -75,14 +79,18 @@ def machine() -> dict[str, str]:
     asterisk = "not provisioned"
     try:
         from router.sandbox import asterisk_version, default_cache_dir
+
         root = default_cache_dir() / "rootfs"
         if root.exists():
             asterisk = asterisk_version(root)
     except Exception:
         pass
     nproc = shutil.which("nproc")
-    cores = (subprocess.run([nproc], capture_output=True, text=True).stdout.strip()
-             if nproc else str(os.cpu_count()))
+    cores = (
+        subprocess.run([nproc], capture_output=True, text=True).stdout.strip()
+        if nproc
+        else str(os.cpu_count())
+    )
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -115,23 +123,33 @@ def bench_dialplan(wait: int = 4) -> str:
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and "]" in stripped:
-            section = stripped[1:stripped.index("]")]
+            section = stripped[1 : stripped.index("]")]
         if section in ("globals", "callrouter-inbound"):
             if section == "globals" and stripped.startswith("CALLROUTER_WAIT="):
                 line = f"CALLROUTER_WAIT={wait}"
             keep.append(line)
     out = "\n".join(keep) + "\n"
     for ctx in _TARGETS:
-        out += (f"\n[{ctx}]\nexten => _[a-z0-9].,1,NoOp(bench landed ${{EXTEN}})\n"
-                f" same => n,Hangup()\nexten => _X,1,NoOp(bench landed ${{EXTEN}})\n"
-                f" same => n,Hangup()\n")
+        out += (
+            f"\n[{ctx}]\nexten => _[a-z0-9].,1,NoOp(bench landed ${{EXTEN}})\n"
+            f" same => n,Hangup()\nexten => _X,1,NoOp(bench landed ${{EXTEN}})\n"
+            f" same => n,Hangup()\n"
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- rules
 
-EXTRA_EVENTS = ("Hangup", "Newstate", "DialEnd", "QueueCallerAbandon", "AgentConnect",
-                "BridgeEnter", "Cdr", "VarSet")
+EXTRA_EVENTS = (
+    "Hangup",
+    "Newstate",
+    "DialEnd",
+    "QueueCallerAbandon",
+    "AgentConnect",
+    "BridgeEnter",
+    "Cdr",
+    "VarSet",
+)
 
 
 def extra_rules(n: int = 1000) -> str:
@@ -182,16 +200,17 @@ def make_rules_dir(dest: Path, extra: int = 1000) -> Path:
     shutil.copytree(REPO / "rules", rules, dirs_exist_ok=True)
     inbound = rules / "inbound.yaml"
     text = inbound.read_text(encoding="utf-8")
-    text = text.replace('not workhours("mon-fri 09:00-19:00", holidays=lists.holidays)',
-                        'not workhours("daily", holidays=lists.holidays)')
+    text = text.replace(
+        'not workhours("mon-fri 09:00-19:00", holidays=lists.holidays)',
+        'not workhours("daily", holidays=lists.holidays)',
+    )
     inbound.write_text(text, encoding="utf-8")
     if extra:
         (rules / "zz-bench-extra.yaml").write_text(extra_rules(extra), encoding="utf-8")
     return rules
 
 
-def engine_config(dest: Path, url: str, secret: str, rules: Path,
-                  username: str = "router") -> Path:
+def engine_config(dest: Path, url: str, secret: str, rules: Path, username: str = "router") -> Path:
     path = dest / "router.toml"
     path.write_text(
         f'[asterisk]\nurl = "{url}"\nusername = "{username}"\nsecret = "{secret}"\n'
@@ -217,9 +236,14 @@ class BenchOneC:
         self.fetches = 0
 
         class Source:
-            async def responsible(self, phone: str, *, did: str | None = None,
-                                  call_id: str | None = None,
-                                  deadline: float | None = None) -> Responsible:
+            async def responsible(
+                self,
+                phone: str,
+                *,
+                did: str | None = None,
+                call_id: str | None = None,
+                deadline: float | None = None,
+            ) -> Responsible:
                 outer.fetches += 1
                 return Responsible(found=found, phone=phone)
 
@@ -228,7 +252,6 @@ class BenchOneC:
 
     async def warm(self) -> None:
         await self.cache.warm(self.numbers)
-
 
     def callrouter_register(self, registry: Any) -> None:
         cache = self.cache
@@ -244,6 +267,7 @@ class BenchOneC:
 
 def _mark_hooks() -> None:
     from router.hookspecs import hookimpl
+
     BenchOneC.callrouter_register = hookimpl(BenchOneC.callrouter_register)  # type: ignore[method-assign]
 
 

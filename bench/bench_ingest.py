@@ -41,8 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CALLERS, DID, RESULTS, bench_dialplan, md_table
 
 CAPTURE = RESULTS / "capture.json"
-PATTERNS = ("Newchannel", "Newexten", "UserEvent", "Hangup", "VarSet", "Dial*", "Bridge*",
-            "NewCallerid", "Newstate", "Local*")
+PATTERNS = (
+    "Newchannel",
+    "Newexten",
+    "UserEvent",
+    "Hangup",
+    "VarSet",
+    "Dial*",
+    "Bridge*",
+    "NewCallerid",
+    "Newstate",
+    "Local*",
+)
 
 
 # ----------------------------------------------------------------------------- capture
@@ -59,8 +69,7 @@ async def _capture(box: Any, calls: int, rate: float) -> dict[str, list[str]]:
 
     async def poll(fmt: str, http: httpx.AsyncClient) -> None:
         url = f"{box.url}/{fmt}"
-        await http.post(url, data={"Action": "Login", "Username": "router",
-                                   "Secret": box.secret})
+        await http.post(url, data={"Action": "Login", "Username": "router", "Secret": box.secret})
         while not stop.is_set():
             resp = await http.post(url, data={"Action": "WaitEvent", "Timeout": "1"})
             if b"Event" in resp.content or b"event=" in resp.content:
@@ -202,13 +211,16 @@ def main() -> None:
     for name, stage, _, _ in runs:
         rate = results[(name, stage)]
         pano = results[("panoramisk", stage)]
-        rows.append([name, stage, round(rate), f"{rate / pano:.2f}x",
-                     "yes" if rate >= 50_000 else "NO"])
-    text = (f"### Ingest: events per second per core ({args.events:,} events from a real "
-            f"capture of {n_events:,} events in {len(raw)} WaitEvent bodies, best of "
-            f"{args.repeat})\n\n"
-            + md_table(["parser", "stage", "events/s/core", "vs panoramisk", ">= 50k"], rows)
-            + "\n")
+        rows.append(
+            [name, stage, round(rate), f"{rate / pano:.2f}x", "yes" if rate >= 50_000 else "NO"]
+        )
+    text = (
+        f"### Ingest: events per second per core ({args.events:,} events from a real "
+        f"capture of {n_events:,} events in {len(raw)} WaitEvent bodies, best of "
+        f"{args.repeat})\n\n"
+        + md_table(["parser", "stage", "events/s/core", "vs panoramisk", ">= 50k"], rows)
+        + "\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ingest.md").write_text(text)

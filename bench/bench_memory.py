@@ -43,8 +43,9 @@ class FakeAMI:
         from router.ami.message import Response
         from router.ami.protocol import ActionResult
 
-        self.result = ActionResult(Response((("Response", "Success"),
-                                             ("Message", "Redirect successful"))))
+        self.result = ActionResult(
+            Response((("Response", "Success"), ("Message", "Redirect successful")))
+        )
         self.sent: dict[str, int] = {}
         self.waiting: dict[str, asyncio.Future[None]] = {}
 
@@ -68,27 +69,73 @@ def call_events(i: int, caller: str) -> tuple[list[Any], list[Any], str]:
     stamp = f"{time.time():.6f}"
     linkedid = f"bench-{i}.1"
     channel = f"Local/{DID}@{INBOUND_CONTEXT}-{i:08x};2"
-    common = [("Privilege", "call,all"), ("Timestamp", stamp), ("Channel", channel),
-              ("ChannelState", "4"), ("ChannelStateDesc", "Ring"), ("CallerIDNum", caller),
-              ("CallerIDName", "<unknown>"), ("ConnectedLineNum", "<unknown>"),
-              ("ConnectedLineName", "<unknown>"), ("Language", "en"), ("AccountCode", ""),
-              ("Context", INBOUND_CONTEXT), ("Exten", DID), ("Priority", "1"),
-              ("Uniqueid", linkedid), ("Linkedid", linkedid)]
+    common = [
+        ("Privilege", "call,all"),
+        ("Timestamp", stamp),
+        ("Channel", channel),
+        ("ChannelState", "4"),
+        ("ChannelStateDesc", "Ring"),
+        ("CallerIDNum", caller),
+        ("CallerIDName", "<unknown>"),
+        ("ConnectedLineNum", "<unknown>"),
+        ("ConnectedLineName", "<unknown>"),
+        ("Language", "en"),
+        ("AccountCode", ""),
+        ("Context", INBOUND_CONTEXT),
+        ("Exten", DID),
+        ("Priority", "1"),
+        ("Uniqueid", linkedid),
+        ("Linkedid", linkedid),
+    ]
     before = [
         Event([("Event", "Newchannel"), *common]),
-        Event([("Event", "Newexten"), *common, ("Extension", DID), ("Application", "NoOp"),
-               ("AppData", "callrouter")]),
-        Event([("Event", "UserEvent"), *common[:-3], ("Priority", "5"), *common[-2:],
-               ("UserEvent", REQUEST_EVENT), ("DID", DID), ("Caller", caller),
-               ("Wait", "4")]),
+        Event(
+            [
+                ("Event", "Newexten"),
+                *common,
+                ("Extension", DID),
+                ("Application", "NoOp"),
+                ("AppData", "callrouter"),
+            ]
+        ),
+        Event(
+            [
+                ("Event", "UserEvent"),
+                *common[:-3],
+                ("Priority", "5"),
+                *common[-2:],
+                ("UserEvent", REQUEST_EVENT),
+                ("DID", DID),
+                ("Caller", caller),
+                ("Wait", "4"),
+            ]
+        ),
     ]
     target = [(k, v) for k, v in common if k not in ("Context", "Exten", "Priority")]
     after = [
-        Event([("Event", "Newexten"), *target, ("Context", "callrouter-dial"), ("Exten", "101"),
-               ("Priority", "1"), ("Extension", "101"), ("Application", "NoOp"),
-               ("AppData", "")]),
-        Event([("Event", "Hangup"), *target, ("Context", "callrouter-dial"), ("Exten", "101"),
-               ("Priority", "2"), ("Cause", "16"), ("Cause-txt", "Normal Clearing")]),
+        Event(
+            [
+                ("Event", "Newexten"),
+                *target,
+                ("Context", "callrouter-dial"),
+                ("Exten", "101"),
+                ("Priority", "1"),
+                ("Extension", "101"),
+                ("Application", "NoOp"),
+                ("AppData", ""),
+            ]
+        ),
+        Event(
+            [
+                ("Event", "Hangup"),
+                *target,
+                ("Context", "callrouter-dial"),
+                ("Exten", "101"),
+                ("Priority", "2"),
+                ("Cause", "16"),
+                ("Cause-txt", "Normal Clearing"),
+            ]
+        ),
     ]
     return before, after, channel
 
@@ -105,13 +152,19 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     onec = BenchOneC(callers)
     await onec.warm()
     fake = FakeAMI()
-    engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]), client=fake,  # type: ignore[arg-type]
-                    options=EngineOptions(watch_interval=0))
+    engine = Engine(
+        config,
+        plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+        client=fake,  # type: ignore[arg-type]
+        options=EngineOptions(watch_interval=0),
+    )
     # The directory knows every caller, so each call is routed by one Redirect.
     from router.builtin.directory import Directory
+
     await engine.setup()
     engine.plugins.pm.get_plugin("directory").directory = Directory(
-        {c: {"extension": "101", "name": "Bench"} for c in callers})
+        {c: {"extension": "101", "name": "Bench"} for c in callers}
+    )
 
     async def one(i: int) -> None:
         before, after, channel = call_events(i, callers[i % len(callers)])
@@ -147,10 +200,12 @@ async def run(calls: int, warmup: int, extra: int = 0) -> list[list[object]]:
     rows.append(["growth", f"{growth:.1f} MB ({'meets' if growth < 5 else 'MISSES'} < 5 MB)"])
     rows.append(["calls still tracked", str(len(engine.tracker))])
     rows.append(["decision records kept (bounded 1,000)", str(len(engine.records))])
-    rows.append(["routed channels remembered (dropped when calls end)",
-                 str(engine.router.remembered)])
-    rows.append(["executor redirect counters (dropped when calls end)",
-                 str(len(engine.executor.redirects))])
+    rows.append(
+        ["routed channels remembered (dropped when calls end)", str(engine.router.remembered)]
+    )
+    rows.append(
+        ["executor redirect counters (dropped when calls end)", str(len(engine.executor.redirects))]
+    )
     rows.append(["outcomes of the last records", str(outcomes)])
     rows.append(["engine CPU per call", f"{cpu / calls * 1e6:.0f} us"])
     return rows
@@ -160,12 +215,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--warmup", type=int, default=2_000)
-    parser.add_argument("--extra-rules", type=int, default=0,
-                        help="add the route benchmark's non-matching rules (for profiling)")
+    parser.add_argument(
+        "--extra-rules",
+        type=int,
+        default=0,
+        help="add the route benchmark's non-matching rules (for profiling)",
+    )
     args = parser.parse_args()
     rows = asyncio.run(run(args.calls, args.warmup, args.extra_rules))
-    text = ("### Memory: 100,000 synthetic calls through Engine.handle_event\n\n"
-            + md_table(["measure", "value"], rows) + "\n")
+    text = (
+        "### Memory: 100,000 synthetic calls through Engine.handle_event\n\n"
+        + md_table(["measure", "value"], rows)
+        + "\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "memory.md").write_text(text)

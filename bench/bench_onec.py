@@ -41,11 +41,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _control(root: str, method: str, path: str, body: dict[str, object] | None = None
-             ) -> dict[str, object]:
+def _control(
+    root: str, method: str, path: str, body: dict[str, object] | None = None
+) -> dict[str, object]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(root + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        root + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         text = resp.read()
     return json.loads(text) if text else {}
@@ -70,12 +72,24 @@ async def run(samples: int, root: str, base: str) -> list[list[object]]:
             await cache.lookup(NUMBER)
             hits.append((time.perf_counter_ns() - t) / 1000)
         hits.sort()
-        rows.append(["hit (in memory)", len(hits), f"{pct(hits, 50):.1f} us",
-                     f"{pct(hits, 95):.1f} us", f"{pct(hits, 99):.1f} us", "0"])
+        rows.append(
+            [
+                "hit (in memory)",
+                len(hits),
+                f"{pct(hits, 50):.1f} us",
+                f"{pct(hits, 95):.1f} us",
+                f"{pct(hits, 99):.1f} us",
+                "0",
+            ]
+        )
 
         for delay in (0, 50):
-            _control(root, "POST", "/_double/faults",
-                     {"global": f"latency={delay / 1000}" if delay else ""})
+            _control(
+                root,
+                "POST",
+                "/_double/faults",
+                {"global": f"latency={delay / 1000}" if delay else ""},
+            )
             _control(root, "DELETE", "/_double/log")
             misses = []
             for _ in range(samples):
@@ -85,22 +99,38 @@ async def run(samples: int, root: str, base: str) -> list[list[object]]:
                 misses.append((time.perf_counter_ns() - t) / 1e6)
             misses.sort()
             sent = len(json.loads(json.dumps(_control(root, "GET", "/_double/log")))["requests"])
-            rows.append([f"miss, double answers in {delay} ms", len(misses),
-                         f"{pct(misses, 50):.2f} ms", f"{pct(misses, 95):.2f} ms",
-                         f"{pct(misses, 99):.2f} ms", str(sent)])
+            rows.append(
+                [
+                    f"miss, double answers in {delay} ms",
+                    len(misses),
+                    f"{pct(misses, 50):.2f} ms",
+                    f"{pct(misses, 95):.2f} ms",
+                    f"{pct(misses, 99):.2f} ms",
+                    str(sent),
+                ]
+            )
         _control(root, "POST", "/_double/faults", {"global": "latency=0.05"})
         for label in ("100 concurrent lookups, one number (50 ms 1C)",):
             cache.invalidate(NUMBER)
             _control(root, "DELETE", "/_double/log")
             t = time.perf_counter()
-            answers = await asyncio.gather(*(cache.lookup(NUMBER, deadline=time.monotonic() + 2)
-                                             for _ in range(100)))
+            answers = await asyncio.gather(
+                *(cache.lookup(NUMBER, deadline=time.monotonic() + 2) for _ in range(100))
+            )
             took = (time.perf_counter() - t) * 1000
             log = _control(root, "GET", "/_double/log")["requests"]
             assert all(a is not None and a.extension == "101" for a in answers)
             sent = len(log)  # type: ignore[arg-type]
-            rows.append([label, 100, f"{took:.2f} ms (all)", "-", "-",
-                         f"{sent} {'(coalesced)' if sent == 1 else '(NOT coalesced)'}"])
+            rows.append(
+                [
+                    label,
+                    100,
+                    f"{took:.2f} ms (all)",
+                    "-",
+                    "-",
+                    f"{sent} {'(coalesced)' if sent == 1 else '(NOT coalesced)'}",
+                ]
+            )
         _control(root, "POST", "/_double/faults", {"global": ""})
         await cache.aclose()
     return rows
@@ -111,9 +141,19 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     args = parser.parse_args()
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "callrouter_onec.double", "--port", str(port),
-                             "--password", PASSWORD], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "callrouter_onec.double",
+            "--port",
+            str(port),
+            "--password",
+            PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     root = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -123,14 +163,17 @@ def main() -> None:
             except OSError:
                 time.sleep(0.05)
         from callrouter_onec.double import DEFAULT_BASE_PATH
+
         rows = asyncio.run(run(args.samples, root, root + "/" + DEFAULT_BASE_PATH.strip("/")))
     finally:
         proc.terminate()
         proc.wait(10)
-    text = ("### 1C lookups (`onec.responsible` through ResponsibleCache and OneCClient, "
-            "double in its own process)\n\n"
-            + md_table(["case", "lookups", "p50", "p95", "p99", "requests sent to 1C"], rows)
-            + "\n")
+    text = (
+        "### 1C lookups (`onec.responsible` through ResponsibleCache and OneCClient, "
+        "double in its own process)\n\n"
+        + md_table(["case", "lookups", "p50", "p95", "p99", "requests sent to 1C"], rows)
+        + "\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "onec.md").write_text(text)

@@ -95,8 +95,9 @@ def _is_request(msg: Any) -> bool:
     return msg.get("Event") == "UserEvent" and msg.get("UserEvent") == "CallRouterRequest"
 
 
-async def serve_ajam(url: str, secret: str, stop: asyncio.Event, timings: Timings,
-                     sessions: int = 1) -> None:
+async def serve_ajam(
+    url: str, secret: str, stop: asyncio.Event, timings: Timings, sessions: int = 1
+) -> None:
     import httpx
 
     from router.ami.protocol import parse_rawman
@@ -124,8 +125,7 @@ async def serve_ajam(url: str, secret: str, stop: asyncio.Event, timings: Timing
 
     clients = [httpx.AsyncClient(timeout=30) for _ in range(sessions)]
     for http in clients:
-        await http.post(endpoint, data={"Action": "Login", "Username": "router",
-                                        "Secret": secret})
+        await http.post(endpoint, data={"Action": "Login", "Username": "router", "Secret": secret})
     print("READY", flush=True)
     pollers = [asyncio.create_task(poll(http)) for http in clients]
     await stop.wait()
@@ -149,13 +149,19 @@ class RawHTTP:
 
     async def post(self, form: dict[str, str]) -> bytes:
         from urllib.parse import quote
+
         body = "&".join(f"{k}={quote(v, safe='')}" for k, v in form.items()).encode()
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
-                f"Content-Type: application/x-www-form-urlencoded\r\n"
-                f"Content-Length: {len(body)}\r\n{self.cookie}\r\n").encode()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n{self.cookie}\r\n"
+        ).encode()
         for attempt in (1, 2):
-            conn = self._idle.pop() if self._idle else await asyncio.open_connection(
-                self.host, self.port)
+            conn = (
+                self._idle.pop()
+                if self._idle
+                else await asyncio.open_connection(self.host, self.port)
+            )
             reader, writer = conn
             try:
                 writer.write(head + body)
@@ -171,8 +177,9 @@ class RawHTTP:
                 if low.startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
                 elif low.startswith(b"set-cookie:") and b"mansession_id" in low:
-                    self.cookie = "Cookie: " + line.split(b":", 1)[1].split(b";")[0].strip(
-                    ).decode() + "\r\n"
+                    self.cookie = (
+                        "Cookie: " + line.split(b":", 1)[1].split(b";")[0].strip().decode() + "\r\n"
+                    )
             data = await reader.readexactly(length)
             self._idle.append(conn)
             return data
@@ -215,9 +222,16 @@ async def serve_ajam_raw(url: str, secret: str, stop: asyncio.Event, timings: Ti
 async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timings) -> None:
     from panoramisk import Manager
 
-    manager = Manager(loop=asyncio.get_running_loop(), host="127.0.0.1", port=port,
-                      username="router", secret=secret, events="on",
-                      ping_delay=3600, ping_interval=3600)
+    manager = Manager(
+        loop=asyncio.get_running_loop(),
+        host="127.0.0.1",
+        port=port,
+        username="router",
+        secret=secret,
+        events="on",
+        ping_delay=3600,
+        ping_interval=3600,
+    )
 
     def on_user_event(mgr: Any, event: Any) -> None:
         if event.get("UserEvent") == "CallRouterRequest":
@@ -405,9 +419,21 @@ class Cell:
 
 async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", variant, "--url", box.url, "--secret", box.secret,
-        "--ami-port", str(box.ami_port), "--out", str(out),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        __file__,
+        "--serve",
+        variant,
+        "--url",
+        box.url,
+        "--secret",
+        box.secret,
+        "--ami-port",
+        str(box.ami_port),
+        "--out",
+        str(out),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if line.strip() != b"READY":
@@ -416,8 +442,15 @@ async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.
     return proc
 
 
-async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: float,
-                   tmp: Path, profile: str | None = None) -> Cell:
+async def run_cell(
+    placer: Any,
+    box: Any,
+    variant: str,
+    rate: int,
+    duration: float,
+    tmp: Path,
+    profile: str | None = None,
+) -> Cell:
     cell = Cell(variant, rate)
     out = tmp / f"{variant}-{rate}.json"
     proc = await start_router(variant, box, out)
@@ -430,10 +463,19 @@ async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: flo
         spy = None
         if profile and variant in profile.split(","):
             spy = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
-                "-d", str(int(duration + 3)), "-f", "speedscope", "-o",
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "-d",
+                str(int(duration + 3)),
+                "-f",
+                "speedscope",
+                "-o",
                 str(RESULTS / f"profile-{variant}-{rate}.json"),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             await asyncio.sleep(0.5)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         ast0, gen0 = cpu_seconds(box.pid), time.process_time()
@@ -443,8 +485,11 @@ async def run_cell(placer: Any, box: Any, variant: str, rate: int, duration: flo
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(placer.place(DID, CALLERS[i % len(CALLERS)])))
-        placed = [c for c in await asyncio.gather(*tasks, return_exceptions=True)
-                  if not isinstance(c, BaseException)]
+        placed = [
+            c
+            for c in await asyncio.gather(*tasks, return_exceptions=True)
+            if not isinstance(c, BaseException)
+        ]
         await placer.wait_all(placed, timeout=WAIT + 3)
         cell.cpu, cell.wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
         cell.asterisk_cpu = cpu_seconds(box.pid) - ast0
@@ -491,16 +536,22 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
         async with CallPlacer(ami) as placer:  # type: ignore[arg-type]
             for round_no, rate in enumerate(args.rates):
                 # Rotate the order at each rate so no variant always goes first.
-                order = args.variants[round_no % len(args.variants):] + \
-                    args.variants[:round_no % len(args.variants)]
+                order = (
+                    args.variants[round_no % len(args.variants) :]
+                    + args.variants[: round_no % len(args.variants)]
+                )
                 for variant in order:
-                    cell = await run_cell(placer, box, variant, rate, args.duration,
-                                          Path(tmpdir), args.profile)
+                    cell = await run_cell(
+                        placer, box, variant, rate, args.duration, Path(tmpdir), args.profile
+                    )
                     cells.append(cell)
-                    print(f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
-                          f"p50 {pct(cell.latencies, 50):.2f} ms, "
-                          f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}%",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
+                        f"p50 {pct(cell.latencies, 50):.2f} ms, "
+                        f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}%",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     await ami.close()
     return cells
 
@@ -517,34 +568,64 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             p50, p95, p99 = (pct(c.latencies, p) for p in (50, 95, 99))
             x50 = p50 / pct(r.latencies, 50) if r and r.latencies else float("nan")
             x95 = p95 / pct(r.latencies, 95) if r and r.latencies else float("nan")
-            rows.append([f"{rate}/s", c.variant, c.calls,
-                         f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
-                         p50, p95, p99, c.latencies[-1] if c.latencies else float("nan"),
-                         f"{x50:.2f}x", f"{x95:.2f}x",
-                         f"{100 * c.cpu / c.wall:.0f}%" if c.wall else "-",
-                         f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
-                         f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-"])
-    main = md_table(["rate", "router", "calls", "routed in time", "p50 ms", "p95 ms",
-                     "p99 ms", "max ms", "p50 / ajam", "p95 / ajam", "router CPU",
-                     "Asterisk CPU", "generator CPU"],
-                    rows)
+            rows.append(
+                [
+                    f"{rate}/s",
+                    c.variant,
+                    c.calls,
+                    f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
+                    p50,
+                    p95,
+                    p99,
+                    c.latencies[-1] if c.latencies else float("nan"),
+                    f"{x50:.2f}x",
+                    f"{x95:.2f}x",
+                    f"{100 * c.cpu / c.wall:.0f}%" if c.wall else "-",
+                    f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
+                    f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-",
+                ]
+            )
+    main = md_table(
+        [
+            "rate",
+            "router",
+            "calls",
+            "routed in time",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "p50 / ajam",
+            "p95 / ajam",
+            "router CPU",
+            "Asterisk CPU",
+            "generator CPU",
+        ],
+        rows,
+    )
     split_rows = []
     for variant in args.variants:
         mine = [c for c in cells if c.variant == variant]
         for part in ("delivery", "router", "redirect"):
             values = sorted(v for c in mine for v in getattr(c, part))
             if values:
-                split_rows.append([variant, part, pct(values, 50), pct(values, 95),
-                                   pct(values, 99), len(values)])
+                split_rows.append(
+                    [variant, part, pct(values, 50), pct(values, 95), pct(values, 99), len(values)]
+                )
     split = md_table(["router", "part", "p50 ms", "p95 ms", "p99 ms", "calls"], split_rows)
-    notes = [f"- engine outcomes at {c.rate}/s: {c.note}" for c in cells
-             if c.variant == "engine" and c.note]
-    return (f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
-            f"({args.duration:g} s per cell)\n\n{main}\n\n"
-            "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
-            "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
-            "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
-            f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+    notes = [
+        f"- engine outcomes at {c.rate}/s: {c.note}"
+        for c in cells
+        if c.variant == "engine" and c.note
+    ]
+    return (
+        f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
+        f"({args.duration:g} s per cell)\n\n{main}\n\n"
+        "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
+        "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
+        "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
+        f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    )
 
 
 def main() -> None:
@@ -552,8 +633,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rates", default="20,50,100")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--profile", help="py-spy these variants (comma-separated) into "
-                        "bench/results/profile-VARIANT-RATE.json (speedscope)")
+    parser.add_argument(
+        "--profile",
+        help="py-spy these variants (comma-separated) into "
+        "bench/results/profile-VARIANT-RATE.json (speedscope)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -568,8 +652,9 @@ def main() -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()
-    with Sandbox.start(name=f"bench-route-{os.getpid()}",
-                       extra_dialplan=bench_dialplan(WAIT)) as box:
+    with Sandbox.start(
+        name=f"bench-route-{os.getpid()}", extra_dialplan=bench_dialplan(WAIT)
+    ) as box:
         cells = asyncio.run(drive(box, args))
     text = report(cells, args)
     print(text)

@@ -148,8 +148,11 @@ def worst(n: int) -> tuple[str, list[str]]:
 
 
 async def owner(number: str) -> dict[str, Any]:
-    return {"found": True, "client": {"name": "Romashka"},
-            "manager": {"name": "Ivan", "extension": "101"}}
+    return {
+        "found": True,
+        "client": {"name": "Romashka"},
+        "manager": {"name": "Ivan", "extension": "101"},
+    }
 
 
 async def busy(extension: str) -> str:
@@ -161,8 +164,9 @@ async def measure(ruleset: RuleSet, dids: list[str], calls: int) -> list[float]:
     zone = ruleset.registry.timezone
     now = datetime(2026, 11, 23, 12, 0, tzinfo=zone)
     rng = random.Random(1)
-    contexts = [Context.for_call(Caller("79161234567"), rng.choice(dids), now=now)
-                for _ in range(calls)]
+    contexts = [
+        Context.for_call(Caller("79161234567"), rng.choice(dids), now=now) for _ in range(calls)
+    ]
     samples = []
     clock: Callable[[], int] = time.perf_counter_ns
     for context in contexts:
@@ -193,8 +197,10 @@ def main() -> None:
                 samples = asyncio.run(measure(ruleset, dids, args.calls))
                 samples.sort()
                 p95 = samples[int(len(samples) * 0.95)]
-                print(f"{name:<10} {len(ruleset.rules):>6} {calls:>10} "
-                      f"{statistics.median(samples):>10.1f} {p95:>8.1f}")
+                print(
+                    f"{name:<10} {len(ruleset.rules):>6} {calls:>10} "
+                    f"{statistics.median(samples):>10.1f} {p95:>8.1f}"
+                )
 
 
 if __name__ == "__main__":

@@ -21,16 +21,34 @@ from router.dialplan import DID_VARIABLE, INBOUND_CONTEXT
 
 
 def _events(i: int) -> list[Event]:
-    common = (("Channel", f"PJSIP/trunk-{i:08x}"), ("Linkedid", f"call-{i}"),
-              ("Uniqueid", f"call-{i}"), ("CallerIDNum", "79161234567"),
-              ("CallerIDName", "<unknown>"))
+    common = (
+        ("Channel", f"PJSIP/trunk-{i:08x}"),
+        ("Linkedid", f"call-{i}"),
+        ("Uniqueid", f"call-{i}"),
+        ("CallerIDNum", "79161234567"),
+        ("CallerIDName", "<unknown>"),
+    )
     return [
-        Event((("Event", "Newchannel"), *common, ("ChannelStateDesc", "Ring"),
-               ("Context", INBOUND_CONTEXT), ("Exten", "74950000001"))),
-        Event((("Event", "Newexten"), *common, ("Context", INBOUND_CONTEXT),
-               ("Exten", "74950000001"), ("Priority", "1"), ("Application", "NoOp"))),
-        Event((("Event", "VarSet"), *common, ("Variable", DID_VARIABLE),
-               ("Value", "74950000001"))),
+        Event(
+            (
+                ("Event", "Newchannel"),
+                *common,
+                ("ChannelStateDesc", "Ring"),
+                ("Context", INBOUND_CONTEXT),
+                ("Exten", "74950000001"),
+            )
+        ),
+        Event(
+            (
+                ("Event", "Newexten"),
+                *common,
+                ("Context", INBOUND_CONTEXT),
+                ("Exten", "74950000001"),
+                ("Priority", "1"),
+                ("Application", "NoOp"),
+            )
+        ),
+        Event((("Event", "VarSet"), *common, ("Variable", DID_VARIABLE), ("Value", "74950000001"))),
     ]
 
 

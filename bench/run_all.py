@@ -58,12 +58,33 @@ def rules_table(text: str) -> str:
         parts = line.split()
         if len(parts) == 5:
             name, rules, calls, median, p95 = parts
-            rows.append([name, int(rules), int(calls), float(median), float(p95),
-                         "yes" if int(rules) >= 1000 and name == "mixed" and float(median) < 50
-                         else ("NO" if int(rules) >= 1000 and name == "mixed" else "")])
-    return ("### Rules: evaluation time per call (lookups instant)\n\n"
-            + md_table(["scenario", "rules", "call rules", "median us", "p95 us",
-                        "target < 50 us (mixed, 1,000)"], rows) + "\n")
+            rows.append(
+                [
+                    name,
+                    int(rules),
+                    int(calls),
+                    float(median),
+                    float(p95),
+                    "yes"
+                    if int(rules) >= 1000 and name == "mixed" and float(median) < 50
+                    else ("NO" if int(rules) >= 1000 and name == "mixed" else ""),
+                ]
+            )
+    return (
+        "### Rules: evaluation time per call (lookups instant)\n\n"
+        + md_table(
+            [
+                "scenario",
+                "rules",
+                "call rules",
+                "median us",
+                "p95 us",
+                "target < 50 us (mixed, 1,000)",
+            ],
+            rows,
+        )
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -82,8 +103,7 @@ def main() -> None:
         print(f"== {script}", file=sys.stderr, flush=True)
         t = time.monotonic()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 2,
-                                  cwd=REPO)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 2, cwd=REPO)
             out, err, rc = proc.stdout, proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -99,11 +119,18 @@ def main() -> None:
         print(sections[-1], flush=True)
     info = machine()
     total = time.monotonic() - started
-    header = ("## Machine\n\n" + md_table(["", ""], [[k, v] for k, v in info.items()])
-              + "\n\n## Results\n\n")
-    footer = ("\n### Run\n\n" + md_table(["script", "seconds", "budget s", "status"], timings)
-              + f"\n\nTotal: {total:.0f} s"
-              + (" (quick run: not for quoting)" if args.quick else "") + ".\n")
+    header = (
+        "## Machine\n\n"
+        + md_table(["", ""], [[k, v] for k, v in info.items()])
+        + "\n\n## Results\n\n"
+    )
+    footer = (
+        "\n### Run\n\n"
+        + md_table(["script", "seconds", "budget s", "status"], timings)
+        + f"\n\nTotal: {total:.0f} s"
+        + (" (quick run: not for quoting)" if args.quick else "")
+        + ".\n"
+    )
     body = header + "\n".join(sections) + footer
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text("# Benchmark results\n\n" + body, encoding="utf-8")
@@ -111,9 +138,12 @@ def main() -> None:
     extra = "\n" + analysis.read_text(encoding="utf-8") if analysis.exists() else ""
     if not args.quick and not args.only:
         DOC.write_text(INTRO + "\n" + body + extra, encoding="utf-8")
-    print(f"wrote {RESULTS / 'latest.md'}"
-          + ("" if args.quick or args.only else f" and {DOC}") + f" in {total:.0f} s",
-          file=sys.stderr)
+    print(
+        f"wrote {RESULTS / 'latest.md'}"
+        + ("" if args.quick or args.only else f" and {DOC}")
+        + f" in {total:.0f} s",
+        file=sys.stderr,
+    )
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 

@@ -88,12 +88,15 @@ class Demo:
         (rules / "lists" / "blacklist.txt").write_text("+7 999 000-00-00\n", encoding="utf-8")
         (rules / "lists" / "vip.txt").write_text("8 (999) 000-00-01\n", encoding="utf-8")
         (self.workdir / "directory.csv").write_text(
-            "number,extension,name\n79031112233,105,Склад (прямой номер)\n", encoding="utf-8")
+            "number,extension,name\n79031112233,105,Склад (прямой номер)\n", encoding="utf-8"
+        )
         onec = ""
         if self.double is not None:
-            onec = (f'[plugins.onec]\nurl = "{self.double.url}"\n'
-                    f'username = "{self.double.username}"\n'
-                    f'password = "{self.double.password}"\n')
+            onec = (
+                f'[plugins.onec]\nurl = "{self.double.url}"\n'
+                f'username = "{self.double.username}"\n'
+                f'password = "{self.double.password}"\n'
+            )
         path = self.workdir / "router.toml"
         path.write_text(
             f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\n'
@@ -105,8 +108,9 @@ class Demo:
         return path
 
     async def start_router(self) -> Engine:
-        config = load_config(self.write_config() if self.engine is None
-                             else self.workdir / "router.toml")
+        config = load_config(
+            self.write_config() if self.engine is None else self.workdir / "router.toml"
+        )
         engine = Engine(config, options=EngineOptions(watch_interval=0))
         await engine.start()
         self.serve_task = asyncio.ensure_future(engine.serve())
@@ -125,16 +129,25 @@ class Demo:
 def next_weekday_at(hour: int) -> datetime:
     now = datetime.now(MOSCOW)
     day = now
-    while day.weekday() >= 5 or day.strftime("%m-%d") in ("01-01", "01-02", "01-07", "02-23",
-                                                          "03-08", "05-01", "05-09", "06-12",
-                                                          "11-04"):
+    while day.weekday() >= 5 or day.strftime("%m-%d") in (
+        "01-01",
+        "01-02",
+        "01-07",
+        "02-23",
+        "03-08",
+        "05-01",
+        "05-09",
+        "06-12",
+        "11-04",
+    ):
         day += timedelta(days=1)
     return day.replace(hour=hour, minute=15, second=0, microsecond=0)
 
 
 async def busy_102(demo: Demo) -> None:
-    await demo.pbx_admin.send("Setvar", {"Variable": "DEVICE_STATE(Custom:mgr102)",
-                                         "Value": "BUSY"}, validate=False)
+    await demo.pbx_admin.send(
+        "Setvar", {"Variable": "DEVICE_STATE(Custom:mgr102)", "Value": "BUSY"}, validate=False
+    )
 
 
 async def onec_slow(demo: Demo) -> None:
@@ -147,43 +160,64 @@ async def onec_down(demo: Demo) -> None:
 
 
 SCENARIOS = [
-    Scenario("known customer -> their manager (1C)", "+7 (916) 123-45-67",
-             "callrouter-dial,101", needs_onec=True),
-    Scenario("same customer, another format", "89161234567", "callrouter-dial,101",
-             needs_onec=True),
-    Scenario("manager without an extension -> fallback", "8-926-111-22-33", "queues,sales",
-             needs_onec=True),
-    Scenario("owner busy -> fallback", "74957770101", "queues,sales", setup=busy_102,
-             needs_onec=True),
+    Scenario(
+        "known customer -> their manager (1C)",
+        "+7 (916) 123-45-67",
+        "callrouter-dial,101",
+        needs_onec=True,
+    ),
+    Scenario(
+        "same customer, another format", "89161234567", "callrouter-dial,101", needs_onec=True
+    ),
+    Scenario(
+        "manager without an extension -> fallback",
+        "8-926-111-22-33",
+        "queues,sales",
+        needs_onec=True,
+    ),
+    Scenario(
+        "owner busy -> fallback", "74957770101", "queues,sales", setup=busy_102, needs_onec=True
+    ),
     Scenario("number in the static directory", "79031112233", "callrouter-dial,105"),
     Scenario("unknown number -> sales queue", "79160000000", "queues,sales"),
     Scenario("VIP list -> VIP queue", "79990000001", "queues,vip"),
     Scenario("blacklisted -> rejected", "79990000000", "hangup"),
     Scenario("internal caller", "201", f"from-internal,{DID}"),
     Scenario("after hours -> closed IVR", "+7 (916) 123-45-67", "ivr,closed", at_night=True),
-    Scenario("1C slow (3 s) -> fallback within budget", "79857654321", "queues,sales",
-             setup=onec_slow, needs_onec=True),
-    Scenario("1C down, answer cached -> manager", "+79161234567", "callrouter-dial,101",
-             setup=onec_down, needs_onec=True),
-    Scenario("1C down, not cached -> fallback", "84959990000", "queues,sales",
-             needs_onec=True),
+    Scenario(
+        "1C slow (3 s) -> fallback within budget",
+        "79857654321",
+        "queues,sales",
+        setup=onec_slow,
+        needs_onec=True,
+    ),
+    Scenario(
+        "1C down, answer cached -> manager",
+        "+79161234567",
+        "callrouter-dial,101",
+        setup=onec_down,
+        needs_onec=True,
+    ),
+    Scenario("1C down, not cached -> fallback", "84959990000", "queues,sales", needs_onec=True),
 ]
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
     def line(r: list[str]) -> str:
         return "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 async def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    print("starting the sandbox Asterisk (first run provisions it: about a minute)...",
-          flush=True)
+    print("starting the sandbox Asterisk (first run provisions it: about a minute)...", flush=True)
     dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + DEMO_CONTEXTS
-    pbx = await asyncio.to_thread(Sandbox.start, name=f"demo-{os.getpid()}",
-                                  extra_dialplan=dialplan)
+    pbx = await asyncio.to_thread(
+        Sandbox.start, name=f"demo-{os.getpid()}", extra_dialplan=dialplan
+    )
     double = OneCDouble() if OneCDouble is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="callrouter-demo-"))
     rows: list[list[str]] = []
@@ -200,8 +234,10 @@ async def run(args: argparse.Namespace) -> int:
         demo.pbx_admin = admin  # type: ignore[attr-defined]
         engine = await demo.start_router()
         day, night = next_weekday_at(11), next_weekday_at(21)
-        print(f"callrouter routing; working hours are judged as at {day:%a %H:%M} Moscow "
-              f"(and {night:%H:%M} for the after-hours call)\n")
+        print(
+            f"callrouter routing; working hours are judged as at {day:%a %H:%M} Moscow "
+            f"(and {night:%H:%M} for the after-hours call)\n"
+        )
         async with CallPlacer(admin) as placer:
             scenarios = [s for s in SCENARIOS if double is not None or not s.needs_onec]
             for scenario in scenarios:
@@ -214,29 +250,62 @@ async def run(args: argparse.Namespace) -> int:
                 await engine.wait_idle()
                 rows.append(row(scenario.title, call, scenario.expected, engine))
                 failures += call.destination != scenario.expected
-                await placer.client.send("Hangup", {"Channel": call.channel}, validate=False,
-                                         check=False)
+                await placer.client.send(
+                    "Hangup", {"Channel": call.channel}, validate=False, check=False
+                )
             await demo.stop_router()
             down = await placer.place(DID, "+7 (916) 123-45-67", wait=2)
             await placer.wait_all([down], 10)
             expected = f"callrouter-default,{DID}"
-            rows.append(["callrouter stopped -> default route after the wait", down.caller,
-                         expected, down.destination, "-", "(no router)",
-                         _ms(down.latency_ms), "-",
-                         "ok" if down.destination == expected else "WRONG"])
+            rows.append(
+                [
+                    "callrouter stopped -> default route after the wait",
+                    down.caller,
+                    expected,
+                    down.destination,
+                    "-",
+                    "(no router)",
+                    _ms(down.latency_ms),
+                    "-",
+                    "ok" if down.destination == expected else "WRONG",
+                ]
+            )
             failures += down.destination != expected
         await admin.aclose()
-        print(table(rows, ["scenario", "caller", "expected", "landed", "rule", "outcome",
-                           "latency", "what the rules knew", ""]))
+        print(
+            table(
+                rows,
+                [
+                    "scenario",
+                    "caller",
+                    "expected",
+                    "landed",
+                    "rule",
+                    "outcome",
+                    "latency",
+                    "what the rules knew",
+                    "",
+                ],
+            )
+        )
         if double is not None:
             await asyncio.sleep(1.0)
             receipts = list(double.event_book.receipts)
             fresh = [r for r in receipts if not r.duplicate]
-            print(f"\ncall history in the 1C double: {len(fresh)} events "
-                  f"({len(receipts) - len(fresh)} repeats recognised as duplicates)")
-            history = [[str(r.payload.get("event")), str(r.payload.get("call_id")),
-                        str(r.payload.get("from")), str(r.payload.get("extension") or "-"),
-                        str(r.payload.get("status") or "-")] for r in fresh[-8:]]
+            print(
+                f"\ncall history in the 1C double: {len(fresh)} events "
+                f"({len(receipts) - len(fresh)} repeats recognised as duplicates)"
+            )
+            history = [
+                [
+                    str(r.payload.get("event")),
+                    str(r.payload.get("call_id")),
+                    str(r.payload.get("from")),
+                    str(r.payload.get("extension") or "-"),
+                    str(r.payload.get("status") or "-"),
+                ]
+                for r in fresh[-8:]
+            ]
             print(table(history, ["event", "call", "from", "extension", "status"]))
         print(f"\n{len(rows) - failures} of {len(rows)} calls landed where expected")
         return 1 if failures else 0
@@ -254,8 +323,17 @@ def row(title: str, call: PlacedCall, expected: str, engine: Engine) -> list[str
     rule = record.rules[0] if record and record.rules else "-"
     outcome = record.outcome if record else "-"
     facts = ", ".join(_fact(lk) for lk in record.lookups) if record else ""
-    return [title, call.caller, expected, call.destination, rule, outcome,
-            _ms(call.latency_ms), facts or "-", "ok" if call.destination == expected else "WRONG"]
+    return [
+        title,
+        call.caller,
+        expected,
+        call.destination,
+        rule,
+        outcome,
+        _ms(call.latency_ms),
+        facts or "-",
+        "ok" if call.destination == expected else "WRONG",
+    ]
 
 
 def _fact(lookup: dict[str, Any]) -> str:
@@ -279,8 +357,12 @@ def _ms(value: float | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wait", type=float, default=4.0,
-                        help="seconds each call waits for a decision (CALLROUTER_WAIT)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=4.0,
+        help="seconds each call waits for a decision (CALLROUTER_WAIT)",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -246,8 +246,10 @@ def _answers(name: str, event: Event) -> bool:
 def _detail(event: Event) -> str:
     name = event.name
     if name == "Newexten":
-        return f"{event.get('Context')},{event.get('Exten')},{event.get('Priority')} " \
-               f"{event.get('Application')}"
+        return (
+            f"{event.get('Context')},{event.get('Exten')},{event.get('Priority')} "
+            f"{event.get('Application')}"
+        )
     if name == "Hangup":
         return f"{event.get('Channel')} cause {event.get('Cause')}"
     if name == "UserEvent":

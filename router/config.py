@@ -133,15 +133,20 @@ class PluginSettings:
     enabled: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
     settings: Mapping[str, Mapping[str, object]] = field(
-        default_factory=lambda: MappingProxyType({}))
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def __repr__(self) -> str:
         # Plugin tables hold credentials (the 1C password, tokens, URLs with
         # user:password@): repr() goes to logs and tracebacks, so mask them.
-        masked = {name: {key: _masked(key, value) for key, value in table.items()}
-                  for name, table in self.settings.items()}
-        return (f"PluginSettings(enabled={self.enabled!r}, disabled={self.disabled!r}, "
-                f"settings={masked!r})")
+        masked = {
+            name: {key: _masked(key, value) for key, value in table.items()}
+            for name, table in self.settings.items()
+        }
+        return (
+            f"PluginSettings(enabled={self.enabled!r}, disabled={self.disabled!r}, "
+            f"settings={masked!r})"
+        )
 
     def for_plugin(self, name: str) -> Mapping[str, object]:
         """The ``[plugins.NAME]`` table, or an empty mapping."""
@@ -163,9 +168,22 @@ class Config:
 
 _SECTIONS = ("asterisk", "router", "plugins")
 _KEYS: dict[str, tuple[str, ...]] = {
-    "asterisk": ("url", "username", "secret", "secret_env", "auth", "format", "verify",
-                 "client_cert", "client_key", "connect_timeout", "request_timeout",
-                 "waitevent_timeout", "http_client", "max_response_bytes"),
+    "asterisk": (
+        "url",
+        "username",
+        "secret",
+        "secret_env",
+        "auth",
+        "format",
+        "verify",
+        "client_cert",
+        "client_key",
+        "connect_timeout",
+        "request_timeout",
+        "waitevent_timeout",
+        "http_client",
+        "max_response_bytes",
+    ),
     "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
     "plugins": ("enabled", "disabled"),
 }
@@ -187,16 +205,18 @@ class SettingsReader:
     ``router.toml: [plugins.onec] timeout: expected a number, got string '2'``.
     """
 
-    def __init__(self, section: str, values: Mapping[str, object],
-                 origins: Mapping[str, str], base: Path) -> None:
+    def __init__(
+        self, section: str, values: Mapping[str, object], origins: Mapping[str, str], base: Path
+    ) -> None:
         self.section = section
         self.values = values
         self.origins = origins
         self.base = base
 
     @classmethod
-    def for_plugin(cls, name: str, settings: Mapping[str, object],
-                   config: Config | None = None) -> SettingsReader:
+    def for_plugin(
+        cls, name: str, settings: Mapping[str, object], config: Config | None = None
+    ) -> SettingsReader:
         """A reader over ``[plugins.NAME]``; paths are relative to the config file."""
         path = config.path if config is not None else None
         origin = str(path) if path is not None else "router.toml"
@@ -253,16 +273,18 @@ class SettingsReader:
             raise self.error(key, f"expected more than 0 and at most 3600 seconds, got {value}")
         return float(value)
 
-    def number(self, key: str, default: float, low: float, high: float, *,
-               allow_zero: bool = False) -> float:
+    def number(
+        self, key: str, default: float, low: float, high: float, *, allow_zero: bool = False
+    ) -> float:
         """A number in ``(low, high]``; ``allow_zero`` admits 0 meaning "off"."""
         value = self.values.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number, got {_show(value)}")
         if not (low < value <= high or (allow_zero and value == 0)):
             zero = "0 (off) or " if allow_zero else ""
-            raise self.error(key, f"expected {zero}more than {low:g} and at most {high:g}, "
-                                  f"got {value}")
+            raise self.error(
+                key, f"expected {zero}more than {low:g} and at most {high:g}, got {value}"
+            )
         return float(value)
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
@@ -281,8 +303,9 @@ class SettingsReader:
             raise self.error(key, f"no such file: {str(path)!r}")
         return path
 
-    def strings(self, key: str, default: tuple[str, ...] = (), *,
-                digits: bool = False) -> tuple[str, ...]:
+    def strings(
+        self, key: str, default: tuple[str, ...] = (), *, digits: bool = False
+    ) -> tuple[str, ...]:
         value = self.values.get(key, list(default))
         if isinstance(value, str):
             value = [value]
@@ -294,7 +317,6 @@ class SettingsReader:
         return items
 
 
-
 def _masked(key: str, value: object) -> object:
     if any(word in key.lower() for word in _SECRET_WORDS):
         return "<redacted>"
@@ -304,8 +326,14 @@ def _masked(key: str, value: object) -> object:
 
 
 def _show(value: object) -> str:
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "table"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
     text = repr(value)
     if isinstance(value, bool):
         text = str(value).lower()
@@ -314,8 +342,9 @@ def _show(value: object) -> str:
     return f"{kind} {text}"
 
 
-def _reject_unknown(section: str, values: Mapping[str, object], origins: Mapping[str, str],
-                    known: tuple[str, ...]) -> None:
+def _reject_unknown(
+    section: str, values: Mapping[str, object], origins: Mapping[str, str], known: tuple[str, ...]
+) -> None:
     for key in values:
         if key not in known:
             origin = origins.get(key, origins.get("", "router.toml"))
@@ -327,8 +356,11 @@ def _url(reader: SettingsReader) -> str:
     if "@" in raw:
         # Checked before anything that quotes the URL back: the part before '@'
         # may be a password, and error messages end up in logs and tickets.
-        raise reader.error("url", "put no credentials in the URL (user:password@host); "
-                                  "use username and secret or secret_env")
+        raise reader.error(
+            "url",
+            "put no credentials in the URL (user:password@host); "
+            "use username and secret or secret_env",
+        )
     parts = urllib.parse.urlsplit(raw.strip())
     if parts.scheme not in ("http", "https"):
         raise reader.error("url", f"expected http:// or https://, got {raw!r}")
@@ -345,10 +377,12 @@ def _url(reader: SettingsReader) -> str:
     path = parts.path.rstrip("/")
     last = path.rsplit("/", 1)[-1].lower()
     if last in _ENDPOINTS:
-        prefix = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[: -len(last) - 1],
-                                           "", ""))
+        prefix = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, path[: -len(last) - 1], "", "")
+        )
         raise reader.error(
-            "url", f"give the http.conf prefix, not the endpoint: drop '/{last}' (e.g. {prefix!r})")
+            "url", f"give the http.conf prefix, not the endpoint: drop '/{last}' (e.g. {prefix!r})"
+        )
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -374,9 +408,12 @@ def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, st
         name = reader.string("secret_env")
         if _ENV_NAME.fullmatch(name) is None:
             # Most likely the secret itself was pasted here: do not echo it.
-            raise reader.error("secret_env", "expected the name of an environment variable "
-                                             "(letters, digits and _), not the secret itself "
-                                             "(value not shown)")
+            raise reader.error(
+                "secret_env",
+                "expected the name of an environment variable "
+                "(letters, digits and _), not the secret itself "
+                "(value not shown)",
+            )
         value = environ.get(name)
         if not value:
             raise reader.error("secret_env", f"environment variable {name} is not set or empty")
@@ -405,7 +442,8 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
             verify = ca
         else:
             raise reader.error(
-                "verify", f"expected true, false or a CA file path, got {_show(raw)}")
+                "verify", f"expected true, false or a CA file path, got {_show(raw)}"
+            )
     client_cert = reader.path("client_cert", must_exist=True)
     client_key = reader.path("client_key", must_exist=True)
     if client_key is not None and client_cert is None:
@@ -427,10 +465,12 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         connect_timeout=reader.seconds("connect_timeout", 5.0),
         request_timeout=reader.seconds("request_timeout", 10.0),
         waitevent_timeout=reader.seconds("waitevent_timeout", 20.0),
-        http_client=cast(Literal["native", "httpx"],
-                         reader.choice("http_client", ("native", "httpx"), "native")),
-        max_response_bytes=reader.integer("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES,
-                                          64 * 1024, 1024 * 1024 * 1024),
+        http_client=cast(
+            Literal["native", "httpx"], reader.choice("http_client", ("native", "httpx"), "native")
+        ),
+        max_response_bytes=reader.integer(
+            "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 64 * 1024, 1024 * 1024 * 1024
+        ),
     )
 
 
@@ -442,8 +482,11 @@ def _router(reader: SettingsReader, environ: Mapping[str, str]) -> RouterSetting
     state_dir = reader.path("state_dir")
     if state_dir is None:
         # systemd's StateDirectory= sets this; otherwise beside the config file.
-        state_dir = Path(environ["STATE_DIRECTORY"]) if environ.get("STATE_DIRECTORY") \
+        state_dir = (
+            Path(environ["STATE_DIRECTORY"])
+            if environ.get("STATE_DIRECTORY")
             else reader.base / "state"
+        )
     return RouterSettings(
         rules=rules,
         state_dir=state_dir,
@@ -480,8 +523,7 @@ def _plugins(reader: SettingsReader) -> PluginSettings:
     both = sorted(set(enabled) & set(disabled))
     if both:
         raise reader.error("disabled", f"{', '.join(both)} also listed in enabled")
-    return PluginSettings(enabled=enabled, disabled=disabled,
-                          settings=MappingProxyType(tables))
+    return PluginSettings(enabled=enabled, disabled=disabled, settings=MappingProxyType(tables))
 
 
 def _read_file(path: Path) -> dict[str, object] | None:
@@ -527,7 +569,8 @@ def load_config(
             raise ConfigError(f"{name}: [{section}]: unknown section{_suggest(section, _SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(
-                f"{name}: {section}: expected a [{section}] table, got {_show(table)}")
+                f"{name}: {section}: expected a [{section}] table, got {_show(table)}"
+            )
         sections[section].update(table)
         origins[section].update(dict.fromkeys(table, name))
 
@@ -536,8 +579,10 @@ def load_config(
             continue
         section, _, key = dotted.partition(".")
         if section not in _SECTIONS or not key:
-            raise ConfigError(f"{COMMAND_LINE}: override {dotted!r}: expected SECTION.KEY "
-                              f"with SECTION one of {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"{COMMAND_LINE}: override {dotted!r}: expected SECTION.KEY "
+                f"with SECTION one of {', '.join(_SECTIONS)}"
+            )
         if isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):
@@ -552,8 +597,7 @@ def load_config(
 
     ast = sections["asterisk"]
     if missing and not ("url" in ast and "username" in ast):
-        raise ConfigError(
-            f"{name}: no such file (and no --url and --username given to replace it)")
+        raise ConfigError(f"{name}: no such file (and no --url and --username given to replace it)")
 
     base = file.parent if file is not None and not missing else Path.cwd()
     base = base if base.is_absolute() else Path.cwd() / base
@@ -572,8 +616,11 @@ def load_config(
 def _holds_secret(config: Config) -> bool:
     if config.path is not None and config.asterisk.secret_source == str(config.path):
         return True
-    return any(any(word in key.lower() for word in _SECRET_WORDS) and value
-               for table in config.plugins.settings.values() for key, value in table.items())
+    return any(
+        any(word in key.lower() for word in _SECRET_WORDS) and value
+        for table in config.plugins.settings.values()
+        for key, value in table.items()
+    )
 
 
 def exposed_secret_files(config: Config) -> list[str]:
@@ -597,5 +644,6 @@ def exposed_secret_files(config: Config) -> list[str]:
         if mode & 0o044:
             warnings.append(
                 f"{path}: holds a secret but is readable by group or others "
-                f"(mode {mode:04o}); run: chmod 600 {path}")
+                f"(mode {mode:04o}); run: chmod 600 {path}"
+            )
     return warnings

@@ -119,12 +119,14 @@ class LocationPolicy:
         """Why ``value`` cannot be the location parameter ``name``, or None if it can."""
         compiled = self._compiled or _DEFAULT
         floor = not value or any(
-            ch in _NEVER or not ch.isascii() or not ch.isprintable() or ch.isspace()
-            for ch in value)
+            ch in _NEVER or not ch.isascii() or not ch.isprintable() or ch.isspace() for ch in value
+        )
         if floor or compiled.fullmatch(value) is None:
-            allowed = ("letters, digits and *#+_-, 1 to 80 characters"
-                       if self.pattern == DEFAULT_LOCATION_PATTERN
-                       else f"location_pattern {self.pattern!r}")
+            allowed = (
+                "letters, digits and *#+_-, 1 to 80 characters"
+                if self.pattern == DEFAULT_LOCATION_PATTERN
+                else f"location_pattern {self.pattern!r}"
+            )
             return f"{name} {shown(value)} is not a safe dialplan location ({allowed})"
         return None
 
@@ -136,8 +138,9 @@ _DEFAULT: Final = re.compile(DEFAULT_LOCATION_PATTERN)
 LOCATION_PARAMS: Final = frozenset({"context", "exten"})
 
 
-def location_problem(params: Mapping[str, object], policy: LocationPolicy, *,
-                     templates: bool = True) -> str | None:
+def location_problem(
+    params: Mapping[str, object], policy: LocationPolicy, *, templates: bool = True
+) -> str | None:
     """Why the first refused location parameter in ``params`` is refused, or None.
 
     ``templates=False`` skips values still holding ``{`` (load time: such a
@@ -242,13 +245,18 @@ class Dialplan:
             return None
         stamp = _float(event.get("Timestamp"), 0.0)
         return RoutingRequest(
-            channel=channel, uniqueid=event.get("Uniqueid") or "",
-            linkedid=event.get("Linkedid") or "", did=request_did(event),
+            channel=channel,
+            uniqueid=event.get("Uniqueid") or "",
+            linkedid=event.get("Linkedid") or "",
+            did=request_did(event),
             caller=request_caller(event),
             caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
-            context=event.get("Context") or "", exten=event.get("Exten") or "",
-            wait=_float(event.get("Wait"), self.default_wait), timestamp=stamp or None,
-            event=event)
+            context=event.get("Context") or "",
+            exten=event.get("Exten") or "",
+            wait=_float(event.get("Wait"), self.default_wait),
+            timestamp=stamp or None,
+            event=event,
+        )
 
     def deadline(self, request: RoutingRequest, *, received: float, now: float) -> float:
         """When (on the ``received`` clock) the last action must be sent.
@@ -263,8 +271,10 @@ class Dialplan:
 
     def is_waiting(self, item: Event) -> bool:
         """Whether a ``CoreShowChannel`` item is a channel waiting for a decision."""
-        return (item.get("Context") == self.inbound_context
-                and item.get("Application") == WAIT_APPLICATION)
+        return (
+            item.get("Context") == self.inbound_context
+            and item.get("Application") == WAIT_APPLICATION
+        )
 
     def listed_wait(self, deadline_variable: str | None, *, now: float) -> float | None:
         """Seconds a listed channel still waits, from its ``CALLROUTER_DEADLINE``;
@@ -274,16 +284,24 @@ class Dialplan:
             return None
         return remaining - _EPOCH_RESOLUTION
 
-    def listed_request(self, item: Event, *, did_variable: str | None,
-                       wait: float) -> Event:
+    def listed_request(self, item: Event, *, did_variable: str | None, wait: float) -> Event:
         """The request event the dialplan sent for a listed waiting channel,
         rebuilt (its own event was lost in a gap, or sent before we started)."""
         channel = item.get("Channel") or ""
         number = item.get("CallerIDNum") or ""
-        return Event((
-            ("Event", "UserEvent"), ("UserEvent", self.request_event), ("Channel", channel),
-            ("Uniqueid", item.get("Uniqueid") or ""), ("Linkedid", item.get("Linkedid") or ""),
-            ("Context", self.inbound_context), ("Exten", item.get("Exten") or ""),
-            ("CallerIDNum", number), ("CallerIDName", item.get("CallerIDName") or ""),
-            ("DID", did_variable or item.get("Exten") or ""), ("Caller", number),
-            ("Wait", f"{wait:.3f}")))
+        return Event(
+            (
+                ("Event", "UserEvent"),
+                ("UserEvent", self.request_event),
+                ("Channel", channel),
+                ("Uniqueid", item.get("Uniqueid") or ""),
+                ("Linkedid", item.get("Linkedid") or ""),
+                ("Context", self.inbound_context),
+                ("Exten", item.get("Exten") or ""),
+                ("CallerIDNum", number),
+                ("CallerIDName", item.get("CallerIDName") or ""),
+                ("DID", did_variable or item.get("Exten") or ""),
+                ("Caller", number),
+                ("Wait", f"{wait:.3f}"),
+            )
+        )

@@ -101,8 +101,9 @@ class EngineOptions:
     live_settle: float = 1.0
 
     def dialplan(self) -> Dialplan:
-        return Dialplan(self.request_event, self.inbound_context, self.default_wait,
-                        self.safety_margin)
+        return Dialplan(
+            self.request_event, self.inbound_context, self.default_wait, self.safety_margin
+        )
 
 
 class Engine:
@@ -124,22 +125,36 @@ class Engine:
         self._tracker = CallTracker()
         ami = AMI(self._client)
         #: What plugins get of this engine (router.hookspecs.EngineAPI).
-        self.api: EngineAPI = EngineView(ami=ami, calls=CallsView(self._tracker),
-                              config=config, state_dir=lambda: self.state_dir,
-                              schedule=self.schedule, may_ask=self.may_ask,
-                              shadow=lambda: self.shadow)
+        self.api: EngineAPI = EngineView(
+            ami=ami,
+            calls=CallsView(self._tracker),
+            config=config,
+            state_dir=lambda: self.state_dir,
+            schedule=self.schedule,
+            may_ask=self.may_ask,
+            shadow=lambda: self.shadow,
+        )
         self.executor = Executor(
-            self._client, PluginHooks(self.plugins, self.api), kinds=builtin_actions.EXECUTE,
-            locations=LocationPolicy.from_pattern(config.router.location_pattern))
+            self._client,
+            PluginHooks(self.plugins, self.api),
+            kinds=builtin_actions.EXECUTE,
+            locations=LocationPolicy.from_pattern(config.router.location_pattern),
+        )
         #: "Now" for rules (working hours); the demo and tests may pin it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
-            ami=self._client, tracker=self._tracker, executor=self.executor,
-            plugins=self.plugins, rules=RuleBook(config.router.rules, Registry()),
-            dialplan=self.options.dialplan(), log_format=config.router.log_format,
-            clock=lambda: self.clock(), standby=self._standby,
-            shadow=config.router.shadow if shadow is None else shadow)
+            ami=self._client,
+            tracker=self._tracker,
+            executor=self.executor,
+            plugins=self.plugins,
+            rules=RuleBook(config.router.rules, Registry()),
+            dialplan=self.options.dialplan(),
+            log_format=config.router.log_format,
+            clock=lambda: self.clock(),
+            standby=self._standby,
+            shadow=config.router.shadow if shadow is None else shadow,
+        )
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
@@ -190,8 +205,9 @@ class Engine:
     def scheduler(self) -> AsyncIOScheduler:
         return self._scheduler
 
-    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
-                 cron: str | None = None) -> None:
+    def schedule(
+        self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
+    ) -> None:
         """A plugin's timed job (``EngineAPI.schedule``): apscheduler stays ours.
 
         Cron lines go through the one function ``schedule:`` rules use, in the
@@ -201,8 +217,10 @@ class Engine:
         if (every is None) == (cron is None):
             raise ValueError(f"job {name!r}: give every= or cron=, one of them")
         if not name or name.startswith(("rule:", "callrouter-")):
-            raise ValueError(f"job {name!r}: name it after your plugin ('rule:' and "
-                             "'callrouter-' are the engine's)")
+            raise ValueError(
+                f"job {name!r}: name it after your plugin ('rule:' and "
+                "'callrouter-' are the engine's)"
+            )
         trigger: Any
         options: dict[str, Any] = {}
         if every is not None:
@@ -218,9 +236,15 @@ class Engine:
             if inspect.isawaitable(result):
                 await result
 
-        self._scheduler.add_job(logged(f"job {name}", run, logger=log), trigger, id=name,
-                                replace_existing=True, coalesce=True, max_instances=1,
-                                **options)
+        self._scheduler.add_job(
+            logged(f"job {name}", run, logger=log),
+            trigger,
+            id=name,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            **options,
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -238,9 +262,14 @@ class Engine:
         return self._tracker
 
     def may_ask(self, call: Call, lookup: str) -> bool:
-        context = call_context(self.registry, call.caller_number, call.did,
-                               caller_name=call.caller_name, call=call_info(call, None),
-                               now=self.clock())
+        context = call_context(
+            self.registry,
+            call.caller_number,
+            call.did,
+            caller_name=call.caller_name,
+            call=call_info(call, None),
+            now=self.clock(),
+        )
         return self.rules.current.may_ask(context, lookup)
 
     # -- life cycle ----------------------------------------------------------------
@@ -258,8 +287,9 @@ class Engine:
         for problem in problems:
             log.error("%s", problem)
         self.setup_problems = tuple(problems)
-        log.info("loaded %d rules from %s", len(loaded.rules),
-                 ", ".join(map(str, self.rules.paths)))
+        log.info(
+            "loaded %d rules from %s", len(loaded.rules), ", ".join(map(str, self.rules.paths))
+        )
         self._rule_mtimes = self._scan_rule_files()
         return loaded
 
@@ -278,24 +308,36 @@ class Engine:
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
-            self._scheduler.add_job(logged("rule file watch", self._check_rule_files, logger=log),
-                                    "interval",
-                                    seconds=self.options.watch_interval, id="callrouter-watch",
-                                    replace_existing=True)
+            self._scheduler.add_job(
+                logged("rule file watch", self._check_rule_files, logger=log),
+                "interval",
+                seconds=self.options.watch_interval,
+                id="callrouter-watch",
+                replace_existing=True,
+            )
         # Timed housekeeping: the stream's polling already keeps the session
         # alive; the Ping proves the action path works, the sweep bounds memory
         # when Hangups were lost in a gap.
-        self._scheduler.add_job(logged("keepalive", self._keepalive, logger=log), "interval",
-                                seconds=self.options.keepalive,
-                                id="callrouter-keepalive", replace_existing=True)
-        self._scheduler.add_job(logged("sweep", self._sweep, logger=log), "interval", seconds=60,
-                                id="callrouter-sweep",
-                                replace_existing=True)
+        self._scheduler.add_job(
+            logged("keepalive", self._keepalive, logger=log),
+            "interval",
+            seconds=self.options.keepalive,
+            id="callrouter-keepalive",
+            replace_existing=True,
+        )
+        self._scheduler.add_job(
+            logged("sweep", self._sweep, logger=log),
+            "interval",
+            seconds=60,
+            id="callrouter-sweep",
+            replace_existing=True,
+        )
         await self.plugins.startup(self.api)
         if not self.shadow and self.options.live_heartbeat > 0:
             await self._start_guard()
-        self._stream = EventStream(self._client,
-                                   poll_timeout=int(self._config.asterisk.waitevent_timeout))
+        self._stream = EventStream(
+            self._client, poll_timeout=int(self._config.asterisk.waitevent_timeout)
+        )
         # Calls that started waiting while callrouter was down or restarting
         # are routed now if their deadline allows, like after a stream gap.
         try:
@@ -314,8 +356,7 @@ class Engine:
         assert self._stream is not None, "call start() first"
         self._serve_task = asyncio.current_task()
         self.ready.set()
-        log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url,
-                 self.shadow)
+        log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url, self.shadow)
         try:
             while not self._stopping.is_set():
                 try:
@@ -348,8 +389,9 @@ class Engine:
                 raise
             except Exception:
                 name = "gap" if isinstance(item, StreamGap) else item.name
-                self._bad_events.exception(f"{name[:64]}", "event %s skipped: handling it failed",
-                                           name[:64])
+                self._bad_events.exception(
+                    f"{name[:64]}", "event %s skipped: handling it failed", name[:64]
+                )
             if self._stopping.is_set():
                 break
 
@@ -375,10 +417,10 @@ class Engine:
             self._end_serve()
             return
         self.router.accepting = False
-        log.info("stopping: no new calls; finishing %d decisions in flight",
-                 len(self.router.tasks))
+        log.info("stopping: no new calls; finishing %d decisions in flight", len(self.router.tasks))
         self._draining = asyncio.get_running_loop().create_task(
-            self._drain_then_end(), name="callrouter-drain")
+            self._drain_then_end(), name="callrouter-drain"
+        )
 
     async def _drain_then_end(self) -> None:
         try:
@@ -407,13 +449,17 @@ class Engine:
             self._draining.cancel()
         await self._leave()
         if self.router.tasks:
-            _, pending = await asyncio.wait(set(self.router.tasks),
-                                            timeout=self.options.drain_timeout)
+            _, pending = await asyncio.wait(
+                set(self.router.tasks), timeout=self.options.drain_timeout
+            )
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("stop: %d decisions still running after %.1f s were cancelled",
-                            len(pending), self.options.drain_timeout)
+                log.warning(
+                    "stop: %d decisions still running after %.1f s were cancelled",
+                    len(pending),
+                    self.options.drain_timeout,
+                )
                 await asyncio.wait(pending, timeout=1.0)
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
@@ -442,14 +488,23 @@ class Engine:
             since = ascii_float(answer.response.get("Value"))
         except AMIError:
             since = None  # this host's clock then: both sides still compare the same values
-        claim = Claim(secrets.token_hex(4), int(since if since is not None else time.time()),
-                      socket.gethostname(), os.getpid())
-        self._guard = LiveGuard(claim, interval=self.options.live_heartbeat,
-                                settle=self.options.live_settle)
+        claim = Claim(
+            secrets.token_hex(4),
+            int(since if since is not None else time.time()),
+            socket.gethostname(),
+            os.getpid(),
+        )
+        self._guard = LiveGuard(
+            claim, interval=self.options.live_heartbeat, settle=self.options.live_settle
+        )
         await self._send_beat(self._guard.probe())
-        self._scheduler.add_job(logged("live heartbeat", self._heartbeat, logger=log),
-                                "interval", seconds=self.options.live_heartbeat,
-                                id="callrouter-live", replace_existing=True)
+        self._scheduler.add_job(
+            logged("live heartbeat", self._heartbeat, logger=log),
+            "interval",
+            seconds=self.options.live_heartbeat,
+            id="callrouter-live",
+            replace_existing=True,
+        )
 
     async def _heartbeat(self) -> None:
         guard = self._guard
@@ -476,8 +531,11 @@ class Engine:
         except AMIPrivilegeError as exc:
             if not self._beat_refused:
                 self._beat_refused = True
-                log.warning("live-instance heartbeat refused (%s): a second live callrouter "
-                            "on this Asterisk would not be noticed", exc)
+                log.warning(
+                    "live-instance heartbeat refused (%s): a second live callrouter "
+                    "on this Asterisk would not be noticed",
+                    exc,
+                )
         except AMIError as exc:  # the stream notices a lost Asterisk and says so
             log.debug("live-instance heartbeat not sent: %s", exc)
 
@@ -495,8 +553,11 @@ class Engine:
 
     def _acting(self) -> bool:
         """Whether actions of event and schedule rules may be sent now."""
-        return (not self.shadow and self.router.accepting
-                and (self._guard is None or self._guard.acting))
+        return (
+            not self.shadow
+            and self.router.accepting
+            and (self._guard is None or self._guard.acting)
+        )
 
     # -- rules -------------------------------------------------------------------------
 
@@ -523,15 +584,18 @@ class Engine:
             try:
                 loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
             except Exception:  # a bug in loading must not end the engine
-                log.exception("rules not reloaded: loading failed; keeping the previous %d "
-                              "rules", len(self.rules.current.rules))
+                log.exception(
+                    "rules not reloaded: loading failed; keeping the previous %d rules",
+                    len(self.rules.current.rules),
+                )
                 return None
             return self._swap_rules(fresh, loaded)
 
     def request_reload(self) -> None:
         """SIGHUP: start :meth:`reload_in_thread` (a signal handler cannot await)."""
-        task = asyncio.get_running_loop().create_task(self.reload_in_thread(),
-                                                      name="callrouter-reload")
+        task = asyncio.get_running_loop().create_task(
+            self.reload_in_thread(), name="callrouter-reload"
+        )
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
@@ -545,8 +609,9 @@ class Engine:
         for error in loaded.errors:
             log.error("%s (rule disabled)", error)
         if loaded.fatal:
-            log.error("rules not reloaded: keeping the previous %d rules",
-                      len(self.rules.current.rules))
+            log.error(
+                "rules not reloaded: keeping the previous %d rules", len(self.rules.current.rules)
+            )
             return loaded
         book = RuleBook(self.rules.paths, fresh)
         book.current = loaded
@@ -598,9 +663,13 @@ class Engine:
             except ValueError as exc:
                 log.error("rule %r: schedule %r: %s", name, cron, exc)
                 continue
-            self._scheduler.add_job(logged(f"schedule {name}", self._run_schedule, logger=log),
-                                    trigger, args=[name], id=f"rule:{name}",
-                                    replace_existing=True)
+            self._scheduler.add_job(
+                logged(f"schedule {name}", self._run_schedule, logger=log),
+                trigger,
+                args=[name],
+                id=f"rule:{name}",
+                replace_existing=True,
+            )
 
     async def _run_schedule(self, name: str) -> None:
         outcome = await self.rules.evaluate(Context.for_schedule(name, now=self.clock()))
@@ -614,8 +683,7 @@ class Engine:
         """One event through the tracker, plugins and, if it asks, routing."""
         if event.name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
             # Routers' heartbeats are for the guard only, not for rules or plugins.
-            if self._guard is not None and self._guard.observe(event) \
-                    and not self._guard.leaving:
+            if self._guard is not None and self._guard.observe(event) and not self._guard.leaving:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
         fed = self._tracker.feed(event)
@@ -632,9 +700,12 @@ class Engine:
                 # Let the routing task run up to its first I/O now, rather than
                 # after the rest of this WaitEvent batch has been processed.
                 await asyncio.sleep(0)
-        elif (call is not None and name in ("Newchannel", "Newexten")
-              and "prefetch" not in call.extra
-              and event.get("Context") == self.options.inbound_context):
+        elif (
+            call is not None
+            and name in ("Newchannel", "Newexten")
+            and "prefetch" not in call.extra
+            and event.get("Context") == self.options.inbound_context
+        ):
             # The channel appeared in, or entered, the inbound context: the
             # request follows in a moment, so plugins start slow lookups now.
             call.extra["prefetch"] = True
@@ -647,14 +718,21 @@ class Engine:
             await self.plugins.call_end(ended)
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:
-        context = Context.for_event(event.name, dict(event.fields), call=call_info(call, None),
-                                    now=self.clock())
+        context = Context.for_event(
+            event.name, dict(event.fields), call=call_info(call, None), now=self.clock()
+        )
         # Lookups that take the request get the call's own numbers, not a guess.
-        request = None if call is None else RequestInfo(
-            channel=event.get("Channel") or call.waiting_channel or "",
-            uniqueid=event.get("Uniqueid") or "", linkedid=call.linkedid,
-            caller=self.registry.normalize_number(call.caller_number),
-            did=self.registry.normalize_number(call.did) if call.did else "")
+        request = (
+            None
+            if call is None
+            else RequestInfo(
+                channel=event.get("Channel") or call.waiting_channel or "",
+                uniqueid=event.get("Uniqueid") or "",
+                linkedid=call.linkedid,
+                caller=self.registry.normalize_number(call.caller_number),
+                did=self.registry.normalize_number(call.did) if call.did else "",
+            )
+        )
         outcome = await self.rules.evaluate(context, request=request)
         if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))

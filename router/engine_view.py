@@ -49,9 +49,17 @@ class EngineView:
 
     __slots__ = ("_ami", "_calls", "_config", "_may_ask", "_schedule", "_shadow", "_state_dir")
 
-    def __init__(self, *, ami: AMI, calls: CallsView, config: Config,
-                 state_dir: Callable[[], Path], schedule: Callable[..., None],
-                 may_ask: Callable[[Call, str], bool], shadow: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        ami: AMI,
+        calls: CallsView,
+        config: Config,
+        state_dir: Callable[[], Path],
+        schedule: Callable[..., None],
+        may_ask: Callable[[Call, str], bool],
+        shadow: Callable[[], bool],
+    ) -> None:
         self._ami = ami
         self._calls = calls
         self._config = config
@@ -80,8 +88,9 @@ class EngineView:
     def shadow(self) -> bool:
         return self._shadow()
 
-    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
-                 cron: str | None = None) -> None:
+    def schedule(
+        self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
+    ) -> None:
         self._schedule(name, job, every=every, cron=cron)
 
     def may_ask(self, call: Call, lookup: str) -> bool:

@@ -105,19 +105,25 @@ class AMIPrivilegeError(AMIActionError):
     again on every call.
     """
 
-    def __init__(self, action: str, response: Message, *, username: str,
-                 classes: tuple[str, ...]) -> None:
+    def __init__(
+        self, action: str, response: Message, *, username: str, classes: tuple[str, ...]
+    ) -> None:
         super().__init__(action, response)
         self.username = username
         #: The write classes that allow the action (any one of them), from the catalog.
         self.classes = classes
         if classes:
-            need = (f"write class {classes[0]}" if len(classes) == 1
-                    else "one of the write classes " + ", ".join(classes))
+            need = (
+                f"write class {classes[0]}"
+                if len(classes) == 1
+                else "one of the write classes " + ", ".join(classes)
+            )
         else:
             need = "a write class it lacks"
-        self.args = (f"{action}: Permission denied: the manager user {username!r} needs "
-                     f"{need} (manager.conf)",)
+        self.args = (
+            f"{action}: Permission denied: the manager user {username!r} needs "
+            f"{need} (manager.conf)",
+        )
 
 
 class AMIValidationError(AMIError, ValueError):
@@ -134,8 +140,9 @@ class RuleError(CallRouterError):
 class RuleValidationError(RuleError, ValueError):
     """One problem in one rule, located as ``file:line``."""
 
-    def __init__(self, message: str, *, file: str = "<string>", line: int = 0,
-                 rule: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str = "<string>", line: int = 0, rule: str | None = None
+    ) -> None:
         self.file = file
         self.line = line
         self.rule = rule
@@ -160,9 +167,11 @@ class RulesRefused(RuleError):
     def __init__(self, problems: tuple[str, ...]) -> None:
         self.problems = problems
         count = len(problems)
-        super().__init__(f"not started: {count} problem{'s' if count != 1 else ''} in the "
-                         "rule files or plugins (callrouter check shows the same); at start "
-                         "there is no previous rule set to keep")
+        super().__init__(
+            f"not started: {count} problem{'s' if count != 1 else ''} in the "
+            "rule files or plugins (callrouter check shows the same); at start "
+            "there is no previous rule set to keep"
+        )
 
 
 class PluginError(CallRouterError):

@@ -61,12 +61,19 @@ CONFIRM_TIMEOUT = 3.0
 #: The action kinds whose ``context``/``exten`` reach the dialplan.
 _LOCATION_KINDS = frozenset({"redirect", "originate", "ami"})
 
+
 class ExecutorAMI(Protocol):
     """The AMI the executor sends with (the engine's client, or any facade)."""
 
-    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
-                   action_id: str | None = None, validate: bool = True,
-                   check: bool = True) -> ActionResult: ...
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        action_id: str | None = None,
+        validate: bool = True,
+        check: bool = True,
+    ) -> ActionResult: ...
 
 
 class PluginActions(Protocol):
@@ -75,15 +82,13 @@ class PluginActions(Protocol):
 
     async def execute(self, action: Action, call: Call) -> Any: ...
 
-    async def notify(self, target: str, params: Mapping[str, str],
-                     call: Call | None) -> None: ...
+    async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None: ...
 
 
 class _Hooks(Protocol):
     async def execute(self, action: Action, call: Call, engine: EngineAPI) -> Any: ...
 
-    async def notify(self, target: str, params: Mapping[str, str],
-                     call: Call | None) -> None: ...
+    async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +102,7 @@ class PluginHooks:
     async def execute(self, action: Action, call: Call) -> Any:
         return await self.hooks.execute(action, call, self.api)
 
-    async def notify(self, target: str, params: Mapping[str, str],
-                     call: Call | None) -> None:
+    async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
         await self.hooks.notify(target, params, call)
 
 
@@ -115,8 +119,12 @@ class ActionOutcome:
     event_timestamp: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "status": self.status, "detail": self.detail,
-                "ms": round(self.ms, 2)}
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "detail": self.detail,
+            "ms": round(self.ms, 2),
+        }
 
 
 class Confirmations:
@@ -196,10 +204,15 @@ ExecuteAction = Callable[[ActionRun], Awaitable["ActionOutcome"]]
 class Executor:
     """Runs actions in order; one instance per engine."""
 
-    def __init__(self, ami: ExecutorAMI, plugins: PluginActions, *,
-                 kinds: Mapping[str, ExecuteAction],
-                 confirm_timeout: float = CONFIRM_TIMEOUT,
-                 locations: LocationPolicy | None = None) -> None:
+    def __init__(
+        self,
+        ami: ExecutorAMI,
+        plugins: PluginActions,
+        *,
+        kinds: Mapping[str, ExecuteAction],
+        confirm_timeout: float = CONFIRM_TIMEOUT,
+        locations: LocationPolicy | None = None,
+    ) -> None:
         self._ami = ami
         self._plugins = plugins
         self._kinds = dict(kinds)
@@ -221,8 +234,9 @@ class Executor:
 
     # -- execution -------------------------------------------------------------
 
-    async def run(self, actions: Sequence[Action], call: Call | None,
-                  channel: str | None) -> list[ActionOutcome]:
+    async def run(
+        self, actions: Sequence[Action], call: Call | None, channel: str | None
+    ) -> list[ActionOutcome]:
         """Execute in order; a failed action does not stop the ones after it,
         except that nothing follows a channel that is gone."""
         refused = self._refused(actions)
@@ -255,8 +269,10 @@ class Executor:
 
     def _refused(self, actions: Sequence[Action]) -> list[ActionOutcome] | None:
         """Outcomes for a decision holding a refused location, or None if all are safe."""
-        problems = [location_problem(a.params, self._locations)
-                    if a.kind in _LOCATION_KINDS else None for a in actions]
+        problems = [
+            location_problem(a.params, self._locations) if a.kind in _LOCATION_KINDS else None
+            for a in actions
+        ]
         if not any(problems):
             return None
         outcomes: list[ActionOutcome] = []
@@ -265,8 +281,9 @@ class Executor:
                 log.warning("action %s refused: %s", action.kind, problem)
                 outcome = ActionOutcome(action.kind, "failed", problem)
             else:
-                outcome = ActionOutcome(action.kind, "skipped",
-                                        "not sent: another action of the decision was refused")
+                outcome = ActionOutcome(
+                    action.kind, "skipped", "not sent: another action of the decision was refused"
+                )
             outcome.params = dict(action.params)
             outcomes.append(outcome)
         return outcomes
@@ -275,8 +292,17 @@ class Executor:
         kind = action.kind
         execute = self._kinds.get(kind)
         if execute is not None:
-            return await execute(ActionRun(kind, dict(action.params), call, channel, self._ami,
-                                           self._plugins, self.confirmations))
+            return await execute(
+                ActionRun(
+                    kind,
+                    dict(action.params),
+                    call,
+                    channel,
+                    self._ami,
+                    self._plugins,
+                    self.confirmations,
+                )
+            )
         if call is None:
             return ActionOutcome(kind, "no-executor", "plugin actions need a call")
         result = await self._plugins.execute(action, call)

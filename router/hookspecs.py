@@ -45,8 +45,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
 
-__all__ = ["PROJECT", "EngineAPI", "LiveCalls", "RouteOutcome", "ScheduledJob", "hookimpl",
-           "hookspec"]
+__all__ = [
+    "PROJECT",
+    "EngineAPI",
+    "LiveCalls",
+    "RouteOutcome",
+    "ScheduledJob",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT = "callrouter"
 
@@ -113,8 +120,9 @@ class EngineAPI(Protocol):
         """True when this engine decides but never acts (shadow mode)."""
         ...
 
-    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
-                 cron: str | None = None) -> None:
+    def schedule(
+        self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
+    ) -> None:
         """Run ``job`` every ``every`` seconds, or on the crontab line ``cron``.
 
         ``cron`` is classic cron (0 and 7 are Sunday) in the rules' zone
@@ -200,8 +208,9 @@ def callrouter_prefetch(call: Call) -> None:
 
 
 @hookspec
-def callrouter_decision(call: Call, decision: Decision | None, trace: Trace | None,
-                        outcome: RouteOutcome) -> None:
+def callrouter_decision(
+    call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+) -> None:
     """A routing decision was made for ``call``.
 
     ``decision`` holds the matched rules and their actions, ``trace`` how the
@@ -216,8 +225,9 @@ def callrouter_decision(call: Call, decision: Decision | None, trace: Trace | No
 
 
 @hookspec(firstresult=True)
-def callrouter_execute(action: Action, call: Call,
-                       engine: EngineAPI) -> str | Awaitable[str | None] | None:
+def callrouter_execute(
+    action: Action, call: Call, engine: EngineAPI
+) -> str | Awaitable[str | None] | None:
     """Carry out an action kind that is not built in.
 
     ``action`` has ``kind`` and ``params`` (rendered strings). The plugin that

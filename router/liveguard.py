@@ -64,8 +64,10 @@ class Claim:
 
     def describe(self) -> str:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return (f"instance {self.instance} on host {self.host or '?'}, pid {self.pid}, "
-                f"live since {when}")
+        return (
+            f"instance {self.instance} on host {self.host or '?'}, pid {self.pid}, "
+            f"live since {when}"
+        )
 
 
 @dataclass(slots=True)
@@ -78,8 +80,14 @@ class _Peer:
 class LiveGuard:
     """The live-instance state of one engine: acting, settling or standing by."""
 
-    def __init__(self, me: Claim, *, interval: float = 2.0, settle: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        me: Claim,
+        *,
+        interval: float = 2.0,
+        settle: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.me = me
         self.interval = interval
         self.settle = settle
@@ -95,9 +103,15 @@ class LiveGuard:
     def beat(self, *, probe: bool = False) -> dict[str, str]:
         """Headers of the heartbeat ``UserEvent`` (after ``Action``/``UserEvent``)."""
         state = "leaving" if self._leaving else ("standby" if self.blocker() else "live")
-        fields = {"UserEvent": LIVE_EVENT, "Instance": self.me.instance,
-                  "Since": str(self.me.since), "Host": self.me.host[:64],
-                  "Pid": str(self.me.pid), "Interval": f"{self.interval:g}", "State": state}
+        fields = {
+            "UserEvent": LIVE_EVENT,
+            "Instance": self.me.instance,
+            "Since": str(self.me.since),
+            "Host": self.me.host[:64],
+            "Pid": str(self.me.pid),
+            "Interval": f"{self.interval:g}",
+            "State": state,
+        }
         if probe:
             fields["Probe"] = "yes"
         return fields
@@ -134,16 +148,20 @@ class LiveGuard:
         pid = ascii_float(event.get("Pid"))
         if since is None:
             return False
-        claim = Claim(instance, int(since), (event.get("Host") or "")[:64],
-                      int(pid) if pid is not None else 0)
+        claim = Claim(
+            instance, int(since), (event.get("Host") or "")[:64], int(pid) if pid is not None else 0
+        )
         interval = ascii_float(event.get("Interval")) or self.interval
         interval = min(max(interval, _INTERVAL_BOUNDS[0]), _INTERVAL_BOUNDS[1])
         known = self._peers.get(instance)
         self._peers[instance] = _Peer(claim, self._clock(), interval)
         if known is None and not claim.older_than(self.me):
-            log.warning("another live callrouter started on this Asterisk (%s); it stands "
-                        "by while this one (%s) routes calls", claim.describe(),
-                        self.me.describe())
+            log.warning(
+                "another live callrouter started on this Asterisk (%s); it stands "
+                "by while this one (%s) routes calls",
+                claim.describe(),
+                self.me.describe(),
+            )
         self.update()
         return (event.get("Probe") or "") == "yes"
 
@@ -163,12 +181,17 @@ class LiveGuard:
         blocker = self.blocker()
         previous = self._was_blocked_by
         if blocker is not None and previous is None:
-            log.warning("another live callrouter is routing calls on this Asterisk (%s): "
-                        "this one (%s) acts as in shadow mode until it is gone",
-                        blocker.describe(), self.me.describe())
+            log.warning(
+                "another live callrouter is routing calls on this Asterisk (%s): "
+                "this one (%s) acts as in shadow mode until it is gone",
+                blocker.describe(),
+                self.me.describe(),
+            )
         elif blocker is None and previous is not None:
-            log.warning("the other live callrouter (%s) is gone: this one routes calls again",
-                        previous.describe())
+            log.warning(
+                "the other live callrouter (%s) is gone: this one routes calls again",
+                previous.describe(),
+            )
         self._was_blocked_by = blocker
         return blocker
 

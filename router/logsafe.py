@@ -37,11 +37,13 @@ __all__ = [
 
 #: C0 controls except tab, DEL, C1 controls, line/paragraph separators, and the
 #: bidi embeddings, overrides and isolates (the "Trojan Source" characters).
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                     "\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 #: The same, but newlines stay: used for tracebacks, which are multi-line by design.
-_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                               "\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_MULTILINE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 #: What json.dumps(ensure_ascii=False) leaves raw: DEL, C1, separators, bidi.
 _UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -90,8 +92,12 @@ class JsonFormatter(logging.Formatter):
         message = record.getMessage()
         if record.name == "router.decision" and message.startswith("{"):
             return escape_json_line(message)
-        data = {"ts": round(record.created, 3), "level": record.levelname,
-                "logger": record.name, "message": message}
+        data = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return escape_json_line(json.dumps(data, ensure_ascii=False))
@@ -101,8 +107,15 @@ _COOKIE = re.compile(r"(mansession_id\s*=\s*)[^;,\s'\"\\]*(?:\"[^\"]*\")?", re.I
 _secrets: set[str] = set()
 #: Loggers that print HTTP traffic; filters on a logger only see its own records,
 #: so each one that exists is listed.
-_HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11",
-                 "httpcore.http2", "httpcore.proxy", "httpcore.socks")
+_HTTP_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 
 def register_secret(value: str) -> None:

@@ -26,10 +26,14 @@ __all__ = ["TEST_TIMEZONE", "plugin_registry"]
 TEST_TIMEZONE = "Europe/Moscow"
 
 
-def plugin_registry(*, timezone: str = TEST_TIMEZONE,
-                    settings: Mapping[str, Mapping[str, object]] | None = None,
-                    entry_points: bool = True, extra: Iterable[object] = (),
-                    disabled: Iterable[str] = ()) -> Registry:
+def plugin_registry(
+    *,
+    timezone: str = TEST_TIMEZONE,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
+    entry_points: bool = True,
+    extra: Iterable[object] = (),
+    disabled: Iterable[str] = (),
+) -> Registry:
     """Plugins configured with ``[plugins.timefuncs] timezone`` and ``settings``, then
     registered into a fresh registry; a plugin's registration problem raises.
 
@@ -41,9 +45,12 @@ def plugin_registry(*, timezone: str = TEST_TIMEZONE,
     """
     tables: dict[str, Mapping[str, object]] = {"timefuncs": {"timezone": timezone}}
     tables.update(settings or {})
-    config = Config(asterisk=AsteriskSettings(url="http://asterisk.test:8088/asterisk",
-                                              username="router", secret="secret"),
-                    plugins=PluginSettings(settings=tables))
+    config = Config(
+        asterisk=AsteriskSettings(
+            url="http://asterisk.test:8088/asterisk", username="router", secret="secret"
+        ),
+        plugins=PluginSettings(settings=tables),
+    )
     plugins = Plugins.load(entry_points=entry_points, extra=extra, disabled=disabled)
     _run(plugins.configure(config))
     registry, problems = plugins.build_registry()

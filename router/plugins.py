@@ -105,8 +105,9 @@ class Plugins:
                 # A built-in with settings or state has a factory, so every
                 # engine gets its own instance; stateless ones are the module.
                 factory = getattr(module, "make_plugin", None)
-                plugins.register(factory() if callable(factory) else module, name=name,
-                                 builtin=True)
+                plugins.register(
+                    factory() if callable(factory) else module, name=name, builtin=True
+                )
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
                 if ep.name in blocked or (chosen and ep.name not in chosen):
@@ -119,8 +120,9 @@ class Plugins:
                 except Exception as exc:
                     raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
                 dist = ep.dist
-                plugins.register(obj, name=ep.name,
-                                 version=dist.version if dist is not None else None)
+                plugins.register(
+                    obj, name=ep.name, version=dist.version if dist is not None else None
+                )
         for obj in extra:
             plugins.register(obj)
         plugins.pm.check_pending()
@@ -146,16 +148,24 @@ class Plugins:
                     raise ConfigError(
                         f"{origin}: [plugins] {key}: {name!r} is no plugin here"
                         f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))} "
-                        "(callrouter plugins lists them)")
+                        "(callrouter plugins lists them)"
+                    )
         for name in settings.settings:
             if name not in known:
                 raise ConfigError(
                     f"{origin}: [plugins.{name}]: no plugin {name!r} is installed"
-                    f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}")
+                    f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
+                )
         return cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
 
-    def register(self, plugin: object, *, name: str | None = None, builtin: bool = False,
-                 version: str | None = None) -> str:
+    def register(
+        self,
+        plugin: object,
+        *,
+        name: str | None = None,
+        builtin: bool = False,
+        version: str | None = None,
+    ) -> str:
         """Add one plugin; refuse what the facade cannot call faithfully.
 
         Each implementation is called on its own (isolation, timeouts), so
@@ -167,10 +177,13 @@ class Plugins:
         if self.pm.has_plugin(plugin_name):
             raise PluginError(plugin_name, "registered twice (two packages with one name?)")
         for hook in _wrapper_hooks(self.pm, plugin):
-            raise PluginError(plugin_name, f"{hook} is a pluggy wrapper (wrapper=True or "
-                                           "hookwrapper=True); callrouter calls each "
-                                           "implementation on its own, so wrappers are not "
-                                           "supported: make it a plain @hookimpl")
+            raise PluginError(
+                plugin_name,
+                f"{hook} is a pluggy wrapper (wrapper=True or "
+                "hookwrapper=True); callrouter calls each "
+                "implementation on its own, so wrappers are not "
+                "supported: make it a plain @hookimpl",
+            )
         self.pm.register(plugin, name=plugin_name)
         self._impl_cache.clear()
         if builtin:
@@ -197,8 +210,9 @@ class Plugins:
             self._impl_cache[hook_name] = impls
         return impls
 
-    def _report(self, hook: str, impl: pluggy.HookImpl, exc: BaseException,
-                scope: str | None) -> None:
+    def _report(
+        self, hook: str, impl: pluggy.HookImpl, exc: BaseException, scope: str | None
+    ) -> None:
         # Once per call, or once per hook for events of no call: a plugin that
         # fails on every event must not flood the log.
         key = (impl.plugin_name, scope if scope is not None else hook)
@@ -207,13 +221,24 @@ class Plugins:
         if len(self._failed) >= _FAILURE_MEMORY:
             self._failed.pop(next(iter(self._failed)))
         self._failed[key] = None
-        log.error("plugin %r failed in %s%s: %r", impl.plugin_name, hook,
-                  f" (call {scope})" if scope else "", exc,
-                  exc_info=(type(exc), exc, exc.__traceback__))
+        log.error(
+            "plugin %r failed in %s%s: %r",
+            impl.plugin_name,
+            hook,
+            f" (call {scope})" if scope else "",
+            exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
 
-    async def _call_each(self, hook: str, kwargs: Mapping[str, Any], *, scope: str | None = None,
-                         timeout: float | None = HOOK_TIMEOUT,
-                         firstresult: bool = False) -> list[Any]:
+    async def _call_each(
+        self,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        *,
+        scope: str | None = None,
+        timeout: float | None = HOOK_TIMEOUT,
+        firstresult: bool = False,
+    ) -> list[Any]:
         impls = self._impls(hook)
         if not impls:
             return []
@@ -242,8 +267,10 @@ class Plugins:
         message; a plugin that crashes here is logged and kept, like a crash in
         any other hook: its other hooks may still work, and the engine must start."""
         for impl in self._impls("callrouter_configure"):
-            kwargs = {"config": config,
-                      "settings": config.plugins.settings.get(impl.plugin_name, {})}
+            kwargs = {
+                "config": config,
+                "settings": config.plugins.settings.get(impl.plugin_name, {}),
+            }
             args = {name: kwargs[name] for name in impl.argnames}
             try:
                 value = impl.function(**args)
@@ -283,8 +310,11 @@ class Plugins:
         await self._call_each("callrouter_shutdown", {"engine": engine}, timeout=timeout)
 
     async def event(self, event: Event, call: Call | None) -> None:
-        await self._call_each("callrouter_event", {"event": event, "call": call},
-                              scope=call.linkedid if call else None)
+        await self._call_each(
+            "callrouter_event",
+            {"event": event, "call": call},
+            scope=call.linkedid if call else None,
+        )
 
     async def call_start(self, call: Call) -> None:
         await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)
@@ -292,8 +322,9 @@ class Plugins:
     async def prefetch(self, call: Call) -> None:
         await self._call_each("callrouter_prefetch", {"call": call}, scope=call.linkedid)
 
-    async def decision(self, call: Call, decision: Decision | None, trace: Trace | None,
-                       outcome: RouteOutcome) -> None:
+    async def decision(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
         await self._call_each(
             "callrouter_decision",
             {"call": call, "decision": decision, "trace": trace, "outcome": outcome},
@@ -319,7 +350,8 @@ class Plugins:
 
     async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
         await self._call_each(
-            "callrouter_notify", {"target": target, "params": params, "call": call},
+            "callrouter_notify",
+            {"target": target, "params": params, "call": call},
             scope=call.linkedid if call else None,
         )
 

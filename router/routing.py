@@ -57,9 +57,15 @@ Standby = Callable[[float], Awaitable[str | None]]
 
 
 class _AMI(Protocol):
-    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
-                   action_id: str | None = None, validate: bool = True,
-                   check: bool = True) -> ActionResult: ...
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        action_id: str | None = None,
+        validate: bool = True,
+        check: bool = True,
+    ) -> ActionResult: ...
 
 
 @dataclass(slots=True)
@@ -84,11 +90,17 @@ class RouteRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": "decision", "channel": self.channel, "uniqueid": self.uniqueid,
+            "event": "decision",
+            "channel": self.channel,
+            "uniqueid": self.uniqueid,
             "call": self.linkedid,
-            "caller": self.caller, "did": self.did, "rule": self.rules[0] if self.rules else None,
-            "rules": list(self.rules), "outcome": self.outcome,
-            "actions": [a.to_dict() for a in self.actions], "lookups": self.lookups,
+            "caller": self.caller,
+            "did": self.did,
+            "rule": self.rules[0] if self.rules else None,
+            "rules": list(self.rules),
+            "outcome": self.outcome,
+            "actions": [a.to_dict() for a in self.actions],
+            "lookups": self.lookups,
             "evaluate_ms": round(self.evaluate_ms, 2),
             "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
             "deadline_left_ms": round(self.deadline_left_ms, 1),
@@ -188,21 +200,32 @@ class Router:
         self.spawn(self._route(request, call, deadline, received))
         return True
 
-    async def _route(self, request: RoutingRequest, call: Call | None, deadline: float,
-                     received: float) -> None:
+    async def _route(
+        self, request: RoutingRequest, call: Call | None, deadline: float, received: float
+    ) -> None:
         # The channel snapshot, not the dialplan's DID/Caller keys: a caller
         # number with commas can rewrite those (router/dialplan.py).
         raw_caller, did, channel = request.caller, request.did, request.channel
         context = call_context(
-            self.rules.registry, raw_caller, did, caller_name=request.caller_name,
-            call=call_info(call, request.event), now=self._clock(),
+            self.rules.registry,
+            raw_caller,
+            did,
+            caller_name=request.caller_name,
+            call=call_info(call, request.event),
+            now=self._clock(),
         )
         started = time.monotonic()
         outcome = None
         linkedid = call.linkedid if call else request.linkedid
         caller = context.caller.number if context.caller else raw_caller
-        info = RequestInfo(channel=channel, uniqueid=request.uniqueid, linkedid=linkedid,
-                           caller=caller, did=did, deadline=deadline)
+        info = RequestInfo(
+            channel=channel,
+            uniqueid=request.uniqueid,
+            linkedid=linkedid,
+            caller=caller,
+            did=did,
+            deadline=deadline,
+        )
         set_request(info)  # the fallback for code that cannot take the argument
         try:
             # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
@@ -244,16 +267,23 @@ class Router:
             results = [_planned(action) for action in outcome.decision.actions]
         trace = outcome.trace if outcome is not None else None
         record = RouteRecord(
-            channel=channel, uniqueid=request.uniqueid, linkedid=linkedid, caller=caller,
-            did=did, rules=outcome.decision.rules if outcome else (), outcome=status,
-            actions=results, lookups=_lookups(trace), evaluate_ms=(evaluated - started) * 1000,
-            total_ms=total_ms, deadline_left_ms=(deadline - evaluated) * 1000,
+            channel=channel,
+            uniqueid=request.uniqueid,
+            linkedid=linkedid,
+            caller=caller,
+            did=did,
+            rules=outcome.decision.rules if outcome else (),
+            outcome=status,
+            actions=results,
+            lookups=_lookups(trace),
+            evaluate_ms=(evaluated - started) * 1000,
+            total_ms=total_ms,
+            deadline_left_ms=(deadline - evaluated) * 1000,
             rejected=_rejected(trace),
         )
         self._log_decision(record)
         if call is not None:
-            await self._plugins.decision(call, outcome.decision if outcome else None, trace,
-                                         status)
+            await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
 
     def _log_decision(self, record: RouteRecord) -> None:
         self.records.append(record)
@@ -268,10 +298,12 @@ class Router:
             total = f"{record.total_ms:.1f} ms" if record.total_ms is not None else "-"
             rule = record.rules[0] if record.rules else "-"
             looked = ", ".join(_lookup_text(lookup) for lookup in record.lookups)
-            line = (f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
-                    f"-> {record.outcome} [{acts}] in {total}"
-                    + (f"; lookups {looked}" if looked else "")
-                    + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected))
+            line = (
+                f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
+                f"-> {record.outcome} [{acts}] in {total}"
+                + (f"; lookups {looked}" if looked else "")
+                + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected)
+            )
             decision_log.info("%s", escape_controls(line))
 
     # -- after a gap, at start ---------------------------------------------------------------
@@ -288,8 +320,7 @@ class Router:
         """
         listing = await self._ami.send("CoreShowChannels", {}, validate=False)
         alive = {item.get("Channel") or "" for item in listing.items}
-        gone = tuple(call for call in self._tracker
-                     if not any(ch in alive for ch in call.channels))
+        gone = tuple(call for call in self._tracker if not any(ch in alive for ch in call.channels))
         for call in gone:
             self._tracker.forget(call.linkedid)
         await self.end_calls(gone)
@@ -307,12 +338,14 @@ class Router:
             channel = item.get("Channel") or ""
             if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
                 continue
-            wait = dialplan.listed_wait(await self._getvar(channel, DEADLINE_VARIABLE),
-                                        now=time.time())
+            wait = dialplan.listed_wait(
+                await self._getvar(channel, DEADLINE_VARIABLE), now=time.time()
+            )
             if wait is None:
                 continue
             synthetic = dialplan.listed_request(
-                item, did_variable=await self._getvar(channel, DID_VARIABLE), wait=wait)
+                item, did_variable=await self._getvar(channel, DID_VARIABLE), wait=wait
+            )
             fed = self._tracker.feed(synthetic)
             await self.end_calls(fed.ended)
             if self.accept(synthetic, fed.call):
@@ -323,8 +356,9 @@ class Router:
 
     async def _getvar(self, channel: str, name: str) -> str | None:
         try:
-            result = await self._ami.send("Getvar", {"Channel": channel, "Variable": name},
-                                          validate=False)
+            result = await self._ami.send(
+                "Getvar", {"Channel": channel, "Variable": name}, validate=False
+            )
         except AMIError:
             return None
         return result.response.get("Value") or None
@@ -352,8 +386,11 @@ def call_info(call: Call | None, event: Event | None) -> CallInfo | None:
 def _rejected(trace: Any) -> list[dict[str, str]]:
     """Rules whose actions could not be rendered (their reasons quote values
     escaped and cut, router/dialplan.py ``shown``)."""
-    return [{"rule": rule.rule, "reason": rule.detail} for rule in getattr(trace, "rules", ())
-            if rule.status == "rejected"]
+    return [
+        {"rule": rule.rule, "reason": rule.detail}
+        for rule in getattr(trace, "rules", ())
+        if rule.status == "rejected"
+    ]
 
 
 def _planned(action: Action) -> ActionOutcome:

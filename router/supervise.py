@@ -43,9 +43,15 @@ P = ParamSpec("P")
 class Supervised:
     """One named, restarting task around ``run`` (a coroutine function)."""
 
-    def __init__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], *,
-                 restart_delay: float = 1.0, max_delay: float = 60.0,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        restart_delay: float = 1.0,
+        max_delay: float = 60.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.name = name
         self.restart_delay = restart_delay
         self.max_delay = max_delay
@@ -94,8 +100,9 @@ class Supervised:
         return self.restart_delay if time.monotonic() - started >= HEALTHY_RUN else delay
 
 
-def logged(name: str, func: Callable[P, Awaitable[None]], *,
-           logger: logging.Logger | None = None) -> Callable[P, Coroutine[Any, Any, None]]:
+def logged(
+    name: str, func: Callable[P, Awaitable[None]], *, logger: logging.Logger | None = None
+) -> Callable[P, Coroutine[Any, Any, None]]:
     """``func`` whose exceptions are logged with ``name`` and not raised.
 
     For scheduler jobs and fire-and-forget tasks: nobody awaits them, so an
@@ -122,15 +129,22 @@ def log_task_failure(task: asyncio.Task[Any], *, logger: logging.Logger | None =
         return
     exc = task.exception()
     if exc is not None:
-        (logger or log).error("task %s failed", task.get_name(),
-                              exc_info=(type(exc), exc, exc.__traceback__))
+        (logger or log).error(
+            "task %s failed", task.get_name(), exc_info=(type(exc), exc, exc.__traceback__)
+        )
 
 
 class Throttle:
     """Log a recurring failure once per ``interval`` per key, counting the rest."""
 
-    def __init__(self, logger: logging.Logger, *, interval: float = 60.0,
-                 max_keys: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = 60.0,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._log = logger
         self._interval = interval
         self._max_keys = max_keys

@@ -70,27 +70,75 @@ AMIValue: TypeAlias = AMIScalar | Sequence[AMIScalar] | Mapping[str, AMIScalar]
 _TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
 _FALSE = frozenset({"no", "false", "n", "f", "0", "off"})
 
-READ_ONLY: frozenset[str] = frozenset({
-    # Session and system status.
-    "Ping", "CoreSettings", "CoreStatus", "CoreShowChannels", "CoreShowChannelMap",
-    "ListCommands", "Status", "Getvar", "ModuleCheck", "ExtensionState", "PresenceState",
-    "MailboxStatus", "MailboxCount", "ShowDialPlan", "ExtensionStateList", "DeviceStateList",
-    "PresenceStateList", "GetConfig", "GetConfigJSON", "ListCategories", "DBGet", "DBGetTree",
-    # Bridges, queues, agents, parking, conferences.
-    "BridgeList", "BridgeInfo", "BridgeTechnologyList", "QueueStatus", "QueueSummary",
-    "QueueRule", "Agents", "ParkedCalls", "Parkinglots", "ConfbridgeList",
-    "ConfbridgeListRooms", "MeetmeList", "MeetmeListRooms",
-    # Voicemail, MWI, fax.
-    "VoicemailUsersList", "VoicemailUserStatus", "VoicemailBoxSummary", "MWIGet",
-    "FAXSessions", "FAXSession", "FAXStats",
-    # Channel drivers.
-    "IAXpeers", "IAXpeerlist", "IAXnetstats", "IAXregistry", "DAHDIShowChannels",
-    "DAHDIShowStatus", "PRIShowSpans", "PJSIPShowEndpoints", "PJSIPShowEndpoint",
-    "PJSIPShowAors", "PJSIPShowAuths", "PJSIPShowContacts", "PJSIPShowMaintenance",
-    "PJSIPShowRegistrationsInbound", "PJSIPShowRegistrationInboundContactStatuses",
-    "PJSIPShowRegistrationsOutbound", "PJSIPShowResourceLists",
-    "PJSIPShowSubscriptionsInbound", "PJSIPShowSubscriptionsOutbound",
-})
+READ_ONLY: frozenset[str] = frozenset(
+    {
+        # Session and system status.
+        "Ping",
+        "CoreSettings",
+        "CoreStatus",
+        "CoreShowChannels",
+        "CoreShowChannelMap",
+        "ListCommands",
+        "Status",
+        "Getvar",
+        "ModuleCheck",
+        "ExtensionState",
+        "PresenceState",
+        "MailboxStatus",
+        "MailboxCount",
+        "ShowDialPlan",
+        "ExtensionStateList",
+        "DeviceStateList",
+        "PresenceStateList",
+        "GetConfig",
+        "GetConfigJSON",
+        "ListCategories",
+        "DBGet",
+        "DBGetTree",
+        # Bridges, queues, agents, parking, conferences.
+        "BridgeList",
+        "BridgeInfo",
+        "BridgeTechnologyList",
+        "QueueStatus",
+        "QueueSummary",
+        "QueueRule",
+        "Agents",
+        "ParkedCalls",
+        "Parkinglots",
+        "ConfbridgeList",
+        "ConfbridgeListRooms",
+        "MeetmeList",
+        "MeetmeListRooms",
+        # Voicemail, MWI, fax.
+        "VoicemailUsersList",
+        "VoicemailUserStatus",
+        "VoicemailBoxSummary",
+        "MWIGet",
+        "FAXSessions",
+        "FAXSession",
+        "FAXStats",
+        # Channel drivers.
+        "IAXpeers",
+        "IAXpeerlist",
+        "IAXnetstats",
+        "IAXregistry",
+        "DAHDIShowChannels",
+        "DAHDIShowStatus",
+        "PRIShowSpans",
+        "PJSIPShowEndpoints",
+        "PJSIPShowEndpoint",
+        "PJSIPShowAors",
+        "PJSIPShowAuths",
+        "PJSIPShowContacts",
+        "PJSIPShowMaintenance",
+        "PJSIPShowRegistrationsInbound",
+        "PJSIPShowRegistrationInboundContactStatuses",
+        "PJSIPShowRegistrationsOutbound",
+        "PJSIPShowResourceLists",
+        "PJSIPShowSubscriptionsInbound",
+        "PJSIPShowSubscriptionsOutbound",
+    }
+)
 """Actions that only report state, curated by reading each one's documentation.
 
 Safe to run against a live PBX in tests. Deliberately left out although they
@@ -158,7 +206,7 @@ class ParamSpec:
         if self.pattern is not None:
             prefix = re.match(r"[A-Za-z]+", self.name)
             if re.fullmatch(self.pattern, header, re.IGNORECASE) and prefix:
-                return prefix.group(0) + header[len(prefix.group(0)):]
+                return prefix.group(0) + header[len(prefix.group(0)) :]
             return None
         return self.name if header.lower() == self.name.lower() else None
 
@@ -278,8 +326,7 @@ class ActionSpec:
                     continue
                 hint = self.suggest(header)
                 problems.append(
-                    f"unknown parameter {header!r}"
-                    + (f" (did you mean {hint!r}?)" if hint else "")
+                    f"unknown parameter {header!r}" + (f" (did you mean {hint!r}?)" if hint else "")
                 )
                 continue
             spec, canonical = found
@@ -397,8 +444,9 @@ class Catalog:
         spec = self._events_lower.get(name.lower())
         if spec is None:
             match = closest(name.lower(), self._events_lower)
-            hint = (f" (did you mean {self._events_lower[match].name!r}?)"
-                    if match is not None else "")
+            hint = (
+                f" (did you mean {self._events_lower[match].name!r}?)" if match is not None else ""
+            )
             raise KeyError(f"unknown AMI event {name!r}{hint}")
         return spec
 
@@ -406,7 +454,8 @@ class Catalog:
         """Actions whose name or synopsis contains ``text``, any case, sorted by name."""
         needle = text.lower()
         found = [
-            spec for spec in self.actions.values()
+            spec
+            for spec in self.actions.values()
             if needle in spec.name.lower() or needle in spec.synopsis.lower()
         ]
         return sorted(found, key=lambda spec: spec.name.lower())
@@ -418,18 +467,26 @@ class Catalog:
     def read_only_actions(self, *, no_arguments: bool = False) -> list[ActionSpec]:
         """The :data:`READ_ONLY` actions, optionally only those callable without arguments."""
         return [
-            spec for spec in self.actions.values()
+            spec
+            for spec in self.actions.values()
             if spec.name in READ_ONLY and not (no_arguments and spec.needs_arguments)
         ]
 
 
 def _param_from_json(raw: Mapping[str, Any]) -> ParamSpec:
     return ParamSpec(
-        name=raw["name"], python_name=raw["py"], required=raw["required"],
+        name=raw["name"],
+        python_name=raw["py"],
+        required=raw["required"],
         required_source=raw["required_source"],
-        default=raw["default"], enum=tuple(raw["enum"]), enum_open=raw["enum_open"],
-        multiple=raw["multiple"], multiple_source=raw["multiple_source"], kind=raw["kind"],
-        pattern=raw["pattern"], placeholder=raw["placeholder"],
+        default=raw["default"],
+        enum=tuple(raw["enum"]),
+        enum_open=raw["enum_open"],
+        multiple=raw["multiple"],
+        multiple_source=raw["multiple_source"],
+        kind=raw["kind"],
+        pattern=raw["pattern"],
+        placeholder=raw["placeholder"],
         description=raw["description"],
     )
 
@@ -437,8 +494,12 @@ def _param_from_json(raw: Mapping[str, Any]) -> ParamSpec:
 def _action_from_json(raw: Mapping[str, Any]) -> ActionSpec:
     listing = raw["list"]
     return ActionSpec(
-        name=raw["name"], method=raw["method"], synopsis=raw["synopsis"],
-        description=raw["description"], module=raw["module"], modules=tuple(raw["modules"]),
+        name=raw["name"],
+        method=raw["method"],
+        synopsis=raw["synopsis"],
+        description=raw["description"],
+        module=raw["module"],
+        modules=tuple(raw["modules"]),
         since=tuple(raw["since"]),
         params=tuple(_param_from_json(p) for p in raw["params"]),
         constraints=tuple(
@@ -446,25 +507,38 @@ def _action_from_json(raw: Mapping[str, Any]) -> ActionSpec:
             for c in raw["constraints"]
         ),
         open=raw["open"],
-        listing=None if listing is None else ListSpec(
-            listing["complete"], tuple(listing["items"]), listing["source"],
+        listing=None
+        if listing is None
+        else ListSpec(
+            listing["complete"],
+            tuple(listing["items"]),
+            listing["source"],
             listing["conditional"],
         ),
         write_classes=tuple(raw["write_classes"]),
-        write_classes_source=raw["write_classes_source"], see_also=tuple(raw["see_also"]),
+        write_classes_source=raw["write_classes_source"],
+        see_also=tuple(raw["see_also"]),
     )
 
 
 def _event_from_json(raw: Mapping[str, Any]) -> EventSpec:
     return EventSpec(
-        name=raw["name"], classes=tuple(raw["classes"]), synopsis=raw["synopsis"],
-        since=tuple(raw["since"]), modules=tuple(raw["modules"]),
+        name=raw["name"],
+        classes=tuple(raw["classes"]),
+        synopsis=raw["synopsis"],
+        since=tuple(raw["since"]),
+        modules=tuple(raw["modules"]),
         fields=tuple(
             FieldSpec(f["name"], tuple(f["enum"]), f["description"]) for f in raw["fields"]
         ),
         definitions=tuple(
-            EventDefinition(d["module"], tuple(d["classes"]), d["synopsis"],
-                            tuple(d["since"]), tuple(d["fields"]))
+            EventDefinition(
+                d["module"],
+                tuple(d["classes"]),
+                d["synopsis"],
+                tuple(d["since"]),
+                tuple(d["fields"]),
+            )
             for d in raw["definitions"]
         ),
     )
@@ -569,8 +643,9 @@ def format_action_help(spec: ActionSpec) -> str:
     for c in spec.constraints:
         word = "exactly one of" if c.kind == "one_of" else "at least one of"
         choices = " or ".join("+".join(g) for g in c.groups)
-        lines.append(textwrap.fill(f"Give {word} {choices}: {c.why}", width=88,
-                                   subsequent_indent="  "))
+        lines.append(
+            textwrap.fill(f"Give {word} {choices}: {c.why}", width=88, subsequent_indent="  ")
+        )
     if spec.open:
         lines.append("Any further headers are passed on.")
     params = [p for p in spec.params if p.name != "ActionID"]
@@ -590,6 +665,12 @@ def format_action_help(spec: ActionSpec) -> str:
             if p.multiple:
                 facts.append("repeatable")
             text = p.description + (f" [{'; '.join(facts)}]" if facts else "")
-            lines.append(textwrap.fill(text, width=88, initial_indent=f"  {p.name:<{width}}  ",
-                                       subsequent_indent=" " * (width + 4)))
+            lines.append(
+                textwrap.fill(
+                    text,
+                    width=88,
+                    initial_indent=f"  {p.name:<{width}}  ",
+                    subsequent_indent=" " * (width + 4),
+                )
+            )
     return "\n".join(lines) + "\n"

@@ -314,8 +314,10 @@ OPEN_ENUMS: dict[tuple[str, str], str] = {
 
 # Parameters the XML marks optional although Asterisk refuses the action without them.
 REQUIRED: dict[tuple[str, str], str] = {
-    ("CoreShowChannelMap", "Channel"):
-        "manager.c action_coreshowchannelmap answers 'CoreShowChannelMap requires a channel.'",
+    (
+        "CoreShowChannelMap",
+        "Channel",
+    ): "manager.c action_coreshowchannelmap answers 'CoreShowChannelMap requires a channel.'",
 }
 
 # Parameters whose documented names are placeholders for "any header".
@@ -384,10 +386,28 @@ RESERVED_KWARGS = frozenset({"self", "action_id", "headers", "check"})
 
 _CHANNEL_SNAPSHOT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Channel", "", ()),
-    ("ChannelState",
-     "A numeric code for the channel's current state, related to {p}ChannelStateDesc", ()),
-    ("ChannelStateDesc", "", ("Down", "Rsrvd", "OffHook", "Dialing", "Ring", "Ringing", "Up",
-                              "Busy", "Dialing Offhook", "Pre-ring", "Unknown")),
+    (
+        "ChannelState",
+        "A numeric code for the channel's current state, related to {p}ChannelStateDesc",
+        (),
+    ),
+    (
+        "ChannelStateDesc",
+        "",
+        (
+            "Down",
+            "Rsrvd",
+            "OffHook",
+            "Dialing",
+            "Ring",
+            "Ringing",
+            "Up",
+            "Busy",
+            "Dialing Offhook",
+            "Pre-ring",
+            "Unknown",
+        ),
+    ),
     ("CallerIDNum", "", ()),
     ("CallerIDName", "", ()),
     ("ConnectedLineNum", "", ()),
@@ -408,10 +428,17 @@ _BRIDGE_SNAPSHOT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("BridgeCreator", "Entity that created the bridge if applicable", ()),
     ("BridgeName", "Name used to refer to the bridge by its BridgeCreator if applicable", ()),
     ("BridgeNumChannels", "Number of channels in the bridge", ()),
-    ("BridgeVideoSourceMode", "The video source mode for the bridge.",
-     ("none", "talker", "single")),
-    ("BridgeVideoSource", "If there is a video source for the bridge, the unique ID of the "
-     "channel that is the video source.", ()),
+    (
+        "BridgeVideoSourceMode",
+        "The video source mode for the bridge.",
+        ("none", "talker", "single"),
+    ),
+    (
+        "BridgeVideoSource",
+        "If there is a video source for the bridge, the unique ID of the "
+        "channel that is the video source.",
+        (),
+    ),
 )
 
 
@@ -421,9 +448,8 @@ class GenerationError(Exception):
 
 # --------------------------------------------------------------------------- XML expansion
 
-def _resolve_include(
-    include: etree._Element, root: etree._Element
-) -> list[etree._Element | str]:
+
+def _resolve_include(include: etree._Element, root: etree._Element) -> list[etree._Element | str]:
     if include.get("href"):
         raise GenerationError(f"xi:include with href is not supported: {include.get('href')}")
     pointer = (include.get("xpointer") or "").strip()
@@ -510,6 +536,7 @@ def _append_text(node: etree._Element, child: etree._Element, text: str) -> None
 
 # --------------------------------------------------------------------------- text helpers
 
+
 def _clean(text: str) -> str:
     return " ".join(text.split())
 
@@ -566,6 +593,7 @@ def _enum_values(param: etree._Element) -> list[str]:
 
 # --------------------------------------------------------------------------- catalog
 
+
 def _action_param(action: str, param: etree._Element) -> JSON:
     name = param.get("name") or ""
     enum = _enum_values(param)
@@ -616,12 +644,20 @@ def _list_spec(name: str, manager: etree._Element) -> JSON | None:
         return {"complete": finals[0], "items": items, "source": "xml", "conditional": None}
     if name in SOURCE_LISTS:
         complete, items_t = SOURCE_LISTS[name]
-        return {"complete": complete, "items": list(items_t), "source": "asterisk-source",
-                "conditional": None}
+        return {
+            "complete": complete,
+            "items": list(items_t),
+            "source": "asterisk-source",
+            "conditional": None,
+        }
     if name in CONDITIONAL_LISTS:
         complete, items_t, when = CONDITIONAL_LISTS[name]
-        return {"complete": complete, "items": list(items_t), "source": "asterisk-source",
-                "conditional": when}
+        return {
+            "complete": complete,
+            "items": list(items_t),
+            "source": "asterisk-source",
+            "conditional": when,
+        }
     return None
 
 
@@ -662,8 +698,13 @@ def _action(manager: etree._Element, root: etree._Element) -> JSON:
         "list": _list_spec(name, expanded),
         "write_classes": list(WRITE_CLASSES.get(name, ())),
         "write_classes_source": "asterisk-source" if name in WRITE_CLASSES else "unknown",
-        "see_also": sorted({_clean(r.text or "") for r in expanded.findall("see-also/ref")
-                            if r.get("type") == "managerEvent"}),
+        "see_also": sorted(
+            {
+                _clean(r.text or "")
+                for r in expanded.findall("see-also/ref")
+                if r.get("type") == "managerEvent"
+            }
+        ),
     }
 
 
@@ -685,8 +726,9 @@ def _event_definition(event: etree._Element, root: etree._Element) -> tuple[JSON
             if fname in seen:
                 continue
             seen.add(fname)
-            fields.append({"name": fname, "enum": _enum_values(param),
-                           "description": _first_para(param)})
+            fields.append(
+                {"name": fname, "enum": _enum_values(param), "description": _first_para(param)}
+            )
     definition = {
         "module": event.get("module") or "",
         "classes": classes,
@@ -742,10 +784,18 @@ def build_catalog(xml: Path, asterisk_version: str | None = None) -> JSON:
     for event in root.iter("managerEvent"):
         definition, fields = _event_definition(event, root)
         name = event.get("name") or ""
-        merged = events.setdefault(name, {
-            "name": name, "classes": [], "synopsis": definition["synopsis"], "since": [],
-            "modules": [], "fields": [], "definitions": [],
-        })
+        merged = events.setdefault(
+            name,
+            {
+                "name": name,
+                "classes": [],
+                "synopsis": definition["synopsis"],
+                "since": [],
+                "modules": [],
+                "fields": [],
+                "definitions": [],
+            },
+        )
         merged["definitions"].append(definition)
         for key in ("classes", "since", "modules"):
             values = definition[key] if key != "modules" else [definition["module"]]
@@ -755,8 +805,7 @@ def build_catalog(xml: Path, asterisk_version: str | None = None) -> JSON:
 
     missing = sorted(set(WRITE_CLASSES) - set(actions))
     if missing:
-        print(f"note: write-class table names actions this XML lacks: {missing}",
-              file=sys.stderr)
+        print(f"note: write-class table names actions this XML lacks: {missing}", file=sys.stderr)
 
     return {
         "schema": SCHEMA_VERSION,
@@ -872,8 +921,11 @@ def _doc_line(text: str) -> str:
 
 def _wrap(text: str, indent: int, hang: int = 0) -> list[str]:
     return textwrap.wrap(
-        _doc_line(text), width=100, initial_indent=" " * indent,
-        subsequent_indent=" " * (indent + hang), break_long_words=False,
+        _doc_line(text),
+        width=100,
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent + hang),
+        break_long_words=False,
         break_on_hyphens=False,
     ) or [" " * indent]
 
@@ -912,14 +964,19 @@ def _method(action: JSON) -> list[str]:
     if action["description"] and action["description"] != action["synopsis"]:
         doc += ["", *_wrap(action["description"], 8)]
     classes = ", ".join(action["write_classes"]) or "none needed"
-    doc += ["", *_wrap(
-        f"AMI ``{action['name']}`` from {action['module']}; write class: {classes}.", 8)]
+    doc += [
+        "",
+        *_wrap(f"AMI ``{action['name']}`` from {action['module']}; write class: {classes}.", 8),
+    ]
     listing = action["list"]
     if listing:
         items = ", ".join(f"``{i}``" for i in listing["items"]) or "its items"
         when = f" ({listing['conditional']})" if listing["conditional"] else ""
-        doc += _wrap(f"Answers with a list{when}: {items}, closed by "
-                     f"``{listing['complete']}``; the result holds them all.", 8)
+        doc += _wrap(
+            f"Answers with a list{when}: {items}, closed by "
+            f"``{listing['complete']}``; the result holds them all.",
+            8,
+        )
     for constraint in action["constraints"]:
         choices = " or ".join("+".join(g) for g in constraint["groups"])
         word = "exactly one of" if constraint["kind"] == "one_of" else "at least one of"
@@ -941,8 +998,7 @@ def _method(action: JSON) -> list[str]:
         if extra:
             names = [p["name"] for p in action["params"] if p["pattern"] or p["placeholder"]]
             doc += _wrap("headers: further headers, e.g. " + ", ".join(names), 12, 4)
-        doc += _wrap("action_id: ``ActionID`` to correlate the reply and later events.",
-                     12, 4)
+        doc += _wrap("action_id: ``ActionID`` to correlate the reply and later events.", 12, 4)
     doc.append('        """')
     lines += doc
     lines.append("        return await self.send(")
@@ -984,6 +1040,7 @@ def render_actions_module(catalog: JSON) -> str:
 
 
 # --------------------------------------------------------------------------- docs
+
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") or " "
@@ -1035,8 +1092,9 @@ def render_actions_doc(catalog: JSON) -> str:
             items = ", ".join(f"`{i}`" for i in listing["items"]) or "items"
             when = f" ({listing['conditional']})" if listing["conditional"] else ""
             source = "source" if listing["source"] != "xml" else "XML"
-            lines.append(f"- List reply{when}: {items}, closed by `{listing['complete']}` "
-                         f"({source})")
+            lines.append(
+                f"- List reply{when}: {items}, closed by `{listing['complete']}` ({source})"
+            )
         for constraint in action["constraints"]:
             choices = " or ".join("+".join(g) for g in constraint["groups"])
             word = "exactly one of" if constraint["kind"] == "one_of" else "at least one of"
@@ -1045,8 +1103,11 @@ def render_actions_doc(catalog: JSON) -> str:
             lines.append("- Accepts any further headers.")
         params = [p for p in action["params"] if p["name"] != "ActionID"]
         if params:
-            lines += ["", "| Parameter | Python | Required | Default | Values | Description |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| Parameter | Python | Required | Default | Values | Description |",
+                "|---|---|---|---|---|---|",
+            ]
             for p in params:
                 values = ", ".join(f"`{v}`" for v in p["enum"])
                 if p["enum"] and p["enum_open"]:
@@ -1078,12 +1139,16 @@ def render_events_doc(catalog: JSON) -> str:
         "|---|---|---|",
     ]
     for event in events.values():
-        lines.append(f"| [{event['name']}](#{event['name'].lower()}) "
-                     f"| {', '.join(event['classes'])} | {_cell(event['synopsis'])} |")
+        lines.append(
+            f"| [{event['name']}](#{event['name'].lower()}) "
+            f"| {', '.join(event['classes'])} | {_cell(event['synopsis'])} |"
+        )
     for event in events.values():
         lines += ["", f"## {event['name']}", "", event["synopsis"] or "", ""]
-        lines.append(f"- Class: {', '.join(event['classes']) or '?'}; "
-                     f"module: {', '.join(f'`{m}`' for m in event['modules'])}")
+        lines.append(
+            f"- Class: {', '.join(event['classes']) or '?'}; "
+            f"module: {', '.join(f'`{m}`' for m in event['modules'])}"
+        )
         if event["fields"]:
             lines += ["", "| Field | Values | Description |", "|---|---|---|"]
             for f in event["fields"]:
@@ -1093,6 +1158,7 @@ def render_events_doc(catalog: JSON) -> str:
 
 
 # --------------------------------------------------------------------------- command line
+
 
 def outputs(catalog: JSON, out: Path, actions_module: Path, docs: Path) -> dict[Path, str]:
     """Every file one regeneration writes, with its content."""
@@ -1118,17 +1184,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m router.ami.catalog_gen",
         description="Regenerate the AMI catalog, typed actions and reference docs.",
     )
-    parser.add_argument("--xml", type=Path, default=DEFAULT_XML,
-                        help="core-en_US.xml (default: the sandbox's)")
+    parser.add_argument(
+        "--xml", type=Path, default=DEFAULT_XML, help="core-en_US.xml (default: the sandbox's)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="catalog JSON to write")
     parser.add_argument("--actions-module", type=Path, default=DEFAULT_ACTIONS_MODULE)
-    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS,
-                        help="folder for ami-actions.md and ami-events.md")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=DEFAULT_DOCS,
+        help="folder for ami-actions.md and ami-events.md",
+    )
     parser.add_argument("--asterisk-version", help="override the detected Asterisk version")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if any output is out of date")
-    parser.add_argument("--from-catalog", action="store_true",
-                        help="no XML: render the actions module and the docs from --out")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if any output is out of date"
+    )
+    parser.add_argument(
+        "--from-catalog",
+        action="store_true",
+        help="no XML: render the actions module and the docs from --out",
+    )
     args = parser.parse_args(argv)
     try:
         if args.from_catalog:
@@ -1152,9 +1227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_text(content, "utf-8")
     counts = catalog["counts"]
     verb = "stale" if args.check else "written"
-    print(f"Asterisk {catalog['asterisk_version']}: {counts['actions']} actions, "
-          f"{counts['events']} events ({counts['event_definitions']} definitions); "
-          f"{verb}: {', '.join(str(p) for p in stale) or 'none'}")
+    print(
+        f"Asterisk {catalog['asterisk_version']}: {counts['actions']} actions, "
+        f"{counts['events']} events ({counts['event_definitions']} definitions); "
+        f"{verb}: {', '.join(str(p) for p in stale) or 'none'}"
+    )
     return 1 if (args.check and stale) else 0
 
 

@@ -214,15 +214,17 @@ class AJAMClient(AMIActions[ActionResult]):
         if "@" in parts.netloc:
             # Never "user:password@host": it would travel in the Host header and
             # be printed wherever the endpoint is (router.config refuses it too).
-            raise ConfigError("Asterisk url: put no credentials in the URL; "
-                              "use username and secret")
+            raise ConfigError(
+                "Asterisk url: put no credentials in the URL; use username and secret"
+            )
         self._target = parts.path or "/"
         #: The session cookie as sent back (``mansession_id=...``), whatever the transport.
         self._cookie: str | None = None
         self._transport = self._make_transport(parts, transport)
 
-    def _make_transport(self, parts: urllib.parse.SplitResult,
-                        given: Transport | httpx.AsyncBaseTransport | None) -> Transport:
+    def _make_transport(
+        self, parts: urllib.parse.SplitResult, given: Transport | httpx.AsyncBaseTransport | None
+    ) -> Transport:
         settings = self.settings
         needs_httpx = settings.auth == "digest" or settings.http_client == "httpx"
         if given is not None and not _is_httpx_transport(given):
@@ -239,8 +241,9 @@ class AJAMClient(AMIActions[ActionResult]):
             return ConnectionPool(
                 parts.hostname or "127.0.0.1",
                 parts.port or (443 if parts.scheme == "https" else 80),
-                ssl_context=(verify if isinstance(verify, ssl.SSLContext) else
-                             _insecure_context()) if parts.scheme == "https" else None,
+                ssl_context=(verify if isinstance(verify, ssl.SSLContext) else _insecure_context())
+                if parts.scheme == "https"
+                else None,
                 max_connections=settings.max_connections,
                 keepalive_expiry=settings.keepalive_expiry,
                 connect_timeout=settings.connect_timeout,
@@ -251,10 +254,12 @@ class AJAMClient(AMIActions[ActionResult]):
         import httpx
 
         from router.ami.httpx_transport import HttpxTransport
+
         return HttpxTransport(
             f"{parts.scheme}://{parts.netloc}",
             auth=httpx.DigestAuth(settings.username, settings.secret)
-            if settings.auth == "digest" else None,
+            if settings.auth == "digest"
+            else None,
             verify=verify,
             connect_timeout=settings.connect_timeout,
             request_timeout=settings.request_timeout,
@@ -373,8 +378,11 @@ class AJAMClient(AMIActions[ActionResult]):
             await self.login()
         generation = self.session_generation
         result = await self._post(action, timeout=timeout)
-        if _denied(result) and self.settings.auth == "cookie" and \
-                not await self._session_alive(action):
+        if (
+            _denied(result)
+            and self.settings.auth == "cookie"
+            and not await self._session_alive(action)
+        ):
             await self._relogin(generation)
             result = await self._post(action, timeout=timeout)
         if _denied(result):
@@ -404,8 +412,9 @@ class AJAMClient(AMIActions[ActionResult]):
             classes = load_catalog().action(name).write_classes
         except AMIValidationError:  # an action newer than the catalog
             classes = ()
-        error = AMIPrivilegeError(name, result.response, username=self.settings.username,
-                                  classes=classes)
+        error = AMIPrivilegeError(
+            name, result.response, username=self.settings.username, classes=classes
+        )
         if name.lower() not in self._denied_logged:
             # Once per action: every later refusal fails its decision, logged there.
             self._denied_logged.add(name.lower())
@@ -447,8 +456,10 @@ class AJAMClient(AMIActions[ActionResult]):
 
     async def _post(self, action: Action, *, timeout: float | None = None) -> ActionResult:
         """Send one action over the transport: the one retry loop, the one error mapping."""
-        headers = [("Content-Type", "application/x-www-form-urlencoded"),
-                   ("User-Agent", "callrouter")]
+        headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("User-Agent", "callrouter"),
+        ]
         if self._cookie:
             headers.append(("Cookie", self._cookie))
         request = HTTPRequest("POST", self._target, tuple(headers), encode_form(action))
@@ -461,11 +472,13 @@ class AJAMClient(AMIActions[ActionResult]):
                 # A keep-alive connection Asterisk closed while idle fails only
                 # when reused; a fresh one will do, if repeating is safe.
                 if attempt == 1 and is_idempotent(action.name):
-                    log.debug("%s: stale connection (%s), retrying once",
-                              action.name, stale.__cause__)
+                    log.debug(
+                        "%s: stale connection (%s), retrying once", action.name, stale.__cause__
+                    )
                     continue
-                raise AMIConnectionError(f"{action.name}: connection to {self._endpoint} "
-                                         f"broke: {stale.__cause__}") from stale.__cause__
+                raise AMIConnectionError(
+                    f"{action.name}: connection to {self._endpoint} broke: {stale.__cause__}"
+                ) from stale.__cause__
             return self._parse(action, resp)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -480,8 +493,7 @@ class AJAMClient(AMIActions[ActionResult]):
             yield
         except TimeoutError as exc:
             raise AMITimeoutError(
-                f"{name}: no answer from {self._endpoint} within "
-                f"{time.monotonic() - started:.1f} s"
+                f"{name}: no answer from {self._endpoint} within {time.monotonic() - started:.1f} s"
             ) from exc
         except StaleConnectionError as exc:
             raise _Stale from exc
@@ -489,13 +501,16 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIProtocolError(f"{name}: {exc}") from exc
         except ConnectFailedError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: {exc}") from exc
+                f"cannot connect to Asterisk at {self._endpoint}: {exc}"
+            ) from exc
         except HTTPError as exc:
             raise AMIConnectionError(f"{name}: {exc}") from exc
         except OSError as exc:
-            what = "cannot connect to Asterisk at" if \
-                isinstance(exc, ConnectionRefusedError | socket.gaierror) else \
-                f"{name}: connection broke to"
+            what = (
+                "cannot connect to Asterisk at"
+                if isinstance(exc, ConnectionRefusedError | socket.gaierror)
+                else f"{name}: connection broke to"
+            )
             raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
 
     def _parse(self, action: Action, resp: HTTPResponse) -> ActionResult:
@@ -525,16 +540,18 @@ class AJAMClient(AMIActions[ActionResult]):
             if match:
                 self.session_ttl = int(match.group(1))
         try:
-            messages = parse_body(resp.content, resp.headers.get("content-type"),
-                                  max_size=self.settings.max_response_bytes)
+            messages = parse_body(
+                resp.content,
+                resp.headers.get("content-type"),
+                max_size=self.settings.max_response_bytes,
+            )
             result = assemble_result(messages)
         except AMIProtocolError as exc:
             raise AMIProtocolError(f"{action.name}: {exc}") from None
         echoed = result.response.action_id
         if echoed is not None and action.action_id is not None and echoed != action.action_id:
             raise AMIProtocolError(
-                f"{action.name}: response carries ActionID {echoed!r}, "
-                f"sent {action.action_id!r}"
+                f"{action.name}: response carries ActionID {echoed!r}, sent {action.action_id!r}"
             )
         return result
 

@@ -120,8 +120,9 @@ class HTTPResponse:
     keep_alive: bool = True
 
 
-def build_request(method: str, target: str, host: str, body: bytes,
-                  headers: Iterable[tuple[str, str]] = ()) -> bytes:
+def build_request(
+    method: str, target: str, host: str, body: bytes, headers: Iterable[tuple[str, str]] = ()
+) -> bytes:
     """The request's bytes; header values with line breaks are refused."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers:
@@ -173,7 +174,8 @@ class ResponseParser:
         if self._length is None:
             if len(self._buffer) > self._max_body:
                 raise HTTPProtocolError(
-                    f"response body is too large: over {self._max_body} bytes (read until close)")
+                    f"response body is too large: over {self._max_body} bytes (read until close)"
+                )
             return None  # read to EOF: finish() completes it
         if len(self._buffer) >= self._length:
             assert self._head is not None
@@ -202,8 +204,9 @@ class ResponseParser:
                 raise HTTPProtocolError(f"malformed header line {line[:80]!r}")
             items.append((name.strip(), value.strip()))
         headers = Headers(items)
-        keep_alive = (headers.get("connection") or "").lower() != "close" and \
-            status[0] != "HTTP/1.0"
+        keep_alive = (headers.get("connection") or "").lower() != "close" and status[
+            0
+        ] != "HTTP/1.0"
         self._head = HTTPResponse(code, headers, b"", keep_alive)
         if (headers.get("transfer-encoding") or "").lower() == "chunked":
             self._chunked = True
@@ -214,8 +217,9 @@ class ResponseParser:
             if length is None:
                 raise HTTPProtocolError(f"bad Content-Length {text[:40]!r}")
             if length > self._max_body:
-                raise HTTPProtocolError(f"response body of {length} bytes is too large "
-                                        f"(limit {self._max_body})")
+                raise HTTPProtocolError(
+                    f"response body of {length} bytes is too large (limit {self._max_body})"
+                )
             self._length = length
         elif code in (204, 304) or 100 <= code < 200:
             self._length = 0
@@ -241,11 +245,12 @@ class ResponseParser:
                 raise HTTPProtocolError(f"bad chunk size {size_text[:20]!r}")
             if len(self._body) + size > self._max_body:
                 raise HTTPProtocolError(
-                    f"chunked response body is too large: over {self._max_body} bytes")
+                    f"chunked response body is too large: over {self._max_body} bytes"
+                )
             if size == 0:
                 # Trailers (usually none) end with an empty line; bounded like the head.
                 tail = buf.find(b"\r\n\r\n", end)
-                if bytes(buf[end:end + 4]) != b"\r\n\r\n" and tail < 0:
+                if bytes(buf[end : end + 4]) != b"\r\n\r\n" and tail < 0:
                     if len(buf) - end + self._framing > self._max_head:
                         raise HTTPProtocolError(f"chunked trailers over {self._max_head} bytes")
                     return None
@@ -305,9 +310,11 @@ class ConnectionPool:
     async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
         """The :class:`~router.ami.transport.Transport` seam: frame and send one request."""
         return await self.request(
-            build_request(request.method, request.target, self.host_header, request.body,
-                          request.headers),
-            timeout=timeout)
+            build_request(
+                request.method, request.target, self.host_header, request.body, request.headers
+            ),
+            timeout=timeout,
+        )
 
     async def request(self, request: bytes, *, timeout: float | None) -> HTTPResponse:
         """Send one request; raise :class:`StaleConnectionError` if a reused connection
@@ -320,8 +327,11 @@ class ConnectionPool:
                 conn, reused = await self._acquire()
                 try:
                     response = await self._exchange(
-                        conn, request, reused,
-                        ResponseParser(max_body=self._max_body, max_head=self._max_head))
+                        conn,
+                        request,
+                        reused,
+                        ResponseParser(max_body=self._max_body, max_head=self._max_head),
+                    )
                 except BaseException:
                     conn.close()
                     raise
@@ -336,19 +346,26 @@ class ConnectionPool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < self._keepalive_expiry and \
-                    not conn.reader.at_eof() and not conn.writer.is_closing():
+            if (
+                now - conn.idle_since < self._keepalive_expiry
+                and not conn.reader.at_eof()
+                and not conn.writer.is_closing()
+            ):
                 return conn, True
             conn.close()
         async with asyncio.timeout(self._connect_timeout):
             reader, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self._ssl,
-                server_hostname=self.host if self._ssl is not None else None)
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                server_hostname=self.host if self._ssl is not None else None,
+            )
         return _Connection(reader, writer), False
 
     @staticmethod
-    async def _exchange(conn: _Connection, request: bytes, reused: bool,
-                        parser: ResponseParser) -> HTTPResponse:
+    async def _exchange(
+        conn: _Connection, request: bytes, reused: bool, parser: ResponseParser
+    ) -> HTTPResponse:
         try:
             conn.writer.write(request)
             await conn.writer.drain()

@@ -90,27 +90,38 @@ class HttpxTransport:
         """Send through httpx, streaming the answer so an endless body stops at the bound."""
         with httpx_errors():
             sent = self._http.build_request(
-                request.method, self._base_url + request.target, content=request.body,
+                request.method,
+                self._base_url + request.target,
+                content=request.body,
                 headers=list(request.headers),
                 # Like the native pool: connecting has its own, shorter bound.
                 timeout=httpx.Timeout(timeout, connect=self._connect_timeout)
-                if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                if timeout is not None
+                else httpx.USE_CLIENT_DEFAULT,
             )
             resp = await self._http.send(sent, stream=True)
             try:
-                return HTTPResponse(resp.status_code, Headers(resp.headers.multi_items()),
-                                    await self._read_bounded(resp))
+                return HTTPResponse(
+                    resp.status_code,
+                    Headers(resp.headers.multi_items()),
+                    await self._read_bounded(resp),
+                )
             finally:
                 await resp.aclose()
 
     async def _read_bounded(self, resp: httpx.Response) -> bytes:
         limit = self._max_body
         declared = resp.headers.get("content-length")
-        if declared is not None and declared.isascii() and declared.isdigit() and \
-                int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise HTTPProtocolError(
                 f"response body of {declared} bytes is over the limit of {limit} "
-                "([asterisk] max_response_bytes)")
+                "([asterisk] max_response_bytes)"
+            )
         chunks: list[bytes] = []
         size = 0
         # Decoded bytes are counted, so a compressed body cannot expand past the bound.
@@ -118,7 +129,8 @@ class HttpxTransport:
             size += len(chunk)
             if size > limit:
                 raise HTTPProtocolError(
-                    f"response body over {limit} bytes ([asterisk] max_response_bytes)")
+                    f"response body over {limit} bytes ([asterisk] max_response_bytes)"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -121,9 +121,7 @@ def _block_to_message(lines: Sequence[str]) -> Message:
     elif first == "response":
         cls = Response
     else:
-        raise AMIProtocolError(
-            f"block starts with {pairs[0][0]!r}, expected 'Response' or 'Event'"
-        )
+        raise AMIProtocolError(f"block starts with {pairs[0][0]!r}, expected 'Response' or 'Event'")
     if opaque:
         pairs.append(("opaque_data", "\n".join(opaque)))
     return cls(tuple(pairs))
@@ -171,8 +169,7 @@ class RawmanParser:
                 continue
             if line:
                 if len(line) > MAX_LINE_BYTES:
-                    raise AMIProtocolError(
-                        f"line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
+                    raise AMIProtocolError(f"line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
                 self._lines.append(line)
             elif self._lines:
                 out.append(_block_to_message(_decode(b"\n".join(self._lines)).split("\n")))
@@ -226,8 +223,12 @@ def parse_rawman(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message
 # --------------------------------------------------------------------------- mxml
 
 _XML_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True,
-    remove_pis=True, load_dtd=False,
+    resolve_entities=False,
+    no_network=True,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    load_dtd=False,
 )
 
 
@@ -275,8 +276,9 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
     return messages
 
 
-def parse_body(body: bytes, content_type: str | None = None, *,
-               max_size: int = MAX_BODY_BYTES) -> list[Message]:
+def parse_body(
+    body: bytes, content_type: str | None = None, *, max_size: int = MAX_BODY_BYTES
+) -> list[Message]:
     """Parse an AJAM body, choosing the format by content type or first byte."""
     kind = (content_type or "").lower()
     if "xml" in kind or (not kind and body.lstrip()[:1] == b"<"):
@@ -333,8 +335,9 @@ class Action:
 
     def __repr__(self) -> str:
         # The Login action carries the AMI secret: never let it reach a log line.
-        params = tuple((k, "<redacted>" if k.lower() in _SECRET_PARAMS else v)
-                       for k, v in self.params)
+        params = tuple(
+            (k, "<redacted>" if k.lower() in _SECRET_PARAMS else v) for k, v in self.params
+        )
         return f"Action(name={self.name!r}, params={params!r}, action_id={self.action_id!r})"
 
     def with_action_id(self, action_id: str) -> Action:

@@ -84,8 +84,9 @@ class Backoff:
         self._next = 0.0
 
     def next_delay(self) -> float:
-        self._next = self.initial if self._next == 0.0 else min(self.maximum,
-                                                                self._next * self.factor)
+        self._next = (
+            self.initial if self._next == 0.0 else min(self.maximum, self._next * self.factor)
+        )
         return self._next * (1 + random.uniform(-self.jitter, self.jitter))
 
 
@@ -182,8 +183,9 @@ class EventStream:
                 elif not isinstance(exc, AMIError | OSError):
                     # A bug on our side, or input no parser foresaw: the stream
                     # carries on (a gap is reported), and the traceback is kept.
-                    self._unexpected.exception(type(exc).__name__,
-                                               "event stream: unexpected error, retrying")
+                    self._unexpected.exception(
+                        type(exc).__name__, "event stream: unexpected error, retrying"
+                    )
                 if failing_since is None:
                     failing_since = last_ok
                     log.warning("event stream lost Asterisk: %s", exc)

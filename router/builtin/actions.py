@@ -43,8 +43,9 @@ def _template(value: object) -> bool:
     return isinstance(value, str) and "{" in value
 
 
-def _location_checks(policy: LocationPolicy) -> tuple[
-        Callable[[Mapping[str, object]], None], Callable[[Mapping[str, str]], None]]:
+def _location_checks(
+    policy: LocationPolicy,
+) -> tuple[Callable[[Mapping[str, object]], None], Callable[[Mapping[str, str]], None]]:
     def at_load(params: Mapping[str, object]) -> None:
         problem = location_problem(params, policy, templates=False)
         if problem is not None:
@@ -79,31 +80,50 @@ def _check_hangup(params: Mapping[str, object]) -> None:
 
 REDIRECT = ActionSpec(
     "redirect",
-    (ParamSpec("context", required=True, doc="dialplan context"),
-     ParamSpec("exten", required=True, doc="extension in that context"),
-     ParamSpec("priority", "int", doc="priority, default 1")),
-    doc="Send the call to a dialplan location (AMI Redirect of the routed channel).")
+    (
+        ParamSpec("context", required=True, doc="dialplan context"),
+        ParamSpec("exten", required=True, doc="extension in that context"),
+        ParamSpec("priority", "int", doc="priority, default 1"),
+    ),
+    doc="Send the call to a dialplan location (AMI Redirect of the routed channel).",
+)
 
 ORIGINATE = ActionSpec(
     "originate",
-    (ParamSpec("channel", required=True, doc="channel to dial, e.g. PJSIP/101"),
-     ParamSpec("context"), ParamSpec("exten"), ParamSpec("priority", "int"),
-     ParamSpec("application"), ParamSpec("data"),
-     ParamSpec("timeout", "int", doc="milliseconds to wait for an answer"),
-     ParamSpec("callerid"), ParamSpec("account")),
+    (
+        ParamSpec("channel", required=True, doc="channel to dial, e.g. PJSIP/101"),
+        ParamSpec("context"),
+        ParamSpec("exten"),
+        ParamSpec("priority", "int"),
+        ParamSpec("application"),
+        ParamSpec("data"),
+        ParamSpec("timeout", "int", doc="milliseconds to wait for an answer"),
+        ParamSpec("callerid"),
+        ParamSpec("account"),
+    ),
     doc="Start a new call (AMI Originate), e.g. a callback.",
-    check=_check_originate)
+    check=_check_originate,
+)
 
 SETVAR = ActionSpec(
-    "setvar", doc="Set channel variables on the routed call (AMI Setvar), one per key.",
-    extra=True, extra_name="variable", check=_check_setvar)
+    "setvar",
+    doc="Set channel variables on the routed call (AMI Setvar), one per key.",
+    extra=True,
+    extra_name="variable",
+    check=_check_setvar,
+)
 
 HANGUP = ActionSpec(
-    "hangup", (ParamSpec("cause", "int", doc="Q.850 cause, e.g. 21 call rejected"),),
-    doc="Hang up the routed call (AMI Hangup).", check=_check_hangup)
+    "hangup",
+    (ParamSpec("cause", "int", doc="Q.850 cause, e.g. 21 call rejected"),),
+    doc="Hang up the routed call (AMI Hangup).",
+    check=_check_hangup,
+)
 
-NOTIFY_PARAMS = (ParamSpec("plugin", required=True, doc="plugin to tell"),
-                 ParamSpec("event", required=True, doc="what happened"))
+NOTIFY_PARAMS = (
+    ParamSpec("plugin", required=True, doc="plugin to tell"),
+    ParamSpec("event", required=True, doc="what happened"),
+)
 
 ACTIONS = (REDIRECT, ORIGINATE, SETVAR, HANGUP)
 
@@ -115,8 +135,11 @@ def _channel_problem(params: Mapping[str, object]) -> str | None:
     if value is None:
         return None
     text = str(value)
-    if (not text or len(text) > 200 or any(
-            ch in ",&|" or not ch.isprintable() or ch.isspace() for ch in text)):
+    if (
+        not text
+        or len(text) > 200
+        or any(ch in ",&|" or not ch.isprintable() or ch.isspace() for ch in text)
+    ):
         return f"channel {shown(text)} is not a single channel name"
     return None
 
@@ -128,6 +151,7 @@ def _both(first: ActionCheck | None, second: ActionCheck) -> ActionCheck:
     def check(params: Mapping[str, object]) -> None:
         first(params)
         second(params)
+
     return check
 
 
@@ -164,16 +188,30 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
         if not _template(plugin) and plugin not in targets:
             from router.rules.suggest import did_you_mean
 
-            raise ValueError(f"no plugin {plugin!r} takes notifications"
-                             f"{did_you_mean(plugin, targets)}")
+            raise ValueError(
+                f"no plugin {plugin!r} takes notifications{did_you_mean(plugin, targets)}"
+            )
 
-    registry.add_action(ActionSpec(
-        "ami", (ParamSpec("action", required=True, doc="AMI action name, e.g. DBPut"),),
-        doc="Run any AMI action; other keys are its headers.", extra=True,
-        extra_name="header", check=check_ami, rendered=rendered))
-    registry.add_action(ActionSpec(
-        "notify", NOTIFY_PARAMS, doc="Tell a plugin something happened (e.g. a missed call).",
-        extra=True, check=check_notify))
+    registry.add_action(
+        ActionSpec(
+            "ami",
+            (ParamSpec("action", required=True, doc="AMI action name, e.g. DBPut"),),
+            doc="Run any AMI action; other keys are its headers.",
+            extra=True,
+            extra_name="header",
+            check=check_ami,
+            rendered=rendered,
+        )
+    )
+    registry.add_action(
+        ActionSpec(
+            "notify",
+            NOTIFY_PARAMS,
+            doc="Tell a plugin something happened (e.g. a missed call).",
+            extra=True,
+            check=check_notify,
+        )
+    )
 
 
 # -- executing them ---------------------------------------------------------------------
@@ -191,17 +229,26 @@ async def _redirect(run: ActionRun) -> ActionOutcome:
     try:
         # Unvalidated: the headers are fixed here and the locations were
         # checked by the executor; this is the hot path.
-        await run.ami.send("Redirect", {"Channel": target, "Context": context, "Exten": exten,
-                                        "Priority": params.get("priority", "1")},
-                           validate=False)
+        await run.ami.send(
+            "Redirect",
+            {
+                "Channel": target,
+                "Context": context,
+                "Exten": exten,
+                "Priority": params.get("priority", "1"),
+            },
+            validate=False,
+        )
     except BaseException:
         confirmations.drop(target, future)
         raise
     landed = await confirmations.wait(target, future)
     if landed is None:
-        return ActionOutcome("redirect", "unconfirmed",
-                             f"{context},{exten}: no Newexten within "
-                             f"{confirmations.timeout:.0f} s")
+        return ActionOutcome(
+            "redirect",
+            "unconfirmed",
+            f"{context},{exten}: no Newexten within {confirmations.timeout:.0f} s",
+        )
     confirmed = ActionOutcome("redirect", "confirmed", f"{context},{exten}")
     confirmed.event_timestamp = event_timestamp(landed)
     return confirmed
@@ -211,8 +258,9 @@ async def _setvar(run: ActionRun) -> ActionOutcome:
     for name, value in run.params.items():
         # Unvalidated: the catalog calls Value required, and an empty value
         # is how a rule clears a variable.
-        await run.ami.send("Setvar", {"Channel": run.channel, "Variable": name,
-                                      "Value": value}, validate=False)
+        await run.ami.send(
+            "Setvar", {"Channel": run.channel, "Variable": name, "Value": value}, validate=False
+        )
     return ActionOutcome("setvar", "ok", ", ".join(run.params))
 
 
@@ -220,8 +268,9 @@ async def _hangup(run: ActionRun) -> ActionOutcome:
     target = run.params.get("channel") or run.channel
     if not target:
         return ActionOutcome("hangup", "failed", "no channel to hang up")
-    await run.ami.send("Hangup", {"Channel": target, "Cause": run.params.get("cause")},
-                       validate=False)
+    await run.ami.send(
+        "Hangup", {"Channel": target, "Cause": run.params.get("cause")}, validate=False
+    )
     return ActionOutcome("hangup", "ok", target)
 
 
@@ -240,8 +289,9 @@ def _originate_headers() -> dict[str, str]:
 async def _originate(run: ActionRun) -> ActionOutcome:
     names = _originate_headers()
     # A key the catalog does not know goes as written: validation names it.
-    headers = {names.get(key.lower(), names.get(key, key)): value
-               for key, value in run.params.items()}
+    headers = {
+        names.get(key.lower(), names.get(key, key)): value for key, value in run.params.items()
+    }
     headers.setdefault("Async", "true")
     await run.ami.send("Originate", headers)
     return ActionOutcome("originate", "ok", headers.get("Channel", ""))
@@ -265,8 +315,12 @@ async def _notify(run: ActionRun) -> ActionOutcome:
 
 #: The executor of each built-in kind.
 EXECUTE: Mapping[str, ExecuteAction] = {
-    "redirect": _redirect, "setvar": _setvar, "hangup": _hangup,
-    "originate": _originate, "ami": _ami, "notify": _notify,
+    "redirect": _redirect,
+    "setvar": _setvar,
+    "hangup": _hangup,
+    "originate": _originate,
+    "ami": _ami,
+    "notify": _notify,
 }
 
 

@@ -47,8 +47,7 @@ def load_directory(path: Path) -> Directory:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise ConfigError(f"[plugins.directory] file: cannot read {path}: {exc.strerror}") \
-            from None
+        raise ConfigError(f"[plugins.directory] file: cannot read {path}: {exc.strerror}") from None
     entries: dict[str, dict[str, Any]] = {}
     if path.suffix.lower() in (".yaml", ".yml"):
         data = yaml.safe_load(text) or {}
@@ -66,8 +65,10 @@ def load_directory(path: Path) -> Directory:
             continue
         if len(row) < 2 or not row[1].strip():
             raise ConfigError(f"{path}:{lineno}: expected number,extension[,name]")
-        entries[row[0].strip()] = {"extension": row[1].strip(),
-                                   "name": row[2].strip() if len(row) > 2 else ""}
+        entries[row[0].strip()] = {
+            "extension": row[1].strip(),
+            "name": row[2].strip() if len(row) > 2 else "",
+        }
     return Directory(entries)
 
 
@@ -90,9 +91,13 @@ class DirectoryPlugin:
             return
         entries = settings.get("entries", {})
         if not isinstance(entries, Mapping) or not all(
-                isinstance(e, Mapping) and "extension" in e for e in entries.values()):
-            raise reader.error("entries", 'expected tables like [plugins.directory.entries.'
-                                          '"79161234567"] with extension = "101"')
+            isinstance(e, Mapping) and "extension" in e for e in entries.values()
+        ):
+            raise reader.error(
+                "entries",
+                "expected tables like [plugins.directory.entries."
+                '"79161234567"] with extension = "101"',
+            )
         self.directory = Directory(entries)
 
     async def lookup(self, number: str) -> dict[str, Any] | None:

@@ -27,16 +27,17 @@ SETTINGS: tuple[str, ...] = ("context",)
 #: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
 STATES = {
     "-2": "unavailable",  # removed
-    "-1": "unknown",      # no hint
+    "-1": "unknown",  # no hint
     "0": "idle",
     "1": "inuse",
     "2": "busy",
     "4": "unavailable",
     "8": "ringing",
-    "9": "inuse",         # in use and ringing
+    "9": "inuse",  # in use and ringing
     "16": "onhold",
     "17": "inuse",
 }
+
 
 def state_name(status: str | None) -> str:
     return STATES.get((status or "").strip(), "unknown")
@@ -65,9 +66,12 @@ class ExtensionState:
         if self.ami is None or not extension:
             return "unknown"
         try:
-            result = await self.ami.send("ExtensionState", {"Exten": str(extension),
-                                                           "Context": self.context},
-                                        validate=False, check=False)
+            result = await self.ami.send(
+                "ExtensionState",
+                {"Exten": str(extension), "Context": self.context},
+                validate=False,
+                check=False,
+            )
         except AMIError:
             return "unknown"
         return state_name(result.response.get("Status"))

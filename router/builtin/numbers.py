@@ -165,14 +165,14 @@ def _domestic(only: str, plan: NumberPlan) -> str:
     """Rewrite a number written without ``+`` into E.164 digits."""
     national = plan.national_length
     for prefix in plan.exit_prefixes:
-        rest = only[len(prefix):]
+        rest = only[len(prefix) :]
         if prefix and only.startswith(prefix) and len(rest) >= national:
             return plan.country_code + rest if len(rest) == national else rest
     if len(only) == national:
         return plan.country_code + only
     trunk = plan.trunk_prefix
     if trunk and len(only) == len(trunk) + national and only.startswith(trunk):
-        return plan.country_code + only[len(trunk):]
+        return plan.country_code + only[len(trunk) :]
     return only
 
 
@@ -182,9 +182,7 @@ def _valid(only: str, plan: NumberPlan) -> bool:
     # A one-digit country code (7, 1) owns its leading digit, so a number that
     # starts with it and has the wrong length is a typo, not a foreign number.
     code = plan.country_code
-    return not (
-        len(code) == 1 and only.startswith(code) and len(only) != 1 + plan.national_length
-    )
+    return not (len(code) == 1 and only.startswith(code) and len(only) != 1 + plan.national_length)
 
 
 def last10(number: object) -> str:
@@ -218,11 +216,18 @@ def register(registry: Registry, plan: NumberPlan = DEFAULT_PLAN) -> None:
 def _plan_value(key: str, value: object) -> object:
     """One ``[plugins.numbers]`` value, checked: ASCII digits only, lengths as integers."""
     where = f"[plugins.numbers] {key}"
-    if isinstance(value, str) and value.isascii() and value.isdigit() and key.endswith(
-            ("length", "digits")):
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and key.endswith(("length", "digits"))
+    ):
         value = int(value)  # "10" was accepted before; keep reading it
-    elif isinstance(value, int) and not isinstance(value, bool) and key in (
-            "country_code", "trunk_prefix"):
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and key in ("country_code", "trunk_prefix")
+    ):
         value = str(value)
     if key in ("national_length", "internal_max_length", "min_digits", "max_digits"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
@@ -230,7 +235,8 @@ def _plan_value(key: str, value: object) -> object:
         return value
     items = value if key == "exit_prefixes" else [value]
     if not isinstance(items, list) or not all(
-            isinstance(v, str) and v.isascii() and (v.isdigit() or v == "") for v in items):
+        isinstance(v, str) and v.isascii() and (v.isdigit() or v == "") for v in items
+    ):
         raise ConfigError(f"{where}: expected digits only, got {value!r}")
     return tuple(items) if key == "exit_prefixes" else value
 
@@ -254,8 +260,9 @@ class NumberFunctions:
             if key == "international_prefix":
                 key, value = "exit_prefixes", [value]
             if key not in known:
-                raise ConfigError(f"[plugins.numbers] unknown key {key!r}; "
-                                  f"known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"[plugins.numbers] unknown key {key!r}; known: {', '.join(sorted(known))}"
+                )
             values[key] = _plan_value(key, value)
         self.plan = NumberPlan(**values)  # type: ignore[arg-type]
 

@@ -57,9 +57,11 @@ def _compiled(pattern: str) -> Any:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
-        raise ValueError(f"regular expression {pattern!r} is not supported: {reason} "
-                         "(rules use RE2: no look-around like (?=...) or (?<!...), no "
-                         "backreferences like \\1; see docs/rules.md)") from None
+        raise ValueError(
+            f"regular expression {pattern!r} is not supported: {reason} "
+            "(rules use RE2: no look-around like (?=...) or (?<!...), no "
+            "backreferences like \\1; see docs/rules.md)"
+        ) from None
 
 
 def match(pattern: str, text: object) -> bool:

@@ -54,8 +54,9 @@ def _days(text: str, spec: str) -> frozenset[int]:
             if day not in DAYS:
                 raise ValueError(f"invalid working hours {spec!r}: unknown day {day!r}")
         start, end = DAYS.index(first), DAYS.index(last if dash else first)
-        found.update(range(start, end + 1) if start <= end else
-                     [*range(start, 7), *range(0, end + 1)])
+        found.update(
+            range(start, end + 1) if start <= end else [*range(start, 7), *range(0, end + 1)]
+        )
     return frozenset(found)
 
 
@@ -117,16 +118,16 @@ def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
         now = context.now if context.now.tzinfo else context.now.replace(tzinfo=default)
         return now.astimezone(zone(tz) if tz else default)
 
-    def workhours(context: Context, spec: str, tz: str | None = None,
-                  holidays: Collection[str] | None = None) -> bool:
+    def workhours(
+        context: Context, spec: str, tz: str | None = None, holidays: Collection[str] | None = None
+    ) -> bool:
         """True during the given working hours (and not on one of ``holidays``)."""
         moment = local(context, tz)
         if holidays is not None and _is_holiday(moment, holidays):
             return False
         return _in_hours(parse_hours(spec), moment)
 
-    def is_holiday(context: Context, dates: Collection[str] | None,
-                   tz: str | None = None) -> bool:
+    def is_holiday(context: Context, dates: Collection[str] | None, tz: str | None = None) -> bool:
         """True if today is in a dates list (YYYY-MM-DD, or MM-DD for every year)."""
         return dates is not None and _is_holiday(local(context, tz), dates)
 
@@ -145,15 +146,13 @@ def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
 
 
 def _timezone_name(config: Config) -> str:
-    reader = SettingsReader.for_plugin("timefuncs", config.plugins.for_plugin("timefuncs"),
-                                       config)
+    reader = SettingsReader.for_plugin("timefuncs", config.plugins.for_plugin("timefuncs"), config)
     reader.reject_unknown(SETTINGS)
     name = reader.string("timezone", DEFAULT_TIMEZONE)
     try:
         zone(name)
     except ValueError as exc:
-        raise reader.error("timezone", f"{exc} (an IANA name such as 'Europe/Moscow')") \
-            from None
+        raise reader.error("timezone", f"{exc} (an IANA name such as 'Europe/Moscow')") from None
     return name
 
 

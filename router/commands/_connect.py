@@ -11,18 +11,24 @@ from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (override router.toml [asterisk])")
-    group.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="PATH",
-                       help="settings file (default: ./router.toml)")
+    group.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        metavar="PATH",
+        help="settings file (default: ./router.toml)",
+    )
     group.add_argument("--url", help="AJAM base URL, e.g. http://127.0.0.1:8088/asterisk")
     group.add_argument("--username", help="manager.conf user")
-    group.add_argument("--secret-env", metavar="NAME",
-                       help="read the secret from this environment variable")
+    group.add_argument(
+        "--secret-env", metavar="NAME", help="read the secret from this environment variable"
+    )
     group.add_argument("--auth", choices=["cookie", "digest"])
     group.add_argument("--format", choices=["rawman", "mxml"])
-    group.add_argument("--insecure", action="store_true", default=None,
-                       help="do not verify the TLS certificate")
-    group.add_argument("--timeout", type=float, metavar="SECONDS",
-                       help="request timeout")
+    group.add_argument(
+        "--insecure", action="store_true", default=None, help="do not verify the TLS certificate"
+    )
+    group.add_argument("--timeout", type=float, metavar="SECONDS", help="request timeout")
 
 
 def load_from_args(args: argparse.Namespace) -> Config:

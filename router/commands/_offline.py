@@ -30,8 +30,11 @@ __all__ = ["Offline", "load_offline"]
 #: What stands in for a secret whose variable is not set in this shell.
 _STAND_IN = "not-set-when-checked"
 #: Connection settings for when there is no router.toml at all: never used.
-_NO_FILE = {"asterisk.url": "http://127.0.0.1/asterisk", "asterisk.username": "check",
-            "asterisk.secret": _STAND_IN}
+_NO_FILE = {
+    "asterisk.url": "http://127.0.0.1/asterisk",
+    "asterisk.username": "check",
+    "asterisk.secret": _STAND_IN,
+}
 
 
 @dataclass
@@ -62,7 +65,7 @@ def _secret_variables(path: Path) -> list[tuple[str, str, str]]:
         if isinstance(name, str):
             found.append(("asterisk", key, name))
     plugins = data.get("plugins")
-    for plugin, table in (plugins.items() if isinstance(plugins, dict) else ()):
+    for plugin, table in plugins.items() if isinstance(plugins, dict) else ():
         if not isinstance(table, dict):
             continue
         for key, value in table.items():
@@ -86,8 +89,11 @@ def _environment(extra: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
                 os.environ[name] = value
 
 
-def load_offline(path: Path | None, *, overrides: Mapping[str, object] | None = None,
-                 ) -> Offline:
+def load_offline(
+    path: Path | None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+) -> Offline:
     """Read router.toml (``path``; None: ``./router.toml`` if there is one) and
     configure every plugin it selects; raises ConfigError like ``run`` would."""
     warnings: list[str] = []
@@ -96,16 +102,20 @@ def load_offline(path: Path | None, *, overrides: Mapping[str, object] | None = 
         if DEFAULT_CONFIG_PATH.is_file():
             path = DEFAULT_CONFIG_PATH
         else:
-            warnings.append(f"no {DEFAULT_CONFIG_PATH} here: checked with the default "
-                            "settings (give --config PATH)")
+            warnings.append(
+                f"no {DEFAULT_CONFIG_PATH} here: checked with the default "
+                "settings (give --config PATH)"
+            )
             given.update(_NO_FILE)
     stand_ins: dict[str, str] = {}
     if path is not None:
         for section, key, name in _secret_variables(path):
             if name and not os.environ.get(name):
                 stand_ins[name] = _STAND_IN
-                warnings.append(f"{path}: [{section}] {key}: environment variable {name} is "
-                                "not set here; callrouter run needs it (checked without it)")
+                warnings.append(
+                    f"{path}: [{section}] {key}: environment variable {name} is "
+                    "not set here; callrouter run needs it (checked without it)"
+                )
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, environ=environ)
         plugins = Plugins.for_config(config)

@@ -36,16 +36,20 @@ def run(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]]
     if args.events:
         rows = sorted(
-            ((e.name, e.synopsis) for e in catalog.events.values()
-             if needle.lower() in e.name.lower() or needle.lower() in e.synopsis.lower()),
+            (
+                (e.name, e.synopsis)
+                for e in catalog.events.values()
+                if needle.lower() in e.name.lower() or needle.lower() in e.synopsis.lower()
+            ),
             key=lambda row: row[0].lower(),
         )
     else:
         rows = [(a.name, a.synopsis) for a in catalog.search(needle)]
     if not rows:
         kind = "event" if args.events else "action"
-        print(f"no {kind} matches {needle!r} (Asterisk {catalog.asterisk_version})",
-              file=sys.stderr)
+        print(
+            f"no {kind} matches {needle!r} (Asterisk {catalog.asterisk_version})", file=sys.stderr
+        )
         return 1
     width = max(len(name) for name, _ in rows)
     for name, synopsis in rows:

@@ -29,11 +29,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("-h", "--help", action="store_true", help="show help and exit")
     parser.add_argument("action", nargs="?", help="action name, e.g. Ping, CoreShowChannels")
-    parser.add_argument("params", nargs="*", metavar="KEY=VALUE",
-                        help="action parameters; repeat a key to send it several times")
+    parser.add_argument(
+        "params",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="action parameters; repeat a key to send it several times",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--raw", action="store_true",
-                        help="do not validate against the AMI catalog")
+    parser.add_argument(
+        "--raw", action="store_true", help="do not validate against the AMI catalog"
+    )
     add_connection_arguments(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -71,11 +76,15 @@ def render_text(result: ActionResult) -> str:
 
 
 def render_json(result: ActionResult) -> str:
-    return json.dumps({
-        "response": result.response.to_dict(),
-        "items": [i.to_dict() for i in result.items],
-        "complete": result.complete,
-    }, ensure_ascii=False, indent=2)
+    return json.dumps(
+        {
+            "response": result.response.to_dict(),
+            "items": [i.to_dict() for i in result.items],
+            "complete": result.complete,
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.action:
         args.parser.print_usage(sys.stderr)
-        print("callrouter ami: error: an ACTION is required (see `callrouter actions`)",
-              file=sys.stderr)
+        print(
+            "callrouter ami: error: an ACTION is required (see `callrouter actions`)",
+            file=sys.stderr,
+        )
         return 2
     action = build_action(args.action, parse_params(args.params), raw=args.raw)
     return asyncio.run(_send(args, action))
@@ -98,10 +109,16 @@ async def _send(args: argparse.Namespace, action: Action) -> int:
     async with client_from_args(args) as client:
         result = await client.request(action, check=False)
     # Answers carry caller-chosen text (names, numbers): escaped for the terminal.
-    print(escape_json_line(render_json(result)) if args.json else
-          escape_controls(render_text(result), keep_newlines=True), end="")
+    print(
+        escape_json_line(render_json(result))
+        if args.json
+        else escape_controls(render_text(result), keep_newlines=True),
+        end="",
+    )
     if not result.ok:
-        print(f"callrouter: error: {action.name}: {result.response.message or 'failed'}",
-              file=sys.stderr)
+        print(
+            f"callrouter: error: {action.name}: {result.response.message or 'failed'}",
+            file=sys.stderr,
+        )
         return 1
     return 0

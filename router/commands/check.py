@@ -27,18 +27,30 @@ __all__ = ["config_overrides", "plugin_registry", "register", "run"]
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "check", help="validate router.toml and the rule files",
+        "check",
+        help="validate router.toml and the rule files",
         description="Validate router.toml (every key and plugin table) and the rule files "
-                    "against the plugins it selects, without Asterisk; print every error "
-                    "as file:line. Exit code 0: clean, 1: errors.")
-    parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help="rule files or folders (default: router.toml's [router] rules)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="settings file (default: ./router.toml when there is one)")
+        "against the plugins it selects, without Asterisk; print every error "
+        "as file:line. Exit code 0: clean, 1: errors.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="rule files or folders (default: router.toml's [router] rules)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings file (default: ./router.toml when there is one)",
+    )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
-    parser.add_argument("--location-pattern",
-                        help="instead of router.toml's [router] location_pattern: literal "
-                             "context/exten values are checked against it")
+    parser.add_argument(
+        "--location-pattern",
+        help="instead of router.toml's [router] location_pattern: literal "
+        "context/exten values are checked against it",
+    )
     parser.set_defaults(func=run)
 
 
@@ -81,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     count = len(ruleset.errors) + len(offline.problems)
     shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
-        print(f"{shown}: {count} error{'s' if count != 1 else ''}, "
-              f"{len(ruleset.rules)} valid rules")
+        print(
+            f"{shown}: {count} error{'s' if count != 1 else ''}, {len(ruleset.rules)} valid rules"
+        )
         return 1
     print(f"{shown}: {len(ruleset.rules)} rules OK")
     return 0

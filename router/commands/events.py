@@ -22,8 +22,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("globs", nargs="*", metavar="GLOB", default=["*"])
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--count", type=int, metavar="N",
-                        help="exit after N events (default: run until interrupted)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="exit after N events (default: run until interrupted)",
+    )
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -47,14 +51,20 @@ async def _tail(args: argparse.Namespace) -> int:
         stream = EventStream(client, args.globs)
         async for item in stream:
             if isinstance(item, StreamGap):
-                print(f"# stream resumed after a {item.duration:.1f} s gap ({item.reason}); "
-                      "events in between are lost", file=sys.stderr, flush=True)
+                print(
+                    f"# stream resumed after a {item.duration:.1f} s gap ({item.reason}); "
+                    "events in between are lost",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             # Caller names and numbers are the caller's to choose: no raw
             # escape sequence reaches the admin's terminal.
             text = format_event(item, as_json=args.json)
-            print(escape_json_line(text) if args.json else
-                  escape_controls(text, keep_newlines=True), flush=True)
+            print(
+                escape_json_line(text) if args.json else escape_controls(text, keep_newlines=True),
+                flush=True,
+            )
             seen += 1
             if args.count is not None and seen >= args.count:
                 break

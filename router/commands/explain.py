@@ -32,21 +32,39 @@ __all__ = ["register", "run"]
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "explain", help="show how the rules would route a call",
+        "explain",
+        help="show how the rules would route a call",
         description="Evaluate the rules for a hypothetical call and print the trace, "
-                    "with router.toml's settings and plugins; nothing is sent anywhere.")
+        "with router.toml's settings and plugins; nothing is sent anywhere.",
+    )
     parser.add_argument("--caller", required=True, help="caller's number, any format")
     parser.add_argument("--did", required=True, help="the number that was dialled")
     parser.add_argument("--name", default="", help="caller's name (CallerIDName)")
     parser.add_argument("--at", help='time of the call, "YYYY-MM-DD HH:MM" (default: now)')
-    parser.add_argument("--lookup", action="append", default=[], metavar="NAME=JSON",
-                        help="answer of a lookup, e.g. onec.responsible='{\"found\": true}'")
-    parser.add_argument("--rules", nargs="+", metavar="PATH",
-                        help="rule files or folders (default: router.toml's [router] rules)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="settings file (default: ./router.toml when there is one)")
-    parser.add_argument("--tz", help="time zone of --at and of the rules (default: "
-                                     "router.toml's [plugins.timefuncs] timezone)")
+    parser.add_argument(
+        "--lookup",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="answer of a lookup, e.g. onec.responsible='{\"found\": true}'",
+    )
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        metavar="PATH",
+        help="rule files or folders (default: router.toml's [router] rules)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings file (default: ./router.toml when there is one)",
+    )
+    parser.add_argument(
+        "--tz",
+        help="time zone of --at and of the rules (default: "
+        "router.toml's [plugins.timefuncs] timezone)",
+    )
     parser.add_argument("--json", action="store_true", help="print the trace as JSON")
     parser.set_defaults(func=run)
 
@@ -54,6 +72,7 @@ def register(subparsers: Any) -> None:
 def _stub(value: Any) -> LookupFn:
     async def answer(*_args: Any, **_kwargs: Any) -> Any:
         return value
+
     return answer
 
 
@@ -84,7 +103,7 @@ def _when(text: str | None, registry: Registry) -> datetime | str:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        return f"--at {text!r}: expected \"YYYY-MM-DD HH:MM\""
+        return f'--at {text!r}: expected "YYYY-MM-DD HH:MM"'
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
@@ -110,24 +129,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {error} (rule not loaded)" if error.rule else f"error: {error}")
     if ruleset.fatal:
         return 1
-    context = call_context(ruleset.registry, args.caller, args.did, caller_name=args.name,
-                           now=now)
+    context = call_context(ruleset.registry, args.caller, args.did, caller_name=args.name, now=now)
     outcome = asyncio.run(_evaluate(ruleset, context, lookups))
     others = _other_dids(ruleset, context)
     if args.json:
-        print(json.dumps({"decision": outcome.decision.to_dict(),
-                          "trace": outcome.trace.to_dict(), "other_did_rules": others},
-                         ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {
+                    "decision": outcome.decision.to_dict(),
+                    "trace": outcome.trace.to_dict(),
+                    "other_did_rules": others,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return 0
     print(outcome.trace.render())
     if others:
-        print(f"  not evaluated: {len(others)} rule{'s' if len(others) != 1 else ''} "
-              f"for other DIDs ({', '.join(others)}): their `did ==` / `did in` test "
-              f"leaves out {context.did}")
+        print(
+            f"  not evaluated: {len(others)} rule{'s' if len(others) != 1 else ''} "
+            f"for other DIDs ({', '.join(others)}): their `did ==` / `did in` test "
+            f"leaves out {context.did}"
+        )
     decision = outcome.decision
     if decision.matched:
-        print(f"decision: {', '.join(str(a) for a in decision.actions)} "
-              f"(rules: {', '.join(decision.rules)})")
+        print(
+            f"decision: {', '.join(str(a) for a in decision.actions)} "
+            f"(rules: {', '.join(decision.rules)})"
+        )
     else:
         print("decision: none (no rule matched; the dialplan's own fallback takes the call)")
     return 0
@@ -136,10 +166,12 @@ def run(args: argparse.Namespace) -> int:
 def _other_dids(ruleset: RuleSet, context: Context) -> list[str]:
     """Call rules the DID index left out: explain says so instead of hiding them."""
     considered = {rule.name for rule in ruleset.rules_for(context)}
-    return [rule.name for rule in ruleset.rules
-            if rule.trigger.kind == "call" and rule.name not in considered]
+    return [
+        rule.name
+        for rule in ruleset.rules
+        if rule.trigger.kind == "call" and rule.name not in considered
+    ]
 
 
-async def _evaluate(ruleset: RuleSet, context: Context,
-                    lookups: Mapping[str, LookupFn]) -> Outcome:
+async def _evaluate(ruleset: RuleSet, context: Context, lookups: Mapping[str, LookupFn]) -> Outcome:
     return await ruleset.evaluate(context, lookups=lookups, explain=True)

@@ -17,8 +17,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     infos = Plugins.load().info()
     if args.json:
-        print(json.dumps([{"name": i.name, "version": i.version, "builtin": i.builtin,
-                           "hooks": list(i.hooks)} for i in infos], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "version": i.version,
+                        "builtin": i.builtin,
+                        "hooks": list(i.hooks),
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
         return 0
     width = max((len(i.name) for i in infos), default=4)
     for info in infos:

@@ -27,10 +27,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the router. SIGTERM stops it (in-flight decisions finish), "
         "SIGHUP reloads the rules (a broken rule set keeps the previous one).",
     )
-    parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
-                        help="rule file or folder (repeatable; default from router.toml)")
-    parser.add_argument("--shadow", action="store_true", default=None,
-                        help="evaluate and trace every call, but never act")
+    parser.add_argument(
+        "--rules",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="rule file or folder (repeatable; default from router.toml)",
+    )
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        default=None,
+        help="evaluate and trace every call, but never act",
+    )
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--log-level", default="INFO")
     add_connection_arguments(parser)

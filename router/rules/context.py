@@ -118,15 +118,21 @@ class Context:
     rule: str | None = None
 
     @classmethod
-    def for_call(cls, caller: Caller, did: str, *, call: CallInfo | None = None,
-                 now: datetime | None = None) -> Context:
+    def for_call(
+        cls, caller: Caller, did: str, *, call: CallInfo | None = None, now: datetime | None = None
+    ) -> Context:
         return cls("call", now or datetime.now(UTC), caller=caller, did=did, call=call)
 
     @classmethod
-    def for_event(cls, name: str, fields: Mapping[str, str], *, call: CallInfo | None = None,
-                  now: datetime | None = None) -> Context:
-        return cls("event", now or datetime.now(UTC), call=call,
-                   event=EventFields(name, fields))
+    def for_event(
+        cls,
+        name: str,
+        fields: Mapping[str, str],
+        *,
+        call: CallInfo | None = None,
+        now: datetime | None = None,
+    ) -> Context:
+        return cls("event", now or datetime.now(UTC), call=call, event=EventFields(name, fields))
 
     @classmethod
     def for_schedule(cls, rule: str, *, now: datetime | None = None) -> Context:

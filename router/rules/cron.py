@@ -103,8 +103,14 @@ def cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
         weekday_names = "*" if len({d % 7 for d in days}) == 7 else weekday_names
 
     def trigger(day_of_month: str, day_of_week: str) -> CronTrigger:
-        return CronTrigger(minute=minute, hour=hour, day=day_of_month, month=month,
-                           day_of_week=day_of_week, timezone=timezone)
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day_of_month,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
+        )
 
     try:
         # Cron's rule (Vixie cron, POSIX): a field starting with '*' is

@@ -38,8 +38,11 @@ class Action:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Action):
             return NotImplemented
-        return (self.kind, dict(self.params), self.rule) == \
-            (other.kind, dict(other.params), other.rule)
+        return (self.kind, dict(self.params), self.rule) == (
+            other.kind,
+            dict(other.params),
+            other.rule,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": dict(self.params), "rule": self.rule}
@@ -82,8 +85,14 @@ class LookupTrace:
     lookup: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "call": self.call, "value": _jsonable(self.value),
-                "ms": round(self.ms, 3), "error": self.error, "reused": self.reused}
+        return {
+            "name": self.name,
+            "call": self.call,
+            "value": _jsonable(self.value),
+            "ms": round(self.ms, 3),
+            "error": self.error,
+            "reused": self.reused,
+        }
 
 
 @dataclass(slots=True)
@@ -99,10 +108,15 @@ class RuleTrace:
     actions: tuple[Action, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "location": self.location, "status": self.status,
-                "stage": self.stage, "detail": self.detail,
-                "lookups": [lk.to_dict() for lk in self.lookups],
-                "actions": [a.to_dict() for a in self.actions]}
+        return {
+            "rule": self.rule,
+            "location": self.location,
+            "status": self.status,
+            "stage": self.stage,
+            "detail": self.detail,
+            "lookups": [lk.to_dict() for lk in self.lookups],
+            "actions": [a.to_dict() for a in self.actions],
+        }
 
 
 @dataclass(slots=True)
@@ -134,13 +148,20 @@ class Trace:
         others: list[Any] = []
         for entry in self.rules:
             into = matched if entry.status == "matched" else others
-            into.extend(record.value for record in entry.lookups
-                        if record.lookup == lookup and record.error is None)
+            into.extend(
+                record.value
+                for record in entry.lookups
+                if record.lookup == lookup and record.error is None
+            )
         return matched + others
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trigger": self.trigger, "elapsed_us": round(self.elapsed_us, 1),
-                "deadline_hit": self.deadline_hit, "rules": [r.to_dict() for r in self.rules]}
+        return {
+            "trigger": self.trigger,
+            "elapsed_us": round(self.elapsed_us, 1),
+            "deadline_hit": self.deadline_hit,
+            "rules": [r.to_dict() for r in self.rules],
+        }
 
     def render(self) -> str:
         """The text ``callrouter explain`` prints: one block per rule."""
@@ -148,16 +169,22 @@ class Trace:
         if not self.rules:
             lines.append("  no rules for this trigger")
         for entry in self.rules:
-            head = {"matched": "MATCHED", "false": f"false ({entry.stage})",
-                    "lookup_failed": f"false ({entry.stage}), a lookup failed",
-                    "error": f"error ({entry.stage})", "rejected": "rejected",
-                    "skipped": "skipped"}[entry.status]
+            head = {
+                "matched": "MATCHED",
+                "false": f"false ({entry.stage})",
+                "lookup_failed": f"false ({entry.stage}), a lookup failed",
+                "error": f"error ({entry.stage})",
+                "rejected": "rejected",
+                "skipped": "skipped",
+            }[entry.status]
             lines.append(f"  {entry.rule} [{entry.location}]: {head}")
             for lookup in entry.lookups:
                 again = ", reused" if lookup.reused else ""
                 outcome = f"failed: {lookup.error}" if lookup.error else repr(lookup.value)
-                lines.append(f"      lookup {lookup.name} = {lookup.call} -> {outcome}"
-                             f" ({lookup.ms:.1f} ms{again})")
+                lines.append(
+                    f"      lookup {lookup.name} = {lookup.call} -> {outcome}"
+                    f" ({lookup.ms:.1f} ms{again})"
+                )
             if entry.detail:
                 lines.append(f"      {entry.detail}")
             lines.extend(f"      -> {action}" for action in entry.actions)

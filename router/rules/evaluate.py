@@ -44,12 +44,17 @@ class _Rejected(Exception):
 _Memo = dict[tuple[Any, ...], tuple[Any, str | None]]
 
 
-async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Registry,
-                         lists: Mapping[str, frozenset[str]], *,
-                         deadline: float | None = None,
-                         lookups: Mapping[str, LookupFn] | None = None,
-                         explain: bool = False,
-                         request: RequestInfo | None = None) -> Outcome:
+async def evaluate_rules(
+    rules: Sequence[Rule],
+    context: Context,
+    registry: Registry,
+    lists: Mapping[str, frozenset[str]],
+    *,
+    deadline: float | None = None,
+    lookups: Mapping[str, LookupFn] | None = None,
+    explain: bool = False,
+    request: RequestInfo | None = None,
+) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
     ``lookups`` overrides the registry's implementations by name
@@ -82,14 +87,18 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
             try:
                 passed = evaluator.evaluate(rule.condition)
             except Exception as exc:  # fail open: a broken rule is skipped, never fatal
-                append(RuleTrace(rule.name, rule.location, "error", "if",
-                                 f"{type(exc).__name__}: {exc}"))
+                append(
+                    RuleTrace(
+                        rule.name, rule.location, "error", "if", f"{type(exc).__name__}: {exc}"
+                    )
+                )
                 continue
             if not passed:
                 append(rule.false_if_trace)
                 continue
-        entry = await _run_rule(rule, evaluator, names, registry, lookups, deadline, memo,
-                                trace, asked)
+        entry = await _run_rule(
+            rule, evaluator, names, registry, lookups, deadline, memo, trace, asked
+        )
         append(entry)
         if entry.status != "matched":
             continue
@@ -98,16 +107,23 @@ async def evaluate_rules(rules: Sequence[Rule], context: Context, registry: Regi
         if not rule.cont:
             if explain:
                 trace.rules.extend(
-                    RuleTrace(r.name, r.location, "skipped",
-                              detail=f"routing ended at rule {rule.name!r}")
-                    for r in rules[position + 1:])
+                    RuleTrace(
+                        r.name, r.location, "skipped", detail=f"routing ended at rule {rule.name!r}"
+                    )
+                    for r in rules[position + 1 :]
+                )
             break
     trace.elapsed_us = (time.perf_counter() - started) * 1e6
     return Outcome(Decision(tuple(matched), tuple(actions)), trace)
 
 
-def may_ask(rules: Sequence[Rule], context: Context, registry: Registry,
-            lists: Mapping[str, frozenset[str]], lookup: str) -> bool:
+def may_ask(
+    rules: Sequence[Rule],
+    context: Context,
+    registry: Registry,
+    lists: Mapping[str, frozenset[str]],
+    lookup: str,
+) -> bool:
     """Could evaluating ``rules`` for ``context`` call the lookup ``lookup``?
 
     ``False`` when a rule without lookups (a blacklist ``hangup``, an
@@ -147,11 +163,14 @@ def request_for(context: Context, deadline: float | None = None) -> RequestInfo:
     of the context, the call's ids where the trigger has a call.
     """
     call = context.call
-    return RequestInfo(channel=call.channel if call else "",
-                       uniqueid=call.uniqueid if call else "",
-                       linkedid=call.linkedid if call else "",
-                       caller=context.caller.number if context.caller else "",
-                       did=context.did or "", deadline=deadline)
+    return RequestInfo(
+        channel=call.channel if call else "",
+        uniqueid=call.uniqueid if call else "",
+        linkedid=call.linkedid if call else "",
+        caller=context.caller.number if context.caller else "",
+        did=context.did or "",
+        deadline=deadline,
+    )
 
 
 class _Asked:
@@ -159,8 +178,9 @@ class _Asked:
 
     __slots__ = ("_context", "_deadline", "_request")
 
-    def __init__(self, context: Context, deadline: float | None,
-                 request: RequestInfo | None) -> None:
+    def __init__(
+        self, context: Context, deadline: float | None, request: RequestInfo | None
+    ) -> None:
         self._context = context
         self._deadline = deadline
         self._request = request
@@ -171,21 +191,30 @@ class _Asked:
         return self._request
 
 
-def _names(context: Context, registry: Registry,
-           lists: Mapping[str, frozenset[str]]) -> dict[str, object]:
+def _names(
+    context: Context, registry: Registry, lists: Mapping[str, frozenset[str]]
+) -> dict[str, object]:
     names = context.names()
     names["lists"] = lists
     zone = registry.timezone
     if zone is not None and context.now.tzinfo is not zone:
-        names["now"] = context.now.astimezone(zone) if context.now.tzinfo else \
-            context.now.replace(tzinfo=zone)
+        names["now"] = (
+            context.now.astimezone(zone) if context.now.tzinfo else context.now.replace(tzinfo=zone)
+        )
     return names
 
 
-async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
-                    registry: Registry, lookups: Mapping[str, LookupFn] | None,
-                    deadline: float | None, memo: _Memo, trace: Trace,
-                    asked: _Asked) -> RuleTrace:
+async def _run_rule(
+    rule: Rule,
+    evaluator: Evaluator,
+    names: dict[str, object],
+    registry: Registry,
+    lookups: Mapping[str, LookupFn] | None,
+    deadline: float | None,
+    memo: _Memo,
+    trace: Trace,
+    asked: _Asked,
+) -> RuleTrace:
     """Everything after a true ``if``: lookups, ``when``, rendering."""
     entry = RuleTrace(rule.name, rule.location, "false")
     stage = "lookup"
@@ -193,8 +222,9 @@ async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
         failed = False
         if rule.lookups:
             evaluator.names = dict(names)
-            failed = await _resolve(rule, evaluator, registry, lookups, deadline, memo,
-                                    entry, trace, asked)
+            failed = await _resolve(
+                rule, evaluator, registry, lookups, deadline, memo, entry, trace, asked
+            )
         stage = "when"
         if rule.when is not None and not evaluator.evaluate(rule.when):
             entry.status = "lookup_failed" if failed else "false"
@@ -216,17 +246,26 @@ async def _run_rule(rule: Rule, evaluator: Evaluator, names: dict[str, object],
     return entry
 
 
-async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
-                   lookups: Mapping[str, LookupFn] | None, deadline: float | None,
-                   memo: _Memo, entry: RuleTrace, trace: Trace, asked: _Asked) -> bool:
+async def _resolve(
+    rule: Rule,
+    evaluator: Evaluator,
+    registry: Registry,
+    lookups: Mapping[str, LookupFn] | None,
+    deadline: float | None,
+    memo: _Memo,
+    entry: RuleTrace,
+    trace: Trace,
+    asked: _Asked,
+) -> bool:
     """Resolves the rule's lookups in order; returns True if any failed."""
     failed = False
     scope = evaluator.names
     for lookup in rule.lookups:
         args = tuple(evaluator.evaluate(a) for a in lookup.args)
         kwargs = tuple((k, evaluator.evaluate(v)) for k, v in lookup.kwargs)
-        record = LookupTrace(lookup.name, _describe(lookup.lookup, args, kwargs),
-                             lookup=lookup.lookup)
+        record = LookupTrace(
+            lookup.name, _describe(lookup.lookup, args, kwargs), lookup=lookup.lookup
+        )
         key: tuple[Any, ...] = (lookup.lookup, args, kwargs)
         try:
             hit = memo.get(key)
@@ -237,7 +276,8 @@ async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
             record.reused = True
         else:
             record.value, record.error, hit_deadline = await _call_lookup(
-                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record, asked)
+                lookup.lookup, args, dict(kwargs), registry, lookups, deadline, record, asked
+            )
             trace.deadline_hit = trace.deadline_hit or hit_deadline
             if key:
                 memo[key] = (record.value, record.error)
@@ -247,10 +287,16 @@ async def _resolve(rule: Rule, evaluator: Evaluator, registry: Registry,
     return failed
 
 
-async def _call_lookup(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       registry: Registry, lookups: Mapping[str, LookupFn] | None,
-                       deadline: float | None, record: LookupTrace,
-                       asked: _Asked) -> tuple[Any, str | None, bool]:
+async def _call_lookup(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    registry: Registry,
+    lookups: Mapping[str, LookupFn] | None,
+    deadline: float | None,
+    record: LookupTrace,
+    asked: _Asked,
+) -> tuple[Any, str | None, bool]:
     """(value, error, deadline passed); the value is None whenever there is an error."""
     func = lookups.get(name) if lookups is not None and name in lookups else None
     if func is not None:
@@ -302,19 +348,26 @@ def _render(action: CompiledAction, evaluator: Evaluator, rule: str) -> Action:
             continue
         spec = action.spec.param(key)
         if spec is not None and spec.type == "int" and not text.strip().lstrip("-").isdigit():
-            raise _Rejected(f"action {action.kind!r}: parameter {key!r} is {text!r}, "
-                            "not an integer")
+            raise _Rejected(
+                f"action {action.kind!r}: parameter {key!r} is {text!r}, not an integer"
+            )
         params[key] = text
     for spec in action.spec.params:
         if spec.required and not params.get(spec.name):
             source = dict(action.params).get(spec.name)
-            shown = f" ({source.source!r} gave nothing)" if source is not None and \
-                not isinstance(source, str) else ""
+            shown = (
+                f" ({source.source!r} gave nothing)"
+                if source is not None and not isinstance(source, str)
+                else ""
+            )
             raise _Rejected(f"action {action.kind!r}: parameter {spec.name!r} is empty{shown}")
     if action.spec.rendered is not None:
         # Only what a template filled in: values written in the file were checked at load.
-        filled = {key: params[key] for key, value in action.params
-                  if not isinstance(value, str) and key in params}
+        filled = {
+            key: params[key]
+            for key, value in action.params
+            if not isinstance(value, str) and key in params
+        }
         try:
             action.spec.rendered(filled)
         except ValueError as exc:  # e.g. a lookup's extension that is not a safe location

@@ -64,13 +64,49 @@ class ExpressionError(ValueError):
         self.line = line
 
 
-_ALLOWED: frozenset[type[ast.AST]] = frozenset({
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
-    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
-    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
-    ast.Is, ast.IsNot, ast.IfExp, ast.Call, ast.keyword, ast.Name, ast.Load, ast.Attribute,
-    ast.Subscript, ast.Slice, ast.Constant, ast.Tuple, ast.List, ast.Set,
-})
+_ALLOWED: frozenset[type[ast.AST]] = frozenset(
+    {
+        ast.Expression,
+        ast.BoolOp,
+        ast.And,
+        ast.Or,
+        ast.UnaryOp,
+        ast.Not,
+        ast.USub,
+        ast.UAdd,
+        ast.BinOp,
+        ast.Add,
+        ast.Sub,
+        ast.Mult,
+        ast.Div,
+        ast.FloorDiv,
+        ast.Mod,
+        ast.Pow,
+        ast.Compare,
+        ast.Eq,
+        ast.NotEq,
+        ast.Lt,
+        ast.LtE,
+        ast.Gt,
+        ast.GtE,
+        ast.In,
+        ast.NotIn,
+        ast.Is,
+        ast.IsNot,
+        ast.IfExp,
+        ast.Call,
+        ast.keyword,
+        ast.Name,
+        ast.Load,
+        ast.Attribute,
+        ast.Subscript,
+        ast.Slice,
+        ast.Constant,
+        ast.Tuple,
+        ast.List,
+        ast.Set,
+    }
+)
 
 _REFUSED: Mapping[type[ast.AST], str] = {
     ast.Lambda: "lambda",
@@ -78,7 +114,7 @@ _REFUSED: Mapping[type[ast.AST], str] = {
     ast.SetComp: "comprehensions",
     ast.DictComp: "comprehensions",
     ast.GeneratorExp: "comprehensions",
-    ast.JoinedStr: "f-strings (use \"{...}\" templates in action parameters)",
+    ast.JoinedStr: 'f-strings (use "{...}" templates in action parameters)',
     ast.NamedExpr: "':=' assignments",
     ast.Await: "await",
     ast.Starred: "'*' unpacking",
@@ -117,12 +153,15 @@ def _check_shape(tree: ast.AST) -> None:
             count += 1
             depth += 1
             if depth > MAX_EXPRESSION_DEPTH:
-                raise ExpressionError(f"expression nested deeper than {MAX_EXPRESSION_DEPTH} "
-                                      "levels (each operator in a chain like a + b + c "
-                                      "is one level)")
+                raise ExpressionError(
+                    f"expression nested deeper than {MAX_EXPRESSION_DEPTH} "
+                    "levels (each operator in a chain like a + b + c "
+                    "is one level)"
+                )
             if count > MAX_EXPRESSION_NODES:
-                raise ExpressionError(f"expression has more than {MAX_EXPRESSION_NODES} "
-                                      "values and operations")
+                raise ExpressionError(
+                    f"expression has more than {MAX_EXPRESSION_NODES} values and operations"
+                )
         stack.extend((child, depth) for child in ast.iter_child_nodes(node))
 
 
@@ -135,8 +174,11 @@ def _check_tree(tree: ast.AST) -> None:
             what = _REFUSED.get(kind, kind.__name__)
             raise ExpressionError(f"{what} not allowed", getattr(node, "lineno", 1))
     for node in nodes:
-        name = node.id if isinstance(node, ast.Name) else (
-            node.attr if isinstance(node, ast.Attribute) else None)
+        name = (
+            node.id
+            if isinstance(node, ast.Name)
+            else (node.attr if isinstance(node, ast.Attribute) else None)
+        )
         if name is not None and name.startswith("_"):
             raise ExpressionError(f"names starting with '_' are not allowed ({name!r})")
         if isinstance(node, ast.Call) and not isinstance(node.func, ast.Name | ast.Attribute):
@@ -221,7 +263,7 @@ class Template:
                 if text:
                     parts.append("".join(text))
                     text = []
-                parts.append(Expression.parse(source[i + 1:end]))
+                parts.append(Expression.parse(source[i + 1 : end]))
                 i = end + 1
             else:
                 text.append(ch)
@@ -292,7 +334,8 @@ def _constant_literal(node: ast.AST) -> bool:
     """``("7495...", "7499...")`` needs no check per call (the common ``did in
     (...)`` stays cheap): its size is bounded by MAX_EXPRESSION < MAX_STRING."""
     return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(
-        isinstance(item, ast.Constant) for item in node.elts)
+        isinstance(item, ast.Constant) for item in node.elts
+    )
 
 
 def _pow(a: Any, b: Any) -> Any:
@@ -310,12 +353,26 @@ def _not_contains(item: Any, container: Any) -> bool:
 
 
 OPERATORS: Mapping[type[ast.AST], Callable[..., Any]] = {
-    ast.Add: _add, ast.Sub: _sub, ast.Mult: _mult, ast.Pow: _pow,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: _mod,
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: _contains, ast.NotIn: _not_contains,
-    ast.Is: operator.is_, ast.IsNot: operator.is_not, ast.Not: operator.not_,
-    ast.USub: operator.neg, ast.UAdd: operator.pos,
+    ast.Add: _add,
+    ast.Sub: _sub,
+    ast.Mult: _mult,
+    ast.Pow: _pow,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: _mod,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: _contains,
+    ast.NotIn: _not_contains,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+    ast.Not: operator.not_,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
 }
 
 
@@ -328,8 +385,9 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
     dispatch table below is built once per class instead.
     """
 
-    def __init__(self, context: Context, names: dict[str, object],
-                 functions: Mapping[str, FunctionSpec]) -> None:
+    def __init__(
+        self, context: Context, names: dict[str, object], functions: Mapping[str, FunctionSpec]
+    ) -> None:
         self.context = context
         self.names = names
         self.functions = functions
@@ -457,6 +515,7 @@ _DISPATCH: Mapping[type[ast.AST], Callable[[Evaluator, Any], Any]] = {
 # only, and + - * ** keep their size bounds. Anything the rewrite does not
 # cover keeps the tree walker.
 
+
 class _Unsupported(Exception):
     pass
 
@@ -488,8 +547,13 @@ def _item(container: Any, key: Any) -> Any:
     raise FeatureNotAvailable(f"cannot index a {type(container).__name__}")
 
 
-def _call(functions: Mapping[str, FunctionSpec], context: Context, name: str,
-          args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call(
+    functions: Mapping[str, FunctionSpec],
+    context: Context,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     spec = functions[name]
     if spec.pass_context:
         return _bounded(spec.func(context, *args, **kwargs))
@@ -497,12 +561,26 @@ def _call(functions: Mapping[str, FunctionSpec], context: Context, name: str,
 
 
 _HELPERS: dict[str, Any] = {
-    "__builtins__": {}, "_attr": _attr, "_item": _item, "_call": _call, "_slice": slice,
-    "_add": _add, "_sub": _sub, "_mult": _mult, "_pow": _pow, "_mod": _mod,
-    "_in": _contains, "_not_in": _not_contains, "_collection": _collection,
+    "__builtins__": {},
+    "_attr": _attr,
+    "_item": _item,
+    "_call": _call,
+    "_slice": slice,
+    "_add": _add,
+    "_sub": _sub,
+    "_mult": _mult,
+    "_pow": _pow,
+    "_mod": _mod,
+    "_in": _contains,
+    "_not_in": _not_contains,
+    "_collection": _collection,
 }
 _BOUNDED_OPS: Mapping[type[ast.AST], str] = {
-    ast.Add: "_add", ast.Sub: "_sub", ast.Mult: "_mult", ast.Pow: "_pow", ast.Mod: "_mod",
+    ast.Add: "_add",
+    ast.Sub: "_sub",
+    ast.Mult: "_mult",
+    ast.Pow: "_pow",
+    ast.Mod: "_mod",
 }
 
 
@@ -520,8 +598,10 @@ class _Lower(ast.NodeTransformer):
     def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
         key = node.slice
         if isinstance(key, ast.Slice):
-            parts = [self.visit(p) if p is not None else ast.Constant(None)
-                     for p in (key.lower, key.upper, key.step)]
+            parts = [
+                self.visit(p) if p is not None else ast.Constant(None)
+                for p in (key.lower, key.upper, key.step)
+            ]
             index: ast.expr = _helper("_slice", *parts)
         else:
             index = self.visit(key)
@@ -531,10 +611,18 @@ class _Lower(ast.NodeTransformer):
         if not isinstance(node.func, ast.Name) or any(k.arg is None for k in node.keywords):
             raise _Unsupported
         args = ast.Tuple([self.visit(a) for a in node.args], ast.Load())
-        kwargs = ast.Dict([ast.Constant(k.arg) for k in node.keywords],
-                          [self.visit(k.value) for k in node.keywords])
-        return _helper("_call", ast.Name("_f", ast.Load()), ast.Name("_c", ast.Load()),
-                       ast.Constant(node.func.id), args, kwargs)
+        kwargs = ast.Dict(
+            [ast.Constant(k.arg) for k in node.keywords],
+            [self.visit(k.value) for k in node.keywords],
+        )
+        return _helper(
+            "_call",
+            ast.Name("_f", ast.Load()),
+            ast.Name("_c", ast.Load()),
+            ast.Constant(node.func.id),
+            args,
+            kwargs,
+        )
 
     def _collection(self, node: ast.List | ast.Tuple | ast.Set) -> ast.expr:
         if _constant_literal(node):
@@ -553,16 +641,18 @@ class _Lower(ast.NodeTransformer):
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
         membership = [isinstance(op, ast.In | ast.NotIn) for op in node.ops]
         if not any(membership):
-            return ast.Compare(self.visit(node.left), node.ops,
-                               [self.visit(c) for c in node.comparators])
+            return ast.Compare(
+                self.visit(node.left), node.ops, [self.visit(c) for c in node.comparators]
+            )
         if len(node.ops) != 1:
             raise _Unsupported  # 'a < b in c': rare, left to the tree walker
         name = "_in" if isinstance(node.ops[0], ast.In) else "_not_in"
         return _helper(name, self.visit(node.left), self.visit(node.comparators[0]))
 
 
-def lower(tree: ast.expr) -> Callable[[dict[str, object], Context, Mapping[str, FunctionSpec]],
-                                      Any] | None:
+def lower(
+    tree: ast.expr,
+) -> Callable[[dict[str, object], Context, Mapping[str, FunctionSpec]], Any] | None:
     """The checked tree as a compiled ``lambda names, context, functions: ...``,
     or None when it uses something only the tree walker handles."""
     import copy
@@ -571,10 +661,16 @@ def lower(tree: ast.expr) -> Callable[[dict[str, object], Context, Mapping[str, 
         body = _Lower().visit(copy.deepcopy(tree))
     except _Unsupported:
         return None
-    params = ast.arguments(posonlyargs=[], args=[ast.arg("_n"), ast.arg("_c"), ast.arg("_f")],
-                           kwonlyargs=[], kw_defaults=[], defaults=[])
+    params = ast.arguments(
+        posonlyargs=[],
+        args=[ast.arg("_n"), ast.arg("_c"), ast.arg("_f")],
+        kwonlyargs=[],
+        kw_defaults=[],
+        defaults=[],
+    )
     module = ast.Expression(ast.Lambda(params, body))
     ast.fix_missing_locations(module)
     function: Callable[[dict[str, object], Context, Mapping[str, FunctionSpec]], Any] = eval(
-        compile(module, "<rule expression>", "eval"), dict(_HELPERS))
+        compile(module, "<rule expression>", "eval"), dict(_HELPERS)
+    )
     return function

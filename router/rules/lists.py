@@ -32,22 +32,28 @@ def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
     shown = display_path(spec.path)
     try:
         if spec.path.exists() and not spec.path.is_file():  # a FIFO would block, a device never end
-            raise RuleValidationError(f"list {spec.name!r}: {shown} is not a regular file",
-                                      file=spec.file, line=spec.line)
+            raise RuleValidationError(
+                f"list {spec.name!r}: {shown} is not a regular file", file=spec.file, line=spec.line
+            )
         with spec.path.open("rb") as stream:
             data = stream.read(MAX_LIST_FILE_BYTES + 1)
         if len(data) > MAX_LIST_FILE_BYTES:
-            raise RuleValidationError(f"list {spec.name!r}: {shown} is bigger than "
-                                      f"{MAX_LIST_FILE_BYTES} bytes", file=spec.file,
-                                      line=spec.line)
+            raise RuleValidationError(
+                f"list {spec.name!r}: {shown} is bigger than {MAX_LIST_FILE_BYTES} bytes",
+                file=spec.file,
+                line=spec.line,
+            )
         text = data.decode("utf-8")
     except OSError as exc:
-        raise RuleValidationError(f"list {spec.name!r}: cannot read {shown}: "
-                                  f"{exc.strerror or exc}", file=spec.file,
-                                  line=spec.line) from None
+        raise RuleValidationError(
+            f"list {spec.name!r}: cannot read {shown}: {exc.strerror or exc}",
+            file=spec.file,
+            line=spec.line,
+        ) from None
     except UnicodeDecodeError:
-        raise RuleValidationError(f"list {spec.name!r}: {shown} is not UTF-8 text",
-                                  file=spec.file, line=spec.line) from None
+        raise RuleValidationError(
+            f"list {spec.name!r}: {shown} is not UTF-8 text", file=spec.file, line=spec.line
+        ) from None
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
@@ -84,10 +90,12 @@ def load_list(spec: ListSpec, normalize: Callable[[str], str]) -> frozenset[str]
                 value = entry
         except ValueError:
             what = "a phone number" if spec.type == "numbers" else "a date (YYYY-MM-DD or MM-DD)"
-            raise RuleValidationError(f"list {spec.name!r}: not {what}: {entry!r}",
-                                      file=file, line=line) from None
+            raise RuleValidationError(
+                f"list {spec.name!r}: not {what}: {entry!r}", file=file, line=line
+            ) from None
         items.add(value)
         if len(items) > MAX_LIST_ITEMS:
-            raise RuleValidationError(f"list {spec.name!r}: more than {MAX_LIST_ITEMS} items",
-                                      file=file, line=line)
+            raise RuleValidationError(
+                f"list {spec.name!r}: more than {MAX_LIST_ITEMS} items", file=file, line=line
+            )
     return frozenset(items)

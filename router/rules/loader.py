@@ -18,8 +18,16 @@ import yaml
 
 from router.errors import RuleValidationError
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "Node", "RuleFile", "discover",
-           "load_file", "parse_text"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "Node",
+    "RuleFile",
+    "discover",
+    "load_file",
+    "parse_text",
+]
 
 #: Rule files bigger than this are refused: a rule file is edited by hand.
 MAX_FILE_BYTES = 1_000_000
@@ -33,8 +41,7 @@ MAX_DEPTH = 40
 #: fair way to keep a number as text. Every other tag would be silently ignored
 #: (mappings) or mean a constructor we do not want, so it is an error.
 _STANDARD = "tag:yaml.org,2002:"
-_SCALAR_TAGS = frozenset(f"{_STANDARD}{name}" for name in
-                         ("str", "int", "float", "bool", "null"))
+_SCALAR_TAGS = frozenset(f"{_STANDARD}{name}" for name in ("str", "int", "float", "bool", "null"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +110,9 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader, file: str) -> Node:
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise RuleValidationError("mapping keys must be plain words", file=file,
-                                          line=key_line)
+                raise RuleValidationError(
+                    "mapping keys must be plain words", file=file, line=key_line
+                )
             key = str(key_node.value)
             if key in items:
                 raise RuleValidationError(f"duplicate key {key!r}", file=file, line=key_line)
@@ -137,34 +145,38 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def _refuse(self, message: str, event: yaml.Event) -> RuleValidationError:
         mark = event.start_mark
-        return RuleValidationError(message, file=self.file,
-                                   line=mark.line + 1 if mark is not None else 0)
+        return RuleValidationError(
+            message, file=self.file, line=mark.line + 1 if mark is not None else 0
+        )
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
-            raise self._refuse(f"YAML aliases are not allowed (*{event.anchor}): "
-                               "write the value out", event)
+            raise self._refuse(
+                f"YAML aliases are not allowed (*{event.anchor}): write the value out", event
+            )
         tag = getattr(event, "tag", None)
         if tag is not None:
             shown = tag.replace(_STANDARD, "!!", 1) if tag.startswith(_STANDARD) else tag
             if not isinstance(event, yaml.ScalarEvent):
-                raise self._refuse(f"YAML tag {shown} is not allowed on a mapping or list",
-                                   event)
+                raise self._refuse(f"YAML tag {shown} is not allowed on a mapping or list", event)
             if tag not in _SCALAR_TAGS:
-                raise self._refuse(f"YAML tag {shown} is not allowed (only !!str, !!int, "
-                                   "!!float, !!bool and !!null)", event)
+                raise self._refuse(
+                    f"YAML tag {shown} is not allowed (only !!str, !!int, "
+                    "!!float, !!bool and !!null)",
+                    event,
+                )
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            raise self._refuse(f"YAML anchors are not allowed (&{anchor}): "
-                               "rule files do not share values", event)
+            raise self._refuse(
+                f"YAML anchors are not allowed (&{anchor}): rule files do not share values", event
+            )
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise self._refuse(f"too many YAML values (more than {MAX_NODES})", event)
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self._refuse(f"lists and mappings nested deeper than {MAX_DEPTH} levels",
-                               event)
+            raise self._refuse(f"lists and mappings nested deeper than {MAX_DEPTH} levels", event)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -181,8 +193,7 @@ def parse_text(text: str, file: str) -> Node | None:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         problem = exc.problem or exc.context or "invalid YAML"
-        raise RuleValidationError(f"YAML syntax error: {problem}", file=file,
-                                  line=line) from None
+        raise RuleValidationError(f"YAML syntax error: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise RuleValidationError(f"YAML error: {exc}", file=file) from None
     finally:
@@ -211,8 +222,9 @@ def load_file(path: Path) -> RuleFile:
             raise RuleValidationError(f"file is too big ({size} bytes)", file=display)
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RuleValidationError(f"cannot read rule file: {exc.strerror or exc}",
-                                  file=display) from None
+        raise RuleValidationError(
+            f"cannot read rule file: {exc.strerror or exc}", file=display
+        ) from None
     except UnicodeDecodeError:
         raise RuleValidationError("rule file is not UTF-8 text", file=display) from None
     return RuleFile(path, display, parse_text(text, display))

@@ -62,9 +62,9 @@ class Rule:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", f"{self.file}:{self.line}")
-        object.__setattr__(self, "false_if_trace",
-                           RuleTrace(self.name, self.location, "false", "if"))
-
+        object.__setattr__(
+            self, "false_if_trace", RuleTrace(self.name, self.location, "false", "if")
+        )
 
     @property
     def sort_key(self) -> tuple[int, int]:

@@ -159,8 +159,10 @@ def wants_request(func: Callable[..., Any]) -> bool:
         param = inspect.signature(func).parameters.get(REQUEST_PARAM)
     except (TypeError, ValueError):  # a builtin without a signature takes no request
         return False
-    return param is not None and param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                inspect.Parameter.KEYWORD_ONLY)
+    return param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def _signature(func: Callable[..., Any], skip_first: bool) -> inspect.Signature:
@@ -193,18 +195,35 @@ class Registry:
     is_internal_number: Callable[[str], bool] = lambda _number: False
     timezone: tzinfo | None = None
 
-    def add_function(self, name: str, func: Callable[..., Any], *, doc: str | None = None,
-                     pass_context: bool = False, check: ArgCheck | None = None) -> None:
+    def add_function(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        doc: str | None = None,
+        pass_context: bool = False,
+        check: ArgCheck | None = None,
+    ) -> None:
         if not _PLAIN.match(name):
             raise ValueError(f"function name {name!r} must be a plain identifier")
         self._unique(name)
         self.functions[name] = FunctionSpec(
-            name, func, _signature(func, pass_context), _first_line(doc or func.__doc__),
-            pass_context, check)
+            name,
+            func,
+            _signature(func, pass_context),
+            _first_line(doc or func.__doc__),
+            pass_context,
+            check,
+        )
 
-    def add_lookup(self, name: str, func: LookupFn | None = None, *,
-                   signature: Callable[..., Any] | inspect.Signature | None = None,
-                   doc: str | None = None) -> None:
+    def add_lookup(
+        self,
+        name: str,
+        func: LookupFn | None = None,
+        *,
+        signature: Callable[..., Any] | inspect.Signature | None = None,
+        doc: str | None = None,
+    ) -> None:
         """Registers an async lookup; ``signature`` may be a stub function.
 
         A ``request`` parameter is not the rule's to give: the rule engine
@@ -217,11 +236,13 @@ class Registry:
         if shape is None:
             raise ValueError(f"lookup {name!r} needs a function or a signature")
         sig = shape if isinstance(shape, inspect.Signature) else inspect.signature(shape)
-        sig = sig.replace(parameters=[p for p in sig.parameters.values()
-                                      if p.name != REQUEST_PARAM])
+        sig = sig.replace(
+            parameters=[p for p in sig.parameters.values() if p.name != REQUEST_PARAM]
+        )
         text = doc or (None if isinstance(shape, inspect.Signature) else shape.__doc__)
-        self.lookups[name] = LookupSpec(name, sig, _first_line(text), func,
-                                        func is not None and wants_request(func))
+        self.lookups[name] = LookupSpec(
+            name, sig, _first_line(text), func, func is not None and wants_request(func)
+        )
 
     def add_action(self, spec: ActionSpec) -> None:
         if spec.name in self.actions:
@@ -239,8 +260,9 @@ class Registry:
         """Known AMI event names, so ``on: event Hangupp`` gets a did-you-mean."""
         self.event_names = None if names is None else frozenset(names)
 
-    def set_numbers(self, normalize: Callable[[str], str],
-                    is_internal: Callable[[str], bool]) -> None:
+    def set_numbers(
+        self, normalize: Callable[[str], str], is_internal: Callable[[str], bool]
+    ) -> None:
         """The number plan used for lists, ``caller.number`` and ``caller.internal``."""
         self.normalize_number = normalize
         self.is_internal_number = is_internal

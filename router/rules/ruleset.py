@@ -39,8 +39,7 @@ def _dids(rule: Rule) -> frozenset[str] | None:
     if rule.condition is None:
         return None
     tree = rule.condition.tree
-    tests = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) \
-        else [tree]
+    tests = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
     for test in tests:
         found = _did_test(test)
         if found is not None:
@@ -56,8 +55,7 @@ def _did_test(node: ast.expr) -> frozenset[str] | None:
         left, right = right, left
     if not (isinstance(left, ast.Name) and left.id == "did"):
         return None
-    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) \
-            and isinstance(right.value, str):
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
         return frozenset((right.value,))
     if isinstance(op, ast.In) and isinstance(right, ast.Tuple | ast.List | ast.Set):
         values = [e.value for e in right.elts if isinstance(e, ast.Constant)]
@@ -86,21 +84,35 @@ class RuleSet:
     _schedules: Mapping[str, Rule] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, rules: Iterable[Rule], lists: Mapping[str, frozenset[str]],
-              registry: Registry, errors: Sequence[RuleValidationError] = (),
-              fatal: bool = False) -> RuleSet:
+    def build(
+        cls,
+        rules: Iterable[Rule],
+        lists: Mapping[str, frozenset[str]],
+        registry: Registry,
+        errors: Sequence[RuleValidationError] = (),
+        fatal: bool = False,
+    ) -> RuleSet:
         ordered = tuple(sorted(rules, key=lambda r: r.sort_key))
         calls = [r for r in ordered if r.trigger.kind == "call"]
         keyed = {r.name: _dids(r) for r in calls}
         generic = tuple(r for r in calls if keyed[r.name] is None)
         all_dids = {d for dids in keyed.values() if dids for d in dids}
-        by_did = {did: tuple(r for r in calls if keyed[r.name] is None or did in (
-            keyed[r.name] or ())) for did in all_dids}
-        return cls(ordered, MappingProxyType(dict(lists)), registry, tuple(errors), fatal,
-                   generic, MappingProxyType(by_did),
-                   tuple(r for r in ordered if r.trigger.kind == "event"), {},
-                   MappingProxyType({r.name: r for r in ordered
-                                     if r.trigger.kind == "schedule"}))
+        by_did = {
+            did: tuple(r for r in calls if keyed[r.name] is None or did in (keyed[r.name] or ()))
+            for did in all_dids
+        }
+        return cls(
+            ordered,
+            MappingProxyType(dict(lists)),
+            registry,
+            tuple(errors),
+            fatal,
+            generic,
+            MappingProxyType(by_did),
+            tuple(r for r in ordered if r.trigger.kind == "event"),
+            {},
+            MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
+        )
 
     @classmethod
     def empty(cls, registry: Registry) -> RuleSet:
@@ -116,8 +128,7 @@ class RuleSet:
         asks for every event, so this must cost a dict lookup, not a context."""
         cached = self._event_cache.get(name)
         if cached is None:
-            cached = tuple(r for r in self._events
-                           if fnmatch.fnmatchcase(name, r.trigger.pattern))
+            cached = tuple(r for r in self._events if fnmatch.fnmatchcase(name, r.trigger.pattern))
             if len(self._event_cache) < _EVENT_CACHE_LIMIT:
                 self._event_cache[name] = cached
         return cached
@@ -138,28 +149,49 @@ class RuleSet:
         rule = self._schedules.get(context.rule or "")
         return (rule,) if rule is not None else ()
 
-    async def evaluate(self, context: Context, *, deadline: float | None = None,
-                       lookups: Mapping[str, LookupFn] | None = None,
-                       explain: bool = False, request: RequestInfo | None = None) -> Outcome:
+    async def evaluate(
+        self,
+        context: Context,
+        *,
+        deadline: float | None = None,
+        lookups: Mapping[str, LookupFn] | None = None,
+        explain: bool = False,
+        request: RequestInfo | None = None,
+    ) -> Outcome:
         """Evaluates one trigger firing; never raises for a rule's sake."""
-        return await evaluate_rules(self.rules_for(context), context, self.registry,
-                                    self.lists, deadline=deadline, lookups=lookups,
-                                    explain=explain, request=request)
+        return await evaluate_rules(
+            self.rules_for(context),
+            context,
+            self.registry,
+            self.lists,
+            deadline=deadline,
+            lookups=lookups,
+            explain=explain,
+            request=request,
+        )
 
     def may_ask(self, context: Context, lookup: str) -> bool:
         """Could routing ``context`` ask ``lookup``? (:func:`~router.rules.evaluate.may_ask`)"""
         return may_ask(self.rules_for(context), context, self.registry, self.lists, lookup)
 
 
-def call_context(registry: Registry, caller: str, did: str, *, caller_name: str = "",
-                 call: CallInfo | None = None, now: datetime | None = None) -> Context:
+def call_context(
+    registry: Registry,
+    caller: str,
+    did: str,
+    *,
+    caller_name: str = "",
+    call: CallInfo | None = None,
+    now: datetime | None = None,
+) -> Context:
     """A call's context with numbers normalized by the registry's number plan.
 
     The engine and ``explain`` both build contexts here, so ``caller.number``
     is normalized exactly like the numbers in lists.
     """
-    person = Caller(registry.normalize_number(caller), caller, caller_name,
-                    registry.is_internal_number(caller))
+    person = Caller(
+        registry.normalize_number(caller), caller, caller_name, registry.is_internal_number(caller)
+    )
     return Context.for_call(person, registry.normalize_number(did), call=call, now=now)
 
 
@@ -192,9 +224,13 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
             for item in checked.lists:
                 first = list_specs.get(item.name)
                 if first is not None:
-                    errors.append(RuleValidationError(
-                        f"list {item.name!r} is already defined at {first.file}:{first.line}",
-                        file=item.file, line=item.line))
+                    errors.append(
+                        RuleValidationError(
+                            f"list {item.name!r} is already defined at {first.file}:{first.line}",
+                            file=item.file,
+                            line=item.line,
+                        )
+                    )
                 else:
                     list_specs[item.name] = item
             rule_specs.extend(checked.rules)
@@ -213,9 +249,14 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
     for order, spec in enumerate(rule_specs):
         first_rule = seen.get(spec.name)
         if first_rule is not None:
-            errors.append(RuleValidationError(
-                f"duplicate rule name (first defined at {first_rule.file}:{first_rule.line})",
-                file=spec.file, line=spec.line, rule=spec.name))
+            errors.append(
+                RuleValidationError(
+                    f"duplicate rule name (first defined at {first_rule.file}:{first_rule.line})",
+                    file=spec.file,
+                    line=spec.line,
+                    rule=spec.name,
+                )
+            )
             continue
         seen[spec.name] = spec
         try:
@@ -229,11 +270,16 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
     return RuleSet.build(rules, lists, registry, errors, fatal)
 
 
-def _internal_error(exc: Exception, file: str, line: int,
-                    rule: str | None = None) -> RuleValidationError:
+def _internal_error(
+    exc: Exception, file: str, line: int, rule: str | None = None
+) -> RuleValidationError:
     """``callrouter check`` and a reload never end in a traceback over a rule file."""
-    return RuleValidationError(f"cannot load ({type(exc).__name__}: {exc}); please report "
-                               "this as a bug", file=file, line=line, rule=rule)
+    return RuleValidationError(
+        f"cannot load ({type(exc).__name__}: {exc}); please report this as a bug",
+        file=file,
+        line=line,
+        rule=rule,
+    )
 
 
 class RuleBook:
@@ -256,8 +302,15 @@ class RuleBook:
             self.current = candidate
         return candidate
 
-    async def evaluate(self, context: Context, *, deadline: float | None = None,
-                       lookups: Mapping[str, LookupFn] | None = None,
-                       explain: bool = False, request: RequestInfo | None = None) -> Outcome:
-        return await self.current.evaluate(context, deadline=deadline, lookups=lookups,
-                                           explain=explain, request=request)
+    async def evaluate(
+        self,
+        context: Context,
+        *,
+        deadline: float | None = None,
+        lookups: Mapping[str, LookupFn] | None = None,
+        explain: bool = False,
+        request: RequestInfo | None = None,
+    ) -> Outcome:
+        return await self.current.evaluate(
+            context, deadline=deadline, lookups=lookups, explain=explain, request=request
+        )

@@ -33,8 +33,19 @@ __all__ = [
 
 FORMAT_VERSION = 1
 TOP_KEYS = ("version", "lists", "rules")
-RULE_KEYS = ("name", "description", "priority", "enabled", "on", "schedule", "if", "lookup",
-             "when", "do", "continue")
+RULE_KEYS = (
+    "name",
+    "description",
+    "priority",
+    "enabled",
+    "on",
+    "schedule",
+    "if",
+    "lookup",
+    "when",
+    "do",
+    "continue",
+)
 LIST_KEYS = ("file", "items", "type")
 LIST_TYPES = ("numbers", "dates", "text")
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -107,8 +118,9 @@ class _Collector:
         self.errors: list[RuleValidationError] = []
 
     def add(self, message: str, line: int) -> None:
-        self.errors.append(RuleValidationError(self.prefix + message, file=self.file,
-                                               line=line, rule=self.rule))
+        self.errors.append(
+            RuleValidationError(self.prefix + message, file=self.file, line=line, rule=self.rule)
+        )
 
 
 def check_file(source: RuleFile, registry: Registry) -> FileSpec:
@@ -124,24 +136,27 @@ def check_file(source: RuleFile, registry: Registry) -> FileSpec:
     if root is None:
         return fatal(f"empty rule file (start it with 'version: {FORMAT_VERSION}')", 1)
     if not isinstance(root.value, dict):
-        return fatal(f"a rule file is a mapping with 'version', 'lists' and 'rules', "
-                     f"not a {root.kind}", root.line)
+        return fatal(
+            f"a rule file is a mapping with 'version', 'lists' and 'rules', not a {root.kind}",
+            root.line,
+        )
     top = root.mapping()
     for key in top:
         if key not in TOP_KEYS:
-            return fatal(f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}",
-                         root.key_lines[key])
+            return fatal(f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}", root.key_lines[key])
     version = top.get("version")
     if version is None:
         return fatal(f"missing 'version: {FORMAT_VERSION}' at the top of the file", root.line)
     if version.value != FORMAT_VERSION or isinstance(version.value, bool):
-        return fatal(f"unsupported rule format version {version.raw or version.kind} "
-                     f"(this callrouter reads version {FORMAT_VERSION})", version.line)
+        return fatal(
+            f"unsupported rule format version {version.raw or version.kind} "
+            f"(this callrouter reads version {FORMAT_VERSION})",
+            version.line,
+        )
     lists = top.get("lists")
     if lists is not None and lists.value is not None:
         if not isinstance(lists.value, dict):
-            return fatal(f"'lists' must be a mapping of list names, not a {lists.kind}",
-                         lists.line)
+            return fatal(f"'lists' must be a mapping of list names, not a {lists.kind}", lists.line)
         for name, node in lists.mapping().items():
             _check_list(name, node, lists.key_lines[name], source, spec)
     rules = top.get("rules")
@@ -157,8 +172,7 @@ def check_file(source: RuleFile, registry: Registry) -> FileSpec:
     return spec
 
 
-def _check_list(name: str, node: Node, key_line: int, source: RuleFile,
-                spec: FileSpec) -> None:
+def _check_list(name: str, node: Node, key_line: int, source: RuleFile, spec: FileSpec) -> None:
     out = _Collector(source.display, None, f"list {name!r}: ")
     if not IDENTIFIER.match(name):
         out.add("list names are letters, digits and '_', starting with a letter", key_line)
@@ -168,40 +182,53 @@ def _check_list(name: str, node: Node, key_line: int, source: RuleFile,
     if isinstance(value, dict):
         for key in value:
             if key not in LIST_KEYS:
-                out.add(f"unknown key {key!r}{did_you_mean(key, LIST_KEYS)}",
-                        node.key_lines[key])
+                out.add(f"unknown key {key!r}{did_you_mean(key, LIST_KEYS)}", node.key_lines[key])
         kind_node = value.get("type")
         if kind_node is not None:
             if kind_node.value not in LIST_TYPES:
-                out.add(f"unknown list type {kind_node.raw!r}"
-                        f"{did_you_mean(kind_node.raw, LIST_TYPES)}", kind_node.line)
+                out.add(
+                    f"unknown list type {kind_node.raw!r}{did_you_mean(kind_node.raw, LIST_TYPES)}",
+                    kind_node.line,
+                )
             else:
                 kind = str(kind_node.value)
         if ("file" in value) == ("items" in value):
             out.add("give either 'file' or 'items'", node.line)
-        value = value["file"].value if "file" in value else (
-            value["items"].value if "items" in value else None)
+        value = (
+            value["file"].value
+            if "file" in value
+            else (value["items"].value if "items" in value else None)
+        )
     if out.errors:
         spec.errors.extend(out.errors)
     elif isinstance(value, str):
         path = source.path.parent / value
         spec.lists.append(ListSpec(name, source.display, key_line, kind, path=path))
     elif isinstance(value, list):
-        bad = [item for item in value if isinstance(item, Node) and isinstance(
-            item.value, dict | list)]
+        bad = [
+            item for item in value if isinstance(item, Node) and isinstance(item.value, dict | list)
+        ]
         if bad:
             out.add("list items must be single values", bad[0].line)
             spec.errors.extend(out.errors)
         else:
-            spec.lists.append(ListSpec(name, source.display, key_line, kind,
-                                       items=tuple(n for n in value if isinstance(n, Node))))
+            spec.lists.append(
+                ListSpec(
+                    name,
+                    source.display,
+                    key_line,
+                    kind,
+                    items=tuple(n for n in value if isinstance(n, Node)),
+                )
+            )
     else:
         out.add(f"a list is a file path or a list of items, not a {node.kind}", node.line)
         spec.errors.extend(out.errors)
 
 
-def _check_rule(number: int, node: Node,
-                registry: Registry) -> RuleSpec | list[RuleValidationError]:
+def _check_rule(
+    number: int, node: Node, registry: Registry
+) -> RuleSpec | list[RuleValidationError]:
     if not isinstance(node.value, dict):
         out = _Collector(node.file, None, f"rule #{number}: ")
         out.add(f"a rule is a mapping with 'name', 'on' and 'do', not a {node.kind}", node.line)
@@ -209,8 +236,7 @@ def _check_rule(number: int, node: Node,
     keys = node.mapping()
     name_node = keys.get("name")
     name: str | None = None
-    if name_node is not None and isinstance(name_node.value, str) \
-            and _NAME.match(name_node.value):
+    if name_node is not None and isinstance(name_node.value, str) and _NAME.match(name_node.value):
         name = name_node.value
     out = _Collector(node.file, name, "" if name else f"rule #{number}: ")
     if name_node is None:
@@ -251,8 +277,19 @@ def _check_rule(number: int, node: Node,
         return []
     assert name is not None
     assert trigger is not None
-    return RuleSpec(name, node.file, node.line, trigger, actions, priority, condition,
-                    lookups, when, cont, description)
+    return RuleSpec(
+        name,
+        node.file,
+        node.line,
+        trigger,
+        actions,
+        priority,
+        condition,
+        lookups,
+        when,
+        cont,
+        description,
+    )
 
 
 def _boolean(keys: dict[str, Node], key: str, default: bool, out: _Collector) -> bool:
@@ -265,16 +302,19 @@ def _boolean(keys: dict[str, Node], key: str, default: bool, out: _Collector) ->
     return default
 
 
-def _trigger(keys: dict[str, Node], rule: Node, registry: Registry,
-             out: _Collector) -> TriggerSpec | None:
+def _trigger(
+    keys: dict[str, Node], rule: Node, registry: Registry, out: _Collector
+) -> TriggerSpec | None:
     on, schedule = keys.get("on"), keys.get("schedule")
     if on is not None and schedule is not None:
         out.add("use either 'on' or 'schedule', not both", rule.key_lines["schedule"])
         return None
     if schedule is not None:
         if not isinstance(schedule.value, str):
-            out.add(f"'schedule' must be a cron text like \"0 19 * * mon-fri\", "
-                    f"not a {schedule.kind}", schedule.line)
+            out.add(
+                f"'schedule' must be a cron text like \"0 19 * * mon-fri\", not a {schedule.kind}",
+                schedule.line,
+            )
             return None
         try:
             check_cron(schedule.value)
@@ -283,8 +323,10 @@ def _trigger(keys: dict[str, Node], rule: Node, registry: Registry,
             return None
         return TriggerSpec("schedule", schedule.value)
     if on is None:
-        out.add("missing trigger: add 'on: call', 'on: event <Name>' or 'schedule: \"<cron>\"'",
-                rule.line)
+        out.add(
+            "missing trigger: add 'on: call', 'on: event <Name>' or 'schedule: \"<cron>\"'",
+            rule.line,
+        )
         return None
     if not isinstance(on.value, str):
         out.add(f"'on' must be 'call' or 'event <Name>', not a {on.kind}", on.line)
@@ -306,8 +348,11 @@ def _trigger(keys: dict[str, Node], rule: Node, registry: Registry,
         out.add("'on: event' needs one event name or glob, like 'on: event Hangup'", on.line)
         return None
     first = words[0] if words else ""
-    out.add(f"unknown trigger {on.value!r}{did_you_mean(first, ('call', 'event'))}; "
-            "use 'call' or 'event <Name>'", on.line)
+    out.add(
+        f"unknown trigger {on.value!r}{did_you_mean(first, ('call', 'event'))}; "
+        "use 'call' or 'event <Name>'",
+        on.line,
+    )
     return None
 
 
@@ -333,18 +378,21 @@ def _lookups(keys: dict[str, Node], out: _Collector) -> list[tuple[str, Node]]:
     found: list[tuple[str, Node]] = []
     for name, value in node.mapping().items():
         if not IDENTIFIER.match(name):
-            out.add(f"lookup name {name!r} must be letters, digits and '_'",
-                    node.key_lines[name])
+            out.add(f"lookup name {name!r} must be letters, digits and '_'", node.key_lines[name])
         elif not isinstance(value.value, str):
-            out.add(f"lookup {name!r} must be a call like onec.responsible(caller.number), "
-                    f"not a {value.kind}", value.line)
+            out.add(
+                f"lookup {name!r} must be a call like onec.responsible(caller.number), "
+                f"not a {value.kind}",
+                value.line,
+            )
         else:
             found.append((name, value))
     return found
 
 
-def _actions(keys: dict[str, Node], rule: Node, registry: Registry,
-             out: _Collector) -> list[ActionDecl]:
+def _actions(
+    keys: dict[str, Node], rule: Node, registry: Registry, out: _Collector
+) -> list[ActionDecl]:
     node = keys.get("do")
     if node is None:
         out.add("missing required key 'do'", rule.line)
@@ -367,23 +415,29 @@ def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | Non
         kind, params_node = next(iter(item.mapping().items()))
     elif isinstance(item.value, dict):
         found = ", ".join(repr(k) for k in item.mapping())
-        out.add(f"an action is one key naming it, found {len(item.value)}: {found} "
-                "(start each action with its own '-')", item.line)
+        out.add(
+            f"an action is one key naming it, found {len(item.value)}: {found} "
+            "(start each action with its own '-')",
+            item.line,
+        )
         return None
     else:
         out.add(f"an action is a mapping like 'redirect: {{...}}', not a {item.kind}", item.line)
         return None
     spec = registry.actions.get(kind)
     if spec is None:
-        hint = did_you_mean(kind, registry.actions) or \
-            f"; known actions: {one_of(registry.actions)}"
+        hint = (
+            did_you_mean(kind, registry.actions) or f"; known actions: {one_of(registry.actions)}"
+        )
         out.add(f"unknown action {kind!r}{hint}", item.line)
         return None
     params: dict[str, Node] = {}
     if params_node is not None and params_node.value is not None:
         if not isinstance(params_node.value, dict):
-            out.add(f"action {kind!r} takes a mapping of parameters, not a {params_node.kind}",
-                    params_node.line)
+            out.add(
+                f"action {kind!r} takes a mapping of parameters, not a {params_node.kind}",
+                params_node.line,
+            )
             return None
         params = params_node.mapping()
     before = len(out.errors)
@@ -391,8 +445,7 @@ def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | Non
     return ActionDecl(kind, item.line, params) if len(out.errors) == before else None
 
 
-def _check_params(spec: ActionSpec, item: Node, params: dict[str, Node],
-                  out: _Collector) -> None:
+def _check_params(spec: ActionSpec, item: Node, params: dict[str, Node], out: _Collector) -> None:
     prefix = f"action {spec.name!r}: "
     values: dict[str, object] = {}
     for key, value in params.items():
@@ -402,19 +455,20 @@ def _check_params(spec: ActionSpec, item: Node, params: dict[str, Node],
             out.add(f"{prefix}unknown parameter {key!r}{did_you_mean(key, names)}", value.line)
             continue
         if isinstance(value.value, dict | list) or value.value is None:
-            out.add(f"{prefix}parameter {key!r} must be a single value, not a {value.kind}",
-                    value.line)
+            out.add(
+                f"{prefix}parameter {key!r} must be a single value, not a {value.kind}", value.line
+            )
             continue
         templated = isinstance(value.value, str) and "{" in value.value
         values[key] = value.value
         if param is None or templated:
             continue
         if param.type == "int" and not _is_int(value.value):
-            out.add(f"{prefix}parameter {key!r} must be an integer, not a {value.kind}",
-                    value.line)
+            out.add(f"{prefix}parameter {key!r} must be an integer, not a {value.kind}", value.line)
         elif param.type == "bool" and not isinstance(value.value, bool):
-            out.add(f"{prefix}parameter {key!r} must be true or false, not a {value.kind}",
-                    value.line)
+            out.add(
+                f"{prefix}parameter {key!r} must be true or false, not a {value.kind}", value.line
+            )
     for param in spec.params:
         if param.required and param.name not in params:
             out.add(f"{prefix}missing required parameter {param.name!r}", item.line)

@@ -40,8 +40,15 @@ class _Scope:
 
 
 class _Checker:
-    def __init__(self, spec_name: str, file: str, registry: Registry,
-                 lists: Collection[str], trigger: str, broken: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        spec_name: str,
+        file: str,
+        registry: Registry,
+        lists: Collection[str],
+        trigger: str,
+        broken: Collection[str] = (),
+    ) -> None:
         self.rule = spec_name
         self.broken = broken
         self.file = file
@@ -53,13 +60,12 @@ class _Checker:
         self.line = 0
 
     def error(self, message: str, line: int) -> None:
-        self.errors.append(RuleValidationError(message, file=self.file, line=line,
-                                               rule=self.rule))
+        self.errors.append(RuleValidationError(message, file=self.file, line=line, rule=self.rule))
 
-    def scope(self, place: str, lookups: Collection[str], later: Collection[str],
-              in_if: bool = False) -> _Scope:
-        return _Scope(place, self.trigger, self.base | frozenset(lookups), frozenset(later),
-                      in_if)
+    def scope(
+        self, place: str, lookups: Collection[str], later: Collection[str], in_if: bool = False
+    ) -> _Scope:
+        return _Scope(place, self.trigger, self.base | frozenset(lookups), frozenset(later), in_if)
 
     # --- parsing ---------------------------------------------------------------------
 
@@ -95,16 +101,20 @@ class _Checker:
         if name in self.registry.functions:
             self.error(f"function {name!r} must be called: {name}(...)", line)
         elif name in scope.later_lookups and scope.in_if:
-            self.error(f"lookup {name!r} is not resolved yet in 'if'; "
-                       "use it in 'when' or in actions", line)
+            self.error(
+                f"lookup {name!r} is not resolved yet in 'if'; use it in 'when' or in actions", line
+            )
         elif name in scope.later_lookups:
             self.error(f"lookup {name!r} is used before it is declared", line)
         elif name in _ALL_TRIGGER_NAMES:
             providers = [k for k, names in TRIGGER_NAMES.items() if name in names]
-            shown = " or ".join(f"'on: {k}'" if k != "schedule" else "'schedule'"
-                                for k in providers)
-            self.error(f"{name!r} is not available for {_trigger_text(self.trigger)} "
-                       f"(only for {shown})", line)
+            shown = " or ".join(
+                f"'on: {k}'" if k != "schedule" else "'schedule'" for k in providers
+            )
+            self.error(
+                f"{name!r} is not available for {_trigger_text(self.trigger)} (only for {shown})",
+                line,
+            )
         else:
             self.error(f"unknown name {name!r}{did_you_mean(name, scope.visible)}", line)
         return False
@@ -120,8 +130,9 @@ class _Checker:
             if node.attr in self.broken:
                 self.error(f"list {node.attr!r} is not available (it has errors)", self.line)
             elif node.attr not in self.lists:
-                self.error(f"unknown list {node.attr!r}{did_you_mean(node.attr, self.lists)}",
-                           self.line)
+                self.error(
+                    f"unknown list {node.attr!r}{did_you_mean(node.attr, self.lists)}", self.line
+                )
             return
         fields = FIELDS.get(root)
         if fields is None:
@@ -129,8 +140,10 @@ class _Checker:
         if not fields:
             self.error(f"{root!r} is a plain value and has no fields", self.line)
         elif node.attr not in fields:
-            self.error(f"unknown field {node.attr!r} of {root!r}"
-                       f"{did_you_mean(node.attr, fields)}", self.line)
+            self.error(
+                f"unknown field {node.attr!r} of {root!r}{did_you_mean(node.attr, fields)}",
+                self.line,
+            )
 
     def _call(self, node: ast.Call, scope: _Scope) -> None:
         registry = self.registry
@@ -138,30 +151,34 @@ class _Checker:
         for child in (*node.args, *(k.value for k in node.keywords)):
             self._visit(child, scope)
         if name is not None and name in registry.lookups:
-            self.error(f"{name!r} is a lookup: declare it under 'lookup:' "
-                       "and use the name you give it", self.line)
+            self.error(
+                f"{name!r} is a lookup: declare it under 'lookup:' and use the name you give it",
+                self.line,
+            )
             return
         if isinstance(node.func, ast.Attribute):
             assert name is None or "." in name
             root = name.split(".")[0] if name else ""
             if name is None or root in scope.visible:
-                self.error("method calls are not allowed; use a function such as match()",
-                           self.line)
+                self.error(
+                    "method calls are not allowed; use a function such as match()", self.line
+                )
             else:
                 options = [*registry.functions, *registry.lookups]
-                self.error(f"unknown function {name!r}{did_you_mean(name, options)}",
-                           self.line)
+                self.error(f"unknown function {name!r}{did_you_mean(name, options)}", self.line)
             return
         assert name is not None
         spec = registry.functions.get(name)
         if spec is None:
-            self.error(f"unknown function {name!r}{did_you_mean(name, registry.functions)}",
-                       self.line)
+            self.error(
+                f"unknown function {name!r}{did_you_mean(name, registry.functions)}", self.line
+            )
             return
         self._arguments(name, spec.signature, node, spec.check)
 
-    def _arguments(self, name: str, signature: inspect.Signature, node: ast.Call,
-                   check: object = None) -> None:
+    def _arguments(
+        self, name: str, signature: inspect.Signature, node: ast.Call, check: object = None
+    ) -> None:
         args = [_constant(a) for a in node.args]
         kwargs = {k.arg: _constant(k.value) for k in node.keywords if k.arg}
         try:
@@ -188,18 +205,22 @@ class _Checker:
         self.line = line
         target = dotted_name(tree.func) if isinstance(tree, ast.Call) else None
         if target is None:
-            self.error(f"lookup {name!r} must be a call of a lookup, "
-                       "like onec.responsible(caller.number)", line)
+            self.error(
+                f"lookup {name!r} must be a call of a lookup, like onec.responsible(caller.number)",
+                line,
+            )
             return None
         assert isinstance(tree, ast.Call)
         spec = self.registry.lookups.get(target)
         if spec is None:
             if target in self.registry.functions:
-                self.error(f"{target!r} is a function, not a lookup: use it in 'if' or 'when'",
-                           line)
+                self.error(
+                    f"{target!r} is a function, not a lookup: use it in 'if' or 'when'", line
+                )
             else:
-                self.error(f"unknown lookup {target!r}"
-                           f"{did_you_mean(target, self.registry.lookups)}", line)
+                self.error(
+                    f"unknown lookup {target!r}{did_you_mean(target, self.registry.lookups)}", line
+                )
             return None
         before = len(self.errors)
         for child in (*tree.args, *(k.value for k in tree.keywords)):
@@ -208,12 +229,14 @@ class _Checker:
         if len(self.errors) != before:
             return None
         args = tuple(Expression(ast.unparse(a), a) for a in tree.args)
-        kwargs = tuple((k.arg, Expression(ast.unparse(k.value), k.value))
-                       for k in tree.keywords if k.arg)
+        kwargs = tuple(
+            (k.arg, Expression(ast.unparse(k.value), k.value)) for k in tree.keywords if k.arg
+        )
         return CompiledLookup(name, target, args, kwargs, str(node.value), line)
 
-    def action(self, kind: str, line: int, params: Mapping[str, Node],
-               scope: _Scope) -> CompiledAction | None:
+    def action(
+        self, kind: str, line: int, params: Mapping[str, Node], scope: _Scope
+    ) -> CompiledAction | None:
         spec = self.registry.actions[kind]
         compiled: list[tuple[str, str | Template]] = []
         before = len(self.errors)
@@ -255,8 +278,13 @@ def _trigger_text(kind: str) -> str:
     return "'schedule' rules" if kind == "schedule" else f"'on: {kind}'"
 
 
-def compile_rule(spec: RuleSpec, registry: Registry, lists: Collection[str], order: int,
-                 broken: Collection[str] = ()) -> Rule | list[RuleValidationError]:
+def compile_rule(
+    spec: RuleSpec,
+    registry: Registry,
+    lists: Collection[str],
+    order: int,
+    broken: Collection[str] = (),
+) -> Rule | list[RuleValidationError]:
     """Checks every expression of a shape-valid rule and compiles it.
 
     ``broken`` names lists that failed to load, for a clearer message than
@@ -269,13 +297,15 @@ def compile_rule(spec: RuleSpec, registry: Registry, lists: Collection[str], ord
     if spec.condition is not None:
         condition = checker.parse(spec.condition, "'if'")
         if condition is not None:
-            checker.check(condition.tree, checker.scope("'if'", (), lookup_names, in_if=True),
-                          _line(spec.condition))
+            checker.check(
+                condition.tree,
+                checker.scope("'if'", (), lookup_names, in_if=True),
+                _line(spec.condition),
+            )
 
     lookups: list[CompiledLookup] = []
     for index, (name, node) in enumerate(spec.lookups):
-        scope = checker.scope(f"lookup {name!r}", lookup_names[:index],
-                              lookup_names[index:])
+        scope = checker.scope(f"lookup {name!r}", lookup_names[:index], lookup_names[index:])
         compiled = checker.lookup(name, node, scope)
         if compiled is not None:
             lookups.append(compiled)
@@ -290,6 +320,17 @@ def compile_rule(spec: RuleSpec, registry: Registry, lists: Collection[str], ord
     actions = [checker.action(a.kind, a.line, a.params, full) for a in spec.actions]
     if checker.errors:
         return checker.errors
-    return Rule(spec.name, spec.file, spec.line, spec.trigger, spec.priority, order,
-                condition, tuple(lookups), when, tuple(a for a in actions if a is not None),
-                spec.cont, spec.description)
+    return Rule(
+        spec.name,
+        spec.file,
+        spec.line,
+        spec.trigger,
+        spec.priority,
+        order,
+        condition,
+        tuple(lookups),
+        when,
+        tuple(a for a in actions if a is not None),
+        spec.cont,
+        spec.description,
+    )

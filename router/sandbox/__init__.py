@@ -136,8 +136,11 @@ def ensure_rootfs(cache_dir: Path | None = None, *, quiet: bool = False) -> Path
         if tmp.exists():
             shutil.rmtree(tmp)
         if not quiet:
-            print(f"provisioning Asterisk into {root} (debootstrap, about a minute)...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"provisioning Asterisk into {root} (debootstrap, about a minute)...",
+                file=sys.stderr,
+                flush=True,
+            )
         _run(
             [debootstrap, "--variant=minbase", "--include=asterisk", SUITE, str(tmp)],
             "debootstrap of Debian sid with asterisk (needs the Debian mirror)",
@@ -339,13 +342,33 @@ class Sandbox:
         (self.inst / "etc").mkdir(parents=True, exist_ok=True)
         if not shutil.which("openssl") and shutil.which("apt-get") and os.geteuid() == 0:
             _run(["apt-get", "install", "-y", "-qq", "openssl"], "installing openssl", 600)
-        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-              "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-              "-keyout", str(key), "-out", str(self.ca_file)],
-             "making the sandbox's TLS certificate", 60)
-        return (f"tlsenable = yes\ntlsbindaddr = 127.0.0.1:{self.tls_port}\n"
-                f"tlscertfile = {self.inst_in_root}/etc/tls-cert.pem\n"
-                f"tlsprivatekey = {self.inst_in_root}/etc/tls-key.pem\n")
+        _run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(self.ca_file),
+            ],
+            "making the sandbox's TLS certificate",
+            60,
+        )
+        return (
+            f"tlsenable = yes\ntlsbindaddr = 127.0.0.1:{self.tls_port}\n"
+            f"tlscertfile = {self.inst_in_root}/etc/tls-cert.pem\n"
+            f"tlsprivatekey = {self.inst_in_root}/etc/tls-key.pem\n"
+        )
 
     def set_dialplan(self, text: str, *, reload: bool = True) -> None:
         """Replace the per-instance dialplan include and reload it if running."""
@@ -361,9 +384,18 @@ class Sandbox:
         console = open(self.console_log_path, "ab")  # noqa: SIM115 - lives with the process
         try:
             self.process = subprocess.Popen(
-                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n",
-                 "-C", f"{self.inst_in_root}/etc/asterisk.conf"],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                [
+                    "chroot",
+                    str(self.root),
+                    "/usr/sbin/asterisk",
+                    "-f",
+                    "-n",
+                    "-C",
+                    f"{self.inst_in_root}/etc/asterisk.conf",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
@@ -385,8 +417,9 @@ class Sandbox:
                     self.cli("core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
                 return
             time.sleep(0.1)
-        raise SandboxError(f"AJAM did not answer on {self.url} within {timeout:.0f} s:\n"
-                           + self.log_tail())
+        raise SandboxError(
+            f"AJAM did not answer on {self.url} within {timeout:.0f} s:\n" + self.log_tail()
+        )
 
     def _ajam_answers(self) -> bool:
         try:
@@ -454,8 +487,12 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.remove()
 
     # -- inspection -----------------------------------------------------------
@@ -463,8 +500,15 @@ class Sandbox:
     def cli(self, command: str, *, timeout: float = 10.0) -> str:
         """Run an Asterisk CLI command through the instance's control socket."""
         return _run(
-            ["chroot", str(self.root), "/usr/sbin/asterisk", "-C",
-             f"{self.inst_in_root}/etc/asterisk.conf", "-rx", command],
+            [
+                "chroot",
+                str(self.root),
+                "/usr/sbin/asterisk",
+                "-C",
+                f"{self.inst_in_root}/etc/asterisk.conf",
+                "-rx",
+                command,
+            ],
             f"asterisk -rx {command!r}",
             timeout,
         )

@@ -45,9 +45,11 @@ def _read_dialplan(path: Path | None) -> str:
 
 def _describe(box: Sandbox) -> str:
     users = ", ".join(box.users())
-    return (f"sandbox {box.name!r}: {box.url} (AMI TCP port {box.ami_port}, pid {box.pid})\n"
-            f"  users: {users}; secret: {box.secret}\n"
-            f"  log: {box.log_path}")
+    return (
+        f"sandbox {box.name!r}: {box.url} (AMI TCP port {box.ami_port}, pid {box.pid})\n"
+        f"  users: {users}; secret: {box.secret}\n"
+        f"  log: {box.log_path}"
+    )
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -101,8 +103,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
         if box.running:
             raise SandboxError(f"sandbox {name!r} (pid {box.pid}) did not stop")
         box.forget_state()
-        print(f"sandbox {name!r}: {'stopped' if was_running else 'was not running'}"
-              + (", instance folder removed" if args.remove else ""))
+        print(
+            f"sandbox {name!r}: {'stopped' if was_running else 'was not running'}"
+            + (", instance folder removed" if args.remove else "")
+        )
     return 0
 
 
@@ -159,23 +163,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m router.sandbox",
         description="A real Asterisk 22 on loopback for tests, the demo and development.",
     )
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="cache folder (default: $CALLROUTER_SANDBOX_CACHE, "
-                             "/var/cache/callrouter/sandbox as root, else ~/.cache/...)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder (default: $CALLROUTER_SANDBOX_CACHE, "
+        "/var/cache/callrouter/sandbox as root, else ~/.cache/...)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("provision", help="make the cached Asterisk root (debootstrap, as root)")
     p.set_defaults(func=cmd_provision)
 
     def instance_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("name", nargs="?", default=DEFAULT_NAME,
-                       help=f"instance name (default {DEFAULT_NAME!r})")
-        p.add_argument("--httptimeout", type=int, default=60,
-                       help="manager.conf httptimeout in seconds (default 60)")
-        p.add_argument("--secret", default="callrouter-sandbox",
-                       help="secret of the admin, router and watcher users")
-        p.add_argument("--dialplan", type=Path, default=None,
-                       help="extra extensions.conf text to include")
+        p.add_argument(
+            "name",
+            nargs="?",
+            default=DEFAULT_NAME,
+            help=f"instance name (default {DEFAULT_NAME!r})",
+        )
+        p.add_argument(
+            "--httptimeout",
+            type=int,
+            default=60,
+            help="manager.conf httptimeout in seconds (default 60)",
+        )
+        p.add_argument(
+            "--secret",
+            default="callrouter-sandbox",
+            help="secret of the admin, router and watcher users",
+        )
+        p.add_argument(
+            "--dialplan", type=Path, default=None, help="extra extensions.conf text to include"
+        )
 
     p = sub.add_parser("start", help="start a detached instance and print its URL")
     instance_options(p)

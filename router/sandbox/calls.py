@@ -98,8 +98,15 @@ class CallPlacer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def place(self, did: str, caller: str, *, caller_name: str = "",
-                    wait: float | None = None, hold: int = 60) -> PlacedCall:
+    async def place(
+        self,
+        did: str,
+        caller: str,
+        *,
+        caller_name: str = "",
+        wait: float | None = None,
+        hold: int = 60,
+    ) -> PlacedCall:
         """Start a call from ``caller`` to ``did``; returns at once."""
         serial = next(_serial)
         uniqueid = f"{self._prefix}-{serial}-in"
@@ -109,13 +116,20 @@ class CallPlacer:
         if wait is not None:
             variables["__CALLROUTER_WAIT"] = f"{wait:g}"
         callerid = f'"{caller_name}" <{caller}>' if caller_name else caller
-        await self.client.send("Originate", {
-            "Channel": f"Local/{did}@{self.inbound}",
-            "Application": "Wait", "Data": str(hold),
-            "CallerID": callerid, "Async": "true",
-            "ChannelId": f"{self._prefix}-{serial}-out", "OtherChannelId": uniqueid,
-            "Variable": [f"{k}={v}" for k, v in variables.items()] or None,
-        }, validate=False)
+        await self.client.send(
+            "Originate",
+            {
+                "Channel": f"Local/{did}@{self.inbound}",
+                "Application": "Wait",
+                "Data": str(hold),
+                "CallerID": callerid,
+                "Async": "true",
+                "ChannelId": f"{self._prefix}-{serial}-out",
+                "OtherChannelId": uniqueid,
+                "Variable": [f"{k}={v}" for k, v in variables.items()] or None,
+            },
+            validate=False,
+        )
         return call
 
     async def wait_all(self, calls: Iterable[PlacedCall], timeout: float) -> None:
@@ -129,12 +143,14 @@ class CallPlacer:
         for call in self.calls.values():
             if call.channel and not call.hung_up:
                 with contextlib.suppress(Exception):
-                    await self.client.send("Hangup", {"Channel": call.channel},
-                                           validate=False, check=False)
+                    await self.client.send(
+                        "Hangup", {"Channel": call.channel}, validate=False, check=False
+                    )
 
     async def _watch(self) -> None:
-        stream = EventStream(self.client, ["Newexten", "UserEvent", "Hangup", "VarSet",
-                                           "Newchannel"])
+        stream = EventStream(
+            self.client, ["Newexten", "UserEvent", "Hangup", "VarSet", "Newchannel"]
+        )
         async for item in stream:
             if isinstance(item, StreamGap):
                 continue

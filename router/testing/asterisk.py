@@ -21,4 +21,3 @@ def sandbox_required() -> bool:
     ci = os.environ.get("CI", "").strip().lower()
     required = os.environ.get("CALLROUTER_REQUIRE_SANDBOX", "").strip()
     return ci not in ("", "0", "false", "no") or required == "1"
-

@@ -65,15 +65,30 @@ class CallTimeline:
         with it, or None (an event of no call, or one the engine passes without)."""
         return self._tracker.feed(event).call
 
-    def inbound_call(self, *, linkedid: str = "1714557600.42", caller: str = CALLER,
-                     did: str = DID, routed: bool = True) -> Call:
+    def inbound_call(
+        self,
+        *,
+        linkedid: str = "1714557600.42",
+        caller: str = CALLER,
+        did: str = DID,
+        routed: bool = True,
+    ) -> Call:
         """A call as the engine holds it after its routing request: the caller's
         channel waiting in ``callrouter-inbound`` (``call.waiting_channel``)."""
         channel = f"Local/{did}@callrouter-inbound-{linkedid};2"
-        call = self.feed(make_event(
-            "Newchannel", Channel=channel, Uniqueid=linkedid, Linkedid=linkedid,
-            CallerIDNum=caller, ChannelStateDesc="Ring", Context="callrouter-inbound",
-            Exten=did, Priority="1"))
+        call = self.feed(
+            make_event(
+                "Newchannel",
+                Channel=channel,
+                Uniqueid=linkedid,
+                Linkedid=linkedid,
+                CallerIDNum=caller,
+                ChannelStateDesc="Ring",
+                Context="callrouter-inbound",
+                Exten=did,
+                Priority="1",
+            )
+        )
         if call is None:  # pragma: no cover - the tracker always starts a call here
             raise AssertionError("the call tracker did not start a call")
         call.did = did
@@ -94,28 +109,31 @@ class CallTimeline:
         return len(self._tracker)
 
 
-def make_call(*, linkedid: str = "1714557600.42", caller: str = CALLER, did: str = DID,
-              routed: bool = True) -> Call:
+def make_call(
+    *, linkedid: str = "1714557600.42", caller: str = CALLER, did: str = DID, routed: bool = True
+) -> Call:
     """One routed call on a fresh :class:`CallTimeline` (its own tracker)."""
-    return CallTimeline().inbound_call(linkedid=linkedid, caller=caller, did=did,
-                                       routed=routed)
+    return CallTimeline().inbound_call(linkedid=linkedid, caller=caller, did=did, routed=routed)
 
 
-def make_decision(*actions: tuple[str, Mapping[str, str]] | Action,
-                  rule: str = "rule") -> Decision:
+def make_decision(*actions: tuple[str, Mapping[str, str]] | Action, rule: str = "rule") -> Decision:
     """What rule ``rule`` decided: ``make_decision(("redirect", {"exten": "101"}))``.
 
     No actions: every rule fell through (``Decision()``).
     """
-    built = tuple(a if isinstance(a, Action) else Action.make(a[0], a[1], rule)
-                  for a in actions)
+    built = tuple(a if isinstance(a, Action) else Action.make(a[0], a[1], rule) for a in actions)
     return Decision((rule,) if built else (), built)
 
 
-def make_trace(*, caller: str = CALLER, did: str = DID,
-               lookups: Mapping[str, object] | Iterable[tuple[str, object]] = (),
-               rule: str = "rule", location: str = "rules.yaml:1",
-               status: RuleStatus = "matched") -> Trace:
+def make_trace(
+    *,
+    caller: str = CALLER,
+    did: str = DID,
+    lookups: Mapping[str, object] | Iterable[tuple[str, object]] = (),
+    rule: str = "rule",
+    location: str = "rules.yaml:1",
+    status: RuleStatus = "matched",
+) -> Trace:
     """The trace of a call's evaluation in which ``rule`` asked ``lookups``.
 
     ``lookups`` maps a registered lookup name to its answer
@@ -125,44 +143,58 @@ def make_trace(*, caller: str = CALLER, did: str = DID,
     entry = RuleTrace(rule, location, status)
     pairs = lookups.items() if isinstance(lookups, Mapping) else lookups
     for name, answer in pairs:
-        entry.lookups.append(LookupTrace(name.rpartition(".")[2], f"{name}({caller!r})",
-                                         answer, lookup=name))
+        entry.lookups.append(
+            LookupTrace(name.rpartition(".")[2], f"{name}({caller!r})", answer, lookup=name)
+        )
     trace.rules.append(entry)
     return trace
 
 
-def make_config(settings: Mapping[str, Mapping[str, object]] | None = None, *,
-                state_dir: Path | None = None) -> Config:
+def make_config(
+    settings: Mapping[str, Mapping[str, object]] | None = None, *, state_dir: Path | None = None
+) -> Config:
     """A ``router.toml`` with plugin tables ``settings`` (``{"vip": {...}}``)."""
     router = RouterSettings(state_dir=state_dir) if state_dir is not None else RouterSettings()
-    return Config(asterisk=AsteriskSettings(url="http://asterisk.test:8088/asterisk",
-                                            username="router", secret="secret"),
-                  router=router, plugins=PluginSettings(settings=settings or {}))
+    return Config(
+        asterisk=AsteriskSettings(
+            url="http://asterisk.test:8088/asterisk", username="router", secret="secret"
+        ),
+        router=router,
+        plugins=PluginSettings(settings=settings or {}),
+    )
 
 
-def config_from_toml(directory: Path, text: str, *,
-                     environ: Mapping[str, str] | None = None) -> Config:
+def config_from_toml(
+    directory: Path, text: str, *, environ: Mapping[str, str] | None = None
+) -> Config:
     """``text`` written to ``directory/router.toml`` and read as ``callrouter run``
     reads it: errors name that file and the key, relative paths resolve there.
     ``[asterisk]`` is filled in when ``text`` has none."""
     if "[asterisk]" not in text:
-        text = ('[asterisk]\nurl = "http://asterisk.test:8088/asterisk"\n'
-                'username = "router"\nsecret = "secret"\n' + text)
+        text = (
+            '[asterisk]\nurl = "http://asterisk.test:8088/asterisk"\n'
+            'username = "router"\nsecret = "secret"\n' + text
+        )
     path = directory / "router.toml"
     path.write_text(text, encoding="utf-8")
     return load_config(path, environ=dict(environ or {}))
 
 
-def load_plugins(*extra: object, defaults: Iterable[str] = DEFAULT_PLUGINS,
-                 entry_points: bool = False, disabled: Iterable[str] = ()) -> Plugins:
+def load_plugins(
+    *extra: object,
+    defaults: Iterable[str] = DEFAULT_PLUGINS,
+    entry_points: bool = False,
+    disabled: Iterable[str] = (),
+) -> Plugins:
     """The plugin manager as the engine loads it: ``extra`` plugin objects, the
     built-ins (``defaults``), installed plugins only with ``entry_points=True``.
 
     ``await plugins.configure(config)`` runs ``callrouter_configure`` (settings
     errors raise), ``plugins.register_into(registry)`` the registration.
     """
-    return Plugins.load(defaults=defaults, entry_points=entry_points, extra=extra,
-                        disabled=disabled)
+    return Plugins.load(
+        defaults=defaults, entry_points=entry_points, extra=extra, disabled=disabled
+    )
 
 
 class ScheduledRun(NamedTuple):
@@ -217,8 +249,9 @@ class StubEngine:
         if self._client is not None:
             await self._client.aclose()
 
-    def schedule(self, name: str, job: ScheduledJob, *, every: float | None = None,
-                 cron: str | None = None) -> None:
+    def schedule(
+        self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
+    ) -> None:
         """Record the job; the same checks as the engine's (one of every/cron)."""
         if (every is None) == (cron is None):
             raise ValueError(f"job {name!r}: give every= or cron=, one of them")

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["EngineFactory", "Engines"]
 
 
-def _rule_paths(rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                ) -> tuple[Path, ...]:
+def _rule_paths(
+    rules: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> tuple[Path, ...]:
     if isinstance(rules, str | os.PathLike):
         return (Path(rules),)
     return tuple(Path(r) for r in rules)
@@ -70,26 +71,37 @@ class Engines:
         if sandbox is not None and transport is not None:
             raise ValueError("give either transport= or sandbox=, not both")
         if sandbox is not None:
-            asterisk = AsteriskSettings(url=sandbox.url, username=username,
-                                        secret=sandbox.users().get(username, sandbox.secret))
+            asterisk = AsteriskSettings(
+                url=sandbox.url,
+                username=username,
+                secret=sandbox.users().get(username, sandbox.secret),
+            )
         else:
             asterisk = self.replay.asterisk_settings()
         if transport is None and sandbox is None:
             transport = self.replay.transport
         config = Config(
             asterisk=asterisk,
-            router=RouterSettings(rules=_rule_paths(rules),
-                                  state_dir=self.state_root / f"engine{next(self._numbers)}",
-                                  shadow=shadow),
-            plugins=PluginSettings(settings=MappingProxyType(
-                {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()})),
+            router=RouterSettings(
+                rules=_rule_paths(rules),
+                state_dir=self.state_root / f"engine{next(self._numbers)}",
+                shadow=shadow,
+            ),
+            plugins=PluginSettings(
+                settings=MappingProxyType(
+                    {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()}
+                )
+            ),
         )
         client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
-        engine = Engine(config, plugins=Plugins.load(extra=plugins, entry_points=entry_points),
-                        client=client,
-                        # One fake Asterisk, one engine: no file watcher, no live-instance
-                        # heartbeats (give options= to test those).
-                        options=options or EngineOptions(watch_interval=0, live_heartbeat=0))
+        engine = Engine(
+            config,
+            plugins=Plugins.load(extra=plugins, entry_points=entry_points),
+            client=client,
+            # One fake Asterisk, one engine: no file watcher, no live-instance
+            # heartbeats (give options= to test those).
+            options=options or EngineOptions(watch_interval=0, live_heartbeat=0),
+        )
         task: asyncio.Task[None] | None = None
         try:
             await engine.start()

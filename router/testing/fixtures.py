@@ -46,8 +46,7 @@ def asterisk_sandbox() -> Iterator[Sandbox]:
     ``CALLROUTER_REQUIRE_SANDBOX=1``.
     """
     try:
-        box = Sandbox.start(name=f"plugin-test-{os.getpid()}",
-                            extra_dialplan=shipped_dialplan())
+        box = Sandbox.start(name=f"plugin-test-{os.getpid()}", extra_dialplan=shipped_dialplan())
     except SandboxError as exc:
         message = f"the Asterisk sandbox could not be started: {exc}"
         if sandbox_required():
@@ -60,9 +59,10 @@ def asterisk_sandbox() -> Iterator[Sandbox]:
 
 
 @pytest_asyncio.fixture
-async def engine_factory(ajam_replay: ReplayAsterisk,
-                         tmp_path_factory: pytest.TempPathFactory,
-                         ) -> AsyncIterator[Engines]:
+async def engine_factory(
+    ajam_replay: ReplayAsterisk,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Engines]:
     """``await engine_factory(rules, plugins=[...], settings={"name": {...}})``: a
     started, serving :class:`Engine` (on ``ajam_replay`` unless ``transport=`` or
     ``sandbox=`` is given); stopped when the test ends.

@@ -186,8 +186,11 @@ class ReplayAsterisk:
 
     def settings(self, **overrides: object) -> ClientSettings:
         """Client settings pointing at this fake (``ClientSettings`` keywords override)."""
-        base: dict[str, object] = {"url": self.url, "username": self.username,
-                                   "secret": self.secret}
+        base: dict[str, object] = {
+            "url": self.url,
+            "username": self.username,
+            "secret": self.secret,
+        }
         base.update(overrides)
         return ClientSettings(**base)  # type: ignore[arg-type]
 
@@ -232,8 +235,9 @@ class ReplayAsterisk:
         """Events queued and not yet fetched by a WaitEvent."""
         return len(self._queue)
 
-    def queue_event(self, event: Mapping[str, str] | Event | None = None, /,
-                    **fields: str) -> Event:
+    def queue_event(
+        self, event: Mapping[str, str] | Event | None = None, /, **fields: str
+    ) -> Event:
         """Queue one event for the next ``WaitEvent``.
 
         ``event`` is an :class:`~router.ami.message.Event` or a mapping whose
@@ -279,29 +283,58 @@ class ReplayAsterisk:
                 continue
             fields = [(k, v) for k, v in message.fields if k.lower() != "actionid"]
             if self.restamp:
-                fields = [(k, f"{time.time():.6f}") if k.lower() == "timestamp" else (k, v)
-                          for k, v in fields]
+                fields = [
+                    (k, f"{time.time():.6f}") if k.lower() == "timestamp" else (k, v)
+                    for k, v in fields
+                ]
             out.append(self.queue_event(Event(fields)))
         return out
 
-    def add_channel(self, name: str, *, context: str = "default", exten: str = "s",
-                    caller: str = "", caller_name: str = "", linkedid: str | None = None,
-                    ) -> FakeChannel:
+    def add_channel(
+        self,
+        name: str,
+        *,
+        context: str = "default",
+        exten: str = "s",
+        caller: str = "",
+        caller_name: str = "",
+        linkedid: str | None = None,
+    ) -> FakeChannel:
         """Announce a channel (queues its ``Newchannel``); returns the fake's record."""
         uniqueid = f"{self.system_name}-{self._epoch}.{next(self._ids)}"
-        self.queue_event({
-            "Event": "Newchannel", "Channel": name, "ChannelState": "4",
-            "ChannelStateDesc": "Ring", "CallerIDNum": caller or "<unknown>",
-            "CallerIDName": caller_name or "<unknown>", "ConnectedLineNum": "<unknown>",
-            "ConnectedLineName": "<unknown>", "Language": "en", "AccountCode": "",
-            "Context": context, "Exten": exten, "Priority": "1", "Uniqueid": uniqueid,
-            "Linkedid": linkedid or uniqueid,
-        })
+        self.queue_event(
+            {
+                "Event": "Newchannel",
+                "Channel": name,
+                "ChannelState": "4",
+                "ChannelStateDesc": "Ring",
+                "CallerIDNum": caller or "<unknown>",
+                "CallerIDName": caller_name or "<unknown>",
+                "ConnectedLineNum": "<unknown>",
+                "ConnectedLineName": "<unknown>",
+                "Language": "en",
+                "AccountCode": "",
+                "Context": context,
+                "Exten": exten,
+                "Priority": "1",
+                "Uniqueid": uniqueid,
+                "Linkedid": linkedid or uniqueid,
+            }
+        )
         return self.channels[name]
 
-    def inbound_call(self, *, caller: str, did: str, caller_name: str = "", wait: float = 4.0,
-                     channel: str | None = None, context: str = INBOUND_CONTEXT,
-                     request_event: str = REQUEST_EVENT, announce: bool = True) -> str:
+    def inbound_call(
+        self,
+        *,
+        caller: str,
+        did: str,
+        caller_name: str = "",
+        wait: float = 4.0,
+        channel: str | None = None,
+        context: str = INBOUND_CONTEXT,
+        request_event: str = REQUEST_EVENT,
+        announce: bool = True,
+    ) -> str:
         """Play what the shipped dialplan does for one inbound call; returns the channel.
 
         Queues ``Newchannel``, the ``Newexten`` into ``callrouter-inbound``, the
@@ -315,26 +348,77 @@ class ReplayAsterisk:
         name = channel or f"PJSIP/trunk-{next(self._ids):08x}"
         emit = self.queue_event if announce else self._silently
         uniqueid = f"{self.system_name}-{self._epoch}.{next(self._ids)}"
-        emit({"Event": "Newchannel", "Channel": name, "ChannelState": "4",
-              "ChannelStateDesc": "Ring", "CallerIDNum": caller,
-              "CallerIDName": caller_name or "<unknown>", "Context": context, "Exten": did,
-              "Priority": "1", "Uniqueid": uniqueid, "Linkedid": uniqueid})
+        emit(
+            {
+                "Event": "Newchannel",
+                "Channel": name,
+                "ChannelState": "4",
+                "ChannelStateDesc": "Ring",
+                "CallerIDNum": caller,
+                "CallerIDName": caller_name or "<unknown>",
+                "Context": context,
+                "Exten": did,
+                "Priority": "1",
+                "Uniqueid": uniqueid,
+                "Linkedid": uniqueid,
+            }
+        )
         chan = self.channels[name]
-        common = {"Channel": name, "Uniqueid": chan.uniqueid, "Linkedid": chan.linkedid,
-                  "CallerIDNum": caller, "CallerIDName": caller_name or "<unknown>",
-                  "Context": context, "Exten": did}
+        common = {
+            "Channel": name,
+            "Uniqueid": chan.uniqueid,
+            "Linkedid": chan.linkedid,
+            "CallerIDNum": caller,
+            "CallerIDName": caller_name or "<unknown>",
+            "Context": context,
+            "Exten": did,
+        }
         deadline = str(int(time.time() + wait))
-        emit({"Event": "Newexten", **common, "Priority": "1", "Extension": did,
-              "Application": "NoOp", "AppData": "callrouter"})
-        for variable, value in ((DID_VARIABLE, _dial_filter(did, "0123456789*#+")),
-                                (DEADLINE_VARIABLE, deadline)):
-            emit({"Event": "VarSet", "Privilege": "dialplan,all", **common,
-                  "Variable": variable, "Value": value})
-        emit({"Event": "UserEvent", "Privilege": "user,all", **common, "Priority": "5",
-              "UserEvent": request_event, "DID": _dial_filter(did, "0123456789*#+"),
-              "Caller": _dial_filter(caller, "0123456789+"), "Wait": f"{wait:g}"})
-        emit({"Event": "Newexten", **common, "Priority": "7", "Extension": did,
-              "Application": "Wait", "AppData": f"{wait:g}"})
+        emit(
+            {
+                "Event": "Newexten",
+                **common,
+                "Priority": "1",
+                "Extension": did,
+                "Application": "NoOp",
+                "AppData": "callrouter",
+            }
+        )
+        for variable, value in (
+            (DID_VARIABLE, _dial_filter(did, "0123456789*#+")),
+            (DEADLINE_VARIABLE, deadline),
+        ):
+            emit(
+                {
+                    "Event": "VarSet",
+                    "Privilege": "dialplan,all",
+                    **common,
+                    "Variable": variable,
+                    "Value": value,
+                }
+            )
+        emit(
+            {
+                "Event": "UserEvent",
+                "Privilege": "user,all",
+                **common,
+                "Priority": "5",
+                "UserEvent": request_event,
+                "DID": _dial_filter(did, "0123456789*#+"),
+                "Caller": _dial_filter(caller, "0123456789+"),
+                "Wait": f"{wait:g}",
+            }
+        )
+        emit(
+            {
+                "Event": "Newexten",
+                **common,
+                "Priority": "7",
+                "Extension": did,
+                "Application": "Wait",
+                "AppData": f"{wait:g}",
+            }
+        )
         return name
 
     def _silently(self, fields: Mapping[str, str]) -> Event:
@@ -342,26 +426,38 @@ class ReplayAsterisk:
         self._apply(event)
         return event
 
-    def hangup(self, channel: str, *, cause: str = "16",
-               cause_txt: str = "Normal Clearing") -> None:
+    def hangup(
+        self, channel: str, *, cause: str = "16", cause_txt: str = "Normal Clearing"
+    ) -> None:
         """The far end hangs up ``channel``: queues its ``Hangup`` event."""
         chan = self.channels.get(channel)
-        self.queue_event({"Event": "Hangup", "Channel": channel,
-                          "Uniqueid": chan.uniqueid if chan else "",
-                          "Linkedid": chan.linkedid if chan else "",
-                          "Cause": cause, "Cause-txt": cause_txt})
+        self.queue_event(
+            {
+                "Event": "Hangup",
+                "Channel": channel,
+                "Uniqueid": chan.uniqueid if chan else "",
+                "Linkedid": chan.linkedid if chan else "",
+                "Cause": cause,
+                "Cause-txt": cause_txt,
+            }
+        )
 
     def _apply(self, event: Event) -> None:
         name = event.name
         channel = event.get("Channel") or ""
         if name == "Newchannel" and channel:
             self.channels[channel] = FakeChannel(
-                channel, event.get("Uniqueid") or "", event.get("Linkedid") or "",
-                context=event.get("Context") or "", exten=event.get("Exten") or "",
-                priority=event.get("Priority") or "1", state=event.get("ChannelState") or "",
+                channel,
+                event.get("Uniqueid") or "",
+                event.get("Linkedid") or "",
+                context=event.get("Context") or "",
+                exten=event.get("Exten") or "",
+                priority=event.get("Priority") or "1",
+                state=event.get("ChannelState") or "",
                 state_desc=event.get("ChannelStateDesc") or "",
                 caller_num=event.get("CallerIDNum") or "",
-                caller_name=event.get("CallerIDName") or "")
+                caller_name=event.get("CallerIDName") or "",
+            )
             return
         chan = self.channels.get(channel)
         if chan is None:
@@ -396,8 +492,10 @@ class ReplayAsterisk:
         deadline = time.monotonic() + timeout
         while not self.idle:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self._queue)} events still queued after {timeout} s "
-                                   "(is anything polling WaitEvent?)")
+                raise TimeoutError(
+                    f"{len(self._queue)} events still queued after {timeout} s "
+                    "(is anything polling WaitEvent?)"
+                )
             await asyncio.sleep(0.005)
 
     async def settle(self, engine: Engine, timeout: float = 10.0) -> None:
@@ -433,8 +531,9 @@ class ReplayAsterisk:
     def _response(self, body: str | bytes, session: str | None) -> HTTPResponse:
         headers = [("Content-Type", "text/plain")]
         if session is not None:
-            headers.append(("Set-Cookie", f'mansession_id="{session}"; Version=1; '
-                                          f"Max-Age={self.httptimeout}"))
+            headers.append(
+                ("Set-Cookie", f'mansession_id="{session}"; Version=1; Max-Age={self.httptimeout}')
+            )
         content = body.encode("utf-8") if isinstance(body, str) else body
         return HTTPResponse(200, Headers(headers), content)
 
@@ -456,8 +555,9 @@ class ReplayAsterisk:
         sent = SentAction(action_name, fields, path, cookie)
         self.actions.append(sent)
         if path != f"{self._prefix}/rawman":
-            return HTTPResponse(404, Headers([("Content-Type", "text/html")]),
-                                b"<title>404 Not Found</title>")
+            return HTTPResponse(
+                404, Headers([("Content-Type", "text/html")]), b"<title>404 Not Found</title>"
+            )
         session = _session_of(cookie)
         live = session if session in self._sessions else None
         low = action_name.lower()
@@ -477,9 +577,14 @@ class ReplayAsterisk:
                 return answer
         method = getattr(self, f"_action_{low}", None)
         if method is None:
-            return self._response(self._error(
-                aid, f"Invalid/unknown command: {action_name}. Use Action: ListCommands "
-                     "to show available commands."), live)
+            return self._response(
+                self._error(
+                    aid,
+                    f"Invalid/unknown command: {action_name}. Use Action: ListCommands "
+                    "to show available commands.",
+                ),
+                live,
+            )
         if low == "waitevent":
             return self._response(await self._action_waitevent(sent), live)
         if low == "logoff":
@@ -493,8 +598,9 @@ class ReplayAsterisk:
         if isinstance(reply, HTTPResponse):
             return reply
         if isinstance(reply, httpx.Response):
-            return HTTPResponse(reply.status_code, Headers(reply.headers.multi_items()),
-                                reply.content)
+            return HTTPResponse(
+                reply.status_code, Headers(reply.headers.multi_items()), reply.content
+            )
         if isinstance(reply, bytes):
             return self._response(reply, session)
         if isinstance(reply, Mapping):
@@ -503,8 +609,7 @@ class ReplayAsterisk:
                 pairs.insert(0, ("Response", "Success"))
             return self._response(self._with_id(pairs, aid), session)
         if isinstance(reply, list):
-            return self._response(self._with_id([(str(k), str(v)) for k, v in reply], aid),
-                                  session)
+            return self._response(self._with_id([(str(k), str(v)) for k, v in reply], aid), session)
         raise TypeError(f"an on() handler returned {type(reply).__name__}")
 
     @staticmethod
@@ -524,14 +629,16 @@ class ReplayAsterisk:
             return self._response(self._error(sent.action_id, "Authentication failed"), None)
         session = secrets.token_hex(4)
         self._sessions.add(session)
-        return self._response(self._ok(sent.action_id, ("Message", "Authentication accepted")),
-                              session)
+        return self._response(
+            self._ok(sent.action_id, ("Message", "Authentication accepted")), session
+        )
 
     # One method per action: the name after ``_action_`` is the action, lower-case.
 
     def _action_logoff(self, sent: SentAction) -> str:
-        return self._with_id([("Response", "Goodbye"), ("Message", "Thanks for all the fish.")],
-                             sent.action_id)
+        return self._with_id(
+            [("Response", "Goodbye"), ("Message", "Thanks for all the fish.")], sent.action_id
+        )
 
     def _action_ping(self, sent: SentAction) -> str:
         return self._ok(sent.action_id, ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
@@ -576,14 +683,25 @@ class ReplayAsterisk:
         exten = sent.get("Exten") or chan.exten
         priority = sent.get("Priority") or "1"
         if self.auto_confirm:
-            self.queue_event({
-                "Event": "Newexten", "Privilege": "dialplan,all", "Channel": channel,
-                "ChannelState": chan.state, "ChannelStateDesc": chan.state_desc,
-                "CallerIDNum": chan.caller_num, "CallerIDName": chan.caller_name,
-                "Context": context, "Exten": exten, "Priority": priority,
-                "Uniqueid": chan.uniqueid, "Linkedid": chan.linkedid, "Extension": exten,
-                "Application": "NoOp", "AppData": "",
-            })
+            self.queue_event(
+                {
+                    "Event": "Newexten",
+                    "Privilege": "dialplan,all",
+                    "Channel": channel,
+                    "ChannelState": chan.state,
+                    "ChannelStateDesc": chan.state_desc,
+                    "CallerIDNum": chan.caller_num,
+                    "CallerIDName": chan.caller_name,
+                    "Context": context,
+                    "Exten": exten,
+                    "Priority": priority,
+                    "Uniqueid": chan.uniqueid,
+                    "Linkedid": chan.linkedid,
+                    "Extension": exten,
+                    "Application": "NoOp",
+                    "AppData": "",
+                }
+            )
         return self._ok(sent.action_id, ("Message", "Redirect successful"))
 
     def _action_hangup(self, sent: SentAction) -> str:
@@ -594,8 +712,7 @@ class ReplayAsterisk:
             return self._error(sent.action_id, "No such channel")
         if self.auto_confirm:
             cause = sent.get("Cause") or "16"
-            self.hangup(channel, cause=cause,
-                        cause_txt="Normal Clearing" if cause == "16" else "")
+            self.hangup(channel, cause=cause, cause_txt="Normal Clearing" if cause == "16" else "")
         return self._ok(sent.action_id, ("Message", "Channel Hungup"))
 
     def _action_originate(self, sent: SentAction) -> str:
@@ -609,40 +726,79 @@ class ReplayAsterisk:
         name = sent.get("UserEvent") or ""
         if not name:
             return self._error(sent.action_id, "UserEvent not specified")
-        extra = [(k, v) for k, v in sent.fields
-                 if k.lower() not in ("action", "actionid", "userevent")]
-        self.queue_event({"Event": "UserEvent", "Privilege": "user,all", "UserEvent": name,
-                          **dict(extra)})
+        extra = [
+            (k, v) for k, v in sent.fields if k.lower() not in ("action", "actionid", "userevent")
+        ]
+        self.queue_event(
+            {"Event": "UserEvent", "Privilege": "user,all", "UserEvent": name, **dict(extra)}
+        )
         return self._ok(sent.action_id, ("Message", "Event Sent"))
 
     def _action_extensionstate(self, sent: SentAction) -> str:
-        return self._ok(sent.action_id, ("Message", "Extension Status"),
-                        ("Exten", sent.get("Exten") or ""),
-                        ("Context", sent.get("Context") or ""), ("Hint", ""),
-                        ("Status", "-1"), ("StatusText", "Unknown"))
+        return self._ok(
+            sent.action_id,
+            ("Message", "Extension Status"),
+            ("Exten", sent.get("Exten") or ""),
+            ("Context", sent.get("Context") or ""),
+            ("Hint", ""),
+            ("Status", "-1"),
+            ("StatusText", "Unknown"),
+        )
 
     def _action_coreshowchannels(self, sent: SentAction) -> str:
         aid = sent.action_id or ""
-        blocks = [self._with_id([("Response", "Success"), ("EventList", "start"),
-                                 ("Message", "Channels will follow")], aid)]
+        blocks = [
+            self._with_id(
+                [
+                    ("Response", "Success"),
+                    ("EventList", "start"),
+                    ("Message", "Channels will follow"),
+                ],
+                aid,
+            )
+        ]
         now = time.monotonic()
         for chan in self.channels.values():
             seconds = int(now - chan.created)
-            blocks.append(_block([
-                ("Event", "CoreShowChannel"), ("ActionID", aid), ("Channel", chan.name),
-                ("ChannelState", chan.state), ("ChannelStateDesc", chan.state_desc),
-                ("CallerIDNum", chan.caller_num or "<unknown>"),
-                ("CallerIDName", chan.caller_name or "<unknown>"),
-                ("ConnectedLineNum", "<unknown>"), ("ConnectedLineName", "<unknown>"),
-                ("Language", "en"), ("AccountCode", ""), ("Context", chan.context),
-                ("Exten", chan.exten), ("Priority", chan.priority), ("Uniqueid", chan.uniqueid),
-                ("Linkedid", chan.linkedid), ("Application", chan.application),
-                ("ApplicationData", chan.app_data),
-                ("Duration", f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"),
-                ("BridgeId", ""),
-            ]))
-        blocks.append(_block([("Event", "CoreShowChannelsComplete"), ("ActionID", aid),
-                              ("EventList", "Complete"), ("ListItems", str(len(self.channels)))]))
+            blocks.append(
+                _block(
+                    [
+                        ("Event", "CoreShowChannel"),
+                        ("ActionID", aid),
+                        ("Channel", chan.name),
+                        ("ChannelState", chan.state),
+                        ("ChannelStateDesc", chan.state_desc),
+                        ("CallerIDNum", chan.caller_num or "<unknown>"),
+                        ("CallerIDName", chan.caller_name or "<unknown>"),
+                        ("ConnectedLineNum", "<unknown>"),
+                        ("ConnectedLineName", "<unknown>"),
+                        ("Language", "en"),
+                        ("AccountCode", ""),
+                        ("Context", chan.context),
+                        ("Exten", chan.exten),
+                        ("Priority", chan.priority),
+                        ("Uniqueid", chan.uniqueid),
+                        ("Linkedid", chan.linkedid),
+                        ("Application", chan.application),
+                        ("ApplicationData", chan.app_data),
+                        (
+                            "Duration",
+                            f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
+                        ),
+                        ("BridgeId", ""),
+                    ]
+                )
+            )
+        blocks.append(
+            _block(
+                [
+                    ("Event", "CoreShowChannelsComplete"),
+                    ("ActionID", aid),
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(self.channels))),
+                ]
+            )
+        )
         return "".join(blocks)
 
     async def _action_waitevent(self, sent: SentAction) -> str:
@@ -671,8 +827,10 @@ class ReplayAsterisk:
         parts = [self._ok(aid, ("Message", "Waiting for Event completed."))]
         now = f"{time.time():.6f}"
         for event in events:
-            pairs = [(k, now) if self.restamp and k.lower() == "timestamp" else (k, v)
-                     for k, v in event.fields]
+            pairs = [
+                (k, now) if self.restamp and k.lower() == "timestamp" else (k, v)
+                for k, v in event.fields
+            ]
             parts.append(_block(pairs))
         parts.append(self._with_id([("Event", "WaitEventComplete")], aid))
         return "".join(parts)

@@ -60,8 +60,9 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def scratch_sandbox() -> Iterator[Sandbox]:
     """A private Asterisk (``httptimeout=12``) that a test may restart or kill."""
-    box = _start_or_give_up(f"pytest-{os.getpid()}-scratch{next(_scratch_numbers)}",
-                            httptimeout=SCRATCH_HTTPTIMEOUT)
+    box = _start_or_give_up(
+        f"pytest-{os.getpid()}-scratch{next(_scratch_numbers)}", httptimeout=SCRATCH_HTTPTIMEOUT
+    )
     try:
         yield box
     finally:

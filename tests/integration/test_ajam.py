@@ -18,8 +18,9 @@ from router.sandbox import Sandbox
 
 
 def settings(box: Sandbox, user: str = "admin", **kw: object) -> ClientSettings:
-    return ClientSettings(url=box.url, username=user, secret=str(kw.pop("secret", box.secret)),
-                          **kw)  # type: ignore[arg-type]
+    return ClientSettings(
+        url=box.url, username=user, secret=str(kw.pop("secret", box.secret)), **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["rawman", "mxml"])
@@ -28,13 +29,15 @@ async def client(sandbox: Sandbox, request: pytest.FixtureRequest) -> AsyncItera
         yield c
 
 
-async def next_event(stream_iter: AsyncIterator[Event | StreamGap], predicate: object,
-                     timeout: float = 15.0) -> Event:
+async def next_event(
+    stream_iter: AsyncIterator[Event | StreamGap], predicate: object, timeout: float = 15.0
+) -> Event:
     async def find() -> Event:
         async for item in stream_iter:
             if isinstance(item, Event) and predicate(item):  # type: ignore[operator]
                 return item
         raise AssertionError("stream ended")
+
     return await asyncio.wait_for(find(), timeout)
 
 
@@ -68,8 +71,9 @@ async def test_digest_auth(sandbox: Sandbox) -> None:
 async def test_least_privilege_user_is_refused_originate(sandbox: Sandbox) -> None:
     async with AJAMClient(settings(sandbox, user="watcher")) as c:
         with pytest.raises(AMIActionError, match="Permission denied"):
-            await c.action("Originate", {"Channel": "Local/1@sink", "Application": "Wait",
-                                         "Data": "1"})
+            await c.action(
+                "Originate", {"Channel": "Local/1@sink", "Application": "Wait", "Data": "1"}
+            )
 
 
 async def test_core_settings_and_global_variables(client: AJAMClient) -> None:
@@ -86,31 +90,45 @@ async def test_call_lifecycle_originate_redirect_hangup(client: AJAMClient) -> N
     number = caller_id()
     stream = EventStream(client, ["Newchannel", "Newexten", "UserEvent", "Hangup"])
     events = stream.__aiter__()
-    await client.action("Originate", {
-        "Channel": "Local/74952293042@incoming", "Application": "Wait", "Data": "30",
-        "CallerID": f"Test <{number}>", "Async": True,
-    })
-    request = await next_event(events, lambda e: e.get("UserEvent") == "RouteRequest"
-                               and e.get("Caller") == number)
+    await client.action(
+        "Originate",
+        {
+            "Channel": "Local/74952293042@incoming",
+            "Application": "Wait",
+            "Data": "30",
+            "CallerID": f"Test <{number}>",
+            "Async": True,
+        },
+    )
+    request = await next_event(
+        events, lambda e: e.get("UserEvent") == "RouteRequest" and e.get("Caller") == number
+    )
     channel = request["Channel"]
     listing = await client.action("CoreShowChannels")
     assert listing.complete
     assert channel in [item["Channel"] for item in listing.items]
     assert int(listing.closing["ListItems"]) == len(listing.items)  # type: ignore[index]
-    await client.action("Setvar", {"Channel": channel, "Variable": "CRM_MANAGER",
-                                   "Value": "Пётр Петров"})
+    await client.action(
+        "Setvar", {"Channel": channel, "Variable": "CRM_MANAGER", "Value": "Пётр Петров"}
+    )
     got = await client.action("Getvar", {"Channel": channel, "Variable": "CRM_MANAGER"})
     assert got.response["Value"] == "Пётр Петров"
-    await client.action("Redirect", {"Channel": channel, "Context": "managers",
-                                     "Exten": "101", "Priority": 1})
-    landed = await next_event(events, lambda e: e.name == "Newexten"
-                              and e.get("Channel") == channel and e.get("Context") == "managers")
+    await client.action(
+        "Redirect", {"Channel": channel, "Context": "managers", "Exten": "101", "Priority": 1}
+    )
+    landed = await next_event(
+        events,
+        lambda e: (
+            e.name == "Newexten" and e.get("Channel") == channel and e.get("Context") == "managers"
+        ),
+    )
     assert landed["Exten"] == "101"
     await client.action("Hangup", {"Channel": channel})
     await next_event(events, lambda e: e.name == "Hangup" and e.get("Channel") == channel)
     with pytest.raises(AMIActionError, match="Channel does not exist"):
-        await client.action("Redirect", {"Channel": channel, "Context": "managers",
-                                         "Exten": "101", "Priority": 1})
+        await client.action(
+            "Redirect", {"Channel": channel, "Context": "managers", "Exten": "101", "Priority": 1}
+        )
     await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -118,10 +136,16 @@ async def test_stream_sees_a_calls_events_in_order(client: AJAMClient) -> None:
     number = caller_id()
     stream = EventStream(client)
     events = stream.__aiter__()
-    await client.action("Originate", {
-        "Channel": "Local/74952293042@incoming", "Application": "Wait", "Data": "1",
-        "CallerID": number, "Async": True,
-    })
+    await client.action(
+        "Originate",
+        {
+            "Channel": "Local/74952293042@incoming",
+            "Application": "Wait",
+            "Data": "1",
+            "CallerID": number,
+            "Async": True,
+        },
+    )
     first = await next_event(events, lambda e: e.name == "Newchannel")
     linkedid = first["Linkedid"]
     seen: list[Event] = [first]
@@ -137,8 +161,9 @@ async def test_stream_sees_a_calls_events_in_order(client: AJAMClient) -> None:
     assert names.index("UserEvent") < names.index("Hangup")
     stamps = [float(e["Timestamp"]) for e in seen]
     assert stamps == sorted(stamps)
-    priorities = [int(e["Priority"]) for e in seen
-                  if e.name == "Newexten" and e["Context"] == "incoming"]
+    priorities = [
+        int(e["Priority"]) for e in seen if e.name == "Newexten" and e["Context"] == "incoming"
+    ]
     assert priorities == sorted(priorities)
     await events.aclose()  # type: ignore[attr-defined]
 
@@ -211,12 +236,15 @@ def tls_sandbox() -> Iterator[Sandbox]:
 
 
 async def test_tls_with_verification(tls_sandbox: Sandbox) -> None:
-    ok = ClientSettings(url=tls_sandbox.tls_url, username="admin", secret=tls_sandbox.secret,
-                        verify=str(tls_sandbox.ca_file))
+    ok = ClientSettings(
+        url=tls_sandbox.tls_url,
+        username="admin",
+        secret=tls_sandbox.secret,
+        verify=str(tls_sandbox.ca_file),
+    )
     async with AJAMClient(ok) as c:
         assert (await c.action("Ping")).ok
-    untrusted = ClientSettings(url=tls_sandbox.tls_url, username="admin",
-                               secret=tls_sandbox.secret)
+    untrusted = ClientSettings(url=tls_sandbox.tls_url, username="admin", secret=tls_sandbox.secret)
     client = AJAMClient(untrusted)
     with pytest.raises(AMIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         await client.login()

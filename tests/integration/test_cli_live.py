@@ -23,8 +23,14 @@ def write_config(tmp_path: Path, box: Sandbox, user: str = "admin") -> Path:
 
 def callrouter(*args: str, secret: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CR_TEST_SECRET": secret}
-    return subprocess.run([sys.executable, "-m", "router.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 def test_ami_ping_and_list(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -32,23 +38,32 @@ def test_ami_ping_and_list(tmp_path: Path, sandbox: Sandbox) -> None:
     done = callrouter("ami", "Ping", "--config", cfg, secret=sandbox.secret)
     assert done.returncode == 0, done.stderr
     assert "Ping: Pong" in done.stdout
-    done = callrouter("ami", "CoreShowChannels", "--json", "--config", cfg,
-                      secret=sandbox.secret)
+    done = callrouter("ami", "CoreShowChannels", "--json", "--config", cfg, secret=sandbox.secret)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["complete"] is True
     assert data["response"]["EventList"] == "start"
 
 
-def test_wrong_secret_action_error_and_bad_param_exit_nonzero(tmp_path: Path,
-                                                              sandbox: Sandbox) -> None:
+def test_wrong_secret_action_error_and_bad_param_exit_nonzero(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
     cfg = str(write_config(tmp_path, sandbox))
     done = callrouter("ami", "Ping", "--config", cfg, secret="wrong")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "Authentication failed" in done.stderr
-    done = callrouter("ami", "Redirect", "Channel=Local/none", "Context=x", "Exten=1",
-                      "Priority=1", "--config", cfg, secret=sandbox.secret)
+    done = callrouter(
+        "ami",
+        "Redirect",
+        "Channel=Local/none",
+        "Context=x",
+        "Exten=1",
+        "Priority=1",
+        "--config",
+        cfg,
+        secret=sandbox.secret,
+    )
     assert done.returncode == 1
     assert "Channel does not exist" in done.stderr
     done = callrouter("ami", "Getvar", "Varible=X", "--config", cfg, secret=sandbox.secret)
@@ -60,13 +75,35 @@ def test_events_tails_live(tmp_path: Path, sandbox: Sandbox) -> None:
     cfg = str(write_config(tmp_path, sandbox))
     env = {**os.environ, "CR_TEST_SECRET": sandbox.secret}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "events", "UserEvent", "--json", "--count", "1",
-         "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "events",
+            "UserEvent",
+            "--json",
+            "--count",
+            "1",
+            "--config",
+            cfg,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
-            callrouter("ami", "UserEvent", "UserEvent=CliTail", "Note=Привет", "--config", cfg,
-                       secret=sandbox.secret)
+            callrouter(
+                "ami",
+                "UserEvent",
+                "UserEvent=CliTail",
+                "Note=Привет",
+                "--config",
+                cfg,
+                secret=sandbox.secret,
+            )
             time.sleep(0.5)
         out, err = proc.communicate(timeout=10)
     finally:

@@ -82,12 +82,21 @@ MANAGERS = {
 
 
 def directory() -> Directory:
-    managers = {f"m{i}": {"key": f"m{i}", "id": f"m-{i}", "name": f"Менеджер {i}",
-                          "extension": ext}
-                for i, ext in enumerate(MANAGERS.values())}
-    clients = [{"id": f"c-{i}", "type": "company", "name": f"Клиент {i}", "manager": f"m{i}",
-                "phones": [phone], "changed": "2026-01-01"}
-               for i, phone in enumerate(MANAGERS)]
+    managers = {
+        f"m{i}": {"key": f"m{i}", "id": f"m-{i}", "name": f"Менеджер {i}", "extension": ext}
+        for i, ext in enumerate(MANAGERS.values())
+    }
+    clients = [
+        {
+            "id": f"c-{i}",
+            "type": "company",
+            "name": f"Клиент {i}",
+            "manager": f"m{i}",
+            "phones": [phone],
+            "changed": "2026-01-01",
+        }
+        for i, phone in enumerate(MANAGERS)
+    ]
     return Directory(managers, clients)
 
 
@@ -122,8 +131,9 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(safety_sandbox: Sandbox, double: OneCDouble,
-                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
+async def engine(
+    safety_sandbox: Sandbox, double: OneCDouble, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Engine]:
     config = make_config(safety_sandbox, double, tmp_path_factory.mktemp("safety") / "state")
     eng = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
     await eng.start()
@@ -137,11 +147,15 @@ async def engine(safety_sandbox: Sandbox, double: OneCDouble,
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(safety_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=safety_sandbox.url, username="admin",
-                              secret=safety_sandbox.secret)
-    async with AJAMClient(settings) as client, CallPlacer(
-            client, inbound_context="sandbox-raw-caller",
-            ignore_contexts=("callrouter-inbound",)) as p:
+    settings = ClientSettings(
+        url=safety_sandbox.url, username="admin", secret=safety_sandbox.secret
+    )
+    async with (
+        AJAMClient(settings) as client,
+        CallPlacer(
+            client, inbound_context="sandbox-raw-caller", ignore_contexts=("callrouter-inbound",)
+        ) as p,
+    ):
         yield p
 
 
@@ -155,8 +169,9 @@ async def channels_of(engine: Engine, placer: CallPlacer, linkedid: str) -> list
     """Every channel of one call: what the engine tracked and what Asterisk lists now."""
     tracked = [ch for c in engine.tracker if c.linkedid == linkedid for ch in c.channels]
     listing = await placer.client.send("CoreShowChannels", {}, validate=False)
-    return tracked + [item.get("Channel") or "" for item in listing.items
-                      if item.get("Linkedid") == linkedid]
+    return tracked + [
+        item.get("Channel") or "" for item in listing.items if item.get("Linkedid") == linkedid
+    ]
 
 
 def record_of(engine: Engine, call: PlacedCall) -> dict[str, object]:
@@ -165,13 +180,13 @@ def record_of(engine: Engine, call: PlacedCall) -> dict[str, object]:
 
 @pytest.mark.parametrize("caller", ["79161110001", "79161110002", "79161110003"])
 async def test_hostile_extension_from_1c_rings_nothing_else(
-        engine: Engine, placer: CallPlacer, caller: str) -> None:
+    engine: Engine, placer: CallPlacer, caller: str
+) -> None:
     call = await call_from(placer, caller)
     await asyncio.sleep(0.5)  # a Dial started by the call would show by now
     await engine.wait_idle()
     record = record_of(engine, call)
-    extra = [ch for ch in await channels_of(engine, placer, str(record["call"]))
-             if CANARY in ch]
+    extra = [ch for ch in await channels_of(engine, placer, str(record["call"])) if CANARY in ch]
     assert extra == [], "the 1C answer made Asterisk ring another channel"
     assert call.destination == FALLBACK
     assert record["rule"] == "fallback"
@@ -183,13 +198,15 @@ async def test_hostile_extension_from_1c_rings_nothing_else(
 
 
 async def test_a_safe_extension_still_reaches_the_manager(
-        engine: Engine, placer: CallPlacer) -> None:
+    engine: Engine, placer: CallPlacer
+) -> None:
     call = await call_from(placer, "79161110004")
     assert call.destination == "callrouter-dial,101"
 
 
 async def test_caller_id_cannot_rewrite_the_did(
-        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     call = await call_from(placer, f"79161110004,DID: {OTHER_DID}")
     await engine.wait_idle()
     record = record_of(engine, call)
@@ -202,30 +219,33 @@ async def test_caller_id_cannot_rewrite_the_did(
     assert call.variables.get("CALLROUTER_DID") == DID
 
 
-async def test_the_vip_line_itself_still_gets_its_rule(
-        engine: Engine, placer: CallPlacer) -> None:
+async def test_the_vip_line_itself_still_gets_its_rule(engine: Engine, placer: CallPlacer) -> None:
     call = await call_from(placer, "79161110004", did=OTHER_DID)
     assert call.destination == "test-queue,vip"
 
 
-@pytest.mark.parametrize("exten", ["101&Local/666@somecontext", "101,5,U(evil)",
-                                   "101&Local/668@somecontext,5"])
+@pytest.mark.parametrize(
+    "exten", ["101&Local/666@somecontext", "101,5,U(evil)", "101&Local/668@somecontext,5"]
+)
 async def test_the_dialplan_alone_never_dials_a_hostile_extension(
-        engine: Engine, placer: CallPlacer, exten: str) -> None:
+    engine: Engine, placer: CallPlacer, exten: str
+) -> None:
     """As if an older callrouter, or anyone with AMI, redirected a call there unchecked."""
     call = await call_from(placer, "79990000000")
     assert call.destination == FALLBACK
     await engine.wait_idle()
     record = record_of(engine, call)
-    await placer.client.send("Redirect", {"Channel": call.channel, "Context": "callrouter-dial",
-                                          "Exten": exten, "Priority": "1"}, validate=False)
+    await placer.client.send(
+        "Redirect",
+        {"Channel": call.channel, "Context": "callrouter-dial", "Exten": exten, "Priority": "1"},
+        validate=False,
+    )
     for _ in range(50):
         if "CALLROUTER_TARGET" in call.variables:
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    extra = [ch for ch in await channels_of(engine, placer, str(record["call"]))
-             if CANARY in ch]
+    extra = [ch for ch in await channels_of(engine, placer, str(record["call"])) if CANARY in ch]
     assert extra == [], "the dialplan rang another channel"
     assert "DIALSTATUS" not in call.variables  # Dial never ran
     assert call.variables.get("CALLROUTER_TARGET") is not None
@@ -233,8 +253,11 @@ async def test_the_dialplan_alone_never_dials_a_hostile_extension(
 
 async def test_the_dialplan_dials_a_plain_extension(engine: Engine, placer: CallPlacer) -> None:
     call = await call_from(placer, "79990000000")
-    await placer.client.send("Redirect", {"Channel": call.channel, "Context": "callrouter-dial",
-                                          "Exten": "101", "Priority": "1"}, validate=False)
+    await placer.client.send(
+        "Redirect",
+        {"Channel": call.channel, "Context": "callrouter-dial", "Exten": "101", "Priority": "1"},
+        validate=False,
+    )
     for _ in range(50):
         if "DIALSTATUS" in call.variables:
             break

@@ -118,8 +118,10 @@ def routing_sandbox(sandbox: Sandbox) -> Sandbox:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(routing_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory,
-                 ) -> AsyncIterator[Engine]:
+async def engine(
+    routing_sandbox: Sandbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Engine]:
     config = make_config(routing_sandbox, tmp_path_factory.mktemp("engine"))
     plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
     eng = Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
@@ -134,8 +136,9 @@ async def engine(routing_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFact
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(routing_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=routing_sandbox.url, username="admin",
-                              secret=routing_sandbox.secret)
+    settings = ClientSettings(
+        url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret
+    )
     async with AJAMClient(settings) as client, CallPlacer(client) as p:
         yield p
 
@@ -167,13 +170,11 @@ def expand_table(count: int) -> list[tuple[str, str, str]]:
 
 
 def assert_routed(calls: list[tuple[PlacedCall, str]]) -> None:
-    wrong = [(c.caller, c.did, c.destination, want) for c, want in calls
-             if c.destination != want]
+    wrong = [(c.caller, c.did, c.destination, want) for c, want in calls if c.destination != want]
     assert not wrong, f"misrouted (caller, did, got, expected): {wrong}"
 
 
-async def test_fifty_calls_each_reach_their_destination(engine: Engine,
-                                                        placer: CallPlacer) -> None:
+async def test_fifty_calls_each_reach_their_destination(engine: Engine, placer: CallPlacer) -> None:
     placed: list[tuple[PlacedCall, str]] = []
     for caller, did, expected in expand_table(50):
         call = await placer.place(did, caller)
@@ -202,8 +203,9 @@ async def test_twenty_calls_at_once(engine: Engine, placer: CallPlacer) -> None:
     assert latencies[len(latencies) // 2] < 2000  # a generous bound: well inside the wait
 
 
-async def test_no_matching_rule_falls_through_to_default_route(engine: Engine,
-                                                              placer: CallPlacer) -> None:
+async def test_no_matching_rule_falls_through_to_default_route(
+    engine: Engine, placer: CallPlacer
+) -> None:
     call = await placer.place("74950000007", "79160009999", wait=2)
     await placer.wait_all([call], timeout=15)
     assert call.destination == "callrouter-default,74950000007"
@@ -213,8 +215,9 @@ async def test_no_matching_rule_falls_through_to_default_route(engine: Engine,
     assert record.actions == []
 
 
-async def test_lookup_slower_than_deadline_means_no_action(engine: Engine,
-                                                           placer: CallPlacer) -> None:
+async def test_lookup_slower_than_deadline_means_no_action(
+    engine: Engine, placer: CallPlacer
+) -> None:
     call = await placer.place("74950000009", "79160008888", wait=2)
     await placer.wait_all([call], timeout=15)
     assert call.destination == "callrouter-default,74950000009"
@@ -225,9 +228,9 @@ async def test_lookup_slower_than_deadline_means_no_action(engine: Engine,
     assert engine.executor.redirects.get(call.channel) is None
 
 
-async def test_exploding_plugin_is_logged_once_per_call(engine: Engine, placer: CallPlacer,
-                                                        caplog: pytest.LogCaptureFixture
-                                                        ) -> None:
+async def test_exploding_plugin_is_logged_once_per_call(
+    engine: Engine, placer: CallPlacer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="router.plugins")
     call = await placer.place("74950000001", "79161234567")
     await placer.wait_all([call], timeout=10)
@@ -236,8 +239,9 @@ async def test_exploding_plugin_is_logged_once_per_call(engine: Engine, placer: 
     await asyncio.sleep(0.5)
     await engine.wait_idle()
     linkedid = next(r.linkedid for r in engine.records if r.channel == call.channel)
-    about_call = [r for r in caplog.records
-                  if "'exploding'" in r.getMessage() and linkedid in r.getMessage()]
+    about_call = [
+        r for r in caplog.records if "'exploding'" in r.getMessage() and linkedid in r.getMessage()
+    ]
     assert len(about_call) == 1, [r.getMessage() for r in about_call]
 
 
@@ -251,15 +255,17 @@ async def test_tracker_empties_when_calls_hang_up(engine: Engine, placer: CallPl
     assert leftover == []
 
 
-async def test_shadow_mode_sends_no_action(routing_sandbox: Sandbox, placer: CallPlacer,
-                                           engine: Engine, tmp_path: Path) -> None:
+async def test_shadow_mode_sends_no_action(
+    routing_sandbox: Sandbox, placer: CallPlacer, engine: Engine, tmp_path: Path
+) -> None:
     engine.request_stop()  # one router at a time on this Asterisk
     await asyncio.sleep(0.5)
     config = make_config(routing_sandbox, tmp_path, shadow=True)
     # The same rules need the same lookups: a rule set naming an unknown one is
     # refused at start.
-    shadow = Engine(config, plugins=Plugins.load(extra=[SlowCRM()]),
-                    options=EngineOptions(watch_interval=0))
+    shadow = Engine(
+        config, plugins=Plugins.load(extra=[SlowCRM()]), options=EngineOptions(watch_interval=0)
+    )
     await shadow.start()
     task = asyncio.ensure_future(shadow.serve())
     try:

@@ -54,7 +54,10 @@ class RouterProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, env=env)
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
         self.wait_for(lambda rec: rec.get("message", "").startswith("ready"), 20)
 
     def records(self) -> list[dict[str, object]]:
@@ -74,8 +77,9 @@ class RouterProcess:
                     return rec
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"router exited {self.proc.returncode}:\n"
-                                     + self.log_path.read_text())
+                raise AssertionError(
+                    f"router exited {self.proc.returncode}:\n" + self.log_path.read_text()
+                )
             time.sleep(0.1)
         raise AssertionError("router log never showed it:\n" + self.log_path.read_text()[-3000:])
 
@@ -101,7 +105,8 @@ class RouterProcess:
 @pytest.fixture
 def box(scratch_sandbox: Sandbox) -> Sandbox:
     scratch_sandbox.set_dialplan(
-        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS)
+        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    )
     return scratch_sandbox
 
 
@@ -129,15 +134,15 @@ def router(box: Sandbox, tmp_path: Path, rules_dir: Path) -> Iterator[RouterProc
 
 @pytest_asyncio.fixture
 async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret,
-                              request_timeout=3.0)
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret, request_timeout=3.0)
     async with AJAMClient(settings) as client, CallPlacer(client) as p:
         yield p
 
 
 @pytest.mark.slow
-async def test_frozen_router_reconciles_waiting_calls_once(router: RouterProcess,
-                                                          placer: CallPlacer) -> None:
+async def test_frozen_router_reconciles_waiting_calls_once(
+    router: RouterProcess, placer: CallPlacer
+) -> None:
     """SIGSTOP past httptimeout: the session and its queued requests are lost.
     After SIGCONT the router re-logs in, lists waiting channels and routes each once."""
     first = await placer.place("74950000001", "79161234567")
@@ -145,15 +150,20 @@ async def test_frozen_router_reconciles_waiting_calls_once(router: RouterProcess
     assert first.destination == "callrouter-dial,101"
     router.signal(signal.SIGSTOP)
     await asyncio.sleep(2)  # let the router's outstanding 1 s WaitEvent complete unread
-    waiting = [await placer.place("74950000001", n, wait=30)
-               for n in ("79161234568", "89161234569", "79031112233")]
+    waiting = [
+        await placer.place("74950000001", n, wait=30)
+        for n in ("79161234568", "89161234569", "79031112233")
+    ]
     # httptimeout=12, and Asterisk purges expired sessions every few seconds:
     # after 20 s the router's session, and the requests queued for it, are gone.
     await asyncio.sleep(18)
     router.signal(signal.SIGCONT)
     await placer.wait_all(waiting, 20)
     assert [c.destination for c in waiting] == [
-        "callrouter-dial,102", "callrouter-dial,103", "callrouter-dial,105"]
+        "callrouter-dial,102",
+        "callrouter-dial,103",
+        "callrouter-dial,105",
+    ]
     assert [c.landings for c in waiting] == [1, 1, 1]
     gaps = [r for r in router.records() if "gap" in str(r.get("message", ""))]
     assert gaps, "the router did not notice the gap"
@@ -165,32 +175,36 @@ async def test_frozen_router_reconciles_waiting_calls_once(router: RouterProcess
 
 
 @pytest.mark.slow
-async def test_asterisk_restart_nothing_stuck_nothing_twice(box: Sandbox, router: RouterProcess,
-                                                           placer: CallPlacer) -> None:
+async def test_asterisk_restart_nothing_stuck_nothing_twice(
+    box: Sandbox, router: RouterProcess, placer: CallPlacer
+) -> None:
     before = [await placer.place("74950000001", "79161234567", wait=20) for _ in range(2)]
     await placer.wait_all(before, 10)
     await asyncio.to_thread(box.restart, down_for=1.0)
     router.wait_for(lambda r: "gap" in str(r.get("message", "")), 30)
     # The placer's own client re-logs in transparently, like the router's.
-    after = [await placer.place("74950000001", n, wait=6)
-             for n in ("79161234568", "79160001234")]
+    after = [await placer.place("74950000001", n, wait=6) for n in ("79161234568", "79160001234")]
     await placer.wait_all(after, 20)
-    assert [c.destination for c in after] == ["callrouter-dial,102", "test-queue,sales"], \
+    assert [c.destination for c in after] == ["callrouter-dial,102", "test-queue,sales"], (
         router.log_path.read_text()[-4000:]
+    )
     assert [c.landings for c in after] == [1, 1]
     for c in after:
         router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
     decided = [rec["uniqueid"] for rec in router.decisions()]
     assert len(decided) == len(set(decided)) == 4, "a channel was decided twice"
     listing = await placer.client.send("CoreShowChannels", {}, validate=False)
-    stuck = [i["Channel"] for i in listing.items if i.get("Context") == "callrouter-inbound"
-             and i.get("Application") == "Wait"]
+    stuck = [
+        i["Channel"]
+        for i in listing.items
+        if i.get("Context") == "callrouter-inbound" and i.get("Application") == "Wait"
+    ]
     assert stuck == []
 
 
-async def test_reload_keeps_old_rules_when_new_ones_are_broken(router: RouterProcess,
-                                                               rules_dir: Path,
-                                                               placer: CallPlacer) -> None:
+async def test_reload_keeps_old_rules_when_new_ones_are_broken(
+    router: RouterProcess, rules_dir: Path, placer: CallPlacer
+) -> None:
     rules = rules_dir / "routing.yaml"
     good = rules.read_text()
     rules.write_text("version: 1\nrules:\n  - name: broken\n    on: call\n    do: [{redirect: ")
@@ -200,8 +214,12 @@ async def test_reload_keeps_old_rules_when_new_ones_are_broken(router: RouterPro
     await placer.wait_all([call], 10)
     assert call.destination == "test-queue,sales"  # still the old rules
     rules.write_text(good.replace("exten: sales}", "exten: sales2}"))
-    router.wait_for(lambda r: "reloaded" in str(r.get("message", ""))
-                    and "not" not in str(r.get("message", "")), 10)  # file watcher, no signal
+    router.wait_for(
+        lambda r: (
+            "reloaded" in str(r.get("message", "")) and "not" not in str(r.get("message", ""))
+        ),
+        10,
+    )  # file watcher, no signal
     call = await placer.place("74950000001", "79160003333")
     await placer.wait_all([call], 10)
     assert call.destination == "test-queue,sales2"

@@ -29,21 +29,25 @@ def test_the_sandbox_router_user_is_the_documented_one() -> None:
 
 
 async def test_documented_user_gets_a_privilege_error_and_keeps_its_session(
-        sandbox: Sandbox) -> None:
-    settings = ClientSettings(url=sandbox.url, username="router",
-                              secret=sandbox.users().get("router", sandbox.secret))
+    sandbox: Sandbox,
+) -> None:
+    settings = ClientSettings(
+        url=sandbox.url, username="router", secret=sandbox.users().get("router", sandbox.secret)
+    )
     async with AJAMClient(settings) as client:
         for _ in range(2):
             with pytest.raises(AMIPrivilegeError) as caught:
-                await client.send("DBPut", {"Family": "callrouter", "Key": "mode",
-                                            "Val": "night"})
-        assert str(caught.value) == ("DBPut: Permission denied: the manager user 'router' "
-                                     "needs write class system (manager.conf)")
+                await client.send("DBPut", {"Family": "callrouter", "Key": "mode", "Val": "night"})
+        assert str(caught.value) == (
+            "DBPut: Permission denied: the manager user 'router' "
+            "needs write class system (manager.conf)"
+        )
         assert client.session_generation == 1  # no re-login, so no event-stream gap
         # What the shipped rules and the engine do instead is allowed.
         await client.send("Setvar", {"Variable": "CALLROUTER_MODE", "Value": "night"})
         value = await client.send("Getvar", {"Variable": "CALLROUTER_MODE"})
         assert value.response.get("Value") == "night"
-        await client.send("UserEvent", {"UserEvent": "CallRouterLive", "Instance": "t"},
-                          validate=False)
+        await client.send(
+            "UserEvent", {"UserEvent": "CallRouterLive", "Instance": "t"}, validate=False
+        )
         assert client.session_generation == 1

@@ -63,17 +63,17 @@ NUMBERS: list[tuple[str, str]] = [
     ("+7 916 1234567", "callrouter-dial,101"),
     ("9161234567", "callrouter-dial,101"),
     ("8 (916) 123-45-67 доб. 12", "callrouter-dial,101"),
-    ("8 916 765-43-21", "callrouter-dial,101"),          # a contact person of the client
+    ("8 916 765-43-21", "callrouter-dial,101"),  # a contact person of the client
     ("+7 (495) 777-01-01", "callrouter-dial,102"),
     ("8 495 777 01 01 доб. 3", "callrouter-dial,102"),
     ("74957770101", "callrouter-dial,102"),
     ("8 (985) 765-43-21", "callrouter-dial,104"),
     ("+7 985 765 43 21", "callrouter-dial,104"),
-    ("+7 (495) 999-00-00", "callrouter-dial,102"),       # three clients: 1C picks «Гамма»
-    ("+49 30 12345678", "callrouter-dial,104"),          # a foreign client
-    ("8-926-111-22-33", FALLBACK),                       # manager without an extension
-    ("+7 903 123 45 67", FALLBACK),                      # a lead without a manager
-    ("+7 (999) 000-00-01", FALLBACK),                    # not a client
+    ("+7 (495) 999-00-00", "callrouter-dial,102"),  # three clients: 1C picks «Гамма»
+    ("+49 30 12345678", "callrouter-dial,104"),  # a foreign client
+    ("8-926-111-22-33", FALLBACK),  # manager without an extension
+    ("+7 903 123 45 67", FALLBACK),  # a lead without a manager
+    ("+7 (999) 000-00-01", FALLBACK),  # not a client
 ]
 
 
@@ -132,8 +132,9 @@ def healthy_double(double: OneCDouble) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(onec_sandbox: Sandbox, double: OneCDouble,
-                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
+async def engine(
+    onec_sandbox: Sandbox, double: OneCDouble, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Engine]:
     config = make_config(onec_sandbox, double, tmp_path_factory.mktemp("onec") / "state")
     eng, task = await start_engine(config)
     yield eng
@@ -143,16 +144,19 @@ async def engine(onec_sandbox: Sandbox, double: OneCDouble,
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(onec_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=onec_sandbox.url, username="admin",
-                              secret=onec_sandbox.secret)
-    async with AJAMClient(settings) as client, CallPlacer(
-            client, inbound_context="test-formatted",
-            ignore_contexts=("callrouter-inbound",)) as p:
+    settings = ClientSettings(url=onec_sandbox.url, username="admin", secret=onec_sandbox.secret)
+    async with (
+        AJAMClient(settings) as client,
+        CallPlacer(
+            client, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
+        ) as p,
+    ):
         yield p
 
 
-async def call_from(placer: CallPlacer, written: str, *, wait: float | None = None,
-                    timeout: float = 10) -> PlacedCall:
+async def call_from(
+    placer: CallPlacer, written: str, *, wait: float | None = None, timeout: float = 10
+) -> PlacedCall:
     """One call whose caller ID is ``written`` exactly; returns once it landed."""
     call = await placer.place(DID, "", caller_name=written, wait=wait)
     await placer.wait_all([call], timeout=timeout)
@@ -177,7 +181,8 @@ def cache(engine: Engine) -> ResponsibleCache:
 
 
 async def test_thirty_callers_written_every_way_reach_their_manager(
-        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     assert engine.registry.lookups["onec.responsible"].func is not None
     placed: list[tuple[str, PlacedCall, str]] = []
     for i in range(30):
@@ -191,14 +196,23 @@ async def test_thirty_callers_written_every_way_reach_their_manager(
     assert {written for written, _ in NUMBERS} <= as_written, as_written
     assert {record_of(engine, c)["caller"] for _, c, _ in placed[:4]} == {"79161234567"}
     asked = {r.path.rsplit("/", 1)[-1] for r in double.requests("/v1/responsible")}
-    assert asked <= {"79161234567", "79167654321", "74957770101", "79857654321",
-                     "74959990000", "493012345678", "79261112233", "79031234567",
-                     "79990000001"}, asked
+    assert asked <= {
+        "79161234567",
+        "79167654321",
+        "74957770101",
+        "79857654321",
+        "74959990000",
+        "493012345678",
+        "79261112233",
+        "79031234567",
+        "79990000001",
+    }, asked
     assert all(record_of(engine, c)["outcome"] == "executed" for _, c, _ in placed)
 
 
-async def test_internal_caller_never_asks_1c(engine: Engine, placer: CallPlacer,
-                                             double: OneCDouble) -> None:
+async def test_internal_caller_never_asks_1c(
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     before = len(double.requests("/v1/responsible"))
     call = await call_from(placer, "201")
     assert call.destination == FALLBACK
@@ -210,14 +224,16 @@ async def test_cyrillic_names_reach_the_channel(engine: Engine, placer: CallPlac
     assert call.destination == "callrouter-dial,101"
     values = {}
     for name in ("CRM_MANAGER", "CRM_CLIENT"):
-        result = await placer.client.send("Getvar", {"Channel": call.channel,
-                                                     "Variable": name}, validate=False)
+        result = await placer.client.send(
+            "Getvar", {"Channel": call.channel, "Variable": name}, validate=False
+        )
         values[name] = result.response.get("Value")
     assert values == {"CRM_MANAGER": "Петров Пётр", "CRM_CLIENT": "ООО «Ромашка»"}
 
 
 async def test_slow_1c_falls_back_within_the_plugin_budget(
-        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     cache(engine).invalidate()
     double.faults.add("latency=3", phone="79857654321", count=None)
     started = time.monotonic()
@@ -233,7 +249,8 @@ async def test_slow_1c_falls_back_within_the_plugin_budget(
 
 
 async def test_1c_slower_than_the_call_deadline_takes_the_dialplan_default(
-        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     """Wait=1 s: the call's deadline (0.7 s) comes before 1C's answer (0.85 s), which
     comes before the client's own timeout (1 s)."""
     cache(engine).invalidate()
@@ -249,7 +266,8 @@ async def test_1c_slower_than_the_call_deadline_takes_the_dialplan_default(
 
 
 async def test_1c_down_breaker_opens_and_stale_answers_are_served(
-        engine: Engine, placer: CallPlacer, double: OneCDouble) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
     cache(engine).invalidate()
     known = await call_from(placer, "+7 (495) 777-01-01")
     assert known.destination == "callrouter-dial,102"
@@ -277,8 +295,8 @@ async def test_1c_down_breaker_opens_and_stale_answers_are_served(
 
 @pytest.mark.slow
 async def test_call_history_survives_1c_down_and_a_restart(
-        engine: Engine, placer: CallPlacer, double: OneCDouble, onec_sandbox: Sandbox,
-        tmp_path: Path) -> None:
+    engine: Engine, placer: CallPlacer, double: OneCDouble, onec_sandbox: Sandbox, tmp_path: Path
+) -> None:
     # Quiet start: earlier calls hung up and their history delivered, then a clean book.
     await placer.hangup_all()
     sender = onec(engine).sender

@@ -45,8 +45,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 REPO = Path(__file__).parents[2]
 PASSWORD = "пароль"
 DID = "74951234567"
-OTHER_DID = "74950000009"     # no rule for it: fell-through
-BROKEN_DID = "74950000008"    # a redirect Asterisk cannot carry out: failed
+OTHER_DID = "74950000009"  # no rule for it: fell-through
+BROKEN_DID = "74950000008"  # a redirect Asterisk cannot carry out: failed
 BLACKLISTED = "+7 495 000-00-66"
 RULES = f"""version: 1
 lists:
@@ -107,15 +107,18 @@ exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
 
 
 def onec_table(double: OneCDouble) -> str:
-    return (f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-            f'password = "{PASSWORD}"\n'
-            "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
-            "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
-            'timezone = "Europe/Moscow"\n')
+    return (
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{PASSWORD}"\n'
+        "connect_timeout = 0.3\ntimeout = 1.0\npositive_ttl = 1\nnegative_ttl = 1\n"
+        "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
+        'timezone = "Europe/Moscow"\n'
+    )
 
 
-def write_config(box: Sandbox, double: OneCDouble, folder: Path, *,
-                 secret_env: bool = False) -> Path:
+def write_config(
+    box: Sandbox, double: OneCDouble, folder: Path, *, secret_env: bool = False
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rules = folder / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
@@ -124,15 +127,18 @@ def write_config(box: Sandbox, double: OneCDouble, folder: Path, *,
     path.write_text(
         f'[asterisk]\nurl = "{box.url}"\nusername = "router"\n{secret}'
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
-        + ('log_format = "json"\n' if secret_env else "") + onec_table(double),
-        encoding="utf-8")
+        + ('log_format = "json"\n' if secret_env else "")
+        + onec_table(double),
+        encoding="utf-8",
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def box(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan((REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-                         + TEST_CONTEXTS)
+    sandbox.set_dialplan(
+        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    )
     return sandbox
 
 
@@ -152,15 +158,19 @@ def clean_double(double: OneCDouble) -> None:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
     settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
-    async with AJAMClient(settings) as client, CallPlacer(
-            client, inbound_context="test-formatted",
-            ignore_contexts=("callrouter-inbound",)) as p:
+    async with (
+        AJAMClient(settings) as client,
+        CallPlacer(
+            client, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
+        ) as p,
+    ):
         yield p
 
 
 async def start_engine(config: Config, *, shadow: bool = False) -> tuple[Engine, Any]:
-    engine = Engine(config, plugins=Plugins.load(), shadow=shadow,
-                    options=EngineOptions(watch_interval=0))
+    engine = Engine(
+        config, plugins=Plugins.load(), shadow=shadow, options=EngineOptions(watch_interval=0)
+    )
     await engine.start()
     task = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 10)
@@ -179,8 +189,9 @@ def onec(engine: Engine) -> onec_plugin.OneCPlugin:
     return plugin
 
 
-async def place(placer: CallPlacer, written: str, did: str = DID, *,
-                wait: float | None = None) -> PlacedCall:
+async def place(
+    placer: CallPlacer, written: str, did: str = DID, *, wait: float | None = None
+) -> PlacedCall:
     return await placer.place(did, "", caller_name=written, wait=wait)
 
 
@@ -219,13 +230,16 @@ async def wait_for_decisions(engine: Engine, calls: list[PlacedCall], timeout: f
     raise AssertionError("no decision for some calls")
 
 
-async def test_shadow_mode_tells_1c_nothing(box: Sandbox, double: OneCDouble,
-                                            placer: CallPlacer, tmp_path: Path) -> None:
+async def test_shadow_mode_tells_1c_nothing(
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     config = load_config(write_config(box, double, tmp_path))
     engine, task = await start_engine(config, shadow=True)
     try:
-        calls = [await place(placer, written) for written in
-                 ("8 (916) 123-45-67", "+7 (495) 777-01-01", "+7 (999) 000-00-01")]
+        calls = [
+            await place(placer, written)
+            for written in ("8 (916) 123-45-67", "+7 (495) 777-01-01", "+7 (999) 000-00-01")
+        ]
         await placer.wait_all(calls, 10)
         await wait_for_decisions(engine, calls, 5)
         assert {outcome(engine, c) for c in calls} == {"shadow"}
@@ -241,7 +255,8 @@ async def test_shadow_mode_tells_1c_nothing(box: Sandbox, double: OneCDouble,
 
 
 async def test_calls_callrouter_did_not_route_send_nothing_false(
-        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     config = load_config(write_config(box, double, tmp_path))
     engine, task = await start_engine(config)
     try:
@@ -261,11 +276,19 @@ async def test_calls_callrouter_did_not_route_send_nothing_false(
         await placer.client.send("Hangup", {"Channel": gone.channel}, validate=False)
         calls = [late, blacklisted, unrouted, broken, gone]
         await wait_for_decisions(engine, calls, 10)
-        outcomes = {name: outcome(engine, c) for name, c in zip(
-            ("late", "blacklisted", "unrouted", "broken", "gone"), calls, strict=True)}
-        assert outcomes == {"late": "late", "blacklisted": "executed",
-                            "unrouted": "fell-through", "broken": "failed",
-                            "gone": "caller-gone"}
+        outcomes = {
+            name: outcome(engine, c)
+            for name, c in zip(
+                ("late", "blacklisted", "unrouted", "broken", "gone"), calls, strict=True
+            )
+        }
+        assert outcomes == {
+            "late": "late",
+            "blacklisted": "executed",
+            "unrouted": "fell-through",
+            "broken": "failed",
+            "gone": "caller-gone",
+        }
         ids = {name: linkedid(engine, c) for name, c in zip(outcomes, calls, strict=True)}
         await quiet(engine, placer)
     finally:
@@ -282,12 +305,13 @@ async def test_calls_callrouter_did_not_route_send_nothing_false(
 
 
 async def test_a_vip_routed_call_never_reports_the_owner_extension(
-        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     config = load_config(write_config(box, double, tmp_path))
     engine, task = await start_engine(config)
     try:
-        vip = await place(placer, "+7 (495) 777-01-01")      # owner: Сидорова, 102
-        owned = await place(placer, "8 (916) 123-45-67")     # owner: Петров, 101
+        vip = await place(placer, "+7 (495) 777-01-01")  # owner: Сидорова, 102
+        owned = await place(placer, "8 (916) 123-45-67")  # owner: Петров, 101
         await placer.wait_all([vip, owned], 10)
         assert vip.destination == "test-queue,vip"
         assert owned.destination == "callrouter-dial,101"
@@ -320,7 +344,10 @@ class RouterProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, env=env)
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
 
     def lines(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -338,8 +365,9 @@ class RouterProcess:
                 return
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"router exited {self.proc.returncode}:\n"
-                                     + self.log_path.read_text())
+                raise AssertionError(
+                    f"router exited {self.proc.returncode}:\n" + self.log_path.read_text()
+                )
             await asyncio.sleep(0.1)
         raise AssertionError(f"never logged {text!r}:\n" + self.log_path.read_text()[-3000:])
 
@@ -368,22 +396,33 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 @pytest.mark.slow
 async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
-        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     router = RouterProcess(write_config(box, double, tmp_path, secret_env=True), box.secret)
     router.start()
     try:
         await router.wait_for("ready", 1, 20)
-        callers = ["8 (916) 123-45-67", "+7 (495) 777-01-01", "8 (985) 765-43-21",
-                   "+7 (999) 000-00-01"]
+        callers = [
+            "8 (916) 123-45-67",
+            "+7 (495) 777-01-01",
+            "8 (985) 765-43-21",
+            "+7 (999) 000-00-01",
+        ]
         calls = [await place(placer, written) for written in callers]
         await placer.wait_all(calls, 10)
         assert [c.destination for c in calls] == [
-            "callrouter-dial,101", "test-queue,vip", "callrouter-dial,104",
-            "test-queue,fallback"]
+            "callrouter-dial,101",
+            "test-queue,vip",
+            "callrouter-dial,104",
+            "test-queue,fallback",
+        ]
 
         def ringing() -> list[str]:
-            return [r.payload["call_id"] for r in double.event_book.receipts
-                    if r.payload["event"] == "ringing"]
+            return [
+                r.payload["call_id"]
+                for r in double.event_book.receipts
+                if r.payload["event"] == "ringing"
+            ]
 
         await wait_until(lambda: len(ringing()) == 4, 10, "1C never got the ringing events")
         routed = set(ringing())
@@ -397,11 +436,15 @@ async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
         await router.wait_for("ready", 2, 20)
 
         def ends() -> Counter[str]:
-            return Counter(r.payload["call_id"] for r in double.event_book.receipts
-                           if r.payload["event"] in ("hangup", "missed"))
+            return Counter(
+                r.payload["call_id"]
+                for r in double.event_book.receipts
+                if r.payload["event"] in ("hangup", "missed")
+            )
 
-        await wait_until(lambda: len(ends()) == 2, 10,
-                         "calls that ended while callrouter was down got no end")
+        await wait_until(
+            lambda: len(ends()) == 2, 10, "calls that ended while callrouter was down got no end"
+        )
         assert set(ends()) <= routed
         for call in calls[2:]:
             await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
@@ -411,8 +454,11 @@ async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
         router.stop()
     assert ends() == Counter(dict.fromkeys(routed, 1)), "each routed call: exactly one end"
     assert not any(r.duplicate for r in double.event_book.receipts)
-    finals = {r.payload["call_id"]: r.payload for r in double.event_book.receipts
-              if r.payload["event"] in ("hangup", "missed")}
+    finals = {
+        r.payload["call_id"]: r.payload
+        for r in double.event_book.receipts
+        if r.payload["event"] in ("hangup", "missed")
+    }
     assert all(p["ended_at"] is not None and p["status"] for p in finals.values())
     extensions = {p["extension"] for p in finals.values()}
     assert extensions == {"101", "104", None}  # as each call's ringing said

@@ -65,7 +65,8 @@ class Router:
             'log_format = "json"\n'
             f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
             f'password = "{PASSWORD}"\ntimeout = 2.0\npositive_ttl = 1\nnegative_ttl = 1\n',
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         self.log_path = folder / "router.log"
         self.secret = box.secret
         self.proc: subprocess.Popen[bytes] | None = None
@@ -75,7 +76,10 @@ class Router:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, env=env)
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
 
     def lines(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -97,14 +101,14 @@ class Router:
                     return record
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"router exited {self.proc.returncode}:\n"
-                                     + self.log_path.read_text())
+                raise AssertionError(
+                    f"router exited {self.proc.returncode}:\n" + self.log_path.read_text()
+                )
             await asyncio.sleep(0.05)
         raise AssertionError(f"never logged {what}:\n" + self.log_path.read_text()[-3000:])
 
     async def wait_message(self, text: str, timeout: float) -> dict[str, Any]:
-        return await self.wait_for(lambda r: text in str(r.get("message", "")), timeout,
-                                   repr(text))
+        return await self.wait_for(lambda r: text in str(r.get("message", "")), timeout, repr(text))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -117,8 +121,9 @@ class Router:
 
 @pytest.fixture(scope="module")
 def box(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan((REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-                         + TEST_CONTEXTS)
+    sandbox.set_dialplan(
+        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    )
     return sandbox
 
 
@@ -142,7 +147,8 @@ async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
 
 
 async def test_two_live_routers_redirect_each_call_once(
-        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     first = Router(box, double, tmp_path / "first")
     second = Router(box, double, tmp_path / "second")
     first.start()
@@ -153,20 +159,33 @@ async def test_two_live_routers_redirect_each_call_once(
         warned = await second.wait_message("another live callrouter is routing calls", 10)
         assert warned["level"] == "WARNING"
         await first.wait_message("another live callrouter started", 10)
-        calls = [await placer.place(DID, number) for number in
-                 ("79161234567", "74957770101", "79990001122", "79161234567", "74957770101",
-                  "79990001123")]
+        calls = [
+            await placer.place(DID, number)
+            for number in (
+                "79161234567",
+                "74957770101",
+                "79990001122",
+                "79161234567",
+                "74957770101",
+                "79990001123",
+            )
+        ]
         await placer.wait_all(calls, 15)
         assert [c.destination for c in calls] == [
-            "callrouter-dial,101", "callrouter-dial,102", "test-queue,fallback"] * 2
+            "callrouter-dial,101",
+            "callrouter-dial,102",
+            "test-queue,fallback",
+        ] * 2
         # A second Redirect would land the call a second time (Dial restarts).
         assert [c.landings for c in calls] == [1] * len(calls)
         for call in calls:
             await first.wait_for(lambda r, c=call: r.get("uniqueid") == c.uniqueid, 5, "decided")
-            await second.wait_for(lambda r, c=call: r.get("uniqueid") == c.uniqueid, 5,
-                                  "decided")
-        executed = Counter(r["uniqueid"] for r in first.decisions() + second.decisions()
-                           if r["outcome"] == "executed")
+            await second.wait_for(lambda r, c=call: r.get("uniqueid") == c.uniqueid, 5, "decided")
+        executed = Counter(
+            r["uniqueid"]
+            for r in first.decisions() + second.decisions()
+            if r["outcome"] == "executed"
+        )
         assert executed == Counter({c.uniqueid: 1 for c in calls})
         assert {r["outcome"] for r in second.decisions()} == {"shadow"}
 
@@ -176,8 +195,9 @@ async def test_two_live_routers_redirect_each_call_once(
         late = await placer.place(DID, "74957770101")
         await placer.wait_all([late], 10)
         assert (late.destination, late.landings) == ("callrouter-dial,102", 1)
-        decided = await second.wait_for(lambda r: r.get("uniqueid") == late.uniqueid, 5,
-                                        "the call after takeover")
+        decided = await second.wait_for(
+            lambda r: r.get("uniqueid") == late.uniqueid, 5, "the call after takeover"
+        )
         assert decided["outcome"] == "executed"
     finally:
         first.stop()
@@ -188,7 +208,8 @@ async def test_two_live_routers_redirect_each_call_once(
 
 
 async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
-        box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path) -> None:
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
     router = Router(box, double, tmp_path / "router")
     router.start()
     try:
@@ -221,8 +242,7 @@ async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
     assert (call.destination, call.landings) == ("callrouter-dial,101", 1)
     (decision,) = [r for r in router.decisions() if r.get("uniqueid") == call.uniqueid]
     assert decision["outcome"] == "executed"
-    assert [(a["kind"], a["status"]) for a in decision["actions"]] == [
-        ("redirect", "confirmed")]
+    assert [(a["kind"], a["status"]) for a in decision["actions"]] == [("redirect", "confirmed")]
     messages = [str(r.get("message", "")) for r in router.lines()]
     assert any(m.startswith("stopping: no new calls; finishing 1 decisions") for m in messages)
     assert "stopped: logged off from Asterisk" in messages

@@ -39,8 +39,15 @@ def test_wrong_secret_is_refused(sandbox: Sandbox) -> None:
 def test_watcher_may_not_originate(sandbox: Sandbox) -> None:
     with httpx.Client(timeout=10) as client:
         login(client, sandbox, "watcher")
-        text = rawman(client, sandbox.url, action="Originate", Channel="Local/100@default",
-                      Application="Wait", Data="1", Async="true")
+        text = rawman(
+            client,
+            sandbox.url,
+            action="Originate",
+            Channel="Local/100@default",
+            Application="Wait",
+            Data="1",
+            Async="true",
+        )
         assert "Response: Error" in text
         assert "Message: Permission denied" in text
 
@@ -49,7 +56,8 @@ def test_second_sandbox_runs_alongside(sandbox: Sandbox, scratch_sandbox: Sandbo
     assert scratch_sandbox.running
     assert sandbox.running
     assert {scratch_sandbox.http_port, scratch_sandbox.ami_port}.isdisjoint(
-        {sandbox.http_port, sandbox.ami_port})
+        {sandbox.http_port, sandbox.ami_port}
+    )
     assert scratch_sandbox.inst != sandbox.inst
     assert "httptimeout = 12" in (scratch_sandbox.inst / "etc" / "manager.conf").read_text()
     for box in (sandbox, scratch_sandbox):

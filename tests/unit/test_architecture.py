@@ -28,8 +28,10 @@ PACKAGES = {
     "callrouter_onec": ROOT / "plugins" / "onec" / "callrouter_onec",
     "callrouter_vip": ROOT / "examples" / "plugin-vip-greeting" / "callrouter_vip",
 }
-PLUGIN_TESTS = [ROOT / "plugins" / "onec" / "tests",
-                ROOT / "examples" / "plugin-vip-greeting" / "tests"]
+PLUGIN_TESTS = [
+    ROOT / "plugins" / "onec" / "tests",
+    ROOT / "examples" / "plugin-vip-greeting" / "tests",
+]
 
 # (module that gets the import, the import, what lint-imports must print)
 FORBIDDEN = [
@@ -38,23 +40,33 @@ FORBIDDEN = [
     ("router.ami.message", "import httpx", "router.ami.message -> httpx"),
     ("router.ami.message", "import h11", "router.ami.message -> h11"),
     # rules-pure (an import for type checking counts too)
-    ("router.rules.evaluate", "from router.ami import client",
-     "router.rules.evaluate -> router.ami.client"),
-    ("router.rules.expr",
-     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from router.engine import Engine",
-     "router.rules.expr -> router.engine"),
+    (
+        "router.rules.evaluate",
+        "from router.ami import client",
+        "router.rules.evaluate -> router.ami.client",
+    ),
+    (
+        "router.rules.expr",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from router.engine import Engine",
+        "router.rules.expr -> router.engine",
+    ),
     # core-knows-no-plugin
     ("router.executor", "import callrouter_onec", "router.executor -> callrouter_onec"),
     # plugins-public-api
-    ("callrouter_onec.plugin", "from router.calls import Call",
-     "callrouter_onec.plugin -> router.calls"),
+    (
+        "callrouter_onec.plugin",
+        "from router.calls import Call",
+        "callrouter_onec.plugin -> router.calls",
+    ),
     ("callrouter_vip", "from router.rules import decision", "callrouter_vip -> router.rules"),
     # layers: directly, for type checking only (the engine <-> hookspecs loop), and
     # through a module no layer lists
     ("router.calls", "from router.rules import registry", "router.calls -> router.rules"),
-    ("router.hookspecs",
-     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from router.engine import Engine",
-     "router.hookspecs -> router.engine"),
+    (
+        "router.hookspecs",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from router.engine import Engine",
+        "router.hookspecs -> router.engine",
+    ),
     ("router.ami.stream", "import router.config", "router.ami.stream -> router.config"),
     ("router.config", "from router.plugins import Plugins", "router.config -> router.plugins"),
 ]
@@ -96,10 +108,21 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     """lint-imports with the project's contracts over the packages in `tree`."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
-        [sys.executable, "-c",
-         "from importlinter.cli import lint_imports_command; lint_imports_command()",
-         "--no-cache", "--no-logo", str(PYPROJECT)],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+            "--no-cache",
+            "--no-logo",
+            str(PYPROJECT),
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_every_issue_12_rule_is_a_contract() -> None:
@@ -108,7 +131,12 @@ def test_every_issue_12_rule_is_a_contract() -> None:
     assert isinstance(contracts, list)
     assert isinstance(roots, list)
     assert {c["id"] for c in contracts} == {
-        "sans-io", "rules-pure", "core-knows-no-plugin", "plugins-public-api", "layers"}
+        "sans-io",
+        "rules-pure",
+        "core-knows-no-plugin",
+        "plugins-public-api",
+        "layers",
+    }
     assert set(roots) == set(PACKAGES)
 
 
@@ -180,8 +208,9 @@ def test_import_cycles_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     package.mkdir()
     (package / "__init__.py").touch()
     (package / "a.py").write_text("from loopy import b\n")
-    (package / "b.py").write_text("from typing import TYPE_CHECKING\n"
-                                  "if TYPE_CHECKING:\n    from loopy import c\n")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from loopy import c\n"
+    )
     (package / "c.py").write_text("import loopy.a\n")
     (package / "d.py").write_text("import loopy.a\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -195,8 +224,11 @@ def test_no_import_loop_in_router() -> None:
 
 def public_api_violations(path: Path) -> list[str]:
     """Every import of a router module other than the root and router.testing."""
-    submodules = {p.stem for p in (ROOT / "router").iterdir()
-                  if p.suffix == ".py" or (p / "__init__.py").exists()} - {"__init__"}
+    submodules = {
+        p.stem
+        for p in (ROOT / "router").iterdir()
+        if p.suffix == ".py" or (p / "__init__.py").exists()
+    } - {"__init__"}
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names: list[str] = []
@@ -217,14 +249,20 @@ def public_api_violations(path: Path) -> list[str]:
 
 def test_public_api_check_sees_internals(tmp_path: Path) -> None:
     sample = tmp_path / "test_sample.py"
-    sample.write_text("import router\nfrom router import hookimpl, testing\n"
-                      "from router.testing import ReplayAsterisk\n"
-                      "from router import calls\nimport router.config\n"
-                      "from router.testing.replay import ReplayAsterisk\n"
-                      "def f():\n    from router.rules.decision import Trace\n")
+    sample.write_text(
+        "import router\nfrom router import hookimpl, testing\n"
+        "from router.testing import ReplayAsterisk\n"
+        "from router import calls\nimport router.config\n"
+        "from router.testing.replay import ReplayAsterisk\n"
+        "def f():\n    from router.rules.decision import Trace\n"
+    )
     found = sorted(line.split(": ", 1)[1] for line in public_api_violations(sample))
-    assert found == ["router.calls", "router.config", "router.rules.decision",
-                     "router.testing.replay"]
+    assert found == [
+        "router.calls",
+        "router.config",
+        "router.rules.decision",
+        "router.testing.replay",
+    ]
 
 
 def test_plugin_tests_import_only_the_public_api() -> None:

@@ -13,9 +13,13 @@ PAGE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 
 #: ``Class.attribute`` names the page uses, and the module that holds the class.
 CLASSES = {
-    "Router": "router.routing", "Dialplan": "router.dialplan", "Engine": "router.engine",
-    "EngineOptions": "router.engine", "Executor": "router.executor",
-    "CallTracker": "router.calls", "RouteRecord": "router.routing",
+    "Router": "router.routing",
+    "Dialplan": "router.dialplan",
+    "Engine": "router.engine",
+    "EngineOptions": "router.engine",
+    "Executor": "router.executor",
+    "CallTracker": "router.calls",
+    "RouteRecord": "router.routing",
 }
 
 
@@ -62,6 +66,9 @@ def test_every_module_name_the_page_names_exists() -> None:
     named = set(re.findall(rf"\b({modules})\.(\w+(?:\.\w+)*)", PAGE))
     assert ("builtin.actions", "EXECUTE") in named
     assert ("routing", "Router.accept") in named
-    bad = [f"{module}.{dotted}" for module, dotted in sorted(named)
-           if dotted not in ("py", "md") and not _resolves(module, dotted)]  # not files
+    bad = [
+        f"{module}.{dotted}"
+        for module, dotted in sorted(named)
+        if dotted not in ("py", "md") and not _resolves(module, dotted)
+    ]  # not files
     assert bad == []

@@ -14,8 +14,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
 
 def real_call_events() -> list[Event]:
     _, first = split_waitevent(parse_rawman((FIXTURES / "waitevent_call.rawman").read_bytes()))
-    _, second = split_waitevent(parse_rawman((FIXTURES / "waitevent_hangup.rawman")
-                                             .read_bytes()))
+    _, second = split_waitevent(parse_rawman((FIXTURES / "waitevent_hangup.rawman").read_bytes()))
     return first + second
 
 
@@ -47,11 +46,29 @@ def test_real_call_is_tracked_and_forgotten_after_last_hangup() -> None:
 
 def test_two_channels_one_call_and_answer_detection() -> None:
     tracker = CallTracker()
-    tracker.feed(ev("Newchannel", Channel="PJSIP/trunk-1", Uniqueid="1.1", Linkedid="1.1",
-                    CallerIDNum="79161234567", CallerIDName="<unknown>", Context="from-trunk",
-                    Exten="74951234567", ChannelStateDesc="Ring"))
-    call = tracker.feed(ev("Newchannel", Channel="PJSIP/101-2", Uniqueid="1.2",
-                           Linkedid="1.1", CallerIDNum="101", ChannelStateDesc="Down")).call
+    tracker.feed(
+        ev(
+            "Newchannel",
+            Channel="PJSIP/trunk-1",
+            Uniqueid="1.1",
+            Linkedid="1.1",
+            CallerIDNum="79161234567",
+            CallerIDName="<unknown>",
+            Context="from-trunk",
+            Exten="74951234567",
+            ChannelStateDesc="Ring",
+        )
+    )
+    call = tracker.feed(
+        ev(
+            "Newchannel",
+            Channel="PJSIP/101-2",
+            Uniqueid="1.2",
+            Linkedid="1.1",
+            CallerIDNum="101",
+            ChannelStateDesc="Down",
+        )
+    ).call
     assert call is not None
     assert call.caller_number == "79161234567"
     assert call.caller_name == ""
@@ -85,8 +102,9 @@ def test_hangup_of_unknown_call_creates_nothing_and_timeline_is_bounded() -> Non
     assert tracker.feed(ev("Hangup", Channel="Local/gone", Linkedid="nope")) == Fed(None)
     assert len(tracker) == 0
     for i in range(TIMELINE_MAX * 3):
-        call = tracker.feed(ev("Newexten", Channel="Local/a", Linkedid="A", Context="c",
-                               Exten="s", Priority=str(i))).call
+        call = tracker.feed(
+            ev("Newexten", Channel="Local/a", Linkedid="A", Context="c", Exten="s", Priority=str(i))
+        ).call
     assert call is not None
     assert len(call.timeline) == TIMELINE_MAX
     assert call.channels["Local/a"].priority == str(TIMELINE_MAX * 3 - 1)
@@ -103,8 +121,16 @@ def test_a_full_tracker_evicts_the_oldest_call_and_keeps_every_index_bounded() -
     for i in range(size * 3):
         fed = tracker.feed(ev("Newchannel", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}"))
         ended += [c.linkedid for c in fed.ended]
-        fed = tracker.feed(ev("Newexten", Channel=f"PJSIP/t-{i}", Linkedid=f"L{i}", Context="c",
-                              Exten="s", Priority="1"))
+        fed = tracker.feed(
+            ev(
+                "Newexten",
+                Channel=f"PJSIP/t-{i}",
+                Linkedid=f"L{i}",
+                Context="c",
+                Exten="s",
+                Priority="1",
+            )
+        )
         ended += [c.linkedid for c in fed.ended]
         assert len(tracker) <= size
     assert len(tracker) == size

@@ -35,8 +35,10 @@ def write(folder: Path, toml: str, rules: str = HOURS) -> Path:
     (folder / "rules").mkdir(exist_ok=True)
     (folder / "rules" / "inbound.yaml").write_text(rules)
     path = folder / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-                    'secret_env = "CALLROUTER_SECRET"\n[router]\nrules = ["rules"]\n' + toml)
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret_env = "CALLROUTER_SECRET"\n[router]\nrules = ["rules"]\n' + toml
+    )
     return path
 
 
@@ -47,21 +49,25 @@ def no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ONEC_PASSWORD", raising=False)
 
 
-def test_check_config_of_the_shipped_example(capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_of_the_shipped_example(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # examples/router.toml: "`callrouter check --config router.toml` validates
     # this file and the rules."
     monkeypatch.chdir(ROOT / "examples")
     assert main(["check", "--config", "router.toml"]) == 0
     out, err = capsys.readouterr()
     assert out == "router.toml (rules): 16 rules OK\n"
-    assert err == ("callrouter check: warning: router.toml: [asterisk] secret_env: environment "
-                   "variable CALLROUTER_SECRET is not set here; callrouter run needs it "
-                   "(checked without it)\n")
+    assert err == (
+        "callrouter check: warning: router.toml: [asterisk] secret_env: environment "
+        "variable CALLROUTER_SECRET is not set here; callrouter run needs it "
+        "(checked without it)\n"
+    )
 
 
-def test_check_config_as_in_operations_md(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_as_in_operations_md(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # docs/operations.md: callrouter check --config /etc/callrouter/router.toml
     etc = tmp_path / "etc" / "callrouter"
     etc.mkdir(parents=True)
@@ -74,22 +80,35 @@ def test_check_config_as_in_operations_md(tmp_path: Path, capsys: pytest.Capture
     assert err == ""
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("log_format = 'xml'\n",
-     "[router] log_format: expected 'text' or 'json', got 'xml'"),
-    ("[plugins]\nenabled = ['onc']\n", "[plugins] enabled: 'onc' is no plugin here "
-                                       "(did you mean 'onec'?)"),
-    ("[plugins.onec]\nurl = 'http://1c/hs/t'\nusername = 'u'\npassword = ''\ntimout = 1\n",
-     "[plugins.onec] timout: unknown key; did you mean 'timeout'?"),
-    ("[plugins.timefuncs]\ntimezone = 'Europe/Moskow'\n",
-     "[plugins.timefuncs] timezone: unknown time zone 'Europe/Moskow'"),
-    ("[plugins.numbers]\ncountry_code = 'seven'\n",
-     "[plugins.numbers] country_code: expected digits only, got 'seven'"),
-    ("[plugins.directory]\nfiles = 'd.csv'\n",
-     "[plugins.directory] files: unknown key; did you mean 'file'?"),
-])
-def test_check_config_validates_every_table(tmp_path: Path, toml: str, message: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("log_format = 'xml'\n", "[router] log_format: expected 'text' or 'json', got 'xml'"),
+        (
+            "[plugins]\nenabled = ['onc']\n",
+            "[plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?)",
+        ),
+        (
+            "[plugins.onec]\nurl = 'http://1c/hs/t'\nusername = 'u'\npassword = ''\ntimout = 1\n",
+            "[plugins.onec] timout: unknown key; did you mean 'timeout'?",
+        ),
+        (
+            "[plugins.timefuncs]\ntimezone = 'Europe/Moskow'\n",
+            "[plugins.timefuncs] timezone: unknown time zone 'Europe/Moskow'",
+        ),
+        (
+            "[plugins.numbers]\ncountry_code = 'seven'\n",
+            "[plugins.numbers] country_code: expected digits only, got 'seven'",
+        ),
+        (
+            "[plugins.directory]\nfiles = 'd.csv'\n",
+            "[plugins.directory] files: unknown key; did you mean 'file'?",
+        ),
+    ],
+)
+def test_check_config_validates_every_table(
+    tmp_path: Path, toml: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, toml)
     assert main(["check", "--config", str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
@@ -98,9 +117,12 @@ def test_check_config_validates_every_table(tmp_path: Path, toml: str, message: 
 
 
 def test_check_config_checks_rules_against_the_plugins_it_selects(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rules = HOURS.replace('if: did == "78121234567"',
-                          'lookup:\n      entry: directory(caller.number)\n    when: entry')
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = HOURS.replace(
+        'if: did == "78121234567"',
+        "lookup:\n      entry: directory(caller.number)\n    when: entry",
+    )
     path = write(tmp_path, "[plugins]\ndisabled = ['directory']\n", rules)
     assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
@@ -110,8 +132,8 @@ def test_check_config_checks_rules_against_the_plugins_it_selects(
 
 
 def test_check_reads_router_toml_of_the_working_directory(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path, "[plugins.timefuncs]\ntimezone = 'Mars/Olympus'\n")
     monkeypatch.chdir(tmp_path)
     assert main(["check"]) == 1
@@ -129,20 +151,39 @@ def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_explain_config_uses_the_zone_and_number_plan_run_uses(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # 08:00 UTC is 11:00 in Moscow (the default: open) and 18:00 in
     # Vladivostok (closed); 8 029 ... is a Belarusian number only in the
     # Belarusian plan.
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     default = write(tmp_path / "a", "")
-    local = write(tmp_path / "b", "[plugins.timefuncs]\ntimezone = 'Asia/Vladivostok'\n"
-                  "[plugins.numbers]\ncountry_code = '375'\ntrunk_prefix = '80'\n"
-                  "national_length = 9\n")
+    local = write(
+        tmp_path / "b",
+        "[plugins.timefuncs]\ntimezone = 'Asia/Vladivostok'\n"
+        "[plugins.numbers]\ncountry_code = '375'\ntrunk_prefix = '80'\n"
+        "national_length = 9\n",
+    )
     results = {}
     for name, path in (("default", default), ("local", local)):
-        assert main(["explain", "--config", str(path), "--caller", "80291234567",
-                     "--did", "74951234567", "--at", "2026-12-01T08:00+00:00", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    "--config",
+                    str(path),
+                    "--caller",
+                    "80291234567",
+                    "--did",
+                    "74951234567",
+                    "--at",
+                    "2026-12-01T08:00+00:00",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         results[name] = json.loads(capsys.readouterr().out)
     assert results["default"]["decision"]["rules"] == ["open"]
     assert results["local"]["decision"]["rules"] == ["closed"]
@@ -150,52 +191,91 @@ def test_explain_config_uses_the_zone_and_number_plan_run_uses(
     assert "from 375291234567 " in results["local"]["trace"]["trigger"]
 
 
-def test_explain_says_which_rules_other_dids_have(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_says_which_rules_other_dids_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, "")
-    assert main(["explain", "--config", str(path), "--caller", "79161234567",
-                 "--did", "74951234567", "--at", "2026-12-01 20:00"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--config",
+                str(path),
+                "--caller",
+                "79161234567",
+                "--did",
+                "74951234567",
+                "--at",
+                "2026-12-01 20:00",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert ("  not evaluated: 1 rule for other DIDs (spb): their `did ==` / `did in` test "
-            "leaves out 74951234567") in out
-    assert main(["explain", "--config", str(path), "--caller", "79161234567",
-                 "--did", "78121234567", "--at", "2026-12-01 20:00"]) == 0
+    assert (
+        "  not evaluated: 1 rule for other DIDs (spb): their `did ==` / `did in` test "
+        "leaves out 74951234567"
+    ) in out
+    assert (
+        main(
+            [
+                "explain",
+                "--config",
+                str(path),
+                "--caller",
+                "79161234567",
+                "--did",
+                "78121234567",
+                "--at",
+                "2026-12-01 20:00",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "not evaluated" not in out
     assert "decision: redirect(context=queues, exten=spb) (rules: spb)" in out
 
 
-def test_directory_file_is_relative_to_router_toml(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_directory_file_is_relative_to_router_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "directory.csv").write_text("number,extension,name\n79161234567,205,Ivan\n")
-    rules = ("version: 1\nrules:\n  - name: known\n    on: call\n    lookup:\n"
-             "      entry: directory(caller.number)\n    when: entry\n    do:\n"
-             '      - redirect: {context: callrouter-dial, exten: "{entry.extension}"}\n')
+    rules = (
+        "version: 1\nrules:\n  - name: known\n    on: call\n    lookup:\n"
+        "      entry: directory(caller.number)\n    when: entry\n    do:\n"
+        '      - redirect: {context: callrouter-dial, exten: "{entry.extension}"}\n'
+    )
     path = write(etc, "[plugins.directory]\nfile = 'directory.csv'\n", rules)
     monkeypatch.chdir(tmp_path)  # not the config's folder
     assert main(["check", "--config", str(path)]) == 0
     capsys.readouterr()
     (etc / "directory.csv").rename(tmp_path / "directory.csv")  # now beside the cwd only
     assert main(["check", "--config", str(path)]) == 1
-    assert f"[plugins.directory] file: cannot read {etc / 'directory.csv'}" in \
-        capsys.readouterr().out
+    assert (
+        f"[plugins.directory] file: cannot read {etc / 'directory.csv'}" in capsys.readouterr().out
+    )
 
 
 def test_unset_secret_variables_are_warnings_and_leave_no_trace(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import os
 
-    path = write(tmp_path, "[plugins.onec]\nurl = 'http://1c.local/unf/hs/telephony'\n"
-                           "username = 'router'\npassword_env = 'ONEC_PASSWORD'\n")
+    path = write(
+        tmp_path,
+        "[plugins.onec]\nurl = 'http://1c.local/unf/hs/telephony'\n"
+        "username = 'router'\npassword_env = 'ONEC_PASSWORD'\n",
+    )
     assert main(["check", "--config", str(path)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"callrouter check: warning: {path}: [asterisk] secret_env: environment variable "
         "CALLROUTER_SECRET is not set here; callrouter run needs it (checked without it)",
         f"callrouter check: warning: {path}: [plugins.onec] password_env: environment "
-        "variable ONEC_PASSWORD is not set here; callrouter run needs it (checked without it)"]
+        "variable ONEC_PASSWORD is not set here; callrouter run needs it (checked without it)",
+    ]
     assert "ONEC_PASSWORD" not in os.environ
     assert "CALLROUTER_SECRET" not in os.environ

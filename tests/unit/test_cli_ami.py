@@ -11,20 +11,34 @@ from router.errors import AMIValidationError
 
 def test_parse_params_keeps_repeats_and_refuses_junk() -> None:
     assert parse_params(["Variable=A=1", "Variable=B=2", "Channel=x"]) == [
-        ("Variable", "A=1"), ("Variable", "B=2"), ("Channel", "x")]
+        ("Variable", "A=1"),
+        ("Variable", "B=2"),
+        ("Channel", "x"),
+    ]
     with pytest.raises(AMIValidationError, match="KEY=VALUE"):
         parse_params(["novalue"])
 
 
 def test_build_action_validates_against_catalog() -> None:
-    action = build_action("originate", [("channel", "Local/1@sink"), ("application", "Wait"),
-                                        ("Variable", "A=1"), ("Variable", "B=2")], raw=False)
+    action = build_action(
+        "originate",
+        [
+            ("channel", "Local/1@sink"),
+            ("application", "Wait"),
+            ("Variable", "A=1"),
+            ("Variable", "B=2"),
+        ],
+        raw=False,
+    )
     assert action.name == "Originate"
     assert ("Channel", "Local/1@sink") in action.params
     assert [v for k, v in action.params if k == "Variable"] == ["A=1", "B=2"]
     with pytest.raises(AMIValidationError, match="did you mean 'Context'"):
-        build_action("Redirect", [("Channel", "x"), ("Contxt", "y"), ("Exten", "1"),
-                                  ("Priority", "1")], raw=False)
+        build_action(
+            "Redirect",
+            [("Channel", "x"), ("Contxt", "y"), ("Exten", "1"), ("Priority", "1")],
+            raw=False,
+        )
     with pytest.raises(AMIValidationError, match="Originat"):
         build_action("Originat", [], raw=False)
     raw = build_action("FutureAction", [("Foo", "1")], raw=True)
@@ -39,19 +53,41 @@ def test_action_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_parameter_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["ami", "Ping", "Bogus=1", "--url", "http://127.0.0.1:9/asterisk",
-                 "--username", "u", "--config", "/nonexistent.toml"])
+    code = main(
+        [
+            "ami",
+            "Ping",
+            "Bogus=1",
+            "--url",
+            "http://127.0.0.1:9/asterisk",
+            "--username",
+            "u",
+            "--config",
+            "/nonexistent.toml",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("callrouter: error:")
 
 
-def test_unreachable_asterisk_is_one_line_error(capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_asterisk_is_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALLROUTER_SECRET", "x")
-    code = main(["ami", "Ping", "--url", "http://127.0.0.1:9/asterisk", "--username", "u",
-                 "--config", "/nonexistent.toml"])
+    code = main(
+        [
+            "ami",
+            "Ping",
+            "--url",
+            "http://127.0.0.1:9/asterisk",
+            "--username",
+            "u",
+            "--config",
+            "/nonexistent.toml",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1

@@ -22,23 +22,28 @@ HOSTILE = "Ivan\x1b]0;owned\x07\x1b[2J\u202eevil\x9b1m"
 RAW = ("\x1b", "\x07", "\u202e", "\x9b")
 
 
-def test_ami_answer_is_escaped(monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_ami_answer_is_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        body = ("Response: Success\r\nVariable: CALLERID(name)\r\n"
-                f"Value: {HOSTILE}\r\n\r\n").encode()
-        return httpx.Response(200, content=body, headers={
-            "Set-Cookie": 'mansession_id="abc"; Version=1; Max-Age=60'})
+        body = (
+            f"Response: Success\r\nVariable: CALLERID(name)\r\nValue: {HOSTILE}\r\n\r\n"
+        ).encode()
+        return httpx.Response(
+            200, content=body, headers={"Set-Cookie": 'mansession_id="abc"; Version=1; Max-Age=60'}
+        )
 
     def client(args: argparse.Namespace) -> AJAMClient:
-        return AJAMClient(ClientSettings(url="http://pbx.test/asterisk", username="u",
-                                         secret="s", http_client="httpx"),
-                          transport=httpx.MockTransport(handler))
+        return AJAMClient(
+            ClientSettings(
+                url="http://pbx.test/asterisk", username="u", secret="s", http_client="httpx"
+            ),
+            transport=httpx.MockTransport(handler),
+        )
 
     monkeypatch.setattr("router.commands.ami.client_from_args", client)
     for extra in ([], ["--json"]):
-        assert main(["ami", "Getvar", "Channel=PJSIP/a-1", "Variable=CALLERID(name)",
-                     *extra]) == 0
+        assert main(["ami", "Getvar", "Channel=PJSIP/a-1", "Variable=CALLERID(name)", *extra]) == 0
         out = capsys.readouterr().out
         for raw in RAW:
             assert raw not in out
@@ -48,13 +53,21 @@ def test_ami_answer_is_escaped(monkeypatch: pytest.MonkeyPatch,
             assert "Ivan\\x1b]0;owned\\x07" in out
 
 
-def test_events_are_escaped(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                            ajam_replay: ReplayAsterisk) -> None:
+def test_events_are_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ajam_replay: ReplayAsterisk
+) -> None:
     replay = ajam_replay
-    replay.queue_event({"Event": "Newchannel", "Channel": "PJSIP/a-1", "Linkedid": "L1",
-                        "Uniqueid": "L1", "CallerIDName": HOSTILE, "CallerIDNum": "7916"})
-    monkeypatch.setattr("router.commands.events.client_from_args",
-                        lambda args: replay.client())
+    replay.queue_event(
+        {
+            "Event": "Newchannel",
+            "Channel": "PJSIP/a-1",
+            "Linkedid": "L1",
+            "Uniqueid": "L1",
+            "CallerIDName": HOSTILE,
+            "CallerIDNum": "7916",
+        }
+    )
+    monkeypatch.setattr("router.commands.events.client_from_args", lambda args: replay.client())
     assert main(["events", "Newchannel", "--count", "1"]) == 0
     out = capsys.readouterr().out
     assert "CallerIDName" in out

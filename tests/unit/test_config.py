@@ -27,15 +27,18 @@ def write(tmp_path: Path, text: str, name: str = "router.toml") -> Path:
     return path
 
 
-def load(tmp_path: Path, text: str, *, env: dict[str, str] | None = None,
-         **overrides: object) -> Config:
+def load(
+    tmp_path: Path, text: str, *, env: dict[str, str] | None = None, **overrides: object
+) -> Config:
     path = write(tmp_path, text)
-    return load_config(path, overrides={k.replace("__", "."): v for k, v in overrides.items()},
-                       environ=env or {})
+    return load_config(
+        path, overrides={k.replace("__", "."): v for k, v in overrides.items()}, environ=env or {}
+    )
 
 
-def error_of(tmp_path: Path, text: str, *, env: dict[str, str] | None = None,
-             **overrides: object) -> str:
+def error_of(
+    tmp_path: Path, text: str, *, env: dict[str, str] | None = None, **overrides: object
+) -> str:
     with pytest.raises(ConfigError) as info:
         load(tmp_path, text, env=env, **overrides)
     return str(info.value)
@@ -91,7 +94,9 @@ async def test_full_file(tmp_path: Path) -> None:
     ca = write(tmp_path, "CA", "ca.pem")
     write(tmp_path, "CERT", "client.pem")
     write(tmp_path, "KEY", "client.key")
-    cfg = load(tmp_path, f"""
+    cfg = load(
+        tmp_path,
+        f"""
 [asterisk]
 url = "https://pbx.example:8089/"
 username = "router"
@@ -120,13 +125,18 @@ url = "http://1c.example/hs/callrouter"
 timeout = 1.5
 [plugins.onec.cache]
 ttl = 60
-""", env={"PBX_SECRET": "from-env"})
+""",
+        env={"PBX_SECRET": "from-env"},
+    )
     ast = cfg.asterisk
     assert ast.url == "https://pbx.example:8089"
     assert (ast.auth, ast.format) == ("digest", "mxml")
     # Digest runs over httpx; the CA and certificate above are not real ones.
-    client = AJAMClient(ClientSettings.from_config(
-        dataclasses.replace(ast, verify=False, client_cert=None, client_key=None)))
+    client = AJAMClient(
+        ClientSettings.from_config(
+            dataclasses.replace(ast, verify=False, client_cert=None, client_key=None)
+        )
+    )
     assert client.endpoint == "https://pbx.example:8089/amxml"
     await client.aclose()
     assert (ast.secret, ast.secret_source) == ("from-env", "env:PBX_SECRET")
@@ -172,15 +182,18 @@ def test_state_dir_from_systemd(tmp_path: Path) -> None:
 
 def test_secret_and_secret_env_together_is_an_error(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL + 'secret_env = "X"\n', env={"X": "y"})
-    assert msg == f"{tmp_path / 'router.toml'}: [asterisk] secret: " \
-                  "give either secret or secret_env, not both"
+    assert (
+        msg == f"{tmp_path / 'router.toml'}: [asterisk] secret: "
+        "give either secret or secret_env, not both"
+    )
 
 
 def test_secret_env_unset(tmp_path: Path) -> None:
     text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "PBX_SECRET"')
     msg = error_of(tmp_path, text)
     assert msg.endswith(
-        "[asterisk] secret_env: environment variable PBX_SECRET is not set or empty")
+        "[asterisk] secret_env: environment variable PBX_SECRET is not set or empty"
+    )
 
 
 def test_no_secret_anywhere(tmp_path: Path) -> None:
@@ -190,10 +203,13 @@ def test_no_secret_anywhere(tmp_path: Path) -> None:
 
 
 def test_callrouter_secret_is_the_fallback(tmp_path: Path) -> None:
-    cfg = load(tmp_path, MINIMAL.replace('secret = "s3cret"', ""),
-               env={"CALLROUTER_SECRET": "fallback"})
-    assert (cfg.asterisk.secret, cfg.asterisk.secret_source) == ("fallback",
-                                                                 "env:CALLROUTER_SECRET")
+    cfg = load(
+        tmp_path, MINIMAL.replace('secret = "s3cret"', ""), env={"CALLROUTER_SECRET": "fallback"}
+    )
+    assert (cfg.asterisk.secret, cfg.asterisk.secret_source) == (
+        "fallback",
+        "env:CALLROUTER_SECRET",
+    )
 
 
 def test_file_secret_beats_fallback(tmp_path: Path) -> None:
@@ -211,8 +227,14 @@ def test_command_line_secret_beats_secret_env(tmp_path: Path) -> None:
 
 
 def test_overrides_win(tmp_path: Path) -> None:
-    cfg = load(tmp_path, MINIMAL, asterisk__url="http://10.0.0.5:8088/ast",
-               asterisk__username="other", router__shadow=True, asterisk__format=None)
+    cfg = load(
+        tmp_path,
+        MINIMAL,
+        asterisk__url="http://10.0.0.5:8088/ast",
+        asterisk__username="other",
+        router__shadow=True,
+        asterisk__format=None,
+    )
     assert cfg.asterisk.url == "http://10.0.0.5:8088/ast"
     assert cfg.asterisk.username == "other"
     assert cfg.router.shadow is True
@@ -220,8 +242,11 @@ def test_overrides_win(tmp_path: Path) -> None:
 
 
 def test_missing_file_with_overrides(tmp_path: Path) -> None:
-    cfg = load_config(tmp_path / "absent.toml", environ={"CALLROUTER_SECRET": "x"}, overrides={
-        "asterisk.url": "http://127.0.0.1:8088/asterisk", "asterisk.username": "router"})
+    cfg = load_config(
+        tmp_path / "absent.toml",
+        environ={"CALLROUTER_SECRET": "x"},
+        overrides={"asterisk.url": "http://127.0.0.1:8088/asterisk", "asterisk.username": "router"},
+    )
     assert cfg.path is None
     assert cfg.asterisk.secret == "x"
 
@@ -232,9 +257,15 @@ def test_missing_file_without_overrides(tmp_path: Path) -> None:
 
 
 def test_no_path_at_all(tmp_path: Path) -> None:
-    cfg = load_config(None, environ={}, overrides={
-        "asterisk.url": "http://127.0.0.1:1/asterisk", "asterisk.username": "u",
-        "asterisk.secret": "s"})
+    cfg = load_config(
+        None,
+        environ={},
+        overrides={
+            "asterisk.url": "http://127.0.0.1:1/asterisk",
+            "asterisk.username": "u",
+            "asterisk.secret": "s",
+        },
+    )
     assert cfg.path is None
     assert cfg.router.rules == (Path.cwd() / "rules",)
 
@@ -272,19 +303,25 @@ def test_default_environ_is_os_environ(tmp_path: Path, monkeypatch: pytest.Monke
         ('url = "http://h:99999/a"', "[asterisk] url: bad port in 'http://h:99999/a'"),
         ('url = "http://u:p@h/a"', "[asterisk] url: put no credentials in the URL"),
         ('url = "http://h/a?x=1"', "[asterisk] url: expected no query or fragment"),
-        ('url = "http://h:8088/asterisk/rawman"',
-         "[asterisk] url: give the http.conf prefix, not the endpoint: drop '/rawman' "
-         "(e.g. 'http://h:8088/asterisk')"),
+        (
+            'url = "http://h:8088/asterisk/rawman"',
+            "[asterisk] url: give the http.conf prefix, not the endpoint: drop '/rawman' "
+            "(e.g. 'http://h:8088/asterisk')",
+        ),
         ("url = 8088", "[asterisk] url: expected a string, got integer 8088"),
         ('username = ""', "[asterisk] username: must not be empty"),
         ('auth = "basic"', "[asterisk] auth: expected 'cookie' or 'digest', got 'basic'"),
         ('format = "json"', "[asterisk] format: expected 'rawman' or 'mxml', got 'json'"),
         ("verify = 1", "[asterisk] verify: expected true, false or a CA file path, got integer 1"),
         ("connect_timeout = 0", "[asterisk] connect_timeout: expected more than 0"),
-        ("request_timeout = true",
-         "[asterisk] request_timeout: expected a number of seconds, got boolean true"),
-        ('waitevent_timeout = "20"',
-         "[asterisk] waitevent_timeout: expected a number of seconds, got string '20'"),
+        (
+            "request_timeout = true",
+            "[asterisk] request_timeout: expected a number of seconds, got boolean true",
+        ),
+        (
+            'waitevent_timeout = "20"',
+            "[asterisk] waitevent_timeout: expected a number of seconds, got string '20'",
+        ),
         ("usrname = 'x'", "[asterisk] usrname: unknown key; did you mean 'username'?"),
         ("secert = 'x'", "[asterisk] secert: unknown key; did you mean 'secret'?"),
     ],
@@ -334,8 +371,10 @@ def test_client_key_needs_cert(tmp_path: Path) -> None:
         ("[router]\nrules = []", "[router] rules: expected at least one rules path"),
         ("[router]\nrule = []", "[router] rule: unknown key; did you mean 'rules'?"),
         ("[plugins]\nenable = ['a']", "[plugins] enable: unknown key; did you mean 'enabled'?"),
-        ("[plugins]\nenabled = ['a']\ndisabled = ['a']",
-         "[plugins] disabled: a also listed in enabled"),
+        (
+            "[plugins]\nenabled = ['a']\ndisabled = ['a']",
+            "[plugins] disabled: a also listed in enabled",
+        ),
         ("[plugin.onec]\nurl = 'x'", "[plugin]: unknown section; did you mean 'plugins'?"),
         ('asterisk = "x"', "asterisk: expected a [asterisk] table, got string 'x'"),
     ],
@@ -376,26 +415,31 @@ def test_example_config_loads() -> None:
 UNIQUE = "S3cr3t-0xC0FFEE-unique"
 
 
-@pytest.mark.parametrize("line", [
-    f'url = "http://router:{UNIQUE}@127.0.0.1:8088/asterisk"',
-    f'url = "ftp://router:{UNIQUE}@127.0.0.1"',              # refused for the scheme before
-    f'url = "http://router:{UNIQUE}@h:x/a"',                  # ... or the port
-    f'url = "http://router:{UNIQUE}/x@h/a"',                   # '/' in the password
-    f'url = "http://router:{UNIQUE}@h/a?x=1"',
-])
-def test_urls_with_credentials_are_refused_without_echoing_them(tmp_path: Path,
-                                                                line: str) -> None:
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'url = "http://router:{UNIQUE}@127.0.0.1:8088/asterisk"',
+        f'url = "ftp://router:{UNIQUE}@127.0.0.1"',  # refused for the scheme before
+        f'url = "http://router:{UNIQUE}@h:x/a"',  # ... or the port
+        f'url = "http://router:{UNIQUE}/x@h/a"',  # '/' in the password
+        f'url = "http://router:{UNIQUE}@h/a?x=1"',
+    ],
+)
+def test_urls_with_credentials_are_refused_without_echoing_them(tmp_path: Path, line: str) -> None:
     lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith("url ")]
     msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
     assert "[asterisk] url: put no credentials in the URL" in msg
     assert UNIQUE not in msg
 
 
-@pytest.mark.parametrize("line", [
-    f'secret = ["{UNIQUE}"]',
-    f"secret = {{ value = '{UNIQUE}' }}",
-    f'secret_env = "{UNIQUE}"',            # the secret pasted where its variable's name goes
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'secret = ["{UNIQUE}"]',
+        f"secret = {{ value = '{UNIQUE}' }}",
+        f'secret_env = "{UNIQUE}"',  # the secret pasted where its variable's name goes
+    ],
+)
 def test_secret_errors_never_echo_the_value(tmp_path: Path, line: str) -> None:
     lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith("secret ")]
     msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
@@ -404,9 +448,12 @@ def test_secret_errors_never_echo_the_value(tmp_path: Path, line: str) -> None:
 
 
 def test_plugin_credentials_are_masked_in_repr(tmp_path: Path) -> None:
-    cfg = load(tmp_path, MINIMAL + f'[plugins.onec]\npassword = "{UNIQUE}"\n'
-                                   f'api_token = "{UNIQUE}"\n'
-                                   f'url = "http://u:{UNIQUE}@1c/hs"\ntimeout = 2\n')
+    cfg = load(
+        tmp_path,
+        MINIMAL + f'[plugins.onec]\npassword = "{UNIQUE}"\n'
+        f'api_token = "{UNIQUE}"\n'
+        f'url = "http://u:{UNIQUE}@1c/hs"\ntimeout = 2\n',
+    )
     for text in (repr(cfg), repr(cfg.plugins), str(cfg)):
         assert UNIQUE not in text
     assert "timeout': 2" in repr(cfg.plugins)

@@ -23,8 +23,10 @@ from router.errors import ConfigError
 from router.plugins import DEFAULT_PLUGINS, Plugins
 
 REPO = Path(__file__).parents[2]
-PAGES = [REPO / "docs" / "reference" / "config.md",
-         REPO / "docs" / "ru" / "reference" / "config.md"]
+PAGES = [
+    REPO / "docs" / "reference" / "config.md",
+    REPO / "docs" / "ru" / "reference" / "config.md",
+]
 
 
 def builtin_tables() -> dict[str, tuple[str, ...]]:
@@ -34,8 +36,9 @@ def builtin_tables() -> dict[str, tuple[str, ...]]:
         module = importlib.import_module(dotted)
         plugin = module.make_plugin() if hasattr(module, "make_plugin") else module
         configure = getattr(plugin, "callrouter_configure", None)
-        reads_table = configure is not None and "settings" in inspect.signature(
-            configure).parameters
+        reads_table = (
+            configure is not None and "settings" in inspect.signature(configure).parameters
+        )
         settings = getattr(module, "SETTINGS", None)
         if reads_table:
             assert settings, f"{dotted} reads [plugins.NAME] but declares no SETTINGS"
@@ -76,11 +79,14 @@ def test_every_key_is_documented_and_every_documented_key_exists(page: Path) -> 
 
 
 @pytest.mark.parametrize(("name", "keys"), sorted(builtin_tables().items()))
-def test_builtins_refuse_keys_they_do_not_declare(tmp_path: Path, name: str,
-                                                 keys: tuple[str, ...]) -> None:
+def test_builtins_refuse_keys_they_do_not_declare(
+    tmp_path: Path, name: str, keys: tuple[str, ...]
+) -> None:
     path = tmp_path / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1/asterisk"\nusername = "u"\n'
-                    f'secret = "s"\n[plugins.{name}]\nnot_a_key = 1\n')
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1/asterisk"\nusername = "u"\n'
+        f'secret = "s"\n[plugins.{name}]\nnot_a_key = 1\n'
+    )
     plugins = Plugins.load(entry_points=False)
     with pytest.raises(ConfigError, match=r"not_a_key"):
         asyncio.run(plugins.configure(load_config(path)))
@@ -95,4 +101,5 @@ def test_links_resolve(page: Path) -> None:
 def test_the_index_and_the_example_point_here() -> None:
     assert "reference/config.md" in (REPO / "docs" / "index.md").read_text(encoding="utf-8")
     assert "docs/reference/config.md" in (REPO / "examples" / "router.toml").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )

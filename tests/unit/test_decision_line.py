@@ -44,11 +44,16 @@ async def engine_for(tmp_path: Path, log_format: str, *, shadow: bool) -> Engine
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "{log_format}"\n')
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "{log_format}"\n'
+    )
     client = FakeClient()
-    engine = Engine(load_config(tmp_path / "router.toml"), client=client,  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False, extra=[Crm()]),
-                    options=EngineOptions(watch_interval=0), shadow=shadow)
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[Crm()]),
+        options=EngineOptions(watch_interval=0),
+        shadow=shadow,
+    )
     client.engine = engine
     await engine.setup()
     return engine
@@ -62,29 +67,37 @@ async def decide(engine: Engine, caplog: pytest.LogCaptureFixture) -> str:
     return line
 
 
-async def test_text_line_has_lookup_timings(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_text_line_has_lookup_timings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     line = await decide(await engine_for(tmp_path, "text", shadow=False), caplog)
     assert " -> executed [setvar:ok, redirect:confirmed] in " in line
     lookups = line.partition("; lookups ")[2]
     assert re.fullmatch(r"owner \d+\.\d ms", lookups), line
 
 
-async def test_shadow_line_shows_the_planned_actions(tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_shadow_line_shows_the_planned_actions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     line = await decide(await engine_for(tmp_path, "text", shadow=True), caplog)
     assert " -> shadow [setvar:planned, redirect:planned] in - ; " not in line
     assert " -> shadow [setvar:planned, redirect:planned] in -; lookups owner " in line
 
 
-async def test_shadow_json_shows_the_planned_actions(tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_shadow_json_shows_the_planned_actions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_for(tmp_path, "json", shadow=True)
     data = json.loads(await decide(engine, caplog))
     assert data["outcome"] == "shadow"
     assert data["actions"] == [
         {"kind": "setvar", "status": "planned", "detail": "CRM_MANAGER=101", "ms": 0.0},
-        {"kind": "redirect", "status": "planned",
-         "detail": "context=callrouter-dial, exten=101", "ms": 0.0}]
+        {
+            "kind": "redirect",
+            "status": "planned",
+            "detail": "context=callrouter-dial, exten=101",
+            "ms": 0.0,
+        },
+    ]
     assert data["total_ms"] is None
     assert [lookup["name"] for lookup in data["lookups"]] == ["owner"]

@@ -24,10 +24,19 @@ def event(**fields: str) -> Event:
 
 
 def request_event(**extra: str) -> Event:
-    return event(UserEvent=REQUEST_EVENT, Channel="PJSIP/trunk-1", Uniqueid="1.5",
-                 Linkedid="1.4", CallerIDNum="79161234567", CallerIDName="<unknown>",
-                 Context=INBOUND_CONTEXT, Exten="74950000001", DID="74950000001",
-                 Caller="79161234567", **extra)
+    return event(
+        UserEvent=REQUEST_EVENT,
+        Channel="PJSIP/trunk-1",
+        Uniqueid="1.5",
+        Linkedid="1.4",
+        CallerIDNum="79161234567",
+        CallerIDName="<unknown>",
+        Context=INBOUND_CONTEXT,
+        Exten="74950000001",
+        DID="74950000001",
+        Caller="79161234567",
+        **extra,
+    )
 
 
 def test_the_shipped_dialplan_speaks_these_names() -> None:
@@ -46,9 +55,12 @@ def test_request_from_the_user_event() -> None:
     request = dialplan.request(raw)
     assert request is not None
     assert (request.channel, request.uniqueid, request.linkedid, request.key) == (
-        "PJSIP/trunk-1", "1.5", "1.4", "1.5")
-    assert (request.did, request.caller, request.caller_name) == (
-        "74950000001", "79161234567", "")
+        "PJSIP/trunk-1",
+        "1.5",
+        "1.4",
+        "1.5",
+    )
+    assert (request.did, request.caller, request.caller_name) == ("74950000001", "79161234567", "")
     assert (request.wait, request.timestamp) == (6.0, 1700000000.25)
     assert request.event is raw
     assert dialplan.request(event(UserEvent=REQUEST_EVENT)) is None  # no channel
@@ -76,13 +88,21 @@ def test_the_deadline_takes_the_events_age_and_the_margin_off_the_wait() -> None
 
 def test_a_listed_channel_is_rebuilt_into_the_request_the_dialplan_sent() -> None:
     dialplan = Dialplan()
-    item = Event((("Event", "CoreShowChannel"), ("Channel", "PJSIP/trunk-2"),
-                  ("Uniqueid", "2.1"), ("Linkedid", "2.0"), ("Context", INBOUND_CONTEXT),
-                  ("Exten", "74950000002"), ("Application", "Wait"),
-                  ("CallerIDNum", "79160000000"), ("CallerIDName", "Пётр")))
+    item = Event(
+        (
+            ("Event", "CoreShowChannel"),
+            ("Channel", "PJSIP/trunk-2"),
+            ("Uniqueid", "2.1"),
+            ("Linkedid", "2.0"),
+            ("Context", INBOUND_CONTEXT),
+            ("Exten", "74950000002"),
+            ("Application", "Wait"),
+            ("CallerIDNum", "79160000000"),
+            ("CallerIDName", "Пётр"),
+        )
+    )
     assert dialplan.is_waiting(item)
-    assert not dialplan.is_waiting(Event((("Context", INBOUND_CONTEXT),
-                                          ("Application", "Dial"))))
+    assert not dialplan.is_waiting(Event((("Context", INBOUND_CONTEXT), ("Application", "Dial"))))
     # EPOCH counts whole seconds: one is taken off, and too little left is none
     assert dialplan.listed_wait("1010", now=1000.0) == 9.0
     assert dialplan.listed_wait("1001", now=1000.0) is None
@@ -91,10 +111,13 @@ def test_a_listed_channel_is_rebuilt_into_the_request_the_dialplan_sent() -> Non
     request = dialplan.request(rebuilt)
     assert dialplan.is_request(rebuilt)
     assert request is not None
-    assert (request.channel, request.uniqueid, request.linkedid) == ("PJSIP/trunk-2", "2.1",
-                                                                     "2.0")
+    assert (request.channel, request.uniqueid, request.linkedid) == ("PJSIP/trunk-2", "2.1", "2.0")
     assert (request.did, request.caller, request.caller_name, request.wait) == (
-        "74950000002", "79160000000", "Пётр", 9.0)
+        "74950000002",
+        "79160000000",
+        "Пётр",
+        9.0,
+    )
     assert rebuilt.get("DID") == "74950000009"
     without = dialplan.listed_request(item, did_variable=None, wait=2.0)
     assert without.get("DID") == "74950000002"

@@ -20,8 +20,12 @@ import pytest
 from router.cli import build_parser, main
 
 REPO = Path(__file__).parents[2]
-SOURCES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")),
-           *sorted((REPO / "examples").rglob("*.md")), REPO / "examples" / "router.toml"]
+SOURCES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").rglob("*.md")),
+    *sorted((REPO / "examples").rglob("*.md")),
+    REPO / "examples" / "router.toml",
+]
 _COMMAND = re.compile(r"(?:^\s*\$?\s*|`|#\s*`?)(callrouter (?:check|explain)\b[^`\n]*)", re.M)
 
 
@@ -34,8 +38,11 @@ def documented() -> list[tuple[str, str]]:
             line = re.split(r"\s+#\s", match.group(1))[0].strip()
             words = shlex.split(line)
             # Prose names an option ("`explain --at`") or a placeholder (RE, PATH).
-            if len(words) > 2 and not words[-1].startswith("--") \
-                    and not any(w.isupper() for w in words):
+            if (
+                len(words) > 2
+                and not words[-1].startswith("--")
+                and not any(w.isupper() for w in words)
+            ):
                 found.setdefault(line, str(path.relative_to(REPO)))
     return sorted((where, line) for line, where in found.items())
 
@@ -51,9 +58,13 @@ def test_the_documented_commands_are_found() -> None:
 
 
 @pytest.mark.parametrize(("where", "line"), COMMANDS, ids=[line for _, line in COMMANDS])
-def test_documented_command_works(where: str, line: str, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_documented_command_works(
+    where: str,
+    line: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     etc = tmp_path / "etc" / "callrouter"
     etc.mkdir(parents=True)
     shutil.copy(REPO / "examples" / "router.toml", etc / "router.toml")

@@ -49,12 +49,20 @@ def rules(tmp_path: Path) -> Path:
 
 
 async def test_a_non_numeric_bridge_count_does_not_end_serve(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     """The review's crash: ``BridgeNumChannels: ²`` raised ValueError out of serve()."""
     engine = await engine_factory(rules)
     serving = engine._serve_task
-    ajam_replay.queue_event({"Event": "BridgeEnter", "Channel": "PJSIP/x-1", "Linkedid": "L1",
-                             "Uniqueid": "L1", "BridgeNumChannels": "²"})
+    ajam_replay.queue_event(
+        {
+            "Event": "BridgeEnter",
+            "Channel": "PJSIP/x-1",
+            "Linkedid": "L1",
+            "Uniqueid": "L1",
+            "BridgeNumChannels": "²",
+        }
+    )
     channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await ajam_replay.settle(engine)
     assert serving is not None
@@ -63,8 +71,11 @@ async def test_a_non_numeric_bridge_count_does_not_end_serve(
 
 
 async def test_a_bad_event_is_logged_once_and_skipped(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    rules: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Any exception out of the tracker (a bug nobody foresaw) costs one event, not the service."""
     engine = await engine_factory(rules)
     feed = engine.tracker.feed
@@ -87,7 +98,8 @@ async def test_a_bad_event_is_logged_once_and_skipped(
 
 
 async def test_spawned_task_failures_are_logged_with_their_name(
-        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_factory(rules)
 
     async def broken() -> None:
@@ -97,12 +109,17 @@ async def test_spawned_task_failures_are_logged_with_their_name(
     engine._spawn(broken())
     await engine.wait_idle(5)
     await asyncio.sleep(0)
-    assert any("failed" in r.getMessage() and r.exc_info is not None
-               and "executor bug" in str(r.exc_info[1]) for r in caplog.records)
+    assert any(
+        "failed" in r.getMessage()
+        and r.exc_info is not None
+        and "executor bug" in str(r.exc_info[1])
+        for r in caplog.records
+    )
 
 
 async def test_scheduler_jobs_log_their_failures_by_name(
-        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_factory(rules)
     job = engine.scheduler.get_job("callrouter-sweep")
     assert job is not None
@@ -120,8 +137,8 @@ async def test_scheduler_jobs_log_their_failures_by_name(
 
 
 async def test_secret_and_session_cookie_never_reach_any_output(
-        tmp_path: Path, rules: Path, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, rules: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     """A secret of unique bytes, DEBUG for every logger (httpx and httpcore too), both
     HTTP clients on a real socket, an engine routing a call on the replay fake: the
     secret and the cookie value appear in no log record, repr or decision."""
@@ -138,14 +155,22 @@ async def test_secret_and_session_cookie_never_reach_any_output(
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
                 await reader.readexactly(length)
                 body = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                             b"Set-Cookie: mansession_id=\"" + cookie.encode() +
-                             b"\"; Version=1; Max-Age=60\r\nContent-Length: " +
-                             str(len(body)).encode() + b"\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    b'Set-Cookie: mansession_id="'
+                    + cookie.encode()
+                    + b'"; Version=1; Max-Age=60\r\nContent-Length: '
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()
@@ -154,9 +179,12 @@ async def test_secret_and_session_cookie_never_reach_any_output(
     port = server.sockets[0].getsockname()[1]
     try:
         for kind in ("httpx", "native"):
-            settings = ClientSettings(url=f"http://127.0.0.1:{port}/asterisk",
-                                      username="router", secret=SECRET,
-                                      http_client=kind)  # type: ignore[arg-type]
+            settings = ClientSettings(
+                url=f"http://127.0.0.1:{port}/asterisk",
+                username="router",
+                secret=SECRET,
+                http_client=kind,
+            )  # type: ignore[arg-type]
             async with AJAMClient(settings) as client:
                 await client.send("Ping", {}, validate=False)
                 outputs += [repr(settings), repr(client), repr(client.settings)]
@@ -171,17 +199,26 @@ async def test_secret_and_session_cookie_never_reach_any_output(
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
         '[plugins]\ndisabled = ["onec"]\n'  # its table is still read, and must not leak
         f'[plugins.onec]\nusername = "router"\npassword = "{SECRET}"\nurl = "http://1c.test/hs"\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     config = load_config(config_file, environ={})
-    engine = Engine(config, client=AJAMClient(ClientSettings.from_config(config.asterisk),
-                                              transport=replay.transport))
+    engine = Engine(
+        config,
+        client=AJAMClient(ClientSettings.from_config(config.asterisk), transport=replay.transport),
+    )
     try:
         await engine.start()
         serving = asyncio.ensure_future(engine.serve())
         replay.inbound_call(caller="79161234567", did="74950000001")
         await replay.settle(engine)
-        outputs += [repr(config), repr(config.asterisk), repr(config.plugins), repr(engine),
-                    repr(engine.ami.settings), *(repr(r.to_dict()) for r in engine.records)]
+        outputs += [
+            repr(config),
+            repr(config.asterisk),
+            repr(config.plugins),
+            repr(engine),
+            repr(engine.ami.settings),
+            *(repr(r.to_dict()) for r in engine.records),
+        ]
         engine.request_stop()
         await asyncio.wait_for(serving, 10)
     finally:
@@ -199,14 +236,17 @@ async def test_secret_and_session_cookie_never_reach_any_output(
         assert cookie not in text
 
 
-@pytest.mark.parametrize("bad", [
-    f'url = "http://router:{SECRET}@127.0.0.1:1/asterisk"\nusername = "router"\n',
-    f'url = "ftp://router:{SECRET}@x"\nusername = "router"\n',
-    f'url = "http://router:{SECRET}/x@127.0.0.1:1/"\nusername = "router"\n',
-    f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret_env = "{SECRET}"\n',
-    f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret = ["{SECRET}"]\n',
-    'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nconnect_timeout = 0.5\n',
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f'url = "http://router:{SECRET}@127.0.0.1:1/asterisk"\nusername = "router"\n',
+        f'url = "ftp://router:{SECRET}@x"\nusername = "router"\n',
+        f'url = "http://router:{SECRET}/x@127.0.0.1:1/"\nusername = "router"\n',
+        f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret_env = "{SECRET}"\n',
+        f'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nsecret = ["{SECRET}"]\n',
+        'url = "http://127.0.0.1:1/asterisk"\nusername = "router"\nconnect_timeout = 0.5\n',
+    ],
+)
 def test_cli_error_paths_never_print_the_secret(tmp_path: Path, bad: str) -> None:
     """``callrouter run`` at DEBUG with a bad config, a refused URL, an unreachable
     Asterisk (secret from the environment): stdout and stderr hold no secret."""
@@ -215,9 +255,22 @@ def test_cli_error_paths_never_print_the_secret(tmp_path: Path, bad: str) -> Non
     config_file.chmod(0o600)
     env = {**os.environ, "CALLROUTER_SECRET": SECRET}
     done = subprocess.run(
-        [sys.executable, "-m", "router.cli", "run", "--config", str(config_file),
-         "--log-level", "DEBUG"], capture_output=True, text=True, env=env, timeout=60,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "run",
+            "--config",
+            str(config_file),
+            "--log-level",
+            "DEBUG",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0
     assert done.stderr.strip()
     assert SECRET not in done.stdout
@@ -231,8 +284,11 @@ def test_world_readable_config_with_a_secret_is_warned_about(tmp_path: Path) -> 
     from router.config import exposed_secret_files
 
     path = tmp_path / "router.toml"
-    path.write_text(f'[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
-                    f'username = "router"\nsecret = "{SECRET}"\n', encoding="utf-8")
+    path.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
+        f'username = "router"\nsecret = "{SECRET}"\n',
+        encoding="utf-8",
+    )
     path.chmod(0o644)
     warnings = exposed_secret_files(load_config(path, environ={}))
     assert len(warnings) == 1
@@ -242,35 +298,50 @@ def test_world_readable_config_with_a_secret_is_warned_about(tmp_path: Path) -> 
     path.chmod(0o600)
     assert exposed_secret_files(load_config(path, environ={})) == []
     # A secret from the environment: the file holds none, nothing to say.
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
-                    'username = "router"\n', encoding="utf-8")
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n',
+        encoding="utf-8",
+    )
     path.chmod(0o644)
     assert exposed_secret_files(load_config(path, environ={"CALLROUTER_SECRET": "x"})) == []
 
 
 def test_cli_run_warns_at_start(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
-    path.write_text(f'[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\n'
-                    f'username = "router"\nsecret = "{SECRET}"\nconnect_timeout = 0.5\n',
-                    encoding="utf-8")
+    path.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\n'
+        f'username = "router"\nsecret = "{SECRET}"\nconnect_timeout = 0.5\n',
+        encoding="utf-8",
+    )
     path.chmod(0o644)
-    done = subprocess.run([sys.executable, "-m", "router.cli", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "router.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "holds a secret but is readable by group or others (mode 0644)" in done.stderr
     assert SECRET not in done.stderr
 
 
-async def test_state_dir_is_created_private(tmp_path: Path, ajam_replay: ReplayAsterisk,
-                                            rules: Path) -> None:
+async def test_state_dir_is_created_private(
+    tmp_path: Path, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     from router.config import Config, RouterSettings
     from router.plugins import Plugins
 
     state = tmp_path / "state"
     old = os.umask(0o022)
     try:
-        engine = Engine(Config(asterisk=ajam_replay.asterisk_settings(),
-                               router=RouterSettings(rules=(rules,), state_dir=state)),
-                        plugins=Plugins.load(entry_points=False), client=ajam_replay.client())
+        engine = Engine(
+            Config(
+                asterisk=ajam_replay.asterisk_settings(),
+                router=RouterSettings(rules=(rules,), state_dir=state),
+            ),
+            plugins=Plugins.load(entry_points=False),
+            client=ajam_replay.client(),
+        )
         assert engine.state_dir == state
     finally:
         os.umask(old)
@@ -282,8 +353,11 @@ async def test_state_dir_is_created_private(tmp_path: Path, ajam_replay: ReplayA
 
 
 async def test_escape_sequences_from_the_caller_are_escaped_in_the_text_log(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    rules: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from router.logsafe import TextFormatter
 
     hostile = "7916\x1b]0;pwned\x07\x1b[2J\u202e1234\n2026-12-01 fake line\x9b31m"
@@ -303,8 +377,15 @@ async def test_escape_sequences_from_the_caller_are_escaped_in_the_text_log(
 def test_formatters_escape_controls_in_every_line() -> None:
     from router.logsafe import JsonFormatter, TextFormatter
 
-    record = logging.LogRecord("router.engine", logging.WARNING, __file__, 1,
-                               "caller %s", ("\x1b[2J\x85\u2028\u2066x\x7f",), None)
+    record = logging.LogRecord(
+        "router.engine",
+        logging.WARNING,
+        __file__,
+        1,
+        "caller %s",
+        ("\x1b[2J\x85\u2028\u2066x\x7f",),
+        None,
+    )
     text = TextFormatter("%(levelname)s %(message)s").format(record)
     assert text == "WARNING caller \\x1b[2J\\x85\\u2028\\u2066x\\x7f"
     line = JsonFormatter().format(record)
@@ -313,14 +394,16 @@ def test_formatters_escape_controls_in_every_line() -> None:
     import json
 
     assert json.loads(line)["message"] == "caller \x1b[2J\x85\u2028\u2066x\x7f"
-    decision = logging.LogRecord("router.decision", logging.INFO, __file__, 1,
-                                 '{"caller": "\u2028\x9b"}', None, None)
+    decision = logging.LogRecord(
+        "router.decision", logging.INFO, __file__, 1, '{"caller": "\u2028\x9b"}', None, None
+    )
     assert json.loads(JsonFormatter().format(decision)) == {"caller": "\u2028\x9b"}
     assert "\u2028" not in JsonFormatter().format(decision)
 
 
 async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
-        engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory, rules: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_factory(rules)
 
     async def broken(engine: object, *, timeout: float = 10.0) -> None:
@@ -331,5 +414,7 @@ async def test_stop_finishes_and_says_so_when_plugin_shutdown_fails(
     await engine.stop()
     assert not engine.scheduler.running
     assert not engine.ami.logged_in
-    assert any("plugin shutdown failed" in r.getMessage() and r.exc_info is not None
-               for r in caplog.records)
+    assert any(
+        "plugin shutdown failed" in r.getMessage() and r.exc_info is not None
+        for r in caplog.records
+    )

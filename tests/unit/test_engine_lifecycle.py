@@ -60,7 +60,8 @@ def write_rules(folder: Path) -> Path:
 
 
 async def test_start_refuses_rules_with_problems_before_logging_in(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     rules = write_rules(tmp_path / "rules")
     with pytest.raises(RulesRefused) as caught:
         await engine_factory(rules)
@@ -68,24 +69,37 @@ async def test_start_refuses_rules_with_problems_before_logging_in(
     assert len(problems) == 3
     assert all(":" in p and p.split(":")[0].endswith(".yaml") for p in problems)
     assert sorted(p.split(":")[0].rsplit("/", 1)[-1] for p in problems) == [
-        "b-broken.yaml", "b-broken.yaml", "c-not-yaml.yaml"]
+        "b-broken.yaml",
+        "b-broken.yaml",
+        "c-not-yaml.yaml",
+    ]
     assert all(p.split(":")[1].isdigit() for p in problems), problems  # file:line
     assert ajam_replay.count("Login") == 0  # refused before touching Asterisk
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CR_SECRET": "s", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "router.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -> None:
     rules = write_rules(tmp_path / "rules")
     config = tmp_path / "router.toml"
     # Port 9 (discard): nothing listens; a refused start must not even try.
-    config.write_text(f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
-                      f'secret_env = "CR_SECRET"\n[router]\nrules = ["{rules}"]\n'
-                      f'state_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    config.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{rules}"]\n'
+        f'state_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
     run = run_cli("run", "--config", str(config), cwd=tmp_path)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
@@ -129,7 +143,8 @@ rules:
 
 
 async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(SLOW, encoding="utf-8")
     slow = SlowLookup()
@@ -151,7 +166,8 @@ async def test_sigterm_finishes_and_confirms_the_decision_in_flight(
 
 
 async def test_sigterm_with_nothing_in_flight_stops_at_once(
-        engine_factory: EngineFactory, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(GOOD, encoding="utf-8")
     engine: Engine = await engine_factory(rules, serve=False)
@@ -162,14 +178,17 @@ async def test_sigterm_with_nothing_in_flight_stops_at_once(
 
 
 async def test_a_second_sigterm_stops_without_waiting(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(SLOW, encoding="utf-8")
     slow = SlowLookup()
-    engine: Engine = await engine_factory(rules, plugins=[slow], serve=False,
-                                          options=EngineOptions(watch_interval=0,
-                                                                live_heartbeat=0,
-                                                                drain_timeout=30))
+    engine: Engine = await engine_factory(
+        rules,
+        plugins=[slow],
+        serve=False,
+        options=EngineOptions(watch_interval=0, live_heartbeat=0, drain_timeout=30),
+    )
     serving = asyncio.ensure_future(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 5)
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")

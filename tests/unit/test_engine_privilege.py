@@ -22,11 +22,11 @@ rules:
 
 
 async def test_permission_denied_fails_the_action_with_the_class_and_keeps_the_session(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    ajam_replay.on("DBPut", lambda sent: [("Response", "Error"),
-                                          ("Message", "Permission denied")])
+    ajam_replay.on("DBPut", lambda sent: [("Response", "Error"), ("Message", "Permission denied")])
     engine = await engine_factory(rules)
     for caller in ("79161234567", "79161234568", "79161234569"):
         ajam_replay.inbound_call(caller=caller, did="74950000001")
@@ -35,8 +35,10 @@ async def test_permission_denied_fails_the_action_with_the_class_and_keeps_the_s
     for record in engine.records:
         dbput, redirect = record.actions
         assert (dbput.status, dbput.detail) == (
-            "failed", "DBPut: Permission denied: the manager user 'router' needs write "
-                      "class system (manager.conf)")
+            "failed",
+            "DBPut: Permission denied: the manager user 'router' needs write "
+            "class system (manager.conf)",
+        )
         assert redirect.status == "confirmed"  # the next action still ran
     # One session all along: no re-login per call, so no event-stream gap.
     assert ajam_replay.count("Login") == 1

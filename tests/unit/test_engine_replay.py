@@ -29,11 +29,16 @@ def rules(tmp_path: Path) -> Path:
 
 
 async def test_calls_waiting_before_start_are_routed_once(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     """callrouter restarted while calls wait: their requests were never seen, but
     the start-up reconcile finds the channels and routes each exactly once."""
-    waiting = [ajam_replay.inbound_call(caller=f"7916123456{i}", did="74950000001",
-                                        announce=False, wait=10) for i in range(3)]
+    waiting = [
+        ajam_replay.inbound_call(
+            caller=f"7916123456{i}", did="74950000001", announce=False, wait=10
+        )
+        for i in range(3)
+    ]
     engine = await engine_factory(rules)
     await ajam_replay.settle(engine)
     assert sorted(r["Channel"] for r in ajam_replay.sent("Redirect")) == sorted(waiting)
@@ -41,7 +46,8 @@ async def test_calls_waiting_before_start_are_routed_once(
 
 
 async def test_calls_past_their_deadline_are_left_to_the_dialplan(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     ajam_replay.inbound_call(caller="79161234567", did="74950000001", announce=False, wait=0.5)
     engine = await engine_factory(rules)
     await ajam_replay.settle(engine)
@@ -50,7 +56,8 @@ async def test_calls_past_their_deadline_are_left_to_the_dialplan(
 
 
 async def test_calls_already_routed_before_start_are_tracked_to_their_end(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     """callrouter restarted while a call it had routed rings in the dial context: the
     start-up reconcile tracks it from the channel listing, so its Hangup ends it and
     plugins hear ``call_end`` (the 1C plugin owes it a final event; issue 11 item 4)."""
@@ -67,8 +74,9 @@ async def test_calls_already_routed_before_start_are_tracked_to_their_end(
         def callrouter_call_end(self, call: Any) -> None:
             seen.append(("end", call.linkedid))
 
-    routed = ajam_replay.inbound_call(caller="79161234567", did="74950000001",
-                                      announce=False, wait=0.5)
+    routed = ajam_replay.inbound_call(
+        caller="79161234567", did="74950000001", announce=False, wait=0.5
+    )
     channel = ajam_replay.channels[routed]
     channel.context, channel.exten, channel.application = "callrouter-dial", "101", "Dial"
     engine = await engine_factory(rules, plugins=[Recorder()])
@@ -85,7 +93,8 @@ async def test_calls_already_routed_before_start_are_tracked_to_their_end(
 
 
 async def test_calls_gone_during_a_gap_end_in_the_order_they_started(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
     """Issue 12 item 4: calls whose Hangups were lost end at the next reconcile,
     and plugins hear ``call_end`` first in, first out (the parked-callback list
     drained them last in, first out)."""
@@ -99,8 +108,9 @@ async def test_calls_gone_during_a_gap_end_in_the_order_they_started(
             ended.append(call.linkedid)
 
     engine = await engine_factory(rules, plugins=[Recorder()])
-    channels = [ajam_replay.inbound_call(caller=f"7916123456{i}", did="74950000001")
-                for i in range(3)]
+    channels = [
+        ajam_replay.inbound_call(caller=f"7916123456{i}", did="74950000001") for i in range(3)
+    ]
     await ajam_replay.settle(engine)
     linkedids = [ajam_replay.channels[name].linkedid for name in channels]
     for name in channels:  # hung up while the stream was away: no Hangup events

@@ -29,10 +29,14 @@ async def test_schedules_fire_on_sunday_in_the_rules_zone(tmp_path: Path) -> Non
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
         f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-        '[plugins.timefuncs]\ntimezone = "Asia/Vladivostok"\n')
-    engine = Engine(load_config(tmp_path / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False),
-                    options=EngineOptions(watch_interval=0))
+        '[plugins.timefuncs]\ntimezone = "Asia/Vladivostok"\n'
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=FakeClient(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
     await engine.start()
     try:
         tuesday = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -43,7 +47,9 @@ async def test_schedules_fire_on_sunday_in_the_rules_zone(tmp_path: Path) -> Non
             fire[name] = job.trigger.get_next_fire_time(None, tuesday).astimezone(UTC)
         # 09:00 and 09:30 on Sunday in Vladivostok (UTC+10) are 23:00 and
         # 23:30 UTC on Saturday.
-        assert fire == {"sunday-report": datetime(2026, 12, 5, 23, 0, tzinfo=UTC),
-                        "sunday-too": datetime(2026, 12, 5, 23, 30, tzinfo=UTC)}
+        assert fire == {
+            "sunday-report": datetime(2026, 12, 5, 23, 0, tzinfo=UTC),
+            "sunday-too": datetime(2026, 12, 5, 23, 30, tzinfo=UTC),
+        }
     finally:
         await engine.stop()

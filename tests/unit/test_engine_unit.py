@@ -51,13 +51,18 @@ class FakeClient:
     async def aclose(self) -> None:
         return None
 
-    async def send(self, name: str, params: Mapping[str, Any] | None = None,
-                   **kw: Any) -> ActionResult:
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
         self.sent.append((name, dict(params or {})))
         if name == "Redirect" and self.engine is not None:
             p = dict(params or {})
-            asyncio.get_running_loop().call_soon(self.engine.executor.observe, Event((
-                ("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))))
+            asyncio.get_running_loop().call_soon(
+                self.engine.executor.observe,
+                Event(
+                    (("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))
+                ),
+            )
         return ActionResult(Response((("Response", "Success"),)))
 
 
@@ -72,21 +77,35 @@ class SlowLookup:
 
 
 def request(channel: str, did: str = "1", *, wait: str = "4", uniqueid: str = "") -> Event:
-    return Event((("Event", "UserEvent"), ("UserEvent", "CallRouterRequest"),
-                  ("Channel", channel), ("Uniqueid", uniqueid or channel),
-                  ("Linkedid", channel), ("DID", did), ("Caller", "79161234567"),
-                  ("Wait", wait), ("Timestamp", f"{time.time():.6f}")))
+    return Event(
+        (
+            ("Event", "UserEvent"),
+            ("UserEvent", "CallRouterRequest"),
+            ("Channel", channel),
+            ("Uniqueid", uniqueid or channel),
+            ("Linkedid", channel),
+            ("DID", did),
+            ("Caller", "79161234567"),
+            ("Wait", wait),
+            ("Timestamp", f"{time.time():.6f}"),
+        )
+    )
 
 
 async def make_engine(tmp_path: Path, *, shadow: bool = False) -> tuple[Engine, FakeClient]:
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n')
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
     client = FakeClient()
-    engine = Engine(load_config(tmp_path / "router.toml"), client=client,  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
-                    options=EngineOptions(watch_interval=0, safety_margin=0.3), shadow=shadow)
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
+        options=EngineOptions(watch_interval=0, safety_margin=0.3),
+        shadow=shadow,
+    )
     client.engine = engine
     loaded = await engine.setup()
     assert not loaded.errors
@@ -144,8 +163,11 @@ async def test_deadline_counts_from_asterisks_timestamp(tmp_path: Path, age: flo
     """An event that sat 3 s in a queue has only 1 s of its 4 s wait left."""
     engine, _ = await make_engine(tmp_path)
     event = request("Local/5@in-0;2")
-    stamped = Event(tuple((k, f"{time.time() - age:.6f}") if k == "Timestamp" else (k, v)
-                          for k, v in event.fields))
+    stamped = Event(
+        tuple(
+            (k, f"{time.time() - age:.6f}") if k == "Timestamp" else (k, v) for k, v in event.fields
+        )
+    )
     await engine.handle_event(stamped)
     await engine.wait_idle()
     (record,) = engine.records
@@ -153,8 +175,7 @@ async def test_deadline_counts_from_asterisks_timestamp(tmp_path: Path, age: flo
     assert 4 - age - 0.3 - 0.2 < left <= 4 - age - 0.3
 
 
-async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(
-        tmp_path: Path) -> None:
+async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(tmp_path: Path) -> None:
     seen: list[tuple[str, str, str]] = []
 
     class Prefetcher:
@@ -164,15 +185,37 @@ async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(
 
     engine, _ = await make_engine(tmp_path)
     engine.plugins.register(Prefetcher(), name="prefetcher")
-    common = (("Linkedid", "L1"), ("CallerIDNum", "79161234567"),
-              ("Context", "callrouter-inbound"), ("Exten", "74951234567"))
-    await engine.handle_event(Event((("Event", "Newchannel"), ("Channel", "Local/a;2"),
-                                     ("Uniqueid", "U1"), *common)))
-    await engine.handle_event(Event((("Event", "Newexten"), ("Channel", "Local/a;2"),
-                                     ("Uniqueid", "U1"), ("Priority", "1"), *common)))
-    await engine.handle_event(Event((("Event", "Newchannel"), ("Channel", "Local/b;1"),
-                                     ("Uniqueid", "U2"), ("Linkedid", "L2"),
-                                     ("Context", "elsewhere"))))
+    common = (
+        ("Linkedid", "L1"),
+        ("CallerIDNum", "79161234567"),
+        ("Context", "callrouter-inbound"),
+        ("Exten", "74951234567"),
+    )
+    await engine.handle_event(
+        Event((("Event", "Newchannel"), ("Channel", "Local/a;2"), ("Uniqueid", "U1"), *common))
+    )
+    await engine.handle_event(
+        Event(
+            (
+                ("Event", "Newexten"),
+                ("Channel", "Local/a;2"),
+                ("Uniqueid", "U1"),
+                ("Priority", "1"),
+                *common,
+            )
+        )
+    )
+    await engine.handle_event(
+        Event(
+            (
+                ("Event", "Newchannel"),
+                ("Channel", "Local/b;1"),
+                ("Uniqueid", "U2"),
+                ("Linkedid", "L2"),
+                ("Context", "elsewhere"),
+            )
+        )
+    )
     assert seen == [("L1", "79161234567", "74951234567")]
 
 
@@ -192,20 +235,24 @@ async def test_lookups_see_the_request_being_routed(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(
         "version: 1\nrules:\n  - name: r\n    on: call\n    lookup:\n"
         "      s: spy(caller.number)\n    when: s\n    do:\n"
-        "      - redirect: {context: x, exten: '1'}\n")
+        "      - redirect: {context: x, exten: '1'}\n"
+    )
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n')
-    engine = Engine(load_config(tmp_path / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False, extra=[Spy()]),
-                    options=EngineOptions(watch_interval=0))
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=FakeClient(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[Spy()]),
+        options=EngineOptions(watch_interval=0),
+    )
     await engine.setup()
     assert current_request() is None
     await engine.handle_event(request("Local/9@in-0;2", did="74951234567"))
     await engine.wait_idle()
     (info,) = seen
-    assert (info.channel, info.did, info.caller) == ("Local/9@in-0;2", "74951234567",
-                                                     "79161234567")
+    assert (info.channel, info.did, info.caller) == ("Local/9@in-0;2", "74951234567", "79161234567")
     assert info.deadline > time.monotonic() - 5
     assert current_request() is None  # set in the routing task only
 
@@ -221,13 +268,19 @@ async def test_two_engines_keep_their_own_builtin_settings(tmp_path: Path) -> No
             '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
             f'[router]\nrules = ["{folder / "rules.yaml"}"]\n'
             f'[plugins.directory.entries."79161234567"]\nextension = "{ext}"\n'
-            f'[plugins.timefuncs]\ntimezone = "{zone_name}"\n')
-        engine = Engine(load_config(folder / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
-                        plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
-                        options=EngineOptions(watch_interval=0))
+            f'[plugins.timefuncs]\ntimezone = "{zone_name}"\n'
+        )
+        engine = Engine(
+            load_config(folder / "router.toml"),
+            client=FakeClient(),  # type: ignore[arg-type]
+            plugins=Plugins.load(entry_points=False, extra=[SlowLookup()]),
+            options=EngineOptions(watch_interval=0),
+        )
         await engine.setup()
         engines.append(engine)
-    answers = [await e.registry.lookups["directory"].func("+7 916 123-45-67")  # type: ignore[misc]
-               for e in engines]
+    answers = [
+        await e.registry.lookups["directory"].func("+7 916 123-45-67")  # type: ignore[misc]
+        for e in engines
+    ]
     assert [a["extension"] for a in answers] == ["101", "202"]
     assert [str(e.registry.timezone) for e in engines] == ["Europe/Moscow", "Asia/Omsk"]

@@ -34,7 +34,8 @@ VIP = "8 (916) 123-45-67"
 
 def load_example() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "callrouter_vip_example", EXAMPLE / "callrouter_vip" / "__init__.py")
+        "callrouter_vip_example", EXAMPLE / "callrouter_vip" / "__init__.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -46,9 +47,10 @@ vip = load_example()
 
 
 def config(settings: dict[str, dict[str, object]] | None = None) -> Config:
-    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
-                                            secret="x"),
-                  plugins=PluginSettings(settings=settings or {}))
+    return Config(
+        asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router", secret="x"),
+        plugins=PluginSettings(settings=settings or {}),
+    )
 
 
 def test_entry_point_names_the_plugin_object() -> None:
@@ -59,17 +61,24 @@ def test_entry_point_names_the_plugin_object() -> None:
     assert isinstance(vip.plugin, vip.VipPlugin)
     plugins = Plugins.load(entry_points=False, extra=[vip.VipPlugin()])
     info = {i.name: i for i in plugins.info()}
-    assert info["vip"].hooks == ("callrouter_configure", "callrouter_decision",
-                                 "callrouter_execute", "callrouter_register")
+    assert info["vip"].hooks == (
+        "callrouter_configure",
+        "callrouter_decision",
+        "callrouter_execute",
+        "callrouter_register",
+    )
     assert not info["vip"].builtin
 
 
-async def test_inert_unless_configured(engine_factory: EngineFactory,
-                                       ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+async def test_inert_unless_configured(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     plugin = vip.VipPlugin()
     (tmp_path / "r.yaml").write_text(
         "version: 1\nrules:\n  - name: all\n    on: call\n    do:\n"
-        "      - redirect: {context: sales, exten: '1'}\n", encoding="utf-8")
+        "      - redirect: {context: sales, exten: '1'}\n",
+        encoding="utf-8",
+    )
     engine = await engine_factory(tmp_path / "r.yaml", plugins=[plugin])
     assert "is_vip" not in engine.registry.functions
     assert "vip_tag" not in engine.registry.actions
@@ -81,18 +90,23 @@ async def test_inert_unless_configured(engine_factory: EngineFactory,
 
 
 async def test_bad_settings_refuse_the_start() -> None:
-    engine = Engine(config({"vip": {"numbers": [VIP], "variable": "no spaces"}}),
-                    plugins=Plugins.load(entry_points=False, extra=[vip.VipPlugin()]))
+    engine = Engine(
+        config({"vip": {"numbers": [VIP], "variable": "no spaces"}}),
+        plugins=Plugins.load(entry_points=False, extra=[vip.VipPlugin()]),
+    )
     with pytest.raises(ConfigError, match=r"\[plugins.vip\] variable"):
         await engine.setup()
 
 
-async def test_vip_caller_tagged_and_logged(engine_factory: EngineFactory,
-                                            ajam_replay: ReplayAsterisk,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_vip_caller_tagged_and_logged(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
     plugin = vip.VipPlugin()
-    engine = await engine_factory(EXAMPLE / "tests" / "rules", plugins=[plugin],
-                                  settings={"vip": {"numbers": [VIP], "variable": "VIP"}})
+    engine = await engine_factory(
+        EXAMPLE / "tests" / "rules",
+        plugins=[plugin],
+        settings={"vip": {"numbers": [VIP], "variable": "VIP"}},
+    )
     caplog.set_level(logging.INFO, logger="callrouter_vip")
     channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
     other = ajam_replay.inbound_call(caller="+74950000000", did="74951234567")

@@ -22,13 +22,20 @@ class FakeAMI:
         self.fail: dict[str, str] = {}
         self.on_send: Any = None
 
-    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
-                   action_id: str | None = None, validate: bool = True,
-                   check: bool = True) -> ActionResult:
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        action_id: str | None = None,
+        validate: bool = True,
+        check: bool = True,
+    ) -> ActionResult:
         self.sent.append((name, dict(params or {})))
         if name in self.fail:
-            raise AMIActionError(name, Response((("Response", "Error"),
-                                                 ("Message", self.fail[name]))))
+            raise AMIActionError(
+                name, Response((("Response", "Error"), ("Message", self.fail[name])))
+            )
         if self.on_send is not None:
             self.on_send(name, params)
         return ActionResult(Response((("Response", "Success"),)))
@@ -52,8 +59,9 @@ def executor_for(host: Host, **options: Any) -> Executor:
 
 
 def newexten(channel: str, context: str) -> Event:
-    return Event((("Event", "Newexten"), ("Channel", channel), ("Context", context),
-                  ("Timestamp", "1000.5")))
+    return Event(
+        (("Event", "Newexten"), ("Channel", channel), ("Context", context), ("Timestamp", "1000.5"))
+    )
 
 
 async def test_setvar_then_redirect_confirmed_by_newexten() -> None:
@@ -61,26 +69,41 @@ async def test_setvar_then_redirect_confirmed_by_newexten() -> None:
     executor = executor_for(host, confirm_timeout=2)
     host.ami.on_send = lambda name, params: (
         asyncio.get_running_loop().call_later(
-            0.01, executor.observe, newexten(params["Channel"], params["Context"]))
-        if name == "Redirect" else None)
-    actions = [Action.make("setvar", {"CRM_CLIENT": "ООО «Ромашка»"}),
-               Action.make("redirect", {"context": "callrouter-dial", "exten": "101"})]
+            0.01, executor.observe, newexten(params["Channel"], params["Context"])
+        )
+        if name == "Redirect"
+        else None
+    )
+    actions = [
+        Action.make("setvar", {"CRM_CLIENT": "ООО «Ромашка»"}),
+        Action.make("redirect", {"context": "callrouter-dial", "exten": "101"}),
+    ]
     outcomes = await executor.run(actions, None, "Local/1@in-0;2")
     assert [o.status for o in outcomes] == ["ok", "confirmed"]
     assert outcomes[1].event_timestamp == 1000.5
     assert host.ami.sent == [
-        ("Setvar", {"Channel": "Local/1@in-0;2", "Variable": "CRM_CLIENT",
-                    "Value": "ООО «Ромашка»"}),
-        ("Redirect", {"Channel": "Local/1@in-0;2", "Context": "callrouter-dial",
-                      "Exten": "101", "Priority": "1"}),
+        (
+            "Setvar",
+            {"Channel": "Local/1@in-0;2", "Variable": "CRM_CLIENT", "Value": "ООО «Ромашка»"},
+        ),
+        (
+            "Redirect",
+            {
+                "Channel": "Local/1@in-0;2",
+                "Context": "callrouter-dial",
+                "Exten": "101",
+                "Priority": "1",
+            },
+        ),
     ]
     assert executor.redirects == {"Local/1@in-0;2": 1}
 
 
 async def test_redirect_without_newexten_is_unconfirmed() -> None:
     executor = executor_for(Host(), confirm_timeout=0.05)
-    (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
-                                    None, "Local/1;2")
+    (outcome,) = await executor.run(
+        [Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2"
+    )
     assert outcome.status == "unconfirmed"
 
 
@@ -88,9 +111,11 @@ async def test_newexten_elsewhere_does_not_confirm() -> None:
     host = Host()
     executor = executor_for(host, confirm_timeout=0.1)
     host.ami.on_send = lambda name, params: executor.observe(
-        newexten(params["Channel"], "other-context"))
-    (outcome,) = await executor.run([Action.make("redirect", {"context": "x", "exten": "1"})],
-                                    None, "Local/1;2")
+        newexten(params["Channel"], "other-context")
+    )
+    (outcome,) = await executor.run(
+        [Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2"
+    )
     assert outcome.status == "unconfirmed"
 
 
@@ -98,8 +123,13 @@ async def test_caller_hung_up_is_an_outcome_and_stops_the_rest() -> None:
     host = Host()
     host.ami.fail["Setvar"] = "Channel does not exist: Local/1;2"
     outcomes = await executor_for(host).run(
-        [Action.make("setvar", {"A": "1"}),
-         Action.make("redirect", {"context": "x", "exten": "1"})], None, "Local/1;2")
+        [
+            Action.make("setvar", {"A": "1"}),
+            Action.make("redirect", {"context": "x", "exten": "1"}),
+        ],
+        None,
+        "Local/1;2",
+    )
     assert [o.status for o in outcomes] == ["channel-gone"]
     assert [name for name, _ in host.ami.sent] == ["Setvar"]
 
@@ -108,11 +138,18 @@ async def test_failed_action_does_not_stop_the_next_one() -> None:
     host = Host()
     host.ami.fail["Originate"] = "Originate failed"
     outcomes = await executor_for(host).run(
-        [Action.make("originate", {"channel": "Local/1@x", "caller_id": "x <1>"}),
-         Action.make("notify", {"plugin": "onec", "event": "missed"})], None, None)
+        [
+            Action.make("originate", {"channel": "Local/1@x", "caller_id": "x <1>"}),
+            Action.make("notify", {"plugin": "onec", "event": "missed"}),
+        ],
+        None,
+        None,
+    )
     assert [o.status for o in outcomes] == ["failed", "ok"]
-    assert host.ami.sent[0] == ("Originate", {"Channel": "Local/1@x", "CallerID": "x <1>",
-                                              "Async": "true"})
+    assert host.ami.sent[0] == (
+        "Originate",
+        {"Channel": "Local/1@x", "CallerID": "x <1>", "Async": "true"},
+    )
     assert host.notified == [("onec", {"event": "missed"})]
 
 
@@ -157,9 +194,31 @@ async def test_originate_headers_are_the_catalogs_spelling() -> None:
     """No header table of our own: any case of the header, or its Python name."""
     host = Host()
     await executor_for(host).run(
-        [Action.make("originate", {"channel": "Local/1@x", "application": "Playback",
-                                   "callerid": "x <1>", "early_media": "true",
-                                   "OTHERCHANNELID": "o-1"})], None, None)
-    assert host.ami.sent == [("Originate", {
-        "Channel": "Local/1@x", "Application": "Playback", "CallerID": "x <1>",
-        "EarlyMedia": "true", "OtherChannelId": "o-1", "Async": "true"})]
+        [
+            Action.make(
+                "originate",
+                {
+                    "channel": "Local/1@x",
+                    "application": "Playback",
+                    "callerid": "x <1>",
+                    "early_media": "true",
+                    "OTHERCHANNELID": "o-1",
+                },
+            )
+        ],
+        None,
+        None,
+    )
+    assert host.ami.sent == [
+        (
+            "Originate",
+            {
+                "Channel": "Local/1@x",
+                "Application": "Playback",
+                "CallerID": "x <1>",
+                "EarlyMedia": "true",
+                "OtherChannelId": "o-1",
+                "Async": "true",
+            },
+        )
+    ]

@@ -97,24 +97,27 @@ class Recorder:
         self.calls.append(("prefetch", {"call": call}))
 
     @hookimpl
-    def callrouter_decision(self, call: Call, decision: Decision | None, trace: Trace | None,
-                            outcome: RouteOutcome) -> None:
-        self.calls.append(("decision", {"call": call, "decision": decision, "trace": trace,
-                                        "outcome": outcome}))
+    def callrouter_decision(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
+        self.calls.append(
+            ("decision", {"call": call, "decision": decision, "trace": trace, "outcome": outcome})
+        )
 
     @hookimpl
-    async def callrouter_execute(self, action: Action, call: Call,
-                                 engine: EngineAPI) -> str | None:
+    async def callrouter_execute(self, action: Action, call: Call, engine: EngineAPI) -> str | None:
         if action.kind != "record_tag":
             return None
         self.calls.append(("execute", {"action": action, "call": call}))
-        await engine.ami.setvar(channel=call.waiting_channel or "", variable="TAG",
-                                value=action.params["label"])
+        await engine.ami.setvar(
+            channel=call.waiting_channel or "", variable="TAG", value=action.params["label"]
+        )
         return "tagged"
 
     @hookimpl
-    async def callrouter_notify(self, target: str, params: Mapping[str, str],
-                                call: Call | None) -> None:
+    async def callrouter_notify(
+        self, target: str, params: Mapping[str, str], call: Call | None
+    ) -> None:
         if target == "recorder":
             self.calls.append(("notify", {"params": dict(params), "call": call}))
 
@@ -134,9 +137,10 @@ class Recorder:
 
 
 def config(settings: Mapping[str, Mapping[str, object]] | None = None) -> Config:
-    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
-                                            secret="x"),
-                  plugins=PluginSettings(settings=settings or {}))
+    return Config(
+        asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router", secret="x"),
+        plugins=PluginSettings(settings=settings or {}),
+    )
 
 
 @pytest.fixture
@@ -146,10 +150,12 @@ def rules(tmp_path: Path) -> Path:
     return path
 
 
-async def routed_engine(engine_factory: EngineFactory, rules: Path, recorder: Recorder,
-                        **kwargs: Any) -> Engine:
-    return await engine_factory(rules, plugins=[recorder],
-                                settings={"recorder": {"colour": "blue"}}, **kwargs)
+async def routed_engine(
+    engine_factory: EngineFactory, rules: Path, recorder: Recorder, **kwargs: Any
+) -> Engine:
+    return await engine_factory(
+        rules, plugins=[recorder], settings={"recorder": {"colour": "blue"}}, **kwargs
+    )
 
 
 # --------------------------------------------------------------------------- hooks
@@ -174,8 +180,9 @@ async def test_hook_callrouter_configure(engine_factory: EngineFactory, rules: P
         await Plugins.load(defaults=(), entry_points=False, extra=[Refuses()]).configure(config())
 
 
-async def test_hook_callrouter_register(engine_factory: EngineFactory, rules: Path,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_register(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     assert "shout" in engine.registry.functions
@@ -195,13 +202,15 @@ async def test_hook_callrouter_register(engine_factory: EngineFactory, rules: Pa
     problems = plugins.register_into(Registry())
     # One problem, located at the plugin whose registration failed; the engine goes on.
     assert len(problems) == 1
-    assert problems[0].startswith(("plugin 'clashes': callrouter_register:",
-                                   "plugin 'recorder': callrouter_register:"))
+    assert problems[0].startswith(
+        ("plugin 'clashes': callrouter_register:", "plugin 'recorder': callrouter_register:")
+    )
     assert "'shout' is already registered" in problems[0]
 
 
-async def test_hook_callrouter_startup(engine_factory: EngineFactory, rules: Path,
-                                       ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_startup(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     [startup] = recorder.seen("startup")
@@ -213,16 +222,24 @@ async def test_hook_callrouter_startup(engine_factory: EngineFactory, rules: Pat
     assert (engine.state_dir / "recorder.txt").read_text(encoding="utf-8") == "started"
 
 
-async def test_hook_callrouter_event(engine_factory: EngineFactory, rules: Path,
-                                     ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_event(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")
     channel = ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
     await ajam_replay.settle(engine)
     events = recorder.seen("event")
-    assert [e["event"].name for e in events] == ["FullyBooted", "Newchannel", "Newexten",
-                                                 "VarSet", "VarSet", "UserEvent", "Newexten"]
+    assert [e["event"].name for e in events] == [
+        "FullyBooted",
+        "Newchannel",
+        "Newexten",
+        "VarSet",
+        "VarSet",
+        "UserEvent",
+        "Newexten",
+    ]
     assert events[0]["call"] is None  # an event of no call
     call = events[1]["call"]
     assert call is not None
@@ -230,8 +247,9 @@ async def test_hook_callrouter_event(engine_factory: EngineFactory, rules: Path,
     assert all(e["call"] is call for e in events[1:])
 
 
-async def test_hook_callrouter_call_start(engine_factory: EngineFactory, rules: Path,
-                                          ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_call_start(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
@@ -243,8 +261,9 @@ async def test_hook_callrouter_call_start(engine_factory: EngineFactory, rules: 
     assert recorder.order().index("call_start") < recorder.order().index("event")
 
 
-async def test_hook_callrouter_prefetch(engine_factory: EngineFactory, rules: Path,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_prefetch(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
@@ -255,8 +274,9 @@ async def test_hook_callrouter_prefetch(engine_factory: EngineFactory, rules: Pa
     assert order.index("prefetch") < order.index("execute") < order.index("decision")
 
 
-async def test_hook_callrouter_decision(engine_factory: EngineFactory, rules: Path,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_decision(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
@@ -280,8 +300,9 @@ async def test_hook_callrouter_decision(engine_factory: EngineFactory, rules: Pa
     assert ajam_replay.count("Redirect") == 0
 
 
-async def test_hook_callrouter_execute(engine_factory: EngineFactory, rules: Path,
-                                       ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_execute(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     channel = ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
@@ -295,8 +316,9 @@ async def test_hook_callrouter_execute(engine_factory: EngineFactory, rules: Pat
     assert ajam_replay.count("Redirect") == 1
 
 
-async def test_hook_callrouter_notify(engine_factory: EngineFactory, rules: Path,
-                                      ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_notify(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
@@ -306,15 +328,17 @@ async def test_hook_callrouter_notify(engine_factory: EngineFactory, rules: Path
     assert notify["call"] is not None
 
 
-async def test_hook_callrouter_stream_gap(engine_factory: EngineFactory, rules: Path,
-                                          ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_stream_gap(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     # Asterisk forgets the session; a call arrives whose events are lost with it.
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    channel = ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID, announce=False,
-                                       wait=10)
+    channel = ajam_replay.inbound_call(
+        caller="+79161234567", did=ROUTED_DID, announce=False, wait=10
+    )
     await asyncio.sleep(0.05)
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
@@ -325,8 +349,9 @@ async def test_hook_callrouter_stream_gap(engine_factory: EngineFactory, rules: 
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
 
 
-async def test_hook_callrouter_call_end(engine_factory: EngineFactory, rules: Path,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_call_end(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     channel = ajam_replay.inbound_call(caller="+79161234567", did=OTHER_DID)
@@ -339,8 +364,9 @@ async def test_hook_callrouter_call_end(engine_factory: EngineFactory, rules: Pa
     assert len(engine.tracker) == 0
 
 
-async def test_hook_callrouter_shutdown(engine_factory: EngineFactory, rules: Path,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_hook_callrouter_shutdown(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
     await engine.stop()
@@ -354,8 +380,11 @@ async def test_hook_callrouter_shutdown(engine_factory: EngineFactory, rules: Pa
 
 
 def hookspec_names() -> list[str]:
-    return sorted(name for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
-                  if name.startswith("callrouter_"))
+    return sorted(
+        name
+        for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("callrouter_")
+    )
 
 
 def test_every_hook_has_a_test() -> None:

@@ -20,11 +20,25 @@ from router.ami.catalog import load_catalog
 
 REPO = Path(__file__).parents[2]
 #: Rule action kinds the executor turns into one AMI action (router/executor.py).
-KIND_TO_ACTION = {"redirect": "Redirect", "setvar": "Setvar", "hangup": "Hangup",
-                  "originate": "Originate"}
+KIND_TO_ACTION = {
+    "redirect": "Redirect",
+    "setvar": "Setvar",
+    "hangup": "Hangup",
+    "originate": "Originate",
+}
 #: Actions the engine sends on its own: reconcile, keepalive, the live-instance heartbeat.
-ENGINE_ACTIONS = ("Login", "Logoff", "WaitEvent", "Ping", "CoreShowChannels", "Getvar",
-                  "UserEvent", "Redirect", "Setvar", "Hangup")
+ENGINE_ACTIONS = (
+    "Login",
+    "Logoff",
+    "WaitEvent",
+    "Ping",
+    "CoreShowChannels",
+    "Getvar",
+    "UserEvent",
+    "Redirect",
+    "Setvar",
+    "Hangup",
+)
 
 
 def documented_write_classes(page: Path) -> frozenset[str]:
@@ -64,16 +78,21 @@ def test_both_asterisk_pages_document_the_same_user() -> None:
     assert not english & {"system", "command", "config", "all"}
 
 
-@pytest.mark.parametrize("path", [*rule_files(), REPO / "docs" / "rules.md",
-                                  REPO / "docs" / "ru" / "rules.md"],
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path",
+    [*rule_files(), REPO / "docs" / "rules.md", REPO / "docs" / "ru" / "rules.md"],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
 def test_shipped_rules_use_only_documented_write_classes(path: Path) -> None:
     allowed = documented_write_classes(REPO / "docs" / "asterisk.md")
     catalog = load_catalog()
     found = list(actions_in_doc(path) if path.suffix == ".md" else actions_in_rule_file(path))
-    refused = {name: catalog.action(name).write_classes for name in found
-               if catalog.action(name).write_classes
-               and not set(catalog.action(name).write_classes) & allowed}
+    refused = {
+        name: catalog.action(name).write_classes
+        for name in found
+        if catalog.action(name).write_classes
+        and not set(catalog.action(name).write_classes) & allowed
+    }
     assert refused == {}, f"{path.name}: needs classes the documented user lacks"
 
 

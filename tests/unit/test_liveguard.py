@@ -54,11 +54,16 @@ def test_the_younger_stands_by_and_both_agree(caplog: pytest.LogCaptureFixture) 
     assert not younger.acting
     assert younger.beat()["State"] == "standby"
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("another live callrouter is routing calls on this Asterisk (instance aaaa0001 "
-               "on host pbx-host, pid 11" in m and "acts as in shadow mode" in m
-               for m in messages)
-    assert any("another live callrouter started on this Asterisk (instance bbbb0002" in m
-               for m in messages)
+    assert any(
+        "another live callrouter is routing calls on this Asterisk (instance aaaa0001 "
+        "on host pbx-host, pid 11"
+        in m
+        and "acts as in shadow mode" in m
+        for m in messages
+    )
+    assert any(
+        "another live callrouter started on this Asterisk (instance bbbb0002" in m for m in messages
+    )
 
 
 def test_the_order_is_the_claims_not_the_host_clocks() -> None:
@@ -73,8 +78,7 @@ def test_the_order_is_the_claims_not_the_host_clocks() -> None:
     assert (a.acting, b.acting) == (True, False)
 
 
-def test_a_dead_instance_is_gone_after_three_missed_beats(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_dead_instance_is_gone_after_three_missed_beats(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     older, younger = pair(clock)
     clock.now += 1.0
@@ -83,8 +87,7 @@ def test_a_dead_instance_is_gone_after_three_missed_beats(
     assert not younger.acting
     clock.now += 0.2
     assert younger.acting
-    assert any("is gone: this one routes calls again" in r.getMessage()
-               for r in caplog.records)
+    assert any("is gone: this one routes calls again" in r.getMessage() for r in caplog.records)
 
 
 def test_a_leaving_instance_hands_over_at_once() -> None:
@@ -127,12 +130,14 @@ rules:
 
 
 async def test_an_engine_stands_by_while_an_older_instance_beats(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     ajam_replay.globals["EPOCH"] = "1795000100"
-    engine = await engine_factory(rules, options=EngineOptions(
-        watch_interval=0, live_heartbeat=0.5, live_settle=0.2))
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=0.5, live_settle=0.2)
+    )
     [probe] = ajam_replay.sent("UserEvent")
     assert (probe["Since"], probe["Probe"], probe["State"]) == ("1795000100", "yes", "live")
     other = LiveGuard(Claim("0000aaaa", 1_795_000_000, "pbx", 7), interval=0.5)
@@ -154,13 +159,15 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
 
 
 async def test_a_decision_right_after_start_waits_for_the_others_answer(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     """The older instance's answer arrives after the call: the call is still not
     redirected twice, because decisions wait ``live_settle`` after the probe."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    engine = await engine_factory(rules, options=EngineOptions(
-        watch_interval=0, live_heartbeat=2.0, live_settle=0.6))
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=2.0, live_settle=0.6)
+    )
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await asyncio.sleep(0.2)
     assert ajam_replay.count("Redirect") == 0  # decided, and holding
@@ -179,10 +186,12 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
     """The lines an operator is told to look for are the ones the code writes."""
     text = " ".join((DOCS / page).read_text(encoding="utf-8").split())
     source = (Path(__file__).parents[2] / "router" / "liveguard.py").read_text(encoding="utf-8")
-    for quoted in ("another live callrouter is routing calls on this Asterisk",
-                   "acts as in shadow mode until it is gone",
-                   "another live callrouter started on this Asterisk",
-                   "is gone: this one routes calls again"):
+    for quoted in (
+        "another live callrouter is routing calls on this Asterisk",
+        "acts as in shadow mode until it is gone",
+        "another live callrouter started on this Asterisk",
+        "is gone: this one routes calls again",
+    ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
     options = EngineOptions()

@@ -56,9 +56,15 @@ class FakeAMI:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    async def send(self, name: str, params: Mapping[str, Any] | None = None, *,
-                   action_id: str | None = None, validate: bool = True,
-                   check: bool = True) -> ActionResult:
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        action_id: str | None = None,
+        validate: bool = True,
+        check: bool = True,
+    ) -> ActionResult:
         self.sent.append((name, dict(params or {})))
         return ActionResult(Response((("Response", "Success"),)))
 
@@ -83,18 +89,24 @@ def executor_for(host: Host, **options: Any) -> Executor:
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-@pytest.mark.parametrize(("kind", "params"), [
-    ("redirect", {"context": "callrouter-dial"}),
-    ("originate", {"channel": "Local/1@sink", "context": "callrouter-dial"}),
-    ("ami", {"action": "Redirect", "Channel": "PJSIP/trunk-1", "Context": "callrouter-dial"}),
-])
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("redirect", {"context": "callrouter-dial"}),
+        ("originate", {"channel": "Local/1@sink", "context": "callrouter-dial"}),
+        ("ami", {"action": "Redirect", "Channel": "PJSIP/trunk-1", "Context": "callrouter-dial"}),
+    ],
+)
 async def test_executor_sends_nothing_for_a_hostile_exten(
-        value: str, kind: str, params: dict[str, str]) -> None:
+    value: str, kind: str, params: dict[str, str]
+) -> None:
     host = Host()
     executor = executor_for(host, confirm_timeout=0.1)
     key = "Exten" if kind == "ami" else "exten"
-    actions = [Action.make("setvar", {"CRM_CLIENT": "x"}),
-               Action.make(kind, {**params, key: value})]
+    actions = [
+        Action.make("setvar", {"CRM_CLIENT": "x"}),
+        Action.make(kind, {**params, key: value}),
+    ]
     outcomes = await executor.run(actions, None, "PJSIP/trunk-1")
     assert host.ami.sent == []  # not even the setvar before it
     assert [o.status for o in outcomes] == ["skipped", "failed"]
@@ -108,7 +120,8 @@ async def test_executor_sends_nothing_for_a_hostile_exten(
 async def test_executor_refuses_a_hostile_context() -> None:
     host = Host()
     outcomes = await executor_for(host).run(
-        [Action.make("redirect", {"context": "from-trunk,s,1", "exten": "101"})], None, "C/1")
+        [Action.make("redirect", {"context": "from-trunk,s,1", "exten": "101"})], None, "C/1"
+    )
     assert host.ami.sent == []
     assert outcomes[0].status == "failed"
     assert outcomes[0].detail.startswith("context 'from-trunk,s,1' is not a safe")
@@ -118,11 +131,22 @@ async def test_executor_refuses_a_hostile_context() -> None:
 async def test_executor_sends_safe_locations(value: str) -> None:
     host = Host()
     executor = executor_for(host, confirm_timeout=0.05)
-    await executor.run([Action.make("redirect", {"context": "callrouter-dial", "exten": value})],
-                       None, "PJSIP/trunk-1")
-    assert host.ami.sent == [("Redirect", {"Channel": "PJSIP/trunk-1",
-                                           "Context": "callrouter-dial", "Exten": value,
-                                           "Priority": "1"})]
+    await executor.run(
+        [Action.make("redirect", {"context": "callrouter-dial", "exten": value})],
+        None,
+        "PJSIP/trunk-1",
+    )
+    assert host.ami.sent == [
+        (
+            "Redirect",
+            {
+                "Channel": "PJSIP/trunk-1",
+                "Context": "callrouter-dial",
+                "Exten": value,
+                "Priority": "1",
+            },
+        )
+    ]
 
 
 def test_a_wider_pattern_never_lets_syntax_through() -> None:
@@ -131,8 +155,10 @@ def test_a_wider_pattern_never_lets_syntax_through() -> None:
     for value in ("101&Local/1@x", "1,2", "a b", "${X}", "1;2", "a\tb"):
         assert policy.problem("exten", value) is not None, value
     strict = LocationPolicy.from_pattern(r"[0-9]{3}")
-    assert strict.problem("exten", "1234") == \
-        "exten '1234' is not a safe dialplan location (location_pattern '[0-9]{3}')"
+    assert (
+        strict.problem("exten", "1234")
+        == "exten '1234' is not a safe dialplan location (location_pattern '[0-9]{3}')"
+    )
 
 
 def test_long_values_are_cut_in_the_reason() -> None:
@@ -177,62 +203,87 @@ class FakeClient:
     async def aclose(self) -> None:
         return None
 
-    async def send(self, name: str, params: Mapping[str, Any] | None = None,
-                   **kw: Any) -> ActionResult:
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
         self.sent.append((name, dict(params or {})))
         if name == "Redirect" and self.engine is not None:
             p = dict(params or {})
-            asyncio.get_running_loop().call_soon(self.engine.executor.observe, Event((
-                ("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))))
+            asyncio.get_running_loop().call_soon(
+                self.engine.executor.observe,
+                Event(
+                    (("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))
+                ),
+            )
         return ActionResult(Response((("Response", "Success"),)))
 
 
-async def make_engine(tmp_path: Path, extension: str, *, rules: str = RULES,
-                      router: str = "") -> tuple[Engine, FakeClient]:
+async def make_engine(
+    tmp_path: Path, extension: str, *, rules: str = RULES, router: str = ""
+) -> tuple[Engine, FakeClient]:
     (tmp_path / "rules.yaml").write_text(rules)
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
         f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "json"\n{router}'
         f'[plugins.directory.entries."79161234567"]\nname = "Петров"\n'
-        f'extension = {json.dumps(extension)}\n')
+        f"extension = {json.dumps(extension)}\n"
+    )
     client = FakeClient()
-    engine = Engine(load_config(tmp_path / "router.toml"), client=client,  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False),
-                    options=EngineOptions(watch_interval=0))
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
     client.engine = engine
     loaded = await engine.setup()
     assert not loaded.errors, loaded.errors
     return engine, client
 
 
-def request(channel: str, *, exten: str = "74951234567", did: str | None = None,
-            caller: str = "79161234567") -> Event:
+def request(
+    channel: str, *, exten: str = "74951234567", did: str | None = None, caller: str = "79161234567"
+) -> Event:
     """As Asterisk 22 writes it: the channel snapshot, then the dialplan's keys."""
-    return Event((("Event", "UserEvent"), ("Privilege", "user,all"), ("Channel", channel),
-                  ("CallerIDNum", caller), ("CallerIDName", "<unknown>"),
-                  ("Context", "callrouter-inbound"), ("Exten", exten), ("Priority", "4"),
-                  ("Uniqueid", channel), ("Linkedid", channel),
-                  ("UserEvent", "CallRouterRequest"), ("DID", exten if did is None else did),
-                  ("Caller", caller), ("Wait", "4")))
+    return Event(
+        (
+            ("Event", "UserEvent"),
+            ("Privilege", "user,all"),
+            ("Channel", channel),
+            ("CallerIDNum", caller),
+            ("CallerIDName", "<unknown>"),
+            ("Context", "callrouter-inbound"),
+            ("Exten", exten),
+            ("Priority", "4"),
+            ("Uniqueid", channel),
+            ("Linkedid", channel),
+            ("UserEvent", "CallRouterRequest"),
+            ("DID", exten if did is None else did),
+            ("Caller", caller),
+            ("Wait", "4"),
+        )
+    )
 
 
-@pytest.mark.parametrize("extension", ["101&Local/666@somecontext", "101,20,U(evil)",
-                                       "101\n\x1b[31m", "7" * 81])
+@pytest.mark.parametrize(
+    "extension", ["101&Local/666@somecontext", "101,20,U(evil)", "101\n\x1b[31m", "7" * 81]
+)
 async def test_hostile_extension_from_a_lookup_falls_back_to_the_next_rule(
-        tmp_path: Path, extension: str, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, extension: str, caplog: pytest.LogCaptureFixture
+) -> None:
     engine, client = await make_engine(tmp_path, extension)
     with caplog.at_level(logging.INFO, logger="router.decision"):
         await engine.handle_event(request("PJSIP/trunk-00000001"))
         await engine.wait_idle()
     sent = [p for name, p in client.sent if name in ("Redirect", "Setvar")]
-    assert sent == [{"Channel": "PJSIP/trunk-00000001", "Context": "queues", "Exten": "sales",
-                     "Priority": "1"}]  # the owner's setvar was never sent either
+    assert sent == [
+        {"Channel": "PJSIP/trunk-00000001", "Context": "queues", "Exten": "sales", "Priority": "1"}
+    ]  # the owner's setvar was never sent either
     (record,) = engine.records
     assert (record.rules, record.outcome) == (("fallback",), "executed")
     [rejected] = record.rejected
     assert rejected["rule"] == "owner"
-    assert rejected["reason"].startswith(
-        "action 'redirect': exten '")
+    assert rejected["reason"].startswith("action 'redirect': exten '")
     assert "is not a safe dialplan location" in rejected["reason"]
     line = json.loads(caplog.records[-1].getMessage())
     assert line["rejected"] == [rejected]
@@ -249,8 +300,9 @@ async def test_safe_extension_from_a_lookup_is_dialled(tmp_path: Path) -> None:
 
 
 async def test_location_pattern_from_router_toml(tmp_path: Path) -> None:
-    engine, client = await make_engine(tmp_path, "desk.101",
-                                       router='location_pattern = "[a-z0-9.-]{1,20}"\n')
+    engine, client = await make_engine(
+        tmp_path, "desk.101", router='location_pattern = "[a-z0-9.-]{1,20}"\n'
+    )
     await engine.handle_event(request("PJSIP/trunk-00000001"))
     await engine.wait_idle()
     assert [p["Exten"] for name, p in client.sent if name == "Redirect"] == ["desk.101"]
@@ -259,9 +311,13 @@ async def test_location_pattern_from_router_toml(tmp_path: Path) -> None:
 def test_a_bad_location_pattern_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        '[router]\nlocation_pattern = "[0-9"\n')
-    with pytest.raises(ConfigError, match=r"router.toml: \[router\] location_pattern: "
-                                          r"not a regular expression"):
+        '[router]\nlocation_pattern = "[0-9"\n'
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"router.toml: \[router\] location_pattern: "
+        r"not a regular expression",
+    ):
         load_config(tmp_path / "router.toml")
 
 
@@ -270,10 +326,14 @@ async def test_a_literal_location_is_checked_when_the_rules_load(tmp_path: Path)
     (tmp_path / "rules.yaml").write_text(rules)
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n')
-    engine = Engine(load_config(tmp_path / "router.toml"), client=FakeClient(),  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False),
-                    options=EngineOptions(watch_interval=0))
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=FakeClient(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
     loaded = await engine.setup()
     [error] = loaded.errors
     assert "rules.yaml" in str(error)
@@ -289,16 +349,22 @@ def test_an_injected_did_key_does_not_change_the_did() -> None:
     # arguments on the comma and the last DID wins.
     event = request("PJSIP/trunk-1", did="74950000001", caller="79161234567")
     assert request_did(event) == "74951234567"
-    smuggled = Event((*event.fields, ("Exten", "74950000001"),
-                      ("CallerIDNum", "74950000002")))
+    smuggled = Event((*event.fields, ("Exten", "74950000001"), ("CallerIDNum", "74950000002")))
     assert request_did(smuggled) == "74951234567"
     assert request_caller(smuggled) == "79161234567"
 
 
 def test_a_dialplan_announcing_from_s_still_passes_its_did() -> None:
     assert request_did(request("PJSIP/trunk-1", exten="s", did="74951234567")) == "74951234567"
-    old = Event((("Event", "UserEvent"), ("UserEvent", "CallRouterRequest"),
-                 ("Channel", "C/1"), ("DID", "74951234567"), ("Caller", "79161234567")))
+    old = Event(
+        (
+            ("Event", "UserEvent"),
+            ("UserEvent", "CallRouterRequest"),
+            ("Channel", "C/1"),
+            ("DID", "74951234567"),
+            ("Caller", "79161234567"),
+        )
+    )
     assert (request_did(old), request_caller(old)) == ("74951234567", "79161234567")
 
 
@@ -317,8 +383,9 @@ rules:
       - redirect: {context: queues, exten: sales}
 """
     engine, client = await make_engine(tmp_path, "101", rules=rules)
-    await engine.handle_event(request("PJSIP/trunk-00000002", did="74950000001",
-                                      caller="79161234567"))
+    await engine.handle_event(
+        request("PJSIP/trunk-00000002", did="74950000001", caller="79161234567")
+    )
     await engine.wait_idle()
     (record,) = engine.records
     assert (record.did, record.rules) == ("74951234567", ("fallback",))
@@ -326,18 +393,22 @@ rules:
 
 
 async def test_the_replay_kit_announces_calls_like_the_shipped_dialplan(
-        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     ajam_replay.inbound_call(caller="+7 916 123-45-67,DID: 74950000001", did="74951234567")
     [request] = [e for e in await ajam_client.wait_event(1) if e.name == "UserEvent"]
     # FILTER() in the dialplan: digits and + only in the Caller key, no DID smuggled in.
     assert request.getall("DID") == ["74951234567"]
     assert request["Caller"] == "+7916123456774950000001"
-    assert (request_did(request), request_caller(request)) == \
-        ("74951234567", "+7 916 123-45-67,DID: 74950000001")
+    assert (request_did(request), request_caller(request)) == (
+        "74951234567",
+        "+7 916 123-45-67,DID: 74950000001",
+    )
 
 
-def test_check_takes_the_location_pattern(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_takes_the_location_pattern(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from router.cli import main
 
     path = tmp_path / "dots.yaml"

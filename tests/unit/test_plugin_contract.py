@@ -71,9 +71,9 @@ def test_wrapper_implementations_are_refused_naming_plugin_and_hook(option: str)
 # -- EngineAPI -----------------------------------------------------------------------------
 
 
-async def test_plugins_get_a_narrow_view_of_the_engine(engine_factory: EngineFactory,
-                                                       ajam_replay: ReplayAsterisk,
-                                                       tmp_path: Path) -> None:
+async def test_plugins_get_a_narrow_view_of_the_engine(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     seen: list[EngineAPI] = []
 
     class Looks:
@@ -106,8 +106,8 @@ async def test_plugins_get_a_narrow_view_of_the_engine(engine_factory: EngineFac
 
 
 async def test_schedule_runs_jobs_by_name_and_logs_their_failures(
-        engine_factory: EngineFactory, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_factory(write_rules(tmp_path, "  []\n"))
     ran: list[str] = []
 
@@ -129,8 +129,11 @@ async def test_schedule_runs_jobs_by_name_and_logs_their_failures(
     broken_job = engine.scheduler.get_job("test:broken")
     assert broken_job is not None
     await broken_job.func()  # logged, not raised
-    assert any("test:broken" in r.getMessage() and r.exc_info is not None
-               for r in caplog.records if r.levelno == logging.ERROR)
+    assert any(
+        "test:broken" in r.getMessage() and r.exc_info is not None
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    )
     engine.api.schedule("test:tick", tick, every=7)  # a name again replaces the job
     replaced = engine.scheduler.get_job("test:tick")
     assert replaced is not None
@@ -138,28 +141,35 @@ async def test_schedule_runs_jobs_by_name_and_logs_their_failures(
 
 
 async def test_schedule_cron_is_classic_and_in_the_rules_zone(
-        engine_factory: EngineFactory, tmp_path: Path) -> None:
-    engine = await engine_factory(write_rules(tmp_path, "  []\n"),
-                                  settings={"timefuncs": {"timezone": "Asia/Vladivostok"}})
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    engine = await engine_factory(
+        write_rules(tmp_path, "  []\n"), settings={"timefuncs": {"timezone": "Asia/Vladivostok"}}
+    )
     for weekday in ("0", "7", "sun"):
         engine.api.schedule(f"test:{weekday}", lambda: None, cron=f"0 8 * * {weekday}")
         job = engine.scheduler.get_job(f"test:{weekday}")
         assert job is not None
         # Sunday 08:00 in Vladivostok (UTC+10) is Saturday 22:00 UTC.
         assert job.trigger.get_next_fire_time(None, TUESDAY).astimezone(UTC) == datetime(
-            2026, 12, 5, 22, 0, tzinfo=UTC)
+            2026, 12, 5, 22, 0, tzinfo=UTC
+        )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({}, "give every= or cron="),
-    ({"every": 5, "cron": "* * * * *"}, "give every= or cron="),
-    ({"every": 0}, "expected seconds > 0"),
-    ({"cron": "0 8 * * 8"}, "8"),
-    ({"name": "rule:mine", "every": 5}, "name it after your plugin"),
-    ({"name": "callrouter-watch", "every": 5}, "name it after your plugin"),
-])
-async def test_schedule_refuses_bad_arguments(engine_factory: EngineFactory, tmp_path: Path,
-                                              kwargs: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give every= or cron="),
+        ({"every": 5, "cron": "* * * * *"}, "give every= or cron="),
+        ({"every": 0}, "expected seconds > 0"),
+        ({"cron": "0 8 * * 8"}, "8"),
+        ({"name": "rule:mine", "every": 5}, "name it after your plugin"),
+        ({"name": "callrouter-watch", "every": 5}, "name it after your plugin"),
+    ],
+)
+async def test_schedule_refuses_bad_arguments(
+    engine_factory: EngineFactory, tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
     engine = await engine_factory(write_rules(tmp_path, "  []\n"))
     name = kwargs.pop("name", "test:bad")
     with pytest.raises(ValueError, match=message):
@@ -173,10 +183,8 @@ async def test_schedule_refuses_bad_arguments(engine_factory: EngineFactory, tmp
 def test_lookup_values_reads_answers_by_lookup_name_matched_rules_first() -> None:
     trace = Trace(Context.for_call(Caller("79161234567"), "74951234567"))
     tried = RuleTrace("first", "rules.yaml:1", "false")
-    tried.lookups.append(LookupTrace("owner", "any text at all", {"n": 1},
-                                     lookup="crm.owner"))
-    tried.lookups.append(LookupTrace("other", "crm.owner('7916')", {"n": 9},
-                                     lookup="crm.other"))
+    tried.lookups.append(LookupTrace("owner", "any text at all", {"n": 1}, lookup="crm.owner"))
+    tried.lookups.append(LookupTrace("other", "crm.owner('7916')", {"n": 9}, lookup="crm.other"))
     matched = RuleTrace("second", "rules.yaml:9", "matched")
     matched.lookups.append(LookupTrace("o", "x", None, error="timed out", lookup="crm.owner"))
     matched.lookups.append(LookupTrace("o2", "y", {"n": 2}, lookup="crm.owner"))
@@ -208,21 +216,31 @@ class Spy:
 
 
 def spy_registry(spy: Spy) -> Registry:
-    registry, problems = Plugins.load(defaults=("router.builtin.actions",),
-                                      entry_points=False, extra=[spy]).build_registry()
+    registry, problems = Plugins.load(
+        defaults=("router.builtin.actions",), entry_points=False, extra=[spy]
+    ).build_registry()
     assert problems == []
     return registry
 
 
 async def test_a_lookup_declaring_request_gets_it_in_explain_and_rules_cannot_pass_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     spy = Spy()
     registry = spy_registry(spy)
     assert list(registry.lookups["spy.who"].signature.parameters) == ["number"]
-    ruleset = load_rules([write_rules(tmp_path, (
-        "  - name: r\n    on: call\n    lookup:\n      w: spy.who(caller.number)\n"
-        "    when: w == 'known'\n    do:\n      - redirect: {context: x, exten: '1'}\n"))],
-        registry)
+    ruleset = load_rules(
+        [
+            write_rules(
+                tmp_path,
+                (
+                    "  - name: r\n    on: call\n    lookup:\n      w: spy.who(caller.number)\n"
+                    "    when: w == 'known'\n    do:\n      - redirect: {context: x, exten: '1'}\n"
+                ),
+            )
+        ],
+        registry,
+    )
     assert ruleset.errors == ()
     context = Context.for_call(Caller("79161234567"), "74951234567")
     outcome = await ruleset.evaluate(context, explain=True)
@@ -230,28 +248,47 @@ async def test_a_lookup_declaring_request_gets_it_in_explain_and_rules_cannot_pa
     [request] = spy.requests
     assert request is not None
     assert (request.caller, request.did, request.linkedid, request.deadline) == (
-        "79161234567", "74951234567", "", None)
-    given = RequestInfo(channel="PJSIP/t-1", uniqueid="u", linkedid="l", caller="7",
-                        did="8", deadline=1.0)
+        "79161234567",
+        "74951234567",
+        "",
+        None,
+    )
+    given = RequestInfo(
+        channel="PJSIP/t-1", uniqueid="u", linkedid="l", caller="7", did="8", deadline=1.0
+    )
     await evaluate_rules(ruleset.rules, context, registry, {}, request=given)
     assert spy.requests[-1] is given
 
-    bad = load_rules([write_rules(tmp_path, (
-        "  - name: r\n    on: call\n    lookup:\n"
-        "      w: spy.who(caller.number, request=did)\n"
-        "    do:\n      - redirect: {context: x, exten: '1'}\n"))], registry)
+    bad = load_rules(
+        [
+            write_rules(
+                tmp_path,
+                (
+                    "  - name: r\n    on: call\n    lookup:\n"
+                    "      w: spy.who(caller.number, request=did)\n"
+                    "    do:\n      - redirect: {context: x, exten: '1'}\n"
+                ),
+            )
+        ],
+        registry,
+    )
     assert len(bad.errors) == 1
     assert "request" in str(bad.errors[0])
 
 
 async def test_call_and_event_rules_pass_the_calls_own_request(
-        engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path) -> None:
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
     spy = Spy()
-    rules = write_rules(tmp_path, (
-        "  - name: routed\n    on: call\n    lookup:\n      w: spy.who(caller.number)\n"
-        "    when: w == 'known'\n    do:\n      - redirect: {context: sales, exten: '100'}\n"
-        "  - name: watched\n    on: event DialEnd\n    lookup:\n"
-        "      w: spy.who(call.linkedid)\n    do:\n      - notify: {plugin: spy, event: x}\n"))
+    rules = write_rules(
+        tmp_path,
+        (
+            "  - name: routed\n    on: call\n    lookup:\n      w: spy.who(caller.number)\n"
+            "    when: w == 'known'\n    do:\n      - redirect: {context: sales, exten: '100'}\n"
+            "  - name: watched\n    on: event DialEnd\n    lookup:\n"
+            "      w: spy.who(call.linkedid)\n    do:\n      - notify: {plugin: spy, event: x}\n"
+        ),
+    )
     engine = await engine_factory(rules, plugins=[spy])
     channel = ajam_replay.inbound_call(caller="+7 916 123-45-67", did="74951234567")
     await ajam_replay.settle(engine)
@@ -260,13 +297,26 @@ async def test_call_and_event_rules_pass_the_calls_own_request(
     call: Call | None = engine.tracker.by_channel(channel)
     assert call is not None
     assert (routed.channel, routed.linkedid, routed.caller, routed.did) == (
-        channel, call.linkedid, "79161234567", "74951234567")
+        channel,
+        call.linkedid,
+        "79161234567",
+        "74951234567",
+    )
     assert routed.deadline is not None
-    ajam_replay.queue_event(Event="DialEnd", Channel=channel, Linkedid=call.linkedid,
-                            Uniqueid=call.linkedid, DialStatus="ANSWER")
+    ajam_replay.queue_event(
+        Event="DialEnd",
+        Channel=channel,
+        Linkedid=call.linkedid,
+        Uniqueid=call.linkedid,
+        DialStatus="ANSWER",
+    )
     await ajam_replay.settle(engine)
     event_request = spy.requests[-1]
     assert event_request is not None
-    assert (event_request.channel, event_request.linkedid, event_request.caller,
-            event_request.did) == (channel, call.linkedid, "79161234567", "74951234567")
+    assert (
+        event_request.channel,
+        event_request.linkedid,
+        event_request.caller,
+        event_request.did,
+    ) == (channel, call.linkedid, "79161234567", "74951234567")
     assert event_request.deadline is None

@@ -27,8 +27,11 @@ REPO = Path(__file__).parents[2]
 GUIDE = REPO / "docs" / "plugins.md"
 HOOK_TESTS = Path(__file__).with_name("test_hooks.py")
 
-HOOKS = sorted(name for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
-               if name.startswith("callrouter_"))
+HOOKS = sorted(
+    name
+    for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("callrouter_")
+)
 
 
 def documented() -> list[str]:
@@ -54,8 +57,9 @@ def typed_signature(func: Callable[..., Any]) -> str:
 def shipped_plugins() -> Plugins:
     """The built-ins, the installed 1C plugin and the example plugin, as the engine loads them."""
     spec = importlib.util.spec_from_file_location(
-        "callrouter_vip_signatures", REPO / "examples" / "plugin-vip-greeting" / "callrouter_vip"
-        / "__init__.py")
+        "callrouter_vip_signatures",
+        REPO / "examples" / "plugin-vip-greeting" / "callrouter_vip" / "__init__.py",
+    )
     assert spec is not None
     assert spec.loader is not None
     vip = importlib.util.module_from_spec(spec)
@@ -65,9 +69,12 @@ def shipped_plugins() -> Plugins:
 
 def hooks_with_a_test() -> set[str]:
     tree = ast.parse(HOOK_TESTS.read_text(encoding="utf-8"))
-    return {node.name.removeprefix("test_hook_") for node in tree.body
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.name.startswith("test_hook_")}
+    return {
+        node.name.removeprefix("test_hook_")
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_hook_")
+    }
 
 
 def test_hooks_are_found() -> None:
@@ -91,7 +98,8 @@ def test_hook_section_shows_the_typed_signature(hook: str) -> None:
     assert "Any" not in expected.partition("->")[2], f"{hook}: the return type says nothing"
     assert expected in section(hook), (
         f"docs/plugins.md '### {hook}' must show the signature hookspecs.py declares:\n"
-        f"    {expected}")
+        f"    {expected}"
+    )
 
 
 def test_hook_signatures_are_typed_with_the_contracts_types() -> None:
@@ -102,7 +110,11 @@ def test_hook_signatures_are_typed_with_the_contracts_types() -> None:
                 assert "Any" not in str(param.annotation), f"{hook}({name}: {param.annotation})"
     decision = inspect.signature(hookspecs.callrouter_decision).parameters
     assert [str(p.annotation) for p in decision.values()] == [
-        "Call", "Decision | None", "Trace | None", "RouteOutcome"]
+        "Call",
+        "Decision | None",
+        "Trace | None",
+        "RouteOutcome",
+    ]
 
 
 def test_every_shipped_hookimpl_takes_only_its_specs_arguments() -> None:
@@ -114,8 +126,10 @@ def test_every_shipped_hookimpl_takes_only_its_specs_arguments() -> None:
         allowed = set(caller.spec.argnames)
         for impl in caller.get_hookimpls():
             extra = set(impl.argnames) - allowed
-            assert not extra, (f"plugin {impl.plugin_name!r}: {hook} takes {sorted(extra)}, "
-                               f"which the spec does not pass (it passes {sorted(allowed)})")
+            assert not extra, (
+                f"plugin {impl.plugin_name!r}: {hook} takes {sorted(extra)}, "
+                f"which the spec does not pass (it passes {sorted(allowed)})"
+            )
             assert not impl.wrapper
             assert not impl.hookwrapper
             seen.setdefault(impl.plugin_name, set()).add(hook)
@@ -134,8 +148,15 @@ def test_no_section_for_a_hook_that_does_not_exist() -> None:
 
 def test_hook_sections_follow_the_life_cycle_order() -> None:
     # The guide lists hooks in the order hookspecs.py defines them (when they run).
-    in_source = [name for name, _ in sorted(
-        ((n, f) for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
-         if n.startswith("callrouter_")),
-        key=lambda item: item[1].__code__.co_firstlineno)]
+    in_source = [
+        name
+        for name, _ in sorted(
+            (
+                (n, f)
+                for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+                if n.startswith("callrouter_")
+            ),
+            key=lambda item: item[1].__code__.co_firstlineno,
+        )
+    ]
     assert documented() == in_source

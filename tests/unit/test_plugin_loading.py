@@ -43,12 +43,14 @@ def module_with_factory(name: str, made: list[object]) -> types.ModuleType:
     return module
 
 
-def test_module_factory_gives_each_load_its_own_instance(monkeypatch: pytest.MonkeyPatch,
-                                                         ) -> None:
+def test_module_factory_gives_each_load_its_own_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     made: list[object] = []
     module = module_with_factory("callrouter_fake", made)
-    monkeypatch.setattr("router.plugins.metadata.entry_points",
-                        lambda group: [FakeEntryPoint("fake", module)])
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points", lambda group: [FakeEntryPoint("fake", module)]
+    )
     first, second = Plugins.load(), Plugins.load()
     assert len(made) == 2
     assert first.pm.get_plugin("fake") is made[0]
@@ -61,17 +63,19 @@ def test_module_factory_gives_each_load_its_own_instance(monkeypatch: pytest.Mon
 
 def test_plain_object_entry_point_and_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     obj = Counter()
-    monkeypatch.setattr("router.plugins.metadata.entry_points",
-                        lambda group: [FakeEntryPoint("obj", obj)])
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points", lambda group: [FakeEntryPoint("obj", obj)]
+    )
     assert Plugins.load().pm.get_plugin("obj") is obj
     assert Plugins.load(disabled=["obj", "directory"]).pm.get_plugin("obj") is None
     assert Plugins.load(disabled=["directory"]).pm.get_plugin("directory") is None
 
 
-def test_unimportable_plugin_stops_the_start_with_its_name(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.plugins.metadata.entry_points",
-                        lambda group: [FakeEntryPoint("broken", None, fails=True)])
+def test_unimportable_plugin_stops_the_start_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points",
+        lambda group: [FakeEntryPoint("broken", None, fails=True)],
+    )
     with pytest.raises(PluginError, match="plugin 'broken': cannot be imported"):
         Plugins.load()
 
@@ -91,7 +95,8 @@ class Exploding:
 
 
 async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A decision that completes after the caller hung up runs its hook late:
     the plugin's failure for that call is still logged only once."""
     from router.calls import Call
@@ -105,5 +110,6 @@ async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
     await plugins.call_start(other)
     messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
     assert [m for m in messages if "(call L1)" in m] == [
-        "plugin 'Exploding' failed in callrouter_call_start (call L1): RuntimeError('boom')"]
+        "plugin 'Exploding' failed in callrouter_call_start (call L1): RuntimeError('boom')"
+    ]
     assert len([m for m in messages if "(call L2)" in m]) == 1

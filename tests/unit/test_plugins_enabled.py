@@ -13,22 +13,32 @@ from router.errors import ConfigError
 from router.plugins import Plugins
 from tests.unit.test_plugin_loading import Counter, FakeEntryPoint
 
-BUILTINS = {"timefuncs", "numbers", "textfuncs", "actions", "directory", "extension_state",
-            "ami_catalog"}
+BUILTINS = {
+    "timefuncs",
+    "numbers",
+    "textfuncs",
+    "actions",
+    "directory",
+    "extension_state",
+    "ami_catalog",
+}
 
 
 @pytest.fixture(autouse=True)
 def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two installed plugins, 'onec' and 'crm', whatever this machine has."""
-    monkeypatch.setattr("router.plugins.metadata.entry_points",
-                        lambda group: [FakeEntryPoint("onec", Counter()),
-                                       FakeEntryPoint("crm", Counter())])
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points",
+        lambda group: [FakeEntryPoint("onec", Counter()), FakeEntryPoint("crm", Counter())],
+    )
 
 
 def config(tmp_path: Path, plugins: str) -> Config:
     path = tmp_path / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\n'
-                    f'secret = "s"\n[plugins]\n{plugins}')
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\n'
+        f'secret = "s"\n[plugins]\n{plugins}'
+    )
     return load_config(path)
 
 
@@ -55,18 +65,28 @@ def test_the_engine_loads_what_router_toml_selects(tmp_path: Path) -> None:
     assert names(engine.plugins) == BUILTINS | {"crm"}
 
 
-@pytest.mark.parametrize(("plugins", "message"), [
-    ('enabled = ["onc"]\n',
-     "[plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?); known: actions, "
-     "ami_catalog, crm, directory, extension_state, numbers, onec, textfuncs, timefuncs "
-     "(callrouter plugins lists them)"),
-    ('disabled = ["timefunc"]\n',
-     "[plugins] disabled: 'timefunc' is no plugin here (did you mean 'timefuncs'?)"),
-    ('[plugins.numbrs]\ncountry_code = "7"\n',
-     "[plugins.numbrs]: no plugin 'numbrs' is installed (did you mean 'numbers'?)"),
-])
-def test_unknown_names_are_errors_with_did_you_mean(tmp_path: Path, plugins: str,
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("plugins", "message"),
+    [
+        (
+            'enabled = ["onc"]\n',
+            "[plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?); known: actions, "
+            "ami_catalog, crm, directory, extension_state, numbers, onec, textfuncs, timefuncs "
+            "(callrouter plugins lists them)",
+        ),
+        (
+            'disabled = ["timefunc"]\n',
+            "[plugins] disabled: 'timefunc' is no plugin here (did you mean 'timefuncs'?)",
+        ),
+        (
+            '[plugins.numbrs]\ncountry_code = "7"\n',
+            "[plugins.numbrs]: no plugin 'numbrs' is installed (did you mean 'numbers'?)",
+        ),
+    ],
+)
+def test_unknown_names_are_errors_with_did_you_mean(
+    tmp_path: Path, plugins: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         Plugins.for_config(config(tmp_path, plugins))
     assert str(info.value).startswith(f"{tmp_path / 'router.toml'}: {message}")

@@ -22,9 +22,10 @@ from router.rules.decision import Action
 
 
 def config() -> Config:
-    return Config(asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router",
-                                            secret="x"),
-                  plugins=PluginSettings(settings={}))
+    return Config(
+        asterisk=AsteriskSettings(url="http://pbx.test/asterisk", username="router", secret="x"),
+        plugins=PluginSettings(settings={}),
+    )
 
 
 def load(*plugins: object) -> Plugins:
@@ -92,7 +93,8 @@ async def test_execute_is_firstresult_last_registered_first() -> None:
 
 
 async def test_a_raising_plugin_is_logged_once_per_call_and_others_run(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     listener = Listener("listener")
     plugins = load(listener, Raiser("raiser"))
     one, two = call("1.1"), call("2.2")
@@ -109,7 +111,8 @@ async def test_a_raising_plugin_is_logged_once_per_call_and_others_run(
 
 
 async def test_failure_memory_is_per_call_and_outlives_the_call(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Once per (plugin, call), whichever hook, even for hooks that run after the
     call ended (a decision finishing after the caller hung up)."""
     plugins = load(Raiser("raiser"))
@@ -159,7 +162,8 @@ async def test_configure_config_error_stops_the_start() -> None:
 
 
 async def test_configure_other_exceptions_are_logged_and_the_start_goes_on(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ok = Configured("ok")
     plugins = load(ok, CrashesInConfigure("crashes"))
     await plugins.configure(config())
@@ -184,14 +188,19 @@ def test_hook_timeout_is_isolation_too(caplog: pytest.LogCaptureFixture) -> None
 
     async def run() -> None:
         plugins = load(Quick("quick"), Slow("slow"))
-        await asyncio.wait_for(plugins._call_each("callrouter_prefetch", {"call": call()},
-                                                  scope="1700000000.1", timeout=0.01), 5)
+        await asyncio.wait_for(
+            plugins._call_each(
+                "callrouter_prefetch", {"call": call()}, scope="1700000000.1", timeout=0.01
+            ),
+            5,
+        )
 
     asyncio.run(run())
     assert seen == ["slow", "quick"]
     (failure,) = [r for r in caplog.records if r.name == "router.plugins"]
     assert failure.getMessage().startswith(
-        "plugin 'slow' failed in callrouter_prefetch (call 1700000000.1): TimeoutError")
+        "plugin 'slow' failed in callrouter_prefetch (call 1700000000.1): TimeoutError"
+    )
 
 
 def test_builtins_are_ordinary_plugins() -> None:

@@ -11,7 +11,8 @@ from router.supervise import Supervised, Throttle, log_task_failure, logged
 
 
 async def test_supervised_task_is_logged_and_restarted_until_stopped(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     runs = 0
     healthy = asyncio.Event()
 
@@ -54,8 +55,7 @@ async def test_a_loop_that_returns_is_restarted_too(caplog: pytest.LogCaptureFix
     assert any("poller returned" in r.getMessage() for r in caplog.records)
 
 
-async def test_logged_jobs_and_tasks_name_their_failures(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def test_logged_jobs_and_tasks_name_their_failures(caplog: pytest.LogCaptureFixture) -> None:
     async def job(x: int) -> None:
         raise ValueError(f"bad {x}")
 
@@ -70,7 +70,8 @@ async def test_logged_jobs_and_tasks_name_their_failures(
 
 
 def test_throttle_logs_once_per_interval_and_counts_the_rest(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
     throttle = Throttle(logging.getLogger("t"), interval=60, clock=lambda: now[0])
     caplog.set_level(logging.ERROR, "t")

@@ -35,8 +35,14 @@ AMI_FIXTURES = REPO / "tests" / "fixtures" / "ami"
 #: inner pytest would warn that it cannot rewrite the kit's asserts.
 #: Installed pytest plugins are not auto-loaded there (hypothesis and others make
 #: each run slow); pytest-asyncio is named, as a plugin author's run would load it.
-KIT = ("-p", "pytest_asyncio.plugin", "-p", "router.testing",
-       "-W", "ignore::pytest.PytestAssertRewriteWarning")
+KIT = (
+    "-p",
+    "pytest_asyncio.plugin",
+    "-p",
+    "router.testing",
+    "-W",
+    "ignore::pytest.PytestAssertRewriteWarning",
+)
 
 INI = """
 [pytest]
@@ -55,7 +61,8 @@ def test_shipped_dialplan_is_the_example_byte_for_byte() -> None:
     example = REPO / "examples" / "asterisk" / "extensions.conf"
     assert SHIPPED_DIALPLAN.read_bytes() == example.read_bytes(), (
         "router/sandbox/dialplan/callrouter.conf must be a copy of "
-        "examples/asterisk/extensions.conf: copy the example over it")
+        "examples/asterisk/extensions.conf: copy the example over it"
+    )
     assert "[callrouter-inbound]" in shipped_dialplan()
 
 
@@ -87,7 +94,8 @@ async def test_wrong_secret_is_refused(ajam_replay: ReplayAsterisk) -> None:
 
 
 async def test_lost_session_means_permission_denied_then_relogin(
-        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     ajam_replay.expire_session()
     await ajam_client.ping()
     assert [a.name for a in ajam_replay.actions] == ["Login", "Ping", "Login", "Ping"]
@@ -103,40 +111,62 @@ async def test_unknown_action_answers_like_asterisk(ajam_client: AJAMClient) -> 
 
 async def test_redirect_of_a_missing_channel(ajam_client: AJAMClient) -> None:
     with pytest.raises(AMIActionError, match="Channel does not exist: Local/x"):
-        await ajam_client.send("Redirect", {"Channel": "Local/x", "Context": "c",
-                                            "Exten": "1", "Priority": "1"}, validate=False)
+        await ajam_client.send(
+            "Redirect",
+            {"Channel": "Local/x", "Context": "c", "Exten": "1", "Priority": "1"},
+            validate=False,
+        )
 
 
 async def test_inbound_call_is_what_the_dialplan_announces(
-        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567", wait=5)
     events = await ajam_client.wait_event(1)
-    assert [e.name for e in events] == ["Newchannel", "Newexten", "VarSet", "VarSet",
-                                        "UserEvent", "Newexten"]
+    assert [e.name for e in events] == [
+        "Newchannel",
+        "Newexten",
+        "VarSet",
+        "VarSet",
+        "UserEvent",
+        "Newexten",
+    ]
     request = events[4]
     assert request["UserEvent"] == "CallRouterRequest"
-    assert (request["DID"], request["Caller"], request["Wait"]) == \
-        ("74951234567", "+79161234567", "5")
+    assert (request["DID"], request["Caller"], request["Wait"]) == (
+        "74951234567",
+        "+79161234567",
+        "5",
+    )
     assert float(request["Timestamp"]) > 0
     listing = await ajam_client.send("CoreShowChannels", {}, validate=False)
     [item] = listing.items
-    assert (item["Channel"], item["Context"], item["Application"]) == \
-        (channel, "callrouter-inbound", "Wait")
+    assert (item["Channel"], item["Context"], item["Application"]) == (
+        channel,
+        "callrouter-inbound",
+        "Wait",
+    )
     assert listing.closing is not None
     assert listing.closing["ListItems"] == "1"
-    did = await ajam_client.send("Getvar", {"Channel": channel, "Variable": "CALLROUTER_DID"},
-                                 validate=False)
+    did = await ajam_client.send(
+        "Getvar", {"Channel": channel, "Variable": "CALLROUTER_DID"}, validate=False
+    )
     assert did.response["Value"] == "74951234567"
 
 
 async def test_redirect_moves_the_channel_and_queues_its_newexten(
-        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     channel = ajam_replay.inbound_call(caller="101", did="74951234567")
     await ajam_client.wait_event(1)
     await ajam_client.redirect(channel=channel, context="sales", exten="200", priority=1)
     [newexten] = await ajam_client.wait_event(1)
-    assert (newexten.name, newexten["Channel"], newexten["Context"], newexten["Exten"]) == \
-        ("Newexten", channel, "sales", "200")
+    assert (newexten.name, newexten["Channel"], newexten["Context"], newexten["Exten"]) == (
+        "Newexten",
+        channel,
+        "sales",
+        "200",
+    )
     assert ajam_replay.channels[channel].context == "sales"
     await ajam_client.send("Hangup", {"Channel": channel}, validate=False)
     [hangup] = await ajam_client.wait_event(1)
@@ -145,8 +175,9 @@ async def test_redirect_moves_the_channel_and_queues_its_newexten(
     assert ajam_replay.count("Redirect") == 1
 
 
-async def test_setvar_getvar_round_trip(ajam_client: AJAMClient,
-                                        ajam_replay: ReplayAsterisk) -> None:
+async def test_setvar_getvar_round_trip(
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     await ajam_client.setvar(variable="CR_TEST", value="Иванов & <Ко>")
     result = await ajam_client.getvar(variable="CR_TEST")
     assert result.response["Value"] == "Иванов & <Ко>"
@@ -156,7 +187,8 @@ async def test_setvar_getvar_round_trip(ajam_client: AJAMClient,
 
 
 async def test_recorded_events_replay_with_fresh_timestamps(
-        ajam_client: AJAMClient, ajam_replay: ReplayAsterisk) -> None:
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     queued = ajam_replay.queue_rawman(AMI_FIXTURES / "waitevent_call.rawman")
     events = await ajam_client.wait_event(1)
     assert [e.name for e in events] == [e.name for e in queued]
@@ -166,8 +198,9 @@ async def test_recorded_events_replay_with_fresh_timestamps(
     assert "Local/74952293042@incoming-00000000;2" in ajam_replay.channels
 
 
-async def test_empty_waitevent_returns_after_the_cap(ajam_client: AJAMClient,
-                                                    ajam_replay: ReplayAsterisk) -> None:
+async def test_empty_waitevent_returns_after_the_cap(
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
     ajam_replay.max_wait = 0.05
     assert await ajam_client.wait_event(20) == []
 
@@ -179,8 +212,9 @@ async def test_custom_answers(ajam_client: AJAMClient, ajam_replay: ReplayAsteri
         raise httpx.ConnectError("refused")
 
     ajam_replay.on("Originate", broken)
-    result = await ajam_client.send("ExtensionState", {"Exten": "101", "Context": "hints"},
-                                    validate=False)
+    result = await ajam_client.send(
+        "ExtensionState", {"Exten": "101", "Context": "hints"}, validate=False
+    )
     assert result.response["Status"] == "0"
     assert result.response.action_id == ajam_replay.sent("ExtensionState")[0].action_id
     with pytest.raises(Exception, match="cannot connect"):
@@ -201,11 +235,14 @@ def test_queue_event_requires_a_name(ajam_replay: ReplayAsterisk) -> None:
 
 def test_the_kit_imports_without_pytest() -> None:
     """A demo or a benchmark imports the fake and the engines; pytest stays out."""
-    code = ("import sys, router.testing\n"
-            "from router.testing import Engines, ReplayAsterisk, make_call\n"
-            "print(sorted(m for m in ('pytest', '_pytest', 'pytest_asyncio') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=REPO)
+    code = (
+        "import sys, router.testing\n"
+        "from router.testing import Engines, ReplayAsterisk, make_call\n"
+        "print(sorted(m for m in ('pytest', '_pytest', 'pytest_asyncio') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -228,14 +265,18 @@ async def test_the_fake_is_the_clients_transport(ajam_replay: ReplayAsterisk) ->
         ajam_replay.on("Redirect", stale_once)
         assert (await client.ping()).ok  # idempotent: sent again on a fresh connection
         with pytest.raises(AMIConnectionError, match=r"Redirect: connection to .* broke"):
-            await client.send("Redirect", {"Channel": "x", "Context": "c", "Exten": "1",
-                                           "Priority": "1"}, validate=False)
+            await client.send(
+                "Redirect",
+                {"Channel": "x", "Context": "c", "Exten": "1", "Priority": "1"},
+                validate=False,
+            )
     assert ajam_replay.count("Ping") == 2
     assert ajam_replay.count("Redirect") == 1  # never twice
 
 
 async def test_engines_on_the_fake_use_the_production_client_path(
-        tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk) -> None:
+    tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk
+) -> None:
     """The engine's client is the one production builds (session, cookie, retry,
     error mapping); only the transport under it is the fake, not httpx."""
     rules = tmp_path / "rules.yaml"
@@ -263,9 +304,11 @@ async def test_engines_outside_pytest(tmp_path: Path) -> None:
     from router.testing import Engines, ReplayAsterisk
 
     rules = tmp_path / "rules.yaml"
-    rules.write_text('version: 1\nrules:\n  - name: everyone\n    on: call\n    do:\n'
-                     '      - redirect: {context: callrouter-dial, exten: "101"}\n',
-                     encoding="utf-8")
+    rules.write_text(
+        "version: 1\nrules:\n  - name: everyone\n    on: call\n    do:\n"
+        '      - redirect: {context: callrouter-dial, exten: "101"}\n',
+        encoding="utf-8",
+    )
     replay = ReplayAsterisk()
     engines = Engines(replay, tmp_path / "state")
     engine = await engines(rules)
@@ -292,8 +335,9 @@ def test_make_call_is_the_trackers_call_waiting_for_its_route() -> None:
     live = timeline.inbound_call(linkedid="2.1")
     assert timeline.get("2.1") is live
     assert timeline.by_channel(live.waiting_channel or "") is live
-    ended = timeline.feed(make_event("Hangup", Channel=live.waiting_channel or "",
-                                     Linkedid="2.1", Cause="16"))
+    ended = timeline.feed(
+        make_event("Hangup", Channel=live.waiting_channel or "", Linkedid="2.1", Cause="16")
+    )
     assert ended is live
     assert live.ended is not None
     assert list(timeline) == []
@@ -303,12 +347,14 @@ def test_make_decision_and_trace_are_what_hooks_receive() -> None:
     from router import Action, Decision, Trace
     from router.testing import make_decision, make_trace
 
-    decision = make_decision(("redirect", {"context": "callrouter-dial", "exten": "101"}),
-                             rule="owner")
+    decision = make_decision(
+        ("redirect", {"context": "callrouter-dial", "exten": "101"}), rule="owner"
+    )
     assert isinstance(decision, Decision)
     assert decision.rules == ("owner",)
-    assert decision.actions == (Action.make("redirect", {"context": "callrouter-dial",
-                                                         "exten": "101"}, "owner"),)
+    assert decision.actions == (
+        Action.make("redirect", {"context": "callrouter-dial", "exten": "101"}, "owner"),
+    )
     assert make_decision() == Decision()
     answer = {"found": True, "manager": {"extension": "101"}}
     trace = make_trace(lookups={"onec.responsible": answer}, rule="owner")
@@ -362,7 +408,7 @@ def test_every_builder_is_documented_and_every_documented_one_exists() -> None:
     from router.testing import builders
 
     text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
-    section = text[text.index("## Testing with `router.testing`"):text.index("## Packaging")]
+    section = text[text.index("## Testing with `router.testing`") : text.index("## Packaging")]
     documented = set(re.findall(r"^\| `(\w+)\(", section, flags=re.MULTILINE))
     documented |= set(re.findall(r"`(config_from_toml)\(", section))
     public = set(builders.__all__) - {"ScheduledRun"}  # reached as stub.jobs[...]
@@ -376,9 +422,12 @@ def test_plugin_code_and_plugin_tests_import_only_router_and_router_testing() ->
 
     internal = re.compile(r"^\s*(?:from|import)\s+router\.(?!testing\b)([\w.]+)", re.MULTILINE)
     roots = [REPO / "plugins", REPO / "examples" / "plugin-vip-greeting"]
-    found = [f"{path.relative_to(REPO)}: router.{match.group(1)}"
-             for root in roots for path in sorted(root.rglob("*.py"))
-             for match in internal.finditer(path.read_text(encoding="utf-8"))]
+    found = [
+        f"{path.relative_to(REPO)}: router.{match.group(1)}"
+        for root in roots
+        for path in sorted(root.rglob("*.py"))
+        for match in internal.finditer(path.read_text(encoding="utf-8"))
+    ]
     assert found == []
     assert internal.search("from router.config import load_config")  # the check bites
 
@@ -388,7 +437,8 @@ def test_plugin_code_and_plugin_tests_import_only_router_and_router_testing() ->
 
 def test_fixtures_in_a_plugin_authors_test_file(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_plugin_kit='''
+    pytester.makepyfile(
+        test_plugin_kit='''
         from router.hookspecs import hookimpl
 
         RULES = """
@@ -424,14 +474,16 @@ def test_fixtures_in_a_plugin_authors_test_file(pytester: pytest.Pytester) -> No
             assert engine.records[-1].outcome == "executed"
             assert engine.records[-1].rules == ("greet",)
             assert "greeter" in [p.name for p in engine.plugins.info()]
-    ''')
+    '''
+    )
     result = pytester.runpytest(*KIT)
     result.assert_outcomes(passed=2)
 
 
 def test_engine_factory_stops_engines_it_started(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_stop='''
+    pytester.makepyfile(
+        test_stop="""
         import pytest
 
         engines = []
@@ -444,7 +496,8 @@ def test_engine_factory_stops_engines_it_started(pytester: pytest.Pytester) -> N
         def test_stopped():
             [engine] = engines
             assert not engine.ami.logged_in
-    ''')
+    """
+    )
     result = pytester.runpytest(*KIT)
     result.assert_outcomes(passed=2)
 
@@ -481,8 +534,9 @@ def test_sandbox_skips_with_the_reason(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.usefixtures("no_sandbox")
 @pytest.mark.parametrize(("name", "value"), [("CI", "true"), ("CALLROUTER_REQUIRE_SANDBOX", "1")])
-def test_sandbox_fails_when_required(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                     name: str, value: str) -> None:
+def test_sandbox_fails_when_required(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     pytester.makeini(INI)
     pytester.makepyfile(test_box=SANDBOX_TEST)

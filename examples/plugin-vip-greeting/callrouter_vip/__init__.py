@@ -94,8 +94,9 @@ class VipPlugin:
             return
         unknown = sorted(set(settings) - {"numbers", "file", "variable"})
         if unknown:
-            raise ConfigError(f"[plugins.vip] {unknown[0]}: unknown setting "
-                              "(known: numbers, file, variable)")
+            raise ConfigError(
+                f"[plugins.vip] {unknown[0]}: unknown setting (known: numbers, file, variable)"
+            )
         numbers: list[str] = list(_strings(settings.get("numbers", []), "numbers"))
         file = settings.get("file")
         if file is not None:
@@ -105,8 +106,9 @@ class VipPlugin:
             numbers.extend(_read_list(base / file))
         variable = settings.get("variable", DEFAULT_VARIABLE)
         if not isinstance(variable, str) or not _VARIABLE.match(variable):
-            raise ConfigError(f"[plugins.vip] variable: {variable!r} is not a channel "
-                              "variable name")
+            raise ConfigError(
+                f"[plugins.vip] variable: {variable!r} is not a channel variable name"
+            )
         keys = {number_key(n) for n in numbers}
         keys.discard("")
         self.numbers = frozenset(keys)
@@ -120,13 +122,16 @@ class VipPlugin:
         if not self.enabled:
             return
         registry.add_function("is_vip", self.is_vip)
-        registry.add_action(ActionSpec(
-            "vip_tag", (ParamSpec("level", doc="the value to set, default 1"),),
-            doc="Mark the routed call as a VIP call (a channel variable)."))
+        registry.add_action(
+            ActionSpec(
+                "vip_tag",
+                (ParamSpec("level", doc="the value to set, default 1"),),
+                doc="Mark the routed call as a VIP call (a channel variable).",
+            )
+        )
 
     @hookimpl
-    async def callrouter_execute(self, action: Action, call: Call,
-                                 engine: EngineAPI) -> str | None:
+    async def callrouter_execute(self, action: Action, call: Call, engine: EngineAPI) -> str | None:
         """Carry out ``vip_tag``; any other action kind is not ours (None)."""
         if not self.enabled or action.kind != "vip_tag":
             return None
@@ -143,8 +148,9 @@ class VipPlugin:
         if not self.enabled or not self.is_vip(call.caller_number):
             return
         self.decisions.append((call.linkedid, outcome))
-        log.info("vip: call %s from %s to %s: %s", call.linkedid, call.caller_number,
-                 call.did, outcome)
+        log.info(
+            "vip: call %s from %s to %s: %s", call.linkedid, call.caller_number, call.did, outcome
+        )
 
 
 def _strings(value: object, key: str) -> Iterable[str]:

@@ -56,19 +56,23 @@ async def test_configured_registers_function_and_action(tmp_path: Path) -> None:
     assert "vip_tag" in registry.actions
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"numbers": "x", "colour": "red"}, "[plugins.vip] colour: unknown setting"),
-    ({"numbers": [1.5]}, "[plugins.vip] numbers: expected a list of phone numbers"),
-    ({"variable": "1bad"}, "[plugins.vip] variable: '1bad' is not a channel variable name"),
-    ({"file": "/nonexistent/vip.txt"}, "[plugins.vip] file: cannot read"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"numbers": "x", "colour": "red"}, "[plugins.vip] colour: unknown setting"),
+        ({"numbers": [1.5]}, "[plugins.vip] numbers: expected a list of phone numbers"),
+        ({"variable": "1bad"}, "[plugins.vip] variable: '1bad' is not a channel variable name"),
+        ({"file": "/nonexistent/vip.txt"}, "[plugins.vip] file: cannot read"),
+    ],
+)
 async def test_bad_settings_stop_the_start(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         await configured(settings)
 
 
 async def test_vip_call_is_tagged_once_then_redirected(
-        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory) -> None:
+    ajam_replay: ReplayAsterisk, engine_factory: EngineFactory
+) -> None:
     plugin = VipPlugin()
     engine = await engine_factory(RULES, plugins=[plugin], settings=SETTINGS)
 
@@ -76,8 +80,7 @@ async def test_vip_call_is_tagged_once_then_redirected(
     await ajam_replay.settle(engine)
 
     [setvar] = ajam_replay.sent("Setvar")
-    assert setvar.params() == {"Channel": channel, "Variable": "CALLROUTER_VIP",
-                               "Value": "gold"}
+    assert setvar.params() == {"Channel": channel, "Variable": "CALLROUTER_VIP", "Value": "gold"}
     [redirect] = ajam_replay.sent("Redirect")
     assert redirect["Exten"] == "100"
     record = engine.records[-1]
@@ -89,7 +92,8 @@ async def test_vip_call_is_tagged_once_then_redirected(
 
 
 async def test_other_callers_are_not_tagged(
-        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory) -> None:
+    ajam_replay: ReplayAsterisk, engine_factory: EngineFactory
+) -> None:
     plugin = VipPlugin()
     engine = await engine_factory(RULES, plugins=[plugin], settings=SETTINGS)
 
@@ -102,11 +106,10 @@ async def test_other_callers_are_not_tagged(
 
 
 async def test_a_failing_tag_does_not_stop_routing(
-        ajam_replay: ReplayAsterisk, engine_factory: EngineFactory,
-        caplog: pytest.LogCaptureFixture) -> None:
+    ajam_replay: ReplayAsterisk, engine_factory: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = await engine_factory(RULES, plugins=[VipPlugin()], settings=SETTINGS)
-    ajam_replay.on("Setvar", lambda sent: [("Response", "Error"),
-                                           ("Message", "No such channel")])
+    ajam_replay.on("Setvar", lambda sent: [("Response", "Error"), ("Message", "No such channel")])
 
     ajam_replay.inbound_call(caller=VIP, did="74951234567")
     await ajam_replay.settle(engine)
@@ -120,15 +123,21 @@ async def test_a_failing_tag_does_not_stop_routing(
     assert "plugin 'vip' failed in callrouter_execute" in caplog.text
 
 
-async def test_vip_call_on_the_sandbox(asterisk_sandbox: Sandbox,
-                                       engine_factory: EngineFactory) -> None:
+async def test_vip_call_on_the_sandbox(
+    asterisk_sandbox: Sandbox, engine_factory: EngineFactory
+) -> None:
     """The same rule on a real Asterisk: the channel variable is really set."""
-    engine = await engine_factory(RULES, plugins=[VipPlugin()], settings=SETTINGS,
-                                  sandbox=asterisk_sandbox)
+    engine = await engine_factory(
+        RULES, plugins=[VipPlugin()], settings=SETTINGS, sandbox=asterisk_sandbox
+    )
     # A caller: a Local channel into the shipped inbound context, as a trunk would.
     originated = await engine.ami.originate(
-        channel="Local/74951234567@callrouter-inbound", application="Wait", data="10",
-        caller_id="79161234567", async_="true")
+        channel="Local/74951234567@callrouter-inbound",
+        application="Wait",
+        data="10",
+        caller_id="79161234567",
+        async_="true",
+    )
     assert originated.ok
     for _ in range(100):
         if engine.records:

@@ -34,9 +34,14 @@ log = logging.getLogger(__name__)
 class ResponsibleSource(Protocol):
     """What the cache needs from :class:`~callrouter_onec.client.OneCClient`."""
 
-    async def responsible(self, phone: str, *, did: str | None = None,
-                          call_id: str | None = None,
-                          deadline: float | None = None) -> Responsible: ...
+    async def responsible(
+        self,
+        phone: str,
+        *,
+        did: str | None = None,
+        call_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Responsible: ...
 
 
 class BreakerState(Enum):
@@ -48,8 +53,13 @@ class BreakerState(Enum):
 class CircuitBreaker:
     """Counts failures in a row; open means "do not even try" until ``open_seconds`` pass."""
 
-    def __init__(self, *, failure_threshold: int = 5, open_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        open_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
         self.failure_threshold = failure_threshold
@@ -98,8 +108,11 @@ class CircuitBreaker:
         self._probing = False
         if probe_failed or self._failures >= self.failure_threshold:
             if self._opened_at is None or probe_failed:
-                log.warning("1C failed %d times in a row; not asking it for %g s",
-                            self._failures, self.open_seconds)
+                log.warning(
+                    "1C failed %d times in a row; not asking it for %g s",
+                    self._failures,
+                    self.open_seconds,
+                )
             self._opened_at = self._clock()
 
 
@@ -118,27 +131,41 @@ class ResponsibleCache:
     least recently used number is forgotten first).
     """
 
-    def __init__(self, source: ResponsibleSource, *, positive_ttl: float = 600.0,
-                 negative_ttl: float = 120.0, stale_ttl: float = 86400.0,
-                 max_entries: int = 50_000, failure_threshold: int = 5,
-                 open_seconds: float = 30.0, rules: CountryRules = RUSSIA,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: ResponsibleSource,
+        *,
+        positive_ttl: float = 600.0,
+        negative_ttl: float = 120.0,
+        stale_ttl: float = 86400.0,
+        max_entries: int = 50_000,
+        failure_threshold: int = 5,
+        open_seconds: float = 30.0,
+        rules: CountryRules = RUSSIA,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._source = source
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
         self.stale_ttl = stale_ttl
         self.max_entries = max_entries
         self.rules = rules
-        self.breaker = CircuitBreaker(failure_threshold=failure_threshold,
-                                      open_seconds=open_seconds, clock=clock)
+        self.breaker = CircuitBreaker(
+            failure_threshold=failure_threshold, open_seconds=open_seconds, clock=clock
+        )
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[Responsible]] = {}
         self._background: set[asyncio.Task[Responsible]] = set()
 
-    async def lookup(self, number: str, *, did: str | None = None,
-                     call_id: str | None = None,
-                     deadline: float | None = None) -> Responsible | None:
+    async def lookup(
+        self,
+        number: str,
+        *,
+        did: str | None = None,
+        call_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Responsible | None:
         """The answer for a caller ID as written; ``None`` for internal or unusable numbers.
 
         Raises :class:`OneCUnavailable` only when there is neither an answer in
@@ -170,11 +197,11 @@ class ResponsibleCache:
             # and a late answer still fills the cache for the next call.
             return await asyncio.wait_for(asyncio.shield(task), remaining)
         except TimeoutError:
-            raise OneCUnavailable(f"no answer from 1C within the call's {remaining:.2f} s"
-                                  ) from None
+            raise OneCUnavailable(
+                f"no answer from 1C within the call's {remaining:.2f} s"
+            ) from None
 
-    def prefetch(self, number: str, *, did: str | None = None,
-                 call_id: str | None = None) -> None:
+    def prefetch(self, number: str, *, did: str | None = None, call_id: str | None = None) -> None:
         """Start the lookup early (at ``Newchannel``) so routing finds it done; never waits."""
         phone = normalize(number, self.rules)
         if not phone.lookup:
@@ -219,8 +246,9 @@ class ResponsibleCache:
         if key not in self._inflight:
             self._start(key, did, call_id)
 
-    def _start(self, key: str, did: str | None,
-               call_id: str | None) -> asyncio.Task[Responsible] | None:
+    def _start(
+        self, key: str, did: str | None, call_id: str | None
+    ) -> asyncio.Task[Responsible] | None:
         if not self.breaker.allow():
             return None
         task = asyncio.create_task(self._fetch(key, did, call_id), name=f"onec:{key}")
@@ -249,8 +277,7 @@ class ResponsibleCache:
             raise
         except Exception as exc:
             self.breaker.failure()
-            log.warning("1C lookup of %s failed unexpectedly: %s: %s", key,
-                        type(exc).__name__, exc)
+            log.warning("1C lookup of %s failed unexpectedly: %s: %s", key, type(exc).__name__, exc)
             raise OneCUnavailable(f"unexpected error: {type(exc).__name__}") from exc
         except BaseException:
             self.breaker.release()

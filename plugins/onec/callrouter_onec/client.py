@@ -39,8 +39,14 @@ from callrouter_onec.models import (
     parse_responsible,
 )
 
-__all__ = ["MAX_BODY", "OneCClient", "OneCSettings", "basic_auth_header", "interpret",
-           "read_answer"]
+__all__ = [
+    "MAX_BODY",
+    "OneCClient",
+    "OneCSettings",
+    "basic_auth_header",
+    "interpret",
+    "read_answer",
+]
 
 #: Default bound of one answer body: the largest contract answer is under 2 KiB.
 MAX_BODY = 1 << 20
@@ -124,8 +130,9 @@ def interpret(status: int, content: bytes, url: str | None = None) -> object:
         try:
             return decode_json(content)
         except BodyError as exc:
-            raise OneCUnavailable(str(exc), status=status,
-                                  body=_preview(content), url=url) from None
+            raise OneCUnavailable(
+                str(exc), status=status, body=_preview(content), url=url
+            ) from None
     if status == 400:
         try:
             error = parse_error(decode_json(content))
@@ -137,8 +144,9 @@ def interpret(status: int, content: bytes, url: str | None = None) -> object:
     raise OneCUnavailable(reason, status=status, body=_preview(content), url=url)
 
 
-def read_answer(status: int, content: bytes, parse: Callable[[object], T],
-                url: str | None = None) -> T:
+def read_answer(
+    status: int, content: bytes, parse: Callable[[object], T], url: str | None = None
+) -> T:
     """The typed answer in a body, or :class:`OneCUnavailable`/:class:`OneCBadRequest`.
 
     No I/O: this is everything the client does with the bytes 1C sends, so it
@@ -148,13 +156,15 @@ def read_answer(status: int, content: bytes, parse: Callable[[object], T],
     try:
         return parse(decoded)
     except ShapeError as exc:
-        raise OneCUnavailable(f"unexpected answer: {exc}", status=status,
-                              body=_preview(content), url=url) from exc
+        raise OneCUnavailable(
+            f"unexpected answer: {exc}", status=status, body=_preview(content), url=url
+        ) from exc
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         # The models only raise ShapeError by design; anything else is a bug
         # met on hostile input, and still only "1C unavailable".
-        raise OneCUnavailable(f"unusable answer ({type(exc).__name__})", status=status,
-                              url=url) from exc
+        raise OneCUnavailable(
+            f"unusable answer ({type(exc).__name__})", status=status, url=url
+        ) from exc
 
 
 class _RejectAll(DefaultCookiePolicy):
@@ -170,8 +180,9 @@ class OneCClient:
     ``transport`` replaces the network (``httpx.MockTransport`` in unit tests).
     """
 
-    def __init__(self, settings: OneCSettings, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: OneCSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         self._base = settings.base_url.rstrip("/")
         self._session: str | None = None
@@ -185,9 +196,11 @@ class OneCClient:
                 "User-Agent": "callrouter-onec",
             },
             cookies=CookieJar(policy=_RejectAll()),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_connections,
-                                keepalive_expiry=settings.keepalive_expiry),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry,
+            ),
             follow_redirects=False,
             verify=settings.tls(),
             trust_env=False,
@@ -204,42 +217,73 @@ class OneCClient:
         """The current ``ibsession`` cookie (IBSession mode only)."""
         return self._session
 
-    async def responsible(self, phone: str, *, did: str | None = None,
-                          call_id: str | None = None,
-                          deadline: float | None = None) -> Responsible:
+    async def responsible(
+        self,
+        phone: str,
+        *,
+        did: str | None = None,
+        call_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Responsible:
         """Who looks after ``phone`` (normalized digits, see :mod:`.phone`)."""
         if not (phone.isascii() and phone.isdigit()):
-            raise OneCBadRequest("invalid_phone", f"not a normalized number: {phone!r}",
-                                 status=None)
+            raise OneCBadRequest(
+                "invalid_phone", f"not a normalized number: {phone!r}", status=None
+            )
         params = {k: v for k, v in (("did", did), ("call_id", call_id)) if v}
-        return await self._send("GET", f"/v1/responsible/{phone}", parse_responsible,
-                                params=params, budget=self.settings.timeout, deadline=deadline)
+        return await self._send(
+            "GET",
+            f"/v1/responsible/{phone}",
+            parse_responsible,
+            params=params,
+            budget=self.settings.timeout,
+            deadline=deadline,
+        )
 
-    async def post_event(self, event: Mapping[str, Any], *,
-                         deadline: float | None = None) -> EventAck:
+    async def post_event(
+        self, event: Mapping[str, Any], *, deadline: float | None = None
+    ) -> EventAck:
         """Register one call event; a repeat of (call_id, event) is acknowledged as duplicate."""
         body = json.dumps(event, ensure_ascii=False).encode("utf-8")
-        return await self._send("POST", "/v1/calls/events", parse_event_ack, content=body,
-                                budget=self.settings.event_timeout, deadline=deadline)
+        return await self._send(
+            "POST",
+            "/v1/calls/events",
+            parse_event_ack,
+            content=body,
+            budget=self.settings.event_timeout,
+            deadline=deadline,
+        )
 
     async def ping(self, *, deadline: float | None = None) -> Ping:
         """Health check; also warms 1C's session pool before the first call arrives."""
-        return await self._send("GET", "/v1/ping", parse_ping,
-                                budget=self.settings.timeout, deadline=deadline)
+        return await self._send(
+            "GET", "/v1/ping", parse_ping, budget=self.settings.timeout, deadline=deadline
+        )
 
     async def aclose(self) -> None:
         """Close the pool, ending the 1C session first if we hold one (best effort)."""
         if self._session is not None:
             # Best effort: 1C also expires an idle session on its own after sessionMaxAge.
             with contextlib.suppress(httpx.HTTPError):
-                await self._http.get(f"{self._base}/v1/ping", timeout=0.5, headers={
-                    "IBSession": "finish", "Cookie": f"ibsession={self._session}"})
+                await self._http.get(
+                    f"{self._base}/v1/ping",
+                    timeout=0.5,
+                    headers={"IBSession": "finish", "Cookie": f"ibsession={self._session}"},
+                )
             self._session = None
         await self._http.aclose()
 
-    async def _send(self, method: str, path: str, parse: Callable[[object], T], *,
-                    budget: float, deadline: float | None,
-                    params: Mapping[str, str] | None = None, content: bytes | None = None) -> T:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], T],
+        *,
+        budget: float,
+        deadline: float | None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> T:
         end = deadline if deadline is not None else time.monotonic() + budget
         url = self._base + path
         retried = False
@@ -253,13 +297,19 @@ class OneCClient:
                 headers["Cookie"] = f"ibsession={sent_session}"
             elif self.settings.ibsession:
                 headers["IBSession"] = "start"
-            timeout = httpx.Timeout(remaining, connect=min(self.settings.connect_timeout,
-                                                           remaining))
+            timeout = httpx.Timeout(
+                remaining, connect=min(self.settings.connect_timeout, remaining)
+            )
             try:
                 async with asyncio.timeout(remaining):
-                    response, body = await self._fetch(method, url, params=params,
-                                                       content=content, headers=headers,
-                                                       timeout=timeout)
+                    response, body = await self._fetch(
+                        method,
+                        url,
+                        params=params,
+                        content=content,
+                        headers=headers,
+                        timeout=timeout,
+                    )
             except (TimeoutError, httpx.TimeoutException) as exc:
                 raise OneCUnavailable(f"no answer within {remaining:.2f} s", url=url) from exc
             except (httpx.HTTPError, OSError) as exc:
@@ -285,12 +335,18 @@ class OneCClient:
         async with self._http.stream(method, url, **kwargs) as response:
             declared = response.headers.get("content-length", "")
             if declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise OneCUnavailable(f"answer of {declared} bytes is over max_body "
-                                      f"({limit} bytes)", status=response.status_code, url=url)
+                raise OneCUnavailable(
+                    f"answer of {declared} bytes is over max_body ({limit} bytes)",
+                    status=response.status_code,
+                    url=url,
+                )
             if response.is_stream_consumed:  # an injected transport read it already
                 if len(response.content) > limit:
-                    raise OneCUnavailable(f"answer is over max_body ({limit} bytes)",
-                                          status=response.status_code, url=url)
+                    raise OneCUnavailable(
+                        f"answer is over max_body ({limit} bytes)",
+                        status=response.status_code,
+                        url=url,
+                    )
                 return response, response.content
             # Raw bytes: a Content-Encoding we did not ask for stays undecoded
             # (and fails as "not UTF-8") instead of inflating past the bound.
@@ -299,8 +355,11 @@ class OneCClient:
             async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > limit:
-                    raise OneCUnavailable(f"answer is over max_body ({limit} bytes)",
-                                          status=response.status_code, url=url)
+                    raise OneCUnavailable(
+                        f"answer is over max_body ({limit} bytes)",
+                        status=response.status_code,
+                        url=url,
+                    )
                 chunks.append(chunk)
             return response, b"".join(chunks)
 

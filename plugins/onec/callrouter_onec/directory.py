@@ -74,22 +74,38 @@ class Directory:
             if known is None or (known.contact is not None and entry.contact is None):
                 by_client[entry.client["id"]] = entry
         if not by_client:
-            return {"found": False, "phone": phone, "client": None, "contact": None,
-                    "manager": None, "candidates": 0}
-        best = max(by_client.values(), key=lambda e: (
-            e.client.get("manager") is not None, e.client.get("changed", "")))
+            return {
+                "found": False,
+                "phone": phone,
+                "client": None,
+                "contact": None,
+                "manager": None,
+                "candidates": 0,
+            }
+        best = max(
+            by_client.values(),
+            key=lambda e: (e.client.get("manager") is not None, e.client.get("changed", "")),
+        )
         client, contact = best.client, best.contact
         manager = self.managers.get(client["manager"]) if client.get("manager") else None
         return {
             "found": True,
             "phone": phone,
-            "client": {"id": client["id"], "type": client["type"], "name": client["name"],
-                       "inn": client.get("inn")},
-            "contact": None if contact is None else {"id": contact["id"],
-                                                     "name": contact["name"]},
-            "manager": None if manager is None else {
-                "id": manager["id"], "name": manager["name"],
-                "extension": manager.get("extension"), "mobile": manager.get("mobile")},
+            "client": {
+                "id": client["id"],
+                "type": client["type"],
+                "name": client["name"],
+                "inn": client.get("inn"),
+            },
+            "contact": None if contact is None else {"id": contact["id"], "name": contact["name"]},
+            "manager": None
+            if manager is None
+            else {
+                "id": manager["id"],
+                "name": manager["name"],
+                "extension": manager.get("extension"),
+                "mobile": manager.get("mobile"),
+            },
             "candidates": len(by_client),
         }
 

@@ -118,13 +118,20 @@ def _text(status: int, text: str) -> _Reply:
 class OneCDouble:
     """The double's state and server; every knob is safe to turn while it serves."""
 
-    def __init__(self, data: Directory | str | Path | None = None, *,
-                 host: str = "127.0.0.1", port: int = 0,
-                 base_path: str = DEFAULT_BASE_PATH,
-                 username: str = DEFAULT_USER, password: str = DEFAULT_PASSWORD,
-                 ibsession: bool = False, session_max_age: float = 20.0,
-                 stale_session_status: int = 400,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        data: Directory | str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        base_path: str = DEFAULT_BASE_PATH,
+        username: str = DEFAULT_USER,
+        password: str = DEFAULT_PASSWORD,
+        ibsession: bool = False,
+        session_max_age: float = 20.0,
+        stale_session_status: int = 400,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.directory = data if isinstance(data, Directory) else load_directory(data)
         self.host = host
         self.port = port
@@ -160,8 +167,12 @@ class OneCDouble:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={
-            "poll_interval": 0.05}, name=f"onec-double:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"onec-double:{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -181,8 +192,12 @@ class OneCDouble:
     def __enter__(self) -> OneCDouble:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     @property
@@ -204,8 +219,11 @@ class OneCDouble:
 
     def requests(self, path: str | None = None, method: str | None = None) -> list[LoggedRequest]:
         """Requests to the service (control requests excluded) whose path contains ``path``."""
-        return [r for r in self.log if (path is None or path in r.path)
-                and (method is None or r.method == method)]
+        return [
+            r
+            for r in self.log
+            if (path is None or path in r.path) and (method is None or r.method == method)
+        ]
 
     def clear_log(self) -> None:
         with self._lock:
@@ -235,8 +253,9 @@ class OneCDouble:
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes,
-               entry: LoggedRequest) -> _Reply:
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, entry: LoggedRequest
+    ) -> _Reply:
         """The whole 1C side of one request, faults included; raises :class:`_Drop`."""
         path = unquote(urlsplit(target).path)
         phone = self._phone_of(path)
@@ -265,7 +284,7 @@ class OneCDouble:
         if fault is not None:
             fault.headers += extra
             return fault
-        reply = self._route(method, path[len(self.base_path):], target, body)
+        reply = self._route(method, path[len(self.base_path) :], target, body)
         reply.headers += extra
         if 200 <= reply.status < 300:
             reply.body = decorate(selected.kind, reply.body)
@@ -275,7 +294,7 @@ class OneCDouble:
 
     def _phone_of(self, path: str) -> str | None:
         prefix = self.base_path + "/v1/responsible/"
-        return path[len(prefix):] if path.startswith(prefix) else None
+        return path[len(prefix) :] if path.startswith(prefix) else None
 
     @staticmethod
     def _fault_reply(selected: Selected) -> _Reply | None:
@@ -344,8 +363,7 @@ class OneCDouble:
 
     def _responsible(self, phone: str, query: dict[str, str]) -> _Reply:
         if not (phone.isascii() and phone.isdigit() and 10 <= len(phone) <= 15):
-            return _error(400, "invalid_phone",
-                          f"Номер должен содержать от 10 до 15 цифр: {phone}")
+            return _error(400, "invalid_phone", f"Номер должен содержать от 10 до 15 цифр: {phone}")
         did = query.get("did")
         if did is not None and not (did.isascii() and did.isdigit()):
             return _error(400, "invalid_parameter", f"Параметр did должен быть числом: {did}")
@@ -356,7 +374,7 @@ class OneCDouble:
     def control(self, method: str, target: str, body: bytes) -> _Reply:
         """Test-only endpoints; never logged, never faulted, answered even when down."""
         parts = urlsplit(target)
-        name = parts.path[len(CONTROL):].rstrip("/")
+        name = parts.path[len(CONTROL) :].rstrip("/")
         query = dict(parse_qsl(parts.query))
         try:
             payload = json.loads(body.decode("utf-8-sig")) if body.strip() else {}
@@ -369,8 +387,9 @@ class OneCDouble:
         except (ValueError, TypeError) as exc:
             return _error(400, "invalid_parameter", str(exc))
 
-    def _control(self, method: str, name: str, query: dict[str, str],
-                 payload: dict[str, Any]) -> _Reply:
+    def _control(
+        self, method: str, name: str, query: dict[str, str], payload: dict[str, Any]
+    ) -> _Reply:
         if name == "log" and method == "GET":
             found = self.requests(query.get("path"), query.get("method"))
             return _json(200, {"requests": [r.as_dict() for r in found]})
@@ -383,12 +402,15 @@ class OneCDouble:
             if "down" in payload:
                 self.down = bool(payload["down"])
             if payload.get("faults"):
-                self.faults.add(str(payload["faults"]), count=payload.get("count", 1),
-                                phone=payload.get("phone"), path=payload.get("path"))
+                self.faults.add(
+                    str(payload["faults"]),
+                    count=payload.get("count", 1),
+                    phone=payload.get("phone"),
+                    path=payload.get("path"),
+                )
             return _json(200, {**self.faults.as_dict(), "down": self.down})
         if name == "faults" and method == "GET":
-            return _json(200, {**self.faults.as_dict(), "down": self.down,
-                               "known": FAULTS})
+            return _json(200, {**self.faults.as_dict(), "down": self.down, "known": FAULTS})
         if name == "faults" and method == "DELETE":
             self.faults.clear()
             return _json(200, self.faults.as_dict())
@@ -401,8 +423,15 @@ class OneCDouble:
         if name == "events" and method == "GET":
             with self._lock:
                 receipts = list(self.event_book.receipts)
-            return _json(200, {"events": [
-                {"id": r.id, "duplicate": r.duplicate, "payload": r.payload} for r in receipts]})
+            return _json(
+                200,
+                {
+                    "events": [
+                        {"id": r.id, "duplicate": r.duplicate, "payload": r.payload}
+                        for r in receipts
+                    ]
+                },
+            )
         return _text(404, f"no control endpoint {method} {CONTROL}{name}")
 
 
@@ -419,10 +448,12 @@ def _cookie(header: str | None, name: str) -> str | None:
 
 
 def _not_found(path: str) -> bytes:
-    return ("<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n"
-            "<title>404 Not Found</title>\n</head><body>\n<h1>Not Found</h1>\n"
-            f"<p>The requested URL {path} was not found on this server.</p>\n"
-            "</body></html>\n").encode("utf-8", errors="replace")
+    return (
+        '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n'
+        "<title>404 Not Found</title>\n</head><body>\n<h1>Not Found</h1>\n"
+        f"<p>The requested URL {path} was not found on this server.</p>\n"
+        "</body></html>\n"
+    ).encode("utf-8", errors="replace")
 
 
 class _Server(ThreadingHTTPServer):
@@ -501,17 +532,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         parts = urlsplit(self.path)
-        entry = LoggedRequest(self.command, unquote(parts.path), dict(parse_qsl(parts.query)),
-                              headers, body.decode("utf-8", errors="replace"), time.time(),
-                              peer="{}:{}".format(*self.client_address[:2]))
+        entry = LoggedRequest(
+            self.command,
+            unquote(parts.path),
+            dict(parse_qsl(parts.query)),
+            headers,
+            body.decode("utf-8", errors="replace"),
+            time.time(),
+            peer="{}:{}".format(*self.client_address[:2]),
+        )
         double._record(entry)
         try:
             reply = double.handle(self.command, self.path, headers, body, entry)
         except _Drop as drop:
             self.close_connection = True
             if drop.reset:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 server = cast(_Server, self.server)
                 with server.guard:
                     server.to_reset.add(self.connection)
@@ -561,21 +599,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="data file (default: the shipped demo.json)")
     parser.add_argument("--base-path", default=DEFAULT_BASE_PATH)
     parser.add_argument("--user", default=DEFAULT_USER)
-    parser.add_argument("--password", default=os.environ.get("ONEC_DOUBLE_PASSWORD",
-                                                              DEFAULT_PASSWORD),
-                        help="default: $ONEC_DOUBLE_PASSWORD or 'demo'")
-    parser.add_argument("--ibsession", action="store_true",
-                        help='behave like reuseSessions="use" (cookie sessions)')
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("ONEC_DOUBLE_PASSWORD", DEFAULT_PASSWORD),
+        help="default: $ONEC_DOUBLE_PASSWORD or 'demo'",
+    )
+    parser.add_argument(
+        "--ibsession", action="store_true", help='behave like reuseSessions="use" (cookie sessions)'
+    )
     parser.add_argument("--session-max-age", type=float, default=20.0)
     parser.add_argument("--fault", default="", help="global faults, e.g. 'latency=0.3,bom'")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
+    )
     try:
-        double = OneCDouble(args.data, host=args.host, port=args.port, base_path=args.base_path,
-                            username=args.user, password=args.password,
-                            ibsession=args.ibsession, session_max_age=args.session_max_age)
+        double = OneCDouble(
+            args.data,
+            host=args.host,
+            port=args.port,
+            base_path=args.base_path,
+            username=args.user,
+            password=args.password,
+            ibsession=args.ibsession,
+            session_max_age=args.session_max_age,
+        )
         double.faults.set_global(args.fault)
     except (OSError, ValueError, KeyError) as exc:
         parser.error(str(exc))
@@ -584,8 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         double.start()
     except OSError as exc:
-        print(f"callrouter-onec-double: cannot listen on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)
+        print(
+            f"callrouter-onec-double: cannot listen on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     print(f"1C double listening on {double.url} (user {double.username!r})", flush=True)
     try:

@@ -27,8 +27,9 @@ BODY_PREVIEW = 200
 class OneCError(LookupUnavailable):
     """Base of the plugin's errors; keeps what an operator needs to diagnose 1C."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "",
-                 url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, body: str = "", url: str | None = None
+    ) -> None:
         self.status = status
         self.body = body[:BODY_PREVIEW]
         self.url = url
@@ -53,7 +54,14 @@ class OneCUnavailable(OneCError):
 class OneCBadRequest(OneCError, ValueError):
     """1C answered 400 with an error code: the input is wrong, 1C itself is fine."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = 400, body: str = "",
-                 url: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = 400,
+        body: str = "",
+        url: str | None = None,
+    ) -> None:
         self.code = code
         super().__init__(f"{code}: {message}", status=status, body=body, url=url)

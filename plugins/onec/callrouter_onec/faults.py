@@ -20,8 +20,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAULTS", "HUGE_CHUNK", "HUGE_LIMIT", "NESTED_DEPTH", "Fault", "FaultPlan",
-           "FaultRule", "Selected", "huge_body", "parse_faults", "render"]
+__all__ = [
+    "FAULTS",
+    "HUGE_CHUNK",
+    "HUGE_LIMIT",
+    "NESTED_DEPTH",
+    "Fault",
+    "FaultPlan",
+    "FaultRule",
+    "Selected",
+    "huge_body",
+    "parse_faults",
+    "render",
+]
 
 #: Every fault the double knows, with what it does.
 FAULTS: dict[str, str] = {
@@ -106,8 +117,12 @@ class FaultRule:
         return self.phone is None or (phone is not None and phone[-10:] == self.phone[-10:])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"faults": _spec(self.faults), "count": self.count, "phone": self.phone,
-                "path": self.path}
+        return {
+            "faults": _spec(self.faults),
+            "count": self.count,
+            "phone": self.phone,
+            "path": self.path,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +151,9 @@ class FaultPlan:
         with self._lock:
             self.global_faults = faults
 
-    def add(self, spec: str, *, count: int | None = 1, phone: str | None = None,
-            path: str | None = None) -> FaultRule:
+    def add(
+        self, spec: str, *, count: int | None = 1, phone: str | None = None, path: str | None = None
+    ) -> FaultRule:
         rule = FaultRule(parse_faults(spec), count, phone, path)
         if count is not None and count < 1:
             raise ValueError("count must be at least 1, or None for no limit")
@@ -169,8 +185,7 @@ class FaultPlan:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"global": _spec(self.global_faults),
-                    "rules": [r.as_dict() for r in self.rules]}
+            return {"global": _spec(self.global_faults), "rules": [r.as_dict() for r in self.rules]}
 
 
 def render(kind: str) -> tuple[int, str, bytes] | None:
@@ -214,6 +229,8 @@ def huge_body() -> Iterator[bytes]:
 
 
 def _html(status: int, reason: str) -> bytes:
-    return (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-            "</body>\r\n</html>\r\n").encode()
+    return (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()

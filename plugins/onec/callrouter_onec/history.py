@@ -106,8 +106,9 @@ class CallRecord:
     recording_url: str | None = None
 
 
-def build_event(kind: EventKind, call: CallRecord, *, ts: float | None = None,
-                tz: tzinfo | None = None) -> dict[str, Any]:
+def build_event(
+    kind: EventKind, call: CallRecord, *, ts: float | None = None, tz: tzinfo | None = None
+) -> dict[str, Any]:
     """The contract's event body for ``kind`` of ``call``.
 
     1C dates have no zone, so times are written in ``tz`` (1C's server zone;
@@ -119,8 +120,12 @@ def build_event(kind: EventKind, call: CallRecord, *, ts: float | None = None,
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event {kind!r}; known: {', '.join(EVENT_KINDS)}")
     final = kind in _FINAL
-    moment = {"ringing": call.started_at, "answered": call.answered_at,
-              "hangup": call.ended_at, "missed": call.ended_at}.get(kind)
+    moment = {
+        "ringing": call.started_at,
+        "answered": call.answered_at,
+        "hangup": call.ended_at,
+        "missed": call.ended_at,
+    }.get(kind)
     if ts is None:
         ts = _unix(moment, tz) if moment is not None else time.time()
     status = None
@@ -193,9 +198,15 @@ class HistoryQueue:
     as :class:`HistorySender` does. They are safe from any thread.
     """
 
-    def __init__(self, path: str | Path, *, retention: float = 7 * 86400,
-                 max_rows: int = MAX_ROWS, busy_timeout: float = BUSY_TIMEOUT,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention: float = 7 * 86400,
+        max_rows: int = MAX_ROWS,
+        busy_timeout: float = BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         target = Path(path)
         if target.is_dir():
             target = target / FILENAME
@@ -206,8 +217,9 @@ class HistoryQueue:
         self._clock = clock
         self._lock = threading.Lock()
         _create_private(target)
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_timeout)
+        self._db = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript("""
@@ -230,8 +242,12 @@ class HistoryQueue:
     def __enter__(self) -> HistoryQueue:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -247,7 +263,9 @@ class HistoryQueue:
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO events (call_id, event, payload, created) "
-                "VALUES (?, ?, ?, ?)", (call_id, event, body, self._clock()))
+                "VALUES (?, ?, ?, ?)",
+                (call_id, event, body, self._clock()),
+            )
             return cursor.rowcount == 1
 
     def pending(self, limit: int = 100) -> list[QueuedEvent]:
@@ -255,7 +273,9 @@ class HistoryQueue:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, call_id, event, payload, created, attempts FROM events "
-                "WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)).fetchall()
+                "WHERE state = 'pending' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
     def due(self, limit: int = 100) -> list[QueuedEvent]:
@@ -269,7 +289,9 @@ class HistoryQueue:
                 "SELECT id, call_id, event, payload, created, attempts FROM events AS e "
                 "WHERE state = 'pending' AND NOT EXISTS (SELECT 1 FROM events AS p WHERE "
                 "p.call_id = e.call_id AND p.state = 'pending' AND p.id < e.id) "
-                "ORDER BY attempts, id LIMIT ?", (limit,)).fetchall()
+                "ORDER BY attempts, id LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
     def open_calls(self, since: float) -> dict[str, dict[str, dict[str, Any]]]:
@@ -283,7 +305,9 @@ class HistoryQueue:
                 "SELECT call_id, event, payload FROM events WHERE call_id IN ("
                 "SELECT call_id FROM events WHERE event = 'ringing' AND created >= ? "
                 "EXCEPT SELECT call_id FROM events WHERE event IN ('hangup', 'missed')) "
-                "ORDER BY id", (since,)).fetchall()
+                "ORDER BY id",
+                (since,),
+            ).fetchall()
         found: dict[str, dict[str, dict[str, Any]]] = {}
         for call_id, event, payload in rows:
             found.setdefault(call_id, {})[event] = json.loads(payload)
@@ -309,8 +333,10 @@ class HistoryQueue:
 
     def mark_failed(self, row_id: int, detail: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE events SET attempts = attempts + 1, updated = ?, detail = ? "
-                             "WHERE id = ?", (self._clock(), detail, row_id))
+            self._db.execute(
+                "UPDATE events SET attempts = attempts + 1, updated = ?, detail = ? WHERE id = ?",
+                (self._clock(), detail, row_id),
+            )
 
     def expired(self, max_age: float) -> list[QueuedEvent]:
         """Pending events enqueued more than ``max_age`` seconds ago."""
@@ -330,7 +356,8 @@ class HistoryQueue:
                 "SELECT json_extract(payload, '$.from') AS number, count(*) AS calls "
                 "FROM events WHERE event = 'ringing' AND created >= ? AND number IS NOT NULL "
                 "AND number != '' GROUP BY number ORDER BY calls DESC, max(id) DESC LIMIT ?",
-                (cutoff, limit)).fetchall()
+                (cutoff, limit),
+            ).fetchall()
         return [str(row[0]) for row in rows]
 
     def prune(self) -> int:
@@ -342,36 +369,55 @@ class HistoryQueue:
         """
         now = self._clock()
         with self._lock:
-            old = self._db.execute("DELETE FROM events WHERE state != 'pending' AND updated < ?",
-                                   (now - self.retention,)).rowcount
+            old = self._db.execute(
+                "DELETE FROM events WHERE state != 'pending' AND updated < ?",
+                (now - self.retention,),
+            ).rowcount
             pending = self._db.execute(
-                "SELECT count(*) FROM events WHERE state = 'pending'").fetchone()[0]
+                "SELECT count(*) FROM events WHERE state = 'pending'"
+            ).fetchone()[0]
             full: list[tuple[str, str, float]] = []
             if pending > self.max_rows:
                 full = self._db.execute(
                     "SELECT call_id, event, created FROM events WHERE state = 'pending' "
-                    "ORDER BY id LIMIT ?", (pending - self.max_rows,)).fetchall()
+                    "ORDER BY id LIMIT ?",
+                    (pending - self.max_rows,),
+                ).fetchall()
                 self._db.execute(
                     "UPDATE events SET state = 'dropped', updated = ?, detail = ? WHERE id IN "
                     "(SELECT id FROM events WHERE state = 'pending' ORDER BY id LIMIT ?)",
-                    (now, "queue full (events_max_rows)", pending - self.max_rows))
+                    (now, "queue full (events_max_rows)", pending - self.max_rows),
+                )
             room = max(0, self.max_rows - min(pending, self.max_rows))
             over = self._db.execute(
                 "DELETE FROM events WHERE state != 'pending' AND id NOT IN (SELECT id FROM "
-                "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)", (room,)).rowcount
+                "events WHERE state != 'pending' ORDER BY id DESC LIMIT ?)",
+                (room,),
+            ).rowcount
         for call_id, event, created in full[:_DROP_LINES]:
-            log.warning("1C history: dropped %s of call %s, %s old, undelivered: the queue "
-                        "holds at most %d rows (events_max_rows)", event, call_id,
-                        _age(now - created), self.max_rows)
+            log.warning(
+                "1C history: dropped %s of call %s, %s old, undelivered: the queue "
+                "holds at most %d rows (events_max_rows)",
+                event,
+                call_id,
+                _age(now - created),
+                self.max_rows,
+            )
         if len(full) > _DROP_LINES:
-            log.warning("1C history: dropped %d more undelivered events: the queue holds at "
-                        "most %d rows (events_max_rows)", len(full) - _DROP_LINES, self.max_rows)
+            log.warning(
+                "1C history: dropped %d more undelivered events: the queue holds at "
+                "most %d rows (events_max_rows)",
+                len(full) - _DROP_LINES,
+                self.max_rows,
+            )
         return old + over
 
     def _set(self, row_id: int, state: str, detail: str | None) -> None:
         with self._lock:
-            self._db.execute("UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
-                             (state, self._clock(), detail, row_id))
+            self._db.execute(
+                "UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
+                (state, self._clock(), detail, row_id),
+            )
 
 
 def _age(seconds: float) -> str:
@@ -420,9 +466,18 @@ class HistorySender:
     restarted. ``prune_interval`` is how often old rows are pruned.
     """
 
-    def __init__(self, queue: HistoryQueue, post: Poster, *, max_age: float = MAX_AGE,
-                 base_delay: float = 1.0, max_delay: float = 60.0, batch: int = 100,
-                 idle_poll: float = 5.0, prune_interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        queue: HistoryQueue,
+        post: Poster,
+        *,
+        max_age: float = MAX_AGE,
+        base_delay: float = 1.0,
+        max_delay: float = 60.0,
+        batch: int = 100,
+        idle_poll: float = 5.0,
+        prune_interval: float = 3600.0,
+    ) -> None:
         self.queue = queue
         self.max_age = max_age
         self.base_delay = base_delay
@@ -433,8 +488,9 @@ class HistorySender:
         self._post = post
         self._wake = asyncio.Event()
         self._retry = asyncio.Event()
-        self._runner = Supervised("onec-history", self._run, restart_delay=base_delay,
-                                  max_delay=max_delay, logger=log)
+        self._runner = Supervised(
+            "onec-history", self._run, restart_delay=base_delay, max_delay=max_delay, logger=log
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
@@ -516,7 +572,8 @@ class HistorySender:
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one queue method on the database thread (in submission order)."""
         return await asyncio.get_running_loop().run_in_executor(
-            self._worker(), functools.partial(fn, *args, **kwargs))
+            self._worker(), functools.partial(fn, *args, **kwargs)
+        )
 
     def _store(self, payload: dict[str, Any]) -> None:
         """On the database thread: insert, waiting out a lock held by another process."""
@@ -526,16 +583,23 @@ class HistorySender:
                 added = self.queue.enqueue(payload)
             except sqlite3.OperationalError as exc:
                 if self._closing.is_set():
-                    log.error("1C history: %s of call %s not stored, the database stayed "
-                              "locked until shutdown: %s", payload["event"],
-                              payload["call_id"], exc)
+                    log.error(
+                        "1C history: %s of call %s not stored, the database stayed "
+                        "locked until shutdown: %s",
+                        payload["event"],
+                        payload["call_id"],
+                        exc,
+                    )
                     return
                 self._closing.wait(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             except Exception:
-                log.exception("1C history: could not store %s of call %s",
-                              payload["event"], payload["call_id"])
+                log.exception(
+                    "1C history: could not store %s of call %s",
+                    payload["event"],
+                    payload["call_id"],
+                )
                 return
             if added and self._loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
@@ -564,8 +628,10 @@ class HistorySender:
             self.failures += 1
             self._retry.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry.wait(), min(
-                    self.base_delay * 2 ** (self.failures - 1), self.max_delay))
+                await asyncio.wait_for(
+                    self._retry.wait(),
+                    min(self.base_delay * 2 ** (self.failures - 1), self.max_delay),
+                )
 
     async def _prune_when_due(self) -> None:
         if time.monotonic() - self._last_prune < self.prune_interval:
@@ -585,23 +651,38 @@ class HistorySender:
             try:
                 ack = await self._post(row.payload)
             except OneCBadRequest as exc:
-                log.warning("1C history: dropped %s of call %s, %s old: 1C refused it (%s)",
-                            row.event, row.call_id, _age(self.queue.now() - row.created), exc)
+                log.warning(
+                    "1C history: dropped %s of call %s, %s old: 1C refused it (%s)",
+                    row.event,
+                    row.call_id,
+                    _age(self.queue.now() - row.created),
+                    exc,
+                )
                 await self._db(self.queue.mark_dropped, row.id, str(exc))
             except Exception as exc:
                 # OneCUnavailable, or anything a hostile answer might still raise:
                 # either way 1C gave no usable answer; retry later, never die.
                 if not isinstance(exc, OneCUnavailable):
-                    log.warning("1C history: unexpected %s sending %s of call %s",
-                                type(exc).__name__, row.event, row.call_id)
+                    log.warning(
+                        "1C history: unexpected %s sending %s of call %s",
+                        type(exc).__name__,
+                        row.event,
+                        row.call_id,
+                    )
                 detail = str(exc) or type(exc).__name__
                 await self._db(self.queue.mark_failed, row.id, detail)
                 now = self.queue.now()
                 for old in await self._db(self.queue.expired, self.max_age):
-                    log.warning("1C history: dropped %s of call %s, %s old, undelivered after "
-                                "%d attempts (events_max_age %s): %s", old.event, old.call_id,
-                                _age(now - old.created), old.attempts,
-                                _age(self.max_age), detail)
+                    log.warning(
+                        "1C history: dropped %s of call %s, %s old, undelivered after "
+                        "%d attempts (events_max_age %s): %s",
+                        old.event,
+                        old.call_id,
+                        _age(now - old.created),
+                        old.attempts,
+                        _age(self.max_age),
+                        detail,
+                    )
                     await self._db(self.queue.mark_dropped, old.id, detail)
                 return done
             else:

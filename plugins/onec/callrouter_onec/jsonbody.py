@@ -83,8 +83,7 @@ def decode_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> object:
     if depth > max_depth:
         raise BodyError(f"answer nests deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_int=_integer, parse_float=_real,
-                          parse_constant=_constant)
+        return json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
     except BodyError:
         raise
     except (ValueError, RecursionError, MemoryError, TypeError) as exc:

@@ -140,18 +140,30 @@ def parse_responsible(body: object) -> Responsible:
         raise ShapeError("responsible.candidates: expected a non-negative integer")
 
     c = _nested(obj, "client", "responsible")
-    client = None if c is None else Client(
-        id=_req(c, "id", "client"), type=_req(c, "type", "client"),
-        name=_req(c, "name", "client"), inn=_opt(c, "inn", "client"),
+    client = (
+        None
+        if c is None
+        else Client(
+            id=_req(c, "id", "client"),
+            type=_req(c, "type", "client"),
+            name=_req(c, "name", "client"),
+            inn=_opt(c, "inn", "client"),
+        )
     )
     p = _nested(obj, "contact", "responsible")
-    contact = None if p is None else Contact(id=_req(p, "id", "contact"),
-                                             name=_req(p, "name", "contact"))
+    contact = (
+        None if p is None else Contact(id=_req(p, "id", "contact"), name=_req(p, "name", "contact"))
+    )
     m = _nested(obj, "manager", "responsible")
-    manager = None if m is None else Manager(
-        id=_req(m, "id", "manager"), name=_req(m, "name", "manager"),
-        extension=_str(m, "extension", "manager", nullable=True),
-        mobile=_opt(m, "mobile", "manager"),
+    manager = (
+        None
+        if m is None
+        else Manager(
+            id=_req(m, "id", "manager"),
+            name=_req(m, "name", "manager"),
+            extension=_str(m, "extension", "manager", nullable=True),
+            mobile=_opt(m, "mobile", "manager"),
+        )
     )
     if found and client is None:
         raise ShapeError("responsible: found is true but client is null")
@@ -164,7 +176,7 @@ def parse_event_ack(body: object) -> EventAck:
     """Check and convert the body of ``POST v1/calls/events``."""
     obj = _object(body, "event ack")
     if obj.get("result") != "ok":
-        raise ShapeError("event ack: result is not \"ok\"")
+        raise ShapeError('event ack: result is not "ok"')
     duplicate = obj.get("duplicate")
     if not isinstance(duplicate, bool):
         raise ShapeError("event ack.duplicate: expected true or false")
@@ -175,7 +187,7 @@ def parse_ping(body: object) -> Ping:
     """Check and convert the body of ``GET v1/ping``."""
     obj = _object(body, "ping")
     if obj.get("result") != "ok":
-        raise ShapeError("ping: result is not \"ok\"")
+        raise ShapeError('ping: result is not "ok"')
     return Ping(_req(obj, "version", "ping"), _req(obj, "time", "ping"))
 
 

@@ -58,11 +58,15 @@ RUSSIA = CountryRules()
 
 @functools.lru_cache(maxsize=32)
 def _plan(rules: CountryRules) -> NumberPlan:
-    return NumberPlan(country_code=rules.country_code, trunk_prefix=rules.trunk_prefix,
-                      exit_prefixes=rules.exit_prefixes,
-                      national_length=rules.national_length,
-                      internal_max_length=rules.internal_max_digits,
-                      min_digits=rules.min_digits, max_digits=rules.max_digits)
+    return NumberPlan(
+        country_code=rules.country_code,
+        trunk_prefix=rules.trunk_prefix,
+        exit_prefixes=rules.exit_prefixes,
+        national_length=rules.national_length,
+        internal_max_length=rules.internal_max_digits,
+        min_digits=rules.min_digits,
+        max_digits=rules.max_digits,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,7 @@ class PhoneNumber:
     @property
     def match_key(self) -> str:
         """The trailing digits 1C compares, the same for every spelling of a number."""
-        return self.number[-self.match_digits:]
+        return self.number[-self.match_digits :]
 
 
 def digits_only(text: str) -> str:

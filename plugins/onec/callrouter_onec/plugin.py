@@ -105,8 +105,14 @@ _OPEN_CALLS_SINCE = 4 * 3600.0
 #: Seconds between checks whether such a call is still up.
 _OPEN_CALLS_INTERVAL = 30.0
 #: Hangup causes (Q.850) -> the contract's ``status`` of an unanswered call.
-_CAUSE_STATUS = {"17": "BUSY", "18": "NOANSWER", "19": "NOANSWER", "16": "CANCEL",
-                 "0": "CANCEL", "": "CANCEL"}
+_CAUSE_STATUS = {
+    "17": "BUSY",
+    "18": "NOANSWER",
+    "19": "NOANSWER",
+    "16": "CANCEL",
+    "0": "CANCEL",
+    "": "CANCEL",
+}
 Status = Literal["ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"]
 Direction = Literal["in", "out", "internal"]
 
@@ -115,13 +121,42 @@ Direction = Literal["in", "out", "internal"]
 
 #: Every key ``[plugins.onec]`` accepts; anything else is refused with a did-you-mean.
 KEYS: tuple[str, ...] = (
-    "url", "username", "password", "password_env", "connect_timeout", "timeout",
-    "event_timeout", "ibsession", "verify", "ca_file", "max_body", "positive_ttl",
-    "negative_ttl", "stale_ttl", "failure_threshold", "open_seconds", "state_dir", "events",
-    "events_max_age", "events_retry_min", "events_retry_max", "events_retention",
-    "events_max_rows", "events_prune_interval", "drain_timeout", "warmup", "warmup_numbers",
-    "warmup_count", "ping_interval", "timezone", "country_code", "national_length",
-    "trunk_prefix", "exit_prefixes", "internal_max_digits", "dial_context",
+    "url",
+    "username",
+    "password",
+    "password_env",
+    "connect_timeout",
+    "timeout",
+    "event_timeout",
+    "ibsession",
+    "verify",
+    "ca_file",
+    "max_body",
+    "positive_ttl",
+    "negative_ttl",
+    "stale_ttl",
+    "failure_threshold",
+    "open_seconds",
+    "state_dir",
+    "events",
+    "events_max_age",
+    "events_retry_min",
+    "events_retry_max",
+    "events_retention",
+    "events_max_rows",
+    "events_prune_interval",
+    "drain_timeout",
+    "warmup",
+    "warmup_numbers",
+    "warmup_count",
+    "ping_interval",
+    "timezone",
+    "country_code",
+    "national_length",
+    "trunk_prefix",
+    "exit_prefixes",
+    "internal_max_digits",
+    "dial_context",
 )
 
 
@@ -162,13 +197,11 @@ class OneCConfig:
     dial_context: str = "callrouter-dial"
 
 
-def _digit_string(reader: SettingsReader, key: str, default: str, *,
-                  empty: bool = False) -> str:
+def _digit_string(reader: SettingsReader, key: str, default: str, *, empty: bool = False) -> str:
     value = reader.string(key, default, empty=empty)
     if value and not (value.isascii() and value.isdigit()):
         raise reader.error(key, f"expected digits only, got {value!r}")
     return value
-
 
 
 def _url(reader: SettingsReader) -> str:
@@ -176,20 +209,26 @@ def _url(reader: SettingsReader) -> str:
     if "@" in url:
         # Checked before anything quotes the URL back: what precedes '@' may be
         # a password, and error messages end up in logs and tickets.
-        raise reader.error("url", "put no credentials in the URL (user:password@host); "
-                                  "use username and password_env")
+        raise reader.error(
+            "url",
+            "put no credentials in the URL (user:password@host); use username and password_env",
+        )
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise reader.error("url", f"expected http(s)://host[:port]/<publication>/hs/<root>, "
-                                  f"got {url!r}")
+        raise reader.error(
+            "url", f"expected http(s)://host[:port]/<publication>/hs/<root>, got {url!r}"
+        )
     if parts.query or parts.fragment:
         raise reader.error("url", f"give the service root without ?query or #fragment: {url!r}")
     path = parts.path.rstrip("/")
     for template in ("/v1/responsible", "/v1/ping", "/v1/calls", "/v1"):
         if template in path:
             root = path[: path.index(template)]
-            raise reader.error("url", f"give the service root, not a method: "
-                                      f"{urllib.parse.urlunsplit(parts._replace(path=root))!r}")
+            raise reader.error(
+                "url",
+                f"give the service root, not a method: "
+                f"{urllib.parse.urlunsplit(parts._replace(path=root))!r}",
+            )
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -202,16 +241,16 @@ def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
         if not value:
             # An empty variable is a deployment mistake (an unset secret in a
             # unit file), not a 1C user without a password: say so at start.
-            raise reader.error("password_env", f"environment variable {name} is not set "
-                                               "or empty")
+            raise reader.error("password_env", f"environment variable {name} is not set or empty")
         return value
     if reader.has("password"):
         given = reader.values["password"]
         if not isinstance(given, str):  # the type only: the value is a secret
             raise reader.error("password", f"expected a string, got {type(given).__name__}")
         return given  # a 1C user may have no password
-    raise reader.error("password", "required: set password or password_env "
-                                   "(the environment variable holding it)")
+    raise reader.error(
+        "password", "required: set password or password_env (the environment variable holding it)"
+    )
 
 
 def _zone(reader: SettingsReader) -> tzinfo | None:
@@ -221,8 +260,9 @@ def _zone(reader: SettingsReader) -> tzinfo | None:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise reader.error("timezone", f"unknown time zone {name!r} "
-                                       "(an IANA name such as 'Europe/Moscow')") from None
+        raise reader.error(
+            "timezone", f"unknown time zone {name!r} (an IANA name such as 'Europe/Moscow')"
+        ) from None
 
 
 def _cron(reader: SettingsReader) -> str:
@@ -237,9 +277,13 @@ def _cron(reader: SettingsReader) -> str:
     return text
 
 
-def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml",
-                   base: Path | None = None,
-                   environ: Mapping[str, str] | None = None) -> OneCConfig:
+def parse_settings(
+    settings: Mapping[str, object],
+    *,
+    origin: str = "router.toml",
+    base: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> OneCConfig:
     """Validate ``[plugins.onec]``; raise :class:`ConfigError` naming the key.
 
     ``origin`` is the file the table came from (for messages), ``base`` the
@@ -252,8 +296,9 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     connect = reader.number("connect_timeout", 0.5, 0, 60)
     timeout = reader.number("timeout", 1.5, 0, 60)
     if connect > timeout:
-        raise reader.error("connect_timeout", f"{connect:g} s is longer than timeout "
-                                              f"({timeout:g} s)")
+        raise reader.error(
+            "connect_timeout", f"{connect:g} s is longer than timeout ({timeout:g} s)"
+        )
     ca_file: str | None = None
     if reader.has("ca_file"):
         ca_path = reader.path("ca_file", must_exist=True)
@@ -261,8 +306,9 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         try:
             ssl.create_default_context(cafile=str(ca_path))
         except (OSError, ssl.SSLError) as exc:
-            raise reader.error("ca_file", f"not a PEM CA bundle: {str(ca_path)!r} "
-                                          f"({type(exc).__name__}: {exc})") from None
+            raise reader.error(
+                "ca_file", f"not a PEM CA bundle: {str(ca_path)!r} ({type(exc).__name__}: {exc})"
+            ) from None
         ca_file = str(ca_path)
     client = OneCSettings(
         base_url=_url(reader),
@@ -282,13 +328,17 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
     negative = reader.number("negative_ttl", 120.0, 0, 7 * 86400)
     stale = reader.number("stale_ttl", 86400.0, 0, 30 * 86400)
     if stale < max(positive, negative):
-        raise reader.error("stale_ttl", f"{stale:g} s is shorter than the fresh TTLs "
-                                        "(positive_ttl, negative_ttl): nothing would be stale")
+        raise reader.error(
+            "stale_ttl",
+            f"{stale:g} s is shorter than the fresh TTLs "
+            "(positive_ttl, negative_ttl): nothing would be stale",
+        )
     retry_min = reader.number("events_retry_min", 1.0, 0, 3600)
     retry_max = reader.number("events_retry_max", 60.0, 0, 3600)
     if retry_min > retry_max:
-        raise reader.error("events_retry_min", f"{retry_min:g} s is longer than "
-                                               f"events_retry_max ({retry_max:g} s)")
+        raise reader.error(
+            "events_retry_min", f"{retry_min:g} s is longer than events_retry_max ({retry_max:g} s)"
+        )
     state_dir = None
     if reader.has("state_dir"):
         state_dir = (base or Path.cwd()) / reader.string("state_dir")
@@ -298,9 +348,9 @@ def parse_settings(settings: Mapping[str, object], *, origin: str = "router.toml
         national_length=reader.integer("national_length", RUSSIA.national_length, 4, 14),
         trunk_prefix=_digit_string(reader, "trunk_prefix", RUSSIA.trunk_prefix, empty=True),
         exit_prefixes=reader.strings("exit_prefixes", digits=True)
-        if reader.has("exit_prefixes") else RUSSIA.exit_prefixes,
-        internal_max_digits=reader.integer("internal_max_digits", RUSSIA.internal_max_digits,
-                                           0, 9),
+        if reader.has("exit_prefixes")
+        else RUSSIA.exit_prefixes,
+        internal_max_digits=reader.integer("internal_max_digits", RUSSIA.internal_max_digits, 0, 9),
     )
     return OneCConfig(
         client=client,
@@ -363,8 +413,9 @@ def _responsible_answer(trace: Trace | None) -> Mapping[str, Any] | None:
     """The ``onec.responsible`` answer the rules saw: the matched rule's first."""
     if trace is None:
         return None
-    return next((value for value in trace.lookup_values(LOOKUP)
-                 if isinstance(value, Mapping)), None)
+    return next(
+        (value for value in trace.lookup_values(LOOKUP) if isinstance(value, Mapping)), None
+    )
 
 
 def _str_or_none(value: object) -> str | None:
@@ -395,8 +446,10 @@ def _ids(answer: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
     client = answer.get("client")
     manager_id = manager.get("id") if isinstance(manager, Mapping) else None
     client_id = client.get("id") if isinstance(client, Mapping) else None
-    return (manager_id if isinstance(manager_id, str) else None,
-            client_id if isinstance(client_id, str) else None)
+    return (
+        manager_id if isinstance(manager_id, str) else None,
+        client_id if isinstance(client_id, str) else None,
+    )
 
 
 # -- the plugin ----------------------------------------------------------------------------
@@ -429,8 +482,10 @@ class OneCPlugin:
             return
         path = config.path
         self.config = parse_settings(
-            settings, origin=str(path) if path is not None else "router.toml",
-            base=path.parent if path is not None else None)
+            settings,
+            origin=str(path) if path is not None else "router.toml",
+            base=path.parent if path is not None else None,
+        )
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
@@ -441,8 +496,9 @@ class OneCPlugin:
 
     # -- the lookup ------------------------------------------------------------------------
 
-    async def responsible(self, number: str,
-                          request: RequestInfo | None = None) -> dict[str, Any] | None:
+    async def responsible(
+        self, number: str, request: RequestInfo | None = None
+    ) -> dict[str, Any] | None:
         """1C: the client and responsible manager for a number.
 
         Returns the contract's answer as nested dicts ({"found": ..., "client":
@@ -454,8 +510,11 @@ class OneCPlugin:
         """
         cache = self.cache
         if cache is None:
-            raise OneCUnavailable(NOT_CONFIGURED if self.config is None
-                                  else "onec not started: the engine is not connected yet")
+            raise OneCUnavailable(
+                NOT_CONFIGURED
+                if self.config is None
+                else "onec not started: the engine is not connected yet"
+            )
         did = request.did or None if request is not None else None
         call_id = request.linkedid or None if request is not None else None
         # The rule engine cancels this await at the call's deadline; the cache
@@ -476,9 +535,14 @@ class OneCPlugin:
             return
         self.client = OneCClient(config.client)
         self.cache = ResponsibleCache(
-            self.client, positive_ttl=config.positive_ttl, negative_ttl=config.negative_ttl,
-            stale_ttl=config.stale_ttl, failure_threshold=config.failure_threshold,
-            open_seconds=config.open_seconds, rules=config.rules)
+            self.client,
+            positive_ttl=config.positive_ttl,
+            negative_ttl=config.negative_ttl,
+            stale_ttl=config.stale_ttl,
+            failure_threshold=config.failure_threshold,
+            open_seconds=config.open_seconds,
+            rules=config.rules,
+        )
         if engine.shadow:
             # Shadow mode: nothing happens to calls, so 1C hears nothing; the
             # history file (perhaps a live instance's) is not even opened.
@@ -487,24 +551,34 @@ class OneCPlugin:
             path = Path(config.state_dir or engine.state_dir) / FILENAME
             # Off the loop: another process may hold the database's lock.
             self.queue = await asyncio.to_thread(
-                HistoryQueue, path, retention=config.events_retention,
-                max_rows=config.events_max_rows)
+                HistoryQueue,
+                path,
+                retention=config.events_retention,
+                max_rows=config.events_max_rows,
+            )
             self.sender = HistorySender(
-                self.queue, self.client.post_event, max_age=config.events_max_age,
-                base_delay=config.events_retry_min, max_delay=config.events_retry_max,
-                prune_interval=config.events_prune_interval)
+                self.queue,
+                self.client.post_event,
+                max_age=config.events_max_age,
+                base_delay=config.events_retry_min,
+                max_delay=config.events_retry_max,
+                prune_interval=config.events_prune_interval,
+            )
             self.sender.start()
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
-            self._open = await asyncio.to_thread(self.queue.open_calls,
-                                                 time.time() - _OPEN_CALLS_SINCE)
+            self._open = await asyncio.to_thread(
+                self.queue.open_calls, time.time() - _OPEN_CALLS_SINCE
+            )
             if self._open:
-                log.info("onec: %d calls routed before the restart have no end in 1C yet; "
-                         "following them", len(self._open))
+                log.info(
+                    "onec: %d calls routed before the restart have no end in 1C yet; "
+                    "following them",
+                    len(self._open),
+                )
                 await self.settle_open()
-                engine.schedule("onec:open-calls", self.settle_open,
-                                every=_OPEN_CALLS_INTERVAL)
+                engine.schedule("onec:open-calls", self.settle_open, every=_OPEN_CALLS_INTERVAL)
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:
@@ -520,11 +594,19 @@ class OneCPlugin:
         """Deliver what 1C can take now (bounded), then close; the rest stays on disk."""
         sender, config = self.sender, self.config
         try:
-            if sender is not None and config is not None and config.drain_timeout \
-                    and sender.failures == 0 and self.healthy is not False \
-                    and sender.running and not await sender.drain(config.drain_timeout):
-                log.info("onec: %d call events not delivered yet; sent after the restart",
-                         await asyncio.to_thread(sender.queue.pending_count))
+            if (
+                sender is not None
+                and config is not None
+                and config.drain_timeout
+                and sender.failures == 0
+                and self.healthy is not False
+                and sender.running
+                and not await sender.drain(config.drain_timeout)
+            ):
+                log.info(
+                    "onec: %d call events not delivered yet; sent after the restart",
+                    await asyncio.to_thread(sender.queue.pending_count),
+                )
         except Exception:
             log.exception("onec: could not drain the call history; closing anyway")
         finally:
@@ -543,8 +625,10 @@ class OneCPlugin:
         client, self.client = self.client, None
         steps: list[tuple[str, Any]] = [
             ("history sender", sender.stop if sender is not None else None),
-            ("history database", (lambda: asyncio.to_thread(queue.close))
-             if queue is not None else None),
+            (
+                "history database",
+                (lambda: asyncio.to_thread(queue.close)) if queue is not None else None,
+            ),
             ("cache", cache.aclose if cache is not None else None),
             ("HTTP client", client.aclose if client is not None else None),
         ]
@@ -589,8 +673,7 @@ class OneCPlugin:
             return 0
         numbers = list(config.warmup_numbers)
         if not numbers and self.queue is not None:
-            numbers = await asyncio.to_thread(self.queue.frequent_callers,
-                                              config.warmup_count)
+            numbers = await asyncio.to_thread(self.queue.frequent_callers, config.warmup_count)
         await cache.warm(numbers)
         log.info("onec: warm-up asked 1C about %d numbers", len(numbers))
         return len(numbers)
@@ -619,8 +702,9 @@ class OneCPlugin:
                 if not engine.may_ask(call, LOOKUP):
                     return  # e.g. a blacklisted caller: 1C is not asked about them
             except Exception:  # a prefetch is an optimisation: when in doubt, ask
-                log.exception("onec: could not tell whether the rules ask 1C about call %s",
-                              call.linkedid)
+                log.exception(
+                    "onec: could not tell whether the rules ask 1C about call %s", call.linkedid
+                )
         did = call.did or next((c.exten for c in call.channels.values() if c.exten), None)
         cache.prefetch(call.caller_number, did=did or None, call_id=call.linkedid)
 
@@ -678,8 +762,11 @@ class OneCPlugin:
         try:
             listing = await engine.ami.send("CoreShowChannels", {}, validate=False)
         except Exception as exc:
-            log.warning("onec: could not list channels to finish calls from before the "
-                        "restart (tried again later): %s", exc)
+            log.warning(
+                "onec: could not list channels to finish calls from before the "
+                "restart (tried again later): %s",
+                exc,
+            )
             return 0
         live = {item.get("Linkedid") or "" for item in listing.items}
         finished = 0
@@ -692,8 +779,10 @@ class OneCPlugin:
                 self._open.pop(call_id, None)
                 finished += self._finish_unseen(call_id, known)
         if finished:
-            log.info("onec: %d calls routed before the restart ended meanwhile; 1C gets "
-                     "their end now", finished)
+            log.info(
+                "onec: %d calls routed before the restart ended meanwhile; 1C gets their end now",
+                finished,
+            )
         return finished
 
     def _finish_unseen(self, call_id: str, known: Mapping[str, Mapping[str, Any]]) -> int:
@@ -703,17 +792,22 @@ class OneCPlugin:
         record = CallRecord(
             call_id=call_id,
             direction=direction if direction in ("in", "out", "internal") else "in",
-            from_number=str(ringing.get("from") or ""), to_number=str(ringing.get("to") or ""),
-            started_at=started, extension=_str_or_none(ringing.get("extension")),
+            from_number=str(ringing.get("from") or ""),
+            to_number=str(ringing.get("to") or ""),
+            started_at=started,
+            extension=_str_or_none(ringing.get("extension")),
             manager_id=_str_or_none(ringing.get("manager_id")),
             client_id=_str_or_none(ringing.get("client_id")),
             answered_at=_parse_local(answered.get("answered_at")) if answered else None,
-            ended_at=_now(), status="ANSWER" if answered else "NOANSWER")
+            ended_at=_now(),
+            status="ANSWER" if answered else "NOANSWER",
+        )
         kind: EventKind = "hangup" if answered else "missed"
         try:
             assert self.sender is not None
-            self.sender.submit(build_event(kind, record,
-                                           tz=self.config.timezone if self.config else None))
+            self.sender.submit(
+                build_event(kind, record, tz=self.config.timezone if self.config else None)
+            )
         except Exception:
             log.exception("onec: could not queue %s of call %s", kind, call_id)
             return 0
@@ -754,8 +848,9 @@ class OneCPlugin:
                 self._submit("transferred", call, track, extension=target)
 
     @hookimpl
-    def callrouter_decision(self, call: Call, decision: Decision | None, trace: Trace | None,
-                            outcome: RouteOutcome) -> None:
+    def callrouter_decision(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
         """Tell 1C what the decision made happen, and nothing else.
 
         ``executed`` with a redirect: the call rings where it was sent
@@ -817,8 +912,15 @@ class OneCPlugin:
             self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
         self._submit("hangup" if call.answered else "missed", call, track)
 
-    def _record(self, call: Call, track: _Track, *, status: Status | None = None,
-                extension: str | None = None, final: bool = False) -> CallRecord:
+    def _record(
+        self,
+        call: Call,
+        track: _Track,
+        *,
+        status: Status | None = None,
+        extension: str | None = None,
+        final: bool = False,
+    ) -> CallRecord:
         rules = self.config.rules if self.config else RUSSIA
         caller = normalize(call.caller_number, rules)
         did = normalize(call.did, rules) if call.did else None
@@ -830,12 +932,18 @@ class OneCPlugin:
         if track.numbers is not None:  # a call picked up after a restart: as 1C knows it
             from_number, to_number = track.numbers
         return CallRecord(
-            call_id=call.linkedid, direction=direction,
-            from_number=from_number, to_number=to_number,
-            started_at=track.started_at, extension=extension or track.extension,
-            manager_id=track.manager_id, client_id=track.client_id,
+            call_id=call.linkedid,
+            direction=direction,
+            from_number=from_number,
+            to_number=to_number,
+            started_at=track.started_at,
+            extension=extension or track.extension,
+            manager_id=track.manager_id,
+            client_id=track.client_id,
             answered_at=track.answered_at,
-            ended_at=(track.ended_at or _now()) if final else None, status=status)
+            ended_at=(track.ended_at or _now()) if final else None,
+            status=status,
+        )
 
     @staticmethod
     def _status(call: Call, track: _Track) -> Status:
@@ -847,14 +955,16 @@ class OneCPlugin:
             cause = next(reversed(track.causes.values()), "") if track.causes else ""
         return cast(Status, _CAUSE_STATUS.get(cause, "FAILED"))
 
-    def _submit(self, kind: EventKind, call: Call, track: _Track, *,
-                extension: str | None = None) -> None:
+    def _submit(
+        self, kind: EventKind, call: Call, track: _Track, *, extension: str | None = None
+    ) -> None:
         """Queue one event; never raises (history must not disturb a call)."""
         if kind in track.submitted or self.sender is None:
             return
         try:
-            record = self._record(call, track, extension=extension,
-                                  final=kind in ("hangup", "missed"))
+            record = self._record(
+                call, track, extension=extension, final=kind in ("hangup", "missed")
+            )
             payload = build_event(kind, record, tz=self.config.timezone if self.config else None)
             self.sender.submit(payload)
         except Exception:
@@ -865,8 +975,7 @@ class OneCPlugin:
     # -- notify ----------------------------------------------------------------------------
 
     @hookimpl
-    def callrouter_notify(self, target: str, params: Mapping[str, str],
-                          call: Call | None) -> None:
+    def callrouter_notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
         """``notify: {plugin: onec, event: missed, ...}``: one event into 1C's history.
 
         With a call, the event is the call's own (idempotent with the one the
@@ -879,13 +988,15 @@ class OneCPlugin:
             return
         sender = self.sender
         if sender is None:
-            log.warning("onec: notify %s ignored: %s", dict(params),
-                        NOT_CONFIGURED if self.config is None else "call events are off")
+            log.warning(
+                "onec: notify %s ignored: %s",
+                dict(params),
+                NOT_CONFIGURED if self.config is None else "call events are off",
+            )
             return
         kind = params.get("event", "missed")
         if kind not in EVENT_KINDS:
-            log.warning("onec: notify: unknown event %r (known: %s)", kind,
-                        ", ".join(EVENT_KINDS))
+            log.warning("onec: notify: unknown event %r (known: %s)", kind, ", ".join(EVENT_KINDS))
             return
         event_kind: EventKind = kind
         if call is not None:
@@ -894,8 +1005,9 @@ class OneCPlugin:
                 # The plugin posts this call's end itself when the call ends, as it
                 # was: a leg's "no answer" mid-call (cause 19 before a queue
                 # answers) is not the end of the call.
-                log.debug("onec: notify %s for call %s left to the call's own end", kind,
-                          call.linkedid)
+                log.debug(
+                    "onec: notify %s for call %s left to the call's own end", kind, call.linkedid
+                )
                 return
             self._submit(event_kind, call, track, extension=params.get("extension") or None)
             return
@@ -903,15 +1015,19 @@ class OneCPlugin:
         number = params.get("number", "")
         now = _now()
         record = CallRecord(
-            call_id=params.get("call_id") or f"notify-{normalize(number, rules).number}-"
-                                             f"{int(now.timestamp())}",
-            direction="in", from_number=normalize(number, rules).number or number,
+            call_id=params.get("call_id")
+            or f"notify-{normalize(number, rules).number}-{int(now.timestamp())}",
+            direction="in",
+            from_number=normalize(number, rules).number or number,
             to_number=normalize(params.get("to", ""), rules).number or params.get("to", ""),
-            started_at=now, extension=params.get("extension") or None,
-            ended_at=now if kind in ("hangup", "missed") else None)
+            started_at=now,
+            extension=params.get("extension") or None,
+            ended_at=now if kind in ("hangup", "missed") else None,
+        )
         try:
-            sender.submit(build_event(event_kind, record,
-                                      tz=self.config.timezone if self.config else None))
+            sender.submit(
+                build_event(event_kind, record, tz=self.config.timezone if self.config else None)
+            )
         except Exception:
             log.exception("onec: could not queue notify %s", dict(params))
 

@@ -21,8 +21,9 @@ def double() -> Iterator[OneCDouble]:
 @pytest.fixture
 def settings(double: OneCDouble) -> OneCSettings:
     # Short budgets keep fault tests fast; bounds in tests stay generous.
-    return OneCSettings(double.url, DEFAULT_USER, PASSWORD, connect_timeout=0.2, timeout=0.5,
-                        event_timeout=0.5)
+    return OneCSettings(
+        double.url, DEFAULT_USER, PASSWORD, connect_timeout=0.2, timeout=0.5, event_timeout=0.5
+    )
 
 
 @pytest.fixture

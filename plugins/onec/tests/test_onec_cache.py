@@ -35,8 +35,14 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def cache(client: OneCClient, clock: Clock) -> AsyncIterator[ResponsibleCache]:
-    cache = ResponsibleCache(client, positive_ttl=600, negative_ttl=120, failure_threshold=3,
-                             open_seconds=30, clock=clock)
+    cache = ResponsibleCache(
+        client,
+        positive_ttl=600,
+        negative_ttl=120,
+        failure_threshold=3,
+        open_seconds=30,
+        clock=clock,
+    )
     yield cache
     await cache.aclose()
 
@@ -57,8 +63,7 @@ async def settle() -> None:
             return
 
 
-async def test_fresh_answer_served_from_memory(cache: ResponsibleCache,
-                                               double: OneCDouble) -> None:
+async def test_fresh_answer_served_from_memory(cache: ResponsibleCache, double: OneCDouble) -> None:
     first = await cache.lookup("8 (916) 123-45-67")
     second = await cache.lookup("+7 916 1234567")
     assert first is second
@@ -68,17 +73,18 @@ async def test_fresh_answer_served_from_memory(cache: ResponsibleCache,
     assert double.log[0].path.endswith("/v1/responsible/79161234567")
 
 
-async def test_internal_and_invalid_numbers_never_reach_1c(cache: ResponsibleCache,
-                                                           double: OneCDouble) -> None:
+async def test_internal_and_invalid_numbers_never_reach_1c(
+    cache: ResponsibleCache, double: OneCDouble
+) -> None:
     assert await cache.lookup("101") is None
     assert await cache.lookup("anonymous") is None
     cache.prefetch("102")
     assert double.log == []
 
 
-async def test_stale_answer_served_at_once_and_refreshed(cache: ResponsibleCache,
-                                                         double: OneCDouble,
-                                                         clock: Clock) -> None:
+async def test_stale_answer_served_at_once_and_refreshed(
+    cache: ResponsibleCache, double: OneCDouble, clock: Clock
+) -> None:
     await cache.lookup("79161234567")
     clock.advance(601)
     double.faults.set_global("latency=0.3")
@@ -94,8 +100,9 @@ async def test_stale_answer_served_at_once_and_refreshed(cache: ResponsibleCache
     assert lookups(double) == 2
 
 
-async def test_stale_answer_served_while_1c_is_down(cache: ResponsibleCache,
-                                                    double: OneCDouble, clock: Clock) -> None:
+async def test_stale_answer_served_while_1c_is_down(
+    cache: ResponsibleCache, double: OneCDouble, clock: Clock
+) -> None:
     first = await cache.lookup("79161234567")
     double.down = True
     for _ in range(5):
@@ -120,8 +127,9 @@ async def test_stale_limit(double: OneCDouble, client: OneCClient, clock: Clock)
     await cache.aclose()
 
 
-async def test_negative_answers_expire_sooner(cache: ResponsibleCache, double: OneCDouble,
-                                              clock: Clock) -> None:
+async def test_negative_answers_expire_sooner(
+    cache: ResponsibleCache, double: OneCDouble, clock: Clock
+) -> None:
     missing = await cache.lookup("79990000000")
     assert missing is not None
     assert not missing.found
@@ -134,8 +142,9 @@ async def test_negative_answers_expire_sooner(cache: ResponsibleCache, double: O
     assert lookups(double) == 2
 
 
-async def test_hundred_concurrent_lookups_are_one_request(cache: ResponsibleCache,
-                                                          double: OneCDouble) -> None:
+async def test_hundred_concurrent_lookups_are_one_request(
+    cache: ResponsibleCache, double: OneCDouble
+) -> None:
     double.faults.set_global("latency=0.1")
     spellings = ["8 (916) 123-45-67", "+7 916 1234567", "9161234567", "79161234567 доб. 12"]
     answers = await asyncio.gather(*(cache.lookup(spellings[i % 4]) for i in range(100)))
@@ -143,18 +152,21 @@ async def test_hundred_concurrent_lookups_are_one_request(cache: ResponsibleCach
     assert all(a is answers[0] for a in answers)
 
 
-async def test_coalesced_failure_reaches_every_waiter_once(cache: ResponsibleCache,
-                                                           double: OneCDouble) -> None:
+async def test_coalesced_failure_reaches_every_waiter_once(
+    cache: ResponsibleCache, double: OneCDouble
+) -> None:
     double.faults.add("latency=0.1, 500")
-    results = await asyncio.gather(*(cache.lookup("79161234567") for _ in range(20)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(cache.lookup("79161234567") for _ in range(20)), return_exceptions=True
+    )
     assert all(isinstance(r, OneCUnavailable) for r in results)
     assert lookups(double) == 1
     assert state(cache) is BreakerState.CLOSED  # one failure, not twenty
 
 
-async def test_breaker_opens_skips_1c_and_closes(cache: ResponsibleCache, double: OneCDouble,
-                                                 clock: Clock) -> None:
+async def test_breaker_opens_skips_1c_and_closes(
+    cache: ResponsibleCache, double: OneCDouble, clock: Clock
+) -> None:
     double.faults.set_global("500")
     for _ in range(3):
         with pytest.raises(OneCUnavailable):
@@ -180,8 +192,9 @@ async def test_breaker_opens_skips_1c_and_closes(cache: ResponsibleCache, double
     assert (await cache.lookup("79031234567")) is not None
 
 
-async def test_breaker_timeouts_count_too(double: OneCDouble, client: OneCClient,
-                                          clock: Clock) -> None:
+async def test_breaker_timeouts_count_too(
+    double: OneCDouble, client: OneCClient, clock: Clock
+) -> None:
     cache = ResponsibleCache(client, failure_threshold=2, clock=clock)
     double.faults.set_global("latency=3")
     started = time.monotonic()
@@ -197,9 +210,14 @@ async def test_bad_request_does_not_trip_the_breaker(clock: Clock) -> None:
     class Refusing:
         calls = 0
 
-        async def responsible(self, phone: str, *, did: str | None = None,
-                              call_id: str | None = None,
-                              deadline: float | None = None) -> Responsible:
+        async def responsible(
+            self,
+            phone: str,
+            *,
+            did: str | None = None,
+            call_id: str | None = None,
+            deadline: float | None = None,
+        ) -> Responsible:
             self.calls += 1
             raise OneCBadRequest("invalid_phone", "no")
 
@@ -213,7 +231,8 @@ async def test_bad_request_does_not_trip_the_breaker(clock: Clock) -> None:
 
 
 async def test_deadline_bounds_the_wait_and_the_answer_still_fills_the_cache(
-        cache: ResponsibleCache, double: OneCDouble) -> None:
+    cache: ResponsibleCache, double: OneCDouble
+) -> None:
     double.faults.add("latency=0.3")
     with pytest.raises(OneCUnavailable, match="within the call's"):
         await cache.lookup("79161234567", deadline=time.monotonic() + 0.05)
@@ -231,8 +250,9 @@ async def test_expired_deadline(cache: ResponsibleCache, double: OneCDouble) -> 
     assert double.log == []
 
 
-async def test_prefetch_then_lookup_is_one_request(cache: ResponsibleCache,
-                                                   double: OneCDouble) -> None:
+async def test_prefetch_then_lookup_is_one_request(
+    cache: ResponsibleCache, double: OneCDouble
+) -> None:
     double.faults.set_global("latency=0.1")
     cache.prefetch("8 916 123-45-67", did="74951234567", call_id="1.1")
     cache.prefetch("79161234567")  # already in flight: no second request
@@ -264,9 +284,14 @@ async def test_warm_and_invalidate(cache: ResponsibleCache, double: OneCDouble) 
 
 async def test_memory_is_bounded(clock: Clock) -> None:
     class Echo:
-        async def responsible(self, phone: str, *, did: str | None = None,
-                              call_id: str | None = None,
-                              deadline: float | None = None) -> Responsible:
+        async def responsible(
+            self,
+            phone: str,
+            *,
+            did: str | None = None,
+            call_id: str | None = None,
+            deadline: float | None = None,
+        ) -> Responsible:
             return Responsible(True, phone, manager=Manager("m", "x", "101"))
 
     cache = ResponsibleCache(Echo(), max_entries=3, clock=clock)

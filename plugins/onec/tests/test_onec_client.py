@@ -34,8 +34,14 @@ async def test_found(client: OneCClient, double: OneCDouble) -> None:
 async def test_not_found_and_partial_answers(client: OneCClient) -> None:
     missing = await client.responsible("79990000000")
     assert not missing.found
-    assert missing.as_dict() == {"found": False, "phone": "79990000000", "client": None,
-                                 "contact": None, "manager": None, "candidates": 0}
+    assert missing.as_dict() == {
+        "found": False,
+        "phone": "79990000000",
+        "client": None,
+        "contact": None,
+        "manager": None,
+        "candidates": 0,
+    }
     lead = await client.responsible("79031234567")
     assert lead.found
     assert lead.manager is None
@@ -96,7 +102,8 @@ async def test_invalid_phone_is_a_bad_request(client: OneCClient) -> None:
     ],
 )
 async def test_every_unusable_answer_is_unavailable(
-        client: OneCClient, double: OneCDouble, fault: str, status: int, body_start: str) -> None:
+    client: OneCClient, double: OneCDouble, fault: str, status: int, body_start: str
+) -> None:
     double.faults.set_global(fault)
     started = time.monotonic()
     with pytest.raises(OneCUnavailable) as caught:
@@ -141,7 +148,8 @@ async def test_down_then_refused(client: OneCClient, double: OneCDouble) -> None
 
 
 async def test_latency_over_budget_times_out_within_budget(
-        client: OneCClient, double: OneCDouble) -> None:
+    client: OneCClient, double: OneCDouble
+) -> None:
     double.faults.set_global("latency=5")
     started = time.monotonic()
     with pytest.raises(OneCUnavailable, match="no answer within"):
@@ -171,8 +179,9 @@ async def test_passed_deadline_sends_nothing(client: OneCClient, double: OneCDou
 
 
 async def test_wrong_publication_is_unavailable_not_not_found(double: OneCDouble) -> None:
-    settings = OneCSettings(double.root_url + "/ut11/hs/telephony", double.username,
-                            double.password)
+    settings = OneCSettings(
+        double.root_url + "/ut11/hs/telephony", double.username, double.password
+    )
     async with OneCClient(settings) as client:
         with pytest.raises(OneCUnavailable) as caught:
             await client.responsible("79161234567")
@@ -181,8 +190,15 @@ async def test_wrong_publication_is_unavailable_not_not_found(double: OneCDouble
 
 
 async def test_post_event_and_duplicate(client: OneCClient, double: OneCDouble) -> None:
-    event = {"event": "ringing", "call_id": "1.1", "direction": "in", "from": "79161234567",
-             "to": "74951234567", "ts": 1714557600, "extension": None}
+    event = {
+        "event": "ringing",
+        "call_id": "1.1",
+        "direction": "in",
+        "from": "79161234567",
+        "to": "74951234567",
+        "ts": 1714557600,
+        "extension": None,
+    }
     first = await client.post_event(event)
     again = await client.post_event(event)
     assert not first.duplicate
@@ -195,12 +211,21 @@ async def test_post_event_and_duplicate(client: OneCClient, double: OneCDouble) 
 
 async def test_post_invalid_event_is_bad_request(client: OneCClient) -> None:
     with pytest.raises(OneCBadRequest) as caught:
-        await client.post_event({"event": "exploded", "call_id": "1", "direction": "in",
-                                 "from": "1", "to": "2", "ts": 1})
+        await client.post_event(
+            {
+                "event": "exploded",
+                "call_id": "1",
+                "direction": "in",
+                "from": "1",
+                "to": "2",
+                "ts": 1,
+            }
+        )
     assert caught.value.code == "invalid_event"
 
 
 # -- IBSession mode -------------------------------------------------------------------
+
 
 @pytest.fixture
 def session_double() -> OneCDouble:
@@ -226,11 +251,11 @@ async def test_ibsession_start_keep_and_retry_on_stale(session_double: OneCDoubl
         assert double.log[-1].headers["ibsession"] == "finish"
 
 
-async def test_ibsession_no_retry_when_deadline_does_not_allow(
-        session_double: OneCDouble) -> None:
+async def test_ibsession_no_retry_when_deadline_does_not_allow(session_double: OneCDouble) -> None:
     with session_double as double:
-        settings = OneCSettings(double.url, double.username, "p", ibsession=True,
-                                retry_min_budget=10)
+        settings = OneCSettings(
+            double.url, double.username, "p", ibsession=True, retry_min_budget=10
+        )
         async with OneCClient(settings) as client:
             await client.ping()
             double.expire_sessions()
@@ -261,6 +286,7 @@ async def test_autouse_sends_no_session_header(client: OneCClient, double: OneCD
 
 # -- sans-I/O and the transport seam ---------------------------------------------------
 
+
 def test_interpret_cuts_body_to_200_chars() -> None:
     with pytest.raises(OneCUnavailable) as caught:
         interpret(500, ("Ошибка " * 100).encode())
@@ -270,7 +296,7 @@ def test_interpret_cuts_body_to_200_chars() -> None:
 
 def test_interpret_non_utf8() -> None:
     with pytest.raises(OneCUnavailable, match="not UTF-8"):
-        interpret(200, "{\"a\": \"Ошибка\"}".encode("cp1251"))
+        interpret(200, '{"a": "Ошибка"}'.encode("cp1251"))
 
 
 def test_interpret_400_without_contract_error_is_unavailable() -> None:
@@ -284,17 +310,22 @@ async def test_injected_transport() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, content="\ufeff{\"found\": false, \"phone\": \"79161234567\","
-                              " \"client\": null, \"contact\": null, \"manager\": null,"
-                              " \"candidates\": 0}".encode())
+        return httpx.Response(
+            200,
+            content='\ufeff{"found": false, "phone": "79161234567",'
+            ' "client": null, "contact": null, "manager": null,'
+            ' "candidates": 0}'.encode(),
+        )
 
     settings = OneCSettings("http://1c.example/unf/hs/telephony/", "Маршрутизатор", "п")
     async with OneCClient(settings, transport=httpx.MockTransport(answer)) as client:
         result = await client.responsible("79161234567")
     assert not result.found
     assert str(seen[0].url) == "http://1c.example/unf/hs/telephony/v1/responsible/79161234567"
-    assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(
-        "Маршрутизатор:п".encode()).decode()
+    assert (
+        seen[0].headers["authorization"]
+        == "Basic " + base64.b64encode("Маршрутизатор:п".encode()).decode()
+    )
 
 
 async def test_transport_exception_is_mapped() -> None:

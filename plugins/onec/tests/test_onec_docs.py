@@ -36,8 +36,9 @@ def test_every_key_has_a_row_with_the_code_default(page: Path) -> None:
     table = rows(page)
     missing = [key for key in KEYS if key not in table]
     assert not missing, f"{page.name}: no row for {missing}"
-    defaults = parse_settings({"url": "http://1c/unf/hs/telephony", "username": "u",
-                               "password": "p"})
+    defaults = parse_settings(
+        {"url": "http://1c/unf/hs/telephony", "username": "u", "password": "p"}
+    )
     assert table["events_max_age"].startswith(f"`{int(MAX_AGE)}`")
     assert defaults.events_max_age == MAX_AGE
     assert table["events_max_rows"].startswith(f"`{MAX_ROWS}`")
@@ -47,7 +48,7 @@ def test_every_key_has_a_row_with_the_code_default(page: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_the_history_table_names_every_outcome(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
-    history = text[text.index("| `executed`, "):]
-    history = history[:history.index("\n\n")]
+    history = text[text.index("| `executed`, ") :]
+    history = history[: history.index("\n\n")]
     for outcome in OUTCOMES:
         assert f"`{outcome}`" in history, f"{page.name}: outcome {outcome} not in the table"

@@ -24,10 +24,16 @@ def auth(double: OneCDouble) -> dict[str, str]:
     return {"Authorization": basic_auth_header(double.username, double.password)}
 
 
-def get(double: OneCDouble, path: str, *, headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.get(double.url + path, headers={**auth(double), **(headers or {})},
-                     params=params, timeout=5)
+def get(
+    double: OneCDouble,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    return httpx.get(
+        double.url + path, headers={**auth(double), **(headers or {})}, params=params, timeout=5
+    )
 
 
 def test_found_client_with_manager(double: OneCDouble) -> None:
@@ -37,12 +43,21 @@ def test_found_client_with_manager(double: OneCDouble) -> None:
     assert "Петров".encode() in response.content  # Cyrillic written unescaped
     body = response.json()
     assert body == {
-        "found": True, "phone": "79161234567",
-        "client": {"id": "5e1c2f9a-0000-11ee-8a00-005056aa0001", "type": "counterparty",
-                   "name": "ООО «Ромашка»", "inn": "7701234567"},
+        "found": True,
+        "phone": "79161234567",
+        "client": {
+            "id": "5e1c2f9a-0000-11ee-8a00-005056aa0001",
+            "type": "counterparty",
+            "name": "ООО «Ромашка»",
+            "inn": "7701234567",
+        },
         "contact": None,
-        "manager": {"id": "0b3e5f70-0000-11ee-8a00-005056aa0003", "name": "Петров Пётр",
-                    "extension": "101", "mobile": None},
+        "manager": {
+            "id": "0b3e5f70-0000-11ee-8a00-005056aa0003",
+            "name": "Петров Пётр",
+            "extension": "101",
+            "mobile": None,
+        },
         "candidates": 1,
     }
 
@@ -56,8 +71,14 @@ def test_contact_person_number(double: OneCDouble) -> None:
 def test_not_found_is_200_not_404(double: OneCDouble) -> None:
     response = get(double, "/v1/responsible/79990000000")
     assert response.status_code == 200
-    assert response.json() == {"found": False, "phone": "79990000000", "client": None,
-                               "contact": None, "manager": None, "candidates": 0}
+    assert response.json() == {
+        "found": False,
+        "phone": "79990000000",
+        "client": None,
+        "contact": None,
+        "manager": None,
+        "candidates": 0,
+    }
 
 
 def test_several_candidates_prefer_manager_then_most_recent(double: OneCDouble) -> None:
@@ -94,10 +115,15 @@ def test_invalid_parameter(double: OneCDouble) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": basic_auth_header(DEFAULT_USER, "wrong")},
-     {"Authorization": "Basic !!!"},
-     {"Authorization": "Basic " + base64.b64encode(f"{DEFAULT_USER}:{PASSWORD}".encode(
-         "utf-16")).decode()}],
+    [
+        {},
+        {"Authorization": basic_auth_header(DEFAULT_USER, "wrong")},
+        {"Authorization": "Basic !!!"},
+        {
+            "Authorization": "Basic "
+            + base64.b64encode(f"{DEFAULT_USER}:{PASSWORD}".encode("utf-16")).decode()
+        },
+    ],
 )
 def test_wrong_or_missing_credentials(double: OneCDouble, headers: dict[str, str]) -> None:
     response = httpx.get(double.url + "/v1/ping", headers=headers, timeout=5)
@@ -132,13 +158,20 @@ def test_ping(double: OneCDouble) -> None:
     assert len(body["time"]) == 19
 
 
-EVENT = {"event": "hangup", "call_id": "1714557600.42", "direction": "in",
-         "from": "79161234567", "to": "74951234567", "ts": 1714557790}
+EVENT = {
+    "event": "hangup",
+    "call_id": "1714557600.42",
+    "direction": "in",
+    "from": "79161234567",
+    "to": "74951234567",
+    "ts": 1714557790,
+}
 
 
 def post(double: OneCDouble, body: bytes) -> httpx.Response:
-    return httpx.post(double.url + "/v1/calls/events", headers=auth(double), content=body,
-                      timeout=5)
+    return httpx.post(
+        double.url + "/v1/calls/events", headers=auth(double), content=body, timeout=5
+    )
 
 
 def test_event_idempotency(double: OneCDouble) -> None:
@@ -160,8 +193,7 @@ def test_event_idempotency(double: OneCDouble) -> None:
         (json.dumps({**EVENT, "event": "exploded"}).encode(), "invalid_event"),
         (json.dumps({**EVENT, "direction": "up"}).encode(), "invalid_event"),
         (json.dumps({**EVENT, "status": "MAYBE"}).encode(), "invalid_event"),
-        (json.dumps({k: v for k, v in EVENT.items() if k != "call_id"}).encode(),
-         "missing_field"),
+        (json.dumps({k: v for k, v in EVENT.items() if k != "call_id"}).encode(), "missing_field"),
     ],
 )
 def test_event_errors(double: OneCDouble, body: bytes, code: str) -> None:
@@ -196,8 +228,10 @@ def test_control_endpoints(double: OneCDouble) -> None:
     assert get(double, "/v1/ping").status_code == 503
     httpx.post(control + "faults", json={"global": ""})
     post(double, json.dumps(EVENT).encode())
-    assert httpx.get(control + "events").json()["events"][0]["payload"]["call_id"] == (
-        EVENT["call_id"])
+    assert (
+        httpx.get(control + "events").json()["events"][0]["payload"]["call_id"]
+        == (EVENT["call_id"])
+    )
     assert "known" in httpx.get(control + "faults").json()
     assert httpx.post(control + "faults", json={"faults": "nonsense"}).status_code == 400
     assert httpx.post(control + "reset").json() == {"result": "ok"}
@@ -229,7 +263,8 @@ def test_fault_header_per_request(double: OneCDouble) -> None:
     assert 'reason="406"' in response.text
     assert "Истекло время ожидания сеанса" in response.text
     assert get(double, "/v1/ping", headers={"X-Double-Fault": "bom"}).content.startswith(
-        b"\xef\xbb\xbf{")
+        b"\xef\xbb\xbf{"
+    )
     assert double.log[0].fault == "500"
 
 
@@ -268,16 +303,26 @@ def test_ibsession_mode_with_expiry() -> None:
         time.sleep(0.3)
         assert get(double, "/v1/ping", headers={"Cookie": sid}).status_code == 400
         sid = get(double, "/v1/ping", headers={"IBSession": "start"}).headers["set-cookie"]
-        finished = get(double, "/v1/ping", headers={"Cookie": sid.split(";")[0],
-                                                     "IBSession": "finish"})
+        finished = get(
+            double, "/v1/ping", headers={"Cookie": sid.split(";")[0], "IBSession": "finish"}
+        )
         assert "Max-Age=0" in finished.headers["set-cookie"]
         assert double.sessions_started == 2
 
 
 def test_custom_base_path_and_data_file(tmp_path: Path) -> None:
-    data = {"managers": [{"key": "a", "id": "m-1", "name": "Анна", "extension": "200"}],
-            "clients": [{"id": "c-1", "type": "lead", "name": "Клиент", "manager": "a",
-                         "phones": ["+7 900 000-00-01"]}]}
+    data = {
+        "managers": [{"key": "a", "id": "m-1", "name": "Анна", "extension": "200"}],
+        "clients": [
+            {
+                "id": "c-1",
+                "type": "lead",
+                "name": "Клиент",
+                "manager": "a",
+                "phones": ["+7 900 000-00-01"],
+            }
+        ],
+    }
     path = tmp_path / "data.json"
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     with OneCDouble(path, base_path="/unf/hs/telephony/", password=PASSWORD) as double:
@@ -289,8 +334,16 @@ def test_custom_base_path_and_data_file(tmp_path: Path) -> None:
 
 def test_data_file_with_unknown_manager_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"managers": [], "clients": [
-        {"id": "c", "type": "lead", "name": "x", "manager": "ghost", "phones": []}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "managers": [],
+                "clients": [
+                    {"id": "c", "type": "lead", "name": "x", "manager": "ghost", "phones": []}
+                ],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="unknown manager 'ghost'"):
         load_directory(path)
 
@@ -304,16 +357,31 @@ def test_demo_data_numbers_all_resolve() -> None:
 
 def test_cli_serves_until_terminated() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "callrouter_onec.double", "--port", "0", "--password", "x",
-         "--fault", "latency=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "callrouter_onec.double",
+            "--port",
+            "0",
+            "--password",
+            "x",
+            "--fault",
+            "latency=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("1C double listening on http://127.0.0.1:")
         url = line.split()[4]
-        response = httpx.get(url + "/v1/ping", headers={
-            "Authorization": basic_auth_header(DEFAULT_USER, "x")}, timeout=5)
+        response = httpx.get(
+            url + "/v1/ping",
+            headers={"Authorization": basic_auth_header(DEFAULT_USER, "x")},
+            timeout=5,
+        )
         assert response.status_code == 200
     finally:
         process.terminate()
@@ -325,6 +393,10 @@ def test_cli_serves_until_terminated() -> None:
 def test_cli_rejects_unknown_fault() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "callrouter_onec.double", "--port", "0", "--fault", "boom"],
-        capture_output=True, text=True, timeout=30, check=False)
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert "unknown fault 'boom'" in result.stderr

@@ -32,15 +32,38 @@ INPUTS = 100_000
 BUDGET = 30.0
 
 VALID: list[tuple[Callable[[object], object], Any]] = [
-    (parse_responsible, {
-        "found": True, "phone": "79161234567", "candidates": 1,
-        "client": {"id": "5e1c2f9a", "type": "counterparty", "name": "ООО «Ромашка»",
-                   "inn": "7701234567"},
-        "contact": {"id": "c1", "name": "Иванов Иван"},
-        "manager": {"id": "0b3e5f70", "name": "Петров Пётр", "extension": "101",
-                    "mobile": "79160000000"}}),
-    (parse_responsible, {"found": False, "phone": "79990000000", "client": None,
-                         "contact": None, "manager": None, "candidates": 0}),
+    (
+        parse_responsible,
+        {
+            "found": True,
+            "phone": "79161234567",
+            "candidates": 1,
+            "client": {
+                "id": "5e1c2f9a",
+                "type": "counterparty",
+                "name": "ООО «Ромашка»",
+                "inn": "7701234567",
+            },
+            "contact": {"id": "c1", "name": "Иванов Иван"},
+            "manager": {
+                "id": "0b3e5f70",
+                "name": "Петров Пётр",
+                "extension": "101",
+                "mobile": "79160000000",
+            },
+        },
+    ),
+    (
+        parse_responsible,
+        {
+            "found": False,
+            "phone": "79990000000",
+            "client": None,
+            "contact": None,
+            "manager": None,
+            "candidates": 0,
+        },
+    ),
     (parse_event_ack, {"result": "ok", "id": "7c9e6679-7425-40de-944b", "duplicate": False}),
     (parse_ping, {"result": "ok", "version": "1.0.3", "time": "2026-12-01T12:00:00"}),
     (parse_error, {"error": {"code": "invalid_phone", "message": "Телефон не распознан"}}),
@@ -48,16 +71,61 @@ VALID: list[tuple[Callable[[object], object], Any]] = [
 
 #: Byte strings hostile input is made of.
 PIECES = [
-    b"\xef\xbb\xbf", b"\xc3\xaf\xc2\xbb\xc2\xbf", b"[" * 5000, b"{\"a\":" * 3000, b"]" * 50,
-    b"\"", b"\\", b"\\u", b"\\ud800", b"\\u0000", b"NaN", b"Infinity", b"-Infinity",
-    b"1" * 5000, b"1e99999", b"-0", b"0.0000000001e-400", b"\x00", b"\xff\xfe", b"\xed\xa0\x80",
-    b"\xf0\x9f", "９".encode(), "٣".encode(), b"null", b"true", b"[]", b"{}", b",", b":",
-    b"\t\n\r ", b"\"found\"", b"\"manager\"", b"\"extension\"",
+    b"\xef\xbb\xbf",
+    b"\xc3\xaf\xc2\xbb\xc2\xbf",
+    b"[" * 5000,
+    b'{"a":' * 3000,
+    b"]" * 50,
+    b'"',
+    b"\\",
+    b"\\u",
+    b"\\ud800",
+    b"\\u0000",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1" * 5000,
+    b"1e99999",
+    b"-0",
+    b"0.0000000001e-400",
+    b"\x00",
+    b"\xff\xfe",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f",
+    "９".encode(),
+    "٣".encode(),
+    b"null",
+    b"true",
+    b"[]",
+    b"{}",
+    b",",
+    b":",
+    b"\t\n\r ",
+    b'"found"',
+    b'"manager"',
+    b'"extension"',
 ]
 
 VALUES: list[object] = [
-    None, True, False, 0, -1, 2**64, 10**300, 1.5, 1e308, "", "x" * 3000, "101&Local/666",
-    [], {}, [None], {"": None}, "９１６", "\ud7ff", [[[[[]]]]],
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**64,
+    10**300,
+    1.5,
+    1e308,
+    "",
+    "x" * 3000,
+    "101&Local/666",
+    [],
+    {},
+    [None],
+    {"": None},
+    "９１６",
+    "\ud7ff",
+    [[[[[]]]]],
 ]
 
 
@@ -77,8 +145,7 @@ def mutate_value(rng: random.Random, value: object) -> object:
         if roll < 0.2:
             del copy[key]
         elif roll < 0.3:
-            copy[rng.choice(["found", "phone", "result", "extra", "error"])] = \
-                rng.choice(VALUES)
+            copy[rng.choice(["found", "phone", "result", "extra", "error"])] = rng.choice(VALUES)
         else:
             copy[key] = mutate_value(rng, copy[key])
         return copy
@@ -100,7 +167,7 @@ def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         elif roll < 0.6:
             buffer[at:at] = rng.choice(PIECES)
         elif roll < 0.75:
-            del buffer[at:at + rng.randrange(1, 20)]
+            del buffer[at : at + rng.randrange(1, 20)]
         elif roll < 0.85:
             end = rng.randrange(at, len(buffer) + 1)
             buffer[at:at] = buffer[at:end]
@@ -140,8 +207,10 @@ def test_fuzz_1c_answers_only_documented_errors_escape() -> None:
         except OneCBadRequest:
             outcomes["bad request"] += 1
         except Exception as exc:
-            raise AssertionError(f"input #{done} (seed {SEED}): status {status}, "
-                                 f"body {body[:200]!r}: {type(exc).__name__}: {exc}") from exc
+            raise AssertionError(
+                f"input #{done} (seed {SEED}): status {status}, "
+                f"body {body[:200]!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         else:
             outcomes["answer"] += 1
         # The models on decoded values too (the shapes JSON cannot spell, e.g. deep trees).

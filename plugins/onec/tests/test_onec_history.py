@@ -16,22 +16,38 @@ from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, bui
 MSK2 = timezone(timedelta(hours=2))  # the contract's example: 12:00 local is 10:00 UTC
 
 CALL = CallRecord(
-    call_id="1714557600.42", direction="in", from_number="79161234567",
-    to_number="74951234567", extension="101", manager_id="0b3e5f70-...",
-    client_id="5e1c2f9a-...", started_at=datetime(2024, 5, 1, 12, 0, 0),
-    answered_at=datetime(2024, 5, 1, 12, 0, 7), ended_at=datetime(2024, 5, 1, 12, 3, 10),
+    call_id="1714557600.42",
+    direction="in",
+    from_number="79161234567",
+    to_number="74951234567",
+    extension="101",
+    manager_id="0b3e5f70-...",
+    client_id="5e1c2f9a-...",
+    started_at=datetime(2024, 5, 1, 12, 0, 0),
+    answered_at=datetime(2024, 5, 1, 12, 0, 7),
+    ended_at=datetime(2024, 5, 1, 12, 3, 10),
     status="ANSWER",
 )
 
 
 def test_hangup_is_exactly_the_contract_example() -> None:
     assert build_event("hangup", CALL, tz=MSK2) == {
-        "event": "hangup", "call_id": "1714557600.42", "direction": "in",
-        "from": "79161234567", "to": "74951234567", "extension": "101",
-        "manager_id": "0b3e5f70-...", "client_id": "5e1c2f9a-...",
-        "status": "ANSWER", "started_at": "2024-05-01T12:00:00",
-        "answered_at": "2024-05-01T12:00:07", "ended_at": "2024-05-01T12:03:10",
-        "duration": 190, "billsec": 183, "ts": 1714557790, "recording_url": None,
+        "event": "hangup",
+        "call_id": "1714557600.42",
+        "direction": "in",
+        "from": "79161234567",
+        "to": "74951234567",
+        "extension": "101",
+        "manager_id": "0b3e5f70-...",
+        "client_id": "5e1c2f9a-...",
+        "status": "ANSWER",
+        "started_at": "2024-05-01T12:00:00",
+        "answered_at": "2024-05-01T12:00:07",
+        "ended_at": "2024-05-01T12:03:10",
+        "duration": 190,
+        "billsec": 183,
+        "ts": 1714557790,
+        "recording_url": None,
     }
 
 
@@ -49,9 +65,14 @@ def test_events_before_hangup_have_no_status_or_durations() -> None:
 
 
 def test_missed_call() -> None:
-    missed = CallRecord("2.1", "in", "79161234567", "74951234567",
-                        started_at=datetime(2024, 5, 1, 12, 0, 0),
-                        ended_at=datetime(2024, 5, 1, 12, 0, 30))
+    missed = CallRecord(
+        "2.1",
+        "in",
+        "79161234567",
+        "74951234567",
+        started_at=datetime(2024, 5, 1, 12, 0, 0),
+        ended_at=datetime(2024, 5, 1, 12, 0, 30),
+    )
     event = build_event("missed", missed, tz=MSK2)
     assert event["status"] == "NOANSWER"
     assert event["duration"] == 30
@@ -60,9 +81,15 @@ def test_missed_call() -> None:
 
 
 def test_aware_times_are_written_in_1c_local_time() -> None:
-    call = CallRecord("3.1", "out", "101", "79161234567",
-                      started_at=datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC),
-                      ended_at=datetime(2024, 5, 1, 10, 1, 0, tzinfo=UTC), status="BUSY")
+    call = CallRecord(
+        "3.1",
+        "out",
+        "101",
+        "79161234567",
+        started_at=datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC),
+        ended_at=datetime(2024, 5, 1, 10, 1, 0, tzinfo=UTC),
+        status="BUSY",
+    )
     event = build_event("hangup", call, tz=MSK2)
     assert event["started_at"] == "2024-05-01T12:00:00"
     assert event["ts"] == 1714557660
@@ -108,10 +135,16 @@ def test_queue_refuses_events_without_key(tmp_path: Path) -> None:
 def events_for(n: int) -> list[dict[str, object]]:
     events = []
     for i in range(n):
-        call = CallRecord(f"17145576{i:02d}.{i}", "in", "79161234567", "74951234567",
-                          started_at=datetime(2024, 5, 1, 12, 0, i),
-                          answered_at=datetime(2024, 5, 1, 12, 0, i + 5),
-                          ended_at=datetime(2024, 5, 1, 12, 1, i), status="ANSWER")
+        call = CallRecord(
+            f"17145576{i:02d}.{i}",
+            "in",
+            "79161234567",
+            "74951234567",
+            started_at=datetime(2024, 5, 1, 12, 0, i),
+            answered_at=datetime(2024, 5, 1, 12, 0, i + 5),
+            ended_at=datetime(2024, 5, 1, 12, 1, i),
+            status="ANSWER",
+        )
         events += [build_event(kind, call, tz=MSK2) for kind in ("ringing", "answered", "hangup")]
     return events
 
@@ -122,14 +155,16 @@ def sender_for(queue: HistoryQueue, client: OneCClient, **kwargs: float) -> Hist
 
 
 def assert_exactly_once(double: OneCDouble, events: list[dict[str, object]]) -> None:
-    received = Counter((r.payload["call_id"], r.payload["event"])
-                       for r in double.event_book.receipts)
+    received = Counter(
+        (r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts
+    )
     assert received == Counter((e["call_id"], e["event"]) for e in events)
     assert not [r for r in double.event_book.receipts if r.duplicate]
 
 
 async def test_down_then_up_every_event_exactly_once_across_a_restart(
-        tmp_path: Path, double: OneCDouble, settings: OneCSettings) -> None:
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
     events = events_for(20)
     double.stop()  # 1C refuses connections
     async with OneCClient(settings) as client:
@@ -169,8 +204,9 @@ def assert_in_order_per_call(double: OneCDouble, events: list[dict[str, object]]
     assert arrived == queued
 
 
-async def test_5xx_and_timeouts_are_retried(tmp_path: Path, double: OneCDouble,
-                                            client: OneCClient) -> None:
+async def test_5xx_and_timeouts_are_retried(
+    tmp_path: Path, double: OneCDouble, client: OneCClient
+) -> None:
     events = events_for(2)
     double.faults.add("500", count=2)
     double.faults.add("latency=2", count=1)
@@ -185,8 +221,8 @@ async def test_5xx_and_timeouts_are_retried(tmp_path: Path, double: OneCDouble,
 
 
 async def test_events_are_dropped_after_max_age_with_a_log_line(
-        tmp_path: Path, double: OneCDouble, client: OneCClient,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
     double.down = True
     with HistoryQueue(tmp_path) as queue:
         sender = sender_for(queue, client, max_age=0.2)
@@ -202,8 +238,8 @@ async def test_events_are_dropped_after_max_age_with_a_log_line(
 
 
 async def test_rejected_event_is_dropped_not_retried(
-        tmp_path: Path, double: OneCDouble, client: OneCClient,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
     good = events_for(1)
     with HistoryQueue(tmp_path) as queue:
         sender = sender_for(queue, client)

@@ -17,9 +17,16 @@ from callrouter_onec.models import EventAck
 
 
 def event(n: int) -> dict[str, Any]:
-    return build_event("ringing", CallRecord(f"1764590400.{n}", "in", "79161234567",
-                                             "74951234567",
-                                             started_at=datetime(2026, 12, 1, 12, 0, n)))
+    return build_event(
+        "ringing",
+        CallRecord(
+            f"1764590400.{n}",
+            "in",
+            "79161234567",
+            "74951234567",
+            started_at=datetime(2026, 12, 1, 12, 0, n),
+        ),
+    )
 
 
 class Sink:
@@ -33,8 +40,7 @@ class Sink:
         return EventAck(f"id-{len(self.received)}", False)
 
 
-async def test_a_locked_database_never_stalls_the_loop_and_loses_nothing(
-        tmp_path: Path) -> None:
+async def test_a_locked_database_never_stalls_the_loop_and_loses_nothing(tmp_path: Path) -> None:
     queue = HistoryQueue(tmp_path)
     sink = Sink()
     sender = HistorySender(queue, sink, base_delay=0.01, max_delay=0.05, idle_poll=0.05)
@@ -83,8 +89,11 @@ def test_database_is_private(tmp_path: Path) -> None:
         queue.enqueue(event(1))
         assert mode(state) == 0o700
         files = sorted(state.iterdir())
-        assert {f.name for f in files} >= {"onec-history.sqlite3", "onec-history.sqlite3-wal",
-                                           "onec-history.sqlite3-shm"}
+        assert {f.name for f in files} >= {
+            "onec-history.sqlite3",
+            "onec-history.sqlite3-wal",
+            "onec-history.sqlite3-shm",
+        }
         assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
     finally:
         queue.close()

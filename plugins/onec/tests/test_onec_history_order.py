@@ -32,11 +32,18 @@ from callrouter_onec.models import EventAck
 from callrouter_onec.plugin import parse_settings
 
 
-def call_events(call_id: str, kinds: tuple[str, ...] = ("ringing", "missed")) -> list[
-        dict[str, Any]]:
-    record = CallRecord(call_id, "in", "79161234567", "74951234567",
-                        started_at=datetime(2026, 12, 1, 12, 0, 0),
-                        ended_at=datetime(2026, 12, 1, 12, 0, 30), status="NOANSWER")
+def call_events(
+    call_id: str, kinds: tuple[str, ...] = ("ringing", "missed")
+) -> list[dict[str, Any]]:
+    record = CallRecord(
+        call_id,
+        "in",
+        "79161234567",
+        "74951234567",
+        started_at=datetime(2026, 12, 1, 12, 0, 0),
+        ended_at=datetime(2026, 12, 1, 12, 0, 30),
+        status="NOANSWER",
+    )
     return [build_event(kind, record) for kind in kinds]  # type: ignore[arg-type]
 
 
@@ -46,7 +53,8 @@ def fast_sender(queue: HistoryQueue, post: Any, **kwargs: float) -> HistorySende
 
 
 async def test_1c_slower_than_event_timeout_gets_a_retry_before_the_next_event(
-        tmp_path: Path, double: OneCDouble, client: OneCClient) -> None:
+    tmp_path: Path, double: OneCDouble, client: OneCClient
+) -> None:
     """The first ``ringing`` post takes 1 s, the client gives up after 0.5 s; 1C still
     records that copy later. The ``missed`` must not be posted until a ``ringing`` was
     answered, and 1C's first copies arrive in order."""
@@ -100,8 +108,12 @@ async def test_an_event_1c_keeps_failing_holds_back_only_its_own_call(tmp_path: 
             await asyncio.sleep(0.02)
         await sender.stop()
         assert queue.pending_count() == 2
-    assert sorted(poster.sent) == [("1.2", "missed"), ("1.2", "ringing"), ("1.3", "missed"),
-                                   ("1.3", "ringing")]
+    assert sorted(poster.sent) == [
+        ("1.2", "missed"),
+        ("1.2", "ringing"),
+        ("1.3", "missed"),
+        ("1.3", "ringing"),
+    ]
     for call_id in ("1.2", "1.3"):  # each call in its own order
         assert poster.sent.index((call_id, "ringing")) < poster.sent.index((call_id, "missed"))
     assert ("1.1", "missed") not in poster.tried  # never before its ringing is confirmed
@@ -123,17 +135,25 @@ async def test_1c_down_costs_one_post_per_backoff(tmp_path: Path) -> None:
 
 
 def test_events_wait_days_by_default() -> None:
-    settings = parse_settings({"url": "http://1c/unf/hs/telephony", "username": "u",
-                               "password": "p"})
+    settings = parse_settings(
+        {"url": "http://1c/unf/hs/telephony", "username": "u", "password": "p"}
+    )
     assert settings.events_max_age == MAX_AGE == 3 * 86400
     assert HistorySender.__init__.__kwdefaults__["max_age"] == MAX_AGE  # type: ignore[index]
-    longer = parse_settings({"url": "http://1c/unf/hs/telephony", "username": "u",
-                             "password": "p", "events_max_age": 14 * 86400})
+    longer = parse_settings(
+        {
+            "url": "http://1c/unf/hs/telephony",
+            "username": "u",
+            "password": "p",
+            "events_max_age": 14 * 86400,
+        }
+    )
     assert longer.events_max_age == 14 * 86400
 
 
 async def test_an_expired_event_is_dropped_with_call_event_and_age(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     now = [1_000_000.0]
     poster = Recording1C(failing={("3.1", "ringing")})
     with HistoryQueue(tmp_path, clock=lambda: now[0]) as queue:
@@ -155,7 +175,8 @@ async def test_an_expired_event_is_dropped_with_call_event_and_age(
 
 
 def test_undelivered_events_beyond_max_rows_are_dropped_loudly(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     now = [1_000_000.0]
     with HistoryQueue(tmp_path, max_rows=100, clock=lambda: now[0]) as queue:
         for n in range(61):

@@ -41,20 +41,27 @@ class Clock:
         return self.now
 
 
-async def test_deeply_nested_answer_is_unavailable(client: OneCClient,
-                                                   double: OneCDouble) -> None:
+async def test_deeply_nested_answer_is_unavailable(client: OneCClient, double: OneCDouble) -> None:
     double.faults.add("nested", count=3)
-    event = build_event("ringing", CallRecord("1.1", "in", "79161234567", "74951234567",
-                                              started_at=datetime(2026, 12, 1, 12, 0)))
-    for ask in (lambda: client.responsible("79161234567"), client.ping,
-                lambda: client.post_event(event)):
+    event = build_event(
+        "ringing",
+        CallRecord(
+            "1.1", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12, 0)
+        ),
+    )
+    for ask in (
+        lambda: client.responsible("79161234567"),
+        client.ping,
+        lambda: client.post_event(event),
+    ):
         with pytest.raises(OneCUnavailable, match="nests deeper than 32 levels"):
             await ask()
     assert NESTED_DEPTH > 10_000
 
 
-async def test_breaker_probe_resolves_on_a_nested_answer(client: OneCClient,
-                                                         double: OneCDouble) -> None:
+async def test_breaker_probe_resolves_on_a_nested_answer(
+    client: OneCClient, double: OneCDouble
+) -> None:
     clock = Clock()
     cache = ResponsibleCache(client, failure_threshold=1, open_seconds=30, clock=clock)
     try:
@@ -82,16 +89,22 @@ class Hostile:
     def __init__(self, errors: list[BaseException]) -> None:
         self.errors = errors
 
-    async def responsible(self, phone: str, *, did: str | None = None,
-                          call_id: str | None = None,
-                          deadline: float | None = None) -> Responsible:
+    async def responsible(
+        self,
+        phone: str,
+        *,
+        did: str | None = None,
+        call_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Responsible:
         if self.errors:
             raise self.errors.pop(0)
         return Responsible(False, phone)
 
 
-@pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), KeyError("x"),
-                                   asyncio.CancelledError()])
+@pytest.mark.parametrize(
+    "error", [RecursionError("deep"), MemoryError(), KeyError("x"), asyncio.CancelledError()]
+)
 async def test_half_open_probe_always_settles(error: BaseException) -> None:
     clock = Clock()
     source = Hostile([OneCUnavailable("down"), error])
@@ -132,6 +145,7 @@ def test_huge_body_stops_at_max_body(double: OneCDouble, settings: OneCSettings)
                     await client.responsible("79161234567")
                 except OneCUnavailable as exc:
                     errors.append(str(exc))
+
         asyncio.run(go())
 
     peak = _peak_during(lookup)
@@ -142,8 +156,9 @@ def test_huge_body_stops_at_max_body(double: OneCDouble, settings: OneCSettings)
     assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
 
 
-async def test_declared_length_over_the_bound_is_not_read(client: OneCClient,
-                                                          settings: OneCSettings) -> None:
+async def test_declared_length_over_the_bound_is_not_read(
+    client: OneCClient, settings: OneCSettings
+) -> None:
     small = dataclasses.replace(settings, max_body=100)
     async with OneCClient(small) as tiny:
         with pytest.raises(OneCUnavailable, match=r"answer of \d+ bytes is over max_body"):
@@ -151,15 +166,22 @@ async def test_declared_length_over_the_bound_is_not_read(client: OneCClient,
     assert (await client.responsible("79161234567")).found
 
 
-async def test_history_sender_survives_a_nested_answer(tmp_path: Path, client: OneCClient,
-                                                       double: OneCDouble) -> None:
+async def test_history_sender_survives_a_nested_answer(
+    tmp_path: Path, client: OneCClient, double: OneCDouble
+) -> None:
     queue = HistoryQueue(tmp_path)
     sender = HistorySender(queue, client.post_event, base_delay=0.01, max_delay=0.05)
     try:
         double.faults.add("nested", path="/v1/calls/events")
         sender.start()
-        sender.submit(build_event("ringing", CallRecord(
-            "1.1", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12))))
+        sender.submit(
+            build_event(
+                "ringing",
+                CallRecord(
+                    "1.1", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12)
+                ),
+            )
+        )
         assert await sender.drain(10.0)
         assert sender.running
         assert [r.fault for r in double.requests("/v1/calls/events")] == ["nested", None]
@@ -169,8 +191,9 @@ async def test_history_sender_survives_a_nested_answer(tmp_path: Path, client: O
         queue.close()
 
 
-async def test_a_dying_sender_is_logged_and_restarted(tmp_path: Path, client: OneCClient,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_dying_sender_is_logged_and_restarted(
+    tmp_path: Path, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
     queue = HistoryQueue(tmp_path)
     sender = HistorySender(queue, client.post_event, base_delay=0.01, max_delay=0.05)
     real = queue.due
@@ -186,8 +209,14 @@ async def test_a_dying_sender_is_logged_and_restarted(tmp_path: Path, client: On
     queue.due = broken_once  # type: ignore[method-assign]
     try:
         sender.start()
-        sender.submit(build_event("ringing", CallRecord(
-            "1.2", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12))))
+        sender.submit(
+            build_event(
+                "ringing",
+                CallRecord(
+                    "1.2", "in", "79161234567", "74951234567", started_at=datetime(2026, 12, 1, 12)
+                ),
+            )
+        )
         assert await sender.drain(10.0)
         assert sender.restarts == 1
         assert sender.running

@@ -15,11 +15,13 @@ from callrouter_onec.models import (
 )
 
 FOUND: dict[str, Any] = {
-    "found": True, "phone": "79161234567",
+    "found": True,
+    "phone": "79161234567",
     "client": {"id": "c", "type": "counterparty", "name": "ООО «Ромашка»", "inn": None},
     "contact": None,
     "manager": {"id": "m", "name": "Петров Пётр", "extension": "101", "mobile": None},
-    "candidates": 1, "extra": "ignored",
+    "candidates": 1,
+    "extra": "ignored",
 }
 
 
@@ -30,8 +32,11 @@ def test_found_answer() -> None:
 
 
 def test_optional_fields_may_be_left_out() -> None:
-    body = {**FOUND, "client": {"id": "c", "type": "lead", "name": "x"},
-            "manager": {"id": "m", "name": "y", "extension": None}}
+    body = {
+        **FOUND,
+        "client": {"id": "c", "type": "lead", "name": "x"},
+        "manager": {"id": "m", "name": "y", "extension": None},
+    }
     answer = parse_responsible(body)
     assert answer.client is not None
     assert answer.client.inn is None
@@ -77,6 +82,8 @@ def test_event_ack_and_ping() -> None:
 
 def test_parse_error() -> None:
     assert parse_error({"error": {"code": "invalid_phone", "message": "m"}}) == (
-        "invalid_phone", "m")
+        "invalid_phone",
+        "m",
+    )
     assert parse_error({"error": "x"}) is None
     assert parse_error([]) is None

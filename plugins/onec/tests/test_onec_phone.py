@@ -65,8 +65,16 @@ def test_five_digits_or_fewer_is_internal_and_never_looked_up(raw: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "anonymous", "123456", "1234567", "791612345678", "00791612345",
-     "+7 916 123", "²⁹¹⁶¹²³⁴⁵⁶⁷"],
+    [
+        "",
+        "anonymous",
+        "123456",
+        "1234567",
+        "791612345678",
+        "00791612345",
+        "+7 916 123",
+        "²⁹¹⁶¹²³⁴⁵⁶⁷",
+    ],
 )
 def test_unusable_numbers_are_invalid(raw: str) -> None:
     assert normalize(raw).kind is NumberKind.INVALID
@@ -94,8 +102,9 @@ def test_internal_number_with_plus_is_not_internal() -> None:
 
 
 def test_other_country_rules() -> None:
-    germany = CountryRules(country_code="49", national_length=10, trunk_prefix="0",
-                           exit_prefixes=("00",))
+    germany = CountryRules(
+        country_code="49", national_length=10, trunk_prefix="0", exit_prefixes=("00",)
+    )
     assert normalize("030 12345678", germany).number == "493012345678"
     assert normalize("+49 30 12345678", germany).number == "493012345678"
     assert normalize("0049 30 12345678", germany).number == "493012345678"
@@ -112,15 +121,30 @@ def test_raw_is_kept_for_logs() -> None:
     assert normalize("8 (916) 123-45-67").raw == "8 (916) 123-45-67"
 
 
-@pytest.mark.parametrize("raw", [
-    "+7 (916) 123-45-67", "8 916 123-45-67", "007 916 123 45 67", "8109161234567",
-    "810 7 916 123-45-67", "+7 916 123-45-67 доб. 12", "８９１６１２３４５６７", "٨٩١٦١٢٣٤٥٦٧",
-    "101", "+12345", "anonymous", "+49 30 12345678", "0049 30 12345678", "791612345678",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+7 (916) 123-45-67",
+        "8 916 123-45-67",
+        "007 916 123 45 67",
+        "8109161234567",
+        "810 7 916 123-45-67",
+        "+7 916 123-45-67 доб. 12",
+        "８９１６１２３４５６７",
+        "٨٩١٦١٢٣٤٥٦٧",
+        "101",
+        "+12345",
+        "anonymous",
+        "+49 30 12345678",
+        "0049 30 12345678",
+        "791612345678",
+    ],
+)
 def test_the_plugin_and_the_core_give_the_same_key(raw: str) -> None:
     """Issue 10 item 14: one normalization; the plugin only adds 1C's match key."""
     assert normalize(raw).number == router.normalize_number(raw)
     assert normalize(raw).kind is router.parse_number(raw).kind
-    germany = CountryRules(country_code="49", national_length=10, trunk_prefix="0",
-                           exit_prefixes=("00",))
+    germany = CountryRules(
+        country_code="49", national_length=10, trunk_prefix="0", exit_prefixes=("00",)
+    )
     assert normalize(raw, germany).number == router.normalize_number(raw, germany.plan)

@@ -43,22 +43,27 @@ PASSWORD = "пароль-secret"
 
 
 def write_config(tmp_path: Path, onec: str | None) -> Config:
-    text = ('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
-            'secret = "x"\n[router]\nstate_dir = "state"\n')
+    text = (
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "x"\n[router]\nstate_dir = "state"\n'
+    )
     if onec is not None:
         text += "[plugins.onec]\n" + onec
     return config_from_toml(tmp_path, text)
 
 
 def onec_table(double: OneCDouble, extra: str = "") -> str:
-    return (f'url = "{double.url}"\nusername = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
-            "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\n"
-            "events_retry_min = 0.05\nevents_retry_max = 0.2\nping_interval = 0\n" + extra)
+    return (
+        f'url = "{double.url}"\nusername = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
+        "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\n"
+        "events_retry_min = 0.05\nevents_retry_max = 0.2\nping_interval = 0\n" + extra
+    )
 
 
 @pytest.fixture
-async def started(double: OneCDouble, tmp_path: Path) -> AsyncIterator[tuple[OneCPlugin,
-                                                                              StubEngine]]:
+async def started(
+    double: OneCDouble, tmp_path: Path
+) -> AsyncIterator[tuple[OneCPlugin, StubEngine]]:
     onec = OneCPlugin()
     config = write_config(tmp_path, onec_table(double, 'timezone = "Europe/Moscow"\n'))
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
@@ -72,15 +77,17 @@ def ev(name: str, **fields: str) -> Event:
     return make_event(name, **fields)
 
 
-def routed_call(tracker: CallTimeline, linkedid: str = "1714557600.42",
-                caller: str = "8 (916) 123-45-67") -> Call:
+def routed_call(
+    tracker: CallTimeline, linkedid: str = "1714557600.42", caller: str = "8 (916) 123-45-67"
+) -> Call:
     """A call as the engine sees it after its routing request."""
     return tracker.inbound_call(linkedid=linkedid, caller=caller, did="74951234567")
 
 
 def owner_trace(answer: dict[str, Any] | None) -> Trace:
-    return make_trace(caller="79161234567", did="74951234567",
-                      lookups={"onec.responsible": answer}, rule="owner")
+    return make_trace(
+        caller="79161234567", did="74951234567", lookups={"onec.responsible": answer}, rule="owner"
+    )
 
 
 def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
@@ -90,32 +97,57 @@ def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
 # -- settings ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword = "p"\n'
-     'password_env = "X"\n', "[plugins.onec] password_env: give either password or "
-                             "password_env, not both"),
-    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npasword = "p"\n',
-     "[plugins.onec] pasword: unknown key; did you mean 'password'?"),
-    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\n', "[plugins.onec] password: required"),
-    ('username = "u"\npassword = "p"\n', "[plugins.onec] url: required"),
-    ('url = "1c/unf"\nusername = "u"\npassword = "p"\n', "[plugins.onec] url: expected http"),
-    ('url = "http://1c/unf/hs/telephony/v1/responsible"\nusername = "u"\npassword = "p"\n',
-     "url: give the service root, not a method: 'http://1c/unf/hs/telephony'"),
-    ('url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "ONEC_NOPE"\n',
-     "password_env: environment variable ONEC_NOPE is not set"),
-    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimeout = "fast"\n',
-     "[plugins.onec] timeout: expected a number, got string 'fast'"),
-    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimezone = "Mars/Base"\n',
-     "timezone: unknown time zone 'Mars/Base'"),
-    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nwarmup = "every morning"\n',
-     "[plugins.onec] warmup: not a crontab line"),
-    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nevents = "yes"\n',
-     "[plugins.onec] events: expected true or false"),
-    ('url = "http://1c/x"\nusername = "u"\npassword = "p"\nstale_ttl = 10\n',
-     "stale_ttl: 10 s is shorter than the fresh TTLs"),
-])
-def test_bad_settings_name_the_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            table: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword = "p"\n'
+            'password_env = "X"\n',
+            "[plugins.onec] password_env: give either password or password_env, not both",
+        ),
+        (
+            'url = "http://1c/unf/hs/telephony"\nusername = "u"\npasword = "p"\n',
+            "[plugins.onec] pasword: unknown key; did you mean 'password'?",
+        ),
+        (
+            'url = "http://1c/unf/hs/telephony"\nusername = "u"\n',
+            "[plugins.onec] password: required",
+        ),
+        ('username = "u"\npassword = "p"\n', "[plugins.onec] url: required"),
+        ('url = "1c/unf"\nusername = "u"\npassword = "p"\n', "[plugins.onec] url: expected http"),
+        (
+            'url = "http://1c/unf/hs/telephony/v1/responsible"\nusername = "u"\npassword = "p"\n',
+            "url: give the service root, not a method: 'http://1c/unf/hs/telephony'",
+        ),
+        (
+            'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "ONEC_NOPE"\n',
+            "password_env: environment variable ONEC_NOPE is not set",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimeout = "fast"\n',
+            "[plugins.onec] timeout: expected a number, got string 'fast'",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimezone = "Mars/Base"\n',
+            "timezone: unknown time zone 'Mars/Base'",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\nwarmup = "every morning"\n',
+            "[plugins.onec] warmup: not a crontab line",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\nevents = "yes"\n',
+            "[plugins.onec] events: expected true or false",
+        ),
+        (
+            'url = "http://1c/x"\nusername = "u"\npassword = "p"\nstale_ttl = 10\n',
+            "stale_ttl: 10 s is shorter than the fresh TTLs",
+        ),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, message: str
+) -> None:
     monkeypatch.delenv("ONEC_NOPE", raising=False)
     config = write_config(tmp_path, table)
     with pytest.raises(ConfigError) as caught:
@@ -126,17 +158,24 @@ def test_bad_settings_name_the_file_and_key(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_settings_defaults_and_password_from_environment(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ONEC_PASSWORD", "секрет")
-    config = write_config(tmp_path, 'url = "http://1c.local/unf/hs/telephony/"\n'
-                                    'username = "Маршрутизатор"\npassword_env = "ONEC_PASSWORD"\n'
-                                    'state_dir = "onec"\nwarmup = "30 8 * * mon-fri"\n')
+    config = write_config(
+        tmp_path,
+        'url = "http://1c.local/unf/hs/telephony/"\n'
+        'username = "Маршрутизатор"\npassword_env = "ONEC_PASSWORD"\n'
+        'state_dir = "onec"\nwarmup = "30 8 * * mon-fri"\n',
+    )
     onec = OneCPlugin()
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
     assert onec.config is not None
     client = onec.config.client
     assert (client.base_url, client.username, client.password) == (
-        "http://1c.local/unf/hs/telephony", "Маршрутизатор", "секрет")
+        "http://1c.local/unf/hs/telephony",
+        "Маршрутизатор",
+        "секрет",
+    )
     assert (client.connect_timeout, client.timeout, client.event_timeout) == (0.5, 1.5, 5.0)
     assert onec.config.state_dir == tmp_path / "onec"  # relative to router.toml
     assert (onec.config.positive_ttl, onec.config.negative_ttl) == (600.0, 120.0)
@@ -181,9 +220,16 @@ def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
     plugins = load_plugins(defaults=(), entry_points=True)
     info = {p.name: p for p in plugins.info()}
     assert "onec" in info
-    assert {"callrouter_configure", "callrouter_register", "callrouter_startup",
-            "callrouter_prefetch", "callrouter_decision", "callrouter_call_end",
-            "callrouter_notify", "callrouter_shutdown"} <= set(info["onec"].hooks)
+    assert {
+        "callrouter_configure",
+        "callrouter_register",
+        "callrouter_startup",
+        "callrouter_prefetch",
+        "callrouter_decision",
+        "callrouter_call_end",
+        "callrouter_notify",
+        "callrouter_shutdown",
+    } <= set(info["onec"].hooks)
     first = plugins.pm.get_plugin("onec")
     assert isinstance(first, plugin_module.OneCPlugin)
     # A second engine in the same process gets a client and cache of its own.
@@ -193,8 +239,9 @@ def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
 # -- the lookup ----------------------------------------------------------------------------
 
 
-async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, StubEngine],
-                                                    double: OneCDouble) -> None:
+async def test_lookup_returns_the_contract_as_dicts(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, engine = started
     registry = Registry()
     onec.callrouter_register(registry)
@@ -202,17 +249,23 @@ async def test_lookup_returns_the_contract_as_dicts(started: tuple[OneCPlugin, S
     assert lookup is not None
     answer = await lookup("79161234567")
     assert answer["found"] is True
-    assert answer["manager"] == {"id": "0b3e5f70-0000-11ee-8a00-005056aa0003",
-                                 "name": "Петров Пётр", "extension": "101", "mobile": None}
+    assert answer["manager"] == {
+        "id": "0b3e5f70-0000-11ee-8a00-005056aa0003",
+        "name": "Петров Пётр",
+        "extension": "101",
+        "mobile": None,
+    }
     assert answer["client"]["name"] == "ООО «Ромашка»"
     assert await lookup("101") is None  # internal: never asked
     assert [r.path for r in double.requests("/v1/responsible")] == [
-        double.base_path + "/v1/responsible/79161234567"]
+        double.base_path + "/v1/responsible/79161234567"
+    ]
     assert sorted(engine.jobs) == []  # ping_interval = 0, no warm-up
 
 
 async def test_prefetch_and_lookup_share_one_request_with_call_id(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, engine = started
     call = routed_call(engine.calls, caller="+7 916 1234567")
     double.faults.add("latency=0.2", count=1, phone="79161234567")
@@ -226,7 +279,8 @@ async def test_prefetch_and_lookup_share_one_request_with_call_id(
 
 
 async def test_a_cancelled_lookup_leaves_the_shared_request_running(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     """The rule engine cancels the lookup at the call's deadline (asyncio.timeout);
     the request goes on and fills the cache for the next call."""
     onec, _ = started
@@ -247,7 +301,8 @@ async def test_a_cancelled_lookup_leaves_the_shared_request_running(
 
 
 async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, _ = started
     assert onec.cache is not None
     assert await onec.responsible("79161234567") is not None
@@ -268,9 +323,12 @@ async def test_1c_down_raises_lookup_unavailable_then_serves_stale(
 
 async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None:
     onec = OneCPlugin()
-    config = write_config(tmp_path, onec_table(double).replace(
-        "ping_interval = 0\n", "ping_interval = 30\n") + 'warmup = "0 8 * * *"\n'
-                          'warmup_numbers = ["+7 495 777-01-01", "101"]\n')
+    config = write_config(
+        tmp_path,
+        onec_table(double).replace("ping_interval = 0\n", "ping_interval = 30\n")
+        + 'warmup = "0 8 * * *"\n'
+        'warmup_numbers = ["+7 495 777-01-01", "101"]\n',
+    )
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
     engine = StubEngine(tmp_path / "state", config)  # the warm-up runs in the rules' zone
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
@@ -295,20 +353,32 @@ async def test_ping_and_warm_up_jobs(double: OneCDouble, tmp_path: Path) -> None
 
 
 async def test_answered_transferred_call_becomes_four_events(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, engine = started
     tracker = engine.calls
     call = routed_call(tracker)
     onec.callrouter_call_start(call)
     answer = (await onec.responsible("79161234567")) or {}
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(answer), "executed")
-    dial = tracker.feed(ev("DialEnd", Channel=call.waiting_channel or "",
-                           Linkedid=call.linkedid, DialStatus="ANSWER"))
+    dial = tracker.feed(
+        ev(
+            "DialEnd",
+            Channel=call.waiting_channel or "",
+            Linkedid=call.linkedid,
+            DialStatus="ANSWER",
+        )
+    )
     assert dial is call
     assert call.answered
     onec.callrouter_event(ev("DialEnd"), call)
-    transfer = ev("BlindTransfer", Result="Success", TransfererLinkedid=call.linkedid,
-                  Extension="102", Context="from-internal")
+    transfer = ev(
+        "BlindTransfer",
+        Result="Success",
+        TransfererLinkedid=call.linkedid,
+        Extension="102",
+        Context="from-internal",
+    )
     assert tracker.feed(transfer) is None  # prefixed fields: the engine passes no call
     onec.callrouter_event(transfer, None)
     onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
@@ -317,8 +387,12 @@ async def test_answered_transferred_call_becomes_four_events(
     assert onec.sender is not None
     assert await onec.sender.drain(5)
     receipts = double.event_book.receipts
-    assert [r.payload["event"] for r in receipts] == ["ringing", "answered", "transferred",
-                                                       "hangup"]
+    assert [r.payload["event"] for r in receipts] == [
+        "ringing",
+        "answered",
+        "transferred",
+        "hangup",
+    ]
     assert not any(r.duplicate for r in receipts)
     ringing, _, transferred, hangup = (r.payload for r in receipts)
     assert ringing["from"] == "79161234567"
@@ -335,11 +409,12 @@ async def test_answered_transferred_call_becomes_four_events(
     assert all(r.payload["call_id"] == call.linkedid for r in receipts)
 
 
-@pytest.mark.parametrize(("cause", "status"), [("19", "NOANSWER"), ("17", "BUSY"),
-                                               ("16", "CANCEL"), ("34", "FAILED")])
+@pytest.mark.parametrize(
+    ("cause", "status"), [("19", "NOANSWER"), ("17", "BUSY"), ("16", "CANCEL"), ("34", "FAILED")]
+)
 async def test_unanswered_call_is_missed_with_its_status(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble, cause: str,
-        status: str) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, cause: str, status: str
+) -> None:
     onec, engine = started
     call = routed_call(engine.calls, linkedid=f"17000.{cause}")
     onec.callrouter_decision(call, redirect_to("sales", "queues"), owner_trace(None), "executed")
@@ -349,16 +424,20 @@ async def test_unanswered_call_is_missed_with_its_status(
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
     assert onec.sender is not None
     assert await onec.sender.drain(5)
-    events = [(r.payload["event"], r.payload["status"], r.payload["extension"])
-              for r in double.event_book.receipts]
+    events = [
+        (r.payload["event"], r.payload["status"], r.payload["extension"])
+        for r in double.event_book.receipts
+    ]
     assert events == [("ringing", None, None), ("missed", status, None)]
 
 
 async def test_calls_callrouter_did_not_route_are_not_history(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, engine = started
-    call = engine.calls.feed(ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1",
-                                  CallerIDNum="101"))
+    call = engine.calls.feed(
+        ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1", CallerIDNum="101")
+    )
     assert call is not None
     onec.callrouter_call_start(call)
     onec.callrouter_call_end(call)
@@ -366,15 +445,23 @@ async def test_calls_callrouter_did_not_route_are_not_history(
     assert onec.queue.counts() == {}
 
 
-async def test_notify_without_a_call(started: tuple[OneCPlugin, StubEngine],
-                                     double: OneCDouble,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_notify_without_a_call(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     onec, _ = started
     onec.callrouter_notify("crm", {"event": "missed"}, None)  # not ours
     onec.callrouter_notify("onec", {"event": "exploded"}, None)
     assert "unknown event 'exploded'" in caplog.text
-    onec.callrouter_notify("onec", {"event": "missed", "number": "8 916 123-45-67",
-                                    "to": "+7 495 123-45-67", "call_id": "n-1"}, None)
+    onec.callrouter_notify(
+        "onec",
+        {
+            "event": "missed",
+            "number": "8 916 123-45-67",
+            "to": "+7 495 123-45-67",
+            "call_id": "n-1",
+        },
+        None,
+    )
     assert onec.sender is not None
     assert await onec.sender.drain(5)
     [receipt] = double.event_book.receipts
@@ -385,7 +472,8 @@ async def test_notify_without_a_call(started: tuple[OneCPlugin, StubEngine],
 
 
 async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
-        double: OneCDouble, tmp_path: Path) -> None:
+    double: OneCDouble, tmp_path: Path
+) -> None:
     config = write_config(tmp_path, onec_table(double))
     engine = StubEngine(tmp_path / "state")
     double.down = True
@@ -408,20 +496,30 @@ async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
         assert second.sender is not None
         assert await second.sender.drain(5)
         keys = [(r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts]
-        assert sorted(keys) == sorted((f"1.{n}", e) for n in range(3)
-                                      for e in ("ringing", "missed"))
+        assert sorted(keys) == sorted(
+            (f"1.{n}", e) for n in range(3) for e in ("ringing", "missed")
+        )
         assert not any(r.duplicate for r in double.event_book.receipts)
     finally:
         await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
 
 
 async def test_nested_event_answer_then_shutdown_completes(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     """Issue 10 item 6: the sender used to die on this answer and shutdown stopped partway."""
     onec, engine = started
     double.faults.add("nested", path="/v1/calls/events")
-    onec.callrouter_notify("onec", {"event": "missed", "number": "8 916 123-45-67",
-                                    "to": "+7 495 123-45-67", "call_id": "n-2"}, None)
+    onec.callrouter_notify(
+        "onec",
+        {
+            "event": "missed",
+            "number": "8 916 123-45-67",
+            "to": "+7 495 123-45-67",
+            "call_id": "n-2",
+        },
+        None,
+    )
     assert onec.sender is not None
     assert await onec.sender.drain(5)  # retried after the nested answer, then delivered
     assert [r.fault for r in double.requests("/v1/calls/events")] == ["nested", None]
@@ -434,8 +532,10 @@ async def test_nested_event_answer_then_shutdown_completes(
 
 
 async def test_shutdown_closes_everything_even_when_a_step_fails(
-        started: tuple[OneCPlugin, StubEngine], caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    started: tuple[OneCPlugin, StubEngine],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     onec, engine = started
     assert onec.sender is not None
     assert onec.client is not None
@@ -456,7 +556,8 @@ async def test_shutdown_closes_everything_even_when_a_step_fails(
 
 
 async def test_calls_are_decided_while_another_process_locks_the_history(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     """Issue 10 item 11: a write lock on the history database froze routing 5 s per write."""
     onec, engine = started
     assert onec.queue is not None
@@ -495,8 +596,11 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
 
 # -- what 1C is told, by outcome (issue 11 items 1-4) ----------------------------------------
 
-OWNER = {"found": True, "client": {"id": "client-1", "name": "ООО «Ромашка»"},
-         "manager": {"id": "manager-1", "name": "Петров Пётр", "extension": "101"}}
+OWNER = {
+    "found": True,
+    "client": {"id": "client-1", "name": "ООО «Ромашка»"},
+    "manager": {"id": "manager-1", "name": "Петров Пётр", "extension": "101"},
+}
 
 
 def blacklisted() -> Decision:
@@ -504,48 +608,97 @@ def blacklisted() -> Decision:
 
 
 def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | None]]:
-    return [(r.payload["event"], r.payload["extension"], r.payload["manager_id"],
-             r.payload["client_id"]) for r in double.event_book.receipts]
+    return [
+        (
+            r.payload["event"],
+            r.payload["extension"],
+            r.payload["manager_id"],
+            r.payload["client_id"],
+        )
+        for r in double.event_book.receipts
+    ]
 
 
-@pytest.mark.parametrize(("decision", "outcome", "answered", "expected"), [
-    # shadow: nothing happened to the call
-    (redirect_to("101"), "shadow", False, []),
-    (redirect_to("101"), "shadow", True, []),
-    # a rule refused the caller: nothing rang
-    (blacklisted(), "executed", False, []),
-    # the call stayed on the dialplan's default route: only its end, no extension, no manager
-    (redirect_to("101"), "late", False, [("missed", None, None, "client-1")]),
-    (redirect_to("101"), "late", True, [("hangup", None, None, "client-1")]),
-    (Decision(), "fell-through", False, [("missed", None, None, "client-1")]),
-    (redirect_to("101"), "failed", False, [("missed", None, None, "client-1")]),
-    (redirect_to("101"), "caller-gone", False, [("missed", None, None, "client-1")]),
-    (make_decision(("setvar", {"X": "1"}), rule="tag"), "executed", False,
-     [("missed", None, None, "client-1")]),
-    # routed to the owner's extension: everything, with the manager
-    (redirect_to("101"), "executed", False,
-     [("ringing", "101", "manager-1", "client-1"), ("missed", "101", "manager-1", "client-1")]),
-    (redirect_to("101"), "executed", True,
-     [("ringing", "101", "manager-1", "client-1"), ("answered", "101", "manager-1", "client-1"),
-      ("hangup", "101", "manager-1", "client-1")]),
-    # the owner was looked up, the call went to a VIP queue: never the owner's extension
-    (redirect_to("vip", "queues"), "executed", False,
-     [("ringing", None, None, "client-1"), ("missed", None, None, "client-1")]),
-    # another extension in the dial context: that one rang, not the owner's manager
-    (redirect_to("105"), "executed", False,
-     [("ringing", "105", None, "client-1"), ("missed", "105", None, "client-1")]),
-])
+@pytest.mark.parametrize(
+    ("decision", "outcome", "answered", "expected"),
+    [
+        # shadow: nothing happened to the call
+        (redirect_to("101"), "shadow", False, []),
+        (redirect_to("101"), "shadow", True, []),
+        # a rule refused the caller: nothing rang
+        (blacklisted(), "executed", False, []),
+        # the call stayed on the dialplan's default route: only its end, no extension, no manager
+        (redirect_to("101"), "late", False, [("missed", None, None, "client-1")]),
+        (redirect_to("101"), "late", True, [("hangup", None, None, "client-1")]),
+        (Decision(), "fell-through", False, [("missed", None, None, "client-1")]),
+        (redirect_to("101"), "failed", False, [("missed", None, None, "client-1")]),
+        (redirect_to("101"), "caller-gone", False, [("missed", None, None, "client-1")]),
+        (
+            make_decision(("setvar", {"X": "1"}), rule="tag"),
+            "executed",
+            False,
+            [("missed", None, None, "client-1")],
+        ),
+        # routed to the owner's extension: everything, with the manager
+        (
+            redirect_to("101"),
+            "executed",
+            False,
+            [
+                ("ringing", "101", "manager-1", "client-1"),
+                ("missed", "101", "manager-1", "client-1"),
+            ],
+        ),
+        (
+            redirect_to("101"),
+            "executed",
+            True,
+            [
+                ("ringing", "101", "manager-1", "client-1"),
+                ("answered", "101", "manager-1", "client-1"),
+                ("hangup", "101", "manager-1", "client-1"),
+            ],
+        ),
+        # the owner was looked up, the call went to a VIP queue: never the owner's extension
+        (
+            redirect_to("vip", "queues"),
+            "executed",
+            False,
+            [("ringing", None, None, "client-1"), ("missed", None, None, "client-1")],
+        ),
+        # another extension in the dial context: that one rang, not the owner's manager
+        (
+            redirect_to("105"),
+            "executed",
+            False,
+            [("ringing", "105", None, "client-1"), ("missed", "105", None, "client-1")],
+        ),
+    ],
+)
 async def test_1c_hears_only_what_the_outcome_made_happen(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble, decision: Decision,
-        outcome: str, answered: bool,
-        expected: list[tuple[str, str | None, str | None, str | None]]) -> None:
+    started: tuple[OneCPlugin, StubEngine],
+    double: OneCDouble,
+    decision: Decision,
+    outcome: str,
+    answered: bool,
+    expected: list[tuple[str, str | None, str | None, str | None]],
+) -> None:
     onec, engine = started
     call = routed_call(engine.calls, linkedid="8.1")
     onec.callrouter_call_start(call)
     onec.callrouter_decision(call, decision, owner_trace(OWNER), outcome)
     if answered:
-        assert engine.calls.feed(ev("DialEnd", Channel=call.waiting_channel or "",
-                                      Linkedid=call.linkedid, DialStatus="ANSWER")) is call
+        assert (
+            engine.calls.feed(
+                ev(
+                    "DialEnd",
+                    Channel=call.waiting_channel or "",
+                    Linkedid=call.linkedid,
+                    DialStatus="ANSWER",
+                )
+            )
+            is call
+        )
         onec.callrouter_event(ev("DialEnd"), call)
     onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
     onec.callrouter_call_end(call)
@@ -554,8 +707,7 @@ async def test_1c_hears_only_what_the_outcome_made_happen(
     assert sent(double) == expected
 
 
-async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble,
-                                                       tmp_path: Path) -> None:
+async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble, tmp_path: Path) -> None:
     onec = OneCPlugin()
     config = write_config(tmp_path, onec_table(double))
     onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
@@ -578,7 +730,8 @@ async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble,
 
 
 async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     onec, engine = started
     asked: list[tuple[str, str]] = []
 
@@ -591,8 +744,7 @@ async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
     onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.1"))
     await asyncio.sleep(0.1)
     assert double.requests("/v1/responsible") == []
-    onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.2",
-                                         caller="8 985 765-43-21"))
+    onec.callrouter_prefetch(routed_call(engine.calls, linkedid="9.2", caller="8 985 765-43-21"))
     await asyncio.sleep(0.3)
     assert len(double.requests("/v1/responsible")) == 1
     assert asked == [("9.1", "onec.responsible"), ("9.2", "onec.responsible")]
@@ -606,13 +758,16 @@ class FakeAMI:
 
     async def send(self, name: str, params: Any, *, validate: bool = True) -> Any:
         assert name == "CoreShowChannels"
-        items = [ev("CoreShowChannel", Channel=f"PJSIP/101-{n}", Linkedid=linkedid)
-                 for n, linkedid in enumerate(self.linkedids)]
+        items = [
+            ev("CoreShowChannel", Channel=f"PJSIP/101-{n}", Linkedid=linkedid)
+            for n, linkedid in enumerate(self.linkedids)
+        ]
         return SimpleNamespace(items=items)
 
 
 async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart(
-        double: OneCDouble, tmp_path: Path) -> None:
+    double: OneCDouble, tmp_path: Path
+) -> None:
     config = write_config(tmp_path, onec_table(double))
     engine = StubEngine(tmp_path / "state")
     first = OneCPlugin()
@@ -624,8 +779,9 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
         first.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
         calls[linkedid] = call
     answered = calls["10.2"]
-    engine.calls.feed(ev("DialEnd", Channel=answered.waiting_channel or "",
-                           Linkedid="10.2", DialStatus="ANSWER"))
+    engine.calls.feed(
+        ev("DialEnd", Channel=answered.waiting_channel or "", Linkedid="10.2", DialStatus="ANSWER")
+    )
     first.callrouter_event(ev("DialEnd"), answered)
     assert first.sender is not None
     assert await first.sender.drain(5)
@@ -641,16 +797,19 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
         assert "onec:open-calls" in engine.jobs
         assert second.sender is not None
         assert await second.sender.drain(5)
-        ends = {(r.payload["call_id"], r.payload["event"]): r.payload
-                for r in double.event_book.receipts
-                if r.payload["event"] in ("hangup", "missed")}
+        ends = {
+            (r.payload["call_id"], r.payload["event"]): r.payload
+            for r in double.event_book.receipts
+            if r.payload["event"] in ("hangup", "missed")
+        }
         assert set(ends) == {("10.1", "missed"), ("10.2", "hangup")}
         assert ends[("10.1", "missed")]["extension"] == "101"
         assert ends[("10.2", "hangup")]["status"] == "ANSWER"
         assert ends[("10.2", "hangup")]["answered_at"] is not None
         # The engine's reconcile lists 10.3 and starts tracking it; its Hangup ends it.
-        live = engine.calls.feed(ev("CoreShowChannel", Channel="PJSIP/101-9",
-                                      Linkedid="10.3", CallerIDNum="79161234567"))
+        live = engine.calls.feed(
+            ev("CoreShowChannel", Channel="PJSIP/101-9", Linkedid="10.3", CallerIDNum="79161234567")
+        )
         assert live is not None
         second.callrouter_call_start(live)
         engine.calls.feed(ev("Hangup", Channel="PJSIP/101-9", Linkedid="10.3", Cause="16"))
@@ -659,38 +818,52 @@ async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart
         assert await second.sender.drain(5)
     finally:
         await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
-    arrived = Counter((r.payload["call_id"], r.payload["event"])
-                      for r in double.event_book.receipts)
-    assert arrived == Counter({("10.1", "ringing"): 1, ("10.2", "ringing"): 1,
-                               ("10.3", "ringing"): 1, ("10.2", "answered"): 1,
-                               ("10.1", "missed"): 1, ("10.2", "hangup"): 1,
-                               ("10.3", "missed"): 1})
-    [end] = [r.payload for r in double.event_book.receipts
-             if r.payload["call_id"] == "10.3" and r.payload["event"] == "missed"]
+    arrived = Counter(
+        (r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts
+    )
+    assert arrived == Counter(
+        {
+            ("10.1", "ringing"): 1,
+            ("10.2", "ringing"): 1,
+            ("10.3", "ringing"): 1,
+            ("10.2", "answered"): 1,
+            ("10.1", "missed"): 1,
+            ("10.2", "hangup"): 1,
+            ("10.3", "missed"): 1,
+        }
+    )
+    [end] = [
+        r.payload
+        for r in double.event_book.receipts
+        if r.payload["call_id"] == "10.3" and r.payload["event"] == "missed"
+    ]
     assert (end["from"], end["to"], end["extension"]) == ("79161234567", "74951234567", "101")
     assert end["manager_id"] == "manager-1"
 
 
 async def test_a_caller_gone_before_the_decision_is_one_missed_call(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     """The caller hangs up while the rules wait for 1C: the call's end reaches the
     plugin first, the ``caller-gone`` decision after it; 1C gets one ``missed``."""
     onec, engine = started
     call = routed_call(engine.calls, linkedid="11.1")
     onec.callrouter_call_start(call)
-    engine.calls.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1",
-                           Cause="16"))
+    engine.calls.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1", Cause="16"))
     assert call.ended is not None
     onec.callrouter_call_end(call)
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "caller-gone")
     assert onec.sender is not None
     assert await onec.sender.drain(5)
-    assert [(r.payload["event"], r.payload["status"], r.payload["extension"])
-            for r in double.event_book.receipts] == [("missed", "CANCEL", None)]
+    assert [
+        (r.payload["event"], r.payload["status"], r.payload["extension"])
+        for r in double.event_book.receipts
+    ] == [("missed", "CANCEL", None)]
 
 
 async def test_a_legs_no_answer_notify_is_not_the_calls_end(
-        started: tuple[OneCPlugin, StubEngine], double: OneCDouble) -> None:
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
     """rules/inbound.yaml's ``missed-to-1c`` fires on a Hangup with cause 19: the
     dialled phone's leg, while the call goes on to the default route's queue and is
     answered there. 1C must not hear ``missed`` and then ``hangup`` for one call."""
@@ -699,11 +872,15 @@ async def test_a_legs_no_answer_notify_is_not_the_calls_end(
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
     onec.callrouter_event(ev("Hangup", Channel="PJSIP/101-1", Cause="19"), call)
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
-    engine.calls.feed(ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1",
-                           DialStatus="ANSWER"))
+    engine.calls.feed(
+        ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1", DialStatus="ANSWER")
+    )
     onec.callrouter_event(ev("DialEnd"), call)
     onec.callrouter_call_end(call)
     assert onec.sender is not None
     assert await onec.sender.drain(5)
     assert [r.payload["event"] for r in double.event_book.receipts] == [
-        "ringing", "answered", "hangup"]
+        "ringing",
+        "answered",
+        "hangup",
+    ]

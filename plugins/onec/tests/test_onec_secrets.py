@@ -28,18 +28,28 @@ URL = "http://1c.local/unf/hs/telephony"
 
 def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_settings({"url": f"http://router:{SECRET}@1c.local/unf/hs/telephony",
-                        "username": "u", "password_env": "X"}, environ={"X": "p"})
+        parse_settings(
+            {
+                "url": f"http://router:{SECRET}@1c.local/unf/hs/telephony",
+                "username": "u",
+                "password_env": "X",
+            },
+            environ={"X": "p"},
+        )
     text = str(caught.value)
     assert "[plugins.onec] url: put no credentials in the URL" in text
     assert SECRET not in text
 
 
 def test_an_empty_password_variable_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"\[plugins.onec\] password_env: environment "
-                                          r"variable ONEC_PW is not set or empty"):
-        parse_settings({"url": URL, "username": "u", "password_env": "ONEC_PW"},
-                       environ={"ONEC_PW": ""})
+    with pytest.raises(
+        ConfigError,
+        match=r"\[plugins.onec\] password_env: environment "
+        r"variable ONEC_PW is not set or empty",
+    ):
+        parse_settings(
+            {"url": URL, "username": "u", "password_env": "ONEC_PW"}, environ={"ONEC_PW": ""}
+        )
 
 
 def test_a_password_of_the_wrong_type_is_not_echoed() -> None:
@@ -50,15 +60,17 @@ def test_a_password_of_the_wrong_type_is_not_echoed() -> None:
 
 
 def test_the_password_is_in_no_repr() -> None:
-    config = parse_settings({"url": URL, "username": "u", "password_env": "P"},
-                            environ={"P": SECRET})
+    config = parse_settings(
+        {"url": URL, "username": "u", "password_env": "P"}, environ={"P": SECRET}
+    )
     assert config.client.password == SECRET
     for text in (repr(config), repr(config.client), str(config)):
         assert SECRET not in text
 
 
-async def test_the_password_is_in_no_log_or_error(double: OneCDouble,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_password_is_in_no_log_or_error(
+    double: OneCDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
     for name in ("httpx", "httpcore", "callrouter_onec"):
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -82,8 +94,9 @@ async def test_the_password_is_in_no_log_or_error(double: OneCDouble,
         errors += [str(caught.value), repr(caught.value)]
     token = base64.b64encode(f"{DEFAULT_USER}:{SECRET}".encode()).decode()
     outputs = [caplog.text, *errors, *(repr(r.__dict__) for r in caplog.records)]
-    assert any("HTTP Request" in r.getMessage() or "send_request" in r.getMessage()
-               for r in caplog.records)  # httpx really logged at DEBUG
+    assert any(
+        "HTTP Request" in r.getMessage() or "send_request" in r.getMessage() for r in caplog.records
+    )  # httpx really logged at DEBUG
     for text in outputs:
         assert SECRET not in text
         assert token not in text
@@ -91,6 +104,7 @@ async def test_the_password_is_in_no_log_or_error(double: OneCDouble,
 
 
 # -- ca_file: 1C behind a company CA ---------------------------------------------------------
+
 
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
@@ -102,17 +116,58 @@ def company_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder = tmp_path_factory.mktemp("ca")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=Company CA", "-keyout", "ca.key", "-out", "ca.pem",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=1c.company.local",
-             "-keyout", "server.key", "-out", "server.csr", cwd=folder)
-    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n"
-                                    "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem",
-             cwd=folder)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Company CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=1c.company.local",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=folder,
+    )
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+        cwd=folder,
+    )
     return folder
 
 
@@ -124,11 +179,14 @@ def tls_double(company_ca: Path) -> Iterator[OneCDouble]:
         yield running
 
 
-async def test_company_ca_file_verifies_the_1c_server(tls_double: OneCDouble,
-                                                      company_ca: Path) -> None:
-    config = parse_settings({"url": tls_double.url, "username": DEFAULT_USER,
-                             "password_env": "P", "ca_file": "ca.pem"},
-                            base=company_ca, environ={"P": SECRET})
+async def test_company_ca_file_verifies_the_1c_server(
+    tls_double: OneCDouble, company_ca: Path
+) -> None:
+    config = parse_settings(
+        {"url": tls_double.url, "username": DEFAULT_USER, "password_env": "P", "ca_file": "ca.pem"},
+        base=company_ca,
+        environ={"P": SECRET},
+    )
     assert config.client.ca_file == str(company_ca / "ca.pem")
     async with OneCClient(config.client) as client:
         assert (await client.responsible("79161234567")).found
@@ -139,18 +197,24 @@ async def test_company_ca_file_verifies_the_1c_server(tls_double: OneCDouble,
             await client.ping()
 
 
-@pytest.mark.parametrize(("ca_file", "message"), [
-    ("missing.pem", "[plugins.onec] ca_file: no such file"),
-    ("server.csr", "[plugins.onec] ca_file: not a PEM CA bundle"),
-])
+@pytest.mark.parametrize(
+    ("ca_file", "message"),
+    [
+        ("missing.pem", "[plugins.onec] ca_file: no such file"),
+        ("server.csr", "[plugins.onec] ca_file: not a PEM CA bundle"),
+    ],
+)
 def test_a_bad_ca_file_is_a_config_error(company_ca: Path, ca_file: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_settings({"url": URL, "username": "u", "password": "p", "ca_file": ca_file},
-                       base=company_ca)
+        parse_settings(
+            {"url": URL, "username": "u", "password": "p", "ca_file": ca_file}, base=company_ca
+        )
     assert message in str(caught.value)
 
 
 def test_ca_file_with_verify_off_is_refused(company_ca: Path) -> None:
     with pytest.raises(ConfigError, match="ca_file: verify = false checks no certificate"):
-        parse_settings({"url": URL, "username": "u", "password": "p", "ca_file": "ca.pem",
-                        "verify": False}, base=company_ca)
+        parse_settings(
+            {"url": URL, "username": "u", "password": "p", "ca_file": "ca.pem", "verify": False},
+            base=company_ca,
+        )

@@ -32,10 +32,12 @@ def fixture(name: str) -> bytes:
 
 def reply(body: bytes, *, action_id: str | None = None, cookie: str = COOKIE) -> httpx.Response:
     if action_id is not None:
-        body = body.replace(b"Response: Success\r\n",
-                            f"Response: Success\r\nActionID: {action_id}\r\n".encode(), 1)
-    return httpx.Response(200, content=body, headers={"Set-Cookie": cookie,
-                                                      "Content-Type": "text/plain"})
+        body = body.replace(
+            b"Response: Success\r\n", f"Response: Success\r\nActionID: {action_id}\r\n".encode(), 1
+        )
+    return httpx.Response(
+        200, content=body, headers={"Set-Cookie": cookie, "Content-Type": "text/plain"}
+    )
 
 
 class FakeAsterisk:
@@ -65,16 +67,18 @@ class FakeAsterisk:
             if params.get("Secret") != "pw":
                 return reply(b"Response: Error\r\nMessage: Authentication failed\r\n\r\n")
             self.sessions.add("0badcafe")
-            return reply(b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n",
-                         action_id=aid)
+            return reply(
+                b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n", action_id=aid
+            )
         logged_in = "0badcafe" in (request.headers.get("cookie") or "") and self.sessions
         if self.expire_next:
             self.expire_next -= 1
             self.sessions.clear()
             logged_in = False
         if not logged_in or (self.deny_always and action == "originate"):
-            return reply(f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied"
-                         "\r\n\r\n".encode())
+            return reply(
+                f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n".encode()
+            )
         if action == "ping":
             return reply(b"Response: Success\r\nPing: Pong\r\n\r\n", action_id=aid)
         if action == "coreshowchannels":
@@ -92,8 +96,7 @@ def pbx() -> FakeAsterisk:
 
 
 def make_client(pbx: FakeAsterisk, **kw: object) -> AJAMClient:
-    settings = ClientSettings(url=URL, username="router", secret=str(kw.pop("secret", "pw")),
-                              **kw)  # type: ignore[arg-type]
+    settings = ClientSettings(url=URL, username="router", secret=str(kw.pop("secret", "pw")), **kw)  # type: ignore[arg-type]
     return AJAMClient(settings, transport=httpx.MockTransport(pbx))
 
 
@@ -134,7 +137,8 @@ async def test_expired_session_relogs_in_and_retries_once(pbx: FakeAsterisk) -> 
 
 
 async def test_missing_write_class_is_a_privilege_error_without_relogin(
-        pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture) -> None:
+    pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 11 item 8: a missing class is not an expired session. A Ping on the
     same session tells them apart; no second Login (that would replace the
     session and its event queue), and the error names the action and the class."""
@@ -144,15 +148,26 @@ async def test_missing_write_class_is_a_privilege_error_without_relogin(
             with pytest.raises(AMIPrivilegeError) as caught:
                 await client.action("Originate", {"Channel": "Local/1@sink"})
         assert client.session_generation == 1
-    assert str(caught.value) == ("Originate: Permission denied: the manager user 'router' "
-                                 "needs write class originate (manager.conf)")
+    assert str(caught.value) == (
+        "Originate: Permission denied: the manager user 'router' "
+        "needs write class originate (manager.conf)"
+    )
     assert caught.value.classes == ("originate",)
     assert isinstance(caught.value, AMIActionError)  # callers catching Response: Error still do
     sent = [r["Action"] for r in pbx.requests]
-    assert sent == ["Login", "Originate", "Ping", "Originate", "Ping", "Originate", "Ping",
-                    "Logoff"]
-    warned = [r.getMessage() for r in caplog.records
-              if "Permission denied: the manager" in r.getMessage()]
+    assert sent == [
+        "Login",
+        "Originate",
+        "Ping",
+        "Originate",
+        "Ping",
+        "Originate",
+        "Ping",
+        "Logoff",
+    ]
+    warned = [
+        r.getMessage() for r in caplog.records if "Permission denied: the manager" in r.getMessage()
+    ]
     assert warned == [str(caught.value)]  # logged once, not once per call
 
 
@@ -174,14 +189,18 @@ async def test_digest_permission_denied_is_a_privilege_error_at_once() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
         sent.append(params["Action"])
-        body = (b"Response: Success\r\nPing: Pong\r\n\r\n" if params["Action"] == "Ping"
-                else b"Response: Error\r\nMessage: Permission denied\r\n\r\n")
+        body = (
+            b"Response: Success\r\nPing: Pong\r\n\r\n"
+            if params["Action"] == "Ping"
+            else b"Response: Error\r\nMessage: Permission denied\r\n\r\n"
+        )
         return httpx.Response(200, content=body, headers={"Content-Type": "text/plain"})
 
     settings = ClientSettings(url=URL, username="router", secret="pw", auth="digest")
     async with AJAMClient(settings, transport=httpx.MockTransport(answer)) as client:
-        with pytest.raises(AMIPrivilegeError,
-                           match=r"DBPut: Permission denied: .* needs write class system"):
+        with pytest.raises(
+            AMIPrivilegeError, match=r"DBPut: Permission denied: .* needs write class system"
+        ):
             await client.action("DBPut", {"Family": "f", "Key": "k", "Val": "v"})
     assert sent == ["Ping", "DBPut"]
 
@@ -253,9 +272,13 @@ async def test_digest_mode_uses_authenticated_endpoint() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.url.path)
         if "authorization" not in request.headers:
-            return httpx.Response(401, headers={
-                "WWW-Authenticate": 'Digest algorithm=MD5, realm="asterisk", nonce="1", '
-                                    'qop="auth", opaque="2"'})
+            return httpx.Response(
+                401,
+                headers={
+                    "WWW-Authenticate": 'Digest algorithm=MD5, realm="asterisk", nonce="1", '
+                    'qop="auth", opaque="2"'
+                },
+            )
         return reply(b"Response: Success\r\nPing: Pong\r\n\r\n")
 
     settings = ClientSettings(url=URL, username="u", secret="s", auth="digest")

@@ -31,8 +31,9 @@ OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 # -- numbers: ASCII digits only -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["²", "1²", "٣", "１", "1_0", " 1", "1 ", "+1", "-1", "", "1\n",
-                                  "9" * 19])
+@pytest.mark.parametrize(
+    "text", ["²", "1²", "٣", "１", "1_0", " 1", "1 ", "+1", "-1", "", "1\n", "9" * 19]
+)
 def test_ascii_int_refuses_what_python_would_accept_or_crash_on(text: str) -> None:
     assert ascii_int(text) is None
 
@@ -52,24 +53,28 @@ def test_ascii_numbers_accept_the_plain_forms() -> None:
 # -- item 7: one malformed response used to end the process ---------------------------
 
 
-@pytest.mark.parametrize("head", [
-    "HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n",      # status: isdigit() true, int() raises
-    "HTTP/1.1 ²²² OK\r\nContent-Length: 0\r\n\r\n",
-    "HTTP/1.1 200 OK\r\nContent-Length: 1²\r\n\r\n",     # Content-Length likewise
-    "HTTP/1.1 200 OK\r\nContent-Length: ³\r\n\r\n",
-    "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
-    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
-    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
-    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n",
-    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        "HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n",  # status: isdigit() true, int() raises
+        "HTTP/1.1 ²²² OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1²\r\n\r\n",  # Content-Length likewise
+        "HTTP/1.1 200 OK\r\nContent-Length: ³\r\n\r\n",
+        "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    ],
+)
 def test_malformed_numbers_in_http_framing_are_protocol_errors(head: str) -> None:
     with pytest.raises(HTTPProtocolError):
         ResponseParser().feed(head.encode("latin-1"))
 
 
 async def test_native_client_maps_a_bad_status_line_to_ami_protocol_error(
-        server: Callable[[Handler], Awaitable[int]]) -> None:
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write("HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1"))
@@ -77,8 +82,7 @@ async def test_native_client_maps_a_bad_status_line_to_ami_protocol_error(
         writer.close()
 
     port = await server(handler)
-    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u",
-                                       secret="s"))
+    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u", secret="s"))
     with pytest.raises(AMIProtocolError, match="not an HTTP response"):
         await client.login()
     await client.aclose()
@@ -86,15 +90,39 @@ async def test_native_client_maps_a_bad_status_line_to_ami_protocol_error(
 
 def test_non_numeric_bridge_count_is_treated_as_absent() -> None:
     tracker = CallTracker()
-    tracker.feed(Event((("Event", "Newchannel"), ("Channel", "PJSIP/a-1"),
-                        ("Linkedid", "L1"), ("Uniqueid", "L1"))))
+    tracker.feed(
+        Event(
+            (
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/a-1"),
+                ("Linkedid", "L1"),
+                ("Uniqueid", "L1"),
+            )
+        )
+    )
     for count in ("²", "٢", "2abc", ""):
-        call = tracker.feed(Event((("Event", "BridgeEnter"), ("Channel", "PJSIP/a-1"),
-                                   ("Linkedid", "L1"), ("BridgeNumChannels", count)))).call
+        call = tracker.feed(
+            Event(
+                (
+                    ("Event", "BridgeEnter"),
+                    ("Channel", "PJSIP/a-1"),
+                    ("Linkedid", "L1"),
+                    ("BridgeNumChannels", count),
+                )
+            )
+        ).call
         assert call is not None
         assert not call.answered
-    call = tracker.feed(Event((("Event", "BridgeEnter"), ("Channel", "PJSIP/a-1"),
-                               ("Linkedid", "L1"), ("BridgeNumChannels", "2")))).call
+    call = tracker.feed(
+        Event(
+            (
+                ("Event", "BridgeEnter"),
+                ("Channel", "PJSIP/a-1"),
+                ("Linkedid", "L1"),
+                ("BridgeNumChannels", "2"),
+            )
+        )
+    ).call
     assert call is not None
     assert call.answered
 
@@ -122,8 +150,10 @@ class _Flaky:
 
 
 async def test_event_stream_survives_an_unexpected_exception() -> None:
-    stream = EventStream(_Flaky([ValueError("invalid literal for int()"), KeyError("x")]),
-                         backoff=Backoff(initial=0.001, maximum=0.001, jitter=0))
+    stream = EventStream(
+        _Flaky([ValueError("invalid literal for int()"), KeyError("x")]),
+        backoff=Backoff(initial=0.001, maximum=0.001, jitter=0),
+    )
     seen: list[object] = []
     async with asyncio.timeout(5):
         async for item in stream:
@@ -185,7 +215,8 @@ def test_a_head_that_never_ends_is_bounded() -> None:
 
 
 async def test_native_client_stops_an_endless_chunked_body(
-        server: Callable[[Handler], Awaitable[int]]) -> None:
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
     sent = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -203,8 +234,11 @@ async def test_native_client_stops_an_endless_chunked_body(
         writer.close()
 
     port = await server(handler)
-    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u",
-                                       secret="s", max_response_bytes=256 * 1024))
+    client = AJAMClient(
+        ClientSettings(
+            url=f"http://127.0.0.1:{port}/", username="u", secret="s", max_response_bytes=256 * 1024
+        )
+    )
     with pytest.raises(AMIProtocolError, match="too large"):
         await asyncio.wait_for(client.login(), 20)
     await client.aclose()
@@ -223,9 +257,16 @@ async def test_httpx_client_stops_an_endless_body() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=endless())
 
-    client = AJAMClient(ClientSettings(url="http://asterisk.test/", username="u", secret="s",
-                                       http_client="httpx", max_response_bytes=256 * 1024),
-                        transport=httpx.MockTransport(handler))
+    client = AJAMClient(
+        ClientSettings(
+            url="http://asterisk.test/",
+            username="u",
+            secret="s",
+            http_client="httpx",
+            max_response_bytes=256 * 1024,
+        ),
+        transport=httpx.MockTransport(handler),
+    )
     with pytest.raises(AMIProtocolError, match="max_response_bytes"):
         await client.login()
     await client.aclose()
@@ -236,27 +277,39 @@ async def test_httpx_client_refuses_an_announced_oversize_body() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Length": str(10**9)}, content=b"")
 
-    client = AJAMClient(ClientSettings(url="http://asterisk.test/", username="u", secret="s",
-                                       http_client="httpx", max_response_bytes=256 * 1024),
-                        transport=httpx.MockTransport(handler))
+    client = AJAMClient(
+        ClientSettings(
+            url="http://asterisk.test/",
+            username="u",
+            secret="s",
+            http_client="httpx",
+            max_response_bytes=256 * 1024,
+        ),
+        transport=httpx.MockTransport(handler),
+    )
     with pytest.raises(AMIProtocolError, match="over the limit"):
         await client.login()
     await client.aclose()
 
 
 async def test_a_hostile_session_cookie_is_refused_not_sent_back(
-        server: Callable[[Handler], Awaitable[int]]) -> None:
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         body = b"Response: Success\r\n\r\n"
-        writer.write(OK_HEAD + b"Set-Cookie: mansession_id=a\x00b\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(
+            OK_HEAD
+            + b"Set-Cookie: mansession_id=a\x00b\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         await writer.drain()
         writer.close()
 
     port = await server(handler)
-    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u",
-                                       secret="s"))
+    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u", secret="s"))
     with pytest.raises(AMIProtocolError, match="cookie"):
         await client.login()
     await client.aclose()
@@ -267,7 +320,8 @@ async def test_a_hostile_session_cookie_is_refused_not_sent_back(
 
 @pytest.mark.parametrize("encode", [encode_form, encode_rawman])
 def test_nul_in_an_action_value_is_refused_naming_the_header(
-        encode: Callable[[Action], object]) -> None:
+    encode: Callable[[Action], object],
+) -> None:
     action = Action.build("Redirect", {"Channel": "PJSIP/a-1", "Exten": "101\x00&Local/666"})
     with pytest.raises(AMIValidationError, match="'Exten' contains a NUL byte"):
         encode(action)
@@ -282,21 +336,28 @@ async def test_nul_through_the_typed_api_is_a_failed_action_not_a_truncated_one(
         sent.append(request.content)
         return httpx.Response(200, content=b"Response: Success\r\n\r\n")
 
-    client = AJAMClient(ClientSettings(url="http://asterisk.test/", username="u", secret="s",
-                                       http_client="httpx"),
-                        transport=httpx.MockTransport(handler))
+    client = AJAMClient(
+        ClientSettings(url="http://asterisk.test/", username="u", secret="s", http_client="httpx"),
+        transport=httpx.MockTransport(handler),
+    )
     await client.login()
     with pytest.raises(AMIValidationError, match="NUL"):
-        await client.send("Redirect", {"Channel": "PJSIP/a-1", "Exten": "1\x00",
-                                       "Context": "x", "Priority": 1})
+        await client.send(
+            "Redirect", {"Channel": "PJSIP/a-1", "Exten": "1\x00", "Context": "x", "Priority": 1}
+        )
     assert not any(b"Redirect" in body for body in sent)
     await client.aclose()
 
 
 def test_client_refuses_credentials_in_the_url_without_echoing_them() -> None:
     with pytest.raises(ConfigError, match="no credentials") as info:
-        AJAMClient(ClientSettings(url="http://router:S3cr3t-0xC0FFEE-unique@pbx:8088/asterisk",
-                                  username="router", secret="x"))
+        AJAMClient(
+            ClientSettings(
+                url="http://router:S3cr3t-0xC0FFEE-unique@pbx:8088/asterisk",
+                username="router",
+                secret="x",
+            )
+        )
     assert "S3cr3t" not in str(info.value)
 
 

@@ -27,11 +27,18 @@ ASTERISK_LOGIN = (
 
 
 def test_request_bytes() -> None:
-    raw = build_request("POST", "/asterisk/rawman", "127.0.0.1:8088", b"Action=Ping",
-                        [("Cookie", 'mansession_id="0badcafe"')])
-    assert raw == (b"POST /asterisk/rawman HTTP/1.1\r\nHost: 127.0.0.1:8088\r\n"
-                   b'Cookie: mansession_id="0badcafe"\r\nContent-Length: 11\r\n\r\n'
-                   b"Action=Ping")
+    raw = build_request(
+        "POST",
+        "/asterisk/rawman",
+        "127.0.0.1:8088",
+        b"Action=Ping",
+        [("Cookie", 'mansession_id="0badcafe"')],
+    )
+    assert raw == (
+        b"POST /asterisk/rawman HTTP/1.1\r\nHost: 127.0.0.1:8088\r\n"
+        b'Cookie: mansession_id="0badcafe"\r\nContent-Length: 11\r\n\r\n'
+        b"Action=Ping"
+    )
     with pytest.raises(ValueError, match="line break"):
         build_request("POST", "/", "h", b"", [("X", "a\r\nInjected: 1")])
 
@@ -51,8 +58,10 @@ def test_parser_any_chunking(chunk: int) -> None:
 
 
 def test_parser_chunked_close_and_errors() -> None:
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5\r\nHello\r\n6; ext=1\r\n world\r\n0\r\n\r\n")
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nHello\r\n6; ext=1\r\n world\r\n0\r\n\r\n"
+    )
     response = ResponseParser().feed(chunked)
     assert response is not None
     assert response.content == b"Hello world"
@@ -92,14 +101,25 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
     return head + await reader.readexactly(length)
 
 
 def answer(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + extra +
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 async def test_pool_reuses_connections(server: Callable[[Handler], Awaitable[int]]) -> None:
@@ -126,7 +146,8 @@ async def test_pool_reuses_connections(server: Callable[[Handler], Awaitable[int
 
 
 async def test_reused_connection_closed_unanswered_is_stale(
-        server: Callable[[Handler], Awaitable[int]]) -> None:
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(answer(b"Response: Success\r\n\r\n"))
@@ -144,7 +165,8 @@ async def test_reused_connection_closed_unanswered_is_stale(
 
 
 async def test_connection_the_server_closed_while_idle_is_not_reused(
-        server: Callable[[Handler], Awaitable[int]]) -> None:
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -202,14 +224,16 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
                 reply = b"Response: Error\r\nMessage: Permission denied\r\n\r\n"
             else:
                 reply = b"Response: Success\r\nPing: Pong\r\n\r\n"
-            writer.write(answer(reply, b'Set-Cookie: mansession_id="0badcafe"; Version=1; '
-                                       b"Max-Age=60\r\n"))
+            writer.write(
+                answer(reply, b'Set-Cookie: mansession_id="0badcafe"; Version=1; Max-Age=60\r\n')
+            )
             await writer.drain()
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(url=f"http://127.0.0.1:{port}/asterisk", username="u",
-                              secret="s", request_timeout=2)
+    settings = ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
     async with AJAMClient(settings) as client:
         assert isinstance(client.transport, ConnectionPool)
         assert (await client.action("Ping")).response["Ping"] == "Pong"
@@ -221,8 +245,7 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
             await client.action("Originate", {"Channel": "Local/1@x", "Application": "Wait"})
     originates = [r for r in seen if b"Action=Originate" in r]
     assert len(originates) == 1  # never sent twice
-    silent_settings = ClientSettings(url="http://127.0.0.1:9/asterisk", username="u",
-                                     secret="s")
+    silent_settings = ClientSettings(url="http://127.0.0.1:9/asterisk", username="u", secret="s")
     client = AJAMClient(silent_settings)
     with pytest.raises(AMIConnectionError, match="cannot connect"):
         await client.login()
@@ -233,8 +256,14 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
         writer.close()
 
     silent_port = await server(silent)
-    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{silent_port}/asterisk",
-                                       username="u", secret="s", request_timeout=0.2))
+    client = AJAMClient(
+        ClientSettings(
+            url=f"http://127.0.0.1:{silent_port}/asterisk",
+            username="u",
+            secret="s",
+            request_timeout=0.2,
+        )
+    )
     with pytest.raises(AMITimeoutError, match="Login"):
         await client.login()
     await client.aclose()

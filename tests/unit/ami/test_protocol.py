@@ -249,8 +249,13 @@ def test_encode_query_escapes_plus_space_cyrillic_and_specials() -> None:
 def test_encode_repeated_variables_and_python_values() -> None:
     action = Action.build(
         "Originate",
-        {"Channel": "Local/1@sink", "Async": True, "Priority": 1, "Timeout": None,
-         "Variable": {"A": "1", "B": "два"}},
+        {
+            "Channel": "Local/1@sink",
+            "Async": True,
+            "Priority": 1,
+            "Timeout": None,
+            "Variable": {"A": "1", "B": "два"},
+        },
     )
     assert action.params == (
         ("Channel", "Local/1@sink"),

@@ -57,11 +57,15 @@ def fast() -> Backoff:
 
 
 async def test_events_in_order_and_glob_filter() -> None:
-    poller = ScriptedPoller([[ev("Newchannel"), ev("QueueCallerJoin"), ev("queuememberstatus")],
-                             [], [ev("Hangup")]])
+    poller = ScriptedPoller(
+        [[ev("Newchannel"), ev("QueueCallerJoin"), ev("queuememberstatus")], [], [ev("Hangup")]]
+    )
     items = await collect(EventStream(poller, ["Queue*", "Hangup"], backoff=fast()))
     assert [i.name for i in items if isinstance(i, Event)] == [
-        "QueueCallerJoin", "queuememberstatus", "Hangup"]
+        "QueueCallerJoin",
+        "queuememberstatus",
+        "Hangup",
+    ]
 
 
 async def test_connection_loss_yields_one_gap_then_resumes() -> None:

@@ -55,7 +55,10 @@ def test_every_transport_is_a_transport() -> None:
     pool: Transport = ConnectionPool("127.0.0.1", 1)
     adapter: Transport = HttpxTransport("http://pbx.test:8088")
     assert {type(t).__name__ for t in (seam, pool, adapter)} == {
-        "SeamAsterisk", "ConnectionPool", "HttpxTransport"}
+        "SeamAsterisk",
+        "ConnectionPool",
+        "HttpxTransport",
+    }
 
 
 @pytest.mark.parametrize(
@@ -66,10 +69,10 @@ def test_every_transport_is_a_transport() -> None:
         ({"auth": "digest"}, HttpxTransport),
     ],
 )
-async def test_native_mode_builds_no_httpx_client(settings: dict[str, str],
-                                                  expected: type[object]) -> None:
-    client = AJAMClient(ClientSettings(url=URL, username="u", secret="s",
-                                       **settings))  # type: ignore[arg-type]
+async def test_native_mode_builds_no_httpx_client(
+    settings: dict[str, str], expected: type[object]
+) -> None:
+    client = AJAMClient(ClientSettings(url=URL, username="u", secret="s", **settings))  # type: ignore[arg-type]
     assert type(client.transport) is expected
     await client.aclose()
 
@@ -83,8 +86,9 @@ async def test_an_injected_httpx_transport_runs_inside_httpx() -> None:
 
 async def test_the_cookie_is_the_clients_and_closing_closes_the_transport() -> None:
     seam = SeamAsterisk()
-    async with AJAMClient(ClientSettings(url=URL, username="u", secret="s"),
-                          transport=seam) as client:
+    async with AJAMClient(
+        ClientSettings(url=URL, username="u", secret="s"), transport=seam
+    ) as client:
         await client.action("Ping")
     assert seam.actions() == ["Login", "Ping", "Logoff"]
     assert seam.sent[0].header("Cookie") is None
@@ -95,8 +99,9 @@ async def test_the_cookie_is_the_clients_and_closing_closes_the_transport() -> N
 
 async def test_stale_connection_retried_once_for_idempotent_actions_only() -> None:
     seam = SeamAsterisk()
-    async with AJAMClient(ClientSettings(url=URL, username="u", secret="s"),
-                          transport=seam) as client:
+    async with AJAMClient(
+        ClientSettings(url=URL, username="u", secret="s"), transport=seam
+    ) as client:
         seam.fail["Ping"] = StaleConnectionError("server closed the idle connection")
         assert (await client.action("Ping")).ok
         seam.fail["Originate"] = StaleConnectionError("server closed the idle connection")
@@ -112,21 +117,23 @@ async def test_stale_connection_retried_once_for_idempotent_actions_only() -> No
         (TimeoutError(), AMITimeoutError, "Ping: no answer from .* within"),
         (ConnectFailedError("refused"), AMIConnectionError, "cannot connect to Asterisk"),
         (ConnectionRefusedError(111, "refused"), AMIConnectionError, "cannot connect"),
-        (socket.gaierror(-2, "Name or service not known"), AMIConnectionError,
-         "cannot connect"),
+        (socket.gaierror(-2, "Name or service not known"), AMIConnectionError, "cannot connect"),
         (ConnectionResetError(104, "reset"), AMIConnectionError, "Ping: connection broke"),
-        (HTTPProtocolError("not an HTTP response"), AMIProtocolError,
-         "Ping: not an HTTP response"),
-        (HTTPError("connection closed in the middle"), AMIConnectionError,
-         "Ping: connection closed"),
+        (HTTPProtocolError("not an HTTP response"), AMIProtocolError, "Ping: not an HTTP response"),
+        (
+            HTTPError("connection closed in the middle"),
+            AMIConnectionError,
+            "Ping: connection closed",
+        ),
     ],
 )
 async def test_the_seams_errors_map_onto_the_tree_once(
     failure: BaseException, expected: type[Exception], match: str
 ) -> None:
     seam = SeamAsterisk()
-    async with AJAMClient(ClientSettings(url=URL, username="u", secret="s"),
-                          transport=seam) as client:
+    async with AJAMClient(
+        ClientSettings(url=URL, username="u", secret="s"), transport=seam
+    ) as client:
         seam.fail["Ping"] = failure
         with pytest.raises(expected, match=match):
             await client.action("Ping")
@@ -143,13 +150,15 @@ async def test_the_seams_errors_map_onto_the_tree_once(
         (httpx.TooManyRedirects("loop"), HTTPError),
     ],
 )
-async def test_httpx_failures_come_out_as_the_seams(failure: Exception,
-                                                    seam_error: type[Exception]) -> None:
+async def test_httpx_failures_come_out_as_the_seams(
+    failure: Exception, seam_error: type[Exception]
+) -> None:
     def fail(request: httpx.Request) -> httpx.Response:
         raise failure
 
     adapter = HttpxTransport("http://pbx.test:8088", transport=httpx.MockTransport(fail))
     with pytest.raises(seam_error):
-        await adapter.exchange(HTTPRequest("POST", "/asterisk/rawman", (), b"Action=Ping"),
-                               timeout=1)
+        await adapter.exchange(
+            HTTPRequest("POST", "/asterisk/rawman", (), b"Action=Ping"), timeout=1
+        )
     await adapter.aclose()

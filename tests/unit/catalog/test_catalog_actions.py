@@ -52,11 +52,17 @@ def test_every_catalog_action_has_an_async_method() -> None:
         assert method.__doc__
         assert spec.synopsis.split()[0] in method.__doc__
         signature = inspect.signature(method)
-        required = {n for n, p in signature.parameters.items()
-                    if p.default is inspect.Parameter.empty and n != "self"}
+        required = {
+            n
+            for n, p in signature.parameters.items()
+            if p.default is inspect.Parameter.empty and n != "self"
+        }
         assert required == {p.python_name for p in spec.required}, spec.name
-        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY
-                   for n, p in signature.parameters.items() if n != "self")
+        assert all(
+            p.kind is inspect.Parameter.KEYWORD_ONLY
+            for n, p in signature.parameters.items()
+            if n != "self"
+        )
 
 
 def test_method_names_do_not_shadow_client_methods() -> None:
@@ -67,9 +73,16 @@ def test_method_names_do_not_shadow_client_methods() -> None:
 
 async def test_originate_with_variables() -> None:
     ami = Recorder()
-    await ami.originate(channel="Local/74952293042@incoming", context="incoming",
-                        exten="74952293042", priority=1, async_=True, timeout=30000,
-                        variable={"A": "1", "B": 2}, action_id="cr-1")
+    await ami.originate(
+        channel="Local/74952293042@incoming",
+        context="incoming",
+        exten="74952293042",
+        priority=1,
+        async_=True,
+        timeout=30000,
+        variable={"A": "1", "B": 2},
+        action_id="cr-1",
+    )
     (action,) = ami.sent
     assert action.name == "Originate"
     assert action.action_id == "cr-1"
@@ -87,8 +100,9 @@ async def test_originate_with_variables() -> None:
 
 async def test_redirect() -> None:
     ami = Recorder()
-    await ami.redirect(channel="Local/1@incoming-00000001;2", context="managers",
-                       exten="101", priority=1)
+    await ami.redirect(
+        channel="Local/1@incoming-00000001;2", context="managers", exten="101", priority=1
+    )
     assert ami.sent[0].params == (
         ("Channel", "Local/1@incoming-00000001;2"),
         ("Exten", "101"),
@@ -110,8 +124,7 @@ async def test_invalid_call_fails_before_sending() -> None:
     with pytest.raises(AMIValidationError, match="needs Exten"):
         await ami.originate(channel="Local/1@x")
     with pytest.raises(AMIValidationError, match="did you mean"):
-        await ami.send("Redirect", {"Channel": "x", "Exten": "1", "Contxt": "y",
-                                    "Priority": 1})
+        await ami.send("Redirect", {"Channel": "x", "Exten": "1", "Contxt": "y", "Priority": 1})
     assert ami.sent == []
 
 
@@ -126,7 +139,9 @@ async def test_send_canonicalises_name_and_headers() -> None:
     ami = Recorder()
     await ami.send("hangup", {"channel": "PJSIP/1-0001", "cause": 16})
     assert (ami.sent[0].name, ami.sent[0].params) == (
-        "Hangup", (("Channel", "PJSIP/1-0001"), ("Cause", "16")))
+        "Hangup",
+        (("Channel", "PJSIP/1-0001"), ("Cause", "16")),
+    )
 
 
 async def test_user_event_extra_headers() -> None:

@@ -8,9 +8,20 @@ from router.ami.catalog import READ_ONLY, load_catalog
 from router.errors import AMIValidationError
 
 CHANNEL_BLOCK = [
-    "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
-    "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context", "Exten",
-    "Priority", "Uniqueid", "Linkedid",
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
 ]
 
 
@@ -39,7 +50,9 @@ def test_includes_are_resolved() -> None:
     # do not document it; validation allows it everywhere anyway).
     originate = catalog.action("Originate").params[0]
     assert (originate.name, originate.description) == (
-        "ActionID", "ActionID for this transaction. Will be returned.")
+        "ActionID",
+        "ActionID for this transaction. Will be returned.",
+    )
     assert sum(1 for a in catalog if a.param("ActionID")) == 140
     pjsip_hangup = catalog.action("PJSIPHangup")
     assert [p.name for p in pjsip_hangup.params] == ["ActionID", "Channel", "Cause"]
@@ -50,7 +63,10 @@ def test_list_actions_and_closing_events() -> None:
     core = catalog.action("CoreShowChannels").listing
     assert core is not None
     assert (core.complete, core.items, core.source) == (
-        "CoreShowChannelsComplete", ("CoreShowChannel",), "xml")
+        "CoreShowChannelsComplete",
+        ("CoreShowChannel",),
+        "xml",
+    )
     queue = catalog.action("QueueStatus").listing
     assert queue is not None
     assert queue.complete == "QueueStatusComplete"
@@ -71,8 +87,14 @@ def test_channel_and_bridge_snapshots_expand_with_prefix() -> None:
     assert fields == CHANNEL_BLOCK + ["Dest" + f for f in CHANNEL_BLOCK] + ["DialString"]
     enter = [f.name for f in catalog.event("BridgeEnter").fields]
     assert enter[:8] == [
-        "BridgeUniqueid", "BridgeType", "BridgeTechnology", "BridgeCreator", "BridgeName",
-        "BridgeNumChannels", "BridgeVideoSourceMode", "BridgeVideoSource",
+        "BridgeUniqueid",
+        "BridgeType",
+        "BridgeTechnology",
+        "BridgeCreator",
+        "BridgeName",
+        "BridgeNumChannels",
+        "BridgeVideoSourceMode",
+        "BridgeVideoSource",
     ]
     assert enter[8:22] == CHANNEL_BLOCK
     assert catalog.event("Hangup").classes == ("call",)

@@ -78,8 +78,14 @@ def test_expansion_rules(tmp_path: Path) -> None:
     assert fields[:3] == ["PeerChannel", "PeerChannelState", "PeerChannelStateDesc"]
     assert fields[13] == "PeerLinkedid"
     assert fields[14:22] == [
-        "BridgeUniqueid", "BridgeType", "BridgeTechnology", "BridgeCreator", "BridgeName",
-        "BridgeNumChannels", "BridgeVideoSourceMode", "BridgeVideoSource",
+        "BridgeUniqueid",
+        "BridgeType",
+        "BridgeTechnology",
+        "BridgeCreator",
+        "BridgeName",
+        "BridgeNumChannels",
+        "BridgeVideoSourceMode",
+        "BridgeVideoSource",
     ]
     assert fields[-1] == "Size"
     assert catalog.event("thing").classes == ("call",)
@@ -100,7 +106,8 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
     assert first == second
     view = catalog_gen.build_catalog(tmp_path / "core-en_US.xml", asterisk_version="99.0.0")
     assert catalog_gen.render_actions_module(view) == catalog_gen.render_actions_module(
-        catalog_gen.build_catalog(tmp_path / "core-en_US.xml", asterisk_version="99.0.0"))
+        catalog_gen.build_catalog(tmp_path / "core-en_US.xml", asterisk_version="99.0.0")
+    )
 
 
 def test_snake_case() -> None:
@@ -112,8 +119,11 @@ def test_snake_case() -> None:
     assert catalog_gen.snake_case("DAHDIChannel") == "dahdi_channel"
 
 
-COMMITTED = (REPO / "router" / "ami" / "catalog.json", REPO / "router" / "ami" / "actions.py",
-             REPO / "docs" / "reference")
+COMMITTED = (
+    REPO / "router" / "ami" / "catalog.json",
+    REPO / "router" / "ami" / "actions.py",
+    REPO / "docs" / "reference",
+)
 
 
 def test_committed_outputs_render_from_the_committed_catalog() -> None:
@@ -124,19 +134,30 @@ def test_committed_outputs_render_from_the_committed_catalog() -> None:
     assert catalog_gen.dump_catalog(json.loads(text)) == text
     files = catalog_gen.rendered(text, actions_module, docs)
     assert set(files) == {actions_module, docs / "ami-actions.md", docs / "ami-events.md"}
-    stale = [str(p.relative_to(REPO)) for p, rendered in files.items()
-             if p.read_text("utf-8") != rendered]
+    stale = [
+        str(p.relative_to(REPO))
+        for p, rendered in files.items()
+        if p.read_text("utf-8") != rendered
+    ]
     assert not stale, f"regenerate with: python -m router.ami.catalog_gen --from-catalog ({stale})"
 
 
-def test_from_catalog_check_finds_a_hand_edit(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_from_catalog_check_finds_a_hand_edit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     catalog_json, actions_module, docs = COMMITTED
     shutil.copy(catalog_json, tmp_path / "catalog.json")
     shutil.copy(actions_module, tmp_path / "actions.py")
     shutil.copytree(docs, tmp_path / "docs")
-    args = ["--from-catalog", "--out", str(tmp_path / "catalog.json"),
-            "--actions-module", str(tmp_path / "actions.py"), "--docs", str(tmp_path / "docs")]
+    args = [
+        "--from-catalog",
+        "--out",
+        str(tmp_path / "catalog.json"),
+        "--actions-module",
+        str(tmp_path / "actions.py"),
+        "--docs",
+        str(tmp_path / "docs"),
+    ]
     assert catalog_gen.main([*args, "--check"]) == 0
     assert "stale: none" in capsys.readouterr().out
     events = tmp_path / "docs" / "ami-events.md"
@@ -159,15 +180,15 @@ needs_xml = pytest.mark.skipif(
 def test_committed_outputs_equal_a_fresh_generation() -> None:
     fresh = catalog_gen.build_catalog(catalog_gen.DEFAULT_XML)
     assert catalog_gen.dump_catalog(fresh) == catalog_gen.dump_catalog(
-        catalog_gen.build_catalog(catalog_gen.DEFAULT_XML))
+        catalog_gen.build_catalog(catalog_gen.DEFAULT_XML)
+    )
     files = catalog_gen.outputs(
         fresh,
         REPO / "router" / "ami" / "catalog.json",
         REPO / "router" / "ami" / "actions.py",
         REPO / "docs" / "reference",
     )
-    stale = [str(p.relative_to(REPO)) for p, text in files.items()
-             if p.read_text("utf-8") != text]
+    stale = [str(p.relative_to(REPO)) for p, text in files.items() if p.read_text("utf-8") != text]
     assert not stale, f"regenerate with: python -m router.ami.catalog_gen (stale: {stale})"
 
 

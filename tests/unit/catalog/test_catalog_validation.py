@@ -22,7 +22,8 @@ def test_missing_required_parameter() -> None:
 def test_unknown_parameter_suggests_the_closest() -> None:
     with pytest.raises(AMIValidationError) as info:
         spec("Redirect").validate(
-            {"Channel": "Local/1@x", "Exten": "1", "Contxt": "x", "Priority": "1"})
+            {"Channel": "Local/1@x", "Exten": "1", "Contxt": "x", "Priority": "1"}
+        )
     message = str(info.value)
     assert "unknown parameter 'Contxt' (did you mean 'Context'?)" in message
     assert "missing required parameter Context" in message  # all problems at once
@@ -34,8 +35,11 @@ def test_python_spelling_gets_a_suggestion_too() -> None:
 
 
 def test_bad_enum_value_lists_the_allowed_ones() -> None:
-    with pytest.raises(AMIValidationError, match=r"Tone='loud' is not one of no, Channel1, "
-                                                 r"Channel2, Both"):
+    with pytest.raises(
+        AMIValidationError,
+        match=r"Tone='loud' is not one of no, Channel1, "
+        r"Channel2, Both",
+    ):
         spec("Bridge").validate({"Channel1": "a", "Channel2": "b", "Tone": "loud"})
 
 
@@ -66,7 +70,8 @@ def test_action_and_action_id_are_always_allowed() -> None:
 
 def test_repeatable_variable_comes_back_as_a_list() -> None:
     out = spec("Originate").validate(
-        {"Channel": "Local/1@x", "Application": "Wait", "Variable": ["A=1", "B=2"]})
+        {"Channel": "Local/1@x", "Application": "Wait", "Variable": ["A=1", "B=2"]}
+    )
     assert out["Variable"] == ["A=1", "B=2"]
 
 
@@ -76,8 +81,13 @@ def test_repeatable_variable_comes_back_as_a_list() -> None:
         ({"Channel": "L/1"}, "needs Exten+Context+Priority or Application"),
         ({"Channel": "L/1", "Exten": "1", "Context": "x"}, "missing Priority"),
         (
-            {"Channel": "L/1", "Exten": "1", "Context": "x", "Priority": "1",
-             "Application": "Wait"},
+            {
+                "Channel": "L/1",
+                "Exten": "1",
+                "Context": "x",
+                "Priority": "1",
+                "Application": "Wait",
+            },
             "give only one of",
         ),
     ],
@@ -94,14 +104,19 @@ def test_originate_either_destination_is_fine() -> None:
 
 def test_open_enums_and_numbered_parameters() -> None:
     assert spec("Events").validate({"EventMask": "call,agent"}) == {"EventMask": "call,agent"}
-    out = spec("UpdateConfig").validate({
-        "SrcFilename": "a.conf", "DstFilename": "a.conf",
-        "action-000000": "newcat", "Cat-000000": "x",
-    })
+    out = spec("UpdateConfig").validate(
+        {
+            "SrcFilename": "a.conf",
+            "DstFilename": "a.conf",
+            "action-000000": "newcat",
+            "Cat-000000": "x",
+        }
+    )
     assert out["Action-000000"] == "NewCat"
     with pytest.raises(AMIValidationError, match="not one of"):
         spec("UpdateConfig").validate(
-            {"SrcFilename": "a", "DstFilename": "a", "Action-000001": "Explode"})
+            {"SrcFilename": "a", "DstFilename": "a", "Action-000001": "Explode"}
+        )
 
 
 def test_user_event_takes_any_header() -> None:

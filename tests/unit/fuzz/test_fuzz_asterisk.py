@@ -56,26 +56,72 @@ BUDGET = 30.0
 
 #: Bytes that broke parsers before, or that parsers treat specially.
 INTERESTING = [
-    "²".encode("latin-1"), "²".encode(), "٣".encode(), "１".encode(), b"\x00", b"\r", b"\n",
-    b"\r\n", b"\r\n\r\n", b":", b": ", b" ", b"-", b"+", b"_", b"0x", b"<", b">", b"&", b"\"",
-    b"'", b"=", b";", b"\xff", b"\xc3", b"nan", b"inf", b"1e999", b"99999999999999999999",
-    b"-1", b"Event: ", b"Response: ", b"EventList: start", b"EventList: Complete",
-    b"BridgeNumChannels: ", b"Linkedid: ", b"Content-Length: ", b"Transfer-Encoding: chunked",
-    b"HTTP/1.1 ", b"<generic ", b"/>", b"<response>", b"&amp;", b"<!DOCTYPE x [",
+    "²".encode("latin-1"),
+    "²".encode(),
+    "٣".encode(),
+    "１".encode(),
+    b"\x00",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b":",
+    b": ",
+    b" ",
+    b"-",
+    b"+",
+    b"_",
+    b"0x",
+    b"<",
+    b">",
+    b"&",
+    b'"',
+    b"'",
+    b"=",
+    b";",
+    b"\xff",
+    b"\xc3",
+    b"nan",
+    b"inf",
+    b"1e999",
+    b"99999999999999999999",
+    b"-1",
+    b"Event: ",
+    b"Response: ",
+    b"EventList: start",
+    b"EventList: Complete",
+    b"BridgeNumChannels: ",
+    b"Linkedid: ",
+    b"Content-Length: ",
+    b"Transfer-Encoding: chunked",
+    b"HTTP/1.1 ",
+    b"<generic ",
+    b"/>",
+    b"<response>",
+    b"&amp;",
+    b"<!DOCTYPE x [",
 ]
-NON_ASCII_DIGITS = ["²".encode("latin-1"), "³".encode("latin-1"), "²".encode(), "٣".encode(),
-                    "１".encode()]
+NON_ASCII_DIGITS = [
+    "²".encode("latin-1"),
+    "³".encode("latin-1"),
+    "²".encode(),
+    "٣".encode(),
+    "１".encode(),
+]
 
 
 def _seeds() -> tuple[list[bytes], list[bytes]]:
-    bodies = [p.read_bytes() for p in sorted(FIXTURES.iterdir())
-              if p.suffix in (".rawman", ".mxml")]
+    bodies = [
+        p.read_bytes() for p in sorted(FIXTURES.iterdir()) if p.suffix in (".rawman", ".mxml")
+    ]
     # The captures have no bridge; one BridgeEnter per capture's first channel
     # lets the mutations reach the tracker's BridgeNumChannels.
     call = (FIXTURES / "waitevent_call.rawman").read_bytes()
-    bridge = (b"Event: BridgeEnter\r\nPrivilege: call,all\r\nBridgeUniqueid: b-1\r\n"
-              b"BridgeNumChannels: 2\r\nChannel: PJSIP/trunk-00000001\r\n"
-              b"Linkedid: 1700000000.1\r\nUniqueid: 1700000000.1\r\n\r\n")
+    bridge = (
+        b"Event: BridgeEnter\r\nPrivilege: call,all\r\nBridgeUniqueid: b-1\r\n"
+        b"BridgeNumChannels: 2\r\nChannel: PJSIP/trunk-00000001\r\n"
+        b"Linkedid: 1700000000.1\r\nUniqueid: 1700000000.1\r\n\r\n"
+    )
     blocks = call.split(b"\r\n\r\n")
     short = b"\r\n\r\n".join([blocks[0], blocks[1]]) + b"\r\n\r\n" + bridge
     bodies += [short + b"Event: WaitEventComplete\r\n\r\n", short * 2]
@@ -84,10 +130,12 @@ def _seeds() -> tuple[list[bytes], list[bytes]]:
 
 def _http(rng: random.Random, body: bytes) -> bytes:
     kind = rng.choice(("text/plain", "text/xml")) if body.lstrip()[:1] == b"<" else "text/plain"
-    head = (b"HTTP/1.1 200 OK\r\nServer: Asterisk/22.5.0\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT"
-            b"\r\nConnection: Keep-Alive\r\nCache-Control: no-cache, no-store\r\n"
-            b"Content-Type: " + kind.encode() + b"\r\n"
-            b"Set-Cookie: mansession_id=\"5c2a06ad\"; Version=1; Max-Age=60\r\n")
+    head = (
+        b"HTTP/1.1 200 OK\r\nServer: Asterisk/22.5.0\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT"
+        b"\r\nConnection: Keep-Alive\r\nCache-Control: no-cache, no-store\r\n"
+        b"Content-Type: " + kind.encode() + b"\r\n"
+        b'Set-Cookie: mansession_id="5c2a06ad"; Version=1; Max-Age=60\r\n'
+    )
     framing = rng.randrange(3)
     if framing == 0:
         return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -96,7 +144,7 @@ def _http(rng: random.Random, body: bytes) -> bytes:
         pos = 0
         while pos < len(body):
             size = rng.randint(1, 700)
-            part = body[pos:pos + size]
+            part = body[pos : pos + size]
             out.append(f"{len(part):x}".encode() + b"\r\n" + part + b"\r\n")
             pos += size
         out.append(b"0\r\n\r\n")
@@ -114,7 +162,7 @@ def _mutate(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
         elif op == 1:  # insert something interesting
             buf[pos:pos] = rng.choice(INTERESTING)
         elif op == 2 and buf:  # delete a run
-            del buf[pos:pos + rng.randint(1, 64)]
+            del buf[pos : pos + rng.randint(1, 64)]
         elif op == 3 and buf:  # duplicate a run
             end = min(len(buf), pos + rng.randint(1, 256))
             buf[pos:pos] = buf[pos:end]
@@ -123,14 +171,18 @@ def _mutate(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
         elif op == 5:  # splice in part of another seed
             other = rng.choice(seeds)
             start = rng.randrange(len(other) + 1)
-            buf[pos:pos] = other[start:start + rng.randint(1, 512)]
+            buf[pos:pos] = other[start : start + rng.randint(1, 512)]
         else:  # a digit becomes a non-ASCII digit, or a number grows huge
-            digits = [i for i in range(max(0, pos - 400), min(len(buf), pos + 400))
-                      if 0x30 <= buf[i] <= 0x39]
+            digits = [
+                i
+                for i in range(max(0, pos - 400), min(len(buf), pos + 400))
+                if 0x30 <= buf[i] <= 0x39
+            ]
             if digits:
                 at = rng.choice(digits)
-                buf[at:at + 1] = (rng.choice(NON_ASCII_DIGITS) if op < 8
-                                  else b"99999999999999999999")
+                buf[at : at + 1] = (
+                    rng.choice(NON_ASCII_DIGITS) if op < 8 else b"99999999999999999999"
+                )
     return bytes(buf)
 
 
@@ -140,7 +192,7 @@ def _chunks(rng: random.Random, data: bytes) -> list[bytes]:
     out, pos = [], 0
     while pos < len(data):
         size = rng.randint(1, 256)
-        out.append(data[pos:pos + size])
+        out.append(data[pos : pos + size])
         pos += size
     return out
 
@@ -221,7 +273,9 @@ def test_asterisk_side_parsers_raise_only_documented_errors() -> None:
     # Bodies for the AMI parsers; the same bodies in HTTP framing for the client's.
     framed = [_http(rng, body) for body in small for _ in range(4)]
     plans: list[tuple[Target, list[bytes]]] = [
-        (_whole_body, small), (_stream, small), (_http_response, framed),
+        (_whole_body, small),
+        (_stream, small),
+        (_http_response, framed),
         (_http_response, framed),
     ]
     tracker = CallTracker(max_calls=500)
@@ -238,7 +292,8 @@ def test_asterisk_side_parsers_raise_only_documented_errors() -> None:
         except Exception as exc:  # pragma: no cover - the failure report
             raise AssertionError(
                 f"input #{count} ({target.__name__}, seed {SEED}) raised "
-                f"{type(exc).__name__}: {exc}\n{data[:600]!r}") from exc
+                f"{type(exc).__name__}: {exc}\n{data[:600]!r}"
+            ) from exc
         count += 1
     elapsed = time.monotonic() - started
     assert count >= MIN_INPUTS, f"only {count} inputs in {elapsed:.1f} s"

@@ -23,8 +23,9 @@ TUESDAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 
-def fires(expression: str, zone: ZoneInfo = MOSCOW, count: int = 1,
-          start: datetime = TUESDAY) -> list[datetime]:
+def fires(
+    expression: str, zone: ZoneInfo = MOSCOW, count: int = 1, start: datetime = TUESDAY
+) -> list[datetime]:
     trigger = cron_trigger(expression, zone)
     out: list[datetime] = []
     previous = None
@@ -55,21 +56,23 @@ def test_the_zone_is_the_one_given() -> None:
     assert first == datetime(2026, 12, 2, 19, 0, tzinfo=ZoneInfo("Asia/Vladivostok"))
     assert first.astimezone(UTC) == datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
     # The same text in Moscow (13:00 there now) fires today at 19:00 Moscow.
-    assert fires("0 19 * * mon-fri")[0].astimezone(UTC) == datetime(2026, 12, 1, 16, 0,
-                                                                     tzinfo=UTC)
+    assert fires("0 19 * * mon-fri")[0].astimezone(UTC) == datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
 
 
 # From Tuesday 13:00 Moscow: Tuesday's 09:00 has passed.
-@pytest.mark.parametrize(("expression", "days"), [
-    ("0 9 * * mon-fri", ["Wed", "Thu", "Fri", "Mon", "Tue"]),
-    ("0 9 * * 1-5", ["Wed", "Thu", "Fri", "Mon", "Tue"]),
-    ("0 9 * * 5-7", ["Fri", "Sat", "Sun", "Fri"]),
-    ("0 9 * * 0,6", ["Sat", "Sun", "Sat"]),
-    ("0 9 * * sat,sun", ["Sat", "Sun", "Sat"]),
-    ("0 9 * * 1-5/2", ["Wed", "Fri", "Mon", "Wed"]),
-    ("0 9 * * */3", ["Wed", "Sat", "Sun", "Wed"]),  # sun, wed, sat
-    ("0 9 * * 6/1", ["Sat", "Sun", "Sat"]),  # "6/1" is 6-7
-])
+@pytest.mark.parametrize(
+    ("expression", "days"),
+    [
+        ("0 9 * * mon-fri", ["Wed", "Thu", "Fri", "Mon", "Tue"]),
+        ("0 9 * * 1-5", ["Wed", "Thu", "Fri", "Mon", "Tue"]),
+        ("0 9 * * 5-7", ["Fri", "Sat", "Sun", "Fri"]),
+        ("0 9 * * 0,6", ["Sat", "Sun", "Sat"]),
+        ("0 9 * * sat,sun", ["Sat", "Sun", "Sat"]),
+        ("0 9 * * 1-5/2", ["Wed", "Fri", "Mon", "Wed"]),
+        ("0 9 * * */3", ["Wed", "Sat", "Sun", "Wed"]),  # sun, wed, sat
+        ("0 9 * * 6/1", ["Sat", "Sun", "Sat"]),  # "6/1" is 6-7
+    ],
+)
 def test_names_ranges_lists_and_steps(expression: str, days: list[str]) -> None:
     assert [d.strftime("%a") for d in fires(expression, count=len(days))] == days
 
@@ -80,7 +83,9 @@ def test_day_of_month_or_weekday_as_in_cron() -> None:
     assert got == ["2026-12-06", "2026-12-13", "2026-12-15"]
     # Weekday unrestricted: only the 15th.
     assert [d.date().isoformat() for d in fires("0 9 15 * *", count=2)] == [
-        "2026-12-15", "2027-01-15"]
+        "2026-12-15",
+        "2027-01-15",
+    ]
 
 
 def test_months_and_steps_of_the_other_fields() -> None:
@@ -88,18 +93,21 @@ def test_months_and_steps_of_the_other_fields() -> None:
     assert [d.minute for d in fires("5/20 14 * * *", count=3)] == [5, 25, 45]
 
 
-@pytest.mark.parametrize(("expression", "message"), [
-    ("0 25 * * mon-fri", "hour 25 out of range 0-23"),
-    ("* * * * 8", "day of week 8 out of range 0-7"),
-    ("* * * * funday", "day of week: 'funday' is not a number"),
-    ("* * * * fri-mon", "day of week: range 'fri-mon' runs backwards"),
-    ("*/0 * * * *", "minute: bad step '0'"),
-    ("* * 0 * *", "day of month 0 out of range 1-31"),
-    ("* * * 13 *", "month 13 out of range 1-12"),
-    ("* * * *", "expected 5 fields (minute hour day month weekday), got 4"),
-    ("* * * * 1,", "day of week: '' is not a number"),
-    ("* * * * ١", "day of week: '١' is not a number"),
-])
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 25 * * mon-fri", "hour 25 out of range 0-23"),
+        ("* * * * 8", "day of week 8 out of range 0-7"),
+        ("* * * * funday", "day of week: 'funday' is not a number"),
+        ("* * * * fri-mon", "day of week: range 'fri-mon' runs backwards"),
+        ("*/0 * * * *", "minute: bad step '0'"),
+        ("* * 0 * *", "day of month 0 out of range 1-31"),
+        ("* * * 13 *", "month 13 out of range 1-12"),
+        ("* * * *", "expected 5 fields (minute hour day month weekday), got 4"),
+        ("* * * * 1,", "day of week: '' is not a number"),
+        ("* * * * ١", "day of week: '١' is not a number"),
+    ],
+)
 def test_bad_values_are_errors(expression: str, message: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         check_cron(expression)
@@ -114,8 +122,9 @@ def test_seven_is_accepted_by_check_and_by_the_scheduler() -> None:
 
 def _config(tmp_path: Path, body: str) -> Config:
     path = tmp_path / "router.toml"
-    path.write_text('[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\n'
-                    'secret = "s"\n' + body)
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "r"\nsecret = "s"\n' + body
+    )
     return load_config(path)
 
 
@@ -129,10 +138,16 @@ def test_rules_timezone_errors_name_the_file_and_key(tmp_path: Path) -> None:
     from router.errors import ConfigError
 
     config = _config(tmp_path, '[plugins.timefuncs]\ntimezone = "Europe/Moskow"\n')
-    with pytest.raises(ConfigError, match=r"router.toml: \[plugins.timefuncs\] timezone: "
-                                          r"unknown time zone 'Europe/Moskow'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"router.toml: \[plugins.timefuncs\] timezone: "
+        r"unknown time zone 'Europe/Moskow'",
+    ):
         rules_timezone(config)
     config = _config(tmp_path, '[plugins.timefuncs]\ntimezon = "UTC"\n')
-    with pytest.raises(ConfigError, match=r"\[plugins.timefuncs\] timezon: unknown key; "
-                                          r"did you mean 'timezone'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[plugins.timefuncs\] timezon: unknown key; "
+        r"did you mean 'timezone'\?",
+    ):
         rules_timezone(config)

@@ -39,11 +39,11 @@ SPELLINGS = [
     "8109161234567",
     "+7 916 123-45-67 доб. 12",
     "8 916 123-45-67 ext 12",
-    "８９１６１２３４５６７",             # fullwidth
-    "＋７ (９１６) １２３-４５-６７",      # fullwidth plus sign too
-    "٨٩١٦١٢٣٤٥٦٧",                     # Arabic-Indic
-    "۸۹۱۶۱۲۳۴۵۶۷",                     # Extended Arabic-Indic (Persian)
-    "८९१६१२३४५६७",                     # Devanagari
+    "８９１６１２３４５６７",  # fullwidth
+    "＋７ (９１６) １２３-４５-６７",  # fullwidth plus sign too
+    "٨٩١٦١٢٣٤٥٦٧",  # Arabic-Indic
+    "۸۹۱۶۱۲۳۴۵۶۷",  # Extended Arabic-Indic (Persian)
+    "८९१६१२३४५६७",  # Devanagari
     "+٧ ٩١٦ ١٢٣ ٤٥ ٦٧ доб. ١٢",
 ]
 
@@ -72,8 +72,9 @@ def test_a_blacklist_matches_every_spelling_of_a_caller(tmp_path: Path) -> None:
     registry = plugin_registry()
     blacklist = tmp_path / "blacklist.txt"
     blacklist.write_text("+7 (916) 123-45-67\n٨ ٩٠٣ ١١١-٢٢-٣٣\n", encoding="utf-8")
-    items = load_list(ListSpec("blacklist", "rules.yaml", 3, "numbers", blacklist),
-                      registry.normalize_number)
+    items = load_list(
+        ListSpec("blacklist", "rules.yaml", 3, "numbers", blacklist), registry.normalize_number
+    )
     assert items == {"79161234567", "79031112233"}
     for raw in SPELLINGS:
         context = call_context(registry, raw, "74951234567")
@@ -82,8 +83,9 @@ def test_a_blacklist_matches_every_spelling_of_a_caller(tmp_path: Path) -> None:
 
 
 def test_other_plans_and_settings() -> None:
-    belarus = NumberPlan(country_code="375", trunk_prefix="80", national_length=9,
-                         exit_prefixes=("810",))
+    belarus = NumberPlan(
+        country_code="375", trunk_prefix="80", national_length=9, exit_prefixes=("810",)
+    )
     assert normalize("80 29 123 45 67", belarus) == "375291234567"
     assert normalize("８０ ２９ １２３ ４５ ６７", belarus) == "375291234567"
     assert normalize("101") == "101"
@@ -92,14 +94,23 @@ def test_other_plans_and_settings() -> None:
 
 def test_plugins_numbers_settings() -> None:
     numbers = NumberFunctions()
-    numbers.callrouter_configure({"country_code": "49", "trunk_prefix": "0",
-                                  "international_prefix": "00", "national_length": 10})
+    numbers.callrouter_configure(
+        {
+            "country_code": "49",
+            "trunk_prefix": "0",
+            "international_prefix": "00",
+            "national_length": 10,
+        }
+    )
     assert numbers.plan.exit_prefixes == ("00",)  # the older single-prefix key still works
     assert normalize("0049 30 12345678", numbers.plan) == "493012345678"
     numbers.callrouter_configure({"exit_prefixes": ["00", "011"]})
     assert numbers.plan.exit_prefixes == ("00", "011")
-    with pytest.raises(router.ConfigError, match=r"\[plugins.numbers\] trunk_prefix: "
-                                                 "expected digits only"):
+    with pytest.raises(
+        router.ConfigError,
+        match=r"\[plugins.numbers\] trunk_prefix: "
+        "expected digits only",
+    ):
         numbers.callrouter_configure({"trunk_prefix": "８"})
     with pytest.raises(router.ConfigError, match="national_length: expected a whole number"):
         numbers.callrouter_configure({"national_length": "١٠"})

@@ -15,7 +15,8 @@ BAD = "version: 1\nrules:\n  - name: r\n    on: call\n    do:\n      - jump: {}\
 
 @pytest.mark.parametrize("cwd", ["inside", "outside"])
 def test_rule_file_paths_are_relative_inside_and_absolute_outside(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cwd: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cwd: str
+) -> None:
     rules = tmp_path / "etc" / "rules"
     rules.mkdir(parents=True)
     (rules / "inbound.yaml").write_text(BAD)

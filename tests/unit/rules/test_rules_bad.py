@@ -18,8 +18,9 @@ def test_there_are_enough_bad_files() -> None:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_bad_file_reports_expected_errors(name: str, registry: Registry,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_file_reports_expected_errors(
+    name: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(BAD)
     expected = Path(f"{name}.expected").read_text(encoding="utf-8").splitlines()
     ruleset = load_rules([f"{name}.yaml"], registry)

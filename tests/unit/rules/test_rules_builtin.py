@@ -12,20 +12,23 @@ from router.builtin.timefuncs import parse_hours, zone
 from router.rules import Caller, Context, Registry
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("8 (916) 123-45-67", "79161234567"),
-    ("+7 916 123 45 67", "79161234567"),
-    ("9161234567", "79161234567"),
-    ("8 (916) 123-45-67 доб. 12", "79161234567"),
-    ("89161234567доб12", "79161234567"),
-    ("+7 916 123-45-67 ext. 3", "79161234567"),
-    ("810 44 20 7946 0958", "442079460958"),
-    ("+44 20 7946 0958", "442079460958"),
-    ("101", "101"),
-    ("", ""),
-    (None, ""),
-    ("abc", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("8 (916) 123-45-67", "79161234567"),
+        ("+7 916 123 45 67", "79161234567"),
+        ("9161234567", "79161234567"),
+        ("8 (916) 123-45-67 доб. 12", "79161234567"),
+        ("89161234567доб12", "79161234567"),
+        ("+7 916 123-45-67 ext. 3", "79161234567"),
+        ("810 44 20 7946 0958", "442079460958"),
+        ("+44 20 7946 0958", "442079460958"),
+        ("101", "101"),
+        ("", ""),
+        (None, ""),
+        ("abc", ""),
+    ],
+)
 def test_normalize(raw: str | None, expected: str) -> None:
     assert normalize(raw) == expected
 
@@ -48,18 +51,21 @@ def call_at(text: str) -> Context:
     return Context.for_call(Caller("1"), "2", now=moment)
 
 
-@pytest.mark.parametrize(("spec", "when", "expected"), [
-    ("mon-fri 09:00-19:00", "2026-11-23 09:00", True),
-    ("mon-fri 09:00-19:00", "2026-11-23 19:00", False),
-    ("mon-fri 09:00-19:00", "2026-11-28 12:00", False),
-    ("mon-fri 09:00-13:00 14:00-18:00", "2026-11-23 13:30", False),
-    ("mon,wed 10:00-11:00", "2026-11-25 10:30", True),
-    ("sat-sun", "2026-11-29 03:00", True),
-    ("daily 22:00-06:00", "2026-11-24 05:59", True),
-    ("fri 22:00-06:00", "2026-11-28 05:00", True),  # Friday night into Saturday
-    ("fri 22:00-06:00", "2026-11-27 05:00", False),
-    ("mon-fri 09:00-24:00", "2026-11-23 23:59", True),
-])
+@pytest.mark.parametrize(
+    ("spec", "when", "expected"),
+    [
+        ("mon-fri 09:00-19:00", "2026-11-23 09:00", True),
+        ("mon-fri 09:00-19:00", "2026-11-23 19:00", False),
+        ("mon-fri 09:00-19:00", "2026-11-28 12:00", False),
+        ("mon-fri 09:00-13:00 14:00-18:00", "2026-11-23 13:30", False),
+        ("mon,wed 10:00-11:00", "2026-11-25 10:30", True),
+        ("sat-sun", "2026-11-29 03:00", True),
+        ("daily 22:00-06:00", "2026-11-24 05:59", True),
+        ("fri 22:00-06:00", "2026-11-28 05:00", True),  # Friday night into Saturday
+        ("fri 22:00-06:00", "2026-11-27 05:00", False),
+        ("mon-fri 09:00-24:00", "2026-11-23 23:59", True),
+    ],
+)
 def test_workhours(spec: str, when: str, expected: bool, registry: Registry) -> None:
     workhours = registry.functions["workhours"].func
     assert workhours(call_at(when), spec) is expected
@@ -67,8 +73,7 @@ def test_workhours(spec: str, when: str, expected: bool, registry: Registry) -> 
 
 def test_workhours_time_zone_and_holidays(registry: Registry) -> None:
     workhours = registry.functions["workhours"].func
-    utc_morning = Context.for_call(Caller("1"), "2",
-                                   now=datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    utc_morning = Context.for_call(Caller("1"), "2", now=datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
     assert workhours(utc_morning, "mon-fri 09:00-19:00")  # 10:00 in Moscow
     assert not workhours(utc_morning, "mon-fri 09:00-19:00", tz="Europe/London")
     assert not workhours(utc_morning, "mon-fri 09:00-19:00", holidays={"11-23"})
@@ -79,13 +84,16 @@ def test_workhours_time_zone_and_holidays(registry: Registry) -> None:
     assert registry.functions["today"].func(utc_morning) == "2026-11-23"
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("mon-fry 09:00-19:00", "unknown day 'fry'"),
-    ("mon 9-19", "'9' is not HH:MM"),
-    ("mon 09:00-25:00", "not a time of day"),
-    ("mon 09:00", "not HH:MM-HH:MM"),
-    (" ; ", "empty"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("mon-fry 09:00-19:00", "unknown day 'fry'"),
+        ("mon 9-19", "'9' is not HH:MM"),
+        ("mon 09:00-25:00", "not a time of day"),
+        ("mon 09:00", "not HH:MM-HH:MM"),
+        (" ; ", "empty"),
+    ],
+)
 def test_bad_hours(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_hours(spec)

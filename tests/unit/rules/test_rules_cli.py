@@ -13,66 +13,109 @@ ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "rules"
 
 
-def test_check_shipped_rules(capsys: pytest.CaptureFixture[str],
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_shipped_rules(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["check"]) == 0
     assert "rules OK" in capsys.readouterr().out
 
 
-def test_check_examples(capsys: pytest.CaptureFixture[str],
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_examples(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["check", "examples/rules"]) == 0
     assert main(["check", str(FIXTURES / "good")]) == 0
 
 
-def test_check_reports_each_error_on_its_line(capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_reports_each_error_on_its_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(FIXTURES / "bad")
     assert main(["check", "unknown_function.yaml", "several_errors.yaml"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("unknown_function.yaml:5: rule 'owner': unknown function 'workhour' "
-                        "(did you mean 'workhours'?)")
+    assert lines[0] == (
+        "unknown_function.yaml:5: rule 'owner': unknown function 'workhour' "
+        "(did you mean 'workhours'?)"
+    )
     assert len(lines) == 5
     assert lines[-1].endswith("4 errors, 0 valid rules")
 
 
-def test_explain_with_stubbed_lookup(capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_with_stubbed_lookup(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
-    owner = {"found": True, "client": {"name": "Romashka"},
-             "manager": {"name": "Ivan", "extension": "101"}}
-    code = main(["explain", "--caller", "8 916 123-45-67", "--did", "74951234567",
-                 "--at", "2026-11-23 12:15", "--lookup", f"onec.responsible={json.dumps(owner)}",
-                 "--rules", "rules/"])
+    owner = {
+        "found": True,
+        "client": {"name": "Romashka"},
+        "manager": {"name": "Ivan", "extension": "101"},
+    }
+    code = main(
+        [
+            "explain",
+            "--caller",
+            "8 916 123-45-67",
+            "--did",
+            "74951234567",
+            "--at",
+            "2026-11-23 12:15",
+            "--lookup",
+            f"onec.responsible={json.dumps(owner)}",
+            "--rules",
+            "rules/",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "call from 79161234567 to 74951234567 at 2026-11-23 12:15:00" in out
     assert "lookup state = extension_state('101') -> failed: not provided" in out
-    assert "decision: setvar(CRM_CLIENT=Romashka, CRM_MANAGER=Ivan), " \
-           "redirect(context=callrouter-dial, exten=101) (rules: owner)" in out
+    assert (
+        "decision: setvar(CRM_CLIENT=Romashka, CRM_MANAGER=Ivan), "
+        "redirect(context=callrouter-dial, exten=101) (rules: owner)" in out
+    )
 
 
-def test_explain_after_hours_json(capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_after_hours_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
-    assert main(["explain", "--caller", "79161234567", "--did", "74951234567",
-                 "--at", "2026-11-23 20:15", "--json"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--caller",
+                "79161234567",
+                "--did",
+                "74951234567",
+                "--at",
+                "2026-11-23 20:15",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["decision"]["rules"] == ["closed"]
     assert data["trace"]["rules"][-1]["status"] == "skipped"
 
 
-@pytest.mark.parametrize(("argument", "message"), [
-    (["--lookup", "onec.responsibl={}"], "did you mean 'onec.responsible'?"),
-    (["--lookup", "onec.responsible={bad"], "invalid JSON"),
-    (["--lookup", "onec.responsible"], "expected NAME=JSON"),
-    (["--at", "tomorrow"], "expected \"YYYY-MM-DD HH:MM\""),
-])
-def test_explain_bad_arguments(argument: list[str], message: str,
-                               capsys: pytest.CaptureFixture[str],
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--lookup", "onec.responsibl={}"], "did you mean 'onec.responsible'?"),
+        (["--lookup", "onec.responsible={bad"], "invalid JSON"),
+        (["--lookup", "onec.responsible"], "expected NAME=JSON"),
+        (["--at", "tomorrow"], 'expected "YYYY-MM-DD HH:MM"'),
+    ],
+)
+def test_explain_bad_arguments(
+    argument: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["explain", "--caller", "1", "--did", "2", *argument]) == 2
     assert message in capsys.readouterr().out

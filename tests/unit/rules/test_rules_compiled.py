@@ -14,11 +14,17 @@ from router.rules.context import Caller, CallInfo, Context
 from router.rules.expr import Evaluator, Expression
 
 REGISTRY = plugin_registry()
-CONTEXT = Context.for_call(Caller("79161234567", "+7 916 123-45-67", "Пётр", False),
-                           "74951234567", call=CallInfo(channel="Local/1;2"),
-                           now=datetime(2026, 11, 24, 8, 30, tzinfo=UTC))
-OWNER: dict[str, Any] = {"found": True, "client": {"name": "ООО «Ромашка»"},
-                         "manager": {"name": "Петров", "extension": "101"}}
+CONTEXT = Context.for_call(
+    Caller("79161234567", "+7 916 123-45-67", "Пётр", False),
+    "74951234567",
+    call=CallInfo(channel="Local/1;2"),
+    now=datetime(2026, 11, 24, 8, 30, tzinfo=UTC),
+)
+OWNER: dict[str, Any] = {
+    "found": True,
+    "client": {"name": "ООО «Ромашка»"},
+    "manager": {"name": "Петров", "extension": "101"},
+}
 
 EXPRESSIONS = [
     "caller.number in lists.vip",
@@ -79,8 +85,14 @@ def evaluate_both(source: str, names: dict[str, object]) -> tuple[Any, Any]:
 
 def names_for(**extra: object) -> dict[str, object]:
     names = CONTEXT.names()
-    names.update({"lists": {"vip": frozenset({"79161234567"})}, "owner": OWNER,
-                  "nobody": None, "state": "idle"})
+    names.update(
+        {
+            "lists": {"vip": frozenset({"79161234567"})},
+            "owner": OWNER,
+            "nobody": None,
+            "state": "idle",
+        }
+    )
     names.update(extra)
     return names
 
@@ -97,10 +109,13 @@ def test_most_expressions_compile() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["found", "manager", "extension", "name"]), inner,
-                      max_size=3),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["found", "manager", "extension", "name"]), inner, max_size=3
+        )
+    ),
     max_leaves=8,
 )
 

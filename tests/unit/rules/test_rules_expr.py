@@ -19,28 +19,34 @@ def run(source: str, registry: Registry, **names: Any) -> Any:
     return Evaluator(context, scope, registry.functions).evaluate(Expression.parse(source))
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("caller.number", "79161234567"),
-    ("caller.number in lists.vip", False),
-    ("did == '74951234567' and not caller.internal", True),
-    ("(1, 2) if did else None", (1, 2)),
-    ("[1, 2][5]", None),
-    ("caller.number[-10:]", "9161234567"),
-    ("now.hour", 9),
-    ("1 + 2 * 3 ** 2", 19),
-    ("'a' < 'b' < 'c'", True),
-    ("match('^7916', caller.number)", True),
-    ("last10('+7 (916) 123-45-67')", "9161234567"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("caller.number", "79161234567"),
+        ("caller.number in lists.vip", False),
+        ("did == '74951234567' and not caller.internal", True),
+        ("(1, 2) if did else None", (1, 2)),
+        ("[1, 2][5]", None),
+        ("caller.number[-10:]", "9161234567"),
+        ("now.hour", 9),
+        ("1 + 2 * 3 ** 2", 19),
+        ("'a' < 'b' < 'c'", True),
+        ("match('^7916', caller.number)", True),
+        ("last10('+7 (916) 123-45-67')", "9161234567"),
+    ],
+)
 def test_evaluates(source: str, expected: object, registry: Registry) -> None:
     assert run(source, registry) == expected
 
 
-@pytest.mark.parametrize("source", [
-    "owner.manager.extension",
-    "owner['manager']['extension']",
-    "owner.manager.extension[0]",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "owner.manager.extension",
+        "owner['manager']['extension']",
+        "owner.manager.extension[0]",
+    ],
+)
 def test_none_is_safe_through_attributes(source: str, registry: Registry) -> None:
     assert run(source, registry, owner=None) is None
 
@@ -51,31 +57,38 @@ def test_missing_mapping_key_is_none(registry: Registry) -> None:
     assert run("'x' not in owner.tags", registry, owner={}) is True
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("caller.__class__", "names starting with '_' are not allowed"),
-    ("(lambda: 1)()", "lambda not allowed"),
-    ("[x for x in did]", "comprehensions not allowed"),
-    ("f'{did}'", "f-strings"),
-    ("did | 1", "operator '|'"),
-    ("(x := 1)", "':=' assignments not allowed"),
-    ("workhours(**did)", "'**' unpacking not allowed"),
-    ("'" + "x" * 2000 + "'", "longer than"),
-    ("1" + "0" * 40, "number literal too large"),
-    ("did ==", "invalid syntax"),
-    ("", "empty expression"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("caller.__class__", "names starting with '_' are not allowed"),
+        ("(lambda: 1)()", "lambda not allowed"),
+        ("[x for x in did]", "comprehensions not allowed"),
+        ("f'{did}'", "f-strings"),
+        ("did | 1", "operator '|'"),
+        ("(x := 1)", "':=' assignments not allowed"),
+        ("workhours(**did)", "'**' unpacking not allowed"),
+        ("'" + "x" * 2000 + "'", "longer than"),
+        ("1" + "0" * 40, "number literal too large"),
+        ("did ==", "invalid syntax"),
+        ("", "empty expression"),
+    ],
+)
 def test_refused_at_parse_time(source: str, message: str) -> None:
-    with pytest.raises(ExpressionError, match=message.replace("(", r"\(").replace("|", r"\|")
-                       .replace("*", r"\*")):
+    with pytest.raises(
+        ExpressionError, match=message.replace("(", r"\(").replace("|", r"\|").replace("*", r"\*")
+    ):
         Expression.parse(source)
 
 
-@pytest.mark.parametrize("source", [
-    "'x' * 100000",
-    "9 ** 99",
-    "caller.number.upper",
-    "now.tzinfo",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "'x' * 100000",
+        "9 ** 99",
+        "caller.number.upper",
+        "now.tzinfo",
+    ],
+)
 def test_bounded_or_refused_at_run_time(source: str, registry: Registry) -> None:
     with pytest.raises(Exception) as info:  # noqa: PT011 - any error: the rule is skipped
         run(source, registry)

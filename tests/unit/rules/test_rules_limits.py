@@ -43,9 +43,13 @@ def run_child(code: str) -> Any:
         resource.setrlimit(resource.RLIMIT_AS, ({CHILD_MEMORY}, {CHILD_MEMORY}))
     """)
     try:
-        done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                              capture_output=True, text=True, timeout=CHILD_TIMEOUT,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running after {CHILD_TIMEOUT} s: the bound did not hold")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -54,49 +58,64 @@ def run_child(code: str) -> Any:
 
 def load_errors(path: Path) -> list[str]:
     """The rendered load errors of one file, loaded in a child (the load may hang)."""
-    return list(run_child(f"""
+    return list(
+        run_child(f"""
         from router.plugin_registry import plugin_registry
         from router.rules import load_rules
         ruleset = load_rules([{str(path)!r}], plugin_registry(timezone="Europe/Moscow"))
         print(json.dumps([error.render() for error in ruleset.errors]))
-    """))
+    """)
+    )
 
 
 def write_rules(tmp_path: Path, condition: str) -> Path:
     path = tmp_path / "rules.yaml"
-    path.write_text("version: 1\nrules:\n  - name: r\n    on: call\n"
-                    f"    if: {json.dumps(condition)}\n    do: [hangup]\n", encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n"
+        f"    if: {json.dumps(condition)}\n    do: [hangup]\n",
+        encoding="utf-8",
+    )
     return path
 
 
 # --- YAML ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["yaml_alias_bomb", "yaml_alias_bomb_tagged"])
 def test_billion_laughs_is_refused_at_its_first_line(name: str) -> None:
     path = BAD / f"{name}.yaml"
     assert path.stat().st_size < 500  # the 333-byte attack of the issue, give or take
     (error,) = load_errors(path)
-    assert error.endswith(f"{name}.yaml:2: " + {
-        "yaml_alias_bomb": "YAML anchors are not allowed (&a): rule files do not share values",
-        "yaml_alias_bomb_tagged": "YAML tag !!seq is not allowed on a mapping or list",
-    }[name])
+    assert error.endswith(
+        f"{name}.yaml:2: "
+        + {
+            "yaml_alias_bomb": "YAML anchors are not allowed (&a): rule files do not share values",
+            "yaml_alias_bomb_tagged": "YAML tag !!seq is not allowed on a mapping or list",
+        }[name]
+    )
 
 
 def test_tag_on_a_mapping_is_an_error_not_ignored(tmp_path: Path, registry: Registry) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("version: 1\nrules:\n  - !!map\n    name: r\n    on: call\n"
-                    "    do: [hangup]\n", encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules:\n  - !!map\n    name: r\n    on: call\n    do: [hangup]\n",
+        encoding="utf-8",
+    )
     ruleset = load_rules([path], registry)
     assert [e.detail for e in ruleset.errors] == [
-        "YAML tag !!map is not allowed on a mapping or list"]
+        "YAML tag !!map is not allowed on a mapping or list"
+    ]
     assert ruleset.errors[0].line == 3
     assert ruleset.rules == ()
 
 
 def test_standard_scalar_tags_still_work(tmp_path: Path, registry: Registry) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("version: 1\nrules:\n  - name: r\n    on: call\n"
-                    "    if: !!str did == '0123'\n    do: [hangup]\n", encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n"
+        "    if: !!str did == '0123'\n    do: [hangup]\n",
+        encoding="utf-8",
+    )
     ruleset = load_rules([path], registry)
     assert not ruleset.errors
     assert [r.name for r in ruleset.rules] == ["r"]
@@ -110,43 +129,56 @@ def test_big_rule_file_is_refused_before_parsing(tmp_path: Path, registry: Regis
     path.write_text("version: 1\nrules: []\n" + padding * 15_000, encoding="utf-8")
     ruleset = load_rules([path], registry)
     assert ruleset.fatal
-    assert [e.detail for e in ruleset.errors] == [
-        f"file is too big ({path.stat().st_size} bytes)"]
+    assert [e.detail for e in ruleset.errors] == [f"file is too big ({path.stat().st_size} bytes)"]
 
 
-def test_deep_nesting_is_a_located_error_not_a_recursion_error(tmp_path: Path,
-                                                               registry: Registry) -> None:
+def test_deep_nesting_is_a_located_error_not_a_recursion_error(
+    tmp_path: Path, registry: Registry
+) -> None:
     path = tmp_path / "deep.yaml"
-    path.write_text("version: 1\nrules:\n  - name: r\n    on: call\n    do: [hangup]\n"
-                    "    description: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n    do: [hangup]\n"
+        "    description: " + "[" * 5000 + "]" * 5000 + "\n",
+        encoding="utf-8",
+    )
     ruleset = load_rules([path], registry)
     assert [e.render() for e in ruleset.errors] == [
-        f"{ruleset.errors[0].file}:6: lists and mappings nested deeper than 40 levels"]
+        f"{ruleset.errors[0].file}:6: lists and mappings nested deeper than 40 levels"
+    ]
 
 
 def test_too_many_yaml_values_is_a_located_error(tmp_path: Path, registry: Registry) -> None:
     path = tmp_path / "many.yaml"
-    path.write_text("version: 1\nrules: []\nnumbers: [" + "1," * MAX_NODES + "1]\n",
-                    encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules: []\nnumbers: [" + "1," * MAX_NODES + "1]\n", encoding="utf-8"
+    )
     ruleset = load_rules([path], registry)
     assert [(e.detail, e.line) for e in ruleset.errors] == [
-        (f"too many YAML values (more than {MAX_NODES})", 3)]
+        (f"too many YAML values (more than {MAX_NODES})", 3)
+    ]
 
 
 # --- expressions at load -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("condition", "message"), [
-    ("+".join(["1"] * 499), "expression nested deeper than 50 levels"),
-    (" + ".join(["caller.number"] * 499), "expression longer than 2000 characters"),
-    ("+".join(["1"] * 5000), "expression longer than 2000 characters"),
-    ("(" * 150 + "1" + ")" * 150 + " == " + "[" * 150 + "]" * 150,
-     "expression nested deeper than 50 levels"),
-    ("-" * 1500 + "1 == 1", "expression nested deeper than 50 levels"),
-    ("caller.name" + "[0]" * 500 + " == 'a'", "expression nested deeper than 50 levels"),
-    ("did in (" + ",".join(["1"] * 510) + ")", "expression has more than 500 values"),
-])
-def test_oversized_expression_is_a_load_error(condition: str, message: str, tmp_path: Path,
-                                              registry: Registry) -> None:
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("+".join(["1"] * 499), "expression nested deeper than 50 levels"),
+        (" + ".join(["caller.number"] * 499), "expression longer than 2000 characters"),
+        ("+".join(["1"] * 5000), "expression longer than 2000 characters"),
+        (
+            "(" * 150 + "1" + ")" * 150 + " == " + "[" * 150 + "]" * 150,
+            "expression nested deeper than 50 levels",
+        ),
+        ("-" * 1500 + "1 == 1", "expression nested deeper than 50 levels"),
+        ("caller.name" + "[0]" * 500 + " == 'a'", "expression nested deeper than 50 levels"),
+        ("did in (" + ",".join(["1"] * 510) + ")", "expression has more than 500 values"),
+    ],
+)
+def test_oversized_expression_is_a_load_error(
+    condition: str, message: str, tmp_path: Path, registry: Registry
+) -> None:
     ruleset = load_rules([write_rules(tmp_path, condition)], registry)
     (error,) = ruleset.errors
     assert error.line == 5
@@ -154,8 +186,9 @@ def test_oversized_expression_is_a_load_error(condition: str, message: str, tmp_
     assert ruleset.rules == ()
 
 
-def test_check_prints_located_errors_never_a_traceback(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_located_errors_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_rules(tmp_path, "+".join(["1"] * 499))
     assert main(["check", str(path)]) == 1
     out = capsys.readouterr()
@@ -163,8 +196,9 @@ def test_check_prints_located_errors_never_a_traceback(tmp_path: Path,
     assert "Traceback" not in out.out + out.err
 
 
-def test_check_on_every_bad_fixture_never_raises(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_on_every_bad_fixture_never_raises(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(BAD)
     assert main(["check", "."]) == 1
     assert "Traceback" not in capsys.readouterr().err
@@ -219,7 +253,8 @@ def test_value_too_big_fails_the_evaluation_in_both_paths(source: str) -> None:
 def test_a_rule_that_builds_too_much_is_skipped_and_the_next_one_routes(tmp_path: Path) -> None:
     nested = "[" * 20 + '"x" * 9999' + "] * 2" * 20  # 10 GB as text on the old code
     path = tmp_path / "rules.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         version: 1
         rules:
           - name: greedy
@@ -231,7 +266,9 @@ def test_a_rule_that_builds_too_much_is_skipped_and_the_next_one_routes(tmp_path
             on: call
             do:
               - redirect: {{context: queues, exten: sales}}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     decision = run_child(f"""
         import asyncio
         from datetime import UTC, datetime
@@ -251,16 +288,18 @@ def test_a_rule_that_builds_too_much_is_skipped_and_the_next_one_routes(tmp_path
     assert "OverflowError" in trace[0][2]
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ('"%05d|%-3s|%.2f" % (42, "a", 1.5)', "00042|a  |1.50"),
-    ('"%%d %s" % did', "%d 74951234567"),
-    ("7 % 3", 1),
-    ('[1, 2] + [3]', [1, 2, 3]),
-    ('len(["ab"] * 3000)', 3000),
-    ("str([caller.number] * 3)", "['79161234567', '79161234567', '79161234567']"),
-])
-def test_ordinary_values_are_untouched(source: str, expected: object,
-                                       registry: Registry) -> None:
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('"%05d|%-3s|%.2f" % (42, "a", 1.5)', "00042|a  |1.50"),
+        ('"%%d %s" % did', "%d 74951234567"),
+        ("7 % 3", 1),
+        ("[1, 2] + [3]", [1, 2, 3]),
+        ('len(["ab"] * 3000)', 3000),
+        ("str([caller.number] * 3)", "['79161234567', '79161234567', '79161234567']"),
+    ],
+)
+def test_ordinary_values_are_untouched(source: str, expected: object, registry: Registry) -> None:
     context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
     for code in (True, False):
         expression = Expression.parse(source)
@@ -280,13 +319,13 @@ def test_size_counts_shared_parts_and_stops_early() -> None:
 def test_deep_expression_just_under_the_bound_evaluates(registry: Registry) -> None:
     expression = Expression.parse("+".join(["1"] * 49))
     context = Context.for_call(Caller("1"), "2", now=NOW)
-    assert Evaluator(context, {**context.names()}, registry.functions).evaluate(
-        expression) == 49
+    assert Evaluator(context, {**context.names()}, registry.functions).evaluate(expression) == 49
     with pytest.raises(ExpressionError, match="nested deeper than 50"):
         Expression.parse("+".join(["1"] * 51))
 
 
 # --- regular expressions ------------------------------------------------------------------------
+
 
 def test_redos_pattern_on_a_hostile_caller_name_returns_at_once() -> None:
     # 29 characters held every call for 9.3 s with Python's re; 40 would take hours.
@@ -299,7 +338,8 @@ def test_redos_pattern_on_a_hostile_caller_name_returns_at_once() -> None:
 
 def test_redos_rule_is_false_and_the_call_routes_on(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         version: 1
         rules:
           - name: odd-name
@@ -311,7 +351,9 @@ def test_redos_rule_is_false_and_the_call_routes_on(tmp_path: Path) -> None:
             on: call
             do:
               - redirect: {context: queues, exten: sales}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     decision = run_child(f"""
         import asyncio
         from datetime import UTC, datetime
@@ -327,21 +369,24 @@ def test_redos_rule_is_false_and_the_call_routes_on(tmp_path: Path) -> None:
     assert decision == ["fallback"]
 
 
-@pytest.mark.parametrize(("pattern", "reason"), [
-    ("^(?!7495)", "invalid perl operator: (?!"),
-    ("(?<=8)800", "invalid perl operator: (?<="),
-    (r"^(\d)\1$", r"invalid escape sequence: \1"),
-])
-def test_pattern_re2_cannot_run_is_a_load_error_with_a_hint(pattern: str, reason: str,
-                                                            tmp_path: Path,
-                                                            registry: Registry) -> None:
-    ruleset = load_rules([write_rules(tmp_path, f"match({pattern!r}, caller.number)")],
-                         registry)
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("^(?!7495)", "invalid perl operator: (?!"),
+        ("(?<=8)800", "invalid perl operator: (?<="),
+        (r"^(\d)\1$", r"invalid escape sequence: \1"),
+    ],
+)
+def test_pattern_re2_cannot_run_is_a_load_error_with_a_hint(
+    pattern: str, reason: str, tmp_path: Path, registry: Registry
+) -> None:
+    ruleset = load_rules([write_rules(tmp_path, f"match({pattern!r}, caller.number)")], registry)
     (error,) = ruleset.errors
     assert error.line == 5
     assert error.detail == (
         f"regular expression {pattern!r} is not supported: {reason} (rules use RE2: no "
-        "look-around like (?=...) or (?<!...), no backreferences like \\1; see docs/rules.md)")
+        "look-around like (?=...) or (?<!...), no backreferences like \\1; see docs/rules.md)"
+    )
 
 
 def test_pattern_and_subject_lengths_are_bounded() -> None:
@@ -360,8 +405,8 @@ def test_digit_class_is_ascii_only() -> None:
 
 
 def test_a_loader_bug_is_a_located_error_not_a_traceback(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def broken(*_args: object) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
@@ -369,8 +414,10 @@ def test_a_loader_bug_is_a_located_error_not_a_traceback(
     path = write_rules(tmp_path, "did == '1'")
     assert main(["check", str(path)]) == 1
     out = capsys.readouterr()
-    assert ("rules.yaml:3: rule 'r': cannot load (RecursionError: maximum recursion depth "
-            "exceeded); please report this as a bug") in out.out
+    assert (
+        "rules.yaml:3: rule 'r': cannot load (RecursionError: maximum recursion depth "
+        "exceeded); please report this as a bug"
+    ) in out.out
     assert "Traceback" not in out.out + out.err
 
 
@@ -407,10 +454,14 @@ async def test_evaluation_stops_when_the_deadline_passes(tmp_path: Path) -> None
 
     registry.add_function("slow", slow)
     path = tmp_path / "rules.yaml"
-    path.write_text("version: 1\nrules:\n" + "".join(
-        f"  - name: r{i}\n    on: call\n    if: slow()\n    do: [hangup]\n"
-        for i in range(200)) + "  - name: last\n    on: call\n    do: [hangup]\n",
-        encoding="utf-8")
+    path.write_text(
+        "version: 1\nrules:\n"
+        + "".join(
+            f"  - name: r{i}\n    on: call\n    if: slow()\n    do: [hangup]\n" for i in range(200)
+        )
+        + "  - name: last\n    on: call\n    do: [hangup]\n",
+        encoding="utf-8",
+    )
     ruleset = load_rules([path], registry)
     assert not ruleset.errors
     context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
@@ -420,21 +471,37 @@ async def test_evaluation_stops_when_the_deadline_passes(tmp_path: Path) -> None
     assert len(outcome.trace.rules) < 200
 
 
-@pytest.mark.parametrize(("guide", "heading", "thousands"), [
-    ("rules.md", "## Limits", ","), ("ru/rules.md", "## Ограничения", " ")])
-def test_the_limits_table_states_the_bounds_the_code_enforces(guide: str, heading: str,
-                                                              thousands: str) -> None:
+@pytest.mark.parametrize(
+    ("guide", "heading", "thousands"),
+    [("rules.md", "## Limits", ","), ("ru/rules.md", "## Ограничения", " ")],
+)
+def test_the_limits_table_states_the_bounds_the_code_enforces(
+    guide: str, heading: str, thousands: str
+) -> None:
     from router.rules import limits, loader
     from router.rules.lists import MAX_LIST_FILE_BYTES, MAX_LIST_ITEMS
 
     text = (Path(__file__).resolve().parents[3] / "docs" / guide).read_text(encoding="utf-8")
-    section = text[text.index(f"\n{heading}\n"):]
-    section = section[:section.index("\n## ", 4)]
-    for bound in (loader.MAX_FILE_BYTES, loader.MAX_NODES, loader.MAX_DEPTH,
-                  MAX_LIST_FILE_BYTES, MAX_LIST_ITEMS, limits.MAX_EXPRESSION,
-                  limits.MAX_EXPRESSION_DEPTH, limits.MAX_EXPRESSION_NODES,
-                  limits.MAX_LITERAL, limits.MAX_STRING, limits.MAX_EXPONENT, MAX_PATTERN,
-                  MAX_SUBJECT):
-        shown = f"{bound:,}".replace(",", thousands) if bound >= 10_000 or guide == "rules.md" \
+    section = text[text.index(f"\n{heading}\n") :]
+    section = section[: section.index("\n## ", 4)]
+    for bound in (
+        loader.MAX_FILE_BYTES,
+        loader.MAX_NODES,
+        loader.MAX_DEPTH,
+        MAX_LIST_FILE_BYTES,
+        MAX_LIST_ITEMS,
+        limits.MAX_EXPRESSION,
+        limits.MAX_EXPRESSION_DEPTH,
+        limits.MAX_EXPRESSION_NODES,
+        limits.MAX_LITERAL,
+        limits.MAX_STRING,
+        limits.MAX_EXPONENT,
+        MAX_PATTERN,
+        MAX_SUBJECT,
+    ):
+        shown = (
+            f"{bound:,}".replace(",", thousands)
+            if bound >= 10_000 or guide == "rules.md"
             else str(bound)
+        )
         assert f" {shown} " in section or f" {shown}," in section, (guide, bound)

@@ -25,8 +25,9 @@ def ruleset(registry: Registry) -> RuleSet:
 
 
 @pytest.mark.parametrize(("caller", "did", "when"), [call[:3] for call in CALLS])
-async def test_may_ask_agrees_with_the_evaluation(ruleset: RuleSet, caller: str, did: str,
-                                                  when: str) -> None:
+async def test_may_ask_agrees_with_the_evaluation(
+    ruleset: RuleSet, caller: str, did: str, when: str
+) -> None:
     asked: list[str] = []
 
     async def counting(number: str) -> Any:
@@ -35,35 +36,41 @@ async def test_may_ask_agrees_with_the_evaluation(ruleset: RuleSet, caller: str,
 
     context = call_context(ruleset.registry, caller, did, now=at(when))
     expected = ruleset.may_ask(context, "onec.responsible")
-    await ruleset.evaluate(context, deadline=time.monotonic() + 0.2,
-                           lookups={**LOOKUPS, "onec.responsible": counting})
+    await ruleset.evaluate(
+        context, deadline=time.monotonic() + 0.2, lookups={**LOOKUPS, "onec.responsible": counting}
+    )
     assert expected == bool(asked)
 
 
-@pytest.mark.parametrize(("caller", "when", "asks"), [
-    ("8 (495) 000-00-66", "2026-11-23 12:00", False),  # blacklisted: hung up first
-    ("8 916 000-00-01", "2026-11-23 12:00", False),    # VIP queue before the owner rule
-    ("79161111111", "2026-11-23 20:15", False),        # closed: no lookup at night
-    ("79161111111", "2026-11-23 12:00", True),         # the owner rule is reached
-])
-def test_the_rules_before_the_lookup_decide(ruleset: RuleSet, caller: str, when: str,
-                                            asks: bool) -> None:
+@pytest.mark.parametrize(
+    ("caller", "when", "asks"),
+    [
+        ("8 (495) 000-00-66", "2026-11-23 12:00", False),  # blacklisted: hung up first
+        ("8 916 000-00-01", "2026-11-23 12:00", False),  # VIP queue before the owner rule
+        ("79161111111", "2026-11-23 20:15", False),  # closed: no lookup at night
+        ("79161111111", "2026-11-23 12:00", True),  # the owner rule is reached
+    ],
+)
+def test_the_rules_before_the_lookup_decide(
+    ruleset: RuleSet, caller: str, when: str, asks: bool
+) -> None:
     context = call_context(ruleset.registry, caller, "74950000000", now=at(when))
     assert ruleset.may_ask(context, "onec.responsible") is asks
     assert ruleset.may_ask(context, "no.such.lookup") is False
 
 
-def test_a_broken_rule_is_passed_over_as_in_evaluation(registry: Registry,
-                                                       tmp_path: Any) -> None:
+def test_a_broken_rule_is_passed_over_as_in_evaluation(registry: Registry, tmp_path: Any) -> None:
     (tmp_path / "rules.yaml").write_text(
         "version: 1\nrules:\n"
         "  - name: broken\n    on: call\n    if: int(caller.name) > 1\n"
         "    do: [{hangup: {cause: 21}}]\n"
         "  - name: owner\n    on: call\n    lookup:\n"
         "      owner: onec.responsible(caller.number)\n    when: owner.found\n"
-        "    do: [{redirect: {context: callrouter-dial, exten: '101'}}]\n")
+        "    do: [{redirect: {context: callrouter-dial, exten: '101'}}]\n"
+    )
     ruleset = load_rules([tmp_path / "rules.yaml"], registry)
     assert ruleset.errors == ()
-    context = call_context(ruleset.registry, "79161111111", "74950000000",
-                           caller_name="x", now=at("2026-11-23 12:00"))
+    context = call_context(
+        ruleset.registry, "79161111111", "74950000000", caller_name="x", now=at("2026-11-23 12:00")
+    )
     assert ruleset.may_ask(context, "onec.responsible") is True

@@ -37,8 +37,10 @@ MAX_GAP = 1.0
 
 def big_valid_rules(count: int) -> str:
     """A legal rule file that takes the pure-Python YAML parser a few seconds."""
-    rule = ("  - name: r{0}\n    on: call\n    if: did == \"7495{0:07d}\"\n"
-            "    do:\n      - redirect: {{context: sales, exten: \"{0}\"}}\n")
+    rule = (
+        '  - name: r{0}\n    on: call\n    if: did == "7495{0:07d}"\n'
+        '    do:\n      - redirect: {{context: sales, exten: "{0}"}}\n'
+    )
     return "version: 1\nrules:\n" + "".join(rule.format(i) for i in range(count))
 
 
@@ -54,11 +56,15 @@ async def engine(tmp_path: Path) -> Engine:
     (folder / "a.yaml").write_text(GOOD, encoding="utf-8")
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{folder}"]\n', encoding="utf-8")
-    engine = Engine(load_config(tmp_path / "router.toml"),
-                    client=_NoAsterisk(),  # type: ignore[arg-type]
-                    plugins=Plugins.load(entry_points=False),
-                    options=EngineOptions(watch_interval=0))
+        f'[router]\nrules = ["{folder}"]\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=_NoAsterisk(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
     loaded = await engine.setup()
     assert [r.name for r in loaded.rules] == ["default"]
     return engine
@@ -82,8 +88,7 @@ async def largest_gap_while(work: asyncio.Future[object] | asyncio.Task[object])
     return max(later - earlier for earlier, later in itertools.pairwise(ticks))
 
 
-async def test_watched_folder_reload_of_the_bomb_keeps_the_loop_ticking(
-        engine: Engine) -> None:
+async def test_watched_folder_reload_of_the_bomb_keeps_the_loop_ticking(engine: Engine) -> None:
     folder = engine.rules.paths[0]
     bomb = (BAD / "yaml_alias_bomb.yaml").read_text(encoding="utf-8")
     (folder / "b.yaml").write_text(bomb, encoding="utf-8")

@@ -63,7 +63,7 @@ def test_strict_reload_refuses_any_error(tmp_path: Path, registry: Registry) -> 
     path = write(tmp_path, GOOD)
     book = RuleBook([path], registry)
     book.reload(strict=True)
-    path.write_text(GOOD.replace("exten: \"2\"", "extn: \"2\""), encoding="utf-8")
+    path.write_text(GOOD.replace('exten: "2"', 'extn: "2"'), encoding="utf-8")
     book.reload()  # lenient: 'second' is dropped
     assert [r.name for r in book.current.rules] == ["first"]
     path.write_text(GOOD.replace('did == "1"', "did = 1"), encoding="utf-8")
@@ -78,14 +78,20 @@ def test_missing_path_is_fatal(tmp_path: Path, registry: Registry) -> None:
 
 
 async def test_priority_then_file_order(tmp_path: Path, registry: Registry) -> None:
-    write(tmp_path, "version: 1\nrules:\n"
-          "  - {name: b, on: call, continue: true, do: [{setvar: {B: '1'}}]}\n"
-          "  - {name: c, on: call, priority: 5, continue: true, do: [{setvar: {C: '1'}}]}\n",
-          "10-first.yaml")
-    write(tmp_path, "version: 1\nrules:\n"
-          "  - {name: a, on: call, continue: true, do: [{setvar: {A: '1'}}]}\n"
-          "  - {name: d, on: call, priority: -1, do: [{setvar: {D: '1'}}]}\n",
-          "20-second.yaml")
+    write(
+        tmp_path,
+        "version: 1\nrules:\n"
+        "  - {name: b, on: call, continue: true, do: [{setvar: {B: '1'}}]}\n"
+        "  - {name: c, on: call, priority: 5, continue: true, do: [{setvar: {C: '1'}}]}\n",
+        "10-first.yaml",
+    )
+    write(
+        tmp_path,
+        "version: 1\nrules:\n"
+        "  - {name: a, on: call, continue: true, do: [{setvar: {A: '1'}}]}\n"
+        "  - {name: d, on: call, priority: -1, do: [{setvar: {D: '1'}}]}\n",
+        "20-second.yaml",
+    )
     ruleset = load_rules([tmp_path], registry)
     outcome = await ruleset.evaluate(call())
     assert outcome.decision.rules == ("c", "b", "a", "d")
@@ -97,18 +103,23 @@ def test_lists_are_global_and_unique(tmp_path: Path, registry: Registry) -> None
     ruleset = load_rules([tmp_path], registry)
     assert [e.render() for e in ruleset.errors] == [
         f"{ruleset.errors[0].file}:3: list 'vip' is already defined at "
-        f"{ruleset.errors[0].file[:-6]}a.yaml:3"]
+        f"{ruleset.errors[0].file[:-6]}a.yaml:3"
+    ]
 
 
 async def test_did_index_gives_the_same_decisions(tmp_path: Path, registry: Registry) -> None:
     rules = "".join(
         f"  - name: did-{i}\n    on: call\n    priority: {i % 3}\n"
-        f"    if: did == \"{i}\" and caller.number != \"0\"\n"
-        f"    do: [{{redirect: {{context: d, exten: \"{i}\"}}}}]\n" for i in range(20))
-    rules += ("  - name: many\n    on: call\n    priority: 1\n    if: did in ('3', '4')\n"
-              "    continue: true\n    do: [{setvar: {MANY: '1'}}]\n"
-              "  - name: rest\n    on: call\n    priority: -5\n"
-              "    do: [{redirect: {context: d, exten: rest}}]\n")
+        f'    if: did == "{i}" and caller.number != "0"\n'
+        f'    do: [{{redirect: {{context: d, exten: "{i}"}}}}]\n'
+        for i in range(20)
+    )
+    rules += (
+        "  - name: many\n    on: call\n    priority: 1\n    if: did in ('3', '4')\n"
+        "    continue: true\n    do: [{setvar: {MANY: '1'}}]\n"
+        "  - name: rest\n    on: call\n    priority: -5\n"
+        "    do: [{redirect: {context: d, exten: rest}}]\n"
+    )
     ruleset = load_rules([write(tmp_path, "version: 1\nrules:\n" + rules)], registry)
     assert ruleset.errors == ()
     from router.rules.evaluate import evaluate_rules
@@ -123,13 +134,17 @@ async def test_did_index_gives_the_same_decisions(tmp_path: Path, registry: Regi
 
 def test_event_names_from_a_catalog(tmp_path: Path, registry: Registry) -> None:
     registry.set_event_names({"Hangup", "Newchannel"})
-    path = write(tmp_path, "version: 1\nrules:\n  - name: e\n    on: event Hangupp\n"
-                           "    do: [{notify: {plugin: onec, event: x}}]\n"
-                           "  - name: g\n    on: event New*\n"
-                           "    do: [{notify: {plugin: onec, event: x}}]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: e\n    on: event Hangupp\n"
+        "    do: [{notify: {plugin: onec, event: x}}]\n"
+        "  - name: g\n    on: event New*\n"
+        "    do: [{notify: {plugin: onec, event: x}}]\n",
+    )
     ruleset = load_rules([path], registry)
     assert [e.detail for e in ruleset.errors] == [
-        "unknown event 'Hangupp' (did you mean 'Hangup'?)"]
+        "unknown event 'Hangupp' (did you mean 'Hangup'?)"
+    ]
 
 
 def test_ami_actions_checked_by_the_catalog(tmp_path: Path) -> None:
@@ -143,17 +158,21 @@ def test_ami_actions_checked_by_the_catalog(tmp_path: Path) -> None:
         if action != "DBPut":
             raise AMIValidationError(f"unknown AMI action {action!r} (did you mean 'DBPut'?)")
 
-    path = write(tmp_path, "version: 1\nrules:\n"
-                           "  - name: ok\n    schedule: '0 9 * * *'\n"
-                           "    do: [{ami: {action: DBPut, family: f, key: '{now.hour}'}}]\n"
-                           "  - name: typo\n    schedule: '0 9 * * *'\n"
-                           "    do: [{ami: {action: DBPutt, family: f}}]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n"
+        "  - name: ok\n    schedule: '0 9 * * *'\n"
+        "    do: [{ami: {action: DBPut, family: f, key: '{now.hour}'}}]\n"
+        "  - name: typo\n    schedule: '0 9 * * *'\n"
+        "    do: [{ami: {action: DBPutt, family: f}}]\n",
+    )
     assert load_rules([path], registry).errors == ()  # without a catalog: shape only
     registry.set_ami_validator(catalog)
     ruleset = load_rules([path], registry)
     assert [e.render() for e in ruleset.errors] == [
         f"{ruleset.errors[0].file}:8: rule 'typo': action 'ami': "
-        "unknown AMI action 'DBPutt' (did you mean 'DBPut'?)"]
+        "unknown AMI action 'DBPutt' (did you mean 'DBPut'?)"
+    ]
     assert ("DBPut", {"family": "f", "key": "{now.hour}"}) in seen
 
 
@@ -172,38 +191,47 @@ async def test_plugin_function_lookup_and_action(tmp_path: Path, registry: Regis
     registry.add_action(ActionSpec("sms", (ParamSpec("to", required=True),)))
     with pytest.raises(ValueError, match="already registered"):
         registry.add_function("double", double)
-    path = write(tmp_path, "version: 1\nrules:\n  - name: p\n    on: call\n"
-                           "    lookup: {score: crm.score(caller.number)}\n"
-                           "    when: double(score) == 22\n"
-                           "    do: [{sms: {to: '{caller.number}'}}]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: p\n    on: call\n"
+        "    lookup: {score: crm.score(caller.number)}\n"
+        "    when: double(score) == 22\n"
+        "    do: [{sms: {to: '{caller.number}'}}]\n",
+    )
     ruleset = load_rules([path], registry)
     assert ruleset.errors == ()
     outcome = await ruleset.evaluate(call())
     assert [(a.kind, dict(a.params)) for a in outcome.decision.actions] == [
-        ("sms", {"to": "79161234567"})]
+        ("sms", {"to": "79161234567"})
+    ]
 
 
 async def test_rejected_actions_fall_through(tmp_path: Path, registry: Registry) -> None:
-    path = write(tmp_path, "version: 1\nrules:\n  - name: owner\n    on: call\n"
-                           "    lookup: {owner: directory(caller.number)}\n"
-                           "    do: [{redirect: {context: d, exten: '{owner.extension}'}}]\n"
-                           "  - name: bad-cause\n    on: call\n"
-                           "    do: [{hangup: {cause: '{caller.name}x'}}]\n"
-                           "  - name: default\n    on: call\n"
-                           "    do: [{redirect: {context: q, exten: sales}}]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: owner\n    on: call\n"
+        "    lookup: {owner: directory(caller.number)}\n"
+        "    do: [{redirect: {context: d, exten: '{owner.extension}'}}]\n"
+        "  - name: bad-cause\n    on: call\n"
+        "    do: [{hangup: {cause: '{caller.name}x'}}]\n"
+        "  - name: default\n    on: call\n"
+        "    do: [{redirect: {context: q, exten: sales}}]\n",
+    )
     ruleset = load_rules([path], registry)
     outcome = await ruleset.evaluate(call())
     assert outcome.decision.rules == ("default",)
     statuses = [(r.rule, r.status) for r in outcome.trace.rules]
-    assert statuses == [("owner", "rejected"), ("bad-cause", "rejected"),
-                        ("default", "matched")]
+    assert statuses == [("owner", "rejected"), ("bad-cause", "rejected"), ("default", "matched")]
     assert "'exten' is empty" in outcome.trace.rules[0].detail
 
 
 async def test_runtime_error_is_traced_and_skipped(tmp_path: Path, registry: Registry) -> None:
-    path = write(tmp_path, "version: 1\nrules:\n  - name: zero\n    on: call\n"
-                           "    if: 1 / len(caller.name) > 0\n    do: [hangup]\n"
-                           "  - name: default\n    on: call\n    do: [hangup]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: zero\n    on: call\n"
+        "    if: 1 / len(caller.name) > 0\n    do: [hangup]\n"
+        "  - name: default\n    on: call\n    do: [hangup]\n",
+    )
     outcome = await load_rules([path], registry).evaluate(call())
     assert outcome.decision.rules == ("default",)
     assert outcome.trace.rules[0].status == "error"
@@ -211,14 +239,18 @@ async def test_runtime_error_is_traced_and_skipped(tmp_path: Path, registry: Reg
 
 
 async def test_deadline_already_passed(tmp_path: Path, registry: Registry) -> None:
-    path = write(tmp_path, "version: 1\nrules:\n  - name: o\n    on: call\n"
-                           "    lookup: {x: directory(caller.number)}\n"
-                           "    when: x is None\n    do: [hangup]\n")
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: o\n    on: call\n"
+        "    lookup: {x: directory(caller.number)}\n"
+        "    when: x is None\n    do: [hangup]\n",
+    )
 
     async def never(number: str) -> None:
         raise AssertionError("must not be called after the deadline")
 
     outcome = await load_rules([path], registry).evaluate(
-        call(), deadline=0.0, lookups={"directory": never})
+        call(), deadline=0.0, lookups={"directory": never}
+    )
     assert outcome.decision.rules == ("o",)
     assert outcome.trace.deadline_hit

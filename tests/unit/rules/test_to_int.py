@@ -13,9 +13,18 @@ def test_non_ascii_or_oversized_text_is_not_a_number(text: str) -> None:
     assert to_int(text, 7) == 7
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("42", 42), (" -5 ", -5), ("+3", 3), (7, 7), (True, 1), (3.9, 3), ("0", 0),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("42", 42),
+        (" -5 ", -5),
+        ("+3", 3),
+        (7, 7),
+        (True, 1),
+        (3.9, 3),
+        ("0", 0),
+    ],
+)
 def test_ordinary_numbers_still_convert(value: object, expected: int) -> None:
     assert to_int(value) == expected
 
