@@ -57,7 +57,7 @@ from router.dialplan import (
 from router.engine_view import CallsView, EngineView
 from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
 from router.executor import Executor, PluginHooks
-from router.hookspecs import EngineAPI, ScheduledJob
+from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.plugins import Plugins
 from router.request import RequestInfo
@@ -133,7 +133,11 @@ class Engine:
             schedule=self.schedule,
             may_ask=self.may_ask,
             shadow=lambda: self.shadow,
+            watch=self.watch,
+            decision=self.decision,
         )
+        #: Listeners told every event and gap (``EngineAPI.watch``).
+        self._listeners: list[EventListener] = []
         self.executor = Executor(
             self._client,
             PluginHooks(self.plugins, self.api),
@@ -679,6 +683,30 @@ class Engine:
 
     # -- events ------------------------------------------------------------------------
 
+    def watch(self, listener: EventListener) -> Callable[[], None]:
+        """``EngineAPI.watch``: ``listener`` is told every event and gap until stopped."""
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return stop
+
+    def _tell(self, item: Event | StreamGap, call: Call | None) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(item, call)
+            except Exception:
+                self._bad_events.exception("listener", "an event listener failed")
+
+    def decision(self, linkedid: str) -> dict[str, Any] | None:
+        """``EngineAPI.decision``: the newest decision record for the call, as logged."""
+        for record in reversed(self.router.records):
+            if record.linkedid == linkedid:
+                return record.to_dict()
+        return None
+
     async def handle_event(self, event: Event) -> None:
         """One event through the tracker, plugins and, if it asks, routing."""
         if event.name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
@@ -695,6 +723,8 @@ class Engine:
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)
+        if self._listeners:
+            self._tell(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
             if self.router.accept(event, call):
                 # Let the routing task run up to its first I/O now, rather than
@@ -749,6 +779,7 @@ class Engine:
             # Heartbeats were lost with the gap: ask again before acting.
             self._spawn_beat(self._guard.probe())
         await self.plugins.stream_gap(gap)
+        self._tell(gap, None)
         try:
             await self.reconcile()
         except (AMIError, OSError) as exc:

@@ -9,16 +9,16 @@ without the scheduler object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router.ami.facade import AMI
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call, CallTracker
     from router.config import Config
-    from router.hookspecs import ScheduledJob
+    from router.hookspecs import EventListener, ScheduledJob
 
 __all__ = ["CallsView", "EngineView"]
 
@@ -47,7 +47,17 @@ class CallsView:
 class EngineView:
     """One engine's :class:`~router.hookspecs.EngineAPI`, built from its parts."""
 
-    __slots__ = ("_ami", "_calls", "_config", "_may_ask", "_schedule", "_shadow", "_state_dir")
+    __slots__ = (
+        "_ami",
+        "_calls",
+        "_config",
+        "_decision",
+        "_may_ask",
+        "_schedule",
+        "_shadow",
+        "_state_dir",
+        "_watch",
+    )
 
     def __init__(
         self,
@@ -59,6 +69,8 @@ class EngineView:
         schedule: Callable[..., None],
         may_ask: Callable[[Call, str], bool],
         shadow: Callable[[], bool],
+        watch: Callable[[EventListener], Callable[[], None]],
+        decision: Callable[[str], Mapping[str, Any] | None],
     ) -> None:
         self._ami = ami
         self._calls = calls
@@ -67,6 +79,8 @@ class EngineView:
         self._schedule = schedule
         self._may_ask = may_ask
         self._shadow = shadow
+        self._watch = watch
+        self._decision = decision
 
     @property
     def ami(self) -> AMI:
@@ -95,6 +109,12 @@ class EngineView:
 
     def may_ask(self, call: Call, lookup: str) -> bool:
         return self._may_ask(call, lookup)
+
+    def watch(self, listener: EventListener) -> Callable[[], None]:
+        return self._watch(listener)
+
+    def decision(self, linkedid: str) -> Mapping[str, Any] | None:
+        return self._decision(linkedid)
 
     def __repr__(self) -> str:
         return f"EngineView(shadow={self.shadow})"

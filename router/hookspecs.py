@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "PROJECT",
     "EngineAPI",
+    "EventListener",
     "LiveCalls",
     "RouteOutcome",
     "ScheduledJob",
@@ -69,6 +70,10 @@ RouteOutcome = Literal["executed", "fell-through", "late", "shadow", "failed", "
 
 #: A timed job: a function of no arguments, plain or ``async``.
 ScheduledJob = Callable[[], "Awaitable[object] | object"]
+
+#: Told every event after the tracker folded it (with its call, or None), and
+#: every stream gap (with None): ``EngineAPI.watch``.
+EventListener = Callable[["Event | StreamGap", "Call | None"], None]
 
 
 class LiveCalls(Protocol):
@@ -140,6 +145,25 @@ class EngineAPI(Protocol):
 
         ``False`` when the rules end routing before any such rule (a
         blacklist ``hangup``): a plugin's prefetch then leaves the caller alone.
+        """
+        ...
+
+    def watch(self, listener: EventListener) -> Callable[[], None]:
+        """Tell ``listener`` every event and stream gap from now on; returns the stop.
+
+        For code that follows calls outside the hooks (the HTTP API confirms a
+        click-to-call by its events and re-applies state after a gap). The
+        listener runs on the event path, synchronously, after the tracker and
+        the ``callrouter_event`` hooks: it must return at once. Its exceptions
+        are logged and never stop the event.
+        """
+        ...
+
+    def decision(self, linkedid: str) -> Mapping[str, Any] | None:
+        """The latest routing decision taken for the call ``linkedid``, as logged.
+
+        The decision log line's fields (``rule``, ``outcome``, ``actions`` ...),
+        or None when none was taken (or it is older than the bounded record).
         """
         ...
 

@@ -10,10 +10,10 @@ reads is the one the engine would give it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from router.ami.client import AJAMClient
 from router.ami.facade import AMI
@@ -26,7 +26,7 @@ from router.rules.decision import Action, Decision, LookupTrace, RuleStatus, Rul
 from router.testing.replay import ReplayAsterisk
 
 if TYPE_CHECKING:
-    from router.hookspecs import ScheduledJob
+    from router.hookspecs import EventListener, ScheduledJob
 
 __all__ = [
     "CallTimeline",
@@ -230,6 +230,8 @@ class StubEngine:
     asks: bool = True
     replay: ReplayAsterisk = field(default_factory=ReplayAsterisk)
     jobs: dict[str, ScheduledRun] = field(default_factory=dict)
+    listeners: list[EventListener] = field(default_factory=list)
+    decisions: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     _client: AJAMClient | None = field(default=None, init=False, repr=False)
     _ami: AMI | None = field(default=None, init=False, repr=False)
 
@@ -259,3 +261,12 @@ class StubEngine:
 
     def may_ask(self, call: Call, lookup: str) -> bool:
         return self.asks
+
+    def watch(self, listener: EventListener) -> Callable[[], None]:
+        """Record the listener in :attr:`listeners`; the test tells it events."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    def decision(self, linkedid: str) -> Mapping[str, Any] | None:
+        """The record in :attr:`decisions` for ``linkedid``, if the test put one."""
+        return self.decisions.get(linkedid)
