@@ -1,0 +1,275 @@
+"""What goes into the event feed: AMI events and routing decisions, as 1C reads them.
+
+A plugin like the built-ins (same hooks, registered through the same
+``Plugins.register``), made around the feed the API serves, so nothing here
+asks the engine for anything it does not already tell every plugin.
+
+Kinds (``docs/api.md``, "The event feed"):
+
+* ``ringing``: an extension's phone rings (``DialBegin``). For a routed call
+  it carries the caller card the rules' lookup returned (``card``, from
+  ``Trace.lookup_values``): the one 1C request that routed the call also
+  serves the screen pop; the feed never asks 1C again.
+* ``answered``: that extension picked up (``DialEnd``, ``ANSWER``).
+* ``missed``: it rang and did not answer (``DialEnd``, any other status).
+* ``transferred``: a successful blind or attended transfer, at the
+  transferring extension.
+* ``hangup``: the call ended; once for each extension that talked, or once
+  with no extension when none was involved.
+* ``presence`` (hint state, ``ExtensionStatus``) and ``device``
+  (``DeviceStateChange``); ``dnd`` and ``forwarding`` come from the API's
+  forwarding endpoints.
+
+The decision of a routed call can come after its ``DialBegin`` (the Redirect's
+confirmation and the dial arrive in one batch of events): the ringing then
+waits for the decision, at most :data:`CARD_WAIT` seconds, and goes without a
+card if none comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.builtin.extension_state import state_name
+from router.hookspecs import RouteOutcome, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.api.feed import EventFeed
+    from router.calls import Call
+    from router.rules.decision import Decision, Trace
+
+__all__ = ["CARD_LOOKUP", "CARD_WAIT", "FeedIntake", "endpoint"]
+
+#: The lookup whose answer is the caller card (``[api] events_card_lookup``).
+CARD_LOOKUP = "onec.responsible"
+#: Seconds a routed call's ringing waits for its decision (and card).
+CARD_WAIT = 1.0
+#: Calls remembered at once; the oldest is forgotten first (a lost Hangup).
+_CALLS_MAX = 10_000
+
+
+def endpoint(channel: str | None) -> str | None:
+    """The extension behind a phone's channel: ``PJSIP/101-0000002a`` -> ``101``.
+
+    None for what is no phone: Local channels (their far end dials the
+    phone, and is seen itself) and anything without a technology.
+    """
+    if not channel or "/" not in channel:
+        return None
+    tech, _, rest = channel.partition("/")
+    if tech.lower() == "local" or not rest:
+        return None
+    name = rest.rsplit("-", 1)[0] if "-" in rest else rest
+    return name or None
+
+
+def _timestamp(event: Event) -> float | None:
+    try:
+        return float(event.get("Timestamp") or "")
+    except ValueError:
+        return None
+
+
+def _jsonable(value: object) -> Any:
+    """A lookup answer as JSON values (1C's answer is JSON already; be sure)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _CallState:
+    decided: bool = False
+    card: Any = None
+    rules: tuple[str, ...] = ()
+    #: Ringing events waiting for the decision: (extension, data, ts).
+    pending: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    talked: dict[str, None] = field(default_factory=dict)
+    rang: dict[str, None] = field(default_factory=dict)
+
+
+class FeedIntake:
+    """The plugin feeding :class:`~router.api.feed.EventFeed` (one per engine)."""
+
+    def __init__(
+        self, feed: EventFeed, *, card_lookup: str = CARD_LOOKUP, card_wait: float = CARD_WAIT
+    ) -> None:
+        self.feed = feed
+        self.card_lookup = card_lookup
+        self.card_wait = card_wait
+        self._calls: OrderedDict[str, _CallState] = OrderedDict()
+
+    def _state(self, linkedid: str) -> _CallState:
+        state = self._calls.get(linkedid)
+        if state is None:
+            if len(self._calls) >= _CALLS_MAX:
+                _, old = self._calls.popitem(last=False)
+                if old.timer is not None:
+                    old.timer.cancel()
+            state = self._calls[linkedid] = _CallState()
+        return state
+
+    # -- hooks ---------------------------------------------------------------
+
+    @hookimpl
+    def callrouter_decision(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
+        """Keep the card for the call's ringing; release a ringing that waited for it."""
+        state = self._state(call.linkedid)
+        state.decided = True
+        if trace is not None:
+            state.card = next(iter(trace.lookup_values(self.card_lookup)), None)
+        if decision is not None:
+            state.rules = decision.rules
+        self._release(call.linkedid, state)
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        """Translate one AMI event; only dictionary work on this hot path."""
+        name = event.name
+        if name == "DialBegin":
+            self._dial_begin(event, call)
+        elif name == "DialEnd":
+            self._dial_end(event, call)
+        elif name in ("BlindTransfer", "AttendedTransfer"):
+            self._transfer(event)
+        elif name == "ExtensionStatus":
+            extension = event.get("Exten")
+            if extension:
+                self.feed.publish(
+                    "presence",
+                    extension,
+                    {
+                        "state": state_name(event.get("Status")),
+                        "status_text": event.get("StatusText") or "",
+                        "context": event.get("Context") or "",
+                    },
+                    ts=_timestamp(event),
+                )
+        elif name == "DeviceStateChange":
+            device = event.get("Device") or ""
+            extension = endpoint(device)
+            if extension:
+                self.feed.publish(
+                    "device",
+                    extension,
+                    {"device": device, "state": (event.get("State") or "").lower()},
+                    ts=_timestamp(event),
+                )
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        """``hangup`` for each extension that talked (or one of no extension)."""
+        state = self._calls.pop(call.linkedid, None)
+        if state is None:
+            state = _CallState()
+        elif state.pending:
+            self._release(call.linkedid, state)
+        if state.timer is not None:
+            state.timer.cancel()
+        data = {
+            "caller": call.caller_number,
+            "caller_name": call.caller_name,
+            "did": call.did,
+            "answered": call.answered,
+        }
+        for extension in state.talked or (None,):
+            self.feed.publish("hangup", extension, data, call_id=call.linkedid)
+
+    # -- translation ---------------------------------------------------------
+
+    def _dial_begin(self, event: Event, call: Call | None) -> None:
+        extension = endpoint(event.get("DestChannel"))
+        linkedid = event.get("Linkedid") or (call.linkedid if call else "")
+        if extension is None or not linkedid:
+            return
+        data: dict[str, Any] = {
+            "caller": event.get("CallerIDNum") or (call.caller_number if call else ""),
+            "caller_name": event.get("CallerIDName") or (call.caller_name if call else ""),
+            "did": call.did if call else "",
+            "channel": event.get("DestChannel") or "",
+        }
+        state = self._state(linkedid)
+        state.rang[extension] = None
+        ts = _timestamp(event)
+        if state.decided or call is None or not call.routed:
+            self._ringing(linkedid, state, extension, data, ts)
+            return
+        state.pending.append((extension, data, ts))
+        if state.timer is None:
+            state.timer = asyncio.get_running_loop().call_later(
+                self.card_wait, self._card_timeout, linkedid
+            )
+
+    def _card_timeout(self, linkedid: str) -> None:
+        state = self._calls.get(linkedid)
+        if state is not None:
+            state.timer = None
+            self._release(linkedid, state)
+
+    def _release(self, linkedid: str, state: _CallState) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        pending, state.pending = state.pending, []
+        for extension, data, ts in pending:
+            self._ringing(linkedid, state, extension, data, ts)
+
+    def _ringing(
+        self,
+        linkedid: str,
+        state: _CallState,
+        extension: str,
+        data: dict[str, Any],
+        ts: float | None,
+    ) -> None:
+        data = {**data, "card": _jsonable(state.card), "rules": list(state.rules)}
+        self.feed.publish("ringing", extension, data, call_id=linkedid, ts=ts)
+
+    def _dial_end(self, event: Event, call: Call | None) -> None:
+        extension = endpoint(event.get("DestChannel"))
+        linkedid = event.get("Linkedid") or (call.linkedid if call else "")
+        if extension is None or not linkedid:
+            return
+        state = self._state(linkedid)
+        if state.pending:
+            self._release(linkedid, state)  # never an answer before its ringing
+        status = event.get("DialStatus") or ""
+        data = {
+            "caller": event.get("CallerIDNum") or (call.caller_number if call else ""),
+            "channel": event.get("DestChannel") or "",
+            "status": status,
+        }
+        if status == "ANSWER":
+            state.talked[extension] = None
+            self.feed.publish("answered", extension, data, call_id=linkedid, ts=_timestamp(event))
+        else:
+            self.feed.publish("missed", extension, data, call_id=linkedid, ts=_timestamp(event))
+
+    def _transfer(self, event: Event) -> None:
+        if event.get("Result") not in (None, "Success"):
+            return
+        blind = event.name == "BlindTransfer"
+        channel = event.get("TransfererChannel" if blind else "OrigTransfererChannel")
+        linkedid = event.get("TransfererLinkedid" if blind else "OrigTransfererLinkedid")
+        target = (
+            event.get("Extension")
+            if blind
+            else endpoint(event.get("TransferTargetChannel"))
+            or event.get("TransferTargetCallerIDNum")
+        )
+        self.feed.publish(
+            "transferred",
+            endpoint(channel),
+            {"how": "blind" if blind else "attended", "target": target or "", "channel": channel},
+            call_id=linkedid or None,
+            ts=_timestamp(event),
+        )

@@ -1,0 +1,176 @@
+"""What goes into the feed: AMI events and decisions -> ringing, answered, missed, ..."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.api.feed import EventFeed
+from router.api.intake import FeedIntake, endpoint
+from router.plugins import Plugins
+from router.testing import CallTimeline, make_decision, make_event, make_trace
+
+LINKEDID = "1714557600.42"
+CARD = {"client": {"id": "c-1", "name": "ООО Ромашка"}, "manager": {"extension": "101"}}
+
+
+def dial(name: str, dest: str = "PJSIP/101-00000002", **fields: str):  # type: ignore[no-untyped-def]
+    return make_event(
+        name,
+        Channel=f"Local/74951234567@callrouter-inbound-{LINKEDID};2",
+        CallerIDNum="79161234567",
+        CallerIDName="Ivan",
+        Linkedid=LINKEDID,
+        DestChannel=dest,
+        Timestamp="1714557601.250000",
+        **fields,
+    )
+
+
+def kinds(feed: EventFeed) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.extension) for e in feed.read(0, limit=1000).events]
+
+
+@pytest.mark.parametrize(
+    ("channel", "extension"),
+    [
+        ("PJSIP/101-0000002a", "101"),
+        ("SIP/manager-7-00000001", "manager-7"),
+        ("PJSIP/101", "101"),
+        ("Local/101@callrouter-dial-00000001;1", None),
+        ("", None),
+        ("nonsense", None),
+    ],
+)
+def test_endpoint_of_a_channel(channel: str, extension: str | None) -> None:
+    assert endpoint(channel) == extension
+
+
+async def test_ringing_carries_the_card_the_routing_lookup_returned() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    calls = CallTimeline()
+    call = calls.inbound_call(linkedid=LINKEDID)
+    trace = make_trace(lookups={"onec.responsible": CARD})
+    decision = make_decision(("redirect", {"context": "callrouter-dial", "exten": "101"}))
+    intake.callrouter_decision(call, decision, trace, "executed")
+    intake.callrouter_event(dial("DialBegin"), call)
+    (event,) = feed.read(0).events
+    assert event.kind == "ringing"
+    assert event.extension == "101"
+    assert event.call_id == LINKEDID
+    assert event.ts == pytest.approx(1714557601.25)  # Asterisk's clock, not ours
+    assert event.data["card"] == CARD
+    assert event.data["caller"] == "79161234567"
+    assert event.data["rules"] == ["rule"]
+
+
+async def test_a_dial_seen_before_its_decision_waits_for_the_card() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_event(dial("DialBegin"), call)
+    assert kinds(feed) == []  # held for the decision
+    intake.callrouter_decision(
+        call, make_decision(), make_trace(lookups={"onec.responsible": CARD}), "executed"
+    )
+    (event,) = feed.read(0).events
+    assert event.data["card"] == CARD
+
+
+async def test_without_a_decision_the_ringing_goes_without_a_card_after_the_wait() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed, card_wait=0.01)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_event(dial("DialBegin"), call)
+    page = await asyncio.wait_for(feed.wait(0, timeout=5), 5)
+    assert [(e.kind, e.data["card"]) for e in page.events] == [("ringing", None)]
+
+
+async def test_a_call_not_routed_rings_at_once_without_a_card() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    intake.callrouter_event(dial("DialBegin"), call)
+    assert kinds(feed) == [("ringing", "101")]
+
+
+async def test_a_whole_call_ringing_missed_answered_transferred_hangup() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    calls = CallTimeline()
+    call = calls.inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    intake.callrouter_event(dial("DialBegin", "PJSIP/101-01"), call)
+    intake.callrouter_event(dial("DialBegin", "PJSIP/102-02"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
+    intake.callrouter_event(
+        make_event(
+            "BlindTransfer",
+            Result="Success",
+            TransfererChannel="PJSIP/102-02",
+            TransfererLinkedid=LINKEDID,
+            Extension="103",
+        ),
+        call,
+    )
+    intake.callrouter_call_end(call)
+    assert kinds(feed) == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("missed", "101"),
+        ("answered", "102"),
+        ("transferred", "102"),
+        ("hangup", "102"),
+    ]
+    transferred = feed.read(0, limit=100).events[4]
+    assert transferred.data == {"how": "blind", "target": "103", "channel": "PJSIP/102-02"}
+    assert intake._calls == {}  # nothing kept after the call
+
+
+async def test_a_call_no_extension_took_ends_with_one_hangup_of_no_extension() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, None, None, "late")
+    intake.callrouter_call_end(call)
+    (event,) = feed.read(0).events
+    assert (event.kind, event.extension, event.data["answered"]) == ("hangup", None, False)
+
+
+async def test_presence_and_device_state() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    intake.callrouter_event(
+        make_event(
+            "ExtensionStatus", Exten="101", Context="hints", Status="8", StatusText="Ringing"
+        ),
+        None,
+    )
+    intake.callrouter_event(
+        make_event("DeviceStateChange", Device="PJSIP/102", State="INUSE"), None
+    )
+    intake.callrouter_event(make_event("DeviceStateChange", Device="Queue:sales", State="X"), None)
+    events = feed.read(0).events
+    assert [(e.kind, e.extension, e.data["state"]) for e in events] == [
+        ("presence", "101", "ringing"),
+        ("device", "102", "inuse"),
+    ]
+
+
+async def test_failed_transfers_are_not_published() -> None:
+    feed = EventFeed()
+    FeedIntake(feed).callrouter_event(
+        make_event("BlindTransfer", Result="Fail", TransfererChannel="PJSIP/101-1"), None
+    )
+    assert kinds(feed) == []
+
+
+async def test_the_intake_registers_as_a_plugin_and_gets_events_through_the_facade() -> None:
+    feed = EventFeed()
+    plugins = Plugins.load(entry_points=False, extra=[FeedIntake(feed)])
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    await plugins.event(dial("DialBegin"), call)
+    assert kinds(feed) == [("ringing", "101")]
