@@ -53,12 +53,14 @@ def config(settings: dict[str, dict[str, object]] | None = None) -> Config:
     )
 
 
-def test_entry_point_names_the_plugin_object() -> None:
+def test_entry_point_names_the_module_with_a_per_engine_factory() -> None:
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["project"]["name"] == "callrouter-vip"
     entry = project["project"]["entry-points"]["callrouter"]
-    assert entry == {"vip": "callrouter_vip:plugin"}
-    assert isinstance(vip.plugin, vip.VipPlugin)
+    assert entry == {"vip": "callrouter_vip"}
+    first, second = vip.make_plugin(), vip.make_plugin()
+    assert isinstance(first, vip.VipPlugin)
+    assert first is not second  # one per engine: no state shared between engines
     plugins = Plugins.load(entry_points=False, extra=[vip.VipPlugin()])
     info = {i.name: i for i in plugins.info()}
     assert info["vip"].hooks == (

@@ -19,13 +19,17 @@ Configuration, in router.toml (the table's name is the entry point's name)::
 Without a ``[plugins.vip]`` table the plugin is installed but inert: it
 registers nothing and its hooks return at once, so installing it never
 changes how calls are routed.
+
+The entry point names this module; callrouter calls :func:`make_plugin` for
+each engine it builds, so two engines in one process (a test and a shadow
+instance, say) never share the VIP list or the decisions seen.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +38,16 @@ from router import (
     ActionSpec,
     Call,
     Config,
-    ConfigError,
     EngineAPI,
     ParamSpec,
     Registry,
     RouteOutcome,
+    SettingsReader,
     hookimpl,
     normalize_number,
 )
 
-__all__ = ["VipPlugin", "plugin"]
+__all__ = ["VipPlugin", "make_plugin", "number_key"]
 
 __version__ = "0.1.0"
 
@@ -64,7 +68,7 @@ def number_key(number: object) -> str:
 
 
 class VipPlugin:
-    """The plugin object; the entry point ``vip`` names :data:`plugin`, one instance."""
+    """The plugin object: one per engine, made by :func:`make_plugin`."""
 
     #: The plugin's name when registered as an object (``Plugins.load(extra=[...])``),
     #: the same as the entry point's, so settings come from ``[plugins.vip]`` either way.
@@ -88,27 +92,24 @@ class VipPlugin:
 
     @hookimpl
     def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
-        """Read ``[plugins.vip]``; refuse bad settings with a ConfigError naming the key."""
+        """Read ``[plugins.vip]``; refuse bad settings with a ConfigError naming the key.
+
+        callrouter's ``SettingsReader`` gives the same messages as every other
+        table (``router.toml: [plugins.vip] colour: unknown key; did you mean
+        ...``) and takes relative file names from router.toml's folder.
+        """
         if not settings:
             self.enabled = False
             return
-        unknown = sorted(set(settings) - {"numbers", "file", "variable"})
-        if unknown:
-            raise ConfigError(
-                f"[plugins.vip] {unknown[0]}: unknown setting (known: numbers, file, variable)"
-            )
-        numbers: list[str] = list(_strings(settings.get("numbers", []), "numbers"))
-        file = settings.get("file")
+        reader = SettingsReader.for_plugin("vip", settings, config)
+        reader.reject_unknown(("numbers", "file", "variable"))
+        numbers: list[str] = list(_strings(reader, "numbers"))
+        file = reader.path("file")
         if file is not None:
-            if not isinstance(file, str) or not file:
-                raise ConfigError("[plugins.vip] file: expected a file name")
-            base = config.path.parent if config.path is not None else Path.cwd()
-            numbers.extend(_read_list(base / file))
-        variable = settings.get("variable", DEFAULT_VARIABLE)
-        if not isinstance(variable, str) or not _VARIABLE.match(variable):
-            raise ConfigError(
-                f"[plugins.vip] variable: {variable!r} is not a channel variable name"
-            )
+            numbers.extend(_read_list(reader, file))
+        variable = reader.string("variable", DEFAULT_VARIABLE)
+        if not _VARIABLE.match(variable):
+            raise reader.error("variable", f"{variable!r} is not a channel variable name")
         keys = {number_key(n) for n in numbers}
         keys.discard("")
         self.numbers = frozenset(keys)
@@ -153,19 +154,21 @@ class VipPlugin:
         )
 
 
-def _strings(value: object, key: str) -> Iterable[str]:
+def _strings(reader: SettingsReader, key: str) -> list[str]:
+    """Numbers may be written as strings or, carelessly, as TOML integers."""
+    value = reader.values.get(key, [])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
-        raise ConfigError(f"[plugins.vip] {key}: expected a list of phone numbers")
+        raise reader.error(key, "expected a list of phone numbers")
     return [str(v) for v in value]
 
 
-def _read_list(path: Path) -> list[str]:
+def _read_list(reader: SettingsReader, path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"[plugins.vip] file: cannot read {path}: {exc.strerror}") from None
+        raise reader.error("file", f"cannot read {path}: {exc.strerror}") from None
     out = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -174,5 +177,6 @@ def _read_list(path: Path) -> list[str]:
     return out
 
 
-#: What the entry point ``vip`` loads.
-plugin = VipPlugin()
+def make_plugin() -> VipPlugin:
+    """What the entry point ``vip`` (this module) gives each engine: a fresh plugin."""
+    return VipPlugin()

@@ -59,7 +59,7 @@ async def test_configured_registers_function_and_action(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"numbers": "x", "colour": "red"}, "[plugins.vip] colour: unknown setting"),
+        ({"numbers": "x", "colour": "red"}, "[plugins.vip] colour: unknown key"),
         ({"numbers": [1.5]}, "[plugins.vip] numbers: expected a list of phone numbers"),
         ({"variable": "1bad"}, "[plugins.vip] variable: '1bad' is not a channel variable name"),
         ({"file": "/nonexistent/vip.txt"}, "[plugins.vip] file: cannot read"),
