@@ -91,7 +91,7 @@ def check_bsl(source: bytes, name: str) -> list[str]:
 
 def test_the_repository_has_bsl_files() -> None:
     names = {path.name for path in bsl_files()}
-    assert {"TelephonyService.bsl", "TelephonyIndex.bsl"} <= names
+    assert {"TelephonyService.bsl", "TelephonyIndex.bsl", "CallRouterAPI.bsl"} <= names
 
 
 @pytest.mark.parametrize(
