@@ -102,6 +102,31 @@ def test_bsl_file_parses(path: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+_BSL_FENCE = re.compile(r"^```bsl\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def bsl_snippets() -> list[tuple[str, str]]:
+    """(where, code) of every ```bsl block in the Markdown a 1C developer copies from."""
+    found = []
+    for page in sorted([*REPO.glob("docs/**/*.md"), *REPO.glob("examples/**/*.md")]):
+        text = page.read_text(encoding="utf-8")
+        for match in _BSL_FENCE.finditer(text):
+            line = text.count("\n", 0, match.start(1)) + 1
+            found.append((f"{page.relative_to(REPO)}:{line}", match.group(1)))
+    return found
+
+
+def test_the_guides_have_bsl_snippets() -> None:
+    assert any(where.startswith("examples/onec/README.ru.md") for where, _ in bsl_snippets())
+
+
+@pytest.mark.parametrize(("where", "code"), bsl_snippets(), ids=[w for w, _ in bsl_snippets()])
+def test_bsl_snippet_in_the_docs_parses(where: str, code: str) -> None:
+    """A snippet in a guide is copied as is: it must be BSL too (lines relative to the block)."""
+    problems = check_bsl(code.encode(), where)
+    assert not problems, "\n".join(problems)
+
+
 GOOD = """\
 Функция Сумма(А, Б) Экспорт
 \tВозврат А + Б;
