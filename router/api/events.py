@@ -1,0 +1,309 @@
+"""The event feed over HTTP: ``GET /api/v1/events`` (long-poll) and ``/events/stream`` (SSE).
+
+1C's ``HTTPСоединение`` long-polls: it asks with the last cursor it saw and
+gets an answer at once when something happened after it, else after
+``timeout`` seconds with no events and the cursor to ask with next. Browsers
+use Server-Sent Events, which resume by themselves with ``Last-Event-ID``.
+
+A token sees only the events of the extensions its patterns cover (events of
+no extension only with ``"*"``); ``extension=`` narrows that further. A client
+behind the retention window gets what is left with ``gap: true`` (SSE: an
+event ``gap``) rather than a 410: it keeps its loop, and knows to refresh.
+
+Bounds: ``timeout`` at most :data:`MAX_TIMEOUT`, ``limit`` at most
+:data:`MAX_LIMIT`, and ``[api] events_waiters`` open reads per token (429
+past it), so a client loop gone wild cannot hold unbounded memory or tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from router.api.auth import Token, authorize
+from router.api.context import ApiContext
+from router.api.errors import ApiError, problem_responses
+from router.api.feed import EventFeed, FeedEvent, Visible
+
+__all__ = ["HEARTBEAT", "MAX_LIMIT", "MAX_TIMEOUT", "OPENAPI", "routes", "sse_frame"]
+
+#: Longest a long-poll may wait; under common proxies' 60 s idle timeout.
+MAX_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 25.0
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+#: Seconds between SSE comments when nothing happens (proxies close idle streams).
+HEARTBEAT = 15.0
+#: The reconnection delay (ms) an SSE client is told to use.
+RETRY_MS = 3000
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ApiError(
+            400,
+            f"query parameter {name!r}: expected a number {low:g}..{high:g}, got {text!r}",
+            field=name,
+        )
+    return value
+
+
+def _cursor(text: str | None, name: str) -> int | None:
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise ApiError(
+            400,
+            f"{name}: expected a cursor (a non-negative integer from an earlier answer), "
+            f"got {text[:40]!r}",
+            field=name,
+        )
+    return int(text)
+
+
+def _visible(token: Token, narrow: str | None) -> Visible:
+    everything = "*" in token.extensions
+
+    def visible(extension: str | None) -> bool:
+        if extension is None:
+            return everything and narrow is None
+        return (narrow is None or extension == narrow) and token.sees(extension)
+
+    return visible
+
+
+def sse_frame(event: FeedEvent) -> str:
+    """One event as an SSE message: ``id`` is the cursor, ``event`` the kind."""
+    data = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.cursor}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+def _gap_frame(cursor: int) -> str:
+    data = json.dumps({"gap": True, "cursor": cursor})
+    return f"event: gap\ndata: {data}\n\n"
+
+
+class _Waiters:
+    """Open reads per token: a bound, released however the read ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def enter(self, token: Token) -> None:
+        count = self.open.get(token.name, 0)
+        if count >= self.limit:
+            raise ApiError(
+                429,
+                f"token {token.name!r} already has {count} open event reads "
+                f"([api] events_waiters = {self.limit}); close one or reuse the loop",
+                headers={"Retry-After": "1"},
+            )
+        self.open[token.name] = count + 1
+
+    def leave(self, token: Token) -> None:
+        count = self.open.get(token.name, 1) - 1
+        if count > 0:
+            self.open[token.name] = count
+        else:
+            self.open.pop(token.name, None)
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    waiters = _Waiters(ctx.settings.events_waiters)
+
+    def feed_or_503() -> EventFeed:
+        if ctx.feed is None:
+            raise ApiError(503, "the event feed is not running", headers={"Retry-After": "5"})
+        return ctx.feed
+
+    async def scope(request: Request) -> tuple[Token, Visible]:
+        narrow = request.query_params.get("extension") or None
+        token = await authorize(request, "events:read", narrow)
+        return token, _visible(token, narrow)
+
+    async def poll(request: Request) -> Response:
+        token, visible = await scope(request)
+        feed = feed_or_503()
+        after = _cursor(request.query_params.get("cursor"), "cursor")
+        timeout = _number(request, "timeout", DEFAULT_TIMEOUT, 0, MAX_TIMEOUT)
+        limit = int(_number(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+        waiters.enter(token)
+        try:
+            start = feed.last_cursor if after is None else after
+            page = await feed.wait(start, visible, timeout=timeout, limit=limit)
+        finally:
+            waiters.leave(token)
+        return JSONResponse(
+            {
+                "events": [event.to_dict() for event in page.events],
+                "cursor": page.cursor,
+                "gap": page.gap,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def stream(request: Request) -> Response:
+        token, visible = await scope(request)
+        feed = feed_or_503()
+        resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID")
+        if resume is None:
+            resume = _cursor(request.query_params.get("cursor"), "cursor")
+        waiters.enter(token)
+        return StreamingResponse(
+            _frames(feed, feed.last_cursor if resume is None else resume, visible, token, waiters),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return [
+        Route("/api/v1/events", poll, methods=["GET"], name="events"),
+        Route("/api/v1/events/stream", stream, methods=["GET"], name="events_stream"),
+    ]
+
+
+async def _frames(
+    feed: EventFeed, after: int, visible: Visible, token: Token, waiters: _Waiters
+) -> AsyncIterator[str]:
+    """The SSE body; the waiter slot is given back however the client leaves."""
+    try:
+        yield f"retry: {RETRY_MS}\n\n"
+        while True:
+            page = await feed.wait(after, visible, timeout=HEARTBEAT, limit=DEFAULT_LIMIT)
+            if page.gap:
+                yield _gap_frame(after)
+            if page.events:
+                yield "".join(sse_frame(event) for event in page.events)
+            elif page.cursor != after:
+                # Past events this client may not see: an id alone moves
+                # Last-Event-ID on, so a reconnect does not scan them again.
+                yield f": heartbeat\nid: {page.cursor}\n\n"
+            else:
+                yield ": heartbeat\n\n"
+            after = page.cursor
+    finally:
+        waiters.leave(token)
+
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["cursor", "kind", "extension", "call_id", "ts", "data"],
+    "properties": {
+        "cursor": {"type": "integer", "minimum": 0},
+        "kind": {
+            "type": "string",
+            "description": "ringing, answered, missed, transferred, hangup, presence, "
+            "device, and the forwarding endpoints' changes",
+        },
+        "extension": {"type": ["string", "null"]},
+        "call_id": {"type": ["string", "null"], "description": "the call's Linkedid"},
+        "ts": {"type": "number", "description": "Asterisk's timestamp (Unix seconds)"},
+        "data": {"type": "object"},
+    },
+}
+
+_COMMON_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "cursor",
+        "in": "query",
+        "description": "the cursor of the last answer; absent: only new events; 0: all kept",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 9_999_999_999_999_999_999},
+    },
+    {
+        "name": "extension",
+        "in": "query",
+        "description": "only this extension's events (within the token's)",
+        "schema": {"type": "string", "pattern": "^[0-9A-Za-z#+_.-]{1,40}$"},
+    },
+]
+
+#: This module's part of ``/api/v1/openapi.json``.
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/api/v1/events": {
+            "get": {
+                "operationId": "pollEvents",
+                "summary": "Long-poll the event feed from a cursor (events:read)",
+                "parameters": [
+                    *_COMMON_PARAMS,
+                    {
+                        "name": "timeout",
+                        "in": "query",
+                        "description": "seconds to wait when nothing is new",
+                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Events after the cursor (maybe none), and the next cursor",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EventPage"}
+                            }
+                        },
+                    },
+                    **problem_responses(400, 403, 503),
+                },
+            }
+        },
+        "/api/v1/events/stream": {
+            "get": {
+                "operationId": "streamEvents",
+                "summary": "The feed as Server-Sent Events, Last-Event-ID resumes (events:read)",
+                "parameters": [
+                    *_COMMON_PARAMS,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless text/event-stream: id = cursor, event = kind",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **problem_responses(400, 403, 503),
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "FeedEvent": _EVENT_SCHEMA,
+            "EventPage": {
+                "type": "object",
+                "required": ["events", "cursor", "gap"],
+                "properties": {
+                    "events": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/FeedEvent"},
+                    },
+                    "cursor": {"type": "integer", "minimum": 0},
+                    "gap": {
+                        "type": "boolean",
+                        "description": "events after your cursor were dropped (retention)",
+                    },
+                },
+            },
+        }
+    },
+}

@@ -1,0 +1,382 @@
+"""GET /api/v1/events (long-poll) and /api/v1/events/stream (SSE), over the ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import pytest
+
+from router.api import app as app_module
+from router.api import events as events_module
+from router.api.app import build_app, openapi_document
+from router.api.context import ApiContext
+from router.api.feed import EventFeed
+from router.api.settings import ApiSettings, TokenSettings
+from router.testing import StubEngine
+
+TOKENS = {
+    "t101": (("events:read",), ("101",)),
+    "all": (("events:read",), ("*",)),
+    "mgr1x": (("events:read",), ("1*",)),
+    "nofeed": (("calls:read",), ("*",)),
+}
+
+
+def _token(name: str, allow: tuple[str, ...], extensions: tuple[str, ...]) -> TokenSettings:
+    digest = hashlib.sha256(f"secret-{name}".encode()).digest()
+    return TokenSettings(name, digest, allow, extensions, rate=1000.0, burst=1000)
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (a test-side wait, bounded)."""
+    async with asyncio.timeout(10):
+        for _ in iter(condition, True):
+            await asyncio.sleep(0.001)
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer secret-{name}"}
+
+
+def make_app(tmp_path: Path, feed: EventFeed | None, **settings: Any):  # type: ignore[no-untyped-def]
+    tokens = {name: _token(name, *grants) for name, grants in TOKENS.items()}
+    api = ApiSettings(tokens=MappingProxyType(tokens), **settings)
+    return build_app(ApiContext(engine=StubEngine(state_dir=tmp_path), settings=api, feed=feed))
+
+
+@pytest.fixture(autouse=True)
+def only_the_event_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app as build_app makes it, with this part's endpoints only: these
+    tests stay about the feed whatever the other endpoint modules do."""
+    monkeypatch.setattr(app_module, "ENDPOINT_MODULES", ("events",))
+
+
+@pytest.fixture
+def feed() -> EventFeed:
+    return EventFeed()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, feed: EventFeed) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
+async def test_long_poll_answers_at_once_with_events_after_the_cursor(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    first = feed.publish("ringing", "101", {"card": {"client": "X"}}, call_id="c1", ts=1.5)
+    second = feed.publish("answered", "101", {}, call_id="c1")
+    response = await client.get("/api/v1/events?cursor=0&timeout=30", headers=auth("all"))
+    assert response.status_code == 200
+    body = response.json()
+    assert [e["cursor"] for e in body["events"]] == [first, second]
+    assert body["events"][0] == {
+        "cursor": first,
+        "kind": "ringing",
+        "extension": "101",
+        "call_id": "c1",
+        "ts": 1.5,
+        "data": {"card": {"client": "X"}},
+    }
+    assert body["cursor"] == second
+    assert body["gap"] is False
+
+
+async def test_long_poll_waits_for_an_event_and_returns_it(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    start = feed.publish("ringing", "101", {})
+    request = asyncio.create_task(
+        client.get(f"/api/v1/events?cursor={start}&timeout=30", headers=auth("t101"))
+    )
+    await eventually(lambda: feed.waiting == 1)
+    cursor = feed.publish("ringing", "101", {"n": 2})
+    response = await asyncio.wait_for(request, 10)
+    assert [e["cursor"] for e in response.json()["events"]] == [cursor]
+
+
+async def test_long_poll_without_news_answers_after_the_timeout_with_no_events(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    last = feed.publish("ringing", "101", {})
+    response = await client.get("/api/v1/events?timeout=0.05", headers=auth("t101"))
+    assert response.json() == {"events": [], "cursor": last, "gap": False}
+
+
+async def test_a_token_scoped_to_101_never_sees_102(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    feed.publish("ringing", "102", {})
+    mine = feed.publish("ringing", "101", {})
+    feed.publish("ringing", "102", {})
+    feed.publish("hangup", None, {})
+    body = (await client.get("/api/v1/events?cursor=0&timeout=0", headers=auth("t101"))).json()
+    assert [(e["extension"], e["cursor"]) for e in body["events"]] == [("101", mine)]
+    refused = await client.get(
+        "/api/v1/events?cursor=0&timeout=0&extension=102", headers=auth("t101")
+    )
+    assert refused.status_code == 403
+    assert "102" in refused.json()["detail"]
+    everything = (await client.get("/api/v1/events?cursor=0&timeout=0", headers=auth("all"))).json()
+    assert [e["extension"] for e in everything["events"]] == ["102", "101", "102", None]
+
+
+async def test_extension_narrows_a_prefix_token(client: httpx.AsyncClient, feed: EventFeed) -> None:
+    feed.publish("ringing", "101", {})
+    feed.publish("ringing", "102", {})
+    feed.publish("ringing", "201", {})
+    body = (
+        await client.get("/api/v1/events?cursor=0&timeout=0&extension=102", headers=auth("mgr1x"))
+    ).json()
+    assert [e["extension"] for e in body["events"]] == ["102"]
+    body = (await client.get("/api/v1/events?cursor=0&timeout=0", headers=auth("mgr1x"))).json()
+    assert [e["extension"] for e in body["events"]] == ["101", "102"]
+
+
+async def test_permission_and_token_are_required(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/events?timeout=0", headers=auth("nofeed"))
+    assert missing.status_code == 403
+    assert missing.json()["missing_permission"] == "events:read"
+    assert (await client.get("/api/v1/events?timeout=0")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("cursor=-1", "cursor"),
+        ("cursor=abc", "cursor"),
+        ("timeout=61", "timeout"),
+        ("timeout=nan", "timeout"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_field(
+    client: httpx.AsyncClient, query: str, field: str
+) -> None:
+    response = await client.get(f"/api/v1/events?{query}", headers=auth("all"))
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == field
+
+
+async def test_resume_by_cursor_gets_every_event_exactly_once_across_disconnects(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    published: list[int] = []
+    received: list[int] = []
+    cursor = 0
+    for round_ in range(6):
+        published += [feed.publish("ringing", "101", {"r": round_}) for _ in range(round_ + 1)]
+        # A client that dropped its connection mid-wait comes back with its cursor.
+        dropped = asyncio.create_task(
+            client.get(f"/api/v1/events?cursor={published[-1]}&timeout=30", headers=auth("all"))
+        )
+        await asyncio.sleep(0)
+        dropped.cancel()
+        body = (
+            await client.get(
+                f"/api/v1/events?cursor={cursor}&timeout=0&limit=2", headers=auth("t101")
+            )
+        ).json()
+        received += [e["cursor"] for e in body["events"]]
+        cursor = body["cursor"]
+    while True:
+        body = (
+            await client.get(f"/api/v1/events?cursor={cursor}&timeout=0", headers=auth("t101"))
+        ).json()
+        if not body["events"]:
+            break
+        received += [e["cursor"] for e in body["events"]]
+        cursor = body["cursor"]
+    assert received == published
+
+
+async def test_a_cursor_behind_retention_gets_gap_true(tmp_path: Path) -> None:
+    feed = EventFeed(max_events=2)
+    first = feed.publish("ringing", "101", {})
+    for _ in range(3):
+        feed.publish("ringing", "101", {})
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        body = (
+            await client.get(f"/api/v1/events?cursor={first}&timeout=0", headers=auth("all"))
+        ).json()
+    assert body["gap"] is True
+    assert len(body["events"]) == 2
+
+
+async def test_open_reads_per_token_are_bounded(tmp_path: Path, feed: EventFeed) -> None:
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed, events_waiters=2))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        waiting = [
+            asyncio.create_task(client.get("/api/v1/events?timeout=30", headers=auth("t101")))
+            for _ in range(2)
+        ]
+        await eventually(lambda: feed.waiting == 2)
+        refused = await client.get("/api/v1/events?timeout=30", headers=auth("t101"))
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        # Another token has its own slots.
+        other = await client.get("/api/v1/events?timeout=0", headers=auth("all"))
+        assert other.status_code == 200
+        feed.publish("ringing", "101", {})
+        assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
+        # The slots came back.
+        again = await client.get("/api/v1/events?timeout=0", headers=auth("t101"))
+        assert again.status_code == 200
+
+
+async def test_no_feed_is_503(tmp_path: Path) -> None:
+    transport = httpx.ASGITransport(app=make_app(tmp_path, None))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.get("/api/v1/events?timeout=0", headers=auth("all"))
+    assert response.status_code == 503
+
+
+# -- Server-Sent Events: driven over raw ASGI (the stream never ends by itself) ----
+
+
+class SSEClient:
+    """One SSE request on the app; ``frames()`` parses what arrived so far."""
+
+    def __init__(self, app: Any, path: str, headers: dict[str, str]) -> None:
+        self.body = b""
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._disconnect = asyncio.Event()
+        path, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 5000),
+            "server": ("api", 80),
+        }
+        self.task = asyncio.create_task(app(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not hasattr(self, "_sent_request"):
+            self._sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self._disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+
+    async def until(self, text: str) -> None:
+        await eventually(lambda: text.encode() in self.body or self.task.done())
+
+    async def close(self) -> None:
+        self._disconnect.set()
+        await asyncio.wait_for(self.task, 10)
+
+    def frames(self) -> list[dict[str, str]]:
+        out = []
+        for block in self.body.decode().split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in block.split("\n"):
+                key, sep, value = line.partition(": ")
+                if sep and key:
+                    fields[key] = value
+            if fields:
+                out.append(fields)
+        return out
+
+
+async def test_sse_frames_events_with_the_cursor_as_id_and_resumes_from_last_event_id(
+    tmp_path: Path, feed: EventFeed
+) -> None:
+    app = make_app(tmp_path, feed)
+    first = feed.publish("ringing", "101", {"card": {"name": "Ромашка"}})
+    sse = SSEClient(app, "/api/v1/events/stream?cursor=0", auth("t101"))
+    await sse.until(f"id: {first}")
+    assert sse.status == 200
+    assert sse.headers["content-type"].startswith("text/event-stream")
+    second = feed.publish("answered", "101", {})
+    feed.publish("ringing", "102", {})  # never for this token
+    await sse.until(f"id: {second}")
+    await sse.close()
+    frames = [f for f in sse.frames() if "data" in f]
+    assert [(f["id"], f["event"]) for f in frames] == [
+        (str(first), "ringing"),
+        (str(second), "answered"),
+    ]
+    assert json.loads(frames[0]["data"])["data"]["card"] == {"name": "Ромашка"}
+    assert sse.frames()[0] == {"retry": "3000"}
+    assert feed.waiting == 0
+
+    third = feed.publish("hangup", "101", {})
+    again = SSEClient(
+        app, "/api/v1/events/stream?cursor=0", {**auth("t101"), "Last-Event-ID": str(second)}
+    )
+    await again.until(f"id: {third}")
+    await again.close()
+    assert [f["id"] for f in again.frames() if "data" in f] == [str(third)]
+
+
+async def test_sse_heartbeat_moves_the_id_past_invisible_events(
+    tmp_path: Path, feed: EventFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_module, "HEARTBEAT", 0.02)
+    app = make_app(tmp_path, feed)
+    sse = SSEClient(app, "/api/v1/events/stream", auth("t101"))
+    await sse.until("retry")
+    hidden = feed.publish("ringing", "102", {})
+    await sse.until(f"id: {hidden}")
+    await sse.close()
+    assert {"id": str(hidden)} in sse.frames()
+    assert not any("data" in f for f in sse.frames())
+    assert ": heartbeat" in sse.body.decode()
+
+
+async def test_sse_streams_count_against_the_token_and_give_the_slot_back(
+    tmp_path: Path, feed: EventFeed
+) -> None:
+    app = make_app(tmp_path, feed, events_waiters=1)
+    sse = SSEClient(app, "/api/v1/events/stream", auth("t101"))
+    await sse.until("retry")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        refused = await client.get("/api/v1/events?timeout=0", headers=auth("t101"))
+        assert refused.status_code == 429
+        await sse.close()
+        allowed = await client.get("/api/v1/events?timeout=0", headers=auth("t101"))
+        assert allowed.status_code == 200
+
+
+async def test_sse_bad_last_event_id_is_400(tmp_path: Path, feed: EventFeed) -> None:
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.get(
+            "/api/v1/events/stream", headers={**auth("t101"), "Last-Event-ID": "x1"}
+        )
+    assert response.status_code == 400
+    assert response.json()["field"] == "Last-Event-ID"
+
+
+def test_the_openapi_document_describes_both_endpoints() -> None:
+    document = openapi_document([events_module])
+    assert document["paths"]["/api/v1/events"]["get"]["operationId"] == "pollEvents"
+    assert "text/event-stream" in str(document["paths"]["/api/v1/events/stream"])
+    assert "EventPage" in document["components"]["schemas"]
