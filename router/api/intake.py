@@ -34,16 +34,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from router.api.feed import EventFeed
 from router.builtin.extension_state import state_name
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from router.ami.message import Event
-    from router.api.feed import EventFeed
+    from router.api.settings import ApiSettings
     from router.calls import Call
+    from router.plugins import Plugins
     from router.rules.decision import Decision, Trace
 
-__all__ = ["CARD_LOOKUP", "CARD_WAIT", "FeedIntake", "endpoint"]
+__all__ = ["CARD_LOOKUP", "CARD_WAIT", "FeedIntake", "endpoint", "open_feed"]
 
 #: The lookup whose answer is the caller card (``[api] events_card_lookup``).
 CARD_LOOKUP = "onec.responsible"
@@ -53,17 +57,34 @@ CARD_WAIT = 1.0
 _CALLS_MAX = 10_000
 
 
-def endpoint(channel: str | None) -> str | None:
-    """The extension behind a phone's channel: ``PJSIP/101-0000002a`` -> ``101``.
+def open_feed(settings: ApiSettings, state_dir: Path, plugins: Plugins) -> EventFeed:
+    """The feed ``[api]`` serves, with what the last run kept, fed from now on.
 
-    None for what is no phone: Local channels (their far end dials the
-    phone, and is seen itself) and anything without a technology.
+    Its intake is registered like any plugin (named ``api_feed``), so it gets
+    events and decisions in the engine's order, isolated like the others.
+    """
+    feed = EventFeed.open(
+        state_dir, retention=settings.events_retention, max_events=settings.events_max
+    )
+    intake = FeedIntake(feed, card_lookup=settings.events_card_lookup)
+    plugins.register(intake, name="api_feed", builtin=True)
+    return feed
+
+
+def endpoint(channel: str | None) -> str | None:
+    """The extension behind a dialled channel: ``PJSIP/101-0000002a`` -> ``101``.
+
+    A Local channel counts as the extension it dials (``Local/101@from-queue-
+    0000001c;1`` -> ``101``): queues ring their members that way, and the
+    phone's own channel inside it is the same extension (a ringing is
+    published once per call and extension). None for what names no extension.
     """
     if not channel or "/" not in channel:
         return None
     tech, _, rest = channel.partition("/")
-    if tech.lower() == "local" or not rest:
-        return None
+    if tech.lower() == "local":
+        exten, at, _ = rest.partition("@")
+        return exten or None if at else None
     name = rest.rsplit("-", 1)[0] if "-" in rest else rest
     return name or None
 
@@ -92,7 +113,9 @@ class _CallState:
     pending: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     talked: dict[str, None] = field(default_factory=dict)
-    rang: dict[str, None] = field(default_factory=dict)
+    #: Extensions ringing now: a second DialBegin for one (a Local channel and
+    #: the phone it dials) is the same ringing, and so is its second DialEnd.
+    ringing: set[str] = field(default_factory=set)
 
 
 class FeedIntake:
@@ -198,7 +221,9 @@ class FeedIntake:
             "channel": event.get("DestChannel") or "",
         }
         state = self._state(linkedid)
-        state.rang[extension] = None
+        if extension in state.ringing:
+            return
+        state.ringing.add(extension)
         ts = _timestamp(event)
         if state.decided or call is None or not call.routed:
             self._ringing(linkedid, state, extension, data, ts)
@@ -240,6 +265,9 @@ class FeedIntake:
         if extension is None or not linkedid:
             return
         state = self._state(linkedid)
+        if extension not in state.ringing:
+            return  # the second end of one ringing, or a dial begun before our start
+        state.ringing.discard(extension)
         if state.pending:
             self._release(linkedid, state)  # never an answer before its ringing
         status = event.get("DialStatus") or ""

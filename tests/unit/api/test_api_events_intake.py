@@ -38,7 +38,8 @@ def kinds(feed: EventFeed) -> list[tuple[str, str | None]]:
         ("PJSIP/101-0000002a", "101"),
         ("SIP/manager-7-00000001", "manager-7"),
         ("PJSIP/101", "101"),
-        ("Local/101@callrouter-dial-00000001;1", None),
+        ("Local/101@from-queue-0000001c;1", "101"),
+        ("Local/nothing", None),
         ("", None),
         ("nonsense", None),
     ],
@@ -138,6 +139,19 @@ async def test_a_call_no_extension_took_ends_with_one_hangup_of_no_extension() -
     intake.callrouter_call_end(call)
     (event,) = feed.read(0).events
     assert (event.kind, event.extension, event.data["answered"]) == ("hangup", None, False)
+
+
+async def test_a_local_channel_and_the_phone_it_dials_are_one_ringing() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    intake.callrouter_event(dial("DialBegin", "Local/101@from-queue-00000001;1"), call)
+    intake.callrouter_event(dial("DialBegin", "PJSIP/101-00000003"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-00000003", DialStatus="ANSWER"), call)
+    intake.callrouter_event(
+        dial("DialEnd", "Local/101@from-queue-00000001;1", DialStatus="ANSWER"), call
+    )
+    assert kinds(feed) == [("ringing", "101"), ("answered", "101")]
 
 
 async def test_presence_and_device_state() -> None:
