@@ -1,0 +1,347 @@
+"""docs/api.md and docs/ru/api.md keep up with the API that is served.
+
+Issue 13 asks for a ``curl`` example of every operation on the human page, in
+English and in Russian. Promises do not stay true as endpoints are added, so
+this test reads the OpenAPI document the app serves (``build_app`` over the
+test kit's engine, ``GET /api/v1/openapi.json``) and demands, for each
+operation, a ``curl`` command in each page with the same method and a URL that
+matches the operation's path template. It also refuses examples of endpoints
+that do not exist (a renamed path would leave a stale, failing example), and
+the ``curl`` reader is itself tested, so a page cannot pass by being unread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import tree_sitter_hbk
+from tree_sitter import Node, Parser
+
+from router.api.app import OPENAPI_PATH, build_app
+from router.api.context import ApiContext
+from router.api.settings import ApiSettings
+from router.testing import StubEngine
+
+REPO = Path(__file__).parents[2]
+PAGES = [REPO / "docs" / "api.md", REPO / "docs" / "ru" / "api.md"]
+METHODS = ("get", "put", "post", "delete", "patch")
+
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+_DATA_OPTIONS = {"-d", "--data", "--data-raw", "--data-binary", "--json", "-F", "--form"}
+
+
+def served_document(tmp_path: Path) -> dict[str, Any]:
+    """The OpenAPI document as ``GET /api/v1/openapi.json`` serves it."""
+    ctx = ApiContext(engine=StubEngine(state_dir=tmp_path), settings=ApiSettings())
+
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=build_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get(OPENAPI_PATH)
+
+    response = asyncio.run(fetch())
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def served_operations(tmp_path: Path) -> set[tuple[str, str]]:
+    """(METHOD, path template) of every operation in the served document."""
+    paths = served_document(tmp_path)["paths"]
+    return {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method in operations
+        if method in METHODS
+    }
+
+
+def curl_requests(markdown: str) -> list[tuple[str, str]]:
+    """(METHOD, URL path) of every ``curl`` command in the page's code blocks.
+
+    The method is ``-X``/``--request``, else POST when a body is given, else
+    GET; the path is the URL's, from ``/api/v1`` on (``$API`` stands for
+    ``http://host:port/api/v1``), without its query string.
+    """
+    found: list[tuple[str, str]] = []
+    for block in _FENCE.findall(markdown):
+        text = re.sub(r"\\\n\s*", " ", block)
+        for line in text.splitlines():
+            line = line.strip()
+            if not line.startswith("curl "):
+                continue
+            words = shlex.split(line, comments=True)
+            method = None
+            has_body = False
+            url = None
+            for index, word in enumerate(words[1:], start=1):
+                if word in ("-X", "--request"):
+                    method = words[index + 1].upper()
+                elif word.startswith("-X") and len(word) > 2:
+                    method = word[2:].upper()
+                elif word in _DATA_OPTIONS:
+                    has_body = True
+                elif "/api/v1" in word or word.startswith("$API"):
+                    url = word
+            if url is None:
+                continue
+            path = "/api/v1" + url.split("$API", 1)[1] if url.startswith("$API") else url
+            path = "/api/v1" + path.split("/api/v1", 1)[1]
+            path = path.split("?", 1)[0].split("#", 1)[0]
+            found.append((method or ("POST" if has_body else "GET"), path))
+    return found
+
+
+def _template(path: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path))
+    return re.compile(pattern + r"/?")
+
+
+def matches(operation: tuple[str, str], request: tuple[str, str]) -> bool:
+    method, template = operation
+    return request[0] == method and _template(template).fullmatch(request[1]) is not None
+
+
+@pytest.fixture(scope="module")
+def operations(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
+    return served_operations(tmp_path_factory.mktemp("engine"))
+
+
+def test_the_served_document_has_the_issue_s_operations(
+    operations: set[tuple[str, str]],
+) -> None:
+    assert ("GET", OPENAPI_PATH) in operations
+    assert ("POST", "/api/v1/ami/{action}") in operations
+    assert ("PUT", "/api/v1/extensions/{ext}/forwarding") in operations
+
+
+SAMPLE = """\
+Text with curl $API/not/in/a/block.
+
+```sh
+curl -H "Authorization: Bearer $TOKEN" $API/calls
+curl -X POST -H 'Idempotency-Key: k1' "$API/calls" \\
+     -d '{"from": "101", "to": "79161234567"}'
+curl --request PUT http://127.0.0.1:8089/api/v1/extensions/101/forwarding --json '{"dnd": true}'
+curl -sN "$API/events?cursor=0&timeout=25"   # long-poll
+curl -XDELETE $API/calls/1700000000.42
+echo curl is not at the start of this line $API/presence
+```
+"""
+
+
+def test_the_curl_reader_finds_method_and_path() -> None:
+    assert curl_requests(SAMPLE) == [
+        ("GET", "/api/v1/calls"),
+        ("POST", "/api/v1/calls"),
+        ("PUT", "/api/v1/extensions/101/forwarding"),
+        ("GET", "/api/v1/events"),
+        ("DELETE", "/api/v1/calls/1700000000.42"),
+    ]
+
+
+def test_a_path_template_matches_one_segment_per_parameter() -> None:
+    operation = ("PUT", "/api/v1/extensions/{ext}/forwarding")
+    assert matches(operation, ("PUT", "/api/v1/extensions/101/forwarding"))
+    assert not matches(operation, ("GET", "/api/v1/extensions/101/forwarding"))
+    assert not matches(operation, ("PUT", "/api/v1/extensions/1/0/forwarding"))
+    assert not matches(operation, ("PUT", "/api/v1/extensions/101/forwarding/x"))
+
+
+# The 1C module is documentation that runs: what it sends must be what is served.
+BSL_MODULE = REPO / "examples" / "onec" / "CallRouterAPI.bsl"
+_BSL_CALL = "ВызватьAPI"
+
+
+@dataclass(frozen=True)
+class BslRequest:
+    """One ``ВызватьAPI`` call of the 1C module, as the server will see it."""
+
+    function: str
+    method: str
+    path: str
+    query: frozenset[str]
+    body: frozenset[str]
+    headers: frozenset[str]
+
+
+def _string(node: Node) -> str | None:
+    """The text of a string literal expression, else None."""
+    while node.type in ("expression", "const_expression") and node.named_child_count == 1:
+        child = node.named_children[0]
+        assert child is not None
+        node = child
+    if node.type != "string":
+        return None
+    text = (node.text or b"").decode("utf-8")
+    return text[1:-1].replace('""', '"')
+
+
+def _concatenation(node: Node) -> str:
+    """A ``"..." + x + "..."`` expression with every non-literal part as ``{}``."""
+    literal = _string(node)
+    if literal is not None:
+        return literal
+    while node.type == "expression" and node.named_child_count == 1:
+        child = node.named_children[0]
+        assert child is not None
+        node = child
+    if node.type == "binary_expression":
+        left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
+        assert left is not None
+        assert right is not None
+        return _concatenation(left) + _concatenation(right)
+    return "{}"
+
+
+def bsl_requests(source: bytes) -> list[BslRequest]:
+    """Every ``ВызватьAPI(Метод, "/path" + ..., ...)`` of the module, with what it sends.
+
+    The body's keys are those its function puts in ``Тело`` (``Новый Структура("a, b")``,
+    ``Тело.Вставить("c")``), the headers those put in ``Заголовки``, the query's names
+    every ``?name=``/``&name=`` in the function's strings.
+    """
+    parser = Parser(tree_sitter_hbk.Language())
+    tree = parser.parse(source)
+    found: list[BslRequest] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type not in ("function_definition", "procedure_definition"):
+            continue
+        name_node = node.child_by_field_name("name")
+        text = (node.text or b"").decode("utf-8")
+        calls = [node]
+        while calls:
+            call = calls.pop()
+            calls.extend(call.children)
+            called = call.child_by_field_name("name") if call.type == "method_call" else None
+            if called is None or (called.text or b"").decode("utf-8") != _BSL_CALL:
+                continue
+            arguments = call.child_by_field_name("arguments")
+            assert arguments is not None
+            method_node, path_node = arguments.named_children[:2]
+            assert method_node is not None
+            assert path_node is not None
+            method = _string(method_node)
+            assert method is not None, f"{_BSL_CALL}: the method is not a literal"
+            path = _concatenation(path_node).split("?", 1)[0]
+            body: set[str] = set()
+            for fields in re.findall(r'Тело\s*=\s*Новый Структура\("([^"]*)"', text):
+                body.update(key.strip() for key in fields.split(",") if key.strip())
+            body.update(re.findall(r'Тело\.Вставить\("([^"]+)"', text))
+            found.append(
+                BslRequest(
+                    function=(name_node.text or b"").decode("utf-8") if name_node else "?",
+                    method=method.upper(),
+                    path="/api/v1" + path,
+                    query=frozenset(re.findall(r"[?&]([A-Za-z_]+)=", text)),
+                    body=frozenset(body),
+                    headers=frozenset(re.findall(r'Заголовки\.Вставить\("([^"]+)"', text)),
+                )
+            )
+    return found
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return served_document(tmp_path_factory.mktemp("engine"))
+
+
+def _operation(document: dict[str, Any], request: BslRequest) -> dict[str, Any] | None:
+    for template, operations in document["paths"].items():
+        if matches((request.method, template), (request.method, request.path)):
+            operation = operations.get(request.method.lower())
+            if operation is not None:
+                return dict(operation)
+    return None
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    node: Any = document
+    for part in str(ref).removeprefix("#/").split("/"):
+        node = node[part]
+    return _resolve(document, node)
+
+
+def test_the_1c_module_is_read() -> None:
+    requests = {r.function: r for r in bsl_requests(BSL_MODULE.read_bytes())}
+    assert {"Позвонить", "ПеревестиЗвонок", "УстановитьПереадресацию", "ПолучитьСобытия"} <= set(
+        requests
+    )
+    assert requests["ПеревестиЗвонок"].path == "/api/v1/calls/{}/transfer"
+    assert requests["Позвонить"].body == {"from", "to"}
+    assert requests["Позвонить"].headers == {"Idempotency-Key"}
+    assert {"timeout", "cursor"} <= requests["ПолучитьСобытия"].query
+
+
+def mismatches(document: dict[str, Any], request: BslRequest) -> list[str]:
+    """What the module sends that the served document does not take."""
+    where = f"{BSL_MODULE.name}: {request.function} ({request.method} {request.path})"
+    operation = _operation(document, request)
+    if operation is None:
+        return [f"{where}: the API serves no such operation"]
+    found = []
+    parameters = [_resolve(document, p) for p in operation.get("parameters", [])]
+    query = {p["name"] for p in parameters if p.get("in") == "query"}
+    headers = {p["name"].lower() for p in parameters if p.get("in") == "header"}
+    if not request.query <= query:
+        found.append(f"{where}: query {sorted(request.query - query)} not served")
+    unknown_headers = sorted(h for h in request.headers if h.lower() not in headers)
+    if unknown_headers:
+        found.append(f"{where}: headers {unknown_headers} not in the document")
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if request.body and body is None:
+        found.append(f"{where}: sends a JSON body the operation does not take")
+    elif body is not None:
+        schema = _resolve(document, body["schema"])
+        properties = set(schema.get("properties", {}))
+        required = set(schema.get("required", []))
+        if not request.body <= properties:
+            found.append(f"{where}: body fields {sorted(request.body - properties)} unknown")
+        if not required <= request.body:
+            found.append(f"{where}: required body fields {sorted(required - request.body)} unsent")
+    return found
+
+
+@pytest.mark.parametrize(
+    "request_",
+    bsl_requests(BSL_MODULE.read_bytes()),
+    ids=lambda request_: request_.function,
+)
+def test_the_1c_module_sends_what_the_api_serves(
+    request_: BslRequest, document: dict[str, Any]
+) -> None:
+    assert mismatches(document, request_) == []
+
+
+WRONG_MODULE = """\
+Функция Перевести(Ид, Куда) Экспорт
+\tТело = Новый Структура("to, attended", Куда, Истина);
+\tВозврат ВызватьAPI("POST", "/calls/" + Ид + "/transfer", Тело);
+КонецФункции
+
+Функция Звонки(Курсор) Экспорт
+\tВозврат ВызватьAPI("GET", "/call?after=" + Курсор);
+КонецФункции
+"""
+
+
+def test_a_module_out_of_step_with_the_api_is_caught(document: dict[str, Any]) -> None:
+    requests = {r.function: r for r in bsl_requests(WRONG_MODULE.encode())}
+    transfer = " ".join(mismatches(document, requests["Перевести"]))
+    assert "['attended'] unknown" in transfer
+    assert mismatches(document, requests["Звонки"]) == [
+        f"{BSL_MODULE.name}: Звонки (GET /api/v1/call): the API serves no such operation"
+    ]
