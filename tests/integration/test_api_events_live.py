@@ -1,0 +1,222 @@
+"""The event feed end to end: sandbox Asterisk, the engine with [api], the 1C double.
+
+A call from a client of the double's demo data is routed by
+``onec.responsible`` to ``callrouter-dial,101``. The sandbox has no SIP, so
+the test dialplan's phone is a Local channel (``Local/101@test-phones``, which
+answers after a short ring and hangs up): the feed counts it as extension 101,
+as it counts a queue's ``Local/101@from-queue`` member. Clients long-poll the
+real listener over HTTP with real tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.api.auth import hash_token
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+REPO = Path(__file__).parents[2]
+RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
+PASSWORD = "пароль"
+DID = "74951234567"
+CALLER = "79161234567"  # the double's «Ромашка», manager Петров at 101
+TOKENS = {"t101": ["101"], "t102": ["102"], "all": ["*"]}
+PHONES = """
+; a phone that rings briefly, answers, talks a moment and hangs up
+[test-phones]
+exten => _X.,1,Wait(0.3)
+ same => n,Answer()
+ same => n,Wait(0.5)
+ same => n,Hangup()
+"""
+
+
+def dialplan() -> str:
+    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
+    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20)"
+    assert phone in shipped, "the shipped dial context changed: update this test's phone"
+    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@test-phones,20)") + PHONES
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Config:
+    state.mkdir(parents=True, exist_ok=True)
+    tokens = "".join(
+        f'[api.tokens.{name}]\nhash = "{hash_token("secret-" + name)}"\n'
+        f'allow = ["events:read"]\nextensions = {extensions!r}\nrate = 1000\n'.replace("'", '"')
+        for name, extensions in TOKENS.items()
+    )
+    path = state.parent / f"{state.name}.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{RULES}"]\nstate_dir = "{state}"\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{PASSWORD}"\ntimeout = 1.0\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n' + tokens,
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def events_sandbox(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_dialplan(dialplan())
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(
+    events_sandbox: Sandbox,
+    double: OneCDouble,
+    port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Engine]:
+    config = make_config(events_sandbox, double, tmp_path_factory.mktemp("feed") / "state", port)
+    eng = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    await eng.start()
+    task = asyncio.ensure_future(eng.serve())
+    await asyncio.wait_for(eng.ready.wait(), 10)
+    yield eng
+    eng.request_stop()
+    await asyncio.wait_for(task, 30)
+    await eng.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def placer(events_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(
+        url=events_sandbox.url, username="admin", secret=events_sandbox.secret
+    )
+    async with (
+        AJAMClient(settings) as client,
+        CallPlacer(client, ignore_contexts=("callrouter-inbound",)) as p,
+    ):
+        yield p
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http(engine: Engine, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield client
+
+
+async def poll(
+    http: httpx.AsyncClient, token: str, cursor: int | None, timeout: float = 10
+) -> dict[str, Any]:
+    query = f"timeout={timeout:g}" + (f"&cursor={cursor}" if cursor is not None else "")
+    response = await http.get(
+        f"/api/v1/events?{query}", headers={"Authorization": f"Bearer secret-{token}"}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def start_cursor(http: httpx.AsyncClient, token: str) -> int:
+    """Where a client starting now begins: the cursor of an empty, immediate answer."""
+    return int((await poll(http, token, None, timeout=0))["cursor"])
+
+
+async def test_a_routed_call_rings_at_101_with_the_1c_card_at_a_long_polling_client(
+    http: httpx.AsyncClient, placer: CallPlacer, double: OneCDouble
+) -> None:
+    cursor = await start_cursor(http, "t101")
+    waiting = asyncio.create_task(poll(http, "t101", cursor, timeout=20))
+    asked_before = len(double.requests("/v1/responsible"))
+    call = await placer.place(DID, CALLER)
+    await placer.wait_all([call], timeout=15)
+    assert call.destination == "callrouter-dial,101"
+    body = await asyncio.wait_for(waiting, 25)
+    ringing = [e for e in body["events"] if e["kind"] == "ringing"]
+    assert ringing, body
+    event = ringing[0]
+    assert event["extension"] == "101"
+    assert event["call_id"]
+    assert event["data"]["caller"] == CALLER
+    card = event["data"]["card"]
+    assert "Ромашка" in str(card), card  # the client 1C named when routing
+    assert "Петров" in str(card), card
+    # One 1C request served routing and the screen pop.
+    assert len(double.requests("/v1/responsible")) - asked_before <= 1
+
+
+async def test_a_client_that_disconnects_and_resumes_gets_every_event_exactly_once(
+    http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    start = await start_cursor(http, "t101")
+    calls = [await placer.place(DID, CALLER) for _ in range(3)]
+    await placer.wait_all(calls, timeout=15)
+
+    received: list[int] = []
+    cursor = start
+    hangups = 0
+    for attempt in range(200):
+        if attempt % 2:
+            # Drop the connection mid-wait, as a 1C job killed by a restart would.
+            dropped = asyncio.create_task(poll(http, "t101", cursor, timeout=20))
+            await asyncio.sleep(0.05)
+            dropped.cancel()
+            continue
+        body = await poll(http, "t101", cursor, timeout=5)
+        received += [e["cursor"] for e in body["events"]]
+        hangups += sum(e["kind"] == "hangup" for e in body["events"])
+        cursor = body["cursor"]
+        if hangups >= len(calls):
+            break
+    assert hangups >= len(calls)
+    # The reference: everything for 101 since start, read in one go by a token for all.
+    everything = await poll(http, "all", start, timeout=0)
+    reference = [e["cursor"] for e in everything["events"] if e["extension"] == "101"]
+    assert received == reference[: len(received)]
+    assert len(received) == len(set(received))
+    kinds = [e["kind"] for e in everything["events"] if e["extension"] == "101"]
+    for kind in ("ringing", "answered", "hangup"):
+        assert kinds.count(kind) >= len(calls), kinds
+
+
+async def test_a_token_for_102_never_sees_101s_events(
+    http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    start = await start_cursor(http, "t102")
+    call = await placer.place(DID, CALLER)
+    await placer.wait_all([call], timeout=15)
+    await asyncio.sleep(2)  # the phone hangs up within about a second
+    body = await poll(http, "t102", start, timeout=0)
+    assert [e for e in body["events"] if e["extension"] != "102"] == []
+    refused = await http.get(
+        "/api/v1/events?timeout=0&extension=101",
+        headers={"Authorization": "Bearer secret-t102"},
+    )
+    assert refused.status_code == 403
