@@ -1,0 +1,707 @@
+"""Click-to-call and the live calls: ``/api/v1/calls``, hang up, transfer.
+
+Click-to-call rings the manager first and then dials the customer: one AMI
+``Originate`` of ``[api] originate_channel`` (the manager's phone) into
+``[api] outbound_context`` at ``dial_prefix`` + the number, normalized by the
+number plan routing uses. The call's id is chosen here and given to Asterisk
+as ``ChannelId``, so the first channel's Uniqueid, hence the call's Linkedid,
+is that id: ``GET /api/v1/calls/{id}`` finds the call in the engine's tracker
+as soon as Asterisk reports it. ``Originate`` with ``Async`` only says the
+request was queued; progress is what the events say (:class:`Origination`,
+fed by ``EngineAPI.watch``): the new channel, ``OriginateResponse`` (the
+manager answered, or why not), the dial, the answer, the end.
+
+Visibility: a token sees a call when one of the call's extensions (a phone
+channel's endpoint, an extension dialled through ``callrouter-dial``, the
+``from`` of a click-to-call) matches its patterns; for any other call the
+answer is 404, the same as for a call that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from router.ami.message import Event
+from router.ami.numbers import ascii_int
+from router.api.auth import Token, authorize
+from router.api.context import read_json
+from router.api.dial_settings import VARIABLE_NAME, bad_value
+from router.api.dialing import Dialing, channel_extension
+from router.api.errors import ApiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.stream import StreamGap
+    from router.api.context import ApiContext
+    from router.calls import Call
+
+__all__ = ["DIAL_CONTEXT", "OPENAPI", "Origination", "Originations", "routes"]
+
+#: The shipped dialplan's context that rings one extension (transfers go there).
+DIAL_CONTEXT: Final = "callrouter-dial"
+#: Click-to-call calls remembered after they end, for ``GET /calls/{id}``.
+_KEPT: Final = 1_000
+_PROGRESS_MAX: Final = 32
+_IDEMPOTENCY_MAX: Final = 10_000
+_KEY: Final = 255
+_VARIABLES_MAX: Final = 32
+_VALUE_MAX: Final = 256
+_CREATE_KEYS: Final = ("from", "to", "variables")
+_TRANSFER_KEYS: Final = ("to", "mode", "from")
+
+State = Literal["originating", "ringing", "answered", "dialing", "connected", "failed", "ended"]
+_ORDER: Final[tuple[State, ...]] = ("originating", "ringing", "answered", "dialing", "connected")
+
+
+@dataclass(slots=True)
+class Origination:
+    """One click-to-call as the events show it."""
+
+    id: str
+    action_id: str
+    extension: str
+    number: str
+    dial: str
+    created: float
+    state: State = "originating"
+    reason: str | None = None
+    #: Asterisk's ``Timestamp`` of the first new channel (None until then).
+    first_channel_at: float | None = None
+    progress: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_PROGRESS_MAX))
+
+    def advance(self, state: State) -> None:
+        """Move forward only: a late event never takes a call back."""
+        if self.state in ("failed", "ended"):
+            return
+        if state in ("failed", "ended") or _ORDER.index(state) > _ORDER.index(self.state):
+            self.state = state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.extension,
+            "to": self.number,
+            "dialled": self.dial,
+            "state": self.state,
+            "reason": self.reason,
+            "progress": list(self.progress),
+        }
+
+
+#: OriginateResponse ``Reason`` codes (AST_CONTROL_*) as words.
+_REASONS: Final = {
+    "0": "no such extension or channel",
+    "1": "hung up",
+    "3": "no answer",
+    "4": "answered",
+    "5": "busy",
+    "8": "congestion",
+}
+
+
+class Originations:
+    """Click-to-call calls by id and by ActionID, bounded, fed by the engine's events."""
+
+    def __init__(self) -> None:
+        self._by_id: OrderedDict[str, Origination] = OrderedDict()
+        self._by_action: dict[str, str] = {}
+
+    def add(self, origination: Origination) -> None:
+        self._by_id[origination.id] = origination
+        self._by_action[origination.action_id] = origination.id
+        while len(self._by_id) > _KEPT:
+            _, old = self._by_id.popitem(last=False)
+            self._by_action.pop(old.action_id, None)
+
+    def get(self, call_id: str) -> Origination | None:
+        return self._by_id.get(call_id)
+
+    def discard(self, call_id: str) -> None:
+        old = self._by_id.pop(call_id, None)
+        if old is not None:
+            self._by_action.pop(old.action_id, None)
+
+    def observe(self, item: Event | StreamGap, call: Call | None) -> None:
+        """``EngineAPI.watch`` listener: one event's meaning for our calls."""
+        if not isinstance(item, Event):
+            return
+        origination = self._find(item, call)
+        if origination is None:
+            return
+        name = item.name
+        stamp = _timestamp(item)
+        if name == "OriginateResponse":
+            if item.get("Response") == "Success":
+                origination.advance("answered")
+            else:
+                origination.reason = _REASONS.get(item.get("Reason") or "", item.get("Reason"))
+                origination.advance("failed")
+        elif name == "Newchannel":
+            if origination.first_channel_at is None:
+                origination.first_channel_at = stamp
+            origination.advance("ringing")
+        elif name == "DialBegin" or (name == "Newexten" and item.get("Application") == "Dial"):
+            origination.advance("dialing")
+        elif (name == "DialEnd" and item.get("DialStatus") == "ANSWER") or (
+            name == "BridgeEnter" and (ascii_int(item.get("BridgeNumChannels")) or 0) >= 2
+        ):
+            origination.advance("connected")
+        elif name == "Hangup" and call is not None and call.ended is not None:
+            origination.advance("ended")
+        else:
+            return
+        origination.progress.append({"event": name, "channel": item.get("Channel"), "at": stamp})
+
+    def _find(self, event: Event, call: Call | None) -> Origination | None:
+        if event.name == "OriginateResponse":
+            call_id = self._by_action.get(event.get("ActionID") or "")
+            return self._by_id.get(call_id) if call_id else None
+        linkedid = call.linkedid if call is not None else event.get("Linkedid")
+        return self._by_id.get(linkedid) if linkedid else None
+
+
+def _timestamp(event: Event) -> float | None:
+    try:
+        return float(event.get("Timestamp") or "")
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Remembered:
+    fingerprint: str
+    call_id: str
+    expires: float
+
+
+class IdempotencyKeys:
+    """``Idempotency-Key`` per token: the same key and body -> the same call.
+
+    Bounded by count (oldest forgotten first) and by age (``idempotency_ttl``).
+    """
+
+    def __init__(self, ttl: float, clock: Any = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._keys: OrderedDict[tuple[str, str], _Remembered] = OrderedDict()
+
+    def lookup(self, token: str, key: str, fingerprint: str) -> str | None:
+        """The call made for this key, None for a new key; 409 for another body."""
+        now = self._clock()
+        while self._keys:
+            oldest = next(iter(self._keys.values()))
+            if oldest.expires > now:
+                break
+            self._keys.popitem(last=False)
+        found = self._keys.get((token, key))
+        if found is None:
+            return None
+        if found.fingerprint != fingerprint:
+            raise ApiError(
+                409,
+                "Idempotency-Key was already used with a different request body; "
+                "use a new key for a new call",
+                field="Idempotency-Key",
+            )
+        return found.call_id
+
+    def remember(self, token: str, key: str, fingerprint: str, call_id: str) -> None:
+        self._keys[(token, key)] = _Remembered(fingerprint, call_id, self._clock() + self.ttl)
+        while len(self._keys) > _IDEMPOTENCY_MAX:
+            self._keys.popitem(last=False)
+
+    def forget(self, token: str, key: str) -> None:
+        self._keys.pop((token, key), None)
+
+
+# -- what a call looks like -------------------------------------------------------------
+
+
+def call_extensions(call: Call | None, origination: Origination | None) -> set[str]:
+    """Every extension a call involves: who may see it."""
+    found: set[str] = set()
+    if origination is not None:
+        found.add(origination.extension)
+    if call is not None:
+        for channel in call.channels.values():
+            ext = channel_extension(channel.name)
+            if ext:
+                found.add(ext)
+            if channel.context == DIAL_CONTEXT and channel.exten:
+                found.add(channel.exten)
+    return found
+
+
+def _call_view(
+    ctx: ApiContext, call: Call | None, origination: Origination | None, call_id: str
+) -> dict[str, Any]:
+    decision = ctx.engine.decision(call_id) if call is not None else None
+    view: dict[str, Any] = {
+        "id": call_id,
+        "state": (call.state if call is not None else "ended")
+        if origination is None
+        else origination.state,
+        "caller": call.caller_number if call is not None else None,
+        "caller_name": call.caller_name if call is not None else None,
+        "did": (call.did or None) if call is not None else None,
+        "answered": call.answered if call is not None else False,
+        "extensions": sorted(call_extensions(call, origination)),
+        "channels": [
+            {
+                "name": c.name,
+                "state": c.state,
+                "context": c.context,
+                "exten": c.exten,
+                "extension": channel_extension(c.name),
+            }
+            for c in (call.active_channels if call is not None else [])
+        ],
+        "rule": decision.get("rule") if decision else None,
+        "outcome": decision.get("outcome") if decision else None,
+        "click_to_call": origination.to_dict() if origination is not None else None,
+    }
+    return view
+
+
+def _visible(token: Token, call: Call | None, origination: Origination | None) -> bool:
+    return any(token.sees(ext) for ext in call_extensions(call, origination))
+
+
+def _unknown_keys(body: Mapping[str, object], known: tuple[str, ...]) -> None:
+    for key in body:
+        if key not in known:
+            raise ApiError(400, f"{key}: unknown field (known: {', '.join(known)})", field=key)
+
+
+def _variables(value: object) -> dict[str, str]:
+    """A request's channel variables: names and values that cannot add AMI headers."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "variables: expected an object of NAME: text", field="variables")
+    if len(value) > _VARIABLES_MAX:
+        raise ApiError(400, f"variables: at most {_VARIABLES_MAX} variables", field="variables")
+    out: dict[str, str] = {}
+    for name, text in value.items():
+        where = f"variables.{name}"[:80]
+        if not VARIABLE_NAME.fullmatch(name):
+            raise ApiError(
+                400, f"{where}: not a variable name (letters, digits, _; 1 to 64)", field=where
+            )
+        if not isinstance(text, str):
+            raise ApiError(400, f"{where}: expected text", field=where)
+        # Asterisk splits a Variable header at commas: "a,EVIL=1" would set two.
+        if bad_value(text) or "," in text or len(text) > _VALUE_MAX:
+            raise ApiError(
+                400,
+                f"{where}: no CR, LF, NUL or comma, at most {_VALUE_MAX} characters",
+                field=where,
+            )
+        out[name] = text
+    return out
+
+
+# -- the endpoints ----------------------------------------------------------------------
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    settings = ctx.settings.dialing
+    dialing = Dialing(ctx.engine.config, settings.dial_prefix)
+    originations = Originations()
+    ctx.engine.watch(originations.observe)
+    keys = IdempotencyKeys(settings.idempotency_ttl)
+
+    def find(token: Token, call_id: str) -> tuple[Call | None, Origination | None]:
+        call = ctx.engine.calls.get(call_id)
+        origination = originations.get(call_id)
+        if (call is None and origination is None) or not _visible(token, call, origination):
+            raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+        return call, origination
+
+    async def create(request: Request) -> JSONResponse:
+        token = await authorize(request, "calls:create")
+        body = await read_json(request, required=True)
+        _unknown_keys(body, _CREATE_KEYS)
+        if "from" not in body:
+            raise ApiError(400, "from: required (the manager's extension)", field="from")
+        if "to" not in body:
+            raise ApiError(400, "to: required (the number to call)", field="to")
+        extension = dialing.extension(body["from"], "from")
+        await authorize(request, "calls:create", extension)
+        number = dialing.number(body["to"], "to")
+        variables = {**settings.variables, **_variables(body.get("variables"))}
+        key = request.headers.get("idempotency-key")
+        fingerprint = hashlib.sha256(
+            json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
+        ).hexdigest()
+        if key is not None:
+            if not key or len(key) > _KEY or not key.isascii() or not key.isprintable():
+                raise ApiError(
+                    400,
+                    f"Idempotency-Key: 1 to {_KEY} printable ASCII characters",
+                    field="Idempotency-Key",
+                )
+            known = keys.lookup(token.name, key, fingerprint)
+            if known is not None:
+                origination = originations.get(known)
+                return JSONResponse(
+                    _call_view(ctx, ctx.engine.calls.get(known), origination, known),
+                    status_code=200,
+                    headers={"Location": f"/api/v1/calls/{known}", "Idempotent-Replayed": "true"},
+                )
+        ctx.require_asterisk()
+        call_id = f"c2c-{secrets.token_hex(10)}"
+        origination = Origination(
+            id=call_id,
+            action_id=f"callrouter-api-{call_id}",
+            extension=extension,
+            number=number.number,
+            dial=number.dial,
+            created=time.time(),
+        )
+        originations.add(origination)
+        if key is not None:
+            # Before the first await: a retry racing this request finds the call.
+            keys.remember(token.name, key, fingerprint, call_id)
+        params: dict[str, Any] = {
+            "Channel": settings.originate_channel.format(extension=extension),
+            "Context": settings.outbound_context,
+            "Exten": number.dial,
+            "Priority": 1,
+            "CallerID": settings.caller_id.format(extension=extension, number=number.number),
+            "Timeout": int(settings.originate_timeout * 1000),
+            "Async": "true",
+            "ChannelId": call_id,
+        }
+        if variables:
+            params["Variable"] = variables
+        try:
+            await ctx.send("Originate", params, action_id=origination.action_id)
+        except ApiError:
+            originations.discard(call_id)
+            if key is not None:
+                keys.forget(token.name, key)
+            raise
+        return JSONResponse(
+            _call_view(ctx, ctx.engine.calls.get(call_id), origination, call_id),
+            status_code=201,
+            headers={"Location": f"/api/v1/calls/{call_id}"},
+        )
+
+    async def list_calls(request: Request) -> JSONResponse:
+        token = await authorize(request, "calls:read")
+        calls = [
+            _call_view(ctx, call, originations.get(call.linkedid), call.linkedid)
+            for call in ctx.engine.calls
+            if call.ended is None and _visible(token, call, originations.get(call.linkedid))
+        ]
+        return JSONResponse({"calls": calls})
+
+    async def get_call(request: Request) -> JSONResponse:
+        call_id = str(request.path_params["id"])
+        token = await authorize(request, "calls:read")
+        call, origination = find(token, call_id)
+        return JSONResponse(_call_view(ctx, call, origination, call_id))
+
+    async def hangup(request: Request) -> JSONResponse:
+        call_id = str(request.path_params["id"])
+        token = await authorize(request, "calls:hangup")
+        call, _ = find(token, call_id)
+        channels = [c.name for c in call.active_channels] if call is not None else []
+        if not channels:
+            raise ApiError(409, f"call {call_id!r} has no live channel to hang up")
+        ctx.require_asterisk()
+        for channel in channels:
+            await ctx.send("Hangup", {"Channel": channel, "Cause": 16})
+        return JSONResponse({"id": call_id, "hung_up": channels}, status_code=202)
+
+    async def transfer(request: Request) -> JSONResponse:
+        call_id = str(request.path_params["id"])
+        token = await authorize(request, "calls:transfer")
+        call, _ = find(token, call_id)
+        body = await read_json(request, required=True)
+        _unknown_keys(body, _TRANSFER_KEYS)
+        mode = body.get("mode", "blind")
+        if mode not in ("blind", "attended"):
+            raise ApiError(400, "mode: expected 'blind' or 'attended'", field="mode")
+        if "to" not in body:
+            raise ApiError(400, "to: required (the extension or number)", field="to")
+        context, exten = _destination(dialing, settings.outbound_context, body["to"])
+        leg = _transferring_leg(token, call, body.get("from"), dialing)
+        ctx.require_asterisk()
+        if mode == "blind":
+            # BlindTransfer moves whoever is bridged with ``leg`` (the customer)
+            # to the destination; the extension's own leg is released.
+            await ctx.send("BlindTransfer", {"Channel": leg, "Context": context, "Exten": exten})
+        else:
+            # Atxfer dials the destination from ``leg``: the extension talks to
+            # the target first and completes the transfer by hanging up.
+            await ctx.send("Atxfer", {"Channel": leg, "Context": context, "Exten": exten})
+        return JSONResponse(
+            {"id": call_id, "mode": mode, "channel": leg, "context": context, "exten": exten},
+            status_code=202,
+        )
+
+    return [
+        Route("/api/v1/calls", create, methods=["POST"], name="calls-create"),
+        Route("/api/v1/calls", list_calls, methods=["GET"], name="calls-list"),
+        Route("/api/v1/calls/{id}", get_call, methods=["GET"], name="calls-get"),
+        Route("/api/v1/calls/{id}/hangup", hangup, methods=["POST"], name="calls-hangup"),
+        Route("/api/v1/calls/{id}/transfer", transfer, methods=["POST"], name="calls-transfer"),
+    ]
+
+
+def _destination(dialing: Dialing, outbound: str, value: object) -> tuple[str, str]:
+    """Where a transfer goes: an extension through ``callrouter-dial`` (so DND and
+    forwarding apply), an outside number through the outbound context."""
+    number = dialing.number(value, "to")
+    if number.internal:
+        return DIAL_CONTEXT, dialing.extension(number.number, "to")
+    return outbound, number.dial
+
+
+def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: Dialing) -> str:
+    """The channel of the extension that hands the call on (the token must see it).
+
+    That extension's own leg is what BlindTransfer and Atxfer act from: its
+    bridge partner (the customer) is the one who moves.
+    """
+    wanted = None if chosen is None else dialing.extension(chosen, "from")
+    if wanted is not None and not token.sees(wanted):
+        raise ApiError(403, f"token {token.name!r} may not act for extension {wanted!r}")
+    legs = [
+        c.name
+        for c in (call.active_channels if call is not None else [])
+        if (ext := channel_extension(c.name)) is not None
+        and token.sees(ext)
+        and (wanted is None or ext == wanted)
+    ]
+    if not legs:
+        raise ApiError(
+            409, "the call has no live leg of an extension this token acts for", field="from"
+        )
+    if len(legs) > 1:
+        # A Local channel pair counts once: its ;1 half is the phone side.
+        phones = [leg for leg in legs if not leg.endswith(";2")]
+        if len(phones) != 1:
+            raise ApiError(
+                400,
+                f"from: the call has several legs this token acts for ({', '.join(legs)}); "
+                "say which extension transfers",
+                field="from",
+            )
+        legs = phones
+    return legs[0]
+
+
+_PROBLEM: dict[str, Any] = {
+    "description": "Problem details (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+_ID_PARAM: dict[str, Any] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The call's Linkedid (a click-to-call's id is its first channel's Uniqueid)",
+    "schema": {"type": "string"},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _PROBLEM for code in codes}
+
+
+_CALL_REF: Final = {"$ref": "#/components/schemas/Call"}
+_NULLABLE_TEXT: Final = {"type": ["string", "null"]}
+
+#: This module's part of ``/api/v1/openapi.json``.
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/api/v1/calls": {
+            "post": {
+                "operationId": "createCall",
+                "summary": "Click-to-call: ring the extension, then dial the number (calls:create)",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "The same key and body again return the same call",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": _KEY},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["from", "to"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "from": {"type": "string", "description": "Extension"},
+                                    "to": {"type": "string", "description": "Phone number"},
+                                    "variables": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "string"},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(_CALL_REF, "The call, originating"),
+                    "200": _json(_CALL_REF, "The call made earlier for this Idempotency-Key"),
+                    **_errors(400, 401, 403, 409, 413, 429, 503),
+                },
+            },
+            "get": {
+                "operationId": "listCalls",
+                "summary": "Live calls this token sees (calls:read)",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["calls"],
+                            "properties": {"calls": {"type": "array", "items": _CALL_REF}},
+                        },
+                        "Live calls",
+                    ),
+                    **_errors(401, 403, 429),
+                },
+            },
+        },
+        "/api/v1/calls/{id}": {
+            "get": {
+                "operationId": "getCall",
+                "summary": "One call and, for a click-to-call, its progress (calls:read)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": _json(_CALL_REF, "The call"),
+                    **_errors(401, 403, 404, 429),
+                },
+            }
+        },
+        "/api/v1/calls/{id}/hangup": {
+            "post": {
+                "operationId": "hangupCall",
+                "summary": "Hang up every channel of the call (calls:hangup)",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "hung_up": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "Hangup sent; the call's end follows as events",
+                    ),
+                    **_errors(401, 403, 404, 409, 429, 503),
+                },
+            }
+        },
+        "/api/v1/calls/{id}/transfer": {
+            "post": {
+                "operationId": "transferCall",
+                "summary": "Blind (BlindTransfer) or attended (Atxfer) transfer (calls:transfer)",
+                "parameters": [_ID_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["to"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "to": {"type": "string"},
+                                    "mode": {"enum": ["blind", "attended"]},
+                                    "from": {
+                                        "type": "string",
+                                        "description": "The extension that transfers, "
+                                        "when the call has several",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "mode": {"type": "string"},
+                                "channel": {"type": "string"},
+                                "context": {"type": "string"},
+                                "exten": {"type": "string"},
+                            },
+                        },
+                        "Transfer sent",
+                    ),
+                    **_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Call": {
+                "type": "object",
+                "required": ["id", "state", "extensions", "channels"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"type": "string"},
+                    "caller": _NULLABLE_TEXT,
+                    "caller_name": _NULLABLE_TEXT,
+                    "did": _NULLABLE_TEXT,
+                    "answered": {"type": "boolean"},
+                    "extensions": {"type": "array", "items": {"type": "string"}},
+                    "channels": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "state": {"type": "string"},
+                                "context": {"type": "string"},
+                                "exten": {"type": "string"},
+                                "extension": _NULLABLE_TEXT,
+                            },
+                        },
+                    },
+                    "rule": _NULLABLE_TEXT,
+                    "outcome": _NULLABLE_TEXT,
+                    "click_to_call": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "from": {"type": "string"},
+                            "to": {"type": "string"},
+                            "dialled": {"type": "string"},
+                            "state": {"type": "string"},
+                            "reason": _NULLABLE_TEXT,
+                            "progress": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                },
+            }
+        }
+    },
+}

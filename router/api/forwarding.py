@@ -1,0 +1,351 @@
+"""DND, forwarding and presence: ``/api/v1/extensions/{ext}/forwarding``, ``/api/v1/presence``.
+
+Setting is two globals per extension (:mod:`router.api.forwarding_state`)
+that the shipped ``[callrouter-dial]`` honours; the file in ``state_dir`` is
+the truth, re-applied when the API starts, after every stream gap and on
+Asterisk's ``FullyBooted``/``Reload``. Presence joins what Asterisk knows of
+each extension (its hint's state, from ``ExtensionStateList``, and the
+device's, from ``DeviceStateList``) with these settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from router.ami.message import Event
+from router.api.auth import authorize
+from router.api.context import read_json
+from router.api.dialing import Dialing
+from router.api.errors import ApiError
+from router.api.forwarding_state import Forwarding, ForwardingState, is_forwardable_extension
+from router.errors import AMIError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.stream import StreamGap
+    from router.api.context import ApiContext
+    from router.calls import Call
+
+__all__ = ["OPENAPI", "ForwardingService", "routes"]
+
+log = logging.getLogger("router.api.forwarding")
+
+#: Asterisk events after which the globals may be gone: a restart, a reload.
+_REAPPLY_EVENTS: Final = frozenset({"FullyBooted", "Reload"})
+_BODY_KEYS: Final = ("dnd", "forward_to")
+
+
+class ForwardingService:
+    """The settings, their copy in Asterisk, and who is told of a change."""
+
+    def __init__(self, ctx: ApiContext, dialing: Dialing) -> None:
+        self.ctx = ctx
+        self.dialing = dialing
+        self.state = ForwardingState(ctx.engine.state_dir)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = asyncio.Lock()
+        self.stop_watching = ctx.engine.watch(self._observe)
+
+    def _observe(self, item: Event | StreamGap, call: Call | None) -> None:
+        if not isinstance(item, Event) or item.name in _REAPPLY_EVENTS:
+            self.spawn_reapply()
+
+    def spawn_reapply(self) -> None:
+        """Set every stored extension's globals again, in the background."""
+        task = asyncio.get_running_loop().create_task(self.reapply())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reapply(self) -> int:
+        """Every stored setting sent to Asterisk again; how many extensions made it."""
+        done = 0
+        async with self._lock:
+            for extension, value in self.state:
+                try:
+                    await self._setvars(extension, value)
+                except (ApiError, AMIError, OSError) as exc:
+                    log.warning("forwarding for %s not re-applied: %s", extension, exc)
+                    continue
+                done += 1
+        if done:
+            log.info("forwarding re-applied to Asterisk for %d extension(s)", done)
+        return done
+
+    async def _setvars(self, extension: str, value: Forwarding) -> None:
+        for variable, text in ForwardingState.globals_for(extension, value).items():
+            # The catalog calls Value required; Asterisk takes an empty one as
+            # "unset", which is what clearing needs.
+            await self.ctx.send(
+                "Setvar", {"Variable": variable, "Value": text}, validate=bool(text)
+            )
+
+    async def put(self, extension: str, value: Forwarding) -> None:
+        """Asterisk first, then the file: a 503 leaves the stored setting as it was.
+
+        The feed hears ``dnd`` when do-not-disturb changed and ``forwarding``
+        when the forward number did, each with the whole setting.
+        """
+        async with self._lock:
+            before = self.state.get(extension)
+            await self._setvars(extension, value)
+            self.state.set(extension, value)
+        feed = self.ctx.feed
+        if feed is None:
+            return
+        data = {"extension": extension, **value.to_dict()}
+        if before.dnd != value.dnd:
+            feed.publish("dnd", extension, data)
+        if before.forward_to != value.forward_to:
+            feed.publish("forwarding", extension, data)
+
+    def parse(self, body: Mapping[str, object], current: Forwarding) -> Forwarding:
+        """The new setting from a PUT body; keys left out keep their value."""
+        for key in body:
+            if key not in _BODY_KEYS:
+                raise ApiError(
+                    400,
+                    f"{key}: unknown field (known: {', '.join(_BODY_KEYS)})",
+                    field=key,
+                )
+        dnd = body.get("dnd", current.dnd)
+        if not isinstance(dnd, bool):
+            raise ApiError(400, "dnd: expected true or false", field="dnd")
+        if "forward_to" not in body:
+            return Forwarding(dnd, current.forward_to, current.dial)
+        raw = body["forward_to"]
+        if raw is None or raw == "":
+            return Forwarding(dnd)
+        number = self.dialing.number(raw, "forward_to")
+        return Forwarding(dnd, number.number, number.dial)
+
+
+def _extension(request: Request) -> str:
+    extension = str(request.path_params["ext"])
+    if not is_forwardable_extension(extension):
+        raise ApiError(
+            400,
+            f"ext: {extension[:40]!r} cannot carry forwarding: the shipped [callrouter-dial] "
+            "dials only letters and digits (1 to 80)",
+            field="ext",
+        )
+    return extension
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    service = ForwardingService(ctx, Dialing(ctx.engine.config, ctx.settings.dial_prefix))
+    # The globals may have been lost while callrouter was down; outside a
+    # running loop (a test building the app) the first gap re-applies them.
+    with contextlib.suppress(RuntimeError):
+        service.spawn_reapply()
+
+    async def get_forwarding(request: Request) -> JSONResponse:
+        extension = _extension(request)
+        await authorize(request, "forwarding:read", extension)
+        return JSONResponse({"extension": extension, **service.state.get(extension).to_dict()})
+
+    async def put_forwarding(request: Request) -> JSONResponse:
+        extension = _extension(request)
+        await authorize(request, "forwarding:write", extension)
+        body = await read_json(request, required=True)
+        value = service.parse(body, service.state.get(extension))
+        ctx.require_asterisk()
+        await service.put(extension, value)
+        return JSONResponse({"extension": extension, **value.to_dict()})
+
+    async def presence(request: Request) -> JSONResponse:
+        token = await authorize(request, "presence:read")
+        ctx.require_asterisk()
+        states = await _extension_states(ctx)
+        devices = await _device_states(ctx)
+        extensions = set(states) | {ext for ext, _ in service.state}
+        items = []
+        for extension in sorted(extensions):
+            if not token.sees(extension):
+                continue
+            hint, status = states.get(extension, ("", "Unknown"))
+            device = devices.get(hint.split("&")[0]) if hint else None
+            items.append(
+                {
+                    "extension": extension,
+                    "state": status,
+                    "hint": hint or None,
+                    "device_state": device,
+                    **service.state.get(extension).to_dict(),
+                }
+            )
+        return JSONResponse({"extensions": items})
+
+    return [
+        Route(
+            "/api/v1/extensions/{ext}/forwarding",
+            get_forwarding,
+            methods=["GET"],
+            name="forwarding-get",
+        ),
+        Route(
+            "/api/v1/extensions/{ext}/forwarding",
+            put_forwarding,
+            methods=["PUT"],
+            name="forwarding-put",
+        ),
+        Route("/api/v1/presence", presence, methods=["GET"], name="presence"),
+    ]
+
+
+async def _extension_states(ctx: ApiContext) -> dict[str, tuple[str, str]]:
+    """Extension -> (hint, state text) from ``ExtensionStateList`` (first context wins)."""
+    result = await ctx.send("ExtensionStateList")
+    states: dict[str, tuple[str, str]] = {}
+    for item in result.items:
+        exten = item.get("Exten") or ""
+        if exten and exten not in states:
+            states[exten] = (item.get("Hint") or "", item.get("StatusText") or "Unknown")
+    return states
+
+
+async def _device_states(ctx: ApiContext) -> dict[str, str]:
+    """Device -> state (``PJSIP/101`` -> ``NOT_INUSE``) from ``DeviceStateList``."""
+    result = await ctx.send("DeviceStateList")
+    return {
+        item.get("Device") or "": item.get("State") or "UNKNOWN"
+        for item in result.items
+        if item.get("Device")
+    }
+
+
+_FORWARDING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["extension", "dnd", "forward_to"],
+    "properties": {
+        "extension": {"type": "string"},
+        "dnd": {"type": "boolean"},
+        "forward_to": {"type": ["string", "null"], "description": "Normalized number, or null"},
+    },
+}
+_EXT_PARAM: dict[str, Any] = {
+    "name": "ext",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9]{1,80}$"},
+}
+_PROBLEM: dict[str, Any] = {
+    "description": "Problem details (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+#: This module's part of ``/api/v1/openapi.json``.
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/api/v1/extensions/{ext}/forwarding": {
+            "get": {
+                "operationId": "getForwarding",
+                "summary": "Do-not-disturb and forwarding of one extension (forwarding:read)",
+                "parameters": [_EXT_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "The setting",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Forwarding"}
+                            }
+                        },
+                    },
+                    "400": _PROBLEM,
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
+                    "429": _PROBLEM,
+                },
+            },
+            "put": {
+                "operationId": "setForwarding",
+                "summary": "Set do-not-disturb and/or forwarding (forwarding:write)",
+                "parameters": [_EXT_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "dnd": {"type": "boolean"},
+                                    "forward_to": {"type": ["string", "null"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The setting now in force",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Forwarding"}
+                            }
+                        },
+                    },
+                    "400": _PROBLEM,
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
+                    "409": _PROBLEM,
+                    "429": _PROBLEM,
+                    "503": _PROBLEM,
+                },
+            },
+        },
+        "/api/v1/presence": {
+            "get": {
+                "operationId": "getPresence",
+                "summary": "Every extension the token sees: state, device, DND, forwarding",
+                "responses": {
+                    "200": {
+                        "description": "Presence",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["extensions"],
+                                    "properties": {
+                                        "extensions": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Presence"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
+                    "409": _PROBLEM,
+                    "429": _PROBLEM,
+                    "503": _PROBLEM,
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Forwarding": _FORWARDING_SCHEMA,
+            "Presence": {
+                "type": "object",
+                "required": ["extension", "state", "dnd", "forward_to"],
+                "properties": {
+                    "extension": {"type": "string"},
+                    "state": {"type": "string", "description": "ExtensionStatus StatusText"},
+                    "hint": {"type": ["string", "null"]},
+                    "device_state": {"type": ["string", "null"]},
+                    "dnd": {"type": "boolean"},
+                    "forward_to": {"type": ["string", "null"]},
+                },
+            },
+        }
+    },
+}

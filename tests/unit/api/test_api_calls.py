@@ -1,0 +1,393 @@
+"""Click-to-call, the live calls, hangup and transfer (issue 13), over the replay Asterisk.
+
+The app runs on a real engine's EngineAPI (the engine on the replay), so the
+click-to-call's progress is what the engine's event flow tells it, as live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.context import ApiContext
+from router.api.dial_settings import DialSettings
+from router.api.settings import ApiSettings, TokenSettings
+
+if TYPE_CHECKING:
+    from router.engine import Engine
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+TOKENS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "t101": (("calls:create", "calls:read", "calls:hangup", "calls:transfer"), ("101",)),
+    "all": (("calls:create", "calls:read", "calls:hangup", "calls:transfer"), ("*",)),
+    "reader": (("calls:read",), ("*",)),
+}
+
+RULES = """version: 1
+rules:
+  - name: to-102
+    on: call
+    if: did == "74950000002"
+    do:
+      - redirect: {context: callrouter-dial, exten: "102"}
+"""
+
+DIALING = DialSettings(
+    originate_channel="PJSIP/{extension}",
+    outbound_context="outbound",
+    dial_prefix="9",
+    caller_id="Call {number} <{extension}>",
+    originate_timeout=25,
+    variables=MappingProxyType({"CALL_SOURCE": "1c"}),
+)
+
+
+def _token(name: str, allow: tuple[str, ...], extensions: tuple[str, ...]) -> TokenSettings:
+    digest = hashlib.sha256(f"secret-{name}".encode()).digest()
+    return TokenSettings(name, digest, allow, extensions, rate=1000.0, burst=1000)
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer secret-{name}"}
+
+
+def settings(**overrides: Any) -> ApiSettings:
+    tokens = {name: _token(name, *grants) for name, grants in TOKENS.items()}
+    return ApiSettings(tokens=MappingProxyType(tokens), dialing=DIALING, **overrides)
+
+
+@pytest.fixture
+async def engine(engine_factory: EngineFactory, tmp_path: Path) -> Engine:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    return await engine_factory(rules)
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(ApiContext(engine=engine.api, settings=settings()))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        yield client
+
+
+CallEvents = Callable[..., None]
+
+
+def originated(replay: ReplayAsterisk, call_id: str, action_id: str) -> None:
+    """What Asterisk reports for a click-to-call from 101: the phone's channel, its
+    answer, the dial out."""
+    replay.queue_event(
+        Event="Newchannel",
+        Channel="PJSIP/101-00000001",
+        ChannelState="5",
+        ChannelStateDesc="Ringing",
+        CallerIDNum="101",
+        Context="outbound",
+        Exten="979161234567",
+        Priority="1",
+        Uniqueid=call_id,
+        Linkedid=call_id,
+    )
+    replay.queue_event(
+        Event="OriginateResponse",
+        ActionID=action_id,
+        Response="Success",
+        Channel="PJSIP/101-00000001",
+        Context="outbound",
+        Exten="979161234567",
+        Reason="4",
+        Uniqueid=call_id,
+    )
+    replay.queue_event(
+        Event="DialBegin",
+        Channel="PJSIP/101-00000001",
+        DestChannel="PJSIP/trunk-00000002",
+        Uniqueid=call_id,
+        Linkedid=call_id,
+        DialString="trunk/79161234567",
+    )
+
+
+async def test_click_to_call_originates_the_manager_first_then_the_number(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    response = await client.post(
+        "/api/v1/calls",
+        json={"from": "101", "to": "+7 916 123-45-67", "variables": {"CRM_ID": "42"}},
+        headers=auth("t101"),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    call_id = body["id"]
+    assert body["state"] == "originating"
+    assert body["click_to_call"]["to"] == "79161234567"
+    assert response.headers["location"] == f"/api/v1/calls/{call_id}"
+    [sent] = ajam_replay.sent("Originate")
+    assert sent.get("Channel") == "PJSIP/101"
+    assert sent.get("Context") == "outbound"
+    assert sent.get("Exten") == "979161234567"  # dial_prefix + the plan's normal form
+    assert sent.get("Priority") == "1"
+    assert sent.get("CallerID") == "Call 79161234567 <101>"
+    assert sent.get("Timeout") == "25000"
+    assert sent.get("Async") == "true"
+    assert sent.get("ChannelId") == call_id
+    assert sorted(sent.getall("Variable")) == ["CALL_SOURCE=1c", "CRM_ID=42"]
+    action_id = sent.action_id
+    assert action_id is not None
+
+    # Progress comes from the events, not from the action's response.
+    originated(ajam_replay, call_id, action_id)
+    await ajam_replay.settle(engine)
+    shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "dialing"
+    assert [p["event"] for p in shown["click_to_call"]["progress"]] == [
+        "Newchannel",
+        "OriginateResponse",
+        "DialBegin",
+    ]
+    assert shown["channels"][0]["name"] == "PJSIP/101-00000001"
+    assert "101" in shown["extensions"]
+
+
+async def test_click_to_call_failure_is_shown_with_asterisks_reason(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    response = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+    )
+    call_id = response.json()["id"]
+    [sent] = ajam_replay.sent("Originate")
+    ajam_replay.queue_event(
+        Event="OriginateResponse",
+        ActionID=sent.action_id or "",
+        Response="Failure",
+        Channel="PJSIP/101",
+        Reason="5",
+        Uniqueid="<null>",
+    )
+    await ajam_replay.settle(engine)
+    shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "failed"
+    assert shown["click_to_call"]["reason"] == "busy"
+
+
+async def test_a_token_for_101_may_not_originate_from_102(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    response = await client.post(
+        "/api/v1/calls", json={"from": "102", "to": "89161234567"}, headers=auth("t101")
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "102" in response.json()["detail"]
+    denied = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("reader")
+    )
+    assert denied.status_code == 403
+    assert denied.json()["missing_permission"] == "calls:create"
+    assert ajam_replay.count("Originate") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"from": "101&Local/666@evil", "to": "89161234567"}, "from"),
+        ({"from": "101,5,U(x)", "to": "89161234567"}, "from"),
+        ({"from": 101, "to": "89161234567"}, "from"),
+        ({"from": "101", "to": "call me"}, "to"),
+        ({"from": "101", "to": "8916\r\nAction: Command"}, "to"),
+        ({"from": "101", "to": "89161234567", "variables": {"A": "x\r\nAction: Command"}}, None),
+        ({"from": "101", "to": "89161234567", "variables": {"A": "1,EVIL=2"}}, None),
+        ({"from": "101", "to": "89161234567", "variables": {"1BAD": "x"}}, None),
+        ({"from": "101", "to": "89161234567", "variables": ["A=1"]}, "variables"),
+        ({"from": "101", "to": "89161234567", "colour": "red"}, "colour"),
+        ({"to": "89161234567"}, "from"),
+        ({"from": "101"}, "to"),
+    ],
+)
+async def test_untrusted_values_are_refused_with_400_naming_the_field(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, body: dict[str, Any], field: str | None
+) -> None:
+    response = await client.post("/api/v1/calls", json=body, headers=auth("all"))
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    if field is None:
+        assert problem["field"].startswith("variables.")
+    else:
+        assert problem["field"] == field
+    assert ajam_replay.count("Originate") == 0
+
+
+async def test_malformed_json_is_400_naming_the_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/calls",
+        content=b'{"from": "101", "to": }',
+        headers={**auth("all"), "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "malformed JSON" in response.json()["detail"]
+
+
+async def test_the_same_idempotency_key_makes_one_call(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-17"}
+    first = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    again = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert ajam_replay.count("Originate") == 1
+    other = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89160000000"}, headers={**auth("t101"), **key}
+    )
+    assert other.status_code == 409
+    assert other.json()["field"] == "Idempotency-Key"
+    # Keys are per token: another token's same key is another call.
+    separate = await client.post("/api/v1/calls", json=body, headers={**auth("all"), **key})
+    assert separate.status_code == 201
+    assert separate.json()["id"] != first.json()["id"]
+    assert ajam_replay.count("Originate") == 2
+
+
+async def test_a_failed_originate_frees_its_idempotency_key(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    ajam_replay.on("Originate", lambda sent: [("Response", "Error"), ("Message", "No such")])
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "retry-me"}
+    refused = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert refused.status_code == 409
+    assert "Originate" in refused.json()["detail"]
+    ajam_replay.on("Originate", lambda sent: None)
+    retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert retried.status_code == 201
+
+
+async def test_503_at_once_when_asterisk_is_not_connected(tmp_path: Path) -> None:
+    from router.testing import StubEngine
+
+    stub = StubEngine(state_dir=tmp_path, connected=False)
+    app = build_app(ApiContext(engine=stub, settings=settings()))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        response = await client.post(
+            "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+        )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert stub.replay.count("Originate") == 0
+
+
+async def inbound_to(
+    replay: ReplayAsterisk, engine: Engine, extension: str, did: str
+) -> tuple[str, str]:
+    """An inbound call now talking to ``extension``: (linkedid, the phone's channel)."""
+    trunk = replay.inbound_call(caller="+79161234567", did=did)
+    await replay.settle(engine)
+    call = engine.api.calls.by_channel(trunk)
+    assert call is not None
+    phone = f"PJSIP/{extension}-0000{len(replay.channels):04d}"
+    replay.queue_event(
+        Event="Newchannel",
+        Channel=phone,
+        ChannelState="5",
+        ChannelStateDesc="Ringing",
+        CallerIDNum=extension,
+        Context="from-internal",
+        Exten=extension,
+        Priority="1",
+        Uniqueid=f"{call.linkedid}.{extension}",
+        Linkedid=call.linkedid,
+    )
+    await replay.settle(engine)
+    return call.linkedid, phone
+
+
+async def test_calls_are_listed_only_to_tokens_that_see_an_extension_of_theirs(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    mine, _ = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    theirs, _ = await inbound_to(ajam_replay, engine, "102", "74950000002")
+    listed = (await client.get("/api/v1/calls", headers=auth("t101"))).json()["calls"]
+    assert [c["id"] for c in listed] == [mine]
+    assert listed[0]["caller"] == "+79161234567"
+    assert listed[0]["did"] == "74950000001"
+    everyone = (await client.get("/api/v1/calls", headers=auth("all"))).json()["calls"]
+    assert {c["id"] for c in everyone} == {mine, theirs}
+    routed = next(c for c in everyone if c["id"] == theirs)
+    assert routed["rule"] == "to-102"  # the decision record of the call
+    assert routed["outcome"] == "executed"
+    assert "102" in routed["extensions"]
+    hidden = await client.get(f"/api/v1/calls/{theirs}", headers=auth("t101"))
+    assert hidden.status_code == 404  # not 403: another's call does not exist for this token
+    assert (await client.get("/api/v1/calls/nope", headers=auth("all"))).status_code == 404
+
+
+async def test_hangup_hangs_up_every_live_channel_of_a_visible_call(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    theirs, _ = await inbound_to(ajam_replay, engine, "102", "74950000003")
+    refused = await client.post(f"/api/v1/calls/{theirs}/hangup", headers=auth("t101"))
+    assert refused.status_code == 404
+    assert ajam_replay.count("Hangup") == 0
+    done = await client.post(f"/api/v1/calls/{mine}/hangup", headers=auth("t101"))
+    assert done.status_code == 202
+    assert phone in done.json()["hung_up"]
+    hung = {a.get("Channel") for a in ajam_replay.sent("Hangup")}
+    assert hung == set(done.json()["hung_up"])
+    assert len(hung) == 2  # the trunk and the phone
+
+
+@pytest.mark.parametrize(("mode", "action"), [("blind", "BlindTransfer"), ("attended", "Atxfer")])
+async def test_transfer_acts_from_the_extensions_leg_into_the_dial_context(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    mode: str,
+    action: str,
+) -> None:
+    ajam_replay.on(action, lambda sent: {"Message": "Transfer started"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    response = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": mode}, headers=auth("t101")
+    )
+    assert response.status_code == 202, response.text
+    [sent] = ajam_replay.sent(action)
+    # The extension's own leg: its bridge partner, the customer, is who moves.
+    assert sent.get("Channel") == phone
+    assert sent.get("Context") == "callrouter-dial"  # DND and forwarding of 102 apply
+    assert sent.get("Exten") == "102"
+    outside = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "89161234567", "mode": mode},
+        headers=auth("t101"),
+    )
+    assert outside.status_code == 202
+    assert outside.json()["context"] == "outbound"
+    assert outside.json()["exten"] == "979161234567"
+    bad = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102&Local/1@x", "mode": mode},
+        headers=auth("t101"),
+    )
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "to"
+    wrong_mode = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": "warm"}, headers=auth("t101")
+    )
+    assert wrong_mode.json()["field"] == "mode"

@@ -1,0 +1,301 @@
+"""DND, forwarding and presence (issue 13), over the replay Asterisk.
+
+The settings live in two globals per extension that the shipped
+``[callrouter-dial]`` reads (the sandbox test proves the dialplan honours
+them); here: what is sent, what is stored, who may, and that callrouter sets
+them again when Asterisk may have lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from router.ami.stream import StreamGap
+from router.api.app import build_app
+from router.api.context import ApiContext
+from router.api.dial_settings import DialSettings
+from router.api.feed import EventFeed
+from router.api.forwarding_state import ForwardingState
+from router.api.settings import ApiSettings, TokenSettings
+
+if TYPE_CHECKING:
+    from router.engine import Engine
+    from router.testing import EngineFactory, ReplayAsterisk
+    from router.testing.replay import SentAction
+
+pytest_plugins = ["router.testing"]
+
+TOKENS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "t101": (("forwarding:read", "forwarding:write", "presence:read"), ("101",)),
+    "all": (("forwarding:read", "forwarding:write", "presence:read"), ("*",)),
+    "reader": (("forwarding:read",), ("*",)),
+}
+
+
+def _token(name: str, allow: tuple[str, ...], extensions: tuple[str, ...]) -> TokenSettings:
+    digest = hashlib.sha256(f"secret-{name}".encode()).digest()
+    return TokenSettings(name, digest, allow, extensions, rate=1000.0, burst=1000)
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer secret-{name}"}
+
+
+def settings() -> ApiSettings:
+    tokens = {name: _token(name, *grants) for name, grants in TOKENS.items()}
+    return ApiSettings(tokens=MappingProxyType(tokens), dialing=DialSettings(dial_prefix="9"))
+
+
+@pytest.fixture
+async def engine(engine_factory: EngineFactory, tmp_path: Path) -> Engine:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    return await engine_factory(rules)
+
+
+@pytest.fixture
+def feed() -> EventFeed:
+    return EventFeed()
+
+
+async def _client(engine: Engine, feed: EventFeed | None) -> httpx.AsyncClient:
+    app = build_app(ApiContext(engine=engine.api, settings=settings(), feed=feed))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+@pytest.fixture
+async def client(engine: Engine, feed: EventFeed) -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(engine, feed) as client:
+        yield client
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not callable(condition) or not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_dnd_sets_the_global_the_dialplan_reads_and_is_stored_0600(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, feed: EventFeed
+) -> None:
+    response = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("t101")
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"extension": "101", "dnd": True, "forward_to": None}
+    assert ajam_replay.globals["CALLROUTER_DND_101"] == "1"
+    assert all(not a.get("Channel") for a in ajam_replay.sent("Setvar"))  # globals: no channel
+    path = engine.api.state_dir / "forwarding.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["extensions"]["101"]["dnd"] is True
+    shown = await client.get("/api/v1/extensions/101/forwarding", headers=auth("t101"))
+    assert shown.json() == {"extension": "101", "dnd": True, "forward_to": None}
+    [event] = feed.read(0).events[-1:]
+    assert (event.kind, event.extension, event.data["dnd"]) == ("dnd", "101", True)
+    off = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"dnd": False}, headers=auth("t101")
+    )
+    assert off.json()["dnd"] is False
+    assert ajam_replay.globals["CALLROUTER_DND_101"] == ""  # an empty value unsets it
+
+
+async def test_forwarding_stores_the_normalized_number_and_dials_it_behind_the_prefix(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    response = await client.put(
+        "/api/v1/extensions/101/forwarding",
+        json={"forward_to": "8 (916) 123-45-67"},
+        headers=auth("t101"),
+    )
+    assert response.json() == {"extension": "101", "dnd": False, "forward_to": "79161234567"}
+    assert ajam_replay.globals["CALLROUTER_FWD_101"] == "979161234567"
+    # A partial body keeps the other field; null clears the forward.
+    await client.put("/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("t101"))
+    kept = await client.get("/api/v1/extensions/101/forwarding", headers=auth("t101"))
+    assert kept.json()["forward_to"] == "79161234567"
+    cleared = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"forward_to": None}, headers=auth("t101")
+    )
+    assert cleared.json() == {"extension": "101", "dnd": True, "forward_to": None}
+    assert ajam_replay.globals["CALLROUTER_FWD_101"] == ""
+
+
+async def test_permissions_and_extension_scope(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    other = await client.put(
+        "/api/v1/extensions/102/forwarding", json={"dnd": True}, headers=auth("t101")
+    )
+    assert other.status_code == 403
+    assert (
+        await client.get("/api/v1/extensions/102/forwarding", headers=auth("t101"))
+    ).status_code == 403
+    read_only = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("reader")
+    )
+    assert read_only.status_code == 403
+    assert read_only.json()["missing_permission"] == "forwarding:write"
+    assert (await client.get("/api/v1/extensions/101/forwarding")).status_code == 401
+    assert ajam_replay.count("Setvar") == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("101", {"dnd": "yes"}, "dnd"),
+        ("101", {"forward_to": "call me"}, "forward_to"),
+        ("101", {"forward_to": "8916\r\nAction: Command"}, "forward_to"),
+        ("101", {"forward_to": 79161234567}, "forward_to"),
+        ("101", {"dnd": True, "busy": True}, "busy"),
+        ("10%261", {"dnd": True}, "ext"),  # "10&1"
+        ("1_01", {"dnd": True}, "ext"),
+    ],
+)
+async def test_bad_values_are_400_naming_the_field_and_nothing_is_set(
+    client: httpx.AsyncClient,
+    ajam_replay: ReplayAsterisk,
+    engine: Engine,
+    path: str,
+    body: dict[str, object],
+    field: str,
+) -> None:
+    response = await client.put(
+        f"/api/v1/extensions/{path}/forwarding", json=body, headers=auth("all")
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+    assert ajam_replay.count("Setvar") == 0
+    assert not (engine.api.state_dir / "forwarding.json").exists()
+
+
+async def test_503_when_asterisk_is_down_and_the_setting_is_not_stored(tmp_path: Path) -> None:
+    from router.testing import StubEngine
+
+    stub = StubEngine(state_dir=tmp_path, connected=False)
+    app = build_app(ApiContext(engine=stub, settings=settings()))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        response = await client.put(
+            "/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("t101")
+        )
+    assert response.status_code == 503
+    assert not (tmp_path / "forwarding.json").exists()
+
+
+async def test_globals_are_set_again_after_a_gap_a_restart_and_at_start(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    await client.put(
+        "/api/v1/extensions/101/forwarding",
+        json={"dnd": True, "forward_to": "89161234567"},
+        headers=auth("t101"),
+    )
+    ajam_replay.globals.clear()  # Asterisk restarted: its globals are gone
+    ajam_replay.queue_event(Event="FullyBooted", Privilege="system,all", Status="Fully Booted")
+    await ajam_replay.settle(engine)
+    await until(lambda: ajam_replay.globals.get("CALLROUTER_DND_101") == "1")
+    assert ajam_replay.globals["CALLROUTER_FWD_101"] == "979161234567"
+
+    ajam_replay.globals.clear()
+    for listener in list(engine._listeners):  # what the engine does on a stream gap
+        listener(StreamGap(since=time.time() - 5, resumed=time.time(), reason="reconnect"), None)
+    await until(lambda: ajam_replay.globals.get("CALLROUTER_DND_101") == "1")
+
+    # A new API on the same state_dir (callrouter restarted) sets them at start.
+    ajam_replay.globals.clear()
+    async with await _client(engine, None):
+        await until(lambda: ajam_replay.globals.get("CALLROUTER_FWD_101") == "979161234567")
+
+
+def test_a_damaged_state_file_is_set_aside_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "forwarding.json").write_text('{"version": 1, "extensions": {"1&2": {}}}')
+    with caplog.at_level(logging.ERROR):
+        state = ForwardingState(tmp_path)
+    assert list(state) == []
+    assert (tmp_path / "forwarding.json.bad").exists()
+    assert any("forwarding.json" in r.getMessage() for r in caplog.records)
+
+
+def _list_reply(sent: SentAction, event: str, items: list[dict[str, str]]) -> bytes:
+    aid = sent.action_id or ""
+    blocks = [f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"]
+    for item in items:
+        fields = "".join(f"{k}: {v}\r\n" for k, v in item.items())
+        blocks.append(f"Event: {event}\r\nActionID: {aid}\r\n{fields}\r\n")
+    blocks.append(
+        f"Event: {event}ListComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+        f"ListItems: {len(items)}\r\n\r\n"
+    )
+    return "".join(blocks).encode()
+
+
+async def test_presence_joins_hint_and_device_state_with_dnd_for_extensions_the_token_sees(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    ajam_replay.on(
+        "ExtensionStateList",
+        lambda sent: _list_reply(
+            sent,
+            "ExtensionStatus",
+            [
+                {
+                    "Exten": "101",
+                    "Context": "hints",
+                    "Hint": "PJSIP/101",
+                    "Status": "1",
+                    "StatusText": "InUse",
+                },
+                {
+                    "Exten": "102",
+                    "Context": "hints",
+                    "Hint": "PJSIP/102",
+                    "Status": "0",
+                    "StatusText": "Idle",
+                },
+            ],
+        ).replace(b"Event: ExtensionStatusListComplete", b"Event: ExtensionStateListComplete"),
+    )
+    ajam_replay.on(
+        "DeviceStateList",
+        lambda sent: _list_reply(
+            sent,
+            "DeviceStateChange",
+            [
+                {"Device": "PJSIP/101", "State": "INUSE"},
+                {"Device": "PJSIP/102", "State": "NOT_INUSE"},
+            ],
+        ).replace(b"Event: DeviceStateChangeListComplete", b"Event: DeviceStateListComplete"),
+    )
+    await client.put("/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("t101"))
+    mine = (await client.get("/api/v1/presence", headers=auth("t101"))).json()["extensions"]
+    assert mine == [
+        {
+            "extension": "101",
+            "state": "InUse",
+            "hint": "PJSIP/101",
+            "device_state": "INUSE",
+            "dnd": True,
+            "forward_to": None,
+        }
+    ]
+    everyone = (await client.get("/api/v1/presence", headers=auth("all"))).json()["extensions"]
+    assert [e["extension"] for e in everyone] == ["101", "102"]
+    assert everyone[1]["device_state"] == "NOT_INUSE"
+    assert (await client.get("/api/v1/presence", headers=auth("reader"))).status_code == 403
