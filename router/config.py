@@ -48,6 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
 
+from router.api.settings import ApiSettings, read_api
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
 from router.suggest import closest
@@ -160,13 +161,15 @@ class Config:
     asterisk: AsteriskSettings
     router: RouterSettings = field(default_factory=RouterSettings)
     plugins: PluginSettings = field(default_factory=PluginSettings)
+    #: ``[api]``: the HTTP API, or None (off) when the file has no such table.
+    api: ApiSettings | None = None
     #: The file read, or ``None`` when there was none and overrides sufficed.
     path: Path | None = None
 
 
 # -- reading -----------------------------------------------------------------
 
-_SECTIONS = ("asterisk", "router", "plugins")
+_SECTIONS = ("asterisk", "router", "plugins", "api")
 _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": (
         "url",
@@ -236,6 +239,14 @@ class SettingsReader:
         for key in self.values:
             if key not in allowed:
                 raise self.error(key, f"unknown key{_suggest(key, allowed)}")
+
+    def table(self, key: str) -> SettingsReader:
+        """A reader over the sub-table ``[SECTION.KEY]`` (``[api.tokens.crm]``)."""
+        value = self.values.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a [{self.section}.{key}] table, got {_show(value)}")
+        origin = self.origins.get(key, self.origins.get("", "router.toml"))
+        return SettingsReader(f"{self.section}.{key}", value, {"": origin}, self.base)
 
     def base_for(self, key: str) -> Path:
         return Path.cwd() if self.origins.get(key) == COMMAND_LINE else self.base
@@ -609,6 +620,7 @@ def load_config(
         asterisk=_asterisk(reader("asterisk"), env),
         router=_router(reader("router"), env),
         plugins=_plugins(reader("plugins")),
+        api=read_api(reader("api")) if "api" in (data or {}) else None,
         path=None if missing or file is None else file,
     )
 

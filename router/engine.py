@@ -42,6 +42,12 @@ from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.stream import EventStream, StreamGap
+from router.api.app import build_app
+from router.api.context import ApiContext
+from router.api.feed import EventFeed
+from router.api.intake import open_feed
+from router.api.server import ApiServer
+from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calls import Call, CallTracker
@@ -135,6 +141,7 @@ class Engine:
             shadow=lambda: self.shadow,
             watch=self.watch,
             decision=self.decision,
+            connected=self._connected,
         )
         #: Listeners told every event and gap (``EngineAPI.watch``).
         self._listeners: list[EventListener] = []
@@ -162,6 +169,9 @@ class Engine:
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
+        #: The HTTP API's listener (``[api]``), once started.
+        self._api_server: ApiServer | None = None
+        self._feed: EventFeed | None = None
         self._stopped = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
@@ -265,6 +275,12 @@ class Engine:
     def tracker(self) -> CallTracker:
         return self._tracker
 
+    def _connected(self) -> bool:
+        """Logged in, and the event stream (once started) not failing."""
+        if not getattr(self._client, "logged_in", True) or self._stopping.is_set():
+            return False
+        return self._stream is None or not self._stream.failing
+
     def may_ask(self, call: Call, lookup: str) -> bool:
         context = call_context(
             self.registry,
@@ -342,6 +358,8 @@ class Engine:
         self._stream = EventStream(
             self._client, poll_timeout=int(self._config.asterisk.waitevent_timeout)
         )
+        if self._config.api is not None:
+            await self._start_api(self._config.api)
         # Calls that started waiting while callrouter was down or restarting
         # are routed now if their deadline allows, like after a stream gap.
         try:
@@ -350,6 +368,15 @@ class Engine:
             raise
         except (AMIError, OSError) as exc:
             log.error("reconcile at start failed: %s", exc)
+
+    async def _start_api(self, settings: ApiSettings) -> None:
+        """Serve the HTTP API from this loop; it sees the engine only as plugins do."""
+        if self._feed is None:
+            # The live event feed (router.api.intake): read back from state_dir.
+            self._feed = open_feed(settings, self.state_dir, self.plugins)
+        server = ApiServer(build_app(ApiContext(self.api, settings, self._feed)), settings)
+        await server.start()
+        self._api_server = server
 
     async def serve(self) -> None:
         """Consume events until :meth:`request_stop`.
@@ -451,6 +478,13 @@ class Engine:
         self._stopping.set()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
+        if self._api_server is not None:
+            try:
+                await self._api_server.stop()
+            except Exception:
+                log.exception("stop: stopping the API server failed; stopping anyway")
+        if self._feed is not None:
+            await self._feed.aclose()
         await self._leave()
         if self.router.tasks:
             _, pending = await asyncio.wait(

@@ -51,6 +51,7 @@ class EngineView:
         "_ami",
         "_calls",
         "_config",
+        "_connected",
         "_decision",
         "_may_ask",
         "_schedule",
@@ -71,6 +72,7 @@ class EngineView:
         shadow: Callable[[], bool],
         watch: Callable[[EventListener], Callable[[], None]],
         decision: Callable[[str], Mapping[str, Any] | None],
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self._ami = ami
         self._calls = calls
@@ -81,6 +83,7 @@ class EngineView:
         self._shadow = shadow
         self._watch = watch
         self._decision = decision
+        self._connected = connected
 
     @property
     def ami(self) -> AMI:
@@ -101,6 +104,10 @@ class EngineView:
     @property
     def shadow(self) -> bool:
         return self._shadow()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected()
 
     def schedule(
         self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None

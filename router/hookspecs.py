@@ -125,6 +125,16 @@ class EngineAPI(Protocol):
         """True when this engine decides but never acts (shadow mode)."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """True while logged in to Asterisk with the event stream current.
+
+        False from the moment a poll fails until the stream resumes: an
+        action sent now would most likely wait for a timeout, so callers
+        that answer someone (the HTTP API) refuse at once instead.
+        """
+        ...
+
     def schedule(
         self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
     ) -> None:

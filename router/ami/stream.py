@@ -122,6 +122,8 @@ class EventStream:
         #: Events delivered and gaps reported, for status pages and tests.
         self.events_seen = 0
         self.gaps_seen = 0
+        #: True from a failed poll until one succeeds: Asterisk is out of reach.
+        self.failing = False
 
     def wants(self, name: str) -> bool:
         """Whether an event name matches the stream's glob subscriptions."""
@@ -186,6 +188,7 @@ class EventStream:
                     self._unexpected.exception(
                         type(exc).__name__, "event stream: unexpected error, retrying"
                     )
+                self.failing = True
                 if failing_since is None:
                     failing_since = last_ok
                     log.warning("event stream lost Asterisk: %s", exc)
@@ -194,6 +197,7 @@ class EventStream:
                 continue
             now = self._clock()
             current = client.session_generation
+            self.failing = False
             if failing_since is not None:
                 self._backoff.reset()
                 self.gaps_seen += 1

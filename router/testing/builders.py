@@ -227,6 +227,8 @@ class StubEngine:
     config: Config = field(default_factory=make_config)
     calls: CallTimeline = field(default_factory=CallTimeline)
     shadow: bool = False
+    #: What ``connected`` answers: set False to play an Asterisk that is down.
+    connected: bool = True
     asks: bool = True
     replay: ReplayAsterisk = field(default_factory=ReplayAsterisk)
     jobs: dict[str, ScheduledRun] = field(default_factory=dict)

@@ -1,0 +1,207 @@
+"""The ASGI application: the endpoint modules, problem details, audit, OpenAPI.
+
+:func:`build_app` includes every endpoint module of this package that exists
+(``ami``, ``calls``, ``forwarding``, ``events``): each gives ``routes(ctx)``
+and an ``OPENAPI`` fragment, merged here into the one document served at
+``/api/v1/openapi.json``, so the document cannot describe an endpoint that is
+not served, and schemathesis fuzzes exactly what is.
+
+Failures leave as ``application/problem+json`` (RFC 9457) whatever raised
+them: an :class:`ApiError`, Starlette's own 404/405, or a bug, which is
+logged with its traceback and answered 500 without a word of the internals.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.api.auth import Audit, Authenticator
+from router.api.context import ApiContext
+from router.api.errors import PROBLEM_SCHEMA, ApiError, problem_body
+from router.logsafe import escape_controls
+
+__all__ = ["ENDPOINT_MODULES", "OPENAPI_PATH", "build_app", "openapi_document"]
+
+log = logging.getLogger("router.api")
+audit_log = logging.getLogger("router.api.audit")
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+#: The endpoint modules of router.api, included when present.
+ENDPOINT_MODULES = ("ami", "calls", "forwarding", "events")
+PROBLEM_JSON = "application/problem+json"
+
+
+def _modules() -> list[Any]:
+    found = []
+    for name in ENDPOINT_MODULES:
+        qualified = f"router.api.{name}"
+        try:
+            found.append(importlib.import_module(qualified))
+        except ModuleNotFoundError as exc:
+            if exc.name != qualified:
+                raise
+    return found
+
+
+def openapi_document(modules: list[Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document: every module's fragment merged, plus the shared parts."""
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "callrouter API",
+            "version": "1",
+            "description": "Click-to-call, call control, forwarding, any AMI action and a "
+            "live event feed. Errors are RFC 9457 problem details. See docs/api.md.",
+        },
+        "paths": {
+            OPENAPI_PATH: {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document",
+                    "tags": ["meta"],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            }
+        },
+        "components": {
+            "schemas": {"Problem": copy.deepcopy(PROBLEM_SCHEMA)},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `callrouter token new`",
+                }
+            },
+        },
+    }
+    for module in _modules() if modules is None else modules:
+        fragment: Mapping[str, Any] = module.OPENAPI
+        for path, operations in fragment.get("paths", {}).items():
+            document["paths"].setdefault(path, {}).update(copy.deepcopy(operations))
+        for kind, entries in fragment.get("components", {}).items():
+            document["components"].setdefault(kind, {}).update(copy.deepcopy(entries))
+    return document
+
+
+def _problem(
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    **extra: object,
+) -> Response:
+    return JSONResponse(
+        problem_body(status, detail, title=title, **extra),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_JSON,
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _problem(exc.status, exc.detail, exc.headers, title=exc.title, **exc.extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        detail = f"no such endpoint: {request.url.path} (the document is at {OPENAPI_PATH})"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed here; allowed: {allowed}"
+    else:
+        detail = str(exc.detail)
+    return _problem(exc.status_code, detail, exc.headers)
+
+
+class AuditMiddleware:
+    """One audit line per request, and 500 as a problem for anything unforeseen.
+
+    The line is written when the response starts (a feed stream is audited
+    when it opens, not hours later when it closes) and says who (the token's
+    name), what (operation, target), how it ended (status): never the token.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        audit = Audit()
+        scope.setdefault("state", {})["audit"] = audit
+        started = time.perf_counter()
+        sent = False
+
+        async def send_audited(message: Message) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.start" and not sent:
+                sent = True
+                _write_audit(scope, audit, int(message["status"]), started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_audited)
+        except Exception:
+            log.exception("API request %s %s failed", scope.get("method"), scope.get("path"))
+            if sent:
+                raise
+            response = _problem(500, "internal error: the callrouter log has the details")
+            await response(scope, receive, send_audited)
+
+
+def _write_audit(scope: Scope, audit: Audit, status: int, started: float) -> None:
+    client = scope.get("client")
+    audit_log.info(
+        "api token=%s op=%s target=%s status=%d client=%s ms=%.1f",
+        escape_controls(audit.token[:64]),
+        escape_controls(audit.operation[:96]),
+        escape_controls(audit.target[:96]),
+        status,
+        client[0] if client else "-",
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def build_app(ctx: ApiContext) -> Starlette:
+    """The API over ``ctx``: every present endpoint module, the document, the handlers."""
+    modules = _modules()
+    document = openapi_document(modules)
+
+    async def openapi(request: Request) -> JSONResponse:
+        audit = request.scope["state"].get("audit")
+        if isinstance(audit, Audit):
+            audit.operation = "openapi"
+        return JSONResponse(document)
+
+    routes: list[BaseRoute] = [Route(OPENAPI_PATH, openapi, methods=["GET"])]
+    for module in modules:
+        routes.extend(module.routes(ctx))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.add_middleware(AuditMiddleware)
+    app.state.ctx = ctx
+    app.state.authenticator = Authenticator(ctx.settings)
+    return app

@@ -1,0 +1,208 @@
+"""Bearer tokens: who is calling, what they may do, for which extensions.
+
+router.toml holds only SHA-256 digests of the tokens. A token is 32 random
+bytes (``callrouter token new``), so a plain hash is enough: nobody can
+guess such a token from its digest, and salting or stretching defends only
+low-entropy secrets such as passwords. The presented token's digest is
+compared with every configured digest by :func:`hmac.compare_digest`, all
+of them, so neither the match nor its position shows in the timing.
+
+Deny by default: a token may call only the operations it lists and act only
+for the extensions its patterns cover. Each token has its own token bucket
+(``rate`` per second, ``burst`` at once): one busy 1C server cannot starve
+the others, and a leaked token cannot hammer Asterisk.
+
+The audit line (logger ``router.api.audit``) is written once per request by
+the app's middleware from :class:`Audit`, which :func:`authorize` fills in:
+token name, operation, target, status. Never the token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from router.api.errors import ApiError
+from router.api.settings import ApiSettings, TokenSettings
+
+__all__ = [
+    "Audit",
+    "Authenticator",
+    "RateLimiter",
+    "Token",
+    "audit_of",
+    "authenticate",
+    "authorize",
+    "hash_token",
+    "new_token",
+]
+
+#: Prefix of the tokens ``callrouter token new`` makes: easy to spot in a leak scanner.
+TOKEN_PREFIX = "cr_"
+
+
+def new_token() -> str:
+    """A fresh token: 256 random bits, URL-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """The line router.toml stores: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def pattern_matches(pattern: str, extension: str) -> bool:
+    """``"*"`` any, ``"1*"`` a prefix, anything else the extension itself."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return extension.startswith(pattern[:-1])
+    return extension == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An authenticated caller: the token's name and grants, never its text."""
+
+    name: str
+    operations: frozenset[str]
+    extensions: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: TokenSettings) -> Token:
+        return cls(settings.name, frozenset(settings.allow), settings.extensions)
+
+    def allows(self, operation: str) -> bool:
+        if operation in self.operations:
+            return True
+        return operation.startswith("ami:") and "ami:*" in self.operations
+
+    def sees(self, extension: str) -> bool:
+        return any(pattern_matches(p, extension) for p in self.extensions)
+
+
+class RateLimiter:
+    """Token buckets by name: ``rate`` per second, up to ``burst`` saved up."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, name: str, rate: float, burst: int) -> float:
+        """Spend one request; 0 when allowed, else the seconds until one is."""
+        now = self._clock()
+        tokens, then = self._buckets.get(name, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - then) * rate)
+        if tokens >= 1.0:
+            self._buckets[name] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[name] = (tokens, now)
+        return (1.0 - tokens) / rate
+
+
+@dataclass(slots=True)
+class Audit:
+    """What the audit line says about one request; filled in as it is handled."""
+
+    token: str = "-"
+    operation: str = "-"
+    target: str = "-"
+    outcome: str = ""
+
+
+class Authenticator:
+    """The configured tokens, their digests and their rate limits."""
+
+    def __init__(self, settings: ApiSettings, limiter: RateLimiter | None = None) -> None:
+        self._tokens = tuple(settings.tokens.values())
+        self.limiter = limiter or RateLimiter()
+
+    def identify(self, header: str | None) -> Token:
+        """The token an ``Authorization`` header carries; 401 when none matches."""
+        if header is None:
+            raise _unauthorized("no Authorization header: send 'Authorization: Bearer <token>'")
+        scheme, _, presented = header.partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found: TokenSettings | None = None
+        for settings in self._tokens:
+            # Every digest is compared: no early exit that times the match.
+            if hmac.compare_digest(digest, settings.digest):
+                found = settings
+        if found is None:
+            raise _unauthorized("unknown token")
+        wait = self.limiter.take(found.name, found.rate, found.burst)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                f"token {found.name!r} is over its rate of {found.rate:g} requests/s; "
+                f"retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+        return Token.from_settings(found)
+
+    def names(self) -> Iterable[str]:
+        return (t.name for t in self._tokens)
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="callrouter"'})
+
+
+def audit_of(conn: HTTPConnection) -> Audit:
+    """The request's audit record (made by the middleware, or here in bare tests)."""
+    state = conn.scope.setdefault("state", {})
+    audit = state.get("audit")
+    if not isinstance(audit, Audit):
+        audit = state["audit"] = Audit()
+    return audit
+
+
+def authenticate(conn: HTTPConnection) -> Token:
+    """The caller's token (401/429), remembered for the rest of the request."""
+    state = conn.scope.setdefault("state", {})
+    token = state.get("token")
+    if isinstance(token, Token):
+        return token
+    authenticator: Authenticator = conn.app.state.authenticator
+    token = authenticator.identify(conn.headers.get("authorization"))
+    state["token"] = token
+    audit_of(conn).token = token.name
+    return token
+
+
+async def authorize(conn: HTTPConnection, operation: str, extension: str | None = None) -> Token:
+    """The caller's token if it may do ``operation`` (for ``extension``); else 401/403/429.
+
+    Records operation and target for the audit line first, so a refused
+    request is audited with what it tried.
+    """
+    audit = audit_of(conn)
+    audit.operation = operation
+    if extension is not None:
+        audit.target = extension
+    token = authenticate(conn)
+    if not token.allows(operation):
+        raise ApiError(
+            403,
+            f"token {token.name!r} lacks the permission {operation!r}",
+            missing_permission=operation,
+        )
+    if extension is not None and not token.sees(extension):
+        raise ApiError(
+            403,
+            f"token {token.name!r} may not act for extension {extension!r} "
+            f"(its extensions: {', '.join(token.extensions)})",
+            extension=extension,
+        )
+    return token

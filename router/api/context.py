@@ -1,0 +1,157 @@
+"""What every endpoint works with: the engine's API, the settings, the feed.
+
+The endpoints reach the engine only through :class:`~router.hookspecs.EngineAPI`
+(the plugins' contract), never the engine itself, so the API can be built and
+fuzzed over the test kit's ``StubEngine`` and cannot touch the engine's
+session, stream or tracker internals.
+
+AMI work for a request is fenced twice so that a request never hangs on a dead
+Asterisk: :meth:`ApiContext.require_asterisk` answers 503 at once when the
+engine knows it is cut off, and :meth:`ApiContext.send` bounds each action by
+``[api] ami_timeout`` (503 past it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from router.api.errors import ApiError
+from router.api.settings import ApiSettings
+from router.errors import (
+    AMIActionError,
+    AMIConnectionError,
+    AMIError,
+    AMIPrivilegeError,
+    AMIValidationError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.catalog import AMIValue
+    from router.ami.protocol import ActionResult
+    from router.api.feed import EventFeed
+    from router.hookspecs import EngineAPI
+
+__all__ = ["MAX_BODY_BYTES", "ApiContext", "read_json"]
+
+log = logging.getLogger("router.api")
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """One running API: built by the engine (or a test) and handed to ``build_app``."""
+
+    engine: EngineAPI
+    settings: ApiSettings
+    feed: EventFeed | None = None
+
+    def require_asterisk(self) -> None:
+        """503 now, not after a timeout, when the engine has lost Asterisk."""
+        if not self.engine.connected:
+            raise ApiError(
+                503,
+                "Asterisk is unreachable: callrouter is not logged in or its event "
+                "stream is down; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, AMIValue | None] | None = None,
+        *,
+        validate: bool = True,
+        action_id: str | None = None,
+    ) -> ActionResult:
+        """One AMI action for a request: bounded, and every failure an :class:`ApiError`.
+
+        Asterisk's ``Response: Error`` is 409 (the PBX's state refused it, e.g.
+        no such channel) with Asterisk's message; the AMI user's missing write
+        class is 403; anything about reaching Asterisk is 503.
+        """
+        self.require_asterisk()
+        try:
+            async with asyncio.timeout(self.settings.ami_timeout):
+                return await self.engine.ami.send(
+                    name, params, validate=validate, action_id=action_id
+                )
+        except TimeoutError:
+            raise ApiError(
+                503,
+                f"Asterisk did not answer {name} within {self.settings.ami_timeout:g} s",
+                headers={"Retry-After": "1"},
+            ) from None
+        except AMIValidationError as exc:
+            raise ApiError(400, str(exc)) from None
+        except AMIPrivilegeError as exc:
+            raise ApiError(
+                403,
+                f"Asterisk refused {name} to callrouter's AMI user: {exc}",
+                title="Forbidden by Asterisk",
+            ) from None
+        except AMIActionError as exc:
+            raise ApiError(
+                409,
+                f"Asterisk refused {name}: {exc.response.get('Message') or 'no reason given'}",
+                ami_response=exc.response.to_dict(),
+            ) from None
+        except (AMIConnectionError, OSError) as exc:
+            raise ApiError(
+                503, f"Asterisk is unreachable: {exc}", headers={"Retry-After": "1"}
+            ) from None
+        except AMIError as exc:
+            log.warning("AMI %s for the API failed: %s", name, exc)
+            raise ApiError(503, f"Asterisk answered {name} with something unusable") from None
+
+
+#: Largest request body the API reads: an AMI action is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def read_json(request: Request, *, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object; 400 naming the problem and where it is.
+
+    An empty body is ``{}`` unless ``required``. The size is checked before
+    parsing, so a huge body costs nothing but the read.
+    """
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        if required:
+            raise ApiError(400, "a JSON object is required in the request body")
+        return {}
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, f"malformed JSON: not UTF-8 at byte {exc.start}", position=exc.start
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            line=exc.lineno,
+            column=exc.colno,
+        ) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"expected a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"

@@ -1,0 +1,109 @@
+"""API failures as RFC 9457 problem details.
+
+Every endpoint raises :class:`ApiError` for a failure it can name; the app
+turns it into ``application/problem+json`` with ``type``, ``title``,
+``status``, ``detail`` and extras a client can act on (``field``,
+``missing_permission``, ``did_you_mean``). One class rather than one per
+status: the status is data a client switches on, not a Python type anyone
+catches selectively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from router.errors import CallRouterError
+
+__all__ = ["PROBLEM_SCHEMA", "PROBLEM_TYPE", "ApiError", "problem_body", "problem_responses"]
+
+#: ``type`` of every problem: the page that explains the statuses.
+PROBLEM_TYPE = "https://github.com/callrouter/callrouter/blob/main/docs/api.md#errors"
+
+
+class ApiError(CallRouterError):
+    """A request that failed for a reason the client should read.
+
+    ``extra`` becomes extension members of the problem document (JSON
+    values); ``headers`` go on the response (``Retry-After``, ``Allow``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extra: object,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title or HTTPStatus(status).phrase
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def to_problem(self) -> dict[str, object]:
+        return problem_body(self.status, self.detail, title=self.title, **self.extra)
+
+
+def problem_body(
+    status: int, detail: str, *, title: str | None = None, **extra: object
+) -> dict[str, object]:
+    """The problem document; extras never overwrite the standard members."""
+    body: dict[str, object] = {key: value for key, value in extra.items() if value is not None}
+    body.update(
+        type=PROBLEM_TYPE,
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+    )
+    return body
+
+
+#: The problem document's schema; ``app.py`` puts it in every OpenAPI document.
+PROBLEM_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string", "description": "the request field at fault (400)"},
+        "missing_permission": {
+            "type": "string",
+            "description": "the operation the token lacks (403)",
+        },
+        "did_you_mean": {"type": "string", "description": "the closest known name (404, 400)"},
+    },
+    "additionalProperties": True,
+}
+
+_DESCRIPTIONS = {
+    400: "Bad request: the detail names the field and why",
+    401: "No token, or not one of ours",
+    403: "The token lacks the permission (missing_permission) or the extension",
+    404: "No such resource; did_you_mean when one is close",
+    405: "Method not allowed",
+    409: "Asterisk refused the request in its current state",
+    413: "Request body too large",
+    429: "Over the token's rate; see Retry-After",
+    503: "Asterisk is unreachable or did not answer in time; see Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[str, object]:
+    """OpenAPI ``responses`` for these statuses, plus 401 and 429 (any endpoint may answer them)."""
+    wanted = sorted({*statuses, 401, 429})
+    out: dict[str, object] = {
+        str(status): {
+            "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for status in wanted
+    }
+    return out

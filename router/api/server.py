@@ -1,0 +1,124 @@
+"""Serving the API from the engine's own event loop with uvicorn.
+
+No second process and no thread: the endpoints read the engine's live state
+without locks, and a request costs no hop. Three things uvicorn would do on
+its own are taken away from it:
+
+* Signals. ``uvicorn.Server.serve`` installs SIGINT/SIGTERM handlers with
+  ``signal.signal``, which would take SIGTERM (drain, then stop) and SIGHUP
+  (reload) from the engine. :class:`_Server` installs none.
+* The listening socket. uvicorn calls ``sys.exit(1)`` when it cannot bind;
+  we bind first and raise :class:`~router.errors.ConfigError` naming
+  ``[api] listen``.
+* Logging. ``log_config=None`` leaves our handlers in charge (uvicorn's
+  loggers propagate to them); its access log is off because the API writes
+  its own audit line per request (``router.api.audit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from router.api.settings import ApiSettings
+from router.errors import ConfigError
+
+__all__ = ["ApiServer"]
+
+log = logging.getLogger("router.api")
+
+#: Seconds open requests (long polls, SSE streams) get to finish at stop.
+GRACEFUL_STOP = 2
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the engine owns the process's signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ApiServer:
+    """One listener for the API app; :meth:`start` after login, :meth:`stop` at engine stop."""
+
+    def __init__(self, app: Any, settings: ApiSettings) -> None:
+        self.settings = settings
+        self._config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=str(settings.cert) if settings.cert else None,
+            ssl_keyfile=str(settings.key) if settings.key else None,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_STOP,
+        )
+        self._server = _Server(self._config)
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the configured one once started)."""
+        if self._socket is None:
+            return self.settings.port
+        return int(self._socket.getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and serve; raise ConfigError when the address or TLS files are unusable."""
+        try:
+            self._config.load()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[api] cert/key: cannot load the TLS certificate: {exc}") from None
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        try:
+            self._socket = socket.create_server(
+                (self.settings.host, self.settings.port), family=family, backlog=1024
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"[api] listen: cannot listen on {self.settings.listen}: {exc.strerror or exc}"
+            ) from None
+        self._task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[self._socket]), name="callrouter-api"
+        )
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise ConfigError(f"[api] listen: the API server on {self.settings.listen} ended")
+            await asyncio.sleep(0.01)
+        scheme = "https" if self.settings.tls else "http"
+        log.info("API listening on %s://%s/api/v1", scheme, self.settings.listen)
+
+    async def stop(self) -> None:
+        """Stop taking requests; open ones get a bounded moment, then are cut."""
+        task = self._task
+        if task is None:
+            return
+        self._task = None
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), GRACEFUL_STOP + 1.0)
+        except TimeoutError:
+            self._server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        except Exception:
+            log.exception("API server failed while stopping")
+        finally:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None

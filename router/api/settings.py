@@ -1,0 +1,263 @@
+"""``[api]`` of router.toml: where the API listens, its tokens, its bounds.
+
+::
+
+    [api]
+    listen = "127.0.0.1:8089"        # host:port, [::1]:8089 for IPv6
+    cert = "/etc/callrouter/api.pem"  # optional TLS: cert and key together
+    key = "/etc/callrouter/api.key"
+    rate = 20                         # default requests/s per token
+    ami_timeout = 1.0                 # seconds an AMI action made for the API may take
+
+    [api.tokens.crm]
+    hash = "sha256:9f86d0..."         # `callrouter token new` prints these lines
+    allow = ["calls:create", "ami:Status"]
+    extensions = ["1*"]
+
+:mod:`router.config` reads the table with the rest of the file, so
+``callrouter check --config`` and ``callrouter run`` refuse the same mistakes
+with the same ``file: [api.tokens.crm] allow: ...`` messages. This module is
+plain data and validation: it imports no web framework and no engine, which
+is what lets :mod:`router.config` (below the engine) depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from router.ami.catalog import load_catalog
+from router.api.dial_settings import CLICK_TO_CALL_KEYS, DialSettings, read_dialing
+from router.api.reader import Reader
+from router.errors import AMIValidationError
+from router.suggest import closest
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "OPERATIONS",
+    "ApiSettings",
+    "Reader",
+    "TokenSettings",
+    "check_extension_pattern",
+    "check_operation",
+    "read_api",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:8089"
+
+#: Every operation a token may be allowed, besides ``ami:<Action>`` and ``ami:*``.
+OPERATIONS = (
+    "calls:create",
+    "calls:read",
+    "calls:hangup",
+    "calls:transfer",
+    "forwarding:read",
+    "forwarding:write",
+    "presence:read",
+    "events:read",
+)
+
+#: An extension pattern: ``*`` alone, or dial-string characters with an optional trailing ``*``.
+_PATTERN = re.compile(r"\*|[0-9A-Za-z#+_.-]{1,40}\*?")
+_HASH = re.compile(r"sha256:([0-9a-f]{64})")
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>[0-9]{1,5})")
+
+_KEYS = (
+    "listen",
+    "cert",
+    "key",
+    "rate",
+    "burst",
+    "ami_timeout",
+    "events_retention",
+    "events_max",
+    "events_waiters",
+    "events_card_lookup",
+    "tokens",
+    *CLICK_TO_CALL_KEYS,
+)
+_TOKEN_KEYS = ("hash", "allow", "extensions", "rate", "burst")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """One ``[api.tokens.NAME]``: the hash of the secret, never the secret."""
+
+    name: str
+    #: SHA-256 of the token's text (``hash = "sha256:<hex>"``).
+    digest: bytes
+    allow: tuple[str, ...]
+    extensions: tuple[str, ...]
+    #: Requests per second, refilled continuously; ``burst`` may be spent at once.
+    rate: float
+    burst: int
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSettings(name={self.name!r}, allow={self.allow!r}, "
+            f"extensions={self.extensions!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The validated ``[api]`` table; its presence turns the API on."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    cert: Path | None = None
+    key: Path | None = None
+    tokens: Mapping[str, TokenSettings] = field(default_factory=lambda: MappingProxyType({}))
+    rate: float = 20.0
+    burst: int = 40
+    #: Bound on one AMI action made for an API request: past it the client gets 503.
+    ami_timeout: float = 1.0
+    #: Seconds the event feed keeps events for clients resuming from a cursor.
+    events_retention: float = 3600.0
+    #: Events the feed keeps at most (memory and its file in state_dir).
+    events_max: int = 10_000
+    #: Open event reads (long-polls, SSE streams) per token; 429 past it.
+    events_waiters: int = 8
+    #: The lookup whose answer rides on ``ringing`` as the caller card.
+    events_card_lookup: str = "onec.responsible"
+    #: Click-to-call and forwarding (router.api.calls, router.api.forwarding).
+    dialing: DialSettings = field(default_factory=lambda: DialSettings())
+
+    @property
+    def dial_prefix(self) -> str:
+        return self.dialing.dial_prefix
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.cert is not None
+
+
+def check_operation(operation: str) -> str | None:
+    """Why ``operation`` cannot be allowed, or None when it can."""
+    if operation in OPERATIONS or operation == "ami:*":
+        return None
+    if operation.startswith("ami:"):
+        name = operation[4:]
+        try:
+            spec = load_catalog().action(name)
+        except AMIValidationError as exc:
+            return str(exc).split(";")[0]
+        if spec.name != name:
+            return f"AMI actions are spelled as in Asterisk: did you mean 'ami:{spec.name}'?"
+        return None
+    known = (*OPERATIONS, "ami:*")
+    match = closest(operation, known)
+    hint = f"did you mean {match!r}? " if match is not None else ""
+    return f"unknown operation {operation!r}; {hint}(known: {', '.join(known)}, ami:<Action>)"
+
+
+def check_extension_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` is not an extension pattern, or None when it is."""
+    if _PATTERN.fullmatch(pattern):
+        return None
+    return (
+        f"bad extension pattern {pattern!r}: expected an extension ('101'), "
+        "a prefix with a trailing * ('1*'), or '*' for all"
+    )
+
+
+def _listen(reader: Reader) -> tuple[str, int]:
+    text = reader.string("listen", DEFAULT_LISTEN)
+    found = _LISTEN.fullmatch(text)
+    port = int(found.group("port")) if found else 0
+    if found is None or not 0 < port < 65536:
+        raise reader.error(
+            "listen", f"expected HOST:PORT like {DEFAULT_LISTEN!r} or '[::1]:8089', got {text!r}"
+        )
+    return found.group("v6") or found.group("host"), port
+
+
+def _token(reader: Reader, name: str, rate: float, burst: int) -> TokenSettings:
+    reader.reject_unknown(_TOKEN_KEYS)
+    text = reader.string("hash")
+    digest = _HASH.fullmatch(text)
+    if digest is None:
+        raise reader.error(
+            "hash",
+            "expected 'sha256:' and 64 lowercase hex digits (`callrouter token new` prints it); "
+            "the token itself never goes in this file",
+        )
+    allow = reader.strings("allow")
+    if not allow:
+        raise reader.error(
+            "allow", "required: the operations this token may call (deny by default)"
+        )
+    for operation in allow:
+        problem = check_operation(operation)
+        if problem is not None:
+            raise reader.error("allow", problem)
+    extensions = reader.strings("extensions")
+    if not extensions:
+        raise reader.error(
+            "extensions", "required: the extensions this token acts for ('101', '1*', or '*')"
+        )
+    for pattern in extensions:
+        problem = check_extension_pattern(pattern)
+        if problem is not None:
+            raise reader.error("extensions", problem)
+    return TokenSettings(
+        name=name,
+        digest=bytes.fromhex(digest.group(1)),
+        allow=allow,
+        extensions=extensions,
+        rate=reader.number("rate", rate, 0, 10_000),
+        burst=reader.integer("burst", max(burst, 1), 1, 100_000),
+    )
+
+
+def read_api(reader: Reader) -> ApiSettings:
+    """The ``[api]`` table, every problem naming the file, table and key."""
+    reader.reject_unknown(_KEYS)
+    host, port = _listen(reader)
+    cert = reader.path("cert", must_exist=True)
+    key = reader.path("key", must_exist=True)
+    if (cert is None) != (key is None):
+        missing = "key" if key is None else "cert"
+        raise reader.error(missing, "TLS needs both cert and key")
+    rate = reader.number("rate", 20.0, 0, 10_000)
+    burst = reader.integer("burst", max(2 * round(rate), 1), 1, 100_000)
+    tokens: dict[str, TokenSettings] = {}
+    raw = reader.values.get("tokens", {})
+    if not isinstance(raw, dict):
+        raise reader.error("tokens", "expected [api.tokens.NAME] tables")
+    tables = reader.table("tokens")
+    for name in raw:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise tables.error(name, "token names are letters, digits, '_', '-' and '.'")
+        tokens[name] = _token(tables.table(name), name, rate, burst)
+    seen: dict[bytes, str] = {}
+    for token in tokens.values():
+        if token.digest in seen:
+            raise tables.table(token.name).error(
+                "hash",
+                f"the same hash as [api.tokens.{seen[token.digest]}]: give each its own token",
+            )
+        seen[token.digest] = token.name
+    return ApiSettings(
+        host=host,
+        port=port,
+        cert=cert,
+        key=key,
+        tokens=MappingProxyType(tokens),
+        rate=rate,
+        burst=burst,
+        ami_timeout=reader.number("ami_timeout", 1.0, 0, 60),
+        events_retention=reader.number("events_retention", 3600.0, 0, 7 * 86400),
+        events_max=reader.integer("events_max", 10_000, 1, 1_000_000),
+        events_waiters=reader.integer("events_waiters", 8, 1, 10_000),
+        events_card_lookup=reader.string("events_card_lookup", "onec.responsible"),
+        dialing=read_dialing(reader),
+    )

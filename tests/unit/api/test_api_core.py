@@ -1,0 +1,431 @@
+"""The API's core: tokens, problem details, the audit line, the AMI endpoint.
+
+Each test drives the ASGI app in process (httpx's ASGI transport) over the
+test kit's StubEngine, whose AMI is the replay Asterisk: the same client code
+as production, no socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.auth import RateLimiter, Token, hash_token, new_token
+from router.api.context import ApiContext
+from router.api.settings import ApiSettings, TokenSettings
+from router.errors import ConfigError
+from router.testing import StubEngine, config_from_toml
+
+FULL = new_token()
+SCOPED = new_token()
+
+
+def token(
+    name: str,
+    text: str,
+    allow: Iterable[str],
+    extensions: Iterable[str] = ("*",),
+    *,
+    rate: float = 1000,
+    burst: int = 1000,
+) -> TokenSettings:
+    return TokenSettings(
+        name=name,
+        digest=bytes.fromhex(hash_token(text).removeprefix("sha256:")),
+        allow=tuple(allow),
+        extensions=tuple(extensions),
+        rate=rate,
+        burst=burst,
+    )
+
+
+def settings(*tokens: TokenSettings) -> ApiSettings:
+    return ApiSettings(tokens={t.name: t for t in tokens})
+
+
+DEFAULT_TOKENS = (
+    token("admin", FULL, ["ami:*"]),
+    token("desk101", SCOPED, ["ami:Ping", "ami:CoreShowChannels", "calls:create"], ["101"]),
+)
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[StubEngine]:
+    engine = StubEngine(state_dir=tmp_path)
+    yield engine
+    await engine.aclose()
+
+
+def client_for(stub: StubEngine, api: ApiSettings | None = None) -> httpx.AsyncClient:
+    app = build_app(ApiContext(stub, api or settings(*DEFAULT_TOKENS)))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("10.0.0.7", 5555)),
+        base_url="http://api.test",
+    )
+
+
+def bearer(text: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {text}"}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["type"]
+    return dict(body)
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+async def test_no_token_is_401_naming_the_header(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/Ping")
+    body = assert_problem(response, 401)
+    assert "Authorization" in str(body["detail"])
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert not [a for a in stub.replay.actions if a.name == "Ping"]
+
+
+async def test_wrong_token_and_wrong_scheme_are_401(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        wrong = await client.post("/api/v1/ami/Ping", headers=bearer(FULL + "x"))
+        basic = await client.post("/api/v1/ami/Ping", headers={"Authorization": f"Basic {FULL}"})
+    assert assert_problem(wrong, 401)["detail"] == "unknown token"
+    assert "Bearer" in str(assert_problem(basic, 401)["detail"])
+
+
+async def test_the_right_token_is_found_by_its_hash(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["action"] == "Ping"
+    assert body["response"]["Ping"] == "Pong"
+    assert body["items"] == []
+    assert body["complete"] is True
+
+
+def test_token_patterns() -> None:
+    scoped = Token("t", frozenset({"ami:Ping", "calls:create"}), ("101", "2*"))
+    assert scoped.sees("101")
+    assert not scoped.sees("1010")
+    assert not scoped.sees("102")
+    assert scoped.sees("2")
+    assert scoped.sees("205")
+    assert not scoped.sees("305")
+    assert Token("all", frozenset(), ("*",)).sees("999")
+    assert scoped.allows("calls:create")
+    assert not scoped.allows("calls:hangup")
+    assert scoped.allows("ami:Ping")
+    assert not scoped.allows("ami:Command")
+    assert Token("ami", frozenset({"ami:*"}), ("*",)).allows("ami:Command")
+    assert not Token("ami", frozenset({"ami:*"}), ("*",)).allows("calls:create")
+
+
+async def test_command_without_ami_command_is_403_naming_the_permission(
+    stub: StubEngine,
+) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Command", headers=bearer(SCOPED), json={"Command": "core show uptime"}
+        )
+    body = assert_problem(response, 403)
+    assert body["missing_permission"] == "ami:Command"
+    assert "desk101" in str(body["detail"])
+    assert not [a for a in stub.replay.actions if a.name == "Command"]
+
+
+async def test_rate_limit_is_429_with_retry_after(stub: StubEngine) -> None:
+    api = settings(token("slow", FULL, ["ami:Ping"], rate=0.5, burst=2))
+    async with client_for(stub, api) as client:
+        statuses = [
+            (await client.post("/api/v1/ami/Ping", headers=bearer(FULL))).status_code
+            for _ in range(3)
+        ]
+        limited = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+    assert statuses == [200, 200, 429]
+    body = assert_problem(limited, 429)
+    assert "slow" in str(body["detail"])
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_rate_limiter_refills_with_time() -> None:
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    assert limiter.take("t", 2.0, 1) == 0
+    assert limiter.take("t", 2.0, 1) == pytest.approx(0.5)
+    now[0] += 0.5
+    assert limiter.take("t", 2.0, 1) == 0
+
+
+async def test_one_audit_line_per_request_without_the_token(
+    stub: StubEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.api.audit")
+    async with client_for(stub) as client:
+        await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+        await client.post("/api/v1/ami/Command", headers=bearer(SCOPED), json={"Command": "x"})
+        await client.post("/api/v1/ami/Ping", headers=bearer(SCOPED + "bad"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.api.audit"]
+    assert len(lines) == 3
+    assert "token=admin op=ami:Ping target=Ping status=200 client=10.0.0.7" in lines[0]
+    assert "token=desk101 op=ami:Command target=Command status=403" in lines[1]
+    assert "token=- op=ami:Ping target=Ping status=401" in lines[2]
+    for secret in (FULL, SCOPED, FULL[3:20], SCOPED[3:20]):
+        assert not any(secret in line for line in lines)
+        assert secret not in caplog.text
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+async def test_malformed_json_is_400_naming_problem_and_position(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Ping",
+            headers={**bearer(FULL), "Content-Type": "application/json"},
+            content=b'{"Channel": "PJSIP/101",\n "oops"}',
+        )
+        array = await client.post("/api/v1/ami/Ping", headers=bearer(FULL), json=[1])
+    body = assert_problem(response, 400)
+    assert str(body["detail"]).startswith("malformed JSON: Expecting ':' delimiter")
+    assert (body["line"], body["column"]) == (2, 8)
+    assert assert_problem(array, 400)["detail"] == "expected a JSON object, got an array"
+
+
+async def test_unknown_action_is_404_with_did_you_mean(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/CoreShowChanels", headers=bearer(FULL))
+    body = assert_problem(response, 404)
+    assert body["did_you_mean"] == "CoreShowChannels"
+    assert "'CoreShowChanels'" in str(body["detail"])
+
+
+async def test_unknown_or_missing_parameter_is_400_naming_it(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        typo = await client.post(
+            "/api/v1/ami/Hangup", headers=bearer(FULL), json={"Chanel": "PJSIP/101-1"}
+        )
+        missing = await client.post("/api/v1/ami/Hangup", headers=bearer(FULL), json={})
+        nested = await client.post(
+            "/api/v1/ami/Hangup", headers=bearer(FULL), json={"Channel": [{"a": 1}]}
+        )
+        own_id = await client.post(
+            "/api/v1/ami/Ping", headers=bearer(FULL), json={"ActionID": "mine"}
+        )
+    body = assert_problem(typo, 400)
+    assert body["field"] == "Chanel"
+    assert body["did_you_mean"] == "Channel"
+    assert "missing required parameter Channel" in str(assert_problem(missing, 400)["detail"])
+    assert assert_problem(nested, 400)["field"] == "Channel"
+    assert assert_problem(own_id, 400)["field"] == "ActionID"
+    assert not [a for a in stub.replay.actions if a.name == "Hangup"]
+
+
+@pytest.mark.parametrize("bad", ["PJSIP/101\r\nAction: Command", "PJSIP/101\nx", "a\x00b"])
+async def test_line_breaks_and_nul_never_reach_asterisk(stub: StubEngine, bad: str) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Hangup", headers=bearer(FULL), json={"Channel": bad}
+        )
+    assert assert_problem(response, 400)["field"] == "Channel"
+    assert not [a for a in stub.replay.actions if a.name in ("Hangup", "Command")]
+
+
+async def test_asterisk_error_is_409_with_its_message(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Hangup", headers=bearer(FULL), json={"Channel": "PJSIP/999-00000001"}
+        )
+    body = assert_problem(response, 409)
+    assert "Asterisk refused Hangup" in str(body["detail"])
+    assert isinstance(body["ami_response"], dict)
+
+
+async def test_unknown_path_and_method_are_problems(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        missing = await client.get("/api/v1/nothing-here", headers=bearer(FULL))
+        method = await client.get("/api/v1/ami/Ping", headers=bearer(FULL))
+    assert "/api/v1/nothing-here" in str(assert_problem(missing, 404)["detail"])
+    assert_problem(method, 405)
+    assert "POST" in method.headers["allow"]
+
+
+async def test_a_bug_is_500_without_internals(
+    stub: StubEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        async def request(self, action: object, *, check: bool = True) -> object:
+            raise RuntimeError("secret internals /etc/passwd")
+
+    from router.ami.facade import AMI
+
+    stub.ami = AMI(Broken())  # type: ignore[arg-type]
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+    body = assert_problem(response, 500)
+    assert "internals" not in response.text
+    assert "RuntimeError" not in response.text
+    assert "callrouter log" in str(body["detail"])
+    assert "secret internals" in caplog.text  # the log has the traceback
+
+
+async def test_list_action_answers_with_its_items(stub: StubEngine) -> None:
+    channel = stub.replay.inbound_call(caller="+79161234567", did="74950000001")
+    async with client_for(stub) as client:
+        response = await client.post("/api/v1/ami/CoreShowChannels", headers=bearer(SCOPED))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [item["Channel"] for item in body["items"]] == [channel]
+    assert body["items"][0]["Event"] == "CoreShowChannel"
+    assert body["complete"] is True
+
+
+async def test_503_at_once_when_the_engine_is_not_connected(stub: StubEngine) -> None:
+    stub.connected = False
+    async with client_for(stub) as client:
+        started = time.monotonic()
+        response = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+        elapsed = time.monotonic() - started
+    body = assert_problem(response, 503)
+    assert "unreachable" in str(body["detail"])
+    assert response.headers["retry-after"] == "1"
+    assert elapsed < 1.0
+    assert not [a for a in stub.replay.actions if a.name == "Ping"]
+
+
+async def test_503_within_the_ami_timeout_when_asterisk_hangs(stub: StubEngine) -> None:
+    hung = []
+
+    async def never(sent: object) -> None:
+        hung.append(sent)
+        import asyncio
+
+        await asyncio.sleep(30)
+
+    stub.replay.on("Ping", never)
+    api = ApiSettings(tokens={"admin": DEFAULT_TOKENS[0]}, ami_timeout=0.2)
+    async with client_for(stub, api) as client:
+        started = time.monotonic()
+        response = await client.post("/api/v1/ami/Ping", headers=bearer(FULL))
+        elapsed = time.monotonic() - started
+    assert "within 0.2 s" in str(assert_problem(response, 503)["detail"])
+    assert hung
+    assert elapsed < 1.0
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def api_toml(tmp_path: Path, body: str) -> ApiSettings | None:
+    return config_from_toml(tmp_path, body).api
+
+
+def test_no_api_table_means_no_api(tmp_path: Path) -> None:
+    assert api_toml(tmp_path, "[router]\nshadow = true\n") is None
+
+
+def test_api_table_with_tokens(tmp_path: Path) -> None:
+    digest = hash_token(FULL)
+    api = api_toml(
+        tmp_path,
+        f'[api]\nlisten = "[::1]:9000"\nrate = 5\n'
+        f'[api.tokens.crm]\nhash = "{digest}"\nallow = ["calls:create", "ami:Status"]\n'
+        f'extensions = ["1*"]\n',
+    )
+    assert api is not None
+    assert (api.host, api.port, api.listen) == ("::1", 9000, "[::1]:9000")
+    crm = api.tokens["crm"]
+    assert crm.allow == ("calls:create", "ami:Status")
+    assert crm.extensions == ("1*",)
+    assert crm.rate == 5
+    assert crm.burst == 10
+    assert FULL not in repr(api)
+    assert digest[7:] not in repr(crm)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('listen = "localhost"', "[api] listen: expected HOST:PORT"),
+        ('listn = "x"', "[api] listn: unknown key; did you mean 'listen'?"),
+        ('cert = "c.pem"', "[api] cert: no such file"),
+        ("rate = 0", "[api] rate: expected more than 0"),
+        (
+            '[api.tokens.crm]\nhash = "abc"\nallow = ["calls:create"]\nextensions = ["101"]',
+            "[api.tokens.crm] hash: expected 'sha256:'",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = ["calls:creat"]\nextensions = ["1"]',
+            "[api.tokens.crm] allow: unknown operation 'calls:creat'; did you mean 'calls:create'",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = ["ami:status"]\nextensions = ["1"]',
+            "did you mean 'ami:Status'",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = ["ami:Statu"]\nextensions = ["1"]',
+            "[api.tokens.crm] allow: unknown AMI action 'Statu' (did you mean 'Status'?)",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = ["calls:read"]\nextensions = ["1*2"]',
+            "[api.tokens.crm] extensions: bad extension pattern '1*2'",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = []\nextensions = ["1"]',
+            "[api.tokens.crm] allow: required",
+        ),
+        (
+            '[api.tokens.crm]\nhash = "sha256:{h}"\nallow = ["calls:read"]\nextensions = ["1"]\n'
+            "secret = 1",
+            "[api.tokens.crm] secret: unknown key",
+        ),
+    ],
+)
+def test_api_settings_errors_name_file_table_and_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    text = "[api]\n" + body.replace("{h}", "a" * 64) + "\n"
+    with pytest.raises(ConfigError) as caught:
+        api_toml(tmp_path, text)
+    assert str(caught.value).startswith(str(tmp_path / "router.toml") + ": ")
+    assert message in str(caught.value)
+
+
+def test_tls_needs_both_cert_and_key(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("x")
+    with pytest.raises(ConfigError, match=r"\[api\] key: TLS needs both cert and key"):
+        api_toml(tmp_path, '[api]\ncert = "c.pem"\n')
+
+
+# -- the document ------------------------------------------------------------------------
+
+
+async def test_openapi_document_describes_every_served_operation(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    assert "Problem" in document["components"]["schemas"]
+    operation_ids = []
+    for path, operations in document["paths"].items():
+        assert path.startswith("/api/v1/")
+        for method, operation in operations.items():
+            operation_ids.append(operation["operationId"])
+            assert operation["responses"], (path, method)
+            if path != "/api/v1/openapi.json":
+                assert "401" in operation["responses"], (path, method)
+    assert "sendAmiAction" in operation_ids
+    assert len(operation_ids) == len(set(operation_ids))
