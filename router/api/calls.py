@@ -43,6 +43,7 @@ from router.api.errors import ApiError
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
     from router.api.context import ApiContext
+    from router.api.feed import EventFeed
     from router.calls import Call
 
 __all__ = ["DIAL_CONTEXT", "OPENAPI", "Origination", "Originations", "routes"]
@@ -111,9 +112,12 @@ _REASONS: Final = {
 class Originations:
     """Click-to-call calls by id and by ActionID, bounded, fed by the engine's events."""
 
-    def __init__(self) -> None:
+    def __init__(self, feed: EventFeed | None = None) -> None:
         self._by_id: OrderedDict[str, Origination] = OrderedDict()
         self._by_action: dict[str, str] = {}
+        #: Told each state a click-to-call reaches (kind ``click_to_call``), at
+        #: the ``from`` extension: 1C's panel sees its own call progress.
+        self._feed = feed
 
     def add(self, origination: Origination) -> None:
         self._by_id[origination.id] = origination
@@ -139,6 +143,7 @@ class Originations:
             return
         name = item.name
         stamp = _timestamp(item)
+        before = origination.state
         if name == "OriginateResponse":
             if item.get("Response") == "Success":
                 origination.advance("answered")
@@ -160,6 +165,18 @@ class Originations:
         else:
             return
         origination.progress.append({"event": name, "channel": item.get("Channel"), "at": stamp})
+        if self._feed is not None and origination.state != before:
+            self._feed.publish(
+                "click_to_call",
+                origination.extension,
+                {
+                    "state": origination.state,
+                    "to": origination.number,
+                    "reason": origination.reason,
+                },
+                call_id=origination.id,
+                ts=stamp,
+            )
 
     def _find(self, event: Event, call: Call | None) -> Origination | None:
         if event.name == "OriginateResponse":
@@ -316,7 +333,7 @@ def _variables(value: object) -> dict[str, str]:
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     settings = ctx.settings.dialing
     dialing = Dialing(ctx.engine.config, settings.dial_prefix)
-    originations = Originations()
+    originations = Originations(ctx.feed)
     ctx.engine.watch(originations.observe)
     keys = IdempotencyKeys(settings.idempotency_ttl)
 

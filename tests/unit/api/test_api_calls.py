@@ -391,3 +391,25 @@ async def test_transfer_acts_from_the_extensions_leg_into_the_dial_context(
         f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": "warm"}, headers=auth("t101")
     )
     assert wrong_mode.json()["field"] == "mode"
+
+
+async def test_click_to_call_progress_reaches_the_event_feed_of_its_extension(
+    engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    from router.api.feed import EventFeed
+
+    feed = EventFeed()
+    app = build_app(ApiContext(engine=engine.api, settings=settings(), feed=feed))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        response = await client.post(
+            "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+        )
+    call_id = response.json()["id"]
+    [sent] = ajam_replay.sent("Originate")
+    originated(ajam_replay, call_id, sent.action_id or "")
+    await ajam_replay.settle(engine)
+    mine = [e for e in feed.read(0).events if e.kind == "click_to_call"]
+    assert [e.data["state"] for e in mine] == ["ringing", "answered", "dialing"]
+    assert {(e.extension, e.call_id) for e in mine} == {("101", call_id)}

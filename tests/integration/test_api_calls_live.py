@@ -1,0 +1,303 @@
+"""Click-to-call, Idempotency-Key, DND and forwarding on the sandbox Asterisk, over the listener.
+
+The sandbox has no phones: a manager's phone is ``Local/{extension}@sandbox-phone``
+(answers, stays on the line), the trunk is ``[outbound]`` dialling a customer
+who answers (router/sandbox/conf/extensions.conf). The shipped dialplan is
+loaded as it is, with its ``Dial(PJSIP/...)`` pointed at the same phones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.message import Event
+from router.ami.stream import StreamGap
+from router.api.auth import hash_token
+from router.calls import Call
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+REPO = Path(__file__).parents[2]
+DID = "74957770101"
+OPERATIONS = [
+    "calls:create",
+    "calls:read",
+    "calls:hangup",
+    "forwarding:read",
+    "forwarding:write",
+]
+TOKENS = {"t101": ["101"], "all": ["*"]}
+RULES = f"""version: 1
+rules:
+  - name: to-101
+    on: call
+    if: did == "{DID}"
+    do:
+      - redirect: {{context: callrouter-dial, exten: "101"}}
+"""
+
+
+def dialplan() -> str:
+    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
+    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20)"
+    assert phone in shipped, "the shipped dial context changed: update this test's phone"
+    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@sandbox-phone,20)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_config(box: Sandbox, state: Path, port: int) -> Config:
+    state.mkdir(parents=True, exist_ok=True)
+    rules = state.parent / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    tokens = "".join(
+        f'[api.tokens.{name}]\nhash = "{hash_token("secret-" + name)}"\n'
+        f"allow = {OPERATIONS!r}\nextensions = {extensions!r}\nrate = 1000\n".replace("'", '"')
+        for name, extensions in TOKENS.items()
+    )
+    path = state.parent / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        'originate_channel = "Local/{extension}@sandbox-phone"\n'
+        'outbound_context = "outbound"\n' + tokens,
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer secret-{name}"}
+
+
+@pytest.fixture(scope="module")
+def calls_sandbox(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_dialplan(dialplan())
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(
+    calls_sandbox: Sandbox, port: int, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Engine]:
+    config = make_config(calls_sandbox, tmp_path_factory.mktemp("calls") / "state", port)
+    eng = Engine(
+        config,
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    await eng.start()
+    task = asyncio.ensure_future(eng.serve())
+    await asyncio.wait_for(eng.ready.wait(), 10)
+    yield eng
+    eng.request_stop()
+    await asyncio.wait_for(task, 30)
+    await eng.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def admin(calls_sandbox: Sandbox) -> AsyncIterator[AJAMClient]:
+    settings = ClientSettings(url=calls_sandbox.url, username="admin", secret=calls_sandbox.secret)
+    async with AJAMClient(settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def placer(admin: AJAMClient) -> AsyncIterator[CallPlacer]:
+    # callrouter-dial is skipped: a call "lands" where it goes after it.
+    async with CallPlacer(admin, ignore_contexts=("callrouter-inbound", "callrouter-dial")) as p:
+        yield p
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http(engine: Engine, port: int) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield client
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time")
+        await asyncio.sleep(0.1)
+
+
+async def channels(admin: AJAMClient) -> list[dict[str, str]]:
+    result = await admin.send("CoreShowChannels", {})
+    return [dict(item.fields) for item in result.items if item.name == "CoreShowChannel"]
+
+
+def dials(engine: Engine) -> tuple[list[Event], Callable[[], None]]:
+    seen: list[Event] = []
+
+    def listener(item: Event | StreamGap, call: Call | None) -> None:
+        if isinstance(item, Event) and item.name == "DialBegin":
+            seen.append(item)
+
+    return seen, engine.api.watch(listener)
+
+
+async def test_click_to_call_rings_the_extension_then_the_number_and_shows_in_core_show_channels(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
+) -> None:
+    response = await http.post(
+        "/api/v1/calls", json={"from": "101", "to": "+7 916 123-45-67"}, headers=auth("t101")
+    )
+    assert response.status_code == 201, response.text
+    call_id = response.json()["id"]
+    assert response.json()["state"] == "originating"
+    try:
+        listed = await until(lambda: _of_call(channels(admin), call_id), timeout=10)
+        assert any(c["Channel"].startswith("Local/101@sandbox-phone") for c in listed)
+
+        async def connected() -> bool:
+            shown = (await http.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+            return bool(shown["state"] == "connected")
+
+        await until(connected, timeout=10)
+        shown = (await http.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+        events = [p["event"] for p in shown["click_to_call"]["progress"]]
+        assert events[0] == "Newchannel"
+        assert "OriginateResponse" in events
+        assert "DialBegin" in events
+        # The customer's leg is there too, dialled as the plan writes the number.
+        now = await _of_call(channels(admin), call_id)
+        assert any("79161234567@sandbox-customer" in c["Channel"] for c in now)
+    finally:
+        await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("t101"))
+
+
+async def _of_call(listing: Any, call_id: str) -> list[dict[str, str]]:
+    return [c for c in await listing if c.get("Linkedid") == call_id]
+
+
+async def test_the_same_idempotency_key_twice_makes_one_call(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
+) -> None:
+    body = {"from": "101", "to": "89165550123"}
+    key = {"Idempotency-Key": f"live-{time.time_ns()}"}
+    first = await http.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    again = await http.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert (first.status_code, again.status_code) == (201, 200)
+    call_id = first.json()["id"]
+    assert again.json()["id"] == call_id
+    try:
+        await until(lambda: _of_call(channels(admin), call_id), timeout=10)
+        await asyncio.sleep(0.5)  # a second Originate would have its channels by now
+        customers = [
+            c for c in await channels(admin) if c["Channel"].startswith("Local/79165550123@")
+        ]
+        assert {c["Linkedid"] for c in customers} <= {call_id}
+        phones = [
+            c
+            for c in await channels(admin)
+            if c["Channel"].startswith("Local/101@sandbox-phone") and c["Linkedid"] != call_id
+        ]
+        assert phones == []
+    finally:
+        await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("t101"))
+
+
+async def test_a_token_for_101_gets_403_originating_from_102(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/api/v1/calls", json={"from": "102", "to": "89161234567"}, headers=auth("t101")
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def place(placer: CallPlacer, caller: str) -> PlacedCall:
+    return await placer.place(DID, caller, wait=4)
+
+
+async def test_dnd_set_through_the_api_makes_the_shipped_dialplan_skip_the_extension(
+    engine: Engine, http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    seen, stop = dials(engine)
+    try:
+        on = await http.put(
+            "/api/v1/extensions/101/forwarding", json={"dnd": True}, headers=auth("t101")
+        )
+        assert on.status_code == 200, on.text
+        skipped = await place(placer, "79162220001")
+        await placer.wait_all([skipped], timeout=10)
+        assert skipped.destination == f"callrouter-default,{DID}"  # 101 was not rung
+        assert not [e for e in seen if "Local/101@sandbox-phone" in (e.get("DestChannel") or "")]
+
+        off = await http.put(
+            "/api/v1/extensions/101/forwarding", json={"dnd": False}, headers=auth("t101")
+        )
+        assert off.status_code == 200
+        rung = await place(placer, "79162220002")
+        await until(
+            lambda: [e for e in seen if "Local/101@sandbox-phone" in (e.get("DestChannel") or "")]
+        )
+        assert rung.destination == "pending"  # talking at 101, not in the default route
+    finally:
+        stop()
+        await http.put(
+            "/api/v1/extensions/101/forwarding",
+            json={"dnd": False, "forward_to": None},
+            headers=auth("t101"),
+        )
+
+
+async def test_forwarding_set_through_the_api_dials_the_number_through_the_outbound_context(
+    engine: Engine, http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    seen, stop = dials(engine)
+    try:
+        put = await http.put(
+            "/api/v1/extensions/101/forwarding",
+            json={"forward_to": "8 916 333-44-55"},
+            headers=auth("t101"),
+        )
+        assert put.json()["forward_to"] == "79163334455"
+        await place(placer, "79162220003")
+        forwarded = await until(
+            lambda: [
+                e
+                for e in seen
+                if (e.get("DestChannel") or "").startswith("Local/79163334455@outbound")
+            ]
+        )
+        assert forwarded
+        assert not [e for e in seen if "Local/101@sandbox-phone" in (e.get("DestChannel") or "")]
+    finally:
+        stop()
+        await http.put(
+            "/api/v1/extensions/101/forwarding",
+            json={"dnd": False, "forward_to": None},
+            headers=auth("t101"),
+        )
