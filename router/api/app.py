@@ -13,6 +13,7 @@ logged with its traceback and answered 500 without a word of the internals.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import logging
@@ -162,6 +163,14 @@ class AuditMiddleware:
 
         try:
             await self.app(scope, receive, send_audited)
+        except asyncio.CancelledError:
+            # The server is stopping and cut this request short (a hung AMI
+            # action, a long poll): answer it rather than drop the connection.
+            # The request's own task ends here, so nothing waits on the cancel.
+            if sent:
+                raise
+            stopping = _problem(503, "callrouter is stopping; retry shortly", {"Retry-After": "1"})
+            await stopping(scope, receive, send_audited)
         except Exception:
             log.exception("API request %s %s failed", scope.get("method"), scope.get("path"))
             if sent:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import httpx
 
     from router.ami.transport import Transport
+    from router.api.settings import ApiSettings
     from router.sandbox import Sandbox
 
 __all__ = ["EngineFactory", "Engines"]
@@ -61,12 +62,14 @@ class Engines:
         options: EngineOptions | None = None,
         entry_points: bool = False,
         serve: bool = True,
+        api: ApiSettings | None = None,
     ) -> Engine:
         """A started engine on ``rules``, serving unless ``serve=False``.
 
         On the fake Asterisk unless ``transport=`` (any client transport) or
         ``sandbox=`` (a real Asterisk) is given. Built-in plugins are loaded;
         installed ones (entry points) only with ``entry_points=True``.
+        ``api`` turns the HTTP API on (``[api]``), served while the engine runs.
         """
         if sandbox is not None and transport is not None:
             raise ValueError("give either transport= or sandbox=, not both")
@@ -92,6 +95,7 @@ class Engines:
                     {k: MappingProxyType(dict(v)) for k, v in (settings or {}).items()}
                 )
             ),
+            api=api,
         )
         client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
         engine = Engine(

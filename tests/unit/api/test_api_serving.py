@@ -1,0 +1,238 @@
+"""Serving the API: uvicorn in the engine's loop, tokens from the CLI, [api] in check.
+
+Real sockets on 127.0.0.1 (a free port each), the fake Asterisk behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.auth import hash_token
+from router.api.context import ApiContext
+from router.api.server import ApiServer
+from router.api.settings import ApiSettings
+from router.cli import main
+from router.errors import ConfigError
+from router.testing import EngineFactory, StubEngine, config_from_toml
+
+pytest_plugins = ["router.testing"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_token(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
+    """(token, the router.toml lines) as `callrouter token new` prints them."""
+    assert main(["token", "new", *args]) == 0
+    out = capsys.readouterr().out
+    token = out.splitlines()[0].rsplit(" ", 1)[1]
+    toml = out[out.index("[api.tokens.") :]
+    return token, toml
+
+
+def write_rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    return path
+
+
+# -- callrouter token new ------------------------------------------------------------------
+
+
+async def test_token_new_prints_lines_that_load_and_a_token_that_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token, lines = new_token(
+        capsys, "crm", "--allow", "ami:Ping", "calls:create", "--extensions", "1*", "200"
+    )
+    assert token.startswith("cr_")
+    assert len(token) > 40
+    assert token not in lines  # only its hash goes into the file
+    config = config_from_toml(tmp_path, f"[api]\nlisten = '127.0.0.1:{free_port()}'\n{lines}")
+    assert config.api is not None
+    crm = config.api.tokens["crm"]
+    assert crm.allow == ("ami:Ping", "calls:create")
+    assert crm.extensions == ("1*", "200")
+    stub = StubEngine(state_dir=tmp_path)
+    app = build_app(ApiContext(stub, config.api))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as client:
+        ok = await client.post("/api/v1/ami/Ping", headers={"Authorization": f"Bearer {token}"})
+        other = await client.post(
+            "/api/v1/ami/Ping", headers={"Authorization": f"Bearer {token[:-1]}x"}
+        )
+    await stub.aclose()
+    assert ok.status_code == 200
+    assert other.status_code == 401
+
+
+def test_token_new_refuses_what_router_toml_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["token", "new", "crm", "--allow", "calls:creat", "--extensions", "1*2"])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "did you mean 'calls:create'?" in out
+    assert "bad extension pattern '1*2'" in out
+    assert "cr_" not in out  # no token is made for lines that would not load
+
+
+def test_check_config_validates_the_api_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = write_rules(tmp_path)
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{rules}"]\n'
+        '[api]\n[api.tokens.crm]\nhash = "sha256:' + "a" * 64 + '"\n'
+        'allow = ["ami:Comand"]\nextensions = ["*"]\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(config)]) == 1
+    out = capsys.readouterr()
+    assert (
+        f"{config}: [api.tokens.crm] allow: unknown AMI action 'Comand' "
+        "(did you mean 'Command'?)" in out.out + out.err
+    )
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+async def test_server_answers_on_its_port_and_leaves_the_signals_alone(tmp_path: Path) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    settings = ApiSettings(port=free_port())
+    stub = StubEngine(state_dir=tmp_path)
+    server = ApiServer(build_app(ApiContext(stub, settings)), settings)
+    await server.start()
+    try:
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{server.port}/api/v1/openapi.json")
+        assert response.status_code == 200
+        assert response.json()["openapi"].startswith("3.1")
+    finally:
+        await server.stop()
+        await stub.aclose()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{settings.port}/api/v1/openapi.json")
+
+
+async def test_a_taken_port_is_a_config_error_naming_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        settings = ApiSettings(port=port)
+        stub = StubEngine(state_dir=tmp_path)
+        server = ApiServer(build_app(ApiContext(stub, settings)), settings)
+        with pytest.raises(
+            ConfigError, match=rf"\[api\] listen: cannot listen on 127.0.0.1:{port}"
+        ):
+            await server.start()
+        await server.stop()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_with_cert_and_key(tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
+    cert, _ = self_signed
+    settings = config_from_toml(
+        tmp_path, f'[api]\nlisten = "127.0.0.1:{free_port()}"\ncert = "api.pem"\nkey = "api.key"\n'
+    ).api
+    assert settings is not None
+    assert settings.tls
+    stub = StubEngine(state_dir=tmp_path)
+    server = ApiServer(build_app(ApiContext(stub, settings)), settings)
+    await server.start()
+    try:
+        url = f"https://127.0.0.1:{settings.port}/api/v1/openapi.json"
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusted) as client:
+            assert (await client.get(url)).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with httpx.AsyncClient() as client:
+                await client.get(url.replace("https:", "http:"))
+    finally:
+        await server.stop()
+        await stub.aclose()
+
+
+async def test_the_engine_serves_the_api_while_it_runs(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    settings = ApiSettings(port=free_port())
+    engine = await engine_factory(write_rules(tmp_path), api=settings)
+    url = f"http://127.0.0.1:{settings.port}/api/v1/openapi.json"
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).status_code == 200
+    assert engine.api.connected
+    engine.request_stop()
+    await engine.stop()
+    assert not engine.api.connected
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as client:
+            await client.get(url)
+
+
+async def test_a_stop_does_not_wait_for_a_hung_request(tmp_path: Path) -> None:
+    settings = ApiSettings(port=free_port(), ami_timeout=30)
+    stub = StubEngine(state_dir=tmp_path)
+
+    async def never(sent: object) -> None:
+        await asyncio.sleep(60)
+
+    stub.replay.on("Ping", never)
+    token = "cr_test"
+    settings = config_from_toml(
+        tmp_path,
+        f'[api]\nlisten = "127.0.0.1:{settings.port}"\nami_timeout = 30\n'
+        f'[api.tokens.t]\nhash = "{hash_token(token)}"\nallow = ["ami:Ping"]\n'
+        'extensions = ["*"]\n',
+    ).api
+    assert settings is not None
+    server = ApiServer(build_app(ApiContext(stub, settings)), settings)
+    await server.start()
+    async with httpx.AsyncClient(timeout=20) as client:
+        request = asyncio.ensure_future(
+            client.post(
+                f"http://127.0.0.1:{settings.port}/api/v1/ami/Ping",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        )
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.stop()
+        assert loop.time() - started < 6  # GRACEFUL_STOP (2 s) plus a generous margin
+        response = await request
+    assert response.status_code == 503
+    assert response.json()["detail"] == "callrouter is stopping; retry shortly"
+    await stub.aclose()
