@@ -413,3 +413,54 @@ async def test_click_to_call_progress_reaches_the_event_feed_of_its_extension(
     mine = [e for e in feed.read(0).events if e.kind == "click_to_call"]
     assert [e.data["state"] for e in mine] == ["ringing", "answered", "dialing"]
     assert {(e.extension, e.call_id) for e in mine} == {("101", call_id)}
+
+
+def _load(tmp_path: Path, api: str) -> Any:
+    from router.config import load_config
+
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f"[api]\n{api}",
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+def test_click_to_call_keys_are_read_from_router_toml(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        'originate_channel = "Local/{extension}@phones"\noutbound_context = "trunk-out"\n'
+        'dial_prefix = "9"\ncaller_id = "{number} <{extension}>"\noriginate_timeout = 20\n'
+        'idempotency_ttl = 600\n[api.variables]\nCALL_SOURCE = "1c"\n',
+    )
+    dialing = config.api.dialing
+    assert dialing.originate_channel == "Local/{extension}@phones"
+    assert dialing.outbound_context == "trunk-out"
+    assert dialing.dial_prefix == "9"
+    assert dialing.caller_id == "{number} <{extension}>"
+    assert (dialing.originate_timeout, dialing.idempotency_ttl) == (20, 600)
+    assert dict(dialing.variables) == {"CALL_SOURCE": "1c"}
+    assert _load(tmp_path, "").api.dialing == DialSettings()
+
+
+@pytest.mark.parametrize(
+    ("api", "key"),
+    [
+        ('originate_channel = "PJSIP/101"\n', "originate_channel"),
+        ('originate_channel = "PJSIP/{exten}"\n', "originate_channel"),
+        ('outbound_context = "out,1"\n', "outbound_context"),
+        ('dial_prefix = "9,"\n', "dial_prefix"),
+        ('caller_id = "{secret}"\n', "caller_id"),
+        ("originate_timeout = 0\n", "originate_timeout"),
+        ('[api.variables]\n"A-B" = "x"\n', "variables"),
+        ('[api.variables]\nA = "x\\ny"\n', "variables"),
+    ],
+)
+def test_bad_click_to_call_keys_are_refused_naming_the_key(
+    tmp_path: Path, api: str, key: str
+) -> None:
+    from router.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"\[api\].*{key}"):
+        _load(tmp_path, api)
