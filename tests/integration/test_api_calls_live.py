@@ -40,6 +40,7 @@ OPERATIONS = [
     "calls:hangup",
     "forwarding:read",
     "forwarding:write",
+    "events:read",
 ]
 TOKENS = {"t101": ["101"], "all": ["*"]}
 RULES = f"""version: 1
@@ -194,6 +195,18 @@ async def test_click_to_call_rings_the_extension_then_the_number_and_shows_in_co
         # The customer's leg is there too, dialled as the plan writes the number.
         now = await _of_call(channels(admin), call_id)
         assert any("79161234567@sandbox-customer" in c["Channel"] for c in now)
+        # ... and in the event feed of extension 101, as it progressed.
+        feed = (
+            await http.get("/api/v1/events?cursor=0&timeout=0&limit=1000", headers=auth("t101"))
+        ).json()
+        states = [
+            e["data"]["state"]
+            for e in feed["events"]
+            if e["kind"] == "click_to_call" and e["call_id"] == call_id
+        ]
+        assert states[:2] == ["ringing", "answered"]
+        assert "connected" in states
+        assert {e["extension"] for e in feed["events"] if e["kind"] == "click_to_call"} == {"101"}
     finally:
         await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("t101"))
 
