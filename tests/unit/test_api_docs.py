@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tree_sitter import Node, Parser
 from router.api.app import OPENAPI_PATH, build_app
 from router.api.context import ApiContext
 from router.api.settings import ApiSettings
+from router.cli import main
 from router.testing import StubEngine
 
 REPO = Path(__file__).parents[2]
@@ -345,3 +347,54 @@ def test_a_module_out_of_step_with_the_api_is_caught(document: dict[str, Any]) -
     assert mismatches(document, requests["Звонки"]) == [
         f"{BSL_MODULE.name}: Звонки (GET /api/v1/call): the API serves no such operation"
     ]
+
+
+TOKEN_SOURCES = [
+    *sorted((REPO / "docs").rglob("*.md")),
+    *sorted((REPO / "examples").rglob("*.md")),
+]
+
+
+def token_commands() -> list[tuple[str, str]]:
+    """(where, line) of every ``callrouter token new NAME ...`` the docs show."""
+    found: dict[str, str] = {}
+    for path in TOKEN_SOURCES:
+        text = re.sub(r"\\\n\s*", " ", path.read_text(encoding="utf-8"))
+        for match in re.finditer(r"^\s*(callrouter token new [a-z][^\n`#]*)", text, re.M):
+            found.setdefault(match.group(1).strip(), str(path.relative_to(REPO)))
+    return sorted((where, line) for line, where in found.items())
+
+
+def _option_values(words: list[str], option: str) -> list[str]:
+    """Every value the reader of the line sees after ``option`` (it may repeat)."""
+    values: list[str] = []
+    taking = False
+    for word in words:
+        if word.startswith("--"):
+            taking = word == option
+        elif taking:
+            values.append(word)
+    return values
+
+
+def test_the_documented_token_commands_are_found() -> None:
+    lines = {line for _, line in token_commands()}
+    assert any(line.startswith("callrouter token new onec ") for line in lines)
+    assert any(line.startswith("callrouter token new crm ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("where", "line"), token_commands(), ids=[line for _, line in token_commands()]
+)
+def test_a_documented_token_command_grants_what_it_says(
+    where: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command works as written and the lines it prints grant exactly the
+    operations and extensions the reader sees on the command line."""
+    words = shlex.split(line)
+    assert main(words[1:]) == 0, f"{where}: `{line}` failed"
+    printed = capsys.readouterr().out
+    table = tomllib.loads(printed[printed.index("[api.tokens.") :])
+    (settings,) = table["api"]["tokens"].values()
+    assert settings["allow"] == _option_values(words, "--allow"), f"{where}: `{line}`"
+    assert settings["extensions"] == _option_values(words, "--extensions"), f"{where}: `{line}`"
