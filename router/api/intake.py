@@ -179,7 +179,8 @@ class FeedIntake:
                 )
         elif name == "DeviceStateChange":
             device = event.get("Device") or ""
-            extension = endpoint(device)
+            # A Local "device" is a dialplan construct, no phone: not presence.
+            extension = None if device.lower().startswith("local/") else endpoint(device)
             if extension:
                 self.feed.publish(
                     "device",

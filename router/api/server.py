@@ -91,6 +91,11 @@ class ApiServer:
             raise ConfigError(
                 f"[api] listen: cannot listen on {self.settings.listen}: {exc.strerror or exc}"
             ) from None
+        # Accepted connections inherit it (Linux). asyncio sets TCP_NODELAY only
+        # on sockets whose proto is IPPROTO_TCP, and create_server's is 0: without
+        # this, a response's body waits for the client's delayed ACK of its
+        # headers (Nagle), 40 ms on every long-poll answer.
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._task = asyncio.get_running_loop().create_task(
             self._server.serve(sockets=[self._socket]), name="callrouter-api"
         )

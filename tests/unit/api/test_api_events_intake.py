@@ -167,6 +167,9 @@ async def test_presence_and_device_state() -> None:
         make_event("DeviceStateChange", Device="PJSIP/102", State="INUSE"), None
     )
     intake.callrouter_event(make_event("DeviceStateChange", Device="Queue:sales", State="X"), None)
+    intake.callrouter_event(
+        make_event("DeviceStateChange", Device="Local/101@bench-phone", State="INUSE"), None
+    )
     events = feed.read(0).events
     assert [(e.kind, e.extension, e.data["state"]) for e in events] == [
         ("presence", "101", "ringing"),
