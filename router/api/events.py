@@ -17,21 +17,31 @@ past it), so a client loop gone wild cannot hold unbounded memory or tasks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from router.api.auth import Token, authorize
 from router.api.context import ApiContext
 from router.api.errors import ApiError, problem_responses
 from router.api.feed import EventFeed, FeedEvent, Visible
 
-__all__ = ["HEARTBEAT", "MAX_LIMIT", "MAX_TIMEOUT", "OPENAPI", "routes", "sse_frame"]
+__all__ = [
+    "HEARTBEAT",
+    "MAX_LIMIT",
+    "MAX_STREAM",
+    "MAX_TIMEOUT",
+    "OPENAPI",
+    "routes",
+    "sse_frame",
+]
 
 #: Longest a long-poll may wait; under common proxies' 60 s idle timeout.
 MAX_TIMEOUT = 60.0
@@ -42,6 +52,8 @@ DEFAULT_LIMIT = 100
 HEARTBEAT = 15.0
 #: The reconnection delay (ms) an SSE client is told to use.
 RETRY_MS = 3000
+#: Longest an SSE stream stays open (``timeout``): then the browser reconnects.
+MAX_STREAM = 3600.0
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -162,9 +174,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID")
         if resume is None:
             resume = _cursor(request.query_params.get("cursor"), "cursor")
+        lifetime = _number(request, "timeout", MAX_STREAM, 0, MAX_STREAM)
         waiters.enter(token)
-        return StreamingResponse(
-            _frames(feed, feed.last_cursor if resume is None else resume, visible, token, waiters),
+        start = feed.last_cursor if resume is None else resume
+        return _Stream(
+            _frames(feed, start, visible, lifetime),
+            release=lambda: waiters.leave(token),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -175,27 +190,50 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
+class _Stream(StreamingResponse):
+    """An SSE response that gives its waiter slot back however it ends: sent
+    out, cut by the client, or cancelled before its body ever started."""
+
+    def __init__(
+        self, content: AsyncIterator[str], *, release: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._release: Callable[[], None] | None = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
 async def _frames(
-    feed: EventFeed, after: int, visible: Visible, token: Token, waiters: _Waiters
+    feed: EventFeed, after: int, visible: Visible, lifetime: float
 ) -> AsyncIterator[str]:
-    """The SSE body; the waiter slot is given back however the client leaves."""
-    try:
-        yield f"retry: {RETRY_MS}\n\n"
-        while True:
-            page = await feed.wait(after, visible, timeout=HEARTBEAT, limit=DEFAULT_LIMIT)
-            if page.gap:
-                yield _gap_frame(after)
-            if page.events:
-                yield "".join(sse_frame(event) for event in page.events)
-            elif page.cursor != after:
-                # Past events this client may not see: an id alone moves
-                # Last-Event-ID on, so a reconnect does not scan them again.
-                yield f": heartbeat\nid: {page.cursor}\n\n"
-            else:
-                yield ": heartbeat\n\n"
-            after = page.cursor
-    finally:
-        waiters.leave(token)
+    """The SSE body, for ``lifetime`` seconds: then the browser reconnects with
+    Last-Event-ID (and the token is checked again). ``0``: what is there now."""
+    deadline = asyncio.get_running_loop().time() + lifetime
+    yield f"retry: {RETRY_MS}\n\n"
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        page = await feed.wait(
+            after, visible, timeout=max(0.0, min(HEARTBEAT, left)), limit=DEFAULT_LIMIT
+        )
+        if page.gap:
+            yield _gap_frame(after)
+        if page.events:
+            yield "".join(sse_frame(event) for event in page.events)
+        elif page.cursor != after:
+            # Past events this client may not see: an id alone moves
+            # Last-Event-ID on, so a reconnect does not scan them again.
+            yield f": heartbeat\nid: {page.cursor}\n\n"
+        elif left > 0:
+            yield ": heartbeat\n\n"
+        after = page.cursor
+        if left <= 0 and not page.events:
+            return
 
 
 _EVENT_SCHEMA: dict[str, Any] = {
@@ -275,11 +313,32 @@ OPENAPI: dict[str, Any] = {
                         "in": "header",
                         "schema": {"type": "string"},
                     },
+                    {
+                        "name": "timeout",
+                        "in": "query",
+                        "description": "seconds the stream stays open (then reconnect); "
+                        "0: the events there now",
+                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_STREAM},
+                    },
                 ],
                 "responses": {
                     "200": {
                         "description": "An endless text/event-stream: id = cursor, event = kind",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {
+                                # One SSE message (schemathesis checks each one):
+                                # data is a FeedEvent as JSON text.
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "event": {"type": "string"},
+                                        "data": {"type": "string"},
+                                        "retry": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
                     },
                     **problem_responses(400, 403, 503),
                 },

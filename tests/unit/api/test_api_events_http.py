@@ -405,3 +405,26 @@ async def test_the_listener_answers_without_waiting_for_the_clients_ack(tmp_path
         writer.close()
     finally:
         await server.stop()
+
+
+async def test_an_sse_stream_ends_after_its_timeout_and_gives_the_slot_back(
+    tmp_path: Path, feed: EventFeed
+) -> None:
+    """Streams are bounded (the browser reconnects with Last-Event-ID, and the token
+    is checked again); timeout=0 sends what is there now and ends."""
+    first = feed.publish("ringing", "101", {})
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed, events_waiters=1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        for _ in range(3):  # one slot: each ended stream gave it back
+            response = await asyncio.wait_for(
+                client.get("/api/v1/events/stream?cursor=0&timeout=0", headers=auth("t101")), 10
+            )
+            assert response.status_code == 200
+            assert f"id: {first}\nevent: ringing\n" in response.text
+        short = await asyncio.wait_for(
+            client.get("/api/v1/events/stream?timeout=0.05", headers=auth("t101")), 10
+        )
+        assert short.text.startswith("retry: 3000\n\n")
+        bad = await client.get("/api/v1/events/stream?timeout=3601", headers=auth("t101"))
+        assert bad.status_code == 400
+        assert bad.json()["field"] == "timeout"
