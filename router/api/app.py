@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.api.auth import Audit, Authenticator
@@ -127,11 +127,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         detail = f"no such endpoint: {request.url.path} (the document is at {OPENAPI_PATH})"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        # Starlette's Allow names the first route on the path only; a path
+        # served by several routes (GET and POST apart) allows them all.
+        allowed = ", ".join(_methods_at(request))
+        exc = HTTPException(405, headers={**(exc.headers or {}), "Allow": allowed})
         detail = f"{request.method} is not allowed here; allowed: {allowed}"
     else:
         detail = str(exc.detail)
     return _problem(exc.status_code, detail, exc.headers)
+
+
+def _methods_at(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 class AuditMiddleware:

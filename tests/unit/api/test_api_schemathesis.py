@@ -1,0 +1,112 @@
+"""schemathesis fuzzes every operation of the served OpenAPI document, in process.
+
+The document is the one ``/api/v1/openapi.json`` serves, so whatever endpoint
+module exists when this runs (AMI, calls, forwarding, events) is fuzzed, over
+the test kit's StubEngine on the replay Asterisk and an in-memory event feed.
+Checks: no 5xx, and every response (status, content type, headers, body)
+conforms to the document, authentication is never ignored, an undocumented
+method gets 405 with the right ``Allow``. Not checked: whether the document
+spells out every rule the endpoints enforce (schemathesis's
+positive_data_acceptance / negative_data_rejection): a valid-looking
+``"from": ""`` refused with a 400 naming the field is correct behaviour.
+A fixed seed and example budget keep it repeatable
+and under about a minute in ``make test``.
+
+Requests carry a token allowed everything for every extension, so the fuzzer
+gets past authentication into the endpoints' own validation; a long-poll's
+``timeout`` is pinned to 0 when the fuzzer picked a valid one (waiting out
+a valid timeout proves nothing here and would cost minutes).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import schemathesis
+from hypothesis import HealthCheck
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+
+from router.api.app import OPENAPI_PATH, build_app
+from router.api.auth import hash_token
+from router.api.context import ApiContext
+from router.api.feed import EventFeed
+from router.api.settings import OPERATIONS, ApiSettings, TokenSettings
+from router.testing import StubEngine
+
+TOKEN = "cr_schemathesis-fuzzing-token"
+#: Examples per operation: a dozen operations in about half a minute on one core.
+EXAMPLES = 100
+
+
+def api_app() -> Any:
+    """The app over a stub engine and a feed with events in it (built at import:
+    schemathesis collects one test per operation from the document)."""
+    everything = TokenSettings(
+        name="fuzz",
+        digest=bytes.fromhex(hash_token(TOKEN).removeprefix("sha256:")),
+        allow=(*OPERATIONS, "ami:*"),
+        extensions=("*",),
+        rate=1e6,
+        burst=1_000_000,
+    )
+    stub = StubEngine(state_dir=Path(tempfile.mkdtemp(prefix="callrouter-fuzz-")))
+    stub.replay.inbound_call(caller="+79161234567", did="74950000001")
+    feed = EventFeed()  # in memory: nothing to close
+    feed.publish("ringing", "101", {"caller": "+79161234567"})
+    feed.publish("presence", "102", {"dnd": True})
+    return build_app(ApiContext(stub, ApiSettings(tokens={"fuzz": everything}), feed))
+
+
+schema = schemathesis.openapi.from_asgi(OPENAPI_PATH, api_app())
+#: A stream is read up to its first message, then the check moves on.
+schema.config.max_stream_events = 1
+_EXTENSION = re.compile(r"[0-9A-Za-z#+_.-]{1,40}")
+
+
+def _valid_number(value: object, high: float) -> bool:
+    try:
+        return 0 <= float(str(value)) <= high
+    except ValueError:
+        return False
+
+
+def _quick(case: Any) -> None:
+    """Valid feed reads made to answer at once; invalid ones stay as generated.
+
+    A long-poll with a valid ``timeout`` waits it out, and a stream only ends
+    when a message comes: the first is pinned to ``timeout=0``, the second
+    starts at the oldest event of an extension that has one.
+    """
+    path = case.operation.path
+    if not path.startswith("/api/v1/events"):
+        return
+    query = dict(case.query or {})
+    if _valid_number(query.get("timeout", 0), 60):
+        query["timeout"] = 0
+    if path.endswith("/stream"):
+        if _valid_number(query.get("cursor", 0), 2**63):
+            query["cursor"] = 0
+        if _EXTENSION.fullmatch(str(query.get("extension", "101"))):
+            query["extension"] = "101"
+        case.headers = {k: v for k, v in (case.headers or {}).items() if k != "Last-Event-ID"}
+    case.query = query
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_conforms_to_its_openapi_document(case: Any) -> None:
+    _quick(case)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        excluded_checks=[positive_data_acceptance, negative_data_rejection],
+    )
