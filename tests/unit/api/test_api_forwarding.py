@@ -212,8 +212,8 @@ async def test_globals_are_set_again_after_a_gap_a_restart_and_at_start(
     assert ajam_replay.globals["CALLROUTER_FWD_101"] == "979161234567"
 
     ajam_replay.globals.clear()
-    for listener in list(engine._listeners):  # what the engine does on a stream gap
-        listener(StreamGap(since=time.time() - 5, resumed=time.time(), reason="reconnect"), None)
+    # The engine's own handling of a stream gap tells its watchers.
+    await engine._on_gap(StreamGap(since=time.time() - 5, resumed=time.time(), reason="reconnect"))
     await until(lambda: ajam_replay.globals.get("CALLROUTER_DND_101") == "1")
 
     # A new API on the same state_dir (callrouter restarted) sets them at start.
