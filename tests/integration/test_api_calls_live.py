@@ -38,6 +38,7 @@ OPERATIONS = [
     "calls:create",
     "calls:read",
     "calls:hangup",
+    "calls:transfer",
     "forwarding:read",
     "forwarding:write",
     "events:read",
@@ -314,3 +315,41 @@ async def test_forwarding_set_through_the_api_dials_the_number_through_the_outbo
             json={"dnd": False, "forward_to": None},
             headers=auth("t101"),
         )
+
+
+async def test_blind_transfer_moves_the_customer_to_the_other_extension(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
+) -> None:
+    made = await http.post(
+        "/api/v1/calls", json={"from": "101", "to": "89164440001"}, headers=auth("all")
+    )
+    call_id = made.json()["id"]
+    try:
+
+        async def connected() -> bool:
+            shown = (await http.get(f"/api/v1/calls/{call_id}", headers=auth("all"))).json()
+            return bool(shown["state"] == "connected")
+
+        await until(connected, timeout=10)
+        await asyncio.sleep(0.3)  # the bridge settles
+        moved = await http.post(
+            f"/api/v1/calls/{call_id}/transfer",
+            json={"to": "102", "mode": "blind", "from": "101"},
+            headers=auth("all"),
+        )
+        assert moved.status_code == 202, moved.text
+        assert moved.json()["channel"].startswith("Local/101@sandbox-phone")
+        # The customer now rings 102 through callrouter-dial.
+        ringing = await until(
+            lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
+        )
+        assert ringing
+    finally:
+        await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("all"))
+        for c in await channels(admin):
+            if c["Channel"].startswith("Local/102@sandbox-phone"):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+async def _named(listing: Any, prefix: str) -> list[dict[str, str]]:
+    return [c for c in await listing if c["Channel"].startswith(prefix)]
