@@ -173,10 +173,17 @@ class FeedStore:
                 if not batch and prune is None:
                     self._flushing = False
                     return
-            self._write(batch, prune)
+            try:
+                self._write(batch, prune)
+            except Exception:
+                # Never leave the writer stuck as "flushing": later events still go.
+                log.exception("api feed: %d events could not be written", len(batch))
 
     def _write(self, batch: list[FeedEvent], prune: tuple[int, int] | None) -> None:
-        rows = [(e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data)) for e in batch]
+        rows = [
+            (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
+            for e in batch
+        ]
         delay = 0.05
         while True:
             try:
@@ -259,10 +266,26 @@ class EventFeed:
         max_events: int = MAX_EVENTS,
         clock: Callable[[], float] = time.time,
     ) -> EventFeed:
-        """The feed kept in ``state_dir``: what the last run published is readable again."""
-        store = FeedStore(state_dir / FILENAME)
+        """The feed kept in ``state_dir``: what the last run published is readable again.
+
+        A file SQLite cannot read (a disk fault, a truncated copy) is moved
+        aside with a warning and the feed starts empty: the API must come up,
+        and clients resuming from an old cursor are told of the gap.
+        """
+        path = state_dir / FILENAME
         oldest = int((clock() - retention) * 1_000_000)
-        events, lost = store.load(oldest=oldest, limit=max_events)
+        try:
+            store = FeedStore(path)
+            events, lost = store.load(oldest=oldest, limit=max_events)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
+            log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
+            path.replace(aside)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            store = FeedStore(path)
+            # Every cursor up to now was lost with the file.
+            events, lost = [], int(clock() * 1_000_000)
         return cls(
             retention=retention,
             max_events=max_events,

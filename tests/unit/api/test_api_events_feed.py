@@ -199,3 +199,31 @@ def test_feed_event_json_shape() -> None:
         "ts": 1.5,
         "data": {"caller": "+7"},
     }
+
+
+async def test_an_unreadable_file_is_moved_aside_and_the_feed_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / FILENAME).write_bytes(b"this is no SQLite database" * 100)
+    feed = EventFeed.open(tmp_path)
+    assert len(feed) == 0
+    assert feed.read(1).gap  # a client resuming from before is told it lost events
+    cursor = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    assert "unreadable" in caplog.text
+    aside = [p.name for p in os.scandir(tmp_path) if "unreadable" in p.name]
+    assert [name.rpartition("-")[0] for name in aside] == [f"{FILENAME}.unreadable"]
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
+async def test_an_event_the_file_cannot_take_does_not_stop_later_ones(tmp_path: Path) -> None:
+    feed = EventFeed.open(tmp_path)
+    feed.publish("odd", "101", {"value": object()})  # written as its str()
+    later = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    again = EventFeed.open(tmp_path)
+    assert [e.kind for e in again.read(0).events] == ["odd", "ringing"]
+    assert again.read(0).events[-1].cursor == later
+    await again.aclose()
