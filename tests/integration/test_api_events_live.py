@@ -220,3 +220,57 @@ async def test_a_token_for_102_never_sees_101s_events(
         headers={"Authorization": "Bearer secret-t102"},
     )
     assert refused.status_code == 403
+
+
+async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(
+    events_sandbox: Sandbox,
+    double: OneCDouble,
+    placer: CallPlacer,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """The feed is kept in state_dir: a second router on the same state_dir
+    answers a client's old cursor with exactly the events it had not read."""
+    port = free_port()
+    config = make_config(events_sandbox, double, tmp_path / "state", port)
+    first = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    await first.start()
+    task = asyncio.ensure_future(first.serve())
+    await asyncio.wait_for(first.ready.wait(), 10)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        start = await start_cursor(http, "t101")
+        call = await placer.place(DID, CALLER)
+        await placer.wait_all([call], timeout=15)
+        body = await poll(http, "t101", start, timeout=10)
+        assert body["events"], "no event before the restart"
+        read_cursor = body["events"][0]["cursor"]  # the client read only the first one
+        seen, kinds = start, set()
+        for _ in range(20):  # let the call end (the phone hangs up after ~1 s)
+            page = await poll(http, "all", seen, timeout=2)
+            kinds |= {e["kind"] for e in page["events"]}
+            seen = page["cursor"]
+            if "hangup" in kinds:
+                break
+        before = [e["cursor"] for e in (await poll(http, "all", start, timeout=0))["events"]]
+    first.request_stop()
+    await asyncio.wait_for(task, 30)
+    await first.stop()
+
+    second = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    await second.start()
+    task = asyncio.ensure_future(second.serve())
+    await asyncio.wait_for(second.ready.wait(), 10)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            resumed = await poll(http, "t101", read_cursor, timeout=0)
+            everything = await poll(http, "all", start, timeout=0)
+    finally:
+        second.request_stop()
+        await asyncio.wait_for(task, 30)
+        await second.stop()
+    assert not resumed["gap"]
+    kept = [e["cursor"] for e in everything["events"]]
+    assert kept[: len(before)] == before  # nothing lost in the restart
+    mine = [e["cursor"] for e in everything["events"] if e["extension"] == "101"]
+    assert [e["cursor"] for e in resumed["events"]] == [c for c in mine if c > read_cursor]
+    assert {e["kind"] for e in resumed["events"]} >= {"hangup"}
