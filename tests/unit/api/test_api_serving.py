@@ -6,6 +6,7 @@ Real sockets on 127.0.0.1 (a free port each), the fake Asterisk behind.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import ssl
@@ -236,3 +237,17 @@ async def test_a_stop_does_not_wait_for_a_hung_request(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json()["detail"] == "callrouter is stopping; retry shortly"
     await stub.aclose()
+
+
+def test_the_example_api_table_loads_as_written(tmp_path: Path) -> None:
+    """examples/router.toml's commented [api] block, uncommented, is a valid table."""
+    text = (Path(__file__).parents[3] / "examples" / "router.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [api]\n") :]
+    toml = re.compile(r"# (\[[a-z_.]+\].*|[A-Za-z_]+ = .*)")
+    lines = [found.group(1) for found in map(toml.fullmatch, block.splitlines()) if found]
+    api = config_from_toml(tmp_path, "\n".join(lines) + "\n").api
+    assert api is not None
+    assert api.listen == "127.0.0.1:8089"
+    assert api.tokens["crm"].allow == ("calls:create", "calls:read", "events:read")
+    assert api.tokens["crm"].extensions == ("1*",)
+    assert api.dialing.originate_channel == "PJSIP/{extension}"
