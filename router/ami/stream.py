@@ -175,8 +175,12 @@ class EventStream:
         failing_since: float | None = None
         last_error: str | None = None
         while not self._stopped:
+            # After a failure the next poll is short: a reachable Asterisk then
+            # answers within a second, so ``failing`` (what the HTTP API's 503
+            # goes by) ends as soon as Asterisk is back, not a long poll later.
+            poll = self._poll_timeout if failing_since is None else 1
             try:
-                events = await client.wait_event(self._poll_timeout)
+                events = await client.wait_event(poll)
             except AMIAuthenticationError:
                 raise  # wrong credentials do not heal by retrying
             except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream

@@ -122,3 +122,20 @@ def test_backoff_is_capped() -> None:
     assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
     backoff.reset()
     assert backoff.next_delay() == 1
+
+
+async def test_failing_while_asterisk_is_out_of_reach_and_a_short_poll_after() -> None:
+    """``failing`` is what the HTTP API answers 503 by; after a failure the next
+    poll asks for 1 s, so a reachable Asterisk ends ``failing`` within a second."""
+    down = AMIConnectionError("refused")
+    seen: list[tuple[int, bool]] = []
+
+    class Watching(ScriptedPoller):
+        async def wait_event(self, timeout: int = 20) -> list[Event]:
+            seen.append((timeout, stream.failing))
+            return await super().wait_event(timeout)
+
+    stream = EventStream(Watching([[], down, down, [ev("B")], []]), poll_timeout=20, backoff=fast())
+    assert stream.failing is False
+    await collect(stream)
+    assert seen == [(20, False), (20, False), (1, True), (1, True), (20, False), (20, False)]

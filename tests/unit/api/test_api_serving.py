@@ -23,7 +23,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.cli import main
 from router.errors import ConfigError
-from router.testing import EngineFactory, StubEngine, config_from_toml
+from router.testing import EngineFactory, ReplayAsterisk, StubEngine, config_from_toml
 
 pytest_plugins = ["router.testing"]
 
@@ -251,3 +251,47 @@ def test_the_example_api_table_loads_as_written(tmp_path: Path) -> None:
     assert api.tokens["crm"].allow == ("calls:create", "calls:read", "events:read")
     assert api.tokens["crm"].extensions == ("1*",)
     assert api.dialing.originate_channel == "PJSIP/{extension}"
+
+
+async def test_while_the_event_stream_fails_the_api_refuses_at_once(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The engine's own view of Asterisk (EngineAPI.connected) gates AMI work: no
+    request is sent to an Asterisk the event stream cannot reach, none waits."""
+    token = "cr_connected"
+    settings = config_from_toml(
+        tmp_path,
+        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+        f'[api.tokens.t]\nhash = "{hash_token(token)}"\nallow = ["ami:Ping"]\n'
+        'extensions = ["*"]\n',
+    ).api
+    assert settings is not None
+    engine = await engine_factory(write_rules(tmp_path), api=settings)
+    url = f"http://127.0.0.1:{settings.port}/api/v1/ami/Ping"
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def down(sent: object) -> None:
+        raise httpx.ConnectError("connection refused")
+
+    ajam_replay.on("WaitEvent", down)
+    ajam_replay.queue_event(Event="FullyBooted")  # ends the poll in flight; the next fails
+    for _ in range(100):
+        if not engine.api.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not engine.api.connected
+    pings = len([a for a in ajam_replay.actions if a.name == "Ping"])
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(url, headers=auth)
+    assert refused.status_code == 503
+    assert "event stream is down" in refused.json()["detail"]
+    assert len([a for a in ajam_replay.actions if a.name == "Ping"]) == pings
+
+    ajam_replay.on("WaitEvent", lambda sent: None)  # the built-in answer again
+    for _ in range(100):
+        if engine.api.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert engine.api.connected
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(url, headers=auth)).status_code == 200
