@@ -20,6 +20,7 @@ as aiosmtplib does::
     │   └── RulesRefused                   ``run`` will not start on rules with problems
     ├── PluginError                        a plugin misbehaved (wraps its exception)
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
+    ├── router.api.errors.ApiError         an HTTP API request failed (status, problem details)
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the

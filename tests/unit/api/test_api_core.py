@@ -420,12 +420,24 @@ async def test_openapi_document_describes_every_served_operation(stub: StubEngin
     assert document["openapi"].startswith("3.1")
     assert "Problem" in document["components"]["schemas"]
     operation_ids = []
+    problem = {"$ref": "#/components/schemas/Problem"}
     for path, operations in document["paths"].items():
         assert path.startswith("/api/v1/")
         for method, operation in operations.items():
+            where = (path, method)
             operation_ids.append(operation["operationId"])
-            assert operation["responses"], (path, method)
-            if path != "/api/v1/openapi.json":
-                assert "401" in operation["responses"], (path, method)
+            responses = operation["responses"]
+            for status, response in responses.items():
+                for content in response.get("content", {}).values():
+                    assert "schema" in content, (*where, status)
+                if status.startswith(("4", "5")):
+                    assert response["content"]["application/problem+json"]["schema"] == problem
+            if path == "/api/v1/openapi.json":
+                continue
+            assert {"401", "429"} <= set(responses), where
+            assert any(s.startswith("2") for s in responses), where
+            body = operation.get("requestBody")
+            if body is not None:
+                assert all("schema" in c for c in body["content"].values()), where
     assert "sendAmiAction" in operation_ids
     assert len(operation_ids) == len(set(operation_ids))
