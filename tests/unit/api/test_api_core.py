@@ -17,7 +17,7 @@ import pytest
 
 from router.api.app import build_app
 from router.api.auth import RateLimiter, Token, hash_token, new_token
-from router.api.context import ApiContext
+from router.api.context import MAX_BODY_BYTES, ApiContext
 from router.api.settings import ApiSettings, TokenSettings
 from router.errors import ConfigError
 from router.testing import StubEngine, config_from_toml
@@ -441,3 +441,35 @@ async def test_openapi_document_describes_every_served_operation(stub: StubEngin
                 assert all("schema" in c for c in body["content"].values()), where
     assert "sendAmiAction" in operation_ids
     assert len(operation_ids) == len(set(operation_ids))
+
+
+async def test_json_values_become_headers_as_the_catalog_says(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Originate",
+            headers=bearer(FULL),
+            json={
+                "Channel": "Local/101@callrouter-dial",
+                "Exten": "79161234567",
+                "Context": "outbound",
+                "Priority": 1,
+                "Async": True,
+                "Variable": {"CALL_SOURCE": "1c", "TRIES": 2},
+            },
+        )
+    assert response.status_code == 200, response.text
+    [sent] = stub.replay.sent("Originate")
+    assert sent.getall("Variable") == ["CALL_SOURCE=1c", "TRIES=2"]
+    assert sent.get("Priority") == "1"
+    assert sent.get("Async") == "true"
+
+
+async def test_a_body_over_the_bound_is_413(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Ping",
+            headers={**bearer(FULL), "Content-Type": "application/json"},
+            content=b'{"a": "' + b"x" * 70_000 + b'"}',
+        )
+    assert assert_problem(response, 413)["detail"] == f"request body over {MAX_BODY_BYTES} bytes"
+    assert not stub.replay.sent("Ping")
