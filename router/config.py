@@ -639,14 +639,17 @@ def exposed_secret_files(config: Config) -> list[str]:
     """Warnings for files holding a secret that group or others may read.
 
     ``router.toml`` when it holds the AMI secret or a plugin's password or
-    token, and the TLS client key. A warning, not an error: the file may sit
-    in a folder nobody else can enter, which we do not try to prove.
+    token, the TLS client key and the API's TLS key. A warning, not an error:
+    the file may sit in a folder nobody else can enter, which we do not try to
+    prove.
     """
     files: list[Path] = []
     if config.path is not None and _holds_secret(config):
         files.append(config.path)
     if config.asterisk.client_key is not None:
         files.append(config.asterisk.client_key)
+    if config.api is not None and config.api.key is not None:
+        files.append(config.api.key)
     warnings: list[str] = []
     for path in files:
         try:

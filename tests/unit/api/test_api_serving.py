@@ -22,6 +22,7 @@ from router.api.context import ApiContext
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.cli import main
+from router.config import exposed_secret_files
 from router.errors import ConfigError
 from router.testing import EngineFactory, ReplayAsterisk, StubEngine, config_from_toml
 
@@ -295,3 +296,16 @@ async def test_while_the_event_stream_fails_the_api_refuses_at_once(
     assert engine.api.connected
     async with httpx.AsyncClient() as client:
         assert (await client.post(url, headers=auth)).status_code == 200
+
+
+def test_a_readable_api_tls_key_is_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "api.pem").write_text("cert")
+    key = tmp_path / "api.key"
+    key.write_text("key")
+    key.chmod(0o644)
+    config = config_from_toml(tmp_path, '[api]\ncert = "api.pem"\nkey = "api.key"\n')
+    (tmp_path / "router.toml").chmod(0o600)  # it holds the AMI secret
+    [warning] = exposed_secret_files(config)
+    assert warning.startswith(f"{key}: holds a secret but is readable by group or others")
+    key.chmod(0o600)
+    assert exposed_secret_files(config) == []
