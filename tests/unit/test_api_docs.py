@@ -124,6 +124,29 @@ def test_the_served_document_has_the_issue_s_operations(
     assert ("PUT", "/api/v1/extensions/{ext}/forwarding") in operations
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_operation_has_a_curl_example(page: Path, operations: set[tuple[str, str]]) -> None:
+    requests = curl_requests(page.read_text(encoding="utf-8"))
+    missing = sorted(
+        f"{method} {path}"
+        for method, path in operations
+        if not any(matches((method, path), request) for request in requests)
+    )
+    assert not missing, f"{page.relative_to(REPO)} has no curl example for: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_curl_example_is_a_served_operation(
+    page: Path, operations: set[tuple[str, str]]
+) -> None:
+    stale = sorted(
+        f"{method} {path}"
+        for method, path in curl_requests(page.read_text(encoding="utf-8"))
+        if not any(matches(operation, (method, path)) for operation in operations)
+    )
+    assert not stale, f"{page.relative_to(REPO)} shows requests nothing serves: {stale}"
+
+
 SAMPLE = """\
 Text with curl $API/not/in/a/block.
 
