@@ -147,6 +147,14 @@ def test_every_curl_example_is_a_served_operation(
     assert not stale, f"{page.relative_to(REPO)} shows requests nothing serves: {stale}"
 
 
+def test_the_russian_page_follows_the_english_one() -> None:
+    """Same sections and the same requests: a section added in English only is caught."""
+    english, russian = (page.read_text(encoding="utf-8") for page in PAGES)
+    headings = re.compile(r"^(#{1,4}) ", re.M)
+    assert headings.findall(russian) == headings.findall(english)
+    assert sorted(curl_requests(russian)) == sorted(curl_requests(english))
+
+
 SAMPLE = """\
 Text with curl $API/not/in/a/block.
 
