@@ -429,3 +429,75 @@ def test_a_documented_token_command_grants_what_it_says(
     (settings,) = table["api"]["tokens"].values()
     assert settings["allow"] == _option_values(words, "--allow"), f"{where}: `{line}`"
     assert settings["extensions"] == _option_values(words, "--extensions"), f"{where}: `{line}`"
+
+
+LINKED_PAGES = [
+    REPO / "docs" / "index.md",
+    *PAGES,
+    REPO / "docs" / "onec.md",
+    REPO / "docs" / "ru" / "onec.md",
+    REPO / "examples" / "onec" / "README.md",
+    REPO / "examples" / "onec" / "README.ru.md",
+]
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the page's headings (code blocks are no headings)."""
+    text = _FENCE.sub("", markdown)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def broken_links(page: Path) -> list[str]:
+    """Relative links of ``page`` to a missing file or a missing heading."""
+    text = page.read_text(encoding="utf-8")
+    broken = []
+    for target in _LINK.findall(_FENCE.sub("", text)):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path_part, _, anchor = target.partition("#")
+        linked = (page.parent / path_part).resolve() if path_part else page
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif (
+            anchor
+            and linked.suffix == ".md"
+            and anchor not in github_anchors(linked.read_text(encoding="utf-8"))
+        ):
+            broken.append(f"{target}: no such heading")
+    return broken
+
+
+def test_github_anchors_follow_github() -> None:
+    assert github_anchors(
+        "# A\n## Turning it on: `[api]`\n## HTTP API из 1С: модуль `X`\n## A\n"
+    ) == {
+        "a",
+        "turning-it-on-api",
+        "http-api-из-1с-модуль-x",
+        "a-1",
+    }
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_the_api_pages_link_to_what_exists(page: Path) -> None:
+    assert broken_links(page) == []
+
+
+def test_a_broken_link_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Other\n## Its part\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](other.md#its-part) [gone](missing.md) [typo](other.md#its-prat) [web](https://x/#y)"
+        "\n```sh\ncurl [not](a-link)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == ["missing.md: no such file", "other.md#its-prat: no such heading"]
