@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     new.add_argument(
         "--allow",
         nargs="+",
+        action="extend",  # --allow a --allow b grants both, not only the last
         required=True,
         metavar="OP",
         help=f"operations: {', '.join(OPERATIONS)}, ami:<Action>, ami:*",
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     new.add_argument(
         "--extensions",
         nargs="+",
+        action="extend",
         required=True,
         metavar="PAT",
         help="extensions the token acts for and sees: 101, 1* (a prefix), * (all)",

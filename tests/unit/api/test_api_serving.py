@@ -309,3 +309,15 @@ def test_a_readable_api_tls_key_is_warned_about(tmp_path: Path) -> None:
     assert warning.startswith(f"{key}: holds a secret but is readable by group or others")
     key.chmod(0o600)
     assert exposed_secret_files(config) == []
+
+
+def test_repeated_allow_and_extensions_options_grant_them_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--allow a --allow b`` must grant both: argparse's default keeps only the last."""
+    args = ["crm", "--allow", "calls:create", "--allow", "events:read", "calls:read"]
+    args += ["--extensions", "101", "--extensions", "102"]
+    assert main(["token", "new", *args]) == 0
+    printed = capsys.readouterr().out
+    assert 'allow = ["calls:create", "events:read", "calls:read"]' in printed
+    assert 'extensions = ["101", "102"]' in printed
