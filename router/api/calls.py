@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from router.ami.message import Event
-from router.ami.numbers import ascii_int
+from router.ami.numbers import ascii_float, ascii_int
 from router.api.auth import Token, authorize
 from router.api.context import read_json
 from router.api.dial_settings import VARIABLE_NAME, bad_value
@@ -80,12 +80,25 @@ class Origination:
     first_channel_at: float | None = None
     progress: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_PROGRESS_MAX))
 
-    def advance(self, state: State) -> None:
-        """Move forward only: a late event never takes a call back."""
+    def advance(self, state: State) -> list[State]:
+        """Move forward only: a late event never takes a call back.
+
+        Returns the states passed, in order. Asterisk does not order the
+        ``OriginateResponse`` against the dialplan's own events, so a call can
+        be seen dialling before it is seen answered; the states skipped are
+        returned too, so the feed always tells ringing, answered, dialing,
+        connected in that order.
+        """
         if self.state in ("failed", "ended"):
-            return
-        if state in ("failed", "ended") or _ORDER.index(state) > _ORDER.index(self.state):
+            return []
+        if state in ("failed", "ended"):
             self.state = state
+            return [state]
+        now, then = _ORDER.index(self.state), _ORDER.index(state)
+        if then <= now:
+            return []
+        self.state = state
+        return list(_ORDER[now + 1 : then + 1])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,34 +156,36 @@ class Originations:
             return
         name = item.name
         stamp = _timestamp(item)
-        before = origination.state
+        passed: list[State] = []
         if name == "OriginateResponse":
             if item.get("Response") == "Success":
-                origination.advance("answered")
+                passed = origination.advance("answered")
             else:
                 origination.reason = _REASONS.get(item.get("Reason") or "", item.get("Reason"))
-                origination.advance("failed")
+                passed = origination.advance("failed")
         elif name == "Newchannel":
             if origination.first_channel_at is None:
                 origination.first_channel_at = stamp
-            origination.advance("ringing")
+            passed = origination.advance("ringing")
         elif name == "DialBegin" or (name == "Newexten" and item.get("Application") == "Dial"):
-            origination.advance("dialing")
+            passed = origination.advance("dialing")
         elif (name == "DialEnd" and item.get("DialStatus") == "ANSWER") or (
             name == "BridgeEnter" and (ascii_int(item.get("BridgeNumChannels")) or 0) >= 2
         ):
-            origination.advance("connected")
+            passed = origination.advance("connected")
         elif name == "Hangup" and call is not None and call.ended is not None:
-            origination.advance("ended")
+            passed = origination.advance("ended")
         else:
             return
         origination.progress.append({"event": name, "channel": item.get("Channel"), "at": stamp})
-        if self._feed is not None and origination.state != before:
+        if self._feed is None:
+            return
+        for state in passed:
             self._feed.publish(
                 "click_to_call",
                 origination.extension,
                 {
-                    "state": origination.state,
+                    "state": state,
                     "to": origination.number,
                     "reason": origination.reason,
                 },
@@ -187,10 +202,7 @@ class Originations:
 
 
 def _timestamp(event: Event) -> float | None:
-    try:
-        return float(event.get("Timestamp") or "")
-    except ValueError:
-        return None
+    return ascii_float(event.get("Timestamp"))
 
 
 @dataclass(slots=True)

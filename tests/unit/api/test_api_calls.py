@@ -464,3 +464,23 @@ def test_bad_click_to_call_keys_are_refused_naming_the_key(
 
     with pytest.raises(ConfigError, match=rf"\[api\].*{key}"):
         _load(tmp_path, api)
+
+
+def test_a_dial_seen_before_the_originate_response_still_tells_answered_first() -> None:
+    """Asterisk may report the Dial before OriginateResponse: the feed keeps the order."""
+    from router.api.calls import Origination
+
+    origination = Origination(
+        id="c1",
+        action_id="a1",
+        extension="101",
+        number="79161234567",
+        dial="79161234567",
+        created=0.0,
+    )
+    assert origination.advance("ringing") == ["ringing"]
+    assert origination.advance("dialing") == ["answered", "dialing"]
+    assert origination.advance("answered") == []  # the late OriginateResponse moves nothing
+    assert origination.advance("connected") == ["connected"]
+    assert origination.advance("ended") == ["ended"]
+    assert origination.advance("connected") == []
