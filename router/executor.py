@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
-from router.ami.numbers import ascii_float
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
@@ -312,6 +311,5 @@ class Executor:
 
 
 def event_timestamp(event: Event) -> float | None:
-    """Asterisk's ``Timestamp`` of an event, ASCII and finite only: a "nan"
-    would make total_ms NaN and the JSON decision line invalid."""
-    return ascii_float(event.get("Timestamp"))
+    """Asterisk's clock on ``event`` (:attr:`Event.timestamp`: ASCII, finite)."""
+    return event.timestamp

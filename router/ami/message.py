@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from router.ami.numbers import ascii_float
+
 __all__ = ["Event", "Message", "Response", "make_message", "normalize_key"]
 
 _NORMALIZED: dict[str, str] = {}
@@ -188,6 +190,15 @@ class Event(Message):
         if fields and fields[0][0] in ("Event", "event"):
             return fields[0][1]
         return self.get("Event") or ""
+
+    @property
+    def timestamp(self) -> float | None:
+        """Asterisk's own ``Timestamp`` (epoch seconds), or ``None``.
+
+        ASCII digits and finite only: a ``nan`` would make latencies NaN and
+        the JSON lines that carry them invalid.
+        """
+        return ascii_float(self.get("Timestamp"))
 
 
 def make_message(fields: Iterable[tuple[str, str]]) -> Message:

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from router.ami.message import Event
-from router.ami.numbers import ascii_float, ascii_int
+from router.ami.numbers import ascii_int
 from router.api.auth import Token, authorize
 from router.api.context import read_json
 from router.api.dial_settings import VARIABLE_NAME, bad_value
@@ -155,7 +155,7 @@ class Originations:
         if origination is None:
             return
         name = item.name
-        stamp = _timestamp(item)
+        stamp = item.timestamp
         passed: list[State] = []
         if name == "OriginateResponse":
             if item.get("Response") == "Success":
@@ -199,10 +199,6 @@ class Originations:
             return self._by_id.get(call_id) if call_id else None
         linkedid = call.linkedid if call is not None else event.get("Linkedid")
         return self._by_id.get(linkedid) if linkedid else None
-
-
-def _timestamp(event: Event) -> float | None:
-    return ascii_float(event.get("Timestamp"))
 
 
 @dataclass(slots=True)

@@ -89,13 +89,6 @@ def endpoint(channel: str | None) -> str | None:
     return name or None
 
 
-def _timestamp(event: Event) -> float | None:
-    try:
-        return float(event.get("Timestamp") or "")
-    except ValueError:
-        return None
-
-
 def _jsonable(value: object) -> Any:
     """A lookup answer as JSON values (1C's answer is JSON already; be sure)."""
     try:
@@ -175,7 +168,7 @@ class FeedIntake:
                         "status_text": event.get("StatusText") or "",
                         "context": event.get("Context") or "",
                     },
-                    ts=_timestamp(event),
+                    ts=event.timestamp,
                 )
         elif name == "DeviceStateChange":
             device = event.get("Device") or ""
@@ -186,7 +179,7 @@ class FeedIntake:
                     "device",
                     extension,
                     {"device": device, "state": (event.get("State") or "").lower()},
-                    ts=_timestamp(event),
+                    ts=event.timestamp,
                 )
 
     @hookimpl
@@ -225,7 +218,7 @@ class FeedIntake:
         if extension in state.ringing:
             return
         state.ringing.add(extension)
-        ts = _timestamp(event)
+        ts = event.timestamp
         if state.decided or call is None or not call.routed:
             self._ringing(linkedid, state, extension, data, ts)
             return
@@ -279,9 +272,9 @@ class FeedIntake:
         }
         if status == "ANSWER":
             state.talked[extension] = None
-            self.feed.publish("answered", extension, data, call_id=linkedid, ts=_timestamp(event))
+            self.feed.publish("answered", extension, data, call_id=linkedid, ts=event.timestamp)
         else:
-            self.feed.publish("missed", extension, data, call_id=linkedid, ts=_timestamp(event))
+            self.feed.publish("missed", extension, data, call_id=linkedid, ts=event.timestamp)
 
     def _transfer(self, event: Event) -> None:
         if event.get("Result") not in (None, "Success"):
@@ -300,5 +293,5 @@ class FeedIntake:
             endpoint(channel),
             {"how": "blind" if blind else "attended", "target": target or "", "channel": channel},
             call_id=linkedid or None,
-            ts=_timestamp(event),
+            ts=event.timestamp,
         )

@@ -222,3 +222,11 @@ async def test_originate_headers_are_the_catalogs_spelling() -> None:
             },
         )
     ]
+
+
+def test_the_feed_and_click_to_call_read_asterisk_time_the_same_way() -> None:
+    """One reader of an event's Timestamp: a 'nan' is no time anywhere (it made JSON invalid)."""
+    from router.ami.message import Event
+
+    assert Event((("Event", "DialBegin"), ("Timestamp", "nan"))).timestamp is None
+    assert Event((("Event", "DialBegin"), ("Timestamp", "12.5"))).timestamp == 12.5
