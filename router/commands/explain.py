@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from router.commands.check import plugin_registry
-from router.errors import ConfigError, LookupUnavailable
-from router.rules import Outcome, load_rules
-from router.rules.context import Context
+from router.errors import ConfigError
+from router.rules import load_rules
+from router.rules.explain import answer_stubs, explain_call, moment
 from router.rules.registry import LookupFn, Registry
-from router.rules.ruleset import RuleSet, call_context
 from router.rules.suggest import did_you_mean
 
 __all__ = ["register", "run"]
@@ -69,20 +68,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _stub(value: Any) -> LookupFn:
-    async def answer(*_args: Any, **_kwargs: Any) -> Any:
-        return value
-
-    return answer
-
-
-async def _not_provided(*_args: Any, **_kwargs: Any) -> Any:
-    raise LookupUnavailable("not provided")
-
-
 def _lookups(registry: Registry, given: list[str]) -> Mapping[str, LookupFn] | str:
     """Stubs for every lookup, or an error message for a bad ``--lookup``."""
-    stubs: dict[str, LookupFn] = dict.fromkeys(registry.lookups, _not_provided)
+    answers: dict[str, Any] = {}
     for item in given:
         name, eq, text = item.partition("=")
         if not eq:
@@ -90,21 +78,15 @@ def _lookups(registry: Registry, given: list[str]) -> Mapping[str, LookupFn] | s
         if name not in registry.lookups:
             return f"--lookup: unknown lookup {name!r}{did_you_mean(name, registry.lookups)}"
         try:
-            stubs[name] = _stub(json.loads(text))
+            answers[name] = json.loads(text)
         except json.JSONDecodeError as exc:
             return f"--lookup {name}: invalid JSON: {exc}"
-    return stubs
+    return answer_stubs(registry, answers)
 
 
 def _when(text: str | None, registry: Registry) -> datetime | str:
-    zone = registry.timezone
-    if text is None:
-        return datetime.now(zone)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return f'--at {text!r}: expected "YYYY-MM-DD HH:MM"'
-    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+    when = moment(text, registry)
+    return f"--at {when}" if isinstance(when, str) else when
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,21 +111,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {error} (rule not loaded)" if error.rule else f"error: {error}")
     if ruleset.fatal:
         return 1
-    context = call_context(ruleset.registry, args.caller, args.did, caller_name=args.name, now=now)
-    outcome = asyncio.run(_evaluate(ruleset, context, lookups))
-    others = _other_dids(ruleset, context)
+    explained = asyncio.run(
+        explain_call(ruleset, args.caller, args.did, stubs=lookups, now=now, caller_name=args.name)
+    )
+    outcome, context, others = explained.outcome, explained.context, explained.other_did_rules
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "decision": outcome.decision.to_dict(),
-                    "trace": outcome.trace.to_dict(),
-                    "other_did_rules": others,
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+        print(json.dumps(explained.to_dict(), ensure_ascii=False, indent=2))
         return 0
     print(outcome.trace.render())
     if others:
@@ -161,17 +134,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("decision: none (no rule matched; the dialplan's own fallback takes the call)")
     return 0
-
-
-def _other_dids(ruleset: RuleSet, context: Context) -> list[str]:
-    """Call rules the DID index left out: explain says so instead of hiding them."""
-    considered = {rule.name for rule in ruleset.rules_for(context)}
-    return [
-        rule.name
-        for rule in ruleset.rules
-        if rule.trigger.kind == "call" and rule.name not in considered
-    ]
-
-
-async def _evaluate(ruleset: RuleSet, context: Context, lookups: Mapping[str, LookupFn]) -> Outcome:
-    return await ruleset.evaluate(context, lookups=lookups, explain=True)

@@ -1,0 +1,102 @@
+"""One hypothetical call through the rules, for people: nothing is sent anywhere.
+
+``callrouter explain`` and the API's ``POST /api/v1/explain`` (the live
+page's explain box) both come here, so the command line and the page cannot
+disagree about what the rules would do. Lookups are never asked: an answer
+given by the caller of :func:`explain_call` stands in for its lookup and
+every other lookup is "not provided" (its value None), so an administrator can
+replay "what if 1C says X at 20:15" without 1C, Asterisk or a customer
+noticing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from router.errors import LookupUnavailable
+from router.rules.context import Context
+from router.rules.evaluate import Outcome
+from router.rules.registry import LookupFn, Registry
+from router.rules.ruleset import RuleBook, RuleSet, call_context
+from router.rules.suggest import did_you_mean
+
+__all__ = ["Explanation", "answer_stubs", "explain_call", "moment", "other_did_rules"]
+
+
+def _answer(value: Any) -> LookupFn:
+    async def answer(*_args: Any, **_kwargs: Any) -> Any:
+        return value
+
+    return answer
+
+
+async def _not_provided(*_args: Any, **_kwargs: Any) -> Any:
+    raise LookupUnavailable("not provided")
+
+
+def answer_stubs(registry: Registry, answers: Mapping[str, Any]) -> dict[str, LookupFn] | str:
+    """A stand-in for every registered lookup, or why ``answers`` names one that is not."""
+    stubs: dict[str, LookupFn] = dict.fromkeys(registry.lookups, _not_provided)
+    for name, value in answers.items():
+        if name not in registry.lookups:
+            return f"unknown lookup {name!r}{did_you_mean(name, registry.lookups)}"
+        stubs[name] = _answer(value)
+    return stubs
+
+
+def moment(text: str | None, registry: Registry) -> datetime | str:
+    """``YYYY-MM-DD HH:MM`` (or ISO 8601) in the rules' zone, now when None; or the problem."""
+    zone = registry.timezone
+    if text is None:
+        return datetime.now(zone)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return f'{text[:40]!r}: expected "YYYY-MM-DD HH:MM"'
+    return when if when.tzinfo else when.replace(tzinfo=zone)
+
+
+def other_did_rules(ruleset: RuleSet, context: Context) -> list[str]:
+    """Call rules the DID index left out: explain says so instead of hiding them."""
+    considered = {rule.name for rule in ruleset.rules_for(context)}
+    return [
+        rule.name
+        for rule in ruleset.rules
+        if rule.trigger.kind == "call" and rule.name not in considered
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What the rules would do with the call, and how they came to it."""
+
+    context: Context
+    outcome: Outcome
+    other_did_rules: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape of ``callrouter explain --json`` and of the API's answer."""
+        return {
+            "decision": self.outcome.decision.to_dict(),
+            "trace": self.outcome.trace.to_dict(),
+            "other_did_rules": self.other_did_rules,
+        }
+
+
+async def explain_call(
+    rules: RuleSet | RuleBook,
+    caller: str,
+    did: str,
+    *,
+    stubs: Mapping[str, LookupFn],
+    now: datetime,
+    caller_name: str = "",
+) -> Explanation:
+    """Evaluate the call with ``stubs`` for lookups (from :func:`answer_stubs`), traced."""
+    ruleset = rules.current if isinstance(rules, RuleBook) else rules
+    context = call_context(ruleset.registry, caller, did, caller_name=caller_name, now=now)
+    outcome = await ruleset.evaluate(context, lookups=stubs, explain=True)
+    return Explanation(context, outcome, other_did_rules(ruleset, context))
