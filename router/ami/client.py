@@ -43,6 +43,13 @@ from typing import TYPE_CHECKING, Literal
 
 from router.ami.actions import AMIActions
 from router.ami.catalog import load_catalog
+from router.ami.event_filter import (
+    EVERYTHING,
+    EventSelection,
+    filter_refused,
+    match_all_filter,
+    plan_filters,
+)
 from router.ami.http import (
     MAX_BODY,
     ConnectFailedError,
@@ -210,6 +217,14 @@ class AJAMClient(AMIActions[ActionResult]):
         self._closed = False
         #: Actions already reported as refused for a missing class (logged once each).
         self._denied_logged: set[str] = set()
+        #: The events to ask for (router.ami.event_filter), applied at every
+        #: login; :meth:`set_events` changes it.
+        self.event_selection: EventSelection = EVERYTHING
+        #: The live session's class mask and include filters (``plan_filters``).
+        self._session_mask = "on"
+        self._session_filters: frozenset[str] | None = frozenset()
+        #: Asterisk refused ``Filter`` (no ``write = system``): not asked again.
+        self._filter_forbidden = False
         parts = urllib.parse.urlsplit(self._endpoint)
         if "@" in parts.netloc:
             # Never "user:password@host": it would travel in the Host header and
@@ -328,11 +343,17 @@ class AJAMClient(AMIActions[ActionResult]):
             result = await self._post(Action("Ping", (), self._next_id()))
             self._logged_in = True
             self.session_generation += 1
+            self._session_mask, self._session_filters = "on", frozenset()
+            await self._filter_session(self.event_selection)
             return result.response
         self._cookie = None
         action = Action(
             "Login",
-            (("Username", self.settings.username), ("Secret", self.settings.secret)),
+            (
+                ("Username", self.settings.username),
+                ("Secret", self.settings.secret),
+                *self.event_selection.login_fields(),
+            ),
             self._next_id(),
         )
         result = await self._post(action)
@@ -344,7 +365,59 @@ class AJAMClient(AMIActions[ActionResult]):
         self._logged_in = True
         self.session_generation += 1
         log.info("logged in to %s as %s", self._endpoint, self.settings.username)
+        self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
+        await self._filter_session(self.event_selection)
         return result.response
+
+    async def set_events(self, selection: EventSelection) -> None:
+        """Ask for ``selection``'s events from now on (a rule reload changed them).
+
+        Applied to the live session where Asterisk allows it: the class mask
+        is replaced, name filters are added; names no longer needed keep
+        arriving until the next login, since a session's filters cannot be
+        removed (:func:`~router.ami.event_filter.plan_filters`).
+        """
+        self.event_selection = selection
+        if self._logged_in:
+            async with self._login_lock:
+                await self._filter_session(selection)
+
+    async def _filter_session(self, selection: EventSelection) -> None:
+        if selection.mask != self._session_mask:
+            mask = Action("Events", (("EventMask", selection.mask),), self._next_id())
+            result = await self._post(mask)
+            if result.response.ok:
+                self._session_mask = selection.mask
+            else:
+                log.warning(
+                    "Asterisk refused the event mask %r: %s",
+                    selection.mask,
+                    result.response.message,
+                )
+        if self._filter_forbidden:
+            return
+        actions, after = plan_filters(selection.names, self._session_filters)
+        added_any = bool(self._session_filters)
+        for action in actions:
+            result = await self._post(action.with_action_id(self._next_id()))
+            if result.response.ok:
+                added_any = True
+                continue
+            if filter_refused(result.response):
+                self._filter_forbidden = True
+                log.info(
+                    "event names are not filtered: the Filter action needs write = system "
+                    "for %r; the class mask %r still applies (docs/asterisk.md)",
+                    self.settings.username,
+                    selection.mask,
+                )
+            else:
+                log.warning("Asterisk refused an event filter: %s", result.response.message)
+            if added_any:  # some names are in: let every event through rather than lose one
+                await self._post(match_all_filter().with_action_id(self._next_id()))
+            after = None
+            break
+        self._session_filters = after
 
     async def _relogin(self, seen_generation: int) -> None:
         async with self._login_lock:
