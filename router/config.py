@@ -70,7 +70,8 @@ SECRET_ENV = "CALLROUTER_SECRET"
 #: Where the command line's values are said to come from in error messages.
 COMMAND_LINE = "command line"
 
-AuthMode = Literal["cookie", "digest"]
+#: ``cookie``/``digest`` for http(s):// urls, ``plain``/``md5`` (Challenge) for tcp:// and tls://.
+AuthMode = Literal["cookie", "digest", "plain", "md5"]
 Format = Literal["rawman", "mxml"]
 LogFormat = Literal["text", "json"]
 
@@ -84,11 +85,19 @@ _SECRET_WORDS = ("secret", "password", "passwd", "token", "key")
 _URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 
 _ENDPOINTS = ("rawman", "mxml", "manager", "arawman", "amxml", "amanager")
+#: Native AMI over a socket (router/ami/tcp.py) rather than AJAM over HTTP.
+TCP_SCHEMES = ("tcp", "tls")
+#: Keys that only mean something to one of the two transports.
+_HTTP_ONLY = ("format", "http_client", "waitevent_timeout", "max_response_bytes")
+_TCP_ONLY = ("ping_interval",)
 
 
 @dataclass(frozen=True, slots=True)
 class AsteriskSettings:
-    """How to reach Asterisk's AJAM; ``url`` is normalised without a trailing ``/``."""
+    """How to reach Asterisk: AJAM (``http(s)://``) or native AMI (``tcp://``, ``tls://``).
+
+    ``url`` is normalised without a trailing ``/``.
+    """
 
     url: str
     username: str
@@ -109,6 +118,14 @@ class AsteriskSettings:
     http_client: Literal["native", "httpx"] = "native"
     #: Largest AJAM response body accepted, whatever its HTTP framing.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: tcp:// and tls:// only: a Ping when the socket has been quiet for half
+    #: this long; a connection silent for this long is dead (a half-open socket).
+    ping_interval: float = 5.0
+
+    @property
+    def native(self) -> bool:
+        """True for ``tcp://`` and ``tls://``: the native AMI client, not AJAM."""
+        return self.url.startswith(("tcp://", "tls://"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +203,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "waitevent_timeout",
         "http_client",
         "max_response_bytes",
+        "ping_interval",
     ),
     "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
     "plugins": ("enabled", "disabled"),
@@ -373,8 +391,8 @@ def _url(reader: SettingsReader) -> str:
             "use username and secret or secret_env",
         )
     parts = urllib.parse.urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https"):
-        raise reader.error("url", f"expected http:// or https://, got {raw!r}")
+    if parts.scheme not in ("http", "https", *TCP_SCHEMES):
+        raise reader.error("url", f"expected http://, https://, tcp:// or tls://, got {raw!r}")
     if not parts.hostname:
         raise reader.error("url", f"no host in {raw!r}")
     try:
@@ -385,6 +403,19 @@ def _url(reader: SettingsReader) -> str:
         raise reader.error("url", "put no credentials in the URL; use username and secret")
     if parts.query or parts.fragment:
         raise reader.error("url", f"expected no query or fragment, got {raw!r}")
+    if parts.scheme in TCP_SCHEMES:
+        if parts.path.strip("/"):
+            raise reader.error(
+                "url",
+                f"a {parts.scheme}:// url is host and port only (AMI has no path), got {raw!r}",
+            )
+        if parts.port is None:
+            raise reader.error(
+                "url",
+                f"give the manager.conf port, e.g. '{parts.scheme}://{parts.netloc}:"
+                f"{5038 if parts.scheme == 'tcp' else 5039}'",
+            )
+        return f"{parts.scheme}://{parts.netloc}"
     path = parts.path.rstrip("/")
     last = path.rsplit("/", 1)[-1].lower()
     if last in _ENDPOINTS:
@@ -441,7 +472,12 @@ def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, st
 def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSettings:
     _reject_unknown("asterisk", reader.values, reader.origins, _KEYS["asterisk"])
     url = _url(reader)
-    https = url.startswith("https://")
+    native = url.startswith(tuple(f"{s}://" for s in TCP_SCHEMES))
+    https = url.startswith(("https://", "tls://"))
+    for key in _TCP_ONLY if not native else _HTTP_ONLY:
+        if reader.has(key):
+            kind = "tcp:// or tls://" if key in _TCP_ONLY else "http:// or https://"
+            raise reader.error(key, f"applies to {kind} urls only, and url is {url!r}")
     verify: bool | Path = True
     if reader.has("verify"):
         raw = reader.values["verify"]
@@ -461,14 +497,19 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         raise reader.error("client_key", "needs client_cert too")
     for key in ("verify", "client_cert", "client_key"):
         if not https and reader.has(key) and not isinstance(reader.values[key], bool):
-            raise reader.error(key, f"TLS options need an https:// url, got {url!r}")
+            raise reader.error(key, f"TLS options need an https:// or tls:// url, got {url!r}")
     secret, source = _secret(reader, environ)
     return AsteriskSettings(
         url=url,
         username=reader.string("username"),
         secret=secret,
         secret_source=source,
-        auth=cast(AuthMode, reader.choice("auth", ("cookie", "digest"), "cookie")),
+        auth=cast(
+            AuthMode,
+            reader.choice("auth", ("plain", "md5"), "plain")
+            if native
+            else reader.choice("auth", ("cookie", "digest"), "cookie"),
+        ),
         format=cast(Format, reader.choice("format", ("rawman", "mxml"), "rawman")),
         verify=verify,
         client_cert=client_cert,
@@ -482,6 +523,7 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         max_response_bytes=reader.integer(
             "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 64 * 1024, 1024 * 1024 * 1024
         ),
+        ping_interval=reader.seconds("ping_interval", 5.0),
     )
 
 

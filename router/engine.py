@@ -33,11 +33,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from router.ami.client import AJAMClient, ClientSettings
+from router.ami.client import ClientSettings, open_client
 from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
@@ -75,6 +75,9 @@ from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.supervise import Throttle, log_task_failure, logged
 
 __all__ = ["Engine", "EngineOptions", "RouteRecord"]
+
+if TYPE_CHECKING:
+    from router.ami.client import AMIClient
 
 log = logging.getLogger("router.engine")
 
@@ -120,14 +123,14 @@ class Engine:
         config: Config,
         *,
         plugins: Plugins | None = None,
-        client: AJAMClient | None = None,
+        client: AMIClient | None = None,
         options: EngineOptions | None = None,
         shadow: bool | None = None,
     ) -> None:
         self._config = config
         self.options = options or EngineOptions()
         self.plugins = plugins or Plugins.for_config(config)
-        self._client = client or AJAMClient(ClientSettings.from_config(config.asterisk))
+        self._client = client or open_client(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
         ami = AMI(self._client)
         #: What plugins get of this engine (router.hookspecs.EngineAPI).
@@ -211,7 +214,7 @@ class Engine:
     # -- what plugins get (router.hookspecs.EngineAPI, through self.api) ----------------
 
     @property
-    def ami(self) -> AJAMClient:
+    def ami(self) -> AMIClient:
         """The engine's own client (session, stream); plugins get ``api.ami``."""
         return self._client
 

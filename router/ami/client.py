@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from router.ami.actions import AMIActions
 from router.ami.catalog import load_catalog
@@ -86,13 +86,21 @@ from router.logsafe import install_redaction, register_secret
 if TYPE_CHECKING:
     import httpx
 
+    from router.ami.tcp import TCPClient
     from router.config import AsteriskSettings
 
-__all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
+__all__ = [
+    "AJAMClient",
+    "ActionResult",
+    "ClientSettings",
+    "is_idempotent",
+    "open_client",
+]
 
 log = logging.getLogger("router.ami.client")
 
-AuthMode = Literal["cookie", "digest"]
+#: AJAM: ``cookie`` (Login) or ``digest``; native TCP AMI: ``plain`` or ``md5`` (Challenge).
+AuthMode = Literal["cookie", "digest", "plain", "md5"]
 WireFormat = Literal["rawman", "mxml"]
 
 #: The session cookie as we send it back: RFC 6265 cookie-octets only, bounded,
@@ -158,6 +166,20 @@ class ClientSettings:
     #: Largest AJAM response body accepted (``[asterisk] max_response_bytes``),
     #: whatever its framing: a broken or hostile peer cannot fill our memory.
     max_response_bytes: int = MAX_BODY
+    #: Native TCP AMI only (router.ami.tcp): a Ping when the socket was quiet
+    #: for half of this, the connection declared dead after all of it.
+    ping_interval: float = 5.0
+    #: Native TCP AMI only: the ``Events:`` of Login (``on``, ``off`` or a
+    #: comma-separated class list).
+    events: str = "on"
+    #: Native TCP AMI only: events read but not yet taken by ``wait_event``;
+    #: beyond it the socket is not read (Asterisk's writetimeout then decides).
+    max_queued_events: int = 100_000
+
+    @property
+    def native(self) -> bool:
+        """``tcp://`` or ``tls://``: :class:`router.ami.tcp.TCPClient` serves it."""
+        return self.url.startswith(("tcp://", "tls://"))
 
     @classmethod
     def from_config(cls, cfg: AsteriskSettings) -> ClientSettings:
@@ -175,6 +197,7 @@ class ClientSettings:
             request_timeout=cfg.request_timeout,
             http_client=cfg.http_client,
             max_response_bytes=cfg.max_response_bytes,
+            ping_interval=cfg.ping_interval,
         )
 
 
@@ -481,13 +504,7 @@ class AJAMClient(AMIActions[ActionResult]):
         return probe.response.ok
 
     def _privilege_error(self, name: str, result: ActionResult) -> AMIPrivilegeError:
-        try:
-            classes = load_catalog().action(name).write_classes
-        except AMIValidationError:  # an action newer than the catalog
-            classes = ()
-        error = AMIPrivilegeError(
-            name, result.response, username=self.settings.username, classes=classes
-        )
+        error = privilege_error(name, result, self.settings.username)
         if name.lower() not in self._denied_logged:
             # Once per action: every later refusal fails its decision, logged there.
             self._denied_logged.add(name.lower())
@@ -639,6 +656,20 @@ def _is_httpx_transport(transport: object) -> bool:
     return httpx_module is not None and isinstance(transport, httpx_module.AsyncBaseTransport)
 
 
+def privilege_error(name: str, result: ActionResult, username: str) -> AMIPrivilegeError:
+    """``Permission denied`` on a live session, naming the write classes the action needs."""
+    try:
+        classes = load_catalog().action(name).write_classes
+    except AMIValidationError:  # an action newer than the catalog
+        classes = ()
+    return AMIPrivilegeError(name, result.response, username=username, classes=classes)
+
+
+def denied(result: ActionResult) -> bool:
+    """Asterisk's answer both to an expired AJAM session and to a missing write class."""
+    return _denied(result)
+
+
 def _denied(result: ActionResult) -> bool:
     return not result.response.ok and (result.response.message or "") == "Permission denied"
 
@@ -660,3 +691,28 @@ def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.
         else:
             ctx.load_cert_chain(cert)
     return ctx
+
+
+if TYPE_CHECKING:
+    #: Either client: the engine, the CLI and the test kit take both alike.
+    AMIClient: TypeAlias = AJAMClient | TCPClient
+
+
+def open_client(
+    settings: ClientSettings, *, transport: Transport | httpx.AsyncBaseTransport | None = None
+) -> AMIClient:
+    """The client the url asks for: AJAM for ``http(s)://``, native AMI for ``tcp://``/``tls://``.
+
+    Both offer what the engine uses (``login``, ``request``, ``send``,
+    ``wait_event``, ``session_generation``, ``aclose``) with one error
+    contract, so the engine, the event stream and reconcile do not know which
+    carries them. ``transport`` is AJAM's test seam; the native client has its
+    own socket and refuses one.
+    """
+    if settings.native:
+        if transport is not None:
+            raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")
+        from router.ami.tcp import TCPClient
+
+        return TCPClient(settings)
+    return AJAMClient(settings, transport=transport)

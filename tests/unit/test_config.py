@@ -272,7 +272,10 @@ def test_no_path_at_all(tmp_path: Path) -> None:
 
 def test_bad_override_is_named(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL, asterisk__url="ftp://x")
-    assert msg == "command line: [asterisk] url: expected http:// or https://, got 'ftp://x'"
+    assert (
+        msg
+        == "command line: [asterisk] url: expected http://, https://, tcp:// or tls://, got 'ftp://x'"
+    )
 
 
 def test_bad_override_key(tmp_path: Path) -> None:
@@ -298,7 +301,10 @@ def test_default_environ_is_os_environ(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ('url = "ftp://x"', "[asterisk] url: expected http:// or https://, got 'ftp://x'"),
+        (
+            'url = "ftp://x"',
+            "[asterisk] url: expected http://, https://, tcp:// or tls://, got 'ftp://x'",
+        ),
         ('url = "http://"', "[asterisk] url: no host in 'http://'"),
         ('url = "http://h:99999/a"', "[asterisk] url: bad port in 'http://h:99999/a'"),
         ('url = "http://u:p@h/a"', "[asterisk] url: put no credentials in the URL"),
@@ -353,7 +359,7 @@ def test_missing_ca_file(tmp_path: Path) -> None:
 def test_tls_options_need_https(tmp_path: Path) -> None:
     write(tmp_path, "CERT", "c.pem")
     msg = error_of(tmp_path, MINIMAL + 'client_cert = "c.pem"\n')
-    assert "[asterisk] client_cert: TLS options need an https:// url" in msg
+    assert "[asterisk] client_cert: TLS options need an https:// or tls:// url" in msg
 
 
 def test_client_key_needs_cert(tmp_path: Path) -> None:

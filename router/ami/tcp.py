@@ -1,0 +1,578 @@
+"""Native AMI over a socket (``tcp://host:5038``, ``tls://host:5039``).
+
+Why a client of its own rather than a :class:`~router.ami.transport.Transport`
+behind the AJAM client: over TCP Asterisk *pushes* every event the moment it
+is queued, and answers actions on the same socket, matched by ActionID.
+Emulating AJAM on top (a form body parsed back into an action, a rawman
+body built for each answer, ``WaitEvent`` replies assembled from the socket's
+buffer) costs an encode and a parse per action and per batch of events for
+nothing; measured with ``bench/bench_route.py`` the per-event work is what
+separates callrouter from a bare loop. So this module offers the same
+surface the engine uses from :class:`~router.ami.client.AJAMClient`
+(``login``, ``request``, ``send`` and the typed actions, ``wait_event``,
+``session_generation``, ``logged_in``, ``aclose``) with the same error
+contract (:mod:`router.errors`), and :func:`router.ami.client.open_client`
+picks one by the url's scheme. The event stream (:mod:`router.ami.stream`)
+and the engine's reconcile after a gap run unchanged over either.
+
+The protocol layer is the sans-I/O one: :class:`~router.ami.protocol.RawmanParser`
+(with the banner), :func:`~router.ami.protocol.encode_rawman` and
+:class:`~router.ami.protocol.ListCollector` for event lists interleaved with
+other events. The socket layer is one :class:`asyncio.Protocol` (no stream
+reader in between: ``data_received`` parses and hands results over directly).
+
+Connection life:
+
+* Login with the plain secret or the MD5 challenge (``auth = "md5"``), with
+  ``Events:`` from the settings, so Asterisk sends only the classes asked for.
+* Keepalive: a ``Ping`` once the socket was quiet for half of
+  ``ping_interval``; no byte at all for a whole ``ping_interval`` means the
+  peer is gone without a FIN (a half-open socket), and the connection is
+  dropped then, not when the kernel gives up hours later.
+* A lost connection fails the actions in flight (an action that is safe to
+  repeat is sent once more on a fresh connection), and ``wait_event`` raises
+  once the events read before the loss are taken: the event stream then backs
+  off, and its next poll connects and logs in again, which starts a new
+  session (``session_generation``) and makes the stream report a gap, so the
+  engine reconciles.
+* Bounded: the parser's buffer (``max_response_bytes``), each line, each
+  event list, and the events read but not yet taken (``max_queued_events``).
+  At that bound the socket is no longer read; a consumer that stays behind
+  makes Asterisk's ``writetimeout`` close the connection, which is the
+  reconnect-and-gap path above, never unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import secrets
+import ssl
+import urllib.parse
+from collections import deque
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+
+from router.ami.actions import AMIActions
+from router.ami.client import ClientSettings, denied, is_idempotent, privilege_error
+from router.ami.message import Event, Message, Response
+from router.ami.protocol import (
+    Action,
+    ActionResult,
+    ListCollector,
+    ParamValue,
+    RawmanParser,
+    encode_rawman,
+)
+from router.errors import (
+    AMIActionError,
+    AMIAuthenticationError,
+    AMIConnectionError,
+    AMIError,
+    AMIProtocolError,
+    AMITimeoutError,
+    ConfigError,
+)
+from router.logsafe import install_redaction, register_secret
+
+__all__ = ["TCPClient"]
+
+log = logging.getLogger("router.ami.tcp")
+
+#: Largest event list one action may produce (a CoreShowChannels of a huge PBX).
+MAX_LIST_ITEMS = 1_000_000
+
+
+class _Lost(Exception):
+    """Inside this module only: the connection an action was sent on is gone."""
+
+
+class _Connection(asyncio.Protocol):
+    """One socket to Asterisk: parses what arrives, matches answers to actions."""
+
+    def __init__(self, owner: TCPClient, max_buffer: int) -> None:
+        self._owner = owner
+        self._parser = RawmanParser(max_buffer=max_buffer, banner=True)
+        self._collector = ListCollector(max_items=MAX_LIST_ITEMS)
+        self._pending: dict[str, asyncio.Future[ActionResult]] = {}
+        #: ActionIDs whose event list is being collected.
+        self._lists: set[str] = set()
+        self._loop = asyncio.get_running_loop()
+        self.banner: asyncio.Future[str] = self._loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.last_rx = self._loop.time()
+        self.lost = False
+        self.error: str | None = None
+        self.paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self._loop.time()
+        try:
+            messages = self._parser.feed(data)
+        except AMIProtocolError as exc:
+            self.drop(f"bad data from Asterisk: {exc}")
+            return
+        if not self.banner.done() and self._parser.banner is not None:
+            self.banner.set_result(self._parser.banner)
+        if messages:
+            self._route(messages)
+
+    def eof_received(self) -> bool | None:
+        self.error = self.error or "Asterisk closed the connection"
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.error is None:
+            self.error = f"connection lost: {exc}" if exc else "Asterisk closed the connection"
+        failure = _Lost(self.error)
+        if not self.banner.done():
+            self.banner.set_exception(failure)
+            self.banner.exception()  # retrieved: nobody may be awaiting it any more
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(failure)
+        self._pending.clear()
+        self._owner._connection_lost(self)
+
+    def pause_writing(self) -> None:  # pragma: no cover - Asterisk reads what we send
+        pass
+
+    # -- answers and events --------------------------------------------------------
+
+    def _route(self, messages: list[Message]) -> None:
+        events: list[Event] = []
+        pending = self._pending
+        for msg in messages:
+            if type(msg) is Event:
+                action_id = msg.action_id if pending else None
+                if action_id is None or action_id not in self._lists:
+                    events.append(msg)
+                    continue
+            elif not isinstance(msg, Response):  # pragma: no cover - the parser makes these two
+                continue
+            self._answer(msg)
+        if events:
+            self._owner._events_arrived(self, events)
+
+    def _answer(self, msg: Message) -> None:
+        action_id = msg.action_id
+        if action_id is None or action_id not in self._pending:
+            return  # a keepalive Ping's answer, or one for an action given up on
+        try:
+            done = self._collector.feed(msg)
+        except AMIProtocolError as exc:
+            self.drop(f"bad event list from Asterisk: {exc}")
+            return
+        if done is None:
+            if isinstance(msg, Response):
+                self._lists.add(action_id)  # a list starts: its items follow as events
+            return
+        self._lists.discard(action_id)
+        future = self._pending.pop(action_id)
+        if not future.done():
+            future.set_result(done[1])
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, action: Action) -> asyncio.Future[ActionResult]:
+        """Write ``action``; the future completes with its (whole) result."""
+        assert action.action_id is not None
+        data = encode_rawman(action)  # AMIValidationError before anything is sent
+        if self.lost or self.transport is None:
+            raise _Lost(self.error or "not connected")
+        future: asyncio.Future[ActionResult] = self._loop.create_future()
+        self._pending[action.action_id] = future
+        self._collector.expect(action.action_id)
+        self.transport.write(data)
+        return future
+
+    def forget(self, action_id: str) -> None:
+        """An action given up on (timeout): its late answer is dropped."""
+        self._pending.pop(action_id, None)
+        self._lists.discard(action_id)
+
+    def ping(self, action_id: str) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(encode_rawman(Action("Ping", (), action_id)))
+
+    def drop(self, why: str) -> None:
+        """Close at once (no FIN handshake to wait for: the peer may be gone)."""
+        if self.error is None:
+            self.error = why
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.lost:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.lost:
+            self.paused = False
+            self.last_rx = self._loop.time()
+            self.transport.resume_reading()
+
+
+class TCPClient(AMIActions[ActionResult]):
+    """One logged-in native AMI session: ``async with TCPClient(settings) as ami``."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        register_secret(settings.secret)
+        install_redaction()
+        parts = urllib.parse.urlsplit(settings.url)
+        if parts.scheme not in ("tcp", "tls") or not parts.hostname:
+            raise ConfigError(f"not a tcp:// or tls:// url: {settings.url!r}")
+        if "@" in parts.netloc:
+            raise ConfigError(
+                "Asterisk url: put no credentials in the URL; use username and secret"
+            )
+        if settings.auth not in ("plain", "md5", "cookie"):
+            raise ConfigError(
+                f"auth = {settings.auth!r} is for http(s):// urls; "
+                "tcp:// and tls:// take 'plain' or 'md5'"
+            )
+        self._host = parts.hostname
+        self._port = parts.port or (5039 if parts.scheme == "tls" else 5038)
+        self._ssl = _ssl_context(settings) if parts.scheme == "tls" else None
+        self._endpoint = f"{parts.scheme}://{parts.netloc}"
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(3)
+        self._conn: _Connection | None = None
+        self._login_lock = asyncio.Lock()
+        self._wait_lock = asyncio.Lock()
+        self._events: deque[Event] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
+        #: A connection was lost and ``wait_event`` has not said so yet.
+        self._unreported: str | None = None
+        self._denied_logged: set[str] = set()
+        #: Increases at every successful login: a new connection is a new
+        #: session, and events of the old one that were never read are gone.
+        self.session_generation = 0
+        #: The ``Asterisk Call Manager/x.y.z`` greeting of the current connection.
+        self.banner: str | None = None
+
+    # -- context management ------------------------------------------------------------
+
+    async def __aenter__(self) -> TCPClient:
+        await self.login()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Log off (best effort, bounded) and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._conn
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if conn is not None and not conn.lost:
+            with contextlib.suppress(_Lost, AMIError, TimeoutError):
+                await asyncio.wait_for(conn.send(Action("Logoff", (), self._next_id())), 2.0)
+            conn.drop("closed")
+        self._conn = None
+        self._wake()
+
+    # -- session ---------------------------------------------------------------------
+
+    @property
+    def logged_in(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.lost
+
+    @property
+    def endpoint(self) -> str:
+        """Where the socket goes: ``tcp://host:port`` or ``tls://host:port``."""
+        return self._endpoint
+
+    async def login(self) -> Response:
+        """Connect and log in; raises :class:`AMIAuthenticationError` if refused."""
+        async with self._login_lock:
+            return await self._connect()
+
+    async def _connected(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            return conn
+        if self._closed:
+            raise AMIConnectionError("the AMI client is closed")
+        async with self._login_lock:
+            conn = self._conn
+            if conn is None or conn.lost:  # nobody reconnected while we waited
+                await self._connect()
+            assert self._conn is not None
+            return self._conn
+
+    async def _connect(self) -> Response:
+        if self._closed:
+            raise AMIConnectionError("the AMI client is closed")
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, settings.max_response_bytes)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: conn,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                ),
+                settings.connect_timeout,
+            )
+            self.banner = await asyncio.wait_for(
+                asyncio.shield(conn.banner), settings.connect_timeout
+            )
+        except ssl.SSLError as exc:
+            conn.drop("TLS failed")
+            raise AMIConnectionError(
+                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            conn.drop("no banner")
+            raise AMITimeoutError(
+                f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
+                f"{settings.connect_timeout:g} s"
+            ) from exc
+        except (OSError, _Lost) as exc:
+            conn.drop("connect failed")
+            raise AMIConnectionError(
+                f"cannot connect to Asterisk at {self._endpoint}: {exc}"
+            ) from exc
+        try:
+            response = await self._authenticate(conn)
+        except BaseException:
+            conn.drop("login failed")
+            raise
+        old, self._conn = self._conn, conn
+        if old is not None and not old.lost:
+            old.drop("replaced")
+        self.session_generation += 1
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._keepalive())
+        log.info("logged in to %s as %s", self._endpoint, settings.username)
+        return response
+
+    async def _authenticate(self, conn: _Connection) -> Response:
+        settings = self.settings
+        params: list[tuple[str, str]] = [("Username", settings.username)]
+        if settings.auth == "md5":
+            challenge = await self._exchange(
+                conn, Action("Challenge", (("AuthType", "MD5"),), self._next_id()), None
+            )
+            text = challenge.response.get("Challenge")
+            if not challenge.ok or not text:
+                raise AMIAuthenticationError(
+                    f"Asterisk at {self._endpoint} gave no MD5 challenge: "
+                    f"{challenge.response.message or 'no reason given'}"
+                )
+            key = hashlib.md5((text + settings.secret).encode(), usedforsecurity=False)
+            params += [("AuthType", "MD5"), ("Key", key.hexdigest())]
+        else:
+            params.append(("Secret", settings.secret))
+        params.append(("Events", settings.events))
+        result = await self._exchange(conn, Action("Login", tuple(params), self._next_id()), None)
+        if not result.ok:
+            raise AMIAuthenticationError(
+                f"Asterisk refused login for {settings.username!r} at {self._endpoint}: "
+                f"{result.response.message or 'no reason given'}"
+            )
+        return result.response
+
+    def _connection_lost(self, conn: _Connection) -> None:
+        """Called by the protocol: the socket is gone (by Asterisk, us, or the network)."""
+        if conn is not self._conn or self._closed:
+            return
+        log.warning("AMI connection to %s lost: %s", self._endpoint, conn.error)
+        self._unreported = conn.error or "connection lost"
+        self._wake()
+
+    def _events_arrived(self, conn: _Connection, events: list[Event]) -> None:
+        self._events.extend(events)
+        if len(self._events) >= self.settings.max_queued_events:
+            conn.pause()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            _settle(self._wakeup)
+
+    async def _keepalive(self) -> None:
+        """Ping a quiet socket; drop one that stays silent for ``ping_interval``."""
+        interval = self.settings.ping_interval
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            conn = self._conn
+            if conn is None or conn.lost:
+                return  # the next login starts a new watchdog
+            now = loop.time()
+            quiet = now - conn.last_rx
+            if conn.paused:
+                # We are the slow side, not Asterisk; its writetimeout decides.
+                conn.last_rx = now
+                await asyncio.sleep(interval / 2)
+                continue
+            if quiet >= interval:
+                conn.drop(
+                    f"no data from Asterisk for {quiet:.1f} s (ping_interval {interval:g} s): "
+                    "the connection is dead without having been closed"
+                )
+                return
+            if quiet >= interval / 2:
+                conn.ping(self._next_id())
+                await asyncio.sleep(interval - quiet)
+            else:
+                await asyncio.sleep(interval / 2 - quiet)
+
+    # -- actions ---------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"cr-{self._id_prefix}-{next(self._ids)}"
+
+    async def _exchange(
+        self, conn: _Connection, action: Action, timeout: float | None
+    ) -> ActionResult:
+        wait = self.settings.request_timeout if timeout is None else timeout
+        future = conn.send(action)
+        try:
+            return await asyncio.wait_for(future, wait)
+        except TimeoutError as exc:
+            conn.forget(action.action_id or "")
+            raise AMITimeoutError(
+                f"{action.name}: no answer from {self._endpoint} within {wait:g} s"
+            ) from exc
+
+    async def request(
+        self,
+        action: Action,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> ActionResult:
+        """Send one action and return its response (with list items, complete).
+
+        Raises :class:`AMIActionError` for ``Response: Error`` when ``check``,
+        :class:`~router.errors.AMIPrivilegeError` for ``Permission denied``
+        (a TCP session does not expire: that answer always means a missing class).
+        """
+        if self._closed:
+            raise AMIConnectionError("the AMI client is closed")
+        if action.action_id is None:
+            action = action.with_action_id(self._next_id())
+        for attempt in (1, 2):
+            conn = await self._connected()
+            try:
+                result = await self._exchange(conn, action, timeout)
+            except _Lost as exc:
+                # The answer is lost with the connection; whether Asterisk
+                # acted is unknown, so only an action safe to repeat is resent.
+                if attempt == 1 and is_idempotent(action.name) and not self._closed:
+                    log.debug("%s: connection lost (%s), sending it again", action.name, exc)
+                    continue
+                raise AMIConnectionError(
+                    f"{action.name}: connection to {self._endpoint} broke: {exc}"
+                ) from None
+            break
+        else:  # pragma: no cover - the loop breaks or raises
+            raise AssertionError("unreachable")
+        if denied(result):
+            error = privilege_error(action.name, result, self.settings.username)
+            if action.name.lower() not in self._denied_logged:
+                self._denied_logged.add(action.name.lower())
+                log.warning("%s", error)
+            raise error
+        if check and not result.response.ok:
+            raise AMIActionError(action.name, result.response)
+        return result
+
+    async def action(
+        self,
+        name: str,
+        params: Mapping[str, ParamValue | None] | Iterable[tuple[str, str]] | None = None,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> ActionResult:
+        """Any action by name, unvalidated (as :meth:`AJAMClient.action`)."""
+        return await self.request(Action.build(name, params), check=check, timeout=timeout)
+
+    # -- events ----------------------------------------------------------------------
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        """The events read since the last call; waits up to ``timeout`` s for one.
+
+        The same contract as AJAM's long-poll, so :class:`~router.ami.stream.EventStream`
+        drives both: after a lost connection the events read before it come
+        first, then one call raises :class:`AMIConnectionError`, and the next
+        connects and logs in again (a new ``session_generation``).
+        """
+        if self._wait_lock.locked():
+            raise AMIError("a wait_event is already outstanding on this client")
+        async with self._wait_lock:
+            if not self._events:
+                if self._unreported is not None:
+                    why, self._unreported = self._unreported, None
+                    raise AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
+                conn = await self._connected()
+                if not self._events:
+                    await self._wait_for_events(conn, timeout)
+            events = list(self._events)
+            self._events.clear()
+            current = self._conn
+            if current is not None and current.paused:
+                current.resume()
+            if not events and self._unreported is not None:
+                why, self._unreported = self._unreported, None
+                raise AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
+            return events
+
+    async def _wait_for_events(self, conn: _Connection, timeout: float) -> None:
+        # One bare future and one timer per wait: this runs once per batch of
+        # events, so no Task (asyncio.wait_for) and no asyncio.Event.
+        loop = asyncio.get_running_loop()
+        waiter = self._wakeup = loop.create_future()
+        timer = loop.call_later(timeout, _settle, waiter)
+        try:
+            if not (self._events or conn.lost or self._closed):
+                await waiter
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _ssl_context(settings: ClientSettings) -> ssl.SSLContext:
+    """Verified by default, as for https: ``verify`` is True, False or a CA file."""
+    verify = settings.verify
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.client_cert:
+        ctx.load_cert_chain(settings.client_cert, settings.client_key)
+    return ctx

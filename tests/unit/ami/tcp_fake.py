@@ -1,0 +1,172 @@
+"""A fake Asterisk speaking native AMI on a loopback port, for the TCP client's tests.
+
+It answers what Asterisk 22 answers (banner, Login with the plain secret or
+the MD5 challenge, Ping, a list action whose items are interleaved with other
+events, ``Permission denied``), and can misbehave on request: close every
+connection (a FIN), go silent without closing (a half-open socket as the
+client sees it), hold back an action's answer, answer in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+
+from router.ami.protocol import Action, encode_rawman
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+CHALLENGE = "840910381"
+
+
+def block(*pairs: tuple[str, str]) -> bytes:
+    return "".join(f"{k}: {v}\r\n" for k, v in pairs).encode() + b"\r\n"
+
+
+@dataclass
+class Session:
+    writer: asyncio.StreamWriter
+    events_mask: str | None = None
+    authenticated: bool = False
+
+
+@dataclass
+class FakeAMI:
+    secret: str = "s3cret"
+    username: str = "router"
+    #: Actions answered ``Permission denied`` (lower case).
+    denied: set[str] = field(default_factory=set)
+    #: Actions never answered (lower case).
+    unanswered: set[str] = field(default_factory=set)
+    #: Hold answers until this many actions are waiting, then answer in reverse.
+    reverse_batch: int = 0
+    silent: bool = False
+    logins: int = 0
+    received: list[dict[str, str]] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    _held: list[tuple[Session, bytes]] = field(default_factory=list)
+    server: asyncio.base_events.Server | None = None
+    port: int = 0
+    #: Close the connection after answering this action (lower case), once.
+    drop_after: str | None = None
+
+    async def start(self) -> FakeAMI:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.close_all()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def close_all(self) -> None:
+        for session in self.sessions:
+            session.writer.close()
+        self.sessions.clear()
+
+    def push(self, *pairs: tuple[str, str]) -> None:
+        """An event to every logged-in session that asked for events."""
+        data = block(*pairs)
+        for session in self.sessions:
+            if session.authenticated and session.events_mask != "off":
+                session.writer.write(data)
+
+    def push_raw(self, data: bytes) -> None:
+        for session in self.sessions:
+            if session.authenticated:
+                session.writer.write(data)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(writer)
+        self.sessions.append(session)
+        writer.write(BANNER)
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                if self.silent:
+                    continue
+                headers: dict[str, str] = {}
+                for line in raw.decode().split("\r\n"):
+                    if ": " in line:
+                        key, value = line.split(": ", 1)
+                        headers.setdefault(key.lower(), value)
+                self.received.append(headers)
+                await self._answer(session, headers)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self.sessions.remove(session)
+            writer.close()
+
+    async def _answer(self, session: Session, h: dict[str, str]) -> None:
+        name = h.get("action", "").lower()
+        aid = ("ActionID", h.get("actionid", ""))
+        out: bytes
+        if name == "challenge":
+            out = block(("Response", "Success"), aid, ("Challenge", CHALLENGE))
+        elif name == "login":
+            self.logins += 1
+            expected = hashlib.md5((CHALLENGE + self.secret).encode()).hexdigest()
+            ok = h.get("username") == self.username and (
+                h.get("secret") == self.secret
+                or (h.get("authtype", "").lower() == "md5" and h.get("key") == expected)
+            )
+            if ok:
+                session.authenticated = True
+                session.events_mask = h.get("events")
+                out = block(("Response", "Success"), aid, ("Message", "Authentication accepted"))
+            else:
+                session.writer.write(
+                    block(("Response", "Error"), aid, ("Message", "Authentication failed"))
+                )
+                session.writer.close()
+                return
+        elif not session.authenticated:
+            out = block(("Response", "Error"), aid, ("Message", "Permission denied"))
+        elif name in self.unanswered:
+            return
+        elif name in self.denied:
+            out = block(("Response", "Error"), aid, ("Message", "Permission denied"))
+        elif name == "coreshowchannels":
+            out = (
+                block(("Response", "Success"), aid, ("EventList", "start"), ("Message", "go"))
+                + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/1@x-0001;1"))
+                + block(("Event", "Newexten"), ("Channel", "Local/9@y-0002;1"))
+                + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/2@x-0003;1"))
+                + block(
+                    ("Event", "CoreShowChannelsComplete"),
+                    aid,
+                    ("EventList", "Complete"),
+                    ("ListItems", "2"),
+                )
+            )
+        elif name == "userevent":
+            # Asterisk copies the ActionID into the event, which may come first.
+            out = block(("Event", "UserEvent"), ("UserEvent", h.get("userevent", "")), aid) + block(
+                ("Response", "Success"), aid
+            )
+        else:
+            out = block(("Response", "Success"), aid, ("Ping", "Pong"))
+        if self.reverse_batch and name == "getvar":
+            self._held.append((session, out))
+            if len(self._held) >= self.reverse_batch:
+                for held_session, data in reversed(self._held):
+                    held_session.writer.write(data)
+                self._held.clear()
+            return
+        session.writer.write(out)
+        if self.drop_after == name:
+            self.drop_after = None
+            session.writer.close()
+
+
+def action_bytes(name: str, action_id: str, **params: str) -> bytes:
+    return encode_rawman(Action(name, tuple(params.items()), action_id))

@@ -1,0 +1,260 @@
+"""The native TCP AMI client against a fake Asterisk on a loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from tcp_fake import FakeAMI
+
+from router.ami.client import AJAMClient, ClientSettings, open_client
+from router.ami.message import Event
+from router.ami.protocol import Action
+from router.ami.stream import Backoff, EventStream, StreamGap
+from router.ami.tcp import TCPClient
+from router.errors import (
+    AMIAuthenticationError,
+    AMIConnectionError,
+    AMIPrivilegeError,
+    AMITimeoutError,
+    ConfigError,
+)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAMI]:
+    server = await FakeAMI().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def settings(fake: FakeAMI, **kw: object) -> ClientSettings:
+    values: dict[str, object] = {
+        "url": fake.url,
+        "username": "router",
+        "secret": fake.secret,
+        "auth": "plain",
+        "request_timeout": 5.0,
+        "connect_timeout": 5.0,
+    }
+    values.update(kw)
+    return ClientSettings(**values)  # type: ignore[arg-type]
+
+
+async def until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def test_open_client_chooses_by_scheme() -> None:
+    tcp = open_client(ClientSettings(url="tcp://127.0.0.1:5038", username="u", secret="s"))
+    ajam = open_client(
+        ClientSettings(url="http://127.0.0.1:8088/asterisk", username="u", secret="s")
+    )
+    assert isinstance(tcp, TCPClient)
+    assert isinstance(ajam, AJAMClient)
+    with pytest.raises(ConfigError, match="take 'plain' or 'md5'"):
+        TCPClient(ClientSettings(url="tcp://h:5038", username="u", secret="s", auth="digest"))
+
+
+async def test_plain_login_sends_events_and_reads_banner(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, events="call,user")) as client:
+        assert client.logged_in
+        assert client.banner == "Asterisk Call Manager/11.0.0"
+        assert client.session_generation == 1
+        result = await client.send("Ping", validate=False)
+        assert result.response.get("Ping") == "Pong"
+    login = next(h for h in fake.received if h["action"] == "Login")
+    assert login["secret"] == fake.secret
+    assert login["events"] == "call,user"
+    assert any(h["action"] == "Logoff" for h in fake.received)
+
+
+async def test_md5_login_never_sends_the_secret(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, auth="md5")) as client:
+        await client.send("Ping", validate=False)
+    names = [h["action"] for h in fake.received]
+    assert names[:2] == ["Challenge", "Login"]
+    assert all("secret" not in h for h in fake.received)
+    assert fake.received[1]["authtype"] == "MD5"
+
+
+async def test_wrong_secret_is_a_clear_error_and_one_attempt(fake: FakeAMI) -> None:
+    client = TCPClient(settings(fake, secret="wrong"))
+    with pytest.raises(AMIAuthenticationError, match=r"refused login for 'router'.*Authentication"):
+        await client.login()
+    # The event stream gives up on it too: no retry storm.
+    stream = EventStream(client, backoff=Backoff(initial=0.001, maximum=0.002))
+    with pytest.raises(AMIAuthenticationError):
+        async for _ in stream:
+            pass
+    assert fake.logins == 2
+    await client.aclose()
+
+
+async def test_many_actions_in_flight_are_matched_by_action_id(fake: FakeAMI) -> None:
+    fake.reverse_batch = 20
+    async with TCPClient(settings(fake)) as client:
+        results = await asyncio.gather(
+            *(
+                client.request(Action("Getvar", (("Variable", f"V{i}"),), f"id-{i}"))
+                for i in range(20)
+            )
+        )
+    assert [r.response.action_id for r in results] == [f"id-{i}" for i in range(20)]
+
+
+async def test_event_list_is_collected_and_other_events_still_delivered(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        result = await client.send("CoreShowChannels", validate=False)
+        assert result.complete
+        assert [i.get("Channel") for i in result.items] == ["Local/1@x-0001;1", "Local/2@x-0003;1"]
+        assert result.closing is not None
+        assert result.closing.get("ListItems") == "2"
+        events = await client.wait_event(1)
+    assert [e.name for e in events] == ["Newexten"]
+
+
+async def test_event_with_an_action_id_before_its_response_is_an_event(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        await client.send("UserEvent", {"UserEvent": "Hello"}, validate=False)
+        events = await client.wait_event(1)
+    assert [e.get("UserEvent") for e in events] == ["Hello"]
+
+
+async def test_wait_event_returns_pushed_events_and_times_out_empty(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        assert await client.wait_event(0) == []  # type: ignore[arg-type]
+        fake.push(("Event", "Newchannel"), ("Channel", "A"))
+        fake.push(("Event", "Hangup"), ("Channel", "A"))
+        await until(lambda: len(client._events) == 2)
+        events = await client.wait_event(5)
+        assert [e.name for e in events] == ["Newchannel", "Hangup"]
+        started = time.monotonic()
+        waiter = asyncio.ensure_future(client.wait_event(5))
+        await asyncio.sleep(0.05)
+        fake.push(("Event", "Newstate"))
+        assert [e.name for e in await waiter] == ["Newstate"]
+        assert time.monotonic() - started < 4  # woken by the event, not the timeout
+
+
+async def test_lost_connection_delivers_read_events_then_a_gap(fake: FakeAMI) -> None:
+    client = TCPClient(settings(fake))
+    await client.login()
+    stream = EventStream(client, poll_timeout=1, backoff=Backoff(initial=0.01, maximum=0.02))
+    seen: list[Event | StreamGap] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            seen.append(item)
+            if isinstance(item, Event) and item.name == "After":
+                stream.stop()
+
+    task = asyncio.ensure_future(consume())
+    fake.push(("Event", "Before"))
+    await until(lambda: any(isinstance(i, Event) for i in seen))
+    fake.close_all()
+    await until(lambda: fake.logins == 2)
+    await until(lambda: any(isinstance(i, StreamGap) for i in seen))
+    fake.push(("Event", "After"))
+    await asyncio.wait_for(task, 5)
+    kinds = [i.name if isinstance(i, Event) else "gap" for i in seen]
+    assert kinds == ["Before", "gap", "After"]
+    assert client.session_generation == 2
+    await client.aclose()
+
+
+async def test_half_open_socket_is_detected_by_the_keepalive(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, ping_interval=0.6)) as client:
+        fake.silent = True  # no answer, no FIN: what a dead peer looks like
+        started = time.monotonic()
+
+        async def poll_until_it_fails() -> None:
+            while True:
+                await client.wait_event(1)
+
+        with pytest.raises(AMIConnectionError, match="no data from Asterisk"):
+            await asyncio.wait_for(poll_until_it_fails(), 10)
+        # Detected within the interval (plus a generous margin for a loaded machine).
+        assert time.monotonic() - started < 0.6 + 2.0
+        assert not client.logged_in
+
+
+async def test_keepalive_pings_a_quiet_socket_and_keeps_it(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, ping_interval=0.4)) as client:
+        await asyncio.sleep(1.2)
+        assert client.logged_in
+        assert client.session_generation == 1
+    assert sum(1 for h in fake.received if h["action"] == "Ping") >= 2
+
+
+async def test_permission_denied_names_the_class(fake: FakeAMI) -> None:
+    fake.denied.add("originate")
+    async with TCPClient(settings(fake)) as client:
+        with pytest.raises(AMIPrivilegeError, match="originate"):
+            await client.send("Originate", {"Channel": "Local/1@x", "Application": "Wait"})
+
+
+async def test_no_answer_is_a_timeout(fake: FakeAMI) -> None:
+    fake.unanswered.add("getvar")
+    async with TCPClient(settings(fake)) as client:
+        with pytest.raises(AMITimeoutError, match="Getvar: no answer"):
+            await client.request(Action.build("Getvar", {"Variable": "X"}), timeout=0.2)
+        assert (await client.send("Ping", validate=False)).ok  # the session carries on
+
+
+async def test_idempotent_action_is_resent_after_a_drop_others_are_not(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        fake.unanswered.add("getvar")
+        pending = asyncio.ensure_future(
+            client.request(Action.build("Getvar", {"Variable": "X"}), timeout=5)
+        )
+        await until(lambda: any(h["action"] == "Getvar" for h in fake.received))
+        fake.unanswered.clear()
+        fake.close_all()
+        assert (await pending).ok
+        assert sum(1 for h in fake.received if h["action"] == "Getvar") == 2
+
+        fake.unanswered.add("redirect")
+        redirect = asyncio.ensure_future(
+            client.send("Redirect", {"Channel": "A", "Exten": "1", "Context": "c", "Priority": 1})
+        )
+        await until(lambda: any(h["action"] == "Redirect" for h in fake.received))
+        fake.close_all()
+        with pytest.raises(AMIConnectionError, match=r"Redirect: connection .* broke"):
+            await redirect
+        assert sum(1 for h in fake.received if h["action"] == "Redirect") == 1
+
+
+async def test_slow_consumer_bounds_the_queue_and_loses_nothing(fake: FakeAMI) -> None:
+    total = 5000
+    async with TCPClient(settings(fake, max_queued_events=10)) as client:
+        payload = b"".join(
+            b"Event: Burst\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * 150)
+            for i in range(total)
+        )
+        fake.push_raw(payload)
+        await asyncio.sleep(0.3)
+        # Reading stopped at the bound (plus what one read() of the socket held).
+        assert 10 <= len(client._events) < total
+        got: list[int] = []
+        while len(got) < total:
+            got.extend(int(e["Seq"]) for e in await client.wait_event(2))
+        assert got == list(range(total))
+        assert client.session_generation == 1
+
+
+async def test_unreachable_asterisk_is_a_connection_error() -> None:
+    server = await FakeAMI().start()
+    url = server.url
+    await server.stop()
+    client = TCPClient(ClientSettings(url=url, username="router", secret="x", connect_timeout=2))
+    with pytest.raises(AMIConnectionError, match="cannot connect to Asterisk at tcp://"):
+        await client.login()

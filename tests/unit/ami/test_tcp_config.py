@@ -1,0 +1,81 @@
+"""[asterisk] url with tcp:// and tls://: what is accepted, what is refused and how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.ami.client import ClientSettings
+from router.config import load_config
+from router.errors import ConfigError
+
+
+def load(tmp_path: Path, body: str) -> object:
+    path = tmp_path / "router.toml"
+    path.write_text('[asterisk]\nusername = "router"\nsecret = "s"\n' + body, encoding="utf-8")
+    return load_config(path)
+
+
+def asterisk(tmp_path: Path, body: str):  # type: ignore[no-untyped-def]
+    return load(tmp_path, body).asterisk  # type: ignore[attr-defined]
+
+
+def test_tcp_url_with_defaults(tmp_path: Path) -> None:
+    cfg = asterisk(tmp_path, 'url = "tcp://127.0.0.1:5038/"\n')
+    assert cfg.url == "tcp://127.0.0.1:5038"
+    assert cfg.native
+    assert cfg.auth == "plain"
+    assert cfg.ping_interval == 5.0
+    client = ClientSettings.from_config(cfg)
+    assert client.native
+    assert client.ping_interval == 5.0
+
+
+def test_tls_url_takes_the_tls_keys_and_md5(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    cfg = asterisk(
+        tmp_path,
+        'url = "tls://pbx.example:5039"\nverify = "ca.pem"\nauth = "md5"\nping_interval = 2\n',
+    )
+    assert cfg.url == "tls://pbx.example:5039"
+    assert cfg.verify == ca
+    assert cfg.auth == "md5"
+    assert cfg.ping_interval == 2.0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'url = "tcp://127.0.0.1"\n',
+            r"url: give the manager.conf port, e.g. 'tcp://127.0.0.1:5038'",
+        ),
+        ('url = "tls://h"\n', r"url: give the manager.conf port, e.g. 'tls://h:5039'"),
+        ('url = "tcp://127.0.0.1:5038/asterisk"\n', r"url: a tcp:// url is host and port only"),
+        ('url = "ftp://h:1"\n', r"url: expected http://, https://, tcp:// or tls://"),
+        ('url = "tcp://127.0.0.1:5038"\nauth = "digest"\n', r"auth: expected 'plain' or 'md5'"),
+        ('url = "http://h:8088/asterisk"\nauth = "md5"\n', r"auth: expected 'cookie' or 'digest'"),
+        (
+            'url = "tcp://h:5038"\nformat = "mxml"\n',
+            r"format: applies to http:// or https:// urls only",
+        ),
+        ('url = "tcp://h:5038"\nwaitevent_timeout = 5\n', r"waitevent_timeout: applies to http"),
+        (
+            'url = "http://h:8088/asterisk"\nping_interval = 5\n',
+            r"ping_interval: applies to tcp:// or tls://",
+        ),
+        (
+            'url = "tcp://h:5038"\nverify = "ca.pem"\n',
+            r"verify: TLS options need an https:// or tls:// url",
+        ),
+        ('url = "tcp://h:5038"\nping_interval = 0\n', r"ping_interval: expected more than 0"),
+    ],
+)
+def test_bad_tcp_settings_are_refused_naming_the_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[asterisk\] " + message):
+        load(tmp_path, body)
