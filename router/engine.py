@@ -65,8 +65,10 @@ from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, R
 from router.executor import Executor, PluginHooks
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
+from router.health import Health, readiness
 from router.plugins import Plugins
 from router.request import RequestInfo
+from router.metrics import Metrics
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
@@ -134,6 +136,9 @@ class Engine:
         self._tracker = CallTracker()
         ami = AMI(self._client)
         #: What plugins get of this engine (router.hookspecs.EngineAPI).
+        #: This engine's metrics (``/metrics``); plugins add theirs through
+        #: ``callrouter_metrics``, other parts of router through this object.
+        self.metrics = Metrics()
         self.api: EngineAPI = EngineView(
             ami=ami,
             calls=CallsView(self._tracker),
@@ -170,7 +175,14 @@ class Engine:
             shadow=config.router.shadow if shadow is None else shadow,
         )
         self._scheduler = AsyncIOScheduler()
+            metrics=self.metrics,
         self._stream: EventStream | None = None
+        self.metrics.calls_active = lambda: float(len(self._tracker))
+        self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
+        self.metrics.ready = lambda: self.health().ready
+        self._metrics_given = False
+        #: A call's life from CEL: live, and rebuilt after gaps (router/calllife).
+        self.calllife = CallLife(config.history, self.plugins.call_event)
         self._serve_task: asyncio.Task[Any] | None = None
         #: The HTTP API's listener (``[api]``), once started.
         self._api_server: ApiServer | None = None
@@ -282,6 +294,16 @@ class Engine:
         """Logged in, and the event stream (once started) not failing."""
         if not getattr(self._client, "logged_in", True) or self._stopping.is_set():
             return False
+    def health(self) -> Health:
+        """What ``/readyz`` answers (router/health.py)."""
+        return readiness(
+            logged_in=bool(getattr(self._client, "logged_in", True)),
+            stream_current=self._stream is not None and not self._stream.failing,
+            rule_problems=len(self.setup_problems),
+            rules=len(self.rules.current.rules),
+            serving=self.ready.is_set() and not self._stopping.is_set(),
+        )
+
         return self._stream is None or not self._stream.failing
 
     def may_ask(self, call: Call, lookup: str) -> bool:
@@ -308,12 +330,16 @@ class Engine:
         loaded = self.rules.reload()
         problems += [str(error) for error in loaded.errors]
         for problem in problems:
+        if not self._metrics_given:  # a family registered twice would raise
+            self._metrics_given = True
+            await self.plugins.metrics(self.metrics)
             log.error("%s", problem)
         self.setup_problems = tuple(problems)
         log.info(
             "loaded %d rules from %s", len(loaded.rules), ", ".join(map(str, self.rules.paths))
         )
         self._rule_mtimes = self._scan_rule_files()
+        self.metrics.rules_loaded.set(len(loaded.rules))
         return loaded
 
     async def start(self) -> None:
@@ -366,7 +392,7 @@ class Engine:
         # Calls that started waiting while callrouter was down or restarting
         # are routed now if their deadline allows, like after a stream gap.
         try:
-            await self.reconcile()
+            await self.reconcile(trigger="start")
         except AMIAuthenticationError:
             raise
         except (AMIError, OSError) as exc:
@@ -377,7 +403,10 @@ class Engine:
         if self._feed is None:
             # The live event feed (router.api.intake): read back from state_dir.
             self._feed = open_feed(settings, self.state_dir, self.plugins)
-        server = ApiServer(build_app(ApiContext(self.api, settings, self._feed)), settings)
+        context = ApiContext(
+            self.api, settings, self._feed, metrics=self.metrics, health=self.health
+        )
+        server = ApiServer(build_app(context), settings)
         await server.start()
         self._api_server = server
 
@@ -652,6 +681,7 @@ class Engine:
         if loaded.fatal:
             log.error(
                 "rules not reloaded: keeping the previous %d rules", len(self.rules.current.rules)
+                self.metrics.rule_reloads.labels("failed").inc()
             )
             return loaded
         book = RuleBook(self.rules.paths, fresh)
@@ -677,6 +707,7 @@ class Engine:
         if current != self._rule_mtimes:
             self._rule_mtimes = current
             log.info("rule files changed; reloading")
+            self.metrics.rule_reloads.labels("refused").inc()
             await self.reload_in_thread()
 
     async def _keepalive(self) -> None:
@@ -684,6 +715,8 @@ class Engine:
             await self._client.send("Ping", {}, validate=False)
         except AMIError as exc:
             log.warning("keepalive Ping failed: %s", exc)
+        self.metrics.rule_reloads.labels("ok").inc()
+        self.metrics.rules_loaded.set(len(loaded.rules))
 
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()
@@ -778,6 +811,7 @@ class Engine:
             call.extra["prefetch"] = True
             if not call.did:
                 call.did = event.get("Exten") or ""
+        self.metrics.event(event.name)
             await self.plugins.prefetch(call)
         if self.rules.current.event_rules(name):
             await self._event_rules(event, call)
@@ -818,16 +852,25 @@ class Engine:
         await self.plugins.stream_gap(gap)
         self._tell(gap, None)
         try:
-            await self.reconcile()
+            await self.reconcile(trigger="gap")
         except (AMIError, OSError) as exc:
             if isinstance(exc, AMIAuthenticationError):
                 raise
             log.error("reconcile after gap failed: %s", exc)
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, trigger: str = "gap") -> int:
         """Route the channels still waiting, track the live calls the stream has
-        not shown, end the gone ones (:meth:`Router.reconcile`)."""
-        return await self.router.reconcile()
+        not shown, end the gone ones (:meth:`Router.reconcile`); counted by
+        ``trigger`` (``start`` also counts the calls that fell through while
+        no callrouter ran)."""
+        try:
+            submitted = await self.router.reconcile(count_fallen=trigger == "start")
+        except Exception:
+            self.metrics.reconciles.labels(trigger, "failed").inc()
+            raise
+        self.metrics.reconciles.labels(trigger, "ok").inc()
+        self.metrics.reconcile_routed.inc(submitted)
+        return submitted
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait for in-flight routing tasks (tests, demo, shutdown)."""
@@ -837,3 +880,4 @@ class Engine:
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
+        self.metrics.stream_gaps.labels(gap.reason).inc()

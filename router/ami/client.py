@@ -169,9 +169,6 @@ class ClientSettings:
     #: Native TCP AMI only (router.ami.tcp): a Ping when the socket was quiet
     #: for half of this, the connection declared dead after all of it.
     ping_interval: float = 5.0
-    #: Native TCP AMI only: the ``Events:`` of Login (``on``, ``off`` or a
-    #: comma-separated class list).
-    events: str = "on"
     #: Native TCP AMI only: events read but not yet taken by ``wait_event``;
     #: beyond it the socket is not read (Asterisk's writetimeout then decides).
     max_queued_events: int = 100_000

@@ -24,7 +24,9 @@ reader in between: ``data_received`` parses and hands results over directly).
 Connection life:
 
 * Login with the plain secret or the MD5 challenge (``auth = "md5"``), with
-  ``Events:`` from the settings, so Asterisk sends only the classes asked for.
+  ``Events:`` and then ``Filter`` actions from :attr:`TCPClient.event_selection`
+  (:mod:`router.ami.event_filter`, as the AJAM client does), so Asterisk
+  sends only what the rules and plugins need.
 * Keepalive: a ``Ping`` once the socket was quiet for half of
   ``ping_interval``; no byte at all for a whole ``ping_interval`` means the
   peer is gone without a FIN (a half-open socket), and the connection is
@@ -58,6 +60,13 @@ from types import TracebackType
 
 from router.ami.actions import AMIActions
 from router.ami.client import ClientSettings, denied, is_idempotent, privilege_error
+from router.ami.event_filter import (
+    EVERYTHING,
+    EventSelection,
+    filter_refused,
+    match_all_filter,
+    plan_filters,
+)
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
     Action,
@@ -264,6 +273,14 @@ class TCPClient(AMIActions[ActionResult]):
         self.session_generation = 0
         #: The ``Asterisk Call Manager/x.y.z`` greeting of the current connection.
         self.banner: str | None = None
+        #: The events to ask for (router.ami.event_filter), applied at every
+        #: login; :meth:`set_events` changes it.
+        self.event_selection: EventSelection = EVERYTHING
+        #: The live session's class mask and include filters (``plan_filters``).
+        self._session_mask = "on"
+        self._session_filters: frozenset[str] | None = frozenset()
+        #: Asterisk refused ``Filter`` (no ``write = system``): not asked again.
+        self._filter_forbidden = False
 
     # -- context management ------------------------------------------------------------
 
@@ -391,14 +408,65 @@ class TCPClient(AMIActions[ActionResult]):
             params += [("AuthType", "MD5"), ("Key", key.hexdigest())]
         else:
             params.append(("Secret", settings.secret))
-        params.append(("Events", settings.events))
+        params.extend(self.event_selection.login_fields())
         result = await self._exchange(conn, Action("Login", tuple(params), self._next_id()), None)
         if not result.ok:
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {settings.username!r} at {self._endpoint}: "
                 f"{result.response.message or 'no reason given'}"
             )
+        self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
+        await self._filter_session(conn, self.event_selection)
         return result.response
+
+    async def set_events(self, selection: EventSelection) -> None:
+        """Ask for ``selection``'s events from now on (as :meth:`AJAMClient.set_events`).
+
+        The class mask is replaced on the live session, name filters are
+        added; names no longer needed arrive until the next login.
+        """
+        self.event_selection = selection
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            async with self._login_lock:
+                await self._filter_session(conn, selection)
+
+    async def _filter_session(self, conn: _Connection, selection: EventSelection) -> None:
+        if selection.mask != self._session_mask:
+            mask = Action("Events", (("EventMask", selection.mask),), self._next_id())
+            result = await self._exchange(conn, mask, None)
+            if result.response.ok:
+                self._session_mask = selection.mask
+            else:
+                log.warning(
+                    "Asterisk refused the event mask %r: %s",
+                    selection.mask,
+                    result.response.message,
+                )
+        if self._filter_forbidden:
+            return
+        actions, after = plan_filters(selection.names, self._session_filters)
+        added_any = bool(self._session_filters)
+        for action in actions:
+            result = await self._exchange(conn, action.with_action_id(self._next_id()), None)
+            if result.response.ok:
+                added_any = True
+                continue
+            if filter_refused(result.response):
+                self._filter_forbidden = True
+                log.info(
+                    "event names are not filtered: the Filter action needs write = system "
+                    "for %r; the class mask %r still applies (docs/asterisk.md)",
+                    self.settings.username,
+                    selection.mask,
+                )
+            else:
+                log.warning("Asterisk refused an event filter: %s", result.response.message)
+            if added_any:  # some names are in: let every event through rather than lose one
+                await self._exchange(conn, match_all_filter().with_action_id(self._next_id()), None)
+            after = None
+            break
+        self._session_filters = after
 
     def _connection_lost(self, conn: _Connection) -> None:
         """Called by the protocol: the socket is gone (by Asterisk, us, or the network)."""

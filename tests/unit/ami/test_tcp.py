@@ -10,6 +10,7 @@ import pytest
 from tcp_fake import FakeAMI
 
 from router.ami.client import AJAMClient, ClientSettings, open_client
+from router.ami.event_filter import EventSelection
 from router.ami.message import Event
 from router.ami.protocol import Action
 from router.ami.stream import Backoff, EventStream, StreamGap
@@ -64,8 +65,8 @@ def test_open_client_chooses_by_scheme() -> None:
         TCPClient(ClientSettings(url="tcp://h:5038", username="u", secret="s", auth="digest"))
 
 
-async def test_plain_login_sends_events_and_reads_banner(fake: FakeAMI) -> None:
-    async with TCPClient(settings(fake, events="call,user")) as client:
+async def test_plain_login_reads_the_banner(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
         assert client.logged_in
         assert client.banner == "Asterisk Call Manager/11.0.0"
         assert client.session_generation == 1
@@ -73,8 +74,37 @@ async def test_plain_login_sends_events_and_reads_banner(fake: FakeAMI) -> None:
         assert result.response.get("Ping") == "Pong"
     login = next(h for h in fake.received if h["action"] == "Login")
     assert login["secret"] == fake.secret
-    assert login["events"] == "call,user"
+    assert "events" not in login  # every event: Asterisk's default
     assert any(h["action"] == "Logoff" for h in fake.received)
+
+
+async def test_login_asks_for_the_selected_events_at_every_login(fake: FakeAMI) -> None:
+    client = TCPClient(settings(fake))
+    client.event_selection = EventSelection(
+        frozenset({"UserEvent", "Hangup"}), frozenset({"user", "call"})
+    )
+    await client.login()
+    fake.close_all()
+    await until(lambda: not client.logged_in)
+    await client.send("Ping", validate=False)  # connects again
+    await client.aclose()
+    logins = [h for h in fake.received if h["action"] == "Login"]
+    assert [h["events"] for h in logins] == ["call,user", "call,user"]
+    filters = [h["matchcriteria"] for h in fake.received if h["action"] == "Filter"]
+    assert filters == ["action(include),name(Hangup)", "action(include),name(UserEvent)"] * 2
+
+
+async def test_set_events_changes_the_live_session_and_refused_filters_keep_the_mask(
+    fake: FakeAMI,
+) -> None:
+    fake.denied.add("filter")
+    async with TCPClient(settings(fake)) as client:
+        await client.set_events(EventSelection(frozenset({"Newexten"}), frozenset({"dialplan"})))
+        await client.set_events(EventSelection(frozenset({"Hangup"}), frozenset({"call"})))
+    masks = [h["eventmask"] for h in fake.received if h["action"] == "Events"]
+    assert masks == ["dialplan", "call"]
+    # Filter refused once (no write=system): not asked again.
+    assert sum(1 for h in fake.received if h["action"] == "Filter") == 1
 
 
 async def test_md5_login_never_sends_the_secret(fake: FakeAMI) -> None:
