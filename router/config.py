@@ -51,6 +51,7 @@ from typing import Literal, cast
 from router.api.settings import ApiSettings, read_api
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
+from router.recordings.settings import RecordingSettings, read_recordings
 from router.suggest import closest
 
 __all__ = [
@@ -180,13 +181,15 @@ class Config:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     #: ``[api]``: the HTTP API, or None (off) when the file has no such table.
     api: ApiSettings | None = None
+    #: ``[recordings]``: call recordings (router/recordings), or None (off).
+    recordings: RecordingSettings | None = None
     #: The file read, or ``None`` when there was none and overrides sufficed.
     path: Path | None = None
 
 
 # -- reading -----------------------------------------------------------------
 
-_SECTIONS = ("asterisk", "router", "plugins", "api")
+_SECTIONS = ("asterisk", "router", "plugins", "api", "recordings")
 _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": (
         "url",
@@ -663,6 +666,9 @@ def load_config(
         router=_router(reader("router"), env),
         plugins=_plugins(reader("plugins")),
         api=read_api(reader("api")) if "api" in (data or {}) else None,
+        recordings=(
+            read_recordings(reader("recordings")) if "recordings" in (data or {}) else None
+        ),
         path=None if missing or file is None else file,
     )
 

@@ -21,6 +21,7 @@ as aiosmtplib does::
     ├── PluginError                        a plugin misbehaved (wraps its exception)
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
     ├── router.api.errors.ApiError         an HTTP API request failed (status, problem details)
+    ├── RecordingError                     a call recording could not be made, closed or transcoded
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "LookupUnavailable",
     "PluginError",
+    "RecordingError",
     "RuleError",
     "RuleValidationError",
     "RulesRefused",
@@ -185,6 +187,10 @@ class PluginError(CallRouterError):
 
 class LookupUnavailable(CallRouterError):
     """A lookup source could not answer; rules treat the value as ``None``."""
+
+
+class RecordingError(CallRouterError):
+    """A call recording could not be started, closed or transcoded (router.recordings)."""
 
 
 class SandboxError(CallRouterError, RuntimeError):

@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "router.builtin.directory",
     "router.builtin.extension_state",
     "router.builtin.ami_catalog",
+    "router.builtin.recordings",
 )
 
 #: How long a hook on the call path may take before the engine stops waiting.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from router.ami.transport import Transport
     from router.api.settings import ApiSettings
+    from router.recordings.settings import RecordingSettings
     from router.sandbox import Sandbox
 
 __all__ = ["EngineFactory", "Engines"]
@@ -63,6 +64,7 @@ class Engines:
         entry_points: bool = False,
         serve: bool = True,
         api: ApiSettings | None = None,
+        recordings: RecordingSettings | None = None,
     ) -> Engine:
         """A started engine on ``rules``, serving unless ``serve=False``.
 
@@ -70,6 +72,7 @@ class Engines:
         ``sandbox=`` (a real Asterisk) is given. Built-in plugins are loaded;
         installed ones (entry points) only with ``entry_points=True``.
         ``api`` turns the HTTP API on (``[api]``), served while the engine runs.
+        ``recordings`` is ``[recordings]`` (the ``record`` action and the catalog).
         """
         if sandbox is not None and transport is not None:
             raise ValueError("give either transport= or sandbox=, not both")
@@ -96,6 +99,7 @@ class Engines:
                 )
             ),
             api=api,
+            recordings=recordings,
         )
         client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
         engine = Engine(

@@ -1,0 +1,118 @@
+"""Closing a recording: wait until Asterisk finished the file, transcode, hash, catalog.
+
+MixMonitor writes from its own thread and closes the file some time after
+the channel hung up or ``StopMixMonitor``. A file is taken only once it is
+complete: a WAV when its header accounts for every byte
+(:func:`router.recordings.wav.parse_wav`), any other format when its size
+stopped changing. Past ``[recordings] close_timeout`` without a complete
+file the row is marked ``failed`` with the reason (logged): the call itself
+is long over, so nothing waits on this but the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+from router.errors import RecordingError
+from router.recordings.naming import CONTENT_TYPES
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import Recording, RecordingStore
+from router.recordings.transcode import transcode
+from router.recordings.wav import HEADER_BYTES, parse_wav
+
+__all__ = ["close_recording", "file_digest", "wait_complete"]
+
+log = logging.getLogger("router.recordings")
+
+#: How often the file is looked at while Asterisk finishes it.
+POLL = 0.2
+#: A headerless file is complete once its size held this long.
+STABLE = 1.0
+
+
+def _look(path: Path) -> tuple[int, bytes] | None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(HEADER_BYTES)
+            fh.seek(0, 2)
+            return fh.tell(), head
+    except FileNotFoundError:
+        return None
+
+
+async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
+    """Wait until ``path`` is complete; its duration for a WAV (None otherwise).
+
+    RecordingError past ``timeout`` (no file, or one that never completed).
+    """
+    deadline = time.monotonic() + timeout
+    last: tuple[int, float] | None = None
+    while True:
+        seen = await asyncio.to_thread(_look, path)
+        now = time.monotonic()
+        if seen is not None:
+            size, head = seen
+            if fmt == "wav":
+                info = parse_wav(head)
+                if info is not None and info.complete(size):
+                    return info.duration
+            elif last is not None and last[0] == size and size > 0 and now - last[1] >= STABLE:
+                return None
+            if last is None or last[0] != size:
+                last = (size, now)
+        if now >= deadline:
+            what = "no file" if seen is None else f"incomplete after {timeout:g} s"
+            raise RecordingError(f"{path.name}: {what}")
+        await asyncio.sleep(POLL)
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of ``path`` (blocking: run it in a thread)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def close_recording(
+    recording: Recording, settings: RecordingSettings, store: RecordingStore
+) -> Recording | None:
+    """Wait for, transcode and catalog one file; the closed row, or None when it failed."""
+    source = recording.local_path
+    try:
+        duration = await wait_complete(source, recording.format, settings.close_timeout)
+        file, content_type = source, CONTENT_TYPES[recording.format]
+        if settings.transcode != "off" and recording.format == "wav":
+            target = source.with_suffix("." + settings.transcode)
+            await transcode(settings.transcode, source, target, settings.transcode_timeout)
+            source.unlink(missing_ok=True)
+            file, content_type = target, CONTENT_TYPES[settings.transcode]
+        size, sha256 = await asyncio.to_thread(file_digest, file)
+    except (RecordingError, OSError) as exc:
+        log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, exc)
+        store.mark_failed(recording.id, str(exc))
+        return None
+    store.mark_closed(
+        recording.id,
+        file=file,
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        duration=duration,
+    )
+    log.info(
+        "recording %s of call %s closed: %s, %d bytes%s",
+        recording.part,
+        recording.call_id,
+        file.name,
+        size,
+        f", {duration:.1f} s" if duration is not None else "",
+    )
+    return store.get(recording.call_id, recording.part)

@@ -1,0 +1,207 @@
+"""The recorder: the ``record`` rule action, and closing files when calls end.
+
+A built-in plugin (``recordings``, listed through :mod:`router.builtin.recordings`),
+written as any plugin would be. It registers the ``record`` action (refused at
+load when router.toml has no ``[recordings]``), starts MixMonitor through
+:func:`~router.recordings.mixmonitor.start_recording`, and closes every file
+of the catalog still ``recording`` when its channel's ``MixMonitorStop`` or
+``Hangup`` arrives, when the call ends, or, for anything missed (a restart, a
+stream gap), on a sweep every few seconds once the call is gone. Closed files
+wait in the catalog for a receiver (the 1C plugin); retention runs every
+minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from router.hookspecs import hookimpl
+from router.recordings.closer import close_recording
+from router.recordings.mixmonitor import start_recording
+from router.recordings.naming import FORMATS, LEGS
+from router.recordings.retention import apply_retention
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import Recording, RecordingStore
+from router.rules.registry import ActionSpec, ParamSpec, Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.calls import Call
+    from router.config import Config
+    from router.hookspecs import EngineAPI
+    from router.rules.decision import Action
+
+__all__ = ["RECORD", "Recorder", "call_extensions", "make_plugin"]
+
+log = logging.getLogger("router.recordings")
+
+#: A phone channel's endpoint: ``PJSIP/101-0000002a`` -> ``101``.
+_PHONE = re.compile(r"^(?:PJSIP|SIP|IAX2|DAHDI)/([0-9A-Za-z_+-]{1,40}?)-[0-9a-f]+$")
+SWEEP_EVERY = 5.0
+RETENTION_EVERY = 60.0
+
+
+def _check_record(params: Mapping[str, object]) -> None:
+    legs = params.get("legs")
+    if isinstance(legs, str) and "{" not in legs and legs not in LEGS:
+        raise ValueError(f"legs {legs!r} is not one of {', '.join(LEGS)}")
+    fmt = params.get("format")
+    if isinstance(fmt, str) and "{" not in fmt and fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+RECORD = ActionSpec(
+    "record",
+    (
+        ParamSpec("legs", doc="mix (default), both, in or out"),
+        ParamSpec("format", doc="wav (default), gsm or ulaw"),
+    ),
+    doc="Record the call (AMI MixMonitor); the file is named after the call id "
+    "and delivered to 1C when the call ends ([recordings] in router.toml).",
+    check=_check_record,
+)
+
+
+def call_extensions(call: Call | None) -> set[str]:
+    """The phones a call involves: whose tokens may fetch its recording."""
+    if call is None:
+        return set()
+    found = set()
+    for channel in call.channels.values():
+        matched = _PHONE.match(channel.name)
+        if matched:
+            found.add(matched.group(1))
+    return found
+
+
+class Recorder:
+    """One engine's recorder; idle (the action refused) without ``[recordings]``."""
+
+    def __init__(self) -> None:
+        self.settings: RecordingSettings | None = None
+        self.store: RecordingStore | None = None
+        self._engine: EngineAPI | None = None
+        self._closing: dict[int, asyncio.Task[Recording | None]] = {}
+
+    @hookimpl
+    def callrouter_configure(self, config: Config) -> None:
+        self.settings = getattr(config, "recordings", None)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        configured = self.settings is not None
+
+        def check(params: Mapping[str, object]) -> None:
+            if not configured:
+                raise ValueError("record needs a [recordings] table in router.toml (dir = ...)")
+            _check_record(params)
+
+        registry.add_action(ActionSpec(RECORD.name, RECORD.params, RECORD.doc, check=check))
+
+    @hookimpl
+    def callrouter_startup(self, engine: EngineAPI) -> None:
+        if self.settings is None:
+            return
+        self._engine = engine
+        self.store = RecordingStore(engine.state_dir)
+        engine.schedule("recordings:sweep", self.sweep, every=SWEEP_EVERY)
+        engine.schedule("recordings:retention", self.retention, every=RETENTION_EVERY)
+
+    @hookimpl
+    async def callrouter_execute(self, action: Action, call: Call, engine: EngineAPI) -> str | None:
+        if action.kind != RECORD.name:
+            return None
+        if self.settings is None or self.store is None:
+            raise ValueError("record needs a [recordings] table in router.toml")
+        channel = action.params.get("channel") or call.waiting_channel or ""
+        started = await start_recording(
+            lambda name, headers: engine.ami.send(name, headers),
+            self.store,
+            self.settings,
+            call_id=call.linkedid,
+            channel=channel,
+            legs=action.params.get("legs") or None,
+            fmt=action.params.get("format") or None,
+            extensions=call_extensions(call),
+        )
+        if not started:
+            return f"{call.linkedid}: already recording"
+        return ", ".join(r.local_path.name for r in started)
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        if self.store is None or event.name not in ("MixMonitorStop", "Hangup") or call is None:
+            return
+        channel = event.get("Channel") or ""
+        rows = [r for r in self.store.recording(call.linkedid) if r.channel == channel]
+        if rows:
+            self.store.add_extensions(call.linkedid, call_extensions(call))
+            self._close(rows)
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        if self.store is None:
+            return
+        rows = self.store.recording(call.linkedid)
+        if rows:
+            self.store.add_extensions(call.linkedid, call_extensions(call))
+            self._close(rows)
+
+    @hookimpl
+    async def callrouter_shutdown(self) -> None:
+        tasks = list(self._closing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def sweep(self) -> None:
+        """Close what no event closed: calls that ended while we were away."""
+        if self.store is None or self._engine is None:
+            return
+        calls = self._engine.calls
+        now = time.time()
+        self._close(
+            [
+                r
+                for r in self.store.recording()
+                if calls.get(r.call_id) is None and now - r.started_at > SWEEP_EVERY
+            ]
+        )
+
+    def retention(self) -> None:
+        if self.store is not None and self.settings is not None:
+            apply_retention(self.store, self.settings)
+
+    def _close(self, rows: list[Recording]) -> None:
+        assert self.settings is not None
+        assert self.store is not None
+        for row in rows:
+            if row.id in self._closing:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                close_recording(row, self.settings, self.store),
+                name=f"recordings:close:{row.id}",
+            )
+            self._closing[row.id] = task
+            task.add_done_callback(self._closed_one)
+
+    def _closed_one(self, task: asyncio.Task[Recording | None]) -> None:
+        for rid, known in list(self._closing.items()):
+            if known is task:
+                del self._closing[rid]
+
+    async def closed(self) -> None:
+        """Wait for every file being closed now (tests)."""
+        await asyncio.gather(*list(self._closing.values()), return_exceptions=True)
+
+
+def make_plugin() -> Recorder:
+    return Recorder()

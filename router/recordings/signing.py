@@ -1,0 +1,82 @@
+"""Signed, short-lived links to one recording: HMAC-SHA256 over call id, part and expiry.
+
+The link names the recording by call id and part, never by a path, and
+carries ``expires`` (Unix seconds) and ``sig``. Verifying recomputes the MAC
+and compares in constant time, so a tampered id, part, expiry or signature,
+and an expired link, all fail the same way. The key is 32 random bytes from
+``[recordings] key_file`` or generated into ``state_dir`` (0600) on first use:
+rotating it (deleting the file) revokes every link handed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote
+
+from router.recordings.naming import check_call_id, check_part
+
+__all__ = ["KEY_NAME", "Signer", "load_key"]
+
+KEY_NAME: Final = "recordings.key"
+_MIN_KEY: Final = 16
+
+
+def load_key(path: Path, *, create: bool = True) -> bytes:
+    """The signing key in ``path`` (hex), made 0600 on first use when ``create``."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        if not create:
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        text = path.read_text(encoding="ascii").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{path}: the recordings key must be hex") from None
+    if len(key) < _MIN_KEY:
+        raise ValueError(f"{path}: the recordings key must be at least {_MIN_KEY} bytes")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    key: bytes = b""
+
+    def signature(self, call_id: str, part: str, expires: int) -> str:
+        message = f"{call_id}\n{part}\n{expires}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+
+    def url(self, base: str, call_id: str, part: str, ttl: float, now: float | None = None) -> str:
+        """``base``/api/v1/recordings/{call_id}/{part}?expires=..&sig=.."""
+        check_call_id(call_id)
+        check_part(part)
+        expires = int((time.time() if now is None else now) + ttl)
+        sig = self.signature(call_id, part, expires)
+        return (
+            f"{base.rstrip('/')}/api/v1/recordings/{quote(call_id)}/{part}"
+            f"?expires={expires}&sig={sig}"
+        )
+
+    def verify(
+        self, call_id: str, part: str, expires: str, sig: str, now: float | None = None
+    ) -> bool:
+        """True only for an untampered link that has not expired."""
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        if not (sig.isascii() and len(sig) == 64):
+            return False
+        expected = self.signature(call_id, part, int(expires))
+        if not hmac.compare_digest(expected, sig.lower()):
+            return False
+        return int(expires) > (time.time() if now is None else now)

@@ -1,0 +1,329 @@
+"""The recordings catalog: one SQLite file in ``state_dir``, 0600.
+
+Every recording callrouter started is a row per file (``call_id``, ``part``)
+that moves ``recording`` -> ``closed`` (the file is complete, hashed, maybe
+transcoded) -> ``delivered`` (a receiver such as the 1C plugin confirmed it
+has exactly these bytes) -> ``removed`` (retention deleted or moved it), or
+-> ``failed`` (the file never became complete). It is the outbox between the
+core and whoever delivers: a plugin polls :meth:`RecordingStore.closed` and
+answers with :meth:`RecordingStore.confirm`, so a recording closed while the
+receiver or 1C was down is still there after a restart, and retention never
+deletes what nobody confirmed (below the hard cap).
+
+The store is opened by the recorder, the API and the receiving plugin, each
+with its own connection: WAL and a busy timeout make that safe, and every
+method is short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from router.recordings.naming import FileName, check_call_id, check_part
+
+__all__ = ["DB_NAME", "Recording", "RecordingStore", "UsageReport"]
+
+DB_NAME: Final = "recordings.sqlite"
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS recordings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    part TEXT NOT NULL,
+    format TEXT NOT NULL,
+    pbx_path TEXT NOT NULL,
+    local_path TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    extensions TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    stop_seen_at REAL,
+    closed_at REAL,
+    file TEXT,
+    content_type TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    duration REAL,
+    delivered_at REAL,
+    receiver TEXT,
+    removed_at REAL,
+    note TEXT NOT NULL DEFAULT '',
+    UNIQUE (call_id, part)
+);
+CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
+"""
+_COLUMNS: Final = (
+    "id, call_id, part, format, pbx_path, local_path, channel, extensions, state, started_at, "
+    "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One recording file as the catalog knows it."""
+
+    id: int
+    call_id: str
+    part: str
+    format: str
+    pbx_path: str
+    local_path: Path
+    channel: str
+    extensions: tuple[str, ...]
+    state: str
+    started_at: float
+    closed_at: float | None = None
+    #: The file to deliver (the transcoded one when transcoding is on).
+    file: Path | None = None
+    content_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    duration: float | None = None
+    delivered_at: float | None = None
+    receiver: str | None = None
+    note: str = ""
+
+    @property
+    def event_id(self) -> str:
+        """The idempotency key of this file at a receiver (as history's ``event_id``)."""
+        return f"{self.call_id}/recording/{self.part}"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """What ``callrouter recordings status`` prints and a metric exports."""
+
+    counts: dict[str, int]
+    bytes_on_disk: int
+    undelivered_bytes: int
+    oldest_undelivered_at: float | None
+
+
+def _row(row: sqlite3.Row) -> Recording:
+    return Recording(
+        id=row["id"],
+        call_id=row["call_id"],
+        part=row["part"],
+        format=row["format"],
+        pbx_path=row["pbx_path"],
+        local_path=Path(row["local_path"]),
+        channel=row["channel"],
+        extensions=tuple(json.loads(row["extensions"])),
+        state=row["state"],
+        started_at=row["started_at"],
+        closed_at=row["closed_at"],
+        file=Path(row["file"]) if row["file"] else None,
+        content_type=row["content_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        duration=row["duration"],
+        delivered_at=row["delivered_at"],
+        receiver=row["receiver"],
+        note=row["note"],
+    )
+
+
+def create_private(target: Path) -> None:
+    """The file exists with mode 0600 before SQLite opens it (its -wal/-shm inherit it)."""
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class RecordingStore:
+    """The catalog in ``state_dir``; see the module docstring for the states."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / DB_NAME
+        create_private(self.path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, where: str, args: Iterable[object] = ()) -> list[Recording]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM recordings WHERE {where}", tuple(args)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    # -- the recorder -------------------------------------------------------------
+
+    def start(
+        self,
+        names: Iterable[FileName],
+        *,
+        pbx_paths: Iterable[str],
+        local_paths: Iterable[Path],
+        channel: str,
+        extensions: Iterable[str] = (),
+        now: float | None = None,
+    ) -> list[Recording]:
+        """Catalog the files a MixMonitor is about to write; the ones already known are
+        left alone (a rule and the API asking for the same call record it once)."""
+        started = time.time() if now is None else now
+        fresh: list[tuple[str, str]] = []
+        exts = json.dumps(sorted(set(extensions)))
+        with self._tx() as db:
+            for name, pbx, local in zip(names, pbx_paths, local_paths, strict=True):
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO recordings (call_id, part, format, pbx_path, "
+                    "local_path, channel, extensions, state, started_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?)",
+                    (name.call_id, name.part, name.format, pbx, str(local), channel, exts, started),
+                )
+                if cursor.rowcount:
+                    fresh.append((name.call_id, name.part))
+        return [r for cid, part in fresh if (r := self.get(cid, part)) is not None]
+
+    def forget(self, recording_id: int) -> None:
+        """Drop a row whose MixMonitor Asterisk refused (no file will come)."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM recordings WHERE id = ? AND state = 'recording'", (recording_id,)
+            )
+
+    def add_extensions(self, call_id: str, extensions: Iterable[str]) -> None:
+        """Remember more extensions of the call (who may fetch it with a token)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, extensions FROM recordings WHERE call_id = ?", (call_id,)
+            ).fetchall()
+            for row in rows:
+                merged = sorted(set(json.loads(row["extensions"])) | set(extensions))
+                db.execute(
+                    "UPDATE recordings SET extensions = ? WHERE id = ?",
+                    (json.dumps(merged), row["id"]),
+                )
+
+    def recording(self, call_id: str | None = None) -> list[Recording]:
+        """Files still being written (of one call, or all)."""
+        if call_id is None:
+            return self._select("state = 'recording' ORDER BY id")
+        return self._select("state = 'recording' AND call_id = ? ORDER BY id", (call_id,))
+
+    def mark_closed(
+        self,
+        recording_id: int,
+        *,
+        file: Path,
+        content_type: str,
+        size: int,
+        sha256: str,
+        duration: float | None,
+        now: float | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE recordings SET state = 'closed', closed_at = ?, file = ?, "
+                "content_type = ?, size = ?, sha256 = ?, duration = ? "
+                "WHERE id = ? AND state = 'recording'",
+                (
+                    time.time() if now is None else now,
+                    str(file),
+                    content_type,
+                    size,
+                    sha256,
+                    duration,
+                    recording_id,
+                ),
+            )
+
+    def mark_failed(self, recording_id: int, note: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE recordings SET state = 'failed', note = ? "
+                "WHERE id = ? AND state = 'recording'",
+                (note[:500], recording_id),
+            )
+
+    # -- receivers ----------------------------------------------------------------
+
+    def get(self, call_id: str, part: str) -> Recording | None:
+        found = self._select("call_id = ? AND part = ?", (call_id, part))
+        return found[0] if found else None
+
+    def for_call(self, call_id: str) -> list[Recording]:
+        return self._select("call_id = ? ORDER BY id", (check_call_id(call_id),))
+
+    def closed(self, after_id: int = 0, limit: int = 100) -> list[Recording]:
+        """Complete files nobody confirmed yet, oldest first, past ``after_id``."""
+        return self._select(
+            "state = 'closed' AND id > ? ORDER BY id LIMIT ?", (after_id, max(1, limit))
+        )
+
+    def confirm(
+        self, call_id: str, part: str, sha256: str, receiver: str, now: float | None = None
+    ) -> bool:
+        """``receiver`` holds exactly this file (its SHA-256): retention may now act.
+
+        False when no closed file with that hash exists (a stale receipt).
+        """
+        check_part(part)
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE recordings SET state = 'delivered', delivered_at = ?, receiver = ? "
+                "WHERE call_id = ? AND part = ? AND sha256 = ? AND state = 'closed'",
+                (time.time() if now is None else now, receiver[:64], call_id, part, sha256),
+            )
+            return cursor.rowcount == 1
+
+    # -- retention and reports ---------------------------------------------------------
+
+    def on_disk(self) -> list[Recording]:
+        """Closed and delivered files (not removed), oldest first."""
+        return self._select("state IN ('closed', 'delivered') ORDER BY closed_at, id")
+
+    def mark_removed(self, recording_id: int, note: str, now: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE recordings SET state = 'removed', removed_at = ?, note = ? WHERE id = ?",
+                (time.time() if now is None else now, note[:500], recording_id),
+            )
+
+    def usage(self) -> UsageReport:
+        with self._lock:
+            counts = {
+                row[0]: row[1]
+                for row in self._db.execute(
+                    "SELECT state, COUNT(*) FROM recordings GROUP BY state"
+                ).fetchall()
+            }
+            on_disk, undelivered, oldest = self._db.execute(
+                "SELECT COALESCE(SUM(CASE WHEN state IN ('closed','delivered') THEN size END), 0),"
+                " COALESCE(SUM(CASE WHEN state = 'closed' THEN size END), 0),"
+                " MIN(CASE WHEN state = 'closed' THEN closed_at END) FROM recordings"
+            ).fetchone()
+        return UsageReport(counts, int(on_disk), int(undelivered), oldest)

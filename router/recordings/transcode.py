@@ -1,0 +1,72 @@
+"""Optional transcoding of a closed recording to MP3 (``lame``) or Opus (``opusenc``).
+
+Both encoders are Debian packages (``lame``, ``opus-tools``) that read the WAV
+Asterisk writes. Each runs as a subprocess with a timeout (killed past it)
+and with its output bounded: only the first bytes of stderr are kept, for
+the error message. Bitrates suit speech: 32 kbit/s MP3, 24 kbit/s Opus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Final
+
+from router.errors import RecordingError
+
+__all__ = ["ENCODERS", "command", "transcode"]
+
+#: Target format -> the program and the Debian package that has it.
+ENCODERS: Final[dict[str, tuple[str, str]]] = {
+    "mp3": ("lame", "lame"),
+    "opus": ("opusenc", "opus-tools"),
+}
+_STDERR_MAX: Final = 4096
+
+
+def command(kind: str, src: Path, dst: Path) -> list[str]:
+    """The encoder's command line; RecordingError when the program is missing."""
+    program, package = ENCODERS[kind]
+    found = shutil.which(program)
+    if found is None:
+        raise RecordingError(
+            f"transcode = {kind!r} needs {program} (Debian package {package}); it is not on PATH"
+        )
+    if kind == "mp3":
+        return [found, "--quiet", "-b", "32", "-m", "m", str(src), str(dst)]
+    return [found, "--quiet", "--bitrate", "24", str(src), str(dst)]
+
+
+async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
+    """``src`` (WAV) -> ``dst`` in ``kind``; RecordingError on failure, timeout included."""
+    argv = command(kind, src, dst)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    stderr = bytearray()
+
+    async def drain() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(4096):
+            if len(stderr) < _STDERR_MAX:
+                stderr.extend(chunk[: _STDERR_MAX - len(stderr)])
+
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(drain(), proc.wait())
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        await asyncio.to_thread(dst.unlink, missing_ok=True)
+        raise RecordingError(f"{argv[0]} took more than {timeout:g} s on {src.name}") from None
+    if proc.returncode != 0:
+        await asyncio.to_thread(dst.unlink, missing_ok=True)
+        said = stderr.decode("utf-8", "replace").strip()[:300]
+        raise RecordingError(f"{argv[0]} failed on {src.name} (exit {proc.returncode}): {said}")

@@ -1,0 +1,98 @@
+"""File names from call ids only, WAV completeness, signed links."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from router.recordings.naming import FileName, file_names, parse_file_name
+from router.recordings.signing import Signer, load_key
+from router.recordings.wav import parse_wav
+from tests.unit.recordings.wavgen import tone, wav_bytes
+
+HOSTILE = [
+    "../etc/passwd",
+    "..",
+    "1714557600.42/../../x",
+    "%2e%2e",
+    "a\0b",
+    "/abs/path",
+    "x" * 300,
+    "1714557600.42,b(x)",
+    "79161234567 Иван",
+    "",
+    "1.2.3",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_no_hostile_call_id_names_a_file(value: str) -> None:
+    with pytest.raises(ValueError, match="cannot name a recording"):
+        file_names(value, "mix", "wav")
+
+
+def test_names_come_from_the_call_id_part_and_format() -> None:
+    names = file_names("1714557600.42", "both", "wav")
+    assert [str(n) for n in names] == [
+        "1714557600.42-mix.wav",
+        "1714557600.42-in.wav",
+        "1714557600.42-out.wav",
+    ]
+    assert [str(n) for n in file_names("c2c-0a1b2c3d4e5f60718293", "in", "gsm")] == [
+        "c2c-0a1b2c3d4e5f60718293-in.gsm"
+    ]
+    assert parse_file_name("1714557600.42-out.wav") == FileName("1714557600.42", "out", "wav")
+    assert parse_file_name("../1714557600.42-out.wav") is None
+
+
+@pytest.mark.parametrize(("legs", "fmt"), [("stereo", "wav"), ("mix", "mp3"), ("mix", "../x")])
+def test_bad_legs_or_format_is_refused(legs: str, fmt: str) -> None:
+    with pytest.raises(ValueError, match="is not one of"):
+        file_names("1714557600.42", legs, fmt)
+
+
+def test_a_wav_is_complete_only_when_its_header_counts_every_byte() -> None:
+    pcm = tone(1.5)
+    done = wav_bytes(pcm)
+    info = parse_wav(done[:512])
+    assert info is not None
+    assert info.complete(len(done))
+    assert info.duration == pytest.approx(1.5)
+    open_ = wav_bytes(pcm, complete=False)
+    info = parse_wav(open_[:512])
+    assert info is not None
+    assert not info.complete(len(open_))
+    assert parse_wav(b"RIFF") is None
+    assert parse_wav(b"not a wav at all, just bytes") is None
+
+
+def test_a_signed_link_works_before_expiry_and_never_after_or_tampered() -> None:
+    signer = Signer(b"k" * 32)
+    url = signer.url("https://cr.example:8089/", "1714557600.42", "mix", ttl=60, now=1000)
+    assert url.startswith("https://cr.example:8089/api/v1/recordings/1714557600.42/mix?expires=")
+    query = dict(p.split("=") for p in url.split("?", 1)[1].split("&"))
+    assert signer.verify("1714557600.42", "mix", query["expires"], query["sig"], now=1059)
+    assert not signer.verify("1714557600.42", "mix", query["expires"], query["sig"], now=1061)
+    assert not signer.verify("1714557600.43", "mix", query["expires"], query["sig"], now=1000)
+    assert not signer.verify("1714557600.42", "in", query["expires"], query["sig"], now=1000)
+    assert not signer.verify("1714557600.42", "mix", "99999", query["sig"], now=1000)
+    tampered = query["sig"][:-1] + ("0" if query["sig"][-1] != "0" else "1")
+    assert not signer.verify("1714557600.42", "mix", query["expires"], tampered, now=1000)
+    assert not signer.verify("1714557600.42", "mix", "-1", query["sig"], now=1000)
+    assert not Signer(b"x" * 32).verify(
+        "1714557600.42", "mix", query["expires"], query["sig"], now=1000
+    )
+
+
+def test_the_key_is_generated_once_0600(tmp_path: Path) -> None:
+    path = tmp_path / "recordings.key"
+    first = load_key(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_key(path) == first
+    assert len(first) == 32
+    path.write_text("abcd\n")
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        load_key(path)

@@ -1,0 +1,135 @@
+"""The ``record`` action on the replaying fake Asterisk: MixMonitor named after the call,
+the file closed when the channel hangs up, refused without ``[recordings]``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.errors import RulesRefused
+from router.recordings.recorder import Recorder
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import RecordingStore
+from router.testing.replay import SentAction
+from tests.unit.recordings.wavgen import write_wav
+
+if TYPE_CHECKING:
+    from router.engine import Engine
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+RULES = """version: 1
+rules:
+  - name: record and ring
+    on: call
+    do:
+      - record: {legs: "{legs}"}
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+PBX_DIR = "/var/spool/asterisk/monitor/callrouter"
+
+
+def rules(tmp_path: Path, legs: str = "mix") -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace("{legs}", legs), encoding="utf-8")
+    return path
+
+
+def recorder_of(engine: Engine) -> Recorder:
+    found = engine.plugins.pm.get_plugin("recordings")
+    assert isinstance(found, Recorder)
+    return found
+
+
+async def test_record_starts_mixmonitor_named_after_the_call_and_closes_at_hangup(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    local = tmp_path / "monitor"
+    local.mkdir()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=local)
+    sent: list[SentAction] = []
+    ajam_replay.on("MixMonitor", lambda action: sent.append(action) or {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="8 (916) 123-45-67", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    assert len(sent) == 1
+    assert sent[0]["Channel"] == channel
+    assert sent[0]["File"] == f"{PBX_DIR}/{linkedid}-mix.wav"
+    # Nothing the caller sent is in the name.
+    assert "916" not in sent[0]["File"]
+    record = engine.records[-1]
+    assert record.outcome == "executed"
+
+    write_wav(local / f"{linkedid}-mix.wav", 2.5)
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await recorder_of(engine).closed()
+    store = RecordingStore(engine.state_dir)
+    (row,) = store.for_call(linkedid)
+    assert row.state == "closed"
+    assert row.duration == pytest.approx(2.5)
+    assert row.content_type == "audio/wav"
+    assert row.size == (local / f"{linkedid}-mix.wav").stat().st_size
+    assert row.sha256 is not None
+    assert len(row.sha256) == 64
+    assert [r.id for r in store.closed()] == [row.id]
+
+
+async def test_both_legs_make_three_files_with_r_and_t(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    sent: list[SentAction] = []
+    ajam_replay.on("MixMonitor", lambda action: sent.append(action) or {})
+    engine = await engine_factory(rules(tmp_path, "both"), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    assert sent[0]["File"] == f"{PBX_DIR}/{linkedid}-mix.wav"
+    assert sent[0]["Options"] == (f"r({PBX_DIR}/{linkedid}-in.wav)t({PBX_DIR}/{linkedid}-out.wav)")
+
+
+async def test_a_file_that_never_completes_is_marked_failed(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.5)
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    write_wav(tmp_path / f"{linkedid}-mix.wav", 1.0, complete=False)
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "failed"
+    assert "incomplete" in row.note
+
+
+async def test_asterisk_refusing_mixmonitor_fails_the_action_and_forgets_the_row(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    ajam_replay.on("MixMonitor", lambda action: [("Response", "Error"), ("Message", "No")])
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    assert RecordingStore(engine.state_dir).for_call(linkedid) == []
+    # The redirect after it still ran: a failed recording never strands the call.
+    assert ajam_replay.count("Redirect") == 1
+
+
+async def test_record_without_recordings_table_is_refused_at_load(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(RulesRefused):
+        await engine_factory(rules(tmp_path))
+    assert "rules.yaml:6: rule 'record and ring': action 'record': record needs a " in caplog.text
+    assert "[recordings] table in router.toml" in caplog.text

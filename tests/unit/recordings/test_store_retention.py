@@ -1,0 +1,145 @@
+"""The catalog's states, confirmation by hash, retention's order, [recordings] errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from router.errors import ConfigError
+from router.recordings.naming import file_names
+from router.recordings.retention import apply_retention
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import Recording, RecordingStore
+from router.testing.builders import config_from_toml
+
+PBX = "/var/spool/asterisk/monitor"
+
+
+def closed_file(
+    store: RecordingStore, local: Path, call_id: str, size: int, at: float
+) -> Recording:
+    (name,) = file_names(call_id, "mix", "wav")
+    (row,) = store.start(
+        [name],
+        pbx_paths=[f"{PBX}/{name}"],
+        local_paths=[local / str(name)],
+        channel="PJSIP/trunk-1",
+        extensions=["101"],
+        now=at,
+    )
+    path = local / str(name)
+    path.write_bytes(b"x" * size)
+    store.mark_closed(
+        row.id,
+        file=path,
+        content_type="audio/wav",
+        size=size,
+        sha256=f"{row.id:064x}",
+        duration=1.0,
+        now=at,
+    )
+    found = store.get(call_id, "mix")
+    assert found is not None
+    return found
+
+
+def test_the_catalog_is_private_and_confirmed_only_with_the_right_hash(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    row = closed_file(store, tmp_path, "1714557600.1", 10, 1000)
+    assert store.closed() == [row]
+    assert not store.confirm("1714557600.1", "mix", "0" * 64, "onec")
+    assert store.confirm("1714557600.1", "mix", row.sha256 or "", "onec")
+    assert store.closed() == []
+    again = store.get("1714557600.1", "mix")
+    assert again is not None
+    assert again.state == "delivered"
+    assert again.receiver == "onec"
+    # A second start of the same call is a no-op: one recording per call and part.
+    (name,) = file_names("1714557600.1", "mix", "wav")
+    assert store.start([name], pbx_paths=["x"], local_paths=[tmp_path / "x"], channel="c") == []
+
+
+def test_retention_deletes_delivered_first_and_undelivered_only_over_the_hard_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RecordingStore(tmp_path / "state")
+    old_sent = closed_file(store, tmp_path, "1.1", 100, 1000)
+    closed_file(store, tmp_path, "1.2", 100, 1001)
+    new_sent = closed_file(store, tmp_path, "1.3", 100, 1002)
+    new_unsent = closed_file(store, tmp_path, "1.4", 100, 1003)
+    for row in (old_sent, new_sent):
+        assert store.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+    settings = RecordingSettings(dir=PBX, local_dir=tmp_path, max_bytes=250, hard_cap_bytes=300)
+    report = apply_retention(store, settings, now=2000)
+    # Over max_bytes (400 > 250): delivered ones go, oldest first, and only they.
+    assert report.deleted == ["1.1-mix.wav", "1.3-mix.wav"]
+    assert report.lost == []
+    assert not (tmp_path / "1.1-mix.wav").exists()
+    assert (tmp_path / "1.2-mix.wav").exists()
+    assert store.usage().bytes_on_disk == 200
+    # Under the hard cap nothing unconfirmed is touched; over it, the oldest goes, logged.
+    tight = RecordingSettings(dir=PBX, local_dir=tmp_path, max_bytes=100, hard_cap_bytes=100)
+    report = apply_retention(store, tight, now=2000)
+    assert report.lost == ["1.2-mix.wav"]
+    assert "deleted 1.2-mix.wav of call 1.2 before delivery" in caplog.text
+    assert (tmp_path / "1.4-mix.wav").exists()
+    assert store.get(new_unsent.call_id, "mix") is not None
+    assert store.usage().counts == {"removed": 3, "closed": 1}
+
+
+def test_after_delivery_move_and_max_age(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "state")
+    row = closed_file(store, tmp_path, "2.1", 10, 1000)
+    kept = closed_file(store, tmp_path, "2.2", 10, 1000)
+    assert store.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+    settings = RecordingSettings(
+        dir=PBX, local_dir=tmp_path, after_delivery="move", move_to=tmp_path / "archive"
+    )
+    assert apply_retention(store, settings).moved == ["2.1-mix.wav"]
+    assert (tmp_path / "archive" / "2.1-mix.wav").exists()
+    assert store.confirm(kept.call_id, "mix", kept.sha256 or "", "onec")
+    aged = RecordingSettings(dir=PBX, local_dir=tmp_path, max_age_days=1)
+    assert apply_retention(store, aged, now=1000 + 3600).deleted == []
+    assert apply_retention(store, aged, now=1000 + 2 * 86400).deleted == ["2.2-mix.wav"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('dir = "relative/monitor"', "[recordings] dir: expected an absolute path"),
+        ('dir = "/var/../etc"', "[recordings] dir: expected an absolute path"),
+        ('dir = "/x,b(y)"', "[recordings] dir: expected an absolute path"),
+        ('dir = "/x"\nlegs = "stereo"', "[recordings] legs: expected 'mix' or 'both'"),
+        ('dir = "/x"\ntranscode = "flac"', "[recordings] transcode: expected 'off' or"),
+        ('dir = "/x"\nmode = "pull"', "[recordings] public_url: required with mode"),
+        ('dir = "/x"\nafter_delivery = "move"', "[recordings] move_to: required"),
+        ('dir = "/x"\nmax_bytes = 10\nhard_cap_bytes = 5', "[recordings] hard_cap_bytes: must"),
+        ('dir = "/x"\nformats = "wav"', "[recordings] formats: unknown key; did you mean 'format'"),
+        ("local_dir = '/x'", "[recordings] dir: required"),
+    ],
+)
+def test_bad_recordings_settings_name_the_file_and_key(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_toml(tmp_path, f"[recordings]\n{table}\n")
+    assert str(caught.value).startswith(str(tmp_path / "router.toml"))
+    assert message in str(caught.value)
+
+
+def test_recordings_settings_are_read(tmp_path: Path) -> None:
+    config = config_from_toml(
+        tmp_path,
+        '[recordings]\ndir = "/var/spool/asterisk/monitor/"\nlocal_dir = "mnt"\n'
+        'mode = "pull"\npublic_url = "https://cr.example:8089/"\n',
+    )
+    settings = config.recordings
+    assert settings is not None
+    assert settings.dir == "/var/spool/asterisk/monitor"
+    assert settings.local_dir == tmp_path / "mnt"
+    assert settings.public_url == "https://cr.example:8089"
+    assert config_from_toml(tmp_path, "").recordings is None
