@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
         parse_number,
     )
     from router.builtin.timefuncs import rules_timezone
+    from router.calllife.model import CallEvent, Transfer
     from router.calls import Call
     from router.config import Config, SettingsReader
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
@@ -53,6 +54,9 @@ if TYPE_CHECKING:  # pragma: no cover
 _LAZY = {
     "Event": "router.ami.message",
     "Call": "router.calls",
+    # A call's life from CEL (callrouter_call_event, docs/history.md).
+    "CallEvent": "router.calllife.model",
+    "Transfer": "router.calllife.model",
     # Phone numbers: one normalization for the core, lists and plugins (1C).
     "NumberKind": "router.builtin.numbers",
     "NumberPlan": "router.builtin.numbers",
@@ -109,6 +113,7 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "Call",
+    "CallEvent",
     "CallRouterError",
     "Config",
     "ConfigError",
@@ -133,6 +138,7 @@ __all__ = [
     "StreamGap",
     "Supervised",
     "Trace",
+    "Transfer",
     "__version__",
     "check_cron",
     "cron_trigger",

@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import Literal, cast
 
 from router.api.settings import ApiSettings, read_api
+from router.calllife.settings import HistorySettings, read_history
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
 from router.recordings.settings import RecordingSettings, read_recordings
@@ -183,13 +184,15 @@ class Config:
     api: ApiSettings | None = None
     #: ``[recordings]``: call recordings (router/recordings), or None (off).
     recordings: RecordingSettings | None = None
+    #: ``[history]``: where Asterisk's CEL is stored, for replays (docs/history.md).
+    history: HistorySettings = field(default_factory=HistorySettings)
     #: The file read, or ``None`` when there was none and overrides sufficed.
     path: Path | None = None
 
 
 # -- reading -----------------------------------------------------------------
 
-_SECTIONS = ("asterisk", "router", "plugins", "api", "recordings")
+_SECTIONS = ("asterisk", "router", "plugins", "api", "recordings", "history")
 _KEYS: dict[str, tuple[str, ...]] = {
     "asterisk": (
         "url",
@@ -666,6 +669,7 @@ def load_config(
         router=_router(reader("router"), env),
         plugins=_plugins(reader("plugins")),
         api=read_api(reader("api")) if "api" in (data or {}) else None,
+        history=read_history(reader("history")),
         recordings=(
             read_recordings(reader("recordings")) if "recordings" in (data or {}) else None
         ),

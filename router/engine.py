@@ -50,6 +50,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
+from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import (
@@ -63,12 +64,12 @@ from router.dialplan import (
 from router.engine_view import CallsView, EngineView
 from router.errors import AMIAuthenticationError, AMIError, AMIPrivilegeError, RulesRefused
 from router.executor import Executor, PluginHooks
+from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
-from router.health import Health, readiness
+from router.metrics import Metrics
 from router.plugins import Plugins
 from router.request import RequestInfo
-from router.metrics import Metrics
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
@@ -134,11 +135,11 @@ class Engine:
         self.plugins = plugins or Plugins.for_config(config)
         self._client = client or open_client(ClientSettings.from_config(config.asterisk))
         self._tracker = CallTracker()
-        ami = AMI(self._client)
-        #: What plugins get of this engine (router.hookspecs.EngineAPI).
         #: This engine's metrics (``/metrics``); plugins add theirs through
         #: ``callrouter_metrics``, other parts of router through this object.
         self.metrics = Metrics()
+        ami = AMI(self._client)
+        #: What plugins get of this engine (router.hookspecs.EngineAPI).
         self.api: EngineAPI = EngineView(
             ami=ami,
             calls=CallsView(self._tracker),
@@ -173,16 +174,20 @@ class Engine:
             clock=lambda: self.clock(),
             standby=self._standby,
             shadow=config.router.shadow if shadow is None else shadow,
-        )
-        self._scheduler = AsyncIOScheduler()
             metrics=self.metrics,
-        self._stream: EventStream | None = None
+        )
         self.metrics.calls_active = lambda: float(len(self._tracker))
         self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
         self.metrics.ready = lambda: self.health().ready
         self._metrics_given = False
         #: A call's life from CEL: live, and rebuilt after gaps (router/calllife).
-        self.calllife = CallLife(config.history, self.plugins.call_event)
+        self.calllife = CallLife(
+            config.history,
+            self.plugins.call_event,
+            is_internal=lambda number: self.registry.is_internal_number(number),
+        )
+        self._scheduler = AsyncIOScheduler()
+        self._stream: EventStream | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         #: The HTTP API's listener (``[api]``), once started.
         self._api_server: ApiServer | None = None
@@ -290,10 +295,6 @@ class Engine:
     def tracker(self) -> CallTracker:
         return self._tracker
 
-    def _connected(self) -> bool:
-        """Logged in, and the event stream (once started) not failing."""
-        if not getattr(self._client, "logged_in", True) or self._stopping.is_set():
-            return False
     def health(self) -> Health:
         """What ``/readyz`` answers (router/health.py)."""
         return readiness(
@@ -304,6 +305,10 @@ class Engine:
             serving=self.ready.is_set() and not self._stopping.is_set(),
         )
 
+    def _connected(self) -> bool:
+        """Logged in, and the event stream (once started) not failing."""
+        if not getattr(self._client, "logged_in", True) or self._stopping.is_set():
+            return False
         return self._stream is None or not self._stream.failing
 
     def may_ask(self, call: Call, lookup: str) -> bool:
@@ -326,20 +331,20 @@ class Engine:
         ones ``callrouter check`` reports, which :meth:`start` refuses.
         """
         await self.plugins.configure(self._config)
+        if not self._metrics_given:  # a family registered twice would raise
+            self._metrics_given = True
+            await self.plugins.metrics(self.metrics)
         problems = [str(p) for p in self.plugins.register_into(self.registry)]
         loaded = self.rules.reload()
         problems += [str(error) for error in loaded.errors]
         for problem in problems:
-        if not self._metrics_given:  # a family registered twice would raise
-            self._metrics_given = True
-            await self.plugins.metrics(self.metrics)
             log.error("%s", problem)
         self.setup_problems = tuple(problems)
+        self.metrics.rules_loaded.set(len(loaded.rules))
         log.info(
             "loaded %d rules from %s", len(loaded.rules), ", ".join(map(str, self.rules.paths))
         )
         self._rule_mtimes = self._scan_rule_files()
-        self.metrics.rules_loaded.set(len(loaded.rules))
         return loaded
 
     async def start(self) -> None:
@@ -382,6 +387,14 @@ class Engine:
             replace_existing=True,
         )
         await self.plugins.startup(self.api)
+        self.calllife.start(self.state_dir)
+        self._scheduler.add_job(
+            logged("call life mark", self.calllife.save_mark, logger=log),
+            "interval",
+            seconds=5,
+            id="callrouter-calllife",
+            replace_existing=True,
+        )
         if not self.shadow and self.options.live_heartbeat > 0:
             await self._start_guard()
         self._stream = EventStream(
@@ -534,6 +547,10 @@ class Engine:
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
         try:
+            await self.calllife.stop()
+        except Exception:
+            log.exception("stop: saving the call life mark failed; stopping anyway")
+        try:
             await self.plugins.shutdown(self.api)
         except Exception:
             log.exception("stop: plugin shutdown failed; stopping anyway")
@@ -654,6 +671,7 @@ class Engine:
             try:
                 loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
             except Exception:  # a bug in loading must not end the engine
+                self.metrics.rule_reloads.labels("failed").inc()
                 log.exception(
                     "rules not reloaded: loading failed; keeping the previous %d rules",
                     len(self.rules.current.rules),
@@ -679,14 +697,16 @@ class Engine:
         for error in loaded.errors:
             log.error("%s (rule disabled)", error)
         if loaded.fatal:
+            self.metrics.rule_reloads.labels("refused").inc()
             log.error(
                 "rules not reloaded: keeping the previous %d rules", len(self.rules.current.rules)
-                self.metrics.rule_reloads.labels("failed").inc()
             )
             return loaded
         book = RuleBook(self.rules.paths, fresh)
         book.current = loaded
         self.router.rules = book
+        self.metrics.rule_reloads.labels("ok").inc()
+        self.metrics.rules_loaded.set(len(loaded.rules))
         log.info("reloaded %d rules", len(loaded.rules))
         if self._scheduler.running:
             self._schedule_rules()
@@ -707,7 +727,6 @@ class Engine:
         if current != self._rule_mtimes:
             self._rule_mtimes = current
             log.info("rule files changed; reloading")
-            self.metrics.rule_reloads.labels("refused").inc()
             await self.reload_in_thread()
 
     async def _keepalive(self) -> None:
@@ -715,8 +734,6 @@ class Engine:
             await self._client.send("Ping", {}, validate=False)
         except AMIError as exc:
             log.warning("keepalive Ping failed: %s", exc)
-        self.metrics.rule_reloads.labels("ok").inc()
-        self.metrics.rules_loaded.set(len(loaded.rules))
 
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()
@@ -784,6 +801,7 @@ class Engine:
             if self._guard is not None and self._guard.observe(event) and not self._guard.leaving:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
+        self.metrics.event(event.name)
         fed = self._tracker.feed(event)
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
@@ -793,6 +811,8 @@ class Engine:
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)
+        if name in LIVE_EVENTS:
+            await self.calllife.ingest(name, event)
         if self._listeners:
             self._tell(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
@@ -811,7 +831,6 @@ class Engine:
             call.extra["prefetch"] = True
             if not call.did:
                 call.did = event.get("Exten") or ""
-        self.metrics.event(event.name)
             await self.plugins.prefetch(call)
         if self.rules.current.event_rules(name):
             await self._event_rules(event, call)
@@ -845,11 +864,13 @@ class Engine:
     # -- gaps ----------------------------------------------------------------------------
 
     async def _on_gap(self, gap: StreamGap) -> None:
+        self.metrics.stream_gaps.labels(gap.reason).inc()
         log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
         if self._guard is not None and not self._guard.leaving:
             # Heartbeats were lost with the gap: ask again before acting.
             self._spawn_beat(self._guard.probe())
         await self.plugins.stream_gap(gap)
+        self.calllife.gap(gap.since)
         self._tell(gap, None)
         try:
             await self.reconcile(trigger="gap")
@@ -880,4 +901,3 @@ class Engine:
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
-        self.metrics.stream_gaps.labels(gap.reason).inc()

@@ -22,6 +22,7 @@ as aiosmtplib does::
     ├── LookupUnavailable                  a fact source (1C, CSV, AMI) could not answer
     ├── router.api.errors.ApiError         an HTTP API request failed (status, problem details)
     ├── RecordingError                     a call recording could not be made, closed or transcoded
+    ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
@@ -46,6 +47,7 @@ __all__ = [
     "AMIValidationError",
     "CallRouterError",
     "ConfigError",
+    "HistorySourceError",
     "LookupUnavailable",
     "PluginError",
     "RecordingError",
@@ -191,6 +193,11 @@ class LookupUnavailable(CallRouterError):
 
 class RecordingError(CallRouterError):
     """A call recording could not be started, closed or transcoded (router.recordings)."""
+
+
+class HistorySourceError(CallRouterError, OSError):
+    """Asterisk's stored CEL (``[history] cel``) could not be read: the message
+    names the key and the file or server; a replay is retried after the next gap."""
 
 
 class SandboxError(CallRouterError, RuntimeError):

@@ -24,6 +24,7 @@ Life cycle::
       callrouter_execute       a rule asks for an action kind a plugin owns
       callrouter_notify        a rule sends ``notify: {plugin: NAME, ...}``
       callrouter_stream_gap    the event stream lost events (reconnect)
+      callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
     callrouter_shutdown      once, on SIGTERM / exit
 """
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.facade import AMI
     from router.ami.message import Event
     from router.ami.stream import StreamGap
+    from router.calllife.model import CallEvent
     from router.calls import Call
     from router.config import Config
     from router.rules.decision import Action, Decision, Trace
@@ -296,6 +298,20 @@ def callrouter_call_end(call: Call) -> None:
 
     ``call.timeline`` holds what happened; ``call.answered`` whether anyone
     answered. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_call_event(event: CallEvent) -> None:
+    """A fact of a call's life: ringing, answered, transferred, hangup, missed.
+
+    Built from Asterisk's CEL (docs/history.md), live and, after a gap or at
+    start, from the CEL store (``event.replayed`` is then True). In order per
+    call (``event.call_id``, the Linkedid); each ``event.event_id`` at most
+    once per process, and the same fact has the same id live and replayed,
+    so a receiver that outlives the process deduplicates by it. Runs on the
+    event path, synchronously: return at once and hand slow work (network,
+    disk) to a queue or task. Return value ignored.
     """
 
 

@@ -32,6 +32,7 @@ from router.rules.suggest import did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
     from router.ami.stream import StreamGap
+    from router.calllife.model import CallEvent
     from router.calls import Call
     from router.config import Config
     from router.hookspecs import EngineAPI, RouteOutcome
@@ -358,6 +359,9 @@ class Plugins:
 
     async def stream_gap(self, gap: StreamGap) -> None:
         await self._call_each("callrouter_stream_gap", {"gap": gap})
+
+    async def call_event(self, event: CallEvent) -> None:
+        await self._call_each("callrouter_call_event", {"event": event}, scope=event.call_id)
 
     async def call_end(self, call: Call) -> None:
         # The call's failure memory is kept (bounded, oldest first out): a hook

@@ -20,12 +20,14 @@ import pytest
 from router import ConfigError, EngineAPI, hookspecs
 from router.ami.message import Event
 from router.ami.stream import StreamGap
+from router.calllife.model import CallEvent
 from router.calls import Call
 from router.config import AsteriskSettings, Config, PluginSettings
 from router.hookspecs import RouteOutcome, hookimpl
 from router.plugins import Plugins
 from router.rules.decision import Action, Decision, Trace
 from router.rules.registry import ActionSpec, ParamSpec, Registry
+from router.testing.cel import answered_call, as_ami
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -128,6 +130,10 @@ class Recorder:
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
         self.calls.append(("call_end", {"call": call}))
+
+    @hookimpl
+    def callrouter_call_event(self, event: CallEvent) -> None:
+        self.calls.append(("call_event", {"event": event}))
 
     @hookimpl
     async def callrouter_shutdown(self, engine: EngineAPI) -> None:
@@ -347,6 +353,29 @@ async def test_hook_callrouter_stream_gap(
     # The engine reconciled: the waiting channel was found and routed once.
     assert ajam_replay.count("CoreShowChannels") == 2  # at start, and after the gap
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+
+
+async def test_hook_callrouter_call_event(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Live CEL (cel_manager's ``Event: CEL``) becomes the call's story, in order."""
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    records = [as_ami(r) for r in answered_call().records]
+    ajam_replay.queue_events(records)
+    await ajam_replay.settle(engine)
+    told = [seen["event"] for seen in recorder.seen("call_event")]
+    assert [(e.kind, e.extension) for e in told] == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("hangup", "101"),
+    ]
+    assert len({e.call_id for e in told}) == 1
+    assert not any(e.replayed for e in told)
+    # The same records again (a duplicate delivery): nothing is told twice.
+    ajam_replay.queue_events(records)
+    await ajam_replay.settle(engine)
+    assert len(recorder.seen("call_event")) == 3
 
 
 async def test_hook_callrouter_call_end(

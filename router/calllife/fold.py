@@ -1,0 +1,547 @@
+"""CEL records -> call events: one state machine per Linkedid, no I/O.
+
+The same :class:`Folder` folds records arriving live and records read back
+from Asterisk's CEL store after a gap, so live and replayed history are built
+by one code path and a fact gets the same ``event_id`` either way
+(docs/history.md). What it decides:
+
+* **legs**: every channel of the call. A PJSIP, SIP or IAX2 channel whose
+  endpoint looks like an internal number (``is_internal``) is an extension's
+  leg; Local channels are plumbing; any other channel is the outside line.
+* **ringing** at an extension's leg that the call created (Dial, Queue): known
+  for sure when the leg answers, or when it ends without answering unless it
+  ended busy, rejected or unreachable (then the phone never rang). A live
+  ``Newstate`` Ringing or ``DialState`` RINGING (:meth:`Folder.hint`) says it
+  earlier; the event is the same either way.
+* **answered** by which extension (an outbound call: when the far end answers).
+* **transferred**: blind and attended, who to whom.
+* **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
+  talk time on Asterisk's clock; then **missed** for an inbound call nobody
+  answered: one per customer call, however many phones rang.
+
+Every fold is bounded (calls, legs per call, records per call) and a record
+that makes no sense is ignored, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from router.calllife.model import CallEvent, CelRecord, Direction, EndStatus, Transfer
+
+__all__ = [
+    "MAX_CALLS",
+    "MAX_LEGS",
+    "MAX_RECORDS",
+    "CallFold",
+    "Folder",
+    "extension_of",
+    "plan_internal",
+]
+
+log = logging.getLogger("router.calllife")
+
+#: Calls followed at once; past it the oldest is forgotten (logged).
+MAX_CALLS = 10_000
+#: Legs per call (a ring group of 60 phones is already unusual).
+MAX_LEGS = 256
+#: Records per call; past it the call's records are ignored until it ends.
+MAX_RECORDS = 5_000
+#: Event ids remembered after their call ended, so a replay tells nothing twice.
+MAX_EMITTED = 200_000
+
+#: Hangup causes of a leg that never rang: busy, rejected, unreachable, no such
+#: number, congestion, no answer from the device at all (Q.850 numbers).
+NOT_RANG_CAUSES = frozenset({1, 2, 3, 17, 18, 20, 21, 22, 27, 28, 29, 31, 34, 38, 41, 42, 44, 58})
+_PHONE_TECH = ("PJSIP/", "SIP/", "IAX2/")
+_CHANNEL = re.compile(r"^(?P<tech>[A-Za-z0-9]+)/(?P<name>.+?)(?:-[0-9a-fA-F]+)?(?:;[12])?$")
+_DIAL_STATUS: dict[str, EndStatus] = {
+    "ANSWER": "ANSWER",
+    "BUSY": "BUSY",
+    "NOANSWER": "NOANSWER",
+    "CANCEL": "CANCEL",
+    "CONGESTION": "FAILED",
+    "CHANUNAVAIL": "FAILED",
+    "INVALIDARGS": "FAILED",
+}
+
+
+def plan_internal(number: str) -> bool:
+    """The default number plan's rule (router/builtin/numbers.py): up to five
+    digits is an extension. The engine passes the configured plan's rule."""
+    return number.isascii() and number.isdigit() and 0 < len(number) <= 5
+
+
+def extension_of(channel: str, is_internal: Callable[[str], bool] = plan_internal) -> str | None:
+    """The extension a phone channel belongs to (``PJSIP/101-0000002a`` -> ``101``), or None."""
+    if not channel.startswith(_PHONE_TECH):
+        return None
+    match = _CHANNEL.match(channel)
+    if match is None:
+        return None
+    name = match.group("name")
+    return name if name.isascii() and name.isdigit() and is_internal(name) else None
+
+
+def _is_local(channel: str) -> bool:
+    return channel.startswith("Local/")
+
+
+@dataclass(slots=True)
+class Leg:
+    """One channel of the call, as far as the records told."""
+
+    uniqueid: str
+    channel: str
+    extension: str | None
+    started_at: float
+    originator: bool = False
+    answered_at: float | None = None
+    ended_at: float | None = None
+    cause: int | None = None
+    rang: bool = False
+    #: Left the call by a transfer (its hangup is not the call's end).
+    transferred_away: bool = False
+
+
+@dataclass(slots=True)
+class CallFold:
+    """One call's state: every record of one Linkedid, folded in order."""
+
+    linkedid: str
+    is_internal: Callable[[str], bool]
+    replayed: bool = False
+    legs: dict[str, Leg] = field(default_factory=dict)
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+    direction: Direction | None = None
+    external: str | None = None
+    did: str | None = None
+    originator: Leg | None = None
+    started_at: float | None = None
+    answered_at: float | None = None
+    answered_by: str | None = None
+    #: The extension on the call now (answered, or the target of a transfer).
+    current: str | None = None
+    answered: bool = False
+    transfers: int = 0
+    first_hangup: tuple[str, float] | None = None
+    hangup_source: str = ""
+    dial_status: str = ""
+    ended: bool = False
+    last_at: float = 0.0
+    records: int = 0
+
+    # -- folding -----------------------------------------------------------------
+
+    def apply(self, record: CelRecord) -> list[CallEvent]:
+        """Fold one record; the events it decides (none if it was seen before)."""
+        if self.ended or record.key in self.seen or self.records >= MAX_RECORDS:
+            return []
+        self.seen.add(record.key)
+        self.records += 1
+        self.last_at = max(self.last_at, record.at)
+        handler = _HANDLERS.get(record.event)
+        if handler is None:
+            return []
+        return handler(self, record)
+
+    def ringing_hint(self, uniqueid: str) -> list[CallEvent]:
+        """A live sign that the leg ``uniqueid`` rings (Newstate 5, DialState RINGING)."""
+        leg = self.legs.get(uniqueid)
+        if leg is None or self.ended or leg.answered_at is not None or leg.ended_at is not None:
+            return []
+        return self._ringing(leg)
+
+    def _leg(self, record: CelRecord) -> Leg | None:
+        leg = self.legs.get(record.uniqueid)
+        if leg is not None:
+            return leg
+        if len(self.legs) >= MAX_LEGS:
+            return None
+        # A leg whose start we did not see here: it joined from another call
+        # (the target of an attended transfer keeps its own Linkedid's start).
+        leg = Leg(
+            record.uniqueid,
+            record.channel,
+            extension_of(record.channel, self.is_internal),
+            record.at,
+            originator=not self.legs and record.uniqueid == self.linkedid,
+        )
+        self.legs[record.uniqueid] = leg
+        if leg.originator:
+            self._start(leg, record)
+        return leg
+
+    def _on_start(self, record: CelRecord) -> list[CallEvent]:
+        self._leg(record)
+        return []
+
+    def _start(self, leg: Leg, record: CelRecord) -> None:
+        """The call's first channel decides its direction and numbers."""
+        self.originator = leg
+        self.started_at = record.at
+        caller = record.cid_num.strip()
+        dialled = (record.cid_dnid or record.exten).strip()
+        if leg.extension is not None:
+            inside = bool(dialled) and dialled.isdigit() and self.is_internal(dialled)
+            self.direction = "internal" if inside else "out"
+            self.external = None if inside or not dialled or dialled == "s" else dialled
+        elif caller and caller.isdigit() and self.is_internal(caller):
+            inside = bool(dialled) and self.is_internal(dialled)
+            self.direction = "internal" if inside else "out"
+            self.external = None if inside or not dialled or dialled == "s" else dialled
+        else:
+            self.direction = "in"
+            self.external = caller or None
+            self.did = record.exten if record.exten and record.exten != "s" else None
+
+    def _on_answer(self, record: CelRecord) -> list[CallEvent]:
+        leg = self._leg(record)
+        if leg is None or leg.answered_at is not None:
+            return []
+        leg.answered_at = record.at
+        if leg.originator:
+            return []
+        events: list[CallEvent] = []
+        if leg.extension is not None:
+            events += self._ringing(leg)
+            who: str | None = leg.extension
+        elif _is_local(leg.channel):
+            return []
+        elif self.direction == "out" and self.originator is not None:
+            # The far end of an outbound call answered: the caller's extension talks.
+            who = self.originator.extension
+            if self.external is None:
+                self.external = _number(record.cid_num) or _number(record.exten)
+        else:
+            return []  # the outside line of an inbound call, answered by the dialplan
+        if not self.answered:
+            self.answered = True
+            self.answered_at = record.at
+            self.answered_by = who
+        self.current = who
+        events.append(self._event("answered", f"answered/{leg.uniqueid}", record.at, who))
+        return events
+
+    def _on_hangup(self, record: CelRecord) -> list[CallEvent]:
+        leg = self._leg(record)
+        if leg is None or leg.ended_at is not None:
+            return []
+        leg.ended_at = record.at
+        extra = record.extra
+        cause = extra.get("hangupcause")
+        leg.cause = cause if isinstance(cause, int) else None
+        source = extra.get("hangupsource")
+        status = extra.get("dialstatus")
+        if leg.originator:
+            self.hangup_source = source if isinstance(source, str) else ""
+            self.dial_status = status if isinstance(status, str) else ""
+        if (
+            self.answered
+            and self.first_hangup is None
+            and (leg.originator or leg.answered_at is not None)
+            and not leg.transferred_away
+        ):
+            self.first_hangup = (
+                source if isinstance(source, str) and source else leg.channel,
+                record.at,
+            )
+        events: list[CallEvent] = []
+        if (
+            leg.extension is not None
+            and not leg.originator
+            and leg.answered_at is None
+            and (leg.cause is None or leg.cause not in NOT_RANG_CAUSES)
+        ):
+            events += self._ringing(leg)
+        return events
+
+    def _on_blind(self, record: CelRecord) -> list[CallEvent]:
+        leg = self._leg(record)
+        target = record.extra.get("extension")
+        to = target if isinstance(target, str) and target else None
+        frm = leg.extension if leg is not None else None
+        if leg is not None:
+            leg.transferred_away = True
+        return self._transfer(Transfer("blind", frm, to), record)
+
+    def _on_attended(self, record: CelRecord) -> list[CallEvent]:
+        leg = self._leg(record)
+        extra = record.extra
+        target = extra.get("transfer_target_channel_name")
+        to = extension_of(target, self.is_internal) if isinstance(target, str) else None
+        if to is None:
+            # The transferer's own consultation leg names the phone it spoke to.
+            peer = extra.get("channel2_name")
+            to = extension_of(peer, self.is_internal) if isinstance(peer, str) else None
+            to = None if leg is not None and to == leg.extension else to
+        frm = leg.extension if leg is not None else None
+        if leg is not None:
+            leg.transferred_away = True
+        target_id = extra.get("transfer_target_channel_uniqueid")
+        if isinstance(target_id, str) and target_id and isinstance(target, str):
+            joined = self.legs.get(target_id)
+            if joined is None and len(self.legs) < MAX_LEGS:
+                joined = Leg(target_id, target, to, record.at, answered_at=record.at)
+                self.legs[target_id] = joined
+        return self._transfer(Transfer("attended", frm, to), record)
+
+    def _transfer(self, transfer: Transfer, record: CelRecord) -> list[CallEvent]:
+        self.transfers += 1
+        if transfer.to_extension is not None and transfer.kind == "attended":
+            self.current = transfer.to_extension
+        event = self._event(
+            "transferred",
+            f"transferred/{record.uniqueid}/{self.transfers}",
+            record.at,
+            transfer.from_extension,
+            transfer=transfer,
+        )
+        return [event]
+
+    def _on_end(self, record: CelRecord) -> list[CallEvent]:
+        self.ended = True
+        ended_at = self._ended_at(record.at)
+        status = self._status()
+        hangup_by = self._hangup_by()
+        talk = (
+            max(0.0, round(ended_at - self.answered_at, 3))
+            if self.answered_at is not None
+            else None
+        )
+        events = [
+            self._event(
+                "hangup",
+                "hangup",
+                ended_at,
+                self.current,
+                ended_at=ended_at,
+                status=status,
+                hangup_by=hangup_by,
+                talk_seconds=talk,
+            )
+        ]
+        if self.direction == "in" and status != "ANSWER":
+            events.append(
+                self._event(
+                    "missed",
+                    "missed",
+                    ended_at,
+                    None,
+                    ended_at=ended_at,
+                    status=status,
+                    hangup_by=hangup_by,
+                )
+            )
+        return events
+
+    # -- deciding ----------------------------------------------------------------
+
+    def _ringing(self, leg: Leg) -> list[CallEvent]:
+        if leg.rang or leg.extension is None or leg.originator:
+            return []
+        leg.rang = True
+        return [self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)]
+
+    def _ended_at(self, fallback: float) -> float:
+        if self.first_hangup is not None:
+            return self.first_hangup[1]
+        origin = self.originator
+        if origin is not None and origin.ended_at is not None and not origin.transferred_away:
+            return origin.ended_at
+        return fallback
+
+    def _status(self) -> EndStatus:
+        if self.answered:
+            return "ANSWER"
+        status = _DIAL_STATUS.get(self.dial_status.upper())
+        if status is not None:
+            return status
+        origin = self.originator
+        if origin is not None and self.hangup_source == origin.channel:
+            return "CANCEL"  # the caller hung up before anyone was dialled
+        return "NOANSWER"
+
+    def _hangup_by(self) -> str | None:
+        source = self.first_hangup[0] if self.first_hangup is not None else self.hangup_source
+        if not source:
+            return None
+        extension = extension_of(source, self.is_internal)
+        if extension is not None:
+            return extension
+        if _is_local(source) or "/" not in source:
+            return None
+        return "external"
+
+    def _event(
+        self,
+        kind: str,
+        suffix: str,
+        at: float,
+        extension: str | None,
+        **fields: object,
+    ) -> CallEvent:
+        return CallEvent(
+            kind=kind,  # type: ignore[arg-type]
+            call_id=self.linkedid,
+            event_id=f"{self.linkedid}/{suffix}",
+            direction=self.direction or "in",
+            external=self.external,
+            did=self.did,
+            extension=extension,
+            at=at,
+            started_at=self.started_at if self.started_at is not None else at,
+            answered_at=self.answered_at,
+            replayed=self.replayed,
+            **fields,  # type: ignore[arg-type]
+        )
+
+
+def _number(text: str) -> str | None:
+    text = text.strip()
+    return text if text and text != "s" else None
+
+
+_HANDLERS: dict[str, Callable[[CallFold, CelRecord], list[CallEvent]]] = {
+    "CHAN_START": CallFold._on_start,
+    "ANSWER": CallFold._on_answer,
+    "HANGUP": CallFold._on_hangup,
+    "BLINDTRANSFER": CallFold._on_blind,
+    "ATTENDEDTRANSFER": CallFold._on_attended,
+    "LINKEDID_END": CallFold._on_end,
+}
+
+
+class Folder:
+    """Every call's fold, by Linkedid; each event id handed out once per process.
+
+    :meth:`feed` takes live records in arrival order; :meth:`replay` takes a
+    call's stored records (read after a gap) and rebuilds it with the same
+    fold, handing out only what was not handed out before. Bounded: at most
+    ``max_calls`` calls, ended calls are forgotten at once (their ids kept).
+    """
+
+    def __init__(
+        self,
+        *,
+        is_internal: Callable[[str], bool] = plan_internal,
+        max_calls: int = MAX_CALLS,
+        max_emitted: int = MAX_EMITTED,
+    ) -> None:
+        self.is_internal = is_internal
+        self.max_calls = max_calls
+        self.max_emitted = max_emitted
+        self._calls: OrderedDict[str, CallFold] = OrderedDict()
+        self._emitted: OrderedDict[str, None] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, linkedid: object) -> bool:
+        return linkedid in self._calls
+
+    def open_calls(self) -> Iterator[CallFold]:
+        return iter(tuple(self._calls.values()))
+
+    def oldest_open(self) -> float | None:
+        """When the oldest call still followed started (the replay mark stays before it)."""
+        starts = [c.started_at for c in self._calls.values() if c.started_at is not None]
+        return min(starts) if starts else None
+
+    def feed(self, record: CelRecord) -> list[CallEvent]:
+        """One live record; the new events it decides, in order."""
+        if record.linkedid in self._ended:
+            return []
+        call = self._calls.get(record.linkedid)
+        if call is None:
+            call = self._open(record.linkedid, replayed=False)
+        return self._finish(call, call.apply(record))
+
+    def hint(self, linkedid: str, uniqueid: str) -> list[CallEvent]:
+        """A live ringing sign for the leg ``uniqueid`` of call ``linkedid``."""
+        call = self._calls.get(linkedid)
+        if call is None:
+            return []
+        return self._finish(call, call.ringing_hint(uniqueid))
+
+    def replay(self, linkedid: str, records: Iterable[CelRecord]) -> list[CallEvent]:
+        """Rebuild one call from all its stored records; the events not yet handed out.
+
+        A call that is still up continues live from the rebuilt state, so its
+        later live records fold on top of what the store held.
+        """
+        ordered = sorted(records, key=lambda r: (r.at, r.seq))
+        fresh = CallFold(linkedid, self.is_internal, replayed=True)
+        events: list[CallEvent] = []
+        for record in ordered:
+            events += fresh.apply(record)
+        live = self._calls.get(linkedid)
+        if live is not None:
+            # What the live fold knew and the store does not yet hold (a record
+            # seen live after the read) must not be lost: fold it in as well.
+            fresh.seen |= live.seen
+            for leg_id, leg in live.legs.items():
+                if leg_id not in fresh.legs:
+                    fresh.legs[leg_id] = leg
+                elif leg.rang:
+                    fresh.legs[leg_id].rang = True
+            del self._calls[linkedid]
+        if not fresh.ended:
+            fresh.replayed = False
+            if linkedid not in self._ended:
+                self._admit(linkedid, fresh)
+        elif linkedid not in self._ended:
+            self._remember_end(linkedid)
+        return self._new(events)
+
+    def sweep(self, older_than: float) -> list[str]:
+        """Forget calls with no record since ``older_than`` (their end was lost)."""
+        stale = [k for k, c in self._calls.items() if c.last_at < older_than]
+        for linkedid in stale:
+            del self._calls[linkedid]
+        return stale
+
+    def _open(self, linkedid: str, *, replayed: bool) -> CallFold:
+        call = CallFold(linkedid, self.is_internal, replayed=replayed)
+        self._admit(linkedid, call)
+        return call
+
+    def _admit(self, linkedid: str, call: CallFold) -> None:
+        while len(self._calls) >= self.max_calls:
+            dropped, _ = self._calls.popitem(last=False)
+            log.warning(
+                "call life: following %d calls; forgot the oldest %s", self.max_calls, dropped
+            )
+        self._calls[linkedid] = call
+
+    def _finish(self, call: CallFold, events: list[CallEvent]) -> list[CallEvent]:
+        if call.ended:
+            self._calls.pop(call.linkedid, None)
+            self._remember_end(call.linkedid)
+        return self._new(events)
+
+    def _remember_end(self, linkedid: str) -> None:
+        self._ended[linkedid] = None
+        while len(self._ended) > self.max_calls:
+            self._ended.popitem(last=False)
+
+    def _new(self, events: list[CallEvent]) -> list[CallEvent]:
+        out: list[CallEvent] = []
+        for event in events:
+            if event.event_id in self._emitted:
+                continue
+            self._emitted[event.event_id] = None
+            if len(self._emitted) > self.max_emitted:
+                self._emitted.popitem(last=False)
+            out.append(event)
+        return out
+
+
+def strip_replayed(event: CallEvent) -> CallEvent:
+    """The event as live folding would tell it (tests compare the two)."""
+    return replace(event, replayed=False)

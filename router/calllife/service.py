@@ -1,0 +1,234 @@
+"""The engine's side of the call life: live CEL in, replays after gaps, events out.
+
+Live, the engine hands every ``CEL`` event (and the ``Newstate`` /
+``DialState`` ringing signs) to :meth:`CallLife.ingest`; it folds them
+(router/calllife/fold.py) and hands each new :class:`CallEvent` to ``emit``
+(the plugins' ``callrouter_call_event``). After a stream gap, and at start,
+it waits the settle delay, reads the gap's calls from the CEL store in a
+worker thread and folds them with the same folder: only what was not told
+yet goes out. A mark in the state dir (the time up to which everything was
+told) tells a restarted router where to start reading. Nothing here raises
+into the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from router.calllife.fold import Folder, plan_internal
+from router.calllife.model import CallEvent, CelRecord
+from router.calllife.settings import HistorySettings
+from router.calllife.sources import CelSource, open_source
+
+__all__ = ["LIVE_EVENTS", "MARK_FILE", "CallLife"]
+
+log = logging.getLogger("router.calllife")
+
+#: The events the call life reads: CEL itself and the live ringing signs.
+LIVE_EVENTS = frozenset({"CEL", "Newstate", "DialState"})
+#: The file in the state dir holding the replay mark.
+MARK_FILE = "calllife.json"
+#: A gap's replay reads this much before the gap began: the clocks of this
+#: host and Asterisk's may differ a little, and reading more costs nothing
+#: (what was told already is not told again).
+GAP_MARGIN = 10.0
+#: How often the mark is written (seconds; and at stop).
+MARK_EVERY = 5.0
+#: Calls silent for this long are dropped from memory (their end was lost).
+STALE_AFTER = 6 * 3600.0
+
+Emit = Callable[[CallEvent], Awaitable[None]]
+
+
+class CallLife:
+    """Folds live CEL, replays gaps from the store, keeps the replay mark."""
+
+    def __init__(
+        self,
+        settings: HistorySettings,
+        emit: Emit,
+        *,
+        source: CelSource | None = None,
+        clock: Callable[[], float] = time.time,
+        is_internal: Callable[[str], bool] = plan_internal,
+    ) -> None:
+        self.settings = settings
+        self._emit = emit
+        self.folder = Folder(max_calls=settings.max_calls, is_internal=is_internal)
+        self.source = source if source is not None else _open(settings)
+        self._clock = clock
+        self._state_dir: Path | None = None
+        #: Asterisk's time of the newest record folded live.
+        self._last_at: float | None = None
+        self._mark_written: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._replay_lock = asyncio.Lock()
+        self._failures = 0
+        #: Events handed out, for status and tests.
+        self.emitted = 0
+
+    # -- live ---------------------------------------------------------------------
+
+    async def ingest(self, name: str, fields: Any) -> None:
+        """One live event (``CEL``, ``Newstate``, ``DialState``); never raises."""
+        try:
+            events = self._fold(name, fields)
+        except Exception:
+            self._failures += 1
+            if self._failures <= 3 or self._failures % 1000 == 0:
+                log.exception("call life: event %s not folded (failure %d)", name, self._failures)
+            return
+        for event in events:
+            await self._send(event)
+
+    def _fold(self, name: str, fields: Any) -> list[CallEvent]:
+        if name == "CEL":
+            record = CelRecord.from_fields(fields)
+            self._last_at = record.at if self._last_at is None else max(self._last_at, record.at)
+            return self.folder.feed(record)
+        if name == "Newstate":
+            if fields.get("ChannelState") == "5":
+                return self.folder.hint(fields.get("Linkedid", ""), fields.get("Uniqueid", ""))
+            return []
+        if name == "DialState" and fields.get("DialStatus") == "RINGING":
+            return self.folder.hint(fields.get("DestLinkedid", ""), fields.get("DestUniqueid", ""))
+        return []
+
+    async def _send(self, event: CallEvent) -> None:
+        self.emitted += 1
+        try:
+            await self._emit(event)
+        except Exception:  # the plugins facade logs its own; this is a backstop
+            log.exception("call life: handing out %s failed", event.event_id)
+
+    # -- the mark -------------------------------------------------------------------
+
+    def mark(self) -> float | None:
+        """Everything that happened before this time (Asterisk's clock) was told:
+        the start of the oldest call still open, else the newest record folded."""
+        oldest = self.folder.oldest_open()
+        if oldest is not None:
+            return oldest if self._last_at is None else min(oldest, self._last_at)
+        return self._last_at
+
+    def read_mark(self) -> float | None:
+        if self._state_dir is None:
+            return None
+        path = self._state_dir / MARK_FILE
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("mark")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("call life: %s unreadable (%s); no replay from it", path, exc)
+            return None
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+    def write_mark(self) -> None:
+        """Write the mark atomically (blocking: call it in a thread, or at stop)."""
+        mark = self.mark()
+        if self._state_dir is None or mark is None or mark == self._mark_written:
+            return
+        path = self._state_dir / MARK_FILE
+        tmp = path.with_name(f".{MARK_FILE}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps({"mark": mark}) + "\n", encoding="utf-8")
+            tmp.replace(path)
+            self._mark_written = mark
+        except OSError as exc:
+            log.warning("call life: cannot write %s: %s", path, exc)
+
+    async def save_mark(self) -> None:
+        """The timed job: the mark to disk, off the event loop; stale calls dropped."""
+        cutoff = self._clock() - STALE_AFTER
+        dropped = self.folder.sweep(cutoff)
+        if dropped:
+            log.info("call life: dropped %d calls with no record for hours", len(dropped))
+        await asyncio.to_thread(self.write_mark)
+
+    # -- replays ---------------------------------------------------------------------
+
+    def start(self, state_dir: Path) -> None:
+        """At engine start: replay from the saved mark (bounded by ``replay_max_age``)."""
+        self._state_dir = state_dir
+        mark = self.read_mark()
+        if self.source is None:
+            return
+        if mark is None:
+            log.info("call life: no replay mark yet in %s; history starts now", state_dir)
+            return
+        since = max(mark - GAP_MARGIN, self._clock() - self.settings.replay_max_age)
+        self._spawn(self.replay_later(since, reason="start"))
+
+    def gap(self, since: float) -> None:
+        """The event stream lost events from ``since`` (wall clock): replay them soon."""
+        if self.source is None:
+            log.warning(
+                "call life: events lost for a while; no [history] cel store to rebuild them from"
+            )
+            return
+        start = since - GAP_MARGIN
+        mark = self.mark()
+        if mark is not None:
+            start = min(start, mark)
+        self._spawn(self.replay_later(start, reason="gap"))
+
+    async def replay_later(self, since: float, *, reason: str) -> int:
+        """Wait the settle delay, then :meth:`replay`; logged, never raises."""
+        await asyncio.sleep(self.settings.settle_delay)
+        try:
+            return await self.replay(since, reason=reason)
+        except Exception as exc:
+            log.error("call life: replay after %s failed: %s", reason, exc)
+            return 0
+
+    async def replay(self, since: float, until: float | None = None, *, reason: str) -> int:
+        """Read the calls with records since ``since`` and fold them; events told."""
+        source = self.source
+        if source is None:
+            return 0
+        async with self._replay_lock:
+            calls = await asyncio.to_thread(source.read, since, until)
+            told = 0
+            for linkedid, records in calls.items():
+                for event in self.folder.replay(linkedid, records):
+                    await self._send(event)
+                    told += 1
+                for record in records:
+                    if self._last_at is None or record.at > self._last_at:
+                        self._last_at = record.at
+            log.info(
+                "call life: replay (%s) read %d calls from %s; %d events were new",
+                reason,
+                len(calls),
+                self.settings.where,
+                told,
+            )
+            return told
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel pending replays; write the mark."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.to_thread(self.write_mark)
+
+
+def _open(settings: HistorySettings) -> CelSource | None:
+    return open_source(settings)

@@ -1,0 +1,226 @@
+"""The call-life folder on CEL shaped as Asterisk 22 writes it (issue 14)."""
+
+from __future__ import annotations
+
+from router.calllife.fold import Folder, extension_of
+from router.calllife.model import CallEvent, Transfer
+from router.testing.cel import Cel
+
+
+def fold(cel: Cel) -> list[CallEvent]:
+    folder = Folder()
+    out: list[CallEvent] = []
+    for record in cel.records:
+        out += folder.feed(record)
+    return out
+
+
+def kinds(events: list[CallEvent]) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.extension) for e in events]
+
+
+def inbound(cel: Cel) -> str:
+    return cel.channel(
+        "PJSIP/pstn", first=True, cid_num="89161234567", exten="74951234567", context="from-pstn"
+    )
+
+
+def test_extension_of_reads_phone_channels_only() -> None:
+    assert extension_of("PJSIP/101-0000002a") == "101"
+    assert extension_of("SIP/102-00000001") == "102"
+    assert extension_of("PJSIP/pstn-00000003") is None
+    assert extension_of("Local/101@sandbox-phone-00000000;1") is None
+    assert extension_of("PJSIP/74951234567-00000001") is None  # an outside number is no extension
+
+
+def test_inbound_answered_ringing_answered_hangup_with_talk_time() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    cel.tick(4)  # the wait for a decision
+    phone = cel.channel("PJSIP/101")
+    cel.tick(3)
+    cel.answer(phone)
+    answered = cel.now
+    cel.answer(trunk)
+    cel.tick(42.5)
+    cel.hangup(phone, source=cel.name(phone))
+    ended = cel.now - 0.01  # HANGUP precedes its CHAN_END
+    cel.hangup(trunk, source=cel.name(phone), dialstatus="ANSWER")
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    ring, answer, hangup = events
+    assert ring.event_id == f"{cel.linkedid}/ringing/{phone}"
+    assert answer.at == answered
+    assert {e.direction for e in events} == {"in"}
+    assert {e.external for e in events} == {"89161234567"}
+    assert {e.did for e in events} == {"74951234567"}
+    assert hangup.status == "ANSWER"
+    assert hangup.hangup_by == "101"
+    assert hangup.ended_at == ended
+    assert hangup.talk_seconds is not None
+    assert abs(hangup.talk_seconds - (ended - answered)) < 0.001
+    assert {e.call_id for e in events} == {cel.linkedid}
+
+
+def test_busy_owner_never_rings_and_the_fallback_does() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    busy = cel.channel("PJSIP/101")
+    cel.tick(0.2)
+    cel.hangup(busy, cause=17)
+    fallback = cel.channel("PJSIP/102")
+    cel.tick(2)
+    cel.answer(fallback)
+    cel.tick(10)
+    cel.hangup(trunk, source=cel.name(trunk), dialstatus="ANSWER")
+    cel.hangup(fallback, source=cel.name(trunk))
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "102"), ("answered", "102"), ("hangup", "102")]
+    assert events[-1].hangup_by == "external"
+
+
+def test_ring_group_nobody_answers_gives_one_missed() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102", "103")]
+    cel.tick(20)
+    for leg in legs:
+        cel.hangup(leg, cause=19)  # no answer: they rang
+    cel.hangup(trunk, cause=16, dialstatus="NOANSWER")
+    cel.end()
+    events = fold(cel)
+    assert sorted(kinds(events)[:3]) == [("ringing", "101"), ("ringing", "102"), ("ringing", "103")]
+    assert kinds(events)[3:] == [("hangup", None), ("missed", None)]
+    missed = events[-1]
+    assert missed.status == "NOANSWER"
+    assert missed.event_id == f"{cel.linkedid}/missed"
+    assert [e.kind for e in events].count("missed") == 1
+
+
+def test_caller_gives_up_while_ringing_is_a_cancelled_missed_call() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    leg = cel.channel("PJSIP/101")
+    cel.tick(5)
+    cel.hangup(trunk, source=cel.name(trunk), dialstatus="CANCEL")
+    cel.hangup(leg, cause=16)
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "101"), ("hangup", None), ("missed", None)]
+    assert events[-1].status == "CANCEL"
+    assert events[-1].hangup_by == "external"
+
+
+def test_internal_and_outbound_directions() -> None:
+    cel = Cel()
+    caller = cel.channel("PJSIP/101", first=True, cid_num="101", exten="102")
+    callee = cel.channel("PJSIP/102")
+    cel.answer(callee)
+    cel.answer(caller)
+    cel.tick(5)
+    cel.hangup(caller, source=cel.name(caller))
+    cel.hangup(callee, source=cel.name(caller))
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "102"), ("answered", "102"), ("hangup", "102")]
+    assert {e.direction for e in events} == {"internal"}
+    assert events[-1].hangup_by == "101"
+
+    out = Cel("pbx-1700000100.7")
+    phone = out.channel("PJSIP/101", first=True, cid_num="101", exten="89161234567")
+    trunk = out.channel("PJSIP/pstn")
+    out.tick(3)
+    out.answer(trunk)
+    out.tick(7)
+    out.hangup(trunk, source=out.name(trunk))
+    out.hangup(phone, source=out.name(trunk))
+    out.end()
+    events = fold(out)
+    assert kinds(events) == [("answered", "101"), ("hangup", "101")]
+    assert {e.direction for e in events} == {"out"}
+    assert {e.external for e in events} == {"89161234567"}
+    assert events[-1].hangup_by == "external"
+    assert events[-1].talk_seconds is not None
+    assert 6.9 < events[-1].talk_seconds < 7.1
+
+
+def test_blind_transfer_says_who_to_whom_and_the_target_rings() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    first = cel.channel("PJSIP/101")
+    cel.answer(first)
+    cel.tick(5)
+    cel.add(
+        "BLINDTRANSFER",
+        first,
+        {"extension": "102", "context": "phones", "transferee_channel_uniqueid": trunk},
+    )
+    cel.hangup(first, source=cel.name(first))
+    second = cel.channel("PJSIP/102")
+    cel.tick(2)
+    cel.answer(second)
+    cel.tick(30)
+    cel.hangup(second, source=cel.name(second))
+    cel.hangup(trunk, source=cel.name(second))
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("ringing", "102"),
+        ("answered", "102"),
+        ("hangup", "102"),
+    ]
+    assert events[2].transfer == Transfer("blind", "101", "102")
+    hangup = events[-1]
+    assert hangup.hangup_by == "102"
+    assert hangup.talk_seconds is not None
+    assert hangup.talk_seconds > 35
+
+
+def test_duplicates_are_told_once_and_ended_calls_are_forgotten() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    leg = cel.channel("PJSIP/101")
+    cel.answer(leg)
+    cel.hangup(leg, source=cel.name(leg))
+    cel.hangup(trunk)
+    cel.end()
+    folder = Folder()
+    events = [e for r in cel.records for e in folder.feed(r) + folder.feed(r)]
+    assert len(events) == len({e.event_id for e in events}) == 3
+    assert len(folder) == 0
+    assert [e for r in cel.records for e in folder.feed(r)] == []
+
+
+def test_replay_tells_only_what_live_did_not() -> None:
+    cel = Cel()
+    trunk = inbound(cel)
+    leg = cel.channel("PJSIP/101")
+    cel.answer(leg)
+    seen_live = len(cel.records)
+    cel.tick(9)
+    cel.hangup(leg, source=cel.name(leg))
+    cel.hangup(trunk)
+    cel.end()
+    folder = Folder()
+    live = [e for r in cel.records[:seen_live] for e in folder.feed(r)]
+    assert kinds(live) == [("ringing", "101"), ("answered", "101")]
+    replayed = folder.replay(cel.linkedid, cel.records)
+    assert kinds(replayed) == [("hangup", "101")]
+    assert replayed[0].replayed
+    assert folder.replay(cel.linkedid, cel.records) == []
+    assert len(folder) == 0
+
+
+def test_bounded_calls() -> None:
+    folder = Folder(max_calls=10)
+    for n in range(50):
+        cel = Cel(f"pbx-1700000000.{n * 100}")
+        inbound(cel)
+        for record in cel.records:
+            folder.feed(record)
+    assert len(folder) == 10
