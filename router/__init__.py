@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.config import Config, SettingsReader
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.rules.cron import check_cron, cron_trigger
+    from router.metrics import Metrics
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
     from router.supervise import Supervised
@@ -90,6 +91,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    "Metrics": "router.metrics",
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'router' has no attribute {name!r}")
@@ -128,6 +130,7 @@ __all__ = [
     "ParamSpec",
     "ParsedNumber",
     "PluginError",
+    "Metrics",
     "Registry",
     "RequestInfo",
     "RouteOutcome",

@@ -44,6 +44,7 @@ __all__ = [
     "DEADLINE_VARIABLE",
     "DEFAULT_LOCATION_PATTERN",
     "DID_VARIABLE",
+    "FELL_VARIABLE",
     "INBOUND_CONTEXT",
     "LOCATION_PARAMS",
     "REQUEST_EVENT",
@@ -65,6 +66,10 @@ INBOUND_CONTEXT: Final = "callrouter-inbound"
 DEADLINE_VARIABLE: Final = "CALLROUTER_DEADLINE"
 #: Channel variable: the DID, filtered to ``0-9*#+``.
 DID_VARIABLE: Final = "CALLROUTER_DID"
+#: Channel variable: set (to ``EPOCH``) when the wait ended without a
+#: decision and the call took the default route; the reconcile at start
+#: counts calls carrying it (``callrouter_fallthroughs_total{cause="down"}``).
+FELL_VARIABLE: Final = "CALLROUTER_FELL"
 #: The application a waiting channel is in, as ``CoreShowChannels`` lists it.
 WAIT_APPLICATION: Final = "Wait"
 #: Seconds the dialplan waits when the request does not say (key ``Wait``).

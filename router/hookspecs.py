@@ -15,6 +15,7 @@ Implementations are called one by one, so pluggy's ``wrapper=True`` and
 Life cycle::
 
     callrouter_configure     once, after router.toml is read
+    callrouter_metrics       once, to add the plugin's metric families
     callrouter_register      once per (re)load, to add rule functions, lookups, actions
     callrouter_startup       once, when connected; schedule timed jobs here
       callrouter_event         every AMI event
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calllife.model import CallEvent
     from router.calls import Call
     from router.config import Config
+    from router.metrics import Metrics
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
 
@@ -193,6 +195,22 @@ def callrouter_configure(config: Config, settings: Mapping[str, Any]) -> None:
 
 
 @hookspec
+def callrouter_metrics(metrics: Metrics) -> None:
+    """Add this plugin's metric families to the engine's ``/metrics``.
+
+    Runs once per engine, after ``callrouter_configure`` and before
+    ``callrouter_startup``. Create families with ``metrics.counter(name,
+    help, labels)``, ``metrics.gauge``, ``metrics.histogram`` (each returns
+    the prometheus-client object to keep and update) or ``metrics.queue(name)``
+    for a durable queue's depth and oldest age. Names are
+    ``callrouter_<plugin>_<what>`` (counters without ``_total``); label values
+    must be bounded (never a caller's number). Registering a name twice
+    raises ``ValueError``. Each engine has its own registry, so keep the
+    objects on the plugin instance, not in module globals. Return value ignored.
+    """
+
+
+@hookspec
 def callrouter_register(registry: Registry) -> None:
     """Add rule functions, lookups, actions and notify targets.
 
@@ -293,15 +311,6 @@ def callrouter_stream_gap(gap: StreamGap) -> None:
 
 
 @hookspec
-def callrouter_call_end(call: Call) -> None:
-    """The call's last channel hung up (or it timed out of the tracker).
-
-    ``call.timeline`` holds what happened; ``call.answered`` whether anyone
-    answered. Return value ignored.
-    """
-
-
-@hookspec
 def callrouter_call_event(event: CallEvent) -> None:
     """A fact of a call's life: ringing, answered, transferred, hangup, missed.
 
@@ -312,6 +321,15 @@ def callrouter_call_event(event: CallEvent) -> None:
     so a receiver that outlives the process deduplicates by it. Runs on the
     event path, synchronously: return at once and hand slow work (network,
     disk) to a queue or task. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_call_end(call: Call) -> None:
+    """The call's last channel hung up (or it timed out of the tracker).
+
+    ``call.timeline`` holds what happened; ``call.answered`` whether anyone
+    answered. Return value ignored.
     """
 
 

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,11 +28,18 @@ from typing import Any, Protocol
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.calls import Call, CallTracker
-from router.dialplan import DEADLINE_VARIABLE, DID_VARIABLE, Dialplan, RoutingRequest
+from router.dialplan import (
+    DEADLINE_VARIABLE,
+    DID_VARIABLE,
+    FELL_VARIABLE,
+    Dialplan,
+    RoutingRequest,
+)
 from router.errors import AMIError
 from router.executor import ActionOutcome, Executor
 from router.hookspecs import RouteOutcome
 from router.logsafe import escape_controls, escape_json_line
+from router.metrics import Metrics
 from router.plugins import Plugins
 from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo
@@ -50,6 +57,8 @@ decision_log = logging.getLogger("router.decision")
 _ROUTED_MEMORY = 100_000
 #: Recent decisions kept in memory (status, tests, the demo); the log has them all.
 _RECORDS_KEPT = 1_000
+#: Calls the reconcile at start asks about falling through while callrouter was down.
+_FALLEN_CHECKED = 500
 
 #: What stands between a decision and its execution when other instances are
 #: live: ``"shadow"``, ``"late"`` or None (act). The engine's live guard.
@@ -133,6 +142,7 @@ class Router:
         clock: Callable[[], datetime],
         standby: Standby = _act_now,
         shadow: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ami = ami
         self._tracker = tracker
@@ -144,6 +154,8 @@ class Router:
         self._clock = clock
         self._standby = standby
         self.shadow = shadow
+        #: Where decisions are counted (``/metrics``); None counts nothing.
+        self.metrics = metrics
         self.accepting = True
         self._routed: OrderedDict[str, None] = OrderedDict()
         #: Routings and other actions in flight (the engine drains them on stop).
@@ -282,6 +294,18 @@ class Router:
             rejected=_rejected(trace),
         )
         self._log_decision(record)
+        if self.metrics is not None:
+            self.metrics.decided(
+                record.rules,
+                status,
+                evaluate_seconds=evaluated - started,
+                asterisk_seconds=(
+                    confirmed[-1] - request.timestamp
+                    if confirmed and request.timestamp is not None
+                    else None
+                ),
+                lookups=_lookup_traces(trace),
+            )
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
 
@@ -308,7 +332,7 @@ class Router:
 
     # -- after a gap, at start ---------------------------------------------------------------
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, *, count_fallen: bool = False) -> int:
         """Route channels still waiting in the inbound context; forget dead calls;
         track the live calls the stream has not shown us.
 
@@ -317,6 +341,10 @@ class Router:
         Hangup ends them and ``callrouter_call_end`` reports it (the 1C plugin
         owes them a final event). Returns how many waiting channels were
         (re)submitted for routing.
+
+        ``count_fallen`` (the reconcile at start): calls still up that took
+        the default route while no callrouter was running are counted as
+        ``callrouter_fallthroughs_total{cause="down"}``.
         """
         listing = await self._ami.send("CoreShowChannels", {}, validate=False)
         alive = {item.get("Channel") or "" for item in listing.items}
@@ -352,7 +380,33 @@ class Router:
                 submitted += 1
         if submitted:
             log.info("reconcile: routing %d calls still waiting", submitted)
+        if count_fallen and self.metrics is not None:
+            fallen = await self._fallen(listing.items)
+            if fallen:
+                self.metrics.fell_while_down(fallen)
+                log.info(
+                    "reconcile: %d calls took the default route while callrouter was down", fallen
+                )
         return submitted
+
+    async def _fallen(self, items: Sequence[Event]) -> int:
+        """Calls in the listing whose first channel passed the dialplan's
+        ``default`` label (it sets ``CALLROUTER_FELL``): they fell through
+        while no callrouter answered. Bounded: one Getvar per call, at most
+        :data:`_FALLEN_CHECKED` calls."""
+        fallen = 0
+        checked = 0
+        for item in items:
+            channel = item.get("Channel") or ""
+            uniqueid = item.get("Uniqueid") or ""
+            if not uniqueid or uniqueid != item.get("Linkedid") or self.dialplan.is_waiting(item):
+                continue
+            checked += 1
+            if checked > _FALLEN_CHECKED:
+                break
+            if await self._getvar(channel, FELL_VARIABLE):
+                fallen += 1
+        return fallen
 
     async def _getvar(self, channel: str, name: str) -> str | None:
         try:
@@ -407,6 +461,15 @@ def _lookup_text(lookup: Mapping[str, Any]) -> str:
     if lookup.get("error"):
         text += f" failed: {lookup['error']}"
     return text
+
+
+def _lookup_traces(trace: Any) -> list[Any]:
+    """The trace's ``LookupTrace`` objects, for the metrics (they carry ``lookup``)."""
+    if trace is None:
+        return []
+    return [
+        lookup for rule in getattr(trace, "rules", ()) for lookup in getattr(rule, "lookups", ())
+    ]
 
 
 def _lookups(trace: Any) -> list[dict[str, Any]]:

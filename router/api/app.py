@@ -28,10 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.api import health
+from router.api import metrics as metrics_endpoint
 from router.api.auth import Audit, Authenticator
 from router.api.context import ApiContext
 from router.api.errors import PROBLEM_SCHEMA, ApiError, problem_body
 from router.logsafe import escape_controls
+from router.metrics import Metrics
 
 __all__ = ["ENDPOINT_MODULES", "OPENAPI_PATH", "build_app", "openapi_document"]
 
@@ -155,8 +158,10 @@ class AuditMiddleware:
     name), what (operation, target), how it ended (status): never the token.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        #: Requests counted by operation and status (``callrouter_api_requests_total``).
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,6 +177,8 @@ class AuditMiddleware:
             if message["type"] == "http.response.start" and not sent:
                 sent = True
                 _write_audit(scope, audit, int(message["status"]), started)
+                if self.metrics is not None:
+                    self.metrics.api_request(audit.operation, int(message["status"]))
             await send(message)
 
         try:
@@ -219,11 +226,14 @@ def build_app(ctx: ApiContext) -> Starlette:
     routes: list[BaseRoute] = [Route(OPENAPI_PATH, openapi, methods=["GET"])]
     for module in modules:
         routes.extend(module.routes(ctx))
+    # The service's own endpoints, outside /api/v1 and its document (router.api.health).
+    routes.extend(health.routes(ctx))
+    routes.extend(metrics_endpoint.routes(ctx))
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
-    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AuditMiddleware, metrics=ctx.metrics)
     app.state.ctx = ctx
     app.state.authenticator = Authenticator(ctx.settings)
     return app

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.catalog import AMIValue
     from router.ami.protocol import ActionResult
     from router.api.feed import EventFeed
+    from router.health import Health
     from router.hookspecs import EngineAPI
+    from router.metrics import Metrics
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "read_json"]
 
@@ -50,6 +52,10 @@ class ApiContext:
     engine: EngineAPI
     settings: ApiSettings
     feed: EventFeed | None = None
+    #: The engine's metrics (``/metrics``, API request counts); None serves none.
+    metrics: Metrics | None = None
+    #: The engine's readiness (``/readyz``); None: ready whenever serving.
+    health: Callable[[], Health] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

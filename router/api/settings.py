@@ -58,6 +58,9 @@ OPERATIONS = (
     "forwarding:write",
     "presence:read",
     "events:read",
+    "metrics:read",
+    "ui:read",
+    "rules:explain",
 )
 
 #: An extension pattern: ``*`` alone, or dial-string characters with an optional trailing ``*``.
@@ -76,6 +79,8 @@ _KEYS = (
     "events_max",
     "events_waiters",
     "events_card_lookup",
+    "metrics_auth",
+    "ui_session",
     "tokens",
     *CLICK_TO_CALL_KEYS,
 )
@@ -123,6 +128,11 @@ class ApiSettings:
     events_waiters: int = 8
     #: The lookup whose answer rides on ``ringing`` as the caller card.
     events_card_lookup: str = "onec.responsible"
+    #: ``/metrics`` asks for a token with ``metrics:read`` (else anyone who
+    #: reaches the listener may scrape it: counts only, no caller data).
+    metrics_auth: bool = False
+    #: Seconds a live page's session cookie lasts since its last stream (re)connect.
+    ui_session: float = 3600.0
     #: Click-to-call and forwarding (router.api.calls, router.api.forwarding).
     dialing: DialSettings = field(default_factory=lambda: DialSettings())
 
@@ -259,5 +269,7 @@ def read_api(reader: Reader) -> ApiSettings:
         events_max=reader.integer("events_max", 10_000, 1, 1_000_000),
         events_waiters=reader.integer("events_waiters", 8, 1, 10_000),
         events_card_lookup=reader.string("events_card_lookup", "onec.responsible"),
+        metrics_auth=reader.boolean("metrics_auth", False),
+        ui_session=reader.number("ui_session", 3600.0, 60, 86400),
         dialing=read_dialing(reader),
     )

@@ -125,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
             f"for other DIDs ({', '.join(others)}): their `did ==` / `did in` test "
             f"leaves out {context.did}"
         )
+    skipped = explained.index_skipped
+    if skipped:
+        tested = sorted({key for _, keys in skipped for key in keys})
+        print(
+            f"  not evaluated: {len(skipped)} rule{'s' if len(skipped) != 1 else ''} "
+            f"the index left out ({', '.join(name for name, _ in skipped)}): their `if` "
+            f"tests {' / '.join(tested)}, which this call's value makes false"
+        )
     decision = outcome.decision
     if decision.matched:
         print(

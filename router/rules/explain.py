@@ -23,7 +23,14 @@ from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context
 from router.rules.suggest import did_you_mean
 
-__all__ = ["Explanation", "answer_stubs", "explain_call", "moment", "other_did_rules"]
+__all__ = [
+    "Explanation",
+    "answer_stubs",
+    "explain_call",
+    "index_skipped_rules",
+    "moment",
+    "other_did_rules",
+]
 
 
 def _answer(value: Any) -> LookupFn:
@@ -60,10 +67,20 @@ def moment(text: str | None, registry: Registry) -> datetime | str:
 
 
 def other_did_rules(ruleset: RuleSet, context: Context) -> list[str]:
-    """Call rules the DID index left out: explain says so instead of hiding them."""
+    """Call rules the index left out because they test only the DID."""
+    return [name for name, keys in _left_out(ruleset, context) if keys == ["did"]]
+
+
+def index_skipped_rules(ruleset: RuleSet, context: Context) -> list[tuple[str, list[str]]]:
+    """Other call rules the index left out, with the values of the call they test
+    (``caller.number``, ``last10(did)``): explain says so instead of hiding them."""
+    return [(name, keys) for name, keys in _left_out(ruleset, context) if keys != ["did"]]
+
+
+def _left_out(ruleset: RuleSet, context: Context) -> list[tuple[str, list[str]]]:
     considered = {rule.name for rule in ruleset.rules_for(context)}
     return [
-        rule.name
+        (rule.name, [str(key) for key in ruleset.index_keys(rule)])
         for rule in ruleset.rules
         if rule.trigger.kind == "call" and rule.name not in considered
     ]
@@ -76,6 +93,8 @@ class Explanation:
     context: Context
     outcome: Outcome
     other_did_rules: list[str]
+    #: (rule, the call's values it tests) for the other rules the index left out.
+    index_skipped: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The shape of ``callrouter explain --json`` and of the API's answer."""
@@ -83,6 +102,9 @@ class Explanation:
             "decision": self.outcome.decision.to_dict(),
             "trace": self.outcome.trace.to_dict(),
             "other_did_rules": self.other_did_rules,
+            "index_skipped_rules": [
+                {"rule": name, "keys": list(keys)} for name, keys in self.index_skipped
+            ],
         }
 
 
@@ -99,4 +121,5 @@ async def explain_call(
     ruleset = rules.current if isinstance(rules, RuleBook) else rules
     context = call_context(ruleset.registry, caller, did, caller_name=caller_name, now=now)
     outcome = await ruleset.evaluate(context, lookups=stubs, explain=True)
-    return Explanation(context, outcome, other_did_rules(ruleset, context))
+    skipped = tuple((name, tuple(keys)) for name, keys in index_skipped_rules(ruleset, context))
+    return Explanation(context, outcome, other_did_rules(ruleset, context), skipped)

@@ -1,16 +1,16 @@
 """A loaded, indexed rule set, and the holder that swaps it on reload.
 
 Rules are indexed by trigger so a call never looks at event or schedule
-rules, and call rules are further indexed by the DID they test (``did ==
-"74951234567"``, ``did in (...)``): a PBX with hundreds of numbers has
-hundreds of per-number rules, and a call should only walk its own number's
-rules plus the generic ones. Both indexes preserve priority order exactly, so
-they change speed, never results.
+rules, and call rules are further indexed by the numbers their ``if`` tests
+(:mod:`router.rules.index`: ``did == "74951234567"``, ``caller.number in
+lists.vip``, ...): a PBX with hundreds of numbers has hundreds of per-number
+rules, and a call should only walk its own number's rules plus the generic
+ones. Both indexes preserve priority order exactly, so they change speed,
+never results.
 """
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from router.errors import RuleValidationError
 from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.evaluate import Outcome, evaluate_rules, may_ask
+from router.rules.index import CallIndex, Key
 from router.rules.lists import load_list
 from router.rules.loader import discover, display_path, load_file
 from router.rules.model import Rule
@@ -32,36 +33,6 @@ from router.rules.validate import compile_rule
 __all__ = ["RuleBook", "RuleSet", "call_context", "load_rules"]
 
 _EVENT_CACHE_LIMIT = 1024
-
-
-def _dids(rule: Rule) -> frozenset[str] | None:
-    """The DIDs a call rule is limited to by its ``if``, or None if it is generic."""
-    if rule.condition is None:
-        return None
-    tree = rule.condition.tree
-    tests = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
-    for test in tests:
-        found = _did_test(test)
-        if found is not None:
-            return found
-    return None
-
-
-def _did_test(node: ast.expr) -> frozenset[str] | None:
-    if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
-        return None
-    left, op, right = node.left, node.ops[0], node.comparators[0]
-    if isinstance(op, ast.Eq) and isinstance(right, ast.Name) and right.id == "did":
-        left, right = right, left
-    if not (isinstance(left, ast.Name) and left.id == "did"):
-        return None
-    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
-        return frozenset((right.value,))
-    if isinstance(op, ast.In) and isinstance(right, ast.Tuple | ast.List | ast.Set):
-        values = [e.value for e in right.elts if isinstance(e, ast.Constant)]
-        if len(values) == len(right.elts) and all(isinstance(v, str) for v in values):
-            return frozenset(str(v) for v in values)
-    return None
 
 
 @dataclass(frozen=True)
@@ -77,8 +48,7 @@ class RuleSet:
     registry: Registry
     errors: tuple[RuleValidationError, ...] = ()
     fatal: bool = False
-    _call_generic: tuple[Rule, ...] = field(default=(), repr=False)
-    _call_by_did: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    _calls: CallIndex = field(default_factory=lambda: CallIndex((), {}, {}), repr=False)
     _events: tuple[Rule, ...] = field(default=(), repr=False)
     _event_cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
     _schedules: Mapping[str, Rule] = field(default_factory=dict, repr=False)
@@ -94,21 +64,14 @@ class RuleSet:
     ) -> RuleSet:
         ordered = tuple(sorted(rules, key=lambda r: r.sort_key))
         calls = [r for r in ordered if r.trigger.kind == "call"]
-        keyed = {r.name: _dids(r) for r in calls}
-        generic = tuple(r for r in calls if keyed[r.name] is None)
-        all_dids = {d for dids in keyed.values() if dids for d in dids}
-        by_did = {
-            did: tuple(r for r in calls if keyed[r.name] is None or did in (keyed[r.name] or ()))
-            for did in all_dids
-        }
+        frozen_lists = MappingProxyType(dict(lists))
         return cls(
             ordered,
-            MappingProxyType(dict(lists)),
+            frozen_lists,
             registry,
             tuple(errors),
             fatal,
-            generic,
-            MappingProxyType(by_did),
+            CallIndex(calls, frozen_lists, registry.functions),
             tuple(r for r in ordered if r.trigger.kind == "event"),
             {},
             MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
@@ -133,6 +96,11 @@ class RuleSet:
                 self._event_cache[name] = cached
         return cached
 
+    def index_keys(self, rule: Rule) -> tuple[Key, ...]:
+        """The call's values (``did``, ``caller.number``...) that decide whether the
+        index lets ``rule`` be tried; empty for a rule every call tries."""
+        return self._calls.skipped_by(rule, self.lists)
+
     @property
     def schedules(self) -> list[tuple[str, str]]:
         """(rule name, cron) for the scheduler to fire ``Context.for_schedule``."""
@@ -141,9 +109,7 @@ class RuleSet:
     def rules_for(self, context: Context) -> Sequence[Rule]:
         """The rules that may react to this trigger, in priority order."""
         if context.kind == "call":
-            if context.did is None:
-                return self._call_generic
-            return self._call_by_did.get(context.did, self._call_generic)
+            return self._calls.candidates(context)
         if context.kind == "event":
             return self.event_rules(context.event.name if context.event is not None else "")
         rule = self._schedules.get(context.rule or "")

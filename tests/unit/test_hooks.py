@@ -421,3 +421,45 @@ def test_every_hook_has_a_test() -> None:
     missing = [name for name in hookspec_names() if not hasattr(module, f"test_hook_{name}")]
     assert not missing, f"add test_hook_<name> to tests/unit/test_hooks.py for: {missing}"
     assert len(hookspec_names()) >= 12
+async def test_hook_callrouter_metrics(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    from prometheus_client import Counter
+
+    from router import Metrics
+    from router.metrics import exposition
+
+    class Counts(Recorder):
+        """A plugin with its own family: registered once, counted from a hook."""
+
+        routed: Counter | None = None
+        given: list[Metrics]
+
+        @hookimpl
+        def callrouter_metrics(self, metrics: Metrics) -> None:
+            self.given = [*getattr(self, "given", []), metrics]
+            self.routed = metrics.counter(
+                "callrouter_counts_decisions", "Decisions the plugin saw.", ["outcome"]
+            )
+
+        @hookimpl
+        def callrouter_decision(
+            self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+        ) -> None:
+            assert self.routed is not None
+            self.routed.labels(outcome).inc()
+
+    counts = Counts()
+    engine = await routed_engine(engine_factory, rules, counts)
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED_DID)
+    await ajam_replay.settle(engine)
+    assert counts.given == [engine.metrics]  # once, this engine's own registry
+    text = exposition(engine.metrics).decode()
+    assert 'callrouter_counts_decisions_total{outcome="executed"} 1.0' in text
+    await engine.setup()  # setup again (check, reload paths) registers nothing twice
+    assert len(counts.given) == 1
+
+    with pytest.raises(ValueError, match="callrouter_<plugin>_<what>"):
+        engine.metrics.counter("Counts-Bad", "a name Prometheus would refuse")
+
+

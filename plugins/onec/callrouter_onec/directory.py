@@ -30,7 +30,8 @@ __all__ = [
 #: The data file shipped with the package; the demo and the tests use it.
 DEMO_DATA = "demo.json"
 
-EVENTS = frozenset({"ringing", "answered", "hangup", "missed", "transferred"})
+EVENTS = frozenset({"ringing", "answered", "hangup", "missed", "transferred", "missed_closed"})
+TRANSFERS = frozenset({"blind", "attended"})
 DIRECTIONS = frozenset({"in", "out", "internal"})
 STATUSES = frozenset({"ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"})
 REQUIRED = ("event", "call_id", "direction", "from", "to", "ts")
@@ -147,10 +148,34 @@ class EventReceipt:
 
 @dataclass
 class EventBook:
-    """Registered call events, idempotent by (call_id, event) as the contract requires."""
+    """Registered call events, idempotent as the contract requires.
+
+    The key is ``event_id`` when the body has one (a ring group's three
+    ``ringing`` events are three facts), else (call_id, event). Every body
+    received is kept, duplicates included, in arrival order.
+    """
 
     receipts: list[EventReceipt] = field(default_factory=list)
     _ids: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+
+    def events(self, call_id: str | None = None) -> list[Mapping[str, Any]]:
+        """First copies only (what 1C stored), of ``call_id`` or of every call."""
+        return [
+            r.payload
+            for r in self.receipts
+            if not r.duplicate and (call_id is None or r.payload.get("call_id") == call_id)
+        ]
+
+    def story(self, call_id: str) -> list[Mapping[str, Any]]:
+        """One call's whole story as 1C stored it: its events, then the missed
+        calls it closed (``missed_closed`` naming it in ``closed_by``)."""
+        own = self.events(call_id)
+        closed = [
+            p
+            for p in self.events()
+            if p.get("event") == "missed_closed" and p.get("closed_by") == call_id
+        ]
+        return own + closed
 
     def register(self, body: bytes) -> EventReceipt:
         try:
@@ -163,7 +188,12 @@ class EventBook:
             if payload.get(name) in (None, ""):
                 raise EventError("missing_field", f"field {name!r} is required")
         _check(payload)
-        key = (str(payload["call_id"]), str(payload["event"]))
+        event_id = payload.get("event_id")
+        key = (
+            ("", event_id)
+            if isinstance(event_id, str)
+            else (str(payload["call_id"]), str(payload["event"]))
+        )
         known = self._ids.get(key)
         receipt = EventReceipt(known or str(uuid.uuid4()), known is not None, payload)
         self._ids.setdefault(key, receipt.id)
@@ -183,3 +213,47 @@ def _check(payload: Mapping[str, Any]) -> None:
     ts = payload["ts"]
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         raise EventError("invalid_event", "ts must be Unix seconds")
+    if "event_id" in payload and not (isinstance(payload["event_id"], str) and payload["event_id"]):
+        raise EventError("invalid_event", "event_id must be a non-empty string")
+    _check_life(payload)
+
+
+def _nullable(payload: Mapping[str, Any], name: str, *types: type) -> None:
+    value = payload.get(name)
+    if value is not None and (
+        (isinstance(value, bool) and bool not in types) or not isinstance(value, types)
+    ):
+        raise EventError(
+            "invalid_event", f"{name} must be {' or '.join(t.__name__ for t in types)} or null"
+        )
+
+
+def _check_life(payload: Mapping[str, Any]) -> None:
+    """The fields callrouter's call life adds (docs/onec.md, the history contract)."""
+    _nullable(payload, "extension", str)
+    _nullable(payload, "hangup_by", str)
+    _nullable(payload, "talk_seconds", int, float)
+    _nullable(payload, "replayed", bool)
+    transfer = payload.get("transfer")
+    if transfer is not None:
+        if not isinstance(transfer, dict) or transfer.get("kind") not in TRANSFERS:
+            raise EventError(
+                "invalid_event", "transfer must be {kind: blind|attended, from, to} or null"
+            )
+        for end in ("from", "to"):
+            if transfer.get(end) is not None and not isinstance(transfer[end], str):
+                raise EventError("invalid_event", f"transfer.{end} must be a string or null")
+    owner = payload.get("owner")
+    if owner is not None and (
+        not isinstance(owner, dict)
+        or not all(
+            owner.get(k) is None or isinstance(owner[k], str) for k in ("manager_id", "extension")
+        )
+    ):
+        raise EventError("invalid_event", "owner must be {manager_id, extension} or null")
+    if payload["event"] == "missed_closed":
+        for name in ("closed_by", "closed_at"):
+            if payload.get(name) in (None, ""):
+                raise EventError("missing_field", f"field {name!r} is required for missed_closed")
+        if not isinstance(payload["closed_by"], str):
+            raise EventError("invalid_event", "closed_by must be a call id (a string)")

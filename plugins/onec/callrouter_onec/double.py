@@ -15,11 +15,15 @@ In process::
         double.stop(); double.start()               # refuse, then listen again on the same port
         double.requests("/v1/responsible/")         # what the service received
         double.event_book.receipts                  # call events, duplicates included
+        print(double.story_text("1714557600.42"))   # one call's whole story, as 1C has it
 
-Standalone: ``callrouter-onec-double --port 8081`` (``--help`` lists the knobs).
+Standalone: ``callrouter-onec-double --port 8081`` (``--help`` lists the knobs);
+``python -m callrouter_onec.double story <call_id> --url http://127.0.0.1:8081``
+prints one call's story from a running double.
 Control endpoints (no auth; bind to loopback): ``GET /_double/log``,
 ``DELETE /_double/log``, ``GET|POST /_double/faults``, ``POST /_double/reset``,
-``POST /_double/sessions/expire``, ``GET /_double/events``.
+``POST /_double/sessions/expire``, ``GET /_double/events``,
+``GET /_double/story?call_id=...``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from http.cookies import CookieError, SimpleCookie
@@ -47,12 +51,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.request import urlopen
 
 from callrouter_onec.directory import Directory, EventBook, EventError, load_directory
 from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, huge_body, render
 
-__all__ = ["DEFAULT_BASE_PATH", "DEFAULT_USER", "LoggedRequest", "OneCDouble", "main"]
+__all__ = [
+    "DEFAULT_BASE_PATH",
+    "DEFAULT_USER",
+    "LoggedRequest",
+    "OneCDouble",
+    "format_story",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +240,15 @@ class OneCDouble:
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
+
+    def story(self, call_id: str) -> list[dict[str, Any]]:
+        """One call's events as 1C stored them (first copies), then the missed calls it closed."""
+        with self._lock:
+            return [dict(p) for p in self.event_book.story(call_id)]
+
+    def story_text(self, call_id: str) -> str:
+        """:meth:`story` as the lines the demo and ``double story`` print."""
+        return format_story(call_id, self.story(call_id))
 
     def expire_sessions(self) -> None:
         """Forget every IBSession, as 1C does after ``sessionMaxAge`` of idleness."""
@@ -432,7 +453,89 @@ class OneCDouble:
                     ]
                 },
             )
+        if name == "story" and method == "GET":
+            call_id = query.get("call_id", "")
+            if not call_id:
+                raise ValueError("give ?call_id=<the call's id>")
+            return _json(200, {"call_id": call_id, "events": self.story(call_id)})
         return _text(404, f"no control endpoint {method} {CONTROL}{name}")
+
+
+def _when(payload: Mapping[str, Any]) -> str:
+    ts = payload.get("ts")
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return time.strftime("%H:%M:%S", time.localtime(ts))
+    return "--:--:--"
+
+
+def _story_line(payload: Mapping[str, Any]) -> str:
+    kind = str(payload.get("event"))
+    ext = payload.get("extension")
+    parts = [_when(payload), f"{kind:<13}"]
+    if kind == "missed_closed":
+        parts.append(f"closed by call {payload.get('closed_by')}")
+        if ext:
+            parts.append(f"(extension {ext} reached the customer)")
+    elif kind == "transferred":
+        transfer = payload.get("transfer") or {}
+        source, target = transfer.get("from") or "?", transfer.get("to") or "?"
+        parts.append(f"{transfer.get('kind', '?')}: {source} -> {target}")
+    else:
+        if ext:
+            parts.append(f"ext {ext}")
+        if kind in ("hangup", "missed"):
+            parts.append(f"status {payload.get('status')}")
+            if payload.get("talk_seconds") is not None:
+                parts.append(f"talk {float(payload['talk_seconds']):.1f} s")
+            if payload.get("hangup_by"):
+                parts.append(f"hung up by {payload['hangup_by']}")
+        owner = payload.get("owner")
+        if kind == "missed":
+            who = (owner or {}).get("extension") or (owner or {}).get("manager_id")
+            parts.append(f"owner {who}" if who else "no owner")
+    if payload.get("replayed"):
+        parts.append("[replayed]")
+    return "  ".join(parts)
+
+
+def format_story(call_id: str, events: Sequence[Mapping[str, Any]]) -> str:
+    """One call's story, a line per event: what the demo and ``double story`` print."""
+    if not events:
+        return f"call {call_id}: 1C has no events"
+    first = events[0]
+    head = (
+        f"call {call_id} ({first.get('direction')}, {first.get('from')} -> {first.get('to')}"
+        + (f", manager {first['manager_id']}" if first.get("manager_id") else "")
+        + ")"
+    )
+    return "\n".join([head, *("  " + _story_line(p) for p in events)])
+
+
+def story_main(argv: Sequence[str]) -> int:
+    """``python -m callrouter_onec.double story <call_id>``: ask a running double."""
+    parser = argparse.ArgumentParser(
+        prog="callrouter-onec-double story",
+        description="Print one call's whole story as a running 1C double stored it.",
+    )
+    parser.add_argument("call_id")
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8081", help="the double's root (default: %(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the events as JSON")
+    args = parser.parse_args(argv)
+    query = urlencode({"call_id": args.call_id})
+    try:
+        with urlopen(f"{args.url.rstrip('/')}{CONTROL}story?{query}", timeout=5) as reply:
+            found = json.loads(reply.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"callrouter-onec-double story: cannot ask {args.url}: {exc}", file=sys.stderr)
+        return 1
+    events = found.get("events", [])
+    if args.json:
+        print(json.dumps(events, ensure_ascii=False, indent=2))
+    else:
+        print(format_story(args.call_id, events))
+    return 0
 
 
 def _cookie(header: str | None, name: str) -> str | None:
@@ -588,7 +691,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``callrouter-onec-double``: serve the double until interrupted."""
+    """``callrouter-onec-double``: serve the double until interrupted (or ``story``)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["story"]:
+        return story_main(given[1:])
     parser = argparse.ArgumentParser(
         prog="callrouter-onec-double",
         description="A test double of the 1C telephony HTTP service (see onec-contract).",
@@ -610,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--session-max-age", type=float, default=20.0)
     parser.add_argument("--fault", default="", help="global faults, e.g. 'latency=0.3,bom'")
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )

@@ -2,8 +2,9 @@
 
 Events go to a SQLite file first and to 1C afterwards, so neither a 1C outage
 nor a callrouter restart loses them, and a call never waits for 1C. The queue
-is idempotent by (call_id, event) on our side too: a repeated enqueue of the
-same event is ignored even after it was delivered.
+is idempotent by the event's ``event_id`` (by (call_id, event) for a body
+without one) on our side too: a repeated enqueue of the same fact, a replay
+after a gap included, is ignored even after it was delivered.
 
 Order is kept per call: a call's next event is posted only after 1C answered
 the one before (``duplicate: true`` included), so a ``hangup`` never overtakes
@@ -54,6 +55,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
+from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
 from callrouter_onec.models import EventAck
 from router import Supervised
 
@@ -206,6 +208,8 @@ class HistoryQueue:
         max_rows: int = MAX_ROWS,
         busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        missed_max_age: float = MISSED_MAX_AGE,
+        missed_max_rows: int = MISSED_MAX_ROWS,
     ) -> None:
         target = Path(path)
         if target.is_dir():
@@ -222,21 +226,9 @@ class HistoryQueue:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript("""
-            CREATE TABLE IF NOT EXISTS events (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                call_id TEXT NOT NULL,
-                event TEXT NOT NULL,
-                payload TEXT NOT NULL,
-                created REAL NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                state TEXT NOT NULL DEFAULT 'pending',
-                updated REAL,
-                detail TEXT,
-                UNIQUE (call_id, event)
-            );
-            CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
-        """)
+        _migrate(self._db)
+        self._db.executescript(_SCHEMA)
+        self.missed = MissedBook(self._db, max_age=missed_max_age, max_rows=missed_max_rows)
         self.prune()
 
     def __enter__(self) -> HistoryQueue:
@@ -255,18 +247,51 @@ class HistoryQueue:
             self._db.close()
 
     def enqueue(self, payload: Mapping[str, Any]) -> bool:
-        """Store an event body; ``False`` if this (call_id, event) was already queued."""
+        """Store an event body; ``False`` if its event id was already queued.
+
+        The key is ``event_id`` when the body has one, else (call_id, event):
+        a replayed fact already queued or sent is not sent again.
+        """
+        with self._lock:
+            return self._insert(payload)
+
+    def enqueue_call_event(self, payload: Mapping[str, Any], fact: MissedFact | None) -> int:
+        """Store a call event and settle missed calls with it; returns events queued.
+
+        One transaction, so an event and the ``missed_closed`` it causes are
+        never half stored. A repeated event id changes nothing, not even the
+        open missed calls: what was settled once is not settled again.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                added = 0
+                if self._insert(payload):
+                    added = 1
+                    if fact is not None:
+                        for closed in self.missed.settle(payload, fact, self._clock()):
+                            added += self._insert(closed)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return added
+
+    def _insert(self, payload: Mapping[str, Any]) -> bool:
         call_id, event = payload.get("call_id"), payload.get("event")
         if not isinstance(call_id, str) or not isinstance(event, str):
             raise ValueError("an event needs string 'call_id' and 'event'")
+        event_id = payload.get("event_id")
+        if event_id is not None and (not isinstance(event_id, str) or not event_id):
+            raise ValueError("an event's 'event_id' must be a non-empty string")
+        key = event_id or f"{call_id}/{event}"
         body = json.dumps(payload, ensure_ascii=False)
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO events (call_id, event, payload, created) "
-                "VALUES (?, ?, ?, ?)",
-                (call_id, event, body, self._clock()),
-            )
-            return cursor.rowcount == 1
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO events (event_id, call_id, event, payload, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key, call_id, event, body, self._clock()),
+        )
+        return cursor.rowcount == 1
 
     def pending(self, limit: int = 100) -> list[QueuedEvent]:
         """Events not yet delivered, oldest first (so 1C sees a call's events in order)."""
@@ -353,8 +378,9 @@ class HistoryQueue:
         cutoff = self._clock() - self.retention if since is None else since
         with self._lock:
             rows = self._db.execute(
-                "SELECT json_extract(payload, '$.from') AS number, count(*) AS calls "
-                "FROM events WHERE event = 'ringing' AND created >= ? AND number IS NOT NULL "
+                "SELECT json_extract(payload, '$.from') AS number, "
+                "count(DISTINCT call_id) AS calls FROM events WHERE event = 'ringing' "
+                "AND created >= ? AND number IS NOT NULL "
                 "AND number != '' GROUP BY number ORDER BY calls DESC, max(id) DESC LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
@@ -369,6 +395,7 @@ class HistoryQueue:
         """
         now = self._clock()
         with self._lock:
+            self.missed.prune(now)
             old = self._db.execute(
                 "DELETE FROM events WHERE state != 'pending' AND updated < ?",
                 (now - self.retention,),
@@ -418,6 +445,53 @@ class HistoryQueue:
                 "UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
                 (state, self._clock(), detail, row_id),
             )
+
+
+_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        call_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        updated REAL,
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS events_state ON events (state, id);
+    CREATE INDEX IF NOT EXISTS events_call ON events (call_id, state, id);
+"""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A file from before event ids (one row per (call_id, event)) keeps every row.
+
+    SQLite cannot drop a UNIQUE constraint, so the table is copied once; the
+    old key becomes the event id, which is what the double and 1C fall back to
+    for a body without ``event_id``.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if not columns or "event_id" in columns:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE events RENAME TO events_before_ids")
+        db.execute("DROP INDEX IF EXISTS events_state")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO events (id, event_id, call_id, event, payload, created, attempts, "
+            "state, updated, detail) SELECT id, call_id || '/' || event, call_id, event, "
+            "payload, created, attempts, state, updated, detail FROM events_before_ids"
+        )
+        db.execute("DROP TABLE events_before_ids")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _age(seconds: float) -> str:
@@ -521,6 +595,15 @@ class HistorySender:
         self._worker().submit(self._store, dict(payload))
         return True
 
+    def submit_call_event(self, payload: Mapping[str, Any], fact: MissedFact | None) -> None:
+        """As :meth:`submit`, and settle missed calls with it (:mod:`.missed`) in one go."""
+        call_id, event = payload.get("call_id"), payload.get("event")
+        if not isinstance(call_id, str) or not isinstance(event, str):
+            raise ValueError("an event needs string 'call_id' and 'event'")
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        self._worker().submit(self._store, dict(payload), fact)
+
     def retry_now(self) -> None:
         """Cut a backoff short: something (a successful ping) says 1C is back.
 
@@ -575,12 +658,12 @@ class HistorySender:
             self._worker(), functools.partial(fn, *args, **kwargs)
         )
 
-    def _store(self, payload: dict[str, Any]) -> None:
+    def _store(self, payload: dict[str, Any], fact: MissedFact | None = None) -> None:
         """On the database thread: insert, waiting out a lock held by another process."""
         delay = 0.02
         while True:
             try:
-                added = self.queue.enqueue(payload)
+                added = self.queue.enqueue_call_event(payload, fact)
             except sqlite3.OperationalError as exc:
                 if self._closing.is_set():
                     log.error(

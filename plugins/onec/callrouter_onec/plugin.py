@@ -19,12 +19,15 @@ What each hook does, in life-cycle order:
   warm-up of frequent callers.
 * ``callrouter_prefetch`` starts the 1C request when the call enters the
   inbound context, so the rule finds it in flight or done.
-* ``callrouter_call_start``, ``callrouter_event``, ``callrouter_decision``
-  and ``callrouter_call_end`` fold the call into 1C's call history:
-  ``ringing``, ``answered``, ``transferred``, then ``hangup`` or ``missed``,
-  only for what happened on the PBX (the decision's outcome says what that
-  was: docs/onec.md, "Call history"). Calls routed before a restart are
-  picked up again from the history queue (:meth:`OneCPlugin.settle_open`).
+* ``callrouter_decision`` remembers what 1C's lookup said about the caller
+  (manager, client) for the call's history; a call a rule refused (a
+  blacklist ``hangup``) stays out of 1C's history.
+* ``callrouter_call_event`` turns each fact of a call's life (callrouter's
+  CEL folding, live or replayed after a gap: ``ringing``, ``answered``,
+  ``transferred``, ``hangup``, ``missed``) into 1C's history, keyed by the
+  event's id, gives a missed call its owner and closes it with
+  ``missed_closed`` when the customer is reached (docs/onec.md, "Call
+  history").
 * ``callrouter_notify`` posts an event a rule asks for (``notify: {plugin:
   onec, event: missed}``).
 * ``callrouter_shutdown`` drains the history queue (bounded) and closes.
@@ -43,11 +46,12 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callrouter_onec.cache import ResponsibleCache
@@ -63,21 +67,26 @@ from callrouter_onec.history import (
     HistorySender,
     build_event,
 )
-from callrouter_onec.phone import RUSSIA, CountryRules, NumberKind, normalize
+from callrouter_onec.life import KINDS, CallEventLike, call_event_payload, customer_number
+from callrouter_onec.missed import (
+    ANY_DID,
+    MISSED_MAX_AGE,
+    MISSED_MAX_ROWS,
+    MissedFact,
+    owner_of,
+)
+from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 from router import SettingsReader, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import (
-        Action,
         Call,
         Config,
         Decision,
         EngineAPI,
-        Event,
         Registry,
         RequestInfo,
         RouteOutcome,
-        StreamGap,
         Trace,
     )
 
@@ -99,22 +108,6 @@ NAME = "onec"
 LOOKUP = f"{NAME}.responsible"
 #: The lookup's error while ``[plugins.onec]`` is absent.
 NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
-#: Calls routed up to this long before a restart get their end reported after it
-#: (the engine's call tracker forgets a call after 4 hours too).
-_OPEN_CALLS_SINCE = 4 * 3600.0
-#: Seconds between checks whether such a call is still up.
-_OPEN_CALLS_INTERVAL = 30.0
-#: Hangup causes (Q.850) -> the contract's ``status`` of an unanswered call.
-_CAUSE_STATUS = {
-    "17": "BUSY",
-    "18": "NOANSWER",
-    "19": "NOANSWER",
-    "16": "CANCEL",
-    "0": "CANCEL",
-    "": "CANCEL",
-}
-Status = Literal["ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"]
-Direction = Literal["in", "out", "internal"]
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -157,6 +150,9 @@ KEYS: tuple[str, ...] = (
     "exit_prefixes",
     "internal_max_digits",
     "dial_context",
+    "missed_owner",
+    "missed_max_age",
+    "missed_max_rows",
 )
 
 
@@ -195,6 +191,48 @@ class OneCConfig:
     #: The dialplan context whose extensions are phones: a redirect there rang that
     #: extension; a redirect anywhere else (a queue, an IVR) rang no extension we know.
     dial_context: str = "callrouter-dial"
+    #: Who owns a missed call nobody's manager owns: DID (normalized) or "*" -> extension.
+    missed_owner: Mapping[str, str] = field(default_factory=dict)
+    #: Open missed calls are forgotten after this long, and at most this many are kept.
+    missed_max_age: float = MISSED_MAX_AGE
+    missed_max_rows: int = MISSED_MAX_ROWS
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+#: Keys people write for "any number" in missed_owner; each gets a did-you-mean '*'.
+_ANY_WORDS = frozenset({"any", "all", "default", "other", "others", "else", "**", "?"})
+
+
+def _missed_owner(reader: SettingsReader, rules: CountryRules) -> dict[str, str]:
+    """``[plugins.onec.missed_owner]``: dialled number (or ``"*"``) -> owner's extension."""
+    if not reader.has("missed_owner"):
+        return {}
+    table = reader.table("missed_owner")
+    owners: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for key, value in table.values.items():
+        if key == ANY_DID:
+            did = ANY_DID
+        else:
+            digits = normalize(key, rules).number
+            if not digits or not any(ch.isdigit() for ch in key):
+                hint = "; did you mean '*'?" if key.strip().lower() in _ANY_WORDS else ""
+                raise table.error(
+                    key, f"expected a dialled number (DID) or '*' for any number{hint}"
+                )
+            did = digits
+        if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
+            raise table.error(
+                key, f"expected the owner's extension as a string of digits, got {value!r}"
+            )
+        if did in first:
+            raise table.error(key, f"the same number as {first[did]!r}: give each DID once")
+        first[did] = key
+        owners[did] = value
+    return owners
 
 
 def _digit_string(reader: SettingsReader, key: str, default: str, *, empty: bool = False) -> str:
@@ -375,38 +413,38 @@ def parse_settings(
         timezone=_zone(reader),
         rules=rules,
         dial_context=reader.string("dial_context", "callrouter-dial"),
+        missed_owner=_missed_owner(reader, rules),
+        missed_max_age=reader.number("missed_max_age", MISSED_MAX_AGE, 0, 366 * 86400),
+        missed_max_rows=reader.integer("missed_max_rows", MISSED_MAX_ROWS, 1, 10_000_000),
     )
 
 
-# -- per-call history state ----------------------------------------------------------------
+# -- per-call facts ------------------------------------------------------------------------
 
 
-#: What 1C is told about a call, by the decision's outcome (docs/onec.md):
-#: ``routed``: everything (callrouter redirected it); ``final``: only its end (it
-#: took the dialplan's default route); ``silent``: nothing (shadow, a rule hung up).
-Mode = Literal["", "routed", "final", "silent"]
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the lookup said about one call's customer, for every event of the call."""
 
-
-@dataclass(slots=True)
-class _Track:
-    """What the plugin remembers about one call (in ``call.extra["onec"]``)."""
-
-    started_at: datetime
-    #: "": no decision for this call (outbound, internal, before our start): not history.
-    mode: Mode = ""
-    extension: str | None = None
     manager_id: str | None = None
+    manager_extension: str | None = None
     client_id: str | None = None
-    answered_at: datetime | None = None
-    ended_at: datetime | None = None
-    causes: dict[str, str] = field(default_factory=dict)
-    submitted: set[str] = field(default_factory=set)
-    #: (from, to) as 1C got them before a restart; None: from the call.
-    numbers: tuple[str, str] | None = None
+    #: Nothing of this call goes to 1C: a rule refused the caller (or shadow mode).
+    silent: bool = False
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+_NO_FACTS = _Facts()
+#: Calls whose facts are kept at most (the oldest are forgotten first)...
+_FACTS_MAX = 20_000
+#: ... and for at most this long (the engine forgets a call after 4 hours too).
+_FACTS_TTL = 4 * 3600.0
+#: Calls at most waiting for a lookup of their own at once; more get no ids.
+_LOOKUPS_MAX = 200
+
+
+def _facts_of(answer: Mapping[str, Any] | None) -> _Facts:
+    manager_id, client_id = _ids(answer)
+    return _Facts(manager_id, _manager_extension(answer), client_id)
 
 
 def _responsible_answer(trace: Trace | None) -> Mapping[str, Any] | None:
@@ -416,20 +454,6 @@ def _responsible_answer(trace: Trace | None) -> Mapping[str, Any] | None:
     return next(
         (value for value in trace.lookup_values(LOOKUP) if isinstance(value, Mapping)), None
     )
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _parse_local(value: object) -> datetime | None:
-    """A time from a queued payload: 1C's zoneless local time, as it was sent."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _manager_extension(answer: Mapping[str, Any] | None) -> str | None:
@@ -467,9 +491,10 @@ class OneCPlugin:
         #: Last ping: True (answered), False (failed), None (not pinged yet).
         self.healthy: bool | None = None
         self._engine: EngineAPI | None = None
-        #: Calls routed before a restart whose end 1C has not heard (call id ->
-        #: event -> payload), until the engine sees them again or they are gone.
-        self._open: dict[str, dict[str, dict[str, Any]]] = {}
+        #: What the lookup said per call id (monotonic time remembered, facts).
+        self._facts: OrderedDict[str, tuple[float, _Facts]] = OrderedDict()
+        #: Calls whose events wait for a lookup of their own, in arrival order.
+        self._waiting: dict[str, list[CallEventLike]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- configure / register ----------------------------------------------------------
@@ -555,6 +580,8 @@ class OneCPlugin:
                 path,
                 retention=config.events_retention,
                 max_rows=config.events_max_rows,
+                missed_max_age=config.missed_max_age,
+                missed_max_rows=config.missed_max_rows,
             )
             self.sender = HistorySender(
                 self.queue,
@@ -568,17 +595,6 @@ class OneCPlugin:
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
-            self._open = await asyncio.to_thread(
-                self.queue.open_calls, time.time() - _OPEN_CALLS_SINCE
-            )
-            if self._open:
-                log.info(
-                    "onec: %d calls routed before the restart have no end in 1C yet; "
-                    "following them",
-                    len(self._open),
-                )
-                await self.settle_open()
-                engine.schedule("onec:open-calls", self.settle_open, every=_OPEN_CALLS_INTERVAL)
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:
@@ -618,7 +634,8 @@ class OneCPlugin:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._open = {}
+        self._facts.clear()
+        self._waiting.clear()
         sender, self.sender = self.sender, None
         queue, self.queue = self.queue, None
         cache, self.cache = self.cache, None
@@ -710,267 +727,133 @@ class OneCPlugin:
 
     # -- call history ----------------------------------------------------------------------
 
-    def _track(self, call: Call) -> _Track:
-        track = call.extra.get(NAME)
-        if not isinstance(track, _Track):
-            track = _Track(started_at=_now())
-            call.extra[NAME] = track
-        return track
-
-    @hookimpl
-    def callrouter_call_start(self, call: Call) -> None:
-        if self.sender is None:
-            return
-        track = self._track(call)
-        known = self._open.pop(call.linkedid, None)
-        if known is not None:
-            self._resume(track, known)
-
-    def _resume(self, track: _Track, known: Mapping[str, Mapping[str, Any]]) -> None:
-        """A call routed before a restart, still up: go on from what 1C was told."""
-        ringing = known["ringing"]
-        track.mode = "routed"
-        track.started_at = _parse_local(ringing.get("started_at")) or track.started_at
-        track.extension = _str_or_none(ringing.get("extension"))
-        track.manager_id = _str_or_none(ringing.get("manager_id"))
-        track.client_id = _str_or_none(ringing.get("client_id"))
-        track.numbers = (str(ringing.get("from") or ""), str(ringing.get("to") or ""))
-        answered = known.get("answered")
-        if answered is not None:
-            track.answered_at = _parse_local(answered.get("answered_at")) or _now()
-        track.submitted.update(known)
-
-    @hookimpl
-    def callrouter_stream_gap(self, gap: StreamGap) -> None:
-        """Calls that ended during the gap are the engine's; those from before a restart ours."""
-        if self._open:
-            self._spawn(self.settle_open())
-
-    async def settle_open(self) -> int:
-        """Finish the calls routed before a restart: returns how many got their end now.
-
-        The history queue knows the calls whose ``ringing`` 1C got and whose end
-        it did not. One still up is tracked again once the engine sees it (the
-        engine's reconcile lists live channels); one no channel belongs to any
-        more ended while callrouter was down: 1C gets its final event now, with
-        what is known (``hangup`` if its ``answered`` was sent, else ``missed``;
-        ``ended_at`` is when this was noticed).
-        """
-        engine, sender = self._engine, self.sender
-        if not self._open or engine is None or sender is None:
-            return 0
-        try:
-            listing = await engine.ami.send("CoreShowChannels", {}, validate=False)
-        except Exception as exc:
-            log.warning(
-                "onec: could not list channels to finish calls from before the "
-                "restart (tried again later): %s",
-                exc,
-            )
-            return 0
-        live = {item.get("Linkedid") or "" for item in listing.items}
-        finished = 0
-        for call_id, known in list(self._open.items()):
-            call = engine.calls.get(call_id)
-            if call is not None:
-                self._open.pop(call_id, None)
-                self._resume(self._track(call), known)
-            elif call_id not in live:
-                self._open.pop(call_id, None)
-                finished += self._finish_unseen(call_id, known)
-        if finished:
-            log.info(
-                "onec: %d calls routed before the restart ended meanwhile; 1C gets their end now",
-                finished,
-            )
-        return finished
-
-    def _finish_unseen(self, call_id: str, known: Mapping[str, Mapping[str, Any]]) -> int:
-        ringing, answered = known["ringing"], known.get("answered")
-        started = _parse_local(ringing.get("started_at")) or _now()
-        direction = ringing.get("direction")
-        record = CallRecord(
-            call_id=call_id,
-            direction=direction if direction in ("in", "out", "internal") else "in",
-            from_number=str(ringing.get("from") or ""),
-            to_number=str(ringing.get("to") or ""),
-            started_at=started,
-            extension=_str_or_none(ringing.get("extension")),
-            manager_id=_str_or_none(ringing.get("manager_id")),
-            client_id=_str_or_none(ringing.get("client_id")),
-            answered_at=_parse_local(answered.get("answered_at")) if answered else None,
-            ended_at=_now(),
-            status="ANSWER" if answered else "NOANSWER",
-        )
-        kind: EventKind = "hangup" if answered else "missed"
-        try:
-            assert self.sender is not None
-            self.sender.submit(
-                build_event(kind, record, tz=self.config.timezone if self.config else None)
-            )
-        except Exception:
-            log.exception("onec: could not queue %s of call %s", kind, call_id)
-            return 0
-        return 1
-
-    @hookimpl
-    def callrouter_event(self, event: Event, call: Call | None) -> None:
-        """Answer, transfer and hangup causes; only cheap bookkeeping on this hot path."""
-        if self.sender is None:
-            return
-        name = event.name
-        if name in ("BlindTransfer", "AttendedTransfer"):
-            self._transfer(event)
-            return
-        if call is None:
-            return
-        track = self._track(call)
-        if name == "Hangup":
-            track.causes[event.get("Channel") or ""] = event.get("Cause") or ""
-        if call.answered and track.answered_at is None:
-            track.answered_at = _now()
-            if track.mode == "routed":
-                self._submit("answered", call, track)
-
-    def _transfer(self, event: Event) -> None:
-        """A transfer names its calls in prefixed fields (``TransfererLinkedid``)."""
-        if event.get("Result") not in (None, "Success") or self._engine is None:
-            return
-        target = event.get("Extension") or event.get("TransferTargetCallerIDNum") or None
-        for key, value in event.fields:
-            if not key.endswith("Linkedid") or not value:
-                continue
-            call = self._engine.calls.get(value)
-            if call is None:
-                continue
-            track = self._track(call)
-            if track.mode == "routed" and call.answered:
-                self._submit("transferred", call, track, extension=target)
-
     @hookimpl
     def callrouter_decision(
         self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
     ) -> None:
-        """Tell 1C what the decision made happen, and nothing else.
+        """Remember what 1C's lookup said about the caller; a refused caller stays silent.
 
-        ``executed`` with a redirect: the call rings where it was sent
-        (``ringing`` now, the rest as it happens); with a ``hangup``: a rule
-        refused the caller, nothing rang, 1C hears nothing. ``shadow``: nothing
-        happened. ``late``, ``fell-through``, ``failed``, ``caller-gone`` and an
-        executed decision without a redirect: the call stays on the dialplan's
-        default route, where callrouter does not know who rings; 1C gets only its
-        end (``hangup`` or ``missed``, no extension, no manager).
+        The history itself comes from the call's life (:meth:`callrouter_call_event`),
+        whatever route the call took; the decision only adds the manager and client
+        the rules were told about, so 1C need not be asked twice. A ``hangup`` rule
+        (a blacklist) refused the caller: nothing of that call goes to 1C, not even
+        a missed call (nobody is to call them back).
         """
         if self.sender is None:
             return
-        track = self._track(call)
-        if track.mode:
-            return  # the call's first decision said what happened to it
+        known = self._recall(call.linkedid)
+        if known is not None and known.silent:
+            return
         actions = decision.actions if outcome == "executed" and decision is not None else ()
-        kinds = [action.kind for action in actions]
-        if outcome == "shadow" or "hangup" in kinds:
-            track.mode = "silent"
+        if outcome == "shadow" or any(action.kind == "hangup" for action in actions):
+            self._remember(call.linkedid, _Facts(silent=True))
             return
-        answer = _responsible_answer(trace)
-        manager_id, track.client_id = _ids(answer)
-        if "redirect" not in kinds:
-            track.mode = "final"
-        else:
-            track.mode = "routed"
-            track.extension = self._extension(actions)
-            # The manager is the call's only if it rang the manager's own extension.
-            if track.extension is not None and track.extension == _manager_extension(answer):
-                track.manager_id = manager_id
-            self._submit("ringing", call, track)
-            if track.answered_at is not None:
-                self._submit("answered", call, track)
-        if call.ended is not None:  # the caller hung up before the decision (caller-gone)
-            self._end(call, track)
+        self._remember(call.linkedid, _facts_of(_responsible_answer(trace)))
 
-    def _extension(self, actions: Sequence[Action]) -> str | None:
-        """The extension the call rang: the last redirect's, if into the dial context."""
-        context = self.config.dial_context if self.config else "callrouter-dial"
-        found: str | None = None
-        for action in actions:
-            if action.kind != "redirect":
-                continue
-            exten = action.params.get("exten", "")
-            found = exten if action.params.get("context") == context and exten else None
-        return found
+    @hookimpl(optionalhook=True)
+    def callrouter_call_event(self, event: CallEventLike) -> None:
+        """One fact of a call's life, live or replayed, into the history queue.
 
-    @hookimpl
-    def callrouter_call_end(self, call: Call) -> None:
-        if self.sender is None:
-            return
-        self._end(call, self._track(call))
-
-    def _end(self, call: Call, track: _Track) -> None:
-        if track.mode not in ("routed", "final"):
-            return  # not routed (outbound, internal, before our start), shadow, refused
-        track.ended_at = track.ended_at or _now()
-        if track.mode == "routed":
-            self._submit("ringing", call, track)  # no-op if sent; keeps 1C's order if not
-        self._submit("hangup" if call.answered else "missed", call, track)
-
-    def _record(
-        self,
-        call: Call,
-        track: _Track,
-        *,
-        status: Status | None = None,
-        extension: str | None = None,
-        final: bool = False,
-    ) -> CallRecord:
-        rules = self.config.rules if self.config else RUSSIA
-        caller = normalize(call.caller_number, rules)
-        did = normalize(call.did, rules) if call.did else None
-        direction: Direction = "internal" if caller.kind is NumberKind.INTERNAL else "in"
-        if final and status is None:
-            status = self._status(call, track)
-        from_number = caller.number or call.caller_number
-        to_number = (did.number if did and did.number else call.did) or ""
-        if track.numbers is not None:  # a call picked up after a restart: as 1C knows it
-            from_number, to_number = track.numbers
-        return CallRecord(
-            call_id=call.linkedid,
-            direction=direction,
-            from_number=from_number,
-            to_number=to_number,
-            started_at=track.started_at,
-            extension=extension or track.extension,
-            manager_id=track.manager_id,
-            client_id=track.client_id,
-            answered_at=track.answered_at,
-            ended_at=(track.ended_at or _now()) if final else None,
-            status=status,
-        )
-
-    @staticmethod
-    def _status(call: Call, track: _Track) -> Status:
-        if call.answered or track.answered_at is not None:
-            return "ANSWER"
-        waiting = call.waiting_channel or ""
-        cause = track.causes.get(waiting)
-        if cause is None:
-            cause = next(reversed(track.causes.values()), "") if track.causes else ""
-        return cast(Status, _CAUSE_STATUS.get(cause, "FAILED"))
-
-    def _submit(
-        self, kind: EventKind, call: Call, track: _Track, *, extension: str | None = None
-    ) -> None:
-        """Queue one event; never raises (history must not disturb a call)."""
-        if kind in track.submitted or self.sender is None:
+        Runs on the event loop for every event: only dictionary work here, the
+        SQLite write happens on the history's own thread. A call nobody looked up
+        (outbound, or routed while callrouter was down and now replayed) gets one
+        lookup of its own first (cached, bounded, skipped while 1C's breaker is
+        open); its events wait for it in order.
+        """
+        if self.sender is None or self.config is None:
             return
         try:
-            record = self._record(
-                call, track, extension=extension, final=kind in ("hangup", "missed")
-            )
-            payload = build_event(kind, record, tz=self.config.timezone if self.config else None)
-            self.sender.submit(payload)
+            waiting = self._waiting.get(event.call_id)
+            if waiting is not None:
+                waiting.append(event)
+                return
+            facts = self._recall(event.call_id)
+            number = customer_number(event, self.config.rules)
+            if (
+                facts is None
+                and number is not None
+                and self.cache is not None
+                and len(self._waiting) < _LOOKUPS_MAX
+            ):
+                self._waiting[event.call_id] = [event]
+                self._spawn(self._look_up_then_post(event.call_id, number, event.did))
+                return
+            self._post(event, facts or _NO_FACTS)
         except Exception:
-            log.exception("onec: could not queue %s of call %s", kind, call.linkedid)
+            log.exception("onec: could not queue %s of call %s", event.kind, event.call_id)
+
+    async def _look_up_then_post(self, call_id: str, number: str, did: str | None) -> None:
+        facts = _NO_FACTS
+        cache, config = self.cache, self.config
+        try:
+            if cache is not None and config is not None:
+                bound = max(1.0, 2 * config.client.timeout)
+                answer = await asyncio.wait_for(
+                    cache.lookup(number, did=did or None, call_id=call_id), bound
+                )
+                facts = _facts_of(answer.as_dict() if answer is not None else None)
+        except (OneCError, TimeoutError) as exc:
+            log.info(
+                "onec: call %s was not looked up (%s); 1C gets its history without "
+                "manager_id and client_id",
+                call_id,
+                exc or type(exc).__name__,
+            )
+        except Exception:
+            log.exception("onec: looking up call %s failed", call_id)
+        finally:
+            events = self._waiting.pop(call_id, [])
+            known = self._recall(call_id)  # a decision may have come meanwhile
+            facts = known if known is not None else facts
+            self._remember(call_id, facts)
+            for event in events:
+                try:
+                    self._post(event, facts)
+                except Exception:
+                    log.exception("onec: could not queue %s of call %s", event.kind, call_id)
+
+    def _post(self, event: CallEventLike, facts: _Facts) -> None:
+        sender, config = self.sender, self.config
+        if sender is None or config is None or facts.silent:
             return
-        track.submitted.add(kind)
+        if event.kind not in KINDS:
+            log.debug("onec: call event %r of call %s is not history", event.kind, event.call_id)
+            return
+        rules = config.rules
+        owner = None
+        if event.kind == "missed":
+            did = normalize(event.did, rules).number or event.did if event.did else None
+            owner = owner_of(facts.manager_id, facts.manager_extension, did, config.missed_owner)
+        payload = call_event_payload(
+            event,
+            rules=rules,
+            tz=config.timezone,
+            manager_id=facts.manager_id,
+            client_id=facts.client_id,
+            owner=owner,
+        )
+        number = customer_number(event, rules)
+        fact = None
+        if number is not None and event.kind == "missed" and event.direction == "in":
+            fact = MissedFact(number, event.started_at or event.at)
+        elif number is not None and event.kind == "answered":
+            fact = MissedFact(number, event.answered_at or event.at)
+        sender.submit_call_event(payload, fact)
+
+    def _remember(self, call_id: str, facts: _Facts) -> None:
+        self._facts[call_id] = (time.monotonic(), facts)
+        self._facts.move_to_end(call_id)
+        while len(self._facts) > _FACTS_MAX:
+            self._facts.popitem(last=False)
+
+    def _recall(self, call_id: str) -> _Facts | None:
+        found = self._facts.get(call_id)
+        if found is None:
+            return None
+        if time.monotonic() - found[0] > _FACTS_TTL:
+            del self._facts[call_id]
+            return None
+        return found[1]
 
     # -- notify ----------------------------------------------------------------------------
 
@@ -999,19 +882,39 @@ class OneCPlugin:
             log.warning("onec: notify: unknown event %r (known: %s)", kind, ", ".join(EVENT_KINDS))
             return
         event_kind: EventKind = kind
+        rules = self.config.rules if self.config else RUSSIA
         if call is not None:
-            track = self._track(call)
-            if kind in ("hangup", "missed") and track.mode in ("routed", "final"):
-                # The plugin posts this call's end itself when the call ends, as it
-                # was: a leg's "no answer" mid-call (cause 19 before a queue
-                # answers) is not the end of the call.
+            facts = self._recall(call.linkedid)
+            if facts is None or not facts.silent:
+                # The call's own life tells 1C everything about it, once: a rule's
+                # notify (a leg's "no answer" mid-call) must not add a second story.
                 log.debug(
-                    "onec: notify %s for call %s left to the call's own end", kind, call.linkedid
+                    "onec: notify %s for call %s left to the call's own history",
+                    kind,
+                    call.linkedid,
                 )
                 return
-            self._submit(event_kind, call, track, extension=params.get("extension") or None)
+            # A refused caller is silent unless a rule asks for this event itself.
+            now = _now()
+            caller = normalize(call.caller_number, rules)
+            record = CallRecord(
+                call_id=call.linkedid,
+                direction="in",
+                from_number=caller.number or call.caller_number or "anonymous",
+                to_number=normalize(call.did, rules).number or call.did or "unknown",
+                started_at=now,
+                extension=params.get("extension") or None,
+                ended_at=now if kind in ("hangup", "missed") else None,
+            )
+            payload = build_event(
+                event_kind, record, tz=self.config.timezone if self.config else None
+            )
+            payload["event_id"] = f"{call.linkedid}/notify/{kind}"
+            try:
+                sender.submit(payload)
+            except Exception:
+                log.exception("onec: could not queue notify %s", dict(params))
             return
-        rules = self.config.rules if self.config else RUSSIA
         number = params.get("number", "")
         now = _now()
         record = CallRecord(

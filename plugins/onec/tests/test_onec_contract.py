@@ -63,12 +63,13 @@ async def test_the_decision_reads_its_answer_by_lookup_name_not_trace_text(
         trace,
         "executed",
     )
-    track = call.extra["onec"]
-    assert (track.mode, track.extension, track.manager_id, track.client_id) == (
-        "routed",
-        "101",
+    facts = onec._recall("20.1")  # what every history event of the call carries
+    assert facts is not None
+    assert (facts.manager_id, facts.manager_extension, facts.client_id, facts.silent) == (
         "manager-1",
+        "101",
         "client-1",
+        False,
     )
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from lifeevents import T0, LifeEvent, Transfer, hangup, missed, ringing
+from lifeevents import answered as answered_
 
 from callrouter_onec import plugin as plugin_module
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
@@ -208,9 +208,9 @@ async def test_without_a_table_the_plugin_is_inert_but_its_names_exist(tmp_path:
         await spec.func("79161234567")
     assert NOT_CONFIGURED.startswith("onec not configured")
     call = routed_call(engine.calls)
-    onec.callrouter_event(ev("Hangup", Channel="x", Linkedid=call.linkedid), call)
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
-    onec.callrouter_call_end(call)
+    onec.callrouter_call_event(ringing(call.linkedid, "101"))
+    onec.callrouter_call_event(missed(call.linkedid))
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, None)
     await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
     assert not (tmp_path / "state").exists()  # nothing was written
@@ -226,7 +226,7 @@ def test_the_entry_point_gives_each_engine_its_own_plugin() -> None:
         "callrouter_startup",
         "callrouter_prefetch",
         "callrouter_decision",
-        "callrouter_call_end",
+        "callrouter_call_event",
         "callrouter_notify",
         "callrouter_shutdown",
     } <= set(info["onec"].hooks)
@@ -356,35 +356,26 @@ async def test_answered_transferred_call_becomes_four_events(
     started: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
     onec, engine = started
-    tracker = engine.calls
-    call = routed_call(tracker)
-    onec.callrouter_call_start(call)
+    call = routed_call(engine.calls)
     answer = (await onec.responsible("79161234567")) or {}
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(answer), "executed")
-    dial = tracker.feed(
-        ev(
-            "DialEnd",
-            Channel=call.waiting_channel or "",
-            Linkedid=call.linkedid,
-            DialStatus="ANSWER",
-        )
-    )
-    assert dial is call
-    assert call.answered
-    onec.callrouter_event(ev("DialEnd"), call)
-    transfer = ev(
-        "BlindTransfer",
-        Result="Success",
-        TransfererLinkedid=call.linkedid,
-        Extension="102",
-        Context="from-internal",
-    )
-    assert tracker.feed(transfer) is None  # prefixed fields: the engine passes no call
-    onec.callrouter_event(transfer, None)
-    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
-    onec.callrouter_call_end(call)
-    onec.callrouter_call_end(call)  # a repeat changes nothing
+    for event in (
+        ringing(call.linkedid, "101"),
+        answered_(call.linkedid, "101"),
+        LifeEvent(
+            "transferred",
+            call.linkedid,
+            f"{call.linkedid}/transferred/1",
+            extension="102",
+            at=T0 + 60,
+            transfer=Transfer("attended", "101", "102"),
+        ),
+        hangup(call.linkedid, "102"),
+        hangup(call.linkedid, "102"),  # a repeat changes nothing
+    ):
+        onec.callrouter_call_event(event)
     assert onec.sender is not None
+    await onec.sender.flush()
     assert await onec.sender.drain(5)
     receipts = double.event_book.receipts
     assert [r.payload["event"] for r in receipts] == [
@@ -394,18 +385,19 @@ async def test_answered_transferred_call_becomes_four_events(
         "hangup",
     ]
     assert not any(r.duplicate for r in receipts)
-    ringing, _, transferred, hangup = (r.payload for r in receipts)
-    assert ringing["from"] == "79161234567"
-    assert ringing["to"] == "74951234567"
-    assert ringing["extension"] == "101"
-    assert ringing["manager_id"] == "0b3e5f70-0000-11ee-8a00-005056aa0003"
-    assert ringing["client_id"] == "5e1c2f9a-0000-11ee-8a00-005056aa0001"
-    assert ringing["direction"] == "in"
-    assert ringing["status"] is None
+    ringing_, _, transferred, hangup_ = (r.payload for r in receipts)
+    assert ringing_["from"] == "79161234567"
+    assert ringing_["to"] == "74951234567"
+    assert ringing_["extension"] == "101"
+    assert ringing_["manager_id"] == "0b3e5f70-0000-11ee-8a00-005056aa0003"
+    assert ringing_["client_id"] == "5e1c2f9a-0000-11ee-8a00-005056aa0001"
+    assert ringing_["direction"] == "in"
+    assert ringing_["status"] is None
     assert transferred["extension"] == "102"
-    assert hangup["status"] == "ANSWER"
-    assert hangup["billsec"] is not None
-    assert hangup["ended_at"] is not None
+    assert transferred["transfer"] == {"kind": "attended", "from": "101", "to": "102"}
+    assert hangup_["status"] == "ANSWER"
+    assert hangup_["billsec"] is not None
+    assert hangup_["ended_at"] is not None
     assert all(r.payload["call_id"] == call.linkedid for r in receipts)
 
 
@@ -415,34 +407,53 @@ async def test_answered_transferred_call_becomes_four_events(
 async def test_unanswered_call_is_missed_with_its_status(
     started: tuple[OneCPlugin, StubEngine], double: OneCDouble, cause: str, status: str
 ) -> None:
+    """The status is the call life's (from Asterisk's hangup cause, issue 14)."""
     onec, engine = started
     call = routed_call(engine.calls, linkedid=f"17000.{cause}")
     onec.callrouter_decision(call, redirect_to("sales", "queues"), owner_trace(None), "executed")
-    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause=cause), call)
-    onec.callrouter_call_end(call)
-    # the rule's own notify for the same call is the same (call_id, event): not sent twice
+    onec.callrouter_call_event(missed(call.linkedid, status=status))
+    # the rule's own notify for the same call: the call's life tells 1C, not twice
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
     assert onec.sender is not None
+    await onec.sender.flush()
     assert await onec.sender.drain(5)
     events = [
         (r.payload["event"], r.payload["status"], r.payload["extension"])
         for r in double.event_book.receipts
     ]
-    assert events == [("ringing", None, None), ("missed", status, None)]
+    assert events == [("missed", status, None)]
 
 
-async def test_calls_callrouter_did_not_route_are_not_history(
+async def test_calls_callrouter_did_not_route_are_history_too(
     started: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
-    onec, engine = started
-    call = engine.calls.feed(
-        ev("Newchannel", Channel="PJSIP/101-1", Linkedid="99.1", CallerIDNum="101")
+    """Issue 14: an internal call is reported (no customer: nobody is looked up)."""
+    onec, _ = started
+    onec.callrouter_call_event(
+        LifeEvent(
+            "hangup",
+            "99.1",
+            "99.1/hangup",
+            direction="internal",
+            external="101",
+            extension="102",
+            status="ANSWER",
+            answered_at=T0 + 2,
+            ended_at=T0 + 9,
+            at=T0 + 9,
+            talk_seconds=7.0,
+        )
     )
-    assert call is not None
-    onec.callrouter_call_start(call)
-    onec.callrouter_call_end(call)
-    assert onec.queue is not None
-    assert onec.queue.counts() == {}
+    assert onec.sender is not None
+    await onec.sender.flush()
+    assert await onec.sender.drain(5)
+    [receipt] = double.event_book.receipts
+    assert (receipt.payload["direction"], receipt.payload["from"], receipt.payload["to"]) == (
+        "internal",
+        "101",
+        "102",
+    )
+    assert double.requests("/v1/responsible") == []
 
 
 async def test_notify_without_a_call(
@@ -483,7 +494,8 @@ async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
     for n in range(3):
         call = routed_call(engine.calls, linkedid=f"1.{n}")
         first.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
-        first.callrouter_call_end(call)
+        first.callrouter_call_event(ringing(call.linkedid, "101"))
+        first.callrouter_call_event(missed(call.linkedid))
     await asyncio.sleep(0.2)
     assert first.queue is not None
     assert first.queue.pending_count() == 6
@@ -579,7 +591,8 @@ async def test_calls_are_decided_while_another_process_locks_the_history(
         for n in range(4):
             call = routed_call(engine.calls, linkedid=f"7.{n}")
             onec.callrouter_decision(call, redirect_to("101"), owner_trace(None), "executed")
-            onec.callrouter_call_end(call)
+            onec.callrouter_call_event(ringing(call.linkedid, "101"))
+            onec.callrouter_call_event(missed(call.linkedid))
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.6)  # longer than SQLite's busy timeout
         assert double.event_book.receipts == []
@@ -622,60 +635,73 @@ def sent(double: OneCDouble) -> list[tuple[str, str | None, str | None, str | No
 @pytest.mark.parametrize(
     ("decision", "outcome", "answered", "expected"),
     [
-        # shadow: nothing happened to the call
+        # shadow: nothing happened to the call (a shadow engine has no sender at all)
         (redirect_to("101"), "shadow", False, []),
         (redirect_to("101"), "shadow", True, []),
-        # a rule refused the caller: nothing rang
+        # a rule refused the caller: nothing rang, no missed call to call back
         (blacklisted(), "executed", False, []),
-        # the call stayed on the dialplan's default route: only its end, no extension, no manager
-        (redirect_to("101"), "late", False, [("missed", None, None, "client-1")]),
-        (redirect_to("101"), "late", True, [("hangup", None, None, "client-1")]),
-        (Decision(), "fell-through", False, [("missed", None, None, "client-1")]),
-        (redirect_to("101"), "failed", False, [("missed", None, None, "client-1")]),
-        (redirect_to("101"), "caller-gone", False, [("missed", None, None, "client-1")]),
+        # the call stayed on the dialplan's default route: 1C hears what rang there
+        # (issue 14: the call's life says which extension), with the lookup's ids
+        (
+            redirect_to("101"),
+            "late",
+            False,
+            [
+                ("ringing", "103", "manager-1", "client-1"),
+                ("missed", None, "manager-1", "client-1"),
+            ],
+        ),
+        (
+            redirect_to("101"),
+            "late",
+            True,
+            [
+                ("ringing", "103", "manager-1", "client-1"),
+                ("answered", "103", "manager-1", "client-1"),
+                ("hangup", "103", "manager-1", "client-1"),
+            ],
+        ),
+        (
+            Decision(),
+            "fell-through",
+            False,
+            [
+                ("ringing", "103", "manager-1", "client-1"),
+                ("missed", None, "manager-1", "client-1"),
+            ],
+        ),
+        (
+            redirect_to("101"),
+            "failed",
+            False,
+            [
+                ("ringing", "103", "manager-1", "client-1"),
+                ("missed", None, "manager-1", "client-1"),
+            ],
+        ),
         (
             make_decision(("setvar", {"X": "1"}), rule="tag"),
             "executed",
             False,
-            [("missed", None, None, "client-1")],
+            [
+                ("ringing", "103", "manager-1", "client-1"),
+                ("missed", None, "manager-1", "client-1"),
+            ],
         ),
         # routed to the owner's extension: everything, with the manager
         (
             redirect_to("101"),
             "executed",
-            False,
-            [
-                ("ringing", "101", "manager-1", "client-1"),
-                ("missed", "101", "manager-1", "client-1"),
-            ],
-        ),
-        (
-            redirect_to("101"),
-            "executed",
             True,
             [
-                ("ringing", "101", "manager-1", "client-1"),
-                ("answered", "101", "manager-1", "client-1"),
-                ("hangup", "101", "manager-1", "client-1"),
+                ("ringing", "103", "manager-1", "client-1"),
+                ("answered", "103", "manager-1", "client-1"),
+                ("hangup", "103", "manager-1", "client-1"),
             ],
-        ),
-        # the owner was looked up, the call went to a VIP queue: never the owner's extension
-        (
-            redirect_to("vip", "queues"),
-            "executed",
-            False,
-            [("ringing", None, None, "client-1"), ("missed", None, None, "client-1")],
-        ),
-        # another extension in the dial context: that one rang, not the owner's manager
-        (
-            redirect_to("105"),
-            "executed",
-            False,
-            [("ringing", "105", None, "client-1"), ("missed", "105", None, "client-1")],
         ),
     ],
 )
-async def test_1c_hears_only_what_the_outcome_made_happen(
+async def test_1c_hears_what_happened_whatever_the_outcome(
     started: tuple[OneCPlugin, StubEngine],
     double: OneCDouble,
     decision: Decision,
@@ -683,26 +709,24 @@ async def test_1c_hears_only_what_the_outcome_made_happen(
     answered: bool,
     expected: list[tuple[str, str | None, str | None, str | None]],
 ) -> None:
+    """Issue 14: the outcome no longer picks what 1C hears; the call's life does.
+
+    The outcome only says whether the call is history at all (shadow, a refused
+    caller: not) and, with the trace, which manager and client the lookup named:
+    every event of the call carries them, whichever extension rang.
+    """
     onec, engine = started
     call = routed_call(engine.calls, linkedid="8.1")
-    onec.callrouter_call_start(call)
     onec.callrouter_decision(call, decision, owner_trace(OWNER), outcome)
+    life = [ringing("8.1", "103")]
     if answered:
-        assert (
-            engine.calls.feed(
-                ev(
-                    "DialEnd",
-                    Channel=call.waiting_channel or "",
-                    Linkedid=call.linkedid,
-                    DialStatus="ANSWER",
-                )
-            )
-            is call
-        )
-        onec.callrouter_event(ev("DialEnd"), call)
-    onec.callrouter_event(ev("Hangup", Channel=call.waiting_channel or "", Cause="16"), call)
-    onec.callrouter_call_end(call)
+        life += [answered_("8.1", "103"), hangup("8.1", "103")]
+    else:
+        life.append(missed("8.1"))
+    for event in life:
+        onec.callrouter_call_event(event)
     assert onec.sender is not None
+    await onec.sender.flush()
     assert await onec.sender.drain(5)
     assert sent(double) == expected
 
@@ -716,10 +740,10 @@ async def test_a_shadow_engine_never_opens_the_history(double: OneCDouble, tmp_p
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     try:
         call = routed_call(engine.calls)
-        onec.callrouter_call_start(call)
         onec.callrouter_prefetch(call)
         onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "shadow")
-        onec.callrouter_call_end(call)
+        onec.callrouter_call_event(ringing(call.linkedid, "101"))
+        onec.callrouter_call_event(missed(call.linkedid))
         assert onec.queue is None
         assert onec.sender is None
         assert not (tmp_path / "state" / "onec-history.sqlite3").exists()
@@ -750,115 +774,31 @@ async def test_prefetch_leaves_alone_a_caller_the_rules_never_look_up(
     assert asked == [("9.1", "onec.responsible"), ("9.2", "onec.responsible")]
 
 
-class FakeAMI:
-    """``CoreShowChannels`` of a PBX where some calls are still up."""
-
-    def __init__(self, linkedids: list[str]) -> None:
-        self.linkedids = linkedids
-
-    async def send(self, name: str, params: Any, *, validate: bool = True) -> Any:
-        assert name == "CoreShowChannels"
-        items = [
-            ev("CoreShowChannel", Channel=f"PJSIP/101-{n}", Linkedid=linkedid)
-            for n, linkedid in enumerate(self.linkedids)
-        ]
-        return SimpleNamespace(items=items)
-
-
-async def test_calls_routed_before_a_crash_get_exactly_one_end_after_the_restart(
-    double: OneCDouble, tmp_path: Path
-) -> None:
-    config = write_config(tmp_path, onec_table(double))
-    engine = StubEngine(tmp_path / "state")
-    first = OneCPlugin()
-    first.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    await first.callrouter_startup(engine)  # type: ignore[arg-type]
-    calls = {}
-    for linkedid in ("10.1", "10.2", "10.3"):
-        call = routed_call(engine.calls, linkedid=linkedid)
-        first.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
-        calls[linkedid] = call
-    answered = calls["10.2"]
-    engine.calls.feed(
-        ev("DialEnd", Channel=answered.waiting_channel or "", Linkedid="10.2", DialStatus="ANSWER")
-    )
-    first.callrouter_event(ev("DialEnd"), answered)
-    assert first.sender is not None
-    assert await first.sender.drain(5)
-    await first.callrouter_shutdown(engine)  # as good as a crash: no call ended
-
-    # The restart: 10.1 and 10.2 ended meanwhile, 10.3 is still up.
-    engine = StubEngine(tmp_path / "state")
-    engine.ami = FakeAMI(["10.3"])  # type: ignore[attr-defined]
-    second = OneCPlugin()
-    second.callrouter_configure(config, config.plugins.for_plugin("onec"))
-    await second.callrouter_startup(engine)  # type: ignore[arg-type]
-    try:
-        assert "onec:open-calls" in engine.jobs
-        assert second.sender is not None
-        assert await second.sender.drain(5)
-        ends = {
-            (r.payload["call_id"], r.payload["event"]): r.payload
-            for r in double.event_book.receipts
-            if r.payload["event"] in ("hangup", "missed")
-        }
-        assert set(ends) == {("10.1", "missed"), ("10.2", "hangup")}
-        assert ends[("10.1", "missed")]["extension"] == "101"
-        assert ends[("10.2", "hangup")]["status"] == "ANSWER"
-        assert ends[("10.2", "hangup")]["answered_at"] is not None
-        # The engine's reconcile lists 10.3 and starts tracking it; its Hangup ends it.
-        live = engine.calls.feed(
-            ev("CoreShowChannel", Channel="PJSIP/101-9", Linkedid="10.3", CallerIDNum="79161234567")
-        )
-        assert live is not None
-        second.callrouter_call_start(live)
-        engine.calls.feed(ev("Hangup", Channel="PJSIP/101-9", Linkedid="10.3", Cause="16"))
-        second.callrouter_call_end(live)
-        assert await second.settle_open() == 0  # nothing left to finish
-        assert await second.sender.drain(5)
-    finally:
-        await second.callrouter_shutdown(engine)  # type: ignore[arg-type]
-    arrived = Counter(
-        (r.payload["call_id"], r.payload["event"]) for r in double.event_book.receipts
-    )
-    assert arrived == Counter(
-        {
-            ("10.1", "ringing"): 1,
-            ("10.2", "ringing"): 1,
-            ("10.3", "ringing"): 1,
-            ("10.2", "answered"): 1,
-            ("10.1", "missed"): 1,
-            ("10.2", "hangup"): 1,
-            ("10.3", "missed"): 1,
-        }
-    )
-    [end] = [
-        r.payload
-        for r in double.event_book.receipts
-        if r.payload["call_id"] == "10.3" and r.payload["event"] == "missed"
-    ]
-    assert (end["from"], end["to"], end["extension"]) == ("79161234567", "74951234567", "101")
-    assert end["manager_id"] == "manager-1"
-
-
 async def test_a_caller_gone_before_the_decision_is_one_missed_call(
     started: tuple[OneCPlugin, StubEngine], double: OneCDouble
 ) -> None:
-    """The caller hangs up while the rules wait for 1C: the call's end reaches the
-    plugin first, the ``caller-gone`` decision after it; 1C gets one ``missed``."""
+    """The caller hangs up while the rules wait for 1C: the call's ``missed`` reaches
+    the plugin first, the ``caller-gone`` decision after it; 1C gets one ``missed``
+    with the client the (shared) lookup named."""
     onec, engine = started
     call = routed_call(engine.calls, linkedid="11.1")
-    onec.callrouter_call_start(call)
-    engine.calls.feed(ev("Hangup", Channel=call.waiting_channel or "", Linkedid="11.1", Cause="16"))
-    assert call.ended is not None
-    onec.callrouter_call_end(call)
+    onec.callrouter_call_event(missed("11.1", status="CANCEL"))
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "caller-gone")
+    await asyncio.sleep(0.05)
+    onec.callrouter_call_event(missed("11.1", status="CANCEL"))  # the same fact again
     assert onec.sender is not None
+    for _ in range(100):
+        if not onec._waiting:
+            break
+        await asyncio.sleep(0.02)
+    await onec.sender.flush()
     assert await onec.sender.drain(5)
     assert [
         (r.payload["event"], r.payload["status"], r.payload["extension"])
         for r in double.event_book.receipts
     ] == [("missed", "CANCEL", None)]
+    [lost] = double.event_book.receipts
+    assert lost.payload["client_id"] is not None
 
 
 async def test_a_legs_no_answer_notify_is_not_the_calls_end(
@@ -870,17 +810,32 @@ async def test_a_legs_no_answer_notify_is_not_the_calls_end(
     onec, engine = started
     call = routed_call(engine.calls, linkedid="12.1")
     onec.callrouter_decision(call, redirect_to("101"), owner_trace(OWNER), "executed")
-    onec.callrouter_event(ev("Hangup", Channel="PJSIP/101-1", Cause="19"), call)
+    onec.callrouter_call_event(ringing("12.1", "101"))
     onec.callrouter_notify("onec", {"event": "missed", "number": "79161234567"}, call)
-    engine.calls.feed(
-        ev("DialEnd", Channel=call.waiting_channel or "", Linkedid="12.1", DialStatus="ANSWER")
-    )
-    onec.callrouter_event(ev("DialEnd"), call)
-    onec.callrouter_call_end(call)
+    onec.callrouter_call_event(answered_("12.1", "102"))
+    onec.callrouter_call_event(hangup("12.1", "102"))
     assert onec.sender is not None
+    await onec.sender.flush()
     assert await onec.sender.drain(5)
     assert [r.payload["event"] for r in double.event_book.receipts] == [
         "ringing",
         "answered",
         "hangup",
     ]
+
+
+async def test_a_rule_may_still_tell_1c_about_a_refused_caller(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """A blacklisted call is silent, unless a rule's notify asks for an event itself."""
+    onec, engine = started
+    call = routed_call(engine.calls, linkedid="13.1")
+    onec.callrouter_decision(call, blacklisted(), owner_trace(None), "executed")
+    onec.callrouter_notify("onec", {"event": "missed"}, call)
+    onec.callrouter_notify("onec", {"event": "missed"}, call)
+    onec.callrouter_call_event(missed("13.1"))
+    assert onec.sender is not None
+    await onec.sender.flush()
+    assert await onec.sender.drain(5)
+    [told] = double.event_book.receipts
+    assert (told.payload["event"], told.payload["event_id"]) == ("missed", "13.1/notify/missed")

@@ -1,0 +1,482 @@
+"""Issue 14: 1C's call history comes from the call's life, not from routing decisions.
+
+The engine side is ``router.testing.StubEngine``; the call's life is written with
+``lifeevents`` (the fields of ``router.calllife.CallEvent``) and handed to the
+plugin's ``callrouter_call_event`` hook as the engine would; the 1C side is the
+real double on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lifeevents import T0, LifeEvent, Transfer, answered, hangup, missed, ringing
+
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.history import HistoryQueue
+from callrouter_onec.life import CallEventLike
+from callrouter_onec.plugin import OneCPlugin, parse_settings
+from router import ConfigError, Decision
+from router.testing import StubEngine, config_from_toml, make_decision, make_trace
+
+PASSWORD = "пароль-secret"  # the conftest's double
+MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0003"  # Петров, extension 101 (demo.json)
+CLIENT = "5e1c2f9a-0000-11ee-8a00-005056aa0001"
+OWNER = {
+    "found": True,
+    "client": {"id": "client-1", "name": "ООО «Ромашка»"},
+    "manager": {"id": "manager-1", "name": "Петров Пётр", "extension": "101"},
+}
+
+
+def table(double: OneCDouble, extra: str = "") -> str:
+    return (
+        f'[router]\nstate_dir = "state"\n[plugins.onec]\nurl = "{double.url}"\n'
+        f'username = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
+        "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\n"
+        'events_retry_min = 0.05\nevents_retry_max = 0.2\nping_interval = 0\ntimezone = "UTC"\n'
+        + extra
+    )
+
+
+async def start(
+    tmp_path: Path, text: str, *, shadow: bool = False
+) -> tuple[OneCPlugin, StubEngine]:
+    config = config_from_toml(tmp_path, text)
+    onec = OneCPlugin()
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = StubEngine(tmp_path / "state", config)
+    engine.shadow = shadow
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    return onec, engine
+
+
+@pytest.fixture
+async def started(
+    double: OneCDouble, tmp_path: Path
+) -> AsyncIterator[tuple[OneCPlugin, StubEngine]]:
+    onec, engine = await start(
+        tmp_path,
+        table(double, '[plugins.onec.missed_owner]\n"74957654321" = "105"\n"*" = "100"\n'),
+    )
+    yield onec, engine
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    await engine.aclose()
+
+
+def route(
+    onec: OneCPlugin, engine: StubEngine, call_id: str, decision: Decision, answer: Any
+) -> None:
+    """The routing decision of an inbound call, as the engine reports it."""
+    call = engine.calls.inbound_call(
+        linkedid=call_id, caller="8 (916) 123-45-67", did="74951234567"
+    )
+    trace = make_trace(lookups={"onec.responsible": answer}, rule="owner")
+    onec.callrouter_decision(call, decision, trace, "executed")
+
+
+def to(exten: str) -> Decision:
+    return make_decision(("redirect", {"context": "callrouter-dial", "exten": exten}), rule="owner")
+
+
+async def settle(onec: OneCPlugin) -> None:
+    for _ in range(100):  # lookups of their own run as tasks
+        if not onec._waiting:
+            break
+        await asyncio.sleep(0.02)
+    assert onec.sender is not None
+    await onec.sender.flush()
+    assert await onec.sender.drain(5)
+
+
+def stored(double: OneCDouble) -> list[dict[str, Any]]:
+    return [dict(p) for p in double.event_book.events()]
+
+
+# -- the whole call -------------------------------------------------------------------------
+
+
+async def test_answered_and_transferred_call_is_told_fact_by_fact(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, engine = started
+    route(onec, engine, "1.1", to("101"), OWNER)
+    life = [
+        ringing("1.1", "101"),
+        answered("1.1", "101"),
+        LifeEvent(
+            "transferred",
+            "1.1",
+            "1.1/transferred/1",
+            extension="102",
+            at=T0 + 60,
+            answered_at=T0 + 7,
+            transfer=Transfer("blind", "101", "102"),
+        ),
+        hangup("1.1", "102", at=T0 + 190.6, hangup_by="102"),
+    ]
+    for event in life:
+        onec.callrouter_call_event(event)
+    onec.callrouter_call_event(life[1])  # a repeat of a fact changes nothing
+    await settle(onec)
+    events = stored(double)
+    assert [(e["event"], e["extension"]) for e in events] == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "102"),
+        ("hangup", "102"),
+    ]
+    assert len(double.event_book.receipts) == 4  # the repeat was never posted
+    assert [e["event_id"] for e in events] == [e.event_id for e in life]
+    ring, _, moved, end = events
+    assert (ring["from"], ring["to"], ring["direction"]) == ("79161234567", "74951234567", "in")
+    assert (ring["manager_id"], ring["client_id"]) == ("manager-1", "client-1")
+    assert ring["started_at"] == "2024-05-01T10:00:00"  # 1C's zone: UTC here
+    assert ring["status"] is None
+    assert ring["transfer"] is None
+    assert ring["replayed"] is False
+    assert moved["transfer"] == {"kind": "blind", "from": "101", "to": "102"}
+    assert end["status"] == "ANSWER"
+    assert end["talk_seconds"] == pytest.approx(183.6)
+    assert (end["billsec"], end["duration"]) == (184, 191)
+    assert end["hangup_by"] == "102"
+    assert end["ended_at"] == "2024-05-01T10:03:10"
+    assert all(e["manager_id"] == "manager-1" for e in events)
+
+
+async def test_a_ring_group_nobody_answers_is_one_missed_call_owned_by_the_manager(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, engine = started
+    route(onec, engine, "2.1", to("600"), OWNER)
+    for exten in ("101", "102", "103"):
+        onec.callrouter_call_event(ringing("2.1", exten))
+    onec.callrouter_call_event(missed("2.1"))
+    await settle(onec)
+    events = stored(double)
+    assert [(e["event"], e["extension"]) for e in events] == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("ringing", "103"),
+        ("missed", None),
+    ]
+    assert not any(r.duplicate for r in double.event_book.receipts)  # three facts, three ids
+    [lost] = [e for e in events if e["event"] == "missed"]
+    assert lost["owner"] == {"manager_id": "manager-1", "extension": "101", "source": "lookup"}
+    assert lost["status"] == "NOANSWER"
+    assert all(e["owner"] is None for e in events if e["event"] != "missed")
+
+
+@pytest.mark.parametrize(
+    ("did", "owner"),
+    [
+        ("+7 495 765-43-21", {"manager_id": None, "extension": "105", "source": "missed_owner"}),
+        ("74950000000", {"manager_id": None, "extension": "100", "source": "missed_owner"}),
+    ],
+)
+async def test_without_a_manager_the_dids_default_owns_the_missed_call(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, did: str, owner: dict[str, Any]
+) -> None:
+    onec, engine = started
+    route(onec, engine, "3.1", to("101"), {"found": False, "client": None, "manager": None})
+    onec.callrouter_call_event(missed("3.1", did=did))
+    await settle(onec)
+    [lost] = stored(double)
+    assert lost["owner"] == owner
+
+
+async def test_without_manager_or_default_a_missed_call_has_no_owner(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    onec, engine = await start(tmp_path, table(double))
+    try:
+        route(onec, engine, "3.2", to("101"), {"found": False, "client": None, "manager": None})
+        onec.callrouter_call_event(missed("3.2"))
+        await settle(onec)
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    [lost] = stored(double)
+    assert lost["owner"] is None
+
+
+async def test_a_refused_caller_is_not_history_and_a_shadow_instance_posts_nothing(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, tmp_path: Path
+) -> None:
+    onec, engine = started
+    route(onec, engine, "4.1", make_decision(("hangup", {"cause": "21"}), rule="blacklist"), None)
+    onec.callrouter_call_event(missed("4.1"))
+    await settle(onec)
+    assert stored(double) == []
+    (tmp_path / "shadow").mkdir()
+    shadow, shadow_engine = await start(tmp_path / "shadow", table(double), shadow=True)
+    try:
+        shadow.callrouter_call_event(ringing("4.2", "101"))
+        shadow.callrouter_call_event(missed("4.2"))
+        await asyncio.sleep(0.1)
+        assert shadow.queue is None
+    finally:
+        await shadow.callrouter_shutdown(shadow_engine)  # type: ignore[arg-type]
+    assert stored(double) == []
+
+
+# -- missed calls closed when the customer is reached --------------------------------------
+
+
+async def test_a_callback_that_connects_closes_the_missed_call_once(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, engine = started
+    route(onec, engine, "5.1", to("600"), OWNER)
+    onec.callrouter_call_event(ringing("5.1", "101"))
+    onec.callrouter_call_event(missed("5.1"))
+    # A callback from 101 nobody picks up closes nothing.
+    out = {"direction": "out", "external": "+7 916 123 45 67", "did": None}
+    onec.callrouter_call_event(missed("5.2", at=T0 + 100, started_at=T0 + 90, **out))
+    # The manager calls back; the customer answers (written another way).
+    onec.callrouter_call_event(answered("5.3", "101", at=T0 + 300, started_at=T0 + 290, **out))
+    onec.callrouter_call_event(hangup("5.3", "101", answered_at=T0 + 300, at=T0 + 360, **out))
+    # A later connected call of the same customer: the missed call is closed already.
+    onec.callrouter_call_event(answered("5.4", "102", at=T0 + 900, started_at=T0 + 890))
+    await settle(onec)
+    closed = [e for e in stored(double) if e["event"] == "missed_closed"]
+    assert len(closed) == 1
+    [done] = closed
+    assert (done["call_id"], done["closed_by"], done["extension"]) == ("5.1", "5.3", "101")
+    assert done["closed_at"] == "2024-05-01T10:05:00"
+    assert done["event_id"] == "5.1/missed_closed"
+    assert done["owner"] == {"manager_id": "manager-1", "extension": "101", "source": "lookup"}
+    assert double.story("5.3")[-1]["event"] == "missed_closed"  # the callback's story tells it
+    assert onec.queue is not None
+    assert onec.queue.missed.open_calls() == []
+
+
+async def test_replay_may_bring_the_callback_before_the_missed_call(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """After a gap each call is replayed whole, calls in any order."""
+    onec, engine = started
+    route(onec, engine, "6.1", to("101"), OWNER)
+    onec.callrouter_call_event(
+        answered("6.2", "101", at=T0 + 300, started_at=T0 + 290, replayed=True)
+    )
+    onec.callrouter_call_event(missed("6.1", replayed=True))
+    await settle(onec)
+    [done] = [e for e in stored(double) if e["event"] == "missed_closed"]
+    assert (done["call_id"], done["closed_by"], done["replayed"]) == ("6.1", "6.2", True)
+    assert onec.queue is not None
+    assert onec.queue.missed.open_calls() == []
+
+
+async def test_an_earlier_answered_call_does_not_close_a_later_missed_one(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, engine = started
+    route(onec, engine, "7.2", to("101"), OWNER)
+    onec.callrouter_call_event(answered("7.1", "101", at=T0 - 600, started_at=T0 - 610))
+    onec.callrouter_call_event(missed("7.2"))
+    await settle(onec)
+    assert sorted(e["event"] for e in stored(double)) == ["answered", "missed"]
+    assert onec.queue is not None
+    assert [c["call_id"] for c in onec.queue.missed.open_calls()] == ["7.2"]
+
+
+async def test_open_missed_calls_survive_a_restart_and_expire(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    onec, engine = await start(tmp_path, table(double))
+    route(onec, engine, "8.1", to("101"), OWNER)
+    onec.callrouter_call_event(missed("8.1"))
+    await settle(onec)
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    again, engine = await start(tmp_path, table(double))
+    try:
+        again.callrouter_call_event(answered("8.2", "104", at=T0 + 500, direction="out", did=None))
+        await settle(again)
+    finally:
+        await again.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    [done] = [e for e in stored(double) if e["event"] == "missed_closed"]
+    assert (done["call_id"], done["closed_by"], done["extension"]) == ("8.1", "8.2", "104")
+    now = [1000.0]
+    with HistoryQueue(tmp_path / "expiry", clock=lambda: now[0], missed_max_age=60) as queue:
+        queue.enqueue_call_event(
+            {"event": "missed", "event_id": "9.1/missed", "call_id": "9.1"},
+            __import__("callrouter_onec.missed", fromlist=["MissedFact"]).MissedFact(
+                "79161234567", T0
+            ),
+        )
+        assert len(queue.missed.open_calls()) == 1
+        now[0] += 61
+        queue.prune()
+        assert queue.missed.open_calls() == []
+
+
+# -- ids, replay, lookups of their own -------------------------------------------------------
+
+
+async def test_a_replayed_fact_already_sent_is_not_sent_again_after_a_restart(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    onec, engine = await start(tmp_path, table(double))
+    route(onec, engine, "10.1", to("101"), OWNER)
+    onec.callrouter_call_event(ringing("10.1", "101"))
+    await settle(onec)
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    again, engine = await start(tmp_path, table(double))
+    try:
+        replay = [
+            dataclasses.replace(ringing("10.1", "101"), replayed=True),
+            dataclasses.replace(missed("10.1"), replayed=True),
+        ]
+        for event in replay:
+            again.callrouter_call_event(event)
+        await settle(again)
+    finally:
+        await again.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    assert [(r.payload["event"], r.duplicate) for r in double.event_book.receipts] == [
+        ("ringing", False),
+        ("missed", False),
+    ]
+    assert double.event_book.receipts[1].payload["replayed"] is True
+
+
+async def test_a_call_nobody_routed_is_looked_up_once_and_told_in_order(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Replayed calls routed while callrouter was down have no decision: one bounded
+    lookup of their own (through the cache) names manager and client."""
+    onec, _ = started
+    double.faults.add("latency=0.3", phone="79161234567")
+    life = [ringing("11.1", "101", replayed=True), answered("11.1", "101", replayed=True)]
+    life.append(hangup("11.1", "101", replayed=True))
+    for event in life:
+        onec.callrouter_call_event(event)
+    await settle(onec)
+    events = stored(double)
+    assert [e["event"] for e in events] == ["ringing", "answered", "hangup"]
+    assert {(e["manager_id"], e["client_id"]) for e in events} == {(MANAGER, CLIENT)}
+    assert len(double.requests("/v1/responsible/")) == 1
+
+
+async def test_with_1c_unavailable_a_call_nobody_routed_is_told_without_ids(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, _ = started
+    double.faults.add("500", phone="79161234567", count=None)
+    internal = LifeEvent(
+        "answered", "12.2", "12.2/answered", direction="internal", external="102", extension="101"
+    )
+    onec.callrouter_call_event(internal)  # no customer: never looked up
+    onec.callrouter_call_event(ringing("12.1", "101"))
+    onec.callrouter_call_event(missed("12.1"))
+    await settle(onec)
+    events = stored(double)
+    assert sorted((e["call_id"], e["event"]) for e in events) == [
+        ("12.1", "missed"),
+        ("12.1", "ringing"),
+        ("12.2", "answered"),
+    ]
+    assert {(e["manager_id"], e["client_id"]) for e in events} == {(None, None)}
+    [lost] = [e for e in events if e["event"] == "missed"]
+    assert lost["owner"] == {"manager_id": None, "extension": "100", "source": "missed_owner"}
+    [inside] = [e for e in events if e["call_id"] == "12.2"]
+    assert (inside["from"], inside["to"]) == ("102", "101")
+
+
+def test_the_builders_have_the_fields_of_routers_call_event() -> None:
+    calllife = pytest.importorskip("router.calllife")
+    ours = {f.name for f in dataclasses.fields(LifeEvent)} - {"extra"}
+    theirs = {f.name for f in dataclasses.fields(calllife.CallEvent)}
+    assert ours <= theirs
+    protocol = {name for name, v in vars(CallEventLike).items() if isinstance(v, property)}
+    assert protocol <= theirs
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("owners", "message"),
+    [
+        (
+            '"default" = "101"\n',
+            "[plugins.onec.missed_owner] default: expected a dialled number (DID) or '*' "
+            "for any number; did you mean '*'?",
+        ),
+        (
+            '"74951234567" = 101\n',
+            "[plugins.onec.missed_owner] 74951234567: expected the owner's extension",
+        ),
+        (
+            '"74951234567" = "101"\n"8 495 123-45-67" = "102"\n',
+            "[plugins.onec.missed_owner] 8 495 123-45-67: the same number as '74951234567'",
+        ),
+    ],
+)
+def test_bad_missed_owner_names_the_file_and_key(owners: str, message: str) -> None:
+    settings: dict[str, object] = {
+        "url": "http://1c/unf/hs/telephony",
+        "username": "u",
+        "password": "p",
+    }
+    import tomllib
+
+    settings["missed_owner"] = tomllib.loads(owners)
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings, origin="/etc/callrouter/router.toml")
+    assert str(caught.value).startswith("/etc/callrouter/router.toml: ")
+    assert message in str(caught.value)
+
+
+def test_missed_owner_keys_are_normalized_dids() -> None:
+    config = parse_settings(
+        {
+            "url": "http://1c/unf/hs/telephony",
+            "username": "u",
+            "password": "p",
+            "missed_owner": {"+7 (495) 123-45-67": "101", "*": "100"},
+            "missed_max_age": 86400,
+        }
+    )
+    assert dict(config.missed_owner) == {"74951234567": "101", "*": "100"}
+    assert config.missed_max_age == 86400
+    with pytest.raises(
+        ConfigError,
+        match=r"\[plugins.onec\] missed_owners: unknown key; did you mean 'missed_owner'",
+    ):
+        parse_settings(
+            {"url": "http://1c/x", "username": "u", "password": "p", "missed_owners": {}}
+        )
+
+
+# -- the queue's file from before event ids --------------------------------------------------
+
+
+def test_a_history_file_from_before_event_ids_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "onec-history.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, event TEXT NOT NULL,
+            payload TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'pending', updated REAL, detail TEXT,
+            UNIQUE (call_id, event));
+        CREATE INDEX events_state ON events (state, id);
+        INSERT INTO events (call_id, event, payload, created)
+            VALUES ('1.1', 'ringing', '{"event": "ringing", "call_id": "1.1"}', 1.0);
+    """)
+    old.commit()
+    old.close()
+    with HistoryQueue(path) as queue:
+        [row] = queue.pending()
+        assert (row.call_id, row.event) == ("1.1", "ringing")
+        # the old key is the event id now: the same fact without an id is still a repeat
+        assert queue.enqueue({"event": "ringing", "call_id": "1.1"}) is False
+        assert queue.enqueue({"event": "ringing", "call_id": "1.1", "event_id": "1.1/ringing/102"})
+    with HistoryQueue(path) as queue:  # a second open migrates nothing
+        assert len(queue.pending()) == 2

@@ -1,0 +1,72 @@
+"""Whether callrouter can route calls now: what ``/readyz``, ``callrouter_ready``
+and systemd's ``READY=1``/``STATUS=`` all say.
+
+Ready means all of: logged in to Asterisk, the event stream current (the last
+poll answered), the rules loaded without a problem, and the engine serving
+(started, not stopping). Each check that fails gives a reason a person can
+act on; a load balancer or systemd only needs the yes or no.
+
+Not ready is not broken: callrouter fails open, so while it is not ready
+calls simply take the dialplan's default route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Health", "readiness"]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One look at the engine: ready or not, and why not."""
+
+    ready: bool
+    #: Why not ready, one sentence per failed check (empty when ready).
+    reasons: tuple[str, ...]
+    #: Each check by name (``asterisk``, ``event_stream``, ``rules``, ``serving``).
+    checks: dict[str, bool]
+    #: Rules in use.
+    rules: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ready" if self.ready else "not ready",
+            "reasons": list(self.reasons),
+            "checks": dict(self.checks),
+            "rules": self.rules,
+        }
+
+    def status_line(self) -> str:
+        """systemd's ``STATUS=``: one line, what ``systemctl status`` shows."""
+        if self.ready:
+            return f"routing calls ({self.rules} rules)"
+        return "not ready: " + "; ".join(self.reasons)
+
+
+def readiness(
+    *,
+    logged_in: bool,
+    stream_current: bool,
+    rule_problems: int,
+    rules: int,
+    serving: bool,
+) -> Health:
+    """The checks, in the order a person should look at them."""
+    checks = {
+        "asterisk": logged_in,
+        "event_stream": stream_current,
+        "rules": rule_problems == 0,
+        "serving": serving,
+    }
+    reasons = []
+    if not logged_in:
+        reasons.append("not logged in to Asterisk (see the log for the AMI error)")
+    elif not stream_current:
+        reasons.append("the event stream is not current: Asterisk does not answer its polls")
+    if rule_problems:
+        reasons.append(f"{rule_problems} problems in the rules or plugins (callrouter check)")
+    if not serving:
+        reasons.append("not serving: starting or stopping")
+    return Health(ready=not reasons, reasons=tuple(reasons), checks=checks, rules=rules)

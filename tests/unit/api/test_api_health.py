@@ -1,0 +1,142 @@
+"""/healthz, /readyz and /metrics on the API app (router/api/health.py, metrics.py).
+
+In process over the test kit's StubEngine, like the rest of the API tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.api.app import build_app, openapi_document
+from router.api.auth import hash_token, new_token
+from router.api.context import ApiContext
+from router.api.settings import ApiSettings, TokenSettings
+from router.errors import ConfigError
+from router.health import Health, readiness
+from router.metrics import Metrics
+from router.testing import StubEngine, config_from_toml
+
+SCRAPER = new_token()
+OTHER = new_token()
+
+
+def token(name: str, text: str, allow: tuple[str, ...]) -> TokenSettings:
+    return TokenSettings(
+        name=name,
+        digest=bytes.fromhex(hash_token(text).removeprefix("sha256:")),
+        allow=allow,
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+
+
+TOKENS = {
+    "prometheus": token("prometheus", SCRAPER, ("metrics:read",)),
+    "desk": token("desk", OTHER, ("ami:Ping",)),
+}
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[StubEngine]:
+    engine = StubEngine(state_dir=tmp_path)
+    yield engine
+    await engine.aclose()
+
+
+def client(ctx: ApiContext) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(ctx)), base_url="http://api.test"
+    )
+
+
+def values(text: str, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == metric
+    }
+
+
+async def test_healthz_is_200_while_serving(stub: StubEngine) -> None:
+    async with client(ApiContext(stub, ApiSettings(tokens=TOKENS))) as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+
+
+async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> None:
+    state: dict[str, Health] = {
+        "now": readiness(
+            logged_in=False, stream_current=False, rule_problems=0, rules=3, serving=True
+        )
+    }
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), health=lambda: state["now"])
+    async with client(ctx) as http:
+        refused = await http.get("/readyz")
+        state["now"] = readiness(
+            logged_in=True, stream_current=True, rule_problems=0, rules=3, serving=True
+        )
+        ready = await http.get("/readyz")
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "status": "not ready",
+        "reasons": ["not logged in to Asterisk (see the log for the AMI error)"],
+        "checks": {"asterisk": False, "event_stream": False, "rules": True, "serving": True},
+        "rules": 3,
+    }
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_metrics_needs_no_token_by_default_and_counts_requests(stub: StubEngine) -> None:
+    metrics = Metrics(event_names=())
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), metrics=metrics)
+    async with client(ctx) as http:
+        ping = await http.post("/api/v1/ami/Ping", headers={"Authorization": f"Bearer {OTHER}"})
+        await http.post("/api/v1/ami/Ping")  # no token: 401
+        response = await http.get("/metrics")
+        again = await http.get("/metrics")
+    assert ping.status_code == 200
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    counted = values(again.text, "callrouter_api_requests_total")
+    assert counted[(("operation", "ami:Ping"), ("status", "200"))] == 1
+    assert counted[(("operation", "ami:Ping"), ("status", "401"))] == 1
+    assert counted[(("operation", "metrics:read"), ("status", "200"))] == 1  # the first scrape
+
+
+async def test_metrics_auth_asks_for_metrics_read(stub: StubEngine) -> None:
+    ctx = ApiContext(
+        stub, ApiSettings(tokens=TOKENS, metrics_auth=True), metrics=Metrics(event_names=())
+    )
+    async with client(ctx) as http:
+        anonymous = await http.get("/metrics")
+        other = await http.get("/metrics", headers={"Authorization": f"Bearer {OTHER}"})
+        scraper = await http.get("/metrics", headers={"Authorization": f"Bearer {SCRAPER}"})
+        health = await http.get("/healthz")  # never behind a token
+    assert anonymous.status_code == 401
+    assert other.status_code == 403
+    assert other.json()["missing_permission"] == "metrics:read"
+    assert scraper.status_code == 200
+    assert "# TYPE callrouter_decisions_total counter" in scraper.text
+    assert health.status_code == 200
+
+
+def test_the_service_endpoints_stay_out_of_the_api_document() -> None:
+    paths = openapi_document()["paths"]
+    assert not {"/metrics", "/healthz", "/readyz"} & set(paths)
+
+
+def test_metrics_auth_is_read_and_checked(tmp_path: Path) -> None:
+    config = config_from_toml(tmp_path, "[api]\nmetrics_auth = true\n")
+    assert config.api is not None
+    assert config.api.metrics_auth is True
+    with pytest.raises(ConfigError, match=r"\[api\] metrics_auth: expected true or false"):
+        config_from_toml(tmp_path, '[api]\nmetrics_auth = "yes"\n')

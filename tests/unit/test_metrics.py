@@ -1,0 +1,261 @@
+"""Each metric family moves when what it counts happens (router/metrics.py).
+
+Driven through a running engine on the replaying fake Asterisk, the way the
+sandbox tests drive a real one: calls in, the exposition read back with
+prometheus-client's own parser, so a family that is registered but never
+updated (or updated with the wrong labels) fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.dialplan import FELL_VARIABLE
+from router.health import readiness
+from router.hookspecs import hookimpl
+from router.metrics import OTHER, BoundedLabel, Metrics, QueueGauge, exposition
+from router.rules.registry import Registry
+
+if TYPE_CHECKING:
+    from router.engine import Engine
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+RULES = """
+version: 1
+rules:
+  - name: vip
+    on: call
+    if: did == "74950000001"
+    lookup:
+      owner: test.owner(caller.number)
+    when: owner
+    do:
+      - redirect: {context: managers, exten: "{owner}"}
+"""
+ROUTED = "74950000001"
+UNROUTED = "74950000002"
+
+
+class Owners:
+    """A lookup answering '101', failing for numbers ending in 99, slow for 77."""
+
+    __name__ = "owners"
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def owner(number: str) -> str | None:
+            if number.endswith("99"):
+                raise RuntimeError("directory down")
+            if number.endswith("77"):
+                await asyncio.sleep(2)  # past any call's deadline here
+            return "101"
+
+        registry.add_lookup("test.owner", owner)
+
+
+def sample(engine: Engine, metric: str, **labels: str) -> float:
+    """One sample's value from the exposition text (0 when absent)."""
+    text = exposition(engine.metrics).decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+async def test_decisions_fallthroughs_latency_and_lookups_move(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED)
+    ajam_replay.inbound_call(caller="+79161234599", did=ROUTED)  # the lookup fails
+    ajam_replay.inbound_call(caller="+79161234568", did=UNROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert sample(engine, "callrouter_decisions_total", rule="vip", outcome="executed") == 1
+    assert sample(engine, "callrouter_decisions_total", rule="-", outcome="fell-through") == 2
+    assert sample(engine, "callrouter_fallthroughs_total", cause="no-rule") == 2
+    assert sample(engine, "callrouter_fallthroughs_total", cause="late") == 0
+    # Asterisk's clock: only the executed decision has a confirming Newexten.
+    assert sample(engine, "callrouter_decision_seconds_count") == 1
+    assert 0 < sample(engine, "callrouter_decision_seconds_sum") < 4
+    assert sample(engine, "callrouter_evaluate_seconds_count") == 3
+    assert sample(engine, "callrouter_lookups_total", lookup="test.owner", outcome="ok") == 1
+    assert sample(engine, "callrouter_lookups_total", lookup="test.owner", outcome="error") == 1
+    assert sample(engine, "callrouter_lookup_seconds_count", lookup="test.owner") == 2
+
+
+async def test_a_late_decision_counts_as_a_late_fallthrough(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    # The dialplan waits 0.5 s; the lookup takes 2 s.
+    ajam_replay.inbound_call(caller="+79161234577", did=ROUTED, wait=0.5)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert sample(engine, "callrouter_fallthroughs_total", cause="late") == 1
+    assert sample(engine, "callrouter_decisions_total", rule="-", outcome="late") == 1
+
+
+async def test_events_by_name_fold_unknown_names_into_other(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")
+    ajam_replay.queue_event(Event="NoSuchEventFromAModule", Foo="1")
+    ajam_replay.queue_event(Event="SomeOtherUnknown", Foo="1")
+    await ajam_replay.settle(engine)
+    assert sample(engine, "callrouter_events_total", name="FullyBooted") == 1
+    assert sample(engine, "callrouter_events_total", name=OTHER) == 2
+    assert sample(engine, "callrouter_events_total", name="NoSuchEventFromAModule") == 0
+
+
+async def test_gap_and_reconcile_are_counted(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert sample(engine, "callrouter_reconciles_total", trigger="start", result="ok") == 1
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    ajam_replay.inbound_call(caller="+79161234567", did=ROUTED, announce=False, wait=10)
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert sample(engine, "callrouter_stream_gaps_total", reason="session") == 1
+    assert sample(engine, "callrouter_reconciles_total", trigger="gap", result="ok") == 1
+    assert sample(engine, "callrouter_reconcile_routed_total") == 1  # the waiting call
+    assert sample(engine, "callrouter_ami_sessions") == 2  # the first login and the re-login
+    assert sample(engine, "callrouter_decisions_total", rule="vip", outcome="executed") == 1
+
+
+async def test_calls_that_fell_through_while_down_are_counted_at_start(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    # Two calls went through the inbound context while no callrouter ran: the
+    # dialplan marked them at its default label; a third is an internal call.
+    for number, fell in (("1", True), ("2", True), ("3", False)):
+        channel = ajam_replay.add_channel(
+            f"PJSIP/trunk-0000000{number}", context="callrouter-default", exten=ROUTED
+        )
+        channel.application = "Queue"
+        if fell:
+            channel.variables[FELL_VARIABLE] = "1700000000"
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
+    # Only the reconcile at start counts them: a gap later does not count again.
+    await engine.reconcile(trigger="gap")
+    assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
+
+
+async def test_reloads_by_result_and_rules_loaded(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert sample(engine, "callrouter_rules_loaded") == 1
+    rules.write_text(RULES + RULES.split("rules:\n", 1)[1].replace("vip", "vip2"), "utf-8")
+    await engine.reload_in_thread()
+    assert sample(engine, "callrouter_rule_reloads_total", result="ok") == 1
+    assert sample(engine, "callrouter_rules_loaded") == 2
+    rules.write_text("version: 1\nrules: [", encoding="utf-8")
+    await engine.reload_in_thread()
+    assert sample(engine, "callrouter_rule_reloads_total", result="refused") == 1
+    assert sample(engine, "callrouter_rules_loaded") == 2  # the previous rules are kept
+
+
+async def test_ready_and_active_calls_are_read_at_scrape(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    engine = await engine_factory(rules, plugins=[Owners()])
+    assert engine.health().ready
+    assert sample(engine, "callrouter_ready") == 1
+    ajam_replay.inbound_call(caller="+79161234567", did=UNROUTED)
+    await ajam_replay.settle(engine)
+    assert sample(engine, "callrouter_calls_active") == 1
+    engine.request_stop()
+    await engine.stop()
+    health = engine.health()
+    assert not health.ready
+    assert "not serving: starting or stopping" in health.reasons
+    assert sample(engine, "callrouter_ready") == 0
+
+
+def test_readiness_names_every_failed_check() -> None:
+    health = readiness(
+        logged_in=True, stream_current=False, rule_problems=2, rules=5, serving=True
+    )
+    assert not health.ready
+    assert health.checks == {
+        "asterisk": True,
+        "event_stream": False,
+        "rules": False,
+        "serving": True,
+    }
+    assert health.reasons == (
+        "the event stream is not current: Asterisk does not answer its polls",
+        "2 problems in the rules or plugins (callrouter check)",
+    )
+    assert health.status_line().startswith("not ready: the event stream")
+    ok = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=5, serving=True)
+    assert ok.ready
+    assert ok.status_line() == "routing calls (5 rules)"
+
+
+def test_rule_labels_are_capped_and_cut() -> None:
+    label = BoundedLabel(cap=3)
+    assert [label(v) for v in ("a", "b", "a", "c", "d", "e")] == ["a", "b", "a", "c", OTHER, OTHER]
+    assert label("") == OTHER  # the cap is reached: even '-' is new
+    assert BoundedLabel()("x" * 300) == "x" * 64
+    assert BoundedLabel()("") == "-"
+
+
+def test_thousands_of_rules_never_make_thousands_of_series() -> None:
+    metrics = Metrics(event_names=())
+    for n in range(5000):
+        metrics.decided([f"rule{n}"], "executed", evaluate_seconds=0.001, asterisk_seconds=None)
+    rules = {
+        s.labels["rule"]
+        for family in metrics.registry.collect()
+        if family.name == "callrouter_decisions"
+        for s in family.samples
+        if s.name == "callrouter_decisions_total"
+    }
+    assert len(rules) == 201  # the cap, and 'other'
+    assert OTHER in rules
+
+
+def test_queue_gauge_age_grows_until_updated() -> None:
+    now = [1000.0]
+    queue = QueueGauge("onec_history", clock=lambda: now[0])
+    assert queue.age() == 0.0
+    queue.update(3, 990.0)
+    now[0] = 1005.0
+    assert (queue.depth, queue.age()) == (3, 15.0)
+    queue.update(0, 990.0)  # empty: no oldest item, whatever the owner passed
+    assert queue.age() == 0.0
+    metrics = Metrics(event_names=())
+    assert metrics.queue("recordings") is metrics.queue("recordings")
+    with pytest.raises(ValueError, match="queue name"):
+        metrics.queue("Bad Name")
+
+
+def test_two_engines_metrics_do_not_collide() -> None:
+    first, second = Metrics(event_names=()), Metrics(event_names=())
+    first.counter("callrouter_x_things", "things")
+    second.counter("callrouter_x_things", "things")  # its own registry: no clash
+    with pytest.raises(ValueError, match="Duplicated"):
+        first.counter("callrouter_x_things", "things")
