@@ -490,17 +490,19 @@ class TCPClient(AMIActions[ActionResult]):
         """Ping a quiet socket; drop one that stays silent for ``ping_interval``."""
         interval = self.settings.ping_interval
         loop = asyncio.get_running_loop()
+        wake_at = loop.time()
         while not self._closed:
             conn = self._conn
             if conn is None or conn.lost:
                 return  # the next login starts a new watchdog
             now = loop.time()
             quiet = now - conn.last_rx
-            if conn.paused:
-                # We are the slow side, not Asterisk; its writetimeout decides.
-                conn.last_rx = now
-                await asyncio.sleep(interval / 2)
-                continue
+            if conn.paused or now - wake_at > interval / 2:
+                # We are the slow side (a full queue, or this process was
+                # stopped or starved past its timer): silence proves nothing
+                # about Asterisk, so ask and judge half an interval later.
+                conn.last_rx = now - interval / 2
+                quiet = interval / 2
             if quiet >= interval:
                 conn.drop(
                     f"no data from Asterisk for {quiet:.1f} s (ping_interval {interval:g} s): "
@@ -508,10 +510,13 @@ class TCPClient(AMIActions[ActionResult]):
                 )
                 return
             if quiet >= interval / 2:
-                conn.ping(self._next_id())
-                await asyncio.sleep(interval - quiet)
+                if not conn.paused:
+                    conn.ping(self._next_id())
+                delay = interval - quiet
             else:
-                await asyncio.sleep(interval / 2 - quiet)
+                delay = interval / 2 - quiet
+            wake_at = now + delay
+            await asyncio.sleep(delay)
 
     # -- actions ---------------------------------------------------------------------
 

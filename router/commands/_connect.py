@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from router.ami.client import AJAMClient, ClientSettings
+from router.ami.client import ClientSettings, open_client
 from router.config import DEFAULT_CONFIG_PATH, Config, load_config
+
+if TYPE_CHECKING:
+    from router.ami.client import AMIClient
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +22,15 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="settings file (default: ./router.toml)",
     )
-    group.add_argument("--url", help="AJAM base URL, e.g. http://127.0.0.1:8088/asterisk")
+    group.add_argument(
+        "--url",
+        help="AJAM base URL (http://127.0.0.1:8088/asterisk) or native AMI (tcp://127.0.0.1:5038)",
+    )
     group.add_argument("--username", help="manager.conf user")
     group.add_argument(
         "--secret-env", metavar="NAME", help="read the secret from this environment variable"
     )
-    group.add_argument("--auth", choices=["cookie", "digest"])
+    group.add_argument("--auth", choices=["cookie", "digest", "plain", "md5"])
     group.add_argument("--format", choices=["rawman", "mxml"])
     group.add_argument(
         "--insecure", action="store_true", default=None, help="do not verify the TLS certificate"
@@ -44,5 +51,5 @@ def load_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=overrides)
 
 
-def client_from_args(args: argparse.Namespace) -> AJAMClient:
-    return AJAMClient(ClientSettings.from_config(load_from_args(args).asterisk))
+def client_from_args(args: argparse.Namespace) -> AMIClient:
+    return open_client(ClientSettings.from_config(load_from_args(args).asterisk))

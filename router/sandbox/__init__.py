@@ -185,6 +185,9 @@ class Sandbox:
     #: HTTPS port when started with ``tls=True`` (a self-signed certificate for
     #: 127.0.0.1, made with the openssl command); see :attr:`ca_file`.
     tls_port: int | None = None
+    #: Native AMI over TLS (manager.conf ``tlsbindaddr``) when started with
+    #: ``tls=True``, with the same certificate; see :attr:`tls_tcp_url`.
+    tls_ami_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     #: Asterisk's pid; kept apart from ``process`` so that an instance started by
     #: another process (``python -m router.sandbox start``) can be attached to.
@@ -215,6 +218,7 @@ class Sandbox:
             httptimeout=httptimeout,
             extra_dialplan=extra_dialplan,
             tls_port=free_port() if tls else None,
+            tls_ami_port=free_port() if tls else None,
         )
         try:
             box.write_configs()
@@ -295,6 +299,11 @@ class Sandbox:
         return f"http://127.0.0.1:{self.http_port}/asterisk"
 
     @property
+    def tcp_url(self) -> str:
+        """Native AMI on the manager.conf port: ``tcp://127.0.0.1:PORT``."""
+        return f"tcp://127.0.0.1:{self.ami_port}"
+
+    @property
     def log_path(self) -> Path:
         return self.inst / "log" / "messages.log"
 
@@ -314,6 +323,7 @@ class Sandbox:
             "{httptimeout}": str(self.httptimeout),
             "{secret}": self.secret,
             "{tls}": self._tls_lines(),
+            "{ami_tls}": self._ami_tls_lines(),
         }
         for sub in ("etc", "lib", "log", "run", "spool", "cache"):
             (self.inst / sub).mkdir(parents=True, exist_ok=True)
@@ -334,6 +344,23 @@ class Sandbox:
         if self.tls_port is None:
             raise SandboxError("this sandbox was started without tls=True")
         return f"https://127.0.0.1:{self.tls_port}/asterisk"
+
+    @property
+    def tls_tcp_url(self) -> str:
+        """Native AMI over TLS: ``tls://127.0.0.1:PORT`` (trust :attr:`ca_file`)."""
+        if self.tls_ami_port is None:
+            raise SandboxError("this sandbox was started without tls=True")
+        return f"tls://127.0.0.1:{self.tls_ami_port}"
+
+    def _ami_tls_lines(self) -> str:
+        """manager.conf's TLS listener, with the certificate :meth:`_tls_lines` made."""
+        if self.tls_ami_port is None:
+            return ""
+        return (
+            f"tlsenable = yes\ntlsbindaddr = 127.0.0.1:{self.tls_ami_port}\n"
+            f"tlscertfile = {self.inst_in_root}/etc/tls-cert.pem\n"
+            f"tlsprivatekey = {self.inst_in_root}/etc/tls-key.pem\n"
+        )
 
     def _tls_lines(self) -> str:
         if self.tls_port is None:

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from router.ami.client import AJAMClient, ClientSettings
+from router.ami.client import ClientSettings, open_client
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
@@ -65,6 +65,7 @@ class Engines:
         serve: bool = True,
         api: ApiSettings | None = None,
         recordings: RecordingSettings | None = None,
+        ami: Literal["ajam", "tcp"] = "ajam",
     ) -> Engine:
         """A started engine on ``rules``, serving unless ``serve=False``.
 
@@ -73,13 +74,18 @@ class Engines:
         installed ones (entry points) only with ``entry_points=True``.
         ``api`` turns the HTTP API on (``[api]``), served while the engine runs.
         ``recordings`` is ``[recordings]`` (the ``record`` action and the catalog).
+        ``ami="tcp"`` reaches the sandbox over native AMI (``sandbox.tcp_url``)
+        instead of AJAM, so a test can run over both transports.
         """
+        if ami == "tcp" and sandbox is None:
+            raise ValueError("ami='tcp' needs sandbox= (the fake Asterisk speaks AJAM)")
         if sandbox is not None and transport is not None:
             raise ValueError("give either transport= or sandbox=, not both")
         if sandbox is not None:
             asterisk = AsteriskSettings(
-                url=sandbox.url,
+                url=sandbox.tcp_url if ami == "tcp" else sandbox.url,
                 username=username,
+                auth="plain" if ami == "tcp" else "cookie",
                 secret=sandbox.users().get(username, sandbox.secret),
             )
         else:
@@ -101,7 +107,7 @@ class Engines:
             api=api,
             recordings=recordings,
         )
-        client = AJAMClient(ClientSettings.from_config(asterisk), transport=transport)
+        client = open_client(ClientSettings.from_config(asterisk), transport=transport)
         engine = Engine(
             config,
             plugins=Plugins.load(extra=plugins, entry_points=entry_points),

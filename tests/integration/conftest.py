@@ -7,6 +7,12 @@
     function-scoped: a second, private Asterisk with ``httptimeout=12`` for
     destructive tests (session expiry, restart, kill), removed after the test.
 
+``ami_transport``
+    ``"ajam"`` unless a test or module parametrizes it with
+    :data:`AMI_TRANSPORTS` (``indirect=True``, or its own fixture of that
+    name): the engine then reaches the sandbox over AJAM or native TCP AMI
+    (:func:`ami_url`), so the tests that exercise the transport run over both.
+
 If a sandbox cannot be started, the tests that need it fail with the exact
 reason under CI (``CI`` set) or with ``CALLROUTER_REQUIRE_SANDBOX=1``, and are
 skipped with the reason otherwise. A failed test gets the Asterisk log tail of
@@ -28,6 +34,20 @@ from router.sandbox import Sandbox
 SCRATCH_HTTPTIMEOUT = 12
 
 _scratch_numbers = itertools.count(1)
+
+#: The two ways callrouter reaches Asterisk (``[asterisk] url``).
+AMI_TRANSPORTS = ("ajam", "tcp")
+
+
+def ami_url(box: Sandbox, transport: str) -> str:
+    """The sandbox's ``[asterisk] url`` for ``transport`` (``ajam`` or ``tcp``)."""
+    return box.tcp_url if transport == "tcp" else box.url
+
+
+@pytest.fixture
+def ami_transport(request: pytest.FixtureRequest) -> str:
+    """``ajam``, or the transport a test parametrizes (``indirect=True``)."""
+    return str(getattr(request, "param", "ajam"))
 
 
 def sandbox_required() -> bool:

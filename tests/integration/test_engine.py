@@ -24,6 +24,7 @@ from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -99,10 +100,13 @@ def routing_dialplan() -> str:
     return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
 
 
-def make_config(box: Sandbox, tmp: Path, *, shadow: bool = False) -> Config:
+def make_config(
+    box: Sandbox, tmp: Path, *, shadow: bool = False, transport: str = "ajam"
+) -> Config:
     path = tmp / "router.toml"
     path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[asterisk]\nurl = "{ami_url(box, transport)}"\nusername = "router"\n'
+        f'secret = "{box.secret}"\n'
         f'[router]\nrules = ["{FIXTURES / "rules"}"]\nstate_dir = "{tmp / "state"}"\n'
         f"shadow = {'true' if shadow else 'false'}\n"
         f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
@@ -117,12 +121,21 @@ def routing_sandbox(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
+@pytest.fixture(scope="module", params=AMI_TRANSPORTS)
+def ami_transport(request: pytest.FixtureRequest) -> str:
+    """Every test of the engine runs over AJAM and over native TCP AMI (issue 16)."""
+    return str(request.param)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def engine(
     routing_sandbox: Sandbox,
     tmp_path_factory: pytest.TempPathFactory,
+    ami_transport: str,
 ) -> AsyncIterator[Engine]:
-    config = make_config(routing_sandbox, tmp_path_factory.mktemp("engine"))
+    config = make_config(
+        routing_sandbox, tmp_path_factory.mktemp("engine"), transport=ami_transport
+    )
     plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
     eng = Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
     await eng.start()
@@ -256,11 +269,15 @@ async def test_tracker_empties_when_calls_hang_up(engine: Engine, placer: CallPl
 
 
 async def test_shadow_mode_sends_no_action(
-    routing_sandbox: Sandbox, placer: CallPlacer, engine: Engine, tmp_path: Path
+    routing_sandbox: Sandbox,
+    placer: CallPlacer,
+    engine: Engine,
+    tmp_path: Path,
+    ami_transport: str,
 ) -> None:
     engine.request_stop()  # one router at a time on this Asterisk
     await asyncio.sleep(0.5)
-    config = make_config(routing_sandbox, tmp_path, shadow=True)
+    config = make_config(routing_sandbox, tmp_path, shadow=True, transport=ami_transport)
     # The same rules need the same lookups: a rule set naming an unknown one is
     # refused at start.
     shadow = Engine(

@@ -22,6 +22,7 @@ import pytest_asyncio
 from router.ami.client import AJAMClient, ClientSettings
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
@@ -35,10 +36,11 @@ exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
 class RouterProcess:
     """A ``callrouter run`` subprocess with its JSON log."""
 
-    def __init__(self, box: Sandbox, tmp: Path, rules: Path) -> None:
+    def __init__(self, box: Sandbox, tmp: Path, rules: Path, transport: str = "ajam") -> None:
         self.config = tmp / "router.toml"
         self.config.write_text(
-            f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+            f'[asterisk]\nurl = "{ami_url(box, transport)}"\nusername = "router"\n'
+            f'secret_env = "CR_SECRET"\n'
             f"request_timeout = 3\n"
             f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp / "state"}"\n'
             f'log_format = "json"\n'
@@ -125,8 +127,10 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def router(box: Sandbox, tmp_path: Path, rules_dir: Path) -> Iterator[RouterProcess]:
-    proc = RouterProcess(box, tmp_path, rules_dir)
+def router(
+    box: Sandbox, tmp_path: Path, rules_dir: Path, ami_transport: str
+) -> Iterator[RouterProcess]:
+    proc = RouterProcess(box, tmp_path, rules_dir, ami_transport)
     proc.start()
     yield proc
     proc.stop()
@@ -175,6 +179,7 @@ async def test_frozen_router_reconciles_waiting_calls_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_asterisk_restart_nothing_stuck_nothing_twice(
     box: Sandbox, router: RouterProcess, placer: CallPlacer
 ) -> None:
@@ -202,6 +207,7 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
     assert stuck == []
 
 
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_reload_keeps_old_rules_when_new_ones_are_broken(
     router: RouterProcess, rules_dir: Path, placer: CallPlacer
 ) -> None:
@@ -225,6 +231,7 @@ async def test_reload_keeps_old_rules_when_new_ones_are_broken(
     assert call.destination == "test-queue,sales2"
 
 
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_sigterm_logs_off_and_exits_zero(router: RouterProcess) -> None:
     started = time.monotonic()
     assert router.stop() == 0

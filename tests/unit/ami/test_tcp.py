@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from tcp_fake import FakeAMI
 
 from router.ami.client import AJAMClient, ClientSettings, open_client
 from router.ami.event_filter import EventSelection
@@ -22,6 +21,7 @@ from router.errors import (
     AMITimeoutError,
     ConfigError,
 )
+from tests.unit.ami.tcp_fake import FakeAMI
 
 
 @pytest.fixture
@@ -288,3 +288,12 @@ async def test_unreachable_asterisk_is_a_connection_error() -> None:
     client = TCPClient(ClientSettings(url=url, username="router", secret="x", connect_timeout=2))
     with pytest.raises(AMIConnectionError, match="cannot connect to Asterisk at tcp://"):
         await client.login()
+
+
+async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, ping_interval=0.6)) as client:
+        await asyncio.sleep(0.1)
+        time.sleep(1.5)  # noqa: ASYNC251 - the loop stalls past the interval, as under SIGSTOP
+        await asyncio.sleep(1.0)  # the keepalive asks instead of judging the stall
+        assert client.logged_in
+        assert client.session_generation == 1

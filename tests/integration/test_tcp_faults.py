@@ -1,0 +1,366 @@
+"""Faults over native TCP AMI, against a real Asterisk: the outcomes AJAM's tests show.
+
+Each has its AJAM counterpart (named in the test's docstring): nothing stuck,
+nothing decided twice, a gap noticed and reconciled, a clear error without a
+retry storm. A loopback proxy this test controls stands between the engine
+and Asterisk where the fault is the network's: it can stop forwarding without
+closing anything (a half-open socket: no FIN ever comes), or stop reading
+from Asterisk (a slow reader, as Asterisk sees it) while the engine waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.event_filter import EventSelection
+from router.ami.tcp import TCPClient
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.errors import AMIAuthenticationError
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer, PlacedCall
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "engine"
+TEST_CONTEXTS = """
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+class Proxy:
+    """A TCP forwarder on loopback whose connections can be made to misbehave."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        #: Per live connection: set = forward from Asterisk; cleared = stop reading it.
+        self._reading: list[asyncio.Event] = []
+        self._blackholed = False
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        sock = socket.socket()
+        # A small receive buffer: when we stop reading, Asterisk's writes back up soon.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.upstream_port))
+        up_r, up_w = await asyncio.open_connection(sock=sock, limit=4096)
+        reading = asyncio.Event()
+        reading.set()
+        self._reading.append(reading)
+        self._writers += [client_w, up_w]
+        for pump in (
+            self._pump(client_r, up_w, None),
+            self._pump(up_r, client_w, reading),
+        ):
+            task = asyncio.ensure_future(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reading: asyncio.Event | None,
+    ) -> None:
+        try:
+            while True:
+                if reading is not None:
+                    await reading.wait()
+                data = await reader.read(4096)
+                if not data:
+                    break
+                if self._blackholed:
+                    continue  # swallowed: no data, no FIN, as when a cable is cut
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not self._blackholed:
+                writer.close()
+
+    def blackhole(self) -> None:
+        """Every connection open now goes silent both ways, and none is closed."""
+        self._blackholed = True
+        self._live_at_blackhole = list(self._writers)
+
+    def forward_new_connections(self) -> None:
+        """New connections forward again (the old ones stay dead)."""
+        self._blackholed = False
+
+    def stop_reading_asterisk(self) -> None:
+        for reading in self._reading:
+            reading.clear()
+
+    def read_asterisk_again(self) -> None:
+        for reading in self._reading:
+            reading.set()
+
+    async def close(self) -> None:
+        self._blackholed = False
+        self.read_asterisk_again()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._pumps):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+def box(scratch_sandbox: Sandbox) -> Sandbox:
+    scratch_sandbox.set_dialplan(
+        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    )
+    return scratch_sandbox
+
+
+def rules_dir(tmp: Path) -> Path:
+    target = tmp / "rules"
+    target.mkdir()
+    text = (FIXTURES / "rules" / "routing.yaml").read_text()
+    # Without 'slow-crm', whose lookup only test_engine.py's plugin provides.
+    start, end = text.index("  - name: slow-crm"), text.index("  - name: owner")
+    (target / "routing.yaml").write_text(text[:start] + text[end:])
+    return target
+
+
+def make_engine(tmp: Path, url: str, secret: str, *, ping_interval: float) -> Engine:
+    path = tmp / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{secret}"\n'
+        f"request_timeout = 3\nping_interval = {ping_interval}\n"
+        f'[router]\nrules = ["{rules_dir(tmp)}"]\nstate_dir = "{tmp / "state"}"\n'
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    return Engine(
+        load_config(path),
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: Engine) -> AsyncIterator[Engine]:
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        yield engine
+    finally:
+        engine.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+        await engine.stop()
+
+
+@pytest_asyncio.fixture
+async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret, request_timeout=3.0)
+    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+        yield p
+
+
+@pytest_asyncio.fixture
+async def proxy(box: Sandbox) -> AsyncIterator[Proxy]:
+    forwarder = await Proxy(box.ami_port).start()
+    try:
+        yield forwarder
+    finally:
+        await forwarder.close()
+
+
+def gaps(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "event stream gap" in r.getMessage()]
+
+
+def stuck_in_inbound(items: object) -> list[str]:
+    return [
+        i["Channel"]
+        for i in items  # type: ignore[attr-defined]
+        if i.get("Context") == "callrouter-inbound" and i.get("Application") == "Wait"
+    ]
+
+
+async def until(predicate: object, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+async def test_asterisk_restart_under_traffic(
+    box: Sandbox, placer: CallPlacer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AJAM: test_engine_process.py::test_asterisk_restart_nothing_stuck_nothing_twice."""
+    caplog.set_level(logging.WARNING, logger="router")
+    engine = make_engine(tmp_path, box.tcp_url, box.secret, ping_interval=2)
+    async with serving(engine):
+        placed: list[PlacedCall] = []
+        stop = asyncio.Event()
+
+        async def traffic() -> None:
+            callers = ("79161234567", "79161234568", "89161234569")
+            n = 0
+            while not stop.is_set():
+                with contextlib.suppress(Exception):  # Asterisk is down for a while
+                    placed.append(await placer.place("74950000001", callers[n % 3], wait=6))
+                n += 1
+                await asyncio.sleep(0.3)
+
+        load = asyncio.ensure_future(traffic())
+        await asyncio.sleep(1.5)
+        restarted_at = time.time()
+        await asyncio.to_thread(box.restart, down_for=1.0)
+        back_at = time.time()
+        await until(lambda: gaps(caplog), 30, "a stream gap after the restart")
+        await asyncio.sleep(3)
+        stop.set()
+        await load
+        await placer.wait_all(placed, 20)
+        await engine.wait_idle()
+    expected = {
+        "79161234567": "callrouter-dial,101",
+        "79161234568": "callrouter-dial,102",
+        "89161234569": "callrouter-dial,103",
+    }
+    before = [c for c in placed if c.requested_at and c.requested_at < restarted_at]
+    after = [c for c in placed if c.requested_at and c.requested_at > back_at + 1]
+    assert before, "no traffic before the restart"
+    assert after, "no traffic after the restart"
+    for call in before + after:
+        assert call.destination == expected[call.caller], (call.caller, call.destination)
+        assert call.landings == 1
+    decided = [r.uniqueid for r in engine.records]
+    assert len(decided) == len(set(decided)), "a channel was decided twice"
+    listing = await placer.client.send("CoreShowChannels", {}, validate=False)
+    assert stuck_in_inbound(listing.items) == []
+
+
+@pytest.mark.slow
+async def test_half_open_socket_is_detected_within_the_ping_interval(
+    box: Sandbox,
+    placer: CallPlacer,
+    proxy: Proxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AJAM: a request on a dead connection times out (request_timeout) and the
+    stream's next poll reconnects (tests/unit/ami/test_stream.py, test_ajam.py)."""
+    caplog.set_level(logging.WARNING, logger="router")
+    interval = 2.0
+    engine = make_engine(tmp_path, proxy.url, box.secret, ping_interval=interval)
+    async with serving(engine):
+        first = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([first], 10)
+        assert first.destination == "callrouter-dial,101"
+        proxy.blackhole()
+        cut = time.monotonic()
+        # Its request is swallowed with the connection: only reconcile can route it.
+        waiting = await placer.place("74950000001", "79161234568", wait=25)
+        await until(lambda: not engine.ami.logged_in, interval + 6, "the dead socket dropped")
+        detected = time.monotonic() - cut
+        proxy.forward_new_connections()
+        await placer.wait_all([waiting], 20)
+    assert detected < interval + 6  # within the interval; a loaded machine gets a margin
+    assert any("no data from Asterisk" in r.getMessage() for r in caplog.records)
+    assert proxy.accepted >= 2
+    assert gaps(caplog)
+    assert waiting.destination == "callrouter-dial,102"
+    assert waiting.landings == 1
+
+
+@pytest.mark.slow
+async def test_slow_reader_is_cut_by_asterisk_then_reconnects_and_reconciles(
+    box: Sandbox,
+    placer: CallPlacer,
+    proxy: Proxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AJAM: test_engine_process.py::test_frozen_router_reconciles_waiting_calls_once
+    (there the frozen router's session expires; over TCP Asterisk's writetimeout
+    cuts a reader that fell behind)."""
+    caplog.set_level(logging.WARNING, logger="router")
+    # A keepalive longer than the test: Asterisk, not our ping, must end this connection.
+    engine = make_engine(tmp_path, proxy.url, box.secret, ping_interval=120)
+    flood_settings = ClientSettings(url=box.tcp_url, username="admin", secret=box.secret)
+    async with serving(engine), TCPClient(flood_settings) as flooder:
+        await flooder.set_events(EventSelection(frozenset(), frozenset()))  # reads none itself
+        before = await asyncio.to_thread(box.cli, "manager show connected")
+        assert " router " in before  # the check below can see the session
+        proxy.stop_reading_asterisk()
+        waiting = await placer.place("74950000001", "89161234569", wait=40)
+        padding = "x" * 900
+        cut = False
+        for _ in range(60):
+            await asyncio.gather(
+                *(
+                    flooder.send(
+                        "UserEvent", {"UserEvent": "Flood", "Pad": padding}, validate=False
+                    )
+                    for _ in range(200)
+                )
+            )
+            connected = await asyncio.to_thread(box.cli, "manager show connected")
+            if " router " not in connected and "\nrouter " not in connected:
+                cut = True
+                break
+        assert cut, "Asterisk never cut the reader that stopped reading"
+        proxy.read_asterisk_again()
+        await until(lambda: proxy.accepted >= 2, 30, "the engine connected again")
+        await placer.wait_all([waiting], 30)
+        await until(lambda: gaps(caplog), 10, "a stream gap")
+    assert waiting.destination == "callrouter-dial,103"
+    assert waiting.landings == 1
+    assert any("reconcile" in r.getMessage() or "gap" in r.getMessage() for r in caplog.records)
+
+
+async def test_wrong_secret_is_a_clear_error_and_no_retry_storm(
+    box: Sandbox, proxy: Proxy, tmp_path: Path
+) -> None:
+    """AJAM: test_ajam.py::test_wrong_password_is_a_clear_error,
+    test_cli_live.py::test_wrong_secret_action_error_and_bad_param_exit_nonzero."""
+    engine = make_engine(tmp_path, proxy.url, "wrong", ping_interval=2)
+    with pytest.raises(
+        AMIAuthenticationError,
+        match=r"refused login for 'router' at tcp://127\.0\.0\.1:\d+: Authentication failed",
+    ):
+        await engine.start()
+    await asyncio.sleep(3)
+    await engine.stop()
+    assert proxy.accepted == 1
