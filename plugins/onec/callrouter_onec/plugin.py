@@ -750,7 +750,7 @@ class OneCPlugin:
             return
         self._remember(call.linkedid, _facts_of(_responsible_answer(trace)))
 
-    @hookimpl(optionalhook=True)
+    @hookimpl
     def callrouter_call_event(self, event: CallEventLike) -> None:
         """One fact of a call's life, live or replayed, into the history queue.
 
@@ -819,6 +819,8 @@ class OneCPlugin:
         if event.kind not in KINDS:
             log.debug("onec: call event %r of call %s is not history", event.kind, event.call_id)
             return
+        if event.kind == "hangup" and event.direction == "in" and event.status != "ANSWER":
+            return  # its ``missed`` (one per such call) tells 1C the end, with an owner
         rules = config.rules
         owner = None
         if event.kind == "missed":

@@ -480,3 +480,62 @@ def test_a_history_file_from_before_event_ids_keeps_its_rows(tmp_path: Path) -> 
         assert queue.enqueue({"event": "ringing", "call_id": "1.1", "event_id": "1.1/ringing/102"})
     with HistoryQueue(path) as queue:  # a second open migrates nothing
         assert len(queue.pending()) == 2
+
+
+async def test_an_unanswered_inbound_call_ends_with_its_missed_only(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Call life ends such a call with ``hangup`` (NOANSWER) and then ``missed``:
+    1C hears the end once, as the missed call with its owner. An outbound call
+    nobody picks up has no missed call: its ``hangup`` is its end."""
+    from router.calllife import CallEvent
+
+    onec, engine = started
+    route(onec, engine, "14.1", to("101"), OWNER)
+    common: dict[str, Any] = {
+        "direction": "in",
+        "external": "89161234567",
+        "did": "74951234567",
+        "started_at": T0,
+    }
+    for kind, suffix, extension in (
+        ("ringing", "ringing/u-2", "101"),
+        ("hangup", "hangup", None),
+        ("missed", "missed", None),
+    ):
+        onec.callrouter_call_event(
+            CallEvent(
+                kind=kind,  # type: ignore[arg-type]
+                call_id="14.1",
+                event_id=f"14.1/{suffix}",
+                extension=extension,
+                at=T0 + 20,
+                ended_at=T0 + 20 if kind != "ringing" else None,
+                status="NOANSWER" if kind != "ringing" else None,
+                **common,
+            )
+        )
+    onec.callrouter_call_event(
+        CallEvent(
+            kind="hangup",
+            call_id="14.2",
+            event_id="14.2/hangup",
+            direction="out",
+            external="89161234567",
+            did=None,
+            extension="102",
+            at=T0 + 60,
+            started_at=T0 + 40,
+            ended_at=T0 + 60,
+            status="NOANSWER",
+            hangup_by="102",
+        )
+    )
+    await settle(onec)
+    assert sorted((e["call_id"], e["event"], e["status"]) for e in stored(double)) == [
+        ("14.1", "missed", "NOANSWER"),
+        ("14.1", "ringing", None),
+        ("14.2", "hangup", "NOANSWER"),
+    ]
+    assert onec.queue is not None
+    assert [c["call_id"] for c in onec.queue.missed.open_calls()] == ["14.1"]
