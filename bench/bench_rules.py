@@ -10,11 +10,21 @@ Scenarios, each with N rules in total:
 * ``mixed``: a realistic set - per-DID call rules (``did == "..."``), generic
   call rules (blacklist, VIP, working hours, owner via 1C, default) and event
   and schedule rules; calls go to random DIDs. Target: median < 50 us at 1,000.
-* ``per-did``: every rule is a call rule for its own DID; the call's DID is the
-  last one (the index makes this cheap).
-* ``worst``: every rule is a generic call rule whose condition is false
-  except the last one; nothing can be skipped, so cost grows with N. This is
-  the bound to keep in mind when writing hundreds of generic call rules.
+* ``per-did``: every rule is a call rule for its own DID written
+  ``did == "..." and ...``, the form the index has always recognised (the
+  "dedicated" form); the call's DID is the last one.
+* the same 1,000 per-number rules written in the other forms the index reads
+  (router/rules/index.py), each against calls that reach the last rule:
+  ``did-reversed`` (``"..." == did and ...``), ``did-or`` (``did == "a" or
+  did == "b"``), ``did-in`` (``did in ("a", "b")``), ``caller-eq``
+  (``caller.number == "..." and not caller.internal``: before the index read
+  it, the worst row at several hundred us), ``caller-last10``
+  (``last10(caller.number) == "..."``), ``caller-list`` (``caller.number in
+  lists.kN``). Target: median < 50 us at 1,000 for every one.
+* ``linear``: every rule is generic (``caller.number[-7:] == "..."``: no
+  index reads a slice) and false except the last one; nothing can be skipped, so cost grows
+  with N. This is the bound to keep in mind when writing hundreds of rules no
+  index can read.
 """
 
 from __future__ import annotations
@@ -105,15 +115,32 @@ def schedule_rule(i: int) -> str:
 """
 
 
-def worst_rule(i: int) -> str:
-    return f"""  - name: generic-{i}
+def caller(i: int) -> str:
+    return f"7000{i:07d}"
+
+
+#: ``if:`` of rule i in each per-number form (the index reads every one).
+FORMS: dict[str, Callable[[int], str]] = {
+    "per-did": lambda i: f'did == "{did(i)}" and workhours("mon-fri 09:00-19:00")',
+    "did-reversed": lambda i: f'"{did(i)}" == did and workhours("mon-fri 09:00-19:00")',
+    "did-or": lambda i: f'did == "{did(i)}" or did == "{did(i + 100_000)}"',
+    "did-in": lambda i: f'did in ("{did(i)}", "{did(i + 100_000)}")',
+    "caller-eq": lambda i: f'caller.number == "{caller(i)}" and not caller.internal',
+    "caller-last10": lambda i: f'last10(caller.number) == "{caller(i)[-10:]}"',
+    "caller-list": lambda i: f"caller.number in lists.k{i}",
+    "linear": lambda i: f'caller.number[-7:] == "{caller(i)[-7:]}"',
+}
+
+
+def form_rule(form: str, i: int) -> str:
+    return f"""  - name: rule-{i}
     on: call
-    if: caller.number == "7000{i:07d}" and not caller.internal
+    if: '{FORMS[form](i)}'
     do: [{{redirect: {{context: c, exten: "{i}"}}}}]
 """
 
 
-def mixed(n: int) -> tuple[str, list[str]]:
+def mixed(n: int) -> tuple[str, list[tuple[str, str]]]:
     body = GENERIC
     count = 5
     dids = []
@@ -130,21 +157,27 @@ def mixed(n: int) -> tuple[str, list[str]]:
         count += 1
         i += 1
     dids.append("74959999999")  # a DID without its own rule
-    return HEADER + body, dids
+    return HEADER + body, [("79161234567", d) for d in dids]
 
 
-def per_did(n: int) -> tuple[str, list[str]]:
-    return HEADER + "".join(per_did_rule(i) for i in range(n)), [did(n - 1)]
+def per_form(form: str) -> Callable[[int], tuple[str, list[tuple[str, str]]]]:
+    """n rules of one form, and a call that only the last one matches."""
 
-
-def worst(n: int) -> tuple[str, list[str]]:
-    body = "".join(worst_rule(i) for i in range(n - 1))
-    body += """  - name: last
+    def build(n: int) -> tuple[str, list[tuple[str, str]]]:
+        head = HEADER
+        if form == "caller-list":
+            head = head.replace(
+                "lists:\n", "lists:\n" + "".join(f'  k{i}: ["{caller(i)}"]\n' for i in range(n))
+            )
+        body = "".join(form_rule(form, i) for i in range(n - 1))
+        body += """  - name: last
     priority: -1
     on: call
     do: [{redirect: {context: queues, exten: sales}}]
 """
-    return HEADER + body, ["74951234567"]
+        return head + body, [(caller(n - 2), did(n - 2))]
+
+    return build
 
 
 async def owner(number: str) -> dict[str, Any]:
@@ -159,14 +192,15 @@ async def busy(extension: str) -> str:
     return "busy"  # so the owner rule falls through to the per-DID rules
 
 
-async def measure(ruleset: RuleSet, dids: list[str], calls: int) -> list[float]:
+async def measure(ruleset: RuleSet, numbers: list[tuple[str, str]], calls: int) -> list[float]:
     lookups = {"onec.responsible": owner, "extension_state": busy}
     zone = ruleset.registry.timezone
     now = datetime(2026, 11, 23, 12, 0, tzinfo=zone)
     rng = random.Random(1)
-    contexts = [
-        Context.for_call(Caller("79161234567"), rng.choice(dids), now=now) for _ in range(calls)
-    ]
+    contexts = []
+    for _ in range(calls):
+        number, number_did = rng.choice(numbers)
+        contexts.append(Context.for_call(Caller(number), number_did, now=now))
     samples = []
     clock: Callable[[], int] = time.perf_counter_ns
     for context in contexts:
@@ -183,22 +217,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args()
     registry = plugin_registry()
-    scenarios = {"mixed": mixed, "per-did": per_did, "worst": worst}
-    print(f"{'scenario':<10} {'rules':>6} {'call rules':>10} {'median us':>10} {'p95 us':>8}")
+    scenarios = {"mixed": mixed, **{form: per_form(form) for form in FORMS}}
+    print(f"{'scenario':<14} {'rules':>6} {'call rules':>10} {'median us':>10} {'p95 us':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in scenarios.items():
             for n in (10, 100, 1000):
-                text, dids = build(n)
+                text, numbers = build(n)
                 path = Path(tmp) / f"{name}-{n}.yaml"
                 path.write_text(text, encoding="utf-8")
                 ruleset = load_rules([path], registry)
                 assert not ruleset.errors, ruleset.errors[:3]
                 calls = sum(1 for r in ruleset.rules if r.trigger.kind == "call")
-                samples = asyncio.run(measure(ruleset, dids, args.calls))
+                samples = asyncio.run(measure(ruleset, numbers, args.calls))
                 samples.sort()
                 p95 = samples[int(len(samples) * 0.95)]
                 print(
-                    f"{name:<10} {len(ruleset.rules):>6} {calls:>10} "
+                    f"{name:<14} {len(ruleset.rules):>6} {calls:>10} "
                     f"{statistics.median(samples):>10.1f} {p95:>8.1f}"
                 )
 

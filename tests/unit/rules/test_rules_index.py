@@ -242,3 +242,17 @@ def test_indexed_dispatch_decides_like_the_linear_walk(
         else:
             assert entry.stage == "if", entry
             assert entry.status in ("false", "error"), entry
+
+
+def test_a_thousand_match_patterns_are_compiled_once() -> None:
+    """1,000 rules with a pattern each: the second call compiles nothing (the
+    cache once held 512, so every call recompiled every pattern)."""
+    from router.builtin.textfuncs import _compiled, match
+
+    patterns = [f"^7000{i:07d}$" for i in range(1000)]
+    for pattern in patterns:
+        match(pattern, "79161234567")
+    before = _compiled.cache_info().misses
+    for pattern in patterns:
+        match(pattern, "79161234567")
+    assert _compiled.cache_info().misses == before
