@@ -52,3 +52,31 @@ def test_the_history_table_names_every_outcome(page: Path) -> None:
     history = history[: history.index("\n\n")]
     for outcome in OUTCOMES:
         assert f"`{outcome}`" in history, f"{page.name}: outcome {outcome} not in the table"
+
+
+BSL = DOCS.parent / "examples" / "onec" / "TelephonyService.bsl"
+GUIDES = [
+    DOCS.parent / "examples" / "onec" / "README.md",
+    DOCS.parent / "examples" / "onec" / "README.ru.md",
+]
+
+
+def test_the_bsl_module_takes_every_event_kind_the_double_takes() -> None:
+    """Issue 14: 1C's module and the double accept the same kinds (missed_closed too)."""
+    from callrouter_onec.directory import EVENTS
+
+    text = BSL.read_text(encoding="utf-8")
+    [listed] = re.findall(r'СтрРазделить\("(ringing,[a-z_,]+)", ","\)', text)
+    assert set(listed.split(",")) == set(EVENTS)
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
+def test_the_guide_names_every_register_field_the_module_writes(guide: Path) -> None:
+    """A field the module writes and the guide does not list fails in 1C at the first call."""
+    written = set(
+        re.findall(r"^\t+Запись\.([А-Яа-яЁёA-Za-z]+) = ", BSL.read_text(encoding="utf-8"), re.M)
+    )
+    assert {"ИдентификаторСобытия", "Задача", "Закрыт", "ВидПеревода"} <= written
+    text = guide.read_text(encoding="utf-8")
+    missing = sorted(name for name in written if f"`{name}`" not in text)
+    assert not missing, f"{guide.name} does not describe {missing}"
