@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
 
 from router.calllife.model import CelRecord
 
@@ -113,3 +115,47 @@ def answered_call() -> Cel:
     cel.hangup(trunk, source=cel.name(phone), dialstatus="ANSWER")
     cel.end()
     return cel
+
+
+#: The table cel_sqlite3_custom creates for the sandbox's mapping
+#: (router/sandbox/conf/cel_sqlite3_custom.conf), as Asterisk 22 wrote it.
+SQLITE_SCHEMA = (
+    "CREATE TABLE cel (AcctId INTEGER PRIMARY KEY, eventtype,eventtime,cidname,cidnum,cidani,"
+    "cidrdnis,ciddnid,context,exten,channame,appname,appdata,amaflags,accountcode,uniqueid,"
+    "linkedid,userfield,peer,userdeftype,eventextra)"
+)
+
+
+def write_sqlite(path: str | os.PathLike[str], records: Iterable[CelRecord]) -> None:
+    """Store ``records`` as cel_sqlite3_custom does (eventtime as text, Unix seconds)."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute(SQLITE_SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+        con.executemany(
+            "INSERT INTO cel (eventtype, eventtime, cidname, cidnum, cidani, cidrdnis, ciddnid, "
+            "context, exten, channame, appname, appdata, amaflags, accountcode, uniqueid, "
+            "linkedid, userfield, peer, userdeftype, eventextra) "
+            "VALUES (?, ?, ?, ?, '', '', ?, ?, ?, ?, ?, ?, '3', '', ?, ?, '', ?, '', ?)",
+            [
+                (
+                    r.event,
+                    f"{r.at:.6f}",
+                    r.cid_name,
+                    r.cid_num,
+                    r.cid_dnid,
+                    r.context,
+                    r.exten,
+                    r.channel,
+                    r.application,
+                    r.appdata,
+                    r.uniqueid,
+                    r.linkedid,
+                    r.peer,
+                    r.extra_text,
+                )
+                for r in records
+            ],
+        )
+        con.commit()
+    finally:
+        con.close()

@@ -1,0 +1,139 @@
+"""``callrouter history replay``: rebuild calls from Asterisk's stored CEL.
+
+The same folding the running router does after a gap (router/calllife):
+read every call with a CEL record in the window from ``[history] cel``,
+fold each whole call, and either print each call's story (``--dry-run``) or
+hand the events to the plugins' ``callrouter_call_event`` (the 1C plugin
+queues them; its queue and 1C drop what they already have, by event id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+from router.calllife.fold import Folder
+from router.calllife.model import CallEvent
+from router.calllife.sources import open_source
+from router.config import DEFAULT_CONFIG_PATH, Config, load_config
+from router.errors import ConfigError
+from router.logsafe import escape_controls, escape_json_line
+from router.plugins import Plugins
+
+__all__ = ["parse_moment", "register"]
+
+_AGO = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_moment(text: str, *, now: float | None = None) -> float:
+    """``2h`` / ``30m`` / ``1d`` ago, or an ISO time (no zone: this host's zone).
+
+    Raises ValueError naming what was given.
+    """
+    value = text.strip()
+    match = _AGO.fullmatch(value)
+    current = time.time() if now is None else now
+    if match is not None:
+        return current - float(match.group("n")) * _UNITS[match.group("unit")]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: expected a time like '2026-12-01T09:00' or an age like '2h', '30m', '1d'"
+        ) from None
+    return moment.timestamp()
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("history", help="call history from Asterisk's CEL")
+    sub = parser.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild calls from the CEL store and tell the plugins (or print with --dry-run)",
+    )
+    replay.add_argument("--since", required=True, help="ISO time or an age: 2h, 30m, 1d")
+    replay.add_argument("--until", help="ISO time or an age (default: now)")
+    replay.add_argument("--dry-run", action="store_true", help="print each call's story only")
+    replay.add_argument("--json", action="store_true", help="one JSON object per event")
+    replay.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help="router.toml (default: ./router.toml)",
+    )
+    replay.set_defaults(func=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        since = parse_moment(args.since)
+        until = parse_moment(args.until) if args.until else None
+    except ValueError as exc:
+        raise ConfigError(f"history replay: {exc}") from None
+    config = load_config(args.config)
+    source = open_source(config.history)
+    if source is None:
+        raise ConfigError(
+            f"{config.path or args.config}: [history] cel: not set; give the CEL store "
+            "(sqlite:///path or postgresql://...), see docs/history.md"
+        )
+    calls = source.read(since, until)
+    folder = Folder(max_calls=max(config.history.max_calls, len(calls) + 1))
+    stories: list[tuple[str, list[CallEvent]]] = [
+        (linkedid, folder.replay(linkedid, records)) for linkedid, records in calls.items()
+    ]
+    if args.dry_run:
+        _print(stories, as_json=args.json)
+        return 0
+    told = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
+    print(f"{len(stories)} calls, {told} events handed to the plugins")
+    return 0
+
+
+async def _tell(config: Config, events: list[CallEvent]) -> int:
+    plugins = Plugins.for_config(config)
+    await plugins.configure(config)
+    for event in events:
+        await plugins.call_event(event)
+    return len(events)
+
+
+def _print(stories: list[tuple[str, list[CallEvent]]], *, as_json: bool) -> None:
+    for linkedid, events in stories:
+        if as_json:
+            for event in events:
+                print(escape_json_line(json.dumps(event.to_dict(), ensure_ascii=False)))
+            continue
+        first = events[0] if events else None
+        head = f"call {linkedid}"
+        if first is not None:
+            started = datetime.fromtimestamp(first.started_at).isoformat(timespec="seconds")
+            head += f"  {first.direction}  {first.external or '-'} -> {first.did or '-'}  {started}"
+        # Numbers come from whoever placed the call: no escape sequence reaches the terminal.
+        print(escape_controls(head))
+        for event in events:
+            print("  " + escape_controls(describe(event)))
+
+
+def describe(event: CallEvent) -> str:
+    """One line of a call's story, as ``--dry-run`` prints it."""
+    at = datetime.fromtimestamp(event.at).strftime("%H:%M:%S.%f")[:-3]
+    text = f"{at}  {event.kind:<11}"
+    if event.kind == "transferred" and event.transfer is not None:
+        t = event.transfer
+        text += f" {t.kind} {t.from_extension or '?'} -> {t.to_extension or '?'}"
+    elif event.extension:
+        text += f" {event.extension}"
+    if event.kind in ("hangup", "missed"):
+        text += f" {event.status}"
+        if event.hangup_by:
+            text += f" by {event.hangup_by}"
+        if event.talk_seconds is not None:
+            text += f", talk {event.talk_seconds:.1f} s"
+    return text

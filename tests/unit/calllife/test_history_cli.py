@@ -1,0 +1,118 @@
+"""``callrouter history replay`` over a CEL store written as cel_sqlite3_custom does."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.commands.history import parse_moment
+from router.testing.cel import Cel, answered_call, write_sqlite
+
+
+def config(tmp_path: Path, cel: Path | None) -> Path:
+    path = tmp_path / "router.toml"
+    history = f'[history]\ncel = "sqlite://{cel}"\n' if cel is not None else ""
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "s"\n' + history,
+        encoding="utf-8",
+    )
+    return path
+
+
+def missed_call() -> Cel:
+    cel = Cel("pbx-1700000100.9", start=1_700_000_100.0)
+    trunk = cel.channel("PJSIP/pstn", first=True, cid_num="\x1b[2J89161234567", exten="74951234567")
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102", "103")]
+    cel.tick(20)
+    for leg in legs:
+        cel.hangup(leg, cause=19)
+    cel.hangup(trunk, dialstatus="NOANSWER")
+    cel.end()
+    return cel
+
+
+def test_parse_moment() -> None:
+    assert parse_moment("2h", now=10_000.0) == 10_000.0 - 7200
+    assert parse_moment("30m", now=10_000.0) == 10_000.0 - 1800
+    assert parse_moment("1d", now=100_000.0) == 100_000.0 - 86400
+    assert parse_moment("2026-12-01T09:00:00+00:00") == 1_796_115_600.0
+    with pytest.raises(ValueError, match="'yesterday': expected a time like"):
+        parse_moment("yesterday")
+
+
+def test_dry_run_prints_each_calls_story(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records + missed_call().records)
+    code = main(
+        ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--dry-run",
+         "--config", str(config(tmp_path, db))]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("call pbx-1700000000.1  in  89161234567 -> 74951234567")
+    assert [line.split()[1] for line in lines[1:4]] == ["ringing", "answered", "hangup"]
+    assert "hangup      101 ANSWER by 101, talk 20.0 s" in out
+    assert lines[4].startswith("call pbx-1700000100.9  in  \\x1b[2J89161234567")  # escaped
+    assert "\x1b" not in out
+    assert [line.split()[1] for line in lines[5:]] == ["ringing"] * 3 + ["hangup", "missed"]
+
+
+def test_dry_run_json_and_the_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records + missed_call().records)
+    cfg = str(config(tmp_path, db))
+    assert main(
+        ["history", "replay", "--since", "2023-11-14T22:14:00+00:00",
+         "--until", "2023-11-14T22:16:00+00:00", "--dry-run", "--json", "--config", cfg]
+    ) == 0  # fmt: skip
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {e["call_id"] for e in events} == {"pbx-1700000100.9"}  # the first call is before
+    assert [e["kind"] for e in events][-2:] == ["hangup", "missed"]
+    assert all(e["replayed"] for e in events)
+
+
+def test_no_store_configured_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["history", "replay", "--since", "1h", "--config", str(config(tmp_path, None))])
+    assert code == 1
+    assert "[history] cel: not set" in capsys.readouterr().err
+
+
+def test_a_missing_file_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(config(tmp_path, tmp_path / "nope.db"))
+    assert main(["history", "replay", "--since", "1h", "--dry-run", "--config", cfg]) == 1
+    assert "[history] cel: " in capsys.readouterr().err
+
+
+DOCS = [Path(__file__).parents[3] / "docs" / "history.md"]
+DOCS.append(DOCS[0].parent / "ru" / "history.md")
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name + ("(ru)" if "ru" in p.parts else ""))
+def test_documented_replay_commands_parse(page: Path) -> None:
+    """Every ``callrouter history`` command the page shows is accepted as written."""
+    import shlex
+
+    from router.cli import build_parser
+
+    text = page.read_text(encoding="utf-8")
+    commands = re.findall(r"^(callrouter history [^#\n]+?)\s*(?:#.*)?$", text, re.M)
+    assert len(commands) >= 2
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.func is not None
+        parse_moment(args.since)
+
+
+def test_the_pages_have_the_same_sections() -> None:
+    english, russian = (re.findall(r"^#+ ", p.read_text(encoding="utf-8"), re.M) for p in DOCS)
+    assert english == russian

@@ -1,0 +1,166 @@
+"""Reading stored CEL: cel_sqlite3_custom's file and cel_pgsql's table.
+
+The SQLite file here is written with the schema Asterisk 22 created in the
+sandbox (tests/integration/test_call_life.py reads a file Asterisk wrote);
+PostgreSQL is exercised through a fake DB-API connection that checks the
+SQL and returns rows typed as psycopg returns them (eventtime a naive
+datetime in UTC, as cel_pgsql writes with usegmtime=yes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.calllife.fold import Folder
+from router.calllife.settings import HistorySettings
+from router.calllife.sources import PostgresSource, SqliteSource, open_source
+from router.errors import ConfigError, HistorySourceError
+from router.testing.cel import answered_call, write_sqlite
+
+
+def test_sqlite_reads_whole_calls_in_the_window(tmp_path: Path) -> None:
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    # A window that holds only the call's end still returns all of the call.
+    last = call.records[-1].at
+    calls = SqliteSource(db).read(last - 0.001, last + 1)
+    assert list(calls) == [call.linkedid]
+    assert [r.key for r in calls[call.linkedid]] == [r.key for r in call.records]
+    assert SqliteSource(db).read(last + 10) == {}
+
+
+def test_sqlite_is_opened_read_only(tmp_path: Path) -> None:
+    """callrouter never writes to Asterisk's file (root ignores file modes, so ask SQLite)."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    con = SqliteSource(db)._connect()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            con.execute("DELETE FROM cel")
+    finally:
+        con.close()
+
+
+def test_sqlite_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(HistorySourceError, match=r"\[history\] cel: .*nope.db: no such file"):
+        SqliteSource(tmp_path / "nope.db").read(0)
+    db = tmp_path / "cel.db"
+    write_sqlite(db, [])
+    with pytest.raises(HistorySourceError, match="reading table 'cdr'"):
+        SqliteSource(db, "cdr").read(0)
+
+
+class FakeCursor:
+    def __init__(self, rows: list[tuple[Any, ...]], seen: list[tuple[str, Any]]) -> None:
+        self.rows = rows
+        self.seen = seen
+
+    def execute(self, query: str, params: Any) -> None:
+        self.seen.append((query, params))
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def close(self) -> None:
+        pass
+
+
+class FakeConnection:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self.seen: list[tuple[str, Any]] = []
+        self.closed = False
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self.rows, self.seen)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def pg_rows() -> list[tuple[Any, ...]]:
+    """answered_call() as cel_pgsql stores it (its stock columns)."""
+    return [
+        (
+            n,
+            r.event,
+            datetime.fromtimestamp(r.at, UTC).replace(tzinfo=None),
+            r.cid_name,
+            r.cid_num,
+            r.cid_dnid,
+            r.context,
+            r.exten,
+            r.channel,
+            r.application,
+            r.appdata,
+            r.uniqueid,
+            r.linkedid,
+            r.peer,
+            r.extra_text,
+        )
+        for n, r in enumerate(answered_call().records, 1)
+    ]
+
+
+def test_postgres_reads_cel_pgsql_rows_into_the_same_story() -> None:
+    connection = FakeConnection(pg_rows())
+    dsns: list[str] = []
+
+    def connect(dsn: str) -> FakeConnection:
+        dsns.append(dsn)
+        return connection
+
+    source = PostgresSource("postgresql://callrouter@db/asterisk", "public.cel", connect)
+    calls = source.read(1_700_000_000.0, 1_700_000_100.0)
+    assert dsns == ["postgresql://callrouter@db/asterisk"]
+    [(query, params)] = connection.seen
+    assert "FROM public.cel WHERE linkedid IN (SELECT DISTINCT linkedid FROM public.cel" in query
+    assert params == (datetime(2023, 11, 14, 22, 13, 20), datetime(2023, 11, 14, 22, 15, 0))
+    assert connection.closed
+    call = answered_call()
+    [records] = calls.values()
+    assert [r.key for r in records] == [r.key for r in call.records]
+    assert all(abs(a.at - b.at) < 1e-5 for a, b in zip(records, call.records, strict=True))
+    events = Folder().replay(call.linkedid, records)
+    assert [(e.kind, e.extension) for e in events] == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("hangup", "101"),
+    ]
+
+
+def test_postgres_failures_are_history_source_errors() -> None:
+    def refuse(dsn: str) -> FakeConnection:
+        raise OSError("connection refused")
+
+    with pytest.raises(HistorySourceError, match="cannot connect: connection refused"):
+        PostgresSource("postgresql://x@db/a", connect=refuse).read(0)
+
+
+def test_postgres_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_psycopg(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "psycopg":
+            raise ImportError("No module named 'psycopg'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_psycopg)
+    source = open_source(HistorySettings(cel="postgresql://callrouter@db/asterisk"))
+    assert isinstance(source, PostgresSource)
+    with pytest.raises(ConfigError, match=r"\[history\] cel: .*pip install 'callrouter\[pgsql\]'"):
+        source.read(0)
+
+
+def test_open_source_by_scheme(tmp_path: Path) -> None:
+    assert open_source(HistorySettings()) is None
+    sqlite = open_source(HistorySettings(cel=f"sqlite://{tmp_path}/cel.db", table="cel"))
+    assert sqlite == SqliteSource(tmp_path / "cel.db", "cel")
