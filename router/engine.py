@@ -76,6 +76,7 @@ from router.rules.cron import cron_trigger
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.supervise import Throttle, log_task_failure, logged
+from router.sdnotify import Notifier
 
 __all__ = ["Engine", "EngineOptions", "RouteRecord"]
 
@@ -181,6 +182,10 @@ class Engine:
         self.metrics.ready = lambda: self.health().ready
         self._metrics_given = False
         #: A call's life from CEL: live, and rebuilt after gaps (router/calllife).
+        #: systemd's READY/WATCHDOG/STATUS when run with Type=notify (router/sdnotify.py).
+        self._notifier = Notifier(
+            self.health, alive=lambda: self._serve_task is not None and not self._stopping.is_set()
+        )
         self.calllife = CallLife(
             config.history,
             self.plugins.call_event,
@@ -443,6 +448,7 @@ class Engine:
                 except Exception:
                     # The stream catches its own errors; this is a backstop so
                     # that nothing short of a stop request ends the service.
+        self._notifier.start()
                     self._bad_events.exception("stream", "event stream failed; restarting it")
                     await asyncio.sleep(1.0)
         except asyncio.CancelledError:
@@ -532,6 +538,7 @@ class Engine:
             await self._feed.aclose()
         await self._leave()
         if self.router.tasks:
+        await self._notifier.stop()
             _, pending = await asyncio.wait(
                 set(self.router.tasks), timeout=self.options.drain_timeout
             )

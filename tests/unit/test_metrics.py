@@ -139,7 +139,7 @@ async def test_gap_and_reconcile_are_counted(
     assert sample(engine, "callrouter_stream_gaps_total", reason="session") == 1
     assert sample(engine, "callrouter_reconciles_total", trigger="gap", result="ok") == 1
     assert sample(engine, "callrouter_reconcile_routed_total") == 1  # the waiting call
-    assert sample(engine, "callrouter_ami_sessions") == 2  # the first login and the re-login
+    assert sample(engine, "callrouter_ami_logins_total") == 2  # the first login and the re-login
     assert sample(engine, "callrouter_decisions_total", rule="vip", outcome="executed") == 1
 
 
@@ -167,11 +167,12 @@ async def test_reloads_by_result_and_rules_loaded(
 ) -> None:
     engine = await engine_factory(rules, plugins=[Owners()])
     assert sample(engine, "callrouter_rules_loaded") == 1
-    rules.write_text(RULES + RULES.split("rules:\n", 1)[1].replace("vip", "vip2"), "utf-8")
+    more = RULES + RULES.split("rules:\n", 1)[1].replace("vip", "vip2")
+    await asyncio.to_thread(rules.write_text, more, "utf-8")
     await engine.reload_in_thread()
     assert sample(engine, "callrouter_rule_reloads_total", result="ok") == 1
     assert sample(engine, "callrouter_rules_loaded") == 2
-    rules.write_text("version: 1\nrules: [", encoding="utf-8")
+    await asyncio.to_thread(rules.write_text, "version: 1\nrules: [", "utf-8")
     await engine.reload_in_thread()
     assert sample(engine, "callrouter_rule_reloads_total", result="refused") == 1
     assert sample(engine, "callrouter_rules_loaded") == 2  # the previous rules are kept
@@ -195,9 +196,7 @@ async def test_ready_and_active_calls_are_read_at_scrape(
 
 
 def test_readiness_names_every_failed_check() -> None:
-    health = readiness(
-        logged_in=True, stream_current=False, rule_problems=2, rules=5, serving=True
-    )
+    health = readiness(logged_in=True, stream_current=False, rule_problems=2, rules=5, serving=True)
     assert not health.ready
     assert health.checks == {
         "asterisk": True,

@@ -143,8 +143,11 @@ class ResponsibleCache:
         open_seconds: float = 30.0,
         rules: CountryRules = RUSSIA,
         clock: Callable[[], float] = time.monotonic,
+        on_stale: Callable[[], object] | None = None,
     ) -> None:
         self._source = source
+        #: Told each time a stale answer is served (the plugin's metrics).
+        self._on_stale = on_stale
         self.positive_ttl = positive_ttl
         self.negative_ttl = negative_ttl
         self.stale_ttl = stale_ttl
@@ -184,6 +187,8 @@ class ResponsibleCache:
                 return entry.value
             if age < self.stale_ttl:
                 self._refresh(key, did, call_id)
+                if self._on_stale is not None:
+                    self._on_stale()
                 return entry.value
             del self._entries[key]
         remaining = None if deadline is None else deadline - time.monotonic()

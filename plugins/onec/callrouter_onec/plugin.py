@@ -68,6 +68,7 @@ from callrouter_onec.history import (
     build_event,
 )
 from callrouter_onec.life import KINDS, CallEventLike, call_event_payload, customer_number
+from callrouter_onec.metrics import QUEUE_REFRESH, OneCMetrics
 from callrouter_onec.missed import (
     ANY_DID,
     MISSED_MAX_AGE,
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Decision,
         EngineAPI,
         Registry,
+        Metrics,
         RequestInfo,
         RouteOutcome,
         Trace,
@@ -489,6 +491,8 @@ class OneCPlugin:
         self.queue: HistoryQueue | None = None
         self.sender: HistorySender | None = None
         #: Last ping: True (answered), False (failed), None (not pinged yet).
+        #: The plugin's metric families (``callrouter_metrics``), one engine's.
+        self.metrics: OneCMetrics | None = None
         self.healthy: bool | None = None
         self._engine: EngineAPI | None = None
         #: What the lookup said per call id (monotonic time remembered, facts).
@@ -515,6 +519,17 @@ class OneCPlugin:
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
         """The lookup and the notify target exist whether or not 1C is configured,
+    @hookimpl
+    def callrouter_metrics(self, metrics: Metrics) -> None:
+        """Breaker state, stale answers, the history queue (callrouter_onec/metrics.py)."""
+        self.metrics = OneCMetrics(
+            metrics, breaker=lambda: self.cache.breaker.state.value if self.cache else None
+        )
+
+    async def _queue_metrics(self) -> None:
+        if self.metrics is not None and self.queue is not None:
+            await self.metrics.refresh_queue(self.queue)
+
         so rules that use them validate on every installation."""
         registry.add_lookup(LOOKUP, self.responsible)
         registry.add_notify_target(NAME, "1C: call events (missed, ...) into 1C's call history")
@@ -570,6 +585,7 @@ class OneCPlugin:
         )
         if engine.shadow:
             # Shadow mode: nothing happens to calls, so 1C hears nothing; the
+            on_stale=self.metrics.stale if self.metrics is not None else None,
             # history file (perhaps a live instance's) is not even opened.
             log.info("onec: shadow mode: no call history is sent to 1C")
         elif config.events:
@@ -595,6 +611,8 @@ class OneCPlugin:
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
+            if self.metrics is not None:
+                engine.schedule("onec:metrics", self._queue_metrics, every=QUEUE_REFRESH)
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:

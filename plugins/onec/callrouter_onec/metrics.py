@@ -1,0 +1,60 @@
+"""The 1C plugin's metrics, registered through ``callrouter_metrics``.
+
+The breaker's state is read when ``/metrics`` is scraped (it is a property
+of time: open turns half-open by itself); stale answers are counted as the
+cache serves them; the history queue's depth and oldest event are read from
+its SQLite file by a timed job in a worker thread, never at scrape time on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from router import Metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from callrouter_onec.history import HistoryQueue
+
+__all__ = ["BREAKER_STATES", "QUEUE_REFRESH", "OneCMetrics"]
+
+BREAKER_STATES = ("closed", "open", "half-open")
+#: Seconds between readings of the history queue's depth and oldest event.
+QUEUE_REFRESH = 15.0
+
+
+def _is(breaker: Callable[[], str | None], state: str) -> Callable[[], float]:
+    return lambda: 1.0 if breaker() == state else 0.0
+
+
+class OneCMetrics:
+    """The plugin's families on one engine's registry."""
+
+    def __init__(self, metrics: Metrics, breaker: Callable[[], str | None]) -> None:
+        self.breaker_state = metrics.gauge(
+            "callrouter_onec_breaker_state",
+            "The 1C circuit breaker: 1 for the current state (closed, open, half-open).",
+            ["state"],
+        )
+        for state in BREAKER_STATES:
+            self.breaker_state.labels(state).set_function(_is(breaker, state))
+        self.stale_answers = metrics.counter(
+            "callrouter_onec_stale_answers",
+            "Lookups answered from an expired cache entry while 1C was asked again.",
+        )
+        self.history = metrics.queue("onec_history")
+
+    def stale(self) -> None:
+        self.stale_answers.inc()
+
+    async def refresh_queue(self, queue: HistoryQueue) -> None:
+        """Read the queue's depth and oldest waiting event (off the loop)."""
+
+        def read() -> tuple[int, float | None]:
+            pending = queue.pending(limit=1)
+            return queue.pending_count(), pending[0].created if pending else None
+
+        depth, oldest = await asyncio.to_thread(read)
+        self.history.update(depth, oldest)

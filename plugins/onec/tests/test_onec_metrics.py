@@ -1,0 +1,108 @@
+"""The 1C plugin's metrics through ``callrouter_metrics``: breaker state, stale
+answers, the history queue's depth and oldest event (callrouter_onec/metrics.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.plugin import OneCPlugin
+from router import Metrics
+from router.metrics import exposition
+from router.testing import StubEngine, config_from_toml
+
+PASSWORD = "пароль-secret"  # the double's (conftest.py)
+
+
+def values(metrics: Metrics, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(exposition(metrics).decode())
+        for s in family.samples
+        if s.name == metric
+    }
+
+
+def breaker(metrics: Metrics) -> dict[str, float]:
+    found = values(metrics, "callrouter_onec_breaker_state")
+    return {dict(labels)["state"]: value for labels, value in found.items()}
+
+
+@pytest.fixture
+async def started(
+    double: OneCDouble, tmp_path: Path
+) -> AsyncIterator[tuple[OneCPlugin, StubEngine, Metrics]]:
+    onec = OneCPlugin()
+    metrics = Metrics(event_names=())
+    config = config_from_toml(
+        tmp_path,
+        '[router]\nstate_dir = "state"\n[plugins.onec]\n'
+        f'url = "{double.url}"\nusername = "{DEFAULT_USER}"\npassword = "{PASSWORD}"\n'
+        "connect_timeout = 0.2\ntimeout = 0.5\nevent_timeout = 0.5\nping_interval = 0\n"
+        "failure_threshold = 2\n",
+    )
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    onec.callrouter_metrics(metrics)
+    engine = StubEngine(tmp_path / "state")
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    yield onec, engine, metrics
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+
+
+def test_the_families_exist_before_startup_and_without_a_table() -> None:
+    metrics = Metrics(event_names=())
+    OneCPlugin().callrouter_metrics(metrics)
+    assert breaker(metrics) == {"closed": 0.0, "open": 0.0, "half-open": 0.0}  # no cache yet
+    assert values(metrics, "callrouter_onec_stale_answers_total") == {(): 0.0}
+    assert values(metrics, "callrouter_queue_depth") == {(("queue", "onec_history"),): 0.0}
+
+
+async def test_breaker_state_follows_1c(
+    started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
+) -> None:
+    onec, _, metrics = started
+    assert breaker(metrics) == {"closed": 1.0, "open": 0.0, "half-open": 0.0}
+    double.down = True
+    for number in ("74957770101", "74957770102"):
+        with pytest.raises(OneCUnavailable):
+            await onec.responsible(number)
+    assert breaker(metrics) == {"closed": 0.0, "open": 1.0, "half-open": 0.0}
+
+
+async def test_stale_answers_are_counted(
+    started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
+) -> None:
+    onec, _, metrics = started
+    assert onec.cache is not None
+    onec.cache.positive_ttl = 0.0  # every answer is stale at once (within stale_ttl)
+    assert await onec.responsible("79161234567") is not None
+    assert values(metrics, "callrouter_onec_stale_answers_total") == {(): 0.0}  # from 1C
+    double.down = True
+    await asyncio.sleep(0.01)
+    assert await onec.responsible("79161234567") is not None  # stale, served at once
+    assert values(metrics, "callrouter_onec_stale_answers_total") == {(): 1.0}
+
+
+async def test_history_queue_depth_and_oldest_age_from_the_timed_job(
+    started: tuple[OneCPlugin, StubEngine, Metrics], double: OneCDouble
+) -> None:
+    onec, engine, metrics = started
+    assert onec.queue is not None
+    assert onec.sender is not None
+    job = engine.jobs["onec:metrics"]
+    assert job.every == 15.0
+    await onec.sender.stop()  # 1C is not asked: the events stay queued
+    created = time.time()
+    for event in ("ringing", "answered"):
+        onec.queue.enqueue({"call_id": "1.1", "event": event, "event_id": f"1.1/{event}"})
+    await job.run()
+    assert values(metrics, "callrouter_queue_depth") == {(("queue", "onec_history"),): 2.0}
+    [(_, age)] = values(metrics, "callrouter_queue_oldest_seconds").items()
+    assert 0 <= age <= time.time() - created + 1

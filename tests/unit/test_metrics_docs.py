@@ -1,0 +1,125 @@
+"""The metrics reference, the Zabbix template and the Grafana dashboard name
+exactly the metrics callrouter serves.
+
+What is served is collected the way an engine does it: the core families of
+router/metrics.py plus what every shipped plugin (the built-ins, the 1C plugin,
+the example) adds through ``callrouter_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.metrics import Metrics, families
+from router.plugins import Plugins
+
+REPO = Path(__file__).parents[2]
+PAGES = {
+    REPO / "docs" / "operations.md": "### Metrics reference",
+    REPO / "docs" / "ru" / "operations.md": "### Справочник метрик",
+}
+ZABBIX = REPO / "examples" / "zabbix" / "callrouter.yaml"
+GRAFANA = REPO / "examples" / "grafana" / "callrouter.json"
+_NAME = re.compile(r"\bcallrouter_[a-z0-9_]+")
+
+
+async def served() -> Metrics:
+    metrics = Metrics()
+    await Plugins.load(entry_points=True).metrics(metrics)
+    return metrics
+
+
+def reference(page: Path, heading: str) -> dict[str, tuple[str, str]]:
+    """name -> (type, labels) from the table under ``heading``."""
+    text = page.read_text(encoding="utf-8")
+    section = text.split(heading + "\n", 1)[1].split("\n#", 1)[0]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`callrouter_"):
+            name = cells[0].strip("`")
+            assert name not in rows, f"{page.name}: {name} listed twice"
+            rows[name] = (cells[1], cells[2])
+    return rows
+
+
+def exposed_names(metrics: Metrics) -> set[str]:
+    """Every sample name a scrape can show (``_bucket``, ``_count`` ... included)."""
+    names: set[str] = set()
+    for name, kind in families(metrics):
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+    return names
+
+
+@pytest.mark.parametrize("page", list(PAGES), ids=lambda p: str(p.relative_to(REPO)))
+async def test_the_reference_lists_exactly_the_served_families(page: Path) -> None:
+    documented = reference(page, PAGES[page])
+    registered = dict(families(await served()))
+    assert set(documented) == set(registered), (
+        f"{page.relative_to(REPO)}: missing {sorted(set(registered) - set(documented))}, "
+        f"not served {sorted(set(documented) - set(registered))}"
+    )
+    for name, (kind, _) in documented.items():
+        assert kind == registered[name], f"{name} is a {registered[name]}, not a {kind}"
+
+
+def test_both_languages_document_the_same_labels() -> None:
+    english, russian = (reference(page, heading) for page, heading in PAGES.items())
+    assert english == russian
+
+
+def zabbix_metric_names() -> set[str]:
+    template = yaml.safe_load(ZABBIX.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for tpl in template["zabbix_export"]["templates"]:
+        for item in tpl["items"]:
+            for step in item.get("preprocessing", []):
+                if step["type"] in ("PROMETHEUS_PATTERN", "PROMETHEUS_TO_JSON"):
+                    names |= set(_NAME.findall(step["parameters"][0]))
+    return names
+
+
+async def test_the_zabbix_template_uses_only_served_metrics() -> None:
+    template = yaml.safe_load(ZABBIX.read_text(encoding="utf-8"))
+    export = template["zabbix_export"]
+    assert str(export["version"]) in ("6.0", "7.0")
+    [tpl] = export["templates"]
+    master = [i for i in tpl["items"] if i["type"] == "HTTP_AGENT"]
+    assert len(master) == 1
+    assert master[0]["url"] == "{$CALLROUTER.URL}/metrics"
+    dependent = [i for i in tpl["items"] if i["type"] == "DEPENDENT"]
+    assert dependent
+    assert all(i["master_item"]["key"] == master[0]["key"] for i in dependent)
+    keys = {i["key"] for i in tpl["items"]}
+    for item in tpl["items"]:
+        for trigger in item.get("triggers", []):
+            # a trigger names its own item (Zabbix 6 nests triggers in items)
+            assert item["key"] in trigger["expression"], trigger["name"]
+    for trigger in tpl.get("triggers", []):
+        assert any(key in trigger["expression"] for key in keys), trigger["name"]
+    used = zabbix_metric_names()
+    assert used, "no Prometheus pattern found"
+    assert used <= exposed_names(await served()), sorted(used - exposed_names(await served()))
+
+
+async def test_the_grafana_dashboard_uses_only_served_metrics() -> None:
+    dashboard = json.loads(GRAFANA.read_text(encoding="utf-8"))
+    exprs = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    assert exprs
+    used = {name for expr in exprs for name in _NAME.findall(expr)}
+    exposed = exposed_names(await served())
+    assert used <= exposed, sorted(used - exposed)
+    # Every served family is on the dashboard or deliberately left to Zabbix/alerts.
+    assert {"callrouter_decisions_total", "callrouter_fallthroughs_total"} <= used

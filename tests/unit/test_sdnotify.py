@@ -1,0 +1,135 @@
+"""systemd's notify protocol (router/sdnotify.py) against a fake NOTIFY_SOCKET:
+a Unix datagram socket the test reads, as systemd's would be."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.health import Health, readiness
+from router.sdnotify import Notifier, notify, watchdog_interval
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify")
+    sock.bind(path)
+    sock.settimeout(5)
+    yield sock, path
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    """Every datagram waiting now."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(5)
+    return out
+
+
+def test_notify_reaches_a_path_socket(systemd: tuple[socket.socket, str]) -> None:
+    sock, path = systemd
+    assert notify("READY=1", {"NOTIFY_SOCKET": path})
+    assert sock.recv(100) == b"READY=1"
+
+
+def test_notify_reaches_an_abstract_socket() -> None:
+    name = f"callrouter-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        assert notify("STATUS=hello", {"NOTIFY_SOCKET": "@" + name})
+        assert sock.recv(100) == b"STATUS=hello"
+
+
+def test_without_systemd_nothing_is_sent_and_nothing_raises(tmp_path: Path) -> None:
+    assert not notify("READY=1", {})
+    assert not notify("READY=1", {"NOTIFY_SOCKET": "relative/path"})
+    assert not notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())})
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "nan"}) is None
+    assert watchdog_interval({}) is None
+
+
+async def test_ready_then_watchdog_only_while_alive_then_stopping(
+    systemd: tuple[socket.socket, str],
+) -> None:
+    sock, path = systemd
+    state = {"alive": True, "ready": True}
+
+    def health() -> Health:
+        return readiness(
+            logged_in=True,
+            stream_current=state["ready"],
+            rule_problems=0,
+            rules=2,
+            serving=True,
+        )
+
+    notifier = Notifier(
+        health,
+        alive=lambda: state["alive"],
+        environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"},  # ping every 0.05 s
+    )
+    notifier.start()
+    await asyncio.sleep(0.3)
+    first = received(sock)
+    assert first[:2] == ["STATUS=routing calls (2 rules)", "READY=1"]
+    assert first.count("WATCHDOG=1") >= 2
+    state["ready"] = False  # Asterisk went away: status says so, pings go on
+    await asyncio.sleep(0.3)
+    second = received(sock)
+    assert second[0] == (
+        "STATUS=not ready: the event stream is not current: Asterisk does not answer its polls"
+    )
+    assert "WATCHDOG=1" in second
+    state["alive"] = False  # the engine stopped serving: no more pings
+    await asyncio.sleep(0.2)
+    received(sock)
+    await asyncio.sleep(0.3)
+    assert "WATCHDOG=1" not in received(sock)
+    await notifier.stop()
+    assert received(sock) == ["STOPPING=1\nSTATUS=stopping: finishing decisions in flight"]
+
+
+async def test_the_engine_tells_systemd_it_is_ready_and_stopping(
+    systemd: tuple[socket.socket, str],
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sock, path = systemd
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules)
+    assert sock.recv(200).decode() == "STATUS=routing calls (0 rules)"
+    assert sock.recv(200).decode() == "READY=1"
+    engine.request_stop()
+    await engine.stop()
+    assert sock.recv(200).decode().startswith("STOPPING=1")
