@@ -49,7 +49,7 @@ define pytest
 endef
 
 .PHONY: run-lint run-typecheck run-pytest
-.PHONY: help test pytest setup venv install provision lint typecheck unit integration \
+.PHONY: help test pytest setup venv install provision browser lint typecheck unit integration \
         sandbox sandbox-stop demo bench clean distclean
 
 help:
@@ -79,7 +79,7 @@ pytest: setup run-pytest
 run-pytest:
 	$(call pytest,all)
 
-setup: install provision
+setup: install provision browser
 
 # A virtualenv made with the system Python; on Debian, python3-venv is installed
 # when the venv module (or its ensurepip) is missing. A broken .venv is remade.
@@ -121,6 +121,19 @@ install: $(STAMP)
 # fails with the exact reason when it cannot be made.
 provision: install
 	$(PY) -m router.sandbox provision
+
+# Debian's chromium for the live page's browser test (tests/integration/test_ui_live.py):
+# Playwright's client drives it; no browser is ever downloaded (no `playwright install`).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "make: /usr/bin/chromium is missing: the live page's browser test needs it" \
+	         "(sudo apt-get install chromium)" >&2; \
+	  fi; \
+	fi
 
 lint: install run-lint
 

@@ -46,6 +46,7 @@ from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.intake import open_feed
+from router.api.live import LiveRing, open_live
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
@@ -197,6 +198,8 @@ class Engine:
         #: The HTTP API's listener (``[api]``), once started.
         self._api_server: ApiServer | None = None
         self._feed: EventFeed | None = None
+        #: The live page's recent decisions and calls (router.api.live).
+        self._live: LiveRing | None = None
         self._stopped = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
@@ -421,8 +424,16 @@ class Engine:
         if self._feed is None:
             # The live event feed (router.api.intake): read back from state_dir.
             self._feed = open_feed(settings, self.state_dir, self.plugins)
+        if self._live is None:
+            self._live = open_live(self.plugins, self.api)
         context = ApiContext(
-            self.api, settings, self._feed, metrics=self.metrics, health=self.health
+            self.api,
+            settings,
+            self._feed,
+            metrics=self.metrics,
+            health=self.health,
+            live=self._live,
+            rules=lambda: self.rules.current,
         )
         server = ApiServer(build_app(context), settings)
         await server.start()

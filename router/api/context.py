@@ -36,9 +36,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.catalog import AMIValue
     from router.ami.protocol import ActionResult
     from router.api.feed import EventFeed
+    from router.api.live import LiveRing
     from router.health import Health
     from router.hookspecs import EngineAPI
     from router.metrics import Metrics
+    from router.rules.ruleset import RuleSet
 
 __all__ = ["MAX_BODY_BYTES", "ApiContext", "read_json"]
 
@@ -56,6 +58,10 @@ class ApiContext:
     metrics: Metrics | None = None
     #: The engine's readiness (``/readyz``); None: ready whenever serving.
     health: Callable[[], Health] | None = None
+    #: The live page's recent decisions and calls (router.api.live).
+    live: LiveRing | None = None
+    #: The rules the engine routes with now (the explain endpoint evaluates them).
+    rules: Callable[[], RuleSet] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

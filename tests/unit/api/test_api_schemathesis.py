@@ -35,9 +35,23 @@ from router.api.auth import hash_token
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.settings import OPERATIONS, ApiSettings, TokenSettings
+from router.plugin_registry import plugin_registry
+from router.rules.ruleset import load_rules
 from router.testing import StubEngine
 
 TOKEN = "cr_schemathesis-fuzzing-token"
+RULES = """\
+version: 1
+rules:
+  - name: owner
+    on: call
+    lookup: {owner: onec.responsible(caller.number)}
+    when: owner.found and owner.manager.extension
+    do: [{redirect: {context: callrouter-dial, exten: "{owner.manager.extension}"}}]
+  - name: fallback
+    on: call
+    do: [{redirect: {context: test-queue, exten: fallback}}]
+"""
 #: Examples per operation: a dozen operations in about half a minute on one core.
 EXAMPLES = 100
 
@@ -58,7 +72,14 @@ def api_app() -> Any:
     feed = EventFeed()  # in memory: nothing to close
     feed.publish("ringing", "101", {"caller": "+79161234567"})
     feed.publish("presence", "102", {"dnd": True})
-    return build_app(ApiContext(stub, ApiSettings(tokens={"fuzz": everything}), feed))
+    # The rules POST /api/v1/explain evaluates: the 1C plugin's lookup and a fallback.
+    rules = Path(tempfile.mkdtemp(prefix="callrouter-fuzz-rules-")) / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    ruleset = load_rules([rules], plugin_registry(timezone="Europe/Moscow"))
+    context = ApiContext(
+        stub, ApiSettings(tokens={"fuzz": everything}), feed, rules=lambda: ruleset
+    )
+    return build_app(context)
 
 
 schema = schemathesis.openapi.from_asgi(OPENAPI_PATH, api_app())
