@@ -24,6 +24,12 @@ the variants take turns at each rate on the same Asterisk:
   (``onec.responsible`` answered from ``ResponsibleCache``): a directory hit
   routes each call with one Redirect, exactly the AMI work the references do.
 * ``tcp``: the reference loop over raw TCP AMI (port 5038) with panoramisk.
+* ``tcp-engine``: the ``engine`` variant (same rules, plugins and cache) with
+  ``[asterisk] url = "tcp://..."``: callrouter's native TCP AMI client
+  (router/ami/tcp.py) instead of AJAM.
+
+The engine variants' 1,000 extra rules are per-DID rules in the generic form
+(``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
 
 Latency is request -> landing on Asterisk's own clock: the ``Timestamp`` of the
 dialplan's ``UserEvent(CallRouterRequest)`` to that of the ``Newexten`` in the
@@ -65,7 +71,9 @@ from _common import (
     pct,
 )
 
-VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp")
+VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp", "tcp-engine")
+#: The engine variants' extra rules: this many ``if: did == ...`` rules.
+EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
 WAIT = 4  # the dialplan's CALLROUTER_WAIT: the fail-open deadline
 
@@ -254,6 +262,21 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
     manager.close()
 
 
+def did_rules(n: int) -> str:
+    """``n`` per-DID rules in the generic form, none matching a benchmark call."""
+    parts = ["version: 1\nrules:\n"]
+    parts.extend(
+        f"""  - name: bench-did-{i}
+    priority: 60
+    on: call
+    if: did == "7495{1000000 + i:07d}"
+    do: [{{redirect: {{context: queues, exten: "d{i}"}}}}]
+"""
+        for i in range(n)
+    )
+    return "".join(parts)
+
+
 async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timings) -> None:
     import logging
 
@@ -265,8 +288,12 @@ async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timi
     # A real service logs every decision: keep that cost, into a file.
     handler = logging.FileHandler(tmp / "router.log")
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    rules = make_rules_dir(tmp, extra=1000)
-    config = load_config(engine_config(tmp, url, secret, rules))
+    rules = make_rules_dir(tmp, extra=0)
+    (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
+    path = engine_config(tmp, url, secret, rules)
+    if url.startswith("tcp://"):  # a long-poll setting AJAM alone has
+        path.write_text(path.read_text().replace("waitevent_timeout = 20\n", ""))
+    config = load_config(path)
     onec = BenchOneC()
     await onec.warm()
     engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]))
@@ -323,6 +350,8 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_tcp(args.ami_port, args.secret, stop, timings)
     elif variant == "engine":
         await serve_engine(args.url, args.secret, stop, timings)
+    elif variant == "tcp-engine":
+        await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
     else:
         raise SystemExit(f"unknown variant {variant}")
     Path(args.out).write_text(json.dumps(timings.by_channel))  # noqa: ASYNC240 - after the run
@@ -450,7 +479,9 @@ async def run_cell(
     duration: float,
     tmp: Path,
     profile: str | None = None,
+    burst: int = 0,
 ) -> Cell:
+    """One variant at one pace; ``rate`` 0 places ``burst`` calls at once instead."""
     cell = Cell(variant, rate)
     out = tmp / f"{variant}-{rate}.json"
     proc = await start_router(variant, box, out)
@@ -459,7 +490,7 @@ async def run_cell(
         warm = [await placer.place(DID, CALLERS[i % len(CALLERS)]) for i in range(3)]
         await placer.wait_all(warm, timeout=WAIT + 2)
         await asyncio.sleep(0.2)
-        n = int(rate * duration)
+        n = int(rate * duration) if rate else burst
         spy = None
         if profile and variant in profile.split(","):
             spy = await asyncio.create_subprocess_exec(
@@ -481,7 +512,7 @@ async def run_cell(
         ast0, gen0 = cpu_seconds(box.pid), time.process_time()
         tasks = []
         for i in range(n):
-            delay = t0 + i / rate - time.monotonic()
+            delay = t0 + i / rate - time.monotonic() if rate else 0
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(placer.place(DID, CALLERS[i % len(CALLERS)])))
@@ -534,7 +565,7 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
         async with CallPlacer(ami) as placer:  # type: ignore[arg-type]
-            for round_no, rate in enumerate(args.rates):
+            for round_no, rate in enumerate([*args.rates, *([0] if args.burst else [])]):
                 # Rotate the order at each rate so no variant always goes first.
                 order = (
                     args.variants[round_no % len(args.variants) :]
@@ -542,7 +573,14 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                 )
                 for variant in order:
                     cell = await run_cell(
-                        placer, box, variant, rate, args.duration, Path(tmpdir), args.profile
+                        placer,
+                        box,
+                        variant,
+                        rate,
+                        args.duration,
+                        Path(tmpdir),
+                        args.profile,
+                        burst=args.burst,
                     )
                     cells.append(cell)
                     print(
@@ -557,9 +595,11 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
 
 
 def report(cells: list[Cell], args: argparse.Namespace) -> str:
-    ref = {c.rate: c for c in cells if c.variant == "ajam"}
+    # The ratios are to the bare panoramisk loop when it ran (issue 16's yardstick).
+    base = "tcp" if "tcp" in args.variants else "ajam"
+    ref = {c.rate: c for c in cells if c.variant == base}
     rows = []
-    for rate in args.rates:
+    for rate in [*args.rates, *([0] if args.burst else [])]:
         for variant in args.variants:
             c = next((x for x in cells if x.variant == variant and x.rate == rate), None)
             if c is None:
@@ -570,7 +610,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             x95 = p95 / pct(r.latencies, 95) if r and r.latencies else float("nan")
             rows.append(
                 [
-                    f"{rate}/s",
+                    f"{rate}/s" if rate else f"burst {args.burst}",
                     c.variant,
                     c.calls,
                     f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
@@ -595,8 +635,8 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             "p95 ms",
             "p99 ms",
             "max ms",
-            "p50 / ajam",
-            "p95 / ajam",
+            f"p50 / {base}",
+            f"p95 / {base}",
             "router CPU",
             "Asterisk CPU",
             "generator CPU",
@@ -614,9 +654,9 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
                 )
     split = md_table(["router", "part", "p50 ms", "p95 ms", "p99 ms", "calls"], split_rows)
     notes = [
-        f"- engine outcomes at {c.rate}/s: {c.note}"
+        f"- {c.variant} outcomes at {f'{c.rate}/s' if c.rate else 'the burst'}: {c.note}"
         for c in cells
-        if c.variant == "engine" and c.note
+        if c.variant in ("engine", "tcp-engine") and c.note
     ]
     return (
         f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
@@ -633,6 +673,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rates", default="20,50,100")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--burst", type=int, default=100, help="then this many calls at once (0: none)"
+    )
     parser.add_argument(
         "--profile",
         help="py-spy these variants (comma-separated) into "

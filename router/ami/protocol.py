@@ -132,12 +132,16 @@ class RawmanParser:
 
     ``feed`` may be called with any chunking (a Cyrillic name split across two
     reads is fine: bytes are decoded only once a block is whole). Buffered
-    input is bounded by ``max_buffer``.
+    input is bounded by ``max_buffer``, and a line by ``MAX_LINE_BYTES``.
+
+    Whole blocks are cut off the buffer in one piece and parsed as
+    :func:`parse_rawman` parses a body (one decode, one split): per message
+    this is what native TCP AMI spends its time on, and doing it line by line
+    cost twice as much (``bench/ANALYSIS.md``, issue 16).
     """
 
     def __init__(self, *, max_buffer: int = MAX_BODY_BYTES, banner: bool = False) -> None:
         self._buffer = bytearray()
-        self._lines: list[bytes] = []
         self._max_buffer = max_buffer
         self._expect_banner = banner
         #: The ``Asterisk Call Manager/x.y.z`` greeting of a TCP connection.
@@ -145,44 +149,68 @@ class RawmanParser:
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
-        self._buffer += data
-        if len(self._buffer) > self._max_buffer:
+        buf = self._buffer
+        buf += data
+        if len(buf) > self._max_buffer:
             raise AMIProtocolError(
                 f"more than {self._max_buffer} bytes buffered without a complete message"
             )
+        if self._expect_banner and not self._read_banner():
+            return []
+        # The end of the last blank line: every byte before it is whole blocks.
+        lf, crlf = buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n")
+        end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+        if not end:
+            self._check_tail(0)
+            return []
+        chunk = bytes(buf[:end])
+        del buf[:end]
+        # Blank lines between messages are not a message: drop them here so
+        # that ``pending`` means "part of a message is buffered".
+        while buf[:1] == b"\n" or buf[:2] == b"\r\n":
+            del buf[: 1 if buf[:1] == b"\n" else 2]
+        self._check_tail(0)
+        text = _decode(chunk)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        check_lines = len(chunk) > MAX_LINE_BYTES
         out: list[Message] = []
-        buf = self._buffer
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = bytes(buf[start:nl])
-            start = nl + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if self._expect_banner:
-                self._expect_banner = False
-                if not line.startswith(b"Asterisk Call Manager/"):
-                    raise AMIProtocolError(f"not an AMI banner: {line[:80]!r}")
-                self.banner = _decode(line)
+        for block in text.split("\n\n"):
+            if not block or not block.strip("\n"):
                 continue
-            if line:
-                if len(line) > MAX_LINE_BYTES:
-                    raise AMIProtocolError(f"line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
-                self._lines.append(line)
-            elif self._lines:
-                out.append(_block_to_message(_decode(b"\n".join(self._lines)).split("\n")))
-                self._lines = []
-        del buf[:start]
-        if len(buf) > MAX_LINE_BYTES:
-            raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
+            lines = block.split("\n")
+            if check_lines:
+                for line in lines:
+                    if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
+                        raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+            out.append(_block_to_message(lines))
         return out
+
+    def _read_banner(self) -> bool:
+        """Take the greeting line off the buffer; False while it is incomplete."""
+        buf = self._buffer
+        nl = buf.find(b"\n")
+        if nl < 0:
+            self._check_tail(0)
+            return False
+        line = bytes(buf[:nl]).rstrip(b"\r")
+        del buf[: nl + 1]
+        self._expect_banner = False
+        if not line.startswith(b"Asterisk Call Manager/"):
+            raise AMIProtocolError(f"not an AMI banner: {line[:80]!r}")
+        self.banner = _decode(line)
+        return True
+
+    def _check_tail(self, start: int) -> None:
+        """The unfinished line at the end of the buffer must stay under the line bound."""
+        buf = self._buffer
+        if len(buf) - start > MAX_LINE_BYTES and len(buf) - (buf.rfind(b"\n") + 1) > MAX_LINE_BYTES:
+            raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
 
     @property
     def pending(self) -> bool:
         """True while part of a message is buffered."""
-        return bool(self._buffer) or bool(self._lines)
+        return bool(self._buffer)
 
     def close(self) -> None:
         """Declare end of input; a half-received message is an error."""

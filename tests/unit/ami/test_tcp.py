@@ -11,13 +11,14 @@ import pytest
 from router.ami.client import AJAMClient, ClientSettings, open_client
 from router.ami.event_filter import EventSelection
 from router.ami.message import Event
-from router.ami.protocol import Action
+from router.ami.protocol import MAX_LINE_BYTES, Action, RawmanParser
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.ami.tcp import TCPClient
 from router.errors import (
     AMIAuthenticationError,
     AMIConnectionError,
     AMIPrivilegeError,
+    AMIProtocolError,
     AMITimeoutError,
     ConfigError,
 )
@@ -297,3 +298,21 @@ async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) 
         await asyncio.sleep(1.0)  # the keepalive asks instead of judging the stall
         assert client.logged_in
         assert client.session_generation == 1
+
+
+def test_stream_parser_takes_whole_blocks_and_ignores_blank_lines() -> None:
+    parser = RawmanParser(banner=True)
+    assert parser.feed(b"Asterisk Call Manager/11.0.0\r\n\r\n\nEvent: A\r\nX: 1") == []
+    assert parser.pending
+    got = parser.feed(b"\r\n\r\n\r\nEvent: B\r\n\r\n\n\r\n")
+    assert [m.get("Event") for m in got] == ["A", "B"]
+    assert got[0].get("X") == "1"
+    assert not parser.pending
+    parser.close()
+
+
+def test_stream_parser_bounds_a_line_without_newline() -> None:
+    parser = RawmanParser(max_buffer=1 << 20)
+    parser.feed(b"Event: A\r\nK: ")
+    with pytest.raises(AMIProtocolError, match="without a newline"):
+        parser.feed(b"v" * (MAX_LINE_BYTES + 10))
