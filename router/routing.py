@@ -390,23 +390,25 @@ class Router:
         return submitted
 
     async def _fallen(self, items: Sequence[Event]) -> int:
-        """Calls in the listing whose first channel passed the dialplan's
+        """Calls in the listing with a channel that passed the dialplan's
         ``default`` label (it sets ``CALLROUTER_FELL``): they fell through
-        while no callrouter answered. Bounded: one Getvar per call, at most
-        :data:`_FALLEN_CHECKED` calls."""
-        fallen = 0
+        while no callrouter answered. Any channel of the call may be the
+        inbound one (a trunk's is the call's first, a Local channel's is
+        not), so each is asked until its call is found; bounded by
+        :data:`_FALLEN_CHECKED` Getvars."""
+        fallen: set[str] = set()
         checked = 0
         for item in items:
             channel = item.get("Channel") or ""
-            uniqueid = item.get("Uniqueid") or ""
-            if not uniqueid or uniqueid != item.get("Linkedid") or self.dialplan.is_waiting(item):
+            linkedid = item.get("Linkedid") or ""
+            if not channel or linkedid in fallen or self.dialplan.is_waiting(item):
                 continue
             checked += 1
             if checked > _FALLEN_CHECKED:
                 break
             if await self._getvar(channel, FELL_VARIABLE):
-                fallen += 1
-        return fallen
+                fallen.add(linkedid)
+        return len(fallen)
 
     async def _getvar(self, channel: str, name: str) -> str | None:
         try:

@@ -148,12 +148,21 @@ async def test_calls_that_fell_through_while_down_are_counted_at_start(
 ) -> None:
     # Two calls went through the inbound context while no callrouter ran: the
     # dialplan marked them at its default label; a third is an internal call.
+    # The second is a Local channel pair: its marked half is not its first channel.
     for number, fell in (("1", True), ("2", True), ("3", False)):
         channel = ajam_replay.add_channel(
             f"PJSIP/trunk-0000000{number}", context="callrouter-default", exten=ROUTED
         )
         channel.application = "Queue"
-        if fell:
+        if number == "2":
+            half = ajam_replay.add_channel(
+                "Local/74950000001@callrouter-inbound-00000001;2",
+                context="callrouter-default",
+                exten=ROUTED,
+                linkedid=channel.linkedid,
+            )
+            half.variables[FELL_VARIABLE] = "1700000000"
+        elif fell:
             channel.variables[FELL_VARIABLE] = "1700000000"
     engine = await engine_factory(rules, plugins=[Owners()])
     assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
