@@ -1,0 +1,168 @@
+"""What the live page shows: the recent decisions with their traces, the calls, the health.
+
+A plugin like the feed's intake (registered as ``api_live``), so it learns
+of decisions through the same ``callrouter_decision`` hook as everyone else
+and asks nothing of the engine beyond :class:`~router.hookspecs.EngineAPI`:
+the decision record (the actions' outcomes, whether Asterisk confirmed them)
+is ``EngineAPI.decision``, the trace comes with the hook. Memory is bounded:
+the last :data:`KEEP` decisions, each cut to :data:`MAX_ENTRY` bytes of JSON.
+
+The page's streams wait on :meth:`LiveRing.wait`, woken when a decision is
+taken or a call starts, changes state or ends: a call shows on the page as
+soon as the engine has seen it, not at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from router.hookspecs import RouteOutcome, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.ami.message import Event
+    from router.calls import Call
+    from router.hookspecs import EngineAPI
+    from router.plugins import Plugins
+    from router.rules.decision import Decision, Trace
+
+__all__ = ["KEEP", "MAX_CALLS", "MAX_ENTRY", "LiveRing", "open_live"]
+
+#: Decisions kept for the page (a new page shows these at once).
+KEEP = 200
+#: Calls in progress listed at most (the newest first).
+MAX_CALLS = 200
+#: Largest decision entry (JSON bytes); past it the trace's lookup values are left out.
+MAX_ENTRY = 64 * 1024
+#: Events that change what the calls list shows (state, who talks).
+_CALL_EVENTS = frozenset({"Newchannel", "Newstate", "DialBegin", "DialEnd", "BridgeEnter"})
+
+
+def open_live(plugins: Plugins, engine: EngineAPI) -> LiveRing:
+    """The ring the live page reads, fed by the engine's hooks from now on."""
+    ring = LiveRing(engine)
+    plugins.register(ring, name="api_live", builtin=True)
+    return ring
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
+
+
+class LiveRing:
+    """The last decisions (with traces) and a wake-up for everyone watching."""
+
+    def __init__(
+        self,
+        engine: EngineAPI,
+        *,
+        keep: int = KEEP,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._seq = 0
+        #: Bumped on every change; a watcher compares it with what it last sent.
+        self.version = 0
+        self._changed = asyncio.Event()
+
+    # -- reading -------------------------------------------------------------
+
+    def decisions(self, after: int = 0) -> list[dict[str, Any]]:
+        """Decisions with ``id`` above ``after``, oldest first."""
+        return [entry for entry in self._entries if entry["id"] > after]
+
+    @property
+    def last_id(self) -> int:
+        return self._seq
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The calls in progress, newest first, each with its routing rule when one decided."""
+        now = time.monotonic()
+        rules: dict[str, str | None] = {e["call"]: e["rule"] for e in self._entries}
+        live = sorted(
+            (call for call in self.engine.calls if call.ended is None),
+            key=lambda call: call.started,
+            reverse=True,
+        )[:MAX_CALLS]
+        return [
+            {
+                "call": call.linkedid,
+                "caller": call.caller_number,
+                "caller_name": call.caller_name,
+                "did": call.did,
+                "state": call.state,
+                "channels": len(call.active_channels),
+                "age_s": round(max(0.0, now - call.started), 1),
+                "rule": rules.get(call.linkedid),
+            }
+            for call in live
+        ]
+
+    async def wait(self, version: int, timeout: float) -> int:
+        """The version once it differs from ``version``, or after ``timeout`` seconds."""
+        if self.version == version:
+            changed = self._changed
+            try:
+                async with asyncio.timeout(timeout):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+        return self.version
+
+    def _bump(self) -> None:
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # -- hooks ---------------------------------------------------------------
+
+    @hookimpl
+    def callrouter_decision(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
+        """The decision as logged (actions and their confirmation) with its trace."""
+        record = dict(self.engine.decision(call.linkedid) or {})
+        self._seq += 1
+        entry: dict[str, Any] = {
+            "id": self._seq,
+            "at": self._clock(),
+            "call": call.linkedid,
+            "caller": record.get("caller", call.caller_number),
+            "caller_name": call.caller_name,
+            "did": record.get("did", call.did),
+            "rule": record.get("rule"),
+            "rules": record.get("rules", list(decision.rules) if decision else []),
+            "outcome": outcome,
+            "actions": record.get("actions", []),
+            "evaluate_ms": record.get("evaluate_ms"),
+            "total_ms": record.get("total_ms"),
+            "deadline_left_ms": record.get("deadline_left_ms"),
+            "rejected": record.get("rejected", []),
+            "trace": trace.to_dict() if trace is not None else None,
+        }
+        entry = _json(entry)
+        if len(json.dumps(entry, ensure_ascii=False)) > MAX_ENTRY and entry["trace"]:
+            for rule in entry["trace"]["rules"]:
+                for lookup in rule["lookups"]:
+                    lookup["value"] = "(left out: the trace is over 64 KiB)"
+        self._entries.append(entry)
+        self._bump()
+
+    @hookimpl
+    def callrouter_call_start(self, call: Call) -> None:
+        self._bump()
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        self._bump()
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        if call is not None and event.name in _CALL_EVENTS:
+            self._bump()

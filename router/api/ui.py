@@ -1,0 +1,322 @@
+"""The live page on the API's listener: ``/ui/``, read-only, for a token with ``ui:read``.
+
+Plain HTML, CSS and a little JavaScript from ``router/api/ui/`` (no build
+step, nothing from the internet), under a Content-Security-Policy that lets
+the page load and connect to nothing but this listener and run no inline
+script: a caller's name is rendered with ``textContent`` by the page, and
+even a slip there could not run what it carries.
+
+Routes (none in the OpenAPI document: they serve a browser, not a client):
+
+* ``GET /ui/`` the page, in the language ``Accept-Language`` prefers
+  (Russian or English; the page has a switch); ``/ui/static/<file>`` its files.
+* ``POST /ui/login`` ``{"token": ...}`` -> the session cookie
+  (:mod:`router.api.session`); ``POST /ui/logout``; ``GET /ui/session``
+  says whether the cookie is valid (always 200, so the page's first look
+  leaves no error in the browser's console).
+* ``GET /ui/stream`` Server-Sent Events: ``hello`` (health, calls in
+  progress, the recent decisions), then ``decision`` as each is taken,
+  ``calls`` when a call starts, changes or ends, ``health`` every few
+  seconds. It ends after :data:`STREAM_LIFETIME`; the browser reconnects and
+  the cookie is checked and renewed.
+* ``POST /ui/explain``: ``POST /api/v1/explain`` for the page's cookie.
+
+A request that changes or computes something with the cookie must carry
+``X-Callrouter-UI: 1``: a header no cross-site form can send, over a cookie
+no cross-site request carries (``SameSite=Strict``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from router.api.auth import audit_of
+from router.api.context import ApiContext, read_json
+from router.api.errors import ApiError
+from router.api.events import _Stream
+from router.api.explain import explain
+from router.api.live import LiveRing
+from router.api.session import COOKIE, Session, Sessions
+
+__all__ = ["CSP", "OPENAPI", "STATIC", "STREAM_LIFETIME", "health", "pick_language", "routes"]
+
+#: The page's own files.
+STATIC = Path(__file__).with_name("ui")
+#: The page may load and connect to this listener only, and runs no inline script.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+#: Seconds one page stream stays open before the browser reconnects (and the
+#: cookie is checked and renewed).
+STREAM_LIFETIME = 300.0
+#: Seconds between health frames (they double as the stream's heartbeat).
+HEALTH_EVERY = 5.0
+#: Decisions a new page gets at once.
+RECENT = 50
+#: After a change, this long for its neighbours (a burst of events is one frame).
+COALESCE = 0.05
+UI_HEADER = "x-callrouter-ui"
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+}
+_LANGUAGES = ("en", "ru")
+#: The page's languages are whole tags with an optional quality.
+_ACCEPT = re.compile(
+    r"\s*([A-Za-z]{1,8})(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]{1,5}))?\s*"
+)
+
+#: Nothing here is part of the API's document.
+OPENAPI: dict[str, Any] = {"paths": {}}
+
+
+def pick_language(header: str | None) -> str:
+    """``ru`` or ``en``: the one the browser prefers most (English when it names neither)."""
+    best, best_q = "en", 0.0
+    for part in (header or "")[:512].split(","):
+        found = _ACCEPT.fullmatch(part)
+        if found is None:
+            continue
+        language = found.group(1).lower()
+        try:
+            quality = float(found.group(2)) if found.group(2) else 1.0
+        except ValueError:
+            continue
+        if language in _LANGUAGES and quality > best_q:
+            best, best_q = language, quality
+    return best
+
+
+def health(ctx: ApiContext) -> dict[str, Any]:
+    """The page's health summary: the engine's readiness (``/readyz``) and what it holds.
+
+    ``checks`` are named (``asterisk``, ``event_stream``, ``rules``,
+    ``serving``) for the page to translate; ``reasons`` are the readiness
+    sentences as ``/readyz`` gives them.
+    """
+    engine = ctx.engine
+    ruleset = ctx.rules() if ctx.rules is not None else None
+    if ctx.health is not None:
+        found = ctx.health()
+        ready, reasons, checks = found.ready, list(found.reasons), dict(found.checks)
+    else:
+        checks = {"asterisk": engine.connected}
+        if ruleset is not None:
+            checks["rules"] = not ruleset.fatal
+        ready, reasons = all(checks.values()), []
+    return {
+        "ready": ready,
+        "reasons": reasons,
+        "checks": checks,
+        "shadow": engine.shadow,
+        "rules": len(ruleset.rules) if ruleset is not None else None,
+        "rule_errors": len(ruleset.errors) if ruleset is not None else None,
+        "calls": len(engine.calls),
+    }
+
+
+def _frame(kind: str, data: Any) -> str:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return f"event: {kind}\ndata: {text}\n\n"
+
+
+def _secured(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+class _Files:
+    """The page's files, read once: only names that exist in ``STATIC`` are served."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {
+            path.name: (path.read_bytes(), _TYPES[path.suffix])
+            for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix in _TYPES
+        }
+
+    def page(self, language: str) -> bytes:
+        body, _ = self.files["index.html"]
+        return body.replace(b"{{lang}}", language.encode("ascii"))
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    sessions = Sessions(ctx.settings)
+    files = _Files(STATIC)
+    streams: dict[str, int] = {}
+
+    def session_of(request: Request) -> Session | None:
+        found = sessions.check(request.cookies.get(COOKIE))
+        if found is not None:
+            audit_of(request).token = found.token.name
+        return found
+
+    def require(request: Request, operation: str, *, writes: bool = False) -> Session:
+        audit_of(request).operation = operation
+        found = session_of(request)
+        if found is None:
+            raise ApiError(401, "sign in on the live page first (the session ended or is unknown)")
+        if writes and request.headers.get(UI_HEADER) != "1":
+            raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
+        authenticator = request.app.state.authenticator
+        wait = authenticator.limiter.take(found.token.name, found.token.rate, found.token.burst)
+        if wait > 0:
+            raise ApiError(429, "too many requests; retry shortly", headers={"Retry-After": "1"})
+        return found
+
+    async def page(request: Request) -> Response:
+        audit_of(request).operation = "ui:page"
+        if request.url.path == "/ui":
+            return _secured(RedirectResponse("/ui/", status_code=307))
+        language = pick_language(request.headers.get("accept-language"))
+        body = files.page(language)
+        return _secured(Response(body, media_type="text/html; charset=utf-8"))
+
+    async def static(request: Request) -> Response:
+        audit_of(request).operation = "ui:static"
+        name = request.path_params["name"]
+        found = files.files.get(name)
+        if found is None or name == "index.html":
+            raise ApiError(404, f"no such file of the live page: {name[:80]!r}")
+        body, media_type = found
+        response = _secured(Response(body, media_type=media_type))
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    async def login(request: Request) -> Response:
+        audit = audit_of(request)
+        audit.operation = "ui:login"
+        if request.headers.get(UI_HEADER) != "1":
+            raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
+        body = await read_json(request, required=True)
+        text = body.get("token")
+        if not isinstance(text, str) or not text.strip() or len(text) > 256:
+            raise ApiError(400, "'token': expected the token's text", field="token")
+        authenticator = request.app.state.authenticator
+        token = authenticator.identify(f"Bearer {text.strip()}")
+        audit.token = token.name
+        if not token.allows("ui:read"):
+            raise ApiError(
+                403,
+                f"token {token.name!r} lacks the permission 'ui:read'",
+                missing_permission="ui:read",
+            )
+        value, session = sessions.issue(ctx.settings.tokens[token.name])
+        response = _secured(JSONResponse(_session_body(session)))
+        response.headers["Set-Cookie"] = sessions.cookie(value, session)
+        return response
+
+    async def logout(request: Request) -> Response:
+        audit_of(request).operation = "ui:logout"
+        session_of(request)
+        response = _secured(JSONResponse({"signed_in": False}))
+        response.headers["Set-Cookie"] = sessions.cookie("", None)
+        return response
+
+    async def session(request: Request) -> Response:
+        audit_of(request).operation = "ui:session"
+        found = session_of(request)
+        body = _session_body(found) if found else {"signed_in": False}
+        return _secured(JSONResponse(body))
+
+    async def stream(request: Request) -> Response:
+        found = require(request, "ui:read")
+        if ctx.live is None:
+            raise ApiError(503, "the live page is not running", headers={"Retry-After": "5"})
+        name = found.token.name
+        limit = ctx.settings.events_waiters
+        if streams.get(name, 0) >= limit:
+            raise ApiError(
+                429,
+                f"token {name!r} already has {limit} live pages open "
+                f"([api] events_waiters = {limit})",
+                headers={"Retry-After": "5"},
+            )
+        streams[name] = streams.get(name, 0) + 1
+
+        def release() -> None:
+            count = streams.get(name, 1) - 1
+            if count > 0:
+                streams[name] = count
+            else:
+                streams.pop(name, None)
+
+        # Renewed on every (re)connect: the session lasts while the page is open.
+        value, renewed = sessions.issue(found.token, issued=found.issued)
+        response = _Stream(
+            _frames(ctx, ctx.live, STREAM_LIFETIME),
+            release=release,
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no", "Set-Cookie": sessions.cookie(value, renewed)},
+        )
+        return _secured(response)
+
+    async def explain_here(request: Request) -> Response:
+        require(request, "rules:explain", writes=True)
+        body = await read_json(request, required=True)
+        return _secured(JSONResponse(await explain(ctx, body)))
+
+    return [
+        Route("/ui", page, methods=["GET"], name="ui_root"),
+        Route("/ui/", page, methods=["GET"], name="ui_page"),
+        Route("/ui/static/{name}", static, methods=["GET"], name="ui_static"),
+        Route("/ui/login", login, methods=["POST"], name="ui_login"),
+        Route("/ui/logout", logout, methods=["POST"], name="ui_logout"),
+        Route("/ui/session", session, methods=["GET"], name="ui_session"),
+        Route("/ui/stream", stream, methods=["GET"], name="ui_stream"),
+        Route("/ui/explain", explain_here, methods=["POST"], name="ui_explain"),
+    ]
+
+
+def _session_body(session: Session) -> dict[str, Any]:
+    return {"signed_in": True, "token": session.token.name, "expires": session.expires}
+
+
+async def _frames(ctx: ApiContext, ring: LiveRing, lifetime: float) -> AsyncIterator[str]:
+    """The page's stream: a snapshot, then every change, for ``lifetime`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lifetime
+    version = ring.version
+    recent = ring.decisions()[-RECENT:]
+    sent = ring.last_id
+    yield "retry: 3000\n\n" + _frame(
+        "hello", {"health": health(ctx), "calls": ring.calls(), "decisions": recent}
+    )
+    health_at = loop.time()
+    while (left := deadline - loop.time()) > 0:
+        now_version = await ring.wait(version, timeout=min(HEALTH_EVERY, left))
+        out: list[str] = []
+        if now_version != version:
+            await asyncio.sleep(COALESCE)
+            version = ring.version
+            for entry in ring.decisions(sent):
+                out.append(_frame("decision", entry))
+                sent = entry["id"]
+            out.append(_frame("calls", ring.calls()))
+        if loop.time() - health_at >= HEALTH_EVERY:
+            out.append(_frame("health", health(ctx)))
+            health_at = loop.time()
+        if out:
+            yield "".join(out)

@@ -1,0 +1,401 @@
+// The live page: one Server-Sent Events stream (/ui/stream) and the explain box.
+// Every value from a call (caller, name, DID, lookup answers) is untrusted: it
+// only ever reaches the page as textContent, never as markup.
+"use strict";
+
+(() => {
+  const MAX_DECISIONS = 100;
+  const $ = (id) => document.getElementById(id);
+  let strings = { en: {}, ru: {} };
+  let lang = "en";
+  let source = null;
+  let calls = [];
+  let callsAt = 0;
+  let health = null;
+  let decisions = [];
+  let lastExplain = null;
+  const opened = new Set();
+
+  function t(key, params) {
+    let text = (strings[lang] || {})[key] ?? strings.en[key] ?? key;
+    for (const [name, value] of Object.entries(params || {})) {
+      text = text.split(`{${name}}`).join(String(value));
+    }
+    return text;
+  }
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function ms(value) {
+    return typeof value === "number" ? value.toFixed(1) : "–";
+  }
+
+  function json(value) {
+    try {
+      return JSON.stringify(value);
+    } catch (_) {
+      return String(value);
+    }
+  }
+
+  function clock(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString(lang);
+  }
+
+  // -- language ---------------------------------------------------------------
+
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) {
+      node.textContent = t(node.dataset.i18n);
+    }
+    for (const code of ["ru", "en"]) {
+      $(`lang-${code}`).classList.toggle("active", code === lang);
+    }
+    renderHealth();
+    renderCalls();
+    renderDecisions();
+    if (lastExplain) renderExplain(lastExplain);
+  }
+
+  function setLanguage(code) {
+    lang = code;
+    localStorage.setItem("callrouter.lang", code);
+    applyLanguage();
+  }
+
+  // -- health -----------------------------------------------------------------
+
+  function renderHealth() {
+    const badge = $("health");
+    if (!health) return;
+    badge.className = `badge ${health.ready ? "ready" : "not-ready"}`;
+    $("health-state").textContent = t(health.ready ? "health_ready" : "health_not_ready");
+    const checks = $("checks");
+    checks.replaceChildren();
+    for (const [name, ok] of Object.entries(health.checks || {})) {
+      const item = el("li", ok ? "ok" : "bad", `${ok ? "✓" : "✗"} ${t(`check_${name}`)}`);
+      checks.append(item);
+    }
+    const facts = [t("facts", { rules: health.rules ?? "–", errors: health.rule_errors ?? "–" })];
+    if (health.shadow) facts.push(t("shadow"));
+    $("health-facts").textContent = facts.join("; ");
+    const reasons = $("reasons");
+    reasons.replaceChildren(...(health.reasons || []).map((text) => el("li", "error", text)));
+  }
+
+  function connectionLost() {
+    $("health").className = "badge not-ready";
+    $("health-state").textContent = t("health_lost");
+  }
+
+  // -- calls ------------------------------------------------------------------
+
+  function renderCalls() {
+    const list = $("calls");
+    const elapsed = callsAt ? (Date.now() - callsAt) / 1000 : 0;
+    list.replaceChildren();
+    for (const call of calls) {
+      const item = el("li", `call state-${call.state}`);
+      item.dataset.call = call.call;
+      const who = el("span", "who", call.caller || "?");
+      if (call.caller_name) who.append(el("span", "name", ` (${call.caller_name})`));
+      item.append(who, el("span", "to", ` ${t("to")} ${call.did || "?"}`));
+      const facts = el("span", "facts");
+      facts.append(
+        el("span", "state", t(`state_${call.state}`)),
+        el("span", "age", t("seconds", { n: Math.round(call.age_s + elapsed) })),
+        el("span", "rule", call.rule ? `${t("rule")} ${call.rule}` : t("no_rule")),
+      );
+      item.append(facts);
+      list.append(item);
+    }
+    $("calls-count").textContent = String(calls.length);
+    $("calls-empty").hidden = calls.length > 0;
+  }
+
+  // -- decisions and traces ---------------------------------------------------
+
+  function renderRules(trace, into) {
+    into.append(el("h4", null, t("rules_tried")));
+    if (!trace || !trace.rules || trace.rules.length === 0) {
+      into.append(el("p", "muted", t("no_rules_tried")));
+      return;
+    }
+    const list = el("ol", "rules");
+    for (const rule of trace.rules) {
+      const item = el("li", `rule status-${rule.status}`);
+      const head = el("div", "rule-head");
+      head.append(
+        el("span", "rule-name", rule.rule),
+        el("span", "rule-location", ` [${rule.location}] `),
+        el("span", "rule-status", t(`status_${rule.status}`) + (rule.stage ? ` (${rule.stage})` : "")),
+      );
+      item.append(head);
+      if (rule.detail) item.append(el("div", "rule-detail", rule.detail));
+      if (rule.lookups && rule.lookups.length) {
+        const lookups = el("ul", "lookups");
+        for (const lookup of rule.lookups) {
+          const answer = lookup.error ? t("lookup_failed", { error: lookup.error }) : json(lookup.value);
+          const line = el("li", lookup.error ? "lookup failed" : "lookup");
+          line.append(
+            el("span", "lookup-call", lookup.call || lookup.name),
+            el("span", "lookup-value", ` = ${answer}`),
+            el("span", "lookup-ms", ` ${ms(lookup.ms)} ms${lookup.reused ? `, ${t("reused")}` : ""}`),
+          );
+          lookups.append(line);
+        }
+        item.append(lookups);
+      }
+      if (rule.actions && rule.actions.length) {
+        item.append(el("div", "rule-actions", rule.actions.map(actionText).join(", ")));
+      }
+      list.append(item);
+    }
+    into.append(list);
+  }
+
+  function actionText(action) {
+    const params = Object.entries(action.params || {}).map(([k, v]) => `${k}=${v}`);
+    return `${action.kind}(${params.join(", ")})`;
+  }
+
+  function renderActions(actions, into) {
+    into.append(el("h4", null, t("actions")));
+    if (!actions || actions.length === 0) {
+      into.append(el("p", "muted", t("no_actions")));
+      return;
+    }
+    const list = el("ul", "actions");
+    for (const action of actions) {
+      const item = el("li", `action action-${action.status}`);
+      item.append(
+        el("span", "action-kind", action.kind),
+        el("span", "action-status", `: ${t(`action_${action.status}`)}`),
+        el("span", "action-ms", ` ${ms(action.ms)} ms`),
+      );
+      if (action.detail) item.append(el("div", "action-detail", action.detail));
+      list.append(item);
+    }
+    into.append(list);
+  }
+
+  function decisionItem(entry) {
+    const item = el("li", `decision outcome-${entry.outcome}`);
+    item.dataset.id = String(entry.id);
+    item.dataset.call = entry.call;
+    const details = el("details");
+    details.open = opened.has(entry.id);
+    details.addEventListener("toggle", () => {
+      if (details.open) opened.add(entry.id);
+      else opened.delete(entry.id);
+    });
+    const summary = el("summary");
+    const who = el("span", "who", entry.caller || "?");
+    if (entry.caller_name) who.append(el("span", "name", ` (${entry.caller_name})`));
+    summary.append(
+      el("time", "at", clock(entry.at)),
+      who,
+      el("span", "to", ` ${t("to")} ${entry.did || "?"}`),
+      el("span", "rule", entry.rule ? entry.rule : t("no_rule")),
+      el("span", `outcome outcome-${entry.outcome}`, t(`outcome_${entry.outcome}`)),
+    );
+    details.append(summary);
+    const body = el("div", "trace");
+    if (entry.trace) body.append(el("p", "trigger", `${t("trigger")}: ${entry.trace.trigger}`));
+    body.append(
+      el(
+        "p",
+        "timing muted",
+        t("timing", { evaluate: ms(entry.evaluate_ms), total: ms(entry.total_ms), left: ms(entry.deadline_left_ms) }),
+      ),
+    );
+    renderRules(entry.trace, body);
+    renderActions(entry.actions, body);
+    details.append(body);
+    item.append(details);
+    return item;
+  }
+
+  function renderDecisions() {
+    const list = $("decisions");
+    list.replaceChildren(...decisions.slice().reverse().map(decisionItem));
+    $("decisions-empty").hidden = decisions.length > 0;
+  }
+
+  function addDecision(entry) {
+    decisions.push(entry);
+    if (decisions.length > MAX_DECISIONS) decisions = decisions.slice(-MAX_DECISIONS);
+    const list = $("decisions");
+    list.prepend(decisionItem(entry));
+    while (list.children.length > MAX_DECISIONS) list.lastElementChild.remove();
+    $("decisions-empty").hidden = true;
+  }
+
+  // -- the stream -------------------------------------------------------------
+
+  function setCalls(list) {
+    calls = list;
+    callsAt = Date.now();
+    renderCalls();
+  }
+
+  function openStream() {
+    if (source) source.close();
+    source = new EventSource("/ui/stream");
+    source.addEventListener("hello", (message) => {
+      const data = JSON.parse(message.data);
+      health = data.health;
+      decisions = data.decisions;
+      renderHealth();
+      renderDecisions();
+      setCalls(data.calls);
+    });
+    source.addEventListener("decision", (message) => addDecision(JSON.parse(message.data)));
+    source.addEventListener("calls", (message) => setCalls(JSON.parse(message.data)));
+    source.addEventListener("health", (message) => {
+      health = JSON.parse(message.data);
+      renderHealth();
+    });
+    source.addEventListener("error", async () => {
+      connectionLost();
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        const state = await session();
+        if (!state.signed_in) showLogin();
+        else setTimeout(openStream, 3000);
+      }
+    });
+  }
+
+  // -- sign-in ----------------------------------------------------------------
+
+  async function session() {
+    try {
+      const response = await fetch("/ui/session", { credentials: "same-origin" });
+      return await response.json();
+    } catch (_) {
+      return { signed_in: false };
+    }
+  }
+
+  function showLogin() {
+    if (source) source.close();
+    source = null;
+    $("login").hidden = false;
+    $("live").hidden = true;
+    $("logout").hidden = true;
+    $("token").focus();
+  }
+
+  function showLive() {
+    $("login").hidden = true;
+    $("live").hidden = false;
+    $("logout").hidden = false;
+    openStream();
+  }
+
+  async function post(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-Callrouter-UI": "1" },
+      body: JSON.stringify(body),
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = {};
+    }
+    return { ok: response.ok, data };
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const field = $("token");
+    const { ok, data } = await post("/ui/login", { token: field.value });
+    field.value = "";
+    if (ok) {
+      $("login-error").textContent = "";
+      showLive();
+    } else {
+      $("login-error").textContent = `${t("login_failed")}: ${data.detail || ""}`;
+    }
+  }
+
+  async function logout() {
+    await post("/ui/logout", {});
+    showLogin();
+  }
+
+  // -- explain ----------------------------------------------------------------
+
+  function renderExplain(result) {
+    const box = $("explain-result");
+    box.replaceChildren();
+    const decision = result.decision;
+    const head = el("p", "explain-decision");
+    head.append(el("strong", null, `${t("decision")}: `));
+    if (decision.rules.length) {
+      head.append(el("span", "rule", decision.rules.join(", ")));
+      head.append(el("span", "explain-actions", ` → ${decision.actions.map(actionText).join(", ")}`));
+    } else {
+      head.append(el("span", "muted", t("decision_none")));
+    }
+    box.append(head, el("p", "trigger", `${t("trigger")}: ${result.trace.trigger}`));
+    renderRules(result.trace, box);
+    if (result.other_did_rules.length) {
+      box.append(el("p", "muted", t("other_did_rules", { rules: result.other_did_rules.join(", ") })));
+    }
+  }
+
+  async function explain(event) {
+    event.preventDefault();
+    $("explain-error").textContent = "";
+    const body = { caller: $("ex-caller").value, did: $("ex-did").value };
+    if ($("ex-at").value.trim()) body.at = $("ex-at").value.trim();
+    const lookups = $("ex-lookups").value.trim();
+    if (lookups) {
+      try {
+        body.lookups = JSON.parse(lookups);
+      } catch (_) {
+        $("explain-error").textContent = t("bad_json");
+        return;
+      }
+    }
+    const { ok, data } = await post("/ui/explain", body);
+    if (!ok) {
+      $("explain-error").textContent = `${t("explain_failed")}: ${data.detail || ""}`;
+      return;
+    }
+    lastExplain = data;
+    renderExplain(data);
+  }
+
+  // -- start ------------------------------------------------------------------
+
+  async function start() {
+    const response = await fetch("/ui/static/strings.json");
+    strings = await response.json();
+    const saved = localStorage.getItem("callrouter.lang");
+    lang = saved in strings ? saved : document.documentElement.lang in strings ? document.documentElement.lang : "en";
+    $("lang-ru").addEventListener("click", () => setLanguage("ru"));
+    $("lang-en").addEventListener("click", () => setLanguage("en"));
+    $("logout").addEventListener("click", logout);
+    $("login-form").addEventListener("submit", login);
+    $("explain-form").addEventListener("submit", explain);
+    applyLanguage();
+    setInterval(renderCalls, 1000);
+    const state = await session();
+    if (state.signed_in) showLive();
+    else showLogin();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

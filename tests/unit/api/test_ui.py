@@ -1,0 +1,554 @@
+"""The live page's routes in process: the session cookie, the CSP, the files, the stream.
+
+The page is served by the same ASGI app as the API (httpx's ASGI transport,
+the test kit's StubEngine). What only a browser can show (the page renders a
+caller's ``<script>`` as text, no console errors) is
+tests/integration/test_ui_live.py; here: what the server promises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.auth import hash_token
+from router.api.context import ApiContext
+from router.api.live import LiveRing
+from router.api.session import COOKIE, MAX_SESSION, Sessions
+from router.api.settings import ApiSettings, TokenSettings
+from router.api.ui import CSP, STATIC, pick_language
+from router.plugin_registry import plugin_registry
+from router.rules.ruleset import RuleSet, load_rules
+from router.testing import StubEngine, make_decision, make_trace
+
+VIEWER = "cr_viewer-token"
+SCRIPT = "cr_script-token"
+OTHER = "cr_other-token"
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+RULES = """\
+version: 1
+rules:
+  - name: owner
+    priority: 50
+    on: call
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found and owner.manager.extension
+    do:
+      - redirect: {context: callrouter-dial, exten: "{owner.manager.extension}"}
+  - name: fallback
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: fallback}
+"""
+
+
+def token(name: str, text: str, allow: tuple[str, ...]) -> TokenSettings:
+    return TokenSettings(
+        name=name,
+        digest=bytes.fromhex(hash_token(text).removeprefix("sha256:")),
+        allow=allow,
+        extensions=("*",),
+        rate=1000,
+        burst=1000,
+    )
+
+
+TOKENS = (
+    token("viewer", VIEWER, ("ui:read",)),
+    token("script", SCRIPT, ("rules:explain",)),
+    token("other", OTHER, ("events:read", "ami:*")),
+)
+
+
+def settings(**changes: Any) -> ApiSettings:
+    return ApiSettings(tokens={t.name: t for t in TOKENS}, **changes)
+
+
+@pytest.fixture
+def ruleset(tmp_path: Path) -> RuleSet:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    loaded = load_rules([path], plugin_registry(timezone="Europe/Moscow"))
+    assert not loaded.errors, loaded.errors
+    return loaded
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[StubEngine]:
+    engine = StubEngine(state_dir=tmp_path)
+    yield engine
+    await engine.aclose()
+
+
+@pytest.fixture
+def ring(stub: StubEngine) -> LiveRing:
+    return LiveRing(stub)
+
+
+@pytest.fixture
+async def client(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(ApiContext(stub, settings(), live=ring, rules=lambda: ruleset))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as http:
+        yield http
+
+
+async def sign_in(client: httpx.AsyncClient, text: str = VIEWER) -> httpx.Response:
+    return await client.post("/ui/login", json={"token": text}, headers={"X-Callrouter-UI": "1"})
+
+
+def frames(body: str) -> list[tuple[str, Any]]:
+    """The SSE messages of a stream body: (event, data)."""
+    found = []
+    for block in body.split("\n\n"):
+        kind = re.search(r"^event: (.+)$", block, re.M)
+        data = re.search(r"^data: (.+)$", block, re.M)
+        if kind and data:
+            found.append((kind.group(1), json.loads(data.group(1))))
+    return found
+
+
+# -- the page and its files -----------------------------------------------------------
+
+
+async def test_page_is_served_with_a_strict_csp_in_the_preferred_language(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/ui/", headers={"Accept-Language": "ru-RU,ru;q=0.9,en;q=0.8"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-security-policy"] == CSP
+    assert "default-src 'self'" in CSP
+    assert "script-src 'self'" in CSP
+    assert "unsafe-inline" not in CSP
+    assert "unsafe-eval" not in CSP
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert '<html lang="ru">' in response.text
+    english = await client.get("/ui/", headers={"Accept-Language": "de-DE,en;q=0.5"})
+    assert '<html lang="en">' in english.text
+    redirected = await client.get("/ui")
+    assert redirected.status_code == 307
+    assert redirected.headers["location"] == "/ui/"
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        (None, "en"),
+        ("ru", "ru"),
+        ("en-US,en;q=0.9,ru;q=0.8", "en"),
+        ("ru;q=0.8,en;q=0.5", "ru"),
+        ("de,fr;q=0.9", "en"),
+        ("uk, ru;q=0.9, en;q=0.1", "ru"),
+        ("ru;q=abc,en;q=0.2", "en"),
+    ],
+)
+def test_language_from_accept_language(header: str | None, language: str) -> None:
+    assert pick_language(header) == language
+
+
+async def test_the_page_files_load_nothing_from_elsewhere_and_run_no_inline_script(
+    client: httpx.AsyncClient,
+) -> None:
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    # Every script has a src on this listener; no inline handlers or styles (CSP).
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/ui/static/app.js" defer>']
+    assert not re.search(r"\son[a-z]+\s*=", page)
+    assert not re.search(r"\sstyle\s*=", page)
+    for path in STATIC.iterdir():
+        text = path.read_text(encoding="utf-8")
+        urls = re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[a-z]{2,}", text)
+        assert urls in ([], ["http://www.w3.org"]), (path.name, urls)
+        served = await client.get(f"/ui/static/{path.name}")
+        if path.name == "index.html":
+            assert served.status_code == 404
+            continue
+        assert served.status_code == 200, path.name
+        assert served.content == path.read_bytes()
+        assert served.headers["content-security-policy"] == CSP
+
+
+async def test_unknown_and_traversing_file_names_are_404(client: httpx.AsyncClient) -> None:
+    for name in ("nope.js", "..%2Fui.py", "%2E%2E%2F%2E%2E%2Fconfig.py", "ui.py"):
+        response = await client.get(f"/ui/static/{name}")
+        assert response.status_code == 404, name
+
+
+def test_the_script_never_writes_markup() -> None:
+    """Callers' values reach the page as text: no API that parses a string as HTML."""
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setAttribute("on',
+        "srcdoc",
+        "createContextualFragment",
+    ):
+        assert sink not in script, sink
+    assert "textContent" in script
+
+
+def test_every_string_in_both_languages() -> None:
+    strings = json.loads((STATIC / "strings.json").read_text(encoding="utf-8"))
+    assert set(strings) == {"en", "ru"}
+    assert set(strings["en"]) == set(strings["ru"])
+    assert all(value.strip() for lang in strings.values() for value in lang.values())
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    used = set(re.findall(r'data-i18n="([a-z_-]+)"', page))
+    used |= set(re.findall(r'\bt\("([a-z_-]+)"', script))
+    assert used, "no strings found: the test no longer reads the page"
+    assert used <= set(strings["en"]), used - set(strings["en"])
+    # Keys built from a value (t(`state_${...}`)): every value the server sends.
+    for prefix, values in {
+        "state_": ("ringing", "routed", "answered", "ended"),
+        "outcome_": ("executed", "shadow", "late", "fell-through", "failed", "caller-gone"),
+        "status_": ("matched", "false", "lookup_failed", "error", "rejected", "skipped"),
+        "check_": ("asterisk", "event_stream", "rules", "serving"),
+        "action_": (
+            "ok",
+            "confirmed",
+            "unconfirmed",
+            "channel-gone",
+            "failed",
+            "no-executor",
+            "skipped",
+            "planned",
+        ),
+    }.items():
+        assert prefix in script
+        for value in values:
+            assert prefix + value in strings["en"], prefix + value
+
+
+# -- signing in -----------------------------------------------------------------------
+
+
+async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(
+    client: httpx.AsyncClient,
+) -> None:
+    before = await client.get("/ui/session")
+    assert before.status_code == 200
+    assert before.json() == {"signed_in": False}
+    response = await sign_in(client)
+    assert response.status_code == 200, response.text
+    assert response.json()["token"] == "viewer"
+    cookie = response.headers["set-cookie"]
+    attributes = [part.strip() for part in cookie.split(";")]
+    assert attributes[0].startswith(f"{COOKIE}=")
+    assert {"HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=3600"} <= set(attributes)
+    assert "Secure" not in attributes  # no TLS on this listener
+    assert VIEWER not in cookie
+    assert VIEWER.removeprefix("cr_") not in cookie
+    after = await client.get("/ui/session")
+    assert after.json()["signed_in"] is True
+    assert after.json()["token"] == "viewer"
+    out = await client.post("/ui/logout")
+    assert "Max-Age=0" in out.headers["set-cookie"]
+    assert (await client.get("/ui/session")).json() == {"signed_in": False}
+
+
+async def test_the_cookie_is_secure_behind_tls(tmp_path: Path) -> None:
+    tls = settings(cert=tmp_path / "c.pem", key=tmp_path / "k.pem")
+    value, session = Sessions(tls).issue(TOKENS[0])
+    assert "; Secure" in Sessions(tls).cookie(value, session)
+
+
+async def test_sign_in_refuses_bad_tokens_and_requests_not_from_the_page(
+    client: httpx.AsyncClient,
+) -> None:
+    unknown = await sign_in(client, "cr_nobody")
+    assert unknown.status_code == 401
+    assert "set-cookie" not in unknown.headers
+    lacking = await sign_in(client, OTHER)
+    assert lacking.status_code == 403
+    assert lacking.json()["missing_permission"] == "ui:read"
+    assert "set-cookie" not in lacking.headers
+    # rules:explain alone is for scripts, not the page.
+    assert (await sign_in(client, SCRIPT)).status_code == 403
+    # A cross-site form cannot add the page's header.
+    plain = await client.post("/ui/login", json={"token": VIEWER})
+    assert plain.status_code == 403
+    assert "set-cookie" not in plain.headers
+    # The token goes in the body only, never in a URL.
+    query = await client.post(f"/ui/login?token={VIEWER}", headers={"X-Callrouter-UI": "1"})
+    assert query.status_code == 400
+    empty = await client.post("/ui/login", json={"token": ""}, headers={"X-Callrouter-UI": "1"})
+    assert empty.status_code == 400
+    assert empty.json()["field"] == "token"
+
+
+def test_a_session_dies_when_forged_expired_or_its_token_changes() -> None:
+    now = [1_000_000.0]
+    sessions = Sessions(settings(), clock=lambda: now[0])
+    value, session = sessions.issue(TOKENS[0])
+    assert sessions.check(value) == session
+    payload, mac = value.split(".")
+    assert sessions.check(f"{payload}.{mac[:-2]}AA") is None
+    assert sessions.check(value + "x") is None
+    assert sessions.check("not a cookie") is None
+    assert sessions.check("e30.e30") is None
+    # Another process's key (a restart) signs other cookies.
+    assert Sessions(settings()).check(value) is None
+    # The token's name kept, its hash replaced in router.toml: the cookie is void.
+    replaced = token("viewer", "cr_new-secret", ("ui:read",))
+    moved = Sessions(ApiSettings(tokens={"viewer": replaced}), key=sessions._key)
+    assert moved.check(value) is None
+    # ui:read taken away: void.
+    demoted = token("viewer", VIEWER, ("events:read",))
+    assert Sessions(ApiSettings(tokens={"viewer": demoted}), key=sessions._key).check(value) is None
+    # Expiry: ui_session after the last renewal, MAX_SESSION after the login.
+    now[0] += 3599
+    assert sessions.check(value) is not None
+    now[0] += 2
+    assert sessions.check(value) is None
+    start = now[0]
+    value, session = sessions.issue(TOKENS[0])
+    while now[0] < start + MAX_SESSION - 1800:
+        now[0] += 1800
+        value, session = sessions.issue(TOKENS[0], issued=session.issued)
+        assert sessions.check(value) is not None
+    now[0] = start + MAX_SESSION
+    assert sessions.check(value) is None
+
+
+# -- the stream -----------------------------------------------------------------------
+
+
+async def test_the_stream_needs_a_session(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ui/stream")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    client.cookies.set(COOKIE, "e30.e30")
+    forged = await client.get("/ui/stream")
+    assert forged.status_code == 401
+    client.cookies.clear()
+    # A bearer token is no session: the page's paths take the cookie only.
+    bearer = await client.get("/ui/stream", headers={"Authorization": f"Bearer {VIEWER}"})
+    assert bearer.status_code == 401
+
+
+async def test_the_stream_sends_calls_decisions_with_traces_and_health(
+    client: httpx.AsyncClient,
+    stub: StubEngine,
+    ring: LiveRing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.3)
+    call = stub.calls.inbound_call(linkedid="1714557600.7", caller="79161234567", did="74951234567")
+    call.caller_name = HOSTILE
+    answer = {"found": True, "manager": {"extension": "101", "name": HOSTILE}}
+    trace = make_trace(caller="79161234567", lookups={"onec.responsible": answer}, rule="owner")
+    stub.decisions[call.linkedid] = {
+        "rule": "owner",
+        "rules": ["owner"],
+        "caller": "79161234567",
+        "did": "74951234567",
+        "actions": [{"kind": "redirect", "status": "confirmed", "detail": "", "ms": 4.2}],
+        "evaluate_ms": 1.5,
+        "total_ms": 12.0,
+        "deadline_left_ms": 2400.0,
+    }
+    ring.callrouter_decision(call, make_decision(("redirect", {"exten": "101"})), trace, "executed")
+    await sign_in(client)
+    response = await client.get("/ui/stream")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["content-security-policy"] == CSP
+    # Every (re)connect renews the session.
+    assert "HttpOnly" in response.headers["set-cookie"]
+    (kind, hello), *_ = frames(response.text)
+    assert kind == "hello"
+    assert hello["health"]["checks"] == {"asterisk": True, "rules": True}
+    assert hello["health"]["rules"] == 2
+    [shown] = hello["calls"]
+    assert shown["caller_name"] == HOSTILE  # as data: the page renders it as text
+    assert shown["rule"] == "owner"
+    [decision] = hello["decisions"]
+    assert decision["outcome"] == "executed"
+    assert decision["actions"][0]["status"] == "confirmed"
+    [rule] = decision["trace"]["rules"]
+    assert rule["rule"] == "owner"
+    assert rule["lookups"][0]["value"] == answer
+    assert decision["caller_name"] == HOSTILE
+
+
+async def test_a_decision_taken_while_the_page_watches_reaches_it(
+    client: httpx.AsyncClient,
+    stub: StubEngine,
+    ring: LiveRing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 1.0)
+    await sign_in(client)
+    call = stub.calls.inbound_call(linkedid="1714557600.8", caller="79161234567", did="74951234567")
+
+    async def decide_soon() -> None:
+        await asyncio.sleep(0.2)
+        ring.callrouter_decision(call, None, None, "late")
+
+    task = asyncio.create_task(decide_soon())
+    response = await client.get("/ui/stream")
+    await task
+    kinds = [kind for kind, _ in frames(response.text)]
+    assert kinds[0] == "hello"
+    assert "decision" in kinds
+    assert "calls" in kinds
+    late = next(data for kind, data in frames(response.text) if kind == "decision")
+    assert late["outcome"] == "late"
+    assert late["trace"] is None
+
+
+async def test_open_pages_per_token_are_bounded(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.5)
+    app = build_app(ApiContext(stub, settings(events_waiters=1), live=ring, rules=lambda: ruleset))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        await sign_in(http)
+        first = asyncio.create_task(http.get("/ui/stream"))
+        await asyncio.sleep(0.1)
+        second = await http.get("/ui/stream")
+        assert second.status_code == 429
+        assert (await first).status_code == 200
+        # The slot is given back when the stream ends.
+        assert (await http.get("/ui/stream")).status_code == 200
+
+
+def test_the_ring_keeps_the_last_decisions_and_cuts_huge_traces(stub: StubEngine) -> None:
+    ring = LiveRing(stub, keep=3)
+    call = stub.calls.inbound_call(linkedid="1714557600.9", caller="79161234567", did="7495")
+    for _ in range(5):
+        ring.callrouter_decision(call, None, None, "fell-through")
+    assert [entry["id"] for entry in ring.decisions()] == [3, 4, 5]
+    assert [entry["id"] for entry in ring.decisions(after=4)] == [5]
+    huge = make_trace(lookups={"onec.responsible": {"blob": "x" * 100_000}})
+    ring.callrouter_decision(call, None, huge, "executed")
+    entry = ring.decisions()[-1]
+    assert len(json.dumps(entry)) < 70_000
+    assert entry["trace"]["rules"][0]["lookups"][0]["value"].startswith("(left out")
+
+
+async def test_the_ring_wakes_its_watchers(stub: StubEngine) -> None:
+    import asyncio
+
+    ring = LiveRing(stub)
+    version = ring.version
+    waiting = asyncio.create_task(ring.wait(version, timeout=5))
+    await asyncio.sleep(0)
+    call = stub.calls.inbound_call(linkedid="1714557600.10", caller="1", did="2")
+    ring.callrouter_call_start(call)
+    assert await asyncio.wait_for(waiting, 1) == version + 1
+    # Nothing new: returns after the timeout with the same version.
+    assert await ring.wait(ring.version, timeout=0.01) == ring.version
+
+
+# -- explain --------------------------------------------------------------------------
+
+
+async def test_explain_answers_with_the_decision_and_its_trace(client: httpx.AsyncClient) -> None:
+    body = {
+        "caller": "8 (916) 123-45-67",
+        "did": "74951234567",
+        "at": "2026-12-01 12:00",
+        "lookups": {"onec.responsible": {"found": True, "manager": {"extension": "101"}}},
+    }
+    for text in (SCRIPT, VIEWER):
+        response = await client.post(
+            "/api/v1/explain", json=body, headers={"Authorization": f"Bearer {text}"}
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["decision"]["rules"] == ["owner"]
+        assert answer["decision"]["actions"][0]["params"]["exten"] == "101"
+        owner = answer["trace"]["rules"][0]
+        assert (owner["rule"], owner["status"]) == ("owner", "matched")
+        assert answer["trace"]["rules"][0]["lookups"][0]["value"]["found"] is True
+        assert "owner" in answer["text"]
+        assert "MATCHED" in answer["text"]
+    # No answer given: the lookup is "not provided" and the fallback decides.
+    plain = await client.post(
+        "/api/v1/explain",
+        json={"caller": "79161234567", "did": "74951234567"},
+        headers={"Authorization": f"Bearer {SCRIPT}"},
+    )
+    assert plain.json()["decision"]["rules"] == ["fallback"]
+
+
+async def test_explain_refuses_tokens_without_the_permission_and_bad_fields(
+    client: httpx.AsyncClient,
+) -> None:
+    auth = {"Authorization": f"Bearer {OTHER}"}
+    lacking = await client.post("/api/v1/explain", json={"caller": "1", "did": "2"}, headers=auth)
+    assert lacking.status_code == 403
+    assert lacking.json()["missing_permission"] == "rules:explain"
+    assert (
+        await client.post("/api/v1/explain", json={"caller": "1", "did": "2"})
+    ).status_code == 401
+    auth = {"Authorization": f"Bearer {SCRIPT}"}
+    cases = [
+        ({"did": "2"}, "caller"),
+        ({"caller": 5, "did": "2"}, "caller"),
+        ({"caller": "1", "did": "2", "at": "tomorrow"}, "at"),
+        ({"caller": "1", "did": "2", "lookups": []}, "lookups"),
+        ({"caller": "1", "did": "2", "lookups": {"onec.responsibl": {}}}, "lookups"),
+        ({"caller": "1", "did": "2", "colour": "red"}, "colour"),
+        ({"caller": "1" * 65, "did": "2"}, "caller"),
+    ]
+    for body, field in cases:
+        response = await client.post("/api/v1/explain", json=body, headers=auth)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["field"] == field
+    typo = await client.post(
+        "/api/v1/explain",
+        json={"caller": "1", "did": "2", "lookups": {"onec.responsibl": {}}},
+        headers=auth,
+    )
+    assert "did you mean 'onec.responsible'" in typo.json()["detail"]
+
+
+async def test_explain_without_rules_is_503(stub: StubEngine) -> None:
+    app = build_app(ApiContext(stub, settings()))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as http:
+        response = await http.post(
+            "/api/v1/explain",
+            json={"caller": "1", "did": "2"},
+            headers={"Authorization": f"Bearer {SCRIPT}"},
+        )
+    assert response.status_code == 503
+
+
+async def test_the_page_explains_with_its_cookie_and_header_only(client: httpx.AsyncClient) -> None:
+    body = {"caller": HOSTILE[:60], "did": "74951234567"}
+    assert (await client.post("/ui/explain", json=body)).status_code == 401
+    await sign_in(client)
+    without = await client.post("/ui/explain", json=body)
+    assert without.status_code == 403
+    response = await client.post("/ui/explain", json=body, headers={"X-Callrouter-UI": "1"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-security-policy"] == CSP
+    # A hostile "number" is only data: normalized away, the fallback decides.
+    assert response.json()["decision"]["rules"] == ["fallback"]
