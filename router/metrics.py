@@ -272,7 +272,10 @@ class Metrics:
             from router.ami.catalog import load_catalog
 
             event_names = load_catalog().events
-        self._event_names = frozenset(event_names)
+        #: Documented event names, lowercased: Asterisk's catalog spells some
+        #: differently from the wire (``NewExten`` documented, ``Newexten`` sent).
+        self._event_names = frozenset(name.lower() for name in event_names)
+        self._spelling: dict[str, str] = {}
         #: AMI events by label: plain integers, not prometheus-client counters,
         #: whose lock would cost each of a call's dozen events a microsecond.
         self.event_counts: dict[str, int] = {}
@@ -318,7 +321,9 @@ class Metrics:
         """One AMI event received (the hot path: one dictionary update)."""
         label = self._event_labels.get(name)
         if label is None:
-            label = name if name in self._event_names else OTHER
+            key = name.lower()
+            # One label per documented event, spelled as Asterisk first sent it.
+            label = self._spelling.setdefault(key, name) if key in self._event_names else OTHER
             if len(self._event_labels) < 4 * LABEL_CAP:
                 self._event_labels[name] = label
         counts = self.event_counts

@@ -116,10 +116,12 @@ async def test_events_by_name_fold_unknown_names_into_other(
 ) -> None:
     engine = await engine_factory(rules, plugins=[Owners()])
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")
+    ajam_replay.queue_event(Event="Newexten", Context="x")  # the catalog says NewExten
     ajam_replay.queue_event(Event="NoSuchEventFromAModule", Foo="1")
     ajam_replay.queue_event(Event="SomeOtherUnknown", Foo="1")
     await ajam_replay.settle(engine)
     assert sample(engine, "callrouter_events_total", name="FullyBooted") == 1
+    assert sample(engine, "callrouter_events_total", name="Newexten") == 1  # as Asterisk sends it
     assert sample(engine, "callrouter_events_total", name=OTHER) == 2
     assert sample(engine, "callrouter_events_total", name="NoSuchEventFromAModule") == 0
 
