@@ -552,3 +552,27 @@ async def test_the_page_explains_with_its_cookie_and_header_only(client: httpx.A
     assert response.headers["content-security-policy"] == CSP
     # A hostile "number" is only data: normalized away, the fallback decides.
     assert response.json()["decision"]["rules"] == ["fallback"]
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+def test_ui_session_and_the_permissions_are_read_from_router_toml(tmp_path: Path) -> None:
+    from router.errors import ConfigError
+    from router.testing import config_from_toml
+
+    block = (
+        f'[api]\nui_session = 600\n[api.tokens.wall]\nhash = "{hash_token(VIEWER)}"\n'
+        'allow = ["ui:read", "rules:explain"]\nextensions = ["*"]\n'
+    )
+    api = config_from_toml(tmp_path, block).api
+    assert api is not None
+    assert api.ui_session == 600
+    assert api.tokens["wall"].allow == ("ui:read", "rules:explain")
+    default = config_from_toml(tmp_path, block.replace("ui_session = 600\n", "")).api
+    assert default is not None
+    assert default.ui_session == 3600
+    with pytest.raises(ConfigError, match=r"\[api\] ui_session"):
+        config_from_toml(tmp_path, block.replace("600", "10"))
+    with pytest.raises(ConfigError, match="did you mean 'ui:read'"):
+        config_from_toml(tmp_path, block.replace('"ui:read"', '"ui:reed"'))
