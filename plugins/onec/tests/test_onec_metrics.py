@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.plugin import OneCPlugin
 from router import Metrics
-from router.metrics import exposition
 from router.testing import StubEngine, config_from_toml
 
 PASSWORD = "пароль-secret"  # the double's (conftest.py)
@@ -24,7 +24,7 @@ PASSWORD = "пароль-secret"  # the double's (conftest.py)
 def values(metrics: Metrics, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {
         tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(exposition(metrics).decode())
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
         for s in family.samples
         if s.name == metric
     }
