@@ -146,6 +146,13 @@ class RawmanParser:
         self._expect_banner = banner
         #: The ``Asterisk Call Manager/x.y.z`` greeting of a TCP connection.
         self.banner: str | None = None
+        #: Event names worth a :class:`Message`; ``None``: every event. Other
+        #: events are dropped before they are parsed (what Asterisk's
+        #: ``Filter`` would have done, when the user may not send one), except
+        #: one carrying an ``ActionID`` (an action's list item or outcome).
+        self.wanted: frozenset[str] | None = None
+        #: Events dropped by :attr:`wanted`, for status pages and tests.
+        self.skipped = 0
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
@@ -174,10 +181,16 @@ class RawmanParser:
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         check_lines = len(chunk) > MAX_LINE_BYTES
+        wanted = self.wanted
         out: list[Message] = []
         for block in text.split("\n\n"):
             if not block or not block.strip("\n"):
                 continue
+            if wanted is not None and block.startswith("Event: "):
+                end = block.find("\n")
+                if block[7 : end if end > 0 else None] not in wanted and "\nActionID:" not in block:
+                    self.skipped += 1
+                    continue
             lines = block.split("\n")
             if check_lines:
                 for line in lines:

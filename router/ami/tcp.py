@@ -160,10 +160,11 @@ class _Connection(asyncio.Protocol):
 
     def _route(self, messages: list[Message]) -> None:
         events: list[Event] = []
-        pending = self._pending
         for msg in messages:
             if type(msg) is Event:
-                action_id = msg.action_id if pending else None
+                # Only an action's list takes events (and building the
+                # message's index for its ActionID is not free).
+                action_id = msg.action_id if self._lists else None
                 if action_id is None or action_id not in self._lists:
                     events.append(msg)
                     continue
@@ -204,6 +205,10 @@ class _Connection(asyncio.Protocol):
         self._collector.expect(action.action_id)
         self.transport.write(data)
         return future
+
+    def want(self, names: frozenset[str] | None) -> None:
+        """Parse only these events (``None``: all); Asterisk may send more."""
+        self._parser.wanted = names
 
     def forget(self, action_id: str) -> None:
         """An action given up on (timeout): its late answer is dropped."""
@@ -347,6 +352,7 @@ class TCPClient(AMIActions[ActionResult]):
         settings = self.settings
         loop = asyncio.get_running_loop()
         conn = _Connection(self, settings.max_response_bytes)
+        conn.want(self.event_selection.names)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -427,6 +433,8 @@ class TCPClient(AMIActions[ActionResult]):
         """
         self.event_selection = selection
         conn = self._conn
+        if conn is not None:
+            conn.want(selection.names)
         if conn is not None and not conn.lost:
             async with self._login_lock:
                 await self._filter_session(conn, selection)

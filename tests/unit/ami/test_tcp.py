@@ -316,3 +316,34 @@ def test_stream_parser_bounds_a_line_without_newline() -> None:
     parser.feed(b"Event: A\r\nK: ")
     with pytest.raises(AMIProtocolError, match="without a newline"):
         parser.feed(b"v" * (MAX_LINE_BYTES + 10))
+
+
+def test_stream_parser_drops_unwanted_events_before_parsing_them() -> None:
+    parser = RawmanParser()
+    parser.wanted = frozenset({"Hangup"})
+    got = parser.feed(
+        b"Event: VarSet\r\nVariable: X\r\n\r\n"
+        b"Event: Hangup\r\nChannel: A\r\n\r\n"
+        b"Event: CoreShowChannel\r\nActionID: 7\r\n\r\n"
+        b"Response: Success\r\nActionID: 8\r\n\r\n"
+    )
+    assert [m.get("Event") or m.get("Response") for m in got] == [
+        "Hangup",
+        "CoreShowChannel",  # an action's list item is never dropped
+        "Success",
+    ]
+    assert parser.skipped == 1
+
+
+async def test_events_outside_the_selection_never_reach_wait_event(fake: FakeAMI) -> None:
+    fake.denied.add("filter")  # Asterisk cannot filter for this user: the client does
+    client = TCPClient(settings(fake))
+    client.event_selection = EventSelection(frozenset({"Hangup"}), frozenset({"call"}))
+    async with client:
+        fake.push(("Event", "VarSet"), ("Variable", "X"))
+        fake.push(("Event", "Hangup"), ("Channel", "A"))
+        events = await client.wait_event(5)
+        assert [e.name for e in events] == ["Hangup"]
+        await client.set_events(EventSelection(None, None))
+        fake.push(("Event", "VarSet"), ("Variable", "Y"))
+        assert [e.name for e in await client.wait_event(5)] == ["VarSet"]
