@@ -106,6 +106,9 @@ class Leg:
     rang: bool = False
     #: Left the call by a transfer (its hangup is not the call's end).
     transferred_away: bool = False
+    #: Its CHAN_START was folded here: only such a leg can have rung in this
+    #: call (a leg first seen later joined from elsewhere, or was seen mid-way).
+    started_here: bool = False
 
 
 @dataclass(slots=True)
@@ -169,7 +172,8 @@ class CallFold:
             record.channel,
             extension_of(record.channel, self.is_internal),
             record.at,
-            originator=not self.legs and record.uniqueid == self.linkedid,
+            # The Linkedid is its first channel's Uniqueid, whatever we saw first.
+            originator=record.uniqueid == self.linkedid,
         )
         self.legs[record.uniqueid] = leg
         if leg.originator:
@@ -177,7 +181,9 @@ class CallFold:
         return leg
 
     def _on_start(self, record: CelRecord) -> list[CallEvent]:
-        self._leg(record)
+        leg = self._leg(record)
+        if leg is not None:
+            leg.started_here = True
         return []
 
     def _start(self, leg: Leg, record: CelRecord) -> None:
@@ -342,7 +348,7 @@ class CallFold:
     # -- deciding ----------------------------------------------------------------
 
     def _ringing(self, leg: Leg) -> list[CallEvent]:
-        if leg.rang or leg.extension is None or leg.originator:
+        if leg.rang or leg.extension is None or leg.originator or not leg.started_here:
             return []
         leg.rang = True
         return [self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)]
