@@ -58,6 +58,7 @@ from router.dialplan import (
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
     REQUEST_EVENT,
+from router.calllife.model import CallEvent
     SAFETY_MARGIN,
     Dialplan,
     LocationPolicy,
@@ -189,7 +190,7 @@ class Engine:
         )
         self.calllife = CallLife(
             config.history,
-            self.plugins.call_event,
+            self._call_event,
             is_internal=lambda number: self.registry.is_internal_number(number),
         )
         self._scheduler = AsyncIOScheduler()
@@ -310,6 +311,11 @@ class Engine:
             stream_current=self._stream is not None and not self._stream.failing,
             rule_problems=len(self.setup_problems),
             rules=len(self.rules.current.rules),
+    async def _call_event(self, event: CallEvent) -> None:
+        """Count a call life event (``callrouter_call_events_total``), then tell plugins."""
+        self.metrics.call_events.labels(event.kind, "true" if event.replayed else "false").inc()
+        await self.plugins.call_event(event)
+
             serving=self.ready.is_set() and not self._stopping.is_set(),
         )
 

@@ -242,6 +242,13 @@ class Metrics:
         self.rules_loaded = Gauge(
             "callrouter_rules_loaded", "Rules in the rule set in use.", registry=r
         )
+        self.call_events = Counter(
+            "callrouter_call_events",
+            "Call life events (router/calllife, from CEL) told to plugins, by kind and "
+            "whether they were replayed after a gap.",
+            ["kind", "replayed"],
+            registry=r,
+        )
         self.api_requests = Counter(
             "callrouter_api_requests",
             "HTTP API requests by operation and status code.",

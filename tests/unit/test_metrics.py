@@ -173,6 +173,19 @@ async def test_calls_that_fell_through_while_down_are_counted_at_start(
     assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
 
 
+async def test_call_life_events_are_counted_by_kind(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    from router.testing.cel import answered_call, as_ami
+
+    engine = await engine_factory(rules, plugins=[Owners()])
+    ajam_replay.queue_events([as_ami(r) for r in answered_call().records])
+    await ajam_replay.settle(engine)
+    for kind in ("ringing", "answered", "hangup"):
+        assert sample(engine, "callrouter_call_events_total", kind=kind, replayed="false") == 1
+    assert sample(engine, "callrouter_call_events_total", kind="missed", replayed="false") == 0
+
+
 async def test_reloads_by_result_and_rules_loaded(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
