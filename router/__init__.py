@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
     from router.config import Config, SettingsReader
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
-    from router.rules.cron import check_cron, cron_trigger
     from router.metrics import Metrics
+    from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
     from router.supervise import Supervised
@@ -87,11 +87,11 @@ _LAZY = {
     "Registry": "router.rules.registry",
     # A plugin's long-lived loop, logged and restarted when it dies.
     "Supervised": "router.supervise",
+    "Metrics": "router.metrics",
 }
 
 
 def __getattr__(name: str) -> object:
-    "Metrics": "router.metrics",
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'router' has no attribute {name!r}")
