@@ -123,6 +123,9 @@ class AsteriskSettings:
     #: tcp:// and tls:// only: a Ping when the socket has been quiet for half
     #: this long; a connection silent for this long is dead (a half-open socket).
     ping_interval: float = 5.0
+    #: "auto": ask Asterisk only for the events the rules and plugins need
+    #: (router/ami/event_filter.py); "all": every event the user may read.
+    events: Literal["auto", "all"] = "auto"
 
     @property
     def native(self) -> bool:
@@ -210,6 +213,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "http_client",
         "max_response_bytes",
         "ping_interval",
+        "events",
     ),
     "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
     "plugins": ("enabled", "disabled"),
@@ -530,6 +534,7 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
             "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 64 * 1024, 1024 * 1024 * 1024
         ),
         ping_interval=reader.seconds("ping_interval", 5.0),
+        events=cast(Literal["auto", "all"], reader.choice("events", ("auto", "all"), "auto")),
     )
 
 

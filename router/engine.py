@@ -38,6 +38,13 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from router.ami.client import ClientSettings, open_client
+from router.ami.event_filter import (
+    API_EVENTS,
+    CORE_EVENTS,
+    EVERYTHING,
+    EventSelection,
+    select_events,
+)
 from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
@@ -372,6 +379,7 @@ class Engine:
         await self.setup()
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
+        await self._client.set_events(await self.event_selection())
         await self._client.login()
         self._scheduler.start()
         self._schedule_rules()
@@ -734,7 +742,42 @@ class Engine:
         log.info("reloaded %d rules", len(loaded.rules))
         if self._scheduler.running:
             self._schedule_rules()
+            self._spawn(self._refilter())
         return loaded
+
+    async def event_selection(self) -> EventSelection:
+        """The AMI events to ask Asterisk for: the engine's own, the rules'
+        (``on: event``, ``VarSet`` when a rule reads ``call.vars``) and the
+        plugins' (router/ami/event_filter.py; ``[asterisk] events``)."""
+        if self._config.asterisk.events == "all":
+            return EVERYTHING
+        core = set(CORE_EVENTS) | LIVE_EVENTS
+        if self._config.api is not None:
+            core |= API_EVENTS
+        current = self.rules.current
+        if current.reads_call_vars:
+            core.add("VarSet")
+        return select_events(
+            rule_patterns=current.event_patterns,
+            plugins=await self.plugins.wanted_events(),
+            core=core,
+        )
+
+    async def _refilter(self) -> None:
+        """After a reload: the new rules may need other events (an ``on: event``
+        rule added or removed). Widening applies to the live session; narrowing
+        at the next login (Asterisk cannot remove a session's filters)."""
+        selection = await self.event_selection()
+        if selection == self._client.event_selection:
+            return
+        log.info(
+            "rules changed the events asked for: %s",
+            "every event" if selection.names is None else ", ".join(sorted(selection.names)),
+        )
+        try:
+            await self._client.set_events(selection)
+        except AMIError as exc:  # the next login asks for them anyway
+            log.warning("could not change the event filter now: %s", exc)
 
     def _scan_rule_files(self) -> dict[Path, float]:
         found: dict[Path, float] = {}

@@ -17,6 +17,7 @@ Life cycle::
     callrouter_configure     once, after router.toml is read
     callrouter_metrics       once, to add the plugin's metric families
     callrouter_register      once per (re)load, to add rule functions, lookups, actions
+    callrouter_wanted_events once per (re)load, after register: the AMI events it reads
     callrouter_startup       once, when connected; schedule timed jobs here
       callrouter_event         every AMI event
       callrouter_call_start    a call (Linkedid) appears
@@ -32,7 +33,7 @@ Life cycle::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -243,6 +244,21 @@ def callrouter_event(event: Event, call: Call | None) -> None:
     ``call`` is the tracked call the event belongs to (by Linkedid), already
     updated with this event, or None for events of no call. Runs on the hot
     path: return quickly and hand slow work to a task. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_wanted_events() -> Iterable[str] | None:
+    """The AMI events this plugin's ``callrouter_event`` reads, so Asterisk
+    sends no others (``[asterisk] events = "auto"``, docs/asterisk.md).
+
+    Runs at start and at every rule reload, after ``callrouter_register``.
+    Return event names (``"Hangup"``) or globs (``"Queue*"``, matched against
+    the AMI catalog's names); an empty iterable if it reads none. ``None``
+    means every event: the session then gets all events whatever the rules
+    and the other plugins need. A plugin that implements ``callrouter_event``
+    without this hook, or whose hook raises, is taken to want every event,
+    so filtering never hides an event from a plugin that did not ask.
     """
 
 

@@ -319,6 +319,35 @@ class Plugins:
         )
 
     async def call_start(self, call: Call) -> None:
+    async def wanted_events(self) -> list[Iterable[str] | None]:
+        """Each event-reading plugin's ``callrouter_wanted_events`` (None: every event).
+
+        A plugin with ``callrouter_event`` and no answer (no such hook, or
+        it raised, or returned something that is not names) wants every
+        event: filtering must never hide one from a plugin that did not ask.
+        """
+        answers: dict[str, Iterable[str] | None] = {
+            impl.plugin_name: None for impl in self._impls("callrouter_event")
+        }
+        for impl in self._impls("callrouter_wanted_events"):
+            names: tuple[str, ...] | None = None
+            try:
+                value = impl.function()
+                if inspect.isawaitable(value):
+                    async with asyncio.timeout(HOOK_TIMEOUT):
+                        value = await value
+                if value is not None:
+                    if isinstance(value, str) or not isinstance(value, Iterable):
+                        raise TypeError(f"expected event names or None, got {value!r}")
+                    names = tuple(value)
+                    if not all(isinstance(name, str) for name in names):
+                        raise TypeError(f"expected event names or None, got {names!r}")
+            except Exception as exc:
+                self._report("callrouter_wanted_events", impl, exc, None)
+                names = None
+            answers[impl.plugin_name] = names
+        return list(answers.values())
+
         await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)
 
     async def prefetch(self, call: Call) -> None:

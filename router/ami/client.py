@@ -408,6 +408,12 @@ class AJAMClient(AMIActions[ActionResult]):
             result = await self._post(mask)
             if result.response.ok:
                 self._session_mask = selection.mask
+                if selection.mask != "off" and result.response.get("Events") == "Off":
+                    log.warning(
+                        "Asterisk turned events off for the mask %r: may %r read those classes?",
+                        selection.mask,
+                        self.settings.username,
+                    )
             else:
                 log.warning(
                     "Asterisk refused the event mask %r: %s",

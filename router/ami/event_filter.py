@@ -38,6 +38,7 @@ __all__ = [
     "CALL_LIFE_EVENTS",
     "CORE_EVENTS",
     "EVERYTHING",
+    "MASK_CLASSES",
     "EventSelection",
     "class_of",
     "filter_refused",
@@ -139,13 +140,24 @@ class EventSelection:
 EVERYTHING = EventSelection(None, None)
 
 
+#: The classes Asterisk's ``Events`` mask knows (manager.c ``perms[]``). A
+#: name it does not know is silently dropped, and a mask of only unknown
+#: names is "off": no events at all.
+MASK_CLASSES: frozenset[str] = frozenset(
+    "system call log verbose command agent user config dtmf reporting cdr dialplan "
+    "originate agi cc aoc test security message".split()
+)
+
+
 def class_of(name: str, events: Mapping[str, Iterable[str]]) -> tuple[str, ...] | None:
     """The classes an event is sent under, or None when unknown (then every class)."""
     known = _CLASS_OF.get(name)
     if known is not None:
         return known
-    classes = events.get(name)
-    return tuple(classes) if classes else None
+    classes = tuple(events.get(name) or ())
+    if not classes or not set(classes) <= MASK_CLASSES:
+        return None
+    return classes
 
 
 def _expand(pattern: str, known: Iterable[str]) -> set[str] | None:

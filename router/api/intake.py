@@ -148,6 +148,18 @@ class FeedIntake:
         self._release(call.linkedid, state)
 
     @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        """The events translated below (Asterisk sends no others: docs/asterisk.md)."""
+        return (
+            "AttendedTransfer",
+            "BlindTransfer",
+            "DeviceStateChange",
+            "DialBegin",
+            "DialEnd",
+            "ExtensionStatus",
+        )
+
+    @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         """Translate one AMI event; only dictionary work on this hot path."""
         name = event.name

@@ -163,6 +163,11 @@ class LiveRing:
         self._bump()
 
     @hookimpl
+    def callrouter_wanted_events(self) -> frozenset[str]:
+        """The events counted below (Asterisk sends no others: docs/asterisk.md)."""
+        return _CALL_EVENTS
+
+    @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         if call is not None and event.name in _CALL_EVENTS:
             self._bump()

@@ -134,6 +134,11 @@ class Recorder:
         return ", ".join(r.local_path.name for r in started)
 
     @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        """The events read below (Asterisk sends no others: docs/asterisk.md)."""
+        return ("MixMonitorStop", "Hangup")
+
+    @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         if self.store is None or event.name not in ("MixMonitorStop", "Hangup") or call is None:
             return

@@ -11,6 +11,7 @@ never results.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class RuleSet:
     errors: tuple[RuleValidationError, ...] = ()
     fatal: bool = False
     _calls: CallIndex = field(default_factory=lambda: CallIndex((), {}, {}), repr=False)
+    #: Some rule reads ``call.vars``: the engine then asks Asterisk for ``VarSet``.
+    reads_call_vars: bool = False
     _events: tuple[Rule, ...] = field(default=(), repr=False)
     _event_cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
     _schedules: Mapping[str, Rule] = field(default_factory=dict, repr=False)
@@ -72,6 +75,7 @@ class RuleSet:
             tuple(errors),
             fatal,
             CallIndex(calls, frozen_lists, registry.functions),
+            any(_reads_call_vars(r) for r in ordered),
             tuple(r for r in ordered if r.trigger.kind == "event"),
             {},
             MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
@@ -139,6 +143,26 @@ class RuleSet:
     def may_ask(self, context: Context, lookup: str) -> bool:
         """Could routing ``context`` ask ``lookup``? (:func:`~router.rules.evaluate.may_ask`)"""
         return may_ask(self.rules_for(context), context, self.registry, self.lists, lookup)
+
+
+def _reads_call_vars(rule: Rule) -> bool:
+    """Does any expression of the rule read ``call.vars`` (fed by ``VarSet`` events)?"""
+    trees = [e.tree for e in (rule.condition, rule.when) if e is not None]
+    for lookup in rule.lookups:
+        trees.extend(a.tree for a in lookup.args)
+        trees.extend(v.tree for _, v in lookup.kwargs)
+    for action in rule.actions:
+        for _, value in action.params:
+            if not isinstance(value, str):
+                trees.extend(e.tree for e in value.expressions)
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "vars"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "call"
+        for tree in trees
+        for node in ast.walk(tree)
+    )
 
 
 def call_context(

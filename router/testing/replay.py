@@ -643,6 +643,15 @@ class ReplayAsterisk:
     def _action_ping(self, sent: SentAction) -> str:
         return self._ok(sent.action_id, ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
 
+    def _action_events(self, sent: SentAction) -> str:
+        # As Asterisk 22: any mask but "off" (or one of unknown classes) is "On".
+        mask = (sent.get("EventMask") or "").strip().lower()
+        return self._ok(sent.action_id, ("Events", "Off" if mask in ("", "off") else "On"))
+
+    def _action_filter(self, sent: SentAction) -> str:
+        # Accepted and recorded (``sent("Filter")``); the fake's events are not filtered.
+        return self._ok(sent.action_id, ("Message", "Success"))
+
     def _action_setvar(self, sent: SentAction) -> str:
         variable = sent.get("Variable") or ""
         if not variable:

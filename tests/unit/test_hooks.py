@@ -253,6 +253,68 @@ async def test_hook_callrouter_event(
     assert all(e["call"] is call for e in events[1:])
 
 
+async def test_hook_callrouter_wanted_events(
+    engine_factory: EngineFactory, tmp_path: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """The plugins' events and the rules' go into the Login's class mask and the
+    session's name filters; a reload that needs more adds them to the same session."""
+
+    class Cdrs:
+        @hookimpl
+        def callrouter_event(self, event: Event, call: Call | None) -> None:
+            pass
+
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("Cdr",)
+
+    rules = tmp_path / "rules.yaml"
+    on_event = (
+        "  - name: joined\n    on: event {}\n"
+        "    do: [{{ami: {{action: DBPut, family: f, key: k, val: v}}}}]\n"
+    )
+    rules.write_text("version: 1\nrules:\n" + on_event.format("QueueCallerJoin"), "utf-8")
+    engine = await engine_factory(rules, plugins=[Cdrs()])
+    selection = engine.ami.event_selection
+    assert selection.names is not None
+    assert {"Cdr", "QueueCallerJoin", "UserEvent", "Hangup"} <= selection.names
+    assert "VarSet" not in selection.names  # no rule reads call.vars
+    [login] = ajam_replay.sent("Login")
+    mask = set((login.get("Events") or "").split(","))
+    assert {"cdr", "agent", "call", "user"} <= mask
+    filtered = {f.get("MatchCriteria") for f in ajam_replay.sent("Filter")}
+    assert "action(include),name(Cdr)" in filtered
+    assert "action(include),name(QueueCallerJoin)" in filtered
+
+    rules.write_text(
+        "version: 1\nrules:\n"
+        + on_event.format("QueueCallerJoin")
+        + on_event.replace("joined", "vars")
+        .format("Hangup")
+        .replace("do:", "if: call.vars.X == '1'\n    do:"),
+        "utf-8",
+    )
+    await engine.reload_in_thread()
+    await ajam_replay.settle(engine)
+    filtered = {f.get("MatchCriteria") for f in ajam_replay.sent("Filter")}
+    assert "action(include),name(VarSet)" in filtered  # a rule now reads call.vars
+    assert len(ajam_replay.sent("Login")) == 1  # the same session, its queue kept
+
+
+async def test_a_plugin_reading_events_without_saying_which_gets_every_event(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    class Broken:
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            raise RuntimeError("no idea")
+
+    engine = await engine_factory(rules, plugins=[Recorder(), Broken()])
+    assert engine.ami.event_selection.names is None
+    assert "Events" not in dict(ajam_replay.sent("Login")[0].fields)
+    assert ajam_replay.sent("Filter") == []
+
+
 async def test_hook_callrouter_call_start(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
