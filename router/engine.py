@@ -58,6 +58,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
+from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker
 from router.config import Config
@@ -65,7 +66,6 @@ from router.dialplan import (
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
     REQUEST_EVENT,
-from router.calllife.model import CallEvent
     SAFETY_MARGIN,
     Dialplan,
     LocationPolicy,
@@ -84,8 +84,8 @@ from router.rules.context import Context
 from router.rules.cron import cron_trigger
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
-from router.supervise import Throttle, log_task_failure, logged
 from router.sdnotify import Notifier
+from router.supervise import Throttle, log_task_failure, logged
 
 __all__ = ["Engine", "EngineOptions", "RouteRecord"]
 
@@ -190,11 +190,11 @@ class Engine:
         self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
         self.metrics.ready = lambda: self.health().ready
         self._metrics_given = False
-        #: A call's life from CEL: live, and rebuilt after gaps (router/calllife).
         #: systemd's READY/WATCHDOG/STATUS when run with Type=notify (router/sdnotify.py).
         self._notifier = Notifier(
             self.health, alive=lambda: self._serve_task is not None and not self._stopping.is_set()
         )
+        #: A call's life from CEL: live, and rebuilt after gaps (router/calllife).
         self.calllife = CallLife(
             config.history,
             self._call_event,
@@ -311,6 +311,11 @@ class Engine:
     def tracker(self) -> CallTracker:
         return self._tracker
 
+    async def _call_event(self, event: CallEvent) -> None:
+        """Count a call life event (``callrouter_call_events_total``), then tell plugins."""
+        self.metrics.call_events.labels(event.kind, "true" if event.replayed else "false").inc()
+        await self.plugins.call_event(event)
+
     def health(self) -> Health:
         """What ``/readyz`` answers (router/health.py)."""
         return readiness(
@@ -318,11 +323,6 @@ class Engine:
             stream_current=self._stream is not None and not self._stream.failing,
             rule_problems=len(self.setup_problems),
             rules=len(self.rules.current.rules),
-    async def _call_event(self, event: CallEvent) -> None:
-        """Count a call life event (``callrouter_call_events_total``), then tell plugins."""
-        self.metrics.call_events.labels(event.kind, "true" if event.replayed else "false").inc()
-        await self.plugins.call_event(event)
-
             serving=self.ready.is_set() and not self._stopping.is_set(),
         )
 
@@ -462,6 +462,7 @@ class Engine:
         assert self._stream is not None, "call start() first"
         self._serve_task = asyncio.current_task()
         self.ready.set()
+        self._notifier.start()
         log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url, self.shadow)
         try:
             while not self._stopping.is_set():
@@ -473,7 +474,6 @@ class Engine:
                 except Exception:
                     # The stream catches its own errors; this is a backstop so
                     # that nothing short of a stop request ends the service.
-        self._notifier.start()
                     self._bad_events.exception("stream", "event stream failed; restarting it")
                     await asyncio.sleep(1.0)
         except asyncio.CancelledError:
@@ -552,6 +552,7 @@ class Engine:
         self._stopped = True
         self.router.accepting = False
         self._stopping.set()
+        await self._notifier.stop()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         if self._api_server is not None:
@@ -563,7 +564,6 @@ class Engine:
             await self._feed.aclose()
         await self._leave()
         if self.router.tasks:
-        await self._notifier.stop()
             _, pending = await asyncio.wait(
                 set(self.router.tasks), timeout=self.options.drain_timeout
             )
