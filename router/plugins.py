@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
     from router.config import Config
     from router.hookspecs import EngineAPI, RouteOutcome
+    from router.metrics import Metrics
     from router.rules.decision import Action, Decision, Trace
     from router.rules.registry import Registry
 
@@ -318,7 +319,6 @@ class Plugins:
             scope=call.linkedid if call else None,
         )
 
-    async def call_start(self, call: Call) -> None:
     async def wanted_events(self) -> list[Iterable[str] | None]:
         """Each event-reading plugin's ``callrouter_wanted_events`` (None: every event).
 
@@ -348,6 +348,7 @@ class Plugins:
             answers[impl.plugin_name] = names
         return list(answers.values())
 
+    async def call_start(self, call: Call) -> None:
         await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)
 
     async def prefetch(self, call: Call) -> None:
@@ -388,6 +389,9 @@ class Plugins:
 
     async def stream_gap(self, gap: StreamGap) -> None:
         await self._call_each("callrouter_stream_gap", {"gap": gap})
+
+    async def metrics(self, metrics: Metrics) -> None:
+        await self._call_each("callrouter_metrics", {"metrics": metrics})
 
     async def call_event(self, event: CallEvent) -> None:
         await self._call_each("callrouter_call_event", {"event": event}, scope=event.call_id)
