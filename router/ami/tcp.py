@@ -93,6 +93,9 @@ log = logging.getLogger("router.ami.tcp")
 
 #: Largest event list one action may produce (a CoreShowChannels of a huge PBX).
 MAX_LIST_ITEMS = 1_000_000
+#: Events handed over by one ``wait_event``: in a burst the engine routes the
+#: first calls while later events wait, as a callback-per-event loop would.
+MAX_BATCH = 64
 
 
 class _Lost(Exception):
@@ -536,13 +539,19 @@ class TCPClient(AMIActions[ActionResult]):
     ) -> ActionResult:
         wait = self.settings.request_timeout if timeout is None else timeout
         future = conn.send(action)
+        # A timer on the answer's own future: asyncio.wait_for would add a
+        # waiter future and two callbacks to every action on the hot path.
+        timer = asyncio.get_running_loop().call_later(wait, _expire, future)
         try:
-            return await asyncio.wait_for(future, wait)
+            return await future
         except TimeoutError as exc:
-            conn.forget(action.action_id or "")
             raise AMITimeoutError(
                 f"{action.name}: no answer from {self._endpoint} within {wait:g} s"
             ) from exc
+        finally:
+            timer.cancel()
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                conn.forget(action.action_id or "")
 
     async def request(
         self,
@@ -618,10 +627,22 @@ class TCPClient(AMIActions[ActionResult]):
                 conn = await self._connected()
                 if not self._events:
                     await self._wait_for_events(conn, timeout)
-            events = list(self._events)
-            self._events.clear()
+            else:
+                # Events were waiting: let the decisions they started run
+                # (their Redirects) before handing over the next batch.
+                await asyncio.sleep(0)
+            queue = self._events
+            if len(queue) <= MAX_BATCH:
+                events = list(queue)
+                queue.clear()
+            else:  # a burst: in slices, so routing is not behind a whole backlog
+                events = [queue.popleft() for _ in range(MAX_BATCH)]
             current = self._conn
-            if current is not None and current.paused:
+            if (
+                current is not None
+                and current.paused
+                and len(queue) <= self.settings.max_queued_events // 2
+            ):
                 current.resume()
             if not events and self._unreported is not None:
                 why, self._unreported = self._unreported, None
@@ -640,6 +661,11 @@ class TCPClient(AMIActions[ActionResult]):
         finally:
             timer.cancel()
             self._wakeup = None
+
+
+def _expire(future: asyncio.Future[ActionResult]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

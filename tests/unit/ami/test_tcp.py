@@ -347,3 +347,11 @@ async def test_events_outside_the_selection_never_reach_wait_event(fake: FakeAMI
         await client.set_events(EventSelection(None, None))
         fake.push(("Event", "VarSet"), ("Variable", "Y"))
         assert [e.name for e in await client.wait_event(5)] == ["VarSet"]
+
+
+async def test_a_backlog_is_handed_over_in_slices(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        fake.push_raw(b"".join(b"Event: Burst\r\nSeq: %d\r\n\r\n" % i for i in range(200)))
+        await until(lambda: len(client._events) == 200)
+        sizes = [len(await client.wait_event(1)) for _ in range(4)]
+    assert sizes == [64, 64, 64, 8]
