@@ -85,8 +85,8 @@ if TYPE_CHECKING:  # pragma: no cover
         Config,
         Decision,
         EngineAPI,
-        Registry,
         Metrics,
+        Registry,
         RequestInfo,
         RouteOutcome,
         Trace,
@@ -490,9 +490,9 @@ class OneCPlugin:
         self.cache: ResponsibleCache | None = None
         self.queue: HistoryQueue | None = None
         self.sender: HistorySender | None = None
-        #: Last ping: True (answered), False (failed), None (not pinged yet).
         #: The plugin's metric families (``callrouter_metrics``), one engine's.
         self.metrics: OneCMetrics | None = None
+        #: Last ping: True (answered), False (failed), None (not pinged yet).
         self.healthy: bool | None = None
         self._engine: EngineAPI | None = None
         #: What the lookup said per call id (monotonic time remembered, facts).
@@ -517,9 +517,6 @@ class OneCPlugin:
         )
 
     @hookimpl
-    def callrouter_register(self, registry: Registry) -> None:
-        """The lookup and the notify target exist whether or not 1C is configured,
-    @hookimpl
     def callrouter_metrics(self, metrics: Metrics) -> None:
         """Breaker state, stale answers, the history queue (callrouter_onec/metrics.py)."""
         self.metrics = OneCMetrics(
@@ -530,6 +527,9 @@ class OneCPlugin:
         if self.metrics is not None and self.queue is not None:
             await self.metrics.refresh_queue(self.queue)
 
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        """The lookup and the notify target exist whether or not 1C is configured,
         so rules that use them validate on every installation."""
         registry.add_lookup(LOOKUP, self.responsible)
         registry.add_notify_target(NAME, "1C: call events (missed, ...) into 1C's call history")
@@ -582,10 +582,10 @@ class OneCPlugin:
             failure_threshold=config.failure_threshold,
             open_seconds=config.open_seconds,
             rules=config.rules,
+            on_stale=self.metrics.stale if self.metrics is not None else None,
         )
         if engine.shadow:
             # Shadow mode: nothing happens to calls, so 1C hears nothing; the
-            on_stale=self.metrics.stale if self.metrics is not None else None,
             # history file (perhaps a live instance's) is not even opened.
             log.info("onec: shadow mode: no call history is sent to 1C")
         elif config.events:
@@ -608,11 +608,11 @@ class OneCPlugin:
                 prune_interval=config.events_prune_interval,
             )
             self.sender.start()
+            if self.metrics is not None:
+                engine.schedule("onec:metrics", self._queue_metrics, every=QUEUE_REFRESH)
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
-            if self.metrics is not None:
-                engine.schedule("onec:metrics", self._queue_metrics, every=QUEUE_REFRESH)
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:
