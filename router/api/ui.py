@@ -17,8 +17,8 @@ Routes (none in the OpenAPI document: they serve a browser, not a client):
 * ``GET /ui/stream`` Server-Sent Events: ``hello`` (health, calls in
   progress, the recent decisions), then ``decision`` as each is taken,
   ``calls`` when a call starts, changes or ends, ``health`` every few
-  seconds. It ends after :data:`STREAM_LIFETIME`; the browser reconnects and
-  the cookie is checked and renewed.
+  seconds. It ends after :data:`STREAM_LIFETIME` with ``bye`` (and a short
+  ``retry``): the browser reconnects at once, the cookie checked and renewed.
 * ``POST /ui/explain``: ``POST /api/v1/explain`` for the page's cookie.
 
 A request that changes or computes something with the cookie must carry
@@ -320,3 +320,6 @@ async def _frames(ctx: ApiContext, ring: LiveRing, lifetime: float) -> AsyncIter
             health_at = loop.time()
         if out:
             yield "".join(out)
+    # A planned end: the browser reconnects after 10 ms, not the 3 s it waits
+    # after a failure (the next stream sets that back), so the page has no gap.
+    yield "retry: 10\n" + _frame("bye", {})

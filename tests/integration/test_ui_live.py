@@ -186,8 +186,15 @@ async def browser() -> AsyncIterator[Any]:
 
 
 async def test_the_live_page_shows_a_call_its_trace_and_explains(
-    engine: Engine, port: int, placer: CallPlacer, browser: Any
+    engine: Engine,
+    port: int,
+    placer: CallPlacer,
+    browser: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The page's stream ends every few seconds here (5 minutes in service), so
+    # the test also sees the browser reconnect, the cookie renewed, nothing lost.
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 3.0)
     complaints: list[str] = []
     page = browser.pages[0] if browser.pages else await browser.new_page()
     page.on(
@@ -229,8 +236,9 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
     # Its decision: routed by the 1C rule, expandable into the trace.
     await placer.wait_all([call], timeout=15)
     assert call.destination == "callrouter-dial,101"
-    decision = page.locator("#decisions li.decision", has_text=CALLER).first
-    await decision.wait_for(timeout=5_000)
+    first = page.locator("#decisions li.decision", has_text=CALLER).first
+    await first.wait_for(timeout=5_000)
+    decision = page.locator(f'#decisions li[data-id="{await first.get_attribute("data-id")}"]')
     summary = decision.locator("summary")
     assert "owner" in (await summary.text_content() or "")
     await summary.click()
@@ -278,8 +286,8 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
     )
 
     # The screenshot the docs link to: the trace open, the explain answered.
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (ARTIFACTS, SCREENSHOT.parent):
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
     shutil.copyfile(SCREENSHOT, ARTIFACTS / "live-page.png")
 
@@ -297,6 +305,18 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
     )
     assert overflow <= 0, f"the page is {overflow} px wider than a phone"
     await page.screenshot(path=str(ARTIFACTS / "live-page-phone.png"), full_page=True)
+
+    # Streams ended and the browser reconnected meanwhile: still live, still signed in.
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.wait_for_timeout(3_500)
+    again = time.monotonic()
+    second = await placer.place(DID, CALLER, caller_name="Second", hold=20)
+    await page.locator("#calls li", has_text="Second").first.wait_for(timeout=5_000)
+    assert time.monotonic() - again <= 1.0
+    await placer.wait_all([second], timeout=15)
+    await page.locator("#decisions li.decision", has_text="Second").first.wait_for(timeout=5_000)
+    # The first call's trace, opened before the reconnects, is still open.
+    assert await decision.locator("details").get_attribute("open") is not None
 
     await placer.hangup_all()
     assert complaints == []

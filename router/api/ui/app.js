@@ -251,9 +251,17 @@
     source.addEventListener("hello", (message) => {
       const data = JSON.parse(message.data);
       health = data.health;
-      decisions = data.decisions;
       renderHealth();
-      renderDecisions();
+      // A reconnect of the same callrouter: add only what is new, so an open
+      // trace stays open. Lower ids than ours: callrouter restarted, start over.
+      const last = decisions.length ? decisions[decisions.length - 1].id : 0;
+      const newest = data.decisions.length ? data.decisions[data.decisions.length - 1].id : 0;
+      if (newest < last) {
+        decisions = data.decisions;
+        renderDecisions();
+      } else {
+        for (const entry of data.decisions) if (entry.id > last) addDecision(entry);
+      }
       setCalls(data.calls);
     });
     source.addEventListener("decision", (message) => addDecision(JSON.parse(message.data)));

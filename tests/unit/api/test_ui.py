@@ -410,6 +410,10 @@ async def test_a_decision_taken_while_the_page_watches_reaches_it(
     await task
     kinds = [kind for kind, _ in frames(response.text)]
     assert kinds[0] == "hello"
+    # A planned end: the browser is told to come back at once, not in 3 s.
+    assert kinds[-1] == "bye"
+    assert response.text.startswith("retry: 3000\n")
+    assert "retry: 10\nevent: bye" in response.text
     assert "decision" in kinds
     assert "calls" in kinds
     late = next(data for kind, data in frames(response.text) if kind == "decision")
