@@ -580,3 +580,24 @@ def test_ui_session_and_the_permissions_are_read_from_router_toml(tmp_path: Path
         config_from_toml(tmp_path, block.replace("600", "10"))
     with pytest.raises(ConfigError, match="did you mean 'ui:read'"):
         config_from_toml(tmp_path, block.replace('"ui:read"', '"ui:reed"'))
+
+
+async def test_the_ring_is_a_plugin_that_asks_only_for_the_events_it_reads(
+    stub: StubEngine,
+) -> None:
+    """Registered like any plugin, it does not make the engine ask Asterisk for everything."""
+    from router.api.live import open_live
+    from router.plugins import Plugins
+    from router.testing import make_event
+
+    plugins = Plugins()
+    ring = open_live(plugins, stub)
+    [wanted] = await plugins.wanted_events()
+    assert wanted is not None
+    assert set(wanted) == {"Newchannel", "Newstate", "DialBegin", "DialEnd", "BridgeEnter"}
+    call = stub.calls.inbound_call(linkedid="1714557600.11", caller="1", did="2")
+    version = ring.version
+    await plugins.event(make_event("Newstate", Linkedid=call.linkedid), call)
+    assert ring.version == version + 1
+    await plugins.event(make_event("VarSet", Linkedid=call.linkedid), call)
+    assert ring.version == version + 1
