@@ -1,0 +1,224 @@
+"""Asterisk-side event filtering on the sandbox (router/ami/event_filter.py).
+
+* The classes the selection asks for are the ones Asterisk 22 sends the events
+  under (the ``Privilege`` header), including the table of events the catalog
+  has no class for.
+* A ``Filter`` by name (a user with ``write = system``) really stops other
+  events of a class the session reads.
+* The engine with ``events = "auto"`` and the least-privileged ``router``
+  user: Asterisk stops sending a class nobody needs (``agent``: queue member
+  events), calls are still routed, and a rule reload that needs such an event
+  gets it on the same session; over AJAM and over native TCP AMI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.event_filter import (
+    API_EVENTS,
+    CORE_EVENTS,
+    EventSelection,
+    class_of,
+)
+from router.ami.message import Event
+from router.calllife.service import LIVE_EVENTS
+from router.calls import Call
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
+from tests.integration.conftest import AMI_TRANSPORTS, ami_url
+from tests.integration.test_engine import FIXTURES, SlowCRM, routing_dialplan
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+QUEUE_EVENT = "QueueMemberAdded"  # class agent: the router user reads it, nobody needs it
+MEMBER = "Local/990@sink"
+
+
+@pytest.fixture(scope="module")
+def routing_sandbox(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_dialplan(routing_dialplan())
+    return sandbox
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def admin(routing_sandbox: Sandbox) -> AsyncIterator[AJAMClient]:
+    settings = ClientSettings(
+        url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret
+    )
+    async with AJAMClient(settings) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def placer(admin: AJAMClient) -> AsyncIterator[CallPlacer]:
+    async with CallPlacer(admin) as p:
+        yield p
+
+
+async def drain(client: AJAMClient, seconds: float) -> list[Event]:
+    """Every event the session gets for about ``seconds``."""
+    got: list[Event] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got.extend(await client.wait_event(timeout=1))
+    return got
+
+
+async def queue_member_event(admin: AJAMClient) -> None:
+    """Make Asterisk send one agent-class event (and take it back)."""
+    await admin.send("QueueAdd", {"Queue": "sales", "Interface": MEMBER}, validate=False)
+    await admin.send("QueueRemove", {"Queue": "sales", "Interface": MEMBER}, validate=False)
+
+
+async def test_the_classes_asked_for_are_the_ones_asterisk_sends_them_under(
+    routing_sandbox: Sandbox, placer: CallPlacer
+) -> None:
+    settings = ClientSettings(
+        url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret
+    )
+    async with AJAMClient(settings) as watcher:
+        await drain(watcher, 0.5)
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        events = await drain(watcher, 3)
+    from router.ami.catalog import load_catalog
+
+    catalog = {name: spec.classes for name, spec in load_catalog().events.items()}
+    needed = CORE_EVENTS | API_EVENTS | LIVE_EVENTS | {"VarSet"}
+    seen: dict[str, str] = {}
+    for event in events:
+        privilege = (event.get("Privilege") or "").split(",")[0]
+        if event.name in needed and privilege:
+            seen[event.name] = privilege
+    assert {"Newchannel", "Newexten", "VarSet", "UserEvent", "CEL"} <= set(seen)
+    for name, privilege in seen.items():
+        classes = class_of(name, catalog)
+        assert classes is not None, name
+        assert privilege in classes, f"{name} is sent under {privilege}, we ask for {classes}"
+
+
+async def test_a_name_filter_stops_other_events_of_a_class_the_session_reads(
+    routing_sandbox: Sandbox, admin: AJAMClient
+) -> None:
+    settings = ClientSettings(
+        url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret
+    )
+    only = EventSelection(
+        frozenset({"UserEvent", "QueueMemberRemoved"}), frozenset({"agent", "user"})
+    )
+    async with AJAMClient(settings) as filtered:
+        await filtered.set_events(only)
+        await drain(filtered, 0.5)
+        await queue_member_event(admin)
+        await admin.send("UserEvent", {"UserEvent": "xfilter-probe"}, validate=False)
+        names = [e.name for e in await drain(filtered, 2)]
+    assert "QueueMemberRemoved" in names
+    assert "UserEvent" in names
+    assert QUEUE_EVENT not in names  # same class (agent), not asked for by name
+
+
+class Seen:
+    """Every event the engine's plugins are told, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.queue_event = asyncio.Event()
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.names.append(event.name)
+        if event.name == QUEUE_EVENT:
+            self.queue_event.set()
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return ()
+
+
+@pytest.fixture(scope="module", params=AMI_TRANSPORTS)
+def ami_transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_auto_stops_an_unneeded_class_routes_and_follows_a_reload(
+    routing_sandbox: Sandbox,
+    admin: AJAMClient,
+    placer: CallPlacer,
+    tmp_path: Path,
+    ami_transport: str,
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(FIXTURES / "rules", rules)
+    config_path = tmp_path / "router.toml"
+    config_path.write_text(
+        f'[asterisk]\nurl = "{ami_url(routing_sandbox, ami_transport)}"\nusername = "router"\n'
+        f'secret = "{routing_sandbox.secret}"\nevents = "auto"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    seen = Seen()
+    engine = Engine(
+        load_config(config_path),
+        plugins=Plugins.load(extra=[seen, SlowCRM()]),
+        options=EngineOptions(watch_interval=0),
+    )
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        selection = engine.ami.event_selection
+        assert selection.classes is not None
+        assert "agent" not in selection.classes
+
+        # Nobody needs the agent class: Asterisk does not send it to this session,
+        # though the user may read it (a session asking for everything gets it).
+        settings = ClientSettings(
+            url=routing_sandbox.url, username="router", secret=routing_sandbox.secret
+        )
+        async with AJAMClient(settings) as everything:
+            await drain(everything, 0.3)
+            await queue_member_event(admin)
+            control = [e.name for e in await drain(everything, 2)]
+        assert QUEUE_EVENT in control
+        assert QUEUE_EVENT not in seen.names
+
+        # Routing works on the filtered session.
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        assert call.destination == "callrouter-dial,101"
+
+        # A rule that reacts to the event: the reload asks for its class in place.
+        (rules / "queue.yaml").write_text(
+            "version: 1\nrules:\n  - name: member-added\n"
+            f"    on: event {QUEUE_EVENT}\n"
+            "    do: [{ami: {action: UserEvent, userevent: xfilter-member}}]\n",
+            encoding="utf-8",
+        )
+        generation = getattr(engine.ami, "session_generation", 0)
+        assert await engine.reload_in_thread() is not None
+        await engine.wait_idle()
+        assert engine.ami.event_selection.classes is not None
+        assert "agent" in engine.ami.event_selection.classes
+        await asyncio.sleep(0.5)  # the re-filter runs as a task
+        await queue_member_event(admin)
+        await asyncio.wait_for(seen.queue_event.wait(), 10)
+        assert QUEUE_EVENT in seen.names
+        assert getattr(engine.ami, "session_generation", 0) == generation  # same session
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(task, 30)
+        await engine.stop()
