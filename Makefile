@@ -79,7 +79,7 @@ pytest: setup run-pytest
 run-pytest:
 	$(call pytest,all)
 
-setup: install provision browser
+setup: install provision encoders browser
 
 # A virtualenv made with the system Python; on Debian, python3-venv is installed
 # when the venv module (or its ensurepip) is missing. A broken .venv is remade.
@@ -121,6 +121,20 @@ install: $(STAMP)
 # fails with the exact reason when it cannot be made.
 provision: install
 	$(PY) -m router.sandbox provision
+
+# lame and opusenc: the encoders of [recordings] transcode (tests/unit/recordings); the
+# service needs the one it is configured for on the host it runs on.
+.PHONY: encoders
+encoders:
+	@if ! command -v lame >/dev/null 2>&1 || ! command -v opusenc >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing lame and opus-tools with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lame opus-tools; \
+	  else \
+	    echo "make: lame or opusenc is missing: recordings' transcoding tests need them" \
+	         "(sudo apt-get install lame opus-tools)" >&2; \
+	  fi; \
+	fi
 
 # Debian's chromium for the live page's browser test (tests/integration/test_ui_live.py):
 # Playwright's client drives it; no browser is ever downloaded (no `playwright install`).

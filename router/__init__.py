@@ -45,6 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.config import Config, SettingsReader
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
+    from router.recordings import open_recordings, recording_signer
+    from router.recordings.settings import RecordingSettings
+    from router.recordings.store import Recording, RecordingStore
     from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
@@ -87,6 +90,12 @@ _LAZY = {
     "Registry": "router.rules.registry",
     # A plugin's long-lived loop, logged and restarted when it dies.
     "Supervised": "router.supervise",
+    # Call recordings: the catalog a receiving plugin polls and confirms (router/recordings).
+    "Recording": "router.recordings.store",
+    "RecordingStore": "router.recordings.store",
+    "RecordingSettings": "router.recordings.settings",
+    "open_recordings": "router.recordings",
+    "recording_signer": "router.recordings",
     "Metrics": "router.metrics",
 }
 
@@ -131,6 +140,9 @@ __all__ = [
     "ParsedNumber",
     "PluginError",
     "Metrics",
+    "Recording",
+    "RecordingSettings",
+    "RecordingStore",
     "Registry",
     "RequestInfo",
     "RouteOutcome",
@@ -149,6 +161,8 @@ __all__ = [
     "hookimpl",
     "normalize_number",
     "number_digits",
+    "open_recordings",
     "parse_number",
+    "recording_signer",
     "rules_timezone",
 ]

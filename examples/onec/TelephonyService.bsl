@@ -4,6 +4,8 @@
 //   Responsible  /v1/responsible/{phone}  GET   -> ResponsibleGET
 //   CallsEvents  /v1/calls/events         POST  -> CallsEventsPOST
 //   Ping         /v1/ping                 GET   -> PingGET
+//   Recordings   /v1/calls/{call_id}/recordings/{part}  GET, PUT, POST
+//                -> RecordingsGET, RecordingsPUT, RecordingsPOST (общий модуль ТелефонияЗаписи)
 //
 // Объекты, которые нужно добавить в конфигурацию (см. README.ru.md):
 //   РегистрСведений.ТелефонияТелефоныКлиентов  — индекс «последние 10 цифр -> клиент»;
@@ -114,6 +116,25 @@
 	Время = ЗаписатьДатуJSON(ТекущаяДатаСеанса(), ФорматДатыJSON.ISO,
 		ВариантЗаписиДатыJSON.ЛокальнаяДата);
 	Возврат ОтветJSON(200, Новый Структура("result, version, time", "ok", "1.0", Время));
+
+КонецФункции
+
+// Записи разговоров (docs/recordings.md): общий модуль ТелефонияЗаписи.
+Функция RecordingsGET(Запрос)
+
+	Возврат ТелефонияЗаписи.Состояние(Запрос);
+
+КонецФункции
+
+Функция RecordingsPUT(Запрос)
+
+	Возврат ТелефонияЗаписи.ПринятьЧасть(Запрос);
+
+КонецФункции
+
+Функция RecordingsPOST(Запрос)
+
+	Возврат ТелефонияЗаписи.ПринятьСсылку(Запрос);
 
 КонецФункции
 

@@ -43,7 +43,7 @@ audit_log = logging.getLogger("router.api.audit")
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 #: The endpoint modules of router.api, included when present.
-ENDPOINT_MODULES = ("ami", "calls", "forwarding", "events", "explain", "ui")
+ENDPOINT_MODULES = ("ami", "calls", "forwarding", "events", "recordings", "explain", "ui")
 PROBLEM_JSON = "application/problem+json"
 
 

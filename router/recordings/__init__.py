@@ -28,23 +28,23 @@ __all__ = [
     "Signer",
     "UsageReport",
     "load_key",
-    "open_store",
-    "signer_for",
+    "open_recordings",
+    "recording_signer",
 ]
 
 
-def open_store(config: Config, state_dir: Path) -> RecordingStore | None:
+def open_recordings(config: Config, state_dir: Path) -> RecordingStore | None:
     """The catalog of an engine whose config has ``[recordings]``, else None.
 
     What a receiving plugin calls in ``callrouter_startup``:
-    ``open_store(engine.config, engine.state_dir)``.
+    ``open_recordings(engine.config, engine.state_dir)``.
     """
     if config.recordings is None:
         return None
     return RecordingStore(state_dir)
 
 
-def signer_for(settings: RecordingSettings, state_dir: Path) -> Signer:
+def recording_signer(settings: RecordingSettings, state_dir: Path) -> Signer:
     """The link signer: ``[recordings] key_file``, or ``state_dir/recordings.key`` (made 0600)."""
     path = settings.key_file or state_dir / KEY_NAME
     return Signer(load_key(path))

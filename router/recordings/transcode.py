@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +49,7 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # killed as a group: nothing it started outlives it
     )
     assert proc.stderr is not None
     stderr = bytearray()
@@ -62,7 +65,7 @@ async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
             await asyncio.gather(drain(), proc.wait())
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         await asyncio.to_thread(dst.unlink, missing_ok=True)
         raise RecordingError(f"{argv[0]} took more than {timeout:g} s on {src.name}") from None

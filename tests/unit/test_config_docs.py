@@ -19,6 +19,7 @@ import pytest
 
 from router import config as config_module
 from router.api import settings as api_settings
+from router.recordings import settings as recordings_settings
 from router.calllife import settings as history_settings
 from router.config import load_config
 from router.errors import ConfigError
@@ -67,6 +68,7 @@ def sections(page: Path) -> dict[str, set[str]]:
 def expected() -> dict[str, set[str]]:
     out = {section: set(keys) for section, keys in config_module._KEYS.items()}
     out["api"] = set(api_settings._KEYS)  # read by router.api.settings.read_api
+    out["recordings"] = set(recordings_settings.KEYS)  # router.recordings.settings
     out["history"] = set(history_settings.KEYS)  # router.calllife.settings
     out.update({f"plugins.{name}": set(keys) for name, keys in builtin_tables().items()})
     return out

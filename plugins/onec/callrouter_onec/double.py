@@ -56,6 +56,7 @@ from urllib.request import urlopen
 
 from callrouter_onec.directory import Directory, EventBook, EventError, load_directory
 from callrouter_onec.faults import FAULTS, FaultPlan, Selected, decorate, huge_body, render
+from callrouter_onec.recording_box import Cut, RecordingBox
 
 __all__ = [
     "DEFAULT_BASE_PATH",
@@ -158,6 +159,8 @@ class OneCDouble:
         self.faults = FaultPlan()
         self.down = False
         self.event_book = EventBook()
+        #: Recordings uploaded (issue 15): ``recordings.stored``, ``recordings.outage()``.
+        self.recordings = RecordingBox()
         self.sessions_started = 0
         self._sessions: dict[str, float] = {}
         self._log: list[LoggedRequest] = []
@@ -264,6 +267,7 @@ class OneCDouble:
             self._sessions.clear()
             self.event_book = EventBook()
             self.sessions_started = 0
+        self.recordings.reset()
 
     # -- request handling (handler threads) ---------------------------------------------
 
@@ -305,7 +309,15 @@ class OneCDouble:
         if fault is not None:
             fault.headers += extra
             return fault
-        reply = self._route(method, path[len(self.base_path) :], target, body)
+        try:
+            box = self.recordings.route(method, path[len(self.base_path) :], headers, body)
+        except Cut:
+            entry.fault = "reset"
+            raise _Drop(reset=True) from None
+        if box is not None:
+            reply = _json(*box)
+        else:
+            reply = self._route(method, path[len(self.base_path) :], target, body)
         reply.headers += extra
         if 200 <= reply.status < 300:
             reply.body = decorate(selected.kind, reply.body)
@@ -411,6 +423,9 @@ class OneCDouble:
     def _control(
         self, method: str, name: str, query: dict[str, str], payload: dict[str, Any]
     ) -> _Reply:
+        recordings = self.recordings.control(method, name, payload)
+        if recordings is not None:
+            return _json(*recordings)
         if name == "log" and method == "GET":
             found = self.requests(query.get("path"), query.get("method"))
             return _json(200, {"requests": [r.as_dict() for r in found]})

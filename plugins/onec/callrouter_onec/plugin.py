@@ -77,6 +77,7 @@ from callrouter_onec.missed import (
     owner_of,
 )
 from callrouter_onec.phone import RUSSIA, CountryRules, normalize
+from callrouter_onec.recordings import RecordingUploader, close_uploads, start_uploads
 from router import SettingsReader, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -500,6 +501,8 @@ class OneCPlugin:
         #: Calls whose events wait for a lookup of their own, in arrival order.
         self._waiting: dict[str, list[CallEventLike]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
+        self.uploads: RecordingUploader | None = None
 
     # -- configure / register ----------------------------------------------------------
 
@@ -613,6 +616,8 @@ class OneCPlugin:
             pending = await asyncio.to_thread(self.queue.pending_count)
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
+        if not engine.shadow:
+            self.uploads = await start_uploads(engine, config.client, config.state_dir)
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:
@@ -658,7 +663,9 @@ class OneCPlugin:
         queue, self.queue = self.queue, None
         cache, self.cache = self.cache, None
         client, self.client = self.client, None
+        uploads, self.uploads = self.uploads, None
         steps: list[tuple[str, Any]] = [
+            ("recordings uploader", (lambda: close_uploads(uploads)) if uploads else None),
             ("history sender", sender.stop if sender is not None else None),
             (
                 "history database",

@@ -1,0 +1,477 @@
+"""Recordings into 1C: a durable upload queue, chunked, resumable and idempotent.
+
+callrouter's recorder closes a call's recording and leaves it in its catalog
+(``router.RecordingStore``, the outbox). This module copies each closed file
+into its own SQLite queue (``onec-recordings.sqlite`` in the state folder,
+0600) and delivers it to the 1C HTTP service:
+
+* **push** (``[recordings] mode = "push"``, the default): the bytes go in
+  chunks, ``PUT {BASE}/v1/calls/{call_id}/recordings/{part}`` with
+  ``Content-Range: bytes START-END/SIZE`` and the whole file's SHA-256. 1C
+  answers how many bytes it holds (``received``), so after a 1C outage or a
+  router restart ``GET`` of the same URL says where to go on: nothing is
+  sent twice and nothing is lost. A chunk that does not start where 1C's
+  bytes end is 409 with 1C's ``received``, and the upload continues from
+  there. When 1C holds ``SIZE`` bytes it checks the hash and stores the file
+  in the call's document; a repeat of a stored file (same call, part and
+  hash) is answered ``complete`` again and stored once.
+* **pull** (``mode = "pull"``): 1C gets a short-lived signed link to
+  callrouter's API instead (``POST`` of the same URL with
+  ``{"recording_url": ...}``) and fetches the file itself; the link is
+  signed when sent, so a queue that waited out an outage never hands 1C an
+  expired one.
+
+Either way the key is the call id and the part (``event_id``
+``<call_id>/recording/<part>``, as history events), and the file is
+confirmed back to callrouter's catalog only once 1C holds exactly its bytes
+(push) so that retention never deletes what 1C does not have. Failures back
+off exponentially (``events_retry_min`` to ``events_retry_max``) and never
+give up while the file exists; a file that disappeared is marked failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from callrouter_onec.client import OneCSettings, basic_auth_header
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router import EngineAPI, Recording, RecordingSettings, RecordingStore
+
+__all__ = [
+    "CHUNK",
+    "FILENAME",
+    "RecordingUploader",
+    "TransferStatus",
+    "Upload",
+    "UploadQueue",
+    "start_uploads",
+]
+
+log = logging.getLogger("callrouter_onec.recordings")
+
+FILENAME: Final = "onec-recordings.sqlite"
+#: Bytes per PUT: small enough for 1C's request limits, large enough to be quick.
+CHUNK: Final = 1 << 20
+#: The receiver name callrouter's catalog records for files 1C confirmed.
+RECEIVER: Final = "onec"
+POLL: Final = 1.0
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS uploads (
+    call_id TEXT NOT NULL,
+    part TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    file TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    duration REAL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    queued_at REAL NOT NULL,
+    done_at REAL,
+    PRIMARY KEY (call_id, part, sha256)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    call_id: str
+    part: str
+    sha256: str
+    file: Path
+    size: int
+    content_type: str
+    duration: float | None
+    attempts: int = 0
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.call_id}/recording/{self.part}"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/calls/{self.call_id}/recordings/{self.part}"
+
+
+class UploadQueue:
+    """The uploads still owed to 1C; survives restarts (SQLite, 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600)
+        os.close(fd)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, rec: Recording, now: float | None = None) -> bool:
+        """Queue a closed recording; False when this file (call, part, hash) is known."""
+        if rec.file is None or rec.sha256 is None or rec.size is None:
+            return False
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO uploads (call_id, part, sha256, file, size, content_type,"
+                " duration, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.call_id,
+                    rec.part,
+                    rec.sha256,
+                    str(rec.file),
+                    rec.size,
+                    rec.content_type or "application/octet-stream",
+                    rec.duration,
+                    time.time() if now is None else now,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def due(self, now: float | None = None, limit: int = 20) -> list[Upload]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT call_id, part, sha256, file, size, content_type, duration, attempts "
+                "FROM uploads WHERE state = 'pending' AND next_at <= ? "
+                "ORDER BY next_at, queued_at LIMIT ?",
+                (time.time() if now is None else now, limit),
+            ).fetchall()
+        return [Upload(r[0], r[1], r[2], Path(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def _set(self, upload: Upload, sql: str, *args: object) -> None:
+        with self._lock:
+            self._db.execute(
+                f"UPDATE uploads SET {sql} WHERE call_id = ? AND part = ? AND sha256 = ?",
+                (*args, upload.call_id, upload.part, upload.sha256),
+            )
+
+    def done(self, upload: Upload) -> None:
+        self._set(upload, "state = 'done', done_at = ?, last_error = ''", time.time())
+
+    def retry(self, upload: Upload, error: str, next_at: float) -> None:
+        self._set(
+            upload,
+            "attempts = attempts + 1, next_at = ?, last_error = ?",
+            next_at,
+            error[:300],
+        )
+
+    def fail(self, upload: Upload, error: str) -> None:
+        self._set(upload, "state = 'failed', last_error = ?", error[:300])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM uploads GROUP BY state")
+            return dict(rows.fetchall())
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStatus:
+    """What 1C holds of one file."""
+
+    received: int
+    complete: bool
+
+
+class _Refused(Exception):
+    """1C answered in a way a retry will not change (the file is marked failed)."""
+
+
+class _Resume(Exception):
+    """1C holds a different number of bytes than this chunk assumed."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = json.loads(response.content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise OSError(
+            f"1C answered {response.status_code} with no JSON: {response.text[:120]!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise OSError(f"1C answered {response.status_code} with JSON that is not an object")
+    return value
+
+
+def _status(body: dict[str, Any], size: int) -> TransferStatus:
+    received = body.get("received")
+    if isinstance(received, bool) or not isinstance(received, int) or not 0 <= received <= size:
+        raise OSError(f"1C's received {received!r} is not a byte count of this file")
+    return TransferStatus(received, bool(body.get("complete")) and received == size)
+
+
+class OneCRecordings:
+    """The HTTP side: status, one chunk, one link; every failure an ``OSError`` (retry)
+    or ``_Refused`` (give up)."""
+
+    def __init__(self, settings: OneCSettings, *, chunk_timeout: float = 60.0) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/"),
+            headers={"Authorization": basic_auth_header(settings.username, settings.password)},
+            timeout=httpx.Timeout(chunk_timeout, connect=max(settings.connect_timeout, 1.0)),
+            verify=settings.tls(),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise OSError(f"1C unreachable: {type(exc).__name__}: {exc}") from None
+
+    async def status(self, upload: Upload) -> TransferStatus:
+        response = await self._send(
+            "GET", upload.path, params={"sha256": upload.sha256, "size": str(upload.size)}
+        )
+        if response.status_code != 200:
+            raise OSError(f"1C answered {response.status_code} to the status of {upload.path}")
+        return _status(_body(response), upload.size)
+
+    async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
+        end = start + len(data) - 1
+        response = await self._send(
+            "PUT",
+            upload.path,
+            content=data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes {start}-{end}/{upload.size}",
+                "X-Recording-Sha256": upload.sha256,
+                "X-Recording-Content-Type": upload.content_type,
+                "X-Recording-Duration": "" if upload.duration is None else f"{upload.duration:.3f}",
+                "X-Event-Id": upload.event_id,
+            },
+        )
+        if response.status_code == 409:
+            body = _body(response)
+            code = (body.get("error") or {}).get("code")
+            if code == "offset_mismatch":
+                raise _Resume(_status(body, upload.size).received)
+            raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")
+        if response.status_code == 422:
+            raise _Resume(0)  # the whole file did not hash right: 1C dropped it, start over
+        if response.status_code == 400:
+            raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")
+        if response.status_code != 200:
+            raise OSError(f"1C answered {response.status_code} to a chunk of {upload.path}")
+        return _status(_body(response), upload.size)
+
+    async def link(self, upload: Upload, url: str, expires: float) -> None:
+        response = await self._send(
+            "POST",
+            upload.path,
+            json={
+                "event_id": upload.event_id,
+                "call_id": upload.call_id,
+                "part": upload.part,
+                "recording_url": url,
+                "expires": int(expires),
+                "content_type": upload.content_type,
+                "size": upload.size,
+                "sha256": upload.sha256,
+                "duration": upload.duration,
+            },
+        )
+        if response.status_code == 400:
+            raise _Refused(f"1C refused the link for {upload.path}: {response.text[:200]}")
+        if response.status_code != 200:
+            raise OSError(f"1C answered {response.status_code} to the link of {upload.path}")
+
+
+class RecordingUploader:
+    """Moves closed recordings from callrouter's catalog into 1C, for ever, politely."""
+
+    def __init__(
+        self,
+        store: RecordingStore,
+        queue: UploadQueue,
+        remote: OneCRecordings,
+        settings: RecordingSettings,
+        *,
+        link: Callable[[str, str], tuple[str, float]] | None = None,
+        chunk: int = CHUNK,
+        retry_min: float = 1.0,
+        retry_max: float = 60.0,
+        poll: float = POLL,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.remote = remote
+        self.settings = settings
+        #: ``(call_id, part) -> (url, expires)`` for pull mode.
+        self._link = link
+        self.chunk = chunk
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.poll = poll
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="onec:recordings")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("onec: the recordings upload loop failed; going on")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def step(self) -> int:
+        """Take newly closed recordings in and deliver what is due; how many were delivered."""
+        fresh = await asyncio.to_thread(self.store.closed, 0, 500)
+        for rec in fresh:
+            if await asyncio.to_thread(self.queue.add, rec):
+                log.info("onec: recording %s queued for 1C", rec.event_id)
+        delivered = 0
+        for upload in await asyncio.to_thread(self.queue.due):
+            if await self.deliver(upload):
+                delivered += 1
+        return delivered
+
+    def _backoff(self, attempts: int) -> float:
+        delay: float = min(self.retry_max, self.retry_min * 2.0 ** min(attempts, 20))
+        return delay * (0.8 + 0.4 * random.random())
+
+    async def deliver(self, upload: Upload) -> bool:
+        """One attempt; True when 1C holds the file (or the link, in pull mode)."""
+        try:
+            if not await asyncio.to_thread(upload.file.exists):
+                await asyncio.to_thread(self.queue.fail, upload, "the file is gone")
+                log.error("onec: recording %s: the file %s is gone", upload.event_id, upload.file)
+                return False
+            if self.settings.mode == "pull" and self._link is not None:
+                url, expires = self._link(upload.call_id, upload.part)
+                await self.remote.link(upload, url, expires)
+            else:
+                await self._push(upload)
+        except _Refused as exc:
+            await asyncio.to_thread(self.queue.fail, upload, str(exc))
+            log.error("onec: recording %s refused: %s", upload.event_id, exc)
+            return False
+        except OSError as exc:
+            self.failures += 1
+            wait = self._backoff(upload.attempts)
+            await asyncio.to_thread(self.queue.retry, upload, str(exc), time.time() + wait)
+            log.warning(
+                "onec: recording %s not delivered (%s); retrying in %.0f s",
+                upload.event_id,
+                exc,
+                wait,
+            )
+            return False
+        self.failures = 0
+        await asyncio.to_thread(self.queue.done, upload)
+        if self.settings.mode == "push":
+            await asyncio.to_thread(
+                self.store.confirm, upload.call_id, upload.part, upload.sha256, RECEIVER
+            )
+        log.info("onec: recording %s delivered to 1C (%d bytes)", upload.event_id, upload.size)
+        return True
+
+    async def _push(self, upload: Upload) -> None:
+        status = await self.remote.status(upload)
+        offset = status.received
+        restarts = 0
+        while not status.complete:
+            data = await asyncio.to_thread(_read, upload.file, offset, self.chunk)
+            if not data:
+                raise _Refused(f"{upload.file} is shorter than its catalogued {upload.size} bytes")
+            try:
+                status = await self.remote.put(upload, offset, data)
+            except _Resume as resume:
+                restarts += 1
+                if restarts > 8:
+                    raise OSError("1C keeps asking for another offset") from None
+                offset = resume.received
+                continue
+            offset = status.received
+
+
+def _read(path: Path, offset: int, size: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read(size)
+
+
+async def start_uploads(
+    engine: EngineAPI, client: OneCSettings, state_dir: Path | None = None
+) -> RecordingUploader | None:
+    """The uploader for this engine, started; None when ``[recordings]`` is off."""
+    import router
+
+    settings = engine.config.recordings
+    store = await asyncio.to_thread(router.open_recordings, engine.config, engine.state_dir)
+    if settings is None or store is None:
+        return None
+    queue = await asyncio.to_thread(UploadQueue, Path(state_dir or engine.state_dir) / FILENAME)
+    link = None
+    if settings.mode == "pull":
+        signer = router.recording_signer(settings, engine.state_dir)
+        base = settings.public_url or ""
+
+        def link(call_id: str, part: str) -> tuple[str, float]:
+            now = time.time()
+            url = signer.url(base, call_id, part, settings.url_ttl, now=now)
+            return url, now + settings.url_ttl
+
+    uploader = RecordingUploader(store, queue, OneCRecordings(client), settings, link=link)
+    uploader.start()
+    pending = queue.counts().get("pending", 0)
+    if pending:
+        log.info("onec: %d recordings left by the last run; delivering them", pending)
+    return uploader
+
+
+async def close_uploads(uploader: RecordingUploader | None) -> None:
+    if uploader is None:
+        return
+    await uploader.stop()
+    await uploader.remote.aclose()
+    await asyncio.to_thread(uploader.queue.close)
+    await asyncio.to_thread(uploader.store.close)

@@ -1,0 +1,214 @@
+"""Recordings into 1C against the real double: chunked, resumed at 1C's offset after an
+outage and after a restart, stored exactly once, confirmed back to callrouter's catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from callrouter_onec.client import OneCSettings
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.recordings import (
+    FILENAME,
+    OneCRecordings,
+    RecordingUploader,
+    Upload,
+    UploadQueue,
+    _Resume,
+    close_uploads,
+)
+from router import Recording, RecordingSettings, RecordingStore
+from router.recordings.naming import file_names
+
+CALL = "1714557600.42"
+AUDIO = os.urandom(300_000)
+CHUNK = 64 * 1024
+
+
+def closed_recording(tmp_path: Path, data: bytes = AUDIO, call_id: str = CALL) -> RecordingStore:
+    store = RecordingStore(tmp_path / "state")
+    path = tmp_path / f"{call_id}-mix.wav"
+    path.write_bytes(data)
+    (name,) = file_names(call_id, "mix", "wav")
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
+    store.mark_closed(
+        row.id,
+        file=path,
+        content_type="audio/wav",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        duration=12.5,
+    )
+    return store
+
+
+def uploader(
+    tmp_path: Path, store: RecordingStore, settings: OneCSettings, mode: str = "push"
+) -> RecordingUploader:
+    return RecordingUploader(
+        store,
+        UploadQueue(tmp_path / "state" / FILENAME),
+        OneCRecordings(settings, chunk_timeout=5),
+        RecordingSettings(dir="/x", local_dir=tmp_path, mode=mode, public_url="https://cr.test"),
+        link=lambda call_id, part: (f"https://cr.test/api/v1/recordings/{call_id}/{part}", 9e9),
+        chunk=CHUNK,
+        retry_min=0.0,
+        retry_max=0.0,
+    )
+
+
+def delivered(store: RecordingStore) -> Recording:
+    row = store.get(CALL, "mix")
+    assert row is not None
+    return row
+
+
+async def test_a_recording_goes_up_in_chunks_and_is_confirmed(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 1
+    finally:
+        await close_uploads(up)
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
+    assert stored.call_id == CALL
+    assert stored.event_id == f"{CALL}/recording/mix"
+    assert stored.duration == 12.5
+    assert double.recordings.puts == -(-len(AUDIO) // CHUNK)
+    puts = double.requests("/recordings/mix", "PUT")
+    assert puts[0].headers["content-range"] == f"bytes 0-{CHUNK - 1}/{len(AUDIO)}"
+    assert puts[-1].headers["content-range"].endswith(f"-{len(AUDIO) - 1}/{len(AUDIO)}")
+    assert delivered(RecordingStore(tmp_path / "state")).state == "delivered"
+    queue = tmp_path / "state" / FILENAME
+    assert stat.S_IMODE(os.stat(queue).st_mode) == 0o600
+
+
+async def test_1c_failing_halfway_then_coming_back_gets_the_file_exactly_once(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """The cut keeps a byte count that is no chunk boundary: the upload must resume at
+    exactly what 1C says it holds."""
+    store = closed_recording(tmp_path)
+    half = len(AUDIO) // 2 + 123
+    double.recordings.outage(after=half, count=None)
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 0
+        assert await up.step() == 0  # still down: backs off, keeps the file
+        assert double.recordings.received(CALL, "mix") == half
+        assert delivered(store).state == "closed"
+        double.recordings.recover()
+        assert await up.step() == 1
+        assert await up.step() == 0  # nothing left: not sent again
+    finally:
+        await close_uploads(up)
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
+    offsets = [
+        int(r.headers["content-range"].split()[1].split("-")[0])
+        for r in double.requests("/recordings/mix", "PUT")
+    ]
+    assert half in offsets  # resumed at 1C's count, not at a chunk boundary
+    assert delivered(RecordingStore(tmp_path / "state")).state == "delivered"
+
+
+async def test_a_router_restart_mid_upload_resumes_where_1c_stopped(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    double.recordings.outage(after=3 * CHUNK, count=0)
+    first = uploader(tmp_path, store, settings)
+    assert await first.step() == 0
+    await close_uploads(first)  # the router stops with the upload half done
+    assert double.recordings.received(CALL, "mix") == 3 * CHUNK
+    double.clear_log()
+    second = uploader(tmp_path, RecordingStore(tmp_path / "state"), settings)
+    try:
+        assert await second.step() == 1
+    finally:
+        await close_uploads(second)
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
+    first_put = double.requests("/recordings/mix", "PUT")[0]
+    assert first_put.headers["content-range"].startswith(f"bytes {3 * CHUNK}-")
+
+
+async def test_sending_a_stored_file_again_stores_nothing_new(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    try:
+        await up.step()
+    finally:
+        await close_uploads(up)
+    remote = OneCRecordings(settings)
+    try:
+        again = Upload(
+            CALL,
+            "mix",
+            hashlib.sha256(AUDIO).hexdigest(),
+            tmp_path / "x",
+            len(AUDIO),
+            "audio/wav",
+            None,
+        )
+        status = await remote.put(again, 0, AUDIO)
+    finally:
+        await remote.aclose()
+    assert status.complete
+    assert len(double.recordings.stored) == 1
+    assert double.recordings.stored[0].data == AUDIO
+
+
+async def test_a_chunk_at_the_wrong_offset_is_told_where_to_go_on(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    remote = OneCRecordings(settings)
+    sha = hashlib.sha256(AUDIO).hexdigest()
+    upload = Upload(CALL, "mix", sha, tmp_path / "x", len(AUDIO), "audio/wav", None)
+    try:
+        assert (await remote.put(upload, 0, AUDIO[:1000])).received == 1000
+        with pytest.raises(_Resume) as caught:
+            await remote.put(upload, 5000, AUDIO[5000:6000])
+        assert caught.value.received == 1000
+        assert (await remote.status(upload)).received == 1000
+    finally:
+        await remote.aclose()
+
+
+async def test_pull_mode_hands_1c_a_link_and_uploads_nothing(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings, mode="pull")
+    try:
+        assert await up.step() == 1
+    finally:
+        await close_uploads(up)
+    assert double.recordings.stored == []
+    (link,) = double.recordings.links
+    assert link["recording_url"] == f"https://cr.test/api/v1/recordings/{CALL}/mix"
+    assert link["event_id"] == f"{CALL}/recording/mix"
+    # Pull: callrouter's catalog is confirmed when 1C fetches the file, not now.
+    assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
+
+
+async def test_a_vanished_file_is_failed_not_retried_for_ever(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    (tmp_path / f"{CALL}-mix.wav").unlink()
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)

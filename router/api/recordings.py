@@ -1,0 +1,448 @@
+"""Recordings over the API: fetch one by a signed link or a token, start and stop one.
+
+``GET /api/v1/recordings/{call_id}/{part}`` serves one file of a call's
+recording. Two ways in: the short-lived signed link
+(:mod:`router.recordings.signing`, ``?expires=..&sig=..``) that the 1C plugin
+hands 1C in pull mode, needing no token; or a token with ``recordings:read``
+whose extensions include one of the call's (a manager's panel fetching its
+own calls). The link names the call and the part, never a path: the file is
+looked up in the catalog, so no parameter can reach another file. A value
+that cannot be a call id or a part is 404 (as for a recording that does not
+exist); a malformed ``expires`` or ``sig`` is 400, a well-formed signature
+that does not verify (tampered, or expired) is 403. Single byte ranges are
+honoured (206, or 416 past the end), so a player can seek.
+
+``GET /api/v1/recordings/{call_id}`` lists a call's files with a fresh
+signed link each (when ``[recordings] public_url`` is set).
+``POST``/``DELETE /api/v1/calls/{id}/recording`` start and stop recording
+a live call (``calls:record``), as the ``record`` rule action does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from router.api.auth import Token, audit_of, authorize
+from router.api.calls import call_extensions
+from router.api.context import read_json
+from router.api.errors import ApiError
+from router.errors import AMIError, RecordingError
+from router.recordings import RecordingStore, recording_signer
+from router.recordings.mixmonitor import start_recording, stop_recording
+from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
+from router.recordings.store import Recording
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.api.context import ApiContext
+    from router.recordings.settings import RecordingSettings
+    from router.recordings.signing import Signer
+
+__all__ = ["OPENAPI", "parse_range", "routes"]
+
+_CHUNK: Final = 64 * 1024
+_RANGE: Final = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+_SERVABLE: Final = ("closed", "delivered")
+_RECORD_KEYS: Final = ("legs", "format")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range ``header`` asks of a ``size``-byte file, inclusive; None for
+    the whole file (no header, several ranges, or one we do not understand: RFC 9110
+    lets a server ignore Range). ApiError 416 when it starts past the end."""
+    if header is None:
+        return None
+    found = _RANGE.fullmatch(header.strip())
+    if found is None or (not found[1] and not found[2]):
+        return None
+    if not found[1]:  # the last N bytes
+        count = int(found[2])
+        if count == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - count), size - 1
+    start = int(found[1])
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = int(found[2]) if found[2] else size - 1
+    if end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError(
+        416,
+        f"the range starts past the end of the recording ({size} bytes)",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def _not_found(call_id: str) -> ApiError:
+    return ApiError(404, f"no recording {call_id[:60]!r} that this request may fetch")
+
+
+async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        await asyncio.to_thread(handle.seek, start)
+        left = length
+        while left > 0:
+            chunk = await asyncio.to_thread(handle.read, min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+class _Recordings:
+    """The catalog and the signer, opened on first use (the API may start before a
+    recording was ever made)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._store: RecordingStore | None = None
+        self._signer: Signer | None = None
+
+    @property
+    def settings(self) -> RecordingSettings:
+        settings = self.ctx.engine.config.recordings
+        if settings is None:
+            raise ApiError(404, "recordings are off: router.toml has no [recordings] table")
+        return settings
+
+    @property
+    def store(self) -> RecordingStore:
+        if self._store is None:
+            self.settings  # noqa: B018 - 404 when recordings are off
+            self._store = RecordingStore(self.ctx.engine.state_dir)
+        return self._store
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = recording_signer(self.settings, self.ctx.engine.state_dir)
+        return self._signer
+
+    def link(self, rec: Recording) -> str | None:
+        base = self.settings.public_url
+        if base is None:
+            return None
+        return self.signer.url(base, rec.call_id, rec.part, self.settings.url_ttl)
+
+    def view(self, rec: Recording) -> dict[str, Any]:
+        return {
+            "call_id": rec.call_id,
+            "part": rec.part,
+            "state": rec.state,
+            "content_type": rec.content_type,
+            "size": rec.size,
+            "duration": rec.duration,
+            "sha256": rec.sha256,
+            "url": self.link(rec) if rec.state in _SERVABLE else None,
+        }
+
+
+def _ids(request: Request) -> tuple[str, str | None]:
+    call_id = str(request.path_params["call_id"])
+    part = request.path_params.get("part")
+    if CALL_ID.fullmatch(call_id) is None or (part is not None and part not in PARTS):
+        raise _not_found(call_id)
+    return call_id, None if part is None else str(part)
+
+
+def _visible(token: Token, rec: Recording) -> bool:
+    return any(token.sees(ext) for ext in rec.extensions)
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    recordings = _Recordings(ctx)
+
+    async def fetch(request: Request) -> Response:
+        call_id, part = _ids(request)
+        assert part is not None
+        audit = audit_of(request)
+        audit.operation, audit.target = "recordings:read", call_id
+        query = request.query_params
+        signed = "sig" in query or "expires" in query
+        if signed or "expires" in query:
+            expires, sig = query.get("expires", ""), query.get("sig", "")
+            if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+                raise ApiError(400, "expires: expected Unix seconds", field="expires")
+            if not (re.fullmatch(r"[0-9a-f]{64}", sig)):
+                raise ApiError(400, "sig: expected 64 hex digits", field="sig")
+            if not recordings.signer.verify(call_id, part, expires, sig):
+                raise ApiError(403, "the link is expired or its signature does not match")
+            audit.token = "signed-link"
+            rec = recordings.store.get(call_id, part)
+        else:
+            token = await authorize(request, "recordings:read")
+            rec = recordings.store.get(call_id, part)
+            if rec is not None and not _visible(token, rec):
+                rec = None
+        if rec is None or rec.state not in _SERVABLE or rec.file is None:
+            raise _not_found(call_id)
+        try:
+            size = (await asyncio.to_thread(rec.file.stat)).st_size
+        except OSError:
+            raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
+        wanted = parse_range(request.headers.get("range"), size)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "private, no-store",
+            "Content-Disposition": f'attachment; filename="{rec.file.name}"',
+        }
+        if rec.sha256:
+            headers["ETag"] = f'"{rec.sha256}"'
+        start, end, status = 0, size - 1, 200
+        if wanted is not None:
+            start, end = wanted
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        headers["Content-Length"] = str(max(0, end - start + 1))
+        media = rec.content_type or "application/octet-stream"
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=media)
+        confirm = None
+        if signed and wanted is None and recordings.settings.mode == "pull" and rec.sha256:
+            # Pull mode: 1C has the file once a signed link served all of it.
+            confirm = BackgroundTask(
+                asyncio.to_thread, recordings.store.confirm, call_id, part, rec.sha256, "pull"
+            )
+        return StreamingResponse(
+            _file_chunks(rec.file, start, end - start + 1),
+            status_code=status,
+            headers=headers,
+            media_type=media,
+            background=confirm,
+        )
+
+    async def list_call(request: Request) -> JSONResponse:
+        call_id, _ = _ids(request)
+        token = await authorize(request, "recordings:read")
+        audit_of(request).target = call_id
+        rows = [r for r in recordings.store.for_call(call_id) if _visible(token, r)]
+        if not rows:
+            raise _not_found(call_id)
+        return JSONResponse({"call_id": call_id, "files": [recordings.view(r) for r in rows]})
+
+    async def start(request: Request) -> JSONResponse:
+        call_id = str(request.path_params["id"])
+        token = await authorize(request, "calls:record")
+        call = ctx.engine.calls.get(call_id)
+        if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
+            raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+        body = await read_json(request)
+        unknown = sorted(set(body) - set(_RECORD_KEYS))
+        if unknown:
+            raise ApiError(400, f"{unknown[0]}: unknown key", field=unknown[0])
+        legs, fmt = body.get("legs"), body.get("format")
+        if legs is not None and legs not in LEGS:
+            raise ApiError(400, f"legs: expected one of {', '.join(LEGS)}", field="legs")
+        if fmt is not None and fmt not in FORMATS:
+            raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}", field="format")
+        if CALL_ID.fullmatch(call_id) is None:
+            raise ApiError(409, "this call's id cannot name a recording")
+        channel = call.waiting_channel or next(
+            (c.name for c in call.channels.values() if not c.hung_up), ""
+        )
+        if not channel:
+            raise ApiError(409, f"call {call_id!r} has no live channel to record")
+        settings, store = recordings.settings, recordings.store
+        ctx.require_asterisk()
+        try:
+            started = await start_recording(
+                lambda name, headers: ctx.send(name, headers),
+                store,
+                settings,
+                call_id=call_id,
+                channel=channel,
+                legs=legs,
+                fmt=fmt,
+                extensions=call_extensions(call, None),
+            )
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        if not started:
+            raise ApiError(409, f"call {call_id!r} is already being recorded")
+        return JSONResponse(
+            {"call_id": call_id, "files": [recordings.view(r) for r in started]}, status_code=201
+        )
+
+    async def stop(request: Request) -> JSONResponse:
+        call_id = str(request.path_params["id"])
+        token = await authorize(request, "calls:record")
+        call = ctx.engine.calls.get(call_id)
+        if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
+            raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+        store = recordings.store
+        ctx.require_asterisk()
+        try:
+            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id)
+        except RecordingError as exc:
+            raise ApiError(409, str(exc)) from None
+        except AMIError as exc:  # pragma: no cover - ctx.send maps these
+            raise ApiError(503, str(exc)) from None
+        return JSONResponse({"call_id": call_id, "stopped": channels}, status_code=202)
+
+    return [
+        Route("/api/v1/recordings/{call_id}/{part}", fetch, methods=["GET", "HEAD"]),
+        Route("/api/v1/recordings/{call_id}", list_call, methods=["GET"]),
+        Route("/api/v1/calls/{id}/recording", start, methods=["POST"]),
+        Route("/api/v1/calls/{id}/recording", stop, methods=["DELETE"]),
+    ]
+
+
+_PROBLEM: Final[dict[str, Any]] = {
+    "description": "Problem details (RFC 9457)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _PROBLEM for code in codes}
+
+
+_CALL_ID: Final = {
+    "name": "call_id",
+    "in": "path",
+    "required": True,
+    "description": "The call's id (its Linkedid)",
+    "schema": {"type": "string"},
+}
+_FILE: Final = {
+    "type": "object",
+    "required": ["call_id", "part", "state"],
+    "properties": {
+        "call_id": {"type": "string"},
+        "part": {"type": "string", "enum": list(PARTS)},
+        "state": {"type": "string"},
+        "content_type": {"type": ["string", "null"]},
+        "size": {"type": ["integer", "null"]},
+        "duration": {"type": ["number", "null"]},
+        "sha256": {"type": ["string", "null"]},
+        "url": {"type": ["string", "null"], "description": "A signed link, short-lived"},
+    },
+}
+_FILES: Final = {
+    "description": "The call's recording files",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["call_id", "files"],
+                "properties": {
+                    "call_id": {"type": "string"},
+                    "files": {"type": "array", "items": _FILE},
+                },
+            }
+        }
+    },
+}
+_AUDIO: Final = {
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}}
+        for media in ("audio/wav", "audio/mpeg", "audio/ogg", "audio/x-gsm", "audio/basic")
+    }
+}
+_ID: Final = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The call's Linkedid",
+    "schema": {"type": "string"},
+}
+
+#: This module's part of ``/api/v1/openapi.json``.
+OPENAPI: dict[str, Any] = {
+    "paths": {
+        "/api/v1/recordings/{call_id}/{part}": {
+            "get": {
+                "operationId": "getRecording",
+                "summary": "One recording file, by a signed link or a token (recordings:read)",
+                "parameters": [
+                    _CALL_ID,
+                    {
+                        "name": "part",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(PARTS)},
+                    },
+                    {"name": "expires", "in": "query", "schema": {"type": "string"}},
+                    {"name": "sig", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Range", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "The whole file", **_AUDIO},
+                    "206": {"description": "The byte range asked for", **_AUDIO},
+                    **_errors(400, 401, 403, 404, 416, 429),
+                },
+            }
+        },
+        "/api/v1/recordings/{call_id}": {
+            "get": {
+                "operationId": "listRecordings",
+                "summary": "A call's recording files, each with a signed link (recordings:read)",
+                "parameters": [_CALL_ID],
+                "responses": {"200": _FILES, **_errors(401, 403, 404, 429)},
+            }
+        },
+        "/api/v1/calls/{id}/recording": {
+            "post": {
+                "operationId": "startRecording",
+                "summary": "Record a live call (MixMonitor) (calls:record)",
+                "parameters": [_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "legs": {"type": "string", "enum": list(LEGS)},
+                                    "format": {"type": "string", "enum": list(FORMATS)},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {**_FILES, "description": "Recording started"},
+                    **_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                },
+            },
+            "delete": {
+                "operationId": "stopRecording",
+                "summary": "Stop recording a live call (StopMixMonitor) (calls:record)",
+                "parameters": [_ID],
+                "responses": {
+                    "202": {
+                        "description": "StopMixMonitor sent; the file is closed and delivered",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "call_id": {"type": "string"},
+                                        "stopped": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_errors(401, 403, 404, 409, 429, 503),
+                },
+            },
+        },
+    }
+}

@@ -1,0 +1,287 @@
+"""Recordings over the API: signed links (expiry, tampering), tokens scoped to their
+extensions, byte ranges, path traversal in every parameter, start and stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from router.api.app import build_app
+from router.api.auth import hash_token, new_token
+from router.api.context import ApiContext
+from router.api.settings import ApiSettings, TokenSettings
+from router.recordings import RecordingStore, recording_signer
+from router.recordings.naming import file_names
+from router.recordings.settings import RecordingSettings
+from router.testing import StubEngine
+from router.testing.builders import make_config, make_event
+
+CALL = "1714557600.42"
+ADMIN = new_token()
+DESK101 = new_token()
+DESK102 = new_token()
+NOREAD = new_token()
+AUDIO = bytes(range(256)) * 40  # 10240 bytes
+
+
+def token(
+    name: str, text: str, allow: tuple[str, ...], extensions: tuple[str, ...]
+) -> TokenSettings:
+    return TokenSettings(
+        name=name,
+        digest=bytes.fromhex(hash_token(text).removeprefix("sha256:")),
+        allow=allow,
+        extensions=extensions,
+        rate=1000,
+        burst=1000,
+    )
+
+
+API = ApiSettings(
+    tokens={
+        t.name: t
+        for t in (
+            token("admin", ADMIN, ("recordings:read", "calls:record"), ("*",)),
+            token("desk101", DESK101, ("recordings:read", "calls:record"), ("101",)),
+            token("desk102", DESK102, ("recordings:read", "calls:record"), ("102",)),
+            token("noread", NOREAD, ("calls:read",), ("*",)),
+        )
+    }
+)
+
+
+def bearer(text: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {text}"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> RecordingSettings:
+    (tmp_path / "monitor").mkdir()
+    return RecordingSettings(
+        dir="/var/spool/asterisk/monitor",
+        local_dir=tmp_path / "monitor",
+        public_url="https://cr.example:8089",
+        url_ttl=300,
+    )
+
+
+@pytest.fixture
+async def stub(tmp_path: Path, settings: RecordingSettings) -> AsyncIterator[StubEngine]:
+    state = tmp_path / "state"
+    config = dataclasses.replace(make_config(state_dir=state), recordings=settings)
+    engine = StubEngine(state_dir=state, config=config)
+    store = RecordingStore(state)
+    (name,) = file_names(CALL, "mix", "wav")
+    path = settings.local_path(name)
+    path.write_bytes(AUDIO)
+    (row,) = store.start(
+        [name],
+        pbx_paths=[settings.pbx_path(name)],
+        local_paths=[path],
+        channel="PJSIP/trunk-00000001",
+        extensions=["101"],
+    )
+    store.mark_closed(
+        row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256="ab" * 32, duration=1
+    )
+    store.close()
+    yield engine
+    await engine.aclose()
+
+
+def client_for(stub: StubEngine) -> httpx.AsyncClient:
+    app = build_app(ApiContext(stub, API))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("10.0.0.7", 5555)), base_url="http://t"
+    )
+
+
+def link(
+    stub: StubEngine, settings: RecordingSettings, *, ttl: float = 300, now: float | None = None
+) -> str:
+    url = recording_signer(settings, stub.state_dir).url("http://t", CALL, "mix", ttl, now=now)
+    return url.removeprefix("http://t")
+
+
+async def test_a_signed_link_serves_the_file_before_expiry(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    async with client_for(stub) as client:
+        response = await client.get(link(stub, settings))
+    assert response.status_code == 200, response.text
+    assert response.content == AUDIO
+    assert response.headers["content-type"] == "audio/wav"
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["content-length"] == str(len(AUDIO))
+    assert "no-store" in response.headers["cache-control"]
+
+
+async def test_a_link_fails_after_expiry_and_when_tampered(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    expired = link(stub, settings, ttl=60, now=1_000_000)
+    good = link(stub, settings)
+    sig = re.search(r"sig=([0-9a-f]{64})", good)
+    assert sig is not None
+    flipped = sig[1][:-1] + ("1" if sig[1][-1] == "0" else "0")
+    expires = re.search(r"expires=(\d+)", good)
+    assert expires is not None
+    async with client_for(stub) as client:
+        responses = [
+            await client.get(expired),
+            await client.get(good.replace(sig[1], flipped)),
+            await client.get(good.replace(expires[1], str(int(expires[1]) + 3600))),
+            await client.get(good.replace("/mix?", "/in?")),
+            await client.get(good.replace(CALL, "1714557600.43")),
+        ]
+    assert [r.status_code for r in responses[:3]] == [403, 403, 403]
+    # Another part or call with this signature: 403 too, or 404 where no such file exists.
+    assert responses[3].status_code in (403, 404)
+    assert responses[4].status_code in (403, 404)
+    assert all(AUDIO[:64] not in r.content for r in responses)
+
+
+async def test_byte_ranges(stub: StubEngine, settings: RecordingSettings) -> None:
+    url = link(stub, settings)
+    async with client_for(stub) as client:
+        middle = await client.get(url, headers={"Range": "bytes=10-19"})
+        tail = await client.get(url, headers={"Range": "bytes=-5"})
+        open_end = await client.get(url, headers={"Range": "bytes=10200-"})
+        past = await client.get(url, headers={"Range": f"bytes={len(AUDIO)}-"})
+        nonsense = await client.get(url, headers={"Range": "lines=1-2"})
+    assert middle.status_code == 206
+    assert middle.content == AUDIO[10:20]
+    assert middle.headers["content-range"] == f"bytes 10-19/{len(AUDIO)}"
+    assert tail.status_code == 206
+    assert tail.content == AUDIO[-5:]
+    assert open_end.content == AUDIO[10200:]
+    assert past.status_code == 416
+    assert past.headers["content-range"] == f"bytes */{len(AUDIO)}"
+    assert nonsense.status_code == 200
+    assert nonsense.content == AUDIO
+
+
+TRAVERSALS = [
+    "/api/v1/recordings/..%2F..%2Fetc%2Fpasswd/mix",
+    "/api/v1/recordings/%2e%2e/mix",
+    "/api/v1/recordings/%2e%2e%2f%2e%2e/mix",
+    f"/api/v1/recordings/{CALL}/..%2Fmix",
+    f"/api/v1/recordings/{CALL}/%2e%2e",
+    f"/api/v1/recordings/{CALL}%00/mix",
+    f"/api/v1/recordings/{CALL}/mix%00",
+    "/api/v1/recordings/%2Fetc%2Fpasswd/mix",
+    f"/api/v1/recordings/{'9' * 5000}/mix",
+    f"/api/v1/recordings/{CALL}-mix.wav/mix",
+    "/api/v1/recordings/..%5C..%5Cwindows/mix",
+    f"/api/v1/recordings/{CALL}/mix?expires=../../etc&sig=" + "0" * 64,
+    f"/api/v1/recordings/{CALL}/mix?expires=9999999999&sig=../../etc/passwd",
+    f"/api/v1/recordings/{CALL}/mix?expires=%00&sig=%2e%2e",
+    f"/api/v1/recordings/{CALL}/mix?expires=9999999999&sig=" + "a" * 5000,
+    "/api/v1/recordings/..%2F..%2Fetc",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+async def test_path_traversal_in_any_parameter_is_400_or_404(stub: StubEngine, path: str) -> None:
+    async with client_for(stub) as client:
+        response = await client.get(path, headers=bearer(ADMIN))
+    assert response.status_code in (400, 404), (path, response.status_code)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert b"root:" not in response.content
+
+
+async def test_a_token_fetches_recordings_of_its_own_extensions_only(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    path = f"/api/v1/recordings/{CALL}/mix"
+    async with client_for(stub) as client:
+        own = await client.get(path, headers=bearer(DESK101))
+        other = await client.get(path, headers=bearer(DESK102))
+        lacking = await client.get(path, headers=bearer(NOREAD))
+        anonymous = await client.get(path)
+        listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+        hidden = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK102))
+    assert own.status_code == 200
+    assert own.content == AUDIO
+    assert other.status_code == 404
+    assert lacking.status_code == 403
+    assert anonymous.status_code == 401
+    assert listing.status_code == 200
+    (entry,) = listing.json()["files"]
+    assert entry["part"] == "mix"
+    assert entry["url"].startswith(f"https://cr.example:8089/api/v1/recordings/{CALL}/mix?expires=")
+    assert hidden.status_code == 404
+    # The listed link works as handed out (the same key signs and verifies).
+    async with client_for(stub) as client:
+        fetched = await client.get(entry["url"].removeprefix("https://cr.example:8089"))
+    assert fetched.content == AUDIO
+
+
+async def test_recordings_off_is_404(tmp_path: Path) -> None:
+    stub = StubEngine(state_dir=tmp_path)
+    async with client_for(stub) as client:
+        response = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(ADMIN))
+    assert response.status_code == 404
+    assert "no [recordings] table" in response.json()["detail"]
+
+
+async def test_start_and_stop_recording_a_live_call(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    live = "1714557700.7"
+    call = stub.calls.inbound_call(linkedid=live)
+    stub.calls.feed(
+        make_event(
+            "Newchannel",
+            Channel="PJSIP/101-00000002",
+            Uniqueid="1714557700.8",
+            Linkedid=live,
+            ChannelStateDesc="Ring",
+        )
+    )
+    sent: list[dict[str, str]] = []
+    stub.replay.on("MixMonitor", lambda action: sent.append(dict(action.fields)) or {})
+    stub.replay.on("StopMixMonitor", lambda action: sent.append(dict(action.fields)) or {})
+    async with client_for(stub) as client:
+        refused = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK102))
+        bad = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "../x"}
+        )
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "both"}
+        )
+        again = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        stopped = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert refused.status_code == 404
+    assert bad.status_code == 400
+    assert started.status_code == 201, started.text
+    assert [f["part"] for f in started.json()["files"]] == ["mix", "in", "out"]
+    assert again.status_code == 409
+    assert stopped.status_code == 202
+    mix, stop = sent
+    assert mix["Channel"] == call.waiting_channel
+    assert mix["File"] == f"/var/spool/asterisk/monitor/{live}-mix.wav"
+    assert stop["Channel"] == call.waiting_channel
+
+
+async def test_pull_mode_confirms_the_file_once_a_signed_link_served_all_of_it(
+    tmp_path: Path, stub: StubEngine, settings: RecordingSettings
+) -> None:
+    pull = dataclasses.replace(settings, mode="pull")
+    stub.config = dataclasses.replace(stub.config, recordings=pull)
+    url = link(stub, pull)
+    async with client_for(stub) as client:
+        partial = await client.get(url, headers={"Range": "bytes=0-9"})
+        assert partial.status_code == 206
+        assert RecordingStore(stub.state_dir).get(CALL, "mix").state == "closed"  # type: ignore[union-attr]
+        whole = await client.get(url)
+    assert whole.content == AUDIO
+    row = RecordingStore(stub.state_dir).get(CALL, "mix")
+    assert row is not None
+    assert row.state == "delivered"
+    assert row.receiver == "pull"

@@ -1,0 +1,70 @@
+"""``callrouter recordings status``: the catalog's figures, and the hard-cap warning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.recordings.naming import file_names
+from router.recordings.store import RecordingStore
+
+TOML = """[asterisk]
+url = "http://127.0.0.1:8088/asterisk"
+username = "router"
+secret = "x"
+[router]
+state_dir = "state"
+[recordings]
+dir = "/var/spool/asterisk/monitor"
+max_bytes = 1000
+hard_cap_bytes = 1000
+"""
+
+
+def test_status_prints_states_bytes_and_warns_near_the_hard_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text(TOML, encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    for call, size in (("1.1", 300), ("1.2", 400)):
+        (name,) = file_names(call, "mix", "wav")
+        (row,) = store.start(
+            [name], pbx_paths=["/x"], local_paths=[tmp_path / str(name)], channel="c"
+        )
+        store.mark_closed(
+            row.id,
+            file=tmp_path / str(name),
+            content_type="audio/wav",
+            size=size,
+            sha256=f"{row.id:064x}",
+            duration=1,
+        )
+    assert store.confirm("1.1", "mix", f"{1:064x}", "onec")
+    assert main(["recordings", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "files: recording 0, closed 1, delivered 1, removed 0, failed 0" in out
+    assert "on disk: 700 B of 1000 B (max_bytes)" in out
+    assert "not confirmed by 1C: 400 B, the oldest for " in out
+    # Over half the hard cap undelivered: exit 1 and say so.
+    (name,) = file_names("1.3", "mix", "wav")
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[tmp_path / "z"], channel="c")
+    store.mark_closed(
+        row.id, file=tmp_path / "z", content_type="audio/wav", size=200, sha256="0" * 64, duration=1
+    )
+    assert main(["recordings", "status", "--config", str(config), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["undelivered_bytes"] == 600
+    assert report["counts"] == {"closed": 2, "delivered": 1}
+
+
+def test_status_without_the_table_says_recordings_are_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text(TOML.split("[recordings]")[0], encoding="utf-8")
+    assert main(["recordings", "status", "--config", str(config)]) == 1
+    assert "no [recordings] table" in capsys.readouterr().out

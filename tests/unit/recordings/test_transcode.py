@@ -1,0 +1,62 @@
+"""Transcoding with the real Debian encoders, and its bounds: timeout, output, a missing
+program named with its package."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from router.errors import RecordingError
+from router.recordings import transcode as transcode_module
+from router.recordings.transcode import transcode
+from tests.unit.recordings.wavgen import write_wav
+
+ENCODERS = pytest.mark.skipif(
+    shutil.which("lame") is None or shutil.which("opusenc") is None,
+    reason="lame and opusenc are installed by `make setup` (make encoders)",
+)
+
+
+@ENCODERS
+@pytest.mark.parametrize("kind", ["mp3", "opus"])
+async def test_a_wav_becomes_mp3_or_opus(tmp_path: Path, kind: str) -> None:
+    source = write_wav(tmp_path / "1.1-mix.wav", 3.0)
+    target = tmp_path / f"1.1-mix.{kind}"
+    await transcode(kind, source, target, timeout=60)
+    data = target.read_bytes()
+    if kind == "opus":
+        assert data.startswith(b"OggS")
+        assert b"OpusHead" in data[:64]
+    else:  # an MPEG audio frame: 11 sync bits set
+        assert data[0] == 0xFF
+        assert data[1] & 0xE0 == 0xE0
+    # Compressed: smaller than the 16-bit PCM it came from.
+    assert 0 < len(data) < source.stat().st_size // 2
+
+
+async def test_an_encoder_past_its_timeout_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "sleep 30"])
+    with pytest.raises(RecordingError, match=r"took more than 0\.5 s"):
+        await transcode("mp3", tmp_path / "a.wav", tmp_path / "a.mp3", timeout=0.5)
+
+
+async def test_a_failing_encoder_is_reported_with_bounded_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    noisy = "head -c 5000000 /dev/zero | tr '\\0' x >&2; exit 3"
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", noisy])
+    (tmp_path / "a.mp3").write_bytes(b"partial")
+    with pytest.raises(RecordingError, match="exit 3") as caught:
+        await transcode("mp3", tmp_path / "a.wav", tmp_path / "a.mp3", timeout=30)
+    assert len(str(caught.value)) < 400
+    assert not (tmp_path / "a.mp3").exists()
+
+
+def test_a_missing_encoder_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RecordingError, match=r"needs opusenc \(Debian package opus-tools\)"):
+        transcode_module.command("opus", Path("a.wav"), Path("a.opus"))
