@@ -601,3 +601,25 @@ async def test_the_ring_is_a_plugin_that_asks_only_for_the_events_it_reads(
     assert ring.version == version + 1
     await plugins.event(make_event("VarSet", Linkedid=call.linkedid), call)
     assert ring.version == version + 1
+
+
+async def test_the_health_summary_is_the_readiness_of_readyz(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.health import readiness
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.2)
+    down = readiness(logged_in=False, stream_current=False, rule_problems=0, rules=2, serving=True)
+    context = ApiContext(stub, settings(), live=ring, rules=lambda: ruleset, health=lambda: down)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(context)), base_url="http://api.test"
+    ) as http:
+        await sign_in(http)
+        (kind, hello), *_ = frames((await http.get("/ui/stream")).text)
+    assert kind == "hello"
+    shown = hello["health"]
+    assert shown["ready"] is False
+    assert shown["checks"] == dict(down.checks)
+    assert shown["checks"]["asterisk"] is False
+    assert shown["reasons"] == list(down.reasons)
+    assert "not logged in to Asterisk" in shown["reasons"][0]
