@@ -467,22 +467,6 @@ async def test_hook_callrouter_shutdown(
     assert names[-2:] == ["Ping", "Logoff"]  # the shutdown hook ran before the logoff
 
 
-# --------------------------------------------------------------------------- completeness
-
-
-def hookspec_names() -> list[str]:
-    return sorted(
-        name
-        for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
-        if name.startswith("callrouter_")
-    )
-
-
-def test_every_hook_has_a_test() -> None:
-    module = sys.modules[__name__]
-    missing = [name for name in hookspec_names() if not hasattr(module, f"test_hook_{name}")]
-    assert not missing, f"add test_hook_<name> to tests/unit/test_hooks.py for: {missing}"
-    assert len(hookspec_names()) >= 12
 async def test_hook_callrouter_metrics(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
@@ -525,3 +509,19 @@ async def test_hook_callrouter_metrics(
         engine.metrics.counter("Counts-Bad", "a name Prometheus would refuse")
 
 
+# --------------------------------------------------------------------------- completeness
+
+
+def hookspec_names() -> list[str]:
+    return sorted(
+        name
+        for name, func in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("callrouter_")
+    )
+
+
+def test_every_hook_has_a_test() -> None:
+    module = sys.modules[__name__]
+    missing = [name for name in hookspec_names() if not hasattr(module, f"test_hook_{name}")]
+    assert not missing, f"add test_hook_<name> to tests/unit/test_hooks.py for: {missing}"
+    assert len(hookspec_names()) >= 12
