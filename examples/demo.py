@@ -8,6 +8,9 @@ kind of routing and prints what happened to each: where the call landed,
 which rule decided, the outcome, and the latency from the dialplan's request
 to the call arriving, measured on Asterisk's own clock.
 
+callrouter reaches Asterisk over AJAM, or over native TCP AMI with
+``--transport tcp`` (or ``DEMO_TRANSPORT=tcp``, which ``make demo`` passes on).
+
 Exit status 0 when every call landed where expected.
 """
 
@@ -75,8 +78,9 @@ class Scenario:
 
 
 class Demo:
-    def __init__(self, pbx: Sandbox, workdir: Path, double: Any) -> None:
+    def __init__(self, pbx: Sandbox, workdir: Path, double: Any, transport: str = "ajam") -> None:
         self.pbx = pbx
+        self.transport = transport
         self.workdir = workdir
         self.double = double
         self.engine: Engine | None = None
@@ -99,7 +103,8 @@ class Demo:
             )
         path = self.workdir / "router.toml"
         path.write_text(
-            f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\n'
+            f'[asterisk]\nurl = "{self.pbx.tcp_url if self.transport == "tcp" else self.pbx.url}"\n'
+            f'username = "router"\n'
             f'secret = "{self.pbx.secret}"\n'
             f'[router]\nrules = ["{rules}"]\nstate_dir = "{self.workdir / "state"}"\n'
             f'[plugins.directory]\nfile = "{self.workdir / "directory.csv"}"\n' + onec,
@@ -228,7 +233,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"1C double at {double.url}")
         else:
             print("callrouter_onec is not installed: 1C scenarios are skipped")
-        demo = Demo(pbx, workdir, double)
+        demo = Demo(pbx, workdir, double, args.transport)
+        over = "native TCP AMI" if args.transport == "tcp" else "AJAM"
+        print(f"callrouter talks to Asterisk over {over}")
         admin = AJAMClient(ClientSettings(url=pbx.url, username="admin", secret=pbx.secret))
         await admin.login()
         demo.pbx_admin = admin  # type: ignore[attr-defined]
@@ -362,6 +369,13 @@ def main() -> int:
         type=float,
         default=4.0,
         help="seconds each call waits for a decision (CALLROUTER_WAIT)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["ajam", "tcp"],
+        default=os.environ.get("DEMO_TRANSPORT", "ajam"),
+        help="how callrouter reaches Asterisk: AJAM (HTTP) or native TCP AMI "
+        "(default: $DEMO_TRANSPORT, else ajam)",
     )
     return asyncio.run(run(parser.parse_args()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,13 @@ REPO = Path(__file__).parents[2]
 
 
 @pytest.mark.slow
-def test_demo_routes_every_sample_call(sandbox: Sandbox) -> None:
-    """(``sandbox`` only proves Asterisk can run here; the demo starts its own.)"""
+@pytest.mark.parametrize("transport", ["ajam", "tcp"])
+def test_demo_routes_every_sample_call(sandbox: Sandbox, transport: str) -> None:
+    """(``sandbox`` only proves Asterisk can run here; the demo starts its own.)
+    ``make demo`` runs over either transport (``DEMO_TRANSPORT=tcp``)."""
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "demo.py"), "--wait", "3"],
+        env={**os.environ, "DEMO_TRANSPORT": transport},
         capture_output=True,
         text=True,
         timeout=240,
@@ -27,3 +31,5 @@ def test_demo_routes_every_sample_call(sandbox: Sandbox) -> None:
     assert "14 of 14 calls landed where expected" in done.stdout
     assert "call history in the 1C double:" in done.stdout
     assert "WRONG" not in done.stdout
+    over = "native TCP AMI" if transport == "tcp" else "AJAM"
+    assert f"callrouter talks to Asterisk over {over}" in done.stdout

@@ -1,0 +1,87 @@
+"""docs/asterisk.md (+ru) 'Native TCP AMI': what it shows works as written."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from router.cli import build_parser
+from router.commands._connect import load_from_args
+from router.config import load_config
+
+REPO = Path(__file__).parents[3]
+PAGES = {
+    REPO / "docs" / "asterisk.md": "## Native TCP AMI",
+    REPO / "docs" / "ru" / "asterisk.md": "## Родной AMI по TCP",
+}
+
+
+def section(page: Path, heading: str) -> str:
+    text = page.read_text(encoding="utf-8")
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end > 0 else None]
+
+
+def blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+@pytest.mark.parametrize(("page", "heading"), PAGES.items(), ids=lambda p: str(p)[-20:])
+def test_the_router_toml_shown_loads_as_native_tcp(
+    page: Path, heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (toml,) = blocks(section(page, heading), "toml")
+    path = tmp_path / "router.toml"
+    path.write_text(toml, encoding="utf-8")
+    cfg = load_config(path, environ={"CALLROUTER_SECRET": "s"}).asterisk
+    assert cfg.native
+    assert cfg.url == "tcp://127.0.0.1:5038"
+    assert cfg.auth == "md5"
+    assert cfg.ping_interval == 5
+
+
+@pytest.mark.parametrize(("page", "heading"), PAGES.items(), ids=lambda p: str(p)[-20:])
+def test_manager_conf_and_the_check_command_as_shown(
+    page: Path, heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = section(page, heading)
+    (ini,) = blocks(text, "ini")
+    assert re.search(r"^port = 5038$", ini, re.M)
+    assert re.search(r"^writetimeout = \d+", ini, re.M)
+    flat = re.sub(r"\s*\n\s*", " ", text)
+    assert (
+        "Asterisk refused login for 'router' at tcp://127.0.0.1:5038: Authentication failed" in flat
+    )
+    (command,) = re.findall(r"`(callrouter ami Ping --url tcp://[^`]+)`", flat)
+    monkeypatch.chdir(tmp_path)  # no router.toml here: the flags alone suffice
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    cfg = load_from_args(args).asterisk
+    assert cfg.url == "tcp://127.0.0.1:5038"
+    assert cfg.username == "router"
+
+
+def test_the_example_router_toml_switched_to_tcp_as_its_comment_says(tmp_path: Path) -> None:
+    text = (REPO / "examples" / "router.toml").read_text(encoding="utf-8")
+    assert '\n# url = "tcp://127.0.0.1:5038"\n' in text
+    text = text.replace('\nurl = "http://127.0.0.1:8088/asterisk"\n', "\n")
+    text = text.replace('\n# url = "tcp://127.0.0.1:5038"\n', '\nurl = "tcp://127.0.0.1:5038"\n')
+    text = text.replace("\n# ping_interval = 5 ", "\nping_interval = 5 ")
+    # "format, http_client, waitevent_timeout and max_response_bytes ... must go"; auth too.
+    keys = ("format", "http_client", "waitevent_timeout", "max_response_bytes", "auth")
+    lines = [
+        line for line in text.splitlines() if not line.startswith(tuple(f"{k} =" for k in keys))
+    ]
+    (tmp_path / "router.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for sub in ("rules", "state"):
+        (tmp_path / sub).mkdir()
+    for item in (REPO / "examples").iterdir():
+        if item.suffix in (".csv", ".txt"):
+            (tmp_path / item.name).write_text(item.read_text(encoding="utf-8"), encoding="utf-8")
+    cfg = load_config(tmp_path / "router.toml", environ={"CALLROUTER_SECRET": "s"}).asterisk
+    assert cfg.url == "tcp://127.0.0.1:5038"
+    assert cfg.ping_interval == 5
