@@ -13,6 +13,7 @@ a worker thread and is timed too.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -57,12 +58,15 @@ def per_call(metrics: Metrics, rule: str, lookups: tuple[_Lookup, ...]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50_000, help="calls per timed round")
+    args = parser.parse_args()
     metrics = Metrics()
     rules = [f"rule{n}" for n in range(1000)]
     lookups = (_Lookup(), _Lookup(lookup="directory", reused=True))
     for rule in rules:  # the label cache warm, as after a day of calls
         per_call(metrics, rule, lookups)
-    calls = 50_000
+    calls = args.calls
     best = float("inf")
     for _ in range(5):
         started = time.perf_counter()
@@ -89,6 +93,7 @@ def main() -> None:
     started = time.perf_counter()
     body = exposition(metrics)
     scrape = time.perf_counter() - started
+    print("### Metrics: what counting costs a routed call (bench_metrics.py)\n")
     print(
         md_table(
             ["what", "value"],

@@ -35,6 +35,7 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_route.py", ["--duration", "5"], ["--duration", "1", "--rates", "20,100"], 360),
     ("bench_feed.py", [], ["--duration", "1", "--clients", "20"], 90),
     ("bench_click.py", [], ["--calls", "5"], 60),
+    ("bench_metrics.py", [], ["--calls", "5000"], 60),
 ]
 
 INTRO = """# Performance
