@@ -617,7 +617,13 @@ class OneCPlugin:
             if pending:
                 log.info("onec: %d call events left by the last run; sending them", pending)
         if not engine.shadow:
-            self.uploads = await start_uploads(engine, config.client, config.state_dir)
+            self.uploads = await start_uploads(
+                engine,
+                config.client,
+                config.state_dir,
+                retry_min=config.events_retry_min,
+                retry_max=config.events_retry_max,
+            )
         if config.ping_interval:
             engine.schedule("onec:ping", self.ping, every=config.ping_interval)
         if config.warmup:

@@ -440,9 +440,18 @@ def _read(path: Path, offset: int, size: int) -> bytes:
 
 
 async def start_uploads(
-    engine: EngineAPI, client: OneCSettings, state_dir: Path | None = None
+    engine: EngineAPI,
+    client: OneCSettings,
+    state_dir: Path | None = None,
+    *,
+    retry_min: float = 1.0,
+    retry_max: float = 60.0,
 ) -> RecordingUploader | None:
-    """The uploader for this engine, started; None when ``[recordings]`` is off."""
+    """The uploader for this engine, started; None when ``[recordings]`` is off.
+
+    ``retry_min``/``retry_max`` are ``[plugins.onec] events_retry_min``/``_max``:
+    recordings back off as the call history does.
+    """
     import router
 
     settings = engine.config.recordings
@@ -460,7 +469,15 @@ async def start_uploads(
             url = signer.url(base, call_id, part, settings.url_ttl, now=now)
             return url, now + settings.url_ttl
 
-    uploader = RecordingUploader(store, queue, OneCRecordings(client), settings, link=link)
+    uploader = RecordingUploader(
+        store,
+        queue,
+        OneCRecordings(client),
+        settings,
+        link=link,
+        retry_min=retry_min,
+        retry_max=retry_max,
+    )
     uploader.start()
     pending = queue.counts().get("pending", 0)
     if pending:

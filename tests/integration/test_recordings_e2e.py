@@ -1,0 +1,236 @@
+"""Call recordings end to end: real SIP phones on the sandbox Asterisk, the engine with
+the built-in recorder and the 1C plugin, the in-process 1C double.
+
+The PSTN caller's phone plays a known tone (1 kHz) once the call is up; the rule records
+the call and rings 101, whose phone answers. What 1C receives must be one recording of
+that call, as long as the talk time (within a second), and not silence: a Goertzel
+filter at 1 kHz finds the tone in it. Then the faults: 1C cuts the upload halfway and
+comes back; the router restarts while 1C holds half the file. Both times the file
+arrives complete, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import struct
+import time
+import wave
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.recording_box import StoredRecording
+
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.recordings.store import RecordingStore
+from router.sandbox.phones import PhoneCall, Phones, tone_wav
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "пароль"
+DID = "74951234567"
+TONE_HZ = 1000
+RULES = """version: 1
+rules:
+  - name: record and ring 101
+    on: call
+    do:
+      - record: {legs: mix}
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+
+
+def make_config(phones: Phones, double: OneCDouble, state: Path) -> Config:
+    box = phones.pbx
+    state.mkdir(parents=True, exist_ok=True)
+    rules = state.parent / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    monitor = "spool/monitor/callrouter"
+    path = state.parent / "router.toml"
+    # The admin user: MixMonitor needs write class system (docs/recordings.md), which the
+    # sandbox's least-privilege router user rightly lacks.
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "admin"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
+        f'[recordings]\ndir = "{box.inst_in_root}/{monitor}"\nlocal_dir = "{box.inst / monitor}"\n'
+        "close_timeout = 20\n"
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{PASSWORD}"\nevents_retry_min = 0.2\nevents_retry_max = 1\n',
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+async def start_engine(config: Config) -> tuple[Engine, asyncio.Future[None]]:
+    engine = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 20)
+    return engine, task
+
+
+async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
+    engine.request_stop()
+    await asyncio.wait_for(task, 30)
+    await engine.stop()
+
+
+@pytest.fixture
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+def tone(tmp_path: Path) -> Path:
+    return tone_wav(tmp_path / "tone.wav", hz=TONE_HZ, seconds=30)
+
+
+@pytest_asyncio.fixture
+async def config(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIterator[Config]:
+    yield make_config(phones, double, tmp_path / "state")
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    assert check(), f"{what}: not within {timeout:g} s"
+
+
+async def talk(phones: Phones, tone: Path, seconds: float) -> PhoneCall:
+    """The PSTN caller calls the DID, 101 answers, they talk ``seconds``, the caller hangs up."""
+    phones.pstn.play(tone)
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="8 (916) 123-45-67")
+    await asyncio.to_thread(call.wait_answered, 20)
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(call.wait_ended, 20)
+    return call
+
+
+def pcm(recording: StoredRecording) -> tuple[list[int], int, float]:
+    with wave.open(io.BytesIO(recording.data)) as wav:
+        rate, frames = wav.getframerate(), wav.getnframes()
+        assert (wav.getnchannels(), wav.getsampwidth()) == (1, 2)
+        raw = wav.readframes(frames)
+    samples = list(struct.unpack(f"<{len(raw) // 2}h", raw))
+    return samples, rate, frames / rate
+
+
+def tone_share(samples: list[int], rate: int, hz: float) -> float:
+    """The share of the signal's energy at ``hz`` (Goertzel): about 1 for a pure tone."""
+    coeff = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coeff * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    energy = sum(x * x for x in samples)
+    return 2 * power / (len(samples) * energy) if energy else 0.0
+
+
+async def test_an_answered_call_is_recorded_and_1c_gets_the_tone_once(
+    phones: Phones, double: OneCDouble, config: Config, tone: Path
+) -> None:
+    engine, task = await start_engine(config)
+    try:
+        call = await talk(phones, tone, 4.0)
+        await eventually(lambda: bool(double.recordings.stored), 40, "1C got the recording")
+        await asyncio.sleep(2)  # nothing more arrives
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = double.recordings.stored
+    (record,) = engine.records
+    assert stored.call_id == record.linkedid
+    assert stored.part == "mix"
+    assert stored.content_type == "audio/wav"
+    samples, rate, seconds = pcm(stored)
+    assert call.talk_seconds is not None
+    assert abs(seconds - call.talk_seconds) < 1.0, (seconds, call.talk_seconds)
+    rms = math.sqrt(sum(x * x for x in samples) / len(samples))
+    assert rms > 1000, rms  # not silence
+    assert tone_share(samples, rate, TONE_HZ) > 0.3
+    # The file 1C got is the file the PBX wrote, confirmed in callrouter's catalog.
+    row = RecordingStore(config.router.state_dir).get(stored.call_id, "mix")
+    assert row is not None
+    assert row.state == "delivered"
+    assert row.sha256 == stored.sha256
+
+
+async def test_1c_failing_halfway_then_back_gets_the_file_complete_exactly_once(
+    phones: Phones, double: OneCDouble, config: Config, tone: Path
+) -> None:
+    double.recordings.outage(after=30_000, count=None)
+    engine, task = await start_engine(config)
+    try:
+        await talk(phones, tone, 3.0)
+        box = double.recordings
+        await eventually(
+            lambda: any(
+                p["received"] == 30_000 for p in box.control("GET", "recordings", {})[1]["partial"]
+            ),
+            40,
+            "1C holds half the file",
+        )
+        await asyncio.sleep(1.5)  # a retry or two meet the outage
+        assert box.stored == []
+        box.recover()
+        await eventually(lambda: bool(box.stored), 30, "the upload completed")
+        await asyncio.sleep(2)
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = double.recordings.stored
+    samples, rate, _ = pcm(stored)
+    assert tone_share(samples, rate, TONE_HZ) > 0.3
+    row = RecordingStore(config.router.state_dir).get(stored.call_id, "mix")
+    assert row is not None
+    assert row.sha256 == stored.sha256
+    assert row.size == stored.size
+    starts = [
+        r.headers["content-range"].split()[1].split("-")[0]
+        for r in double.requests("/recordings/mix", "PUT")
+    ]
+    assert "30000" in starts  # resumed where 1C stopped, not from the start
+
+
+async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
+    phones: Phones, double: OneCDouble, config: Config, tone: Path
+) -> None:
+    box = double.recordings
+    box.outage(after=30_000, count=None)
+    engine, task = await start_engine(config)
+    try:
+        await talk(phones, tone, 3.0)
+        await eventually(
+            lambda: any(
+                p["received"] == 30_000 for p in box.control("GET", "recordings", {})[1]["partial"]
+            ),
+            40,
+            "1C holds half the file",
+        )
+    finally:
+        await stop_engine(engine, task)  # the router stops with the upload half done
+    box.recover()
+    double.clear_log()
+    engine, task = await start_engine(config)
+    try:
+        await eventually(lambda: bool(box.stored), 30, "the upload completed after the restart")
+        await asyncio.sleep(2)
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = box.stored
+    samples, rate, _ = pcm(stored)
+    assert tone_share(samples, rate, TONE_HZ) > 0.3
+    first = double.requests("/recordings/mix", "PUT")[0]
+    assert first.headers["content-range"].startswith("bytes 30000-")
+    row = RecordingStore(config.router.state_dir).get(stored.call_id, "mix")
+    assert row is not None
+    assert row.state == "delivered"
