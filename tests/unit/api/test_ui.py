@@ -623,3 +623,48 @@ async def test_the_health_summary_is_the_readiness_of_readyz(
     assert shown["checks"]["asterisk"] is False
     assert shown["reasons"] == list(down.reasons)
     assert "not logged in to Asterisk" in shown["reasons"][0]
+
+
+async def test_explain_answers_as_callrouter_explain_does(
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One evaluation behind both: the same decision and the same trace."""
+    from router.cli import main
+
+    answer = {"found": True, "manager": {"extension": "101"}}
+    monkeypatch.chdir(tmp_path)  # no router.toml here: the defaults, as the fixture's registry
+    argv = ["explain", "--caller", "8 (916) 123-45-67", "--did", "74951234567"]
+    argv += ["--at", "2026-12-01 12:00", "--tz", "Europe/Moscow", "--json"]
+    argv += ["--rules", str(tmp_path / "rules.yaml"), "--lookup"]
+    argv += [f"onec.responsible={json.dumps(answer)}"]
+    import asyncio
+
+    assert await asyncio.to_thread(main, argv) == 0  # the command runs its own loop
+    printed = json.loads(capsys.readouterr().out)
+    response = await client.post(
+        "/api/v1/explain",
+        json={
+            "caller": "8 (916) 123-45-67",
+            "did": "74951234567",
+            "at": "2026-12-01 12:00",
+            "lookups": {"onec.responsible": answer},
+        },
+        headers={"Authorization": f"Bearer {SCRIPT}"},
+    )
+    served = response.json()
+
+    def comparable(body: dict[str, Any]) -> dict[str, Any]:
+        body = json.loads(json.dumps(body))
+        body["trace"].pop("elapsed_us")
+        for rule in body["trace"]["rules"]:
+            # Shown relative to the working directory when the rules were loaded.
+            rule["location"] = Path(rule["location"]).name
+            for lookup in rule["lookups"]:
+                lookup.pop("ms")
+        return {key: body[key] for key in ("decision", "trace", "other_did_rules")}
+
+    assert comparable(served) == comparable(printed)
+    assert served["decision"]["rules"] == ["owner"]
