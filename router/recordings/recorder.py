@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router.hookspecs import hookimpl
 from router.recordings.closer import close_recording
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
     from router.config import Config
     from router.hookspecs import EngineAPI
+    from router.metrics import Metrics, QueueGauge
     from router.rules.decision import Action
 
 __all__ = ["RECORD", "Recorder", "call_extensions", "make_plugin"]
@@ -44,6 +45,8 @@ log = logging.getLogger("router.recordings")
 _PHONE = re.compile(r"^(?:PJSIP|SIP|IAX2|DAHDI)/([0-9A-Za-z_+-]{1,40}?)-[0-9a-f]+$")
 SWEEP_EVERY = 5.0
 RETENTION_EVERY = 60.0
+#: Seconds between readings of the catalog for /metrics (off the loop, never at scrape).
+METRICS_EVERY = 15.0
 
 
 def _check_record(params: Mapping[str, object]) -> None:
@@ -87,10 +90,32 @@ class Recorder:
         self.store: RecordingStore | None = None
         self._engine: EngineAPI | None = None
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
+        self._queue: QueueGauge | None = None
+        self._bytes: Any = None
 
     @hookimpl
     def callrouter_configure(self, config: Config) -> None:
         self.settings = getattr(config, "recordings", None)
+
+    @hookimpl
+    def callrouter_metrics(self, metrics: Metrics) -> None:
+        """The files 1C has not confirmed (queue ``recordings``) and the bytes on disk."""
+        self._queue = metrics.queue("recordings")
+        self._bytes = metrics.gauge(
+            "callrouter_recordings_bytes",
+            "Recordings on disk (on_disk) and those of them 1C has not confirmed (undelivered).",
+            ["kind"],
+        )
+
+    async def refresh_metrics(self) -> None:
+        if self.store is None or (self._queue is None and self._bytes is None):
+            return
+        usage = await asyncio.to_thread(self.store.usage)
+        if self._queue is not None:
+            self._queue.update(usage.counts.get("closed", 0), usage.oldest_undelivered_at)
+        if self._bytes is not None:
+            self._bytes.labels("on_disk").set(usage.bytes_on_disk)
+            self._bytes.labels("undelivered").set(usage.undelivered_bytes)
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:
@@ -111,6 +136,8 @@ class Recorder:
         self.store = RecordingStore(engine.state_dir)
         engine.schedule("recordings:sweep", self.sweep, every=SWEEP_EVERY)
         engine.schedule("recordings:retention", self.retention, every=RETENTION_EVERY)
+        if self._queue is not None:
+            engine.schedule("recordings:metrics", self.refresh_metrics, every=METRICS_EVERY)
 
     @hookimpl
     async def callrouter_execute(self, action: Action, call: Call, engine: EngineAPI) -> str | None:

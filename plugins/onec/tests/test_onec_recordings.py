@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,7 +23,6 @@ from callrouter_onec.recordings import (
     close_uploads,
 )
 from router import Recording, RecordingSettings, RecordingStore
-from router.recordings.naming import file_names
 
 CALL = "1714557600.42"
 AUDIO = os.urandom(300_000)
@@ -33,7 +33,7 @@ def closed_recording(tmp_path: Path, data: bytes = AUDIO, call_id: str = CALL) -
     store = RecordingStore(tmp_path / "state")
     path = tmp_path / f"{call_id}-mix.wav"
     path.write_bytes(data)
-    (name,) = file_names(call_id, "mix", "wav")
+    name = SimpleNamespace(call_id=call_id, part="mix", format="wav")
     (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
     store.mark_closed(
         row.id,

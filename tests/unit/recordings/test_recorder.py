@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from router.errors import RulesRefused
+from router.metrics import exposition
 from router.recordings.recorder import Recorder
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import RecordingStore
@@ -78,6 +79,12 @@ async def test_record_starts_mixmonitor_named_after_the_call_and_closes_at_hangu
     assert row.sha256 is not None
     assert len(row.sha256) == 64
     assert [r.id for r in store.closed()] == [row.id]
+    # /metrics: the file waits for 1C (queue "recordings") and its bytes are on disk.
+    recorder = recorder_of(engine)
+    await recorder.refresh_metrics()
+    text = exposition(engine.metrics).decode()
+    assert 'callrouter_queue_depth{queue="recordings"} 1.0' in text
+    assert f'callrouter_recordings_bytes{{kind="undelivered"}} {float(row.size or 0)}' in text
 
 
 async def test_both_legs_make_three_files_with_r_and_t(
