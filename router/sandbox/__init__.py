@@ -45,6 +45,13 @@ CONF_DIR = Path(__file__).with_name("conf")
 SUITE = "sid"
 #: What must exist in a finished root; its absence means "provision again".
 MARKER = "usr/sbin/asterisk"
+#: Debian packages added to a root after debootstrap, each with a file that
+#: proves it is there. A root provisioned before a package joined this list is
+#: brought up to date by :func:`ensure_rootfs` (apt-get inside the chroot).
+#: ``baresip-core`` is the smallest package with the SIP phones' modules
+#: (ctrl_tcp, aufile, g711, account, menu); the ``baresip`` metapackage only
+#: adds the GUI parts.
+EXTRA_PACKAGES: Mapping[str, str] = {"baresip-core": "usr/bin/baresip"}
 DEFAULT_SECRET = "callrouter-sandbox"
 
 
@@ -118,12 +125,13 @@ def ensure_rootfs(cache_dir: Path | None = None, *, quiet: bool = False) -> Path
     """
     cache = cache_dir or default_cache_dir()
     root = cache / "rootfs"
-    if (root / MARKER).exists():
+    if (root / MARKER).exists() and not _missing_packages(root):
         return root
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / MARKER).exists():
+            _install_missing(root, quiet=quiet)
             return root
         if os.geteuid() != 0:
             raise SandboxError(
@@ -141,20 +149,78 @@ def ensure_rootfs(cache_dir: Path | None = None, *, quiet: bool = False) -> Path
                 file=sys.stderr,
                 flush=True,
             )
+        include = ",".join(["asterisk", *EXTRA_PACKAGES])
         _run(
-            [debootstrap, "--variant=minbase", "--include=asterisk", SUITE, str(tmp)],
-            "debootstrap of Debian sid with asterisk (needs the Debian mirror)",
+            [debootstrap, "--variant=minbase", f"--include={include}", SUITE, str(tmp)],
+            f"debootstrap of Debian sid with {include} (needs the Debian mirror)",
             1800,
         )
         if not (tmp / MARKER).exists():
             raise SandboxError(f"debootstrap finished but {tmp / MARKER} is missing")
+        _install_missing(tmp, quiet=quiet)
         tmp.rename(root)
     return root
+
+
+def _missing_packages(root: Path) -> list[str]:
+    return [name for name, proof in EXTRA_PACKAGES.items() if not (root / proof).exists()]
+
+
+def _install_missing(root: Path, *, quiet: bool) -> None:
+    """Install :data:`EXTRA_PACKAGES` that ``root`` lacks, with apt-get inside the chroot.
+
+    Called under the provisioning lock. A root made before a package was added
+    here has stale package lists, so a failed install is retried once after
+    ``apt-get update``.
+    """
+    missing = _missing_packages(root)
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SandboxError(
+            f"the Asterisk sandbox in {root} lacks {', '.join(missing)} and installing "
+            "it needs root (run `sudo make sandbox` once)"
+        )
+    if not quiet:
+        print(
+            f"installing {', '.join(missing)} into {root} (apt-get in the chroot)...",
+            file=sys.stderr,
+            flush=True,
+        )
+    install = [
+        "chroot",
+        str(root),
+        "/usr/bin/env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *missing,
+    ]
+    what = f"installing {', '.join(missing)} into the sandbox root (needs the Debian mirror)"
+    try:
+        _run(install, what, 1200)
+    except SandboxError:
+        _run(["chroot", str(root), "/usr/bin/apt-get", "update", "-qq"], what, 600)
+        _run(install, what, 1200)
+    still = _missing_packages(root)
+    if still:
+        raise SandboxError(f"apt-get installed {', '.join(missing)} but {still} still lack files")
 
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_udp_port() -> int:
+    """A loopback UDP port nobody has bound right now (SIP's transport)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
@@ -188,6 +254,9 @@ class Sandbox:
     #: Native AMI over TLS (manager.conf ``tlsbindaddr``) when started with
     #: ``tls=True``, with the same certificate; see :attr:`tls_tcp_url`.
     tls_ami_port: int | None = None
+    #: PJSIP's UDP port on 127.0.0.1, where the sandbox phones register
+    #: (:mod:`router.sandbox.phones`); 0 for an instance saved before phones.
+    sip_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     #: Asterisk's pid; kept apart from ``process`` so that an instance started by
     #: another process (``python -m router.sandbox start``) can be attached to.
@@ -219,6 +288,7 @@ class Sandbox:
             extra_dialplan=extra_dialplan,
             tls_port=free_port() if tls else None,
             tls_ami_port=free_port() if tls else None,
+            sip_port=free_udp_port(),
         )
         try:
             box.write_configs()
@@ -246,6 +316,7 @@ class Sandbox:
                 ami_port=int(state["ami_port"]),
                 secret=str(state["secret"]),
                 httptimeout=int(state.get("httptimeout", 60)),
+                sip_port=int(state.get("sip_port", 0)),
                 pid=int(state["pid"]) if state.get("pid") is not None else None,
             )
         except FileNotFoundError as exc:
@@ -266,6 +337,7 @@ class Sandbox:
             "url": self.url,
             "http_port": self.http_port,
             "ami_port": self.ami_port,
+            "sip_port": self.sip_port,
             "secret": self.secret,
             "httptimeout": self.httptimeout,
             "root": str(self.root),
@@ -316,10 +388,13 @@ class Sandbox:
         return {"admin": self.secret, "router": self.secret, "watcher": self.secret}
 
     def write_configs(self) -> None:
+        if not self.sip_port:
+            self.sip_port = free_udp_port()
         values = {
             "{inst}": self.inst_in_root,
             "{http_port}": str(self.http_port),
             "{ami_port}": str(self.ami_port),
+            "{sip_port}": str(self.sip_port),
             "{httptimeout}": str(self.httptimeout),
             "{secret}": self.secret,
             "{tls}": self._tls_lines(),
@@ -482,7 +557,14 @@ class Sandbox:
                 os.killpg(self.pid, sig)
 
     def stop(self, *, timeout: float = 10.0) -> None:
-        """Stop Asterisk: a polite ``core stop now``, then SIGTERM, then SIGKILL."""
+        """Stop Asterisk: a polite ``core stop now``, then SIGTERM, then SIGKILL.
+
+        Phones (:mod:`router.sandbox.phones`) still running for this instance
+        are killed first, so no user agent outlives its Asterisk.
+        """
+        from router.sandbox.phones import stop_orphans
+
+        stop_orphans(self)
         if not self.running:
             return
         with contextlib.suppress(SandboxError):

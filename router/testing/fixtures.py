@@ -15,11 +15,19 @@ import pytest_asyncio
 from router.ami.client import AJAMClient
 from router.errors import SandboxError
 from router.sandbox import Sandbox
+from router.sandbox.phones import Phones
 from router.testing.asterisk import sandbox_required, shipped_dialplan
 from router.testing.engines import Engines
 from router.testing.replay import ReplayAsterisk
 
-__all__ = ["ajam_client", "ajam_replay", "asterisk_sandbox", "engine_factory"]
+__all__ = [
+    "ajam_client",
+    "ajam_replay",
+    "asterisk_sandbox",
+    "engine_factory",
+    "phones",
+    "sandbox_phones",
+]
 
 
 @pytest.fixture
@@ -56,6 +64,35 @@ def asterisk_sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.remove()
+
+
+@pytest.fixture(scope="session")
+def sandbox_phones(asterisk_sandbox: Sandbox) -> Iterator[Phones]:
+    """Real SIP phones (baresip) 101-105 and the PSTN side on ``asterisk_sandbox``,
+    for the whole session; prefer ``phones``, which resets them for each test."""
+    try:
+        running = Phones.start(asterisk_sandbox, extensions=("101", "102", "103", "104", "105"))
+    except SandboxError as exc:
+        message = f"the sandbox phones could not be started: {exc}"
+        if sandbox_required():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def phones(sandbox_phones: Phones) -> Phones:
+    """The sandbox phones, each in "answer" mode with no calls and nothing playing.
+
+    ``phones["101"].mode = "busy"``, ``phones.pstn.call(did=..., caller=...)``,
+    ``phones.pbx`` is the Asterisk they are registered with (``asterisk_sandbox``,
+    shipped dialplan loaded). See :mod:`router.sandbox.phones`.
+    """
+    sandbox_phones.reset()
+    return sandbox_phones
 
 
 @pytest_asyncio.fixture
