@@ -151,7 +151,9 @@ class EventStream:
         self._running = True
         try:
             async for item in self._loop():
-                if isinstance(item, Event):
+                # No coroutine per event when nobody subscribed (the engine
+                # reads the stream itself): this runs for every event.
+                if self._handlers and isinstance(item, Event):
                     await self._dispatch(item)
                 yield item
         finally:
