@@ -865,6 +865,8 @@ class OneCPlugin:
             client_id=facts.client_id,
             owner=owner,
         )
+        if self.uploads is not None and event.kind in ("hangup", "missed"):
+            payload["recording_url"] = self.uploads.link_for(event.call_id)
         number = customer_number(event, rules)
         fact = None
         if number is not None and event.kind == "missed" and event.direction == "in":

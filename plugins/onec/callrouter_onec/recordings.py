@@ -414,6 +414,24 @@ class RecordingUploader:
         log.info("onec: recording %s delivered to 1C (%d bytes)", upload.event_id, upload.size)
         return True
 
+    def link_for(self, call_id: str) -> str | None:
+        """Pull mode: a signed link to the call's recording for its history event, or None.
+
+        The call's ``hangup`` carries it as ``recording_url`` (the contract's field),
+        signed now; the recording's own message, sent once the file is closed,
+        carries a fresh one, so 1C has a valid link even after a long outage.
+        """
+        if self.settings.mode != "pull" or self._link is None:
+            return None
+        try:
+            parts = {r.part for r in self.store.for_call(call_id) if r.state != "failed"}
+        except ValueError:  # an id that cannot name a recording was never recorded
+            return None
+        for part in ("mix", "in", "out"):
+            if part in parts:
+                return self._link(call_id, part)[0]
+        return None
+
     async def _push(self, upload: Upload) -> None:
         status = await self.remote.status(upload)
         offset = status.received

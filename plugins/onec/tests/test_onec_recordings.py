@@ -3,16 +3,20 @@ outage and after a restart, stored exactly once, confirmed back to callrouter's 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from lifeevents import answered, hangup
 
 from callrouter_onec.client import OneCSettings
-from callrouter_onec.double import OneCDouble
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.plugin import OneCPlugin
 from callrouter_onec.recordings import (
     FILENAME,
     OneCRecordings,
@@ -22,7 +26,8 @@ from callrouter_onec.recordings import (
     _Resume,
     close_uploads,
 )
-from router import Recording, RecordingSettings, RecordingStore
+from router import Recording, RecordingSettings, RecordingStore, recording_signer
+from router.testing import StubEngine, config_from_toml
 
 CALL = "1714557600.42"
 AUDIO = os.urandom(300_000)
@@ -212,3 +217,59 @@ async def test_a_vanished_file_is_failed_not_retried_for_ever(
         assert up.queue.counts() == {"failed": 1}
     finally:
         await close_uploads(up)
+
+
+# -- pull mode: the link rides on the call's history -----------------------------------
+
+
+async def test_pull_mode_puts_a_signed_link_on_the_calls_hangup(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """The contract's ``recording_url`` of the hangup: a link the API will serve."""
+    closed_recording(tmp_path).close()
+    config = config_from_toml(
+        tmp_path,
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\nsecret = "x"\n'
+        f'[router]\nstate_dir = "state"\n[plugins.onec]\nurl = "{double.url}"\n'
+        f'username = "{DEFAULT_USER}"\npassword = "{settings.password}"\nping_interval = 0\n'
+        "events_retry_min = 0.05\nevents_retry_max = 0.2\n"
+        '[recordings]\ndir = "/x"\nmode = "pull"\npublic_url = "https://cr.test:8089"\n',
+    )
+    onec = OneCPlugin()
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = StubEngine(tmp_path / "state", config=config)
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    try:
+        onec.callrouter_call_event(answered(CALL, "101"))
+        onec.callrouter_call_event(hangup(CALL, "101"))
+        # The plugin asks 1C for the caller's ids first (its own bounded lookup).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(r.payload["event"] == "hangup" for r in double.event_book.receipts):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    final = [r.payload for r in double.event_book.receipts if r.payload["event"] == "hangup"]
+    (payload,) = final
+    url = payload["recording_url"]
+    assert url.startswith(f"https://cr.test:8089/api/v1/recordings/{CALL}/mix?expires=")
+    query = dict(p.split("=") for p in url.split("?", 1)[1].split("&"))
+    assert config.recordings is not None
+    signer = recording_signer(config.recordings, tmp_path / "state")
+    assert signer.verify(CALL, "mix", query["expires"], query["sig"])
+
+
+async def test_only_pull_mode_links_and_only_to_recorded_calls(
+    tmp_path: Path, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    pull, push = uploader(tmp_path, store, settings, "pull"), uploader(tmp_path, store, settings)
+    try:
+        assert pull.link_for(CALL) == f"https://cr.test/api/v1/recordings/{CALL}/mix"
+        assert pull.link_for("1714557600.99") is None  # not recorded
+        assert pull.link_for("../../etc/passwd") is None  # cannot name a recording
+        assert push.link_for(CALL) is None  # push: 1C gets the file itself
+    finally:
+        await close_uploads(pull)
+        await close_uploads(push)
