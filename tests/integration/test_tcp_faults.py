@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from router.ami.event_filter import EventSelection
 from router.ami.tcp import TCPClient
 from router.config import load_config
 from router.engine import Engine, EngineOptions
-from router.errors import AMIAuthenticationError
+from router.errors import AMIAuthenticationError, AMIConnectionError
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
@@ -364,3 +365,27 @@ async def test_wrong_secret_is_a_clear_error_and_no_retry_storm(
     await asyncio.sleep(3)
     await engine.stop()
     assert proxy.accepted == 1
+
+
+async def test_tls_and_md5_login_against_asterisk(tmp_path: Path) -> None:
+    """AJAM: test_ajam.py::test_tls_with_verification, test_digest_auth."""
+    box = await asyncio.to_thread(Sandbox.start, name=f"pytest-{os.getpid()}-amitls", tls=True)
+    try:
+        trusted = ClientSettings(
+            url=box.tls_tcp_url,
+            username="router",
+            secret=box.secret,
+            auth="md5",
+            verify=str(box.ca_file),
+        )
+        async with TCPClient(trusted) as client:
+            assert client.banner is not None
+            assert client.banner.startswith("Asterisk Call Manager/")
+            assert (await client.send("Ping", validate=False)).ok
+        untrusted = ClientSettings(url=box.tls_tcp_url, username="router", secret=box.secret)
+        client = TCPClient(untrusted)
+        with pytest.raises(AMIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.login()
+        await client.aclose()
+    finally:
+        await asyncio.to_thread(box.remove)
