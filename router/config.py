@@ -707,6 +707,8 @@ def exposed_secret_files(config: Config) -> list[str]:
         files.append(config.asterisk.client_key)
     if config.api is not None and config.api.key is not None:
         files.append(config.api.key)
+    if config.recordings is not None and config.recordings.key_file is not None:
+        files.append(config.recordings.key_file)
     warnings: list[str] = []
     for path in files:
         try:

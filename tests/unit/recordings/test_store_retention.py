@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from router.config import exposed_secret_files
 from router.errors import ConfigError
 from router.recordings.naming import file_names
 from router.recordings.retention import apply_retention
@@ -143,3 +144,14 @@ def test_recordings_settings_are_read(tmp_path: Path) -> None:
     assert settings.local_dir == tmp_path / "mnt"
     assert settings.public_url == "https://cr.example:8089"
     assert config_from_toml(tmp_path, "").recordings is None
+
+
+def test_a_readable_link_key_is_warned_about(tmp_path: Path) -> None:
+    key = tmp_path / "links.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o644)
+    config = config_from_toml(tmp_path, '[recordings]\ndir = "/x"\nkey_file = "links.key"\n')
+    warnings = exposed_secret_files(config)
+    assert any(w.startswith(f"{key}: holds a secret") for w in warnings), warnings
+    key.chmod(0o600)
+    assert not any(str(key) in w for w in exposed_secret_files(config))
