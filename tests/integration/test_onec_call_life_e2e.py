@@ -1,0 +1,485 @@
+"""The whole life of real calls in 1C (issue 14): real phones, real Asterisk, the 1C double.
+
+The sandbox Asterisk with baresip phones 101-105 and the PSTN side
+(``router.sandbox.phones``), ``callrouter run`` as a process with the 1C plugin
+(as systemd runs it), and the 1C double in this process. What is asserted is
+what 1C stores (the double's first copies), against what the phones themselves
+saw:
+
+* a raw ``8 (916) 123-45-67`` reaches the owner's phone, which answers: 1C has
+  ringing(101), answered(101) and hangup with the talk time within a second of
+  the phones' own;
+* the owner busy: the call falls back to the queue, and 1C never hears
+  "ringing at 101";
+* a ring group of three that nobody answers: exactly one missed call, owned by
+  the responsible manager; a callback from that manager's phone that connects
+  closes it (``missed_closed``);
+* blind and attended transfers made on the phone: who to whom;
+* the gap: ``callrouter run`` SIGKILLed, 20 calls of every kind while it is
+  down, then started: within the settle delay 1C has the whole history of all
+  20, each event once.
+
+The router and the double are shared by the tests (one module); each test
+resets the double and the phones. Phones and Asterisk calls are synchronous
+here (the router is another process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+
+from router.sandbox import Sandbox
+from router.sandbox.phones import Phones
+
+pytestmark = [pytest.mark.integration]
+
+PASSWORD = "пароль"
+DID = "74951234567"  # owner rule: the responsible manager's extension
+GROUP_DID = "74957654321"  # ring group 600 (101, 102, 103)
+RAW = "8 (916) 123-45-67"  # Петров's client (demo.json): manager extension 101
+CUSTOMER = "79161234567"
+MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0003"
+CLIENT = "5e1c2f9a-0000-11ee-8a00-005056aa0001"
+SETTLE = 2.0  # [history] settle_delay
+RULES = f"""version: 1
+rules:
+  - name: ring-group
+    priority: 60
+    on: call
+    if: did == "{GROUP_DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found
+    do:
+      - redirect: {{context: sandbox-phones, exten: "600"}}
+
+  - name: owner
+    priority: 50
+    on: call
+    if: did == "{DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found and owner.manager.extension
+    do:
+      - redirect: {{context: callrouter-dial, exten: "{{owner.manager.extension}}"}}
+"""
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+
+
+class Router:
+    """``callrouter run`` with the 1C plugin and CEL history; JSON log in its folder."""
+
+    def __init__(self, pbx: Sandbox, double: OneCDouble, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pbx = pbx
+        self.folder = folder
+        rules = folder / "rules.yaml"
+        rules.write_text(RULES, encoding="utf-8")
+        self.config = folder / "router.toml"
+        cel = pbx.inst / "log" / "cel.db"
+        self.config.write_text(
+            f'[asterisk]\nurl = "{pbx.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+            f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
+            'log_format = "json"\n'
+            f'[history]\ncel = "sqlite://{cel}"\nsettle_delay = {SETTLE}\n'
+            f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+            f'password = "{PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n'
+            "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
+            "[plugins.onec.missed_owner]\n'*' = \"105\"\n",
+            encoding="utf-8",
+        )
+        self.log_path = folder / "router.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {**os.environ, "CR_SECRET": self.pbx.secret}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        self.starts += 1
+        wait_until(lambda: self.count("ready") >= self.starts, 30, "the router to be ready")
+
+    def count(self, text: str) -> int:
+        found = 0
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                message = str(json.loads(line).get("message", ""))
+            except ValueError:
+                message = line
+            found += text in message
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"router exited {self.proc.returncode}:\n{self.tail()}")
+        return found
+
+    def tail(self) -> str:
+        return self.log_path.read_text(encoding="utf-8")[-4000:]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def router(
+    sandbox_phones: Phones, double: OneCDouble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Router]:
+    running = Router(sandbox_phones.pbx, double, tmp_path_factory.mktemp("call-life"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def world(router: Router, double: OneCDouble, phones: Phones) -> tuple[Router, OneCDouble, Phones]:
+    """Router up, the double empty, every phone answering with no calls."""
+    if router.proc is None or router.proc.poll() is not None:
+        router.start()
+    quiet(phones)
+    settled(double)  # the last test's late events (a callback's hangup) are not this test's
+    double.reset()
+    return router, double, phones
+
+
+def settled(double: OneCDouble, calm: float = 1.0, timeout: float = 15.0) -> None:
+    """Wait until the double has received nothing for ``calm`` seconds."""
+    end = time.monotonic() + timeout
+    seen, since = len(double.event_book.receipts), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = len(double.event_book.receipts)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= calm:
+            return
+
+
+def calls_of(double: OneCDouble, number: str = CUSTOMER) -> dict[str, list[dict[str, Any]]]:
+    """1C's stored events of every call with ``number``, by call id, in arrival order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for event in double.event_book.events():
+        if number in (event.get("from"), event.get("to")) or event.get("call_id") in found:
+            found.setdefault(str(event["call_id"]), []).append(dict(event))
+    return found
+
+
+def ended_calls(
+    double: OneCDouble, count: int, timeout: float = 15
+) -> dict[str, list[dict[str, Any]]]:
+    """Wait until ``count`` calls with the customer have their end in 1C."""
+
+    def done() -> dict[str, list[dict[str, Any]]] | None:
+        calls = calls_of(double)
+        ended = {
+            k: v for k, v in calls.items() if any(e["event"] in ("hangup", "missed") for e in v)
+        }
+        return calls if len(ended) >= count else None
+
+    return wait_until(done, timeout, f"{count} calls to end in 1C")
+
+
+def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["event"], e["extension"]) for e in events]
+
+
+# -- one call at a time ------------------------------------------------------------------------
+
+
+def test_the_owner_answers_and_1c_has_the_talk_time_the_phones_saw(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    _, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    time.sleep(2.0)
+    call.hangup()
+    call.wait_ended(10)
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    end = events[-1]
+    assert (end["status"], end["direction"], end["from"], end["to"]) == (
+        "ANSWER",
+        "in",
+        CUSTOMER,
+        DID,
+    )
+    assert {(e["manager_id"], e["client_id"]) for e in events} == {(MANAGER, CLIENT)}
+    assert end["hangup_by"] == "external"
+    phone_side = phones["101"].calls[-1].talk_seconds
+    assert phone_side is not None
+    assert call.talk_seconds is not None
+    assert abs(end["talk_seconds"] - phone_side) <= 1.0, (end["talk_seconds"], phone_side)
+    assert abs(end["talk_seconds"] - call.talk_seconds) <= 1.0
+    assert not any(r.duplicate for r in double.event_book.receipts)
+    assert double.story(call_id)[0]["event"] == "ringing"
+
+
+def test_a_busy_owner_falls_back_and_1c_never_hears_ringing_at_101(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    _, double, phones = world
+    phones["101"].mode = "busy"
+    phones["103"].mode = "noanswer"
+    # A person takes a moment to pick up: an answer within a millisecond would cancel
+    # the queue's leg to 101 before 101's "busy" came back, and a leg cancelled
+    # because another phone answered is a phone that rang (docs/history.md).
+    phones["102"].answer_delay = 1.0
+    try:
+        call = phones.pstn.call(did=DID, caller=RAW)
+        wait_until(
+            lambda: phones["102"].calls and phones["102"].calls[-1].answered,
+            30,
+            "the default route's queue to reach 102",
+        )
+        time.sleep(0.5)
+        call.hangup()
+        quiet(phones)
+    finally:
+        phones["102"].answer_delay = 0.0
+    [(_, events)] = ended_calls(double, 1, 20).items()
+    assert ("ringing", "101") not in kinds(events)
+    assert ("answered", "102") in kinds(events)
+    assert events[-1]["event"] == "hangup"
+
+
+def test_a_ring_group_nobody_answers_is_one_missed_call_then_a_callback_closes_it(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    _, double, phones = world
+    for name in ("101", "102", "103"):
+        phones[name].mode = "noanswer"
+    call = phones.pstn.call(did=GROUP_DID, caller=RAW)
+    wait_until(
+        lambda: all(
+            phones[n].calls and phones[n].calls[-1].ringing_at for n in ("101", "102", "103")
+        ),
+        15,
+        "all three phones to ring",
+    )
+    time.sleep(0.5)
+    call.hangup()
+    quiet(phones)
+    [(missed_id, events)] = ended_calls(double, 1).items()
+    assert sorted(kinds(events)) == [
+        ("missed", None),
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("ringing", "103"),
+    ]
+    [lost] = [e for e in events if e["event"] == "missed"]
+    assert lost["owner"] == {"manager_id": MANAGER, "extension": "101", "source": "lookup"}
+    assert lost["status"] in ("CANCEL", "NOANSWER")
+    # The manager calls the customer back from 101 and the customer picks up.
+    phones["101"].mode = "answer"
+    back = phones["101"].dial(CUSTOMER)
+    back.wait_answered(15)
+    time.sleep(0.5)
+    back.hangup()
+
+    def closed() -> list[dict[str, Any]]:
+        return [e for e in double.event_book.events() if e["event"] == "missed_closed"]
+
+    [done] = wait_until(closed, 15, "missed_closed in 1C")
+    assert done["call_id"] == missed_id
+    assert done["extension"] == "101"
+    assert done["closed_by"] != missed_id
+    assert [e["event"] for e in double.story(done["closed_by"])][-1] == "missed_closed"
+
+
+@pytest.mark.parametrize("how", ["blind", "attended"])
+def test_transfers_on_the_phone_are_told_who_to_whom(
+    world: tuple[Router, OneCDouble, Phones], how: str
+) -> None:
+    _, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    time.sleep(0.5)
+    if how == "blind":
+        phones["101"].blind_transfer("102")
+    else:
+        phones["101"].attended_transfer("102")
+    wait_until(
+        lambda: (
+            all(c.ended for c in phones["101"].calls)
+            and any(c.answered and not c.ended for c in phones["102"].calls)
+        ),
+        15,
+        "101 out of the call and 102 talking with the customer",
+    )
+    time.sleep(0.5)
+    call.hangup()
+    [(_, events)] = ended_calls(double, 1).items()
+    [moved] = [e for e in events if e["event"] == "transferred"]
+    assert moved["transfer"] == {"kind": how, "from": "101", "to": "102"}
+    assert events[-1]["event"] == "hangup"
+    assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
+
+
+# -- the gap ------------------------------------------------------------------------------------
+
+
+def setvar_global(pbx: Sandbox, name: str, value: str) -> None:
+    """A dialplan global through AMI (Setvar without a channel), as the admin user."""
+    with httpx.Client(timeout=10) as client:
+        login = {"action": "Login", "username": "admin", "secret": pbx.secret}
+        assert "Success" in client.post(f"{pbx.url}/rawman", data=login).text
+        reply = client.post(
+            f"{pbx.url}/rawman", data={"action": "Setvar", "Variable": name, "Value": value}
+        )
+        assert "Success" in reply.text, reply.text
+
+
+def place_while_down(phones: Phones, kind: str) -> None:
+    """One call on the default route (the queue rings 101-103; only 102 answers)."""
+    for name in ("101", "102", "103"):
+        phones[name].mode = "answer" if name == "102" and kind != "missed" else "noanswer"
+    before = len(phones["102"].calls)
+
+    def new_call(answered: bool) -> bool:
+        calls = phones["102"].calls[before:]
+        return bool(calls) and (calls[-1].answered if answered else bool(calls[-1].ringing_at))
+
+    call = phones.pstn.call(did=DID, caller=RAW)
+    try:
+        wait_until(lambda: new_call(kind != "missed"), 20, f"102 to ring or answer ({kind})")
+    except AssertionError:
+        print("102 calls", phones["102"].mode, phones["102"].calls[before:])
+        print("102 events", list(phones["102"].recent)[-12:])
+        print("102 log", phones["102"].log_tail(40))
+        raise
+    if kind == "transferred":
+        taken = len(phones["104"].calls)
+        phones["102"].blind_transfer("104")
+        wait_until(
+            lambda: any(c.answered for c in phones["104"].calls[taken:]), 15, "104 to answer"
+        )
+    time.sleep(0.3)
+    call.hangup()
+    call.wait_ended(10)
+    quiet(phones)
+
+
+def quiet(phones: Phones) -> None:
+    """Every phone's calls over: a phone still closing one may miss the next."""
+    wait_until(
+        lambda: all(c.ended for name in ("101", "102", "103", "104") for c in phones[name].calls),
+        10,
+        "every phone to be idle",
+    )
+
+
+def test_calls_made_while_the_router_was_killed_reach_1c_whole_and_once(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """SIGKILL, 20 calls of every kind on the dialplan's default route, start: within
+    the settle delay 1C has the whole history of all 20, each event once; every missed
+    call owned by the manager 1C names (a lookup of the plugin's own: nobody routed
+    them) and closed by the next call, which connected."""
+    router, double, phones = world
+    pbx = phones.pbx
+    mark = router.folder / "state" / "calllife.json"
+    if not mark.exists():  # a router that never saw a call keeps no replay mark yet
+        other = phones.pstn.call(did=DID, caller="+7 (495) 777-01-01")  # owner 102
+        other.wait_answered(15)
+        other.hangup()
+        wait_until(mark.exists, 20, "the router's replay mark")
+    quiet(phones)
+    double.reset()
+    router.kill()
+    setvar_global(pbx, "CALLROUTER_WAIT", "1")  # nobody is there to decide: fall at once
+    placed: list[str] = []
+    try:
+        for n in range(20):
+            kind = ("answered", "missed", "transferred", "answered")[n % 4]
+            place_while_down(phones, kind)
+            placed.append(kind)
+    finally:
+        setvar_global(pbx, "CALLROUTER_WAIT", "4")
+    assert double.event_book.receipts == []  # nobody told 1C while the router was down
+    router.start()
+    try:
+        calls = ended_calls(double, 20, SETTLE + 30)
+    except AssertionError:
+        for key, value in calls_of(double).items():
+            print("1C has", key, [(e["event"], e["extension"], e["replayed"]) for e in value])
+        print("router log", router.tail())
+        raise
+    ours = {k: v for k, v in calls.items() if any(e["event"] != "missed_closed" for e in v)}
+    assert len(ours) == 20
+    by_kind: Counter[str] = Counter()
+    closers: set[str] = set()
+    for call_id, events in ours.items():
+        names = [e["event"] for e in events]
+        assert all(e["replayed"] for e in events), call_id
+        assert len({e["event_id"] for e in events}) == len(events), call_id
+        assert {(e["manager_id"], e["client_id"]) for e in events} == {(MANAGER, CLIENT)}
+        if "missed" in names:
+            by_kind["missed"] += 1
+            assert names.count("missed") == 1
+            assert "answered" not in names
+            [lost] = [e for e in events if e["event"] == "missed"]
+            assert lost["owner"] == {"manager_id": MANAGER, "extension": "101", "source": "lookup"}
+        elif "transferred" in names:
+            by_kind["transferred"] += 1
+            [moved] = [e for e in events if e["event"] == "transferred"]
+            assert moved["transfer"] == {"kind": "blind", "from": "102", "to": "104"}
+        else:
+            by_kind["answered"] += 1
+            assert ("answered", "102") in kinds(events)
+            assert names[-1] == "hangup"
+    assert by_kind == Counter(placed)
+
+    def closed() -> list[dict[str, Any]]:
+        return [e for e in double.event_book.events() if e["event"] == "missed_closed"]
+
+    wait_until(lambda: len(closed()) >= 5, 10, "the five missed calls to be closed")
+    for done in closed():
+        if done["call_id"] in ours:
+            assert done["closed_by"] in ours
+            closers.add(done["closed_by"])
+    assert len(closers) == 5
+    assert not any(r.duplicate for r in double.event_book.receipts)
