@@ -3,10 +3,11 @@
 MixMonitor writes from its own thread and closes the file some time after
 the channel hung up or ``StopMixMonitor``. A file is taken only once it is
 complete: a WAV when its header accounts for every byte
-(:func:`router.recordings.wav.parse_wav`), any other format when its size
-stopped changing. Past ``[recordings] close_timeout`` without a complete
-file the row is marked ``failed`` with the reason (logged): the call itself
-is long over, so nothing waits on this but the catalog.
+(:func:`router.recordings.wav.parse_wav`) and its size held for half a
+second, any other format when its size stopped changing for a second. Past
+``[recordings] close_timeout`` without a complete file the row is marked
+``failed`` with the reason (logged): the call itself is long over, so
+nothing waits on this but the catalog.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ log = logging.getLogger("router.recordings")
 POLL = 0.2
 #: A headerless file is complete once its size held this long.
 STABLE = 1.0
+#: A WAV whose header counts every byte is complete once that also held this long:
+#: format_wav rewrites the header as it writes, so one consistent look could fall
+#: between two of MixMonitor's last writes.
+STABLE_WAV = 0.5
 
 
 def _look(path: Path) -> tuple[int, bytes] | None:
@@ -56,14 +61,15 @@ async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
         now = time.monotonic()
         if seen is not None:
             size, head = seen
-            if fmt == "wav":
-                info = parse_wav(head)
-                if info is not None and info.complete(size):
-                    return info.duration
-            elif last is not None and last[0] == size and size > 0 and now - last[1] >= STABLE:
-                return None
             if last is None or last[0] != size:
                 last = (size, now)
+            held = now - last[1]
+            if fmt == "wav":
+                info = parse_wav(head)
+                if info is not None and info.complete(size) and held >= STABLE_WAV:
+                    return info.duration
+            elif size > 0 and held >= STABLE:
+                return None
         if now >= deadline:
             what = "no file" if seen is None else f"incomplete after {timeout:g} s"
             raise RecordingError(f"{path.name}: {what}")

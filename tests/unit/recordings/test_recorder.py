@@ -140,3 +140,20 @@ async def test_record_without_recordings_table_is_refused_at_load(
         await engine_factory(rules(tmp_path))
     assert "rules.yaml:6: rule 'record and ring': action 'record': record needs a " in caplog.text
     assert "[recordings] table in router.toml" in caplog.text
+
+
+async def test_a_wav_still_growing_is_not_taken_even_with_a_consistent_header(
+    tmp_path: Path,
+) -> None:
+    """format_wav rewrites the header as it writes: a consistent header alone is not the end."""
+    from router.recordings.closer import wait_complete
+    from tests.unit.recordings.wavgen import tone, wav_bytes
+
+    path = tmp_path / "1.1-mix.wav"
+    path.write_bytes(wav_bytes(tone(0.5)))
+    waiting = asyncio.ensure_future(wait_complete(path, "wav", timeout=10))
+    for seconds in (1.0, 1.5, 2.0):  # MixMonitor's last writes, header rewritten each time
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        path.write_bytes(wav_bytes(tone(seconds)))
+    assert await asyncio.wait_for(waiting, 10) == pytest.approx(2.0)
