@@ -379,7 +379,9 @@ class Engine:
         await self.setup()
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
-        await self._client.set_events(await self.event_selection())
+        selection = await self.event_selection()
+        log.info("events asked for: %s", _describe_events(selection))
+        await self._client.set_events(selection)
         await self._client.login()
         self._scheduler.start()
         self._schedule_rules()
@@ -770,10 +772,7 @@ class Engine:
         selection = await self.event_selection()
         if selection == self._client.event_selection:
             return
-        log.info(
-            "rules changed the events asked for: %s",
-            "every event" if selection.names is None else ", ".join(sorted(selection.names)),
-        )
+        log.info("rules changed the events asked for: %s", _describe_events(selection))
         try:
             await self._client.set_events(selection)
         except AMIError as exc:  # the next login asks for them anyway
@@ -968,3 +967,10 @@ class Engine:
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
+
+
+def _describe_events(selection: EventSelection) -> str:
+    """For the log: what an administrator copies into manager.conf eventfilter lines."""
+    if selection.names is None:
+        return f"every event (Events: {selection.mask})"
+    return f"{', '.join(sorted(selection.names))} (Events: {selection.mask})"
