@@ -39,17 +39,19 @@ work; each is explained where it is done:
   loop); the phones' ``audio_path`` is an empty folder, so nothing ever rings
   locally.
 * **dnd** is baresip's own do-not-disturb: ``480 Temporarily Unavailable`` at
-  once. 480 rather than 603 Decline because 480 is what a phone's DND button
-  sends and what Asterisk reports as "not available" (Dial's DIALSTATUS is
-  ``CHANUNAVAIL``... see :attr:`Phone.mode`), where 603 would read as a person
-  refusing this one call.
+  once, which Asterisk's Dial reports as ``NOANSWER`` (without any ringing). 480
+  rather than 603 Decline because 480 is what phones send for do-not-disturb
+  ("the user is not taking calls now"), while 603 says a person refused this
+  one call, which a DND phone never shows anyone.
 * **Transfers** are REFER. ``/transfer`` in baresip 1.1.0 always refers the
   agent's newest call and writes the ``Refer-To`` as given, so an attended
   transfer places its consultation call from a second account of the same
   phone (Asterisk identifies it as the same endpoint by its auth username) and
   then refers the original call to ``<target>?Replaces=<consultation dialog>``;
   the dialog's tags are read from Asterisk (``CHANNEL(pjsip,local_tag)``) since
-  baresip does not expose them.
+  baresip does not expose them. The original call is not put on hold first:
+  baresip 1.1.0 crashes (a null function pointer in an audio thread) when it
+  dials while one of its calls is held, and Asterisk does not need the hold.
 * **Caller numbers** from the PSTN side are written into the SIP ``From`` user
   as given, percent-escaped where SIP requires it (``8 (916) 123-45-67`` is
   sent as ``8%20(916)%20123-45-67``). Asterisk's PJSIP unescapes the user part,
@@ -105,6 +107,7 @@ __all__ = [
     "Phones",
     "PstnCall",
     "PstnPhone",
+    "tone_share",
     "tone_wav",
 ]
 
@@ -155,6 +158,33 @@ def tone_wav(
         out.setframerate(rate)
         out.writeframes(data)
     return path
+
+
+def tone_share(path: Path, hz: float = TONE_HZ) -> float:
+    """How much of a mono 16-bit WAV's energy is at ``hz`` (0 to about 1; Goertzel).
+
+    A recording or :attr:`Phone.heard_path` that carries :func:`tone_wav`'s tone
+    scores near 1 over the tone's stretch, silence and other sounds near 0.
+    """
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+            raise ValueError(f"{path}: need mono 16-bit PCM")
+        rate = wav.getframerate()
+        raw = wav.readframes(wav.getnframes())
+    samples = struct.unpack(f"<{len(raw) // 2}h", raw[: len(raw) // 2 * 2])
+    if not samples:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    energy = 0.0
+    for x in samples:
+        s0 = x + coeff * s1 - s2
+        s2, s1 = s1, s0
+        energy += x * x
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    if energy == 0:
+        return 0.0
+    return float(power / (len(samples) / 2 * energy))
 
 
 def _free_port(kind: socket.SocketKind) -> int:
@@ -465,6 +495,11 @@ audio_path {self.folder_in_root}/sounds
         return self.folder / "baresip.log"
 
     @property
+    def heard_path(self) -> Path:
+        """What this phone heard in its latest call (8 kHz mono WAV; see :func:`tone_share`)."""
+        return self.folder / "heard.wav"
+
+    @property
     def pid_path(self) -> Path:
         return self.folder / "pid"
 
@@ -592,9 +627,8 @@ audio_path {self.folder_in_root}/sounds
         ``busy``: ``486 Busy Here`` at once, no 180 (Dial's DIALSTATUS BUSY).
         ``noanswer``: rings (180) until the caller gives up (DIALSTATUS NOANSWER
         after Dial's timeout). ``dnd``: ``480 Temporarily Unavailable`` at once,
-        no 180, as a phone's do-not-disturb key does (Asterisk maps 480 to "no
-        answer" causes; 603 Decline would read as refusing this one call and
-        map to BUSY, which a DND phone is not).
+        no 180, as a phone's do-not-disturb key does (DIALSTATUS NOANSWER at
+        once; 603 Decline would say a person refused this one call).
         """
         return self._mode
 
@@ -783,12 +817,22 @@ audio_path {self.folder_in_root}/sounds
             with self._cond:
                 return self._calls[self._unbound.pop(0)]
 
-    def current(self) -> PhoneCall:
-        """The call that is up now (the newest one); SandboxError if none."""
-        for call in reversed(self.calls):
-            if call.answered and not call.ended:
-                return call
-        raise SandboxError(f"{self.name} has no call up")
+    def current(self, timeout: float = STEP_TIMEOUT) -> PhoneCall:
+        """The call that is up now (the newest one), waiting up to ``timeout`` s for one.
+
+        The other side may see a call answered a moment before this phone's
+        own event arrives, hence the wait.
+        """
+
+        def up() -> PhoneCall | None:
+            return next((c for c in reversed(self._order) if c.answered and not c.ended), None)
+
+        self._wait(lambda: up() is not None, timeout, "a call to be up")
+        with self._cond:
+            found = up()
+        if found is None:  # hung up in between
+            raise SandboxError(f"{self.name} has no call up")
+        return found
 
     def hangup(self, call: PhoneCall | None = None) -> None:
         """Hang up ``call``, or every call of this phone that is not over."""
@@ -804,11 +848,11 @@ audio_path {self.folder_in_root}/sounds
     def attended_transfer(
         self, target: str, call: PhoneCall | None = None, *, talk: float = 0.5
     ) -> PhoneCall:
-        """Consult ``target`` (hold, call it, wait for its answer, talk ``talk`` s),
-        then REFER the held call to it with Replaces; returns the consultation call.
+        """Consult ``target`` (call it, wait for its answer, talk ``talk`` s), then
+        REFER the original call to it with Replaces; returns the consultation call.
         """
         call = call or self.current()
-        self.command("hold", call.id)
+        # No /hold first: see the module doc.
         consult = self.dial(target, line=self.LINE2)
         consult.wait_answered(STEP_TIMEOUT)
         time.sleep(talk)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from router.sandbox import Sandbox
-from router.sandbox.phones import EXTENSIONS, Phones
+from router.sandbox.phones import EXTENSIONS, Phones, tone_share, tone_wav
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +146,119 @@ def test_a_pstn_caller_number_reaches_asterisk_as_written(
     assert request["DID"] == DID
     call.hangup()
     call.wait_ended()
+
+
+def test_a_phone_that_does_not_answer_rings_until_dial_gives_up(
+    phones: Phones, ami: AmiEvents
+) -> None:
+    phones["102"].mode = "noanswer"
+    call = phones["101"].dial("03102")  # sandbox-phones: ring 102 for 3 s
+    end = ami.wait("DialEnd", DestCallerIDNum="102")
+    assert end["DialStatus"] == "NOANSWER"
+    assert ami.named("DialState", DestCallerIDNum="102", DialStatus="RINGING")
+    call.wait_ended()
+    assert eventually(lambda: bool(phones["102"].calls) and phones["102"].calls[-1].ended)
+    rung = phones["102"].calls[-1]
+    assert rung.ringing_at is not None
+    assert rung.answered_at is None
+
+
+def test_a_dnd_phone_answers_480_at_once_and_never_rings(phones: Phones, ami: AmiEvents) -> None:
+    phones["102"].mode = "dnd"
+    call = phones["101"].dial("102").wait_ended()
+    end = ami.wait("DialEnd", DestCallerIDNum="102")
+    assert call.reason == "480 Temporarily Unavailable"
+    assert end["DialStatus"] == "NOANSWER"
+    assert not ami.named("DialState", DestCallerIDNum="102", DialStatus="RINGING")
+    assert not phones["102"].calls
+
+
+def test_ring_group_600_rings_three_phones_and_one_answers(phones: Phones, ami: AmiEvents) -> None:
+    phones["101"].mode = "noanswer"
+    phones["102"].mode = "noanswer"
+    phones["103"].answer_delay = 1.0
+    try:
+        call = phones["104"].dial("600").wait_answered()
+    finally:
+        phones["103"].answer_delay = 0.0
+    for name in ("101", "102", "103"):
+        assert eventually(lambda name=name: bool(phones[name].calls)), name  # type: ignore[misc]
+        assert phones[name].calls[-1].remote == "104"
+    assert ami.wait("DialEnd", DestCallerIDNum="103")["DialStatus"] == "ANSWER"
+    call.hangup()
+    for name in ("101", "102"):
+        assert eventually(lambda name=name: phones[name].calls[-1].ended)  # type: ignore[misc]
+        assert phones[name].calls[-1].answered_at is None
+
+
+def test_queue_700_is_answered_by_an_agent(phones: Phones, ami: AmiEvents) -> None:
+    phones["101"].mode = "busy"
+    phones["102"].mode = "noanswer"
+    call = phones["104"].dial("700").wait_answered(30)
+    connect = ami.wait("AgentConnect", Queue="sales")
+    assert connect["Interface"] == "PJSIP/103"
+    assert phones["103"].current().remote == "104"
+    call.hangup()
+
+
+def test_a_blind_transfer_on_the_phone_is_a_blindtransfer_in_asterisk(
+    phones: Phones, ami: AmiEvents
+) -> None:
+    call = phones["104"].dial("101").wait_answered()
+    phones["101"].blind_transfer("102")
+    event = ami.wait("BlindTransfer")
+    assert event["Result"] == "Success"
+    assert event["TransfererCallerIDNum"] == "101"
+    assert event["Extension"] == "102"
+    assert eventually(lambda: any(c.answered and not c.ended for c in phones["102"].calls))
+    assert phones["102"].current().remote == "104"
+    assert not call.ended  # the customer's side stays up, now with 102
+    call.hangup()
+
+
+def test_an_attended_transfer_on_the_phone_is_an_attendedtransfer_in_asterisk(
+    phones: Phones, ami: AmiEvents
+) -> None:
+    call = phones["104"].dial("101").wait_answered()
+    consult = phones["101"].attended_transfer("102")
+    event = ami.wait("AttendedTransfer")
+    assert event["Result"] == "Success"
+    assert event["OrigTransfererCallerIDNum"] == "101"
+    assert event["SecondTransfererConnectedLineNum"] == "102"
+    consult.wait_ended()
+    assert eventually(lambda: all(c.ended for c in phones["101"].calls))
+    assert not call.ended
+    assert phones["102"].current().answered
+    call.hangup()
+
+
+def test_a_phone_dials_an_outside_number_through_the_trunk(phones: Phones, ami: AmiEvents) -> None:
+    call = phones["101"].dial("89161234567").wait_answered()
+    end = ami.wait("DialEnd", DestCallerIDNum="89161234567")
+    assert end["DestChannel"].startswith("PJSIP/pstn-")
+    assert end["DialStatus"] == "ANSWER"
+    customer = phones.pstn.current()
+    assert (customer.direction, customer.remote) == ("in", "101")
+    call.hangup()
+    customer.wait_ended()
+
+
+def test_what_a_phone_plays_is_what_the_other_side_hears(phones: Phones, tmp_path: Path) -> None:
+    phones["101"].play(tone_wav(tmp_path / "tone.wav", seconds=2.0))
+    call = phones["101"].dial("102").wait_answered()
+    time.sleep(2.5)
+    call.hangup()
+    assert eventually(lambda: phones["102"].calls[-1].ended)
+    assert tone_share(phones["102"].heard_path) > 0.3
+    assert tone_share(phones["101"].heard_path) < 0.05  # 102 played nothing
+
+
+def test_phones_die_with_their_sandbox(scratch_sandbox: Sandbox) -> None:
+    started = Phones.start(scratch_sandbox, extensions=("101",))
+    pids = [agent.process.pid for agent in started.all if agent.process is not None]
+    assert len(pids) == 2
+    scratch_sandbox.stop()  # the phones were never stopped
+    for agent in started.all:
+        assert agent.process is not None
+        assert agent.process.wait(10) is not None
+    assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
