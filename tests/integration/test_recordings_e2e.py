@@ -46,11 +46,11 @@ rules:
 """
 
 
-def make_config(phones: Phones, double: OneCDouble, state: Path) -> Config:
+def make_config(phones: Phones, double: OneCDouble, state: Path, legs: str = "mix") -> Config:
     box = phones.pbx
     state.mkdir(parents=True, exist_ok=True)
     rules = state.parent / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
+    rules.write_text(RULES.replace("{legs: mix}", f"{{legs: {legs}}}"), encoding="utf-8")
     monitor = "spool/monitor/callrouter"
     path = state.parent / "router.toml"
     # The admin user: MixMonitor needs write class system (docs/recordings.md), which the
@@ -234,3 +234,46 @@ async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
     row = RecordingStore(config.router.state_dir).get(stored.call_id, "mix")
     assert row is not None
     assert row.state == "delivered"
+
+
+async def test_both_legs_give_three_files_and_the_callers_voice_is_in_the_in_file(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """``in`` is what the recorded channel (the caller) says: the tone; ``out`` what the
+    caller hears (101's silence); ``mix`` both."""
+    config = make_config(phones, double, tmp_path / "both", legs="both")
+    engine, task = await start_engine(config)
+    try:
+        await talk(phones, tone, 3.0)
+        box = double.recordings
+        await eventually(lambda: len(box.stored) == 3, 40, "1C got the three files")
+    finally:
+        await stop_engine(engine, task)
+    files = {s.part: s for s in double.recordings.stored}
+    assert sorted(files) == ["in", "mix", "out"]
+    assert len({s.call_id for s in files.values()}) == 1
+    shares = {}
+    for part, stored in files.items():
+        samples, rate, _ = pcm(stored)
+        shares[part] = tone_share(samples, rate, TONE_HZ)
+    assert shares["in"] > 0.3, shares
+    assert shares["mix"] > 0.3, shares
+    assert shares["out"] < 0.1, shares
+
+
+async def test_in_only_records_the_callers_side_alone(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """No mixed file at all: MixMonitor gets an empty File and r() only."""
+    config = make_config(phones, double, tmp_path / "in", legs="in")
+    engine, task = await start_engine(config)
+    try:
+        await talk(phones, tone, 2.0)
+        await eventually(lambda: bool(double.recordings.stored), 40, "1C got the file")
+        await asyncio.sleep(1)
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = double.recordings.stored
+    assert stored.part == "in"
+    samples, rate, _ = pcm(stored)
+    assert tone_share(samples, rate, TONE_HZ) > 0.3
