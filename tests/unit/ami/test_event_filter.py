@@ -8,6 +8,8 @@ client applying it at login and at a reload, on the replaying transport of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -221,3 +223,47 @@ async def test_everything_sends_no_filter_and_no_mask() -> None:
         assert "Events" not in pbx.sent("Login")[0]
         assert pbx.sent("Filter") == []
         assert pbx.sent("Events") == []
+
+
+def test_events_key_is_read_and_a_bad_value_names_it(tmp_path: Path) -> None:
+    from router.config import load_config
+    from router.errors import ConfigError
+
+    path = tmp_path / "router.toml"
+    base = '[asterisk]\nurl = "http://pbx.test/asterisk"\nusername = "router"\nsecret = "x"\n'
+    path.write_text(base, encoding="utf-8")
+    assert load_config(path).asterisk.events == "auto"
+    path.write_text(base + 'events = "all"\n', encoding="utf-8")
+    assert load_config(path).asterisk.events == "all"
+    path.write_text(base + 'events = "some"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[asterisk\] events"):
+        load_config(path)
+
+
+async def test_events_all_asks_for_everything_and_auto_for_the_selection(tmp_path: Path) -> None:
+    from router.config import load_config
+    from router.engine import Engine
+    from router.plugins import Plugins
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: q\n    on: event QueueCallerJoin\n"
+        "    do: [{ami: {action: UserEvent, userevent: x}}]\n",
+        encoding="utf-8",
+    )
+    path = tmp_path / "router.toml"
+    base = (
+        '[asterisk]\nurl = "http://pbx.test/asterisk"\nusername = "router"\nsecret = "x"\n'
+        "{events}"
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    for events, everything in (("", False), ('events = "all"\n', True)):
+        path.write_text(base.format(events=events), encoding="utf-8")
+        engine = Engine(load_config(path), plugins=Plugins.load(disabled=["recordings"]))
+        await engine.setup()
+        selection = await engine.event_selection()
+        assert (selection == EVERYTHING) is everything
+        if not everything:
+            assert selection.names is not None
+            assert "QueueCallerJoin" in selection.names
+            assert "VarSet" not in selection.names
