@@ -4,6 +4,7 @@ the file closed when the channel hangs up, refused without ``[recordings]``."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,3 +158,26 @@ async def test_a_wav_still_growing_is_not_taken_even_with_a_consistent_header(
         assert not waiting.done()
         path.write_bytes(wav_bytes(tone(seconds)))
     assert await asyncio.wait_for(waiting, 10) == pytest.approx(2.0)
+
+
+@pytest.mark.skipif(shutil.which("lame") is None, reason="make encoders installs lame")
+async def test_transcoding_delivers_the_mp3_and_drops_the_wav(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, transcode="mp3")
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    write_wav(tmp_path / f"{linkedid}-mix.wav", 2.0)
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 30)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "closed", row.note
+    assert row.content_type == "audio/mpeg"
+    assert row.file == tmp_path / f"{linkedid}-mix.mp3"
+    assert row.file.read_bytes()[:1] == b"\xff"
+    assert row.duration == pytest.approx(2.0)  # the WAV's, measured before encoding
+    assert not (tmp_path / f"{linkedid}-mix.wav").exists()
