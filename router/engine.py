@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from router.ami.client import ClientSettings, open_client
+from router.ami.client import ClientSettings
+from router.ami.connect import open_client
 from router.ami.event_filter import (
     API_EVENTS,
     CORE_EVENTS,
@@ -90,7 +91,7 @@ from router.supervise import Throttle, log_task_failure, logged
 __all__ = ["Engine", "EngineOptions", "RouteRecord"]
 
 if TYPE_CHECKING:
-    from router.ami.client import AMIClient
+    from router.ami.connect import AMIClient
 
 log = logging.getLogger("router.engine")
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal
 
 from router.ami.actions import AMIActions
 from router.ami.catalog import load_catalog
@@ -86,16 +86,9 @@ from router.logsafe import install_redaction, register_secret
 if TYPE_CHECKING:
     import httpx
 
-    from router.ami.tcp import TCPClient
     from router.config import AsteriskSettings
 
-__all__ = [
-    "AJAMClient",
-    "ActionResult",
-    "ClientSettings",
-    "is_idempotent",
-    "open_client",
-]
+__all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
 
 log = logging.getLogger("router.ami.client")
 
@@ -697,28 +690,3 @@ def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.
         else:
             ctx.load_cert_chain(cert)
     return ctx
-
-
-if TYPE_CHECKING:
-    #: Either client: the engine, the CLI and the test kit take both alike.
-    AMIClient: TypeAlias = AJAMClient | TCPClient
-
-
-def open_client(
-    settings: ClientSettings, *, transport: Transport | httpx.AsyncBaseTransport | None = None
-) -> AMIClient:
-    """The client the url asks for: AJAM for ``http(s)://``, native AMI for ``tcp://``/``tls://``.
-
-    Both offer what the engine uses (``login``, ``request``, ``send``,
-    ``wait_event``, ``session_generation``, ``aclose``) with one error
-    contract, so the engine, the event stream and reconcile do not know which
-    carries them. ``transport`` is AJAM's test seam; the native client has its
-    own socket and refuses one.
-    """
-    if settings.native:
-        if transport is not None:
-            raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")
-        from router.ami.tcp import TCPClient
-
-        return TCPClient(settings)
-    return AJAMClient(settings, transport=transport)

@@ -11,7 +11,7 @@ separates callrouter from a bare loop. So this module offers the same
 surface the engine uses from :class:`~router.ami.client.AJAMClient`
 (``login``, ``request``, ``send`` and the typed actions, ``wait_event``,
 ``session_generation``, ``logged_in``, ``aclose``) with the same error
-contract (:mod:`router.errors`), and :func:`router.ami.client.open_client`
+contract (:mod:`router.errors`), and :func:`router.ami.connect.open_client`
 picks one by the url's scheme. The event stream (:mod:`router.ami.stream`)
 and the engine's reconcile after a gap run unchanged over either.
 

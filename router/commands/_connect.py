@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from router.ami.client import ClientSettings, open_client
+from router.ami.client import ClientSettings
+from router.ami.connect import open_client
 from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 
 if TYPE_CHECKING:
-    from router.ami.client import AMIClient
+    from router.ami.connect import AMIClient
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

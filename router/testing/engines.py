@@ -11,7 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
-from router.ami.client import ClientSettings, open_client
+from router.ami.client import ClientSettings
+from router.ami.connect import open_client
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins

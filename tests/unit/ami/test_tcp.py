@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.ami.client import AJAMClient, ClientSettings, open_client
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.connect import open_client
 from router.ami.event_filter import EventSelection
 from router.ami.message import Event
 from router.ami.protocol import MAX_LINE_BYTES, Action, RawmanParser

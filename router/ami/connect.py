@@ -1,0 +1,42 @@
+"""Which client serves an ``[asterisk] url``: AJAM or native TCP AMI.
+
+Kept apart from both clients so that neither imports the other (the TCP
+client reuses the AJAM client's settings and error helpers; nothing goes the
+other way).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.tcp import TCPClient
+from router.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from router.ami.transport import Transport
+
+__all__ = ["AMIClient", "open_client"]
+
+#: Either client: the engine, the CLI and the test kit take both alike.
+AMIClient: TypeAlias = AJAMClient | TCPClient
+
+
+def open_client(
+    settings: ClientSettings, *, transport: Transport | httpx.AsyncBaseTransport | None = None
+) -> AMIClient:
+    """The client the url asks for: AJAM for ``http(s)://``, native AMI for ``tcp://``/``tls://``.
+
+    Both offer what the engine uses (``login``, ``request``, ``send``,
+    ``wait_event``, ``session_generation``, ``set_events``, ``aclose``) with
+    one error contract, so the engine, the event stream and reconcile do not
+    know which carries them. ``transport`` is AJAM's test seam; the native
+    client has its own socket and refuses one.
+    """
+    if settings.native:
+        if transport is not None:
+            raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")
+        return TCPClient(settings)
+    return AJAMClient(settings, transport=transport)
