@@ -7,20 +7,26 @@ over AJAM's ``WaitEvent``; the phones' side from what each user agent saw.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import EXTENSIONS, Phones, tone_share, tone_wav
 
 pytestmark = pytest.mark.integration
 
 DID = "74951234567"
+ONEC_PASSWORD = "пароль"
 
 
 class AmiEvents:
@@ -262,3 +268,76 @@ def test_phones_die_with_their_sandbox(scratch_sandbox: Sandbox) -> None:
         assert agent.process is not None
         assert agent.process.wait(10) is not None
     assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
+
+
+OWNER_RULES = """\
+version: 1
+rules:
+  - name: owner
+    priority: 50
+    on: call
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found and owner.manager.extension
+    do:
+      - redirect: {context: callrouter-dial, exten: "{owner.manager.extension}"}
+"""
+
+
+@pytest.fixture
+def double() -> Iterator[OneCDouble]:
+    with OneCDouble(password=ONEC_PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+async def router(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIterator[Engine]:
+    """callrouter with the 1C plugin on the phones' Asterisk, routing by the owner rule."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(OWNER_RULES, encoding="utf-8")
+    state = tmp_path / "state"
+    state.mkdir()
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{phones.pbx.url}"\nusername = "router"\n'
+        f'secret = "{phones.pbx.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{ONEC_PASSWORD}"\ntimeout = 2.0\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(path), plugins=Plugins.load(), options=EngineOptions(watch_interval=0)
+    )
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 15)
+        yield engine
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(task, 30)
+        await engine.stop()
+
+
+@pytest.mark.parametrize("raw", ["8 (916) 123-45-67", "+7 916 123-45-67", "89161234567"])
+async def test_a_customer_calling_in_reaches_the_owners_phone_which_answers(
+    phones: Phones, router: Engine, raw: str
+) -> None:
+    """The 1C double knows 79161234567 as a client of the manager at 101."""
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller=raw)
+    await asyncio.to_thread(call.wait_answered, 20)
+    owner = await asyncio.to_thread(phones["101"].current)
+    assert owner.remote == raw  # Asterisk passed the caller's number on as it came
+    await asyncio.sleep(2)
+    await asyncio.to_thread(call.hangup)
+    await asyncio.to_thread(owner.wait_ended)
+    await asyncio.to_thread(call.wait_ended)
+    assert call.talk_seconds is not None
+    assert owner.talk_seconds is not None
+    assert call.talk_seconds >= 1.5
+    assert abs(call.talk_seconds - owner.talk_seconds) < 1.0
+    record = router.records[-1]
+    assert record.channel.startswith("PJSIP/pstn-")
+    assert (record.caller, record.rules) == ("79161234567", ("owner",))
+    assert not any(c.calls for c in (phones["102"], phones["103"]))
