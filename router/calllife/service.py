@@ -67,10 +67,10 @@ class CallLife:
         self.source = source if source is not None else _open(settings)
         self._clock = clock
         self._state_dir: Path | None = None
-        #: Asterisk's time of the newest record folded live.
-        self._last_at: float | None = None
         self._mark_written: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Starts of the replays not finished yet (the mark stays before them).
+        self._pending: list[float] = []
         self._replay_lock = asyncio.Lock()
         self._failures = 0
         #: Events handed out, for status and tests.
@@ -92,9 +92,7 @@ class CallLife:
 
     def _fold(self, name: str, fields: Any) -> list[CallEvent]:
         if name == "CEL":
-            record = CelRecord.from_fields(fields)
-            self._last_at = record.at if self._last_at is None else max(self._last_at, record.at)
-            return self.folder.feed(record)
+            return self.folder.feed(CelRecord.from_fields(fields))
         if name == "Newstate":
             if fields.get("ChannelState") == "5":
                 return self.folder.hint(fields.get("Linkedid", ""), fields.get("Uniqueid", ""))
@@ -113,12 +111,16 @@ class CallLife:
     # -- the mark -------------------------------------------------------------------
 
     def mark(self) -> float | None:
-        """Everything that happened before this time (Asterisk's clock) was told:
-        the start of the oldest call still open, else the newest record folded."""
+        """Everything that happened before this time was told: the start of the
+        oldest call still open, else now (nothing is open: all was told), and
+        never past the start of a gap whose replay has not finished."""
+        if self._state_dir is None:
+            return None
         oldest = self.folder.oldest_open()
-        if oldest is not None:
-            return oldest if self._last_at is None else min(oldest, self._last_at)
-        return self._last_at
+        mark = oldest if oldest is not None else self._clock()
+        if self._pending:
+            mark = min(mark, *self._pending)
+        return mark
 
     def read_mark(self) -> float | None:
         if self._state_dir is None:
@@ -167,6 +169,7 @@ class CallLife:
             log.info("call life: no replay mark yet in %s; history starts now", state_dir)
             return
         since = max(mark - GAP_MARGIN, self._clock() - self.settings.replay_max_age)
+        self._pending.append(since)
         self._spawn(self.replay_later(since, reason="start"))
 
     def gap(self, since: float) -> None:
@@ -177,19 +180,24 @@ class CallLife:
             )
             return
         start = since - GAP_MARGIN
-        mark = self.mark()
-        if mark is not None:
-            start = min(start, mark)
+        oldest = self.folder.oldest_open()
+        if oldest is not None:
+            start = min(start, oldest)
+        self._pending.append(start)
         self._spawn(self.replay_later(start, reason="gap"))
 
     async def replay_later(self, since: float, *, reason: str) -> int:
         """Wait the settle delay, then :meth:`replay`; logged, never raises."""
         await asyncio.sleep(self.settings.settle_delay)
         try:
-            return await self.replay(since, reason=reason)
+            told = await self.replay(since, reason=reason)
         except Exception as exc:
+            # The mark stays before this gap: the next start replays it again.
             log.error("call life: replay after %s failed: %s", reason, exc)
             return 0
+        with contextlib.suppress(ValueError):
+            self._pending.remove(since)
+        return told
 
     async def replay(self, since: float, until: float | None = None, *, reason: str) -> int:
         """Read the calls with records since ``since`` and fold them; events told."""
@@ -203,9 +211,6 @@ class CallLife:
                 for event in self.folder.replay(linkedid, records):
                     await self._send(event)
                     told += 1
-                for record in records:
-                    if self._last_at is None or record.at > self._last_at:
-                        self._last_at = record.at
             log.info(
                 "call life: replay (%s) read %d calls from %s; %d events were new",
                 reason,

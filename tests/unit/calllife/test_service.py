@@ -27,11 +27,14 @@ def expected_ids() -> list[str]:
     return sorted(e.event_id for r in ALL for e in folder.feed(r))
 
 
-def life(told: list[CallEvent], **kwargs: object) -> CallLife:
+def life(told: list[CallEvent], clock: list[float] | None = None) -> CallLife:
+    """A call life on a clock the test moves (``clock[0]``), NOW by default."""
+
     async def emit(event: CallEvent) -> None:
         told.append(event)
 
-    return CallLife(SETTINGS, emit, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
+    now = clock if clock is not None else [NOW]
+    return CallLife(SETTINGS, emit, clock=lambda: now[0])
 
 
 async def settle(service: CallLife) -> None:
@@ -47,14 +50,14 @@ async def test_a_router_killed_mid_stream_tells_the_rest_after_its_restart(
     tmp_path: Path, cut: int
 ) -> None:
     first: list[CallEvent] = []
-    before = life(first)
+    clock = [ALL[0].at - 1]
+    before = life(first, clock)
     before.start(tmp_path)
     for fields in EVENTS[:cut]:
+        if "Timestamp" in fields:
+            clock[0] = float(fields["Timestamp"])  # Asterisk's clock as the events tell it
         await before.ingest(fields["Event"], fields)
     before.write_mark()  # what the timed job did last before the SIGKILL
-    if cut == 0:
-        # Never saw a record: no mark, so a fresh router starts history now.
-        (tmp_path / MARK_FILE).write_text(json.dumps({"mark": ALL[0].at - 1}), encoding="utf-8")
     second: list[CallEvent] = []
     after = life(second)
     after.start(tmp_path)
@@ -131,3 +134,17 @@ async def test_the_mark_is_the_oldest_open_call(tmp_path: Path) -> None:
 
 def test_the_fixture_store_is_what_the_tests_think() -> None:
     assert len(SqliteSource(FIXTURES / "cel.db").read(0)) == len(SCENARIOS) + 1
+
+
+async def test_the_mark_stays_before_a_gap_until_its_replay_is_done(tmp_path: Path) -> None:
+    """Killed between a gap and its replay, the next start must still read the gap."""
+    told: list[CallEvent] = []
+    clock = [1_800_000_000.0]
+    service = life(told, clock)
+    service.settings = HistorySettings(cel=SETTINGS.cel, settle_delay=3600)  # never settles here
+    service.start(tmp_path)
+    service.gap(clock[0] - 30)
+    clock[0] += 120
+    assert service.mark() == clock[0] - 120 - 30 - 10  # the gap's start, less the margin
+    await service.stop()
+    assert service.read_mark() == clock[0] - 160

@@ -1,0 +1,436 @@
+"""The whole life of every call from CEL, with real SIP phones (issue 14).
+
+The engine runs in this process with a plugin that records every
+``callrouter_call_event``; real baresip phones (router/sandbox/phones.py)
+make the calls through the shipped dialplan and the sandbox's CEL
+(cel_manager live, cel_sqlite3_custom stored). The gap tests check, for each
+call the store holds, that what the plugins were told is exactly what a fresh
+fold of Asterisk's own records says: every fact, each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from router.calllife.fold import Folder
+from router.calllife.model import CallEvent, Transfer
+from router.calllife.sources import SqliteSource
+from router.config import Config, load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.phones import Phones
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+REPO = Path(__file__).parents[2]
+OWNER = "74950000101"  # routed to 101 (falls back to the queue when 101 does not answer)
+GROUP = "74950000600"  # routed to the ring group 600 (101 & 102 & 103)
+QUEUE = "74950000700"  # no rule: the dialplan's default route, the queue "sales"
+RULES = f"""version: 1
+rules:
+  - name: owner
+    on: call
+    when: did == "{OWNER}"
+    do:
+      - redirect: {{context: callrouter-dial, exten: "101"}}
+  - name: group
+    on: call
+    when: did == "{GROUP}"
+    do:
+      - redirect: {{context: sandbox-phones, exten: "600"}}
+"""
+#: manager.conf httptimeout: short, so a frozen router's session expires in the test.
+HTTPTIMEOUT = 12
+SETTLE = 2.0
+
+
+class Told:
+    """A plugin that writes down every call event it is told."""
+
+    __name__ = "told"
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+
+    @hookimpl
+    def callrouter_call_event(self, event: CallEvent) -> None:
+        self.events.append(event)
+
+    def of(self, call_id: str) -> list[CallEvent]:
+        return [e for e in self.events if e.call_id == call_id]
+
+    def story(self, call_id: str) -> list[tuple[str, str | None]]:
+        return [(e.kind, e.extension) for e in self.of(call_id)]
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    pbx = Sandbox.start(
+        name=f"pytest-{os.getpid()}-calllife", httptimeout=HTTPTIMEOUT, extra_dialplan=dialplan
+    )
+    try:
+        yield pbx
+    finally:
+        pbx.remove()
+
+
+@pytest.fixture(scope="module")
+def phones(box: Sandbox) -> Iterator[Phones]:
+    with Phones.start(box, extensions=("101", "102", "103")) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def answering(phones: Phones) -> None:
+    for phone in phones:
+        phone.mode = "answer"
+
+
+def make_config(box: Sandbox, folder: Path) -> Config:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rules.yaml").write_text(RULES, encoding="utf-8")
+    path = folder / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f"waitevent_timeout = 1\n"
+        f'[router]\nrules = ["{folder / "rules.yaml"}"]\nstate_dir = "{folder / "state"}"\n'
+        f'[history]\ncel = "sqlite://{box.inst / "log" / "cel.db"}"\nsettle_delay = {SETTLE}\n',
+        encoding="utf-8",
+    )
+    return load_config(path)
+
+
+class Running:
+    """One in-process engine with the recording plugin."""
+
+    def __init__(self, config: Config) -> None:
+        self.told = Told()
+        self.engine = Engine(
+            config,
+            plugins=Plugins.for_config(config, extra=[self.told]),
+            options=EngineOptions(watch_interval=0, live_heartbeat=0),
+        )
+        self.task: asyncio.Future[None] | None = None
+
+    async def start(self) -> Running:
+        await self.engine.start()
+        self.task = asyncio.ensure_future(self.engine.serve())
+        await asyncio.wait_for(self.engine.ready.wait(), 10)
+        return self
+
+    async def stop(self) -> None:
+        self.engine.request_stop()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+        await self.engine.stop()
+
+    async def kill(self) -> None:
+        """As SIGKILL: no drain, no shutdown hooks, no last mark; the session dropped."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        for task in list(self.engine.calllife._tasks):
+            task.cancel()
+        self.engine.scheduler.shutdown(wait=False)
+        await self.engine.ami.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def router(box: Sandbox, tmp_path: Path) -> AsyncIterator[Running]:
+    running = await Running(make_config(box, tmp_path)).start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+
+
+async def call_of(told: Told, did: str, kind: str = "hangup", timeout: float = 30) -> str:
+    """The call id of the newest call to ``did`` once its ``kind`` event was told."""
+    found: list[str] = []
+
+    def check() -> bool:
+        found[:] = [e.call_id for e in told.events if e.did == did and e.kind == kind]
+        return bool(found)
+
+    await until(check, timeout, f"a {kind} of a call to {did}")
+    return found[-1]
+
+
+def store_facts(box: Sandbox, since: float) -> dict[str, list[CallEvent]]:
+    """What Asterisk's own records say about each call since ``since``."""
+    calls = SqliteSource(box.inst / "log" / "cel.db").read(since)
+    folder = Folder()
+    return {k: folder.replay(k, records) for k, records in calls.items()}
+
+
+def assert_told_exactly(told: list[CallEvent], facts: dict[str, list[CallEvent]]) -> None:
+    counts = Counter(e.event_id for e in told if e.call_id in facts)
+    repeated = [k for k, n in counts.items() if n > 1]
+    assert not repeated, f"told twice: {repeated}"
+    expected = sorted(e.event_id for events in facts.values() for e in events)
+    assert sorted(counts) == expected
+    by_id = {e.event_id: e for events in facts.values() for e in events}
+    for event in told:
+        if event.event_id in by_id:
+            assert event.same_fact(by_id[event.event_id]), event.event_id
+
+
+# -- the flows of the issue's must-show ------------------------------------------------
+
+
+async def test_answered_by_the_owner_with_the_phones_talk_time(
+    router: Running, phones: Phones
+) -> None:
+    call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="8 (916) 123-45-67")
+    await asyncio.to_thread(call.wait_answered, 20)
+    await asyncio.sleep(2.5)
+    await asyncio.to_thread(phones["101"].hangup)
+    await asyncio.to_thread(call.wait_ended, 10)
+    call_id = await call_of(router.told, OWNER)
+    assert router.told.story(call_id) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("hangup", "101"),
+    ]
+    hangup = router.told.of(call_id)[-1]
+    assert hangup.external == "8 (916) 123-45-67"
+    assert (hangup.direction, hangup.status, hangup.hangup_by) == ("in", "ANSWER", "101")
+    phone = phones["101"].calls[-1]
+    assert phone.talk_seconds is not None
+    assert hangup.talk_seconds is not None
+    assert abs(hangup.talk_seconds - phone.talk_seconds) < 1.0
+
+
+async def test_busy_owner_falls_back_and_101_never_rings(router: Running, phones: Phones) -> None:
+    phones["101"].mode = "busy"
+    phones["103"].mode = "noanswer"
+    call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234567")
+    await asyncio.to_thread(call.wait_answered, 40)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(call.hangup)
+    call_id = await call_of(router.told, OWNER)
+    story = router.told.story(call_id)
+    assert ("ringing", "101") not in story
+    assert ("answered", "102") in story
+    assert story[-1] == ("hangup", "102")
+
+
+async def test_ring_group_nobody_answers_is_one_missed_call(
+    router: Running, phones: Phones
+) -> None:
+    for name in ("101", "102", "103"):
+        phones[name].mode = "noanswer"
+    call = await asyncio.to_thread(phones.pstn.call, did=GROUP, caller="+7 916 000-11-22")
+    await until(
+        lambda: all(p.calls and not p.calls[-1].ended for p in phones), 20, "three phones ringing"
+    )
+    await asyncio.sleep(1)
+    await asyncio.to_thread(call.hangup)
+    call_id = await call_of(router.told, GROUP, "missed")
+    events = router.told.of(call_id)
+    assert sorted(e.extension or "" for e in events if e.kind == "ringing") == ["101", "102", "103"]
+    assert [e.kind for e in events].count("missed") == 1
+    assert events[-1].kind == "missed"
+    assert events[-1].status == "CANCEL"
+    assert events[-1].hangup_by == "external"
+
+
+async def test_queue_call_answered_by_an_agent(router: Running, phones: Phones) -> None:
+    phones["101"].mode = "noanswer"
+    phones["103"].mode = "noanswer"
+    call = await asyncio.to_thread(phones.pstn.call, did=QUEUE, caller="89161230000")
+    await asyncio.to_thread(call.wait_answered, 30)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(call.hangup)
+    call_id = await call_of(router.told, QUEUE)
+    story = router.told.story(call_id)
+    assert ("answered", "102") in story
+    assert story[-1] == ("hangup", "102")
+    assert "missed" not in [kind for kind, _ in story]
+
+
+async def test_blind_and_attended_transfers_on_the_phone(router: Running, phones: Phones) -> None:
+    call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234500")
+    await asyncio.to_thread(call.wait_answered, 20)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(phones["101"].blind_transfer, "102")
+    await until(lambda: any(e.kind == "answered" and e.extension == "102" and e.did == OWNER
+                            for e in router.told.events[-3:]), 20, "102 answering")  # fmt: skip
+    await asyncio.to_thread(call.hangup)
+    blind = await call_of(router.told, OWNER)
+    [transfer] = [e.transfer for e in router.told.of(blind) if e.kind == "transferred"]
+    assert transfer == Transfer("blind", "101", "102")
+    assert router.told.of(blind)[-1].extension == "102"
+
+    before = len(router.told.events)
+    call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234501")
+    await asyncio.to_thread(call.wait_answered, 20)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(phones["101"].attended_transfer, "102")
+    await asyncio.sleep(2)
+    await asyncio.to_thread(call.hangup)
+    await until(
+        lambda: any(e.kind == "hangup" and e.did == OWNER for e in router.told.events[before:]),
+        20,
+        "the customer's hangup",
+    )
+    attended = next(e.call_id for e in router.told.events[before:] if e.did == OWNER)
+    [transfer] = [e.transfer for e in router.told.of(attended) if e.kind == "transferred"]
+    assert transfer == Transfer("attended", "101", "102")
+    hangup = router.told.of(attended)[-1]
+    assert (hangup.kind, hangup.extension, hangup.hangup_by) == ("hangup", "102", "external")
+
+
+# -- gaps -------------------------------------------------------------------------------
+
+
+def place_mixed(phones: Phones, count: int) -> None:
+    """``count`` calls of every kind, one after another (blocking: the phones' threads).
+
+    Calls to OWNER are answered by 101 whether the router routes them (to 101)
+    or not (the dialplan's default, the queue: 102 and 103 do not answer then).
+    """
+
+    def modes(**wanted: str) -> None:
+        for name in ("101", "102", "103"):
+            phones[name].mode = wanted.get(f"p{name}", "answer")  # type: ignore[assignment]
+
+    kinds = ["answered", "missed", "blind", "internal"]
+    for n in range(count):
+        kind = kinds[n % len(kinds)]
+        caller = f"8916555{n:04d}"
+        if kind == "answered":
+            modes(p102="noanswer", p103="noanswer")
+            call = phones.pstn.call(did=OWNER, caller=caller).wait_answered(30)
+            time.sleep(0.5)
+            call.hangup()
+        elif kind == "missed":
+            modes(p101="noanswer", p102="noanswer", p103="noanswer")
+            call = phones.pstn.call(did=GROUP, caller=caller)
+            time.sleep(1.5)
+            call.hangup()
+        elif kind == "blind":
+            modes(p102="noanswer", p103="noanswer")
+            call = phones.pstn.call(did=OWNER, caller=caller).wait_answered(30)
+            modes()
+            time.sleep(0.5)
+            phones["101"].blind_transfer("102")
+            time.sleep(2.0)
+            call.hangup()
+        else:
+            modes()
+            try:
+                call = phones["102"].dial("103").wait_answered(20)
+            except Exception as exc:
+                raise AssertionError(f"{exc}\n--- 102\n{phones['102'].log_tail(40)}") from exc
+            time.sleep(0.5)
+            call.hangup()
+        call.wait_ended(15)
+        modes()
+        time.sleep(0.3)
+
+
+def freeze_while_calling(phones: Phones, count: int, seconds: float) -> None:
+    """Called from the event loop without awaiting: the engine is frozen (as by
+    SIGSTOP) while the phones' own threads make calls, for at least ``seconds``:
+    past httptimeout Asterisk drops the engine's session and its queued events."""
+    started = time.monotonic()
+    place_mixed(phones, count)
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
+
+@pytest.mark.slow
+async def test_router_killed_while_calls_happen(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    since = time.time() - 1
+    config = make_config(box, tmp_path)
+    first = await Running(config).start()
+    await asyncio.sleep(6)  # the mark is written every 5 s
+    await first.kill()
+    await asyncio.to_thread(place_mixed, phones, 20)
+    second = await Running(config).start()
+    try:
+        facts = store_facts(box, since)
+        assert len(facts) >= 20
+        expected = sum(len(v) for v in facts.values())
+        await until(
+            lambda: len({e.event_id for e in second.told.events}) >= expected,
+            SETTLE + 20,
+            "the replay of the calls made while the router was down",
+        )
+        assert all(e.replayed for e in second.told.events)
+        assert_told_exactly(second.told.events, store_facts(box, since))
+    finally:
+        await second.stop()
+
+
+@pytest.mark.slow
+async def test_frozen_router_whose_session_expired_tells_every_call_once(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    since = time.time() - 1
+    running = await Running(make_config(box, tmp_path)).start()
+    try:
+        await asyncio.to_thread(place_mixed, phones, 2)  # live
+        await asyncio.sleep(2)
+        freeze_while_calling(phones, 4, HTTPTIMEOUT + 8)
+        await until(lambda: bool(store_facts(box, since)), 5, "calls in the store")
+        facts = store_facts(box, since)
+        expected = sum(len(v) for v in facts.values())
+        await until(
+            lambda: len({e.event_id for e in running.told.events}) >= expected,
+            SETTLE + 30,
+            "the calls of the expired session",
+        )
+        assert_told_exactly(running.told.events, store_facts(box, since))
+        assert any(e.replayed for e in running.told.events)
+    finally:
+        await running.stop()
+
+
+@pytest.mark.slow
+async def test_asterisk_restart_every_call_told_once(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    since = time.time() - 1
+    running = await Running(make_config(box, tmp_path)).start()
+    try:
+        await asyncio.to_thread(place_mixed, phones, 2)
+        # Restart Asterisk alone (Sandbox.restart would stop the phones with it).
+        await asyncio.to_thread(box.cli, "core stop now")
+        await until(lambda: not box.running, 20, "Asterisk stopping")
+        await asyncio.sleep(1)
+        await asyncio.to_thread(box.launch)
+        await asyncio.sleep(2)  # the phones' contacts come back from astdb
+        await asyncio.to_thread(place_mixed, phones, 4)
+        facts = store_facts(box, since)
+        expected = sum(len(v) for v in facts.values())
+        await until(
+            lambda: len({e.event_id for e in running.told.events}) >= expected,
+            SETTLE + 30,
+            "every call across the restart",
+        )
+        assert_told_exactly(running.told.events, store_facts(box, since))
+    finally:
+        await running.stop()
