@@ -256,3 +256,39 @@ def test_a_thousand_match_patterns_are_compiled_once() -> None:
     for pattern in patterns:
         match(pattern, "79161234567")
     assert _compiled.cache_info().misses == before
+
+
+def test_explain_prints_the_rules_the_index_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.cli import main
+
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(
+        f"version: 1\n{LISTS}rules:\n"
+        "  - name: vip\n    on: call\n    if: caller.number in lists.vip\n"
+        "    do: [{redirect: {context: c, exten: vip}}]\n"
+        "  - name: spb\n    on: call\n    if: did == '78121234567'\n"
+        "    do: [{redirect: {context: c, exten: spb}}]\n"
+        "  - name: rest\n    on: call\n    do: [{redirect: {context: c, exten: rest}}]\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret_env = "CALLROUTER_SECRET"\n[router]\nrules = ["rules"]\n',
+        encoding="utf-8",
+    )
+    args = ["explain", "--config", str(config), "--did", "74951234567", "--caller"]
+    assert main([*args, "79161234567", "--at", "2026-12-01 12:00"]) == 0
+    out = capsys.readouterr().out
+    assert "not evaluated: 1 rule for other DIDs (spb)" in out
+    assert (
+        "not evaluated: 1 rule the index left out (vip): their `if` tests caller.number, "
+        "which this call's value makes false"
+    ) in out
+    assert main([*args, "79160000001", "--at", "2026-12-01 12:00"]) == 0
+    out = capsys.readouterr().out
+    assert "the index left out" not in out
+    assert "decision: redirect(context=c, exten=vip) (rules: vip)" in out
