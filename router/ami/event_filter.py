@@ -164,6 +164,8 @@ def _expand(pattern: str, known: Iterable[str]) -> set[str] | None:
     """A rule's event name or glob as names; None when it cannot be listed."""
     if not any(ch in pattern for ch in "*?["):
         return {pattern}
+    if pattern.strip("*") == "":
+        return None  # every event, also those no catalog lists
     matched = {name for name in known if fnmatch.fnmatchcase(name, pattern)}
     return matched or None
 

@@ -62,6 +62,8 @@ def test_rule_events_and_globs_are_added_from_the_catalog() -> None:
 
 def test_a_glob_matching_nothing_known_asks_for_everything() -> None:
     assert select_events(rule_patterns=["Custom*"], catalog=CATALOG) == EVERYTHING
+    assert select_events(rule_patterns=["*"], catalog=CATALOG) == EVERYTHING
+    assert select_events(plugins=[["*"]], catalog=CATALOG) == EVERYTHING
 
 
 def test_plugins_contribute_and_none_means_everything() -> None:
