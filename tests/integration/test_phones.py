@@ -268,6 +268,7 @@ def test_phones_die_with_their_sandbox(scratch_sandbox: Sandbox) -> None:
         assert agent.process is not None
         assert agent.process.wait(10) is not None
     assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
+    started.stop()  # closes the control connections; nothing left to kill
 
 
 OWNER_RULES = """\
