@@ -434,3 +434,40 @@ async def test_asterisk_restart_every_call_told_once(
         assert_told_exactly(running.told.events, store_facts(box, since))
     finally:
         await running.stop()
+
+
+async def leg_of(box: Sandbox, extension: str) -> str:
+    """The channel of ``extension``'s phone that is up now (PJSIP/101-0000002a)."""
+    found: list[str] = []
+
+    def check() -> bool:
+        text = box.cli("core show channels concise")
+        found[:] = [
+            line.split("!")[0]
+            for line in text.splitlines()
+            if line.startswith(f"PJSIP/{extension}-") and "!Up!" in line
+        ]
+        return bool(found)
+
+    await until(lambda: check(), 10, f"{extension}'s leg up")
+    return found[0]
+
+
+async def test_blind_transfer_through_ami_as_the_http_api_makes_it(
+    router: Running, phones: Phones, box: Sandbox
+) -> None:
+    """``POST /calls/{id}/transfer`` sends BlindTransfer from the extension's leg
+    (router/api/calls.py): the same action here. (Its attended form, Atxfer,
+    needs Asterisk's transfer prompt, which the sandbox root has no sounds for.)"""
+    call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234502")
+    await asyncio.to_thread(call.wait_answered, 20)
+    leg = await leg_of(box, "101")
+    await router.engine.ami.send(
+        "BlindTransfer", {"Channel": leg, "Context": "sandbox-phones", "Exten": "102"}
+    )
+    await until(lambda: any(e.kind == "answered" and e.extension == "102" and e.did == OWNER
+                            for e in router.told.events[-3:]), 20, "102 answering")  # fmt: skip
+    await asyncio.to_thread(call.hangup)
+    blind = await call_of(router.told, OWNER)
+    [transfer] = [e.transfer for e in router.told.of(blind) if e.kind == "transferred"]
+    assert transfer == Transfer("blind", "101", "102")
