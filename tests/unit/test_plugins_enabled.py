@@ -21,6 +21,7 @@ BUILTINS = {
     "directory",
     "extension_state",
     "ami_catalog",
+    "recordings",
 }
 
 
@@ -71,7 +72,8 @@ def test_the_engine_loads_what_router_toml_selects(tmp_path: Path) -> None:
         (
             'enabled = ["onc"]\n',
             "[plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?); known: actions, "
-            "ami_catalog, crm, directory, extension_state, numbers, onec, textfuncs, timefuncs "
+            "ami_catalog, crm, directory, extension_state, numbers, onec, recordings, textfuncs, "
+            "timefuncs "
             "(callrouter plugins lists them)",
         ),
         (
