@@ -118,9 +118,7 @@ class RecordingBox:
 
     # -- requests ----------------------------------------------------------------------
 
-    def route(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> Answer | None:
+    def route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer | None:
         """The answer to a recordings request, None for any other path; raises :class:`Cut`."""
         found = _PATH.fullmatch(path)
         if found is None:
@@ -217,9 +215,7 @@ class RecordingBox:
             ("http://", "https://")
         ):
             return _error(400, "missing_field", "recording_url is required")
-        duplicate = any(
-            link["call_id"] == call_id and link["part"] == part for link in self.links
-        )
+        duplicate = any(link["call_id"] == call_id and link["part"] == part for link in self.links)
         self.links.append({**payload, "call_id": call_id, "part": part})
         return 200, {"result": "ok", "duplicate": duplicate}
 
