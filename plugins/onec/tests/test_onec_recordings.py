@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from lifeevents import answered, hangup
 
@@ -273,3 +274,38 @@ async def test_only_pull_mode_links_and_only_to_recorded_calls(
     finally:
         await close_uploads(pull)
         await close_uploads(push)
+
+
+def test_the_doubles_control_endpoints_cut_uploads_and_list_what_is_stored(
+    double: OneCDouble, settings: OneCSettings
+) -> None:
+    """What docs/onec.md shows: POST/DELETE /_double/recordings/outage, GET /_double/recordings."""
+    sha = hashlib.sha256(AUDIO).hexdigest()
+    auth = (settings.username.encode(), settings.password.encode())
+    put = {
+        "Content-Range": f"bytes 0-{len(AUDIO) - 1}/{len(AUDIO)}",
+        "X-Recording-Sha256": sha,
+        "X-Recording-Content-Type": "audio/wav",
+    }
+    with httpx.Client(base_url=double.root_url, auth=auth) as http:
+        assert http.post("/_double/recordings/outage", json={"after": 1000}).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            http.put(
+                f"{settings.base_url}/v1/calls/{CALL}/recordings/mix", content=AUDIO, headers=put
+            )
+        listed = http.get("/_double/recordings").json()
+        assert listed["partial"] == [
+            {"call_id": CALL, "part": "mix", "received": 1000, "size": len(AUDIO)}
+        ]
+        assert http.delete("/_double/recordings/outage").status_code == 200
+        rest = {**put, "Content-Range": f"bytes 1000-{len(AUDIO) - 1}/{len(AUDIO)}"}
+        done = http.put(
+            f"{settings.base_url}/v1/calls/{CALL}/recordings/mix",
+            content=AUDIO[1000:],
+            headers=rest,
+        )
+        assert done.json()["complete"] is True
+        (stored,) = http.get("/_double/recordings").json()["stored"]
+    assert stored["sha256"] == sha
+    assert stored["size"] == len(AUDIO)
+    assert double.recordings.stored[0].data == AUDIO
