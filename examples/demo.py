@@ -11,7 +11,14 @@ to the call arriving, measured on Asterisk's own clock.
 callrouter reaches Asterisk over AJAM, or over native TCP AMI with
 ``--transport tcp`` (or ``DEMO_TRANSPORT=tcp``, which ``make demo`` passes on).
 
-Exit status 0 when every call landed where expected.
+Then real SIP phones (baresip, :mod:`router.sandbox.phones`) register as
+extensions 101-105 and a PSTN-side phone calls in, for a few whole calls told
+as stories: answered by the owner, transferred on the phone, missed and then
+called back. Each story is one function (``story_*``) and is told by
+:func:`tell_story`, the place to print what the 1C double recorded of it.
+
+Exit status 0 when every call landed where expected and every story went as
+planned.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +44,7 @@ from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from router.sandbox.phones import PhoneCall, Phones
 
 try:
     from callrouter_onec.double import OneCDouble
@@ -207,6 +216,133 @@ SCENARIOS = [
 ]
 
 
+@dataclass
+class Story:
+    """One whole call with real phones, as the demo tells it."""
+
+    title: str
+    #: The customer's number as the PSTN side sent it (or dialled it).
+    customer: str
+    #: What should have happened, and what did (the same when it went as planned).
+    expected: str
+    happened: str
+    #: Asterisk's linkedid of each call in the story, where callrouter routed it.
+    call_ids: list[str]
+    #: The calls as the phones saw them: (phone, call).
+    calls: list[tuple[str, PhoneCall]]
+
+
+def _linkedid(engine: Engine) -> str:
+    """The linkedid of the call callrouter routed last (a call from the trunk)."""
+    record = next(
+        (r for r in reversed(engine.records) if r.channel.startswith("PJSIP/pstn-")), None
+    )
+    return record.linkedid if record is not None else "-"
+
+
+async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The phones' API is synchronous (bounded waits): keep it off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def story_answered(demo: Demo, phones: Phones, engine: Engine) -> Story:
+    """A customer of the manager at 101 calls in; 101 answers and they talk."""
+    caller = "+7 (916) 123-45-67"
+    call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
+    await _in_thread(call.wait_answered, 20)
+    owner = await _in_thread(phones["101"].current)
+    await asyncio.sleep(2)
+    await _in_thread(call.hangup)
+    await _in_thread(owner.wait_ended)
+    return Story(
+        "answered by the owner",
+        caller,
+        "101 answers",
+        "101 answers" if owner.answered else "nobody answers",
+        [_linkedid(engine)],
+        [("pstn", call), ("101", owner)],
+    )
+
+
+async def story_transferred(demo: Demo, phones: Phones, engine: Engine) -> Story:
+    """101 answers a customer and hands them to 102 with a blind transfer on the phone."""
+    caller = "8 916 765-43-21"  # a contact person of 101's client
+    call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
+    await _in_thread(call.wait_answered, 20)
+    first = await _in_thread(phones["101"].current)
+    await asyncio.sleep(1)
+    await _in_thread(phones["101"].blind_transfer, "102")
+    second = await _in_thread(phones["102"].current)
+    await asyncio.sleep(1)
+    await _in_thread(call.hangup)
+    await _in_thread(second.wait_ended)
+    return Story(
+        "transferred on the phone",
+        caller,
+        "101 -> 102",
+        "101 -> 102" if first.ended and second.answered else "not transferred",
+        [_linkedid(engine)],
+        [("pstn", call), ("101", first), ("102", second)],
+    )
+
+
+async def story_missed_then_called_back(demo: Demo, phones: Phones, engine: Engine) -> Story:
+    """Nobody answers a customer of 104, who gives up; 104 calls back and they talk."""
+    caller = "8 (985) 765-43-21"
+    phones["104"].mode = "noanswer"
+    call = await _in_thread(phones.pstn.call, did=DID, caller=caller)
+    rung = await _in_thread(_wait_for_call, phones, "104")
+    await asyncio.sleep(3)  # the customer gives up after a few rings
+    await _in_thread(call.hangup)
+    await _in_thread(rung.wait_ended)
+    missed_id = _linkedid(engine)
+    phones["104"].mode = "answer"
+    back = await _in_thread(phones["104"].dial, "89857654321")
+    await _in_thread(back.wait_answered, 20)
+    customer = await _in_thread(phones.pstn.current)
+    await asyncio.sleep(1)
+    await _in_thread(back.hangup)
+    await _in_thread(customer.wait_ended)
+    missed = call.answered_at is None
+    return Story(
+        "missed, then called back",
+        caller,
+        "missed; 104 calls back",
+        "missed; 104 calls back" if missed and back.answered else "not as planned",
+        [missed_id],
+        [("pstn", call), ("104", rung), ("104", back), ("pstn", customer)],
+    )
+
+
+def _wait_for_call(phones: Phones, name: str, timeout: float = 15.0) -> PhoneCall:
+    """The newest call ringing at phone ``name`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        calls = phones[name].calls
+        if calls and not calls[-1].ended:
+            return calls[-1]
+        time.sleep(0.05)
+    raise RuntimeError(f"no call rang at {name} within {timeout:.0f} s")
+
+
+STORIES: list[Callable[[Demo, Phones, Engine], Awaitable[Story]]] = [
+    story_answered,
+    story_transferred,
+    story_missed_then_called_back,
+]
+
+
+def tell_story(demo: Demo, story: Story) -> None:
+    """Print one story: the phones' view here; what 1C was told goes here too."""
+    mark = "ok" if story.happened == story.expected else "NOT AS PLANNED"
+    print(f"\n{story.title}: {story.customer} -> {story.happened} [{mark}]")
+    for phone, call in story.calls:
+        talk = (
+            f"talk {call.talk_seconds:.1f} s" if call.talk_seconds is not None else "not answered"
+        )
+        print(f"  {phone:<5} {call.direction:<3} {call.remote:<20} {talk}")
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
@@ -315,6 +451,8 @@ async def run(args: argparse.Namespace) -> int:
             ]
             print(table(history, ["event", "call", "from", "extension", "status"]))
         print(f"\n{len(rows) - failures} of {len(rows)} calls landed where expected")
+        if double is not None:
+            failures += await phone_stories(demo, pbx, double, day)
         return 1 if failures else 0
     finally:
         await demo.stop_router() if "demo" in locals() else None
@@ -323,6 +461,29 @@ async def run(args: argparse.Namespace) -> int:
                 double.stop()
         await asyncio.to_thread(pbx.remove)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def phone_stories(demo: Demo, pbx: Sandbox, double: Any, day: datetime) -> int:
+    """Real phones, the router back on with 1C healthy: tell every story; the failures."""
+    double.down = False
+    double.faults.set_global("")
+    print("\nreal phones (baresip) register as 101-105, a PSTN-side phone calls in:")
+    phones = await _in_thread(Phones.start, pbx, extensions=("101", "102", "103", "104", "105"))
+    engine = await demo.start_router()
+    engine.clock = lambda: day
+    stories: list[Story] = []
+    try:
+        for story in STORIES:
+            told = await story(demo, phones, engine)
+            stories.append(told)
+            tell_story(demo, told)
+            await _in_thread(phones.reset)
+    finally:
+        await demo.stop_router()
+        await _in_thread(phones.stop)
+    good = sum(s.happened == s.expected for s in stories)
+    print(f"\n{good} of {len(STORIES)} phone stories went as planned")
+    return len(STORIES) - good
 
 
 def row(title: str, call: PlacedCall, expected: str, engine: Engine) -> list[str]:

@@ -30,6 +30,7 @@ def test_demo_routes_every_sample_call(sandbox: Sandbox, transport: str) -> None
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "14 of 14 calls landed where expected" in done.stdout
     assert "call history in the 1C double:" in done.stdout
+    assert "3 of 3 phone stories went as planned" in done.stdout  # real phones
     assert "WRONG" not in done.stdout
     over = "native TCP AMI" if transport == "tcp" else "AJAM"
     assert f"callrouter talks to Asterisk over {over}" in done.stdout
