@@ -97,10 +97,25 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 async def _tell(config: Config, events: list[CallEvent]) -> int:
-    plugins = Plugins.for_config(config)
-    await plugins.configure(config)
-    for event in events:
-        await plugins.call_event(event)
+    """Hand ``events`` to the plugins as a running router would, then shut them down.
+
+    Plugins that queue history (the 1C plugin) open their queue in
+    ``callrouter_startup`` and flush it in ``callrouter_shutdown``, so they get
+    both, with an engine that never connects to Asterisk: its ``api`` has the
+    same ``state_dir`` (a queue file the running router shares), ``schedule``
+    and ``config``; ``connected`` is False.
+    """
+    from router.engine import Engine  # the CLI's other commands do not need it
+
+    engine = Engine(config, plugins=Plugins.for_config(config))
+    await engine.setup()
+    await engine.plugins.startup(engine.api)
+    try:
+        for event in events:
+            await engine.plugins.call_event(event)
+    finally:
+        await engine.plugins.shutdown(engine.api)
+        await engine.ami.aclose()
     return len(events)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from router.calllife.model import CallEvent
 from router.cli import main
 from router.commands.history import parse_moment
 from router.testing.cel import Cel, answered_call, write_sqlite
@@ -116,3 +117,51 @@ def test_documented_replay_commands_parse(page: Path) -> None:
 def test_the_pages_have_the_same_sections() -> None:
     english, russian = (re.findall(r"^#+ ", p.read_text(encoding="utf-8"), re.M) for p in DOCS)
     assert english == russian
+
+
+def test_replay_hands_the_events_to_started_plugins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --dry-run the plugins are started (a history queue opens there),
+    told every event in order, and shut down (the queue is flushed there)."""
+    from router.hookspecs import EngineAPI, hookimpl
+    from router.plugins import Plugins
+
+    seen: list[str] = []
+
+    class Queueing:
+        __name__ = "queueing"
+
+        @hookimpl
+        def callrouter_startup(self, engine: EngineAPI) -> None:
+            seen.append(f"startup {engine.state_dir.name} connected={engine.connected}")
+
+        @hookimpl
+        def callrouter_call_event(self, event: CallEvent) -> None:
+            seen.append(f"{event.kind} {event.extension} replayed={event.replayed}")
+
+        @hookimpl
+        def callrouter_shutdown(self) -> None:
+            seen.append("shutdown")
+
+    real = Plugins.for_config.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        Plugins,
+        "for_config",
+        classmethod(lambda cls, config, extra=(): real(cls, config, extra=[Queueing()])),
+    )
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[router]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert main(["history", "replay", "--since", "2023-11-14T00:00:00+00:00",
+                 "--config", str(cfg)]) == 0  # fmt: skip
+    assert seen == [
+        "startup state connected=False",
+        "ringing 101 replayed=True",
+        "answered 101 replayed=True",
+        "hangup 101 replayed=True",
+        "shutdown",
+    ]
+    assert "1 calls, 3 events handed to the plugins" in capsys.readouterr().out
