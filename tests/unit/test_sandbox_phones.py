@@ -1,0 +1,223 @@
+"""router.sandbox.phones without Asterisk: provisioning, tones, ctrl_tcp framing, input checks.
+
+The phones against a real Asterisk are tests/integration/test_phones.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import router.sandbox as sandbox_module
+from router.errors import SandboxError
+from router.sandbox import Sandbox, ensure_rootfs
+from router.sandbox.phones import (
+    Phone,
+    Phones,
+    PstnPhone,
+    _Control,
+    _uri_user,
+    escape_user,
+    stop_orphans,
+    tone_share,
+    tone_wav,
+)
+
+
+def fake_box(root: Path, *, sip_port: int = 5060) -> Sandbox:
+    return Sandbox(root=root, name="unit", http_port=1, ami_port=2, sip_port=sip_port)
+
+
+# -- provisioning -------------------------------------------------------------------
+
+
+@pytest.fixture
+def old_root(tmp_path: Path) -> Path:
+    """A root provisioned before the phones: Asterisk, no baresip."""
+    root = tmp_path / "rootfs"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/asterisk").write_text("")
+    return root
+
+
+def test_a_root_without_baresip_gets_it_installed_in_the_chroot(
+    old_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+
+    def fake_run(cmd: list[str], what: str, timeout: float) -> str:
+        ran.append(cmd)
+        (old_root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (old_root / "usr/bin/baresip").write_text("")
+        return ""
+
+    monkeypatch.setattr(sandbox_module, "_run", fake_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert ensure_rootfs(old_root.parent, quiet=True) == old_root
+    assert len(ran) == 1
+    assert ran[0][:2] == ["chroot", str(old_root)]
+    assert "apt-get" in ran[0]
+    assert ran[0][-1] == "baresip-core"
+    ran.clear()
+    ensure_rootfs(old_root.parent, quiet=True)  # idempotent: nothing to do now
+    assert ran == []
+
+
+def test_a_failed_install_is_retried_after_apt_get_update_then_reported(
+    old_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+
+    def failing_run(cmd: list[str], what: str, timeout: float) -> str:
+        ran.append(cmd)
+        raise SandboxError(f"{what}: E: Unable to locate package baresip-core")
+
+    monkeypatch.setattr(sandbox_module, "_run", failing_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SandboxError, match="installing baresip-core into the sandbox root"):
+        ensure_rootfs(old_root.parent, quiet=True)
+    assert [cmd[-1] for cmd in ran] == ["baresip-core", "-qq"]  # install, then update
+
+
+def test_a_root_without_baresip_needs_root_to_be_completed(
+    old_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SandboxError, match=r"lacks baresip-core .* needs root"):
+        ensure_rootfs(old_root.parent, quiet=True)
+
+
+# -- sound ----------------------------------------------------------------------------
+
+
+def test_the_tone_is_found_at_its_frequency_only(tmp_path: Path) -> None:
+    tone = tone_wav(tmp_path / "tone.wav", hz=1000, seconds=0.5)
+    other = tone_wav(tmp_path / "other.wav", hz=440, seconds=0.5)
+    assert tone_share(tone, 1000) > 0.95
+    assert tone_share(tone, 440) < 0.01
+    assert tone_share(other, 1000) < 0.01
+
+
+def test_tone_wav_refuses_nonsense(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="amplitude"):
+        tone_wav(tmp_path / "x.wav", amplitude=2.0)
+
+
+# -- numbers in SIP ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "user"),
+    [
+        ("8 (916) 123-45-67", "8%20(916)%20123-45-67"),
+        ("+7 916 123-45-67", "+7%20916%20123-45-67"),
+        ("89161234567", "89161234567"),
+        ("доб. 12", "%D0%B4%D0%BE%D0%B1.%2012"),
+        ("1;2?3@4", "1%3B2%3F3%404"),
+    ],
+)
+def test_caller_numbers_are_escaped_for_the_from_user_and_read_back(raw: str, user: str) -> None:
+    assert escape_user(raw) == user
+    assert _uri_user(f"sip:{user}@127.0.0.1:5060;transport=udp") == raw
+
+
+# -- ctrl_tcp -------------------------------------------------------------------------
+
+
+def netstring(message: dict[str, object]) -> bytes:
+    data = json.dumps(message).encode()
+    return b"%d:%s," % (len(data), data)
+
+
+def test_control_frames_split_across_reads_become_events_and_a_response() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    events: list[dict[str, object]] = []
+    got_event = threading.Event()
+
+    def on_event(event: dict[str, object]) -> None:
+        events.append(event)
+        got_event.set()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = conn.recv(4096)
+            token = json.loads(request[request.index(b":") + 1 : -1])["token"]
+            wire = netstring({"event": True, "class": "call", "type": "CALL_INCOMING"})
+            wire += netstring({"response": True, "ok": True, "data": "done", "token": token})
+            for i in range(0, len(wire), 7):  # a byte-trickle: frames cut anywhere
+                conn.sendall(wire[i : i + 7])
+            got_event.wait(5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    control = _Control(port, on_event, "unit")
+    try:
+        reply = control.send("reginfo", None, 5)
+        assert reply["data"] == "done"
+        assert got_event.wait(5)
+        assert events == [{"event": True, "class": "call", "type": "CALL_INCOMING"}]
+    finally:
+        control.close()
+        server.close()
+        thread.join(5)
+
+
+def test_a_command_nobody_answers_fails_within_its_timeout() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    control = _Control(server.getsockname()[1], lambda event: None, "unit")
+    conn, _ = server.accept()
+    try:
+        with pytest.raises(SandboxError, match="no answer to /reginfo"):
+            control.send("reginfo", None, 0.3)
+    finally:
+        control.close()
+        conn.close()
+        server.close()
+
+
+# -- input checks ----------------------------------------------------------------------
+
+
+def test_an_unknown_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:
+    phone = Phone(fake_box(tmp_path), "101")
+    with pytest.raises(ValueError, match="answer, busy, noanswer, dnd"):
+        phone.mode = "vacation"  # type: ignore[assignment]
+
+
+def test_phones_exist_only_for_the_sandbox_endpoints(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="no PJSIP endpoint for 201"):
+        Phones.start(fake_box(tmp_path), extensions=("101", "201"))
+
+
+def test_a_sandbox_saved_before_phones_is_told_to_restart(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="no SIP port"):
+        Phones.start(fake_box(tmp_path, sip_port=0))
+
+
+@pytest.mark.parametrize("did", ["", "7495 123", "74951234567,1"])
+def test_the_pstn_side_calls_only_numbers(tmp_path: Path, did: str) -> None:
+    with pytest.raises(ValueError, match="did must be digits"):
+        PstnPhone(fake_box(tmp_path)).call(did=did, caller="89161234567")
+
+
+def test_leftover_phone_pids_are_killed_only_when_they_are_this_sandboxs(tmp_path: Path) -> None:
+    box = fake_box(tmp_path)
+    folder = box.inst / "phones" / "101"
+    folder.mkdir(parents=True)
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (folder / "pid").write_text(f"{stranger.pid}\n")
+        assert stop_orphans(box) == 0  # its command line does not name the instance
+        assert stranger.poll() is None
+        assert not (folder / "pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
