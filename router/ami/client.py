@@ -391,7 +391,9 @@ class AJAMClient(AMIActions[ActionResult]):
         removed (:func:`~router.ami.event_filter.plan_filters`).
         """
         self.event_selection = selection
-        if self._logged_in:
+        # A digest client counts as logged in before its first request: its
+        # first login applies the selection, once.
+        if self._logged_in and self.session_generation:
             async with self._login_lock:
                 await self._filter_session(selection)
 

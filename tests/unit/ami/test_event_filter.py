@@ -269,3 +269,27 @@ async def test_events_all_asks_for_everything_and_auto_for_the_selection(tmp_pat
             assert selection.names is not None
             assert "QueueCallerJoin" in selection.names
             assert "VarSet" not in selection.names
+
+
+async def test_a_digest_client_filters_its_session_once() -> None:
+    seen: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        from urllib.parse import parse_qsl
+
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        seen.append(params)
+        aid = params.get("ActionID", "")
+        return httpx.Response(
+            200,
+            content=f"Response: Success\r\nActionID: {aid}\r\nMessage: ok\r\n\r\n".encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+
+    settings = ClientSettings(url=URL, username="router", secret="pw", auth="digest")
+    client = AJAMClient(settings, transport=httpx.MockTransport(answer))
+    await client.set_events(SELECTION)  # before the first request: nothing sent yet
+    assert seen == []
+    async with client:
+        names = [p["Action"] for p in seen]
+        assert names == ["Ping", "Events", "Filter", "Filter"]
