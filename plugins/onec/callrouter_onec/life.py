@@ -84,11 +84,19 @@ class CallEventLike(Protocol):
     def replayed(self) -> bool: ...
 
 
-def customer_number(event: CallEventLike, rules: CountryRules) -> str | None:
-    """The outside party's number as 1C matches it; ``None`` for internal or hidden ones."""
-    if event.direction == "internal" or not event.external:
+def customer_number(
+    event: CallEventLike, rules: CountryRules, known: str | None = None
+) -> str | None:
+    """The outside party's number as 1C matches it; ``None`` for internal or hidden ones.
+
+    ``known`` is the caller's number from the routing request, for a call whose
+    CEL records carry none (a dialplan that sets ``CALLERID(num)`` after the
+    channel started).
+    """
+    raw = event.external or known
+    if event.direction == "internal" or not raw:
         return None
-    found = normalize(event.external, rules)
+    found = normalize(raw, rules)
     if found.kind is not NumberKind.EXTERNAL or not found.number:
         return None
     return found.number
@@ -116,9 +124,13 @@ def call_event_payload(
     manager_id: str | None = None,
     client_id: str | None = None,
     owner: Mapping[str, Any] | None = None,
+    caller: str | None = None,
 ) -> dict[str, Any]:
-    """The body of ``POST /v1/calls/events`` for ``event`` (docs/onec.md, the history contract)."""
-    external = _number(event.external, rules)
+    """The body of ``POST /v1/calls/events`` for ``event`` (docs/onec.md, the history contract).
+
+    ``caller``: the number the routing request had, used when the event has none.
+    """
+    external = _number(event.external or caller, rules)
     did = _number(event.did, rules)
     extension = event.extension or None
     if event.direction == "out":

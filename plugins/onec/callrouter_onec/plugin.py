@@ -48,7 +48,7 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -434,6 +434,8 @@ class _Facts:
     client_id: str | None = None
     #: Nothing of this call goes to 1C: a rule refused the caller (or shadow mode).
     silent: bool = False
+    #: The caller's number as the routing request had it.
+    caller: str | None = None
 
 
 _NO_FACTS = _Facts()
@@ -779,7 +781,8 @@ class OneCPlugin:
         if outcome == "shadow" or any(action.kind == "hangup" for action in actions):
             self._remember(call.linkedid, _Facts(silent=True))
             return
-        self._remember(call.linkedid, _facts_of(_responsible_answer(trace)))
+        facts = _facts_of(_responsible_answer(trace))
+        self._remember(call.linkedid, replace(facts, caller=call.caller_number or None))
 
     @hookimpl
     def callrouter_call_event(self, event: CallEventLike) -> None:
@@ -853,6 +856,7 @@ class OneCPlugin:
         if event.kind == "hangup" and event.direction == "in" and event.status != "ANSWER":
             return  # its ``missed`` (one per such call) tells 1C the end, with an owner
         rules = config.rules
+        known = facts.caller if facts.caller and event.direction == "in" else None
         owner = None
         if event.kind == "missed":
             did = normalize(event.did, rules).number or event.did if event.did else None
@@ -864,10 +868,11 @@ class OneCPlugin:
             manager_id=facts.manager_id,
             client_id=facts.client_id,
             owner=owner,
+            caller=known,
         )
         if self.uploads is not None and event.kind in ("hangup", "missed"):
             payload["recording_url"] = self.uploads.link_for(event.call_id)
-        number = customer_number(event, rules)
+        number = customer_number(event, rules, known)
         fact = None
         if number is not None and event.kind == "missed" and event.direction == "in":
             fact = MissedFact(number, event.started_at or event.at)

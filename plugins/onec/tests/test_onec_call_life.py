@@ -28,6 +28,7 @@ from router.testing import StubEngine, config_from_toml, make_decision, make_tra
 PASSWORD = "пароль-secret"  # the conftest's double
 MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0003"  # Петров, extension 101 (demo.json)
 CLIENT = "5e1c2f9a-0000-11ee-8a00-005056aa0001"
+CUSTOMER_NUMBER = "79161234567"
 OWNER = {
     "found": True,
     "client": {"id": "client-1", "name": "ООО «Ромашка»"},
@@ -539,3 +540,18 @@ async def test_an_unanswered_inbound_call_ends_with_its_missed_only(
     ]
     assert onec.queue is not None
     assert [c["call_id"] for c in onec.queue.missed.open_calls()] == ["14.1"]
+
+
+async def test_a_call_whose_cel_has_no_caller_number_takes_the_routing_requests(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """A dialplan may set CALLERID(num) after the channel started: CEL's first record
+    then has no number, while the routing request had it."""
+    onec, engine = started
+    route(onec, engine, "15.1", to("101"), OWNER)
+    onec.callrouter_call_event(missed("15.1", external=None))
+    onec.callrouter_call_event(answered("15.2", "102", at=T0 + 100, started_at=T0 + 90))
+    await settle(onec)
+    by_call = {(e["call_id"], e["event"]): e for e in stored(double)}
+    assert by_call[("15.1", "missed")]["from"] == CUSTOMER_NUMBER
+    assert by_call[("15.1", "missed_closed")]["closed_by"] == "15.2"
