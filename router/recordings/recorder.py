@@ -145,7 +145,10 @@ class Recorder:
             return None
         if self.settings is None or self.store is None:
             raise ValueError("record needs a [recordings] table in router.toml")
-        channel = action.params.get("channel") or call.waiting_channel or ""
+        # The routed channel; for a call met later (an ``on: event`` rule), its first live one.
+        channel = call.waiting_channel or next(
+            (c.name for c in call.channels.values() if not c.hung_up), ""
+        )
         started = await start_recording(
             lambda name, headers: engine.ami.send(name, headers),
             self.store,

@@ -181,3 +181,39 @@ async def test_transcoding_delivers_the_mp3_and_drops_the_wav(
     assert row.file.read_bytes()[:1] == b"\xff"
     assert row.duration == pytest.approx(2.0)  # the WAV's, measured before encoding
     assert not (tmp_path / f"{linkedid}-mix.wav").exists()
+
+
+async def test_a_call_without_a_routed_channel_is_recorded_on_its_first_live_one(
+    tmp_path: Path,
+) -> None:
+    """An ``on: event`` rule meets calls that never waited in callrouter-inbound."""
+    from router.rules.decision import Action
+    from router.testing import StubEngine
+    from router.testing.builders import CallTimeline, make_event
+
+    timeline = CallTimeline()
+    call = timeline.feed(
+        make_event(
+            "Newchannel",
+            Channel="PJSIP/101-0000000a",
+            Uniqueid="1714557800.1",
+            Linkedid="1714557800.1",
+            ChannelStateDesc="Up",
+        )
+    )
+    assert call is not None
+    assert call.waiting_channel is None
+    engine = StubEngine(state_dir=tmp_path)
+    sent: list[SentAction] = []
+    engine.replay.on("MixMonitor", lambda action: sent.append(action) or {})
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    recorder.store = RecordingStore(tmp_path)
+    try:
+        done = await recorder.callrouter_execute(Action.make("record", {}), call, engine)  # type: ignore[arg-type]
+    finally:
+        await engine.aclose()
+    assert done == "1714557800.1-mix.wav"
+    assert sent[0]["Channel"] == "PJSIP/101-0000000a"
+    (row,) = recorder.store.for_call("1714557800.1")
+    assert row.extensions == ("101",)
