@@ -67,6 +67,7 @@ class Engines:
         api: ApiSettings | None = None,
         recordings: RecordingSettings | None = None,
         ami: Literal["ajam", "tcp"] = "ajam",
+        history: HistorySettings | None = None,
     ) -> Engine:
         """A started engine on ``rules``, serving unless ``serve=False``.
 
@@ -75,6 +76,7 @@ class Engines:
         installed ones (entry points) only with ``entry_points=True``.
         ``api`` turns the HTTP API on (``[api]``), served while the engine runs.
         ``recordings`` is ``[recordings]`` (the ``record`` action and the catalog).
+        ``history`` is ``[history]`` (the CEL store replays read, docs/history.md).
         ``ami="tcp"`` reaches the sandbox over native AMI (``sandbox.tcp_url``)
         instead of AJAM, so a test can run over both transports.
         """
@@ -107,6 +109,7 @@ class Engines:
             ),
             api=api,
             recordings=recordings,
+            history=history or HistorySettings(),
         )
         client = open_client(ClientSettings.from_config(asterisk), transport=transport)
         engine = Engine(

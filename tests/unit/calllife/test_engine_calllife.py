@@ -1,0 +1,78 @@
+"""The engine feeds the call life: live CEL in order, and after a stream gap the
+calls of the gap replayed from the CEL store (router/engine.py, issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.calllife.model import CallEvent
+from router.calllife.settings import HistorySettings
+from router.hookspecs import hookimpl
+from router.testing.cel import Cel, as_ami, write_sqlite
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+RULES = "version: 1\nrules: []\n"
+
+
+class Told:
+    __name__ = "told"
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+
+    @hookimpl
+    def callrouter_call_event(self, event: CallEvent) -> None:
+        self.events.append(event)
+
+
+def answered(linkedid: str, start: float) -> Cel:
+    cel = Cel(linkedid, start=start)
+    trunk = cel.channel("PJSIP/pstn", first=True, cid_num="89161234567", exten="74951234567")
+    phone = cel.channel("PJSIP/101")
+    cel.tick(1)
+    cel.answer(phone)
+    cel.answer(trunk)
+    cel.tick(5)
+    cel.hangup(phone, source=cel.name(phone))
+    cel.hangup(trunk, source=cel.name(phone), dialstatus="ANSWER")
+    cel.end()
+    return cel
+
+
+async def test_a_gap_is_replayed_from_the_store_and_told_once(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    store = tmp_path / "cel.db"
+    now = time.time()
+    seen_live = answered("pbx-100.1", now - 20)
+    lost = answered("pbx-200.1", now - 5)  # happens while the session is gone
+    write_sqlite(store, seen_live.records + lost.records)
+    told = Told()
+    settings = HistorySettings(cel=f"sqlite://{store}", settle_delay=0)
+    engine = await engine_factory(rules, plugins=[told], history=settings)
+    ajam_replay.queue_events([as_ami(r) for r in seen_live.records])
+    await ajam_replay.settle(engine)
+    assert [e.kind for e in told.events] == ["ringing", "answered", "hangup"]
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    for _ in range(100):
+        if len(told.events) >= 6:
+            break
+        await asyncio.sleep(0.05)
+    by_call = {e.event_id: e for e in told.events}
+    assert len(by_call) == len(told.events) == 6  # the first call is not told again
+    lost_events = [e for e in told.events if e.call_id == "pbx-200.1"]
+    assert [e.kind for e in lost_events] == ["ringing", "answered", "hangup"]
+    assert all(e.replayed for e in lost_events)
