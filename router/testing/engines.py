@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from router.ami.client import ClientSettings
 from router.ami.connect import open_client
+from router.calllife.settings import HistorySettings
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
