@@ -8,6 +8,8 @@ Subcommands::
     stop [NAME] [--all]  stop detached instances (control socket, then signals)
     status [NAME]        list instances: name, pid, state, URL
     run [NAME]           start one in the foreground until Ctrl-C
+    phones [NAME]        real SIP phones (baresip) on a running instance, in
+                         the foreground until Ctrl-C, printing every call
 
 Exit codes: 0 success, 1 a :class:`~router.errors.SandboxError` (the one-line
 reason is printed), 3 ``status`` found a named instance not running.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from router.errors import SandboxError
 from router.sandbox import Sandbox, asterisk_version, ensure_rootfs, instances_dir
+from router.sandbox.phones import EXTENSIONS, MODES, Mode, Phones
 
 DEFAULT_NAME = "dev"
 
@@ -158,6 +161,67 @@ def cmd_run(args: argparse.Namespace) -> int:
             box.remove()
 
 
+def _modes(values: list[str]) -> dict[str, Mode]:
+    modes: dict[str, Mode] = {}
+    for value in values:
+        name, _, mode = value.partition("=")
+        if name not in EXTENSIONS or mode not in MODES:
+            raise SandboxError(
+                f"--mode {value!r}: expected EXTENSION=MODE with EXTENSION one of "
+                f"{', '.join(EXTENSIONS)} and MODE one of {', '.join(MODES)}"
+            )
+        modes[name] = mode  # type: ignore[assignment]
+    return modes
+
+
+def _alive(box: Sandbox) -> bool:
+    return box.running
+
+
+def cmd_phones(args: argparse.Namespace) -> int:
+    modes = _modes(args.mode)
+    box = Sandbox.attach(args.name, cache_dir=_cache(args))
+    if not box.running:
+        raise SandboxError(
+            f"sandbox {args.name!r} is not running (python -m router.sandbox start {args.name})"
+        )
+    extensions = [e for e in args.extensions.split(",") if e]
+    phones = Phones.start(box, extensions=extensions)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        for name, mode in modes.items():
+            phones[name].mode = mode
+        for phone in phones.all:
+            label = phone.mode if phone is not phones.pstn else "answer (the customer)"
+            print(f"{phone.name:<5} registered at {phone.registrar}, {label}", flush=True)
+        print("press Ctrl-C to stop the phones", file=sys.stderr, flush=True)
+        told: dict[tuple[str, str], str] = {}
+        while _alive(box):
+            for phone in phones.all:
+                for call in phone.calls:
+                    state = (
+                        f"ended ({call.reason}), talk {call.talk_seconds:.1f} s"
+                        if call.talk_seconds is not None
+                        else f"ended ({call.reason})"
+                        if call.ended
+                        else "answered"
+                        if call.answered
+                        else "ringing"
+                    )
+                    key = (phone.name, call.id)
+                    if told.get(key) != state:
+                        told[key] = state
+                        way = "from" if call.direction == "in" else "to"
+                        print(f"{phone.name:<5} {way} {call.remote}: {state}", flush=True)
+            time.sleep(0.2)
+        print("Asterisk stopped", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        phones.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m router.sandbox",
@@ -217,6 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
     instance_options(p)
     p.add_argument("--keep", action="store_true", help="keep the instance folder (logs) on exit")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "phones", help="real SIP phones on a running instance until Ctrl-C, printing calls"
+    )
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p.add_argument(
+        "--extensions",
+        default=",".join(EXTENSIONS),
+        help=f"comma-separated extensions to start (default {','.join(EXTENSIONS)})",
+    )
+    p.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        metavar="EXT=MODE",
+        help=f"start EXT in MODE ({', '.join(MODES)}); repeat for several",
+    )
+    p.set_defaults(func=cmd_phones)
     return parser
 
 

@@ -8,6 +8,9 @@ over AJAM's ``WaitEvent``; the phones' side from what each user agent saw.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -342,3 +345,65 @@ async def test_a_customer_calling_in_reaches_the_owners_phone_which_answers(
     assert record.channel.startswith("PJSIP/pstn-")
     assert (record.caller, record.rules) == ("79161234567", ("owner",))
     assert not any(c.calls for c in (phones["102"], phones["103"]))
+
+
+def test_phones_from_a_shell_print_their_calls_and_stop_on_sigterm(
+    scratch_sandbox: Sandbox,
+) -> None:
+    """``python -m router.sandbox phones NAME`` on a detached instance (the demo's way)."""
+    scratch_sandbox.save_state()
+    cache = scratch_sandbox.root.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router.sandbox",
+            "--cache",
+            str(cache),
+            "phones",
+            scratch_sandbox.name,
+            "--extensions",
+            "101,102",
+            "--mode",
+            "102=busy",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        assert eventually(lambda: any(ln.startswith("pstn ") for ln in lines), 30), lines
+        assert "102   registered" in "".join(lines)
+        assert "busy" in next(ln for ln in lines if ln.startswith("102"))
+        with httpx.Client(timeout=10) as client:
+            url = f"{scratch_sandbox.url}/rawman"
+            client.post(
+                url, data={"action": "Login", "username": "admin", "secret": scratch_sandbox.secret}
+            )
+            client.post(
+                url,
+                data={
+                    "action": "Originate",
+                    "Channel": "PJSIP/101",
+                    "Application": "Wait",
+                    "Data": "1",
+                    "Async": "true",
+                },
+            )
+        assert eventually(
+            lambda: any("101   from" in ln and "answered" in ln for ln in lines), 20
+        ), lines
+        assert eventually(lambda: any("101   from" in ln and "talk" in ln for ln in lines), 20), (
+            lines
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        scratch_sandbox.forget_state()
+    assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
