@@ -333,7 +333,7 @@ STORIES: list[Callable[[Demo, Phones, Engine], Awaitable[Story]]] = [
 
 
 def tell_story(demo: Demo, story: Story) -> None:
-    """Print one story: the phones' view here; what 1C was told goes here too."""
+    """Print one story: the phones' view, then what 1C stored of each call (the double)."""
     mark = "ok" if story.happened == story.expected else "NOT AS PLANNED"
     print(f"\n{story.title}: {story.customer} -> {story.happened} [{mark}]")
     for phone, call in story.calls:
@@ -341,6 +341,26 @@ def tell_story(demo: Demo, story: Story) -> None:
             f"talk {call.talk_seconds:.1f} s" if call.talk_seconds is not None else "not answered"
         )
         print(f"  {phone:<5} {call.direction:<3} {call.remote:<20} {talk}")
+    if demo.double is None:
+        return
+    print("  what 1C has (python -m callrouter_onec.double story <call id>):")
+    for call_id in story.call_ids:
+        for line in demo.double.story_text(call_id).splitlines():
+            print(f"    {line}")
+
+
+async def history_told(demo: Demo, story: Story, timeout: float = 10.0) -> None:
+    """The router posts a call's end to 1C just after it: wait for it (and, for a
+    missed call, for its missed_closed once someone has called back)."""
+    if demo.double is None:
+        return
+    deadline = time.monotonic() + timeout
+    for call_id in story.call_ids:
+        while time.monotonic() < deadline:
+            kinds = {e.get("event") for e in demo.double.story(call_id)}
+            if "hangup" in kinds or {"missed", "missed_closed"} <= kinds:
+                break
+            await asyncio.sleep(0.1)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -476,6 +496,7 @@ async def phone_stories(demo: Demo, pbx: Sandbox, double: Any, day: datetime) ->
         for story in STORIES:
             told = await story(demo, phones, engine)
             stories.append(told)
+            await history_told(demo, told)
             tell_story(demo, told)
             await _in_thread(phones.reset)
     finally:

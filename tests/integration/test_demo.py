@@ -31,6 +31,12 @@ def test_demo_routes_every_sample_call(sandbox: Sandbox, transport: str) -> None
     assert "14 of 14 calls landed where expected" in done.stdout
     assert "call history in the 1C double:" in done.stdout
     assert "3 of 3 phone stories went as planned" in done.stdout  # real phones
+    # Each story as the 1C double stored it (issue 14): who answered, the transfer,
+    # the missed call closed by the callback.
+    assert done.stdout.count("what 1C has") == 3
+    assert "answered       ext 101" in done.stdout
+    assert "blind: 101 -> 102" in done.stdout
+    assert "closed by call" in done.stdout
     assert "WRONG" not in done.stdout
     over = "native TCP AMI" if transport == "tcp" else "AJAM"
     assert f"callrouter talks to Asterisk over {over}" in done.stdout

@@ -483,12 +483,15 @@ def _when(payload: Mapping[str, Any]) -> str:
     return "--:--:--"
 
 
-def _story_line(payload: Mapping[str, Any]) -> str:
+def _story_line(payload: Mapping[str, Any], call_id: str) -> str:
     kind = str(payload.get("event"))
     ext = payload.get("extension")
     parts = [_when(payload), f"{kind:<13}"]
     if kind == "missed_closed":
-        parts.append(f"closed by call {payload.get('closed_by')}")
+        if payload.get("call_id") == call_id:
+            parts.append(f"closed by call {payload.get('closed_by')}")
+        else:  # the story of the call that reached the customer
+            parts.append(f"this call closes missed call {payload.get('call_id')}")
         if ext:
             parts.append(f"(extension {ext} reached the customer)")
     elif kind == "transferred":
@@ -523,7 +526,7 @@ def format_story(call_id: str, events: Sequence[Mapping[str, Any]]) -> str:
         + (f", manager {first['manager_id']}" if first.get("manager_id") else "")
         + ")"
     )
-    return "\n".join([head, *("  " + _story_line(p) for p in events)])
+    return "\n".join([head, *("  " + _story_line(p, call_id) for p in events)])
 
 
 def story_main(argv: Sequence[str]) -> int:

@@ -152,7 +152,8 @@ def test_a_calls_story_in_process_over_http_and_from_the_command_line(
     assert "ringing        ext 101" in lines[1]
     assert "blind: 101 -> 102" in lines[3]
     assert "status ANSWER  talk 183.0 s  hung up by external" in lines[4]
-    assert "closed by call 1.1" in lines[5]
+    assert "this call closes missed call 0.9" in lines[5]
+    assert "closed by call 1.1" in double.story_text("0.9")
     served = httpx.get(double.root_url + "/_double/story", params={"call_id": "1.1"}, timeout=5)
     assert served.json() == {"call_id": "1.1", "events": story}
     assert httpx.get(double.root_url + "/_double/story", timeout=5).status_code == 400
