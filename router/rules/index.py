@@ -41,6 +41,9 @@ _PURE_MODULE = "router.builtin.numbers"
 
 #: Merged candidate lists kept per set of matched keys (most calls repeat one).
 _CACHE_LIMIT = 4096
+#: Value sets larger than this (a list of the file) are probed per call
+#: rather than copied into the index value by value.
+_EXPAND_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +179,9 @@ class _Reader:
             and isinstance(node.value, ast.Name)
             and node.value.id == "lists"
         ):
-            # Lists are loaded with the rules and never change under them.
-            return frozenset(v for v in self.lists.get(node.attr, ()) if isinstance(v, str))
+            # Lists are loaded with the rules and never change under them; the
+            # list itself, not a copy: the index probes large ones as they are.
+            return self.lists.get(node.attr, frozenset())
         return None
 
     def _pure(self, node: ast.Call) -> str | None:
@@ -207,10 +211,21 @@ class CallIndex:
     """Call rules by the values of their guards' keys, in priority order.
 
     Built once per rule set (immutable after); :meth:`candidates` is the
-    per-call cost: one read and one dict lookup per indexed key.
+    per-call cost: one read per indexed key, one dict lookup per key, and one
+    set lookup per large list a guard names (a 100,000-number blacklist is
+    probed as the list it is, not copied into the index).
     """
 
-    __slots__ = ("_cache", "_functions", "_generic", "_generic_positions", "_rules", "_tables")
+    __slots__ = (
+        "_cache",
+        "_functions",
+        "_generic",
+        "_generic_positions",
+        "_keys",
+        "_probes",
+        "_rules",
+        "_tables",
+    )
 
     def __init__(
         self,
@@ -220,7 +235,9 @@ class CallIndex:
     ) -> None:
         self._rules = tuple(rules)
         self._functions = functions
-        tables: dict[Key, dict[str, list[int]]] = {}
+        keys: dict[Key, int] = {}
+        tables: dict[int, dict[str, list[int]]] = {}
+        probes: dict[tuple[int, int], tuple[frozenset[str], list[int]]] = {}
         generic: list[int] = []
         for position, rule in enumerate(self._rules):
             guard = None if rule.condition is None else _guard(rule, lists, functions)
@@ -228,12 +245,20 @@ class CallIndex:
                 generic.append(position)
                 continue
             for key, values in guard.items():
-                table = tables.setdefault(key, {})
+                slot = keys.setdefault(key, len(keys))
+                if len(values) > _EXPAND_LIMIT:
+                    probes.setdefault((slot, id(values)), (values, []))[1].append(position)
+                    continue
+                table = tables.setdefault(slot, {})
                 for value in values:
                     table.setdefault(value, []).append(position)
+        self._keys = tuple(keys)
         self._tables = tuple(
-            (key, {value: tuple(found) for value, found in table.items()})
-            for key, table in tables.items()
+            (slot, {value: tuple(found) for value, found in table.items()})
+            for slot, table in tables.items()
+        )
+        self._probes = tuple(
+            (slot, values, tuple(found)) for (slot, _), (values, found) in probes.items()
         )
         self._generic_positions = frozenset(generic)
         self._generic = tuple(self._rules[p] for p in generic)
@@ -241,7 +266,7 @@ class CallIndex:
 
     @property
     def keys(self) -> tuple[Key, ...]:
-        return tuple(key for key, _ in self._tables)
+        return self._keys
 
     @property
     def generic(self) -> tuple[Rule, ...]:
@@ -249,26 +274,35 @@ class CallIndex:
 
     def candidates(self, context: Context) -> Sequence[Rule]:
         """The call rules whose ``if`` may be true for this call, in priority order."""
-        found: list[tuple[int, ...]] = []
-        for key, table in self._tables:
+        values: list[str | None] = []
+        for key in self._keys:
             try:
                 value = key.read(context, self._functions)
             except Exception:  # the rules' own evaluation will meet (and trace) the error
                 return self._rules
             if type(value) is not str:
                 if value is None and key.function is None:
-                    continue  # no number: equal to no text, in no list
+                    values.append(None)  # no number: equal to no text, in no list
+                    continue
                 return self._rules
-            hit = table.get(value)
-            if hit is not None:
-                found.append(hit)
+            values.append(value)
+        found: list[tuple[int, ...]] = []
+        for slot, table in self._tables:
+            value = values[slot]
+            if value is not None:
+                hit = table.get(value)
+                if hit is not None:
+                    found.append(hit)
+        for slot, members, positions in self._probes:
+            value = values[slot]
+            if value is not None and value in members:
+                found.append(positions)
         if not found:
             return self._generic
         signature = tuple(found)
         merged = self._cache.get(signature)
         if merged is None:
-            positions = self._generic_positions.union(*found)
-            merged = tuple(self._rules[p] for p in sorted(positions))
+            merged = tuple(self._rules[p] for p in sorted(self._generic_positions.union(*found)))
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[signature] = merged
         return merged

@@ -18,7 +18,12 @@ from router.rules.evaluate import evaluate_rules
 
 REGISTRY = plugin_registry()
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
-LISTS = "lists:\n  vip: ['79160000001', '79160000002']\n  empty: []\n"
+#: ``big`` is over the size the index copies value by value: it is probed as a set.
+BIG = [f"7916{i:07d}" for i in range(100)] + ["74950000001", "101"]
+LISTS = (
+    "lists:\n  vip: ['79160000001', '79160000002']\n  empty: []\n"
+    f"  big: [{', '.join(repr(n) for n in BIG)}]\n"
+)
 
 
 def ruleset_of(tmp_path: Path, conditions: list[str]) -> RuleSet:
@@ -132,7 +137,7 @@ async def test_explain_trace_leaves_out_what_the_index_proves_false(tmp_path: Pa
 # -- differential: indexed dispatch vs the linear walk ------------------------------------
 
 DIDS = ["74950000001", "74950000002", "74951234567", "", "1"]
-NUMBERS = ["79160000001", "79160000002", "79161234567", "101", ""]
+NUMBERS = ["79160000001", "79160000002", "79161234567", "101", "", "79160000050"]
 constants = st.sampled_from([*DIDS, *NUMBERS])
 key = st.sampled_from(
     ["did", "caller.number", "caller.raw", "last10(caller.number)", "digits(did)"]
@@ -152,7 +157,7 @@ def atoms(draw: st.DrawFn) -> str:
         values = draw(st.lists(constants, max_size=3))
         return f"{k} in ({', '.join(map(repr, values))}{',' if len(values) == 1 else ''})"
     if kind == 3:
-        return f"{k} in lists.{draw(st.sampled_from(['vip', 'empty']))}"
+        return f"{k} in lists.{draw(st.sampled_from(['vip', 'empty', 'big']))}"
     if kind == 4:
         return f"{k} == {draw(folded)}"
     if kind == 5:
@@ -292,3 +297,14 @@ def test_explain_prints_the_rules_the_index_left_out(
     out = capsys.readouterr().out
     assert "the index left out" not in out
     assert "decision: redirect(context=c, exten=vip) (rules: vip)" in out
+
+
+def test_a_large_list_is_probed_not_copied(tmp_path: Path) -> None:
+    ruleset = ruleset_of(tmp_path, ["caller.number in lists.big", "caller.number in lists.big"])
+    index = ruleset._calls
+    assert index._tables == ()  # nothing copied value by value
+    [(_, members, positions)] = index._probes  # one probe for both rules, on the list itself
+    assert members is ruleset.lists["big"]
+    assert positions == (0, 1)
+    assert tried(ruleset, number="79160000050") == ["r0", "r1", "last"]
+    assert tried(ruleset, number="79169999999") == ["last"]
