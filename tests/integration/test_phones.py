@@ -407,3 +407,35 @@ def test_phones_from_a_shell_print_their_calls_and_stop_on_sigterm(
             proc.stdout.close()
         scratch_sandbox.forget_state()
     assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
+
+
+REPO = Path(__file__).parents[2]
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def _blocks(section: str, lang: str) -> list[str]:
+    return [part.split("```", 1)[0] for part in section.split(f"```{lang}\n")[1:]]
+
+
+def test_the_documented_example_runs_as_written_in_both_languages() -> None:
+    english = _section(REPO / "docs" / "asterisk.md", "## The sandbox phones")
+    russian = _section(REPO / "docs" / "ru" / "asterisk.md", "## Телефоны песочницы")
+    [code] = _blocks(english, "python")
+    assert _blocks(russian, "python") == [code]
+
+    def commands(section: str) -> list[str]:
+        return [ln.split("#")[0].strip() for ln in _blocks(section, "sh")[0].splitlines()]
+
+    assert commands(russian) == commands(english)
+    assert "python -m router.sandbox phones dev --mode 102=busy" in commands(english)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "('101'," in done.stdout  # 103 saw 101's call
