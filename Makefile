@@ -79,7 +79,7 @@ pytest: setup run-pytest
 run-pytest:
 	$(call pytest,all)
 
-setup: install provision encoders browser
+setup: install provision encoders browser postgres
 
 # A virtualenv made with the system Python; on Debian, python3-venv is installed
 # when the venv module (or its ensurepip) is missing. A broken .venv is remade.
@@ -133,6 +133,20 @@ encoders:
 	  else \
 	    echo "make: lame or opusenc is missing: recordings' transcoding tests need them" \
 	         "(sudo apt-get install lame opus-tools)" >&2; \
+	  fi; \
+	fi
+
+# Debian's PostgreSQL: the sandbox's cel_pgsql writes CEL into a private cluster on
+# loopback (router/sandbox/postgres.py, tests/integration/test_call_life.py).
+.PHONY: postgres
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing postgresql with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "make: PostgreSQL is missing: the cel_pgsql test needs it" \
+	         "(sudo apt-get install postgresql)" >&2; \
 	  fi; \
 	fi
 

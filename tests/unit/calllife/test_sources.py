@@ -2,9 +2,10 @@
 
 The SQLite file here is written with the schema Asterisk 22 created in the
 sandbox (tests/integration/test_call_life.py reads a file Asterisk wrote);
-PostgreSQL is exercised through a fake DB-API connection that checks the
+PostgreSQL is exercised here through a fake DB-API connection that checks the
 SQL and returns rows typed as psycopg returns them (eventtime a naive
-datetime in UTC, as cel_pgsql writes with usegmtime=yes).
+datetime in UTC, as cel_pgsql writes with usegmtime=yes), and in the sandbox
+test against a real PostgreSQL that the sandbox's cel_pgsql writes to.
 """
 
 from __future__ import annotations
