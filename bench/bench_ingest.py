@@ -17,6 +17,8 @@ is per core and other load on the machine does not count:
   does it (``parse_body`` -> ``assemble_result`` -> ``split_waitevent``).
 * **parse + dispatch**: plus an ``EventStream`` glob filter (``wants``) and
   ``CallTracker.feed`` for every event that passes, plus reading ``name``.
+* **tcp stream (ours)**: the same bytes through the native TCP client's
+  ``data_received`` (stream parser, ActionID matching, event queue).
 * **panoramisk**: the same rawman bytes fed, body by body, to panoramisk's
   ``AMIProtocol.data_received`` (its TCP entry point: split into blocks,
   ``Message.from_line``, ``handle_message``); "dispatch" adds its
@@ -131,6 +133,32 @@ def ours(fmt: str, dispatch: bool) -> Callable[[bytes], int]:
     return run
 
 
+def ours_tcp() -> Callable[[bytes], int]:
+    """The native TCP client's ``data_received`` (router/ami/tcp.py) on the same
+    bytes: the stream parser, answer matching and the event queue, every event
+    kept (no selection), as panoramisk's ``data_received`` gets them."""
+    from router.ami.client import ClientSettings
+    from router.ami.tcp import TCPClient, _Connection
+
+    loop = asyncio.new_event_loop()
+    client = TCPClient(ClientSettings(url="tcp://127.0.0.1:5038", username="u", secret="s"))
+
+    async def connect() -> _Connection:
+        return _Connection(client, 32 * 1024 * 1024)
+
+    conn = loop.run_until_complete(connect())
+    conn.data_received(b"Asterisk Call Manager/11.0.0\r\n")
+    queue = client._events
+
+    def run(body: bytes) -> int:
+        conn.data_received(body)
+        n = len(queue) - body.count(b"Event: WaitEventComplete")
+        queue.clear()
+        return n
+
+    return run
+
+
 def panoramisk(dispatch: bool) -> Callable[[bytes], int]:
     from panoramisk import Manager
     from panoramisk.ami_protocol import AMIProtocol
@@ -197,6 +225,7 @@ def main() -> None:
         ("rawman (ours)", "parse", ours("rawman", False), raw),
         ("mxml (ours)", "parse", ours("mxml", False), xml),
         ("panoramisk", "parse", panoramisk(False), raw),
+        ("tcp stream (ours)", "parse", ours_tcp(), raw),
         ("rawman (ours)", "parse + dispatch", ours("rawman", True), raw),
         ("mxml (ours)", "parse + dispatch", ours("mxml", True), xml),
         ("panoramisk", "parse + dispatch", panoramisk(True), raw),
