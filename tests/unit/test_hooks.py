@@ -27,7 +27,6 @@ from router.hookspecs import RouteOutcome, hookimpl
 from router.plugins import Plugins
 from router.rules.decision import Action, Decision, Trace
 from router.rules.registry import ActionSpec, ParamSpec, Registry
-from router.testing.cel import answered_call, as_ami
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -420,11 +419,13 @@ async def test_hook_callrouter_stream_gap(
 async def test_hook_callrouter_call_event(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
-    """Live CEL (cel_manager's ``Event: CEL``) becomes the call's story, in order."""
+    """Live CEL (cel_manager's ``Event: CEL``) becomes the call's story, in order:
+    here the events Asterisk 22 sent for a real phone answering a real call
+    (tests/fixtures/cel/answered.rawman)."""
     recorder = Recorder()
     engine = await routed_engine(engine_factory, rules, recorder)
-    records = [as_ami(r) for r in answered_call().records]
-    ajam_replay.queue_events(records)
+    capture = Path(__file__).parents[1] / "fixtures" / "cel" / "answered.rawman"
+    ajam_replay.queue_rawman(capture)
     await ajam_replay.settle(engine)
     told = [seen["event"] for seen in recorder.seen("call_event")]
     assert [(e.kind, e.extension) for e in told] == [
@@ -433,9 +434,10 @@ async def test_hook_callrouter_call_event(
         ("hangup", "101"),
     ]
     assert len({e.call_id for e in told}) == 1
+    assert {e.external for e in told} == {"8 (916) 123-45-67"}  # as the trunk delivered it
     assert not any(e.replayed for e in told)
     # The same records again (a duplicate delivery): nothing is told twice.
-    ajam_replay.queue_events(records)
+    ajam_replay.queue_rawman(capture)
     await ajam_replay.settle(engine)
     assert len(recorder.seen("call_event")) == 3
 
