@@ -43,6 +43,8 @@ MARK_FILE = "calllife.json"
 GAP_MARGIN = 10.0
 #: How often the mark is written (seconds; and at stop).
 MARK_EVERY = 5.0
+#: Replays waiting or failed that the mark remembers (bounded).
+MAX_PENDING = 32
 #: Calls silent for this long are dropped from memory (their end was lost).
 STALE_AFTER = 6 * 3600.0
 
@@ -183,6 +185,9 @@ class CallLife:
         oldest = self.folder.oldest_open()
         if oldest is not None:
             start = min(start, oldest)
+        if len(self._pending) >= MAX_PENDING:
+            # Replays keep failing (the store unreadable): keep the earliest start only.
+            self._pending[:] = [min(self._pending)]
         self._pending.append(start)
         self._spawn(self.replay_later(start, reason="gap"))
 

@@ -148,3 +148,20 @@ async def test_the_mark_stays_before_a_gap_until_its_replay_is_done(tmp_path: Pa
     assert service.mark() == clock[0] - 120 - 30 - 10  # the gap's start, less the margin
     await service.stop()
     assert service.read_mark() == clock[0] - 160
+
+
+async def test_failing_replays_keep_the_earliest_gap_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    told: list[CallEvent] = []
+    clock = [1_800_000_000.0]
+    service = life(told, clock)
+    service.settings = HistorySettings(cel=f"sqlite://{tmp_path / 'missing.db'}", settle_delay=0)
+    service.source = SqliteSource(tmp_path / "missing.db")
+    service.start(tmp_path)
+    for n in range(100):
+        service.gap(clock[0] - 1000 + n)
+        await settle(service)
+    assert len(service._pending) <= 32
+    assert service.mark() == clock[0] - 1000 - 10
+    assert "no such file" in caplog.text
