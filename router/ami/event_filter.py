@@ -1,8 +1,8 @@
 """Which AMI events callrouter asks Asterisk for, and how to ask for them.
 
 Asterisk sends a manager session every event its user may read unless told
-otherwise, and on a busy PBX most of them (``VarSet``, ``Newexten`` of every
-dialplan step, ``RTCP*``, ``DTMF*``, ``Agent*``) are events nobody in
+otherwise, and on a busy PBX many of them (``VarSet``, ``DeviceStateChange``,
+``NewCallerid``, ``RTCP*``, ``DTMF*``, ``Agent*``) are events nobody in
 callrouter reacts to: each costs Asterisk a write, the wire its bytes and us a
 parse. So the engine computes the events it needs (:func:`select_events`:
 the core's own, the ``on: event`` rules', each plugin's
@@ -35,7 +35,6 @@ from router.ami.protocol import Action
 
 __all__ = [
     "API_EVENTS",
-    "CALL_LIFE_EVENTS",
     "CORE_EVENTS",
     "EVERYTHING",
     "MASK_CLASSES",
@@ -66,10 +65,6 @@ CORE_EVENTS: frozenset[str] = frozenset(
         "Shutdown",
     }
 )
-
-#: The call life (``router.calllife``): CEL records over AMI and the states
-#: they are read beside.
-CALL_LIFE_EVENTS: frozenset[str] = frozenset({"CEL", "Newstate", "DialState"})
 
 #: The HTTP API when ``[api]`` is on: the event feed (router.api.intake),
 #: click-to-call progress (router.api.calls) and forwarding's re-apply after
