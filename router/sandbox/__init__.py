@@ -556,15 +556,18 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
-    def stop(self, *, timeout: float = 10.0) -> None:
+    def stop(self, *, timeout: float = 10.0, phones: bool = True) -> None:
         """Stop Asterisk: a polite ``core stop now``, then SIGTERM, then SIGKILL.
 
         Phones (:mod:`router.sandbox.phones`) still running for this instance
-        are killed first, so no user agent outlives its Asterisk.
+        are killed first, so no user agent outlives its Asterisk; a restart
+        (``phones=False``) leaves them be, and they find Asterisk again on the
+        same port (their registrations are kept in its AstDB).
         """
         from router.sandbox.phones import stop_orphans
 
-        stop_orphans(self)
+        if phones:
+            stop_orphans(self)
         if not self.running:
             return
         with contextlib.suppress(SandboxError):
@@ -582,8 +585,8 @@ class Sandbox:
             self._wait_gone(10)
 
     def restart(self, *, down_for: float = 0.0, timeout: float = 60.0) -> None:
-        """Stop and start the same instance (same ports, same configs)."""
-        self.stop()
+        """Stop and start the same instance (same ports, same configs; phones stay)."""
+        self.stop(phones=False)
         if down_for:
             time.sleep(down_for)
         self.launch(timeout=timeout)

@@ -768,8 +768,23 @@ audio_path {self.folder_in_root}/sounds
         with self._cond:
             return list(self._order)
 
+    def relaunch(self) -> None:
+        """Start baresip again (after it died), registered, in "answer" mode, no calls."""
+        self.stop()
+        with self._cond:
+            self._mode = "answer"
+            self._hold_ids.clear()
+        self.launch()
+        self.wait_registered()
+
     def reset(self) -> None:
-        """Back to "answer", nothing playing, no calls (hangs up any left)."""
+        """Back to "answer", nothing playing, no calls (hangs up any left).
+
+        A phone whose baresip died is started again, so one crash does not
+        fail every later test of a session.
+        """
+        if not self.running:
+            self.relaunch()
         self.mode = "answer"
         self._play = None
         for call in self.calls:

@@ -439,3 +439,21 @@ def test_the_documented_example_runs_as_written_in_both_languages() -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "('101'," in done.stdout  # 103 saw 101's call
+
+
+def test_phones_keep_working_across_an_asterisk_restart(scratch_sandbox: Sandbox) -> None:
+    with Phones.start(scratch_sandbox, extensions=("101", "102")) as phones:
+        scratch_sandbox.restart()
+        assert all(agent.running for agent in phones.all)
+        phones["101"].dial("102").wait_answered().hangup()
+
+
+def test_a_phone_whose_baresip_died_is_started_again_by_reset(scratch_sandbox: Sandbox) -> None:
+    with Phones.start(scratch_sandbox, extensions=("101", "102")) as phones:
+        dead = phones["102"].process
+        assert dead is not None
+        dead.kill()
+        dead.wait(10)
+        phones.reset()
+        assert phones["102"].running
+        assert phones["101"].dial("102").wait_answered().answered
