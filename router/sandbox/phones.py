@@ -902,6 +902,10 @@ class PstnPhone(Phone):
             f"<sip:hold@127.0.0.1:{self.sip_port}>;regint=0;answermode=auto",
         ]
 
+    def relaunch(self) -> None:
+        self._callers.clear()  # the agents made by /uanew died with the process
+        super().relaunch()
+
     @property
     def hold_uri(self) -> str:
         return f"sip:hold@127.0.0.1:{self.sip_port}"

@@ -25,6 +25,7 @@ from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import EXTENSIONS, Phones, tone_share, tone_wav
+from router.testing import shipped_dialplan
 
 pytestmark = pytest.mark.integration
 
@@ -457,3 +458,24 @@ def test_a_phone_whose_baresip_died_is_started_again_by_reset(scratch_sandbox: S
         phones.reset()
         assert phones["102"].running
         assert phones["101"].dial("102").wait_answered().answered
+
+
+def test_the_pstn_side_calls_in_again_after_its_baresip_was_started_again(
+    scratch_sandbox: Sandbox,
+) -> None:
+    scratch_sandbox.set_dialplan(shipped_dialplan())
+    with Phones.start(scratch_sandbox, extensions=("101",)) as phones:
+        phones.pstn.call(did=DID, caller="8 (916) 123-45-67").hangup()
+        dead = phones.pstn.process
+        assert dead is not None
+        dead.kill()
+        dead.wait(10)
+        phones.reset()
+        ami = AmiEvents(scratch_sandbox)
+        try:
+            call = phones.pstn.call(did=DID, caller="+7 916 123-45-67")
+            channel = ami.wait("Newchannel", Exten=DID, Context="callrouter-inbound")
+            assert channel["CallerIDNum"] == "+7 916 123-45-67"
+            call.hangup()
+        finally:
+            ami.close()
