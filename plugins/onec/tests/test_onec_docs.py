@@ -80,3 +80,40 @@ def test_the_guide_names_every_register_field_the_module_writes(guide: Path) -> 
     text = guide.read_text(encoding="utf-8")
     missing = sorted(name for name in written if f"`{name}`" not in text)
     assert not missing, f"{guide.name} does not describe {missing}"
+
+
+def test_the_example_router_toml_onec_block_parses_as_written() -> None:
+    """examples/router.toml's commented [plugins.onec] block, uncommented, is valid
+    (missed_owner included); only ca_file names a file this machine lacks."""
+    import tomllib
+
+    text = (DOCS.parent / "examples" / "router.toml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = lines.index("# [plugins.onec]")
+    block: list[str] = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or not line[2:].strip():
+            break
+        block.append(line[2:])
+    assert any("missed_owner" in line for line in block)
+    table = tomllib.loads("\n".join(b for b in block if not b.startswith("ca_file")))
+    config = parse_settings(table["plugins"]["onec"], environ={"ONEC_PASSWORD": "secret"})
+    assert dict(config.missed_owner) == {"74951234567": "105", "*": "100"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_documented_missed_owner_table_parses(page: Path) -> None:
+    import tomllib
+
+    text = page.read_text(encoding="utf-8")
+    [snippet] = re.findall(r"```toml\n(\[plugins\.onec\.missed_owner\]\n.*?)```", text, re.S)
+    owners = tomllib.loads(snippet)["plugins"]["onec"]["missed_owner"]
+    config = parse_settings(
+        {
+            "url": "http://1c/unf/hs/telephony",
+            "username": "u",
+            "password": "p",
+            "missed_owner": owners,
+        }
+    )
+    assert dict(config.missed_owner) == {"74951234567": "105", "*": "100"}
