@@ -540,6 +540,11 @@ class ListCollector:
     def expect(self, action_id: str) -> None:
         self._waiting.add(action_id)
 
+    def forget(self, action_id: str) -> None:
+        """An action given up on (a timeout): whatever still arrives for it is not kept."""
+        self._waiting.discard(action_id)
+        self._pending.pop(action_id, None)
+
     def feed(self, msg: Message) -> tuple[str, ActionResult] | None:
         action_id = msg.action_id
         if action_id is None:

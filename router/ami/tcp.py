@@ -217,6 +217,7 @@ class _Connection(asyncio.Protocol):
         """An action given up on (timeout): its late answer is dropped."""
         self._pending.pop(action_id, None)
         self._lists.discard(action_id)
+        self._collector.forget(action_id)
 
     def ping(self, action_id: str) -> None:
         if not self.lost and self.transport is not None:

@@ -369,3 +369,15 @@ async def test_ajam_wait_event_drops_events_outside_the_selection_too(
         ajam_replay.queue_event(Event="OriginateResponse", ActionID="o-1")
         events = await client.wait_event(1)
     assert [e.name for e in events] == ["Hangup", "OriginateResponse"]
+
+
+async def test_actions_given_up_on_leave_nothing_behind(fake: FakeAMI) -> None:
+    fake.unanswered.add("getvar")
+    async with TCPClient(settings(fake)) as client:
+        for _ in range(20):
+            with pytest.raises(AMITimeoutError):
+                await client.request(Action.build("Getvar", {"Variable": "X"}), timeout=0.01)
+        conn = client._conn
+        assert conn is not None
+        assert conn._pending == {}
+        assert conn._collector._waiting == set()
