@@ -319,24 +319,10 @@ class HistoryQueue:
             ).fetchall()
         return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
-    def open_calls(self, since: float) -> dict[str, dict[str, dict[str, Any]]]:
-        """Calls with a ``ringing`` (queued since ``since``) and no final event yet.
-
-        What a restart must finish: calls routed before it whose end nobody
-        reported. Returns call id -> event -> payload.
-        """
+    def open_missed(self, number: str | None = None) -> list[dict[str, Any]]:
+        """Missed calls not closed yet (of the normalized ``number``), oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT call_id, event, payload FROM events WHERE call_id IN ("
-                "SELECT call_id FROM events WHERE event = 'ringing' AND created >= ? "
-                "EXCEPT SELECT call_id FROM events WHERE event IN ('hangup', 'missed')) "
-                "ORDER BY id",
-                (since,),
-            ).fetchall()
-        found: dict[str, dict[str, dict[str, Any]]] = {}
-        for call_id, event, payload in rows:
-            found.setdefault(call_id, {})[event] = json.loads(payload)
-        return found
+            return self.missed.open_calls(number)
 
     def now(self) -> float:
         """The queue's clock (``created`` and ``updated`` are on it)."""

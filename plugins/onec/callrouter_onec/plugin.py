@@ -812,6 +812,10 @@ class OneCPlugin:
                 self._waiting[event.call_id] = [event]
                 self._spawn(self._look_up_then_post(event.call_id, number, event.did))
                 return
+            if facts is None and number is not None:
+                # Too many lookups at once: this call goes without ids, all its events.
+                facts = _NO_FACTS
+                self._remember(event.call_id, facts)
             self._post(event, facts or _NO_FACTS)
         except Exception:
             log.exception("onec: could not queue %s of call %s", event.kind, event.call_id)

@@ -254,7 +254,7 @@ async def test_a_callback_that_connects_closes_the_missed_call_once(
     assert done["owner"] == {"manager_id": "manager-1", "extension": "101", "source": "lookup"}
     assert double.story("5.3")[-1]["event"] == "missed_closed"  # the callback's story tells it
     assert onec.queue is not None
-    assert onec.queue.missed.open_calls() == []
+    assert onec.queue.open_missed() == []
 
 
 async def test_replay_may_bring_the_callback_before_the_missed_call(
@@ -271,7 +271,7 @@ async def test_replay_may_bring_the_callback_before_the_missed_call(
     [done] = [e for e in stored(double) if e["event"] == "missed_closed"]
     assert (done["call_id"], done["closed_by"], done["replayed"]) == ("6.1", "6.2", True)
     assert onec.queue is not None
-    assert onec.queue.missed.open_calls() == []
+    assert onec.queue.open_missed() == []
 
 
 async def test_an_earlier_answered_call_does_not_close_a_later_missed_one(
@@ -284,7 +284,7 @@ async def test_an_earlier_answered_call_does_not_close_a_later_missed_one(
     await settle(onec)
     assert sorted(e["event"] for e in stored(double)) == ["answered", "missed"]
     assert onec.queue is not None
-    assert [c["call_id"] for c in onec.queue.missed.open_calls()] == ["7.2"]
+    assert [c["call_id"] for c in onec.queue.open_missed()] == ["7.2"]
 
 
 async def test_open_missed_calls_survive_a_restart_and_expire(
@@ -311,10 +311,10 @@ async def test_open_missed_calls_survive_a_restart_and_expire(
                 "79161234567", T0
             ),
         )
-        assert len(queue.missed.open_calls()) == 1
+        assert len(queue.open_missed()) == 1
         now[0] += 61
         queue.prune()
-        assert queue.missed.open_calls() == []
+        assert queue.open_missed() == []
 
 
 # -- ids, replay, lookups of their own -------------------------------------------------------
@@ -539,7 +539,7 @@ async def test_an_unanswered_inbound_call_ends_with_its_missed_only(
         ("14.2", "hangup", "NOANSWER"),
     ]
     assert onec.queue is not None
-    assert [c["call_id"] for c in onec.queue.missed.open_calls()] == ["14.1"]
+    assert [c["call_id"] for c in onec.queue.open_missed()] == ["14.1"]
 
 
 async def test_a_call_whose_cel_has_no_caller_number_takes_the_routing_requests(
@@ -555,3 +555,23 @@ async def test_a_call_whose_cel_has_no_caller_number_takes_the_routing_requests(
     by_call = {(e["call_id"], e["event"]): e for e in stored(double)}
     assert by_call[("15.1", "missed")]["from"] == CUSTOMER_NUMBER
     assert by_call[("15.1", "missed_closed")]["closed_by"] == "15.2"
+
+
+async def test_beyond_the_lookup_bound_a_call_goes_without_ids_all_its_events(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most _LOOKUPS_MAX calls wait for a lookup of their own; one more is told at once,
+    without ids, and keeps that for its later events (no call gets ids half-way)."""
+    from callrouter_onec import plugin as plugin_module
+
+    onec, _ = started
+    monkeypatch.setattr(plugin_module, "_LOOKUPS_MAX", 0)
+    onec.callrouter_call_event(ringing("16.1", "101"))
+    monkeypatch.setattr(plugin_module, "_LOOKUPS_MAX", 200)
+    onec.callrouter_call_event(missed("16.1"))
+    await settle(onec)
+    assert [(e["event"], e["manager_id"]) for e in stored(double)] == [
+        ("ringing", None),
+        ("missed", None),
+    ]
+    assert double.requests("/v1/responsible") == []
