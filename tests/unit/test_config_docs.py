@@ -20,10 +20,10 @@ import pytest
 from router import config as config_module
 from router.api import settings as api_settings
 from router.calllife import settings as history_settings
-from router.recordings import settings as recordings_settings
 from router.config import load_config
 from router.errors import ConfigError
 from router.plugins import DEFAULT_PLUGINS, Plugins
+from router.recordings import settings as recordings_settings
 
 REPO = Path(__file__).parents[2]
 PAGES = [
