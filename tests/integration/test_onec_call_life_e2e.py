@@ -14,10 +14,13 @@ saw:
 * a ring group of three that nobody answers: exactly one missed call, owned by
   the responsible manager; a callback from that manager's phone that connects
   closes it (``missed_closed``);
-* blind and attended transfers made on the phone: who to whom;
+* blind and attended transfers made on the phone, and one through the HTTP API:
+  who to whom;
 * the gap: ``callrouter run`` SIGKILLed, 20 calls of every kind while it is
   down, then started: within the settle delay 1C has the whole history of all
-  20, each event once.
+  20, each event once; the same when Asterisk restarts under a stopped router,
+  and when a stopped router's AJAM session expires (slow: Asterisk's
+  httptimeout).
 
 The router and the double are shared by the tests (one module); each test
 resets the double and the phones. Phones and Asterisk calls are synchronous
@@ -26,9 +29,12 @@ here (the router is another process).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +60,7 @@ CUSTOMER = "79161234567"
 MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0003"
 CLIENT = "5e1c2f9a-0000-11ee-8a00-005056aa0001"
 SETTLE = 2.0  # [history] settle_delay
+TOKEN = secrets.token_urlsafe(32)  # the HTTP API's token (calls:transfer for 1*)
 RULES = f"""version: 1
 rules:
   - name: ring-group
@@ -97,6 +104,9 @@ class Router:
         self.folder = folder
         rules = folder / "rules.yaml"
         rules.write_text(RULES, encoding="utf-8")
+        with socket.socket() as probe:  # a free port for the HTTP API
+            probe.bind(("127.0.0.1", 0))
+            self.api_port = probe.getsockname()[1]
         self.config = folder / "router.toml"
         cel = pbx.inst / "log" / "cel.db"
         self.config.write_text(
@@ -104,6 +114,9 @@ class Router:
             f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
             'log_format = "json"\n'
             f'[history]\ncel = "sqlite://{cel}"\nsettle_delay = {SETTLE}\n'
+            f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            f'[api.tokens.crm]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+            'allow = ["calls:transfer"]\nextensions = ["1*"]\n'
             f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
             f'password = "{PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n'
             "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
@@ -366,6 +379,39 @@ def test_transfers_on_the_phone_are_told_who_to_whom(
     assert moved["transfer"] == {"kind": how, "from": "101", "to": "102"}
     assert events[-1]["event"] == "hangup"
     assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
+
+
+def test_a_transfer_through_the_http_api_is_told_who_to_whom(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """1C (or a CRM) moves the customer from 101 to 102 with POST /calls/{id}/transfer."""
+    router, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    wait_until(lambda: phones["101"].calls and phones["101"].calls[-1].answered, 10, "101 up")
+    [answered] = wait_until(
+        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
+        10,
+        "answered in 1C",
+    )
+    reply = httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
+        json={"to": "102", "mode": "blind"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert reply.status_code < 300, reply.text
+    wait_until(
+        lambda: phones["102"].calls and phones["102"].calls[-1].answered, 15, "102 to answer"
+    )
+    time.sleep(0.5)
+    call.hangup()
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert call_id == answered["call_id"]
+    [moved] = [e for e in events if e["event"] == "transferred"]
+    assert moved["transfer"] == {"kind": "blind", "from": "101", "to": "102"}
+    assert ("answered", "102") in kinds(events)
+    assert events[-1]["event"] == "hangup"
 
 
 # -- the gap ------------------------------------------------------------------------------------
