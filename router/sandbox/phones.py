@@ -121,8 +121,11 @@ TONE_HZ = 1000
 BARESIP = "/usr/bin/baresip"
 #: How long any single step (a command, a registration, a call state) may take.
 STEP_TIMEOUT = 10.0
-#: The wave a phone sends when nothing plays: ausine's lowest frequency; at
-#: G.711's 8 kHz it comes out below 2 Hz, far from any tone a test looks for.
+#: How long one ctrl_tcp command may take. It answers in milliseconds; only a
+#: machine stalled by other work (tests share two cores) takes seconds.
+COMMAND_TIMEOUT = 30.0
+#: The wave a phone sends when nothing plays: ausine's lowest frequency, far
+#: below any tone a test looks for.
 IDLE_WAVE_HZ = 10
 #: The largest command ctrl_tcp takes (its buffer is 1024 bytes).
 MAX_COMMAND = 1000
@@ -299,6 +302,10 @@ PstnCall = PhoneCall
 
 
 # -- ctrl_tcp ----------------------------------------------------------------------
+
+
+class _PortTaken(Exception):
+    """A port chosen for baresip was taken before it bound it: choose again."""
 
 
 class _Control:
@@ -513,7 +520,29 @@ audio_path {self.folder_in_root}/sounds
     # -- life cycle ------------------------------------------------------------------
 
     def launch(self) -> None:
-        """Start baresip and connect to its control port (bounded)."""
+        """Start baresip and connect to its control port (bounded).
+
+        The ports were free when chosen, but another process may bind one
+        before baresip does (several test sessions start phones at once): then
+        baresip exits, or the control port answers for another baresip, and
+        the launch is tried again on fresh ports.
+        """
+        problem = ""
+        for attempt in range(3):
+            if attempt:
+                self.sip_port = _free_sip_port()
+                self.ctrl_port = _free_port(socket.SOCK_STREAM)
+            try:
+                self._launch_once()
+                return
+            except _PortTaken as exc:
+                problem = str(exc)
+                self.stop()
+        raise SandboxError(
+            f"baresip for {self.name} found no free ports in 3 tries: {problem}\n{self.log_tail()}"
+        )
+
+    def _launch_once(self) -> None:
         self.write_config()
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives with the process
         try:
@@ -532,13 +561,15 @@ audio_path {self.folder_in_root}/sounds
         deadline = time.monotonic() + STEP_TIMEOUT
         while True:
             if self.process.poll() is not None:
+                if "Address already in use" in self.log_tail():
+                    raise _PortTaken(f"a port of {self.sip_port}/{self.ctrl_port} was taken")
                 raise SandboxError(
                     f"baresip for {self.name} exited with {self.process.returncode} "
                     f"while starting\n{self.log_tail()}"
                 )
             try:
                 self._ctrl = _Control(self.ctrl_port, self._on_event, self.name)
-                return
+                break
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
@@ -547,6 +578,10 @@ audio_path {self.folder_in_root}/sounds
                         f"{self.ctrl_port} within {STEP_TIMEOUT:.0f} s\n{self.log_tail()}"
                     ) from None
                 time.sleep(0.05)
+        # Its own accounts name its own SIP port: a foreign baresip's would not.
+        accounts = str(self.command("reginfo").get("data", ""))
+        if f"@127.0.0.1:{self.sip_port}" not in accounts:
+            raise _PortTaken(f"control port {self.ctrl_port} answered for another baresip")
 
     def wait_registered(self, timeout: float = STEP_TIMEOUT) -> None:
         """Until baresip reports its registration with Asterisk as 200 OK."""
@@ -592,7 +627,11 @@ audio_path {self.folder_in_root}/sounds
         """Run one baresip command (``/help`` lists them); SandboxError if it fails."""
         if self._ctrl is None:
             raise SandboxError(f"phone {self.name} is not running")
-        reply = self._ctrl.send(command, params, STEP_TIMEOUT)
+        try:
+            reply = self._ctrl.send(command, params, COMMAND_TIMEOUT)
+        except SandboxError as exc:
+            alive = "running" if self.running else "exited"
+            raise SandboxError(f"{exc} (baresip {alive})\n{self.log_tail()}") from exc
         if check and reply.get("ok") is not True:
             raise SandboxError(
                 f"{self.name}: /{command} {params or ''} failed: {reply.get('data')!r}\n"
@@ -1025,11 +1064,10 @@ class Phones:
             )
         pstn = PstnPhone(pbx)
         phones = {n: Phone(pbx, n, answer_delay=answer_delay) for n in names}
-        for phone in phones.values():
-            phone.hold_target = pstn.hold_uri
         started: list[Phone] = []
         try:
             for agent in [pstn, *phones.values()]:
+                agent.hold_target = pstn.hold_uri  # known once the PSTN side has its port
                 agent.launch()
                 started.append(agent)
             for agent in started:
@@ -1058,8 +1096,10 @@ class Phones:
 
     def reset(self) -> None:
         """Every phone back to "answer", no calls (what the ``phones`` fixture does per test)."""
-        for agent in self.all:
-            agent.reset()
+        self.pstn.reset()  # first: a PSTN side started again may have a new port
+        for phone in self._phones.values():
+            phone.hold_target = self.pstn.hold_uri
+            phone.reset()
 
     def stop(self) -> None:
         for agent in self.all:

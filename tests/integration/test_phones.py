@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
-from router.sandbox.phones import EXTENSIONS, Phones, tone_share, tone_wav
+from router.sandbox.phones import EXTENSIONS, Phone, Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
 
 pytestmark = pytest.mark.integration
@@ -376,7 +377,7 @@ def test_phones_from_a_shell_print_their_calls_and_stop_on_sigterm(
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
     reader.start()
     try:
-        assert eventually(lambda: any(ln.startswith("pstn ") for ln in lines), 30), lines
+        assert eventually(lambda: any(ln.startswith("pstn ") for ln in lines), 60), lines
         assert "102   registered" in "".join(lines)
         assert "busy" in next(ln for ln in lines if ln.startswith("102"))
         with httpx.Client(timeout=10) as client:
@@ -479,3 +480,17 @@ def test_the_pstn_side_calls_in_again_after_its_baresip_was_started_again(
             call.hangup()
         finally:
             ami.close()
+
+
+def test_a_port_taken_before_baresip_binds_it_is_replaced(scratch_sandbox: Sandbox) -> None:
+    phone = Phone(scratch_sandbox, "101")
+    taken = phone.sip_port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+        thief.bind(("127.0.0.1", taken))
+        try:
+            phone.launch()
+            phone.wait_registered()
+            assert phone.sip_port != taken
+            assert "Address already in use" not in phone.log_tail()  # the log of the retry
+        finally:
+            phone.stop()
