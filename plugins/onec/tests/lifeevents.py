@@ -1,7 +1,7 @@
-"""Builders of call-life events as ``router.calllife`` hands them to plugins.
+"""Builders of call-life events as callrouter hands them to plugins.
 
 The plugin reads events through a protocol (``callrouter_onec.life.CallEventLike``);
-these frozen dataclasses have the agreed fields of ``router.calllife.CallEvent``
+these frozen dataclasses have the fields of ``router.CallEvent``
 and ``Transfer``, so a test writes a call's life in a few lines.
 """
 

@@ -1,7 +1,7 @@
 """Issue 14: 1C's call history comes from the call's life, not from routing decisions.
 
 The engine side is ``router.testing.StubEngine``; the call's life is written with
-``lifeevents`` (the fields of ``router.calllife.CallEvent``) and handed to the
+``lifeevents`` (the fields of ``router.CallEvent``) and handed to the
 plugin's ``callrouter_call_event`` hook as the engine would; the 1C side is the
 real double on loopback.
 """
@@ -390,9 +390,10 @@ async def test_with_1c_unavailable_a_call_nobody_routed_is_told_without_ids(
 
 
 def test_the_builders_have_the_fields_of_routers_call_event() -> None:
-    calllife = pytest.importorskip("router.calllife")
+    from router import CallEvent
+
     ours = {f.name for f in dataclasses.fields(LifeEvent)} - {"extra"}
-    theirs = {f.name for f in dataclasses.fields(calllife.CallEvent)}
+    theirs = {f.name for f in dataclasses.fields(CallEvent)}
     assert ours <= theirs
     protocol = {name for name, v in vars(CallEventLike).items() if isinstance(v, property)}
     assert protocol <= theirs
@@ -489,7 +490,7 @@ async def test_an_unanswered_inbound_call_ends_with_its_missed_only(
     """Call life ends such a call with ``hangup`` (NOANSWER) and then ``missed``:
     1C hears the end once, as the missed call with its owner. An outbound call
     nobody picks up has no missed call: its ``hangup`` is its end."""
-    from router.calllife import CallEvent
+    from router import CallEvent
 
     onec, engine = started
     route(onec, engine, "14.1", to("101"), OWNER)
