@@ -125,7 +125,9 @@ def ensure_rootfs(cache_dir: Path | None = None, *, quiet: bool = False) -> Path
     """
     cache = cache_dir or default_cache_dir()
     root = cache / "rootfs"
-    if (root / MARKER).exists() and not _missing_packages(root):
+    if (root / MARKER).exists() and (not _missing_packages(root) or os.geteuid() != 0):
+        # Without root a missing extra package is left missing: Asterisk still
+        # runs, and what needs the package says so (Phones.start).
         return root
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:

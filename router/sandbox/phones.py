@@ -1055,6 +1055,11 @@ class Phones:
             raise SandboxError(
                 f"sandbox {pbx.name!r} has no SIP port (started before phones existed): restart it"
             )
+        if not (pbx.root / BARESIP.lstrip("/")).exists():
+            raise SandboxError(
+                f"the sandbox root {pbx.root} has no baresip (it was provisioned before "
+                "the phones): run `sudo make sandbox` once to add it"
+            )
         names = list(dict.fromkeys(extensions))
         unknown = [n for n in names if n not in EXTENSIONS]
         if unknown:

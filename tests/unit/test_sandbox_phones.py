@@ -34,6 +34,12 @@ def fake_box(root: Path, *, sip_port: int = 5060) -> Sandbox:
     return Sandbox(root=root, name="unit", http_port=1, ami_port=2, sip_port=sip_port)
 
 
+def with_baresip(root: Path) -> Path:
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/bin/baresip").write_text("")
+    return root
+
+
 # -- provisioning -------------------------------------------------------------------
 
 
@@ -85,12 +91,17 @@ def test_a_failed_install_is_retried_after_apt_get_update_then_reported(
     assert [cmd[-1] for cmd in ran] == ["baresip-core", "-qq"]  # install, then update
 
 
-def test_a_root_without_baresip_needs_root_to_be_completed(
+def test_without_root_an_old_root_still_runs_asterisk_but_phones_say_what_to_do(
     old_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def no_run(cmd: list[str], what: str, timeout: float) -> str:
+        raise AssertionError(f"ran {cmd}")
+
+    monkeypatch.setattr(sandbox_module, "_run", no_run)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(SandboxError, match=r"lacks baresip-core .* needs root"):
-        ensure_rootfs(old_root.parent, quiet=True)
+    assert ensure_rootfs(old_root.parent, quiet=True) == old_root
+    with pytest.raises(SandboxError, match=r"has no baresip .*`sudo make sandbox`"):
+        Phones.start(fake_box(old_root))
 
 
 # -- sound ----------------------------------------------------------------------------
@@ -194,12 +205,12 @@ def test_an_unknown_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:
 
 def test_phones_exist_only_for_the_sandbox_endpoints(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="no PJSIP endpoint for 201"):
-        Phones.start(fake_box(tmp_path), extensions=("101", "201"))
+        Phones.start(fake_box(with_baresip(tmp_path)), extensions=("101", "201"))
 
 
 def test_a_sandbox_saved_before_phones_is_told_to_restart(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="no SIP port"):
-        Phones.start(fake_box(tmp_path, sip_port=0))
+        Phones.start(fake_box(with_baresip(tmp_path), sip_port=0))
 
 
 @pytest.mark.parametrize("did", ["", "7495 123", "74951234567,1"])
