@@ -945,6 +945,15 @@ class PstnPhone(Phone):
         self._callers.clear()  # the agents made by /uanew died with the process
         super().relaunch()
 
+    # The customer's line has no call limit (every busy phone's hold calls end
+    # here), so "busy" refuses each call as it comes: 486 after a 180, as a
+    # busy line behind a carrier may. DND, noanswer and answer work as for phones.
+    def _take_hold(self) -> None:
+        pass
+
+    def _release_hold(self) -> None:
+        pass
+
     @property
     def hold_uri(self) -> str:
         return f"sip:hold@127.0.0.1:{self.sip_port}"

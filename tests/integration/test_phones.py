@@ -494,3 +494,10 @@ def test_a_port_taken_before_baresip_binds_it_is_replaced(scratch_sandbox: Sandb
             assert "Address already in use" not in phone.log_tail()  # the log of the retry
         finally:
             phone.stop()
+
+
+def test_a_busy_customer_refuses_a_call_from_a_phone(phones: Phones, ami: AmiEvents) -> None:
+    phones.pstn.mode = "busy"
+    call = phones["101"].dial("89161234567").wait_ended(20)
+    assert call.answered_at is None
+    assert ami.wait("DialEnd", DestCallerIDNum="89161234567")["DialStatus"] == "BUSY"
