@@ -61,7 +61,7 @@ from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker
+from router.calls import Call, CallTracker, Fed
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -869,7 +869,13 @@ class Engine:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
         self.metrics.event(event.name)
-        fed = self._tracker.feed(event)
+        if event.name == "CEL":
+            # CEL records are the call life's (router/calllife), not the tracker's:
+            # a CHAN_END or LINKEDID_END after the call's last Hangup would start
+            # a call that never ends.
+            fed = Fed(self._tracker.get(event.get("LinkedID") or ""))
+        else:
+            fed = self._tracker.feed(event)
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)

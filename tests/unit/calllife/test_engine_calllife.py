@@ -76,3 +76,43 @@ async def test_a_gap_is_replayed_from_the_store_and_told_once(
     lost_events = [e for e in told.events if e.call_id == "pbx-200.1"]
     assert [e.kind for e in lost_events] == ["ringing", "answered", "hangup"]
     assert all(e.replayed for e in lost_events)
+
+
+class Starts:
+    __name__ = "starts"
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    @hookimpl
+    def callrouter_call_start(self, call: object) -> None:
+        self.started.append(getattr(call, "linkedid", ""))
+
+
+async def test_cel_records_start_no_call_in_the_tracker(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """CEL arrives after a call's last Hangup (CHAN_END, LINKEDID_END): the call
+    tracker must not take it for a new call (a phantom call_start, a call that
+    never ends), whatever the call life does with it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    starts = Starts()
+    told = Told()
+    engine = await engine_factory(rules, plugins=[starts, told])
+    channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    [call] = list(engine.tracker)
+    linkedid = call.linkedid
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    assert len(engine.tracker) == 0
+    cel = Cel(linkedid, start=time.time() - 1)
+    cel.channel("PJSIP/pstn", first=True, cid_num="79161234567", exten="74951234567")
+    cel.hangup(linkedid, dialstatus="NOANSWER")
+    cel.end()
+    ajam_replay.queue_events([as_ami(r) for r in cel.records])
+    await ajam_replay.settle(engine)
+    assert len(engine.tracker) == 0
+    assert starts.started == [linkedid]
+    assert [e.kind for e in told.events] == ["hangup", "missed"]  # the call life still folds it
