@@ -402,12 +402,13 @@ def test_phones_from_a_shell_print_their_calls_and_stop_on_sigterm(
             lines
         )
     finally:
+        scratch_sandbox.forget_state()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        code = proc.wait(15)
         reader.join(5)
         if proc.stdout is not None:
             proc.stdout.close()
-        scratch_sandbox.forget_state()
+    assert code == 0, lines
     assert not list(scratch_sandbox.inst.glob("phones/*/pid"))
 
 
