@@ -632,9 +632,6 @@ class AJAMClient(AMIActions[ActionResult]):
                 resp.content,
                 resp.headers.get("content-type"),
                 max_size=self.settings.max_response_bytes,
-                # Events outside the selection (Asterisk could not filter them:
-                # Filter needs write=system) are dropped before they are parsed.
-                wanted=self.event_selection.names if action.name == "WaitEvent" else None,
             )
             result = assemble_result(messages)
         except AMIProtocolError as exc:

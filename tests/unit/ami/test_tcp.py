@@ -23,7 +23,6 @@ from router.errors import (
     AMITimeoutError,
     ConfigError,
 )
-from router.testing import ReplayAsterisk
 from tests.unit.ami.tcp_fake import FakeAMI
 
 
@@ -357,18 +356,6 @@ async def test_a_backlog_is_handed_over_in_slices(fake: FakeAMI) -> None:
         await until(lambda: len(client._events) == 200)
         sizes = [len(await client.wait_event(1)) for _ in range(4)]
     assert sizes == [64, 64, 64, 8]
-
-
-async def test_ajam_wait_event_drops_events_outside_the_selection_too(
-    ajam_replay: ReplayAsterisk,
-) -> None:
-    async with ajam_replay.client() as client:
-        client.event_selection = EventSelection(frozenset({"Hangup"}), frozenset({"call"}))
-        ajam_replay.queue_event(Event="VarSet", Variable="X")
-        ajam_replay.queue_event(Event="Hangup", Channel="A")
-        ajam_replay.queue_event(Event="OriginateResponse", ActionID="o-1")
-        events = await client.wait_event(1)
-    assert [e.name for e in events] == ["Hangup", "OriginateResponse"]
 
 
 async def test_actions_given_up_on_leave_nothing_behind(fake: FakeAMI) -> None:
