@@ -502,3 +502,25 @@ def test_a_busy_customer_refuses_a_call_from_a_phone(phones: Phones, ami: AmiEve
     call = phones["101"].dial("89161234567").wait_ended(20)
     assert call.answered_at is None
     assert ami.wait("DialEnd", DestCallerIDNum="89161234567")["DialStatus"] == "BUSY"
+
+
+def test_the_phones_hints_show_their_real_state(phones: Phones) -> None:
+    """What ``[plugins.extension_state] context = "sandbox-phones"`` reads (docs/asterisk.md)."""
+
+    def state(exten: str) -> str:
+        with httpx.Client(timeout=10) as client:
+            url = f"{phones.pbx.url}/rawman"
+            client.post(
+                url, data={"action": "Login", "username": "admin", "secret": phones.pbx.secret}
+            )
+            reply = client.post(
+                url,
+                data={"action": "ExtensionState", "Exten": exten, "Context": "sandbox-phones"},
+            )
+        return dict(ln.split(": ", 1) for ln in reply.text.splitlines() if ": " in ln)["StatusText"]
+
+    assert state("101") == "Idle"
+    call = phones["102"].dial("101").wait_answered()
+    assert eventually(lambda: state("101") == "InUse")
+    call.hangup()
+    assert eventually(lambda: state("101") == "Idle")
