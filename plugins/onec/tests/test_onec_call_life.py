@@ -253,6 +253,8 @@ async def test_a_callback_that_connects_closes_the_missed_call_once(
     assert done["event_id"] == "5.1/missed_closed"
     assert done["owner"] == {"manager_id": "manager-1", "extension": "101", "source": "lookup"}
     assert double.story("5.3")[-1]["event"] == "missed_closed"  # the callback's story tells it
+    [back] = [e for e in stored(double) if e["event_id"] == "5.3/answered"]
+    assert (back["direction"], back["from"], back["to"]) == ("out", "101", "79161234567")
     assert onec.queue is not None
     assert onec.queue.open_missed() == []
 
@@ -575,4 +577,17 @@ async def test_beyond_the_lookup_bound_a_call_goes_without_ids_all_its_events(
         ("ringing", None),
         ("missed", None),
     ]
+    assert double.requests("/v1/responsible") == []
+
+
+async def test_a_hidden_caller_is_anonymous_and_never_looked_up(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """The contract makes ``from`` required: a caller without a number is ``anonymous``."""
+    onec, _ = started
+    onec.callrouter_call_event(missed("17.1", external=None))
+    await settle(onec)
+    [lost] = stored(double)
+    assert (lost["from"], lost["to"]) == ("anonymous", "74951234567")
+    assert lost["owner"] == {"manager_id": None, "extension": "100", "source": "missed_owner"}
     assert double.requests("/v1/responsible") == []
