@@ -94,6 +94,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, get_args
 
 from router.errors import SandboxError
+from router.sandbox import stop_phone_orphans as stop_orphans
 
 if TYPE_CHECKING:
     from router.sandbox import Sandbox
@@ -107,6 +108,7 @@ __all__ = [
     "Phones",
     "PstnCall",
     "PstnPhone",
+    "stop_orphans",
     "tone_share",
     "tone_wav",
 ]
@@ -1129,23 +1131,3 @@ class Phones:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def stop_orphans(pbx: Sandbox) -> int:
-    """Kill phones left running for ``pbx`` (by their pid files); how many were killed.
-
-    The sandbox calls this when it stops, so a test that never stopped its
-    phones leaves no baresip behind. A pid counts only while its command line
-    still names the instance folder (a recycled pid is left alone).
-    """
-    folder = pbx.inst / "phones"
-    killed = 0
-    for pid_file in folder.glob("*/pid") if folder.is_dir() else ():
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text(encoding="utf-8").strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if pbx.inst_in_root.encode() in cmdline:
-                os.killpg(pid, signal.SIGKILL)
-                killed += 1
-        pid_file.unlink(missing_ok=True)
-    return killed

@@ -48,6 +48,10 @@ class FakeClient:
     async def login(self) -> None:
         return None
 
+    async def set_events(self, selection: object) -> None:
+        """The engine says at start which events it wants (issue 16); kept for the tests."""
+        self.selection = selection
+
     async def aclose(self) -> None:
         return None
 
