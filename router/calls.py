@@ -66,6 +66,10 @@ class Call:
     waiting_channel: str | None = None
     #: Set once a routing decision was taken: requests after that are ignored.
     routed: bool = False
+    #: A dialplan step the next Redirect of ``waiting_channel`` passes through
+    #: before its target, which goes along in ``CALLROUTER_NEXT``
+    #: (``callrouter-record``, set by the ``record`` action); used once.
+    redirect_via: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     #: Scratch space for plugins (e.g. a prefetch task), keyed by plugin name.

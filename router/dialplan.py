@@ -33,6 +33,7 @@ Sans-I/O: imports nothing from the network side; the clocks are arguments.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -47,12 +48,19 @@ __all__ = [
     "FELL_VARIABLE",
     "INBOUND_CONTEXT",
     "LOCATION_PARAMS",
+    "NEXT_CHARS",
+    "NEXT_VARIABLE",
+    "PART_SEPARATOR",
+    "RECORD_CONTEXT",
+    "RECORD_PATH_CHARS",
+    "RECORD_VARIABLE",
     "REQUEST_EVENT",
     "WAIT_APPLICATION",
     "Dialplan",
     "LocationPolicy",
     "RoutingRequest",
     "location_problem",
+    "next_location",
     "request_caller",
     "request_did",
     "shown",
@@ -70,6 +78,25 @@ DID_VARIABLE: Final = "CALLROUTER_DID"
 #: decision and the call took the default route; the reconcile at start
 #: counts calls carrying it (``callrouter_fallthroughs_total{cause="down"}``).
 FELL_VARIABLE: Final = "CALLROUTER_FELL"
+#: The step a recorded call passes through on its way to the rule's target
+#: (``[callrouter-record]`` of the snippet): the dialplan starts ``MixMonitor``
+#: itself, so callrouter's manager user needs no ``system`` write class.
+RECORD_CONTEXT: Final = "callrouter-record"
+#: Channel variable: the files ``[callrouter-record]`` records, ``mix^in^out``
+#: (full paths; an empty part is not recorded).
+RECORD_VARIABLE: Final = "CALLROUTER_RECORD"
+#: Channel variable: where ``[callrouter-record]`` sends the call on,
+#: ``context^exten^priority``.
+NEXT_VARIABLE: Final = "CALLROUTER_NEXT"
+#: Separates the parts of those two values: the location floor refuses it and
+#: no recording path may hold it, so it cannot be smuggled in.
+PART_SEPARATOR: Final = "^"
+#: What ``[callrouter-record]`` keeps of ``CALLROUTER_RECORD`` (its ``FILTER``,
+#: separator aside); a value with anything else is not recorded at all.
+RECORD_PATH_CHARS: Final = frozenset(string.ascii_letters + string.digits + "/._-")
+#: What it keeps of ``CALLROUTER_NEXT``: the characters a location may have
+#: (``_NEVER`` leaves only ``.`` to a widened ``location_pattern``).
+NEXT_CHARS: Final = frozenset(string.ascii_letters + string.digits + "*#+_.-")
 #: The application a waiting channel is in, as ``CoreShowChannels`` lists it.
 WAIT_APPLICATION: Final = "Wait"
 #: Seconds the dialplan waits when the request does not say (key ``Wait``).
@@ -161,6 +188,18 @@ def location_problem(
         if problem is not None:
             return problem
     return None
+
+
+def next_location(context: str, exten: str, priority: str) -> str:
+    """``CALLROUTER_NEXT``: the Redirect's target, for a step it passes through first.
+
+    ``ValueError`` for a part the step's ``FILTER`` would change (the executor
+    checked the location already; this is the contract's own guard).
+    """
+    for name, value in (("context", context), ("exten", exten), ("priority", priority)):
+        if not value or not set(value) <= NEXT_CHARS:
+            raise ValueError(f"{name} {shown(value)} cannot pass through {RECORD_CONTEXT}")
+    return PART_SEPARATOR.join((context, exten, priority))
 
 
 class _Fields(Protocol):

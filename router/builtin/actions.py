@@ -25,7 +25,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from router.ami.catalog import load_catalog
-from router.dialplan import LocationPolicy, location_problem, shown
+from router.dialplan import NEXT_VARIABLE, LocationPolicy, location_problem, next_location, shown
 from router.errors import AMIValidationError
 from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
 from router.hookspecs import hookimpl
@@ -224,32 +224,43 @@ async def _redirect(run: ActionRun) -> ActionOutcome:
         return ActionOutcome("redirect", "failed", "no channel to redirect")
     context = params["context"]
     exten = params.get("exten", "s")
+    priority = params.get("priority", "1")
+    headers = {"Channel": target, "Context": context, "Exten": exten, "Priority": priority}
+    call = run.call
+    via = call.redirect_via if call is not None and target == call.waiting_channel else None
+    if via is not None:
+        # A step first (``record``: [callrouter-record] starts MixMonitor), then
+        # the target, which the step reads from CALLROUTER_NEXT.
+        await run.ami.send(
+            "Setvar",
+            {
+                "Channel": target,
+                "Variable": NEXT_VARIABLE,
+                "Value": next_location(context, exten, priority),
+            },
+            validate=False,
+        )
+        headers.update(Context=via, Exten="s", Priority="1")
     confirmations = run.confirmations
     future = confirmations.expect(target, context)
     try:
         # Unvalidated: the headers are fixed here and the locations were
         # checked by the executor; this is the hot path.
-        await run.ami.send(
-            "Redirect",
-            {
-                "Channel": target,
-                "Context": context,
-                "Exten": exten,
-                "Priority": params.get("priority", "1"),
-            },
-            validate=False,
-        )
+        await run.ami.send("Redirect", headers, validate=False)
     except BaseException:
         confirmations.drop(target, future)
         raise
+    if call is not None and via is not None:
+        call.redirect_via = None
+    shown_target = f"{context},{exten}" + (f" (through {via})" if via else "")
     landed = await confirmations.wait(target, future)
     if landed is None:
         return ActionOutcome(
             "redirect",
             "unconfirmed",
-            f"{context},{exten}: no Newexten within {confirmations.timeout:.0f} s",
+            f"{shown_target}: no Newexten within {confirmations.timeout:.0f} s",
         )
-    confirmed = ActionOutcome("redirect", "confirmed", f"{context},{exten}")
+    confirmed = ActionOutcome("redirect", "confirmed", shown_target)
     confirmed.event_timestamp = event_timestamp(landed)
     return confirmed
 

@@ -8,6 +8,13 @@ hears (``t()``), ``both`` all three. Each file is a row of the
 :class:`~router.recordings.store.RecordingStore` before Asterisk is asked,
 so the recorder knows which files to close whoever started them (a rule or
 the API).
+
+Two ways to start: a call still waiting in ``callrouter-inbound`` is handed
+to the dialplan (:func:`hand_to_dialplan`: ``Setvar`` of ``CALLROUTER_RECORD``,
+and its Redirect passes through ``[callrouter-record]``, which runs
+``MixMonitor``), so the manager user needs only ``write = call``. A call
+already talking can only be recorded with the AMI action ``MixMonitor``
+(:func:`start_recording`), which Asterisk files under ``write = system``.
 """
 
 from __future__ import annotations
@@ -15,12 +22,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from router.dialplan import PART_SEPARATOR, RECORD_PATH_CHARS, RECORD_VARIABLE
 from router.errors import RecordingError
 from router.recordings.naming import FileName, file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
 
-__all__ = ["Send", "mixmonitor_headers", "start_recording", "stop_recording"]
+__all__ = [
+    "Send",
+    "dialplan_value",
+    "hand_to_dialplan",
+    "mixmonitor_headers",
+    "start_recording",
+    "stop_recording",
+]
 
 #: An AMI send (the engine's facade, or the API's bounded one).
 Send = Callable[[str, Mapping[str, Any]], Awaitable[object]]
@@ -46,6 +61,87 @@ def mixmonitor_headers(
     return headers
 
 
+def dialplan_value(settings: RecordingSettings, names: Iterable[FileName]) -> str:
+    """``CALLROUTER_RECORD`` for ``names``: ``mix^in^out``, full paths, empty where unused.
+
+    ``ValueError`` for a path ``[callrouter-record]`` would not keep as it is
+    (its ``FILTER`` allows letters, digits and ``/._-``): the dialplan would
+    refuse it, so the rule is told now instead of a call going unrecorded.
+    """
+    paths = {name.part: settings.pbx_path(name) for name in names}
+    for path in paths.values():
+        if not set(path) <= RECORD_PATH_CHARS or ".." in path or not path.startswith("/"):
+            raise ValueError(
+                f"recording path {path[:80]!r} has characters the dialplan's "
+                "[callrouter-record] drops (letters, digits and /._- only)"
+            )
+    return PART_SEPARATOR.join(paths.get(part, "") for part in ("mix", "in", "out"))
+
+
+def _catalog(
+    store: RecordingStore,
+    settings: RecordingSettings,
+    *,
+    call_id: str,
+    channel: str,
+    legs: str | None,
+    fmt: str | None,
+    extensions: Iterable[str],
+) -> tuple[list[Recording], list[FileName]]:
+    """The fresh catalog rows and their names; both empty when already recording."""
+    names = file_names(call_id, legs or settings.legs, fmt or settings.format)
+    if not channel or any(ch in channel for ch in ",&|()") or not channel.isprintable():
+        raise ValueError(f"channel {channel[:60]!r} is not a single channel name")
+    fresh = store.start(
+        names,
+        pbx_paths=[settings.pbx_path(n) for n in names],
+        local_paths=[settings.local_path(n) for n in names],
+        channel=channel,
+        extensions=extensions,
+    )
+    return fresh, [n for n in names if any(r.part == n.part for r in fresh)]
+
+
+async def hand_to_dialplan(
+    send: Send,
+    store: RecordingStore,
+    settings: RecordingSettings,
+    *,
+    call_id: str,
+    channel: str,
+    legs: str | None = None,
+    fmt: str | None = None,
+    extensions: Iterable[str] = (),
+) -> list[Recording]:
+    """Catalog the recording of ``call_id`` and tell the waiting ``channel`` its files.
+
+    The caller then routes the channel's Redirect through ``[callrouter-record]``
+    (:attr:`~router.calls.Call.redirect_via`), which starts MixMonitor. Returns
+    the files, empty when the call is already being recorded; ``ValueError``
+    for a bad call id, legs, format or folder; the AMI error when Asterisk
+    refuses the ``Setvar`` (the rows are dropped again).
+    """
+    fresh, started = _catalog(
+        store,
+        settings,
+        call_id=call_id,
+        channel=channel,
+        legs=legs,
+        fmt=fmt,
+        extensions=extensions,
+    )
+    if not fresh:
+        return []
+    try:
+        value = dialplan_value(settings, started)
+        await send("Setvar", {"Channel": channel, "Variable": RECORD_VARIABLE, "Value": value})
+    except BaseException:
+        for row in fresh:
+            store.forget(row.id)
+        raise
+    return fresh
+
+
 async def start_recording(
     send: Send,
     store: RecordingStore,
@@ -57,25 +153,26 @@ async def start_recording(
     fmt: str | None = None,
     extensions: Iterable[str] = (),
 ) -> list[Recording]:
-    """Catalog and start the recording of ``call_id`` on ``channel``.
+    """Catalog and start the recording of ``call_id`` on ``channel`` (AMI ``MixMonitor``).
 
-    Returns the files started; empty when the call is already being recorded.
-    ``ValueError`` for a bad call id, legs or format; the AMI error when
-    Asterisk refuses (the rows are dropped again: no file will come).
+    For a live call (the API's operation): Asterisk files the action under
+    ``write = system``; without it the AMI answers ``Permission denied`` and
+    the client raises :class:`~router.errors.AMIPrivilegeError` naming the
+    class. Returns the files started; empty when the call is already being
+    recorded. ``ValueError`` for a bad call id, legs or format; the AMI error
+    when Asterisk refuses (the rows are dropped again: no file will come).
     """
-    if not channel or any(ch in channel for ch in ",&|()") or not channel.isprintable():
-        raise ValueError(f"channel {channel[:60]!r} is not a single channel name")
-    names = file_names(call_id, legs or settings.legs, fmt or settings.format)
-    fresh = store.start(
-        names,
-        pbx_paths=[settings.pbx_path(n) for n in names],
-        local_paths=[settings.local_path(n) for n in names],
+    fresh, started = _catalog(
+        store,
+        settings,
+        call_id=call_id,
         channel=channel,
+        legs=legs,
+        fmt=fmt,
         extensions=extensions,
     )
     if not fresh:
         return []
-    started = [n for n in names if any(r.part == n.part for r in fresh)]
     try:
         await send("MixMonitor", mixmonitor_headers(settings, channel, started))
     except BaseException:

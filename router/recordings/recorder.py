@@ -2,8 +2,14 @@
 
 A built-in plugin (``recordings``, listed through :mod:`router.builtin.recordings`),
 written as any plugin would be. It registers the ``record`` action (refused at
-load when router.toml has no ``[recordings]``), starts MixMonitor through
-:func:`~router.recordings.mixmonitor.start_recording`, and closes every file
+load when router.toml has no ``[recordings]``). A call still waiting in
+``callrouter-inbound`` is handed to the dialplan
+(:func:`~router.recordings.mixmonitor.hand_to_dialplan`): its Redirect passes
+through ``[callrouter-record]``, which starts MixMonitor, so the least-privilege
+manager user records the common case. A call met later (an ``on: event`` rule,
+a ``record`` after the ``redirect``) gets the AMI ``MixMonitor``
+(:func:`~router.recordings.mixmonitor.start_recording`, ``write = system``).
+It closes every file
 of the catalog still ``recording`` when its channel's ``MixMonitorStop`` or
 ``Hangup`` arrives, when the call ends, or, for anything missed (a restart, a
 stream gap), on a sweep every few seconds once the call is gone. Closed files
@@ -20,9 +26,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.hookspecs import hookimpl
 from router.recordings.closer import close_recording
-from router.recordings.mixmonitor import start_recording
+from router.recordings.mixmonitor import hand_to_dialplan, start_recording
 from router.recordings.naming import FORMATS, LEGS
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
@@ -64,10 +71,24 @@ RECORD = ActionSpec(
         ParamSpec("legs", doc="mix (default), both, in or out"),
         ParamSpec("format", doc="wav (default), gsm or ulaw"),
     ),
-    doc="Record the call (AMI MixMonitor); the file is named after the call id "
-    "and delivered to 1C when the call ends ([recordings] in router.toml).",
+    doc="Record the call (the dialplan's [callrouter-record] starts MixMonitor on "
+    "the call's way to its target); the file is named after the call id and "
+    "delivered to 1C when the call ends ([recordings] in router.toml).",
     check=_check_record,
 )
+
+
+def _still_waiting(call: Call) -> str | None:
+    """The channel waiting in ``callrouter-inbound`` and not yet redirected, if any.
+
+    Only that channel can be sent through ``[callrouter-record]``: a Redirect
+    of a channel already talking would pull it out of its bridge.
+    """
+    name = call.waiting_channel
+    channel = call.channels.get(name) if name else None
+    if channel is None or channel.hung_up or channel.context != INBOUND_CONTEXT:
+        return None
+    return name
 
 
 def call_extensions(call: Call | None) -> set[str]:
@@ -145,20 +166,37 @@ class Recorder:
             return None
         if self.settings is None or self.store is None:
             raise ValueError("record needs a [recordings] table in router.toml")
-        # The routed channel; for a call met later (an ``on: event`` rule), its first live one.
-        channel = call.waiting_channel or next(
-            (c.name for c in call.channels.values() if not c.hung_up), ""
-        )
-        started = await start_recording(
-            lambda name, headers: engine.ami.send(name, headers),
-            self.store,
-            self.settings,
-            call_id=call.linkedid,
-            channel=channel,
-            legs=action.params.get("legs") or None,
-            fmt=action.params.get("format") or None,
-            extensions=call_extensions(call),
-        )
+        legs = action.params.get("legs") or None
+        fmt = action.params.get("format") or None
+        waiting = _still_waiting(call)
+        if waiting is not None:
+            started = await hand_to_dialplan(
+                lambda name, headers: engine.ami.send(name, headers),
+                self.store,
+                self.settings,
+                call_id=call.linkedid,
+                channel=waiting,
+                legs=legs,
+                fmt=fmt,
+                extensions=call_extensions(call),
+            )
+            if started:
+                call.redirect_via = RECORD_CONTEXT
+        else:
+            # For a call met later (an ``on: event`` rule), its first live channel.
+            channel = call.waiting_channel or next(
+                (c.name for c in call.channels.values() if not c.hung_up), ""
+            )
+            started = await start_recording(
+                lambda name, headers: engine.ami.send(name, headers),
+                self.store,
+                self.settings,
+                call_id=call.linkedid,
+                channel=channel,
+                legs=legs,
+                fmt=fmt,
+                extensions=call_extensions(call),
+            )
         if not started:
             return f"{call.linkedid}: already recording"
         return ", ".join(r.local_path.name for r in started)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from router.dialplan import RECORD_PATH_CHARS
 from router.errors import ConfigError
 from router.recordings.naming import FORMATS, LEGS, FileName
 
@@ -115,14 +116,13 @@ def read_recordings(reader: Reader) -> RecordingSettings:
     """``[recordings]`` -> :class:`RecordingSettings`; a :class:`ConfigError` naming the key."""
     reader.reject_unknown(KEYS)
     pbx_dir = reader.string("dir")
-    if (
-        not pbx_dir.startswith("/")
-        or any(part == ".." for part in pbx_dir.split("/"))
-        or any(ch in pbx_dir for ch in ",|()\n\r\0")
-    ):
+    # The shipped dialplan's [callrouter-record] FILTERs the paths it is handed
+    # to these characters and refuses '..': a folder it would change is refused here.
+    if not pbx_dir.startswith("/") or ".." in pbx_dir or not set(pbx_dir) <= RECORD_PATH_CHARS:
         raise reader.error(
             "dir",
-            f"expected an absolute path without '..', ',', '|' or parentheses, got {pbx_dir!r}",
+            "expected an absolute path of letters, digits and /._- without '..' "
+            f"(what the dialplan's [callrouter-record] keeps), got {pbx_dir!r}",
         )
     pbx_dir = pbx_dir.rstrip("/") or "/"
     local = reader.path("local_dir") or Path(pbx_dir)

@@ -30,7 +30,15 @@ from router.ami.message import Event
 from router.ami.protocol import parse_rawman
 from router.ami.transport import HTTPRequest
 from router.config import AsteriskSettings
-from router.dialplan import DEADLINE_VARIABLE, DID_VARIABLE, INBOUND_CONTEXT, REQUEST_EVENT
+from router.dialplan import (
+    DEADLINE_VARIABLE,
+    DID_VARIABLE,
+    INBOUND_CONTEXT,
+    NEXT_VARIABLE,
+    PART_SEPARATOR,
+    RECORD_CONTEXT,
+    REQUEST_EVENT,
+)
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -689,9 +697,14 @@ class ReplayAsterisk:
         if chan is None:
             return self._error(sent.action_id, f"Channel does not exist: {channel}")
         context = sent.get("Context") or chan.context
-        exten = sent.get("Exten") or chan.exten
-        priority = sent.get("Priority") or "1"
-        if self.auto_confirm:
+        hops = [(context, sent.get("Exten") or chan.exten, sent.get("Priority") or "1", "NoOp")]
+        if context == RECORD_CONTEXT:
+            # As the shipped [callrouter-record]: MixMonitor, then on to CALLROUTER_NEXT.
+            hops[0] = (*hops[0][:3], "MixMonitor")
+            target = chan.variables.get(NEXT_VARIABLE, "").split(PART_SEPARATOR)
+            if len(target) == 3 and all(target):
+                hops.append((target[0], target[1], target[2], "NoOp"))
+        for context, exten, priority, application in hops if self.auto_confirm else ():
             self.queue_event(
                 {
                     "Event": "Newexten",
@@ -707,7 +720,7 @@ class ReplayAsterisk:
                     "Uniqueid": chan.uniqueid,
                     "Linkedid": chan.linkedid,
                     "Extension": exten,
-                    "Application": "NoOp",
+                    "Application": application,
                     "AppData": "",
                 }
             )

@@ -1,5 +1,7 @@
 """Call recordings end to end: real SIP phones on the sandbox Asterisk, the engine with
-the built-in recorder and the 1C plugin, the in-process 1C double.
+the built-in recorder and the 1C plugin, the in-process 1C double. The engine logs in
+as the sandbox's least-privilege ``router`` user: no write class ``system``, so the
+rule's recording is the shipped dialplan's ``[callrouter-record]`` at work.
 
 The PSTN caller's phone plays a known tone (1 kHz) once the call is up; the rule records
 the call and rings 101, whose phone answers. What 1C receives must be one recording of
@@ -53,10 +55,10 @@ def make_config(phones: Phones, double: OneCDouble, state: Path, legs: str = "mi
     rules.write_text(RULES.replace("{legs: mix}", f"{{legs: {legs}}}"), encoding="utf-8")
     monitor = "spool/monitor/callrouter"
     path = state.parent / "router.toml"
-    # The admin user: MixMonitor needs write class system (docs/recordings.md), which the
-    # sandbox's least-privilege router user rightly lacks.
+    # The sandbox's least-privilege router user (no write class system): the rule's
+    # recording is started by the shipped dialplan's [callrouter-record].
     path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "admin"\nsecret = "{box.secret}"\n'
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{state}"\n'
         f'[recordings]\ndir = "{box.inst_in_root}/{monitor}"\nlocal_dir = "{box.inst / monitor}"\n'
         "close_timeout = 20\n"
@@ -150,6 +152,9 @@ async def test_an_answered_call_is_recorded_and_1c_gets_the_tone_once(
     (stored,) = double.recordings.stored
     (record,) = engine.records
     assert stored.call_id == record.linkedid
+    # Recorded by the dialplan on the call's way to 101, as the router user.
+    assert config.asterisk.username == "router"
+    assert record.actions[-1].detail == "callrouter-dial,101 (through callrouter-record)"
     assert stored.part == "mix"
     assert stored.content_type == "audio/wav"
     samples, rate, seconds = pcm(stored)

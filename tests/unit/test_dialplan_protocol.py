@@ -7,13 +7,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from router.ami.message import Event
 from router.dialplan import (
     DEADLINE_VARIABLE,
     DID_VARIABLE,
     INBOUND_CONTEXT,
+    NEXT_CHARS,
+    NEXT_VARIABLE,
+    PART_SEPARATOR,
+    RECORD_CONTEXT,
+    RECORD_PATH_CHARS,
+    RECORD_VARIABLE,
     REQUEST_EVENT,
     Dialplan,
+    next_location,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -45,6 +54,47 @@ def test_the_shipped_dialplan_speaks_these_names() -> None:
     assert re.search(rf"UserEvent\({REQUEST_EVENT},", conf)
     assert f"Set({DEADLINE_VARIABLE}=$[${{EPOCH}} + " in conf
     assert f"Set({DID_VARIABLE}=" in conf
+
+
+def filter_chars(spec: str) -> set[str]:
+    """What Asterisk's FILTER() keeps for ``spec``: ranges ``a-z``, ``\\-`` a literal dash."""
+    kept: set[str] = set()
+    i = 0
+    while i < len(spec):
+        if spec[i] == "\\":
+            kept.add(spec[i + 1])
+            i += 2
+        elif i + 2 < len(spec) and spec[i + 1] == "-":
+            kept.update(chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1))
+            i += 3
+        else:
+            kept.add(spec[i])
+            i += 1
+    return kept
+
+
+def test_the_record_step_filters_exactly_what_callrouter_may_send() -> None:
+    """[callrouter-record] keeps the characters callrouter's checks allow, no more:
+    a path or location Python accepts passes the FILTER unchanged, and the
+    application syntax (``,``, ``(``, ``)``, ``|``, ``&``, ``$``) never does."""
+    conf = (ROOT / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    assert f"[{RECORD_CONTEXT}]" in conf
+    filters = re.findall(r"\$\{FILTER\(([^,]+),\$\{(CALLROUTER_[A-Z]+)\}\)\}", conf)
+    found = {variable: filter_chars(spec) for spec, variable in filters}
+    assert found[RECORD_VARIABLE] == RECORD_PATH_CHARS | {PART_SEPARATOR}
+    assert found[NEXT_VARIABLE] == NEXT_CHARS | {PART_SEPARATOR}
+    for kept in found[RECORD_VARIABLE], found[NEXT_VARIABLE]:
+        assert not kept & set(",()|&$;{}[]\"' \\\n")
+    # The default path records a call a rule asked to record but sent nowhere.
+    assert f"GotoIf($[${{LEN(${{{RECORD_VARIABLE}}})}} > 0]?{RECORD_CONTEXT},s,1)" in conf
+
+
+def test_the_next_location_is_refused_when_the_step_would_change_it() -> None:
+    assert next_location("callrouter-dial", "101", "1") == "callrouter-dial^101^1"
+    assert next_location("ivr.main", "*7#", "2") == "ivr.main^*7#^2"
+    for context, exten in (("a^b", "1"), ("ctx", "101,5"), ("ctx", ""), ("ctx", "1&2")):
+        with pytest.raises(ValueError, match="cannot pass through callrouter-record"):
+            next_location(context, exten, "1")
 
 
 def test_request_from_the_user_event() -> None:

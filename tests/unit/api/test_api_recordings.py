@@ -269,6 +269,25 @@ async def test_start_and_stop_recording_a_live_call(
     assert stop["Channel"] == call.waiting_channel
 
 
+async def test_recording_a_live_call_without_write_class_system_is_403_naming_it(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """AMI MixMonitor is write class system: the least-privilege user gets a clear
+    refusal, and no catalog row is left waiting for a file that will never come."""
+    live = "1714557700.9"
+    stub.calls.inbound_call(linkedid=live)
+    stub.replay.on(
+        "MixMonitor", lambda action: [("Response", "Error"), ("Message", "Permission denied")]
+    )
+    async with client_for(stub) as client:
+        refused = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(ADMIN))
+    assert refused.status_code == 403, refused.text
+    detail = refused.json()["detail"]
+    assert "MixMonitor" in detail
+    assert "needs write class system" in detail
+    assert RecordingStore(stub.state_dir).for_call(live) == []
+
+
 async def test_pull_mode_confirms_the_file_once_a_signed_link_served_all_of_it(
     tmp_path: Path, stub: StubEngine, settings: RecordingSettings
 ) -> None:

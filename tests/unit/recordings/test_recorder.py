@@ -47,9 +47,15 @@ def recorder_of(engine: Engine) -> Recorder:
     return found
 
 
-async def test_record_starts_mixmonitor_named_after_the_call_and_closes_at_hangup(
+def setvars(replay: ReplayAsterisk, variable: str) -> list[SentAction]:
+    return [a for a in replay.sent("Setvar") if a["Variable"] == variable]
+
+
+async def test_record_hands_the_file_named_after_the_call_to_the_dialplan_and_closes_at_hangup(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
+    """No AMI MixMonitor (write class system): the waiting channel gets the path in
+    CALLROUTER_RECORD and its Redirect passes through [callrouter-record]."""
     local = tmp_path / "monitor"
     local.mkdir()
     settings = RecordingSettings(dir=PBX_DIR, local_dir=local)
@@ -59,13 +65,28 @@ async def test_record_starts_mixmonitor_named_after_the_call_and_closes_at_hangu
     channel = ajam_replay.inbound_call(caller="8 (916) 123-45-67", did="74951234567")
     await ajam_replay.settle(engine)
     linkedid = ajam_replay.channels[channel].linkedid
-    assert len(sent) == 1
-    assert sent[0]["Channel"] == channel
-    assert sent[0]["File"] == f"{PBX_DIR}/{linkedid}-mix.wav"
+    assert sent == []
+    (record_var,) = setvars(ajam_replay, "CALLROUTER_RECORD")
+    assert record_var["Channel"] == channel
+    assert record_var["Value"] == f"{PBX_DIR}/{linkedid}-mix.wav^^"
     # Nothing the caller sent is in the name.
-    assert "916" not in sent[0]["File"]
+    assert "916" not in record_var["Value"]
+    (next_var,) = setvars(ajam_replay, "CALLROUTER_NEXT")
+    assert (next_var["Channel"], next_var["Value"]) == (channel, "callrouter-dial^101^1")
+    (redirect,) = ajam_replay.sent("Redirect")
+    assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (
+        channel,
+        "callrouter-record",
+        "s",
+    )
+    order = [a.name for a in ajam_replay.sent() if a.name in ("Setvar", "Redirect")]
+    assert order == ["Setvar", "Setvar", "Redirect"]
     record = engine.records[-1]
     assert record.outcome == "executed"
+    # Confirmed when the call reached the rule's target, not the step before it.
+    redirected = record.actions[-1]
+    assert redirected.status == "confirmed"
+    assert redirected.detail == "callrouter-dial,101 (through callrouter-record)"
 
     write_wav(local / f"{linkedid}-mix.wav", 2.5)
     ajam_replay.hangup(channel)
@@ -88,18 +109,36 @@ async def test_record_starts_mixmonitor_named_after_the_call_and_closes_at_hangu
     assert f'callrouter_recordings_bytes{{kind="undelivered"}} {float(row.size or 0)}' in text
 
 
-async def test_both_legs_make_three_files_with_r_and_t(
+async def test_both_legs_hand_three_files_to_the_dialplan(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
+    """mix^in^out: the dialplan makes r() of the second and t() of the third."""
     settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
-    sent: list[SentAction] = []
-    ajam_replay.on("MixMonitor", lambda action: sent.append(action) or {})
     engine = await engine_factory(rules(tmp_path, "both"), recordings=settings)
     channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
     await ajam_replay.settle(engine)
     linkedid = ajam_replay.channels[channel].linkedid
-    assert sent[0]["File"] == f"{PBX_DIR}/{linkedid}-mix.wav"
-    assert sent[0]["Options"] == (f"r({PBX_DIR}/{linkedid}-in.wav)t({PBX_DIR}/{linkedid}-out.wav)")
+    (record_var,) = setvars(ajam_replay, "CALLROUTER_RECORD")
+    assert record_var["Value"] == "^".join(
+        f"{PBX_DIR}/{linkedid}-{part}.wav" for part in ("mix", "in", "out")
+    )
+    assert [r.part for r in RecordingStore(engine.state_dir).for_call(linkedid)] == [
+        "mix",
+        "in",
+        "out",
+    ]
+
+
+async def test_in_only_leaves_the_mixed_part_empty(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    engine = await engine_factory(rules(tmp_path, "in"), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    (record_var,) = setvars(ajam_replay, "CALLROUTER_RECORD")
+    assert record_var["Value"] == f"^{PBX_DIR}/{linkedid}-in.wav^"
 
 
 async def test_a_file_that_never_completes_is_marked_failed(
@@ -120,18 +159,67 @@ async def test_a_file_that_never_completes_is_marked_failed(
     assert "incomplete" in row.note
 
 
-async def test_asterisk_refusing_mixmonitor_fails_the_action_and_forgets_the_row(
+async def test_asterisk_refusing_the_record_setvar_fails_the_action_and_forgets_the_row(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
     settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
-    ajam_replay.on("MixMonitor", lambda action: [("Response", "Error"), ("Message", "No")])
+    ajam_replay.on("Setvar", lambda action: [("Response", "Error"), ("Message", "No")])
     engine = await engine_factory(rules(tmp_path), recordings=settings)
     channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
     await ajam_replay.settle(engine)
     linkedid = ajam_replay.channels[channel].linkedid
     assert RecordingStore(engine.state_dir).for_call(linkedid) == []
-    # The redirect after it still ran: a failed recording never strands the call.
-    assert ajam_replay.count("Redirect") == 1
+    assert engine.records[-1].actions[0].status == "failed"
+    # The redirect after it still ran, straight to its target: a failed
+    # recording never strands the call.
+    (redirect,) = ajam_replay.sent("Redirect")
+    assert (redirect["Context"], redirect["Exten"]) == ("callrouter-dial", "101")
+    assert engine.records[-1].actions[-1].status == "confirmed"
+
+
+async def test_a_record_after_the_redirect_uses_ami_mixmonitor(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The call left callrouter-inbound: only the AMI action can still record it."""
+    path = tmp_path / "rules.yaml"
+    redirect = '      - redirect: {context: callrouter-dial, exten: "101"}\n'
+    record = '      - record: {legs: "{legs}"}\n'
+    path.write_text(RULES.replace(record + redirect, redirect + record.replace("{legs}", "mix")))
+    text = path.read_text(encoding="utf-8")
+    assert text.index("redirect") < text.index("record:")
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    sent: list[SentAction] = []
+    ajam_replay.on("MixMonitor", lambda action: sent.append(action) or {})
+    engine = await engine_factory(path, recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    (mixmonitor,) = sent
+    assert (mixmonitor["Channel"], mixmonitor["File"]) == (channel, f"{PBX_DIR}/{linkedid}-mix.wav")
+    assert setvars(ajam_replay, "CALLROUTER_RECORD") == []
+    (redirect,) = ajam_replay.sent("Redirect")
+    assert redirect["Context"] == "callrouter-dial"
+
+
+async def test_a_record_without_a_redirect_is_left_to_the_dialplans_default_path(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The shipped callrouter-inbound sends a call whose wait ended through
+    [callrouter-record] when CALLROUTER_RECORD is set."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: record only\n    on: call\n    do:\n      - record: {}\n",
+        encoding="utf-8",
+    )
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    engine = await engine_factory(path, recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    (record_var,) = setvars(ajam_replay, "CALLROUTER_RECORD")
+    assert record_var["Value"] == f"{PBX_DIR}/{linkedid}-mix.wav^^"
+    assert ajam_replay.count("Redirect") == 0
+    assert ajam_replay.count("MixMonitor") == 0
 
 
 async def test_record_without_recordings_table_is_refused_at_load(
@@ -217,3 +305,48 @@ async def test_a_call_without_a_routed_channel_is_recorded_on_its_first_live_one
     assert sent[0]["Channel"] == "PJSIP/101-0000000a"
     (row,) = recorder.store.for_call("1714557800.1")
     assert row.extensions == ("101",)
+
+
+@pytest.mark.parametrize(
+    "linkedid",
+    [
+        "1714557800.1,b(x)",  # a second MixMonitor option
+        "1714557800.1^/tmp/x",  # a second path in CALLROUTER_RECORD
+        "../../etc/passwd",
+        "1714557800.1)t(/tmp/y",
+        "1714557800..1",
+    ],
+)
+async def test_a_hostile_call_id_never_reaches_the_dialplan(tmp_path: Path, linkedid: str) -> None:
+    """Refused before anything is sent: no Setvar, no catalog row, no detour."""
+    from router.rules.decision import Action
+    from router.testing import StubEngine
+    from router.testing.builders import CallTimeline
+
+    call = CallTimeline().inbound_call(linkedid=linkedid)
+    engine = StubEngine(state_dir=tmp_path)
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    recorder.store = RecordingStore(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="cannot name a recording"):
+            await recorder.callrouter_execute(Action.make("record", {}), call, engine)  # type: ignore[arg-type]
+    finally:
+        await engine.aclose()
+    assert engine.replay.count("Setvar") == 0
+    assert engine.replay.count("MixMonitor") == 0
+    assert recorder.store.recording() == []
+    assert call.redirect_via is None
+
+
+def test_a_folder_the_dialplan_would_filter_is_refused_before_anything_is_sent() -> None:
+    from router.recordings.mixmonitor import dialplan_value
+    from router.recordings.naming import file_names
+
+    names = file_names("1714557800.1", "both", "wav")
+    good = RecordingSettings(dir="/var/spool/asterisk/monitor/call-router_1.0", local_dir=Path())
+    assert dialplan_value(good, names).count("^") == 2
+    for folder in ("/var/my recs", "/var/a,b", "/var/a^b", "/var/a..b", "/var/запись"):
+        bad = RecordingSettings(dir=folder, local_dir=Path())
+        with pytest.raises(ValueError, match=r"letters, digits and /\._- only"):
+            dialplan_value(bad, names)

@@ -114,6 +114,10 @@ def test_after_delivery_move_and_max_age(tmp_path: Path) -> None:
         ('dir = "relative/monitor"', "[recordings] dir: expected an absolute path"),
         ('dir = "/var/../etc"', "[recordings] dir: expected an absolute path"),
         ('dir = "/x,b(y)"', "[recordings] dir: expected an absolute path"),
+        # What the dialplan's [callrouter-record] would FILTER out.
+        ('dir = "/var/my recs"', "[recordings] dir: expected an absolute path of letters"),
+        ('dir = "/var/a^b"', "[recordings] dir: expected an absolute path"),
+        ('dir = "/var/a..b"', "[recordings] dir: expected an absolute path"),
         ('dir = "/x"\nlegs = "stereo"', "[recordings] legs: expected 'mix' or 'both'"),
         ('dir = "/x"\ntranscode = "flac"', "[recordings] transcode: expected 'off' or"),
         ('dir = "/x"\nmode = "pull"', "[recordings] public_url: required with mode"),
