@@ -25,6 +25,8 @@ KIND_TO_ACTION = {
     "setvar": "Setvar",
     "hangup": "Hangup",
     "originate": "Originate",
+    # Setvar of CALLROUTER_RECORD; the redirect after it adds a Setvar (docs/recordings.md).
+    "record": "Setvar",
 }
 #: Actions the engine sends on its own: reconcile, keepalive, the live-instance heartbeat.
 ENGINE_ACTIONS = (

@@ -350,3 +350,26 @@ def test_a_folder_the_dialplan_would_filter_is_refused_before_anything_is_sent()
         bad = RecordingSettings(dir=folder, local_dir=Path())
         with pytest.raises(ValueError, match=r"letters, digits and /\._- only"):
             dialplan_value(bad, names)
+
+
+async def test_a_recorded_call_needs_no_class_beyond_the_documented_user(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Every action a record-and-redirect decision sends is allowed by the manager user
+    docs/asterisk.md documents (no write class system)."""
+    from router.ami.catalog import load_catalog
+    from tests.unit.test_least_privilege import REPO, documented_write_classes
+
+    allowed = documented_write_classes(REPO / "docs" / "asterisk.md")
+    assert "system" not in allowed
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    engine = await engine_factory(rules(tmp_path, "both"), recordings=settings)
+    before = len(ajam_replay.sent())
+    ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    assert engine.records[-1].outcome == "executed"
+    sent = {a.name for a in ajam_replay.sent()[before:]} - {"WaitEvent", "Ping"}
+    assert {"Setvar", "Redirect"} <= sent
+    catalog = load_catalog()
+    for name in sent:
+        assert set(catalog.action(name).write_classes) & allowed, name
