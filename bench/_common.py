@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+#: Another revision's tree (``bench_route.py --baseline REV`` extracts it) whose
+#: router and 1C plugin a benchmark process imports instead of this checkout's,
+#: so a change is measured beside the code before it, in one run.
+BASELINE = os.environ.get("CALLROUTER_BENCH_BASELINE")
+if BASELINE:
+    sys.path[0:0] = [BASELINE, str(Path(BASELINE) / "plugins" / "onec")]
 
 #: The DID every benchmark call dials, and callers that are in the directory
 #: (tests/fixtures/engine/directory.csv) but that 1C does not know.

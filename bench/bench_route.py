@@ -339,7 +339,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     timings = Timings()
-    variant = args.serve
+    variant = args.serve.split("@", 1)[0]  # "tcp-engine@base": the baseline's code
     if variant == "ajam":
         await serve_ajam(args.url, args.secret, stop, timings)
     elif variant == "ajam-2poll":
@@ -446,7 +446,15 @@ class Cell:
     note: str = ""
 
 
-async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.Process:
+async def start_router(
+    variant: str, box: Any, out: Path, baseline: Path | None = None
+) -> asyncio.subprocess.Process:
+    env = dict(os.environ)
+    env.pop("CALLROUTER_BENCH_BASELINE", None)
+    if variant.endswith("@base"):
+        if baseline is None:
+            raise SystemExit(f"{variant}: give --baseline REV")
+        env["CALLROUTER_BENCH_BASELINE"] = str(baseline)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -462,6 +470,7 @@ async def start_router(variant: str, box: Any, out: Path) -> asyncio.subprocess.
         str(out),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -480,11 +489,12 @@ async def run_cell(
     tmp: Path,
     profile: str | None = None,
     burst: int = 0,
+    baseline: Path | None = None,
 ) -> Cell:
     """One variant at one pace; ``rate`` 0 places ``burst`` calls at once instead."""
     cell = Cell(variant, rate)
     out = tmp / f"{variant}-{rate}.json"
-    proc = await start_router(variant, box, out)
+    proc = await start_router(variant, box, out, baseline)
     try:
         # Warm-up (not counted): connections opened, caches and code paths hot.
         warm = [await placer.place(DID, CALLERS[i % len(CALLERS)]) for i in range(3)]
@@ -581,6 +591,7 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                         Path(tmpdir),
                         args.profile,
                         burst=args.burst,
+                        baseline=args.baseline_tree,
                     )
                     cells.append(cell)
                     print(
@@ -656,7 +667,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     notes = [
         f"- {c.variant} outcomes at {f'{c.rate}/s' if c.rate else 'the burst'}: {c.note}"
         for c in cells
-        if c.variant in ("engine", "tcp-engine") and c.note
+        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine") and c.note
     ]
     return (
         f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
@@ -681,6 +692,12 @@ def main() -> None:
         help="py-spy these variants (comma-separated) into "
         "bench/results/profile-VARIANT-RATE.json (speedscope)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the variants named VARIANT@base (e.g. tcp-engine@base) on the "
+        "router and 1C plugin of git revision REV, beside this checkout's, in one run",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -692,6 +709,35 @@ def main() -> None:
         return
     args.rates = [int(r) for r in args.rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
+    args.baseline_tree = None
+    with contextlib.ExitStack() as stack:
+        if args.baseline:
+            args.baseline_tree = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            export_tree(args.baseline, args.baseline_tree)
+        run(args)
+
+
+def export_tree(rev: str, dest: Path) -> None:
+    """The router and the 1C plugin as they are at ``rev`` (git archive), into ``dest``."""
+    import subprocess
+
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(Path(__file__).resolve().parent.parent),
+            "archive",
+            rev,
+            "router",
+            "plugins/onec/callrouter_onec",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def run(args: argparse.Namespace) -> None:
     from router.sandbox import Sandbox
 
     started = time.monotonic()

@@ -914,21 +914,21 @@ class Engine:
         context = Context.for_event(
             event.name, dict(event.fields), call=call_info(call, None), now=self.clock()
         )
-        # Lookups that take the request get the call's own numbers, not a guess.
-        request = (
-            None
-            if call is None
-            else RequestInfo(
-                channel=event.get("Channel") or call.waiting_channel or "",
-                uniqueid=event.get("Uniqueid") or "",
-                linkedid=call.linkedid,
-                caller=self.registry.normalize_number(call.caller_number),
-                did=self.registry.normalize_number(call.did) if call.did else "",
-            )
-        )
+        # Lookups that take the request get the call's own numbers, not a guess;
+        # made only when such a lookup runs (most events match no rule).
+        request = None if call is None else (lambda: self._event_request(event, call))
         outcome = await self.rules.evaluate(context, request=request)
         if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))
+
+    def _event_request(self, event: Event, call: Call) -> RequestInfo:
+        return RequestInfo(
+            channel=event.get("Channel") or call.waiting_channel or "",
+            uniqueid=event.get("Uniqueid") or "",
+            linkedid=call.linkedid,
+            caller=self.registry.normalize_number(call.caller_number),
+            did=self.registry.normalize_number(call.did) if call.did else "",
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Actions in flight are the router's to drain, whoever started them."""

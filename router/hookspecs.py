@@ -239,7 +239,8 @@ def callrouter_startup(engine: EngineAPI) -> None:
 
 @hookspec
 def callrouter_event(event: Event, call: Call | None) -> None:
-    """Every AMI event the engine receives, in order.
+    """Every AMI event the engine receives that this plugin wants, in order:
+    those its ``callrouter_wanted_events`` names, or all without that hook.
 
     ``call`` is the tracked call the event belongs to (by Linkedid), already
     updated with this event, or None for events of no call. Runs on the hot
@@ -256,9 +257,11 @@ def callrouter_wanted_events() -> Iterable[str] | None:
     Return event names (``"Hangup"``) or globs (``"Queue*"``, matched against
     the AMI catalog's names); an empty iterable if it reads none. ``None``
     means every event: the session then gets all events whatever the rules
-    and the other plugins need. A plugin that implements ``callrouter_event``
-    without this hook, or whose hook raises, is taken to want every event,
-    so filtering never hides an event from a plugin that did not ask.
+    and the other plugins need. The engine calls this plugin's
+    ``callrouter_event`` only for the events named (dispatch by name). A
+    plugin that implements ``callrouter_event`` without this hook, or whose
+    hook raises, is taken to want every event, so filtering never hides an
+    event from a plugin that did not ask.
     """
 
 

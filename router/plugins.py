@@ -14,6 +14,7 @@ like third-party plugins found through the ``callrouter`` entry point group
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import importlib
 import inspect
 import logging
@@ -60,6 +61,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 HOOK_TIMEOUT = 2.0
 #: How many (plugin, call) failures are remembered to log each only once.
 _FAILURE_MEMORY = 10_000
+#: Event names whose listeners are remembered (AMI has a few hundred).
+_EVENT_NAMES_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,11 @@ class Plugins:
         self._versions: dict[str, str | None] = {}
         self._failed: dict[tuple[str, str], None] = {}
         self._impl_cache: dict[str, list[pluggy.HookImpl]] = {}
+        #: Each plugin's ``callrouter_wanted_events`` answer as last asked
+        #: (:meth:`wanted_events`; None: every event), and per event name the
+        #: ``callrouter_event`` implementations that asked for it.
+        self._wanted: dict[str, tuple[str, ...] | None] = {}
+        self._event_impls: dict[str, list[pluggy.HookImpl]] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -189,6 +197,7 @@ class Plugins:
             )
         self.pm.register(plugin, name=plugin_name)
         self._impl_cache.clear()
+        self._event_impls.clear()
         if builtin:
             self._builtin.add(plugin_name)
         self._versions[plugin_name] = version
@@ -313,11 +322,39 @@ class Plugins:
         await self._call_each("callrouter_shutdown", {"engine": engine}, timeout=timeout)
 
     async def event(self, event: Event, call: Call | None) -> None:
-        await self._call_each(
-            "callrouter_event",
-            {"event": event, "call": call},
-            scope=call.linkedid if call else None,
-        )
+        """``callrouter_event`` of the plugins that want this event (by name).
+
+        The hot path: a plugin that said which events it reads
+        (``callrouter_wanted_events``) is not called for the others, so most
+        events of a call cost a dict lookup, not a call per plugin.
+        """
+        name = event.name
+        impls = self._event_impls.get(name)
+        if impls is None:
+            impls = self._impls_for_event(name)
+        if not impls:
+            return
+        scope = call.linkedid if call else None
+        for impl in impls:
+            try:
+                value = impl.function(
+                    **{arg: event if arg == "event" else call for arg in impl.argnames}
+                )
+                if value is not None and inspect.isawaitable(value):
+                    async with asyncio.timeout(HOOK_TIMEOUT):
+                        await value
+            except Exception as exc:
+                self._report("callrouter_event", impl, exc, scope)
+
+    def _impls_for_event(self, name: str) -> list[pluggy.HookImpl]:
+        impls = [
+            impl
+            for impl in self._impls("callrouter_event")
+            if _wants(self._wanted.get(impl.plugin_name), name)
+        ]
+        if len(self._event_impls) < _EVENT_NAMES_MAX:
+            self._event_impls[name] = impls
+        return impls
 
     async def wanted_events(self) -> list[Iterable[str] | None]:
         """Each event-reading plugin's ``callrouter_wanted_events`` (None: every event).
@@ -326,7 +363,7 @@ class Plugins:
         it raised, or returned something that is not names) wants every
         event: filtering must never hide one from a plugin that did not ask.
         """
-        answers: dict[str, Iterable[str] | None] = {
+        answers: dict[str, tuple[str, ...] | None] = {
             impl.plugin_name: None for impl in self._impls("callrouter_event")
         }
         for impl in self._impls("callrouter_wanted_events"):
@@ -346,6 +383,10 @@ class Plugins:
                 self._report("callrouter_wanted_events", impl, exc, None)
                 names = None
             answers[impl.plugin_name] = names
+        # What :meth:`event` dispatches by from now on (a plugin registered
+        # later, with no answer yet, gets every event).
+        self._wanted = answers
+        self._event_impls.clear()
         return list(answers.values())
 
     async def call_start(self, call: Call) -> None:
@@ -401,6 +442,12 @@ class Plugins:
         # that runs after the call ended, such as a late decision, must not log
         # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+
+
+def _wants(patterns: tuple[str, ...] | None, name: str) -> bool:
+    """Does a plugin that answered ``patterns`` (names or globs; None: every
+    event) read the event ``name``? Globs match as in the event selection."""
+    return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _wrapper_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:

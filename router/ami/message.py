@@ -47,14 +47,16 @@ _set = object.__setattr__
 class Message:
     """One AMI block: an immutable, ordered sequence of (key, value) pairs."""
 
-    __slots__ = ("_fields", "_index")
+    __slots__ = ("_exact", "_fields", "_index")
 
     _fields: tuple[tuple[str, str], ...]
     _index: dict[str, tuple[str, ...]] | None
+    _exact: dict[str, str] | None
 
     def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
         _set(self, "_fields", fields if type(fields) is tuple else tuple(fields))
         _set(self, "_index", None)
+        _set(self, "_exact", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -80,10 +82,17 @@ class Message:
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (any spelling), or ``default``."""
         # rawman keeps Asterisk's spelling, which is how callers write keys:
-        # a short exact scan answers most lookups without building the index.
-        for name, value in self._fields:
-            if name == key:
-                return value
+        # a dict of the keys as spelled answers most lookups without the
+        # folded index. Built on the first lookup (one C-level call; events
+        # nobody looks into never pay for it): the engine reads a dozen
+        # fields of each event it handles, and a scan per field cost more.
+        exact = self._exact
+        if exact is None:
+            exact = dict(reversed(self._fields))  # the first of a repeated key wins
+            _set(self, "_exact", exact)
+        found = exact.get(key)
+        if found is not None:
+            return found
         values = self._lookup().get(normalize_key(key))
         return values[0] if values else default
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from router.errors import LookupUnavailable
@@ -53,14 +53,16 @@ async def evaluate_rules(
     deadline: float | None = None,
     lookups: Mapping[str, LookupFn] | None = None,
     explain: bool = False,
-    request: RequestInfo | None = None,
+    request: RequestInfo | Callable[[], RequestInfo] | None = None,
 ) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
     ``lookups`` overrides the registry's implementations by name
     (``explain`` passes stubs). With ``explain`` the rules after the one that
     ended routing are listed as skipped. ``request`` is what lookups that
-    declare a ``request`` parameter get; without one it is made from
+    declare a ``request`` parameter get, or a function making it, called
+    only when such a lookup runs (the event rules' request normalizes two
+    numbers, and most events match no rule); without one it is made from
     ``context`` (:func:`request_for`).
     """
     started = time.perf_counter()
@@ -179,16 +181,22 @@ class _Asked:
     __slots__ = ("_context", "_deadline", "_request")
 
     def __init__(
-        self, context: Context, deadline: float | None, request: RequestInfo | None
+        self,
+        context: Context,
+        deadline: float | None,
+        request: RequestInfo | Callable[[], RequestInfo] | None,
     ) -> None:
         self._context = context
         self._deadline = deadline
         self._request = request
 
     def get(self) -> RequestInfo:
-        if self._request is None:
-            self._request = request_for(self._context, self._deadline)
-        return self._request
+        request = self._request
+        if request is None:
+            request = self._request = request_for(self._context, self._deadline)
+        elif not isinstance(request, RequestInfo):
+            request = self._request = request()
+        return request
 
 
 def _names(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -126,7 +126,7 @@ class RuleSet:
         deadline: float | None = None,
         lookups: Mapping[str, LookupFn] | None = None,
         explain: bool = False,
-        request: RequestInfo | None = None,
+        request: RequestInfo | Callable[[], RequestInfo] | None = None,
     ) -> Outcome:
         """Evaluates one trigger firing; never raises for a rule's sake."""
         return await evaluate_rules(
@@ -299,7 +299,7 @@ class RuleBook:
         deadline: float | None = None,
         lookups: Mapping[str, LookupFn] | None = None,
         explain: bool = False,
-        request: RequestInfo | None = None,
+        request: RequestInfo | Callable[[], RequestInfo] | None = None,
     ) -> Outcome:
         return await self.current.evaluate(
             context, deadline=deadline, lookups=lookups, explain=explain, request=request

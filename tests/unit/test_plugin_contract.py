@@ -276,6 +276,44 @@ async def test_a_lookup_declaring_request_gets_it_in_explain_and_rules_cannot_pa
     assert "request" in str(bad.errors[0])
 
 
+async def test_a_request_given_as_a_function_is_made_only_for_a_lookup_that_takes_it(
+    tmp_path: Path,
+) -> None:
+    """The engine hands event rules a function (issue 16: the request normalizes
+    two numbers, and most events match no rule): called once, and only when a
+    lookup declaring ``request`` runs."""
+    spy = Spy()
+    registry = spy_registry(spy)
+    ruleset = load_rules(
+        [
+            write_rules(
+                tmp_path,
+                (
+                    "  - name: r\n    on: call\n    if: did == '74951234567'\n    lookup:\n"
+                    "      w: spy.who(caller.number)\n      v: spy.who(did)\n"
+                    "    do:\n      - redirect: {context: x, exten: '1'}\n"
+                ),
+            )
+        ],
+        registry,
+    )
+    given = RequestInfo(channel="c", uniqueid="u", linkedid="l", caller="7", did="8")
+    made: list[RequestInfo] = []
+
+    def make() -> RequestInfo:
+        made.append(given)
+        return given
+
+    other = Context.for_call(Caller("79161234567"), "74950000000")
+    await evaluate_rules(ruleset.rules, other, registry, {}, request=make)
+    assert made == []  # no rule got as far as a lookup
+    assert spy.requests == []
+    context = Context.for_call(Caller("79161234567"), "74951234567")
+    await evaluate_rules(ruleset.rules, context, registry, {}, request=make)
+    assert made == [given]  # once, for both lookups
+    assert spy.requests == [given, given]
+
+
 async def test_call_and_event_rules_pass_the_calls_own_request(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:

@@ -226,3 +226,68 @@ def test_callrouter_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
     assert data["timefuncs"]["builtin"] is True
     assert "callrouter_register" in data["timefuncs"]["hooks"]
+
+
+class Reader:
+    """A ``callrouter_event`` plugin answering ``wanted`` (``...``: no such hook)."""
+
+    def __init__(self, name: str, wanted: Any, seen: list[tuple[str, str]]) -> None:
+        self.__name__ = name
+        self._seen = seen
+        if wanted is not ...:
+            self.callrouter_wanted_events = hookimpl(lambda: wanted)
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self._seen.append((self.__name__, event.name))
+
+
+def named(name: str) -> Event:
+    return Event((("Event", name), ("Channel", "PJSIP/1-01"), ("Linkedid", "x")))
+
+
+async def test_events_go_to_the_plugins_that_asked_for_them() -> None:
+    """Dispatch by name (issue 16): a plugin that said which events it reads is
+    not called for the others; one that said None, or nothing, gets them all."""
+    seen: list[tuple[str, str]] = []
+    plugins = load(
+        Reader("hangups", ("Hangup", "Queue*"), seen),
+        Reader("everything", None, seen),
+        Reader("silent", ..., seen),
+        Reader("none", (), seen),
+    )
+    await plugins.event(named("Newexten"), call())
+    # Before the engine asked for the answers, every plugin gets every event.
+    assert sorted(seen) == [
+        ("everything", "Newexten"),
+        ("hangups", "Newexten"),
+        ("none", "Newexten"),
+        ("silent", "Newexten"),
+    ]
+    seen.clear()
+    await plugins.wanted_events()
+    for name in ("Newexten", "Hangup", "QueueCallerJoin"):
+        await plugins.event(named(name), call())
+    assert sorted(seen) == [
+        ("everything", "Hangup"),
+        ("everything", "Newexten"),
+        ("everything", "QueueCallerJoin"),
+        ("hangups", "Hangup"),
+        ("hangups", "QueueCallerJoin"),
+        ("silent", "Hangup"),
+        ("silent", "Newexten"),
+        ("silent", "QueueCallerJoin"),
+    ]
+
+
+async def test_a_plugin_registered_after_the_answers_gets_every_event() -> None:
+    seen: list[tuple[str, str]] = []
+    plugins = load(Reader("hangups", ("Hangup",), seen))
+    await plugins.wanted_events()
+    plugins.register(Reader("late", ("Hangup",), seen))
+    await plugins.event(named("Newexten"), None)
+    assert seen == [("late", "Newexten")]  # not asked yet: everything, as before
+    await plugins.wanted_events()
+    await plugins.event(named("Newexten"), None)
+    await plugins.event(named("Hangup"), None)
+    assert sorted(seen[1:]) == [("hangups", "Hangup"), ("late", "Hangup")]

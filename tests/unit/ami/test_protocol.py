@@ -246,6 +246,18 @@ def test_encode_query_escapes_plus_space_cyrillic_and_specials() -> None:
     assert "%D0%98" in query  # 'И' as UTF-8
 
 
+def test_get_gives_the_first_of_a_repeated_key_in_any_spelling() -> None:
+    """``get`` answers from a dict of the keys as spelled (issue 16: built once per
+    message); the first value of a repeated key wins, as the scan it replaced gave."""
+    msg = Event((("Event", "X"), ("Output", "one"), ("Output", "two"), ("Cause-txt", "busy")))
+    assert msg.get("Output") == "one"
+    assert msg.get("output") == "one"  # through the folded index
+    assert msg.get("cause_txt") == "busy"
+    assert msg.get("Missing") is None
+    assert msg.get("Missing", "d") == "d"
+    assert msg.get("Output") == "one"  # the second lookup, from the built dict
+
+
 def test_encode_repeated_variables_and_python_values() -> None:
     action = Action.build(
         "Originate",
