@@ -1,4 +1,5 @@
-"""The shipped ``[callrouter-record]`` on a real Asterisk 22, handed hostile values.
+"""The shipped ``[callrouter-record]`` on a real Asterisk 22, handed hostile values;
+and the least-privilege user's AMI rights to recordings.
 
 callrouter only ever writes paths of letters, digits and ``/._-`` into
 ``CALLROUTER_RECORD`` and a checked location into ``CALLROUTER_NEXT``
@@ -22,6 +23,10 @@ import pytest
 import pytest_asyncio
 
 from router.ami.client import AJAMClient, ClientSettings
+from router.errors import AMIActionError, AMIPrivilegeError
+from router.recordings.mixmonitor import start_recording
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import RecordingStore
 from router.sandbox import Sandbox
 from router.testing.asterisk import shipped_dialplan
 
@@ -146,3 +151,40 @@ def files(inst: Path, folder: Path) -> tuple[list[str], list[str]]:
         if p.parent != folder
     ]
     return names, escaped
+
+
+async def test_the_router_user_may_stop_a_recording_but_not_start_one_over_ami(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """What docs/asterisk.md says of the least-privilege user, on Asterisk 22 itself:
+    MixMonitor (the API's live-call recording) is write class system and refused
+    with the class named, nothing left in the catalog; StopMixMonitor (call or
+    system) is allowed, so its only error is the missing channel."""
+    client = AJAMClient(ClientSettings(url=sandbox.url, username="router", secret=sandbox.secret))
+    await client.login()
+    store = RecordingStore(tmp_path)
+    settings = RecordingSettings(dir=f"{sandbox.inst_in_root}/{FOLDER}", local_dir=tmp_path)
+    try:
+        with pytest.raises(AMIPrivilegeError) as refused:
+            await start_recording(
+                lambda name, headers: client.send(name, headers),
+                store,
+                settings,
+                call_id="1714557800.1",
+                channel="PJSIP/101-00000001",
+            )
+        with pytest.raises(AMIActionError) as stopped:
+            await client.send("StopMixMonitor", {"Channel": "PJSIP/101-00000001"})
+        alive = await client.send("Ping")
+    finally:
+        await client.aclose()
+        store.close()
+    assert refused.value.classes == ("system",)
+    assert str(refused.value) == (
+        "MixMonitor: Permission denied: the manager user 'router' needs write class "
+        "system (manager.conf)"
+    )
+    assert RecordingStore(tmp_path).recording() == []
+    assert not isinstance(stopped.value, AMIPrivilegeError)
+    assert "Permission denied" not in str(stopped.value)
+    assert alive.response.ok  # the session was kept, not "healed" by a new login
