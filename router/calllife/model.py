@@ -141,8 +141,10 @@ class CelRecord:
         return cls.build(
             event=fields.get("EventName", ""),
             at=at,
-            uniqueid=fields.get("UniqueID", fields.get("Uniqueid", "")),
-            linkedid=fields.get("LinkedID", fields.get("Linkedid", "")),
+            # cel_manager's spelling first: the other one is looked up only when
+            # it is missing (a miss folds every key of the record).
+            uniqueid=fields.get("UniqueID") or fields.get("Uniqueid", ""),
+            linkedid=fields.get("LinkedID") or fields.get("Linkedid", ""),
             channel=fields.get("Channel", ""),
             context=fields.get("Context", ""),
             exten=fields.get("Exten", ""),

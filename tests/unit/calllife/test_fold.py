@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from router.ami.message import Event
 from router.calllife.fold import Folder, extension_of
-from router.calllife.model import CallEvent, Transfer
+from router.calllife.model import CallEvent, CelRecord, Transfer
 from router.testing.cel import Cel
 
 
@@ -224,3 +225,14 @@ def test_bounded_calls() -> None:
         for record in cel.records:
             folder.feed(record)
     assert len(folder) == 10
+
+
+def test_a_live_record_is_read_in_either_spelling_of_its_ids() -> None:
+    """cel_manager writes ``UniqueID``/``LinkedID``; other spellings (mxml's
+    folded keys, ``Uniqueid``) reach the same record (issue 16: the fallback is
+    looked up only when the first spelling is missing)."""
+
+    base = (("Event", "CEL"), ("EventName", "CHAN_START"), ("Timestamp", "1796126304.5"))
+    cel = CelRecord.from_fields(Event((*base, ("UniqueID", "u.1"), ("LinkedID", "l.1"))))
+    other = CelRecord.from_fields(Event((*base, ("Uniqueid", "u.1"), ("linkedid", "l.1"))))
+    assert (cel.uniqueid, cel.linkedid) == (other.uniqueid, other.linkedid) == ("u.1", "l.1")
