@@ -91,6 +91,19 @@ def _is_local(channel: str) -> bool:
     return channel.startswith("Local/")
 
 
+def _local_extension(channel: str, is_internal: Callable[[str], bool]) -> str | None:
+    """The extension a Local channel dials (``Local/102@callrouter-dial-0000;1`` -> ``102``).
+
+    AMI Atxfer (the HTTP API's attended transfer) consults through such a
+    channel, so it is what the transfer went to.
+    """
+    match = _CHANNEL.match(channel) if _is_local(channel) else None
+    if match is None:
+        return None
+    exten = match.group("name").partition("@")[0]
+    return exten if exten.isascii() and exten.isdigit() and is_internal(exten) else None
+
+
 @dataclass(slots=True)
 class Leg:
     """One channel of the call, as far as the records told."""
@@ -251,6 +264,7 @@ class CallFold:
             and self.first_hangup is None
             and (leg.originator or leg.answered_at is not None)
             and not leg.transferred_away
+            and not _is_local(leg.channel)  # plumbing: a real leg's end follows
         ):
             self.first_hangup = (
                 source if isinstance(source, str) and source else leg.channel,
@@ -279,22 +293,45 @@ class CallFold:
         leg = self._leg(record)
         extra = record.extra
         target = extra.get("transfer_target_channel_name")
-        to = extension_of(target, self.is_internal) if isinstance(target, str) else None
+        to = None
+        if isinstance(target, str):
+            to = extension_of(target, self.is_internal) or _local_extension(
+                target, self.is_internal
+            )
         if to is None:
             # The transferer's own consultation leg names the phone it spoke to.
             peer = extra.get("channel2_name")
             to = extension_of(peer, self.is_internal) if isinstance(peer, str) else None
             to = None if leg is not None and to == leg.extension else to
+        if to is None:
+            # Asterisk names no target ("N/A") when the consultation's Local
+            # channel went first: the transferer consulted whoever answered last.
+            to = self._consulted(leg)
         frm = leg.extension if leg is not None else None
         if leg is not None:
             leg.transferred_away = True
         target_id = extra.get("transfer_target_channel_uniqueid")
-        if isinstance(target_id, str) and target_id and isinstance(target, str):
+        if isinstance(target_id, str) and target_id not in ("", "N/A") and isinstance(target, str):
             joined = self.legs.get(target_id)
             if joined is None and len(self.legs) < MAX_LEGS:
                 joined = Leg(target_id, target, to, record.at, answered_at=record.at)
                 self.legs[target_id] = joined
         return self._transfer(Transfer("attended", frm, to), record)
+
+    def _consulted(self, transferer: Leg | None) -> str | None:
+        """The extension that answered last and is still on, other than the transferer's."""
+        mine = transferer.extension if transferer is not None else None
+        talking = [
+            each
+            for each in self.legs.values()
+            if each.extension is not None
+            and each.extension != mine
+            and each.answered_at is not None
+            and each.ended_at is None
+        ]
+        if not talking:
+            return None
+        return max(talking, key=lambda each: each.answered_at or 0.0).extension
 
     def _transfer(self, transfer: Transfer, record: CelRecord) -> list[CallEvent]:
         self.transfers += 1

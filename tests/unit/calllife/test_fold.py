@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from router.ami.message import Event
 from router.calllife.fold import Folder, extension_of
 from router.calllife.model import CallEvent, CelRecord, Transfer
@@ -236,3 +238,64 @@ def test_a_live_record_is_read_in_either_spelling_of_its_ids() -> None:
     cel = CelRecord.from_fields(Event((*base, ("UniqueID", "u.1"), ("LinkedID", "l.1"))))
     other = CelRecord.from_fields(Event((*base, ("Uniqueid", "u.1"), ("linkedid", "l.1"))))
     assert (cel.uniqueid, cel.linkedid) == (other.uniqueid, other.linkedid) == ("u.1", "l.1")
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_attended_transfer_through_ami_atxfer_is_to_the_extension_the_local_channel_dialled(
+    named: bool,
+) -> None:
+    """AMI Atxfer (the HTTP API's attended mode) consults through a Local channel:
+    the records as Asterisk 22 wrote them for 101 -> Local/102@callrouter-dial,
+    102 answering, 101 hanging up to complete, the customer hanging up later
+    (captured in the sandbox with real phones, issue 14). Asterisk names the
+    Local channel as the target, or (a race in Asterisk) "N/A"."""
+    cel = Cel()
+    trunk = inbound(cel)
+    first = cel.channel("PJSIP/101")
+    cel.answer(first)
+    cel.answer(trunk)
+    cel.tick(5)
+    local1 = cel.channel("Local/102@callrouter-dial", exten="102", context="callrouter-dial")
+    local2 = cel.channel("Local/102@callrouter-dial", exten="102", context="callrouter-dial")
+    second = cel.channel("PJSIP/102")
+    cel.answer(second)
+    cel.answer(local2)
+    cel.answer(local1)
+    cel.tick(0.7)
+    cel.add(
+        "ATTENDEDTRANSFER",
+        first,
+        {
+            "channel2_name": cel.name(first),
+            "channel2_uniqueid": first,
+            "transferee_channel_name": cel.name(trunk),
+            "transferee_channel_uniqueid": trunk,
+            "transfer_target_channel_name": f"{cel.name(local1)};1" if named else "N/A",
+            "transfer_target_channel_uniqueid": local1 if named else "N/A",
+        },
+    )
+    cel.hangup(first, source=cel.name(first))
+    cel.tick(0.45)  # the Local pair optimises itself away: 102 joins the customer
+    cel.hangup(local1, source=cel.name(first))
+    cel.hangup(local2, dialstatus="ANSWER")
+    cel.tick(20)
+    ended = cel.now + 0.01
+    cel.hangup(trunk, source=cel.name(trunk), dialstatus="ANSWER")
+    cel.hangup(second, source=cel.name(trunk))
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("ringing", "102"),
+        ("answered", "102"),
+        ("transferred", "101"),
+        ("hangup", "102"),
+    ]
+    assert events[4].transfer == Transfer("attended", "101", "102")
+    hangup = events[-1]
+    # The Local channel's end is plumbing, not the call's: the customer hung up.
+    assert hangup.hangup_by == "external"
+    assert hangup.ended_at == ended
+    assert hangup.talk_seconds is not None
+    assert hangup.talk_seconds > 25
