@@ -510,6 +510,8 @@ async def run_cell(
                 str(proc.pid),
                 "-d",
                 str(int(duration + 3)),
+                "-r",
+                "250",  # samples per second: enough for a 5 s cell
                 "-f",
                 "speedscope",
                 "-o",

@@ -863,13 +863,14 @@ class Engine:
 
     async def handle_event(self, event: Event) -> None:
         """One event through the tracker, plugins and, if it asks, routing."""
-        if event.name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
+        name = event.name
+        if name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
             # Routers' heartbeats are for the guard only, not for rules or plugins.
             if self._guard is not None and self._guard.observe(event) and not self._guard.leaving:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
-        self.metrics.event(event.name)
-        if event.name == "CEL":
+        self.metrics.event(name)
+        if name == "CEL":
             # CEL records are the call life's (router/calllife), not the tracker's:
             # a CHAN_END or LINKEDID_END after the call's last Hangup would start
             # a call that never ends.
@@ -880,7 +881,6 @@ class Engine:
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
         self.executor.observe(event)
-        name = event.name
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         await self.plugins.event(event, call)

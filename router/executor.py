@@ -163,7 +163,13 @@ class Confirmations:
     async def wait(self, channel: str, future: asyncio.Future[Event]) -> Event | None:
         """The confirming event, or None when none came within the timeout."""
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            if not future.done():  # the Newexten may have come with the answer
+                # A timer on this task, not wait_for's shield and waiter: one
+                # per routed call. The future is ours alone; cancelling it on
+                # the timeout cancels nothing else.
+                async with asyncio.timeout(self.timeout):
+                    await future
+            return future.result()
         except TimeoutError:
             return None
         finally:
