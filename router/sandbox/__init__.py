@@ -50,8 +50,15 @@ MARKER = "usr/sbin/asterisk"
 #: brought up to date by :func:`ensure_rootfs` (apt-get inside the chroot).
 #: ``baresip-core`` is the smallest package with the SIP phones' modules
 #: (ctrl_tcp, aufile, g711, account, menu); the ``baresip`` metapackage only
-#: adds the GUI parts.
-EXTRA_PACKAGES: Mapping[str, str] = {"baresip-core": "usr/bin/baresip"}
+#: adds the GUI parts. ``asterisk-core-sounds-en-gsm`` is the smallest package
+#: of Asterisk's own English prompts (``asterisk`` depends on one of its forms;
+#: named here so the root has the GSM one, which modules.conf's format_gsm
+#: reads): the attended transfer (AMI Atxfer, the HTTP API's attended mode)
+#: plays ``pbx-transfer`` and ``beep`` and is abandoned when it cannot.
+EXTRA_PACKAGES: Mapping[str, str] = {
+    "baresip-core": "usr/bin/baresip",
+    "asterisk-core-sounds-en-gsm": "usr/share/asterisk/sounds/en_US_f_Allison/pbx-transfer.gsm",
+}
 DEFAULT_SECRET = "callrouter-sandbox"
 
 

@@ -56,9 +56,9 @@ rules:
 
 def dialplan() -> str:
     shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20)"
+    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
     assert phone in shipped, "the shipped dial context changed: update this test's phone"
-    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@sandbox-phone,20)")
+    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@sandbox-phone,20,t)")
 
 
 def free_port() -> int:

@@ -49,9 +49,9 @@ exten => _X.,1,Wait(0.3)
 
 def dialplan() -> str:
     shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20)"
+    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
     assert phone in shipped, "the shipped dial context changed: update this test's phone"
-    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@test-phones,20)") + PHONES
+    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@test-phones,20,t)") + PHONES
 
 
 def free_port() -> int:

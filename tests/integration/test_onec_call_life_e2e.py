@@ -48,7 +48,7 @@ import pytest
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.sandbox import Sandbox
-from router.sandbox.phones import Phones
+from router.sandbox.phones import Phones, tone_share, tone_wav
 
 pytestmark = [pytest.mark.integration]
 
@@ -412,6 +412,56 @@ def test_a_transfer_through_the_http_api_is_told_who_to_whom(
     assert moved["transfer"] == {"kind": "blind", "from": "101", "to": "102"}
     assert ("answered", "102") in kinds(events)
     assert events[-1]["event"] == "hangup"
+
+
+def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(
+    world: tuple[Router, OneCDouble, Phones], tmp_path: Path
+) -> None:
+    """POST /calls/{id}/transfer with mode attended, as docs/api.md documents it: 101
+    consults 102 (Asterisk's Atxfer dials 102 from 101's leg while the customer
+    waits), 102 answers, 101 completes by hanging up, and the customer talks to 102."""
+    router, double, phones = world
+    phones["102"].play(tone_wav(tmp_path / "tone.wav", seconds=30.0))
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    wait_until(lambda: phones["101"].calls and phones["101"].calls[-1].answered, 10, "101 up")
+    [answered] = wait_until(
+        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
+        10,
+        "answered in 1C",
+    )
+    reply = httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["mode"] == "attended"
+    wait_until(
+        lambda: phones["102"].calls and phones["102"].calls[-1].answered,
+        20,
+        "102 to answer the consultation",
+    )
+    time.sleep(0.5)  # 101 and 102 talk; the customer waits
+    assert not call.ended
+    phones["101"].hangup()  # completes the transfer (docs/api.md)
+    wait_until(lambda: all(c.ended for c in phones["101"].calls), 10, "101 out of the call")
+    time.sleep(1.5)  # the customer and 102 talk: 102's tone reaches the customer
+    assert not call.ended, "the customer was hung up instead of transferred"
+    assert not phones["102"].calls[-1].ended
+    call.hangup()
+    call.wait_ended(10)
+    assert tone_share(phones.pstn.heard_path) > 0.05, "the customer never heard 102"
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert call_id == answered["call_id"]
+    [moved] = [e for e in events if e["event"] == "transferred"]
+    assert moved["transfer"] == {"kind": "attended", "from": "101", "to": "102"}
+    assert events[-1]["event"] == "hangup"
+    assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
+    story = [e["event"] for e in double.story(call_id)]
+    assert "transferred" in story
+    assert story[-1] == "hangup"
 
 
 # -- the gap ------------------------------------------------------------------------------------

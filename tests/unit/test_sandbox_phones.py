@@ -43,12 +43,18 @@ def with_baresip(root: Path) -> Path:
 # -- provisioning -------------------------------------------------------------------
 
 
+PROMPT = "usr/share/asterisk/sounds/en_US_f_Allison/pbx-transfer.gsm"
+
+
 @pytest.fixture
 def old_root(tmp_path: Path) -> Path:
-    """A root provisioned before the phones: Asterisk, no baresip."""
+    """A root provisioned before the phones: Asterisk (with the GSM prompts the
+    asterisk package depends on), no baresip."""
     root = tmp_path / "rootfs"
     (root / "usr/sbin").mkdir(parents=True)
     (root / "usr/sbin/asterisk").write_text("")
+    (root / PROMPT).parent.mkdir(parents=True)
+    (root / PROMPT).write_text("")
     return root
 
 
@@ -73,6 +79,46 @@ def test_a_root_without_baresip_gets_it_installed_in_the_chroot(
     ran.clear()
     ensure_rootfs(old_root.parent, quiet=True)  # idempotent: nothing to do now
     assert ran == []
+
+
+def test_a_root_without_the_gsm_prompts_gets_them_for_the_attended_transfer(
+    old_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AMI Atxfer plays pbx-transfer (GSM, read by format_gsm) or gives up."""
+    with_baresip(old_root)
+    (old_root / PROMPT).unlink()  # debootstrap took another form of the prompts
+    ran: list[list[str]] = []
+
+    def fake_run(cmd: list[str], what: str, timeout: float) -> str:
+        ran.append(cmd)
+        (old_root / PROMPT).write_text("")
+        return ""
+
+    monkeypatch.setattr(sandbox_module, "_run", fake_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert ensure_rootfs(old_root.parent, quiet=True) == old_root
+    assert [cmd[-1] for cmd in ran] == ["asterisk-core-sounds-en-gsm"]
+    assert ran[0][:2] == ["chroot", str(old_root)]
+    ran.clear()
+    ensure_rootfs(old_root.parent, quiet=True)  # idempotent: nothing to do now
+    assert ran == []
+
+
+def test_the_sandbox_loads_what_the_attended_transfer_needs() -> None:
+    """What docs/api.md lists for the API's attended mode is in the sandbox's
+    own Asterisk: the GSM prompts' modules, a timing source, the atxfer code,
+    the shipped dialplan's Dial option t."""
+    conf = Path(sandbox_module.__file__).with_name("conf")
+    modules = (conf / "modules.conf").read_text(encoding="utf-8").splitlines()
+    for module in ("format_gsm.so", "codec_gsm.so", "res_timing_timerfd.so"):
+        assert f"load = {module}" in modules, module
+    assert "atxfer => *2" in (conf / "features.conf").read_text(encoding="utf-8")
+    repo = Path(__file__).parents[2]
+    shipped = (repo / "router" / "sandbox" / "dialplan" / "callrouter.conf").read_text("utf-8")
+    assert "Dial(PJSIP/${CALLROUTER_TARGET},20,t)" in shipped  # the extension may transfer
+    api = (repo / "docs" / "api.md").read_text(encoding="utf-8")
+    for needed in ("format_gsm.so", "codec_gsm.so", "res_timing_timerfd.so", "atxfer => *2"):
+        assert needed in api, needed
 
 
 def test_a_failed_install_is_retried_after_apt_get_update_then_reported(
