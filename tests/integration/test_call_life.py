@@ -469,8 +469,8 @@ async def test_blind_transfer_through_ami_as_the_http_api_makes_it(
     router: Running, phones: Phones, box: Sandbox
 ) -> None:
     """``POST /calls/{id}/transfer`` sends BlindTransfer from the extension's leg
-    (router/api/calls.py): the same action here. (Its attended form, Atxfer,
-    needs Asterisk's transfer prompt, which the sandbox root has no sounds for.)"""
+    (router/api/calls.py): the same action here. (Its attended form, Atxfer, is
+    test_onec_call_life_e2e.py's test_an_attended_transfer_through_the_http_api_...)"""
     mark = len(router.told.events)
     call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234502")
     await asyncio.to_thread(call.wait_answered, 20)

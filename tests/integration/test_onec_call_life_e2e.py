@@ -457,7 +457,10 @@ def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(
     assert call_id == answered["call_id"]
     [moved] = [e for e in events if e["event"] == "transferred"]
     assert moved["transfer"] == {"kind": "attended", "from": "101", "to": "102"}
+    # Atxfer consults from 101's own channel: 102's answer is the customer's call's.
+    assert kinds(events).index(("answered", "102")) < events.index(moved)
     assert events[-1]["event"] == "hangup"
+    assert (events[-1]["extension"], events[-1]["hangup_by"]) == ("102", "external")
     assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
     story = [e["event"] for e in double.story(call_id)]
     assert "transferred" in story
