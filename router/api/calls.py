@@ -50,6 +50,8 @@ __all__ = ["DIAL_CONTEXT", "OPENAPI", "Origination", "Originations", "routes"]
 
 #: The shipped dialplan's context that rings one extension (transfers go there).
 DIAL_CONTEXT: Final = "callrouter-dial"
+#: The leg's DTMF features as Asterisk reads them back (``T``: may transfer).
+_FEATURES_VARIABLE: Final = "CHANNEL(dtmf_features)"
 #: Click-to-call calls remembered after they end, for ``GET /calls/{id}``.
 _KEPT: Final = 1_000
 _PROGRESS_MAX: Final = 32
@@ -470,6 +472,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         else:
             # Atxfer dials the destination from ``leg``: the extension talks to
             # the target first and completes the transfer by hanging up.
+            await _require_transfer_feature(ctx, leg)
             await ctx.send("Atxfer", {"Channel": leg, "Context": context, "Exten": exten})
         return JSONResponse(
             {"id": call_id, "mode": mode, "channel": leg, "context": context, "exten": exten},
@@ -492,6 +495,28 @@ def _destination(dialing: Dialing, outbound: str, value: object) -> tuple[str, s
     if number.internal:
         return DIAL_CONTEXT, dialing.extension(number.number, "to")
     return outbound, number.dial
+
+
+async def _require_transfer_feature(ctx: ApiContext, leg: str) -> None:
+    """Refuse an attended transfer that Asterisk would accept and then ignore.
+
+    AMI Atxfer only queues the atxfer feature code and the digits on ``leg``
+    as if its phone had pressed them; on a leg whose Dial or Queue did not
+    allow transfers (option t, or T for the calling side) nothing acts on
+    them and the customer hears tones. Asterisk reads the allowed features
+    back as ``CHANNEL(dtmf_features)``, with ``T`` for transfers.
+    """
+    answer = await ctx.send(
+        "Getvar", {"Channel": leg, "Variable": _FEATURES_VARIABLE}, validate=False
+    )
+    if "T" not in (answer.response.get("Value") or ""):
+        raise ApiError(
+            409,
+            f"{leg} may not transfer: Asterisk acts on an attended transfer only when "
+            "the Dial or Queue that connected the extension has option t (T when the "
+            "extension placed the call); see docs/api.md, Transfers",
+            field="mode",
+        )
 
 
 def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: Dialing) -> str:

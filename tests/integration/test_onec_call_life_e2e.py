@@ -467,6 +467,34 @@ def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(
     assert story[-1] == "hangup"
 
 
+def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_a_409_on_asterisk(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """101 calls the customer itself through the sandbox's own Dial, which has no
+    option T: Asterisk would take Atxfer and do nothing, so the API says 409."""
+    router, double, phones = world
+    out = phones["101"].dial(CUSTOMER)
+    out.wait_answered(15)
+    [answered] = wait_until(
+        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
+        10,
+        "answered in 1C",
+    )
+    reply = httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert reply.status_code == 409, reply.text
+    assert "option t" in reply.json()["detail"]
+    time.sleep(0.5)
+    assert not out.ended  # the call goes on as it was
+    assert not phones["102"].calls
+    out.hangup()
+    ended_calls(double, 1)
+
+
 # -- the gap ------------------------------------------------------------------------------------
 
 

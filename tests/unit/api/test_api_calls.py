@@ -363,6 +363,8 @@ async def test_transfer_acts_from_the_extensions_leg_into_the_dial_context(
 ) -> None:
     ajam_replay.on(action, lambda sent: {"Message": "Transfer started"})
     mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    # What Asterisk 22 reads back for a leg its Dial or Queue let transfer (option t).
+    ajam_replay.channels[phone].variables["CHANNEL(dtmf_features)"] = "T"
     response = await client.post(
         f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": mode}, headers=auth("t101")
     )
@@ -391,6 +393,42 @@ async def test_transfer_acts_from_the_extensions_leg_into_the_dial_context(
         f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": "warm"}, headers=auth("t101")
     )
     assert wrong_mode.json()["field"] == "mode"
+
+
+async def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_refused_not_lost(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Asterisk answers Atxfer "successfully queued" and then does nothing on a leg
+    dialled without option t (seen on Asterisk 22 with real phones): a 409 that says
+    so, instead of a 202 for a transfer that never happens."""
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    ajam_replay.on("BlindTransfer", lambda sent: {"Message": "Transfer succeeded"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert refused.status_code == 409, refused.text
+    assert "option t" in refused.json()["detail"]
+    assert refused.json()["field"] == "mode"
+    assert ajam_replay.sent("Atxfer") == []
+    [asked] = ajam_replay.sent("Getvar")
+    assert (asked.get("Channel"), asked.get("Variable")) == (phone, "CHANNEL(dtmf_features)")
+    ajam_replay.channels[phone].variables["CHANNEL(dtmf_features)"] = "TH"  # t plus h
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert done.status_code == 202, done.text
+    assert len(ajam_replay.sent("Atxfer")) == 1
+    # A blind transfer needs no feature on the leg (AMI BlindTransfer acts itself).
+    ajam_replay.channels[phone].variables["CHANNEL(dtmf_features)"] = ""
+    blind = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": "blind"}, headers=auth("t101")
+    )
+    assert blind.status_code == 202, blind.text
 
 
 async def test_click_to_call_progress_reaches_the_event_feed_of_its_extension(
