@@ -1,7 +1,9 @@
 """Route latency on the sandbox Asterisk: callrouter against the least code that can route.
 
 Run: ``.venv/bin/python bench/bench_route.py`` (``--duration``, ``--rates``,
-``--variants``; about 3 minutes with the defaults).
+``--variants``; about 3 minutes with the defaults). ``--baseline REV`` with
+variants such as ``tcp-engine@base`` runs git revision REV's router (and 1C
+plugin) beside this checkout's in the same run, to measure a change.
 
 One Asterisk (the project's sandbox, ``timestampevents=yes``) runs the shipped
 ``[callrouter-inbound]`` context (``examples/asterisk/extensions.conf``); every

@@ -1,0 +1,204 @@
+"""The engine's own CPU per call, without sockets: captured events in, decisions out.
+
+Run: ``.venv/bin/python bench/bench_engine.py`` (``--rounds N``, best of N
+passes; ``--baseline REV`` also runs git revision REV's router, alternating
+with this checkout's ``--repeat`` times, each in its own process).
+
+The route benchmark (``bench_route.py``) measures the whole process against a
+real Asterisk, where parsing, socket writes and a loaded machine blur what the
+engine itself costs. This one feeds the events of 300 real calls (the capture
+of ``bench_ingest.py``, restricted to the engine's event selection) straight
+into :meth:`Engine.handle_event` of an engine set up as ``bench_route.py``'s
+engine variants are (the shipped rules, 1,000 generic ``if: did == ...``
+rules, the directory, a warm 1C cache, every decision logged to a file), on an
+AMI stand-in that answers at once and confirms each Redirect with its
+``Newexten``. It reports the CPU time per call (every event of the call and
+its decision, the bookkeeping after the Redirect included) and how long after
+its request event was handed in the Redirect left (p50): the decision's own
+share of the route latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BenchOneC, engine_config, make_rules_dir, md_table
+
+WARMUP = 2000  # events fed before measuring (caches, code paths)
+
+
+class InstantAMI:
+    """What the engine needs of a client: ``send`` answers Success at once; a
+    Redirect's ``Newexten`` is handed to the engine on the next loop turn."""
+
+    logged_in = True
+    session_generation = 1
+    event_selection: Any = None
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.redirected_at: list[float] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def set_events(self, selection: Any) -> None:
+        self.event_selection = selection
+
+    async def login(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def send(self, name: str, params: Any = None, **_: Any) -> Any:
+        from router.ami.message import Event
+        from router.ami.protocol import assemble_result, parse_body
+
+        if name == "Redirect":
+            self.redirected_at.append(time.perf_counter())
+            landed = Event(
+                (
+                    ("Event", "Newexten"),
+                    ("Channel", params["Channel"]),
+                    ("Context", params["Context"]),
+                    ("Exten", params.get("Exten", "")),
+                    ("Timestamp", f"{time.time():.6f}"),
+                )
+            )
+            task = asyncio.ensure_future(self.engine.handle_event(landed))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return assemble_result(
+            parse_body(b"Response: Success\r\nMessage: ok\r\n\r\n", "text/plain")
+        )
+
+
+def captured_events() -> list[Any]:
+    from bench_ingest import load_capture
+
+    from router.ami.protocol import assemble_result, parse_body, split_waitevent
+
+    events: list[Any] = []
+    for body in load_capture()["rawman"]:
+        result = assemble_result(parse_body(body.encode("utf-8"), "text/plain"))
+        events.extend(split_waitevent((result.response, *result.extra))[1])
+    return events
+
+
+async def measure(rounds: int) -> tuple[float, float]:
+    """(CPU microseconds per call, request -> Redirect p50 in microseconds), best round."""
+    from bench_route import EXTRA_RULES, did_rules
+
+    from router.ami.message import Event
+    from router.config import load_config
+    from router.engine import Engine
+    from router.plugins import Plugins
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
+    rules = make_rules_dir(tmp, extra=0)
+    (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
+    path = engine_config(tmp, "tcp://127.0.0.1:5038", "unused", rules)
+    path.write_text(path.read_text().replace("waitevent_timeout = 20\n", ""))
+    onec = BenchOneC()
+    await onec.warm()
+    ami = InstantAMI()
+    engine = Engine(
+        load_config(path), plugins=Plugins.load(extra=[onec], disabled=["onec"]), client=ami
+    )
+    ami.engine = engine
+    await engine.setup()
+    await engine.plugins.startup(engine.api)
+    selection = await engine.event_selection()
+    events = [e for e in captured_events() if selection.names is None or e.name in selection.names]
+    requests: list[float] = []
+
+    async def feed(batch: list[Any]) -> None:
+        for event in batch:
+            if event.name == "UserEvent":  # a request made now, not at capture time
+                now = f"{time.time():.6f}"
+                event = Event(tuple((k, now if k == "Timestamp" else v) for k, v in event.fields))
+                requests.append(time.perf_counter())
+            await engine.handle_event(event)
+        await engine.wait_idle()
+
+    await feed(events[:WARMUP])
+    calls = sum(1 for e in events[WARMUP:] if e.name == "UserEvent")
+    best_cpu, best_p50 = float("inf"), float("inf")
+    for _ in range(rounds):
+        requests.clear()
+        ami.redirected_at.clear()
+        engine.router._routed.clear()  # the same channels ask again
+        started = time.process_time()
+        await feed(events[WARMUP:])
+        cpu = (time.process_time() - started) / calls * 1e6
+        waits = sorted(
+            (sent - asked) * 1e6 for asked, sent in zip(requests, ami.redirected_at, strict=True)
+        )
+        best_cpu = min(best_cpu, cpu)
+        best_p50 = min(best_p50, waits[len(waits) // 2])
+    outcomes = {r.outcome for r in engine.records}
+    assert outcomes == {"executed"}, outcomes
+    return best_cpu, best_p50
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="best of N passes (default 3)")
+    parser.add_argument("--baseline", metavar="REV", help="also measure revision REV's router")
+    parser.add_argument("--repeat", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.once:
+        cpu, p50 = asyncio.run(measure(args.rounds))
+        print(f"{cpu:.0f} {p50:.0f}")
+        return
+    revisions = [("this checkout", None)] + ([(args.baseline, "")] if args.baseline else [])
+    rows: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in revisions}
+    with tempfile.TemporaryDirectory() as base:
+        if args.baseline:
+            from bench_route import export_tree
+
+            export_tree(args.baseline, Path(base))
+        for _ in range(args.repeat if args.baseline else 1):
+            for label, tree in revisions:
+                env = dict(os.environ)
+                env.pop("CALLROUTER_BENCH_BASELINE", None)
+                if tree is not None:
+                    env["CALLROUTER_BENCH_BASELINE"] = base
+                out = subprocess.run(
+                    [sys.executable, __file__, "--once", "--rounds", str(args.rounds)],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                rows[label].append((float(out[0]), float(out[1])))
+    print("### The engine alone: captured calls through Engine.handle_event, no sockets\n")
+    print(
+        md_table(
+            ["router", "CPU per call, us (each run)", "request -> Redirect p50, us (each run)"],
+            [
+                [
+                    label,
+                    ", ".join(f"{cpu:.0f}" for cpu, _ in runs),
+                    ", ".join(f"{p50:.0f}" for _, p50 in runs),
+                ]
+                for label, runs in rows.items()
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
