@@ -259,7 +259,7 @@ class Plugins:
             args = {name: kwargs[name] for name in impl.argnames}
             try:
                 value = impl.function(**args)
-                if inspect.isawaitable(value):
+                if value is not None and inspect.isawaitable(value):
                     # In this task (no task per hook call, as wait_for would make).
                     async with asyncio.timeout(timeout):
                         value = await value
