@@ -10,7 +10,8 @@ engine itself costs. This one feeds the events of 300 real calls (the capture
 of ``bench_ingest.py``, restricted to the engine's event selection) straight
 into :meth:`Engine.handle_event` of an engine set up as ``bench_route.py``'s
 engine variants are (the shipped rules, 1,000 generic ``if: did == ...``
-rules, the directory, a warm 1C cache, every decision logged to a file), on an
+rules, the directory, a warm 1C cache, every decision logged to a file), with
+the 9 CEL records of an answered call added to each captured call, on an
 AMI stand-in that answers at once and confirms each Redirect with its
 ``Newexten``. It reports the CPU time per call (every event of the call and
 its decision, the bookkeeping after the Redirect included) and how long after
@@ -95,6 +96,25 @@ def captured_events() -> list[Any]:
     return events
 
 
+def with_cel(events: list[Any]) -> list[Any]:
+    """The capture predates CEL over AMI: after each request, the 9 CEL records
+    of an answered call (``router.testing.cel``) under that call's Linkedid,
+    as cel_manager sends them, so the call life's work is in the figure."""
+    from router.ami.message import Event
+    from router.testing.cel import answered_call, as_ami
+
+    records = [as_ami(record) for record in answered_call().records]
+    out: list[Any] = []
+    for event in events:
+        out.append(event)
+        if event.name == "UserEvent":
+            linkedid = event.get("Linkedid") or ""
+            for fields in records:
+                cel = dict(fields, LinkedID=linkedid, UniqueID=f"{linkedid}-{fields['UniqueID']}")
+                out.append(Event(tuple(cel.items())))
+    return out
+
+
 async def measure(rounds: int) -> tuple[float, float]:
     """(CPU microseconds per call, request -> Redirect p50 in microseconds), best round."""
     from bench_route import EXTRA_RULES, did_rules
@@ -120,7 +140,9 @@ async def measure(rounds: int) -> tuple[float, float]:
     await engine.setup()
     await engine.plugins.startup(engine.api)
     selection = await engine.event_selection()
-    events = [e for e in captured_events() if selection.names is None or e.name in selection.names]
+    events = with_cel(
+        [e for e in captured_events() if selection.names is None or e.name in selection.names]
+    )
     requests: list[float] = []
 
     async def feed(batch: list[Any]) -> None:
