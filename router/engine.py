@@ -752,6 +752,9 @@ class Engine:
         """The AMI events to ask Asterisk for: the engine's own, the rules'
         (``on: event``, ``VarSet`` when a rule reads ``call.vars``) and the
         plugins' (router/ami/event_filter.py; ``[asterisk] events``)."""
+        # Asked in either mode: the answers also say which events each
+        # plugin's callrouter_event is called for (Plugins.event).
+        wanted = await self.plugins.wanted_events()
         if self._config.asterisk.events == "all":
             return EVERYTHING
         core = set(CORE_EVENTS) | LIVE_EVENTS
@@ -760,11 +763,7 @@ class Engine:
         current = self.rules.current
         if current.reads_call_vars:
             core.add("VarSet")
-        return select_events(
-            rule_patterns=current.event_patterns,
-            plugins=await self.plugins.wanted_events(),
-            core=core,
-        )
+        return select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
 
     async def _refilter(self) -> None:
         """After a reload: the new rules may need other events (an ``on: event``

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from router import ConfigError
 from router.ami.message import Event
 from router.calls import Call
 from router.cli import main
-from router.config import AsteriskSettings, Config, PluginSettings
+from router.config import AsteriskSettings, Config, PluginSettings, load_config
 from router.engine import Engine
 from router.hookspecs import hookimpl
 from router.plugins import DEFAULT_PLUGINS, Plugins
@@ -291,3 +292,27 @@ async def test_a_plugin_registered_after_the_answers_gets_every_event() -> None:
     await plugins.event(named("Newexten"), None)
     await plugins.event(named("Hangup"), None)
     assert sorted(seen[1:]) == [("hangups", "Hangup"), ("late", "Hangup")]
+
+
+@pytest.mark.parametrize("events", ["auto", "all"])
+async def test_the_engine_dispatches_by_name_whatever_it_asks_asterisk_for(
+    events: str, tmp_path: Path
+) -> None:
+    """``[asterisk] events = "all"`` widens what Asterisk sends, not what a
+    plugin that named its events is called for (docs/plugins.md)."""
+    seen: list[tuple[str, str]] = []
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://pbx.test/asterisk"\nusername = "router"\nsecret = "x"\n'
+        f'events = "{events}"\n[router]\nrules = ["{rules}"]\n'
+        f'state_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(load_config(path), plugins=load(Reader("hangups", ("Hangup",), seen)))
+    await engine.setup()
+    await engine.event_selection()  # what start() asks before logging in
+    await engine.handle_event(named("Newexten"))
+    await engine.handle_event(named("Hangup"))
+    assert seen == [("hangups", "Hangup")]
