@@ -480,7 +480,10 @@ class Folder:
         self.max_emitted = max_emitted
         self._calls: OrderedDict[str, CallFold] = OrderedDict()
         self._emitted: OrderedDict[str, None] = OrderedDict()
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        #: Ended calls (Linkedid -> the time of their last record).
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        #: Calls a previous run told to the end (the mark file's ``told``).
+        self._told_before: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -518,6 +521,8 @@ class Folder:
         A call that is still up continues live from the rebuilt state, so its
         later live records fold on top of what the store held.
         """
+        if linkedid in self._told_before:
+            return []  # a previous run told it to the end; its events are 1C's already
         ordered = sorted(records, key=lambda r: (r.at, r.seq))
         fresh = CallFold(linkedid, self.is_internal, replayed=True)
         events: list[CallEvent] = []
@@ -539,7 +544,7 @@ class Folder:
             if linkedid not in self._ended:
                 self._admit(linkedid, fresh)
         elif linkedid not in self._ended:
-            self._remember_end(linkedid)
+            self._remember_end(linkedid, fresh.last_at)
         return self._new(events)
 
     def sweep(self, older_than: float) -> list[str]:
@@ -565,11 +570,27 @@ class Folder:
     def _finish(self, call: CallFold, events: list[CallEvent]) -> list[CallEvent]:
         if call.ended:
             self._calls.pop(call.linkedid, None)
-            self._remember_end(call.linkedid)
+            self._remember_end(call.linkedid, call.last_at)
         return self._new(events)
 
-    def _remember_end(self, linkedid: str) -> None:
-        self._ended[linkedid] = None
+    def told_since(self, since: float, before: float | None = None) -> dict[str, float]:
+        """Calls told to the end whose last record is at ``since`` or later (and
+        before ``before``): what a restarted router's replay would read again."""
+        return {
+            linkedid: at
+            for linkedid, at in self._ended.items()
+            if at >= since and (before is None or at < before)
+        }
+
+    def seed_told(self, told: dict[str, float]) -> None:
+        """Calls a previous run told to the end: a replay tells them nothing again,
+        and a late live record of one does not start a phantom call."""
+        for linkedid, at in told.items():
+            self._told_before.add(linkedid)
+            self._remember_end(linkedid, at)
+
+    def _remember_end(self, linkedid: str, at: float) -> None:
+        self._ended[linkedid] = at
         while len(self._ended) > self.max_calls:
             self._ended.popitem(last=False)
 

@@ -7,8 +7,10 @@ Live, the engine hands every ``CEL`` event (and the ``Newstate`` /
 it waits the settle delay, reads the gap's calls from the CEL store in a
 worker thread and folds them with the same folder: only what was not told
 yet goes out. A mark in the state dir (the time up to which everything was
-told) tells a restarted router where to start reading. Nothing here raises
-into the engine.
+told) tells a restarted router where to start reading; beside it, the calls
+told to the end that such a read would meet again (its margin, or a long call
+keeping the mark back), so a restart tells none of them twice. Nothing here
+raises into the engine.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class CallLife:
         self.source = source if source is not None else _open(settings)
         self._clock = clock
         self._state_dir: Path | None = None
-        self._mark_written: float | None = None
+        self._mark_written: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Starts of the replays not finished yet (the mark stays before them).
         self._pending: list[float] = []
@@ -125,29 +127,53 @@ class CallLife:
         return mark
 
     def read_mark(self) -> float | None:
+        mark, _ = self._read_mark_file()
+        return mark
+
+    def _read_mark_file(self) -> tuple[float | None, dict[str, float]]:
+        """The mark and the calls told to the end beside it (``{}`` when none)."""
         if self._state_dir is None:
-            return None
+            return None, {}
         path = self._state_dir / MARK_FILE
         try:
-            value = json.loads(path.read_text(encoding="utf-8")).get("mark")
+            data = json.loads(path.read_text(encoding="utf-8"))
+            value = data.get("mark")
+            told = data.get("told", {})
         except FileNotFoundError:
-            return None
+            return None, {}
         except (OSError, ValueError, AttributeError) as exc:
             log.warning("call life: %s unreadable (%s); no replay from it", path, exc)
-            return None
-        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+            return None, {}
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            return None, {}
+        ended: dict[str, float] = {}
+        if isinstance(told, dict):
+            for linkedid, at in list(told.items())[-self.settings.max_calls :]:
+                if isinstance(at, int | float) and math.isfinite(at):
+                    ended[str(linkedid)] = float(at)
+        return float(value), ended
+
+    def told(self, mark: float) -> dict[str, float]:
+        """The calls told to the end that a restart's replay from ``mark`` would
+        read again; none that ended after a gap whose replay is still due (the
+        gap may have lost some of their events, so a restart tells them again)."""
+        before = min(self._pending) if self._pending else None
+        return self.folder.told_since(mark - GAP_MARGIN, before)
 
     def write_mark(self) -> None:
         """Write the mark atomically (blocking: call it in a thread, or at stop)."""
         mark = self.mark()
-        if self._state_dir is None or mark is None or mark == self._mark_written:
+        if self._state_dir is None or mark is None:
+            return
+        data = {"mark": mark, "told": self.told(mark)}
+        if data == self._mark_written:
             return
         path = self._state_dir / MARK_FILE
         tmp = path.with_name(f".{MARK_FILE}.{os.getpid()}")
         try:
-            tmp.write_text(json.dumps({"mark": mark}) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
             tmp.replace(path)
-            self._mark_written = mark
+            self._mark_written = data
         except OSError as exc:
             log.warning("call life: cannot write %s: %s", path, exc)
 
@@ -164,11 +190,15 @@ class CallLife:
     def start(self, state_dir: Path) -> None:
         """At engine start: replay from the saved mark (bounded by ``replay_max_age``)."""
         self._state_dir = state_dir
-        mark = self.read_mark()
+        mark, told = self._read_mark_file()
+        self.folder.seed_told(told)
         if self.source is None:
             return
         if mark is None:
             log.info("call life: no replay mark yet in %s; history starts now", state_dir)
+            # Now, not at the first timed save: a router killed before it would
+            # otherwise find no mark again and never tell what ended meanwhile.
+            self.write_mark()
             return
         since = max(mark - GAP_MARGIN, self._clock() - self.settings.replay_max_age)
         self._pending.append(since)

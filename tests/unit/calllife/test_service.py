@@ -68,6 +68,40 @@ async def test_a_router_killed_mid_stream_tells_the_rest_after_its_restart(
     assert all(e.replayed for e in second)
 
 
+@pytest.mark.parametrize("cut", [40, 75, 120, len(EVENTS)])
+async def test_a_call_told_to_its_end_is_not_told_again_after_a_restart(
+    tmp_path: Path, cut: int
+) -> None:
+    """The restart's replay reads back past the mark (its margin, a long call); the
+    calls it meets that the killed router had told to the end stay told."""
+    first: list[CallEvent] = []
+    clock = [ALL[0].at - 1]
+    before = life(first, clock)
+    before.start(tmp_path)
+    for fields in EVENTS[:cut]:
+        if "Timestamp" in fields:
+            clock[0] = float(fields["Timestamp"])
+        await before.ingest(fields["Event"], fields)
+    before.write_mark()
+    ended = {e.call_id for e in first if e.kind in ("hangup", "missed")}
+    assert ended  # the cut leaves some calls told to the end
+    second: list[CallEvent] = []
+    after = life(second)
+    after.start(tmp_path)
+    await settle(after)
+    assert [e.event_id for e in second if e.call_id in ended] == []
+    assert sorted({e.event_id for e in first} | {e.event_id for e in second}) == expected_ids()
+    if cut == len(EVENTS):
+        assert second == []  # every call was told to the end before the kill
+
+
+async def test_a_first_start_writes_its_mark_at_once(tmp_path: Path) -> None:
+    """Killed before the first timed save, the next start still replays from then."""
+    service = life([], [1_800_000_000.0])
+    service.start(tmp_path)
+    assert service.read_mark() == 1_800_000_000.0
+
+
 async def test_a_gap_is_replayed_and_live_continues(tmp_path: Path) -> None:
     told: list[CallEvent] = []
     service = life(told)
@@ -128,7 +162,11 @@ async def test_the_mark_is_the_oldest_open_call(tmp_path: Path) -> None:
     start = min(r.at for r in ALL if r.event == "CHAN_START")
     assert service.mark() == start
     await service.save_mark()
-    assert json.loads((tmp_path / MARK_FILE).read_text(encoding="utf-8")) == {"mark": start}
+    # Nothing ended yet: no call told to the end beside the mark.
+    assert json.loads((tmp_path / MARK_FILE).read_text(encoding="utf-8")) == {
+        "mark": start,
+        "told": {},
+    }
     assert service.read_mark() == start
 
 
