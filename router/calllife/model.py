@@ -137,24 +137,29 @@ class CelRecord:
         Raises ValueError when the record has no UniqueID, LinkedID or event name:
         it could belong to no call.
         """
-        at = _live_time(fields.get("Timestamp"), fields.get("EventTime"))
-        return cls.build(
-            event=fields.get("EventName", ""),
-            at=at,
+        # Every live CEL record comes through here (nine for an answered
+        # call): an AMI message hands its keys as spelled in one dict
+        # (Message.spelled), so each of the fifteen reads is a dict lookup;
+        # a key spelled otherwise is still found by the message's own get.
+        spelled = getattr(fields, "spelled", None)
+        exact: Mapping[str, str] = spelled() if spelled is not None else fields
+        get = exact.get
+        values = [get(key) for key in _LIVE_KEYS]
+        if None in values:
+            values = [
+                fields.get(key, "") if value is None else value
+                for key, value in zip(_LIVE_KEYS, values, strict=True)
+            ]
+        event, stamp, event_time, uniqueid, linkedid, *text, extra = values
+        return cls._checked(
+            event or "",
+            _live_time(stamp, event_time),
             # cel_manager's spelling first: the other one is looked up only when
             # it is missing (a miss folds every key of the record).
-            uniqueid=fields.get("UniqueID") or fields.get("Uniqueid", ""),
-            linkedid=fields.get("LinkedID") or fields.get("Linkedid", ""),
-            channel=fields.get("Channel", ""),
-            context=fields.get("Context", ""),
-            exten=fields.get("Exten", ""),
-            cid_num=fields.get("CallerIDnum", ""),
-            cid_name=fields.get("CallerIDname", ""),
-            cid_dnid=fields.get("CallerIDdnid", ""),
-            application=fields.get("Application", ""),
-            appdata=fields.get("AppData", ""),
-            peer=fields.get("Peer", ""),
-            extra=fields.get("Extra", ""),
+            uniqueid or fields.get("Uniqueid", "") or "",
+            linkedid or fields.get("Linkedid", "") or "",
+            *text,  # type: ignore[arg-type]  # str: None was replaced above
+            extra=extra or "",
             seq=seq,
         )
 
@@ -172,21 +177,72 @@ class CelRecord:
     ) -> CelRecord:
         """A record from plain values, bounded and checked (the one constructor
         every reader uses)."""
+        return cls._checked(event, at, uniqueid, linkedid, extra=extra, seq=seq, **text)
+
+    @classmethod
+    def _checked(
+        cls,
+        event: str,
+        at: float,
+        uniqueid: str,
+        linkedid: str,
+        channel: str = "",
+        context: str = "",
+        exten: str = "",
+        cid_num: str = "",
+        cid_name: str = "",
+        cid_dnid: str = "",
+        application: str = "",
+        appdata: str = "",
+        peer: str = "",
+        *,
+        extra: str = "",
+        seq: int = 0,
+    ) -> CelRecord:
         if not event or not uniqueid or not linkedid:
             raise ValueError("a CEL record needs an event name, a UniqueID and a LinkedID")
         if not math.isfinite(at):
             raise ValueError(f"CEL record {event} of {uniqueid}: time {at!r} is not finite")
         extra_text = (extra or "").strip()[: 4 * MAX_FIELD]
         return cls(
-            event=event[:64],
-            at=at,
-            uniqueid=uniqueid[:MAX_FIELD],
-            linkedid=linkedid[:MAX_FIELD],
-            extra=_extra(extra_text),
-            extra_text=extra_text,
-            seq=seq,
-            **{name: (value or "")[:MAX_FIELD] for name, value in text.items()},
+            event[:64],
+            at,
+            uniqueid[:MAX_FIELD],
+            linkedid[:MAX_FIELD],
+            (channel or "")[:MAX_FIELD],
+            (context or "")[:MAX_FIELD],
+            (exten or "")[:MAX_FIELD],
+            (cid_num or "")[:MAX_FIELD],
+            (cid_name or "")[:MAX_FIELD],
+            (cid_dnid or "")[:MAX_FIELD],
+            (application or "")[:MAX_FIELD],
+            (appdata or "")[:MAX_FIELD],
+            (peer or "")[:MAX_FIELD],
+            _extra(extra_text),
+            extra_text,
+            seq,
         )
+
+
+#: The headers :meth:`CelRecord.from_fields` reads, in the order it unpacks them
+#: (the text ones in the order of :meth:`CelRecord._checked`'s parameters).
+_LIVE_KEYS = (
+    "EventName",
+    "Timestamp",
+    "EventTime",
+    "UniqueID",
+    "LinkedID",
+    "Channel",
+    "Context",
+    "Exten",
+    "CallerIDnum",
+    "CallerIDname",
+    "CallerIDdnid",
+    "Application",
+    "AppData",
+    "Peer",
+    "Extra",
+)
 
 
 def _extra(text: str) -> Mapping[str, Any]:

@@ -258,6 +258,16 @@ def test_get_gives_the_first_of_a_repeated_key_in_any_spelling() -> None:
     assert msg.get("Output") == "one"  # the second lookup, from the built dict
 
 
+def test_spelled_gives_the_first_value_of_each_key_as_spelled_and_nothing_folded() -> None:
+    """``spelled`` is what ``get`` reads first (issue 16: a CEL record's fifteen
+    reads are dict lookups on it); another spelling is not in it, ``get`` finds it."""
+    msg = Event((("Event", "X"), ("Output", "one"), ("Output", "two"), ("Cause-txt", "busy")))
+    assert dict(msg.spelled()) == {"Event": "X", "Output": "one", "Cause-txt": "busy"}
+    assert msg.spelled().get("cause_txt") is None
+    assert msg.get("cause_txt") == "busy"
+    assert msg.spelled() is msg.spelled()  # built once per message
+
+
 def test_encode_repeated_variables_and_python_values() -> None:
     action = Action.build(
         "Originate",

@@ -7,7 +7,7 @@ import pytest
 from router.ami.message import Event
 from router.calllife.fold import Folder, extension_of
 from router.calllife.model import CallEvent, CelRecord, Transfer
-from router.testing.cel import Cel
+from router.testing.cel import Cel, as_ami
 
 
 def fold(cel: Cel) -> list[CallEvent]:
@@ -238,6 +238,39 @@ def test_a_live_record_is_read_in_either_spelling_of_its_ids() -> None:
     cel = CelRecord.from_fields(Event((*base, ("UniqueID", "u.1"), ("LinkedID", "l.1"))))
     other = CelRecord.from_fields(Event((*base, ("Uniqueid", "u.1"), ("linkedid", "l.1"))))
     assert (cel.uniqueid, cel.linkedid) == (other.uniqueid, other.linkedid) == ("u.1", "l.1")
+
+
+def test_a_live_record_reads_every_field_in_any_spelling_as_a_stored_one_has_it() -> None:
+    """``from_fields`` reads a message's keys as spelled in one dict (issue 16); a
+    field spelled otherwise (mxml folds every key) is still read, and either way
+    the record is the one ``build`` makes of the same values."""
+    record = CelRecord.build(
+        event="HANGUP",
+        at=1796126304.5,
+        uniqueid="u.2",
+        linkedid="l.1",
+        channel="PJSIP/101-00000002",
+        context="from-internal",
+        exten="102",
+        cid_num="101",
+        cid_name="Anna",
+        cid_dnid="102",
+        application="Dial",
+        appdata="PJSIP/102",
+        peer="PJSIP/102-00000003",
+        extra='{"hangupcause":16,"hangupsource":"PJSIP/101-00000002","dialstatus":"ANSWER"}',
+    )
+    fields = as_ami(record)
+    folded = tuple((key.lower(), value) for key, value in fields.items())
+    for message in (Event(tuple(fields.items())), Event(folded), fields):
+        live = CelRecord.from_fields(message)
+        assert live == record
+        assert (live.extra, live.extra_text) == (record.extra, record.extra_text)
+        assert live.extra["hangupcause"] == 16
+    with pytest.raises(ValueError, match="UniqueID"):
+        CelRecord.from_fields(
+            Event((("Event", "CEL"), ("EventName", "ANSWER"), ("Timestamp", "1.5"), folded[-3]))
+        )
 
 
 @pytest.mark.parametrize("named", [True, False])
