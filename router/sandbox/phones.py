@@ -642,18 +642,23 @@ audio_path {self.folder_in_root}/sounds
         return reply
 
     def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
+        """Until ``predicate``; a baresip that died (it has crashed under load, SIGSEGV)
+        can tell nothing more, so that ends the wait at once, not at the timeout."""
+        start = time.monotonic()
+        deadline = start + timeout
         with self._cond:
             while not predicate():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                exited = self.process is not None and self.process.poll() is not None
+                if left <= 0 or exited:
                     events = "\n".join(" ".join(e) for e in self.recent)
                     if self._ctrl is not None and self._ctrl.error:
                         events += f"\ncontrol connection failed: {self._ctrl.error}"
                     if self.process is not None and self.process.poll() is not None:
                         events += f"\nbaresip exited with {self.process.returncode}"
+                    waited = time.monotonic() - start
                     raise SandboxError(
-                        f"{self.name}: waited {timeout:.0f} s for {what}\n"
+                        f"{self.name}: waited {waited:.0f} s of {timeout:.0f} s for {what}\n"
                         f"--- its last events\n{events}\n{self.log_tail()}"
                     )
                 self._cond.wait(min(left, 0.5))

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,19 @@ def test_a_command_nobody_answers_fails_within_its_timeout() -> None:
         control.close()
         conn.close()
         server.close()
+
+
+def test_a_wait_on_a_baresip_that_died_ends_at_once_naming_its_exit(tmp_path: Path) -> None:
+    """A crashed user agent (SIGSEGV under load) tells nothing more: the test that
+    waits on it fails at once with the signal, not after its whole timeout."""
+    phone = Phone(fake_box(tmp_path), "101")
+    phone.process = subprocess.Popen(["sh", "-c", "kill -SEGV $$"])
+    phone.process.wait(10)
+    started = time.monotonic()
+    with pytest.raises(SandboxError, match="baresip exited with -11") as caught:
+        phone._wait(lambda: False, 600, "a call to be up")
+    assert "of 600 s for a call to be up" in str(caught.value)
+    assert time.monotonic() - started < 60  # not the 600 s timeout
 
 
 # -- input checks ----------------------------------------------------------------------
