@@ -19,8 +19,8 @@ saw:
 * the gap: ``callrouter run`` SIGKILLed, 20 calls of every kind while it is
   down, then started: within the settle delay 1C has the whole history of all
   20, each event once; the same when Asterisk restarts under a stopped router,
-  and when a stopped router's AJAM session expires (slow: Asterisk's
-  httptimeout).
+  and when a stopped router's AJAM session expires (past Asterisk's
+  httptimeout: this module's own Asterisk has 12 s, not the kit's 60).
 
 The router and the double are shared by the tests (one module); each test
 resets the double and the phones. Phones and Asterisk calls are synchronous
@@ -49,6 +49,7 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones, tone_share, tone_wav
+from router.testing import shipped_dialplan
 
 pytestmark = [pytest.mark.integration]
 
@@ -176,6 +177,27 @@ class Router:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+#: manager.conf httptimeout of this module's Asterisk: the session-expiry test waits
+#: past it, so not the kit's 60 s (the router's WaitEvent keeps under it by itself).
+HTTPTIMEOUT = 12
+
+
+@pytest.fixture(scope="module")
+def sandbox_phones() -> Iterator[Phones]:
+    """The kit's phones 101-105, on a private Asterisk with the shipped dialplan and
+    ``httptimeout`` = :data:`HTTPTIMEOUT` (the kit's ``phones`` resets them per test)."""
+    pbx = Sandbox.start(
+        name=f"pytest-{os.getpid()}-onec-life",
+        httptimeout=HTTPTIMEOUT,
+        extra_dialplan=shipped_dialplan(),
+    )
+    try:
+        with Phones.start(pbx, extensions=("101", "102", "103", "104", "105")) as running:
+            yield running
+    finally:
+        pbx.remove()
 
 
 @pytest.fixture(scope="module")
