@@ -201,10 +201,14 @@ async def place(
 
 
 async def quiet(engine: Engine, placer: CallPlacer) -> None:
-    """Hang every call up and wait until the engine has seen them all end."""
+    """Hang every call up and wait until the engine has seen them all end.
+
+    A call's end in 1C's history comes with CEL's LINKEDID_END, after the Hangup
+    that takes it off the tracker (on a loaded machine, a poll later): the call
+    life must have folded every call to its end too."""
     await placer.hangup_all()
-    for _ in range(100):
-        if not list(engine.tracker):
+    for _ in range(200):
+        if not list(engine.tracker) and len(engine.calllife.folder) == 0:
             break
         await asyncio.sleep(0.1)
     await engine.wait_idle()
