@@ -61,7 +61,7 @@ from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker, Fed
+from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -870,12 +870,9 @@ class Engine:
             return
         self.metrics.event(name)
         if name == "CEL":
-            # CEL records are the call life's (router/calllife), not the tracker's:
-            # a CHAN_END or LINKEDID_END after the call's last Hangup would start
-            # a call that never ends.
-            fed = Fed(self._tracker.get(event.get("LinkedID") or ""))
-        else:
-            fed = self._tracker.feed(event)
+            await self._cel(event)
+            return
+        fed = self._tracker.feed(event)
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
@@ -908,6 +905,23 @@ class Engine:
             await self._event_rules(event, call)
         for ended in fed.ended:
             await self.plugins.call_end(ended)
+
+    async def _cel(self, event: Event) -> None:
+        """A CEL record: plugins, the call life, listeners and event rules only.
+
+        CEL records are the call life's (router/calllife), not the tracker's:
+        a CHAN_END or LINKEDID_END after the call's last Hangup would start a
+        call that never ends. Nine come with an answered call, so the rest of
+        :meth:`handle_event` (tracker, Redirect confirmations, requests,
+        prefetch), which no CEL record concerns, is not walked for them.
+        """
+        call = self._tracker.get(event.get("LinkedID") or "")
+        await self.plugins.event(event, call)
+        await self.calllife.ingest("CEL", event)
+        if self._listeners:
+            self._tell(event, call)
+        if self.rules.current.event_rules("CEL"):
+            await self._event_rules(event, call)
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:
         context = Context.for_event(

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from router.ami.message import Event
 from router.calllife.model import CallEvent
 from router.calllife.settings import HistorySettings
+from router.calls import Call
 from router.hookspecs import hookimpl
 from router.testing.cel import Cel, as_ami, write_sqlite
 
@@ -116,3 +119,60 @@ async def test_cel_records_start_no_call_in_the_tracker(
     assert len(engine.tracker) == 0
     assert starts.started == [linkedid]
     assert [e.kind for e in told.events] == ["hangup", "missed"]  # the call life still folds it
+
+
+class CelReader:
+    __name__ = "cel_reader"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str | None]] = []
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return ("CEL",)
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.seen.append((event.get("EventName"), call.linkedid if call else None))
+
+
+async def test_a_cel_record_reaches_plugins_listeners_and_event_rules_with_its_call(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """CEL records take a short way through the engine (issue 16: no tracker, no
+    request or prefetch checks), yet everyone who read them before still does:
+    a plugin that asked for CEL (with the call it belongs to), a listener, an
+    event rule on CEL, and the call life."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: cel-answer\n    on: event CEL\n"
+        '    if: event.eventname == "ANSWER"\n'
+        "    do: [{ami: {action: DBPut, family: f, key: k, val: v}}]\n",
+        encoding="utf-8",
+    )
+    reader, told = CelReader(), Told()
+    engine = await engine_factory(rules, plugins=[reader, told])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    [call] = list(engine.tracker)
+    heard: list[tuple[str, Call | None]] = []
+    stop = engine.watch(
+        lambda item, of: heard.append((item.name, of)) if isinstance(item, Event) else None
+    )
+    # The answered call's records under this call's Linkedid (its phone leg
+    # renamed: the replay's Linkedid may end in the ".2" Cel gives the phone).
+    ids = {"pbx-500.1": call.linkedid, "pbx-500.2": f"{call.linkedid}-phone"}
+    cel = answered("pbx-500.1", time.time() - 1)
+    records = [replace(r, linkedid=call.linkedid, uniqueid=ids[r.uniqueid]) for r in cel.records]
+    ajam_replay.queue_events([as_ami(r) for r in records])
+    await ajam_replay.settle(engine)
+    for _ in range(100):
+        if len(ajam_replay.sent("DBPut")) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    stop()
+    assert reader.seen == [(r.event, call.linkedid) for r in records]
+    assert [(name, of) for name, of in heard if name == "CEL"] == [("CEL", call)] * len(cel.records)
+    assert [e.kind for e in told.events] == ["ringing", "answered", "hangup"]
+    assert len(ajam_replay.sent("DBPut")) == 2  # the phone's ANSWER and the trunk's
+    assert list(engine.tracker) == [call]  # CEL neither started nor ended a call
