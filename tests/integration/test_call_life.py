@@ -327,6 +327,25 @@ def place_mixed(phones: Phones, count: int) -> None:
         for name in ("101", "102", "103"):
             phones[name].mode = wanted.get(f"p{name}", "answer")  # type: ignore[assignment]
 
+    def wait_for(what: str, check: Callable[..., bool], *args: object) -> None:
+        """The phones' own view, polled: no fixed pause where the fact can be seen."""
+        deadline = time.monotonic() + 20
+        while not check(*args):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited 20 s for {what}")
+            time.sleep(0.05)
+
+    def all_rung(seen: dict[str, int]) -> bool:
+        """Each phone has a call newer than the ``seen`` count, and it rang."""
+        return all(
+            len(phones[name].calls) > count and phones[name].calls[-1].ringing_at is not None
+            for name, count in seen.items()
+        )
+
+    def picked_up(name: str, before: int) -> bool:
+        calls = phones[name].calls
+        return len(calls) > before and calls[-1].answered
+
     kinds = ["answered", "missed", "blind", "internal"]
     for n in range(count):
         kind = kinds[n % len(kinds)]
@@ -338,16 +357,20 @@ def place_mixed(phones: Phones, count: int) -> None:
             call.hangup()
         elif kind == "missed":
             modes(p101="noanswer", p102="noanswer", p103="noanswer")
+            seen = {name: len(phones[name].calls) for name in ("101", "102", "103")}
             call = phones.pstn.call(did=GROUP, caller=caller)
-            time.sleep(1.5)
+            wait_for("the ring group's three phones ringing", all_rung, seen)
+            time.sleep(0.3)
             call.hangup()
         elif kind == "blind":
             modes(p102="noanswer", p103="noanswer")
             call = phones.pstn.call(did=OWNER, caller=caller).wait_answered(30)
             modes()
             time.sleep(0.5)
+            before = len(phones["102"].calls)
             phones["101"].blind_transfer("102")
-            time.sleep(2.0)
+            wait_for("102 answering the transferred call", picked_up, "102", before)
+            time.sleep(0.3)
             call.hangup()
         else:
             modes()
@@ -380,7 +403,12 @@ async def test_router_killed_while_calls_happen(
     first = await Running(config).start()
     await asyncio.sleep(6)  # the mark is written every 5 s
     await first.kill()
-    await asyncio.to_thread(place_mixed, phones, 20)
+    # Nobody is there to decide: each inbound call would wait the shipped 4 s for it.
+    await asyncio.to_thread(box.cli, "dialplan set global CALLROUTER_WAIT 1")
+    try:
+        await asyncio.to_thread(place_mixed, phones, 20)
+    finally:
+        await asyncio.to_thread(box.cli, "dialplan set global CALLROUTER_WAIT 4")
     second = await Running(config).start()
     try:
         facts = store_facts(box, since)
