@@ -20,6 +20,11 @@ VIP_SRC        := $(wildcard examples/plugin-vip-greeting/callrouter_vip)
 
 MYPY_PATHS := router $(ONEC_SRC) $(VIP_SRC)
 PYTEST_ARGS ?=
+# pytest-xdist workers for tests/ (0: one process). Most of the integration time is
+# waiting on Asterisk, phones and timers, so three workers keep the suite in its
+# budget even on two cores; a file stays on one worker (its module fixtures are
+# shared by its tests) and each worker has its own session sandbox.
+PYTEST_WORKERS ?= 3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -35,7 +40,7 @@ define pytest
 	  return $$rc; }; \
 	case "$(1)" in unit) m="not integration";; integration) m="integration";; *) m="";; esac; \
 	status=0; \
-	run $(PY) -m pytest $${m:+-m "$$m"} $(PYTEST_ARGS) tests || status=1; \
+	run $(PY) -m pytest $${m:+-m "$$m"} -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests || status=1; \
 	if [ -n "$(ONEC_TESTS)" ]; then \
 	  if [ -n "$$m" ] && ! grep -Eq '^[[:space:]]*"integration[:"]' plugins/onec/pyproject.toml; then \
 	    if [ "$(1)" = integration ]; then m=skip; else m=""; fi; \
