@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from router.calllife.model import CallEvent, CelRecord, Direction, EndStatus, Transfer
 
 __all__ = [
+    "FOLDED",
     "MAX_CALLS",
     "MAX_LEGS",
     "MAX_RECORDS",
@@ -155,15 +156,22 @@ class CallFold:
 
     def apply(self, record: CelRecord) -> list[CallEvent]:
         """Fold one record; the events it decides (none if it was seen before)."""
-        if self.ended or record.key in self.seen or self.records >= MAX_RECORDS:
+        if not self.note(record.key, record.at):
             return []
-        self.seen.add(record.key)
-        self.records += 1
-        self.last_at = max(self.last_at, record.at)
         handler = _HANDLERS.get(record.event)
         if handler is None:
             return []
         return handler(self, record)
+
+    def note(self, key: tuple[str, str, str], at: float) -> bool:
+        """Count a record (``key``, ``at``) in the call's bookkeeping; False when it
+        is one to ignore (seen before, the call ended, too many records)."""
+        if self.ended or key in self.seen or self.records >= MAX_RECORDS:
+            return False
+        self.seen.add(key)
+        self.records += 1
+        self.last_at = max(self.last_at, at)
+        return True
 
     def ringing_hint(self, uniqueid: str) -> list[CallEvent]:
         """A live sign that the leg ``uniqueid`` rings (Newstate 5, DialState RINGING)."""
@@ -458,6 +466,9 @@ _HANDLERS: dict[str, Callable[[CallFold, CelRecord], list[CallEvent]]] = {
     "LINKEDID_END": CallFold._on_end,
 }
 
+#: The CEL events the fold reads; any other record only counts for its call.
+FOLDED = frozenset(_HANDLERS)
+
 
 class Folder:
     """Every call's fold, by Linkedid; each event id handed out once per process.
@@ -507,6 +518,17 @@ class Folder:
         if call is None:
             call = self._open(record.linkedid, replayed=False)
         return self._finish(call, call.apply(record))
+
+    def note(self, linkedid: str, key: tuple[str, str, str], at: float) -> None:
+        """A live record no handler reads (:data:`FOLDED`): what :meth:`feed` would
+        do with it (the call opened if new, the record in its bookkeeping), without
+        the record itself."""
+        if linkedid in self._ended:
+            return
+        call = self._calls.get(linkedid)
+        if call is None:
+            call = self._open(linkedid, replayed=False)
+        call.note(key, at)
 
     def hint(self, linkedid: str, uniqueid: str) -> list[CallEvent]:
         """A live ringing sign for the leg ``uniqueid`` of call ``linkedid``."""

@@ -23,6 +23,7 @@ __all__ = [
     "Direction",
     "EndStatus",
     "Transfer",
+    "skim",
 ]
 
 CallEventKind = Literal["ringing", "answered", "transferred", "hangup", "missed"]
@@ -199,10 +200,7 @@ class CelRecord:
         extra: str = "",
         seq: int = 0,
     ) -> CelRecord:
-        if not event or not uniqueid or not linkedid:
-            raise ValueError("a CEL record needs an event name, a UniqueID and a LinkedID")
-        if not math.isfinite(at):
-            raise ValueError(f"CEL record {event} of {uniqueid}: time {at!r} is not finite")
+        _check(event, at, uniqueid, linkedid)
         extra_text = (extra or "").strip()[: 4 * MAX_FIELD]
         return cls(
             event[:64],
@@ -222,6 +220,30 @@ class CelRecord:
             extra_text,
             seq,
         )
+
+
+def skim(fields: Mapping[str, str]) -> tuple[str, tuple[str, str, str], float]:
+    """A live record's Linkedid, :attr:`CelRecord.key` and time, checked as
+    :meth:`CelRecord.from_fields` checks them, without building the record.
+
+    For the records no handler of the fold reads (``CHAN_END``, ``BRIDGE_*``,
+    ``APP_*``: half of a call's CEL), whose only effect is the call's
+    bookkeeping (router/calllife/fold.py ``Folder.note``).
+    """
+    event = fields.get("EventName") or ""
+    at = _live_time(fields.get("Timestamp"), fields.get("EventTime"))
+    uniqueid = fields.get("UniqueID") or fields.get("Uniqueid", "") or ""
+    linkedid = fields.get("LinkedID") or fields.get("Linkedid", "") or ""
+    _check(event, at, uniqueid, linkedid)
+    extra_text = (fields.get("Extra") or "").strip()[: 4 * MAX_FIELD]
+    return linkedid[:MAX_FIELD], (event[:64], uniqueid[:MAX_FIELD], extra_text), at
+
+
+def _check(event: str, at: float, uniqueid: str, linkedid: str) -> None:
+    if not event or not uniqueid or not linkedid:
+        raise ValueError("a CEL record needs an event name, a UniqueID and a LinkedID")
+    if not math.isfinite(at):
+        raise ValueError(f"CEL record {event} of {uniqueid}: time {at!r} is not finite")
 
 
 #: The headers :meth:`CelRecord.from_fields` reads, in the order it unpacks them

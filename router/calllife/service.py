@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from router.calllife.fold import Folder, plan_internal
-from router.calllife.model import CallEvent, CelRecord
+from router.calllife.fold import FOLDED, Folder, plan_internal
+from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
 
@@ -96,7 +96,12 @@ class CallLife:
 
     def _fold(self, name: str, fields: Any) -> list[CallEvent]:
         if name == "CEL":
-            return self.folder.feed(CelRecord.from_fields(fields))
+            if fields.get("EventName") in FOLDED:
+                return self.folder.feed(CelRecord.from_fields(fields))
+            # Half of a call's records (CHAN_END, BRIDGE_*, APP_*) only count
+            # for its bookkeeping: no record is built for them.
+            self.folder.note(*skim(fields))
+            return []
         if name == "Newstate":
             if fields.get("ChannelState") == "5":
                 return self.folder.hint(fields.get("Linkedid", ""), fields.get("Uniqueid", ""))

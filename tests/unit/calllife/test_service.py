@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from test_captured import ALL, FIXTURES, SCENARIOS, blocks
 
-from router.calllife.fold import Folder
-from router.calllife.model import CallEvent
+from router.ami.message import Event
+from router.calllife.fold import FOLDED, Folder
+from router.calllife.model import CallEvent, CelRecord
 from router.calllife.service import MARK_FILE, CallLife
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import SqliteSource
@@ -203,3 +205,50 @@ async def test_failing_replays_keep_the_earliest_gap_only(
     assert len(service._pending) <= 32
     assert service.mark() == clock[0] - 1000 - 10
     assert "no such file" in caplog.text
+
+
+@pytest.mark.parametrize("ended", [True, False])
+async def test_records_the_fold_does_not_read_count_for_their_call_as_built_ones_did(
+    ended: bool,
+) -> None:
+    """CHAN_END, BRIDGE_*, APP_* records are not built into a CelRecord live
+    (issue 16: half of a call's CEL), yet the call's bookkeeping (records seen,
+    count, last time: the mark and the stale sweep read it) and the events told
+    are what folding every built record gives; with the calls left open too."""
+    told: list[CallEvent] = []
+    service = life(told)
+    built = Folder()
+    expected: list[CallEvent] = []
+    cel = [b for b in EVENTS if b["Event"] == "CEL"]
+    if not ended:
+        cel = [b for b in cel if b["EventName"] != "LINKEDID_END"]
+    assert {b["EventName"] for b in cel} - FOLDED  # the short way is taken
+    for block in cel:
+        message = Event(tuple(block.items()))
+        await service.ingest("CEL", message)
+        expected += built.feed(CelRecord.from_fields(message))
+    assert told == expected
+    assert service.folder.told_since(0) == built.told_since(0)
+    assert [(c.linkedid, c.records, c.last_at, c.seen) for c in service.folder.open_calls()] == [
+        (c.linkedid, c.records, c.last_at, c.seen) for c in built.open_calls()
+    ]
+    assert len(service.folder) == len(built)
+    assert (len(built) == 0) is ended
+
+
+async def test_a_bad_record_the_fold_does_not_read_is_a_logged_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The short way checks what building the record checked: no LinkedID, no
+    usable time (``nan``)."""
+    told: list[CallEvent] = []
+    service = life(told)
+    base = (("Event", "CEL"), ("EventName", "BRIDGE_ENTER"), ("UniqueID", "u.1"))
+    with caplog.at_level(logging.ERROR, logger="router.calllife"):
+        await service.ingest("CEL", Event((*base, ("Timestamp", "1.5"))))
+        await service.ingest("CEL", Event((*base, ("LinkedID", "l.1"), ("Timestamp", "nan"))))
+    assert service._failures == 2
+    assert "needs an event name, a UniqueID and a LinkedID" in caplog.text
+    assert "needs a Timestamp or an EventTime" in caplog.text
+    assert len(service.folder) == 0
+    assert told == []
