@@ -30,11 +30,11 @@ from router.ami.event_filter import (
     class_of,
 )
 from router.ami.message import Event
+from router.ami.stream import StreamGap
 from router.calllife.service import LIVE_EVENTS
 from router.calls import Call
 from router.config import load_config
 from router.engine import Engine, EngineOptions
-from router.hookspecs import hookimpl
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
@@ -131,21 +131,22 @@ async def test_a_name_filter_stops_other_events_of_a_class_the_session_reads(
 
 
 class Seen:
-    """Every event the engine's plugins are told, by name."""
+    """Every event the engine receives, by name (an ``EngineAPI.watch`` listener).
+
+    A watcher, not a ``callrouter_event`` plugin: plugins are told only the events
+    they name, and one that named none would see nothing, while one without
+    ``callrouter_wanted_events`` would widen the selection this test checks.
+    """
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.queue_event = asyncio.Event()
 
-    @hookimpl
-    def callrouter_event(self, event: Event, call: Call | None) -> None:
-        self.names.append(event.name)
-        if event.name == QUEUE_EVENT:
-            self.queue_event.set()
-
-    @hookimpl
-    def callrouter_wanted_events(self) -> tuple[str, ...]:
-        return ()
+    def __call__(self, item: Event | StreamGap, call: Call | None) -> None:
+        if isinstance(item, Event):
+            self.names.append(item.name)
+            if item.name == QUEUE_EVENT:
+                self.queue_event.set()
 
 
 @pytest.fixture(scope="module", params=AMI_TRANSPORTS)
@@ -173,9 +174,10 @@ async def test_auto_stops_an_unneeded_class_routes_and_follows_a_reload(
     seen = Seen()
     engine = Engine(
         load_config(config_path),
-        plugins=Plugins.load(extra=[seen, SlowCRM()]),
+        plugins=Plugins.load(extra=[SlowCRM()]),
         options=EngineOptions(watch_interval=0),
     )
+    engine.watch(seen)
     await engine.start()
     task = asyncio.ensure_future(engine.serve())
     try:
