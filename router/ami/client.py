@@ -46,9 +46,7 @@ from router.ami.catalog import load_catalog
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
-    filter_refused,
-    match_all_filter,
-    plan_filters,
+    add_filters,
 )
 from router.ami.http import (
     MAX_BODY,
@@ -417,28 +415,13 @@ class AJAMClient(AMIActions[ActionResult]):
                 )
         if self._filter_forbidden:
             return
-        actions, after = plan_filters(selection.names, self._session_filters)
-        added_any = bool(self._session_filters)
-        for action in actions:
-            result = await self._post(action.with_action_id(self._next_id()))
-            if result.response.ok:
-                added_any = True
-                continue
-            if filter_refused(result.response):
-                self._filter_forbidden = True
-                log.info(
-                    "event names are not filtered: the Filter action needs write = system "
-                    "for %r; the class mask %r still applies (docs/asterisk.md)",
-                    self.settings.username,
-                    selection.mask,
-                )
-            else:
-                log.warning("Asterisk refused an event filter: %s", result.response.message)
-            if added_any:  # some names are in: let every event through rather than lose one
-                await self._post(match_all_filter().with_action_id(self._next_id()))
-            after = None
-            break
-        self._session_filters = after
+        self._session_filters, self._filter_forbidden = await add_filters(
+            lambda action: self._post(action.with_action_id(self._next_id())),
+            selection,
+            self._session_filters,
+            self.settings.username,
+            log,
+        )
 
     async def _relogin(self, seen_generation: int) -> None:
         async with self._login_lock:

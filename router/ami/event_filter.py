@@ -27,11 +27,15 @@ this module does no I/O: the clients send what it builds.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from router.ami.message import Response
-from router.ami.protocol import Action
+from router.ami.protocol import Action, ActionResult
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "API_EVENTS",
@@ -39,6 +43,7 @@ __all__ = [
     "EVERYTHING",
     "MASK_CLASSES",
     "EventSelection",
+    "add_filters",
     "class_of",
     "filter_refused",
     "match_all_filter",
@@ -227,6 +232,44 @@ def plan_filters(
         return (), None
     missing = want - added
     return tuple(_include(name) for name in sorted(missing)), added | missing
+
+
+async def add_filters(
+    send: Callable[[Action], Awaitable[ActionResult]],
+    selection: EventSelection,
+    added: frozenset[str] | None,
+    username: str,
+    log: logging.Logger,
+) -> tuple[frozenset[str] | None, bool]:
+    """Send :func:`plan_filters`' actions through ``send`` (the client's own, over
+    AJAM or TCP; it gives each its ActionID); the session's filters after them,
+    and whether Asterisk refused ``Filter`` for lack of ``write = system``.
+    ``log`` is the client's, so the lines name the transport that wrote them.
+
+    A refusal part-way lets every event through rather than lose one the
+    filters already added would have dropped.
+    """
+    actions, after = plan_filters(selection.names, added)
+    added_any = bool(added)
+    for action in actions:
+        result = await send(action)
+        if result.response.ok:
+            added_any = True
+            continue
+        forbidden = filter_refused(result.response)
+        if forbidden:
+            log.info(
+                "event names are not filtered: the Filter action needs write = system "
+                "for %r; the class mask %r still applies (docs/asterisk.md)",
+                username,
+                selection.mask,
+            )
+        else:
+            log.warning("Asterisk refused an event filter: %s", result.response.message)
+        if added_any:
+            await send(match_all_filter())
+        return None, forbidden
+    return after, False
 
 
 def _include(name: str) -> Action:

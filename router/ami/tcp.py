@@ -63,9 +63,7 @@ from router.ami.client import ClientSettings, denied, is_idempotent, privilege_e
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
-    filter_refused,
-    match_all_filter,
-    plan_filters,
+    add_filters,
 )
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
@@ -457,28 +455,13 @@ class TCPClient(AMIActions[ActionResult]):
                 )
         if self._filter_forbidden:
             return
-        actions, after = plan_filters(selection.names, self._session_filters)
-        added_any = bool(self._session_filters)
-        for action in actions:
-            result = await self._exchange(conn, action.with_action_id(self._next_id()), None)
-            if result.response.ok:
-                added_any = True
-                continue
-            if filter_refused(result.response):
-                self._filter_forbidden = True
-                log.info(
-                    "event names are not filtered: the Filter action needs write = system "
-                    "for %r; the class mask %r still applies (docs/asterisk.md)",
-                    self.settings.username,
-                    selection.mask,
-                )
-            else:
-                log.warning("Asterisk refused an event filter: %s", result.response.message)
-            if added_any:  # some names are in: let every event through rather than lose one
-                await self._exchange(conn, match_all_filter().with_action_id(self._next_id()), None)
-            after = None
-            break
-        self._session_filters = after
+        self._session_filters, self._filter_forbidden = await add_filters(
+            lambda action: self._exchange(conn, action.with_action_id(self._next_id()), None),
+            selection,
+            self._session_filters,
+            self.settings.username,
+            log,
+        )
 
     def _connection_lost(self, conn: _Connection) -> None:
         """Called by the protocol: the socket is gone (by Asterisk, us, or the network)."""
