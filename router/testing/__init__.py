@@ -71,7 +71,7 @@ from router.testing.builders import (
     make_event,
     make_trace,
 )
-from router.testing.engines import EngineFactory, Engines
+from router.testing.engines import EngineFactory, Engines, serving
 from router.testing.replay import ActionHandler, FakeChannel, ReplayAsterisk, Reply, SentAction
 
 #: pytest follows this when it loads ``router.testing`` as a plugin.
@@ -99,5 +99,6 @@ __all__ = [
     "make_event",
     "make_trace",
     "sandbox_required",
+    "serving",
     "shipped_dialplan",
 ]

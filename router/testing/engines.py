@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from router.recordings.settings import RecordingSettings
     from router.sandbox import Sandbox
 
-__all__ = ["EngineFactory", "Engines"]
+__all__ = ["EngineFactory", "Engines", "serving"]
 
 
 def _rule_paths(
@@ -147,3 +148,25 @@ class Engines:
 
 #: The ``engine_factory`` fixture's type: ``await engine_factory(rules, ...)``.
 EngineFactory = Engines
+
+
+@asynccontextmanager
+async def serving(
+    engine: Engine, *, ready_timeout: float = 10.0, stop_timeout: float = 30.0
+) -> AsyncIterator[Engine]:
+    """Start ``engine``, serve it until it is ready, and stop it on the way out.
+
+    For an engine built from a config of its own (a router.toml the test wrote);
+    :class:`Engines` builds and serves engines from rules and settings.
+    """
+    task: asyncio.Task[None] | None = None
+    try:
+        await engine.start()
+        task = asyncio.ensure_future(engine.serve())
+        await asyncio.wait_for(engine.ready.wait(), ready_timeout)
+        yield engine
+    finally:
+        engine.request_stop()
+        if task is not None:
+            await asyncio.wait_for(task, stop_timeout)
+        await engine.stop()

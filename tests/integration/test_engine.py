@@ -24,6 +24,7 @@ from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from router.testing import serving
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -137,14 +138,10 @@ async def engine(
         routing_sandbox, tmp_path_factory.mktemp("engine"), transport=ami_transport
     )
     plugins = Plugins.load(extra=[SlowCRM(), Exploding()])
-    eng = Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
-    await eng.start()
-    task = asyncio.ensure_future(eng.serve())
-    await asyncio.wait_for(eng.ready.wait(), 10)
-    yield eng
-    eng.request_stop()
-    await asyncio.wait_for(task, 30)
-    await eng.stop()
+    async with serving(
+        Engine(config, plugins=plugins, options=EngineOptions(watch_interval=0))
+    ) as eng:
+        yield eng
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

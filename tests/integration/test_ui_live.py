@@ -39,6 +39,7 @@ from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from router.testing import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -144,14 +145,10 @@ async def engine(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Engine]:
     config = make_config(ui_sandbox, double, tmp_path_factory.mktemp("ui") / "state", port)
-    eng = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
-    await eng.start()
-    task = asyncio.ensure_future(eng.serve())
-    await asyncio.wait_for(eng.ready.wait(), 10)
-    yield eng
-    eng.request_stop()
-    await asyncio.wait_for(task, 30)
-    await eng.stop()
+    async with serving(
+        Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
+    ) as eng:
+        yield eng
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
