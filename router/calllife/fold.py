@@ -157,9 +157,6 @@ class CallFold:
     #: them, so a leg that ends unanswered without one never rang (a busy phone
     #: in a queue cancelled before its 486 arrived, because another answered).
     hinted: bool = False
-    #: Ringing signs for legs whose CEL start has not come yet: AMI's Newstate
-    #: and cel_manager's CEL travel apart, and a sign may overtake its record.
-    early_hints: set[str] = field(default_factory=set)
 
     # -- folding -----------------------------------------------------------------
 
@@ -184,16 +181,10 @@ class CallFold:
 
     def ringing_hint(self, uniqueid: str) -> list[CallEvent]:
         """A live sign that the leg ``uniqueid`` rings (Newstate 5, DialState RINGING)."""
-        if self.ended:
+        leg = self.legs.get(uniqueid)
+        if leg is None or self.ended or leg.answered_at is not None or leg.ended_at is not None:
             return []
         self.hinted = True
-        leg = self.legs.get(uniqueid)
-        if leg is None:
-            if len(self.early_hints) < MAX_LEGS:
-                self.early_hints.add(uniqueid)
-            return []
-        if leg.answered_at is not None or leg.ended_at is not None:
-            return []
         return self._ringing(leg)
 
     def _leg(self, record: CelRecord) -> Leg | None:
@@ -219,12 +210,8 @@ class CallFold:
 
     def _on_start(self, record: CelRecord) -> list[CallEvent]:
         leg = self._leg(record)
-        if leg is None:
-            return []
-        leg.started_here = True
-        if record.uniqueid in self.early_hints:
-            self.early_hints.discard(record.uniqueid)
-            return self._ringing(leg)
+        if leg is not None:
+            leg.started_here = True
         return []
 
     def _start(self, leg: Leg, record: CelRecord) -> None:

@@ -368,17 +368,3 @@ def test_read_back_without_signs_a_cancelled_leg_counts_as_rung() -> None:
     """The store has no ringing signs: a cancelled leg is taken as rung (docs/history.md)."""
     cel, _, _ = _queue_race()
     assert ("ringing", "101") in kinds(fold(cel))
-
-
-def test_a_ringing_sign_that_overtakes_its_legs_start_still_counts() -> None:
-    """Newstate and CEL travel apart: 102's sign may come before its CHAN_START (a CI run)."""
-    cel, busy, free = _queue_race()
-    folder = Folder()
-    events: list[CallEvent] = []
-    for record in cel.records:
-        if record.uniqueid == free and record.event == "CHAN_START":
-            events += folder.hint(cel.linkedid, free)  # before the leg's own record
-        events += folder.feed(record)
-    assert kinds(events)[:2] == [("ringing", "102"), ("answered", "102")]
-    assert ("ringing", "101") not in kinds(events)
-    assert busy != free
