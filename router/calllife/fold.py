@@ -12,9 +12,7 @@ by one code path and a fact gets the same ``event_id`` either way
   for sure when the leg answers, or when it ends without answering unless it
   ended busy, rejected or unreachable (then the phone never rang). A live
   ``Newstate`` Ringing or ``DialState`` RINGING (:meth:`Folder.hint`) says it
-  earlier; the event is the same either way. Once such signs flow for a call,
-  an unanswered leg without one did not ring: a busy phone in a queue whose leg
-  was cancelled (another member answered) before its 486 came back.
+  earlier; the event is the same either way.
 * **answered** by which extension (an outbound call: when the far end answers).
 * **transferred**: blind and attended, who to whom.
 * **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
@@ -153,10 +151,6 @@ class CallFold:
     ended: bool = False
     last_at: float = 0.0
     records: int = 0
-    #: A live ringing sign came for one of this call's legs: the stream carries
-    #: them, so a leg that ends unanswered without one never rang (a busy phone
-    #: in a queue cancelled before its 486 arrived, because another answered).
-    hinted: bool = False
 
     # -- folding -----------------------------------------------------------------
 
@@ -184,7 +178,6 @@ class CallFold:
         leg = self.legs.get(uniqueid)
         if leg is None or self.ended or leg.answered_at is not None or leg.ended_at is not None:
             return []
-        self.hinted = True
         return self._ringing(leg)
 
     def _leg(self, record: CelRecord) -> Leg | None:
@@ -291,8 +284,6 @@ class CallFold:
             and not leg.originator
             and leg.answered_at is None
             and (leg.cause is None or leg.cause not in NOT_RANG_CAUSES)
-            # Live, the signs decide; read back from the store (no signs), the cause.
-            and not self.hinted
         ):
             events += self._ringing(leg)
         return events

@@ -332,39 +332,3 @@ def test_attended_transfer_through_ami_atxfer_is_to_the_extension_the_local_chan
     assert hangup.ended_at == ended
     assert hangup.talk_seconds is not None
     assert hangup.talk_seconds > 25
-
-
-def _queue_race() -> tuple[Cel, str, str]:
-    """A queue rings 101 (a busy phone) and 102; 102 answers before 101's 486 came back."""
-    cel = Cel()
-    trunk = inbound(cel)
-    busy = cel.channel("PJSIP/101")
-    free = cel.channel("PJSIP/102")
-    cel.tick(1)
-    cel.answer(free)
-    cel.answer(trunk)
-    cel.hangup(busy, cause=26)  # cancelled: answered elsewhere, never rang
-    cel.tick(10)
-    cel.hangup(free, source=cel.name(free))
-    cel.hangup(trunk, source=cel.name(free), dialstatus="ANSWER")
-    cel.end()
-    return cel, busy, free
-
-
-def test_live_a_leg_cancelled_without_a_ringing_sign_never_rang() -> None:
-    """The CI race of test_busy_owner_falls_back_and_101_never_rings, on records."""
-    cel, _busy, free = _queue_race()
-    folder = Folder()
-    events: list[CallEvent] = []
-    for record in cel.records:
-        events += folder.feed(record)
-        if record.uniqueid == free and record.event == "CHAN_START":
-            events += folder.hint(cel.linkedid, free)  # 102 sent 180; 101 never did
-    assert ("ringing", "101") not in kinds(events)
-    assert kinds(events)[:2] == [("ringing", "102"), ("answered", "102")]
-
-
-def test_read_back_without_signs_a_cancelled_leg_counts_as_rung() -> None:
-    """The store has no ringing signs: a cancelled leg is taken as rung (docs/history.md)."""
-    cel, _, _ = _queue_race()
-    assert ("ringing", "101") in kinds(fold(cel))
