@@ -424,9 +424,14 @@ class TCPAMI:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process: system time is the syscalls' share."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 @dataclass
@@ -442,6 +447,7 @@ class Cell:
     router: list[float] = field(default_factory=list)
     redirect: list[float] = field(default_factory=list)
     cpu: float = 0.0
+    cpu_sys: float = 0.0
     wall: float = 0.0
     asterisk_cpu: float = 0.0
     generator_cpu: float = 0.0
@@ -514,6 +520,7 @@ async def run_cell(
                 str(int(duration + 3)),
                 "-r",
                 "250",  # samples per second: enough for a 5 s cell
+                *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
                 "-f",
                 "speedscope",
                 "-o",
@@ -522,6 +529,7 @@ async def run_cell(
                 stderr=asyncio.subprocess.DEVNULL,
             )
             await asyncio.sleep(0.5)
+        sys0 = cpu_split(proc.pid)[1]
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         ast0, gen0 = cpu_seconds(box.pid), time.process_time()
         tasks = []
@@ -537,6 +545,7 @@ async def run_cell(
         ]
         await placer.wait_all(placed, timeout=WAIT + 3)
         cell.cpu, cell.wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
+        cell.cpu_sys = cpu_split(proc.pid)[1] - sys0
         cell.asterisk_cpu = cpu_seconds(box.pid) - ast0
         cell.generator_cpu = time.process_time() - gen0
         if spy is not None:
@@ -601,7 +610,8 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                     print(
                         f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
                         f"p50 {pct(cell.latencies, 50):.2f} ms, "
-                        f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}%",
+                        f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}% "
+                        f"(sys {cell.cpu_sys / max(cell.wall, 1e-9) * 100:.0f}%)",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -635,7 +645,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
                     c.latencies[-1] if c.latencies else float("nan"),
                     f"{x50:.2f}x",
                     f"{x95:.2f}x",
-                    f"{100 * c.cpu / c.wall:.0f}%" if c.wall else "-",
+                    f"{100 * c.cpu / c.wall:.0f}% ({100 * c.cpu_sys / c.wall:.0f}%)" if c.wall else "-",
                     f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
                     f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-",
                 ]
@@ -652,7 +662,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             "max ms",
             f"p50 / {base}",
             f"p95 / {base}",
-            "router CPU",
+            "router CPU (sys)",
             "Asterisk CPU",
             "generator CPU",
         ],

@@ -49,6 +49,7 @@ from router.ami.event_filter import (
 from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
+from router.ami.protocol import Narrower, raw_header
 from router.ami.stream import EventStream, StreamGap
 from router.api.app import build_app
 from router.api.context import ApiContext
@@ -59,6 +60,7 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
+from router.calllife.fold import FOLDED
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker
@@ -383,6 +385,7 @@ class Engine:
         selection = await self.event_selection()
         log.info("events asked for: %s", _describe_events(selection))
         await self._client.set_events(selection)
+        self._client.set_narrowing(await self.event_narrowing())
         await self._client.login()
         self._scheduler.start()
         self._schedule_rules()
@@ -765,10 +768,57 @@ class Engine:
             core.add("VarSet")
         return select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
 
+    async def event_narrowing(self) -> dict[str, Narrower]:
+        """Events the engine reads only a few of, and the test that picks them
+        from an event's raw text before it is parsed (router.ami.protocol
+        ``RawmanParser.narrow``).
+
+        ``Newexten``: a call makes one per dialplan step (ten in the shipped
+        inbound context and its target), and the engine needs two of them: the
+        step into the inbound context (the prefetch trigger) and the landing of
+        a Redirect (its confirmation). ``CEL``: the call life folds six kinds of
+        record (router/calllife/fold.py ``FOLDED``); the others (``CHAN_END``,
+        ``BRIDGE_*``, ``APP_*``...: half of an answered call's) change nothing.
+        The rest are dropped unparsed, unless a rule, a plugin or (for
+        ``Newexten``) the HTTP API reads them too, or ``[asterisk] events =
+        "all"`` asks for everything.
+        """
+        if self._config.asterisk.events == "all":
+            return {}
+        wanted = await self.plugins.wanted_events()
+        others = select_events(
+            rule_patterns=self.rules.current.event_patterns, plugins=wanted, core=()
+        )
+        if others.names is None:
+            return {}
+        # Case apart: the catalog documents ``NewExten``, Asterisk sends ``Newexten``.
+        read = {name.lower() for name in others.names}
+        narrow: dict[str, Narrower] = {}
+        if "newexten" not in read and self._config.api is None:
+            narrow["Newexten"] = self._needs_newexten
+        if "cel" not in read:
+            narrow["CEL"] = _folded_cel
+        return narrow
+
+    def _needs_newexten(self, block: str) -> bool:
+        """A ``Newexten`` the engine reads (:meth:`event_narrowing`); one it
+        cannot judge (a header missing or spelled otherwise) is kept."""
+        confirmations = self.executor.confirmations
+        if confirmations.waiting:
+            channel = raw_header(block, "Channel")
+            if channel is None or confirmations.awaits(channel):
+                return True
+        priority = raw_header(block, "Priority")
+        if priority is None or priority == "1":
+            context = raw_header(block, "Context")
+            return context is None or context == self.options.inbound_context
+        return False
+
     async def _refilter(self) -> None:
         """After a reload: the new rules may need other events (an ``on: event``
         rule added or removed). Widening applies to the live session; narrowing
         at the next login (Asterisk cannot remove a session's filters)."""
+        self._client.set_narrowing(await self.event_narrowing())
         selection = await self.event_selection()
         if selection == self._client.event_selection:
             return
@@ -983,6 +1033,13 @@ class Engine:
         """Wait for in-flight routing tasks (tests, demo, shutdown)."""
         if self.router.tasks:
             await asyncio.wait(set(self.router.tasks), timeout=timeout)
+
+
+def _folded_cel(block: str) -> bool:
+    """A CEL record the call life folds (:meth:`Engine.event_narrowing`); one
+    without an ``EventName`` it can find is kept, for the fold to judge."""
+    name = raw_header(block, "EventName")
+    return name is None or name in FOLDED
 
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:

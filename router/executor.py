@@ -148,9 +148,28 @@ class Confirmations:
         if not waiters:
             return
         context = event.get("Context") or ""
-        for target, future in list(waiters):
+        left = []
+        for target, future in waiters:
             if target == context and not future.done():
                 future.set_result(event)
+            elif not future.done():
+                left.append((target, future))
+        # Resolved at once, not when the waiting task next runs: the channel's
+        # next steps in the target are then not parsed for it (event narrowing).
+        if left:
+            self._waiters[channel] = left
+        else:
+            del self._waiters[channel]
+
+    @property
+    def waiting(self) -> bool:
+        """Whether any Redirect waits for its ``Newexten``."""
+        return bool(self._waiters)
+
+    def awaits(self, channel: str) -> bool:
+        """Whether a Redirect of ``channel`` waits for its ``Newexten`` (the
+        engine's narrowing of the events it parses)."""
+        return channel in self._waiters
 
     def expect(self, channel: str, context: str) -> asyncio.Future[Event]:
         """Wait for ``channel`` to enter ``context``, counted as one redirect;
@@ -176,9 +195,13 @@ class Confirmations:
             self.drop(channel, future)
 
     def drop(self, channel: str, future: asyncio.Future[Event]) -> None:
-        waiters = self._waiters.get(channel, [])
-        self._waiters[channel] = [w for w in waiters if w[1] is not future]
-        if not self._waiters[channel]:
+        waiters = self._waiters.get(channel)
+        if waiters is None:
+            return
+        left = [w for w in waiters if w[1] is not future]
+        if left:
+            self._waiters[channel] = left
+        else:
             del self._waiters[channel]
 
     def forget(self, channel: str) -> None:

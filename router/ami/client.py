@@ -61,6 +61,7 @@ from router.ami.message import Event, Response
 from router.ami.protocol import (
     Action,
     ActionResult,
+    Narrower,
     ParamValue,
     assemble_result,
     encode_form,
@@ -231,6 +232,8 @@ class AJAMClient(AMIActions[ActionResult]):
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
+        #: Events parsed only in part (:meth:`set_narrowing`).
+        self._narrow: dict[str, Narrower] = {}
         #: The live session's class mask and include filters (``plan_filters``).
         self._session_mask = "on"
         self._session_filters: frozenset[str] | None = frozenset()
@@ -379,6 +382,13 @@ class AJAMClient(AMIActions[ActionResult]):
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(self.event_selection)
         return result.response
+
+    def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
+        """Events of these names in a WaitEvent reply are parsed only when their
+        narrower accepts their raw text (router.ami.protocol
+        ``RawmanParser.narrow``); the engine's own reading of events it needs
+        only a few of."""
+        self._narrow = dict(narrow)
 
     async def set_events(self, selection: EventSelection) -> None:
         """Ask for ``selection``'s events from now on (a rule reload changed them).
@@ -611,10 +621,16 @@ class AJAMClient(AMIActions[ActionResult]):
             if match:
                 self.session_ttl = int(match.group(1))
         try:
+            waitevent = action.name == "WaitEvent"
             messages = parse_body(
                 resp.content,
                 resp.headers.get("content-type"),
                 max_size=self.settings.max_response_bytes,
+                # Events the selection has no use for, which the class mask
+                # let through (Filter needs write = system), are not parsed;
+                # the reply's own WaitEventComplete carries our ActionID.
+                wanted=self.event_selection.names if waitevent else None,
+                narrow=self._narrow if waitevent else None,
             )
             result = assemble_result(messages)
         except AMIProtocolError as exc:

@@ -70,6 +70,7 @@ from router.ami.protocol import (
     Action,
     ActionResult,
     ListCollector,
+    Narrower,
     ParamValue,
     RawmanParser,
     encode_rawman,
@@ -207,9 +208,11 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return future
 
-    def want(self, names: frozenset[str] | None) -> None:
-        """Parse only these events (``None``: all); Asterisk may send more."""
+    def want(self, names: frozenset[str] | None, narrow: Mapping[str, Narrower]) -> None:
+        """Parse only these events (``None``: all), those in ``narrow`` only
+        when their narrower accepts them; Asterisk may send more."""
         self._parser.wanted = names
+        self._parser.narrow = narrow or None
 
     def forget(self, action_id: str) -> None:
         """An action given up on (timeout): its late answer is dropped."""
@@ -283,6 +286,7 @@ class TCPClient(AMIActions[ActionResult]):
         #: The events to ask for (router.ami.event_filter), applied at every
         #: login; :meth:`set_events` changes it.
         self.event_selection: EventSelection = EVERYTHING
+        self._narrow: dict[str, Narrower] = {}
         #: The live session's class mask and include filters (``plan_filters``).
         self._session_mask = "on"
         self._session_filters: frozenset[str] | None = frozenset()
@@ -354,7 +358,7 @@ class TCPClient(AMIActions[ActionResult]):
         settings = self.settings
         loop = asyncio.get_running_loop()
         conn = _Connection(self, settings.max_response_bytes)
-        conn.want(self.event_selection.names)
+        conn.want(self.event_selection.names, self._narrow)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -436,10 +440,19 @@ class TCPClient(AMIActions[ActionResult]):
         self.event_selection = selection
         conn = self._conn
         if conn is not None:
-            conn.want(selection.names)
+            conn.want(selection.names, self._narrow)
         if conn is not None and not conn.lost:
             async with self._login_lock:
                 await self._filter_session(conn, selection)
+
+    def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
+        """Events of these names are parsed only when their narrower accepts
+        their raw text (router.ami.protocol ``RawmanParser.narrow``); the
+        engine's own reading of events it needs only a few of."""
+        self._narrow = dict(narrow)
+        conn = self._conn
+        if conn is not None:
+            conn.want(self.event_selection.names, self._narrow)
 
     async def _filter_session(self, conn: _Connection, selection: EventSelection) -> None:
         if selection.mask != self._session_mask:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from router.ami.message import Event
 from router.calls import Call, Fed
 from router.config import load_config
 from router.engine import Engine
@@ -80,19 +81,20 @@ async def test_a_bad_event_is_logged_once_and_skipped(
     engine = await engine_factory(rules)
     feed = engine.tracker.feed
 
-    def fragile(event: object) -> Fed:
-        if getattr(event, "name", "") == "Poison":
+    def fragile(event: Event) -> Fed:
+        if event.get("Linkedid") == "P1":
             raise RuntimeError("tracker bug")
-        return feed(event)  # type: ignore[arg-type]
+        return feed(event)
 
     engine.tracker.feed = fragile  # type: ignore[method-assign]
     caplog.set_level(logging.ERROR, "router.engine")
     for _ in range(50):
-        ajam_replay.queue_event({"Event": "Poison", "Linkedid": "P1"})
+        # An event the engine asks for (others are dropped before parsing).
+        ajam_replay.queue_event({"Event": "Newstate", "Linkedid": "P1"})
     channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await ajam_replay.settle(engine)
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
-    skipped = [r for r in caplog.records if "Poison skipped" in r.getMessage()]
+    skipped = [r for r in caplog.records if "Newstate skipped" in r.getMessage()]
     assert len(skipped) == 1  # throttled: not one line per bad event
     assert skipped[0].exc_info is not None
 

@@ -52,6 +52,10 @@ class FakeClient:
         """The engine says at start which events it wants (issue 16); kept for the tests."""
         self.selection = selection
 
+    def set_narrowing(self, narrow: object) -> None:
+        """And which events it reads only in part."""
+        self.narrow = narrow
+
     async def aclose(self) -> None:
         return None
 

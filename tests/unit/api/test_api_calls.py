@@ -19,6 +19,7 @@ from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
 from router.api.settings import ApiSettings, TokenSettings
+from router.sandbox import free_port
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -69,7 +70,9 @@ def settings(**overrides: Any) -> ApiSettings:
 async def engine(engine_factory: EngineFactory, tmp_path: Path) -> Engine:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    return await engine_factory(rules)
+    # Configured as the API is in production ([api] on), so the engine asks
+    # for the events the API reads (router.ami.event_filter API_EVENTS).
+    return await engine_factory(rules, api=settings(port=free_port()))
 
 
 @pytest.fixture

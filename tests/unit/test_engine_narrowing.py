@@ -1,0 +1,158 @@
+"""The engine parses only the Newexten and CEL records it reads (issue 16).
+
+A call makes one ``Newexten`` per dialplan step; the engine reads the step
+into the inbound context (the prefetch trigger) and a Redirect's landing (its
+confirmation), and of its CEL records the kinds the call life folds; it asks
+its client to drop the rest unparsed (:meth:`Engine.event_narrowing`). Anyone
+else who reads them (a rule, a plugin, the HTTP API for ``Newexten``,
+``events = "all"``) turns that off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.ami.message import Event
+from router.calls import Call
+from router.config import load_config
+from router.engine import Engine
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.sandbox import free_port
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
+
+ROUTE = """version: 1
+rules:
+  - name: everyone
+    on: call
+    do:
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+
+
+def write(tmp_path: Path, text: str = ROUTE) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text, encoding="utf-8")
+    return rules
+
+
+def newexten(channel: str, context: str, priority: str) -> str:
+    """An event's raw text as a narrower sees it."""
+    return (
+        f"Event: Newexten\nPrivilege: dialplan,all\nChannel: {channel}\nContext: {context}\n"
+        f"Exten: 74950000001\nPriority: {priority}\nApplication: NoOp"
+    )
+
+
+async def test_only_the_inbound_entry_and_the_landing_are_parsed(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    engine = await engine_factory(write(tmp_path))
+    assert set(await engine.event_narrowing()) == {"Newexten", "CEL"}
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    for step in ("2", "3", "4"):  # the dialplan's steps before the request's answer
+        ajam_replay.queue_event(
+            {
+                "Event": "Newexten",
+                "Channel": channel,
+                "Context": "callrouter-inbound",
+                "Priority": step,
+                "Linkedid": "x",
+            }
+        )
+    await ajam_replay.settle(engine)
+    (record,) = engine.records
+    assert [(a.kind, a.status) for a in record.actions] == [("redirect", "confirmed")]
+    call = engine.tracker.by_channel(channel)
+    assert call is not None
+    seen = [entry.detail for entry in call.timeline if entry.event == "Newexten"]
+    # The entry (priority 1) and the landing in the target; not 2, 3, 4 or 7 (Wait).
+    assert [detail.split(" ")[0] for detail in seen] == [
+        "callrouter-inbound,74950000001,1",
+        "callrouter-dial,101,1",
+    ]
+
+
+async def test_the_narrower_keeps_what_it_cannot_judge(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    engine = await engine_factory(write(tmp_path))
+    keep = (await engine.event_narrowing())["Newexten"]
+    assert keep(newexten("PJSIP/a-1", "callrouter-inbound", "1"))
+    assert not keep(newexten("PJSIP/a-1", "callrouter-inbound", "2"))
+    assert not keep(newexten("PJSIP/a-1", "callrouter-dial", "1"))
+    assert keep("Event: Newexten\nChannel: PJSIP/a-1\nContext: callrouter-inbound")
+    assert keep("Event: Newexten\nChannel: PJSIP/a-1\nPriority: 1")
+    future = engine.executor.confirmations.expect("PJSIP/a-1", "callrouter-dial")
+    try:
+        assert keep(newexten("PJSIP/a-1", "callrouter-dial", "1"))  # a Redirect waits for it
+        assert keep(newexten("PJSIP/a-1", "callrouter-record", "4"))  # on its way there
+        assert not keep(newexten("PJSIP/b-2", "callrouter-dial", "3"))
+        assert keep("Event: Newexten\nContext: callrouter-dial\nPriority: 3")  # no Channel
+    finally:
+        engine.executor.confirmations.drop("PJSIP/a-1", future)
+
+
+async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    steps = write(
+        tmp_path,
+        ROUTE
+        + "  - name: steps\n    on: event New*\n"
+        + "    do: [{ami: {action: UserEvent, userevent: x}}]\n",
+    )
+    engine = await engine_factory(steps)
+    assert set(await engine.event_narrowing()) == {"CEL"}
+
+    class Steps:
+        @hookimpl
+        def callrouter_event(self, event: Event, call: Call | None) -> None:
+            pass
+
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("Newexten", "CEL")
+
+    (tmp_path / "p").mkdir()
+    engine = await engine_factory(write(tmp_path / "p"), plugins=[Steps()])
+    assert await engine.event_narrowing() == {}
+
+
+async def test_only_the_cel_records_the_call_life_folds_are_parsed(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    from router.calllife.fold import FOLDED
+
+    engine = await engine_factory(write(tmp_path))
+    keep = (await engine.event_narrowing())["CEL"]
+    for name in FOLDED:
+        assert keep(f"Event: CEL\nEventName: {name}\nUniqueID: 1.1\nLinkedID: 1.1")
+    for name in ("CHAN_END", "BRIDGE_ENTER", "BRIDGE_EXIT", "APP_START", "APP_END"):
+        assert not keep(f"Event: CEL\nEventName: {name}\nUniqueID: 1.1\nLinkedID: 1.1")
+    assert keep("Event: CEL\nEventname: CHAN_END\nUniqueID: 1.1")  # spelled otherwise: kept
+
+
+async def test_the_api_and_events_all_turn_narrowing_off(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    from router.api.settings import ApiSettings
+
+    engine = await engine_factory(write(tmp_path), api=ApiSettings(port=free_port()))
+    assert set(await engine.event_narrowing()) == {"CEL"}  # the API reads every Newexten
+
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://pbx.test/asterisk"\nusername = "router"\nsecret = "x"\n'
+        'events = "all"\n'
+        f'[router]\nrules = ["{write(tmp_path)}"]\nstate_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(load_config(path), plugins=Plugins.load(disabled=["recordings"]))
+    await engine.setup()
+    assert await engine.event_narrowing() == {}
