@@ -148,8 +148,13 @@ class CallTracker:
     def feed(self, event: Event) -> Fed:
         """Apply one event: the call it belongs to, whether it started it, and
         the calls that ended."""
-        linkedid = event.get("Linkedid")
-        channel_name = event.get("Channel")
+        # Every event the engine handles comes through here: its keys as
+        # Asterisk spelled them answer each read with a dict lookup, and a
+        # miss asks the message (any spelling) as before.
+        spelled = event.spelled()
+        get = spelled.get
+        linkedid = get("Linkedid") or event.get("Linkedid")
+        channel_name = get("Channel") or event.get("Channel")
         if not linkedid:
             return Fed(self.by_channel(channel_name)) if channel_name else _NOTHING
         name = event.name
@@ -167,24 +172,26 @@ class CallTracker:
         if channel_name:
             chan = call.channels.get(channel_name)
             if chan is None:
-                chan = Channel(channel_name, event.get("Uniqueid") or "")
+                chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
                 call.channels[channel_name] = chan
                 self._by_channel[channel_name] = linkedid
-            context = event.get("Context")
+            context = get("Context")
+            if context is None:
+                context = event.get("Context")
             if context is not None:
                 chan.context = context
-                chan.exten = event.get("Exten") or chan.exten
-                chan.priority = event.get("Priority") or chan.priority
-            state = event.get("ChannelStateDesc")
+                chan.exten = get("Exten") or event.get("Exten") or chan.exten
+                chan.priority = get("Priority") or event.get("Priority") or chan.priority
+            state = get("ChannelStateDesc") or event.get("ChannelStateDesc")
             if state:
                 chan.state = state
                 if state == "Up" and not channel_name.startswith("Local/"):
                     call.answered = True
             if not call.caller_number:
-                number = event.get("CallerIDNum") or ""
+                number = get("CallerIDNum") or event.get("CallerIDNum") or ""
                 if number not in _UNKNOWN:
                     call.caller_number = number
-                    cname = event.get("CallerIDName") or ""
+                    cname = get("CallerIDName") or event.get("CallerIDName") or ""
                     call.caller_name = "" if cname in _UNKNOWN else cname
         if name == "VarSet":
             var = event.get("Variable")

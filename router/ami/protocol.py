@@ -169,6 +169,16 @@ class RawmanParser:
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
         buf = self._buffer
+        if not buf and not self._expect_banner and data.endswith((b"\n\n", b"\n\r\n")):
+            # The usual read of a live session: whole events and nothing more
+            # (Asterisk writes each event in one go), parsed without a copy.
+            if len(data) > self._max_buffer:
+                raise AMIProtocolError(
+                    f"more than {self._max_buffer} bytes buffered without a complete message"
+                )
+            out, skipped = _parse_blocks(data, self.wanted, self.narrow)
+            self.skipped += skipped
+            return out
         buf += data
         if len(buf) > self._max_buffer:
             raise AMIProtocolError(
