@@ -166,9 +166,7 @@ async def measure(rounds: int) -> tuple[float, float]:
     events = with_cel(captured_events())
     # Each event's bytes, as one read of the socket; a request's Timestamp is
     # filled in when it is fed (made now, not at capture time).
-    wired = [
-        (e.name == "UserEvent", wire(e) if e.name != "UserEvent" else e) for e in events
-    ]
+    wired = [(e.name == "UserEvent", wire(e) if e.name != "UserEvent" else e) for e in events]
     requests: list[float] = []
 
     async def feed(batch: list[Any]) -> None:

@@ -645,7 +645,11 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
                     c.latencies[-1] if c.latencies else float("nan"),
                     f"{x50:.2f}x",
                     f"{x95:.2f}x",
-                    f"{100 * c.cpu / c.wall:.0f}% ({100 * c.cpu_sys / c.wall:.0f}%)" if c.wall else "-",
+                    (
+                        f"{100 * c.cpu / c.wall:.0f}% ({100 * c.cpu_sys / c.wall:.0f}%)"
+                        if c.wall
+                        else "-"
+                    ),
                     f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
                     f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-",
                 ]

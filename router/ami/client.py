@@ -383,6 +383,11 @@ class AJAMClient(AMIActions[ActionResult]):
         await self._filter_session(self.event_selection)
         return result.response
 
+    def _ours(self, action_id: str) -> bool:
+        """An ActionID this client gave (another client's ``OriginateResponse``
+        reaches every session's WaitEvent)."""
+        return action_id.startswith(f"cr-{self._id_prefix}-")
+
     def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
         """Events of these names in a WaitEvent reply are parsed only when their
         narrower accepts their raw text (router.ami.protocol
@@ -631,6 +636,7 @@ class AJAMClient(AMIActions[ActionResult]):
                 # the reply's own WaitEventComplete carries our ActionID.
                 wanted=self.event_selection.names if waitevent else None,
                 narrow=self._narrow if waitevent else None,
+                ours=self._ours if waitevent else None,
             )
             result = assemble_result(messages)
         except AMIProtocolError as exc:

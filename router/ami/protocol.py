@@ -37,9 +37,9 @@ __all__ = [
     "KNOWN_KEYS",
     "MAX_BODY_BYTES",
     "Action",
-    "Narrower",
     "ActionResult",
     "ListCollector",
+    "Narrower",
     "RawmanParser",
     "assemble_result",
     "encode_form",
@@ -163,6 +163,9 @@ class RawmanParser:
         #: event's raw text and says whether it is worth a message (the engine
         #: reads one ``Newexten`` of the ten a call makes: router/engine.py).
         self.narrow: Mapping[str, Narrower] | None = None
+        #: Which ``ActionID`` is this session's: an unwanted event carrying
+        #: another is dropped too (``None``: any ActionID keeps its event).
+        self.ours: Callable[[str], bool] | None = None
         #: Events dropped by :attr:`wanted` or :attr:`narrow`, for status pages and tests.
         self.skipped = 0
 
@@ -176,7 +179,7 @@ class RawmanParser:
                 raise AMIProtocolError(
                     f"more than {self._max_buffer} bytes buffered without a complete message"
                 )
-            out, skipped = _parse_blocks(data, self.wanted, self.narrow)
+            out, skipped = _parse_blocks(data, self.wanted, self.narrow, self.ours)
             self.skipped += skipped
             return out
         buf += data
@@ -199,7 +202,7 @@ class RawmanParser:
         while buf[:1] == b"\n" or buf[:2] == b"\r\n":
             del buf[: 1 if buf[:1] == b"\n" else 2]
         self._check_tail(0)
-        out, skipped = _parse_blocks(chunk, self.wanted, self.narrow)
+        out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
         self.skipped += skipped
         return out
 
@@ -241,11 +244,12 @@ def parse_rawman(
     max_size: int = MAX_BODY_BYTES,
     wanted: frozenset[str] | None = None,
     narrow: Mapping[str, Narrower] | None = None,
+    ours: Callable[[str], bool] | None = None,
 ) -> list[Message]:
     """Parse a whole /rawman body into messages, in order.
 
     ``wanted``: event names worth parsing, as :attr:`RawmanParser.wanted`;
-    ``narrow``: as :attr:`RawmanParser.narrow`.
+    ``narrow`` and ``ours``: as :attr:`RawmanParser.narrow` and ``ours``.
 
     A whole body can be split on blank lines as text in one go, which is about
     twice as fast as feeding :class:`RawmanParser` line by line (the ingest
@@ -255,7 +259,7 @@ def parse_rawman(
         raise AMIProtocolError(f"body of {len(body)} bytes exceeds the limit of {max_size}")
     if body and not body.endswith(b"\n"):
         raise AMIProtocolError("body ends in the middle of a line (truncated)")
-    messages, _ = _parse_blocks(body, wanted, narrow)
+    messages, _ = _parse_blocks(body, wanted, narrow, ours)
     if not messages:
         raise AMIProtocolError("empty body: no AMI message")
     return messages
@@ -280,13 +284,16 @@ def _parse_blocks(
     data: bytes,
     wanted: frozenset[str] | None,
     narrow: Mapping[str, Narrower] | None = None,
+    ours: Callable[[str], bool] | None = None,
 ) -> tuple[list[Message], int]:
     """Whole blocks -> messages, and how many events ``wanted`` and ``narrow`` dropped unparsed.
 
     An event outside ``wanted`` is recognised by its first line and skipped
     without being split into lines, unless it carries an ``ActionID`` (an
-    action's list item or outcome, which its action waits for). An event
-    named in ``narrow`` is parsed only when its narrower accepts its raw text.
+    action's list item or outcome, which its action waits for) that ``ours``
+    (when given) says is one of ours: Asterisk sends every session the
+    ``OriginateResponse`` of every client's Originate. An event named in
+    ``narrow`` is parsed only when its narrower accepts its raw text.
     """
     text = _decode(data)
     if "\r" in text:
@@ -302,7 +309,11 @@ def _parse_blocks(
             end = block.find("\n")
             name = block[7 : end if end > 0 else None]
             if wanted is not None and name not in wanted:
-                if "\nActionID:" not in block:
+                if "\nActionID:" not in block or (
+                    ours is not None
+                    and (action_id := raw_header(block, "ActionID")) is not None
+                    and not ours(action_id)
+                ):
                     skipped += 1
                     continue
             elif narrow:
@@ -382,6 +393,7 @@ def parse_body(
     max_size: int = MAX_BODY_BYTES,
     wanted: frozenset[str] | None = None,
     narrow: Mapping[str, Narrower] | None = None,
+    ours: Callable[[str], bool] | None = None,
 ) -> list[Message]:
     """Parse an AJAM body, choosing the format by content type or first byte.
 
@@ -391,7 +403,7 @@ def parse_body(
     kind = (content_type or "").lower()
     if "xml" in kind or (not kind and body.lstrip()[:1] == b"<"):
         return parse_mxml(body, max_size=max_size)
-    return parse_rawman(body, max_size=max_size, wanted=wanted, narrow=narrow)
+    return parse_rawman(body, max_size=max_size, wanted=wanted, narrow=narrow, ours=ours)
 
 
 # --------------------------------------------------------------------------- actions

@@ -107,6 +107,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: TCPClient, max_buffer: int) -> None:
         self._owner = owner
         self._parser = RawmanParser(max_buffer=max_buffer, banner=True)
+        self._parser.ours = self._awaits
         self._collector = ListCollector(max_items=MAX_LIST_ITEMS)
         self._pending: dict[str, asyncio.Future[ActionResult]] = {}
         #: ActionIDs whose event list is being collected.
@@ -159,6 +160,10 @@ class _Connection(asyncio.Protocol):
         pass
 
     # -- answers and events --------------------------------------------------------
+
+    def _awaits(self, action_id: str) -> bool:
+        """An action of this connection waits for messages with this ActionID."""
+        return action_id in self._pending
 
     def _route(self, messages: list[Message]) -> None:
         events: list[Event] = []

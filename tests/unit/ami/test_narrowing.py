@@ -83,3 +83,25 @@ def test_wanted_drops_before_narrow_is_asked() -> None:
     got = parse_rawman(CAPTURE, wanted=frozenset({"UserEvent"}), narrow={"Newexten": narrower})
     assert asked == []
     assert {m.name for m in got if isinstance(m, Event)} == {"UserEvent", "WaitEventComplete"}
+
+
+def test_an_unwanted_event_of_another_clients_action_is_dropped() -> None:
+    """Asterisk sends every session the OriginateResponse of every client's Originate."""
+    body = (
+        b"Event: OriginateResponse\r\nActionID: gen-7\r\nResponse: Success\r\n\r\n"
+        b"Event: OriginateResponse\r\nActionID: cr-ab-3\r\nResponse: Success\r\n\r\n"
+        b"Event: CoreShowChannel\r\nActionID: cr-ab-4\r\nChannel: A\r\n\r\n"
+        b"Event: UserEvent\r\nActionID: gen-8\r\nUserEvent: x\r\n\r\n"
+    )
+
+    def ours(action_id: str) -> bool:
+        return action_id.startswith("cr-ab-")
+
+    got = parse_rawman(body, wanted=frozenset({"UserEvent"}), ours=ours)
+    assert [(m.get("Event"), m.action_id) for m in got] == [
+        ("OriginateResponse", "cr-ab-3"),
+        ("CoreShowChannel", "cr-ab-4"),
+        ("UserEvent", "gen-8"),  # wanted: kept whoever asked
+    ]
+    # Without ``ours`` any ActionID keeps its event, as before.
+    assert len(parse_rawman(body, wanted=frozenset({"UserEvent"}))) == 4

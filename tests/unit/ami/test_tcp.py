@@ -368,3 +368,20 @@ async def test_actions_given_up_on_leave_nothing_behind(fake: FakeAMI) -> None:
         assert conn is not None
         assert conn._pending == {}
         assert conn._collector._waiting == set()
+
+
+async def test_another_clients_action_events_are_dropped_unless_selected(fake: FakeAMI) -> None:
+    """Asterisk sends every session the OriginateResponse of every client's Originate:
+    outside the selection, only those of this client's own actions are parsed."""
+    fake.denied.add("filter")
+    client = TCPClient(settings(fake))
+    client.event_selection = EventSelection(frozenset({"Hangup"}), frozenset({"call"}))
+    async with client:
+        fake.push(("Event", "OriginateResponse"), ("ActionID", "gen-1"), ("Response", "Success"))
+        fake.push(("Event", "Hangup"), ("Channel", "A"))
+        assert [e.name for e in await client.wait_event(5)] == ["Hangup"]
+        result = await client.send("CoreShowChannels", validate=False)  # its items: ours
+        assert [i.get("Channel") for i in result.items] == ["Local/1@x-0001;1", "Local/2@x-0003;1"]
+        await client.set_events(EventSelection(frozenset({"Hangup", "OriginateResponse"}), None))
+        fake.push(("Event", "OriginateResponse"), ("ActionID", "gen-2"), ("Response", "Success"))
+        assert [e.get("ActionID") for e in await client.wait_event(5)] == ["gen-2"]
