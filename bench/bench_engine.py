@@ -65,6 +65,9 @@ class InstantAMI:
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
 
+    def set_urgent(self, test: Any) -> None:
+        pass
+
     def set_narrowing(self, narrow: Any) -> None:
         self.narrow = narrow
         self.parser.narrow = narrow or None

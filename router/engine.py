@@ -425,8 +425,13 @@ class Engine:
         )
         if not self.shadow and self.options.live_heartbeat > 0:
             await self._start_guard()
+        # Routing requests jump a backlog of other events: in a burst a call's
+        # request does not wait for every earlier call's CEL records.
+        self._client.set_urgent(self._is_request)
         self._stream = EventStream(
-            self._client, poll_timeout=int(self._config.asterisk.waitevent_timeout)
+            self._client,
+            poll_timeout=int(self._config.asterisk.waitevent_timeout),
+            urgent=self._is_request,
         )
         if self._config.api is not None:
             await self._start_api(self._config.api)
@@ -800,6 +805,16 @@ class Engine:
             narrow["CEL"] = _folded_cel
         return narrow
 
+    def _is_request(self, event: Event) -> bool:
+        """A routing request (the dialplan's ``UserEvent``): it jumps a backlog.
+
+        Taken ahead of the events before it (only when more than a batch of
+        them waits), a request may reach the tracker before its channel's
+        ``Newchannel``: the request carries the channel's snapshot, so the
+        call is tracked from it, and the rest follows.
+        """
+        return event.name == "UserEvent" and event.get("UserEvent") == self.options.request_event
+
     def _needs_newexten(self, block: str) -> bool:
         """A ``Newexten`` the engine reads (:meth:`event_narrowing`); one it
         cannot judge (a header missing or spelled otherwise) is kept."""
@@ -942,6 +957,7 @@ class Engine:
         elif (
             call is not None
             and name in ("Newchannel", "Newexten")
+            and not call.routed
             and "prefetch" not in call.extra
             and event.get("Context") == self.options.inbound_context
         ):

@@ -35,7 +35,7 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -382,6 +382,10 @@ class AJAMClient(AMIActions[ActionResult]):
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(self.event_selection)
         return result.response
+
+    def set_urgent(self, test: Callable[[Event], bool] | None) -> None:
+        """As :meth:`TCPClient.set_urgent`; a long-poll hands its batch over
+        whole, and the event stream puts what ``test`` accepts first."""
 
     def _ours(self, action_id: str) -> bool:
         """An ActionID this client gave (another client's ``OriginateResponse``

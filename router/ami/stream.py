@@ -97,6 +97,11 @@ def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(fnmatch.translate(p.lower()) for p in pats))
 
 
+#: A batch longer than this is a backlog: its urgent events are handed out
+#: first (``EventStream(urgent=...)``); a shorter one keeps Asterisk's order.
+URGENT_AFTER = 64
+
+
 class EventStream:
     """The one WaitEvent loop of a client, as an async iterator of events and gaps."""
 
@@ -108,8 +113,11 @@ class EventStream:
         poll_timeout: int = 20,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
+        urgent: Callable[[Event], bool] | None = None,
     ) -> None:
         self._client = client
+        #: Events of a batch handed out before the others (routing requests).
+        self._urgent = urgent
         self._filter = _compile(patterns)
         self._poll_timeout = poll_timeout
         self._backoff = backoff or Backoff()
@@ -218,6 +226,14 @@ class EventStream:
                 yield StreamGap(last_ok, now, "session")
             generation = current
             last_ok = now
+            urgent = self._urgent
+            if urgent is not None and len(events) > URGENT_AFTER:
+                first: list[Event] = []
+                rest: list[Event] = []
+                for event in events:
+                    (first if urgent(event) else rest).append(event)
+                if first and rest:
+                    events = first + rest
             for event in events:
                 if self.wants(event.name):
                     self.events_seen += 1

@@ -55,7 +55,7 @@ import secrets
 import ssl
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 
 from router.ami.actions import AMIActions
@@ -277,6 +277,9 @@ class TCPClient(AMIActions[ActionResult]):
         self._login_lock = asyncio.Lock()
         self._wait_lock = asyncio.Lock()
         self._events: deque[Event] = deque()
+        #: Events handed over before the rest of a backlog (:meth:`set_urgent`).
+        self._urgent: deque[Event] = deque()
+        self._urgent_test: Callable[[Event], bool] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
@@ -490,10 +493,22 @@ class TCPClient(AMIActions[ActionResult]):
         self._wake()
 
     def _events_arrived(self, conn: _Connection, events: list[Event]) -> None:
-        self._events.extend(events)
-        if len(self._events) >= self.settings.max_queued_events:
+        test = self._urgent_test
+        if test is None or len(self._events) <= MAX_BATCH:
+            self._events.extend(events)  # no backlog: in the order they came
+        else:
+            for event in events:
+                (self._urgent if test(event) else self._events).append(event)
+        if len(self._events) + len(self._urgent) >= self.settings.max_queued_events:
             conn.pause()
         self._wake()
+
+    def set_urgent(self, test: Callable[[Event], bool] | None) -> None:
+        """Events ``test`` accepts jump a backlog (more than one batch queued):
+        the engine's routing requests, so that in a burst a call's request
+        does not wait behind every earlier call's other events. Without a
+        backlog every event keeps its place."""
+        self._urgent_test = test
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -622,23 +637,25 @@ class TCPClient(AMIActions[ActionResult]):
         if self._wait_lock.locked():
             raise AMIError("a wait_event is already outstanding on this client")
         async with self._wait_lock:
-            if not self._events:
+            if not (self._events or self._urgent):
                 if self._unreported is not None:
                     why, self._unreported = self._unreported, None
                     raise AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
                 conn = await self._connected()
-                if not self._events:
+                if not (self._events or self._urgent):
                     await self._wait_for_events(conn, timeout)
             else:
                 # Events were waiting: let the decisions they started run
                 # (their Redirects) before handing over the next batch.
                 await asyncio.sleep(0)
-            queue = self._events
+            urgent, queue = self._urgent, self._events
+            events = list(urgent)
+            urgent.clear()
             if len(queue) <= MAX_BATCH:
-                events = list(queue)
+                events.extend(queue)
                 queue.clear()
             else:  # a burst: in slices, so routing is not behind a whole backlog
-                events = [queue.popleft() for _ in range(MAX_BATCH)]
+                events.extend(queue.popleft() for _ in range(MAX_BATCH))
             current = self._conn
             if (
                 current is not None
@@ -658,7 +675,7 @@ class TCPClient(AMIActions[ActionResult]):
         waiter = self._wakeup = loop.create_future()
         timer = loop.call_later(timeout, _settle, waiter)
         try:
-            if not (self._events or conn.lost or self._closed):
+            if not (self._events or self._urgent or conn.lost or self._closed):
                 await waiter
         finally:
             timer.cancel()

@@ -56,6 +56,10 @@ class FakeClient:
         """And which events it reads only in part."""
         self.narrow = narrow
 
+    def set_urgent(self, test: object) -> None:
+        """And which it takes first."""
+        self.urgent = test
+
     async def aclose(self) -> None:
         return None
 

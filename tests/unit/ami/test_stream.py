@@ -139,3 +139,22 @@ async def test_failing_while_asterisk_is_out_of_reach_and_a_short_poll_after() -
     assert stream.failing is False
     await collect(stream)
     assert seen == [(20, False), (20, False), (1, True), (1, True), (20, False), (20, False)]
+
+
+def is_request(event: Event) -> bool:
+    return event.name == "UserEvent"
+
+
+async def test_urgent_events_jump_a_backlog_and_a_short_batch_keeps_its_order() -> None:
+    from router.ami.stream import URGENT_AFTER
+
+    short = [ev("Newchannel"), ev("UserEvent", Seq="1"), ev("Hangup")]
+    backlog = [ev("CEL", Seq=str(i)) for i in range(URGENT_AFTER)]
+    backlog[10:10] = [ev("UserEvent", Seq="2")]
+    backlog.append(ev("UserEvent", Seq="3"))
+    poller = ScriptedPoller([short, backlog])
+    items = await collect(EventStream(poller, backoff=fast(), urgent=is_request))
+    names = [(i.name, i.get("Seq")) for i in items if isinstance(i, Event)]
+    assert names[:3] == [("Newchannel", None), ("UserEvent", "1"), ("Hangup", None)]
+    assert names[3:5] == [("UserEvent", "2"), ("UserEvent", "3")]  # ahead of the backlog
+    assert names[5:] == [("CEL", str(i)) for i in range(URGENT_AFTER)]  # in their order

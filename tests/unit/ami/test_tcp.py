@@ -385,3 +385,20 @@ async def test_another_clients_action_events_are_dropped_unless_selected(fake: F
         await client.set_events(EventSelection(frozenset({"Hangup", "OriginateResponse"}), None))
         fake.push(("Event", "OriginateResponse"), ("ActionID", "gen-2"), ("Response", "Success"))
         assert [e.get("ActionID") for e in await client.wait_event(5)] == ["gen-2"]
+
+
+async def test_a_request_jumps_a_backlog_and_keeps_its_place_otherwise(fake: FakeAMI) -> None:
+    client = TCPClient(settings(fake))
+    client.set_urgent(lambda event: event.name == "UserEvent")
+    async with client:
+        fake.push(("Event", "Newchannel"))
+        fake.push(("Event", "UserEvent"), ("Seq", "0"))
+        await until(lambda: len(client._events) == 2)
+        assert [e.name for e in await client.wait_event(1)] == ["Newchannel", "UserEvent"]
+        fake.push_raw(b"".join(b"Event: Burst\r\nSeq: %d\r\n\r\n" % i for i in range(200)))
+        await until(lambda: len(client._events) == 200)
+        fake.push_raw(b"Event: Burst\r\nSeq: 200\r\n\r\nEvent: UserEvent\r\nSeq: 1\r\n\r\n")
+        await until(lambda: len(client._urgent) == 1)
+        first = await client.wait_event(1)
+    assert [(e.name, e.get("Seq")) for e in first[:2]] == [("UserEvent", "1"), ("Burst", "0")]
+    assert len(first) == 65  # the request, then the usual slice of the backlog
