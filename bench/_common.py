@@ -12,7 +12,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,10 +262,17 @@ class BenchOneC:
     def callrouter_register(self, registry: Any) -> None:
         cache = self.cache
 
-        async def responsible(number: str) -> dict[str, Any] | None:
-            """1C: the client and responsible manager for a number (bench cache)."""
+        async def ask(number: str) -> dict[str, Any] | None:
             answer = await cache.lookup(number)
             return answer.as_dict() if answer is not None else None
+
+        def responsible(number: str) -> dict[str, Any] | Awaitable[dict[str, Any] | None] | None:
+            """1C: the client and responsible manager for a number (bench cache).
+
+            As the 1C plugin's lookup: a fresh cached answer as it is, else awaitable.
+            """
+            answer = cache.fresh(number)
+            return answer.as_dict() if answer is not None else ask(number)
 
         registry.add_lookup("onec.responsible", responsible)
         registry.add_notify_target("onec", "1C (benchmark stand-in: never called)")

@@ -36,10 +36,14 @@ class Directory:
             last10(k): dict(v) for k, v in (entries or {}).items()
         }
 
-    async def lookup(self, number: str) -> dict[str, Any] | None:
+    def get(self, number: str) -> dict[str, Any] | None:
         """Directory entry for a number: {"extension": "101", "name": ...}, or None."""
         entry = self.entries.get(last10(number))
         return dict(entry) if entry is not None else None
+
+    async def lookup(self, number: str) -> dict[str, Any] | None:
+        """:meth:`get`, awaitable."""
+        return self.get(number)
 
 
 def load_directory(path: Path) -> Directory:
@@ -100,9 +104,13 @@ class DirectoryPlugin:
             )
         self.directory = Directory(entries)
 
-    async def lookup(self, number: str) -> dict[str, Any] | None:
-        """Static directory entry for a number: {"extension": "101", "name": ...}."""
-        return await self.directory.lookup(number)
+    def lookup(self, number: str) -> dict[str, Any] | None:
+        """Static directory entry for a number: {"extension": "101", "name": ...}.
+
+        A plain function: the answer is in memory, so routing spends no
+        coroutine and no timer on it.
+        """
+        return self.directory.get(number)
 
     @hookimpl
     def callrouter_register(self, registry: Registry) -> None:

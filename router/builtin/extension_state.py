@@ -8,7 +8,7 @@ since a missing hint should not stop a call from ringing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from router.config import Config, SettingsReader
@@ -61,10 +61,14 @@ class ExtensionState:
     def callrouter_startup(self, engine: EngineAPI) -> None:
         self.ami = engine.ami
 
-    async def lookup(self, extension: str) -> str:
+    def lookup(self, extension: str) -> str | Awaitable[str]:
         """State of an extension: idle, inuse, busy, unavailable, ringing, onhold, unknown."""
         if self.ami is None or not extension:
-            return "unknown"
+            return "unknown"  # no question to ask: answered without a coroutine
+        return self._ask(extension)
+
+    async def _ask(self, extension: str) -> str:
+        assert self.ami is not None
         try:
             result = await self.ami.send(
                 "ExtensionState",

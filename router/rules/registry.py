@@ -34,8 +34,10 @@ __all__ = [
 
 #: Raises ``router.errors.AMIValidationError`` for an action the catalog refuses.
 AMIValidator = Callable[[str, Mapping[str, object]], None]
-#: An async fact source; arguments come from the rule's expression.
-LookupFn = Callable[..., Awaitable[Any]]
+#: A fact source; arguments come from the rule's expression. An async
+#: function, or a plain one returning the answer or an awaitable: an answer
+#: from memory then costs no coroutine and no timer (docs/plugins.md).
+LookupFn = Callable[..., Awaitable[Any] | Any]
 #: Load-time check of a call's arguments; ``UNKNOWN`` stands for non-constants.
 ArgCheck = Callable[..., None]
 #: Load-time check of an action's parameters: constants as written, templates as their text.
@@ -224,7 +226,8 @@ class Registry:
         signature: Callable[..., Any] | inspect.Signature | None = None,
         doc: str | None = None,
     ) -> None:
-        """Registers an async lookup; ``signature`` may be a stub function.
+        """Registers a lookup (async, or returning an answer or an awaitable);
+        ``signature`` may be a stub function.
 
         A ``request`` parameter is not the rule's to give: the rule engine
         fills it with the request being decided (see :func:`wants_request`).

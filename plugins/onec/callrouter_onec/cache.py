@@ -161,6 +161,19 @@ class ResponsibleCache:
         self._inflight: dict[str, asyncio.Task[Responsible]] = {}
         self._background: set[asyncio.Task[Responsible]] = set()
 
+    def fresh(self, number: str) -> Responsible | None:
+        """The answer for a caller ID when the cache holds it within its TTL,
+        without waiting for anything; ``None`` otherwise (then ask
+        :meth:`lookup`, which also knows stale answers, 1C and the breaker)."""
+        phone = normalize(number, self.rules)
+        if not phone.lookup:
+            return None
+        entry = self._entries.get(phone.number)
+        if entry is None or self._clock() - entry.stored >= entry.ttl:
+            return None
+        self._entries.move_to_end(phone.number)
+        return entry.value
+
     async def lookup(
         self,
         number: str,

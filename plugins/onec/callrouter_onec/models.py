@@ -11,7 +11,7 @@ are ignored so that 1C may add fields without breaking us.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -72,8 +72,30 @@ class Responsible:
     candidates: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain nested dicts in the contract's own shape, for rule expressions."""
-        return asdict(self)
+        """Plain nested dicts in the contract's own shape, for rule expressions.
+
+        Built by hand (a fresh dict each time: the cached answer is never
+        shared with a rule): ``dataclasses.asdict`` deep-copies every value,
+        and this runs for every routed call.
+        """
+        client, contact, manager = self.client, self.contact, self.manager
+        return {
+            "found": self.found,
+            "phone": self.phone,
+            "client": None
+            if client is None
+            else {"id": client.id, "type": client.type, "name": client.name, "inn": client.inn},
+            "contact": None if contact is None else {"id": contact.id, "name": contact.name},
+            "manager": None
+            if manager is None
+            else {
+                "id": manager.id,
+                "name": manager.name,
+                "extension": manager.extension,
+                "mobile": manager.mobile,
+            },
+            "candidates": self.candidates,
+        }
 
     @property
     def extension(self) -> str | None:

@@ -839,3 +839,42 @@ async def test_a_rule_may_still_tell_1c_about_a_refused_caller(
     assert await onec.sender.drain(5)
     [told] = double.event_book.receipts
     assert (told.payload["event"], told.payload["event_id"]) == ("missed", "13.1/notify/missed")
+
+
+async def test_the_lookup_answers_a_cached_number_without_an_awaitable(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """``onec.responsible`` as the rule engine calls it: a fresh cached answer is
+    returned as it is (no coroutine, no timer per call), anything else awaitable."""
+    import inspect
+
+    onec, _ = started
+    first = onec.lookup("8 (916) 123-45-67")
+    assert inspect.isawaitable(first)  # not cached yet: 1C is asked
+    asked = await first
+    assert asked is not None
+    again = onec.lookup("+7 916 1234567")
+    assert not inspect.isawaitable(again)
+    assert again == asked
+    assert again is not asked  # a fresh dict each time: a rule never shares the cache's
+    assert len(double.requests("/v1/responsible")) == 1
+    internal = onec.lookup("101")
+    assert inspect.isawaitable(internal)
+    assert await internal is None
+
+
+def test_as_dict_is_the_answer_as_nested_dicts() -> None:
+    from dataclasses import asdict
+
+    from callrouter_onec.models import Client, Contact, Manager, Responsible
+
+    full = Responsible(
+        found=True,
+        phone="79161234567",
+        client=Client("c1", "company", "ООО Ромашка", "7701234567"),
+        contact=Contact("k1", "Иван"),
+        manager=Manager("m1", "Петров Пётр", "101", "79160000000"),
+        candidates=2,
+    )
+    for answer in (full, Responsible(found=False, phone="79161234567")):
+        assert answer.as_dict() == asdict(answer)
