@@ -967,7 +967,7 @@ class Engine:
             if not call.did:
                 call.did = event.get("Exten") or ""
             await self.plugins.prefetch(call)
-        if self.rules.current.event_rules(name):
+        if self.rules.current.may_fire(name, event.getall):
             await self._event_rules(event, call)
         for ended in fed.ended:
             await self.plugins.call_end(ended)
@@ -986,7 +986,7 @@ class Engine:
         await self.calllife.ingest("CEL", event)
         if self._listeners:
             self._tell(event, call)
-        if self.rules.current.event_rules("CEL"):
+        if self.rules.current.may_fire("CEL", event.getall):
             await self._event_rules(event, call)
 
     async def _event_rules(self, event: Event, call: Call | None) -> None:

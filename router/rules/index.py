@@ -31,7 +31,7 @@ from router.rules.expr import _call
 from router.rules.model import Rule
 from router.rules.registry import FunctionSpec
 
-__all__ = ["CallIndex", "Guard", "Key", "guard_of"]
+__all__ = ["CallIndex", "Guard", "Key", "event_guard", "guard_of"]
 
 #: Rule functions a key or a constant may be wrapped in: pure functions of
 #: their argument, so a constant is folded at load time to what the call
@@ -86,12 +86,37 @@ def guard_of(
     return reader.guard(tree)
 
 
+def event_guard(
+    rule: Rule, lists: Mapping[str, frozenset[str]], functions: Mapping[str, FunctionSpec]
+) -> Mapping[str, frozenset[str]] | None:
+    """An event rule's guard on the event's own fields (``event.cause == "19"``,
+    ``event.queue in ("sales", "vip")``, joined as :func:`guard_of` joins them):
+    field name (lower case, as ``event.X`` reads it) -> the values it may have.
+
+    None when the ``if`` has none: the rule is tried for every event of its
+    name. The engine checks the guard on the received event before it builds
+    the rule context, so most events of a watched name cost a dict lookup.
+    """
+    if rule.condition is None:
+        return None
+    guard = _Reader(lists, functions, event=True).guard(rule.condition.tree)
+    if guard is None:
+        return None
+    return {key.field[len("event.") :]: values for key, values in guard.items()}
+
+
 class _Reader:
     def __init__(
-        self, lists: Mapping[str, frozenset[str]], functions: Mapping[str, FunctionSpec]
+        self,
+        lists: Mapping[str, frozenset[str]],
+        functions: Mapping[str, FunctionSpec],
+        *,
+        event: bool = False,
     ) -> None:
         self.lists = lists
         self.functions = functions
+        #: Read ``event.<field>`` keys (an event rule) instead of the call's.
+        self.event = event
 
     def guard(self, node: ast.expr) -> Guard | None:
         if isinstance(node, ast.BoolOp):
@@ -134,6 +159,15 @@ class _Reader:
         return None
 
     def key(self, node: ast.expr) -> Key | None:
+        if self.event:
+            # The event's fields, plain: ``event.cause`` (EventFields reads any case).
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "event"
+            ):
+                return Key(f"event.{node.attr.lower()}")
+            return None
         if isinstance(node, ast.Call):
             name = self._pure(node)
             if name is None:

@@ -23,7 +23,7 @@ from router.errors import RuleValidationError
 from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.evaluate import Outcome, evaluate_rules, may_ask
-from router.rules.index import CallIndex, Key
+from router.rules.index import CallIndex, Key, event_guard
 from router.rules.lists import load_list
 from router.rules.loader import discover, display_path, load_file
 from router.rules.model import Rule
@@ -55,6 +55,10 @@ class RuleSet:
     _events: tuple[Rule, ...] = field(default=(), repr=False)
     _event_cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
     _schedules: Mapping[str, Rule] = field(default_factory=dict, repr=False)
+    #: Event rules' guards on the event's fields (router/rules/index.py ``event_guard``).
+    _event_guards: Mapping[int, Mapping[str, frozenset[str]] | None] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def build(
@@ -67,6 +71,7 @@ class RuleSet:
     ) -> RuleSet:
         ordered = tuple(sorted(rules, key=lambda r: r.sort_key))
         calls = [r for r in ordered if r.trigger.kind == "call"]
+        events = tuple(r for r in ordered if r.trigger.kind == "event")
         frozen_lists = MappingProxyType(dict(lists))
         return cls(
             ordered,
@@ -76,9 +81,10 @@ class RuleSet:
             fatal,
             CallIndex(calls, frozen_lists, registry.functions),
             any(_reads_call_vars(r) for r in ordered),
-            tuple(r for r in ordered if r.trigger.kind == "event"),
+            events,
             {},
             MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
+            {id(r): event_guard(r, frozen_lists, registry.functions) for r in events},
         )
 
     @classmethod
@@ -99,6 +105,32 @@ class RuleSet:
             if len(self._event_cache) < _EVENT_CACHE_LIMIT:
                 self._event_cache[name] = cached
         return cached
+
+    def may_fire(self, name: str, fields: Callable[[str], Sequence[str]]) -> bool:
+        """Whether an event of this name may fire a rule: some rule watches it
+        and the event's fields pass its guard (``fields(key)``: every value of
+        a key, any case; the last is what ``event.key`` reads).
+
+        False means no rule's ``if`` can be true: the engine then builds no
+        context for the event (a ``Hangup`` rule for one cause skips the rest).
+        """
+        rules = self.event_rules(name)
+        if not rules:
+            return False
+        guards = self._event_guards
+        for rule in rules:
+            guard = guards.get(id(rule))
+            if guard is None:
+                return True
+            for field_name, values in guard.items():
+                if field_name == "event":
+                    if name in values:
+                        return True
+                    continue
+                found = fields(field_name)
+                if found and found[-1] in values:
+                    return True
+        return False
 
     def index_keys(self, rule: Rule) -> tuple[Key, ...]:
         """The call's values (``did``, ``caller.number``...) that decide whether the
