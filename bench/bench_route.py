@@ -52,6 +52,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -452,6 +453,8 @@ class Cell:
     asterisk_cpu: float = 0.0
     generator_cpu: float = 0.0
     note: str = ""
+    #: Which repetition of the cell (``--repeat``): ratios pair the same repetition.
+    rep: int = 0
 
 
 async def start_router(
@@ -588,8 +591,13 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
         async with CallPlacer(ami) as placer:  # type: ignore[arg-type]
-            for round_no, rate in enumerate([*args.rates, *([0] if args.burst else [])]):
-                # Rotate the order at each rate so no variant always goes first.
+            rounds = [
+                (rate, rep)
+                for rate in [*args.rates, *([0] if args.burst else [])]
+                for rep in range(args.repeat)
+            ]
+            for round_no, (rate, rep) in enumerate(rounds):
+                # Rotate the order at each round so no variant always goes first.
                 order = (
                     args.variants[round_no % len(args.variants) :]
                     + args.variants[: round_no % len(args.variants)]
@@ -606,6 +614,7 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                         burst=args.burst,
                         baseline=args.baseline_tree,
                     )
+                    cell.rep = rep
                     cells.append(cell)
                     print(
                         f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
@@ -619,39 +628,53 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     return cells
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def report(cells: list[Cell], args: argparse.Namespace) -> str:
-    # The ratios are to the bare panoramisk loop when it ran (issue 16's yardstick).
+    # The ratios are to the bare panoramisk loop when it ran (issue 16's yardstick),
+    # each repetition against the same repetition of it (they ran side by side),
+    # and the median of those is shown with how many repetitions were at or below.
     base = "tcp" if "tcp" in args.variants else "ajam"
-    ref = {c.rate: c for c in cells if c.variant == base}
     rows = []
     for rate in [*args.rates, *([0] if args.burst else [])]:
+        refs = {c.rep: c for c in cells if c.variant == base and c.rate == rate}
         for variant in args.variants:
-            c = next((x for x in cells if x.variant == variant and x.rate == rate), None)
-            if c is None:
+            mine = sorted(
+                (x for x in cells if x.variant == variant and x.rate == rate), key=lambda x: x.rep
+            )
+            if not mine:
                 continue
-            r = ref.get(rate)
-            p50, p95, p99 = (pct(c.latencies, p) for p in (50, 95, 99))
-            x50 = p50 / pct(r.latencies, 50) if r and r.latencies else float("nan")
-            x95 = p95 / pct(r.latencies, 95) if r and r.latencies else float("nan")
+            pooled = sorted(v for c in mine for v in c.latencies)
+            p50 = _median([pct(c.latencies, 50) for c in mine if c.latencies])
+            p95 = _median([pct(c.latencies, 95) for c in mine if c.latencies])
+            x50s: list[float] = []
+            x95s: list[float] = []
+            for c in mine:
+                r = refs.get(c.rep)
+                if r is not None and r.latencies and c.latencies:
+                    x50s.append(pct(c.latencies, 50) / pct(r.latencies, 50))
+                    x95s.append(pct(c.latencies, 95) / pct(r.latencies, 95))
+            cpu = _median([c.cpu / c.wall for c in mine if c.wall])
+            cpu_sys = _median([c.cpu_sys / c.wall for c in mine if c.wall])
+            calls = sum(c.calls for c in mine)
+            routed = sum(c.routed for c in mine)
             rows.append(
                 [
                     f"{rate}/s" if rate else f"burst {args.burst}",
-                    c.variant,
-                    c.calls,
-                    f"{100 * c.routed / c.calls:.1f}%" if c.calls else "-",
+                    variant,
+                    calls,
+                    f"{100 * routed / calls:.1f}%" if calls else "-",
                     p50,
                     p95,
-                    p99,
-                    c.latencies[-1] if c.latencies else float("nan"),
-                    f"{x50:.2f}x",
-                    f"{x95:.2f}x",
-                    (
-                        f"{100 * c.cpu / c.wall:.0f}% ({100 * c.cpu_sys / c.wall:.0f}%)"
-                        if c.wall
-                        else "-"
-                    ),
-                    f"{100 * c.asterisk_cpu / c.wall:.0f}%" if c.wall else "-",
-                    f"{100 * c.generator_cpu / c.wall:.0f}%" if c.wall else "-",
+                    pct(pooled, 99),
+                    pooled[-1] if pooled else float("nan"),
+                    f"{_median(x50s):.2f}x ({sum(x <= 1 for x in x50s)}/{len(x50s)})",
+                    f"{_median(x95s):.2f}x ({sum(x <= 1 for x in x95s)}/{len(x95s)})",
+                    f"{100 * cpu:.0f}% ({100 * cpu_sys:.0f}%)",
+                    f"{100 * _median([c.asterisk_cpu / c.wall for c in mine if c.wall]):.0f}%",
+                    f"{100 * _median([c.generator_cpu / c.wall for c in mine if c.wall]):.0f}%",
                 ]
             )
     main = md_table(
@@ -664,8 +687,8 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             "p95 ms",
             "p99 ms",
             "max ms",
-            f"p50 / {base}",
-            f"p95 / {base}",
+            f"p50 / {base} (at or below)",
+            f"p95 / {base} (at or below)",
             "router CPU (sys)",
             "Asterisk CPU",
             "generator CPU",
@@ -687,9 +710,16 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         for c in cells
         if c.variant.split("@", 1)[0] in ("engine", "tcp-engine") and c.note
     ]
+    each = (
+        f"{args.duration:g} s per cell"
+        if args.repeat == 1
+        else f"{args.repeat} repetitions of {args.duration:g} s per cell, interleaved; "
+        "p50, p95 and CPU are medians of the repetitions' own, a ratio pairs each "
+        "repetition with the same one of the reference"
+    )
     return (
         f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
-        f"({args.duration:g} s per cell)\n\n{main}\n\n"
+        f"({each})\n\n{main}\n\n"
         "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
         "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
         "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
@@ -700,6 +730,12 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each cell this many times, interleaved (medians and paired ratios)",
+    )
     parser.add_argument("--rates", default="20,50,100")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
