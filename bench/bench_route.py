@@ -705,10 +705,16 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
                     [variant, part, pct(values, 50), pct(values, 95), pct(values, 99), len(values)]
                 )
     split = md_table(["router", "part", "p50 ms", "p95 ms", "p99 ms", "calls"], split_rows)
+    # One line per variant and rate, the repetitions' outcomes added up.
+    merged: dict[tuple[str, int], dict[str, int]] = {}
+    for c in cells:
+        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine") and c.note:
+            into = merged.setdefault((c.variant, c.rate), {})
+            for outcome, count in json.loads(c.note).items():
+                into[outcome] = into.get(outcome, 0) + count
     notes = [
-        f"- {c.variant} outcomes at {f'{c.rate}/s' if c.rate else 'the burst'}: {c.note}"
-        for c in cells
-        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine") and c.note
+        f"- {variant} outcomes at {f'{rate}/s' if rate else 'the burst'}: {json.dumps(counts)}"
+        for (variant, rate), counts in merged.items()
     ]
     each = (
         f"{args.duration:g} s per cell"

@@ -33,7 +33,12 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_memory.py", [], ["--calls", "5000", "--warmup", "500"], 240),
     ("bench_tracker.py", [], ["--calls", "2000"], 120),
     ("bench_engine.py", [], ["--rounds", "1"], 120),
-    ("bench_route.py", ["--duration", "5"], ["--duration", "1", "--rates", "20,100"], 360),
+    (
+        "bench_route.py",
+        ["--duration", "4", "--repeat", "2", "--variants", "tcp,tcp-engine,engine,ajam"],
+        ["--duration", "1", "--rates", "20,100"],
+        480,
+    ),
     ("bench_feed.py", [], ["--duration", "1", "--clients", "20"], 90),
     ("bench_events.py", [], ["--duration", "2", "--rate", "20"], 120),
     ("bench_click.py", [], ["--calls", "5"], 60),
