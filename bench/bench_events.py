@@ -21,9 +21,9 @@ generator's included). Variants:
 * ``auto / admin``: ``events = "auto"`` with a user that may send ``Filter``
   (and reads every class): class mask and event-name filters.
 
-A counting plugin (``callrouter_wanted_events`` returning nothing, so it
-changes no selection) counts the events the engine handled (those Asterisk sent
-and the client did not drop before parsing). "routed" counts
+A counter wrapped around ``Engine.handle_event`` counts the events the engine
+handled (those Asterisk sent and the client did not drop before parsing: a
+plugin would see only the events it names). "routed" counts
 calls that reached ``callrouter-dial`` before the dialplan's fail-open wait.
 """
 
@@ -59,29 +59,24 @@ WAIT = 4
 
 
 class Counter:
-    """Counts every event the engine hands its plugins."""
-
-    __name__ = "bench_counter"
+    """Counts every event the engine handles (those Asterisk sent and the client
+    did not drop before parsing): :meth:`Engine.handle_event`, wrapped."""
 
     def __init__(self) -> None:
         self.events = 0
         self.counting = False
         self.names: dict[str, int] = {}
 
-    def callrouter_event(self, event: Any, call: Any) -> None:
-        if self.counting:
-            self.events += 1
-            self.names[event.name] = self.names.get(event.name, 0) + 1
+    def wrap(self, engine: Any) -> None:
+        handle = engine.handle_event
 
-    def callrouter_wanted_events(self) -> tuple[str, ...]:
-        return ()
+        async def counted(event: Any) -> None:
+            if self.counting:
+                self.events += 1
+                self.names[event.name] = self.names.get(event.name, 0) + 1
+            await handle(event)
 
-
-def _mark(plugin: object) -> None:
-    from router.hookspecs import hookimpl
-
-    for name in ("callrouter_event", "callrouter_wanted_events"):
-        hookimpl(getattr(type(plugin), name))
+        engine.handle_event = counted
 
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,10 +99,8 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     onec = BenchOneC()
     await onec.warm()
     counter = Counter()
-    _mark(counter)
-    engine = Engine(
-        load_config(path), plugins=Plugins.load(extra=[onec, counter], disabled=["onec"])
-    )
+    engine = Engine(load_config(path), plugins=Plugins.load(extra=[onec], disabled=["onec"]))
+    counter.wrap(engine)
     await engine.start()
     task = asyncio.create_task(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 10)

@@ -1,7 +1,11 @@
 """Route latency on the sandbox Asterisk: callrouter against the least code that can route.
 
 Run: ``.venv/bin/python bench/bench_route.py`` (``--duration``, ``--rates``,
-``--variants``; about 3 minutes with the defaults). ``--baseline REV`` with
+``--variants``; about 3 minutes with the defaults). ``--repeat N`` measures each
+cell N times, interleaved: single cells of this shared machine move by an order
+of magnitude between runs, so the table then shows medians of the repetitions'
+own p50/p95/CPU and ratios that pair each repetition with the same repetition
+of the reference (and in how many it was at or below). ``--baseline REV`` with
 variants such as ``tcp-engine@base`` runs git revision REV's router (and 1C
 plugin) beside this checkout's in the same run, to measure a change.
 
