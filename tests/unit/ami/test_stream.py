@@ -158,3 +158,23 @@ async def test_urgent_events_jump_a_backlog_and_a_short_batch_keeps_its_order() 
     assert names[:3] == [("Newchannel", None), ("UserEvent", "1"), ("Hangup", None)]
     assert names[3:5] == [("UserEvent", "2"), ("UserEvent", "3")]  # ahead of the backlog
     assert names[5:] == [("CEL", str(i)) for i in range(URGENT_AFTER)]  # in their order
+
+
+async def test_batches_hand_over_a_polls_events_at_once_and_the_gaps_between() -> None:
+    down = AMIConnectionError("refused")
+    poller = ScriptedPoller(
+        [[ev("Newchannel"), ev("QueueCallerJoin"), ev("Hangup")], [], down, [ev("Hangup")]]
+    )
+    stream = EventStream(poller, ["Newchannel", "Hangup"], backoff=fast())
+    seen: list[list[str] | str] = []
+
+    async def read() -> None:
+        async for batch in stream.batches():
+            seen.append(
+                type(batch).__name__ if isinstance(batch, StreamGap) else [e.name for e in batch]
+            )
+
+    with pytest.raises(AMIAuthenticationError):
+        await read()
+    assert seen == [["Newchannel", "Hangup"], "StreamGap", ["Hangup"]]  # an empty poll: nothing
+    assert stream.events_seen == 3
