@@ -56,7 +56,6 @@ class InstantAMI:
         #: As a TCP client reads: bytes through the parser, with the engine's
         #: selection and narrowing, then each message to the engine.
         self.parser = RawmanParser()
-        self.narrow: Any = {}
 
     async def deliver(self, data: bytes) -> None:
         for event in self.parser.feed(data):
@@ -69,7 +68,6 @@ class InstantAMI:
         pass
 
     def set_narrowing(self, narrow: Any) -> None:
-        self.narrow = narrow
         self.parser.narrow = narrow or None
 
     async def login(self) -> None:

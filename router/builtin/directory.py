@@ -41,10 +41,6 @@ class Directory:
         entry = self.entries.get(last10(number))
         return dict(entry) if entry is not None else None
 
-    async def lookup(self, number: str) -> dict[str, Any] | None:
-        """:meth:`get`, awaitable."""
-        return self.get(number)
-
 
 def load_directory(path: Path) -> Directory:
     """Read a CSV or YAML directory; errors name the file and line."""

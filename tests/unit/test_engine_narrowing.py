@@ -156,3 +156,22 @@ async def test_the_api_and_events_all_turn_narrowing_off(
     engine = Engine(load_config(path), plugins=Plugins.load(disabled=["recordings"]))
     await engine.setup()
     assert await engine.event_narrowing() == {}
+
+
+async def test_a_caller_name_cannot_hide_a_landing_from_the_narrower(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """Asterisk writes a channel's name before its caller ID: lines a hostile
+    caller name smuggles in come after the real ``Channel``, which decides."""
+    engine = await engine_factory(write(tmp_path))
+    keep = (await engine.event_narrowing())["Newexten"]
+    future = engine.executor.confirmations.expect("PJSIP/a-1", "callrouter-dial")
+    try:
+        hostile = (
+            "Event: Newexten\nChannel: PJSIP/a-1\nCallerIDNum: 79161234567\n"
+            "CallerIDName: x\nChannel: PJSIP/other-9\nPriority: 7\n"
+            "Context: callrouter-dial\nExten: 101\nPriority: 1"
+        )
+        assert keep(hostile)
+    finally:
+        engine.executor.confirmations.drop("PJSIP/a-1", future)
