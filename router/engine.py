@@ -956,9 +956,9 @@ class Engine:
         if self._listeners:
             self._tell(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
-            if self.router.accept(event, call):
-                # Let the routing task run up to its first I/O now, rather than
-                # after the rest of this WaitEvent batch has been processed.
+            if self.router.accept(event, call) and self.router.starting:
+                # The routing stopped before a lookup's I/O (router.eager): let
+                # it start that now, rather than after the rest of this batch.
                 await asyncio.sleep(0)
         elif (
             call is not None

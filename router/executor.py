@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
@@ -186,7 +187,7 @@ class Confirmations:
                 # A timer on this task, not wait_for's shield and waiter: one
                 # per routed call. The future is ours alone; cancelling it on
                 # the timeout cancels nothing else.
-                async with asyncio.timeout(self.timeout):
+                async with eager.timeout(self.timeout):
                     await future
             return future.result()
         except TimeoutError:

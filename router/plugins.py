@@ -13,7 +13,6 @@ like third-party plugins found through the ``callrouter`` entry point group
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import importlib
 import inspect
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from router import hookspecs
+from router import eager, hookspecs
 from router.errors import ConfigError, PluginError
 from router.rules.suggest import did_you_mean
 
@@ -261,7 +260,7 @@ class Plugins:
                 value = impl.function(**args)
                 if value is not None and inspect.isawaitable(value):
                     # In this task (no task per hook call, as wait_for would make).
-                    async with asyncio.timeout(timeout):
+                    async with eager.timeout(timeout):
                         value = await value
             except Exception as exc:
                 self._report(hook, impl, exc, scope)
@@ -341,7 +340,7 @@ class Plugins:
                     **{arg: event if arg == "event" else call for arg in impl.argnames}
                 )
                 if value is not None and inspect.isawaitable(value):
-                    async with asyncio.timeout(HOOK_TIMEOUT):
+                    async with eager.timeout(HOOK_TIMEOUT):
                         await value
             except Exception as exc:
                 self._report("callrouter_event", impl, exc, scope)
@@ -371,7 +370,7 @@ class Plugins:
             try:
                 value = impl.function()
                 if inspect.isawaitable(value):
-                    async with asyncio.timeout(HOOK_TIMEOUT):
+                    async with eager.timeout(HOOK_TIMEOUT):
                         value = await value
                 if value is not None:
                     if isinstance(value, str) or not isinstance(value, Iterable):
@@ -412,7 +411,7 @@ class Plugins:
             try:
                 value = impl.function(**{name: kwargs[name] for name in impl.argnames})
                 if inspect.isawaitable(value):
-                    async with asyncio.timeout(HOOK_TIMEOUT):
+                    async with eager.timeout(HOOK_TIMEOUT):
                         value = await value
             except Exception as exc:
                 self._report("callrouter_execute", impl, exc, call.linkedid)

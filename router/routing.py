@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.calls import Call, CallTracker
@@ -157,6 +158,9 @@ class Router:
         #: Where decisions are counted (``/metrics``); None counts nothing.
         self.metrics = metrics
         self.accepting = True
+        #: The last accepted request's routing stopped its first step at a
+        #: hand-off (router.eager): the rest starts on the loop's next turn.
+        self.starting = False
         self._routed: OrderedDict[str, None] = OrderedDict()
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -169,7 +173,9 @@ class Router:
         return len(self._routed)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
+        self._track(asyncio.ensure_future(coro))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         # Nobody awaits these tasks: a failure is logged with the task's name.
@@ -209,7 +215,18 @@ class Router:
             call.waiting_channel = request.channel
             if not call.did:
                 call.did = request.did
-        self.spawn(self._route(request, call, deadline, received))
+        # Decided and sent in this loop turn, not behind the callbacks already
+        # queued (router.eager): with a cached answer the Redirect is written
+        # before accept returns.
+        coro = self._route(request, call, deadline, received)
+        try:
+            task, self.starting = eager.start(coro, name=f"route {request.channel}")
+        except Exception:
+            self.starting = False
+            log.exception("routing %s failed", request.channel)
+            return True
+        if task is not None:
+            self._track(task)
         return True
 
     async def _route(
@@ -240,13 +257,10 @@ class Router:
         )
         set_request(info)  # the fallback for code that cannot take the argument
         try:
-            # asyncio.timeout, not wait_for: wait_for runs the evaluation in a
-            # new task, which would only start after the rest of the current
-            # WaitEvent batch has been handled.
-            async with asyncio.timeout(max(0.001, deadline - started)):
-                outcome = await self.rules.evaluate(context, deadline=deadline, request=info)
-        except TimeoutError:
-            pass
+            # No timeout around it: the evaluation bounds each lookup by the
+            # deadline itself, and rules written for a failed lookup still
+            # decide; a timer here would also end the eager start (router.eager).
+            outcome = await self.rules.evaluate(context, deadline=deadline, request=info)
         except Exception:
             log.exception("rule evaluation failed for %s", channel)
         evaluated = time.monotonic()
@@ -255,7 +269,8 @@ class Router:
         if outcome is None:
             status = "late"
         elif not outcome.decision.actions:
-            status = "fell-through"
+            # Nothing matched because a lookup ran out of time: the call was late.
+            status = "late" if outcome.trace.deadline_hit else "fell-through"
         elif evaluated > deadline:
             status = "late"
         elif self.shadow:

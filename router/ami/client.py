@@ -41,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+from router import eager
 from router.ami.actions import AMIActions
 from router.ami.catalog import load_catalog
 from router.ami.event_filter import (
@@ -470,6 +471,8 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIConnectionError("the AJAM client is closed")
         if action.action_id is None:
             action = action.with_action_id(self._next_id())
+        # An HTTP exchange runs under asyncio.timeout: in its own task (router.eager).
+        await eager.hand_off()
         if not self._logged_in:
             await self.login()
         generation = self.session_generation

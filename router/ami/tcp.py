@@ -57,6 +57,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
+from typing import cast
 
 from router.ami.actions import AMIActions
 from router.ami.client import ClientSettings, denied, is_idempotent, privilege_error
@@ -123,8 +124,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, by create_connection's contract; uvloop's does not
+        # subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self._loop.time()

@@ -10,12 +10,12 @@ number of rules.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from router import eager
 from router.errors import LookupUnavailable
 from router.request import RequestInfo
 from router.rules.context import Context
@@ -327,7 +327,7 @@ async def _call_lookup(
             if remaining is None:
                 result = await result
             else:
-                async with asyncio.timeout(remaining):
+                async with eager.timeout(remaining):
                     result = await result
         return result, None, False
     except TimeoutError:

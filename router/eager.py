@@ -1,0 +1,154 @@
+"""Starting a coroutine in the caller's loop turn: eager tasks, on Python 3.11 too.
+
+A routing request is parsed in one turn of the event loop; a task made for it
+starts only after every callback already queued, and at 100 calls a second
+those are earlier calls' bookkeeping (their answers, decision lines, metrics):
+the Redirect waited about 120 us behind them in the route benchmark, 325 us in
+bench_engine (docs/performance.md). Python 3.12's eager tasks run a new task's
+first step at once, up to its first real wait; :func:`start` does that on 3.12
+and later, and on 3.11 runs the first step itself and hands the rest to a task.
+
+On 3.11 the current task during that first step is the caller's, so anything
+that binds to the current task (``asyncio.timeout``, ``asyncio.current_task``)
+must not run in it. Code on the routing path therefore awaits
+:func:`hand_off` first, or uses :class:`timeout` here, which does: outside an
+eager start both cost nothing and do not suspend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Coroutine, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+__all__ = ["NATIVE", "hand_off", "start", "timeout"]
+
+T = TypeVar("T")
+
+#: Python 3.12+: the standard library's eager tasks do the work.
+NATIVE = sys.version_info >= (3, 12)
+
+#: True only while :func:`start` runs a coroutine's first step itself (3.11).
+_STARTING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "callrouter_eager_starting", default=False
+)
+
+
+class _HandOff:
+    """Awaited: in a first step run by :func:`start` (3.11), ends it there, so
+    what follows runs in the coroutine's own task; anywhere else, nothing."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        if _STARTING.get():
+            yield  # start() sees the bare yield and moves the rest into a task
+
+
+_HAND_OFF = _HandOff()
+
+
+def hand_off() -> _HandOff:
+    """Await before code that needs to run in the coroutine's own task."""
+    return _HAND_OFF
+
+
+class timeout:
+    """``asyncio.timeout(delay)``, entered in the coroutine's own task.
+
+    ``asyncio.timeout`` cancels the task that entered it; in an eager first
+    step on 3.11 that would be the caller (the engine's event consumer).
+    """
+
+    __slots__ = ("_delay", "_inner")
+
+    def __init__(self, delay: float | None) -> None:
+        self._delay = delay
+        self._inner: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> asyncio.Timeout:
+        await _HAND_OFF
+        self._inner = asyncio.timeout(self._delay)
+        return await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._inner is not None
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+
+def start(
+    coro: Coroutine[Any, Any, T], *, name: str | None = None
+) -> tuple[asyncio.Task[T] | None, bool]:
+    """Run ``coro`` now up to its first wait; the rest runs in a task.
+
+    Returns that task, or None when ``coro`` finished in its first step, and
+    whether the first step stopped at a :func:`hand_off` rather than at a real
+    wait (the rest then starts on the loop's next turn: a caller may yield to
+    let it). An exception raised in the first step is raised here, as if the
+    coroutine had been called; a later one is the task's.
+    """
+    loop = asyncio.get_running_loop()
+    if NATIVE:  # pragma: no cover - the project's CI runs 3.11
+        factory: Any = asyncio.eager_task_factory  # type: ignore[attr-defined,unused-ignore]
+        task: asyncio.Task[T] = factory(loop, coro, name=name)
+        if not task.done():
+            return task, False
+        if task.cancelled():
+            raise asyncio.CancelledError
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        return None, False
+    context = contextvars.copy_context()  # what the first step sets stays the coroutine's
+    context.run(_STARTING.set, True)
+    try:
+        waiting = context.run(coro.send, None)
+    except StopIteration:
+        return None, False
+    except BaseException:
+        coro.close()
+        raise
+    finally:
+        context.run(_STARTING.set, False)
+    rest = loop.create_task(_resume(coro, waiting), name=name, context=context)
+    return rest, waiting is None
+
+
+async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
+    result: T = await _Rest(coro, waiting)
+    return result
+
+
+class _Rest:
+    """The rest of a coroutine whose first step :func:`start` ran: in its task,
+    first what it was waiting for, then the coroutine itself, step by step."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting = self._coro, self._waiting
+        self._waiting = None
+        try:
+            if waiting is None:  # a hand-off: go on at once, now in the task
+                waiting = coro.send(None)
+            while True:
+                try:
+                    sent = yield waiting
+                except BaseException as exc:  # cancellation, or the loop closing us
+                    waiting = coro.throw(exc)
+                else:
+                    waiting = coro.send(sent)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,163 @@
+"""router.eager: a coroutine's first step in the caller's loop turn, the rest in a task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from router import eager
+
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="caller")
+
+
+async def test_a_coroutine_without_waits_finishes_inside_start() -> None:
+    done: list[str] = []
+
+    async def work() -> None:
+        done.append("ran")
+
+    task, handed_off = eager.start(work())
+    assert task is None
+    assert not handed_off
+    assert done == ["ran"]
+
+
+async def test_the_first_step_runs_before_callbacks_already_queued() -> None:
+    """The point of it: a routing request does not wait behind earlier work."""
+    order: list[str] = []
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def route() -> str:
+        order.append("sent")
+        return await answer
+
+    asyncio.get_running_loop().call_soon(order.append, "queued before")
+    task, handed_off = eager.start(route())
+    order.append("start returned")
+    assert task is not None
+    assert not handed_off
+    answer.set_result("confirmed")
+    assert await task == "confirmed"
+    assert order == ["sent", "start returned", "queued before"]
+
+
+async def test_a_hand_off_ends_the_first_step_and_the_rest_runs_in_the_task() -> None:
+    seen: list[object] = []
+
+    async def work() -> str:
+        seen.append("before")
+        await eager.hand_off()
+        seen.append(asyncio.current_task())
+        return "rest"
+
+    task, handed_off = eager.start(work())
+    assert task is not None
+    assert handed_off == (not eager.NATIVE)
+    assert await task == "rest"
+    assert seen == ["before", task]
+
+
+async def test_hand_off_outside_an_eager_start_does_not_suspend() -> None:
+    order: list[str] = []
+    asyncio.get_running_loop().call_soon(order.append, "callback")
+    await eager.hand_off()
+    order.append("after hand-off")
+    await asyncio.sleep(0)
+    assert order == ["after hand-off", "callback"]
+
+
+async def test_a_timeout_in_the_first_step_cancels_the_coroutine_not_the_caller() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def slow() -> str:
+        try:
+            async with eager.timeout(0.05):
+                await never
+        except TimeoutError:
+            return "timed out"
+        return "answered"
+
+    task, _ = eager.start(slow())
+    assert task is not None
+    await asyncio.sleep(0.2)  # the caller (this test's task) is not cancelled
+    assert await task == "timed out"
+
+
+async def test_an_error_before_the_first_wait_is_raised_by_start() -> None:
+    async def broken() -> None:
+        raise ValueError("bad rule")
+
+    with pytest.raises(ValueError, match="bad rule"):
+        eager.start(broken())
+
+
+async def test_an_error_after_the_first_wait_is_the_tasks() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def later() -> None:
+        await gate
+        raise ValueError("after")
+
+    task, _ = eager.start(later())
+    assert task is not None
+    gate.set_result(None)
+    with pytest.raises(ValueError, match="after"):
+        await task
+
+
+async def test_cancelling_the_task_reaches_the_coroutine() -> None:
+    cleaned: list[str] = []
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        try:
+            await never
+        finally:
+            cleaned.append("finally")
+
+    task, _ = eager.start(waits())
+    assert task is not None
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally"]
+
+
+async def test_context_set_in_the_first_step_is_the_coroutines_not_the_callers() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def sets() -> str:
+        MARK.set("route")
+        await gate
+        return MARK.get()
+
+    task, _ = eager.start(sets())
+    assert task is not None
+    assert MARK.get() == "caller"
+    gate.set_result(None)
+    assert await task == "route"
+
+
+async def test_values_sent_and_exceptions_thrown_pass_through_the_rest() -> None:
+    """The task drives the rest with what each awaited future gives."""
+    first: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    second: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def two() -> int:
+        a = await first
+        try:
+            await second
+        except KeyError:
+            return a + 100
+        return a
+
+    task, _ = eager.start(two())
+    assert task is not None
+    first.set_result(1)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    second.set_exception(KeyError("x"))
+    assert await task == 101
