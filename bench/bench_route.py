@@ -33,6 +33,10 @@ the variants take turns at each rate on the same Asterisk:
 * ``tcp-engine``: the ``engine`` variant (same rules, plugins and cache) with
   ``[asterisk] url = "tcp://..."``: callrouter's native TCP AMI client
   (router/ami/tcp.py) instead of AJAM.
+* ``tcp-engine+filter``: ``tcp-engine`` logged in as a user whose manager.conf
+  section also has the ``eventfilter`` lines the engine logs at start
+  (docs/asterisk.md, "Event filtering"): Asterisk then writes the session only
+  the events the engine reads, as it would if the user could send ``Filter``.
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
@@ -78,7 +82,10 @@ from _common import (
     pct,
 )
 
-VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp", "tcp-engine")
+VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp", "tcp-engine", "tcp-engine+filter")
+#: The manager user of ``+filter`` variants: the router's classes plus the
+#: ``eventfilter`` lines the engine logs at start (docs/asterisk.md).
+FILTERED_USER = "router-filtered"
 #: The engine variants' extra rules: this many ``if: did == ...`` rules.
 EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
@@ -269,6 +276,33 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
     manager.close()
 
 
+async def engine_filter_lines() -> list[str]:
+    """The manager.conf ``eventfilter`` lines the engine variants log at start:
+    what an administrator who follows docs/asterisk.md adds for the router's
+    user when it may not send the ``Filter`` action itself."""
+    from bench_engine import InstantAMI
+
+    from router.config import load_config
+    from router.engine import Engine
+    from router.plugins import Plugins
+
+    with tempfile.TemporaryDirectory(prefix="bench-filter-") as tmpdir:
+        tmp = Path(tmpdir)
+        rules = make_rules_dir(tmp, extra=0)
+        (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
+        path = engine_config(tmp, "tcp://127.0.0.1:5038", "unused", rules)
+        path.write_text(path.read_text().replace("waitevent_timeout = 20\n", ""))
+        onec = BenchOneC()
+        engine = Engine(
+            load_config(path),
+            plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+            client=InstantAMI(),  # type: ignore[arg-type]
+        )
+        await engine.setup()
+        selection = await engine.event_selection()
+    return selection.manager_conf_lines()
+
+
 def did_rules(n: int) -> str:
     """``n`` per-DID rules in the generic form, none matching a benchmark call."""
     parts = ["version: 1\nrules:\n"]
@@ -284,7 +318,9 @@ def did_rules(n: int) -> str:
     return "".join(parts)
 
 
-async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+async def serve_engine(
+    url: str, secret: str, stop: asyncio.Event, timings: Timings, username: str = "router"
+) -> None:
     import logging
 
     from router.config import load_config
@@ -297,7 +333,7 @@ async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timi
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     rules = make_rules_dir(tmp, extra=0)
     (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
-    path = engine_config(tmp, url, secret, rules)
+    path = engine_config(tmp, url, secret, rules, username=username)
     if url.startswith("tcp://"):  # a long-poll setting AJAM alone has
         path.write_text(path.read_text().replace("waitevent_timeout = 20\n", ""))
     config = load_config(path)
@@ -314,7 +350,10 @@ async def serve_engine(url: str, secret: str, stop: asyncio.Event, timings: Timi
         events = await wait_event(timeout)
         now = time.time()
         for ev in events:
-            if _is_request(ev):
+            # The name first (read off the first line): the bench's own scan of
+            # every event is not the router's work (panoramisk's stamps run in
+            # its UserEvent callback only).
+            if ev.name == "UserEvent" and _is_request(ev):
                 timings.got(ev.get("Channel") or "", now)
         return events
 
@@ -359,6 +398,10 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_engine(args.url, args.secret, stop, timings)
     elif variant == "tcp-engine":
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
+    elif variant == "tcp-engine+filter":
+        await serve_engine(
+            f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, FILTERED_USER
+        )
     else:
         raise SystemExit(f"unknown variant {variant}")
     Path(args.out).write_text(json.dumps(timings.by_channel))  # noqa: ASYNC240 - after the run
@@ -591,6 +634,8 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     from router.sandbox.calls import CallPlacer
 
     cells: list[Cell] = []
+    if any(v.split("@", 1)[0].endswith("+filter") for v in args.variants):
+        box.add_manager_user(FILTERED_USER, lines=await engine_filter_lines())
     ami = TCPAMI(box.ami_port, box.secret)
     await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
@@ -712,7 +757,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     # One line per variant and rate, the repetitions' outcomes added up.
     merged: dict[tuple[str, int], dict[str, int]] = {}
     for c in cells:
-        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine") and c.note:
+        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine", "tcp-engine+filter") and c.note:
             into = merged.setdefault((c.variant, c.rate), {})
             for outcome, count in json.loads(c.note).items():
                 into[outcome] = into.get(outcome, 0) + count

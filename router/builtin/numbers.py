@@ -16,6 +16,7 @@ exposed in callrouter's public API (``router.parse_number``,
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -143,6 +144,19 @@ _PLAIN = re.compile(r"[0-9 ()+\-.]*")
 
 
 def _parse(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
+    # Memoized: a call's caller and DID are normalized by the context, the 1C
+    # cache and the directory (five times a call on the routing path), and a
+    # caller calls again. Bounded in entries and, since numbers come from
+    # callers, in the length of what is kept; the answer is immutable.
+    if len(raw) > _MEMO_LONGEST:
+        return _parse_number(raw, plan)
+    return _parse_memo(raw, plan)
+
+
+_MEMO_LONGEST = 64
+
+
+def _parse_number(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
     text = raw.strip()
     extension: str | None = None
     if not (text.isascii() and _PLAIN.fullmatch(text)):
@@ -159,6 +173,9 @@ def _parse(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
     if not international:
         only = _domestic(only, plan)
     return only, (NumberKind.EXTERNAL if _valid(only, plan) else NumberKind.INVALID), extension
+
+
+_parse_memo = functools.lru_cache(maxsize=4096)(_parse_number)
 
 
 def _domestic(only: str, plan: NumberPlan) -> str:

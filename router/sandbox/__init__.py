@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -60,6 +61,8 @@ EXTRA_PACKAGES: Mapping[str, str] = {
     "asterisk-core-sounds-en-gsm": "usr/share/asterisk/sounds/en_US_f_Allison/pbx-transfer.gsm",
 }
 DEFAULT_SECRET = "callrouter-sandbox"
+#: Where manager.conf's users added by Sandbox.add_manager_user begin.
+_EXTRA_USERS = "\n; -- users added by Sandbox.add_manager_user --\n"
 
 
 def default_cache_dir() -> Path:
@@ -291,6 +294,9 @@ class Sandbox:
     #: Asterisk's pid; kept apart from ``process`` so that an instance started by
     #: another process (``python -m router.sandbox start``) can be attached to.
     pid: int | None = None
+    #: manager.conf sections added with :meth:`add_manager_user`, kept across
+    #: rewrites of the configs.
+    extra_users: dict[str, str] = field(default_factory=dict)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -415,7 +421,39 @@ class Sandbox:
 
     def users(self) -> Mapping[str, str]:
         """manager.conf users and their secret (all share the sandbox secret)."""
-        return {"admin": self.secret, "router": self.secret, "watcher": self.secret}
+        users = {"admin": self.secret, "router": self.secret, "watcher": self.secret}
+        users.update(dict.fromkeys(self.extra_users, self.secret))
+        return users
+
+    def add_manager_user(
+        self,
+        name: str,
+        *,
+        read: str = "call,dialplan,user,agent,system",
+        write: str = "call,originate,user,reporting",
+        lines: Iterable[str] = (),
+    ) -> None:
+        """A manager.conf user with the sandbox secret and extra ``lines`` (such as
+        the ``eventfilter`` lines callrouter logs at start), applied at once.
+
+        The defaults are the ``router`` user's classes: a second router user
+        that differs only in what ``lines`` add.
+        """
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name) or name in ("admin", "router"):
+            raise ValueError(f"manager user name {name!r}: lower-case letters, digits, - and _")
+        body = [f"[{name}]", f"secret = {self.secret}", f"read = {read}", f"write = {write}"]
+        body.extend(line for line in lines if "\n" not in line)
+        self.extra_users[name] = "\n".join(body) + "\n"
+        self._write_manager_users()
+        if self.running:
+            self.cli("manager reload")
+
+    def _write_manager_users(self) -> None:
+        conf = self.inst / "etc" / "manager.conf"
+        text = conf.read_text(encoding="utf-8").split(_EXTRA_USERS, 1)[0]
+        if self.extra_users:
+            text += _EXTRA_USERS + "\n" + "\n".join(self.extra_users.values())
+        conf.write_text(text, encoding="utf-8")
 
     def write_configs(self) -> None:
         if not self.sip_port:
@@ -438,6 +476,7 @@ class Sandbox:
                 text = text.replace(key, value)
             (self.inst / "etc" / conf.name).write_text(text, encoding="utf-8")
         self.set_dialplan(self.extra_dialplan, reload=False)
+        self._write_manager_users()
 
     @property
     def ca_file(self) -> Path:
