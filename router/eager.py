@@ -32,9 +32,9 @@ T = TypeVar("T")
 NATIVE = sys.version_info >= (3, 12)
 
 #: True only while :func:`start` runs a coroutine's first step itself (3.11).
-_STARTING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "callrouter_eager_starting", default=False
-)
+#: A plain global, not a context variable: tasks made during that step copy
+#: the context, and must not think they are in it.
+_starting = False
 
 
 class _HandOff:
@@ -44,7 +44,7 @@ class _HandOff:
     __slots__ = ()
 
     def __await__(self) -> Generator[None, None, None]:
-        if _STARTING.get():
+        if _starting:
             yield  # start() sees the bare yield and moves the rest into a task
 
 
@@ -107,8 +107,9 @@ def start(
         if exc is not None:
             raise exc
         return None, False
+    global _starting
     context = contextvars.copy_context()  # what the first step sets stays the coroutine's
-    context.run(_STARTING.set, True)
+    outer, _starting = _starting, True
     try:
         waiting = context.run(coro.send, None)
     except StopIteration:
@@ -117,7 +118,7 @@ def start(
         coro.close()
         raise
     finally:
-        context.run(_STARTING.set, False)
+        _starting = outer
     rest = loop.create_task(_resume(coro, waiting), name=name, context=context)
     return rest, waiting is None
 

@@ -477,10 +477,18 @@ class AJAMClient(AMIActions[ActionResult]):
             await self.login()
         generation = self.session_generation
         result = await self._post(action, timeout=timeout)
+        # The session is gone, unless a Ping proves it alive; and when another
+        # request logged in again while this one was out (Asterisk restarted
+        # under both), the answer was the old session's: retry on the new one,
+        # whatever a Ping on it says.
         if (
             _denied(result)
             and self.settings.auth == "cookie"
-            and not await self._session_alive(action)
+            and (
+                self.session_generation != generation
+                or not await self._session_alive(action)
+                or self.session_generation != generation
+            )
         ):
             await self._relogin(generation)
             result = await self._post(action, timeout=timeout)

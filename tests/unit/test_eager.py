@@ -161,3 +161,40 @@ async def test_values_sent_and_exceptions_thrown_pass_through_the_rest() -> None
     await asyncio.sleep(0)
     second.set_exception(KeyError("x"))
     assert await task == 101
+
+
+async def test_a_task_made_in_the_first_step_is_not_in_an_eager_start() -> None:
+    """Its hand-offs do nothing: it runs as any task does."""
+    order: list[str] = []
+
+    async def child() -> None:
+        await eager.hand_off()  # would be a yield if the child thought it was starting
+        order.append("child after hand-off")
+
+    async def parent() -> None:
+        task = asyncio.ensure_future(child())
+        asyncio.get_running_loop().call_soon(order.append, "callback")
+        await task
+
+    task, _ = eager.start(parent())
+    assert task is not None
+    await task
+    assert order == ["child after hand-off", "callback"]
+
+
+async def test_an_eager_start_inside_a_first_step_keeps_the_outer_one_handing_off() -> None:
+    seen: list[object] = []
+
+    async def inner() -> None:
+        seen.append("inner")
+
+    async def outer() -> None:
+        eager.start(inner())
+        await eager.hand_off()  # still the outer first step: ends it here
+        seen.append(asyncio.current_task())
+
+    task, handed_off = eager.start(outer())
+    assert task is not None
+    assert handed_off == (not eager.NATIVE)
+    await task
+    assert seen == ["inner", task]

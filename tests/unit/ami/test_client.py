@@ -136,6 +136,32 @@ async def test_expired_session_relogs_in_and_retries_once(pbx: FakeAsterisk) -> 
     assert [r["Action"] for r in pbx.requests] == ["Login", "Ping", "Login", "Ping", "Logoff"]
 
 
+async def test_denied_by_a_session_another_request_already_replaced_is_retried(
+    pbx: FakeAsterisk,
+) -> None:
+    """Asterisk restarted under two requests: one logs in again while the other's
+    WaitEvent is out. That one's "Permission denied" is the old session's; a Ping
+    on the new session would pass and call it a missing class (CI saw the test
+    kit's event stream stop so, for 8 s, after a restart)."""
+    async with make_client(pbx) as client:
+        seen: list[str] = []
+
+        def meanwhile(params: dict[str, str]) -> Exception | None:
+            name = params["Action"]
+            seen.append(name)
+            if name == "WaitEvent" and seen.count("WaitEvent") == 1:
+                pbx.expire_next = 1  # this answer: the old session's refusal
+                client.session_generation += 1  # another request logged in meanwhile
+            elif seen.count("WaitEvent"):
+                pbx.sessions.add("0badcafe")  # ...so the session is live again
+            return None
+
+        pbx.fail = meanwhile
+        events = await client.wait_event(1)
+        assert events
+        assert seen[seen.index("WaitEvent") :] == ["WaitEvent", "WaitEvent"]  # no Ping
+
+
 async def test_missing_write_class_is_a_privilege_error_without_relogin(
     pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:
