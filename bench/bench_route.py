@@ -324,7 +324,7 @@ async def serve_engine(
     import logging
 
     from router.config import load_config
-    from router.engine import Engine
+    from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
@@ -339,7 +339,12 @@ async def serve_engine(
     config = load_config(path)
     onec = BenchOneC()
     await onec.warm()
-    engine = Engine(config, plugins=Plugins.load(extra=[onec], disabled=["onec"]))
+    # As `callrouter run` builds it (router/commands/run.py): it owns its process.
+    engine = Engine(
+        config,
+        plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+        options=EngineOptions(freeze_gc=True),
+    )
     await engine.start()
     # Stamps for the latency split, outside the engine: when a poll's events
     # are in hand (parsed) and when the Redirect leaves.

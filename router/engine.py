@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -124,6 +125,11 @@ class EngineOptions:
     #: After asking who else is live (start, stream gap), decisions wait this
     #: long for an answer before acting.
     live_settle: float = 1.0
+    #: Put what start (and a reload) built out of the cyclic collector's way
+    #: (``gc.freeze``): with 1,000 rules a full collection walked about 75,000
+    #: objects for 60-120 ms, a pause every call waiting then shared. Process
+    #: wide, so ``callrouter run`` turns it on and embedders and tests do not.
+    freeze_gc: bool = False
 
     def dialplan(self) -> Dialplan:
         return Dialplan(
@@ -435,6 +441,8 @@ class Engine:
         )
         if self._config.api is not None:
             await self._start_api(self._config.api)
+        if self.options.freeze_gc:
+            _freeze_gc("start")
         # Calls that started waiting while callrouter was down or restarting
         # are routed now if their deadline allows, like after a stream gap.
         try:
@@ -757,6 +765,11 @@ class Engine:
         self.metrics.rule_reloads.labels("ok").inc()
         self.metrics.rules_loaded.set(len(loaded.rules))
         log.info("reloaded %d rules", len(loaded.rules))
+        if self.options.freeze_gc:
+            # The previous rules are garbage now; what is frozen is never
+            # collected, so thaw, collect once, and freeze the new set.
+            gc.unfreeze()
+            _freeze_gc("reload")
         if self._scheduler.running:
             self._schedule_rules()
             self._spawn(self._refilter())
@@ -1066,6 +1079,18 @@ def _folded_cel(block: str) -> bool:
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
+
+
+def _freeze_gc(when: str) -> None:
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.debug(
+        "gc: %d objects frozen at %s in %.0f ms",
+        gc.get_freeze_count(),
+        when,
+        (time.perf_counter() - started) * 1000,
+    )
 
 
 def _describe_events(selection: EventSelection) -> str:

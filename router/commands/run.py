@@ -12,7 +12,7 @@ from pathlib import Path
 
 from router.commands._connect import add_connection_arguments, load_from_args
 from router.config import Config, exposed_secret_files
-from router.engine import Engine
+from router.engine import Engine, EngineOptions
 from router.logsafe import JsonFormatter, TextFormatter, install_redaction
 
 __all__ = ["JsonFormatter", "TextFormatter", "register", "run", "setup_logging"]
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, router=router)
     setup_logging(config.router.log_format, args.log_level)
     warn_exposed_secrets(config)
-    return asyncio.run(_serve(Engine(config)))
+    # The service owns its process: the startup's objects may be frozen (gc).
+    return asyncio.run(_serve(Engine(config, options=EngineOptions(freeze_gc=True))))
 
 
 async def _serve(engine: Engine) -> int:
