@@ -115,6 +115,12 @@ DEFAULT_LOCATION_PATTERN: Final = r"[A-Za-z0-9*#+_-]{1,80}"
 #: applications treat as syntax (argument and channel separators, variable and
 #: expression markers, quoting), whitespace, control and non-ASCII characters.
 _NEVER: Final = frozenset(",&|;:()[]{}$^\"'`\\@/<>=!?%~")
+#: What the floor lets through, as one character class: printable ASCII
+#: without space and without ``_NEVER`` (one C-level match on the routing
+#: path instead of four tests per character).
+_FLOOR: Final = re.compile(
+    "[" + re.escape("".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in _NEVER)) + "]+"
+)
 _MAX_SHOWN: Final = 40
 
 
@@ -150,10 +156,7 @@ class LocationPolicy:
     def problem(self, name: str, value: str) -> str | None:
         """Why ``value`` cannot be the location parameter ``name``, or None if it can."""
         compiled = self._compiled or _DEFAULT
-        floor = not value or any(
-            ch in _NEVER or not ch.isascii() or not ch.isprintable() or ch.isspace() for ch in value
-        )
-        if floor or compiled.fullmatch(value) is None:
+        if _FLOOR.fullmatch(value) is None or compiled.fullmatch(value) is None:
             allowed = (
                 "letters, digits and *#+_-, 1 to 80 characters"
                 if self.pattern == DEFAULT_LOCATION_PATTERN

@@ -164,7 +164,7 @@ def rules_timezone(config: Config) -> tzinfo:
 
 def _is_holiday(moment: datetime, dates: Collection[str]) -> bool:
     day = moment.date()
-    return day.isoformat() in dates or day.strftime("%m-%d") in dates
+    return day.isoformat() in dates or f"{day.month:02d}-{day.day:02d}" in dates
 
 
 def _check_tz(tz: object = None) -> None:

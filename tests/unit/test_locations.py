@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
@@ -159,6 +161,22 @@ def test_a_wider_pattern_never_lets_syntax_through() -> None:
         strict.problem("exten", "1234")
         == "exten '1234' is not a safe dialplan location (location_pattern '[0-9]{3}')"
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=30), st.text(alphabet=st.characters(max_codepoint=0x80), max_size=30)
+    )
+)
+def test_the_floor_refuses_exactly_syntax_space_control_and_non_ascii(value: str) -> None:
+    """The floor as one regular expression agrees with its definition, character by character."""
+    never = set(",&|;:()[]{}$^\"'`\\@/<>=!?%~")
+    refused = not value or any(
+        ch in never or not ch.isascii() or not ch.isprintable() or ch.isspace() for ch in value
+    )
+    wide_open = LocationPolicy.from_pattern(r"(?s).*")
+    assert (wide_open.problem("exten", value) is not None) == refused
 
 
 def test_long_values_are_cut_in_the_reason() -> None:
