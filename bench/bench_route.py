@@ -66,7 +66,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -371,6 +371,18 @@ async def serve_engine(
     client.send = stamped_send  # type: ignore[method-assign]
     task = asyncio.create_task(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 10)
+    push = getattr(client, "_push", None)
+    if push is not None:
+        # Over TCP the engine takes a read's events in the read itself
+        # (EventStream.push_to): stamped there, as wait_event's are.
+        def stamped_push(events: list[Any]) -> bool:
+            now = time.time()
+            for ev in events:
+                if ev.name == "UserEvent" and _is_request(ev):
+                    timings.got(ev.get("Channel") or "", now)
+            return bool(push(events))
+
+        cast(Any, client)._push = stamped_push
     print("READY", flush=True)
     await stop.wait()
     engine.request_stop()

@@ -30,7 +30,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from router import eager
 from router.ami.client import ClientSettings
 from router.ami.connect import open_client
 from router.ami.event_filter import (
@@ -211,6 +212,11 @@ class Engine:
         )
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
+        #: The poll loop is handling a batch; the handling of pushed events
+        #: that had to wait (both: events keep their order, _take_pushed).
+        self._pulling = False
+        self._pushed: asyncio.Task[bool] | None = None
+        self._serve_error: AMIAuthenticationError | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         #: The HTTP API's listener (``[api]``), once started.
         self._api_server: ApiServer | None = None
@@ -480,6 +486,9 @@ class Engine:
         """
         assert self._stream is not None, "call start() first"
         self._serve_task = asyncio.current_task()
+        self._serve_error = None
+        # Native TCP AMI hands events over in the read that brought them.
+        self._stream.push_to(self._take_pushed)
         self.ready.set()
         self._notifier.start()
         log.info("ready: routing calls from %s (shadow=%s)", self._config.asterisk.url, self.shadow)
@@ -500,32 +509,86 @@ class Engine:
                 raise
         finally:
             self._serve_task = None
+        if self._serve_error is not None:
+            raise self._serve_error
 
     async def _consume(self, stream: EventStream) -> None:
         # A poll's events at a time (EventStream.batches): two generator steps
         # per poll instead of two per event.
         async for batch in stream.batches():
-            items: list[Event] | tuple[StreamGap] = (
-                (batch,) if isinstance(batch, StreamGap) else batch
-            )
-            for item in items:
-                # Each event is guarded on its own: a malformed event, or a bug it
-                # triggers in the tracker, a plugin or a rule, is logged (throttled)
-                # and skipped; the next event is handled as usual.
-                try:
-                    if isinstance(item, StreamGap):
-                        await self._on_gap(item)
-                    else:
-                        await self.handle_event(item)
-                except AMIAuthenticationError:
-                    raise
-                except Exception:
-                    name = "gap" if isinstance(item, StreamGap) else item.name
-                    self._bad_events.exception(
-                        f"{name[:64]}", "event %s skipped: handling it failed", name[:64]
-                    )
-                if self._stopping.is_set():
+            self._pulling = True
+            try:
+                pushed = self._pushed
+                if pushed is not None:
+                    # Events taken as they were read (_take_pushed) are older
+                    # than these, and are still being handled: they finish first.
+                    await asyncio.wait((pushed,))
+                if await self._handle_items((batch,) if isinstance(batch, StreamGap) else batch):
                     return
+            finally:
+                self._pulling = False
+
+    async def _handle_items(self, items: Sequence[Event | StreamGap]) -> bool:
+        """Events and gaps in order; True when a stop was asked for meanwhile."""
+        for item in items:
+            # Each event is guarded on its own: a malformed event, or a bug it
+            # triggers in the tracker, a plugin or a rule, is logged (throttled)
+            # and skipped; the next event is handled as usual.
+            try:
+                if isinstance(item, StreamGap):
+                    await self._on_gap(item)
+                else:
+                    await self.handle_event(item)
+            except AMIAuthenticationError:
+                raise
+            except Exception:
+                name = "gap" if isinstance(item, StreamGap) else item.name
+                self._bad_events.exception(
+                    f"{name[:64]}", "event %s skipped: handling it failed", name[:64]
+                )
+            if self._stopping.is_set():
+                return True
+        return False
+
+    def _take_pushed(self, events: list[Event]) -> bool:
+        """The stream's push sink (EventStream.push_to): a read's events handled
+        in the read itself, the way the poll loop would have a loop turn later.
+
+        Refused (left to the poll loop, which keeps the order) while a batch is
+        being handled, by the poll loop or by an earlier push still waiting on
+        something. A push that has to wait goes on in a task (router.eager).
+        """
+        if self._pulling or self._pushed is not None or self._stopping.is_set():
+            return False
+        try:
+            task, _ = eager.start(self._handle_items(events), name="callrouter-events")
+        except AMIAuthenticationError as exc:
+            self._fatal(exc)
+            return True
+        except Exception:  # _handle_items guards each event: a backstop, never the socket's
+            self._bad_events.exception("stream", "events read from Asterisk: handling failed")
+            return True
+        if task is not None:
+            self._pushed = task
+            task.add_done_callback(self._pushed_done)
+        return True
+
+    def _pushed_done(self, task: asyncio.Task[bool]) -> None:
+        self._pushed = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, AMIAuthenticationError):
+            self._fatal(exc)
+        elif exc is not None:
+            self._bad_events.exception("stream", "events read from Asterisk: handling failed")
+
+    def _fatal(self, exc: AMIAuthenticationError) -> None:
+        """Credentials refused while handling pushed events: :meth:`serve` ends
+        with it, as when the poll loop meets it."""
+        if self._serve_error is None:
+            self._serve_error = exc
+        self._end_serve()
 
     async def run(self) -> None:
         """start + serve + stop: what ``callrouter run`` does."""

@@ -283,6 +283,8 @@ class TCPClient(AMIActions[ActionResult]):
         self._urgent: deque[Event] = deque()
         self._urgent_test: Callable[[Event], bool] | None = None
         self._wakeup: asyncio.Future[None] | None = None
+        #: Takes a read's events in the read itself (:meth:`set_push`).
+        self._push: Callable[[list[Event]], bool] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
         #: A connection was lost and ``wait_event`` has not said so yet.
@@ -495,6 +497,15 @@ class TCPClient(AMIActions[ActionResult]):
         self._wake()
 
     def _events_arrived(self, conn: _Connection, events: list[Event]) -> None:
+        push = self._push
+        if (
+            push is not None
+            and conn is self._conn
+            and not (self._events or self._urgent or self._closed)
+            and self._unreported is None
+            and push(events)
+        ):
+            return  # taken in this read: nothing queued, nobody woken
         test = self._urgent_test
         if test is None or len(self._events) <= MAX_BATCH:
             self._events.extend(events)  # no backlog: in the order they came
@@ -504,6 +515,16 @@ class TCPClient(AMIActions[ActionResult]):
         if len(self._events) + len(self._urgent) >= self.settings.max_queued_events:
             conn.pause()
         self._wake()
+
+    def set_push(self, push: Callable[[list[Event]], bool] | None) -> None:
+        """Offer each read's events to ``push`` before queueing them for
+        :meth:`wait_event` (:meth:`router.ami.stream.EventStream.push_to`).
+
+        Offered only while nothing is queued, so events keep the order they
+        were read in; ``push`` returns False to have them queued after all.
+        It runs inside the socket's read callback and must not raise.
+        """
+        self._push = push
 
     def set_urgent(self, test: Callable[[Event], bool] | None) -> None:
         """Events ``test`` accepts jump a backlog (more than one batch queued):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.ami.message import Event
-from router.ami.stream import Backoff, EventStream, StreamGap
+from router.ami.stream import URGENT_AFTER, Backoff, EventStream, StreamGap
 from router.errors import AMIAuthenticationError, AMIConnectionError
 
 
@@ -178,3 +178,68 @@ async def test_batches_hand_over_a_polls_events_at_once_and_the_gaps_between() -
         await read()
     assert seen == [["Newchannel", "Hangup"], "StreamGap", ["Hangup"]]  # an empty poll: nothing
     assert stream.events_seen == 3
+
+
+class PushingPoller(ScriptedPoller):
+    """A poller that can also hand a read's events over (as TCPClient.set_push)."""
+
+    def __init__(self, script: list[object]) -> None:
+        super().__init__(script)
+        self.push: object = None
+
+    def set_push(self, push: object) -> None:
+        self.push = push
+
+
+async def test_push_is_taken_only_within_the_session_the_last_poll_saw() -> None:
+    poller = PushingPoller([[ev("Newchannel")]])
+    stream = EventStream(poller, ("Newchannel", "UserEvent"), backoff=fast())
+    taken: list[list[str]] = []
+
+    def sink(events: list[Event]) -> bool:
+        taken.append([e.name for e in events])
+        return True
+
+    assert stream.push_to(sink)
+    push = poller.push
+    assert callable(push)
+    assert push([ev("Newchannel")]) is False  # no poll yet: a gap could not be told
+    batches = stream.batches()
+    assert [e.name for e in await anext(batches)] == ["Newchannel"]  # type: ignore[union-attr]
+    assert push([ev("Newchannel"), ev("Hangup"), ev("UserEvent")]) is True
+    assert taken == [["Newchannel", "UserEvent"]]  # the globs hold for pushed events too
+    assert stream.events_seen == 3
+    poller.session_generation = 2  # a new session: its gap comes from the poll first
+    assert push([ev("Newchannel")]) is False
+    poller.session_generation = 1
+    stream.failing = True
+    assert push([ev("Newchannel")]) is False
+    stream.failing = False
+    stream.stop()
+    assert push([ev("Newchannel")]) is False
+    await batches.aclose()
+
+
+async def test_a_backlog_and_subscribed_handlers_go_through_the_poll() -> None:
+    poller = PushingPoller([[ev("Newchannel")]])
+    stream = EventStream(poller, backoff=fast(), urgent=lambda e: e.name == "UserEvent")
+
+    def sink(events: list[Event]) -> bool:
+        return True
+
+    stream.push_to(sink)
+    push = poller.push
+    assert callable(push)
+    batches = stream.batches()
+    await anext(batches)
+    backlog = [ev("Newexten") for _ in range(URGENT_AFTER)]
+    assert push(backlog) is True
+    assert push([*backlog, ev("UserEvent")]) is False  # requests jump it in the poll loop
+    stream.add_handler("*", lambda event: None)
+    assert push([ev("Newchannel")]) is False
+    await batches.aclose()
+
+
+def test_a_client_that_cannot_push_is_polled() -> None:
+    stream = EventStream(ScriptedPoller([]))
+    assert stream.push_to(lambda events: True) is False

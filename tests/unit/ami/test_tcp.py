@@ -402,3 +402,32 @@ async def test_a_request_jumps_a_backlog_and_keeps_its_place_otherwise(fake: Fak
         first = await client.wait_event(1)
     assert [(e.name, e.get("Seq")) for e in first[:2]] == [("UserEvent", "1"), ("Burst", "0")]
     assert len(first) == 65  # the request, then the usual slice of the backlog
+
+
+async def test_a_read_is_offered_to_the_push_sink_and_queued_when_refused(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        taken: list[list[str]] = []
+        accept = True
+
+        def push(events: list[Event]) -> bool:
+            if accept:
+                taken.append([e.name for e in events])
+            return accept
+
+        client.set_push(push)
+        fake.push(("Event", "Newchannel"), ("Channel", "A"))
+        await until(lambda: taken == [["Newchannel"]])
+        assert not client._events  # taken in the read: nothing queued
+        accept = False
+        fake.push(("Event", "Hangup"), ("Channel", "A"))
+        assert [e.name for e in await client.wait_event(5)] == ["Hangup"]
+        # While events wait in the queue, later reads queue behind them.
+        fake.push(("Event", "Newstate"))
+        await until(lambda: len(client._events) == 1)
+        accept = True
+        fake.push(("Event", "Newexten"))
+        await until(lambda: len(client._events) == 2)
+        assert taken == [["Newchannel"]]
+        assert [e.name for e in await client.wait_event(5)] == ["Newstate", "Newexten"]
+        fake.push(("Event", "Cdr"))
+        await until(lambda: taken == [["Newchannel"], ["Cdr"]])

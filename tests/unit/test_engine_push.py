@@ -1,0 +1,233 @@
+"""Events handled in the read that brought them (EventStream.push_to, issue 16):
+the engine takes a socket read's events at once when it is idle, and leaves
+them to the poll loop when it is busy, so Asterisk's order always holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.ami.message import Event
+from router.ami.stream import EventStream
+from router.engine import Engine, EngineOptions
+from router.errors import AMIAuthenticationError
+from router.hookspecs import hookimpl
+from router.plugins import Plugins
+from router.testing.builders import make_config
+
+RULES = """version: 1
+rules:
+  - name: everyone
+    on: call
+    do:
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+
+
+def ev(name: str) -> Event:
+    return Event((("Event", name), ("Channel", f"PJSIP/x-{name}")))
+
+
+class Pushy:
+    """A client that reads a socket, as the TCP client does: a read is offered
+    to the push sink first and queued for ``wait_event`` when refused."""
+
+    logged_in = True
+    event_selection: Any = None
+
+    def __init__(self) -> None:
+        self.session_generation = 1
+        self.push: Callable[[list[Event]], bool] | None = None
+        self.queue: asyncio.Queue[list[Event]] = asyncio.Queue()
+        self.pushed: list[list[str]] = []
+        self.queued: list[list[str]] = []
+        self.failure: Exception | None = None
+
+    def set_push(self, push: Callable[[list[Event]], bool] | None) -> None:
+        self.push = push
+
+    def read(self, *names: str) -> None:
+        events = [ev(name) for name in names]
+        if self.push is not None and self.queue.empty() and self.push(events):
+            self.pushed.append(list(names))
+            return
+        self.queued.append(list(names))
+        self.queue.put_nowait(events)
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        if self.failure is not None:
+            raise self.failure
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return []
+
+    async def set_events(self, selection: Any) -> None:
+        self.event_selection = selection
+
+    def set_urgent(self, test: Any) -> None:
+        pass
+
+    def set_narrowing(self, narrow: Any) -> None:
+        pass
+
+    async def login(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def send(self, name: str, params: Any = None, **_: Any) -> Any:
+        raise AssertionError(f"no action expected, got {name}")
+
+
+class Seen:
+    """Records the events plugins see; ``Slow`` waits for the gate."""
+
+    __name__ = "seen_plugin"
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.gate = asyncio.Event()
+        self.fail_with: BaseException | None = None
+
+    @hookimpl
+    def callrouter_event(self, event: Event) -> Awaitable[None] | None:
+        self.order.append(event.name)
+        if event.name == "Slow":
+            return self.gate.wait()  # type: ignore[return-value]
+        if event.name == "Refused" and self.fail_with is not None:
+            raise self.fail_with
+        return None
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, client: Pushy, *plugins: object
+) -> AsyncIterator[tuple[Engine, asyncio.Task[None]]]:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    config = make_config(state_dir=tmp_path / "state")
+    config = replace(config, router=replace(config.router, rules=(path,)))
+    engine = Engine(
+        config,
+        plugins=Plugins.load(extra=plugins),
+        client=client,  # type: ignore[arg-type]
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    await engine.setup()
+    engine._stream = EventStream(client, poll_timeout=1)
+    task = asyncio.create_task(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 5)
+        yield engine, task
+    finally:
+        engine.request_stop()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 5)
+        await engine.stop()
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_an_idle_engine_handles_a_read_in_the_read_and_a_busy_one_queues_it(
+    tmp_path: Path,
+) -> None:
+    client, seen = Pushy(), Seen()
+    async with serving(tmp_path, client, seen) as (_engine, _task):
+        # Before the first poll the stream cannot tell a gap from a session: it polls.
+        client.read("First")
+        await settle()
+        assert client.queued == [["First"]]
+        assert seen.order == ["First"]
+
+        client.read("A")
+        assert seen.order == ["First", "A"]  # handled before read() returned: no loop turn
+        client.read("Slow")  # taken, then waits inside a plugin: the engine is busy
+        assert client.pushed == [["A"], ["Slow"]]
+        client.read("B")
+        client.read("C")
+        assert client.queued == [["First"], ["B"], ["C"]]
+        await settle()
+        assert seen.order == ["First", "A", "Slow"]  # B waits for Slow, though polled
+        seen.gate.set()
+        await settle()
+        assert seen.order == ["First", "A", "Slow", "B", "C"]
+        client.read("D")  # idle again: in the read
+        assert seen.order[-1] == "D"
+        assert client.pushed[-1] == ["D"]
+
+
+async def test_a_new_session_is_reported_as_a_gap_before_its_events_are_pushed(
+    tmp_path: Path,
+) -> None:
+    client, seen = Pushy(), Seen()
+    async with serving(tmp_path, client, seen) as (engine, _task):
+        gaps: list[str] = []
+
+        async def on_gap(gap: Any) -> None:
+            gaps.append(gap.reason)
+            seen.order.append("gap")
+
+        engine._on_gap = on_gap  # type: ignore[method-assign]
+        client.read("First")
+        await settle()
+        client.session_generation = 2  # logged in again: the old session's queue is lost
+        client.read("Next")
+        assert client.queued[-1] == ["Next"]  # not pushed past the gap
+        await settle()
+        assert seen.order == ["First", "gap", "Next"]
+        assert gaps == ["session"]
+        client.read("Then")
+        assert client.pushed == [["Then"]]
+
+
+async def test_refused_credentials_in_a_pushed_event_end_serve_with_the_error(
+    tmp_path: Path,
+) -> None:
+    client, seen = Pushy(), Seen()
+    async with serving(tmp_path, client, seen) as (engine, task):
+        client.read("First")
+        await settle()
+        broken = engine.handle_event
+
+        async def handle(event: Event) -> None:
+            if event.name == "Refused":
+                raise AMIAuthenticationError("Authentication failed")
+            await broken(event)
+
+        engine.handle_event = handle  # type: ignore[method-assign]
+        client.read("Refused")
+        assert client.pushed == [["Refused"]]
+        with pytest.raises(AMIAuthenticationError, match="Authentication failed"):
+            await asyncio.wait_for(task, 5)
+
+
+async def test_a_failing_event_in_a_read_is_skipped_and_the_socket_never_sees_it(
+    tmp_path: Path,
+) -> None:
+    client, seen = Pushy(), Seen()
+    seen.fail_with = RuntimeError("plugin bug")
+    async with serving(tmp_path, client, seen) as (engine, task):
+        client.read("First")
+        await settle()
+        broken = engine.handle_event
+
+        async def handle(event: Event) -> None:
+            if event.name == "Refused":
+                raise RuntimeError("tracker bug")
+            await broken(event)
+
+        engine.handle_event = handle  # type: ignore[method-assign]
+        client.read("Refused", "After")  # must not raise into the read callback
+        assert seen.order == ["First", "After"]
+        assert not task.done()
