@@ -141,12 +141,16 @@ async def measure(rounds: int) -> tuple[float, float]:
     from bench_route import EXTRA_RULES, did_rules
 
     from router.ami.message import Event
+    from router.commands import run as run_command
     from router.config import load_config
     from router.engine import Engine
     from router.plugins import Plugins
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
+    lean = getattr(run_command, "lean_log_records", None)  # a --baseline may predate it
+    if lean is not None:
+        lean()  # as callrouter run's logging
     rules = make_rules_dir(tmp, extra=0)
     (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
     path = engine_config(tmp, "tcp://127.0.0.1:5038", "unused", rules)

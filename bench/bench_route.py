@@ -323,6 +323,7 @@ async def serve_engine(
 ) -> None:
     import logging
 
+    from router.commands import run as run_command
     from router.config import load_config
     from router.engine import Engine, EngineOptions
     from router.plugins import Plugins
@@ -331,6 +332,9 @@ async def serve_engine(
     # A real service logs every decision: keep that cost, into a file.
     handler = logging.FileHandler(tmp / "router.log")
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    lean = getattr(run_command, "lean_log_records", None)  # a --baseline may predate it
+    if lean is not None:
+        lean()  # as callrouter run's logging
     rules = make_rules_dir(tmp, extra=0)
     (rules / "zz-bench-extra.yaml").write_text(did_rules(EXTRA_RULES), encoding="utf-8")
     path = engine_config(tmp, url, secret, rules, username=username)

@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.dialplan import LocationPolicy, location_problem
@@ -184,11 +183,15 @@ class Confirmations:
         """The confirming event, or None when none came within the timeout."""
         try:
             if not future.done():  # the Newexten may have come with the answer
-                # A timer on this task, not wait_for's shield and waiter: one
-                # per routed call. The future is ours alone; cancelling it on
-                # the timeout cancels nothing else.
-                async with eager.timeout(self.timeout):
+                # One bare timer that fails the future, not a timeout scope on
+                # the task (wait_for's shield and waiter, or asyncio.timeout's
+                # cancel and uncancel): one per routed call. The future is ours
+                # alone, so failing it touches nothing else.
+                timer = asyncio.get_running_loop().call_later(self.timeout, _expire, future)
+                try:
                     await future
+                finally:
+                    timer.cancel()
             return future.result()
         except TimeoutError:
             return None
@@ -208,6 +211,11 @@ class Confirmations:
     def forget(self, channel: str) -> None:
         """The channel hung up: drop its redirect count."""
         self.redirects.pop(channel, None)
+
+
+def _expire(future: asyncio.Future[Event]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 @dataclass(slots=True)

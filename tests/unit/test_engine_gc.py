@@ -84,3 +84,34 @@ def test_callrouter_run_asks_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     config.chmod(0o600)
     assert main(["run", "--config", str(config)]) == 0
     assert [o.freeze_gc for o in built] == [True]
+
+
+def test_callrouter_run_logs_records_without_thread_process_or_caller(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The per-record lookups neither format prints are off in the service
+    (every decision is a line), and a line still reads as before."""
+    import logging
+
+    from router.commands.run import setup_logging
+
+    for name in ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # restored after
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    setup_logging("text", "INFO")
+    assert (logging.logThreads, logging.logProcesses, logging.logMultiprocessing) == (
+        False,
+        False,
+        False,
+    )
+    assert logging._srcfile is None
+    record = logging.getLogger("router.decision").makeRecord(
+        "router.decision", logging.INFO, "x.py", 1, "call %s", ("1.1",), None
+    )
+    assert record.thread is None
+    assert record.processName is None
+    logging.getLogger("router.decision").info("call %s from %s", "1.1", "\x1b[31m")
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("INFO router.decision: call 1.1 from \\x1b[31m")
