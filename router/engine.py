@@ -664,6 +664,12 @@ class Engine:
                     self.options.drain_timeout,
                 )
                 await asyncio.wait(pending, timeout=1.0)
+        pushed = self._pushed
+        if pushed is not None and not pushed.done():
+            # Events taken from a read that were still waiting (a plugin hook):
+            # the stream is stopped, nothing follows them.
+            pushed.cancel()
+            await asyncio.wait((pushed,), timeout=1.0)
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
         try:

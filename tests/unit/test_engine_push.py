@@ -231,3 +231,14 @@ async def test_a_failing_event_in_a_read_is_skipped_and_the_socket_never_sees_it
         client.read("Refused", "After")  # must not raise into the read callback
         assert seen.order == ["First", "After"]
         assert not task.done()
+
+
+async def test_stop_ends_a_read_still_waiting_on_a_plugin(tmp_path: Path) -> None:
+    client, seen = Pushy(), Seen()
+    async with serving(tmp_path, client, seen) as (engine, _task):
+        client.read("First")
+        await settle()
+        client.read("Slow")  # its hook never returns (the gate stays shut)
+        pushed = engine._pushed
+        assert pushed is not None
+    assert pushed.cancelled()
