@@ -1032,7 +1032,8 @@ class Engine:
         self.executor.observe(event)
         if fed.started and call is not None:
             await self.plugins.call_start(call)
-        await self.plugins.event(event, call)
+        if self.plugins.reads_event(name):
+            await self.plugins.event(event, call)
         if name in LIVE_EVENTS:
             await self.calllife.ingest(name, event)
         if self._listeners:
@@ -1070,7 +1071,8 @@ class Engine:
         prefetch), which no CEL record concerns, is not walked for them.
         """
         call = self._tracker.get(event.get("LinkedID") or "")
-        await self.plugins.event(event, call)
+        if self.plugins.reads_event("CEL"):
+            await self.plugins.event(event, call)
         await self.calllife.ingest("CEL", event)
         if self._listeners:
             self._tell(event, call)

@@ -345,6 +345,14 @@ class Plugins:
             except Exception as exc:
                 self._report("callrouter_event", impl, exc, scope)
 
+    def reads_event(self, name: str) -> bool:
+        """Whether :meth:`event` calls any plugin for events named ``name``: the
+        engine asks first, and most of a call's events then cost no coroutine."""
+        impls = self._event_impls.get(name)
+        if impls is None:
+            impls = self._impls_for_event(name)
+        return bool(impls)
+
     def _impls_for_event(self, name: str) -> list[pluggy.HookImpl]:
         impls = [
             impl

@@ -294,6 +294,20 @@ async def test_a_plugin_registered_after_the_answers_gets_every_event() -> None:
     assert sorted(seen[1:]) == [("hangups", "Hangup"), ("late", "Hangup")]
 
 
+async def test_reads_event_says_whether_any_plugin_is_called_for_a_name() -> None:
+    """The engine asks before dispatching (no coroutine for events nobody reads);
+    the answer follows the plugins' wanted events, and a late plugin's."""
+    seen: list[tuple[str, str]] = []
+    plugins = load(Reader("hangups", ("Hangup",), seen))
+    assert plugins.reads_event("Newexten")  # not asked yet: every event
+    await plugins.wanted_events()
+    assert plugins.reads_event("Hangup")
+    assert not plugins.reads_event("Newexten")
+    plugins.register(Reader("late", ("Newexten",), seen))
+    assert plugins.reads_event("Newexten")
+    assert not load().reads_event("Hangup")
+
+
 @pytest.mark.parametrize("events", ["auto", "all"])
 async def test_the_engine_dispatches_by_name_whatever_it_asks_asterisk_for(
     events: str, tmp_path: Path
