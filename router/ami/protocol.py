@@ -490,10 +490,19 @@ class Action:
         return out
 
 
+#: What ``quote(..., safe="")`` leaves as it is: such a text needs no call
+#: (most keys and values of an action; AJAM encodes a poll per batch).
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(text: str) -> str:
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
 def _urlencode(pairs: Iterable[tuple[str, str]]) -> str:
     # quote(..., safe="") turns '+' into %2B and ' ' into %20: Asterisk decodes '+'
     # as a space, so a literal plus must never travel unescaped.
-    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    return "&".join(f"{_quoted(k)}={_quoted(v)}" for k, v in pairs)
 
 
 def encode_query(action: Action) -> str:

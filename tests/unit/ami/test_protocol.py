@@ -327,3 +327,27 @@ def test_list_collector_matches_interleaved_items_by_action_id() -> None:
     assert action_id == "l-1"
     assert result.complete
     assert len(result.items) == 2
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.one_of(
+                st.text(max_size=20), st.from_regex(r"[A-Za-z0-9_.~-]{0,20}", fullmatch=True)
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_form_encoding_skips_quote_only_where_quote_changes_nothing(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """The unreserved-text shortcut encodes exactly as ``quote(..., safe="")``."""
+    from urllib.parse import quote
+
+    from router.ami.protocol import _urlencode
+
+    assert _urlencode(pairs) == "&".join(
+        f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs
+    )
