@@ -328,9 +328,7 @@ class Plugins:
         events of a call cost a dict lookup, not a call per plugin.
         """
         name = event.name
-        impls = self._event_impls.get(name)
-        if impls is None:
-            impls = self._impls_for_event(name)
+        impls = self._impls_for_event(name)
         if not impls:
             return
         scope = call.linkedid if call else None
@@ -348,12 +346,12 @@ class Plugins:
     def reads_event(self, name: str) -> bool:
         """Whether :meth:`event` calls any plugin for events named ``name``: the
         engine asks first, and most of a call's events then cost no coroutine."""
-        impls = self._event_impls.get(name)
-        if impls is None:
-            impls = self._impls_for_event(name)
-        return bool(impls)
+        return bool(self._impls_for_event(name))
 
     def _impls_for_event(self, name: str) -> list[pluggy.HookImpl]:
+        cached = self._event_impls.get(name)
+        if cached is not None:
+            return cached
         impls = [
             impl
             for impl in self._impls("callrouter_event")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ import pytest
 
 from router.ami.message import Event
 from router.ami.stream import EventStream
-from router.engine import Engine, EngineOptions
+from router.engine import Engine
 from router.errors import AMIAuthenticationError
 from router.hookspecs import hookimpl
-from router.plugins import Plugins
-from router.testing.builders import make_config
+from tests.unit.client_stub import ClientStub, engine_on
 
 RULES = """version: 1
 rules:
@@ -34,12 +32,9 @@ def ev(name: str) -> Event:
     return Event((("Event", name), ("Channel", f"PJSIP/x-{name}")))
 
 
-class Pushy:
+class Pushy(ClientStub):
     """A client that reads a socket, as the TCP client does: a read is offered
     to the push sink first and queued for ``wait_event`` when refused."""
-
-    logged_in = True
-    event_selection: Any = None
 
     def __init__(self) -> None:
         self.session_generation = 1
@@ -47,7 +42,6 @@ class Pushy:
         self.queue: asyncio.Queue[list[Event]] = asyncio.Queue()
         self.pushed: list[list[str]] = []
         self.queued: list[list[str]] = []
-        self.failure: Exception | None = None
 
     def set_push(self, push: Callable[[list[Event]], bool] | None) -> None:
         self.push = push
@@ -61,27 +55,10 @@ class Pushy:
         self.queue.put_nowait(events)
 
     async def wait_event(self, timeout: int = 20) -> list[Event]:
-        if self.failure is not None:
-            raise self.failure
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
             return []
-
-    async def set_events(self, selection: Any) -> None:
-        self.event_selection = selection
-
-    def set_urgent(self, test: Any) -> None:
-        pass
-
-    def set_narrowing(self, narrow: Any) -> None:
-        pass
-
-    async def login(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
     async def send(self, name: str, params: Any = None, **_: Any) -> Any:
         raise AssertionError(f"no action expected, got {name}")
@@ -95,15 +72,12 @@ class Seen:
     def __init__(self) -> None:
         self.order: list[str] = []
         self.gate = asyncio.Event()
-        self.fail_with: BaseException | None = None
 
     @hookimpl
     def callrouter_event(self, event: Event) -> Awaitable[None] | None:
         self.order.append(event.name)
         if event.name == "Slow":
             return self.gate.wait()  # type: ignore[return-value]
-        if event.name == "Refused" and self.fail_with is not None:
-            raise self.fail_with
         return None
 
 
@@ -111,17 +85,7 @@ class Seen:
 async def serving(
     tmp_path: Path, client: Pushy, *plugins: object
 ) -> AsyncIterator[tuple[Engine, asyncio.Task[None]]]:
-    path = tmp_path / "rules.yaml"
-    path.write_text(RULES, encoding="utf-8")
-    config = make_config(state_dir=tmp_path / "state")
-    config = replace(config, router=replace(config.router, rules=(path,)))
-    engine = Engine(
-        config,
-        plugins=Plugins.load(extra=plugins),
-        client=client,  # type: ignore[arg-type]
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
-    await engine.setup()
+    engine = await engine_on(tmp_path, RULES, client, *plugins)
     engine._stream = EventStream(client, poll_timeout=1)
     task = asyncio.create_task(engine.serve())
     try:
@@ -132,6 +96,18 @@ async def serving(
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, 5)
         await engine.stop()
+
+
+def refuse(engine: Engine, exc: Exception) -> None:
+    """Handling an event named ``Refused`` raises ``exc``; the others go on as usual."""
+    handle = engine.handle_event
+
+    async def refusing(event: Event) -> None:
+        if event.name == "Refused":
+            raise exc
+        await handle(event)
+
+    engine.handle_event = refusing  # type: ignore[method-assign]
 
 
 async def settle() -> None:
@@ -198,14 +174,7 @@ async def test_refused_credentials_in_a_pushed_event_end_serve_with_the_error(
     async with serving(tmp_path, client, seen) as (engine, task):
         client.read("First")
         await settle()
-        broken = engine.handle_event
-
-        async def handle(event: Event) -> None:
-            if event.name == "Refused":
-                raise AMIAuthenticationError("Authentication failed")
-            await broken(event)
-
-        engine.handle_event = handle  # type: ignore[method-assign]
+        refuse(engine, AMIAuthenticationError("Authentication failed"))
         client.read("Refused")
         assert client.pushed == [["Refused"]]
         with pytest.raises(AMIAuthenticationError, match="Authentication failed"):
@@ -216,18 +185,10 @@ async def test_a_failing_event_in_a_read_is_skipped_and_the_socket_never_sees_it
     tmp_path: Path,
 ) -> None:
     client, seen = Pushy(), Seen()
-    seen.fail_with = RuntimeError("plugin bug")
     async with serving(tmp_path, client, seen) as (engine, task):
         client.read("First")
         await settle()
-        broken = engine.handle_event
-
-        async def handle(event: Event) -> None:
-            if event.name == "Refused":
-                raise RuntimeError("tracker bug")
-            await broken(event)
-
-        engine.handle_event = handle  # type: ignore[method-assign]
+        refuse(engine, RuntimeError("tracker bug"))
         client.read("Refused", "After")  # must not raise into the read callback
         assert seen.order == ["First", "After"]
         assert not task.done()

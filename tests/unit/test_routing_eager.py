@@ -4,16 +4,13 @@ brought it (router.eager), not behind callbacks already queued (issue 16)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from router.ami.message import Event
 from router.ami.protocol import ActionResult, assemble_result, parse_body
-from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
-from router.plugins import Plugins
-from router.testing.builders import make_config
+from tests.unit.client_stub import ClientStub, engine_on
 
 RULES = """version: 1
 rules:
@@ -41,32 +38,13 @@ rules:
 CHANNEL = "PJSIP/trunk-00000001"
 
 
-class Wire:
+class Wire(ClientStub):
     """A client that writes an action at once, as the TCP client does, and
     answers when the test says so."""
-
-    logged_in = True
-    session_generation = 1
-    event_selection: Any = None
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, str]]] = []
         self.answers: list[asyncio.Future[ActionResult]] = []
-
-    async def set_events(self, selection: Any) -> None:
-        self.event_selection = selection
-
-    def set_urgent(self, test: Any) -> None:
-        pass
-
-    def set_narrowing(self, narrow: Any) -> None:
-        pass
-
-    async def login(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
     async def send(self, name: str, params: Any = None, **_: Any) -> ActionResult:
         self.sent.append((name, dict(params or {})))
@@ -121,26 +99,11 @@ def request(wait: str = "4") -> list[Event]:
     ]
 
 
-async def engine(tmp_path: Path, rules: str, wire: Wire, *plugins: object) -> Engine:
-    path = tmp_path / "rules.yaml"
-    path.write_text(rules, encoding="utf-8")
-    config = make_config(state_dir=tmp_path / "state")
-    config = replace(config, router=replace(config.router, rules=(path,)))
-    built = Engine(
-        config,
-        plugins=Plugins.load(extra=plugins),
-        client=wire,  # type: ignore[arg-type]
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
-    await built.setup()
-    return built
-
-
 async def test_the_redirect_is_written_before_callbacks_queued_earlier_run(
     tmp_path: Path,
 ) -> None:
     wire = Wire()
-    routing = await engine(tmp_path, RULES, wire)
+    routing = await engine_on(tmp_path, RULES, wire)
     newchannel, ask = request()
     await routing.handle_event(newchannel)
     order: list[str] = []
@@ -159,7 +122,7 @@ async def test_a_lookup_past_the_deadline_ends_the_routing_not_the_event_reader(
 ) -> None:
     """The lookup's timer is the routing's own: the engine's reader goes on."""
     wire = Wire()
-    routing = await engine(tmp_path, SLOW, wire, Never())
+    routing = await engine_on(tmp_path, SLOW, wire, Never())
     reader_survived: list[str] = []
 
     async def reader() -> None:

@@ -1,0 +1,54 @@
+"""What the engine asks of any AMI client besides sending actions and reading
+events, for tests that give the engine a client of their own, and an engine
+set up on such a client."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.testing.builders import make_config
+
+
+class ClientStub:
+    """A logged-in client that takes the engine's event selection and ignores
+    its narrowing and urgency hints; subclasses add ``send`` and the reading."""
+
+    logged_in = True
+    session_generation = 1
+    event_selection: Any = None
+
+    async def set_events(self, selection: Any) -> None:
+        self.event_selection = selection
+
+    def set_urgent(self, test: Any) -> None:
+        pass
+
+    def set_narrowing(self, narrow: Any) -> None:
+        pass
+
+    async def login(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def engine_on(tmp_path: Path, rules: str, client: ClientStub, *plugins: object) -> Engine:
+    """An engine with ``rules`` and ``plugins`` on ``client``, set up (not started):
+    no rule-file watch, no live-instance heartbeat."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules, encoding="utf-8")
+    config = make_config(state_dir=tmp_path / "state")
+    config = replace(config, router=replace(config.router, rules=(path,)))
+    engine = Engine(
+        config,
+        plugins=Plugins.load(extra=plugins),
+        client=client,  # type: ignore[arg-type]
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    await engine.setup()
+    return engine
