@@ -203,8 +203,9 @@ class Recorder:
 
     @hookimpl
     def callrouter_wanted_events(self) -> tuple[str, ...]:
-        """The events read below (Asterisk sends no others: docs/asterisk.md)."""
-        return ("MixMonitorStop", "Hangup")
+        """The events read below (Asterisk sends no others: docs/asterisk.md);
+        none without ``[recordings]``, so an idle recorder costs a call nothing."""
+        return ("MixMonitorStop", "Hangup") if self.settings is not None else ()
 
     @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:

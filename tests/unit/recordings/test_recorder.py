@@ -373,3 +373,20 @@ async def test_a_recorded_call_needs_no_class_beyond_the_documented_user(
     catalog = load_catalog()
     for name in sent:
         assert set(catalog.action(name).write_classes) & allowed, name
+
+
+async def test_an_idle_recorder_asks_for_no_events(tmp_path: Path) -> None:
+    """Without [recordings] no event reaches the recorder (a Hangup each call
+    would cost a hook call for nothing); with it, the two it closes files on."""
+    from router.plugins import Plugins
+
+    for settings, reads in (
+        (None, False),
+        (RecordingSettings(dir=PBX_DIR, local_dir=tmp_path), True),
+    ):
+        recorder = Recorder()
+        recorder.settings = settings
+        plugins = Plugins.load(extra=[recorder], disabled=["recordings"], entry_points=False)
+        await plugins.wanted_events()
+        assert plugins.reads_event("Hangup") is reads
+        assert plugins.reads_event("MixMonitorStop") is reads
