@@ -30,8 +30,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ from router.ami.event_filter import (
     CORE_EVENTS,
     EVERYTHING,
     EventSelection,
+    HeaderFilter,
     select_events,
 )
 from router.ami.facade import AMI
@@ -859,7 +860,43 @@ class Engine:
         current = self.rules.current
         if current.reads_call_vars:
             core.add("VarSet")
-        return select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
+        selection = select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
+        if selection.names is None:
+            return selection
+        return replace(selection, narrowed=self._header_filters(self._narrowed(wanted)))
+
+    def _narrowed(self, wanted: list[Iterable[str] | None]) -> frozenset[str]:
+        """The events the engine reads only a few of (:meth:`event_narrowing`),
+        given the plugins' answers (Plugins.wanted_events)."""
+        if self._config.asterisk.events == "all":
+            return frozenset()
+        others = select_events(
+            rule_patterns=self.rules.current.event_patterns, plugins=wanted, core=()
+        )
+        if others.names is None:
+            return frozenset()
+        # Case apart: the catalog documents ``NewExten``, Asterisk sends ``Newexten``.
+        read = {name.lower() for name in others.names}
+        narrowed = set()
+        if "newexten" not in read and self._config.api is None:
+            narrowed.add("Newexten")
+        if "cel" not in read:
+            narrowed.add("CEL")
+        return frozenset(narrowed)
+
+    def _header_filters(self, narrowed: frozenset[str]) -> frozenset[HeaderFilter]:
+        """What Asterisk itself can drop of the narrowed events: a ``Newexten``
+        at a priority no call enters a context at, a CEL record the call life
+        does not fold. Each filter keeps at least what :meth:`event_narrowing`
+        parses (a Redirect's landing is at the priority its rule names)."""
+        filters = set()
+        if "Newexten" in narrowed:
+            priorities = self.rules.current.landing_priorities()
+            if priorities is not None:  # None: a rule's priority is a template
+                filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
+        if "CEL" in narrowed:
+            filters.add(HeaderFilter("CEL", "EventName", FOLDED))
+        return frozenset(filters)
 
     async def event_narrowing(self) -> dict[str, Narrower]:
         """Events the engine reads only a few of, and the test that picks them
@@ -876,20 +913,11 @@ class Engine:
         ``Newexten``) the HTTP API reads them too, or ``[asterisk] events =
         "all"`` asks for everything.
         """
-        if self._config.asterisk.events == "all":
-            return {}
-        wanted = await self.plugins.wanted_events()
-        others = select_events(
-            rule_patterns=self.rules.current.event_patterns, plugins=wanted, core=()
-        )
-        if others.names is None:
-            return {}
-        # Case apart: the catalog documents ``NewExten``, Asterisk sends ``Newexten``.
-        read = {name.lower() for name in others.names}
+        narrowed = self._narrowed(await self.plugins.wanted_events())
         narrow: dict[str, Narrower] = {}
-        if "newexten" not in read and self._config.api is None:
+        if "Newexten" in narrowed:
             narrow["Newexten"] = self._needs_newexten
-        if "cel" not in read:
+        if "CEL" in narrowed:
             narrow["CEL"] = _folded_cel
         return narrow
 

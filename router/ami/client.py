@@ -47,6 +47,7 @@ from router.ami.catalog import load_catalog
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
+    FilterKey,
     add_filters,
 )
 from router.ami.http import (
@@ -237,7 +238,7 @@ class AJAMClient(AMIActions[ActionResult]):
         self._narrow: dict[str, Narrower] = {}
         #: The live session's class mask and include filters (``plan_filters``).
         self._session_mask = "on"
-        self._session_filters: frozenset[str] | None = frozenset()
+        self._session_filters: frozenset[FilterKey] | None = frozenset()
         #: Asterisk refused ``Filter`` (no ``write = system``): not asked again.
         self._filter_forbidden = False
         parts = urllib.parse.urlsplit(self._endpoint)

@@ -18,6 +18,13 @@ offers per session (docs/asterisk.md, "Event filtering"):
   an administrator can give the same filters as ``eventfilter`` lines in
   manager.conf (:meth:`EventSelection.manager_conf_lines`).
 
+Of two events the engine reads only a few (router/engine.py
+``event_narrowing``): ``Newexten``, one per dialplan step, of which it needs
+the steps at the priorities a call enters a context at, and ``CEL``, of which
+the call life folds six kinds. Their name filters then also name a header
+(:class:`HeaderFilter`, ``header(Priority)``, ``header(EventName)``), so
+Asterisk does not write the rest at all: 7 of the 10 ``Newexten`` of a call.
+
 Filters can be added to a session but never removed, so a selection that
 narrows takes effect at the next login; one that widens is applied at once
 (:func:`plan_filters`). Like the rest of ``router/ami``
@@ -27,6 +34,7 @@ this module does no I/O: the clients send what it builds.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,6 +51,8 @@ __all__ = [
     "EVERYTHING",
     "MASK_CLASSES",
     "EventSelection",
+    "FilterKey",
+    "HeaderFilter",
     "add_filters",
     "class_of",
     "filter_refused",
@@ -101,15 +111,59 @@ _CLASS_OF: Mapping[str, tuple[str, ...]] = {
 }
 
 
+#: What a header filter's values may hold: a priority, a CEL event name.
+#: Anything else would need escaping in a regex and in manager.conf.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFilter:
+    """Only the ``event`` events whose ``header`` is exactly one of ``values``.
+
+    An advanced filter (Asterisk 22.1+): ``name()`` selects the event by its
+    hash, ``header()`` confines the match to that header's value, so Asterisk
+    checks one short string, not the event's text.
+    """
+
+    event: str
+    header: str
+    values: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if not self.values or not all(_PLAIN_VALUE.fullmatch(v) for v in self.values):
+            raise ValueError(f"header filter values must be letters, digits or _: {self.values}")
+
+    @property
+    def criteria(self) -> str:
+        """The ``MatchCriteria`` of the Filter action (and of the manager.conf line)."""
+        method = "exact" if len(self.values) == 1 else "regex"
+        return f"action(include),name({self.event}),header({self.header}),method({method})"
+
+    @property
+    def expression(self) -> str:
+        """The match expression: the value itself, or ``^(a|b)$``."""
+        if len(self.values) == 1:
+            return next(iter(self.values))
+        return "^(" + "|".join(sorted(self.values)) + ")$"
+
+
+#: One include filter of a session: an event name (all of its events), or a
+#: header filter (some of them).
+FilterKey = str | HeaderFilter
+
+
 @dataclass(frozen=True, slots=True)
 class EventSelection:
     """The events one session should get: exact ``names`` and the ``classes`` they are in.
 
     ``None`` means no restriction: every event, every class the user may read.
+    ``narrowed``: of the named events, those wanted only in part, each with
+    the header filter that says which (its event is among ``names``).
     """
 
     names: frozenset[str] | None
     classes: frozenset[str] | None
+    narrowed: frozenset[HeaderFilter] = frozenset()
 
     @property
     def everything(self) -> bool:
@@ -129,11 +183,23 @@ class EventSelection:
     def wants(self, name: str) -> bool:
         return self.names is None or name in self.names
 
-    def manager_conf_lines(self) -> list[str]:
-        """The same name filters as manager.conf ``eventfilter`` lines for the user."""
+    def include_filters(self) -> tuple[FilterKey, ...]:
+        """The session's include filters, sorted by event name: a name, or its
+        header filter where the event is narrowed."""
         if self.names is None:
-            return []
-        return [f"eventfilter(action(include),name({name}))=" for name in sorted(self.names)]
+            return ()
+        by_event = {f.event: f for f in self.narrowed if f.event in self.names}
+        return tuple(by_event.get(name, name) for name in sorted(self.names))
+
+    def manager_conf_lines(self) -> list[str]:
+        """The same filters as manager.conf ``eventfilter`` lines for the user."""
+        return [_conf_line(key) for key in self.include_filters()]
+
+
+def _conf_line(key: FilterKey) -> str:
+    if isinstance(key, HeaderFilter):
+        return f"eventfilter({key.criteria})={key.expression}"
+    return f"eventfilter(action(include),name({key}))="
 
 
 #: No restriction (``[asterisk] events = "all"``, or someone wants everything).
@@ -212,17 +278,21 @@ def select_events(
 
 
 def plan_filters(
-    want: frozenset[str] | None, added: frozenset[str] | None
-) -> tuple[tuple[Action, ...], frozenset[str] | None]:
+    want: frozenset[str] | None,
+    added: frozenset[FilterKey] | None,
+    narrowed: frozenset[HeaderFilter] = frozenset(),
+) -> tuple[tuple[Action, ...], frozenset[FilterKey] | None]:
     """The ``Filter`` actions that bring a session as close to ``want`` as Asterisk allows.
 
-    ``added`` is what the session has: the names of its include filters
-    (empty: none, so every event passes), or None once every name passes
-    for good (a match-all filter, or filters refused). Returns the actions
+    ``added`` is what the session has: its include filters (empty: none, so
+    every event passes), or None once every event passes for good (a
+    match-all filter, or filters refused). ``narrowed``: header filters for
+    some of ``want``'s names (:class:`EventSelection`). Returns the actions
     and the session's filters after them. Filters only add: a session with
-    include filters can be widened (more names, or a match-all filter for
-    ``want`` None) but not narrowed; the names it no longer needs still
-    arrive until the next login, and the engine's own dispatch ignores them.
+    include filters can be widened (more names, a header filter's event in
+    full, or a match-all filter for ``want`` None) but not narrowed; what it
+    no longer needs still arrives until the next login, and the engine's own
+    dispatch ignores it.
     """
     if want is None:
         if added:
@@ -230,17 +300,35 @@ def plan_filters(
         return (), added
     if added is None:
         return (), None
-    missing = want - added
-    return tuple(_include(name) for name in sorted(missing)), added | missing
+    missing = [
+        key
+        for key in EventSelection(want, None, narrowed).include_filters()
+        if not _covered(key, added)
+    ]
+    return tuple(_include(key) for key in missing), added | frozenset(missing)
+
+
+def _covered(key: FilterKey, added: frozenset[FilterKey]) -> bool:
+    """Does the session already let through every event ``key`` would?"""
+    if key in added:
+        return True
+    if not isinstance(key, HeaderFilter):
+        return False
+    return key.event in added or any(
+        isinstance(have, HeaderFilter)
+        and (have.event, have.header) == (key.event, key.header)
+        and key.values <= have.values
+        for have in added
+    )
 
 
 async def add_filters(
     send: Callable[[Action], Awaitable[ActionResult]],
     selection: EventSelection,
-    added: frozenset[str] | None,
+    added: frozenset[FilterKey] | None,
     username: str,
     log: logging.Logger,
-) -> tuple[frozenset[str] | None, bool]:
+) -> tuple[frozenset[FilterKey] | None, bool]:
     """Send :func:`plan_filters`' actions through ``send`` (the client's own, over
     AJAM or TCP; it gives each its ActionID); the session's filters after them,
     and whether Asterisk refused ``Filter`` for lack of ``write = system``.
@@ -249,7 +337,7 @@ async def add_filters(
     A refusal part-way lets every event through rather than lose one the
     filters already added would have dropped.
     """
-    actions, after = plan_filters(selection.names, added)
+    actions, after = plan_filters(selection.names, added, selection.narrowed)
     added_any = bool(added)
     for action in actions:
         result = await send(action)
@@ -272,12 +360,17 @@ async def add_filters(
     return after, False
 
 
-def _include(name: str) -> Action:
+def _include(key: FilterKey) -> Action:
+    if isinstance(key, HeaderFilter):
+        return Action(
+            "Filter",
+            (("Operation", "Add"), ("MatchCriteria", key.criteria), ("Filter", key.expression)),
+        )
     # Advanced filter (Asterisk 22.1+): the event's name only. An empty
     # Filter is required with method none; a non-empty one would be refused.
     return Action(
         "Filter",
-        (("Operation", "Add"), ("MatchCriteria", f"action(include),name({name})"), ("Filter", "")),
+        (("Operation", "Add"), ("MatchCriteria", f"action(include),name({key})"), ("Filter", "")),
     )
 
 

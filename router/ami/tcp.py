@@ -64,6 +64,7 @@ from router.ami.client import ClientSettings, denied, is_idempotent, privilege_e
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
+    FilterKey,
     add_filters,
 )
 from router.ami.message import Event, Message, Response
@@ -301,7 +302,7 @@ class TCPClient(AMIActions[ActionResult]):
         self._narrow: dict[str, Narrower] = {}
         #: The live session's class mask and include filters (``plan_filters``).
         self._session_mask = "on"
-        self._session_filters: frozenset[str] | None = frozenset()
+        self._session_filters: frozenset[FilterKey] | None = frozenset()
         #: Asterisk refused ``Filter`` (no ``write = system``): not asked again.
         self._filter_forbidden = False
 

@@ -91,6 +91,22 @@ class RuleSet:
     def empty(cls, registry: Registry) -> RuleSet:
         return cls.build((), {}, registry)
 
+    def landing_priorities(self) -> frozenset[str] | None:
+        """The dialplan priorities the rules' ``redirect`` actions send calls to
+        (1 when a rule names none); None when one is a template, known only
+        per call. The executor confirms a Redirect by the channel's
+        ``Newexten`` there, so Asterisk may drop the other steps' (router/engine.py)."""
+        found: set[str] = set()
+        for rule in self.rules:
+            for action in rule.actions:
+                if action.kind != "redirect":
+                    continue
+                value = dict(action.params).get("priority", "1")
+                if not isinstance(value, str) or not value.strip().isdigit():
+                    return None
+                found.add(str(int(value)))
+        return frozenset(found)
+
     @property
     def event_patterns(self) -> tuple[str, ...]:
         """Event names and globs some rule reacts to (empty: no need to watch events)."""

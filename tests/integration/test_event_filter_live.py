@@ -5,6 +5,9 @@
   has no class for.
 * A ``Filter`` by name (a user with ``write = system``) really stops other
   events of a class the session reads.
+* Header filters (a narrowed event's Priority or EventName) are applied by
+  Asterisk 22 as Filter actions and as manager.conf lines, and the engine
+  routes and confirms its Redirects on a user with the lines it prints.
 * The engine with ``events = "auto"`` and the least-privileged ``router``
   user: Asterisk stops sending a class nobody needs (``agent``: queue member
   events), calls are still routed, and a rule reload that needs such an event
@@ -27,7 +30,9 @@ from router.ami.event_filter import (
     API_EVENTS,
     CORE_EVENTS,
     EventSelection,
+    HeaderFilter,
     class_of,
+    select_events,
 )
 from router.ami.message import Event
 from router.ami.stream import StreamGap
@@ -220,6 +225,100 @@ async def test_auto_stops_an_unneeded_class_routes_and_follows_a_reload(
         await asyncio.wait_for(seen.queue_event.wait(), 10)
         assert QUEUE_EVENT in seen.names
         assert getattr(engine.ami, "session_generation", 0) == generation  # same session
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(task, 30)
+        await engine.stop()
+
+
+def _steps_and_records(events: list[Event]) -> tuple[set[str], set[str]]:
+    priorities = {e.get("Priority") or "" for e in events if e.name == "Newexten"}
+    records = {e.get("EventName") or "" for e in events if e.name == "CEL"}
+    return priorities, records
+
+
+async def test_header_filters_drop_the_other_steps_at_asterisk(
+    routing_sandbox: Sandbox, placer: CallPlacer
+) -> None:
+    """The narrowed events' filters name a header (Priority, EventName), and
+    Asterisk 22 applies them: as Filter actions (a user with write = system)
+    and as the manager.conf lines callrouter prints for a user without."""
+    from router.calllife.fold import FOLDED
+
+    narrowed = frozenset(
+        {
+            HeaderFilter("Newexten", "Priority", frozenset({"1"})),
+            HeaderFilter("CEL", "EventName", FOLDED),
+        }
+    )
+    chosen = select_events(core={"Newexten", "CEL", "UserEvent"})
+    selection = EventSelection(chosen.names, chosen.classes, narrowed)
+    routing_sandbox.add_manager_user("router-steps", lines=selection.manager_conf_lines())
+    sessions = [
+        ClientSettings(url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret),
+        ClientSettings(
+            url=routing_sandbox.url, username="router-steps", secret=routing_sandbox.secret
+        ),
+        ClientSettings(url=routing_sandbox.url, username="router", secret=routing_sandbox.secret),
+    ]
+    async with (
+        AJAMClient(sessions[0]) as by_action,
+        AJAMClient(sessions[1]) as by_conf,
+        AJAMClient(sessions[2]) as control,
+    ):
+        await by_action.set_events(selection)
+        for client in (by_action, by_conf, control):
+            await drain(client, 0.3)
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        got = await asyncio.gather(*(drain(c, 3) for c in (by_action, by_conf, control)))
+    everything = _steps_and_records(got[2])
+    assert len(everything[0]) > 1  # the call took several steps: there was something to drop
+    for events in got[:2]:
+        priorities, records = _steps_and_records(events)
+        assert priorities == {"1"}
+        assert records
+        assert records <= FOLDED
+        assert everything[1] - FOLDED  # CHAN_END & co. exist; these sessions did not get them
+
+
+async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
+    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
+) -> None:
+    """The lines the engine's selection gives, pasted into manager.conf: calls
+    are routed and each Redirect confirmed by its landing, which the header
+    filter lets through (the rules' redirect priority)."""
+    rules = tmp_path / "rules"
+    shutil.copytree(FIXTURES / "rules", rules)
+    config_path = tmp_path / "router.toml"
+    config_path.write_text(
+        f'[asterisk]\nurl = "{ami_url(routing_sandbox, ami_transport)}"\n'
+        f'username = "router-lines"\nsecret = "{routing_sandbox.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    # What `callrouter run` logs for the administrator, from an engine not started.
+    probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))
+    await probe.setup()
+    selection = await probe.event_selection()
+    assert {f.event for f in selection.narrowed} == {"Newexten", "CEL"}
+    routing_sandbox.add_manager_user("router-lines", lines=selection.manager_conf_lines())
+    engine = Engine(
+        load_config(config_path),
+        plugins=Plugins.load(extra=[SlowCRM()]),
+        options=EngineOptions(watch_interval=0),
+    )
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        assert call.destination == "callrouter-dial,101"
+        await engine.wait_idle()
+        record = engine.records[-1]
+        assert [(a.kind, a.status) for a in record.actions][-1] == ("redirect", "confirmed")
     finally:
         engine.request_stop()
         await asyncio.wait_for(task, 30)

@@ -175,3 +175,53 @@ async def test_a_caller_name_cannot_hide_a_landing_from_the_narrower(
         assert keep(hostile)
     finally:
         engine.executor.confirmations.drop("PJSIP/a-1", future)
+
+
+async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """The narrowed events' filters name a header, so Asterisk does not even
+    write the steps and records the engine would drop: Newexten at the
+    priorities calls enter a context at (1, and each redirect rule's), the
+    CEL records the call life folds."""
+    from router.ami.event_filter import HeaderFilter
+    from router.calllife.fold import FOLDED
+
+    selection = await (await engine_factory(write(tmp_path))).event_selection()
+    assert selection.narrowed == {
+        HeaderFilter("Newexten", "Priority", frozenset({"1"})),
+        HeaderFilter("CEL", "EventName", FOLDED),
+    }
+    lines = selection.manager_conf_lines()
+    assert "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1" in lines
+    assert "eventfilter(action(include),name(Newexten))=" not in lines
+
+    (tmp_path / "p3").mkdir()
+    at_3 = ROUTE.replace('exten: "101"}', 'exten: "101", priority: 3}')
+    selection = await (await engine_factory(write(tmp_path / "p3", at_3))).event_selection()
+    (steps,) = [f for f in selection.narrowed if f.event == "Newexten"]
+    assert steps.values == {"1", "3"}  # a landing at 3 must reach the confirmation
+
+    (tmp_path / "tpl").mkdir()
+    templated = ROUTE.replace('exten: "101"}', 'exten: "101", priority: "{did}"}')
+    engine = await engine_factory(write(tmp_path / "tpl", templated))
+    assert not engine.setup_problems
+    selection = await engine.event_selection()
+    assert {f.event for f in selection.narrowed} == {"CEL"}  # a priority known per call only
+    assert "Newexten" in set(await engine.event_narrowing())  # still narrowed on our side
+
+
+async def test_whoever_reads_every_step_gets_it_from_asterisk_too(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    from router.api.settings import ApiSettings
+
+    steps = ROUTE + "  - name: steps\n    on: event New*\n"
+    steps += "    do: [{ami: {action: UserEvent, userevent: x}}]\n"
+    selection = await (await engine_factory(write(tmp_path, steps))).event_selection()
+    assert {f.event for f in selection.narrowed} == {"CEL"}
+    assert "eventfilter(action(include),name(Newexten))=" in selection.manager_conf_lines()
+
+    (tmp_path / "api").mkdir()
+    engine = await engine_factory(write(tmp_path / "api"), api=ApiSettings(port=free_port()))
+    assert {f.event for f in (await engine.event_selection()).narrowed} == {"CEL"}

@@ -19,6 +19,7 @@ from router.ami.event_filter import (
     CORE_EVENTS,
     EVERYTHING,
     EventSelection,
+    HeaderFilter,
     class_of,
     filter_refused,
     plan_filters,
@@ -119,6 +120,68 @@ def test_manager_conf_lines_for_an_administrator() -> None:
         "eventfilter(action(include),name(UserEvent))=",
     ]
     assert EVERYTHING.manager_conf_lines() == []
+
+
+NEWEXTEN_AT_1 = HeaderFilter("Newexten", "Priority", frozenset({"1"}))
+FOLDED_CEL = HeaderFilter("CEL", "EventName", frozenset({"HANGUP", "CHAN_START"}))
+
+
+def test_header_filters_in_manager_conf_and_in_filter_actions() -> None:
+    """A narrowed event's filter names its header: exact for one value, an
+    anchored regex for several (Asterisk 22's advanced filters)."""
+    selection = EventSelection(
+        frozenset({"CEL", "Hangup", "Newexten"}),
+        frozenset({"call", "dialplan"}),
+        frozenset({NEWEXTEN_AT_1, FOLDED_CEL}),
+    )
+    assert selection.manager_conf_lines() == [
+        "eventfilter(action(include),name(CEL),header(EventName),method(regex))"
+        "=^(CHAN_START|HANGUP)$",
+        "eventfilter(action(include),name(Hangup))=",
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1",
+    ]
+    actions, after = plan_filters(selection.names, frozenset(), selection.narrowed)
+    assert [dict(a.params) for a in actions] == [
+        {
+            "Operation": "Add",
+            "MatchCriteria": "action(include),name(CEL),header(EventName),method(regex)",
+            "Filter": "^(CHAN_START|HANGUP)$",
+        },
+        {"Operation": "Add", "MatchCriteria": "action(include),name(Hangup)", "Filter": ""},
+        {
+            "Operation": "Add",
+            "MatchCriteria": "action(include),name(Newexten),header(Priority),method(exact)",
+            "Filter": "1",
+        },
+    ]
+    assert after == frozenset({FOLDED_CEL, "Hangup", NEWEXTEN_AT_1})
+
+
+def test_a_narrowed_event_widens_to_all_of_it_and_never_back() -> None:
+    """A reload that needs every Newexten (an ``on: event Newexten`` rule) adds
+    the plain name filter; a session that has it gets no header filter after."""
+    _, after = plan_filters(frozenset({"Newexten"}), frozenset(), frozenset({NEWEXTEN_AT_1}))
+    assert after == frozenset({NEWEXTEN_AT_1})
+    wider, after2 = plan_filters(frozenset({"Newexten"}), after)
+    assert [a.params[1][1] for a in wider] == ["action(include),name(Newexten)"]
+    assert plan_filters(frozenset({"Newexten"}), after2, frozenset({NEWEXTEN_AT_1})) == (
+        (),
+        after2,
+    )
+    # Another landing priority: one more filter, Asterisk ORs include filters.
+    at_1_or_5 = HeaderFilter("Newexten", "Priority", frozenset({"1", "5"}))
+    more, after3 = plan_filters(frozenset({"Newexten"}), after, frozenset({at_1_or_5}))
+    assert [a.params[2][1] for a in more] == ["^(1|5)$"]
+    # Back to priority 1 only: already let through, nothing to add.
+    assert plan_filters(frozenset({"Newexten"}), after3, frozenset({NEWEXTEN_AT_1}))[0] == ()
+
+
+@pytest.mark.parametrize("value", ["", "1|2", "a b", "(x)", "1\n2", "^1$"])
+def test_a_header_filter_value_needs_no_escaping_anywhere(value: str) -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        HeaderFilter("Newexten", "Priority", frozenset({value}))
+    with pytest.raises(ValueError, match="letters, digits"):
+        HeaderFilter("Newexten", "Priority", frozenset())
 
 
 def test_filter_refused_is_permission_denied_only() -> None:
