@@ -34,9 +34,11 @@ the variants take turns at each rate on the same Asterisk:
   ``[asterisk] url = "tcp://..."``: callrouter's native TCP AMI client
   (router/ami/tcp.py) instead of AJAM.
 * ``tcp-engine+filter``: ``tcp-engine`` logged in as a user whose manager.conf
-  section also has the ``eventfilter`` lines the engine logs at start
-  (docs/asterisk.md, "Event filtering"): Asterisk then writes the session only
-  the events the engine reads, as it would if the user could send ``Filter``.
+  section also has the ``eventfilter`` lines ``callrouter check
+  --manager-conf`` prints (docs/asterisk.md, "Event filtering"): Asterisk then
+  writes the session only the events the engine reads, header filters
+  included, as it would if the user could send ``Filter``.
+* ``engine+filter``: the same over AJAM.
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
@@ -82,7 +84,18 @@ from _common import (
     pct,
 )
 
-VARIANTS = ("ajam", "ajam-2poll", "ajam-raw", "engine", "tcp", "tcp-engine", "tcp-engine+filter")
+VARIANTS = (
+    "ajam",
+    "ajam-2poll",
+    "ajam-raw",
+    "engine",
+    "engine+filter",
+    "tcp",
+    "tcp-engine",
+    "tcp-engine+filter",
+)
+#: The variants that run callrouter's engine.
+ENGINE_VARIANTS = ("engine", "engine+filter", "tcp-engine", "tcp-engine+filter")
 #: The manager user of ``+filter`` variants: the router's classes plus the
 #: ``eventfilter`` lines the engine logs at start (docs/asterisk.md).
 FILTERED_USER = "router-filtered"
@@ -277,7 +290,7 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
 
 
 async def engine_filter_lines() -> list[str]:
-    """The manager.conf ``eventfilter`` lines the engine variants log at start:
+    """The manager.conf ``eventfilter`` lines ``callrouter check --manager-conf`` prints:
     what an administrator who follows docs/asterisk.md adds for the router's
     user when it may not send the ``Filter`` action itself."""
     from bench_engine import InstantAMI
@@ -419,6 +432,8 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_engine(args.url, args.secret, stop, timings)
     elif variant == "tcp-engine":
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
+    elif variant == "engine+filter":
+        await serve_engine(args.url, args.secret, stop, timings, FILTERED_USER)
     elif variant == "tcp-engine+filter":
         await serve_engine(
             f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, FILTERED_USER
@@ -778,7 +793,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     # One line per variant and rate, the repetitions' outcomes added up.
     merged: dict[tuple[str, int], dict[str, int]] = {}
     for c in cells:
-        if c.variant.split("@", 1)[0] in ("engine", "tcp-engine", "tcp-engine+filter") and c.note:
+        if c.variant.split("@", 1)[0] in ENGINE_VARIANTS and c.note:
             into = merged.setdefault((c.variant, c.rate), {})
             for outcome, count in json.loads(c.note).items():
                 into[outcome] = into.get(outcome, 0) + count

@@ -35,9 +35,16 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_engine.py", [], ["--rounds", "1"], 120),
     (
         "bench_route.py",
-        ["--duration", "4", "--repeat", "2", "--variants", "tcp,tcp-engine,engine,ajam"],
+        [
+            "--duration",
+            "4",
+            "--repeat",
+            "2",
+            "--variants",
+            "tcp,tcp-engine,tcp-engine+filter,engine,engine+filter,ajam",
+        ],
         ["--duration", "1", "--rates", "20,100"],
-        480,
+        720,
     ),
     ("bench_feed.py", [], ["--duration", "1", "--clients", "20"], 90),
     ("bench_events.py", [], ["--duration", "2", "--rate", "20"], 120),

@@ -48,6 +48,22 @@ class Offline:
     problems: list[str] = field(default_factory=list)
     #: Not errors, but worth a line: unset secret variables, no router.toml.
     warnings: list[str] = field(default_factory=list)
+    #: Stand-ins for the secret variables this shell lacks.
+    stand_ins: dict[str, str] = field(default_factory=dict)
+
+    def manager_conf_lines(self) -> list[str]:
+        """The ``eventfilter`` lines for the user's manager.conf section: the
+        filters `callrouter run` would ask for with ``Filter`` actions, computed
+        by an engine that is set up (plugins, rules) but never connects."""
+        from router.engine import Engine
+
+        async def lines() -> list[str]:
+            engine = Engine(self.config, plugins=Plugins.for_config(self.config))
+            await engine.setup()
+            return (await engine.event_selection()).manager_conf_lines()
+
+        with _environment(self.stand_ins):
+            return asyncio.run(lines())
 
 
 def _secret_variables(path: Path) -> list[tuple[str, str, str]]:
@@ -121,4 +137,4 @@ def load_offline(
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))
     registry, problems = plugins.build_registry()
-    return Offline(config, plugins, registry, problems, warnings)
+    return Offline(config, plugins, registry, problems, warnings, stand_ins)

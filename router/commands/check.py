@@ -45,6 +45,12 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="settings file (default: ./router.toml when there is one)",
     )
+    parser.add_argument(
+        "--manager-conf",
+        action="store_true",
+        help="when clean, also print the eventfilter lines for the user's section of "
+        "Asterisk's manager.conf (docs/asterisk.md, Event filtering)",
+    )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
         "--location-pattern",
@@ -98,7 +104,21 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"{shown}: {len(ruleset.rules)} rules OK")
+    if args.manager_conf:
+        _print_manager_conf(offline)
     return 0
+
+
+def _print_manager_conf(offline: Offline) -> None:
+    """The lines as a manager.conf fragment, after a comment naming the user."""
+    lines = offline.manager_conf_lines()
+    print()
+    if not lines:
+        print('; [asterisk] events = "all" (or a plugin that reads every event): no filters')
+        return
+    print(f"; the events callrouter asks for: add under [{offline.config.asterisk.username}]")
+    for line in lines:
+        print(line)
 
 
 def _shown(offline: Offline) -> str:

@@ -279,3 +279,48 @@ def test_unset_secret_variables_are_warnings_and_leave_no_trace(
     ]
     assert "ONEC_PASSWORD" not in os.environ
     assert "CALLROUTER_SECRET" not in os.environ
+
+
+def test_check_manager_conf_prints_the_lines_run_would_ask_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``callrouter check --manager-conf`` (docs/asterisk.md): the eventfilter
+    lines of the engine's own selection, header filters included, for a
+    user that may not send Filter; secrets need not be set in this shell."""
+    import asyncio
+
+    from router.config import load_config
+    from router.engine import Engine
+    from router.plugins import Plugins
+
+    path = write(tmp_path, "")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--manager-conf"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        "router.toml (rules): 3 rules OK",
+        "",
+        "; the events callrouter asks for: add under [router]",
+    ]
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+
+    async def selection_lines() -> list[str]:
+        config = load_config(path)
+        engine = Engine(config, plugins=Plugins.for_config(config))
+        await engine.setup()
+        return (await engine.event_selection()).manager_conf_lines()
+
+    expected = asyncio.run(selection_lines())
+    assert out[3:] == expected
+    assert "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1" in out
+
+
+def test_check_manager_conf_with_events_all_says_there_is_nothing_to_filter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "")
+    path = tmp_path / "router.toml"
+    path.write_text(path.read_text().replace("[router]", 'events = "all"\n[router]'))
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--manager-conf"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith('; [asterisk] events = "all"')

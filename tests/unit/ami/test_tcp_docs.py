@@ -85,3 +85,31 @@ def test_the_example_router_toml_switched_to_tcp_as_its_comment_says(tmp_path: P
     cfg = load_config(tmp_path / "router.toml", environ={"CALLROUTER_SECRET": "s"}).asterisk
     assert cfg.url == "tcp://127.0.0.1:5038"
     assert cfg.ping_interval == 5
+
+
+FILTER_PAGES = {
+    REPO / "docs" / "asterisk.md": "## Event filtering",
+    REPO / "docs" / "ru" / "asterisk.md": "## Фильтрация событий",
+}
+
+
+@pytest.mark.parametrize(("page", "heading"), FILTER_PAGES.items(), ids=lambda p: str(p)[-20:])
+def test_check_manager_conf_prints_what_the_page_shows(
+    page: Path,
+    heading: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'Event filtering': the command shown, run in examples/ as written, prints
+    exactly the lines shown (they change with the example rules and plugins)."""
+    from router.cli import main
+
+    (console,) = blocks(section(page, heading), "console")
+    command, *shown = [line.removeprefix("   ") for line in console.rstrip().split("\n")]
+    assert command.startswith("$ callrouter ")
+    monkeypatch.chdir(REPO / "examples")
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    assert main(shlex.split(command)[2:]) == 0
+    assert capsys.readouterr().out.rstrip("\n").split("\n") == [
+        line.strip() if not line.strip() else line for line in shown
+    ]
