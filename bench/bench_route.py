@@ -605,7 +605,7 @@ async def run_cell(
                 "-d",
                 str(int(duration + 3)),
                 "-r",
-                "250",  # samples per second: enough for a 5 s cell
+                os.environ.get("BENCH_PROFILE_RATE", "250"),  # samples per second: enough for a 5 s cell
                 *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
                 "-f",
                 "speedscope",
