@@ -66,6 +66,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -605,7 +606,9 @@ async def run_cell(
                 "-d",
                 str(int(duration + 3)),
                 "-r",
-                os.environ.get("BENCH_PROFILE_RATE", "250"),  # samples per second: enough for a 5 s cell
+                os.environ.get(
+                    "BENCH_PROFILE_RATE", "250"
+                ),  # samples per second: enough for a 5 s cell
                 *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
                 "-f",
                 "speedscope",
@@ -688,16 +691,20 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                     + args.variants[: round_no % len(args.variants)]
                 )
                 for variant in order:
-                    cell = await run_cell(
-                        placer,
-                        box,
-                        variant,
-                        rate,
+                    cell = await _bounded_cell(
+                        run_cell(
+                            placer,
+                            box,
+                            variant,
+                            rate,
+                            args.duration,
+                            Path(tmpdir),
+                            args.profile,
+                            burst=args.burst,
+                            baseline=args.baseline_tree,
+                        ),
+                        Cell(variant, rate),
                         args.duration,
-                        Path(tmpdir),
-                        args.profile,
-                        burst=args.burst,
-                        baseline=args.baseline_tree,
                     )
                     cell.rep = rep
                     cells.append(cell)
@@ -711,6 +718,19 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                     )
     await ami.close()
     return cells
+
+
+async def _bounded_cell(work: Coroutine[Any, Any, Cell], empty: Cell, duration: float) -> Cell:
+    """One cell, given up (and its router stopped) when it takes far longer
+    than it should: a run once hung between cells with nothing left to wait
+    for; every task's stack is printed so the next one says where."""
+    try:
+        return await asyncio.wait_for(work, duration + WAIT + 120)
+    except TimeoutError:
+        print(f"  {empty.variant} {empty.rate}/s: cell hung; tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        return empty
 
 
 def _median(values: list[float]) -> float:
