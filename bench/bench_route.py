@@ -601,6 +601,7 @@ async def run_cell(
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("py-spy")),
                 "record",
+                *(["--nonblocking"] if os.environ.get("BENCH_PROFILE_NONBLOCKING") else []),
                 "--pid",
                 str(proc.pid),
                 "-d",

@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
         "--manager-conf",
         action="store_true",
         help="when clean, also print the eventfilter lines for the user's section of "
-        "Asterisk's manager.conf (docs/asterisk.md, Event filtering)",
+        "Asterisk's manager.conf, for router.toml's rules and plugins "
+        "(docs/asterisk.md, Event filtering)",
     )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
