@@ -348,7 +348,9 @@ async def add_filters(
         if forbidden:
             log.info(
                 "event names are not filtered: the Filter action needs write = system "
-                "for %r; the class mask %r still applies (docs/asterisk.md)",
+                "for %r; the class mask %r still applies, and `callrouter check "
+                "--manager-conf` prints the manager.conf lines that filter the rest "
+                "(docs/asterisk.md)",
                 username,
                 selection.mask,
             )
