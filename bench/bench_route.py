@@ -103,6 +103,8 @@ FILTERED_USER = "router-filtered"
 #: The engine variants' extra rules: this many ``if: did == ...`` rules.
 EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
+#: The events the call generator's CallPlacer follows (router/sandbox/calls.py).
+FOLLOWED = frozenset({"Newexten", "UserEvent", "Hangup", "VarSet", "Newchannel"})
 WAIT = 4  # the dialplan's CALLROUTER_WAIT: the fail-open deadline
 
 
@@ -452,7 +454,11 @@ class TCPAMI:
 
     Just what :class:`CallPlacer` needs (``send`` and ``wait_event``); over TCP
     rather than AJAM so the generator costs Asterisk and the CPU as little as
-    possible and leaves both to the router being measured.
+    possible and leaves both to the router being measured: it asks only for
+    the events CallPlacer follows (:data:`FOLLOWED`). A session Asterisk closes
+    (its ``writetimeout`` when this process stalls) fails every pending and
+    later action at once and stops the run: a run once hung on it, each
+    placement and hangup waiting out its own timeout.
     """
 
     session_generation = 1
@@ -462,30 +468,49 @@ class TCPAMI:
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = 0
+        self.lost: str | None = None
 
     async def connect(self) -> None:
+        from router.ami.event_filter import plan_filters, select_events
         from router.ami.protocol import RawmanParser
 
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
         parser = RawmanParser(banner=True)
 
         async def read() -> None:
-            while data := await self._reader.read(65536):
-                for msg in parser.feed(data):
-                    future = self._pending.pop(msg.get("ActionID") or "", None)
-                    if future is not None and msg.get("Response") is not None:
-                        if not future.done():
-                            future.set_result(msg)
-                    elif msg.get("Event") is not None:
-                        self._events.put_nowait(msg)
+            try:
+                while data := await self._reader.read(65536):
+                    for msg in parser.feed(data):
+                        future = self._pending.pop(msg.get("ActionID") or "", None)
+                        if future is not None and msg.get("Response") is not None:
+                            if not future.done():
+                                future.set_result(msg)
+                        elif msg.get("Event") is not None:
+                            self._events.put_nowait(msg)
+                self.lost = "closed by Asterisk"
+            except Exception as exc:  # a parse error or a reset: the session is over
+                self.lost = f"{type(exc).__name__}: {exc}"
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(self.lost))
+            self._pending.clear()
+            print(f"call generator: AMI session lost ({self.lost})", file=sys.stderr, flush=True)
 
         self._task = asyncio.create_task(read())
-        reply = await self.send("Login", {"Username": "admin", "Secret": self.secret})
+        wanted = select_events(core=FOLLOWED)
+        reply = await self.send(
+            "Login", {"Username": "admin", "Secret": self.secret, "Events": wanted.mask}
+        )
         assert reply.get("Response") == "Success", reply
+        actions, _ = plan_filters(wanted.names, frozenset())
+        for action in actions:  # admin may send Filter: only the followed events
+            await self.send(action.name, dict(action.params))
 
     async def send(self, name: str, params: Any = None, **_: Any) -> Any:
         from router.ami.protocol import Action, encode_rawman
 
+        if self.lost is not None:
+            raise ConnectionError(f"call generator's AMI session: {self.lost}")
         self._ids += 1
         action_id = f"gen-{self._ids}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -709,6 +734,11 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                     )
                     cell.rep = rep
                     cells.append(cell)
+                    if ami.lost is not None:
+                        raise SystemExit(
+                            f"the call generator's AMI session was lost ({ami.lost}) "
+                            f"during {variant} at {rate}/s: the figures after it are void"
+                        )
                     print(
                         f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
                         f"p50 {pct(cell.latencies, 50):.2f} ms, "
