@@ -135,6 +135,21 @@ async def test_a_name_filter_stops_other_events_of_a_class_the_session_reads(
     assert QUEUE_EVENT not in names  # same class (agent), not asked for by name
 
 
+def router_toml(tmp_path: Path, url: str, username: str, secret: str) -> Path:
+    """router.toml for an engine of the test fixtures' rules (copied: a test may add one)."""
+    rules = tmp_path / "rules"
+    shutil.copytree(FIXTURES / "rules", rules)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "{username}"\nsecret = "{secret}"\n'
+        'events = "auto"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 class Seen:
     """Every event the engine receives, by name (an ``EngineAPI.watch`` listener).
 
@@ -166,16 +181,10 @@ async def test_auto_stops_an_unneeded_class_routes_and_follows_a_reload(
     tmp_path: Path,
     ami_transport: str,
 ) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(FIXTURES / "rules", rules)
-    config_path = tmp_path / "router.toml"
-    config_path.write_text(
-        f'[asterisk]\nurl = "{ami_url(routing_sandbox, ami_transport)}"\nusername = "router"\n'
-        f'secret = "{routing_sandbox.secret}"\nevents = "auto"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
-        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
-        encoding="utf-8",
+    config_path = router_toml(
+        tmp_path, ami_url(routing_sandbox, ami_transport), "router", routing_sandbox.secret
     )
+    rules = tmp_path / "rules"
     seen = Seen()
     engine = Engine(
         load_config(config_path),
@@ -288,15 +297,8 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
     """The lines the engine's selection gives, pasted into manager.conf: calls
     are routed and each Redirect confirmed by its landing, which the header
     filter lets through (the rules' redirect priority)."""
-    rules = tmp_path / "rules"
-    shutil.copytree(FIXTURES / "rules", rules)
-    config_path = tmp_path / "router.toml"
-    config_path.write_text(
-        f'[asterisk]\nurl = "{ami_url(routing_sandbox, ami_transport)}"\n'
-        f'username = "router-lines"\nsecret = "{routing_sandbox.secret}"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
-        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
-        encoding="utf-8",
+    config_path = router_toml(
+        tmp_path, ami_url(routing_sandbox, ami_transport), "router-lines", routing_sandbox.secret
     )
     # What `callrouter run` logs for the administrator, from an engine not started.
     probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))

@@ -12,6 +12,15 @@ from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.testing.builders import make_config
 
+#: One rule that routes every call to 101: the engine tests' usual decision.
+EVERYONE = """version: 1
+rules:
+  - name: everyone
+    on: call
+    do:
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+
 
 class ClientStub:
     """A logged-in client that takes the engine's event selection and ignores

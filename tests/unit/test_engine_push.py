@@ -17,15 +17,9 @@ from router.ami.stream import EventStream
 from router.engine import Engine
 from router.errors import AMIAuthenticationError
 from router.hookspecs import hookimpl
-from tests.unit.client_stub import ClientStub, engine_on
+from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
-RULES = """version: 1
-rules:
-  - name: everyone
-    on: call
-    do:
-      - redirect: {context: callrouter-dial, exten: "101"}
-"""
+RULES = EVERYONE
 
 
 def ev(name: str) -> Event:

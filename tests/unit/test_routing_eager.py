@@ -10,15 +10,9 @@ from typing import Any
 from router.ami.message import Event
 from router.ami.protocol import ActionResult, assemble_result, parse_body
 from router.hookspecs import hookimpl
-from tests.unit.client_stub import ClientStub, engine_on
+from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
-RULES = """version: 1
-rules:
-  - name: everyone
-    on: call
-    do:
-      - redirect: {context: callrouter-dial, exten: "101"}
-"""
+RULES = EVERYONE
 
 SLOW = """version: 1
 rules:
