@@ -185,11 +185,16 @@ class EventSelection:
 
     def include_filters(self) -> tuple[FilterKey, ...]:
         """The session's include filters, sorted by event name: a name, or its
-        header filter where the event is narrowed."""
+        header filter where the event is narrowed. A name no Asterisk event
+        has (a plugin's answer with a bracket or a line break) gets none: it
+        would match nothing, and in a filter or a manager.conf line it would
+        end the criteria early or start a line of its own."""
         if self.names is None:
             return ()
         by_event = {f.event: f for f in self.narrowed if f.event in self.names}
-        return tuple(by_event.get(name, name) for name in sorted(self.names))
+        return tuple(
+            by_event.get(name, name) for name in sorted(self.names) if _PLAIN_VALUE.fullmatch(name)
+        )
 
     def manager_conf_lines(self) -> list[str]:
         """The same filters as manager.conf ``eventfilter`` lines for the user."""

@@ -176,6 +176,16 @@ def test_a_narrowed_event_widens_to_all_of_it_and_never_back() -> None:
     assert plan_filters(frozenset({"Newexten"}), after3, frozenset({NEWEXTEN_AT_1}))[0] == ()
 
 
+def test_a_name_no_event_has_never_reaches_a_filter_or_a_manager_conf_line() -> None:
+    """Rules' event names are checked at load; a plugin's answer is not: a name
+    with a bracket or a line break would rewrite the criteria or the file."""
+    selection = EventSelection(frozenset({"Hangup", "Bad),name(X", "Bad\nread = all"}), None)
+    assert selection.manager_conf_lines() == ["eventfilter(action(include),name(Hangup))="]
+    actions, after = plan_filters(selection.names, frozenset())
+    assert [a.params[1][1] for a in actions] == ["action(include),name(Hangup)"]
+    assert after == frozenset({"Hangup"})
+
+
 @pytest.mark.parametrize("value", ["", "1|2", "a b", "(x)", "1\n2", "^1$"])
 def test_a_header_filter_value_needs_no_escaping_anywhere(value: str) -> None:
     with pytest.raises(ValueError, match="letters, digits"):
