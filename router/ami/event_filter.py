@@ -114,6 +114,8 @@ _CLASS_OF: Mapping[str, tuple[str, ...]] = {
 #: What a header filter's values may hold: a priority, a CEL event name.
 #: Anything else would need escaping in a regex and in manager.conf.
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_]+")
+#: What an AMI event's name holds (``AOC-D`` has the only hyphen of the catalog).
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ class EventSelection:
             return ()
         by_event = {f.event: f for f in self.narrowed if f.event in self.names}
         return tuple(
-            by_event.get(name, name) for name in sorted(self.names) if _PLAIN_VALUE.fullmatch(name)
+            by_event.get(name, name) for name in sorted(self.names) if _EVENT_NAME.fullmatch(name)
         )
 
     def manager_conf_lines(self) -> list[str]:

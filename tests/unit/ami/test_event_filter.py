@@ -179,11 +179,24 @@ def test_a_narrowed_event_widens_to_all_of_it_and_never_back() -> None:
 def test_a_name_no_event_has_never_reaches_a_filter_or_a_manager_conf_line() -> None:
     """Rules' event names are checked at load; a plugin's answer is not: a name
     with a bracket or a line break would rewrite the criteria or the file."""
-    selection = EventSelection(frozenset({"Hangup", "Bad),name(X", "Bad\nread = all"}), None)
-    assert selection.manager_conf_lines() == ["eventfilter(action(include),name(Hangup))="]
+    selection = EventSelection(
+        frozenset({"Hangup", "AOC-D", "Bad),name(X", "Bad\nread = all"}), None
+    )
+    assert selection.manager_conf_lines() == [
+        "eventfilter(action(include),name(AOC-D))=",
+        "eventfilter(action(include),name(Hangup))=",
+    ]
     actions, after = plan_filters(selection.names, frozenset())
-    assert [a.params[1][1] for a in actions] == ["action(include),name(Hangup)"]
-    assert after == frozenset({"Hangup"})
+    assert [a.params[1][1] for a in actions] == [
+        "action(include),name(AOC-D)",
+        "action(include),name(Hangup)",
+    ]
+    assert after == frozenset({"AOC-D", "Hangup"})
+    # Every event Asterisk documents keeps its filter.
+    from router.ami.catalog import load_catalog
+
+    every = frozenset(load_catalog().events)
+    assert len(EventSelection(every, None).include_filters()) == len(every)
 
 
 @pytest.mark.parametrize("value", ["", "1|2", "a b", "(x)", "1\n2", "^1$"])
