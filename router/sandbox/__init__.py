@@ -93,6 +93,15 @@ def _pid_runs(pid: int, marker: str) -> bool:
     return marker.encode() in cmdline
 
 
+def _pid_exited(pid: int) -> bool:
+    """True once ``pid`` is a zombie or gone (not merely past its command line)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def _run(cmd: list[str], what: str, timeout: float) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -618,6 +627,12 @@ class Sandbox:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+        # Its command line empties when its memory is released, before it has
+        # finished exiting: wait (briefly) until it is a zombie or gone, so its
+        # parent sees it exited once stop() returns.
+        settle = min(deadline, time.monotonic() + 2.0)
+        while self.pid is not None and not _pid_exited(self.pid) and time.monotonic() < settle:
+            time.sleep(0.01)
         return True
 
     def _signal(self, sig: signal.Signals) -> None:
