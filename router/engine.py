@@ -210,6 +210,7 @@ class Engine:
             config.history,
             self._call_event,
             is_internal=lambda number: self.registry.is_internal_number(number),
+            listening=self.plugins.reads_call_events,
         )
         self._scheduler = AsyncIOScheduler()
         self._stream: EventStream | None = None
@@ -854,7 +855,9 @@ class Engine:
         wanted = await self.plugins.wanted_events()
         if self._config.asterisk.events == "all":
             return EVERYTHING
-        core = set(CORE_EVENTS) | LIVE_EVENTS
+        core = set(CORE_EVENTS)
+        if self.plugins.reads_call_events():
+            core |= LIVE_EVENTS  # the call life: CEL and the ringing signs
         if self._config.api is not None:
             core |= API_EVENTS
         current = self.rules.current
@@ -863,7 +866,11 @@ class Engine:
         selection = select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
         if selection.names is None:
             return selection
-        return replace(selection, narrowed=self._header_filters(self._narrowed(wanted)))
+        narrowed = self._header_filters(self._narrowed(wanted))
+        # Only of the events asked for: without a call life listener, no CEL.
+        return replace(
+            selection, narrowed=frozenset(f for f in narrowed if f.event in selection.names)
+        )
 
     def _narrowed(self, wanted: list[Iterable[str] | None]) -> frozenset[str]:
         """The events the engine reads only a few of (:meth:`event_narrowing`),
@@ -1062,7 +1069,7 @@ class Engine:
             await self.plugins.call_start(call)
         if self.plugins.reads_event(name):
             await self.plugins.event(event, call)
-        if name in LIVE_EVENTS:
+        if name in LIVE_EVENTS and self.plugins.reads_call_events():
             await self.calllife.ingest(name, event)
         if self._listeners:
             self._tell(event, call)
@@ -1101,7 +1108,8 @@ class Engine:
         call = self._tracker.get(event.get("LinkedID") or "")
         if self.plugins.reads_event("CEL"):
             await self.plugins.event(event, call)
-        await self.calllife.ingest("CEL", event)
+        if self.plugins.reads_call_events():
+            await self.calllife.ingest("CEL", event)
         if self._listeners:
             self._tell(event, call)
         if self.rules.current.may_fire("CEL", event.getall):

@@ -340,6 +340,11 @@ def callrouter_call_event(event: CallEvent) -> None:
     so a receiver that outlives the process deduplicates by it. Runs on the
     event path, synchronously: return at once and hand slow work (network,
     disk) to a queue or task. Return value ignored.
+
+    Implementing it is what turns the call life on: while no plugin does,
+    the engine asks Asterisk for no CEL, folds none and replays none (it
+    would tell nobody), and leaves the replay mark where the last listener
+    left it.
     """
 
 

@@ -442,6 +442,12 @@ class Plugins:
     async def call_event(self, event: CallEvent) -> None:
         await self._call_each("callrouter_call_event", {"event": event}, scope=event.call_id)
 
+    def reads_call_events(self) -> bool:
+        """Whether any plugin implements ``callrouter_call_event``. Without one
+        the call life has nobody to tell: the engine then neither asks Asterisk
+        for CEL nor folds it (router/calllife/service.py ``CallLife``)."""
+        return bool(self._impls("callrouter_call_event"))
+
     async def call_end(self, call: Call) -> None:
         # The call's failure memory is kept (bounded, oldest first out): a hook
         # that runs after the call ended, such as a late decision, must not log

@@ -64,9 +64,15 @@ class CallLife:
         source: CelSource | None = None,
         clock: Callable[[], float] = time.time,
         is_internal: Callable[[str], bool] = plan_internal,
+        listening: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self._emit = emit
+        #: Whether anyone is told call events (a ``callrouter_call_event``
+        #: plugin). While nobody is, nothing is replayed and the mark on disk
+        #: is left as it was: a listener enabled later is told what it missed,
+        #: as after a restart (bounded by ``replay_max_age``).
+        self.listening = listening
         self.folder = Folder(max_calls=settings.max_calls, is_internal=is_internal)
         self.source = source if source is not None else _open(settings)
         self._clock = clock
@@ -167,6 +173,8 @@ class CallLife:
 
     def write_mark(self) -> None:
         """Write the mark atomically (blocking: call it in a thread, or at stop)."""
+        if not self.listening():
+            return
         mark = self.mark()
         if self._state_dir is None or mark is None:
             return
@@ -197,6 +205,12 @@ class CallLife:
         self._state_dir = state_dir
         mark, told = self._read_mark_file()
         self.folder.seed_told(told)
+        if not self.listening():
+            log.info(
+                "call life: no plugin reads call events (callrouter_call_event); "
+                "CEL is not followed and nothing is replayed"
+            )
+            return
         if self.source is None:
             return
         if mark is None:
@@ -211,6 +225,8 @@ class CallLife:
 
     def gap(self, since: float) -> None:
         """The event stream lost events from ``since`` (wall clock): replay them soon."""
+        if not self.listening():
+            return  # nobody to tell; the mark stays where the last listener left it
         if self.source is None:
             log.warning(
                 "call life: events lost for a while; no [history] cel store to rebuild them from"

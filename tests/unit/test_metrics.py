@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.calllife.model import CallEvent
 from router.dialplan import FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
@@ -183,17 +184,48 @@ async def test_calls_that_fell_through_while_down_are_counted_at_start(
     assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
 
 
+class CallEvents:
+    """A plugin told the call life (as the 1C plugin is)."""
+
+    __name__ = "call_events"
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    @hookimpl
+    def callrouter_call_event(self, event: CallEvent) -> None:
+        self.kinds.append(event.kind)
+
+
 async def test_call_life_events_are_counted_by_kind(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
     from router.testing.cel import answered_call, as_ami
 
-    engine = await engine_factory(rules, plugins=[Owners()])
+    told = CallEvents()
+    engine = await engine_factory(rules, plugins=[Owners(), told])
     ajam_replay.queue_events([as_ami(r) for r in answered_call().records])
     await ajam_replay.settle(engine)
     for kind in ("ringing", "answered", "hangup"):
         assert sample(engine, "callrouter_call_events_total", kind=kind, replayed="false") == 1
     assert sample(engine, "callrouter_call_events_total", kind="missed", replayed="false") == 0
+    assert told.kinds == ["ringing", "answered", "hangup"]
+
+
+async def test_without_a_call_event_plugin_no_call_life_is_counted(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """The counter counts what plugins are told: with nobody to tell, CEL that
+    still arrives (a user whose class mask lets it through) is not folded."""
+    from router.testing.cel import answered_call, as_ami
+
+    engine = await engine_factory(rules, plugins=[Owners()])
+    ajam_replay.queue_events([as_ami(r) for r in answered_call().records])
+    await ajam_replay.settle(engine)
+    assert engine.calllife.emitted == 0
+    assert len(engine.calllife.folder) == 0
+    for kind in ("ringing", "answered", "hangup"):
+        assert sample(engine, "callrouter_call_events_total", kind=kind, replayed="false") == 0
 
 
 async def test_reloads_by_result_and_rules_loaded(

@@ -120,6 +120,41 @@ async def test_a_gap_is_replayed_and_live_continues(tmp_path: Path) -> None:
     assert sorted(ids) == expected_ids()
 
 
+async def test_with_nobody_listening_nothing_is_replayed_and_the_mark_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ``callrouter_call_event`` plugin: no replay at start or after a gap, and
+    the mark stays where the last listener left it, so a listener enabled later
+    is told what it missed, as after a restart."""
+    caplog.set_level(logging.INFO, logger="router.calllife")
+    first: list[CallEvent] = []
+    clock = [ALL[0].at - 1]
+    before = life(first, clock)
+    before.start(tmp_path)
+    before.write_mark()
+    mark = before.read_mark()
+    assert mark == ALL[0].at - 1
+
+    async def emit(event: CallEvent) -> None:
+        raise AssertionError("nobody listens")
+
+    listening = [False]
+    idle = CallLife(SETTINGS, emit, clock=lambda: NOW, listening=lambda: listening[0])
+    idle.start(tmp_path)
+    idle.gap(ALL[0].at)
+    assert not idle._tasks
+    idle.write_mark()
+    await idle.stop()
+    assert idle.read_mark() == mark  # untouched
+    assert "no plugin reads call events" in caplog.text
+
+    told: list[CallEvent] = []
+    later = life(told)
+    later.start(tmp_path)
+    await settle(later)
+    assert sorted(e.event_id for e in told) == expected_ids()
+
+
 async def test_without_a_store_a_gap_is_only_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
