@@ -278,10 +278,32 @@ class BenchOneC:
         registry.add_notify_target("onec", "1C (benchmark stand-in: never called)")
 
 
+class CallLifeListener:
+    """What the 1C plugin's ``callrouter_call_event`` does on the event path: the
+    event onto a bounded queue (sending it to 1C happens off that path). With
+    it the engine follows the call life (CEL and the ringing signs), as it does
+    for a router with the 1C plugin; without it nobody is told, and it does not."""
+
+    __name__ = "bench_call_life"
+
+    def __init__(self) -> None:
+        import collections
+
+        self.queue: collections.deque[Any] = collections.deque(maxlen=10_000)
+        self.told = 0
+
+    def callrouter_call_event(self, event: Any) -> None:
+        self.queue.append(event)
+        self.told += 1
+
+
 def _mark_hooks() -> None:
     from router.hookspecs import hookimpl
 
     BenchOneC.callrouter_register = hookimpl(BenchOneC.callrouter_register)  # type: ignore[method-assign]
+    CallLifeListener.callrouter_call_event = hookimpl(  # type: ignore[method-assign]
+        CallLifeListener.callrouter_call_event
+    )
 
 
 _mark_hooks()

@@ -38,6 +38,10 @@ the variants take turns at each rate on the same Asterisk:
   --manager-conf`` prints (docs/asterisk.md, "Event filtering"): Asterisk then
   writes the session only the events the engine reads, header filters
   included, as it would if the user could send ``Filter``.
+* ``tcp-engine+filter+life``: ``tcp-engine+filter`` with a plugin told the call
+  life (``callrouter_call_event``, as the 1C plugin is): the engine then also
+  reads and folds CEL and the ringing signs, and its user's lines ask for them.
+  Without such a plugin (the other engine variants) it does not.
 * ``engine+filter``: the same over AJAM.
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
@@ -78,6 +82,7 @@ from _common import (
     DID,
     RESULTS,
     BenchOneC,
+    CallLifeListener,
     bench_dialplan,
     engine_config,
     make_rules_dir,
@@ -94,12 +99,21 @@ VARIANTS = (
     "tcp",
     "tcp-engine",
     "tcp-engine+filter",
+    "tcp-engine+filter+life",
 )
 #: The variants that run callrouter's engine.
-ENGINE_VARIANTS = ("engine", "engine+filter", "tcp-engine", "tcp-engine+filter")
+ENGINE_VARIANTS = (
+    "engine",
+    "engine+filter",
+    "tcp-engine",
+    "tcp-engine+filter",
+    "tcp-engine+filter+life",
+)
 #: The manager user of ``+filter`` variants: the router's classes plus the
 #: ``eventfilter`` lines the engine logs at start (docs/asterisk.md).
 FILTERED_USER = "router-filtered"
+#: The same for ``+filter+life``: the lines of an engine with a call life listener.
+FILTERED_LIFE_USER = "router-filtered-life"
 #: The engine variants' extra rules: this many ``if: did == ...`` rules.
 EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
@@ -292,7 +306,7 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
     manager.close()
 
 
-async def engine_filter_lines() -> list[str]:
+async def engine_filter_lines(*, life: bool = False) -> list[str]:
     """The manager.conf ``eventfilter`` lines ``callrouter check --manager-conf`` prints:
     what an administrator who follows docs/asterisk.md adds for the router's
     user when it may not send the ``Filter`` action itself."""
@@ -311,7 +325,9 @@ async def engine_filter_lines() -> list[str]:
         onec = BenchOneC()
         engine = Engine(
             load_config(path),
-            plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+            plugins=Plugins.load(
+                extra=[onec, *([CallLifeListener()] if life else [])], disabled=["onec"]
+            ),
             client=InstantAMI(),  # type: ignore[arg-type]
         )
         await engine.setup()
@@ -335,7 +351,13 @@ def did_rules(n: int) -> str:
 
 
 async def serve_engine(
-    url: str, secret: str, stop: asyncio.Event, timings: Timings, username: str = "router"
+    url: str,
+    secret: str,
+    stop: asyncio.Event,
+    timings: Timings,
+    username: str = "router",
+    *,
+    life: bool = False,
 ) -> None:
     import logging
 
@@ -359,10 +381,11 @@ async def serve_engine(
     config = load_config(path)
     onec = BenchOneC()
     await onec.warm()
+    listener = CallLifeListener() if life else None
     # As `callrouter run` builds it (router/commands/run.py): it owns its process.
     engine = Engine(
         config,
-        plugins=Plugins.load(extra=[onec], disabled=["onec"]),
+        plugins=Plugins.load(extra=[onec, *([listener] if listener else [])], disabled=["onec"]),
         options=EngineOptions(freeze_gc=True),
     )
     await engine.start()
@@ -412,6 +435,8 @@ async def serve_engine(
     outcomes: dict[str, int] = {}
     for record in engine.records:
         outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
+    if listener is not None:  # shown with the outcomes: zero would mean no call life
+        outcomes["(call life events told)"] = listener.told
     print("OUTCOMES " + json.dumps(outcomes), file=sys.stderr, flush=True)
     if onec.fetches > len(onec.numbers):
         print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
@@ -440,6 +465,15 @@ async def serve(args: argparse.Namespace) -> None:
     elif variant == "tcp-engine+filter":
         await serve_engine(
             f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, FILTERED_USER
+        )
+    elif variant == "tcp-engine+filter+life":
+        await serve_engine(
+            f"tcp://127.0.0.1:{args.ami_port}",
+            args.secret,
+            stop,
+            timings,
+            FILTERED_LIFE_USER,
+            life=True,
         )
     else:
         raise SystemExit(f"unknown variant {variant}")
@@ -701,6 +735,8 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     cells: list[Cell] = []
     if any(v.split("@", 1)[0].endswith("+filter") for v in args.variants):
         box.add_manager_user(FILTERED_USER, lines=await engine_filter_lines())
+    if any(v.split("@", 1)[0].endswith("+life") for v in args.variants):
+        box.add_manager_user(FILTERED_LIFE_USER, lines=await engine_filter_lines(life=True))
     ami = TCPAMI(box.ami_port, box.secret)
     await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:

@@ -41,7 +41,7 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
             "--repeat",
             "2",
             "--variants",
-            "tcp,tcp-engine,tcp-engine+filter,engine,engine+filter,ajam",
+            "tcp,tcp-engine,tcp-engine+filter,tcp-engine+filter+life,engine,engine+filter,ajam",
         ],
         ["--duration", "1", "--rates", "20,100"],
         720,
