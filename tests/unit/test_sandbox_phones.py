@@ -241,6 +241,71 @@ def test_a_command_nobody_answers_fails_within_its_timeout() -> None:
         server.close()
 
 
+def test_registration_is_asked_again_on_a_new_connection_when_baresip_closed_its_own(
+    tmp_path: Path,
+) -> None:
+    """baresip (still running) closed the control connection between two
+    ``/reginfo`` of a start (seen once in CI): the phone connects again and asks
+    once more, instead of failing the start; the error names the closed socket."""
+    phone = Phone(fake_box(tmp_path), "101")
+    server = socket.create_server(("127.0.0.1", 0))
+    phone.ctrl_port = server.getsockname()[1]
+    registered = f"{phone.aor.split(':', 1)[1]} (prio 0) {{0/UDP/v4}} 200 OK [1 binding]"
+    pending = f"{phone.aor.split(':', 1)[1]} (prio 0) {{0/UDP/v4}} zzz"
+    connections: list[int] = []
+
+    def answer(conn: socket.socket, data: str) -> None:
+        request = conn.recv(4096)
+        token = json.loads(request[request.index(b":") + 1 : -1])["token"]
+        conn.sendall(netstring({"response": True, "ok": True, "data": data, "token": token}))
+
+    def serve() -> None:
+        first, _ = server.accept()
+        connections.append(1)
+        answer(first, pending)  # not registered yet
+        first.close()  # and the connection goes, baresip still running
+        second, _ = server.accept()
+        connections.append(2)
+        with second:
+            answer(second, registered)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    phone.process = subprocess.Popen(["sleep", "30"])
+    phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
+    try:
+        phone.wait_registered(timeout=10)
+        assert connections == [1, 2]
+    finally:
+        phone.process.kill()
+        phone.process.wait(5)
+        if phone._ctrl is not None:
+            phone._ctrl.close()
+        server.close()
+        thread.join(5)
+
+
+def test_a_closed_control_connection_is_named_in_the_error() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)  # the command, then the connection goes unanswered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    control = _Control(server.getsockname()[1], lambda event: None, "unit")
+    try:
+        with pytest.raises(SandboxError, match="control socket closed: end of stream"):
+            control.send("reginfo", None, 5)
+    finally:
+        control.close()
+        server.close()
+        thread.join(5)
+
+
 def test_a_wait_on_a_baresip_that_died_ends_at_once_naming_its_exit(tmp_path: Path) -> None:
     """A crashed user agent (SIGSEGV under load) tells nothing more: the test that
     waits on it fails at once with the signal, not after its whole timeout."""
