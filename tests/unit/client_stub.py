@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from router.calllife.model import CallEvent
 from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
 from router.plugins import Plugins
 from router.testing.builders import make_config
 
@@ -20,6 +22,20 @@ rules:
     do:
       - redirect: {context: callrouter-dial, exten: "101"}
 """
+
+
+class Told:
+    """A plugin told the call life, as the 1C plugin is: with one the engine
+    follows CEL (without one it does not); ``events`` in the order told."""
+
+    __name__ = "told"
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+
+    @hookimpl
+    def callrouter_call_event(self, event: CallEvent) -> None:
+        self.events.append(event)
 
 
 class ClientStub:

@@ -20,6 +20,7 @@ from router.engine import Engine
 from router.hookspecs import hookimpl
 from router.plugins import Plugins
 from router.sandbox import free_port
+from tests.unit.client_stub import Told
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -33,16 +34,6 @@ rules:
     do:
       - redirect: {context: callrouter-dial, exten: "101"}
 """
-
-
-class Life:
-    """A call life listener, as the 1C plugin is: the engine reads CEL for one."""
-
-    __name__ = "life"
-
-    @hookimpl
-    def callrouter_call_event(self, event: object) -> None:
-        pass
 
 
 def write(tmp_path: Path, text: str = ROUTE) -> Path:
@@ -62,7 +53,7 @@ def newexten(channel: str, context: str, priority: str) -> str:
 async def test_only_the_inbound_entry_and_the_landing_are_parsed(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
-    engine = await engine_factory(write(tmp_path), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path), plugins=[Told()])
     assert set(await engine.event_narrowing()) == {"Newexten", "CEL"}
     channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     for step in ("2", "3", "4"):  # the dialplan's steps before the request's answer
@@ -91,7 +82,7 @@ async def test_only_the_inbound_entry_and_the_landing_are_parsed(
 async def test_the_narrower_keeps_what_it_cannot_judge(
     engine_factory: EngineFactory, tmp_path: Path
 ) -> None:
-    engine = await engine_factory(write(tmp_path), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path), plugins=[Told()])
     keep = (await engine.event_narrowing())["Newexten"]
     assert keep(newexten("PJSIP/a-1", "callrouter-inbound", "1"))
     assert not keep(newexten("PJSIP/a-1", "callrouter-inbound", "2"))
@@ -117,7 +108,7 @@ async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
         + "  - name: steps\n    on: event New*\n"
         + "    do: [{ami: {action: UserEvent, userevent: x}}]\n",
     )
-    engine = await engine_factory(steps, plugins=[Life()])
+    engine = await engine_factory(steps, plugins=[Told()])
     assert set(await engine.event_narrowing()) == {"CEL"}
 
     class Steps:
@@ -130,7 +121,7 @@ async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
             return ("Newexten", "CEL")
 
     (tmp_path / "p").mkdir()
-    engine = await engine_factory(write(tmp_path / "p"), plugins=[Steps(), Life()])
+    engine = await engine_factory(write(tmp_path / "p"), plugins=[Steps(), Told()])
     assert await engine.event_narrowing() == {}
 
 
@@ -139,7 +130,7 @@ async def test_only_the_cel_records_the_call_life_folds_are_parsed(
 ) -> None:
     from router.calllife.fold import FOLDED
 
-    engine = await engine_factory(write(tmp_path), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path), plugins=[Told()])
     keep = (await engine.event_narrowing())["CEL"]
     for name in FOLDED:
         assert keep(f"Event: CEL\nEventName: {name}\nUniqueID: 1.1\nLinkedID: 1.1")
@@ -154,7 +145,7 @@ async def test_the_api_and_events_all_turn_narrowing_off(
     from router.api.settings import ApiSettings
 
     engine = await engine_factory(
-        write(tmp_path), api=ApiSettings(port=free_port()), plugins=[Life()]
+        write(tmp_path), api=ApiSettings(port=free_port()), plugins=[Told()]
     )
     assert set(await engine.event_narrowing()) == {"CEL"}  # the API reads every Newexten
 
@@ -175,7 +166,7 @@ async def test_a_caller_name_cannot_hide_a_landing_from_the_narrower(
 ) -> None:
     """Asterisk writes a channel's name before its caller ID: lines a hostile
     caller name smuggles in come after the real ``Channel``, which decides."""
-    engine = await engine_factory(write(tmp_path), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path), plugins=[Told()])
     keep = (await engine.event_narrowing())["Newexten"]
     future = engine.executor.confirmations.expect("PJSIP/a-1", "callrouter-dial")
     try:
@@ -199,7 +190,7 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
     from router.ami.event_filter import HeaderFilter
     from router.calllife.fold import FOLDED
 
-    selection = await (await engine_factory(write(tmp_path), plugins=[Life()])).event_selection()
+    selection = await (await engine_factory(write(tmp_path), plugins=[Told()])).event_selection()
     assert selection.narrowed == {
         HeaderFilter("Newexten", "Priority", frozenset({"1"})),
         HeaderFilter("CEL", "EventName", FOLDED),
@@ -211,14 +202,14 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
     (tmp_path / "p3").mkdir()
     at_3 = ROUTE.replace('exten: "101"}', 'exten: "101", priority: 3}')
     selection = await (
-        await engine_factory(write(tmp_path / "p3", at_3), plugins=[Life()])
+        await engine_factory(write(tmp_path / "p3", at_3), plugins=[Told()])
     ).event_selection()
     (steps,) = [f for f in selection.narrowed if f.event == "Newexten"]
     assert steps.values == {"1", "3"}  # a landing at 3 must reach the confirmation
 
     (tmp_path / "tpl").mkdir()
     templated = ROUTE.replace('exten: "101"}', 'exten: "101", priority: "{did}"}')
-    engine = await engine_factory(write(tmp_path / "tpl", templated), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path / "tpl", templated), plugins=[Told()])
     assert not engine.setup_problems
     selection = await engine.event_selection()
     assert {f.event for f in selection.narrowed} == {"CEL"}  # a priority known per call only
@@ -233,14 +224,14 @@ async def test_whoever_reads_every_step_gets_it_from_asterisk_too(
     steps = ROUTE + "  - name: steps\n    on: event New*\n"
     steps += "    do: [{ami: {action: UserEvent, userevent: x}}]\n"
     selection = await (
-        await engine_factory(write(tmp_path, steps), plugins=[Life()])
+        await engine_factory(write(tmp_path, steps), plugins=[Told()])
     ).event_selection()
     assert {f.event for f in selection.narrowed} == {"CEL"}
     assert "eventfilter(action(include),name(Newexten))=" in selection.manager_conf_lines()
 
     (tmp_path / "api").mkdir()
     engine = await engine_factory(
-        write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Life()]
+        write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Told()]
     )
     assert {f.event for f in (await engine.event_selection()).narrowed} == {"CEL"}
 
@@ -258,7 +249,7 @@ async def test_without_a_call_life_listener_no_cel_is_asked_for(
     assert not any("CEL" in line for line in selection.manager_conf_lines())
 
     (tmp_path / "life").mkdir()
-    engine = await engine_factory(write(tmp_path / "life"), plugins=[Life()])
+    engine = await engine_factory(write(tmp_path / "life"), plugins=[Told()])
     selection = await engine.event_selection()
     assert selection.names is not None
     assert {"CEL", "DialState"} <= selection.names

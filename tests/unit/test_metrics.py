@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.calllife.model import CallEvent
 from router.dialplan import FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
 from router.metrics import OTHER, BoundedLabel, Metrics, QueueGauge, exposition
 from router.rules.registry import Registry
+from tests.unit.client_stub import Told
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -184,32 +184,19 @@ async def test_calls_that_fell_through_while_down_are_counted_at_start(
     assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
 
 
-class CallEvents:
-    """A plugin told the call life (as the 1C plugin is)."""
-
-    __name__ = "call_events"
-
-    def __init__(self) -> None:
-        self.kinds: list[str] = []
-
-    @hookimpl
-    def callrouter_call_event(self, event: CallEvent) -> None:
-        self.kinds.append(event.kind)
-
-
 async def test_call_life_events_are_counted_by_kind(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
     from router.testing.cel import answered_call, as_ami
 
-    told = CallEvents()
+    told = Told()
     engine = await engine_factory(rules, plugins=[Owners(), told])
     ajam_replay.queue_events([as_ami(r) for r in answered_call().records])
     await ajam_replay.settle(engine)
     for kind in ("ringing", "answered", "hangup"):
         assert sample(engine, "callrouter_call_events_total", kind=kind, replayed="false") == 1
     assert sample(engine, "callrouter_call_events_total", kind="missed", replayed="false") == 0
-    assert told.kinds == ["ringing", "answered", "hangup"]
+    assert [e.kind for e in told.events] == ["ringing", "answered", "hangup"]
 
 
 async def test_without_a_call_event_plugin_no_call_life_is_counted(

@@ -193,6 +193,12 @@ def netstring(message: dict[str, object]) -> bytes:
     return b"%d:%s," % (len(data), data)
 
 
+def read_token(conn: socket.socket) -> str:
+    """The token of the one command a fake baresip reads."""
+    request = conn.recv(4096)
+    return str(json.loads(request[request.index(b":") + 1 : -1])["token"])
+
+
 def test_control_frames_split_across_reads_become_events_and_a_response() -> None:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -206,8 +212,7 @@ def test_control_frames_split_across_reads_become_events_and_a_response() -> Non
     def serve() -> None:
         conn, _ = server.accept()
         with conn:
-            request = conn.recv(4096)
-            token = json.loads(request[request.index(b":") + 1 : -1])["token"]
+            token = read_token(conn)
             wire = netstring({"event": True, "class": "call", "type": "CALL_INCOMING"})
             wire += netstring({"response": True, "ok": True, "data": "done", "token": token})
             for i in range(0, len(wire), 7):  # a byte-trickle: frames cut anywhere
@@ -255,8 +260,7 @@ def test_registration_is_asked_again_on_a_new_connection_when_baresip_closed_its
     connections: list[int] = []
 
     def answer(conn: socket.socket, data: str) -> None:
-        request = conn.recv(4096)
-        token = json.loads(request[request.index(b":") + 1 : -1])["token"]
+        token = read_token(conn)
         conn.sendall(netstring({"response": True, "ok": True, "data": data, "token": token}))
 
     def serve() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.ami.message import Event
-from router.calllife.model import CallEvent
 from router.calllife.settings import HistorySettings
 from router.calls import Call
 from router.hookspecs import hookimpl
 from router.testing.cel import Cel, as_ami, write_sqlite
+from tests.unit.client_stub import Told
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -22,17 +22,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["router.testing"]
 
 RULES = "version: 1\nrules: []\n"
-
-
-class Told:
-    __name__ = "told"
-
-    def __init__(self) -> None:
-        self.events: list[CallEvent] = []
-
-    @hookimpl
-    def callrouter_call_event(self, event: CallEvent) -> None:
-        self.events.append(event)
 
 
 def answered(linkedid: str, start: float) -> Cel:
