@@ -441,7 +441,10 @@ class Engine:
             await self._start_guard()
         # Routing requests jump a backlog of other events: in a burst a call's
         # request does not wait for every earlier call's CEL records.
-        self._client.set_urgent(self._is_request)
+        # Over TCP a read is also cut after each request, so the request is
+        # acted on before the events read with it after it are parsed.
+        marker = f"\r\nUserEvent: {self.options.request_event}\r\n".encode()
+        self._client.set_urgent(self._is_request, marker=marker)
         self._stream = EventStream(
             self._client,
             poll_timeout=int(self._config.asterisk.waitevent_timeout),

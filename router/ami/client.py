@@ -385,9 +385,12 @@ class AJAMClient(AMIActions[ActionResult]):
         await self._filter_session(self.event_selection)
         return result.response
 
-    def set_urgent(self, test: Callable[[Event], bool] | None) -> None:
+    def set_urgent(
+        self, test: Callable[[Event], bool] | None, *, marker: bytes | None = None
+    ) -> None:
         """As :meth:`TCPClient.set_urgent`; a long-poll hands its batch over
-        whole, and the event stream puts what ``test`` accepts first."""
+        whole (``marker`` cuts nothing), and the event stream puts what
+        ``test`` accepts first."""
 
     def _ours(self, action_id: str) -> bool:
         """An ActionID this client gave (another client's ``OriginateResponse``

@@ -131,6 +131,23 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self._loop.time()
+        marker = self._owner.urgent_marker
+        if marker is not None:
+            # An urgent event (a routing request) is handed over, and acted
+            # on, before the blocks after it in this read are even parsed.
+            # The read is cut at block boundaries only, so nothing changes
+            # order; a marker that is not a header line only cuts in vain.
+            at = data.find(marker)
+            while at >= 0:
+                end = data.find(b"\r\n\r\n", at + len(marker) - 2)
+                if end < 0 or end + 4 >= len(data):
+                    break
+                self._take(data[: end + 4])
+                data = data[end + 4 :]
+                at = data.find(marker)
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
         try:
             messages = self._parser.feed(data)
         except AMIProtocolError as exc:
@@ -283,6 +300,8 @@ class TCPClient(AMIActions[ActionResult]):
         #: Events handed over before the rest of a backlog (:meth:`set_urgent`).
         self._urgent: deque[Event] = deque()
         self._urgent_test: Callable[[Event], bool] | None = None
+        #: Where a read is cut so an urgent event goes first (:meth:`set_urgent`).
+        self.urgent_marker: bytes | None = None
         self._wakeup: asyncio.Future[None] | None = None
         #: Takes a read's events in the read itself (:meth:`set_push`).
         self._push: Callable[[list[Event]], bool] | None = None
@@ -527,12 +546,22 @@ class TCPClient(AMIActions[ActionResult]):
         """
         self._push = push
 
-    def set_urgent(self, test: Callable[[Event], bool] | None) -> None:
+    def set_urgent(
+        self, test: Callable[[Event], bool] | None, *, marker: bytes | None = None
+    ) -> None:
         """Events ``test`` accepts jump a backlog (more than one batch queued):
         the engine's routing requests, so that in a burst a call's request
         does not wait behind every earlier call's other events. Without a
-        backlog every event keeps its place."""
+        backlog every event keeps its place.
+
+        ``marker``: a header line only such events carry, ``\\r\\n`` on both
+        sides (``b"\\r\\nUserEvent: CallRouterRequest\\r\\n"``). A read is then
+        cut after each block holding it, and its parts handed over in turn:
+        a request read with the next call's events (at 20 calls a second a
+        read holds six or seven) is acted on before they are parsed.
+        """
         self._urgent_test = test
+        self.urgent_marker = marker if marker else None
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -109,6 +109,10 @@ def _in_hours(clauses: tuple[_Clause, ...], moment: datetime) -> bool:
     return False
 
 
+#: Working-hours answers kept per engine (each minute's, per spec and holiday list).
+_ANSWERS_KEPT = 256
+
+
 def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
     """Adds the calendar functions with ``timezone`` as their default zone."""
     default = zone(timezone)
@@ -118,14 +122,36 @@ def register(registry: Registry, timezone: str = DEFAULT_TIMEZONE) -> None:
         now = context.now if context.now.tzinfo else context.now.replace(tzinfo=default)
         return now.astimezone(zone(tz) if tz else default)
 
+    # Answers by the minute: hours are HH:MM and holidays whole days, so every
+    # call of a minute gets the same answer, and working it out (two zone
+    # conversions, the holiday's date strings) was the dearest part of the
+    # shipped rules' evaluation (bench: 46 us of 269 with cold caches).
+    answers: dict[tuple[object, ...], bool] = {}
+
     def workhours(
         context: Context, spec: str, tz: str | None = None, holidays: Collection[str] | None = None
     ) -> bool:
         """True during the given working hours (and not on one of ``holidays``)."""
+        now = context.now
+        # The wall clock and its zone (fold: the repeated hour of a DST change).
+        key: tuple[object, ...] = (spec, tz, holidays, now.tzinfo, now.fold, now.year, now.month)
+        key += (now.day, now.hour, now.minute)
+        try:
+            found = answers.get(key)
+        except TypeError:  # holidays given as an (unhashable) list: not kept
+            key, found = (), None
+        if found is not None:
+            return found
         moment = local(context, tz)
         if holidays is not None and _is_holiday(moment, holidays):
-            return False
-        return _in_hours(parse_hours(spec), moment)
+            answer = False
+        else:
+            answer = _in_hours(parse_hours(spec), moment)
+        if key:
+            if len(answers) >= _ANSWERS_KEPT:
+                answers.clear()
+            answers[key] = answer
+        return answer
 
     def is_holiday(context: Context, dates: Collection[str] | None, tz: str | None = None) -> bool:
         """True if today is in a dates list (YYYY-MM-DD, or MM-DD for every year)."""

@@ -40,17 +40,20 @@ class Told:
 
 class ClientStub:
     """A logged-in client that takes the engine's event selection and ignores
-    its narrowing and urgency hints; subclasses add ``send`` and the reading."""
+    its narrowing and urgency hints (the read-cutting marker is kept, for
+    tests); subclasses add ``send`` and the reading."""
 
     logged_in = True
     session_generation = 1
     event_selection: Any = None
+    #: Where the engine asked a socket client to cut its reads (``set_urgent``).
+    urgent_marker: bytes | None = None
 
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
 
-    def set_urgent(self, test: Any) -> None:
-        pass
+    def set_urgent(self, test: Any, *, marker: bytes | None = None) -> None:
+        self.urgent_marker = marker
 
     def set_narrowing(self, narrow: Any) -> None:
         pass

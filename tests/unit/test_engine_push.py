@@ -14,9 +14,11 @@ import pytest
 
 from router.ami.message import Event
 from router.ami.stream import EventStream
-from router.engine import Engine
+from router.config import load_config
+from router.engine import Engine, EngineOptions
 from router.errors import AMIAuthenticationError
 from router.hookspecs import hookimpl
+from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
 RULES = EVERYONE
@@ -197,3 +199,68 @@ async def test_stop_ends_a_read_still_waiting_on_a_plugin(tmp_path: Path) -> Non
         pushed = engine._pushed
         assert pushed is not None
     assert pushed.cancelled()
+
+
+async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_parsed(
+    tmp_path: Path,
+) -> None:
+    """The engine gives the TCP client the request's own header line as the
+    place to cut a read (router.ami.tcp): the Redirect is written while the
+    events read after the request are still unparsed bytes."""
+    fake = await FakeAMI(secret="s").start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "{fake.url}"\nusername = "router"\nsecret = "s"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[plugins]\ndisabled = ["onec"]\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(config, environ={}),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    parsed_at_redirect: list[int] = []
+    try:
+        await engine.start()
+        assert engine.ami.urgent_marker == b"\r\nUserEvent: CallRouterRequest\r\n"  # type: ignore[union-attr]
+        task = asyncio.create_task(engine.serve())
+        await asyncio.wait_for(engine.ready.wait(), 5)
+        conn = engine.ami._conn  # type: ignore[union-attr]
+        assert conn is not None
+        send = conn.send
+
+        def sending(action: Any) -> Any:
+            if action.name == "Redirect":
+                parsed_at_redirect.append(conn._parser.skipped)
+            return send(action)
+
+        conn.send = sending  # type: ignore[method-assign]
+        # The stream takes reads in the read only once a poll has come back.
+        fake.push(("Event", "Newstate"), ("Channel", "PJSIP/b-00000002"))
+        for _ in range(200):
+            if engine._stream is not None and engine._stream.events_seen:
+                break
+            await asyncio.sleep(0.01)
+        # Events the engine does not ask for are counted as the parser drops them.
+        unwanted = b"Event: AgentLogin\r\nAgent: 1\r\n\r\n"
+        request = (
+            b"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n"
+            b"Channel: PJSIP/a-00000001\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n"
+            b"CallerIDNum: 79161234567\r\nExten: 74950000001\r\nContext: callrouter-inbound\r\n"
+            b"Wait: 4\r\n\r\n"
+        )
+        skipped = conn._parser.skipped
+        fake.push_raw(unwanted + request + unwanted * 3)
+        for _ in range(200):
+            if parsed_at_redirect and conn._parser.skipped == skipped + 4:
+                break
+            await asyncio.sleep(0.01)
+        # One unwanted event before the request was parsed; the three after it were not yet.
+        assert [n - skipped for n in parsed_at_redirect] == [1]
+        engine.request_stop()
+        await asyncio.wait_for(task, 5)
+    finally:
+        await engine.stop()
+        await fake.stop()

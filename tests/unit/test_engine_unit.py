@@ -56,9 +56,10 @@ class FakeClient:
         """And which events it reads only in part."""
         self.narrow = narrow
 
-    def set_urgent(self, test: object) -> None:
+    def set_urgent(self, test: object, *, marker: bytes | None = None) -> None:
         """And which it takes first."""
         self.urgent = test
+        self.urgent_marker = marker
 
     async def aclose(self) -> None:
         return None

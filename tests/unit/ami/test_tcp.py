@@ -431,3 +431,94 @@ async def test_a_read_is_offered_to_the_push_sink_and_queued_when_refused(fake: 
         assert [e.name for e in await client.wait_event(5)] == ["Newstate", "Newexten"]
         fake.push(("Event", "Cdr"))
         await until(lambda: taken == [["Newchannel"], ["Cdr"]])
+
+
+REQUEST_MARKER = b"\r\nUserEvent: CallRouterRequest\r\n"
+
+
+def _ev(name: str, **headers: str) -> bytes:
+    lines = [f"Event: {name}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_a_read_is_cut_after_each_urgent_event_and_handed_over_in_order(
+    fake: FakeAMI,
+) -> None:
+    """A request is handed over (and acted on) before the events read after it
+    are parsed: the sink sees a read in parts that end with a request."""
+    async with TCPClient(settings(fake)) as client:
+        parsed_when_taken: list[int] = []
+        taken: list[list[str]] = []
+
+        def push(events: list[Event]) -> bool:
+            taken.append([f"{e.name}:{e.get('Seq')}" for e in events])
+            parsed_when_taken.append(client._conn._parser.skipped if client._conn else -1)
+            return True
+
+        client.set_push(push)
+        client.set_urgent(
+            lambda e: e.get("UserEvent") == "CallRouterRequest", marker=REQUEST_MARKER
+        )
+        # Not wanted: the parser counts each such event it drops, so the count
+        # at each hand-over tells how much of the read was parsed by then.
+        assert client._conn is not None
+        client._conn.want(frozenset({"Newexten", "UserEvent", "Newstate"}), {})
+        read = (
+            _ev("Newexten", Seq="1")
+            + _ev("UserEvent", Seq="2", UserEvent="CallRouterRequest", Channel="A")
+            + _ev("Cdr", Seq="3")
+            + _ev("Newstate", Seq="4")
+            + _ev("UserEvent", Seq="5", UserEvent="CallRouterRequest", Channel="B")
+            + _ev("Cdr", Seq="6")
+            + _ev("Newexten", Seq="7")
+        )
+        fake.push_raw(read)
+        await until(lambda: sum(map(len, taken)) == 5)
+    assert taken == [
+        ["Newexten:1", "UserEvent:2"],
+        ["Newstate:4", "UserEvent:5"],
+        ["Newexten:7"],
+    ]
+    # The first Cdr was not yet parsed when the first request was handed over.
+    assert parsed_when_taken == [0, 1, 2]
+
+
+async def test_a_cut_read_whose_first_part_is_refused_keeps_its_order(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        taken: list[list[str]] = []
+        accept = False
+
+        def push(events: list[Event]) -> bool:
+            if accept:
+                taken.append([e.get("Seq") or "" for e in events])
+            return accept
+
+        client.set_push(push)
+        client.set_urgent(None, marker=REQUEST_MARKER)
+        fake.push_raw(
+            _ev("UserEvent", Seq="1", UserEvent="CallRouterRequest") + _ev("Newstate", Seq="2")
+        )
+        await until(lambda: len(client._events) == 2)
+        accept = True  # too late for this read: its second part queued behind the first
+        fake.push_raw(_ev("Newstate", Seq="3"))
+        await until(lambda: len(client._events) == 3)
+        assert [e.get("Seq") for e in await client.wait_event(5)] == ["1", "2", "3"]
+        assert taken == []
+
+
+async def test_a_marker_that_is_not_a_header_line_cuts_nothing(fake: FakeAMI) -> None:
+    """The marker inside a value (a caller name) finds no line of its own."""
+    async with TCPClient(settings(fake)) as client:
+        taken: list[list[str]] = []
+
+        def push(events: list[Event]) -> bool:
+            taken.append([e.get("Seq") or "" for e in events])
+            return True
+
+        client.set_push(push)
+        client.set_urgent(None, marker=REQUEST_MARKER)
+        fake.push_raw(
+            _ev("Newchannel", Seq="1", CallerIDName="x UserEvent: CallRouterRequest")
+            + _ev("Newstate", Seq="2")
+        )
+        await until(lambda: taken == [["1", "2"]])

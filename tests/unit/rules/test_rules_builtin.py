@@ -84,6 +84,37 @@ def test_workhours_time_zone_and_holidays(registry: Registry) -> None:
     assert registry.functions["today"].func(utc_morning) == "2026-11-23"
 
 
+def test_workhours_answers_kept_for_a_minute_are_never_another_moments(
+    registry: Registry,
+) -> None:
+    """Answers are kept by the minute (router.builtin.timefuncs): the same
+    function asked again and again must still follow the clock, the zone of
+    the moment, the holiday list and the repeated hour of a DST change."""
+    workhours = registry.functions["workhours"].func
+    spec = "mon-fri 09:00-19:00"
+    assert workhours(call_at("2026-11-23 18:59"), spec)
+    assert workhours(call_at("2026-11-23 18:59:59"), spec)  # the same minute
+    assert not workhours(call_at("2026-11-23 19:00"), spec)
+    assert workhours(call_at("2026-11-23 18:59"), spec)
+    assert workhours(call_at("2026-11-23 19:29"), "mon-fri 09:00-19:30")
+    assert not workhours(call_at("2026-11-23 19:30"), "mon-fri 09:00-19:30")  # same hour
+    # The same wall clock in another zone is another moment: 18:59 UTC is 21:59 in Moscow.
+    utc = Context.for_call(Caller("1"), "2", now=datetime(2026, 11, 23, 18, 59, tzinfo=UTC))
+    assert not workhours(utc, spec)
+    assert workhours(utc, spec, tz="UTC")
+    # Each holiday list gets its own answer; an unhashable list is answered too.
+    assert not workhours(call_at("2026-11-23 12:00"), spec, holidays=frozenset({"11-23"}))
+    assert workhours(call_at("2026-11-23 12:00"), spec, holidays=frozenset({"11-24"}))
+    assert not workhours(call_at("2026-11-23 12:00"), spec, holidays=["2026-11-23"])
+    # 01:30 happens twice in London on 2026-10-25: fold tells them apart (BST, then GMT).
+    london = zone("Europe/London")
+    first = datetime(2026, 10, 25, 1, 30, tzinfo=london)
+    second = first.replace(fold=1)
+    night = "sun 00:00-01:00"  # in UTC: the first 01:30 is 00:30 UTC, the second 01:30 UTC
+    assert workhours(Context.for_call(Caller("1"), "2", now=first), night, tz="UTC") is True
+    assert workhours(Context.for_call(Caller("1"), "2", now=second), night, tz="UTC") is False
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
