@@ -22,13 +22,14 @@ Subscriptions are globs on the event name, as in panoramisk::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import inspect
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -231,15 +232,17 @@ class EventStream:
             raise AMIError("this event stream is already being iterated")
         self._running = True
         try:
-            async for item in self._loop():
-                if isinstance(item, StreamGap):
-                    yield item
-                    continue
-                for event in item:
-                    # No coroutine per event when nobody subscribed.
-                    if self._handlers:
-                        await self._dispatch(event)
-                    yield event
+            # Closed with this iterator: a poll sent ahead ends with it.
+            async with contextlib.aclosing(self._loop()) as polls:
+                async for item in polls:
+                    if isinstance(item, StreamGap):
+                        yield item
+                        continue
+                    for event in item:
+                        # No coroutine per event when nobody subscribed.
+                        if self._handlers:
+                            await self._dispatch(event)
+                        yield event
         finally:
             self._running = False
 
@@ -251,11 +254,12 @@ class EventStream:
             raise AMIError("this event stream is already being iterated")
         self._running = True
         try:
-            async for item in self._loop():
-                if self._handlers and not isinstance(item, StreamGap):
-                    for event in item:
-                        await self._dispatch(event)
-                yield item
+            async with contextlib.aclosing(self._loop()) as polls:
+                async for item in polls:
+                    if self._handlers and not isinstance(item, StreamGap):
+                        for event in item:
+                            await self._dispatch(event)
+                    yield item
         finally:
             self._running = False
 
@@ -270,54 +274,81 @@ class EventStream:
                 except Exception:
                     log.exception("event handler %r failed on %s", handler, event.name)
 
-    async def _loop(self) -> AsyncIterator[list[Event] | StreamGap]:
+    def _holds_urgent(self, batch: list[Event]) -> bool:
+        urgent = self._urgent
+        return urgent is not None and any(urgent(event) for event in batch)
+
+    async def _loop(self) -> AsyncGenerator[list[Event] | StreamGap, None]:
         client = self._client
         failing_since: float | None = None
         last_error: str | None = None
-        while not self._stopped:
-            # After a failure the next poll is short: a reachable Asterisk then
-            # answers within a second, so ``failing`` (what the HTTP API's 503
-            # goes by) ends as soon as Asterisk is back, not a long poll later.
-            poll = self._poll_timeout if failing_since is None else 1
-            try:
-                events = await client.wait_event(poll)
-            except AMIAuthenticationError:
-                raise  # wrong credentials do not heal by retrying
-            except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
-                if isinstance(exc, AMIProtocolError):
-                    log.warning("event stream: bad reply from Asterisk: %s", exc)
-                elif not isinstance(exc, AMIError | OSError):
-                    # A bug on our side, or input no parser foresaw: the stream
-                    # carries on (a gap is reported), and the traceback is kept.
-                    self._unexpected.exception(
-                        type(exc).__name__, "event stream: unexpected error, retrying"
-                    )
-                self.failing = True
-                if failing_since is None:
-                    failing_since = self._last_ok
-                    log.warning("event stream lost Asterisk: %s", exc)
-                last_error = str(exc)
-                await asyncio.sleep(self._backoff.next_delay())
-                continue
-            now = self._clock()
-            current = client.session_generation
-            self.failing = False
-            generation = self._generation
-            if failing_since is not None:
-                self._backoff.reset()
-                self.gaps_seen += 1
-                log.warning("event stream resumed after %.1f s", now - failing_since)
-                yield StreamGap(failing_since, now, "reconnect", last_error)
-                failing_since = None
-                last_error = None
-            elif generation is not None and current != generation:
-                # The client logged in again between polls (session expiry or
-                # restart noticed by another request): that session's queue is lost.
-                self.gaps_seen += 1
-                yield StreamGap(self._last_ok, now, "session")
-            self._generation = current
-            self._last_ok = now
-            events = self._arrange(events)
-            if events:
-                self.events_seen += len(events)
-                yield events
+        ahead: asyncio.Future[list[Event]] | None = None
+        try:
+            while not self._stopped:
+                # After a failure the next poll is short: a reachable Asterisk then
+                # answers within a second, so ``failing`` (what the HTTP API's 503
+                # goes by) ends as soon as Asterisk is back, not a long poll later.
+                poll = self._poll_timeout if failing_since is None else 1
+                try:
+                    if ahead is not None:
+                        polling, ahead = ahead, None
+                        events = await polling
+                    else:
+                        events = await client.wait_event(poll)
+                except AMIAuthenticationError:
+                    raise  # wrong credentials do not heal by retrying
+                except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
+                    if isinstance(exc, AMIProtocolError):
+                        log.warning("event stream: bad reply from Asterisk: %s", exc)
+                    elif not isinstance(exc, AMIError | OSError):
+                        # A bug on our side, or input no parser foresaw: the stream
+                        # carries on (a gap is reported), and the traceback is kept.
+                        self._unexpected.exception(
+                            type(exc).__name__, "event stream: unexpected error, retrying"
+                        )
+                    self.failing = True
+                    if failing_since is None:
+                        failing_since = self._last_ok
+                        log.warning("event stream lost Asterisk: %s", exc)
+                    last_error = str(exc)
+                    await asyncio.sleep(self._backoff.next_delay())
+                    continue
+                now = self._clock()
+                current = client.session_generation
+                self.failing = False
+                generation = self._generation
+                if failing_since is not None:
+                    self._backoff.reset()
+                    self.gaps_seen += 1
+                    log.warning("event stream resumed after %.1f s", now - failing_since)
+                    yield StreamGap(failing_since, now, "reconnect", last_error)
+                    failing_since = None
+                    last_error = None
+                elif generation is not None and current != generation:
+                    # The client logged in again between polls (session expiry or
+                    # restart noticed by another request): that session's queue is lost.
+                    self.gaps_seen += 1
+                    yield StreamGap(self._last_ok, now, "session")
+                self._generation = current
+                self._last_ok = now
+                events = self._arrange(events)
+                if events:
+                    self.events_seen += len(events)
+                    if self._sink is None and not self._stopped and not self._holds_urgent(events):
+                        # The next poll goes out before this batch is handled: an
+                        # event Asterisk queues meanwhile (a call's routing request,
+                        # a moment after its first events) is then on its way back
+                        # while we work, instead of waiting for that work and a new
+                        # poll (over AJAM, half the requests at 50 calls a second
+                        # did: bench/ANALYSIS.md). One loop turn writes its request.
+                        # Not with a request in the batch: its Redirect would queue
+                        # behind that poll, on our side and on Asterisk's. A client
+                        # that pushes its reads (TCP) needs none of this.
+                        ahead = asyncio.ensure_future(client.wait_event(self._poll_timeout))
+                        await asyncio.sleep(0)
+                    yield events
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead

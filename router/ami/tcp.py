@@ -135,16 +135,17 @@ class _Connection(asyncio.Protocol):
         if marker is not None:
             # An urgent event (a routing request) is handed over, and acted
             # on, before the blocks after it in this read are even parsed.
-            # The read is cut at block boundaries only, so nothing changes
-            # order; a marker that is not a header line only cuts in vain.
+            # The read is cut at a block boundary, so nothing changes order;
+            # a marker that is not a header line only cuts in vain. A read
+            # with several is a backlog (a burst): left whole, so that its
+            # requests jump its other events (set_urgent), as they would not
+            # in parts handed over one by one.
             at = data.find(marker)
-            while at >= 0:
+            if at >= 0:
                 end = data.find(b"\r\n\r\n", at + len(marker) - 2)
-                if end < 0 or end + 4 >= len(data):
-                    break
-                self._take(data[: end + 4])
-                data = data[end + 4 :]
-                at = data.find(marker)
+                if 0 <= end < len(data) - 4 and data.find(marker, end) < 0:
+                    self._take(data[: end + 4])
+                    data = data[end + 4 :]
         self._take(data)
 
     def _take(self, data: bytes) -> None:
@@ -555,10 +556,11 @@ class TCPClient(AMIActions[ActionResult]):
         backlog every event keeps its place.
 
         ``marker``: a header line only such events carry, ``\\r\\n`` on both
-        sides (``b"\\r\\nUserEvent: CallRouterRequest\\r\\n"``). A read is then
-        cut after each block holding it, and its parts handed over in turn:
-        a request read with the next call's events (at 20 calls a second a
-        read holds six or seven) is acted on before they are parsed.
+        sides (``b"\\r\\nUserEvent: CallRouterRequest\\r\\n"``). A read holding
+        one is then cut after its block, and the two parts handed over in
+        turn: a request read with the next call's events (at 20 calls a
+        second a read holds six or seven) is acted on before they are
+        parsed. A read holding several is a backlog and stays whole.
         """
         self._urgent_test = test
         self.urgent_marker = marker if marker else None

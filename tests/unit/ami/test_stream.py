@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -243,3 +244,63 @@ async def test_a_backlog_and_subscribed_handlers_go_through_the_poll() -> None:
 def test_a_client_that_cannot_push_is_polled() -> None:
     stream = EventStream(ScriptedPoller([]))
     assert stream.push_to(lambda events: True) is False
+
+
+class GatedPoller:
+    """Each poll is counted when it starts (its request written) and answers
+    when the test releases the next batch; a cancelled poll is recorded."""
+
+    def __init__(self) -> None:
+        self.session_generation = 1
+        self.started = 0
+        self.cancelled = 0
+        self.batches: asyncio.Queue[list[Event]] = asyncio.Queue()
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        self.started += 1
+        try:
+            return await self.batches.get()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_the_next_poll_is_out_before_a_batch_is_handled() -> None:
+    """Over AJAM an event queued while a batch is handled (the request after a
+    call's first events) comes back meanwhile, not after the handling."""
+    poller = GatedPoller()
+    stream = EventStream(poller, urgent=lambda e: e.name == "UserEvent")
+    batches = stream.batches()
+    poller.batches.put_nowait([ev("Newchannel")])
+    assert await anext(batches) == [ev("Newchannel")]
+    assert poller.started == 2  # the next poll went out before this batch was handed over
+    poller.batches.put_nowait([ev("UserEvent"), ev("Newstate")])
+    assert await anext(batches) == [ev("UserEvent"), ev("Newstate")]
+    # A batch with a request is handed over with no poll ahead: its Redirect
+    # does not queue behind one.
+    await asyncio.sleep(0)
+    assert poller.started == 2
+    poller.batches.put_nowait([ev("Hangup")])
+    await anext(batches)
+    assert poller.started == 4
+    await batches.aclose()
+    assert poller.cancelled == 1  # the poll sent ahead ends with the stream
+
+
+async def test_a_client_that_pushes_its_reads_gets_no_poll_ahead() -> None:
+    poller = GatedPoller()
+    stream = EventStream(poller)
+    poller.set_push = lambda push: None  # type: ignore[attr-defined]
+    assert stream.push_to(lambda events: True)
+    batches = stream.batches()
+    poller.batches.put_nowait([ev("Newchannel")])
+    assert await anext(batches) == [ev("Newchannel")]
+    await asyncio.sleep(0)
+    assert poller.started == 1
+    await batches.aclose()
+
+
+async def test_a_failed_poll_sent_ahead_is_a_gap_as_any_failed_poll() -> None:
+    poller = ScriptedPoller([[ev("A")], AMIConnectionError("refused"), [ev("B")]])
+    items = await collect(EventStream(poller, backoff=fast()))
+    assert [type(i).__name__ for i in items] == ["Event", "StreamGap", "Event"]

@@ -441,11 +441,12 @@ def _ev(name: str, **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def test_a_read_is_cut_after_each_urgent_event_and_handed_over_in_order(
+async def test_a_read_is_cut_after_its_urgent_event_and_a_backlog_stays_whole(
     fake: FakeAMI,
 ) -> None:
     """A request is handed over (and acted on) before the events read after it
-    are parsed: the sink sees a read in parts that end with a request."""
+    are parsed; a read with several requests (a burst) is one batch, whose
+    requests the backlog handling puts first."""
     async with TCPClient(settings(fake)) as client:
         parsed_when_taken: list[int] = []
         taken: list[list[str]] = []
@@ -463,24 +464,24 @@ async def test_a_read_is_cut_after_each_urgent_event_and_handed_over_in_order(
         # at each hand-over tells how much of the read was parsed by then.
         assert client._conn is not None
         client._conn.want(frozenset({"Newexten", "UserEvent", "Newstate"}), {})
-        read = (
+        fake.push_raw(
             _ev("Newexten", Seq="1")
             + _ev("UserEvent", Seq="2", UserEvent="CallRouterRequest", Channel="A")
             + _ev("Cdr", Seq="3")
             + _ev("Newstate", Seq="4")
-            + _ev("UserEvent", Seq="5", UserEvent="CallRouterRequest", Channel="B")
-            + _ev("Cdr", Seq="6")
-            + _ev("Newexten", Seq="7")
         )
-        fake.push_raw(read)
-        await until(lambda: sum(map(len, taken)) == 5)
-    assert taken == [
-        ["Newexten:1", "UserEvent:2"],
-        ["Newstate:4", "UserEvent:5"],
-        ["Newexten:7"],
-    ]
-    # The first Cdr was not yet parsed when the first request was handed over.
-    assert parsed_when_taken == [0, 1, 2]
+        await until(lambda: sum(map(len, taken)) == 3)
+        assert taken == [["Newexten:1", "UserEvent:2"], ["Newstate:4"]]
+        # The Cdr was not yet parsed when the request was handed over.
+        assert parsed_when_taken == [0, 1]
+        fake.push_raw(
+            _ev("UserEvent", Seq="5", UserEvent="CallRouterRequest", Channel="B")
+            + _ev("Newstate", Seq="6")
+            + _ev("UserEvent", Seq="7", UserEvent="CallRouterRequest", Channel="C")
+            + _ev("Newstate", Seq="8")
+        )
+        await until(lambda: sum(map(len, taken)) == 7)
+    assert taken[2:] == [["UserEvent:5", "Newstate:6", "UserEvent:7", "Newstate:8"]]
 
 
 async def test_a_cut_read_whose_first_part_is_refused_keeps_its_order(fake: FakeAMI) -> None:
