@@ -33,6 +33,7 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_memory.py", [], ["--calls", "5000", "--warmup", "500"], 240),
     ("bench_tracker.py", [], ["--calls", "2000"], 120),
     ("bench_engine.py", [], ["--rounds", "1"], 120),
+    ("bench_path.py", [], ["--calls", "50", "--repeat", "1"], 120),
     (
         "bench_route.py",
         [
