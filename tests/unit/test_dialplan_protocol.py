@@ -56,6 +56,32 @@ def test_the_shipped_dialplan_speaks_these_names() -> None:
     assert f"Set({DID_VARIABLE}=" in conf
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "examples/asterisk/extensions.conf",
+        "router/sandbox/dialplan/callrouter.conf",
+        "docs/asterisk.md",
+        "docs/ru/asterisk.md",
+    ],
+)
+def test_the_request_is_the_last_step_before_wait(path: str) -> None:
+    """Asterisk can lose a Redirect that lands while a channel steps from one
+    application to the next (docs/asterisk.md, "A Redirect Asterisk can
+    lose"): every copy of the snippet has the UserEvent straight before Wait,
+    so one such step follows the request, not two."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    start = text.index(f"[{INBOUND_CONTEXT}]")
+    steps = [
+        line.strip()
+        for line in text[start:].splitlines()[1:]
+        if line.strip().startswith(("exten =>", "same =>"))
+    ]
+    at = next(i for i, step in enumerate(steps) if f"UserEvent({REQUEST_EVENT}," in step)
+    assert steps[at + 1].startswith("same => n,Wait("), steps[at : at + 2]
+    assert any(step == "same => n,Ringing()" for step in steps[:at])
+
+
 def filter_chars(spec: str) -> set[str]:
     """What Asterisk's FILTER() keeps for ``spec``: ranges ``a-z``, ``\\-`` a literal dash."""
     kept: set[str] = set()
