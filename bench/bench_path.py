@@ -116,7 +116,8 @@ class FakeAsterisk:
         while True:
             try:
                 raw = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                # The peer left, or the run ended (asyncio.run cancels this task).
                 return
             headers: dict[str, str] = {}
             for line in raw.decode().split("\r\n"):
@@ -267,8 +268,7 @@ async def serve_engine(calls: int) -> list[float]:
 
 
 async def serve_panoramisk(calls: int) -> list[float]:
-    from bench_route import REDIRECT
-    from panoramisk import Manager
+    from bench_route import REDIRECT, panoramisk_loop
     from panoramisk.ami_protocol import AMIProtocol
 
     fake = FakeAsterisk()
@@ -281,28 +281,12 @@ async def serve_panoramisk(calls: int) -> list[float]:
         read(self, data)
 
     AMIProtocol.data_received = stamped_read  # type: ignore[method-assign]
-    manager = Manager(
-        loop=asyncio.get_running_loop(),
-        host="127.0.0.1",
-        port=fake.port,
-        username="router",
-        secret="x",
-        events="on",
-        ping_delay=3600,
-        ping_interval=3600,
-    )
 
-    def on_user_event(mgr: Any, event: Any) -> None:
-        if event.get("UserEvent") == REQUEST:
-            mgr.send_action({"Action": "Redirect", "Channel": event.get("Channel"), **REDIRECT})
-            stamps.on_written()
+    def redirect(manager: Any, channel: str) -> None:
+        manager.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
+        stamps.on_written()
 
-    manager.register_event("UserEvent", on_user_event)
-    await manager.connect()
-    for _ in range(200):
-        if manager.authenticated:
-            break
-        await asyncio.sleep(0.025)
+    manager = await panoramisk_loop(fake.port, "x", redirect)
     reads = call_reads(None)
     await run_calls(fake, reads[:20], stamps, 20)
     waits = await run_calls(fake, reads, stamps, calls)

@@ -70,7 +70,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -271,7 +271,10 @@ async def serve_ajam_raw(url: str, secret: str, stop: asyncio.Event, timings: Ti
     await asyncio.gather(poller, *tasks, return_exceptions=True)
 
 
-async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+async def panoramisk_loop(port: int, secret: str, redirect: Callable[[Any, str], None]) -> Any:
+    """The reference loop, logged in: panoramisk reading every event, and
+    ``redirect(manager, channel)`` for each routing request (it sends the
+    Redirect, and stamps what its benchmark times)."""
     from panoramisk import Manager
 
     manager = Manager(
@@ -287,20 +290,25 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
 
     def on_user_event(mgr: Any, event: Any) -> None:
         if event.get("UserEvent") == "CallRouterRequest":
-            channel = event.get("Channel")
-            now = time.time()
-            timings.got(channel, now)
-            timings.sent(channel, now)
-            mgr.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
+            redirect(mgr, event.get("Channel"))
 
     manager.register_event("UserEvent", on_user_event)
     await manager.connect()
     for _ in range(200):
         if manager.authenticated:
-            break
+            return manager
         await asyncio.sleep(0.025)
-    else:
-        raise SystemExit("panoramisk did not log in")
+    raise SystemExit("panoramisk did not log in")
+
+
+async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+    def redirect(manager: Any, channel: str) -> None:
+        now = time.time()
+        timings.got(channel, now)
+        timings.sent(channel, now)
+        manager.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    manager = await panoramisk_loop(port, secret, redirect)
     print("READY", flush=True)
     await stop.wait()
     manager.close()
