@@ -58,8 +58,9 @@ def block(pairs: list[tuple[str, str]]) -> bytes:
 
 
 def call_reads(names: frozenset[str] | None) -> list[tuple[bytes, bytes, str]]:
-    """Per captured call: (the read up to its request, the rest of the call, the
-    request's channel); ``names``: the events a session gets (None: all)."""
+    """Per captured call: (the read up to its request and its channel's next
+    step, the rest of the call, the request's channel); ``names``: the events
+    a session gets (None: all)."""
     from bench_engine import captured_events
 
     calls: dict[str, list[Any]] = {}
@@ -85,7 +86,19 @@ def call_reads(names: frozenset[str] | None) -> list[tuple[bytes, bytes, str]]:
         )
         if at is None:
             continue
-        first, rest = events[: at + 1], events[at + 1 :]
+        # Asterisk publishes the channel's next step (Wait) microseconds after
+        # the request, so it comes in the request's read; the engine's Redirect
+        # waits for it (router/parking.py).
+        channel = events[at].get("Channel")
+        cut = next(
+            (
+                i + 1
+                for i in range(at + 1, len(events))
+                if events[i].name == "Newexten" and events[i].get("Channel") == channel
+            ),
+            at + 1,
+        )
+        first, rest = events[:cut], events[cut:]
         out.append(
             (
                 b"".join(block(list(e.fields)) for e in first),

@@ -73,6 +73,7 @@ from router.dialplan import (
     INBOUND_CONTEXT,
     REQUEST_EVENT,
     SAFETY_MARGIN,
+    WAIT_APPLICATION,
     Dialplan,
     LocationPolicy,
 )
@@ -83,6 +84,7 @@ from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.metrics import Metrics
+from router.parking import Parking
 from router.plugins import Plugins
 from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
@@ -183,6 +185,9 @@ class Engine:
         )
         #: "Now" for rules (working hours); the demo and tests may pin it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        #: Requesting channels, and whether each is seen past its request: a
+        #: Redirect is sent only then (router/parking.py, an Asterisk race).
+        self.parking = Parking(self.options.request_event)
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
             ami=self._client,
@@ -196,6 +201,7 @@ class Engine:
             standby=self._standby,
             shadow=config.router.shadow if shadow is None else shadow,
             metrics=self.metrics,
+            parking=self.parking,
         )
         self.metrics.calls_active = lambda: float(len(self._tracker))
         self.metrics.sessions = lambda: float(getattr(self._client, "session_generation", 0))
@@ -535,6 +541,9 @@ class Engine:
 
     async def _handle_items(self, items: Sequence[Event | StreamGap]) -> bool:
         """Events and gaps in order; True when a stop was asked for meanwhile."""
+        # Ahead of the handling: a request routed in this batch then knows
+        # whether its channel's next step is in the batch too (router/parking.py).
+        self.parking.scan(items)
         for item in items:
             # Each event is guarded on its own: a malformed event, or a bug it
             # triggers in the tracker, a plugin or a rule, is logged (throttled)
@@ -904,6 +913,9 @@ class Engine:
             priorities = self.rules.current.landing_priorities()
             if priorities is not None:  # None: a rule's priority is a template
                 filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
+                # And the step after a request, which a Redirect waits for
+                # (router/parking.py): the dialplan protocol makes it Wait.
+                filters.add(HeaderFilter("Newexten", "Application", frozenset({WAIT_APPLICATION})))
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
         return frozenset(filters)
@@ -927,6 +939,9 @@ class Engine:
         narrow: dict[str, Narrower] = {}
         if "Newexten" in narrowed:
             narrow["Newexten"] = self._needs_newexten
+            # Not narrowed, noted: a request's channel, so that its next
+            # step, often in the same read, is parsed (router/parking.py).
+            narrow["UserEvent"] = self.parking.note_raw
         if "CEL" in narrowed:
             narrow["CEL"] = _folded_cel
         return narrow
@@ -945,9 +960,13 @@ class Engine:
         """A ``Newexten`` the engine reads (:meth:`event_narrowing`); one it
         cannot judge (a header missing or spelled otherwise) is kept."""
         confirmations = self.executor.confirmations
-        if confirmations.waiting:
+        parking = self.parking
+        if confirmations.waiting or parking.watching:
             channel = raw_header(block, "Channel")
             if channel is None or confirmations.awaits(channel):
+                return True
+            if parking.expects(channel):
+                parking.stepped_raw(block)  # known from here on; its later steps dropped
                 return True
         priority = raw_header(block, "Priority")
         if priority is None or priority == "1":
@@ -1068,6 +1087,10 @@ class Engine:
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
         self.executor.observe(event)
+        if name == "Newexten":
+            self.parking.stepped(event)
+        elif name == "Hangup":
+            self.parking.forget(event.get("Channel") or "")
         if fed.started and call is not None:
             await self.plugins.call_start(call)
         if self.plugins.reads_event(name):
@@ -1077,6 +1100,7 @@ class Engine:
         if self._listeners:
             self._tell(event, call)
         if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
+            self.parking.requested(event)
             if self.router.accept(event, call) and self.router.starting:
                 # The routing stopped before a lookup's I/O (router.eager): let
                 # it start that now, rather than after the rest of this batch.

@@ -215,6 +215,14 @@ class Metrics:
             ["lookup", "outcome"],
             registry=r,
         )
+        self.park_waits = Counter(
+            "callrouter_park_waits",
+            "Decisions by whether their channel was seen past its request before the "
+            "Redirect (router/parking.py): at-once, waited, missed (not within 250 ms: "
+            "sent anyway), blind (not waited for after misses in a row), unwatched.",
+            ["outcome"],
+            registry=r,
+        )
         self.stream_gaps = Counter(
             "callrouter_stream_gaps",
             "Event stream gaps by reason: reconnect (Asterisk unreachable), session (re-login).",

@@ -41,6 +41,7 @@ from router.executor import ActionOutcome, Executor
 from router.hookspecs import RouteOutcome
 from router.logsafe import escape_controls, escape_json_line
 from router.metrics import Metrics
+from router.parking import Parking
 from router.plugins import Plugins
 from router.request import RequestInfo, set_request
 from router.rules.context import CallInfo
@@ -144,8 +145,11 @@ class Router:
         standby: Standby = _act_now,
         shadow: bool = False,
         metrics: Metrics | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self._ami = ami
+        #: Whether a requesting channel is past its request (None: not watched).
+        self._parking = parking
         self._tracker = tracker
         self._executor = executor
         self._plugins = plugins
@@ -277,6 +281,8 @@ class Router:
             status = "shadow"
         elif (standby := await self._standby(deadline)) is not None:
             status = "late" if standby == "late" else "shadow"
+        elif not await self._parked(channel, deadline):
+            status = "late"
         else:
             results = await self._executor.run(outcome.decision.actions, call, channel)
             bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
@@ -323,6 +329,17 @@ class Router:
             )
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
+
+    async def _parked(self, channel: str, deadline: float) -> bool:
+        """Wait until the channel is seen past its request (router/parking.py),
+        bounded; False only when the deadline passed meanwhile."""
+        parking = self._parking
+        if parking is None:
+            return True
+        outcome = await parking.reached(channel, deadline)
+        if self.metrics is not None:
+            self.metrics.park_waits.labels(outcome).inc()
+        return outcome in ("at-once", "waited") or time.monotonic() <= deadline
 
     def _log_decision(self, record: RouteRecord) -> None:
         self.records.append(record)

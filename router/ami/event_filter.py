@@ -160,7 +160,8 @@ class EventSelection:
 
     ``None`` means no restriction: every event, every class the user may read.
     ``narrowed``: of the named events, those wanted only in part, each with
-    the header filter that says which (its event is among ``names``).
+    the header filters that say which (its event is among ``names``; an
+    event passes when any of its filters lets it).
     """
 
     names: frozenset[str] | None
@@ -193,10 +194,16 @@ class EventSelection:
         end the criteria early or start a line of its own."""
         if self.names is None:
             return ()
-        by_event = {f.event: f for f in self.narrowed if f.event in self.names}
-        return tuple(
-            by_event.get(name, name) for name in sorted(self.names) if _EVENT_NAME.fullmatch(name)
-        )
+        by_event: dict[str, list[HeaderFilter]] = {}
+        for found in sorted(self.narrowed, key=lambda f: (f.event, f.header)):
+            if found.event in self.names:
+                by_event.setdefault(found.event, []).append(found)
+        keys: list[FilterKey] = []
+        for name in sorted(self.names):
+            if _EVENT_NAME.fullmatch(name):
+                # Several header filters of one event: it passes any of them.
+                keys.extend(by_event.get(name) or (name,))
+        return tuple(keys)
 
     def manager_conf_lines(self) -> list[str]:
         """The same filters as manager.conf ``eventfilter`` lines for the user."""

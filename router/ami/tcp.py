@@ -144,8 +144,10 @@ class _Connection(asyncio.Protocol):
             if at >= 0:
                 end = data.find(b"\r\n\r\n", at + len(marker) - 2)
                 if 0 <= end < len(data) - 4 and data.find(marker, end) < 0:
-                    self._take(data[: end + 4])
-                    data = data[end + 4 :]
+                    cut = _next_step_end(data, at, end + 4)
+                    if cut < len(data):
+                        self._take(data[:cut])
+                        data = data[cut:]
         self._take(data)
 
     def _take(self, data: bytes) -> None:
@@ -560,7 +562,9 @@ class TCPClient(AMIActions[ActionResult]):
         one is then cut after its block, and the two parts handed over in
         turn: a request read with the next call's events (at 20 calls a
         second a read holds six or seven) is acted on before they are
-        parsed. A read holding several is a backlog and stays whole.
+        parsed. The first part runs through the request's channel's next
+        block when that is a ``Newexten`` (the step a Redirect waits for,
+        router/parking.py). A read holding several is a backlog and stays whole.
         """
         self._urgent_test = test
         self.urgent_marker = marker if marker else None
@@ -735,6 +739,38 @@ class TCPClient(AMIActions[ActionResult]):
         finally:
             timer.cancel()
             self._wakeup = None
+
+
+_CHANNEL = b"\r\nChannel: "
+_NEWEXTEN = b"Event: Newexten\r\n"
+
+
+def _next_step_end(data: bytes, at: int, after: int) -> int:
+    """Where a read is cut after the urgent block at ``at`` (ending at
+    ``after``): after the next block of the same channel instead, when that
+    is a ``Newexten`` in this read.
+
+    A Redirect is sent only once the requesting channel is seen at its next
+    step (router/parking.py); Asterisk publishes that step's ``Newexten``
+    microseconds after the request, so it is usually in the same read, and
+    handed over with the request it is there when the decision is.
+    """
+    start = data.rfind(b"\r\n\r\n", 0, at)
+    start = 0 if start < 0 else start + 4
+    line = data.find(_CHANNEL, start - 2 if start >= 2 else 0, after)
+    if line < 0:
+        return after
+    line_end = data.find(b"\r\n", line + len(_CHANNEL))
+    if line_end < 0 or line_end >= after:
+        return after
+    found = data.find(data[line : line_end + 2], after - 2)
+    if found < 0:
+        return after
+    block = data.rfind(b"\r\n\r\n", after - 4, found)
+    if block < 0 or not data.startswith(_NEWEXTEN, block + 4):
+        return after
+    end = data.find(b"\r\n\r\n", found)
+    return after if end < 0 else end + 4
 
 
 def _expire(future: asyncio.Future[ActionResult]) -> None:

@@ -410,7 +410,7 @@ class ReplayAsterisk:
                 "Event": "UserEvent",
                 "Privilege": "user,all",
                 **common,
-                "Priority": "5",
+                "Priority": "6",
                 "UserEvent": request_event,
                 "DID": _dial_filter(did, "0123456789*#+"),
                 "Caller": _dial_filter(caller, "0123456789+"),

@@ -54,7 +54,8 @@ async def test_only_the_inbound_entry_and_the_landing_are_parsed(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
     engine = await engine_factory(write(tmp_path), plugins=[Told()])
-    assert set(await engine.event_narrowing()) == {"Newexten", "CEL"}
+    # UserEvent is not narrowed, noted: a request's channel has its next step parsed.
+    assert set(await engine.event_narrowing()) == {"Newexten", "CEL", "UserEvent"}
     channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     for step in ("2", "3", "4"):  # the dialplan's steps before the request's answer
         ajam_replay.queue_event(
@@ -72,9 +73,11 @@ async def test_only_the_inbound_entry_and_the_landing_are_parsed(
     call = engine.tracker.by_channel(channel)
     assert call is not None
     seen = [entry.detail for entry in call.timeline if entry.event == "Newexten"]
-    # The entry (priority 1) and the landing in the target; not 2, 3, 4 or 7 (Wait).
+    # The entry (priority 1), the step after the request (Wait: the Redirect
+    # waits for it, router/parking.py) and the landing; not 2, 3 or 4.
     assert [detail.split(" ")[0] for detail in seen] == [
         "callrouter-inbound,74950000001,1",
+        "callrouter-inbound,74950000001,7",
         "callrouter-dial,101,1",
     ]
 
@@ -193,10 +196,16 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
     selection = await (await engine_factory(write(tmp_path), plugins=[Told()])).event_selection()
     assert selection.narrowed == {
         HeaderFilter("Newexten", "Priority", frozenset({"1"})),
+        # The step after the request, which a Redirect waits for (router/parking.py).
+        HeaderFilter("Newexten", "Application", frozenset({"Wait"})),
         HeaderFilter("CEL", "EventName", FOLDED),
     }
     lines = selection.manager_conf_lines()
     assert "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1" in lines
+    assert (
+        "eventfilter(action(include),name(Newexten),header(Application),method(exact))=Wait"
+        in lines
+    )
     assert "eventfilter(action(include),name(Newexten))=" not in lines
 
     (tmp_path / "p3").mkdir()
@@ -204,7 +213,7 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
     selection = await (
         await engine_factory(write(tmp_path / "p3", at_3), plugins=[Told()])
     ).event_selection()
-    (steps,) = [f for f in selection.narrowed if f.event == "Newexten"]
+    (steps,) = [f for f in selection.narrowed if f.event == "Newexten" and f.header == "Priority"]
     assert steps.values == {"1", "3"}  # a landing at 3 must reach the confirmation
 
     (tmp_path / "tpl").mkdir()

@@ -206,7 +206,8 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
 ) -> None:
     """The engine gives the TCP client the request's own header line as the
     place to cut a read (router.ami.tcp): the Redirect is written while the
-    events read after the request are still unparsed bytes."""
+    events read after the request and its channel's next step (which the
+    Redirect waits for, router/parking.py) are still unparsed bytes."""
     fake = await FakeAMI(secret="s").start()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
@@ -249,16 +250,23 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
             b"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n"
             b"Channel: PJSIP/a-00000001\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n"
             b"CallerIDNum: 79161234567\r\nExten: 74950000001\r\nContext: callrouter-inbound\r\n"
-            b"Wait: 4\r\n\r\n"
+            b"Priority: 6\r\nWait: 4\r\n\r\n"
+        )
+        wait_step = (
+            b"Event: Newexten\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/a-00000001\r\n"
+            b"Context: callrouter-inbound\r\nExten: 74950000001\r\nPriority: 7\r\n"
+            b"Uniqueid: 1.1\r\nLinkedid: 1.1\r\nApplication: Wait\r\nAppData: 4\r\n\r\n"
         )
         skipped = conn._parser.skipped
-        fake.push_raw(unwanted + request + unwanted * 3)
+        fake.push_raw(unwanted + request + unwanted + wait_step + unwanted * 3)
         for _ in range(200):
-            if parsed_at_redirect and conn._parser.skipped == skipped + 4:
+            if parsed_at_redirect and conn._parser.skipped == skipped + 5:
                 break
             await asyncio.sleep(0.01)
-        # One unwanted event before the request was parsed; the three after it were not yet.
-        assert [n - skipped for n in parsed_at_redirect] == [1]
+        # The two unwanted events before the wait step were parsed (dropped) with
+        # it; the three after it were not yet.
+        assert [n - skipped for n in parsed_at_redirect] == [2]
+        assert engine.metrics.park_waits.labels("at-once")._value.get() == 1
         engine.request_stop()
         await asyncio.wait_for(task, 5)
     finally:

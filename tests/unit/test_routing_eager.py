@@ -83,6 +83,7 @@ def request(wait: str = "4") -> list[Event]:
                 {
                     "Event": "UserEvent",
                     **common,
+                    "Priority": "6",
                     "UserEvent": "CallRouterRequest",
                     "DID": "74950000001",
                     "Caller": "79161234567",
@@ -91,6 +92,13 @@ def request(wait: str = "4") -> list[Event]:
             )
         ),
     ]
+
+
+def wait_step(wait: str = "4") -> Event:
+    """The step after the request, which a Redirect waits for (router/parking.py)."""
+    fields = {"Event": "Newexten", "Channel": CHANNEL, "Context": "callrouter-inbound"}
+    fields |= {"Exten": "74950000001", "Priority": "7", "Application": "Wait", "AppData": wait}
+    return Event(tuple(fields.items()))
 
 
 async def test_the_redirect_is_written_before_callbacks_queued_earlier_run(
@@ -102,7 +110,8 @@ async def test_the_redirect_is_written_before_callbacks_queued_earlier_run(
     await routing.handle_event(newchannel)
     order: list[str] = []
     asyncio.get_running_loop().call_soon(order.append, "earlier calls' bookkeeping")
-    await routing.handle_event(ask)
+    # Read together, as Asterisk writes them: the request and its channel's next step.
+    await routing._handle_items([ask, wait_step()])
     assert [name for name, _ in wire.sent] == ["Redirect"]
     assert wire.sent[0][1]["Context"] == "callrouter-dial"
     assert order == []  # the Redirect went first

@@ -523,3 +523,50 @@ async def test_a_marker_that_is_not_a_header_line_cuts_nothing(fake: FakeAMI) ->
             + _ev("Newstate", Seq="2")
         )
         await until(lambda: taken == [["1", "2"]])
+
+
+async def test_the_cut_takes_the_requesting_channels_next_step_along(fake: FakeAMI) -> None:
+    """The Redirect waits for the channel's next step (router/parking.py), which
+    Asterisk usually writes in the same read: the first part runs through it."""
+    async with TCPClient(settings(fake)) as client:
+        taken: list[list[str]] = []
+
+        def push(events: list[Event]) -> bool:
+            taken.append([f"{e.name}:{e.get('Seq')}" for e in events])
+            return True
+
+        client.set_push(push)
+        client.set_urgent(None, marker=REQUEST_MARKER)
+        fake.push_raw(
+            _ev("UserEvent", Seq="1", UserEvent="CallRouterRequest", Channel="A")
+            + _ev("Newstate", Seq="2", Channel="B")
+            + _ev("Newexten", Seq="3", Channel="A", Application="Wait")
+            + _ev("Newstate", Seq="4", Channel="A")
+        )
+        await until(lambda: sum(map(len, taken)) == 4)
+        assert taken == [["UserEvent:1", "Newstate:2", "Newexten:3"], ["Newstate:4"]]
+
+
+@pytest.mark.parametrize(
+    ("after", "through"),
+    [
+        (_ev("Newexten", Channel="A") + _ev("Newstate", Channel="A"), 1),
+        (_ev("Newexten", Channel="AB") + _ev("Newstate", Channel="A"), 0),  # another channel
+        (_ev("VarSet", Channel="A") + _ev("Newexten", Channel="A"), 0),  # not its next step
+        (_ev("Newexten", DestChannel="A") + _ev("Newstate"), 0),  # a header of another name
+        (_ev("Newstate", Channel="B"), 0),  # no block of the channel at all
+    ],
+)
+def test_the_cut_goes_through_only_the_channels_next_block_if_a_newexten(
+    after: bytes, through: int
+) -> None:
+    from router.ami.tcp import _next_step_end
+
+    request = _ev("Newstate", Channel="Z") + _ev(
+        "UserEvent", UserEvent="CallRouterRequest", Channel="A"
+    )
+    data = request + after
+    at = data.find(REQUEST_MARKER)
+    end = len(request)
+    expected = end + (len(after.split(b"\r\n\r\n")[0]) + 4 if through else 0)
+    assert _next_step_end(data, at, end) == expected

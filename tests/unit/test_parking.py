@@ -1,0 +1,216 @@
+"""A Redirect waits until its channel is seen past the request (router/parking.py).
+
+Asterisk loses a Redirect that lands while the channel steps from the request
+to ``Wait`` (docs/asterisk.md, "A Redirect Asterisk can lose"); the step's
+``Newexten`` proves it is behind the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from router.ami.message import Event
+from router.parking import BLIND_AFTER, Parking
+from tests.unit.client_stub import EVERYONE, engine_on
+from tests.unit.test_routing_eager import CHANNEL, Wire, request, wait_step
+
+REQUEST = "CallRouterRequest"
+
+
+def ask(channel: str = "PJSIP/a-1", priority: str = "6") -> Event:
+    fields = {"Event": "UserEvent", "UserEvent": REQUEST, "Channel": channel}
+    fields |= {"Context": "callrouter-inbound", "Exten": "74950000001", "Priority": priority}
+    return Event(tuple(fields.items()))
+
+
+def step(
+    channel: str = "PJSIP/a-1",
+    priority: str = "7",
+    context: str = "callrouter-inbound",
+    exten: str = "74950000001",
+) -> Event:
+    fields = {"Event": "Newexten", "Channel": channel, "Context": context, "Exten": exten}
+    fields |= {"Priority": priority, "Application": "Wait"}
+    return Event(tuple(fields.items()))
+
+
+def raw(event: Event) -> str:
+    """The event's raw text as a narrower sees it."""
+    return "\n".join(f"{k}: {v}" for k, v in event.fields)
+
+
+def later(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+async def test_a_step_in_the_same_batch_is_known_before_the_request_is_routed() -> None:
+    parking = Parking(REQUEST)
+    parking.scan([ask(), step()])
+    assert await parking.reached("PJSIP/a-1", later()) == "at-once"
+
+
+async def test_the_redirect_waits_for_a_step_that_comes_later() -> None:
+    parking = Parking(REQUEST)
+    parking.requested(ask())
+    waiting = asyncio.ensure_future(parking.reached("PJSIP/a-1", later()))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    parking.stepped(step(channel="PJSIP/b-2"))  # another channel's step
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    parking.stepped(step())
+    assert await waiting == "waited"
+
+
+@pytest.mark.parametrize(
+    "not_past",
+    [
+        step(priority="6"),  # the request's own step, read late (a backlog's reordering)
+        step(priority="3"),  # a step before it
+        step(context="from-trunk", priority="9"),  # another context
+        step(exten="s", priority="9"),  # another extension
+        step(priority="x"),  # no priority to compare
+    ],
+)
+async def test_only_a_later_step_of_the_requests_extension_counts(not_past: Event) -> None:
+    parking = Parking(REQUEST, timeout=0.05)
+    parking.scan([ask(), not_past])
+    assert parking.expects("PJSIP/a-1")
+    assert await parking.reached("PJSIP/a-1", later()) == "missed"
+
+
+async def test_a_missing_step_is_waited_for_only_so_long_then_not_at_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parking = Parking(REQUEST, timeout=0.02)
+    for n in range(BLIND_AFTER):
+        parking.requested(ask(f"PJSIP/a-{n}"))
+        assert await parking.reached(f"PJSIP/a-{n}", later()) == "missed"
+    assert parking.blind
+    assert "Redirects are sent without waiting" in caplog.text
+    parking.requested(ask("PJSIP/late"))
+    started = time.monotonic()
+    assert await parking.reached("PJSIP/late", later()) == "blind"
+    assert time.monotonic() - started < 0.02
+    # One step seen again and the router waits again.
+    parking.stepped(step("PJSIP/late"))
+    assert not parking.blind
+    parking.requested(ask("PJSIP/next"))
+    waiting = asyncio.ensure_future(parking.reached("PJSIP/next", later()))
+    await asyncio.sleep(0)
+    parking.stepped(step("PJSIP/next"))
+    assert await waiting == "waited"
+
+
+async def test_the_wait_ends_at_the_deadline() -> None:
+    parking = Parking(REQUEST, timeout=5.0)
+    parking.requested(ask())
+    started = time.monotonic()
+    assert await parking.reached("PJSIP/a-1", later(0.03)) == "missed"
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_hang_up_or_a_new_request_ends_the_wait() -> None:
+    parking = Parking(REQUEST)
+    parking.requested(ask())
+    waiting = asyncio.ensure_future(parking.reached("PJSIP/a-1", later()))
+    await asyncio.sleep(0)
+    parking.forget("PJSIP/a-1")
+    assert await waiting == "unwatched"
+    parking.requested(ask())
+    waiting = asyncio.ensure_future(parking.reached("PJSIP/a-1", later()))
+    await asyncio.sleep(0)
+    parking.requested(ask(priority="12"))  # the channel asks again from elsewhere
+    assert await waiting == "unwatched"
+    assert parking.expects("PJSIP/a-1")
+
+
+async def test_a_channel_nobody_asked_for_is_not_waited_for() -> None:
+    """Reconcile's made-up requests: such channels are listed in Wait already."""
+    assert await Parking(REQUEST).reached("PJSIP/z-9", later()) == "unwatched"
+
+
+async def test_the_raw_text_is_enough_and_agrees_with_the_parsed_event() -> None:
+    parking = Parking(REQUEST)
+    assert parking.note_raw(raw(ask())) is True
+    other = Event((("Event", "UserEvent"), ("UserEvent", "Other"), ("Channel", "PJSIP/b-2")))
+    assert parking.note_raw(raw(other)) is True  # kept, not watched
+    assert parking.expects("PJSIP/a-1")
+    assert not parking.expects("PJSIP/b-2")
+    parking.stepped_raw(raw(step(priority="6")))
+    assert parking.expects("PJSIP/a-1")
+    parking.stepped_raw(raw(step()))
+    assert not parking.expects("PJSIP/a-1")
+    parking.scan([ask()])  # the same request, parsed: still past it
+    assert await parking.reached("PJSIP/a-1", later()) == "at-once"
+
+
+async def test_memory_is_bounded() -> None:
+    parking = Parking(REQUEST)
+    for n in range(10_000):
+        parking.requested(ask(f"PJSIP/a-{n}"))
+    assert len(parking._spots) == 4096
+    assert parking.expects("PJSIP/a-9999")
+    assert not parking.expects("PJSIP/a-0")
+
+
+# -- the engine --------------------------------------------------------------------------
+
+
+async def test_the_engine_sends_no_redirect_before_the_wait_step(tmp_path: Path) -> None:
+    wire = Wire()
+    routing = await engine_on(tmp_path, EVERYONE, wire)
+    for event in request():
+        await routing.handle_event(event)
+    await asyncio.sleep(0.05)
+    assert wire.sent == []  # decided, held: the channel may be between two steps
+    await routing.handle_event(wait_step())
+    for _ in range(100):
+        if wire.sent:
+            break
+        await asyncio.sleep(0.001)
+    assert [(name, params["Channel"]) for name, params in wire.sent] == [("Redirect", CHANNEL)]
+    waits = routing.metrics.park_waits
+    assert waits.labels("waited")._value.get() == 1
+    wire.answer_all()
+
+
+async def test_the_engine_redirects_anyway_when_the_step_never_comes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wire = Wire()
+    routing = await engine_on(tmp_path, EVERYONE, wire)
+    routing.parking.timeout = 0.02
+    caplog.set_level(logging.INFO, "router.parking")
+    for event in request():
+        await routing.handle_event(event)
+    for _ in range(200):
+        if wire.sent:
+            break
+        await asyncio.sleep(0.005)
+    assert [name for name, _ in wire.sent] == ["Redirect"]
+    assert routing.metrics.park_waits.labels("missed")._value.get() == 1
+    assert "not seen past its request" in caplog.text
+    wire.answer_all()
+
+
+async def test_past_the_deadline_the_call_is_left_to_the_dialplan(tmp_path: Path) -> None:
+    """A wait that outlasts the deadline sends nothing: the call's Wait is
+    about to end, and a Redirect then would race the dialplan's own step."""
+    wire = Wire()
+    routing = await engine_on(tmp_path, EVERYONE, wire)
+    routing.parking.timeout = 5.0
+    for event in request(wait="0.4"):  # deadline: 0.4 s less the 0.3 s margin
+        await routing.handle_event(event)
+    for _ in range(100):
+        if routing.records:
+            break
+        await asyncio.sleep(0.01)
+    (record,) = routing.records
+    assert record.outcome == "late"
+    assert wire.sent == []
