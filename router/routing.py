@@ -408,6 +408,9 @@ class Router:
             )
             fed = self._tracker.feed(synthetic)
             await self.end_calls(fed.ended)
+            if self._parking is not None:
+                # Listed in Wait: past its request, whatever the stream showed.
+                self._parking.forget(channel)
             if self.accept(synthetic, fed.call):
                 submitted += 1
         if submitted:

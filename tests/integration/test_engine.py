@@ -184,7 +184,15 @@ def assert_routed(calls: list[tuple[PlacedCall, str]]) -> None:
     assert not wrong, f"misrouted (caller, did, got, expected): {wrong}"
 
 
+def park_waits(engine: Engine) -> dict[str, float]:
+    """Decisions by how their channel was seen at its Wait step (router/parking.py)."""
+    counter = engine.metrics.park_waits
+    outcomes = ("at-once", "waited", "missed", "blind", "unwatched")
+    return {outcome: counter.labels(outcome)._value.get() for outcome in outcomes}
+
+
 async def test_fifty_calls_each_reach_their_destination(engine: Engine, placer: CallPlacer) -> None:
+    before = park_waits(engine)
     placed: list[tuple[PlacedCall, str]] = []
     for caller, did, expected in expand_table(50):
         call = await placer.place(did, caller)
@@ -198,6 +206,11 @@ async def test_fifty_calls_each_reach_their_destination(engine: Engine, placer: 
         assert record.outcome == "executed", (call.caller, record.to_dict())
     redirected = [c for c, want in placed if want != "hangup"]
     assert all(engine.executor.redirects.get(c.channel) == 1 for c in redirected)
+    # Every decision was acted on once its channel was seen at its Wait step
+    # (router/parking.py): none had to be sent without it.
+    after = park_waits(engine)
+    waits = {outcome: after[outcome] - before[outcome] for outcome in after}
+    assert waits["at-once"] + waits["waited"] == len(placed), waits
     # Cyrillic from the directory reached the channel (Setvar), read back from events.
     owner = next(c for c, want in placed if want == "callrouter-dial,101")
     assert owner.variables.get("CRM_MANAGER") == "Пётр Петров"

@@ -321,6 +321,10 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
         await engine.wait_idle()
         record = engine.records[-1]
         assert [(a.kind, a.status) for a in record.actions][-1] == ("redirect", "confirmed")
+        # The lines let the call's Wait step through, and the Redirect waited for it.
+        waits = engine.metrics.park_waits
+        assert waits.labels("at-once")._value.get() + waits.labels("waited")._value.get() == 1
+        assert waits.labels("missed")._value.get() == 0
     finally:
         engine.request_stop()
         await asyncio.wait_for(task, 30)

@@ -118,3 +118,26 @@ async def test_calls_gone_during_a_gap_end_in_the_order_they_started(
     await engine.reconcile()
     assert ended == linkedids
     assert len(engine.tracker) == 0
+
+
+async def test_a_call_listed_in_wait_is_routed_without_waiting_for_its_step(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """A request was read, then its Wait step was lost in a gap: the listing
+    shows the channel in Wait, which is what the Redirect waits for
+    (router/parking.py), so the reconcile routes it at once."""
+    from router.ami.message import Event
+
+    channel = "PJSIP/trunk-0000abcd"
+    engine = await engine_factory(rules)
+    ajam_replay.inbound_call(
+        caller="79161234567", did="74950000001", announce=False, wait=10, channel=channel
+    )
+    fields = {"Event": "UserEvent", "UserEvent": "CallRouterRequest", "Channel": channel}
+    fields |= {"Context": "callrouter-inbound", "Exten": "74950000001", "Priority": "6"}
+    engine.parking.requested(Event(tuple(fields.items())))
+    engine.parking.timeout = 5.0  # a wait for the step would outlast the test
+    assert await engine.reconcile() == 1
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+    assert engine.metrics.park_waits.labels("unwatched")._value.get() == 1
