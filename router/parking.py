@@ -12,12 +12,12 @@ and on master (docs/asterisk.md, "A Redirect Asterisk can lose").
 
 The routing request is the step right before ``Wait``; that window is open
 from the moment ``UserEvent`` publishes the request until the channel is at
-the next priority. Asterisk publishes that step's ``Newexten`` only after the
-write, so the router sends its Redirect once it has read a ``Newexten`` of the
-requesting channel at a later priority of the same extension: from then on a
-Redirect interrupts an application (``Wait`` returns at once), and
-``__ast_pbx_run`` takes that path under its ``AST_SOFTHANGUP_ASYNCGOTO`` check,
-never the racy one.
+the next priority (and again after every step that returns at once, should
+a dialplan have some between the request and ``Wait``). Asterisk publishes a
+step's ``Newexten`` only after the write, so the router sends its Redirect
+once it has read the requesting channel's ``Newexten`` for ``Wait``: from then
+on a Redirect interrupts ``Wait``, and ``__ast_pbx_run`` takes that path under
+its ``AST_SOFTHANGUP_ASYNCGOTO`` check, never the racy one.
 
 The event is published microseconds after the request and nearly always
 arrives with it or before the decision is ready, so the wait is usually none
@@ -39,6 +39,7 @@ from typing import Literal
 
 from router.ami.message import Event
 from router.ami.protocol import raw_header
+from router.dialplan import WAIT_APPLICATION
 
 __all__ = ["BLIND_AFTER", "PARK_TIMEOUT", "ParkOutcome", "Parking"]
 
@@ -152,11 +153,17 @@ class Parking:
             )
 
     def stepped(self, event: Event) -> None:
-        """A ``Newexten``: its channel is past its request when it is a later
-        priority of the request's extension."""
+        """A ``Newexten``: its channel is past its request when it is the
+        ``Wait`` step after it."""
         spot = self._spots.get(event.get("Channel") or "")
         if spot is not None and not spot.reached:
-            self._step(spot, event.get("Context"), event.get("Exten"), event.get("Priority"))
+            self._step(
+                spot,
+                event.get("Application"),
+                event.get("Context"),
+                event.get("Exten"),
+                event.get("Priority"),
+            )
 
     def stepped_raw(self, block: str) -> None:
         """:meth:`stepped` from a ``Newexten``'s raw text (the engine's
@@ -166,21 +173,29 @@ class Parking:
         if spot is not None and not spot.reached:
             self._step(
                 spot,
+                raw_header(block, "Application"),
                 raw_header(block, "Context"),
                 raw_header(block, "Exten"),
                 raw_header(block, "Priority"),
             )
 
     def _step(
-        self, spot: _Spot, context: str | None, exten: str | None, priority_text: str | None
+        self,
+        spot: _Spot,
+        application: str | None,
+        context: str | None,
+        exten: str | None,
+        priority_text: str | None,
     ) -> None:
-        if spot.context is not None and context != spot.context:
+        # Wait itself, not just any later step: a step that returns at once
+        # (Ringing, Set, NoOp: a dialplan pasted before the request moved to
+        # the end) opens the same window again when it ends.
+        if application != WAIT_APPLICATION:
             return
-        if spot.exten is not None and exten != spot.exten:
-            return
-        priority = _int(priority_text)
-        if spot.priority is not None and (priority is None or priority <= spot.priority):
-            return  # the request's own step, or one before it read late
+        if (context, exten) == (spot.context, spot.exten) and spot.priority is not None:
+            priority = _int(priority_text)
+            if priority is None or priority <= spot.priority:
+                return  # a Wait before the request, read late (a backlog's reordering)
         spot.reached = True
         self._misses = 0
         if spot.waiter is not None and not spot.waiter.done():

@@ -562,9 +562,10 @@ class TCPClient(AMIActions[ActionResult]):
         one is then cut after its block, and the two parts handed over in
         turn: a request read with the next call's events (at 20 calls a
         second a read holds six or seven) is acted on before they are
-        parsed. The first part runs through the request's channel's next
-        block when that is a ``Newexten`` (the step a Redirect waits for,
-        router/parking.py). A read holding several is a backlog and stays whole.
+        parsed. The first part runs through the request's channel's
+        ``Newexten`` for ``Wait`` when that is in the read (the step a Redirect
+        waits for, router/parking.py). A read holding several is a backlog and
+        stays whole.
         """
         self._urgent_test = test
         self.urgent_marker = marker if marker else None
@@ -743,17 +744,20 @@ class TCPClient(AMIActions[ActionResult]):
 
 _CHANNEL = b"\r\nChannel: "
 _NEWEXTEN = b"Event: Newexten\r\n"
+_WAIT = b"\r\nApplication: Wait\r\n"
+#: Blocks of the requesting channel looked through for its Wait step.
+_STEPS_LOOKED_AT = 4
 
 
 def _next_step_end(data: bytes, at: int, after: int) -> int:
     """Where a read is cut after the urgent block at ``at`` (ending at
-    ``after``): after the next block of the same channel instead, when that
-    is a ``Newexten`` in this read.
+    ``after``): after the channel's ``Newexten`` for ``Wait`` instead, when it
+    is in this read (among the channel's next few blocks).
 
-    A Redirect is sent only once the requesting channel is seen at its next
-    step (router/parking.py); Asterisk publishes that step's ``Newexten``
-    microseconds after the request, so it is usually in the same read, and
-    handed over with the request it is there when the decision is.
+    A Redirect is sent only once the requesting channel is seen in ``Wait``
+    (router/parking.py); Asterisk publishes that step microseconds after the
+    request, so it is usually in the same read, and handed over with the
+    request it is there when the decision is.
     """
     start = data.rfind(b"\r\n\r\n", 0, at)
     start = 0 if start < 0 else start + 4
@@ -763,14 +767,20 @@ def _next_step_end(data: bytes, at: int, after: int) -> int:
     line_end = data.find(b"\r\n", line + len(_CHANNEL))
     if line_end < 0 or line_end >= after:
         return after
-    found = data.find(data[line : line_end + 2], after - 2)
-    if found < 0:
-        return after
-    block = data.rfind(b"\r\n\r\n", after - 4, found)
-    if block < 0 or not data.startswith(_NEWEXTEN, block + 4):
-        return after
-    end = data.find(b"\r\n\r\n", found)
-    return after if end < 0 else end + 4
+    needle = data[line : line_end + 2]
+    pos = after - 2
+    for _ in range(_STEPS_LOOKED_AT):
+        found = data.find(needle, pos)
+        if found < 0:
+            return after
+        block = data.rfind(b"\r\n\r\n", after - 4, found)
+        end = data.find(b"\r\n\r\n", found)
+        if block < 0 or end < 0:
+            return after
+        if data.startswith(_NEWEXTEN, block + 4) and data.find(_WAIT, found, end + 2) >= 0:
+            return end + 4
+        pos = end + 2
+    return after
 
 
 def _expire(future: asyncio.Future[ActionResult]) -> None:

@@ -33,9 +33,10 @@ def step(
     priority: str = "7",
     context: str = "callrouter-inbound",
     exten: str = "74950000001",
+    application: str = "Wait",
 ) -> Event:
     fields = {"Event": "Newexten", "Channel": channel, "Context": context, "Exten": exten}
-    fields |= {"Priority": priority, "Application": "Wait"}
+    fields |= {"Priority": priority, "Application": application}
     return Event(tuple(fields.items()))
 
 
@@ -52,6 +53,16 @@ async def test_a_step_in_the_same_batch_is_known_before_the_request_is_routed() 
     parking = Parking(REQUEST)
     parking.scan([ask(), step()])
     assert await parking.reached("PJSIP/a-1", later()) == "at-once"
+
+
+async def test_wait_after_steps_that_return_at_once_or_elsewhere_counts() -> None:
+    """A dialplan pasted with Ringing() after the request (the snippet before
+    issue 16), or one that goes on to Wait in another context."""
+    parking = Parking(REQUEST)
+    parking.scan([ask(), step(priority="7", application="Ringing"), step(priority="8")])
+    assert await parking.reached("PJSIP/a-1", later()) == "at-once"
+    parking.scan([ask("PJSIP/b-2"), step("PJSIP/b-2", context="waiting", priority="1")])
+    assert await parking.reached("PJSIP/b-2", later()) == "at-once"
 
 
 async def test_the_redirect_waits_for_a_step_that_comes_later() -> None:
@@ -72,9 +83,10 @@ async def test_the_redirect_waits_for_a_step_that_comes_later() -> None:
     [
         step(priority="6"),  # the request's own step, read late (a backlog's reordering)
         step(priority="3"),  # a step before it
-        step(context="from-trunk", priority="9"),  # another context
-        step(exten="s", priority="9"),  # another extension
         step(priority="x"),  # no priority to compare
+        # A later step that returns at once: the window opens again after it.
+        step(priority="7", application="Ringing"),
+        step(priority="7", application="wait"),
     ],
 )
 async def test_only_a_later_step_of_the_requests_extension_counts(not_past: Event) -> None:

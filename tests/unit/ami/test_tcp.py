@@ -547,19 +547,28 @@ async def test_the_cut_takes_the_requesting_channels_next_step_along(fake: FakeA
         assert taken == [["UserEvent:1", "Newstate:2", "Newexten:3"], ["Newstate:4"]]
 
 
+WAIT = {"Application": "Wait"}
+
+
 @pytest.mark.parametrize(
     ("after", "through"),
     [
-        (_ev("Newexten", Channel="A") + _ev("Newstate", Channel="A"), 1),
-        (_ev("Newexten", Channel="AB") + _ev("Newstate", Channel="A"), 0),  # another channel
-        (_ev("VarSet", Channel="A") + _ev("Newexten", Channel="A"), 0),  # not its next step
-        (_ev("Newexten", DestChannel="A") + _ev("Newstate"), 0),  # a header of another name
+        (_ev("Newexten", Channel="A", **WAIT) + _ev("Newstate", Channel="A"), 1),
+        (_ev("Newexten", Channel="AB", **WAIT) + _ev("Newstate", Channel="A"), 0),  # another
+        (_ev("Newexten", DestChannel="A", **WAIT) + _ev("Newstate"), 0),  # another header
         (_ev("Newstate", Channel="B"), 0),  # no block of the channel at all
+        # Steps that return at once before Wait (a dialplan with Ringing() after
+        # the request): the cut goes through them to Wait.
+        (_ev("VarSet", Channel="A") + _ev("Newexten", Channel="A", **WAIT), 2),
+        (_ev("Newexten", Channel="A", Application="Ringing") + _ev("Newexten", Channel="A"), 0),
+        (
+            b"".join(_ev("VarSet", Channel="A") for _ in range(4))
+            + _ev("Newexten", Channel="A", **WAIT),
+            0,
+        ),
     ],
 )
-def test_the_cut_goes_through_only_the_channels_next_block_if_a_newexten(
-    after: bytes, through: int
-) -> None:
+def test_the_cut_goes_through_the_channels_wait_step_only(after: bytes, through: int) -> None:
     from router.ami.tcp import _next_step_end
 
     request = _ev("Newstate", Channel="Z") + _ev(
@@ -568,5 +577,6 @@ def test_the_cut_goes_through_only_the_channels_next_block_if_a_newexten(
     data = request + after
     at = data.find(REQUEST_MARKER)
     end = len(request)
-    expected = end + (len(after.split(b"\r\n\r\n")[0]) + 4 if through else 0)
+    blocks = after.split(b"\r\n\r\n")
+    expected = end + sum(len(b) + 4 for b in blocks[:through])
     assert _next_step_end(data, at, end) == expected
