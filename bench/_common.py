@@ -121,8 +121,13 @@ def machine() -> dict[str, str]:
 _TARGETS = ("callrouter-dial", "callrouter-default", "queues", "ivr", "from-internal")
 
 
-def bench_dialplan(wait: int = 4) -> str:
-    """The shipped ``[callrouter-inbound]`` context verbatim, plus targets that hang up."""
+def bench_dialplan(wait: int = 4, steps_after_request: int = 0) -> str:
+    """The shipped ``[callrouter-inbound]`` context verbatim, plus targets that hang up.
+
+    ``steps_after_request``: that many ``NoOp`` steps between the request and
+    ``Wait`` (bench_route.py ``--race-steps``): each is a moment in which
+    Asterisk can lose a Redirect (docs/asterisk.md, "A Redirect Asterisk can
+    lose"), so a router that redirects before ``Wait`` loses calls there."""
     text = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
     keep: list[str] = []
     section = ""
@@ -134,6 +139,8 @@ def bench_dialplan(wait: int = 4) -> str:
             if section == "globals" and stripped.startswith("CALLROUTER_WAIT="):
                 line = f"CALLROUTER_WAIT={wait}"
             keep.append(line)
+            if stripped.startswith("same => n,UserEvent(CallRouterRequest"):
+                keep.extend(f" same => n,NoOp(step {k})" for k in range(steps_after_request))
     out = "\n".join(keep) + "\n"
     for ctx in _TARGETS:
         out += (

@@ -445,6 +445,13 @@ async def serve_engine(
         outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
     if listener is not None:  # shown with the outcomes: zero would mean no call life
         outcomes["(call life events told)"] = listener.told
+    waits = getattr(engine.metrics, "park_waits", None)  # a --baseline may predate it
+    if waits is not None:
+        # How the Redirects found their channel's Wait step (router/parking.py).
+        for outcome in ("at-once", "waited", "missed", "blind"):
+            count = int(waits.labels(outcome)._value.get())
+            if count:
+                outcomes[f"(Wait step {outcome})"] = count
     print("OUTCOMES " + json.dumps(outcomes), file=sys.stderr, flush=True)
     if onec.fetches > len(onec.numbers):
         print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
@@ -903,9 +910,14 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         "p50, p95 and CPU are medians of the repetitions' own, a ratio pairs each "
         "repetition with the same one of the reference"
     )
+    title = "Route latency: UserEvent -> Newexten in target, Asterisk clock"
+    if getattr(args, "race_steps", 0):
+        title = (
+            f"Lost Redirects: {args.race_steps} NoOp steps between the request and Wait "
+            '("routed in time" below 100 %: calls Asterisk hung up or sent astray)'
+        )
     return (
-        f"### Route latency: UserEvent -> Newexten in target, Asterisk clock "
-        f"({each})\n\n{main}\n\n"
+        f"### {title} ({each})\n\n{main}\n\n"
         "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
         "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
         "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
@@ -937,6 +949,14 @@ def main() -> None:
         metavar="REV",
         help="also run the variants named VARIANT@base (e.g. tcp-engine@base) on the "
         "router and 1C plugin of git revision REV, beside this checkout's, in one run",
+    )
+    parser.add_argument(
+        "--race-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N NoOp steps between the request and Wait, where Asterisk can lose a "
+        "Redirect (docs/asterisk.md); the table goes to bench/results/route-race.md",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -982,13 +1002,14 @@ def run(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     with Sandbox.start(
-        name=f"bench-route-{os.getpid()}", extra_dialplan=bench_dialplan(WAIT)
+        name=f"bench-route-{os.getpid()}",
+        extra_dialplan=bench_dialplan(WAIT, steps_after_request=args.race_steps),
     ) as box:
         cells = asyncio.run(drive(box, args))
     text = report(cells, args)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "route.md").write_text(text)
+    (RESULTS / ("route-race.md" if args.race_steps else "route.md")).write_text(text)
     print(f"(bench_route: {time.monotonic() - started:.0f} s)", file=sys.stderr)
 
 

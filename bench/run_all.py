@@ -47,6 +47,28 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
         ["--duration", "1", "--rates", "20,100"],
         720,
     ),
+    (
+        # The same with 200 NoOp steps between the request and Wait: a Redirect
+        # sent before Wait can land between two of them and be lost (docs/asterisk.md).
+        "bench_route.py",
+        [
+            "--race-steps",
+            "200",
+            "--rates",
+            "50",
+            "--duration",
+            "20",
+            "--burst",
+            "0",
+            "--variants",
+            "tcp,tcp-engine+filter",
+        ],
+        [
+            *("--race-steps", "200", "--rates", "50", "--duration", "2", "--burst", "0"),
+            *("--variants", "tcp,tcp-engine+filter"),
+        ],
+        180,
+    ),
     ("bench_feed.py", [], ["--duration", "1", "--clients", "20"], 90),
     ("bench_events.py", [], ["--duration", "2", "--rate", "20"], 120),
     ("bench_click.py", [], ["--calls", "5"], 60),
