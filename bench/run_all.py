@@ -48,23 +48,23 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
         720,
     ),
     (
-        # The same with 200 NoOp steps between the request and Wait: a Redirect
+        # The same with 100 NoOp steps between the request and Wait: a Redirect
         # sent before Wait can land between two of them and be lost (docs/asterisk.md).
         "bench_route.py",
         [
             "--race-steps",
-            "200",
+            "100",
             "--rates",
-            "50",
+            "40",
             "--duration",
-            "20",
+            "30",
             "--burst",
             "0",
             "--variants",
             "tcp,tcp-engine+filter",
         ],
         [
-            *("--race-steps", "200", "--rates", "50", "--duration", "2", "--burst", "0"),
+            *("--race-steps", "100", "--rates", "40", "--duration", "2", "--burst", "0"),
             *("--variants", "tcp,tcp-engine+filter"),
         ],
         180,
