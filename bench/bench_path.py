@@ -58,7 +58,7 @@ def block(pairs: list[tuple[str, str]]) -> bytes:
 
 
 def call_reads(names: frozenset[str] | None) -> list[tuple[bytes, bytes, str]]:
-    """Per captured call: (the read up to its request and its channel's next
+    """Per captured call: (the read up to its request and its channel's Wait
     step, the rest of the call, the request's channel); ``names``: the events
     a session gets (None: all)."""
     from bench_engine import captured_events
@@ -86,15 +86,18 @@ def call_reads(names: frozenset[str] | None) -> list[tuple[bytes, bytes, str]]:
         )
         if at is None:
             continue
-        # Asterisk publishes the channel's next step (Wait) microseconds after
-        # the request, so it comes in the request's read; the engine's Redirect
-        # waits for it (router/parking.py).
+        # Asterisk publishes the channel's Wait step microseconds after the
+        # request (the capture's dialplan has Ringing() between them), so it
+        # comes in the request's read; the engine's Redirect waits for it
+        # (router/parking.py).
         channel = events[at].get("Channel")
         cut = next(
             (
                 i + 1
                 for i in range(at + 1, len(events))
-                if events[i].name == "Newexten" and events[i].get("Channel") == channel
+                if events[i].name == "Newexten"
+                and events[i].get("Channel") == channel
+                and events[i].get("Application") == "Wait"
             ),
             at + 1,
         )

@@ -94,6 +94,8 @@ class Parking:
         self.request_event = request_event
         self.timeout = timeout
         self._spots: OrderedDict[str, _Spot] = OrderedDict()
+        #: How many of them are not yet seen in Wait (the narrowing's question).
+        self._open = 0
         #: Misses since the last arrival; at BLIND_AFTER the router stops waiting.
         self._misses = 0
 
@@ -105,7 +107,7 @@ class Parking:
     @property
     def watching(self) -> bool:
         """Whether any requesting channel is not yet seen past its request."""
-        return bool(self._spots)
+        return self._open > 0
 
     def expects(self, channel: str) -> bool:
         """Whether ``channel``'s ``Newexten`` is wanted (event narrowing)."""
@@ -120,14 +122,21 @@ class Parking:
         spot = self._spots.get(channel)
         if spot is not None and spot.same(context, exten, priority):
             return  # the same request, seen again (raw, then scanned, then handled)
-        if spot is not None and spot.waiter is not None and not spot.waiter.done():
-            spot.waiter.set_result(False)  # a new request replaces one nobody routes now
+        if spot is not None:
+            self._drop(spot)  # a new request replaces one nobody routes now
         self._spots[channel] = _Spot(context, exten, priority)
         self._spots.move_to_end(channel)
+        self._open += 1
         if len(self._spots) > _KEPT:
             _, oldest = self._spots.popitem(last=False)
-            if oldest.waiter is not None and not oldest.waiter.done():
-                oldest.waiter.set_result(False)
+            self._drop(oldest)
+
+    def _drop(self, spot: _Spot) -> None:
+        """A spot is forgotten (or replaced): its wait, if any, ends."""
+        if not spot.reached:
+            self._open -= 1
+        if spot.waiter is not None and not spot.waiter.done():
+            spot.waiter.set_result(False)
 
     def note_raw(self, block: str) -> bool:
         """A ``UserEvent``'s raw text (a :data:`~router.ami.protocol.Narrower`
@@ -197,6 +206,7 @@ class Parking:
             if priority is None or priority <= spot.priority:
                 return  # a Wait before the request, read late (a backlog's reordering)
         spot.reached = True
+        self._open -= 1
         self._misses = 0
         if spot.waiter is not None and not spot.waiter.done():
             spot.waiter.set_result(True)
@@ -219,8 +229,8 @@ class Parking:
     def forget(self, channel: str) -> None:
         """The channel hung up."""
         spot = self._spots.pop(channel, None)
-        if spot is not None and spot.waiter is not None and not spot.waiter.done():
-            spot.waiter.set_result(False)
+        if spot is not None:
+            self._drop(spot)
 
     # -- waiting -------------------------------------------------------------------
 

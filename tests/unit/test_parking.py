@@ -226,3 +226,26 @@ async def test_past_the_deadline_the_call_is_left_to_the_dialplan(tmp_path: Path
     (record,) = routing.records
     assert record.outcome == "late"
     assert wire.sent == []
+
+
+def test_watching_only_while_a_channel_is_not_yet_seen_in_wait() -> None:
+    """The narrowing reads each Newexten's channel only while this is True."""
+    parking = Parking(REQUEST)
+    assert not parking.watching
+    parking.requested(ask())
+    parking.requested(ask("PJSIP/b-2"))
+    assert parking.watching
+    parking.stepped(step())
+    assert parking.watching
+    parking.forget("PJSIP/b-2")
+    assert not parking.watching
+    parking.requested(ask(priority="12"))  # asks again: watched again
+    assert parking.watching
+    parking.requested(ask(priority="13"))  # and again: still one
+    parking.stepped(step(priority="14"))
+    assert not parking.watching
+    for n in range(5000):  # evicted unreached ones are not counted
+        parking.requested(ask(f"PJSIP/c-{n}"))
+    for n in range(5000 - 4096, 5000):
+        parking.stepped(step(f"PJSIP/c-{n}"))
+    assert not parking.watching
