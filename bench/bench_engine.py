@@ -64,7 +64,7 @@ class InstantAMI:
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
 
-    def set_urgent(self, test: Any, *, marker: bytes | None = None) -> None:
+    def set_urgent(self, test: Any, *, marker: bytes | None = None, peek: Any = None) -> None:
         pass
 
     def set_narrowing(self, narrow: Any) -> None:

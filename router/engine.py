@@ -448,9 +448,10 @@ class Engine:
         # Routing requests jump a backlog of other events: in a burst a call's
         # request does not wait for every earlier call's CEL records.
         # Over TCP a read is also cut after each request, so the request is
-        # acted on before the events read with it after it are parsed.
+        # acted on before the events read with it after it are parsed; its
+        # channel's Wait step among them is looked at first (router/parking.py).
         marker = f"\r\nUserEvent: {self.options.request_event}\r\n".encode()
-        self._client.set_urgent(self._is_request, marker=marker)
+        self._client.set_urgent(self._is_request, marker=marker, peek=self.parking.peek_raw)
         self._stream = EventStream(
             self._client,
             poll_timeout=int(self._config.asterisk.waitevent_timeout),

@@ -153,6 +153,14 @@ class Parking:
                 )
         return True
 
+    def peek_raw(self, request: str, step: str) -> None:
+        """A request's raw text and its channel's ``Wait`` step read with it,
+        both not yet parsed (the TCP client's look ahead, router.ami.tcp
+        ``set_urgent``): the request is then decided and acted on before the
+        events between the two are parsed."""
+        self.note_raw(request)
+        self.stepped_raw(step)
+
     def requested(self, event: Event) -> None:
         """A routing request: its channel is watched until it moves on."""
         channel = event.get("Channel")

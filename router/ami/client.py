@@ -386,11 +386,15 @@ class AJAMClient(AMIActions[ActionResult]):
         return result.response
 
     def set_urgent(
-        self, test: Callable[[Event], bool] | None, *, marker: bytes | None = None
+        self,
+        test: Callable[[Event], bool] | None,
+        *,
+        marker: bytes | None = None,
+        peek: Callable[[str, str], None] | None = None,
     ) -> None:
         """As :meth:`TCPClient.set_urgent`; a long-poll hands its batch over
-        whole (``marker`` cuts nothing), and the event stream puts what
-        ``test`` accepts first."""
+        whole (``marker`` cuts nothing, ``peek`` is not needed: the batch is
+        looked ahead whole), and the event stream puts what ``test`` accepts first."""
 
     def _ours(self, action_id: str) -> bool:
         """An ActionID this client gave (another client's ``OriginateResponse``

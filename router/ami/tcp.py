@@ -144,10 +144,11 @@ class _Connection(asyncio.Protocol):
             if at >= 0:
                 end = data.find(b"\r\n\r\n", at + len(marker) - 2)
                 if 0 <= end < len(data) - 4 and data.find(marker, end) < 0:
-                    cut = _next_step_end(data, at, end + 4)
-                    if cut < len(data):
-                        self._take(data[:cut])
-                        data = data[cut:]
+                    peek = self._owner.urgent_peek
+                    if peek is not None:
+                        _peek_wait_step(data, at, end + 4, peek)
+                    self._take(data[: end + 4])
+                    data = data[end + 4 :]
         self._take(data)
 
     def _take(self, data: bytes) -> None:
@@ -305,6 +306,8 @@ class TCPClient(AMIActions[ActionResult]):
         self._urgent_test: Callable[[Event], bool] | None = None
         #: Where a read is cut so an urgent event goes first (:meth:`set_urgent`).
         self.urgent_marker: bytes | None = None
+        #: Shown an urgent event and its channel's Wait step ahead (:meth:`set_urgent`).
+        self.urgent_peek: Callable[[str, str], None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         #: Takes a read's events in the read itself (:meth:`set_push`).
         self._push: Callable[[list[Event]], bool] | None = None
@@ -550,7 +553,11 @@ class TCPClient(AMIActions[ActionResult]):
         self._push = push
 
     def set_urgent(
-        self, test: Callable[[Event], bool] | None, *, marker: bytes | None = None
+        self,
+        test: Callable[[Event], bool] | None,
+        *,
+        marker: bytes | None = None,
+        peek: Callable[[str, str], None] | None = None,
     ) -> None:
         """Events ``test`` accepts jump a backlog (more than one batch queued):
         the engine's routing requests, so that in a burst a call's request
@@ -562,13 +569,16 @@ class TCPClient(AMIActions[ActionResult]):
         one is then cut after its block, and the two parts handed over in
         turn: a request read with the next call's events (at 20 calls a
         second a read holds six or seven) is acted on before they are
-        parsed. The first part runs through the request's channel's
-        ``Newexten`` for ``Wait`` when that is in the read (the step a Redirect
-        waits for, router/parking.py). A read holding several is a backlog and
-        stays whole.
+        parsed. A read holding several is a backlog and stays whole.
+
+        ``peek``: called with the raw text of such a cut's urgent event and of
+        its channel's ``Newexten`` for ``Wait`` when that is in the rest of
+        the read, before either is parsed (the step a Redirect waits for,
+        router/parking.py).
         """
         self._urgent_test = test
         self.urgent_marker = marker if marker else None
+        self.urgent_peek = peek
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -749,38 +759,44 @@ _WAIT = b"\r\nApplication: Wait\r\n"
 _STEPS_LOOKED_AT = 4
 
 
-def _next_step_end(data: bytes, at: int, after: int) -> int:
-    """Where a read is cut after the urgent block at ``at`` (ending at
-    ``after``): after the channel's ``Newexten`` for ``Wait`` instead, when it
-    is in this read (among the channel's next few blocks).
+def _peek_wait_step(data: bytes, at: int, after: int, peek: Callable[[str, str], None]) -> None:
+    """Show ``peek`` the urgent block at ``at`` (ending at ``after``) and its
+    channel's ``Newexten`` for ``Wait``, when that is in the rest of this read
+    (among the channel's next few blocks), before either is parsed.
 
     A Redirect is sent only once the requesting channel is seen in ``Wait``
-    (router/parking.py); Asterisk publishes that step microseconds after the
-    request, so it is usually in the same read, and handed over with the
-    request it is there when the decision is.
+    (router/parking.py). Asterisk publishes that step microseconds after the
+    request, so it is usually in the same read; seen here, it is known when
+    the decision is ready, and the events between are still parsed after the
+    Redirect is written. Both texts as a narrower gets them (lines joined by
+    ``\\n``, router.ami.protocol ``Narrower``).
     """
     start = data.rfind(b"\r\n\r\n", 0, at)
     start = 0 if start < 0 else start + 4
     line = data.find(_CHANNEL, start - 2 if start >= 2 else 0, after)
     if line < 0:
-        return after
+        return
     line_end = data.find(b"\r\n", line + len(_CHANNEL))
     if line_end < 0 or line_end >= after:
-        return after
+        return
     needle = data[line : line_end + 2]
     pos = after - 2
     for _ in range(_STEPS_LOOKED_AT):
         found = data.find(needle, pos)
         if found < 0:
-            return after
+            return
         block = data.rfind(b"\r\n\r\n", after - 4, found)
         end = data.find(b"\r\n\r\n", found)
         if block < 0 or end < 0:
-            return after
+            return
         if data.startswith(_NEWEXTEN, block + 4) and data.find(_WAIT, found, end + 2) >= 0:
-            return end + 4
+            peek(_narrower_text(data[start : after - 4]), _narrower_text(data[block + 4 : end]))
+            return
         pos = end + 2
-    return after
+
+
+def _narrower_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def _expire(future: asyncio.Future[ActionResult]) -> None:

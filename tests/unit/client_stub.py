@@ -48,12 +48,14 @@ class ClientStub:
     event_selection: Any = None
     #: Where the engine asked a socket client to cut its reads (``set_urgent``).
     urgent_marker: bytes | None = None
+    urgent_peek: Any = None
 
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
 
-    def set_urgent(self, test: Any, *, marker: bytes | None = None) -> None:
+    def set_urgent(self, test: Any, *, marker: bytes | None = None, peek: Any = None) -> None:
         self.urgent_marker = marker
+        self.urgent_peek = peek
 
     def set_narrowing(self, narrow: Any) -> None:
         pass

@@ -206,8 +206,9 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
 ) -> None:
     """The engine gives the TCP client the request's own header line as the
     place to cut a read (router.ami.tcp): the Redirect is written while the
-    events read after the request and its channel's next step (which the
-    Redirect waits for, router/parking.py) are still unparsed bytes."""
+    events read after the request are still unparsed bytes; its channel's
+    Wait step among them, which the Redirect waits for (router/parking.py),
+    was looked at in the raw read."""
     fake = await FakeAMI(secret="s").start()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
@@ -263,9 +264,10 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
             if parsed_at_redirect and conn._parser.skipped == skipped + 5:
                 break
             await asyncio.sleep(0.01)
-        # The two unwanted events before the wait step were parsed (dropped) with
-        # it; the three after it were not yet.
-        assert [n - skipped for n in parsed_at_redirect] == [2]
+        # One unwanted event before the request was parsed; the one between it
+        # and its Wait step and the three after were not yet: the step was
+        # looked at in the raw read (router.ami.tcp, router/parking.py).
+        assert [n - skipped for n in parsed_at_redirect] == [1]
         assert engine.metrics.park_waits.labels("at-once")._value.get() == 1
         engine.request_stop()
         await asyncio.wait_for(task, 5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -525,40 +526,51 @@ async def test_a_marker_that_is_not_a_header_line_cuts_nothing(fake: FakeAMI) ->
         await until(lambda: taken == [["1", "2"]])
 
 
-async def test_the_cut_takes_the_requesting_channels_next_step_along(fake: FakeAMI) -> None:
-    """The Redirect waits for the channel's next step (router/parking.py), which
-    Asterisk usually writes in the same read: the first part runs through it."""
+async def test_the_requesting_channels_wait_step_is_looked_at_before_the_cut_part_goes(
+    fake: FakeAMI,
+) -> None:
+    """The Redirect waits for the channel's Wait step (router/parking.py), which
+    Asterisk usually writes in the same read: ``peek`` is shown it (and the
+    request) before the request is handed over, the events between still
+    unparsed."""
     async with TCPClient(settings(fake)) as client:
-        taken: list[list[str]] = []
+        happened: list[Any] = []
 
         def push(events: list[Event]) -> bool:
-            taken.append([f"{e.name}:{e.get('Seq')}" for e in events])
+            happened.append([f"{e.name}:{e.get('Seq')}" for e in events])
             return True
 
+        def peek(request: str, step: str) -> None:
+            happened.append(("peek", request.split("\n")[2], step.split("\n")[1:4]))
+
         client.set_push(push)
-        client.set_urgent(None, marker=REQUEST_MARKER)
+        client.set_urgent(None, marker=REQUEST_MARKER, peek=peek)
         fake.push_raw(
             _ev("UserEvent", Seq="1", UserEvent="CallRouterRequest", Channel="A")
             + _ev("Newstate", Seq="2", Channel="B")
             + _ev("Newexten", Seq="3", Channel="A", Application="Wait")
             + _ev("Newstate", Seq="4", Channel="A")
         )
-        await until(lambda: sum(map(len, taken)) == 4)
-        assert taken == [["UserEvent:1", "Newstate:2", "Newexten:3"], ["Newstate:4"]]
+        await until(lambda: len(happened) == 3)
+        assert happened == [
+            ("peek", "UserEvent: CallRouterRequest", ["Seq: 3", "Channel: A", "Application: Wait"]),
+            ["UserEvent:1"],
+            ["Newstate:2", "Newexten:3", "Newstate:4"],
+        ]
 
 
 WAIT = {"Application": "Wait"}
 
 
 @pytest.mark.parametrize(
-    ("after", "through"),
+    ("after", "shown"),
     [
         (_ev("Newexten", Channel="A", **WAIT) + _ev("Newstate", Channel="A"), 1),
         (_ev("Newexten", Channel="AB", **WAIT) + _ev("Newstate", Channel="A"), 0),  # another
         (_ev("Newexten", DestChannel="A", **WAIT) + _ev("Newstate"), 0),  # another header
         (_ev("Newstate", Channel="B"), 0),  # no block of the channel at all
         # Steps that return at once before Wait (a dialplan with Ringing() after
-        # the request): the cut goes through them to Wait.
+        # the request): looked through, to Wait.
         (_ev("VarSet", Channel="A") + _ev("Newexten", Channel="A", **WAIT), 2),
         (_ev("Newexten", Channel="A", Application="Ringing") + _ev("Newexten", Channel="A"), 0),
         (
@@ -568,15 +580,17 @@ WAIT = {"Application": "Wait"}
         ),
     ],
 )
-def test_the_cut_goes_through_the_channels_wait_step_only(after: bytes, through: int) -> None:
-    from router.ami.tcp import _next_step_end
+def test_only_the_channels_wait_step_is_shown(after: bytes, shown: int) -> None:
+    from router.ami.tcp import _peek_wait_step
 
     request = _ev("Newstate", Channel="Z") + _ev(
         "UserEvent", UserEvent="CallRouterRequest", Channel="A"
     )
     data = request + after
-    at = data.find(REQUEST_MARKER)
-    end = len(request)
-    blocks = after.split(b"\r\n\r\n")
-    expected = end + sum(len(b) + 4 for b in blocks[:through])
-    assert _next_step_end(data, at, end) == expected
+    seen: list[tuple[str, str]] = []
+    _peek_wait_step(data, data.find(REQUEST_MARKER), len(request), lambda r, s: seen.append((r, s)))
+    if not shown:
+        assert seen == []
+        return
+    step = after.split(b"\r\n\r\n")[shown - 1].decode().replace("\r\n", "\n")
+    assert seen == [("Event: UserEvent\nUserEvent: CallRouterRequest\nChannel: A", step)]
