@@ -185,8 +185,8 @@ class Engine:
         )
         #: "Now" for rules (working hours); the demo and tests may pin it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        #: Requesting channels, and whether each is seen past its request: a
-        #: Redirect is sent only then (router/parking.py, an Asterisk race).
+        #: Requesting channels, and whether each is seen in Wait: a Redirect
+        #: is sent only then (router/parking.py, an Asterisk race).
         self.parking = Parking(self.options.request_event)
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
@@ -543,7 +543,7 @@ class Engine:
     async def _handle_items(self, items: Sequence[Event | StreamGap]) -> bool:
         """Events and gaps in order; True when a stop was asked for meanwhile."""
         # Ahead of the handling: a request routed in this batch then knows
-        # whether its channel's next step is in the batch too (router/parking.py).
+        # whether its channel's Wait step is in the batch too (router/parking.py).
         self.parking.scan(items)
         for item in items:
             # Each event is guarded on its own: a malformed event, or a bug it
@@ -914,8 +914,8 @@ class Engine:
             priorities = self.rules.current.landing_priorities()
             if priorities is not None:  # None: a rule's priority is a template
                 filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
-                # And the step after a request, which a Redirect waits for
-                # (router/parking.py): the dialplan protocol makes it Wait.
+                # And the Wait step after a request, which a Redirect waits
+                # for (router/parking.py).
                 filters.add(HeaderFilter("Newexten", "Application", frozenset({WAIT_APPLICATION})))
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
@@ -940,7 +940,7 @@ class Engine:
         narrow: dict[str, Narrower] = {}
         if "Newexten" in narrowed:
             narrow["Newexten"] = self._needs_newexten
-            # Not narrowed, noted: a request's channel, so that its next
+            # Not narrowed, noted: a request's channel, so that its Wait
             # step, often in the same read, is parsed (router/parking.py).
             narrow["UserEvent"] = self.parking.note_raw
         if "CEL" in narrowed:

@@ -217,7 +217,7 @@ class Metrics:
         )
         self.park_waits = Counter(
             "callrouter_park_waits",
-            "Decisions by whether their channel was seen past its request before the "
+            "Decisions by whether their channel was seen in Wait before the "
             "Redirect (router/parking.py): at-once, waited, missed (not within 250 ms: "
             "sent anyway), blind (not waited for after misses in a row), unwatched.",
             ["outcome"],

@@ -45,7 +45,7 @@ __all__ = ["BLIND_AFTER", "PARK_TIMEOUT", "ParkOutcome", "Parking"]
 
 log = logging.getLogger("router.parking")
 
-#: How long a decided call waits for its channel to be seen past the request.
+#: How long a decided call waits for its channel to be seen in Wait.
 PARK_TIMEOUT = 0.25
 #: Misses in a row (and no arrival) after which the router stops waiting.
 BLIND_AFTER = 3
@@ -79,7 +79,7 @@ def _int(text: str | None) -> int | None:
 
 
 class Parking:
-    """Requesting channels and whether each has been seen past its request.
+    """Requesting channels and whether each has been seen in Wait.
 
     Fed twice, both idempotent: :meth:`scan` looks ahead through a batch of
     events before the engine handles them one by one (so a request routed in
@@ -106,7 +106,7 @@ class Parking:
 
     @property
     def watching(self) -> bool:
-        """Whether any requesting channel is not yet seen past its request."""
+        """Whether any requesting channel is not yet seen in Wait."""
         return self._open > 0
 
     def expects(self, channel: str) -> bool:
@@ -170,8 +170,8 @@ class Parking:
             )
 
     def stepped(self, event: Event) -> None:
-        """A ``Newexten``: its channel is past its request when it is the
-        ``Wait`` step after it."""
+        """A ``Newexten``: its channel is in ``Wait`` when it is the ``Wait``
+        step after its request."""
         spot = self._spots.get(event.get("Channel") or "")
         if spot is not None and not spot.reached:
             self._step(
@@ -244,7 +244,7 @@ class Parking:
 
     async def reached(self, channel: str, deadline: float) -> ParkOutcome:
         """Wait (bounded by :attr:`timeout` and by ``deadline``, a
-        ``time.monotonic()`` value) until ``channel`` is seen past its request.
+        ``time.monotonic()`` value) until ``channel`` is seen in Wait.
 
         ``at-once``: it was; ``waited``: it was after a wait; ``unwatched``:
         nothing is known of it (a request the router made up itself: reconcile
@@ -290,7 +290,7 @@ class Parking:
             )
         else:
             log.info(
-                "%s: not seen past its request within %.0f ms; redirecting anyway",
+                "%s: not seen in Wait within %.0f ms; redirecting anyway",
                 channel,
                 delay * 1000,
             )

@@ -148,7 +148,7 @@ class Router:
         parking: Parking | None = None,
     ) -> None:
         self._ami = ami
-        #: Whether a requesting channel is past its request (None: not watched).
+        #: Whether a requesting channel is seen in Wait (None: not watched).
         self._parking = parking
         self._tracker = tracker
         self._executor = executor
@@ -331,7 +331,7 @@ class Router:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
 
     async def _parked(self, channel: str, deadline: float) -> bool:
-        """Wait until the channel is seen past its request (router/parking.py),
+        """Wait until the channel is seen in Wait (router/parking.py),
         bounded; False only when the deadline passed meanwhile."""
         parking = self._parking
         if parking is None:
@@ -409,7 +409,7 @@ class Router:
             fed = self._tracker.feed(synthetic)
             await self.end_calls(fed.ended)
             if self._parking is not None:
-                # Listed in Wait: past its request, whatever the stream showed.
+                # Listed in Wait: what the wait is for, whatever the stream showed.
                 self._parking.forget(channel)
             if self.accept(synthetic, fed.call):
                 submitted += 1

@@ -207,7 +207,7 @@ async def test_the_engine_redirects_anyway_when_the_step_never_comes(
         await asyncio.sleep(0.005)
     assert [name for name, _ in wire.sent] == ["Redirect"]
     assert routing.metrics.park_waits.labels("missed")._value.get() == 1
-    assert "not seen past its request" in caplog.text
+    assert "not seen in Wait within" in caplog.text
     wire.answer_all()
 
 
