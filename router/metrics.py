@@ -296,6 +296,8 @@ class Metrics:
         self.event_counts: dict[str, int] = {}
         self._event_labels: dict[str, str] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
+        #: ``callrouter_park_waits_total`` by outcome (five at most).
+        self._park_children: dict[str, Any] = {}
         self._lookup_children: dict[tuple[str, bool, bool], tuple[Any, Any]] = {}
         r.register(_Callbacks(self))
 
@@ -387,6 +389,14 @@ class Metrics:
             children[0].inc()
             if not reused:
                 children[1].observe(float(getattr(lookup, "ms", 0.0)) / 1000)
+
+    def parked(self, outcome: str) -> None:
+        """How a decision found its channel's ``Wait`` step (router/parking.py):
+        once per routed call, so its counter children are kept."""
+        child = self._park_children.get(outcome)
+        if child is None:
+            child = self._park_children[outcome] = self.park_waits.labels(outcome)
+        child.inc()
 
     def fell_while_down(self, count: int = 1) -> None:
         self.fallthroughs.labels("down").inc(count)

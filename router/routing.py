@@ -338,7 +338,7 @@ class Router:
             return True
         outcome = await parking.reached(channel, deadline)
         if self.metrics is not None:
-            self.metrics.park_waits.labels(outcome).inc()
+            self.metrics.parked(outcome)
         return outcome in ("at-once", "waited") or time.monotonic() <= deadline
 
     def _log_decision(self, record: RouteRecord) -> None:
