@@ -86,8 +86,8 @@ class Parking:
     the batch already knows about its channel's ``Newexten`` later in it), and
     the engine's own handling calls :meth:`requested` and :meth:`stepped`.
     :meth:`note_raw` is the parser's (the engine's event narrowing): a
-    request's raw text, so that its channel's next ``Newexten`` in the same
-    read is parsed rather than dropped.
+    request's raw text, so that its channel's ``Wait`` step in the same read
+    is parsed rather than dropped; :meth:`peek_raw` the TCP client's.
     """
 
     def __init__(self, request_event: str, *, timeout: float = PARK_TIMEOUT) -> None:
