@@ -66,16 +66,10 @@ class Router:
 
     def __init__(self, box: Sandbox, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        rules = folder / "rules.yaml"
-        rules.write_text(RULES, encoding="utf-8")
-        self.port = free_port()
+        self.rules = folder / "rules.yaml"
+        self.rules.write_text(RULES, encoding="utf-8")
+        self.folder, self.url = folder, box.url
         self.config = folder / "router.toml"
-        self.config.write_text(
-            f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
-            f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
-            f'log_format = "json"\n[api]\nlisten = "127.0.0.1:{self.port}"\n',
-            encoding="utf-8",
-        )
         self.log = folder / "router.log"
         self.secret = box.secret
         self.notify_path = str(folder / "notify")
@@ -83,9 +77,18 @@ class Router:
         self.systemd.bind(self.notify_path)
         self.systemd.setblocking(False)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # A free port at each start: the suite runs in parallel, and a port let
+        # go at a stop can be another test's client port by the restart.
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config.write_text(
+            f'[asterisk]\nurl = "{self.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+            f'[router]\nrules = ["{self.rules}"]\nstate_dir = "{self.folder / "state"}"\n'
+            f'log_format = "json"\n[api]\nlisten = "127.0.0.1:{self.port}"\n',
+            encoding="utf-8",
+        )
         env = {
             **os.environ,
             "CR_SECRET": self.secret,
