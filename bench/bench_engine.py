@@ -8,15 +8,19 @@ The route benchmark (``bench_route.py``) measures the whole process against a
 real Asterisk, where parsing, socket writes and a loaded machine blur what the
 engine itself costs. This one feeds the events of 300 real calls (the capture
 of ``bench_ingest.py``, restricted to the engine's event selection) straight
-into :meth:`Engine.handle_event` of an engine set up as ``bench_route.py``'s
-engine variants are (the shipped rules, 1,000 generic ``if: did == ...``
-rules, the directory, a warm 1C cache, every decision logged to a file), with
-the 9 CEL records of an answered call added to each captured call, on an
-AMI stand-in that answers at once and confirms each Redirect with its
-``Newexten``. It reports the CPU time per call (every event of the call and
-its decision, the bookkeeping after the Redirect included) and how long after
-its request event was handed in the Redirect left (p50): the decision's own
-share of the route latency.
+into the engine (a read at a time, as the TCP client hands them) of an
+engine set up as ``bench_route.py``'s engine variants are (the shipped rules,
+1,000 generic ``if: did == ...`` rules, the directory, a warm 1C cache, every
+decision logged to a file), with the 9 CEL records of an answered call added
+to each captured call, on an AMI stand-in that answers at once and confirms
+each Redirect with its ``Newexten``. The capture's dialplan had ``Ringing()``
+between the request and ``Wait``; the feed puts the steps in the shipped
+dialplan's order, the request read with its ``Wait`` step (router/parking.py).
+It reports the CPU time per call (every event of the call and its decision,
+the bookkeeping after the Redirect included) and how long after its request
+event was handed in the Redirect left (p50): the decision's own share of the
+route latency; each without and with a call life listener (as with the 1C
+plugin: then the CEL records are folded and their events told).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BenchOneC, engine_config, make_rules_dir, md_table
+from _common import BenchOneC, CallLifeListener, engine_config, make_rules_dir, md_table
 
 WARMUP = 2000  # events fed before measuring (caches, code paths)
 
@@ -58,8 +62,13 @@ class InstantAMI:
         self.parser = RawmanParser()
 
     async def deliver(self, data: bytes) -> None:
-        for event in self.parser.feed(data):
-            await self.engine.handle_event(event)
+        events = list(self.parser.feed(data))
+        handle_items = getattr(self.engine, "_handle_items", None)  # a --baseline may predate it
+        if handle_items is not None:
+            await handle_items(events)
+        else:
+            for event in events:
+                await self.engine.handle_event(event)
 
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
@@ -117,26 +126,58 @@ def captured_events() -> list[Any]:
     return events
 
 
+def shipped_order(events: list[Any]) -> list[Any]:
+    """The capture's dialplan had ``Ringing()`` between the request and
+    ``Wait``; the shipped one (router/sandbox/dialplan/callrouter.conf) rings
+    before the request, so the channel's ``Wait`` step follows it at once. The
+    channel's steps between the two move before the request."""
+    out = list(events)
+    for at in [i for i, e in enumerate(out) if e.name == "UserEvent"]:
+        channel = out[at].get("Channel")
+        wait = next(
+            (
+                i
+                for i in range(at + 1, len(out))
+                if out[i].name == "Newexten"
+                and out[i].get("Channel") == channel
+                and out[i].get("Application") == "Wait"
+            ),
+            None,
+        )
+        if wait is None:
+            continue
+        between = [e for e in out[at + 1 : wait] if e.get("Channel") == channel]
+        others = [e for e in out[at + 1 : wait] if e.get("Channel") != channel]
+        out[at : wait + 1] = [*between, out[at], out[wait], *others]
+    return out
+
+
 def with_cel(events: list[Any]) -> list[Any]:
-    """The capture predates CEL over AMI: after each request, the 9 CEL records
-    of an answered call (``router.testing.cel``) under that call's Linkedid,
-    as cel_manager sends them, so the call life's work is in the figure."""
+    """The capture predates CEL over AMI: after each request's ``Wait`` step,
+    the 9 CEL records of an answered call (``router.testing.cel``) under that
+    call's Linkedid, as cel_manager sends them, so the call life's work is in
+    the figure."""
     from router.ami.message import Event
     from router.testing.cel import answered_call, as_ami
 
     records = [as_ami(record) for record in answered_call().records]
     out: list[Any] = []
+    asked: dict[str, str] = {}  # requesting channel -> its Linkedid
     for event in events:
         out.append(event)
         if event.name == "UserEvent":
-            linkedid = event.get("Linkedid") or ""
+            asked[event.get("Channel") or ""] = event.get("Linkedid") or ""
+        elif event.name == "Newexten" and event.get("Application") == "Wait":
+            linkedid = asked.pop(event.get("Channel") or "", None)
+            if linkedid is None:
+                continue
             for fields in records:
                 cel = dict(fields, LinkedID=linkedid, UniqueID=f"{linkedid}-{fields['UniqueID']}")
                 out.append(Event(tuple(cel.items())))
     return out
 
 
-async def measure(rounds: int) -> tuple[float, float]:
+async def measure(rounds: int, *, life: bool = False) -> tuple[float, float]:
     """(CPU microseconds per call, request -> Redirect p50 in microseconds), best round."""
     from bench_route import EXTRA_RULES, did_rules
 
@@ -159,7 +200,11 @@ async def measure(rounds: int) -> tuple[float, float]:
     await onec.warm()
     ami = InstantAMI()
     engine = Engine(
-        load_config(path), plugins=Plugins.load(extra=[onec], disabled=["onec"]), client=ami
+        load_config(path),
+        plugins=Plugins.load(
+            extra=[onec, *([CallLifeListener()] if life else [])], disabled=["onec"]
+        ),
+        client=ami,
     )
     ami.engine = engine
     await engine.setup()
@@ -168,21 +213,39 @@ async def measure(rounds: int) -> tuple[float, float]:
     ami.parser.wanted = selection.names
     narrowing = getattr(engine, "event_narrowing", None)  # a --baseline may predate it
     ami.set_narrowing(await narrowing() if narrowing is not None else {})
-    events = with_cel(captured_events())
-    # Each event's bytes, as one read of the socket; a request's Timestamp is
-    # filled in when it is fed (made now, not at capture time).
-    wired = [(e.name == "UserEvent", wire(e) if e.name != "UserEvent" else e) for e in events]
+    events = with_cel(shipped_order(captured_events()))
+    # Each event's bytes, as one read of the socket, but a request with the
+    # Wait step right after it (as a TCP client reads them nearly always: the
+    # two are published microseconds apart). A request's Timestamp is filled
+    # in when it is fed (made now, not at capture time).
+    wired: list[tuple[bool, Any]] = []
+    for event in events:
+        if wired and wired[-1][0] and event.name == "Newexten":
+            wired[-1] = (True, (wired[-1][1][0], wire(event)))
+        elif event.name == "UserEvent":
+            wired.append((True, (event, b"")))
+        else:
+            wired.append((False, wire(event)))
     requests: list[float] = []
 
     async def feed(batch: list[Any]) -> None:
         for is_request, item in batch:
             if is_request:
+                request, step = item
                 now = f"{time.time():.6f}"
-                item = wire(
-                    Event(tuple((k, now if k == "Timestamp" else v) for k, v in item.fields))
+                item = (
+                    wire(
+                        Event(tuple((k, now if k == "Timestamp" else v) for k, v in request.fields))
+                    )
+                    + step
                 )
                 requests.append(time.perf_counter())
             await ami.deliver(item)
+            # A read at a time, as from a socket: between two reads the loop
+            # runs what waits (a decision waiting for its channel's Wait step,
+            # router/parking.py, is sent when that step is read, not after the
+            # whole capture).
+            await asyncio.sleep(0)
         await engine.wait_idle()
 
     await feed(wired[:WARMUP])
@@ -211,43 +274,55 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also measure revision REV's router")
     parser.add_argument("--repeat", type=int, default=3, help="alternations with --baseline")
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--life", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.once:
-        cpu, p50 = asyncio.run(measure(args.rounds))
+        cpu, p50 = asyncio.run(measure(args.rounds, life=args.life))
         print(f"{cpu:.0f} {p50:.0f}")
         return
     revisions = [("this checkout", None)] + ([(args.baseline, "")] if args.baseline else [])
-    rows: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in revisions}
+    #: Each router without and with a call life listener, alternated.
+    cells = [(label, tree, life) for label, tree in revisions for life in (False, True)]
+    rows: dict[tuple[str, bool], list[tuple[float, float]]] = {
+        (label, life): [] for label, _, life in cells
+    }
     with tempfile.TemporaryDirectory() as base:
         if args.baseline:
             from bench_route import export_tree
 
             export_tree(args.baseline, Path(base))
         for _ in range(args.repeat if args.baseline else 1):
-            for label, tree in revisions:
+            for label, tree, life in cells:
                 env = dict(os.environ)
                 env.pop("CALLROUTER_BENCH_BASELINE", None)
                 if tree is not None:
                     env["CALLROUTER_BENCH_BASELINE"] = base
+                command = [sys.executable, __file__, "--once", "--rounds", str(args.rounds)]
                 out = subprocess.run(
-                    [sys.executable, __file__, "--once", "--rounds", str(args.rounds)],
+                    [*command, *(["--life"] if life else [])],
                     env=env,
                     check=True,
                     capture_output=True,
                     text=True,
                 ).stdout.split()
-                rows[label].append((float(out[0]), float(out[1])))
-    print("### The engine alone: captured calls through Engine.handle_event, no sockets\n")
+                rows[label, life].append((float(out[0]), float(out[1])))
+    print("### The engine alone: captured calls through the engine, no sockets\n")
     print(
         md_table(
-            ["router", "CPU per call, us (each run)", "request -> Redirect p50, us (each run)"],
+            [
+                "router",
+                "call life listener",
+                "CPU per call, us (each run)",
+                "request -> Redirect p50, us (each run)",
+            ],
             [
                 [
                     label,
+                    "yes" if life else "no",
                     ", ".join(f"{cpu:.0f}" for cpu, _ in runs),
                     ", ".join(f"{p50:.0f}" for _, p50 in runs),
                 ]
-                for label, runs in rows.items()
+                for (label, life), runs in rows.items()
             ],
         )
     )
