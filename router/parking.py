@@ -222,7 +222,11 @@ class Parking:
     def scan(self, items: Sequence[object]) -> None:
         """Look ahead through a batch (events and stream gaps): its requests,
         then their channels' steps after them."""
-        watching = bool(self._spots)
+        if len(items) < 2:
+            return  # the engine's handling of the one event notes the same
+        # Steps matter only while a request waits for one (most reads of a busy
+        # PBX hold none of the kind).
+        watching = self._open > 0
         for item in items:
             if type(item) is not Event:
                 continue
