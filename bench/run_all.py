@@ -39,13 +39,15 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
         [
             "--duration",
             "4",
+            # Three: the medians are then a repetition's own figure, and a
+            # ratio's "at or below" count says more than one of two.
             "--repeat",
-            "2",
+            "3",
             "--variants",
             "tcp,tcp-engine,tcp-engine+filter,tcp-engine+filter+life,engine,engine+filter,ajam",
         ],
         ["--duration", "1", "--rates", "20,100"],
-        720,
+        900,
     ),
     (
         # The same with 100 NoOp steps between the request and Wait: a Redirect
