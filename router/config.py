@@ -479,15 +479,40 @@ def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, st
     )
 
 
+#: ``auth`` per transport: AJAM's modes, native AMI's.
+_AUTH_MODES = {False: ("cookie", "digest"), True: ("plain", "md5")}
+
+
+def _check_transport_keys(reader: SettingsReader, url: str, *, native: bool) -> None:
+    """Refuse the keys of the other transport, all of them in one error: a
+    router.toml switched from http:// to tcp:// (or back) would otherwise fail
+    once per key left over."""
+    wrong = [key for key in (_HTTP_ONLY if native else _TCP_ONLY) if reader.has(key)]
+    auth = reader.values.get("auth")
+    auth_wrong = isinstance(auth, str) and auth in _AUTH_MODES[not native]
+    if not wrong and not auth_wrong:
+        return
+    kind = "http:// or https://" if native else "tcp:// or tls://"
+    here = " or ".join(repr(mode) for mode in _AUTH_MODES[native])
+    if not wrong:
+        raise reader.error(
+            "auth", f"expected {here}, got {auth!r}, which applies to {kind} urls only"
+        )
+    message = f"applies to {kind} urls only, and url is {url!r}"
+    others = wrong[1:]
+    if others:
+        message += f"; so do {', '.join(others)}"
+    if auth_wrong:
+        message += f"; and auth {auth!r} is for {kind} urls (here {here})"
+    raise reader.error(wrong[0], message)
+
+
 def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSettings:
     _reject_unknown("asterisk", reader.values, reader.origins, _KEYS["asterisk"])
     url = _url(reader)
     native = url.startswith(tuple(f"{s}://" for s in TCP_SCHEMES))
     https = url.startswith(("https://", "tls://"))
-    for key in _TCP_ONLY if not native else _HTTP_ONLY:
-        if reader.has(key):
-            kind = "tcp:// or tls://" if key in _TCP_ONLY else "http:// or https://"
-            raise reader.error(key, f"applies to {kind} urls only, and url is {url!r}")
+    _check_transport_keys(reader, url, native=native)
     verify: bool | Path = True
     if reader.has("verify"):
         raw = reader.values["verify"]

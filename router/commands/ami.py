@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "ami",
         help="run an AMI action and print its answer",
-        description="Run one AMI action over AJAM and print the response and list items. "
+        description="Run one AMI action (over AJAM or native TCP AMI, as [asterisk] url says) and "
+        "print the response and list items. "
         "`callrouter ami ACTION --help` shows the action's parameters.",
         add_help=False,
     )

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "events",
         help="print Asterisk events as they happen",
-        description="Tail AMI events over AJAM (WaitEvent). GLOBs filter by event name, "
+        description="Tail AMI events (over AJAM or native TCP AMI, as [asterisk] url says). "
+        "GLOBs filter by event name, "
         "case-insensitively: `callrouter events 'Queue*' Hangup`.",
     )
     parser.add_argument("globs", nargs="*", metavar="GLOB", default=["*"])

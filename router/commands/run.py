@@ -23,7 +23,7 @@ log = logging.getLogger("router.run")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="route calls: consume AJAM events, evaluate rules, act through AMI",
+        help="route calls: consume AMI events, evaluate rules, act through AMI",
         description="Run the router. SIGTERM stops it (in-flight decisions finish), "
         "SIGHUP reloads the rules (a broken rule set keeps the previous one).",
     )

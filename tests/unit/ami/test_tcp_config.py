@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,36 @@ def test_bad_tcp_settings_are_refused_naming_the_key(
     (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[asterisk\] " + message):
         load(tmp_path, body)
+
+
+def test_every_key_of_the_other_transport_is_named_in_one_error(tmp_path: Path) -> None:
+    """A router.toml switched from http:// to tcp:// by its url alone fails
+    once, naming everything left to change, not once per key."""
+    body = (
+        'url = "tcp://h:5038"\nformat = "rawman"\nhttp_client = "native"\n'
+        'waitevent_timeout = 20\nauth = "cookie"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, body)
+    message = str(caught.value)
+    assert re.search(
+        r"\[asterisk\] format: applies to http:// or https:// urls only, and url is "
+        r"'tcp://h:5038'; so do http_client, waitevent_timeout; and auth 'cookie' is for "
+        r"http:// or https:// urls \(here 'plain' or 'md5'\)",
+        message,
+    ), message
+
+
+def test_an_auth_mode_of_the_other_transport_says_so(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"\[asterisk\] auth: expected 'cookie' or 'digest', "
+        r"got 'md5', which applies to tcp:// or tls:// urls only",
+    ):
+        load(tmp_path, 'url = "http://h:8088/asterisk"\nauth = "md5"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"ping_interval: applies to tcp:// or tls:// urls "
+        r"only, and url is 'http://h:8088/asterisk'; and auth 'md5' is for",
+    ):
+        load(tmp_path, 'url = "http://h:8088/asterisk"\nping_interval = 5\nauth = "md5"\n')
