@@ -531,7 +531,9 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
     if client_key is not None and client_cert is None:
         raise reader.error("client_key", "needs client_cert too")
     for key in ("verify", "client_cert", "client_key"):
-        if not https and reader.has(key) and not isinstance(reader.values[key], bool):
+        # ``verify = true`` too: beside a plain url it would read as a promise
+        # of checked TLS that nothing keeps.
+        if not https and reader.has(key):
             raise reader.error(key, f"TLS options need an https:// or tls:// url, got {url!r}")
     secret, source = _secret(reader, environ)
     return AsteriskSettings(

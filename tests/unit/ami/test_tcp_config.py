@@ -71,6 +71,14 @@ def test_tls_url_takes_the_tls_keys_and_md5(tmp_path: Path) -> None:
             'url = "tcp://h:5038"\nverify = "ca.pem"\n',
             r"verify: TLS options need an https:// or tls:// url",
         ),
+        (
+            'url = "tcp://h:5038"\nverify = true\n',
+            r"verify: TLS options need an https:// or tls:// url, got 'tcp://h:5038'",
+        ),
+        (
+            'url = "http://h:8088/asterisk"\nverify = false\n',
+            r"verify: TLS options need an https:// or tls:// url",
+        ),
         ('url = "tcp://h:5038"\nping_interval = 0\n', r"ping_interval: expected more than 0"),
     ],
 )
