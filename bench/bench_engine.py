@@ -132,24 +132,27 @@ def shipped_order(events: list[Any]) -> list[Any]:
     before the request, so the channel's ``Wait`` step follows it at once. The
     channel's steps between the two move before the request."""
     out = list(events)
-    for at in [i for i, e in enumerate(out) if e.name == "UserEvent"]:
-        channel = out[at].get("Channel")
-        wait = next(
-            (
-                i
-                for i in range(at + 1, len(out))
-                if out[i].name == "Newexten"
-                and out[i].get("Channel") == channel
-                and out[i].get("Application") == "Wait"
-            ),
-            None,
-        )
-        if wait is None:
-            continue
-        between = [e for e in out[at + 1 : wait] if e.get("Channel") == channel]
-        others = [e for e in out[at + 1 : wait] if e.get("Channel") != channel]
-        out[at : wait + 1] = [*between, out[at], out[wait], *others]
+    at = 0
+    while at < len(out):
+        # By position, not from a list made first: a move shifts the events after it.
+        if out[at].name == "UserEvent":
+            channel = out[at].get("Channel")
+            wait = next((i for i in range(at + 1, len(out)) if _is_wait_of(out[i], channel)), None)
+            if wait is not None:
+                between = [e for e in out[at + 1 : wait] if e.get("Channel") == channel]
+                others = [e for e in out[at + 1 : wait] if e.get("Channel") != channel]
+                out[at : wait + 1] = [*between, out[at], out[wait], *others]
+                at += len(between)
+        at += 1
     return out
+
+
+def _is_wait_of(event: Any, channel: str | None) -> bool:
+    return bool(
+        event.name == "Newexten"
+        and event.get("Channel") == channel
+        and event.get("Application") == "Wait"
+    )
 
 
 def with_cel(events: list[Any]) -> list[Any]:
@@ -220,8 +223,14 @@ async def measure(rounds: int, *, life: bool = False) -> tuple[float, float]:
     # in when it is fed (made now, not at capture time).
     wired: list[tuple[bool, Any]] = []
     for event in events:
-        if wired and wired[-1][0] and event.name == "Newexten":
-            wired[-1] = (True, (wired[-1][1][0], wire(event)))
+        last = wired[-1] if wired else None
+        if (
+            last is not None
+            and last[0]
+            and not last[1][1]
+            and _is_wait_of(event, last[1][0].get("Channel"))
+        ):
+            wired[-1] = (True, (last[1][0], wire(event)))
         elif event.name == "UserEvent":
             wired.append((True, (event, b"")))
         else:

@@ -543,9 +543,7 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
         secret_source=source,
         auth=cast(
             AuthMode,
-            reader.choice("auth", ("plain", "md5"), "plain")
-            if native
-            else reader.choice("auth", ("cookie", "digest"), "cookie"),
+            reader.choice("auth", _AUTH_MODES[native], _AUTH_MODES[native][0]),
         ),
         format=cast(Format, reader.choice("format", ("rawman", "mxml"), "rawman")),
         verify=verify,
