@@ -461,16 +461,26 @@ def _log_task_failure(task: asyncio.Task[Any]) -> None:
 
 def call_info(call: Call | None, event: Event | None) -> CallInfo | None:
     """The rules' view of the call (``call.*`` in expressions)."""
-    if call is None and event is None:
-        return None
-    channel = (event.get("Channel") if event else None) or (call.waiting_channel if call else "")
+    if event is None:
+        if call is None:
+            return None
+        return CallInfo(
+            channel=call.waiting_channel or "",
+            uniqueid="",
+            linkedid=call.linkedid,
+            context="",
+            exten="",
+            vars=dict(call.variables),
+        )
+    # ``is not None``, not truth: an Event's truth is its length (a call each).
+    get = event.get
     return CallInfo(
-        channel=channel or "",
-        uniqueid=(event.get("Uniqueid") if event else None) or "",
-        linkedid=call.linkedid if call else ((event.get("Linkedid") if event else None) or ""),
-        context=(event.get("Context") if event else None) or "",
-        exten=(event.get("Exten") if event else None) or "",
-        vars=dict(call.variables) if call else {},
+        channel=get("Channel") or (call.waiting_channel if call is not None else "") or "",
+        uniqueid=get("Uniqueid") or "",
+        linkedid=call.linkedid if call is not None else (get("Linkedid") or ""),
+        context=get("Context") or "",
+        exten=get("Exten") or "",
+        vars=dict(call.variables) if call is not None else {},
     )
 
 

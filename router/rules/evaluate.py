@@ -32,6 +32,10 @@ NOT_PROVIDED = "not provided"
 LATE_START_GRACE = 0.05
 
 
+#: Answers that are never awaitable, by exact type (a subclass may be).
+_PLAIN = frozenset({type(None), dict, str, list, tuple, int, float, bool})
+
+
 class Outcome(NamedTuple):
     decision: Decision
     trace: Trace
@@ -268,9 +272,10 @@ async def _resolve(
     """Resolves the rule's lookups in order; returns True if any failed."""
     failed = False
     scope = evaluator.names
+    evaluate = evaluator.evaluate
     for lookup in rule.lookups:
-        args = tuple(evaluator.evaluate(a) for a in lookup.args)
-        kwargs = tuple((k, evaluator.evaluate(v)) for k, v in lookup.kwargs)
+        args = tuple([evaluate(a) for a in lookup.args])
+        kwargs = tuple([(k, evaluate(v)) for k, v in lookup.kwargs]) if lookup.kwargs else ()
         record = LookupTrace(
             lookup.name, _describe(lookup.lookup, args, kwargs), lookup=lookup.lookup
         )
@@ -323,7 +328,8 @@ async def _call_lookup(
     started = time.perf_counter()
     try:
         result = func(*args, **kwargs)
-        if inspect.isawaitable(result):
+        # Most answers are plain values: no awaitable check (an ABC test) for them.
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             if remaining is None:
                 result = await result
             else:
@@ -341,6 +347,8 @@ async def _call_lookup(
 
 
 def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> str:
+    if not kwargs:
+        return f"{name}({', '.join(map(repr, args))})"
     shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs]
     return f"{name}({', '.join(shown)})"
 

@@ -24,6 +24,7 @@ import ast
 import operator
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
@@ -520,10 +521,15 @@ class _Unsupported(Exception):
     pass
 
 
+#: Mappings read by exact type first: ``lists`` is a mappingproxy, and the
+#: ``Mapping`` ABC check below costs more than the read.
+_MAPPINGS = (dict, MappingProxyType)
+
+
 def _attr(value: Any, name: str) -> Any:
     if value is None:
         return None
-    if type(value) is dict:
+    if type(value) in _MAPPINGS:
         return value.get(name)
     allowed = ALLOWED_ATTRS.get(type(value))
     if allowed is not None and name in allowed:
@@ -537,7 +543,7 @@ def _attr(value: Any, name: str) -> Any:
 def _item(container: Any, key: Any) -> Any:
     if container is None:
         return None
-    if isinstance(container, Mapping):
+    if type(container) in _MAPPINGS or isinstance(container, Mapping):
         return container.get(key)
     if isinstance(container, str | list | tuple):
         try:
