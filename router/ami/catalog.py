@@ -573,6 +573,8 @@ def encode_value(value: AMIValue, spec: ParamSpec | None = None) -> str | list[s
     so), numbers their decimal text, a mapping one ``K=V`` per item (the form
     Asterisk wants for ``Variable``), any other sequence one header per element.
     """
+    if type(value) is str:  # nearly every header: no ABC check on the way
+        return value
     if isinstance(value, Mapping):
         return [f"{k}={_scalar(v, None)}" for k, v in value.items()]
     if isinstance(value, str | bool | int | float):

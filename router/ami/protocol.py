@@ -474,7 +474,7 @@ class Action:
                 f"{self.name}: {len(out)} headers, Asterisk reads at most {MAX_ACTION_HEADERS}"
             )
         for key, value in out:
-            if not key or any(c in key for c in ":\r\n\0 =&"):
+            if not key or _BAD_KEY.search(key) is not None:
                 raise AMIValidationError(f"{self.name}: invalid parameter name {key!r}")
             if "\r" in value or "\n" in value:
                 raise AMIValidationError(
@@ -490,6 +490,9 @@ class Action:
         return out
 
 
+#: What no header name may hold: it would end the name early, or the line
+#: (or, in AJAM's form encoding, the field).
+_BAD_KEY = re.compile("[:\r\n\0 =&]")
 #: What ``quote(..., safe="")`` leaves as it is: such a text needs no call
 #: (most keys and values of an action; AJAM encodes a poll per batch).
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
