@@ -468,7 +468,7 @@ class Action:
         out = [("Action", self.name)]
         if self.action_id is not None:
             out.append(("ActionID", self.action_id))
-        out.extend(p for p in self.params if p[0].lower() not in ("action", "actionid"))
+        out.extend([p for p in self.params if p[0].lower() not in ("action", "actionid")])
         if len(out) > MAX_ACTION_HEADERS:
             raise AMIValidationError(
                 f"{self.name}: {len(out)} headers, Asterisk reads at most {MAX_ACTION_HEADERS}"
@@ -505,7 +505,7 @@ def _quoted(text: str) -> str:
 def _urlencode(pairs: Iterable[tuple[str, str]]) -> str:
     # quote(..., safe="") turns '+' into %2B and ' ' into %20: Asterisk decodes '+'
     # as a space, so a literal plus must never travel unescaped.
-    return "&".join(f"{_quoted(k)}={_quoted(v)}" for k, v in pairs)
+    return "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in pairs])
 
 
 def encode_query(action: Action) -> str:
@@ -526,7 +526,7 @@ def encode_form(action: Action) -> bytes:
 
 def encode_rawman(action: Action) -> bytes:
     """The action as TCP AMI bytes (``Key: Value`` lines and a blank line)."""
-    return "".join(f"{k}: {v}\r\n" for k, v in action.pairs()).encode("utf-8") + b"\r\n"
+    return "".join([f"{k}: {v}\r\n" for k, v in action.pairs()]).encode("utf-8") + b"\r\n"
 
 
 # --------------------------------------------------------------------------- results
