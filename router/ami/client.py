@@ -252,6 +252,9 @@ class AJAMClient(AMIActions[ActionResult]):
         #: The session cookie as sent back (``mansession_id=...``), whatever the transport.
         self._cookie: str | None = None
         self._transport = self._make_transport(parts, transport)
+        #: Whether the transport writes a request in the caller's step and
+        #: hands off itself (router.eager); others are handed off before.
+        self._writes_in_step = isinstance(self._transport, ConnectionPool)
 
     def _make_transport(
         self, parts: urllib.parse.SplitResult, given: Transport | httpx.AsyncBaseTransport | None
@@ -479,8 +482,11 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIConnectionError("the AJAM client is closed")
         if action.action_id is None:
             action = action.with_action_id(self._next_id())
-        # An HTTP exchange runs under asyncio.timeout: in its own task (router.eager).
-        await eager.hand_off()
+        # An HTTP exchange runs under asyncio.timeout: in its own task
+        # (router.eager). The native pool hands off itself, once the request
+        # is written: a decision's Redirect then leaves in its request's turn.
+        if not self._writes_in_step:
+            await eager.hand_off()
         if not self._logged_in:
             await self.login()
         generation = self.session_generation

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from router import eager
 from router.ami.numbers import ascii_hex, ascii_int
 
 __all__ = [
@@ -322,13 +323,28 @@ class ConnectionPool:
         ``TimeoutError`` when ``timeout`` passes."""
         if self._closed:
             raise HTTPError("connection pool is closed")
-        async with self._slots:
+        async with self._slots:  # a free slot is taken without a wait
+            # On an idle connection the request is written at once, in the
+            # caller's step: a Redirect decided in the loop turn its request
+            # arrived in (router.eager) leaves in that turn, as over TCP,
+            # not a turn later behind the callbacks already queued. The wait
+            # for the answer runs under asyncio.timeout, in the caller's task.
+            conn = self._idle_connection()
+            reused = conn is not None
+            if conn is not None:
+                try:
+                    conn.writer.write(request)
+                except BaseException:
+                    conn.close()
+                    raise
+            await eager.hand_off()
             async with asyncio.timeout(timeout):
-                conn, reused = await self._acquire()
+                if conn is None:
+                    conn = await self._connect()
+                    conn.writer.write(request)
                 try:
                     response = await self._exchange(
                         conn,
-                        request,
                         reused,
                         ResponseParser(max_body=self._max_body, max_head=self._max_head),
                     )
@@ -342,7 +358,8 @@ class ConnectionPool:
                 conn.close()
             return response
 
-    async def _acquire(self) -> tuple[_Connection, bool]:
+    def _idle_connection(self) -> _Connection | None:
+        """The newest idle connection still open and fresh, or None."""
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
@@ -351,8 +368,11 @@ class ConnectionPool:
                 and not conn.reader.at_eof()
                 and not conn.writer.is_closing()
             ):
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def _connect(self) -> _Connection:
         async with asyncio.timeout(self._connect_timeout):
             reader, writer = await asyncio.open_connection(
                 self.host,
@@ -360,14 +380,12 @@ class ConnectionPool:
                 ssl=self._ssl,
                 server_hostname=self.host if self._ssl is not None else None,
             )
-        return _Connection(reader, writer), False
+        return _Connection(reader, writer)
 
     @staticmethod
-    async def _exchange(
-        conn: _Connection, request: bytes, reused: bool, parser: ResponseParser
-    ) -> HTTPResponse:
+    async def _exchange(conn: _Connection, reused: bool, parser: ResponseParser) -> HTTPResponse:
+        """The answer to the request already written on ``conn``."""
         try:
-            conn.writer.write(request)
             await conn.writer.drain()
             while True:
                 data = await conn.reader.read(65536)

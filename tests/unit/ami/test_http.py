@@ -267,3 +267,48 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
     with pytest.raises(AMITimeoutError, match="Login"):
         await client.login()
     await client.aclose()
+
+
+async def test_a_request_is_written_in_the_callers_step(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """A Redirect decided in the loop turn its request arrived in (router.eager)
+    is written in that turn, on an idle connection: not a loop turn later,
+    behind the callbacks already queued (the TCP client does the same)."""
+    from router import eager
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            extra = b'Set-Cookie: mansession_id="0badcafe"\r\n' if b"Login" in request else b""
+            writer.write(answer(b"Response: Success\r\nMessage: ok\r\n\r\n", extra))
+            await writer.drain()
+        writer.close()
+
+    port = await server(handler)
+    settings = ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
+    async with AJAMClient(settings) as client:
+        await client.login()
+        await client.action("Ping")  # an idle keep-alive connection in the pool
+        written: list[bytes] = []
+        pool = client.transport
+        assert isinstance(pool, ConnectionPool)
+        (idle,) = pool._idle
+        write = idle.writer.write
+        idle.writer.write = lambda data: (written.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        task, handed_off = eager.start(
+            client.send(
+                "Redirect", {"Channel": "PJSIP/a-1", "Context": "c", "Exten": "1", "Priority": "1"}
+            )
+        )
+        # Nothing awaited yet: the first step alone wrote it.
+        assert len(written) == 1
+        assert b"Action=Redirect" in written[0]
+        assert task is not None
+        assert handed_off
+        assert (await task).ok
