@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Iterable
@@ -121,13 +122,17 @@ class HTTPResponse:
     keep_alive: bool = True
 
 
+#: What would end a header line early (or a C string in Asterisk): refused.
+_LINE_BREAK = re.compile("[\r\n\0]")
+
+
 def build_request(
     method: str, target: str, host: str, body: bytes, headers: Iterable[tuple[str, str]] = ()
 ) -> bytes:
     """The request's bytes; header values with line breaks are refused."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers:
-        if any(c in value or c in name for c in "\r\n\0"):
+        if _LINE_BREAK.search(name) is not None or _LINE_BREAK.search(value) is not None:
             raise ValueError(f"header {name!r} contains a line break or NUL")
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(body)}")

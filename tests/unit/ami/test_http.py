@@ -41,6 +41,11 @@ def test_request_bytes() -> None:
     )
     with pytest.raises(ValueError, match="line break"):
         build_request("POST", "/", "h", b"", [("X", "a\r\nInjected: 1")])
+    for bad in ("a\nb", "a\rb", "a\0b"):
+        with pytest.raises(ValueError, match="line break or NUL"):
+            build_request("POST", "/", "h", b"", [("X", bad)])
+        with pytest.raises(ValueError, match="line break or NUL"):
+            build_request("POST", "/", "h", b"", [(bad, "v")])
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
