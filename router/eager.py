@@ -120,6 +120,11 @@ def start(
     finally:
         _starting = outer
     rest = loop.create_task(_resume(coro, waiting), name=name, context=context)
+    # A task cancelled before its first step never enters _resume, which
+    # would leave ``coro`` suspended where the first step stopped, its
+    # ``finally`` blocks unrun until the collector finds it: closed here.
+    # A no-op for a coroutine that finished.
+    rest.add_done_callback(lambda _: coro.close())
     return rest, waiting is None
 
 

@@ -336,26 +336,25 @@ class ConnectionPool:
             # for the answer runs under asyncio.timeout, in the caller's task.
             conn = self._idle_connection()
             reused = conn is not None
-            if conn is not None:
-                try:
+            try:
+                if conn is not None:
                     conn.writer.write(request)
-                except BaseException:
-                    conn.close()
-                    raise
-            await eager.hand_off()
-            async with asyncio.timeout(timeout):
-                if conn is None:
-                    conn = await self._connect()
-                    conn.writer.write(request)
-                try:
+                await eager.hand_off()
+                async with asyncio.timeout(timeout):
+                    if conn is None:
+                        conn = await self._connect()
+                        conn.writer.write(request)
                     response = await self._exchange(
                         conn,
                         reused,
                         ResponseParser(max_body=self._max_body, max_head=self._max_head),
                     )
-                except BaseException:
+            except BaseException:
+                # Written and not answered (cancelled, timed out, broken): the
+                # connection's next bytes would be that answer, so it is not reused.
+                if conn is not None:
                     conn.close()
-                    raise
+                raise
             if response.keep_alive and not self._closed:
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)

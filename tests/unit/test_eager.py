@@ -131,6 +131,32 @@ async def test_cancelling_the_task_reaches_the_coroutine() -> None:
     assert cleaned == ["finally"]
 
 
+@pytest.mark.parametrize("hand_off", [True, False])
+async def test_cancelling_the_task_before_its_first_step_reaches_the_coroutine(
+    hand_off: bool,
+) -> None:
+    """Cancelled before the rest ever ran (the engine stopping in the same
+    turn): the coroutine's ``finally`` runs then, not whenever the collector
+    finds it (a connection written on and never read would stay open)."""
+    cleaned: list[str] = []
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        try:
+            if hand_off:
+                await eager.hand_off()
+            await never
+        finally:
+            cleaned.append("finally")
+
+    task, _ = eager.start(waits())
+    assert task is not None
+    task.cancel()  # no loop turn: the task has not taken its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally"]
+
+
 async def test_context_set_in_the_first_step_is_the_coroutines_not_the_callers() -> None:
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 

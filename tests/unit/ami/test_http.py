@@ -317,3 +317,40 @@ async def test_a_request_is_written_in_the_callers_step(
         assert task is not None
         assert handed_off
         assert (await task).ok
+
+
+async def test_a_request_cancelled_after_its_write_closes_its_connection(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """Cancelled between the write in the caller's step and the wait for the
+    answer (the engine stopping): the answer would be the connection's next
+    bytes, so the connection is closed, never handed to the next request."""
+    from router import eager
+
+    ended = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(answer(b"Response: Success\r\n\r\n"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # Closed with the answer unread: a reset, or an end of stream.
+            writer.close()
+            ended.set()
+
+    pool = ConnectionPool("127.0.0.1", await server(handler))
+    await pool.request(build_request("POST", "/", "h", b"a"), timeout=2)
+    (idle,) = pool._idle
+    task, handed_off = eager.start(pool.request(build_request("POST", "/", "h", b"b"), timeout=2))
+    assert task is not None
+    assert handed_off
+    assert pool._idle == []  # taken, and the request written
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert idle.writer.is_closing()
+    assert pool._idle == []
+    await asyncio.wait_for(ended.wait(), 2)  # the server saw it closed
+    await pool.aclose()
