@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from router import eager
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.http import (
     ConnectionPool,
@@ -280,7 +281,6 @@ async def test_a_request_is_written_in_the_callers_step(
     """A Redirect decided in the loop turn its request arrived in (router.eager)
     is written in that turn, on an idle connection: not a loop turn later,
     behind the callbacks already queued (the TCP client does the same)."""
-    from router import eager
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -325,8 +325,6 @@ async def test_a_request_cancelled_after_its_write_closes_its_connection(
     """Cancelled between the write in the caller's step and the wait for the
     answer (the engine stopping): the answer would be the connection's next
     bytes, so the connection is closed, never handed to the next request."""
-    from router import eager
-
     ended = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
