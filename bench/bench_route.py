@@ -114,6 +114,9 @@ ENGINE_VARIANTS = (
 FILTERED_USER = "router-filtered"
 #: The same for ``+filter+life``: the lines of an engine with a call life listener.
 FILTERED_LIFE_USER = "router-filtered-life"
+#: ``+filter`` variants of ``--baseline``'s code: the lines its own engine prints
+#: (a change to what the engine asks Asterisk for is measured whole).
+FILTERED_BASE_USER = "router-filtered-base"
 #: The engine variants' extra rules: this many ``if: did == ...`` rules.
 EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
@@ -343,6 +346,22 @@ async def engine_filter_lines(*, life: bool = False) -> list[str]:
     return selection.manager_conf_lines()
 
 
+async def baseline_filter_lines(args: argparse.Namespace) -> list[str]:
+    """:func:`engine_filter_lines` of the ``--baseline`` revision's engine (its own process)."""
+    env = {**os.environ, "CALLROUTER_BENCH_BASELINE": str(args.baseline_tree)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--filter-lines",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"the baseline's filter lines: exit {proc.returncode}")
+    return json.loads(out)
+
+
 def did_rules(n: int) -> str:
     """``n`` per-DID rules in the generic form, none matching a benchmark call."""
     parts = ["version: 1\nrules:\n"]
@@ -463,6 +482,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     timings = Timings()
     variant = args.serve.split("@", 1)[0]  # "tcp-engine@base": the baseline's code
+    filtered = FILTERED_BASE_USER if args.serve.endswith("@base") else FILTERED_USER
     if variant == "ajam":
         await serve_ajam(args.url, args.secret, stop, timings)
     elif variant == "ajam-2poll":
@@ -476,11 +496,9 @@ async def serve(args: argparse.Namespace) -> None:
     elif variant == "tcp-engine":
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
     elif variant == "engine+filter":
-        await serve_engine(args.url, args.secret, stop, timings, FILTERED_USER)
+        await serve_engine(args.url, args.secret, stop, timings, filtered)
     elif variant == "tcp-engine+filter":
-        await serve_engine(
-            f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, FILTERED_USER
-        )
+        await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, filtered)
     elif variant == "tcp-engine+filter+life":
         await serve_engine(
             f"tcp://127.0.0.1:{args.ami_port}",
@@ -750,6 +768,8 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     cells: list[Cell] = []
     if any(v.split("@", 1)[0].endswith("+filter") for v in args.variants):
         box.add_manager_user(FILTERED_USER, lines=await engine_filter_lines())
+    if any(v.endswith("+filter@base") for v in args.variants):
+        box.add_manager_user(FILTERED_BASE_USER, lines=await baseline_filter_lines(args))
     if any(v.split("@", 1)[0].endswith("+life") for v in args.variants):
         box.add_manager_user(FILTERED_LIFE_USER, lines=await engine_filter_lines(life=True))
     ami = TCPAMI(box.ami_port, box.secret)
@@ -963,7 +983,11 @@ def main() -> None:
     parser.add_argument("--secret", help=argparse.SUPPRESS)
     parser.add_argument("--ami-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--filter-lines", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.filter_lines:  # baseline_filter_lines: this process runs the baseline's code
+        print(json.dumps(asyncio.run(engine_filter_lines())))
+        return
     if args.serve:
         asyncio.run(serve(args))
         return

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from router.ami.message import Event
 from router.ami.numbers import ascii_int
 
-__all__ = ["Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
+__all__ = ["ANSWERED_STATE", "Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
 
 #: How many timeline entries a call keeps; a stuck call must not grow forever.
 TIMELINE_MAX = 64
@@ -31,6 +31,11 @@ TIMELINE_MAX = 64
 VARIABLES_MAX = 64
 _UNKNOWN = ("", "<unknown>")
 
+
+#: The ``ChannelStateDesc`` of a leg that answered: the only channel state the
+#: tracker acts on (the engine asks Asterisk for no other ``Newstate`` unless
+#: the HTTP API, a call life listener, a rule or a plugin reads them).
+ANSWERED_STATE = "Up"
 
 @dataclass(slots=True)
 class Channel:
@@ -185,7 +190,7 @@ class CallTracker:
             state = get("ChannelStateDesc") or event.get("ChannelStateDesc")
             if state:
                 chan.state = state
-                if state == "Up" and not channel_name.startswith("Local/"):
+                if state == ANSWERED_STATE and not channel_name.startswith("Local/"):
                     call.answered = True
             if not call.caller_number:
                 number = get("CallerIDNum") or event.get("CallerIDNum") or ""

@@ -66,7 +66,7 @@ from router.builtin.timefuncs import rules_timezone
 from router.calllife.fold import FOLDED
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker
+from router.calls import ANSWERED_STATE, Call, CallTracker
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -902,13 +902,21 @@ class Engine:
             narrowed.add("Newexten")
         if "cel" not in read:
             narrowed.add("CEL")
+        if (
+            "newstate" not in read
+            and self._config.api is None
+            and not self.plugins.reads_call_events()
+        ):
+            # Only the tracker reads it then, and only to see a leg answer.
+            narrowed.add("Newstate")
         return frozenset(narrowed)
 
     def _header_filters(self, narrowed: frozenset[str]) -> frozenset[HeaderFilter]:
         """What Asterisk itself can drop of the narrowed events: a ``Newexten``
         at a priority no call enters a context at, a CEL record the call life
-        does not fold. Each filter keeps at least what :meth:`event_narrowing`
-        parses (a Redirect's landing is at the priority its rule names)."""
+        does not fold, a ``Newstate`` other than a leg answering. Each filter
+        keeps at least what :meth:`event_narrowing` parses (a Redirect's
+        landing is at the priority its rule names)."""
         filters = set()
         if "Newexten" in narrowed:
             priorities = self.rules.current.landing_priorities()
@@ -919,6 +927,8 @@ class Engine:
                 filters.add(HeaderFilter("Newexten", "Application", frozenset({WAIT_APPLICATION})))
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
+        if "Newstate" in narrowed:
+            filters.add(HeaderFilter("Newstate", "ChannelStateDesc", frozenset({ANSWERED_STATE})))
         return frozenset(filters)
 
     async def event_narrowing(self) -> dict[str, Narrower]:
@@ -932,9 +942,13 @@ class Engine:
         a Redirect (its confirmation). ``CEL``: the call life folds six kinds of
         record (router/calllife/fold.py ``FOLDED``); the others (``CHAN_END``,
         ``BRIDGE_*``, ``APP_*``...: half of an answered call's) change nothing.
-        The rest are dropped unparsed, unless a rule, a plugin or (for
-        ``Newexten``) the HTTP API reads them too, or ``[asterisk] events =
-        "all"`` asks for everything.
+        ``Newstate``: the tracker needs only a leg answering (``Up``); the
+        others (``Ring``, ``Ringing``, ``Dialing``...) come in the request's own
+        read (the dialplan's ``Ringing()`` just before it), so each one handled
+        there delays the Redirect. The rest are dropped unparsed, unless a
+        rule, a plugin or (for ``Newexten`` and ``Newstate``) the HTTP API
+        reads them too, a call life listener (``Newstate``: the ringing signs),
+        or ``[asterisk] events = "all"`` asks for everything.
         """
         narrowed = self._narrowed(await self.plugins.wanted_events())
         narrow: dict[str, Narrower] = {}
@@ -945,6 +959,8 @@ class Engine:
             narrow["UserEvent"] = self.parking.note_raw
         if "CEL" in narrowed:
             narrow["CEL"] = _folded_cel
+        if "Newstate" in narrowed:
+            narrow["Newstate"] = _answered_state
         return narrow
 
     def _is_request(self, event: Event) -> bool:
@@ -1203,6 +1219,12 @@ class Engine:
         """Wait for in-flight routing tasks (tests, demo, shutdown)."""
         if self.router.tasks:
             await asyncio.wait(set(self.router.tasks), timeout=timeout)
+
+
+def _answered_state(block: str) -> bool:
+    """A ``Newstate`` the tracker reads: a leg answering (one it cannot judge is kept)."""
+    state = raw_header(block, "ChannelStateDesc")
+    return state is None or state == ANSWERED_STATE
 
 
 def _folded_cel(block: str) -> bool:

@@ -254,7 +254,7 @@ async def test_without_a_call_life_listener_no_cel_is_asked_for(
     assert selection.names is not None
     assert "CEL" not in selection.names
     assert "DialState" not in selection.names
-    assert {f.event for f in selection.narrowed} == {"Newexten"}
+    assert {f.event for f in selection.narrowed} == {"Newexten", "Newstate"}
     assert not any("CEL" in line for line in selection.manager_conf_lines())
 
     (tmp_path / "life").mkdir()
@@ -262,3 +262,77 @@ async def test_without_a_call_life_listener_no_cel_is_asked_for(
     selection = await engine.event_selection()
     assert selection.names is not None
     assert {"CEL", "DialState"} <= selection.names
+
+
+async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The tracker reads a ``Newstate`` only to see a leg answer; the
+    ``Ringing`` the shipped dialplan makes just before its request would be
+    handled in the request's own read. Asterisk is asked for ``Up`` alone,
+    and the client drops the others unparsed (AJAM, or a user without the
+    lines); whoever reads every state (the API, a call life listener, a rule
+    or a plugin) gets them all."""
+    from router.ami.event_filter import HeaderFilter
+    from router.api.settings import ApiSettings
+
+    engine = await engine_factory(write(tmp_path))
+    selection = await engine.event_selection()
+    assert HeaderFilter("Newstate", "ChannelStateDesc", frozenset({"Up"})) in selection.narrowed
+    lines = selection.manager_conf_lines()
+    assert (
+        "eventfilter(action(include),name(Newstate),header(ChannelStateDesc),method(exact))=Up"
+        in lines
+    )
+    assert "eventfilter(action(include),name(Newstate))=" not in lines
+    keep = (await engine.event_narrowing())["Newstate"]
+    state = "Event: Newstate\nChannel: PJSIP/a-1\nChannelState: {}\nChannelStateDesc: {}"
+    assert keep(state.format(6, "Up"))
+    assert not keep(state.format(5, "Ringing"))
+    assert not keep(state.format(4, "Ring"))
+    assert keep("Event: Newstate\nChannel: PJSIP/a-1")  # cannot judge: kept
+
+    # A leg answering is still seen: the call is answered, its ringing is not parsed.
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    ajam_replay.queue_event(
+        {"Event": "Newstate", "Channel": channel, "ChannelStateDesc": "Ringing", "Linkedid": "x"}
+    )
+    await ajam_replay.settle(engine)
+    call = engine.tracker.by_channel(channel)
+    assert call is not None
+    assert not any(entry.event == "Newstate" for entry in call.timeline)
+    ajam_replay.queue_event(
+        {
+            "Event": "Newstate",
+            "Channel": "PJSIP/101-00000002",
+            "ChannelStateDesc": "Up",
+            "Linkedid": call.linkedid,
+        }
+    )
+    await ajam_replay.settle(engine)
+    assert call.answered
+    assert [entry.event for entry in call.timeline].count("Newstate") == 1
+
+    class States:
+        @hookimpl
+        def callrouter_event(self, event: Event, call: Call | None) -> None:
+            pass
+
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("Newstate",)
+
+    for name, kwargs in (
+        ("listener", {"plugins": [Told()]}),
+        ("api", {"api": ApiSettings(port=free_port())}),
+        ("plugin", {"plugins": [States()]}),
+    ):
+        (tmp_path / name).mkdir()
+        other = await engine_factory(write(tmp_path / name), **kwargs)
+        assert "Newstate" not in await other.event_narrowing(), name
+        assert not any(f.event == "Newstate" for f in (await other.event_selection()).narrowed)
+    (tmp_path / "rule").mkdir()
+    states = ROUTE + "  - name: states\n    on: event Newstate\n"
+    states += "    do: [{ami: {action: UserEvent, userevent: x}}]\n"
+    other = await engine_factory(write(tmp_path / "rule", states))
+    assert "Newstate" not in await other.event_narrowing()
