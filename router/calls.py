@@ -37,6 +37,7 @@ _UNKNOWN = ("", "<unknown>")
 #: the HTTP API, a call life listener, a rule or a plugin reads them).
 ANSWERED_STATE = "Up"
 
+
 @dataclass(slots=True)
 class Channel:
     name: str
