@@ -442,6 +442,10 @@ class Plugins:
     async def call_event(self, event: CallEvent) -> None:
         await self._call_each("callrouter_call_event", {"event": event}, scope=event.call_id)
 
+    def implements(self, hook_name: str) -> bool:
+        """Whether any plugin implements the hook ``hook_name``."""
+        return bool(self._impls(hook_name))
+
     def reads_call_events(self) -> bool:
         """Whether any plugin implements ``callrouter_call_event``. Without one
         the call life has nobody to tell: the engine then neither asks Asterisk

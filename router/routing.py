@@ -59,6 +59,8 @@ decision_log = logging.getLogger("router.decision")
 _ROUTED_MEMORY = 100_000
 #: Recent decisions kept in memory (status, tests, the demo); the log has them all.
 _RECORDS_KEPT = 1_000
+#: Early-routed requests waiting to meet their call (each does within its read).
+_EARLY_KEPT = 1_000
 #: Calls the reconcile at start asks about falling through while callrouter was down.
 _FALLEN_CHECKED = 500
 
@@ -166,6 +168,8 @@ class Router:
         #: hand-off (router.eager): the rest starts on the loop's next turn.
         self.starting = False
         self._routed: OrderedDict[str, None] = OrderedDict()
+        #: Requests routed early whose call was not tracked yet (:meth:`accept`).
+        self._early: dict[str, bool] = {}
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -204,10 +208,22 @@ class Router:
 
     # -- one request -----------------------------------------------------------------------
 
-    def accept(self, event: Event, call: Call | None) -> bool:
-        """Start routing a request unless it was routed already or we are stopping."""
+    def accept(self, event: Event, call: Call | None, *, early: bool = False) -> bool:
+        """Start routing a request unless it was routed already or we are stopping.
+
+        ``early``: taken from the request's raw text before the events read
+        with it ahead of it (router/engine.py ``_route_early``); the call
+        may not be tracked yet, and is claimed when the request comes again
+        in order.
+        """
         request = self.dialplan.request(event)
-        if request is None or not self.accepting or request.key in self._routed:
+        if request is None:
+            return False
+        if request.key in self._routed:
+            if call is not None and self._early.pop(request.key, False):
+                _claim(call, request)
+            return False
+        if not self.accepting:
             return False
         self._routed[request.key] = None
         if len(self._routed) > _ROUTED_MEMORY:
@@ -215,14 +231,15 @@ class Router:
         received = time.monotonic()
         deadline = self.dialplan.deadline(request, received=received, now=time.time())
         if call is not None:
-            call.routed = True
-            call.waiting_channel = request.channel
-            if not call.did:
-                call.did = request.did
+            _claim(call, request)
+        elif early:
+            self._early[request.key] = True
+            if len(self._early) > _EARLY_KEPT:
+                self._early.pop(next(iter(self._early)))
         # Decided and sent in this loop turn, not behind the callbacks already
         # queued (router.eager): with a cached answer the Redirect is written
         # before accept returns.
-        coro = self._route(request, call, deadline, received)
+        coro = self._route(request, call, deadline, received, early=early)
         try:
             task, self.starting = eager.start(coro, name=f"route {request.channel}")
         except Exception:
@@ -234,7 +251,13 @@ class Router:
         return True
 
     async def _route(
-        self, request: RoutingRequest, call: Call | None, deadline: float, received: float
+        self,
+        request: RoutingRequest,
+        call: Call | None,
+        deadline: float,
+        received: float,
+        *,
+        early: bool = False,
     ) -> None:
         # The channel snapshot, not the dialplan's DID/Caller keys: a caller
         # number with commas can rewrite those (router/dialplan.py).
@@ -327,6 +350,11 @@ class Router:
                 ),
                 lookups=_lookup_traces(trace),
             )
+        if call is None and early:
+            # Routed before the events read with the request were handled:
+            # once they are (the read's own turn), its call is tracked.
+            await eager.hand_off()
+            call = self._tracker.by_channel(channel)
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
 
@@ -457,6 +485,14 @@ class Router:
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
+
+
+def _claim(call: Call, request: RoutingRequest) -> None:
+    """The call is being routed: later requests of it are ignored."""
+    call.routed = True
+    call.waiting_channel = request.channel
+    if not call.did:
+        call.did = request.did
 
 
 def call_info(call: Call | None, event: Event | None) -> CallInfo | None:

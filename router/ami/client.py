@@ -394,10 +394,12 @@ class AJAMClient(AMIActions[ActionResult]):
         *,
         marker: bytes | None = None,
         peek: Callable[[str, str], None] | None = None,
+        early: Callable[[bytes, int, int], None] | None = None,
     ) -> None:
         """As :meth:`TCPClient.set_urgent`; a long-poll hands its batch over
         whole (``marker`` cuts nothing, ``peek`` is not needed: the batch is
-        looked ahead whole), and the event stream puts what ``test`` accepts first."""
+        looked ahead whole; nor is ``early``, not offered here), and the event
+        stream puts what ``test`` accepts first."""
 
     def _ours(self, action_id: str) -> bool:
         """An ActionID this client gave (another client's ``OriginateResponse``

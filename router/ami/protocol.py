@@ -42,6 +42,7 @@ __all__ = [
     "Narrower",
     "RawmanParser",
     "assemble_result",
+    "block_names",
     "encode_form",
     "encode_query",
     "encode_rawman",
@@ -263,6 +264,19 @@ def parse_rawman(
     if not messages:
         raise AMIProtocolError("empty body: no AMI message")
     return messages
+
+
+def block_names(data: bytes, end: int) -> list[str]:
+    """The names of the events among the whole blocks of ``data[:end]``, in
+    order, read off their first lines without parsing them (an action's
+    answer has none). ``end`` is a block's start: everything before it is
+    whole blocks ending in a blank line, as a TCP read cut there is."""
+    names: list[str] = []
+    for block in data[:end].split(b"\r\n\r\n"):
+        if block.startswith(b"Event: "):
+            line = block.find(b"\r\n")
+            names.append(_decode(block[7:line] if line >= 0 else block[7:]))
+    return names
 
 
 def raw_header(block: str, key: str) -> str | None:

@@ -92,6 +92,9 @@ __all__ = ["TCPClient"]
 
 log = logging.getLogger("router.ami.tcp")
 
+#: ``early(data, start, end)`` of :meth:`TCPClient.set_urgent`.
+Early = Callable[[bytes, int, int], None]
+
 #: Largest event list one action may produce (a CoreShowChannels of a huge PBX).
 MAX_LIST_ITEMS = 1_000_000
 #: Events handed over by one ``wait_event``: in a burst the engine routes the
@@ -143,13 +146,32 @@ class _Connection(asyncio.Protocol):
             at = data.find(marker)
             if at >= 0:
                 end = data.find(b"\r\n\r\n", at + len(marker) - 2)
-                if 0 <= end < len(data) - 4 and data.find(marker, end) < 0:
-                    peek = self._owner.urgent_peek
-                    if peek is not None:
-                        _peek_wait_step(data, at, end + 4, peek)
-                    self._take(data[: end + 4])
-                    data = data[end + 4 :]
+                if end >= 0 and data.find(marker, end) < 0:
+                    rest = end + 4 < len(data)
+                    if rest:
+                        peek = self._owner.urgent_peek
+                        if peek is not None:
+                            _peek_wait_step(data, at, end + 4, peek)
+                    early = self._owner.urgent_early
+                    if early is not None:
+                        self._early(early, data, at, end + 4)
+                    if rest:
+                        self._take(data[: end + 4])
+                        data = data[end + 4 :]
         self._take(data)
+
+    def _early(self, early: Early, data: bytes, at: int, end: int) -> None:
+        """Offer ``early`` the urgent block ending at ``end`` when whole events
+        come before it in this read and nothing read before waits: the
+        engine may act on it before they are parsed (:meth:`TCPClient.set_urgent`)."""
+        start = data.rfind(b"\r\n\r\n", 0, at)
+        owner = self._owner
+        if start < 0 or self._parser.pending or owner._events or owner._urgent:
+            return
+        try:
+            early(data, start + 4, end)
+        except Exception:  # the owner's to guard; never the socket's
+            log.exception("acting on an urgent event early failed")
 
     def _take(self, data: bytes) -> None:
         try:
@@ -308,6 +330,8 @@ class TCPClient(AMIActions[ActionResult]):
         self.urgent_marker: bytes | None = None
         #: Shown an urgent event and its channel's Wait step ahead (:meth:`set_urgent`).
         self.urgent_peek: Callable[[str, str], None] | None = None
+        #: Offered an urgent event before the events read with it ahead of it (:meth:`set_urgent`).
+        self.urgent_early: Early | None = None
         self._wakeup: asyncio.Future[None] | None = None
         #: Takes a read's events in the read itself (:meth:`set_push`).
         self._push: Callable[[list[Event]], bool] | None = None
@@ -558,6 +582,7 @@ class TCPClient(AMIActions[ActionResult]):
         *,
         marker: bytes | None = None,
         peek: Callable[[str, str], None] | None = None,
+        early: Early | None = None,
     ) -> None:
         """Events ``test`` accepts jump a backlog (more than one batch queued):
         the engine's routing requests, so that in a burst a call's request
@@ -575,10 +600,19 @@ class TCPClient(AMIActions[ActionResult]):
         its channel's ``Newexten`` for ``Wait`` when that is in the rest of
         the read, before either is parsed (the step a Redirect waits for,
         router/parking.py).
+
+        ``early``: called with a read holding one such event and whole events
+        before it (``early(data, start, end)``: the event's block is
+        ``data[start:end]``), before any of it is parsed, when nothing read
+        before is still queued. The owner may act on the event from its raw
+        text there (router/engine.py ``_route_early``); every event of the
+        read, that one included, is then handed over in order as ever. It
+        must not raise.
         """
         self._urgent_test = test
         self.urgent_marker = marker if marker else None
         self.urgent_peek = peek
+        self.urgent_early = early
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -53,7 +53,9 @@ class ClientStub:
     async def set_events(self, selection: Any) -> None:
         self.event_selection = selection
 
-    def set_urgent(self, test: Any, *, marker: bytes | None = None, peek: Any = None) -> None:
+    def set_urgent(
+        self, test: Any, *, marker: bytes | None = None, peek: Any = None, early: Any = None
+    ) -> None:
         self.urgent_marker = marker
         self.urgent_peek = peek
 

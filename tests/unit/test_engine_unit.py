@@ -56,7 +56,14 @@ class FakeClient:
         """And which events it reads only in part."""
         self.narrow = narrow
 
-    def set_urgent(self, test: object, *, marker: bytes | None = None, peek: object = None) -> None:
+    def set_urgent(
+        self,
+        test: object,
+        *,
+        marker: bytes | None = None,
+        peek: object = None,
+        early: object = None,
+    ) -> None:
         """And which it takes first."""
         self.urgent = test
         self.urgent_marker = marker
