@@ -453,6 +453,21 @@ async def serve_engine(
             return bool(push(events))
 
         cast(Any, client)._push = stamped_push
+    early = getattr(client, "urgent_early", None)
+    if early is not None:
+        # A request read after other events may be acted on from its raw text
+        # before the read is parsed (Engine._route_early): in hand from then.
+        def stamped_early(data: bytes, start: int, end: int) -> None:
+            now = time.time()
+            block = data[start:end]
+            if b"\r\nUserEvent: CallRouterRequest\r\n" in block:
+                at = block.find(b"\r\nChannel: ")
+                if at >= 0:
+                    channel = block[at + 11 : block.find(b"\r\n", at + 11)]
+                    timings.got(channel.decode(), now)
+            early(data, start, end)
+
+        cast(Any, client).urgent_early = stamped_early
     print("READY", flush=True)
     await stop.wait()
     engine.request_stop()

@@ -1162,7 +1162,10 @@ class Engine:
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
-        self.executor.observe(event)
+        early = self.router.early
+        if not (early and name == "Newexten" and event.get("Channel") in early):
+            # (A step read before an early request is not its Redirect's landing.)
+            self.executor.observe(event)
         if name == "Newexten":
             self.parking.stepped(event)
         elif name == "Hangup":

@@ -168,8 +168,10 @@ class Router:
         #: hand-off (router.eager): the rest starts on the loop's next turn.
         self.starting = False
         self._routed: OrderedDict[str, None] = OrderedDict()
-        #: Requests routed early whose call was not tracked yet (:meth:`accept`).
-        self._early: dict[str, bool] = {}
+        #: Channels whose request was routed early (:meth:`accept`), until the
+        #: request comes again in order: the events read before it, handled
+        #: after its Redirect was sent, are not that Redirect's landing.
+        self.early: dict[str, str] = {}
         #: Routings and other actions in flight (the engine drains them on stop).
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
@@ -199,6 +201,7 @@ class Router:
             for channel in call.channels.values():
                 self._routed.pop(channel.uniqueid or channel.name, None)
                 self._executor.forget(channel.name)
+                self.early.pop(channel.name, None)
 
     async def end_calls(self, ended: tuple[Call, ...]) -> None:
         """Forget the calls, then ``callrouter_call_end`` for each, in the order they ended."""
@@ -220,8 +223,10 @@ class Router:
         if request is None:
             return False
         if request.key in self._routed:
-            if call is not None and self._early.pop(request.key, False):
-                _claim(call, request)
+            if self.early.get(request.channel) == request.key:
+                del self.early[request.channel]  # its read's events are all handled now
+                if call is not None:
+                    _claim(call, request)
             return False
         if not self.accepting:
             return False
@@ -232,10 +237,10 @@ class Router:
         deadline = self.dialplan.deadline(request, received=received, now=time.time())
         if call is not None:
             _claim(call, request)
-        elif early:
-            self._early[request.key] = True
-            if len(self._early) > _EARLY_KEPT:
-                self._early.pop(next(iter(self._early)))
+        if early:
+            self.early[request.channel] = request.key
+            if len(self.early) > _EARLY_KEPT:
+                self.early.pop(next(iter(self.early)))
         # Decided and sent in this loop turn, not behind the callbacks already
         # queued (router.eager): with a cached answer the Redirect is written
         # before accept returns.

@@ -1,0 +1,241 @@
+"""A request read after other events is routed from its own text first (issue 16).
+
+Over TCP a request's read also holds the call's new channels and its step into
+the inbound context. When none of them could change the decision (nothing
+reads them but the call tracker, the rules do not read ``call.vars``), the
+engine decides and writes the Redirect before that read is parsed
+(``Engine._route_early``); every event is then handled in Asterisk's order as
+ever, and the call is claimed when its request comes again in order. When
+something reads them (a plugin, an event rule, ``call.vars``), the read is
+handled in order first, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from router.ami.message import Event
+from router.calls import Call
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.hookspecs import hookimpl
+from tests.unit.ami.tcp_fake import FakeAMI
+from tests.unit.client_stub import EVERYONE
+
+CHANNEL = "PJSIP/trunk-00000001"
+#: An event the engine does not ask for: the parser counts it as it drops it,
+#: so the count at the Redirect tells whether the read was parsed by then.
+UNWANTED = b"Event: AgentLogin\r\nAgent: 1\r\n\r\n"
+SNAPSHOT = (
+    f"Channel: {CHANNEL}\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\nCallerIDNum: 79161234567\r\n"
+    "CallerIDName: <unknown>\r\nContext: callrouter-inbound\r\nExten: 74950000001\r\n"
+)
+NEWCHANNEL = f"Event: Newchannel\r\nChannelStateDesc: Ring\r\n{SNAPSHOT}Priority: 1\r\n\r\n"
+ENTRY = f"Event: Newexten\r\n{SNAPSHOT}Priority: 1\r\nApplication: Set\r\nAppData: x=1\r\n\r\n"
+REQUEST = (
+    f"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n{SNAPSHOT}Priority: 6\r\nWait: 4\r\n\r\n"
+)
+WAIT_STEP = f"Event: Newexten\r\n{SNAPSHOT}Priority: 7\r\nApplication: Wait\r\nAppData: 4\r\n\r\n"
+READ = UNWANTED + (NEWCHANNEL + ENTRY + REQUEST).encode() + UNWANTED + WAIT_STEP.encode()
+
+
+class Decisions:
+    """Records the order of what it is told: the events it reads, the decision."""
+
+    __name__ = "decisions"
+
+    def __init__(self, reads: tuple[str, ...] = ()) -> None:
+        self.reads = reads
+        self.told: list[tuple[str, str]] = []
+        self.calls: list[Call] = []
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return self.reads
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        self.told.append(("event", event.name))
+
+    @hookimpl
+    def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
+        self.told.append(("decision", outcome))
+        self.calls.append(call)
+
+
+@asynccontextmanager
+async def engine_on_tcp(
+    tmp_path: Path, rules_text: str, plugin: Decisions
+) -> AsyncIterator[tuple[Engine, FakeAMI, list[int]]]:
+    """An engine logged in to a fake Asterisk over TCP; the list gets, for each
+    Redirect written, how many unwanted events the parser had dropped by then."""
+    fake = await FakeAMI(secret="s").start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text, encoding="utf-8")
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "{fake.url}"\nusername = "router"\nsecret = "s"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[plugins]\ndisabled = ["onec"]\n',
+        encoding="utf-8",
+    )
+    from router.plugins import Plugins
+
+    engine = Engine(
+        load_config(config, environ={}),
+        plugins=Plugins.load(extra=[plugin], disabled=["onec"]),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    dropped: list[int] = []
+    try:
+        await engine.start()
+        task = asyncio.create_task(engine.serve())
+        await asyncio.wait_for(engine.ready.wait(), 5)
+        conn = engine.ami._conn  # type: ignore[union-attr]
+        assert conn is not None
+        send = conn.send
+        start = conn._parser.skipped
+
+        def sending(action: Any) -> Any:
+            if action.name == "Redirect":
+                dropped.append(conn._parser.skipped - start)
+            return send(action)
+
+        conn.send = sending  # type: ignore[method-assign]
+        # The stream takes reads in the read only once a poll has come back.
+        fake.push(("Event", "Hangup"), ("Channel", "PJSIP/b-00000002"))
+        for _ in range(200):
+            if engine._stream is not None and engine._stream.events_seen:
+                break
+            await asyncio.sleep(0.01)
+        start = conn._parser.skipped
+        yield engine, fake, dropped
+        engine.request_stop()
+        await asyncio.wait_for(task, 5)
+    finally:
+        await engine.stop()
+        await fake.stop()
+
+
+#: The channel came through the Redirect's target context before (a Goto from
+#: there into the inbound context): that step, read before the request and
+#: handled after the Redirect was written, is not the Redirect's landing.
+PASSED = (
+    f"Event: Newexten\r\n{SNAPSHOT.replace('callrouter-inbound', 'callrouter-dial')}"
+    "Priority: 1\r\nApplication: Goto\r\nAppData: callrouter-inbound,74950000001,1\r\n\r\n"
+)
+
+
+async def redirected(dropped: list[int]) -> None:
+    for _ in range(300):
+        if dropped:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no Redirect")
+
+
+async def settle(engine: Engine, fake: FakeAMI, dropped: list[int], context: str) -> None:
+    """The Redirect written, Asterisk's landing step sent, the decision recorded."""
+    await redirected(dropped)
+    fake.push(
+        ("Event", "Newexten"),
+        ("Channel", CHANNEL),
+        ("Uniqueid", "1.1"),
+        ("Linkedid", "1.1"),
+        ("Context", context),
+        ("Exten", "101"),
+        ("Priority", "1"),
+        ("Application", "NoOp"),
+    )
+    for _ in range(300):
+        if engine.records and not engine.router.tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no decision")
+
+
+async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
+    tmp_path: Path,
+) -> None:
+    plugin = Decisions()  # reads no event: only the decision
+    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+        fake.push_raw(
+            UNWANTED + (NEWCHANNEL + PASSED + ENTRY + REQUEST).encode() + WAIT_STEP.encode()
+        )
+        await redirected(dropped)
+        # Not even the unwanted event ahead of the request was parsed.
+        assert dropped == [0]
+        for _ in range(100):
+            call = engine.tracker.by_channel(CHANNEL)
+            if call is not None and call.routed:
+                break
+            await asyncio.sleep(0.01)
+        # Its earlier step in the target context is not taken for its landing.
+        assert engine.executor.confirmations.waiting
+        await settle(engine, fake, dropped, "callrouter-dial")
+        (record,) = engine.records
+        assert record.outcome == "executed"
+        call = engine.tracker.by_channel(CHANNEL)
+        # Claimed when the request came again in order: later requests ignored.
+        assert call is not None
+        assert call.routed
+        assert call.waiting_channel == CHANNEL
+        assert call.did == "74950000001"
+        # The decision hook got the call, tracked from the events read with it.
+        assert plugin.calls == [call]
+        assert [entry.event for entry in call.timeline][:4] == [
+            "Newchannel",
+            "Newexten",
+            "Newexten",
+            "UserEvent",
+        ]
+        # The request's second coming routes nothing again.
+        fake.push_raw(REQUEST.encode())
+        await asyncio.sleep(0.1)
+        assert len(engine.records) == 1
+
+
+async def test_events_someone_reads_are_handled_before_the_request(tmp_path: Path) -> None:
+    plugin = Decisions(reads=("Newchannel",))
+    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        assert dropped == [1]  # the read up to the request was parsed first
+        assert plugin.told == [("event", "Newchannel"), ("decision", "executed")]
+
+
+async def test_rules_reading_call_vars_or_an_event_rule_keep_the_order(tmp_path: Path) -> None:
+    vars_rules = """version: 1
+rules:
+  - name: tagged
+    on: call
+    if: call.vars.TAG == "x"
+    do:
+      - redirect: {context: callrouter-dial, exten: "102"}
+  - name: everyone
+    on: call
+    do:
+      - redirect: {context: callrouter-dial, exten: "101"}
+"""
+    async with engine_on_tcp(tmp_path, vars_rules, Decisions()) as (engine, fake, dropped):
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        assert dropped == [1]
+
+    (tmp_path / "event").mkdir()
+    event_rule = EVERYONE + (
+        "  - name: entered\n    on: event Newexten\n"
+        "    do: [{ami: {action: UserEvent, userevent: entered}}]\n"
+    )
+    async with engine_on_tcp(tmp_path / "event", event_rule, Decisions()) as (
+        engine,
+        fake,
+        dropped,
+    ):
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        assert dropped == [1]
