@@ -166,7 +166,13 @@ class _Connection(asyncio.Protocol):
         engine may act on it before they are parsed (:meth:`TCPClient.set_urgent`)."""
         start = data.rfind(b"\r\n\r\n", 0, at)
         owner = self._owner
-        if start < 0 or self._parser.pending or owner._events or owner._urgent:
+        if (
+            start < 0
+            or self._parser.pending
+            or owner._events
+            or owner._urgent
+            or owner._unreported is not None  # a new session's gap is reported first
+        ):
             return
         try:
             early(data, start + 4, end)
