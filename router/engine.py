@@ -985,11 +985,13 @@ class Engine:
         what plugins and event rules see, which the decision does not wait
         for when none reads them. So the request goes first only when the
         rules do not read ``call.vars``, no event rule and no plugin reads any
-        of those events (nor the call life, the HTTP API or a watcher), no
-        plugin implements ``callrouter_call_start`` and nothing is queued.
-        Either way every event, the request included, is then handled in
-        Asterisk's order as ever; the request's second coming only claims its
-        call (Router.accept).
+        of those events (nor the HTTP API or a watcher), no plugin implements
+        ``callrouter_call_start`` and nothing is queued. Either way every
+        event, the request included, is then handled in Asterisk's order as
+        ever; the request's second coming only claims its call
+        (Router.accept). The call life folds those events in that order too,
+        and ``callrouter_decision`` still comes after them: the Redirect's
+        confirmation is read after them.
         """
         if (
             self._pulling
@@ -1003,13 +1005,8 @@ class Engine:
         plugins = self.plugins
         if rules.reads_call_vars or plugins.implements("callrouter_call_start"):
             return
-        life = plugins.reads_call_events()
         for name in block_names(data, start):
-            if (
-                plugins.reads_event(name)
-                or rules.event_rules(name)
-                or (life and name in LIVE_EVENTS)
-            ):
+            if plugins.reads_event(name) or rules.event_rules(name):
                 return
         try:
             messages = parse_rawman(data[start:end])

@@ -355,11 +355,14 @@ class Router:
                 ),
                 lookups=_lookup_traces(trace),
             )
-        if call is None and early:
-            # Routed before the events read with the request were handled:
-            # once they are (the read's own turn), its call is tracked.
+        if early:
+            # Routed before the events read with the request were handled: the
+            # plugins hear of the decision after them (the read's own turn
+            # handles them; a decision not sent has not waited for anything),
+            # and by then the call is tracked.
             await eager.hand_off()
-            call = self._tracker.by_channel(channel)
+            if call is None:
+                call = self._tracker.by_channel(channel)
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
 

@@ -199,6 +199,39 @@ async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
         assert len(engine.records) == 1
 
 
+class LifeAndDecisions(Decisions):
+    """Told the call life too, as the 1C plugin is."""
+
+    __name__ = "life_and_decisions"
+
+    @hookimpl
+    def callrouter_call_event(self, event: Any) -> None:
+        self.told.append(("life", "event"))
+
+
+async def test_a_call_life_listener_still_gets_the_request_first(tmp_path: Path) -> None:
+    """The call life folds the read's events in order, after the Redirect was
+    written; the decision is told after them (and after the landing)."""
+    plugin = LifeAndDecisions()
+    ringing = f"Event: Newstate\r\nChannelStateDesc: Ringing\r\n{SNAPSHOT}Priority: 1\r\n\r\n"
+    read = UNWANTED + (NEWCHANNEL + ENTRY + ringing + REQUEST).encode() + WAIT_STEP.encode()
+    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+        assert engine.plugins.reads_call_events()
+        fake.push_raw(read)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        assert dropped == [0]
+        (record,) = engine.records
+        assert record.outcome == "executed"
+        (call,) = plugin.calls
+        assert [entry.event for entry in call.timeline][:4] == [
+            "Newchannel",
+            "Newexten",
+            "Newstate",
+            "UserEvent",
+        ]
+        assert plugin.told[-1] == ("decision", "executed")
+
+
 async def test_events_someone_reads_are_handled_before_the_request(tmp_path: Path) -> None:
     plugin = Decisions(reads=("Newchannel",))
     async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
