@@ -272,3 +272,21 @@ rules:
         fake.push_raw(READ)
         await settle(engine, fake, dropped, "callrouter-dial")
         assert dropped == [1]
+
+
+async def test_a_marker_smuggled_into_another_event_routes_nothing(tmp_path: Path) -> None:
+    """A caller name that carried the request's header line would put it inside
+    another event's block: that block is the other event, and nothing is routed."""
+    plugin = Decisions()
+    smuggled = (
+        f"Event: Newchannel\r\nChannelStateDesc: Ring\r\n{SNAPSHOT}"
+        "CallerIDName: x\r\nUserEvent: CallRouterRequest\r\nPriority: 1\r\n\r\n"
+    )
+    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+        fake.push_raw(UNWANTED + (NEWCHANNEL + ENTRY + smuggled).encode() + WAIT_STEP.encode())
+        await asyncio.sleep(0.3)
+        assert dropped == []
+        assert engine.records == []
+        call = engine.tracker.by_channel(CHANNEL)
+        assert call is not None
+        assert not call.routed
