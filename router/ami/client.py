@@ -577,8 +577,9 @@ class AJAMClient(AMIActions[ActionResult]):
             ("Content-Type", "application/x-www-form-urlencoded"),
             ("User-Agent", "callrouter"),
         ]
-        if self._cookie:
-            headers.append(("Cookie", self._cookie))
+        sent_cookie = self._cookie
+        if sent_cookie:
+            headers.append(("Cookie", sent_cookie))
         request = HTTPRequest("POST", self._target, tuple(headers), encode_form(action))
         wait = self.settings.request_timeout if timeout is None else timeout
         for attempt in (1, 2):
@@ -596,7 +597,7 @@ class AJAMClient(AMIActions[ActionResult]):
                 raise AMIConnectionError(
                     f"{action.name}: connection to {self._endpoint} broke: {stale.__cause__}"
                 ) from stale.__cause__
-            return self._parse(action, resp)
+            return self._parse(action, resp, sent_cookie)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -630,7 +631,9 @@ class AJAMClient(AMIActions[ActionResult]):
             )
             raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
 
-    def _parse(self, action: Action, resp: HTTPResponse) -> ActionResult:
+    def _parse(
+        self, action: Action, resp: HTTPResponse, sent_cookie: str | None = None
+    ) -> ActionResult:
         status = resp.status_code
         if status in (401, 403):
             raise AMIAuthenticationError(
@@ -647,7 +650,11 @@ class AJAMClient(AMIActions[ActionResult]):
         if status != 200:
             raise AMIConnectionError(f"{action.name}: HTTP {status} from {self._endpoint}")
         cookie = resp.headers.get("set-cookie")
-        if cookie:
+        # Every answer names a session; only Login's, or one to the cookie still in
+        # use, is ours to keep. A request that went out on a session Asterisk has
+        # since forgotten (a restart) comes back with a new one, not logged in; when
+        # another request has logged in again meanwhile, taking it would undo that.
+        if cookie and (action.name == "Login" or sent_cookie == self._cookie):
             if cookie.lstrip().startswith("mansession_id="):
                 value = cookie.split(";", 1)[0].strip()
                 if _COOKIE.fullmatch(value) is None:

@@ -411,6 +411,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         }
         if variables:
             params["Variable"] = variables
+        # Rendered before the send: Asterisk may report the call's channels before
+        # it answers the Originate, and the 201 is the call as queued (docs/api.md);
+        # its progress is the GET's and the event feed's.
+        created = JSONResponse(
+            _call_view(ctx, None, origination, call_id),
+            status_code=201,
+            headers={"Location": f"/api/v1/calls/{call_id}"},
+        )
         try:
             await ctx.send("Originate", params, action_id=origination.action_id)
         except ApiError:
@@ -418,11 +426,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             if key is not None:
                 keys.forget(token.name, key)
             raise
-        return JSONResponse(
-            _call_view(ctx, ctx.engine.calls.get(call_id), origination, call_id),
-            status_code=201,
-            headers={"Location": f"/api/v1/calls/{call_id}"},
-        )
+        return created
 
     async def list_calls(request: Request) -> JSONResponse:
         token = await authorize(request, "calls:read")

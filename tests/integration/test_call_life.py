@@ -183,6 +183,18 @@ async def call_of(
     return found[0]
 
 
+async def quiet_since(box: Sandbox) -> float:
+    """The moment to read Asterisk's stores from: after every earlier test's call is over.
+
+    A call of the test before (a hangup a moment ago) would otherwise have records
+    inside the window and be read as one of this test's calls, with records from
+    before a store was attached (cel_pgsql) or a router was started.
+    """
+    await until(lambda: not box.cli("core show channels concise").strip(), 20, "no channels")
+    await asyncio.sleep(0.2)  # CEL records of the last hangup leave after the channel
+    return time.time()
+
+
 def store_facts(box: Sandbox, since: float) -> dict[str, list[CallEvent]]:
     """What Asterisk's own records say about each call since ``since``."""
     calls = SqliteSource(box.inst / "log" / "cel.db").read(since)
@@ -406,7 +418,7 @@ def freeze_while_calling(phones: Phones, count: int, seconds: float) -> None:
 async def test_router_killed_while_calls_happen(
     box: Sandbox, phones: Phones, tmp_path: Path
 ) -> None:
-    since = time.time() - 1
+    since = await quiet_since(box)
     config = make_config(box, tmp_path)
     first = await Running(config).start()
     await asyncio.sleep(6)  # the mark is written every 5 s
@@ -437,7 +449,7 @@ async def test_router_killed_while_calls_happen(
 async def test_frozen_router_whose_session_expired_tells_every_call_once(
     box: Sandbox, phones: Phones, tmp_path: Path
 ) -> None:
-    since = time.time() - 1
+    since = await quiet_since(box)
     running = await Running(make_config(box, tmp_path)).start()
     try:
         await asyncio.to_thread(place_mixed, phones, 2)  # live
@@ -461,7 +473,7 @@ async def test_frozen_router_whose_session_expired_tells_every_call_once(
 async def test_asterisk_restart_every_call_told_once(
     box: Sandbox, phones: Phones, tmp_path: Path
 ) -> None:
-    since = time.time() - 1
+    since = await quiet_since(box)
     running = await Running(make_config(box, tmp_path)).start()
     try:
         await asyncio.to_thread(place_mixed, phones, 2)
@@ -548,7 +560,7 @@ async def test_cel_pgsql_tells_the_same_story_as_the_sqlite_file(
 ) -> None:
     """A remote Asterisk's store (cel_pgsql into real PostgreSQL, read with psycopg)
     folds into exactly the facts the local file gives, for calls of every kind."""
-    since = time.time() - 1
+    since = await quiet_since(box)
     await asyncio.to_thread(place_mixed, phones, 4)
     await asyncio.sleep(1)
     local = store_facts(box, since)

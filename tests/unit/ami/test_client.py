@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from router.ami.client import AJAMClient, ClientSettings, is_idempotent
+from router.ami.http import HTTPRequest, HTTPResponse
 from router.ami.protocol import Action
 from router.errors import (
     AMIActionError,
@@ -20,6 +21,7 @@ from router.errors import (
     AMIPrivilegeError,
     AMITimeoutError,
 )
+from router.testing import ReplayAsterisk
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "ami"
 URL = "http://pbx.test:8088/asterisk"
@@ -160,6 +162,76 @@ async def test_denied_by_a_session_another_request_already_replaced_is_retried(
         events = await client.wait_event(1)
         assert events
         assert seen[seen.index("WaitEvent") :] == ["WaitEvent", "WaitEvent"]  # no Ping
+
+
+async def test_an_answer_on_the_old_session_does_not_undo_a_relogin(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Asterisk restarted under two requests: one logged in again while the other
+    was out on the dead session. That one's answer carries a cookie too (the dead
+    session's, or a new unauthenticated one's): taking it would put every later
+    action on a session that is not logged in (CI saw the call placer's Originate
+    refused so, right after an Asterisk restart). Only Login's, or an answer to
+    the cookie still in use, sets the cookie."""
+    gate, arrived = asyncio.Event(), asyncio.Event()
+
+    async def slow(sent: object) -> dict[str, str]:
+        arrived.set()
+        await gate.wait()
+        return {}
+
+    ajam_replay.on("UserEvent", slow)
+    async with ajam_replay.client() as client:
+        out = asyncio.create_task(client.action("UserEvent", {"UserEvent": "x"}))
+        await arrived.wait()
+        ajam_replay.expire_session()  # Asterisk restarted: the session is gone
+        assert (await client.action("Ping")).ok  # denied, logged in again, retried
+        gate.set()
+        await out  # answered with the session of before
+        for _ in range(3):
+            assert (await client.action("Ping")).ok
+        assert client.session_generation == 2
+    assert [a.name for a in ajam_replay.actions].count("Login") == 2
+
+
+class LateOriginate:
+    """A transport over the fake that holds Originate's answer until ``gate`` opens:
+    Asterisk has answered it, the answer is still on its way."""
+
+    def __init__(self, inner: ReplayAsterisk) -> None:
+        self.inner, self.gate, self.answered = inner, asyncio.Event(), asyncio.Event()
+
+    async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
+        response = await self.inner.exchange(request, timeout=timeout)
+        if b"Action=Originate" in request.body and not self.gate.is_set():
+            self.answered.set()
+            await self.gate.wait()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_new_unauthenticated_session_in_a_refusal_is_not_taken(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """A request out with the dead session's cookie comes back refused with a new
+    session's cookie (Asterisk makes one for an unknown cookie, not logged in).
+    Arriving after another request logged in again, it is not taken: the refused
+    action is retried on the new session, not refused for a missing class."""
+    late = LateOriginate(ajam_replay)
+    async with AJAMClient(ajam_replay.settings(), transport=late) as client:
+        ajam_replay.expire_session()  # Asterisk restarted
+        out = asyncio.create_task(
+            client.action("Originate", {"Channel": "Local/1@sink", "Application": "Wait"})
+        )
+        await late.answered.wait()
+        assert (await client.action("Ping")).ok  # denied, logged in again, retried
+        late.gate.set()
+        assert (await out).ok
+        for _ in range(3):
+            assert (await client.action("Ping")).ok
+    assert [a.name for a in ajam_replay.actions].count("Login") == 2
 
 
 async def test_missing_write_class_is_a_privilege_error_without_relogin(

@@ -6,6 +6,7 @@ click-to-call's progress is what the engine's event flow tells it, as live.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from router.sandbox import free_port
 if TYPE_CHECKING:
     from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
+    from router.testing.replay import SentAction
 
 pytest_plugins = ["router.testing"]
 
@@ -161,6 +163,35 @@ async def test_click_to_call_originates_the_manager_first_then_the_number(
     ]
     assert shown["channels"][0]["name"] == "PJSIP/101-00000001"
     assert "101" in shown["extensions"]
+
+
+async def test_the_201_is_the_call_as_queued_when_asterisk_tells_its_progress_first(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Asterisk may report the call's channels before it answers the Originate (seen
+    live under load): the 201 still says what docs/api.md promises, "originating",
+    and the progress is the GET's to show."""
+
+    async def faster(sent: SentAction) -> dict[str, str]:
+        call_id, action_id = sent.get("ChannelId") or "", sent.action_id or ""
+        originated(ajam_replay, call_id, action_id)
+        for _ in range(500):
+            if engine.api.calls.get(call_id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the rest of the batch folded too
+        return {}
+
+    ajam_replay.on("Originate", faster)
+    response = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "originating"
+    assert response.json()["click_to_call"]["progress"] == []
+    call_id = response.json()["id"]
+    shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "dialing"  # the race did happen: the call had moved on
 
 
 async def test_click_to_call_failure_is_shown_with_asterisks_reason(
