@@ -139,11 +139,11 @@ class Timings:
     def seen(self, channel: str) -> bool:
         return channel in self.by_channel
 
-    def got(self, channel: str, t: float) -> None:
-        self.by_channel.setdefault(channel, [t, 0.0])
+    def got(self, channel: str, t: float, polled: float = 0.0) -> None:
+        self.by_channel.setdefault(channel, [t, 0.0, polled])
 
     def sent(self, channel: str, t: float) -> None:
-        self.by_channel.setdefault(channel, [t, t])[1] = t
+        self.by_channel.setdefault(channel, [t, t, 0.0])[1] = t
 
 
 def _is_request(msg: Any) -> bool:
@@ -422,14 +422,19 @@ async def serve_engine(
     wait_event, send = client.wait_event, client.send
 
     async def stamped_wait_event(timeout: int = 20) -> list[Any]:
+        polled = time.time()
         events = await wait_event(timeout)
         now = time.time()
+        counts = timings.by_channel.setdefault("__polls", [0.0, 0.0, 0.0])
+        counts[0] += 1
+        if not events:
+            counts[1] += 1
         for ev in events:
             # The name first (read off the first line): the bench's own scan of
             # every event is not the router's work (panoramisk's stamps run in
             # its UserEvent callback only).
             if ev.name == "UserEvent" and _is_request(ev):
-                timings.got(ev.get("Channel") or "", now)
+                timings.got(ev.get("Channel") or "", now, polled)
         return events
 
     async def stamped_send(name: str, params: Any = None, **kw: Any) -> Any:
@@ -626,6 +631,13 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
+def _waited(values: list[float]) -> str:
+    """AJAM: the share of requests queued before the poll that took them, and their p50."""
+    late = sorted(v for v in values if v > 0)
+    share = len(late) / len(values) * 100
+    return f"{share:.0f}% (p50 {pct(late, 50) if late else 0.0:.2f} ms)"
+
+
 @dataclass
 class Cell:
     variant: str
@@ -638,6 +650,10 @@ class Cell:
     delivery: list[float] = field(default_factory=list)
     router: list[float] = field(default_factory=list)
     redirect: list[float] = field(default_factory=list)
+    #: AJAM: how long the request waited in Asterisk for the poll that took it
+    #: (0 when that poll was out before the request was queued).
+    poll_wait: list[float] = field(default_factory=list)
+    polls: str = ""
     cpu: float = 0.0
     cpu_sys: float = 0.0
     wall: float = 0.0
@@ -759,6 +775,9 @@ async def run_cell(
         cell.note = outcomes.group(1).decode()
     stamps = json.loads(out.read_text()) if out.exists() else {}
     cell.calls = len(placed)
+    counted = stamps.pop("__polls", None)
+    if counted:
+        cell.polls = f"{counted[0]:.0f} ({counted[1]:.0f} empty)"
     for call in placed:
         if call.context == "callrouter-dial" and call.latency_ms is not None:
             cell.routed += 1
@@ -768,6 +787,8 @@ async def run_cell(
                 cell.delivery.append((st[0] - call.requested_at) * 1000)
                 cell.router.append((st[1] - st[0]) * 1000)
                 cell.redirect.append((call.landed_at - st[1]) * 1000)
+                if len(st) > 2 and st[2]:
+                    cell.poll_wait.append(max(0.0, st[2] - call.requested_at) * 1000)
         elif call.context is not None:
             cell.fail_open += 1
         else:
@@ -829,7 +850,13 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
                         f"  {variant:<11} {rate:>3}/s: {cell.routed}/{cell.calls} routed, "
                         f"p50 {pct(cell.latencies, 50):.2f} ms, "
                         f"cpu {cell.cpu / max(cell.wall, 1e-9) * 100:.0f}% "
-                        f"(sys {cell.cpu_sys / max(cell.wall, 1e-9) * 100:.0f}%)",
+                        f"(sys {cell.cpu_sys / max(cell.wall, 1e-9) * 100:.0f}%)"
+                        + (f", polls {cell.polls}" if cell.polls else "")
+                        + (
+                            f", waited for the poll {_waited(cell.poll_wait)}"
+                            if cell.poll_wait
+                            else ""
+                        ),
                         file=sys.stderr,
                         flush=True,
                     )
@@ -920,7 +947,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     split_rows = []
     for variant in args.variants:
         mine = [c for c in cells if c.variant == variant]
-        for part in ("delivery", "router", "redirect"):
+        for part in ("delivery", "router", "redirect", "poll_wait"):
             values = sorted(v for c in mine for v in getattr(c, part))
             if values:
                 split_rows.append(
@@ -955,7 +982,9 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         f"### {title} ({each})\n\n{main}\n\n"
         "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
         "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
-        "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk.\n\n"
+        "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk; "
+        "*poll_wait* (AJAM): how long the request was queued in Asterisk before the "
+        "poll that took it was sent (0 when that poll was out first).\n\n"
         f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
