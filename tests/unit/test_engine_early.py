@@ -13,18 +13,16 @@ handled in order first, as before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from router.ami.message import Event
 from router.calls import Call
-from router.config import load_config
-from router.engine import Engine, EngineOptions
+from router.engine import Engine
 from router.hookspecs import hookimpl
 from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.client_stub import EVERYONE
+from tests.unit.engine_tcp import engine_on_tcp
 
 CHANNEL = "PJSIP/trunk-00000001"
 #: An event the engine does not ask for: the parser counts it as it drops it,
@@ -65,60 +63,6 @@ class Decisions:
     def callrouter_decision(self, call: Call, decision: Any, trace: Any, outcome: str) -> None:
         self.told.append(("decision", outcome))
         self.calls.append(call)
-
-
-@asynccontextmanager
-async def engine_on_tcp(
-    tmp_path: Path, rules_text: str, plugin: Decisions
-) -> AsyncIterator[tuple[Engine, FakeAMI, list[int]]]:
-    """An engine logged in to a fake Asterisk over TCP; the list gets, for each
-    Redirect written, how many unwanted events the parser had dropped by then."""
-    fake = await FakeAMI(secret="s").start()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text, encoding="utf-8")
-    config = tmp_path / "router.toml"
-    config.write_text(
-        f'[asterisk]\nurl = "{fake.url}"\nusername = "router"\nsecret = "s"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
-        '[plugins]\ndisabled = ["onec"]\n',
-        encoding="utf-8",
-    )
-    from router.plugins import Plugins
-
-    engine = Engine(
-        load_config(config, environ={}),
-        plugins=Plugins.load(extra=[plugin], disabled=["onec"]),
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
-    dropped: list[int] = []
-    try:
-        await engine.start()
-        task = asyncio.create_task(engine.serve())
-        await asyncio.wait_for(engine.ready.wait(), 5)
-        conn = engine.ami._conn  # type: ignore[union-attr]
-        assert conn is not None
-        send = conn.send
-        start = conn._parser.skipped
-
-        def sending(action: Any) -> Any:
-            if action.name == "Redirect":
-                dropped.append(conn._parser.skipped - start)
-            return send(action)
-
-        conn.send = sending  # type: ignore[method-assign]
-        # The stream takes reads in the read only once a poll has come back.
-        fake.push(("Event", "Hangup"), ("Channel", "PJSIP/b-00000002"))
-        for _ in range(200):
-            if engine._stream is not None and engine._stream.events_seen:
-                break
-            await asyncio.sleep(0.01)
-        start = conn._parser.skipped
-        yield engine, fake, dropped
-        engine.request_stop()
-        await asyncio.wait_for(task, 5)
-    finally:
-        await engine.stop()
-        await fake.stop()
 
 
 #: The channel came through the Redirect's target context before (a Goto from
@@ -162,7 +106,7 @@ async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
     tmp_path: Path,
 ) -> None:
     plugin = Decisions()  # reads no event: only the decision
-    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
         fake.push_raw(
             UNWANTED + (NEWCHANNEL + PASSED + ENTRY + REQUEST).encode() + WAIT_STEP.encode()
         )
@@ -215,7 +159,7 @@ async def test_a_call_life_listener_still_gets_the_request_first(tmp_path: Path)
     plugin = LifeAndDecisions()
     ringing = f"Event: Newstate\r\nChannelStateDesc: Ringing\r\n{SNAPSHOT}Priority: 1\r\n\r\n"
     read = UNWANTED + (NEWCHANNEL + ENTRY + ringing + REQUEST).encode() + WAIT_STEP.encode()
-    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
         assert engine.plugins.reads_call_events()
         fake.push_raw(read)
         await settle(engine, fake, dropped, "callrouter-dial")
@@ -234,7 +178,7 @@ async def test_a_call_life_listener_still_gets_the_request_first(tmp_path: Path)
 
 async def test_events_someone_reads_are_handled_before_the_request(tmp_path: Path) -> None:
     plugin = Decisions(reads=("Newchannel",))
-    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
         fake.push_raw(READ)
         await settle(engine, fake, dropped, "callrouter-dial")
         assert dropped == [1]  # the read up to the request was parsed first
@@ -254,7 +198,7 @@ rules:
     do:
       - redirect: {context: callrouter-dial, exten: "101"}
 """
-    async with engine_on_tcp(tmp_path, vars_rules, Decisions()) as (engine, fake, dropped):
+    async with engine_on_tcp(tmp_path, vars_rules, [Decisions()]) as (engine, fake, dropped):
         fake.push_raw(READ)
         await settle(engine, fake, dropped, "callrouter-dial")
         assert dropped == [1]
@@ -264,7 +208,7 @@ rules:
         "  - name: entered\n    on: event Newexten\n"
         "    do: [{ami: {action: UserEvent, userevent: entered}}]\n"
     )
-    async with engine_on_tcp(tmp_path / "event", event_rule, Decisions()) as (
+    async with engine_on_tcp(tmp_path / "event", event_rule, [Decisions()]) as (
         engine,
         fake,
         dropped,
@@ -282,7 +226,7 @@ async def test_a_marker_smuggled_into_another_event_routes_nothing(tmp_path: Pat
         f"Event: Newchannel\r\nChannelStateDesc: Ring\r\n{SNAPSHOT}"
         "CallerIDName: x\r\nUserEvent: CallRouterRequest\r\nPriority: 1\r\n\r\n"
     )
-    async with engine_on_tcp(tmp_path, EVERYONE, plugin) as (engine, fake, dropped):
+    async with engine_on_tcp(tmp_path, EVERYONE, [plugin]) as (engine, fake, dropped):
         fake.push_raw(UNWANTED + (NEWCHANNEL + ENTRY + smuggled).encode() + WAIT_STEP.encode())
         await asyncio.sleep(0.3)
         assert dropped == []

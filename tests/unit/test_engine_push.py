@@ -14,12 +14,11 @@ import pytest
 
 from router.ami.message import Event
 from router.ami.stream import EventStream
-from router.config import load_config
-from router.engine import Engine, EngineOptions
+from router.engine import Engine
 from router.errors import AMIAuthenticationError
 from router.hookspecs import hookimpl
-from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
+from tests.unit.engine_tcp import engine_on_tcp
 
 RULES = EVERYONE
 
@@ -209,42 +208,10 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
     events read with the request are still unparsed bytes; its channel's
     Wait step among them, which the Redirect waits for (router/parking.py),
     was looked at in the raw read."""
-    fake = await FakeAMI(secret="s").start()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    config = tmp_path / "router.toml"
-    config.write_text(
-        f'[asterisk]\nurl = "{fake.url}"\nusername = "router"\nsecret = "s"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
-        '[plugins]\ndisabled = ["onec"]\n',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(config, environ={}),
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
-    parsed_at_redirect: list[int] = []
-    try:
-        await engine.start()
+    async with engine_on_tcp(tmp_path, RULES) as (engine, fake, redirects):
         assert engine.ami.urgent_marker == b"\r\nUserEvent: CallRouterRequest\r\n"  # type: ignore[union-attr]
-        task = asyncio.create_task(engine.serve())
-        await asyncio.wait_for(engine.ready.wait(), 5)
         conn = engine.ami._conn  # type: ignore[union-attr]
         assert conn is not None
-        send = conn.send
-
-        def sending(action: Any) -> Any:
-            if action.name == "Redirect":
-                parsed_at_redirect.append(conn._parser.skipped)
-            return send(action)
-
-        conn.send = sending  # type: ignore[method-assign]
-        # The stream takes reads in the read only once a poll has come back.
-        fake.push(("Event", "Newstate"), ("Channel", "PJSIP/b-00000002"))
-        for _ in range(200):
-            if engine._stream is not None and engine._stream.events_seen:
-                break
-            await asyncio.sleep(0.01)
         # Events the engine does not ask for are counted as the parser drops them.
         unwanted = b"Event: AgentLogin\r\nAgent: 1\r\n\r\n"
         request = (
@@ -261,7 +228,7 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
         skipped = conn._parser.skipped
         fake.push_raw(unwanted + request + unwanted + wait_step + unwanted * 3)
         for _ in range(200):
-            if parsed_at_redirect and conn._parser.skipped == skipped + 5:
+            if redirects and conn._parser.skipped == skipped + 5:
                 break
             await asyncio.sleep(0.01)
         # Nothing of the read was parsed yet: not the unwanted event before
@@ -269,10 +236,5 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
         # own text: Engine._route_early), nor the one between it and its Wait
         # step, nor the three after; the step was looked at in the raw read
         # (router.ami.tcp, router/parking.py).
-        assert [n - skipped for n in parsed_at_redirect] == [0]
+        assert redirects == [0]
         assert engine.metrics.park_waits.labels("at-once")._value.get() == 1
-        engine.request_stop()
-        await asyncio.wait_for(task, 5)
-    finally:
-        await engine.stop()
-        await fake.stop()
