@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
+import os
+import subprocess
+from pathlib import Path
 
-from router.sandbox import Sandbox
+import httpx
+import pytest
+
+from router.sandbox import Sandbox, tmp_on_tmpfs
 
 
 def rawman(client: httpx.Client, url: str, **params: str) -> str:
@@ -88,3 +93,31 @@ def test_detached_instance_can_be_attached(scratch_sandbox: Sandbox) -> None:
         assert not scratch_sandbox.running
     finally:
         scratch_sandbox.forget_state()
+
+
+def _mount_type(path: Path) -> str | None:
+    """The file system type mounted exactly at ``path`` (/proc/mounts), if any."""
+    found = None
+    for line in Path("/proc/mounts").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == str(path):
+            found = fields[2]  # the last mount on a path is the one seen
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_the_roots_tmp_is_a_tmpfs_as_on_debian(scratch_sandbox: Sandbox) -> None:
+    """Asterisk writes every AJAM answer through a file in /tmp: starting an
+    instance mounts a tmpfs there, as Debian 13 has one at /tmp
+    (docs/asterisk-ajam.md), once however many instances start."""
+    tmp = scratch_sandbox.root / "tmp"
+    for _ in range(5):  # as a fresh machine has it (lazily: other instances may be running)
+        if _mount_type(tmp) != "tmpfs":
+            break
+        subprocess.run(["umount", "-l", str(tmp)], capture_output=True, check=False)
+    assert _mount_type(tmp) != "tmpfs"
+    scratch_sandbox.restart()
+    assert _mount_type(tmp) == "tmpfs"
+    assert tmp_on_tmpfs(scratch_sandbox.root)  # mounted already: nothing more is mounted
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert mounted.count(str(tmp)) == 1
