@@ -162,13 +162,18 @@ def tmp_on_tmpfs(root: Path) -> bool:
         return True
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777,nosuid,nodev", "tmpfs", str(tmp)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    # Instances start side by side (a test run's workers): one mount, not one each.
+    with open(root.parent / ".tmpfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.ismount(tmp):
+            return True
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777,nosuid,nodev", "tmpfs", str(tmp)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     if done.returncode != 0:
         log.debug("sandbox: /tmp stays on disk: %s", done.stderr.strip())
     return os.path.ismount(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -111,11 +112,14 @@ def test_the_roots_tmp_is_a_tmpfs_as_on_debian(scratch_sandbox: Sandbox) -> None
     instance mounts a tmpfs there, as Debian 13 has one at /tmp
     (docs/asterisk-ajam.md), once however many instances start."""
     tmp = scratch_sandbox.root / "tmp"
-    for _ in range(5):  # as a fresh machine has it (lazily: other instances may be running)
-        if _mount_type(tmp) != "tmpfs":
-            break
-        subprocess.run(["umount", "-l", str(tmp)], capture_output=True, check=False)
-    assert _mount_type(tmp) != "tmpfs"
+    # Under the lock the sandbox mounts with: other workers' instances start meanwhile.
+    with open(scratch_sandbox.root.parent / ".tmpfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(5):  # as a fresh machine has it (lazily: other instances run)
+            if _mount_type(tmp) != "tmpfs":
+                break
+            subprocess.run(["umount", "-l", str(tmp)], capture_output=True, check=False)
+        assert _mount_type(tmp) != "tmpfs"
     scratch_sandbox.restart()
     assert _mount_type(tmp) == "tmpfs"
     assert tmp_on_tmpfs(scratch_sandbox.root)  # mounted already: nothing more is mounted
