@@ -573,8 +573,8 @@ class ReplayAsterisk:
         if low == "login":
             return self._login(sent)
         if live is None:
-            # As Asterisk: an unknown cookie gets a new session, not logged in,
-            # and its cookie comes with the refusal (docs: ajam.md, "After expiry").
+            # As Asterisk's manager.c: an unknown cookie gets a new session, not
+            # logged in, and that session's cookie comes with the refusal.
             return self._response(self._error(aid, "Permission denied"), secrets.token_hex(4))
         custom = self._handlers.get(low)
         if custom is not None:
