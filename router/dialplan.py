@@ -50,6 +50,7 @@ __all__ = [
     "LOCATION_PARAMS",
     "NEXT_CHARS",
     "NEXT_VARIABLE",
+    "PARK_APPLICATIONS",
     "PART_SEPARATOR",
     "RECORD_CONTEXT",
     "RECORD_PATH_CHARS",
@@ -99,6 +100,12 @@ RECORD_PATH_CHARS: Final = frozenset(string.ascii_letters + string.digits + "/._
 NEXT_CHARS: Final = frozenset(string.ascii_letters + string.digits + "*#+_.-")
 #: The application a waiting channel is in, as ``CoreShowChannels`` lists it.
 WAIT_APPLICATION: Final = "Wait"
+#: The applications a channel may wait in after its request: each blocks for
+#: the whole wait, and a Redirect interrupts it safely (router/parking.py).
+#: ``MusicOnHold(class,seconds)`` plays music instead of ringback and
+#: ``WaitExten(seconds)`` waits for digits; a step that ends at once
+#: (``Ringing``, ``Playback`` of a prompt) is not a wait.
+PARK_APPLICATIONS: Final = frozenset({WAIT_APPLICATION, "MusicOnHold", "WaitExten"})
 #: Seconds the dialplan waits when the request does not say (key ``Wait``).
 DEFAULT_WAIT: Final = 4.0
 #: Act only this long before the dialplan gives up, so a Redirect is not
@@ -320,7 +327,7 @@ class Dialplan:
         """Whether a ``CoreShowChannel`` item is a channel waiting for a decision."""
         return (
             item.get("Context") == self.inbound_context
-            and item.get("Application") == WAIT_APPLICATION
+            and item.get("Application") in PARK_APPLICATIONS
         )
 
     def listed_wait(self, deadline_variable: str | None, *, now: float) -> float | None:

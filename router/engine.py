@@ -71,9 +71,9 @@ from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
+    PARK_APPLICATIONS,
     REQUEST_EVENT,
     SAFETY_MARGIN,
-    WAIT_APPLICATION,
     Dialplan,
     LocationPolicy,
 )
@@ -932,7 +932,7 @@ class Engine:
                 filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
                 # And the Wait step after a request, which a Redirect waits
                 # for (router/parking.py).
-                filters.add(HeaderFilter("Newexten", "Application", frozenset({WAIT_APPLICATION})))
+                filters.add(HeaderFilter("Newexten", "Application", PARK_APPLICATIONS))
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
         if "Newstate" in narrowed:

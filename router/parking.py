@@ -19,6 +19,10 @@ once it has read the requesting channel's ``Newexten`` for ``Wait``: from then
 on a Redirect interrupts ``Wait``, and ``__ast_pbx_run`` takes that path under
 its ``AST_SOFTHANGUP_ASYNCGOTO`` check, never the racy one.
 
+``MusicOnHold`` and ``WaitExten`` (router/dialplan.py ``PARK_APPLICATIONS``)
+are waits as ``Wait`` is: each blocks for the whole wait, and a Redirect
+interrupts it the same safe way.
+
 The event is published microseconds after the request and nearly always
 arrives with it or before the decision is ready, so the wait is usually none
 (``callrouter_park_waits_total``). It is bounded: a channel whose ``Newexten`` does
@@ -39,7 +43,7 @@ from typing import Literal
 
 from router.ami.message import Event
 from router.ami.protocol import raw_header
-from router.dialplan import WAIT_APPLICATION
+from router.dialplan import PARK_APPLICATIONS
 
 __all__ = ["BLIND_AFTER", "PARK_TIMEOUT", "ParkOutcome", "Parking"]
 
@@ -207,7 +211,7 @@ class Parking:
         # Wait itself, not just any later step: a step that returns at once
         # (Ringing, Set, NoOp: a dialplan pasted before the request moved to
         # the end) opens the same window again when it ends.
-        if application != WAIT_APPLICATION:
+        if application not in PARK_APPLICATIONS:
             return
         if (context, exten) == (spot.context, spot.exten) and spot.priority is not None:
             priority = _int(priority_text)

@@ -794,7 +794,13 @@ class TCPClient(AMIActions[ActionResult]):
 
 _CHANNEL = b"\r\nChannel: "
 _NEWEXTEN = b"Event: Newexten\r\n"
-_WAIT = b"\r\nApplication: Wait\r\n"
+#: The lines of the applications a requesting channel waits in
+#: (router/dialplan.py ``PARK_APPLICATIONS``; a test keeps the two in step).
+PARK_LINES: tuple[bytes, ...] = (
+    b"\r\nApplication: Wait\r\n",
+    b"\r\nApplication: MusicOnHold\r\n",
+    b"\r\nApplication: WaitExten\r\n",
+)
 #: Blocks of the requesting channel looked through for its Wait step.
 _STEPS_LOOKED_AT = 4
 
@@ -829,9 +835,14 @@ def _peek_wait_step(data: bytes, at: int, after: int, peek: Callable[[str, str],
         end = data.find(b"\r\n\r\n", found)
         if block < 0 or end < 0:
             return
-        if data.startswith(_NEWEXTEN, block + 4) and data.find(_WAIT, found, end + 2) >= 0:
-            peek(_narrower_text(data[start : after - 4]), _narrower_text(data[block + 4 : end]))
-            return
+        if data.startswith(_NEWEXTEN, block + 4):
+            for park in PARK_LINES:
+                if data.find(park, found, end + 2) >= 0:
+                    peek(
+                        _narrower_text(data[start : after - 4]),
+                        _narrower_text(data[block + 4 : end]),
+                    )
+                    return
         pos = end + 2
 
 

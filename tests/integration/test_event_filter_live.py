@@ -329,3 +329,49 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
         engine.request_stop()
         await asyncio.wait_for(task, 30)
         await engine.stop()
+
+
+async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
+    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
+) -> None:
+    """A dialplan that waits in ``WaitExten`` instead of ``Wait`` after the
+    request (docs/asterisk.md: ``MusicOnHold`` and ``WaitExten`` are waits
+    too): the engine's own lines let that step through, and the Redirect waits
+    for it as for ``Wait``, not past the 250 ms it gives a step that never comes."""
+    shipped = routing_dialplan()
+    wait = " same => n,Wait(${CALLROUTER_WAIT})"
+    assert shipped.count(wait) == 1
+    routing_sandbox.set_dialplan(shipped.replace(wait, wait.replace("Wait(", "WaitExten(")))
+    config_path = router_toml(
+        tmp_path, ami_url(routing_sandbox, ami_transport), "router-parks", routing_sandbox.secret
+    )
+    probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))
+    await probe.setup()
+    routing_sandbox.add_manager_user(
+        "router-parks", lines=(await probe.event_selection()).manager_conf_lines()
+    )
+    engine = Engine(
+        load_config(config_path),
+        plugins=Plugins.load(extra=[SlowCRM()]),
+        options=EngineOptions(watch_interval=0),
+    )
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        assert call.destination == "callrouter-dial,101"
+        await engine.wait_idle()
+        assert [(a.kind, a.status) for a in engine.records[-1].actions][-1] == (
+            "redirect",
+            "confirmed",
+        )
+        waits = engine.metrics.park_waits
+        assert waits.labels("at-once")._value.get() + waits.labels("waited")._value.get() == 1
+        assert waits.labels("missed")._value.get() == 0
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(task, 30)
+        await engine.stop()
+        routing_sandbox.set_dialplan(shipped)

@@ -179,6 +179,8 @@ def test_a_listed_channel_is_rebuilt_into_the_request_the_dialplan_sent() -> Non
     )
     assert dialplan.is_waiting(item)
     assert not dialplan.is_waiting(Event((("Context", INBOUND_CONTEXT), ("Application", "Dial"))))
+    for parked in ("MusicOnHold", "WaitExten"):  # the other waits after a request
+        assert dialplan.is_waiting(Event((("Context", INBOUND_CONTEXT), ("Application", parked))))
     # EPOCH counts whole seconds: one is taken off, and too little left is none
     assert dialplan.listed_wait("1010", now=1000.0) == 9.0
     assert dialplan.listed_wait("1001", now=1000.0) is None

@@ -65,6 +65,24 @@ async def test_wait_after_steps_that_return_at_once_or_elsewhere_counts() -> Non
     assert await parking.reached("PJSIP/b-2", later()) == "at-once"
 
 
+@pytest.mark.parametrize("application", ["MusicOnHold", "WaitExten"])
+async def test_music_on_hold_or_waitexten_after_the_request_is_a_wait_too(
+    application: str,
+) -> None:
+    """Music instead of ringback (docs/asterisk.md): each blocks for the whole
+    wait, and a Redirect interrupts it safely. A prompt that ends at once is
+    not one."""
+    parking = Parking(REQUEST)
+    parking.scan([ask(), step(application=application)])
+    assert await parking.reached("PJSIP/a-1", later()) == "at-once"
+    parking.scan([ask("PJSIP/b-2"), step("PJSIP/b-2", application="Playback")])
+    assert await parking.reached("PJSIP/b-2", time.monotonic() + 0.05) == "missed"
+    parking.stepped_raw(raw(step("PJSIP/c-3", application=application)))  # nobody asked
+    parking.note_raw(raw(ask("PJSIP/c-3")))
+    parking.stepped_raw(raw(step("PJSIP/c-3", application=application)))
+    assert not parking.expects("PJSIP/c-3")
+
+
 async def test_the_redirect_waits_for_a_step_that_comes_later() -> None:
     parking = Parking(REQUEST)
     parking.requested(ask())

@@ -573,6 +573,10 @@ WAIT = {"Application": "Wait"}
         # the request): looked through, to Wait.
         (_ev("VarSet", Channel="A") + _ev("Newexten", Channel="A", **WAIT), 2),
         (_ev("Newexten", Channel="A", Application="Ringing") + _ev("Newexten", Channel="A"), 0),
+        # The other waits a dialplan may park the call in (router/dialplan.py).
+        (_ev("Newexten", Channel="A", Application="MusicOnHold"), 1),
+        (_ev("Newexten", Channel="A", Application="WaitExten"), 1),
+        (_ev("Newexten", Channel="A", Application="Playback"), 0),
         (
             b"".join(_ev("VarSet", Channel="A") for _ in range(4))
             + _ev("Newexten", Channel="A", **WAIT),
@@ -594,3 +598,12 @@ def test_only_the_channels_wait_step_is_shown(after: bytes, shown: int) -> None:
         return
     step = after.split(b"\r\n\r\n")[shown - 1].decode().replace("\r\n", "\n")
     assert seen == [("Event: UserEvent\nUserEvent: CallRouterRequest\nChannel: A", step)]
+
+
+def test_the_park_lines_are_the_dialplans_park_applications() -> None:
+    """The raw look for the step after a request (router.ami.tcp) and the
+    parsed one (router/parking.py) know the same applications."""
+    from router.ami.tcp import PARK_LINES
+    from router.dialplan import PARK_APPLICATIONS
+
+    assert {f"\r\nApplication: {app}\r\n".encode() for app in PARK_APPLICATIONS} == set(PARK_LINES)
