@@ -932,7 +932,12 @@ class Engine:
                 filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
                 # And the Wait step after a request, which a Redirect waits
                 # for (router/parking.py).
-                filters.add(HeaderFilter("Newexten", "Application", PARK_APPLICATIONS))
+                # One exact filter per application, not one regular expression:
+                # Asterisk checks every Newexten against it (bench/ANALYSIS.md).
+                filters.update(
+                    HeaderFilter("Newexten", "Application", frozenset({app}))
+                    for app in PARK_APPLICATIONS
+                )
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
         if "Newstate" in narrowed:

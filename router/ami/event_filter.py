@@ -195,7 +195,7 @@ class EventSelection:
         if self.names is None:
             return ()
         by_event: dict[str, list[HeaderFilter]] = {}
-        for found in sorted(self.narrowed, key=lambda f: (f.event, f.header)):
+        for found in sorted(self.narrowed, key=lambda f: (f.event, f.header, sorted(f.values))):
             if found.event in self.names:
                 by_event.setdefault(found.event, []).append(found)
         keys: list[FilterKey] = []
