@@ -291,21 +291,19 @@ async def test_header_filters_drop_the_other_steps_at_asterisk(
         assert everything[1] - FOLDED  # CHAN_END & co. exist; these sessions did not get them
 
 
-async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
-    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
-) -> None:
-    """The lines the engine's selection gives, pasted into manager.conf: calls
-    are routed and each Redirect confirmed by its landing, which the header
-    filter lets through (the rules' redirect priority)."""
-    config_path = router_toml(
-        tmp_path, ami_url(routing_sandbox, ami_transport), "router-lines", routing_sandbox.secret
-    )
-    # What `callrouter run` logs for the administrator, from an engine not started.
+async def route_a_call_on_its_own_lines(
+    box: Sandbox, placer: CallPlacer, tmp_path: Path, transport: str, user: str
+) -> EventSelection:
+    """An engine logged in as ``user``, whose manager.conf lines are the ones the
+    engine's selection gives (what `callrouter run` logs for the administrator,
+    from an engine not started), routes one call: routed, the Redirect
+    confirmed by its landing, and sent once its channel was seen in its wait
+    (never past the 250 ms given a step that does not come). The selection."""
+    config_path = router_toml(tmp_path, ami_url(box, transport), user, box.secret)
     probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))
     await probe.setup()
     selection = await probe.event_selection()
-    assert {f.event for f in selection.narrowed} == {"Newexten", "CEL"}
-    routing_sandbox.add_manager_user("router-lines", lines=selection.manager_conf_lines())
+    box.add_manager_user(user, lines=selection.manager_conf_lines())
     engine = Engine(
         load_config(config_path),
         plugins=Plugins.load(extra=[SlowCRM()]),
@@ -321,7 +319,6 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
         await engine.wait_idle()
         record = engine.records[-1]
         assert [(a.kind, a.status) for a in record.actions][-1] == ("redirect", "confirmed")
-        # The lines let the call's Wait step through, and the Redirect waited for it.
         waits = engine.metrics.park_waits
         assert waits.labels("at-once")._value.get() + waits.labels("waited")._value.get() == 1
         assert waits.labels("missed")._value.get() == 0
@@ -329,6 +326,20 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
         engine.request_stop()
         await asyncio.wait_for(task, 30)
         await engine.stop()
+    return selection
+
+
+async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
+    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
+) -> None:
+    """The lines the engine's selection gives, pasted into manager.conf: calls
+    are routed and each Redirect confirmed by its landing, which the header
+    filter lets through (the rules' redirect priority); the lines let the
+    call's Wait step through, and the Redirect waited for it."""
+    selection = await route_a_call_on_its_own_lines(
+        routing_sandbox, placer, tmp_path, ami_transport, "router-lines"
+    )
+    assert {f.event for f in selection.narrowed} == {"Newexten", "CEL"}
 
 
 async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
@@ -342,36 +353,9 @@ async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
     wait = " same => n,Wait(${CALLROUTER_WAIT})"
     assert shipped.count(wait) == 1
     routing_sandbox.set_dialplan(shipped.replace(wait, wait.replace("Wait(", "WaitExten(")))
-    config_path = router_toml(
-        tmp_path, ami_url(routing_sandbox, ami_transport), "router-parks", routing_sandbox.secret
-    )
-    probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))
-    await probe.setup()
-    routing_sandbox.add_manager_user(
-        "router-parks", lines=(await probe.event_selection()).manager_conf_lines()
-    )
-    engine = Engine(
-        load_config(config_path),
-        plugins=Plugins.load(extra=[SlowCRM()]),
-        options=EngineOptions(watch_interval=0),
-    )
-    await engine.start()
-    task = asyncio.ensure_future(engine.serve())
     try:
-        await asyncio.wait_for(engine.ready.wait(), 10)
-        call = await placer.place("74950000001", "79161234567")
-        await placer.wait_all([call], timeout=15)
-        assert call.destination == "callrouter-dial,101"
-        await engine.wait_idle()
-        assert [(a.kind, a.status) for a in engine.records[-1].actions][-1] == (
-            "redirect",
-            "confirmed",
+        await route_a_call_on_its_own_lines(
+            routing_sandbox, placer, tmp_path, ami_transport, "router-parks"
         )
-        waits = engine.metrics.park_waits
-        assert waits.labels("at-once")._value.get() + waits.labels("waited")._value.get() == 1
-        assert waits.labels("missed")._value.get() == 0
     finally:
-        engine.request_stop()
-        await asyncio.wait_for(task, 30)
-        await engine.stop()
         routing_sandbox.set_dialplan(shipped)
