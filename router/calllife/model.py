@@ -9,6 +9,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -79,9 +80,10 @@ class CallEvent:
     def same_fact(self, other: CallEvent) -> bool:
         """Equal apart from when each side saw it: live and replayed copies of one fact.
 
-        Live records carry the AMI Timestamp (cel_manager writes EventTime to
-        the second), stored ones the event time itself: a few milliseconds
-        apart, so times compare within :data:`TIME_SLACK`.
+        Live records carry cel_manager's EventTime, to the second, refined by
+        the AMI Timestamp within it (``_live_time``); stored ones the event
+        time itself: under a second apart, so times compare within
+        :data:`TIME_SLACK`.
         """
         mine, theirs = self.to_dict(), other.to_dict()
         for key in ("at", "started_at", "answered_at", "ended_at", "talk_seconds"):
@@ -95,8 +97,10 @@ class CallEvent:
         return mine == theirs
 
 
-#: How far the live and stored times of one CEL record may differ (seconds).
-TIME_SLACK = 0.5
+#: How far the live and stored times of one CEL record may differ (seconds):
+#: live, the record's second is known and the Timestamp within it is late by
+#: as much as Asterisk's CEL backends are behind.
+TIME_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,23 +282,59 @@ def _extra(text: str) -> Mapping[str, Any]:
 
 
 def _live_time(timestamp: str | None, event_time: str | None) -> float:
-    """The record's time: the AMI ``Timestamp`` (sub-second, a few ms after the
-    event), else ``EventTime`` (``%Y-%m-%d %H:%M:%S`` or Unix seconds, UTC)."""
-    for text in (timestamp, event_time):
-        if not text:
-            continue
-        text = text.strip()
+    """The record's time: the AMI ``Timestamp`` kept within the second that
+    ``EventTime`` names, else whichever of the two there is.
+
+    cel_manager writes ``EventTime`` to the second, on Asterisk's local clock
+    (``%Y-%m-%d %H:%M:%S``, or Unix seconds); the ``Timestamp`` is when the
+    manager event was made, after the record, a few milliseconds later, but
+    as much as a second when Asterisk's CEL backends fall behind (a slow disk
+    under the SQLite file: 0.73 s measured with the whole test suite
+    loading this machine). The record happened in
+    EventTime's second and no later than the Timestamp, so the Timestamp is
+    cut back to that second's end: live and stored times of one record then
+    differ by under a second however far behind the backends are.
+    """
+    stamp = _parse_seconds(timestamp.strip()) if timestamp else None
+    # A second's records all carry its EventTime: parsed once (strptime ~10 us).
+    named = _event_seconds(event_time.strip()) if event_time else None
+    if stamp is None:
+        if named is None:
+            raise ValueError("a CEL record needs a Timestamp or an EventTime")
+        return named
+    if named is None:
+        return stamp
+    # EventTime is local time written as if UTC: the zone's offset is the
+    # difference rounded to a quarter hour (every zone is a multiple of one),
+    # right while the Timestamp is under 7.5 minutes late.
+    offset = round((stamp - named) / ZONE_STEP) * ZONE_STEP
+    second = named + offset
+    if second != math.floor(second):
+        return second  # an EventTime with its fraction: exact already
+    if stamp < second:
+        return stamp  # a clock that stepped: nothing to correct by
+    return min(stamp, second + LAST_MICROSECOND)
+
+
+#: Time zone offsets come in quarter hours (Nepal +5:45, Chatham +12:45).
+ZONE_STEP = 900.0
+#: The last microsecond of a second, as a fraction of it.
+LAST_MICROSECOND = 0.999999
+
+
+def _parse_seconds(text: str) -> float | None:
+    """Unix seconds from a Timestamp or an EventTime, None when unreadable."""
+    value: float | None
+    try:
+        value = float(text) if text.isascii() and text[:1].isdigit() and "-" not in text else None
+    except ValueError:
+        value = None
+    if value is None:
         try:
-            value = (
-                float(text) if text.isascii() and text[:1].isdigit() and "-" not in text else None
-            )
+            value = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
         except ValueError:
-            value = None
-        if value is None:
-            try:
-                value = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-            except ValueError:
-                continue
-        if math.isfinite(value):
-            return value
-    raise ValueError("a CEL record needs a Timestamp or an EventTime")
+            return None
+    return value if math.isfinite(value) else None
+
+
+_event_seconds = functools.lru_cache(maxsize=64)(_parse_seconds)

@@ -202,16 +202,45 @@ def store_facts(box: Sandbox, since: float) -> dict[str, list[CallEvent]]:
     return {k: folder.replay(k, records) for k, records in calls.items()}
 
 
-def assert_told_exactly(told: list[CallEvent], facts: dict[str, list[CallEvent]]) -> None:
+def explain_calls(box: Sandbox, since: float, told: list[CallEvent], calls: set[str]) -> str:
+    """The store's records and the told events of ``calls``: what a failure needs to
+    be understood after the sandbox is gone (a CI log is all there is)."""
+    stored = SqliteSource(box.inst / "log" / "cel.db").read(since)
+    lines: list[str] = []
+    for call in sorted(calls):
+        lines.append(f"--- call {call}: told")
+        lines += [
+            f"  {e.at:.6f} {e.kind} {e.event_id} replayed={e.replayed}"
+            for e in told
+            if e.call_id == call
+        ]
+        lines.append("  stored:")
+        lines += [
+            f"  {r.at:.6f} {r.event} {r.uniqueid} {r.channel} {r.application} {r.extra_text}"
+            for r in stored.get(call, [])
+        ]
+    return "\n".join(lines)
+
+
+def assert_told_exactly(told: list[CallEvent], box: Sandbox, since: float) -> None:
+    """Every fact of a fresh fold of the store was told, each once, and nothing more."""
+    facts = store_facts(box, since)
     counts = Counter(e.event_id for e in told if e.call_id in facts)
     repeated = [k for k, n in counts.items() if n > 1]
     assert not repeated, f"told twice: {repeated}"
     expected = sorted(e.event_id for events in facts.values() for e in events)
-    assert sorted(counts) == expected
+    if sorted(counts) != expected:
+        differ = set(counts).symmetric_difference(expected)
+        calls = {e.call_id for events in facts.values() for e in events if e.event_id in differ}
+        calls |= {e.call_id for e in told if e.event_id in differ}
+        assert sorted(counts) == expected, explain_calls(box, since, told, calls)
     by_id = {e.event_id: e for events in facts.values() for e in events}
     for event in told:
         if event.event_id in by_id:
-            assert event.same_fact(by_id[event.event_id]), event.event_id
+            stored = by_id[event.event_id]
+            assert event.same_fact(stored), f"told {event}\nstored {stored}\n" + explain_calls(
+                box, since, told, {event.call_id}
+            )
 
 
 # -- the flows of the issue's must-show ------------------------------------------------
@@ -440,7 +469,7 @@ async def test_router_killed_while_calls_happen(
             "the replay of the calls made while the router was down",
         )
         assert all(e.replayed for e in second.told.events)
-        assert_told_exactly(second.told.events, store_facts(box, since))
+        assert_told_exactly(second.told.events, box, since)
     finally:
         await second.stop()
 
@@ -463,7 +492,7 @@ async def test_frozen_router_whose_session_expired_tells_every_call_once(
             SETTLE + 30,
             "the calls of the expired session",
         )
-        assert_told_exactly(running.told.events, store_facts(box, since))
+        assert_told_exactly(running.told.events, box, since)
         assert any(e.replayed for e in running.told.events)
     finally:
         await running.stop()
@@ -491,7 +520,7 @@ async def test_asterisk_restart_every_call_told_once(
             SETTLE + 30,
             "every call across the restart",
         )
-        assert_told_exactly(running.told.events, store_facts(box, since))
+        assert_told_exactly(running.told.events, box, since)
     finally:
         await running.stop()
 

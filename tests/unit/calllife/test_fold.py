@@ -332,3 +332,43 @@ def test_attended_transfer_through_ami_atxfer_is_to_the_extension_the_local_chan
     assert hangup.ended_at == ended
     assert hangup.talk_seconds is not None
     assert hangup.talk_seconds > 25
+
+
+def _chan_start(timestamp: str | None, event_time: str | None) -> CelRecord:
+    fields = [("Event", "CEL"), ("EventName", "CHAN_START"), ("UniqueID", "u.1")]
+    fields.append(("LinkedID", "u.1"))
+    if timestamp is not None:
+        fields.append(("Timestamp", timestamp))
+    if event_time is not None:
+        fields.append(("EventTime", event_time))
+    return CelRecord.from_fields(Event(tuple(fields)))
+
+
+def test_a_live_record_late_past_its_second_is_timed_within_that_second() -> None:
+    """The AMI Timestamp is made when cel_manager sends the record; with
+    Asterisk's CEL backends behind (a slow disk under the SQLite file) it came
+    0.73 s after the record and past its second, in a loaded run of the suite.
+    EventTime names the second: the time is kept within it, so live and stored
+    times of one record stay under a second apart (TIME_SLACK)."""
+    # 2026-12-02 17:39:37 UTC is 1796233177.
+    late = _chan_start("1796233178.392914", "2026-12-02 17:39:37")
+    assert late.at == pytest.approx(1796233177.999999)
+    # Late within its own second: the Timestamp is the best there is.
+    assert _chan_start("1796233177.70", "2026-12-02 17:39:37").at == pytest.approx(1796233177.70)
+    # Asterisk on Moscow time (UTC+3) writes its local clock.
+    moscow = _chan_start("1796233178.392914", "2026-12-02 20:39:37")
+    assert moscow.at == pytest.approx(1796233177.999999)
+    # Kathmandu is UTC+5:45.
+    kathmandu = _chan_start("1796233178.25", "2026-12-02 23:24:37")
+    assert kathmandu.at == pytest.approx(1796233177.999999)
+    # An EventTime in Unix seconds; one with its fraction is exact already.
+    assert _chan_start("1796233178.4", "1796233177").at == pytest.approx(1796233177.999999)
+    assert _chan_start("1796233178.4", "1796233177.25").at == pytest.approx(1796233177.25)
+    # Either alone, or one unreadable: the other.
+    assert _chan_start("1796233178.4", None).at == pytest.approx(1796233178.4)
+    assert _chan_start(None, "2026-12-02 17:39:37").at == pytest.approx(1796233177.0)
+    assert _chan_start("1796233178.4", "yesterday").at == pytest.approx(1796233178.4)
+    # A Timestamp before the named second (a clock stepped back): left as it is.
+    assert _chan_start("1796233170.5", "2026-12-02 17:39:37").at == pytest.approx(1796233170.5)
+    with pytest.raises(ValueError, match="needs a Timestamp or an EventTime"):
+        _chan_start("x", "y")
