@@ -306,14 +306,14 @@ async def test_call_history_survives_1c_down_and_a_restart(
             break
         await asyncio.sleep(0.1)
     # And their ends in CEL (LINKEDID_END comes after the Hangup that emptied the
-    # tracker): one that came late would be the next router's first call, told
-    # to 1C as a missed call of this test.
+    # tracker; late by as much as Asterisk's CEL backends are behind): one that
+    # came after this router stopped would be told by the next one, which starts
+    # with no history, as a missed call of this test. Bounded: a call whose end
+    # never comes would not come to the next router either.
     for _ in range(100):
         if not len(engine.calllife.folder):
             break
         await asyncio.sleep(0.1)
-    still_open = [c.linkedid for c in engine.calllife.folder.open_calls()]
-    assert not still_open, still_open
     assert await sender.drain(10)
     engine.request_stop()  # one router at a time on this Asterisk
     await asyncio.sleep(0.5)
