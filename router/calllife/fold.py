@@ -26,6 +26,7 @@ that makes no sense is ignored, never raised.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -495,6 +496,12 @@ class Folder:
         self._ended: OrderedDict[str, float] = OrderedDict()
         #: Calls a previous run told to the end (the mark file's ``told``).
         self._told_before: set[str] = set()
+        #: When history begins, if no replay rebuilds what came before (a start
+        #: with no replay mark, or with no store): a call that began earlier is
+        #: not told from its middle (:meth:`_before_history`).
+        self.history_from: float | None = None
+        #: Calls that began before ``history_from`` (their records are passed over).
+        self._before: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -512,10 +519,12 @@ class Folder:
 
     def feed(self, record: CelRecord) -> list[CallEvent]:
         """One live record; the new events it decides, in order."""
-        if record.linkedid in self._ended:
+        if record.linkedid in self._ended or record.linkedid in self._before:
             return []
         call = self._calls.get(record.linkedid)
         if call is None:
+            if self._before_history(record.linkedid, record.event, record.uniqueid):
+                return []
             call = self._open(record.linkedid, replayed=False)
         return self._finish(call, call.apply(record))
 
@@ -523,10 +532,12 @@ class Folder:
         """A live record no handler reads (:data:`FOLDED`): what :meth:`feed` would
         do with it (the call opened if new, the record in its bookkeeping), without
         the record itself."""
-        if linkedid in self._ended:
+        if linkedid in self._ended or linkedid in self._before:
             return
         call = self._calls.get(linkedid)
         if call is None:
+            if self._before_history(linkedid, key[0], key[1]):
+                return
             call = self._open(linkedid, replayed=False)
         call.note(key, at)
 
@@ -545,6 +556,8 @@ class Folder:
         """
         if linkedid in self._told_before:
             return []  # a previous run told it to the end; its events are 1C's already
+        # The store holds the whole call: one passed over live is told in full.
+        self._before.pop(linkedid, None)
         ordered = sorted(records, key=lambda r: (r.at, r.seq))
         fresh = CallFold(linkedid, self.is_internal, replayed=True)
         events: list[CallEvent] = []
@@ -575,6 +588,29 @@ class Folder:
         for linkedid in stale:
             del self._calls[linkedid]
         return stale
+
+    def _before_history(self, linkedid: str, event: str, uniqueid: str) -> bool:
+        """Whether a call first seen with this record began before history did.
+
+        Live, a call's first record is its first channel's ``CHAN_START`` (that
+        channel's Uniqueid is the Linkedid). A call first seen by another record
+        was already up; with nothing to rebuild its start from, what it would
+        be told is a guess (an answered call whose answer came earlier would
+        end as missed), so it is not told. The Linkedid's own time (Asterisk's
+        Uniqueids are ``[system-]<Unix seconds>.<n>``) must say it began before
+        ``history_from``: a record missing for another reason (CHAN_START left
+        out of cel.conf's ``events``) never hides a call that began later.
+        """
+        if self.history_from is None or (event == "CHAN_START" and uniqueid == linkedid):
+            return False
+        began = _began_at(linkedid)
+        if began is None or began >= math.floor(self.history_from):
+            return False
+        self._before[linkedid] = None
+        while len(self._before) > self.max_calls:
+            self._before.popitem(last=False)
+        log.info("call life: call %s began before history did; it is not told", linkedid)
+        return True
 
     def _open(self, linkedid: str, *, replayed: bool) -> CallFold:
         call = CallFold(linkedid, self.is_internal, replayed=replayed)
@@ -626,6 +662,16 @@ class Folder:
                 self._emitted.popitem(last=False)
             out.append(event)
         return out
+
+
+_UNIQUEID_TIME = re.compile(r"(?:^|-)(\d{9,11})\.\d+$")
+
+
+def _began_at(uniqueid: str) -> int | None:
+    """The Unix second an Asterisk Uniqueid was made at, None for one of another
+    shape (an Originate's own ``ChannelId``)."""
+    match = _UNIQUEID_TIME.search(uniqueid)
+    return int(match.group(1)) if match is not None else None
 
 
 def strip_replayed(event: CallEvent) -> CallEvent:

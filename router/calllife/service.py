@@ -211,6 +211,10 @@ class CallLife:
                 "CEL is not followed and nothing is replayed"
             )
             return
+        if self.source is None or mark is None:
+            # Nothing rebuilds the calls already up: they are not told from
+            # their middle (Folder.history_from; docs/history.md).
+            self.folder.history_from = self._clock()
         if self.source is None:
             return
         if mark is None:

@@ -498,6 +498,50 @@ async def test_frozen_router_whose_session_expired_tells_every_call_once(
         await running.stop()
 
 
+async def test_a_first_start_does_not_tell_a_call_already_up(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    """A router with no history yet starts while 101 talks on a queue call: it
+    sees only that call's end, which told from there was a call with no answer
+    and no talk time. It tells nothing of it, and the next call whole."""
+    since = await quiet_since(box)
+    phones["101"].mode = "answer"
+    for name in ("102", "103"):
+        phones[name].mode = "noanswer"
+    try:
+        # No router: the call waits out CALLROUTER_WAIT and takes the default route.
+        up = await asyncio.to_thread(phones.pstn.call, did=QUEUE, caller="89165550100")
+        await asyncio.to_thread(up.wait_answered, 30)
+        running = await Running(make_config(box, tmp_path)).start()
+        try:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(up.hangup)
+            await asyncio.to_thread(up.wait_ended, 15)
+            after = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89165550101")
+            await asyncio.to_thread(after.wait_answered, 30)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(after.hangup)
+            await asyncio.to_thread(after.wait_ended, 15)
+            facts = store_facts(box, since)
+            assert len(facts) == 2
+            first, second = facts  # in the order they began
+            told_of = running.told.of
+            await until(
+                lambda: any(e.kind == "hangup" for e in told_of(second)),
+                SETTLE + 20,
+                "the second call's end",
+            )
+            await asyncio.sleep(1)  # the first call's end came before the second's
+            assert told_of(first) == []
+            told = [e.event_id for e in told_of(second)]
+            assert sorted(told) == sorted(e.event_id for e in facts[second])
+        finally:
+            await running.stop()
+    finally:
+        for name in ("101", "102", "103"):
+            phones[name].mode = "answer"
+
+
 @pytest.mark.slow
 async def test_asterisk_restart_every_call_told_once(
     box: Sandbox, phones: Phones, tmp_path: Path

@@ -372,3 +372,73 @@ def test_a_live_record_late_past_its_second_is_timed_within_that_second() -> Non
     assert _chan_start("1796233170.5", "2026-12-02 17:39:37").at == pytest.approx(1796233170.5)
     with pytest.raises(ValueError, match="needs a Timestamp or an EventTime"):
         _chan_start("x", "y")
+
+
+def answered_call(linkedid: str, start: float, dialstatus: str = "ANSWER") -> tuple[Cel, int]:
+    """An inbound call 101 answers, talks and ends; and where its answer ends."""
+    cel = Cel(linkedid, start=start)
+    trunk = inbound(cel)
+    phone = cel.channel("PJSIP/101")
+    cel.tick(3)
+    cel.answer(phone)
+    cel.answer(trunk)
+    answered = len(cel.records)
+    cel.tick(30)
+    cel.hangup(phone, source=cel.name(phone))
+    cel.hangup(trunk, source=cel.name(trunk), dialstatus=dialstatus)
+    cel.end()
+    return cel, answered
+
+
+def test_a_call_up_before_history_began_is_not_told_from_its_middle() -> None:
+    """A router started with no history to rebuild from (no replay mark, or no
+    store) saw only the end of a call already up: folded from there, 101's
+    half-minute talk ended with no answer and no talk time (and a Queue call,
+    whose end carries no dial status, as missed). It is not told at all; one
+    that begins later is."""
+    old, answered = answered_call("pbx-1700000000.1", 1_700_000_000.0)
+    middle = old.records[answered:]
+    guessed = Folder()
+    [hangup] = [e for rec in middle for e in guessed.feed(rec)]  # the guess
+    assert (hangup.kind, hangup.answered_at, hangup.talk_seconds) == ("hangup", None, None)
+    queued, answered = answered_call("pbx-1700000000.9", 1_700_000_000.0, dialstatus="")
+    guessed = Folder()
+    assert "missed" in [e.kind for rec in queued.records[answered:] for e in guessed.feed(rec)]
+
+    folder = Folder()
+    folder.history_from = 1_700_000_020.5
+    assert [e for rec in middle for e in folder.feed(rec)] == []
+    assert [e for rec in queued.records[answered:] for e in folder.feed(rec)] == []
+    assert len(folder) == 0
+    new, _ = answered_call("pbx-1700000021.7", 1_700_000_021.0)
+    assert kinds([e for rec in new.records for e in folder.feed(rec)]) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("hangup", "101"),
+    ]
+
+
+def test_a_call_seen_from_its_middle_that_began_after_history_is_told() -> None:
+    """What makes a call one from before is its Linkedid's own time: a call
+    whose CHAN_START never came (left out of cel.conf's ``events``) but that
+    began after history did is still told, and so is one whose Linkedid has
+    no time in it (an Originate's own ChannelId)."""
+    for linkedid in ("pbx-1700000030.4", "click-to-call-42"):
+        cel, _ = answered_call(linkedid, 1_700_000_030.0)
+        folder = Folder()
+        folder.history_from = 1_700_000_020.5
+        told = [e for rec in cel.records[1:] for e in folder.feed(rec)]
+        assert "hangup" in [e.kind for e in told], linkedid
+
+
+def test_a_call_passed_over_live_is_told_in_full_by_a_replay() -> None:
+    """A later gap's replay reads the whole call from the store: then it is told,
+    every fact of it, as Asterisk recorded them."""
+    cel, answered = answered_call("pbx-1700000000.1", 1_700_000_000.0)
+    folder = Folder()
+    folder.history_from = 1_700_000_020.5
+    for record in cel.records[answered:]:
+        folder.feed(record)
+    told = folder.replay(cel.linkedid, cel.records)
+    assert kinds(told) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    assert all(e.replayed for e in told)

@@ -104,6 +104,36 @@ async def test_a_first_start_writes_its_mark_at_once(tmp_path: Path) -> None:
     assert service.read_mark() == 1_800_000_000.0
 
 
+@pytest.mark.parametrize("cut", [40, 75, 120])
+async def test_a_first_start_tells_no_call_that_was_up_before_it(tmp_path: Path, cut: int) -> None:
+    """With no mark there is no history to rebuild a call already up from: the
+    calls whose start came before the cut are not told; those that start
+    after it are, every fact of them (docs/history.md)."""
+    told: list[CallEvent] = []
+    service = life(told)
+    service.start(tmp_path)
+    assert service.folder.history_from == NOW
+    later = {
+        f["UniqueID"] for f in EVENTS[cut:] if f.get("EventName") == "CHAN_START"
+        and f["UniqueID"] == f["LinkedID"]
+    }  # fmt: skip
+    assert later
+    assert len(later) < len({f["LinkedID"] for f in EVENTS if "LinkedID" in f})
+    for fields in EVENTS[cut:]:
+        await service.ingest(fields["Event"], fields)
+    folder = Folder()
+    whole = sorted(e.event_id for r in ALL if r.linkedid in later for e in folder.feed(r))
+    assert sorted(e.event_id for e in told) == whole
+
+
+async def test_a_start_that_replays_from_its_mark_has_history_already(tmp_path: Path) -> None:
+    life([], [NOW - 100]).start(tmp_path)  # leaves a mark
+    service = life([])
+    service.start(tmp_path)
+    assert service.folder.history_from is None
+    await settle(service)
+
+
 async def test_a_gap_is_replayed_and_live_continues(tmp_path: Path) -> None:
     told: list[CallEvent] = []
     service = life(told)
@@ -163,11 +193,12 @@ async def test_without_a_store_a_gap_is_only_logged(
     async def emit(event: CallEvent) -> None:
         told.append(event)
 
-    service = CallLife(HistorySettings(), emit)
+    service = CallLife(HistorySettings(), emit, clock=lambda: 1_800_000_000.0)
     service.start(tmp_path)
     service.gap(0.0)
     assert not service._tasks
     assert "no [history] cel store" in caplog.text
+    assert service.folder.history_from == 1_800_000_000.0  # nothing rebuilds the calls up
 
 
 async def test_bad_events_never_reach_the_engine(caplog: pytest.LogCaptureFixture) -> None:
