@@ -306,10 +306,10 @@ async def test_call_history_survives_1c_down_and_a_restart(
             break
         await asyncio.sleep(0.1)
     # And their ends in CEL (LINKEDID_END comes after the Hangup that emptied the
-    # tracker; late by as much as Asterisk's CEL backends are behind): one that
-    # came after this router stopped would be told by the next one, which starts
-    # with no history, as a missed call of this test. Bounded: a call whose end
-    # never comes would not come to the next router either.
+    # tracker, late by as much as Asterisk's CEL backends are behind). The next
+    # router starts with no history and does not tell calls that began before
+    # it (docs/history.md), but one that began in its first second would count
+    # as this test's. Bounded: a call whose end never comes does not matter.
     for _ in range(100):
         if not len(engine.calllife.folder):
             break
