@@ -595,8 +595,8 @@ class Folder:
         Live, a call's first record is its first channel's ``CHAN_START`` (that
         channel's Uniqueid is the Linkedid). A call first seen by another record
         was already up; with nothing to rebuild its start from, what it would
-        be told is a guess (an answered call whose answer came earlier would
-        end as missed), so it is not told. The Linkedid's own time (Asterisk's
+        be told is a guess (a call answered before would end unanswered, a
+        queue call as missed), so it is not told. The Linkedid's own time (Asterisk's
         Uniqueids are ``[system-]<Unix seconds>.<n>``) must say it began before
         ``history_from``: a record missing for another reason (CHAN_START left
         out of cel.conf's ``events``) never hides a call that began later.

@@ -287,13 +287,13 @@ def _live_time(timestamp: str | None, event_time: str | None) -> float:
 
     cel_manager writes ``EventTime`` to the second, on Asterisk's local clock
     (``%Y-%m-%d %H:%M:%S``, or Unix seconds); the ``Timestamp`` is when the
-    manager event was made, after the record, a few milliseconds later, but
-    as much as a second when Asterisk's CEL backends fall behind (a slow disk
-    under the SQLite file: 0.73 s measured with the whole test suite
-    loading this machine). The record happened in
-    EventTime's second and no later than the Timestamp, so the Timestamp is
-    cut back to that second's end: live and stored times of one record then
-    differ by under a second however far behind the backends are.
+    manager event was made, after the record: a few milliseconds later, but
+    most of a second when Asterisk's CEL backends fall behind (a slow disk
+    under the SQLite file; 0.73 s with the whole test suite loading this
+    machine). The record happened in EventTime's second and no later than the
+    Timestamp, so the Timestamp is cut back to that second's end: live and
+    stored times of one record differ by under a second however far behind
+    the backends are.
     """
     stamp = _parse_seconds(timestamp.strip()) if timestamp else None
     # A second's records all carry its EventTime: parsed once (strptime ~10 us).
