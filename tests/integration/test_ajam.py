@@ -167,10 +167,9 @@ async def test_stream_sees_a_calls_events_in_order(client: AJAMClient) -> None:
     stamps = [float(e["Timestamp"]) for e in seen]
     backwards = [(a, b) for a, b in itertools.pairwise(stamps) if b < a - 0.001]
     assert not backwards, backwards
-    for channel in {e["Channel"] for e in seen}:
-        mine = [e.name for e in seen if e["Channel"] == channel]
-        assert mine[0] == "Newchannel", (channel, mine)
-        assert mine[-1] == "Hangup", (channel, mine)
+    for channel in {e["Channel"] for e in seen if e.name == "Hangup"}:
+        mine = [e.name for e in seen if e["Channel"] == channel]  # CEL's records too
+        assert mine.index("Newchannel") < mine.index("Hangup"), (channel, mine)
     priorities = [
         int(e["Priority"]) for e in seen if e.name == "Newexten" and e["Context"] == "incoming"
     ]
