@@ -101,16 +101,21 @@ class SqliteSource:
         con.row_factory = sqlite3.Row
         return con
 
-    def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
-        top = until if until is not None else 1e12
+    @property
+    def query(self) -> str:
+        """The replay's read; docs/history.md's two indexes serve both its searches."""
         # The table name was checked against an identifier pattern ([history] table).
-        query = (
+        return (
             f"SELECT rowid AS seq, eventtype, eventtime, cidname, cidnum, ciddnid, context, "
             f"exten, channame, appname, appdata, uniqueid, linkedid, peer, eventextra "
             f"FROM {self.table} WHERE linkedid IN (SELECT DISTINCT linkedid FROM {self.table} "
             f"WHERE CAST(eventtime AS REAL) >= ? AND CAST(eventtime AS REAL) <= ?) "
             f"ORDER BY rowid LIMIT {MAX_ROWS}"
         )
+
+    def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
+        top = until if until is not None else 1e12
+        query = self.query
         con = self._connect()
         try:
             rows = con.execute(query, (since, top)).fetchall()

@@ -36,6 +36,37 @@ def test_sqlite_reads_whole_calls_in_the_window(tmp_path: Path) -> None:
     assert SqliteSource(db).read(last + 10) == {}
 
 
+DOCS = Path(__file__).parents[3] / "docs"
+
+
+@pytest.mark.parametrize("page", [DOCS / "history.md", DOCS / "ru" / "history.md"], ids=str)
+def test_the_documented_indexes_serve_the_replays_read(page: Path, tmp_path: Path) -> None:
+    """docs/history.md's two indexes, created as written (the `sqlite3` command's
+    SQL), make both of the replay's searches index searches, and the read still
+    returns the same calls: a changed query that they no longer serve fails here."""
+    import re
+
+    [block] = re.findall(r"```sh\nsqlite3 (\S+) \\\n\s*'(.*?)'\n```", page.read_text(), re.S)
+    path, sql = block
+    assert path == "/var/log/asterisk/cel.db"
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    before = SqliteSource(db).read(0)
+    con = sqlite3.connect(db)
+    try:
+        con.executescript(sql)
+        plan = [
+            row[3] for row in con.execute("EXPLAIN QUERY PLAN " + SqliteSource(db).query, (0, 1))
+        ]
+    finally:
+        con.close()
+    assert any(step.startswith("SEARCH cel USING INDEX cel_linkedid") for step in plan), plan
+    assert any(step.startswith("SEARCH cel USING INDEX cel_time") for step in plan), plan
+    assert not any(step.startswith("SCAN cel") for step in plan), plan
+    assert SqliteSource(db).read(0) == before
+
+
 def test_sqlite_is_opened_read_only(tmp_path: Path) -> None:
     """callrouter never writes to Asterisk's file (root ignores file modes, so ask SQLite)."""
     db = tmp_path / "cel.db"
