@@ -519,27 +519,28 @@ class Folder:
 
     def feed(self, record: CelRecord) -> list[CallEvent]:
         """One live record; the new events it decides, in order."""
-        if record.linkedid in self._ended or record.linkedid in self._before:
-            return []
-        call = self._calls.get(record.linkedid)
-        if call is None:
-            if self._before_history(record.linkedid, record.event, record.uniqueid):
-                return []
-            call = self._open(record.linkedid, replayed=False)
-        return self._finish(call, call.apply(record))
+        call = self._live_call(record.linkedid, record.event, record.uniqueid)
+        return [] if call is None else self._finish(call, call.apply(record))
 
     def note(self, linkedid: str, key: tuple[str, str, str], at: float) -> None:
         """A live record no handler reads (:data:`FOLDED`): what :meth:`feed` would
         do with it (the call opened if new, the record in its bookkeeping), without
         the record itself."""
+        call = self._live_call(linkedid, key[0], key[1])
+        if call is not None:
+            call.note(key, at)
+
+    def _live_call(self, linkedid: str, event: str, uniqueid: str) -> CallFold | None:
+        """The call a live record of ``linkedid`` belongs to, opened if new; None
+        when its records are passed over (it ended, or began before history)."""
         if linkedid in self._ended or linkedid in self._before:
-            return
+            return None
         call = self._calls.get(linkedid)
         if call is None:
-            if self._before_history(linkedid, key[0], key[1]):
-                return
+            if self._before_history(linkedid, event, uniqueid):
+                return None
             call = self._open(linkedid, replayed=False)
-        call.note(key, at)
+        return call
 
     def hint(self, linkedid: str, uniqueid: str) -> list[CallEvent]:
         """A live ringing sign for the leg ``uniqueid`` of call ``linkedid``."""
