@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -628,6 +629,33 @@ class Sandbox:
         # chroot execs asterisk, so this pid is Asterisk's own.
         self.pid = self.process.pid
         self.wait_ready(timeout)
+        self.index_cel_store()
+
+    @property
+    def cel_store(self) -> Path:
+        """The file cel_sqlite3_custom writes (conf/cel_sqlite3_custom.conf)."""
+        return self.inst / "log" / "cel.db"
+
+    def index_cel_store(self) -> bool:
+        """Give the CEL store the indexes docs/history.md asks administrators
+        for, so that the sandbox's replays read as a production store's should
+        (an index search, not a scan that holds Asterisk's writer back).
+
+        False when the store or its table is not there yet (cel_sqlite3_custom
+        not loaded): nothing to index then."""
+        from router.calllife.sources import CEL_INDEXES
+
+        if not self.cel_store.exists():
+            return False
+        con = sqlite3.connect(self.cel_store, timeout=5)
+        try:
+            con.executescript(CEL_INDEXES)
+        except sqlite3.OperationalError as exc:
+            log.warning("sandbox %s: CEL store not indexed: %s", self.name, exc)
+            return False
+        finally:
+            con.close()
+        return True
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -258,6 +259,27 @@ async def assert_told_exactly(told: list[CallEvent], box: Sandbox, since: float)
             assert event.same_fact(stored), f"told {event}\nstored {stored}\n" + explain_calls(
                 box, since, told, {event.call_id}
             )
+
+
+async def test_the_sandbox_store_has_the_documented_indexes(box: Sandbox) -> None:
+    """The sandbox gives cel.db the two indexes docs/history.md tells
+    administrators to add (router.sandbox ``index_cel_store``), so the replays
+    of these tests search the store as a production one's should."""
+    con = sqlite3.connect(f"file:{box.cel_store}?mode=ro", uri=True)
+    try:
+        indexes = {
+            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        plan = [
+            row[3]
+            for row in con.execute(
+                "EXPLAIN QUERY PLAN " + SqliteSource(box.cel_store).query, (0, 1)
+            )
+        ]
+    finally:
+        con.close()
+    assert {"cel_time", "cel_linkedid"} <= indexes, indexes
+    assert not any(step.startswith("SCAN cel") for step in plan), plan
 
 
 # -- the flows of the issue's must-show ------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from router.calllife.fold import Folder
 from router.calllife.settings import HistorySettings
-from router.calllife.sources import PostgresSource, SqliteSource, open_source
+from router.calllife.sources import CEL_INDEXES, PostgresSource, SqliteSource, open_source
 from router.errors import ConfigError, HistorySourceError
 from router.testing.cel import answered_call, write_sqlite
 
@@ -49,6 +49,8 @@ def test_the_documented_indexes_serve_the_replays_read(page: Path, tmp_path: Pat
     [block] = re.findall(r"```sh\nsqlite3 (\S+) \\\n\s*'(.*?)'\n```", page.read_text(), re.S)
     path, sql = block
     assert path == "/var/log/asterisk/cel.db"
+    # What the sandbox creates (router.sandbox) is what the page tells.
+    assert sql.split() == CEL_INDEXES.split()
     db = tmp_path / "cel.db"
     call = answered_call()
     write_sqlite(db, call.records)
