@@ -24,6 +24,19 @@ rules:
 """
 
 
+def first_to_102(name: str, condition: str) -> str:
+    """A rule ``name`` that sends a call to 102 when ``condition`` (its rule
+    lines, indented as a rule's keys) holds, before :data:`EVERYONE`'s: the tests
+    see from the extension which one decided."""
+    head, everyone = EVERYONE.split("rules:\n")
+    lines = "".join(f"    {line}\n" for line in condition.strip().splitlines())
+    rule = (
+        f"  - name: {name}\n    on: call\n{lines}"
+        '    do:\n      - redirect: {context: callrouter-dial, exten: "102"}\n'
+    )
+    return f"{head}rules:\n{rule}{everyone}"
+
+
 class Told:
     """A plugin told the call life, as the 1C plugin is: with one the engine
     follows CEL (without one it does not); ``events`` in the order told."""

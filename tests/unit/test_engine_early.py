@@ -21,7 +21,7 @@ from router.calls import Call
 from router.engine import Engine
 from router.hookspecs import hookimpl
 from tests.unit.ami.tcp_fake import FakeAMI
-from tests.unit.client_stub import EVERYONE
+from tests.unit.client_stub import EVERYONE, first_to_102
 from tests.unit.engine_tcp import engine_on_tcp
 
 CHANNEL = "PJSIP/trunk-00000001"
@@ -186,18 +186,7 @@ async def test_events_someone_reads_are_handled_before_the_request(tmp_path: Pat
 
 
 async def test_rules_reading_call_vars_or_an_event_rule_keep_the_order(tmp_path: Path) -> None:
-    vars_rules = """version: 1
-rules:
-  - name: tagged
-    on: call
-    if: call.vars.TAG == "x"
-    do:
-      - redirect: {context: callrouter-dial, exten: "102"}
-  - name: everyone
-    on: call
-    do:
-      - redirect: {context: callrouter-dial, exten: "101"}
-"""
+    vars_rules = first_to_102("tagged", 'if: call.vars.TAG == "x"')
     async with engine_on_tcp(tmp_path, vars_rules, [Decisions()]) as (engine, fake, dropped):
         fake.push_raw(READ)
         await settle(engine, fake, dropped, "callrouter-dial")

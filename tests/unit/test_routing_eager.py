@@ -10,24 +10,11 @@ from typing import Any
 from router.ami.message import Event
 from router.ami.protocol import ActionResult, assemble_result, parse_body
 from router.hookspecs import hookimpl
-from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
+from tests.unit.client_stub import EVERYONE, ClientStub, engine_on, first_to_102
 
 RULES = EVERYONE
 
-SLOW = """version: 1
-rules:
-  - name: slow
-    on: call
-    lookup:
-      owner: never(caller.number)
-    when: owner
-    do:
-      - redirect: {context: callrouter-dial, exten: "102"}
-  - name: everyone
-    on: call
-    do:
-      - redirect: {context: callrouter-dial, exten: "101"}
-"""
+SLOW = first_to_102("slow", "lookup:\n  owner: never(caller.number)\nwhen: owner")
 
 CHANNEL = "PJSIP/trunk-00000001"
 
