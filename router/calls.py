@@ -33,8 +33,9 @@ _UNKNOWN = ("", "<unknown>")
 
 
 #: The ``ChannelStateDesc`` of a leg that answered: the only channel state the
-#: tracker acts on (the engine asks Asterisk for no other ``Newstate`` unless
-#: the HTTP API, a call life listener, a rule or a plugin reads them).
+#: tracker acts on (the engine asks Asterisk for no other ``Newstate`` but a
+#: call life listener's ``Ringing``, unless the HTTP API, a rule or a plugin
+#: reads them).
 ANSWERED_STATE = "Up"
 
 

@@ -65,7 +65,7 @@ from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calllife.fold import FOLDED
 from router.calllife.model import CallEvent
-from router.calllife.service import LIVE_EVENTS, CallLife
+from router.calllife.service import DIAL_RINGING, LIVE_EVENTS, RINGING_STATE, CallLife
 from router.calls import ANSWERED_STATE, Call, CallTracker
 from router.config import Config
 from router.dialplan import (
@@ -910,14 +910,23 @@ class Engine:
             narrowed.add("Newexten")
         if "cel" not in read:
             narrowed.add("CEL")
-        if (
-            "newstate" not in read
-            and self._config.api is None
-            and not self.plugins.reads_call_events()
-        ):
-            # Only the tracker reads it then, and only to see a leg answer.
+        if "newstate" not in read and self._config.api is None:
+            # Only the tracker reads it then, to see a leg answer, and the
+            # call life, to see one ring (_watched_states).
             narrowed.add("Newstate")
+        if "dialstate" not in read and self._config.api is None:
+            # Only the call life reads it then (asked for only for it): a leg
+            # ringing (DialStatus RINGING, not PROGRESS or PROCEEDING).
+            narrowed.add("DialState")
         return frozenset(narrowed)
+
+    def _watched_states(self) -> frozenset[str]:
+        """The ``Newstate`` states the engine reads when nothing else reads
+        them: a leg answering (the tracker) and, with a call life listener,
+        a leg ringing (its ringing sign, router/calllife/service.py)."""
+        if self.plugins.reads_call_events():
+            return frozenset({ANSWERED_STATE, RINGING_STATE})
+        return frozenset({ANSWERED_STATE})
 
     def _header_filters(self, narrowed: frozenset[str]) -> frozenset[HeaderFilter]:
         """What Asterisk itself can drop of the narrowed events: a ``Newexten``
@@ -941,7 +950,13 @@ class Engine:
         if "CEL" in narrowed:
             filters.add(HeaderFilter("CEL", "EventName", FOLDED))
         if "Newstate" in narrowed:
-            filters.add(HeaderFilter("Newstate", "ChannelStateDesc", frozenset({ANSWERED_STATE})))
+            # One exact filter per state, as for Newexten's applications.
+            filters.update(
+                HeaderFilter("Newstate", "ChannelStateDesc", frozenset({state}))
+                for state in self._watched_states()
+            )
+        if "DialState" in narrowed:
+            filters.add(HeaderFilter("DialState", "DialStatus", frozenset({DIAL_RINGING})))
         return frozenset(filters)
 
     async def event_narrowing(self) -> dict[str, Narrower]:
@@ -955,13 +970,15 @@ class Engine:
         a Redirect (its confirmation). ``CEL``: the call life folds six kinds of
         record (router/calllife/fold.py ``FOLDED``); the others (``CHAN_END``,
         ``BRIDGE_*``, ``APP_*``...: half of an answered call's) change nothing.
-        ``Newstate``: the tracker needs only a leg answering (``Up``); the
-        others (``Ring``, ``Ringing``, ``Dialing``...) come in the request's own
-        read (the dialplan's ``Ringing()`` just before it), so each one handled
-        there delays the Redirect. The rest are dropped unparsed, unless a
-        rule, a plugin or (for ``Newexten`` and ``Newstate``) the HTTP API
-        reads them too, a call life listener (``Newstate``: the ringing signs),
-        or ``[asterisk] events = "all"`` asks for everything.
+        ``Newstate``: the tracker needs only a leg answering (``Up``), and a
+        call life listener a leg ringing (``Ringing``); the others (``Ring``,
+        ``Dialing``, ``Down``...) come with every leg, some in the request's
+        own read, where each one handled delays the Redirect. ``DialState``
+        (asked for only for a call life listener): ``RINGING``, not the
+        ``PROGRESS`` and ``PROCEEDING`` a trunk sends. The rest are dropped
+        unparsed, unless a rule, a plugin or (for ``Newexten``, ``Newstate``
+        and ``DialState``) the HTTP API reads them too, or ``[asterisk] events
+        = "all"`` asks for everything.
         """
         narrowed = self._narrowed(await self.plugins.wanted_events())
         narrow: dict[str, Narrower] = {}
@@ -973,7 +990,10 @@ class Engine:
         if "CEL" in narrowed:
             narrow["CEL"] = _folded_cel
         if "Newstate" in narrowed:
-            narrow["Newstate"] = _answered_state
+            ringing = RINGING_STATE in self._watched_states()
+            narrow["Newstate"] = _answered_or_ringing if ringing else _answered_state
+        if "DialState" in narrowed:
+            narrow["DialState"] = _dial_ringing
         return narrow
 
     def _route_early(self, data: bytes, start: int, end: int) -> None:
@@ -1289,6 +1309,19 @@ def _answered_state(block: str) -> bool:
     """A ``Newstate`` the tracker reads: a leg answering (one it cannot judge is kept)."""
     state = raw_header(block, "ChannelStateDesc")
     return state is None or state == ANSWERED_STATE
+
+
+def _answered_or_ringing(block: str) -> bool:
+    """A ``Newstate`` the tracker or the call life reads: a leg answering or
+    ringing (one it cannot judge is kept)."""
+    state = raw_header(block, "ChannelStateDesc")
+    return state is None or state in (ANSWERED_STATE, RINGING_STATE)
+
+
+def _dial_ringing(block: str) -> bool:
+    """A ``DialState`` the call life reads: a leg ringing (one it cannot judge is kept)."""
+    status = raw_header(block, "DialStatus")
+    return status is None or status == DIAL_RINGING
 
 
 def _folded_cel(block: str) -> bool:

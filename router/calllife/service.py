@@ -31,12 +31,19 @@ from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
 
-__all__ = ["LIVE_EVENTS", "MARK_FILE", "CallLife"]
+__all__ = ["DIAL_RINGING", "LIVE_EVENTS", "MARK_FILE", "RINGING_STATE", "CallLife"]
 
 log = logging.getLogger("router.calllife")
 
 #: The events the call life reads: CEL itself and the live ringing signs.
 LIVE_EVENTS = frozenset({"CEL", "Newstate", "DialState"})
+
+#: The ``Newstate`` (``ChannelStateDesc`` of ``ChannelState`` 5) and the
+#: ``DialState`` (``DialStatus``) that say a leg rings: the only ones of those
+#: events the call life reads, so the engine asks Asterisk for no others
+#: when nothing else reads them (Engine.event_narrowing).
+RINGING_STATE = "Ringing"
+DIAL_RINGING = "RINGING"
 #: The file in the state dir holding the replay mark.
 MARK_FILE = "calllife.json"
 #: A gap's replay reads this much before the gap began: the clocks of this
@@ -112,7 +119,7 @@ class CallLife:
             if fields.get("ChannelState") == "5":
                 return self.folder.hint(fields.get("Linkedid", ""), fields.get("Uniqueid", ""))
             return []
-        if name == "DialState" and fields.get("DialStatus") == "RINGING":
+        if name == "DialState" and fields.get("DialStatus") == DIAL_RINGING:
             return self.folder.hint(fields.get("DestLinkedid", ""), fields.get("DestUniqueid", ""))
         return []
 

@@ -309,6 +309,44 @@ async def test_answered_by_the_owner_with_the_phones_talk_time(
     assert abs(hangup.talk_seconds - phone.talk_seconds) < 1.0
 
 
+async def test_on_a_user_with_its_own_eventfilter_lines_the_ringing_is_still_told(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    """The lines ``callrouter check --manager-conf`` prints for a router told
+    the call life (as with the 1C plugin) have Asterisk send a ``Newstate``
+    only for a leg answering or ringing and a ``DialState`` only for
+    ``RINGING``: the manager's phone is still told ringing, then answered."""
+    config = make_config(box, tmp_path)
+    probe = Engine(config, plugins=Plugins.for_config(config, extra=[Told()]))
+    await probe.setup()
+    lines = (await probe.event_selection()).manager_conf_lines()
+    for line in (
+        "eventfilter(action(include),name(Newstate),header(ChannelStateDesc),method(exact))=Up",
+        "eventfilter(action(include),name(Newstate),header(ChannelStateDesc),method(exact))=Ringing",
+        "eventfilter(action(include),name(DialState),header(DialStatus),method(exact))=RINGING",
+    ):
+        assert line in lines
+    box.add_manager_user("router-life-lines", lines=lines)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        path.read_text().replace('username = "router"', 'username = "router-life-lines"')
+    )
+    running = await Running(load_config(path)).start()
+    try:
+        call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="8 916 555-01-02")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await asyncio.to_thread(phones["101"].hangup)
+        await asyncio.to_thread(call.wait_ended, 10)
+        call_id = await call_of(running.told, OWNER, after=0)
+        assert running.told.story(call_id) == [
+            ("ringing", "101"),
+            ("answered", "101"),
+            ("hangup", "101"),
+        ]
+    finally:
+        await running.stop()
+
+
 async def test_busy_owner_falls_back_and_101_never_rings(router: Running, phones: Phones) -> None:
     phones["101"].mode = "busy"
     phones["103"].mode = "noanswer"

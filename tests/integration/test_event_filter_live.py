@@ -339,7 +339,7 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
     selection = await route_a_call_on_its_own_lines(
         routing_sandbox, placer, tmp_path, ami_transport, "router-lines"
     )
-    assert {f.event for f in selection.narrowed} == {"Newexten", "CEL"}
+    assert {f.event for f in selection.narrowed} == {"Newexten", "CEL", "Newstate", "DialState"}
 
 
 async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(

@@ -55,7 +55,13 @@ async def test_only_the_inbound_entry_and_the_landing_are_parsed(
 ) -> None:
     engine = await engine_factory(write(tmp_path), plugins=[Told()])
     # UserEvent is not narrowed, noted: a request's channel has its next step parsed.
-    assert set(await engine.event_narrowing()) == {"Newexten", "CEL", "UserEvent"}
+    assert set(await engine.event_narrowing()) == {
+        "Newexten",
+        "CEL",
+        "UserEvent",
+        "Newstate",
+        "DialState",
+    }
     channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     for step in ("2", "3", "4"):  # the dialplan's steps before the request's answer
         ajam_replay.queue_event(
@@ -112,7 +118,8 @@ async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
         + "    do: [{ami: {action: UserEvent, userevent: x}}]\n",
     )
     engine = await engine_factory(steps, plugins=[Told()])
-    assert set(await engine.event_narrowing()) == {"CEL"}
+    # New* reads Newstate too; DialState stays the call life's alone.
+    assert set(await engine.event_narrowing()) == {"CEL", "DialState"}
 
     class Steps:
         @hookimpl
@@ -125,7 +132,7 @@ async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
 
     (tmp_path / "p").mkdir()
     engine = await engine_factory(write(tmp_path / "p"), plugins=[Steps(), Told()])
-    assert await engine.event_narrowing() == {}
+    assert set(await engine.event_narrowing()) == {"Newstate", "DialState"}
 
 
 async def test_only_the_cel_records_the_call_life_folds_are_parsed(
@@ -201,6 +208,10 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
         HeaderFilter("Newexten", "Application", frozenset({"MusicOnHold"})),
         HeaderFilter("Newexten", "Application", frozenset({"WaitExten"})),
         HeaderFilter("CEL", "EventName", FOLDED),
+        # A leg answering (the tracker) or ringing (the call life's sign).
+        HeaderFilter("Newstate", "ChannelStateDesc", frozenset({"Up"})),
+        HeaderFilter("Newstate", "ChannelStateDesc", frozenset({"Ringing"})),
+        HeaderFilter("DialState", "DialStatus", frozenset({"RINGING"})),
     }
     lines = selection.manager_conf_lines()
     assert "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1" in lines
@@ -225,7 +236,8 @@ async def test_the_selection_asks_asterisk_to_drop_what_the_narrowing_would(
     engine = await engine_factory(write(tmp_path / "tpl", templated), plugins=[Told()])
     assert not engine.setup_problems
     selection = await engine.event_selection()
-    assert {f.event for f in selection.narrowed} == {"CEL"}  # a priority known per call only
+    # A priority known per call only: every step.
+    assert {f.event for f in selection.narrowed} == {"CEL", "Newstate", "DialState"}
     assert "Newexten" in set(await engine.event_narrowing())  # still narrowed on our side
 
 
@@ -239,7 +251,7 @@ async def test_whoever_reads_every_step_gets_it_from_asterisk_too(
     selection = await (
         await engine_factory(write(tmp_path, steps), plugins=[Told()])
     ).event_selection()
-    assert {f.event for f in selection.narrowed} == {"CEL"}
+    assert {f.event for f in selection.narrowed} == {"CEL", "DialState"}
     assert "eventfilter(action(include),name(Newexten))=" in selection.manager_conf_lines()
 
     (tmp_path / "api").mkdir()
@@ -275,8 +287,8 @@ async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
     ``Ringing`` the shipped dialplan makes just before its request would be
     handled in the request's own read. Asterisk is asked for ``Up`` alone,
     and the client drops the others unparsed (AJAM, or a user without the
-    lines); whoever reads every state (the API, a call life listener, a rule
-    or a plugin) gets them all."""
+    lines); whoever reads every state (the API, a rule or a plugin) gets
+    them all."""
     from router.ami.event_filter import HeaderFilter
     from router.api.settings import ApiSettings
 
@@ -327,7 +339,6 @@ async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
             return ("Newstate",)
 
     for name, kwargs in (
-        ("listener", {"plugins": [Told()]}),
         ("api", {"api": ApiSettings(port=free_port())}),
         ("plugin", {"plugins": [States()]}),
     ):
@@ -340,3 +351,66 @@ async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
     states += "    do: [{ami: {action: UserEvent, userevent: x}}]\n"
     other = await engine_factory(write(tmp_path / "rule", states))
     assert "Newstate" not in await other.event_narrowing()
+
+
+async def test_a_call_life_listener_gets_only_the_ringing_and_answering_states(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """With a plugin told the call life (the 1C plugin), the engine reads a
+    ``Newstate`` to see a leg answer or ring, and a ``DialState`` to see it
+    ring: Asterisk is asked for those alone, and the client drops the others
+    (``Ring``, ``Dialing``, ``PROGRESS``...: some on every leg) unparsed.
+    The API, a rule or a plugin that reads them gets every one."""
+    from router.ami.event_filter import HeaderFilter
+    from router.api.settings import ApiSettings
+
+    engine = await engine_factory(write(tmp_path), plugins=[Told()])
+    selection = await engine.event_selection()
+    assert {f for f in selection.narrowed if f.event in ("Newstate", "DialState")} == {
+        HeaderFilter("Newstate", "ChannelStateDesc", frozenset({"Up"})),
+        HeaderFilter("Newstate", "ChannelStateDesc", frozenset({"Ringing"})),
+        HeaderFilter("DialState", "DialStatus", frozenset({"RINGING"})),
+    }
+    lines = selection.manager_conf_lines()
+    for line in (
+        "eventfilter(action(include),name(Newstate),header(ChannelStateDesc),method(exact))=Up",
+        "eventfilter(action(include),name(Newstate),header(ChannelStateDesc),method(exact))=Ringing",
+        "eventfilter(action(include),name(DialState),header(DialStatus),method(exact))=RINGING",
+    ):
+        assert line in lines
+    assert "eventfilter(action(include),name(Newstate))=" not in lines
+    assert "eventfilter(action(include),name(DialState))=" not in lines
+    narrowing = await engine.event_narrowing()
+    state = "Event: Newstate\nChannel: PJSIP/a-1\nChannelState: {}\nChannelStateDesc: {}"
+    keep = narrowing["Newstate"]
+    assert keep(state.format(6, "Up"))
+    assert keep(state.format(5, "Ringing"))
+    for number, desc in ((4, "Ring"), (3, "Dialing"), (0, "Down"), (7, "Busy")):
+        assert not keep(state.format(number, desc))
+    assert keep("Event: Newstate\nChannel: PJSIP/a-1")  # cannot judge: kept
+    dial = "Event: DialState\nDestChannel: PJSIP/101-1\nDialStatus: {}"
+    keep = narrowing["DialState"]
+    assert keep(dial.format("RINGING"))
+    for status in ("PROGRESS", "PROCEEDING"):
+        assert not keep(dial.format(status))
+    assert keep("Event: DialState\nDestChannel: PJSIP/101-1")  # cannot judge: kept
+
+    class Dials:
+        @hookimpl
+        def callrouter_event(self, event: Event, call: Call | None) -> None:
+            pass
+
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("DialState",)
+
+    (tmp_path / "api").mkdir()
+    other = await engine_factory(
+        write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Told()]
+    )
+    assert not {"Newstate", "DialState"} & set(await other.event_narrowing())
+    (tmp_path / "plugin").mkdir()
+    other = await engine_factory(write(tmp_path / "plugin"), plugins=[Told(), Dials()])
+    assert "DialState" not in await other.event_narrowing()
+    assert not any(f.event == "DialState" for f in (await other.event_selection()).narrowed)
+    assert "Newstate" in await other.event_narrowing()
