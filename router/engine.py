@@ -931,9 +931,10 @@ class Engine:
     def _header_filters(self, narrowed: frozenset[str]) -> frozenset[HeaderFilter]:
         """What Asterisk itself can drop of the narrowed events: a ``Newexten``
         at a priority no call enters a context at, a CEL record the call life
-        does not fold, a ``Newstate`` other than a leg answering. Each filter
-        keeps at least what :meth:`event_narrowing` parses (a Redirect's
-        landing is at the priority its rule names)."""
+        does not fold, a ``Newstate`` other than a leg answering (or ringing,
+        for a call life listener), a ``DialState`` other than ``RINGING``.
+        Each filter keeps at least what :meth:`event_narrowing` parses (a
+        Redirect's landing is at the priority its rule names)."""
         filters = set()
         if "Newexten" in narrowed:
             priorities = self.rules.current.landing_priorities()
