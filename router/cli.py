@@ -17,8 +17,19 @@ import router.commands
 from router.errors import CallRouterError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options only as written: argparse would take ``--secret X`` for
+    ``--secret-env X`` (a prefix) and complain about an environment variable
+    named ``X``. Every subcommand's parser is one of these (add_subparsers
+    makes its parsers of the parent's class)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="callrouter",
         description="Route Asterisk calls with declarative rules and plugins.",
     )

@@ -31,12 +31,30 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--secret-env", metavar="NAME", help="read the secret from this environment variable"
     )
+    group.add_argument("--secret", action=_RefuseSecret, help=argparse.SUPPRESS)
     group.add_argument("--auth", choices=["cookie", "digest", "plain", "md5"])
     group.add_argument("--format", choices=["rawman", "mxml"])
     group.add_argument(
         "--insecure", action="store_true", default=None, help="do not verify the TLS certificate"
     )
     group.add_argument("--timeout", type=float, metavar="SECONDS", help="request timeout")
+
+
+class _RefuseSecret(argparse.Action):
+    """``--secret`` is not taken: said plainly, with what to use instead."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "--secret: a secret on the command line is visible to every user of this "
+            "host (ps, shell history); put it in an environment variable and give its "
+            "name: --secret-env NAME (or secret_env in router.toml)"
+        )
 
 
 def load_from_args(args: argparse.Namespace) -> Config:

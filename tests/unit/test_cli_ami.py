@@ -92,3 +92,29 @@ def test_unreachable_asterisk_is_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "cannot connect" in err[0]
+
+
+@pytest.mark.parametrize("command", ["ami", "events", "run"])
+def test_a_secret_on_the_command_line_is_refused_with_what_to_use(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--secret X`` is not taken for ``--secret-env X`` (argparse's prefix
+    matching would then look for an environment variable named ``X``): it is
+    refused, saying why and what to write instead."""
+    argv = [command, "--url", "tcp://127.0.0.1:5038", "--secret", "hunter2"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--secret: a secret on the command line is visible" in err
+    assert "--secret-env NAME" in err
+    assert "environment variable hunter2" not in err
+
+
+def test_options_are_taken_only_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """No abbreviations: ``--user`` is not ``--username`` (a later option
+    sharing the prefix would silently change what an old command means)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ami", "Ping", "--url", "tcp://127.0.0.1:5038", "--user", "router"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --user router" in capsys.readouterr().err
