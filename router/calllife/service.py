@@ -178,16 +178,24 @@ class CallLife:
         before = min(self._pending) if self._pending else None
         return self.folder.told_since(mark - GAP_MARGIN, before)
 
-    def write_mark(self) -> None:
-        """Write the mark atomically (blocking: call it in a thread, or at stop)."""
+    def _mark_data(self) -> dict[str, Any] | None:
+        """What the mark file is to hold now; None when there is nothing new.
+
+        Read on the event loop, never in a worker thread: the loop changes the
+        folder with every record, and a thread walking it meanwhile (the open
+        calls, the ended ones) fails with "changed size during iteration" or
+        reads it half-changed."""
         if not self.listening():
-            return
+            return None
         mark = self.mark()
         if self._state_dir is None or mark is None:
-            return
-        data = {"mark": mark, "told": self.told(mark)}
-        if data == self._mark_written:
-            return
+            return None
+        data: dict[str, Any] = {"mark": mark, "told": self.told(mark)}
+        return None if data == self._mark_written else data
+
+    def _write_mark_file(self, data: dict[str, Any]) -> None:
+        """Write ``data`` atomically (blocking: the file only, no folder read)."""
+        assert self._state_dir is not None  # _mark_data gave data: there is one
         path = self._state_dir / MARK_FILE
         tmp = path.with_name(f".{MARK_FILE}.{os.getpid()}")
         try:
@@ -197,13 +205,25 @@ class CallLife:
         except OSError as exc:
             log.warning("call life: cannot write %s: %s", path, exc)
 
+    def write_mark(self) -> None:
+        """Write the mark now, blocking (a first start; tests)."""
+        data = self._mark_data()
+        if data is not None:
+            self._write_mark_file(data)
+
+    async def _save(self) -> None:
+        """The mark read here, on the loop; only the file written in a thread."""
+        data = self._mark_data()
+        if data is not None:
+            await asyncio.to_thread(self._write_mark_file, data)
+
     async def save_mark(self) -> None:
-        """The timed job: the mark to disk, off the event loop; stale calls dropped."""
+        """The timed job: the mark to disk, the file off the event loop; stale calls dropped."""
         cutoff = self._clock() - STALE_AFTER
         dropped = self.folder.sweep(cutoff)
         if dropped:
             log.info("call life: dropped %d calls with no record for hours", len(dropped))
-        await asyncio.to_thread(self.write_mark)
+        await self._save()
 
     # -- replays ---------------------------------------------------------------------
 
@@ -299,7 +319,7 @@ class CallLife:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.to_thread(self.write_mark)
+        await self._save()
 
 
 def _open(settings: HistorySettings) -> CelSource | None:

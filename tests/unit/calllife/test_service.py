@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_captured import ALL, FIXTURES, SCENARIOS, blocks
@@ -318,3 +319,51 @@ async def test_a_bad_record_the_fold_does_not_read_is_a_logged_failure(
     assert "needs a Timestamp or an EventTime" in caplog.text
     assert len(service.folder) == 0
     assert told == []
+
+
+async def test_the_mark_is_read_on_the_event_loop_and_only_written_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timed save and the stop read the folder (open calls, calls told to
+    the end) on the loop's own thread, which changes it with every record: a
+    worker thread walking it meanwhile would fail ("changed size during
+    iteration") or write a half-changed mark. Only the file is written off
+    the loop."""
+    import threading
+
+    told: list[CallEvent] = []
+    clock = [ALL[0].at - 1]
+    service = life(told, clock)
+    service.start(tmp_path)
+    for fields in blocks("answered"):
+        if "Timestamp" in fields:
+            clock[0] = float(fields["Timestamp"])  # the call ends within the mark's window
+        await service.ingest(fields["Event"], fields)
+    loop_thread = threading.current_thread()
+    readers: list[threading.Thread] = []
+    writers: list[threading.Thread] = []
+    folder = service.folder
+    for name in ("oldest_open", "told_since"):
+        read = getattr(folder, name)
+
+        def spy(*args: object, _read: Any = read) -> Any:
+            readers.append(threading.current_thread())
+            return _read(*args)
+
+        monkeypatch.setattr(folder, name, spy)
+    write = service._write_mark_file
+
+    def write_spy(data: dict[str, Any]) -> None:
+        writers.append(threading.current_thread())
+        write(data)
+
+    monkeypatch.setattr(service, "_write_mark_file", write_spy)
+    await service.save_mark()
+    assert readers
+    assert set(readers) == {loop_thread}
+    assert writers
+    assert loop_thread not in writers
+    assert json.loads((tmp_path / MARK_FILE).read_text(encoding="utf-8"))["told"]
+    readers.clear()
+    await service.stop()
+    assert set(readers) <= {loop_thread}
