@@ -341,10 +341,23 @@ def callrouter_call_event(event: CallEvent) -> None:
     event path, synchronously: return at once and hand slow work (network,
     disk) to a queue or task. Return value ignored.
 
-    Implementing it is what turns the call life on: while no plugin does,
+    Implementing it is what turns the call life on: while no plugin does
+    (or every one that does says no in ``callrouter_wants_call_events``),
     the engine asks Asterisk for no CEL, folds none and replays none (it
     would tell nobody), and leaves the replay mark where the last listener
     left it.
+    """
+
+
+@hookspec
+def callrouter_wants_call_events() -> bool | None:
+    """Whether this plugin's ``callrouter_call_event`` is to be told now.
+
+    Runs at start, once every plugin is configured. False: the plugin has
+    nothing to do with call events in this configuration (the 1C plugin
+    without a ``[plugins.onec]`` table), so it is not told them, and when no
+    other plugin is, the call life stays off (no CEL asked for, folded or
+    replayed). True or None, no such hook, or one that raises: it is told.
     """
 
 

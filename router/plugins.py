@@ -87,6 +87,8 @@ class Plugins:
         #: ``callrouter_event`` implementations that asked for it.
         self._wanted: dict[str, tuple[str, ...] | None] = {}
         self._event_impls: dict[str, list[pluggy.HookImpl]] = {}
+        #: Plugins whose ``callrouter_wants_call_events`` said no (:meth:`configure`).
+        self._not_told: frozenset[str] = frozenset()
 
     # -- loading -----------------------------------------------------------
 
@@ -218,6 +220,9 @@ class Plugins:
         if impls is None:
             # pluggy calls the last registered first; keep its order.
             impls = list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+            if hook_name == "callrouter_call_event" and self._not_told:
+                # Those that said no in callrouter_wants_call_events.
+                impls = [i for i in impls if i.plugin_name not in self._not_told]
             self._impl_cache[hook_name] = impls
         return impls
 
@@ -291,6 +296,27 @@ class Plugins:
                 raise
             except Exception as exc:
                 self._report("callrouter_configure", impl, exc, None)
+        await self._ask_who_wants_call_events()
+
+    async def _ask_who_wants_call_events(self) -> None:
+        """Each ``callrouter_wants_call_events``, once the plugins are configured:
+        a plugin that says no is not told call events (:meth:`reads_call_events`)."""
+        not_told: set[str] = set()
+        for impl in self._impls("callrouter_wants_call_events"):
+            try:
+                value = impl.function()
+                if inspect.isawaitable(value):
+                    async with eager.timeout(HOOK_TIMEOUT):
+                        value = await value
+                if value is not None and not isinstance(value, bool):
+                    raise TypeError(f"expected True, False or None, got {value!r}")
+            except Exception as exc:
+                self._report("callrouter_wants_call_events", impl, exc, None)
+                continue
+            if value is False:
+                not_told.add(impl.plugin_name)
+        self._not_told = frozenset(not_told)
+        self._impl_cache.pop("callrouter_call_event", None)
 
     def build_registry(self) -> tuple[Registry, list[str]]:
         """A fresh registry filled by every plugin, and the problems met doing it."""
@@ -447,9 +473,10 @@ class Plugins:
         return bool(self._impls(hook_name))
 
     def reads_call_events(self) -> bool:
-        """Whether any plugin implements ``callrouter_call_event``. Without one
-        the call life has nobody to tell: the engine then neither asks Asterisk
-        for CEL nor folds it (router/calllife/service.py ``CallLife``)."""
+        """Whether any plugin implements ``callrouter_call_event`` (and did not
+        say no in ``callrouter_wants_call_events``). Without one the call life
+        has nobody to tell: the engine then neither asks Asterisk for CEL nor
+        folds it (router/calllife/service.py ``CallLife``)."""
         return bool(self._impls("callrouter_call_event"))
 
     async def call_end(self, call: Call) -> None:

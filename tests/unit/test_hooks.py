@@ -442,6 +442,63 @@ async def test_hook_callrouter_call_event(
     assert len(recorder.seen("call_event")) == 3
 
 
+async def test_hook_callrouter_wants_call_events(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """A listener that answers False is not told call events, and when no
+    other plugin is, the call life stays off: no CEL asked for or folded.
+    True, None, no such hook, or one that raises or answers junk: told."""
+    capture = Path(__file__).parents[1] / "fixtures" / "cel" / "answered.rawman"
+
+    class Listener:
+        def __init__(self, name: str, answer: object) -> None:
+            self.__name__ = name
+            self.answer = answer
+            self.told: list[CallEvent] = []
+
+        @hookimpl
+        def callrouter_wants_call_events(self) -> object:
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+        @hookimpl
+        def callrouter_call_event(self, event: CallEvent) -> None:
+            self.told.append(event)
+
+    plain = rules.parent / "plain.yaml"  # no rule needs the recorder's action
+    plain.write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n"
+        '    do: [{redirect: {context: callrouter-dial, exten: "101"}}]\n',
+        encoding="utf-8",
+    )
+    deaf = Listener("deaf", False)
+    engine = await engine_factory(plain, plugins=[deaf])
+    assert not engine.plugins.reads_call_events()
+    selection = await engine.event_selection()
+    assert selection.names is not None
+    assert "CEL" not in selection.names
+    ajam_replay.queue_rawman(capture)
+    await ajam_replay.settle(engine)
+    assert deaf.told == []
+
+    others = [
+        Listener("yes", True),
+        Listener("none", None),
+        Listener("junk", "yes"),
+        Listener("broken", RuntimeError("boom")),
+    ]
+    deaf = Listener("deaf2", False)
+    engine = await engine_factory(plain, plugins=[deaf, *others])
+    assert engine.plugins.reads_call_events()
+    assert "CEL" in ((await engine.event_selection()).names or ())
+    ajam_replay.queue_rawman(capture)
+    await ajam_replay.settle(engine)
+    assert deaf.told == []
+    for other in others:
+        assert [e.kind for e in other.told] == ["ringing", "answered", "hangup"], other.__name__
+
+
 async def test_hook_callrouter_call_end(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:

@@ -799,6 +799,13 @@ class OneCPlugin:
         self._remember(call.linkedid, replace(facts, caller=call.caller_number or None))
 
     @hookimpl
+    def callrouter_wants_call_events(self) -> bool:
+        """Told the call life only when it sends 1C the call history: without a
+        ``[plugins.onec]`` table, or with ``events = false``, the engine need
+        not follow CEL for this plugin (about 7 % of a core at 100 calls/s)."""
+        return self.config is not None and bool(self.config.events)
+
+    @hookimpl
     def callrouter_call_event(self, event: CallEventLike) -> None:
         """One fact of a call's life, live or replayed, into the history queue.
 

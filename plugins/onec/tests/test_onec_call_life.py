@@ -591,3 +591,22 @@ async def test_a_hidden_caller_is_anonymous_and_never_looked_up(
     assert (lost["from"], lost["to"]) == ("anonymous", "74951234567")
     assert lost["owner"] == {"manager_id": None, "extension": "100", "source": "missed_owner"}
     assert double.requests("/v1/responsible") == []
+
+
+def test_only_a_plugin_that_sends_1c_the_history_wants_call_events(
+    double: OneCDouble, tmp_path: Path
+) -> None:
+    """Installed but not configured (no ``[plugins.onec]``), or with ``events =
+    false``, the plugin asks not to be told the call life, so the engine does
+    not follow CEL for it (router hook ``callrouter_wants_call_events``)."""
+    for name, text, wanted in (
+        ("none", '[router]\nstate_dir = "state"\n', False),
+        ("off", table(double, "events = false\n"), False),
+        ("on", table(double), True),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = config_from_toml(folder, text)
+        onec = OneCPlugin()
+        onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+        assert onec.callrouter_wants_call_events() is wanted, name
