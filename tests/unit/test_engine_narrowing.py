@@ -36,6 +36,21 @@ rules:
 """
 
 
+class Reads:
+    """A plugin whose ``callrouter_event`` reads these events (and says so)."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        pass
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return self.names
+
+
 def write(tmp_path: Path, text: str = ROUTE) -> Path:
     rules = tmp_path / "rules.yaml"
     rules.write_text(text, encoding="utf-8")
@@ -121,17 +136,8 @@ async def test_a_rule_or_a_plugin_reading_newexten_gets_every_one(
     # New* reads Newstate too; DialState stays the call life's alone.
     assert set(await engine.event_narrowing()) == {"CEL", "DialState"}
 
-    class Steps:
-        @hookimpl
-        def callrouter_event(self, event: Event, call: Call | None) -> None:
-            pass
-
-        @hookimpl
-        def callrouter_wanted_events(self) -> tuple[str, ...]:
-            return ("Newexten", "CEL")
-
     (tmp_path / "p").mkdir()
-    engine = await engine_factory(write(tmp_path / "p"), plugins=[Steps(), Told()])
+    engine = await engine_factory(write(tmp_path / "p"), plugins=[Reads("Newexten", "CEL"), Told()])
     assert set(await engine.event_narrowing()) == {"Newstate", "DialState"}
 
 
@@ -329,18 +335,9 @@ async def test_without_a_listener_or_the_api_only_answering_newstates_are_read(
     assert call.answered
     assert [entry.event for entry in call.timeline].count("Newstate") == 1
 
-    class States:
-        @hookimpl
-        def callrouter_event(self, event: Event, call: Call | None) -> None:
-            pass
-
-        @hookimpl
-        def callrouter_wanted_events(self) -> tuple[str, ...]:
-            return ("Newstate",)
-
     for name, kwargs in (
         ("api", {"api": ApiSettings(port=free_port())}),
-        ("plugin", {"plugins": [States()]}),
+        ("plugin", {"plugins": [Reads("Newstate")]}),
     ):
         (tmp_path / name).mkdir()
         other = await engine_factory(write(tmp_path / name), **kwargs)
@@ -395,22 +392,13 @@ async def test_a_call_life_listener_gets_only_the_ringing_and_answering_states(
         assert not keep(dial.format(status))
     assert keep("Event: DialState\nDestChannel: PJSIP/101-1")  # cannot judge: kept
 
-    class Dials:
-        @hookimpl
-        def callrouter_event(self, event: Event, call: Call | None) -> None:
-            pass
-
-        @hookimpl
-        def callrouter_wanted_events(self) -> tuple[str, ...]:
-            return ("DialState",)
-
     (tmp_path / "api").mkdir()
     other = await engine_factory(
         write(tmp_path / "api"), api=ApiSettings(port=free_port()), plugins=[Told()]
     )
     assert not {"Newstate", "DialState"} & set(await other.event_narrowing())
     (tmp_path / "plugin").mkdir()
-    other = await engine_factory(write(tmp_path / "plugin"), plugins=[Told(), Dials()])
+    other = await engine_factory(write(tmp_path / "plugin"), plugins=[Told(), Reads("DialState")])
     assert "DialState" not in await other.event_narrowing()
     assert not any(f.event == "DialState" for f in (await other.event_selection()).narrowed)
     assert "Newstate" in await other.event_narrowing()
