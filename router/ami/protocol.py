@@ -23,6 +23,7 @@ What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,17 +267,26 @@ def parse_rawman(
     return messages
 
 
-def block_names(data: bytes, end: int) -> list[str]:
-    """The names of the events among the whole blocks of ``data[:end]``, in
-    order, read off their first lines without parsing them (an action's
-    answer has none). ``end`` is a block's start: everything before it is
-    whole blocks ending in a blank line, as a TCP read cut there is."""
-    names: list[str] = []
-    for block in data[:end].split(b"\r\n\r\n"):
-        if block.startswith(b"Event: "):
-            line = block.find(b"\r\n")
-            names.append(_decode(block[7:line] if line >= 0 else block[7:]))
-    return names
+def block_names(data: bytes, end: int) -> set[str]:
+    """The distinct names of the events among the whole blocks of ``data[:end]``,
+    read off their first lines without parsing them (an action's answer has
+    none). ``end`` is a block's start: everything before it is whole blocks
+    ending in a blank line, as a TCP read cut there is.
+
+    One C-level scan: a request's read holds a dozen events of two or three
+    names, and this runs before its Redirect is written (Engine._route_early).
+    """
+    found = set(_EVENT_LINE.findall(data, 0, end))
+    if data.startswith(b"Event: ", 0, end):
+        line = data.find(b"\r\n", 0, end)
+        found.add(data[7 : line if line >= 0 else end])
+    return set(map(_DECODE_NAME, found))
+
+
+#: An event's first line after a blank line: a literal start, so the scan is
+#: a fast search (an alternative with ``\A`` made it ten times slower).
+_EVENT_LINE = re.compile(rb"\r\n\r\nEvent: ([^\r\n]*)")
+_DECODE_NAME = operator.methodcaller("decode", "utf-8", "replace")
 
 
 def raw_header(block: str, key: str) -> str | None:

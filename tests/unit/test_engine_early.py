@@ -223,3 +223,42 @@ async def test_a_marker_smuggled_into_another_event_routes_nothing(tmp_path: Pat
         call = engine.tracker.by_channel(CHANNEL)
         assert call is not None
         assert not call.routed
+
+
+async def test_a_reload_that_brings_an_event_rule_keeps_the_order_from_then_on(
+    tmp_path: Path,
+) -> None:
+    """Who reads the events ahead of a request is remembered per event name for
+    the rule set in force (Engine._read_ahead): a reloaded set with an event rule
+    on them is asked again, and its request waits its turn."""
+    async with engine_on_tcp(tmp_path, EVERYONE, [Decisions()]) as (engine, fake, dropped):
+        fake.push_raw(READ)
+        await settle(engine, fake, dropped, "callrouter-dial")
+        assert dropped == [0]  # nothing reads them: the request went first
+
+        (tmp_path / "rules.yaml").write_text(
+            EVERYONE + "  - name: entered\n    on: event Newexten\n"
+            "    do: [{ami: {action: UserEvent, userevent: entered}}]\n",
+            encoding="utf-8",
+        )
+        assert not engine.reload().errors
+        other = "PJSIP/trunk-00000002"
+        second = READ.replace(CHANNEL.encode(), other.encode()).replace(b": 1.1\r\n", b": 2.2\r\n")
+        fake.push_raw(second)
+        for _ in range(300):
+            if len(dropped) == 2:
+                break
+            await asyncio.sleep(0.01)
+        # The first read's two unwanted events, and the second's ahead of its
+        # request: that read was parsed, in order, before the Redirect.
+        assert dropped == [0, 3]
+        fake.push(
+            *(("Event", "Newexten"), ("Channel", other), ("Uniqueid", "2.2")),
+            *(("Linkedid", "2.2"), ("Context", "callrouter-dial"), ("Exten", "101")),
+            *(("Priority", "1"), ("Application", "NoOp")),
+        )
+        for _ in range(300):
+            if len(engine.records) == 2 and not engine.router.tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert [r.outcome for r in engine.records] == ["executed", "executed"]

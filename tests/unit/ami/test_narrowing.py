@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from router.ami.message import Event
-from router.ami.protocol import RawmanParser, parse_rawman, raw_header
+from router.ami.protocol import RawmanParser, block_names, parse_rawman, raw_header
 
 CAPTURE = (Path(__file__).parents[2] / "fixtures" / "ami" / "waitevent_call.rawman").read_bytes()
 
@@ -28,6 +28,28 @@ def steps(messages: list[object]) -> list[tuple[str | None, str | None]]:
         for m in messages
         if isinstance(m, Event) and m.name == "Newexten"
     ]
+
+
+def test_block_names_are_the_distinct_events_of_the_whole_blocks_before_end() -> None:
+    # The real capture, cut at its UserEvent as the TCP client cuts a read at a
+    # request: every event of the blocks ahead, read off their first lines.
+    at = CAPTURE.index(b"Event: UserEvent\r\n")
+    ahead = [m.name for m in parse_rawman(CAPTURE[:at]) if isinstance(m, Event)]
+    assert ahead  # the capture has events before its UserEvent
+    assert block_names(CAPTURE, at) == set(ahead)
+    # The first block counts (no blank line before it); an action's answer has
+    # no name; the block at ``end`` and after it are not looked at.
+    data = (
+        b"Event: Newchannel\r\nChannel: a\r\n\r\n"
+        b"Response: Success\r\nActionID: 1\r\n\r\n"
+        b"Event: Newexten\r\nChannel: a\r\n\r\n"
+        b"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n\r\n"
+        b"Event: Hangup\r\n\r\n"
+    )
+    assert block_names(data, data.index(b"Event: UserEvent")) == {"Newchannel", "Newexten"}
+    assert block_names(data, 0) == set()
+    # A name's bad bytes are replaced, as the parser decodes them.
+    assert block_names(b"Event: Ne\xffw\r\n\r\nEvent: X\r\n\r\n", 13) == {"Ne\ufffdw"}
 
 
 def test_raw_header_reads_one_value_from_the_raw_text() -> None:
