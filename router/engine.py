@@ -31,7 +31,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,18 +41,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from router import eager
 from router.ami.client import ClientSettings
 from router.ami.connect import open_client
-from router.ami.event_filter import (
-    API_EVENTS,
-    CORE_EVENTS,
-    EVERYTHING,
-    EventSelection,
-    HeaderFilter,
-    select_events,
-)
+from router.ami.event_filter import EventSelection
 from router.ami.facade import AMI
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
-from router.ami.protocol import Narrower, block_names, parse_rawman, raw_header
+from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.api.app import build_app
 from router.api.context import ApiContext
@@ -63,15 +56,13 @@ from router.api.server import ApiServer
 from router.api.settings import ApiSettings
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
-from router.calllife.fold import FOLDED
 from router.calllife.model import CallEvent
-from router.calllife.service import DIAL_RINGING, LIVE_EVENTS, RINGING_STATE, CallLife
-from router.calls import ANSWERED_STATE, Call, CallTracker
+from router.calllife.service import LIVE_EVENTS, CallLife
+from router.calls import Call, CallTracker
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
-    PARK_APPLICATIONS,
     REQUEST_EVENT,
     SAFETY_MARGIN,
     Dialplan,
@@ -90,6 +81,7 @@ from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.metrics import Metrics
+from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
 from router.request import RequestInfo
@@ -201,6 +193,15 @@ class Engine:
         #: Requesting channels, and whether each is seen in Wait: a Redirect
         #: is sent only then (router/parking.py, an Asterisk race).
         self.parking = Parking(self.options.request_event)
+        #: Which events to ask Asterisk for, and which of them to parse.
+        self.narrowing = Narrowing(
+            config,
+            self.plugins,
+            lambda: self.rules.current,
+            parking=self.parking,
+            confirmations=self.executor.confirmations,
+            inbound_context=self.options.inbound_context,
+        )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
             ami=self._client,
@@ -875,134 +876,14 @@ class Engine:
         return loaded
 
     async def event_selection(self) -> EventSelection:
-        """The AMI events to ask Asterisk for: the engine's own, the rules'
-        (``on: event``, ``VarSet`` when a rule reads ``call.vars``) and the
-        plugins' (router/ami/event_filter.py; ``[asterisk] events``)."""
-        # Asked in either mode: the answers also say which events each
-        # plugin's callrouter_event is called for (Plugins.event).
-        wanted = await self.plugins.wanted_events()
-        if self._config.asterisk.events == "all":
-            return EVERYTHING
-        core = set(CORE_EVENTS)
-        if self.plugins.reads_call_events():
-            core |= LIVE_EVENTS  # the call life: CEL and the ringing signs
-        if self._config.api is not None:
-            core |= API_EVENTS
-        current = self.rules.current
-        if current.reads_call_vars:
-            core.add("VarSet")
-        selection = select_events(rule_patterns=current.event_patterns, plugins=wanted, core=core)
-        if selection.names is None:
-            return selection
-        narrowed = self._header_filters(self._narrowed(wanted))
-        # Only of the events asked for: without a call life listener, no CEL.
-        return replace(
-            selection, narrowed=frozenset(f for f in narrowed if f.event in selection.names)
-        )
-
-    def _narrowed(self, wanted: list[Iterable[str] | None]) -> frozenset[str]:
-        """The events the engine reads only a few of (:meth:`event_narrowing`),
-        given the plugins' answers (Plugins.wanted_events)."""
-        if self._config.asterisk.events == "all":
-            return frozenset()
-        others = select_events(
-            rule_patterns=self.rules.current.event_patterns, plugins=wanted, core=()
-        )
-        if others.names is None:
-            return frozenset()
-        # Case apart: the catalog documents ``NewExten``, Asterisk sends ``Newexten``.
-        read = {name.lower() for name in others.names}
-        narrowed = set()
-        if "newexten" not in read and self._config.api is None:
-            narrowed.add("Newexten")
-        if "cel" not in read:
-            narrowed.add("CEL")
-        if "newstate" not in read and self._config.api is None:
-            # Only the tracker reads it then, to see a leg answer, and the
-            # call life, to see one ring (_watched_states).
-            narrowed.add("Newstate")
-        if "dialstate" not in read and self._config.api is None:
-            # Only the call life reads it then (asked for only for it): a leg
-            # ringing (DialStatus RINGING, not PROGRESS or PROCEEDING).
-            narrowed.add("DialState")
-        return frozenset(narrowed)
-
-    def _watched_states(self) -> frozenset[str]:
-        """The ``Newstate`` states the engine reads when nothing else reads
-        them: a leg answering (the tracker) and, with a call life listener,
-        a leg ringing (its ringing sign, router/calllife/service.py)."""
-        if self.plugins.reads_call_events():
-            return frozenset({ANSWERED_STATE, RINGING_STATE})
-        return frozenset({ANSWERED_STATE})
-
-    def _header_filters(self, narrowed: frozenset[str]) -> frozenset[HeaderFilter]:
-        """What Asterisk itself can drop of the narrowed events: a ``Newexten``
-        at a priority no call enters a context at, a CEL record the call life
-        does not fold, a ``Newstate`` other than a leg answering (or ringing,
-        for a call life listener), a ``DialState`` other than ``RINGING``.
-        Each filter keeps at least what :meth:`event_narrowing` parses (a
-        Redirect's landing is at the priority its rule names)."""
-        filters = set()
-        if "Newexten" in narrowed:
-            priorities = self.rules.current.landing_priorities()
-            if priorities is not None:  # None: a rule's priority is a template
-                filters.add(HeaderFilter("Newexten", "Priority", priorities | {"1"}))
-                # And the Wait step after a request, which a Redirect waits
-                # for (router/parking.py).
-                # One exact filter per application, not one regular expression:
-                # Asterisk checks every Newexten against it (bench/ANALYSIS.md).
-                filters.update(
-                    HeaderFilter("Newexten", "Application", frozenset({app}))
-                    for app in PARK_APPLICATIONS
-                )
-        if "CEL" in narrowed:
-            filters.add(HeaderFilter("CEL", "EventName", FOLDED))
-        if "Newstate" in narrowed:
-            # One exact filter per state, as for Newexten's applications.
-            filters.update(
-                HeaderFilter("Newstate", "ChannelStateDesc", frozenset({state}))
-                for state in self._watched_states()
-            )
-        if "DialState" in narrowed:
-            filters.add(HeaderFilter("DialState", "DialStatus", frozenset({DIAL_RINGING})))
-        return frozenset(filters)
+        """The AMI events to ask Asterisk for, with the header filters Asterisk
+        applies itself (router/narrowing.py)."""
+        return await self.narrowing.selection()
 
     async def event_narrowing(self) -> dict[str, Narrower]:
-        """Events the engine reads only a few of, and the test that picks them
-        from an event's raw text before it is parsed (router.ami.protocol
-        ``RawmanParser.narrow``).
-
-        ``Newexten``: a call makes one per dialplan step (ten in the shipped
-        inbound context and its target), and the engine needs two of them: the
-        step into the inbound context (the prefetch trigger) and the landing of
-        a Redirect (its confirmation). ``CEL``: the call life folds six kinds of
-        record (router/calllife/fold.py ``FOLDED``); the others (``CHAN_END``,
-        ``BRIDGE_*``, ``APP_*``...: half of an answered call's) change nothing.
-        ``Newstate``: the tracker needs only a leg answering (``Up``), and a
-        call life listener a leg ringing (``Ringing``); the others (``Ring``,
-        ``Dialing``, ``Down``...) come with every leg, some in the request's
-        own read, where each one handled delays the Redirect. ``DialState``
-        (asked for only for a call life listener): ``RINGING``, not the
-        ``PROGRESS`` and ``PROCEEDING`` a trunk sends. The rest are dropped
-        unparsed, unless a rule, a plugin or (for ``Newexten``, ``Newstate``
-        and ``DialState``) the HTTP API reads them too, or ``[asterisk] events
-        = "all"`` asks for everything.
-        """
-        narrowed = self._narrowed(await self.plugins.wanted_events())
-        narrow: dict[str, Narrower] = {}
-        if "Newexten" in narrowed:
-            narrow["Newexten"] = self._needs_newexten
-            # Not narrowed, noted: a request's channel, so that its Wait
-            # step, often in the same read, is parsed (router/parking.py).
-            narrow["UserEvent"] = self.parking.note_raw
-        if "CEL" in narrowed:
-            narrow["CEL"] = _folded_cel
-        if "Newstate" in narrowed:
-            ringing = RINGING_STATE in self._watched_states()
-            narrow["Newstate"] = _answered_or_ringing if ringing else _answered_state
-        if "DialState" in narrowed:
-            narrow["DialState"] = _dial_ringing
-        return narrow
+        """The events read only in part, each with its test on the raw text
+        (router/narrowing.py)."""
+        return await self.narrowing.narrowers()
 
     def _route_early(self, data: bytes, start: int, end: int) -> None:
         """A socket read holding one routing request after other events, before
@@ -1082,24 +963,6 @@ class Engine:
         call is tracked from it, and the rest follows.
         """
         return event.name == "UserEvent" and event.get("UserEvent") == self.options.request_event
-
-    def _needs_newexten(self, block: str) -> bool:
-        """A ``Newexten`` the engine reads (:meth:`event_narrowing`); one it
-        cannot judge (a header missing or spelled otherwise) is kept."""
-        confirmations = self.executor.confirmations
-        parking = self.parking
-        if confirmations.waiting or parking.watching:
-            channel = raw_header(block, "Channel")
-            if channel is None or confirmations.awaits(channel):
-                return True
-            if parking.expects(channel):
-                parking.stepped_raw(block)  # known from here on; its later steps dropped
-                return True
-        priority = raw_header(block, "Priority")
-        if priority is None or priority == "1":
-            context = raw_header(block, "Context")
-            return context is None or context == self.options.inbound_context
-        return False
 
     async def _refilter(self) -> None:
         """After a reload: the new rules may need other events (an ``on: event``
@@ -1332,32 +1195,6 @@ class Engine:
         """Wait for in-flight routing tasks (tests, demo, shutdown)."""
         if self.router.tasks:
             await asyncio.wait(set(self.router.tasks), timeout=timeout)
-
-
-def _answered_state(block: str) -> bool:
-    """A ``Newstate`` the tracker reads: a leg answering (one it cannot judge is kept)."""
-    state = raw_header(block, "ChannelStateDesc")
-    return state is None or state == ANSWERED_STATE
-
-
-def _answered_or_ringing(block: str) -> bool:
-    """A ``Newstate`` the tracker or the call life reads: a leg answering or
-    ringing (one it cannot judge is kept)."""
-    state = raw_header(block, "ChannelStateDesc")
-    return state is None or state in (ANSWERED_STATE, RINGING_STATE)
-
-
-def _dial_ringing(block: str) -> bool:
-    """A ``DialState`` the call life reads: a leg ringing (one it cannot judge is kept)."""
-    status = raw_header(block, "DialStatus")
-    return status is None or status == DIAL_RINGING
-
-
-def _folded_cel(block: str) -> bool:
-    """A CEL record the call life folds (:meth:`Engine.event_narrowing`); one
-    without an ``EventName`` it can find is kept, for the fold to judge."""
-    name = raw_header(block, "EventName")
-    return name is None or name in FOLDED
 
 
 def _log_task_failure(task: asyncio.Task[Any]) -> None:

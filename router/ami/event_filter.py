@@ -18,12 +18,13 @@ offers per session (docs/asterisk.md, "Event filtering"):
   an administrator can give the same filters as ``eventfilter`` lines in
   manager.conf (:meth:`EventSelection.manager_conf_lines`).
 
-Of two events the engine reads only a few (router/engine.py
-``event_narrowing``): ``Newexten``, one per dialplan step, of which it needs
-the steps at the priorities a call enters a context at, and ``CEL``, of which
-the call life folds six kinds. Their name filters then also name a header
-(:class:`HeaderFilter`, ``header(Priority)``, ``header(EventName)``), so
-Asterisk does not write the rest at all: 7 of the 10 ``Newexten`` of a call.
+Of some events the engine reads only a few (router/narrowing.py):
+``Newexten``, one per dialplan step, of which it needs the steps at the
+priorities a call enters a context at; ``CEL``, of which the call life folds
+six kinds; ``Newstate`` and ``DialState``, of which it reads a leg answering
+or ringing. Their name filters then also name a header (:class:`HeaderFilter`,
+``header(Priority)``, ``header(EventName)``), so Asterisk does not write the
+rest at all: 7 of the 10 ``Newexten`` of a call.
 
 Filters can be added to a session but never removed, so a selection that
 narrows takes effect at the next login; one that widens is applied at once

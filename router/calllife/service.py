@@ -41,7 +41,7 @@ LIVE_EVENTS = frozenset({"CEL", "Newstate", "DialState"})
 #: The ``Newstate`` (``ChannelStateDesc`` of ``ChannelState`` 5) and the
 #: ``DialState`` (``DialStatus``) that say a leg rings: the only ones of those
 #: events the call life reads, so the engine asks Asterisk for no others
-#: when nothing else reads them (Engine.event_narrowing).
+#: when nothing else reads them (router/narrowing.py).
 RINGING_STATE = "Ringing"
 DIAL_RINGING = "RINGING"
 #: The file in the state dir holding the replay mark.

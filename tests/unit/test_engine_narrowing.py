@@ -3,7 +3,7 @@
 A call makes one ``Newexten`` per dialplan step; the engine reads the step
 into the inbound context (the prefetch trigger) and a Redirect's landing (its
 confirmation), and of its CEL records the kinds the call life folds; it asks
-its client to drop the rest unparsed (:meth:`Engine.event_narrowing`). Anyone
+its client to drop the rest unparsed (router/narrowing.py). Anyone
 else who reads them (a rule, a plugin, the HTTP API for ``Newexten``,
 ``events = "all"``) turns that off.
 """
