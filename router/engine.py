@@ -30,7 +30,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,9 +99,6 @@ if TYPE_CHECKING:
     from router.ami.connect import AMIClient
 
 log = logging.getLogger("router.engine")
-#: Event names whose readers :meth:`Engine._read_ahead` remembers (Asterisk has
-#: about 200; a name an attacker could vary is not kept past this).
-_READ_AHEAD_NAMES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +175,6 @@ class Engine:
         )
         #: Listeners told every event and gap (``EngineAPI.watch``).
         self._listeners: list[EventListener] = []
-        #: Whether events of a name read ahead of a request are read by anyone
-        #: (:meth:`_read_ahead`), for this rule set.
-        self._read_ahead_rules: RuleSet | None = None
-        self._read_ahead_names: dict[str, bool] = {}
         self.executor = Executor(
             self._client,
             PluginHooks(self.plugins, self.api),
@@ -919,8 +912,9 @@ class Engine:
         plugins = self.plugins
         if rules.reads_call_vars or plugins.implements("callrouter_call_start"):
             return
-        if self._read_ahead(block_names(data, start), rules):
-            return
+        for name in block_names(data, start):  # distinct: two or three
+            if plugins.reads_event(name) or rules.event_rules(name):
+                return
         try:
             messages = parse_rawman(data[start:end])
         except AMIProtocolError:
@@ -931,28 +925,6 @@ class Engine:
         channel = event.get("Channel") or ""
         self.parking.requested(event)
         self.router.accept(event, self._tracker.by_channel(channel), early=True)
-
-    def _read_ahead(self, names: Iterable[str], rules: RuleSet) -> bool:
-        """Whether a plugin or an event rule reads an event of one of ``names``
-        (those read ahead of a request): then the request waits its turn.
-
-        Remembered per name for the rule set in force (a reload brings its own
-        event rules; which events a plugin reads is fixed once plugins are
-        configured): the read of a request holds events of two or three names.
-        """
-        if self._read_ahead_rules is not rules:
-            self._read_ahead_rules = rules
-            self._read_ahead_names.clear()
-        known = self._read_ahead_names
-        for name in names:
-            read = known.get(name)
-            if read is None:
-                read = self.plugins.reads_event(name) or bool(rules.event_rules(name))
-                if len(known) < _READ_AHEAD_NAMES:
-                    known[name] = read
-            if read:
-                return True
-        return False
 
     def _is_request(self, event: Event) -> bool:
         """A routing request (the dialplan's ``UserEvent``): it jumps a backlog.

@@ -228,9 +228,9 @@ async def test_a_marker_smuggled_into_another_event_routes_nothing(tmp_path: Pat
 async def test_a_reload_that_brings_an_event_rule_keeps_the_order_from_then_on(
     tmp_path: Path,
 ) -> None:
-    """Who reads the events ahead of a request is remembered per event name for
-    the rule set in force (Engine._read_ahead): a reloaded set with an event rule
-    on them is asked again, and its request waits its turn."""
+    """Whether anyone reads the events ahead of a request is asked of the rule
+    set in force: a reloaded set with an event rule on them keeps its
+    request in its turn."""
     async with engine_on_tcp(tmp_path, EVERYONE, [Decisions()]) as (engine, fake, dropped):
         fake.push_raw(READ)
         await settle(engine, fake, dropped, "callrouter-dial")
