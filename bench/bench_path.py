@@ -1,7 +1,8 @@
 """A routing request's own path with cold caches: the engine's, beside the bare panoramisk loop's.
 
 Run: ``.venv/bin/python bench/bench_path.py`` (``--calls N``, ``--repeat R``,
-``--baseline REV`` also measures revision REV's router in the same run).
+``--baseline REV`` also measures revision REV's router in the same run;
+``--stages`` times the engine's path stage by stage instead).
 
 The route benchmark (``bench_route.py``) times a call from Asterisk's request
 to the landing, through a real Asterisk, on a shared machine: there the same
@@ -312,6 +313,110 @@ async def serve_panoramisk(calls: int) -> list[float]:
 
 VARIANTS = {"panoramisk": serve_panoramisk, "engine": serve_engine}
 
+#: Where ``--stages`` stamps the engine's path: (module, class or None, name).
+#: Each is timed at its entry and its return, in the order the path takes them.
+STAGES = (
+    ("router.ami.tcp", None, "_peek_wait_step"),
+    ("router.engine", "Engine", "_route_early"),
+    ("router.engine", None, "block_names"),
+    ("router.engine", None, "parse_rawman"),
+    ("router.routing", "Router", "accept"),
+    ("router.routing", None, "call_info"),
+    ("router.rules.ruleset", "RuleBook", "evaluate"),
+    ("router.executor", "Executor", "run"),
+)
+
+
+def stage_stamps(marks: list[list[tuple[str, float]]], armed: list[bool]) -> None:
+    """Wrap each of :data:`STAGES` so that, while ``armed[0]``, its entry and
+    return are stamped into the newest list of ``marks``."""
+    import importlib
+    import inspect
+
+    def mark(name: str) -> None:
+        if armed[0]:
+            marks[-1].append((name, time.perf_counter()))
+
+    for module_name, owner_name, name in STAGES:
+        module = importlib.import_module(module_name)
+        owner = getattr(module, owner_name) if owner_name else module
+        original = getattr(owner, name)
+        if inspect.iscoroutinefunction(original):
+
+            async def stamped_async(
+                *args: Any, _f: Any = original, _n: str = name, **kwargs: Any
+            ) -> Any:
+                mark(_n)
+                try:
+                    return await _f(*args, **kwargs)
+                finally:
+                    mark(f"{_n} returned")
+
+            setattr(owner, name, stamped_async)
+        else:
+
+            def stamped(*args: Any, _f: Any = original, _n: str = name, **kwargs: Any) -> Any:
+                mark(_n)
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    mark(f"{_n} returned")
+
+            setattr(owner, name, stamped)
+
+
+def stages(calls: int) -> None:
+    """``--stages``: the engine's path cut at :data:`STAGES`, the median time
+    from each stamp to the next over ``calls`` calls (this checkout only)."""
+    marks: list[list[tuple[str, float]]] = []
+    armed = [False]
+    stage_stamps(marks, armed)
+    measuring = [False]
+    on_read, on_written = Stamps.on_read, Stamps.on_written
+
+    def read(self: Stamps) -> None:
+        on_read(self)
+        if self.armed and measuring[0] and not armed[0] and self.written is None:
+            armed[0] = True
+            marks.append([("read", time.perf_counter())])
+
+    def written(self: Stamps) -> None:
+        if armed[0]:
+            marks[-1].append(("Redirect written", time.perf_counter()))
+            armed[0] = False
+        on_written(self)
+
+    Stamps.on_read, Stamps.on_written = read, written  # type: ignore[method-assign]
+    global run_calls
+    plain = run_calls
+
+    async def counted(*args: Any) -> list[float]:
+        # The first call of run_calls is serve_engine's warm-up.
+        measuring[0] = counted.runs > 0  # type: ignore[attr-defined]
+        counted.runs += 1  # type: ignore[attr-defined]
+        return await plain(*args)
+
+    counted.runs = 0  # type: ignore[attr-defined]
+    run_calls = counted  # type: ignore[assignment]
+    asyncio.run(serve_engine(calls))
+    # Calls whose path took every stage in the usual order (an early route
+    # not taken has another shape): the most common sequence of names.
+    shapes: dict[tuple[str, ...], list[list[tuple[str, float]]]] = {}
+    for stamps in marks:
+        shapes.setdefault(tuple(name for name, _ in stamps), []).append(stamps)
+    shape, taken = max(shapes.items(), key=lambda item: len(item[1]))
+    rows = []
+    for i in range(1, len(shape)):
+        spans = [(stamps[i][1] - stamps[i - 1][1]) * 1e6 for stamps in taken]
+        rows.append([f"{shape[i - 1]} -> {shape[i]}", f"{statistics.median(spans):.1f}"])
+    totals = [(stamps[-1][1] - stamps[0][1]) * 1e6 for stamps in taken]
+    rows.append(["read -> Redirect written", f"{statistics.median(totals):.1f}"])
+    print(
+        f"### The engine's path in stages ({len(taken)} of {len(marks)} calls took "
+        "this shape; medians)\n"
+    )
+    print(md_table(["stage", "p50 us"], rows))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -319,7 +424,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant, interleaved")
     parser.add_argument("--baseline", metavar="REV", help="also measure revision REV's engine")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="time the engine's path stage by stage instead (this checkout, one run)",
+    )
     args = parser.parse_args()
+    if args.stages:
+        from bench_ingest import load_capture
+
+        load_capture()
+        stages(args.calls)
+        return
     if args.serve:
         waits = asyncio.run(VARIANTS[args.serve](args.calls))
         print(json.dumps(waits))
