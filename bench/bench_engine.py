@@ -1,8 +1,9 @@
 """The engine's own CPU per call, without sockets: captured events in, decisions out.
 
 Run: ``.venv/bin/python bench/bench_engine.py`` (``--rounds N``, best of N
-passes; ``--baseline REV`` also runs git revision REV's router, alternating
-with this checkout's ``--repeat`` times, each in its own process).
+passes in a process; ``--repeat R`` processes of each cell, alternated, as a
+single process's figure moves by a fifth on this shared machine;
+``--baseline REV`` also runs git revision REV's router beside this checkout's).
 
 The route benchmark (``bench_route.py``) measures the whole process against a
 real Asterisk, where parsing, socket writes and a loaded machine blur what the
@@ -281,7 +282,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="best of N passes (default 3)")
     parser.add_argument("--baseline", metavar="REV", help="also measure revision REV's router")
-    parser.add_argument("--repeat", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each cell, alternated (one process each; default 3)",
+    )
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--life", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -305,7 +311,7 @@ def main() -> None:
             from bench_route import export_tree
 
             export_tree(args.baseline, Path(base))
-        for _ in range(args.repeat if args.baseline else 1):
+        for _ in range(args.repeat):
             for label, tree, life in cells:
                 env = dict(os.environ)
                 env.pop("CALLROUTER_BENCH_BASELINE", None)

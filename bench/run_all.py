@@ -32,7 +32,7 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_onec.py", [], ["--samples", "20"], 90),
     ("bench_memory.py", [], ["--calls", "5000", "--warmup", "500"], 240),
     ("bench_tracker.py", [], ["--calls", "2000"], 120),
-    ("bench_engine.py", [], ["--rounds", "1"], 120),
+    ("bench_engine.py", [], ["--rounds", "1", "--repeat", "1"], 120),
     ("bench_path.py", [], ["--calls", "50", "--repeat", "1"], 120),
     # The same path cut in stages: where its time goes, for work on it.
     ("bench_path.py", ["--stages"], ["--stages", "--calls", "50"], 60),
