@@ -17,8 +17,9 @@ out, each time they change (start, reload):
 Both sides keep what they cannot judge: a narrower keeps an event whose header
 is missing or spelled otherwise, and each header filter lets through at least
 what the narrower parses. Anyone who reads more of a name (a rule's ``on:
-event``, a plugin's ``callrouter_wanted_events``, the HTTP API) turns its
-narrowing off, and ``[asterisk] events = "all"`` turns off all of it.
+event``, a plugin's ``callrouter_wanted_events``, and for the channel events
+the HTTP API) turns its narrowing off; ``[asterisk] events = "all"`` turns
+off all of it.
 """
 
 from __future__ import annotations
