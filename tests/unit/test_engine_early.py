@@ -23,6 +23,7 @@ from router.hookspecs import hookimpl
 from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.client_stub import EVERYONE, first_to_102
 from tests.unit.engine_tcp import engine_on_tcp
+from tests.unit.waiting import eventually
 
 CHANNEL = "PJSIP/trunk-00000001"
 #: An event the engine does not ask for: the parser counts it as it drops it,
@@ -113,11 +114,10 @@ async def test_the_request_goes_first_when_nothing_reads_the_events_before_it(
         await redirected(dropped)
         # Not even the unwanted event ahead of the request was parsed.
         assert dropped == [0]
-        for _ in range(100):
-            call = engine.tracker.by_channel(CHANNEL)
-            if call is not None and call.routed:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: (c := engine.tracker.by_channel(CHANNEL)) is not None and c.routed,
+            "the call routed",
+        )
         # Its earlier step in the target context is not taken for its landing.
         assert engine.executor.confirmations.waiting
         await settle(engine, fake, dropped, "callrouter-dial")

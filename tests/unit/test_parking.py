@@ -18,6 +18,7 @@ from router.ami.message import Event
 from router.parking import BLIND_AFTER, Parking
 from tests.unit.client_stub import EVERYONE, engine_on
 from tests.unit.test_routing_eager import CHANNEL, Wire, request, wait_step
+from tests.unit.waiting import eventually
 
 REQUEST = "CallRouterRequest"
 
@@ -203,10 +204,7 @@ async def test_the_engine_sends_no_redirect_before_the_wait_step(tmp_path: Path)
     await asyncio.sleep(0.05)
     assert wire.sent == []  # decided, held: the channel may be between two steps
     await routing.handle_event(wait_step())
-    for _ in range(100):
-        if wire.sent:
-            break
-        await asyncio.sleep(0.001)
+    await eventually(lambda: wire.sent, "the Redirect")
     assert [(name, params["Channel"]) for name, params in wire.sent] == [("Redirect", CHANNEL)]
     waits = routing.metrics.park_waits
     assert waits.labels("waited")._value.get() == 1
@@ -222,10 +220,7 @@ async def test_the_engine_redirects_anyway_when_the_step_never_comes(
     caplog.set_level(logging.INFO, "router.parking")
     for event in request():
         await routing.handle_event(event)
-    for _ in range(200):
-        if wire.sent:
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: wire.sent, "the Redirect")
     assert [name for name, _ in wire.sent] == ["Redirect"]
     assert routing.metrics.park_waits.labels("missed")._value.get() == 1
     assert "not seen in Wait within" in caplog.text
@@ -240,10 +235,7 @@ async def test_past_the_deadline_the_call_is_left_to_the_dialplan(tmp_path: Path
     routing.parking.timeout = 5.0
     for event in request(wait="0.4"):  # deadline: 0.4 s less the 0.3 s margin
         await routing.handle_event(event)
-    for _ in range(100):
-        if routing.records:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: routing.records, "the decision record")
     (record,) = routing.records
     assert record.outcome == "late"
     assert wire.sent == []

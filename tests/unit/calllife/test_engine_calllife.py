@@ -15,6 +15,7 @@ from router.calls import Call
 from router.hookspecs import hookimpl
 from router.testing.cel import Cel, as_ami, write_sqlite
 from tests.unit.client_stub import Told
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -59,10 +60,7 @@ async def test_a_gap_is_replayed_from_the_store_and_told_once(
     await asyncio.sleep(0.05)
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
-    for _ in range(100):
-        if len(told.events) >= 6:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: len(told.events) >= 6, "the replay's events")
     by_call = {e.event_id: e for e in told.events}
     assert len(by_call) == len(told.events) == 6  # the first call is not told again
     lost_events = [e for e in told.events if e.call_id == "pbx-200.1"]
@@ -155,10 +153,7 @@ async def test_a_cel_record_reaches_plugins_listeners_and_event_rules_with_its_c
     records = [replace(r, linkedid=call.linkedid, uniqueid=ids[r.uniqueid]) for r in cel.records]
     ajam_replay.queue_events([as_ami(r) for r in records])
     await ajam_replay.settle(engine)
-    for _ in range(100):
-        if len(ajam_replay.sent("DBPut")) >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(ajam_replay.sent("DBPut")) >= 2, "the two DBPut")
     stop()
     assert reader.seen == [(r.event, call.linkedid) for r in records]
     assert [(name, of) for name, of in heard if name == "CEL"] == [("CEL", call)] * len(cel.records)

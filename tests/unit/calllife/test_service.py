@@ -40,12 +40,17 @@ def life(told: list[CallEvent], clock: list[float] | None = None) -> CallLife:
     return CallLife(SETTINGS, emit, clock=lambda: now[0])
 
 
-async def settle(service: CallLife) -> None:
-    for _ in range(100):
-        if not service._tasks:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the replay did not finish")
+async def settle(service: CallLife, deadline: float = 30.0) -> None:
+    """Wait for the replays themselves, not a fixed number of ticks: the replay
+    reads the store in a worker thread, which a loaded CI machine may start a
+    second or more late (a tick count failed there, with nothing wrong)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while service._tasks:
+        left = end - loop.time()
+        if left <= 0:
+            raise AssertionError("the replay did not finish")
+        await asyncio.wait(set(service._tasks), timeout=left)
 
 
 @pytest.mark.parametrize("cut", [0, 40, 75, 120, len(EVENTS)])
