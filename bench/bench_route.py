@@ -131,16 +131,35 @@ WAIT = 4  # the dialplan's CALLROUTER_WAIT: the fail-open deadline
 
 
 class Timings:
-    """channel -> [t_in_hand, t_redirect_sent] on the wall clock (time.time())."""
+    """channel -> [t_in_hand, t_redirect_sent, t_polled, t_read] on the wall
+    clock (time.time()).
+
+    ``t_read`` (TCP): when the socket read that held the request was handed to
+    the client (``data_received``), which splits *delivery* into Asterisk and
+    the kernel (*to read*) and the client's own work before the request is in
+    hand (*read -> in hand*).
+    """
 
     def __init__(self) -> None:
         self.by_channel: dict[str, list[float]] = {}
+        #: When the newest socket read began (set by the TCP variants).
+        self.read_at = 0.0
 
     def seen(self, channel: str) -> bool:
         return channel in self.by_channel
 
     def got(self, channel: str, t: float, polled: float = 0.0) -> None:
-        self.by_channel.setdefault(channel, [t, 0.0, polled])
+        self.by_channel.setdefault(channel, [t, 0.0, polled, self.read_at])
+
+    def stamp_reads(self, protocol: Any) -> None:
+        """Stamp :attr:`read_at` at each ``protocol.data_received`` (a class)."""
+        read = protocol.data_received
+
+        def stamped(conn: Any, data: bytes) -> None:
+            self.read_at = time.time()
+            read(conn, data)
+
+        protocol.data_received = stamped
 
     def sent(self, channel: str, t: float) -> None:
         self.by_channel.setdefault(channel, [t, t, 0.0])[1] = t
@@ -311,6 +330,9 @@ async def serve_tcp(port: int, secret: str, stop: asyncio.Event, timings: Timing
         timings.sent(channel, now)
         manager.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
 
+    from panoramisk.ami_protocol import AMIProtocol
+
+    timings.stamp_reads(AMIProtocol)
     manager = await panoramisk_loop(port, secret, redirect)
     print("READY", flush=True)
     await stop.wait()
@@ -424,6 +446,12 @@ async def serve_engine(
     # A long poll's own figures: over TCP a wait_event only takes what the
     # socket queued while the engine was busy (its reads are pushed).
     long_poll = not url.startswith("tcp://")
+    if not long_poll:
+        from router.ami import tcp
+
+        connection = getattr(tcp, "_Connection", None)  # a --baseline may predate it
+        if connection is not None:
+            timings.stamp_reads(connection)
 
     async def stamped_wait_event(timeout: int = 20) -> list[Any]:
         polled = time.time() if long_poll else 0.0
@@ -655,6 +683,9 @@ class Cell:
     delivery: list[float] = field(default_factory=list)
     router: list[float] = field(default_factory=list)
     redirect: list[float] = field(default_factory=list)
+    #: TCP: *delivery* split at the socket read that held the request.
+    to_read: list[float] = field(default_factory=list)
+    read_in_hand: list[float] = field(default_factory=list)
     #: AJAM: how long the request waited in Asterisk for the poll that took it
     #: (0 when that poll was out before the request was queued).
     poll_wait: list[float] = field(default_factory=list)
@@ -794,6 +825,9 @@ async def run_cell(
                 cell.redirect.append((call.landed_at - st[1]) * 1000)
                 if len(st) > 2 and st[2]:
                     cell.poll_wait.append(max(0.0, st[2] - call.requested_at) * 1000)
+                if len(st) > 3 and st[3]:
+                    cell.to_read.append((st[3] - call.requested_at) * 1000)
+                    cell.read_in_hand.append((st[0] - st[3]) * 1000)
         elif call.context is not None:
             cell.fail_open += 1
         else:
@@ -952,11 +986,12 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     split_rows = []
     for variant in args.variants:
         mine = [c for c in cells if c.variant == variant]
-        for part in ("delivery", "router", "redirect", "poll_wait"):
+        for part in ("delivery", "to_read", "read_in_hand", "router", "redirect", "poll_wait"):
             values = sorted(v for c in mine for v in getattr(c, part))
             if values:
+                label = PART_LABELS.get(part, part)
                 split_rows.append(
-                    [variant, part, pct(values, 50), pct(values, 95), pct(values, 99), len(values)]
+                    [variant, label, pct(values, 50), pct(values, 95), pct(values, 99), len(values)]
                 )
     split = md_table(["router", "part", "p50 ms", "p95 ms", "p99 ms", "calls"], split_rows)
     # One line per variant and rate, the repetitions' outcomes added up.
@@ -989,9 +1024,17 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         "*delivery*: request event stamped by Asterisk -> events parsed in the router; "
         "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk; "
         "*poll_wait* (AJAM): how long the request was queued in Asterisk before the "
-        "poll that took it was sent (0 when that poll was out first).\n\n"
+        "poll that took it was sent (0 when that poll was out first); over TCP "
+        "*delivery* is also split at the socket read that held the request: "
+        "*(to read)* Asterisk and the kernel, *(read -> in hand)* the client's own "
+        "work before it (panoramisk: parsing the read up to its callback; the engine: "
+        "finding the request's block).\n\n"
         f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
     )
+
+
+#: How the split table names the parts that divide another.
+PART_LABELS = {"to_read": "(to read)", "read_in_hand": "(read -> in hand)"}
 
 
 def main() -> None:
