@@ -100,6 +100,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.engine")
 
+#: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
+_NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
@@ -720,14 +723,20 @@ class Engine:
 
     async def _start_guard(self) -> None:
         """Claim to be live, on Asterisk's clock, and ask who else is."""
-        try:
-            answer = await self._client.send("Getvar", {"Variable": "EPOCH"}, validate=False)
+        since = None
+        # To the microsecond where func_strings is loaded (a manual run started
+        # in the same second as the service is still the younger), else EPOCH.
+        for variable in (_NOW_PRECISE, "EPOCH"):
+            try:
+                answer = await self._client.send("Getvar", {"Variable": variable}, validate=False)
+            except AMIError:
+                break  # this host's clock then: both sides still compare the same values
             since = ascii_float(answer.response.get("Value"))
-        except AMIError:
-            since = None  # this host's clock then: both sides still compare the same values
+            if since is not None:
+                break
         claim = Claim(
             secrets.token_hex(4),
-            int(since if since is not None else time.time()),
+            since if since is not None else time.time(),
             socket.gethostname(),
             os.getpid(),
         )

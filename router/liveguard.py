@@ -7,7 +7,9 @@ itself, with nothing but what the documented manager user may do:
 
 - every ``interval`` seconds a live instance sends ``UserEvent(CallRouterLive)``
   (``write = user``) carrying its claim: a random instance id and ``Since``,
-  Asterisk's own clock (``EPOCH``) when it went live; every session with
+  Asterisk's own clock when it went live, to the microsecond (a manual run
+  started within a second of the service must still be the younger one);
+  every session with
   ``read = user`` sees it, the sender included;
 - the claim with the smaller ``(Since, Instance)`` is the older one and
   keeps routing; the other stands by, deciding and logging as in shadow mode.
@@ -55,7 +57,8 @@ class Claim:
     """Who a live instance is, and since when (on Asterisk's clock)."""
 
     instance: str
-    since: int
+    #: Asterisk's clock (Unix seconds) when the instance went live.
+    since: float
     host: str = ""
     pid: int = 0
 
@@ -63,7 +66,10 @@ class Claim:
         return (self.since, self.instance) < (other.since, other.instance)
 
     def describe(self) -> str:
-        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):  # another instance's word: any number
+            when = f"{self.since:.0f} (not a date)"
         return (
             f"instance {self.instance} on host {self.host or '?'}, pid {self.pid}, "
             f"live since {when}"
@@ -106,7 +112,7 @@ class LiveGuard:
         fields = {
             "UserEvent": LIVE_EVENT,
             "Instance": self.me.instance,
-            "Since": str(self.me.since),
+            "Since": f"{self.me.since:.6f}".rstrip("0").rstrip("."),
             "Host": self.me.host[:64],
             "Pid": str(self.me.pid),
             "Interval": f"{self.interval:g}",
@@ -149,7 +155,7 @@ class LiveGuard:
         if since is None:
             return False
         claim = Claim(
-            instance, int(since), (event.get("Host") or "")[:64], int(pid) if pid is not None else 0
+            instance, since, (event.get("Host") or "")[:64], int(pid) if pid is not None else 0
         )
         interval = ascii_float(event.get("Interval")) or self.interval
         interval = min(max(interval, _INTERVAL_BOUNDS[0]), _INTERVAL_BOUNDS[1])

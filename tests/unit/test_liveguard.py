@@ -78,6 +78,28 @@ def test_the_order_is_the_claims_not_the_host_clocks() -> None:
     assert (a.acting, b.acting) == (True, False)
 
 
+def test_within_one_second_the_earlier_claim_still_wins() -> None:
+    """A manual run started in the service's second: the claims carry Asterisk's
+    microseconds, so the one live first keeps routing whatever the random ids
+    (here the younger's id sorts first, which alone would have won)."""
+    first = LiveGuard(Claim("ffff0001", 1_795_000_000.250001), settle=0)
+    second = LiveGuard(Claim("00000002", 1_795_000_000.75), settle=0)
+    assert first.beat()["Since"] == "1795000000.250001"
+    assert second.beat()["Since"] == "1795000000.75"
+    first.observe(heartbeat(second.probe()))
+    second.observe(heartbeat(first.beat()))
+    assert (first.acting, second.acting) == (True, False)
+
+
+def test_a_claim_that_is_no_date_is_still_described(caplog: pytest.LogCaptureFixture) -> None:
+    """Another instance's ``Since`` is its word: a number too large for a date
+    is logged as a number, not raised out of the event stream."""
+    guard = LiveGuard(Claim("aaaa", 1_795_000_000), settle=0)
+    guard.observe(heartbeat({"UserEvent": LIVE_EVENT, "Instance": "b", "Since": "9" * 18}))
+    assert guard.acting  # its claim is younger than any real one
+    assert any("(not a date)" in r.getMessage() for r in caplog.records)
+
+
 def test_a_dead_instance_is_gone_after_three_missed_beats(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     older, younger = pair(clock)
@@ -156,6 +178,18 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     engine.request_stop()
     await asyncio.sleep(0.1)
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
+
+
+async def test_the_claim_takes_asterisks_microseconds_where_it_has_them(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    ajam_replay.globals["EPOCH"] = "1795000100"
+    ajam_replay.globals["STRFTIME(,UTC,%s.%6q)"] = "1795000100.123456"
+    await engine_factory(rules, options=EngineOptions(watch_interval=0, live_settle=0))
+    [probe] = ajam_replay.sent("UserEvent")
+    assert probe["Since"] == "1795000100.123456"
 
 
 async def test_a_decision_right_after_start_waits_for_the_others_answer(
