@@ -67,7 +67,9 @@ class Claim:
 
     def describe(self) -> str:
         try:
-            when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            # Milliseconds: two instances started in the same second must read apart.
+            when = datetime.fromtimestamp(self.since, UTC).isoformat(" ", "milliseconds")
+            when = when.removesuffix("+00:00") + " UTC"
         except (OverflowError, OSError, ValueError):  # another instance's word: any number
             when = f"{self.since:.0f} (not a date)"
         return (

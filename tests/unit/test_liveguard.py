@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -228,6 +229,12 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
     ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
+    # The example line is what describe() writes for those claims, to the millisecond.
+    older = Claim("3f2a9c1d", datetime(2026, 12, 1, 9, 0, 2, 417000, UTC).timestamp(), "pbx", 812)
+    younger = Claim(
+        "77b0e4aa", datetime(2026, 12, 1, 10, 15, 40, 52000, UTC).timestamp(), "pbx", 4711
+    )
+    assert f"on this Asterisk ({older.describe()}): this one ({younger.describe()}) acts" in text
     options = EngineOptions()
     interval = f"{options.live_heartbeat:g} s"  # "every 2 s" / "раз в 2 с"
     assert interval in text or interval.replace(" s", " с") in text
