@@ -1018,6 +1018,8 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
             f"Lost Redirects: {args.race_steps} NoOp steps between the request and Wait "
             '("routed in time" below 100 %: calls Asterisk hung up or sent astray)'
         )
+    if getattr(args, "disabled_events", None):
+        title += f"; Asterisk's [general] disabledevents = {','.join(args.disabled_events)}"
     return (
         f"### {title} ({each})\n\n{main}\n\n"
         "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
@@ -1070,6 +1072,13 @@ def main() -> None:
         help="N NoOp steps between the request and Wait, where Asterisk can lose a "
         "Redirect (docs/asterisk.md); the table goes to bench/results/route-race.md",
     )
+    parser.add_argument(
+        "--disabled-events",
+        metavar="NAMES",
+        default="",
+        help="comma-separated events Asterisk raises for nobody (manager.conf "
+        "[general] disabledevents, docs/asterisk.md): the events no variant reads",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -1085,6 +1094,7 @@ def main() -> None:
         return
     args.rates = [int(r) for r in args.rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
+    args.disabled_events = [e for e in args.disabled_events.split(",") if e]
     args.baseline_tree = None
     with contextlib.ExitStack() as stack:
         if args.baseline:
@@ -1121,6 +1131,8 @@ def run(args: argparse.Namespace) -> None:
         name=f"bench-route-{os.getpid()}",
         extra_dialplan=bench_dialplan(WAIT, steps_after_request=args.race_steps),
     ) as box:
+        if args.disabled_events:
+            box.disable_events(args.disabled_events)
         cells = asyncio.run(drive(box, args))
     text = report(cells, args)
     print(text)

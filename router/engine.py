@@ -77,7 +77,7 @@ from router.errors import (
     RulesRefused,
 )
 from router.executor import Executor, PluginHooks
-from router.health import Health, readiness
+from router.health import USER_EVENTS_MISSING, Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
 from router.metrics import Metrics
@@ -248,6 +248,8 @@ class Engine:
         self._guard: LiveGuard | None = None
         self._beats: set[asyncio.Task[Any]] = set()
         self._beat_refused = False
+        #: Whether the missing own heartbeat has been logged (router/liveguard.py).
+        self._deaf_logged = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
@@ -351,12 +353,16 @@ class Engine:
 
     def health(self) -> Health:
         """What ``/readyz`` answers (router/health.py)."""
+        guard = self._guard
+        deaf = guard is not None and guard.deaf and self._connected()
         return readiness(
             logged_in=bool(getattr(self._client, "logged_in", True)),
             stream_current=self._stream is not None and not self._stream.failing,
             rule_problems=len(self.setup_problems),
             rules=len(self.rules.current.rules),
             serving=self.ready.is_set() and not self._stopping.is_set(),
+            user_events=not deaf,
+            unheard_for=guard.unheard_for if guard is not None and deaf else 0.0,
         )
 
     def _connected(self) -> bool:
@@ -756,7 +762,18 @@ class Engine:
         guard = self._guard
         if guard is not None and not guard.leaving:
             guard.update()  # an instance that went silent is gone: log it now
+            self._note_deaf(guard)
             await self._send_beat(guard.beat())
+
+    def _note_deaf(self, guard: LiveGuard) -> None:
+        """Log once when this session stops hearing its own heartbeat, and once
+        when it hears it again: routing requests come the same way."""
+        deaf = guard.deaf and self._connected()
+        if deaf and not self._deaf_logged:
+            log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))
+        elif not deaf and self._deaf_logged:
+            log.warning("this router's heartbeat arrives again: routing requests can reach it")
+        self._deaf_logged = deaf
 
     async def _leave(self) -> None:
         """Tell the instance standing by to take over now (bounded: stopping waits)."""
@@ -774,6 +791,8 @@ class Engine:
     async def _send_beat(self, fields: dict[str, str]) -> None:
         try:
             await self._client.send("UserEvent", fields, validate=False)
+            if self._guard is not None:
+                self._guard.sent()
         except AMIPrivilegeError as exc:
             if not self._beat_refused:
                 self._beat_refused = True

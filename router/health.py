@@ -2,9 +2,11 @@
 and systemd's ``READY=1``/``STATUS=`` all say.
 
 Ready means all of: logged in to Asterisk, the event stream current (the last
-poll answered), the rules loaded without a problem, and the engine serving
-(started, not stopping). Each check that fails gives a reason a person can
-act on; a load balancer or systemd only needs the yes or no.
+poll answered), Asterisk sending the session ``UserEvent`` (the router's own
+heartbeat comes back: the routing requests are ``UserEvent`` too), the rules
+loaded without a problem, and the engine serving (started, not stopping).
+Each check that fails gives a reason a person can act on; a load balancer or
+systemd only needs the yes or no.
 
 Not ready is not broken: callrouter fails open, so while it is not ready
 calls simply take the dialplan's default route.
@@ -15,7 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Health", "readiness"]
+__all__ = ["USER_EVENTS_MISSING", "Health", "readiness"]
+
+#: Logged (with ``seconds``) and given as the reason when the session hears no
+#: ``UserEvent``: each cause named is one an administrator can check.
+USER_EVENTS_MISSING = (
+    "Asterisk sends this router no UserEvent (its own heartbeat has not come "
+    "back for {seconds:g} s), so no routing request can reach it and every call "
+    "takes its default route: give the manager user read = user, and check its "
+    "eventfilter lines (callrouter check --manager-conf) and that [general] "
+    "disabledevents in manager.conf does not name UserEvent"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +37,8 @@ class Health:
     ready: bool
     #: Why not ready, one sentence per failed check (empty when ready).
     reasons: tuple[str, ...]
-    #: Each check by name (``asterisk``, ``event_stream``, ``rules``, ``serving``).
+    #: Each check by name (``asterisk``, ``event_stream``, ``user_events``,
+    #: ``rules``, ``serving``).
     checks: dict[str, bool]
     #: Rules in use.
     rules: int = 0
@@ -52,11 +65,19 @@ def readiness(
     rule_problems: int,
     rules: int,
     serving: bool,
+    user_events: bool = True,
+    unheard_for: float = 0.0,
 ) -> Health:
-    """The checks, in the order a person should look at them."""
+    """The checks, in the order a person should look at them.
+
+    ``user_events`` False: the own heartbeat sent ``unheard_for`` seconds ago and
+    since has not come back (router/liveguard.py); True where nothing is known
+    (the guard is off, or the heartbeat may not be sent).
+    """
     checks = {
         "asterisk": logged_in,
         "event_stream": stream_current,
+        "user_events": user_events,
         "rules": rule_problems == 0,
         "serving": serving,
     }
@@ -65,6 +86,8 @@ def readiness(
         reasons.append("not logged in to Asterisk (see the log for the AMI error)")
     elif not stream_current:
         reasons.append("the event stream is not current: Asterisk does not answer its polls")
+    elif not user_events:
+        reasons.append(USER_EVENTS_MISSING.format(seconds=round(unheard_for)))
     if rule_problems:
         reasons.append(f"{rule_problems} problems in the rules or plugins (callrouter check)")
     if not serving:

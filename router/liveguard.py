@@ -23,6 +23,13 @@ itself, with nothing but what the documented manager user may do:
   stream gap) its decisions wait rather than act: a call arriving right then is
   not redirected by two instances.
 
+The sender's own heartbeat coming back is also the one proof that Asterisk
+sends this session ``UserEvent`` at all, which the routing requests are too: a
+user without ``read = user``, an ``eventfilter`` or a ``[general]
+disabledevents`` that leaves it out, and no call is ever routed while every
+other check is green. An instance that sent beats for three intervals and
+heard none of them says so (:attr:`LiveGuard.deaf`, a readiness check).
+
 This module only keeps the state (no I/O): the engine sends :meth:`LiveGuard.beat`
 and feeds the heartbeats it receives to :meth:`LiveGuard.observe`.
 """
@@ -105,6 +112,9 @@ class LiveGuard:
         self._leaving = False
         #: Whether the last evaluation let this instance act (to log changes once).
         self._was_blocked_by: Claim | None = None
+        #: When the first beat sent since this instance last heard its own was
+        #: sent; None while every beat sent has come back (or none was sent).
+        self._unheard_since: float | None = None
 
     # -- what the engine sends -----------------------------------------------------
 
@@ -128,6 +138,9 @@ class LiveGuard:
         """Start (again) listening for others: at start and after a stream gap,
         heartbeats may have been missed. Decisions wait ``settle`` seconds."""
         self._settled_at = self._clock() + self.settle
+        # Echoes of beats sent before a gap may be lost with the stream, which
+        # says nothing of the session's filters: count from this beat on.
+        self._unheard_since = None
         return self.beat(probe=True)
 
     def leave(self) -> dict[str, str]:
@@ -139,12 +152,32 @@ class LiveGuard:
     def leaving(self) -> bool:
         return self._leaving
 
+    def sent(self) -> None:
+        """A heartbeat went out (Asterisk accepted the ``UserEvent`` action)."""
+        if self._unheard_since is None:
+            self._unheard_since = self._clock()
+
+    @property
+    def unheard_for(self) -> float:
+        """Seconds since the first beat sent that has not come back (0: none)."""
+        since = self._unheard_since
+        return 0.0 if since is None else self._clock() - since
+
+    @property
+    def deaf(self) -> bool:
+        """Beats sent for three intervals and none heard back: Asterisk does not
+        send this session ``UserEvent``, so routing requests cannot arrive."""
+        return self.unheard_for > _MISSED_BEATS * self.interval
+
     # -- what the engine receives --------------------------------------------------
 
     def observe(self, event: Event) -> bool:
         """Take one ``CallRouterLive`` event; True when it asks for an answer now."""
         instance = (event.get("Instance") or "")[:64]
-        if not instance or instance == self.me.instance:
+        if instance == self.me.instance:
+            self._unheard_since = None  # our own beat: UserEvents reach this session
+            return False
+        if not instance:
             return False
         if (event.get("State") or "") == "leaving":
             peer = self._peers.pop(instance, None)

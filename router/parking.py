@@ -292,7 +292,8 @@ class Parking:
                 "waiting for it until one is. Asterisk can lose a Redirect that "
                 "lands between two steps; check that the step after the request is "
                 "Wait and that its Newexten reaches callrouter (the eventfilter "
-                "lines of `callrouter check --manager-conf`; docs/asterisk.md)",
+                "lines of `callrouter check --manager-conf`, and no Newexten in "
+                "[general] disabledevents of manager.conf; docs/asterisk.md)",
                 BLIND_AFTER,
                 self.timeout * 1000,
             )

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from router.ami.event_filter import EventSelection
 from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, load_config
 from router.plugins import Plugins
 from router.rules.registry import Registry
@@ -51,19 +52,23 @@ class Offline:
     #: Stand-ins for the secret variables this shell lacks.
     stand_ins: dict[str, str] = field(default_factory=dict)
 
-    def manager_conf_lines(self) -> list[str]:
-        """The ``eventfilter`` lines for the user's manager.conf section: the
-        filters `callrouter run` would ask for with ``Filter`` actions, computed
-        by an engine that is set up (plugins, rules) but never connects."""
+    def event_selection(self) -> EventSelection:
+        """The events `callrouter run` would ask for, computed by an engine that
+        is set up (plugins, rules) but never connects."""
         from router.engine import Engine
 
-        async def lines() -> list[str]:
+        async def selection() -> EventSelection:
             engine = Engine(self.config, plugins=Plugins.for_config(self.config))
             await engine.setup()
-            return (await engine.event_selection()).manager_conf_lines()
+            return await engine.event_selection()
 
         with _environment(self.stand_ins):
-            return asyncio.run(lines())
+            return asyncio.run(selection())
+
+    def manager_conf_lines(self) -> list[str]:
+        """The ``eventfilter`` lines for the user's manager.conf section: the
+        filters `callrouter run` would ask for with ``Filter`` actions."""
+        return self.event_selection().manager_conf_lines()
 
 
 def _secret_variables(path: Path) -> list[tuple[str, str, str]]:

@@ -111,15 +111,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_manager_conf(offline: Offline) -> None:
-    """The lines as a manager.conf fragment, after a comment naming the user."""
-    lines = offline.manager_conf_lines()
+    """The lines as a manager.conf fragment, after a comment naming the user,
+    and the events a global ``disabledevents`` must leave alone: Asterisk's
+    sample suggests disabling ``Newexten``, which callrouter waits for."""
+    selection = offline.event_selection()
+    lines = selection.manager_conf_lines()
     print()
-    if not lines:
+    if not lines or selection.names is None:
         print('; [asterisk] events = "all" (or a plugin that reads every event): no filters')
         return
     print(f"; the events callrouter asks for: add under [{offline.config.asterisk.username}]")
     for line in lines:
         print(line)
+    print(f"; [general] disabledevents must name none of: {', '.join(sorted(selection.names))}")
 
 
 def _shown(offline: Offline) -> str:

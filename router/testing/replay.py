@@ -170,6 +170,11 @@ class ReplayAsterisk:
         #: Cap on how long an empty ``WaitEvent`` blocks (None: its ``Timeout``).
         self.max_wait = max_wait
         self.system_name = system_name
+        #: The manager user's ``read`` classes; None reads all. An event whose
+        #: ``Privilege`` names a class outside them is never delivered, as
+        #: Asterisk 22 delivers none to a session lacking its class (a user
+        #: without ``read = user`` never gets a ``UserEvent``).
+        self.read: frozenset[str] | None = None
         #: Every action received, in order (``Login`` and ``WaitEvent`` included).
         self.actions: list[SentAction] = []
         #: Channels Asterisk would list now, by name.
@@ -270,9 +275,14 @@ class ReplayAsterisk:
             pairs.insert(3, ("SystemName", self.system_name))
         queued = Event(tuple((str(k), str(v)) for k, v in pairs))
         self._apply(queued)
-        self._queue.append(queued)
-        self._wake()
+        if self.read is None or self._readable(queued):
+            self._queue.append(queued)
+            self._wake()
         return queued
+
+    def _readable(self, event: Event) -> bool:
+        classes = {c.strip().lower() for c in (event.get("Privilege") or "").split(",")}
+        return classes - {"all", ""} <= (self.read or frozenset())
 
     def queue_events(self, events: Iterable[Mapping[str, str] | Event]) -> list[Event]:
         """Queue several events, in order."""

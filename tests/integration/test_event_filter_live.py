@@ -45,6 +45,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 from tests.integration.test_engine import FIXTURES, SlowCRM, routing_dialplan
+from tests.unit.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -364,3 +365,91 @@ async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
         )
     finally:
         routing_sandbox.set_dialplan(shipped)
+
+
+async def test_a_user_without_read_user_is_not_ready_and_says_why(
+    routing_sandbox: Sandbox,
+    tmp_path: Path,
+    ami_transport: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A manager user without ``read = user`` logs in, polls and loads its rules,
+    yet Asterisk never sends it a routing request. Its own heartbeat does not
+    come back either: readiness fails on ``user_events`` with a reason naming
+    what to check, and the log says it once; the ``router`` user next to it
+    hears its own and stays ready."""
+    from router.health import USER_EVENTS_MISSING
+
+    routing_sandbox.add_manager_user("router-nouser", read="call,dialplan,agent,system")
+    options = EngineOptions(watch_interval=0, live_heartbeat=0.3, live_settle=0.1)
+    engines = []
+    for user in ("router-nouser", "router"):
+        url = ami_url(routing_sandbox, ami_transport)
+        path = router_toml(tmp_path / user, url, user, routing_sandbox.secret)
+        engines.append(
+            Engine(load_config(path), plugins=Plugins.load(extra=[SlowCRM()]), options=options)
+        )
+    deaf, hearing = engines
+    tasks = []
+    try:
+        for engine in engines:
+            await engine.start()
+            tasks.append(asyncio.ensure_future(engine.serve()))
+            await asyncio.wait_for(engine.ready.wait(), 10)
+        await eventually(lambda: not deaf.health().ready, "the deaf router not ready")
+        health = deaf.health()
+        assert health.checks["user_events"] is False
+        (reason,) = health.reasons
+        assert reason.startswith(USER_EVENTS_MISSING.split("{", 1)[0])
+
+        def errors() -> int:
+            said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+            return sum(m.startswith("Asterisk sends this router no UserEvent") for m in said)
+
+        await eventually(errors, "the error logged")
+        await asyncio.sleep(1.0)  # more heartbeat ticks: said once
+        assert errors() == 1
+        ok = hearing.health()
+        assert ok.ready, ok.reasons
+        assert ok.checks["user_events"] is True
+    finally:
+        for engine in engines:
+            engine.request_stop()
+        for task in tasks:
+            await asyncio.wait_for(task, 30)
+        for engine in engines:
+            await engine.stop()
+
+
+async def test_userevent_disabled_for_the_whole_pbx_is_named_as_a_cause(
+    routing_sandbox: Sandbox,
+    tmp_path: Path,
+    ami_transport: str,
+) -> None:
+    """``[general] disabledevents = UserEvent`` (Asterisk raises it for nobody):
+    the router's own heartbeat does not come back, so it is not ready, and the
+    reason names disabledevents; with the line gone, its next beat arrives."""
+    from router.health import USER_EVENTS_MISSING
+
+    options = EngineOptions(watch_interval=0, live_heartbeat=0.3, live_settle=0.1)
+    url = ami_url(routing_sandbox, ami_transport)
+    path = router_toml(tmp_path, url, "router", routing_sandbox.secret)
+    engine = Engine(load_config(path), plugins=Plugins.load(extra=[SlowCRM()]), options=options)
+    routing_sandbox.disable_events(["UserEvent"])
+    task = None
+    try:
+        await engine.start()
+        task = asyncio.ensure_future(engine.serve())
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        await eventually(lambda: not engine.health().ready, "not ready")
+        (reason,) = engine.health().reasons
+        assert reason.startswith(USER_EVENTS_MISSING.split("{", 1)[0])
+        assert "disabledevents" in reason
+        routing_sandbox.disable_events([])
+        await eventually(lambda: engine.health().ready, "ready once UserEvent is raised again")
+    finally:
+        routing_sandbox.disable_events([])
+        engine.request_stop()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        await engine.stop()

@@ -210,6 +210,7 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
     assert ready.json()["checks"] == {
         "asterisk": True,
         "event_stream": True,
+        "user_events": True,
         "rules": True,
         "serving": True,
     }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -311,8 +312,16 @@ def test_check_manager_conf_prints_the_lines_run_would_ask_for(
         return (await engine.event_selection()).manager_conf_lines()
 
     expected = asyncio.run(selection_lines())
-    assert out[3:] == expected
+    assert out[3:-1] == expected
     assert "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1" in out
+    # Asterisk's sample suggests a global disabledevents = Newexten: the last
+    # line names every event the lines let through, which it must leave alone.
+    prefix = "; [general] disabledevents must name none of: "
+    assert out[-1].startswith(prefix)
+    named = out[-1].removeprefix(prefix).split(", ")
+    assert named == sorted(named)
+    assert {"Newexten", "UserEvent", "Hangup"} <= set(named)
+    assert set(named) == set(re.findall(r"name\((\w+)\)", "\n".join(expected)))
 
 
 def test_check_manager_conf_with_events_all_says_there_is_nothing_to_filter(

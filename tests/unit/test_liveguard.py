@@ -18,6 +18,7 @@ import pytest
 from router.ami.message import Event
 from router.engine import EngineOptions
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -241,3 +242,73 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
     missed = f"{3 * options.live_heartbeat:g}"
     assert f"{missed} s" in text or f"{missed} с" in text
     assert f"{options.live_settle:g} s" in text or f"{options.live_settle:g} с" in text
+
+
+def test_beats_sent_and_none_heard_back_for_three_intervals_is_deaf() -> None:
+    """The own heartbeat is the proof that Asterisk sends the session UserEvents
+    (the routing requests are UserEvents too)."""
+    clock = Clock()
+    guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), interval=2.0, clock=clock)
+    clock.now += 60.0
+    assert not guard.deaf  # nothing sent, nothing known
+    mine = heartbeat(guard.probe())
+    guard.sent()
+    clock.now += 2.0
+    guard.sent()  # the next beat: the streak counts from the first unheard one
+    clock.now += 4.0
+    assert not guard.deaf  # three intervals are not yet over
+    assert guard.unheard_for == 6.0
+    clock.now += 0.1
+    assert guard.deaf
+    guard.observe(mine)  # one of ours comes back
+    assert not guard.deaf
+    assert guard.unheard_for == 0.0
+    guard.sent()
+    clock.now += 7.0
+    assert guard.deaf
+    guard.probe()  # a stream gap: beats before it may be lost with the stream
+    assert not guard.deaf
+
+
+def test_another_instances_beat_is_not_an_echo() -> None:
+    clock = Clock()
+    older, younger = pair(clock)
+    younger.sent()
+    younger.observe(heartbeat(older.beat()))
+    clock.now += 10.0
+    assert younger.deaf
+
+
+async def test_an_engine_that_never_hears_its_beat_is_not_ready_until_it_does(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user without ``read = user`` (the fake then delivers no UserEvent, as
+    Asterisk does): after three intervals readiness fails on ``user_events``
+    and the log says why, once; the user given the class back, the next beat
+    comes back, it is ready again, and the log says that too."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    ajam_replay.read = frozenset({"call", "dialplan", "agent", "system"})
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=0.2, live_settle=0)
+    )
+    assert engine.health().ready
+
+    def logged(level: int, text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records if r.levelno == level)
+
+    await eventually(lambda: not engine.health().ready, "not ready")
+    health = engine.health()
+    assert health.checks["user_events"] is False
+    assert "no routing request can reach it" in health.reasons[0]
+    await eventually(
+        lambda: logged(logging.ERROR, "Asterisk sends this router no UserEvent"), "the error"
+    )
+    await asyncio.sleep(0.5)  # more ticks: said once
+    assert logged(logging.ERROR, "Asterisk sends this router no UserEvent") == 1
+    ajam_replay.read = None  # the next beat is sent and comes back
+    await eventually(lambda: engine.health().ready, "ready again")
+    await eventually(lambda: logged(logging.WARNING, "heartbeat arrives again"), "the all-clear")

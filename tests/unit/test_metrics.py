@@ -254,6 +254,7 @@ def test_readiness_names_every_failed_check() -> None:
     assert health.checks == {
         "asterisk": True,
         "event_stream": False,
+        "user_events": True,
         "rules": False,
         "serving": True,
     }
@@ -265,6 +266,28 @@ def test_readiness_names_every_failed_check() -> None:
     ok = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=5, serving=True)
     assert ok.ready
     assert ok.status_line() == "routing calls (5 rules)"
+
+
+def test_readiness_without_user_events_names_each_cause_to_check() -> None:
+    """The own heartbeat not coming back (router/liveguard.py): not ready, and
+    the reason says what stops the requests and where to look."""
+    health = readiness(
+        logged_in=True,
+        stream_current=True,
+        rule_problems=0,
+        rules=5,
+        serving=True,
+        user_events=False,
+        unheard_for=6.4,
+    )
+    assert not health.ready
+    assert health.checks["user_events"] is False
+    (reason,) = health.reasons
+    assert reason.startswith("Asterisk sends this router no UserEvent (its own heartbeat has not")
+    assert "back for 6 s)" in reason
+    for cause in ("read = user", "eventfilter", "disabledevents"):
+        assert cause in reason
+    assert health.status_line() == "not ready: " + reason
 
 
 def test_rule_labels_are_capped_and_cut() -> None:

@@ -88,7 +88,13 @@ async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> N
     assert refused.json() == {
         "status": "not ready",
         "reasons": ["not logged in to Asterisk (see the log for the AMI error)"],
-        "checks": {"asterisk": False, "event_stream": False, "rules": True, "serving": True},
+        "checks": {
+            "asterisk": False,
+            "event_stream": False,
+            "user_events": True,
+            "rules": True,
+            "serving": True,
+        },
         "rules": 3,
     }
     assert ready.status_code == 200

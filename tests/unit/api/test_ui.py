@@ -205,6 +205,8 @@ def test_the_script_never_writes_markup() -> None:
 
 
 def test_every_string_in_both_languages() -> None:
+    from router.health import readiness
+
     strings = json.loads((STATIC / "strings.json").read_text(encoding="utf-8"))
     assert set(strings) == {"en", "ru"}
     assert set(strings["en"]) == set(strings["ru"])
@@ -220,7 +222,11 @@ def test_every_string_in_both_languages() -> None:
         "state_": ("ringing", "routed", "answered", "ended"),
         "outcome_": ("executed", "shadow", "late", "fell-through", "failed", "caller-gone"),
         "status_": ("matched", "false", "lookup_failed", "error", "rejected", "skipped"),
-        "check_": ("asterisk", "event_stream", "rules", "serving"),
+        "check_": tuple(
+            readiness(
+                logged_in=True, stream_current=True, rule_problems=0, rules=0, serving=True
+            ).checks
+        ),
         "action_": (
             "ok",
             "confirmed",
