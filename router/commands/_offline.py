@@ -51,6 +51,9 @@ class Offline:
     warnings: list[str] = field(default_factory=list)
     #: Stand-ins for the secret variables this shell lacks.
     stand_ins: dict[str, str] = field(default_factory=dict)
+    #: The variable ``[asterisk]`` takes its secret from, when this shell
+    #: lacks it: the secret is then a stand-in, no use for logging in.
+    asterisk_secret_missing: str | None = None
 
     def event_selection(self) -> EventSelection:
         """The events `callrouter run` would ask for, computed by an engine that
@@ -129,10 +132,13 @@ def load_offline(
             )
             given.update(_NO_FILE)
     stand_ins: dict[str, str] = {}
+    asterisk_missing = None
     if path is not None:
         for section, key, name in _secret_variables(path):
             if name and not os.environ.get(name):
                 stand_ins[name] = _STAND_IN
+                if section == "asterisk":
+                    asterisk_missing = name
                 warnings.append(
                     f"{path}: [{section}] {key}: environment variable {name} is "
                     "not set here; callrouter run needs it (checked without it)"
@@ -142,4 +148,4 @@ def load_offline(
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))
     registry, problems = plugins.build_registry()
-    return Offline(config, plugins, registry, problems, warnings, stand_ins)
+    return Offline(config, plugins, registry, problems, warnings, stand_ins, asterisk_missing)

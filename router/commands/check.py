@@ -19,7 +19,9 @@ from typing import Any
 
 from router.commands._offline import Offline, load_offline
 from router.dialplan import LocationPolicy
+from router.dialplan_lint import Finding
 from router.errors import ConfigError
+from router.logsafe import escape_controls
 from router.rules import load_rules
 
 __all__ = ["config_overrides", "plugin_registry", "register", "run"]
@@ -30,8 +32,8 @@ def register(subparsers: Any) -> None:
         "check",
         help="validate router.toml and the rule files",
         description="Validate router.toml (every key and plugin table) and the rule files "
-        "against the plugins it selects, without Asterisk; print every error "
-        "as file:line. Exit code 0: clean, 1: errors.",
+        "against the plugins it selects, without Asterisk (unless --asterisk); print "
+        "every error as file:line. Exit code 0: clean, 1: errors.",
     )
     parser.add_argument(
         "paths",
@@ -51,6 +53,13 @@ def register(subparsers: Any) -> None:
         help="when clean, also print the eventfilter lines for the user's section of "
         "Asterisk's manager.conf, for router.toml's rules and plugins "
         "(docs/asterisk.md, Event filtering)",
+    )
+    parser.add_argument(
+        "--asterisk",
+        action="store_true",
+        help="also log in to Asterisk as `callrouter run` would and check its side: "
+        "the Redirect permission, the loaded [callrouter-inbound] dialplan, UserEvents "
+        "reaching the user, a live callrouter (docs/asterisk.md, Checking the setup)",
     )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
@@ -103,11 +112,50 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{shown}: {count} error{'s' if count != 1 else ''}, {len(ruleset.rules)} valid rules"
         )
-        return 1
-    print(f"{shown}: {len(ruleset.rules)} rules OK")
-    if args.manager_conf:
-        _print_manager_conf(offline)
-    return 0
+    else:
+        print(f"{shown}: {len(ruleset.rules)} rules OK")
+        if args.manager_conf:
+            _print_manager_conf(offline)
+    # Asterisk's side stands on its own: worth knowing while the rules are fixed.
+    asterisk_ok = _check_asterisk(offline) if args.asterisk else True
+    return 0 if not count and asterisk_ok else 1
+
+
+def _check_asterisk(offline: Offline) -> bool:
+    """Log in as `callrouter run` would and print what Asterisk says; False
+    when something there stops routing (router/commands/preflight.py)."""
+    import asyncio
+
+    from router.ami.client import ClientSettings
+    from router.ami.connect import open_client
+    from router.commands.preflight import check_asterisk
+
+    print()
+    if offline.config.path is None:
+        print("asterisk: FAIL no router.toml to connect with: give --config PATH")
+        return False
+    if offline.asterisk_secret_missing:
+        print(
+            f"asterisk: FAIL cannot log in: environment variable "
+            f"{offline.asterisk_secret_missing} (the [asterisk] secret) is not set here"
+        )
+        return False
+
+    async def findings() -> list[Finding]:
+        client = open_client(ClientSettings.from_config(offline.config.asterisk))
+        try:
+            return await check_asterisk(client)
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(findings())
+    for finding in found:
+        print(f"asterisk: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
+    return not any(f.level == "fail" for f in found)
+
+
+#: How each finding's level is printed (fixed width: the texts line up).
+_LEVELS = {"ok": "OK    ", "advice": "ADVICE", "fail": "FAIL  "}
 
 
 def _print_manager_conf(offline: Offline) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -453,3 +454,56 @@ async def test_userevent_disabled_for_the_whole_pbx_is_named_as_a_cause(
         if task is not None:
             await asyncio.wait_for(task, 30)
         await engine.stop()
+
+
+async def check_asterisk_cli(config: Path) -> tuple[int, list[str]]:
+    """``callrouter check --config FILE --asterisk`` as a subprocess: exit code and
+    the ``asterisk:`` lines."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router.cli",
+        "check",
+        "--config",
+        str(config),
+        "--asterisk",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = [line for line in out.decode().splitlines() if line.startswith("asterisk:")]
+    assert lines, (out, err)
+    return proc.returncode or 0, lines
+
+
+async def test_check_asterisk_passes_on_the_shipped_dialplan_and_names_a_broken_one(
+    routing_sandbox: Sandbox, tmp_path: Path, ami_transport: str
+) -> None:
+    """docs/asterisk.md "Checking the setup": the shipped snippet on a real
+    Asterisk passes every check over either transport; a step pasted between
+    the request and Wait fails, named, with exit code 1."""
+    url = ami_url(routing_sandbox, ami_transport)
+    (tmp_path / "rules").mkdir()
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\n'
+        f'secret = "{routing_sandbox.secret}"\n[router]\nrules = ["{tmp_path / "rules"}"]\n',
+        encoding="utf-8",
+    )
+    code, lines = await check_asterisk_cli(config)
+    assert code == 0, lines
+    assert lines[0].startswith(f"asterisk: OK     logged in to {url} as 'router' (Asterisk 22.")
+    assert "asterisk: OK     Redirect allowed (write = call)" in lines
+    assert any("the request, then Wait, then the default route" in line for line in lines)
+    assert any(line.startswith("asterisk: OK     UserEvents reach this user") for line in lines)
+    assert not any("FAIL" in line for line in lines)
+    shipped = routing_dialplan()
+    wait = " same => n,Wait(${CALLROUTER_WAIT})"
+    routing_sandbox.set_dialplan(shipped.replace(wait, " same => n,Playback(beep)\n" + wait))
+    try:
+        code, lines = await check_asterisk_cli(config)
+    finally:
+        routing_sandbox.set_dialplan(shipped)
+    assert code == 1
+    (fail,) = [line for line in lines if "FAIL" in line]
+    assert "the step after the request is 'Playback', not a wait" in fail

@@ -1,0 +1,161 @@
+"""``callrouter check --asterisk``: what Asterisk itself says of the setup.
+
+``callrouter check`` alone never connects; a setup can pass it and still route
+nothing: a manager user that cannot ``Redirect``, Asterisk sending the user no
+``UserEvent`` (no ``read = user``, an ``eventfilter``, ``[general]
+disabledevents``), a dialplan pasted with a step between the request and its
+``Wait``. Each of those fails open, so calls still ring somewhere and nobody
+notices. This logs in as ``callrouter run`` would and asks, without touching a
+call: the version, the ``Redirect`` permission (a ``Redirect`` of a channel
+that cannot exist: Asterisk checks the class first), the loaded inbound
+context (``ShowDialPlan``, router/dialplan_lint.py), and its own
+``UserEvent`` coming back, listening meanwhile for a live callrouter's
+heartbeat.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from router.ami.numbers import ascii_float
+from router.dialplan import INBOUND_CONTEXT, shown
+from router.dialplan_lint import Finding, lint_inbound
+from router.errors import AMIActionError, AMIError, AMIPrivilegeError
+from router.liveguard import LIVE_EVENT, Claim
+
+if TYPE_CHECKING:
+    from router.ami.connect import AMIClient
+
+__all__ = ["PROBE_EVENT", "check_asterisk"]
+
+#: The ``UserEvent`` the check sends itself (no rule or plugin reads it).
+PROBE_EVENT = "CallRouterCheck"
+#: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
+_NO_CHANNEL = "callrouter-check/no-such-channel"
+
+
+async def check_asterisk(client: AMIClient, *, listen: float = 2.5) -> list[Finding]:
+    """Log in with ``client`` and check; ``listen`` seconds for events (more
+    than the live-instance heartbeat's 2 s, so a live router shows)."""
+    where = f"{client.settings.url} as {client.settings.username!r}"
+    try:
+        await client.login()
+    except AMIError as exc:
+        return [Finding("fail", f"cannot log in to {where}: {exc}")]
+    findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
+    findings.append(await _redirect_allowed(client))
+    findings.extend(await _dialplan(client))
+    findings.extend(await _user_events(client, listen))
+    return findings
+
+
+async def _version(client: AMIClient) -> str:
+    try:
+        settings = await client.action("CoreSettings", check=False)
+    except AMIError:
+        return ""  # the version is a courtesy; the user may lack reporting
+    version = settings.response.get("AsteriskVersion") or ""
+    return f" (Asterisk {shown(version)[1:-1]})" if version else ""
+
+
+async def _redirect_allowed(client: AMIClient) -> Finding:
+    try:
+        await client.action(
+            "Redirect",
+            {"Channel": _NO_CHANNEL, "Context": INBOUND_CONTEXT, "Exten": "s", "Priority": "1"},
+            check=False,
+        )
+    except AMIPrivilegeError:
+        return Finding(
+            "fail",
+            "Asterisk refuses this user Redirect: give it write = call "
+            "(docs/asterisk.md, the manager user)",
+        )
+    except AMIError as exc:
+        return Finding("fail", f"Redirect could not be tried: {exc}")
+    return Finding("ok", "Redirect allowed (write = call)")
+
+
+async def _dialplan(client: AMIClient) -> list[Finding]:
+    try:
+        listing = await client.action("ShowDialPlan", {"Context": INBOUND_CONTEXT})
+    except AMIPrivilegeError:
+        return [
+            Finding(
+                "advice",
+                "the dialplan could not be read (ShowDialPlan needs write = reporting): "
+                f"check [{INBOUND_CONTEXT}] by hand",
+            )
+        ]
+    except AMIActionError:
+        return lint_inbound([])  # "Did not find context": none loaded
+    except AMIError as exc:
+        return [Finding("fail", f"the dialplan could not be read: {exc}")]
+    return lint_inbound(listing.items)
+
+
+async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
+    token = secrets.token_hex(6)
+    sent = time.monotonic()
+    try:
+        await client.action("UserEvent", {"UserEvent": PROBE_EVENT, "Token": token})
+    except AMIPrivilegeError:
+        return [
+            Finding(
+                "fail",
+                "Asterisk refuses this user UserEvent: give it write = user (the "
+                "live-instance heartbeat needs it; docs/operations.md)",
+            )
+        ]
+    except AMIError as exc:
+        return [Finding("fail", f"UserEvent could not be sent: {exc}")]
+    heard: float | None = None
+    live: dict[str, Claim] = {}
+    deadline = sent + listen
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            events = await client.wait_event(timeout=max(1, round(left)))
+        except AMIError as exc:
+            return [Finding("fail", f"events could not be read: {exc}")]
+        for event in events:
+            if event.name != "UserEvent":
+                continue
+            name = event.get("UserEvent")
+            if name == PROBE_EVENT and event.get("Token") == token and heard is None:
+                heard = time.monotonic() - sent
+            elif name == LIVE_EVENT and (event.get("State") or "") != "leaving":
+                instance = (event.get("Instance") or "")[:64]
+                since = ascii_float(event.get("Since"))
+                if instance and since is not None:
+                    pid = ascii_float(event.get("Pid"))
+                    live[instance] = Claim(
+                        instance,
+                        since,
+                        (event.get("Host") or "")[:64],
+                        int(pid) if pid is not None else 0,
+                    )
+    findings = []
+    if heard is None:
+        findings.append(
+            Finding(
+                "fail",
+                f"Asterisk sends this user no UserEvent (its own did not come back in "
+                f"{listen:g} s), so no routing request can reach callrouter: give the "
+                "manager user read = user, and check its eventfilter lines "
+                "(callrouter check --manager-conf) and that [general] disabledevents "
+                "in manager.conf does not name UserEvent",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "ok", f"UserEvents reach this user (its own came back in {heard * 1000:.1f} ms)"
+            )
+        )
+    for claim in sorted(live.values(), key=lambda c: (c.since, c.instance)):
+        findings.append(Finding("ok", f"a callrouter is live on this Asterisk: {claim.describe()}"))
+    if heard is not None and not live:
+        findings.append(Finding("ok", "no callrouter is live on this Asterisk now"))
+    return findings

@@ -1,0 +1,190 @@
+"""Whether the dialplan Asterisk has loaded keeps callrouter's contract.
+
+An Asterisk administrator pastes the snippet (``examples/asterisk/extensions.conf``)
+and edits it: a `Playback` slipped in between the request and ``Wait``, a
+renamed ``UserEvent``, a ``Wait`` that is the last step. Each of those routes
+most calls and quietly loses some, or none, with nothing in any log; the
+loaded dialplan says so before the first call (``callrouter check
+--asterisk``, which reads it with ``ShowDialPlan``). The rules are those
+router/dialplan.py and router/parking.py rely on:
+
+- the inbound context asks: a ``UserEvent(CallRouterRequest, ...)`` step;
+- the step right after the request is a wait (``Wait``, ``MusicOnHold``,
+  ``WaitExten``): a Redirect that lands between two other steps can be lost
+  (docs/asterisk.md, "A Redirect Asterisk can lose");
+- a step follows the wait: the default route a call takes when callrouter
+  does not answer in time (fail open), not a hang-up;
+- advice, not a failure: ``CALLROUTER_DEADLINE`` is set before the request
+  (the reconcile after a stream gap reads it) and the request says its
+  ``Wait`` (else callrouter assumes :data:`DEFAULT_WAIT` seconds).
+
+Sans-I/O: it takes the ``ListDialplan`` items as anything with ``get``
+(the client's messages, or plain dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from router.dialplan import (
+    DEADLINE_VARIABLE,
+    DEFAULT_WAIT,
+    INBOUND_CONTEXT,
+    PARK_APPLICATIONS,
+    REQUEST_EVENT,
+    shown,
+)
+
+__all__ = ["Finding", "Item", "lint_inbound"]
+
+#: Most steps of one extension looked at (a dialplan is the admin's, but the
+#: list came over the network: bounded like everything else from there).
+_MAX_STEPS = 10_000
+
+
+class Item(Protocol):
+    """A ``ListDialplan`` item: an AMI message, or a dict in tests."""
+
+    def get(self, key: str, default: str | None = None, /) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of the verdict: ``ok``, ``advice`` (works, could be better) or ``fail``."""
+
+    level: Literal["ok", "advice", "fail"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    priority: int
+    application: str
+    data: str
+
+
+def _steps(items: Iterable[Item], context: str) -> dict[str, list[_Step]]:
+    """The context's extensions, each with its numbered steps in order."""
+    found: dict[str, list[_Step]] = {}
+    for count, item in enumerate(items):
+        if count >= _MAX_STEPS:
+            break
+        exten = item.get("Extension")
+        if item.get("Context") != context or not exten:
+            continue
+        priority = item.get("Priority") or ""
+        if not priority.isascii() or not priority.isdigit():
+            continue  # a hint, or anything that is no numbered step
+        found.setdefault(exten, []).append(
+            _Step(int(priority), item.get("Application") or "", item.get("AppData") or "")
+        )
+    for steps in found.values():
+        steps.sort(key=lambda s: s.priority)
+    return found
+
+
+def _is_request(step: _Step, request_event: str) -> bool:
+    return (
+        step.application.lower() == "userevent"
+        and step.data.split(",", 1)[0].strip() == request_event
+    )
+
+
+def lint_inbound(
+    items: Iterable[Item],
+    *,
+    context: str = INBOUND_CONTEXT,
+    request_event: str = REQUEST_EVENT,
+) -> list[Finding]:
+    """The verdict on ``context`` from ``ShowDialPlan``'s ``ListDialplan`` items."""
+    extensions = _steps(items, context)
+    where = f"[{context}]"
+    if not extensions:
+        return [
+            Finding(
+                "fail",
+                f"{where} has no steps in Asterisk's dialplan: paste it from "
+                "examples/asterisk/extensions.conf into extensions.conf, send the "
+                'inbound calls there, then `asterisk -rx "dialplan reload"`',
+            )
+        ]
+    findings: list[Finding] = []
+    asking = 0
+    parks = ", ".join(sorted(PARK_APPLICATIONS))
+    for exten, steps in sorted(extensions.items()):
+        by_priority = {s.priority: s for s in steps}
+        for step in steps:
+            if not _is_request(step, request_event):
+                continue
+            asking += 1
+            at = f"{where} {shown(exten)} priority {step.priority}"
+            wait = by_priority.get(step.priority + 1)
+            if wait is None:
+                findings.append(
+                    Finding(
+                        "fail",
+                        f"{at}: nothing follows the request: the call hangs up "
+                        f"at once instead of waiting for callrouter ({parks})",
+                    )
+                )
+                continue
+            if wait.application not in PARK_APPLICATIONS:
+                findings.append(
+                    Finding(
+                        "fail",
+                        f"{at}: the step after the request is {shown(wait.application)}, "
+                        f"not a wait ({parks}): Asterisk can lose a Redirect that lands "
+                        'between two steps (docs/asterisk.md, "A Redirect Asterisk can '
+                        'lose"); put the wait right after the request',
+                    )
+                )
+                continue
+            if by_priority.get(step.priority + 2) is None:
+                findings.append(
+                    Finding(
+                        "fail",
+                        f"{at}: nothing follows {wait.application}: a call callrouter "
+                        "does not route in time hangs up instead of taking its default "
+                        "route; add the snippet's default-route steps after it",
+                    )
+                )
+                continue
+            findings.append(
+                Finding(
+                    "ok",
+                    f"{at}: the request, then {wait.application}, then the default route",
+                )
+            )
+            before = [s for s in steps if s.priority < step.priority]
+            if not any(
+                s.application.lower() == "set" and s.data.startswith(f"{DEADLINE_VARIABLE}=")
+                for s in before
+            ):
+                findings.append(
+                    Finding(
+                        "advice",
+                        f"{at}: no Set({DEADLINE_VARIABLE}=...) before the request: after "
+                        "an event stream gap callrouter cannot tell how long such a call "
+                        "still waits, and leaves it to its default route",
+                    )
+                )
+            keys = {part.split(":", 1)[0].strip() for part in step.data.split(",")[1:]}
+            if "Wait" not in keys:
+                findings.append(
+                    Finding(
+                        "advice",
+                        f"{at}: the request does not say its Wait: callrouter assumes "
+                        f"{DEFAULT_WAIT:g} s, which must not be longer than the wait",
+                    )
+                )
+    if not asking:
+        findings.append(
+            Finding(
+                "fail",
+                f"{where} sends no UserEvent({request_event},...): no call there asks "
+                "callrouter; the snippet's request step is missing or renamed",
+            )
+        )
+    return findings

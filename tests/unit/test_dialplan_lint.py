@@ -1,0 +1,147 @@
+"""router/dialplan_lint.py: the loaded inbound context against callrouter's contract.
+
+The items are what ``ShowDialPlan`` lists (``ListDialplan``); the shipped
+snippet, read from examples/asterisk/extensions.conf the way Asterisk numbers
+its steps, must pass, and each way of breaking it must be named.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from router.dialplan_lint import Finding, lint_inbound
+
+SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
+
+
+def listed(text: str, context: str = "callrouter-inbound") -> list[dict[str, str]]:
+    """``ListDialplan`` items for ``context`` of an extensions.conf text (``exten =>``
+    and ``same => n`` lines, numbered as pbx_config numbers them)."""
+    items: list[dict[str, str]] = []
+    section, exten, priority = "", "", 0
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("[") and "]" in line:
+            section = line[1 : line.index("]")]
+            continue
+        match = re.match(r"(exten|same)\s*=>\s*(.*)", line)
+        if section != context or not match:
+            continue
+        if match[1] == "exten":
+            exten, first, step = match[2].split(",", 2)
+            priority = int(first)
+        else:
+            step = match[2].split(",", 1)[1]
+            priority += 1
+        app, _, data = step.partition("(")
+        items.append(
+            {
+                "Event": "ListDialplan",
+                "Context": context,
+                "Extension": exten,
+                "Priority": str(priority),
+                "Application": app,
+                "AppData": data[:-1] if data.endswith(")") else data,
+                "Registrar": "pbx_config",
+            }
+        )
+    return items
+
+
+def shipped() -> list[dict[str, str]]:
+    return listed(SNIPPET.read_text(encoding="utf-8"))
+
+
+def levels(findings: list[Finding]) -> list[str]:
+    return [f.level for f in findings]
+
+
+def test_the_shipped_snippet_keeps_the_contract() -> None:
+    items = shipped()
+    assert [i["Application"] for i in items][4:7] == ["Ringing", "UserEvent", "Wait"]
+    (finding,) = lint_inbound(items)
+    assert finding == Finding(
+        "ok",
+        "[callrouter-inbound] '_X.' priority 6: the request, then Wait, then the default route",
+    )
+
+
+def test_a_step_between_the_request_and_wait_fails() -> None:
+    items = shipped()
+    for item in items:
+        if int(item["Priority"]) >= 7:
+            item["Priority"] = str(int(item["Priority"]) + 1)
+    items.append({**items[0], "Priority": "7", "Application": "Playback", "AppData": "beep"})
+    (finding,) = lint_inbound(items)
+    assert finding.level == "fail"
+    assert "the step after the request is 'Playback', not a wait" in finding.text
+    assert '"A Redirect Asterisk can lose"' in finding.text
+
+
+@pytest.mark.parametrize("wait", ["MusicOnHold", "WaitExten"])
+def test_music_on_hold_and_waitexten_are_waits_too(wait: str) -> None:
+    items = shipped()
+    for item in items:
+        if item["Application"] == "Wait":
+            item["Application"] = wait
+    assert levels(lint_inbound(items)) == ["ok"]
+
+
+def test_a_wait_that_ends_the_extension_fails_it_hangs_up_instead_of_failing_open() -> None:
+    items = [i for i in shipped() if int(i["Priority"]) <= 7]
+    (finding,) = lint_inbound(items)
+    assert finding.level == "fail"
+    assert "nothing follows Wait: a call callrouter does not route in time hangs up" in finding.text
+
+
+def test_a_request_that_ends_the_extension_fails() -> None:
+    items = [i for i in shipped() if int(i["Priority"]) <= 6]
+    assert levels(lint_inbound(items)) == ["fail"]
+    assert "nothing follows the request" in lint_inbound(items)[0].text
+
+
+def test_no_context_and_a_renamed_request_fail() -> None:
+    (missing,) = lint_inbound([])
+    assert missing.level == "fail"
+    assert "[callrouter-inbound] has no steps in Asterisk's dialplan" in missing.text
+    items = shipped()
+    for item in items:
+        item["AppData"] = item["AppData"].replace("CallRouterRequest", "CallRouterAsk")
+    (renamed,) = lint_inbound(items)
+    assert renamed.level == "fail"
+    assert "sends no UserEvent(CallRouterRequest,...)" in renamed.text
+
+
+def test_missing_deadline_and_wait_key_are_advice_not_failures() -> None:
+    items = [i for i in shipped() if not i["AppData"].startswith("CALLROUTER_DEADLINE=")]
+    for item in items:
+        item["AppData"] = item["AppData"].replace(",Wait: ${CALLROUTER_WAIT}", "")
+    found = lint_inbound(items)
+    assert levels(found) == ["ok", "advice", "advice"]
+    assert "no Set(CALLROUTER_DEADLINE=...) before the request" in found[1].text
+    assert "the request does not say its Wait: callrouter assumes 4 s" in found[2].text
+
+
+def test_each_extension_is_judged_and_other_contexts_and_hints_are_ignored() -> None:
+    items = shipped()
+    items += [{**i, "Extension": "s"} for i in shipped()]
+    items.append({**items[0], "Context": "elsewhere", "Application": "Hangup"})
+    items.append({**items[0], "Extension": "100", "Priority": "hint", "Application": "PJSIP/100"})
+    found = lint_inbound(items)
+    assert [f.text.split(":")[0] for f in found] == [
+        "[callrouter-inbound] '_X.' priority 6",
+        "[callrouter-inbound] 's' priority 6",
+    ]
+    assert levels(found) == ["ok", "ok"]
+
+
+def test_names_from_asterisk_are_shown_escaped() -> None:
+    items = shipped()
+    for item in items:
+        item["Extension"] = "_X.\x1b[2J"
+    (finding,) = lint_inbound(items)
+    assert "\x1b" not in finding.text
+    assert "'_X.\\x1b[2J'" in finding.text
