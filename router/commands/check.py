@@ -23,6 +23,7 @@ from router.dialplan_lint import Finding
 from router.errors import ConfigError
 from router.logsafe import escape_controls
 from router.rules import load_rules
+from router.rules.ruleset import RuleSet
 
 __all__ = ["config_overrides", "plugin_registry", "register", "run"]
 
@@ -117,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
         if args.manager_conf:
             _print_manager_conf(offline)
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
-    asterisk_ok = _check_asterisk(offline) if args.asterisk else True
+    asterisk_ok = _check_asterisk(offline, ruleset) if args.asterisk else True
     return 0 if not count and asterisk_ok else 1
 
 
-def _check_asterisk(offline: Offline) -> bool:
+def _check_asterisk(offline: Offline, ruleset: RuleSet) -> bool:
     """Log in as `callrouter run` would and print what Asterisk says; False
     when something there stops routing (router/commands/preflight.py)."""
     import asyncio
@@ -141,10 +142,12 @@ def _check_asterisk(offline: Offline) -> bool:
         )
         return False
 
+    targets, built = ruleset.redirect_targets()
+
     async def findings() -> list[Finding]:
         client = open_client(ClientSettings.from_config(offline.config.asterisk))
         try:
-            return await check_asterisk(client)
+            return await check_asterisk(client, targets=targets, built=built)
         finally:
             await client.aclose()
 

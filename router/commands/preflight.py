@@ -8,7 +8,8 @@ disabledevents``), a dialplan pasted with a step between the request and its
 notices. This logs in as ``callrouter run`` would and asks, without touching a
 call: the version, the ``Redirect`` permission (a ``Redirect`` of a channel
 that cannot exist: Asterisk checks the class first), the loaded inbound
-context (``ShowDialPlan``, router/dialplan_lint.py), and its own
+context (``ShowDialPlan``, router/dialplan_lint.py), the places the rules
+redirect to (a typo there hangs the call up), and its own
 ``UserEvent`` coming back, listening meanwhile for a live callrouter's
 heartbeat.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from router.ami.numbers import ascii_float
@@ -27,6 +29,7 @@ from router.liveguard import LIVE_EVENT, Claim
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
+    from router.rules.ruleset import RedirectTarget
 
 __all__ = ["PROBE_EVENT", "check_asterisk"]
 
@@ -34,11 +37,21 @@ __all__ = ["PROBE_EVENT", "check_asterisk"]
 PROBE_EVENT = "CallRouterCheck"
 #: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
 _NO_CHANNEL = "callrouter-check/no-such-channel"
+#: Redirect targets looked up at most (one ShowDialPlan each).
+_MAX_TARGETS = 200
 
 
-async def check_asterisk(client: AMIClient, *, listen: float = 2.5) -> list[Finding]:
-    """Log in with ``client`` and check; ``listen`` seconds for events (more
-    than the live-instance heartbeat's 2 s, so a live router shows)."""
+async def check_asterisk(
+    client: AMIClient,
+    *,
+    targets: Sequence[RedirectTarget] = (),
+    built: int = 0,
+    listen: float = 2.5,
+) -> list[Finding]:
+    """Log in with ``client`` and check; ``targets`` are the rules' redirect
+    locations to look up (``built`` more are made per call and cannot be);
+    ``listen`` seconds for events (more than the live-instance heartbeat's
+    2 s, so a live router shows)."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
@@ -47,6 +60,8 @@ async def check_asterisk(client: AMIClient, *, listen: float = 2.5) -> list[Find
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
     findings.append(await _redirect_allowed(client))
     findings.extend(await _dialplan(client))
+    if targets or built:
+        findings.extend(await _targets(client, targets, built))
     findings.extend(await _user_events(client, listen))
     return findings
 
@@ -94,6 +109,66 @@ async def _dialplan(client: AMIClient) -> list[Finding]:
     except AMIError as exc:
         return [Finding("fail", f"the dialplan could not be read: {exc}")]
     return lint_inbound(listing.items)
+
+
+async def _has(client: AMIClient, context: str, exten: str | None) -> bool | None:
+    """Whether the dialplan has ``context`` (and ``exten`` in it, matched as
+    Asterisk matches patterns); None when it cannot be read."""
+    params = {"Context": context} if exten is None else {"Context": context, "Extension": exten}
+    try:
+        await client.action("ShowDialPlan", params)
+    except AMIPrivilegeError:
+        return None  # the dialplan check above says so
+    except AMIActionError:
+        return False  # "Did not find context ..." / "... extension ..."
+    except AMIError:
+        return None
+    return True
+
+
+async def _targets(
+    client: AMIClient, targets: Sequence[RedirectTarget], built: int
+) -> list[Finding]:
+    """Each place the rules send calls to, asked of the dialplan once."""
+    findings: list[Finding] = []
+    answers: dict[tuple[str, str | None], bool | None] = {}
+    for target in targets[:_MAX_TARGETS]:
+        key = (target.context, target.exten)
+        if key not in answers:
+            answers[key] = await _has(client, *key)
+            if answers[key] is False and target.exten is not None:
+                # Say which is missing: the context, or the extension in it.
+                answers[(target.context, None)] = await _has(client, target.context, None)
+        if answers[key] is not False:
+            continue
+        context = shown(target.context)
+        if target.exten is None or answers.get((target.context, None)) is False:
+            missing = (
+                f"context {context}, which Asterisk's dialplan does not have: Asterisk "
+                "accepts the Redirect and hangs the call up"
+            )
+        else:
+            missing = (
+                f"extension {shown(target.exten)} of context {context}, which has no "
+                "such extension: Asterisk accepts the Redirect and hangs the call up "
+                "(or sends it to that context's i extension)"
+            )
+        findings.append(
+            Finding("fail", f"{target.location}: rule {target.rule!r} redirects to {missing}")
+        )
+    if any(value is None for value in answers.values()):
+        findings.append(Finding("advice", "the rules' redirect targets could not all be looked up"))
+    elif not findings:
+        places = len({(t.context, t.exten) for t in targets})
+        more = f" ({built} more {'is' if built == 1 else 'are'} built per call)" if built else ""
+        findings.append(
+            Finding(
+                "ok",
+                f"the rules redirect to {places} place{'s' if places != 1 else ''} "
+                f"Asterisk's dialplan has{more}",
+            )
+        )
+    return findings
 
 
 async def _user_events(client: AMIClient, listen: float) -> list[Finding]:

@@ -31,7 +31,7 @@ from router.rules.registry import LookupFn, Registry
 from router.rules.schema import ListSpec, RuleSpec, check_file
 from router.rules.validate import compile_rule
 
-__all__ = ["RuleBook", "RuleSet", "call_context", "load_rules"]
+__all__ = ["RedirectTarget", "RuleBook", "RuleSet", "call_context", "load_rules"]
 
 _EVENT_CACHE_LIMIT = 1024
 
@@ -106,6 +106,28 @@ class RuleSet:
                     return None
                 found.add(str(int(value)))
         return frozenset(found)
+
+    def redirect_targets(self) -> tuple[list[RedirectTarget], int]:
+        """Where the rules' ``redirect`` actions send calls, as far as the rules
+        say: each one whose context is a constant (its extension too when that
+        is), and how many others are built per call from a lookup.
+        ``callrouter check --asterisk`` asks Asterisk's dialplan for each."""
+        known: list[RedirectTarget] = []
+        built = 0
+        for rule in self.rules:
+            for action in rule.actions:
+                if action.kind != "redirect":
+                    continue
+                params = dict(action.params)
+                context, exten = params.get("context"), params.get("exten")
+                if not isinstance(context, str) or "{" in context:
+                    built += 1
+                    continue
+                literal = exten if isinstance(exten, str) and "{" not in exten else None
+                known.append(
+                    RedirectTarget(context, literal, rule.name, f"{rule.file}:{action.line}")
+                )
+        return known, built
 
     @property
     def event_patterns(self) -> tuple[str, ...]:
@@ -211,6 +233,18 @@ def _reads_call_vars(rule: Rule) -> bool:
         for tree in trees
         for node in ast.walk(tree)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectTarget:
+    """A dialplan location a rule's ``redirect`` names in its text."""
+
+    context: str
+    #: None when the extension is a template, known only per call.
+    exten: str | None
+    rule: str
+    #: ``file:line`` of the action.
+    location: str
 
 
 def call_context(

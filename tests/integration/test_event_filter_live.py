@@ -479,11 +479,20 @@ async def check_asterisk_cli(config: Path) -> tuple[int, list[str]]:
 async def test_check_asterisk_passes_on_the_shipped_dialplan_and_names_a_broken_one(
     routing_sandbox: Sandbox, tmp_path: Path, ami_transport: str
 ) -> None:
-    """docs/asterisk.md "Checking the setup": the shipped snippet on a real
-    Asterisk passes every check over either transport; a step pasted between
-    the request and Wait fails, named, with exit code 1."""
+    """docs/asterisk.md "Checking the setup": the shipped snippet and a rule's
+    target on a real Asterisk pass every check over either transport; a step
+    pasted between the request and Wait and a misspelt target context fail,
+    each named, with exit code 1."""
     url = ami_url(routing_sandbox, ami_transport)
     (tmp_path / "rules").mkdir()
+    rule = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: sales}
+"""
+    (tmp_path / "rules" / "routes.yaml").write_text(rule, encoding="utf-8")
     config = tmp_path / "router.toml"
     config.write_text(
         f'[asterisk]\nurl = "{url}"\nusername = "router"\n'
@@ -496,7 +505,11 @@ async def test_check_asterisk_passes_on_the_shipped_dialplan_and_names_a_broken_
     assert "asterisk: OK     Redirect allowed (write = call)" in lines
     assert any("the request, then Wait, then the default route" in line for line in lines)
     assert any(line.startswith("asterisk: OK     UserEvents reach this user") for line in lines)
+    assert "asterisk: OK     the rules redirect to 1 place Asterisk's dialplan has" in lines
     assert not any("FAIL" in line for line in lines)
+    (tmp_path / "rules" / "routes.yaml").write_text(
+        rule.replace("test-queue", "test-queeu"), encoding="utf-8"
+    )
     shipped = routing_dialplan()
     wait = " same => n,Wait(${CALLROUTER_WAIT})"
     routing_sandbox.set_dialplan(shipped.replace(wait, " same => n,Playback(beep)\n" + wait))
@@ -505,5 +518,10 @@ async def test_check_asterisk_passes_on_the_shipped_dialplan_and_names_a_broken_
     finally:
         routing_sandbox.set_dialplan(shipped)
     assert code == 1
-    (fail,) = [line for line in lines if "FAIL" in line]
-    assert "the step after the request is 'Playback', not a wait" in fail
+    fails = [line for line in lines if "FAIL" in line]
+    assert len(fails) == 2, lines
+    assert "the step after the request is 'Playback', not a wait" in fails[0]
+    assert fails[1].endswith(
+        "rules/routes.yaml:6: rule 'sales' redirects to context 'test-queeu', which "
+        "Asterisk's dialplan does not have: Asterisk accepts the Redirect and hangs the call up"
+    )

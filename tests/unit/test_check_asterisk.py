@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from router.commands.preflight import PROBE_EVENT, check_asterisk
-from router.dialplan_lint import lint_inbound
+from router.dialplan_lint import Finding, lint_inbound
 from router.liveguard import Claim, LiveGuard
+from router.rules.ruleset import RedirectTarget
 from router.testing.replay import SentAction
 from tests.unit.test_dialplan_lint import shipped
 
 if TYPE_CHECKING:
-    from router.dialplan_lint import Finding
     from router.testing import ReplayAsterisk
 
 pytest_plugins = ["router.testing"]
@@ -51,10 +52,29 @@ def dialplan_answer(sent: SentAction) -> bytes:
     return ("\r\n".join(blocks) + "\r\n").encode()
 
 
-async def run(replay: ReplayAsterisk) -> list[Finding]:
+def dialplan_with(extensions: dict[str, set[str]] | None) -> Callable[[SentAction], object]:
+    """``ShowDialPlan`` as Asterisk answers it: the shipped inbound context, and
+    ``extensions`` (context -> extension names; None: any context has any
+    extension); "Did not find ..." for the rest."""
+
+    def answer(sent: SentAction) -> object:
+        context, exten = sent.get("Context") or "", sent.get("Extension")
+        if context == "callrouter-inbound":
+            return dialplan_answer(sent)
+        known = None if extensions is None else extensions.get(context)
+        if extensions is not None and known is None:
+            return [("Response", "Error"), ("Message", f"Did not find context {context}")]
+        if exten is not None and known is not None and exten not in known:
+            return [("Response", "Error"), ("Message", f"Did not find extension {exten}@{context}")]
+        return dialplan_answer(sent)  # any listing: the check looks only at success
+
+    return answer
+
+
+async def run(replay: ReplayAsterisk, **options: Any) -> list[Finding]:
     client = replay.client()
     try:
-        return await check_asterisk(client, listen=1.0)
+        return await check_asterisk(client, listen=1.0, **options)
     finally:
         await client.aclose()
 
@@ -109,6 +129,50 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     assert found[3].text.startswith("Asterisk refuses this user UserEvent: give it write = user")
 
 
+async def test_each_redirect_target_asterisk_lacks_is_named(ajam_replay: ReplayAsterisk) -> None:
+    """A Redirect to a context or extension the dialplan lacks is accepted, and
+    Asterisk hangs the call up: each such rule action is named with its line."""
+    ajam_replay.on("ShowDialPlan", dialplan_with({"queues": {"sales", "_v."}}))
+    targets = [
+        RedirectTarget("queues", "sales", "default", "rules/a.yaml:7"),
+        RedirectTarget("queues", "vip", "vip", "rules/a.yaml:12"),
+        RedirectTarget("queues", "kazan", "kazan", "rules/a.yaml:20"),
+        RedirectTarget("ivr", None, "closed", "rules/b.yaml:3"),
+    ]
+    found = await run(ajam_replay, targets=targets, built=2)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert fails == [
+        "rules/a.yaml:12: rule 'vip' redirects to extension 'vip' of context 'queues', which "
+        "has no such extension: Asterisk accepts the Redirect and hangs the call up (or sends "
+        "it to that context's i extension)",
+        "rules/a.yaml:20: rule 'kazan' redirects to extension 'kazan' of context 'queues', "
+        "which has no such extension: Asterisk accepts the Redirect and hangs the call up (or "
+        "sends it to that context's i extension)",
+        "rules/b.yaml:3: rule 'closed' redirects to context 'ivr', which Asterisk's dialplan "
+        "does not have: Asterisk accepts the Redirect and hangs the call up",
+    ]
+    # Asked once per place (and once more for a context whose extension is missing).
+    asked = [(a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")]
+    assert asked.count(("queues", "sales")) == 1
+
+
+async def test_targets_asterisk_has_are_one_line(ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.on("ShowDialPlan", dialplan_with(None))
+    targets = [
+        RedirectTarget("queues", "sales", "default", "rules/a.yaml:7"),
+        RedirectTarget("queues", "sales", "other", "rules/a.yaml:9"),
+        RedirectTarget("ivr", None, "closed", "rules/b.yaml:3"),
+    ]
+    found = await run(ajam_replay, targets=targets, built=1)
+    assert (
+        Finding(
+            "ok",
+            "the rules redirect to 2 places Asterisk's dialplan has (1 more is built per call)",
+        )
+        in found
+    )
+
+
 async def test_a_refused_login_is_one_failure(ajam_replay: ReplayAsterisk) -> None:
     client = ajam_replay.client(secret="wrong")
     try:
@@ -139,8 +203,10 @@ def test_the_page_shows_what_the_command_prints(
     what the checks print for the shipped snippet (the fake stands in for
     Asterisk 22.10.1 at the example's url; only the echo's milliseconds vary)."""
     from router.cli import build_parser
-    from router.commands.check import _LEVELS
+    from router.commands.check import _LEVELS, plugin_registry
     from router.commands.check import run as run_check
+    from router.config import load_config
+    from router.rules import load_rules
     from router.testing import ReplayAsterisk
 
     (console,) = re.findall(r"```console\n(.*?)```", section(page), re.S)
@@ -153,12 +219,17 @@ def test_the_page_shows_what_the_command_prints(
     assert run_check(args) == 0
     assert capsys.readouterr().out.splitlines()[0] == rules_line
     assert blank == ""
+    config = load_config(REPO / "examples" / "router.toml", environ={"CALLROUTER_SECRET": "s"})
+    registry = plugin_registry(args)
+    targets, built = load_rules(
+        [REPO / "examples" / p for p in config.router.rules], registry.registry
+    ).redirect_targets()
 
     async def fake() -> list[Finding]:
         replay = ReplayAsterisk(url="http://127.0.0.1:8088/asterisk")
-        replay.on("ShowDialPlan", dialplan_answer)
+        replay.on("ShowDialPlan", dialplan_with(None))
         replay.on("CoreSettings", lambda sent: {"AsteriskVersion": VERSION})
-        return await run(replay)
+        return await run(replay, targets=targets, built=built)
 
     printed = [f"asterisk: {_LEVELS[f.level]} {f.text}" for f in asyncio.run(fake())]
 

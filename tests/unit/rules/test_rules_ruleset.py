@@ -254,3 +254,41 @@ async def test_deadline_already_passed(tmp_path: Path, registry: Registry) -> No
     )
     assert outcome.decision.rules == ("o",)
     assert outcome.trace.deadline_hit
+
+
+def test_redirect_targets_are_the_constant_locations_with_their_lines(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """What ``callrouter check --asterisk`` asks the dialplan for: a constant
+    context (its extension too when constant), each with its action's line; a
+    context built per call is only counted."""
+    path = write(
+        tmp_path,
+        """version: 1
+rules:
+  - name: fixed
+    on: call
+    if: did == "1"
+    do:
+      - redirect: {context: queues, exten: sales}
+  - name: per-did
+    on: call
+    if: did == "2"
+    do:
+      - setvar: {variable: X, value: "1"}
+      - redirect: {context: from-internal, exten: "{did}"}
+  - name: built
+    on: call
+    do:
+      - redirect: {context: "{did}", exten: s}
+""",
+    )
+    ruleset = load_rules([path], registry)
+    assert not ruleset.errors
+    targets, built = ruleset.redirect_targets()
+    shown = [(t.context, t.exten, t.rule, t.location.rsplit("/", 1)[-1]) for t in targets]
+    assert shown == [
+        ("queues", "sales", "fixed", "rules.yaml:7"),
+        ("from-internal", None, "per-did", "rules.yaml:13"),
+    ]
+    assert built == 1
