@@ -68,6 +68,7 @@ from router.dialplan import (
     Dialplan,
     LocationPolicy,
 )
+from router.dialplan_audit import audit_dialplan
 from router.engine_view import CallsView, EngineView
 from router.errors import (
     AMIAuthenticationError,
@@ -127,6 +128,9 @@ class EngineOptions:
     #: Seconds between the live-instance heartbeats (router/liveguard.py); 0
     #: turns the guard off (shadow instances never run it).
     live_heartbeat: float = 2.0
+    #: Check Asterisk's dialplan at start and after each reload (the inbound
+    #: context, the rules' redirect targets) and log what would lose calls.
+    audit_dialplan: bool = True
     #: After asking who else is live (start, stream gap), decisions wait this
     #: long for an answer before acting.
     live_settle: float = 1.0
@@ -487,6 +491,8 @@ class Engine:
             raise
         except (AMIError, OSError) as exc:
             log.error("reconcile at start failed: %s", exc)
+        if self.options.audit_dialplan:
+            self._spawn(self._audit_dialplan("start"))
 
     async def _start_api(self, settings: ApiSettings) -> None:
         """Serve the HTTP API from this loop; it sees the engine only as plugins do."""
@@ -894,7 +900,26 @@ class Engine:
         if self._scheduler.running:
             self._schedule_rules()
             self._spawn(self._refilter())
+            if self.options.audit_dialplan:
+                self._spawn(self._audit_dialplan("reload"))
         return loaded
+
+    async def _audit_dialplan(self, when: str) -> None:
+        """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
+        a broken inbound context, a rule redirecting where the dialplan has
+        nothing. Each is a WARNING; routing goes on (fail open)."""
+        targets, built = self.rules.current.redirect_targets()
+        try:
+            findings = await audit_dialplan(self._client, targets, built)
+        except AMIError as exc:  # the stream reports a lost Asterisk itself
+            log.debug("dialplan not checked at %s: %s", when, exc)
+            return
+        problems = [f for f in findings if f.level != "ok"]
+        for finding in problems:
+            level = logging.WARNING if finding.level == "fail" else logging.INFO
+            log.log(level, "dialplan: %s", finding.text)
+        if not problems:
+            log.info("dialplan checked at %s: %s", when, "; ".join(f.text for f in findings))
 
     async def event_selection(self) -> EventSelection:
         """The AMI events to ask Asterisk for, with the header filters Asterisk

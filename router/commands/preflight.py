@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 from router.ami.numbers import ascii_float
 from router.dialplan import INBOUND_CONTEXT, shown
-from router.dialplan_lint import Finding, lint_inbound
-from router.errors import AMIActionError, AMIError, AMIPrivilegeError
+from router.dialplan_audit import audit_dialplan
+from router.dialplan_lint import Finding
+from router.errors import AMIError, AMIPrivilegeError
 from router.liveguard import LIVE_EVENT, Claim
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ __all__ = ["PROBE_EVENT", "check_asterisk"]
 PROBE_EVENT = "CallRouterCheck"
 #: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
 _NO_CHANNEL = "callrouter-check/no-such-channel"
-#: Redirect targets looked up at most (one ShowDialPlan each).
-_MAX_TARGETS = 200
 
 
 async def check_asterisk(
@@ -59,9 +58,7 @@ async def check_asterisk(
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
     findings.append(await _redirect_allowed(client))
-    findings.extend(await _dialplan(client))
-    if targets or built:
-        findings.extend(await _targets(client, targets, built))
+    findings.extend(await audit_dialplan(client, targets, built))
     findings.extend(await _user_events(client, listen))
     return findings
 
@@ -91,84 +88,6 @@ async def _redirect_allowed(client: AMIClient) -> Finding:
     except AMIError as exc:
         return Finding("fail", f"Redirect could not be tried: {exc}")
     return Finding("ok", "Redirect allowed (write = call)")
-
-
-async def _dialplan(client: AMIClient) -> list[Finding]:
-    try:
-        listing = await client.action("ShowDialPlan", {"Context": INBOUND_CONTEXT})
-    except AMIPrivilegeError:
-        return [
-            Finding(
-                "advice",
-                "the dialplan could not be read (ShowDialPlan needs write = reporting): "
-                f"check [{INBOUND_CONTEXT}] by hand",
-            )
-        ]
-    except AMIActionError:
-        return lint_inbound([])  # "Did not find context": none loaded
-    except AMIError as exc:
-        return [Finding("fail", f"the dialplan could not be read: {exc}")]
-    return lint_inbound(listing.items)
-
-
-async def _has(client: AMIClient, context: str, exten: str | None) -> bool | None:
-    """Whether the dialplan has ``context`` (and ``exten`` in it, matched as
-    Asterisk matches patterns); None when it cannot be read."""
-    params = {"Context": context} if exten is None else {"Context": context, "Extension": exten}
-    try:
-        await client.action("ShowDialPlan", params)
-    except AMIPrivilegeError:
-        return None  # the dialplan check above says so
-    except AMIActionError:
-        return False  # "Did not find context ..." / "... extension ..."
-    except AMIError:
-        return None
-    return True
-
-
-async def _targets(
-    client: AMIClient, targets: Sequence[RedirectTarget], built: int
-) -> list[Finding]:
-    """Each place the rules send calls to, asked of the dialplan once."""
-    findings: list[Finding] = []
-    answers: dict[tuple[str, str | None], bool | None] = {}
-    for target in targets[:_MAX_TARGETS]:
-        key = (target.context, target.exten)
-        if key not in answers:
-            answers[key] = await _has(client, *key)
-            if answers[key] is False and target.exten is not None:
-                # Say which is missing: the context, or the extension in it.
-                answers[(target.context, None)] = await _has(client, target.context, None)
-        if answers[key] is not False:
-            continue
-        context = shown(target.context)
-        if target.exten is None or answers.get((target.context, None)) is False:
-            missing = (
-                f"context {context}, which Asterisk's dialplan does not have: Asterisk "
-                "accepts the Redirect and hangs the call up"
-            )
-        else:
-            missing = (
-                f"extension {shown(target.exten)} of context {context}, which has no "
-                "such extension: Asterisk accepts the Redirect and hangs the call up "
-                "(or sends it to that context's i extension)"
-            )
-        findings.append(
-            Finding("fail", f"{target.location}: rule {target.rule!r} redirects to {missing}")
-        )
-    if any(value is None for value in answers.values()):
-        findings.append(Finding("advice", "the rules' redirect targets could not all be looked up"))
-    elif not findings:
-        places = len({(t.context, t.exten) for t in targets})
-        more = f" ({built} more {'is' if built == 1 else 'are'} built per call)" if built else ""
-        findings.append(
-            Finding(
-                "ok",
-                f"the rules redirect to {places} place{'s' if places != 1 else ''} "
-                f"Asterisk's dialplan has{more}",
-            )
-        )
-    return findings
 
 
 async def _user_events(client: AMIClient, listen: float) -> list[Finding]:

@@ -135,7 +135,7 @@ class ReplayAsterisk:
 
     It answers ``Login``, ``Logoff``, ``Ping``, ``Setvar``, ``Getvar``,
     ``Redirect``, ``Hangup``, ``Originate``, ``UserEvent``, ``ExtensionState``,
-    ``CoreShowChannels`` and ``WaitEvent`` as Asterisk 22 does (same messages,
+    ``CoreShowChannels``, ``ShowDialPlan`` and ``WaitEvent`` as Asterisk 22 does (same messages,
     same errors for unknown channels and actions, ``Permission denied`` without
     a session); anything else gets Asterisk's "Invalid/unknown command" unless
     a handler is added with :meth:`on`. It keeps the channels it has announced
@@ -767,6 +767,48 @@ class ReplayAsterisk:
             {"Event": "UserEvent", "Privilege": "user,all", "UserEvent": name, **dict(extra)}
         )
         return self._ok(sent.action_id, ("Message", "Event Sent"))
+
+    def _action_showdialplan(self, sent: SentAction) -> str:
+        """The shipped snippet's ``callrouter-inbound`` (and its other
+        ``callrouter-*`` contexts) as loaded; any other context exists with
+        any extension, as on a PBX whose dialplan has every rule's target
+        (``on("ShowDialPlan", ...)`` plays one that lacks some)."""
+        from router.testing.asterisk import dialplan_steps, shipped_dialplan
+
+        aid = sent.action_id or ""
+        context = sent.get("Context") or ""
+        items = dialplan_steps(shipped_dialplan(), context) if context else []
+        exten = sent.get("Extension")
+        if context.startswith("callrouter-"):
+            if not items:
+                return self._error(aid, f"Did not find context {context}")
+            if exten is not None and exten not in {i["Extension"] for i in items}:
+                return self._error(aid, f"Did not find extension {exten}@{context}")
+        blocks = [
+            self._with_id(
+                [
+                    ("Response", "Success"),
+                    ("EventList", "start"),
+                    ("Message", "DialPlan list will follow"),
+                ],
+                aid,
+            )
+        ]
+        blocks.extend(_block([*item.items(), ("ActionID", aid)]) for item in items)
+        blocks.append(
+            _block(
+                [
+                    ("Event", "ShowDialPlanComplete"),
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(items))),
+                    ("ListExtensions", str(len({i["Extension"] for i in items}))),
+                    ("ListPriorities", str(len(items))),
+                    ("ListContexts", "1" if items else "0"),
+                    ("ActionID", aid),
+                ]
+            )
+        )
+        return "".join(blocks)
 
     def _action_extensionstate(self, sent: SentAction) -> str:
         return self._ok(

@@ -8,6 +8,7 @@ session that reads ``user``, ``ShowDialPlan`` lists what a handler gives.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shlex
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from router.liveguard import Claim, LiveGuard
 from router.rules.ruleset import RedirectTarget
 from router.testing.replay import SentAction
 from tests.unit.test_dialplan_lint import shipped
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
-    from router.testing import ReplayAsterisk
+    from router.testing import EngineFactory, ReplayAsterisk
 
 pytest_plugins = ["router.testing"]
 
@@ -120,9 +122,13 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     def denied(sent: SentAction) -> list[tuple[str, str]]:
         return [("Response", "Error"), ("Message", "Permission denied")]
 
+    def no_context(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Did not find context callrouter-inbound")]
+
     ajam_replay.on("Redirect", denied)
     ajam_replay.on("UserEvent", denied)
-    found = await run(ajam_replay)  # ShowDialPlan unknown to the fake: no such context
+    ajam_replay.on("ShowDialPlan", no_context)
+    found = await run(ajam_replay)
     assert [f.level for f in found] == ["ok", "fail", "fail", "fail"]
     assert found[1].text.startswith("Asterisk refuses this user Redirect: give it write = call")
     assert found[2].text.startswith("[callrouter-inbound] has no steps in Asterisk's dialplan")
@@ -246,3 +252,55 @@ def test_the_page_shows_what_the_command_prints(
     items.append({**items[0], "Priority": "7", "Application": "Playback", "AppData": "beep"})
     (finding,) = lint_inbound(items)
     assert failure == f"asterisk: {_LEVELS[finding.level]} {finding.text}"
+
+
+ENGINE_RULES = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: queues, exten: sales}
+"""
+
+
+async def test_the_engine_warns_at_start_and_after_a_reload_of_what_loses_calls(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`callrouter run` need not wait for an admin to run the check: the engine
+    asks at start and after each reload, and logs each problem as a WARNING
+    (routing goes on: fail open); a sound dialplan is one INFO line."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    ajam_replay.on("ShowDialPlan", dialplan_with({"queues": {"support"}}))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ENGINE_RULES, encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+
+    def warned() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and r.getMessage().startswith("dialplan: ")
+        ]
+
+    await eventually(warned, "the warning at start")
+    (warning,) = warned()
+    assert warning.startswith("dialplan: ")
+    assert "rules.yaml:6: rule 'sales' redirects to " in warning
+    assert "extension 'sales' of context 'queues', which has no such extension" in warning
+    caplog.clear()
+    rules.write_text(ENGINE_RULES.replace("exten: sales", "exten: support"), encoding="utf-8")
+    assert await engine.reload_in_thread() is not None
+
+    def checked() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "dialplan checked at reload" in r.getMessage()
+        ]
+
+    await eventually(checked, "the all-clear after the reload")
+    assert not warned()
+    assert "the rules redirect to 1 place Asterisk's dialplan has" in checked()[0]

@@ -7,52 +7,18 @@ its steps, must pass, and each way of breaking it must be named.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from router.dialplan_lint import Finding, lint_inbound
+from router.testing.asterisk import dialplan_steps
 
 SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
 
 
-def listed(text: str, context: str = "callrouter-inbound") -> list[dict[str, str]]:
-    """``ListDialplan`` items for ``context`` of an extensions.conf text (``exten =>``
-    and ``same => n`` lines, numbered as pbx_config numbers them)."""
-    items: list[dict[str, str]] = []
-    section, exten, priority = "", "", 0
-    for raw in text.splitlines():
-        line = raw.split(";", 1)[0].strip()
-        if line.startswith("[") and "]" in line:
-            section = line[1 : line.index("]")]
-            continue
-        match = re.match(r"(exten|same)\s*=>\s*(.*)", line)
-        if section != context or not match:
-            continue
-        if match[1] == "exten":
-            exten, first, step = match[2].split(",", 2)
-            priority = int(first)
-        else:
-            step = match[2].split(",", 1)[1]
-            priority += 1
-        app, _, data = step.partition("(")
-        items.append(
-            {
-                "Event": "ListDialplan",
-                "Context": context,
-                "Extension": exten,
-                "Priority": str(priority),
-                "Application": app,
-                "AppData": data[:-1] if data.endswith(")") else data,
-                "Registrar": "pbx_config",
-            }
-        )
-    return items
-
-
 def shipped() -> list[dict[str, str]]:
-    return listed(SNIPPET.read_text(encoding="utf-8"))
+    return dialplan_steps(SNIPPET.read_text(encoding="utf-8"), "callrouter-inbound")
 
 
 def levels(findings: list[Finding]) -> list[str]:
@@ -61,6 +27,7 @@ def levels(findings: list[Finding]) -> list[str]:
 
 def test_the_shipped_snippet_keeps_the_contract() -> None:
     items = shipped()
+    assert items[7]["ExtensionLabel"] == "default"  # same => n(default),...
     assert [i["Application"] for i in items][4:7] == ["Ringing", "UserEvent", "Wait"]
     (finding,) = lint_inbound(items)
     assert finding == Finding(
