@@ -133,11 +133,11 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet) -> bool:
 
     print()
     if offline.config.path is None:
-        print("asterisk: FAIL no router.toml to connect with: give --config PATH")
+        print(f"asterisk: {_LEVELS['fail']} no router.toml to connect with: give --config PATH")
         return False
     if offline.asterisk_secret_missing:
         print(
-            f"asterisk: FAIL cannot log in: environment variable "
+            f"asterisk: {_LEVELS['fail']} cannot log in: environment variable "
             f"{offline.asterisk_secret_missing} (the [asterisk] secret) is not set here"
         )
         return False

@@ -304,3 +304,27 @@ async def test_the_engine_warns_at_start_and_after_a_reload_of_what_loses_calls(
     await eventually(checked, "the all-clear after the reload")
     assert not warned()
     assert "the rules redirect to 1 place Asterisk's dialplan has" in checked()[0]
+
+
+def test_without_the_secret_or_a_router_toml_it_says_so_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    assert main(["check", "--asterisk", "rules"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "asterisk: FAIL   no router.toml to connect with: give --config PATH"
+    )
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "tcp://127.0.0.1:5038"\nusername = "router"\n'
+        'secret_env = "CR_CHECK_SECRET"\n[router]\nrules = ["rules"]\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("CR_CHECK_SECRET", raising=False)
+    assert main(["check", "--asterisk"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "asterisk: FAIL   cannot log in: environment variable CR_CHECK_SECRET "
+        "(the [asterisk] secret) is not set here"
+    )
