@@ -12,16 +12,19 @@ findings; the engine logs them at start and after each rules reload.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from router.dialplan import INBOUND_CONTEXT, shown
-from router.dialplan_lint import Finding, Item, lint_inbound
+from router.dialplan_lint import Finding, Item, extension_matches, lint_inbound
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
 __all__ = ["audit_dialplan"]
 
-#: Redirect targets looked up at most (one ShowDialPlan each).
+#: Contexts listed at most, and extensions asked of Asterisk at most (one
+#: ShowDialPlan each), at start and after each reload.
+_MAX_CONTEXTS = 100
 _MAX_TARGETS = 200
 
 
@@ -67,16 +70,41 @@ async def _dialplan(client: DialplanAMI) -> list[Finding]:
     return lint_inbound(listing.items)
 
 
-async def _has(client: DialplanAMI, context: str, exten: str | None) -> bool | None:
-    """Whether the dialplan has ``context`` (and ``exten`` in it, matched as
-    Asterisk matches patterns); None when it cannot be read."""
-    params = {"Context": context} if exten is None else {"Context": context, "Extension": exten}
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """One context as ``ShowDialPlan`` lists it: its own extensions, and
+    whether it includes others (whose extensions it does not list)."""
+
+    extensions: frozenset[str]
+    includes: bool
+
+
+async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
+    """``context``'s listing; False when the dialplan has no such context,
+    None when it cannot be read."""
     try:
-        await client.action("ShowDialPlan", params)
+        listing = await client.action("ShowDialPlan", {"Context": context})
     except AMIPrivilegeError:
-        return None  # the dialplan check above says so
+        return None  # the inbound check above says so
     except AMIActionError:
-        return False  # "Did not find context ..." / "... extension ..."
+        return False  # "Did not find context ..."
+    except AMIError:
+        return None
+    own = [item for item in listing.items if item.get("Context") == context]
+    return _Listed(
+        frozenset(item.get("Extension") or "" for item in own) - {""},
+        any(item.get("IncludeContext") for item in listing.items),
+    )
+
+
+async def _has_extension(client: DialplanAMI, context: str, exten: str) -> bool | None:
+    """Asterisk's own answer, includes and patterns followed; None: unreadable."""
+    try:
+        await client.action("ShowDialPlan", {"Context": context, "Extension": exten})
+    except AMIPrivilegeError:
+        return None
+    except AMIActionError:
+        return False  # "Did not find extension ..."
     except AMIError:
         return None
     return True
@@ -85,35 +113,64 @@ async def _has(client: DialplanAMI, context: str, exten: str | None) -> bool | N
 async def _targets(
     client: DialplanAMI, targets: Sequence[RedirectTarget], built: int
 ) -> list[Finding]:
-    """Each place the rules send calls to, asked of the dialplan once."""
+    """Each place the rules send calls to. One listing per context, the
+    extensions matched against it here; only an extension that matches none
+    of them is asked of Asterisk, whose answer decides (a thousand per-DID
+    rules into one context cost one request)."""
     findings: list[Finding] = []
-    answers: dict[tuple[str, str | None], bool | None] = {}
-    for target in targets[:_MAX_TARGETS]:
-        key = (target.context, target.exten)
-        if key not in answers:
-            answers[key] = await _has(client, *key)
-            if answers[key] is False and target.exten is not None:
-                # Say which is missing: the context, or the extension in it.
-                answers[(target.context, None)] = await _has(client, target.context, None)
-        if answers[key] is not False:
+    contexts: dict[str, _Listed | bool | None] = {}
+    asked: dict[tuple[str, str], bool | None] = {}
+    unknown = 0
+    for target in targets:
+        if target.context not in contexts:
+            if len(contexts) >= _MAX_CONTEXTS:
+                unknown += 1
+                continue
+            contexts[target.context] = await _listed(client, target.context)
+        listed = contexts[target.context]
+        if listed is None:
+            unknown += 1
             continue
         context = shown(target.context)
-        if target.exten is None or answers.get((target.context, None)) is False:
-            missing = (
-                f"context {context}, which Asterisk's dialplan does not have: Asterisk "
-                "accepts the Redirect and hangs the call up"
+        if listed is False:
+            findings.append(
+                Finding(
+                    "fail",
+                    f"{target.location}: rule {target.rule!r} redirects to context "
+                    f"{context}, which Asterisk's dialplan does not have: Asterisk "
+                    "accepts the Redirect and hangs the call up",
+                )
             )
-        else:
-            missing = (
-                f"extension {shown(target.exten)} of context {context}, which has no "
-                "such extension: Asterisk accepts the Redirect and hangs the call up "
-                "(or sends it to that context's i extension)"
+            continue
+        if target.exten is None or not isinstance(listed, _Listed):
+            continue
+        if any(extension_matches(pattern, target.exten) for pattern in listed.extensions):
+            continue
+        key = (target.context, target.exten)
+        if key not in asked:
+            if len(asked) >= _MAX_TARGETS:
+                unknown += 1
+                continue
+            asked[key] = await _has_extension(client, *key)
+        if asked[key] is None:
+            unknown += 1
+        elif asked[key] is False:
+            findings.append(
+                Finding(
+                    "fail",
+                    f"{target.location}: rule {target.rule!r} redirects to extension "
+                    f"{shown(target.exten)} of context {context}, which has no such "
+                    "extension: Asterisk accepts the Redirect and hangs the call up "
+                    "(or sends it to that context's i extension)",
+                )
             )
+    if unknown:
         findings.append(
-            Finding("fail", f"{target.location}: rule {target.rule!r} redirects to {missing}")
+            Finding(
+                "advice",
+                f"{unknown} of the rules' redirect targets could not be looked up",
+            )
         )
-    if any(value is None for value in answers.values()):
-        findings.append(Finding("advice", "the rules' redirect targets could not all be looked up"))
     elif not findings:
         places = len({(t.context, t.exten) for t in targets})
         more = f" ({built} more {'is' if built == 1 else 'are'} built per call)" if built else ""

@@ -24,6 +24,8 @@ Sans-I/O: it takes the ``ListDialplan`` items as anything with ``get``
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -37,7 +39,7 @@ from router.dialplan import (
     shown,
 )
 
-__all__ = ["Finding", "Item", "lint_inbound"]
+__all__ = ["Finding", "Item", "extension_matches", "lint_inbound"]
 
 #: Most steps of one extension looked at (a dialplan is the admin's, but the
 #: list came over the network: bounded like everything else from there).
@@ -188,3 +190,66 @@ def lint_inbound(
             )
         )
     return findings
+
+
+#: Longest extension pattern translated (a dialplan's are a few characters).
+_MAX_PATTERN = 200
+
+
+def extension_matches(pattern: str, exten: str) -> bool:
+    """Whether ``exten`` would run under the dialplan extension ``pattern``, as
+    Asterisk's ``ast_extension_match`` decides it for the common forms: a
+    plain name (``-`` and spaces ignored), or ``_`` with ``X`` ``Z`` ``N``
+    (any case), ``[...]`` with ranges, ``.`` (one or more) and ``!`` (zero
+    or more). Leaning to no: a caller asks Asterisk itself when this says no.
+    """
+    if not pattern.startswith("_"):
+        return _plain(pattern) == _plain(exten)
+    compiled = _pattern(pattern[1:])
+    return compiled is not None and compiled.fullmatch(exten) is not None
+
+
+def _plain(name: str) -> str:
+    return name.replace("-", "").replace(" ", "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(body: str) -> re.Pattern[str] | None:
+    """The regular expression for a pattern after its ``_``; None when it
+    is too long or not one this understands."""
+    if len(body) > _MAX_PATTERN:
+        return None
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        upper = char.upper()
+        if upper == "X":
+            out.append("[0-9]")
+        elif upper == "Z":
+            out.append("[1-9]")
+        elif upper == "N":
+            out.append("[2-9]")
+        elif char == ".":
+            out.append(".+")
+            break  # the rest of the pattern is never reached
+        elif char == "!":
+            out.append(".*")
+            break
+        elif char in "- ":
+            pass
+        elif char == "[":
+            end = body.find("]", i + 1)
+            if end < 0:
+                return None
+            members = body[i + 1 : end]
+            cls = "".join(
+                re.escape(m) if m != "-" or k in (0, len(members) - 1) else "-"
+                for k, m in enumerate(members)
+            )
+            out.append(f"[{cls}]" if cls else "(?!)")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out))

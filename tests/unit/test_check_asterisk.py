@@ -328,3 +328,36 @@ def test_without_the_secret_or_a_router_toml_it_says_so_before_connecting(
         "asterisk: FAIL   cannot log in: environment variable CR_CHECK_SECRET "
         "(the [asterisk] secret) is not set here"
     )
+
+
+async def test_a_thousand_targets_in_one_context_cost_one_listing(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """The engine asks at every start and reload: the extensions are matched
+    against the context's own listing (its patterns), and only one that
+    matches none is asked of Asterisk."""
+
+    def listing(sent: SentAction) -> bytes:
+        aid = sent.action_id or ""
+        if sent.get("Context") != "queues":
+            return dialplan_answer(sent)
+        if sent.get("Extension") is not None:  # asked because no pattern matched
+            error = f"Response: Error\r\nActionID: {aid}\r\nMessage: Did not find extension"
+            return f"{error}\r\n\r\n".encode()
+        return (
+            f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n"
+            f"Event: ListDialplan\r\nActionID: {aid}\r\nContext: queues\r\nExtension: _d.\r\n"
+            "Priority: 1\r\nApplication: NoOp\r\nAppData: \r\nRegistrar: pbx_config\r\n\r\n"
+            f"Event: ShowDialPlanComplete\r\nEventList: Complete\r\nListItems: 1\r\n"
+            f"ActionID: {aid}\r\n\r\n"
+        ).encode()
+
+    ajam_replay.on("ShowDialPlan", listing)
+    targets = [RedirectTarget("queues", f"d{i}", f"r{i}", f"rules/d.yaml:{i}") for i in range(1000)]
+    targets.append(RedirectTarget("queues", "vip", "vip", "rules/v.yaml:3"))
+    found = await run(ajam_replay, targets=targets)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert len(fails) == 1
+    assert fails[0].startswith("rules/v.yaml:3: rule 'vip' redirects to extension 'vip'")
+    asked = [(a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")]
+    assert asked == [("callrouter-inbound", None), ("queues", None), ("queues", "vip")]

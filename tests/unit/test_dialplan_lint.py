@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from router.dialplan_lint import Finding, lint_inbound
+from router.dialplan_lint import Finding, extension_matches, lint_inbound
 from router.testing.asterisk import dialplan_steps
 
 SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
@@ -112,3 +112,32 @@ def test_names_from_asterisk_are_shown_escaped() -> None:
     (finding,) = lint_inbound(items)
     assert "\x1b" not in finding.text
     assert "'_X.\\x1b[2J'" in finding.text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "exten", "matches"),
+    [
+        ("sales", "sales", True),
+        ("sales", "Sales", False),
+        ("555-1234", "5551234", True),
+        ("_X.", "101", True),
+        ("_X.", "1", False),  # "." is one or more after the X
+        ("_X!", "1", True),
+        ("_1XX", "101", True),
+        ("_1XX", "1001", False),
+        ("_x.", "74951234567", True),  # Asterisk reads x, z, n in any case
+        ("_NXX", "199", False),
+        ("_NXX", "299", True),
+        ("_ZX", "09", False),
+        ("_[a-z0-9].", "d17", True),
+        ("_[a-z0-9].", "D17", False),
+        ("_[13-5]X", "42", True),
+        ("_[13-5]X", "22", False),
+        ("_[-a]X", "-1", True),
+        ("_[", "[", False),  # not a pattern this reads: ask Asterisk
+        ("_v.", "vip", True),
+        ("_+7X.", "+7495", True),
+    ],
+)
+def test_extension_matches_as_asterisk_does(pattern: str, exten: str, matches: bool) -> None:
+    assert extension_matches(pattern, exten) is matches
