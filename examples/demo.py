@@ -140,6 +140,30 @@ class Demo:
             self.serve_task = None
 
 
+async def check_setup(demo: Demo) -> int:
+    """``callrouter check --asterisk`` on the demo's settings, as an administrator
+    runs it (docs/asterisk.md, "Checking the setup"); 1 when it failed."""
+    print("$ callrouter check --config router.toml --asterisk")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router.cli",
+        "check",
+        "--config",
+        "router.toml",
+        "--asterisk",
+        cwd=demo.workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    for line in out.decode(errors="replace").splitlines():
+        if line.strip():
+            print(f"  {line}")
+    print()
+    return 0 if proc.returncode == 0 else 1
+
+
 def next_weekday_at(hour: int) -> datetime:
     now = datetime.now(MOSCOW)
     day = now
@@ -396,6 +420,7 @@ async def run(args: argparse.Namespace) -> int:
         await admin.login()
         demo.pbx_admin = admin  # type: ignore[attr-defined]
         engine = await demo.start_router()
+        failures += await check_setup(demo)
         day, night = next_weekday_at(11), next_weekday_at(21)
         print(
             f"callrouter routing; working hours are judged as at {day:%a %H:%M} Moscow "

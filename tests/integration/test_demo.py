@@ -38,5 +38,13 @@ def test_demo_routes_every_sample_call(sandbox: Sandbox, transport: str) -> None
     assert "blind: 101 -> 102" in done.stdout
     assert "closed by call" in done.stdout
     assert "WRONG" not in done.stdout
+    # The setup check on the demo's settings (docs/asterisk.md, "Checking the
+    # setup"): every check passes, and it sees the demo's router live.
+    assert "$ callrouter check --config router.toml --asterisk" in done.stdout
+    checks = [line for line in done.stdout.splitlines() if line.startswith("  asterisk: ")]
+    assert len(checks) >= 5, done.stdout[:3000]
+    assert not any("FAIL" in line for line in checks), checks
+    assert any("the rules redirect to" in line for line in checks)
+    assert any("a callrouter is live on this Asterisk" in line for line in checks)
     over = "native TCP AMI" if transport == "tcp" else "AJAM"
     assert f"callrouter talks to Asterisk over {over}" in done.stdout
