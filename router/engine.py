@@ -913,7 +913,11 @@ class Engine:
             findings = await audit_dialplan(self._client, targets, built)
         except AMIError as exc:  # the stream reports a lost Asterisk itself
             log.debug("dialplan not checked at %s: %s", when, exc)
+            self.metrics.dialplan_problems.set(-1)
             return
+        failed = sum(f.level == "fail" for f in findings)
+        unread = any(f.level == "advice" and "could not" in f.text for f in findings)
+        self.metrics.dialplan_problems.set(-1 if unread and not failed else failed)
         problems = [f for f in findings if f.level != "ok"]
         for finding in problems:
             level = logging.WARNING if finding.level == "fail" else logging.INFO

@@ -250,6 +250,13 @@ class Metrics:
         self.rules_loaded = Gauge(
             "callrouter_rules_loaded", "Rules in the rule set in use.", registry=r
         )
+        self.dialplan_problems = Gauge(
+            "callrouter_dialplan_problems",
+            "What the last check of Asterisk's dialplan (at start, after each reload) "
+            "found that loses calls: a broken inbound context, rule targets the "
+            "dialplan lacks; -1 when it could not be read.",
+            registry=r,
+        )
         self.call_events = Counter(
             "callrouter_call_events",
             "Call life events (router/calllife, from CEL) told to plugins, by kind and "

@@ -289,6 +289,7 @@ async def test_the_engine_warns_at_start_and_after_a_reload_of_what_loses_calls(
 
     await eventually(warned, "the warning at start")
     (warning,) = warned()
+    assert engine.metrics.dialplan_problems._value.get() == 1
     assert warning.startswith("dialplan: ")
     assert "rules.yaml:6: rule 'sales' redirects to " in warning
     assert "extension 'sales' of context 'queues', which has no such extension" in warning
@@ -304,6 +305,7 @@ async def test_the_engine_warns_at_start_and_after_a_reload_of_what_loses_calls(
     await eventually(checked, "the all-clear after the reload")
     assert not warned()
     assert "the rules redirect to 1 place Asterisk's dialplan has" in checked()[0]
+    assert engine.metrics.dialplan_problems._value.get() == 0
 
 
 def test_without_the_secret_or_a_router_toml_it_says_so_before_connecting(
