@@ -20,7 +20,7 @@ from router.dialplan_lint import Finding, Item, extension_matches, lint_inbound
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
-__all__ = ["audit_dialplan"]
+__all__ = ["DialplanAMI", "audit_dialplan"]
 
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
@@ -72,11 +72,10 @@ async def _dialplan(client: DialplanAMI) -> list[Finding]:
 
 @dataclass(frozen=True, slots=True)
 class _Listed:
-    """One context as ``ShowDialPlan`` lists it: its own extensions, and
-    whether it includes others (whose extensions it does not list)."""
+    """One context as ``ShowDialPlan`` lists it: its own extensions (not those
+    of the contexts it includes, which only Asterisk's own match follows)."""
 
     extensions: frozenset[str]
-    includes: bool
 
 
 async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
@@ -91,10 +90,7 @@ async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
     except AMIError:
         return None
     own = [item for item in listing.items if item.get("Context") == context]
-    return _Listed(
-        frozenset(item.get("Extension") or "" for item in own) - {""},
-        any(item.get("IncludeContext") for item in listing.items),
-    )
+    return _Listed(frozenset(item.get("Extension") or "" for item in own) - {""})
 
 
 async def _has_extension(client: DialplanAMI, context: str, exten: str) -> bool | None:
