@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -312,3 +313,15 @@ async def test_an_engine_that_never_hears_its_beat_is_not_ready_until_it_does(
     ajam_replay.read = None  # the next beat is sent and comes back
     await eventually(lambda: engine.health().ready, "ready again")
     await eventually(lambda: logged(logging.WARNING, "heartbeat arrives again"), "the all-clear")
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_quotes_the_user_events_error_as_logged(page: str) -> None:
+    """docs/operations.md (+ru), `user_events`: the ERROR line shown is the
+    sentence the engine logs and /readyz gives, for the default 6 s."""
+    from router.health import USER_EVENTS_MISSING
+
+    text = (DOCS / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"```text\n(.*?)\n```", text, re.S)
+    assert USER_EVENTS_MISSING.format(seconds=6) in blocks
+    assert '"user_events":true' in text
