@@ -16,11 +16,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.dialplan import INBOUND_CONTEXT, shown
-from router.dialplan_lint import Finding, Item, extension_matches, lint_inbound
+from router.dialplan_lint import (
+    Finding,
+    Item,
+    extension_matches,
+    lint_inbound,
+    plain_extension,
+)
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
-__all__ = ["DialplanAMI", "audit_dialplan"]
+__all__ = ["DialplanAMI", "DialplanAudit", "audit_dialplan"]
 
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
@@ -41,18 +47,29 @@ class DialplanAMI(Protocol):
     ) -> _Listing: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DialplanAudit:
+    """The verdict, and whether any of it went unread (then the findings are
+    what could be read: ``callrouter_dialplan_problems`` says -1 for none)."""
+
+    findings: list[Finding]
+    unread: bool
+
+
 async def audit_dialplan(
     client: DialplanAMI, targets: Sequence[RedirectTarget] = (), built: int = 0
-) -> list[Finding]:
+) -> DialplanAudit:
     """The inbound context's verdict, then the targets' (``built`` more are
     made per call and cannot be looked up)."""
-    findings = await _dialplan(client)
+    findings, unread = await _dialplan(client)
     if targets or built:
-        findings.extend(await _targets(client, targets, built))
-    return findings
+        more, unknown = await _targets(client, targets, built)
+        findings.extend(more)
+        unread = unread or unknown
+    return DialplanAudit(findings, unread)
 
 
-async def _dialplan(client: DialplanAMI) -> list[Finding]:
+async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
     try:
         listing = await client.action("ShowDialPlan", {"Context": INBOUND_CONTEXT})
     except AMIPrivilegeError:
@@ -62,20 +79,29 @@ async def _dialplan(client: DialplanAMI) -> list[Finding]:
                 "the dialplan could not be read (ShowDialPlan needs write = reporting): "
                 f"check [{INBOUND_CONTEXT}] by hand",
             )
-        ]
+        ], True
     except AMIActionError:
-        return lint_inbound([])  # "Did not find context": none loaded
+        return lint_inbound([]), False  # "Did not find context": none loaded
     except AMIError as exc:
-        return [Finding("fail", f"the dialplan could not be read: {exc}")]
-    return lint_inbound(listing.items)
+        return [Finding("advice", f"the dialplan could not be read: {exc}")], True
+    return lint_inbound(listing.items), False
 
 
 @dataclass(frozen=True, slots=True)
 class _Listed:
-    """One context as ``ShowDialPlan`` lists it: its own extensions (not those
-    of the contexts it includes, which only Asterisk's own match follows)."""
+    """One context as ``ShowDialPlan`` lists it: its own extensions with a
+    numbered step (a hint alone runs nothing), not those of the contexts it
+    includes, which only Asterisk's own match follows. Plain names apart
+    from patterns: a thousand targets against thousands of extensions cost
+    a set lookup each, on the engine's loop."""
 
-    extensions: frozenset[str]
+    plain: frozenset[str]
+    patterns: tuple[str, ...]
+
+    def has(self, exten: str) -> bool:
+        return plain_extension(exten) in self.plain or any(
+            extension_matches(pattern, exten) for pattern in self.patterns
+        )
 
 
 async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
@@ -89,26 +115,38 @@ async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
         return False  # "Did not find context ..."
     except AMIError:
         return None
-    own = [item for item in listing.items if item.get("Context") == context]
-    return _Listed(frozenset(item.get("Extension") or "" for item in own) - {""})
+    names = {
+        item.get("Extension") or ""
+        for item in listing.items
+        if item.get("Context") == context and _numbered(item)
+    } - {""}
+    return _Listed(
+        frozenset(plain_extension(n) for n in names if not n.startswith("_")),
+        tuple(sorted(n for n in names if n.startswith("_"))),
+    )
+
+
+def _numbered(item: Item) -> bool:
+    priority = item.get("Priority") or ""
+    return priority.isascii() and priority.isdigit()
 
 
 async def _has_extension(client: DialplanAMI, context: str, exten: str) -> bool | None:
     """Asterisk's own answer, includes and patterns followed; None: unreadable."""
     try:
-        await client.action("ShowDialPlan", {"Context": context, "Extension": exten})
+        listing = await client.action("ShowDialPlan", {"Context": context, "Extension": exten})
     except AMIPrivilegeError:
         return None
     except AMIActionError:
         return False  # "Did not find extension ..."
     except AMIError:
         return None
-    return True
+    return any(_numbered(item) for item in listing.items)  # a hint alone runs nothing
 
 
 async def _targets(
     client: DialplanAMI, targets: Sequence[RedirectTarget], built: int
-) -> list[Finding]:
+) -> tuple[list[Finding], bool]:
     """Each place the rules send calls to. One listing per context, the
     extensions matched against it here; only an extension that matches none
     of them is asked of Asterisk, whose answer decides (a thousand per-DID
@@ -140,7 +178,7 @@ async def _targets(
             continue
         if target.exten is None or not isinstance(listed, _Listed):
             continue
-        if any(extension_matches(pattern, target.exten) for pattern in listed.extensions):
+        if listed.has(target.exten):
             continue
         key = (target.context, target.exten)
         if key not in asked:
@@ -177,4 +215,4 @@ async def _targets(
                 f"Asterisk's dialplan has{more}",
             )
         )
-    return findings
+    return findings, bool(unknown)

@@ -39,8 +39,10 @@ from router.dialplan import (
     shown,
 )
 
-__all__ = ["Finding", "Item", "extension_matches", "lint_inbound"]
+__all__ = ["Finding", "Item", "extension_matches", "lint_inbound", "plain_extension"]
 
+#: The waits, as Asterisk names applications: in any case.
+_PARKS = frozenset(app.lower() for app in PARK_APPLICATIONS)
 #: Most steps of one extension looked at (a dialplan is the admin's, but the
 #: list came over the network: bounded like everything else from there).
 _MAX_STEPS = 10_000
@@ -132,7 +134,7 @@ def lint_inbound(
                     )
                 )
                 continue
-            if wait.application not in PARK_APPLICATIONS:
+            if wait.application.lower() not in _PARKS:
                 findings.append(
                     Finding(
                         "fail",
@@ -199,18 +201,19 @@ _MAX_PATTERN = 200
 def extension_matches(pattern: str, exten: str) -> bool:
     """Whether ``exten`` would run under the dialplan extension ``pattern``, as
     Asterisk's ``ast_extension_match`` decides it for the common forms: a
-    plain name (``-`` and spaces ignored), or ``_`` with ``X`` ``Z`` ``N``
+    plain name (``-`` ignored), or ``_`` with ``X`` ``Z`` ``N``
     (any case), ``[...]`` with ranges, ``.`` (one or more) and ``!`` (zero
     or more). Leaning to no: a caller asks Asterisk itself when this says no.
     """
     if not pattern.startswith("_"):
-        return _plain(pattern) == _plain(exten)
+        return plain_extension(pattern) == plain_extension(exten)
     compiled = _pattern(pattern[1:])
-    return compiled is not None and compiled.fullmatch(exten) is not None
+    return compiled is not None and compiled.fullmatch(plain_extension(exten)) is not None
 
 
-def _plain(name: str) -> str:
-    return name.replace("-", "").replace(" ", "")
+def plain_extension(name: str) -> str:
+    """An extension as Asterisk compares it: ``-`` is a separator for the eye."""
+    return name.replace("-", "")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -236,8 +239,8 @@ def _pattern(body: str) -> re.Pattern[str] | None:
         elif char == "!":
             out.append(".*")
             break
-        elif char in "- ":
-            pass
+        elif char == "-":
+            pass  # a separator for the eye; a space is a character
         elif char == "[":
             end = body.find("]", i + 1)
             if end < 0:
@@ -252,4 +255,7 @@ def _pattern(body: str) -> re.Pattern[str] | None:
         else:
             out.append(re.escape(char))
         i += 1
-    return re.compile("".join(out))
+    try:
+        return re.compile("".join(out))
+    except re.error:  # a range such as [5-1]: Asterisk matches nothing with it
+        return None

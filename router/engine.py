@@ -773,8 +773,11 @@ class Engine:
 
     def _note_deaf(self, guard: LiveGuard) -> None:
         """Log once when this session stops hearing its own heartbeat, and once
-        when it hears it again: routing requests come the same way."""
-        deaf = guard.deaf and self._connected()
+        when it hears it again: routing requests come the same way. While the
+        stream is down nothing is known either way, and nothing is said."""
+        if not self._connected():
+            return
+        deaf = guard.deaf
         if deaf and not self._deaf_logged:
             log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))
         elif not deaf and self._deaf_logged:
@@ -909,15 +912,10 @@ class Engine:
         a broken inbound context, a rule redirecting where the dialplan has
         nothing. Each is a WARNING; routing goes on (fail open)."""
         targets, built = self.rules.current.redirect_targets()
-        try:
-            findings = await audit_dialplan(self._client, targets, built)
-        except AMIError as exc:  # the stream reports a lost Asterisk itself
-            log.debug("dialplan not checked at %s: %s", when, exc)
-            self.metrics.dialplan_problems.set(-1)
-            return
+        audit = await audit_dialplan(self._client, targets, built)
+        findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
-        unread = any(f.level == "advice" and "could not" in f.text for f in findings)
-        self.metrics.dialplan_problems.set(-1 if unread and not failed else failed)
+        self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
         problems = [f for f in findings if f.level != "ok"]
         for finding in problems:
             level = logging.WARNING if finding.level == "fail" else logging.INFO

@@ -139,8 +139,10 @@ class LiveGuard:
         heartbeats may have been missed. Decisions wait ``settle`` seconds."""
         self._settled_at = self._clock() + self.settle
         # Echoes of beats sent before a gap may be lost with the stream, which
-        # says nothing of the session's filters: count from this beat on.
-        self._unheard_since = None
+        # says nothing of the session's filters: count from this beat on;
+        # unless the session was deaf already, which the gap does not explain.
+        if not self.deaf:
+            self._unheard_since = None
         return self.beat(probe=True)
 
     def leave(self) -> dict[str, str]:

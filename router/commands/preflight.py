@@ -58,7 +58,7 @@ async def check_asterisk(
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
     findings.append(await _redirect_allowed(client))
-    findings.extend(await audit_dialplan(client, targets, built))
+    findings.extend((await audit_dialplan(client, targets, built)).findings)
     findings.extend(await _user_events(client, listen))
     return findings
 

@@ -363,3 +363,20 @@ async def test_a_thousand_targets_in_one_context_cost_one_listing(
     assert fails[0].startswith("rules/v.yaml:3: rule 'vip' redirects to extension 'vip'")
     asked = [(a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")]
     assert asked == [("callrouter-inbound", None), ("queues", None), ("queues", "vip")]
+
+
+async def test_a_dialplan_that_cannot_be_read_is_minus_one_not_a_problem(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """``callrouter_dialplan_problems`` -1 (docs/operations.md): the user may not
+    read the dialplan; nothing is known, so nothing is counted as lost."""
+    from router.engine import EngineOptions
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("ShowDialPlan", denied)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ENGINE_RULES, encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: engine.metrics.dialplan_problems._value.get() == -1, "-1")
