@@ -104,17 +104,24 @@ class _Listed:
         )
 
 
-async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
-    """``context``'s listing; False when the dialplan has no such context,
-    None when it cannot be read."""
+async def _show(client: DialplanAMI, params: Mapping[str, str]) -> _Listing | bool | None:
+    """``ShowDialPlan``'s listing; False for "Did not find ..." (no such context
+    or extension), None when it cannot be read (privilege, connection)."""
     try:
-        listing = await client.action("ShowDialPlan", {"Context": context})
+        return await client.action("ShowDialPlan", params)
     except AMIPrivilegeError:
         return None  # the inbound check above says so
     except AMIActionError:
-        return False  # "Did not find context ..."
+        return False
     except AMIError:
         return None
+
+
+async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
+    """``context``'s own extensions; False: no such context; None: unreadable."""
+    listing = await _show(client, {"Context": context})
+    if listing is None or isinstance(listing, bool):
+        return listing
     names = {
         item.get("Extension") or ""
         for item in listing.items
@@ -133,14 +140,9 @@ def _numbered(item: Item) -> bool:
 
 async def _has_extension(client: DialplanAMI, context: str, exten: str) -> bool | None:
     """Asterisk's own answer, includes and patterns followed; None: unreadable."""
-    try:
-        listing = await client.action("ShowDialPlan", {"Context": context, "Extension": exten})
-    except AMIPrivilegeError:
-        return None
-    except AMIActionError:
-        return False  # "Did not find extension ..."
-    except AMIError:
-        return None
+    listing = await _show(client, {"Context": context, "Extension": exten})
+    if listing is None or isinstance(listing, bool):
+        return listing
     return any(_numbered(item) for item in listing.items)  # a hint alone runs nothing
 
 

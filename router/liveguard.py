@@ -69,6 +69,19 @@ class Claim:
     host: str = ""
     pid: int = 0
 
+    @classmethod
+    def from_heartbeat(cls, event: Event) -> Claim | None:
+        """The claim a ``CallRouterLive`` heartbeat carries; None without an
+        instance id or a ``Since`` (another instance's word: bounded)."""
+        instance = (event.get("Instance") or "")[:64]
+        since = ascii_float(event.get("Since"))
+        if not instance or since is None:
+            return None
+        pid = ascii_float(event.get("Pid"))
+        return cls(
+            instance, since, (event.get("Host") or "")[:64], int(pid) if pid is not None else 0
+        )
+
     def older_than(self, other: Claim) -> bool:
         return (self.since, self.instance) < (other.since, other.instance)
 
@@ -187,13 +200,9 @@ class LiveGuard:
                 log.warning("the other live callrouter (%s) stopped", peer.claim.describe())
             self.update()
             return False
-        since = ascii_float(event.get("Since"))
-        pid = ascii_float(event.get("Pid"))
-        if since is None:
+        claim = Claim.from_heartbeat(event)
+        if claim is None:
             return False
-        claim = Claim(
-            instance, since, (event.get("Host") or "")[:64], int(pid) if pid is not None else 0
-        )
         interval = ascii_float(event.get("Interval")) or self.interval
         interval = min(max(interval, _INTERVAL_BOUNDS[0]), _INTERVAL_BOUNDS[1])
         known = self._peers.get(instance)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from router.ami.numbers import ascii_float
 from router.dialplan import INBOUND_CONTEXT, shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
@@ -120,16 +119,9 @@ async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
             if name == PROBE_EVENT and event.get("Token") == token and heard is None:
                 heard = time.monotonic() - sent
             elif name == LIVE_EVENT and (event.get("State") or "") != "leaving":
-                instance = (event.get("Instance") or "")[:64]
-                since = ascii_float(event.get("Since"))
-                if instance and since is not None:
-                    pid = ascii_float(event.get("Pid"))
-                    live[instance] = Claim(
-                        instance,
-                        since,
-                        (event.get("Host") or "")[:64],
-                        int(pid) if pid is not None else 0,
-                    )
+                claim = Claim.from_heartbeat(event)
+                if claim is not None:
+                    live[claim.instance] = claim
     findings = []
     if heard is None:
         findings.append(

@@ -22,7 +22,7 @@ from router.dialplan_lint import Finding, lint_inbound
 from router.liveguard import Claim, LiveGuard
 from router.rules.ruleset import RedirectTarget
 from router.testing.replay import SentAction
-from tests.unit.test_dialplan_lint import shipped
+from tests.unit.test_dialplan_lint import shipped, with_playback_before_wait
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
@@ -245,12 +245,7 @@ def test_the_page_shows_what_the_command_prints(
     assert [same(line) for line in shown] == [same(line) for line in printed]
 
     (failure,) = re.findall(r"```text\n(.*?)\n```", section(page), re.S)
-    items = shipped()
-    for item in items:
-        if int(item["Priority"]) >= 7:
-            item["Priority"] = str(int(item["Priority"]) + 1)
-    items.append({**items[0], "Priority": "7", "Application": "Playback", "AppData": "beep"})
-    (finding,) = lint_inbound(items)
+    (finding,) = lint_inbound(with_playback_before_wait())
     assert failure == f"asterisk: {_LEVELS[finding.level]} {finding.text}"
 
 

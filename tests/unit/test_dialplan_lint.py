@@ -44,13 +44,18 @@ def test_application_names_are_read_in_any_case_as_asterisk_does() -> None:
     assert levels(lint_inbound(items)) == ["ok"]
 
 
-def test_a_step_between_the_request_and_wait_fails() -> None:
+def with_playback_before_wait() -> list[dict[str, str]]:
+    """The shipped snippet with a ``Playback(beep)`` pasted between the request and ``Wait``."""
     items = shipped()
     for item in items:
         if int(item["Priority"]) >= 7:
             item["Priority"] = str(int(item["Priority"]) + 1)
     items.append({**items[0], "Priority": "7", "Application": "Playback", "AppData": "beep"})
-    (finding,) = lint_inbound(items)
+    return items
+
+
+def test_a_step_between_the_request_and_wait_fails() -> None:
+    (finding,) = lint_inbound(with_playback_before_wait())
     assert finding.level == "fail"
     assert "the step after the request is 'Playback', not a wait" in finding.text
     assert '"A Redirect Asterisk can lose"' in finding.text
