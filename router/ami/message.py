@@ -64,11 +64,17 @@ class Message:
     def _lookup(self) -> dict[str, tuple[str, ...]]:
         index = self._index
         if index is None:
-            index = {}
+            # Lists first, tuples after: appending to a tuple copies it, and a
+            # peer repeating one key 100,000 times made that quadratic.
+            lists: dict[str, list[str]] = {}
             for key, value in self._fields:
                 norm = normalize_key(key)
-                have = index.get(norm)
-                index[norm] = (value,) if have is None else (*have, value)
+                have = lists.get(norm)
+                if have is None:
+                    lists[norm] = [value]
+                else:
+                    have.append(value)
+            index = {norm: tuple(values) for norm, values in lists.items()}
             object.__setattr__(self, "_index", index)
         return index
 

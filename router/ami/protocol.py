@@ -24,7 +24,7 @@ What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -169,32 +169,51 @@ class RawmanParser:
         self.ours: Callable[[str], bool] | None = None
         #: Events dropped by :attr:`wanted` or :attr:`narrow`, for status pages and tests.
         self.skipped = 0
+        #: CR seen: messages end at CR LF CR LF only (see :meth:`feed`).
+        self._crlf = False
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes; return every message completed by them."""
         buf = self._buffer
-        if not buf and not self._expect_banner and data.endswith((b"\n\n", b"\n\r\n")):
+        if not buf and not self._expect_banner and data.endswith(b"\r\n\r\n"):
             # The usual read of a live session: whole events and nothing more
             # (Asterisk writes each event in one go), parsed without a copy.
             if len(data) > self._max_buffer:
                 raise AMIProtocolError(
                     f"more than {self._max_buffer} bytes buffered without a complete message"
                 )
+            self._crlf = True
             out, skipped = _parse_blocks(data, self.wanted, self.narrow, self.ours)
             self.skipped += skipped
             return out
+        # Where the search for a message's end starts: nothing before it
+        # ended one in an earlier read (a long message arriving in small
+        # reads is then scanned once, not once a read).
+        scan = max(0, len(buf) - 3)
         buf += data
         if len(buf) > self._max_buffer:
             raise AMIProtocolError(
                 f"more than {self._max_buffer} bytes buffered without a complete message"
             )
-        if self._expect_banner and not self._read_banner():
-            return []
-        # The end of the last blank line: every byte before it is whole blocks.
-        lf, crlf = buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n")
-        end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+        if self._expect_banner:
+            if not self._read_banner():
+                return []
+            scan = 0
+        if not self._crlf and b"\r" in data:
+            self._crlf = True
+        # A message ends only at CR LF CR LF, as Asterisk writes it: a value
+        # may hold a bare LF (Asterisk writes AppData as the dialplan gave
+        # it), and splitting there would cut an event in two or let that
+        # value read as an event of its own. Input without any CR (hand-written
+        # tests, old captures) ends a message at LF LF.
+        if self._crlf:
+            at = buf.rfind(b"\r\n\r\n", scan)
+            end = at + 4 if at >= 0 else 0
+        else:
+            at = buf.rfind(b"\n\n", max(0, scan - 1))
+            end = at + 2 if at >= 0 else 0
         if not end:
-            self._check_tail(0)
+            self._check_tail()
             return []
         chunk = bytes(buf[:end])
         del buf[:end]
@@ -202,7 +221,7 @@ class RawmanParser:
         # that ``pending`` means "part of a message is buffered".
         while buf[:1] == b"\n" or buf[:2] == b"\r\n":
             del buf[: 1 if buf[:1] == b"\n" else 2]
-        self._check_tail(0)
+        self._check_tail()
         out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
         self.skipped += skipped
         return out
@@ -212,7 +231,7 @@ class RawmanParser:
         buf = self._buffer
         nl = buf.find(b"\n")
         if nl < 0:
-            self._check_tail(0)
+            self._check_tail()
             return False
         line = bytes(buf[:nl]).rstrip(b"\r")
         del buf[: nl + 1]
@@ -222,10 +241,11 @@ class RawmanParser:
         self.banner = _decode(line)
         return True
 
-    def _check_tail(self, start: int) -> None:
+    def _check_tail(self) -> None:
         """The unfinished line at the end of the buffer must stay under the line bound."""
         buf = self._buffer
-        if len(buf) - start > MAX_LINE_BYTES and len(buf) - (buf.rfind(b"\n") + 1) > MAX_LINE_BYTES:
+        size = len(buf)
+        if size > MAX_LINE_BYTES and buf.rfind(b"\n", size - MAX_LINE_BYTES - 1) < 0:
             raise AMIProtocolError(f"line of over {MAX_LINE_BYTES} bytes without a newline")
 
     @property
@@ -318,13 +338,26 @@ def _parse_blocks(
     ``narrow`` is parsed only when its narrower accepts its raw text.
     """
     text = _decode(data)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
+    exact: Iterator[list[str]] | None = None
+    if "\r" not in text:
+        blocks = text.split("\n\n")  # input without CR (see RawmanParser.feed)
+    elif (flat := text.replace("\r\n", "\n")).count("\n") == len(text) - len(flat):
+        # Every LF ended a CR LF (the usual case): one replace, one count, one split.
+        blocks = flat.split("\n\n")
+    else:
+        # A value holds a bare LF: blocks and lines are cut at CR LF only and
+        # the value keeps its LF; the screens below (the first line, the
+        # narrowers' raw text) see the LF as a space, so it cuts nothing there.
+        # (CR and LF at a block's start are blank lines between messages.)
+        cut = [block.lstrip("\r\n").split("\r\n") for block in text.split("\r\n\r\n")]
+        blocks = ["\n".join(line.replace("\n", " ") for line in lines) for lines in cut]
+        exact = iter(cut)
     check_lines = len(data) > MAX_LINE_BYTES
     messages: list[Message] = []
     skipped = 0
     screen = wanted is not None or bool(narrow)
-    for block in text.split("\n\n"):
+    for block in blocks:
+        whole = next(exact) if exact is not None else None
         if not block or not block.strip("\n"):
             continue
         if screen and block.startswith("Event: "):
@@ -343,7 +376,7 @@ def _parse_blocks(
                 if keep is not None and not keep(block) and "\nActionID:" not in block:
                     skipped += 1
                     continue
-        lines = block.split("\n")
+        lines = block.split("\n") if whole is None else whole
         if check_lines:
             for line in lines:
                 if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
@@ -635,10 +668,15 @@ class ListCollector:
     ``None`` for messages that do not belong to a pending action.
     """
 
-    def __init__(self, *, max_items: int = 1_000_000) -> None:
+    def __init__(self, *, max_items: int = 1_000_000, max_bytes: int = MAX_BODY_BYTES) -> None:
         self._pending: dict[str, tuple[Response, list[Event]]] = {}
         self._waiting: set[str] = set()
         self._max_items = max_items
+        #: Each list's items as they were written (their lines), at most: as
+        #: much as one AJAM answer may hold, so a list that never completes
+        #: cannot fill memory before its action times out.
+        self._max_bytes = max_bytes
+        self._bytes: dict[str, int] = {}
 
     def expect(self, action_id: str) -> None:
         self._waiting.add(action_id)
@@ -647,6 +685,7 @@ class ListCollector:
         """An action given up on (a timeout): whatever still arrives for it is not kept."""
         self._waiting.discard(action_id)
         self._pending.pop(action_id, None)
+        self._bytes.pop(action_id, None)
 
     def feed(self, msg: Message) -> tuple[str, ActionResult] | None:
         action_id = msg.action_id
@@ -663,8 +702,13 @@ class ListCollector:
             return None
         if _is_list_end(msg):
             del self._pending[action_id]
+            self._bytes.pop(action_id, None)
             return action_id, ActionResult(pending[0], tuple(pending[1]), True, msg)
         if len(pending[1]) >= self._max_items:
             raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_items} items")
+        size = self._bytes.get(action_id, 0) + sum(len(k) + len(v) + 4 for k, v in msg.fields)
+        if size > self._max_bytes:
+            raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_bytes} bytes")
+        self._bytes[action_id] = size
         pending[1].append(msg)
         return None

@@ -28,17 +28,20 @@ Connection life:
   (:mod:`router.ami.event_filter`, as the AJAM client does), so Asterisk
   sends only what the rules and plugins need.
 * Keepalive: a ``Ping`` once the socket was quiet for half of
-  ``ping_interval``; no byte at all for a whole ``ping_interval`` means the
+  ``ping_interval``; no whole message for a whole ``ping_interval`` means the
   peer is gone without a FIN (a half-open socket), and the connection is
-  dropped then, not when the kernel gives up hours later.
+  dropped then, not when the kernel gives up hours later. A byte now and
+  then is not life: a peer trickling one message forever is dropped too.
 * A lost connection fails the actions in flight (an action that is safe to
   repeat is sent once more on a fresh connection), and ``wait_event`` raises
   once the events read before the loss are taken: the event stream then backs
   off, and its next poll connects and logs in again, which starts a new
   session (``session_generation``) and makes the stream report a gap, so the
-  engine reconciles.
+  engine reconciles. An action may log in first: that session's events are
+  held until the loss is reported, so the stream never sees them before it.
 * Bounded: the parser's buffer (``max_response_bytes``), each line, each
-  event list, and the events read but not yet taken (``max_queued_events``).
+  event list (items and bytes), and the events read but not yet taken
+  (``max_queued_events``, and ``max_response_bytes`` as read).
   At that bound the socket is no longer read; a consumer that stays behind
   makes Asterisk's ``writetimeout`` close the connection, which is the
   reconnect-and-gap path above, never unbounded memory.
@@ -102,8 +105,11 @@ MAX_LIST_ITEMS = 1_000_000
 MAX_BATCH = 64
 
 
-class _Lost(Exception):
-    """Inside this module only: the connection an action was sent on is gone."""
+class _Lost(AMIConnectionError):
+    """The connection an action was sent on is gone. Caught inside this module
+    (an idempotent action is resent, a login is reported with its endpoint);
+    an :class:`AMIConnectionError`, so that one escaping by a path not foreseen
+    is still the public error every caller handles, never a crash."""
 
 
 class _Connection(asyncio.Protocol):
@@ -112,8 +118,10 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: TCPClient, max_buffer: int) -> None:
         self._owner = owner
         self._parser = RawmanParser(max_buffer=max_buffer, banner=True)
+        #: Events read but not taken, in bytes as read, before reading pauses.
+        self.max_queued_bytes = max_buffer
         self._parser.ours = self._awaits
-        self._collector = ListCollector(max_items=MAX_LIST_ITEMS)
+        self._collector = ListCollector(max_items=MAX_LIST_ITEMS, max_bytes=max_buffer)
         self._pending: dict[str, asyncio.Future[ActionResult]] = {}
         #: ActionIDs whose event list is being collected.
         self._lists: set[str] = set()
@@ -133,7 +141,6 @@ class _Connection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self._loop.time()
         marker = self._owner.urgent_marker
         if marker is not None:
             # An urgent event (a routing request) is handed over, and acted
@@ -180,15 +187,21 @@ class _Connection(asyncio.Protocol):
             log.exception("acting on an urgent event early failed")
 
     def _take(self, data: bytes) -> None:
+        parser = self._parser
         try:
-            messages = self._parser.feed(data)
+            messages = parser.feed(data)
         except AMIProtocolError as exc:
             self.drop(f"bad data from Asterisk: {exc}")
             return
-        if not self.banner.done() and self._parser.banner is not None:
-            self.banner.set_result(self._parser.banner)
+        if messages or not parser.pending:
+            # Alive is a message read whole (the keepalive's Ping answer at
+            # least), not a byte: a peer trickling one message forever, or a
+            # byte now and then, is as dead as a silent one.
+            self.last_rx = self._loop.time()
+        if not self.banner.done() and parser.banner is not None:
+            self.banner.set_result(parser.banner)
         if messages:
-            self._route(messages)
+            self._route(messages, len(data))
 
     def eof_received(self) -> bool | None:
         self.error = self.error or "Asterisk closed the connection"
@@ -217,7 +230,7 @@ class _Connection(asyncio.Protocol):
         """An action of this connection waits for messages with this ActionID."""
         return action_id in self._pending
 
-    def _route(self, messages: list[Message]) -> None:
+    def _route(self, messages: list[Message], size: int) -> None:
         events: list[Event] = []
         for msg in messages:
             if type(msg) is Event:
@@ -231,7 +244,7 @@ class _Connection(asyncio.Protocol):
                 continue
             self._answer(msg)
         if events:
-            self._owner._events_arrived(self, events)
+            self._owner._events_arrived(self, events, size)
 
     def _answer(self, msg: Message) -> None:
         action_id = msg.action_id
@@ -345,9 +358,20 @@ class TCPClient(AMIActions[ActionResult]):
         self._closed = False
         #: A connection was lost and ``wait_event`` has not said so yet.
         self._unreported: str | None = None
+        #: That connection: a newer one's events are held until it is reported.
+        self._lost_conn: _Connection | None = None
+        #: Events of a session logged in while a loss was unreported.
+        self._held: list[Event] = []
+        self._held_bytes = 0
+        #: What the queued events took on the wire (about: a read's length).
+        self._queued_bytes = 0
+        #: Successful logins; :attr:`session_generation` follows it once the
+        #: stream has been told of the loss before the latest login.
+        self._logins = 0
         self._denied_logged: set[str] = set()
         #: Increases at every successful login: a new connection is a new
         #: session, and events of the old one that were never read are gone.
+        #: A login while a loss is unreported counts once it is reported.
         self.session_generation = 0
         #: The ``Asterisk Call Manager/x.y.z`` greeting of the current connection.
         self.banner: str | None = None
@@ -459,13 +483,20 @@ class TCPClient(AMIActions[ActionResult]):
             ) from exc
         try:
             response = await self._authenticate(conn)
+        except _Lost as exc:
+            conn.drop("login failed")
+            raise AMIConnectionError(
+                f"cannot log in to Asterisk at {self._endpoint}: {exc}"
+            ) from exc
         except BaseException:
             conn.drop("login failed")
             raise
         old, self._conn = self._conn, conn
         if old is not None and not old.lost:
             old.drop("replaced")
-        self.session_generation += 1
+        self._logins += 1
+        if self._unreported is None:
+            self.session_generation = self._logins
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.ensure_future(self._keepalive())
         log.info("logged in to %s as %s", self._endpoint, settings.username)
@@ -511,7 +542,13 @@ class TCPClient(AMIActions[ActionResult]):
             conn.want(selection.names, self._narrow)
         if conn is not None and not conn.lost:
             async with self._login_lock:
-                await self._filter_session(conn, selection)
+                try:
+                    await self._filter_session(conn, selection)
+                except _Lost as exc:
+                    # The next login asks for the selection anyway.
+                    raise AMIConnectionError(
+                        f"event filters for {self._endpoint}: connection lost: {exc}"
+                    ) from exc
 
     def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
         """Events of these names are parsed only when their narrower accepts
@@ -550,9 +587,33 @@ class TCPClient(AMIActions[ActionResult]):
             return
         log.warning("AMI connection to %s lost: %s", self._endpoint, conn.error)
         self._unreported = conn.error or "connection lost"
+        self._lost_conn = conn
         self._wake()
 
-    def _events_arrived(self, conn: _Connection, events: list[Event]) -> None:
+    def _report_loss(self) -> AMIConnectionError:
+        """The error ``wait_event`` raises for the unreported loss; from then
+        on the session logged in since (if any) is the stream's."""
+        why, self._unreported, self._lost_conn = self._unreported, None, None
+        self.session_generation = self._logins
+        if self._held:
+            self._events.extend(self._held)
+            self._queued_bytes += self._held_bytes
+            self._held.clear()
+            self._held_bytes = 0
+        return AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
+
+    def _events_arrived(self, conn: _Connection, events: list[Event], size: int) -> None:
+        if self._unreported is not None and conn is not self._lost_conn:
+            # A session logged in (by an action) before the stream was told
+            # that the last one was lost: its events come after that news,
+            # so the stream sees the old session's events, one gap, then these.
+            self._held.extend(events)
+            self._held_bytes += size
+            if len(self._held) >= self.settings.max_queued_events or (
+                self._held_bytes >= conn.max_queued_bytes
+            ):
+                conn.pause()
+            return
         push = self._push
         if (
             push is not None
@@ -568,7 +629,11 @@ class TCPClient(AMIActions[ActionResult]):
         else:
             for event in events:
                 (self._urgent if test(event) else self._events).append(event)
-        if len(self._events) + len(self._urgent) >= self.settings.max_queued_events:
+        self._queued_bytes += size
+        if (
+            len(self._events) + len(self._urgent) >= self.settings.max_queued_events
+            or self._queued_bytes >= conn.max_queued_bytes
+        ):
             conn.pause()
         self._wake()
 
@@ -749,8 +814,7 @@ class TCPClient(AMIActions[ActionResult]):
         async with self._wait_lock:
             if not (self._events or self._urgent):
                 if self._unreported is not None:
-                    why, self._unreported = self._unreported, None
-                    raise AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
+                    raise self._report_loss()
                 conn = await self._connected()
                 if not (self._events or self._urgent):
                     await self._wait_for_events(conn, timeout)
@@ -764,18 +828,22 @@ class TCPClient(AMIActions[ActionResult]):
             if len(queue) <= MAX_BATCH:
                 events.extend(queue)
                 queue.clear()
+                self._queued_bytes = 0
             else:  # a burst: in slices, so routing is not behind a whole backlog
+                before = len(queue) + MAX_BATCH
                 events.extend(queue.popleft() for _ in range(MAX_BATCH))
+                self._queued_bytes = self._queued_bytes * len(queue) // before
             current = self._conn
             if (
                 current is not None
                 and current.paused
+                and not self._held
                 and len(queue) <= self.settings.max_queued_events // 2
+                and self._queued_bytes <= current.max_queued_bytes // 2
             ):
                 current.resume()
             if not events and self._unreported is not None:
-                why, self._unreported = self._unreported, None
-                raise AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
+                raise self._report_loss()
             return events
 
     async def _wait_for_events(self, conn: _Connection, timeout: float) -> None:

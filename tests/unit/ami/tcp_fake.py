@@ -50,6 +50,8 @@ class FakeAMI:
     port: int = 0
     #: Close the connection after answering this action (lower case), once.
     drop_after: str | None = None
+    #: Close the connection instead of answering this action (lower case), once.
+    drop_on: str | None = None
 
     async def start(self) -> FakeAMI:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -108,6 +110,10 @@ class FakeAMI:
 
     async def _answer(self, session: Session, h: dict[str, str]) -> None:
         name = h.get("action", "").lower()
+        if self.drop_on == name:
+            self.drop_on = None
+            session.writer.close()
+            return
         aid = ("ActionID", h.get("actionid", ""))
         out: bytes
         if name == "challenge":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,90 @@ def test_form_encoding_skips_quote_only_where_quote_changes_nothing(
     assert _urlencode(pairs) == "&".join(
         f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs
     )
+
+
+# -- message boundaries as Asterisk writes them ------------------------------------------
+
+#: A Newexten whose AppData holds bare LFs, as Asterisk writes it (the value as
+#: the dialplan gave it): the LFs shaped as a blank line and a forged request.
+_FORGED = (
+    b"Event: Newexten\r\nChannel: PJSIP/trunk-00000001\r\nApplication: NoOp\r\n"
+    b"AppData: x\n\nEvent: UserEvent\nUserEvent: CallRouterRequest\n"
+    b"Channel: PJSIP/victim-00000009\r\nContext: callrouter-inbound\r\n\r\n"
+)
+_AFTER = b"Event: After\r\nChannel: PJSIP/trunk-00000001\r\n\r\n"
+_EVIL_END = b"Event: Newexten\r\nAppData: Evil\n\r\nContext: c\r\n\r\n"
+
+
+def _names(messages: list[Message]) -> list[str | None]:
+    return [m.get("Event") for m in messages]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_a_bare_lf_in_a_value_neither_ends_nor_forges_an_event(chunk: int) -> None:
+    body = _FORGED + _EVIL_END + _AFTER
+    for messages in (
+        parse_rawman(body),
+        parse_rawman(body, wanted=frozenset({"Newexten", "After"}), narrow={"Newexten": bool}),
+        _fed(body, chunk),
+    ):
+        assert _names(messages) == ["Newexten", "Newexten", "After"]
+        forged, evil = messages[0], messages[1]
+        assert forged["AppData"] == (
+            "x\n\nEvent: UserEvent\nUserEvent: CallRouterRequest\nChannel: PJSIP/victim-00000009"
+        )
+        assert forged["Channel"] == "PJSIP/trunk-00000001"
+        assert forged["Context"] == "callrouter-inbound"
+        assert evil["AppData"] == "Evil\n"
+        assert evil["Context"] == "c"
+
+
+def _fed(body: bytes, chunk: int) -> list[Message]:
+    """``body`` fed to one stream parser in pieces of ``chunk`` bytes."""
+    parser = RawmanParser()
+    out = [m for at in range(0, len(body), chunk) for m in parser.feed(body[at : at + chunk])]
+    assert not parser.pending
+    return out
+
+
+def test_input_without_any_cr_still_splits_at_blank_lines() -> None:
+    assert _names(parse_rawman(b"Event: A\nX: 1\n\nEvent: B\n\n")) == ["A", "B"]
+    parser = RawmanParser()
+    assert _names(parser.feed(b"Event: A\nX: 1\n\nEvent: B\n") + parser.feed(b"\n")) == ["A", "B"]
+
+
+def test_an_event_list_is_bounded_in_bytes() -> None:
+    collector = ListCollector(max_bytes=2000)
+    collector.expect("1")
+    assert (
+        collector.feed(
+            Response((("Response", "Success"), ("ActionID", "1"), ("EventList", "start")))
+        )
+        is None
+    )
+    item = Event((("Event", "CoreShowChannel"), ("ActionID", "1"), ("Channel", "x" * 300)))
+    for _ in range(5):
+        assert collector.feed(item) is None
+    with pytest.raises(AMIProtocolError, match="exceeds 2000 bytes"):
+        collector.feed(item)
+
+
+def test_a_long_unfinished_message_in_small_reads_is_scanned_once() -> None:
+    """16 MB of one message in 4 KB reads: each read looked for a message end
+    in the whole buffer, 22 s of CPU for what takes well under one."""
+    parser = RawmanParser()
+    piece = b"Key: " + b"v" * 4000 + b"\r\n"
+    parser.feed(b"Event: Huge\r\n")
+    started = time.process_time()
+    for _ in range(16 * 1024 * 1024 // len(piece)):
+        assert parser.feed(piece) == []
+    assert len(parser.feed(b"\r\n")) == 1
+    assert time.process_time() - started < 5.0  # about 0.1 s; quadratic was 20+ s
+
+
+def test_a_key_repeated_many_times_is_indexed_in_linear_time() -> None:
+    message = Response((("Response", "Success"), *(("K", "v") for _ in range(150_000))))
+    started = time.process_time()
+    assert message.action_id is None
+    assert len(message.getall("K")) == 150_000
+    assert time.process_time() - started < 5.0  # about 0.05 s; quadratic was 25 s

@@ -607,3 +607,97 @@ def test_the_park_lines_are_the_dialplans_park_applications() -> None:
     from router.dialplan import PARK_APPLICATIONS
 
     assert {f"\r\nApplication: {app}\r\n".encode() for app in PARK_APPLICATIONS} == set(PARK_LINES)
+
+
+# -- what a hostile or broken peer can do (found by an attacker's review) ---------------
+
+
+@pytest.mark.parametrize("action", ["login", "challenge", "filter"])
+async def test_a_connection_closed_during_login_is_a_connection_error(
+    fake: FakeAMI, action: str
+) -> None:
+    fake.drop_on = action
+    auth = "md5" if action == "challenge" else "plain"
+    client = TCPClient(settings(fake, auth=auth))
+    client.event_selection = EventSelection(frozenset({"Newexten"}), frozenset({"dialplan"}))
+    with pytest.raises(AMIConnectionError, match=r"cannot log in to Asterisk at tcp://") as info:
+        await client.login()
+    # The public error the CLI and the stream handle, not a private one.
+    assert type(info.value) is AMIConnectionError
+    fake.drop_on = action
+    with pytest.raises(AMIConnectionError):
+        await client.send("Ping", validate=False)
+    assert (await client.send("Ping", validate=False)).ok  # and it heals
+    await client.aclose()
+
+
+async def test_a_session_logged_in_by_an_action_comes_after_the_gap(fake: FakeAMI) -> None:
+    """An action reconnecting before the stream heard of the loss: the old
+    session's unread events first, then one gap, then the new session's."""
+    client = TCPClient(settings(fake))
+    await client.login()
+    fake.push(("Event", "OldSession"))
+    await until(lambda: bool(client._events))
+    fake.close_all()
+    await until(lambda: client._unreported is not None)
+    assert (await client.send("Ping", validate=False)).ok  # logs in again
+    fake.push(("Event", "NewSession"))
+    await until(lambda: bool(client._held))
+    stream = EventStream(client, poll_timeout=1, backoff=Backoff(initial=0.01, maximum=0.02))
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            seen.append(item.name if isinstance(item, Event) else f"gap:{item.reason}")
+            if isinstance(item, Event) and item.name == "NewSession":
+                stream.stop()
+
+    await asyncio.wait_for(consume(), 5)
+    assert seen == ["OldSession", "gap:reconnect", "NewSession"]
+    assert client.session_generation == 2
+    await client.aclose()
+
+
+async def test_queued_events_are_bounded_in_bytes_too(fake: FakeAMI) -> None:
+    total, pad = 400, 16 * 1024
+    async with TCPClient(settings(fake, max_response_bytes=1024 * 1024)) as client:
+        fake.push_raw(
+            b"".join(
+                b"Event: Big\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * pad)
+                for i in range(total)
+            )
+        )
+        await asyncio.sleep(0.5)
+        # Reading paused near 1 MB (plus what one read of the socket held),
+        # far below the 400 events' 6.4 MB and the count bound.
+        assert len(client._events) * pad < 3 * 1024 * 1024
+        got: list[int] = []
+        while len(got) < total:
+            got.extend(int(e["Seq"]) for e in await client.wait_event(2))
+        assert got == list(range(total))
+        assert client.session_generation == 1
+
+
+async def test_a_peer_trickling_bytes_is_dead_to_the_keepalive(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake, ping_interval=0.6)) as client:
+        fake.silent = True  # no Ping answered; a byte of one endless event now and then
+        fake.push_raw(b"Event: Endless\r\n")
+
+        async def trickle() -> None:
+            while True:
+                fake.push_raw(b"X")
+                await asyncio.sleep(0.1)
+
+        dripping = asyncio.ensure_future(trickle())
+        started = time.monotonic()
+
+        async def poll_until_it_fails() -> None:
+            while True:
+                await client.wait_event(1)
+
+        try:
+            with pytest.raises(AMIConnectionError, match="no data from Asterisk"):
+                await asyncio.wait_for(poll_until_it_fails(), 10)
+        finally:
+            dripping.cancel()
+        assert time.monotonic() - started < 0.6 + 2.0
