@@ -439,3 +439,18 @@ def test_a_key_repeated_many_times_is_indexed_in_linear_time() -> None:
     assert message.action_id is None
     assert len(message.getall("K")) == 150_000
     assert time.process_time() - started < 5.0  # about 0.05 s; quadratic was 25 s
+
+
+def test_a_real_asterisk_writes_bare_lfs_in_appdata_and_they_stay_there() -> None:
+    """Captured from the sandbox's Asterisk 22: priority 1 of a context is
+    ``NoOp(${STRFTIME(${EPOCH},,x%n%nEvent: UserEvent%n...)})`` (strftime's
+    ``%n`` is a LF), and Newexten's AppData carries the substituted text, LFs
+    and all, between CR LF line ends."""
+    raw = load("newexten_bare_lf.rawman")
+    assert b"AppData: x\n\nEvent: UserEvent\n" in raw
+    for messages in (parse_rawman(raw), _fed(raw, 1), _fed(raw, 64)):
+        assert _names(messages) == ["Newexten"]
+        assert messages[0]["AppData"] == (
+            "x\n\nEvent: UserEvent\nUserEvent: CallRouterRequest\nChannel: PJSIP/victim"
+        )
+        assert messages[0]["Channel"] == "Local/s@lftest2-00000001;2"
