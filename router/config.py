@@ -28,9 +28,11 @@ One file configures the service and the admin commands::
 overrides on top, and raises one :class:`~router.errors.ConfigError` naming the
 file and the key for anything wrong, with a did-you-mean for unknown keys.
 
-The secret comes, in this order, from an override (``--secret``), from the file
-(``secret`` or the environment variable named by ``secret_env``), and last from
-the environment variable ``CALLROUTER_SECRET``. Relative paths in the file are
+The secret comes, in this order, from an override (``asterisk.secret`` from
+Python, or the variable named by ``--secret-env NAME`` on the command line,
+which refuses ``--secret``), from the file (``secret`` or the environment
+variable named by ``secret_env``), and last from the environment variable
+``CALLROUTER_SECRET``. Relative paths in the file are
 taken relative to the file's folder; relative paths given as overrides relative
 to the working directory.
 """
@@ -475,7 +477,7 @@ def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, st
         return value, f"env:{SECRET_ENV}"
     raise reader.error(
         "secret",
-        f"required: set secret or secret_env, pass --secret, or set {SECRET_ENV}",
+        f"required: set secret or secret_env, pass --secret-env NAME, or set {SECRET_ENV}",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,18 @@ def test_no_secret_anywhere(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL.replace('secret = "s3cret"', ""))
     assert "[asterisk] secret: required" in msg
     assert "CALLROUTER_SECRET" in msg
+    # The command line refuses --secret (router/commands/_connect.py): name the flag it takes.
+    assert "pass --secret-env NAME" in msg
+    assert "--secret," not in msg
+
+
+def test_the_example_and_the_docstring_name_the_secret_flag_the_command_line_takes() -> None:
+    import router.config
+
+    example = (Path(__file__).parents[2] / "examples" / "router.toml").read_text("utf-8")
+    for text in (example, router.config.__doc__ or ""):
+        assert re.search(r"--secret(?!-env)", text.replace("refuses ``--secret``", "")) is None
+    assert "--secret-env NAME wins" in example
 
 
 def test_callrouter_secret_is_the_fallback(tmp_path: Path) -> None:
