@@ -509,11 +509,39 @@ def _check_transport_keys(reader: SettingsReader, url: str, *, native: bool) -> 
     raise reader.error(wrong[0], message)
 
 
+#: TLS settings: beside a plain http:// or tcp:// url they are refused.
+_TLS_KEYS = ("verify", "client_cert", "client_key")
+
+
+def _for_command_line_url(reader: SettingsReader, *, native: bool, https: bool) -> SettingsReader:
+    """With ``--url`` on the command line, the file's keys that do not apply to
+    that url's transport are left out, not refused: ``callrouter ami Ping --url
+    tcp://...`` beside an AJAM router.toml must work, as the flag overrides the
+    file. Keys the command line gives itself are checked as ever, and so is a
+    file whose own url and keys disagree."""
+    if reader.origins.get("url") != COMMAND_LINE:
+        return reader
+    other = [*(_HTTP_ONLY if native else _TCP_ONLY)]
+    if not https:
+        other += _TLS_KEYS
+    auth = reader.values.get("auth")
+    if isinstance(auth, str) and auth in _AUTH_MODES[not native]:
+        other.append("auth")
+    dropped = {
+        key for key in other if key in reader.values and reader.origins.get(key) != COMMAND_LINE
+    }
+    if not dropped:
+        return reader
+    values = {key: value for key, value in reader.values.items() if key not in dropped}
+    return SettingsReader(reader.section, values, reader.origins, reader.base)
+
+
 def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSettings:
     _reject_unknown("asterisk", reader.values, reader.origins, _KEYS["asterisk"])
     url = _url(reader)
     native = url.startswith(tuple(f"{s}://" for s in TCP_SCHEMES))
     https = url.startswith(("https://", "tls://"))
+    reader = _for_command_line_url(reader, native=native, https=https)
     _check_transport_keys(reader, url, native=native)
     verify: bool | Path = True
     if reader.has("verify"):
@@ -532,7 +560,7 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
     client_key = reader.path("client_key", must_exist=True)
     if client_key is not None and client_cert is None:
         raise reader.error("client_key", "needs client_cert too")
-    for key in ("verify", "client_cert", "client_key"):
+    for key in _TLS_KEYS:
         # ``verify = true`` too: beside a plain url it would read as a promise
         # of checked TLS that nothing keeps.
         if not https and reader.has(key):

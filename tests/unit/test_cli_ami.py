@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from router.cli import main
@@ -118,3 +121,21 @@ def test_options_are_taken_only_as_written(capsys: pytest.CaptureFixture[str]) -
         main(["ami", "Ping", "--url", "tcp://127.0.0.1:5038", "--user", "router"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --user router" in capsys.readouterr().err
+
+
+def test_a_tcp_url_flag_beside_the_example_router_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/asterisk.md's "Check it" command, run beside a copy of
+    examples/router.toml (an AJAM file): --url overrides the file, so the
+    file's AJAM-only keys are left out and the command gets as far as
+    connecting (nothing listens on port 9 here)."""
+    shutil.copy(Path(__file__).parents[2] / "examples" / "router.toml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["ami", "Ping", "--url", "tcp://127.0.0.1:9", "--username", "router"]
+    code = main([*argv, "--secret-env", "CALLROUTER_SECRET"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "router.toml" not in err
+    assert "cannot connect" in err

@@ -121,3 +121,67 @@ def test_an_auth_mode_of_the_other_transport_says_so(tmp_path: Path) -> None:
         r"only, and url is 'http://h:8088/asterisk'; and auth 'md5' is for",
     ):
         load(tmp_path, 'url = "http://h:8088/asterisk"\nping_interval = 5\nauth = "md5"\n')
+
+
+# -- a --url on the command line of the other transport -----------------------------
+
+AJAM_FILE = (
+    'url = "https://pbx.example:8089/asterisk"\nauth = "digest"\nformat = "mxml"\n'
+    'http_client = "httpx"\nwaitevent_timeout = 20\nmax_response_bytes = 65536\n'
+    'verify = "ca.pem"\nclient_cert = "ca.pem"\nclient_key = "ca.pem"\n'
+)
+
+
+def load_with(tmp_path: Path, body: str, **overrides: object):  # type: ignore[no-untyped-def]
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    path = tmp_path / "router.toml"
+    path.write_text('[asterisk]\nusername = "router"\nsecret = "s"\n' + body, encoding="utf-8")
+    given = {f"asterisk.{key}": value for key, value in overrides.items()}
+    return load_config(path, overrides=given, environ={}).asterisk
+
+
+def test_a_command_line_tcp_url_leaves_out_the_files_ajam_and_tls_keys(tmp_path: Path) -> None:
+    """`callrouter ami Ping --url tcp://...` beside an AJAM router.toml: the flag
+    overrides the file, so what only AJAM or TLS reads in the file is left out."""
+    cfg = load_with(tmp_path, AJAM_FILE, url="tcp://127.0.0.1:5038")
+    assert cfg.url == "tcp://127.0.0.1:5038"
+    assert (cfg.auth, cfg.verify, cfg.client_cert, cfg.client_key) == ("plain", True, None, None)
+    assert cfg.username == "router"
+
+
+def test_a_command_line_tls_url_keeps_the_files_tls_keys(tmp_path: Path) -> None:
+    cfg = load_with(tmp_path, AJAM_FILE, url="tls://pbx.example:5039")
+    assert cfg.verify == tmp_path / "ca.pem"
+    assert cfg.client_cert == tmp_path / "ca.pem"
+    assert cfg.auth == "plain"
+
+
+def test_a_command_line_http_url_leaves_out_the_files_tcp_keys(tmp_path: Path) -> None:
+    body = 'url = "tls://pbx.example:5039"\nauth = "md5"\nping_interval = 3\nverify = false\n'
+    cfg = load_with(tmp_path, body, url="http://127.0.0.1:8088/asterisk")
+    assert (cfg.url, cfg.auth, cfg.verify) == ("http://127.0.0.1:8088/asterisk", "cookie", True)
+    # The file's auth of the same transport stays.
+    cfg = load_with(tmp_path, 'url = "tcp://h:5038"\nauth = "md5"\n', url="tls://h:5039")
+    assert cfg.auth == "md5"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"format": "mxml"}, r"command line: \[asterisk\] format: applies to http:// or https://"),
+        ({"auth": "cookie"}, r"command line: \[asterisk\] auth: expected 'plain' or 'md5'"),
+        ({"verify": False}, r"command line: \[asterisk\] verify: TLS options need an https://"),
+    ],
+)
+def test_the_command_lines_own_keys_are_still_checked(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_with(tmp_path, AJAM_FILE, url="tcp://127.0.0.1:5038", **overrides)
+
+
+def test_a_file_whose_url_and_keys_disagree_is_still_refused(tmp_path: Path) -> None:
+    """Only a url from the command line leaves keys out; the file's own url
+    does not, even when other flags are given."""
+    with pytest.raises(ConfigError, match=r"router.toml: \[asterisk\] format: applies to"):
+        load_with(tmp_path, 'url = "tcp://h:5038"\nformat = "mxml"\n', username="other")
