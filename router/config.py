@@ -716,7 +716,10 @@ def load_config(
 
     ast = sections["asterisk"]
     if missing and not ("url" in ast and "username" in ast):
-        raise ConfigError(f"{name}: no such file (and no --url and --username given to replace it)")
+        # Only commands with the connection flags pass "asterisk.url" (None
+        # when not given): `callrouter check` has no --url to suggest.
+        flags = " (and no --url and --username given to replace it)"
+        raise ConfigError(f"{name}: no such file{flags if 'asterisk.url' in overrides else ''}")
 
     base = file.parent if file is not None and not missing else Path.cwd()
     base = base if base.is_absolute() else Path.cwd() / base

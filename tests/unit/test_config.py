@@ -265,8 +265,28 @@ def test_missing_file_with_overrides(tmp_path: Path) -> None:
 
 
 def test_missing_file_without_overrides(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"absent\.toml: no such file"):
+    """The connection flags are named only to a command that has them (its
+    overrides carry "asterisk.url", None when the flag is not given)."""
+    with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "absent.toml", environ={})
+    assert str(info.value) == f"{tmp_path / 'absent.toml'}: no such file"
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.toml", environ={}, overrides={"asterisk.url": None})
+    assert str(info.value).endswith(
+        "absent.toml: no such file (and no --url and --username given to replace it)"
+    )
+
+
+def test_check_of_a_missing_file_names_no_flag_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.cli import main
+
+    assert main(["check", "--config", str(tmp_path / "missing.toml")]) == 1
+    out = capsys.readouterr().out
+    assert "missing.toml: no such file" in out
+    assert "--url" not in out
+    assert "--username" not in out
 
 
 def test_no_path_at_all(tmp_path: Path) -> None:
