@@ -468,7 +468,7 @@ class TCPClient(AMIActions[ActionResult]):
         except ssl.SSLError as exc:
             conn.drop("TLS failed")
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
+                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_tls_hint(exc)}"
             ) from exc
         except TimeoutError as exc:
             conn.drop("no banner")
@@ -926,6 +926,36 @@ def _expire(future: asyncio.Future[ActionResult]) -> None:
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+#: OpenSSL's reasons when the peer's first bytes are no TLS record: a plain AMI
+#: port answers a ClientHello with its banner ("Asterisk Call Manager/...").
+_NOT_TLS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "HTTP_REQUEST",
+    }
+)
+
+
+def _tls_hint(exc: ssl.SSLError) -> str:
+    """What to do about a failed TLS handshake, for the two usual causes; no
+    secret is in either (the CA path is the administrator's own setting)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            "; the certificate is not trusted: for a private CA, set "
+            'verify = "/path/ca.pem" in router.toml [asterisk] (docs/asterisk.md, '
+            "Native TCP AMI)"
+        )
+    if exc.reason in _NOT_TLS:
+        return (
+            "; this port does not speak TLS: for the plain AMI port use tcp://, "
+            "or give the manager.conf tlsbindaddr port (tlsenable = yes, 5039 by default)"
+        )
+    return ""
 
 
 def _ssl_context(settings: ClientSettings) -> ssl.SSLContext:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,6 +294,58 @@ async def test_unreachable_asterisk_is_a_connection_error() -> None:
     client = TCPClient(ClientSettings(url=url, username="router", secret="x", connect_timeout=2))
     with pytest.raises(AMIConnectionError, match="cannot connect to Asterisk at tcp://"):
         await client.login()
+
+
+async def test_tls_to_a_plain_port_says_the_port_does_not_speak_tls(fake: FakeAMI) -> None:
+    """The plain AMI port answers a ClientHello with its banner: OpenSSL's
+    "wrong version number" alone does not tell an administrator what to fix."""
+    url = fake.url.replace("tcp://", "tls://")
+    with pytest.raises(AMIConnectionError) as caught:
+        async with TCPClient(settings(fake, url=url)):
+            pass
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to Asterisk at {url}: TLS: ")
+    assert "this port does not speak TLS: for the plain AMI port use tcp://" in message
+    assert "manager.conf tlsbindaddr port" in message
+    assert fake.secret not in message
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    cert, key = tmp_path / "ami.pem", tmp_path / "ami.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_an_untrusted_certificate_names_the_verify_setting(
+    self_signed: ssl.SSLContext,
+) -> None:
+    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
+    port = server.sockets[0].getsockname()[1]
+    url = f"tls://127.0.0.1:{port}"
+    client_settings = ClientSettings(url=url, username="router", secret="s3cret", auth="plain")
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            async with TCPClient(client_settings):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert 'verify = "/path/ca.pem" in router.toml [asterisk]' in message
+    assert "s3cret" not in message
 
 
 async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) -> None:

@@ -65,6 +65,25 @@ def test_manager_conf_and_the_check_command_as_shown(
     assert cfg.username == "router"
 
 
+@pytest.mark.parametrize(("page", "heading"), PAGES.items(), ids=lambda p: str(p)[-20:])
+def test_the_tls_failures_shown_are_what_the_client_says(page: Path, heading: str) -> None:
+    """The two TLS hints the page quotes are the client's own words."""
+    import ssl
+
+    from router.ami.tcp import _tls_hint
+
+    flat = re.sub(r"\s*\n\s*", " ", section(page, heading))
+    wrong = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    wrong.reason = "WRONG_VERSION_NUMBER"
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    for exc, quoted in ((wrong, "this port does not speak TLS"),
+                        (untrusted, "the certificate is not trusted")):  # fmt: skip
+        assert f"; {quoted}" in flat
+        assert _tls_hint(exc).startswith(f"; {quoted}")
+    assert 'verify = "/path/ca.pem"' in flat
+    assert 'verify = "/path/ca.pem"' in _tls_hint(untrusted)
+
+
 def test_the_example_router_toml_switched_to_tcp_as_its_comment_says(tmp_path: Path) -> None:
     text = (REPO / "examples" / "router.toml").read_text(encoding="utf-8")
     assert '\n# url = "tcp://127.0.0.1:5038"\n' in text
