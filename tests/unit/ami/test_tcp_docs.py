@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,11 @@ def test_manager_conf_and_the_check_command_as_shown(
     cfg = load_from_args(args).asterisk
     assert cfg.url == "tcp://127.0.0.1:5038"
     assert cfg.username == "router"
+    # Beside a copy of examples/router.toml (AJAM keys, auth = "cookie") too:
+    # the flags override the file.
+    shutil.copy(REPO / "examples" / "router.toml", tmp_path / "router.toml")
+    cfg = load_from_args(args).asterisk
+    assert (cfg.url, cfg.auth) == ("tcp://127.0.0.1:5038", "plain")
 
 
 @pytest.mark.parametrize(("page", "heading"), PAGES.items(), ids=lambda p: str(p)[-20:])
