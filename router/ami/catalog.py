@@ -428,8 +428,12 @@ class Catalog:
     def event_definition_count(self) -> int:
         return sum(len(e.definitions) for e in self.events.values())
 
-    def action(self, name: str) -> ActionSpec:
-        """The action called ``name`` in any case; a typo gets a did-you-mean."""
+    def action(self, name: str, *, bypass: str = "validate=False") -> ActionSpec:
+        """The action called ``name`` in any case; a typo gets a did-you-mean.
+
+        ``bypass`` is how the caller skips the catalog, named in the error:
+        ``validate=False`` for the Python API, ``--raw`` for ``callrouter ami``.
+        """
         spec = self._lower.get(name.lower())
         if spec is not None:
             return spec
@@ -437,7 +441,7 @@ class Catalog:
         hint = f" (did you mean {self._lower[match].name!r}?)" if match is not None else ""
         raise AMIValidationError(
             f"unknown AMI action {name!r}{hint}; actions newer than Asterisk "
-            f"{self.asterisk_version} can be sent with validate=False"
+            f"{self.asterisk_version} can be sent with {bypass}"
         )
 
     def event(self, name: str) -> EventSpec:

@@ -18,6 +18,9 @@ from router.commands._connect import add_connection_arguments, client_from_args
 from router.errors import AMIValidationError
 from router.logsafe import escape_controls, escape_json_line
 
+#: How the command line skips the catalog (the Python API: ``validate=False``).
+RAW = "--raw"
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -58,7 +61,7 @@ def build_action(name: str, pairs: list[tuple[str, str]], *, raw: bool) -> Actio
     """Validate against the catalog (canonical names and case) unless ``raw``."""
     if raw:
         return Action(name, tuple(pairs))
-    spec = load_catalog().action(name)
+    spec = load_catalog().action(name, bypass=RAW)
     grouped: dict[str, list[str]] = {}
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
@@ -91,7 +94,7 @@ def render_json(result: ActionResult) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.help:
         if args.action:
-            print(format_action_help(load_catalog().action(args.action)))
+            print(format_action_help(load_catalog().action(args.action, bypass=RAW)))
         else:
             args.parser.print_help()
         return 0

@@ -48,6 +48,28 @@ def test_build_action_validates_against_catalog() -> None:
     assert raw.params == (("Foo", "1"),)
 
 
+def test_an_unknown_action_names_the_flag_that_skips_the_catalog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`callrouter ami Pign`: the command line's way past the catalog is --raw;
+    the Python API's, validate=False, stays in the library's own error."""
+    from router.ami.catalog import load_catalog
+
+    with pytest.raises(AMIValidationError) as caught:
+        build_action("Pign", [], raw=False)
+    message = str(caught.value)
+    assert "did you mean 'Ping'?" in message
+    assert message.endswith("can be sent with --raw")
+    assert "validate=False" not in message
+    code = main(["ami", "Pign", "--url", "tcp://127.0.0.1:9", "--username", "u"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "can be sent with --raw" in err
+    assert "validate=False" not in err
+    with pytest.raises(AMIValidationError, match=r"can be sent with validate=False$"):
+        load_catalog().action("Pign")
+
+
 def test_action_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ami", "Redirect", "--help"]) == 0
     out = capsys.readouterr().out
