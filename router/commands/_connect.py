@@ -25,7 +25,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--url",
-        help="AJAM base URL (http://127.0.0.1:8088/asterisk) or native AMI (tcp://127.0.0.1:5038)",
+        help="AJAM base URL (http://127.0.0.1:8088/asterisk, or https://) or native AMI "
+        "(tcp://127.0.0.1:5038, or tls://HOST:5039 for AMI over TLS)",
     )
     group.add_argument("--username", help="manager.conf user")
     group.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -134,6 +135,19 @@ def test_a_secret_on_the_command_line_is_refused_with_what_to_use(
     assert "--secret: a secret on the command line is visible" in err
     assert "--secret-env NAME" in err
     assert "environment variable hunter2" not in err
+
+
+@pytest.mark.parametrize("command", ["ami", "events", "run"])
+def test_the_url_help_names_every_scheme(command: str) -> None:
+    from router.cli import build_parser
+
+    parser = build_parser()
+    sub = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    url = next(a for a in sub.choices[command]._actions if "--url" in a.option_strings)
+    for scheme in ("http://", "https://", "tcp://", "tls://"):
+        assert scheme in (url.help or "")
 
 
 def test_options_are_taken_only_as_written(capsys: pytest.CaptureFixture[str]) -> None:
