@@ -392,6 +392,76 @@ def _reject_unknown(
             raise ConfigError(f"{origin}: [{section}] {key}: unknown key{_suggest(key, known)}")
 
 
+#: Asterisk's own settings, put in ``[asterisk]`` by mistake: where they belong.
+_USER_SECTION = "manager.conf (the manager user's section)"
+_IN_URL = "; router.toml takes it as part of url"
+_ASTERISK_CONF: dict[str, str] = {
+    **dict.fromkeys(
+        ("writetimeout", "read", "write", "eventfilter", "permit", "deny", "acl"), _USER_SECTION
+    ),
+    **dict.fromkeys(
+        (
+            "httptimeout",
+            "webenabled",
+            "authtimeout",
+            "authlimit",
+            "displayconnects",
+            "timestampevents",
+            "allowmultiplelogin",
+            "channelvars",
+        ),
+        "manager.conf [general]",
+    ),
+    **dict.fromkeys(
+        ("sessionlimit", "session_inactivity", "session_keep_alive", "enablestatic"),
+        "http.conf [general]",
+    ),
+    **dict.fromkeys(
+        ("tlsenable", "tlsbindaddr", "tlscertfile", "tlsprivatekey"),
+        "manager.conf or http.conf [general]",
+    ),
+    "port": "manager.conf [general]" + _IN_URL,
+    "bindport": "http.conf [general]" + _IN_URL,
+    "prefix": "http.conf [general]" + _IN_URL,
+    "bindaddr": "manager.conf or http.conf [general]" + _IN_URL,
+}
+
+
+def _reject_unknown_asterisk(reader: SettingsReader) -> None:
+    """Like :func:`_reject_unknown`, but an Asterisk setting is sent where it
+    belongs, and a did-you-mean offers the keys the url's transport takes
+    (``writetimeout`` beside a tcp:// url is not ``waitevent_timeout``); a
+    near miss of the other transport's key says that it does not apply."""
+    known = _KEYS["asterisk"]
+    url = reader.values.get("url")
+    scheme = url.strip().partition("://")[0].lower() if isinstance(url, str) else ""
+    other: tuple[str, ...] = ()
+    kind = ""
+    if scheme in TCP_SCHEMES:
+        other, kind = _HTTP_ONLY, "http:// or https://"
+    elif scheme in ("http", "https"):
+        other, kind = _TCP_ONLY, "tcp:// or tls://"
+    choices = tuple(key for key in known if key not in other)
+    for key in reader.values:
+        if key in known:
+            continue
+        where = _ASTERISK_CONF.get(key.lower())
+        if where is not None:
+            raise reader.error(
+                key,
+                f"unknown key: {key} is a setting of Asterisk's {where}, not of "
+                "router.toml (docs/asterisk.md)",
+            )
+        near = closest(key, known)
+        if near is not None and near in other:
+            raise reader.error(
+                key,
+                f"unknown key; {near!r} is close, but applies to {kind} urls only "
+                f"(known here: {', '.join(sorted(choices))})",
+            )
+        raise reader.error(key, f"unknown key{_suggest(key, choices)}")
+
+
 def _url(reader: SettingsReader) -> str:
     raw = reader.string("url")
     if "@" in raw:
@@ -537,7 +607,7 @@ def _for_command_line_url(reader: SettingsReader, *, native: bool, https: bool) 
 
 
 def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSettings:
-    _reject_unknown("asterisk", reader.values, reader.origins, _KEYS["asterisk"])
+    _reject_unknown_asterisk(reader)
     url = _url(reader)
     native = url.startswith(tuple(f"{s}://" for s in TCP_SCHEMES))
     https = url.startswith(("https://", "tls://"))
