@@ -268,18 +268,29 @@ def call_context(
 
 
 def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
-    """Loads files and folders: bad rules and lists are reported and left out."""
+    """Loads files and folders: bad rules and lists are reported and left out.
+
+    ``errors`` are in file order (as read), then line order: the checks run in
+    passes (schema, lists, names, expressions), and `callrouter check` and the
+    start of `callrouter run` print them as they are here.
+    """
     errors: list[RuleValidationError] = []
     fatal = False
     list_specs: dict[str, ListSpec] = {}
     rule_specs: list[RuleSpec] = []
+    #: Each file's place in reading order, for sorting the errors.
+    rank: dict[str, int] = {}
+    #: A list file's error sorts where its list is defined: (rule file, line).
+    anchors: dict[int, tuple[str, int]] = {}
     for base in paths:
         base = Path(base)
         if not base.exists():
+            rank.setdefault(display_path(base), len(rank))
             errors.append(RuleValidationError("no such file or folder", file=display_path(base)))
             fatal = True
             continue
         for path in discover([base]):
+            rank.setdefault(display_path(path), len(rank))
             try:
                 source = load_file(path)
                 checked = check_file(source, registry)
@@ -314,6 +325,7 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
             lists[name] = load_list(item, registry.normalize_number)
         except RuleValidationError as exc:
             errors.append(exc)
+            anchors[id(exc)] = (item.file, item.line)
             broken.add(name)
 
     rules: list[Rule] = []
@@ -339,6 +351,12 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
             rules.append(compiled)
         else:
             errors.extend(compiled)
+
+    def place(error: RuleValidationError) -> tuple[int, int]:
+        file, line = anchors.get(id(error), (error.file, error.line))
+        return rank.get(file, len(rank)), line
+
+    errors.sort(key=place)  # stable: one line's errors keep the order found
     return RuleSet.build(rules, lists, registry, errors, fatal)
 
 

@@ -74,6 +74,10 @@ async def test_start_refuses_rules_with_problems_before_logging_in(
         "c-not-yaml.yaml",
     ]
     assert all(p.split(":")[1].isdigit() for p in problems), problems  # file:line
+    # In file, then line order, as `callrouter check` prints them; the YAML
+    # error is found in an earlier pass than b-broken.yaml's expressions.
+    places = [(p.split(":")[0].rsplit("/", 1)[-1], int(p.split(":")[1])) for p in problems]
+    assert places == [("b-broken.yaml", 5), ("b-broken.yaml", 11), ("c-not-yaml.yaml", 4)]
     assert ajam_replay.count("Login") == 0  # refused before touching Asterisk
 
 

@@ -119,3 +119,46 @@ def test_explain_bad_arguments(
     monkeypatch.chdir(ROOT)
     assert main(["explain", "--caller", "1", "--did", "2", *argument]) == 2
     assert message in capsys.readouterr().out
+
+
+# Problems the loader finds in different passes, in the opposite order of
+# their lines: an expression (compiled last), a duplicate name (found after
+# the schema), an unknown trigger (the schema), and a list file's bad number.
+OUT_OF_ORDER = """version: 1
+lists:
+  vip: {file: vip.txt}
+rules:
+  - name: a
+    on: call
+    if: calller.internal
+    do: [hangup]
+  - name: a
+    on: call
+    do: [hangup]
+  - name: b
+    on: calls
+    do: [hangup]
+"""
+
+
+def test_check_prints_errors_in_file_then_line_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "b.yaml").write_text(OUT_OF_ORDER, encoding="utf-8")
+    (tmp_path / "vip.txt").write_text("+74951234567\nnot a number\n", encoding="utf-8")
+    (tmp_path / "a.yaml").write_text(OUT_OF_ORDER.replace("name: a", "name: x"), "utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "b.yaml", "a.yaml"]) == 1
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    places = [line.split(": ", 1)[0] for line in lines]
+    # Files as given (not by name), each by line; vip.txt where its list is.
+    assert places == [
+        "vip.txt:2",
+        "b.yaml:7",
+        "b.yaml:9",
+        "b.yaml:13",
+        "a.yaml:3",
+        "a.yaml:7",
+        "a.yaml:9",
+        "a.yaml:13",
+    ], lines
