@@ -76,6 +76,10 @@ DEFAULT_SECRET = "callrouter-sandbox"
 _EXTRA_USERS = "\n; -- users added by Sandbox.add_manager_user --\n"
 #: manager.conf's ``[general] disabledevents`` line (Sandbox.disable_events).
 _DISABLED_LINE = re.compile(r"(?m)^disabledevents =.*$")
+#: In the instance folder: what :meth:`Sandbox.attach` cannot learn from the
+#: state file (the users added, the events disabled, the TLS ports), written
+#: whenever one of them changes.
+_EXTRAS = "sandbox-extras.json"
 
 
 def default_cache_dir() -> Path:
@@ -399,11 +403,14 @@ class Sandbox:
 
         The result can be inspected, stopped, restarted and removed like one
         this process started; ``running`` checks the pid recorded in the file.
+        The users added with :meth:`add_manager_user`, the events turned off
+        with :meth:`disable_events`, the TLS ports and the extra dialplan come
+        back from the instance folder, so changing one keeps the others.
         """
         path = instances_dir(cache_dir) / f"{name}.json"
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
+            box = cls(
                 root=Path(state["root"]),
                 name=str(state["name"]),
                 http_port=int(state["http_port"]),
@@ -417,6 +424,55 @@ class Sandbox:
             raise SandboxError(f"no sandbox named {name!r}: {path} does not exist") from exc
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SandboxError(f"sandbox state file {path} is unreadable: {exc}") from exc
+        box._load_extras()
+        return box
+
+    def _save_extras(self) -> None:
+        """Write what :meth:`_load_extras` restores, atomically, into the instance folder."""
+        extras = {
+            "extra_users": self.extra_users,
+            "disabled_events": list(self.disabled_events),
+            "tls_port": self.tls_port,
+            "tls_ami_port": self.tls_ami_port,
+        }
+        path = self.inst / _EXTRAS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(extras, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    def _load_extras(self) -> None:
+        """Restore the users added, the events disabled and the TLS ports of an
+        instance another process started: without them the next
+        :meth:`add_manager_user` would rewrite manager.conf without the earlier
+        users. An instance from before this file has none of them."""
+        dialplan = self.inst / "etc" / "extensions_extra.conf"
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            self.extra_dialplan = dialplan.read_text(encoding="utf-8")
+        path = self.inst / _EXTRAS
+        try:
+            extras = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"sandbox file {path} is unreadable: {exc}") from exc
+        try:
+            users = extras["extra_users"]
+            events = extras["disabled_events"]
+            ports = (extras["tls_port"], extras["tls_ami_port"])
+            if not (
+                isinstance(users, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in users.items())
+                and isinstance(events, list)
+                and all(isinstance(e, str) for e in events)
+                and all(p is None or (isinstance(p, int) and 0 < p < 65536) for p in ports)
+            ):
+                raise TypeError("unexpected values")
+        except (KeyError, TypeError) as exc:
+            raise SandboxError(f"sandbox file {path} is unreadable: {exc}") from exc
+        self.extra_users = dict(users)
+        self.disabled_events = tuple(events)
+        self.tls_port, self.tls_ami_port = ports
 
     @property
     def state_path(self) -> Path:
@@ -529,6 +585,8 @@ class Sandbox:
         if self.extra_users:
             text += _EXTRA_USERS + "\n" + "\n".join(self.extra_users.values())
         conf.write_text(text, encoding="utf-8")
+        # Beside it, for attach(): another process may add the next user.
+        self._save_extras()
 
     def write_configs(self) -> None:
         if not self.sip_port:

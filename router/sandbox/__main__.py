@@ -4,7 +4,8 @@ Subcommands::
 
     provision            make the cached Debian root with Asterisk (once, as root)
     start [NAME]         start a detached instance, print its URL (state in
-                         <cache>/instances/NAME.json)
+                         <cache>/instances/NAME.json); --tls adds HTTPS and
+                         AMI over TLS with a self-signed certificate
     stop [NAME] [--all]  stop detached instances (control socket, then signals)
     status [NAME]        list instances: name, pid, state, URL
     run [NAME]           start one in the foreground until Ctrl-C
@@ -48,8 +49,14 @@ def _read_dialplan(path: Path | None) -> str:
 
 def _describe(box: Sandbox) -> str:
     users = ", ".join(box.users())
+    tls = (
+        f"  TLS: {box.tls_url} and {box.tls_tcp_url} (trust {box.ca_file})\n"
+        if box.tls_port is not None and box.tls_ami_port is not None
+        else ""
+    )
     return (
         f"sandbox {box.name!r}: {box.url} (AMI TCP port {box.ami_port}, pid {box.pid})\n"
+        f"{tls}"
         f"  users: {users}; secret: {box.secret}\n"
         f"  log: {box.log_path}"
     )
@@ -68,6 +75,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     except SandboxError:
         old = None
     if old is not None and old.running:
+        if args.tls and old.tls_port is None:
+            raise SandboxError(
+                f"sandbox {name!r} is already running without TLS: stop it first "
+                f"(python -m router.sandbox stop {name})"
+            )
         if not args.quiet:
             print(f"already running\n{_describe(old)}", file=sys.stderr)
         print(old.url)
@@ -78,6 +90,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         httptimeout=args.httptimeout,
         secret=args.secret,
         extra_dialplan=_read_dialplan(args.dialplan),
+        tls=args.tls,
     )
     box.save_state()
     if not args.quiet:
@@ -141,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         httptimeout=args.httptimeout,
         secret=args.secret,
         extra_dialplan=_read_dialplan(args.dialplan),
+        tls=args.tls,
     )
     # SIGTERM behaves like Ctrl-C so that `kill` also cleans up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -259,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--dialplan", type=Path, default=None, help="extra extensions.conf text to include"
+        )
+        p.add_argument(
+            "--tls",
+            action="store_true",
+            help="also serve HTTPS (AJAM) and AMI over TLS, with a self-signed "
+            "certificate for 127.0.0.1 (printed: the file clients must trust)",
         )
 
     p = sub.add_parser("start", help="start a detached instance and print its URL")

@@ -1,0 +1,97 @@
+"""What a detached sandbox keeps in its instance folder (router/sandbox), and
+``python -m router.sandbox start --tls``; no Asterisk is started here: the
+configs are written into a bare root and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.errors import SandboxError
+from router.sandbox import Sandbox, free_port
+from router.sandbox.__main__ import build_parser, main
+
+
+def configured(tmp_path: Path, *, tls: bool = True) -> Sandbox:
+    box = Sandbox(
+        root=tmp_path / "rootfs",
+        name="kept",
+        http_port=free_port(),
+        ami_port=free_port(),
+        tls_port=free_port() if tls else None,
+        tls_ami_port=free_port() if tls else None,
+    )
+    box.write_configs()
+    box.save_state()
+    return box
+
+
+def manager_conf(box: Sandbox) -> str:
+    return (box.inst / "etc" / "manager.conf").read_text(encoding="utf-8")
+
+
+def test_attach_restores_users_events_tls_ports_and_dialplan(tmp_path: Path) -> None:
+    box = configured(tmp_path)
+    box.add_manager_user("first", lines=["eventfilter = Event: Newchannel"])
+    box.disable_events(["VarSet", "RTCPSent"])
+    box.set_dialplan("[extra]\nexten => 1,1,NoOp()\n", reload=False)
+    again = Sandbox.attach("kept", cache_dir=tmp_path)
+    assert again.extra_users == box.extra_users
+    assert again.disabled_events == ("VarSet", "RTCPSent")
+    assert (again.tls_port, again.tls_ami_port) == (box.tls_port, box.tls_ami_port)
+    assert again.tls_tcp_url == box.tls_tcp_url
+    assert again.extra_dialplan == box.extra_dialplan
+    assert set(again.users()) == {"admin", "router", "watcher", "first"}
+
+
+def test_a_user_added_on_an_attached_sandbox_keeps_the_earlier_ones(tmp_path: Path) -> None:
+    """Before, attach() forgot the users added by the process that started the
+    sandbox, and the next add_manager_user rewrote manager.conf without them."""
+    box = configured(tmp_path, tls=False)
+    box.add_manager_user("first")
+    box.disable_events(["VarSet"])
+    Sandbox.attach("kept", cache_dir=tmp_path).add_manager_user("second")
+    conf = manager_conf(box)
+    assert "[first]" in conf
+    assert "[second]" in conf
+    assert "disabledevents = VarSet" in conf
+    third = Sandbox.attach("kept", cache_dir=tmp_path)
+    assert list(third.extra_users) == ["first", "second"]
+    assert third.tls_port is None
+    with pytest.raises(SandboxError, match="started without tls=True"):
+        _ = third.tls_url
+
+
+def test_an_instance_without_the_extras_file_attaches_as_before(tmp_path: Path) -> None:
+    box = configured(tmp_path, tls=False)
+    (box.inst / "sandbox-extras.json").unlink()
+    again = Sandbox.attach("kept", cache_dir=tmp_path)
+    assert (again.extra_users, again.disabled_events) == ({}, ())
+    (box.inst / "sandbox-extras.json").write_text('{"extra_users": []}', encoding="utf-8")
+    with pytest.raises(SandboxError, match=r"sandbox-extras\.json is unreadable"):
+        Sandbox.attach("kept", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("command", ["start", "run"])
+def test_start_and_run_take_tls(command: str) -> None:
+    assert build_parser().parse_args([command, "x", "--tls"]).tls is True
+    assert build_parser().parse_args([command, "x"]).tls is False
+
+
+def test_start_tls_starts_a_tls_sandbox_and_prints_where_to_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: dict[str, object] = {}
+
+    def start(**kwargs: object) -> Sandbox:
+        asked.update(kwargs)
+        return configured(tmp_path, tls=bool(kwargs["tls"]))
+
+    monkeypatch.setattr(Sandbox, "start", start)
+    assert main(["--cache", str(tmp_path), "start", "kept", "--tls"]) == 0
+    assert asked["tls"] is True
+    captured = capsys.readouterr()
+    box = Sandbox.attach("kept", cache_dir=tmp_path)
+    assert captured.out.strip() == box.url
+    assert f"TLS: {box.tls_url} and {box.tls_tcp_url} (trust {box.ca_file})" in captured.err
