@@ -43,6 +43,7 @@ from router.ami.numbers import ascii_float
 
 __all__ = [
     "DEADLINE_VARIABLE",
+    "DECIDED_VARIABLE",
     "DEFAULT_LOCATION_PATTERN",
     "DID_VARIABLE",
     "FELL_VARIABLE",
@@ -76,9 +77,16 @@ DEADLINE_VARIABLE: Final = "CALLROUTER_DEADLINE"
 #: Channel variable: the DID, filtered to ``0-9*#+``.
 DID_VARIABLE: Final = "CALLROUTER_DID"
 #: Channel variable: set (to ``EPOCH``) when the wait ended without a
-#: decision and the call took the default route; the reconcile at start
-#: counts calls carrying it (``callrouter_fallthroughs_total{cause="down"}``).
+#: Redirect and the call took the default route; the reconcile at start
+#: counts calls carrying it and not :data:`DECIDED_VARIABLE`
+#: (``callrouter_fallthroughs_total{cause="down"}``).
 FELL_VARIABLE: Final = "CALLROUTER_FELL"
+#: Channel variable: set by a live callrouter (``Setvar``, after the decision
+#: line) on a waiting channel it decided not to redirect, to the outcome
+#: (``fell-through``, ``late``, ``failed``): the call was counted then, so a
+#: later start does not count it as fallen while no callrouter ran. Not the
+#: dialplan's: the snippet needs no change for it.
+DECIDED_VARIABLE: Final = "CALLROUTER_DECIDED"
 #: The step a recorded call passes through on its way to the rule's target
 #: (``[callrouter-record]`` of the snippet): the dialplan starts ``MixMonitor``
 #: itself, so callrouter's manager user needs no ``system`` write class.

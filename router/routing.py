@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -31,6 +32,7 @@ from router.ami.protocol import ActionResult
 from router.calls import Call, CallTracker
 from router.dialplan import (
     DEADLINE_VARIABLE,
+    DECIDED_VARIABLE,
     DID_VARIABLE,
     FELL_VARIABLE,
     Dialplan,
@@ -63,6 +65,11 @@ _RECORDS_KEPT = 1_000
 _EARLY_KEPT = 1_000
 #: Calls the reconcile at start asks about falling through while callrouter was down.
 _FALLEN_CHECKED = 500
+#: Outcomes that leave the call to the dialplan's default route, counted in
+#: ``callrouter_fallthroughs_total`` when decided: the waiting channel is
+#: marked (:data:`~router.dialplan.DECIDED_VARIABLE`) so that a later start
+#: does not count the call again as fallen while no callrouter ran.
+_MARKED_OUTCOMES = frozenset({"fell-through", "late", "failed"})
 
 #: What stands between a decision and its execution when other instances are
 #: live: ``"shadow"``, ``"late"`` or None (act). The engine's live guard.
@@ -355,6 +362,9 @@ class Router:
                 ),
                 lookups=_lookup_traces(trace),
             )
+        if status in _MARKED_OUTCOMES and not self.shadow:
+            # Off the decision's path: the call is not redirected, nothing waits for this.
+            self.spawn(self._mark_decided(channel, status))
         if early:
             # Routed before the events read with the request were handled: the
             # plugins hear of the decision after them (the read's own turn
@@ -365,6 +375,24 @@ class Router:
                 call = self._tracker.by_channel(channel)
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
+
+    async def _mark_decided(self, channel: str, status: str) -> None:
+        """Mark a waiting channel this router decided to leave to the default
+        route (``CALLROUTER_DECIDED``): counted now as ``no-rule``, ``late`` or
+        ``failed``, it is not counted as ``down`` by a later start
+        (:meth:`_fallen`). An instance standing by marks nothing (it sends
+        Asterisk nothing; the live one decides and marks the call); one
+        settling after its start marks once it knows it is the live one."""
+        if await self._standby(math.inf) is not None:
+            return
+        try:
+            await self._ami.send(
+                "Setvar",
+                {"Channel": channel, "Variable": DECIDED_VARIABLE, "Value": status},
+                validate=False,
+            )
+        except AMIError as exc:  # hung up meanwhile, or Asterisk is gone: nothing to mark
+            log.debug("%s not marked %s: %s", channel, DECIDED_VARIABLE, exc)
 
     async def _parked(self, channel: str, deadline: float) -> bool:
         """Wait until the channel is seen in Wait (router/parking.py),
@@ -412,7 +440,7 @@ class Router:
 
         ``count_fallen`` (the reconcile at start): calls still up that took
         the default route while no callrouter was running are counted as
-        ``callrouter_fallthroughs_total{cause="down"}``.
+        ``callrouter_fallthroughs_total{cause="down"}`` (:meth:`_fallen`).
         """
         listing = await self._ami.send("CoreShowChannels", {}, validate=False)
         alive = {item.get("Channel") or "" for item in listing.items}
@@ -462,11 +490,15 @@ class Router:
 
     async def _fallen(self, items: Sequence[Event]) -> int:
         """Calls in the listing with a channel that passed the dialplan's
-        ``default`` label (it sets ``CALLROUTER_FELL``): they fell through
-        while no callrouter answered. Any channel of the call may be the
-        inbound one (a trunk's is the call's first, a Local channel's is
-        not), so each is asked until its call is found; bounded by
-        :data:`_FALLEN_CHECKED` Getvars."""
+        ``default`` label (it sets ``CALLROUTER_FELL``) and that no live
+        callrouter decided (it sets ``CALLROUTER_DECIDED`` on the channels it
+        leaves to the default route, :meth:`_mark_decided`): they fell
+        through while no callrouter answered. No clock is compared, so the
+        hosts' clocks do not matter, and a call a router counted as
+        ``no-rule``, ``late`` or ``failed`` is never counted again at a
+        restart. Any channel of the call may be the inbound one (a trunk's is
+        the call's first, a Local channel's is not), so each is asked until
+        its call is found; bounded by :data:`_FALLEN_CHECKED` channels."""
         fallen: set[str] = set()
         checked = 0
         for item in items:
@@ -477,7 +509,9 @@ class Router:
             checked += 1
             if checked > _FALLEN_CHECKED:
                 break
-            if await self._getvar(channel, FELL_VARIABLE):
+            if await self._getvar(channel, FELL_VARIABLE) and not await self._getvar(
+                channel, DECIDED_VARIABLE
+            ):
                 fallen.add(linkedid)
         return len(fallen)
 

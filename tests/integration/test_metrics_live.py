@@ -219,11 +219,12 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
     assert value(before, "callrouter_ready") == 1
     assert value(before, "callrouter_reconciles_total", trigger="start", result="ok") == 1
 
-    # Two calls routed by the rule, one that no rule takes (its 1 s wait ends).
+    # Two calls routed by the rule, one that no rule takes (its 1 s wait ends;
+    # it stays up on the default route across the restart below).
     calls = [
         await placer.place(ROUTED, "79161234567"),
         await placer.place(ROUTED, "79161234568"),
-        await placer.place(UNROUTED, "79161234569", wait=1),
+        await placer.place(UNROUTED, "79161234569", wait=1, hold=120),
     ]
     await placer.wait_all(calls, 20)
     assert [c.destination for c in calls] == [
@@ -240,6 +241,9 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
     assert value(after, "callrouter_decisions_total", rule="-", outcome="fell-through") == 1
     assert value(after, "callrouter_fallthroughs_total", cause="no-rule") == 1
     assert value(after, "callrouter_fallthroughs_total", cause="late") == 0
+    # Counted as no-rule, and marked so: no later start counts it as down.
+    assert calls[2].variables.get("CALLROUTER_FELL")
+    assert calls[2].variables.get("CALLROUTER_DECIDED") == "fell-through"
     # The histogram on Asterisk's clock moved by the two executed decisions; each
     # took what the calls measured themselves (request -> landing), within 4 s.
     assert value(after, "callrouter_decision_seconds_count") == 2
@@ -258,7 +262,8 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
     assert (
         value(after, "callrouter_api_requests_total", operation="metrics:read", status="200") == 1
     )
-    await placer.hangup_all()
+    for routed in calls[:2]:
+        await placer.client.send("Hangup", {"Channel": routed.channel}, validate=False)
 
     # callrouter stops; a call arrives, waits 1 s for nobody and falls through.
     assert router.stop() == 0
@@ -268,7 +273,8 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
     assert down.destination == f"test-default,{ROUTED}"
     assert down.variables.get("CALLROUTER_FELL")
 
-    # Started again: the reconcile at start finds the call and counts it.
+    # Started again: the reconcile at start finds the call and counts it; not
+    # the one that fell through while callrouter ran, still up too (issue 16).
     router.start()
     await router.wait_ready()
     again = await router.scrape()

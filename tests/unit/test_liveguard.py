@@ -183,6 +183,34 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
 
 
+async def test_only_the_live_instance_marks_the_calls_it_leaves_to_the_default_route(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """``CALLROUTER_DECIDED`` (the reconcile at start does not count the call as
+    fallen while no callrouter ran): the live one marks, the one standing by
+    sends nothing."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("on: call\n", 'on: call\n    if: did == "1"\n'), "utf-8")
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=0.5, live_settle=0.3)
+    )
+    ajam_replay.inbound_call(caller="79161234566", did="74950000001")
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["fell-through"]
+    assert [(s["Variable"], s["Value"]) for s in ajam_replay.sent("Setvar")] == [
+        ("CALLROUTER_DECIDED", "fell-through")
+    ]
+    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7), interval=0.5)
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await ajam_replay.consumed()
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["fell-through", "fell-through"]
+    assert ajam_replay.count("Setvar") == 1  # standing by: not marked
+
+
 async def test_the_claim_takes_asterisks_microseconds_where_it_has_them(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:

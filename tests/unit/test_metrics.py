@@ -9,13 +9,14 @@ updated (or updated with the wrong labels) fails here.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.dialplan import FELL_VARIABLE
+from router.dialplan import DECIDED_VARIABLE, FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
 from router.metrics import OTHER, BoundedLabel, Metrics, QueueGauge, exposition
@@ -182,6 +183,50 @@ async def test_calls_that_fell_through_while_down_are_counted_at_start(
     # Only the reconcile at start counts them: a gap later does not count again.
     await engine.reconcile(trigger="gap")
     assert sample(engine, "callrouter_fallthroughs_total", cause="down") == 2
+
+
+async def test_a_call_a_running_router_left_to_the_default_route_is_not_down_at_restart(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16: a call no rule took is counted ``no-rule`` when decided; still up
+    on the default route when callrouter restarts, it was counted as ``down``
+    again at every start. The router marks what it leaves to the default route;
+    only a call nobody decided counts as ``down``."""
+    engine = await engine_factory(rules, plugins=[Owners()])
+    decided = ajam_replay.inbound_call(caller="+79161234567", did=UNROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["fell-through"]
+    assert sample(engine, "callrouter_fallthroughs_total", cause="no-rule") == 1
+    [mark] = ajam_replay.sent("Setvar")
+    assert (mark["Channel"], mark["Variable"], mark["Value"]) == (
+        decided,
+        DECIDED_VARIABLE,
+        "fell-through",
+    )
+    # Its wait ends: the dialplan's default label marks it, and it stays up (a queue).
+    ajam_replay.channels[decided].variables[FELL_VARIABLE] = str(int(time.time()))
+    await engine_factory.close()
+    # While no callrouter runs, another call falls through.
+    nobody = ajam_replay.add_channel("PJSIP/trunk-000000aa", context="callrouter-default")
+    nobody.variables[FELL_VARIABLE] = str(int(time.time()))
+    again = await engine_factory(rules, plugins=[Owners()])
+    assert sample(again, "callrouter_fallthroughs_total", cause="down") == 1
+    await engine_factory.close()
+    third = await engine_factory(rules, plugins=[Owners()])
+    assert sample(third, "callrouter_fallthroughs_total", cause="down") == 1  # that one only
+
+
+async def test_a_shadow_router_marks_no_call(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Shadow mode sends Asterisk nothing, the mark included."""
+    engine = await engine_factory(rules, plugins=[Owners()], shadow=True)
+    ajam_replay.inbound_call(caller="+79161234567", did=UNROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["fell-through"]
+    assert ajam_replay.count("Setvar") == 0
 
 
 async def test_call_life_events_are_counted_by_kind(
