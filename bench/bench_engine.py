@@ -80,6 +80,9 @@ class InstantAMI:
     def set_narrowing(self, narrow: Any) -> None:
         self.parser.narrow = narrow or None
 
+    def refusal_reported(self, name: str) -> None:
+        pass
+
     async def login(self) -> None:
         pass
 

@@ -103,6 +103,16 @@ log = logging.getLogger("router.engine")
 
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+#: Logged once when the manager user may not list the calls in progress
+#: (``CoreShowChannels``: ``write = reporting``); a read-only shadow user
+#: (docs/operations.md) runs without it.
+LISTING_REFUSED = (
+    "cannot list the calls in progress ({reason}): calls already waiting when "
+    "callrouter starts or its event stream reconnects are not decided, calls "
+    "already up then are not tracked, and calls that fell through while no "
+    "callrouter ran are not counted; give the manager user write = reporting "
+    "(never system) to have them"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +264,8 @@ class Engine:
         self._beat_refused = False
         #: Whether the missing own heartbeat has been logged (router/liveguard.py).
         self._deaf_logged = False
+        #: Whether the user's missing ``CoreShowChannels`` class has been logged.
+        self._listing_refused = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
@@ -426,6 +438,10 @@ class Engine:
         log.info("events asked for: %s", _describe_events(selection))
         await self._client.set_events(selection)
         self._client.set_narrowing(await self.event_narrowing())
+        # Refusals said once with what they cost: listing the calls in progress
+        # (_refused_listing), reading the dialplan (the audit's finding).
+        self._client.refusal_reported("CoreShowChannels")
+        self._client.refusal_reported("ShowDialPlan")
         await self._client.login()
         self._scheduler.start()
         self._schedule_rules()
@@ -489,6 +505,8 @@ class Engine:
             await self.reconcile(trigger="start")
         except AMIAuthenticationError:
             raise
+        except AMIPrivilegeError as exc:
+            self._refused_listing(exc)
         except (AMIError, OSError) as exc:
             log.error("reconcile at start failed: %s", exc)
         if self.options.audit_dialplan:
@@ -1199,10 +1217,21 @@ class Engine:
         self._tell(gap, None)
         try:
             await self.reconcile(trigger="gap")
+        except AMIPrivilegeError as exc:
+            self._refused_listing(exc)
         except (AMIError, OSError) as exc:
             if isinstance(exc, AMIAuthenticationError):
                 raise
             log.error("reconcile after gap failed: %s", exc)
+
+    def _refused_listing(self, exc: AMIPrivilegeError) -> None:
+        """The manager user may not list channels: a setting, not a failure of
+        the moment; said once, as what is lost and what to add."""
+        if self._listing_refused:
+            log.debug("reconcile skipped: %s", exc)
+            return
+        self._listing_refused = True
+        log.warning("%s", LISTING_REFUSED.format(reason=exc))
 
     async def reconcile(self, trigger: str = "gap") -> int:
         """Route the channels still waiting, track the live calls the stream has

@@ -406,6 +406,12 @@ class AJAMClient(AMIActions[ActionResult]):
         reaches every session's WaitEvent)."""
         return action_id.startswith(f"cr-{self._id_prefix}-")
 
+    def refusal_reported(self, name: str) -> None:
+        """The caller reports a ``Permission denied`` for action ``name`` itself,
+        with what it costs: the client does not log it too (it logs each other
+        action's first refusal)."""
+        self._denied_logged.add(name.lower())
+
     def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
         """Events of these names in a WaitEvent reply are parsed only when their
         narrower accepts their raw text (router.ami.protocol

@@ -550,6 +550,12 @@ class TCPClient(AMIActions[ActionResult]):
                         f"event filters for {self._endpoint}: connection lost: {exc}"
                     ) from exc
 
+    def refusal_reported(self, name: str) -> None:
+        """The caller reports a ``Permission denied`` for action ``name`` itself,
+        with what it costs: the client does not log it too (it logs each other
+        action's first refusal)."""
+        self._denied_logged.add(name.lower())
+
     def set_narrowing(self, narrow: Mapping[str, Narrower]) -> None:
         """Events of these names are parsed only when their narrower accepts
         their raw text (router.ami.protocol ``RawmanParser.narrow``); the

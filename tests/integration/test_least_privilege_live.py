@@ -4,14 +4,19 @@ that stays logged in, and the sandbox's user is the one the docs describe."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.errors import AMIPrivilegeError
 from router.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory
 
 REPO = Path(__file__).parents[2]
 
@@ -51,3 +56,42 @@ async def test_documented_user_gets_a_privilege_error_and_keeps_its_session(
             "UserEvent", {"UserEvent": "CallRouterLive", "Instance": "t"}, validate=False
         )
         assert client.session_generation == 1
+
+
+async def test_a_read_only_shadow_user_starts_with_one_warning_and_no_error(
+    sandbox: Sandbox,
+    engine_factory: EngineFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/operations.md: a read-only manager user (no ``write`` class) is enough
+    in shadow mode. Asterisk 22 refuses it ``CoreShowChannels`` (write =
+    reporting or system): the start says so once, as a WARNING naming what is
+    lost and the class to add, not as ``ERROR reconcile at start failed``
+    (issue 16), and it is the one WARNING: the dialplan check says at INFO that
+    it could not read the dialplan."""
+    from router.engine import LISTING_REFUSED
+
+    sandbox.add_manager_user("shadow-ro", read="call,dialplan,user", write="")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: sales\n    on: call\n    do:\n"
+        "      - redirect: {context: test-sales, exten: s}\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.INFO):
+        engine = await engine_factory(rules, sandbox=sandbox, username="shadow-ro", shadow=True)
+        assert engine.ready.is_set()
+        await engine_factory.close()  # the dialplan check at start has run by then
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        LISTING_REFUSED.format(
+            reason="CoreShowChannels: Permission denied: the manager user 'shadow-ro' "
+            "needs one of the write classes reporting, system (manager.conf)"
+        )
+    ]
+    assert any(
+        "the dialplan could not be read (ShowDialPlan needs write = reporting)" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO
+    )

@@ -75,6 +75,9 @@ class ClientStub:
     def set_narrowing(self, narrow: Any) -> None:
         pass
 
+    def refusal_reported(self, name: str) -> None:
+        pass
+
     async def login(self) -> None:
         pass
 

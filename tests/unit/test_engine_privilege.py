@@ -3,8 +3,12 @@ session stays (issue 11 item 8)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -43,3 +47,58 @@ async def test_permission_denied_fails_the_action_with_the_class_and_keeps_the_s
     # One session all along: no re-login per call, so no event-stream gap.
     assert ajam_replay.count("Login") == 1
     assert ajam_replay.count("DBPut") == 3
+
+
+async def test_a_user_that_may_not_list_channels_gets_one_warning_not_an_error(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: the read-only user docs/operations.md calls enough for shadow
+    mode may not send ``CoreShowChannels`` (write = reporting or system). Each
+    start logged ``ERROR reconcile at start failed``; now one WARNING says what
+    is lost and which class to add, and a later gap says it no more."""
+    from router.engine import LISTING_REFUSED
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    ajam_replay.on(
+        "CoreShowChannels", lambda sent: [("Response", "Error"), ("Message", "Permission denied")]
+    )
+    engine = await engine_factory(rules, shadow=True)
+    assert engine.ready.is_set()
+    reason = (
+        "CoreShowChannels: Permission denied: the manager user 'router' needs one of "
+        "the write classes reporting, system (manager.conf)"
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warned if "CoreShowChannels" in w] == [
+        LISTING_REFUSED.format(reason=reason)
+    ]  # the client's own line for a refused action is not said twice
+    assert "write = reporting" in LISTING_REFUSED
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    ajam_replay.expire_session()  # a stream gap: its reconcile is refused too
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    assert engine.metrics.stream_gaps.labels("session")._value.get() == 1
+    assert ajam_replay.count("CoreShowChannels") == 2
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("CoreShowChannels" in r.getMessage() for r in said) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_shadow_section_quotes_the_warning_as_logged(page: str) -> None:
+    """docs/operations.md (+ru), shadow mode: the WARNING a read-only user gets
+    at start is the line the engine writes."""
+    from router.engine import LISTING_REFUSED
+
+    text = (Path(__file__).parents[2] / "docs" / page).read_text(encoding="utf-8")
+    reason = (
+        "CoreShowChannels: Permission denied: the manager user 'shadow' needs one of "
+        "the write classes reporting, system (manager.conf)"
+    )
+    assert f"```text\n{LISTING_REFUSED.format(reason=reason)}\n```" in text

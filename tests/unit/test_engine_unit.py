@@ -56,6 +56,9 @@ class FakeClient:
         """And which events it reads only in part."""
         self.narrow = narrow
 
+    def refusal_reported(self, name: str) -> None:
+        """And which refusals it reports itself."""
+
     def set_urgent(
         self,
         test: object,
