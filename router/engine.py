@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from router import eager
@@ -103,6 +104,24 @@ log = logging.getLogger("router.engine")
 
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+#: The logger of the engine's scheduler (a child of apscheduler's: the level
+#: ``callrouter run`` gives apscheduler applies). A run due while the previous
+#: one still goes is skipped (runs never overlap): said at DEBUG by the engine,
+#: not in apscheduler's words at WARNING every interval (an Asterisk that
+#: stalls is reported by the event stream).
+_SCHEDULER_LOG = logging.getLogger("apscheduler.scheduler.callrouter")
+
+
+class _QuietSkips(logging.Filter):
+    """Drops apscheduler's "skipped: maximum number of running instances
+    reached"; :meth:`Engine._job_skipped` says it instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith('Execution of job "%s" skipped')
+
+
+_SCHEDULER_LOG.addFilter(_QuietSkips())
+
 #: Logged once when the manager user may not list the calls in progress
 #: (``CoreShowChannels``: ``write = reporting``); a read-only shadow user
 #: (docs/operations.md) runs without it.
@@ -242,7 +261,8 @@ class Engine:
             is_internal=lambda number: self.registry.is_internal_number(number),
             listening=self.plugins.reads_call_events,
         )
-        self._scheduler = AsyncIOScheduler()
+        self._scheduler = AsyncIOScheduler(logger=_SCHEDULER_LOG)
+        self._scheduler.add_listener(self._job_skipped, EVENT_JOB_MAX_INSTANCES)
         self._stream: EventStream | None = None
         #: The poll loop is handling a batch; the handling of pushed events
         #: that had to wait (both: events keep their order, _take_pushed).
@@ -787,7 +807,13 @@ class Engine:
         if guard is not None and not guard.leaving:
             guard.update()  # an instance that went silent is gone: log it now
             self._note_deaf(guard)
-            await self._send_beat(guard.beat())
+            # Bounded by half the interval: a run never outlives it, so a stalled
+            # Asterisk skips no run (the event stream reports the stall).
+            bound = self.options.live_heartbeat / 2
+            try:
+                await asyncio.wait_for(self._send_beat(guard.beat()), bound)
+            except TimeoutError:
+                log.debug("live-instance heartbeat: no answer within %g s", bound)
 
     def _note_deaf(self, guard: LiveGuard) -> None:
         """Log once when this session stops hearing its own heartbeat, and once
@@ -1041,10 +1067,19 @@ class Engine:
             await self.reload_in_thread()
 
     async def _keepalive(self) -> None:
+        # Bounded by half the interval, as the heartbeat: never two at once.
+        bound = self.options.keepalive / 2
         try:
-            await self._client.send("Ping", {}, validate=False)
-        except AMIError as exc:
+            await asyncio.wait_for(self._client.send("Ping", {}, validate=False), bound)
+        except AMIError as exc:  # the client's own timeout among them
             log.warning("keepalive Ping failed: %s", exc)
+        except TimeoutError:
+            log.warning("keepalive Ping failed: no answer within %g s", bound)
+
+    def _job_skipped(self, event: JobSubmissionEvent) -> None:
+        """A timed job was due while its previous run still went: that run is
+        skipped (:data:`_SCHEDULER_LOG`)."""
+        log.debug("job %s: the previous run is still going; this one is skipped", event.job_id)
 
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()

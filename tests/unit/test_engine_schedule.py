@@ -1,15 +1,26 @@
 """The engine schedules ``schedule:`` rules as check validated them: classic cron
-weekdays in the rules' zone ([plugins.timefuncs] timezone), never the host's."""
+weekdays in the rules' zone ([plugins.timefuncs] timezone), never the host's;
+its own timed jobs never outlive their interval, and a skipped run is quiet."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from tests.unit.test_engine_unit import FakeClient
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+pytest_plugins = ["router.testing"]
 
 RULES = """version: 1
 rules:
@@ -53,3 +64,56 @@ async def test_schedules_fire_on_sunday_in_the_rules_zone(tmp_path: Path) -> Non
         }
     finally:
         await engine.stop()
+
+
+async def test_a_stalled_asterisk_skips_no_heartbeat_and_says_nothing_of_the_scheduler(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: while Asterisk did not answer, every heartbeat run waited for the
+    request timeout (10 s) and apscheduler logged ``Execution of job
+    "Engine._heartbeat ..." skipped: maximum number of running instances
+    reached`` every interval. A run is bounded by half the interval now, so
+    one starts at every tick, and a skipped run of any job is not said at
+    WARNING."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: sales}\n"
+    )
+    stalled = asyncio.Event()
+
+    async def userevent(sent: object) -> None:
+        if stalled.is_set():
+            await asyncio.sleep(5)  # Asterisk does not answer
+        return None
+
+    ajam_replay.on("UserEvent", userevent)
+    engine = await engine_factory(
+        tmp_path / "rules.yaml",
+        options=EngineOptions(watch_interval=0, live_heartbeat=0.2, live_settle=0),
+    )
+    stalled.set()
+    before = ajam_replay.count("UserEvent")
+    await asyncio.sleep(1.3)
+    assert ajam_replay.count("UserEvent") - before >= 5  # one a tick, none skipped
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in said if "maximum number of running instances" in m]
+    assert not [m for m in said if "heartbeat" in m]
+    assert engine.ready.is_set()
+    # A job whose run outlives its interval (a plugin's, a slow disk): skipped quietly.
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+
+    engine.schedule("test:slow", slow, every=0.1)
+    await asyncio.wait_for(started.wait(), 2)
+    await asyncio.sleep(0.4)
+    engine.scheduler.remove_job("test:slow")
+    await asyncio.sleep(0.2)  # its run ends
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in said if "maximum number of running instances" in m]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
