@@ -885,6 +885,7 @@ class Engine:
         It blocks its caller for as long as loading takes; on a running
         engine use :meth:`reload_in_thread` (what the watcher and SIGHUP do).
         """
+        self._rule_mtimes = self._scan_rule_files()  # the watcher does not reload these again
         fresh = self._fresh_registry()
         return self._swap_rules(fresh, load_rules(self.rules.paths, fresh))
 
@@ -897,7 +898,21 @@ class Engine:
         fresh registry (hooks are not thread-safe) and swaps the result in.
         One reload at a time; None when loading itself failed (logged).
         """
+        return await self._reload_files(watched=False)
+
+    async def _reload_files(self, *, watched: bool) -> RuleSet | None:
+        """:meth:`reload_in_thread`; ``watched``: the file watcher's, which
+        reloads only files whose state no reload has read yet (None if none)."""
         async with self._reload_lock:
+            # The files' state as this reload reads them: after a SIGHUP the
+            # watcher then sees nothing new and does not reload (and log) the
+            # same files again; a file saved while loading is reloaded next.
+            files = await asyncio.to_thread(self._scan_rule_files)
+            if watched:
+                if files == self._rule_mtimes:
+                    return None
+                log.info("rule files changed; reloading")
+            self._rule_mtimes = files
             fresh = self._fresh_registry()
             try:
                 loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
@@ -1062,9 +1077,7 @@ class Engine:
     async def _check_rule_files(self) -> None:
         current = await asyncio.to_thread(self._scan_rule_files)  # stat calls: off the loop
         if current != self._rule_mtimes:
-            self._rule_mtimes = current
-            log.info("rule files changed; reloading")
-            await self.reload_in_thread()
+            await self._reload_files(watched=True)
 
     async def _keepalive(self) -> None:
         # Bounded by half the interval, as the heartbeat: never two at once.

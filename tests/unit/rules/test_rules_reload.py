@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -123,3 +125,35 @@ async def test_broken_reload_in_thread_keeps_the_previous_rules(engine: Engine) 
     assert loaded is not None
     assert loaded.fatal
     assert [r.name for r in engine.rules.current.rules] == ["default"]
+
+
+async def test_the_watcher_does_not_reload_what_a_sighup_reloaded(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a file saved, then SIGHUP: the watcher's next look found the
+    files changed since its own last look and reloaded them again, so every
+    ERROR and WARNING of the reload (and the dialplan check) came twice."""
+    folder = engine.rules.paths[0]
+    (folder / "a.yaml").write_text(
+        GOOD + "  - name: bad\n    on: call\n    if: nosuch(\n    do: [hangup: {}]\n",
+        encoding="utf-8",
+    )
+    caplog.set_level(logging.INFO, logger="router.engine")
+    engine.request_reload()
+    (task,) = engine._reloads
+    await asyncio.wait_for(task, timeout=60)
+    await engine._check_rule_files()  # the watcher's next tick
+    reloads = engine.metrics.rule_reloads
+    assert reloads.labels("ok")._value.get() == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("(rule disabled)" in m for m in said) == 1
+    assert not [m for m in said if "rule files changed" in m]
+    # A file saved after that reload is the watcher's again.
+    (folder / "a.yaml").write_text(GOOD.replace("default", "renamed"), encoding="utf-8")
+    stat = (folder / "a.yaml").stat()
+    os.utime(folder / "a.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
+    await engine._check_rule_files()
+    assert reloads.labels("ok")._value.get() == 2
+    assert [r.name for r in engine.rules.current.rules] == ["renamed"]
+    await engine._check_rule_files()
+    assert reloads.labels("ok")._value.get() == 2
