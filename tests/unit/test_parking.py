@@ -238,7 +238,11 @@ async def test_past_the_deadline_the_call_is_left_to_the_dialplan(tmp_path: Path
     await eventually(lambda: routing.records, "the decision record")
     (record,) = routing.records
     assert record.outcome == "late"
-    assert wire.sent == []
+    # No Redirect; only the mark that the call was decided (not fallen while down).
+    await eventually(lambda: wire.sent, "the mark")
+    assert [(name, params.get("Variable")) for name, params in wire.sent] == [
+        ("Setvar", "CALLROUTER_DECIDED")
+    ]
 
 
 def test_watching_only_while_a_channel_is_not_yet_seen_in_wait() -> None:
