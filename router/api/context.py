@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.metrics import Metrics
     from router.rules.ruleset import RuleSet
 
-__all__ = ["MAX_BODY_BYTES", "ApiContext", "read_json"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_NUMBER_DIGITS",
+    "ApiContext",
+    "decode_json",
+    "read_json",
+]
 
 log = logging.getLogger("router.api")
 
@@ -124,13 +132,104 @@ class ApiContext:
 
 #: Largest request body the API reads: an AMI action is a few hundred bytes.
 MAX_BODY_BYTES = 64 * 1024
+#: Deepest nesting of arrays and objects in a request body. The deepest body
+#: the API reads is three levels; ``lookups`` stand for 1C answers, which the 1C
+#: plugin refuses past 32 levels too. Far below the interpreter's recursion limit.
+MAX_JSON_DEPTH = 32
+#: Longest number in a request body: no field needs more, and ``int()`` of a
+#: few thousand digits raises (or costs quadratic time).
+MAX_NUMBER_DIGITS = 100
+
+# Strings are dropped before brackets are counted ("[" in a name is text);
+# escapes go first so the string pattern needs no alternation: both passes are
+# linear whatever the body, an unterminated string included.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting_depth(body: bytes, stop: int) -> int:
+    """The deepest bracket nesting of ``body`` outside strings; stops past ``stop``."""
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop:
+                break
+    return deepest
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _TooLong(text)
+    return int(text)
+
+
+def _real(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _TooLong(text)
+    return float(text)
+
+
+def _constant(name: str) -> object:
+    raise ApiError(400, f"malformed JSON: {name} is not a JSON value")
+
+
+def decode_json(body: bytes) -> object:
+    """A request body's JSON value, within bounds; 400 saying what is wrong and where.
+
+    Bounded before ``json`` sees it: nesting (:data:`MAX_JSON_DEPTH`), numbers
+    (:data:`MAX_NUMBER_DIGITS`), no ``NaN`` or ``Infinity``. Without the bounds a
+    body of ``[`` repeated, or one 5,000-digit number, raised ``RecursionError``
+    or ``ValueError`` out of the parser: a 500 and a traceback for anyone.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, f"malformed JSON: not UTF-8 at byte {exc.start}", position=exc.start
+        ) from None
+    if _nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400, f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        value = json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
+    except _TooLong:
+        raise ApiError(
+            400, f"malformed JSON: a number longer than {MAX_NUMBER_DIGITS} characters"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            line=exc.lineno,
+            column=exc.colno,
+        ) from None
+    except RecursionError:  # pragma: no cover - the depth bound comes first
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
+    try:
+        # "\\ud800" is valid JSON but no text: it could not be encoded for Asterisk.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "malformed JSON: a lone surrogate (\\uD800-\\uDFFF) is not text"
+        ) from None
+    return value
 
 
 async def read_json(request: Request, *, required: bool = False) -> dict[str, Any]:
     """The request's JSON object; 400 naming the problem and where it is.
 
     An empty body is ``{}`` unless ``required``. The size is checked before
-    parsing, so a huge body costs nothing but the read.
+    parsing, so a huge body costs nothing but the read; the parse itself is
+    bounded by :func:`decode_json`.
     """
     body = b""
     async for chunk in request.stream():
@@ -141,19 +240,7 @@ async def read_json(request: Request, *, required: bool = False) -> dict[str, An
         if required:
             raise ApiError(400, "a JSON object is required in the request body")
         return {}
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(
-            400, f"malformed JSON: not UTF-8 at byte {exc.start}", position=exc.start
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            line=exc.lineno,
-            column=exc.colno,
-        ) from None
+    value = decode_json(body)
     if not isinstance(value, dict):
         raise ApiError(400, f"expected a JSON object, got {_json_kind(value)}")
     return value
