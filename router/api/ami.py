@@ -32,7 +32,10 @@ from router.api.errors import ApiError, problem_responses
 from router.errors import AMIValidationError
 from router.suggest import closest
 
-__all__ = ["OPENAPI", "routes"]
+__all__ = ["OPENAPI", "UNKNOWN_OPERATION", "routes"]
+
+#: The audit operation (and metrics label) of a request for an action the catalog lacks.
+UNKNOWN_OPERATION = "ami:unknown"
 
 _PARAM_NAME = re.compile(r"parameter '?([A-Za-z0-9_-]+)'?")
 
@@ -41,7 +44,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def ami_action(request: Request) -> JSONResponse:
         name = request.path_params["action"]
         audit = audit_of(request)
-        audit.operation = f"ami:{name}"
+        # The operation is a metrics label: only the catalog's spelling of a known
+        # action, whoever asks; anything else is one fixed label, so requests for
+        # made-up paths (with or without a token) cannot fill the label's cap and
+        # push real requests into "other". The path as sent is the audit target.
+        known = _known(name)
+        audit.operation = f"ami:{known.name}" if known is not None else UNKNOWN_OPERATION
         audit.target = name
         authenticate(request)
         spec = _action(name)
@@ -63,6 +71,11 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
 
     return [Route("/api/v1/ami/{action}", ami_action, methods=["POST"])]
+
+
+def _known(name: str) -> ActionSpec | None:
+    catalog = load_catalog()
+    return catalog.action(name) if name in catalog else None
 
 
 def _action(name: str) -> ActionSpec:

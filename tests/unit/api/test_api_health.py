@@ -12,13 +12,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.ami.catalog import load_catalog
+from router.api.ami import UNKNOWN_OPERATION
 from router.api.app import build_app, openapi_document
 from router.api.auth import hash_token, new_token
 from router.api.context import ApiContext
-from router.api.settings import ApiSettings, TokenSettings
+from router.api.settings import OPERATIONS, ApiSettings, TokenSettings
 from router.errors import ConfigError
 from router.health import Health, readiness
-from router.metrics import Metrics
+from router.metrics import LABEL_CAP, Metrics
 from router.testing import StubEngine, config_from_toml
 
 SCRAPER = new_token()
@@ -116,6 +118,38 @@ async def test_metrics_needs_no_token_by_default_and_counts_requests(stub: StubE
     assert counted[(("operation", "ami:Ping"), ("status", "200"))] == 1
     assert counted[(("operation", "ami:Ping"), ("status", "401"))] == 1
     assert counted[(("operation", "metrics:read"), ("status", "200"))] == 1  # the first scrape
+
+
+async def test_made_up_ami_paths_cannot_fill_the_operation_label(stub: StubEngine) -> None:
+    """Before: ``ami:<path as sent>`` was the label, set before the token was
+    checked, so 210 tokenless requests for made-up actions filled the label's cap
+    (200) and every real request after them counted as ``operation="other"``."""
+    metrics = Metrics(event_names=())
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), metrics=metrics)
+    async with client(ctx) as http:
+        for i in range(LABEL_CAP + 10):
+            junk = await http.post(f"/api/v1/ami/junk{i}")  # no token
+            assert junk.status_code == 401
+        typo = await http.post("/api/v1/ami/junk", headers={"Authorization": f"Bearer {OTHER}"})
+        # Any spelling of a known action is the catalog's: one label, not one per case.
+        shouted = await http.post("/api/v1/ami/PING")
+        ping = await http.post("/api/v1/ami/ping", headers={"Authorization": f"Bearer {OTHER}"})
+        scrape = await http.get("/metrics")
+    assert (typo.status_code, shouted.status_code, ping.status_code) == (404, 401, 200)
+    counted = values(scrape.text, "callrouter_api_requests_total")
+    assert counted == {
+        (("operation", UNKNOWN_OPERATION), ("status", "401")): LABEL_CAP + 10,
+        (("operation", UNKNOWN_OPERATION), ("status", "404")): 1,
+        (("operation", "ami:Ping"), ("status", "401")): 1,
+        (("operation", "ami:Ping"), ("status", "200")): 1,
+    }
+
+
+def test_every_operation_label_fits_under_the_cap() -> None:
+    """The labels are the catalog's actions and the fixed operations, nothing a
+    request spells: all of them fit under the cap, so none is ever "other"."""
+    fixed = len(OPERATIONS) + 16  # ui:*, healthz, readyz, openapi, ami:unknown, "-"
+    assert len(load_catalog()) + fixed < LABEL_CAP
 
 
 async def test_metrics_auth_asks_for_metrics_read(stub: StubEngine) -> None:
