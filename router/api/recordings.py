@@ -57,7 +57,13 @@ _RECORD_KEYS: Final = ("legs", "format")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range ``header`` asks of a ``size``-byte file, inclusive; None for
     the whole file (no header, several ranges, or one we do not understand: RFC 9110
-    lets a server ignore Range). ApiError 416 when it starts past the end."""
+    lets a server ignore Range). ApiError 416 when it starts past the end.
+
+    An empty file has no byte a ``Content-Range`` could name (``bytes 0--1/0`` is
+    not one): ``bytes=0-0`` starts past its end (416, ``bytes */0``), and the last N
+    bytes of it, which RFC 9110 14.1.2 counts as satisfiable, are the whole
+    (empty) file: the Range is ignored (14.2 allows that for no content), 200.
+    """
     if header is None:
         return None
     found = _RANGE.fullmatch(header.strip())
@@ -67,6 +73,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         count = int(found[2])
         if count == 0:
             raise _unsatisfiable(size)
+        if size == 0:
+            return None
         return max(0, size - count), size - 1
     start = int(found[1])
     if start >= size:

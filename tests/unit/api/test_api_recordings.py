@@ -14,6 +14,8 @@ import pytest
 from router.api.app import build_app
 from router.api.auth import hash_token, new_token
 from router.api.context import ApiContext
+from router.api.errors import ApiError
+from router.api.recordings import parse_range
 from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.naming import file_names
@@ -164,6 +166,70 @@ async def test_byte_ranges(stub: StubEngine, settings: RecordingSettings) -> Non
     assert past.headers["content-range"] == f"bytes */{len(AUDIO)}"
     assert nonsense.status_code == 200
     assert nonsense.content == AUDIO
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=-5", 0, None),  # satisfiable (RFC 9110 14.1.2) but no byte to name: 200
+        ("bytes=-1", 0, None),
+        ("bytes=0-0", 0, 416),
+        ("bytes=0-", 0, 416),
+        ("bytes=-0", 0, 416),
+        ("bytes=5-9", 0, 416),
+        ("bytes=-5", 3, (0, 2)),  # more than the file: all of it
+        ("bytes=0-0", 1, (0, 0)),
+        ("bytes=2-99999", 10, (2, 9)),  # an end past the end is the end
+        ("bytes=10-", 10, 416),
+        ("bytes=11-20", 10, 416),
+        ("bytes=5-2", 10, None),  # not a valid range: ignored
+    ],
+)
+def test_parse_range_at_the_edges(
+    header: str, size: int, expected: tuple[int, int] | int | None
+) -> None:
+    if expected == 416:
+        with pytest.raises(ApiError) as refused:
+            parse_range(header, size)
+        assert refused.value.status == 416
+        assert refused.value.headers["Content-Range"] == f"bytes */{size}"
+    else:
+        assert parse_range(header, size) == expected
+
+
+async def test_ranges_of_an_empty_recording_never_name_bytes_it_lacks(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Before: ``bytes=-5`` of a 0-byte recording was 206 with ``bytes 0--1/0``."""
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).write_bytes(b"")
+    url = link(stub, settings)
+    async with client_for(stub) as client:
+        tail = await client.get(url, headers={"Range": "bytes=-5"})
+        first = await client.get(url, headers={"Range": "bytes=0-0"})
+        whole = await client.get(url)
+    assert tail.status_code == 200
+    assert "content-range" not in tail.headers
+    assert (tail.content, tail.headers["content-length"]) == (b"", "0")
+    assert first.status_code == 416
+    assert first.headers["content-range"] == "bytes */0"
+    assert (whole.status_code, whole.content) == (200, b"")
+
+
+async def test_ranges_past_the_end_are_416_and_ends_past_it_are_cut(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    url = link(stub, settings)
+    async with client_for(stub) as client:
+        beyond = await client.get(
+            url, headers={"Range": f"bytes={len(AUDIO) + 5}-{len(AUDIO) + 9}"}
+        )
+        cut = await client.get(url, headers={"Range": f"bytes={len(AUDIO) - 3}-{len(AUDIO) * 2}"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(AUDIO)}"
+    assert cut.status_code == 206
+    assert cut.content == AUDIO[-3:]
+    assert cut.headers["content-range"] == f"bytes {len(AUDIO) - 3}-{len(AUDIO) - 1}/{len(AUDIO)}"
 
 
 TRAVERSALS = [
