@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -36,7 +37,12 @@ from router.ami.message import Event
 from router.ami.numbers import ascii_int
 from router.api.auth import Token, authorize
 from router.api.context import read_json
-from router.api.dial_settings import VARIABLE_NAME, bad_value
+from router.api.dial_settings import (
+    REQUEST_VARIABLE,
+    DialSettings,
+    bad_value,
+    call_variable_problem,
+)
 from router.api.dialing import Dialing, channel_extension
 from router.api.errors import ApiError
 
@@ -59,6 +65,8 @@ _IDEMPOTENCY_MAX: Final = 10_000
 _KEY: Final = 255
 _VARIABLES_MAX: Final = 32
 _VALUE_MAX: Final = 256
+#: C0 controls and DEL: no value needs them (CR, LF and NUL would add AMI headers).
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _CREATE_KEYS: Final = ("from", "to", "variables")
 _TRANSFER_KEYS: Final = ("to", "mode", "from")
 
@@ -309,8 +317,18 @@ def _unknown_keys(body: Mapping[str, object], known: tuple[str, ...]) -> None:
             raise ApiError(400, f"{key}: unknown field (known: {', '.join(known)})", field=key)
 
 
-def _variables(value: object) -> dict[str, str]:
-    """A request's channel variables: names and values that cannot add AMI headers."""
+def _variables(value: object, settings: DialSettings) -> dict[str, str]:
+    """A request's channel variables, each refused with the reason and its name.
+
+    400 for what cannot be a variable (the name's syntax, a value that could add
+    AMI headers or split the ``Variable`` header); 422 for a well-formed name the
+    request may not set (:func:`~router.api.dial_settings.call_variable_problem`:
+    callrouter's and Asterisk's reserved names, router.toml's own, and any name
+    ``[api] call_variables`` does not allow). A channel variable shadows the
+    dialplan's global of the same name, so a name is where the harm is:
+    ``__CALLROUTER_DEFAULT`` once sent a transferred call to a context of the
+    request's choosing.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -318,21 +336,37 @@ def _variables(value: object) -> dict[str, str]:
     if len(value) > _VARIABLES_MAX:
         raise ApiError(400, f"variables: at most {_VARIABLES_MAX} variables", field="variables")
     out: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for name, text in value.items():
         where = f"variables.{name}"[:80]
-        if not VARIABLE_NAME.fullmatch(name):
+        if not REQUEST_VARIABLE.fullmatch(name):
             raise ApiError(
-                400, f"{where}: not a variable name (letters, digits, _; 1 to 64)", field=where
+                400,
+                f"{where}: not a variable name (a letter, then letters, digits, _; "
+                "up to 64; _ or __ before it to inherit)",
+                field=where,
             )
         if not isinstance(text, str):
             raise ApiError(400, f"{where}: expected text", field=where)
         # Asterisk splits a Variable header at commas: "a,EVIL=1" would set two.
-        if bad_value(text) or "," in text or len(text) > _VALUE_MAX:
+        if bad_value(text) or _CONTROL.search(text) or "," in text or len(text) > _VALUE_MAX:
             raise ApiError(
                 400,
-                f"{where}: no CR, LF, NUL or comma, at most {_VALUE_MAX} characters",
+                f"{where}: no control characters or comma, at most {_VALUE_MAX} characters",
                 field=where,
             )
+        base = name.lstrip("_")
+        if base.upper() in seen:
+            raise ApiError(
+                400,
+                f"{where}: the same variable as {seen[base.upper()]!r} (leading _ only "
+                "says how far it is inherited)",
+                field=where,
+            )
+        seen[base.upper()] = name
+        problem = call_variable_problem(name, settings)
+        if problem is not None:
+            raise ApiError(422, f"{where}: {problem}", field=where)
         out[name] = text
     return out
 
@@ -365,7 +399,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         extension = dialing.extension(body["from"], "from")
         await authorize(request, "calls:create", extension)
         number = dialing.number(body["to"], "to")
-        variables = {**settings.variables, **_variables(body.get("variables"))}
+        variables = {**settings.variables, **_variables(body.get("variables"), settings)}
         key = request.headers.get("idempotency-key")
         fingerprint = hashlib.sha256(
             json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
@@ -620,7 +654,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "201": _json(_CALL_REF, "The call, originating"),
                     "200": _json(_CALL_REF, "The call made earlier for this Idempotency-Key"),
-                    **_errors(400, 401, 403, 409, 413, 429, 503),
+                    **_errors(400, 401, 403, 409, 413, 422, 429, 503),
                 },
             },
             "get": {

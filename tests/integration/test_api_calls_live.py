@@ -352,3 +352,77 @@ async def test_blind_transfer_moves_the_customer_to_the_other_extension(
 
 async def _named(listing: Any, prefix: str) -> list[dict[str, str]]:
     return [c for c in await listing if c["Channel"].startswith(prefix)]
+
+
+async def test_request_variables_cannot_pick_where_a_transferred_call_lands(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
+) -> None:
+    """The attacker's review: a token for 101 set these inherited variables on a
+    click-to-call, then transferred it to 102; they shadowed the shipped dialplan's
+    globals and Asterisk ran Goto(fallback,666,1). Now the request is refused (422)
+    before anything is sent, while a variable the administrator allows (CRM_*) is
+    still set and inherited down to the extension the call is transferred to."""
+    before = {c["Channel"] for c in await channels(admin)}
+    attack = await http.post(
+        "/api/v1/calls",
+        json={
+            "from": "101",
+            "to": "89164440001",
+            "variables": {
+                "__CRM_DEAL": "1017",
+                "__CALLROUTER_DEFAULT": "fallback",
+                "__CALLROUTER_DID": "666",
+                "__CALLROUTER_DND_102": "1",
+            },
+        },
+        headers=auth("t101"),
+    )
+    assert attack.status_code == 422, attack.text
+    assert attack.json()["field"] == "variables.__CALLROUTER_DEFAULT"
+    await asyncio.sleep(0.5)
+    assert {c["Channel"] for c in await channels(admin)} <= before  # nothing was originated
+
+    made = await http.post(
+        "/api/v1/calls",
+        json={"from": "101", "to": "89164440001", "variables": {"__CRM_DEAL": "1017"}},
+        headers=auth("t101"),
+    )
+    assert made.status_code == 201, made.text
+    call_id = made.json()["id"]
+    landed: list[tuple[str | None, str | None]] = []
+
+    def listener(item: Event | StreamGap, call: Call | None) -> None:
+        if isinstance(item, Event) and item.name == "Newexten":
+            landed.append((item.get("Context"), item.get("Exten")))
+
+    stop = engine.api.watch(listener)
+    try:
+
+        async def connected() -> bool:
+            shown = (await http.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+            return bool(shown["state"] == "connected")
+
+        await until(connected, timeout=10)
+        await asyncio.sleep(0.3)  # the bridge settles
+        moved = await http.post(
+            f"/api/v1/calls/{call_id}/transfer",
+            json={"to": "102", "mode": "blind", "from": "101"},
+            headers=auth("t101"),
+        )
+        assert moved.status_code == 202, moved.text
+        ringing = await until(
+            lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
+        )
+        # The customer rings 102 through callrouter-dial, carrying the CRM's variable.
+        value = await admin.send(
+            "Getvar", {"Channel": ringing[0]["Channel"], "Variable": "CRM_DEAL"}, check=False
+        )
+        assert value.response.get("Value") == "1017"
+        assert ("callrouter-dial", "102") in landed
+        assert not [c for c, _ in landed if c in ("fallback", "callrouter-default")], landed
+    finally:
+        stop()
+        await http.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("t101"))
+        for c in await channels(admin):
+            if c["Channel"].startswith("Local/102@sandbox-phone"):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
