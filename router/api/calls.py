@@ -58,9 +58,10 @@ __all__ = ["DIAL_CONTEXT", "OPENAPI", "Origination", "Originations", "routes"]
 DIAL_CONTEXT: Final = "callrouter-dial"
 #: The leg's DTMF features as Asterisk reads them back (``T``: may transfer).
 _FEATURES_VARIABLE: Final = "CHANNEL(dtmf_features)"
-#: Click-to-call calls remembered after they end, for ``GET /calls/{id}``.
+#: Click-to-call calls remembered per token (after they end too), for ``GET /calls/{id}``.
 _KEPT: Final = 1_000
 _PROGRESS_MAX: Final = 32
+#: Idempotency-Keys remembered per token.
 _IDEMPOTENCY_MAX: Final = 10_000
 _KEY: Final = 255
 _VARIABLES_MAX: Final = 32
@@ -88,6 +89,8 @@ class Origination:
     reason: str | None = None
     #: Asterisk's ``Timestamp`` of the first new channel (None until then).
     first_channel_at: float | None = None
+    #: The token that placed it: each token's calls are bounded on their own.
+    owner: str = ""
     progress: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_PROGRESS_MAX))
 
     def advance(self, state: State) -> list[State]:
@@ -133,29 +136,47 @@ _REASONS: Final = {
 
 
 class Originations:
-    """Click-to-call calls by id and by ActionID, bounded, fed by the engine's events."""
+    """Click-to-call calls by id and by ActionID, fed by the engine's events.
 
-    def __init__(self, feed: EventFeed | None = None) -> None:
-        self._by_id: OrderedDict[str, Origination] = OrderedDict()
+    Bounded per token (``kept`` each, the oldest forgotten first): a token that
+    places many calls forgets its own, never another token's.
+    """
+
+    def __init__(self, feed: EventFeed | None = None, kept: int | None = None) -> None:
+        self._by_id: dict[str, Origination] = {}
         self._by_action: dict[str, str] = {}
+        #: Each owner's call ids, oldest first.
+        self._by_owner: dict[str, OrderedDict[str, None]] = {}
+        self._kept = _KEPT if kept is None else kept
         #: Told each state a click-to-call reaches (kind ``click_to_call``), at
         #: the ``from`` extension: 1C's panel sees its own call progress.
         self._feed = feed
 
     def add(self, origination: Origination) -> None:
+        self.discard(origination.id)
         self._by_id[origination.id] = origination
         self._by_action[origination.action_id] = origination.id
-        while len(self._by_id) > _KEPT:
-            _, old = self._by_id.popitem(last=False)
-            self._by_action.pop(old.action_id, None)
+        mine = self._by_owner.setdefault(origination.owner, OrderedDict())
+        mine[origination.id] = None
+        while len(mine) > self._kept:
+            old_id, _ = mine.popitem(last=False)
+            old = self._by_id.pop(old_id, None)
+            if old is not None:
+                self._by_action.pop(old.action_id, None)
 
     def get(self, call_id: str) -> Origination | None:
         return self._by_id.get(call_id)
 
     def discard(self, call_id: str) -> None:
         old = self._by_id.pop(call_id, None)
-        if old is not None:
-            self._by_action.pop(old.action_id, None)
+        if old is None:
+            return
+        self._by_action.pop(old.action_id, None)
+        mine = self._by_owner.get(old.owner)
+        if mine is not None:
+            mine.pop(call_id, None)
+            if not mine:
+                del self._by_owner[old.owner]
 
     def observe(self, item: Event | StreamGap, call: Call | None) -> None:
         """``EngineAPI.watch`` listener: one event's meaning for our calls."""
@@ -221,23 +242,33 @@ class _Remembered:
 class IdempotencyKeys:
     """``Idempotency-Key`` per token: the same key and body -> the same call.
 
-    Bounded by count (oldest forgotten first) and by age (``idempotency_ttl``).
+    Bounded per token by count (``kept``, oldest forgotten first: a token that
+    sends many keys forgets its own, never another token's) and by age
+    (``idempotency_ttl``).
     """
 
-    def __init__(self, ttl: float, clock: Any = time.monotonic) -> None:
+    def __init__(self, ttl: float, clock: Any = time.monotonic, kept: int | None = None) -> None:
         self.ttl = ttl
         self._clock = clock
-        self._keys: OrderedDict[tuple[str, str], _Remembered] = OrderedDict()
+        self._kept = _IDEMPOTENCY_MAX if kept is None else kept
+        #: Each token's keys, oldest first (the TTL is the same for all).
+        self._keys: dict[str, OrderedDict[str, _Remembered]] = {}
 
     def lookup(self, token: str, key: str, fingerprint: str) -> str | None:
         """The call made for this key, None for a new key; 409 for another body."""
+        mine = self._keys.get(token)
+        if mine is None:
+            return None
         now = self._clock()
-        while self._keys:
-            oldest = next(iter(self._keys.values()))
+        while mine:
+            oldest = next(iter(mine.values()))
             if oldest.expires > now:
                 break
-            self._keys.popitem(last=False)
-        found = self._keys.get((token, key))
+            mine.popitem(last=False)
+        if not mine:
+            del self._keys[token]
+            return None
+        found = mine.get(key)
         if found is None:
             return None
         if found.fingerprint != fingerprint:
@@ -250,12 +281,18 @@ class IdempotencyKeys:
         return found.call_id
 
     def remember(self, token: str, key: str, fingerprint: str, call_id: str) -> None:
-        self._keys[(token, key)] = _Remembered(fingerprint, call_id, self._clock() + self.ttl)
-        while len(self._keys) > _IDEMPOTENCY_MAX:
-            self._keys.popitem(last=False)
+        mine = self._keys.setdefault(token, OrderedDict())
+        mine[key] = _Remembered(fingerprint, call_id, self._clock() + self.ttl)
+        mine.move_to_end(key)
+        while len(mine) > self._kept:
+            mine.popitem(last=False)
 
     def forget(self, token: str, key: str) -> None:
-        self._keys.pop((token, key), None)
+        mine = self._keys.get(token)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._keys[token]
 
 
 # -- what a call looks like -------------------------------------------------------------
@@ -428,6 +465,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             number=number.number,
             dial=number.dial,
             created=time.time(),
+            owner=token.name,
         )
         originations.add(origination)
         if key is not None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from router.api.app import build_app
+from router.api.calls import IdempotencyKeys, Origination, Originations
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
 from router.api.settings import ApiSettings, TokenSettings
@@ -556,3 +557,94 @@ def test_a_dial_seen_before_the_originate_response_still_tells_answered_first() 
     assert origination.advance("connected") == ["connected"]
     assert origination.advance("ended") == ["ended"]
     assert origination.advance("connected") == []
+
+
+async def test_a_token_placing_many_calls_forgets_its_own_not_another_s(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the remembered click-to-calls (1,000) and Idempotency-Keys (10,000)
+    were shared by all tokens: one token placing calls with new keys pushed out
+    another's, whose GET /calls/{id} then said 404 and whose retry placed a
+    second call. Here both bounds are 3 and one token places 10 calls."""
+    from router.api import calls
+
+    monkeypatch.setattr(calls, "_KEPT", 3)
+    monkeypatch.setattr(calls, "_IDEMPOTENCY_MAX", 3)
+    app = build_app(ApiContext(engine=engine.api, settings=settings()))
+    body = {"from": "102", "to": "89161234567"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        theirs = await client.post(
+            "/api/v1/calls", json=body, headers={**auth("all"), "Idempotency-Key": "order-1"}
+        )
+        assert theirs.status_code == 201, theirs.text
+        call_id = theirs.json()["id"]
+        mine = [
+            await client.post(
+                "/api/v1/calls",
+                json={"from": "101", "to": f"8916123450{i}"},
+                headers={**auth("t101"), "Idempotency-Key": f"k{i}"},
+            )
+            for i in range(10)
+        ]
+        assert [r.status_code for r in mine] == [201] * 10
+        shown = await client.get(f"/api/v1/calls/{call_id}", headers=auth("all"))
+        retried = await client.post(
+            "/api/v1/calls", json=body, headers={**auth("all"), "Idempotency-Key": "order-1"}
+        )
+        own_oldest = await client.get(f"/api/v1/calls/{mine[0].json()['id']}", headers=auth("all"))
+        own_retry = await client.post(
+            "/api/v1/calls",
+            json={"from": "101", "to": "89161234500"},
+            headers={**auth("t101"), "Idempotency-Key": "k0"},
+        )
+    assert shown.status_code == 200, shown.text
+    assert (retried.status_code, retried.json()["id"]) == (200, call_id)
+    # The flooding token's own oldest are the ones forgotten.
+    assert own_oldest.status_code == 404
+    assert own_retry.status_code == 201
+
+
+def _origination(call_id: str, owner: str) -> Origination:
+    return Origination(
+        id=call_id,
+        action_id=f"a-{call_id}",
+        extension="101",
+        number="79161234567",
+        dial="79161234567",
+        created=0.0,
+        owner=owner,
+    )
+
+
+def test_one_token_s_click_to_calls_never_push_out_another_s() -> None:
+    """Before: 1,000 calls were remembered for all tokens together, so one token
+    placing many made another's recent call unknown (404) to GET /calls/{id}."""
+    kept = Originations(kept=3)
+    kept.add(_origination("theirs", "crm"))
+    for i in range(10):
+        kept.add(_origination(f"mine-{i}", "flood"))
+    assert kept.get("theirs") is not None
+    assert [kept.get(f"mine-{i}") is not None for i in range(10)] == [False] * 7 + [True] * 3
+    kept.discard("theirs")
+    assert kept.get("theirs") is None
+    kept.add(_origination("again", "crm"))
+    assert kept.get("again") is not None
+
+
+def test_one_token_s_idempotency_keys_never_push_out_another_s() -> None:
+    """Before: 10,000 keys for all tokens together: one token sending many new keys
+    made another's retry place a second call."""
+    now = [0.0]
+    keys = IdempotencyKeys(ttl=60, clock=lambda: now[0], kept=3)
+    keys.remember("crm", "order-1", "body", "c-crm")
+    for i in range(10):
+        keys.remember("flood", f"k{i}", "body", f"c{i}")
+    assert keys.lookup("crm", "order-1", "body") == "c-crm"
+    assert keys.lookup("flood", "k0", "body") is None  # its own oldest went
+    assert keys.lookup("flood", "k9", "body") == "c9"
+    # The TTL still applies, to each token's keys.
+    now[0] = 61
+    assert keys.lookup("crm", "order-1", "body") is None
+    assert keys.lookup("flood", "k9", "body") is None
