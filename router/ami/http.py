@@ -50,6 +50,18 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 32 * 1024 * 1024
 #: Longest chunk-size line (hex digits plus extensions) we wait for.
 _MAX_CHUNK_LINE = 1024
+#: Interim (1xx) responses skipped before the final one; a server sends one, if any.
+MAX_INTERIM = 8
+
+#: The HTTP versions we read: HTTP/1.0 and HTTP/1.1 (HTTP/1.x in general).
+_VERSION = re.compile(r"HTTP/1\.[0-9]", re.ASCII)
+#: A header name (RFC 9110 ``token``): no blank, no colon, no control character.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+#: What a header value may not hold once the head is cut into lines: a bare
+#: CR or LF, which another parser may read as the end of the line. (A NUL is
+#: left to whoever reads the value: the session cookie is checked whole.)
+_BAD_VALUE = re.compile("[\r\n]")
+_BLANK = " \t"
 
 
 class HTTPError(ConnectionError):
@@ -89,11 +101,27 @@ class Headers:
         self._items = [(k.lower(), v) for k, v in items]
 
     def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``: for headers that come once."""
         key = name.lower()
         for k, v in self._items:
             if k == key:
                 return v
         return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (``Set-Cookie`` comes once per cookie)."""
+        key = name.lower()
+        return [v for k, v in self._items if k == key]
+
+    def tokens(self, name: str) -> list[str]:
+        """A list-valued header (``Connection``, ``Transfer-Encoding``) as its
+        lower-cased tokens, over every line it comes on, empty ones left out."""
+        return [
+            token
+            for value in self.get_all(name)
+            for part in value.split(",")
+            if (token := part.strip(" \t").lower())
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,36 +173,59 @@ class ResponseParser:
     Every framing is bounded: the head (status line and headers) by
     ``max_head``, the body by ``max_body`` whether it is announced by
     ``Content-Length``, chunked (the chunk-size lines and trailers count
-    against ``max_head``) or read until the peer closes. Anything malformed or
-    too big raises :class:`HTTPProtocolError`; a peer that closes mid-answer
-    :class:`HTTPError`. Nothing else escapes.
+    against ``max_head``) or read until the peer closes. Each byte is scanned
+    once for the end of a head or of the trailers, however the reads split
+    them. Interim (1xx) responses are skipped, at most :data:`MAX_INTERIM`.
+    A framing that is ambiguous (``Transfer-Encoding`` with ``Content-Length``,
+    two different lengths, a transfer coding other than ``chunked``) is
+    refused, as RFC 9112 section 6.3 asks, not guessed at. Bytes after the
+    response (nobody asked for them) make it ``keep_alive=False``: its
+    connection would read them as the next request's answer. Anything
+    malformed or too big raises :class:`HTTPProtocolError`; a peer that closes
+    mid-answer :class:`HTTPError`. Nothing else escapes.
     """
 
     def __init__(self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD) -> None:
         self._buffer = bytearray()
+        #: Bytes at the start of the buffer already searched for the end of a
+        #: head (or of the trailers): the next search starts 3 before them.
+        self._scanned = 0
         self._head: HTTPResponse | None = None
         self._length: int | None = None
         self._chunked = False
+        #: The last chunk was read: the trailer section (usually empty) follows.
+        self._trailers = False
         self._max_body = max_body
         self._max_head = max_head
         self._body = bytearray()
         #: Bytes of chunk-size lines and trailers seen so far (bounded by max_head).
         self._framing = 0
+        #: Interim (1xx) responses skipped so far.
+        self._interim = 0
+        self._received = False
+        #: Bytes that came after the response (0 when it ended the data).
+        self.surplus = 0
 
     @property
     def started(self) -> bool:
-        return bool(self._buffer) or self._head is not None
+        """Any byte of an answer arrived (a 1xx too)."""
+        return self._received
 
     def feed(self, data: bytes) -> HTTPResponse | None:
+        if data:
+            self._received = True
         self._buffer += data
-        if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
+        while self._head is None:
+            end = self._buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end < 0 or end > self._max_head:
                 if len(self._buffer) > self._max_head:
                     raise HTTPProtocolError(f"response head over {self._max_head} bytes")
+                self._scanned = len(self._buffer)
                 return None
-            self._parse_head(bytes(self._buffer[:end]))
+            head = bytes(self._buffer[:end])
             del self._buffer[: end + 4]
+            self._scanned = 0
+            self._parse_head(head)  # an interim response leaves _head None: the next one
         if self._chunked:
             return self._feed_chunked()
         if self._length is None:
@@ -184,9 +235,7 @@ class ResponseParser:
                 )
             return None  # read to EOF: finish() completes it
         if len(self._buffer) >= self._length:
-            assert self._head is not None
-            self._head.content = bytes(self._buffer[: self._length])
-            return self._head
+            return self._complete(bytes(self._buffer[: self._length]), self._length)
         return None
 
     def finish(self) -> HTTPResponse:
@@ -197,28 +246,75 @@ class ResponseParser:
             return self._head
         raise HTTPError("connection closed in the middle of the response")
 
+    def _complete(self, content: bytes, used: int) -> HTTPResponse:
+        """The response is whole; ``used`` bytes of the buffer were its last."""
+        head = self._head
+        assert head is not None
+        head.content = content
+        self.surplus = len(self._buffer) - used
+        if self.surplus:
+            # Nobody asked for them: on a reused connection they would be
+            # taken for the next request's answer, and every later one's.
+            head.keep_alive = False
+        self._buffer.clear()
+        return head
+
     def _parse_head(self, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
         status = lines[0].split(" ", 2)
         code = ascii_int(status[1]) if len(status) >= 2 and len(status[1]) == 3 else None
-        if code is None or not status[0].startswith("HTTP/1."):
+        if code is None or _VERSION.fullmatch(status[0]) is None:
             raise HTTPProtocolError(f"not an HTTP response: {lines[0][:80]!r}")
-        items = []
+        items: list[tuple[str, str]] = []
         for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                # obs-fold: a user agent reads it as a space (RFC 9112 section 5.2),
+                # never as a header line of its own.
+                if not items:
+                    raise HTTPProtocolError(f"malformed header line {line[:80]!r}")
+                name, value = items[-1]
+                items[-1] = (name, f"{value} {line.strip(_BLANK)}")
+                continue
             name, sep, value = line.partition(":")
-            if not sep:
+            if not sep or _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value):
+                # A blank before the colon too: one parser reads "Content-Length "
+                # as the length, another as an unknown header (RFC 9112 section 5.1).
                 raise HTTPProtocolError(f"malformed header line {line[:80]!r}")
-            items.append((name.strip(), value.strip()))
+            items.append((name, value.strip(_BLANK)))
+        if 100 <= code < 200:
+            if code == 101:
+                raise HTTPProtocolError("HTTP 101 Switching Protocols: no upgrade was asked for")
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise HTTPProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
+            return  # e.g. 100 Continue: the final response follows
         headers = Headers(items)
-        keep_alive = (headers.get("connection") or "").lower() != "close" and status[
-            0
-        ] != "HTTP/1.0"
+        keep_alive = "close" not in headers.tokens("connection") and status[0] != "HTTP/1.0"
         self._head = HTTPResponse(code, headers, b"", keep_alive)
-        if (headers.get("transfer-encoding") or "").lower() == "chunked":
+        if code in (204, 304):
+            self._length = 0  # never a body, whatever the headers say (RFC 9112 section 6.3)
+            return
+        lengths = headers.get_all("content-length")
+        if headers.get_all("transfer-encoding"):
+            if lengths:
+                raise HTTPProtocolError(
+                    "response has both Transfer-Encoding and Content-Length: "
+                    "its end is ambiguous (RFC 9112 section 6.3)"
+                )
+            codings = headers.tokens("transfer-encoding")
+            if codings != ["chunked"]:
+                raise HTTPProtocolError(
+                    f"unsupported Transfer-Encoding {', '.join(codings)[:80]!r}: only chunked"
+                )
             self._chunked = True
             return
-        text = headers.get("content-length")
-        if text is not None:
+        if lengths:
+            values = {part.strip(_BLANK) for text in lengths for part in text.split(",")}
+            if len(values) != 1:
+                raise HTTPProtocolError(
+                    f"conflicting Content-Length values {', '.join(sorted(values))[:80]!r}"
+                )
+            (text,) = values
             length = ascii_int(text)
             if length is None:
                 raise HTTPProtocolError(f"bad Content-Length {text[:40]!r}")
@@ -227,8 +323,6 @@ class ResponseParser:
                     f"response body of {length} bytes is too large (limit {self._max_body})"
                 )
             self._length = length
-        elif code in (204, 304) or 100 <= code < 200:
-            self._length = 0
 
     def _take_framing(self, size: int) -> None:
         self._framing += size
@@ -237,7 +331,7 @@ class ResponseParser:
 
     def _feed_chunked(self) -> HTTPResponse | None:
         buf = self._buffer
-        while True:
+        while not self._trailers:
             end = buf.find(b"\r\n")
             if end < 0:
                 if len(buf) > _MAX_CHUNK_LINE:
@@ -254,16 +348,11 @@ class ResponseParser:
                     f"chunked response body is too large: over {self._max_body} bytes"
                 )
             if size == 0:
-                # Trailers (usually none) end with an empty line; bounded like the head.
-                tail = buf.find(b"\r\n\r\n", end)
-                if bytes(buf[end : end + 4]) != b"\r\n\r\n" and tail < 0:
-                    if len(buf) - end + self._framing > self._max_head:
-                        raise HTTPProtocolError(f"chunked trailers over {self._max_head} bytes")
-                    return None
-                self._take_framing(tail + 4)
-                assert self._head is not None
-                self._head.content = bytes(self._body)
-                return self._head
+                self._take_framing(end + 2)
+                del buf[: end + 2]
+                self._trailers = True
+                self._scanned = 0
+                break
             if len(buf) < end + 2 + size + 2:
                 return None
             if bytes(buf[end + 2 + size : end + 4 + size]) != b"\r\n":
@@ -271,6 +360,19 @@ class ResponseParser:
             self._take_framing(end + 4)
             self._body += buf[end + 2 : end + 2 + size]
             del buf[: end + 2 + size + 2]
+        # Trailers (usually none) end with an empty line; bounded like the head.
+        if buf[:2] == b"\r\n":
+            used = 2
+        else:
+            tail = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+            if tail < 0:
+                if self._framing + len(buf) > self._max_head:
+                    raise HTTPProtocolError(f"chunked trailers over {self._max_head} bytes")
+                self._scanned = len(buf)
+                return None
+            used = tail + 4
+        self._take_framing(used)
+        return self._complete(bytes(self._body), used)
 
 
 @dataclass(slots=True)

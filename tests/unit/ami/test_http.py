@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import SupportsIndex
 
 import pytest
 
 from router import eager
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.http import (
+    MAX_INTERIM,
     ConnectionPool,
     HTTPError,
+    HTTPProtocolError,
     ResponseParser,
     StaleConnectionError,
     build_request,
@@ -352,3 +355,151 @@ async def test_a_request_cancelled_after_its_write_closes_its_connection(
     assert pool._idle == []
     await asyncio.wait_for(ended.wait(), 2)  # the server saw it closed
     await pool.aclose()
+
+
+# -- issue 16: a keep-alive connection never gets out of step -------------------------
+#
+# An attacker's review found that a reused connection could hand one request
+# the answer to another: bytes after a response (a second, unrequested
+# response) were kept on the connection and read as the next request's answer,
+# ``100 Continue`` was taken for the final answer, and ambiguous framings were
+# guessed at. Each test below failed before the fix.
+
+
+def test_interim_responses_are_skipped_to_the_final_one() -> None:
+    final = answer(b"Response: Success\r\n\r\n")
+    for interim in (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 102 Processing\r\nX: 1\r\n\r\n"):
+        whole = ResponseParser().feed(interim + interim + final)
+        assert whole is not None
+        assert (whole.status_code, whole.content) == (200, b"Response: Success\r\n\r\n")
+        split = ResponseParser()
+        assert split.feed(interim) is None
+        assert split.started
+        response = split.feed(final)
+        assert response is not None
+        assert response.status_code == 200
+    many = b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_INTERIM + 1)
+    with pytest.raises(HTTPProtocolError, match="interim"):
+        ResponseParser().feed(many + final)
+    with pytest.raises(HTTPProtocolError, match="101"):
+        ResponseParser().feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n" + final)
+
+
+@pytest.mark.parametrize(
+    ("head", "error"),
+    [
+        # Two lengths: the first used to win silently; RFC 9112 section 6.3 says error.
+        (b"Content-Length: 5\r\nContent-Length: 30\r\n", "conflicting Content-Length"),
+        (b"Content-Length: 5, 30\r\n", "conflicting Content-Length"),
+        # Transfer-Encoding beside Content-Length: used to be framed and reused.
+        (b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", "both Transfer-Encoding"),
+        (
+            b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            "both Transfer-Encoding",
+        ),
+        # Codings other than chunked alone: used to be read until close, undecoded.
+        (b"Transfer-Encoding: gzip, chunked\r\n", "unsupported Transfer-Encoding"),
+        (b"Transfer-Encoding: identity, chunked\r\n", "unsupported Transfer-Encoding"),
+        (b"Transfer-Encoding: chunked, chunked\r\n", "unsupported Transfer-Encoding"),
+        # A blank before the colon: one parser's length is another's unknown header.
+        (b"Content-Length : 2\r\n", "malformed header line"),
+        (b"X-A: a\rContent-Length: 2\r\n", "malformed header line"),
+    ],
+)
+def test_ambiguous_framing_is_refused(head: bytes, error: str) -> None:
+    with pytest.raises(HTTPProtocolError, match=error):
+        ResponseParser().feed(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n5\r\nHello\r\n0\r\n\r\n")
+    with pytest.raises(HTTPProtocolError, match="not an HTTP response"):
+        ResponseParser().feed(b"HTTP/1.X 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_unambiguous_variants_are_read() -> None:
+    same = ResponseParser().feed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nhi"
+    )
+    assert same is not None
+    assert (same.content, same.keep_alive) == (b"hi", True)
+    chunked = ResponseParser().feed(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    )
+    assert chunked is not None
+    assert chunked.content == b"hi"
+    # obs-fold continues the header before it (RFC 9112 section 5.2): never a
+    # header line of its own, so no Content-Length is smuggled in; read until close.
+    folded = ResponseParser()
+    assert folded.feed(b"HTTP/1.1 200 OK\r\nX-A: a\r\n Content-Length: 2\r\n\r\nhi") is None
+    response = folded.finish()
+    assert response.headers.get("x-a") == "a Content-Length: 2"
+    assert response.headers.get("content-length") is None
+    assert (response.content, response.keep_alive) == (b"hi", False)
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [b"Connection: keep-alive, close\r\n", b"Connection: keep-alive\r\nConnection: Close\r\n"],
+)
+def test_connection_close_is_a_token_of_a_list(connection: bytes) -> None:
+    response = ResponseParser().feed(
+        b"HTTP/1.1 200 OK\r\n" + connection + b"Content-Length: 2\r\n\r\nhi"
+    )
+    assert response is not None
+    assert not response.keep_alive
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_204_and_304_have_no_body(status: bytes) -> None:
+    response = ResponseParser().feed(b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\n")
+    assert response is not None
+    assert (response.content, response.keep_alive) == (b"", True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        answer(b"hi") + b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGARBAGE",
+    ],
+)
+def test_bytes_after_the_response_forbid_reusing_its_connection(data: bytes) -> None:
+    parser = ResponseParser()
+    response = parser.feed(data)
+    assert response is not None
+    assert response.content == b"hi"
+    assert not response.keep_alive
+    assert parser.surplus > 0
+
+
+class CountingBuffer(bytearray):
+    """A parser buffer that counts the bytes its searches look at."""
+
+    looked_at = 0
+
+    def find(  # type: ignore[override]
+        self, sub: bytes, start: SupportsIndex | None = None, end: SupportsIndex | None = None
+    ) -> int:
+        CountingBuffer.looked_at += len(self) - (0 if start is None else int(start))
+        return super().find(sub, start, end)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "trickled"),
+    [
+        (b"", b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 20_000 + b"\r\nContent-Length: 0\r\n\r\n"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+            b"X-Trailer: " + b"t" * 20_000 + b"\r\n\r\n",
+        ),
+    ],
+)
+def test_a_trickled_head_or_trailer_is_scanned_once(prefix: bytes, trickled: bytes) -> None:
+    """One byte per read used to rescan the whole head (or trailers) each time:
+    quadratic in the head's size, up to the 64 KiB bound."""
+    parser = ResponseParser()
+    parser._buffer = CountingBuffer()
+    parser.feed(prefix)
+    CountingBuffer.looked_at = 0
+    response = None
+    for i in range(len(trickled)):
+        response = parser.feed(trickled[i : i + 1])
+    assert response is not None
+    assert CountingBuffer.looked_at < 5 * len(trickled)
