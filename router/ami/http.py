@@ -19,12 +19,12 @@ here are that seam's vocabulary.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import cast
 
 from router import eager
 from router.ami.numbers import ascii_hex, ascii_int
@@ -375,19 +375,125 @@ class ResponseParser:
         return self._complete(bytes(self._body), used)
 
 
-@dataclass(slots=True)
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float = field(default_factory=time.monotonic)
+#: Unread bytes a connection buffers before it stops reading from the socket.
+_READ_HIGH_WATER = 256 * 1024
+
+
+class _Connection(asyncio.Protocol):
+    """One pooled socket, read only while a request waits on it.
+
+    Bytes that arrive while the connection is idle answer no request: read
+    later, they would be taken for the next request's answer, and every
+    later request would read the one before's. Such a connection is closed
+    at once, never reused.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        #: A request is out on it (from its first write to its whole answer).
+        self.busy = True
+        #: The peer sent its end, or the connection is gone (``error`` says why).
+        self.eof = False
+        self.lost = False
+        self.error: Exception | None = None
+        self.idle_since = time.monotonic()
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, by create_connection's contract.
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            # Nobody's answer (a second response, a late one): poisoned.
+            self.abort()
+            return
+        self._buffer += data
+        if len(self._buffer) >= _READ_HIGH_WATER and not self._paused:
+            self._paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the pool's side ---------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        """Open, not at its end, and nothing unread (checked before each reuse)."""
+        return (
+            not self.eof
+            and not self.lost
+            and not self._buffer
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.lost:
+            raise ConnectionResetError("connection is closed")
+        self.transport.write(data)
+
+    async def read(self) -> bytes:
+        """What arrived since the last read; ``b""`` at the end of the stream."""
+        while not self._buffer:
+            if self.lost and self.error is not None:
+                raise self.error
+            if self.eof or self.lost:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._paused and self.transport is not None and not self.lost:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping whatever is buffered either way."""
+        self._buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class ConnectionPool:
-    """Keep-alive connections to one host; one request per connection at a time."""
+    """Keep-alive connections to one host; one request per connection at a time.
+
+    A connection goes back to the pool only when its answer was the last of
+    what it had read, and the answer keeps it alive; one on which anything
+    arrives while it is idle is closed then and there. So a request never
+    reads an answer that was not to it.
+    """
 
     def __init__(
         self,
@@ -440,12 +546,12 @@ class ConnectionPool:
             reused = conn is not None
             try:
                 if conn is not None:
-                    conn.writer.write(request)
+                    conn.write(request)
                 await eager.hand_off()
                 async with asyncio.timeout(timeout):
                     if conn is None:
                         conn = await self._connect()
-                        conn.writer.write(request)
+                        conn.write(request)
                     response = await self._exchange(
                         conn,
                         reused,
@@ -455,9 +561,10 @@ class ConnectionPool:
                 # Written and not answered (cancelled, timed out, broken): the
                 # connection's next bytes would be that answer, so it is not reused.
                 if conn is not None:
-                    conn.close()
+                    conn.abort()
                 raise
-            if response.keep_alive and not self._closed:
+            if response.keep_alive and not self._closed and conn.reusable:
+                conn.busy = False  # from now on, any byte that arrives poisons it
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:
@@ -465,36 +572,34 @@ class ConnectionPool:
             return response
 
     def _idle_connection(self) -> _Connection | None:
-        """The newest idle connection still open and fresh, or None."""
+        """The newest idle connection still open, fresh and with nothing unread, or None."""
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if (
-                now - conn.idle_since < self._keepalive_expiry
-                and not conn.reader.at_eof()
-                and not conn.writer.is_closing()
-            ):
+            if now - conn.idle_since < self._keepalive_expiry and conn.reusable:
+                conn.busy = True
                 return conn
-            conn.close()
+            conn.abort()
         return None
 
     async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(
+            _, conn = await loop.create_connection(
+                _Connection,
                 self.host,
                 self.port,
                 ssl=self._ssl,
                 server_hostname=self.host if self._ssl is not None else None,
             )
-        return _Connection(reader, writer)
+        return conn
 
     @staticmethod
     async def _exchange(conn: _Connection, reused: bool, parser: ResponseParser) -> HTTPResponse:
         """The answer to the request already written on ``conn``."""
         try:
-            await conn.writer.drain()
             while True:
-                data = await conn.reader.read(65536)
+                data = await conn.read()
                 if not data:
                     if reused and not parser.started:
                         raise StaleConnectionError("server closed the idle connection")

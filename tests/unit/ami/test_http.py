@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import SupportsIndex
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -19,7 +20,7 @@ from router.ami.http import (
     StaleConnectionError,
     build_request,
 )
-from router.errors import AMIConnectionError, AMITimeoutError
+from router.errors import AMIConnectionError, AMIProtocolError, AMITimeoutError
 
 ASTERISK_LOGIN = (
     b"HTTP/1.1 200 OK\r\nServer: Asterisk/22.10.1\r\nDate: Mon, 23 Nov 2026 19:08:53 GMT\r\n"
@@ -307,8 +308,8 @@ async def test_a_request_is_written_in_the_callers_step(
         pool = client.transport
         assert isinstance(pool, ConnectionPool)
         (idle,) = pool._idle
-        write = idle.writer.write
-        idle.writer.write = lambda data: (written.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        write = idle.write
+        idle.write = lambda data: (written.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
         task, handed_off = eager.start(
             client.send(
                 "Redirect", {"Channel": "PJSIP/a-1", "Context": "c", "Exten": "1", "Priority": "1"}
@@ -351,7 +352,7 @@ async def test_a_request_cancelled_after_its_write_closes_its_connection(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert idle.writer.is_closing()
+    assert idle.is_closing()
     assert pool._idle == []
     await asyncio.wait_for(ended.wait(), 2)  # the server saw it closed
     await pool.aclose()
@@ -503,3 +504,132 @@ def test_a_trickled_head_or_trailer_is_scanned_once(prefix: bytes, trickled: byt
         response = parser.feed(trickled[i : i + 1])
     assert response is not None
     assert CountingBuffer.looked_at < 5 * len(trickled)
+
+
+def _ping_answer(request: bytes, extra: bytes = b"") -> bytes:
+    aid = next(
+        v for k, v in parse_qsl(request.split(b"\r\n\r\n", 1)[1].decode()) if k == "ActionID"
+    )
+    cookie = b'Set-Cookie: mansession_id="0badcafe"\r\n'
+    return answer(f"Response: Success\r\nActionID: {aid}\r\n".encode() + extra + b"\r\n", cookie)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (a test-side wait, bounded)."""
+    async with asyncio.timeout(5):
+        for _ in iter(condition, True):
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("late", [True, False])
+async def test_an_unrequested_response_is_never_read_as_the_next_answer(
+    server: Callable[[Handler], Awaitable[int]], late: bool
+) -> None:
+    """A second response after a Ping's answer, on the same connection: a while
+    later (the connection is idle) or in the same write. It used to be read as
+    the next request's answer (a Redirect answered by it), and every later
+    request read the one before's."""
+    smuggled = b"Response: Success\r\nMessage: smuggled\r\n\r\n"
+    sent = asyncio.Event()
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                request = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            reply = _ping_answer(request, b"Ping: Pong\r\n")
+            if b"Action=Ping" in request and not sent.is_set():
+                if late:
+                    writer.write(reply)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(answer(smuggled))
+                else:
+                    writer.write(reply + answer(smuggled))
+                sent.set()
+            else:
+                writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    port = await server(handler)
+    settings = ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
+    async with AJAMClient(settings) as client:
+        await client.login()
+        assert (await client.action("Ping")).response["Ping"] == "Pong"
+        await sent.wait()
+        pool = client.transport
+        assert isinstance(pool, ConnectionPool)
+        # Poisoned: closed at once (late), or never put back (same write).
+        await _until(lambda: all(conn.is_closing() for conn in pool._idle))
+        for name in ("Redirect", "Ping", "Ping"):
+            result = await client.action(name, {"Channel": "x"} if name == "Redirect" else None)
+            assert result.response.get("Message") != "smuggled"
+            assert result.response["Ping"] == "Pong"
+    assert connections == 2
+
+
+async def test_100_continue_is_not_the_answer(server: Callable[[Handler], Awaitable[int]]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b"Action=Login" not in request:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            writer.write(_ping_answer(request, b"Ping: Pong\r\n"))
+            await writer.drain()
+        writer.close()
+
+    port = await server(handler)
+    settings = ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
+    async with AJAMClient(settings) as client:
+        await client.login()
+        for _ in range(3):  # was: HTTP 100 for the first, the one before's for the next
+            assert (await client.action("Ping")).response["Ping"] == "Pong"
+
+
+async def test_an_ambiguous_answer_is_a_protocol_error_and_its_connection_closed(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                request = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b"Action=Ping" in request and connections == 1:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nHello\r\n0\r\n\r\n"
+                )
+            else:
+                writer.write(_ping_answer(request, b"Ping: Pong\r\n"))
+            await writer.drain()
+        writer.close()
+
+    port = await server(handler)
+    settings = ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
+    async with AJAMClient(settings) as client:
+        await client.login()
+        with pytest.raises(AMIProtocolError, match="both Transfer-Encoding and Content-Length"):
+            await client.action("Ping")
+        assert (await client.action("Ping")).response["Ping"] == "Pong"
+    assert connections == 2
