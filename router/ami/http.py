@@ -533,43 +533,60 @@ class ConnectionPool:
     async def request(self, request: bytes, *, timeout: float | None) -> HTTPResponse:
         """Send one request; raise :class:`StaleConnectionError` if a reused connection
         died before answering, :class:`HTTPError`/``OSError`` on other failures and
-        ``TimeoutError`` when ``timeout`` passes."""
+        ``TimeoutError`` when ``timeout`` passes.
+
+        ``timeout`` bounds the whole request: the wait for a free connection
+        slot, connecting, sending and the answer.
+        """
         if self._closed:
             raise HTTPError("connection pool is closed")
-        async with self._slots:  # a free slot is taken without a wait
-            # On an idle connection the request is written at once, in the
-            # caller's step: a Redirect decided in the loop turn its request
-            # arrived in (router.eager) leaves in that turn, as over TCP,
-            # not a turn later behind the callbacks already queued. The wait
-            # for the answer runs under asyncio.timeout, in the caller's task.
-            conn = self._idle_connection()
-            reused = conn is not None
-            try:
-                if conn is not None:
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if self._slots.locked():
+            # Every connection is busy: the wait for one is part of the request's time.
+            await eager.hand_off()
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()  # free: taken without a wait
+        try:
+            return await self._request_in_slot(request, deadline)
+        finally:
+            self._slots.release()
+
+    async def _request_in_slot(self, request: bytes, deadline: float | None) -> HTTPResponse:
+        # On an idle connection the request is written at once, in the
+        # caller's step: a Redirect decided in the loop turn its request
+        # arrived in (router.eager) leaves in that turn, as over TCP,
+        # not a turn later behind the callbacks already queued. The wait
+        # for the answer runs under asyncio.timeout, in the caller's task.
+        conn = self._idle_connection()
+        reused = conn is not None
+        try:
+            if conn is not None:
+                conn.write(request)
+            await eager.hand_off()
+            async with asyncio.timeout_at(deadline):
+                if conn is None:
+                    conn = await self._connect()
                     conn.write(request)
-                await eager.hand_off()
-                async with asyncio.timeout(timeout):
-                    if conn is None:
-                        conn = await self._connect()
-                        conn.write(request)
-                    response = await self._exchange(
-                        conn,
-                        reused,
-                        ResponseParser(max_body=self._max_body, max_head=self._max_head),
-                    )
-            except BaseException:
-                # Written and not answered (cancelled, timed out, broken): the
-                # connection's next bytes would be that answer, so it is not reused.
-                if conn is not None:
-                    conn.abort()
-                raise
-            if response.keep_alive and not self._closed and conn.reusable:
-                conn.busy = False  # from now on, any byte that arrives poisons it
-                conn.idle_since = time.monotonic()
-                self._idle.append(conn)
-            else:
-                conn.close()
-            return response
+                response = await self._exchange(
+                    conn,
+                    reused,
+                    ResponseParser(max_body=self._max_body, max_head=self._max_head),
+                )
+        except BaseException:
+            # Written and not answered (cancelled, timed out, broken): the
+            # connection's next bytes would be that answer, so it is not reused.
+            if conn is not None:
+                conn.abort()
+            raise
+        if response.keep_alive and not self._closed and conn.reusable:
+            conn.busy = False  # from now on, any byte that arrives poisons it
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return response
 
     def _idle_connection(self) -> _Connection | None:
         """The newest idle connection still open, fresh and with nothing unread, or None."""

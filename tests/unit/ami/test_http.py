@@ -633,3 +633,28 @@ async def test_an_ambiguous_answer_is_a_protocol_error_and_its_connection_closed
             await client.action("Ping")
         assert (await client.action("Ping")).response["Ping"] == "Pong"
     assert connections == 2
+
+
+async def test_the_wait_for_a_free_connection_is_inside_the_timeout(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """With every connection busy, a request used to wait for one outside its
+    timeout: as long as the request before it took, then its own timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    pool = ConnectionPool("127.0.0.1", await server(silent), max_connections=1)
+    first = asyncio.create_task(pool.request(build_request("POST", "/", "x", b"a"), timeout=5))
+    await _until(lambda: pool._slots.locked())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await pool.request(build_request("POST", "/", "x", b"b"), timeout=0.2)
+    assert loop.time() - started < 2
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert not pool._slots.locked()
+    await pool.aclose()
