@@ -65,6 +65,7 @@ from router.ami.protocol import (
     ActionResult,
     Narrower,
     ParamValue,
+    WireFormat,
     assemble_result,
     encode_form,
     parse_body,
@@ -95,7 +96,6 @@ log = logging.getLogger("router.ami.client")
 
 #: AJAM: ``cookie`` (Login) or ``digest``; native TCP AMI: ``plain`` or ``md5`` (Challenge).
 AuthMode = Literal["cookie", "digest", "plain", "md5"]
-WireFormat = Literal["rawman", "mxml"]
 
 #: The session cookie as we send it back: RFC 6265 cookie-octets only, bounded,
 #: so a hostile Set-Cookie cannot inject headers or NULs into our requests.
@@ -674,6 +674,8 @@ class AJAMClient(AMIActions[ActionResult]):
             messages = parse_body(
                 resp.content,
                 resp.headers.get("content-type"),
+                # The format asked for, not the one the peer's Content-Type names.
+                expect=self.settings.format,
                 max_size=self.settings.max_response_bytes,
                 # Events the selection has no use for, which the class mask
                 # let through (Filter needs write = system), are not parsed;
