@@ -655,17 +655,26 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIValidationError(f"{action.name}: request too large for Asterisk (HTTP 413)")
         if status != 200:
             raise AMIConnectionError(f"{action.name}: HTTP {status} from {self._endpoint}")
-        cookie = resp.headers.get("set-cookie")
+        # Every Set-Cookie, not the first: a proxy in front of Asterisk may set
+        # its own (SERVERID=web1) before Asterisk's session cookie. Of two
+        # session cookies the last counts, as in a browser.
+        cookie = next(
+            (
+                value
+                for value in reversed(resp.headers.get_all("set-cookie"))
+                if value.lstrip().startswith("mansession_id=")
+            ),
+            None,
+        )
         # Every answer names a session; only Login's, or one to the cookie still in
         # use, is ours to keep. A request that went out on a session Asterisk has
         # since forgotten (a restart) comes back with a new one, not logged in; when
         # another request has logged in again meanwhile, taking it would undo that.
         if cookie and (action.name == "Login" or sent_cookie == self._cookie):
-            if cookie.lstrip().startswith("mansession_id="):
-                value = cookie.split(";", 1)[0].strip()
-                if _COOKIE.fullmatch(value) is None:
-                    raise AMIProtocolError(f"{action.name}: malformed mansession_id cookie")
-                self._cookie = value
+            value = cookie.split(";", 1)[0].strip()
+            if _COOKIE.fullmatch(value) is None:
+                raise AMIProtocolError(f"{action.name}: malformed mansession_id cookie")
+            self._cookie = value
             match = _MAX_AGE.search(cookie)
             if match:
                 self.session_ttl = int(match.group(1))

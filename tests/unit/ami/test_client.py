@@ -418,3 +418,73 @@ def test_idempotency_classification() -> None:
     assert is_idempotent("QueueStatus")
     for name in ("Originate", "Redirect", "Hangup", "UserEvent", "DBPut", "Command"):
         assert not is_idempotent(name)
+
+
+# -- issue 16: every Set-Cookie is read, not the first ---------------------------------
+
+
+PROXY_COOKIES = [
+    ("Set-Cookie", "SERVERID=web1; Path=/; Max-Age=5"),
+    ("Set-Cookie", COOKIE),
+]
+
+
+async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_httpx() -> None:
+    """A front proxy's ``SERVERID`` before ``mansession_id``: only the first was
+    read, the session cookie never kept, and every action logged in again and
+    ended in a false AMIPrivilegeError."""
+    pbx = FakeAsterisk()
+
+    def proxied(request: httpx.Request) -> httpx.Response:
+        answer = pbx(request)
+        headers = [(k, v) for k, v in answer.headers.multi_items() if k.lower() != "set-cookie"]
+        return httpx.Response(200, headers=headers + PROXY_COOKIES, content=answer.content)
+
+    client = AJAMClient(
+        ClientSettings(url=URL, username="router", secret="pw"),
+        transport=httpx.MockTransport(proxied),
+    )
+    await client.login()
+    assert (await client.action("Redirect", {"Channel": "x"})).ok
+    assert client.session_generation == 1
+    assert client.session_ttl == 60  # the session cookie's Max-Age, not the proxy's
+    assert pbx.cookies[-1] == 'mansession_id="0badcafe"'
+    await client.aclose()
+
+
+async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_native_http() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                params = dict(parse_qsl((await reader.readexactly(length)).decode()))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            has = b"mansession_id" in head
+            seen.append((params["Action"], has))
+            aid = params["ActionID"]
+            if params["Action"] == "Login" or has:
+                body, cookies = f"Response: Success\r\nActionID: {aid}\r\n\r\n", PROXY_COOKIES
+            else:
+                body = f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n"
+                cookies = []
+            lines = "".join(f"{k}: {v}\r\n" for k, v in cookies)
+            writer.write(
+                f"HTTP/1.1 200 OK\r\n{lines}Content-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+            await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = AJAMClient(ClientSettings(url=f"http://127.0.0.1:{port}/", username="u", secret="s"))
+    await client.login()
+    assert (await client.action("Redirect", {"Channel": "x"})).ok
+    assert seen == [("Login", False), ("Redirect", True)]
+    assert client.session_ttl == 60
+    await client.aclose()
+    srv.close()
+    await srv.wait_closed()
