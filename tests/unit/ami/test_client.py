@@ -454,8 +454,16 @@ async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_httpx() 
 
 async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_native_http() -> None:
     seen: list[tuple[str, bool]] = []
+    ended = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await serve(reader, writer)
+        finally:
+            writer.close()
+            ended.set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -476,7 +484,6 @@ async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_native_h
                 f"HTTP/1.1 200 OK\r\n{lines}Content-Length: {len(body)}\r\n\r\n{body}".encode()
             )
             await writer.drain()
-        writer.close()
 
     srv = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
@@ -486,5 +493,6 @@ async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_native_h
     assert seen == [("Login", False), ("Redirect", True)]
     assert client.session_ttl == 60
     await client.aclose()
+    await asyncio.wait_for(ended.wait(), 5)  # the pool closed its connection
     srv.close()
     await srv.wait_closed()

@@ -96,9 +96,22 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 @pytest.fixture
 async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
     servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
 
     async def start(handler: Handler) -> int:
-        srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Each connection's handler ends (its writer closed) before the
+            # test's loop does: no StreamWriter is collected on a closed loop.
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+                handlers.discard(task)
+
+        srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
         servers.append(srv)
         port: int = srv.sockets[0].getsockname()[1]
         return port
@@ -107,6 +120,10 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
     for srv in servers:
         srv.close()
         await srv.wait_closed()
+    if handlers:
+        await asyncio.wait(set(handlers), timeout=2)
+    for task in set(handlers):
+        task.cancel()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
