@@ -9,6 +9,11 @@ retry and error mapping in the client as the native pool.
 httpx's failures are translated here into the seam's error contract
 (:mod:`router.ami.transport`); the client maps that contract onto
 :mod:`router.errors`, once, for every transport.
+
+An answer is read as sent: ``Accept-Encoding: identity`` is asked for
+(Asterisk compresses nothing anyway) and a compressed answer is refused
+unread, since decompressing counts its bytes only after a whole read has been
+inflated.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class HttpxTransport:
                 keepalive_expiry=keepalive_expiry,
             ),
             transport=transport,
+            # Asterisk compresses nothing; a compressed answer is refused (exchange).
+            headers={"Accept-Encoding": "identity"},
             # The client keeps the session cookie itself (validated, one for
             # every transport): httpx's jar stores none, so none is sent twice.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
@@ -101,6 +108,7 @@ class HttpxTransport:
             )
             resp = await self._http.send(sent, stream=True)
             try:
+                _refuse_compressed(resp)
                 return HTTPResponse(
                     resp.status_code,
                     Headers(resp.headers.multi_items()),
@@ -124,7 +132,8 @@ class HttpxTransport:
             )
         chunks: list[bytes] = []
         size = 0
-        # Decoded bytes are counted, so a compressed body cannot expand past the bound.
+        # No content coding to undo (_refuse_compressed let none through): the
+        # bytes counted are the bytes read, nothing inflated.
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
             if size > limit:
@@ -136,3 +145,22 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _refuse_compressed(resp: httpx.Response) -> None:
+    """A content coding other than identity was not asked for: refused unread.
+
+    Decompressing would count the bytes only after a whole read was inflated:
+    3,477 bytes of ``Content-Encoding: gzip, gzip`` grew to 3.9 GB.
+    """
+    codings = [
+        token
+        for value in resp.headers.get_list("content-encoding")
+        for part in value.split(",")
+        if (token := part.strip(" \t").lower()) and token != "identity"
+    ]
+    if codings:
+        raise HTTPProtocolError(
+            f"compressed answer (Content-Encoding: {', '.join(codings)[:60]}), "
+            "which was not asked for (Accept-Encoding: identity)"
+        )

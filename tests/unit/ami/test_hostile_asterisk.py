@@ -8,6 +8,7 @@ a bounded buffer, a refused action, never anything else.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -365,6 +366,57 @@ def test_action_repr_hides_the_secret() -> None:
     login = Action.build("Login", {"Username": "router", "Secret": "S3cr3t-0xC0FFEE-unique"})
     assert "S3cr3t" not in repr(login)
     assert "router" in repr(login)
+
+
+# -- issue 16: the httpx path (http_client = "httpx", every Digest setup) ----------------
+
+
+def _httpx_client(handler: Callable[[httpx.Request], object], **kw: object) -> AJAMClient:
+    return AJAMClient(
+        ClientSettings(
+            url="http://asterisk.test/",
+            username="u",
+            secret="s",
+            http_client="httpx",
+            **kw,  # type: ignore[arg-type]
+        ),
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+    )
+
+
+async def test_httpx_client_refuses_a_compressed_answer_unread() -> None:
+    """3,477 bytes of ``Content-Encoding: gzip, gzip`` inflated to 3.9 GB before
+    their size was counted. Identity is asked for, and nothing else is read."""
+    inner = gzip.compress(b"\0" * (8 * 1024 * 1024))
+    bomb = gzip.compress(inner)
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return httpx.Response(
+            200,
+            headers={"Content-Type": "text/plain", "Content-Encoding": "gzip, gzip"},
+            content=bomb,
+        )
+
+    client = _httpx_client(handler, max_response_bytes=256 * 1024)
+    with pytest.raises(AMIProtocolError, match=r"compressed answer \(Content-Encoding: gzip, gzip"):
+        await client.login()
+    await client.aclose()
+    assert asked == ["identity"]
+
+
+async def test_httpx_client_reads_an_identity_coded_answer() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Type": "text/plain", "Content-Encoding": "identity"},
+            content=b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n",
+        )
+
+    client = _httpx_client(handler)
+    assert (await client.login()).ok
+    await client.aclose()
 
 
 # -- fixtures ----------------------------------------------------------------------------
