@@ -52,6 +52,7 @@ from router.ami.event_filter import (
 )
 from router.ami.http import (
     MAX_BODY,
+    AuthChallengeError,
     ConnectFailedError,
     ConnectionPool,
     HTTPError,
@@ -285,13 +286,11 @@ class AJAMClient(AMIActions[ActionResult]):
                 host_header=parts.netloc,
             )
         # httpx only where it is needed: no idle httpx client beside the native pool.
-        import httpx
-
-        from router.ami.httpx_transport import HttpxTransport
+        from router.ami.httpx_transport import DigestAuth, HttpxTransport
 
         return HttpxTransport(
             f"{parts.scheme}://{parts.netloc}",
-            auth=httpx.DigestAuth(settings.username, settings.secret)
+            auth=DigestAuth(settings.username, settings.secret)
             if settings.auth == "digest"
             else None,
             verify=verify,
@@ -621,6 +620,10 @@ class AJAMClient(AMIActions[ActionResult]):
             ) from exc
         except StaleConnectionError as exc:
             raise _Stale from exc
+        except AuthChallengeError as exc:
+            raise AMIAuthenticationError(
+                f"{name}: cannot authenticate to {self._endpoint}: {exc}"
+            ) from exc
         except HTTPProtocolError as exc:
             raise AMIProtocolError(f"{name}: {exc}") from exc
         except ConnectFailedError as exc:

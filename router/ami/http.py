@@ -32,6 +32,8 @@ from router.ami.numbers import ascii_hex, ascii_int
 __all__ = [
     "MAX_BODY",
     "MAX_HEAD",
+    "MAX_INTERIM",
+    "AuthChallengeError",
     "ConnectFailedError",
     "ConnectionPool",
     "HTTPError",
@@ -73,6 +75,16 @@ class HTTPProtocolError(HTTPError):
 
     The only error :class:`ResponseParser` raises for bad input; the AJAM
     client maps it onto :class:`~router.errors.AMIProtocolError`.
+    """
+
+
+class AuthChallengeError(HTTPError):
+    """The server asks for authentication this client does not implement
+    (a Digest ``algorithm`` or ``qop`` it does not know): no retry will help.
+
+    The AJAM client maps it onto :class:`~router.errors.AMIAuthenticationError`;
+    a challenge that is malformed, rather than unsupported, is an
+    :class:`HTTPProtocolError`.
     """
 
 

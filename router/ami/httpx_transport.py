@@ -8,7 +8,8 @@ retry and error mapping in the client as the native pool.
 
 httpx's failures are translated here into the seam's error contract
 (:mod:`router.ami.transport`); the client maps that contract onto
-:mod:`router.errors`, once, for every transport.
+:mod:`router.errors`, once, for every transport. That includes what httpx's
+Digest raises on a challenge it cannot answer (:class:`DigestAuth`).
 
 An answer is read as sent: ``Accept-Encoding: identity`` is asked for
 (Asterisk compresses nothing anyway) and a compressed answer is refused
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
 from router.ami.http import (
     MAX_BODY,
+    AuthChallengeError,
     ConnectFailedError,
     Headers,
     HTTPError,
@@ -36,7 +38,7 @@ from router.ami.http import (
 )
 from router.ami.transport import HTTPRequest
 
-__all__ = ["HttpxTransport", "httpx_errors"]
+__all__ = ["DigestAuth", "HttpxTransport", "httpx_errors"]
 
 
 @contextlib.contextmanager
@@ -55,6 +57,52 @@ def httpx_errors() -> Iterator[None]:
         raise StaleConnectionError(str(exc) or type(exc).__name__) from exc
     except httpx.HTTPError as exc:
         raise HTTPError(f"HTTP error: {exc}") from exc
+
+
+class DigestAuth(httpx.DigestAuth):
+    """httpx's HTTP Digest, failing on a challenge it cannot answer with the seam's errors.
+
+    httpx raises ``KeyError`` for an algorithm it does not know (``FOO``,
+    ``SHA-512-256``), ``NotImplementedError`` for ``qop="auth-int"`` alone,
+    ``ValueError`` for a malformed header (``Digest ,,,=,"``),
+    ``UnicodeEncodeError`` for a nonce that is not ASCII, and its own
+    ``ProtocolError`` for a missing nonce or an unknown qop: none of them is
+    in the seam's contract. An unsupported algorithm or qop becomes
+    :class:`~router.ami.http.AuthChallengeError`, anything malformed an
+    :class:`~router.ami.http.HTTPProtocolError`.
+    """
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = super().auth_flow(request)
+        try:
+            sent = next(flow)
+            while True:
+                response = yield sent
+                sent = flow.send(response)
+        except StopIteration:
+            return
+        except KeyError as exc:
+            raise AuthChallengeError(
+                f"the Digest challenge asks for algorithm {str(exc.args[0])[:40]!r}, which "
+                "is not supported (MD5, SHA, SHA-256, SHA-512 and their -sess forms are)"
+            ) from exc
+        except NotImplementedError as exc:
+            raise AuthChallengeError(
+                'the Digest challenge offers only qop="auth-int", which is not supported '
+                '(qop="auth" is)'
+            ) from exc
+        except UnicodeError as exc:
+            raise HTTPProtocolError(
+                "the Digest challenge (or the username) holds characters that are not ASCII"
+            ) from exc
+        except httpx.ProtocolError as exc:
+            if "qop" in str(exc):
+                raise AuthChallengeError(
+                    f'the Digest challenge offers no qop="auth": {exc}'[:200]
+                ) from exc
+            raise HTTPProtocolError(f"malformed Digest challenge: {exc}"[:200]) from exc
+        except ValueError as exc:
+            raise HTTPProtocolError(f"malformed Digest challenge: {exc}"[:200]) from exc
 
 
 class HttpxTransport:

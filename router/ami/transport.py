@@ -22,8 +22,12 @@ error contract; anything else is a bug in the transport)::
                            answering (nothing reached            action is idempotent,
                            Asterisk)                             else AMIConnectionError
     ConnectFailedError     no connection could be opened     -> AMIConnectionError
+    AuthChallengeError     the server asks for a Digest      -> AMIAuthenticationError
+                           algorithm or qop not implemented
     HTTPProtocolError      bytes that are not HTTP, or over  -> AMIProtocolError
-                           a bound
+                           a bound (an ambiguous framing, a
+                           malformed Digest challenge, a
+                           compressed answer)
     HTTPError, OSError     the connection broke otherwise    -> AMIConnectionError
 
 The seam is request/response plus the event long-poll, which is just

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -22,7 +23,12 @@ from router.ami.numbers import ascii_float, ascii_hex, ascii_int
 from router.ami.protocol import Action, encode_form, encode_rawman
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.calls import CallTracker
-from router.errors import AMIProtocolError, AMIValidationError, ConfigError
+from router.errors import (
+    AMIAuthenticationError,
+    AMIProtocolError,
+    AMIValidationError,
+    ConfigError,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -417,6 +423,55 @@ async def test_httpx_client_reads_an_identity_coded_answer() -> None:
     client = _httpx_client(handler)
     assert (await client.login()).ok
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("challenge", "error", "message"),
+    [
+        # Unsupported: no retry helps, as with a wrong secret.
+        (
+            'Digest realm="a", nonce="n", algorithm=FOO, qop="auth"',
+            AMIAuthenticationError,
+            "algorithm 'FOO', which is not supported",
+        ),
+        (
+            'Digest realm="a", nonce="n", algorithm=SHA-512-256, qop="auth"',
+            AMIAuthenticationError,
+            "algorithm 'SHA-512-256'",
+        ),
+        ('Digest realm="a", nonce="n", qop="auth-int"', AMIAuthenticationError, "auth-int"),
+        ('Digest realm="a", nonce="n", qop="xyz"', AMIAuthenticationError, 'no qop="auth"'),
+        # Malformed: a protocol error, like any bytes that are not HTTP we read.
+        ('Digest ,,,=,"', AMIProtocolError, "malformed Digest challenge"),
+        ('Digest realm="a", qop="auth"', AMIProtocolError, "malformed Digest challenge"),
+        (
+            'Digest realm="a", qop="auth", nonce="\xff\xfe"',
+            AMIProtocolError,
+            "not ASCII",
+        ),
+    ],
+)
+async def test_a_digest_challenge_that_cannot_be_answered_is_an_ami_error(
+    challenge: str, error: type[Exception], message: str
+) -> None:
+    """httpx raised KeyError, NotImplementedError, ValueError or
+    UnicodeEncodeError out of the client, past the AMIError tree."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(
+            401, headers=[(b"WWW-Authenticate", challenge.encode("latin-1"))], content=b""
+        )
+
+    client = AJAMClient(
+        ClientSettings(url="http://asterisk.test/", username="u", secret="s", auth="digest"),
+        transport=httpx.MockTransport(handler),
+    )
+    with pytest.raises(error, match=re.escape(message)):
+        await client.login()
+    await client.aclose()
+    assert sent == [None]  # nothing half-built was sent
 
 
 # -- fixtures ----------------------------------------------------------------------------
