@@ -11,14 +11,17 @@ httpx's failures are translated here into the seam's error contract
 :mod:`router.errors`, once, for every transport. That includes what httpx's
 Digest raises on a challenge it cannot answer (:class:`DigestAuth`).
 
-An answer is read as sent: ``Accept-Encoding: identity`` is asked for
-(Asterisk compresses nothing anyway) and a compressed answer is refused
-unread, since decompressing counts its bytes only after a whole read has been
-inflated.
+As in the native pool, one deadline bounds the whole request (httpx's own
+timeouts bound each read, not their sum: a reply trickled a byte at a time
+would never end), and an answer is read as sent: ``Accept-Encoding:
+identity`` is asked for (Asterisk compresses nothing anyway) and a compressed
+answer is refused unread, since decompressing counts its bytes only after a
+whole read has been inflated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Generator, Iterator
@@ -142,28 +145,34 @@ class HttpxTransport:
         )
 
     async def exchange(self, request: HTTPRequest, *, timeout: float | None) -> HTTPResponse:
-        """Send through httpx, streaming the answer so an endless body stops at the bound."""
-        with httpx_errors():
-            sent = self._http.build_request(
-                request.method,
-                self._base_url + request.target,
-                content=request.body,
-                headers=list(request.headers),
-                # Like the native pool: connecting has its own, shorter bound.
-                timeout=httpx.Timeout(timeout, connect=self._connect_timeout)
-                if timeout is not None
-                else httpx.USE_CLIENT_DEFAULT,
-            )
-            resp = await self._http.send(sent, stream=True)
-            try:
-                _refuse_compressed(resp)
-                return HTTPResponse(
-                    resp.status_code,
-                    Headers(resp.headers.multi_items()),
-                    await self._read_bounded(resp),
+        """Send through httpx, streaming the answer so an endless body stops at the bound.
+
+        ``timeout`` bounds the whole request, as in the native pool: httpx's
+        read timeout is per read, and a reply trickled a byte every half
+        second would otherwise never time out.
+        """
+        async with asyncio.timeout(timeout):
+            with httpx_errors():
+                sent = self._http.build_request(
+                    request.method,
+                    self._base_url + request.target,
+                    content=request.body,
+                    headers=list(request.headers),
+                    # Like the native pool: connecting has its own, shorter bound.
+                    timeout=httpx.Timeout(timeout, connect=self._connect_timeout)
+                    if timeout is not None
+                    else httpx.USE_CLIENT_DEFAULT,
                 )
-            finally:
-                await resp.aclose()
+                resp = await self._http.send(sent, stream=True)
+                try:
+                    _refuse_compressed(resp)
+                    return HTTPResponse(
+                        resp.status_code,
+                        Headers(resp.headers.multi_items()),
+                        await self._read_bounded(resp),
+                    )
+                finally:
+                    await resp.aclose()
 
     async def _read_bounded(self, resp: httpx.Response) -> bytes:
         limit = self._max_body

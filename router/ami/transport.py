@@ -17,7 +17,10 @@ beside the framing, so this module imports nothing that imports it back). Three 
 Failures a transport may raise, and what the client makes of them (the
 error contract; anything else is a bug in the transport)::
 
-    TimeoutError           no answer within ``timeout``      -> AMITimeoutError
+    TimeoutError           no whole answer within            -> AMITimeoutError
+                           ``timeout`` (which bounds the
+                           whole request: waiting for a
+                           connection, connecting, reading)
     StaleConnectionError   a reused connection died before   -> retried once if the
                            answering (nothing reached            action is idempotent,
                            Asterisk)                             else AMIConnectionError

@@ -26,6 +26,7 @@ from router.calls import CallTracker
 from router.errors import (
     AMIAuthenticationError,
     AMIProtocolError,
+    AMITimeoutError,
     AMIValidationError,
     ConfigError,
 )
@@ -422,6 +423,28 @@ async def test_httpx_client_reads_an_identity_coded_answer() -> None:
 
     client = _httpx_client(handler)
     assert (await client.login()).ok
+    await client.aclose()
+
+
+async def test_httpx_client_bounds_the_whole_request_by_its_timeout() -> None:
+    """A reply trickled a byte every 0.1 s: httpx's read timeout is per read, so
+    with request_timeout = 2 the probe's took 21.6 s. Now one deadline."""
+    body = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for byte in body:
+            await asyncio.sleep(0.1)
+            yield bytes([byte])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=trickle())
+
+    client = _httpx_client(handler, request_timeout=0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(AMITimeoutError, match="no answer"):
+        await client.login()
+    assert loop.time() - started < 3
     await client.aclose()
 
 
