@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -183,6 +183,10 @@ class AuditMiddleware:
 
         try:
             await self.app(scope, receive, send_audited)
+        except ClientDisconnect:
+            # The client went away (or was cut: no whole request in time,
+            # router.api.protocol) before its body was read: nobody to answer.
+            log.debug("API request %s %s: the client left", scope.get("method"), scope.get("path"))
         except asyncio.CancelledError:
             # The server is stopping and cut this request short (a hung AMI
             # action, a long poll): answer it rather than drop the connection.

@@ -13,6 +13,10 @@ its own are taken away from it:
 * Logging. ``log_config=None`` leaves our handlers in charge (uvicorn's
   loggers propagate to them); its access log is off because the API writes
   its own audit line per request (``router.api.audit``).
+
+And what it would take from anyone who reaches the port: the HTTP protocol
+is h11 with a bound on request heads, a cap on connections and deadlines
+for requests and writes (:mod:`router.api.protocol`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import uvicorn
 
+from router.api.protocol import MAX_HEADER_BYTES, bounded_protocol
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
 
@@ -53,6 +58,13 @@ class ApiServer:
         self.settings = settings
         self._config = uvicorn.Config(
             app,
+            # h11, not httptools (uvicorn's pick when it is installed):
+            # httptools takes request heads of any size, h11 refuses one over
+            # MAX_HEADER_BYTES. h11 is slower (bench/bench_feed.py's worst
+            # case: p95 1.6x), a price the API can pay: its clients are a few
+            # 1C bases and browsers, and its time goes to the engine's work.
+            http=bounded_protocol(max_connections=settings.max_connections),
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             host=settings.host,
             port=settings.port,
             ssl_certfile=str(settings.cert) if settings.cert else None,

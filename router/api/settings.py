@@ -8,6 +8,7 @@
     key = "/etc/callrouter/api.key"
     rate = 20                         # default requests/s per token
     ami_timeout = 1.0                 # seconds an AMI action made for the API may take
+    max_connections = 256             # open connections; past it a new one gets 503
 
     [api.tokens.crm]
     hash = "sha256:9f86d0..."         # `callrouter token new` prints these lines
@@ -37,6 +38,7 @@ from router.suggest import closest
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_MAX_CONNECTIONS",
     "OPERATIONS",
     "ApiSettings",
     "Reader",
@@ -47,6 +49,10 @@ __all__ = [
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8089"
+#: Open connections to the API at most (``[api] max_connections``): well under
+#: the 1024 file descriptors a service gets by default, well over what 1C and
+#: a few live pages hold (each token's streams are bounded by events_waiters).
+DEFAULT_MAX_CONNECTIONS = 256
 
 #: Every operation a token may be allowed, besides ``ami:<Action>`` and ``ami:*``.
 OPERATIONS = (
@@ -83,6 +89,7 @@ _KEYS = (
     "events_card_lookup",
     "metrics_auth",
     "ui_session",
+    "max_connections",
     "tokens",
     *CLICK_TO_CALL_KEYS,
 )
@@ -135,6 +142,8 @@ class ApiSettings:
     metrics_auth: bool = False
     #: Seconds a live page's session cookie lasts since its last stream (re)connect.
     ui_session: float = 3600.0
+    #: Open connections at most; past it a new one is answered 503 and closed.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: Click-to-call and forwarding (router.api.calls, router.api.forwarding).
     dialing: DialSettings = field(default_factory=lambda: DialSettings())
 
@@ -273,5 +282,6 @@ def read_api(reader: Reader) -> ApiSettings:
         events_card_lookup=reader.string("events_card_lookup", "onec.responsible"),
         metrics_auth=reader.boolean("metrics_auth", False),
         ui_session=reader.number("ui_session", 3600.0, 60, 86400),
+        max_connections=reader.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 10_000),
         dialing=read_dialing(reader),
     )

@@ -1,0 +1,246 @@
+"""The API's HTTP/1.1 connections, bounded in size, in number and in time.
+
+uvicorn's own protocols leave three doors open to anyone who reaches the
+listener, before any token is asked for:
+
+* **Size.** httptools (uvicorn's default parser) takes headers of any size
+  and number: 40 MiB of headers to ``/healthz`` grew the process by 600 MB.
+  h11 buffers at most ``h11_max_incomplete_event_size`` bytes of a head that
+  has not ended (:data:`MAX_HEADER_BYTES`, passed explicitly), and a head
+  that arrived whole in one read is held to the same bound here: either way
+  the client gets 400 and the connection is closed.
+* **Number.** Every open connection is a file descriptor, and uvicorn takes
+  as many as the kernel hands it. Past ``[api] max_connections`` a new one
+  is answered 503 and closed at once; the open ones go on.
+* **Time.** uvicorn starts its keep-alive timer only after a response, so a
+  connection that sends nothing, half its headers or a slow body stays open
+  for ever. Here a whole request (head and body) must arrive within
+  :data:`REQUEST_DEADLINE` seconds of the connection or of the end of the
+  previous response; and a client that takes none of what is written to it
+  for :data:`WRITE_DEADLINE` seconds (an SSE stream nobody reads) is cut, so
+  what it holds (a stream slot, the socket, the buffered bytes) is freed.
+
+:class:`BoundedH11Protocol` is uvicorn's h11 protocol with those bounds;
+:func:`bounded_protocol` makes the class one server passes to
+``uvicorn.Config(http=...)``. h11 is pure Python and slower than httptools:
+that costs nothing here, the API answers a handful of clients (1C, a few
+browsers) and its work is the engine's, not the parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "REQUEST_DEADLINE",
+    "WRITE_DEADLINE",
+    "BoundedH11Protocol",
+    "bounded_protocol",
+]
+
+log = logging.getLogger("router.api")
+
+#: Largest request head (request line and headers) taken: h11's own default,
+#: said here so a change of h11's default cannot lift it. A real one is < 2 KiB.
+MAX_HEADER_BYTES = 16 * 1024
+#: Seconds a whole request (head and body) has to arrive, counted from the
+#: connection or from the end of the previous response on it.
+REQUEST_DEADLINE = 10.0
+#: Seconds the client may leave written bytes unread (the kernel's buffer full
+#: and ours not empty) before the connection is cut.
+WRITE_DEADLINE = 10.0
+#: Seconds between two warnings about refused connections.
+_WARN_EVERY = 60.0
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: 37\r\n"
+    b"\r\n"
+    b"too many connections; retry shortly\r\n"
+)
+
+
+class _Refusals:
+    """Connections refused past the cap: counted, warned about once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._since_warning = 0
+        self._warned_at = -_WARN_EVERY
+
+    def note(self, limit: int) -> None:
+        self.count += 1
+        self._since_warning += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            log.warning(
+                "API: %d connection(s) refused: already %d open ([api] max_connections)",
+                self._since_warning,
+                limit,
+            )
+            self._warned_at = now
+            self._since_warning = 0
+
+
+class _BoundedConnection(h11.Connection):
+    """h11's connection, refusing a request head over :data:`MAX_HEADER_BYTES`
+    even when it came whole (h11 bounds only the bytes of a head not ended)."""
+
+    def __init__(self, max_head: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            size = len(event.method) + len(event.target) + 12
+            size += sum(len(name) + len(value) + 4 for name, value in event.headers)
+            if size > self.max_head:
+                raise h11.RemoteProtocolError(
+                    f"request head over {self.max_head} bytes", error_status_hint=431
+                )
+        return event
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a cap on connections and deadlines on requests and writes."""
+
+    max_connections: ClassVar[int] = 256
+    request_deadline: ClassVar[float] = REQUEST_DEADLINE
+    write_deadline: ClassVar[float] = WRITE_DEADLINE
+    refusals: ClassVar[_Refusals] = _Refusals()
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = _BoundedConnection(config.h11_max_incomplete_event_size or MAX_HEADER_BYTES)
+        self._request_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    # -- connections -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self.refusals.note(self.max_connections)
+            transport.write(_BUSY)
+            _let_go(transport)
+            return
+        # Bytes the kernel would not take pause the response (uvicorn's flow
+        # control) and start the write deadline: with the default limit (64 KiB)
+        # a few unread KiB could stay in our buffer with no deadline, and a
+        # closed transport waits for its buffer to empty before it lets go.
+        # (1, not 0: the TLS transport pauses at >= high, so 0 pauses it empty.)
+        transport.set_write_buffer_limits(high=1, low=0)
+        self._time_request(restart=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_request_timer()
+        self._cancel_write_timer()
+        super().connection_lost(exc)
+
+    # -- the request deadline --------------------------------------------------
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._time_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next request gets its own time, from now.
+        self._time_request(restart=True)
+
+    def _time_request(self, *, restart: bool = False) -> None:
+        """Run the request deadline while the client owes us a request or its body."""
+        owed = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+        if self.transport.is_closing() or not owed or restart:
+            self._cancel_request_timer()
+        if owed and not self.transport.is_closing() and self._request_timer is None:
+            self._request_timer = self.loop.call_later(self.request_deadline, self._request_late)
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_late(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing():
+            return
+        log.debug(
+            "API: closing a connection from %s: no whole request in %g s",
+            self.client[0] if self.client else "-",
+            self.request_deadline,
+        )
+        _let_go(self.transport)
+
+    # -- the write deadline ----------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_deadline, self._write_late)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_late(self) -> None:
+        self._write_timer = None
+        log.info(
+            "API: cut a connection from %s: it read nothing of its response for %g s",
+            self.client[0] if self.client else "-",
+            self.write_deadline,
+        )
+        _let_go(self.transport)
+
+
+def _let_go(transport: asyncio.Transport) -> None:
+    """Close ``transport`` now: gently when all is written, else cut (close
+    would wait for a client that does not read, which is to say for ever)."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
+
+
+def bounded_protocol(
+    *,
+    max_connections: int,
+    request_deadline: float | None = None,
+    write_deadline: float | None = None,
+) -> type[BoundedH11Protocol]:
+    """The protocol class for one server: its own bounds, its own refusal count
+    (the deadlines default to :data:`REQUEST_DEADLINE` and :data:`WRITE_DEADLINE`)."""
+
+    class Bounded(BoundedH11Protocol):
+        pass
+
+    Bounded.max_connections = max_connections
+    Bounded.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
+    Bounded.write_deadline = WRITE_DEADLINE if write_deadline is None else write_deadline
+    Bounded.refusals = _Refusals()
+    Bounded.__name__ = Bounded.__qualname__ = "BoundedH11Protocol"
+    return Bounded

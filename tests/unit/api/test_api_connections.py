@@ -1,0 +1,297 @@
+"""The listener against clients that never finish: sizes, numbers and times.
+
+Real sockets on 127.0.0.1 against :class:`ApiServer` (uvicorn with
+:mod:`router.api.protocol`), no token needed for any of it: what these
+clients do, anyone who reaches the port can do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import pytest
+
+from router.api import protocol
+from router.api.app import build_app
+from router.api.context import ApiContext
+from router.api.feed import EventFeed
+from router.api.server import ApiServer
+from router.api.settings import ApiSettings, TokenSettings
+from router.testing import StubEngine
+
+READER = TokenSettings(
+    name="reader",
+    digest=hashlib.sha256(b"cr_reader").digest(),
+    allow=("events:read",),
+    extensions=("*",),
+    rate=1000,
+    burst=1000,
+)
+AUTH = b"Authorization: Bearer cr_reader\r\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
+    """``await serve(**settings)`` -> (the server, its feed): torn down after the test."""
+    started: list[tuple[ApiServer, StubEngine, EventFeed]] = []
+
+    async def start(**changes: Any) -> tuple[ApiServer, EventFeed]:
+        settings = ApiSettings(
+            port=free_port(), tokens=MappingProxyType({"reader": READER}), **changes
+        )
+        stub = StubEngine(state_dir=tmp_path)
+        feed = EventFeed(max_events=100_000, retention=3600)
+        server = ApiServer(build_app(ApiContext(stub, settings, feed=feed)), settings)
+        await server.start()
+        started.append((server, stub, feed))
+        return server, feed
+
+    yield start
+    for server, stub, feed in started:
+        await server.stop()
+        await feed.aclose()
+        await stub.aclose()
+
+
+@contextlib.asynccontextmanager
+async def connection(
+    port: int, data: bytes = b""
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        if data:
+            writer.write(data)
+            await writer.drain()
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server sent before closing; fails if it is still open after ``seconds``."""
+    got = b""
+    async with asyncio.timeout(seconds):
+        try:
+            while chunk := await reader.read(65536):
+                got += chunk
+        except ConnectionResetError:
+            pass
+    return got
+
+
+async def healthz(port: int) -> int:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code
+
+
+# -- size ------------------------------------------------------------------------------
+
+
+async def test_a_request_head_over_the_bound_is_refused_and_a_normal_one_still_works(
+    serve: Serve,
+) -> None:
+    server, _ = await serve()
+    headers = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"a" * 48) for i in range(1024))
+    assert len(headers) > 64 * 1024
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n"
+    async with connection(server.port) as (reader, writer):
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            writer.write(request)
+            await writer.drain()
+        answer = await closed_within(reader, 5)
+    # 400 and closed (or reset before the 400 could be read): never served.
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    assert await healthz(server.port) == 200
+
+
+async def test_a_flood_of_headers_is_cut_early_and_costs_no_memory(serve: Serve) -> None:
+    """httptools took 40 MiB of headers on one connection (+600 MB of memory);
+    h11 stops at MAX_HEADER_BYTES and closes the connection."""
+    server, _ = await serve()
+    before = rss_mib()
+    sent = 0
+    chunk = b"X-A: b\r\n" * 8192  # 64 KiB of small headers
+    async with connection(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n") as (
+        _,
+        writer,
+    ):
+        try:
+            while sent < 16 * 1024 * 1024:
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += len(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    await asyncio.sleep(0.2)
+    assert sent < 16 * 1024 * 1024, "the server read 16 MiB of headers"
+    assert rss_mib() - before < 32
+    assert await healthz(server.port) == 200
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(protocol, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setattr(protocol, "WRITE_DEADLINE", 1.0)
+    return 1.0
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"", id="idle"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", id="half-a-head"),
+        pytest.param(
+            b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Callrouter-UI: 1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+            id="slow-body",
+        ),
+    ],
+)
+async def test_a_request_that_does_not_arrive_in_time_is_closed(
+    serve: Serve, short_deadlines: float, sent: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = await serve()
+    started = time.monotonic()
+    async with connection(server.port, sent) as (reader, _):
+        await closed_within(reader, short_deadlines + 3)
+    assert time.monotonic() - started >= short_deadlines * 0.9
+    assert await healthz(server.port) == 200
+    # A client cut off is no failure of ours: no traceback, no ERROR.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_trickled_head_is_closed_at_the_deadline_however_often_bytes_come(
+    serve: Serve, short_deadlines: float
+) -> None:
+    """Slowloris: a byte every 0.1 s does not move the deadline; nor does a first
+    request answered on the connection lift it for the next one."""
+    server, _ = await serve()
+    async with connection(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") as (
+        reader,
+        writer,
+    ):
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+
+        async def trickle() -> None:
+            with contextlib.suppress(OSError):
+                for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            await closed_within(reader, short_deadlines + 3)
+        finally:
+            trickling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trickling
+        assert time.monotonic() - started < short_deadlines + 2
+
+
+async def test_a_long_poll_longer_than_the_deadline_is_answered(
+    serve: Serve, short_deadlines: float
+) -> None:
+    """The deadline is for the request to arrive, not for the answer: a long
+    poll (the request whole, the server waiting) is not cut."""
+    server, _ = await serve()
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"http://127.0.0.1:{server.port}/api/v1/events",
+            params={"timeout": short_deadlines * 2.5},
+            headers={"Authorization": "Bearer cr_reader"},
+        )
+    assert response.status_code == 200
+    assert response.json()["events"] == []
+
+
+async def test_a_stream_nobody_reads_is_cut_and_its_slot_freed(
+    serve: Serve, short_deadlines: float
+) -> None:
+    """events_waiters = 1 and a stream whose client never reads: its send waited
+    for ever (timeout=3 and all), and the token got 429 for every new stream."""
+    server, feed = await serve(events_waiters=1)
+    deaf = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.sendall(
+            b"GET /api/v1/events/stream?timeout=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n"
+        )
+        await asyncio.sleep(0.3)
+        for i in range(20_000):
+            feed.publish("ringing", "101", {"caller_name": "x" * 400})
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        # The stream's own end (3 s) plus the write deadline, and a margin.
+        status = 429
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(60):
+                await asyncio.sleep(0.25)
+                response = await client.get(
+                    f"http://127.0.0.1:{server.port}/api/v1/events/stream",
+                    params={"timeout": 0},
+                    headers={"Authorization": "Bearer cr_reader"},
+                )
+                status = response.status_code
+                if status == 200:
+                    break
+        assert status == 200, "the stalled stream still holds the token's only slot"
+    finally:
+        deaf.close()
+
+
+# -- number ----------------------------------------------------------------------------
+
+
+async def test_connections_past_the_cap_are_refused_at_once_and_the_open_ones_work(
+    serve: Serve,
+) -> None:
+    server, _ = await serve(max_connections=3)
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(connection(server.port)) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        async with connection(server.port) as (reader, _):
+            answer = await closed_within(reader, 2)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+        assert time.monotonic() - started < 1.5
+        reader, writer = held[0]
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    # Closed ones free their places.
+    await asyncio.sleep(0.2)
+    assert await healthz(server.port) == 200
