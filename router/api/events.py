@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,12 +27,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from router.api.auth import Token, authorize
+from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
 from router.api.errors import ApiError, problem_responses
 from router.api.feed import EventFeed, FeedEvent, Visible
+from router.logsafe import escape_controls
 
 __all__ = [
     "HEARTBEAT",
@@ -39,9 +41,12 @@ __all__ = [
     "MAX_STREAM",
     "MAX_TIMEOUT",
     "OPENAPI",
+    "SEND_DEADLINE",
     "routes",
     "sse_frame",
 ]
+
+log = logging.getLogger("router.api")
 
 #: Longest a long-poll may wait; under common proxies' 60 s idle timeout.
 MAX_TIMEOUT = 60.0
@@ -54,6 +59,9 @@ HEARTBEAT = 15.0
 RETRY_MS = 3000
 #: Longest an SSE stream stays open (``timeout``): then the browser reconnects.
 MAX_STREAM = 3600.0
+#: Seconds one chunk of a stream may wait for the client to take it; then the
+#: stream ends and its slot is free (a little over the server's write deadline).
+SEND_DEADLINE = 12.0
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -192,7 +200,16 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
 class _Stream(StreamingResponse):
     """An SSE response that gives its waiter slot back however it ends: sent
-    out, cut by the client, or cancelled before its body ever started."""
+    out, cut by the client, cancelled before its body ever started, or
+    dropped because the client took nothing for :data:`SEND_DEADLINE` seconds.
+
+    Without that deadline a client that never reads would hold its slot (and
+    the stream's ``timeout``) for ever: ``send`` waits while the connection's
+    buffer is full. The server's own write deadline
+    (:data:`router.api.protocol.WRITE_DEADLINE`, started when the buffer
+    filled, so earlier) normally cuts the connection first and the stream ends
+    as for a client gone; this one holds under any ASGI server.
+    """
 
     def __init__(
         self, content: AsyncIterator[str], *, release: Callable[[], None], **kwargs: Any
@@ -201,8 +218,29 @@ class _Stream(StreamingResponse):
         self._release: Callable[[], None] | None = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stalled = False
+
+        async def send_in_time(message: Message) -> None:
+            nonlocal stalled
+            try:
+                async with asyncio.timeout(SEND_DEADLINE):
+                    await send(message)
+            except TimeoutError:
+                stalled = True
+                raise
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except TimeoutError:
+            if not stalled:
+                raise
+            audit = scope.get("state", {}).get("audit")
+            log.info(
+                "API: dropped the stream %s of token %s: the client took nothing for %g s",
+                escape_controls(str(scope.get("path"))[:96]),
+                escape_controls(audit.token if isinstance(audit, Audit) else "-"),
+                SEND_DEADLINE,
+            )
         finally:
             release, self._release = self._release, None
             if release is not None:

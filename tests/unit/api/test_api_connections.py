@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from router.api import events as events_module
 from router.api import protocol
 from router.api.app import build_app
 from router.api.context import ApiContext
@@ -271,6 +272,55 @@ async def test_a_stream_nobody_reads_is_cut_and_its_slot_freed(
         assert status == 200, "the stalled stream still holds the token's only slot"
     finally:
         deaf.close()
+
+
+async def test_a_stalled_send_ends_the_stream_under_any_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's own deadline per send (the ASGI side, no uvicorn): a send
+    that cannot complete ends the stream and frees the slot."""
+    monkeypatch.setattr(events_module, "SEND_DEADLINE", 0.2)
+    settings = ApiSettings(tokens=MappingProxyType({"reader": READER}), events_waiters=1)
+    feed = EventFeed()
+    stub = StubEngine(state_dir=tmp_path)
+    app = build_app(ApiContext(stub, settings, feed=feed))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/events/stream",
+        "raw_path": b"/api/v1/events/stream",
+        "query_string": b"timeout=60",
+        "root_path": "",
+        "headers": [(b"host", b"api"), (b"authorization", b"Bearer cr_reader")],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8089),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client says nothing, and never goes
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # and takes nothing
+
+    try:
+        await asyncio.wait_for(app(scope, receive, send), 5)
+        assert sent[0]["status"] == 200
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            again = await client.get(
+                "/api/v1/events/stream?timeout=0", headers={"Authorization": "Bearer cr_reader"}
+            )
+        assert again.status_code == 200
+    finally:
+        await feed.aclose()
+        await stub.aclose()
 
 
 # -- number ----------------------------------------------------------------------------
