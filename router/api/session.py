@@ -13,7 +13,7 @@ gets a cookie that is:
 * signed (HMAC-SHA256 with a key made at start and kept only in memory) over
   the token's name, its digest and the times: it names a token, it is not
   one, and it dies when the token is replaced or removed from router.toml,
-  loses ``ui:read``, or callrouter restarts;
+  loses ``ui:read`` or ``extensions = ["*"]``, or callrouter restarts;
 * short-lived: ``[api] ui_session`` seconds (default an hour) after the last
   time the page's stream connected (every few minutes while the page is
   open), and never more than :data:`MAX_SESSION` after the login.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from router.api.settings import ApiSettings, TokenSettings
 
-__all__ = ["COOKIE", "COOKIE_PATH", "MAX_SESSION", "Session", "Sessions"]
+__all__ = ["COOKIE", "COOKIE_PATH", "MAX_SESSION", "Session", "Sessions", "sees_everything"]
 
 COOKIE = "callrouter_ui"
 COOKIE_PATH = "/ui"
@@ -40,6 +40,12 @@ COOKIE_PATH = "/ui"
 MAX_SESSION = 12 * 3600.0
 #: Largest cookie value read (a real one is about 150 bytes).
 _MAX_VALUE = 512
+
+
+def sees_everything(extensions: tuple[str, ...]) -> bool:
+    """Whether patterns ``extensions`` cover every extension: what the live
+    page needs, since it shows every call and decision unfiltered."""
+    return "*" in extensions
 
 
 def _b64(data: bytes) -> str:
@@ -108,6 +114,8 @@ class Sessions:
             return None
         now = self._clock()
         if now >= expires or now >= issued + MAX_SESSION or "ui:read" not in token.allow:
+            return None
+        if not sees_everything(token.extensions):
             return None
         return Session(token, issued, expires)
 

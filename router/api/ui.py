@@ -24,6 +24,11 @@ Routes (none in the OpenAPI document: they serve a browser, not a client):
 A request that changes or computes something with the cookie must carry
 ``X-Callrouter-UI: 1``: a header no cross-site form can send, over a cookie
 no cross-site request carries (``SameSite=Strict``).
+
+The page shows every call and decision (caller numbers and names, every
+extension's calls), so only a token whose ``extensions`` is ``["*"]`` signs
+in: one narrowed to some extensions is refused 403 at login, and a session
+of a token narrowed since is no longer valid.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from router.api.errors import ApiError
 from router.api.events import _Stream
 from router.api.explain import explain
 from router.api.live import LiveRing
-from router.api.session import COOKIE, Session, Sessions
+from router.api.session import COOKIE, Session, Sessions, sees_everything
 
 __all__ = ["CSP", "OPENAPI", "STATIC", "STREAM_LIFETIME", "health", "pick_language", "routes"]
 
@@ -222,6 +227,13 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 403,
                 f"token {token.name!r} lacks the permission 'ui:read'",
                 missing_permission="ui:read",
+            )
+        if not sees_everything(token.extensions):
+            raise ApiError(
+                403,
+                f"token {token.name!r} covers only the extensions "
+                f"{', '.join(token.extensions)}; the live page shows every call and "
+                'decision, so it signs in only tokens with extensions = ["*"]',
             )
         value, session = sessions.issue(ctx.settings.tokens[token.name])
         response = _secured(JSONResponse(_session_body(session)))

@@ -300,6 +300,42 @@ async def test_sign_in_refuses_bad_tokens_and_requests_not_from_the_page(
     assert empty.json()["field"] == "token"
 
 
+async def test_a_token_narrowed_to_some_extensions_does_not_get_the_live_page(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet
+) -> None:
+    """The page shows every call and decision: a token that covers only 101 would
+    see other extensions' callers, so it is refused at login, and a session of a
+    token narrowed since is void."""
+    desk = TokenSettings(
+        name="desk",
+        digest=bytes.fromhex(hash_token("cr_desk").removeprefix("sha256:")),
+        allow=("ui:read",),
+        extensions=("101",),
+        rate=1000,
+        burst=1000,
+    )
+    api = ApiSettings(tokens={t.name: t for t in (*TOKENS, desk)})
+    app = build_app(ApiContext(stub, api, live=ring, rules=lambda: ruleset))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as http:
+        refused = await sign_in(http, "cr_desk")
+        assert refused.status_code == 403
+        assert 'extensions = ["*"]' in refused.json()["detail"]
+        assert "101" in refused.json()["detail"]
+        assert "set-cookie" not in refused.headers
+        assert (await http.get("/ui/stream")).status_code == 401
+    # A session made while the token still covered everything dies with the change.
+    wide = TokenSettings(
+        name="desk", digest=desk.digest, allow=desk.allow, extensions=("*",), rate=1, burst=1
+    )
+    before = Sessions(ApiSettings(tokens={"desk": wide}))
+    value, _ = before.issue(wide)
+    assert before.check(value) is not None
+    narrowed = Sessions(ApiSettings(tokens={"desk": desk}), key=before._key)
+    assert narrowed.check(value) is None
+
+
 def test_a_session_dies_when_forged_expired_or_its_token_changes() -> None:
     now = [1_000_000.0]
     sessions = Sessions(settings(), clock=lambda: now[0])
