@@ -9,6 +9,8 @@ not served, and schemathesis fuzzes exactly what is.
 Failures leave as ``application/problem+json`` (RFC 9457) whatever raised
 them: an :class:`ApiError`, Starlette's own 404/405, or a bug, which is
 logged with its traceback and answered 500 without a word of the internals.
+Every response says ``X-Content-Type-Options: nosniff``: a browser takes it
+for the type it says (JSON, an SSE stream, a recording), never for a page.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -203,6 +206,26 @@ class AuditMiddleware:
             await response(scope, receive, send_audited)
 
 
+class NoSniffMiddleware:
+    """``X-Content-Type-Options: nosniff`` on every response that has none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
+
+
 def _write_audit(scope: Scope, audit: Audit, status: int, started: float) -> None:
     client = scope.get("client")
     audit_log.info(
@@ -238,6 +261,8 @@ def build_app(ctx: ApiContext) -> Starlette:
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
     app.add_middleware(AuditMiddleware, metrics=ctx.metrics)
+    # Outside the audit: its own 500 and 503 answers are marked too.
+    app.add_middleware(NoSniffMiddleware)
     app.state.ctx = ctx
     app.state.authenticator = Authenticator(ctx.settings)
     return app

@@ -21,9 +21,9 @@ Routes (none in the OpenAPI document: they serve a browser, not a client):
   ``retry``): the browser reconnects at once, the cookie checked and renewed.
 * ``POST /ui/explain``: ``POST /api/v1/explain`` for the page's cookie.
 
-A request that changes or computes something with the cookie must carry
-``X-Callrouter-UI: 1``: a header no cross-site form can send, over a cookie
-no cross-site request carries (``SameSite=Strict``).
+A request that changes or computes something with the cookie (and login
+and logout) must carry ``X-Callrouter-UI: 1``: a header no cross-site form
+can send, over a cookie no cross-site request carries (``SameSite=Strict``).
 
 The page shows every call and decision (caller numbers and names, every
 extension's calls), so only a token whose ``extensions`` is ``["*"]`` signs
@@ -243,6 +243,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def logout(request: Request) -> Response:
         audit_of(request).operation = "ui:logout"
         session_of(request)
+        if request.headers.get(UI_HEADER) != "1":
+            # Else any site could sign the page out with a plain form post.
+            raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
         response = _secured(JSONResponse({"signed_in": False}))
         response.headers["Set-Cookie"] = sessions.cookie("", None)
         return response

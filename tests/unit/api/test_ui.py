@@ -265,7 +265,7 @@ async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(
     after = await client.get("/ui/session")
     assert after.json()["signed_in"] is True
     assert after.json()["token"] == "viewer"
-    out = await client.post("/ui/logout")
+    out = await client.post("/ui/logout", headers={"X-Callrouter-UI": "1"})
     assert "Max-Age=0" in out.headers["set-cookie"]
     assert (await client.get("/ui/session")).json() == {"signed_in": False}
 
@@ -298,6 +298,19 @@ async def test_sign_in_refuses_bad_tokens_and_requests_not_from_the_page(
     empty = await client.post("/ui/login", json={"token": ""}, headers={"X-Callrouter-UI": "1"})
     assert empty.status_code == 400
     assert empty.json()["field"] == "token"
+
+
+async def test_sign_out_needs_the_page_header(client: httpx.AsyncClient) -> None:
+    """Else another site's form could sign the page out (a cross-site POST)."""
+    assert (await sign_in(client)).status_code == 200
+    plain = await client.post("/ui/logout")
+    assert plain.status_code == 403
+    assert "x-callrouter-ui: 1" in plain.json()["detail"]
+    assert "set-cookie" not in plain.headers
+    assert (await client.get("/ui/session")).json()["signed_in"] is True
+    out = await client.post("/ui/logout", headers={"X-Callrouter-UI": "1"})
+    assert out.status_code == 200
+    assert "Max-Age=0" in out.headers["set-cookie"]
 
 
 async def test_a_token_narrowed_to_some_extensions_does_not_get_the_live_page(
