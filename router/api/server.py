@@ -16,7 +16,8 @@ its own are taken away from it:
 
 And what it would take from anyone who reaches the port: the HTTP protocol
 is h11 with a bound on request heads, a cap on connections and deadlines
-for requests and writes (:mod:`router.api.protocol`).
+for requests and writes (:mod:`router.api.protocol`), and the app answers
+only for the ``Host`` names the listener goes by (:mod:`router.api.hosts`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from router.api.hosts import TrustedHosts, trusted_hosts
 from router.api.protocol import MAX_HEADER_BYTES, bounded_protocol
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
@@ -56,6 +58,9 @@ class ApiServer:
 
     def __init__(self, app: Any, settings: ApiSettings) -> None:
         self.settings = settings
+        allowed = trusted_hosts(settings)
+        if allowed is not None:
+            app = TrustedHosts(app, allowed)
         self._config = uvicorn.Config(
             app,
             # h11, not httptools (uvicorn's pick when it is installed):

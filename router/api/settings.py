@@ -9,6 +9,7 @@
     rate = 20                         # default requests/s per token
     ami_timeout = 1.0                 # seconds an AMI action made for the API may take
     max_connections = 256             # open connections; past it a new one gets 503
+    allowed_hosts = ["pbx.example"]   # Host names taken besides loopback ones
 
     [api.tokens.crm]
     hash = "sha256:9f86d0..."         # `callrouter token new` prints these lines
@@ -74,6 +75,8 @@ OPERATIONS = (
 #: An extension pattern: ``*`` alone, or dial-string characters with an optional trailing ``*``.
 _PATTERN = re.compile(r"\*|[0-9A-Za-z#+_.-]{1,40}\*?")
 _HASH = re.compile(r"sha256:([0-9a-f]{64})")
+#: A name in ``allowed_hosts``: a DNS name or an IP address (IPv6 in brackets), no port.
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}\.?|\[[0-9A-Fa-f:.]{2,45}\]")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>[0-9]{1,5})")
 
 _KEYS = (
@@ -90,6 +93,7 @@ _KEYS = (
     "metrics_auth",
     "ui_session",
     "max_connections",
+    "allowed_hosts",
     "tokens",
     *CLICK_TO_CALL_KEYS,
 )
@@ -144,6 +148,9 @@ class ApiSettings:
     ui_session: float = 3600.0
     #: Open connections at most; past it a new one is answered 503 and closed.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Host header names taken besides the loopback ones (lowercase, no port):
+    #: see :mod:`router.api.hosts`.
+    allowed_hosts: tuple[str, ...] = ()
     #: Click-to-call and forwarding (router.api.calls, router.api.forwarding).
     dialing: DialSettings = field(default_factory=lambda: DialSettings())
 
@@ -199,6 +206,18 @@ def _listen(reader: Reader) -> tuple[str, int]:
             "listen", f"expected HOST:PORT like {DEFAULT_LISTEN!r} or '[::1]:8089', got {text!r}"
         )
     return found.group("v6") or found.group("host"), port
+
+
+def _allowed_hosts(reader: Reader) -> tuple[str, ...]:
+    names = reader.strings("allowed_hosts")
+    for name in names:
+        if not _HOST_NAME.fullmatch(name) or len(name) > 253:
+            raise reader.error(
+                "allowed_hosts",
+                f"expected host names like 'pbx.example' or '10.0.0.5' (no scheme, no port), "
+                f"got {name[:80]!r}",
+            )
+    return tuple(dict.fromkeys(name.lower().rstrip(".") for name in names))
 
 
 def _token(reader: Reader, name: str, rate: float, burst: int) -> TokenSettings:
@@ -283,5 +302,6 @@ def read_api(reader: Reader) -> ApiSettings:
         metrics_auth=reader.boolean("metrics_auth", False),
         ui_session=reader.number("ui_session", 3600.0, 60, 86400),
         max_connections=reader.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 10_000),
+        allowed_hosts=_allowed_hosts(reader),
         dialing=read_dialing(reader),
     )

@@ -400,7 +400,7 @@ async def test_the_listener_answers_without_waiting_for_the_clients_ack(tmp_path
         assert listener is not None
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /api/v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        writer.write(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 401")
         writer.close()
     finally:

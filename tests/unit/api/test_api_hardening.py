@@ -1,8 +1,11 @@
-"""Headers that guard browsers: nosniff on every answer."""
+"""Headers that guard browsers: nosniff on every answer, and the Host check
+against DNS rebinding (router/api/hosts.py), and the [api] keys behind them."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
@@ -14,10 +17,13 @@ import pytest
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
+from router.api.hosts import TrustedHosts, host_name, is_loopback, trusted_hosts
 from router.api.live import LiveRing
-from router.api.settings import ApiSettings, TokenSettings
+from router.api.server import ApiServer
+from router.api.settings import DEFAULT_MAX_CONNECTIONS, ApiSettings, TokenSettings
+from router.errors import ConfigError
 from router.metrics import Metrics
-from router.testing import StubEngine
+from router.testing import StubEngine, config_from_toml
 
 EVERYTHING = TokenSettings(
     name="all",
@@ -28,6 +34,12 @@ EVERYTHING = TokenSettings(
     burst=1000,
 )
 AUTH = {"Authorization": "Bearer cr_all"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -78,3 +90,156 @@ async def test_every_answer_says_nosniff(stub: StubEngine) -> None:
             answer.request.url,
             answer.status_code,
         )
+
+
+# -- Host ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("localhost", "localhost"),
+        ("LocalHost:8089", "localhost"),
+        ("127.0.0.1:8089", "127.0.0.1"),
+        ("[::1]:8089", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("pbx.example.", "pbx.example"),
+        ("evil.example:80", "evil.example"),
+        ("evil.example:x", None),
+        ("[::1", None),
+        ("[::1]x", None),
+        ("", None),
+    ],
+)
+def test_the_name_in_a_host_header(value: str, name: str | None) -> None:
+    assert host_name(value) == name
+
+
+def test_loopback_names() -> None:
+    assert is_loopback("localhost")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("127.3.2.1")
+    assert is_loopback("[::1]")
+    assert is_loopback("::1")
+    assert not is_loopback("localhost.evil.example")
+    assert not is_loopback("10.0.0.1")
+    assert not is_loopback("0.0.0.0")
+
+
+def test_which_listeners_check_the_host() -> None:
+    loopback = trusted_hosts(ApiSettings())
+    assert loopback is not None
+    assert {"localhost", "127.0.0.1"} <= loopback
+    v6 = trusted_hosts(ApiSettings(host="::1"))
+    assert v6 is not None
+    assert "[::1]" in v6
+    # Another address is reached by names nobody told us: off...
+    assert trusted_hosts(ApiSettings(host="0.0.0.0")) is None
+    assert trusted_hosts(ApiSettings(host="10.0.0.5")) is None
+    # ... unless allowed_hosts names them.
+    named = trusted_hosts(ApiSettings(host="0.0.0.0", allowed_hosts=("pbx.example",)))
+    assert named == {"pbx.example", "localhost"}
+    address = trusted_hosts(ApiSettings(host="10.0.0.5", allowed_hosts=("pbx.example",)))
+    assert address == {"pbx.example", "localhost", "10.0.0.5"}
+    extra = trusted_hosts(ApiSettings(allowed_hosts=("callrouter.lan",)))
+    assert extra is not None
+    assert "callrouter.lan" in extra
+
+
+async def test_a_non_loopback_listener_with_allowed_hosts_checks_them(stub: StubEngine) -> None:
+    settings = ApiSettings(host="0.0.0.0", allowed_hosts=("pbx.example",))
+    allowed = trusted_hosts(settings)
+    assert allowed is not None
+    app = TrustedHosts(app_over(stub), allowed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pbx.example") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/healthz", headers={"Host": "PBX.example:8443"})).is_success
+        assert (await client.get("/healthz", headers={"Host": "other.example"})).status_code == 421
+
+
+@pytest.fixture
+async def loopback_server(stub: StubEngine) -> AsyncIterator[ApiServer]:
+    settings = ApiSettings(
+        port=free_port(),
+        tokens=MappingProxyType({"all": EVERYTHING}),
+        allowed_hosts=("callrouter.lan",),
+    )
+    context = ApiContext(stub, settings, live=LiveRing(stub), metrics=Metrics(event_names=()))
+    server = ApiServer(build_app(context), settings)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/readyz", "/api/v1/openapi.json", "/ui/"])
+async def test_a_rebound_name_reads_nothing_from_a_loopback_listener(
+    loopback_server: ApiServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DNS rebinding: the attacker's name now points at 127.0.0.1, and the
+    browser sends its page's requests there with ``Host: evil.example``."""
+    url = f"http://127.0.0.1:{loopback_server.port}{path}"
+    async with httpx.AsyncClient() as client:
+        refused = await client.get(url, headers={"Host": "evil.example"})
+        spoofed_port = await client.get(
+            url, headers={"Host": f"evil.example:{loopback_server.port}"}
+        )
+    assert refused.status_code == 421
+    assert spoofed_port.status_code == 421
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert "allowed_hosts" in refused.json()["detail"]
+    assert "evil.example" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.0.0.1",
+        "127.0.0.1:{port}",
+        "[::1]:{port}",
+        "callrouter.lan",
+        "Callrouter.LAN:80",
+    ],
+)
+async def test_a_loopback_listener_answers_its_own_names(
+    loopback_server: ApiServer, host: str
+) -> None:
+    port = loopback_server.port
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            f"http://127.0.0.1:{port}/api/v1/openapi.json", headers={"Host": host.format(port=port)}
+        )
+    assert response.status_code == 200
+
+
+async def test_a_request_without_host_is_answered(loopback_server: ApiServer) -> None:
+    """HTTP/1.0 tools may send none; no browser does, so it is no rebinding."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", loopback_server.port)
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+# -- the [api] keys --------------------------------------------------------------------
+
+
+def test_max_connections_and_allowed_hosts_are_read_from_router_toml(tmp_path: Path) -> None:
+    default = config_from_toml(tmp_path, "[api]\n").api
+    assert default is not None
+    assert default.max_connections == DEFAULT_MAX_CONNECTIONS
+    assert default.allowed_hosts == ()
+    read = config_from_toml(
+        tmp_path,
+        '[api]\nmax_connections = 64\nallowed_hosts = ["PBX.Example.", "10.0.0.5", "[fd00::1]"]\n',
+    ).api
+    assert read is not None
+    assert read.max_connections == 64
+    assert read.allowed_hosts == ("pbx.example", "10.0.0.5", "[fd00::1]")
+    with pytest.raises(ConfigError, match=r"\[api\] max_connections"):
+        config_from_toml(tmp_path, "[api]\nmax_connections = 0\n")
+    for bad in ("http://pbx.example", "pbx.example:8089", "*.example", "a b"):
+        with pytest.raises(ConfigError, match=r"\[api\] allowed_hosts: expected host names"):
+            config_from_toml(tmp_path, f'[api]\nallowed_hosts = ["{bad}"]\n')
