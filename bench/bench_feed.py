@@ -118,7 +118,7 @@ async def client_loop(
             if cursor is not None:
                 query += f"&cursor={cursor}"
             writer.write(
-                f"GET /api/v1/events?{query} HTTP/1.1\r\nHost: bench\r\n"
+                f"GET /api/v1/events?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
             )
             head = await reader.readuntil(b"\r\n\r\n")

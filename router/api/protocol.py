@@ -3,12 +3,10 @@
 uvicorn's own protocols leave three doors open to anyone who reaches the
 listener, before any token is asked for:
 
-* **Size.** httptools (uvicorn's default parser) takes headers of any size
-  and number: 40 MiB of headers to ``/healthz`` grew the process by 600 MB.
-  h11 buffers at most ``h11_max_incomplete_event_size`` bytes of a head that
-  has not ended (:data:`MAX_HEADER_BYTES`, passed explicitly), and a head
-  that arrived whole in one read is held to the same bound here: either way
-  the client gets 400 and the connection is closed.
+* **Size.** httptools (uvicorn's C parser) takes headers of any size and
+  number: 40 MiB of headers to ``/healthz`` grew the process by 600 MB. Here
+  the bytes of a head are counted as they are read, and past
+  :data:`MAX_HEADER_BYTES` the client gets 400 and the connection is closed.
 * **Number.** Every open connection is a file descriptor, and uvicorn takes
   as many as the kernel hands it. Past ``[api] max_connections`` a new one
   is answered 503 and closed at once; the open ones go on.
@@ -20,11 +18,11 @@ listener, before any token is asked for:
   for :data:`WRITE_DEADLINE` seconds (an SSE stream nobody reads) is cut, so
   what it holds (a stream slot, the socket, the buffered bytes) is freed.
 
-:class:`BoundedH11Protocol` is uvicorn's h11 protocol with those bounds;
-:func:`bounded_protocol` makes the class one server passes to
-``uvicorn.Config(http=...)``. h11 is pure Python and slower than httptools:
-that costs nothing here, the API answers a handful of clients (1C, a few
-browsers) and its work is the engine's, not the parsing.
+:class:`BoundedHttpToolsProtocol` is uvicorn's httptools protocol with those
+bounds; :func:`bounded_protocol` makes the class one server passes to
+``uvicorn.Config(http=...)``. httptools rather than the pure-Python h11 (which
+bounds heads itself): with h11 the event feed's worst case, 100 long-polling
+clients answered at once, took 2-3 times as long (bench/bench_feed.py).
 """
 
 from __future__ import annotations
@@ -34,23 +32,21 @@ import logging
 import time
 from typing import Any, ClassVar
 
-import h11
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 __all__ = [
     "MAX_HEADER_BYTES",
     "REQUEST_DEADLINE",
     "WRITE_DEADLINE",
-    "BoundedH11Protocol",
+    "BoundedHttpToolsProtocol",
     "bounded_protocol",
 ]
 
 log = logging.getLogger("router.api")
 
-#: Largest request head (request line and headers) taken: h11's own default,
-#: said here so a change of h11's default cannot lift it. A real one is < 2 KiB.
+#: Largest request head (request line and headers) taken; a real one is < 2 KiB.
 MAX_HEADER_BYTES = 16 * 1024
 #: Seconds a whole request (head and body) has to arrive, counted from the
 #: connection or from the end of the previous response on it.
@@ -94,30 +90,12 @@ class _Refusals:
             self._since_warning = 0
 
 
-class _BoundedConnection(h11.Connection):
-    """h11's connection, refusing a request head over :data:`MAX_HEADER_BYTES`
-    even when it came whole (h11 bounds only the bytes of a head not ended)."""
-
-    def __init__(self, max_head: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
-        self.max_head = max_head
-
-    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        event = super().next_event()
-        if isinstance(event, h11.Request):
-            size = len(event.method) + len(event.target) + 12
-            size += sum(len(name) + len(value) + 4 for name, value in event.headers)
-            if size > self.max_head:
-                raise h11.RemoteProtocolError(
-                    f"request head over {self.max_head} bytes", error_status_hint=431
-                )
-        return event
-
-
-class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a cap on connections and deadlines on requests and writes."""
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on request heads, a cap on
+    connections and deadlines on requests and writes."""
 
     max_connections: ClassVar[int] = 256
+    max_head: ClassVar[int] = MAX_HEADER_BYTES
     request_deadline: ClassVar[float] = REQUEST_DEADLINE
     write_deadline: ClassVar[float] = WRITE_DEADLINE
     refusals: ClassVar[_Refusals] = _Refusals()
@@ -130,9 +108,12 @@ class BoundedH11Protocol(H11Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = _BoundedConnection(config.h11_max_incomplete_event_size or MAX_HEADER_BYTES)
         self._request_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        #: Bytes read since the head being read began (None: a body or nothing owed).
+        self._head_bytes: int | None = 0
+        #: The parsed head's size so far (request line and headers).
+        self._head_size = 0
 
     # -- connections -----------------------------------------------------------
 
@@ -149,30 +130,67 @@ class BoundedH11Protocol(H11Protocol):
         # closed transport waits for its buffer to empty before it lets go.
         # (1, not 0: the TLS transport pauses at >= high, so 0 pauses it empty.)
         transport.set_write_buffer_limits(high=1, low=0)
-        self._time_request(restart=True)
+        self._start_request_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_timer()
         self._cancel_write_timer()
         super().connection_lost(exc)
 
+    # -- the head bound --------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # httptools keeps a header's name and value until they end, and uvicorn
+        # the url and every header until the head ends: counted here by the
+        # reads that carried them, so no head takes more than MAX_HEADER_BYTES
+        # plus one read (at most 256 KiB) before it is refused.
+        if self._head_bytes is not None and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head:
+                self._head_bytes = None
+                self.send_400_response(f"Request head over {self.max_head} bytes.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_size = 0
+        if self._head_bytes is None:
+            self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url) + 12)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A head that came whole in one read: its parts are counted as parsed
+        # (an exception here is httptools' parse error: uvicorn answers 400).
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > self.max_head:
+            raise ValueError(f"request head over {self.max_head} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
     # -- the request deadline --------------------------------------------------
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        self._time_request()
+    def on_message_complete(self) -> None:
+        self._cancel_request_timer()  # the whole request is in
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # The next request gets its own time, from now.
-        self._time_request(restart=True)
+        self._head_bytes = 0
+        self._start_request_timer()
 
-    def _time_request(self, *, restart: bool = False) -> None:
-        """Run the request deadline while the client owes us a request or its body."""
-        owed = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
-        if self.transport.is_closing() or not owed or restart:
-            self._cancel_request_timer()
-        if owed and not self.transport.is_closing() and self._request_timer is None:
+    def _start_request_timer(self) -> None:
+        self._cancel_request_timer()
+        if not self.transport.is_closing():
             self._request_timer = self.loop.call_later(self.request_deadline, self._request_late)
 
     def _cancel_request_timer(self) -> None:
@@ -231,16 +249,16 @@ def bounded_protocol(
     max_connections: int,
     request_deadline: float | None = None,
     write_deadline: float | None = None,
-) -> type[BoundedH11Protocol]:
+) -> type[BoundedHttpToolsProtocol]:
     """The protocol class for one server: its own bounds, its own refusal count
     (the deadlines default to :data:`REQUEST_DEADLINE` and :data:`WRITE_DEADLINE`)."""
 
-    class Bounded(BoundedH11Protocol):
+    class Bounded(BoundedHttpToolsProtocol):
         pass
 
     Bounded.max_connections = max_connections
     Bounded.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
     Bounded.write_deadline = WRITE_DEADLINE if write_deadline is None else write_deadline
     Bounded.refusals = _Refusals()
-    Bounded.__name__ = Bounded.__qualname__ = "BoundedH11Protocol"
+    Bounded.__name__ = Bounded.__qualname__ = "BoundedHttpToolsProtocol"
     return Bounded

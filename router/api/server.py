@@ -15,7 +15,7 @@ its own are taken away from it:
   its own audit line per request (``router.api.audit``).
 
 And what it would take from anyone who reaches the port: the HTTP protocol
-is h11 with a bound on request heads, a cap on connections and deadlines
+is httptools with a bound on request heads, a cap on connections and deadlines
 for requests and writes (:mod:`router.api.protocol`), and the app answers
 only for the ``Host`` names the listener goes by (:mod:`router.api.hosts`).
 """
@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 
 from router.api.hosts import TrustedHosts, trusted_hosts
-from router.api.protocol import MAX_HEADER_BYTES, bounded_protocol
+from router.api.protocol import bounded_protocol
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
 
@@ -63,13 +63,9 @@ class ApiServer:
             app = TrustedHosts(app, allowed)
         self._config = uvicorn.Config(
             app,
-            # h11, not httptools (uvicorn's pick when it is installed):
-            # httptools takes request heads of any size, h11 refuses one over
-            # MAX_HEADER_BYTES. h11 is slower (bench/bench_feed.py's worst
-            # case: p95 1.6x), a price the API can pay: its clients are a few
-            # 1C bases and browsers, and its time goes to the engine's work.
+            # httptools with our bounds on heads, connections and time
+            # (router/api/protocol.py): uvicorn's own take any of them.
             http=bounded_protocol(max_connections=settings.max_connections),
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             host=settings.host,
             port=settings.port,
             ssl_certfile=str(settings.cert) if settings.cert else None,
