@@ -244,6 +244,34 @@ def _let_go(transport: asyncio.Transport) -> None:
         transport.close()
 
 
+class _QuietBadRequests(logging.Filter):
+    """uvicorn logs a WARNING for every request it cannot parse; anyone who
+    reaches the port can send thousands a second (a log filled by strangers),
+    so one such line a minute passes, saying how many were held back."""
+
+    MESSAGE = "Invalid HTTP request received."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = 0
+        self._passed_at = -_WARN_EVERY
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = time.monotonic()
+        if now - self._passed_at < _WARN_EVERY:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{self.MESSAGE} ({self._held} more in the last minute not logged)"
+        self._passed_at, self._held = now, 0
+        return True
+
+
+_QUIET = _QuietBadRequests()
+
+
 def bounded_protocol(
     *,
     max_connections: int,
@@ -260,5 +288,8 @@ def bounded_protocol(
     Bounded.request_deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
     Bounded.write_deadline = WRITE_DEADLINE if write_deadline is None else write_deadline
     Bounded.refusals = _Refusals()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _QUIET not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_QUIET)
     Bounded.__name__ = Bounded.__qualname__ = "BoundedHttpToolsProtocol"
     return Bounded

@@ -355,3 +355,19 @@ async def test_connections_past_the_cap_are_refused_at_once_and_the_open_ones_wo
     # Closed ones free their places.
     await asyncio.sleep(0.2)
     assert await healthz(server.port) == 200
+
+
+async def test_a_stranger_sending_bad_requests_fills_no_log(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn logs a WARNING per request it cannot parse: one a minute passes."""
+    server, _ = await serve()
+    caplog.set_level(logging.WARNING, logger="uvicorn.error")
+    for _ in range(20):
+        async with connection(server.port) as (reader, writer):
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+            await closed_within(reader, 5)
+    bad = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert len(bad) <= 1
+    assert await healthz(server.port) == 200
