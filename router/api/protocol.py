@@ -54,6 +54,11 @@ REQUEST_DEADLINE = 10.0
 #: Seconds the client may leave written bytes unread (the kernel's buffer full
 #: and ours not empty) before the connection is cut.
 WRITE_DEADLINE = 10.0
+#: Bytes of the reads a head may span before it is refused unparsed: httptools
+#: keeps a header until it ends, so an endless one is stopped here (the exact
+#: bound, MAX_HEADER_BYTES, is on the parsed head; a read may also carry the
+#: end of the request before, a body up to 64 KiB).
+_HEAD_READS_BOUND = 4 * MAX_HEADER_BYTES + 64 * 1024
 #: Seconds between two warnings about refused connections.
 _WARN_EVERY = 60.0
 
@@ -114,6 +119,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = 0
         #: The parsed head's size so far (request line and headers).
         self._head_size = 0
+        #: A request's bytes are arriving (its message begun, not complete).
+        self._arriving = False
+        #: What was left unwritten when the write deadline last started.
+        self._unwritten = 0
 
     # -- connections -----------------------------------------------------------
 
@@ -145,17 +154,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the url and every header until the head ends: counted here by the
         # reads that carried them, so no head takes more than MAX_HEADER_BYTES
         # plus one read (at most 256 KiB) before it is refused.
+        # (A read may also hold the end of the request before, hence the
+        # margin: the exact bound is the parsed head's, in _count_head.)
         if self._head_bytes is not None and not self.transport.is_closing():
             self._head_bytes += len(data)
-            if self._head_bytes > self.max_head:
+            if self._head_bytes > _HEAD_READS_BOUND:
                 self._head_bytes = None
                 self.send_400_response(f"Request head over {self.max_head} bytes.")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_size = 0
-        if self._head_bytes is None:
-            self._head_bytes = 0
+        self._head_bytes = 0
+        self._arriving = True
 
     def on_url(self, url: bytes) -> None:
         self._count_head(len(url) + 12)
@@ -179,14 +190,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- the request deadline --------------------------------------------------
 
     def on_message_complete(self) -> None:
-        self._cancel_request_timer()  # the whole request is in
+        self._arriving = False
+        answered = self.cycle is None or self.cycle.response_complete
         super().on_message_complete()
+        if answered:
+            # Answered before its body was read (a 404, a 401, a 421): the
+            # connection is idle now and owes the next request, in time.
+            self._start_request_timer()
+        else:
+            self._cancel_request_timer()  # the whole request is in, being served
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # The next request gets its own time, from now.
-        self._head_bytes = 0
-        self._start_request_timer()
+        # Owed from now: the rest of a request answered early, or the next
+        # one; not a pipelined request that came whole and is being served.
+        if self._arriving or self.cycle is None or self.cycle.response_complete:
+            self._start_request_timer()
 
     def _start_request_timer(self) -> None:
         self._cancel_request_timer()
@@ -214,6 +233,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_timer is None:
+            self._unwritten = self.transport.get_write_buffer_size()
             self._write_timer = self.loop.call_later(self.write_deadline, self._write_late)
 
     def resume_writing(self) -> None:
@@ -227,6 +247,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _write_late(self) -> None:
         self._write_timer = None
+        left = self.transport.get_write_buffer_size()
+        if left < self._unwritten:
+            # A slow reader, not a stalled one (a recording over a thin line):
+            # it took some, so it gets another term for the rest.
+            self._unwritten = left
+            self._write_timer = self.loop.call_later(self.write_deadline, self._write_late)
+            return
         log.info(
             "API: cut a connection from %s: it read nothing of its response for %g s",
             self.client[0] if self.client else "-",

@@ -1,0 +1,141 @@
+"""The bounded HTTP protocol's deadlines against pipelining, early answers
+and slow readers: a plain ASGI app on uvicorn with short deadlines, real
+sockets on 127.0.0.1 (found by a review of router/api/protocol.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvicorn
+
+from router.api.protocol import bounded_protocol
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Callable[..., Awaitable[int]]]:
+    servers: list[tuple[uvicorn.Server, asyncio.Future[None]]] = []
+
+    async def start(app: App, **deadlines: float) -> int:
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            lifespan="off",
+            http=bounded_protocol(max_connections=10, **deadlines),
+            timeout_keep_alive=1,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        servers.append((server, task))
+        return int(server.servers[0].sockets[0].getsockname()[1])
+
+    yield start
+    for server, task in servers:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def _ok(send: Any, body: bytes = b"ok", status: int = 200) -> None:
+    length = str(len(body)).encode()
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-length", length)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_pipelined_request_being_served_is_not_cut(served: Any) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await asyncio.sleep(1.5)  # a long-poll, longer than the request deadline
+        await _ok(send)
+
+    port = await served(app, request_deadline=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    deadline = time.monotonic() + 5
+    while got.count(b"ok") < 2 and time.monotonic() < deadline:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        if not data:
+            break
+        got += data
+    writer.close()
+    assert got.count(b"HTTP/1.1 200") == 2, got
+
+
+async def test_a_pipelined_post_body_is_not_taken_for_a_head(served: Any) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await _ok(send, str(size).encode())
+
+    port = await served(app)
+    body = b"x" * 40_000
+    post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # The second request's head and a little of its body come before the
+    # first is answered, the rest (over 16 KiB) after: body, not head.
+    cut = len(post) - len(body) + 100
+    writer.write(post + post[:cut])
+    got = await asyncio.wait_for(reader.readuntil(b"40000"), 5)
+    writer.write(post[cut:])
+    while got.count(b"40000") < 2:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, got
+        got += data
+    writer.close()
+    assert got.count(b"HTTP/1.1 200") == 2, got
+
+
+async def test_an_answer_before_the_body_leaves_no_connection_without_a_deadline(
+    served: Any,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _ok(send, b"no", 404)  # answered without reading the body (404, 401, 421)
+
+    port = await served(app, request_deadline=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+    await asyncio.sleep(0.2)  # the 404 is written
+    writer.write(b"ab")  # the body's end: the request is complete, the connection idle
+    closed = False
+    async with asyncio.timeout(4):  # 8x the request deadline, 4x keep-alive
+        while await reader.read(65536):
+            pass
+        closed = True
+    writer.close()
+    assert closed
+
+
+async def test_a_slow_reader_that_keeps_reading_is_not_cut(served: Any) -> None:
+    """The write deadline is for a reader that takes nothing, not a slow one."""
+    body = b"r" * 8_000_000
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await _ok(send, body)
+
+    port = await served(app, write_deadline=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /rec HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = 0
+    started = time.monotonic()
+    while got < len(body):
+        data = await asyncio.wait_for(reader.read(64 * 1024), 5)
+        assert data, f"cut after {got} bytes"
+        got += len(data)
+        await asyncio.sleep(0.02)  # about 3 MB/s: the server waits on us for seconds
+    writer.close()
+    assert time.monotonic() - started > 1.0  # it did span several deadlines
