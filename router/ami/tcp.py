@@ -592,6 +592,13 @@ class TCPClient(AMIActions[ActionResult]):
         if conn is not self._conn or self._closed:
             return
         log.warning("AMI connection to %s lost: %s", self._endpoint, conn.error)
+        if self._unreported is not None and self._held:
+            # A session that began and ended inside a gap the stream has not
+            # heard of yet: its events are the gap's, and the reconcile after
+            # it (run with the next session live) stands for them. Handed over
+            # after it, they would undo what it found (a channel long gone).
+            self._held.clear()
+            self._held_bytes = 0
         self._unreported = conn.error or "connection lost"
         self._lost_conn = conn
         self._wake()
@@ -836,7 +843,7 @@ class TCPClient(AMIActions[ActionResult]):
                 queue.clear()
                 self._queued_bytes = 0
             else:  # a burst: in slices, so routing is not behind a whole backlog
-                before = len(queue) + MAX_BATCH
+                before = len(queue)
                 events.extend(queue.popleft() for _ in range(MAX_BATCH))
                 self._queued_bytes = self._queued_bytes * len(queue) // before
             current = self._conn

@@ -756,3 +756,50 @@ async def test_a_peer_trickling_bytes_is_dead_to_the_keepalive(fake: FakeAMI) ->
         finally:
             dripping.cancel()
         assert time.monotonic() - started < 0.6 + 2.0
+
+
+async def test_a_session_that_began_and_ended_inside_an_unreported_gap_is_the_gaps(
+    fake: FakeAMI,
+) -> None:
+    """A lost, an action logs in B, B lost, an action logs in C, and only then
+    does the stream poll: A's events, one gap, C's. B's events are inside the
+    gap (the reconcile after it, with C live, stands for them)."""
+    client = TCPClient(settings(fake))
+    await client.login()
+    fake.push(("Event", "A"))
+    await until(lambda: bool(client._events))
+    fake.close_all()
+    await until(lambda: client._unreported is not None)
+    assert (await client.send("Ping", validate=False)).ok  # logs in B
+    fake.push(("Event", "B"))
+    await until(lambda: bool(client._held))
+    fake.close_all()
+    await until(lambda: not client.logged_in)
+    assert (await client.send("Ping", validate=False)).ok  # logs in C
+    fake.push(("Event", "C"))
+    await until(lambda: any(e.name == "C" for e in client._held))
+    stream = EventStream(client, poll_timeout=1, backoff=Backoff(initial=0.01, maximum=0.02))
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            seen.append(item.name if isinstance(item, Event) else "gap")
+            if isinstance(item, Event) and item.name == "C":
+                stream.stop()
+
+    await asyncio.wait_for(consume(), 5)
+    await client.aclose()
+    assert seen == ["A", "gap", "C"]
+
+
+async def test_a_slice_of_a_backlog_takes_its_share_of_the_queued_bytes(fake: FakeAMI) -> None:
+    async with TCPClient(settings(fake)) as client:
+        conn = client._conn
+        assert conn is not None
+        data = b"".join(b"Event: E\r\nSeq: %d\r\n\r\n" % i for i in range(128))
+        conn._take(data)  # one read, two slices of events
+        assert client._queued_bytes == len(data)
+        assert len(await client.wait_event(1)) == 64
+        assert client._queued_bytes == len(data) // 2
+        assert len(await client.wait_event(1)) == 64
+        assert client._queued_bytes == 0
