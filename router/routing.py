@@ -70,6 +70,12 @@ _FALLEN_CHECKED = 500
 #: marked (:data:`~router.dialplan.DECIDED_VARIABLE`) so that a later start
 #: does not count the call again as fallen while no callrouter ran.
 _MARKED_OUTCOMES = frozenset({"fell-through", "late", "failed"})
+#: Action kinds that take the call away from its wait (or end it): a decision
+#: executed without one ("tag and go on": setvar, notify, record) leaves the
+#: call to the default route as well, and is marked too. (An ``ami`` action
+#: may move it or not; a call it leaves in place and that is not marked only
+#: counts as ``down`` after a restart.)
+_MOVING_KINDS = frozenset({"redirect", "hangup", "ami"})
 
 #: What stands between a decision and its execution when other instances are
 #: live: ``"shadow"``, ``"late"`` or None (act). The engine's live guard.
@@ -362,7 +368,14 @@ class Router:
                 ),
                 lookups=_lookup_traces(trace),
             )
-        if status in _MARKED_OUTCOMES and not self.shadow:
+        if not self.shadow and (
+            status in _MARKED_OUTCOMES
+            or (
+                status == "executed"
+                and outcome is not None
+                and not any(a.kind in _MOVING_KINDS for a in outcome.decision.actions)
+            )
+        ):
             # Off the decision's path: the call is not redirected, nothing waits for this.
             self.spawn(self._mark_decided(channel, status))
         if early:

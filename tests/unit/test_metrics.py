@@ -217,6 +217,35 @@ async def test_a_call_a_running_router_left_to_the_default_route_is_not_down_at_
     assert sample(third, "callrouter_fallthroughs_total", cause="down") == 1  # that one only
 
 
+async def test_a_decision_that_only_tags_the_call_marks_it_too(
+    engine_factory: EngineFactory, tmp_path: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """ "Tag and go on" (docs/rules.md) executes, and the call still takes the
+    default route when its wait ends: marked, so a restart does not count it as
+    ``down``. A decision that redirects the call is not marked (it left)."""
+    rules = tmp_path / "tag.yaml"
+    rules.write_text(
+        RULES
+        + """
+  - name: tag
+    on: call
+    if: did == "74950000002"
+    do:
+      - setvar: {CRM_VIP: "1"}
+""",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Owners()])
+    tagged = ajam_replay.inbound_call(caller="+79161234567", did=UNROUTED)
+    routed = ajam_replay.inbound_call(caller="+79161234568", did=ROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert sorted(r.outcome for r in engine.records) == ["executed", "executed"]
+    marks = [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
+    assert [(m["Channel"], m["Value"]) for m in marks] == [(tagged, "executed")]
+    assert routed != tagged
+
+
 async def test_a_shadow_router_marks_no_call(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:
