@@ -34,7 +34,7 @@ from router.api.errors import problem_body
 from router.api.settings import ApiSettings
 from router.logsafe import escape_controls
 
-__all__ = ["TrustedHosts", "host_name", "is_loopback", "trusted_hosts"]
+__all__ = ["TrustedHosts", "canonical", "host_name", "is_loopback", "trusted_hosts"]
 
 log = logging.getLogger("router.api")
 
@@ -62,18 +62,30 @@ def host_name(value: str) -> str | None:
         if end < 0:
             return None
         name, rest = value[: end + 1], value[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        # An empty port is a port left out (RFC 3986 3.2.3).
+        if rest and not (rest.startswith(":") and (rest[1:].isdigit() or rest == ":")):
             return None
-        return name
+        return canonical(name)
     name, colon, port = value.partition(":")
-    if colon and not (port.isascii() and port.isdigit()):
+    if colon and port and not (port.isascii() and port.isdigit()):
         return None
     name = name.rstrip(".")
     return name or None
 
 
+def canonical(name: str) -> str:
+    """An IPv6 literal in its one spelling (``[2001:DB8:0::1]`` is
+    ``[2001:db8::1]``); any other name as it is."""
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            return f"[{ipaddress.IPv6Address(name[1:-1]).compressed}]"
+        except ValueError:
+            return name
+    return name
+
+
 def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def trusted_hosts(settings: ApiSettings) -> frozenset[str] | None:
@@ -81,13 +93,13 @@ def trusted_hosts(settings: ApiSettings) -> frozenset[str] | None:
     or None when any will do (not loopback, no ``allowed_hosts``)."""
     if not is_loopback(settings.host) and not settings.allowed_hosts:
         return None
-    names = {"localhost", *settings.allowed_hosts}
+    names = {"localhost", *(canonical(_bracketed(h.lower())) for h in settings.allowed_hosts)}
     try:
         unspecified = ipaddress.ip_address(settings.host).is_unspecified
     except ValueError:
         unspecified = False
     if not unspecified:
-        names.add(_bracketed(settings.host.lower()))
+        names.add(canonical(_bracketed(settings.host.lower())))
     return frozenset(names)
 
 

@@ -109,6 +109,10 @@ async def test_every_answer_says_nosniff(stub: StubEngine) -> None:
         ("[::1", None),
         ("[::1]x", None),
         ("", None),
+        # An empty port is a port left out (RFC 3986); IPv6 in its one spelling.
+        ("localhost:", "localhost"),
+        ("[::1]:", "[::1]"),
+        ("[2001:DB8:0:0::1]:8089", "[2001:db8::1]"),
     ],
 )
 def test_the_name_in_a_host_header(value: str, name: str | None) -> None:
@@ -144,6 +148,19 @@ def test_which_listeners_check_the_host() -> None:
     extra = trusted_hosts(ApiSettings(allowed_hosts=("callrouter.lan",)))
     assert extra is not None
     assert "callrouter.lan" in extra
+
+
+def test_an_ipv6_listener_or_allowed_name_matches_however_it_is_spelled() -> None:
+    allowed = trusted_hosts(ApiSettings(host="2001:db8:0:0::5", allowed_hosts=("[2001:DB8::7]",)))
+    assert allowed is not None
+    guard = TrustedHosts(app_over_nothing, allowed)
+    assert guard.accepts("[2001:db8::5]:8089")
+    assert guard.accepts("[2001:0db8:0000::7]")
+    assert not guard.accepts("[2001:db8::8]")
+
+
+async def app_over_nothing(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
 
 
 async def test_a_non_loopback_listener_with_allowed_hosts_checks_them(stub: StubEngine) -> None:
