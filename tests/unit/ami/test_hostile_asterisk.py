@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.http import HTTPProtocolError, ResponseParser
@@ -30,8 +29,7 @@ from router.errors import (
     AMIValidationError,
     ConfigError,
 )
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.unit.ami.conftest import Handler
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 
@@ -495,39 +493,3 @@ async def test_a_digest_challenge_that_cannot_be_answered_is_an_ami_error(
         await client.login()
     await client.aclose()
     assert sent == [None]  # nothing half-built was sent
-
-
-# -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    servers: list[asyncio.Server] = []
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def start(handler: Handler) -> int:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # Each connection's handler ends (its writer closed) before the
-            # test's loop does: no StreamWriter is collected on a closed loop.
-            task = asyncio.current_task()
-            assert task is not None
-            handlers.add(task)
-            try:
-                await handler(reader, writer)
-            finally:
-                writer.close()
-                handlers.discard(task)
-
-        srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
-        servers.append(srv)
-        port: int = srv.sockets[0].getsockname()[1]
-        return port
-
-    yield start
-    for srv in servers:
-        srv.close()
-        await srv.wait_closed()
-    if handlers:
-        await asyncio.wait(set(handlers), timeout=2)
-    for task in set(handlers):
-        task.cancel()

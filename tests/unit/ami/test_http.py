@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import SupportsIndex
 from urllib.parse import parse_qsl
 
@@ -21,6 +21,7 @@ from router.ami.http import (
     build_request,
 )
 from router.errors import AMIConnectionError, AMIProtocolError, AMITimeoutError
+from tests.unit.ami.conftest import Handler
 
 ASTERISK_LOGIN = (
     b"HTTP/1.1 200 OK\r\nServer: Asterisk/22.10.1\r\nDate: Mon, 23 Nov 2026 19:08:53 GMT\r\n"
@@ -88,42 +89,6 @@ def test_parser_chunked_close_and_errors() -> None:
         half.finish()
     with pytest.raises(HTTPError, match="too large"):
         ResponseParser(max_body=10).feed(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    servers: list[asyncio.Server] = []
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def start(handler: Handler) -> int:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # Each connection's handler ends (its writer closed) before the
-            # test's loop does: no StreamWriter is collected on a closed loop.
-            task = asyncio.current_task()
-            assert task is not None
-            handlers.add(task)
-            try:
-                await handler(reader, writer)
-            finally:
-                writer.close()
-                handlers.discard(task)
-
-        srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
-        servers.append(srv)
-        port: int = srv.sockets[0].getsockname()[1]
-        return port
-
-    yield start
-    for srv in servers:
-        srv.close()
-        await srv.wait_closed()
-    if handlers:
-        await asyncio.wait(set(handlers), timeout=2)
-    for task in set(handlers):
-        task.cancel()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:

@@ -9,18 +9,16 @@ was parsed as the peer's Content-Type said. Each test failed before the fix.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from router.ami.client import AJAMClient, ClientSettings
 from router.ami.protocol import MAX_MXML_FIELDS, parse_body, parse_mxml
 from router.errors import AMIProtocolError
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.unit.ami.conftest import Handler
 
 
 def many_attributes(count: int, action_id: str = "x") -> bytes:
@@ -140,36 +138,3 @@ async def test_the_httpx_path_parses_the_format_asked_for_too() -> None:
     with pytest.raises(AMIProtocolError, match="not rawman"):
         await client.login()
     await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    servers: list[asyncio.Server] = []
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def start(handler: Handler) -> int:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            # Each connection's handler ends (its writer closed) before the
-            # test's loop does: no StreamWriter is collected on a closed loop.
-            task = asyncio.current_task()
-            assert task is not None
-            handlers.add(task)
-            try:
-                await handler(reader, writer)
-            finally:
-                writer.close()
-                handlers.discard(task)
-
-        srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
-        servers.append(srv)
-        port: int = srv.sockets[0].getsockname()[1]
-        return port
-
-    yield start
-    for srv in servers:
-        srv.close()
-        await srv.wait_closed()
-    if handlers:
-        await asyncio.wait(set(handlers), timeout=2)
-    for task in set(handlers):
-        task.cancel()

@@ -1,0 +1,46 @@
+"""Fixtures shared by the AJAM client's tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest_asyncio
+
+#: One connection's server side: reads the request, writes whatever the test wants.
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """``await server(handler)`` -> the port of a loopback server running
+    ``handler`` for each connection; all torn down after the test."""
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def start(handler: Handler) -> int:
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Each connection's handler ends (its writer closed) before the
+            # test's loop does: no StreamWriter is collected on a closed loop.
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+                handlers.discard(task)
+
+        srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
+        servers.append(srv)
+        port: int = srv.sockets[0].getsockname()[1]
+        return port
+
+    yield start
+    for srv in servers:
+        srv.close()
+        await srv.wait_closed()
+    if handlers:
+        await asyncio.wait(set(handlers), timeout=2)
+    for task in set(handlers):
+        task.cancel()
