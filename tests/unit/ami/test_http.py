@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import SupportsIndex
 from urllib.parse import parse_qsl
 
@@ -103,6 +103,21 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+async def requests(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request on a connection, until the client closes it."""
+    while True:
+        try:
+            yield await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+def _settings(port: int) -> ClientSettings:
+    return ClientSettings(
+        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
+    )
+
+
 def answer(body: bytes, extra: bytes = b"") -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -199,11 +214,7 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
     state = {"expire": False, "drop_originate": True}
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                request = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for request in requests(reader):
             seen.append(request)
             body = request.split(b"\r\n\r\n", 1)[1]
             if body.startswith(b"Action=Originate") and state["drop_originate"]:
@@ -223,9 +234,7 @@ async def test_ajam_client_on_native_http(server: Callable[[Handler], Awaitable[
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(
-        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
-    )
+    settings = _settings(port)
     async with AJAMClient(settings) as client:
         assert isinstance(client.transport, ConnectionPool)
         assert (await client.action("Ping")).response["Ping"] == "Pong"
@@ -280,9 +289,7 @@ async def test_a_request_is_written_in_the_callers_step(
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(
-        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
-    )
+    settings = _settings(port)
     async with AJAMClient(settings) as client:
         await client.login()
         await client.action("Ping")  # an idle keep-alive connection in the pool
@@ -518,11 +525,7 @@ async def test_an_unrequested_response_is_never_read_as_the_next_answer(
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                request = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for request in requests(reader):
             reply = _ping_answer(request, b"Ping: Pong\r\n")
             if b"Action=Ping" in request and not sent.is_set():
                 if late:
@@ -539,9 +542,7 @@ async def test_an_unrequested_response_is_never_read_as_the_next_answer(
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(
-        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
-    )
+    settings = _settings(port)
     async with AJAMClient(settings) as client:
         await client.login()
         assert (await client.action("Ping")).response["Ping"] == "Pong"
@@ -559,11 +560,7 @@ async def test_an_unrequested_response_is_never_read_as_the_next_answer(
 
 async def test_100_continue_is_not_the_answer(server: Callable[[Handler], Awaitable[int]]) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                request = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for request in requests(reader):
             if b"Action=Login" not in request:
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await writer.drain()
@@ -573,9 +570,7 @@ async def test_100_continue_is_not_the_answer(server: Callable[[Handler], Awaita
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(
-        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
-    )
+    settings = _settings(port)
     async with AJAMClient(settings) as client:
         await client.login()
         for _ in range(3):  # was: HTTP 100 for the first, the one before's for the next
@@ -590,11 +585,7 @@ async def test_an_ambiguous_answer_is_a_protocol_error_and_its_connection_closed
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                request = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
+        async for request in requests(reader):
             if b"Action=Ping" in request and connections == 1:
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -606,9 +597,7 @@ async def test_an_ambiguous_answer_is_a_protocol_error_and_its_connection_closed
         writer.close()
 
     port = await server(handler)
-    settings = ClientSettings(
-        url=f"http://127.0.0.1:{port}/asterisk", username="u", secret="s", request_timeout=2
-    )
+    settings = _settings(port)
     async with AJAMClient(settings) as client:
         await client.login()
         with pytest.raises(AMIProtocolError, match="both Transfer-Encoding and Content-Length"):
