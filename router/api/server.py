@@ -16,8 +16,10 @@ its own are taken away from it:
 
 And what it would take from anyone who reaches the port: the HTTP protocol
 is httptools with a bound on request heads, a cap on connections and deadlines
-for requests and writes (:mod:`router.api.protocol`), and the app answers
-only for the ``Host`` names the listener goes by (:mod:`router.api.hosts`).
+for requests and writes (:mod:`router.api.protocol`), TLS handshakes are
+counted against that cap and bounded in time (:mod:`router.api.handshake`),
+and the app answers only for the ``Host`` names the listener goes by
+(:mod:`router.api.hosts`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from typing import Any
 
 import uvicorn
 
+from router.api import handshake
+from router.api.handshake import Handshakes
 from router.api.hosts import TrustedHosts, trusted_hosts
-from router.api.protocol import bounded_protocol
+from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
 
@@ -46,11 +50,51 @@ GRACEFUL_STOP = 2
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the engine owns the process's signals."""
+    """uvicorn without its signal handlers (the engine owns the process's
+    signals), and with TLS handshakes done by :mod:`router.api.handshake`."""
+
+    protocol_class: type[BoundedHttpToolsProtocol]
+    handshakes: Handshakes | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if config.ssl is None or sockets is None:
+            await super().startup(sockets)
+            return
+        # uvicorn would hand the context to create_server, and asyncio would
+        # hold each handshake for 60 s, uncounted: the listener takes plain TCP
+        # and the handshakes are ours, counted and bounded.
+        await self.lifespan.startup()
+        protocol_class = self.protocol_class
+
+        def http_protocol() -> asyncio.Protocol:
+            return protocol_class(
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        self.handshakes = Handshakes(
+            http_protocol,
+            config.ssl,
+            open_connections=self.server_state.connections,
+            limit=protocol_class.max_connections,
+            refused=protocol_class.refusals.note,
+            deadline=handshake.HANDSHAKE_DEADLINE,
+        )
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(self.handshakes, sock=sock, backlog=config.backlog)
+            for sock in sockets
+        ]
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.handshakes is not None:
+            await self.handshakes.close()
+        await super().shutdown(sockets)
 
 
 class ApiServer:
@@ -61,11 +105,12 @@ class ApiServer:
         allowed = trusted_hosts(settings)
         if allowed is not None:
             app = TrustedHosts(app, allowed)
+        protocol_class = bounded_protocol(max_connections=settings.max_connections)
         self._config = uvicorn.Config(
             app,
             # httptools with our bounds on heads, connections and time
             # (router/api/protocol.py): uvicorn's own take any of them.
-            http=bounded_protocol(max_connections=settings.max_connections),
+            http=protocol_class,
             host=settings.host,
             port=settings.port,
             ssl_certfile=str(settings.cert) if settings.cert else None,
@@ -79,6 +124,7 @@ class ApiServer:
             timeout_graceful_shutdown=GRACEFUL_STOP,
         )
         self._server = _Server(self._config)
+        self._server.protocol_class = protocol_class
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import logging
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ import httpx
 import pytest
 
 from router.api import events as events_module
-from router.api import protocol
+from router.api import handshake, protocol
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
@@ -371,3 +373,85 @@ async def test_a_stranger_sending_bad_requests_fills_no_log(
     bad = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
     assert len(bad) <= 1
     assert await healthz(server.port) == 200
+
+
+# -- TLS handshakes --------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return {"cert": cert, "key": key}
+
+
+async def tls_healthz(port: int, cert: Path) -> int:
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=trusted) as client:
+        return (await client.get(f"https://127.0.0.1:{port}/healthz")).status_code
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"", id="silent"),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", id="half-a-hello"),
+    ],
+)
+async def test_a_tls_handshake_that_does_not_finish_in_time_is_closed(
+    serve: Serve,
+    tls_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    sent: bytes,
+) -> None:
+    """asyncio's own handshake deadline is 60 s, and the HTTP protocol's
+    deadlines start only after the handshake."""
+    monkeypatch.setattr(handshake, "HANDSHAKE_DEADLINE", 1.0)
+    server, _ = await serve(**tls_files)
+    started = time.monotonic()
+    async with connection(server.port, sent) as (reader, _):
+        await closed_within(reader, 4)
+    assert time.monotonic() - started >= 0.9
+    assert await tls_healthz(server.port, tls_files["cert"]) == 200
+
+
+async def test_tls_handshakes_count_against_the_cap(
+    serve: Serve, tls_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection is counted from its accept, not from the end of its
+    handshake: clients that connect and never say hello cannot hold more than
+    max_connections sockets."""
+    server, _ = await serve(max_connections=3, **tls_files)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(3):
+            await stack.enter_async_context(connection(server.port))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        async with connection(server.port) as (reader, _):
+            assert await closed_within(reader, 2) == b""
+        assert time.monotonic() - started < 1.5
+        with pytest.raises(httpx.TransportError):
+            await tls_healthz(server.port, tls_files["cert"])
+    assert "connection(s) refused: already 3 open" in caplog.text
+    # Closed ones free their places, and a finished handshake is an ordinary
+    # connection of the cap.
+    await asyncio.sleep(0.2)
+    assert await tls_healthz(server.port, tls_files["cert"]) == 200
+
+
+async def test_a_stop_cuts_the_handshakes_under_way(
+    serve: Serve, tls_files: dict[str, Path]
+) -> None:
+    server, _ = await serve(**tls_files)
+    async with connection(server.port) as (reader, _):
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - started < 2
+        await closed_within(reader, 2)
