@@ -88,6 +88,12 @@ class FakeClient:
             )
         return ActionResult(Response((("Response", "Success"),)))
 
+    async def action(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
+        """Actions sent by name (the dialplan audit's ShowDialPlan): Success, no items."""
+        return await self.send(name, params)
+
 
 class SlowLookup:
     @hookimpl
