@@ -52,11 +52,6 @@ class Handshakes:
         self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def pending(self) -> int:
-        """Connections accepted whose handshake has not ended."""
-        return len(self._tasks)
-
     def __call__(self) -> asyncio.Protocol:
         return _Accepted(self)
 
