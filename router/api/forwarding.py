@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from router.ami.message import Event
+from router.api import forwarding_state
 from router.api.auth import authorize
 from router.api.context import read_json
 from router.api.dialing import Dialing
@@ -93,6 +94,14 @@ class ForwardingService:
         when the forward number did, each with the whole setting.
         """
         async with self._lock:
+            if self.state.full_for(extension, value):
+                # Refused before Asterisk is told: its globals and the file agree.
+                raise ApiError(
+                    409,
+                    f"at most {forwarding_state.MAX_EXTENSIONS} extensions carry DND or "
+                    "forwarding at once: clear one (dnd false, forward_to null) "
+                    "before setting another",
+                )
             before = self.state.get(extension)
             await self._setvars(extension, value)
             self.state.set(extension, value)

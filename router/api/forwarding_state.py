@@ -26,6 +26,7 @@ from typing import Final
 __all__ = [
     "DND_PREFIX",
     "FWD_PREFIX",
+    "MAX_EXTENSIONS",
     "Forwarding",
     "ForwardingState",
     "is_forwardable_extension",
@@ -44,6 +45,11 @@ _EXTENSION: Final = re.compile(r"[A-Za-z0-9]{1,80}")
 _NUMBER: Final = re.compile(r"[0-9]{1,40}")
 #: A file larger than this is not ours: refused, not parsed.
 _MAX_BYTES: Final = 4 * 1024 * 1024
+#: Extensions that may carry a setting at once. Every change rewrites the
+#: file and every gap sets two globals per extension again; and the file of
+#: this many, at the longest names and numbers, stays well under _MAX_BYTES
+#: (about 2.3 MB), so what was accepted is always read back at start.
+MAX_EXTENSIONS: Final = 10_000
 FILE_NAME: Final = "forwarding.json"
 
 
@@ -87,12 +93,20 @@ class ForwardingState:
     def __iter__(self) -> Iterator[tuple[str, Forwarding]]:
         return iter(sorted(self._items.items()))
 
+    def full_for(self, extension: str, value: Forwarding) -> bool:
+        """Would storing ``value`` take an extension past :data:`MAX_EXTENSIONS`?"""
+        return (
+            not value.empty and extension not in self._items and len(self._items) >= MAX_EXTENSIONS
+        )
+
     def set(self, extension: str, value: Forwarding) -> None:
         """Remember ``value`` for ``extension`` and write the file at once."""
         if not is_forwardable_extension(extension):
             raise ValueError(f"extension {extension!r} cannot carry forwarding")
         if value.dial is not None and _NUMBER.fullmatch(value.dial) is None:
             raise ValueError(f"forward number {value.dial!r} is not digits only")
+        if self.full_for(extension, value):
+            raise ValueError(f"{MAX_EXTENSIONS} extensions carry a setting already")
         if value.empty:
             self._items.pop(extension, None)
         else:

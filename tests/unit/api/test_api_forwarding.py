@@ -23,11 +23,12 @@ import httpx
 import pytest
 
 from router.ami.stream import StreamGap
+from router.api import forwarding_state
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.dial_settings import DialSettings
 from router.api.feed import EventFeed
-from router.api.forwarding_state import ForwardingState
+from router.api.forwarding_state import Forwarding, ForwardingState
 from router.api.settings import ApiSettings, TokenSettings
 
 if TYPE_CHECKING:
@@ -231,6 +232,52 @@ def test_a_damaged_state_file_is_set_aside_not_fatal(
     assert list(state) == []
     assert (tmp_path / "forwarding.json.bad").exists()
     assert any("forwarding.json" in r.getMessage() for r in caplog.records)
+
+
+def test_the_most_extensions_at_the_longest_are_read_back_at_start(tmp_path: Path) -> None:
+    """The cap keeps the file under the size a start reads: past that size
+    the file would be set aside and every setting lost."""
+    state = ForwardingState(tmp_path)
+    longest = Forwarding(True, "7" * 40, "7" * 40)
+    for n in range(forwarding_state.MAX_EXTENSIONS):
+        state._items[f"{n:080d}"] = longest
+    state.set("0" * 80, longest)  # a change of one already set: allowed at the cap
+    with pytest.raises(ValueError, match="10000 extensions carry a setting already"):
+        state.set("x", Forwarding(dnd=True))
+    assert len(list(ForwardingState(tmp_path))) == forwarding_state.MAX_EXTENSIONS
+    assert not (tmp_path / "forwarding.json.bad").exists()
+
+
+async def test_past_the_most_extensions_a_new_one_is_409_and_asterisk_is_not_told(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forwarding_state, "MAX_EXTENSIONS", 2)
+    for ext in ("101", "102"):
+        ok = await client.put(
+            f"/api/v1/extensions/{ext}/forwarding", json={"dnd": True}, headers=auth("all")
+        )
+        assert ok.status_code == 200, ok.text
+    full = await client.put(
+        "/api/v1/extensions/103/forwarding", json={"dnd": True}, headers=auth("all")
+    )
+    assert full.status_code == 409, full.text
+    assert "at most 2 extensions" in full.json()["detail"]
+    assert "CALLROUTER_DND_103" not in ajam_replay.globals
+    # Clearing 103 (nothing set) and changing 101 still work; clearing 102 makes room.
+    for ext, body in (
+        ("103", {"dnd": False}),
+        ("101", {"forward_to": "200"}),
+        ("102", {"dnd": False}),
+    ):
+        answer = await client.put(
+            f"/api/v1/extensions/{ext}/forwarding", json=body, headers=auth("all")
+        )
+        assert answer.status_code == 200, answer.text
+    again = await client.put(
+        "/api/v1/extensions/103/forwarding", json={"dnd": True}, headers=auth("all")
+    )
+    assert again.status_code == 200, again.text
+    assert ajam_replay.globals["CALLROUTER_DND_103"] == "1"
 
 
 def _list_reply(sent: SentAction, event: str, items: list[dict[str, str]]) -> bytes:
