@@ -321,7 +321,8 @@ class EventFeed:
         Cheap and synchronous: called from the engine's event hooks.
         """
         now = self._clock()
-        cursor = max(self._last + 1, int(now * 1_000_000))
+        # Above every cursor handed out or reported lost, whatever the clock says.
+        cursor = max(self._last + 1, self._lost + 1, int(now * 1_000_000))
         event = FeedEvent(cursor, kind, extension, call_id, now if ts is None else ts, data)
         self._events.append(event)
         self._cursors.append(cursor)
@@ -362,7 +363,9 @@ class EventFeed:
         after = max(after, 0)
         gap = after < self._lost
         found: list[FeedEvent] = []
-        position = after
+        # Past the gap even when nothing is kept after it: the reader is told
+        # once, and its next read from this cursor is not a gap again.
+        position = max(after, self._lost)
         # Sorted by cursor: start right after what the reader has seen.
         start = bisect.bisect_right(self._cursors, after, lo=self._head)
         events = self._events

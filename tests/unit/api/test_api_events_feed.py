@@ -96,6 +96,48 @@ def test_max_events_bounds_memory_and_a_reader_behind_it_is_told_of_the_gap() ->
     assert not feed.read(page.cursor).gap
 
 
+def test_a_gap_is_told_once_even_when_nothing_is_kept_after_it() -> None:
+    """A reader behind what was dropped, with nothing kept after its cursor (a
+    quiet night longer than the retention): the page's cursor moves past the
+    gap, so the next read from it is no gap again (it was, for ever)."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, retention=60)
+    old = feed.publish("ringing", "101", {})
+    feed.publish("hangup", "101", {})
+    clock.now += 61
+    page = feed.read(old)
+    assert page.events == ()
+    assert page.gap
+    assert page.cursor > old
+    assert not feed.read(page.cursor).gap
+    new = feed.publish("ringing", "101", {})
+    assert [e.cursor for e in feed.read(page.cursor).events] == [new]
+
+
+async def test_a_long_poll_behind_a_gap_is_told_once() -> None:
+    clock = Clock()
+    feed = EventFeed(clock=clock, retention=60)
+    old = feed.publish("ringing", "101", {})
+    feed.publish("hangup", "101", {})
+    clock.now += 61
+    first = await feed.wait(old, timeout=0.01)
+    assert first.gap
+    assert not (await feed.wait(first.cursor, timeout=0.01)).gap
+
+
+def test_an_event_after_a_lost_file_has_a_cursor_past_the_gap() -> None:
+    """The clock behind what was lost (the file was unreadable, the clock stepped
+    back): a new event still comes after the cursor a reader was given."""
+    clock = Clock()
+    lost = int((clock.now + 3600) * 1_000_000)
+    feed = EventFeed(clock=clock, lost=lost)
+    page = feed.read(1)
+    assert page.gap
+    new = feed.publish("ringing", "101", {})
+    assert new > page.cursor
+    assert [e.cursor for e in feed.read(page.cursor).events] == [new]
+
+
 def test_events_older_than_retention_go_and_the_reader_is_told() -> None:
     clock = Clock()
     feed = EventFeed(clock=clock, retention=60)

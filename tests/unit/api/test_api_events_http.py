@@ -215,6 +215,42 @@ async def test_a_cursor_behind_retention_gets_gap_true(tmp_path: Path) -> None:
     assert len(body["events"]) == 2
 
 
+async def test_a_gap_is_told_once_when_nothing_is_kept_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every event after the client's cursor expired: the answer says gap once and
+    moves the cursor on; asking again from it is no gap (it was, every poll, and
+    the stream sent ``gap`` with every heartbeat, so 1C refreshed for ever)."""
+    now = [1_800_000_000.0]
+    feed = EventFeed(retention=60, clock=lambda: now[0])
+    old = feed.publish("ringing", "101", {})
+    feed.publish("hangup", "101", {})
+    now[0] += 61
+    app = make_app(tmp_path, feed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        first = (
+            await client.get(f"/api/v1/events?cursor={old}&timeout=0", headers=auth("all"))
+        ).json()
+        assert first["gap"] is True
+        assert first["cursor"] > old
+        again = (
+            await client.get(
+                f"/api/v1/events?cursor={first['cursor']}&timeout=0", headers=auth("all")
+            )
+        ).json()
+        assert again == {"events": [], "cursor": first["cursor"], "gap": False}
+
+    monkeypatch.setattr(events_module, "HEARTBEAT", 0.02)
+    sse = SSEClient(app, "/api/v1/events/stream", {**auth("t101"), "Last-Event-ID": str(old)})
+    await sse.until("event: gap")
+    await sse.until(": heartbeat\n\n: heartbeat")
+    await sse.close()
+    assert [f.get("event") for f in sse.frames()].count("gap") == 1
+    # The id that follows the gap is where a reconnect resumes: past the gap.
+    assert {"id": str(first["cursor"])} in sse.frames()
+
+
 async def test_open_reads_per_token_are_bounded(tmp_path: Path, feed: EventFeed) -> None:
     transport = httpx.ASGITransport(app=make_app(tmp_path, feed, events_waiters=2))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
