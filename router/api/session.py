@@ -11,9 +11,15 @@ gets a cookie that is:
   page's own paths, never by another site's form or link, never to the API's
   bearer endpoints; ``Secure`` when the listener has TLS;
 * signed (HMAC-SHA256 with a key made at start and kept only in memory) over
-  the token's name, its digest and the times: it names a token, it is not
-  one, and it dies when the token is replaced or removed from router.toml,
-  loses ``ui:read`` or ``extensions = ["*"]``, or callrouter restarts;
+  the token's name, its digest, a random session id and the times: it names a
+  token, it is not one, and it dies when the token is replaced or removed from
+  router.toml, loses ``ui:read`` or ``extensions = ["*"]``, or callrouter
+  restarts;
+* ended on the server by Sign out: its session id is remembered as revoked
+  until no renewal of it could still be valid, so a copy of the cookie (or of
+  a renewal of it) taken before is refused too, not only the browser's
+  forgotten (:meth:`Sessions.revoke`, at most :data:`MAX_REVOKED` per token:
+  past that, a Sign out ends every session of that token made until then);
 * short-lived: ``[api] ui_session`` seconds (default an hour) after the last
   time the page's stream connected (every few minutes while the page is
   open), and never more than :data:`MAX_SESSION` after the login.
@@ -32,14 +38,24 @@ from dataclasses import dataclass
 
 from router.api.settings import ApiSettings, TokenSettings
 
-__all__ = ["COOKIE", "COOKIE_PATH", "MAX_SESSION", "Session", "Sessions", "sees_everything"]
+__all__ = [
+    "COOKIE",
+    "COOKIE_PATH",
+    "MAX_REVOKED",
+    "MAX_SESSION",
+    "Session",
+    "Sessions",
+    "sees_everything",
+]
 
 COOKIE = "callrouter_ui"
 COOKIE_PATH = "/ui"
 #: Longest a session lives after its login, however often it is renewed.
 MAX_SESSION = 12 * 3600.0
-#: Largest cookie value read (a real one is about 150 bytes).
+#: Largest cookie value read (a real one is about 190 bytes).
 _MAX_VALUE = 512
+#: Signed-out sessions remembered per token (each until it could have expired anyway).
+MAX_REVOKED = 1000
 
 
 def sees_everything(extensions: tuple[str, ...]) -> bool:
@@ -58,11 +74,13 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A valid session: whose token, when it was made, when it ends."""
+    """A valid session: whose token, which login, when it was made, when it ends."""
 
     token: TokenSettings
     issued: int
     expires: int
+    #: Random, made at login and kept by every renewal: what Sign out revokes.
+    sid: str = ""
 
 
 class Sessions:
@@ -78,23 +96,33 @@ class Sessions:
         self._settings = settings
         self._key = key or secrets.token_bytes(32)
         self._clock = clock
+        #: Signed-out session ids by token name -> when they would end anyway.
+        self._revoked: dict[str, dict[str, int]] = {}
+        #: Token name -> sessions issued up to this second are void (past MAX_REVOKED).
+        self._void_until: dict[str, int] = {}
 
     @property
     def lifetime(self) -> float:
         return self._settings.ui_session
 
-    def _mac(self, token: TokenSettings, issued: int, expires: int) -> bytes:
-        message = f"v1|{token.name}|{issued}|{expires}|".encode() + token.digest
+    def _mac(self, token: TokenSettings, sid: str, issued: int, expires: int) -> bytes:
+        message = f"v2|{token.name}|{sid}|{issued}|{expires}|".encode() + token.digest
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def issue(self, token: TokenSettings, *, issued: int | None = None) -> tuple[str, Session]:
-        """A cookie value for ``token``, and what it stands for (a renewal keeps ``issued``)."""
+    def issue(
+        self, token: TokenSettings, *, issued: int | None = None, sid: str | None = None
+    ) -> tuple[str, Session]:
+        """A cookie value for ``token``, and what it stands for (a renewal keeps
+        ``issued`` and ``sid``; a login makes both)."""
         now = int(self._clock())
         start = now if issued is None else issued
+        sid = sid or _b64(secrets.token_bytes(12))
         expires = int(min(now + self.lifetime, start + MAX_SESSION))
-        payload = json.dumps({"n": token.name, "i": start, "e": expires}, separators=(",", ":"))
-        value = f"{_b64(payload.encode())}.{_b64(self._mac(token, start, expires))}"
-        return value, Session(token, start, expires)
+        payload = json.dumps(
+            {"n": token.name, "s": sid, "i": start, "e": expires}, separators=(",", ":")
+        )
+        value = f"{_b64(payload.encode())}.{_b64(self._mac(token, sid, start, expires))}"
+        return value, Session(token, start, expires, sid)
 
     def check(self, value: str | None) -> Session | None:
         """The session ``value`` stands for, or None: forged, expired, or its token changed."""
@@ -104,20 +132,52 @@ class Sessions:
         try:
             payload = json.loads(_unb64(payload_text))
             mac = _unb64(mac_text)
-            name, issued, expires = payload["n"], payload["i"], payload["e"]
+            name, sid = payload["n"], payload["s"]
+            issued, expires = payload["i"], payload["e"]
         except (ValueError, TypeError, KeyError):
             return None
-        if not (isinstance(name, str) and type(issued) is int and type(expires) is int):
+        if not (
+            isinstance(name, str)
+            and isinstance(sid, str)
+            and type(issued) is int
+            and type(expires) is int
+        ):
             return None
         token = self._settings.tokens.get(name)
-        if token is None or not hmac.compare_digest(mac, self._mac(token, issued, expires)):
+        if token is None or not hmac.compare_digest(mac, self._mac(token, sid, issued, expires)):
             return None
         now = self._clock()
         if now >= expires or now >= issued + MAX_SESSION or "ui:read" not in token.allow:
             return None
         if not sees_everything(token.extensions):
             return None
-        return Session(token, issued, expires)
+        session = Session(token, issued, expires, sid)
+        return None if self.revoked(session) else session
+
+    def revoked(self, session: Session) -> bool:
+        """Whether ``session`` was signed out (it, or another session of its token
+        when that token's revoked sessions were too many to remember)."""
+        name = session.token.name
+        if session.issued <= self._void_until.get(name, -1):
+            return True
+        return session.sid in self._revoked.get(name, {})
+
+    def revoke(self, session: Session) -> None:
+        """End ``session`` and every renewal of it, whoever holds a copy (Sign out)."""
+        now = int(self._clock())
+        name = session.token.name
+        revoked = self._revoked.setdefault(name, {})
+        for sid, ends in list(revoked.items()):
+            if ends <= now:
+                del revoked[sid]
+        if len(revoked) >= MAX_REVOKED:
+            # Too many to remember one by one: void every session of this token
+            # made until now (a login in this second included; sign in again).
+            self._void_until[name] = max(now, session.issued)
+            revoked.clear()
+            return
+        # No renewal of it is valid past its login's MAX_SESSION.
+        revoked[session.sid] = session.issued + int(MAX_SESSION)
 
     def cookie(self, value: str, session: Session | None) -> str:
         """The ``Set-Cookie`` header: ``session`` None clears the cookie."""

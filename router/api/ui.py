@@ -19,6 +19,8 @@ Routes (none in the OpenAPI document: they serve a browser, not a client):
   ``calls`` when a call starts, changes or ends, ``health`` every few
   seconds. It ends after :data:`STREAM_LIFETIME` with ``bye`` (and a short
   ``retry``): the browser reconnects at once, the cookie checked and renewed.
+  It ends the same way within :data:`HEALTH_EVERY` seconds of its session's
+  Sign out, and the reconnect is refused.
 * ``POST /ui/explain``: ``POST /api/v1/explain`` for the page's cookie.
 
 A request that changes or computes something with the cookie (and login
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,10 +244,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def logout(request: Request) -> Response:
         audit_of(request).operation = "ui:logout"
-        session_of(request)
+        found = session_of(request)
         if request.headers.get(UI_HEADER) != "1":
             # Else any site could sign the page out with a plain form post.
             raise ApiError(403, f"a page request must carry the header {UI_HEADER}: 1")
+        if found is not None:
+            # Ended here, not only forgotten by this browser: a copy of the
+            # cookie is refused too, and its open streams end.
+            sessions.revoke(found)
         response = _secured(JSONResponse({"signed_in": False}))
         response.headers["Set-Cookie"] = sessions.cookie("", None)
         return response
@@ -279,9 +285,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 streams.pop(name, None)
 
         # Renewed on every (re)connect: the session lasts while the page is open.
-        value, renewed = sessions.issue(found.token, issued=found.issued)
+        value, renewed = sessions.issue(found.token, issued=found.issued, sid=found.sid)
         response = _Stream(
-            _frames(ctx, ctx.live, STREAM_LIFETIME),
+            _frames(ctx, ctx.live, STREAM_LIFETIME, ended=lambda: sessions.revoked(found)),
             release=release,
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no", "Set-Cookie": sessions.cookie(value, renewed)},
@@ -309,8 +315,16 @@ def _session_body(session: Session) -> dict[str, Any]:
     return {"signed_in": True, "token": session.token.name, "expires": session.expires}
 
 
-async def _frames(ctx: ApiContext, ring: LiveRing, lifetime: float) -> AsyncIterator[str]:
-    """The page's stream: a snapshot, then every change, for ``lifetime`` seconds."""
+async def _frames(
+    ctx: ApiContext,
+    ring: LiveRing,
+    lifetime: float,
+    *,
+    ended: Callable[[], bool] = lambda: False,
+) -> AsyncIterator[str]:
+    """The page's stream: a snapshot, then every change, for ``lifetime`` seconds,
+    or until ``ended()`` says its session was signed out (checked at least every
+    :data:`HEALTH_EVERY` seconds; the browser's reconnect is then refused)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + lifetime
     version = ring.version
@@ -322,6 +336,8 @@ async def _frames(ctx: ApiContext, ring: LiveRing, lifetime: float) -> AsyncIter
     health_at = loop.time()
     while (left := deadline - loop.time()) > 0:
         now_version = await ring.wait(version, timeout=min(HEALTH_EVERY, left))
+        if ended():
+            break
         out: list[str] = []
         if now_version != version:
             await asyncio.sleep(COALESCE)

@@ -21,7 +21,7 @@ from router.api.app import build_app
 from router.api.auth import hash_token
 from router.api.context import ApiContext
 from router.api.live import LiveRing
-from router.api.session import COOKIE, MAX_SESSION, Sessions
+from router.api.session import COOKIE, MAX_REVOKED, MAX_SESSION, Sessions
 from router.api.settings import ApiSettings, TokenSettings
 from router.api.ui import CSP, STATIC, pick_language
 from router.plugin_registry import plugin_registry
@@ -311,6 +311,80 @@ async def test_sign_out_needs_the_page_header(client: httpx.AsyncClient) -> None
     out = await client.post("/ui/logout", headers={"X-Callrouter-UI": "1"})
     assert out.status_code == 200
     assert "Max-Age=0" in out.headers["set-cookie"]
+
+
+async def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign out ends the session on the server: a copy of the cookie taken before
+    (and of its renewal by a stream) is refused, and a stream open with it ends;
+    before, only the signing-out browser forgot it, and a copy stayed valid for
+    [api] ui_session and could be renewed for 12 hours."""
+    import asyncio
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 30.0)
+    monkeypatch.setattr("router.api.ui.HEALTH_EVERY", 0.05)
+    app = build_app(ApiContext(stub, settings(), live=ring, rules=lambda: ruleset))
+
+    def browser(cookie: str | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://api.test",
+            cookies={COOKIE: cookie} if cookie else None,
+        )
+
+    async with browser() as page, browser() as other:
+        assert (await sign_in(page)).status_code == 200
+        assert (await sign_in(other)).status_code == 200
+        copy = page.cookies[COOKIE]
+        async with browser(copy) as thief:
+            # The copy's stream (renewing its cookie) is open when the owner signs out.
+            watching = asyncio.create_task(thief.get("/ui/stream"))
+            await asyncio.sleep(0.2)
+            out = await page.post("/ui/logout", headers={"X-Callrouter-UI": "1"})
+            assert out.status_code == 200
+            stream = await asyncio.wait_for(watching, 5)
+        assert stream.status_code == 200
+        renewed = stream.cookies[COOKIE]
+        assert stream.text.endswith("event: bye\ndata: {}\n\n")
+        for value in (copy, renewed):
+            async with browser(value) as again:
+                assert (await again.get("/ui/session")).json() == {"signed_in": False}
+                assert (await again.get("/ui/stream")).status_code == 401
+        # Another browser's session of the same token goes on.
+        assert (await other.get("/ui/session")).json()["signed_in"] is True
+        assert (await sign_in(page)).status_code == 200
+        assert (await page.get("/ui/session")).json()["signed_in"] is True
+
+
+def test_signed_out_sessions_are_remembered_within_a_bound() -> None:
+    """A token that signs in and out without end holds at most MAX_REVOKED ids;
+    past that, every session of that token made until then ends (never one that
+    was signed out comes back), and other tokens' sessions are untouched."""
+    now = [1_000_000.0]
+    two = ApiSettings(tokens={"viewer": TOKENS[0], "other": token("other", OTHER, ("ui:read",))})
+    sessions = Sessions(two, clock=lambda: now[0])
+    _, bystander = sessions.issue(two.tokens["other"])
+    _, kept = sessions.issue(TOKENS[0])
+    values = []
+    for _ in range(MAX_REVOKED + 5):
+        value, session = sessions.issue(TOKENS[0])
+        sessions.revoke(session)
+        assert sessions.check(value) is None
+        values.append(value)
+        assert sum(len(ids) for ids in sessions._revoked.values()) <= MAX_REVOKED
+    assert all(sessions.check(value) is None for value in values)
+    assert sessions.revoked(kept)
+    assert not sessions.revoked(bystander)
+    now[0] += 1
+    fresh, _ = sessions.issue(TOKENS[0])
+    assert sessions.check(fresh) is not None
+    # A revoked id is forgotten once no renewal of it could be valid anyway.
+    _, late = sessions.issue(TOKENS[0])
+    sessions.revoke(late)
+    now[0] += MAX_SESSION + 1
+    sessions.revoke(sessions.issue(TOKENS[0])[1])
+    assert late.sid not in sessions._revoked["viewer"]
 
 
 async def test_a_token_narrowed_to_some_extensions_does_not_get_the_live_page(
