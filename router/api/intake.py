@@ -20,6 +20,12 @@ Kinds (``docs/api.md``, "The event feed"):
   (``DeviceStateChange``); ``dnd`` and ``forwarding`` come from the API's
   forwarding endpoints.
 
+The card is 1C's answer, which anyone who edits a client card in 1C shapes
+(up to ``[plugins.onec] max_body``, 1 MiB): in the feed, each of its texts is
+cut to :data:`MAX_CARD_TEXT` characters, and a card whose JSON is still over
+:data:`MAX_CARD` bytes goes as null, so the feed's memory, its file and each
+answer stay bounded by the number of events, not by what 1C holds.
+
 The decision of a routed call can come after its ``DialBegin`` (the Redirect's
 confirmation and the dial arrive in one batch of events): the ringing then
 waits for the decision, at most :data:`CARD_WAIT` seconds, and goes without a
@@ -47,7 +53,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.plugins import Plugins
     from router.rules.decision import Decision, Trace
 
-__all__ = ["CARD_LOOKUP", "CARD_WAIT", "FeedIntake", "endpoint", "open_feed"]
+__all__ = [
+    "CARD_LOOKUP",
+    "CARD_WAIT",
+    "MAX_CARD",
+    "MAX_CARD_TEXT",
+    "FeedIntake",
+    "endpoint",
+    "feed_card",
+    "open_feed",
+]
 
 #: The lookup whose answer is the caller card (``[api] events_card_lookup``).
 CARD_LOOKUP = "onec.responsible"
@@ -55,6 +70,10 @@ CARD_LOOKUP = "onec.responsible"
 CARD_WAIT = 1.0
 #: Calls remembered at once; the oldest is forgotten first (a lost Hangup).
 _CALLS_MAX = 10_000
+#: Largest card (UTF-8 JSON bytes) a ringing carries; a larger one goes as null.
+MAX_CARD = 8 * 1024
+#: Longest text (a name, an id) in a card, in characters; longer ones are cut, ending in "…".
+MAX_CARD_TEXT = 500
 
 
 def open_feed(settings: ApiSettings, state_dir: Path, plugins: Plugins) -> EventFeed:
@@ -95,6 +114,31 @@ def _jsonable(value: object) -> Any:
         return json.loads(json.dumps(value, default=str))
     except ValueError:
         return None
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= MAX_CARD_TEXT else value[: MAX_CARD_TEXT - 1] + "…"
+    if isinstance(value, list):
+        return [_cut(item) for item in value]
+    if isinstance(value, dict):
+        return {_cut(key): _cut(item) for key, item in value.items()}
+    return value
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def feed_card(value: object) -> Any:
+    """A lookup answer as a ringing's ``card``: JSON values, each text at most
+    :data:`MAX_CARD_TEXT` characters, the whole at most :data:`MAX_CARD` bytes
+    (else None)."""
+    card = _jsonable(value)
+    if _size(card) <= MAX_CARD:
+        return card
+    card = _cut(card)
+    return card if _size(card) <= MAX_CARD else None
 
 
 @dataclass(slots=True)
@@ -142,7 +186,8 @@ class FeedIntake:
         state = self._state(call.linkedid)
         state.decided = True
         if trace is not None:
-            state.card = next(iter(trace.lookup_values(self.card_lookup)), None)
+            # Bounded once per call, and shared by its ringings (a queue rings many).
+            state.card = feed_card(next(iter(trace.lookup_values(self.card_lookup)), None))
         if decision is not None:
             state.rules = decision.rules
         self._release(call.linkedid, state)
@@ -262,7 +307,7 @@ class FeedIntake:
         data: dict[str, Any],
         ts: float | None,
     ) -> None:
-        data = {**data, "card": _jsonable(state.card), "rules": list(state.rules)}
+        data = {**data, "card": state.card, "rules": list(state.rules)}
         self.feed.publish("ringing", extension, data, call_id=linkedid, ts=ts)
 
     def _dial_end(self, event: Event, call: Call | None) -> None:

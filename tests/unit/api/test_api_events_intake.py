@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from router.api.feed import EventFeed
-from router.api.intake import FeedIntake, endpoint
+from router.api.intake import MAX_CARD, MAX_CARD_TEXT, FeedIntake, endpoint, feed_card
 from router.plugins import Plugins
 from router.testing import CallTimeline, make_decision, make_event, make_trace
 
@@ -65,6 +66,53 @@ async def test_ringing_carries_the_card_the_routing_lookup_returned() -> None:
     assert event.data["card"] == CARD
     assert event.data["caller"] == "79161234567"
     assert event.data["rules"] == ["rule"]
+
+
+async def test_a_huge_card_from_1c_is_cut_in_the_feed() -> None:
+    """Anyone who edits a client card in 1C shapes the card (up to max_body,
+    1 MiB): each ringing kept it whole, in memory (10,000 events), in the file and
+    in every answer, and a caller could ring it in again and again by spoofing
+    the client's number. Texts are cut; a card still too big goes as null."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    calls = CallTimeline()
+    name = "Ромашка " + "я" * 1_000_000
+    card = {"client": {"id": "c-1", "type": "counterparty", "name": name}, "manager": None}
+    for n in range(20):
+        call = calls.inbound_call(linkedid=f"{LINKEDID}{n}")
+        trace = make_trace(lookups={"onec.responsible": card})
+        intake.callrouter_decision(call, make_decision(), trace, "executed")
+        ringing = make_event(
+            "DialBegin", Linkedid=f"{LINKEDID}{n}", DestChannel="PJSIP/101-00000002"
+        )
+        intake.callrouter_event(ringing, call)
+    events = feed.read(0, limit=1000).events
+    assert len(events) == 20
+    for event in events:
+        shown = event.data["card"]
+        assert shown["client"]["id"] == "c-1"
+        assert shown["client"]["type"] == "counterparty"
+        assert shown["client"]["name"].startswith("Ромашка яяя")
+        assert shown["client"]["name"].endswith("…")
+        assert len(shown["client"]["name"]) == MAX_CARD_TEXT
+    size = sum(len(json.dumps(e.to_dict(), ensure_ascii=False).encode()) for e in events)
+    assert size < 20 * (MAX_CARD + 1024)
+
+    # Many texts, each short: still over the bound, so no card at all.
+    wide = {"client": {"id": "c-2", "name": "x"}, "notes": ["n" * 400] * 1000}
+    call = calls.inbound_call(linkedid="1714557600.99")
+    trace = make_trace(lookups={"onec.responsible": wide})
+    intake.callrouter_decision(call, make_decision(), trace, "executed")
+    ringing = make_event("DialBegin", Linkedid="1714557600.99", DestChannel="PJSIP/101-00000003")
+    intake.callrouter_event(ringing, call)
+    assert feed.read(events[-1].cursor).events[0].data["card"] is None
+
+
+def test_a_card_within_the_bounds_is_kept_as_it_is() -> None:
+    assert feed_card(CARD) == CARD
+    assert feed_card(None) is None
+    edge = {"name": "я" * MAX_CARD_TEXT}
+    assert feed_card(edge) == edge
 
 
 async def test_a_dial_seen_before_its_decision_waits_for_the_card() -> None:
