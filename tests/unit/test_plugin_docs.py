@@ -160,3 +160,42 @@ def test_hook_sections_follow_the_life_cycle_order() -> None:
         )
     ]
     assert documented() == in_source
+
+
+def hook_examples() -> list[tuple[int, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """Every ``callrouter_*`` function in the guide's Python examples, with its line."""
+    text = GUIDE.read_text(encoding="utf-8")
+    found = []
+    for block in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S):
+        first = text.count("\n", 0, block.start(1)) + 1
+        try:
+            tree = ast.parse(block.group(1))
+        except SyntaxError:
+            continue  # a hook's bare signature, checked above
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                node.name.startswith("callrouter_")
+            ):
+                found.append((first + node.lineno - 1, node))
+    return found
+
+
+def test_hook_examples_take_what_their_hook_passes() -> None:
+    """A copied example runs: pluggy refuses an argument the spec does not pass,
+    and a body that reads ``self`` needs the method's ``self``."""
+    examples = hook_examples()
+    assert len(examples) >= len(HOOKS)
+    problems = []
+    for line, func in examples:
+        spec = getattr(hookspecs, func.name, None)
+        if spec is None:
+            problems.append(f"docs/plugins.md:{line}: {func.name} is no hook")
+            continue
+        params = [arg.arg for arg in func.args.args]
+        extra = set(params) - set(inspect.signature(spec).parameters) - {"self"}
+        if extra:
+            problems.append(f"docs/plugins.md:{line}: {func.name} takes {sorted(extra)}")
+        reads_self = any(isinstance(n, ast.Name) and n.id == "self" for n in ast.walk(func))
+        if reads_self and params[:1] != ["self"]:
+            problems.append(f"docs/plugins.md:{line}: {func.name} reads self without taking it")
+    assert problems == []
