@@ -777,13 +777,28 @@ class ReplayAsterisk:
 
         aid = sent.action_id or ""
         context = sent.get("Context") or ""
-        items = dialplan_steps(shipped_dialplan(), context) if context else []
         exten = sent.get("Extension")
         if context.startswith("callrouter-"):
+            items = dialplan_steps(shipped_dialplan(), context)
             if not items:
                 return self._error(aid, f"Did not find context {context}")
             if exten is not None and exten not in {i["Extension"] for i in items}:
                 return self._error(aid, f"Did not find extension {exten}@{context}")
+        elif context:
+            # One pattern step that matches any extension, as Asterisk lists it.
+            items = [
+                {
+                    "Event": "ListDialplan",
+                    "Context": context,
+                    "Extension": "_.",
+                    "Priority": "1",
+                    "Application": "NoOp",
+                    "AppData": "",
+                    "Registrar": "pbx_config",
+                }
+            ]
+        else:
+            items = []
         blocks = [
             self._with_id(
                 [

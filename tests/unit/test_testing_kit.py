@@ -321,6 +321,41 @@ async def test_engines_outside_pytest(tmp_path: Path) -> None:
     assert not replay.logged_in
 
 
+async def test_any_other_context_has_every_extension(ajam_client: AJAMClient) -> None:
+    """As the kit's docs promise: only the shipped ``callrouter-*`` contexts are
+    as loaded; any other context answers ShowDialPlan with a step for any extension."""
+    listing = await ajam_client.action("ShowDialPlan", {"Context": "queues", "Extension": "sales"})
+    [item] = listing.items
+    assert (item["Context"], item["Priority"]) == ("queues", "1")
+    whole = await ajam_client.action("ShowDialPlan", {"Context": "queues"})
+    assert [i["Context"] for i in whole.items] == ["queues"]
+    with pytest.raises(AMIActionError, match="Did not find context callrouter-nope"):
+        await ajam_client.action("ShowDialPlan", {"Context": "callrouter-nope"})
+
+
+async def test_an_engine_on_the_fake_finds_every_rule_target(
+    tmp_path: Path,
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plugin author's rules redirect to their own contexts: the engine's
+    dialplan check on the fake finds them, and logs no warning about them."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: default\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: sales}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert ("queues", None) in [
+        (a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")
+    ]
+    assert [r.getMessage() for r in caplog.records if "dialplan:" in r.getMessage()] == []
+
+
 # --------------------------------------------------------------------------- builders
 
 
