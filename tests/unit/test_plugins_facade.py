@@ -330,3 +330,32 @@ async def test_the_engine_dispatches_by_name_whatever_it_asks_asterisk_for(
     await engine.handle_event(named("Newexten"))
     await engine.handle_event(named("Hangup"))
     assert seen == [("hangups", "Hangup")]
+
+
+def test_an_async_register_is_refused_and_its_coroutine_closed() -> None:
+    """``async def callrouter_register`` is a located problem, and nothing else:
+    the coroutine it returned is closed, not left for the garbage collector to
+    warn "never awaited" about (in a plugin's own tests, run with
+    ``filterwarnings = error``, that warning failed whichever test came next)."""
+    import inspect
+    from collections.abc import Coroutine
+
+    from router.rules.registry import Registry
+
+    made: list[Coroutine[Any, Any, None]] = []
+
+    class AsyncRegister(Named):
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> Coroutine[Any, Any, None]:
+            async def register() -> None:
+                registry.add_function("never", len)
+
+            made.append(register())
+            return made[-1]
+
+    problems = load(AsyncRegister("later")).register_into(Registry())
+    assert problems == [
+        "plugin 'later': callrouter_register: callrouter_register must not be async"
+    ]
+    [coroutine] = made
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
