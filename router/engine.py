@@ -941,7 +941,10 @@ class Engine:
 
     def _swap_rules(self, fresh: Registry, loaded: RuleSet) -> RuleSet:
         for error in loaded.errors:
-            log.error("%s (rule disabled)", error)
+            # A file that cannot be read refuses the whole reload (said next):
+            # then no rule is disabled, the previous ones all stay.
+            disabled = error.rule is not None and not loaded.fatal
+            log.error("%s%s", error, " (rule disabled)" if disabled else "")
         if loaded.fatal:
             self.metrics.rule_reloads.labels("refused").inc()
             log.error(

@@ -127,6 +127,46 @@ async def test_broken_reload_in_thread_keeps_the_previous_rules(engine: Engine) 
     assert [r.name for r in engine.rules.current.rules] == ["default"]
 
 
+def errors_logged(caplog: pytest.LogCaptureFixture, folder: Path) -> list[str]:
+    return [
+        r.getMessage().removeprefix(f"{folder}/")
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    ]
+
+
+async def test_a_refused_reload_says_so_not_that_a_rule_was_disabled(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that cannot be read refuses the whole reload: its error said
+    "(rule disabled)" right before "rules not reloaded", and a rule of another
+    file, though its error disables it in a reload that goes through, is not
+    disabled either: the previous rules stay, all of them."""
+    folder = engine.rules.paths[0]
+    (folder / "a.yaml").write_text(
+        GOOD + "  - name: bad\n    on: call\n    if: nosuch(1)\n    do: [hangup: {}]\n",
+        encoding="utf-8",
+    )
+    (folder / "b.yaml").write_text("version: 1\nrulez: []\n", encoding="utf-8")
+    caplog.set_level(logging.INFO, logger="router.engine")
+    loaded = await engine.reload_in_thread()
+    assert loaded is not None
+    assert loaded.fatal
+    said = errors_logged(caplog, folder)
+    assert said == [
+        "a.yaml:9: rule 'bad': unknown function 'nosuch'",
+        "b.yaml:2: unknown key 'rulez' (did you mean 'rules'?)",
+        "rules not reloaded: keeping the previous 1 rules",
+    ]
+    # Only a reload that goes through disables a rule.
+    (folder / "b.yaml").unlink()
+    caplog.clear()
+    await engine.reload_in_thread()
+    assert errors_logged(caplog, folder) == [
+        "a.yaml:9: rule 'bad': unknown function 'nosuch' (rule disabled)"
+    ]
+
+
 async def test_the_watcher_does_not_reload_what_a_sighup_reloaded(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
