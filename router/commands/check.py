@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from router.commands._offline import Offline, load_offline
 from router.dialplan import LocationPolicy
@@ -83,6 +84,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def plugin_registry(args: argparse.Namespace) -> Offline:
     """The engine's registry as router.toml configures it (raises ConfigError)."""
+    tz = getattr(args, "tz", None)
+    if tz is not None:
+        # Named as the flag: router.toml's [plugins.timefuncs] would get the blame.
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"--tz: unknown time zone {tz!r} (an IANA name such as 'Europe/Moscow')"
+            ) from None
     return load_offline(args.config, overrides=config_overrides(args))
 
 

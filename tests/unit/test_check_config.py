@@ -333,3 +333,28 @@ def test_check_manager_conf_with_events_all_says_there_is_nothing_to_filter(
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--manager-conf"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith('; [asterisk] events = "all"')
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--tz", "Europe/Moskow"],
+        ["explain", "--caller", "1", "--did", "2", "--tz", "Europe/Moskow"],
+    ],
+    ids=["check", "explain"],
+)
+def test_a_bad_tz_flag_is_named_as_the_flag(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """The zone came from the command line, not from router.toml's
+    [plugins.timefuncs] timezone, which the error used to blame."""
+    write(tmp_path, '[plugins.timefuncs]\ntimezone = "Europe/Moscow"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.removeprefix("callrouter explain: ") == (
+        "--tz: unknown time zone 'Europe/Moskow' (an IANA name such as 'Europe/Moscow')"
+    )
