@@ -341,7 +341,12 @@ def _trigger(
             return None
         names = registry.event_names
         if names is not None and not any(c in pattern for c in "*?[") and pattern not in names:
-            out.add(f"unknown event {pattern!r}{did_you_mean(pattern, names)}", on.line)
+            out.add(
+                f"unknown event {pattern!r}{did_you_mean(pattern, names)}; Asterisk 22 "
+                "documents no such event (callrouter actions --events lists them); one "
+                f"of a module it does not document is written as a glob: 'on: event {pattern}*'",
+                on.line,
+            )
             return None
         return TriggerSpec("event", pattern)
     if words and words[0] == "event":

@@ -41,3 +41,21 @@ def test_guide_lists_every_function_and_action(guide: Path, registry: Registry) 
     text = guide.read_text(encoding="utf-8")
     for name in (*registry.functions, *registry.actions, *registry.lookups):
         assert f"`{name}" in text, name
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+def test_guide_shows_the_unknown_event_error_as_printed(
+    guide: Path, tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: r\n    on: event Hangupp\n"
+        "    do: [{notify: {plugin: onec, event: x}}]\n",
+        encoding="utf-8",
+    )
+    [error] = load_rules([Path("rules.yaml")], registry).errors
+    shown = re.search(
+        r"`(rules\.yaml:4: rule 'r': unknown event [^`]*); \.\.\.`", guide.read_text()
+    )
+    assert shown is not None
+    assert str(error).startswith(shown.group(1) + "; ")

@@ -143,8 +143,33 @@ def test_event_names_from_a_catalog(tmp_path: Path, registry: Registry) -> None:
     )
     ruleset = load_rules([path], registry)
     assert [e.detail for e in ruleset.errors] == [
-        "unknown event 'Hangupp' (did you mean 'Hangup'?)"
+        "unknown event 'Hangupp' (did you mean 'Hangup'?); Asterisk 22 documents no "
+        "such event (callrouter actions --events lists them); one of a module it "
+        "does not document is written as a glob: 'on: event Hangupp*'"
     ]
+
+
+def test_event_names_are_asterisks_as_the_plugins_register_them(tmp_path: Path) -> None:
+    """``on: event Hangupp`` (or ``hangup``: names are matched exactly) loaded
+    and never fired: the catalog's event names were never registered."""
+    from router.plugin_registry import plugin_registry
+
+    rules = "".join(
+        f"  - name: r{number}\n    on: event {name}\n"
+        "    do: [{notify: {plugin: onec, event: x}}]\n"
+        for number, name in enumerate(
+            ("Hangupp", "hangup", "Hangup", "Newexten", "CEL", "Queue*", "DongleNewSMS*")
+        )
+    )
+    path = write(tmp_path, "version: 1\nrules:\n" + rules)
+    ruleset = load_rules([path], plugin_registry(timezone="Europe/Moscow"))
+    assert [(e.rule, e.detail.partition(";")[0]) for e in ruleset.errors] == [
+        ("r0", "unknown event 'Hangupp' (did you mean 'Hangup'?)"),
+        ("r1", "unknown event 'hangup' (did you mean 'Hangup'?)"),
+    ]
+    assert len(ruleset.rules) == 5
+    without = load_rules([path], plugin_registry(disabled=("ami_catalog",)))
+    assert without.errors == ()
 
 
 def test_ami_actions_checked_by_the_catalog(tmp_path: Path) -> None:
