@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, time, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from router.config import Config, SettingsReader
 from router.hookspecs import hookimpl
 from router.rules.context import Context
 from router.rules.registry import Registry
+from router.rules.suggest import did_you_mean
 
 __all__ = ["DEFAULT_TIMEZONE", "SETTINGS", "parse_hours", "register", "rules_timezone", "zone"]
 
@@ -30,6 +31,7 @@ DEFAULT_TIMEZONE = "Europe/Moscow"
 #: The keys of ``[plugins.timefuncs]`` (docs/reference/config.md).
 SETTINGS: tuple[str, ...] = ("timezone",)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_IANA = " (an IANA name such as 'Europe/Moscow')"
 
 _Range = tuple[time, time | None]  # end None means midnight (24:00)
 _Clause = tuple[frozenset[int], tuple[_Range, ...]]
@@ -41,7 +43,9 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+        # Only on the error path: the zone names are read from disk.
+        hint = did_you_mean(name, available_timezones()) or _IANA
+        raise ValueError(f"unknown time zone {name!r}{hint}") from None
 
 
 def _days(text: str, spec: str) -> frozenset[int]:
@@ -52,7 +56,10 @@ def _days(text: str, spec: str) -> frozenset[int]:
         first, dash, last = item.partition("-")
         for day in (first, last) if dash else (first,):
             if day not in DAYS:
-                raise ValueError(f"invalid working hours {spec!r}: unknown day {day!r}")
+                raise ValueError(
+                    f"invalid working hours {spec!r}: unknown day {day!r}"
+                    f"{did_you_mean(day, (*DAYS, 'daily'))}"
+                )
         start, end = DAYS.index(first), DAYS.index(last if dash else first)
         found.update(
             range(start, end + 1) if start <= end else [*range(start, 7), *range(0, end + 1)]
@@ -178,7 +185,7 @@ def _timezone_name(config: Config) -> str:
     try:
         zone(name)
     except ValueError as exc:
-        raise reader.error("timezone", f"{exc} (an IANA name such as 'Europe/Moscow')") from None
+        raise reader.error("timezone", str(exc)) from None
     return name
 
 

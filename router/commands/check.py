@@ -16,8 +16,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from router.builtin.timefuncs import zone
 from router.commands._offline import Offline, load_offline
 from router.dialplan import LocationPolicy
 from router.dialplan_lint import Finding
@@ -88,11 +88,9 @@ def plugin_registry(args: argparse.Namespace) -> Offline:
     if tz is not None:
         # Named as the flag: router.toml's [plugins.timefuncs] would get the blame.
         try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(
-                f"--tz: unknown time zone {tz!r} (an IANA name such as 'Europe/Moscow')"
-            ) from None
+            zone(tz)
+        except ValueError as exc:
+            raise ConfigError(f"--tz: {exc}") from None
     return load_offline(args.config, overrides=config_overrides(args))
 
 

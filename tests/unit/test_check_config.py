@@ -356,5 +356,5 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     assert main(command) == 1
     first = capsys.readouterr().out.splitlines()[0]
     assert first.removeprefix("callrouter explain: ") == (
-        "--tz: unknown time zone 'Europe/Moskow' (an IANA name such as 'Europe/Moscow')"
+        "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )

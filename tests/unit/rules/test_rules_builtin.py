@@ -118,7 +118,8 @@ def test_workhours_answers_kept_for_a_minute_are_never_another_moments(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("mon-fry 09:00-19:00", "unknown day 'fry'"),
+        ("mon-fry 09:00-19:00", r"unknown day 'fry' \(did you mean 'fri'\?\)"),
+        ("monday 09:00-19:00", r"unknown day 'monday' \(did you mean 'mon'\?\)"),
         ("mon 9-19", "'9' is not HH:MM"),
         ("mon 09:00-25:00", "not a time of day"),
         ("mon 09:00", "not HH:MM-HH:MM"),

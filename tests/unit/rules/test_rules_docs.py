@@ -59,3 +59,28 @@ def test_guide_shows_the_unknown_event_error_as_printed(
     )
     assert shown is not None
     assert str(error).startswith(shown.group(1) + "; ")
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+def test_guide_shows_constant_argument_errors_as_printed(
+    guide: Path, tmp_path: Path, registry: Registry
+) -> None:
+    """A misspelt day or zone gets a did-you-mean, as the guide shows."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        '  - name: a\n    on: call\n    if: workhours("mon-fry 09:00-18:00")\n'
+        "    do: [hangup]\n"
+        '  - name: b\n    on: call\n    if: weekday(tz="Europe/Moskow") == "mon"\n'
+        "    do: [hangup]\n",
+        encoding="utf-8",
+    )
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    details = [e.detail for e in load_rules([path], registry).errors]
+    assert len(details) == 2
+    for shown in (
+        "unknown day 'fry' (did you mean 'fri'?)",
+        "unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)",
+    ):
+        assert f"`{shown}`" in text
+        assert any(d.endswith(shown) for d in details), details
