@@ -161,7 +161,7 @@ class _Checker:
             root = name.split(".")[0] if name else ""
             if name is None or root in scope.visible:
                 self.error(
-                    "method calls are not allowed; use a function such as match()", self.line
+                    f"method calls are not allowed; {_as_function(node, registry)}", self.line
                 )
             else:
                 options = [*registry.functions, *registry.lookups]
@@ -334,3 +334,14 @@ def compile_rule(
         spec.cont,
         spec.description,
     )
+
+
+def _as_function(node: ast.Call, registry: Registry) -> str:
+    """``caller.name.lower()`` as the function call to write instead, when
+    there is that function: ``write lower(caller.name)``."""
+    assert isinstance(node.func, ast.Attribute)
+    method = node.func.attr
+    if method not in registry.functions:
+        return "use a function such as match()"
+    args = ", ".join(ast.unparse(a) for a in (node.func.value, *node.args, *node.keywords))
+    return f"write {method}({args})"

@@ -84,3 +84,24 @@ def test_guide_shows_constant_argument_errors_as_printed(
     ):
         assert f"`{shown}`" in text
         assert any(d.endswith(shown) for d in details), details
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+def test_guide_method_call_example_is_what_check_says(
+    guide: Path, tmp_path: Path, registry: Registry
+) -> None:
+    """The guide's ``caller.name.lower()`` -> ``lower(caller.name)``: the error
+    writes the same function call; a method with no such function keeps the
+    general advice."""
+    assert "`caller.name.lower()` — " in guide.read_text(encoding="utf-8")
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        '  - name: a\n    on: call\n    if: caller.name.lower() == "x"\n    do: [hangup]\n'
+        '  - name: b\n    on: call\n    if: caller.name.upper() == "X"\n    do: [hangup]\n',
+        encoding="utf-8",
+    )
+    assert [e.detail for e in load_rules([path], registry).errors] == [
+        "method calls are not allowed; write lower(caller.name)",
+        "method calls are not allowed; use a function such as match()",
+    ]
