@@ -80,6 +80,8 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self._builtin: set[str] = set()
         self._versions: dict[str, str | None] = {}
+        #: Where each plugin came from, for the error when two share a name.
+        self._origins: dict[str, str] = {}
         self._failed: dict[tuple[str, str], None] = {}
         self._impl_cache: dict[str, list[pluggy.HookImpl]] = {}
         #: Each plugin's ``callrouter_wanted_events`` answer as last asked
@@ -118,7 +120,10 @@ class Plugins:
                 # engine gets its own instance; stateless ones are the module.
                 factory = getattr(module, "make_plugin", None)
                 plugins.register(
-                    factory() if callable(factory) else module, name=name, builtin=True
+                    factory() if callable(factory) else module,
+                    name=name,
+                    builtin=True,
+                    origin=f"the built-in {dotted}",
                 )
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
@@ -133,7 +138,10 @@ class Plugins:
                     raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
                 dist = ep.dist
                 plugins.register(
-                    obj, name=ep.name, version=dist.version if dist is not None else None
+                    obj,
+                    name=ep.name,
+                    version=dist.version if dist is not None else None,
+                    origin=_entry_point_origin(ep),
                 )
         for obj in extra:
             plugins.register(obj)
@@ -177,6 +185,7 @@ class Plugins:
         name: str | None = None,
         builtin: bool = False,
         version: str | None = None,
+        origin: str | None = None,
     ) -> str:
         """Add one plugin; refuse what the facade cannot call faithfully.
 
@@ -186,8 +195,14 @@ class Plugins:
         generator returned as the action's outcome. Refused, naming the hook.
         """
         plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        origin = origin or _object_origin(plugin)
         if self.pm.has_plugin(plugin_name):
-            raise PluginError(plugin_name, "registered twice (two packages with one name?)")
+            first = self._origins.get(plugin_name, "another plugin")
+            raise PluginError(
+                plugin_name,
+                f"two plugins have this name: {first} and {origin}; "
+                "each plugin needs a name of its own",
+            )
         for hook in _wrapper_hooks(self.pm, plugin):
             raise PluginError(
                 plugin_name,
@@ -202,6 +217,7 @@ class Plugins:
         if builtin:
             self._builtin.add(plugin_name)
         self._versions[plugin_name] = version
+        self._origins[plugin_name] = origin
         return plugin_name
 
     def info(self) -> list[PluginInfo]:
@@ -507,3 +523,18 @@ def _wrapper_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
         if opts and (opts.get("wrapper") or opts.get("hookwrapper")):
             found.append(attr)
     return found
+
+
+def _entry_point_origin(ep: metadata.EntryPoint) -> str:
+    """``callrouter-vip 0.1.0 (entry point vip = callrouter_vip)``."""
+    dist = ep.dist
+    package = f"{dist.name} {dist.version}" if dist is not None else "a package"
+    return f"{package} (entry point {ep.name} = {ep.value})"
+
+
+def _object_origin(plugin: object) -> str:
+    """A plugin given as an object (``extra=``, a test's ``plugins=[...]``)."""
+    if isinstance(plugin, ModuleType):
+        return f"the module {plugin.__name__}"
+    kind = type(plugin)
+    return f"the object {kind.__module__}.{kind.__qualname__}"

@@ -17,7 +17,8 @@ class FakeEntryPoint:
         self.name = name
         self._obj = obj
         self._fails = fails
-        self.dist = types.SimpleNamespace(version="9.9")
+        self.value = f"callrouter_{name}"
+        self.dist = types.SimpleNamespace(name=f"callrouter-{name}", version="9.9")
 
     def load(self) -> Any:
         if self._fails:
@@ -113,3 +114,57 @@ async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
         "plugin 'Exploding' failed in callrouter_call_start (call L1): RuntimeError('boom')"
     ]
     assert len([m for m in messages if "(call L2)" in m]) == 1
+
+
+class NamedCounter(Counter):
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+
+def distribution_entry_point(dist: str, name: str, value: str) -> FakeEntryPoint:
+    entry = FakeEntryPoint(name, Counter())
+    entry.dist = types.SimpleNamespace(name=dist, version="1.0")
+    entry.value = value
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("entries", "extra", "message"),
+    [
+        (
+            [("callrouter-acme", "acme", "callrouter_acme"), ("acme-fork", "acme", "acme_fork")],
+            [],
+            "plugin 'acme': two plugins have this name: callrouter-acme 1.0 (entry point "
+            "acme = callrouter_acme) and acme-fork 1.0 (entry point acme = acme_fork)",
+        ),
+        (
+            [("callrouter-dir", "directory", "callrouter_dir")],
+            [],
+            "plugin 'directory': two plugins have this name: the built-in "
+            "router.builtin.directory and callrouter-dir 1.0 (entry point "
+            "directory = callrouter_dir)",
+        ),
+        (
+            [("callrouter-acme", "acme", "callrouter_acme")],
+            ["acme"],
+            "plugin 'acme': two plugins have this name: callrouter-acme 1.0 (entry point "
+            f"acme = callrouter_acme) and the object {__name__}.NamedCounter",
+        ),
+    ],
+    ids=["two-distributions", "a-built-in", "a-test-object"],
+)
+def test_two_plugins_with_one_name_are_both_named(
+    monkeypatch: pytest.MonkeyPatch,
+    entries: list[tuple[str, str, str]],
+    extra: list[str],
+    message: str,
+) -> None:
+    """ "registered twice (two packages with one name?)" left the administrator
+    guessing which packages; the error names both, and what to do."""
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points",
+        lambda group: [distribution_entry_point(*entry) for entry in entries],
+    )
+    with pytest.raises(PluginError) as raised:
+        Plugins.load(extra=[NamedCounter(name) for name in extra])
+    assert str(raised.value) == f"{message}; each plugin needs a name of its own"
