@@ -105,3 +105,16 @@ def test_guide_method_call_example_is_what_check_says(
         "method calls are not allowed; write lower(caller.name)",
         "method calls are not allowed; use a function such as match()",
     ]
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+def test_guide_says_run_refuses_to_start_on_a_rule_error(guide: Path) -> None:
+    """The guide's "a rule with an error is disabled, the others load" is a
+    reload's rule: at start, run refuses (tests/unit/test_engine_lifecycle.py)."""
+    from router.errors import RulesRefused
+
+    text = " ".join(guide.read_text(encoding="utf-8").split())
+    said = str(RulesRefused(("rules.yaml:5: rule 'r': unknown name 'x'",)))
+    shown = re.search(r"`callrouter: error: (not started: [^`]*?) \.\.\.`", text)
+    assert shown is not None, "the guide quotes run's refusal at start"
+    assert said.startswith(shown.group(1))
