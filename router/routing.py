@@ -61,6 +61,8 @@ decision_log = logging.getLogger("router.decision")
 _ROUTED_MEMORY = 100_000
 #: Recent decisions kept in memory (status, tests, the demo); the log has them all.
 _RECORDS_KEPT = 1_000
+#: How much of a failed rule's error the decision line shows.
+_ERROR_SHOWN = 200
 #: Early-routed requests waiting to meet their call (each does within its read).
 _EARLY_KEPT = 1_000
 #: Calls the reconcile at start asks about falling through while callrouter was down.
@@ -113,6 +115,9 @@ class RouteRecord:
     #: Rules passed over because an action could not be rendered safely (a
     #: lookup's extension that is not a dialplan location): rule and reason.
     rejected: list[dict[str, str]] = field(default_factory=list)
+    #: Rules skipped because evaluating them raised (a plugin's function, a
+    #: bound on call data): rule, stage (``if``, ``when``, ...) and the error.
+    errors: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +136,7 @@ class RouteRecord:
             "total_ms": None if self.total_ms is None else round(self.total_ms, 2),
             "deadline_left_ms": round(self.deadline_left_ms, 1),
             "rejected": self.rejected,
+            "errors": self.errors,
         }
 
 
@@ -354,6 +360,7 @@ class Router:
             total_ms=total_ms,
             deadline_left_ms=(deadline - evaluated) * 1000,
             rejected=_rejected(trace),
+            errors=_errors(trace),
         )
         self._log_decision(record)
         if self.metrics is not None:
@@ -436,6 +443,9 @@ class Router:
                 f"-> {record.outcome} [{acts}] in {total}"
                 + (f"; lookups {looked}" if looked else "")
                 + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected)
+                + "".join(
+                    f"; error {e['rule']} ({e['stage']}): {e['error']}" for e in record.errors
+                )
             )
             decision_log.info("%s", escape_controls(line))
 
@@ -583,6 +593,20 @@ def _rejected(trace: Any) -> list[dict[str, str]]:
         for rule in getattr(trace, "rules", ())
         if rule.status == "rejected"
     ]
+
+
+def _errors(trace: Any) -> list[dict[str, str]]:
+    """Rules skipped because evaluating them raised; the error cut to
+    :data:`_ERROR_SHOWN` characters (it may quote call data)."""
+    return [
+        {"rule": rule.rule, "stage": rule.stage, "error": _cut(rule.detail)}
+        for rule in getattr(trace, "rules", ())
+        if rule.status == "error"
+    ]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _ERROR_SHOWN else text[: _ERROR_SHOWN - 3] + "..."
 
 
 def _planned(action: Action) -> ActionOutcome:

@@ -39,9 +39,16 @@ class Crm:
 
         registry.add_lookup("crm", crm)
 
+        def vip(number: str) -> bool:
+            raise RuntimeError("the VIP list is not loaded")
 
-async def engine_for(tmp_path: Path, log_format: str, *, shadow: bool) -> Engine:
-    (tmp_path / "rules.yaml").write_text(RULES)
+        registry.add_function("vip", vip)
+
+
+async def engine_for(
+    tmp_path: Path, log_format: str, *, shadow: bool, rules: str = RULES
+) -> Engine:
+    (tmp_path / "rules.yaml").write_text(rules)
     (tmp_path / "router.toml").write_text(
         '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
         f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "{log_format}"\n'
@@ -101,3 +108,32 @@ async def test_shadow_json_shows_the_planned_actions(
     ]
     assert data["total_ms"] is None
     assert [lookup["name"] for lookup in data["lookups"]] == ["owner"]
+
+
+#: A rule that fails at run time, before the one that routes: skipped, as
+#: docs/rules.md says, "with `error` in the decision log".
+FAILING = RULES.replace(
+    "rules:\n",
+    "rules:\n  - name: vip\n    priority: 10\n    on: call\n"
+    "    if: vip(caller.number)\n    do: [{hangup: {}}]\n",
+)
+
+
+async def test_a_rule_that_failed_is_in_the_text_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await engine_for(tmp_path, "text", shadow=False, rules=FAILING)
+    line = await decide(engine, caplog)
+    assert " -> executed [setvar:ok, redirect:confirmed] in " in line
+    assert line.endswith("; error vip (if): RuntimeError: the VIP list is not loaded"), line
+
+
+async def test_a_rule_that_failed_is_in_the_json_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await engine_for(tmp_path, "json", shadow=False, rules=FAILING)
+    data = json.loads(await decide(engine, caplog))
+    assert data["rule"] == "owner"
+    assert data["errors"] == [
+        {"rule": "vip", "stage": "if", "error": "RuntimeError: the VIP list is not loaded"}
+    ]
