@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -97,7 +97,16 @@ def _not_found(call_id: str) -> ApiError:
     return ApiError(404, f"no recording {call_id[:60]!r} that this request may fetch")
 
 
-async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+async def _file_chunks(
+    path: Path,
+    start: int,
+    length: int,
+    served: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``path`` from ``start``; then ``served()``, once the server
+    took every one of them (the generator resumes after the last chunk only when
+    its send returned). A client that disconnects first cancels the stream, and a
+    file shorter than it was ends it early: ``served`` is not called."""
     handle = await asyncio.to_thread(path.open, "rb")
     try:
         await asyncio.to_thread(handle.seek, start)
@@ -110,6 +119,8 @@ async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[byt
             yield chunk
     finally:
         await asyncio.to_thread(handle.close)
+    if left == 0 and served is not None:
+        await served()
 
 
 class _Recordings:
@@ -222,16 +233,16 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             return Response(status_code=status, headers=headers, media_type=media)
         confirm = None
         if signed and wanted is None and recordings.settings.mode == "pull" and rec.sha256:
-            # Pull mode: 1C has the file once a signed link served all of it.
-            confirm = BackgroundTask(
+            # Pull mode: 1C has the file once a signed link served all of it. Not a
+            # BackgroundTask: Starlette runs those after a client disconnected mid-body.
+            confirm = partial(
                 asyncio.to_thread, recordings.store.confirm, call_id, part, rec.sha256, "pull"
             )
         return StreamingResponse(
-            _file_chunks(rec.file, start, end - start + 1),
+            _file_chunks(rec.file, start, end - start + 1, confirm),
             status_code=status,
             headers=headers,
             media_type=media,
-            background=confirm,
         )
 
     async def list_call(request: Request) -> JSONResponse:

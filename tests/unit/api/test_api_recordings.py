@@ -3,19 +3,22 @@ extensions, byte ranges, path traversal in every parameter, start and stop."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message
 
 from router.api.app import build_app
 from router.api.auth import hash_token, new_token
 from router.api.context import ApiContext
 from router.api.errors import ApiError
-from router.api.recordings import parse_range
+from router.api.recordings import _CHUNK, parse_range
 from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.naming import file_names
@@ -370,3 +373,58 @@ async def test_pull_mode_confirms_the_file_once_a_signed_link_served_all_of_it(
     assert row is not None
     assert row.state == "delivered"
     assert row.receiver == "pull"
+
+
+async def test_pull_mode_does_not_confirm_a_download_the_client_cut_short(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Before: the confirmation was a background task, which Starlette runs after a
+    streamed answer even when the client disconnected mid-body: a link opened and
+    dropped after its first bytes marked the file delivered, and retention
+    (after_delivery = "delete") then deleted a recording 1C never had."""
+    big = os.urandom(_CHUNK * 4)
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).write_bytes(big)
+    pull = dataclasses.replace(settings, mode="pull")
+    stub.config = dataclasses.replace(stub.config, recordings=pull)
+    url = link(stub, pull)
+    path, _, query = url.partition("?")
+    app = build_app(ApiContext(stub, API))
+    cut = asyncio.Event()
+    requested = False
+    bodies: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await cut.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            bodies.append(message["body"])
+            cut.set()  # the client goes away after the first chunk
+            await asyncio.sleep(0.05)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"t")],
+        "client": ("10.0.0.7", 5555),
+        "server": ("t", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    assert 0 < sum(map(len, bodies)) < len(big)
+    row = RecordingStore(stub.state_dir).get(CALL, "mix")
+    assert row is not None
+    assert row.state == "closed"
