@@ -433,6 +433,9 @@ class RecordingUploader:
         return None
 
     async def _push(self, upload: Upload) -> None:
+        """One attempt: every chunk from 1C's count on. 1C's answers bound it: a 200 must
+        count more bytes than before the chunk (otherwise the same chunk would go again
+        at once, for ever), and 1C may ask for another offset 8 times at most."""
         status = await self.remote.status(upload)
         offset = status.received
         restarts = 0
@@ -448,6 +451,11 @@ class RecordingUploader:
                     raise OSError("1C keeps asking for another offset") from None
                 offset = resume.received
                 continue
+            if not status.complete and status.received <= offset:
+                raise OSError(
+                    f"1C took the chunk at {offset} but counts {status.received} bytes; "
+                    "trying again later"
+                )
             offset = status.received
 
 

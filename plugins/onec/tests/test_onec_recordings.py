@@ -22,6 +22,7 @@ from callrouter_onec.recordings import (
     FILENAME,
     OneCRecordings,
     RecordingUploader,
+    TransferStatus,
     Upload,
     UploadQueue,
     _Resume,
@@ -309,3 +310,45 @@ def test_the_doubles_control_endpoints_cut_uploads_and_list_what_is_stored(
     assert stored["sha256"] == sha
     assert stored["size"] == len(AUDIO)
     assert double.recordings.stored[0].data == AUDIO
+
+
+class _StuckOneC(OneCRecordings):
+    """A 1C (or whatever answers at its address) that says 200 to every chunk and
+    never counts a byte of it."""
+
+    def __init__(self, settings: OneCSettings) -> None:
+        super().__init__(settings)
+        self.puts = 0
+
+    async def status(self, upload: Upload) -> TransferStatus:
+        return TransferStatus(0, False)
+
+    async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
+        self.puts += 1
+        await asyncio.sleep(0)
+        return TransferStatus(0, False)
+
+
+async def test_a_1c_that_takes_no_bytes_is_retried_later_not_sent_the_chunk_for_ever(
+    tmp_path: Path, settings: OneCSettings
+) -> None:
+    """Before: a 200 whose ``received`` did not move sent the same chunk again at once,
+    for ever, and the upload loop (every other recording with it) never came back."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    stuck = _StuckOneC(settings)
+    await up.remote.aclose()
+    up.remote = stuck
+    try:
+        async with asyncio.timeout(5):
+            assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    assert stuck.puts == 1
+    queue = UploadQueue(tmp_path / "state" / FILENAME)
+    try:
+        assert queue.counts() == {"pending": 1}
+        assert queue.due(now=time.time() + 3600)[0].attempts == 1
+    finally:
+        queue.close()
+    assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
