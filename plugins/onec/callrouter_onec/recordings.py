@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
 
 __all__ = [
+    "CATALOG_PAGE",
     "CHUNK",
     "FILENAME",
     "RecordingUploader",
@@ -70,6 +71,8 @@ CHUNK: Final = 1 << 20
 #: The receiver name callrouter's catalog records for files 1C confirmed.
 RECEIVER: Final = "onec"
 POLL: Final = 1.0
+#: Closed files of the catalog read per step.
+CATALOG_PAGE: Final = 500
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS uploads (
     call_id TEXT NOT NULL,
@@ -333,6 +336,8 @@ class RecordingUploader:
         self.retry_max = retry_max
         self.poll = poll
         self.failures = 0
+        #: The catalog id the next step reads closed files after.
+        self._after = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -364,7 +369,12 @@ class RecordingUploader:
 
     async def step(self) -> int:
         """Take newly closed recordings in and deliver what is due; how many were delivered."""
-        fresh = await asyncio.to_thread(self.store.closed, 0, 500)
+        # One page of the catalog's closed files a step, from where the last one
+        # ended, starting over after a short page: files that stay closed for good
+        # (refused by 1C, pull links never opened) never hide newer ones, and a long
+        # call's file (an older id, closed late) is met on the next round.
+        fresh = await asyncio.to_thread(self.store.closed, self._after, CATALOG_PAGE)
+        self._after = fresh[-1].id if len(fresh) == CATALOG_PAGE else 0
         for rec in fresh:
             if await asyncio.to_thread(self.queue.add, rec):
                 log.info("onec: recording %s queued for 1C", rec.event_id)

@@ -352,3 +352,47 @@ async def test_a_1c_that_takes_no_bytes_is_retried_later_not_sent_the_chunk_for_
     finally:
         queue.close()
     assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
+
+
+class _TakingOneC(OneCRecordings):
+    """A 1C that holds every file already (its status says complete)."""
+
+    async def status(self, upload: Upload) -> TransferStatus:
+        return TransferStatus(upload.size, True)
+
+
+async def test_recordings_past_the_first_500_undelivered_are_still_uploaded(
+    tmp_path: Path, settings: OneCSettings
+) -> None:
+    """Before: each step read the catalog's first 500 closed files only. Files 1C refused
+    (failed in the queue) or, in pull mode, links 1C never opened stay closed for good,
+    so once 500 of them piled up no newer recording was ever queued again."""
+    store = closed_recording(tmp_path)
+    queue = UploadQueue(tmp_path / "state" / FILENAME)
+    for n in range(500):
+        call = f"1714557000.{n}"
+        path = tmp_path / f"{call}-mix.wav"
+        path.write_bytes(b"x")
+        name = SimpleNamespace(call_id=call, part="mix", format="wav")
+        (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
+        store.mark_closed(
+            row.id, file=path, content_type="audio/wav", size=1, sha256="0" * 64, duration=None
+        )
+    # The first 500 closed files (the oldest, CALL's among them) were refused by 1C.
+    for rec in store.closed(0, 500):
+        queue.add(rec)
+        (upload,) = [u for u in queue.due(limit=1000) if u.call_id == rec.call_id]
+        queue.fail(upload, "1C refused it")
+    queue.close()
+    newest = store.closed(0, 1000)[-1]
+    up = uploader(tmp_path, store, settings)
+    await up.remote.aclose()
+    up.remote = _TakingOneC(settings)
+    try:
+        delivered_now = [await up.step() for _ in range(3)]
+    finally:
+        await close_uploads(up)
+    assert sum(delivered_now) == 1
+    row = RecordingStore(tmp_path / "state").get(newest.call_id, "mix")
+    assert row is not None
+    assert row.state == "delivered"
