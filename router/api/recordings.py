@@ -21,11 +21,12 @@ a live call (``calls:record``), as the ``record`` rule action does.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -37,6 +38,7 @@ from router.api.context import read_json
 from router.api.errors import ApiError
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
+from router.recordings.files import open_regular
 from router.recordings.mixmonitor import start_recording, stop_recording
 from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
 from router.recordings.store import Recording
@@ -97,17 +99,27 @@ def _not_found(call_id: str) -> ApiError:
     return ApiError(404, f"no recording {call_id[:60]!r} that this request may fetch")
 
 
+def _open(path: Path) -> tuple[BinaryIO, int]:
+    """The recording open (a regular file, no link: :func:`open_regular`) and its size."""
+    handle = open_regular(path)
+    try:
+        return handle, os.fstat(handle.fileno()).st_size
+    except BaseException:
+        handle.close()
+        raise
+
+
 async def _file_chunks(
-    path: Path,
+    handle: BinaryIO,
     start: int,
     length: int,
     served: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``path`` from ``start``; then ``served()``, once the server
-    took every one of them (the generator resumes after the last chunk only when
-    its send returned). A client that disconnects first cancels the stream, and a
-    file shorter than it was ends it early: ``served`` is not called."""
-    handle = await asyncio.to_thread(path.open, "rb")
+    """``length`` bytes of ``handle`` from ``start`` (closed at the end); then
+    ``served()``, once the server took every one of them (the generator resumes
+    after the last chunk only when its send returned). A client that disconnects
+    first cancels the stream, and a file shorter than it was ends it early:
+    ``served`` is not called."""
     try:
         await asyncio.to_thread(handle.seek, start)
         left = length
@@ -211,9 +223,20 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         if rec is None or rec.state not in _SERVABLE or rec.file is None:
             raise _not_found(call_id)
         try:
-            size = (await asyncio.to_thread(rec.file.stat)).st_size
+            handle, size = await asyncio.to_thread(_open, rec.file)
         except OSError:
             raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
+        try:
+            return await _answer(request, rec, handle, size, signed=signed)
+        except BaseException:
+            await asyncio.to_thread(handle.close)
+            raise
+
+    async def _answer(
+        request: Request, rec: Recording, handle: BinaryIO, size: int, *, signed: bool
+    ) -> Response:
+        """The answer serving ``handle``; it owns ``handle`` once it returns a stream."""
+        assert rec.file is not None
         wanted = parse_range(request.headers.get("range"), size)
         headers = {
             "Accept-Ranges": "bytes",
@@ -230,16 +253,22 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         headers["Content-Length"] = str(max(0, end - start + 1))
         media = rec.content_type or "application/octet-stream"
         if request.method == "HEAD":
+            await asyncio.to_thread(handle.close)
             return Response(status_code=status, headers=headers, media_type=media)
         confirm = None
         if signed and wanted is None and recordings.settings.mode == "pull" and rec.sha256:
             # Pull mode: 1C has the file once a signed link served all of it. Not a
             # BackgroundTask: Starlette runs those after a client disconnected mid-body.
             confirm = partial(
-                asyncio.to_thread, recordings.store.confirm, call_id, part, rec.sha256, "pull"
+                asyncio.to_thread,
+                recordings.store.confirm,
+                rec.call_id,
+                rec.part,
+                rec.sha256,
+                "pull",
             )
         return StreamingResponse(
-            _file_chunks(rec.file, start, end - start + 1, confirm),
+            _file_chunks(handle, start, end - start + 1, confirm),
             status_code=status,
             headers=headers,
             media_type=media,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from router.errors import RecordingError
+from router.recordings.files import open_regular
 from router.recordings.naming import CONTENT_TYPES
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
@@ -41,7 +42,7 @@ STABLE_WAV = 0.5
 
 def _look(path: Path) -> tuple[int, bytes] | None:
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(HEADER_BYTES)
             fh.seek(0, 2)
             return fh.tell(), head
@@ -52,7 +53,9 @@ def _look(path: Path) -> tuple[int, bytes] | None:
 async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
     """Wait until ``path`` is complete; its duration for a WAV (None otherwise).
 
-    RecordingError past ``timeout`` (no file, or one that never completed).
+    RecordingError past ``timeout`` (no file, or one that never completed); an
+    ``OSError`` at once when a symbolic link, a FIFO or another non-file holds the
+    name (:func:`~router.recordings.files.open_regular`).
     """
     deadline = time.monotonic() + timeout
     last: tuple[int, float] | None = None
@@ -80,7 +83,7 @@ def file_digest(path: Path) -> tuple[int, str]:
     """Size and SHA-256 of ``path`` (blocking: run it in a thread)."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)

@@ -1,9 +1,10 @@
 """Optional transcoding of a closed recording to MP3 (``lame``) or Opus (``opusenc``).
 
 Both encoders are Debian packages (``lame``, ``opus-tools``) that read the WAV
-Asterisk writes. Each runs as a subprocess with a timeout (killed past it)
-and with its output bounded: only the first bytes of stderr are kept, for
-the error message. Bitrates suit speech: 32 kbit/s MP3, 24 kbit/s Opus.
+Asterisk writes and write to their standard output, a file callrouter created.
+Each runs as a subprocess with a timeout (killed past it) and with its output
+bounded: only the first bytes of stderr are kept, for the error message.
+Bitrates suit speech: 32 kbit/s MP3, 24 kbit/s Opus.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from router.errors import RecordingError
+from router.recordings.files import create_new
 
 __all__ = ["ENCODERS", "command", "transcode"]
 
@@ -29,7 +31,8 @@ _STDERR_MAX: Final = 4096
 
 
 def command(kind: str, src: Path, dst: Path) -> list[str]:
-    """The encoder's command line; RecordingError when the program is missing."""
+    """The encoder's command line, writing to its standard output (``-``: the caller
+    opens ``dst``); RecordingError when the program is missing."""
     program, package = ENCODERS[kind]
     found = shutil.which(program)
     if found is None:
@@ -37,20 +40,35 @@ def command(kind: str, src: Path, dst: Path) -> list[str]:
             f"transcode = {kind!r} needs {program} (Debian package {package}); it is not on PATH"
         )
     if kind == "mp3":
-        return [found, "--quiet", "-b", "32", "-m", "m", str(src), str(dst)]
-    return [found, "--quiet", "--bitrate", "24", str(src), str(dst)]
+        return [found, "--quiet", "-b", "32", "-m", "m", str(src), "-"]
+    return [found, "--quiet", "--bitrate", "24", str(src), "-"]
 
 
 async def transcode(kind: str, src: Path, dst: Path, timeout: float) -> None:
-    """``src`` (WAV) -> ``dst`` in ``kind``; RecordingError on failure, timeout included."""
+    """``src`` (WAV) -> ``dst`` in ``kind``; RecordingError on failure, timeout included.
+
+    ``dst`` is created here, new (:func:`~router.recordings.files.create_new`), and
+    is the encoder's standard output: the encoder never opens a name in the
+    recordings folder for writing, so a link put there in advance is not followed.
+    """
     argv = command(kind, src, dst)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # killed as a group: nothing it started outlives it
-    )
+    try:
+        out = await asyncio.to_thread(create_new, dst)
+    except OSError as exc:
+        raise RecordingError(f"cannot create {dst.name}: {exc.strerror or exc}") from None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # killed as a group: nothing it started outlives it
+        )
+    except OSError as exc:
+        await asyncio.to_thread(dst.unlink, missing_ok=True)
+        raise RecordingError(f"cannot run {argv[0]}: {exc}") from None
+    finally:
+        os.close(out)
     assert proc.stderr is not None
     stderr = bytearray()
 

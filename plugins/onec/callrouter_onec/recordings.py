@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -470,7 +472,18 @@ class RecordingUploader:
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:
-    with path.open("rb") as fh:
+    """``size`` bytes of the recording from ``offset``; ``_Refused`` when a symbolic link,
+    a FIFO or anything but a regular file holds its name (its folder is Asterisk's:
+    whoever writes there must not make callrouter upload another file, or block)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused(f"{path} is a symbolic link, not a recording") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused(f"{path} is not a regular file")
         fh.seek(offset)
         return fh.read(size)
 

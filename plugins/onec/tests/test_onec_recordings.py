@@ -396,3 +396,23 @@ async def test_recordings_past_the_first_500_undelivered_are_still_uploaded(
     row = RecordingStore(tmp_path / "state").get(newest.call_id, "mix")
     assert row is not None
     assert row.state == "delivered"
+
+
+async def test_a_link_put_in_place_of_a_recording_is_not_uploaded(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Before: the uploader followed a symbolic link at a catalogued name and sent 1C
+    whatever it named (here a stand-in for callrouter's secrets)."""
+    store = closed_recording(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(AUDIO)
+    (tmp_path / f"{CALL}-mix.wav").unlink()
+    (tmp_path / f"{CALL}-mix.wav").symlink_to(secret)
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    assert double.recordings.puts == 0
+    assert double.recordings.stored == []

@@ -428,3 +428,21 @@ async def test_pull_mode_does_not_confirm_a_download_the_client_cut_short(
     row = RecordingStore(stub.state_dir).get(CALL, "mix")
     assert row is not None
     assert row.state == "closed"
+
+
+async def test_a_link_put_in_place_of_a_recording_is_not_served(
+    tmp_path: Path, stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Before: the API followed a symbolic link someone with write access to the
+    recordings folder put at a catalogued name, and served what it named."""
+    secret = tmp_path / "state" / "recordings.key"
+    secret.write_text("00" * 32 + "\n", encoding="ascii")
+    (name,) = file_names(CALL, "mix", "wav")
+    path = settings.local_path(name)
+    path.unlink()
+    path.symlink_to(secret)
+    async with client_for(stub) as client:
+        by_token = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(ADMIN))
+        by_link = await client.get(link(stub, settings))
+    assert (by_token.status_code, by_link.status_code) == (404, 404)
+    assert b"0000" not in by_token.content + by_link.content

@@ -1,0 +1,89 @@
+"""What someone who can write in the recordings folder (it is Asterisk's) can put where
+the next call's file will be: a symbolic link to callrouter's secrets, a FIFO, a link
+where the transcoded file goes. None is read, served, uploaded, blocked on or written
+through (router/recordings/files.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from router.recordings.closer import close_recording, wait_complete
+from router.recordings.naming import file_names
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import Recording, RecordingStore
+from router.recordings.transcode import transcode
+from tests.unit.recordings.wavgen import wav_bytes, write_wav
+
+CALL = "1714557600.42"
+
+
+def recording(tmp_path: Path) -> tuple[RecordingSettings, RecordingStore, Recording]:
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    settings = RecordingSettings(
+        dir="/var/spool/asterisk/monitor", local_dir=monitor, close_timeout=1.0
+    )
+    store = RecordingStore(tmp_path / "state")
+    (name,) = file_names(CALL, "mix", "wav")
+    (row,) = store.start(
+        [name],
+        pbx_paths=[settings.pbx_path(name)],
+        local_paths=[settings.local_path(name)],
+        channel="PJSIP/trunk-00000001",
+    )
+    return settings, store, row
+
+
+async def test_a_link_at_the_recordings_name_is_not_taken_as_the_recording(
+    tmp_path: Path,
+) -> None:
+    """Before: the link was followed, the secret it named hashed and catalogued
+    ``closed``, so the 1C plugin uploaded it and the API served it."""
+    settings, store, row = recording(tmp_path)
+    secret = tmp_path / "secret.wav"  # a complete WAV, so only the link gives it away
+    secret.write_bytes(wav_bytes(b"\x01\x02" * 4000))
+    row.local_path.symlink_to(secret)
+    assert await close_recording(row, settings, store) is None
+    failed = store.get(CALL, "mix")
+    assert failed is not None
+    assert failed.state == "failed"
+    assert "symbolic link" in failed.note
+    assert failed.sha256 is None
+
+
+async def test_a_fifo_at_the_recordings_name_never_blocks_a_thread(tmp_path: Path) -> None:
+    """Before: opening the FIFO blocked a worker thread of the default executor for
+    ever (a handful of them and every ``to_thread`` of the engine waits)."""
+    _, _, row = recording(tmp_path)
+    os.mkfifo(row.local_path)
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(OSError, match="not a regular file"):
+                await wait_complete(row.local_path, "wav", 1.0)
+    finally:
+        # Without the fix a thread still waits in open(): a writer lets it go.
+        with contextlib.suppress(OSError):
+            os.close(os.open(row.local_path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.skipif(shutil.which("lame") is None, reason="lame is installed by `make setup`")
+async def test_transcoding_never_writes_through_a_link_at_the_target_name(
+    tmp_path: Path,
+) -> None:
+    """Before: lame opened ``<call>-mix.mp3`` itself and followed a link put there,
+    overwriting the file it named with callrouter's rights."""
+    source = write_wav(tmp_path / f"{CALL}-mix.wav", 1.0)
+    victim = tmp_path / "router.toml"
+    victim.write_text("[asterisk]\n", encoding="utf-8")
+    target = tmp_path / f"{CALL}-mix.mp3"
+    target.symlink_to(victim)
+    await transcode("mp3", source, target, timeout=60)
+    assert victim.read_text(encoding="utf-8") == "[asterisk]\n"
+    assert not target.is_symlink()
+    assert target.read_bytes()[0] == 0xFF
