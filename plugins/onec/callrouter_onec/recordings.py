@@ -212,7 +212,19 @@ class _Resume(Exception):
         self.received = received
 
 
-def _body(response: httpx.Response) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """1C's answer, read whole (and bounded: :meth:`OneCRecordings._send`)."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8-sig", errors="replace")
+
+
+def _body(response: _Answer) -> dict[str, Any]:
     try:
         value = json.loads(response.content.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError):
@@ -233,24 +245,70 @@ def _status(body: dict[str, Any], size: int) -> TransferStatus:
 
 class OneCRecordings:
     """The HTTP side: status, one chunk, one link; every failure an ``OSError`` (retry)
-    or ``_Refused`` (give up)."""
+    or ``_Refused`` (give up).
 
-    def __init__(self, settings: OneCSettings, *, chunk_timeout: float = 60.0) -> None:
+    Each request, its answer included, takes at most ``chunk_timeout`` seconds, and
+    at most ``[plugins.onec] max_body`` bytes of an answer are read (undecoded: a
+    compressed one is not inflated first), as the history client does: an endless
+    or dripping answer (a hostile 1C, a proxy gone wrong) costs that much and no
+    more. ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+    """
+
+    def __init__(
+        self,
+        settings: OneCSettings,
+        *,
+        chunk_timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._deadline = chunk_timeout
+        self._limit = settings.max_body
         self._client = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/"),
-            headers={"Authorization": basic_auth_header(settings.username, settings.password)},
+            transport=transport,
+            headers={
+                "Authorization": basic_auth_header(settings.username, settings.password),
+                "Accept-Encoding": "identity",
+            },
             timeout=httpx.Timeout(chunk_timeout, connect=max(settings.connect_timeout, 1.0)),
+            follow_redirects=False,
             verify=settings.tls(),
+            trust_env=False,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> _Answer:
         try:
-            return await self._client.request(method, path, **kwargs)
+            async with asyncio.timeout(self._deadline):
+                return await self._exchange(method, path, **kwargs)
+        except TimeoutError:
+            raise OSError(
+                f"1C did not answer {method} {path} within {self._deadline:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise OSError(f"1C unreachable: {type(exc).__name__}: {exc}") from None
+
+    async def _exchange(self, method: str, path: str, **kwargs: Any) -> _Answer:
+        limit = self._limit
+        over = f"1C's answer to {method} {path} is over max_body ({limit} bytes)"
+        async with self._client.stream(method, path, **kwargs) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
+                raise OSError(over)
+            if response.is_stream_consumed:  # an injected transport read it already
+                if len(response.content) > limit:
+                    raise OSError(over)
+                return _Answer(response.status_code, response.content)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > limit:
+                    raise OSError(over)
+                chunks.append(chunk)
+            return _Answer(response.status_code, b"".join(chunks))
 
     async def status(self, upload: Upload) -> TransferStatus:
         response = await self._send(

@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -416,3 +417,61 @@ async def test_a_link_put_in_place_of_a_recording_is_not_uploaded(
         await close_uploads(up)
     assert double.recordings.puts == 0
     assert double.recordings.stored == []
+
+
+class _Endless(httpx.AsyncByteStream):
+    """An answer body that goes on (up to ``total`` bytes), slowly or not."""
+
+    def __init__(self, total: int, pause: float = 0.0, piece: int = 64 * 1024) -> None:
+        self.total = total
+        self.pause = pause
+        self.piece = piece
+        self.given = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.given < self.total:
+            if self.pause:
+                await asyncio.sleep(self.pause)
+            piece = b" " * min(self.piece, self.total - self.given)
+            self.given += len(piece)
+            yield piece
+
+
+def _one_c_answering(stream: _Endless, seen: list[httpx.Request]) -> OneCRecordings:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, stream=stream)
+
+    settings = OneCSettings("http://1c.test/hs/telephony", "router", "secret")
+    return OneCRecordings(settings, chunk_timeout=1.0, transport=httpx.MockTransport(answer))
+
+
+async def test_an_endless_answer_from_1c_is_read_only_up_to_max_body(tmp_path: Path) -> None:
+    """Before: the status answer was read whole into memory (here 64 MiB of it; a
+    hostile 1C or a proxy could send any amount), and a compressed one was inflated
+    first."""
+    stream = _Endless(64 << 20)
+    seen: list[httpx.Request] = []
+    remote = _one_c_answering(stream, seen)
+    upload = Upload(CALL, "mix", "0" * 64, tmp_path / "x", 10, "audio/wav", None)
+    try:
+        with pytest.raises(OSError, match="over max_body"):
+            await remote.status(upload)
+    finally:
+        await remote.aclose()
+    assert stream.given <= (1 << 20) + 64 * 1024
+    assert seen[0].headers["accept-encoding"] == "identity"
+
+
+async def test_an_answer_from_1c_that_drips_is_cut_at_the_chunk_timeout(tmp_path: Path) -> None:
+    """Before: httpx's timeout is per read, so a byte every so often kept the upload
+    (and every recording behind it) waiting for ever."""
+    stream = _Endless(10 << 20, pause=0.05, piece=16)
+    remote = _one_c_answering(stream, [])
+    upload = Upload(CALL, "mix", "0" * 64, tmp_path / "x", 10, "audio/wav", None)
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(OSError, match="within 1 s"):
+                await remote.status(upload)
+    finally:
+        await remote.aclose()
