@@ -100,9 +100,20 @@ async def close_recording(
         file, content_type = source, CONTENT_TYPES[recording.format]
         if settings.transcode != "off" and recording.format == "wav":
             target = source.with_suffix("." + settings.transcode)
-            await transcode(settings.transcode, source, target, settings.transcode_timeout)
-            source.unlink(missing_ok=True)
-            file, content_type = target, CONTENT_TYPES[settings.transcode]
+            try:
+                await transcode(settings.transcode, source, target, settings.transcode_timeout)
+            except RecordingError as exc:
+                # The WAV is complete: deliver it rather than lose the call (and
+                # leave a file that retention, counting closed files, never sees).
+                log.error(
+                    "recording %s of call %s: %s; delivering the WAV instead",
+                    recording.part,
+                    recording.call_id,
+                    exc,
+                )
+            else:
+                await asyncio.to_thread(source.unlink, missing_ok=True)
+                file, content_type = target, CONTENT_TYPES[settings.transcode]
         size, sha256 = await asyncio.to_thread(file_digest, file)
     except (RecordingError, OSError) as exc:
         log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, exc)

@@ -10,6 +10,10 @@ import pytest
 
 from router.errors import RecordingError
 from router.recordings import transcode as transcode_module
+from router.recordings.closer import close_recording
+from router.recordings.naming import file_names
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import RecordingStore
 from router.recordings.transcode import transcode
 from tests.unit.recordings.wavgen import write_wav
 
@@ -60,3 +64,34 @@ def test_a_missing_encoder_names_its_package(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RecordingError, match=r"needs opusenc \(Debian package opus-tools\)"):
         transcode_module.command("opus", Path("a.wav"), Path("a.opus"))
+
+
+async def test_a_failed_encoding_delivers_the_wav_instead_of_losing_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the row became ``failed``: no receiver ever saw the complete WAV, and
+    since retention only counts closed and delivered files, it stayed on disk for good,
+    outside max_bytes and hard_cap_bytes (a missing encoder, a full disk, a timeout
+    did that to every recording)."""
+    monkeypatch.setattr(transcode_module, "command", lambda *a: ["sh", "-c", "exit 3"])
+    settings = RecordingSettings(
+        dir="/var/spool/asterisk/monitor", local_dir=tmp_path, transcode="mp3", close_timeout=5
+    )
+    store = RecordingStore(tmp_path / "state")
+    (name,) = file_names("1714557600.42", "mix", "wav")
+    write_wav(settings.local_path(name), 1.0)
+    (row,) = store.start(
+        [name],
+        pbx_paths=[settings.pbx_path(name)],
+        local_paths=[settings.local_path(name)],
+        channel="PJSIP/trunk-00000001",
+    )
+    closed = await close_recording(row, settings, store)
+    assert closed is not None
+    assert closed.state == "closed"
+    assert closed.file == settings.local_path(name)
+    assert closed.content_type == "audio/wav"
+    assert closed.size == settings.local_path(name).stat().st_size
+    assert not settings.local_path(name).with_suffix(".mp3").exists()
+    assert "delivering the WAV" in caplog.text
+    assert store.usage().bytes_on_disk == closed.size
