@@ -316,7 +316,15 @@ class OneCRecordings:
         )
         if response.status_code != 200:
             raise OSError(f"1C answered {response.status_code} to the status of {upload.path}")
-        return _status(_body(response), upload.size)
+        body = _body(response)
+        status = _status(body, upload.size)
+        if status.complete and str(body.get("sha256") or "").lower() != upload.sha256:
+            # Its size alone proves nothing: 1C stores one file per call and part, and a
+            # PUT of this one would be refused (409 already_stored).
+            raise _Refused(
+                f"1C holds another file for {upload.path} (SHA-256 {body.get('sha256')!r:.80})"
+            )
+        return status
 
     async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
         end = start + len(data) - 1

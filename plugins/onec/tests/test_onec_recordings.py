@@ -475,3 +475,33 @@ async def test_an_answer_from_1c_that_drips_is_cut_at_the_chunk_timeout(tmp_path
                 await remote.status(upload)
     finally:
         await remote.aclose()
+
+
+async def test_1c_holding_another_file_of_the_same_size_is_not_taken_as_delivery(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """1C's status names the hash of the file it holds for a call and part. Before, only
+    its size was compared: a different file of the same length (two PBXs with one 1C
+    and the same Linkedid, WAVs of the same duration) was confirmed as delivered, and
+    retention could delete the only copy of this one."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    up = uploader(first, closed_recording(first), settings)
+    try:
+        assert await up.step() == 1
+    finally:
+        await close_uploads(up)
+    other = os.urandom(len(AUDIO))
+    store = closed_recording(second, data=other)
+    up = uploader(second, store, settings)
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    row = RecordingStore(second / "state").get(CALL, "mix")
+    assert row is not None
+    assert row.state == "closed"
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
