@@ -111,6 +111,8 @@ class Recorder:
         self.store: RecordingStore | None = None
         self._engine: EngineAPI | None = None
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
+        #: Channels already told StopMixMonitor for max_duration.
+        self._stopped: set[str] = set()
         self._queue: QueueGauge | None = None
         self._bytes: Any = None
 
@@ -156,6 +158,8 @@ class Recorder:
         self._engine = engine
         self.store = RecordingStore(engine.state_dir)
         engine.schedule("recordings:sweep", self.sweep, every=SWEEP_EVERY)
+        if self.settings.max_duration:
+            engine.schedule("recordings:max_duration", self.stop_overlong, every=SWEEP_EVERY)
         engine.schedule("recordings:retention", self.retention, every=RETENTION_EVERY)
         if self._queue is not None:
             engine.schedule("recordings:metrics", self.refresh_metrics, every=METRICS_EVERY)
@@ -249,6 +253,46 @@ class Recorder:
                 if calls.get(r.call_id) is None and now - r.started_at > SWEEP_EVERY
             ]
         )
+
+    async def stop_overlong(self) -> list[str]:
+        """StopMixMonitor on every channel recording longer than ``max_duration``; the
+        channels stopped.
+
+        The caller decides how long a call lasts (on hold, in a queue, in an IVR
+        loop), and a file is counted against ``max_bytes`` and ``hard_cap_bytes``
+        only once closed: without a bound, a few calls kept open for a day would
+        fill the disk. The call goes on; its file closes on ``MixMonitorStop`` and
+        is delivered as any other. Each channel is asked once.
+        """
+        if self.store is None or self.settings is None or self._engine is None:
+            return []
+        limit = self.settings.max_duration
+        if not limit:
+            return []
+        now = time.time()
+        rows = await asyncio.to_thread(self.store.recording)
+        live = {r.channel for r in rows}
+        self._stopped &= live
+        overlong = sorted(
+            {
+                r.channel
+                for r in rows
+                if now - r.started_at > limit
+                and r.channel not in self._stopped
+                and self._engine.calls.get(r.call_id) is not None
+            }
+        )
+        stopped: list[str] = []
+        for channel in overlong:
+            self._stopped.add(channel)
+            try:
+                await self._engine.ami.send("StopMixMonitor", {"Channel": channel})
+            except Exception as exc:
+                log.warning("recording on %s: StopMixMonitor after max_duration: %s", channel, exc)
+                continue
+            log.warning("recording on %s stopped: longer than max_duration (%g s)", channel, limit)
+            stopped.append(channel)
+        return stopped
 
     def retention(self) -> None:
         if self.store is not None and self.settings is not None:

@@ -7,6 +7,7 @@
     local_dir = "/mnt/pbx/monitor/callrouter"        # as callrouter sees it (default: dir)
     format = "wav"                                   # what MixMonitor writes
     legs = "mix"                                     # mix | both | in | out
+    max_duration = 14400                             # seconds; 0: no bound
     transcode = "off"                                # off | mp3 | opus
     mode = "push"                                    # push (upload to 1C) | pull (signed URL)
     public_url = "https://callrouter.example:8089"   # pull: the API as 1C reaches it
@@ -40,6 +41,7 @@ KEYS: Final = (
     "transcode",
     "transcode_timeout",
     "close_timeout",
+    "max_duration",
     "mode",
     "public_url",
     "url_ttl",
@@ -93,6 +95,8 @@ class RecordingSettings:
     transcode_timeout: float = 120.0
     #: How long after the call's end the file may take to be complete.
     close_timeout: float = 30.0
+    #: Seconds a recording may run before callrouter stops it (0: no bound).
+    max_duration: float = 14400.0
     mode: str = "push"
     public_url: str | None = None
     url_ttl: float = 900.0
@@ -161,6 +165,7 @@ def read_recordings(reader: Reader) -> RecordingSettings:
         transcode=transcode,
         transcode_timeout=reader.number("transcode_timeout", 120.0, 0, 3600),
         close_timeout=reader.number("close_timeout", 30.0, 0, 3600),
+        max_duration=reader.number("max_duration", 14400.0, 59, 7 * 86400, allow_zero=True),
         mode=mode,
         public_url=public_url,
         url_ttl=reader.number("url_ttl", 900.0, 59, 7 * 86400),

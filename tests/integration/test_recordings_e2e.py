@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import sqlite3
 import struct
 import time
 import wave
@@ -282,3 +283,37 @@ async def test_in_only_records_the_callers_side_alone(
     assert stored.part == "in"
     samples, rate, _ = pcm(stored)
     assert tone_share(samples, rate, TONE_HZ) > 0.3
+
+
+async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_the_call_goes_on(
+    phones: Phones, double: OneCDouble, config: Config, tone: Path
+) -> None:
+    """max_duration on Asterisk 22: StopMixMonitor (write class call) stops the
+    MixMonitor the dialplan started, the file closes on MixMonitorStop while the call
+    still talks, and 1C gets it."""
+    from router.recordings.recorder import Recorder
+
+    engine, task = await start_engine(config)
+    try:
+        recorder = engine.plugins.pm.get_plugin("recordings")
+        assert isinstance(recorder, Recorder)
+        phones.pstn.play(tone)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await asyncio.sleep(2.0)
+        # Two seconds in, the recording is made to look older than max_duration.
+        with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+            db.execute("UPDATE recordings SET started_at = started_at - 20000")
+        (stopped,) = await recorder.stop_overlong()
+        await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+        assert not call.ended  # the call goes on
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 20)
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = double.recordings.stored
+    _, _, seconds = pcm(stored)
+    assert call.talk_seconds is not None
+    assert seconds < call.talk_seconds - 1.5, (seconds, call.talk_seconds)
+    assert stopped.startswith("PJSIP/")

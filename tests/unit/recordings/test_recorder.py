@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -391,3 +392,49 @@ async def test_an_idle_recorder_asks_for_no_events(tmp_path: Path) -> None:
         await plugins.wanted_events()
         assert plugins.reads_event("Hangup") is reads
         assert plugins.reads_event("MixMonitorStop") is reads
+
+
+async def test_a_recording_longer_than_max_duration_is_stopped_once_and_the_call_goes_on(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Before: nothing bounded a recording's length. The caller decides how long a call
+    lasts (on hold, in a queue), a file counts against max_bytes and hard_cap_bytes only
+    once closed, so a few calls kept open filled the disk (57.6 MB an hour for each WAV
+    part, three parts with legs both)."""
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=3600)
+    ajam_replay.on("StopMixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    recorder = recorder_of(engine)
+    assert await recorder.stop_overlong() == []  # just started
+    with sqlite3.connect(engine.state_dir / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 3601")
+    assert await recorder.stop_overlong() == [channel]
+    assert await recorder.stop_overlong() == []  # asked once
+    (stop,) = ajam_replay.sent("StopMixMonitor")
+    assert stop["Channel"] == channel
+    assert not ajam_replay.sent("Hangup")
+    # The file then closes on MixMonitorStop as any other.
+    write_wav(tmp_path / f"{linkedid}-mix.wav", 1.0)
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder.closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "closed"
+
+
+def test_max_duration_is_read_and_bounded(tmp_path: Path) -> None:
+    from router.errors import ConfigError
+    from router.testing import config_from_toml
+
+    table = '[recordings]\ndir = "/x"\n'
+    config = config_from_toml(tmp_path, table)
+    assert config.recordings is not None
+    assert config.recordings.max_duration == 14400
+    off = config_from_toml(tmp_path, table + "max_duration = 0\n").recordings
+    assert off is not None
+    assert off.max_duration == 0
+    with pytest.raises(ConfigError, match="max_duration"):
+        config_from_toml(tmp_path, table + "max_duration = 5\n")
