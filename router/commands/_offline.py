@@ -148,4 +148,10 @@ def load_offline(
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))
     registry, problems = plugins.build_registry()
+    if config.recordings is not None:
+        from router.recordings.transcode import missing_encoder
+
+        missing = missing_encoder(config.recordings.transcode)
+        if missing is not None:
+            warnings.append(f"{path or 'router.toml'}: {missing}")
     return Offline(config, plugins, registry, problems, warnings, stand_ins, asterisk_missing)

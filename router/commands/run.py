@@ -73,10 +73,17 @@ def lean_log_records() -> None:
     logging._srcfile = None  # the HOWTO's own switch
 
 
-def warn_exposed_secrets(config: Config) -> None:
-    """Say so at start when a file holding a secret can be read by other users."""
+def warn_at_start(config: Config) -> None:
+    """Say so at start when a file holding a secret can be read by other users, and
+    when ``[recordings] transcode`` has no encoder to run."""
     for warning in exposed_secret_files(config):
         log.warning("%s", warning)
+    if config.recordings is not None:
+        from router.recordings.transcode import missing_encoder
+
+        missing = missing_encoder(config.recordings.transcode)
+        if missing is not None:
+            log.warning("%s", missing)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
         config = replace(config, router=router)
     setup_logging(config.router.log_format, args.log_level)
-    warn_exposed_secrets(config)
+    warn_at_start(config)
     # The service owns its process: the startup's objects may be frozen (gc).
     return asyncio.run(_serve(Engine(config, options=EngineOptions(freeze_gc=True))))
 

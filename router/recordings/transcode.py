@@ -20,7 +20,7 @@ from typing import Final
 from router.errors import RecordingError
 from router.recordings.files import create_new
 
-__all__ = ["ENCODERS", "command", "transcode"]
+__all__ = ["ENCODERS", "command", "missing_encoder", "transcode"]
 
 #: Target format -> the program and the Debian package that has it.
 ENCODERS: Final[dict[str, tuple[str, str]]] = {
@@ -28,6 +28,20 @@ ENCODERS: Final[dict[str, tuple[str, str]]] = {
     "opus": ("opusenc", "opus-tools"),
 }
 _STDERR_MAX: Final = 4096
+
+
+def missing_encoder(kind: str) -> str | None:
+    """What ``callrouter check`` and a start warn of when ``transcode = kind`` has no
+    encoder on PATH (every WAV is then delivered as it is), else None."""
+    if kind not in ENCODERS:
+        return None
+    program, package = ENCODERS[kind]
+    if shutil.which(program) is not None:
+        return None
+    return (
+        f"[recordings] transcode = {kind!r} needs {program} (Debian package {package}), "
+        "which is not on PATH: recordings will be delivered as WAV"
+    )
 
 
 def command(kind: str, src: Path, dst: Path) -> list[str]:

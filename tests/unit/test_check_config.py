@@ -358,3 +358,23 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     assert first.removeprefix("callrouter explain: ") == (
         "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )
+
+
+def test_a_transcode_without_its_encoder_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: check passed in silence, and every recording then failed at its close
+    (now delivered as WAV, with an error each time)."""
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **kw: None if name == "lame" else real_which(name)
+    )
+    path = write(tmp_path, '[recordings]\ndir = "/var/spool/asterisk/monitor"\ntranscode = "mp3"\n')
+    assert main(["check", "--config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"callrouter check: warning: {path}: [recordings] transcode = 'mp3' needs lame "
+        "(Debian package lame), which is not on PATH: recordings will be delivered as WAV"
+    ) in err
