@@ -294,9 +294,11 @@ class Recorder:
             stopped.append(channel)
         return stopped
 
-    def retention(self) -> None:
+    async def retention(self) -> None:
+        """One pass of retention, in a thread: it deletes and moves files, on a mount
+        (NFS, SSHFS) that may answer slowly or not at all, while the event loop routes."""
         if self.store is not None and self.settings is not None:
-            apply_retention(self.store, self.settings)
+            await asyncio.to_thread(apply_retention, self.store, self.settings)
 
     def _close(self, rows: list[Recording]) -> None:
         assert self.settings is not None

@@ -438,3 +438,40 @@ def test_max_duration_is_read_and_bounded(tmp_path: Path) -> None:
     assert off.max_duration == 0
     with pytest.raises(ConfigError, match="max_duration"):
         config_from_toml(tmp_path, table + "max_duration = 5\n")
+
+
+async def test_retention_never_holds_the_event_loop(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the scheduled retention ran in the event loop itself, so deleting
+    delivered files on a slow or hung mount (the recordings folder is often NFS)
+    stopped every call's routing for as long as the file system took."""
+    import inspect
+    import time
+
+    from router.recordings import recorder as recorder_module
+
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, after_delivery="delete")
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    monkeypatch.setattr(recorder_module, "apply_retention", lambda store, settings: time.sleep(0.5))
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    result = recorder_of(engine).retention()  # as the engine's scheduler runs a job
+    if inspect.isawaitable(result):
+        await result
+    await asyncio.sleep(0.05)  # the ticker measures the gap once it runs again
+    ticking.cancel()
+    assert max(gaps) < 0.3, max(gaps)
