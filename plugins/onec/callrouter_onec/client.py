@@ -44,6 +44,7 @@ __all__ = [
     "OneCClient",
     "OneCSettings",
     "basic_auth_header",
+    "fetch_bounded",
     "interpret",
     "read_answer",
 ]
@@ -165,6 +166,48 @@ def read_answer(
         raise OneCUnavailable(
             f"unusable answer ({type(exc).__name__})", status=status, url=url
         ) from exc
+
+
+async def fetch_bounded(
+    http: httpx.AsyncClient, method: str, url: str, limit: int, **kwargs: Any
+) -> tuple[httpx.Response, bytes]:
+    """Send one request and read at most ``limit`` bytes of the answer, undecoded.
+
+    The body is streamed and the read stops at the bound: a huge or endless
+    answer (a hostile 1C, a proxy error page gone wrong) costs at most
+    ``limit`` bytes of memory, and the connection is dropped. The raw bytes
+    are read, so a ``Content-Encoding`` nobody asked for stays compressed
+    (and fails as "not UTF-8") instead of inflating past the bound. Every 1C
+    request of the plugin goes through here (lookups, events, recordings).
+    """
+    async with http.stream(method, url, **kwargs) as response:
+        declared = response.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise OneCUnavailable(
+                f"answer of {declared} bytes is over max_body ({limit} bytes)",
+                status=response.status_code,
+                url=url,
+            )
+        if response.is_stream_consumed:  # an injected transport read it already
+            if len(response.content) > limit:
+                raise OneCUnavailable(
+                    f"answer is over max_body ({limit} bytes)",
+                    status=response.status_code,
+                    url=url,
+                )
+            return response, response.content
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise OneCUnavailable(
+                    f"answer is over max_body ({limit} bytes)",
+                    status=response.status_code,
+                    url=url,
+                )
+            chunks.append(chunk)
+        return response, b"".join(chunks)
 
 
 class _RejectAll(DefaultCookiePolicy):
@@ -325,43 +368,7 @@ class OneCClient:
             return read_answer(response.status_code, body, parse, url)
 
     async def _fetch(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        """Send one request and read at most ``max_body`` bytes of the answer.
-
-        The body is streamed and the read stops at the bound: a huge or endless
-        answer (a hostile 1C, a proxy error page gone wrong) costs at most
-        ``max_body`` bytes of memory, and the connection is dropped.
-        """
-        limit = self.settings.max_body
-        async with self._http.stream(method, url, **kwargs) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise OneCUnavailable(
-                    f"answer of {declared} bytes is over max_body ({limit} bytes)",
-                    status=response.status_code,
-                    url=url,
-                )
-            if response.is_stream_consumed:  # an injected transport read it already
-                if len(response.content) > limit:
-                    raise OneCUnavailable(
-                        f"answer is over max_body ({limit} bytes)",
-                        status=response.status_code,
-                        url=url,
-                    )
-                return response, response.content
-            # Raw bytes: a Content-Encoding we did not ask for stays undecoded
-            # (and fails as "not UTF-8") instead of inflating past the bound.
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > limit:
-                    raise OneCUnavailable(
-                        f"answer is over max_body ({limit} bytes)",
-                        status=response.status_code,
-                        url=url,
-                    )
-                chunks.append(chunk)
-            return response, b"".join(chunks)
+        return await fetch_bounded(self._http, method, url, self.settings.max_body, **kwargs)
 
     def _remember_session(self, response: httpx.Response) -> None:
         for header in response.headers.get_list("set-cookie"):

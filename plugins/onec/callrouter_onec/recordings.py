@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from callrouter_onec.client import OneCSettings, basic_auth_header
+from callrouter_onec.client import OneCSettings, basic_auth_header, fetch_bounded
+from callrouter_onec.errors import OneCUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -214,7 +215,7 @@ class _Resume(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """1C's answer, read whole (and bounded: :meth:`OneCRecordings._send`)."""
+    """1C's status and body (at most ``max_body`` bytes, undecoded)."""
 
     status_code: int
     content: bytes
@@ -227,7 +228,7 @@ class _Answer:
 def _body(response: _Answer) -> dict[str, Any]:
     try:
         value = json.loads(response.content.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise OSError(
             f"1C answered {response.status_code} with no JSON: {response.text[:120]!r}"
         ) from None
@@ -282,33 +283,16 @@ class OneCRecordings:
     async def _send(self, method: str, path: str, **kwargs: Any) -> _Answer:
         try:
             async with asyncio.timeout(self._deadline):
-                return await self._exchange(method, path, **kwargs)
-        except TimeoutError:
-            raise OSError(
-                f"1C did not answer {method} {path} within {self._deadline:g} s"
-            ) from None
+                response, body = await fetch_bounded(
+                    self._client, method, path, self._limit, **kwargs
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise OSError(f"1C gave no whole answer within {self._deadline:g} s") from None
+        except OneCUnavailable as exc:
+            raise OSError(f"1C's answer is unusable: {exc.detail}") from None
         except httpx.HTTPError as exc:
             raise OSError(f"1C unreachable: {type(exc).__name__}: {exc}") from None
-
-    async def _exchange(self, method: str, path: str, **kwargs: Any) -> _Answer:
-        limit = self._limit
-        over = f"1C's answer to {method} {path} is over max_body ({limit} bytes)"
-        async with self._client.stream(method, path, **kwargs) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isascii() and declared.isdigit() and int(declared) > limit:
-                raise OSError(over)
-            if response.is_stream_consumed:  # an injected transport read it already
-                if len(response.content) > limit:
-                    raise OSError(over)
-                return _Answer(response.status_code, response.content)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > limit:
-                    raise OSError(over)
-                chunks.append(chunk)
-            return _Answer(response.status_code, b"".join(chunks))
+        return _Answer(response.status_code, body)
 
     async def status(self, upload: Upload) -> TransferStatus:
         response = await self._send(

@@ -4,6 +4,8 @@ outage and after a restart, stored exactly once, confirmed back to callrouter's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import hashlib
 import os
 import stat
@@ -505,3 +507,86 @@ async def test_1c_holding_another_file_of_the_same_size_is_not_taken_as_delivery
     assert row.state == "closed"
     (stored,) = double.recordings.stored
     assert stored.data == AUDIO
+
+
+class _Hostile:
+    """A loopback "1C" that answers every request with one canned, hostile answer."""
+
+    def __init__(self, head: bytes, body: bytes = b"", *, trickle: float | None = None) -> None:
+        self.head, self.body, self.trickle = head, body, trickle
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/demo/hs/telephony"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.head + self.body)
+            await writer.drain()
+            while self.trickle is not None:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(self.trickle)
+        writer.close()
+
+
+def _upload(tmp_path: Path) -> Upload:
+    return Upload(CALL, "mix", "0" * 64, tmp_path / "x", 1000, "audio/wav", None)
+
+
+async def test_a_compressed_answer_is_not_inflated_past_max_body(tmp_path: Path) -> None:
+    """A gzip bomb from 1C (or a proxy) to a status request: 6 KiB on the wire, 6 MiB
+    inflated. The recordings client read and inflated it all (httpx asks for gzip and
+    decodes it) and took the JSON inside; now it asks for identity and reads the bytes
+    as sent, which are not JSON."""
+    inflated = b'{"received": 0, "pad": "' + b"A" * (6 << 20) + b'"}'
+    bomb = gzip.compress(inflated)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: " + str(len(bomb)).encode() + b"\r\n\r\n"
+    )
+    async with _Hostile(head, bomb) as url:
+        remote = OneCRecordings(OneCSettings(url, "u", "p", max_body=65536))
+        try:
+            with pytest.raises(OSError, match="no JSON"):
+                await remote.status(_upload(tmp_path))
+        finally:
+            await remote.aclose()
+
+
+async def test_an_endless_answer_stops_at_max_body(tmp_path: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+    async with _Hostile(head, b'{"received": 0, "pad": "' + b"A" * (1 << 20)) as url:
+        remote = OneCRecordings(OneCSettings(url, "u", "p", max_body=4096))
+        try:
+            with pytest.raises(OSError, match="max_body"):
+                await remote.status(_upload(tmp_path))
+        finally:
+            await remote.aclose()
+
+
+async def test_a_trickling_answer_is_cut_at_the_chunk_timeout(tmp_path: Path) -> None:
+    """One byte every 0.1 s never trips a per-read timeout; the whole answer is bounded."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    async with _Hostile(head, b"{", trickle=0.1) as url:
+        remote = OneCRecordings(OneCSettings(url, "u", "p"), chunk_timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(OSError, match=r"within 0\.5 s"):
+                # The test's own bound: without the fix this read goes on for 10,000 s.
+                await asyncio.wait_for(remote.status(_upload(tmp_path)), 5)
+        finally:
+            await remote.aclose()
+        assert time.monotonic() - started < 3
