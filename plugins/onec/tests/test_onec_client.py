@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
+import zlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -336,3 +338,36 @@ async def test_transport_exception_is_mapped() -> None:
     async with OneCClient(settings, transport=httpx.MockTransport(fail)) as client:
         with pytest.raises(OneCUnavailable, match="ConnectError"):
             await client.ping()
+
+
+async def test_ending_the_session_reads_nothing_of_the_answer() -> None:
+    """``IBSession: finish`` at close is best effort and its answer is of no use: it is
+    not read. It was read whole and inflated (``httpx.get``), so a gzip answer to it,
+    2 KiB a chunk on the wire and 2 MiB inflated, was taken in full at shutdown."""
+    pulled: list[int] = []
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip, one member, flushed per chunk
+    first = bomb.compress(b"\0" * (2 << 20)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    chunk = bomb.compress(b"\0" * (2 << 20)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for n in range(100):
+                pulled.append(2 << 20)
+                yield first if n == 0 else chunk
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("ibsession") == "finish":
+            return httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=Endless())
+        return httpx.Response(
+            200,
+            headers={"Set-Cookie": "ibsession=abc; Path=/"},
+            json={"result": "ok", "version": "1.0", "time": "2024-05-01T12:00:00"},
+        )
+
+    settings = OneCSettings("http://1c.example/unf/hs/telephony", "u", "p", ibsession=True)
+    client = OneCClient(settings, transport=httpx.MockTransport(answer))
+    await client.ping()
+    assert client.session == "abc"
+    await client.aclose()
+    assert client.session is None
+    assert sum(pulled) <= settings.max_body
