@@ -182,6 +182,8 @@ class EventBook:
             payload = json.loads(body.decode("utf-8-sig"))
         except ValueError as exc:
             raise EventError("invalid_json", f"body is not JSON: {exc}") from exc
+        except RecursionError:  # nested past the interpreter's limit: still just bad JSON
+            raise EventError("invalid_json", "body is not JSON: nested too deep") from None
         if not isinstance(payload, dict):
             raise EventError("invalid_json", "body is not a JSON object")
         for name in REQUIRED:
@@ -201,12 +203,17 @@ class EventBook:
         return receipt
 
 
+def _one_of(value: object, allowed: frozenset[str]) -> bool:
+    """``value`` is one of the words ``allowed`` (a list or object is not, and is no error)."""
+    return isinstance(value, str) and value in allowed
+
+
 def _check(payload: Mapping[str, Any]) -> None:
-    if payload["event"] not in EVENTS:
+    if not _one_of(payload["event"], EVENTS):
         raise EventError("invalid_event", f"unknown event {payload['event']!r}")
-    if payload["direction"] not in DIRECTIONS:
+    if not _one_of(payload["direction"], DIRECTIONS):
         raise EventError("invalid_event", f"unknown direction {payload['direction']!r}")
-    if payload.get("status") is not None and payload["status"] not in STATUSES:
+    if payload.get("status") is not None and not _one_of(payload["status"], STATUSES):
         raise EventError("invalid_event", f"unknown status {payload['status']!r}")
     if not isinstance(payload["call_id"], str):
         raise EventError("invalid_event", "call_id must be a string")
@@ -236,7 +243,7 @@ def _check_life(payload: Mapping[str, Any]) -> None:
     _nullable(payload, "replayed", bool)
     transfer = payload.get("transfer")
     if transfer is not None:
-        if not isinstance(transfer, dict) or transfer.get("kind") not in TRANSFERS:
+        if not isinstance(transfer, dict) or not _one_of(transfer.get("kind"), TRANSFERS):
             raise EventError(
                 "invalid_event", "transfer must be {kind: blind|attended, from, to} or null"
             )

@@ -74,6 +74,9 @@ DEFAULT_USER = "Маршрутизатор"
 DEFAULT_PASSWORD = "demo"
 REALM = 'Basic realm="1C:Enterprise 8.3"'
 CONTROL = "/_double/"
+#: The largest request body the double reads (Apache's LimitRequestBody, scaled to the
+#: contract: events are under 2 KiB, recording chunks 1 MiB); more is 413.
+MAX_REQUEST_BODY = 16 << 20
 
 
 @dataclass
@@ -645,11 +648,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
         double = self._double
-        if urlsplit(self.path).path.startswith(CONTROL):
-            self._write(double.control(self.command, self.path, body))
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        refused: _Reply | None = None
+        if not (declared.isascii() and declared.isdigit()):
+            # As Apache: a length that is not a number is the client's error, and the
+            # bytes after it cannot be framed, so the connection ends with the answer.
+            refused = _text(400, "Bad Request: Content-Length is not a number")
+        elif int(declared) > MAX_REQUEST_BODY:
+            refused = _text(413, f"Request Entity Too Large: over {MAX_REQUEST_BODY} bytes")
+        length = int(declared) if refused is None else 0
+        body = self.rfile.read(length) if length > 0 else b""
+        if urlsplit(self.path).path.startswith(CONTROL):  # never logged
+            if refused is not None:
+                self.close_connection = True
+            self._write(refused or double.control(self.command, self.path, body))
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         parts = urlsplit(self.path)
@@ -663,6 +676,11 @@ class _Handler(BaseHTTPRequestHandler):
             peer="{}:{}".format(*self.client_address[:2]),
         )
         double._record(entry)
+        if refused is not None:  # the web server's answer: logged, never seen by "1C"
+            self.close_connection = True
+            entry.status = refused.status
+            self._write(refused)
+            return
         try:
             reply = double.handle(self.command, self.path, headers, body, entry)
         except _Drop as drop:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -400,3 +401,49 @@ def test_cli_rejects_unknown_fault() -> None:
     )
     assert result.returncode == 2
     assert "unknown fault 'boom'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "code"),
+    [
+        ({"event": ["hangup"]}, "invalid_event"),
+        ({"direction": {"in": 1}}, "invalid_event"),
+        ({"status": ["ANSWER"]}, "invalid_event"),
+        ({"transfer": {"kind": ["blind"], "from": "101", "to": "102"}}, "invalid_event"),
+    ],
+)
+def test_an_event_field_of_the_wrong_type_is_refused_not_dropped(
+    double: OneCDouble, patch: dict[str, object], code: str
+) -> None:
+    """A list or object where a word belongs is 400 invalid_event, as the BSL module
+    answers; the double dropped the connection (an unhashable value in a set test),
+    which a sender takes for "1C down" and retries for days."""
+    response = post(double, json.dumps({**EVENT, **patch}).encode())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+def test_a_deeply_nested_event_is_invalid_json(double: OneCDouble) -> None:
+    response = post(double, b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("length", "status"), [(b"abc", 400), (b"-5", 400), (b"99999999999999", 413)]
+)
+def test_a_bad_or_huge_content_length_is_answered(
+    double: OneCDouble, length: bytes, status: int
+) -> None:
+    """A web server answers these (400, 413); the double's handler raised (a
+    ValueError, a MemoryError for the body it tried to allocate) and hung up."""
+    with socket.create_connection((double.host, double.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /demo/hs/telephony/v1/calls/events HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: " + length + b"\r\n\r\n{}"
+        )
+        head = sock.recv(200)
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert [(r.path, r.status) for r in double.log] == [
+        ("/demo/hs/telephony/v1/calls/events", status)
+    ]
