@@ -20,10 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from callrouter_onec.phone import digits_only
+
 __all__ = [
     "FAULTS",
     "HUGE_CHUNK",
     "HUGE_LIMIT",
+    "MAX_LATENCY",
     "NESTED_DEPTH",
     "Fault",
     "FaultPlan",
@@ -72,6 +75,8 @@ NESTED_DEPTH = 100_000
 HUGE_CHUNK = b"1," * 32768
 HUGE_LIMIT = 1 << 30
 _PROXY = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Time-out"}
+#: The longest ``latency=S`` (an hour: longer than any client waits).
+MAX_LATENCY = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ def parse_faults(spec: str) -> list[Fault]:
                 raise ValueError(f"bad latency in fault {part!r}") from None
             if seconds < 0:
                 raise ValueError(f"negative latency in fault {part!r}")
+            if not seconds <= MAX_LATENCY:  # nan and inf too: a handler cannot sleep them
+                raise ValueError(f"latency in fault {part!r} is over {MAX_LATENCY:g} s")
             faults.append(Fault("latency", seconds))
         elif part in _KINDS:
             faults.append(Fault(part))
@@ -114,7 +121,10 @@ class FaultRule:
     def matches(self, path: str, phone: str | None) -> bool:
         if self.path is not None and not path.endswith(self.path):
             return False
-        return self.phone is None or (phone is not None and phone[-10:] == self.phone[-10:])
+        if self.phone is None:
+            return True
+        # As the data file: any spelling of the number, matched on its last 10 digits.
+        return phone is not None and digits_only(phone)[-10:] == digits_only(self.phone)[-10:]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,9 +164,18 @@ class FaultPlan:
     def add(
         self, spec: str, *, count: int | None = 1, phone: str | None = None, path: str | None = None
     ) -> FaultRule:
-        rule = FaultRule(parse_faults(spec), count, phone, path)
+        # Checked here, not when a request meets the rule: the control endpoint takes
+        # any JSON, and a count of 1.5 never runs out, a phone that is a number
+        # makes every lookup's handler raise (the request is left unanswered).
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise ValueError(f"count must be a whole number or None, got {count!r}")
         if count is not None and count < 1:
             raise ValueError("count must be at least 1, or None for no limit")
+        if phone is not None and not (isinstance(phone, str) and digits_only(phone)):
+            raise ValueError(f"phone must be a number written as a string, got {phone!r}")
+        if path is not None and not isinstance(path, str):
+            raise ValueError(f"path must be a string, got {path!r}")
+        rule = FaultRule(parse_faults(spec), count, phone, path)
         with self._lock:
             self.rules.append(rule)
         return rule

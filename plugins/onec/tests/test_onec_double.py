@@ -447,3 +447,41 @@ def test_a_bad_or_huge_content_length_is_answered(
     assert [(r.path, r.status) for r in double.log] == [
         ("/demo/hs/telephony/v1/calls/events", status)
     ]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"faults": "500", "count": 1.5},
+        {"faults": "500", "count": 0},
+        {"faults": "500", "count": True},
+        {"faults": "500", "count": "2"},
+        {"faults": "500", "phone": 79161234567},
+        {"faults": "500", "phone": "nobody"},
+        {"faults": "500", "path": ["/v1/ping"]},
+        {"global": "latency=nan"},
+        {"global": "latency=inf"},
+        {"global": "latency=1e308"},
+    ],
+)
+def test_a_fault_rule_that_could_not_work_is_refused(
+    double: OneCDouble, rule: dict[str, object]
+) -> None:
+    """Each of these was accepted (200) and then never ran out (count 1.5 goes
+    0.5, -0.5, ...), or made every matching request hang up unanswered (a phone
+    that is a number, a latency the server cannot sleep)."""
+    control = double.root_url + "/_double/faults"
+    response = httpx.post(control, json=rule, timeout=5)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_parameter"
+    assert httpx.get(control, timeout=5).json()["rules"] == []
+    assert get(double, "/v1/responsible/79161234567").status_code == 200
+    assert get(double, "/v1/ping").status_code == 200
+
+
+def test_a_fault_for_a_phone_written_with_spaces_and_signs_applies(double: OneCDouble) -> None:
+    """The data file takes phones in any format; a fault's phone did not (it compared the
+    last 10 characters, so "+7 916 123-45-67" silently matched nothing)."""
+    double.faults.add("406", phone="+7 916 123-45-67")
+    assert get(double, "/v1/responsible/79161234567").status_code == 406
+    assert get(double, "/v1/responsible/79161234567").status_code == 200
