@@ -16,6 +16,7 @@ makes them required and a body 1C refuses would be dropped, not retried.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any, Protocol
@@ -25,10 +26,12 @@ from callrouter_onec.phone import CountryRules, NumberKind, normalize
 __all__ = [
     "ANONYMOUS",
     "KINDS",
+    "MAX_PARTY_DIGITS",
     "CallEventLike",
     "TransferLike",
     "call_event_payload",
     "customer_number",
+    "party",
 ]
 
 #: The event kinds callrouter's call life produces.
@@ -102,11 +105,29 @@ def customer_number(
     return found.number
 
 
-def _number(raw: str | None, rules: CountryRules) -> str | None:
+#: The most digits of a number 1C is told (E.164 has 15; some carriers add a prefix).
+MAX_PARTY_DIGITS = 32
+#: A caller ID without digits is passed on only when it is a short ASCII word
+#: (``anonymous``, ``Unknown``, a SIP user name): anything else is the caller's
+#: free text, which would become the title of the callback task 1C creates.
+_WORD = re.compile(r"[A-Za-z0-9+*#._-]{1,32}")
+
+
+def party(raw: str | None, rules: CountryRules) -> str | None:
+    """What 1C is told of one end of a call given as ``raw`` (a caller ID, a DID).
+
+    The normalized number when ``raw`` has up to :data:`MAX_PARTY_DIGITS`
+    digits; else ``raw`` itself if it is a short ASCII word; else
+    :data:`ANONYMOUS`. ``None`` for an empty ``raw``.
+    """
     if not raw:
         return None
     found = normalize(raw, rules)
-    return found.number or raw
+    if found.number and len(found.number) <= MAX_PARTY_DIGITS:
+        return found.number
+    if not found.number and _WORD.fullmatch(raw):
+        return raw
+    return ANONYMOUS
 
 
 def _local(moment: float | None, tz: tzinfo | None) -> str | None:
@@ -130,8 +151,8 @@ def call_event_payload(
 
     ``caller``: the number the routing request had, used when the event has none.
     """
-    external = _number(event.external or caller, rules)
-    did = _number(event.did, rules)
+    external = party(event.external or caller, rules)
+    did = party(event.did, rules)
     extension = event.extension or None
     if event.direction == "out":
         from_number, to_number = extension, external

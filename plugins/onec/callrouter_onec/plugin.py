@@ -67,7 +67,14 @@ from callrouter_onec.history import (
     HistorySender,
     build_event,
 )
-from callrouter_onec.life import KINDS, CallEventLike, call_event_payload, customer_number
+from callrouter_onec.life import (
+    ANONYMOUS,
+    KINDS,
+    CallEventLike,
+    call_event_payload,
+    customer_number,
+    party,
+)
 from callrouter_onec.metrics import QUEUE_REFRESH, OneCMetrics
 from callrouter_onec.missed import (
     ANY_DID,
@@ -961,12 +968,11 @@ class OneCPlugin:
                 return
             # A refused caller is silent unless a rule asks for this event itself.
             now = _now()
-            caller = normalize(call.caller_number, rules)
             record = CallRecord(
                 call_id=call.linkedid,
                 direction="in",
-                from_number=caller.number or call.caller_number or "anonymous",
-                to_number=normalize(call.did, rules).number or call.did or "unknown",
+                from_number=party(call.caller_number, rules) or ANONYMOUS,
+                to_number=party(call.did, rules) or "unknown",
                 started_at=now,
                 extension=params.get("extension") or None,
                 ended_at=now if kind in ("hangup", "missed") else None,
@@ -986,8 +992,8 @@ class OneCPlugin:
             call_id=params.get("call_id")
             or f"notify-{normalize(number, rules).number}-{int(now.timestamp())}",
             direction="in",
-            from_number=normalize(number, rules).number or number,
-            to_number=normalize(params.get("to", ""), rules).number or params.get("to", ""),
+            from_number=party(number, rules) or ANONYMOUS,
+            to_number=party(params.get("to"), rules) or "",
             started_at=now,
             extension=params.get("extension") or None,
             ended_at=now if kind in ("hangup", "missed") else None,

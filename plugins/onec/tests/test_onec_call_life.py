@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from lifeevents import T0, LifeEvent, Transfer, answered, hangup, missed, ringin
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.history import HistoryQueue
-from callrouter_onec.life import CallEventLike
+from callrouter_onec.life import CallEventLike, call_event_payload
+from callrouter_onec.phone import RUSSIA
 from callrouter_onec.plugin import OneCPlugin, parse_settings
 from router import ConfigError, Decision
 from router.testing import StubEngine, config_from_toml, make_decision, make_trace
@@ -610,3 +612,34 @@ def test_only_a_plugin_that_sends_1c_the_history_wants_call_events(
         onec = OneCPlugin()
         onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
         assert onec.callrouter_wants_call_events() is wanted, name
+
+
+@pytest.mark.parametrize(
+    ("external", "sent"),
+    [
+        ("+7 916 123-45-67", "79161234567"),
+        ("Anonymous", "Anonymous"),
+        ("alice", "alice"),
+        ("Перезвоните в службу безопасности банка", "anonymous"),
+        ("101\r\nX-Evil: 1", "101"),
+        ("sip:alice@evil.example;x=\r\n", "anonymous"),
+        ("${SHELL(id)}", "anonymous"),
+        ("x" * 300, "anonymous"),
+        ("1" * 5000, "anonymous"),
+    ],
+    ids=["number", "word", "sip-user", "sentence", "crlf", "uri", "dialplan", "long", "digits"],
+)
+def test_the_callers_text_reaches_1c_only_as_a_number_or_a_short_word(
+    external: str, sent: str
+) -> None:
+    """``from`` is a normalized number (docs/onec.md): the caller chooses their caller ID,
+    and it was passed on as is whenever it had no digits to normalize (or all 5,000
+    of them), so a caller's sentence became the title of the callback task the BSL
+    module creates ("Перезвонить <from>"). Now a number of up to 32 digits, a short
+    ASCII word (``anonymous``, ``Unknown``, a SIP user), or ``anonymous``."""
+    body = call_event_payload(missed("18.1", external=external), rules=RUSSIA, tz=UTC)
+    assert body["from"] == sent
+    inbound = call_event_payload(
+        ringing("18.2", "101", direction="out", external=external), rules=RUSSIA, tz=UTC
+    )
+    assert inbound["to"] == sent

@@ -482,6 +482,23 @@ async def test_notify_without_a_call(
     assert receipt.payload["status"] == "NOANSWER"
 
 
+async def test_notify_passes_on_no_free_text_of_the_caller(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """A rule's ``number: "{event.calleridnum}"`` is the caller's own text: it reached 1C
+    as is when it had no digits (then the BSL module's task title); now it is ``from``
+    only as a number or a short word, else ``anonymous``."""
+    onec, _ = started
+    text = "Срочно перезвоните в банк\r\n" + "x" * 500
+    onec.callrouter_notify(
+        "onec", {"event": "missed", "number": text, "to": text, "call_id": "n-2"}, None
+    )
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    [receipt] = double.event_book.receipts
+    assert (receipt.payload["from"], receipt.payload["to"]) == ("anonymous", "anonymous")
+
+
 async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
     double: OneCDouble, tmp_path: Path
 ) -> None:
