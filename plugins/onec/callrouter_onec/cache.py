@@ -264,11 +264,26 @@ class ResponsibleCache:
         if key not in self._inflight:
             self._start(key, did, call_id)
 
+    def _did(self, did: str | None) -> str | None:
+        """The dialled number as the contract takes it (digits), or ``None``.
+
+        The engine gives the channel's extension as the trunk wrote it
+        (``+74951234567``, ``8 (495) ...``, ``s``); 1C refuses anything but
+        digits with 400 invalid_parameter, which would cost every call to
+        that line its manager. A DID without digits is left out: it is only
+        for 1C's log.
+        """
+        if not did:
+            return None
+        number = normalize(did, self.rules).number
+        return number if number and len(number) <= self.rules.max_digits else None
+
     def _start(
         self, key: str, did: str | None, call_id: str | None
     ) -> asyncio.Task[Responsible] | None:
         if not self.breaker.allow():
             return None
+        did = self._did(did)
         task = asyncio.create_task(self._fetch(key, did, call_id), name=f"onec:{key}")
         self._inflight[key] = task
         self._background.add(task)

@@ -268,11 +268,17 @@ class OneCClient:
         call_id: str | None = None,
         deadline: float | None = None,
     ) -> Responsible:
-        """Who looks after ``phone`` (normalized digits, see :mod:`.phone`)."""
+        """Who looks after ``phone`` (normalized digits, see :mod:`.phone`).
+
+        ``did`` (the dialled number) is sent only when it is ASCII digits, the
+        only form the contract takes; the cache normalizes it before.
+        """
         if not (phone.isascii() and phone.isdigit()):
             raise OneCBadRequest(
                 "invalid_phone", f"not a normalized number: {phone!r}", status=None
             )
+        if did is not None and not (did.isascii() and did.isdigit()):
+            did = None  # the contract's did is digits; 1C refuses anything else (400)
         params = {k: v for k, v in (("did", did), ("call_id", call_id)) if v}
         return await self._send(
             "GET",

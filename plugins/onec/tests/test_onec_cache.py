@@ -314,3 +314,36 @@ def test_breaker_unit(clock: Clock) -> None:
     assert breaker.state is BreakerState.CLOSED
     with pytest.raises(ValueError, match="at least 1"):
         CircuitBreaker(failure_threshold=0)
+
+
+@pytest.mark.parametrize(
+    ("did", "sent"),
+    [
+        ("74951234567", "74951234567"),
+        ("+74951234567", "74951234567"),
+        ("8 (495) 123-45-67", "74951234567"),
+        ("s", None),
+        ("reception", None),
+    ],
+)
+async def test_the_dialled_number_goes_to_1c_as_digits_or_not_at_all(
+    cache: ResponsibleCache, double: OneCDouble, did: str, sent: str | None
+) -> None:
+    """The DID is the channel's extension as the trunk wrote it (``+74951234567``,
+    ``s``); the contract and the BSL module take digits only and answer anything
+    else with 400 invalid_parameter, so every call to such a line lost its manager
+    (the rule took its fallback, and nothing was cached)."""
+    answer = await cache.lookup("+7 916 123-45-67", did=did)
+    assert answer is not None
+    assert answer.extension == "101"
+    [request] = double.requests("/v1/responsible/")
+    assert request.query.get("did") == sent
+    cache.invalidate()
+    cache.prefetch("8 916 123-45-67", did=did)
+    await settle()
+    assert double.requests("/v1/responsible/")[-1].query.get("did") == sent
+
+
+async def test_the_client_never_sends_a_did_that_is_not_digits(client: OneCClient) -> None:
+    answer = await client.responsible("79161234567", did="74951234567&did=1")
+    assert answer.extension == "101"
