@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from callrouter_onec.phone import digits_only
+from callrouter_onec.phone import digits_only, normalize
 
 __all__ = [
     "DEMO_DATA",
@@ -63,7 +63,9 @@ class Directory:
                     self._add(phone, _Entry(client, contact))
 
     def _add(self, phone: str, entry: _Entry) -> None:
-        key = digits_only(phone)[-MATCH_DIGITS:]
+        # The extension is cut first ("+7 (495) 111-22-33, доб. 123" is 74951112233),
+        # as the contract says and the BSL index (НомерБезДобавочного) does.
+        key = (normalize(phone).number or digits_only(phone))[-MATCH_DIGITS:]
         self._index.setdefault(key, []).append(entry)
 
     def responsible(self, phone: str) -> dict[str, Any]:

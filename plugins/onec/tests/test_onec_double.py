@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from callrouter_onec.client import basic_auth_header
-from callrouter_onec.directory import load_directory
+from callrouter_onec.directory import Directory, load_directory
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.faults import parse_faults
 
@@ -485,3 +485,43 @@ def test_a_fault_for_a_phone_written_with_spaces_and_signs_applies(double: OneCD
     double.faults.add("406", phone="+7 916 123-45-67")
     assert get(double, "/v1/responsible/79161234567").status_code == 406
     assert get(double, "/v1/responsible/79161234567").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "+7 (495) 111-22-33, доб. 123",  # how 1C's contact information presents it
+        "8 495 111-22-33 доб.5",
+        "+7 495 1112233 ext. 12",
+        "74951112233 x7",
+        "+7 495 111-22-33 #4",
+    ],
+)
+def test_a_phone_with_an_extension_is_found_by_its_number(written: str) -> None:
+    """The contract cuts the extension before matching; the double (and the BSL index it
+    reads like) kept its digits, so "+7 (495) 111-22-33, доб. 123" was indexed as
+    "4951112233123"[-10:] and its client was never found."""
+    directory = Directory(
+        {"a": {"key": "a", "id": "m-1", "name": "Анна", "extension": "200"}},
+        [
+            {
+                "id": "c-1",
+                "type": "counterparty",
+                "name": "ООО «Офис»",
+                "manager": "a",
+                "phones": [written],
+            }
+        ],
+    )
+    answer = directory.responsible("74951112233")
+    assert answer["found"] is True
+    assert answer["manager"]["extension"] == "200"
+
+
+def test_the_bsl_index_cuts_the_extension_as_callrouter_does() -> None:
+    """No 1C runs here: the index module must at least know callrouter's markers
+    (router.parse_number: доб, ext, x, #, comma) and use them before taking digits."""
+    module = (Path(__file__).parents[3] / "examples/onec/TelephonyIndex.bsl").read_text("utf-8")
+    assert "НомерБезДобавочного(СтрокаКИ.Представление)" in module
+    markers = module.split('Признаки = СтрРазделить("', 1)[1].split('"', 1)[0]
+    assert set(markers.split(";")) == {"добавочный", "доб", "ext", "x", "#", ","}
