@@ -36,6 +36,11 @@ DIRECTIONS = frozenset({"in", "out", "internal"})
 STATUSES = frozenset({"ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"})
 REQUIRED = ("event", "call_id", "direction", "from", "to", "ts")
 MATCH_DIGITS = 10
+#: The BSL module's limits (README: ИдентификаторЗвонка is Строка 64, ИдентификаторСобытия
+#: Строка 150; a 1C date ends with the year 9999).
+MAX_CALL_ID = 64
+MAX_EVENT_ID = 150
+MAX_TS = 253402300800
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +222,17 @@ def _check(payload: Mapping[str, Any]) -> None:
         raise EventError("invalid_event", f"unknown direction {payload['direction']!r}")
     if payload.get("status") is not None and not _one_of(payload["status"], STATUSES):
         raise EventError("invalid_event", f"unknown status {payload['status']!r}")
-    if not isinstance(payload["call_id"], str):
-        raise EventError("invalid_event", "call_id must be a string")
+    # The BSL module's bounds: its register's dimensions, and the dates 1C has.
+    if not isinstance(payload["call_id"], str) or len(payload["call_id"]) > MAX_CALL_ID:
+        raise EventError("invalid_event", f"call_id must be a string of at most {MAX_CALL_ID}")
     ts = payload["ts"]
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise EventError("invalid_event", "ts must be Unix seconds")
-    if "event_id" in payload and not (isinstance(payload["event_id"], str) and payload["event_id"]):
-        raise EventError("invalid_event", "event_id must be a non-empty string")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts < MAX_TS:
+        raise EventError("invalid_event", "ts must be Unix seconds (a 1C date: years 1970-9999)")
+    event_id = payload.get("event_id", "x")
+    if not (isinstance(event_id, str) and 0 < len(event_id) <= MAX_EVENT_ID):
+        raise EventError(
+            "invalid_event", f"event_id must be a non-empty string of at most {MAX_EVENT_ID}"
+        )
     _check_life(payload)
 
 

@@ -525,3 +525,25 @@ def test_the_bsl_index_cuts_the_extension_as_callrouter_does() -> None:
     assert "НомерБезДобавочного(СтрокаКИ.Представление)" in module
     markers = module.split('Признаки = СтрРазделить("', 1)[1].split('"', 1)[0]
     assert set(markers.split(";")) == {"добавочный", "доб", "ext", "x", "#", ","}
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"call_id": "1" * 65},
+        {"event_id": "e" * 151},
+        {"ts": -1},
+        {"ts": 253402300800},
+        {"ts": 1e300},
+    ],
+    ids=["call_id-65", "event_id-151", "ts-negative", "ts-year-10000", "ts-1e300"],
+)
+def test_the_double_refuses_what_the_bsl_module_refuses(
+    double: OneCDouble, patch: dict[str, object]
+) -> None:
+    """The BSL module refuses a call_id over 64 characters and an event_id over 150
+    (its register's dimensions), and a ts that is no 1C date; the double took them
+    (200), so a sender tested against it could lose events only a real 1C drops."""
+    response = post(double, json.dumps({**EVENT, **patch}).encode())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_event"
