@@ -813,8 +813,12 @@ def load_config(
 def _holds_secret(config: Config) -> bool:
     if config.path is not None and config.asterisk.secret_source == str(config.path):
         return True
+    # ``password_env = "ONEC_PASSWORD"`` names the variable that holds the
+    # secret: the file then holds none, as the docs recommend.
     return any(
-        any(word in key.lower() for word in _SECRET_WORDS) and value
+        any(word in key.lower() for word in _SECRET_WORDS)
+        and not key.lower().endswith("_env")
+        and value
         for table in config.plugins.settings.values()
         for key, value in table.items()
     )

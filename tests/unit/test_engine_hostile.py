@@ -308,6 +308,26 @@ def test_world_readable_config_with_a_secret_is_warned_about(tmp_path: Path) -> 
     assert exposed_secret_files(load_config(path, environ={"CALLROUTER_SECRET": "x"})) == []
 
 
+def test_a_plugin_password_from_the_environment_is_no_secret_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """``password_env`` names a variable (docs/onec.md recommends it): a
+    router.toml with only such names must not be called a file that holds a
+    secret; a plugin's ``password`` written in it still is."""
+    from router.config import exposed_secret_files
+
+    path = tmp_path / "router.toml"
+    head = '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+    plugin = '[plugins.onec]\nurl = "http://1c.local/unf/hs/telephony"\nusername = "c"\n'
+    path.write_text(head + plugin + 'password_env = "ONEC_PASSWORD"\n', encoding="utf-8")
+    path.chmod(0o644)
+    environ = {"CALLROUTER_SECRET": "x", "ONEC_PASSWORD": "y"}
+    assert exposed_secret_files(load_config(path, environ=environ)) == []
+    path.write_text(head + plugin + f'password = "{SECRET}"\n', encoding="utf-8")
+    warnings = exposed_secret_files(load_config(path, environ=environ))
+    assert [w.split(":")[0] for w in warnings] == [str(path)]
+
+
 def test_cli_run_warns_at_start(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
     path.write_text(
