@@ -291,9 +291,10 @@ class Parking:
                 "(no Newexten of the step after it): Redirects are sent without "
                 "waiting for it until one is. Asterisk can lose a Redirect that "
                 "lands between two steps; check that the step after the request is "
-                "Wait and that its Newexten reaches callrouter (the eventfilter "
-                "lines of `callrouter check --manager-conf`, and no Newexten in "
-                "[general] disabledevents of manager.conf; docs/asterisk.md)",
+                "Wait and that its Newexten reaches callrouter (read = dialplan for "
+                "the manager user, the eventfilter lines of `callrouter check "
+                "--manager-conf`, and no Newexten in [general] disabledevents of "
+                "manager.conf; docs/asterisk.md)",
                 BLIND_AFTER,
                 self.timeout * 1000,
             )

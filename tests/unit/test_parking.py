@@ -124,6 +124,8 @@ async def test_a_missing_step_is_waited_for_only_so_long_then_not_at_all(
         assert await parking.reached(f"PJSIP/a-{n}", later()) == "missed"
     assert parking.blind
     assert "Redirects are sent without waiting" in caplog.text
+    # The usual cause, a manager user without the class of Newexten, is named.
+    assert "read = dialplan for the manager user" in caplog.text
     parking.requested(ask("PJSIP/late"))
     started = time.monotonic()
     assert await parking.reached("PJSIP/late", later()) == "blind"
