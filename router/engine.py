@@ -278,6 +278,8 @@ class Engine:
         self._stopped = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
+        #: A second SIGTERM: stop without waiting for the decisions in flight.
+        self._stop_now = False
         #: The live-instance guard; None in shadow mode or when turned off.
         self._guard: LiveGuard | None = None
         self._beats: set[asyncio.Task[Any]] = set()
@@ -685,6 +687,8 @@ class Engine:
         ``drain_timeout``; a second request stops at once.
         """
         if not self.router.accepting or self._serve_task is None:
+            if self._draining is not None:
+                self._stop_now = True  # the second request: no second drain in stop()
             self.router.accepting = False
             self._end_serve()
             return
@@ -728,7 +732,17 @@ class Engine:
         if self._feed is not None:
             await self._feed.aclose()
         await self._leave()
-        if self.router.tasks:
+        if self.router.tasks and self._stop_now:
+            pending = set(self.router.tasks)
+            for task in pending:
+                task.cancel()
+            log.warning(
+                "stop: a second stop signal: %d decisions in flight were cancelled "
+                "(their calls take the dialplan's default route)",
+                len(pending),
+            )
+            await asyncio.wait(pending, timeout=1.0)
+        elif self.router.tasks:
             _, pending = await asyncio.wait(
                 set(self.router.tasks), timeout=self.options.drain_timeout
             )

@@ -1,6 +1,7 @@
 """``callrouter run`` processes on the sandbox Asterisk: two live routers route
 each call exactly once (issue 11 item 9); SIGTERM mid-decision finishes and
-confirms it, then exits within about 1 s (item 10)."""
+confirms it, then exits within about 1 s (item 10); a second SIGTERM stops at
+once (issue 16)."""
 
 from __future__ import annotations
 
@@ -249,3 +250,39 @@ async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
     # "About 1 s" after the decision, with a generous margin for a loaded machine
     # (it was 4.8 s: a 3 s wait for a Newexten the stopped stream never delivered).
     assert exited - decided < 1.5, (exited - decided, router.log_path.read_text()[-3000:])
+
+
+async def test_a_second_sigterm_stops_at_once_and_the_call_takes_its_default_route(
+    box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
+) -> None:
+    """docs/operations.md, Signals: "A second signal stops at once." It used to
+    drain a second time: the process waited for the decision in flight (here a
+    1C lookup of 3 s, then the fallback rule's Redirect) before it exited."""
+    router = Router(box, double, tmp_path / "router")
+    router.start()
+    try:
+        await router.wait_message("ready", 20)
+        await asyncio.sleep(1.5)  # past the live-instance settle time
+        double.faults.add("latency=3", phone="79161234567", count=None)
+        call = await placer.place(DID, "79161234567")
+        for _ in range(500):
+            if double.requests("/responsible/"):
+                break
+            await asyncio.sleep(0.02)
+        assert double.requests("/responsible/"), "1C was never asked"
+        await asyncio.sleep(0.3)  # the request event follows the prefetch by milliseconds
+        router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        await router.wait_message("stopping: no new calls; finishing 1 decisions", 5)
+        router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        second = time.monotonic()
+        exit_code = await asyncio.to_thread(router.proc.wait, 10)  # type: ignore[union-attr]
+        exited = time.monotonic()
+    finally:
+        router.stop()
+    assert exit_code == 0
+    assert exited - second < 1.5, (exited - second, router.log_path.read_text()[-3000:])
+    await placer.wait_all([call], 8)
+    assert (call.destination, call.landings) == (f"callrouter-default,{DID}", 1)
+    messages = [str(r.get("message", "")) for r in router.lines()]
+    assert any("a second stop signal: 1 decisions in flight were cancelled" in m for m in messages)
+    assert "stopped: logged off from Asterisk" in messages
