@@ -78,10 +78,16 @@ class StreamGap:
 
 @dataclass(slots=True)
 class Backoff:
-    """Capped exponential backoff with jitter, so a fleet does not reconnect in step."""
+    """Capped exponential backoff with jitter, so a fleet does not reconnect in step.
+
+    Capped at 1 s: calls keep arriving while Asterisk is away, and each one
+    the router does not hear of takes the default route. A 10 s cap left the
+    router deaf for up to 12 s after a restarted Asterisk answered again; a
+    try a second costs a refused connect (or one short poll), nothing more.
+    """
 
     initial: float = 0.25
-    maximum: float = 10.0
+    maximum: float = 1.0
     factor: float = 2.0
     jitter: float = 0.2
     _next: float = 0.0

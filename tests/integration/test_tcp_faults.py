@@ -224,6 +224,48 @@ async def until(predicate: object, timeout: float, what: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", ["tcp", "ajam"])
+async def test_routing_resumes_about_a_second_after_asterisk_is_back(
+    box: Sandbox,
+    placer: CallPlacer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    transport: str,
+) -> None:
+    """Asterisk away for 8 s, then back (docs/asterisk.md: "connects again with
+    backoff ... within about a second"). The stream's backoff grew to 10 s, so
+    the router found Asterisk again only 5-8 s after it answered, and every call
+    placed meanwhile took the default route."""
+    caplog.set_level(logging.WARNING, logger="router")
+    if transport == "tcp":
+        engine = make_engine(tmp_path, box.tcp_url, box.secret, ping_interval=2)
+    else:
+        path = tmp_path / "router.toml"
+        path.write_text(
+            f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+            f'request_timeout = 3\n[router]\nrules = ["{rules_dir(tmp_path)}"]\n'
+            f'state_dir = "{tmp_path / "state"}"\n'
+            f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+            encoding="utf-8",
+        )
+        engine = Engine(
+            load_config(path),
+            plugins=Plugins.load(),
+            options=EngineOptions(watch_interval=0, live_heartbeat=0),
+        )
+    async with serving(engine):
+        await asyncio.to_thread(box.stop, phones=False)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(box.launch)
+        resumed = await until(lambda: gaps(caplog), 15, "a stream gap after the restart")
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], 10)
+        await engine.wait_idle()
+    assert resumed < 2.0, (resumed, gaps(caplog))
+    assert (call.destination, call.landings) == ("callrouter-dial,101", 1)
+
+
+@pytest.mark.slow
 async def test_asterisk_restart_under_traffic(
     box: Sandbox, placer: CallPlacer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

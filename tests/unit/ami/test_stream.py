@@ -125,6 +125,13 @@ def test_backoff_is_capped() -> None:
     assert backoff.next_delay() == 1
 
 
+def test_the_default_backoff_tries_again_at_least_about_every_second() -> None:
+    """Routing resumes within about a second of Asterisk answering again: a
+    10 s cap left the router deaf for up to 12 s after a restart (issue 16)."""
+    backoff = Backoff()
+    assert max(backoff.next_delay() for _ in range(30)) <= 1.2
+
+
 async def test_failing_while_asterisk_is_out_of_reach_and_a_short_poll_after() -> None:
     """``failing`` is what the HTTP API answers 503 by; after a failure the next
     poll asks for 1 s, so a reachable Asterisk ends ``failing`` within a second."""
