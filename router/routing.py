@@ -195,6 +195,8 @@ class Router:
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Every decision taken, newest last (bounded), for tests, the demo, status.
         self.records: list[RouteRecord] = []
+        #: Whether a request without a ``Timestamp`` has been logged.
+        self._unstamped_told = False
 
     @property
     def remembered(self) -> int:
@@ -230,17 +232,28 @@ class Router:
 
     # -- one request -----------------------------------------------------------------------
 
-    def accept(self, event: Event, call: Call | None, *, early: bool = False) -> bool:
+    def accept(
+        self, event: Event, call: Call | None, *, early: bool = False, listed: bool = False
+    ) -> bool:
         """Start routing a request unless it was routed already or we are stopping.
 
         ``early``: taken from the request's raw text before the events read
         with it ahead of it (router/engine.py ``_route_early``); the call
         may not be tracked yet, and is claimed when the request comes again
-        in order.
+        in order. ``listed``: rebuilt by the reconcile from a channel listing
+        (its wait comes from ``CALLROUTER_DEADLINE``, not from a ``Timestamp``).
         """
         request = self.dialplan.request(event)
         if request is None:
             return False
+        if request.timestamp is None and not listed and not self._unstamped_told:
+            self._unstamped_told = True
+            log.warning(
+                "routing requests carry no Timestamp: set timestampevents = yes in "
+                "manager.conf [general], then manager reload (docs/asterisk-ajam.md); "
+                "without it callrouter cannot tell how old a request is, and after a "
+                "stall it may redirect a call that has already taken its default route"
+            )
         if request.key in self._routed:
             if self.early.get(request.channel) == request.key:
                 del self.early[request.channel]  # its read's events are all handled now
@@ -498,7 +511,7 @@ class Router:
             if self._parking is not None:
                 # Listed in Wait: what the wait is for, whatever the stream showed.
                 self._parking.forget(channel)
-            if self.accept(synthetic, fed.call):
+            if self.accept(synthetic, fed.call, listed=True):
                 submitted += 1
         if submitted:
             log.info("reconcile: routing %d calls still waiting", submitted)

@@ -105,6 +105,7 @@ async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
     except AMIError as exc:
         return [Finding("fail", f"UserEvent could not be sent: {exc}")]
     heard: float | None = None
+    stamped = True
     live: dict[str, Claim] = {}
     deadline = sent + listen
     while (left := deadline - time.monotonic()) > 0:
@@ -118,6 +119,7 @@ async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
             name = event.get("UserEvent")
             if name == PROBE_EVENT and event.get("Token") == token and heard is None:
                 heard = time.monotonic() - sent
+                stamped = bool(event.get("Timestamp"))
             elif name == LIVE_EVENT and (event.get("State") or "") != "leaving":
                 claim = Claim.from_heartbeat(event)
                 if claim is not None:
@@ -138,6 +140,16 @@ async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
         findings.append(
             Finding(
                 "ok", f"UserEvents reach this user (its own came back in {heard * 1000:.1f} ms)"
+            )
+        )
+    if not stamped:
+        findings.append(
+            Finding(
+                "fail",
+                "Asterisk's events carry no Timestamp: set timestampevents = yes in "
+                "manager.conf [general], then manager reload; without it callrouter "
+                "cannot tell how old a routing request is, and after a stall it may "
+                "redirect a call that has already taken its default route",
             )
         )
     for claim in sorted(live.values(), key=lambda c: (c.since, c.instance)):
