@@ -197,6 +197,10 @@ class Router:
         self.records: list[RouteRecord] = []
         #: Whether a request without a ``Timestamp`` has been logged.
         self._unstamped_told = False
+        #: Asterisk's wall clock minus this host's, in seconds (the engine
+        #: measures it): a request's ``Timestamp`` and a channel's
+        #: ``CALLROUTER_DEADLINE`` are on Asterisk's clock.
+        self.clock_offset = 0.0
 
     @property
     def remembered(self) -> int:
@@ -266,7 +270,8 @@ class Router:
         if len(self._routed) > _ROUTED_MEMORY:
             self._routed.popitem(last=False)
         received = time.monotonic()
-        deadline = self.dialplan.deadline(request, received=received, now=time.time())
+        now = time.time() + self.clock_offset
+        deadline = self.dialplan.deadline(request, received=received, now=now)
         if call is not None:
             _claim(call, request)
         if early:
@@ -499,7 +504,8 @@ class Router:
             if not dialplan.is_waiting(item) or (item.get("Uniqueid") or channel) in self._routed:
                 continue
             wait = dialplan.listed_wait(
-                await self._getvar(channel, DEADLINE_VARIABLE), now=time.time()
+                await self._getvar(channel, DEADLINE_VARIABLE),
+                now=time.time() + self.clock_offset,
             )
             if wait is None:
                 continue
