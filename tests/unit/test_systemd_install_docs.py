@@ -1,0 +1,89 @@
+"""The install steps of docs/operations.md (and its Russian twin, and the
+unit's own header) leave a configuration folder the service can use.
+
+examples/systemd/callrouter.service runs callrouter as ``DynamicUser=yes``
+with ``WorkingDirectory=/etc/callrouter``: a uid made at start, in no group
+that owns anything, which systemd switches to before it changes into that
+folder (and ``ConfigurationDirectory=`` neither chowns an existing folder nor
+changes its mode). The steps said ``install -d -m 750 /etc/callrouter``: root's
+folder, closed to others, so the service could not enter it or read
+router.toml (issue 16). Replayed here as root, with a uid of our own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+UNIT = REPO / "examples" / "systemd" / "callrouter.service"
+SOURCES = [REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md", UNIT]
+#: A uid and gid no account has, as DynamicUser= allocates.
+NOBODY_ELSE = 61934
+
+
+def documented_mode(path: Path) -> int:
+    (mode,) = re.findall(r"install -d -m (\d+) /etc/callrouter\b", path.read_text("utf-8"))
+    return int(mode, 8)
+
+
+def test_the_unit_runs_as_a_dynamic_user_in_the_config_folder() -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    assert re.search(r"^DynamicUser=yes$", text, re.M)
+    assert re.search(r"^WorkingDirectory=/etc/callrouter$", text, re.M)
+    assert re.search(r"^ConfigurationDirectory=callrouter$", text, re.M)
+
+
+@pytest.fixture
+def etc() -> Iterator[Path]:
+    # Not under pytest's tmp_path: its parents are closed to other users.
+    top = Path(tempfile.mkdtemp(prefix="callrouter-etc-"))
+    top.chmod(0o755)
+    try:
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as the install steps do")
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_service_user_can_enter_the_folder_and_read_router_toml(
+    source: Path, etc: Path
+) -> None:
+    folder = etc / "callrouter"
+    folder.mkdir(mode=documented_mode(source))
+    folder.chmod(documented_mode(source))  # `install -d -m MODE`, whatever the umask
+    old = os.umask(0o022)  # a root shell's
+    try:
+        shutil.copy(REPO / "examples" / "router.toml", folder / "router.toml")  # cp
+        shutil.copytree(REPO / "rules", folder / "rules")  # cp -r
+    finally:
+        os.umask(old)
+    # As systemd does it: the user first, then WorkingDirectory=, then what
+    # `callrouter run --config /etc/callrouter/router.toml` reads (its rules).
+    # (This machine's interpreter is not one another user may run: the reads
+    # stand in for it; test_documented_commands.py runs `check` on the same copy.)
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'cd "{folder}" && cat router.toml >/dev/null '
+            "&& find rules -type f -exec cat {} + >/dev/null",
+        ],
+        user=NOBODY_ELSE,
+        group=NOBODY_ELSE,
+        extra_groups=[],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
