@@ -844,12 +844,25 @@ def exposed_secret_files(config: Config) -> list[str]:
     warnings: list[str] = []
     for path in files:
         try:
-            mode = stat.S_IMODE(path.stat().st_mode)
+            info = path.stat()
         except OSError:
             continue
-        if mode & 0o044:
-            warnings.append(
-                f"{path}: holds a secret but is readable by group or others "
-                f"(mode {mode:04o}); run: chmod 600 {path}"
+        mode = stat.S_IMODE(info.st_mode)
+        if not mode & 0o044:
+            continue
+        if info.st_uid == os.geteuid():
+            advice = f"run: chmod 600 {path}"
+        else:
+            # chmod 600 on another user's file (root's, under the systemd
+            # unit's DynamicUser=) would lock callrouter itself out of it.
+            advice = (
+                f"it belongs to uid {info.st_uid} and callrouter runs as uid "
+                f"{os.geteuid()}, so chmod 600 would lock callrouter out: put the "
+                "secret in the environment instead (secret_env, password_env; "
+                "systemd EnvironmentFile=, docs/operations.md)"
             )
+        warnings.append(
+            f"{path}: holds a secret but is readable by group or others (mode {mode:04o}); "
+            + advice
+        )
     return warnings

@@ -328,6 +328,31 @@ def test_a_plugin_password_from_the_environment_is_no_secret_in_the_file(
     assert [w.split(":")[0] for w in warnings] == [str(path)]
 
 
+def test_a_secret_file_of_another_user_is_not_advised_chmod_600(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the systemd unit callrouter runs as a DynamicUser= and reads
+    root's router.toml: chmod 600 would lock it out of its own configuration
+    at the next restart. The warning says to move the secret instead."""
+    from router import config as config_module
+    from router.config import exposed_secret_files
+
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\n'
+        f'username = "router"\nsecret = "{SECRET}"\n',
+        encoding="utf-8",
+    )
+    path.chmod(0o644)
+    owner = path.stat().st_uid
+    monkeypatch.setattr(config_module.os, "geteuid", lambda: owner + 61934)
+    (warning,) = exposed_secret_files(load_config(path, environ={}))
+    assert "chmod 600 would lock callrouter out" in warning
+    assert "put the secret in the environment instead (secret_env" in warning
+    assert "run: chmod 600" not in warning
+    assert SECRET not in warning
+
+
 def test_cli_run_warns_at_start(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
     path.write_text(
