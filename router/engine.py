@@ -73,6 +73,7 @@ from router.dialplan_audit import audit_dialplan
 from router.engine_view import CallsView, EngineView
 from router.errors import (
     AMIAuthenticationError,
+    AMIConnectionError,
     AMIError,
     AMIPrivilegeError,
     AMIProtocolError,
@@ -168,6 +169,11 @@ class EngineOptions:
     #: objects for 60-120 ms, a pause every call waiting then shared. Process
     #: wide, so ``callrouter run`` turns it on and embedders and tests do not.
     freeze_gc: bool = False
+    #: At start, wait for an Asterisk that does not answer (a boot, a restart,
+    #: a PBX under maintenance) instead of failing: ``callrouter run`` does, so
+    #: that systemd's start limit does not give up on the service while
+    #: Asterisk is away. A refused login still fails at once.
+    wait_for_asterisk: bool = False
 
     def dialplan(self) -> Dialplan:
         return Dialplan(
@@ -464,7 +470,7 @@ class Engine:
         # (_refused_listing), reading the dialplan (the audit's finding).
         self._client.refusal_reported("CoreShowChannels")
         self._client.refusal_reported("ShowDialPlan")
-        await self._client.login()
+        await self._first_login()
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
@@ -676,6 +682,11 @@ class Engine:
             await self.serve()
         finally:
             await self.stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (SIGTERM, :meth:`request_stop`)."""
+        return self._stopping.is_set()
 
     def request_stop(self) -> None:
         """SIGTERM: take no new calls; finish the decisions in flight, then
@@ -1288,6 +1299,43 @@ class Engine:
             if isinstance(exc, AMIAuthenticationError):
                 raise
             log.error("reconcile after gap failed: %s", exc)
+
+    async def _first_login(self) -> None:
+        """Log in at start; with ``wait_for_asterisk``, until Asterisk answers.
+
+        Calls take the dialplan's default route meanwhile, as with no
+        callrouter at all. Said at once as a WARNING with the reason (an
+        unreachable host, HTTP 404 or 503 from an Asterisk still starting, a
+        TLS problem), again every minute, and in systemd's status line; a
+        stop signal ends the wait.
+        """
+        url = self._config.asterisk.url
+        delay, since, told = 0.5, time.monotonic(), 0.0
+        while True:
+            try:
+                await self._client.login()
+            except AMIConnectionError as exc:
+                if not self.options.wait_for_asterisk or self._stopping.is_set():
+                    raise
+                if not told or time.monotonic() - told >= 60:
+                    log.warning(
+                        "Asterisk does not answer at %s (%s): waiting for it%s; calls "
+                        "take the dialplan's default route meanwhile",
+                        url,
+                        exc,
+                        f" for {time.monotonic() - since:.0f} s now" if told else "",
+                    )
+                    told = time.monotonic()
+                self._notifier.waiting(f"waiting for Asterisk at {url}: {exc}", delay + 10)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if told:
+                log.info(
+                    "Asterisk answers at %s after %.0f s: starting", url, time.monotonic() - since
+                )
+            return
 
     async def _measure_clock(self) -> None:
         """How far Asterisk's wall clock is from this host's (``Router.clock_offset``).

@@ -90,6 +90,13 @@ class Notifier:
         notify("READY=1", self._environ)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="callrouter-sdnotify")
 
+    def waiting(self, status: str, seconds: float) -> None:
+        """Before ``READY=1``: say what the start waits for, and give systemd's
+        start timeout ``seconds`` more (``EXTEND_TIMEOUT_USEC``)."""
+        if self.enabled and self._task is None:
+            usec = int(seconds * 1_000_000)
+            notify(f"STATUS={status}\nEXTEND_TIMEOUT_USEC={usec}", self._environ)
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:

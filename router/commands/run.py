@@ -13,6 +13,7 @@ from pathlib import Path
 from router.commands._connect import add_connection_arguments, load_from_args
 from router.config import Config, exposed_secret_files
 from router.engine import Engine, EngineOptions
+from router.errors import AMIConnectionError
 from router.logsafe import JsonFormatter, TextFormatter, install_redaction
 
 __all__ = ["JsonFormatter", "TextFormatter", "register", "run", "setup_logging"]
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.router.log_format, args.log_level)
     warn_at_start(config)
     # The service owns its process: the startup's objects may be frozen (gc).
-    return asyncio.run(_serve(Engine(config, options=EngineOptions(freeze_gc=True))))
+    options = EngineOptions(freeze_gc=True, wait_for_asterisk=True)
+    return asyncio.run(_serve(Engine(config, options=options)))
 
 
 async def _serve(engine: Engine) -> int:
@@ -111,5 +113,10 @@ async def _serve(engine: Engine) -> int:
         loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
         loop.add_signal_handler(signal.SIGINT, engine.request_stop)
         loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
-    await engine.run()
+    try:
+        await engine.run()
+    except AMIConnectionError:
+        if engine.stop_requested:  # stopped while it waited for Asterisk at start
+            return 0
+        raise
     return 0

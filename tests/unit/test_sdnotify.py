@@ -164,3 +164,31 @@ def test_systemd_accepts_the_shipped_unit(tmp_path: Path) -> None:
         if "/opt/callrouter/bin/callrouter" not in line
     ]
     assert complaints == []
+
+
+async def test_waiting_for_asterisk_at_start_extends_the_start_timeout(
+    systemd: tuple[socket.socket, str],
+) -> None:
+    """``callrouter run`` waits for an Asterisk that does not answer at start
+    (issue 16): before READY=1 it tells systemd why, and pushes the start
+    timeout on, so Type=notify does not kill it for being slow to start."""
+    sock, path = systemd
+
+    def health() -> Health:
+        return readiness(
+            logged_in=False, stream_current=False, rule_problems=0, rules=2, serving=False
+        )
+
+    notifier = Notifier(health, lambda: True, environ={"NOTIFY_SOCKET": path})
+    notifier.waiting("waiting for Asterisk at http://pbx:8088/asterisk: refused", 10.5)
+    assert received(sock) == [
+        "STATUS=waiting for Asterisk at http://pbx:8088/asterisk: refused\n"
+        "EXTEND_TIMEOUT_USEC=10500000"
+    ]
+    notifier.start()
+    try:
+        received(sock)
+        notifier.waiting("not after READY", 10)
+        assert received(sock) == []
+    finally:
+        await notifier.stop()
