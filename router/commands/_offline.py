@@ -134,7 +134,13 @@ def load_offline(
     stand_ins: dict[str, str] = {}
     asterisk_missing = None
     if path is not None:
-        for section, key, name in _secret_variables(path):
+        found = _secret_variables(path)
+        chosen = given.get("asterisk.secret_env")
+        if isinstance(chosen, str):  # --secret-env: that variable, not the file's
+            found = [("asterisk", "secret_env", chosen)] + [
+                entry for entry in found if entry[0] != "asterisk"
+            ]
+        for section, key, name in found:
             if name and not os.environ.get(name):
                 stand_ins[name] = _STAND_IN
                 if section == "asterisk":

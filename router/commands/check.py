@@ -63,6 +63,18 @@ def register(subparsers: Any) -> None:
         "the Redirect permission, the loaded [callrouter-inbound] dialplan, UserEvents "
         "reaching the user, a live callrouter (docs/asterisk.md, Checking the setup)",
     )
+    connection = parser.add_argument_group(
+        "connection, for --asterisk and --manager-conf (override router.toml [asterisk])"
+    )
+    connection.add_argument(
+        "--url",
+        help="AJAM base URL (http://127.0.0.1:8088/asterisk, or https://) or native AMI "
+        "(tcp://127.0.0.1:5038, or tls://HOST:5039 for AMI over TLS)",
+    )
+    connection.add_argument("--username", help="manager.conf user")
+    connection.add_argument(
+        "--secret-env", metavar="NAME", help="read the secret from this environment variable"
+    )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
         "--location-pattern",
@@ -75,6 +87,9 @@ def register(subparsers: Any) -> None:
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The command line's replacements for router.toml keys (None: not given)."""
     overrides: dict[str, object] = {}
+    for key in ("url", "username", "secret_env"):
+        if getattr(args, key, None) is not None:
+            overrides[f"asterisk.{key}"] = getattr(args, key)
     if getattr(args, "tz", None) is not None:
         overrides["plugins.timefuncs"] = {"timezone": args.tz}
     if getattr(args, "location_pattern", None) is not None:

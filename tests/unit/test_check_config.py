@@ -378,3 +378,40 @@ def test_a_transcode_without_its_encoder_is_warned_about(
         f"callrouter check: warning: {path}: [recordings] transcode = 'mp3' needs lame "
         "(Debian package lame), which is not on PATH: recordings will be delivered as WAV"
     ) in err
+
+
+def test_check_takes_the_connection_flags_of_the_other_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: "command-line flags (--url, --username, --secret-env, ...)
+    override the file". ``check --asterisk`` and ``--manager-conf`` connect as
+    (or write for) router.toml's user; they refused the flags (issue 16), so a
+    TCP check beside an AJAM router.toml, or another manager user, needed a
+    second router.toml. The file here is the example's, with AJAM-only keys."""
+    from router.cli import build_parser
+    from router.commands.check import plugin_registry
+
+    monkeypatch.chdir(ROOT / "examples")
+    monkeypatch.setenv("OTHER_SECRET", "s")
+    argv = [
+        "check",
+        "--config",
+        "router.toml",
+        "--asterisk",
+        "--url",
+        "tcp://127.0.0.1:5038",
+        "--username",
+        "adm1",
+        "--secret-env",
+        "OTHER_SECRET",
+    ]
+    offline = plugin_registry(build_parser().parse_args(argv))
+    assert offline.config.asterisk.url == "tcp://127.0.0.1:5038"
+    assert offline.config.asterisk.username == "adm1"
+    assert offline.asterisk_secret_missing is None
+    monkeypatch.delenv("OTHER_SECRET")
+    assert plugin_registry(build_parser().parse_args(argv)).asterisk_secret_missing == (
+        "OTHER_SECRET"
+    )
+    assert main([*argv[:3], "--manager-conf", "--username", "adm1"]) == 0
+    assert "; the events callrouter asks for: add under [adm1]" in capsys.readouterr().out
