@@ -134,10 +134,7 @@ def feed_card(value: object) -> Any:
     """A lookup answer as a ringing's ``card``: JSON values, each text at most
     :data:`MAX_CARD_TEXT` characters, the whole at most :data:`MAX_CARD` bytes
     (else None)."""
-    card = _jsonable(value)
-    if _size(card) <= MAX_CARD:
-        return card
-    card = _cut(card)
+    card = _cut(_jsonable(value))
     return card if _size(card) <= MAX_CARD else None
 
 

@@ -115,6 +115,18 @@ def test_a_card_within_the_bounds_is_kept_as_it_is() -> None:
     assert feed_card(edge) == edge
 
 
+def test_a_long_text_is_cut_in_a_small_card_too() -> None:
+    """docs/api.md: each text in the card is cut to 500 characters, whatever the
+    card's size; only the card over 8 KiB goes as null. A 600-character name in a
+    2 KiB card went whole."""
+    long = "я" * (MAX_CARD_TEXT + 100)
+    shown = feed_card({"client": {"id": "c-1", "name": long}, "notes": [long], long: 1})
+    assert shown["client"]["name"] == long[: MAX_CARD_TEXT - 1] + "…"
+    assert shown["notes"] == [long[: MAX_CARD_TEXT - 1] + "…"]
+    assert list(shown)[-1] == long[: MAX_CARD_TEXT - 1] + "…"
+    assert shown["client"]["id"] == "c-1"
+
+
 async def test_a_dial_seen_before_its_decision_waits_for_the_card() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
