@@ -51,11 +51,18 @@ class Handshakes:
         self._refused = refused
         self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Set by :meth:`close`: a connection accepted after it is not upgraded.
+        self._closed = False
 
     def __call__(self) -> asyncio.Protocol:
         return _Accepted(self)
 
     def accept(self, transport: asyncio.Transport) -> None:
+        if self._closed:
+            # The listener is stopping: a handshake begun now would finish after
+            # uvicorn shut its connections down, and be served by a stopped server.
+            transport.abort()
+            return
         if len(self._open) + len(self._tasks) >= self._limit:
             # No TLS yet, so no 503 the client could read: closed at once.
             self._refused(self._limit)
@@ -92,7 +99,9 @@ class Handshakes:
         protocol.connection_made(tls)
 
     async def close(self) -> None:
-        """Cut the handshakes under way (the listener is stopping)."""
+        """Cut the handshakes under way, and refuse any connection accepted from
+        now on (the listener is stopping)."""
+        self._closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -93,6 +93,10 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.handshakes is not None:
+            # No new connection first (uvicorn closes the listeners again, a
+            # no-op): one accepted while the handshakes are cut is not upgraded.
+            for server in getattr(self, "servers", ()):
+                server.close()
             await self.handshakes.close()
         await super().shutdown(sockets)
 

@@ -455,3 +455,41 @@ async def test_a_stop_cuts_the_handshakes_under_way(
         await server.stop()
         assert time.monotonic() - started < 2
         await closed_within(reader, 2)
+
+
+async def test_no_handshake_begins_once_the_listener_is_stopping(
+    tls_files: dict[str, Path],
+) -> None:
+    """A stop cuts the handshakes under way; a connection accepted after that
+    was upgraded all the same, and its HTTP protocol handed a connection after
+    uvicorn had shut the others down (served by a stopping server)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files["cert"], tls_files["key"])
+    made: list[asyncio.BaseTransport] = []
+
+    class Inner(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    handshakes = handshake.Handshakes(
+        Inner, context, open_connections=set(), limit=8, refused=lambda _: None
+    )
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(handshakes, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    trusted = ssl.create_default_context(cafile=str(tls_files["cert"]))
+    try:
+        await handshakes.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(3):
+                _, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=trusted, server_hostname="127.0.0.1"
+                )
+                writer.close()
+        await asyncio.sleep(0.1)
+        assert made == []
+    finally:
+        for transport in made:
+            transport.close()
+        listener.close()
+        await listener.wait_closed()
