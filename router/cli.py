@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import select
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        if not _stdout_broken():
+            raise  # a socket's (Asterisk, the API, a plugin's): not the reader leaving
         # The reader left (callrouter actions | head): no traceback, and the
         # exit code of a command SIGPIPE ended. Python flushes stdout again at
         # exit, so it is pointed at /dev/null first.
@@ -68,6 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return 128 + 13
     return code
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output is a pipe its reader closed (what a BrokenPipeError
+    from a print means), rather than the error coming from some other socket."""
+    try:
+        sys.stdout.flush()  # what a closed pipe refused is still buffered: refused again
+        fd = sys.stdout.fileno()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # only what is always reported: POLLERR, the reader gone
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 if __name__ == "__main__":  # pragma: no cover
