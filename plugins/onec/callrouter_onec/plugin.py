@@ -988,11 +988,13 @@ class OneCPlugin:
             return
         number = params.get("number", "")
         now = _now()
+        # The call id is made of what 1C is told of the number (up to 32 characters):
+        # the whole of a long one went over the contract's 64, and 1C refused the event.
+        caller = party(number, rules) or ANONYMOUS
         record = CallRecord(
-            call_id=params.get("call_id")
-            or f"notify-{normalize(number, rules).number}-{int(now.timestamp())}",
+            call_id=params.get("call_id") or f"notify-{caller}-{int(now.timestamp())}",
             direction="in",
-            from_number=party(number, rules) or ANONYMOUS,
+            from_number=caller,
             to_number=party(params.get("to"), rules) or "",
             started_at=now,
             extension=params.get("extension") or None,

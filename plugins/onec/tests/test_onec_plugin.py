@@ -499,6 +499,24 @@ async def test_notify_passes_on_no_free_text_of_the_caller(
     assert (receipt.payload["from"], receipt.payload["to"]) == ("anonymous", "anonymous")
 
 
+async def test_notify_without_a_call_id_of_a_long_number_is_taken_by_1c(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Without a call_id the event's is made of the number: its 50 digits made one of
+    68 characters, which the BSL module (and the double) refuse with 400
+    invalid_event (call_id at most 64), so the event was lost; ``from`` is bounded
+    to 32 digits (else ``anonymous``), and the call_id is too."""
+    onec, _ = started
+    number = "7" * 50
+    onec.callrouter_notify("onec", {"event": "missed", "number": number, "to": "101"}, None)
+    assert onec.sender is not None
+    assert await onec.sender.drain(5)
+    [receipt] = double.event_book.receipts
+    assert receipt.payload["from"] == "anonymous"
+    assert len(receipt.payload["call_id"]) <= 64
+    assert receipt.payload["call_id"].startswith("notify-anonymous-")
+
+
 async def test_history_waits_on_disk_while_1c_is_down_and_survives_a_restart(
     double: OneCDouble, tmp_path: Path
 ) -> None:
