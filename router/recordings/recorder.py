@@ -54,6 +54,8 @@ SWEEP_EVERY = 5.0
 RETENTION_EVERY = 60.0
 #: Seconds between readings of the catalog for /metrics (off the loop, never at scrape).
 METRICS_EVERY = 15.0
+#: Seconds a stop waits for a retention pass under way before closing the catalog.
+RETENTION_STOP_WAIT = 10.0
 
 
 def _check_record(params: Mapping[str, object]) -> None:
@@ -113,6 +115,8 @@ class Recorder:
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
         #: Channels already told StopMixMonitor for max_duration.
         self._stopped: set[str] = set()
+        #: The retention pass running in its thread, if any (a stop waits for it).
+        self._retaining: asyncio.Future[Any] | None = None
         self._queue: QueueGauge | None = None
         self._bytes: Any = None
 
@@ -236,6 +240,19 @@ class Recorder:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        retaining = self._retaining
+        if retaining is not None and not retaining.done():
+            # Its thread uses the catalog: closed under it, the pass would fail half
+            # done (a file deleted, its row not marked). A hung mount is not waited out.
+            await asyncio.wait({retaining}, timeout=RETENTION_STOP_WAIT)
+            if not retaining.done():
+                log.warning(
+                    "stop: retention still busy after %g s (a slow mount?); "
+                    "leaving the catalog to it",
+                    RETENTION_STOP_WAIT,
+                )
+                self.store = None
+                return
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -298,7 +315,11 @@ class Recorder:
         """One pass of retention, in a thread: it deletes and moves files, on a mount
         (NFS, SSHFS) that may answer slowly or not at all, while the event loop routes."""
         if self.store is not None and self.settings is not None:
-            await asyncio.to_thread(apply_retention, self.store, self.settings)
+            retaining = asyncio.ensure_future(
+                asyncio.to_thread(apply_retention, self.store, self.settings)
+            )
+            self._retaining = retaining
+            await asyncio.shield(retaining)
 
     def _close(self, rows: list[Recording]) -> None:
         assert self.settings is not None

@@ -475,3 +475,70 @@ async def test_retention_never_holds_the_event_loop(
     await asyncio.sleep(0.05)  # the ticker measures the gap once it runs again
     ticking.cancel()
     assert max(gaps) < 0.3, max(gaps)
+
+
+async def test_a_stop_waits_for_the_retention_pass_under_way(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retention runs in a thread: a stop that came meanwhile closed the catalog under
+    it, and the pass failed half done (a file deleted, its row not marked removed)
+    with 'Cannot operate on a closed database' in the log."""
+    import threading
+    import time
+
+    from router.recordings import recorder as recorder_module
+    from router.recordings.retention import apply_retention
+
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, after_delivery="delete")
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    started = threading.Event()
+
+    def slow(store: RecordingStore, settings: RecordingSettings) -> object:
+        started.set()
+        time.sleep(0.3)  # a slow mount
+        return apply_retention(store, settings)
+
+    monkeypatch.setattr(recorder_module, "apply_retention", slow)
+    recorder = recorder_of(engine)
+    passing = asyncio.create_task(recorder.retention())
+    assert await asyncio.to_thread(started.wait, 5)
+    await recorder.callrouter_shutdown()
+    await passing  # raised sqlite3.ProgrammingError
+    assert recorder.store is None
+
+
+async def test_a_stop_does_not_wait_out_a_hung_retention_pass(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+    import time
+
+    from router.recordings import recorder as recorder_module
+    from router.recordings.retention import apply_retention
+
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, after_delivery="delete")
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    started = threading.Event()
+
+    def hung(store: RecordingStore, settings: RecordingSettings) -> object:
+        started.set()
+        time.sleep(0.6)
+        return apply_retention(store, settings)
+
+    monkeypatch.setattr(recorder_module, "apply_retention", hung)
+    monkeypatch.setattr(recorder_module, "RETENTION_STOP_WAIT", 0.1)
+    recorder = recorder_of(engine)
+    passing = asyncio.create_task(recorder.retention())
+    assert await asyncio.to_thread(started.wait, 5)
+    began = time.monotonic()
+    await recorder.callrouter_shutdown()
+    assert time.monotonic() - began < 0.5
+    assert "retention still busy" in caplog.text
+    await passing  # its catalog stayed open for it
