@@ -32,6 +32,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -99,7 +100,15 @@ class LoggedRequest:
         return json.loads(self.body)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The request as ``GET /_double/log`` serves it: its credentials
+        (``Authorization``) are shown as their scheme only, since the control
+        endpoints have no auth; :attr:`OneCDouble.log` keeps them whole for tests."""
+        data = asdict(self)
+        auth = data["headers"].get("authorization")
+        if auth is not None:
+            scheme = auth.split(" ", 1)[0] if " " in auth else ""
+            data["headers"]["authorization"] = f"{scheme} (hidden)".strip()
+        return data
 
 
 @dataclass
@@ -726,6 +735,16 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
 
 
+def _loopback(host: str) -> bool:
+    """Is ``host`` a loopback address or ``localhost``?"""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``callrouter-onec-double``: serve the double until interrupted (or ``story``)."""
     given = list(sys.argv[1:] if argv is None else argv)
@@ -781,6 +800,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     print(f"1C double listening on {double.url} (user {double.username!r})", flush=True)
+    if not _loopback(args.host):
+        print(
+            f"callrouter-onec-double: warning: --host {args.host} is reachable from other "
+            "hosts, and the control endpoints (/_double/...: faults, reset, the request "
+            "log) take no password; bind it to 127.0.0.1 unless this is a closed test network",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         while not stop.wait(0.5):
             pass

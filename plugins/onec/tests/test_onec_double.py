@@ -547,3 +547,38 @@ def test_the_double_refuses_what_the_bsl_module_refuses(
     response = post(double, json.dumps({**EVENT, **patch}).encode())
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_event"
+
+
+def test_the_served_request_log_hides_credentials(double: OneCDouble) -> None:
+    """The control endpoints take no password: whoever reaches them must not
+    read the router's 1C password from the log (base64 is not a secret)."""
+    assert get(double, "/v1/ping").status_code == 200
+    served = httpx.get(double.root_url + "/_double/log", timeout=5)
+    [entry] = served.json()["requests"]
+    assert entry["headers"]["authorization"] == "Basic (hidden)"
+    secret = basic_auth_header(DEFAULT_USER, PASSWORD).removeprefix("Basic ")
+    assert secret not in served.text
+    # The process's own log keeps them whole, for the plugin's tests.
+    assert double.log[0].headers["authorization"] == basic_auth_header(DEFAULT_USER, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("127.0.0.1", False), ("0.0.0.0", True)],
+)
+def test_cli_warns_when_the_control_endpoints_are_reachable_from_other_hosts(
+    host: str, warned: bool
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callrouter_onec.double", "--host", host, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("1C double listening on")
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert ("take no password" in err) is warned, err
