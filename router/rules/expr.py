@@ -194,6 +194,37 @@ def _check_tree(tree: ast.AST) -> None:
                 raise ExpressionError("number literal too large")
             if not isinstance(value, str | int | float | bool | type(None)):
                 raise ExpressionError(f"{type(value).__name__} literals are not allowed")
+    for node in nodes:
+        if isinstance(node, ast.BinOp):
+            # Arithmetic on numbers written in the rule fails the same way on
+            # every call: said at load, with the message a call would get.
+            try:
+                _fold(node)
+            except _NotConstant:
+                pass
+            except (OverflowError, ZeroDivisionError) as exc:
+                raise ExpressionError(str(exc), getattr(node, "lineno", 1)) from None
+
+
+class _NotConstant(Exception):
+    """A part of the expression that only a call can give a value."""
+
+
+def _fold(node: ast.AST) -> int | float:
+    """The value of arithmetic on number literals, by the rules' own bounded operators."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        raise _NotConstant
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _fold(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+        result = OPERATORS[type(node.op)](_fold(node.left), _fold(node.right))
+        if isinstance(result, int | float) and not isinstance(result, bool):
+            return result
+    raise _NotConstant
 
 
 class Expression:

@@ -69,6 +69,11 @@ def test_missing_mapping_key_is_none(registry: Registry) -> None:
         ("workhours(**did)", "'**' unpacking not allowed"),
         ("'" + "x" * 2000 + "'", "longer than"),
         ("1" + "0" * 40, "number literal too large"),
+        # Arithmetic on literals that would fail on every call fails at load.
+        ("2 ** 65", "exponent too large"),
+        ("10 ** 31", "number too large"),
+        ("-(2 ** 64 * 2 ** 64)", "number too large"),
+        ("len(did) > 1 / 0", "division by zero"),
         ("did ==", "invalid syntax"),
         ("", "empty expression"),
     ],
@@ -78,6 +83,11 @@ def test_refused_at_parse_time(source: str, message: str) -> None:
         ExpressionError, match=message.replace("(", r"\(").replace("|", r"\|").replace("*", r"\*")
     ):
         Expression.parse(source)
+
+
+def test_arithmetic_on_literals_within_bounds_still_loads(registry: Registry) -> None:
+    assert run("2 ** 64 + 10 ** 20 - -1", registry) == 2**64 + 10**20 + 1
+    assert Expression.parse("caller.number ** 99")  # only a call can say
 
 
 @pytest.mark.parametrize(
