@@ -94,6 +94,12 @@ RECORD_CONTEXT: Final = "callrouter-record"
 #: Channel variable: the files ``[callrouter-record]`` records, ``mix^in^out``
 #: (full paths; an empty part is not recorded).
 RECORD_VARIABLE: Final = "CALLROUTER_RECORD"
+#: Channel variable: the id of callrouter's own MixMonitor on the channel
+#: (MixMonitor's ``i()`` option, in ``[callrouter-record]`` and in the AMI
+#: action). ``StopMixMonitor`` names it: without a ``MixMonitorID`` Asterisk
+#: stops the channel's newest MixMonitor, often the PBX's own recording
+#: (FreePBX and many dialplans record every call).
+MIXMONITOR_ID_VARIABLE: Final = "CALLROUTER_REC_ID"
 #: Channel variable: where ``[callrouter-record]`` sends the call on,
 #: ``context^exten^priority``.
 NEXT_VARIABLE: Final = "CALLROUTER_NEXT"

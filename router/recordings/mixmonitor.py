@@ -15,14 +15,27 @@ and its Redirect passes through ``[callrouter-record]``, which runs
 ``MixMonitor``), so the manager user needs only ``write = call``. A call
 already talking can only be recorded with the AMI action ``MixMonitor``
 (:func:`start_recording`), which Asterisk files under ``write = system``.
+
+Both give callrouter's MixMonitor the option ``i(CALLROUTER_REC_ID)``: Asterisk
+stores its id in that channel variable, and every stop (:func:`stop_ours`:
+``max_duration``, the API) reads it back with ``Getvar`` and names it in
+``StopMixMonitor``. Without a ``MixMonitorID`` Asterisk stops the newest
+MixMonitor of the channel, which on a PBX that records every call itself
+(FreePBX) is usually the PBX's own, started by its ``Dial`` after ours.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
-from router.dialplan import PART_SEPARATOR, RECORD_PATH_CHARS, RECORD_VARIABLE
+from router.dialplan import (
+    MIXMONITOR_ID_VARIABLE,
+    PART_SEPARATOR,
+    RECORD_PATH_CHARS,
+    RECORD_VARIABLE,
+)
 from router.errors import RecordingError
 from router.recordings.naming import FileName, file_names
 from router.recordings.settings import RecordingSettings
@@ -34,11 +47,18 @@ __all__ = [
     "hand_to_dialplan",
     "mixmonitor_headers",
     "start_recording",
+    "stop_ours",
     "stop_recording",
 ]
 
 #: An AMI send (the engine's facade, or the API's bounded one).
 Send = Callable[[str, Mapping[str, Any]], Awaitable[object]]
+
+#: A MixMonitor id as Asterisk makes them (a UUID); anything else read back from
+#: the channel is not put into an action.
+_MIXMONITOR_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,80}")
+#: The option that stores the MixMonitor's id on the channel.
+ID_OPTION: Final = f"i({MIXMONITOR_ID_VARIABLE})"
 
 
 def mixmonitor_headers(
@@ -55,10 +75,7 @@ def mixmonitor_headers(
             options += f"r({path})"
         else:
             options += f"t({path})"
-    headers = {"Channel": channel, "File": file}
-    if options:
-        headers["Options"] = options
-    return headers
+    return {"Channel": channel, "File": file, "Options": options + ID_OPTION}
 
 
 def dialplan_value(settings: RecordingSettings, names: Iterable[FileName]) -> str:
@@ -182,11 +199,43 @@ async def start_recording(
     return fresh
 
 
+def _value(answer: object) -> str:
+    """The ``Value`` of a ``Getvar`` answer; empty when there is none."""
+    response = getattr(answer, "response", None)
+    get = getattr(response, "get", None)
+    value = get("Value") if callable(get) else None
+    return value if isinstance(value, str) else ""
+
+
+async def stop_ours(send: Send, channel: str) -> str:
+    """``StopMixMonitor`` of callrouter's own MixMonitor on ``channel``; its id.
+
+    The id comes from the channel variable the ``i()`` option filled. A
+    :class:`~router.errors.RecordingError` when there is none (a MixMonitor
+    started by a ``[callrouter-record]`` older than the ``i()`` option): then
+    nothing is stopped, since a stop without the id could end the PBX's own
+    recording instead. The AMI error when Asterisk refuses (the id is no
+    longer on the channel: that MixMonitor already ended).
+    """
+    answer = await send("Getvar", {"Channel": channel, "Variable": MIXMONITOR_ID_VARIABLE})
+    mixmonitor_id = _value(answer)
+    if _MIXMONITOR_ID.fullmatch(mixmonitor_id) is None:
+        raise RecordingError(
+            f"{channel}: no id of callrouter's MixMonitor in {MIXMONITOR_ID_VARIABLE} "
+            f"(got {mixmonitor_id[:40]!r}), so it is not stopped: a StopMixMonitor without "
+            "one could stop the PBX's own recording. Update [callrouter-record] from "
+            f"examples/asterisk/extensions.conf (its MixMonitor has {ID_OPTION})"
+        )
+    await send("StopMixMonitor", {"Channel": channel, "MixMonitorID": mixmonitor_id})
+    return mixmonitor_id
+
+
 async def stop_recording(send: Send, store: RecordingStore, call_id: str) -> list[str]:
-    """StopMixMonitor on every channel recording ``call_id``; the channels stopped."""
+    """Stop callrouter's MixMonitor on every channel recording ``call_id``
+    (:func:`stop_ours`); the channels stopped."""
     channels = sorted({r.channel for r in store.recording(call_id)})
     if not channels:
         raise RecordingError(f"call {call_id!r} is not being recorded")
     for channel in channels:
-        await send("StopMixMonitor", {"Channel": channel})
+        await stop_ours(send, channel)
     return channels

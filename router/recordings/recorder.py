@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.hookspecs import hookimpl
 from router.recordings.closer import close_recording
-from router.recordings.mixmonitor import hand_to_dialplan, start_recording
+from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_ours
 from router.recordings.naming import FORMATS, LEGS
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
@@ -272,8 +272,9 @@ class Recorder:
         )
 
     async def stop_overlong(self) -> list[str]:
-        """StopMixMonitor on every channel recording longer than ``max_duration``; the
-        channels stopped.
+        """Stop callrouter's MixMonitor (by its id, never another: see
+        :func:`~router.recordings.mixmonitor.stop_ours`) on every channel recording
+        longer than ``max_duration``; the channels stopped.
 
         The caller decides how long a call lasts (on hold, in a queue, in an IVR
         loop), and a file is counted against ``max_bytes`` and ``hard_cap_bytes``
@@ -300,10 +301,11 @@ class Recorder:
             }
         )
         stopped: list[str] = []
+        engine = self._engine
         for channel in overlong:
             self._stopped.add(channel)
             try:
-                await self._engine.ami.send("StopMixMonitor", {"Channel": channel})
+                await stop_ours(lambda name, headers: engine.ami.send(name, headers), channel)
             except Exception as exc:
                 log.warning("recording on %s: StopMixMonitor after max_duration: %s", channel, exc)
                 continue

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import itertools
 import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -34,6 +35,7 @@ from router.dialplan import (
     DEADLINE_VARIABLE,
     DID_VARIABLE,
     INBOUND_CONTEXT,
+    MIXMONITOR_ID_VARIABLE,
     NEXT_VARIABLE,
     PART_SEPARATOR,
     RECORD_CONTEXT,
@@ -594,6 +596,8 @@ class ReplayAsterisk:
                     reply = await reply
             answer = self._custom(reply, aid, live)
             if answer is not None:
+                if low == "mixmonitor" and isinstance(reply, Mapping):
+                    self._mixmonitor_started(sent)
                 return answer
         method = getattr(self, f"_action_{low}", None)
         if method is None:
@@ -701,6 +705,15 @@ class ReplayAsterisk:
             value = self.globals.get(variable, "")
         return self._ok(sent.action_id, ("Variable", variable), ("Value", value))
 
+    def _mixmonitor_started(self, sent: SentAction) -> str:
+        """As app_mixmonitor's ``i(<variable>)``: the new MixMonitor's id on the channel."""
+        found = re.search(r"(?:^|\))i\(([^)]*)\)", sent.get("Options") or "")
+        chan = self.channels.get(sent.get("Channel") or "")
+        mixmonitor_id = f"mixmonitor-{secrets.token_hex(4)}"
+        if found and chan is not None:
+            chan.variables[found.group(1)] = mixmonitor_id
+        return mixmonitor_id
+
     def _action_redirect(self, sent: SentAction) -> str:
         channel = sent.get("Channel") or ""
         if not channel:
@@ -711,8 +724,10 @@ class ReplayAsterisk:
         context = sent.get("Context") or chan.context
         hops = [(context, sent.get("Exten") or chan.exten, sent.get("Priority") or "1", "NoOp")]
         if context == RECORD_CONTEXT:
-            # As the shipped [callrouter-record]: MixMonitor, then on to CALLROUTER_NEXT.
+            # As the shipped [callrouter-record]: MixMonitor (its i() option stores
+            # its id), then on to CALLROUTER_NEXT.
             hops[0] = (*hops[0][:3], "MixMonitor")
+            chan.variables[MIXMONITOR_ID_VARIABLE] = f"mixmonitor-{chan.uniqueid}"
             target = chan.variables.get(NEXT_VARIABLE, "").split(PART_SEPARATOR)
             if len(target) == 3 and all(target):
                 hops.append((target[0], target[1], target[2], "NoOp"))

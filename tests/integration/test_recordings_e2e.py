@@ -49,11 +49,20 @@ rules:
 """
 
 
-def make_config(phones: Phones, double: OneCDouble, state: Path, legs: str = "mix") -> Config:
+def make_config(
+    phones: Phones,
+    double: OneCDouble,
+    state: Path,
+    legs: str = "mix",
+    context: str = "callrouter-dial",
+) -> Config:
     box = phones.pbx
     state.mkdir(parents=True, exist_ok=True)
     rules = state.parent / "rules.yaml"
-    rules.write_text(RULES.replace("{legs: mix}", f"{{legs: {legs}}}"), encoding="utf-8")
+    text = RULES.replace("{legs: mix}", f"{{legs: {legs}}}")
+    if not legs:  # no record action: the call is left to the test
+        text = text.replace("      - record: {legs: }\n", "")
+    rules.write_text(text.replace("context: callrouter-dial", f"context: {context}"), "utf-8")
     monitor = "spool/monitor/callrouter"
     path = state.parent / "router.toml"
     # The sandbox's least-privilege router user (no write class system): the rule's
@@ -317,3 +326,124 @@ async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_t
     assert call.talk_seconds is not None
     assert seconds < call.talk_seconds - 1.5, (seconds, call.talk_seconds)
     assert stopped.startswith("PJSIP/")
+
+
+#: The PBX's own recording, as FreePBX and many dialplans start one for every call on
+#: its way to the phone: after [callrouter-record], so it is the channel's newest.
+PBX_RECORDS = """
+[pbx-own-recording]
+exten => _X.,1,MixMonitor({folder}/pbx-own-${{UNIQUEID}}.wav)
+ same => n,Goto(callrouter-dial,${{EXTEN}},1)
+"""
+
+
+async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """Before: StopMixMonitor named the channel only, and Asterisk 22 stops the
+    channel's newest MixMonitor: the PBX's own recording, started after callrouter's.
+    Now callrouter's is stopped by the id its i() option stored; the PBX's records on
+    to the end of the call."""
+    from router.recordings.recorder import Recorder
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    folder = box.inst / "spool/monitor/pbx-own"
+    folder.mkdir(parents=True, exist_ok=True)
+    box.set_dialplan(
+        shipped + PBX_RECORDS.format(folder=f"{box.inst_in_root}/spool/monitor/pbx-own")
+    )
+    config = make_config(phones, double, tmp_path / "state", context="pbx-own-recording")
+    try:
+        engine, task = await start_engine(config)
+        try:
+            recorder = engine.plugins.pm.get_plugin("recordings")
+            assert isinstance(recorder, Recorder)
+            phones.pstn.play(tone)
+            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await asyncio.sleep(2.0)
+            (pbx_file,) = folder.glob("pbx-own-*.wav")
+            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            (stopped,) = await recorder.stop_overlong()
+            await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+            assert not call.ended  # the call goes on
+            before = pbx_file.stat().st_size
+            await asyncio.sleep(2.0)
+            assert pbx_file.stat().st_size > before + 8000  # the PBX's still records
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+        finally:
+            await stop_engine(engine, task)
+    finally:
+        box.set_dialplan(shipped)
+    (stored,) = double.recordings.stored
+    _, _, seconds = pcm(stored)
+    assert call.talk_seconds is not None
+    assert seconds < call.talk_seconds - 1.5, (seconds, call.talk_seconds)
+    assert stopped.startswith("PJSIP/")
+    # The PBX's own recording covers the whole call, tone included.
+    talked = call.talk_seconds
+
+    def pbx_seconds() -> float:
+        with wave.open(str(pbx_file)) as wav:
+            return wav.getnframes() / wav.getframerate()
+
+    await eventually(lambda: pbx_seconds() > talked - 1.0, 10, "the PBX's file is the whole call")
+
+
+async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_own(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """The AMI MixMonitor (the API's live-call recording, write class system) gets
+    i(CALLROUTER_REC_ID) too, and stop_recording stops that one by its id while a
+    newer MixMonitor on the channel (the PBX's) goes on."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.recordings.mixmonitor import start_recording, stop_recording
+
+    box = phones.pbx
+    config = make_config(phones, double, tmp_path / "state", legs="")
+    assert config.recordings is not None
+    folder = box.inst / "spool/monitor/pbx-own"
+    folder.mkdir(parents=True, exist_ok=True)
+    admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
+    await admin.login()
+    store = RecordingStore(tmp_path / "api-state")
+    engine, task = await start_engine(config)
+    try:
+        phones.pstn.play(tone)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        (live,) = list(engine.tracker)
+        channel = next(c.name for c in live.channels.values() if not c.hung_up)
+        (ours,) = await start_recording(
+            lambda name, headers: admin.send(name, headers),
+            store,
+            config.recordings,
+            call_id=live.linkedid,
+            channel=channel,
+        )
+        pbx_file = folder / f"pbx-own-{live.linkedid}.wav"
+        await admin.send(
+            "MixMonitor",
+            {
+                "Channel": channel,
+                "File": f"{box.inst_in_root}/spool/monitor/pbx-own/{pbx_file.name}",
+            },
+        )
+        await asyncio.sleep(1.5)
+        assert await stop_recording(
+            lambda name, headers: admin.send(name, headers), store, live.linkedid
+        ) == [channel]
+        await asyncio.sleep(0.5)
+        ours_size, pbx_size = ours.local_path.stat().st_size, pbx_file.stat().st_size
+        await asyncio.sleep(1.5)
+        assert ours.local_path.stat().st_size == ours_size  # callrouter's stopped
+        assert pbx_file.stat().st_size > pbx_size + 8000  # the PBX's records on
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 20)
+    finally:
+        await stop_engine(engine, task)
+        await admin.aclose()
+        store.close()

@@ -316,6 +316,9 @@ async def test_start_and_stop_recording_a_live_call(
     sent: list[dict[str, str]] = []
     stub.replay.on("MixMonitor", lambda action: sent.append(dict(action.fields)) or {})
     stub.replay.on("StopMixMonitor", lambda action: sent.append(dict(action.fields)) or {})
+    # What MixMonitor's i(CALLROUTER_REC_ID) stored on the channel.
+    ids = {"CALLROUTER_REC_ID": "5b0b4f2e-6a47-4c1c-8d5b-6f0c1e2d3a4b"}
+    stub.replay.on("Getvar", lambda action: {"Value": ids.get(action["Variable"], "")})
     async with client_for(stub) as client:
         refused = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK102))
         bad = await client.post(
@@ -335,7 +338,10 @@ async def test_start_and_stop_recording_a_live_call(
     mix, stop = sent
     assert mix["Channel"] == call.waiting_channel
     assert mix["File"] == f"/var/spool/asterisk/monitor/{live}-mix.wav"
+    assert mix["Options"].endswith("i(CALLROUTER_REC_ID)")
     assert stop["Channel"] == call.waiting_channel
+    # Only callrouter's MixMonitor: a PBX that records every call has its own on the channel.
+    assert stop["MixMonitorID"] == ids["CALLROUTER_REC_ID"]
 
 
 async def test_recording_a_live_call_without_write_class_system_is_403_naming_it(

@@ -4,6 +4,7 @@ the file closed when the channel hangs up, refused without ``[recordings]``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sqlite3
 from pathlib import Path
@@ -415,6 +416,9 @@ async def test_a_recording_longer_than_max_duration_is_stopped_once_and_the_call
     assert await recorder.stop_overlong() == []  # asked once
     (stop,) = ajam_replay.sent("StopMixMonitor")
     assert stop["Channel"] == channel
+    # callrouter's MixMonitor by the id its i() option stored, never the PBX's own.
+    assert stop["MixMonitorID"] == ajam_replay.channels[channel].variables["CALLROUTER_REC_ID"]
+    assert stop["MixMonitorID"]
     assert not ajam_replay.sent("Hangup")
     # The file then closes on MixMonitorStop as any other.
     write_wav(tmp_path / f"{linkedid}-mix.wav", 1.0)
@@ -423,6 +427,34 @@ async def test_a_recording_longer_than_max_duration_is_stopped_once_and_the_call
     await asyncio.wait_for(recorder.closed(), 10)
     (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
     assert row.state == "closed"
+
+
+async def test_max_duration_stops_nothing_without_the_id_of_callrouters_mixmonitor(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: StopMixMonitor named only the channel, and Asterisk stops the channel's
+    newest MixMonitor: on a PBX that records every call (FreePBX), its own, started by
+    its Dial after [callrouter-record]. A MixMonitor whose id callrouter cannot read (a
+    [callrouter-record] without i()) is left running, with the fix named in the log."""
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=3600)
+    ajam_replay.on("StopMixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    recorder = recorder_of(engine)
+    for value in ("", "x\r\nAction: Hangup"):
+        ajam_replay.channels[channel].variables["CALLROUTER_REC_ID"] = value
+        recorder._stopped.clear()
+        with sqlite3.connect(engine.state_dir / "recordings.sqlite") as db:
+            db.execute("UPDATE recordings SET started_at = started_at - 3601")
+        with caplog.at_level(logging.WARNING, "router.recordings"):
+            assert await recorder.stop_overlong() == []
+        assert ajam_replay.sent("StopMixMonitor") == []
+        assert "i(CALLROUTER_REC_ID)" in caplog.text
+        caplog.clear()
 
 
 def test_max_duration_is_read_and_bounded(tmp_path: Path) -> None:
