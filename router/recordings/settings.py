@@ -56,6 +56,9 @@ TRANSCODE: Final = ("off", "mp3", "opus")
 MODES: Final = ("push", "pull")
 AFTER: Final = ("keep", "delete", "move")
 _TB: Final = 1 << 50
+#: The bounds of ``max_duration`` and ``url_ttl``, both included (docs/reference/config.md).
+_MINUTE: Final = 60
+_WEEK: Final = 7 * 86400
 
 
 class Reader(Protocol):
@@ -116,6 +119,17 @@ class RecordingSettings:
         return self.local_dir / str(name)
 
 
+def _seconds(reader: Reader, key: str, default: float, *, off: bool = False) -> float:
+    """``key``: 60 to 604800 seconds, both included, or 0 when ``off`` (no bound)."""
+    value = reader.values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise reader.error(key, f"expected a number of seconds, got {str(value)[:40]!r}")
+    if not (_MINUTE <= value <= _WEEK or (off and value == 0)):
+        zero = "0 (no bound) or " if off else ""
+        raise reader.error(key, f"expected {zero}{_MINUTE} to {_WEEK} seconds, got {value:g}")
+    return float(value)
+
+
 def read_recordings(reader: Reader) -> RecordingSettings:
     """``[recordings]`` -> :class:`RecordingSettings`; a :class:`ConfigError` naming the key."""
     reader.reject_unknown(KEYS)
@@ -165,10 +179,10 @@ def read_recordings(reader: Reader) -> RecordingSettings:
         transcode=transcode,
         transcode_timeout=reader.number("transcode_timeout", 120.0, 0, 3600),
         close_timeout=reader.number("close_timeout", 30.0, 0, 3600),
-        max_duration=reader.number("max_duration", 14400.0, 59, 7 * 86400, allow_zero=True),
+        max_duration=_seconds(reader, "max_duration", 14400.0, off=True),
         mode=mode,
         public_url=public_url,
-        url_ttl=reader.number("url_ttl", 900.0, 59, 7 * 86400),
+        url_ttl=_seconds(reader, "url_ttl", 900.0),
         key_file=reader.path("key_file"),
         after_delivery=after,
         move_to=move_to,

@@ -472,6 +472,34 @@ def test_max_duration_is_read_and_bounded(tmp_path: Path) -> None:
         config_from_toml(tmp_path, table + "max_duration = 5\n")
 
 
+@pytest.mark.parametrize("key", ["max_duration", "url_ttl"])
+def test_max_duration_and_url_ttl_are_60_to_604800_seconds_as_documented(
+    tmp_path: Path, key: str
+) -> None:
+    """Before: both were read as more than 59, so 59.5 was taken where
+    docs/reference/config.md (+ru) says 60 to 604800."""
+    from router.errors import ConfigError
+    from router.testing import config_from_toml
+
+    table = '[recordings]\ndir = "/x"\n'
+    for good in ("60", "60.0", "90.5", "604800"):
+        config = config_from_toml(tmp_path, f"{table}{key} = {good}\n").recordings
+        assert config is not None
+        assert getattr(config, key) == float(good)
+    for bad in ("59.5", "59.999", "604800.5", "nan", "inf", "-60", '"600"', "true"):
+        with pytest.raises(ConfigError, match=f"{key}.*expected") as refused:
+            config_from_toml(tmp_path, f"{table}{key} = {bad}\n")
+        if bad[0].isdigit():
+            assert "60 to 604800 seconds" in str(refused.value)
+    if key == "max_duration":
+        off = config_from_toml(tmp_path, f"{table}max_duration = 0\n").recordings
+        assert off is not None
+        assert off.max_duration == 0
+    else:
+        with pytest.raises(ConfigError, match="url_ttl: expected 60 to 604800 seconds, got 0"):
+            config_from_toml(tmp_path, f"{table}url_ttl = 0\n")
+
+
 async def test_retention_never_holds_the_event_loop(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,
