@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             "counts": {},
             "bytes_on_disk": 0,
             "undelivered_bytes": 0,
+            "failed_bytes": 0,
             "oldest_undelivered_age": None,
         }
     else:
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             "counts": usage.counts,
             "bytes_on_disk": usage.bytes_on_disk,
             "undelivered_bytes": usage.undelivered_bytes,
+            "failed_bytes": usage.failed_bytes,
             "oldest_undelivered_age": None if oldest is None else round(time.time() - oldest),
         }
     report["max_bytes"] = settings.max_bytes
@@ -98,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     age = report["oldest_undelivered_age"]
     waiting = f", the oldest for {age} s" if age is not None else ""
     print(f"not confirmed by 1C: {_size(report['undelivered_bytes'])}{waiting}")
+    if report["failed_bytes"]:
+        until = (
+            f"deleted {settings.max_age_days:g} days after they failed"
+            if settings.max_age_days
+            else "kept, as max_age_days is 0"
+        )
+        print(f"left by failed recordings: {_size(report['failed_bytes'])} on disk, {until}")
     if worrying:
         print(
             "warning: undelivered recordings are over half of hard_cap_bytes "

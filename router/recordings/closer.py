@@ -7,7 +7,10 @@ complete: a WAV when its header accounts for every byte
 second, any other format when its size stopped changing for a second. Past
 ``[recordings] close_timeout`` without a complete file the row is marked
 ``failed`` with the reason (logged): the call itself is long over, so
-nothing waits on this but the catalog.
+nothing waits on this but the catalog. What it left on disk (an incomplete
+WAV after an Asterisk crash) stays in the row, so that retention counts it
+against ``max_bytes`` and ``hard_cap_bytes`` and deletes it after
+``max_age_days``, and ``callrouter recordings status`` shows it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -79,6 +84,21 @@ async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
         await asyncio.sleep(POLL)
 
 
+def left_on_disk(*paths: Path) -> tuple[Path | None, int | None]:
+    """The first of ``paths`` that is a regular file itself, and its size (blocking).
+
+    A symbolic link or anything else at the name is not callrouter's file: not counted.
+    """
+    for path in paths:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            return path, info.st_size
+    return None, None
+
+
 def file_digest(path: Path) -> tuple[int, str]:
     """Size and SHA-256 of ``path`` (blocking: run it in a thread)."""
     digest = hashlib.sha256()
@@ -95,6 +115,7 @@ async def close_recording(
 ) -> Recording | None:
     """Wait for, transcode and catalog one file; the closed row, or None when it failed."""
     source = recording.local_path
+    target = source
     try:
         duration = await wait_complete(source, recording.format, settings.close_timeout)
         file, content_type = source, CONTENT_TYPES[recording.format]
@@ -117,7 +138,8 @@ async def close_recording(
         size, sha256 = await asyncio.to_thread(file_digest, file)
     except (RecordingError, OSError) as exc:
         log.warning("recording %s of call %s failed: %s", recording.part, recording.call_id, exc)
-        store.mark_failed(recording.id, str(exc))
+        left, left_size = await asyncio.to_thread(left_on_disk, source, target)
+        store.mark_failed(recording.id, str(exc), file=left, size=left_size)
         return None
     store.mark_closed(
         recording.id,

@@ -4,11 +4,19 @@ Run by the recorder every minute (and by hand through
 :func:`apply_retention`). In order:
 
 1. a delivered file is deleted or moved when ``after_delivery`` says so;
-2. a delivered file older than ``max_age_days`` is deleted;
-3. while the files on disk exceed ``max_bytes``, delivered files go, oldest first;
-4. while they exceed ``hard_cap_bytes``, undelivered ones go too, oldest
-   first, each logged as an error: the disk filling up would stop every
-   recording, which is worse than losing the oldest undelivered one.
+2. a delivered file older than ``max_age_days`` is deleted, and so is what a
+   failed recording left (an incomplete file: Asterisk crashed or never
+   finished it), counted from when it failed; never before;
+3. while the files on disk (failed ones' included) exceed ``max_bytes``,
+   delivered files go, oldest first;
+4. while they exceed ``hard_cap_bytes``, failed recordings' files go, then
+   undelivered ones, oldest first, each logged as an error: the disk filling
+   up would stop every recording, which is worse than losing the oldest
+   undelivered one;
+5. catalog rows ``removed`` more than :data:`KEEP_REMOVED_DAYS` days ago are
+   forgotten, at most :data:`PRUNE_BATCH` a pass (a backlog goes over a few
+   passes and never holds one up): until then the API's list of a call's
+   recordings says what became of each file.
 
 A file still being written is never touched, and nothing outside the
 catalog is: retention deletes only paths callrouter itself named.
@@ -17,18 +25,26 @@ catalog is: retention deletes only paths callrouter itself named.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
 
-__all__ = ["RetentionReport", "apply_retention"]
+__all__ = ["KEEP_REMOVED_DAYS", "PRUNE_BATCH", "RetentionReport", "apply_retention"]
 
 log = logging.getLogger("router.recordings")
 
 _DAY = 86400.0
+#: Days a ``removed`` row stays in the catalog (docs/recordings.md): longer than any
+#: signed link lives (``url_ttl``, at most 7 days), for the API's list of a call.
+KEEP_REMOVED_DAYS: Final = 30
+#: Rows forgotten at most per pass.
+PRUNE_BATCH: Final = 1000
 
 
 @dataclass(slots=True)
@@ -37,16 +53,37 @@ class RetentionReport:
     moved: list[str] = field(default_factory=list)
     #: Undelivered files deleted over the hard cap.
     lost: list[str] = field(default_factory=list)
+    #: Catalog rows of removed files forgotten.
+    pruned: int = 0
 
 
-def _delete(store: RecordingStore, rec: Recording, note: str) -> bool:
+def _failed_size(store: RecordingStore, rec: Recording, now: float) -> int | None:
+    """What a failed recording's file holds now; None when it is gone (the row is
+    marked removed) or is not a regular file (not counted, never touched)."""
+    assert rec.file is not None
+    try:
+        info = os.lstat(rec.file)
+    except FileNotFoundError:
+        store.mark_removed(rec.id, f"failed ({rec.note[:200]}); the file is gone", now)
+        return None
+    except OSError as exc:
+        log.warning("retention: cannot look at %s: %s", rec.file, exc)
+        return rec.size or 0
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if info.st_size != rec.size:
+        store.set_size(rec.id, info.st_size)
+    return info.st_size
+
+
+def _delete(store: RecordingStore, rec: Recording, note: str, now: float) -> bool:
     if rec.file is not None:
         try:
             rec.file.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("retention: cannot delete %s: %s", rec.file, exc)
             return False
-    store.mark_removed(rec.id, note)
+    store.mark_removed(rec.id, note, now)
     return True
 
 
@@ -58,10 +95,30 @@ def apply_retention(
     report = RetentionReport()
     files = store.on_disk()
     kept: list[Recording] = []
+    sizes: dict[int, int] = {}
     for rec in files:
         name = rec.file.name if rec.file is not None else rec.event_id
+        if rec.state == "failed":
+            size = _failed_size(store, rec, now)
+            if size is None:
+                continue
+            sizes[rec.id] = size
+            if (
+                settings.max_age_days
+                and rec.closed_at is not None
+                and now - rec.closed_at > settings.max_age_days * _DAY
+            ) and _delete(
+                store,
+                rec,
+                f"failed ({rec.note[:200]}); older than {settings.max_age_days:g} days",
+                now,
+            ):
+                report.deleted.append(name)
+                continue
+            kept.append(rec)
+            continue
         if rec.state == "delivered" and settings.after_delivery == "delete":
-            if _delete(store, rec, "deleted after delivery"):
+            if _delete(store, rec, "deleted after delivery", now):
                 report.deleted.append(name)
                 continue
         elif rec.state == "delivered" and settings.after_delivery == "move":
@@ -74,7 +131,7 @@ def apply_retention(
                     log.warning("retention: cannot move %s: %s", rec.file, exc)
                     kept.append(rec)
                     continue
-            store.mark_removed(rec.id, f"moved to {settings.move_to}")
+            store.mark_removed(rec.id, f"moved to {settings.move_to}", now)
             report.moved.append(name)
             continue
         if (
@@ -82,25 +139,27 @@ def apply_retention(
             and settings.max_age_days
             and rec.closed_at is not None
             and now - rec.closed_at > settings.max_age_days * _DAY
-        ) and _delete(store, rec, f"older than {settings.max_age_days:g} days"):
+        ) and _delete(store, rec, f"older than {settings.max_age_days:g} days", now):
             report.deleted.append(name)
             continue
         kept.append(rec)
-    total = sum(r.size or 0 for r in kept)
+    total = sum(sizes.get(r.id, r.size or 0) for r in kept)
     if settings.max_bytes and total > settings.max_bytes:
         for rec in [r for r in kept if r.state == "delivered"]:
             if total <= settings.max_bytes:
                 break
-            if _delete(store, rec, f"over max_bytes {settings.max_bytes}"):
+            if _delete(store, rec, f"over max_bytes {settings.max_bytes}", now):
                 total -= rec.size or 0
                 kept.remove(rec)
                 report.deleted.append(rec.file.name if rec.file else rec.event_id)
     if settings.hard_cap_bytes and total > settings.hard_cap_bytes:
-        for rec in [r for r in kept if r.state == "closed"]:
+        # An incomplete file first: a complete one is worth more to whoever needs the call.
+        over = [r for r in kept if r.state == "failed"] + [r for r in kept if r.state == "closed"]
+        for rec in over:
             if total <= settings.hard_cap_bytes:
                 break
-            if _delete(store, rec, "undelivered, deleted over hard_cap_bytes"):
-                total -= rec.size or 0
+            if _delete(store, rec, f"{_undelivered(rec)}, deleted over hard_cap_bytes", now):
+                total -= sizes.get(rec.id, rec.size or 0)
                 name = rec.file.name if rec.file else rec.event_id
                 report.lost.append(name)
                 log.error(
@@ -110,4 +169,9 @@ def apply_retention(
                     rec.call_id,
                     settings.hard_cap_bytes,
                 )
+    report.pruned = store.prune(now - KEEP_REMOVED_DAYS * _DAY, PRUNE_BATCH)
     return report
+
+
+def _undelivered(rec: Recording) -> str:
+    return f"failed ({rec.note[:200]})" if rec.state == "failed" else "undelivered"

@@ -4,7 +4,9 @@ Every recording callrouter started is a row per file (``call_id``, ``part``)
 that moves ``recording`` -> ``closed`` (the file is complete, hashed, maybe
 transcoded) -> ``delivered`` (a receiver such as the 1C plugin confirmed it
 has exactly these bytes) -> ``removed`` (retention deleted or moved it), or
--> ``failed`` (the file never became complete). It is the outbox between the
+-> ``failed`` (the file never became complete; what Asterisk left of it, if
+anything, stays in ``file`` and ``size`` for retention to count and, after
+``max_age_days``, delete). It is the outbox between the
 core and whoever delivers: a plugin polls :meth:`RecordingStore.closed` and
 answers with :meth:`RecordingStore.confirm`, so a recording closed while the
 receiver or 1C was down is still there after a restart, and retention never
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS recordings (
 );
 CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
 """
+#: The rows whose file is on disk: closed, delivered, and failed ones that left a file.
+_ON_DISK: Final = "(state IN ('closed', 'delivered') OR (state = 'failed' AND file IS NOT NULL))"
 _COLUMNS: Final = (
     "id, call_id, part, format, pbx_path, local_path, channel, extensions, state, started_at, "
     "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note"
@@ -102,9 +106,12 @@ class UsageReport:
     """What ``callrouter recordings status`` prints and a metric exports."""
 
     counts: dict[str, int]
+    #: Closed, delivered and failed files still on disk.
     bytes_on_disk: int
     undelivered_bytes: int
     oldest_undelivered_at: float | None
+    #: What failed recordings left on disk (incomplete files), part of ``bytes_on_disk``.
+    failed_bytes: int = 0
 
 
 def _row(row: sqlite3.Row) -> Recording:
@@ -261,12 +268,30 @@ class RecordingStore:
                 ),
             )
 
-    def mark_failed(self, recording_id: int, note: str) -> None:
+    def mark_failed(
+        self,
+        recording_id: int,
+        note: str,
+        *,
+        file: Path | None = None,
+        size: int | None = None,
+        now: float | None = None,
+    ) -> None:
+        """The file never became complete; ``file`` and ``size``: what is left on disk.
+
+        ``closed_at`` is when it failed: retention's ``max_age_days`` counts from it.
+        """
         with self._tx() as db:
             db.execute(
-                "UPDATE recordings SET state = 'failed', note = ? "
-                "WHERE id = ? AND state = 'recording'",
-                (note[:500], recording_id),
+                "UPDATE recordings SET state = 'failed', note = ?, closed_at = ?, file = ?, "
+                "size = ? WHERE id = ? AND state = 'recording'",
+                (
+                    note[:500],
+                    time.time() if now is None else now,
+                    None if file is None else str(file),
+                    size,
+                    recording_id,
+                ),
             )
 
     # -- receivers ----------------------------------------------------------------
@@ -303,8 +328,30 @@ class RecordingStore:
     # -- retention and reports ---------------------------------------------------------
 
     def on_disk(self) -> list[Recording]:
-        """Closed and delivered files (not removed), oldest first."""
-        return self._select("state IN ('closed', 'delivered') ORDER BY closed_at, id")
+        """Closed and delivered files, and what failed ones left (not removed), oldest first."""
+        return self._select(f"{_ON_DISK} ORDER BY closed_at, id")
+
+    def set_size(self, recording_id: int, size: int) -> None:
+        """What a failed recording's file now holds (Asterisk may have written on)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE recordings SET size = ? WHERE id = ? AND state = 'failed'",
+                (size, recording_id),
+            )
+
+    def prune(self, removed_before: float, limit: int) -> int:
+        """Forget at most ``limit`` rows ``removed`` before ``removed_before``; how many.
+
+        Their files are gone; the row only answered the API's list of the call's
+        recordings (state and note) until then. Oldest first.
+        """
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM recordings WHERE id IN (SELECT id FROM recordings "
+                "WHERE state = 'removed' AND removed_at < ? ORDER BY id LIMIT ?)",
+                (removed_before, max(1, limit)),
+            )
+            return cursor.rowcount
 
     def mark_removed(self, recording_id: int, note: str, now: float | None = None) -> None:
         with self._tx() as db:
@@ -321,9 +368,10 @@ class RecordingStore:
                     "SELECT state, COUNT(*) FROM recordings GROUP BY state"
                 ).fetchall()
             }
-            on_disk, undelivered, oldest = self._db.execute(
-                "SELECT COALESCE(SUM(CASE WHEN state IN ('closed','delivered') THEN size END), 0),"
+            on_disk, undelivered, oldest, failed = self._db.execute(
+                f"SELECT COALESCE(SUM(CASE WHEN {_ON_DISK} THEN size END), 0),"
                 " COALESCE(SUM(CASE WHEN state = 'closed' THEN size END), 0),"
-                " MIN(CASE WHEN state = 'closed' THEN closed_at END) FROM recordings"
+                " MIN(CASE WHEN state = 'closed' THEN closed_at END),"
+                " COALESCE(SUM(CASE WHEN state = 'failed' THEN size END), 0) FROM recordings"
             ).fetchone()
-        return UsageReport(counts, int(on_disk), int(undelivered), oldest)
+        return UsageReport(counts, int(on_disk), int(undelivered), oldest, int(failed))

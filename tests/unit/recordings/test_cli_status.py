@@ -68,3 +68,22 @@ def test_status_without_the_table_says_recordings_are_off(
     config.write_text(TOML.split("[recordings]")[0], encoding="utf-8")
     assert main(["recordings", "status", "--config", str(config)]) == 1
     assert "no [recordings] table" in capsys.readouterr().out
+
+
+def test_status_shows_what_failed_recordings_left_on_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an incomplete file of a failed recording was in neither figure."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML + "max_age_days = 14\n", encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    (name,) = file_names("2.1", "mix", "wav")
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[tmp_path / "f"], channel="c")
+    store.mark_failed(row.id, "f: incomplete after 30 s", file=tmp_path / "f", size=250)
+    assert main(["recordings", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "failed 1" in out
+    assert "on disk: 250 B of 1000 B (max_bytes)" in out
+    assert "left by failed recordings: 250 B on disk, deleted 14 days after they failed" in out
+    assert main(["recordings", "status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed_bytes"] == 250

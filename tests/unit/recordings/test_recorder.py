@@ -160,6 +160,10 @@ async def test_a_file_that_never_completes_is_marked_failed(
     (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
     assert row.state == "failed"
     assert "incomplete" in row.note
+    # What it left stays in the catalog, for retention's bounds and the status.
+    left = tmp_path / f"{linkedid}-mix.wav"
+    assert (row.file, row.size) == (left, left.stat().st_size)
+    assert row.closed_at is not None
 
 
 async def test_asterisk_refusing_the_record_setvar_fails_the_action_and_forgets_the_row(

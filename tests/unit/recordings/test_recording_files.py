@@ -55,6 +55,7 @@ async def test_a_link_at_the_recordings_name_is_not_taken_as_the_recording(
     assert failed.state == "failed"
     assert "symbolic link" in failed.note
     assert failed.sha256 is None
+    assert (failed.file, failed.size) == (None, None)  # a link is not callrouter's file
 
 
 async def test_a_fifo_at_the_recordings_name_never_blocks_a_thread(tmp_path: Path) -> None:

@@ -159,3 +159,120 @@ def test_a_readable_link_key_is_warned_about(tmp_path: Path) -> None:
     assert any(w.startswith(f"{key}: holds a secret") for w in warnings), warnings
     key.chmod(0o600)
     assert not any(str(key) in w for w in exposed_secret_files(config))
+
+
+def failed_file(
+    store: RecordingStore, local: Path, call_id: str, size: int | None, at: float
+) -> Recording:
+    """A recording that never became complete, with ``size`` bytes left (None: no file)."""
+    (name,) = file_names(call_id, "mix", "wav")
+    (row,) = store.start(
+        [name],
+        pbx_paths=[f"{PBX}/{name}"],
+        local_paths=[local / str(name)],
+        channel="PJSIP/trunk-1",
+        now=at,
+    )
+    path = local / str(name)
+    if size is not None:
+        path.write_bytes(b"RIFF" + b"\0" * (size - 4))
+    store.mark_failed(
+        row.id,
+        f"{name}: incomplete after 30 s",
+        file=path if size is not None else None,
+        size=size,
+        now=at,
+    )
+    found = store.get(call_id, "mix")
+    assert found is not None
+    return found
+
+
+def test_a_failed_recordings_file_counts_on_disk_and_goes_only_after_max_age_days(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the incomplete WAV a failed recording left (Asterisk crashed mid-call)
+    was outside on_disk: never counted against max_bytes or hard_cap_bytes, never
+    deleted, and not in the status's bytes."""
+    store = RecordingStore(tmp_path / "state")
+    failed = failed_file(store, tmp_path, "3.1", 300, 1000)
+    failed_file(store, tmp_path, "3.2", None, 1000)  # nothing on disk: nothing counted
+    sent = closed_file(store, tmp_path, "3.3", 100, 1001)
+    assert store.confirm(sent.call_id, "mix", sent.sha256 or "", "onec")
+    usage = store.usage()
+    assert (usage.bytes_on_disk, usage.failed_bytes, usage.undelivered_bytes) == (400, 300, 0)
+    # Counted against max_bytes (400 > 350): the delivered file goes, the failed one stays.
+    bounded = RecordingSettings(dir=PBX, local_dir=tmp_path, max_bytes=350, max_age_days=2)
+    assert apply_retention(store, bounded, now=2000).deleted == ["3.3-mix.wav"]
+    assert failed.file is not None
+    assert failed.file.exists()
+    # Asterisk wrote on after the failure: the catalog follows the file's size.
+    failed.file.write_bytes(b"x" * 500)
+    apply_retention(store, bounded, now=2000)
+    assert store.usage().failed_bytes == 500
+    # Never before max_age_days, counted from the failure; then deleted and marked.
+    assert apply_retention(store, bounded, now=1000 + 86400).deleted == []
+    assert apply_retention(store, bounded, now=1000 + 3 * 86400).deleted == ["3.1-mix.wav"]
+    assert not failed.file.exists()
+    gone = store.get("3.1", "mix")
+    assert gone is not None
+    assert gone.state == "removed"
+    assert store.usage().bytes_on_disk == 0
+
+
+def test_over_the_hard_cap_a_failed_recordings_file_goes_before_an_undelivered_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RecordingStore(tmp_path / "state")
+    unsent = closed_file(store, tmp_path, "4.1", 100, 1000)
+    failed = failed_file(store, tmp_path, "4.2", 100, 1001)
+    capped = RecordingSettings(dir=PBX, local_dir=tmp_path, max_bytes=150, hard_cap_bytes=150)
+    assert apply_retention(store, capped, now=2000).lost == ["4.2-mix.wav"]
+    assert "deleted 4.2-mix.wav of call 4.2 before delivery" in caplog.text
+    assert unsent.file is not None
+    assert unsent.file.exists()
+    assert failed.file is not None
+    assert not failed.file.exists()
+
+
+def test_a_symbolic_link_at_a_failed_recordings_name_is_neither_counted_nor_followed(
+    tmp_path: Path,
+) -> None:
+    store = RecordingStore(tmp_path / "state")
+    failed = failed_file(store, tmp_path, "5.1", 100, 1000)
+    assert failed.file is not None
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"y" * 1000)
+    failed.file.unlink()
+    failed.file.symlink_to(precious)
+    aged = RecordingSettings(dir=PBX, local_dir=tmp_path, max_age_days=1, hard_cap_bytes=10)
+    report = apply_retention(store, aged, now=1000 + 2 * 86400)
+    assert (report.deleted, report.lost) == ([], [])
+    assert precious.read_bytes() == b"y" * 1000
+
+
+def test_removed_rows_are_forgotten_after_30_days_a_bounded_batch_a_pass(tmp_path: Path) -> None:
+    """Before: a removed file's row (about 200 bytes) stayed in recordings.sqlite for
+    ever. It is kept 30 days (the API's list of a call says what became of the file;
+    a signed link lives 7 days at most), then forgotten, PRUNE_BATCH rows a pass."""
+    from router.recordings import retention
+
+    store = RecordingStore(tmp_path / "state")
+    settings = RecordingSettings(dir=PBX, local_dir=tmp_path, after_delivery="delete")
+    for n in range(5):
+        row = closed_file(store, tmp_path, f"6.{n}", 10, 1000)
+        assert store.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+    unsent = closed_file(store, tmp_path, "6.9", 10, 1000)
+    assert len(apply_retention(store, settings, now=1000).deleted) == 5
+    day = 86400
+    assert apply_retention(store, settings, now=1000 + 29 * day).pruned == 0
+    assert store.usage().counts == {"removed": 5, "closed": 1}
+    original = retention.PRUNE_BATCH
+    retention.PRUNE_BATCH = 2
+    try:
+        passes = [apply_retention(store, settings, now=1000 + 31 * day).pruned for _ in "abcd"]
+    finally:
+        retention.PRUNE_BATCH = original
+    assert passes == [2, 2, 1, 0]
+    assert store.usage().counts == {"closed": 1}
+    assert store.get(unsent.call_id, "mix") is not None
