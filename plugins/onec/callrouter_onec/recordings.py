@@ -27,6 +27,11 @@ confirmed back to callrouter's catalog only once 1C holds exactly its bytes
 (push) so that retention never deletes what 1C does not have. Failures back
 off exponentially (``events_retry_min`` to ``events_retry_max``) and never
 give up while the file exists; a file that disappeared is marked failed.
+
+A ``done`` row is forgotten :data:`KEEP_DONE_DAYS` days after 1C got the file,
+at most :data:`PRUNE_BATCH` a minute, but never while the catalog still holds
+that file as ``closed`` (pull mode, where nothing confirms it): the row is
+what keeps the link from being sent to 1C again on the next step.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ __all__ = [
     "CATALOG_PAGE",
     "CHUNK",
     "FILENAME",
+    "KEEP_DONE_DAYS",
+    "PRUNE_BATCH",
     "RecordingUploader",
     "TransferStatus",
     "Upload",
@@ -76,6 +83,11 @@ RECEIVER: Final = "onec"
 POLL: Final = 1.0
 #: Closed files of the catalog read per step.
 CATALOG_PAGE: Final = 500
+#: Days a delivered upload's row is kept (docs/recordings.md); and rows looked at per pass.
+KEEP_DONE_DAYS: Final = 30
+PRUNE_BATCH: Final = 1000
+#: Seconds between two prunes of the queue.
+PRUNE_EVERY: Final = 60.0
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS uploads (
     call_id TEXT NOT NULL,
@@ -186,6 +198,34 @@ class UploadQueue:
 
     def fail(self, upload: Upload, error: str) -> None:
         self._set(upload, "state = 'failed', last_error = ?", error[:300])
+
+    def prune(
+        self,
+        still_closed: Callable[[str, str, str], bool],
+        done_before: float,
+        after: int = 0,
+        limit: int = PRUNE_BATCH,
+    ) -> int:
+        """Forget ``done`` rows older than ``done_before`` past rowid ``after``, at most
+        ``limit`` looked at; the rowid to go on from next time (0: start over).
+
+        ``still_closed(call_id, part, sha256)`` says the catalog still offers the
+        file: its row stays, or the next step would queue and send it again.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rowid, call_id, part, sha256 FROM uploads WHERE state = 'done' "
+                "AND done_at < ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                (done_before, after, max(1, limit)),
+            ).fetchall()
+        gone = [(r[1], r[2], r[3]) for r in rows if not still_closed(r[1], r[2], r[3])]
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM uploads WHERE call_id = ? AND part = ? AND sha256 = ? "
+                "AND state = 'done'",
+                gone,
+            )
+        return int(rows[-1][0]) if len(rows) == max(1, limit) else 0
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -390,6 +430,9 @@ class RecordingUploader:
         self.failures = 0
         #: The catalog id the next step reads closed files after.
         self._after = 0
+        #: The queue's rowid the next prune goes on from, and when it is due.
+        self._prune_after = 0
+        self._prune_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -434,7 +477,24 @@ class RecordingUploader:
         for upload in await asyncio.to_thread(self.queue.due):
             if await self.deliver(upload):
                 delivered += 1
+        if time.monotonic() >= self._prune_at:
+            self._prune_at = time.monotonic() + PRUNE_EVERY
+            await asyncio.to_thread(self.prune)
         return delivered
+
+    def prune(self, now: float | None = None) -> None:
+        """One bounded pass over the queue's ``done`` rows (blocking: run it in a thread)."""
+        before = (time.time() if now is None else now) - KEEP_DONE_DAYS * 86400.0
+        self._prune_after = self.queue.prune(
+            self._still_closed, before, self._prune_after, PRUNE_BATCH
+        )
+
+    def _still_closed(self, call_id: str, part: str, sha256: str) -> bool:
+        try:
+            rec = self.store.get(call_id, part)
+        except ValueError:
+            return False
+        return rec is not None and rec.state == "closed" and rec.sha256 == sha256
 
     def _backoff(self, attempts: int) -> float:
         delay: float = min(self.retry_max, self.retry_min * 2.0 ** min(attempts, 20))

@@ -590,3 +590,64 @@ async def test_a_trickling_answer_is_cut_at_the_chunk_timeout(tmp_path: Path) ->
         finally:
             await remote.aclose()
         assert time.monotonic() - started < 3
+
+
+def _done_rows(tmp_path: Path) -> int:
+    return UploadQueue(tmp_path / "state" / FILENAME).counts().get("done", 0)
+
+
+async def test_a_delivered_uploads_row_is_forgotten_after_30_days_a_batch_a_pass(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every file 1C got left its row in onec-recordings.sqlite for ever."""
+    from callrouter_onec import recordings
+
+    store = closed_recording(tmp_path)
+    for n in range(4):
+        other = closed_recording(tmp_path / f"more{n}", call_id=f"1714557600.{50 + n}")
+        for row in other.on_disk():
+            assert row.file is not None
+            name = SimpleNamespace(call_id=row.call_id, part="mix", format="wav")
+            (new,) = store.start([name], pbx_paths=["/x"], local_paths=[row.file], channel="c")
+            store.mark_closed(
+                new.id,
+                file=row.file,
+                content_type="audio/wav",
+                size=row.size or 0,
+                sha256=row.sha256 or "",
+                duration=1.0,
+            )
+        other.close()
+    up = uploader(tmp_path, store, settings)
+    left = []
+    try:
+        assert await up.step() == 5
+        assert _done_rows(tmp_path) == 5
+        up.prune(now=time.time() + 29 * 86400)
+        assert _done_rows(tmp_path) == 5  # kept 30 days
+        monkeypatch.setattr(recordings, "PRUNE_BATCH", 2)
+        for _ in range(4):
+            up.prune(now=time.time() + 31 * 86400)
+            left.append(_done_rows(tmp_path))
+        assert await up.step() == 0  # delivered files are not queued again
+    finally:
+        await close_uploads(up)
+    assert left == [3, 1, 0, 0]
+    assert len(double.recordings.stored) == 5
+
+
+async def test_pull_modes_done_row_stays_while_the_catalog_still_offers_the_file(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Pull mode leaves the catalog's row closed: the queue's done row is what keeps
+    the next step from sending 1C the link again, so it is not forgotten."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings, mode="pull")
+    try:
+        assert await up.step() == 1
+        up.prune(now=time.time() + 365 * 86400)
+        assert _done_rows(tmp_path) == 1
+        assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    assert len(double.recordings.links) == 1
