@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from router.errors import RecordingError
@@ -84,6 +85,16 @@ async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
         await asyncio.sleep(POLL)
 
 
+def _growing(path: Path) -> bool:
+    """Does ``path`` (a regular file) still grow over a moment (blocking, POLL * 2)?"""
+    try:
+        before = os.lstat(path).st_size
+        time.sleep(POLL * 2)
+        return os.lstat(path).st_size > before
+    except OSError:
+        return False
+
+
 def left_on_disk(*paths: Path) -> tuple[Path | None, int | None]:
     """The first of ``paths`` that is a regular file itself, and its size (blocking).
 
@@ -111,13 +122,38 @@ def file_digest(path: Path) -> tuple[int, str]:
 
 
 async def close_recording(
-    recording: Recording, settings: RecordingSettings, store: RecordingStore
+    recording: Recording,
+    settings: RecordingSettings,
+    store: RecordingStore,
+    *,
+    still_recording: Callable[[], bool] | None = None,
 ) -> Recording | None:
-    """Wait for, transcode and catalog one file; the closed row, or None when it failed."""
+    """Wait for, transcode and catalog one file; the closed row, or None when it failed.
+
+    ``still_recording`` is asked when the file did not complete in time: True
+    (its channel is still up and the file still grows: the ``MixMonitorStop``
+    was of another MixMonitor on the channel, a PBX's own) leaves the row
+    ``recording`` for the channel's hang-up to close, instead of failing it.
+    """
     source = recording.local_path
     target = source
     try:
-        duration = await wait_complete(source, recording.format, settings.close_timeout)
+        try:
+            duration = await wait_complete(source, recording.format, settings.close_timeout)
+        except RecordingError:
+            if (
+                still_recording is not None
+                and still_recording()
+                and await asyncio.to_thread(_growing, source)
+            ):
+                log.info(
+                    "recording %s of call %s is still being written after a MixMonitorStop "
+                    "on its channel (another MixMonitor's): left open until the channel ends",
+                    recording.part,
+                    recording.call_id,
+                )
+                return None
+            raise
         file, content_type = source, CONTENT_TYPES[recording.format]
         if settings.transcode != "off" and recording.format == "wav":
             target = source.with_suffix("." + settings.transcode)

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
@@ -223,7 +223,12 @@ class Recorder:
         rows = [r for r in self.store.recording(call.linkedid) if r.channel == channel]
         if rows:
             self.store.add_extensions(call.linkedid, call_extensions(call))
-            self._close(rows)
+            if event.name == "MixMonitorStop":
+                # It names no MixMonitor: a PBX's own, stopped on the same channel,
+                # must not fail ours, which goes on until the channel ends.
+                self._close(rows, still_recording=lambda: _channel_up(call, channel))
+            else:
+                self._close(rows)
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
@@ -323,14 +328,16 @@ class Recorder:
             self._retaining = retaining
             await asyncio.shield(retaining)
 
-    def _close(self, rows: list[Recording]) -> None:
+    def _close(
+        self, rows: list[Recording], *, still_recording: Callable[[], bool] | None = None
+    ) -> None:
         assert self.settings is not None
         assert self.store is not None
         for row in rows:
             if row.id in self._closing:
                 continue
             task = asyncio.get_running_loop().create_task(
-                close_recording(row, self.settings, self.store),
+                close_recording(row, self.settings, self.store, still_recording=still_recording),
                 name=f"recordings:close:{row.id}",
             )
             self._closing[row.id] = task
@@ -344,6 +351,14 @@ class Recorder:
     async def closed(self) -> None:
         """Wait for every file being closed now (tests)."""
         await asyncio.gather(*list(self._closing.values()), return_exceptions=True)
+
+
+def _channel_up(call: Call, channel: str) -> bool:
+    """Is ``channel`` of ``call`` still up (the call going on, the channel not hung up)?"""
+    if call.ended is not None:
+        return False
+    known = call.channels.get(channel)
+    return known is not None and not known.hung_up
 
 
 def make_plugin() -> Recorder:

@@ -606,3 +606,65 @@ async def test_a_stop_does_not_wait_out_a_hung_retention_pass(
     assert time.monotonic() - began < 0.5
     assert "retention still busy" in caplog.text
     await passing  # its catalog stayed open for it
+
+
+async def test_another_mixmonitors_stop_on_the_channel_leaves_ours_recording(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """MixMonitorStop names no MixMonitor: a PBX that records every call and stops
+    its own recording mid-call sends one for callrouter's channel too. Before, the
+    file (still written) was waited on for close_timeout and marked failed; now it
+    stays ``recording`` and closes when the channel ends."""
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.6)
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    path = tmp_path / f"{linkedid}-mix.wav"
+    write_wav(path, 1.0, complete=False)
+    growing = True
+
+    async def asterisk_writes() -> None:
+        while growing:
+            with path.open("ab") as fh:
+                fh.write(b"\0" * 800)
+            await asyncio.sleep(0.05)
+
+    writer = asyncio.get_running_loop().create_task(asterisk_writes())
+    try:
+        ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
+        await ajam_replay.settle(engine)
+        await asyncio.wait_for(recorder_of(engine).closed(), 10)
+        (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+        assert row.state == "recording", row.note
+    finally:
+        growing = False
+        await writer
+    # The channel ends: MixMonitor finishes the file, which closes as any other.
+    write_wav(path, 2.0)
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "closed"
+    assert row.duration == pytest.approx(2.0)
+
+
+async def test_our_mixmonitors_stop_still_closes_the_file_at_once(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The usual MixMonitorStop (callrouter's own, or the call's end): the file is
+    complete, so it closes without waiting for the channel."""
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=5)
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    write_wav(tmp_path / f"{linkedid}-mix.wav", 1.0)
+    ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "closed"
