@@ -105,6 +105,17 @@ log = logging.getLogger("router.engine")
 
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+#: The clock difference (:meth:`Engine._measure_clock`): a Ping's answer holds
+#: Asterisk's time somewhere in its round trip, so the difference is known to
+#: half the round trip. Up to this many Pings, the quickest believed; one
+#: answered within ``_CLOCK_QUICK`` s ends the measurement, and so does
+#: ``_CLOCK_BUDGET`` s spent (the reconcile waits for it); when even the
+#: quickest took over ``_CLOCK_SLOWEST`` s, nothing is learnt and the
+#: difference known stays.
+_CLOCK_PINGS = 3
+_CLOCK_QUICK = 0.02
+_CLOCK_BUDGET = 1.0
+_CLOCK_SLOWEST = 0.5
 #: The logger of the engine's scheduler (a child of apscheduler's: the level
 #: ``callrouter run`` gives apscheduler applies). A run due while the previous
 #: one still goes is skipped (runs never overlap): said at DEBUG by the engine,
@@ -1347,18 +1358,40 @@ class Engine:
         route); one behind took old requests for new ones. Measured at start
         and after each gap from a ``Ping``, whose answer carries Asterisk's
         time to the microsecond (whatever ``timestampevents`` says, and for any
-        manager user); a difference within 0.1 s counts as none.
+        manager user); a difference within 0.1 s, or within half the round
+        trip, counts as none. Asterisk read its clock somewhere in that round
+        trip: the quickest of a few Pings is believed, and a measurement whose
+        quickest answer was slow keeps the difference known.
         """
-        sent = time.time()
-        try:
-            answer = await self._client.send("Ping", {}, validate=False)
-        except AMIError:
-            return  # this host's clock then, as before
-        value = ascii_float(answer.response.get("Timestamp"))
-        if value is None:
+        best: tuple[float, float] | None = None  # (round trip, difference)
+        began = time.time()
+        for _ in range(_CLOCK_PINGS):
+            sent = time.time()
+            try:
+                answer = await self._client.send("Ping", {}, validate=False)
+            except AMIError:
+                break  # the difference known stays (none: this host's clock, as before)
+            received = time.time()
+            value = ascii_float(answer.response.get("Timestamp"))
+            if value is None:
+                break
+            trip = max(0.0, received - sent)
+            if best is None or trip < best[0]:
+                best = (trip, value - (sent + received) / 2)
+            if trip <= _CLOCK_QUICK or received - began >= _CLOCK_BUDGET:
+                break
+        if best is None:
             return
-        offset = value - (sent + time.time()) / 2
-        if abs(offset) <= 0.1:
+        trip, offset = best
+        if trip > _CLOCK_SLOWEST:
+            # A busy Asterisk or a slow network: an answer read at once and
+            # delivered late looked like a clock half the round trip behind.
+            log.info(
+                "Asterisk's clock not measured: its quickest Ping answer took %.1f s",
+                trip,
+            )
+            return
+        if abs(offset) <= max(0.1, trip / 2):
             offset = 0.0
         if abs(offset - self.router.clock_offset) <= 0.1 and (offset == 0.0) == (
             self.router.clock_offset == 0.0

@@ -1,0 +1,119 @@
+"""The difference between Asterisk's clock and this host's (``Engine._measure_clock``,
+``Router.clock_offset``), measured from a Ping's ``Timestamp`` (issue 16).
+
+The answer's ``Timestamp`` is Asterisk's clock somewhere between the Ping's
+sending and its answer's arrival: a round trip of R seconds leaves the
+difference uncertain by R/2. A Ping answered late (a busy Asterisk, a slow
+network, a login in front of it) must not be taken for a clock difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.ami.message import Response
+from router.ami.protocol import ActionResult
+from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
+
+
+class Clock:
+    """This host's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Pinged(ClientStub):
+    """Answers each Ping with Asterisk's time: this host's plus ``skew``,
+    read ``asked`` seconds after the Ping left and answered ``answered``
+    seconds after that (the round trip is their sum)."""
+
+    def __init__(self, clock: Clock, *, skew: float, delays: list[tuple[float, float]]) -> None:
+        self.clock = clock
+        self.skew = skew
+        self.delays = delays
+        self.pings = 0
+
+    async def send(self, name: str, params: Any = None, **_: Any) -> ActionResult:
+        assert name == "Ping", name
+        asked, answered = self.delays[min(self.pings, len(self.delays) - 1)]
+        self.pings += 1
+        self.clock.now += asked
+        stamp = self.clock.now + self.skew
+        self.clock.now += answered
+        fields = (("Response", "Success"), ("Ping", "Pong"), ("Timestamp", f"{stamp:.6f}"))
+        return ActionResult(Response(fields))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake
+
+
+async def test_a_ping_answered_late_is_no_clock_difference(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk's clock is this host's; it read it at once and its answer
+    took 3 s to come back (a busy Asterisk, a backlog ahead of it on the
+    socket). The midpoint of the round trip put Asterisk 1.5 s behind: every
+    request then looked 1.5 s younger than it was, and a Redirect could be
+    sent after the call had taken its default route."""
+    caplog.set_level(logging.INFO, logger="router")
+    client = Pinged(clock, skew=0.0, delays=[(0.0, 3.0)])
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine._measure_clock()
+    assert engine.router.clock_offset == 0.0
+    assert not [r for r in caplog.records if "Asterisk's clock is" in r.getMessage()]
+
+
+async def test_the_quickest_of_a_few_pings_is_the_one_believed(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """One Ping held up 0.4 s on its way there, the next answered in 2 ms:
+    the quick one tells the difference (10 s), to within a millisecond (the
+    first alone said 10.2 s)."""
+    client = Pinged(clock, skew=10.0, delays=[(0.4, 0.0), (0.001, 0.001)])
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine._measure_clock()
+    assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
+
+
+async def test_a_slow_measurement_keeps_the_difference_known(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Measured at start (10 s, a quick Ping), then after a gap while
+    Asterisk is busy (every Ping takes 4 s): the slow answers tell nothing
+    better, so the 10 s stays; they were taken as "the clocks agree again"
+    or as 8 s."""
+    caplog.set_level(logging.INFO, logger="router")
+    client = Pinged(clock, skew=10.0, delays=[(0.001, 0.001)])
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine._measure_clock()
+    assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
+    client.delays = [(0.0, 4.0)]
+    await engine._measure_clock()
+    assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
+    assert not [r for r in caplog.records if "agree again" in r.getMessage()]
+
+
+async def test_a_measurement_holds_the_reconcile_up_for_a_second_at_most(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The reconcile after a gap waits for the measurement: with every Ping
+    taking 0.6 s, two are sent, not three."""
+    client = Pinged(clock, skew=10.0, delays=[(0.3, 0.3)])
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    began = clock.now
+    await engine._measure_clock()
+    assert client.pings == 2
+    assert clock.now - began == pytest.approx(1.2)
