@@ -48,6 +48,7 @@ from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
+from router.ami.tcp import lasting_tls_failure
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
@@ -1317,8 +1318,9 @@ class Engine:
         Calls take the dialplan's default route meanwhile, as with no
         callrouter at all. Said at once as a WARNING with the reason (an
         unreachable host, HTTP 404 or 503 from an Asterisk still starting, a
-        TLS problem), again every minute, and in systemd's status line; a
-        stop signal ends the wait.
+        TLS handshake cut short), again every minute, and in systemd's status
+        line; a stop signal ends the wait. A certificate not trusted or a port
+        that does not speak TLS ends the start at once, as a refused login does.
         """
         url = self._config.asterisk.url
         delay, since, told = 0.5, time.monotonic(), 0.0
@@ -1326,7 +1328,13 @@ class Engine:
             try:
                 await self._client.login()
             except AMIConnectionError as exc:
-                if not self.options.wait_for_asterisk or self._stopping.is_set():
+                if (
+                    not self.options.wait_for_asterisk
+                    or self._stopping.is_set()
+                    # A certificate not trusted, a port without TLS: a setting
+                    # to change, said once by the exit, not a WARNING a minute.
+                    or lasting_tls_failure(exc)
+                ):
                     raise
                 if not told or time.monotonic() - told >= 60:
                     log.warning(
@@ -1340,6 +1348,8 @@ class Engine:
                 self._notifier.waiting(f"waiting for Asterisk at {url}: {exc}", delay + 10)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    raise  # stopped while waiting: no further try
                 delay = min(delay * 2, 1.0)
                 continue
             if told:

@@ -91,7 +91,7 @@ from router.errors import (
 )
 from router.logsafe import install_redaction, register_secret
 
-__all__ = ["TCPClient"]
+__all__ = ["TCPClient", "lasting_tls_failure"]
 
 log = logging.getLogger("router.ami.tcp")
 
@@ -952,6 +952,22 @@ _NOT_TLS = frozenset(
         "HTTP_REQUEST",
     }
 )
+
+
+def lasting_tls_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a TLS failure that
+    trying again does not mend: a certificate not trusted, a port that does
+    not speak TLS. A handshake cut short (an Asterisk restarting) is not."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError) or (
+            isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _tls_hint(exc: ssl.SSLError) -> str:
