@@ -814,11 +814,17 @@ def _holds_secret(config: Config) -> bool:
     if config.path is not None and config.asterisk.secret_source == str(config.path):
         return True
     # ``password_env = "ONEC_PASSWORD"`` names the variable that holds the
-    # secret: the file then holds none, as the docs recommend.
+    # secret: the file then holds none, as the docs recommend. Only a name
+    # does: the password itself pasted there (as ``secret_env`` refuses) is
+    # a secret in the file.
     return any(
         any(word in key.lower() for word in _SECRET_WORDS)
-        and not key.lower().endswith("_env")
         and value
+        and not (
+            key.lower().endswith("_env")
+            and isinstance(value, str)
+            and _ENV_NAME.fullmatch(value) is not None
+        )
         for table in config.plugins.settings.values()
         for key, value in table.items()
     )

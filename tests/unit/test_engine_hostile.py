@@ -353,6 +353,26 @@ def test_a_secret_file_of_another_user_is_not_advised_chmod_600(
     assert SECRET not in warning
 
 
+def test_a_secret_pasted_into_a_plugin_env_key_is_still_a_secret_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """Only a variable's name makes a ``*_env`` key no secret: the password
+    itself pasted there (``password_env = "..."``, the usual slip, which
+    ``secret_env`` refuses as "not the secret itself") is a secret readable
+    by group or others, and was no longer warned about (issue 16)."""
+    from router.config import exposed_secret_files
+
+    path = tmp_path / "router.toml"
+    head = '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+    plugin = '[plugins.onec]\nurl = "http://1c.local/unf/hs/telephony"\nusername = "c"\n'
+    environ = {"CALLROUTER_SECRET": "x"}
+    for pasted in ("Pa$$w0rd-1C!", "correct horse battery staple"):
+        path.write_text(head + plugin + f'password_env = "{pasted}"\n', encoding="utf-8")
+        path.chmod(0o644)
+        warnings = exposed_secret_files(load_config(path, environ=environ))
+        assert [w.split(":")[0] for w in warnings] == [str(path)], pasted
+
+
 def test_cli_run_warns_at_start(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
     path.write_text(
