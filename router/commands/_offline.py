@@ -130,25 +130,39 @@ def load_offline(
                 f"no {DEFAULT_CONFIG_PATH} here: checked with the default "
                 "settings (give --config PATH)"
             )
-            given.update(_NO_FILE)
+    # (where it is named, section, key, variable)
+    found: list[tuple[str, str, str, str]] = []
+    if path is None:
+        # The stand-ins fill in what the flags (--url, --username,
+        # --secret-env) leave out, never replace them. With --url the secret
+        # is CALLROUTER_SECRET's unless --secret-env names another, as for run.
+        connect = given.get("asterisk.url") is not None
+        named = given.get("asterisk.secret_env") is not None
+        for dotted, value in _NO_FILE.items():
+            if given.get(dotted) is None and not (
+                dotted == "asterisk.secret" and (connect or named)
+            ):
+                given[dotted] = value
+        if connect and not named:
+            found.append(("--url", "asterisk", "secret", SECRET_ENV))
+    else:
+        found = [(str(path), *entry) for entry in _secret_variables(path)]
     stand_ins: dict[str, str] = {}
     asterisk_missing = None
-    if path is not None:
-        found = _secret_variables(path)
-        chosen = given.get("asterisk.secret_env")
-        if isinstance(chosen, str):  # --secret-env: that variable, not the file's
-            found = [("asterisk", "secret_env", chosen)] + [
-                entry for entry in found if entry[0] != "asterisk"
-            ]
-        for section, key, name in found:
-            if name and not os.environ.get(name):
-                stand_ins[name] = _STAND_IN
-                if section == "asterisk":
-                    asterisk_missing = name
-                warnings.append(
-                    f"{path}: [{section}] {key}: environment variable {name} is "
-                    "not set here; callrouter run needs it (checked without it)"
-                )
+    chosen = given.get("asterisk.secret_env")
+    if isinstance(chosen, str):  # --secret-env: that variable, not the file's
+        found = [("--secret-env", "asterisk", "secret_env", chosen)] + [
+            entry for entry in found if entry[1] != "asterisk"
+        ]
+    for where, section, key, name in found:
+        if name and not os.environ.get(name):
+            stand_ins[name] = _STAND_IN
+            if section == "asterisk":
+                asterisk_missing = name
+            warnings.append(
+                f"{where}: [{section}] {key}: environment variable {name} is "
+                "not set here; callrouter run needs it (checked without it)"
+            )
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, environ=environ)
         plugins = Plugins.for_config(config)

@@ -141,13 +141,15 @@ def run(args: argparse.Namespace) -> int:
         if args.manager_conf:
             _print_manager_conf(offline)
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
-    asterisk_ok = _check_asterisk(offline, ruleset) if args.asterisk else True
+    flags = args.url is not None and args.username is not None
+    asterisk_ok = _check_asterisk(offline, ruleset, flags=flags) if args.asterisk else True
     return 0 if not count and asterisk_ok else 1
 
 
-def _check_asterisk(offline: Offline, ruleset: RuleSet) -> bool:
+def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) -> bool:
     """Log in as `callrouter run` would and print what Asterisk says; False
-    when something there stops routing (router/commands/preflight.py)."""
+    when something there stops routing (router/commands/preflight.py).
+    ``flags``: --url and --username name the Asterisk without a router.toml."""
     import asyncio
 
     from router.ami.client import ClientSettings
@@ -155,7 +157,7 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet) -> bool:
     from router.commands.preflight import check_asterisk
 
     print()
-    if offline.config.path is None:
+    if offline.config.path is None and not flags:
         print(f"asterisk: {_LEVELS['fail']} no router.toml to connect with: give --config PATH")
         return False
     if offline.asterisk_secret_missing:

@@ -415,3 +415,47 @@ def test_check_takes_the_connection_flags_of_the_other_commands(
     )
     assert main([*argv[:3], "--manager-conf", "--username", "adm1"]) == 0
     assert "; the events callrouter asks for: add under [adm1]" in capsys.readouterr().out
+
+
+def test_the_connection_flags_count_without_a_router_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no router.toml here the flags were replaced by check's stand-in
+    settings: ``--manager-conf --username adm1`` wrote the lines for a user
+    named "check", and ``--asterisk --url ... --username ... --secret-env``
+    said "no router.toml to connect with", though ``run`` and ``ami`` connect
+    with these flags alone (issue 16)."""
+    from router.cli import build_parser
+    from router.commands.check import plugin_registry
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        "version: 1\nrules:\n  - name: a\n    on: call\n"
+        "    do:\n      - redirect: {context: queues, exten: sales}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("OTHER_SECRET", "s")
+    assert main(["check", "--manager-conf", "--username", "adm1"]) == 0
+    assert "; the events callrouter asks for: add under [adm1]" in capsys.readouterr().out
+    flags = ["--url", "tcp://127.0.0.1:5038", "--username", "adm1", "--secret-env", "OTHER_SECRET"]
+    offline = plugin_registry(build_parser().parse_args(["check", "--asterisk", *flags]))
+    assert offline.config.asterisk.url == "tcp://127.0.0.1:5038"
+    assert offline.config.asterisk.username == "adm1"
+    assert offline.config.asterisk.secret == "s"
+    monkeypatch.delenv("OTHER_SECRET")
+    offline = plugin_registry(build_parser().parse_args(["check", "--asterisk", *flags]))
+    assert offline.asterisk_secret_missing == "OTHER_SECRET"
+    capsys.readouterr()
+    assert main(["check", "--asterisk", *flags]) == 1
+    out = capsys.readouterr().out
+    assert "no router.toml to connect with" not in out
+    assert "environment variable OTHER_SECRET (the [asterisk] secret) is not set here" in out
+    # --url and --username without --secret-env: CALLROUTER_SECRET, as for run.
+    two = flags[:4]
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    offline = plugin_registry(build_parser().parse_args(["check", "--asterisk", *two]))
+    assert offline.asterisk_secret_missing == "CALLROUTER_SECRET"
+    monkeypatch.setenv("CALLROUTER_SECRET", "t")
+    offline = plugin_registry(build_parser().parse_args(["check", "--asterisk", *two]))
+    assert (offline.asterisk_secret_missing, offline.config.asterisk.secret) == (None, "t")
