@@ -83,7 +83,8 @@ class Backoff:
     Capped at 1 s: calls keep arriving while Asterisk is away, and each one
     the router does not hear of takes the default route. A 10 s cap left the
     router deaf for up to 12 s after a restarted Asterisk answered again; a
-    try a second costs a refused connect (or one short poll), nothing more.
+    try a second costs a refused connect (or one short poll), nothing more;
+    an outage is logged once, not at each try (a bad reply included).
     """
 
     initial: float = 0.25
@@ -305,7 +306,11 @@ class EventStream:
                     raise  # wrong credentials do not heal by retrying
                 except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
                     if isinstance(exc, AMIProtocolError):
-                        log.warning("event stream: bad reply from Asterisk: %s", exc)
+                        # Once an outage: something answering every try with a
+                        # page of its own (a proxy) would be a WARNING a second.
+                        (log.warning if failing_since is None else log.debug)(
+                            "event stream: bad reply from Asterisk: %s", exc
+                        )
                     elif not isinstance(exc, AMIError | OSError):
                         # A bug on our side, or input no parser foresaw: the stream
                         # carries on (a gap is reported), and the traceback is kept.

@@ -311,3 +311,21 @@ async def test_a_failed_poll_sent_ahead_is_a_gap_as_any_failed_poll() -> None:
     poller = ScriptedPoller([[ev("A")], AMIConnectionError("refused"), [ev("B")]])
     items = await collect(EventStream(poller, backoff=fast()))
     assert [type(i).__name__ for i in items] == ["Event", "StreamGap", "Event"]
+
+
+async def test_a_bad_reply_at_every_try_is_warned_about_once_per_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy in front of AJAM that answers each request with its own page
+    (HTTP 200, no AMI): every try is a bad reply. With a try a second
+    (issue 16: the backoff's cap went from 10 s to 1 s) each one was a
+    WARNING, 3,600 lines an hour; the outage is said once, and again after
+    Asterisk answered in between."""
+    from router.errors import AMIProtocolError
+
+    bad = AMIProtocolError("Login: body ends in the middle of a line (truncated)")
+    script: list[object] = [bad] * 20 + [[ev("A")]] + [bad] * 5 + [[ev("B")]]
+    with caplog.at_level("WARNING", logger="router.ami.stream"):
+        await collect(EventStream(ScriptedPoller(script), backoff=fast()))
+    said = [r.getMessage() for r in caplog.records if "bad reply" in r.getMessage()]
+    assert said == [f"event stream: bad reply from Asterisk: {bad}"] * 2
