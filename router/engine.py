@@ -297,7 +297,7 @@ class Engine:
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
         #: A second SIGTERM: stop without waiting for the decisions in flight.
-        self._stop_now = False
+        self._stop_now = asyncio.Event()
         #: The live-instance guard; None in shadow mode or when turned off.
         self._guard: LiveGuard | None = None
         self._beats: set[asyncio.Task[Any]] = set()
@@ -710,8 +710,10 @@ class Engine:
         ``drain_timeout``; a second request stops at once.
         """
         if not self.router.accepting or self._serve_task is None:
-            if self._draining is not None:
-                self._stop_now = True  # the second request: no second drain in stop()
+            if not self.router.accepting:
+                # The second request, whenever the first came (serving, or
+                # still starting): stop() drains nothing more, or stops draining.
+                self._stop_now.set()
             self.router.accepting = False
             self._end_serve()
             return
@@ -755,7 +757,9 @@ class Engine:
         if self._feed is not None:
             await self._feed.aclose()
         await self._leave()
-        if self.router.tasks and self._stop_now:
+        if self.router.tasks and not self._stop_now.is_set():
+            await self._drain_in_stop()
+        if self.router.tasks and self._stop_now.is_set():
             pending = set(self.router.tasks)
             for task in pending:
                 task.cancel()
@@ -766,18 +770,15 @@ class Engine:
             )
             await asyncio.wait(pending, timeout=1.0)
         elif self.router.tasks:
-            _, pending = await asyncio.wait(
-                set(self.router.tasks), timeout=self.options.drain_timeout
-            )
+            pending = set(self.router.tasks)
             for task in pending:
                 task.cancel()
-            if pending:
-                log.warning(
-                    "stop: %d decisions still running after %.1f s were cancelled",
-                    len(pending),
-                    self.options.drain_timeout,
-                )
-                await asyncio.wait(pending, timeout=1.0)
+            log.warning(
+                "stop: %d decisions still running after %.1f s were cancelled",
+                len(pending),
+                self.options.drain_timeout,
+            )
+            await asyncio.wait(pending, timeout=1.0)
         pushed = self._pushed
         if pushed is not None and not pushed.done():
             # Events taken from a read that were still waiting (a plugin hook):
@@ -805,6 +806,20 @@ class Engine:
         except Exception:
             log.exception("stop: closing the AMI client failed")
         log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+
+    async def _drain_in_stop(self) -> None:
+        """The decisions in flight finish, for ``drain_timeout`` at most; a
+        second stop request meanwhile ends the wait at once."""
+        now = asyncio.ensure_future(self._stop_now.wait())
+        drained = asyncio.ensure_future(
+            asyncio.wait(set(self.router.tasks), timeout=self.options.drain_timeout)
+        )
+        try:
+            await asyncio.wait((now, drained), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (now, drained):
+                waiter.cancel()
+            await asyncio.wait((now, drained))
 
     # -- live-instance guard -----------------------------------------------------------
 

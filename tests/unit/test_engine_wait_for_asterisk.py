@@ -139,3 +139,21 @@ async def test_a_stop_while_waiting_ends_the_wait_without_another_try(tmp_path: 
     finally:
         start.cancel()
         await engine.stop()
+
+
+async def test_a_second_stop_during_the_starts_decisions_stops_at_once(tmp_path: Path) -> None:
+    """The first SIGTERM came while the engine started (the start's reconcile
+    routing calls that waited, a plugin's slow startup): stop() drained the
+    decisions in flight for drain_timeout, and a second SIGTERM did not cut
+    it short, though docs/operations.md says a second signal stops at once."""
+    engine = engine_at(tmp_path, "tcp://pbx:5038", ClientStub())
+    await engine.setup()
+    decision = asyncio.ensure_future(asyncio.sleep(30))
+    engine.router._track(decision)  # a decision in flight (a slow lookup)
+    engine.request_stop()  # before serve(): the start's turn
+    stopping = asyncio.ensure_future(engine.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # the first signal lets decisions finish
+    engine.request_stop()
+    await asyncio.wait_for(stopping, 2)
+    assert decision.cancelled()
