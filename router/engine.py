@@ -26,6 +26,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import math
 import os
 import secrets
 import socket
@@ -123,6 +124,17 @@ _CLOCK_SLOWEST = 0.5
 #: not in apscheduler's words at WARNING every interval (an Asterisk that
 #: stalls is reported by the event stream).
 _SCHEDULER_LOG = logging.getLogger("apscheduler.scheduler.callrouter")
+#: ``Reload`` events whose ``Module`` reloads the dialplan (lower case): Asterisk
+#: 22 sends one for ``module reload pbx_config`` (``pbx_config`` or
+#: ``pbx_config.so``, as typed), ``core reload`` and ``module reload`` (``All``),
+#: and the AMI ``Reload`` action; ``dialplan reload`` sends none.
+_DIALPLAN_MODULES = frozenset(
+    f"{name}{suffix}" for name in ("pbx_config", "pbx_ael", "pbx_lua") for suffix in ("", ".so")
+) | {"all"}
+#: The dialplan is audited after such a reload at most once in this many
+#: seconds: reloads meanwhile (a script reloading in a loop) make one more
+#: audit when the time is up, not one each.
+_AUDIT_INTERVAL = 10.0
 
 
 class _QuietSkips(logging.Filter):
@@ -300,6 +312,10 @@ class Engine:
         self._stop_now = asyncio.Event()
         #: The live-instance guard; None in shadow mode or when turned off.
         self._guard: LiveGuard | None = None
+        #: The dialplan audit a reload of Asterisk's asked for, while it
+        #: waits for its turn or runs; when the last audit began (monotonic).
+        self._reload_audit: asyncio.Task[None] | None = None
+        self._audited_at = -math.inf
         self._beats: set[asyncio.Task[Any]] = set()
         self._beat_refused = False
         #: Whether the missing own heartbeat has been logged (router/liveguard.py).
@@ -747,6 +763,8 @@ class Engine:
         self.router.accepting = False
         self._stopping.set()
         await self._notifier.stop()
+        if self._reload_audit is not None:
+            self._reload_audit.cancel()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         if self._api_server is not None:
@@ -1021,10 +1039,36 @@ class Engine:
                 self._spawn(self._audit_dialplan("reload"))
         return loaded
 
+    def _dialplan_reloaded(self) -> None:
+        """Asterisk reloaded its dialplan (a ``Reload`` event): audit it again,
+        so that an inbound context the reload broke is logged now, not at the
+        next start. One audit waits at a time, at most one per
+        :data:`_AUDIT_INTERVAL`; reloads meanwhile are covered by it."""
+        if not self.options.audit_dialplan or self._reload_audit is not None:
+            return
+        if self._stopping.is_set():
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._audit_after_reload(), name="callrouter-dialplan-audit"
+        )
+        task.add_done_callback(_log_task_failure)
+        self._reload_audit = task
+
+    async def _audit_after_reload(self) -> None:
+        try:
+            wait = self._audited_at + _AUDIT_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:
+            # A reload from now on is one this audit may not see: it asks again.
+            self._reload_audit = None
+        await self._audit_dialplan("Asterisk's reload")
+
     async def _audit_dialplan(self, when: str) -> None:
         """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
         a broken inbound context, a rule redirecting where the dialplan has
         nothing. Each is a WARNING; routing goes on (fail open)."""
+        self._audited_at = time.monotonic()
         targets, built = self.rules.current.redirect_targets()
         audit = await audit_dialplan(self._client, targets, built)
         findings = audit.findings
@@ -1217,6 +1261,8 @@ class Engine:
                 self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
             return
         self.metrics.event(name)
+        if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:
+            self._dialplan_reloaded()
         if name == "CEL":
             await self._cel(event)
             return

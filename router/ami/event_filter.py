@@ -65,8 +65,9 @@ __all__ = [
 #: What the engine itself reads: the routing request and the routers'
 #: heartbeat (``UserEvent``), the call tracker (channels, their contexts and
 #: states, answers, hangups), the executor's confirmation of a redirect
-#: (``Newexten``) and the prefetch trigger (``Newchannel``/``Newexten`` in the
-#: inbound context). Reconcile reads ``CoreShowChannels``' list, which is an
+#: (``Newexten``), the prefetch trigger (``Newchannel``/``Newexten`` in the
+#: inbound context) and the dialplan audit after Asterisk reloads its dialplan
+#: (``Reload``). Reconcile reads ``CoreShowChannels``' list, which is an
 #: action's answer and never filtered.
 CORE_EVENTS: frozenset[str] = frozenset(
     {
@@ -78,6 +79,7 @@ CORE_EVENTS: frozenset[str] = frozenset(
         "DialEnd",
         "BridgeEnter",
         "FullyBooted",
+        "Reload",
         "Shutdown",
     }
 )

@@ -36,6 +36,7 @@ CATALOG = {
     "DialEnd": ("call",),
     "BridgeEnter": ("call",),
     "FullyBooted": ("system",),
+    "Reload": ("system",),
     "Shutdown": ("system",),
     "QueueCallerJoin": ("agent",),
     "QueueCallerLeave": ("agent",),

@@ -1,0 +1,93 @@
+"""The dialplan audit after Asterisk reloads its dialplan, on the real
+Asterisk 22 (issue 16): ``module reload pbx_config`` sends ``Reload`` with
+``Module: pbx_config`` (``core reload``: ``Module: All``) to a manager user
+with ``read = system``; ``dialplan reload`` sends no event at all, which
+this test also pins down (docs/asterisk.md says to run ``callrouter check
+--asterisk`` after it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import router.engine
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.testing import serving, shipped_dialplan
+
+pytestmark = pytest.mark.integration
+
+RULES = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: sales}
+"""
+TEST_CONTEXTS = """
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+def audits(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(("dialplan: ", "dialplan checked at "))
+    ]
+
+
+async def until(condition: Callable[[], object], seconds: float) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"not within {seconds} s")
+
+
+async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
+    scratch_sandbox: Sandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Audits at most once a second here (10 s in service): the reload below
+    # comes a second or two after the start's audit.
+    monkeypatch.setattr(router.engine, "_AUDIT_INTERVAL", 1.0)
+    box = scratch_sandbox
+    box.set_dialplan(shipped_dialplan() + TEST_CONTEXTS)
+    caplog.set_level(logging.INFO, logger="router.engine")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(path),
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    async with serving(engine):
+        await until(lambda: audits(caplog), 10)
+        assert audits(caplog)[0].startswith("dialplan checked at start: ")
+        # dialplan reload: Asterisk 22 says nothing, so nothing is checked.
+        box.set_dialplan(TEST_CONTEXTS)  # the inbound context is gone
+        await asyncio.sleep(1.5)
+        assert len(audits(caplog)) == 1
+        await asyncio.to_thread(box.cli, "module reload pbx_config")
+        await until(lambda: len(audits(caplog)) > 1, 5)
+        assert any(
+            line.startswith("dialplan: ") and "callrouter-inbound" in line
+            for line in audits(caplog)[1:]
+        ), audits(caplog)
