@@ -131,6 +131,12 @@ _SCHEDULER_LOG = logging.getLogger("apscheduler.scheduler.callrouter")
 _DIALPLAN_MODULES = frozenset(
     f"{name}{suffix}" for name in ("pbx_config", "pbx_ael", "pbx_lua") for suffix in ("", ".so")
 ) | {"all"}
+#: While ``callrouter run`` waits for Asterisk at start, systemd's start
+#: timeout is pushed on (``EXTEND_TIMEOUT_USEC``) by ``_WAIT_NOTIFY_FOR`` s
+#: every ``_WAIT_NOTIFY_EVERY`` s, during a try too: one at a hung Asterisk
+#: lasts ``request_timeout`` or longer (TCP: connect, greeting, login).
+_WAIT_NOTIFY_EVERY = 10.0
+_WAIT_NOTIFY_FOR = 30.0
 #: The dialplan is audited after such a reload at most once in this many
 #: seconds: reloads meanwhile (a script reloading in a loop) make one more
 #: audit when the time is up, not one each.
@@ -315,6 +321,8 @@ class Engine:
         #: The dialplan audit a reload of Asterisk's asked for, while it
         #: waits for its turn or runs; when the last audit began (monotonic).
         self._reload_audit: asyncio.Task[None] | None = None
+        #: What the start waits for (systemd's status line), while it does.
+        self._waiting_for = ""
         self._audited_at = -math.inf
         self._beats: set[asyncio.Task[Any]] = set()
         self._beat_refused = False
@@ -1385,39 +1393,59 @@ class Engine:
         """
         url = self._config.asterisk.url
         delay, since, told = 0.5, time.monotonic(), 0.0
-        while True:
-            try:
-                await self._client.login()
-            except AMIConnectionError as exc:
-                if (
-                    not self.options.wait_for_asterisk
-                    or self._stopping.is_set()
-                    # A certificate not trusted, a port without TLS: a setting
-                    # to change, said once by the exit, not a WARNING a minute.
-                    or lasting_tls_failure(exc)
-                ):
-                    raise
-                if not told or time.monotonic() - told >= 60:
-                    log.warning(
-                        "Asterisk does not answer at %s (%s): waiting for it%s; calls "
-                        "take the dialplan's default route meanwhile",
+        keeper: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    await self._client.login()
+                except AMIConnectionError as exc:
+                    if (
+                        not self.options.wait_for_asterisk
+                        or self._stopping.is_set()
+                        # A certificate not trusted, a port without TLS: a setting
+                        # to change, said once by the exit, not a WARNING a minute.
+                        or lasting_tls_failure(exc)
+                    ):
+                        raise
+                    if not told or time.monotonic() - told >= 60:
+                        log.warning(
+                            "Asterisk does not answer at %s (%s): waiting for it%s; calls "
+                            "take the dialplan's default route meanwhile",
+                            url,
+                            exc,
+                            f" for {time.monotonic() - since:.0f} s now" if told else "",
+                        )
+                        told = time.monotonic()
+                    self._waiting_for = f"waiting for Asterisk at {url}: {exc}"
+                    if keeper is None:
+                        keeper = asyncio.get_running_loop().create_task(
+                            self._keep_start_alive(), name="callrouter-start-wait"
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    if self._stopping.is_set():
+                        raise  # stopped while waiting: no further try
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if told:
+                    log.info(
+                        "Asterisk answers at %s after %.0f s: starting",
                         url,
-                        exc,
-                        f" for {time.monotonic() - since:.0f} s now" if told else "",
+                        time.monotonic() - since,
                     )
-                    told = time.monotonic()
-                self._notifier.waiting(f"waiting for Asterisk at {url}: {exc}", delay + 10)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                if self._stopping.is_set():
-                    raise  # stopped while waiting: no further try
-                delay = min(delay * 2, 1.0)
-                continue
-            if told:
-                log.info(
-                    "Asterisk answers at %s after %.0f s: starting", url, time.monotonic() - since
-                )
-            return
+                return
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                await asyncio.wait((keeper,))
+
+    async def _keep_start_alive(self) -> None:
+        """While the start waits for Asterisk: systemd's start timeout pushed
+        on, on a timer rather than after each try, which may last longer than
+        any extension given before it; the status line says why."""
+        while True:
+            self._notifier.waiting(self._waiting_for, _WAIT_NOTIFY_FOR)
+            await asyncio.sleep(_WAIT_NOTIFY_EVERY)
 
     async def _measure_clock(self) -> None:
         """How far Asterisk's wall clock is from this host's (``Router.clock_offset``).

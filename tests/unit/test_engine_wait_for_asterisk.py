@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -157,3 +158,75 @@ async def test_a_second_stop_during_the_starts_decisions_stops_at_once(tmp_path:
     engine.request_stop()
     await asyncio.wait_for(stopping, 2)
     assert decision.cancelled()
+
+
+class Told:
+    """systemd's side of the notify socket, as the engine's notifier is told."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[float, str, float]] = []
+
+    def waiting_for(self, status: str, seconds: float) -> None:
+        self.waiting.append((asyncio.get_running_loop().time(), status, seconds))
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class SlowlyAway(Away):
+    """A hung Asterisk: each try hangs until it times out (``takes`` s)."""
+
+    def __init__(self, takes: float) -> None:
+        super().__init__()
+        self.takes = takes
+        self.tries: list[tuple[float, float]] = []
+
+    async def login(self) -> None:
+        began = asyncio.get_running_loop().time()
+        try:
+            await asyncio.sleep(self.takes)
+            await super().login()
+        finally:
+            self.tries.append((began, asyncio.get_running_loop().time()))
+
+
+async def test_systemds_start_timeout_is_pushed_on_during_a_slow_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After TimeoutStartSec only EXTEND_TIMEOUT_USEC keeps a Type=notify
+    start alive, and each one must come before the last runs out. It was
+    sent after each failed try, for the pause plus 10 s: a try at a hung
+    Asterisk lasts request_timeout (10 s over AJAM) or more over TCP (connect,
+    greeting, login), so systemd timed the start out and killed it. Now it
+    is sent on a timer, tries or not (here every 0.1 s, for 0.3 s)."""
+    import router.engine
+
+    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_EVERY", 0.1, raising=False)
+    monkeypatch.setattr(router.engine, "_WAIT_NOTIFY_FOR", 0.3, raising=False)
+    client = SlowlyAway(takes=0.7)
+    engine = engine_at(tmp_path, "tcp://pbx:5038", client)
+    told = Told()
+    monkeypatch.setattr(engine._notifier, "waiting", told.waiting_for)
+    start = asyncio.ensure_future(engine.start())
+    try:
+        await asyncio.sleep(2.0)
+        engine.request_stop()
+        with pytest.raises(AMIConnectionError):
+            await asyncio.wait_for(start, 2)
+    finally:
+        start.cancel()
+        await engine.stop()
+    assert len(client.tries) >= 2
+    began, ended = client.tries[1]  # a try after the wait began
+    during = [t for t, _, _ in told.waiting if began < t < ended]
+    assert len(during) >= 3, told.waiting
+    times = [t for t, _, _ in told.waiting]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 0.3, gaps
+    assert all(
+        status.startswith("waiting for Asterisk at tcp://pbx:5038: ")
+        for _, status, _ in told.waiting
+    )
