@@ -52,13 +52,13 @@ async def listening(context: ssl.SSLContext | None) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def engine_at(tmp_path: Path, url: str, client: Any = None) -> Engine:
+def engine_at(tmp_path: Path, url: str, client: Any = None, auth: str = "cookie") -> Engine:
     rules = tmp_path / "rules.yaml"
     rules.write_text(EVERYONE, encoding="utf-8")
     config = make_config(state_dir=tmp_path / "state")
     config = replace(
         config,
-        asterisk=AsteriskSettings(url=url, username="router", secret="s3cret"),
+        asterisk=AsteriskSettings(url=url, username="router", secret="s3cret", auth=auth),
         router=replace(config.router, rules=(rules,)),
     )
     return Engine(
@@ -69,9 +69,11 @@ def engine_at(tmp_path: Path, url: str, client: Any = None) -> Engine:
     )
 
 
-@pytest.mark.parametrize("scheme", ["tls", "https"])
+@pytest.mark.parametrize(
+    ("scheme", "auth"), [("tls", "plain"), ("https", "cookie"), ("https", "digest")]
+)
 async def test_an_untrusted_certificate_stops_the_start_at_once(
-    tmp_path: Path, self_signed: ssl.SSLContext, scheme: str
+    tmp_path: Path, self_signed: ssl.SSLContext, scheme: str, auth: str
 ) -> None:
     """A certificate callrouter does not trust is a setting to change
     (``verify``), not an Asterisk still starting: ``callrouter run`` exits
@@ -79,7 +81,7 @@ async def test_an_untrusted_certificate_stops_the_start_at_once(
     for ever, a WARNING a minute."""
     async with listening(self_signed) as port:
         path = "/asterisk" if scheme == "https" else ""
-        engine = engine_at(tmp_path, f"{scheme}://127.0.0.1:{port}{path}")
+        engine = engine_at(tmp_path, f"{scheme}://127.0.0.1:{port}{path}", auth=auth)
         try:
             with pytest.raises(AMIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
                 await asyncio.wait_for(engine.start(), 5)
