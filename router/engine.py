@@ -791,7 +791,8 @@ class Engine:
                 task.cancel()
             log.warning(
                 "stop: a second stop signal: %d decisions in flight were cancelled "
-                "(their calls take the dialplan's default route)",
+                "(a call whose Redirect was not sent yet takes the dialplan's default "
+                "route; one already sent still moves the call, unconfirmed and unlogged)",
                 len(pending),
             )
             await asyncio.wait(pending, timeout=1.0)

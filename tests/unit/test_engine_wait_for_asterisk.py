@@ -144,7 +144,9 @@ async def test_a_stop_while_waiting_ends_the_wait_without_another_try(tmp_path: 
         await engine.stop()
 
 
-async def test_a_second_stop_during_the_starts_decisions_stops_at_once(tmp_path: Path) -> None:
+async def test_a_second_stop_during_the_starts_decisions_stops_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The first SIGTERM came while the engine started (the start's reconcile
     routing calls that waited, a plugin's slow startup): stop() drained the
     decisions in flight for drain_timeout, and a second SIGTERM did not cut
@@ -160,6 +162,11 @@ async def test_a_second_stop_during_the_starts_decisions_stops_at_once(tmp_path:
     engine.request_stop()
     await asyncio.wait_for(stopping, 2)
     assert decision.cancelled()
+    # A decision cancelled while its Redirect waited for its Newexten has
+    # moved its call: the line said every such call took the default route.
+    (said,) = [r.getMessage() for r in caplog.records if "a second stop signal" in r.getMessage()]
+    assert "1 decisions in flight were cancelled" in said
+    assert "one already sent still moves the call" in said
 
 
 class Told:
