@@ -507,6 +507,9 @@ class Engine:
         self._client.refusal_reported("CoreShowChannels")
         self._client.refusal_reported("ShowDialPlan")
         await self._first_login()
+        # Before the live claim, which falls back on this host's clock, and
+        # the start's reconcile, which reads CALLROUTER_DEADLINE.
+        await self._measure_clock()
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
@@ -859,13 +862,13 @@ class Engine:
             try:
                 answer = await self._client.send("Getvar", {"Variable": variable}, validate=False)
             except AMIError:
-                break  # this host's clock then: both sides still compare the same values
+                break  # this host's clock then, as far as it is Asterisk's (clock_offset)
             since = ascii_float(answer.response.get("Value"))
             if since is not None:
                 break
         claim = Claim(
             secrets.token_hex(4),
-            since if since is not None else time.time(),
+            since if since is not None else time.time() + self.router.clock_offset,
             socket.gethostname(),
             os.getpid(),
         )
@@ -1523,7 +1526,8 @@ class Engine:
         not shown, end the gone ones (:meth:`Router.reconcile`); counted by
         ``trigger`` (``start`` also counts the calls that fell through while
         no callrouter ran)."""
-        await self._measure_clock()
+        if trigger != "start":  # the start measured it just before
+            await self._measure_clock()
         try:
             submitted = await self.router.reconcile(count_fallen=trigger == "start")
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ import pytest
 
 from router.ami.message import Response
 from router.ami.protocol import ActionResult
+from router.engine import Engine, EngineOptions
+from router.errors import AMITimeoutError
+from router.plugins import Plugins
+from router.testing.builders import make_config
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
 
@@ -117,3 +122,49 @@ async def test_a_measurement_holds_the_reconcile_up_for_a_second_at_most(
     await engine._measure_clock()
     assert client.pings == 2
     assert clock.now - began == pytest.approx(1.2)
+
+
+class NoGetvar(Pinged):
+    """Pings answered at once; Getvar times out (the live claim's clock),
+    UserEvent (the heartbeat) taken, the channel list empty."""
+
+    async def send(self, name: str, params: Any = None, **kw: Any) -> ActionResult:
+        if name == "Ping":
+            return await super().send(name, params, **kw)
+        if name == "Getvar":
+            raise AMITimeoutError("Getvar: no answer from pbx within 10.0 s")
+        if name == "CoreShowChannels":
+            return ActionResult(Response((("Response", "Success"),)))
+        assert name == "UserEvent", name
+        return ActionResult(Response((("Response", "Success"),)))
+
+    async def action(self, name: str, params: Any = None, **kw: Any) -> ActionResult:
+        return ActionResult(Response((("Response", "Success"),)))
+
+
+async def test_the_live_claim_without_asterisks_time_allows_for_the_difference(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The live-instance claim is on Asterisk's clock, which the other
+    instances' claims are on; when Getvar could not read it the claim took
+    this host's clock as is, 10 s ahead here, and a second instance started
+    later looked older than this one. The difference is known before the
+    claim now (and the start's reconcile does not measure it again)."""
+    client = NoGetvar(clock, skew=-10.0, delays=[(0.001, 0.001)])
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(EVERYONE, encoding="utf-8")
+    config = make_config(state_dir=tmp_path / "state")
+    engine = Engine(
+        replace(config, router=replace(config.router, rules=(rules,))),
+        plugins=Plugins.load(),
+        client=client,  # type: ignore[arg-type]
+        options=EngineOptions(watch_interval=0, live_heartbeat=2.0, audit_dialplan=False),
+    )
+    await engine.start()
+    try:
+        guard = engine._guard
+        assert guard is not None
+        assert guard.me.since == pytest.approx(clock.now - 10.0, abs=0.01)
+        assert client.pings == 1
+    finally:
+        await engine.stop()
