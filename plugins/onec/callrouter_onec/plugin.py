@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 import time
 import urllib.parse
@@ -213,6 +214,8 @@ def _now() -> datetime:
 
 
 #: Keys people write for "any number" in missed_owner; each gets a did-you-mean '*'.
+#: What ``password_env`` holds: a variable's name, as ``[asterisk] secret_env``.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ANY_WORDS = frozenset({"any", "all", "default", "other", "others", "else", "**", "?"})
 
 
@@ -285,6 +288,13 @@ def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
         raise reader.error("password_env", "give either password or password_env, not both")
     if reader.has("password_env"):
         name = reader.string("password_env")
+        if _ENV_NAME.fullmatch(name) is None:
+            # Most likely the password itself was pasted here: do not echo it.
+            raise reader.error(
+                "password_env",
+                "expected the name of an environment variable (letters, digits and _), "
+                "not the password itself (value not shown)",
+            )
         value = environ.get(name)
         if not value:
             # An empty variable is a deployment mistake (an unset secret in a

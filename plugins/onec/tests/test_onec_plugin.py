@@ -157,6 +157,23 @@ def test_bad_settings_name_the_file_and_key(
     assert message in text
 
 
+def test_a_password_pasted_into_password_env_is_not_echoed(tmp_path: Path) -> None:
+    """``password_env = "<the password>"``: the error said "environment
+    variable <the password> is not set", into the journal and callrouter
+    check's output; [asterisk] secret_env refuses the same slip without
+    showing the value (issue 16)."""
+    pasted = "Pa$$w0rd-1C!"
+    config = write_config(
+        tmp_path, f'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "{pasted}"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
+    text = str(caught.value)
+    assert pasted not in text
+    assert "[plugins.onec] password_env: expected the name of an environment variable" in text
+    assert "(value not shown)" in text
+
+
 def test_settings_defaults_and_password_from_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
