@@ -459,3 +459,25 @@ def test_the_connection_flags_count_without_a_router_toml(
     monkeypatch.setenv("CALLROUTER_SECRET", "t")
     offline = plugin_registry(build_parser().parse_args(["check", "--asterisk", *two]))
     assert (offline.asterisk_secret_missing, offline.config.asterisk.secret) == (None, "t")
+
+
+def test_check_does_not_echo_a_password_pasted_into_an_env_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``password_env = "<the password>"``: check warned "environment
+    variable <the password> is not set here" before the plugin refused the
+    value without showing it (issue 16)."""
+    pasted = "Pa$$w0rd-1C!"
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        '[plugins.onec]\nurl = "http://1c.local/unf/hs/telephony"\nusername = "c"\n'
+        f'password_env = "{pasted}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--config", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert pasted not in captured.out + captured.err
+    assert "(value not shown)" in captured.out
