@@ -3,8 +3,8 @@ over TLS "when callrouter is on another host"). A request's age is its
 ``Timestamp`` on Asterisk's clock against now: with this host 10 s ahead
 every request looked older than its wait, every decision was ``late`` and
 every call took its default route, with nothing in the log but the ``late``
-lines. The engine now measures the difference (the quickest of a few ``Ping``s) at start and after
-each gap, allows for it and says so (issue 16)."""
+lines. The engine now measures the difference (the quickest of a few
+``Ping``s) at start and after each gap, allows for it and says so (issue 16)."""
 
 from __future__ import annotations
 
