@@ -314,6 +314,9 @@ class Engine:
         self._stopped = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
+        #: When the first stop request's drain runs out (the loop's clock): one
+        #: drain_timeout in all, whether serve() or stop() is waiting it out.
+        self._drain_until: float | None = None
         #: A second SIGTERM: stop without waiting for the decisions in flight.
         self._stop_now = asyncio.Event()
         #: The live-instance guard; None in shadow mode or when turned off.
@@ -745,6 +748,7 @@ class Engine:
             self._end_serve()
             return
         self.router.accepting = False
+        self._drain_until = asyncio.get_running_loop().time() + self.options.drain_timeout
         log.info("stopping: no new calls; finishing %d decisions in flight", len(self.router.tasks))
         self._draining = asyncio.get_running_loop().create_task(
             self._drain_then_end(), name="callrouter-drain"
@@ -754,7 +758,10 @@ class Engine:
         try:
             await self._leave()
             if self.router.tasks:
-                await asyncio.wait(set(self.router.tasks), timeout=self.options.drain_timeout)
+                left = self.options.drain_timeout
+                if self._drain_until is not None:
+                    left = max(0.0, self._drain_until - asyncio.get_running_loop().time())
+                await asyncio.wait(set(self.router.tasks), timeout=left)
         finally:
             self._end_serve()
 
@@ -840,10 +847,11 @@ class Engine:
     async def _drain_in_stop(self) -> None:
         """The decisions in flight finish, for ``drain_timeout`` at most; a
         second stop request meanwhile ends the wait at once."""
+        timeout = self.options.drain_timeout
+        if self._drain_until is not None:  # SIGTERM's drain began in serve(): what is left
+            timeout = max(0.0, self._drain_until - asyncio.get_running_loop().time())
         now = asyncio.ensure_future(self._stop_now.wait())
-        drained = asyncio.ensure_future(
-            asyncio.wait(set(self.router.tasks), timeout=self.options.drain_timeout)
-        )
+        drained = asyncio.ensure_future(asyncio.wait(set(self.router.tasks), timeout=timeout))
         try:
             await asyncio.wait((now, drained), return_when=asyncio.FIRST_COMPLETED)
         finally:

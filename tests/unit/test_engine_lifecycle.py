@@ -200,3 +200,30 @@ async def test_a_second_sigterm_stops_without_waiting(
     engine.request_stop()
     engine.request_stop()
     await asyncio.wait_for(serving, 0.3)  # before the 0.4 s lookup is done
+
+
+async def test_one_sigterm_drains_for_drain_timeout_in_all(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """docs/operations.md: decisions in flight get drain_timeout. serve() waited
+    it out, then stop() waited a whole drain_timeout again for the same
+    decisions: twice as long as documented before the process ended."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine: Engine = await engine_factory(
+        rules,
+        serve=False,
+        options=EngineOptions(watch_interval=0, live_heartbeat=0, drain_timeout=1.0),
+    )
+    serving = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), 5)
+    decision = asyncio.ensure_future(asyncio.sleep(30))  # a lookup that never ends
+    engine.router._track(decision)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    engine.request_stop()
+    await asyncio.wait_for(serving, 5)
+    await engine.stop()
+    took = loop.time() - began
+    assert 0.9 <= took < 1.7, took
+    assert decision.cancelled()
