@@ -52,7 +52,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.api.feed import EventFeed
     from router.calls import Call
 
-__all__ = ["DIAL_CONTEXT", "OPENAPI", "Origination", "Originations", "routes"]
+__all__ = [
+    "DIAL_CONTEXT",
+    "OPENAPI",
+    "Origination",
+    "Originations",
+    "live_extensions",
+    "require_live_leg",
+    "routes",
+]
 
 #: The shipped dialplan's context that rings one extension (transfers go there).
 DIAL_CONTEXT: Final = "callrouter-dial"
@@ -313,6 +321,29 @@ def call_extensions(call: Call | None, origination: Origination | None) -> set[s
     return found
 
 
+def live_extensions(call: Call | None) -> set[str]:
+    """The extensions on a call now: its live channels, and an extension being dialled.
+
+    :func:`call_extensions` also counts legs that have hung up (a phone a queue
+    rang that another agent answered, a manager who transferred the call or
+    left a conference): enough to see the call, never to act on it.
+    """
+    found: set[str] = set()
+    for channel in call.active_channels if call is not None else []:
+        ext = channel_extension(channel.name)
+        if ext:
+            found.add(ext)
+        if channel.context == DIAL_CONTEXT and channel.exten:
+            found.add(channel.exten)
+    return found
+
+
+def require_live_leg(token: Token, call: Call | None) -> None:
+    """409 unless one of the token's extensions is on ``call`` now (hangup, record)."""
+    if not any(token.sees(ext) for ext in live_extensions(call)):
+        raise ApiError(409, "the call has no live leg of an extension this token acts for")
+
+
 def _call_view(
     ctx: ApiContext, call: Call | None, origination: Origination | None, call_id: str
 ) -> dict[str, Any]:
@@ -522,6 +553,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         channels = [c.name for c in call.active_channels] if call is not None else []
         if not channels:
             raise ApiError(409, f"call {call_id!r} has no live channel to hang up")
+        # Seeing a call is not enough to end it: a leg of 101 that hung up (a
+        # queue's ring, a transfer, a conference left) keeps the call visible.
+        require_live_leg(token, call)
         ctx.require_asterisk()
         for channel in channels:
             await ctx.send("Hangup", {"Channel": channel, "Cause": 16})

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from router.api.auth import Token, audit_of, authorize
-from router.api.calls import call_extensions
+from router.api.calls import call_extensions, require_live_leg
 from router.api.context import read_json
 from router.api.errors import ApiError
 from router.errors import AMIError, RecordingError
@@ -298,6 +298,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(400, f"legs: expected one of {', '.join(LEGS)}", field="legs")
         if fmt is not None and fmt not in FORMATS:
             raise ApiError(400, f"format: expected one of {', '.join(FORMATS)}", field="format")
+        # After the body's await: the token's extension must be on the call now,
+        # not only once (a queue's ring, a transfer, a conference it left).
+        require_live_leg(token, call)
         if CALL_ID.fullmatch(call_id) is None:
             raise ApiError(409, "this call's id cannot name a recording")
         channel = call.waiting_channel or next(
@@ -332,6 +335,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         call = ctx.engine.calls.get(call_id)
         if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+        require_live_leg(token, call)
         store = recordings.store
         ctx.require_asterisk()
         try:

@@ -388,6 +388,49 @@ async def test_hangup_hangs_up_every_live_channel_of_a_visible_call(
     assert len(hung) == 2  # the trunk and the phone
 
 
+async def test_hangup_needs_a_live_leg_of_the_tokens_extension_not_one_that_left(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """A leg that hung up keeps the call visible (it was 101's), never in 101's hands.
+
+    A queue rang 101 and 102; 101 stopped ringing, 102 answered and talks to the
+    customer. The call still lists 101's old leg, and once that let 101's token
+    hang up 102's conversation by naming the call's id.
+    """
+    call_id, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    ajam_replay.queue_event(
+        Event="Hangup",
+        Channel=phone,
+        Uniqueid=f"{call_id}.101",
+        Linkedid=call_id,
+        Cause="26",
+    )
+    await ajam_replay.settle(engine)
+    ajam_replay.queue_event(
+        Event="Newchannel",
+        Channel="PJSIP/102-00000009",
+        ChannelState="6",
+        ChannelStateDesc="Up",
+        CallerIDNum="102",
+        Context="from-internal",
+        Exten="102",
+        Priority="1",
+        Uniqueid=f"{call_id}.102",
+        Linkedid=call_id,
+    )
+    await ajam_replay.settle(engine)
+    seen = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+    assert seen.status_code == 200  # 101 was on it: it may still read it
+    refused = await client.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("t101"))
+    assert refused.status_code == 409, refused.text
+    assert "no live leg" in refused.json()["detail"]
+    assert "102" not in refused.text
+    assert ajam_replay.count("Hangup") == 0
+    done = await client.post(f"/api/v1/calls/{call_id}/hangup", headers=auth("all"))
+    assert done.status_code == 202
+    assert "PJSIP/102-00000009" in done.json()["hung_up"]
+
+
 @pytest.mark.parametrize(("mode", "action"), [("blind", "BlindTransfer"), ("attended", "Atxfer")])
 async def test_transfer_acts_from_the_extensions_leg_into_the_dial_context(
     client: httpx.AsyncClient,

@@ -452,3 +452,40 @@ async def test_a_link_put_in_place_of_a_recording_is_not_served(
         by_link = await client.get(link(stub, settings))
     assert (by_token.status_code, by_link.status_code) == (404, 404)
     assert b"0000" not in by_token.content + by_link.content
+
+
+async def test_recording_needs_a_live_leg_of_the_tokens_extension(stub: StubEngine) -> None:
+    """101's leg hung up (the queue rang it, 102 answered): 101 may not record 102's talk.
+
+    The call stays visible to 101's token (it lists 101's old leg), which once was
+    enough to start MixMonitor on the call, or stop a recording of it.
+    """
+    live = "1714557700.9"
+    stub.calls.inbound_call(linkedid=live)
+    for channel, uniqueid in (("PJSIP/101-00000003", "1714557700.10"),):
+        stub.calls.feed(make_event("Newchannel", Channel=channel, Uniqueid=uniqueid, Linkedid=live))
+        stub.calls.feed(make_event("Hangup", Channel=channel, Uniqueid=uniqueid, Linkedid=live))
+    stub.calls.feed(
+        make_event(
+            "Newchannel",
+            Channel="PJSIP/102-00000004",
+            Uniqueid="1714557700.11",
+            Linkedid=live,
+            ChannelStateDesc="Up",
+        )
+    )
+    sent: list[str] = []
+    stub.replay.on("MixMonitor", lambda action: sent.append(action.name) or {})
+    stub.replay.on("StopMixMonitor", lambda action: sent.append(action.name) or {})
+    stub.replay.on("Getvar", lambda action: {"Value": ""})
+    async with client_for(stub) as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        stopped = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        theirs = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK102))
+        unstopped = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert started.status_code == 409, started.text
+    assert "no live leg" in started.json()["detail"]
+    assert stopped.status_code == 409, stopped.text
+    assert theirs.status_code == 201, theirs.text
+    assert unstopped.status_code == 409  # nor stop the recording 102 started
+    assert sent == ["MixMonitor"]
