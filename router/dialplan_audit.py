@@ -15,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from router.dialplan import INBOUND_CONTEXT, shown
+from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.dialplan_lint import (
     Finding,
     Item,
     extension_matches,
     lint_inbound,
+    lint_record,
     plain_extension,
 )
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
@@ -57,11 +58,22 @@ class DialplanAudit:
 
 
 async def audit_dialplan(
-    client: DialplanAMI, targets: Sequence[RedirectTarget] = (), built: int = 0
+    client: DialplanAMI,
+    targets: Sequence[RedirectTarget] = (),
+    built: int = 0,
+    *,
+    recording: bool = False,
 ) -> DialplanAudit:
-    """The inbound context's verdict, then the targets' (``built`` more are
-    made per call and cannot be looked up)."""
+    """The inbound context's verdict, then ``[callrouter-record]``'s when
+    ``recording`` (router.toml has ``[recordings]``), then the targets'
+    (``built`` more are made per call and cannot be looked up)."""
     findings, unread = await _dialplan(client)
+    if recording:
+        listing = await _show(client, {"Context": RECORD_CONTEXT})
+        if listing is None:
+            unread = True
+        else:
+            findings.extend(lint_record([] if isinstance(listing, bool) else listing.items))
     if targets or built:
         more, unknown = await _targets(client, targets, built)
         findings.extend(more)

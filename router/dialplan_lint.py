@@ -34,12 +34,21 @@ from router.dialplan import (
     DEADLINE_VARIABLE,
     DEFAULT_WAIT,
     INBOUND_CONTEXT,
+    MIXMONITOR_ID_VARIABLE,
     PARK_APPLICATIONS,
+    RECORD_CONTEXT,
     REQUEST_EVENT,
     shown,
 )
 
-__all__ = ["Finding", "Item", "extension_matches", "lint_inbound", "plain_extension"]
+__all__ = [
+    "Finding",
+    "Item",
+    "extension_matches",
+    "lint_inbound",
+    "lint_record",
+    "plain_extension",
+]
 
 #: The waits, as Asterisk names applications: in any case.
 _PARKS = frozenset(app.lower() for app in PARK_APPLICATIONS)
@@ -196,6 +205,48 @@ def lint_inbound(
 
 #: Longest extension pattern translated (a dialplan's are a few characters).
 _MAX_PATTERN = 200
+
+
+#: MixMonitor's option that stores its id in ``CALLROUTER_REC_ID``, among its options
+#: (after the file: ``${CALLROUTER_REC_OPTIONS}i(CALLROUTER_REC_ID)`` in the snippet).
+_ID_OPTION = re.compile(rf",.*i\(\s*{MIXMONITOR_ID_VARIABLE}\s*\)")
+
+
+def lint_record(items: Iterable[Item], *, context: str = RECORD_CONTEXT) -> list[Finding]:
+    """The verdict on ``[callrouter-record]`` (``[recordings]`` on) from its items.
+
+    Its ``MixMonitor`` must store its id with ``i(CALLROUTER_REC_ID)``: callrouter
+    stops its own recording by that id (``max_duration``, the API's stop) and, with
+    none, stops nothing (a stop without the id could end the PBX's own recording).
+    A ``[callrouter-record]`` copied before the option records but is never stopped
+    early, which only this check says before a long call shows it.
+    """
+    where = f"[{context}]"
+    steps = [step for found in _steps(items, context).values() for step in found]
+    mixmonitors = [s for s in steps if s.application.lower() == "mixmonitor"]
+    if not steps:
+        return [
+            Finding(
+                "fail",
+                f"{where} is not in the dialplan: a call a rule records is redirected "
+                "there and Asterisk hangs it up (paste it from "
+                "examples/asterisk/extensions.conf)",
+            )
+        ]
+    if not mixmonitors:
+        return [Finding("fail", f"{where} has no MixMonitor step: nothing is recorded")]
+    missing = [s for s in mixmonitors if not _ID_OPTION.search(s.data)]
+    if missing:
+        return [
+            Finding(
+                "advice",
+                f"{where} priority {missing[0].priority}: MixMonitor without "
+                f"i({MIXMONITOR_ID_VARIABLE}) (a copy older than that option): it records, "
+                "but callrouter can never stop it early, neither after [recordings] "
+                "max_duration nor by the API; update it from examples/asterisk/extensions.conf",
+            )
+        ]
+    return [Finding("ok", f"{where}: MixMonitor stores its id in {MIXMONITOR_ID_VARIABLE}")]
 
 
 def extension_matches(pattern: str, exten: str) -> bool:

@@ -1090,7 +1090,9 @@ class Engine:
         nothing. Each is a WARNING; routing goes on (fail open)."""
         self._audited_at = time.monotonic()
         targets, built = self.rules.current.redirect_targets()
-        audit = await audit_dialplan(self._client, targets, built)
+        audit = await audit_dialplan(
+            self._client, targets, built, recording=self._config.recordings is not None
+        )
         findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
         self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)

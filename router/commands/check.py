@@ -168,11 +168,12 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
         return False
 
     targets, built = ruleset.redirect_targets()
+    recording = offline.config.recordings is not None
 
     async def findings() -> list[Finding]:
         client = open_client(ClientSettings.from_config(offline.config.asterisk))
         try:
-            return await check_asterisk(client, targets=targets, built=built)
+            return await check_asterisk(client, targets=targets, built=built, recording=recording)
         finally:
             await client.aclose()
 

@@ -45,11 +45,13 @@ async def check_asterisk(
     targets: Sequence[RedirectTarget] = (),
     built: int = 0,
     listen: float = 2.5,
+    recording: bool = False,
 ) -> list[Finding]:
     """Log in with ``client`` and check; ``targets`` are the rules' redirect
     locations to look up (``built`` more are made per call and cannot be);
     ``listen`` seconds for events (more than the live-instance heartbeat's
-    2 s, so a live router shows)."""
+    2 s, so a live router shows); ``recording``: router.toml has ``[recordings]``,
+    so ``[callrouter-record]`` is checked too."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
@@ -57,7 +59,7 @@ async def check_asterisk(
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
     findings.append(await _redirect_allowed(client))
-    findings.extend((await audit_dialplan(client, targets, built)).findings)
+    findings.extend((await audit_dialplan(client, targets, built, recording=recording)).findings)
     findings.extend(await _user_events(client, listen))
     return findings
 

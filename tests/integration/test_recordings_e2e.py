@@ -447,3 +447,66 @@ async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_ow
         await stop_engine(engine, task)
         await admin.aclose()
         store.close()
+
+
+async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_max_duration(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """A [callrouter-record] copied before i(CALLROUTER_REC_ID), on a PBX recording
+    every call itself: `callrouter check --asterisk` says so (advice), and
+    max_duration stops nothing, neither callrouter's MixMonitor nor the PBX's (a stop
+    without the id would end the PBX's, the newest); both record to the end of the
+    call, and callrouter's file is then closed and delivered whole."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.commands.preflight import check_asterisk
+    from router.recordings.recorder import Recorder
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    old = shipped.replace("i(CALLROUTER_REC_ID)", "")
+    assert old != shipped
+    folder = box.inst / "spool/monitor/pbx-own"
+    folder.mkdir(parents=True, exist_ok=True)
+    for earlier in folder.glob("pbx-own-*.wav"):  # an earlier test's
+        earlier.unlink()
+    box.set_dialplan(old + PBX_RECORDS.format(folder=f"{box.inst_in_root}/spool/monitor/pbx-own"))
+    config = make_config(phones, double, tmp_path / "state", context="pbx-own-recording")
+    try:
+        client = AJAMClient(ClientSettings(url=box.url, username="router", secret=box.secret))
+        try:
+            found = await check_asterisk(client, listen=0.5, recording=True)
+        finally:
+            await client.aclose()
+        (advice,) = [f for f in found if "callrouter-record" in f.text]
+        assert advice.level == "advice", found
+        assert "MixMonitor without i(CALLROUTER_REC_ID)" in advice.text
+        engine, task = await start_engine(config)
+        try:
+            recorder = engine.plugins.pm.get_plugin("recordings")
+            assert isinstance(recorder, Recorder)
+            phones.pstn.play(tone)
+            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await asyncio.sleep(2.0)
+            (pbx_file,) = folder.glob("pbx-own-*.wav")
+            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            assert await recorder.stop_overlong() == []
+            assert recorder.store is not None
+            (row,) = recorder.store.recording()
+            ours = row.local_path
+            before = ours.stat().st_size, pbx_file.stat().st_size
+            await asyncio.sleep(2.0)
+            assert ours.stat().st_size > before[0] + 8000  # callrouter's records on
+            assert pbx_file.stat().st_size > before[1] + 8000  # and the PBX's too
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+            await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+        finally:
+            await stop_engine(engine, task)
+    finally:
+        box.set_dialplan(shipped)
+    (stored,) = double.recordings.stored
+    _, _, seconds = pcm(stored)
+    assert call.talk_seconds is not None
+    assert seconds > call.talk_seconds - 1.0, (seconds, call.talk_seconds)

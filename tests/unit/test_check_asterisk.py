@@ -21,6 +21,7 @@ from router.commands.preflight import PROBE_EVENT, check_asterisk
 from router.dialplan_lint import Finding, lint_inbound
 from router.liveguard import Claim, LiveGuard
 from router.rules.ruleset import RedirectTarget
+from router.testing.asterisk import dialplan_steps, shipped_dialplan
 from router.testing.replay import SentAction
 from tests.unit.test_dialplan_lint import shipped, with_playback_before_wait
 from tests.unit.waiting import eventually
@@ -375,3 +376,52 @@ async def test_a_dialplan_that_cannot_be_read_is_minus_one_not_a_problem(
     rules.write_text(ENGINE_RULES, encoding="utf-8")
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
     await eventually(lambda: engine.metrics.dialplan_problems._value.get() == -1, "-1")
+
+
+def record_context(*, with_id: bool) -> Callable[[SentAction], object]:
+    """``ShowDialPlan``: the shipped inbound context and ``[callrouter-record]``, that
+    one as shipped or as copied before its MixMonitor had ``i(CALLROUTER_REC_ID)``."""
+    items = dialplan_steps(shipped_dialplan(), "callrouter-record")
+    if not with_id:
+        for item in items:
+            item["AppData"] = item["AppData"].replace("i(CALLROUTER_REC_ID)", "")
+
+    def answer(sent: SentAction) -> object:
+        if sent.get("Context") != "callrouter-record":
+            return dialplan_answer(sent)
+        aid = sent.action_id or ""
+        blocks = [f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"]
+        blocks += [
+            "".join(f"{k}: {v}\r\n" for k, v in {**i, "ActionID": aid}.items()) for i in items
+        ]
+        blocks.append(
+            f"Event: ShowDialPlanComplete\r\nEventList: Complete\r\nListItems: {len(items)}\r\n"
+            f"ActionID: {aid}\r\n"
+        )
+        return ("\r\n".join(blocks) + "\r\n").encode()
+
+    return answer
+
+
+async def test_with_recordings_an_old_record_context_is_named(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """A [callrouter-record] copied before i(CALLROUTER_REC_ID) records, but
+    callrouter never stops it early (max_duration, the API): the check says so; the
+    shipped one is one ok line; without [recordings] it is not looked at."""
+    ajam_replay.on("ShowDialPlan", record_context(with_id=False))
+    found = await run(ajam_replay, recording=True)
+    (advice,) = [f for f in found if "callrouter-record" in f.text]
+    assert advice.level == "advice"
+    assert "MixMonitor without i(CALLROUTER_REC_ID)" in advice.text
+    assert "max_duration" in advice.text
+    assert not [f for f in await run(ajam_replay) if "callrouter-record" in f.text]
+    ajam_replay.on("ShowDialPlan", record_context(with_id=True))
+    (ok,) = [f for f in await run(ajam_replay, recording=True) if "callrouter-record" in f.text]
+    assert ok == Finding("ok", "[callrouter-record]: MixMonitor stores its id in CALLROUTER_REC_ID")
+
+
+async def test_with_recordings_a_missing_record_context_fails(ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.on("ShowDialPlan", dialplan_with({}))
+    (fail,) = [f for f in await run(ajam_replay, recording=True) if "callrouter-record" in f.text]
+    assert fail.level == "fail"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from router.dialplan_lint import Finding, extension_matches, lint_inbound
+from router.dialplan_lint import Finding, extension_matches, lint_inbound, lint_record
 from router.testing.asterisk import dialplan_steps
 
 SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
@@ -159,3 +159,35 @@ def test_names_from_asterisk_are_shown_escaped() -> None:
 )
 def test_extension_matches_as_asterisk_does(pattern: str, exten: str, matches: bool) -> None:
     assert extension_matches(pattern, exten) is matches
+
+
+def shipped_record() -> list[dict[str, str]]:
+    return dialplan_steps(SNIPPET.read_text(encoding="utf-8"), "callrouter-record")
+
+
+def test_the_shipped_record_context_stores_its_mixmonitors_id() -> None:
+    (finding,) = lint_record(shipped_record())
+    assert finding == Finding(
+        "ok", "[callrouter-record]: MixMonitor stores its id in CALLROUTER_REC_ID"
+    )
+
+
+def test_a_record_context_copied_before_the_id_option_is_named() -> None:
+    """A [callrouter-record] pasted before i(CALLROUTER_REC_ID): it records, but
+    max_duration and the API's stop can never end callrouter's MixMonitor."""
+    items = shipped_record()
+    (mixmonitor,) = [i for i in items if i["Application"] == "MixMonitor"]
+    mixmonitor["AppData"] = mixmonitor["AppData"].replace("i(CALLROUTER_REC_ID)", "")
+    assert mixmonitor["AppData"] == "${CALLROUTER_REC_MIX},${CALLROUTER_REC_OPTIONS}"
+    (finding,) = lint_record(items)
+    assert finding.level == "advice"
+    assert f"priority {mixmonitor['Priority']}: MixMonitor without i(CALLROUTER_REC_ID)" in (
+        finding.text
+    )
+    assert "max_duration" in finding.text
+
+
+def test_a_missing_record_context_fails() -> None:
+    (finding,) = lint_record([])
+    assert finding.level == "fail"
+    assert "[callrouter-record] is not in the dialplan" in finding.text
