@@ -19,7 +19,13 @@ Run by the recorder every minute (and by hand through
    recordings says what became of each file.
 
 A file still being written is never touched, and nothing outside the
-catalog is: retention deletes only paths callrouter itself named.
+catalog is: retention deletes only paths callrouter itself named. That holds
+for a failed recording's file too: one that grew since the last pass, or
+that Asterisk wrote to in the last :data:`STILL_WRITTEN` seconds, is counted
+but not deleted (a call the tracker
+dropped after 4 hours, a sweep before the reconcile at a start: its
+MixMonitor writes on until the channel ends, and deleting the name would
+free nothing while losing the call).
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from typing import Final
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
 
-__all__ = ["KEEP_REMOVED_DAYS", "PRUNE_BATCH", "RetentionReport", "apply_retention"]
+__all__ = [
+    "KEEP_REMOVED_DAYS",
+    "PRUNE_BATCH",
+    "STILL_WRITTEN",
+    "RetentionReport",
+    "apply_retention",
+]
 
 log = logging.getLogger("router.recordings")
 
@@ -45,6 +57,9 @@ _DAY = 86400.0
 KEEP_REMOVED_DAYS: Final = 30
 #: Rows forgotten at most per pass.
 PRUNE_BATCH: Final = 1000
+#: Seconds since its last write within which a failed recording's file is taken
+#: as still being written (MixMonitor writes it many times a second).
+STILL_WRITTEN: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -57,9 +72,10 @@ class RetentionReport:
     pruned: int = 0
 
 
-def _failed_size(store: RecordingStore, rec: Recording, now: float) -> int | None:
-    """What a failed recording's file holds now; None when it is gone (the row is
-    marked removed) or is not a regular file (not counted, never touched)."""
+def _failed_size(store: RecordingStore, rec: Recording, now: float) -> tuple[int, bool] | None:
+    """What a failed recording's file holds now, and whether it is still being
+    written (not to be deleted); None when it is gone (the row is marked removed)
+    or is not a regular file (not counted, never touched)."""
     assert rec.file is not None
     try:
         info = os.lstat(rec.file)
@@ -68,12 +84,13 @@ def _failed_size(store: RecordingStore, rec: Recording, now: float) -> int | Non
         return None
     except OSError as exc:
         log.warning("retention: cannot look at %s: %s", rec.file, exc)
-        return rec.size or 0
+        return rec.size or 0, True
     if not stat.S_ISREG(info.st_mode):
         return None
-    if info.st_size != rec.size:
+    grew = info.st_size != rec.size
+    if grew:
         store.set_size(rec.id, info.st_size)
-    return info.st_size
+    return info.st_size, grew or 0 <= now - info.st_mtime < STILL_WRITTEN
 
 
 def _delete(store: RecordingStore, rec: Recording, note: str, now: float) -> bool:
@@ -96,14 +113,18 @@ def apply_retention(
     files = store.on_disk()
     kept: list[Recording] = []
     sizes: dict[int, int] = {}
+    #: Failed recordings' files still being written: counted, never deleted.
+    written: set[int] = set()
     for rec in files:
         name = rec.file.name if rec.file is not None else rec.event_id
         if rec.state == "failed":
-            size = _failed_size(store, rec, now)
-            if size is None:
+            seen = _failed_size(store, rec, now)
+            if seen is None:
                 continue
-            sizes[rec.id] = size
-            if (
+            sizes[rec.id], writing = seen
+            if writing:
+                written.add(rec.id)
+            elif (
                 settings.max_age_days
                 and rec.closed_at is not None
                 and now - rec.closed_at > settings.max_age_days * _DAY
@@ -154,7 +175,8 @@ def apply_retention(
                 report.deleted.append(rec.file.name if rec.file else rec.event_id)
     if settings.hard_cap_bytes and total > settings.hard_cap_bytes:
         # An incomplete file first: a complete one is worth more to whoever needs the call.
-        over = [r for r in kept if r.state == "failed"] + [r for r in kept if r.state == "closed"]
+        over = [r for r in kept if r.state == "failed" and r.id not in written]
+        over += [r for r in kept if r.state == "closed"]
         for rec in over:
             if total <= settings.hard_cap_bytes:
                 break

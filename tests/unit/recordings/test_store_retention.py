@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,32 @@ def test_removed_rows_are_forgotten_after_30_days_a_bounded_batch_a_pass(tmp_pat
     assert passes == [2, 2, 1, 0]
     assert store.usage().counts == {"closed": 1}
     assert store.get(unsent.call_id, "mix") is not None
+
+
+def test_a_failed_recordings_file_still_being_written_is_counted_but_never_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a recording failed while its MixMonitor still wrote (the call tracker
+    drops a call after 4 hours, the sweep before the reconcile at a start) was the
+    first file deleted over hard_cap_bytes: its name gone, its bytes still growing on
+    disk, the whole call lost. Now it is counted, and deleted only once it stopped
+    growing and Asterisk no longer writes to it."""
+    store = RecordingStore(tmp_path / "state")
+    now = time.time()
+    failed = failed_file(store, tmp_path, "6.1", 100, now - 100)
+    assert failed.file is not None
+    capped = RecordingSettings(dir=PBX, local_dir=tmp_path, hard_cap_bytes=150, max_age_days=1)
+    failed.file.write_bytes(b"x" * 400)  # MixMonitor writes on
+    report = apply_retention(store, capped, now=now)
+    assert (report.deleted, report.lost) == ([], [])
+    assert failed.file.stat().st_size == 400
+    assert store.usage().failed_bytes == 400  # counted all the same
+    # Long after the failure, still written a moment ago: kept past max_age_days too.
+    later = now + 2 * 86400
+    os.utime(failed.file, (later - 5, later - 5))
+    assert apply_retention(store, capped, now=later).lost == []
+    assert failed.file.exists()
+    # Its MixMonitor ended (no growth, no write for a while): max_age_days takes it.
+    os.utime(failed.file, (later - 120, later - 120))
+    assert apply_retention(store, capped, now=later).deleted == ["6.1-mix.wav"]
+    assert not failed.file.exists()
