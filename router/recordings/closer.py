@@ -130,10 +130,14 @@ async def close_recording(
 ) -> Recording | None:
     """Wait for, transcode and catalog one file; the closed row, or None when it failed.
 
-    ``still_recording`` is asked when the file did not complete in time: True
-    (its channel is still up and the file still grows: the ``MixMonitorStop``
-    was of another MixMonitor on the channel, a PBX's own) leaves the row
-    ``recording`` for the channel's hang-up to close, instead of failing it.
+    A file that did not complete in time but still grows is being written by a
+    MixMonitor that goes on: the row stays ``recording`` (for the channel's
+    hang-up, the sweep or ``max_duration`` to end), instead of failing it while
+    Asterisk writes on. ``still_recording`` is asked first when given (after a
+    ``MixMonitorStop``: is the channel still up? That stop may have been of
+    another MixMonitor on the channel, a PBX's own); without it the file alone
+    decides (a call the tracker dropped after 4 hours whose Hangup never came
+    because the call is still up).
     """
     source = recording.local_path
     target = source
@@ -141,16 +145,15 @@ async def close_recording(
         try:
             duration = await wait_complete(source, recording.format, settings.close_timeout)
         except RecordingError:
-            if (
-                still_recording is not None
-                and still_recording()
-                and await asyncio.to_thread(_growing, source)
+            if (still_recording is None or still_recording()) and await asyncio.to_thread(
+                _growing, source
             ):
                 log.info(
-                    "recording %s of call %s is still being written after a MixMonitorStop "
-                    "on its channel (another MixMonitor's): left open until the channel ends",
+                    "recording %s of call %s is still being written after %g s: "
+                    "left open until its MixMonitor ends",
                     recording.part,
                     recording.call_id,
+                    settings.close_timeout,
                 )
                 return None
             raise

@@ -296,13 +296,15 @@ class Recorder:
         rows = await asyncio.to_thread(self.store.recording)
         live = {r.channel for r in rows}
         self._stopped &= live
+        # Whether or not the call is still tracked: the tracker drops a call after
+        # 4 hours (its Hangup taken as lost), and a row still ``recording`` then is a
+        # MixMonitor still writing (closer.py), which max_duration (up to 7 days)
+        # must stop all the same.
         overlong = sorted(
             {
                 r.channel
                 for r in rows
-                if now - r.started_at > limit
-                and r.channel not in self._stopped
-                and self._engine.calls.get(r.call_id) is not None
+                if now - r.started_at > limit and r.channel not in self._stopped
             }
         )
         stopped: list[str] = []

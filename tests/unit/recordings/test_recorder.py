@@ -668,3 +668,51 @@ async def test_our_mixmonitors_stop_still_closes_the_file_at_once(
     await asyncio.wait_for(recorder_of(engine).closed(), 10)
     (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
     assert row.state == "closed"
+
+
+async def test_a_call_dropped_after_4_hours_keeps_recording_until_max_duration_stops_it(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The tracker drops a call 4 hours after it started (its Hangup taken as lost).
+    Before: its recording, MixMonitor still writing, was closed by the call's end,
+    failed after close_timeout, and max_duration (up to 7 days) never stopped it, as
+    the call was no longer tracked: the file grew until the caller hung up. Now the
+    growing file stays ``recording`` and max_duration stops it by its id."""
+    settings = RecordingSettings(
+        dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.6, max_duration=6 * 3600
+    )
+    ajam_replay.on("MixMonitor", lambda action: {})
+    ajam_replay.on("StopMixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    path = tmp_path / f"{linkedid}-mix.wav"
+    write_wav(path, 1.0, complete=False)
+    growing = True
+
+    async def asterisk_writes() -> None:
+        while growing:
+            with path.open("ab") as fh:
+                fh.write(b"\0" * 800)
+            await asyncio.sleep(0.05)
+
+    writer = asyncio.get_running_loop().create_task(asterisk_writes())
+    recorder = recorder_of(engine)
+    try:
+        call = engine.tracker.get(linkedid)
+        assert call is not None
+        call.started -= 4 * 3600 + 1
+        await engine._sweep()  # the tracker's hourly sweep: dropped
+        assert engine.tracker.get(linkedid) is None
+        await asyncio.wait_for(recorder.closed(), 10)
+        (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+        assert row.state == "recording", row.note
+        with sqlite3.connect(engine.state_dir / "recordings.sqlite") as db:
+            db.execute("UPDATE recordings SET started_at = started_at - 6 * 3600 - 1")
+        assert await recorder.stop_overlong() == [channel]
+    finally:
+        growing = False
+        await writer
+    (stop,) = ajam_replay.sent("StopMixMonitor")
+    assert stop["MixMonitorID"] == ajam_replay.channels[channel].variables["CALLROUTER_REC_ID"]
