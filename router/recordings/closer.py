@@ -165,6 +165,10 @@ async def close_recording(
             except RecordingError as exc:
                 # The WAV is complete: deliver it rather than lose the call (and
                 # leave a file that retention, counting closed files, never sees).
+                # Whatever holds the target's name now is not callrouter's: transcode
+                # removed its own output, or could not create it (O_EXCL: a file was
+                # there), so it is never what a failure below leaves for retention.
+                target = source
                 log.error(
                     "recording %s of call %s: %s; delivering the WAV instead",
                     recording.part,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -88,3 +89,37 @@ async def test_transcoding_never_writes_through_a_link_at_the_target_name(
     assert victim.read_text(encoding="utf-8") == "[asterisk]\n"
     assert not target.is_symlink()
     assert target.read_bytes()[0] == 0xFF
+
+
+async def test_a_file_at_the_transcode_target_that_is_not_ours_is_never_left_to_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the encoder could not create the .mp3 (a file was already at that name,
+    O_EXCL), the WAV was to be delivered instead but could not be read (a link put at
+    its name meanwhile): the recording failed, and the file it was said to leave was
+    that .mp3, someone else's, which retention then counted and deleted. Now a failed
+    recording leaves only what callrouter itself made."""
+    import router.recordings.closer as closer
+    from router.errors import RecordingError
+    from router.recordings.retention import apply_retention
+
+    settings, store, row = recording(tmp_path)
+    settings = dataclasses.replace(settings, transcode="mp3", hard_cap_bytes=10)
+    write_wav(row.local_path, 1.0)
+    foreign = row.local_path.with_suffix(".mp3")
+    foreign.write_bytes(b"not callrouter's" * 100)
+    elsewhere = tmp_path / "elsewhere.wav"
+
+    async def refused(kind: str, src: Path, dst: Path, timeout: float) -> None:
+        os.rename(src, elsewhere)
+        os.symlink(elsewhere, src)  # whoever writes Asterisk's folder
+        raise RecordingError(f"cannot create {dst.name}: File exists")
+
+    monkeypatch.setattr(closer, "transcode", refused)
+    assert await close_recording(row, settings, store) is None
+    failed = store.get(CALL, "mix")
+    assert failed is not None
+    assert failed.state == "failed"
+    assert failed.file is None, failed.file
+    apply_retention(store, settings)
+    assert foreign.read_bytes() == b"not callrouter's" * 100
