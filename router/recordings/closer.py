@@ -85,10 +85,26 @@ async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
         await asyncio.sleep(POLL)
 
 
-def _growing(path: Path) -> bool:
-    """Does ``path`` (a regular file) still grow over a moment (blocking, POLL * 2)?"""
+def _size(path: Path) -> int | None:
+    """``path``'s size now (blocking); None when there is nothing there."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return None
+
+
+def _growing(path: Path, since: int | None) -> bool:
+    """Does ``path`` (a regular file) still grow (blocking, POLL * 2)?
+
+    Larger than ``since`` (its size when the close began), or over a moment. Asterisk
+    22 writes a recording through a 32 KiB buffer: a WAV grows in steps of 32768
+    bytes every 2 s, a GSM file every 20 s, so a look of a moment alone mostly sees
+    no growth in a file still being written (measured on the sandbox).
+    """
     try:
         before = os.lstat(path).st_size
+        if since is not None and before > since:
+            return True
         time.sleep(POLL * 2)
         return os.lstat(path).st_size > before
     except OSError:
@@ -142,11 +158,12 @@ async def close_recording(
     source = recording.local_path
     target = source
     try:
+        began = await asyncio.to_thread(_size, source)
         try:
             duration = await wait_complete(source, recording.format, settings.close_timeout)
         except RecordingError:
             if (still_recording is None or still_recording()) and await asyncio.to_thread(
-                _growing, source
+                _growing, source, began
             ):
                 log.info(
                     "recording %s of call %s is still being written after %g s: "

@@ -510,3 +510,99 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
     _, _, seconds = pcm(stored)
     assert call.talk_seconds is not None
     assert seconds > call.talk_seconds - 1.0, (seconds, call.talk_seconds)
+
+
+async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
+    phones: Phones, double: OneCDouble, config: Config, tone: Path
+) -> None:
+    """The tracker drops a call 4 hours after it started (its Hangup taken as lost),
+    and the call's end closes its recording. On Asterisk 22 the file still grows
+    then: it stays recording (before: failed after close_timeout, and max_duration,
+    which skipped calls no longer tracked, never stopped it), max_duration stops it by
+    its id, and 1C gets it while the call goes on."""
+    from router.recordings.recorder import Recorder
+
+    engine, task = await start_engine(config)
+    try:
+        recorder = engine.plugins.pm.get_plugin("recordings")
+        assert isinstance(recorder, Recorder)
+        assert recorder.store is not None
+        phones.pstn.play(tone)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await asyncio.sleep(1.0)
+        (live,) = list(engine.tracker)
+        live.started -= 4 * 3600 + 1
+        await engine._sweep()  # the tracker's own sweep: dropped
+        assert engine.tracker.get(live.linkedid) is None
+        await asyncio.sleep(20 + 2)  # close_timeout, and the look at the file
+        (row,) = recorder.store.for_call(live.linkedid)
+        assert row.state == "recording", row.note
+        with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+            db.execute("UPDATE recordings SET started_at = started_at - 20000")
+        (stopped,) = await recorder.stop_overlong()
+        await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+        assert not call.ended  # the call goes on
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 20)
+    finally:
+        await stop_engine(engine, task)
+    (stored,) = double.recordings.stored
+    assert stored.call_id == live.linkedid
+    assert stopped.startswith("PJSIP/")
+
+
+async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to_the_end(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """A PBX that records every call stops its own recording mid-call: Asterisk sends
+    MixMonitorStop for the channel, naming no MixMonitor. callrouter's file, still
+    written (in 32 KiB steps, every 2 s), stays recording past close_timeout (before:
+    failed, a look of 0.4 s mostly saw no growth), then closes at the hang-up and
+    1C gets the whole call."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.recordings.recorder import Recorder
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    folder = box.inst / "spool/monitor/pbx-own"
+    folder.mkdir(parents=True, exist_ok=True)
+    box.set_dialplan(
+        shipped
+        + PBX_RECORDS.format(folder=f"{box.inst_in_root}/spool/monitor/pbx-own").replace(
+            ".wav)", ".wav,i(PBX_REC_ID))"
+        )
+    )
+    config = make_config(phones, double, tmp_path / "state", context="pbx-own-recording")
+    admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
+    await admin.login()
+    try:
+        engine, task = await start_engine(config)
+        try:
+            recorder = engine.plugins.pm.get_plugin("recordings")
+            assert isinstance(recorder, Recorder)
+            assert recorder.store is not None
+            phones.pstn.play(tone)
+            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await asyncio.sleep(1.0)
+            (row,) = recorder.store.recording()
+            answer = await admin.send("Getvar", {"Channel": row.channel, "Variable": "PBX_REC_ID"})
+            pbx_id = answer.response.get("Value") or ""
+            assert pbx_id
+            await admin.send("StopMixMonitor", {"Channel": row.channel, "MixMonitorID": pbx_id})
+            await asyncio.sleep(20 + 3)  # close_timeout, and the look at the file
+            (now,) = recorder.store.for_call(row.call_id)
+            assert now.state == "recording", now.note
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+            await eventually(lambda: bool(double.recordings.stored), 40, "1C got the recording")
+        finally:
+            await stop_engine(engine, task)
+    finally:
+        await admin.aclose()
+        box.set_dialplan(shipped)
+    (stored,) = double.recordings.stored
+    _, _, seconds = pcm(stored)
+    assert call.talk_seconds is not None
+    assert seconds > call.talk_seconds - 1.0, (seconds, call.talk_seconds)

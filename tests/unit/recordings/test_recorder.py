@@ -7,6 +7,7 @@ import asyncio
 import logging
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -716,3 +717,41 @@ async def test_a_call_dropped_after_4_hours_keeps_recording_until_max_duration_s
         await writer
     (stop,) = ajam_replay.sent("StopMixMonitor")
     assert stop["MixMonitorID"] == ajam_replay.channels[channel].variables["CALLROUTER_REC_ID"]
+
+
+async def test_a_file_asterisk_writes_in_32_kib_steps_is_seen_still_being_written(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Asterisk 22 writes a recording through a 32 KiB buffer: a WAV grows by 32768
+    bytes every 2 s, a GSM file every 20 s (measured on the sandbox). Before, "still
+    being written" was one look of 0.4 s after close_timeout, which such a file
+    mostly passes without growing: after another MixMonitor's MixMonitorStop, ours
+    was failed while Asterisk wrote on. Growth since the close began counts now."""
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=1.0)
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    path = tmp_path / f"{linkedid}-mix.wav"
+    write_wav(path, 1.0, complete=False)
+    steps: list[float] = []
+
+    async def asterisk_writes() -> None:
+        # One buffer's worth half a second in, the next only after the look.
+        for pause in (0.5, 1.5):
+            await asyncio.sleep(pause)
+            with path.open("ab") as fh:
+                fh.write(b"\0" * 32768)
+            steps.append(time.monotonic())
+
+    writer = asyncio.get_running_loop().create_task(asterisk_writes())
+    try:
+        ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
+        await ajam_replay.settle(engine)
+        await asyncio.wait_for(recorder_of(engine).closed(), 10)
+        (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+        assert row.state == "recording", row.note
+    finally:
+        await writer
+    assert len(steps) == 2
