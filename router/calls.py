@@ -179,7 +179,11 @@ class CallTracker:
         if channel_name:
             chan = call.channels.get(channel_name)
             if chan is None:
-                chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
+                chan, left = self._moved(channel_name, linkedid, now)
+                if left is not None:
+                    evicted = (*evicted, left)
+                if chan is None:
+                    chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
                 call.channels[channel_name] = chan
                 self._by_channel[channel_name] = linkedid
             context = get("Context")
@@ -218,6 +222,25 @@ class CallTracker:
         if evicted or started:
             return Fed(call, started, evicted)
         return Fed(call)
+
+    def _moved(self, channel: str, linkedid: str, now: float) -> tuple[Channel | None, Call | None]:
+        """A channel known under another Linkedid: Asterisk gives every channel
+        of a bridge the oldest Linkedid among them (two calls joined by the
+        Bridge action, a conference, a transfer), so its events come under the
+        new one from then on. It leaves its old call, which ends when no live
+        channel is left there (else it would stay open, its leg never hung up,
+        until the TTL). The channel and the call that ended, if any."""
+        previous = self._by_channel.get(channel)
+        if previous is None or previous == linkedid:
+            return None, None
+        old = self._calls.get(previous)
+        if old is None:
+            return None, None
+        moved = old.channels.pop(channel, None)
+        if not old.active_channels:
+            self._end(old, now)
+            return moved, old
+        return moved, None
 
     def _end(self, call: Call, now: float) -> None:
         call.ended = now

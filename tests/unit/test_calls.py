@@ -201,3 +201,45 @@ def test_feed_says_what_started_and_what_ended_in_the_order_it_ended() -> None:
     assert hangup.call.state == "ended"
     assert tracker.forget("C") is full.call
     assert tracker.forget("C") is None
+
+
+def test_a_channel_bridged_into_an_older_call_leaves_its_own() -> None:
+    """Asterisk 22 gives every channel of a bridge the oldest Linkedid among
+    them (seen on the sandbox: two Local calls joined with the Bridge action,
+    the second call's ``;1`` half went from ``.2`` to ``.0`` while its ``;2``
+    half kept ``.2``). Before, the moved channel stayed a live leg of its old
+    call, whose Hangup then came under the new Linkedid: the old call never
+    ended until the TTL (the API and the call life kept it open for hours)."""
+    tracker = CallTracker()
+    for channel, linkedid in (("A;1", ".0"), ("A;2", ".0"), ("B;1", ".2"), ("B;2", ".2")):
+        tracker.feed(ev("Newchannel", Channel=channel, Uniqueid=channel, Linkedid=linkedid))
+    moved = tracker.feed(ev("BridgeEnter", Channel="B;1", Uniqueid="B;1", Linkedid=".0"))
+    old, new = tracker.get(".2"), tracker.get(".0")
+    assert old is not None
+    assert new is not None
+    assert moved.call is new
+    assert moved.ended == ()  # B;2 is still up in the old call
+    assert sorted(new.channels) == ["A;1", "A;2", "B;1"]
+    assert sorted(old.channels) == ["B;2"]
+    assert tracker.by_channel("B;1") is new
+    # B;2 hangs up under the old Linkedid: the old call is over.
+    assert [c.linkedid for c in tracker.feed(ev("Hangup", Channel="B;2", Linkedid=".2")).ended] == [
+        ".2"
+    ]
+    # The moved leg's Hangup comes under the new one and ends nothing else.
+    assert tracker.feed(ev("Hangup", Channel="B;1", Linkedid=".0")).ended == ()
+    assert tracker.get(".0") is new
+    for channel in ("A;1", "A;2"):
+        gone = tracker.feed(ev("Hangup", Channel=channel, Linkedid=".0")).ended
+    assert [c.linkedid for c in gone] == [".0"]
+    assert len(tracker) == 0
+
+
+def test_a_call_whose_last_live_channel_moves_away_ends_at_once() -> None:
+    tracker = CallTracker()
+    tracker.feed(ev("Newchannel", Channel="A;1", Linkedid=".0"))
+    tracker.feed(ev("Newchannel", Channel="B;1", Linkedid=".2"))
+    tracker.feed(ev("Hangup", Channel="B;2", Linkedid=".2"))  # unknown: nothing
+    fed = tracker.feed(ev("BridgeEnter", Channel="B;1", Linkedid=".0"))
+    assert [c.linkedid for c in fed.ended] == [".2"]
+    assert tracker.get(".2") is None
