@@ -6,7 +6,9 @@ gets an answer at once when something happened after it, else after
 use Server-Sent Events, which resume by themselves with ``Last-Event-ID``.
 
 A token sees only the events of the extensions its patterns cover (events of
-no extension only with ``"*"``); ``extension=`` narrows that further. A client
+no extension only with ``"*"``); ``extension=`` narrows that further, and
+nothing it gets (a cursor, when an answer comes) tells of other events
+(:mod:`router.api.feed`). A client
 behind the retention window gets what is left with ``gap: true`` (SSE: an
 event ``gap``) rather than a 410: it keeps its loop, and knows to refresh.
 
@@ -163,7 +165,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         limit = int(_number(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
         waiters.enter(token)
         try:
-            start = feed.last_cursor if after is None else after
+            start = feed.position() if after is None else after
             page = await feed.wait(start, visible, timeout=timeout, limit=limit)
         finally:
             waiters.leave(token)
@@ -184,7 +186,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             resume = _cursor(request.query_params.get("cursor"), "cursor")
         lifetime = _number(request, "timeout", MAX_STREAM, 0, MAX_STREAM)
         waiters.enter(token)
-        start = feed.last_cursor if resume is None else resume
+        start = feed.position() if resume is None else resume
         return _Stream(
             _frames(feed, start, visible, lifetime),
             release=lambda: waiters.leave(token),
@@ -264,7 +266,7 @@ async def _frames(
         if page.events:
             yield "".join(sse_frame(event) for event in page.events)
         elif page.cursor != after:
-            # Past events this client may not see: an id alone moves
+            # On to the clock (never to another's event): an id alone moves
             # Last-Event-ID on, so a reconnect does not scan them again.
             yield f": heartbeat\nid: {page.cursor}\n\n"
         elif left > 0:

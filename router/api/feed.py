@@ -12,10 +12,21 @@ that loses the last unwritten events never hands their cursors to new events,
 as a counter reloaded from the file would), and a cursor says roughly when
 its event happened. Clients treat them as opaque integers.
 
+A token scoped to some extensions learns nothing of the others' events, not
+even when or how many: a wait wakes it only for an event it may see (else at
+its timeout), and a cursor it gets is an event it sees, one of its own lost
+(below), or the clock at that moment (:meth:`EventFeed.position`), never
+another extension's event. A position handed out is remembered, so a later
+event's cursor is above it and resuming from it loses nothing; an event it
+may not see between its cursor and the clock is scanned again next time, so
+for nothing.
+
 Memory and disk are bounded by ``retention`` seconds and ``max_events``
 events. A client whose cursor is older than what is kept gets the events
 still kept with ``gap: true``: it lost some, and should refresh its view
-(the calls list) instead of trusting the feed for that stretch.
+(the calls list) instead of trusting the feed for that stretch. What was
+dropped is kept per extension (the newest dropped cursor of each), so the
+gap a reader is told is about events it may see, never others'.
 
 SQLite never runs on the event loop (as the 1C plugin's history queue): a
 publication is handed to one worker thread that writes in batches, so a slow
@@ -60,6 +71,9 @@ MAX_EVENTS = 10_000
 _BUSY_TIMEOUT = 0.25
 #: Publications between two prunings of the file.
 _PRUNE_EVERY = 500
+#: Extensions whose newest dropped cursor is kept apart: one per endpoint or
+#: hint of the PBX; past it they fold into one value every reader is held to.
+_MAX_DROPPED = 10_000
 
 #: Which extensions a reader may see; ``None`` is an event of no extension.
 Visible = Callable[[str | None], bool]
@@ -97,10 +111,11 @@ class Page:
     """What one read returns: events after the cursor, and where to go on from."""
 
     events: tuple[FeedEvent, ...]
-    #: Pass this back as the next ``cursor``: past every event this read looked
-    #: at, those the reader may not see included, so they are not scanned again.
+    #: Pass this back as the next ``cursor``: the last event returned, or when
+    #: the read saw all there is, the later of that and the clock; never an
+    #: event the reader may not see (its value would tell when that was).
     cursor: int
-    #: Events after the reader's cursor were dropped (retention) before it came back.
+    #: Events the reader may see were dropped (retention) after its cursor.
     gap: bool = False
 
 
@@ -125,17 +140,26 @@ class FeedStore:
             " extension TEXT, call_id TEXT, ts REAL NOT NULL, data TEXT NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
+        # The newest dropped cursor per extension (the key is the extension as
+        # JSON, so null is one too): what a scoped reader's gap is told from.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS dropped"
+            " (extension TEXT PRIMARY KEY, cursor INTEGER NOT NULL)"
+        )
         self._db.commit()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-feed")
         self._lock = threading.Lock()
         self._pending: list[FeedEvent] = []
-        self._prune: tuple[int, int] | None = None
+        self._prune: _Prune | None = None
         self._flushing = False
         self._closed = False
 
-    def load(self, *, oldest: int, limit: int) -> tuple[list[FeedEvent], int]:
-        """The newest ``limit`` events from cursor ``oldest`` on, and the highest
-        cursor ever dropped (0: none), which tells a returning client of a gap."""
+    def load(
+        self, *, oldest: int, limit: int
+    ) -> tuple[list[FeedEvent], int, dict[str | None, int]]:
+        """The newest ``limit`` events from cursor ``oldest`` on, the cursor every
+        reader lost up to (0: none), and the newest dropped cursor per extension:
+        these tell a returning client of a gap."""
         rows = self._db.execute(
             "SELECT cursor, kind, extension, call_id, ts, data FROM events"
             " WHERE cursor >= ? ORDER BY cursor DESC LIMIT ?",
@@ -143,17 +167,25 @@ class FeedStore:
         ).fetchall()
         events = [_event(row) for row in reversed(rows)]
         first = events[0].cursor if events else None
-        (dropped,) = self._db.execute(
-            "SELECT MAX(cursor) FROM events WHERE ? IS NULL OR cursor < ?", (first, first)
-        ).fetchone()
-        return events, max(int(dropped or 0), self._lost())
-
-    def _lost(self) -> int:
+        dropped: dict[str | None, int] = {}
+        for key, cursor in self._db.execute("SELECT extension, cursor FROM dropped"):
+            try:
+                extension = json.loads(key)
+            except (TypeError, ValueError):
+                continue
+            if extension is None or isinstance(extension, str):
+                dropped[extension] = int(cursor)
+        for extension, cursor in self._db.execute(
+            "SELECT extension, MAX(cursor) FROM events WHERE ? IS NULL OR cursor < ?"
+            " GROUP BY extension",
+            (first, first),
+        ):
+            dropped[extension] = max(dropped.get(extension, 0), int(cursor))
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lost'").fetchone()
-        return int(row[0]) if row else 0
+        return events, int(row[0]) if row else 0, dropped
 
-    def append(self, event: FeedEvent, *, prune: tuple[int, int] | None = None) -> None:
-        """Queue ``event``; ``prune`` = (drop cursors up to, lost so far) rides along."""
+    def append(self, event: FeedEvent, *, prune: _Prune | None = None) -> None:
+        """Queue ``event``; ``prune`` (drop cursors up to, what was lost) rides along."""
         with self._lock:
             if self._closed:
                 return
@@ -179,7 +211,7 @@ class FeedStore:
                 # Never leave the writer stuck as "flushing": later events still go.
                 log.exception("api feed: %d events could not be written", len(batch))
 
-    def _write(self, batch: list[FeedEvent], prune: tuple[int, int] | None) -> None:
+    def _write(self, batch: list[FeedEvent], prune: _Prune | None) -> None:
         rows = [
             (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
             for e in batch
@@ -192,12 +224,19 @@ class FeedStore:
                         "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows
                     )
                     if prune is not None:
-                        upto, lost = prune
+                        upto, floor, dropped = prune
                         self._db.execute("DELETE FROM events WHERE cursor <= ?", (upto,))
                         self._db.execute(
                             "INSERT INTO meta VALUES ('lost', ?) ON CONFLICT(key) DO UPDATE"
                             " SET value = MAX(value, excluded.value)",
-                            (lost,),
+                            (floor,),
+                        )
+                        # The whole map: what was folded into the floor goes.
+                        self._db.execute("DELETE FROM dropped")
+                        self._db.executemany(
+                            "INSERT INTO dropped VALUES (?, ?) ON CONFLICT(extension) DO UPDATE"
+                            " SET cursor = MAX(cursor, excluded.cursor)",
+                            [(json.dumps(e), c) for e, c in dropped.items()],
                         )
                 return
             except sqlite3.OperationalError as exc:
@@ -216,6 +255,10 @@ class FeedStore:
         self._pool.submit(self._flush).result()
         self._pool.shutdown(wait=True)
         self._db.close()
+
+
+#: A pruning of the file: drop cursors up to, the floor, the newest dropped per extension.
+_Prune = tuple[int, int, dict[str | None, int]]
 
 
 def _event(row: tuple[Any, ...]) -> FeedEvent:
@@ -239,6 +282,7 @@ class EventFeed:
         clock: Callable[[], float] = time.time,
         events: Iterable[FeedEvent] = (),
         lost: int = 0,
+        dropped: Mapping[str | None, int] | None = None,
     ) -> None:
         if retention <= 0 or max_events <= 0:
             raise ValueError("retention and max_events must be positive")
@@ -252,8 +296,16 @@ class EventFeed:
         self._cursors: list[int] = [e.cursor for e in self._events]
         self._head = 0
         self._last = self._cursors[-1] if self._cursors else 0
-        #: The highest cursor dropped from the ring: a reader behind it lost events.
-        self._lost = lost
+        #: Every reader behind this lost events (the file was lost, or more
+        #: extensions dropped events than _MAX_DROPPED).
+        self._floor = lost
+        #: The newest cursor dropped from the ring, per extension: a reader
+        #: behind one it may see lost events.
+        self._dropped: dict[str | None, int] = dict(dropped or {})
+        #: The highest cursor dropped or lost, whoever's: new events go above it.
+        self._lost = max([lost, *self._dropped.values()])
+        #: The highest position handed out (:meth:`position`): new events go above it.
+        self._issued = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._since_prune = 0
 
@@ -276,7 +328,7 @@ class EventFeed:
         oldest = int((clock() - retention) * 1_000_000)
         try:
             store = FeedStore(path)
-            events, lost = store.load(oldest=oldest, limit=max_events)
+            events, lost, dropped = store.load(oldest=oldest, limit=max_events)
         except sqlite3.DatabaseError as exc:
             aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
@@ -285,7 +337,7 @@ class EventFeed:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             store = FeedStore(path)
             # Every cursor up to now was lost with the file.
-            events, lost = [], int(clock() * 1_000_000)
+            events, lost, dropped = [], int(clock() * 1_000_000), {}
         return cls(
             retention=retention,
             max_events=max_events,
@@ -293,11 +345,25 @@ class EventFeed:
             clock=clock,
             events=events,
             lost=lost,
+            dropped=dropped,
         )
 
     @property
     def last_cursor(self) -> int:
+        """The newest event's cursor: for readers of everything only (it says when
+        that event was; a scoped reader starts from :meth:`position`)."""
         return self._last
+
+    def position(self) -> int:
+        """A cursor for "from now on" that tells nothing of any event: the clock.
+
+        Remembered, so every later event's cursor is above it. An event
+        published earlier with a cursor above the clock (it went back) is
+        still after it: the reader gets it, which loses nothing.
+        """
+        cursor = int(self._clock() * 1_000_000)
+        self._issued = max(self._issued, cursor)
+        return cursor
 
     @property
     def waiting(self) -> int:
@@ -322,7 +388,7 @@ class EventFeed:
         """
         now = self._clock()
         # Above every cursor handed out or reported lost, whatever the clock says.
-        cursor = max(self._last + 1, self._lost + 1, int(now * 1_000_000))
+        cursor = max(self._last + 1, self._lost + 1, self._issued + 1, int(now * 1_000_000))
         event = FeedEvent(cursor, kind, extension, call_id, now if ts is None else ts, data)
         self._events.append(event)
         self._cursors.append(cursor)
@@ -335,7 +401,7 @@ class EventFeed:
             prune = None
             if self._since_prune >= _PRUNE_EVERY:
                 self._since_prune = 0
-                prune = (self._cursors[self._head] - 1, self._lost)
+                prune = (self._cursors[self._head] - 1, self._floor, dict(self._dropped))
             self._store.append(event, prune=prune)
         for waiter in self._waiters:
             if not waiter.done():
@@ -344,8 +410,14 @@ class EventFeed:
         return cursor
 
     def _drop(self, count: int) -> None:
+        dropped = self._dropped
+        for event in self._events[self._head : self._head + count]:
+            dropped[event.extension] = event.cursor
         self._head += count
         self._lost = max(self._lost, self._cursors[self._head - 1])
+        if len(dropped) > _MAX_DROPPED:
+            self._floor = max(self._floor, *dropped.values())
+            dropped.clear()
         if self._head > 1024 and self._head * 2 > len(self._events):
             del self._events[: self._head]
             del self._cursors[: self._head]
@@ -357,15 +429,19 @@ class EventFeed:
         if stale > 0:
             self._drop(stale)
 
-    def read(self, after: int, visible: Visible = _everything, limit: int = 100) -> Page:
-        """Events after cursor ``after`` that ``visible`` lets through, at most ``limit``."""
-        self._expire(self._clock())
-        after = max(after, 0)
-        gap = after < self._lost
+    def _lost_for(self, visible: Visible) -> int:
+        """The newest cursor dropped that ``visible`` lets through (or the floor)."""
+        lost = self._floor
+        for extension, cursor in self._dropped.items():
+            if cursor > lost and visible(extension):
+                lost = cursor
+        return lost
+
+    def _scan(self, after: int, visible: Visible, limit: int) -> tuple[list[FeedEvent], int, bool]:
+        """Visible events after ``after``; the last cursor looked at (internal:
+        it may be another's event); whether ``limit`` stopped the scan."""
         found: list[FeedEvent] = []
-        # Past the gap even when nothing is kept after it: the reader is told
-        # once, and its next read from this cursor is not a gap again.
-        position = max(after, self._lost)
+        position = after
         # Sorted by cursor: start right after what the reader has seen.
         start = bisect.bisect_right(self._cursors, after, lo=self._head)
         events = self._events
@@ -375,24 +451,45 @@ class EventFeed:
             if visible(event.extension):
                 found.append(event)
                 if len(found) >= limit:
-                    break
-        return Page(tuple(found), position, gap)
+                    return found, position, True
+        return found, position, False
+
+    def _page(self, after: int, lost: int, found: list[FeedEvent], full: bool, gap: bool) -> Page:
+        if full:
+            cursor = found[-1].cursor
+        else:
+            # Everything was looked at: on from the clock, never from another's
+            # event (its cursor says when it was). Past the reader's own gap
+            # too, even when nothing is kept after it: it is told once.
+            cursor = max(after, lost, found[-1].cursor if found else 0, self.position())
+        return Page(tuple(found), cursor, gap)
+
+    def read(self, after: int, visible: Visible = _everything, limit: int = 100) -> Page:
+        """Events after cursor ``after`` that ``visible`` lets through, at most ``limit``."""
+        self._expire(self._clock())
+        after = max(after, 0)
+        lost = self._lost_for(visible)
+        found, _, full = self._scan(after, visible, limit)
+        return self._page(after, lost, found, full, after < lost)
 
     async def wait(
         self, after: int, visible: Visible = _everything, timeout: float = 25.0, limit: int = 100
     ) -> Page:
         """Like :meth:`read`, but waits up to ``timeout`` seconds for an event to show.
 
-        Answers at once when there is one; the returned cursor moves past
-        events the reader may not see, so nothing is scanned twice.
+        Answers at once when there is one, else when one the reader may see is
+        published, else at the timeout: another's event never ends the wait.
         """
-        page = self.read(after, visible, limit)
-        if page.events or timeout <= 0:
-            return page
+        self._expire(self._clock())
+        after = max(after, 0)
+        lost = self._lost_for(visible)
+        gap = after < lost
+        found, scanned, full = self._scan(after, visible, limit)
+        if found or timeout <= 0:
+            return self._page(after, lost, found, full, gap)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        gap = page.gap
-        while not page.events:
+        while not found:
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:
@@ -402,9 +499,13 @@ class EventFeed:
                 break
             finally:
                 self._waiters.discard(waiter)
-            page = self.read(page.cursor, visible, limit)
-            gap = gap or page.gap
-        return Page(page.events, page.cursor, gap)
+            # On from where the last look ended: others' events are not scanned
+            # twice. One the reader may see dropped meanwhile is a gap.
+            self._expire(self._clock())
+            lost = self._lost_for(visible)
+            gap = gap or scanned < lost
+            found, scanned, full = self._scan(scanned, visible, limit)
+        return self._page(after, lost, found, full, gap)
 
     async def aclose(self) -> None:
         """Write what is queued and close the file; the ring stays readable."""

@@ -63,16 +63,21 @@ def test_resuming_from_each_returned_cursor_sees_every_event_exactly_once() -> N
 
 
 def test_a_scoped_reader_never_sees_other_extensions_and_skips_past_them() -> None:
-    feed = EventFeed(clock=Clock())
+    clock = Clock()
+    feed = EventFeed(clock=clock)
     feed.publish("ringing", "102", {})
     mine = feed.publish("ringing", "101", {})
     last = feed.publish("ringing", "102", {})
     feed.publish("missed", None, {})  # no extension: only for readers of everything
+    clock.now += 1
     page = feed.read(0, only("101"))
     assert [(e.extension, e.cursor) for e in page.events] == [("101", mine)]
-    # Past the invisible ones too, so they are not scanned again.
-    assert page.cursor > last
+    # Past the invisible ones too, so they are not scanned again: on to the
+    # clock, not to the last of them (its cursor would say when it was).
+    assert page.cursor == int(clock.now * 1_000_000) > last
     assert feed.read(page.cursor, only("101")).events == ()
+    later = feed.publish("ringing", "101", {})
+    assert [e.cursor for e in feed.read(page.cursor, only("101")).events] == [later]
 
 
 def test_limit_bounds_a_page_and_the_cursor_stops_at_its_last_event() -> None:
@@ -175,11 +180,14 @@ async def test_a_waiting_reader_is_woken_by_a_publication() -> None:
 
 
 async def test_a_reader_with_nothing_to_read_gets_an_empty_page_after_the_timeout() -> None:
-    feed = EventFeed()
+    clock = Clock()
+    feed = EventFeed(clock=clock)
     cursor = feed.publish("ringing", "102", {})
+    clock.now += 1
     page = await asyncio.wait_for(feed.wait(0, only("101"), timeout=0.05), 5)
     assert page.events == ()
-    assert page.cursor == cursor
+    # The clock, not the event it may not see.
+    assert page.cursor == int(clock.now * 1_000_000) > cursor
     assert feed.waiting == 0
 
 
@@ -268,4 +276,88 @@ async def test_an_event_the_file_cannot_take_does_not_stop_later_ones(tmp_path: 
     again = EventFeed.open(tmp_path)
     assert [e.kind for e in again.read(0).events] == ["odd", "ringing"]
     assert again.read(0).events[-1].cursor == later
+    await again.aclose()
+
+
+async def _what_a_101_reader_sees(others: int) -> list[object]:
+    """Every cursor, event and gap a reader scoped to 101 gets while ``others``
+    events of 102 come and go (the ring overflows, then they expire).
+
+    The one thing a shared bound shows is left out: events past ``max_events``
+    that push 101's own event out early (it is then told of the gap)."""
+    clock = Clock()
+    feed = EventFeed(clock=clock, retention=60, max_events=20)
+    seen: list[object] = []
+    start = feed.position()
+    seen.append(start)
+    clock.now += 1
+    for _ in range(others):
+        feed.publish("ringing", "102", {})
+    clock.now += 1
+    feed.publish("ringing", "101", {})
+    clock.now += 1
+    seen += [feed.read(0, only("101")), feed.read(start, only("101")), feed.read(1, only("101"))]
+    reader = asyncio.create_task(feed.wait(seen[-1].cursor, only("101"), timeout=0.05))  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    for _ in range(others // 5):  # fewer than the ring holds after 101's event
+        feed.publish("hangup", "102", {})
+    await asyncio.sleep(0)
+    seen.append(reader.done())  # another's event never ends the wait
+    seen.append(await reader)
+    clock.now += 59  # 102's events expire, 101's not yet
+    seen += [feed.read(start, only("101")), await feed.wait(start, only("101"), timeout=0)]
+    clock.now += 2  # now 101's too
+    seen += [feed.read(start, only("101")), feed.read(0, only("101"))]
+    return seen
+
+
+async def test_a_scoped_reader_cannot_tell_no_other_events_from_many() -> None:
+    """Same cursors, same events, same gaps, same wake-ups: the 102 events, the
+    ring they overflowed and their expiry tell a 101 reader nothing."""
+    quiet = await _what_a_101_reader_sees(0)
+    busy = await _what_a_101_reader_sees(50)
+    assert busy == quiet
+    assert quiet[-2].gap  # type: ignore[attr-defined]  # its own event expired: told
+
+
+def test_a_gap_is_told_to_the_readers_who_could_see_what_was_dropped() -> None:
+    clock = Clock()
+    feed = EventFeed(clock=clock, max_events=3)
+    before = feed.position()
+    clock.now += 1
+    feed.publish("ringing", "101", {})
+    for _ in range(3):
+        clock.now += 1
+        feed.publish("ringing", "102", {})
+    clock.now += 1
+    mine = feed.read(before, only("101"))
+    assert mine.gap
+    assert mine.events == ()
+    assert not feed.read(mine.cursor, only("101")).gap  # told once
+    assert not feed.read(before, only("103")).gap  # 101's loss is not 103's
+    everything = feed.read(before)
+    assert everything.gap
+    assert len(everything.events) == 3
+    later = feed.publish("ringing", "101", {})
+    assert [e.cursor for e in feed.read(mine.cursor, only("101")).events] == [later]
+
+
+async def test_what_each_extension_lost_is_kept_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("router.api.feed._PRUNE_EVERY", 2)  # the file forgets the rows
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, max_events=3, clock=clock)
+    before = feed.position()
+    clock.now += 1
+    feed.publish("ringing", "101", {})
+    for _ in range(6):
+        clock.now += 1
+        feed.publish("ringing", "102", {})
+    await feed.aclose()
+    again = EventFeed.open(tmp_path, max_events=3, clock=clock)
+    assert again.read(before, only("101")).gap
+    assert again.read(before, only("102")).gap
+    assert not again.read(before, only("103")).gap
+    assert again.read(before).gap
     await again.aclose()

@@ -87,8 +87,11 @@ async def test_long_poll_answers_at_once_with_events_after_the_cursor(
         "ts": 1.5,
         "data": {"card": {"client": "X"}},
     }
-    assert body["cursor"] == second
+    assert body["cursor"] >= second  # the last event, or the clock past it
     assert body["gap"] is False
+    third = feed.publish("hangup", "101", {})
+    again = await client.get(f"/api/v1/events?cursor={body['cursor']}", headers=auth("all"))
+    assert [e["cursor"] for e in again.json()["events"]] == [third]
 
 
 async def test_long_poll_waits_for_an_event_and_returns_it(
@@ -109,7 +112,12 @@ async def test_long_poll_without_news_answers_after_the_timeout_with_no_events(
 ) -> None:
     last = feed.publish("ringing", "101", {})
     response = await client.get("/api/v1/events?timeout=0.05", headers=auth("t101"))
-    assert response.json() == {"events": [], "cursor": last, "gap": False}
+    body = response.json()
+    assert body == {"events": [], "cursor": body["cursor"], "gap": False}
+    assert body["cursor"] > last
+    later = feed.publish("ringing", "101", {})
+    again = await client.get(f"/api/v1/events?cursor={body['cursor']}", headers=auth("t101"))
+    assert [e["cursor"] for e in again.json()["events"]] == [later]
 
 
 async def test_a_token_scoped_to_101_never_sees_102(
@@ -374,16 +382,24 @@ async def test_sse_frames_events_with_the_cursor_as_id_and_resumes_from_last_eve
 async def test_sse_heartbeat_moves_the_id_past_invisible_events(
     tmp_path: Path, feed: EventFeed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On to the clock, never to the invisible event's cursor (it says when it was)."""
     monkeypatch.setattr(events_module, "HEARTBEAT", 0.02)
     app = make_app(tmp_path, feed)
     sse = SSEClient(app, "/api/v1/events/stream", auth("t101"))
     await sse.until("retry")
     hidden = feed.publish("ringing", "102", {})
-    await sse.until(f"id: {hidden}")
+    await eventually(lambda: any(int(f.get("id", 0)) > hidden for f in sse.frames()))
     await sse.close()
-    assert {"id": str(hidden)} in sse.frames()
+    ids = [f["id"] for f in sse.frames() if "id" in f]
+    assert str(hidden) not in ids
     assert not any("data" in f for f in sse.frames())
     assert ": heartbeat" in sse.body.decode()
+    mine = feed.publish("ringing", "101", {})
+    again = SSEClient(
+        app, "/api/v1/events/stream?timeout=0", {**auth("t101"), "Last-Event-ID": ids[-1]}
+    )
+    await again.until(f"id: {mine}")
+    await again.close()
 
 
 async def test_sse_streams_count_against_the_token_and_give_the_slot_back(
@@ -464,3 +480,24 @@ async def test_an_sse_stream_ends_after_its_timeout_and_gives_the_slot_back(
         bad = await client.get("/api/v1/events/stream?timeout=3601", headers=auth("t101"))
         assert bad.status_code == 400
         assert bad.json()["field"] == "timeout"
+
+
+async def test_a_scoped_long_poll_answers_at_its_timeout_whatever_others_do(
+    client: httpx.AsyncClient, feed: EventFeed
+) -> None:
+    """Others' events neither end the wait nor show in the cursor it answers with."""
+    start = feed.position()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    request = asyncio.create_task(
+        client.get(f"/api/v1/events?cursor={start}&timeout=0.3", headers=auth("t101"))
+    )
+    await eventually(lambda: feed.waiting == 1)
+    hidden = [feed.publish("ringing", "102", {}) for _ in range(20)]
+    hidden.append(feed.publish("hangup", None, {}))
+    body = (await asyncio.wait_for(request, 10)).json()
+    assert loop.time() - began >= 0.3
+    assert body["events"] == []
+    assert body["gap"] is False
+    assert body["cursor"] not in hidden
+    assert body["cursor"] > hidden[-1]  # the clock at the answer
