@@ -78,6 +78,9 @@ CONTROL = "/_double/"
 #: The largest request body the double reads (Apache's LimitRequestBody, scaled to the
 #: contract: events are under 2 KiB, recording chunks 1 MiB); more is 413.
 MAX_REQUEST_BODY = 16 << 20
+#: Seconds a client has to finish the TLS handshake, as the router's API gives
+#: (:data:`router.api.handshake.HANDSHAKE_DEADLINE`); then the connection is cut.
+HANDSHAKE_DEADLINE = 10.0
 
 
 @dataclass
@@ -190,8 +193,6 @@ class OneCDouble:
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.double = self
-        if self.tls is not None:
-            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -602,10 +603,32 @@ class _Server(ThreadingHTTPServer):
         self.guard = threading.Lock()
         super().__init__(address, handler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; with TLS, the handshake waits for the connection's own thread
+        (:meth:`finish_request`): done here, one silent client stopped every other."""
+        sock, address = self.socket.accept()
+        tls = self.double.tls
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.guard:
             self.active.add(request)
         super().process_request(request, client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            # One deadline for the whole handshake (CPython's timeout covers
+            # every step of it), so a client sending nothing, or a byte at a
+            # time, frees its thread; the handler's own timeout follows.
+            request.settimeout(HANDSHAKE_DEADLINE)
+            try:
+                request.do_handshake()
+            except OSError as exc:  # ssl.SSLError and TimeoutError included
+                log.debug("1C double: TLS handshake with %s failed: %r", client_address, exc)
+                return
+        super().finish_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
         with self.guard:

@@ -7,13 +7,17 @@ import base64
 import dataclasses
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from callrouter_onec import double as double_module
 from callrouter_onec.cache import ResponsibleCache
 from callrouter_onec.client import OneCClient, OneCSettings
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
@@ -218,3 +222,21 @@ def test_ca_file_with_verify_off_is_refused(company_ca: Path) -> None:
             {"url": URL, "username": "u", "password": "p", "ca_file": "ca.pem", "verify": False},
             base=company_ca,
         )
+
+
+def test_a_tls_client_that_sends_nothing_is_cut_after_the_handshake_deadline(
+    tls_double: OneCDouble, company_ca: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that never starts its handshake holds nothing for ever: the
+    double serves others meanwhile (it stopped them all: the handshake ran in
+    the accepting thread, with no deadline), and cuts it after HANDSHAKE_DEADLINE."""
+    monkeypatch.setattr(double_module, "HANDSHAKE_DEADLINE", 1.0)
+    client = ssl.create_default_context(cafile=company_ca / "ca.pem")
+    with socket.create_connection((tls_double.host, tls_double.port), timeout=5) as silent:
+        began = time.monotonic()
+        time.sleep(0.1)  # accepted: its handshake is waiting now
+        reply = httpx.get(f"{tls_double.url}/v1/ping", verify=client, timeout=3)
+        assert reply.status_code == 401  # served (no credentials)
+        assert time.monotonic() - began < 1.0  # before the silent one was cut
+        assert silent.recv(1) == b""  # closed by the double
+        assert 0.8 < time.monotonic() - began < 5
