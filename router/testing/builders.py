@@ -54,15 +54,21 @@ class CallTimeline:
     """Live calls built as the engine builds them: events fed to its call tracker.
 
     Also what :class:`StubEngine` offers as ``engine.calls`` (read with
-    ``get``, ``by_channel``, iteration).
+    ``get``, ``by_channel``, iteration). With ``replay``, that fake Asterisk
+    sees every event fed too, so the calls' channels are ones it knows: a hook
+    that acts on them through ``engine.ami`` gets Asterisk's answers, not
+    "No such channel" (a :class:`StubEngine` passes its own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, replay: ReplayAsterisk | None = None) -> None:
         self._tracker = CallTracker()
+        self.replay = replay
 
     def feed(self, event: Event) -> Call | None:
         """Fold one event in; the call the engine would pass to ``callrouter_event``
         with it, or None (an event of no call, or one the engine passes without)."""
+        if self.replay is not None:
+            self.replay.observe(event)
         return self._tracker.feed(event).call
 
     def inbound_call(
@@ -112,7 +118,8 @@ class CallTimeline:
 def make_call(
     *, linkedid: str = "1714557600.42", caller: str = CALLER, did: str = DID, routed: bool = True
 ) -> Call:
-    """One routed call on a fresh :class:`CallTimeline` (its own tracker)."""
+    """One routed call on a fresh :class:`CallTimeline` (its own tracker); no
+    fake Asterisk knows its channel (:meth:`StubEngine.make_call` makes one that does)."""
     return CallTimeline().inbound_call(linkedid=linkedid, caller=caller, did=did, routed=routed)
 
 
@@ -220,7 +227,8 @@ class StubEngine:
     (``await engine.jobs["vip:reload"].run()``). ``asks`` answers ``may_ask``.
     ``ami`` talks to :attr:`replay`, a :class:`ReplayAsterisk` (logging in on
     first use), through the client code the engine uses; assign ``stub.ami``
-    to put a double of your own there instead.
+    to put a double of your own there instead. The calls of :attr:`calls`
+    (:meth:`make_call`) are channels :attr:`replay` knows.
     """
 
     state_dir: Path
@@ -236,6 +244,22 @@ class StubEngine:
     decisions: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     _client: AJAMClient | None = field(default=None, init=False, repr=False)
     _ami: AMI | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.calls.replay is None:
+            self.calls.replay = self.replay
+
+    def make_call(
+        self,
+        *,
+        linkedid: str = "1714557600.42",
+        caller: str = CALLER,
+        did: str = DID,
+        routed: bool = True,
+    ) -> Call:
+        """:func:`make_call` on this engine: the call is in :attr:`calls`, and its
+        channel is one :attr:`replay` knows (``Setvar``, ``Redirect`` ... on it work)."""
+        return self.calls.inbound_call(linkedid=linkedid, caller=caller, did=did, routed=routed)
 
     @property
     def ami(self) -> AMI:

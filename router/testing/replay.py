@@ -446,6 +446,13 @@ class ReplayAsterisk:
         self._apply(event)
         return event
 
+    def observe(self, event: Event) -> None:
+        """Take ``event`` as one that already happened: the channel list follows
+        it, nothing is queued for ``WaitEvent``. How the calls a test builds
+        (:class:`~router.testing.CallTimeline` on a :class:`~router.testing.StubEngine`)
+        become channels this fake knows."""
+        self._apply(event)
+
     def hangup(
         self, channel: str, *, cause: str = "16", cause_txt: str = "Normal Clearing"
     ) -> None:

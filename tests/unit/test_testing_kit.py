@@ -425,6 +425,37 @@ async def test_stub_engine_is_an_engine_api(tmp_path: Path) -> None:
     assert not engine.shadow
 
 
+async def test_a_stub_engines_calls_are_channels_its_fake_asterisk_knows(
+    tmp_path: Path,
+) -> None:
+    """A hook that acts on the call it is given, through ``engine.ami``, is answered
+    as Asterisk would: the stub's fake knows the call's channel (it answered
+    "No such channel", so such a hook could not be unit-tested)."""
+    from router.testing import StubEngine, make_event
+
+    stub = StubEngine(tmp_path)
+    call = stub.make_call(linkedid="1.1")
+    channel = call.waiting_channel or ""
+    await stub.ami.setvar(channel=channel, variable="VIP", value="gold")
+    assert (await stub.ami.getvar(channel=channel, variable="VIP")).response["Value"] == "gold"
+    assert stub.replay.channels[channel].variables == {"VIP": "gold"}
+    await stub.ami.redirect(channel=channel, context="sales", exten="200", priority=1)
+    assert stub.replay.channels[channel].context == "sales"
+    # Calls made on stub.calls too, and events fed to it move the fake's channels.
+    other = stub.calls.inbound_call(linkedid="2.1")
+    leg = "PJSIP/101-00000001"
+    stub.calls.feed(make_event("Newchannel", Channel=leg, Uniqueid="2.2", Linkedid="2.1"))
+    await stub.ami.setvar(channel=leg, variable="A", value="1")
+    stub.calls.feed(make_event("Hangup", Channel=leg, Linkedid="2.1", Cause="16"))
+    with pytest.raises(AMIActionError, match="No such channel"):
+        await stub.ami.setvar(channel=leg, variable="A", value="1")
+    await stub.ami.hangup(channel=other.waiting_channel or "")
+    assert sorted(stub.replay.channels) == [channel]
+    # The redirect's Newexten and the hangup's Hangup: nothing of the calls made.
+    assert stub.replay.pending == 2
+    await stub.aclose()
+
+
 def test_config_from_toml_names_the_file(tmp_path: Path) -> None:
     from router import ConfigError
     from router.testing import config_from_toml, make_config
