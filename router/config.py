@@ -84,6 +84,24 @@ LogFormat = Literal["text", "json"]
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: How environment variables are named by convention. A ``*_env`` value that
+#: is a name but not such a one (``"hunter"``) may well be the secret itself
+#: pasted there: it still works as a name, but messages do not show it.
+_CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def env_unset(name: str, unset: str = "is not set or empty", *, what: str = "secret") -> str:
+    """ "environment variable NAME is not set ...", without the name when it is
+    not in upper case (then it may be the ``what`` itself, pasted by mistake)."""
+    if _CONVENTIONAL_ENV_NAME.fullmatch(name):
+        return f"environment variable {name} {unset}"
+    return (
+        f"the environment variable it names {unset} (name not shown: it is not in "
+        f"upper case, so it may be the {what} itself; if you pasted the {what} here, "
+        f"put the {what} in the environment instead and give the variable's name here)"
+    )
+
+
 #: Setting names whose values are credentials: masked in repr() of the config.
 _SECRET_WORDS = ("secret", "password", "passwd", "token", "key")
 _URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
@@ -540,7 +558,7 @@ def _secret(reader: SettingsReader, environ: Mapping[str, str]) -> tuple[str, st
             )
         value = environ.get(name)
         if not value:
-            raise reader.error("secret_env", f"environment variable {name} is not set or empty")
+            raise reader.error("secret_env", env_unset(name))
         return value, f"env:{name}"
     value = environ.get(SECRET_ENV)
     if value:

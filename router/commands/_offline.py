@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.ami.event_filter import EventSelection
-from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, load_config
+from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, env_unset, load_config
 from router.plugins import Plugins
 from router.rules.registry import Registry
 
@@ -160,8 +160,8 @@ def load_offline(
             if section == "asterisk":
                 asterisk_missing = name
             warnings.append(
-                f"{where}: [{section}] {key}: environment variable {name} is "
-                "not set here; callrouter run needs it (checked without it)"
+                f"{where}: [{section}] {key}: {env_unset(name, 'is not set here')}; "
+                "callrouter run needs it (checked without it)"
             )
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, environ=environ)

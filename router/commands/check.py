@@ -19,6 +19,7 @@ from typing import Any
 
 from router.builtin.timefuncs import zone
 from router.commands._offline import Offline, load_offline
+from router.config import env_unset
 from router.dialplan import LocationPolicy
 from router.dialplan_lint import Finding
 from router.errors import ConfigError
@@ -162,8 +163,8 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
         return False
     if offline.asterisk_secret_missing:
         print(
-            f"asterisk: {_LEVELS['fail']} cannot log in: environment variable "
-            f"{offline.asterisk_secret_missing} (the [asterisk] secret) is not set here"
+            f"asterisk: {_LEVELS['fail']} cannot log in: "
+            + env_unset(offline.asterisk_secret_missing, "(the [asterisk] secret) is not set here")
         )
         return False
 

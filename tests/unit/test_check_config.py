@@ -481,3 +481,28 @@ def test_check_does_not_echo_a_password_pasted_into_an_env_key(
     captured = capsys.readouterr()
     assert pasted not in captured.out + captured.err
     assert "(value not shown)" in captured.out
+
+
+def test_check_does_not_echo_a_lower_case_env_name_that_is_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``password_env = "hunter"`` (a valid name, likely the password itself):
+    check's warning said "environment variable hunter is not set here"."""
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret_env = "swordfish"\n'
+        '[plugins.onec]\nurl = "http://1c.local/unf/hs/telephony"\nusername = "c"\n'
+        'password_env = "hunter"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("hunter", raising=False)
+    monkeypatch.delenv("swordfish", raising=False)
+    monkeypatch.chdir(tmp_path)
+    main(["check", "--config", str(path), "--asterisk"])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "hunter" not in out
+    assert "swordfish" not in out
+    assert "[plugins.onec] password_env: the environment variable it names is not set here" in out
+    assert "cannot log in: the environment variable it names (the [asterisk] secret)" in out

@@ -197,6 +197,21 @@ def test_secret_env_unset(tmp_path: Path) -> None:
     )
 
 
+def test_secret_env_unset_does_not_echo_a_name_that_may_be_the_secret(tmp_path: Path) -> None:
+    """``secret_env = "hunter"``: letters only, so a valid name, but variables
+    are named in upper case by convention and this one is likely the secret
+    itself pasted; the error said "environment variable hunter is not set"."""
+    text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "hunter"')
+    msg = error_of(tmp_path, text)
+    assert "hunter" not in msg
+    assert msg.startswith(f"{tmp_path / 'router.toml'}:")
+    assert "[asterisk] secret_env: the environment variable it names is not set or empty" in msg
+    assert "put the secret in the environment" in msg
+    # A lower-case name that is set is a name, and works.
+    cfg = load(tmp_path, text, env={"hunter": "s3cret"})
+    assert (cfg.asterisk.secret, cfg.asterisk.secret_source) == ("s3cret", "env:hunter")
+
+
 def test_no_secret_anywhere(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL.replace('secret = "s3cret"', ""))
     assert "[asterisk] secret: required" in msg

@@ -216,6 +216,22 @@ def _now() -> datetime:
 #: Keys people write for "any number" in missed_owner; each gets a did-you-mean '*'.
 #: What ``password_env`` holds: a variable's name, as ``[asterisk] secret_env``.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: How environment variables are named by convention; a name that is not one
+#: (``"hunter"``) may be the password itself, so errors do not show it (as
+#: ``router.config.env_unset``, which a plugin does not import).
+_CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _env_unset(name: str) -> str:
+    if _CONVENTIONAL_ENV_NAME.fullmatch(name):
+        return f"environment variable {name} is not set or empty"
+    return (
+        "the environment variable it names is not set or empty (name not shown: it is "
+        "not in upper case, so it may be the password itself; if you pasted the password "
+        "here, put the password in the environment instead and give the variable's name here)"
+    )
+
+
 _ANY_WORDS = frozenset({"any", "all", "default", "other", "others", "else", "**", "?"})
 
 
@@ -299,7 +315,7 @@ def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
         if not value:
             # An empty variable is a deployment mistake (an unset secret in a
             # unit file), not a 1C user without a password: say so at start.
-            raise reader.error("password_env", f"environment variable {name} is not set or empty")
+            raise reader.error("password_env", _env_unset(name))
         return value
     if reader.has("password"):
         given = reader.values["password"]

@@ -174,6 +174,29 @@ def test_a_password_pasted_into_password_env_is_not_echoed(tmp_path: Path) -> No
     assert "(value not shown)" in text
 
 
+def test_an_unset_password_env_in_lower_case_is_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``password_env = "hunter"``: a valid name, but not an upper-case one as
+    variables are named, so likely the password itself; the error said
+    "environment variable hunter is not set". A lower-case name that is set works."""
+    monkeypatch.delenv("hunter", raising=False)
+    config = write_config(
+        tmp_path, 'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "hunter"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
+    text = str(caught.value)
+    assert "hunter" not in text
+    assert "[plugins.onec] password_env: the environment variable it names is not set" in text
+    assert "put the password in the environment" in text
+    monkeypatch.setenv("hunter", "секрет")
+    plugin = OneCPlugin()
+    plugin.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    assert plugin.config is not None
+    assert plugin.config.client.password == "секрет"
+
+
 def test_settings_defaults_and_password_from_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
