@@ -50,7 +50,7 @@ from router.ami.numbers import ascii_float
 from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.ami.tcp import lasting_tls_failure
-from router.api.app import build_app
+from router.api.app import build_app, build_starting_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.intake import open_feed
@@ -324,7 +324,8 @@ class Engine:
         #: The dialplan audit a reload of Asterisk's asked for, while it
         #: waits for its turn or runs; when the last audit began (monotonic).
         self._reload_audit: asyncio.Task[None] | None = None
-        #: What the start waits for (systemd's status line), while it does.
+        #: What the start does or waits for (systemd's status line while it
+        #: waits, /healthz and /readyz until the engine routes).
         self._waiting_for = ""
         self._audited_at = -math.inf
         self._beats: set[asyncio.Task[Any]] = set()
@@ -438,6 +439,10 @@ class Engine:
         """What ``/readyz`` answers (router/health.py)."""
         guard = self._guard
         deaf = guard is not None and guard.deaf and self._connected()
+        if self._stopping.is_set():
+            phase = "stopping"
+        else:
+            phase = "running" if self.ready.is_set() else "starting"
         return readiness(
             logged_in=bool(getattr(self._client, "logged_in", True)),
             stream_current=self._stream is not None and not self._stream.failing,
@@ -446,6 +451,8 @@ class Engine:
             serving=self.ready.is_set() and not self._stopping.is_set(),
             user_events=not deaf,
             unheard_for=guard.unheard_for if guard is not None and deaf else 0.0,
+            phase=phase,
+            waiting_for=self._waiting_for if phase == "starting" else "",
         )
 
     def _connected(self) -> bool:
@@ -501,6 +508,11 @@ class Engine:
         await self.setup()
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
+        self._waiting_for = f"logging in to Asterisk at {self._config.asterisk.url}"
+        if self._config.api is not None:
+            # Before the login, which may wait for Asterisk for long: /healthz
+            # and /readyz say "starting, waiting for Asterisk", not "refused".
+            await self._open_api(self._config.api)
         selection = await self.event_selection()
         log.info("events asked for: %s", _describe_events(selection))
         await self._client.set_events(selection)
@@ -566,7 +578,7 @@ class Engine:
             urgent=self._is_request,
         )
         if self._config.api is not None:
-            await self._start_api(self._config.api)
+            await self._serve_api(self._config.api)
         if self.options.freeze_gc:
             _freeze_gc("start")
         # Calls that started waiting while callrouter was down or restarting
@@ -582,8 +594,19 @@ class Engine:
         if self.options.audit_dialplan:
             self._spawn(self._audit_dialplan("start"))
 
-    async def _start_api(self, settings: ApiSettings) -> None:
-        """Serve the HTTP API from this loop; it sees the engine only as plugins do."""
+    async def _open_api(self, settings: ApiSettings) -> None:
+        """The API's listener, on this loop, before the login: its health
+        endpoints answer at once, every other path 503 "starting" with what
+        the start waits for (router.api.app.build_starting_app)."""
+        context = ApiContext(self.api, settings, metrics=self.metrics, health=self.health)
+        server = ApiServer(build_starting_app(context, lambda: self._waiting_for), settings)
+        await server.start()
+        self._api_server = server
+
+    async def _serve_api(self, settings: ApiSettings) -> None:
+        """The API proper on the listener :meth:`_open_api` opened, once the
+        engine is started; it sees the engine only as plugins do."""
+        assert self._api_server is not None, "_open_api() first"
         if self._feed is None:
             # The live event feed (router.api.intake): read back from state_dir.
             self._feed = open_feed(settings, self.state_dir, self.plugins)
@@ -598,9 +621,7 @@ class Engine:
             live=self._live,
             rules=lambda: self.rules.current,
         )
-        server = ApiServer(build_app(context), settings)
-        await server.start()
-        self._api_server = server
+        self._api_server.serve(build_app(context))
 
     async def serve(self) -> None:
         """Consume events until :meth:`request_stop`.
@@ -1441,6 +1462,7 @@ class Engine:
                         raise  # stopped while waiting: no further try
                     delay = min(delay * 2, 1.0)
                     continue
+                self._waiting_for = f"logged in to Asterisk at {url}: starting"
                 if told:
                     log.info(
                         "Asterisk answers at %s after %.0f s: starting",

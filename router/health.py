@@ -9,7 +9,10 @@ Each check that fails gives a reason a person can act on; a load balancer or
 systemd only needs the yes or no.
 
 Not ready is not broken: callrouter fails open, so while it is not ready
-calls simply take the dialplan's default route.
+calls simply take the dialplan's default route. The ``phase`` says which
+not-ready it is (``starting``, waiting for Asterisk among others;
+``running``; ``stopping``), which ``/healthz`` tells a monitor that holds
+"starting" apart from "dead".
 """
 
 from __future__ import annotations
@@ -42,14 +45,28 @@ class Health:
     checks: dict[str, bool]
     #: Rules in use.
     rules: int = 0
+    #: ``starting`` (until the engine routes: rules, the login, a wait for
+    #: Asterisk), ``running`` or ``stopping``.
+    phase: str = "running"
+    #: What the start is doing while ``starting`` (waiting for Asterisk at
+    #: its URL, and why); empty otherwise.
+    detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": "ready" if self.ready else "not ready",
+            "phase": self.phase,
             "reasons": list(self.reasons),
             "checks": dict(self.checks),
             "rules": self.rules,
         }
+
+    def liveness(self) -> dict[str, Any]:
+        """``/healthz``: alive, and in which phase (with what a start waits for)."""
+        alive: dict[str, Any] = {"status": "alive", "phase": self.phase}
+        if self.detail:
+            alive["detail"] = self.detail
+        return alive
 
     def status_line(self) -> str:
         """systemd's ``STATUS=``: one line, what ``systemctl status`` shows."""
@@ -67,12 +84,16 @@ def readiness(
     serving: bool,
     user_events: bool = True,
     unheard_for: float = 0.0,
+    phase: str = "running",
+    waiting_for: str = "",
 ) -> Health:
     """The checks, in the order a person should look at them.
 
     ``user_events`` False: the own heartbeat sent ``unheard_for`` seconds ago and
     since has not come back (router/liveguard.py); True where nothing is known
-    (the guard is off, or the heartbeat may not be sent).
+    (the guard is off, or the heartbeat may not be sent). ``phase``: the
+    engine's (:attr:`Health.phase`); ``waiting_for``: what the start waits
+    for (Asterisk at its URL, and why), the reason while not logged in.
     """
     checks = {
         "asterisk": logged_in,
@@ -82,7 +103,9 @@ def readiness(
         "serving": serving,
     }
     reasons = []
-    if not logged_in:
+    if not logged_in and waiting_for:
+        reasons.append(f"{waiting_for}; calls take the dialplan's default route meanwhile")
+    elif not logged_in:
         reasons.append("not logged in to Asterisk (see the log for the AMI error)")
     elif not stream_current:
         reasons.append("the event stream is not current: Asterisk does not answer its polls")
@@ -91,5 +114,16 @@ def readiness(
     if rule_problems:
         reasons.append(f"{rule_problems} problems in the rules or plugins (callrouter check)")
     if not serving:
-        reasons.append("not serving: starting or stopping")
-    return Health(ready=not reasons, reasons=tuple(reasons), checks=checks, rules=rules)
+        reasons.append(
+            "not serving: callrouter is starting"
+            if phase == "starting"
+            else "not serving: starting or stopping"
+        )
+    return Health(
+        ready=not reasons,
+        reasons=tuple(reasons),
+        checks=checks,
+        rules=rules,
+        phase=phase,
+        detail=waiting_for if phase == "starting" else "",
+    )

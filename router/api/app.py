@@ -20,7 +20,7 @@ import copy
 import importlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,7 +39,13 @@ from router.api.errors import PROBLEM_SCHEMA, ApiError, problem_body
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 
-__all__ = ["ENDPOINT_MODULES", "OPENAPI_PATH", "build_app", "openapi_document"]
+__all__ = [
+    "ENDPOINT_MODULES",
+    "OPENAPI_PATH",
+    "build_app",
+    "build_starting_app",
+    "openapi_document",
+]
 
 log = logging.getLogger("router.api")
 audit_log = logging.getLogger("router.api.audit")
@@ -48,6 +54,8 @@ OPENAPI_PATH = "/api/v1/openapi.json"
 #: The endpoint modules of router.api, included when present.
 ENDPOINT_MODULES = ("ami", "calls", "forwarding", "events", "recordings", "explain", "ui")
 PROBLEM_JSON = "application/problem+json"
+#: What a path may be asked with while callrouter starts: each answered 503.
+_EVERY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _modules() -> list[Any]:
@@ -256,6 +264,33 @@ def build_app(ctx: ApiContext) -> Starlette:
     # The service's own endpoints, outside /api/v1 and its document (router.api.health).
     routes.extend(health.routes(ctx))
     routes.extend(metrics_endpoint.routes(ctx))
+    return _starlette(routes, ctx)
+
+
+def build_starting_app(ctx: ApiContext, starting: Callable[[], str]) -> Starlette:
+    """What the listener answers while the engine starts (router.engine), a
+    wait for Asterisk included: ``/healthz``, ``/readyz`` and ``/metrics`` as
+    ever, and 503 with ``starting()`` (what the start waits for) at every other
+    path, at once, rather than a refused connection or a request that hangs.
+    The endpoints proper need a logged-in engine and its plugins started."""
+
+    async def not_yet(request: Request) -> Response:
+        audit = request.scope["state"].get("audit")
+        if isinstance(audit, Audit):
+            audit.operation = "starting"
+        raise ApiError(
+            503,
+            f"callrouter is starting ({starting()}); retry shortly",
+            headers={"Retry-After": "5"},
+            phase="starting",
+        )
+
+    routes: list[BaseRoute] = [*health.routes(ctx), *metrics_endpoint.routes(ctx)]
+    routes.append(Route("/{path:path}", not_yet, methods=_EVERY_METHOD))
+    return _starlette(routes, ctx)
+
+
+def _starlette(routes: list[BaseRoute], ctx: ApiContext) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

@@ -3,8 +3,11 @@
 Outside ``/api/v1`` and its OpenAPI document on purpose: these are the
 service's own, asked by machines that hold no token, so they need none and
 say nothing about calls. ``/healthz`` answers 200 while the process serves
-HTTP at all; ``/readyz`` 200 only when callrouter can route now
-(router/health.py), else 503 with the reasons in JSON.
+HTTP at all, with the engine's phase (``starting`` while it waits for
+Asterisk, saying for what); ``/readyz`` 200 only when callrouter can route now
+(router/health.py), else 503 with the reasons in JSON. Both are served from
+before the login on (router.engine), so that a monitor tells a start waiting
+for Asterisk from a dead process.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ READY_PATH = "/readyz"
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def healthz(request: Request) -> JSONResponse:
         audit_of(request).operation = "healthz"
-        return JSONResponse({"status": "alive"}, headers={"Cache-Control": "no-store"})
+        alive = {"status": "alive"} if ctx.health is None else ctx.health().liveness()
+        return JSONResponse(alive, headers={"Cache-Control": "no-store"})
 
     async def readyz(request: Request) -> JSONResponse:
         audit_of(request).operation = "readyz"

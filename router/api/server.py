@@ -30,9 +30,9 @@ import logging
 import socket
 import ssl
 from collections.abc import Generator
-from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api import handshake
 from router.api.handshake import Handshakes
@@ -101,17 +101,33 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-class ApiServer:
-    """One listener for the API app; :meth:`start` after login, :meth:`stop` at engine stop."""
+class _Current:
+    """The app the listener serves now: uvicorn hands each connection the app
+    it loaded once, and a connection kept alive across :meth:`ApiServer.serve`
+    must reach the new app too."""
 
-    def __init__(self, app: Any, settings: ApiSettings) -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class ApiServer:
+    """One listener for the API app: :meth:`start` before the engine's login
+    (with the app that answers while it starts), :meth:`serve` the API proper
+    once the engine is started, :meth:`stop` at engine stop."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
         self.settings = settings
+        self._current = _Current(app)
+        served: ASGIApp = self._current
         allowed = trusted_hosts(settings)
         if allowed is not None:
-            app = TrustedHosts(app, allowed)
+            served = TrustedHosts(served, allowed)
         protocol_class = bounded_protocol(max_connections=settings.max_connections)
         self._config = uvicorn.Config(
-            app,
+            served,
             # httptools with our bounds on heads, connections and time
             # (router/api/protocol.py): uvicorn's own take any of them.
             http=protocol_class,
@@ -169,6 +185,10 @@ class ApiServer:
             await asyncio.sleep(0.01)
         scheme = "https" if self.settings.tls else "http"
         log.info("API listening on %s://%s/api/v1", scheme, self.settings.listen)
+
+    def serve(self, app: ASGIApp) -> None:
+        """Answer every request from now on with ``app``, on the same listener."""
+        self._current.app = app
 
     async def stop(self) -> None:
         """Stop taking requests; open ones get a bounded moment, then are cut."""

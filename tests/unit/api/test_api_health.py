@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.ami.catalog import load_catalog
 from router.api.ami import UNKNOWN_OPERATION
-from router.api.app import build_app, openapi_document
+from router.api.app import build_app, build_starting_app, openapi_document
 from router.api.auth import hash_token, new_token
 from router.api.context import ApiContext
 from router.api.settings import OPERATIONS, ApiSettings, TokenSettings
@@ -73,6 +73,48 @@ async def test_healthz_is_200_while_serving(stub: StubEngine) -> None:
     assert response.json() == {"status": "alive"}
 
 
+async def test_while_starting_health_says_so_and_every_other_path_is_503(
+    stub: StubEngine,
+) -> None:
+    """The app the listener serves before the engine's login (issue 16)."""
+    waiting = "waiting for Asterisk at http://pbx:8088/asterisk: connection refused"
+    health = readiness(
+        logged_in=False,
+        stream_current=False,
+        rule_problems=0,
+        rules=3,
+        serving=False,
+        phase="starting",
+        waiting_for=waiting,
+    )
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), health=lambda: health, metrics=Metrics())
+    app = build_starting_app(ctx, lambda: waiting)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        alive = await http.get("/healthz")
+        ready = await http.get("/readyz")
+        scraped = await http.get("/metrics")
+        others = [
+            await http.post("/api/v1/ami/Ping", headers={"Authorization": f"Bearer {OTHER}"}),
+            await http.get("/api/v1/openapi.json"),
+            await http.delete("/api/v1/calls/1"),
+        ]
+    assert alive.status_code == 200
+    assert alive.json() == {"status": "alive", "phase": "starting", "detail": waiting}
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == [
+        f"{waiting}; calls take the dialplan's default route meanwhile",
+        "not serving: callrouter is starting",
+    ]
+    assert scraped.status_code == 200
+    for other in others:
+        assert other.status_code == 503
+        assert other.headers["content-type"] == "application/problem+json"
+        assert other.headers["retry-after"] == "5"
+        assert other.json()["detail"] == f"callrouter is starting ({waiting}); retry shortly"
+        assert other.json()["phase"] == "starting"
+
+
 async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> None:
     state: dict[str, Health] = {
         "now": readiness(
@@ -89,6 +131,7 @@ async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> N
     assert refused.status_code == 503
     assert refused.json() == {
         "status": "not ready",
+        "phase": "running",
         "reasons": ["not logged in to Asterisk (see the log for the AMI error)"],
         "checks": {
             "asterisk": False,
