@@ -89,6 +89,7 @@ from router.metrics import Metrics
 from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
+from router.privileges import ORIGINATE, REDIRECT, needed, refused
 from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
@@ -98,7 +99,7 @@ from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.sdnotify import Notifier
 from router.supervise import Throttle, log_task_failure, logged
 
-__all__ = ["Engine", "EngineOptions", "RouteRecord"]
+__all__ = ["PRIVILEGE_MISSING", "Engine", "EngineOptions", "RouteRecord"]
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -165,6 +166,16 @@ LISTING_REFUSED = (
 )
 
 
+#: Logged at ERROR after a login whose manager user Asterisk refuses an
+#: action the configuration needs (router/privileges.py); for ``Redirect``
+#: also /readyz's reason. A live session keeps the classes of its login.
+PRIVILEGE_MISSING = (
+    "Asterisk refuses the manager user {user!r} {action} (write = {cls} missing "
+    "in manager.conf): {lost}; add {cls} to the user's write line, run manager "
+    "reload, then restart callrouter (a session keeps the classes it logged in with)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     """The engine's tunables; the first four are the dialplan protocol's
@@ -191,6 +202,11 @@ class EngineOptions:
     #: Check Asterisk's dialplan at start and after each reload (the inbound
     #: context, the rules' redirect targets) and log what would lose calls.
     audit_dialplan: bool = True
+    #: After each login, ask Asterisk whether the manager user may send what
+    #: the configuration needs (router/privileges.py; never in shadow mode).
+    #: The test kit's engines turn it off, as the heartbeat: its Redirect
+    #: would be counted among the ones a test expects.
+    check_privileges: bool = True
     #: After asking who else is live (start, stream gap), decisions wait this
     #: long for an answer before acting.
     live_settle: float = 1.0
@@ -334,6 +350,11 @@ class Engine:
         self._deaf_logged = False
         #: Whether the user's missing ``CoreShowChannels`` class has been logged.
         self._listing_refused = False
+        #: Why Asterisk refuses this session ``Redirect`` (``write = call``
+        #: missing: /readyz's reason), empty when it does not; and the
+        #: session (``session_generation``) last asked (:meth:`_check_privileges`).
+        self._privileges = ""
+        self._probed_session: int | None = None
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
@@ -451,6 +472,7 @@ class Engine:
             serving=self.ready.is_set() and not self._stopping.is_set(),
             user_events=not deaf,
             unheard_for=guard.unheard_for if guard is not None and deaf else 0.0,
+            privileges=self._privileges,
             phase=phase,
             waiting_for=self._waiting_for if phase == "starting" else "",
         )
@@ -521,10 +543,14 @@ class Engine:
         # (_refused_listing), reading the dialplan (the audit's finding).
         self._client.refusal_reported("CoreShowChannels")
         self._client.refusal_reported("ShowDialPlan")
+        if not self.shadow and self.options.check_privileges:  # (_check_privileges)
+            for probe in (REDIRECT, ORIGINATE):
+                self._client.refusal_reported(probe.action)
         await self._first_login()
         # Before the live claim, which falls back on this host's clock, and
         # the start's reconcile, which reads CALLROUTER_DEADLINE.
         await self._measure_clock()
+        await self._check_privileges()
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
@@ -1407,6 +1433,8 @@ class Engine:
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)
+        if getattr(self._client, "session_generation", 0) != self._probed_session:
+            await self._check_privileges()  # logged in again: maybe as a user changed since
         try:
             await self.reconcile(trigger="gap")
         except AMIPrivilegeError as exc:
@@ -1543,6 +1571,38 @@ class Engine:
         else:
             log.info("Asterisk's clock and this host's agree again")
         self.router.clock_offset = offset
+
+    async def _check_privileges(self) -> None:
+        """After a login: whether Asterisk lets the manager user send what
+        this configuration needs (router/privileges.py). Without ``write =
+        call`` no call is routed, which used to show only when the first
+        call's ``Redirect`` was refused: now an ERROR at once, naming the
+        user and the class, and the reason /readyz gives until a login
+        that has it (fail open: the calls take their default route, and the
+        rest of callrouter runs on). A missing ``originate`` is an ERROR.
+        Shadow instances act on nothing and ask nothing."""
+        if self.shadow or not self.options.check_privileges:
+            return
+        self._probed_session = getattr(self._client, "session_generation", 0)
+        user = self._config.asterisk.username
+        redirect = self._privileges  # kept when it cannot be asked now
+        for probe in needed(self._config, self.rules.current):
+            try:
+                denied = await refused(self._client, probe)
+            except AMIError as exc:  # the stream reports a lost Asterisk
+                log.debug("write = %s not checked: %s", probe.write_class, exc)
+                continue
+            text = ""
+            if denied:
+                text = PRIVILEGE_MISSING.format(
+                    user=user, action=probe.action, cls=probe.write_class, lost=probe.lost
+                )
+                log.error("%s", text)
+            if probe is REDIRECT:
+                if redirect and not denied:
+                    log.info("Asterisk allows the manager user %r Redirect now", user)
+                redirect = text
+        self._privileges = redirect
 
     def _refused_listing(self, exc: AMIPrivilegeError) -> None:
         """The manager user may not list channels: a setting, not a failure of

@@ -3,8 +3,10 @@ and systemd's ``READY=1``/``STATUS=`` all say.
 
 Ready means all of: logged in to Asterisk, the event stream current (the last
 poll answered), Asterisk sending the session ``UserEvent`` (the router's own
-heartbeat comes back: the routing requests are ``UserEvent`` too), the rules
-loaded without a problem, and the engine serving (started, not stopping).
+heartbeat comes back: the routing requests are ``UserEvent`` too), the
+manager user allowed ``Redirect`` (``write = call``, probed after each
+login), the rules loaded without a problem, and the engine serving (started,
+not stopping).
 Each check that fails gives a reason a person can act on; a load balancer or
 systemd only needs the yes or no.
 
@@ -41,7 +43,7 @@ class Health:
     #: Why not ready, one sentence per failed check (empty when ready).
     reasons: tuple[str, ...]
     #: Each check by name (``asterisk``, ``event_stream``, ``user_events``,
-    #: ``rules``, ``serving``).
+    #: ``privileges``, ``rules``, ``serving``).
     checks: dict[str, bool]
     #: Rules in use.
     rules: int = 0
@@ -86,6 +88,7 @@ def readiness(
     unheard_for: float = 0.0,
     phase: str = "running",
     waiting_for: str = "",
+    privileges: str = "",
 ) -> Health:
     """The checks, in the order a person should look at them.
 
@@ -93,12 +96,15 @@ def readiness(
     since has not come back (router/liveguard.py); True where nothing is known
     (the guard is off, or the heartbeat may not be sent). ``phase``: the
     engine's (:attr:`Health.phase`); ``waiting_for``: what the start waits
-    for (Asterisk at its URL, and why), the reason while not logged in.
+    for (Asterisk at its URL, and why), the reason while not logged in;
+    ``privileges``: why Asterisk refuses the manager user what routing needs
+    (empty when it does not).
     """
     checks = {
         "asterisk": logged_in,
         "event_stream": stream_current,
         "user_events": user_events,
+        "privileges": not privileges,
         "rules": rule_problems == 0,
         "serving": serving,
     }
@@ -111,6 +117,8 @@ def readiness(
         reasons.append("the event stream is not current: Asterisk does not answer its polls")
     elif not user_events:
         reasons.append(USER_EVENTS_MISSING.format(seconds=round(unheard_for)))
+    if privileges:
+        reasons.append(privileges)
     if rule_problems:
         reasons.append(f"{rule_problems} problems in the rules or plugins (callrouter check)")
     if not serving:

@@ -156,6 +156,7 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
     from router.ami.client import ClientSettings
     from router.ami.connect import open_client
     from router.commands.preflight import check_asterisk
+    from router.privileges import needed
 
     print()
     if offline.config.path is None and not flags:
@@ -170,11 +171,14 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
 
     targets, built = ruleset.redirect_targets()
     recording = offline.config.recordings is not None
+    probes = needed(offline.config, ruleset)
 
     async def findings() -> list[Finding]:
         client = open_client(ClientSettings.from_config(offline.config.asterisk))
         try:
-            return await check_asterisk(client, targets=targets, built=built, recording=recording)
+            return await check_asterisk(
+                client, targets=targets, built=built, recording=recording, probes=probes
+            )
         finally:
             await client.aclose()
 

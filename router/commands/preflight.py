@@ -6,8 +6,9 @@ nothing: a manager user that cannot ``Redirect``, Asterisk sending the user no
 disabledevents``), a dialplan pasted with a step between the request and its
 ``Wait``. Each of those fails open, so calls still ring somewhere and nobody
 notices. This logs in as ``callrouter run`` would and asks, without touching a
-call: the version, the ``Redirect`` permission (a ``Redirect`` of a channel
-that cannot exist: Asterisk checks the class first), the loaded inbound
+call: the version, the ``Redirect`` permission and, where the configuration
+dials, the ``Originate`` one (router/privileges.py: Asterisk checks the class
+before the headers; ``callrouter run`` asks after each login), the loaded inbound
 context (``ShowDialPlan``, router/dialplan_lint.py), the places the rules
 redirect to (a typo there hangs the call up), and its own
 ``UserEvent`` coming back, listening meanwhile for a live callrouter's
@@ -21,11 +22,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from router.dialplan import INBOUND_CONTEXT, shown
+from router.dialplan import shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIError, AMIPrivilegeError
 from router.liveguard import LIVE_EVENT, Claim
+from router.privileges import REDIRECT, Probe, refused
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -35,8 +37,6 @@ __all__ = ["PROBE_EVENT", "check_asterisk"]
 
 #: The ``UserEvent`` the check sends itself (no rule or plugin reads it).
 PROBE_EVENT = "CallRouterCheck"
-#: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
-_NO_CHANNEL = "callrouter-check/no-such-channel"
 
 
 async def check_asterisk(
@@ -46,19 +46,22 @@ async def check_asterisk(
     built: int = 0,
     listen: float = 2.5,
     recording: bool = False,
+    probes: Sequence[Probe] = (REDIRECT,),
 ) -> list[Finding]:
     """Log in with ``client`` and check; ``targets`` are the rules' redirect
     locations to look up (``built`` more are made per call and cannot be);
     ``listen`` seconds for events (more than the live-instance heartbeat's
     2 s, so a live router shows); ``recording``: router.toml has ``[recordings]``,
-    so ``[callrouter-record]`` is checked too."""
+    so ``[callrouter-record]`` is checked too; ``probes``: the actions whose
+    write class is asked for (router/privileges.py, ``needed``)."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
     except AMIError as exc:
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
-    findings.append(await _redirect_allowed(client))
+    for probe in probes:
+        findings.append(await _allowed(client, probe))
     findings.extend((await audit_dialplan(client, targets, built, recording=recording)).findings)
     findings.extend(await _user_events(client, listen))
     return findings
@@ -73,22 +76,18 @@ async def _version(client: AMIClient) -> str:
     return f" (Asterisk {shown(version)[1:-1]})" if version else ""
 
 
-async def _redirect_allowed(client: AMIClient) -> Finding:
+async def _allowed(client: AMIClient, probe: Probe) -> Finding:
     try:
-        await client.action(
-            "Redirect",
-            {"Channel": _NO_CHANNEL, "Context": INBOUND_CONTEXT, "Exten": "s", "Priority": "1"},
-            check=False,
-        )
-    except AMIPrivilegeError:
-        return Finding(
-            "fail",
-            "Asterisk refuses this user Redirect: give it write = call "
-            "(docs/asterisk.md, the manager user)",
-        )
+        if await refused(client, probe):
+            return Finding(
+                "fail",
+                f"Asterisk refuses this user {probe.action}: give it write = "
+                f"{probe.write_class} (docs/asterisk.md, the manager user); without it "
+                f"{probe.lost}",
+            )
     except AMIError as exc:
-        return Finding("fail", f"Redirect could not be tried: {exc}")
-    return Finding("ok", "Redirect allowed (write = call)")
+        return Finding("fail", f"{probe.action} could not be tried: {exc}")
+    return Finding("ok", f"{probe.action} allowed (write = {probe.write_class})")
 
 
 async def _user_events(client: AMIClient, listen: float) -> list[Finding]:

@@ -119,8 +119,9 @@ class Engines:
             plugins=Plugins.load(extra=plugins, entry_points=entry_points),
             client=client,
             # One fake Asterisk, one engine: no file watcher, no live-instance
-            # heartbeats (give options= to test those).
-            options=options or EngineOptions(watch_interval=0, live_heartbeat=0),
+            # heartbeats, no privilege probe (give options= to test those).
+            options=options
+            or EngineOptions(watch_interval=0, live_heartbeat=0, check_privileges=False),
         )
         task: asyncio.Task[None] | None = None
         try:

@@ -211,6 +211,7 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
         "asterisk": True,
         "event_stream": True,
         "user_events": True,
+        "privileges": True,
         "rules": True,
         "serving": True,
     }

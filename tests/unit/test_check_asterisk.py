@@ -12,15 +12,20 @@ import logging
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from router.api.settings import ApiSettings
 from router.commands.preflight import PROBE_EVENT, check_asterisk
 from router.dialplan_lint import Finding, lint_inbound
 from router.liveguard import Claim, LiveGuard
-from router.rules.ruleset import RedirectTarget
+from router.privileges import ORIGINATE, REDIRECT, needed
+from router.rules.registry import Registry
+from router.rules.ruleset import RedirectTarget, load_rules
+from router.testing import config_from_toml
 from router.testing.asterisk import dialplan_steps, shipped_dialplan
 from router.testing.replay import SentAction
 from tests.unit.test_dialplan_lint import shipped, with_playback_before_wait
@@ -134,6 +139,41 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     assert found[1].text.startswith("Asterisk refuses this user Redirect: give it write = call")
     assert found[2].text.startswith("[callrouter-inbound] has no steps in Asterisk's dialplan")
     assert found[3].text.startswith("Asterisk refuses this user UserEvent: give it write = user")
+
+
+async def test_originate_is_asked_for_where_the_configuration_dials(
+    ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """``[api]`` (click-to-call) needs ``write = originate``: check asks for it
+    as ``callrouter run`` does after its login (router/privileges.py), with an
+    ``Originate`` that names no channel, so nothing is dialled."""
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    base = config_from_toml(
+        tmp_path,
+        f'[asterisk]\nurl = "{ajam_replay.url}"\nusername = "router"\nsecret = "s"\n'
+        f'[router]\nrules = ["{rules}"]\n',
+    )
+    assert needed(base, load_rules(base.router.rules, Registry())) == (REDIRECT,)
+    with_api = replace(base, api=ApiSettings())
+    probes = needed(with_api, load_rules(base.router.rules, Registry()))
+    assert probes == (REDIRECT, ORIGINATE)
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    ajam_replay.on("Originate", denied)
+    found = await run(ajam_replay, probes=probes)
+    assert found[1].text == "Redirect allowed (write = call)"
+    assert found[2].level == "fail"
+    assert found[2].text == (
+        "Asterisk refuses this user Originate: give it write = originate (docs/asterisk.md, "
+        "the manager user); without it the API's click-to-call and the rules' originate "
+        "actions fail"
+    )
+    (originate,) = ajam_replay.sent("Originate")
+    assert originate.get("Channel") is None
 
 
 async def test_each_redirect_target_asterisk_lacks_is_named(ajam_replay: ReplayAsterisk) -> None:

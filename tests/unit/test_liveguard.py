@@ -161,7 +161,10 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     rules.write_text(RULES, encoding="utf-8")
     ajam_replay.globals["EPOCH"] = "1795000100"
     engine = await engine_factory(
-        rules, options=EngineOptions(watch_interval=0, live_heartbeat=0.5, live_settle=0.2)
+        rules,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=0.5, live_settle=0.2, check_privileges=False
+        ),
     )
     [probe] = ajam_replay.sent("UserEvent")
     assert (probe["Since"], probe["Probe"], probe["State"]) == ("1795000100", "yes", "live")
@@ -231,7 +234,10 @@ async def test_a_decision_right_after_start_waits_for_the_others_answer(
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     engine = await engine_factory(
-        rules, options=EngineOptions(watch_interval=0, live_heartbeat=2.0, live_settle=0.6)
+        rules,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=2.0, live_settle=0.6, check_privileges=False
+        ),
     )
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await asyncio.sleep(0.2)

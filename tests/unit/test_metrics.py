@@ -329,6 +329,7 @@ def test_readiness_names_every_failed_check() -> None:
         "asterisk": True,
         "event_stream": False,
         "user_events": True,
+        "privileges": True,
         "rules": False,
         "serving": True,
     }

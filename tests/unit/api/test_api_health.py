@@ -137,6 +137,7 @@ async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> N
             "asterisk": False,
             "event_stream": False,
             "user_events": True,
+            "privileges": True,
             "rules": True,
             "serving": True,
         },

@@ -1,0 +1,113 @@
+"""The manager user's write classes asked right after the login, on the real
+Asterisk 22 (issue 16): a user without ``write = call`` was only reported when
+the first call's ``Redirect`` was refused, every call meanwhile taking its
+default route. Now the start logs an ERROR naming the user and the class, and
+``/readyz`` says the same until a login that has it; ``originate`` is asked
+for where the configuration dials (``[api]``)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.testing import serving
+
+pytestmark = pytest.mark.integration
+
+RULES = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: sales}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def engine_as(
+    box: Sandbox, user: str, tmp_path: Path, *, api: bool = False, shadow: bool = False
+) -> Engine:
+    tmp_path.mkdir(exist_ok=True)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    path = tmp_path / "router.toml"
+    text = (
+        f'[asterisk]\nurl = "{box.url}"\nusername = "{user}"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n'
+        f"shadow = {'true' if shadow else 'false'}\n"
+    )
+    if api:
+        text += f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+    path.write_text(text, encoding="utf-8")
+    return Engine(
+        load_config(path),
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0, audit_dialplan=False),
+    )
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_user_without_write_call_is_an_error_at_start_and_not_ready(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The sandbox's watcher: read = call, write = none.
+    caplog.set_level(logging.INFO)
+    async with serving(engine_as(sandbox, "watcher", tmp_path)) as engine:
+        (error,) = [e for e in errors(caplog) if "Redirect" in e]
+        assert error.startswith(
+            "Asterisk refuses the manager user 'watcher' Redirect (write = call missing "
+            "in manager.conf): no call is routed: each takes the dialplan's default route; "
+            "add call to the user's write line"
+        )
+        health = engine.health()
+        assert not health.ready
+        assert health.checks["privileges"] is False
+        assert error in health.reasons
+    # The client's own WARNING for the first refusal is not said beside it.
+    assert not any(
+        r.levelno == logging.WARNING and "Redirect: Permission denied" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_a_user_without_originate_is_an_error_with_api_but_routes(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.add_manager_user("no-originate", write="call,user,reporting")
+    caplog.set_level(logging.INFO)
+    async with serving(engine_as(sandbox, "no-originate", tmp_path, api=True)) as engine:
+        assert errors(caplog) == [
+            "Asterisk refuses the manager user 'no-originate' Originate (write = originate "
+            "missing in manager.conf): the API's click-to-call and the rules' originate "
+            "actions fail; add originate to the user's write line, run manager reload, then "
+            "restart callrouter (a session keeps the classes it logged in with)"
+        ]
+        assert engine.health().checks["privileges"] is True
+        assert engine.health().ready
+
+
+async def test_the_documented_user_and_a_shadow_instance_hear_nothing(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serving(engine_as(sandbox, "router", tmp_path / "a", api=True)) as engine:
+        assert engine.health().ready, engine.health().reasons
+    # Shadow mode never acts: a read-only user is enough (docs/operations.md).
+    async with serving(engine_as(sandbox, "watcher", tmp_path / "b", shadow=True)):
+        pass
+    assert errors(caplog) == []
