@@ -39,6 +39,7 @@ to the working directory.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -165,6 +166,10 @@ class RouterSettings:
     #: A ``context`` or ``exten`` a template or lookup produced must match this
     #: whole (router/dialplan.py adds a fixed floor of forbidden characters).
     location_pattern: str = DEFAULT_LOCATION_PATTERN
+    #: Seconds between the engine's looks at Asterisk's dialplan besides
+    #: those at start and after reloads (``dialplan reload`` reports none);
+    #: 0 turns them off. Only a change in the findings is logged.
+    dialplan_audit_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +240,14 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "ping_interval",
         "events",
     ),
-    "router": ("rules", "state_dir", "log_format", "shadow", "location_pattern"),
+    "router": (
+        "rules",
+        "state_dir",
+        "log_format",
+        "shadow",
+        "location_pattern",
+        "dialplan_audit_interval",
+    ),
     "plugins": ("enabled", "disabled"),
 }
 
@@ -700,7 +712,20 @@ def _router(reader: SettingsReader, environ: Mapping[str, str]) -> RouterSetting
         log_format=cast(LogFormat, reader.choice("log_format", ("text", "json"), "text")),
         shadow=reader.boolean("shadow", False),
         location_pattern=_location_pattern(reader),
+        dialplan_audit_interval=_audit_interval(reader),
     )
+
+
+def _audit_interval(reader: SettingsReader) -> float:
+    """0 (off), or 10 s to a day: each look is a few ``ShowDialPlan``s, and
+    more often than that Asterisk would be asked for nothing new."""
+    value = reader.number("dialplan_audit_interval", 300.0, -math.inf, math.inf)
+    if value != 0 and not 10 <= value <= 86400:
+        raise reader.error(
+            "dialplan_audit_interval",
+            f"expected 0 (off) or 10 to 86400 seconds, got {value:g}",
+        )
+    return value
 
 
 def _location_pattern(reader: SettingsReader) -> str:

@@ -344,6 +344,9 @@ class Engine:
         #: waits, /healthz and /readyz until the engine routes).
         self._waiting_for = ""
         self._audited_at = -math.inf
+        #: What the last dialplan audit found, as (level, text): a timed one
+        #: logs only a change.
+        self._audit_findings: tuple[tuple[str, str], ...] | None = None
         self._beats: set[asyncio.Task[Any]] = set()
         self._beat_refused = False
         #: Whether the missing own heartbeat has been logged (router/liveguard.py).
@@ -578,6 +581,19 @@ class Engine:
             id="callrouter-sweep",
             replace_existing=True,
         )
+        interval = self._config.router.dialplan_audit_interval
+        if self.options.audit_dialplan and interval > 0:
+            # `dialplan reload` raises no event (_dialplan_reloaded): a look
+            # now and then, logged only when what it finds has changed.
+            self._scheduler.add_job(
+                logged("dialplan audit", self._audit_now_and_then, logger=log),
+                "interval",
+                seconds=interval,
+                id="callrouter-dialplan-audit",
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+            )
         await self.plugins.startup(self.api)
         self.calllife.start(self.state_dir)
         self._scheduler.add_job(
@@ -1131,10 +1147,21 @@ class Engine:
             self._reload_audit = None
         await self._audit_dialplan("Asterisk's reload")
 
-    async def _audit_dialplan(self, when: str) -> None:
+    async def _audit_now_and_then(self) -> None:
+        """The timed look at the dialplan (``[router] dialplan_audit_interval``):
+        Asterisk reports no ``dialplan reload``, so an inbound context one broke
+        was never told. Silent unless the findings changed since the last
+        audit; skipped while Asterisk is away (the stream says so) or an
+        audit after a reload is due anyway."""
+        if self._connected() and self._reload_audit is None:
+            await self._audit_dialplan("the timed check", changes_only=True)
+
+    async def _audit_dialplan(self, when: str, *, changes_only: bool = False) -> None:
         """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
         a broken inbound context, a rule redirecting where the dialplan has
-        nothing. Each is a WARNING; routing goes on (fail open)."""
+        nothing. Each is a WARNING; routing goes on (fail open).
+        ``changes_only``: nothing is logged when the findings are the last
+        audit's."""
         self._audited_at = time.monotonic()
         targets, built = self.rules.current.redirect_targets()
         audit = await audit_dialplan(
@@ -1143,6 +1170,15 @@ class Engine:
         findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
         self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
+        seen = tuple((f.level, f.text) for f in findings)
+        if changes_only and seen == self._audit_findings:
+            return
+        self._audit_findings = seen
+        if changes_only:
+            log.info(
+                "dialplan changed since it was last checked (found by the timed check: "
+                "Asterisk reports no dialplan reload)"
+            )
         problems = [f for f in findings if f.level != "ok"]
         for finding in problems:
             level = logging.WARNING if finding.level == "fail" else logging.INFO

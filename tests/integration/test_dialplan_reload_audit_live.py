@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,52 @@ async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
             line.startswith("dialplan: ") and "callrouter-inbound" in line
             for line in audits(caplog)[1:]
         ), audits(caplog)
+
+
+async def test_a_dialplan_reload_is_caught_by_the_timed_check_logged_once(
+    scratch_sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dialplan reload`` sends no event, so the engine also looks every
+    ``[router] dialplan_audit_interval`` (300 s; 1 s here, below what
+    router.toml takes) and logs only what changed: the broken context once,
+    not every interval, and its repair once."""
+    box = scratch_sandbox
+    box.set_dialplan(shipped_dialplan() + TEST_CONTEXTS)
+    caplog.set_level(logging.INFO, logger="router.engine")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert config.router.dialplan_audit_interval == 300
+    config = replace(config, router=replace(config.router, dialplan_audit_interval=1.0))
+    engine = Engine(
+        config,
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    async with serving(engine):
+        await until(lambda: audits(caplog), 10)
+        assert audits(caplog)[0].startswith("dialplan checked at start: ")
+        await asyncio.sleep(2.5)  # timed checks that find the same say nothing
+        assert len(audits(caplog)) == 1, audits(caplog)
+        await asyncio.to_thread(box.set_dialplan, TEST_CONTEXTS)  # dialplan reload
+        await until(lambda: len(audits(caplog)) > 1, 5)
+        await asyncio.sleep(3.5)  # three more checks, the same findings
+        broken = audits(caplog)[1:]
+        assert broken, audits(caplog)
+        assert all(line.startswith("dialplan: ") for line in broken), broken
+        assert any("callrouter-inbound" in line for line in broken), broken
+        assert any(
+            r.getMessage().startswith("dialplan changed since it was last checked")
+            for r in caplog.records
+        )
+        await asyncio.to_thread(box.set_dialplan, shipped_dialplan() + TEST_CONTEXTS)
+        await until(lambda: len(audits(caplog)) > 1 + len(broken), 5)
+        await asyncio.sleep(2.5)
+        (repaired,) = audits(caplog)[1 + len(broken) :]
+        assert repaired.startswith("dialplan checked at the timed check: ")

@@ -523,3 +523,19 @@ def test_max_response_bytes(tmp_path: Path) -> None:
     assert ClientSettings.from_config(cfg.asterisk).max_response_bytes == 1048576
     msg = error_of(tmp_path, MINIMAL + "max_response_bytes = 100\n")
     assert "[asterisk] max_response_bytes: expected 65536 to 1073741824, got 100" in msg
+
+
+def test_dialplan_audit_interval_is_off_or_10_s_to_a_day(tmp_path: Path) -> None:
+    """The periodic look at Asterisk's dialplan (``dialplan reload`` reports
+    nothing): every 5 minutes unless router.toml says otherwise (issue 16)."""
+    assert load(tmp_path, MINIMAL).router.dialplan_audit_interval == 300.0
+    for value, expected in (("0", 0.0), ("10", 10.0), ("86400", 86400.0), ("60.5", 60.5)):
+        text = MINIMAL + f"[router]\ndialplan_audit_interval = {value}\n"
+        assert load(tmp_path, text).router.dialplan_audit_interval == expected
+    for value in ("5", "0.5", "-1", "86401"):
+        text = MINIMAL + f"[router]\ndialplan_audit_interval = {value}\n"
+        assert error_of(tmp_path, text).endswith(
+            f"dialplan_audit_interval: expected 0 (off) or 10 to 86400 seconds, got {value}"
+        ), value
+    text = MINIMAL + '[router]\ndialplan_audit_interval = "5m"\n'
+    assert "dialplan_audit_interval: expected a number, got" in error_of(tmp_path, text)
