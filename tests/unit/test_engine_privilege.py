@@ -102,3 +102,42 @@ def test_the_shadow_section_quotes_the_warning_as_logged(page: str) -> None:
         "the write classes reporting, system (manager.conf)"
     )
     assert f"```text\n{LISTING_REFUSED.format(reason=reason)}\n```" in text
+
+
+async def test_redirect_is_asked_for_again_after_a_new_login(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: the write-class probe runs after each login (router/privileges.py):
+    a session keeps the classes of its login, so a user fixed in manager.conf
+    shows at the next one (here, after the session expired), and readiness
+    follows."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    refused = {"now": True}
+
+    def redirect(sent: object) -> list[tuple[str, str]]:
+        if refused["now"]:
+            return [("Response", "Error"), ("Message", "Permission denied")]
+        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
+
+    ajam_replay.on("Redirect", redirect)
+    caplog.set_level(logging.INFO, logger="router.engine")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    assert engine.health().checks["privileges"] is False
+    assert ajam_replay.count("Redirect") == 1
+    refused["now"] = False  # manager.conf fixed, manager reload: a new login has it
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    assert ajam_replay.count("Redirect") == 2
+    assert engine.health().checks["privileges"] is True
+    assert engine.health().ready, engine.health().reasons
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert "Asterisk allows the manager user 'router' Redirect now" in said
