@@ -885,6 +885,13 @@ class Engine:
             # the stream is stopped, nothing follows them.
             pushed.cancel()
             await asyncio.wait((pushed,), timeout=1.0)
+        # No timed job starts from here on: the call life and the plugins close
+        # their stores next (the recorder waits up to 10 s for a retention pass
+        # first), and a job started meanwhile would use one closed under it.
+        # Paused, not shut down yet: that would cancel the jobs under way, the
+        # retention pass the recorder waits for among them.
+        if self._scheduler.running:
+            self._scheduler.pause()
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
         try:

@@ -374,5 +374,7 @@ def callrouter_call_end(call: Call) -> None:
 def callrouter_shutdown(engine: EngineAPI) -> None:
     """The engine is stopping (SIGTERM or exit): flush queues, close clients.
 
-    Awaited with a bound; the AMI client is still logged in. Return value ignored.
+    Awaited with a bound; the AMI client is still logged in, and no timed job
+    (``EngineAPI.schedule``) starts any more, so none finds closed what this
+    hook closes. Return value ignored.
     """

@@ -755,3 +755,48 @@ async def test_a_file_asterisk_writes_in_32_kib_steps_is_seen_still_being_writte
     finally:
         await writer
     assert len(steps) == 2
+
+
+async def test_no_timed_job_runs_while_the_stop_waits_for_retention(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop waited (up to 10 s) for a retention pass with the scheduler still
+    running: the recorder's and other plugins' jobs (max_duration, metrics) went on
+    reading the catalog, which the stop then closed under them. Now the scheduler
+    starts nothing once plugins are being stopped."""
+    import threading
+
+    from router.recordings import recorder as recorder_module
+    from router.recordings.retention import apply_retention
+
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    started = threading.Event()
+
+    def slow(store: RecordingStore, settings: RecordingSettings) -> object:
+        started.set()
+        time.sleep(0.5)  # a slow mount
+        return apply_retention(store, settings)
+
+    monkeypatch.setattr(recorder_module, "apply_retention", slow)
+    recorder = recorder_of(engine)
+    runs: list[float] = []
+
+    def probe() -> None:
+        runs.append(time.monotonic())
+        if recorder.store is not None:
+            recorder.store.usage()  # what the metrics job reads
+
+    engine.schedule("test:probe", probe, every=0.05)
+    await asyncio.sleep(0.2)
+    assert runs  # the job runs while the engine serves
+    passing = asyncio.create_task(recorder.retention())
+    assert await asyncio.to_thread(started.wait, 5)
+    stopping = time.monotonic()
+    await engine.stop()
+    await passing
+    assert recorder.store is None
+    assert [t for t in runs if t > stopping] == []
