@@ -3,7 +3,7 @@
 Every endpoint raises :class:`ApiError` for a failure it can name; the app
 turns it into ``application/problem+json`` with ``type``, ``title``,
 ``status``, ``detail`` and extras a client can act on (``field``,
-``missing_permission``, ``did_you_mean``). One class rather than one per
+``missing_permission``, ``did_you_mean``, ``origin``). One class rather than one per
 status: the status is data a client switches on, not a Python type anyone
 catches selectively.
 """
@@ -77,6 +77,11 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "the operation the token lacks (403)",
         },
         "did_you_mean": {"type": "string", "description": "the closest known name (404, 400)"},
+        "origin": {
+            "type": "string",
+            "description": "who started the recording the API may not stop (409): "
+            "rule, plugin or unknown",
+        },
     },
     "additionalProperties": True,
 }

@@ -16,6 +16,11 @@ honoured (206, or 416 past the end), so a player can seek.
 signed link each (when ``[recordings] public_url`` is set).
 ``POST``/``DELETE /api/v1/calls/{id}/recording`` start and stop recording
 a live call (``calls:record``), as the ``record`` rule action does.
+
+The stop ends only
+a recording the API started (the catalog keeps each one's origin): one a
+rule, a plugin or an older callrouter started is 409, whoever asks, so a
+recording an administrator requires is out of an agent's reach.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from router.api.auth import Token, audit_of, authorize
-from router.api.calls import call_extensions, require_live_leg
+from router.api.calls import call_extensions, live_extensions, require_live_leg
 from router.api.context import read_json
 from router.api.errors import ApiError
 from router.errors import AMIError, RecordingError
@@ -41,7 +46,7 @@ from router.recordings import RecordingStore, recording_signer
 from router.recordings.files import open_regular
 from router.recordings.mixmonitor import start_recording, stop_recording
 from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
-from router.recordings.store import Recording
+from router.recordings.store import ORIGINS, Origin, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.api.context import ApiContext
@@ -179,6 +184,7 @@ class _Recordings:
             "size": rec.size,
             "duration": rec.duration,
             "sha256": rec.sha256,
+            "origin": rec.origin.kind,
             "url": self.link(rec) if rec.state in _SERVABLE else None,
         }
 
@@ -193,6 +199,25 @@ def _ids(request: Request) -> tuple[str, str | None]:
 
 def _visible(token: Token, rec: Recording) -> bool:
     return any(token.sees(ext) for ext in rec.extensions)
+
+
+def _not_ours(call_id: str, rows: list[Recording]) -> ApiError | None:
+    """409 when a file of the call still being written was not started through the API."""
+    others = sorted({r.origin.kind for r in rows if r.origin.kind != "api"})
+    if not others:
+        return None
+    what = {
+        "rule": "a rule",
+        "plugin": "a plugin",
+        "unknown": "an older callrouter (origin unknown)",
+    }
+    return ApiError(
+        409,
+        f"call {call_id!r} is being recorded by {' and '.join(what[o] for o in others)}, "
+        "not through the API: the API stops only recordings it started "
+        "(this one ends with the call or after [recordings] max_duration)",
+        origin=others[0],
+    )
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -310,6 +335,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(409, f"call {call_id!r} has no live channel to record")
         settings, store = recordings.settings, recordings.store
         ctx.require_asterisk()
+        mine = sorted(e for e in live_extensions(call) if token.sees(e))
         try:
             started = await start_recording(
                 lambda name, headers: ctx.send(name, headers),
@@ -320,6 +346,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 legs=legs,
                 fmt=fmt,
                 extensions=call_extensions(call, None),
+                origin=Origin("api", f"token {token.name} ({', '.join(mine)})"),
             )
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
@@ -337,9 +364,13 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         require_live_leg(token, call)
         store = recordings.store
+        rows = store.recording(call_id)
+        refused = _not_ours(call_id, rows)
+        if refused is not None:
+            raise refused
         ctx.require_asterisk()
         try:
-            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id)
+            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id, rows)
         except RecordingError as exc:
             raise ApiError(409, str(exc)) from None
         except AMIError as exc:  # pragma: no cover - ctx.send maps these
@@ -382,6 +413,11 @@ _FILE: Final = {
         "size": {"type": ["integer", "null"]},
         "duration": {"type": ["number", "null"]},
         "sha256": {"type": ["string", "null"]},
+        "origin": {
+            "type": "string",
+            "enum": list(ORIGINS),
+            "description": "Who started it; the API's stop ends only 'api' ones",
+        },
         "url": {"type": ["string", "null"], "description": "A signed link, short-lived"},
     },
 }
@@ -476,6 +512,8 @@ OPENAPI: dict[str, Any] = {
             "delete": {
                 "operationId": "stopRecording",
                 "summary": "Stop recording a live call (StopMixMonitor) (calls:record)",
+                "description": "Only a recording the API started: one a rule or a plugin "
+                "started is 409 with the problem's origin.",
                 "parameters": [_ID],
                 "responses": {
                     "202": {

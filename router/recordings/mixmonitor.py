@@ -39,7 +39,7 @@ from router.dialplan import (
 from router.errors import RecordingError
 from router.recordings.naming import FileName, file_names
 from router.recordings.settings import RecordingSettings
-from router.recordings.store import Recording, RecordingStore
+from router.recordings.store import Origin, Recording, RecordingStore
 
 __all__ = [
     "Send",
@@ -57,6 +57,8 @@ Send = Callable[[str, Mapping[str, Any]], Awaitable[object]]
 #: A MixMonitor id as Asterisk makes them (a UUID); anything else read back from
 #: the channel is not put into an action.
 _MIXMONITOR_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,80}")
+#: Who started a recording when the caller does not say: a plugin of its own.
+PLUGIN: Final = Origin("plugin")
 #: The option that stores the MixMonitor's id on the channel.
 ID_OPTION: Final = f"i({MIXMONITOR_ID_VARIABLE})"
 
@@ -104,6 +106,7 @@ def _catalog(
     legs: str | None,
     fmt: str | None,
     extensions: Iterable[str],
+    origin: Origin,
 ) -> tuple[list[Recording], list[FileName]]:
     """The fresh catalog rows and their names; both empty when already recording."""
     names = file_names(call_id, legs or settings.legs, fmt or settings.format)
@@ -115,6 +118,7 @@ def _catalog(
         local_paths=[settings.local_path(n) for n in names],
         channel=channel,
         extensions=extensions,
+        origin=origin,
     )
     return fresh, [n for n in names if any(r.part == n.part for r in fresh)]
 
@@ -129,6 +133,7 @@ async def hand_to_dialplan(
     legs: str | None = None,
     fmt: str | None = None,
     extensions: Iterable[str] = (),
+    origin: Origin = PLUGIN,
 ) -> list[Recording]:
     """Catalog the recording of ``call_id`` and tell the waiting ``channel`` its files.
 
@@ -146,6 +151,7 @@ async def hand_to_dialplan(
         legs=legs,
         fmt=fmt,
         extensions=extensions,
+        origin=origin,
     )
     if not fresh:
         return []
@@ -169,6 +175,7 @@ async def start_recording(
     legs: str | None = None,
     fmt: str | None = None,
     extensions: Iterable[str] = (),
+    origin: Origin = PLUGIN,
 ) -> list[Recording]:
     """Catalog and start the recording of ``call_id`` on ``channel`` (AMI ``MixMonitor``).
 
@@ -187,6 +194,7 @@ async def start_recording(
         legs=legs,
         fmt=fmt,
         extensions=extensions,
+        origin=origin,
     )
     if not fresh:
         return []
@@ -230,10 +238,14 @@ async def stop_ours(send: Send, channel: str) -> str:
     return mixmonitor_id
 
 
-async def stop_recording(send: Send, store: RecordingStore, call_id: str) -> list[str]:
+async def stop_recording(
+    send: Send, store: RecordingStore, call_id: str, rows: Iterable[Recording] | None = None
+) -> list[str]:
     """Stop callrouter's MixMonitor on every channel recording ``call_id``
-    (:func:`stop_ours`); the channels stopped."""
-    channels = sorted({r.channel for r in store.recording(call_id)})
+    (:func:`stop_ours`), or on the channels of ``rows`` (the ones a caller checked:
+    the API's own); the channels stopped."""
+    found = store.recording(call_id) if rows is None else list(rows)
+    channels = sorted({r.channel for r in found})
     if not channels:
         raise RecordingError(f"call {call_id!r} is not being recorded")
     for channel in channels:

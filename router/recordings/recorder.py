@@ -33,7 +33,7 @@ from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop
 from router.recordings.naming import FORMATS, LEGS
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
-from router.recordings.store import Recording, RecordingStore
+from router.recordings.store import Origin, Recording, RecordingStore
 from router.rules.registry import ActionSpec, ParamSpec, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,6 +187,7 @@ class Recorder:
                 legs=legs,
                 fmt=fmt,
                 extensions=call_extensions(call),
+                origin=Origin("rule", action.rule),
             )
             if started:
                 call.redirect_via = RECORD_CONTEXT
@@ -204,6 +205,7 @@ class Recorder:
                 legs=legs,
                 fmt=fmt,
                 extensions=call_extensions(call),
+                origin=Origin("rule", action.rule),
             )
         if not started:
             return f"{call.linkedid}: already recording"

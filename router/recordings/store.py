@@ -6,7 +6,10 @@ transcoded) -> ``delivered`` (a receiver such as the 1C plugin confirmed it
 has exactly these bytes) -> ``removed`` (retention deleted or moved it), or
 -> ``failed`` (the file never became complete; what Asterisk left of it, if
 anything, stays in ``file`` and ``size`` for retention to count and, after
-``max_age_days``, delete). It is the outbox between the
+``max_age_days``, delete). Each row says who started it (:class:`Origin`: a
+rule, the API with its token, a plugin): the API stops only what the API
+started, so a recording an administrator's rule requires is out of an
+agent's reach. It is the outbox between the
 core and whoever delivers: a plugin polls :meth:`RecordingStore.closed` and
 answers with :meth:`RecordingStore.confirm`, so a recording closed while the
 receiver or 1C was down is still there after a restart, and retention never
@@ -32,7 +35,7 @@ from typing import Final
 
 from router.recordings.naming import FileName, check_call_id, check_part
 
-__all__ = ["DB_NAME", "Recording", "RecordingStore", "UsageReport"]
+__all__ = ["DB_NAME", "ORIGINS", "Origin", "Recording", "RecordingStore", "UsageReport"]
 
 DB_NAME: Final = "recordings.sqlite"
 _SCHEMA: Final = """
@@ -58,16 +61,52 @@ CREATE TABLE IF NOT EXISTS recordings (
     receiver TEXT,
     removed_at REAL,
     note TEXT NOT NULL DEFAULT '',
+    origin TEXT NOT NULL DEFAULT 'unknown',
+    origin_by TEXT NOT NULL DEFAULT '',
     UNIQUE (call_id, part)
 );
 CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
 """
+#: Columns added since the first catalog: (name, definition) for ``ALTER TABLE``.
+#: A row written before has ``origin`` 'unknown': see :class:`Origin`.
+_ADDED: Final = (
+    ("origin", "TEXT NOT NULL DEFAULT 'unknown'"),
+    ("origin_by", "TEXT NOT NULL DEFAULT ''"),
+)
+#: What started a recording (``Origin.kind``).
+ORIGINS: Final = ("rule", "api", "plugin", "unknown")
 #: The rows whose file is on disk: closed, delivered, and failed ones that left a file.
 _ON_DISK: Final = "(state IN ('closed', 'delivered') OR (state = 'failed' AND file IS NOT NULL))"
 _COLUMNS: Final = (
     "id, call_id, part, format, pbx_path, local_path, channel, extensions, state, started_at, "
-    "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note"
+    "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note, "
+    "origin, origin_by"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who started a recording, kept with it.
+
+    ``kind`` is one of :data:`ORIGINS`: ``rule`` (a ``record`` action; ``by`` is the
+    rule's name), ``api`` (``POST /api/v1/calls/{id}/recording``; ``by`` is the
+    token's name and the extensions it had on the call), ``plugin`` (a plugin
+    calling :mod:`router.recordings.mixmonitor` itself). ``unknown`` is a row a
+    catalog held before origins were kept: nobody can say it was the API's, so the
+    API's stop leaves it alone (a compliance recording wrongly stoppable is the
+    worse mistake; such a row is a call that was live across the upgrade, and it
+    still ends with the call or ``max_duration``).
+    """
+
+    kind: str
+    by: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ORIGINS:
+            raise ValueError(f"origin {self.kind!r} is not one of {', '.join(ORIGINS)}")
+
+
+UNKNOWN: Final = Origin("unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +133,7 @@ class Recording:
     delivered_at: float | None = None
     receiver: str | None = None
     note: str = ""
+    origin: Origin = UNKNOWN
 
     @property
     def event_id(self) -> str:
@@ -135,6 +175,7 @@ def _row(row: sqlite3.Row) -> Recording:
         delivered_at=row["delivered_at"],
         receiver=row["receiver"],
         note=row["note"],
+        origin=Origin(row["origin"] if row["origin"] in ORIGINS else "unknown", row["origin_by"]),
     )
 
 
@@ -163,6 +204,19 @@ class RecordingStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a catalog made by an older callrouter lacks.
+
+        In one write transaction: the recorder, the API and a receiving plugin
+        each open the catalog, and only the first to get here alters it.
+        """
+        with self._tx() as db:
+            have = {row["name"] for row in db.execute("PRAGMA table_info(recordings)")}
+            for name, definition in _ADDED:
+                if name not in have:
+                    db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -196,10 +250,12 @@ class RecordingStore:
         local_paths: Iterable[Path],
         channel: str,
         extensions: Iterable[str] = (),
+        origin: Origin = UNKNOWN,
         now: float | None = None,
     ) -> list[Recording]:
         """Catalog the files a MixMonitor is about to write; the ones already known are
-        left alone (a rule and the API asking for the same call record it once)."""
+        left alone (a rule and the API asking for the same call record it once, and
+        the first one's ``origin`` stays)."""
         started = time.time() if now is None else now
         fresh: list[tuple[str, str]] = []
         exts = json.dumps(sorted(set(extensions)))
@@ -207,9 +263,20 @@ class RecordingStore:
             for name, pbx, local in zip(names, pbx_paths, local_paths, strict=True):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO recordings (call_id, part, format, pbx_path, "
-                    "local_path, channel, extensions, state, started_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?)",
-                    (name.call_id, name.part, name.format, pbx, str(local), channel, exts, started),
+                    "local_path, channel, extensions, state, started_at, origin, origin_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?)",
+                    (
+                        name.call_id,
+                        name.part,
+                        name.format,
+                        pbx,
+                        str(local),
+                        channel,
+                        exts,
+                        started,
+                        origin.kind,
+                        origin.by[:200],
+                    ),
                 )
                 if cursor.rowcount:
                     fresh.append((name.call_id, name.part))

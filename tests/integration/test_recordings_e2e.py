@@ -606,3 +606,78 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
     _, _, seconds = pcm(stored)
     assert call.talk_seconds is not None
     assert seconds > call.talk_seconds - 1.0, (seconds, call.talk_seconds)
+
+
+async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """A rule's recording (one the administrator requires) is out of the reach of the
+    agent's token: its stop is 409 naming the rule as the origin, and Asterisk goes on
+    writing the file. The agent on the call (101) reads the recording; a token of an
+    extension that was never on it (102) does not."""
+    import socket
+
+    import httpx
+
+    from router.api.auth import hash_token
+
+    state = tmp_path / "state"
+    make_config(phones, double, state)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    toml = state.parent / "router.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8")
+        + f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        + "".join(
+            f'[api.tokens.t{ext}]\nhash = "{hash_token("secret-" + ext)}"\n'
+            f'allow = ["calls:record", "recordings:read"]\nextensions = ["{ext}"]\n'
+            for ext in ("101", "102")
+        ),
+        encoding="utf-8",
+    )
+    config = load_config(toml)
+    engine, task = await start_engine(config)
+    store = RecordingStore(state)
+    try:
+        phones.pstn.play(tone)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        (live,) = list(engine.tracker)
+        linkedid = live.linkedid
+        (row,) = store.recording(linkedid)
+        assert (row.origin.kind, row.origin.by) == ("rule", "record and ring 101")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            refused = await http.delete(
+                f"/api/v1/calls/{linkedid}/recording",
+                headers={"Authorization": "Bearer secret-101"},
+            )
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["origin"] == "rule"
+            size = row.local_path.stat().st_size
+            await asyncio.sleep(4.5)  # Asterisk writes a WAV in 32 KiB steps every 2 s
+            assert row.local_path.stat().st_size > size  # still recording
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+            await eventually(
+                lambda: (store.get(linkedid, "mix") or row).state != "recording",
+                30,
+                "the recording closed",
+            )
+            closed = store.get(linkedid, "mix")
+            assert closed is not None
+            assert "101" in closed.extensions
+            assert "102" not in closed.extensions
+            agent = await http.get(
+                f"/api/v1/recordings/{linkedid}", headers={"Authorization": "Bearer secret-101"}
+            )
+            stranger = await http.get(
+                f"/api/v1/recordings/{linkedid}", headers={"Authorization": "Bearer secret-102"}
+            )
+        assert agent.status_code == 200, agent.text
+        assert agent.json()["files"][0]["origin"] == "rule"
+        assert stranger.status_code == 404
+    finally:
+        store.close()
+        await stop_engine(engine, task)

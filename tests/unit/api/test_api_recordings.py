@@ -23,6 +23,7 @@ from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
+from router.recordings.store import Origin
 from router.testing import StubEngine
 from router.testing.builders import make_config, make_event
 
@@ -489,3 +490,92 @@ async def test_recording_needs_a_live_leg_of_the_tokens_extension(stub: StubEngi
     assert theirs.status_code == 201, theirs.text
     assert unstopped.status_code == 409  # nor stop the recording 102 started
     assert sent == ["MixMonitor"]
+
+
+def live_call(stub: StubEngine, live: str, legs: dict[str, str]) -> None:
+    """A call with phone legs ``{channel: 'up' | 'gone'}`` (gone: rang, hung up)."""
+    stub.calls.inbound_call(linkedid=live)
+    for n, (channel, how) in enumerate(legs.items()):
+        uniqueid = f"{live}{n}"
+        stub.calls.feed(
+            make_event(
+                "Newchannel",
+                Channel=channel,
+                Uniqueid=uniqueid,
+                Linkedid=live,
+                ChannelStateDesc="Up" if how == "up" else "Ring",
+            )
+        )
+        if how == "gone":
+            stub.calls.feed(make_event("Hangup", Channel=channel, Uniqueid=uniqueid, Linkedid=live))
+
+
+def catalog(
+    stub: StubEngine, settings: RecordingSettings, live: str, origin: Origin | None
+) -> None:
+    """A file of ``live`` still being written, started by ``origin`` (None: a row an
+    older callrouter wrote, before origins were kept)."""
+    store = RecordingStore(stub.state_dir)
+    (name,) = file_names(live, "mix", "wav")
+    store.start(
+        [name],
+        pbx_paths=[settings.pbx_path(name)],
+        local_paths=[settings.local_path(name)],
+        channel=f"Local/74951234567@callrouter-inbound-{live};2",
+        extensions=["101"],
+        **({} if origin is None else {"origin": origin}),
+    )
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("origin", "named"),
+    [(Origin("rule", "compliance"), "rule"), (Origin("plugin"), "plugin"), (None, "unknown")],
+)
+async def test_the_apis_stop_leaves_a_recording_it_did_not_start(
+    stub: StubEngine, settings: RecordingSettings, origin: Origin | None, named: str
+) -> None:
+    """A rule's recording (a compliance recording the administrator requires) was
+    stopped by any token with calls:record and a live leg on the call: the agent
+    could end it. Now only recordings the API started are stopped, for every token
+    ("*" too: no token scope stops them); a row from before origins were kept
+    counts as not the API's."""
+    live = "1714557700.21"
+    live_call(stub, live, {"PJSIP/101-00000021": "up"})
+    catalog(stub, settings, live, origin)
+    sent: list[str] = []
+    for action in ("Getvar", "StopMixMonitor"):
+        stub.replay.on(action, lambda a: sent.append(a.name) or {"Value": "5b0b4f2e"})
+    async with client_for(stub) as client:
+        desk = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        admin = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(ADMIN))
+        listing = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK101))
+    for refused in (desk, admin):
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["origin"] == named
+        assert "the API stops only recordings it started" in problem["detail"]
+    assert sent == []
+    (entry,) = listing.json()["files"]
+    assert (entry["origin"], entry["state"]) == (named, "recording")
+    (row,) = RecordingStore(stub.state_dir).recording(live)
+    assert row.state == "recording"
+
+
+async def test_the_api_records_who_started_a_recording_and_stops_its_own(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    live = "1714557700.31"
+    live_call(stub, live, {"PJSIP/101-00000031": "up"})
+    stub.replay.on("MixMonitor", lambda action: {})
+    stub.replay.on("StopMixMonitor", lambda action: {})
+    stub.replay.on("Getvar", lambda action: {"Value": "5b0b4f2e-6a47"})
+    async with client_for(stub) as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        (row,) = RecordingStore(stub.state_dir).recording(live)
+        stopped = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert started.status_code == 201, started.text
+    assert started.json()["files"][0]["origin"] == "api"
+    assert row.origin == Origin("api", "token desk101 (101)")
+    assert stopped.status_code == 202, stopped.text

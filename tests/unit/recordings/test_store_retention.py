@@ -306,3 +306,50 @@ def test_a_failed_recordings_file_still_being_written_is_counted_but_never_delet
     os.utime(failed.file, (later - 120, later - 120))
     assert apply_retention(store, capped, now=later).deleted == ["6.1-mix.wav"]
     assert not failed.file.exists()
+
+
+#: The catalog as callrouter made it before each recording kept its origin.
+OLD_SCHEMA = """
+CREATE TABLE recordings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, part TEXT NOT NULL,
+    format TEXT NOT NULL, pbx_path TEXT NOT NULL, local_path TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '', extensions TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL, started_at REAL NOT NULL, stop_seen_at REAL, closed_at REAL,
+    file TEXT, content_type TEXT, size INTEGER, sha256 TEXT, duration REAL,
+    delivered_at REAL, receiver TEXT, removed_at REAL, note TEXT NOT NULL DEFAULT '',
+    UNIQUE (call_id, part)
+);
+INSERT INTO recordings (call_id, part, format, pbx_path, local_path, channel, extensions,
+    state, started_at) VALUES ('1714557600.7', 'mix', 'wav', '/p', '/l', 'PJSIP/trunk-1',
+    '["101"]', 'recording', 1000);
+"""
+
+
+def test_an_older_catalog_gains_the_origin_and_its_rows_count_as_unknown(
+    tmp_path: Path,
+) -> None:
+    """Its rows say nobody started them through the API (the API's stop leaves them);
+    new rows keep who started them. Two opens (the recorder, the API) alter it once."""
+    import sqlite3
+
+    from router.recordings.store import DB_NAME, Origin
+
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.executescript(OLD_SCHEMA)
+    first, second = RecordingStore(tmp_path), RecordingStore(tmp_path)
+    old = first.get("1714557600.7", "mix")
+    assert old is not None
+    assert old.origin == Origin("unknown")
+    assert old.extensions == ("101",)
+    (name,) = file_names("1714557600.8", "mix", "wav")
+    (new,) = second.start(
+        [name],
+        pbx_paths=["/p8"],
+        local_paths=[tmp_path / "l8"],
+        channel="c",
+        origin=Origin("rule", "compliance"),
+    )
+    assert new.origin == Origin("rule", "compliance")
+    assert first.get("1714557600.8", "mix") == new
+    with pytest.raises(ValueError, match="origin 'agent' is not one of rule, api"):
+        Origin("agent")
