@@ -17,7 +17,11 @@ signed link each (when ``[recordings] public_url`` is set).
 ``POST``/``DELETE /api/v1/calls/{id}/recording`` start and stop recording
 a live call (``calls:record``), as the ``record`` rule action does.
 
-The stop ends only
+A token reads a recording when one of its extensions had a leg on the call
+while it was recorded (the catalog's ``extensions``, kept by the recorder),
+not merely at some time: a queue member who rang and was cancelled before,
+or a manager who transferred the caller away before a later recording, does
+not. A token for every extension (``"*"``) reads them all. The stop ends only
 a recording the API started (the catalog keeps each one's origin): one a
 rule, a plugin or an older callrouter started is 409, whoever asks, so a
 recording an administrator requires is out of an agent's reach.
@@ -198,7 +202,9 @@ def _ids(request: Request) -> tuple[str, str | None]:
 
 
 def _visible(token: Token, rec: Recording) -> bool:
-    return any(token.sees(ext) for ext in rec.extensions)
+    """Whether ``token`` may read ``rec``: one of its extensions was on the call while
+    it was recorded; a token for every extension (``"*"``) reads every recording."""
+    return "*" in token.extensions or any(token.sees(ext) for ext in rec.extensions)
 
 
 def _not_ours(call_id: str, rows: list[Recording]) -> ApiError | None:
@@ -335,7 +341,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(409, f"call {call_id!r} has no live channel to record")
         settings, store = recordings.settings, recordings.store
         ctx.require_asterisk()
-        mine = sorted(e for e in live_extensions(call) if token.sees(e))
+        live = live_extensions(call)
+        mine = sorted(e for e in live if token.sees(e))
         try:
             started = await start_recording(
                 lambda name, headers: ctx.send(name, headers),
@@ -345,7 +352,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 channel=channel,
                 legs=legs,
                 fmt=fmt,
-                extensions=call_extensions(call, None),
+                extensions=live,
                 origin=Origin("api", f"token {token.name} ({', '.join(mine)})"),
             )
         except ValueError as exc:

@@ -15,6 +15,12 @@ of the catalog still ``recording`` when its channel's ``MixMonitorStop`` or
 stream gap), on a sweep every few seconds once the call is gone. Closed files
 wait in the catalog for a receiver (the 1C plugin); retention runs every
 minute.
+
+Who may fetch a recording with a token: the extensions whose phone leg was on
+the call while it was recorded (:func:`live_extensions`): the live legs when it
+starts, every leg that hangs up while it runs, and the live legs when it ends. A
+leg that hung up before (a queue member who rang and was cancelled, a manager
+who transferred the caller away) is left out.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.metrics import Metrics, QueueGauge
     from router.rules.decision import Action
 
-__all__ = ["RECORD", "Recorder", "call_extensions", "make_plugin"]
+__all__ = ["RECORD", "Recorder", "call_extensions", "live_extensions", "make_plugin"]
 
 log = logging.getLogger("router.recordings")
 
@@ -93,16 +99,24 @@ def _still_waiting(call: Call) -> str | None:
     return name
 
 
+def phone_of(channel: str) -> str | None:
+    """The phone a channel name is a leg of (``PJSIP/101-0000002a``: ``101``), if any."""
+    matched = _PHONE.match(channel)
+    return matched.group(1) if matched else None
+
+
 def call_extensions(call: Call | None) -> set[str]:
-    """The phones a call involves: whose tokens may fetch its recording."""
+    """The phones a call involves, legs that hung up included."""
     if call is None:
         return set()
-    found = set()
-    for channel in call.channels.values():
-        matched = _PHONE.match(channel.name)
-        if matched:
-            found.add(matched.group(1))
-    return found
+    return {ext for c in call.channels.values() if (ext := phone_of(c.name))}
+
+
+def live_extensions(call: Call | None) -> set[str]:
+    """The phones on a call now (legs not hung up): present while it is recorded."""
+    if call is None:
+        return set()
+    return {ext for c in call.active_channels if (ext := phone_of(c.name))}
 
 
 class Recorder:
@@ -186,7 +200,7 @@ class Recorder:
                 channel=waiting,
                 legs=legs,
                 fmt=fmt,
-                extensions=call_extensions(call),
+                extensions=live_extensions(call),
                 origin=Origin("rule", action.rule),
             )
             if started:
@@ -204,7 +218,7 @@ class Recorder:
                 channel=channel,
                 legs=legs,
                 fmt=fmt,
-                extensions=call_extensions(call),
+                extensions=live_extensions(call),
                 origin=Origin("rule", action.rule),
             )
         if not started:
@@ -222,9 +236,18 @@ class Recorder:
         if self.store is None or event.name not in ("MixMonitorStop", "Hangup") or call is None:
             return
         channel = event.get("Channel") or ""
-        rows = [r for r in self.store.recording(call.linkedid) if r.channel == channel]
+        running = [r for r in self.store.recording(call.linkedid) if r.id not in self._closing]
+        if not running:
+            return
+        # The channel was on the call while it was recorded: any leg that hangs up
+        # now, and every leg still up when the recording ends here.
+        own = phone_of(channel)
+        present = {own} if own else set()
+        rows = [r for r in running if r.channel == channel]
         if rows:
-            self.store.add_extensions(call.linkedid, call_extensions(call))
+            present |= live_extensions(call)
+        self.store.add_extensions(call.linkedid, present, ids=(r.id for r in running))
+        if rows:
             if event.name == "MixMonitorStop":
                 # It names no MixMonitor: a PBX's own, stopped on the same channel,
                 # must not fail ours, which goes on until the channel ends.
@@ -238,7 +261,13 @@ class Recorder:
             return
         rows = self.store.recording(call.linkedid)
         if rows:
-            self.store.add_extensions(call.linkedid, call_extensions(call))
+            # Legs still up when the tracker ended the call (a gap, its 4 hours) were
+            # present; every other leg told its Hangup (callrouter_event).
+            self.store.add_extensions(
+                call.linkedid,
+                live_extensions(call),
+                ids=(r.id for r in rows if r.id not in self._closing),
+            )
             self._close(rows)
 
     @hookimpl

@@ -9,7 +9,9 @@ anything, stays in ``file`` and ``size`` for retention to count and, after
 ``max_age_days``, delete). Each row says who started it (:class:`Origin`: a
 rule, the API with its token, a plugin): the API stops only what the API
 started, so a recording an administrator's rule requires is out of an
-agent's reach. It is the outbox between the
+agent's reach. ``extensions`` are the phones whose leg was on the call while
+it was recorded (the recorder adds them as legs come and go): whose tokens
+may fetch it. It is the outbox between the
 core and whoever delivers: a plugin polls :meth:`RecordingStore.closed` and
 answers with :meth:`RecordingStore.confirm`, so a recording closed while the
 receiver or 1C was down is still there after a restart, and retention never
@@ -289,14 +291,23 @@ class RecordingStore:
                 "DELETE FROM recordings WHERE id = ? AND state = 'recording'", (recording_id,)
             )
 
-    def add_extensions(self, call_id: str, extensions: Iterable[str]) -> None:
-        """Remember more extensions of the call (who may fetch it with a token)."""
+    def add_extensions(
+        self, call_id: str, extensions: Iterable[str], *, ids: Iterable[int] | None = None
+    ) -> None:
+        """Remember more extensions whose leg was on the call while it was recorded
+        (who may fetch it with a token); of the rows ``ids`` only, when given."""
+        wanted = None if ids is None else set(ids)
+        added = set(extensions)
+        if not added or wanted == set():
+            return
         with self._tx() as db:
             rows = db.execute(
                 "SELECT id, extensions FROM recordings WHERE call_id = ?", (call_id,)
             ).fetchall()
             for row in rows:
-                merged = sorted(set(json.loads(row["extensions"])) | set(extensions))
+                if wanted is not None and row["id"] not in wanted:
+                    continue
+                merged = sorted(set(json.loads(row["extensions"])) | added)
                 db.execute(
                     "UPDATE recordings SET extensions = ? WHERE id = ?",
                     (json.dumps(merged), row["id"]),

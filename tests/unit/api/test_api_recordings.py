@@ -579,3 +579,49 @@ async def test_the_api_records_who_started_a_recording_and_stops_its_own(
     assert started.json()["files"][0]["origin"] == "api"
     assert row.origin == Origin("api", "token desk101 (101)")
     assert stopped.status_code == 202, stopped.text
+
+
+async def test_a_recording_is_read_only_by_extensions_on_the_call_while_it_was_recorded(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """101 rang (a queue) and was cancelled before 102 answered and started recording:
+    101's token could list and download the recording of 102's talk, since the
+    catalog listed every extension the call ever had."""
+    live = "1714557700.41"
+    live_call(stub, live, {"PJSIP/101-00000041": "gone", "PJSIP/102-00000042": "up"})
+    stub.replay.on("MixMonitor", lambda action: {})
+    async with client_for(stub) as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK102))
+        theirs = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK102))
+        mine = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK101))
+        admin = await client.get(f"/api/v1/recordings/{live}", headers=bearer(ADMIN))
+    assert started.status_code == 201, started.text
+    (row,) = RecordingStore(stub.state_dir).for_call(live)
+    assert "101" not in row.extensions
+    assert "102" in row.extensions
+    assert theirs.status_code == 200
+    assert mine.status_code == 404, mine.text
+    assert admin.status_code == 200
+
+
+async def test_a_token_for_every_extension_reads_a_recording_of_no_phone(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """A call no phone leg was on while recorded (an IVR, a trunk-to-trunk call) has no
+    extension: "*" covers it (as it covers events of no extension), others do not."""
+    live = "1714557700.51"
+    store = RecordingStore(stub.state_dir)
+    (name,) = file_names(live, "mix", "wav")
+    store.start(
+        [name],
+        pbx_paths=[settings.pbx_path(name)],
+        local_paths=[settings.local_path(name)],
+        channel="Local/ivr@x;2",
+        origin=Origin("rule", "ivr"),
+    )
+    store.close()
+    async with client_for(stub) as client:
+        admin = await client.get(f"/api/v1/recordings/{live}", headers=bearer(ADMIN))
+        desk = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK101))
+    assert admin.status_code == 200, admin.text
+    assert desk.status_code == 404

@@ -757,6 +757,75 @@ async def test_a_file_asterisk_writes_in_32_kib_steps_is_seen_still_being_writte
     assert len(steps) == 2
 
 
+class _Ami:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, str]]] = []
+
+    async def send(self, name: str, headers: dict[str, str]) -> object:
+        self.sent.append((name, dict(headers)))
+        return {}
+
+
+async def test_only_legs_on_the_call_while_it_was_recorded_may_read_the_recording(
+    tmp_path: Path,
+) -> None:
+    """101 rang and hung up before a rule (on an event of the talking call) recorded
+    it: 101's token could read the recording, the catalog listing every extension the
+    call ever had. Now: the legs live when it starts (102), every leg that hangs up
+    while it runs (103), the legs live when it ends (104); never one that came after
+    (105). The row keeps the rule that started it."""
+    from types import SimpleNamespace
+
+    from router.calls import CallTracker
+    from router.recordings.store import Origin
+    from router.rules.decision import Action
+    from router.testing.builders import make_event
+
+    live, trunk = "1714557800.1", "PJSIP/trunk-00000001"
+    tracker = CallTracker()
+
+    def feed(name: str, channel: str, n: int, **fields: str) -> object:
+        event = make_event(name, Channel=channel, Uniqueid=f"{live}{n}", Linkedid=live, **fields)
+        tracker.feed(event)
+        return event
+
+    feed("Newchannel", trunk, 0, ChannelStateDesc="Up", Context="from-trunk")
+    feed("Newchannel", "PJSIP/101-00000002", 1, ChannelStateDesc="Ring")
+    feed("Hangup", "PJSIP/101-00000002", 1)
+    feed("Newchannel", "PJSIP/102-00000003", 2, ChannelStateDesc="Up")
+    call = tracker.get(live)
+    assert call is not None
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
+    recorder.store = RecordingStore(tmp_path / "state")
+    ami = _Ami()
+    engine = SimpleNamespace(ami=ami)
+    action = Action.make("record", {}, rule="compliance")
+    assert await recorder.callrouter_execute(action, call, engine)  # type: ignore[arg-type]
+    assert [name for name, _ in ami.sent] == ["MixMonitor"]
+
+    def extensions() -> tuple[str, ...]:
+        assert recorder.store is not None
+        (row,) = recorder.store.for_call(live)
+        assert row.origin == Origin("rule", "compliance")
+        return row.extensions
+
+    assert extensions() == ("102", "trunk")
+    for name, channel, n in (
+        ("Newchannel", "PJSIP/103-00000004", 3),
+        ("Hangup", "PJSIP/103-00000004", 3),
+        ("Newchannel", "PJSIP/104-00000005", 4),
+        ("Hangup", trunk, 0),  # the recorded channel: the recording ends
+        ("Newchannel", "PJSIP/105-00000006", 5),
+        ("Hangup", "PJSIP/105-00000006", 5),
+    ):
+        event = feed(name, channel, n)
+        if name == "Hangup":  # the events the recorder reads (callrouter_wanted_events)
+            recorder.callrouter_event(event, call)  # type: ignore[arg-type]
+    assert extensions() == ("102", "103", "104", "trunk")
+    await recorder.callrouter_shutdown()
+
+
 async def test_no_timed_job_runs_while_the_stop_waits_for_retention(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,

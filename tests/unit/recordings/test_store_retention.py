@@ -353,3 +353,25 @@ def test_an_older_catalog_gains_the_origin_and_its_rows_count_as_unknown(
     assert first.get("1714557600.8", "mix") == new
     with pytest.raises(ValueError, match="origin 'agent' is not one of rule, api"):
         Origin("agent")
+
+
+def test_extensions_are_added_to_the_rows_named_only(tmp_path: Path) -> None:
+    from router.recordings.store import Origin
+
+    store = RecordingStore(tmp_path)
+    names = file_names("1714557600.9", "both", "wav")
+    rows = store.start(
+        names,
+        pbx_paths=[f"/p{n.part}" for n in names],
+        local_paths=[tmp_path / n.part for n in names],
+        channel="c",
+        extensions=["102"],
+        origin=Origin("api", "token desk102 (102)"),
+    )
+    store.add_extensions("1714557600.9", ["103"], ids=[rows[0].id])
+    store.add_extensions("1714557600.9", ["104"], ids=[])
+    assert [r.extensions for r in store.for_call("1714557600.9")] == [
+        ("102", "103"),
+        ("102",),
+        ("102",),
+    ]
