@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
+import pytest_asyncio
 
 from router.errors import SandboxError
 from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
+from router.testing import shipped_dialplan
+from tests.integration._live import TEST_QUEUE, admin_placer
 
 #: manager.conf httptimeout of ``scratch_sandbox``: short, but over 10 s.
 SCRATCH_HTTPTIMEOUT = 12
@@ -106,3 +110,25 @@ def pytest_runtest_makereport(
                 tail = f"(could not read the log: {exc})"
             report.sections.append((f"Asterisk log of {name} ({value.name}, {call.when})", tail))
     return report
+
+
+@pytest.fixture
+def queue_dialplan() -> str:
+    """The dialplan of ``queue_box``: the shipped snippet and ``[test-queue]``
+    (``_live.TEST_QUEUE``, where ``_live.SALES_RULES`` sends calls); a module
+    that needs another base overrides this fixture."""
+    return shipped_dialplan() + TEST_QUEUE
+
+
+@pytest.fixture
+def queue_box(scratch_sandbox: Sandbox, queue_dialplan: str) -> Sandbox:
+    """``scratch_sandbox`` running ``queue_dialplan``."""
+    scratch_sandbox.set_dialplan(queue_dialplan)
+    return scratch_sandbox
+
+
+@pytest_asyncio.fixture
+async def queue_placer(queue_box: Sandbox) -> AsyncIterator[CallPlacer]:
+    """Places calls into ``queue_box`` as ``admin`` (3 s requests: the box may be down)."""
+    async with admin_placer(queue_box, request_timeout=3.0) as placer:
+        yield placer

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,25 +16,12 @@ import pytest
 
 import router.engine
 from router.config import load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.testing import serving, shipped_dialplan
+from tests.integration._live import TEST_QUEUE, quiet_engine, sales_router_toml
+from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-RULES = """version: 1
-rules:
-  - name: sales
-    on: call
-    do:
-      - redirect: {context: test-queue, exten: sales}
-"""
-TEST_CONTEXTS = """
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
 
 
 def audits(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -46,16 +32,8 @@ def audits(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-async def until(condition: Callable[[], object], seconds: float) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"not within {seconds} s")
-
-
 async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
-    scratch_sandbox: Sandbox,
+    queue_box: Sandbox,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -63,31 +41,17 @@ async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
     # Audits at most once a second here (10 s in service): the reload below
     # comes a second or two after the start's audit.
     monkeypatch.setattr(router.engine, "_AUDIT_INTERVAL", 1.0)
-    box = scratch_sandbox
-    box.set_dialplan(shipped_dialplan() + TEST_CONTEXTS)
     caplog.set_level(logging.INFO, logger="router.engine")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    path = tmp_path / "router.toml"
-    path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(path),
-        plugins=Plugins.load(),
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
+    engine = quiet_engine(load_config(sales_router_toml(queue_box, tmp_path)))
     async with serving(engine):
-        await until(lambda: audits(caplog), 10)
+        await eventually(lambda: audits(caplog), "the audit at start", 10)
         assert audits(caplog)[0].startswith("dialplan checked at start: ")
         # dialplan reload: Asterisk 22 says nothing, so nothing is checked.
-        box.set_dialplan(TEST_CONTEXTS)  # the inbound context is gone
+        queue_box.set_dialplan(TEST_QUEUE)  # the inbound context is gone
         await asyncio.sleep(1.5)
         assert len(audits(caplog)) == 1
-        await asyncio.to_thread(box.cli, "module reload pbx_config")
-        await until(lambda: len(audits(caplog)) > 1, 5)
+        await asyncio.to_thread(queue_box.cli, "module reload pbx_config")
+        await eventually(lambda: len(audits(caplog)) > 1, "an audit after the reload", 5)
         assert any(
             line.startswith("dialplan: ") and "callrouter-inbound" in line
             for line in audits(caplog)[1:]
@@ -95,38 +59,24 @@ async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
 
 
 async def test_a_dialplan_reload_is_caught_by_the_timed_check_logged_once(
-    scratch_sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    queue_box: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``dialplan reload`` sends no event, so the engine also looks every
     ``[router] dialplan_audit_interval`` (300 s; 1 s here, below what
     router.toml takes) and logs only what changed: the broken context once,
     not every interval, and its repair once."""
-    box = scratch_sandbox
-    box.set_dialplan(shipped_dialplan() + TEST_CONTEXTS)
     caplog.set_level(logging.INFO, logger="router.engine")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    path = tmp_path / "router.toml"
-    path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{tmp_path / "state"}"\n',
-        encoding="utf-8",
-    )
-    config = load_config(path)
+    config = load_config(sales_router_toml(queue_box, tmp_path))
     assert config.router.dialplan_audit_interval == 300
     config = replace(config, router=replace(config.router, dialplan_audit_interval=1.0))
-    engine = Engine(
-        config,
-        plugins=Plugins.load(),
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
+    engine = quiet_engine(config)
     async with serving(engine):
-        await until(lambda: audits(caplog), 10)
+        await eventually(lambda: audits(caplog), "the audit at start", 10)
         assert audits(caplog)[0].startswith("dialplan checked at start: ")
         await asyncio.sleep(2.5)  # timed checks that find the same say nothing
         assert len(audits(caplog)) == 1, audits(caplog)
-        await asyncio.to_thread(box.set_dialplan, TEST_CONTEXTS)  # dialplan reload
-        await until(lambda: len(audits(caplog)) > 1, 5)
+        await asyncio.to_thread(queue_box.set_dialplan, TEST_QUEUE)  # dialplan reload
+        await eventually(lambda: len(audits(caplog)) > 1, "an audit after the reload", 5)
         await asyncio.sleep(3.5)  # three more checks, the same findings
         broken = audits(caplog)[1:]
         assert broken, audits(caplog)
@@ -136,8 +86,8 @@ async def test_a_dialplan_reload_is_caught_by_the_timed_check_logged_once(
             r.getMessage().startswith("dialplan changed since it was last checked")
             for r in caplog.records
         )
-        await asyncio.to_thread(box.set_dialplan, shipped_dialplan() + TEST_CONTEXTS)
-        await until(lambda: len(audits(caplog)) > 1 + len(broken), 5)
+        await asyncio.to_thread(queue_box.set_dialplan, shipped_dialplan() + TEST_QUEUE)
+        await eventually(lambda: len(audits(caplog)) > 1 + len(broken), "the repair logged", 5)
         await asyncio.sleep(2.5)
         (repaired,) = audits(caplog)[1 + len(broken) :]
         assert repaired.startswith("dialplan checked at the timed check: ")

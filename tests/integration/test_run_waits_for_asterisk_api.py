@@ -7,11 +7,9 @@ not tell "starting, waiting for Asterisk" from "dead"."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,43 +18,24 @@ import pytest
 
 from router.api.auth import hash_token
 from router.sandbox import Sandbox
-from tests.integration.test_run_waits_for_asterisk import RULES, logged, tail
+from tests.integration._live import free_port, logged, start_run, tail
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "cr_wait-desk"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_run(
+def start_api_run(
     folder: Path, url: str, secret: str, port: int
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    rules = folder / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    config = folder / "router.toml"
-    config.write_text(
-        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
-        f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n'
-        'log_format = "json"\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n'
+    return start_run(
+        folder,
+        url,
+        secret,
+        extra_toml=f'[api]\nlisten = "127.0.0.1:{port}"\n'
         f'[api.tokens.desk]\nhash = "{hash_token(TOKEN)}"\n'
         'allow = ["ami:Ping"]\nextensions = ["*"]\n',
-        encoding="utf-8",
     )
-    log_path = folder / "router.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "run", "--config", str(config)],
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "CR_SECRET": secret},
-        )
-    return proc, log_path
 
 
 async def answered(http: httpx.AsyncClient, path: str, timeout: float) -> httpx.Response:
@@ -76,7 +55,7 @@ async def test_health_answers_while_the_start_waits_and_a_stop_closes_the_listen
 ) -> None:
     url = "http://127.0.0.1:9/asterisk"  # discard: nothing listens
     port = free_port()
-    proc, log_path = start_run(tmp_path, url, "s3cr3t-not-shown", port)
+    proc, log_path = start_api_run(tmp_path, url, "s3cr3t-not-shown", port)
     base = f"http://127.0.0.1:{port}"
     try:
         await logged(proc, log_path, "Asterisk does not answer at", 20)
@@ -129,7 +108,7 @@ async def test_readiness_turns_200_once_asterisk_comes_up(
     box = scratch_sandbox
     await asyncio.to_thread(box.stop, phones=False)
     port = free_port()
-    proc, log_path = start_run(tmp_path, box.url, box.secret, port)
+    proc, log_path = start_api_run(tmp_path, box.url, box.secret, port)
     try:
         await logged(proc, log_path, "Asterisk does not answer at", 20)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:

@@ -1,0 +1,169 @@
+"""Plain helpers that several live tests share: rules, dialplan, ports, callers, runs.
+
+Fixtures built on these live in ``conftest.py`` (a fixture imported into a
+test module shadows its parameter, which ruff reports as F811); this module
+holds only constants and functions, imported by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.config import Config
+from router.dialplan import INBOUND_CONTEXT
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
+
+#: One rule: every call goes to the queue ``sales`` of :data:`TEST_QUEUE`.
+SALES_RULES = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: sales}
+"""
+
+#: A context that holds a call two minutes: where the test rules send calls.
+TEST_QUEUE = """
+[test-queue]
+exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
+ same => n,Wait(120)
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def admin_placer(
+    box: Sandbox,
+    *,
+    request_timeout: float | None = None,
+    inbound_context: str = INBOUND_CONTEXT,
+    ignore_contexts: Iterable[str] = (),
+) -> AsyncIterator[CallPlacer]:
+    """A :class:`CallPlacer` logged in as the sandbox's ``admin``; without
+    ``request_timeout``, the client's own default."""
+    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
+    if request_timeout is not None:
+        settings = replace(settings, request_timeout=request_timeout)
+    async with (
+        AJAMClient(settings) as client,
+        CallPlacer(
+            client, inbound_context=inbound_context, ignore_contexts=ignore_contexts
+        ) as placer,
+    ):
+        yield placer
+
+
+def sales_router_toml(box: Sandbox, folder: Path) -> Path:
+    """``folder/router.toml`` routing by :data:`SALES_RULES` as the sandbox's ``router``."""
+    rules = folder / "rules.yaml"
+    rules.write_text(SALES_RULES, encoding="utf-8")
+    path = folder / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{rules}"]\nstate_dir = "{folder / "state"}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def quiet_engine(config: Config) -> Engine:
+    """An engine with no rule watcher and no live heartbeat."""
+    return Engine(
+        config,
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving_leniently(engine: Engine) -> AsyncIterator[Engine]:
+    """Serve ``engine`` once ready (10 s); stop it on the way out, whatever
+    ``serve()`` ended with (waited 15 s): for tests whose point is the calls,
+    unlike :func:`router.testing.serving`, which lets a failed stop fail."""
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        yield engine
+    finally:
+        engine.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+        await engine.stop()
+
+
+def start_run(
+    folder: Path, url: str, secret: str, *, rules: str = SALES_RULES, extra_toml: str = ""
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``callrouter run`` as a process logging JSON to ``folder/router.log``
+    (the secret from the environment); ``extra_toml`` is appended to its config."""
+    rules_path = folder / "rules.yaml"
+    rules_path.write_text(rules, encoding="utf-8")
+    config = folder / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+        f'[router]\nrules = ["{rules_path}"]\nstate_dir = "{folder / "state"}"\n'
+        'log_format = "json"\n' + extra_toml,
+        encoding="utf-8",
+    )
+    log_path = folder / "router.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "router.cli", "run", "--config", str(config)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "CR_SECRET": secret},
+        )
+    return proc, log_path
+
+
+def tail(log_path: Path) -> str:
+    """The end of a run's log, for an assertion's message."""
+    return log_path.read_text(encoding="utf-8")[-3000:]
+
+
+def records(log_path: Path) -> list[dict[str, Any]]:
+    """A JSON log's records; a line that is not JSON becomes ``{"message": line}``."""
+    out: list[dict[str, Any]] = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"message": line})
+    return out
+
+
+async def logged(
+    proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float
+) -> dict[str, Any]:
+    """The first record whose message has ``text``; fails if the run exits first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for record in records(log_path):
+            if text in str(record.get("message", "")):
+                return record
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}:\n" + tail(log_path))
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never logged {text!r}:\n" + tail(log_path))
