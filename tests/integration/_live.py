@@ -28,6 +28,10 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 
+REPO = Path(__file__).parents[2]
+#: The engine tests' rules and directory.csv.
+ENGINE_FIXTURES = REPO / "tests" / "fixtures" / "engine"
+
 #: One rule: every call goes to the queue ``sales`` of :data:`TEST_QUEUE`.
 SALES_RULES = """version: 1
 rules:
@@ -43,6 +47,12 @@ TEST_QUEUE = """
 exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
  same => n,Wait(120)
 """
+
+
+def example_dialplan() -> str:
+    """``examples/asterisk/extensions.conf``, the dialplan users copy (the
+    package's copy of its snippet is :func:`router.testing.shipped_dialplan`)."""
+    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
 
 
 def free_port() -> int:
@@ -167,3 +177,16 @@ async def logged(
             raise AssertionError(f"exited {proc.returncode}:\n" + tail(log_path))
         await asyncio.sleep(0.1)
     raise AssertionError(f"never logged {text!r}:\n" + tail(log_path))
+
+
+def routing_rules(folder: Path) -> Path:
+    """``folder/rules`` with the engine fixtures' routing.yaml less ``slow-crm``:
+    its lookup comes from a plugin only the in-process engine tests register
+    (test_engine.py), and ``callrouter run`` refuses to start on a rule whose
+    lookup nobody provides (issue 11 item 7)."""
+    target = folder / "rules"
+    target.mkdir()
+    text = (ENGINE_FIXTURES / "rules" / "routing.yaml").read_text()
+    start, end = text.index("  - name: slow-crm"), text.index("  - name: owner")
+    (target / "routing.yaml").write_text(text[:start] + text[end:])
+    return target

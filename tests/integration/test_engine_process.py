@@ -7,30 +7,23 @@ restart Asterisk and let manager sessions expire.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from tests.integration._live import TEST_QUEUE, example_dialplan, records, routing_rules
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
-TEST_CONTEXTS = """
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
 
 
 class RouterProcess:
@@ -63,13 +56,7 @@ class RouterProcess:
         self.wait_for(lambda rec: rec.get("message", "").startswith("ready"), 20)
 
     def records(self) -> list[dict[str, object]]:
-        out = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"message": line})
-        return out
+        return records(self.log_path)
 
     def wait_for(self, predicate: object, timeout: float) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -105,64 +92,46 @@ class RouterProcess:
 
 
 @pytest.fixture
-def box(scratch_sandbox: Sandbox) -> Sandbox:
-    scratch_sandbox.set_dialplan(
-        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
-    )
-    return scratch_sandbox
+def queue_dialplan() -> str:
+    # The example users copy, not the package's copy of its snippet.
+    return example_dialplan() + TEST_QUEUE
 
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    target.mkdir()
-    # Without 'slow-crm': its lookup comes from a plugin only the in-process
-    # engine tests register, and `callrouter run` refuses to start on a rule
-    # whose lookup nobody provides (issue 11 item 7).
-    text = (FIXTURES / "rules" / "routing.yaml").read_text()
-    start = text.index("  - name: slow-crm")
-    end = text.index("  - name: owner")
-    (target / "routing.yaml").write_text(text[:start] + text[end:])
-    return target
+    return routing_rules(tmp_path)
 
 
 @pytest.fixture
 def router(
-    box: Sandbox, tmp_path: Path, rules_dir: Path, ami_transport: str
+    queue_box: Sandbox, tmp_path: Path, rules_dir: Path, ami_transport: str
 ) -> Iterator[RouterProcess]:
-    proc = RouterProcess(box, tmp_path, rules_dir, ami_transport)
+    proc = RouterProcess(queue_box, tmp_path, rules_dir, ami_transport)
     proc.start()
     yield proc
     proc.stop()
 
 
-@pytest_asyncio.fixture
-async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret, request_timeout=3.0)
-    async with AJAMClient(settings) as client, CallPlacer(client) as p:
-        yield p
-
-
 @pytest.mark.slow
 async def test_frozen_router_reconciles_waiting_calls_once(
-    router: RouterProcess, placer: CallPlacer
+    router: RouterProcess, queue_placer: CallPlacer
 ) -> None:
     """SIGSTOP past httptimeout: the session and its queued requests are lost.
     After SIGCONT the router re-logs in, lists waiting channels and routes each once."""
-    first = await placer.place("74950000001", "79161234567")
-    await placer.wait_all([first], 10)
+    first = await queue_placer.place("74950000001", "79161234567")
+    await queue_placer.wait_all([first], 10)
     assert first.destination == "callrouter-dial,101"
     router.signal(signal.SIGSTOP)
     await asyncio.sleep(2)  # let the router's outstanding 1 s WaitEvent complete unread
     waiting = [
-        await placer.place("74950000001", n, wait=30)
+        await queue_placer.place("74950000001", n, wait=30)
         for n in ("79161234568", "89161234569", "79031112233")
     ]
     # httptimeout=12, and Asterisk purges expired sessions every few seconds:
     # after 20 s the router's session, and the requests queued for it, are gone.
     await asyncio.sleep(18)
     router.signal(signal.SIGCONT)
-    await placer.wait_all(waiting, 20)
+    await queue_placer.wait_all(waiting, 20)
     assert [c.destination for c in waiting] == [
         "callrouter-dial,102",
         "callrouter-dial,103",
@@ -181,15 +150,17 @@ async def test_frozen_router_reconciles_waiting_calls_once(
 @pytest.mark.slow
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_asterisk_restart_nothing_stuck_nothing_twice(
-    box: Sandbox, router: RouterProcess, placer: CallPlacer
+    queue_box: Sandbox, router: RouterProcess, queue_placer: CallPlacer
 ) -> None:
-    before = [await placer.place("74950000001", "79161234567", wait=20) for _ in range(2)]
-    await placer.wait_all(before, 10)
-    await asyncio.to_thread(box.restart, down_for=1.0)
+    before = [await queue_placer.place("74950000001", "79161234567", wait=20) for _ in range(2)]
+    await queue_placer.wait_all(before, 10)
+    await asyncio.to_thread(queue_box.restart, down_for=1.0)
     router.wait_for(lambda r: "gap" in str(r.get("message", "")), 30)
     # The placer's own client re-logs in transparently, like the router's.
-    after = [await placer.place("74950000001", n, wait=6) for n in ("79161234568", "79160001234")]
-    await placer.wait_all(after, 20)
+    after = [
+        await queue_placer.place("74950000001", n, wait=6) for n in ("79161234568", "79160001234")
+    ]
+    await queue_placer.wait_all(after, 20)
     assert [c.destination for c in after] == ["callrouter-dial,102", "test-queue,sales"], (
         router.log_path.read_text()[-4000:]
     )
@@ -198,7 +169,7 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
         router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
     decided = [rec["uniqueid"] for rec in router.decisions()]
     assert len(decided) == len(set(decided)) == 4, "a channel was decided twice"
-    listing = await placer.client.send("CoreShowChannels", {}, validate=False)
+    listing = await queue_placer.client.send("CoreShowChannels", {}, validate=False)
     stuck = [
         i["Channel"]
         for i in listing.items
@@ -209,15 +180,15 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
 
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_reload_keeps_old_rules_when_new_ones_are_broken(
-    router: RouterProcess, rules_dir: Path, placer: CallPlacer
+    router: RouterProcess, rules_dir: Path, queue_placer: CallPlacer
 ) -> None:
     rules = rules_dir / "routing.yaml"
     good = rules.read_text()
     rules.write_text("version: 1\nrules:\n  - name: broken\n    on: call\n    do: [{redirect: ")
     router.signal(signal.SIGHUP)
     router.wait_for(lambda r: "not reloaded" in str(r.get("message", "")), 10)
-    call = await placer.place("74950000001", "79160002222")
-    await placer.wait_all([call], 10)
+    call = await queue_placer.place("74950000001", "79160002222")
+    await queue_placer.wait_all([call], 10)
     assert call.destination == "test-queue,sales"  # still the old rules
     rules.write_text(good.replace("exten: sales}", "exten: sales2}"))
     router.wait_for(
@@ -226,8 +197,8 @@ async def test_reload_keeps_old_rules_when_new_ones_are_broken(
         ),
         10,
     )  # file watcher, no signal
-    call = await placer.place("74950000001", "79160003333")
-    await placer.wait_all([call], 10)
+    call = await queue_placer.place("74950000001", "79160003333")
+    await queue_placer.wait_all([call], 10)
     assert call.destination == "test-queue,sales2"
 
 

@@ -22,25 +22,26 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from router.ami.client import AJAMClient, ClientSettings
+from router.ami.client import ClientSettings
 from router.ami.event_filter import EventSelection
 from router.ami.tcp import TCPClient
 from router.config import load_config
-from router.engine import Engine, EngineOptions
+from router.engine import Engine
 from router.errors import AMIAuthenticationError, AMIConnectionError
-from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from tests.integration._live import (
+    TEST_QUEUE,
+    example_dialplan,
+    quiet_engine,
+    routing_rules,
+    serving_leniently,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
-TEST_CONTEXTS = """
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
 
 
 class Proxy:
@@ -139,21 +140,9 @@ class Proxy:
 
 
 @pytest.fixture
-def box(scratch_sandbox: Sandbox) -> Sandbox:
-    scratch_sandbox.set_dialplan(
-        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
-    )
-    return scratch_sandbox
-
-
-def rules_dir(tmp: Path) -> Path:
-    target = tmp / "rules"
-    target.mkdir()
-    text = (FIXTURES / "rules" / "routing.yaml").read_text()
-    # Without 'slow-crm', whose lookup only test_engine.py's plugin provides.
-    start, end = text.index("  - name: slow-crm"), text.index("  - name: owner")
-    (target / "routing.yaml").write_text(text[:start] + text[end:])
-    return target
+def queue_dialplan() -> str:
+    # The example users copy, not the package's copy of its snippet.
+    return example_dialplan() + TEST_QUEUE
 
 
 def make_engine(tmp: Path, url: str, secret: str, *, ping_interval: float) -> Engine:
@@ -161,41 +150,16 @@ def make_engine(tmp: Path, url: str, secret: str, *, ping_interval: float) -> En
     path.write_text(
         f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{secret}"\n'
         f"request_timeout = 3\nping_interval = {ping_interval}\n"
-        f'[router]\nrules = ["{rules_dir(tmp)}"]\nstate_dir = "{tmp / "state"}"\n'
+        f'[router]\nrules = ["{routing_rules(tmp)}"]\nstate_dir = "{tmp / "state"}"\n'
         f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
         encoding="utf-8",
     )
-    return Engine(
-        load_config(path),
-        plugins=Plugins.load(),
-        options=EngineOptions(watch_interval=0, live_heartbeat=0),
-    )
-
-
-@contextlib.asynccontextmanager
-async def serving(engine: Engine) -> AsyncIterator[Engine]:
-    await engine.start()
-    task = asyncio.ensure_future(engine.serve())
-    try:
-        await asyncio.wait_for(engine.ready.wait(), 10)
-        yield engine
-    finally:
-        engine.request_stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
-        await engine.stop()
+    return quiet_engine(load_config(path))
 
 
 @pytest_asyncio.fixture
-async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret, request_timeout=3.0)
-    async with AJAMClient(settings) as client, CallPlacer(client) as p:
-        yield p
-
-
-@pytest_asyncio.fixture
-async def proxy(box: Sandbox) -> AsyncIterator[Proxy]:
-    forwarder = await Proxy(box.ami_port).start()
+async def proxy(queue_box: Sandbox) -> AsyncIterator[Proxy]:
+    forwarder = await Proxy(queue_box.ami_port).start()
     try:
         yield forwarder
     finally:
@@ -226,8 +190,8 @@ async def until(predicate: object, timeout: float, what: str) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["tcp", "ajam"])
 async def test_routing_resumes_about_a_second_after_asterisk_is_back(
-    box: Sandbox,
-    placer: CallPlacer,
+    queue_box: Sandbox,
+    queue_placer: CallPlacer,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     transport: str,
@@ -238,28 +202,25 @@ async def test_routing_resumes_about_a_second_after_asterisk_is_back(
     placed meanwhile took the default route."""
     caplog.set_level(logging.WARNING, logger="router")
     if transport == "tcp":
-        engine = make_engine(tmp_path, box.tcp_url, box.secret, ping_interval=2)
+        engine = make_engine(tmp_path, queue_box.tcp_url, queue_box.secret, ping_interval=2)
     else:
         path = tmp_path / "router.toml"
         path.write_text(
-            f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
-            f'request_timeout = 3\n[router]\nrules = ["{rules_dir(tmp_path)}"]\n'
+            f'[asterisk]\nurl = "{queue_box.url}"\nusername = "router"\n'
+            f'secret = "{queue_box.secret}"\n'
+            f'request_timeout = 3\n[router]\nrules = ["{routing_rules(tmp_path)}"]\n'
             f'state_dir = "{tmp_path / "state"}"\n'
             f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
             encoding="utf-8",
         )
-        engine = Engine(
-            load_config(path),
-            plugins=Plugins.load(),
-            options=EngineOptions(watch_interval=0, live_heartbeat=0),
-        )
-    async with serving(engine):
-        await asyncio.to_thread(box.stop, phones=False)
+        engine = quiet_engine(load_config(path))
+    async with serving_leniently(engine):
+        await asyncio.to_thread(queue_box.stop, phones=False)
         await asyncio.sleep(8)
-        await asyncio.to_thread(box.launch)
+        await asyncio.to_thread(queue_box.launch)
         resumed = await until(lambda: gaps(caplog), 15, "a stream gap after the restart")
-        call = await placer.place("74950000001", "79161234567")
-        await placer.wait_all([call], 10)
+        call = await queue_placer.place("74950000001", "79161234567")
+        await queue_placer.wait_all([call], 10)
         await engine.wait_idle()
     assert resumed < 2.0, (resumed, gaps(caplog))
     assert (call.destination, call.landings) == ("callrouter-dial,101", 1)
@@ -267,12 +228,12 @@ async def test_routing_resumes_about_a_second_after_asterisk_is_back(
 
 @pytest.mark.slow
 async def test_asterisk_restart_under_traffic(
-    box: Sandbox, placer: CallPlacer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    queue_box: Sandbox, queue_placer: CallPlacer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """AJAM: test_engine_process.py::test_asterisk_restart_nothing_stuck_nothing_twice."""
     caplog.set_level(logging.WARNING, logger="router")
-    engine = make_engine(tmp_path, box.tcp_url, box.secret, ping_interval=2)
-    async with serving(engine):
+    engine = make_engine(tmp_path, queue_box.tcp_url, queue_box.secret, ping_interval=2)
+    async with serving_leniently(engine):
         placed: list[PlacedCall] = []
         stop = asyncio.Event()
 
@@ -281,20 +242,20 @@ async def test_asterisk_restart_under_traffic(
             n = 0
             while not stop.is_set():
                 with contextlib.suppress(Exception):  # Asterisk is down for a while
-                    placed.append(await placer.place("74950000001", callers[n % 3], wait=6))
+                    placed.append(await queue_placer.place("74950000001", callers[n % 3], wait=6))
                 n += 1
                 await asyncio.sleep(0.3)
 
         load = asyncio.ensure_future(traffic())
         await asyncio.sleep(1.5)
         restarted_at = time.time()
-        await asyncio.to_thread(box.restart, down_for=1.0)
+        await asyncio.to_thread(queue_box.restart, down_for=1.0)
         back_at = time.time()
         await until(lambda: gaps(caplog), 30, "a stream gap after the restart")
         await asyncio.sleep(3)
         stop.set()
         await load
-        await placer.wait_all(placed, 20)
+        await queue_placer.wait_all(placed, 20)
         await engine.wait_idle()
     expected = {
         "79161234567": "callrouter-dial,101",
@@ -310,14 +271,14 @@ async def test_asterisk_restart_under_traffic(
         assert call.landings == 1
     decided = [r.uniqueid for r in engine.records]
     assert len(decided) == len(set(decided)), "a channel was decided twice"
-    listing = await placer.client.send("CoreShowChannels", {}, validate=False)
+    listing = await queue_placer.client.send("CoreShowChannels", {}, validate=False)
     assert stuck_in_inbound(listing.items) == []
 
 
 @pytest.mark.slow
 async def test_half_open_socket_is_detected_within_the_ping_interval(
-    box: Sandbox,
-    placer: CallPlacer,
+    queue_box: Sandbox,
+    queue_placer: CallPlacer,
     proxy: Proxy,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -326,19 +287,19 @@ async def test_half_open_socket_is_detected_within_the_ping_interval(
     stream's next poll reconnects (tests/unit/ami/test_stream.py, test_ajam.py)."""
     caplog.set_level(logging.WARNING, logger="router")
     interval = 2.0
-    engine = make_engine(tmp_path, proxy.url, box.secret, ping_interval=interval)
-    async with serving(engine):
-        first = await placer.place("74950000001", "79161234567")
-        await placer.wait_all([first], 10)
+    engine = make_engine(tmp_path, proxy.url, queue_box.secret, ping_interval=interval)
+    async with serving_leniently(engine):
+        first = await queue_placer.place("74950000001", "79161234567")
+        await queue_placer.wait_all([first], 10)
         assert first.destination == "callrouter-dial,101"
         proxy.blackhole()
         cut = time.monotonic()
         # Its request is swallowed with the connection: only reconcile can route it.
-        waiting = await placer.place("74950000001", "79161234568", wait=25)
+        waiting = await queue_placer.place("74950000001", "79161234568", wait=25)
         await until(lambda: not engine.ami.logged_in, interval + 6, "the dead socket dropped")
         detected = time.monotonic() - cut
         proxy.forward_new_connections()
-        await placer.wait_all([waiting], 20)
+        await queue_placer.wait_all([waiting], 20)
     assert detected < interval + 6  # within the interval; a loaded machine gets a margin
     assert any("no data from Asterisk" in r.getMessage() for r in caplog.records)
     assert proxy.accepted >= 2
@@ -349,8 +310,8 @@ async def test_half_open_socket_is_detected_within_the_ping_interval(
 
 @pytest.mark.slow
 async def test_slow_reader_is_cut_by_asterisk_then_reconnects_and_reconciles(
-    box: Sandbox,
-    placer: CallPlacer,
+    queue_box: Sandbox,
+    queue_placer: CallPlacer,
     proxy: Proxy,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -360,14 +321,16 @@ async def test_slow_reader_is_cut_by_asterisk_then_reconnects_and_reconciles(
     cuts a reader that fell behind)."""
     caplog.set_level(logging.WARNING, logger="router")
     # A keepalive longer than the test: Asterisk, not our ping, must end this connection.
-    engine = make_engine(tmp_path, proxy.url, box.secret, ping_interval=120)
-    flood_settings = ClientSettings(url=box.tcp_url, username="admin", secret=box.secret)
-    async with serving(engine), TCPClient(flood_settings) as flooder:
+    engine = make_engine(tmp_path, proxy.url, queue_box.secret, ping_interval=120)
+    flood_settings = ClientSettings(
+        url=queue_box.tcp_url, username="admin", secret=queue_box.secret
+    )
+    async with serving_leniently(engine), TCPClient(flood_settings) as flooder:
         await flooder.set_events(EventSelection(frozenset(), frozenset()))  # reads none itself
-        before = await asyncio.to_thread(box.cli, "manager show connected")
+        before = await asyncio.to_thread(queue_box.cli, "manager show connected")
         assert " router " in before  # the check below can see the session
         proxy.stop_reading_asterisk()
-        waiting = await placer.place("74950000001", "89161234569", wait=40)
+        waiting = await queue_placer.place("74950000001", "89161234569", wait=40)
         padding = "x" * 900
         cut = False
         for _ in range(60):
@@ -379,14 +342,14 @@ async def test_slow_reader_is_cut_by_asterisk_then_reconnects_and_reconciles(
                     for _ in range(200)
                 )
             )
-            connected = await asyncio.to_thread(box.cli, "manager show connected")
+            connected = await asyncio.to_thread(queue_box.cli, "manager show connected")
             if " router " not in connected and "\nrouter " not in connected:
                 cut = True
                 break
         assert cut, "Asterisk never cut the reader that stopped reading"
         proxy.read_asterisk_again()
         await until(lambda: proxy.accepted >= 2, 30, "the engine connected again")
-        await placer.wait_all([waiting], 30)
+        await queue_placer.wait_all([waiting], 30)
         await until(lambda: gaps(caplog), 10, "a stream gap")
     assert waiting.destination == "callrouter-dial,103"
     assert waiting.landings == 1
@@ -394,7 +357,7 @@ async def test_slow_reader_is_cut_by_asterisk_then_reconnects_and_reconciles(
 
 
 async def test_wrong_secret_is_a_clear_error_and_no_retry_storm(
-    box: Sandbox, proxy: Proxy, tmp_path: Path
+    queue_box: Sandbox, proxy: Proxy, tmp_path: Path
 ) -> None:
     """AJAM: test_ajam.py::test_wrong_password_is_a_clear_error,
     test_cli_live.py::test_wrong_secret_action_error_and_bad_param_exit_nonzero."""
