@@ -49,10 +49,29 @@ exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
 """
 
 
+#: An entry for callers written as people write them: the caller ID as
+#: written arrives in CALLERID(name), and goes on to callrouter-inbound.
+FORMATTED_CALLER = """
+[test-formatted]
+exten => _X.,1,Set(CALLERID(num)=${CALLERID(name)})
+ same => n,Set(CALLERID(name)=)
+ same => n,Goto(callrouter-inbound,${EXTEN},1)
+"""
+
+
 def example_dialplan() -> str:
     """``examples/asterisk/extensions.conf``, the dialplan users copy (the
     package's copy of its snippet is :func:`router.testing.shipped_dialplan`)."""
     return (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
+
+
+def example_dialplan_dialing(context: str) -> str:
+    """:func:`example_dialplan` dialing ``Local/<target>@context`` (a test's
+    phones in the dialplan) instead of a PJSIP phone."""
+    shipped = example_dialplan()
+    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
+    assert phone in shipped, "the shipped dial context changed: update this test's phone"
+    return shipped.replace(phone, f"Dial(Local/${{CALLROUTER_TARGET}}@{context},20,t)")
 
 
 def free_port() -> int:
@@ -190,3 +209,24 @@ def routing_rules(folder: Path) -> Path:
     start, end = text.index("  - name: slow-crm"), text.index("  - name: owner")
     (target / "routing.yaml").write_text(text[:start] + text[end:])
     return target
+
+
+async def start_engine(
+    config: Config, *, shadow: bool = False, ready_timeout: float = 10.0
+) -> tuple[Engine, asyncio.Future[None]]:
+    """An engine for ``config`` (no rule watcher), serving and ready; stop it
+    with :func:`stop_engine`. For tests that stop and start it themselves."""
+    engine = Engine(
+        config, plugins=Plugins.load(), shadow=shadow, options=EngineOptions(watch_interval=0)
+    )
+    await engine.start()
+    task = asyncio.ensure_future(engine.serve())
+    await asyncio.wait_for(engine.ready.wait(), ready_timeout)
+    return engine, task
+
+
+async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
+    """Stop what :func:`start_engine` started; ``serve()`` must end within 30 s."""
+    engine.request_stop()
+    await asyncio.wait_for(task, 30)
+    await engine.stop()

@@ -9,7 +9,6 @@ loaded as it is, with its ``Dial(PJSIP/...)`` pointed at the same phones.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,10 +29,10 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
+from tests.integration._live import example_dialplan_dialing, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-REPO = Path(__file__).parents[2]
 DID = "74957770101"
 OPERATIONS = [
     "calls:create",
@@ -53,19 +52,6 @@ rules:
     do:
       - redirect: {{context: callrouter-dial, exten: "101"}}
 """
-
-
-def dialplan() -> str:
-    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
-    assert phone in shipped, "the shipped dial context changed: update this test's phone"
-    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@sandbox-phone,20,t)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def make_config(box: Sandbox, state: Path, port: int) -> Config:
@@ -95,7 +81,7 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def calls_sandbox(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(dialplan())
+    sandbox.set_dialplan(example_dialplan_dialing("sandbox-phone"))
     return sandbox
 
 

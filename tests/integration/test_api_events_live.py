@@ -11,7 +11,6 @@ real listener over HTTP with real tokens.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 import pytest_asyncio
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.api.auth import hash_token
 from router.config import Config, load_config
 from router.engine import Engine, EngineOptions
@@ -29,6 +27,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
+from tests.integration._live import admin_placer, example_dialplan_dialing, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -46,19 +45,6 @@ exten => _X.,1,Wait(0.3)
  same => n,Wait(0.5)
  same => n,Hangup()
 """
-
-
-def dialplan() -> str:
-    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
-    assert phone in shipped, "the shipped dial context changed: update this test's phone"
-    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@test-phones,20,t)") + PHONES
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Config:
@@ -82,7 +68,7 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Con
 
 @pytest.fixture(scope="module")
 def events_sandbox(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(dialplan())
+    sandbox.set_dialplan(example_dialplan_dialing("test-phones") + PHONES)
     return sandbox
 
 
@@ -113,13 +99,7 @@ async def engine(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(events_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(
-        url=events_sandbox.url, username="admin", secret=events_sandbox.secret
-    )
-    async with (
-        AJAMClient(settings) as client,
-        CallPlacer(client, ignore_contexts=("callrouter-inbound",)) as p,
-    ):
+    async with admin_placer(events_sandbox, ignore_contexts=("callrouter-inbound",)) as p:
         yield p
 
 

@@ -6,10 +6,8 @@ running router: the API must then answer 503 within a second, not hang.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +19,10 @@ import pytest
 
 from router.api.auth import hash_token
 from router.sandbox import Sandbox
+from tests.integration._live import free_port, records
 
-REPO = Path(__file__).parents[2]
 DESK = "cr_live-desk-101"
 ADMIN = "cr_live-admin"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Router:
@@ -64,13 +56,7 @@ class Router:
         self.wait_log(lambda rec: str(rec.get("message", "")).startswith("ready"), 30)
 
     def records(self) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for line in self.log.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"message": line})
-        return out
+        return records(self.log)
 
     def wait_log(self, predicate: object, timeout: float) -> None:
         deadline = time.monotonic() + timeout

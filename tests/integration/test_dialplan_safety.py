@@ -22,28 +22,23 @@ import pytest_asyncio
 from callrouter_onec.directory import Directory
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.config import Config, load_config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
+from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).parents[2]
 PASSWORD = "пароль"
 DID = "74951234567"
 OTHER_DID = "74950000001"  # a VIP line with rules of its own
 FALLBACK = "test-queue,fallback"
 CANARY = "somecontext"
-TEST_CONTEXTS = f"""
-; the rules' fallback and the VIP line's queue: a call that lands here just waits
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${{EXTEN}})
- same => n,Wait(120)
-
+#: test-queue: the rules' fallback and the VIP line's queue.
+TEST_CONTEXTS = f"""{TEST_QUEUE}
 ; what a hostile extension tries to ring: any channel here is the attack working
 [{CANARY}]
 exten => _X.,1,NoOp(canary ${{EXTEN}})
@@ -102,7 +97,7 @@ def directory() -> Directory:
 
 
 def dialplan() -> str:
-    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    return example_dialplan() + TEST_CONTEXTS
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +139,11 @@ async def engine(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(safety_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(
-        url=safety_sandbox.url, username="admin", secret=safety_sandbox.secret
-    )
-    async with (
-        AJAMClient(settings) as client,
-        CallPlacer(
-            client, inbound_context="sandbox-raw-caller", ignore_contexts=("callrouter-inbound",)
-        ) as p,
-    ):
+    async with admin_placer(
+        safety_sandbox,
+        inbound_context="sandbox-raw-caller",
+        ignore_contexts=("callrouter-inbound",),
+    ) as p:
         yield p
 
 

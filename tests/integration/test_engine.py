@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.config import Config, load_config
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
@@ -25,18 +24,13 @@ from router.rules.registry import Registry
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
+from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
-TEST_CONTEXTS = """
-; test destinations: a call that lands here just waits
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
 
 
 class SlowCRM:
@@ -98,7 +92,7 @@ class Exploding:
 
 
 def routing_dialplan() -> str:
-    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    return example_dialplan() + TEST_QUEUE
 
 
 def make_config(
@@ -146,10 +140,7 @@ async def engine(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(routing_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(
-        url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret
-    )
-    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+    async with admin_placer(routing_sandbox) as p:
         yield p
 
 

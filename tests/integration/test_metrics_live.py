@@ -25,13 +25,12 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from tests.integration._live import admin_placer, example_dialplan, free_port
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).parents[2]
 ROUTED = "74950000001"
 UNROUTED = "74950000002"
 RULES = f"""version: 1
@@ -53,12 +52,6 @@ exten => s,1,NoOp(test-sales)
 exten => _X.,1,NoOp(test-default ${EXTEN})
  same => n,Wait(120)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Router:
@@ -174,7 +167,7 @@ def value(scraped: Scraped, metric: str, **labels: str) -> float:
 
 @pytest.fixture
 def box(scratch_sandbox: Sandbox) -> Sandbox:
-    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
+    shipped = example_dialplan()
     default = "CALLROUTER_DEFAULT=callrouter-default"
     assert default in shipped
     scratch_sandbox.set_dialplan(
@@ -185,8 +178,7 @@ def box(scratch_sandbox: Sandbox) -> Sandbox:
 
 @pytest_asyncio.fixture
 async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
-    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+    async with admin_placer(box) as p:
         yield p
 
 

@@ -30,12 +30,18 @@ from callrouter_onec import plugin as onec_plugin
 from callrouter_onec.cache import BreakerState, ResponsibleCache
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.config import Config, load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
+from router.engine import Engine
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from tests.integration._live import (
+    FORMATTED_CALLER,
+    TEST_QUEUE,
+    admin_placer,
+    example_dialplan,
+    start_engine,
+    stop_engine,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,18 +50,8 @@ RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
 PASSWORD = "пароль"
 DID = "74951234567"
 FALLBACK = "test-queue,fallback"
-TEST_CONTEXTS = """
-; test entry: the caller ID as written arrives in CALLERID(name) (see the module docstring)
-[test-formatted]
-exten => _X.,1,Set(CALLERID(num)=${CALLERID(name)})
- same => n,Set(CALLERID(name)=)
- same => n,Goto(callrouter-inbound,${EXTEN},1)
-
-; the rules' fallback: a call that lands here just waits
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
+#: The caller ID as written (see the module docstring); the rules' fallback.
+TEST_CONTEXTS = FORMATTED_CALLER + TEST_QUEUE
 
 # Caller ID as written -> where the call must land (demo data of the double).
 NUMBERS: list[tuple[str, str]] = [
@@ -78,7 +74,7 @@ NUMBERS: list[tuple[str, str]] = [
 
 
 def dialplan() -> str:
-    return (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
+    return example_dialplan() + TEST_CONTEXTS
 
 
 def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
@@ -96,20 +92,6 @@ def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
         encoding="utf-8",
     )
     return load_config(path)
-
-
-async def start_engine(config: Config) -> tuple[Engine, asyncio.Future[None]]:
-    engine = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
-    await engine.start()
-    task = asyncio.ensure_future(engine.serve())
-    await asyncio.wait_for(engine.ready.wait(), 10)
-    return engine, task
-
-
-async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
-    engine.request_stop()
-    await asyncio.wait_for(task, 30)
-    await engine.stop()
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +126,9 @@ async def engine(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(onec_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=onec_sandbox.url, username="admin", secret=onec_sandbox.secret)
-    async with (
-        AJAMClient(settings) as client,
-        CallPlacer(
-            client, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
-        ) as p,
-    ):
+    async with admin_placer(
+        onec_sandbox, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
+    ) as p:
         yield p
 
 

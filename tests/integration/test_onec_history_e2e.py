@@ -36,16 +36,21 @@ import pytest_asyncio
 from callrouter_onec import plugin as onec_plugin
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
-from router.config import Config, load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
+from router.config import load_config
+from router.engine import Engine
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
+from tests.integration._live import (
+    FORMATTED_CALLER,
+    TEST_QUEUE,
+    admin_placer,
+    example_dialplan,
+    start_engine,
+    stop_engine,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).parents[2]
 PASSWORD = "пароль"
 DID = "74951234567"
 OTHER_DID = "74950000009"  # no rule for it: fell-through
@@ -97,16 +102,6 @@ rules:
     do:
       - redirect: {{context: test-queue, exten: fallback}}
 """
-TEST_CONTEXTS = """
-[test-formatted]
-exten => _X.,1,Set(CALLERID(num)=${CALLERID(name)})
- same => n,Set(CALLERID(name)=)
- same => n,Goto(callrouter-inbound,${EXTEN},1)
-
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
-"""
 
 
 def onec_table(double: OneCDouble) -> str:
@@ -141,9 +136,7 @@ def write_config(
 
 @pytest.fixture(scope="module")
 def box(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(
-        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
-    )
+    sandbox.set_dialplan(example_dialplan() + FORMATTED_CALLER + TEST_QUEUE)
     return sandbox
 
 
@@ -162,30 +155,10 @@ def clean_double(double: OneCDouble) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
-    async with (
-        AJAMClient(settings) as client,
-        CallPlacer(
-            client, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
-        ) as p,
-    ):
+    async with admin_placer(
+        box, inbound_context="test-formatted", ignore_contexts=("callrouter-inbound",)
+    ) as p:
         yield p
-
-
-async def start_engine(config: Config, *, shadow: bool = False) -> tuple[Engine, Any]:
-    engine = Engine(
-        config, plugins=Plugins.load(), shadow=shadow, options=EngineOptions(watch_interval=0)
-    )
-    await engine.start()
-    task = asyncio.ensure_future(engine.serve())
-    await asyncio.wait_for(engine.ready.wait(), 10)
-    return engine, task
-
-
-async def stop_engine(engine: Engine, task: Any) -> None:
-    engine.request_stop()
-    await asyncio.wait_for(task, 30)
-    await engine.stop()
 
 
 def onec(engine: Engine) -> onec_plugin.OneCPlugin:

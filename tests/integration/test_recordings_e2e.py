@@ -29,10 +29,9 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.recording_box import StoredRecording
 
 from router.config import Config, load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.recordings.store import RecordingStore
 from router.sandbox.phones import PhoneCall, Phones, tone_wav
+from tests.integration._live import start_engine, stop_engine
 
 pytestmark = pytest.mark.integration
 
@@ -77,20 +76,6 @@ def make_config(
         encoding="utf-8",
     )
     return load_config(path)
-
-
-async def start_engine(config: Config) -> tuple[Engine, asyncio.Future[None]]:
-    engine = Engine(config, plugins=Plugins.load(), options=EngineOptions(watch_interval=0))
-    await engine.start()
-    task = asyncio.ensure_future(engine.serve())
-    await asyncio.wait_for(engine.ready.wait(), 20)
-    return engine, task
-
-
-async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
-    engine.request_stop()
-    await asyncio.wait_for(task, 30)
-    await engine.stop()
 
 
 @pytest.fixture
@@ -152,7 +137,7 @@ def tone_share(samples: list[int], rate: int, hz: float) -> float:
 async def test_an_answered_call_is_recorded_and_1c_gets_the_tone_once(
     phones: Phones, double: OneCDouble, config: Config, tone: Path
 ) -> None:
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         call = await talk(phones, tone, 4.0)
         await eventually(lambda: bool(double.recordings.stored), 40, "1C got the recording")
@@ -184,7 +169,7 @@ async def test_1c_failing_halfway_then_back_gets_the_file_complete_exactly_once(
     phones: Phones, double: OneCDouble, config: Config, tone: Path
 ) -> None:
     double.recordings.outage(after=30_000, count=None)
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 3.0)
         box = double.recordings
@@ -221,7 +206,7 @@ async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
 ) -> None:
     box = double.recordings
     box.outage(after=30_000, count=None)
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 3.0)
         await eventually(
@@ -235,7 +220,7 @@ async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
         await stop_engine(engine, task)  # the router stops with the upload half done
     box.recover()
     double.clear_log()
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         await eventually(lambda: bool(box.stored), 30, "the upload completed after the restart")
         await asyncio.sleep(2)
@@ -257,7 +242,7 @@ async def test_both_legs_give_three_files_and_the_callers_voice_is_in_the_in_fil
     """``in`` is what the recorded channel (the caller) says: the tone; ``out`` what the
     caller hears (101's silence); ``mix`` both."""
     config = make_config(phones, double, tmp_path / "both", legs="both")
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 3.0)
         box = double.recordings
@@ -281,7 +266,7 @@ async def test_in_only_records_the_callers_side_alone(
 ) -> None:
     """No mixed file at all: MixMonitor gets an empty File and r() only."""
     config = make_config(phones, double, tmp_path / "in", legs="in")
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 2.0)
         await eventually(lambda: bool(double.recordings.stored), 40, "1C got the file")
@@ -302,7 +287,7 @@ async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_t
     still talks, and 1C gets it."""
     from router.recordings.recorder import Recorder
 
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         recorder = engine.plugins.pm.get_plugin("recordings")
         assert isinstance(recorder, Recorder)
@@ -355,7 +340,7 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
     )
     config = make_config(phones, double, tmp_path / "state", context="pbx-own-recording")
     try:
-        engine, task = await start_engine(config)
+        engine, task = await start_engine(config, ready_timeout=20)
         try:
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
@@ -410,7 +395,7 @@ async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_ow
     admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
     await admin.login()
     store = RecordingStore(tmp_path / "api-state")
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         phones.pstn.play(tone)
         call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
@@ -480,7 +465,7 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
         (advice,) = [f for f in found if "callrouter-record" in f.text]
         assert advice.level == "advice", found
         assert "MixMonitor without i(CALLROUTER_REC_ID)" in advice.text
-        engine, task = await start_engine(config)
+        engine, task = await start_engine(config, ready_timeout=20)
         try:
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
@@ -522,7 +507,7 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
     its id, and 1C gets it while the call goes on."""
     from router.recordings.recorder import Recorder
 
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     try:
         recorder = engine.plugins.pm.get_plugin("recordings")
         assert isinstance(recorder, Recorder)
@@ -577,7 +562,7 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
     admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
     await admin.login()
     try:
-        engine, task = await start_engine(config)
+        engine, task = await start_engine(config, ready_timeout=20)
         try:
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
@@ -638,7 +623,7 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
         encoding="utf-8",
     )
     config = load_config(toml)
-    engine, task = await start_engine(config)
+    engine, task = await start_engine(config, ready_timeout=20)
     store = RecordingStore(state)
     try:
         phones.pstn.play(tone)

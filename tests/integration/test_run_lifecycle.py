@@ -21,13 +21,12 @@ import pytest
 import pytest_asyncio
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).parents[2]
 DID = "74950000001"
 PASSWORD = "secret-1c"
 RULES = """version: 1
@@ -44,11 +43,6 @@ rules:
     on: call
     do:
       - redirect: {context: test-queue, exten: fallback}
-"""
-TEST_CONTEXTS = """
-[test-queue]
-exten => _[a-z0-9].,1,NoOp(test-queue ${EXTEN})
- same => n,Wait(120)
 """
 
 
@@ -122,9 +116,7 @@ class Router:
 
 @pytest.fixture(scope="module")
 def box(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(
-        (REPO / "examples" / "asterisk" / "extensions.conf").read_text() + TEST_CONTEXTS
-    )
+    sandbox.set_dialplan(example_dialplan() + TEST_QUEUE)
     return sandbox
 
 
@@ -142,8 +134,7 @@ def clean_double(double: OneCDouble) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(box: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=box.url, username="admin", secret=box.secret)
-    async with AJAMClient(settings) as client, CallPlacer(client) as p:
+    async with admin_placer(box) as p:
         yield p
 
 

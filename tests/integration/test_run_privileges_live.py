@@ -8,7 +8,6 @@ for where the configuration dials (``[api]``)."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,9 @@ from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.testing import serving
+from tests.integration._live import SALES_RULES, free_port
 
 pytestmark = pytest.mark.integration
-
-RULES = """version: 1
-rules:
-  - name: sales
-    on: call
-    do:
-      - redirect: {context: test-queue, exten: sales}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def engine_as(
@@ -41,7 +27,7 @@ def engine_as(
 ) -> Engine:
     tmp_path.mkdir(exist_ok=True)
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
+    rules.write_text(SALES_RULES, encoding="utf-8")
     path = tmp_path / "router.toml"
     text = (
         f'[asterisk]\nurl = "{box.url}"\nusername = "{user}"\nsecret = "{box.secret}"\n'

@@ -32,7 +32,6 @@ import pytest
 import pytest_asyncio
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
-from router.ami.client import AJAMClient, ClientSettings
 from router.api.auth import hash_token
 from router.config import Config, load_config
 from router.engine import Engine, EngineOptions
@@ -40,6 +39,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
+from tests.integration._live import admin_placer, example_dialplan_dialing, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -75,21 +75,6 @@ exten => _X.,1,Wait(0.3)
 """
 
 
-def dialplan() -> str:
-    shipped = (REPO / "examples" / "asterisk" / "extensions.conf").read_text()
-    phone = "Dial(PJSIP/${CALLROUTER_TARGET},20,t)"
-    assert phone in shipped, "the shipped dial context changed: update this test's phone"
-    return shipped.replace(phone, "Dial(Local/${CALLROUTER_TARGET}@test-phones,20,t)") + PHONES
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Config:
     state.mkdir(parents=True, exist_ok=True)
     path = state.parent / f"{state.name}.toml"
@@ -122,7 +107,7 @@ def ensure_chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def ui_sandbox(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(dialplan())
+    sandbox.set_dialplan(example_dialplan_dialing("test-phones") + PHONES)
     return sandbox
 
 
@@ -153,11 +138,7 @@ async def engine(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def placer(ui_sandbox: Sandbox) -> AsyncIterator[CallPlacer]:
-    settings = ClientSettings(url=ui_sandbox.url, username="admin", secret=ui_sandbox.secret)
-    async with (
-        AJAMClient(settings) as client,
-        CallPlacer(client, ignore_contexts=("callrouter-inbound",)) as p,
-    ):
+    async with admin_placer(ui_sandbox, ignore_contexts=("callrouter-inbound",)) as p:
         yield p
 
 
