@@ -43,6 +43,15 @@ the variants take turns at each rate on the same Asterisk:
   reads and folds CEL and the ringing signs, and its user's lines ask for them.
   Without such a plugin (the other engine variants) it does not.
 * ``engine+filter``: the same over AJAM.
+* ``engine+filter+reqsession``: ``engine+filter`` with a second AJAM session
+  (user ``router-requests``) whose ``eventfilter`` lines let through only the
+  routing request (``UserEvent: CallRouterRequest``) and the ``Newexten`` of a
+  wait step (``Application`` ``Wait``, ``MusicOnHold``, ``WaitExten``): its
+  requests go through the early route (``Router.accept(early=True)``) and its
+  steps feed the parking check, so the Redirect can leave as soon as that
+  session has both; the main session's copy of the request only claims the
+  call (bench/ANALYSIS.md, twenty-second session). Bench code only, and
+  not among the default ``--variants``: measured, not kept.
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
@@ -70,6 +79,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +115,7 @@ VARIANTS = (
 ENGINE_VARIANTS = (
     "engine",
     "engine+filter",
+    "engine+filter+reqsession",
     "tcp-engine",
     "tcp-engine+filter",
     "tcp-engine+filter+life",
@@ -117,6 +128,9 @@ FILTERED_LIFE_USER = "router-filtered-life"
 #: ``+filter`` variants of ``--baseline``'s code: the lines its own engine prints
 #: (a change to what the engine asks Asterisk for is measured whole).
 FILTERED_BASE_USER = "router-filtered-base"
+#: The request session's user (``+reqsession``): only the requests and the
+#: wait steps (:func:`request_session_selection`).
+REQUEST_USER = "router-requests"
 #: The engine variants' extra rules: this many ``if: did == ...`` rules.
 EXTRA_RULES = 1000
 REDIRECT = {"Context": "callrouter-dial", "Exten": "101", "Priority": "1"}
@@ -399,6 +413,119 @@ def did_rules(n: int) -> str:
     return "".join(parts)
 
 
+def request_session_selection() -> Any:
+    """What the ``+reqsession`` variant's second session asks for: the routing
+    request and the wait steps after it, each by an exact header filter
+    (``eventfilter`` lines of :data:`REQUEST_USER`; Asterisk ORs include filters,
+    so a ``Wait`` in any context passes, and the client's narrower drops the
+    steps of channels nobody waits for)."""
+    from router.ami.event_filter import EventSelection, HeaderFilter
+    from router.dialplan import PARK_APPLICATIONS, REQUEST_EVENT
+
+    return EventSelection(
+        frozenset({"UserEvent", "Newexten"}),
+        frozenset({"user", "dialplan"}),
+        frozenset(
+            {
+                HeaderFilter("UserEvent", "UserEvent", frozenset({REQUEST_EVENT})),
+                *(
+                    HeaderFilter("Newexten", "Application", frozenset({a}))
+                    for a in PARK_APPLICATIONS
+                ),
+            }
+        ),
+    )
+
+
+async def request_session(
+    engine: Any,
+    config: Any,
+    username: str,
+    stop: asyncio.Event,
+    timings: Timings,
+    seen: dict[str, float],
+) -> None:
+    """The ``+reqsession`` variant's second AJAM session: its own WaitEvent loop,
+    whose requests are routed early and whose wait steps feed the parking
+    check; a failure only costs speed (the main session routes every call)."""
+    from dataclasses import replace
+
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.ami.protocol import raw_header
+    from router.errors import AMIError
+
+    parking, router, tracker = engine.parking, engine.router, engine.tracker
+    rules, plugins = engine.rules, engine.plugins
+    client = AJAMClient(replace(ClientSettings.from_config(config.asterisk), username=username))
+    client.event_selection = request_session_selection()
+
+    def wanted_step(block: str) -> bool:
+        return parking.expects(raw_header(block, "Channel") or "")
+
+    client.set_narrowing({"Newexten": wanted_step, "UserEvent": parking.note_raw})
+    counts = timings.by_channel.setdefault("__rpolls", [0.0, 0.0, 0.0, 0.0])
+    # A copy read after the main session has handled the call's hang-up (the
+    # router then forgets it was routed) must not route it again: the keys of
+    # ended calls are kept, bounded (the first run without this redirected a
+    # call twice at 50/s: its copy came after the bench call had hung up).
+    ended: OrderedDict[str, None] = OrderedDict()
+    forget = router.forget
+
+    def forget_noted(calls: Any) -> None:
+        for call in calls:
+            for leg in call.channels.values():
+                ended[leg.uniqueid or leg.name] = None
+        while len(ended) > 4096:
+            ended.popitem(last=False)
+        forget(calls)
+
+    router.forget = forget_noted
+
+    def may_route() -> bool:
+        # Engine._route_early's conditions that do not depend on a read's bytes.
+        return not (
+            engine._stopping.is_set()
+            or engine._listeners
+            or config.api is not None
+            or rules.current.reads_call_vars
+            or plugins.implements("callrouter_call_start")
+            or plugins.reads_event("Newchannel")
+            or plugins.reads_event("Newexten")
+        )
+
+    try:
+        await client.login()
+        while not stop.is_set():
+            polled = time.time()
+            try:
+                events = await client.wait_event(20)
+            except AMIError:
+                await asyncio.sleep(0.25)
+                continue
+            now = time.time()
+            counts[0] += 1
+            if not events:
+                counts[1] += 1
+                continue
+            parking.scan(events)
+            for ev in events:
+                if ev.name == "Newexten":
+                    parking.stepped(ev)
+                elif _is_request(ev):
+                    channel = ev.get("Channel") or ""
+                    parking.requested(ev)
+                    if not timings.seen(channel):
+                        counts[2] += 1  # taken here first
+                    timings.got(channel, now, polled)
+                    seen.setdefault(channel, now)
+                    if (ev.get("Uniqueid") or channel) in ended:
+                        counts[3] += 1  # stale: the call has hung up
+                    elif may_route():
+                        router.accept(ev, tracker.by_channel(channel), early=True)
+    finally:
+        await client.aclose()
+
+
 async def serve_engine(
     url: str,
     secret: str,
@@ -407,6 +534,7 @@ async def serve_engine(
     username: str = "router",
     *,
     life: bool = False,
+    request_user: str | None = None,
 ) -> None:
     import logging
 
@@ -468,17 +596,29 @@ async def serve_engine(
             # its UserEvent callback only).
             if ev.name == "UserEvent" and _is_request(ev):
                 timings.got(ev.get("Channel") or "", now, polled)
+                main_seen[ev.get("Channel") or ""] = now
         return events
+
+    redirects: dict[str, int] = {}
+    #: ``+reqsession``: when each session had each request (the lead, in the split).
+    main_seen: dict[str, float] = {}
+    side_seen: dict[str, float] = {}
 
     async def stamped_send(name: str, params: Any = None, **kw: Any) -> Any:
         if name == "Redirect":
             timings.sent(params["Channel"], time.time())
+            redirects[params["Channel"]] = redirects.get(params["Channel"], 0) + 1
         return await send(name, params, **kw)
 
     client.wait_event = stamped_wait_event  # type: ignore[method-assign]
     client.send = stamped_send  # type: ignore[method-assign]
     task = asyncio.create_task(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 10)
+    side = None
+    if request_user is not None:
+        side = asyncio.create_task(
+            request_session(engine, config, request_user, stop, timings, side_seen)
+        )
     push = getattr(client, "_push", None)
     if push is not None:
         # Over TCP the engine takes a read's events in the read itself
@@ -508,6 +648,10 @@ async def serve_engine(
         cast(Any, client).urgent_early = stamped_early
     print("READY", flush=True)
     await stop.wait()
+    if side is not None:
+        side.cancel()
+        with contextlib.suppress(BaseException):
+            await side
     engine.request_stop()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 10)
@@ -515,6 +659,19 @@ async def serve_engine(
     outcomes: dict[str, int] = {}
     for record in engine.records:
         outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
+    if side_seen:
+        # How much sooner the request session had each request than the main one.
+        timings.by_channel["__lead"] = [
+            (main_seen[ch] - t) * 1000 for ch, t in side_seen.items() if ch in main_seen
+        ]
+    twice = sum(1 for n in redirects.values() if n > 1)
+    if twice:
+        outcomes["(redirected more than once)"] = twice
+    taken = timings.by_channel.get("__rpolls")
+    if taken is not None:
+        outcomes["(request session took it first)"] = int(taken[2])
+        if taken[3]:
+            outcomes["(request session: stale copies dropped)"] = int(taken[3])
     if listener is not None:  # shown with the outcomes: zero would mean no call life
         outcomes["(call life events told)"] = listener.told
     waits = getattr(engine.metrics, "park_waits", None)  # a --baseline may predate it
@@ -550,6 +707,10 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
     elif variant == "engine+filter":
         await serve_engine(args.url, args.secret, stop, timings, filtered)
+    elif variant == "engine+filter+reqsession":
+        await serve_engine(
+            args.url, args.secret, stop, timings, filtered, request_user=REQUEST_USER
+        )
     elif variant == "tcp-engine+filter":
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings, filtered)
     elif variant == "tcp-engine+filter+life":
@@ -689,6 +850,8 @@ class Cell:
     #: AJAM: how long the request waited in Asterisk for the poll that took it
     #: (0 when that poll was out before the request was queued).
     poll_wait: list[float] = field(default_factory=list)
+    #: ``+reqsession``: main session's copy minus the request session's (ms).
+    lead: list[float] = field(default_factory=list)
     polls: str = ""
     cpu: float = 0.0
     cpu_sys: float = 0.0
@@ -814,6 +977,10 @@ async def run_cell(
     counted = stamps.pop("__polls", None)
     if counted:
         cell.polls = f"{counted[0]:.0f} ({counted[1]:.0f} empty)"
+    cell.lead = stamps.pop("__lead", [])
+    counted = stamps.pop("__rpolls", None)
+    if counted:
+        cell.polls += f", request session {counted[0]:.0f} ({counted[1]:.0f} empty)"
     for call in placed:
         if call.context == "callrouter-dial" and call.latency_ms is not None:
             cell.routed += 1
@@ -841,8 +1008,15 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
     from router.sandbox.calls import CallPlacer
 
     cells: list[Cell] = []
-    if any(v.split("@", 1)[0].endswith("+filter") for v in args.variants):
+    if any("+filter" in v.split("@", 1)[0] for v in args.variants):
         box.add_manager_user(FILTERED_USER, lines=await engine_filter_lines())
+    if any(v.split("@", 1)[0].endswith("+reqsession") for v in args.variants):
+        box.add_manager_user(
+            REQUEST_USER,
+            read="user,dialplan",
+            write="user",
+            lines=request_session_selection().manager_conf_lines(),
+        )
     if any(v.endswith("+filter@base") for v in args.variants):
         box.add_manager_user(FILTERED_BASE_USER, lines=await baseline_filter_lines(args))
     if any(v.split("@", 1)[0].endswith("+life") for v in args.variants):
@@ -986,7 +1160,15 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
     split_rows = []
     for variant in args.variants:
         mine = [c for c in cells if c.variant == variant]
-        for part in ("delivery", "to_read", "read_in_hand", "router", "redirect", "poll_wait"):
+        for part in (
+            "delivery",
+            "to_read",
+            "read_in_hand",
+            "router",
+            "redirect",
+            "poll_wait",
+            "lead",
+        ):
             values = sorted(v for c in mine for v in getattr(c, part))
             if values:
                 label = PART_LABELS.get(part, part)
@@ -1030,13 +1212,19 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         "*delivery* is also split at the socket read that held the request: "
         "*(to read)* Asterisk and the kernel, *(read -> in hand)* the client's own "
         "work before it (panoramisk: parsing the read up to its callback; the engine: "
-        "finding the request's block).\n\n"
+        "finding the request's block); *request session's lead* (``+reqsession``): "
+        "how much sooner the request session had the request than the main session "
+        "(negative: later).\n\n"
         f"{split}\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
 
 #: How the split table names the parts that divide another.
-PART_LABELS = {"to_read": "(to read)", "read_in_hand": "(read -> in hand)"}
+PART_LABELS = {
+    "to_read": "(to read)",
+    "read_in_hand": "(read -> in hand)",
+    "lead": "request session's lead",
+}
 
 
 def main() -> None:
