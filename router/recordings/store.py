@@ -256,8 +256,9 @@ class RecordingStore:
         now: float | None = None,
     ) -> list[Recording]:
         """Catalog the files a MixMonitor is about to write; the ones already known are
-        left alone (a rule and the API asking for the same call record it once, and
-        the first one's ``origin`` stays)."""
+        left alone (a rule and the API asking for the same call record it once); a
+        rule's or plugin's ask makes a file the API started theirs, which the API
+        cannot stop."""
         started = time.time() if now is None else now
         fresh: list[tuple[str, str]] = []
         exts = json.dumps(sorted(set(extensions)))
@@ -282,6 +283,14 @@ class RecordingStore:
                 )
                 if cursor.rowcount:
                     fresh.append((name.call_id, name.part))
+                elif origin.kind != "api":
+                    # A rule or plugin asking for a file the API is writing takes it
+                    # over: else the token that started it first could stop it.
+                    db.execute(
+                        "UPDATE recordings SET origin = ?, origin_by = ? WHERE call_id = ?"
+                        " AND part = ? AND state = 'recording' AND origin = 'api'",
+                        (origin.kind, origin.by[:200], name.call_id, name.part),
+                    )
         return [r for cid, part in fresh if (r := self.get(cid, part)) is not None]
 
     def forget(self, recording_id: int) -> None:
