@@ -211,6 +211,19 @@ class FeedStore:
                 # Never leave the writer stuck as "flushing": later events still go.
                 log.exception("api feed: %d events could not be written", len(batch))
 
+    def _write_issued(self, issued: int) -> None:
+        # A scoped reader's cursor may be the clock, above every event: the next
+        # run's events go above it even when the clock was set back meanwhile.
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('issued', ?) ON CONFLICT(key) DO UPDATE"
+                    " SET value = MAX(value, excluded.value)",
+                    (issued,),
+                )
+        except sqlite3.OperationalError as exc:
+            log.warning("api feed: the last position handed out not written at stop: %s", exc)
+
     def _write(self, batch: list[FeedEvent], prune: _Prune | None) -> None:
         rows = [
             (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
@@ -247,12 +260,19 @@ class FeedStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def close(self) -> None:
-        """Write what is queued, then close (blocking; ``EventFeed.aclose`` threads it)."""
+    def issued(self) -> int:
+        """The highest position the last run handed out (0: none kept)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'issued'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self, *, issued: int = 0) -> None:
+        """Write what is queued and the highest position handed out, then close
+        (blocking; ``EventFeed.aclose`` threads it)."""
         with self._lock:
             self._closed = True
         # One worker: this runs after any flush in progress, and writes the rest.
         self._pool.submit(self._flush).result()
+        self._pool.submit(self._write_issued, issued).result()
         self._pool.shutdown(wait=True)
         self._db.close()
 
@@ -283,6 +303,7 @@ class EventFeed:
         events: Iterable[FeedEvent] = (),
         lost: int = 0,
         dropped: Mapping[str | None, int] | None = None,
+        issued: int = 0,
     ) -> None:
         if retention <= 0 or max_events <= 0:
             raise ValueError("retention and max_events must be positive")
@@ -305,7 +326,7 @@ class EventFeed:
         #: The highest cursor dropped or lost, whoever's: new events go above it.
         self._lost = max([lost, *self._dropped.values()])
         #: The highest position handed out (:meth:`position`): new events go above it.
-        self._issued = 0
+        self._issued = issued
         self._waiters: set[asyncio.Future[None]] = set()
         self._since_prune = 0
 
@@ -329,6 +350,7 @@ class EventFeed:
         try:
             store = FeedStore(path)
             events, lost, dropped = store.load(oldest=oldest, limit=max_events)
+            issued = store.issued()
         except sqlite3.DatabaseError as exc:
             aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
@@ -338,6 +360,7 @@ class EventFeed:
             store = FeedStore(path)
             # Every cursor up to now was lost with the file.
             events, lost, dropped = [], int(clock() * 1_000_000), {}
+            issued = 0
         return cls(
             retention=retention,
             max_events=max_events,
@@ -346,6 +369,7 @@ class EventFeed:
             events=events,
             lost=lost,
             dropped=dropped,
+            issued=issued,
         )
 
     @property
@@ -511,4 +535,4 @@ class EventFeed:
         """Write what is queued and close the file; the ring stays readable."""
         store, self._store = self._store, None
         if store is not None:
-            await asyncio.to_thread(store.close)
+            await asyncio.to_thread(store.close, issued=self._issued)

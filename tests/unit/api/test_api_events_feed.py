@@ -361,3 +361,21 @@ async def test_what_each_extension_lost_is_kept_across_restarts(
     assert not again.read(before, only("103")).gap
     assert again.read(before).gap
     await again.aclose()
+
+
+async def test_a_scoped_readers_clock_cursor_holds_after_a_restart_with_the_clock_set_back(
+    tmp_path: Path,
+) -> None:
+    """A scoped reader's cursor is the clock, above every event; a restart with the
+    clock 3 s back gave the next event a lower cursor, which that reader never got."""
+    now = [1000.0]
+    feed = EventFeed.open(tmp_path, clock=lambda: now[0])
+    feed.publish("x", "101", {})
+    now[0] = 1005.0
+    cursor = feed.read(0, only("102")).cursor
+    await feed.aclose()
+    now[0] = 1002.0
+    again = EventFeed.open(tmp_path, clock=lambda: now[0])
+    again.publish("y", "102", {})
+    assert [e.kind for e in again.read(cursor, only("102")).events] == ["y"]
+    await again.aclose()
