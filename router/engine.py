@@ -347,6 +347,8 @@ class Engine:
         #: What the last dialplan audit found, as (level, text): a timed one
         #: logs only a change.
         self._audit_findings: tuple[tuple[str, str], ...] | None = None
+        #: Audits reading the dialplan now: the timed one waits for none.
+        self._auditing = 0
         self._beats: set[asyncio.Task[Any]] = set()
         self._beat_refused = False
         #: Whether the missing own heartbeat has been logged (router/liveguard.py).
@@ -1159,8 +1161,9 @@ class Engine:
         Asterisk reports no ``dialplan reload``, so an inbound context one broke
         was never told. Silent unless the findings changed since the last
         audit; skipped while Asterisk is away (the stream says so) or an
-        audit after a reload is due anyway."""
-        if self._connected() and self._reload_audit is None:
+        audit after a reload is due anyway or another audit is reading it
+        (a look beside it would finish later with what it read earlier)."""
+        if self._connected() and self._reload_audit is None and not self._auditing:
             await self._audit_dialplan("the timed check", changes_only=True)
 
     async def _audit_dialplan(self, when: str, *, changes_only: bool = False) -> None:
@@ -1168,16 +1171,25 @@ class Engine:
         a broken inbound context, a rule redirecting where the dialplan has
         nothing. Each is a WARNING; routing goes on (fail open).
         ``changes_only``: nothing is logged when the findings are the last
-        audit's."""
+        audit's, nor when some of the dialplan could not be read (a timeout,
+        Asterisk gone mid-look): that is no change of the dialplan, and the
+        error's text differs each time."""
         self._audited_at = time.monotonic()
         targets, built = self.rules.current.redirect_targets()
-        audit = await audit_dialplan(
-            self._client, targets, built, recording=self._config.recordings is not None
-        )
+        self._auditing += 1
+        try:
+            audit = await audit_dialplan(
+                self._client, targets, built, recording=self._config.recordings is not None
+            )
+        finally:
+            self._auditing -= 1
         findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
         self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
         seen = tuple((f.level, f.text) for f in findings)
+        if changes_only and audit.unread:
+            log.debug("dialplan: the timed check could not read all of it: %s", seen)
+            return
         if changes_only and seen == self._audit_findings:
             return
         self._audit_findings = seen

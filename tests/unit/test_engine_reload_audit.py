@@ -18,7 +18,8 @@ import router.engine
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
 from router.dialplan import INBOUND_CONTEXT
-from router.errors import AMIActionError
+from router.errors import AMIActionError, AMIConnectionError
+from router.testing.asterisk import dialplan_steps
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
 
@@ -39,6 +40,10 @@ class NoInbound(ClientStub):
                 name, Response((("Response", "Error"), ("Message", "Did not find context")))
             )
         return ActionResult(Response((("Response", "Success"),)))
+
+
+#: The inbound context the package ships (router/dialplan_lint.py passes it).
+SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
 
 
 def reload(module: str) -> Event:
@@ -118,3 +123,70 @@ def test_reload_is_among_the_events_asked_for() -> None:
     from router.ami.event_filter import CORE_EVENTS
 
     assert "Reload" in CORE_EVENTS
+
+
+class Flaky(ClientStub):
+    """An Asterisk whose ``[callrouter-inbound]`` is fine, and whose answers
+    to ``ShowDialPlan`` fail while ``down`` (a timeout, a connection cut
+    mid-audit) or wait on ``gate`` when one is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+        #: Audits begun (each asks for the inbound context first).
+        self.asked = 0
+        self.gate: asyncio.Event | None = None
+
+    async def action(
+        self, name: str, params: Mapping[str, Any] | None = None, **_: Any
+    ) -> ActionResult:
+        assert name == "ShowDialPlan", name
+        self.asked += dict(params or {}).get("Context") == INBOUND_CONTEXT
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise AMIConnectionError(f"ShowDialPlan: timed out after 5 s ({self.asked})")
+        steps = dialplan_steps(SNIPPET.read_text(encoding="utf-8"), INBOUND_CONTEXT)
+        listed = (Event((("Event", "ListDialplan"), *step.items())) for step in steps)
+        return ActionResult(Response((("Response", "Success"),)), tuple(listed))
+
+
+async def test_a_timed_check_that_cannot_read_the_dialplan_says_it_did_not_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk slow or gone for one timed look: that is no change of the
+    dialplan, and the look after it, finding what was there, says nothing."""
+    client = Flaky()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    await engine._audit_dialplan("start")
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="router.engine")
+    client.down = True
+    await engine._audit_now_and_then()
+    await engine._audit_now_and_then()
+    client.down = False
+    await engine._audit_now_and_then()
+    assert client.asked == 4
+    said = [r.getMessage() for r in caplog.records if "dialplan" in r.getMessage()]
+    assert said == [], "\n".join(said)
+
+
+async def test_a_timed_check_does_not_run_beside_another_audit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer fires while the audit after a reload (or the start's) is
+    reading the dialplan: one look is enough, and two would log the same
+    findings twice, or the older one's last."""
+    client = Flaky()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    client.gate = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="router.engine")
+    running = asyncio.ensure_future(engine._audit_dialplan("Asterisk's reload"))
+    await asyncio.sleep(0)
+    assert client.asked == 1
+    timed = asyncio.ensure_future(engine._audit_now_and_then())
+    await asyncio.sleep(0)
+    client.gate.set()
+    await asyncio.gather(running, timed)
+    assert client.asked == 1
+    checked = [r.getMessage() for r in caplog.records if "dialplan" in r.getMessage()]
+    assert len(checked) == 1, checked
