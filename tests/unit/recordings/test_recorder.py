@@ -4,6 +4,7 @@ the file closed when the channel hangs up, refused without ``[recordings]``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import sqlite3
@@ -22,6 +23,8 @@ from router.testing.replay import SentAction
 from tests.unit.recordings.wavgen import write_wav
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
@@ -609,6 +612,25 @@ async def test_a_stop_does_not_wait_out_a_hung_retention_pass(
     await passing  # its catalog stayed open for it
 
 
+@contextlib.asynccontextmanager
+async def _asterisk_writing(path: Path) -> AsyncIterator[None]:
+    """Asterisk writing on at ``path`` (800 bytes every 0.05 s) while the block runs."""
+    done = asyncio.Event()
+
+    async def writes() -> None:
+        while not done.is_set():
+            with path.open("ab") as fh:
+                fh.write(b"\0" * 800)
+            await asyncio.sleep(0.05)
+
+    writer = asyncio.get_running_loop().create_task(writes())
+    try:
+        yield
+    finally:
+        done.set()
+        await writer
+
+
 async def test_another_mixmonitors_stop_on_the_channel_leaves_ours_recording(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
@@ -624,24 +646,12 @@ async def test_another_mixmonitors_stop_on_the_channel_leaves_ours_recording(
     linkedid = ajam_replay.channels[channel].linkedid
     path = tmp_path / f"{linkedid}-mix.wav"
     write_wav(path, 1.0, complete=False)
-    growing = True
-
-    async def asterisk_writes() -> None:
-        while growing:
-            with path.open("ab") as fh:
-                fh.write(b"\0" * 800)
-            await asyncio.sleep(0.05)
-
-    writer = asyncio.get_running_loop().create_task(asterisk_writes())
-    try:
+    async with _asterisk_writing(path):
         ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
         await ajam_replay.settle(engine)
         await asyncio.wait_for(recorder_of(engine).closed(), 10)
         (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
         assert row.state == "recording", row.note
-    finally:
-        growing = False
-        await writer
     # The channel ends: MixMonitor finishes the file, which closes as any other.
     write_wav(path, 2.0)
     ajam_replay.hangup(channel)
@@ -690,17 +700,8 @@ async def test_a_call_dropped_after_4_hours_keeps_recording_until_max_duration_s
     linkedid = ajam_replay.channels[channel].linkedid
     path = tmp_path / f"{linkedid}-mix.wav"
     write_wav(path, 1.0, complete=False)
-    growing = True
-
-    async def asterisk_writes() -> None:
-        while growing:
-            with path.open("ab") as fh:
-                fh.write(b"\0" * 800)
-            await asyncio.sleep(0.05)
-
-    writer = asyncio.get_running_loop().create_task(asterisk_writes())
     recorder = recorder_of(engine)
-    try:
+    async with _asterisk_writing(path):
         call = engine.tracker.get(linkedid)
         assert call is not None
         call.started -= 4 * 3600 + 1
@@ -712,9 +713,6 @@ async def test_a_call_dropped_after_4_hours_keeps_recording_until_max_duration_s
         with sqlite3.connect(engine.state_dir / "recordings.sqlite") as db:
             db.execute("UPDATE recordings SET started_at = started_at - 6 * 3600 - 1")
         assert await recorder.stop_overlong() == [channel]
-    finally:
-        growing = False
-        await writer
     (stop,) = ajam_replay.sent("StopMixMonitor")
     assert stop["MixMonitorID"] == ajam_replay.channels[channel].variables["CALLROUTER_REC_ID"]
 
