@@ -41,9 +41,13 @@ from router.dialplan import (
     RECORD_CONTEXT,
     REQUEST_EVENT,
 )
+from router.privileges import ORIGINATE, REDIRECT
 
 if TYPE_CHECKING:
     from router.engine import Engine
+
+#: The privilege probes :attr:`SentAction.probe` recognises.
+PROBES = (REDIRECT, ORIGINATE)
 
 __all__ = ["ActionHandler", "FakeChannel", "ReplayAsterisk", "Reply", "SentAction"]
 
@@ -81,6 +85,19 @@ class SentAction:
             if k.lower() == low:
                 return v
         return default
+
+    @property
+    def probe(self) -> bool:
+        """Whether this is one of ``callrouter run``'s privilege probes
+        (router.privileges: a ``Redirect`` of a channel no driver makes, an
+        ``Originate`` with no ``Channel``), which act on no call."""
+        for p in PROBES:
+            if self.name.lower() != p.action.lower():
+                continue
+            if not p.params:
+                return self.get("Channel") is None
+            return all(self.get(k) == v for k, v in p.params.items())
+        return False
 
     def getall(self, key: str) -> list[str]:
         low = key.lower()
@@ -219,16 +236,25 @@ class ReplayAsterisk:
 
     # -- assertions -----------------------------------------------------------------
 
-    def sent(self, name: str | None = None) -> list[SentAction]:
-        """Actions received, optionally only those named ``name`` (any case)."""
-        if name is None:
-            return list(self.actions)
-        low = name.lower()
-        return [a for a in self.actions if a.name.lower() == low]
+    def sent(self, name: str | None = None, *, probes: bool = False) -> list[SentAction]:
+        """Actions received, optionally only those named ``name`` (any case).
 
-    def count(self, name: str) -> int:
-        """How many ``name`` actions were received: ``count("Redirect") == 1``."""
-        return len(self.sent(name))
+        The engine's privilege probes (:attr:`SentAction.probe`; an engine
+        built with ``options=`` probes after each login) act on no call and
+        are left out unless ``probes`` is true, so that ``count("Redirect")``
+        counts the calls routed whatever the engine's options.
+        """
+        low = None if name is None else name.lower()
+        return [
+            a
+            for a in self.actions
+            if (low is None or a.name.lower() == low) and (probes or not a.probe)
+        ]
+
+    def count(self, name: str, *, probes: bool = False) -> int:
+        """How many ``name`` actions were received: ``count("Redirect") == 1``
+        (privilege probes left out unless ``probes``, as in :meth:`sent`)."""
+        return len(self.sent(name, probes=probes))
 
     def clear(self) -> None:
         """Forget the recorded actions (not the sessions, channels or queued events)."""

@@ -356,6 +356,35 @@ async def test_an_engine_on_the_fake_finds_every_rule_target(
     assert [r.getMessage() for r in caplog.records if "dialplan:" in r.getMessage()] == []
 
 
+async def test_count_leaves_out_the_privilege_probes_of_an_engine_built_with_options(
+    tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk
+) -> None:
+    """An engine built with ``options=`` probes the manager user's write
+    classes after its login with a ``Redirect`` (and an ``Originate``) that act
+    on no call; docs/plugins.md's ``count("Redirect") == 1`` counts the calls
+    routed all the same, and ``probes=True`` shows the probes."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: default\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: sales}\n"
+        "      - originate: {channel: PJSIP/101, context: queues, exten: sales}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    [redirect] = ajam_replay.sent("Redirect")
+    assert redirect["Channel"] == channel
+    assert ajam_replay.count("Redirect") == 1
+    probes = [a for a in ajam_replay.sent(probes=True) if a.probe]
+    assert sorted(a.name for a in probes) == ["Originate", "Redirect"]
+    assert ajam_replay.count("Redirect", probes=True) == 2
+    assert ajam_replay.count("Originate") == ajam_replay.count("Originate", probes=True) - 1
+    assert all(not a.probe for a in ajam_replay.sent())
+
+
 # --------------------------------------------------------------------------- builders
 
 
