@@ -245,6 +245,23 @@ def test_file_secret_beats_fallback(tmp_path: Path) -> None:
     assert cfg.asterisk.secret == "s3cret"
 
 
+@pytest.mark.parametrize("pasted", ["HUNTER2", "QWERTY", "X7K2P9"])
+def test_secret_env_unset_does_not_echo_an_upper_case_word(tmp_path: Path, pasted: str) -> None:
+    """An all-capitals password pasted into ``secret_env`` is a valid,
+    upper-case name: the error echoed it ("environment variable HUNTER2 is not
+    set"). Names of secrets are words joined by ``_``; a single word is not shown."""
+    text = MINIMAL.replace('secret = "s3cret"', f'secret_env = "{pasted}"')
+    msg = error_of(tmp_path, text)
+    assert pasted not in msg
+    assert "[asterisk] secret_env: the environment variable it names is not set or empty" in msg
+
+
+@pytest.mark.parametrize("name", ["PBX_SECRET", "AMI_SECRET_2", "_CALLROUTER_SECRET"])
+def test_secret_env_unset_echoes_a_conventional_name(tmp_path: Path, name: str) -> None:
+    text = MINIMAL.replace('secret = "s3cret"', f'secret_env = "{name}"')
+    assert error_of(tmp_path, text).endswith(f"environment variable {name} is not set or empty")
+
+
 def test_command_line_secret_beats_secret_env(tmp_path: Path) -> None:
     text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "UNSET"')
     cfg = load(tmp_path, text, asterisk__secret="flag")

@@ -216,10 +216,11 @@ def _now() -> datetime:
 #: Keys people write for "any number" in missed_owner; each gets a did-you-mean '*'.
 #: What ``password_env`` holds: a variable's name, as ``[asterisk] secret_env``.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-#: How environment variables are named by convention; a name that is not one
-#: (``"hunter"``) may be the password itself, so errors do not show it (as
-#: ``router.config.env_unset``, which a plugin does not import).
-_CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+#: How environment variables for secrets are named by convention: upper-case
+#: words joined by ``_`` (``ONEC_PASSWORD``); a name that is not one
+#: (``"hunter"``, ``"HUNTER2"``) may be the password itself, so errors do not
+#: show it (as ``router.config.env_unset``, which a plugin does not import).
+_CONVENTIONAL_ENV_NAME = re.compile(r"_*[A-Z][A-Z0-9]*(?:_+[A-Z0-9]+)+_*")
 
 
 def _env_unset(name: str) -> str:
@@ -227,7 +228,8 @@ def _env_unset(name: str) -> str:
         return f"environment variable {name} is not set or empty"
     return (
         "the environment variable it names is not set or empty (name not shown: it is "
-        "not in upper case, so it may be the password itself; if you pasted the password "
+        "not upper-case words joined by _ as variables are named, like ONEC_PASSWORD, "
+        "so it may be the password itself; if you pasted the password "
         "here, put the password in the environment instead and give the variable's name here)"
     )
 

@@ -197,6 +197,21 @@ def test_an_unset_password_env_in_lower_case_is_not_echoed(
     assert plugin.config.client.password == "секрет"
 
 
+def test_an_unset_password_env_of_capitals_only_is_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``password_env = "QWERTY123"``: upper case, so it was echoed as a name,
+    but a variable for a password is named in words joined by ``_``."""
+    monkeypatch.delenv("QWERTY123", raising=False)
+    config = write_config(
+        tmp_path, 'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "QWERTY123"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
+    assert "QWERTY123" not in str(caught.value)
+    assert "the environment variable it names is not set" in str(caught.value)
+
+
 def test_settings_defaults_and_password_from_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
