@@ -1488,8 +1488,6 @@ class Engine:
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)
-        if getattr(self._client, "session_generation", 0) != self._probed_session:
-            await self._check_privileges()  # logged in again: maybe as a user changed since
         try:
             await self.reconcile(trigger="gap")
         except AMIPrivilegeError as exc:
@@ -1498,6 +1496,10 @@ class Engine:
             if isinstance(exc, AMIAuthenticationError):
                 raise
             log.error("reconcile after gap failed: %s", exc)
+        # After the reconcile, which puts the calls of the gap right: on an
+        # Asterisk that hangs, the probe's actions wait out their timeouts.
+        if getattr(self._client, "session_generation", 0) != self._probed_session:
+            await self._check_privileges()  # logged in again: maybe as a user changed since
 
     async def _first_login(self) -> None:
         """Log in at start; with ``wait_for_asterisk``, until Asterisk answers.

@@ -98,7 +98,7 @@ async def test_a_sound_setup_passes_every_check(ajam_replay: ReplayAsterisk) -> 
     assert texts[3].startswith("UserEvents reach this user (its own came back in ")
     assert texts[4] == "no callrouter is live on this Asterisk now"
     # Nothing was moved: the Redirect named a channel no driver makes.
-    (redirect,) = ajam_replay.sent("Redirect")
+    (redirect,) = ajam_replay.sent("Redirect", probes=True)
     assert redirect.get("Channel") == "callrouter-check/no-such-channel"
     assert [u.get("UserEvent") for u in ajam_replay.sent("UserEvent")] == [PROBE_EVENT]
 
@@ -172,7 +172,7 @@ async def test_originate_is_asked_for_where_the_configuration_dials(
         "the manager user); without it the API's click-to-call and the rules' originate "
         "actions fail"
     )
-    (originate,) = ajam_replay.sent("Originate")
+    (originate,) = ajam_replay.sent("Originate", probes=True)
     assert originate.get("Channel") is None
 
 

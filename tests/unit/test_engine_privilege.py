@@ -129,15 +129,41 @@ async def test_redirect_is_asked_for_again_after_a_new_login(
     caplog.set_level(logging.INFO, logger="router.engine")
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
     assert engine.health().checks["privileges"] is False
-    assert ajam_replay.count("Redirect") == 1
+    assert ajam_replay.count("Redirect", probes=True) == 1
     refused["now"] = False  # manager.conf fixed, manager reload: a new login has it
     ajam_replay.expire_session()
     ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
     await asyncio.sleep(0.05)
     ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
     await ajam_replay.settle(engine)
-    assert ajam_replay.count("Redirect") == 2
+    assert ajam_replay.count("Redirect", probes=True) == 2
     assert engine.health().checks["privileges"] is True
     assert engine.health().ready, engine.health().reasons
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert "Asterisk allows the manager user 'router' Redirect now" in said
+
+
+async def test_after_a_new_login_the_reconcile_goes_before_the_probe(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: after a gap with a new session the probe asked first, so on
+    an Asterisk that hangs the reconcile, which puts the gap's calls right,
+    waited for the probe's actions to time out."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    ajam_replay.clear()
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    names = [a.name for a in ajam_replay.sent() if a.name != "WaitEvent"]
+    probes = [a.name for a in ajam_replay.sent(probes=True) if a.probe]
+    assert probes == ["Redirect"]
+    order = [
+        a.name for a in ajam_replay.sent(probes=True) if a.probe or a.name == "CoreShowChannels"
+    ]
+    assert order == ["CoreShowChannels", "Redirect"], names
