@@ -54,19 +54,26 @@ class Health:
     #: its URL, and why); empty otherwise.
     detail: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """``/readyz``'s body; without ``details`` the reasons (which name
+        Asterisk's URL, its error, the manager user) are left out, the failed
+        checks' names stay."""
+        body: dict[str, Any] = {
             "status": "ready" if self.ready else "not ready",
             "phase": self.phase,
             "reasons": list(self.reasons),
             "checks": dict(self.checks),
             "rules": self.rules,
         }
+        if not details:
+            del body["reasons"]
+        return body
 
-    def liveness(self) -> dict[str, Any]:
-        """``/healthz``: alive, and in which phase (with what a start waits for)."""
+    def liveness(self, *, details: bool = True) -> dict[str, Any]:
+        """``/healthz``: alive, and in which phase (with what a start waits
+        for, when ``details``)."""
         alive: dict[str, Any] = {"status": "alive", "phase": self.phase}
-        if self.detail:
+        if self.detail and details:
             alive["detail"] = self.detail
         return alive
 

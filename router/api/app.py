@@ -278,9 +278,10 @@ def build_starting_app(ctx: ApiContext, starting: Callable[[], str]) -> Starlett
         audit = request.scope["state"].get("audit")
         if isinstance(audit, Audit):
             audit.operation = "starting"
+        what = f" ({starting()})" if health.details_shown(request, ctx) else ""
         raise ApiError(
             503,
-            f"callrouter is starting ({starting()}); retry shortly",
+            f"callrouter is starting{what}; retry shortly",
             headers={"Retry-After": "5"},
             phase="starting",
         )

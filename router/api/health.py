@@ -8,6 +8,12 @@ Asterisk, saying for what); ``/readyz`` 200 only when callrouter can route now
 (router/health.py), else 503 with the reasons in JSON. Both are served from
 before the login on (router.engine), so that a monitor tells a start waiting
 for Asterisk from a dead process.
+
+What they tell beyond yes or no (the reasons: Asterisk's URL and error, the
+manager user's name) follows ``[api] health_details`` (:func:`details_shown`):
+on a listener others reach, only to a request bearing a valid token, as
+Spring Boot Actuator's ``show-details: when-authorized``. Without details the
+failing checks are still named (``checks``), which is what a monitor acts on.
 """
 
 from __future__ import annotations
@@ -16,19 +22,45 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from router.api.auth import audit_of
+from router.api.auth import Authenticator, audit_of
 from router.api.context import ApiContext
+from router.api.errors import ApiError
 
-__all__ = ["HEALTH_PATH", "READY_PATH", "routes"]
+__all__ = ["HEALTH_PATH", "READY_PATH", "details_shown", "routes"]
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 
 
+def details_shown(request: Request, ctx: ApiContext) -> bool:
+    """Whether this request may be told the reasons (``[api] health_details``).
+
+    ``when_authorized``: a valid token in ``Authorization``, any permission;
+    a missing, unknown or rate-limited one gets the answer without details,
+    never an error: a health check must answer."""
+    policy = ctx.settings.details
+    if policy != "when_authorized":
+        return policy == "always"
+    header = request.headers.get("authorization")
+    if header is None:
+        return False
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        token = authenticator.identify(header)
+    except ApiError:
+        return False
+    audit_of(request).token = token.name
+    return True
+
+
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def healthz(request: Request) -> JSONResponse:
         audit_of(request).operation = "healthz"
-        alive = {"status": "alive"} if ctx.health is None else ctx.health().liveness()
+        alive = (
+            {"status": "alive"}
+            if ctx.health is None
+            else ctx.health().liveness(details=details_shown(request, ctx))
+        )
         return JSONResponse(alive, headers={"Cache-Control": "no-store"})
 
     async def readyz(request: Request) -> JSONResponse:
@@ -37,7 +69,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             return JSONResponse({"status": "ready", "reasons": []})
         health = ctx.health()
         return JSONResponse(
-            health.to_dict(),
+            health.to_dict(details=details_shown(request, ctx)),
             status_code=200 if health.ready else 503,
             headers={"Cache-Control": "no-store"},
         )

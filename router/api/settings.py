@@ -10,6 +10,7 @@
     ami_timeout = 1.0                 # seconds an AMI action made for the API may take
     max_connections = 256             # open connections; past it a new one gets 503
     allowed_hosts = ["pbx.example"]   # Host names taken besides loopback ones
+    health_details = "when_authorized" # what /healthz, /readyz tell without a token
 
     [api.tokens.crm]
     hash = "sha256:9f86d0..."         # `callrouter token new` prints these lines
@@ -25,11 +26,13 @@ is what lets :mod:`router.config` (below the engine) depend on it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 from router.ami.catalog import load_catalog
 from router.api.dial_settings import CLICK_TO_CALL_KEYS, DialSettings, read_dialing
@@ -50,6 +53,12 @@ __all__ = [
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8089"
+
+#: ``[api] health_details``, as Spring Boot's ``show-details``: who is told
+#: the reasons behind ``/healthz`` and ``/readyz`` (Asterisk's URL, its
+#: error, the manager user's name).
+HealthDetails = Literal["always", "when_authorized", "never"]
+HEALTH_DETAILS: tuple[HealthDetails, ...] = ("always", "when_authorized", "never")
 #: Open connections to the API at most (``[api] max_connections``): well under
 #: the 1024 file descriptors a service gets by default, well over what 1C and
 #: a few live pages hold (each token's streams are bounded by events_waiters).
@@ -94,6 +103,7 @@ _KEYS = (
     "ui_session",
     "max_connections",
     "allowed_hosts",
+    "health_details",
     "tokens",
     *CLICK_TO_CALL_KEYS,
 )
@@ -153,6 +163,17 @@ class ApiSettings:
     allowed_hosts: tuple[str, ...] = ()
     #: Click-to-call and forwarding (router.api.calls, router.api.forwarding).
     dialing: DialSettings = field(default_factory=lambda: DialSettings())
+    #: ``[api] health_details``; None: :attr:`details` chooses by the listener.
+    health_details: HealthDetails | None = None
+
+    @property
+    def details(self) -> HealthDetails:
+        """Who learns the health endpoints' reasons: everyone on a loopback
+        listener (only this host reaches it), else only a request bearing a
+        valid token; an open port tells no stranger where Asterisk is."""
+        if self.health_details is not None:
+            return self.health_details
+        return "always" if is_loopback_host(self.host) else "when_authorized"
 
     @property
     def dial_prefix(self) -> str:
@@ -166,6 +187,16 @@ class ApiSettings:
     @property
     def tls(self) -> bool:
         return self.cert is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen address is reached only from this host."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_operation(operation: str) -> str | None:
@@ -304,4 +335,18 @@ def read_api(reader: Reader) -> ApiSettings:
         max_connections=reader.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 10_000),
         allowed_hosts=_allowed_hosts(reader),
         dialing=read_dialing(reader),
+        health_details=_health_details(reader),
     )
+
+
+def _health_details(reader: Reader) -> HealthDetails | None:
+    if "health_details" not in reader.values:
+        return None
+    text = reader.string("health_details")
+    for choice in HEALTH_DETAILS:
+        if text == choice:
+            return choice
+    match = closest(text, HEALTH_DETAILS)
+    hint = f"did you mean {match!r}? " if match is not None else ""
+    message = f"unknown value {text!r}; {hint}(one of: {', '.join(HEALTH_DETAILS)})"
+    raise reader.error("health_details", message)

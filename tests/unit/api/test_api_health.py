@@ -224,3 +224,78 @@ def test_metrics_auth_is_read_and_checked(tmp_path: Path) -> None:
     assert config.api.metrics_auth is True
     with pytest.raises(ConfigError, match=r"\[api\] metrics_auth: expected true or false"):
         config_from_toml(tmp_path, '[api]\nmetrics_auth = "yes"\n')
+
+
+def _starting_health(waiting: str) -> Health:
+    return readiness(
+        logged_in=False,
+        stream_current=False,
+        rule_problems=0,
+        rules=3,
+        serving=False,
+        phase="starting",
+        waiting_for=waiting,
+        privileges="Asterisk refuses the manager user 'router' Redirect",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "shown"),
+    [
+        (ApiSettings(tokens=TOKENS, host="0.0.0.0"), {None: False, OTHER: True, "bad": False}),
+        (ApiSettings(tokens=TOKENS, host="::1"), {None: True, OTHER: True, "bad": True}),
+        (
+            ApiSettings(tokens=TOKENS, host="0.0.0.0", health_details="always"),
+            {None: True, OTHER: True, "bad": True},
+        ),
+        (
+            ApiSettings(tokens=TOKENS, health_details="never"),
+            {None: False, OTHER: False, "bad": False},
+        ),
+    ],
+)
+async def test_health_details_are_told_as_health_details_says(
+    stub: StubEngine, settings: ApiSettings, shown: dict[str | None, bool]
+) -> None:
+    """Issue 16: /healthz, /readyz and the starting app's 503 told anyone who
+    reached the listener Asterisk's URL, its error and the manager user. On a
+    listener others reach (or with ``never``) a request without a valid token
+    learns the phase and which checks fail, not why."""
+    waiting = "waiting for Asterisk at http://10.0.0.5:8088/asterisk: connection refused"
+    health = _starting_health(waiting)
+    ctx = ApiContext(stub, settings, health=lambda: health, metrics=Metrics())
+    transport = httpx.ASGITransport(app=build_starting_app(ctx, lambda: waiting))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        for bearer, told in shown.items():
+            headers = {} if bearer is None else {"Authorization": f"Bearer {bearer}"}
+            alive = await http.get("/healthz", headers=headers)
+            ready = await http.get("/readyz", headers=headers)
+            other = await http.get("/api/v1/calls", headers=headers)
+            assert alive.status_code == 200
+            assert ready.status_code == 503
+            assert other.status_code == 503
+            assert ready.json()["checks"]["asterisk"] is False
+            assert ready.json()["checks"]["privileges"] is False
+            assert ready.json()["phase"] == "starting"
+            texts = (alive.text, ready.text, other.text)
+            for text in texts:
+                assert ("10.0.0.5" in text) is told, (bearer, text)
+                assert ("'router'" in text) is (told and text is ready.text), (bearer, text)
+            assert ("reasons" in ready.json()) is told
+            assert other.json()["detail"].startswith("callrouter is starting")
+
+
+def test_health_details_is_read_and_checked(tmp_path: Path) -> None:
+    assert config_from_toml(tmp_path, "[api]\n").api.details == "always"  # type: ignore[union-attr]
+    remote = config_from_toml(tmp_path, '[api]\nlisten = "0.0.0.0:8089"\n').api
+    assert remote is not None and remote.details == "when_authorized"
+    chosen = config_from_toml(
+        tmp_path, '[api]\nlisten = "0.0.0.0:8089"\nhealth_details = "always"\n'
+    ).api
+    assert chosen is not None and chosen.details == "always"
+    with pytest.raises(
+        ConfigError,
+        match=r"\[api\] health_details: unknown value 'when-authorized'; "
+        r"did you mean 'when_authorized'\?",
+    ):
+        config_from_toml(tmp_path, '[api]\nhealth_details = "when-authorized"\n')
