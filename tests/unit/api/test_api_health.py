@@ -288,11 +288,13 @@ async def test_health_details_are_told_as_health_details_says(
 def test_health_details_is_read_and_checked(tmp_path: Path) -> None:
     assert config_from_toml(tmp_path, "[api]\n").api.details == "always"  # type: ignore[union-attr]
     remote = config_from_toml(tmp_path, '[api]\nlisten = "0.0.0.0:8089"\n').api
-    assert remote is not None and remote.details == "when_authorized"
+    assert remote is not None
+    assert remote.details == "when_authorized"
     chosen = config_from_toml(
         tmp_path, '[api]\nlisten = "0.0.0.0:8089"\nhealth_details = "always"\n'
     ).api
-    assert chosen is not None and chosen.details == "always"
+    assert chosen is not None
+    assert chosen.details == "always"
     with pytest.raises(
         ConfigError,
         match=r"\[api\] health_details: unknown value 'when-authorized'; "
