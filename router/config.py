@@ -85,26 +85,28 @@ LogFormat = Literal["text", "json"]
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-#: How environment variables for secrets are named by convention: upper-case
-#: words joined by ``_`` (``CALLROUTER_SECRET``, ``ONEC_PASSWORD``). A ``*_env``
-#: value that is a name but not such a one (``"hunter"``, ``"HUNTER2"``) may
-#: well be the secret itself pasted there: it still works as a name, but
-#: messages do not show it. A one-word upper-case name is not shown either: a
-#: password of capitals and digits is one.
-_CONVENTIONAL_ENV_NAME = re.compile(r"_*[A-Z][A-Z0-9]*(?:_+[A-Z0-9]+)+_*")
 
 
-def env_unset(name: str, unset: str = "is not set or empty", *, what: str = "secret") -> str:
-    """ "environment variable NAME is not set ...", without the name when it is
-    not upper-case words joined by ``_`` (then it may be the ``what`` itself,
-    pasted by mistake)."""
-    if _CONVENTIONAL_ENV_NAME.fullmatch(name):
+def env_unset(
+    name: str, unset: str = "is not set or empty", *, what: str = "secret", by: str = "it"
+) -> str:
+    """ "the environment variable it names is not set ...": never the name
+    (``by`` says what names it, when the message's prefix does not).
+
+    A ``*_env`` value may be the ``what`` itself, pasted by mistake, and a
+    password of letters, digits and ``_`` (``hunter``, ``HUNTER2``,
+    ``QWERTY_123``) is as valid a name as ``ONEC_PASSWORD``: no rule on its
+    spelling tells them apart, and the message goes to logs and terminals. The
+    error's prefix names the file, the table and the key, which is where the
+    administrator looks. Only :data:`SECRET_ENV`, callrouter's own default
+    rather than anything typed, is named.
+    """
+    if name == SECRET_ENV:
         return f"environment variable {name} {unset}"
     return (
-        f"the environment variable it names {unset} (name not shown: it is not "
-        f"upper-case words joined by _ as variables are named, like ONEC_PASSWORD, "
-        f"so it may be the {what} itself; if you pasted the {what} here, "
-        f"put the {what} in the environment instead and give the variable's name here)"
+        f"the environment variable {by} names {unset} (name not shown: it may be the "
+        f"{what} itself, pasted by mistake; if so, put the {what} in the environment "
+        f"and give the variable's name here)"
     )
 
 

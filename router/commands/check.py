@@ -165,7 +165,11 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
     if offline.asterisk_secret_missing:
         print(
             f"asterisk: {_LEVELS['fail']} cannot log in: "
-            + env_unset(offline.asterisk_secret_missing, "(the [asterisk] secret) is not set here")
+            + env_unset(
+                offline.asterisk_secret_missing,
+                "(the [asterisk] secret) is not set here",
+                by="secret_env (or --secret-env)",
+            )
         )
         return False
 

@@ -363,8 +363,10 @@ def test_without_the_secret_or_a_router_toml_it_says_so_before_connecting(
     monkeypatch.delenv("CR_CHECK_SECRET", raising=False)
     assert main(["check", "--asterisk"]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "asterisk: FAIL   cannot log in: environment variable CR_CHECK_SECRET "
-        "(the [asterisk] secret) is not set here"
+        "asterisk: FAIL   cannot log in: the environment variable secret_env "
+        "(or --secret-env) names (the [asterisk] secret) is not set here (name not "
+        "shown: it may be the secret itself, pasted by mistake; if so, put the secret "
+        "in the environment and give the variable's name here)"
     )
 
 

@@ -275,8 +275,10 @@ def test_unset_secret_variables_are_warnings_and_leave_no_trace(
     assert err == [
         f"callrouter check: warning: {path}: [asterisk] secret_env: environment variable "
         "CALLROUTER_SECRET is not set here; callrouter run needs it (checked without it)",
-        f"callrouter check: warning: {path}: [plugins.onec] password_env: environment "
-        "variable ONEC_PASSWORD is not set here; callrouter run needs it (checked without it)",
+        f"callrouter check: warning: {path}: [plugins.onec] password_env: the environment "
+        "variable it names is not set here (name not shown: it may be the secret itself, "
+        "pasted by mistake; if so, put the secret in the environment and give the "
+        "variable's name here); callrouter run needs it (checked without it)",
     ]
     assert "ONEC_PASSWORD" not in os.environ
     assert "CALLROUTER_SECRET" not in os.environ
@@ -450,7 +452,11 @@ def test_the_connection_flags_count_without_a_router_toml(
     assert main(["check", "--asterisk", *flags]) == 1
     out = capsys.readouterr().out
     assert "no router.toml to connect with" not in out
-    assert "environment variable OTHER_SECRET (the [asterisk] secret) is not set here" in out
+    assert "OTHER_SECRET" not in out
+    assert (
+        "cannot log in: the environment variable secret_env (or --secret-env) names "
+        "(the [asterisk] secret) is not set here"
+    ) in out
     # --url and --username without --secret-env: CALLROUTER_SECRET, as for run.
     two = flags[:4]
     monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
@@ -505,4 +511,7 @@ def test_check_does_not_echo_a_lower_case_env_name_that_is_not_set(
     assert "hunter" not in out
     assert "swordfish" not in out
     assert "[plugins.onec] password_env: the environment variable it names is not set here" in out
-    assert "cannot log in: the environment variable it names (the [asterisk] secret)" in out
+    assert (
+        "cannot log in: the environment variable secret_env (or --secret-env) names "
+        "(the [asterisk] secret) is not set here"
+    ) in out

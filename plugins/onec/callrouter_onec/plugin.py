@@ -216,22 +216,16 @@ def _now() -> datetime:
 #: Keys people write for "any number" in missed_owner; each gets a did-you-mean '*'.
 #: What ``password_env`` holds: a variable's name, as ``[asterisk] secret_env``.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-#: How environment variables for secrets are named by convention: upper-case
-#: words joined by ``_`` (``ONEC_PASSWORD``); a name that is not one
-#: (``"hunter"``, ``"HUNTER2"``) may be the password itself, so errors do not
-#: show it (as ``router.config.env_unset``, which a plugin does not import).
-_CONVENTIONAL_ENV_NAME = re.compile(r"_*[A-Z][A-Z0-9]*(?:_+[A-Z0-9]+)+_*")
-
-
-def _env_unset(name: str) -> str:
-    if _CONVENTIONAL_ENV_NAME.fullmatch(name):
-        return f"environment variable {name} is not set or empty"
-    return (
-        "the environment variable it names is not set or empty (name not shown: it is "
-        "not upper-case words joined by _ as variables are named, like ONEC_PASSWORD, "
-        "so it may be the password itself; if you pasted the password "
-        "here, put the password in the environment instead and give the variable's name here)"
-    )
+#: Said when ``password_env``'s variable is unset, without its name: a
+#: password of letters, digits and ``_`` (``hunter``, ``QWERTY_123``) is as
+#: valid a name as ``ONEC_PASSWORD``, so a name shown may be the password
+#: pasted there (as ``router.config.env_unset``, which a plugin does not
+#: import). The error's prefix names the file, the table and the key.
+_ENV_UNSET = (
+    "the environment variable it names is not set or empty (name not shown: it may be "
+    "the password itself, pasted by mistake; if so, put the password in the environment "
+    "and give the variable's name here)"
+)
 
 
 _ANY_WORDS = frozenset({"any", "all", "default", "other", "others", "else", "**", "?"})
@@ -317,7 +311,7 @@ def _password(reader: SettingsReader, environ: Mapping[str, str]) -> str:
         if not value:
             # An empty variable is a deployment mistake (an unset secret in a
             # unit file), not a 1C user without a password: say so at start.
-            raise reader.error("password_env", _env_unset(name))
+            raise reader.error("password_env", _ENV_UNSET)
         return value
     if reader.has("password"):
         given = reader.values["password"]

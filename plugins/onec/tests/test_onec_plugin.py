@@ -121,7 +121,7 @@ def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
         ),
         (
             'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "ONEC_NOPE"\n',
-            "password_env: environment variable ONEC_NOPE is not set",
+            "password_env: the environment variable it names is not set",
         ),
         (
             'url = "http://1c/x"\nusername = "u"\npassword = "p"\ntimeout = "fast"\n',
@@ -197,19 +197,24 @@ def test_an_unset_password_env_in_lower_case_is_not_echoed(
     assert plugin.config.client.password == "секрет"
 
 
-def test_an_unset_password_env_of_capitals_only_is_not_echoed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("pasted", ["QWERTY123", "QWERTY_123", "ONEC_PASSWORD"])
+def test_an_unset_password_env_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pasted: str
 ) -> None:
-    """``password_env = "QWERTY123"``: upper case, so it was echoed as a name,
-    but a variable for a password is named in words joined by ``_``."""
-    monkeypatch.delenv("QWERTY123", raising=False)
+    """``password_env = "QWERTY_123"``: upper-case words joined by ``_``, so
+    it was echoed as a name, yet it may be the password: no spelling tells
+    the two apart, so the error names the file, the table and the key only."""
+    monkeypatch.delenv(pasted, raising=False)
     config = write_config(
-        tmp_path, 'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "QWERTY123"\n'
+        tmp_path, f'url = "http://1c/unf/hs/telephony"\nusername = "u"\npassword_env = "{pasted}"\n'
     )
     with pytest.raises(ConfigError) as caught:
         OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
-    assert "QWERTY123" not in str(caught.value)
-    assert "the environment variable it names is not set" in str(caught.value)
+    assert pasted not in str(caught.value)
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'router.toml'}: [plugins.onec] password_env: "
+        "the environment variable it names is not set"
+    )
 
 
 def test_settings_defaults_and_password_from_environment(

@@ -48,8 +48,8 @@ def test_credentials_in_the_url_are_refused_without_echoing_them() -> None:
 def test_an_empty_password_variable_is_refused() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"\[plugins.onec\] password_env: environment "
-        r"variable ONEC_PW is not set or empty",
+        match=r"\[plugins.onec\] password_env: the environment "
+        r"variable it names is not set or empty",
     ):
         parse_settings(
             {"url": URL, "username": "u", "password_env": "ONEC_PW"}, environ={"ONEC_PW": ""}
