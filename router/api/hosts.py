@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.api.errors import problem_body
-from router.api.settings import ApiSettings
+from router.api.settings import ApiSettings, is_loopback
 from router.logsafe import escape_controls
 
 __all__ = ["TrustedHosts", "canonical", "host_name", "is_loopback", "trusted_hosts"]
@@ -40,17 +40,6 @@ log = logging.getLogger("router.api")
 
 #: Seconds between two warnings about refused Host headers.
 _WARN_EVERY = 60.0
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``; brackets allowed)."""
-    host = host.lower().rstrip(".")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(value: str) -> str | None:

@@ -49,6 +49,7 @@ __all__ = [
     "TokenSettings",
     "check_extension_pattern",
     "check_operation",
+    "is_loopback",
     "read_api",
 ]
 
@@ -173,7 +174,7 @@ class ApiSettings:
         valid token; an open port tells no stranger where Asterisk is."""
         if self.health_details is not None:
             return self.health_details
-        return "always" if is_loopback_host(self.host) else "when_authorized"
+        return "always" if is_loopback(self.host) else "when_authorized"
 
     @property
     def dial_prefix(self) -> str:
@@ -189,12 +190,15 @@ class ApiSettings:
         return self.cert is not None
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen address is reached only from this host."""
-    if host.lower() == "localhost":
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``; brackets
+    allowed): a listen address only this host reaches, or a ``Host`` naming
+    one (router.api.hosts)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
 

@@ -301,3 +301,36 @@ def test_health_details_is_read_and_checked(tmp_path: Path) -> None:
         r"did you mean 'when_authorized'\?",
     ):
         config_from_toml(tmp_path, '[api]\nhealth_details = "when-authorized"\n')
+
+
+async def test_running_readyz_tells_the_reasons_only_to_a_token_off_loopback(
+    stub: StubEngine,
+) -> None:
+    """Issue 16, in normal operation: the privileges reason names the manager
+    user, and ``/readyz`` on ``listen = "0.0.0.0:..."`` told it to anyone.
+    Any valid token (whatever it may do) is told; a wrong one is not, and
+    still gets the answer rather than a 401: a health check must answer."""
+    health = readiness(
+        logged_in=True,
+        stream_current=True,
+        rule_problems=0,
+        rules=3,
+        serving=True,
+        privileges="Asterisk refuses the manager user 'pbxrouter' Redirect (write = call)",
+    )
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS, host="0.0.0.0"), health=lambda: health)
+    async with client(ctx) as http:
+        anyone = await http.get("/readyz")
+        wrong = await http.get("/readyz", headers={"Authorization": "Bearer cr_wrong"})
+        scraper = await http.get("/readyz", headers={"Authorization": f"Bearer {SCRAPER}"})
+    for answer in (anyone, wrong):
+        assert answer.status_code == 503
+        assert "pbxrouter" not in answer.text
+        assert answer.json() == {
+            "status": "not ready",
+            "phase": "running",
+            "checks": {**dict.fromkeys(health.checks, True), "privileges": False},
+            "rules": 3,
+        }
+    assert scraper.status_code == 503
+    assert scraper.json()["reasons"] == [health.reasons[0]]
