@@ -22,9 +22,12 @@ while it was recorded (the catalog's ``extensions``, kept by the recorder),
 not merely at some time: a queue member who rang and was cancelled before,
 or a manager who transferred the caller away before a later recording, does
 not. A token for every extension (``"*"``) reads them all. The stop ends only
-a recording the API started (the catalog keeps each one's origin): one a
-rule, a plugin or an older callrouter started is 409, whoever asks, so a
-recording an administrator requires is out of an agent's reach.
+a recording the API started (the catalog keeps each one's origin and its
+MixMonitor's id): one a rule, a plugin or an older callrouter started goes on,
+whoever asks, so a recording an administrator requires is out of an agent's
+reach. With both on the call the stop ends the API's and answers what still
+records (``still_recording``); with nothing of the API's to stop it is 409
+(:mod:`router.recordings.ownership`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from router.recordings import RecordingStore, recording_signer
 from router.recordings.files import open_regular
 from router.recordings.mixmonitor import start_recording, stop_recording
 from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
+from router.recordings.ownership import api_stop
 from router.recordings.store import ORIGINS, Origin, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,21 +211,28 @@ def _visible(token: Token, rec: Recording) -> bool:
     return "*" in token.extensions or any(token.sees(ext) for ext in rec.extensions)
 
 
-def _not_ours(call_id: str, rows: list[Recording]) -> ApiError | None:
-    """409 when a file of the call still being written was not started through the API."""
-    others = sorted({r.origin.kind for r in rows if r.origin.kind != "api"})
+def _not_ours(call_id: str, kept: tuple[Recording, ...]) -> ApiError:
+    """409 when nothing of the call the API may stop is being written (``kept`` all
+    goes on: see :mod:`router.recordings.ownership`)."""
+    others = sorted({r.origin.kind for r in kept if r.origin.kind != "api"})
     if not others:
-        return None
+        return ApiError(409, f"call {call_id!r} is not being recorded")
     what = {
         "rule": "a rule",
         "plugin": "a plugin",
         "unknown": "an older callrouter (origin unknown)",
     }
+    shared = any(r.origin.kind == "api" for r in kept)
     return ApiError(
         409,
         f"call {call_id!r} is being recorded by {' and '.join(what[o] for o in others)}, "
         "not through the API: the API stops only recordings it started "
-        "(this one ends with the call or after [recordings] max_duration)",
+        "(this one ends with the call or after [recordings] max_duration)"
+        + (
+            "; the API's file of it is written by the same MixMonitor, so it goes on too"
+            if shared
+            else ""
+        ),
         origin=others[0],
     )
 
@@ -371,18 +382,27 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         require_live_leg(token, call)
         store = recordings.store
-        rows = store.recording(call_id)
-        refused = _not_ours(call_id, rows)
-        if refused is not None:
-            raise refused
+        plan = api_stop(store.recording(call_id))
+        if not plan.stop:
+            raise _not_ours(call_id, plan.keep)
         ctx.require_asterisk()
         try:
-            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id, rows)
+            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id, plan.stop)
         except RecordingError as exc:
             raise ApiError(409, str(exc)) from None
         except AMIError as exc:  # pragma: no cover - ctx.send maps these
             raise ApiError(503, str(exc)) from None
-        return JSONResponse({"call_id": call_id, "stopped": channels}, status_code=202)
+        # What goes on (a rule's compliance recording), as the catalog has it now.
+        going = [r for r in store.recording(call_id) if r.id in {k.id for k in plan.keep}]
+        return JSONResponse(
+            {
+                "call_id": call_id,
+                "stopped": channels,
+                "files": [recordings.view(r) for r in plan.stop],
+                "still_recording": [recordings.view(r) for r in going],
+            },
+            status_code=202,
+        )
 
     return [
         Route("/api/v1/recordings/{call_id}/{part}", fetch, methods=["GET", "HEAD"]),
@@ -519,8 +539,9 @@ OPENAPI: dict[str, Any] = {
             "delete": {
                 "operationId": "stopRecording",
                 "summary": "Stop recording a live call (StopMixMonitor) (calls:record)",
-                "description": "Only a recording the API started: one a rule or a plugin "
-                "started is 409 with the problem's origin.",
+                "description": "Only the recordings the API started: one a rule or a plugin "
+                "started goes on (listed in still_recording); with nothing of the API's to "
+                "stop, 409 with the problem's origin.",
                 "parameters": [_ID],
                 "responses": {
                     "202": {
@@ -529,9 +550,27 @@ OPENAPI: dict[str, Any] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
+                                    "required": ["call_id", "stopped", "files", "still_recording"],
                                     "properties": {
                                         "call_id": {"type": "string"},
-                                        "stopped": {"type": "array", "items": {"type": "string"}},
+                                        "stopped": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                            "description": "The channels whose MixMonitor "
+                                            "was stopped",
+                                        },
+                                        "files": {
+                                            "type": "array",
+                                            "items": _FILE,
+                                            "description": "The files stopped (closed and "
+                                            "delivered as usual)",
+                                        },
+                                        "still_recording": {
+                                            "type": "array",
+                                            "items": _FILE,
+                                            "description": "The call's files that go on "
+                                            "being written (a rule's, a plugin's)",
+                                        },
                                     },
                                 }
                             }

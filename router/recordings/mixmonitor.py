@@ -17,15 +17,20 @@ already talking can only be recorded with the AMI action ``MixMonitor``
 (:func:`start_recording`), which Asterisk files under ``write = system``.
 
 Both give callrouter's MixMonitor the option ``i(CALLROUTER_REC_ID)``: Asterisk
-stores its id in that channel variable, and every stop (:func:`stop_ours`:
-``max_duration``, the API) reads it back with ``Getvar`` and names it in
-``StopMixMonitor``. Without a ``MixMonitorID`` Asterisk stops the newest
-MixMonitor of the channel, which on a PBX that records every call itself
-(FreePBX) is usually the PBX's own, started by its ``Dial`` after ours.
+stores its id in that channel variable, and a stop (:func:`stop_ours`) reads it
+back with ``Getvar`` and names it in ``StopMixMonitor``. Without a
+``MixMonitorID`` Asterisk stops the newest MixMonitor of the channel, which on a
+PBX that records every call itself (FreePBX) is usually the PBX's own, started
+by its ``Dial`` after ours. The AMI action also answers with the id (Asterisk 22:
+``MixMonitorID``, given the ``i()`` option), kept with the files
+(:attr:`~router.recordings.store.Recording.mixmonitor_id`): the variable holds
+only the channel's newest callrouter MixMonitor, and a rule's and the API's can
+both run on one channel, so :func:`stop_recording` names a kept id first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
@@ -199,19 +204,23 @@ async def start_recording(
     if not fresh:
         return []
     try:
-        await send("MixMonitor", mixmonitor_headers(settings, channel, started))
+        answer = await send("MixMonitor", mixmonitor_headers(settings, channel, started))
     except BaseException:
         for row in fresh:
             store.forget(row.id)
         raise
-    return fresh
+    mixmonitor_id = _header(answer, "MixMonitorID")
+    if _MIXMONITOR_ID.fullmatch(mixmonitor_id) is None:
+        return fresh  # an Asterisk that does not say: stops read the channel variable
+    store.set_mixmonitor_id((r.id for r in fresh), mixmonitor_id)
+    return [dataclasses.replace(r, mixmonitor_id=mixmonitor_id) for r in fresh]
 
 
-def _value(answer: object) -> str:
-    """The ``Value`` of a ``Getvar`` answer; empty when there is none."""
+def _header(answer: object, name: str) -> str:
+    """The header ``name`` of an action's answer; empty when there is none."""
     response = getattr(answer, "response", None)
     get = getattr(response, "get", None)
-    value = get("Value") if callable(get) else None
+    value = get(name) if callable(get) else None
     return value if isinstance(value, str) else ""
 
 
@@ -226,7 +235,7 @@ async def stop_ours(send: Send, channel: str) -> str:
     longer on the channel: that MixMonitor already ended).
     """
     answer = await send("Getvar", {"Channel": channel, "Variable": MIXMONITOR_ID_VARIABLE})
-    mixmonitor_id = _value(answer)
+    mixmonitor_id = _header(answer, "Value")
     if _MIXMONITOR_ID.fullmatch(mixmonitor_id) is None:
         raise RecordingError(
             f"{channel}: no id of callrouter's MixMonitor in {MIXMONITOR_ID_VARIABLE} "
@@ -239,15 +248,44 @@ async def stop_ours(send: Send, channel: str) -> str:
 
 
 async def stop_recording(
-    send: Send, store: RecordingStore, call_id: str, rows: Iterable[Recording] | None = None
+    send: Send,
+    store: RecordingStore,
+    call_id: str,
+    rows: Iterable[Recording] | None = None,
 ) -> list[str]:
-    """Stop callrouter's MixMonitor on every channel recording ``call_id``
-    (:func:`stop_ours`), or on the channels of ``rows`` (the ones a caller checked:
-    the API's own); the channels stopped."""
+    """Stop the MixMonitors writing ``rows`` (by default every file of ``call_id`` still
+    being written); the channels stopped.
+
+    A MixMonitor whose id the catalog kept is stopped by it; the others by the id
+    on the channel (:func:`stop_ours`, once a channel). The rows are marked first
+    (:meth:`~router.recordings.store.RecordingStore.ask_stop`), so that the
+    recorder closes them, and not another MixMonitor's files, on the channel's
+    ``MixMonitorStop`` (which names no MixMonitor); the mark is taken back when
+    Asterisk refuses.
+    """
     found = store.recording(call_id) if rows is None else list(rows)
-    channels = sorted({r.channel for r in found})
-    if not channels:
+    if not found:
         raise RecordingError(f"call {call_id!r} is not being recorded")
-    for channel in channels:
-        await stop_ours(send, channel)
-    return channels
+    groups: dict[tuple[str, str], list[Recording]] = {}
+    for row in found:
+        groups.setdefault((row.channel, row.mixmonitor_id), []).append(row)
+    stopped: set[str] = set()
+    unnamed: set[str] = set()
+    for (channel, mixmonitor_id), group in sorted(groups.items()):
+        if not mixmonitor_id and channel in unnamed:
+            continue
+        ids = [r.id for r in group]
+        if not mixmonitor_id:
+            unnamed.add(channel)
+            ids = [r.id for r in found if r.channel == channel and not r.mixmonitor_id]
+        store.ask_stop(ids)
+        try:
+            if mixmonitor_id:
+                await send("StopMixMonitor", {"Channel": channel, "MixMonitorID": mixmonitor_id})
+            else:
+                await stop_ours(send, channel)
+        except BaseException:
+            store.ask_stop(ids, asked=False)
+            raise
+        stopped.add(channel)
+    return sorted(stopped)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.hookspecs import hookimpl
 from router.recordings.closer import close_recording
-from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_ours
+from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
@@ -127,8 +127,8 @@ class Recorder:
         self.store: RecordingStore | None = None
         self._engine: EngineAPI | None = None
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
-        #: Channels already told StopMixMonitor for max_duration.
-        self._stopped: set[str] = set()
+        #: Rows whose MixMonitor was told StopMixMonitor for max_duration.
+        self._stopped: set[int] = set()
         #: The retention pass running in its thread, if any (a stop waits for it).
         self._retaining: asyncio.Future[Any] | None = None
         self._queue: QueueGauge | None = None
@@ -250,8 +250,11 @@ class Recorder:
         if rows:
             if event.name == "MixMonitorStop":
                 # It names no MixMonitor: a PBX's own, stopped on the same channel,
-                # must not fail ours, which goes on until the channel ends.
-                self._close(rows, still_recording=lambda: _channel_up(call, channel))
+                # must not fail ours, which goes on until the channel ends. When
+                # callrouter stopped one of its own (the API's, beside a rule's), the
+                # files it asked to stop are the ones that end.
+                asked = [r for r in rows if r.stop_asked_at is not None]
+                self._close(asked or rows, still_recording=lambda: _channel_up(call, channel))
             else:
                 self._close(rows)
 
@@ -308,15 +311,15 @@ class Recorder:
         )
 
     async def stop_overlong(self) -> list[str]:
-        """Stop callrouter's MixMonitor (by its id, never another: see
-        :func:`~router.recordings.mixmonitor.stop_ours`) on every channel recording
-        longer than ``max_duration``; the channels stopped.
+        """Stop callrouter's MixMonitors (by their ids, never another: see
+        :func:`~router.recordings.mixmonitor.stop_recording`) writing a file longer
+        than ``max_duration``; the channels stopped.
 
         The caller decides how long a call lasts (on hold, in a queue, in an IVR
         loop), and a file is counted against ``max_bytes`` and ``hard_cap_bytes``
         only once closed: without a bound, a few calls kept open for a day would
         fill the disk. The call goes on; its file closes on ``MixMonitorStop`` and
-        is delivered as any other. Each channel is asked once.
+        is delivered as any other. Each file is asked once.
         """
         if self.store is None or self.settings is None or self._engine is None:
             return []
@@ -324,26 +327,28 @@ class Recorder:
         if not limit:
             return []
         now = time.time()
-        rows = await asyncio.to_thread(self.store.recording)
-        live = {r.channel for r in rows}
-        self._stopped &= live
+        store = self.store
+        rows = await asyncio.to_thread(store.recording)
+        self._stopped &= {r.id for r in rows}
         # Whether or not the call is still tracked: the tracker drops a call after
         # 4 hours (its Hangup taken as lost), and a row still ``recording`` then is a
         # MixMonitor still writing (closer.py), which max_duration (up to 7 days)
         # must stop all the same.
-        overlong = sorted(
-            {
-                r.channel
-                for r in rows
-                if now - r.started_at > limit and r.channel not in self._stopped
-            }
-        )
+        overlong: dict[str, list[Recording]] = {}
+        for r in rows:
+            if now - r.started_at > limit and r.id not in self._stopped:
+                overlong.setdefault(r.channel, []).append(r)
         stopped: list[str] = []
         engine = self._engine
-        for channel in overlong:
-            self._stopped.add(channel)
+        for channel, found in sorted(overlong.items()):
+            self._stopped.update(r.id for r in found)
             try:
-                await stop_ours(lambda name, headers: engine.ami.send(name, headers), channel)
+                await stop_recording(
+                    lambda name, headers: engine.ami.send(name, headers),
+                    store,
+                    found[0].call_id,
+                    found,
+                )
             except Exception as exc:
                 log.warning("recording on %s: StopMixMonitor after max_duration: %s", channel, exc)
                 continue

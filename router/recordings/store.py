@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS recordings (
     note TEXT NOT NULL DEFAULT '',
     origin TEXT NOT NULL DEFAULT 'unknown',
     origin_by TEXT NOT NULL DEFAULT '',
+    mixmonitor_id TEXT NOT NULL DEFAULT '',
+    stop_asked_at REAL,
     UNIQUE (call_id, part)
 );
 CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
@@ -74,6 +76,8 @@ CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
 _ADDED: Final = (
     ("origin", "TEXT NOT NULL DEFAULT 'unknown'"),
     ("origin_by", "TEXT NOT NULL DEFAULT ''"),
+    ("mixmonitor_id", "TEXT NOT NULL DEFAULT ''"),
+    ("stop_asked_at", "REAL"),
 )
 #: What started a recording (``Origin.kind``).
 ORIGINS: Final = ("rule", "api", "plugin", "unknown")
@@ -82,7 +86,7 @@ _ON_DISK: Final = "(state IN ('closed', 'delivered') OR (state = 'failed' AND fi
 _COLUMNS: Final = (
     "id, call_id, part, format, pbx_path, local_path, channel, extensions, state, started_at, "
     "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note, "
-    "origin, origin_by"
+    "origin, origin_by, mixmonitor_id, stop_asked_at"
 )
 
 
@@ -136,6 +140,14 @@ class Recording:
     receiver: str | None = None
     note: str = ""
     origin: Origin = UNKNOWN
+    #: The id Asterisk gave the MixMonitor writing this file (its AMI answer's
+    #: ``MixMonitorID``); empty when unknown (started by ``[callrouter-record]``, or by
+    #: an older callrouter). Files of one MixMonitor share it.
+    mixmonitor_id: str = ""
+    #: When callrouter asked Asterisk to stop this file's MixMonitor (the API's stop),
+    #: so that the channel's ``MixMonitorStop``, which names no MixMonitor, closes
+    #: these files and not another MixMonitor's still writing on the channel.
+    stop_asked_at: float | None = None
 
     @property
     def event_id(self) -> str:
@@ -178,6 +190,8 @@ def _row(row: sqlite3.Row) -> Recording:
         receiver=row["receiver"],
         note=row["note"],
         origin=Origin(row["origin"] if row["origin"] in ORIGINS else "unknown", row["origin_by"]),
+        mixmonitor_id=row["mixmonitor_id"],
+        stop_asked_at=row["stop_asked_at"],
     )
 
 
@@ -298,6 +312,24 @@ class RecordingStore:
         with self._tx() as db:
             db.execute(
                 "DELETE FROM recordings WHERE id = ? AND state = 'recording'", (recording_id,)
+            )
+
+    def set_mixmonitor_id(self, ids: Iterable[int], mixmonitor_id: str) -> None:
+        """The MixMonitor Asterisk started for the rows ``ids`` (its AMI answer's id)."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE recordings SET mixmonitor_id = ? WHERE id = ? AND state = 'recording'",
+                [(mixmonitor_id[:80], rid) for rid in ids],
+            )
+
+    def ask_stop(self, ids: Iterable[int], *, asked: bool = True, now: float | None = None) -> None:
+        """Note that the MixMonitor of the rows ``ids`` is being stopped (``asked``), or
+        is not after all (Asterisk refused the stop): see :attr:`Recording.stop_asked_at`."""
+        when = (time.time() if now is None else now) if asked else None
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE recordings SET stop_asked_at = ? WHERE id = ? AND state = 'recording'",
+                [(when, rid) for rid in ids],
             )
 
     def add_extensions(

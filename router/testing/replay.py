@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -627,10 +627,14 @@ class ReplayAsterisk:
                 reply = custom(sent)
                 if inspect.isawaitable(reply):
                     reply = await reply
+            if low == "mixmonitor" and isinstance(reply, Mapping) and _succeeds(reply):
+                # As Asterisk 22: the new MixMonitor's id on the channel (its i()
+                # option) and in the answer, unless the handler names one.
+                mixmonitor_id = self._mixmonitor_started(sent)
+                if mixmonitor_id and not any(str(k).lower() == "mixmonitorid" for k in reply):
+                    reply = {**reply, "MixMonitorID": mixmonitor_id}
             answer = self._custom(reply, aid, live)
             if answer is not None:
-                if low == "mixmonitor" and isinstance(reply, Mapping):
-                    self._mixmonitor_started(sent)
                 return answer
         method = getattr(self, f"_action_{low}", None)
         if method is None:
@@ -738,12 +742,16 @@ class ReplayAsterisk:
             value = self.globals.get(variable, "")
         return self._ok(sent.action_id, ("Variable", variable), ("Value", value))
 
-    def _mixmonitor_started(self, sent: SentAction) -> str:
-        """As app_mixmonitor's ``i(<variable>)``: the new MixMonitor's id on the channel."""
+    def _mixmonitor_started(self, sent: SentAction) -> str | None:
+        """As app_mixmonitor's ``i(<variable>)``: the new MixMonitor's id on the channel
+        (Asterisk 22 answers the AMI action with it too, as ``MixMonitorID``); None
+        without the option."""
         found = re.search(r"(?:^|\))i\(([^)]*)\)", sent.get("Options") or "")
+        if not found:
+            return None
         chan = self.channels.get(sent.get("Channel") or "")
         mixmonitor_id = f"mixmonitor-{secrets.token_hex(4)}"
-        if found and chan is not None:
+        if chan is not None:
             chan.variables[found.group(1)] = mixmonitor_id
         return mixmonitor_id
 
@@ -978,6 +986,12 @@ class ReplayAsterisk:
 def _dial_filter(value: str, allowed: str) -> str:
     """Asterisk's ``FILTER(allowed,value)``: keep only the allowed characters."""
     return "".join(ch for ch in value if ch in allowed)
+
+
+def _succeeds(reply: Mapping[Any, Any]) -> bool:
+    """Does an on() handler's mapping answer ``Response: Success`` (its default)?"""
+    response = next((v for k, v in reply.items() if str(k).lower() == "response"), "Success")
+    return str(response).lower() == "success"
 
 
 def _session_of(cookie: str | None) -> str | None:

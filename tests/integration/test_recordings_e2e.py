@@ -666,3 +666,93 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
     finally:
         store.close()
         await stop_engine(engine, task)
+
+
+async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
+    phones: Phones, double: OneCDouble, tmp_path: Path, tone: Path
+) -> None:
+    """A rule records the call (mix, [callrouter-record]); the agent on it records the
+    caller's side through the API (legs in, AMI MixMonitor on the same channel). The
+    agent's stop was 409 for both; now it stops the API's MixMonitor by the id Asterisk
+    answered, says the rule's still records, and on Asterisk 22 the API's file stops
+    growing and closes while the rule's grows on and stays recording until the end."""
+    import socket
+
+    import httpx
+
+    from router.api.auth import hash_token
+
+    state = tmp_path / "state"
+    make_config(phones, double, state)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    toml = state.parent / "router.toml"
+    # The API's MixMonitor is write class system: the engine logs in as admin.
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace('username = "router"', 'username = "admin"')
+        + f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        + f'[api.tokens.t101]\nhash = "{hash_token("secret-101")}"\n'
+        'allow = ["calls:record", "recordings:read"]\nextensions = ["101"]\n',
+        encoding="utf-8",
+    )
+    config = load_config(toml)
+    engine, task = await start_engine(config, ready_timeout=20)
+    store = RecordingStore(state)
+    agent = {"Authorization": "Bearer secret-101"}
+    try:
+        phones.pstn.play(tone)
+        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+        await asyncio.to_thread(call.wait_answered, 20)
+        (live,) = list(engine.tracker)
+        linkedid = live.linkedid
+        (rule,) = store.recording(linkedid)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            started = await http.post(
+                f"/api/v1/calls/{linkedid}/recording", headers=agent, json={"legs": "in"}
+            )
+            assert started.status_code == 201, started.text
+            api = store.get(linkedid, "in")
+            assert api is not None
+            assert api.channel == rule.channel
+            assert api.mixmonitor_id  # Asterisk 22 answered with it
+            await asyncio.sleep(4.5)  # a WAV grows in 32 KiB steps every 2 s
+            assert api.local_path.stat().st_size > 8192
+            stopped = await http.delete(f"/api/v1/calls/{linkedid}/recording", headers=agent)
+            assert stopped.status_code == 202, stopped.text
+            body = stopped.json()
+            assert [f["part"] for f in body["files"]] == ["in"]
+            assert [(f["part"], f["origin"]) for f in body["still_recording"]] == [("mix", "rule")]
+            await eventually(
+                lambda: (store.get(linkedid, "in") or api).state == "closed",
+                10,
+                "the API's file closed",
+            )
+            sizes = api.local_path.stat().st_size, rule.local_path.stat().st_size
+            await asyncio.sleep(4.5)
+            assert api.local_path.stat().st_size == sizes[0]  # the API's stopped
+            assert rule.local_path.stat().st_size > sizes[1]  # the rule's writes on
+            assert (store.get(linkedid, "mix") or rule).state == "recording"
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 20)
+        await eventually(
+            lambda: (store.get(linkedid, "mix") or rule).state != "recording",
+            30,
+            "the rule's recording closed",
+        )
+    finally:
+        store.close()
+        await stop_engine(engine, task)
+    closed = RecordingStore(state)
+    try:
+        mix, inside = closed.get(linkedid, "mix"), closed.get(linkedid, "in")
+    finally:
+        closed.close()
+    assert mix is not None
+    assert inside is not None
+    assert mix.state in ("closed", "delivered"), mix.note
+    assert call.talk_seconds is not None
+    assert mix.duration is not None
+    assert inside.duration is not None
+    assert mix.duration > call.talk_seconds - 1.0, (mix.duration, call.talk_seconds)
+    assert inside.duration < call.talk_seconds - 4.0, (inside.duration, call.talk_seconds)

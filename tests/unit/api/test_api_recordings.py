@@ -315,9 +315,13 @@ async def test_start_and_stop_recording_a_live_call(
         )
     )
     sent: list[dict[str, str]] = []
-    stub.replay.on("MixMonitor", lambda action: sent.append(dict(action.fields)) or {})
+    # Asterisk 22 answers with the new MixMonitor's id (the i() option asked for it).
+    ours = "0x7feeec00ae10"
+    stub.replay.on(
+        "MixMonitor", lambda action: sent.append(dict(action.fields)) or {"MixMonitorID": ours}
+    )
     stub.replay.on("StopMixMonitor", lambda action: sent.append(dict(action.fields)) or {})
-    # What MixMonitor's i(CALLROUTER_REC_ID) stored on the channel.
+    # The channel's newest callrouter MixMonitor (i(CALLROUTER_REC_ID)): not the API's.
     ids = {"CALLROUTER_REC_ID": "5b0b4f2e-6a47-4c1c-8d5b-6f0c1e2d3a4b"}
     stub.replay.on("Getvar", lambda action: {"Value": ids.get(action["Variable"], "")})
     async with client_for(stub) as client:
@@ -341,8 +345,9 @@ async def test_start_and_stop_recording_a_live_call(
     assert mix["File"] == f"/var/spool/asterisk/monitor/{live}-mix.wav"
     assert mix["Options"].endswith("i(CALLROUTER_REC_ID)")
     assert stop["Channel"] == call.waiting_channel
-    # Only callrouter's MixMonitor: a PBX that records every call has its own on the channel.
-    assert stop["MixMonitorID"] == ids["CALLROUTER_REC_ID"]
+    # Only the API's MixMonitor, by the id Asterisk answered: a PBX that records every
+    # call has its own on the channel, and a rule may have started one after it.
+    assert stop["MixMonitorID"] == ours
 
 
 async def test_recording_a_live_call_without_write_class_system_is_403_naming_it(
@@ -625,3 +630,131 @@ async def test_a_token_for_every_extension_reads_a_recording_of_no_phone(
         desk = await client.get(f"/api/v1/recordings/{live}", headers=bearer(DESK101))
     assert admin.status_code == 200, admin.text
     assert desk.status_code == 404
+
+
+async def test_the_apis_stop_ends_its_own_recording_and_leaves_the_rules_beside_it(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """The agent records the caller's side (legs in) and an on: event rule then starts
+    the compliance recording (mix) on the same channel. Before, the stop refused both
+    (409, the rule's running); now it stops the API's MixMonitor by the id Asterisk
+    answered (not the channel's CALLROUTER_REC_ID, which names the rule's, started
+    last) and answers what still records."""
+    from router.recordings.mixmonitor import start_recording
+
+    live = "1714557700.61"
+    live_call(stub, live, {"PJSIP/101-00000061": "up"})
+    call = stub.calls.get(live)
+    assert call is not None
+    channel = call.waiting_channel
+    assert channel
+    stub.replay.on("MixMonitor", lambda action: {})  # answers with a fresh MixMonitorID
+    stops: list[dict[str, str]] = []
+    stub.replay.on("StopMixMonitor", lambda action: stops.append(dict(action.fields)) or {})
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        (rule,) = await start_recording(
+            lambda name, headers: stub.ami.send(name, headers),
+            store,
+            settings,
+            call_id=live,
+            channel=channel,
+            legs="mix",
+            origin=Origin("rule", "compliance"),
+        )
+        (api,) = [r for r in store.recording(live) if r.origin.kind == "api"]
+        assert api.mixmonitor_id
+        assert rule.mixmonitor_id not in ("", api.mixmonitor_id)
+        stopped = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert stopped.status_code == 202, stopped.text
+    body = stopped.json()
+    assert body["stopped"] == [channel]
+    assert [(f["part"], f["origin"]) for f in body["files"]] == [("in", "api")]
+    assert [(f["part"], f["origin"], f["state"]) for f in body["still_recording"]] == [
+        ("mix", "rule", "recording")
+    ]
+    assert [(s["Channel"], s["MixMonitorID"]) for s in stops] == [(channel, api.mixmonitor_id)]
+    rows = {r.part: r for r in store.recording(live)}
+    assert rows["in"].stop_asked_at is not None  # its MixMonitorStop closes it
+    assert rows["mix"].stop_asked_at is None  # not the rule's
+    store.close()
+
+
+async def test_the_apis_stop_leaves_a_mixmonitor_that_also_writes_a_rules_file(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """The API recorded both legs; a rule then asked for the mixed file, which the
+    catalog made the rule's. The API's MixMonitor writes it: stopping that would end the
+    rule's recording, so the stop is 409 and nothing is sent."""
+    from router.recordings.mixmonitor import start_recording
+
+    live = "1714557700.71"
+    live_call(stub, live, {"PJSIP/101-00000071": "up"})
+    stub.replay.on("MixMonitor", lambda action: {})
+    sent: list[str] = []
+    stub.replay.on("StopMixMonitor", lambda action: sent.append(action.name) or {})
+    stub.replay.on("Getvar", lambda action: sent.append(action.name) or {"Value": "x1"})
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "both"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        call = stub.calls.get(live)
+        assert call is not None
+        assert call.waiting_channel
+        taken = await start_recording(
+            lambda name, headers: stub.ami.send(name, headers),
+            store,
+            settings,
+            call_id=live,
+            channel=call.waiting_channel,
+            legs="mix",
+            origin=Origin("rule", "compliance"),
+        )
+        assert taken == []  # the API's MixMonitor writes it already
+        refused = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["origin"] == "rule"
+    assert "same MixMonitor" in refused.json()["detail"]
+    assert sent == []
+    assert {r.part for r in store.recording(live) if r.stop_asked_at is None} == {
+        "mix",
+        "in",
+        "out",
+    }
+    store.close()
+
+
+async def test_an_api_file_of_unknown_mixmonitor_is_not_stopped_beside_a_rules(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """An API recording an older callrouter started (no MixMonitor id kept) beside a
+    rule's on the same channel: the stop could only name the channel's newest
+    callrouter MixMonitor, maybe the rule's, so it is 409 and nothing is sent."""
+    live = "1714557700.81"
+    live_call(stub, live, {"PJSIP/101-00000081": "up"})
+    store = RecordingStore(stub.state_dir)
+    for part, origin in (("in", Origin("api", "token desk101 (101)")), ("mix", Origin("rule"))):
+        (name,) = file_names(live, part, "wav")
+        store.start(
+            [name],
+            pbx_paths=[settings.pbx_path(name)],
+            local_paths=[settings.local_path(name)],
+            channel="PJSIP/trunk-00000081",
+            extensions=["101"],
+            origin=origin,
+        )
+    sent: list[str] = []
+    for action in ("Getvar", "StopMixMonitor"):
+        stub.replay.on(action, lambda a: sent.append(a.name) or {"Value": "5b0b4f2e"})
+    async with client_for(stub) as client:
+        refused = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["origin"] == "rule"
+    assert sent == []
+    store.close()

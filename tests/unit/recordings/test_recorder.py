@@ -867,3 +867,111 @@ async def test_no_timed_job_runs_while_the_stop_waits_for_retention(
     await passing
     assert recorder.store is None
     assert [t for t in runs if t > stopping] == []
+
+
+async def test_the_apis_stop_closes_its_files_and_not_the_rules_beside_them(
+    tmp_path: Path,
+) -> None:
+    """The API stopped its MixMonitor (legs in) on a channel a rule's (mix, GSM) also
+    records: Asterisk's MixMonitorStop names no MixMonitor. Before, both files were
+    closed, and the rule's GSM file, which Asterisk writes every 20 s, held its size
+    for a second and was taken (hashed, delivered) while still being written. Now the
+    files callrouter asked to stop close; the rule's stays recording."""
+    from router.calls import CallTracker
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.store import Origin
+    from router.testing.builders import make_event
+
+    live, trunk = "1714557900.1", "PJSIP/trunk-00000001"
+    tracker = CallTracker()
+    tracker.feed(
+        make_event(
+            "Newchannel", Channel=trunk, Uniqueid=f"{live}0", Linkedid=live, ChannelStateDesc="Up"
+        )
+    )
+    call = tracker.get(live)
+    assert call is not None
+    recorder = Recorder()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=3)
+    recorder.settings = settings
+    store = recorder.store = RecordingStore(tmp_path / "state")
+    ami = _Ami()
+    send = ami.send
+    (api,) = await start_recording(
+        send, store, settings, call_id=live, channel=trunk, legs="in", origin=Origin("api", "t")
+    )
+    (rule,) = await start_recording(
+        send,
+        store,
+        settings,
+        call_id=live,
+        channel=trunk,
+        legs="mix",
+        fmt="gsm",
+        origin=Origin("rule", "compliance"),
+    )
+    store.ask_stop([api.id])  # as the API's stop does before its StopMixMonitor
+    write_wav(api.local_path, 1.0)  # Asterisk finished the API's file
+    rule.local_path.write_bytes(b"\0" * 33 * 50)  # the rule's: its next write in 20 s
+    recorder.callrouter_event(
+        make_event("MixMonitorStop", Channel=trunk, Linkedid=live),
+        call,  # type: ignore[arg-type]
+    )
+    await asyncio.wait_for(recorder.closed(), 10)
+    states = {r.part: r.state for r in store.for_call(live)}
+    assert states == {"in": "closed", "mix": "recording"}
+    await recorder.callrouter_shutdown()
+
+
+class _AsteriskIds:
+    """AMI MixMonitor answering with a fresh MixMonitorID (Asterisk 22), which its i()
+    option also stores on the channel: the variable holds the newest one."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, str]]] = []
+        self.variable = ""
+
+    async def send(self, name: str, headers: dict[str, str]) -> object:
+        from types import SimpleNamespace
+
+        self.sent.append((name, dict(headers)))
+        answer: dict[str, str] = {}
+        if name == "MixMonitor":
+            self.variable = answer["MixMonitorID"] = f"0x7fee{len(self.sent):04x}"
+        elif name == "Getvar":
+            answer["Value"] = self.variable
+        return SimpleNamespace(response=answer)
+
+
+async def test_max_duration_stops_each_of_callrouters_mixmonitors_on_a_channel(
+    tmp_path: Path,
+) -> None:
+    """The API's MixMonitor (legs in) and then a rule's (mix) record one channel, both
+    longer than max_duration. Before, one stop per channel named CALLROUTER_REC_ID,
+    the rule's (the newest), and the API's went on unbounded; now each is stopped by
+    the id Asterisk answered."""
+    from types import SimpleNamespace
+
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557950.1", "PJSIP/trunk-00000001"
+    recorder = Recorder()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=60)
+    recorder.settings = settings
+    store = recorder.store = RecordingStore(tmp_path / "state")
+    asterisk = _AsteriskIds()
+    recorder._engine = SimpleNamespace(ami=asterisk)  # type: ignore[assignment]
+    for legs, origin in (("in", Origin("api", "t")), ("mix", Origin("rule", "compliance"))):
+        await start_recording(
+            asterisk.send, store, settings, call_id=live, channel=trunk, legs=legs, origin=origin
+        )
+    ids = {r.part: r.mixmonitor_id for r in store.recording(live)}
+    assert ids["in"] != ids["mix"]
+    with sqlite3.connect(tmp_path / "state" / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 61")
+    assert await recorder.stop_overlong() == [trunk]
+    stopped = sorted(h["MixMonitorID"] for name, h in asterisk.sent if name == "StopMixMonitor")
+    assert stopped == sorted(ids.values())
+    assert await recorder.stop_overlong() == []  # asked once
+    await recorder.callrouter_shutdown()

@@ -341,6 +341,8 @@ def test_an_older_catalog_gains_the_origin_and_its_rows_count_as_unknown(
     assert old is not None
     assert old.origin == Origin("unknown")
     assert old.extensions == ("101",)
+    # Nor the id of its MixMonitor: stops of it read the channel's variable.
+    assert (old.mixmonitor_id, old.stop_asked_at) == ("", None)
     (name,) = file_names("1714557600.8", "mix", "wav")
     (new,) = second.start(
         [name],
@@ -351,6 +353,13 @@ def test_an_older_catalog_gains_the_origin_and_its_rows_count_as_unknown(
     )
     assert new.origin == Origin("rule", "compliance")
     assert first.get("1714557600.8", "mix") == new
+    second.set_mixmonitor_id([new.id], "0x7feeec00ae10")
+    second.ask_stop([new.id], now=1234.5)
+    kept = first.get("1714557600.8", "mix")
+    assert kept is not None
+    assert (kept.mixmonitor_id, kept.stop_asked_at) == ("0x7feeec00ae10", 1234.5)
+    second.ask_stop([new.id], asked=False)  # Asterisk refused the stop
+    assert (first.get("1714557600.8", "mix") or kept).stop_asked_at is None
     with pytest.raises(ValueError, match="origin 'agent' is not one of rule, api"):
         Origin("agent")
 

@@ -1,0 +1,56 @@
+"""Which of a call's running recordings the API may stop: its own, and only where
+stopping them ends nothing else.
+
+A call can be recorded twice at once: a rule's ``record`` (a compliance
+recording the administrator requires) and an agent's ``POST
+/api/v1/calls/{id}/recording`` (another part: ``legs: in`` beside the rule's
+``mix``). The API's stop ends the API's MixMonitor and leaves the rule's
+writing. It cannot when it could not name the API's MixMonitor alone:
+
+- a rule or a plugin asked for a file the API's MixMonitor writes (the catalog
+  made that file theirs, :meth:`~router.recordings.store.RecordingStore.start`):
+  the same MixMonitor (same kept id) writes both;
+- the API's file has no kept id (started by an older callrouter) and another
+  recording runs on its channel: the stop would name the channel's newest
+  callrouter MixMonitor (:func:`~router.recordings.mixmonitor.stop_ours`), which
+  may be the rule's.
+
+Sans-I/O over catalog rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from router.recordings.store import Recording
+
+__all__ = ["ApiStop", "api_stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiStop:
+    """The rows whose MixMonitor the API stops, and those that go on recording."""
+
+    stop: tuple[Recording, ...]
+    keep: tuple[Recording, ...]
+
+
+def _shares(row: Recording, others: list[Recording]) -> bool:
+    """Could stopping ``row``'s MixMonitor end one of ``others`` (not the API's)?"""
+    if row.mixmonitor_id:
+        return any(
+            o.channel == row.channel and o.mixmonitor_id == row.mixmonitor_id for o in others
+        )
+    return any(o.channel == row.channel for o in others)
+
+
+def api_stop(rows: Iterable[Recording]) -> ApiStop:
+    """Split a call's files still being written into what the API's stop ends and what
+    goes on (every file a rule, a plugin or an unknown origin started, and the API's
+    own where its MixMonitor cannot be stopped alone: see the module docstring)."""
+    running = list(rows)
+    others = [r for r in running if r.origin.kind != "api"]
+    stop = [r for r in running if r.origin.kind == "api" and not _shares(r, others)]
+    chosen = {r.id for r in stop}
+    return ApiStop(tuple(stop), tuple(r for r in running if r.id not in chosen))
