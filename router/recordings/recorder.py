@@ -18,8 +18,10 @@ minute.
 
 Who may fetch a recording with a token: the extensions whose phone leg was on
 the call while it was recorded (:func:`live_extensions`): the live legs when it
-starts, every leg that hangs up while it runs, and the live legs when it ends. A
-leg that hung up before (a queue member who rang and was cancelled, a manager
+starts, every leg that hangs up while it runs, the live legs when it ends, and
+every leg that shares a bridge with one of the call's legs while it runs (a leg
+bridged in from another call: ``BridgeEnter``, :mod:`router.recordings.bridges`).
+A leg that hung up before (a queue member who rang and was cancelled, a manager
 who transferred the caller away) is left out.
 """
 
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.hookspecs import hookimpl
+from router.recordings.bridges import BridgeMembers
 from router.recordings.closer import close_recording
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
@@ -129,6 +132,8 @@ class Recorder:
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
         #: Rows whose MixMonitor was told StopMixMonitor for max_duration.
         self._stopped: set[int] = set()
+        #: Who is in which bridge now: legs bridged in from another call read too.
+        self._bridges = BridgeMembers()
         #: The retention pass running in its thread, if any (a stop waits for it).
         self._retaining: asyncio.Future[Any] | None = None
         self._queue: QueueGauge | None = None
@@ -229,13 +234,22 @@ class Recorder:
     def callrouter_wanted_events(self) -> tuple[str, ...]:
         """The events read below (Asterisk sends no others: docs/asterisk.md);
         none without ``[recordings]``, so an idle recorder costs a call nothing."""
-        return ("MixMonitorStop", "Hangup") if self.settings is not None else ()
+        if self.settings is None:
+            return ()
+        return ("MixMonitorStop", "Hangup", "BridgeEnter", "BridgeLeave")
 
     @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
-        if self.store is None or event.name not in ("MixMonitorStop", "Hangup") or call is None:
+        if self.store is None:
             return
         channel = event.get("Channel") or ""
+        if event.name in ("BridgeEnter", "BridgeLeave"):
+            self._bridged(event.name, channel, event.get("BridgeUniqueid") or "", call)
+            return
+        if event.name not in ("MixMonitorStop", "Hangup") or call is None:
+            return
+        if event.name == "Hangup":
+            self._bridges.leave(channel)
         running = [r for r in self.store.recording(call.linkedid) if r.id not in self._closing]
         if not running:
             return
@@ -257,6 +271,40 @@ class Recorder:
                 self._close(asked or rows, still_recording=lambda: _channel_up(call, channel))
             else:
                 self._close(rows)
+
+    def _bridged(self, name: str, channel: str, bridge: str, call: Call | None) -> None:
+        """A leg entered or left a bridge. Everyone in a bridge with a leg of a call
+        being recorded is on that call while it is recorded: a leg bridged in from
+        another call (an attended transfer, the ``Bridge`` action) keeps its own
+        Linkedid while the recorded call is the newer (:mod:`router.recordings.bridges`),
+        so the call's legs alone would miss it."""
+        if not channel:
+            return
+        if name == "BridgeLeave" or not bridge:
+            self._bridges.leave(channel)
+            return
+        others = self._bridges.enter(channel, bridge)
+        if not others or self.store is None:
+            return
+        engine = self._engine
+        calls = {call.linkedid} if call is not None else set()
+        for other in others:
+            found = engine.calls.by_channel(other) if engine is not None else None
+            if found is not None:
+                calls.add(found.linkedid)
+        phones = {ext for c in (channel, *others) if (ext := phone_of(c))}
+        if not phones:
+            return
+        # The calls' recordings, and one on a channel of the bridge whose call the
+        # tracker now files under the older Linkedid (its next event moved it).
+        rows = [r for linkedid in sorted(calls) for r in self.store.recording(linkedid)]
+        rows += self.store.recording_on((channel, *others))
+        running: dict[str, set[int]] = {}
+        for r in rows:
+            if r.id not in self._closing:
+                running.setdefault(r.call_id, set()).add(r.id)
+        for linkedid, ids in sorted(running.items()):
+            self.store.add_extensions(linkedid, phones, ids=ids)
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:

@@ -360,6 +360,14 @@ class RecordingStore:
             return self._select("state = 'recording' ORDER BY id")
         return self._select("state = 'recording' AND call_id = ? ORDER BY id", (call_id,))
 
+    def recording_on(self, channels: Iterable[str]) -> list[Recording]:
+        """Files still being written on any of ``channels`` (whatever call id they have)."""
+        names = json.dumps(sorted(set(channels)))
+        return self._select(
+            "state = 'recording' AND channel IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (names,),
+        )
+
     def mark_closed(
         self,
         recording_id: int,

@@ -975,3 +975,76 @@ async def test_max_duration_stops_each_of_callrouters_mixmonitors_on_a_channel(
     assert stopped == sorted(ids.values())
     assert await recorder.stop_overlong() == []  # asked once
     await recorder.callrouter_shutdown()
+
+
+async def test_a_leg_bridged_in_from_an_older_call_may_read_the_recording(
+    tmp_path: Path,
+) -> None:
+    """101 talks with the caller and the call is recorded; 103, held on an older call,
+    is bridged in (an attended transfer, the Bridge action). Asterisk 22 gives every
+    channel of the bridge the oldest Linkedid, so 103's BridgeEnter comes under its own
+    call, not the recorded one (measured on the sandbox), and 103 was left out of the
+    recording's readers. Now everyone in a bridge with one of the recorded call's legs
+    counts; 105, in another bridge of the older call, does not."""
+    from types import SimpleNamespace
+
+    from router.calls import CallTracker
+    from router.rules.decision import Action
+    from router.testing.builders import make_event
+
+    older, live = "1714557990.1", "1714558000.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
+    tracker = CallTracker()
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
+    recorder.store = RecordingStore(tmp_path / "state")
+    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
+
+    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
+        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
+        fed = tracker.feed(event)
+        if name in recorder.callrouter_wanted_events():
+            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+
+    for channel in (held, other):
+        feed("Newchannel", channel, older, ChannelStateDesc="Up")
+    feed("BridgeEnter", other, older, BridgeUniqueid="bridge-of-105", BridgeNumChannels="1")
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    for n, channel in enumerate((trunk, agent), start=1):
+        feed("BridgeEnter", channel, live, BridgeUniqueid="talk", BridgeNumChannels=str(n))
+    call = tracker.get(live)
+    assert call is not None
+    action = Action.make("record", {}, rule="compliance")
+    ami = SimpleNamespace(send=_Ami().send)
+    assert await recorder.callrouter_execute(action, call, SimpleNamespace(ami=ami))  # type: ignore[arg-type]
+    # 103 is bridged in: its BridgeEnter carries the older call's Linkedid.
+    feed("BridgeEnter", held, older, BridgeUniqueid="talk", BridgeNumChannels="3")
+    feed("BridgeLeave", agent, older, BridgeUniqueid="talk", BridgeNumChannels="2")
+    feed("Hangup", agent, older)
+    # The recorded channel's next event is filed under the older call too: a leg
+    # bridged in after that still joins the recorded channel's bridge.
+    feed("Newstate", trunk, older, ChannelStateDesc="Up")
+    assert tracker.get(live) is None  # its legs all moved: the tracker ended it
+    feed("Newchannel", "PJSIP/104-00000014", "1714558010.1", ChannelStateDesc="Up")
+    feed("BridgeEnter", "PJSIP/104-00000014", older, BridgeUniqueid="talk")
+    (row,) = recorder.store.for_call(live)
+    assert set(row.extensions) == {"101", "103", "104", "trunk"}
+    assert "105" not in row.extensions
+    await recorder.callrouter_shutdown()
+
+
+def test_bridge_members_are_bounded_and_follow_moves() -> None:
+    from router.recordings.bridges import BridgeMembers
+
+    members = BridgeMembers(max_channels=3)
+    assert members.enter("a", "b1") == frozenset()
+    assert members.enter("b", "b1") == {"a"}
+    assert members.enter("a", "b2") == frozenset()  # moved: out of b1
+    assert members.enter("c", "b1") == {"b"}
+    members.leave("b")
+    assert members.enter("d", "b1") == {"c"}
+    assert len(members) == 3
+    members.enter("e", "b3")  # full: the oldest entry goes
+    assert len(members) == 3

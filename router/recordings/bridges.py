@@ -1,0 +1,57 @@
+"""Which channels share a bridge now, from ``BridgeEnter`` and ``BridgeLeave``.
+
+The recorder counts a phone among a recording's readers when its leg was on the
+call while it was recorded. The call tracker groups legs by Linkedid, and
+Asterisk gives every channel of a bridge the oldest Linkedid among them: a leg
+bridged in from an older call (the ``Bridge`` action, a transfer of a call the
+agent held) keeps its own Linkedid, and the recorded call's legs take it, only
+as each next sends an event. So the Linkedid alone does not say, when that leg
+enters, that it joined the recorded conversation; the bridge it entered does.
+
+Sans-I/O, bounded: a channel is in one bridge at a time (entering another
+moves it), ``Hangup`` and ``BridgeLeave`` drop it, and past :data:`MAX_CHANNELS`
+(a stream gap lost many leaves) the oldest entries go.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MAX_CHANNELS", "BridgeMembers"]
+
+#: Channels remembered at most (the live channels of a busy PBX, with room to spare).
+MAX_CHANNELS: Final = 50_000
+
+
+class BridgeMembers:
+    """Channel -> the bridge it is in, and back."""
+
+    def __init__(self, max_channels: int = MAX_CHANNELS) -> None:
+        self._bridge_of: dict[str, str] = {}
+        self._members: dict[str, set[str]] = {}
+        self._max = max_channels
+
+    def __len__(self) -> int:
+        return len(self._bridge_of)
+
+    def enter(self, channel: str, bridge: str) -> frozenset[str]:
+        """``channel`` entered ``bridge``; the others in it now."""
+        self.leave(channel)
+        while len(self._bridge_of) >= self._max:
+            self.leave(next(iter(self._bridge_of)))
+        self._bridge_of[channel] = bridge
+        members = self._members.setdefault(bridge, set())
+        others = frozenset(members)
+        members.add(channel)
+        return others
+
+    def leave(self, channel: str) -> None:
+        """``channel`` left its bridge (or hung up)."""
+        bridge = self._bridge_of.pop(channel, None)
+        if bridge is None:
+            return
+        members = self._members.get(bridge)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del self._members[bridge]
