@@ -8,6 +8,12 @@ agent held) keeps its own Linkedid, and the recorded call's legs take it, only
 as each next sends an event. So the Linkedid alone does not say, when that leg
 enters, that it joined the recorded conversation; the bridge it entered does.
 
+A holding bridge is no conversation: a parking lot is one bridge for every call
+parked in it, and ``BridgeWait`` one for every channel waiting there; they hear
+music or an announcement, not each other, and anyone may dial the lot. Entering
+one is leaving the conversation (:func:`is_holding`), else a phone parked
+beside a recorded caller would read the recording.
+
 Sans-I/O, bounded: a channel is in one bridge at a time (entering another
 moves it), ``Hangup`` and ``BridgeLeave`` drop it, and past :data:`MAX_CHANNELS`
 (a stream gap lost many leaves) the oldest entries go.
@@ -17,10 +23,19 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MAX_CHANNELS", "BridgeMembers"]
+__all__ = ["MAX_CHANNELS", "BridgeMembers", "is_holding"]
 
 #: Channels remembered at most (the live channels of a busy PBX, with room to spare).
 MAX_CHANNELS: Final = 50_000
+
+
+def is_holding(technology: str, bridge_type: str) -> bool:
+    """Is a bridge (``BridgeEnter``'s ``BridgeTechnology``, ``BridgeType``) one whose
+    channels do not hear each other: a parking lot, ``BridgeWait``?"""
+    return technology.strip().lower() == "holding_bridge" or bridge_type.strip().lower() in (
+        "parking",
+        "holding",
+    )
 
 
 class BridgeMembers:

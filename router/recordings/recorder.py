@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.hookspecs import hookimpl
-from router.recordings.bridges import BridgeMembers
+from router.recordings.bridges import BridgeMembers, is_holding
 from router.recordings.closer import close_recording
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
@@ -244,7 +244,10 @@ class Recorder:
             return
         channel = event.get("Channel") or ""
         if event.name in ("BridgeEnter", "BridgeLeave"):
-            self._bridged(event.name, channel, event.get("BridgeUniqueid") or "", call)
+            bridge = event.get("BridgeUniqueid") or ""
+            if is_holding(event.get("BridgeTechnology") or "", event.get("BridgeType") or ""):
+                bridge = ""  # a parking lot: no conversation to join (bridges.py)
+            self._bridged(event.name, channel, bridge, call)
             return
         if event.name not in ("MixMonitorStop", "Hangup") or call is None:
             return

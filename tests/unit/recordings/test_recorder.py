@@ -1048,3 +1048,57 @@ def test_bridge_members_are_bounded_and_follow_moves() -> None:
     assert len(members) == 3
     members.enter("e", "b3")  # full: the oldest entry goes
     assert len(members) == 3
+
+
+async def test_a_phone_parked_beside_a_recorded_call_does_not_read_its_recording(
+    tmp_path: Path,
+) -> None:
+    """A parking lot (and BridgeWait) is one holding bridge for every call parked in
+    it: its channels hear music, not each other. 101 parks the recorded caller; 107
+    dials the parking lot itself (or is parked by a colleague) and enters the same
+    bridge: 107 never heard the call and must not read its recording. The caller's
+    later basic bridge with 102 (the call taken back from the lot) counts as before."""
+    from types import SimpleNamespace
+
+    from router.calls import CallTracker
+    from router.rules.decision import Action
+    from router.testing.builders import make_event
+
+    live, lurker_call = "1714558000.1", "1714558100.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    lurker, taker = "PJSIP/107-00000020", "PJSIP/102-00000021"
+    tracker = CallTracker()
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
+    recorder.store = RecordingStore(tmp_path / "state")
+    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
+
+    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
+        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
+        fed = tracker.feed(event)
+        if name in recorder.callrouter_wanted_events():
+            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+
+    parking = {"BridgeType": "parking", "BridgeTechnology": "holding_bridge"}
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    call = tracker.get(live)
+    assert call is not None
+    action = Action.make("record", {}, rule="compliance")
+    ami = SimpleNamespace(send=_Ami().send)
+    assert await recorder.callrouter_execute(action, call, SimpleNamespace(ami=ami))  # type: ignore[arg-type]
+    feed("BridgeEnter", trunk, live, BridgeUniqueid="lot-70", **parking)
+    feed("Hangup", agent, live)
+    feed("Newchannel", lurker, lurker_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", lurker, lurker_call, BridgeUniqueid="lot-70", **parking)
+    feed("BridgeLeave", lurker, lurker_call, BridgeUniqueid="lot-70", **parking)
+    feed("Hangup", lurker, lurker_call)
+    feed("BridgeLeave", trunk, live, BridgeUniqueid="lot-70", **parking)
+    basic = {"BridgeType": "basic", "BridgeTechnology": "simple_bridge"}
+    feed("Newchannel", taker, live, ChannelStateDesc="Up")
+    feed("BridgeEnter", trunk, live, BridgeUniqueid="talk", **basic)
+    feed("BridgeEnter", taker, live, BridgeUniqueid="talk", **basic)
+    (row,) = recorder.store.for_call(live)
+    assert "107" not in row.extensions
+    assert {"101", "102"} <= set(row.extensions)
+    await recorder.callrouter_shutdown()
