@@ -204,6 +204,7 @@ async def start_recording(
     if not fresh:
         return []
     try:
+        await _name_unnamed(send, store, channel, {r.id for r in fresh})
         answer = await send("MixMonitor", mixmonitor_headers(settings, channel, started))
     except BaseException:
         for row in fresh:
@@ -214,6 +215,26 @@ async def start_recording(
         return fresh  # an Asterisk that does not say: stops read the channel variable
     store.set_mixmonitor_id((r.id for r in fresh), mixmonitor_id)
     return [dataclasses.replace(r, mixmonitor_id=mixmonitor_id) for r in fresh]
+
+
+async def _name_unnamed(send: Send, store: RecordingStore, channel: str, fresh: set[int]) -> None:
+    """Keep the id of the channel's running callrouter MixMonitor for its files without
+    one, before a new MixMonitor's ``i()`` overwrites the variable that holds it.
+
+    A rule's ``[callrouter-record]`` MixMonitor is known only by that variable; once
+    the API's started on the same channel the variable names the API's, and every
+    later stop of the rule's files (``max_duration``) would stop the API's instead,
+    leaving the rule's unbounded. One ``Getvar``, only when such files run there.
+    """
+    unnamed = [
+        r.id for r in store.recording_on((channel,)) if not r.mixmonitor_id and r.id not in fresh
+    ]
+    if not unnamed:
+        return
+    answer = await send("Getvar", {"Channel": channel, "Variable": MIXMONITOR_ID_VARIABLE})
+    mixmonitor_id = _header(answer, "Value")
+    if _MIXMONITOR_ID.fullmatch(mixmonitor_id) is not None:
+        store.set_mixmonitor_id(unnamed, mixmonitor_id)
 
 
 def _header(answer: object, name: str) -> str:

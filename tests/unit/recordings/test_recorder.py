@@ -1102,3 +1102,52 @@ async def test_a_phone_parked_beside_a_recorded_call_does_not_read_its_recording
     assert "107" not in row.extensions
     assert {"101", "102"} <= set(row.extensions)
     await recorder.callrouter_shutdown()
+
+
+async def test_max_duration_stops_a_rules_dialplan_mixmonitor_beside_the_apis(
+    tmp_path: Path,
+) -> None:
+    """A rule recorded the call through [callrouter-record] (its MixMonitor id only in
+    CALLROUTER_REC_ID), then the API's AMI MixMonitor (legs in) on the same channel,
+    whose i() option overwrote the variable. max_duration read the variable for the
+    rule's files and stopped the API's MixMonitor a second time: the rule's ran on
+    unbounded. Now the API's start keeps the id the variable held for the channel's
+    files without one, and each MixMonitor is stopped by its own id."""
+    from types import SimpleNamespace
+
+    from router.recordings.mixmonitor import hand_to_dialplan, start_recording
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557960.1", "PJSIP/trunk-00000001"
+    recorder = Recorder()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=60)
+    recorder.settings = settings
+    store = recorder.store = RecordingStore(tmp_path / "state")
+    asterisk = _AsteriskIds()
+    recorder._engine = SimpleNamespace(ami=asterisk)  # type: ignore[assignment]
+    await hand_to_dialplan(
+        asterisk.send,
+        store,
+        settings,
+        call_id=live,
+        channel=trunk,
+        legs="mix",
+        origin=Origin("rule", "compliance"),
+    )
+    asterisk.variable = "0x7feerule"  # [callrouter-record]'s MixMonitor i(CALLROUTER_REC_ID)
+    (api,) = await start_recording(
+        asterisk.send,
+        store,
+        settings,
+        call_id=live,
+        channel=trunk,
+        legs="in",
+        origin=Origin("api", "t"),
+    )
+    assert api.mixmonitor_id == asterisk.variable != "0x7feerule"
+    with sqlite3.connect(tmp_path / "state" / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 61")
+    assert await recorder.stop_overlong() == [trunk]
+    stopped = sorted(h["MixMonitorID"] for name, h in asterisk.sent if name == "StopMixMonitor")
+    assert stopped == sorted(["0x7feerule", api.mixmonitor_id])
+    await recorder.callrouter_shutdown()
