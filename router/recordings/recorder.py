@@ -249,10 +249,11 @@ class Recorder:
                 bridge = ""  # a parking lot: no conversation to join (bridges.py)
             self._bridged(event.name, channel, bridge, call)
             return
+        if event.name == "Hangup":
+            # Whether or not its call is still tracked (dropped after 4 hours).
+            self._bridges.leave(channel)
         if event.name not in ("MixMonitorStop", "Hangup") or call is None:
             return
-        if event.name == "Hangup":
-            self._bridges.leave(channel)
         running = [r for r in self.store.recording(call.linkedid) if r.id not in self._closing]
         if not running:
             return

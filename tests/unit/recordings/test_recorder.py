@@ -1151,3 +1151,20 @@ async def test_max_duration_stops_a_rules_dialplan_mixmonitor_beside_the_apis(
     stopped = sorted(h["MixMonitorID"] for name, h in asterisk.sent if name == "StopMixMonitor")
     assert stopped == sorted(["0x7feerule", api.mixmonitor_id])
     await recorder.callrouter_shutdown()
+
+
+def test_a_hangup_for_no_tracked_call_drops_its_channel_from_the_bridges(tmp_path: Path) -> None:
+    """The Hangup of a channel whose call the tracker no longer holds (dropped after 4
+    hours, evicted, or never seen) left the channel in the bridge map: such entries
+    piled up to its bound of 50 000, whose eviction then dropped the oldest live legs
+    of long bridges (readers of their recordings lost)."""
+    from router.testing.builders import make_event
+
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    recorder.store = RecordingStore(tmp_path / "state")
+    channel = "PJSIP/106-00000035"
+    recorder.callrouter_event(make_event("BridgeEnter", Channel=channel, BridgeUniqueid="b"), None)
+    assert len(recorder._bridges) == 1
+    recorder.callrouter_event(make_event("Hangup", Channel=channel), None)
+    assert len(recorder._bridges) == 0
