@@ -299,14 +299,14 @@ async def stop_recording(
         if not mixmonitor_id:
             unnamed.add(channel)
             ids = [r.id for r in found if r.channel == channel and not r.mixmonitor_id]
-        store.ask_stop(ids)
+        marked = store.ask_stop(ids)  # not those an earlier stop marked: see ask_stop
         try:
             if mixmonitor_id:
                 await send("StopMixMonitor", {"Channel": channel, "MixMonitorID": mixmonitor_id})
             else:
                 await stop_ours(send, channel)
         except BaseException:
-            store.ask_stop(ids, asked=False)
+            store.ask_stop(marked, asked=False)
             raise
         stopped.add(channel)
     return sorted(stopped)

@@ -322,15 +322,28 @@ class RecordingStore:
                 [(mixmonitor_id[:80], rid) for rid in ids],
             )
 
-    def ask_stop(self, ids: Iterable[int], *, asked: bool = True, now: float | None = None) -> None:
+    def ask_stop(
+        self, ids: Iterable[int], *, asked: bool = True, now: float | None = None
+    ) -> list[int]:
         """Note that the MixMonitor of the rows ``ids`` is being stopped (``asked``), or
-        is not after all (Asterisk refused the stop): see :attr:`Recording.stop_asked_at`."""
+        is not after all (Asterisk refused the stop): see :attr:`Recording.stop_asked_at`.
+
+        Returns the rows whose mark changed: a row already marked keeps its mark (an
+        earlier stop's, which a later refused one must not take back), so a caller
+        that takes its mark back names only these.
+        """
         when = (time.time() if now is None else now) if asked else None
+        changed: list[int] = []
         with self._tx() as db:
-            db.executemany(
-                "UPDATE recordings SET stop_asked_at = ? WHERE id = ? AND state = 'recording'",
-                [(when, rid) for rid in ids],
-            )
+            for rid in ids:
+                cursor = db.execute(
+                    "UPDATE recordings SET stop_asked_at = ? WHERE id = ? AND state = 'recording'"
+                    " AND (stop_asked_at IS NULL) = ?",
+                    (when, rid, asked),
+                )
+                if cursor.rowcount:
+                    changed.append(rid)
+        return changed
 
     def add_extensions(
         self, call_id: str, extensions: Iterable[str], *, ids: Iterable[int] | None = None

@@ -1168,3 +1168,48 @@ def test_a_hangup_for_no_tracked_call_drops_its_channel_from_the_bridges(tmp_pat
     assert len(recorder._bridges) == 1
     recorder.callrouter_event(make_event("Hangup", Channel=channel), None)
     assert len(recorder._bridges) == 0
+
+
+async def test_a_refused_stop_keeps_the_mark_of_an_earlier_one(tmp_path: Path) -> None:
+    """The API stopped its MixMonitor (legs in, beside a rule's mix); before Asterisk's
+    MixMonitorStop came, max_duration named the same id and Asterisk refused it (that
+    MixMonitor is gone). The refusal took back the API's mark too, so the
+    MixMonitorStop closed every file on the channel, the rule's still being written.
+    Now a refused stop takes back only the marks it set."""
+    from router.errors import AMIError
+    from router.recordings.mixmonitor import start_recording, stop_recording
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557970.1", "PJSIP/trunk-00000001"
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    store = RecordingStore(tmp_path / "state")
+    asterisk = _AsteriskIds()
+    (api,) = await start_recording(
+        asterisk.send,
+        store,
+        settings,
+        call_id=live,
+        channel=trunk,
+        legs="in",
+        origin=Origin("api", "t"),
+    )
+    await start_recording(
+        asterisk.send,
+        store,
+        settings,
+        call_id=live,
+        channel=trunk,
+        legs="mix",
+        origin=Origin("rule", "compliance"),
+    )
+    assert await stop_recording(asterisk.send, store, live, [api]) == [trunk]
+
+    async def refusing(name: str, headers: dict[str, str]) -> object:
+        raise AMIError("Could not stop specified MixMonitor")
+
+    with pytest.raises(AMIError):
+        await stop_recording(refusing, store, live, store.recording(live))
+    rows = {r.part: r for r in store.recording(live)}
+    assert rows["in"].stop_asked_at is not None  # the API's stop stands
+    assert rows["mix"].stop_asked_at is None  # the refused one's own mark, taken back
+    store.close()
