@@ -383,6 +383,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         require_live_leg(token, call)
         store = recordings.store
         plan = api_stop(store.recording(call_id))
+        if not plan.stop and plan.stopping:
+            raise ApiError(
+                409,
+                f"call {call_id!r}: the API's recording is already being stopped "
+                f"({', '.join(sorted(r.part for r in plan.stopping))})",
+            )
         if not plan.stop:
             raise _not_ours(call_id, plan.keep)
         ctx.require_asterisk()

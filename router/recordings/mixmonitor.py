@@ -59,8 +59,9 @@ __all__ = [
 #: An AMI send (the engine's facade, or the API's bounded one).
 Send = Callable[[str, Mapping[str, Any]], Awaitable[object]]
 
-#: A MixMonitor id as Asterisk makes them (a UUID); anything else read back from
-#: the channel is not put into an action.
+#: A MixMonitor id as Asterisk makes them (the address of its data, ``0x7f3c2c00a8b0``:
+#: one that ended may be reused by the next); anything else read back from the
+#: channel or answered is not put into an action.
 _MIXMONITOR_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,80}")
 #: Who started a recording when the caller does not say: a plugin of its own.
 PLUGIN: Final = Origin("plugin")

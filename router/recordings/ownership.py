@@ -15,6 +15,13 @@ writing. It cannot when it could not name the API's MixMonitor alone:
   callrouter MixMonitor (:func:`~router.recordings.mixmonitor.stop_ours`), which
   may be the rule's.
 
+A file already being stopped (its mark, :attr:`~router.recordings.store.Recording.stop_asked_at`,
+set by an earlier stop whose ``MixMonitorStop`` has not come yet) is not stopped
+again: its MixMonitor is gone, a second ``StopMixMonitor`` naming it is refused
+and would take the mark back (the recorder would then close every file on the
+channel, the rule's too), and its id, a heap address in Asterisk, may already
+be a new MixMonitor's on the channel.
+
 Sans-I/O over catalog rows.
 """
 
@@ -30,10 +37,12 @@ __all__ = ["ApiStop", "api_stop"]
 
 @dataclass(frozen=True, slots=True)
 class ApiStop:
-    """The rows whose MixMonitor the API stops, and those that go on recording."""
+    """The rows whose MixMonitor the API stops, those that go on recording, and the
+    API's own already being stopped."""
 
     stop: tuple[Recording, ...]
     keep: tuple[Recording, ...]
+    stopping: tuple[Recording, ...] = ()
 
 
 def _shares(row: Recording, others: list[Recording]) -> bool:
@@ -46,11 +55,18 @@ def _shares(row: Recording, others: list[Recording]) -> bool:
 
 
 def api_stop(rows: Iterable[Recording]) -> ApiStop:
-    """Split a call's files still being written into what the API's stop ends and what
+    """Split a call's files still being written into what the API's stop ends, what
     goes on (every file a rule, a plugin or an unknown origin started, and the API's
-    own where its MixMonitor cannot be stopped alone: see the module docstring)."""
+    own where its MixMonitor cannot be stopped alone) and the API's files an earlier
+    stop is ending: see the module docstring."""
     running = list(rows)
     others = [r for r in running if r.origin.kind != "api"]
-    stop = [r for r in running if r.origin.kind == "api" and not _shares(r, others)]
-    chosen = {r.id for r in stop}
-    return ApiStop(tuple(stop), tuple(r for r in running if r.id not in chosen))
+    stopping = [r for r in running if r.origin.kind == "api" and r.stop_asked_at is not None]
+    asked = {r.id for r in stopping}
+    stop = [
+        r
+        for r in running
+        if r.origin.kind == "api" and r.id not in asked and not _shares(r, others)
+    ]
+    chosen = {r.id for r in stop} | asked
+    return ApiStop(tuple(stop), tuple(r for r in running if r.id not in chosen), tuple(stopping))

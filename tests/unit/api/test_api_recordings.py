@@ -758,3 +758,58 @@ async def test_an_api_file_of_unknown_mixmonitor_is_not_stopped_beside_a_rules(
     assert refused.json()["origin"] == "rule"
     assert sent == []
     store.close()
+
+
+async def test_a_second_stop_before_the_first_ended_sends_nothing_and_keeps_the_mark(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """The agent pressed stop twice; the second came before Asterisk's MixMonitorStop.
+    It named the first's MixMonitorID again: Asterisk refused it (that MixMonitor is
+    gone; and its id, a heap address, may by then be a new MixMonitor's on the
+    channel), and the refusal took back the first stop's mark, so the MixMonitorStop
+    then closed the rule's file beside it as well (a GSM file still being written).
+    Now a file already being stopped is not stopped again: 409, nothing sent, the
+    mark kept."""
+    from router.recordings.mixmonitor import start_recording
+
+    live = "1714557700.91"
+    live_call(stub, live, {"PJSIP/101-00000091": "up"})
+    call = stub.calls.get(live)
+    assert call is not None
+    channel = call.waiting_channel
+    assert channel
+    stub.replay.on("MixMonitor", lambda action: {})
+    stops: list[dict[str, str]] = []
+
+    def stop(action: object) -> dict[str, str]:
+        stops.append(dict(action.fields))  # type: ignore[attr-defined]
+        if len(stops) == 1:
+            return {}
+        return {"Response": "Error", "Message": "Could not stop specified MixMonitor"}
+
+    stub.replay.on("StopMixMonitor", stop)
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        await start_recording(
+            lambda name, headers: stub.ami.send(name, headers),
+            store,
+            settings,
+            call_id=live,
+            channel=channel,
+            legs="mix",
+            origin=Origin("rule", "compliance"),
+        )
+        first = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert first.status_code == 202, first.text
+    assert second.status_code == 409, second.text
+    assert "already being stopped" in second.json()["detail"]
+    assert len(stops) == 1
+    rows = {r.part: r for r in store.recording(live)}
+    assert rows["in"].stop_asked_at is not None
+    assert rows["mix"].stop_asked_at is None
+    store.close()
