@@ -21,6 +21,15 @@ event's cursor is above it and resuming from it loses nothing; an event it
 may not see between its cursor and the clock is scanned again next time, so
 for nothing.
 
+That has to hold after a crash too, when nothing was written at stop and the
+clock may have been set back meanwhile. The file holds a reservation (hi/lo,
+as sequence caches do): a ceiling above every cursor handed out, written and
+synced before any cursor above the last one is handed out, and new events of
+the next run go above it. Asked for ahead of need (at most one write per
+``_RESERVE_STEP`` of cursors, on the worker thread), it rarely holds an
+answer back; when it does (a stalled disk), readers get what is below it and
+the rest once it is written.
+
 Memory and disk are bounded by ``retention`` seconds and ``max_events``
 events. A client whose cursor is older than what is kept gets the events
 still kept with ``gap: true``: it lost some, and should refresh its view
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +81,12 @@ MAX_EVENTS = 10_000
 _BUSY_TIMEOUT = 0.25
 #: Publications between two prunings of the file.
 _PRUNE_EVERY = 500
+#: Microseconds of cursors one reservation covers ahead of need: a write (and
+#: fsync) at most every 15 s of the clock; after a crash, new cursors run up
+#: to twice that ahead of the clock until it catches up.
+_RESERVE_STEP = 15_000_000
+#: No ceiling (a feed without a file): nothing is held back.
+_UNBOUNDED = (1 << 63) - 1
 #: Extensions whose newest dropped cursor is kept apart: one per endpoint or
 #: hint of the PBX; past it they fold into one value every reader is held to.
 _MAX_DROPPED = 10_000
@@ -151,6 +167,9 @@ class FeedStore:
         self._lock = threading.Lock()
         self._pending: list[FeedEvent] = []
         self._prune: _Prune | None = None
+        #: A ceiling asked for and not written yet, and whom to tell once it is.
+        self._ceiling = 0
+        self._reserved: Callable[[int], None] | None = None
         self._flushing = False
         self._closed = False
 
@@ -197,16 +216,65 @@ class FeedStore:
             self._flushing = True
         self._pool.submit(self._flush)
 
+    def reserve(self, ceiling: int, reserved: Callable[[int], None]) -> None:
+        """Write ``ceiling`` (synced) on the worker, then call ``reserved(ceiling)``
+        there: cursors up to it may be handed out. Asks not written yet merge."""
+        with self._lock:
+            if self._closed:
+                return
+            self._ceiling = max(self._ceiling, ceiling)
+            self._reserved = reserved
+            if self._flushing:
+                return
+            self._flushing = True
+        self._pool.submit(self._flush)
+
+    def reserve_now(self, ceiling: int) -> None:
+        """Write ``ceiling`` now, on the calling thread: at start, before serving."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('issued_ceiling', ?) ON CONFLICT(key) DO UPDATE"
+                    " SET value = MAX(value, excluded.value)",
+                    (ceiling,),
+                )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _write_ceiling(self, ceiling: int) -> bool:
+        # Nothing above the ceiling is handed out until this is on disk: retried
+        # (a backup's lock, a full disk) until it is, or the feed stops.
+        delay = 0.05
+        while True:
+            try:
+                self.reserve_now(ceiling)
+                return True
+            except sqlite3.Error as exc:
+                if self._closed:
+                    log.warning("api feed: the cursor reservation not written at stop: %s", exc)
+                    return False
+                if delay == 0.05:
+                    log.warning("api feed: the cursor reservation not written, retrying: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _flush(self) -> None:
         while True:
             with self._lock:
                 batch, self._pending = self._pending, []
                 prune, self._prune = self._prune, None
-                if not batch and prune is None:
+                ceiling, self._ceiling = self._ceiling, 0
+                reserved = self._reserved
+                if not batch and prune is None and not ceiling:
                     self._flushing = False
                     return
             try:
-                self._write(batch, prune)
+                # The reservation first: readers may wait for it, not for the batch.
+                if ceiling and self._write_ceiling(ceiling) and reserved is not None:
+                    reserved(ceiling)
+                if batch or prune is not None:
+                    self._write(batch, prune)
             except Exception:
                 # Never leave the writer stuck as "flushing": later events still go.
                 log.exception("api feed: %d events could not be written", len(batch))
@@ -214,6 +282,7 @@ class FeedStore:
     def _write_issued(self, issued: int) -> None:
         # A scoped reader's cursor may be the clock, above every event: the next
         # run's events go above it even when the clock was set back meanwhile.
+        # The exact value replaces the reservation, which only a crash needs.
         try:
             with self._db:
                 self._db.execute(
@@ -221,6 +290,7 @@ class FeedStore:
                     " SET value = MAX(value, excluded.value)",
                     (issued,),
                 )
+                self._db.execute("DELETE FROM meta WHERE key = 'issued_ceiling'")
         except sqlite3.OperationalError as exc:
             log.warning("api feed: the last position handed out not written at stop: %s", exc)
 
@@ -261,13 +331,16 @@ class FeedStore:
                 delay = min(delay * 2, 1.0)
 
     def issued(self) -> int:
-        """The highest position the last run handed out (0: none kept)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'issued'").fetchone()
-        return int(row[0]) if row else 0
+        """The highest cursor the last run may have handed out: written at a clean
+        stop, else (a crash) the ceiling it had reserved; 0: none kept."""
+        row = self._db.execute(
+            "SELECT MAX(value) FROM meta WHERE key IN ('issued', 'issued_ceiling')"
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def close(self, *, issued: int = 0) -> None:
-        """Write what is queued and the highest position handed out, then close
-        (blocking; ``EventFeed.aclose`` threads it)."""
+        """Write what is queued and the highest cursor handed out (in place of the
+        reservation), then close (blocking; ``EventFeed.aclose`` threads it)."""
         with self._lock:
             self._closed = True
         # One worker: this runs after any flush in progress, and writes the rest.
@@ -279,6 +352,12 @@ class FeedStore:
 
 #: A pruning of the file: drop cursors up to, the floor, the newest dropped per extension.
 _Prune = tuple[int, int, dict[str | None, int]]
+
+
+def _ceiling(needed: int) -> int:
+    """The reservation for cursors up to ``needed``: a multiple of the step, at
+    least one step above it, so the next is asked for a step before it is reached."""
+    return (needed // _RESERVE_STEP + 2) * _RESERVE_STEP
 
 
 def _event(row: tuple[Any, ...]) -> FeedEvent:
@@ -304,6 +383,7 @@ class EventFeed:
         lost: int = 0,
         dropped: Mapping[str | None, int] | None = None,
         issued: int = 0,
+        reserved: int = 0,
     ) -> None:
         if retention <= 0 or max_events <= 0:
             raise ValueError("retention and max_events must be positive")
@@ -327,7 +407,14 @@ class EventFeed:
         self._lost = max([lost, *self._dropped.values()])
         #: The highest position handed out (:meth:`position`): new events go above it.
         self._issued = issued
+        #: No cursor above this is handed out: the file's reservation (``reserved``,
+        #: written by :meth:`open`), raised by the worker thread once a higher
+        #: one is written. A cursor above ``_ask_at`` asks for the next.
+        self._reserved = _UNBOUNDED if store is None else reserved
+        self._ask_at = _UNBOUNDED if store is None else reserved - _RESERVE_STEP
         self._waiters: set[asyncio.Future[None]] = set()
+        #: The loop readers wait on, for the worker's wake-up after a reservation.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._since_prune = 0
 
     @classmethod
@@ -351,6 +438,9 @@ class EventFeed:
             store = FeedStore(path)
             events, lost, dropped = store.load(oldest=oldest, limit=max_events)
             issued = store.issued()
+            top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
+            reserved = _ceiling(max(top, int(clock() * 1_000_000)))
+            store.reserve_now(reserved)
         except sqlite3.DatabaseError as exc:
             aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
@@ -361,6 +451,8 @@ class EventFeed:
             # Every cursor up to now was lost with the file.
             events, lost, dropped = [], int(clock() * 1_000_000), {}
             issued = 0
+            reserved = _ceiling(lost)
+            store.reserve_now(reserved)
         return cls(
             retention=retention,
             max_events=max_events,
@@ -370,6 +462,7 @@ class EventFeed:
             lost=lost,
             dropped=dropped,
             issued=issued,
+            reserved=reserved,
         )
 
     @property
@@ -386,8 +479,43 @@ class EventFeed:
         still after it: the reader gets it, which loses nothing.
         """
         cursor = int(self._clock() * 1_000_000)
-        self._issued = max(self._issued, cursor)
+        if cursor > self._ask_at:
+            self._reserve(cursor)
+        # Not above the file's ceiling (a stalled disk): a lower cursor only
+        # repeats a scan, and the ceiling is a multiple of the step, which says
+        # nothing of any event.
+        if cursor > self._reserved:
+            cursor = self._reserved
+        if cursor > self._issued:
+            self._issued = cursor
         return cursor
+
+    def _reserve(self, needed: int) -> None:
+        """Ask the file for a ceiling above ``needed`` with room for the next
+        ``_RESERVE_STEP``: it is written long before a cursor gets near it."""
+        store = self._store
+        if store is None:
+            return
+        ceiling = _ceiling(needed)
+        self._ask_at = ceiling - _RESERVE_STEP
+        store.reserve(ceiling, self._reserved_to)
+
+    def _reserved_to(self, ceiling: int) -> None:
+        # On the worker thread (the one writer of _reserved while the file is
+        # open); readers held back by the old ceiling are woken on their loop.
+        if ceiling <= self._reserved:
+            return
+        self._reserved = ceiling
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     @property
     def waiting(self) -> int:
@@ -413,6 +541,8 @@ class EventFeed:
         now = self._clock()
         # Above every cursor handed out or reported lost, whatever the clock says.
         cursor = max(self._last + 1, self._lost + 1, self._issued + 1, int(now * 1_000_000))
+        if cursor > self._ask_at:
+            self._reserve(cursor)
         event = FeedEvent(cursor, kind, extension, call_id, now if ts is None else ts, data)
         self._events.append(event)
         self._cursors.append(cursor)
@@ -427,10 +557,7 @@ class EventFeed:
                 self._since_prune = 0
                 prune = (self._cursors[self._head] - 1, self._floor, dict(self._dropped))
             self._store.append(event, prune=prune)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        self._wake()
         return cursor
 
     def _drop(self, count: int) -> None:
@@ -461,31 +588,47 @@ class EventFeed:
                 lost = cursor
         return lost
 
-    def _scan(self, after: int, visible: Visible, limit: int) -> tuple[list[FeedEvent], int, bool]:
+    def _scan(
+        self, after: int, visible: Visible, limit: int
+    ) -> tuple[list[FeedEvent], int, bool, int]:
         """Visible events after ``after``; the last cursor looked at (internal:
-        it may be another's event); whether ``limit`` stopped the scan."""
+        it may be another's event); whether ``limit`` stopped the scan; the
+        file's ceiling it stopped at (later events are left for a later look,
+        and the page's cursor stays at most this: the worker may raise the
+        ceiling meanwhile, past events not looked at)."""
         found: list[FeedEvent] = []
         position = after
         # Sorted by cursor: start right after what the reader has seen.
         start = bisect.bisect_right(self._cursors, after, lo=self._head)
         events = self._events
-        for index in range(start, len(events)):
+        end = len(events)
+        reserved = self._reserved
+        if self._last > reserved:
+            end = bisect.bisect_right(self._cursors, reserved, lo=start)
+        for index in range(start, end):
             event = events[index]
             position = event.cursor
             if visible(event.extension):
                 found.append(event)
                 if len(found) >= limit:
-                    return found, position, True
-        return found, position, False
+                    return found, position, True, reserved
+        return found, position, False, reserved
 
-    def _page(self, after: int, lost: int, found: list[FeedEvent], full: bool, gap: bool) -> Page:
+    def _page(
+        self, after: int, lost: int, scan: tuple[list[FeedEvent], int, bool, int], gap: bool
+    ) -> Page:
+        found, _, full, reserved = scan
         if full:
             cursor = found[-1].cursor
         else:
             # Everything was looked at: on from the clock, never from another's
             # event (its cursor says when it was). Past the reader's own gap
-            # too, even when nothing is kept after it: it is told once.
-            cursor = max(after, lost, found[-1].cursor if found else 0, self.position())
+            # too, even when nothing is kept after it: it is told once (once
+            # the file's ceiling is past it: a stalled disk may tell it twice).
+            cursor = max(lost, self.position())
+            if cursor > reserved:
+                cursor = reserved
+            cursor = max(after, cursor, found[-1].cursor if found else 0)
         return Page(tuple(found), cursor, gap)
 
     def read(self, after: int, visible: Visible = _everything, limit: int = 100) -> Page:
@@ -493,8 +636,7 @@ class EventFeed:
         self._expire(self._clock())
         after = max(after, 0)
         lost = self._lost_for(visible)
-        found, _, full = self._scan(after, visible, limit)
-        return self._page(after, lost, found, full, after < lost)
+        return self._page(after, lost, self._scan(after, visible, limit), after < lost)
 
     async def wait(
         self, after: int, visible: Visible = _everything, timeout: float = 25.0, limit: int = 100
@@ -508,12 +650,13 @@ class EventFeed:
         after = max(after, 0)
         lost = self._lost_for(visible)
         gap = after < lost
-        found, scanned, full = self._scan(after, visible, limit)
-        if found or timeout <= 0:
-            return self._page(after, lost, found, full, gap)
+        scan = self._scan(after, visible, limit)
+        if scan[0] or timeout <= 0:
+            return self._page(after, lost, scan, gap)
         loop = asyncio.get_running_loop()
+        self._loop = loop
         deadline = loop.time() + timeout
-        while not found:
+        while not scan[0]:
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:
@@ -527,12 +670,17 @@ class EventFeed:
             # twice. One the reader may see dropped meanwhile is a gap.
             self._expire(self._clock())
             lost = self._lost_for(visible)
-            gap = gap or scanned < lost
-            found, scanned, full = self._scan(scanned, visible, limit)
-        return self._page(after, lost, found, full, gap)
+            gap = gap or scan[1] < lost
+            scan = self._scan(scan[1], visible, limit)
+        return self._page(after, lost, scan, gap)
 
     async def aclose(self) -> None:
         """Write what is queued and close the file; the ring stays readable."""
         store, self._store = self._store, None
         if store is not None:
-            await asyncio.to_thread(store.close, issued=self._issued)
+            # Every cursor handed out is at most this: the events (all written
+            # now, or lost with a batch the file could not take) and positions.
+            top = max(self._issued, self._last, self._lost)
+            await asyncio.to_thread(store.close, issued=top)
+            # Nothing is written any more: nothing to hold back for.
+            self._reserved = self._ask_at = _UNBOUNDED

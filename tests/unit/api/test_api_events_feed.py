@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from router.api.feed import FILENAME, EventFeed, FeedEvent
+from router.api.feed import FILENAME, EventFeed, FeedEvent, FeedStore
 
 
 class Clock:
@@ -378,4 +381,144 @@ async def test_a_scoped_readers_clock_cursor_holds_after_a_restart_with_the_cloc
     again = EventFeed.open(tmp_path, clock=lambda: now[0])
     again.publish("y", "102", {})
     assert [e.kind for e in again.read(cursor, only("102")).events] == ["y"]
+    await again.aclose()
+
+
+def crash(feed: EventFeed) -> None:
+    """The process dies: what the worker has written stays, nothing is written at
+    stop (the store's own thread and connection just end)."""
+    store = feed._store
+    assert store is not None
+    store._pool.shutdown(wait=True)
+    store._db.close()
+
+
+def ceiling_in(path: Path) -> int:
+    """The reservation in the feed's file, as the next run reads it."""
+    with contextlib.closing(sqlite3.connect(path / FILENAME)) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'issued_ceiling'").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_after_a_crash_and_the_clock_set_back_new_events_go_above_every_cursor_handed_out(
+    tmp_path: Path,
+) -> None:
+    """No clean stop, so nothing was written at stop; NTP stepped the clock back
+    a minute before the restart. The scoped reader's cursor (the clock) was
+    above the next run's events and it never got them, with no gap told."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    feed.publish("ringing", "101", {})
+    clock.now += 5
+    handed = [feed.read(0, only("102")).cursor]  # the clock, above every event
+    clock.now += 5
+    handed.append(feed.position())
+    crash(feed)
+
+    clock.now -= 60
+    again = EventFeed.open(tmp_path, clock=clock)
+    later = again.publish("ringing", "102", {})
+    assert later > max(handed)
+    page = again.read(handed[0], only("102"))
+    assert [e.cursor for e in page.events] == [later]
+    await again.aclose()
+
+
+async def test_events_lost_in_a_crash_leave_their_cursors_to_no_new_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader got events the worker had not written yet when the process
+    died; the next run (clock set back) gave new events lower cursors."""
+    monkeypatch.setattr(FeedStore, "_write", lambda self, batch, prune: None)
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    for _ in range(3):
+        clock.now += 1
+        feed.publish("ringing", "101", {})
+    seen = feed.read(0, only("101"), limit=100)
+    assert len(seen.events) == 3
+    crash(feed)
+
+    clock.now -= 30
+    again = EventFeed.open(tmp_path, clock=clock)
+    later = again.publish("answered", "101", {})
+    assert later > seen.cursor
+    assert [e.cursor for e in again.read(seen.cursor, only("101")).events] == [later]
+    await again.aclose()
+
+
+async def test_no_cursor_above_the_files_reservation_is_handed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock jumps past the reservation while the disk stalls: readers get
+    nothing above what the file holds, and the rest once it is written."""
+    written = threading.Event()
+    write = FeedStore._write_ceiling
+
+    def stalled(self: FeedStore, ceiling: int) -> bool:
+        written.wait(10)
+        return write(self, ceiling)
+
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    before = feed.publish("ringing", "101", {})
+    monkeypatch.setattr(FeedStore, "_write_ceiling", stalled)
+    clock.now += 3600
+    held = feed.publish("answered", "101", {})
+    ceiling = ceiling_in(tmp_path)
+    assert before <= ceiling < held
+
+    everything = feed.read(0)
+    assert [e.cursor for e in everything.events] == [before]
+    scoped = feed.read(before, only("102"))
+    assert not scoped.events
+    assert max(everything.cursor, scoped.cursor, feed.position()) <= ceiling
+
+    waiting = asyncio.create_task(feed.wait(everything.cursor, timeout=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # held back, not answered with a cursor past the file
+    written.set()
+    page = await asyncio.wait_for(waiting, 5)
+    assert [e.cursor for e in page.events] == [held]
+    assert ceiling_in(tmp_path) >= held
+    assert feed.position() == int(clock.now * 1_000_000)
+    await feed.aclose()
+
+
+async def test_the_reservation_is_written_rarely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write (and fsync) per answer would cost the hot path: 10 minutes of 20
+    events and reads a second write the reservation at most every 15 s."""
+    writes: list[int] = []
+    write = FeedStore.reserve_now
+
+    def counted(self: FeedStore, ceiling: int) -> None:
+        writes.append(ceiling)
+        write(self, ceiling)
+
+    monkeypatch.setattr(FeedStore, "reserve_now", counted)
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    cursor = feed.position()
+    for n in range(600 * 20):
+        clock.now += 0.05
+        feed.publish("ringing", str(100 + n % 7), {})
+        cursor = feed.read(cursor, only("101")).cursor
+        if n % 1000 == 0:
+            await asyncio.sleep(0.01)  # let the worker write
+    await feed.aclose()
+    assert 1 < len(writes) <= 600 // 15 + 2
+
+
+async def test_a_clean_stop_puts_the_next_runs_cursors_at_the_clock(tmp_path: Path) -> None:
+    """The reservation is only for a crash: after a clean stop the next run's
+    cursors are the clock again, not the reservation's 15-30 s ahead of it."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    feed.publish("ringing", "101", {})
+    await feed.aclose()
+    clock.now += 1
+    again = EventFeed.open(tmp_path, clock=clock)
+    assert again.publish("ringing", "101", {}) == int(clock.now * 1_000_000)
     await again.aclose()
