@@ -200,6 +200,10 @@ class FeedStore:
             (first, first),
         ):
             dropped[extension] = max(dropped.get(extension, 0), int(cursor))
+        # A file from before the dropped table holds here the newest dropped
+        # cursor of anyone, its rows deleted: whose they were is gone, so every
+        # reader behind it is told of a gap once, as that build told it. Not
+        # told would be silent loss for a reader whose events were among them.
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lost'").fetchone()
         return events, int(row[0]) if row else 0, dropped
 

@@ -522,3 +522,32 @@ async def test_a_clean_stop_puts_the_next_runs_cursors_at_the_clock(tmp_path: Pa
     again = EventFeed.open(tmp_path, clock=clock)
     assert again.publish("ringing", "101", {}) == int(clock.now * 1_000_000)
     await again.aclose()
+
+
+async def test_a_file_from_before_per_extension_gaps_tells_a_scoped_reader_behind_it_once(
+    tmp_path: Path,
+) -> None:
+    """A file written before the feed kept dropped cursors per extension holds
+    one `lost`: the newest dropped cursor of anyone, the rows behind it gone.
+    Whose events they were cannot be told, so a reader behind it is told of a
+    gap (once), whatever it may see; never nothing (that could be silent loss)."""
+    clock = Clock()
+    base = int(clock.now * 1_000_000)
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db, db:
+        db.execute(
+            "CREATE TABLE events (cursor INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
+            " extension TEXT, call_id TEXT, ts REAL NOT NULL, data TEXT NOT NULL)"
+        )
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER)")
+        db.execute("INSERT INTO meta VALUES ('lost', ?)", (base + 5,))
+        db.execute(
+            "INSERT INTO events VALUES (?, 'ringing', '101', NULL, ?, '{}')",
+            (base + 6, clock.now),
+        )
+    feed = EventFeed.open(tmp_path, clock=clock)
+    behind = feed.read(base + 1, only("102"))
+    assert behind.gap
+    assert not feed.read(behind.cursor, only("102")).gap
+    assert not feed.read(base + 5, only("102")).gap
+    assert [e.cursor for e in feed.read(base + 5).events] == [base + 6]
+    await feed.aclose()
