@@ -33,7 +33,9 @@ the rest once it is written.
 Memory and disk are bounded by ``retention`` seconds and ``max_events``
 events. A client whose cursor is older than what is kept gets the events
 still kept with ``gap: true``: it lost some, and should refresh its view
-(the calls list) instead of trusting the feed for that stretch. What was
+(the calls list) instead of trusting the feed for that stretch. The bound
+is shared, with no minimum per extension: a busy extension's events can
+push a quiet one's out early (docs/api.md says why). What was
 dropped is kept per extension (the newest dropped cursor of each), so the
 gap a reader is told is about events it may see, never others'.
 
