@@ -91,9 +91,15 @@ if TYPE_CHECKING:
 
     from router.config import AsteriskSettings
 
-__all__ = ["AJAMClient", "ActionResult", "ClientSettings", "is_idempotent"]
+__all__ = ["AJAMClient", "ActionResult", "ClientSettings", "LoginListener", "is_idempotent"]
 
 log = logging.getLogger("router.ami.client")
+
+#: Called with no argument after each successful login, whatever asked for
+#: it (the start, the event stream, an action that found its session gone),
+#: inside the client's login: it must return at once (schedule work, never
+#: await it). The engine asks the manager user's write classes again then.
+LoginListener = Callable[[], None]
 
 #: AJAM: ``cookie`` (Login) or ``digest``; native TCP AMI: ``plain`` or ``md5`` (Challenge).
 AuthMode = Literal["cookie", "digest", "plain", "md5"]
@@ -229,6 +235,7 @@ class AJAMClient(AMIActions[ActionResult]):
         #: Seconds Asterisk keeps an idle session (``httptimeout``), read from
         #: the cookie's Max-Age; ``None`` until known.
         self.session_ttl: int | None = None
+        self._login_listener: LoginListener | None = None
         self._closed = False
         #: Actions already reported as refused for a missing class (logged once each).
         self._denied_logged: set[str] = set()
@@ -363,6 +370,7 @@ class AJAMClient(AMIActions[ActionResult]):
             self.session_generation += 1
             self._session_mask, self._session_filters = "on", frozenset()
             await self._filter_session(self.event_selection)
+            tell_login(self._login_listener)
             return result.response
         self._cookie = None
         action = Action(
@@ -385,7 +393,16 @@ class AJAMClient(AMIActions[ActionResult]):
         log.info("logged in to %s as %s", self._endpoint, self.settings.username)
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(self.event_selection)
+        tell_login(self._login_listener)
         return result.response
+
+    def set_login_listener(self, listener: LoginListener | None) -> None:
+        """Call ``listener`` after each successful login from now on (``None``:
+        no more). A login inside :meth:`request` (the session expired,
+        Asterisk restarted) changes no event-stream state until the stream's
+        next poll comes back, which may be a long-poll later: this says it at
+        once."""
+        self._login_listener = listener
 
     def set_urgent(
         self,
@@ -724,6 +741,17 @@ def privilege_error(name: str, result: ActionResult, username: str) -> AMIPrivil
     except AMIValidationError:  # an action newer than the catalog
         classes = ()
     return AMIPrivilegeError(name, result.response, username=username, classes=classes)
+
+
+def tell_login(listener: LoginListener | None) -> None:
+    """Call a :data:`LoginListener`: a bug in it is logged, and the login,
+    which succeeded, still does."""
+    if listener is None:
+        return
+    try:
+        listener()
+    except Exception:
+        log.exception("the login listener failed")
 
 
 def denied(result: ActionResult) -> bool:

@@ -63,7 +63,14 @@ from types import TracebackType
 from typing import cast
 
 from router.ami.actions import AMIActions
-from router.ami.client import ClientSettings, denied, is_idempotent, privilege_error
+from router.ami.client import (
+    ClientSettings,
+    LoginListener,
+    denied,
+    is_idempotent,
+    privilege_error,
+    tell_login,
+)
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
@@ -368,6 +375,7 @@ class TCPClient(AMIActions[ActionResult]):
         #: Successful logins; :attr:`session_generation` follows it once the
         #: stream has been told of the loss before the latest login.
         self._logins = 0
+        self._login_listener: LoginListener | None = None
         self._denied_logged: set[str] = set()
         #: Increases at every successful login: a new connection is a new
         #: session, and events of the old one that were never read are gone.
@@ -500,7 +508,14 @@ class TCPClient(AMIActions[ActionResult]):
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.ensure_future(self._keepalive())
         log.info("logged in to %s as %s", self._endpoint, settings.username)
+        tell_login(self._login_listener)
         return response
+
+    def set_login_listener(self, listener: LoginListener | None) -> None:
+        """As :meth:`AJAMClient.set_login_listener`: told at each login,
+        also one an action makes on a fresh connection while the lost one
+        is not reported yet (``session_generation`` counts it only then)."""
+        self._login_listener = listener
 
     async def _authenticate(self, conn: _Connection) -> Response:
         settings = self.settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -192,6 +193,47 @@ async def test_an_answer_on_the_old_session_does_not_undo_a_relogin(
             assert (await client.action("Ping")).ok
         assert client.session_generation == 2
     assert [a.name for a in ajam_replay.actions].count("Login") == 2
+
+
+async def test_the_login_listener_is_told_of_a_login_inside_an_action(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: the engine asks the manager user's write classes again after
+    each login. One made inside an action (the session expired, Asterisk
+    restarted) reached it only through the event stream, at its next poll's
+    answer; the listener hears of it at once, and of no failed login."""
+    told: list[int] = []
+    client = ajam_replay.client()
+    client.set_login_listener(lambda: told.append(client.session_generation))
+    async with client:
+        assert told == [1]
+        ajam_replay.expire_session()
+        assert (await client.action("Ping")).ok  # denied, logged in again, retried
+        assert told == [1, 2]
+        assert (await client.action("Ping")).ok
+        assert told == [1, 2]
+    bad = ajam_replay.client(secret="wrong")
+    bad.set_login_listener(lambda: told.append(-1))
+    with pytest.raises(AMIAuthenticationError):
+        await bad.login()
+    await bad.aclose()
+    assert told == [1, 2]
+
+
+async def test_a_failing_login_listener_does_not_fail_the_login(
+    ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    client = ajam_replay.client()
+    client.set_login_listener(broken)
+    async with client:
+        assert client.logged_in
+        assert (await client.action("Ping")).ok
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "the login listener failed"
+    ]
 
 
 class LateOriginate:

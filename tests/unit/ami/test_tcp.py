@@ -100,6 +100,23 @@ async def test_login_asks_for_the_selected_events_at_every_login(fake: FakeAMI) 
     assert filters == ["action(include),name(Hangup)", "action(include),name(UserEvent)"] * 2
 
 
+async def test_the_login_listener_is_told_of_a_login_an_action_makes(fake: FakeAMI) -> None:
+    """Issue 16: an action that finds the connection lost connects and logs in
+    again; ``session_generation`` counts that session only once the stream has
+    been told of the loss, the listener (the engine's privilege probe) at once."""
+    told: list[int] = []
+    client = TCPClient(settings(fake))
+    client.set_login_listener(lambda: told.append(fake.logins))
+    await client.login()
+    assert told == [1]
+    fake.close_all()
+    await until(lambda: not client.logged_in)
+    await client.send("Ping", validate=False)  # connects again
+    assert told == [1, 2]
+    assert client.session_generation == 1  # the loss is not reported yet
+    await client.aclose()
+
+
 async def test_set_events_changes_the_live_session_and_refused_filters_keep_the_mask(
     fake: FakeAMI,
 ) -> None:
