@@ -356,10 +356,15 @@ class Engine:
         #: Whether the user's missing ``CoreShowChannels`` class has been logged.
         self._listing_refused = False
         #: Why Asterisk refuses this session ``Redirect`` (``write = call``
-        #: missing: /readyz's reason), empty when it does not; and the
-        #: session (``session_generation``) last asked (:meth:`_check_privileges`).
+        #: missing: /readyz's reason), empty when it does not; the logins the
+        #: client told of (:meth:`_logged_in`) and how many of them the last
+        #: probe covered (:meth:`_check_privileges`); the probe of the logins
+        #: after the start's, running in the background (:meth:`_probe_logins`).
         self._privileges = ""
-        self._probed_session: int | None = None
+        self._logins = 0
+        self._probed_logins = 0
+        self._prober: asyncio.Task[None] | None = None
+        self._probing = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
@@ -551,11 +556,19 @@ class Engine:
         if not self.shadow and self.options.check_privileges:  # (_check_privileges)
             for probe in (REDIRECT, ORIGINATE):
                 self._client.refusal_reported(probe.action)
+            # (a stand-in client without one: its logins after the first go unprobed)
+            listen = getattr(self._client, "set_login_listener", None)
+            if listen is not None:
+                listen(self._logged_in)
         await self._first_login()
         # Before the live claim, which falls back on this host's clock, and
         # the start's reconcile, which reads CALLROUTER_DEADLINE.
         await self._measure_clock()
+        # Awaited, before any call is routed: /readyz is right from the start.
+        # Each later login's probe runs in the background (_probe_logins).
         await self._check_privileges()
+        self._probing = True
+        self._probe_new_logins()
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
@@ -848,6 +861,8 @@ class Engine:
         await self._notifier.stop()
         if self._reload_audit is not None:
             self._reload_audit.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         if self._api_server is not None:
@@ -1496,10 +1511,8 @@ class Engine:
             if isinstance(exc, AMIAuthenticationError):
                 raise
             log.error("reconcile after gap failed: %s", exc)
-        # After the reconcile, which puts the calls of the gap right: on an
-        # Asterisk that hangs, the probe's actions wait out their timeouts.
-        if getattr(self._client, "session_generation", 0) != self._probed_session:
-            await self._check_privileges()  # logged in again: maybe as a user changed since
+        # A new login of the gap was probed when the client told of it
+        # (_logged_in), beside this reconcile rather than before it.
 
     async def _first_login(self) -> None:
         """Log in at start; with ``wait_for_asterisk``, until Asterisk answers.
@@ -1629,6 +1642,44 @@ class Engine:
             log.info("Asterisk's clock and this host's agree again")
         self.router.clock_offset = offset
 
+    def _logged_in(self) -> None:
+        """The client's login listener: a session keeps the write classes of
+        its login, and a login may be a user changed in manager.conf since
+        (a restart, ``manager reload``), whatever made it: the start, the
+        event stream after a gap, or an action that found its session gone,
+        which the stream hears of only when its long-poll comes back."""
+        self._logins += 1
+        self._probe_new_logins()
+
+    def _probe_new_logins(self) -> None:
+        """Start the background probe of the logins not probed yet, unless
+        it runs already (it then covers them too: one probe at a time).
+        Never awaited by the stream: on an Asterisk that hangs, the probe's
+        actions wait out their timeouts, while calls are routed and a gap's
+        reconcile puts its calls right. /readyz keeps the last answer
+        meanwhile."""
+        if (
+            not self._probing
+            or self._prober is not None
+            or self._stopping.is_set()
+            or self._logins == self._probed_logins
+        ):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._probe_logins(), name="callrouter-privileges"
+        )
+        task.add_done_callback(_log_task_failure)
+        self._prober = task
+
+    async def _probe_logins(self) -> None:
+        try:
+            # A login during the probe (its own action's, a reconnect's) is
+            # another session, maybe another user's classes: asked again.
+            while self._logins != self._probed_logins and not self._stopping.is_set():
+                await self._check_privileges()
+        finally:
+            self._prober = None
+
     async def _check_privileges(self) -> None:
         """After a login: whether Asterisk lets the manager user send what
         this configuration needs (router/privileges.py). Without ``write =
@@ -1640,7 +1691,7 @@ class Engine:
         Shadow instances act on nothing and ask nothing."""
         if self.shadow or not self.options.check_privileges:
             return
-        self._probed_session = getattr(self._client, "session_generation", 0)
+        self._probed_logins = self._logins
         user = self._config.asterisk.username
         redirect = self._privileges  # kept when it cannot be asked now
         for probe in needed(self._config, self.rules.current):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from router.testing import EngineFactory, ReplayAsterisk
+    from router.testing import EngineFactory, ReplayAsterisk, SentAction
 
 pytest_plugins = ["router.testing"]
 
@@ -21,6 +22,14 @@ rules:
     on: call
     do:
       - ami: {action: DBPut, family: callrouter, key: last, val: "{caller.number}"}
+      - redirect: {context: queues, exten: sales}
+"""
+
+ROUTE = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
       - redirect: {context: queues, exten: sales}
 """
 
@@ -143,27 +152,83 @@ async def test_redirect_is_asked_for_again_after_a_new_login(
     assert "Asterisk allows the manager user 'router' Redirect now" in said
 
 
-async def test_after_a_new_login_the_reconcile_goes_before_the_probe(
+async def test_a_login_inside_an_action_is_probed_at_once(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
-    """Issue 16: after a gap with a new session the probe asked first, so on
-    an Asterisk that hangs the reconcile, which puts the gap's calls right,
-    waited for the probe's actions to time out."""
+    """Issue 16: a login made inside an action (here the keepalive's Ping found
+    the session gone after a restart with manager.conf fixed) was probed only
+    once the event stream's long-poll came back and reported a gap; readiness
+    kept the old user's refusal until then. The client tells the engine of
+    every login, and the probe runs at once, with no gap."""
     from router.engine import EngineOptions
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
+    refused = {"now": True}
+
+    def redirect(sent: object) -> list[tuple[str, str]]:
+        if refused["now"]:
+            return [("Response", "Error"), ("Message", "Permission denied")]
+        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
+
+    ajam_replay.on("Redirect", redirect)
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
-    ajam_replay.clear()
+    assert engine.health().checks["privileges"] is False
+    refused["now"] = False
     ajam_replay.expire_session()
-    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
-    await asyncio.sleep(0.05)
-    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
-    await ajam_replay.settle(engine)
-    names = [a.name for a in ajam_replay.sent() if a.name != "WaitEvent"]
-    probes = [a.name for a in ajam_replay.sent(probes=True) if a.probe]
-    assert probes == ["Redirect"]
-    order = [
-        a.name for a in ajam_replay.sent(probes=True) if a.probe or a.name == "CoreShowChannels"
-    ]
-    assert order == ["CoreShowChannels", "Redirect"], names
+    await engine._keepalive()  # Permission denied, a Ping on it too: logged in again
+    assert ajam_replay.count("Login") == 2
+    for _ in range(100):
+        if engine.health().checks["privileges"]:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.health().checks["privileges"] is True
+    assert ajam_replay.count("Redirect", probes=True) == 2
+    # The stream's poll is still out: no gap has been reported.
+    assert engine.metrics.stream_gaps.labels("session")._value.get() == 0
+
+
+async def test_a_hung_probe_after_a_new_login_holds_up_neither_the_reconcile_nor_routing(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: after a gap with a new session the probe was awaited in the
+    gap's handling, first before the reconcile (which puts the gap's calls
+    right), then after it: on an Asterisk that hangs, either it or every event
+    after it (a new call's request) waited for the probe's actions to time
+    out. The probe runs beside them; /readyz keeps its last answer meanwhile."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ROUTE, encoding="utf-8")
+    hang, hung, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def redirect(sent: SentAction) -> None:
+        if sent.probe and hang.is_set():
+            hung.set()
+            await release.wait()  # an Asterisk that does not answer (till the test ends)
+
+    ajam_replay.on("Redirect", redirect)
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    try:
+        hang.set()
+        ajam_replay.clear()
+        ajam_replay.expire_session()
+        ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+        await asyncio.sleep(0.05)
+        ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+        await asyncio.wait_for(hung.wait(), 5)
+        began = time.monotonic()
+        await ajam_replay.settle(engine, timeout=3)
+        assert engine.metrics.stream_gaps.labels("session")._value.get() == 1
+        assert ajam_replay.count("CoreShowChannels") == 1  # the gap's reconcile
+        channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+        await ajam_replay.settle(engine, timeout=3)
+        # Well within the probe's action timeout (10 s), which it waits out.
+        assert time.monotonic() - began < 3
+        [routed] = ajam_replay.sent("Redirect")
+        assert routed["Channel"] == channel
+        assert [r.outcome for r in engine.records] == ["executed"]
+        assert not release.is_set()  # the probe still hangs
+        assert engine.health().checks["privileges"] is True  # its last answer
+    finally:
+        release.set()
