@@ -232,3 +232,49 @@ async def test_a_hung_probe_after_a_new_login_holds_up_neither_the_reconcile_nor
         assert engine.health().checks["privileges"] is True  # its last answer
     finally:
         release.set()
+
+
+async def test_logins_during_a_probe_are_probed_after_it_one_probe_at_a_time(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: the probe runs in the background, never beside itself: a login
+    while it waits for Asterisk (another session, maybe another user's
+    classes) is probed once it is done."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ROUTE, encoding="utf-8")
+    hang, hung, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    out = {"now": 0, "most": 0}
+
+    async def redirect(sent: SentAction) -> None:
+        if not sent.probe:
+            return
+        out["now"] += 1
+        out["most"] = max(out["most"], out["now"])
+        try:
+            if hang.is_set():
+                hung.set()
+                await release.wait()
+        finally:
+            out["now"] -= 1
+
+    ajam_replay.on("Redirect", redirect)
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    hang.set()
+    ajam_replay.expire_session()
+    await engine._keepalive()  # logged in again: probed in the background
+    await asyncio.wait_for(hung.wait(), 5)
+    hang.clear()
+    ajam_replay.expire_session()
+    await engine._keepalive()  # and again, while that probe waits
+    await asyncio.sleep(0.05)
+    assert ajam_replay.count("Login") == 3
+    assert ajam_replay.count("Redirect", probes=True) == 2  # the start's, the hung one
+    release.set()
+    for _ in range(100):
+        if ajam_replay.count("Redirect", probes=True) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert ajam_replay.count("Redirect", probes=True) == 3
+    assert out["most"] == 1
