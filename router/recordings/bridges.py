@@ -16,7 +16,11 @@ beside a recorded caller would read the recording.
 
 Sans-I/O, bounded: a channel is in one bridge at a time (entering another
 moves it), ``Hangup`` and ``BridgeLeave`` drop it, and past :data:`MAX_CHANNELS`
-(a stream gap lost many leaves) the oldest entries go.
+the oldest entries go. A stream gap forgets every membership (:meth:`BridgeMembers.clear`):
+a ``BridgeLeave`` lost in it would leave a departed leg in its old bridge, and whoever
+joined that bridge later would be counted a reader of the departed leg's recording.
+Failing closed, a leg already bridged before the gap is no longer seen beside those
+who join after it (docs/recordings.md).
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class BridgeMembers:
         others = frozenset(members)
         members.add(channel)
         return others
+
+    def clear(self) -> None:
+        """Forget every membership (events were lost: who is where is unknown)."""
+        self._bridge_of.clear()
+        self._members.clear()
 
     def leave(self, channel: str) -> None:
         """``channel`` left its bridge (or hung up)."""

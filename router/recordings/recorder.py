@@ -47,6 +47,7 @@ from router.rules.registry import ActionSpec, ParamSpec, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
+    from router.ami.stream import StreamGap
     from router.calls import Call
     from router.config import Config
     from router.hookspecs import EngineAPI
@@ -309,6 +310,20 @@ class Recorder:
                 running.setdefault(r.call_id, set()).add(r.id)
         for linkedid, ids in sorted(running.items()):
             self.store.add_extensions(linkedid, phones, ids=ids)
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: StreamGap) -> None:
+        """Events were lost: forget who is in which bridge. A lost ``BridgeLeave`` would
+        keep a departed leg in its old bridge, and a leg joining that bridge later would
+        read the departed leg's recording; failing closed, legs bridged before the gap
+        are not counted beside those who join after it (:mod:`router.recordings.bridges`)."""
+        if len(self._bridges):
+            log.info(
+                "event stream gap (%s): forgetting %d bridge memberships",
+                gap.reason,
+                len(self._bridges),
+            )
+        self._bridges.clear()
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:

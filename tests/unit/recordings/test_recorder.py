@@ -1213,3 +1213,53 @@ async def test_a_refused_stop_keeps_the_mark_of_an_earlier_one(tmp_path: Path) -
     assert rows["in"].stop_asked_at is not None  # the API's stop stands
     assert rows["mix"].stop_asked_at is None  # the refused one's own mark, taken back
     store.close()
+
+
+async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_does_not_read(
+    tmp_path: Path,
+) -> None:
+    """The recorded caller sat in a conference and left it during an event-stream gap
+    (its BridgeLeave lost): the bridge map still had it there, so 107, joining the
+    conference after the gap, was counted a reader of a recording it never heard. A gap
+    now forgets the bridge memberships (fail closed)."""
+    from types import SimpleNamespace
+
+    from router.ami.stream import StreamGap
+    from router.calls import CallTracker
+    from router.rules.decision import Action
+    from router.testing.builders import make_event
+
+    live, joiner_call = "1714558000.1", "1714558200.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    joiner = "PJSIP/107-00000030"
+    tracker = CallTracker()
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
+    recorder.store = RecordingStore(tmp_path / "state")
+    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
+
+    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
+        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
+        fed = tracker.feed(event)
+        if name in recorder.callrouter_wanted_events():
+            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    feed("BridgeEnter", trunk, live, BridgeUniqueid="conf")
+    call = tracker.get(live)
+    assert call is not None
+    action = Action.make("record", {}, rule="compliance")
+    ami = SimpleNamespace(send=_Ami().send)
+    assert await recorder.callrouter_execute(action, call, SimpleNamespace(ami=ami))  # type: ignore[arg-type]
+    # The caller leaves the conference while the stream is down: its BridgeLeave is lost.
+    # As the engine tells plugins (only one implementing the hook hears of it).
+    heard = getattr(recorder, "callrouter_stream_gap", None)
+    if heard is not None:
+        heard(StreamGap(since=1.0, resumed=2.0, reason="reconnect"))
+    feed("Newchannel", joiner, joiner_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", joiner, joiner_call, BridgeUniqueid="conf")
+    (row,) = recorder.store.for_call(live)
+    assert "107" not in row.extensions
+    assert "101" in row.extensions
+    await recorder.callrouter_shutdown()
