@@ -301,9 +301,9 @@ class Recorder:
         if not phones:
             return
         # The calls' recordings, and one on a channel of the bridge whose call the
-        # tracker now files under the older Linkedid (its next event moved it).
-        rows = [r for linkedid in sorted(calls) for r in self.store.recording(linkedid)]
-        rows += self.store.recording_on((channel, *others))
+        # tracker now files under the older Linkedid (its next event moved it): in one
+        # query, since a conference's every BridgeEnter names all its calls.
+        rows = self.store.recording_of(calls, (channel, *others))
         running: dict[str, set[int]] = {}
         for r in rows:
             if r.id not in self._closing:

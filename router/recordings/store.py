@@ -381,6 +381,19 @@ class RecordingStore:
             (names,),
         )
 
+    def recording_of(self, call_ids: Iterable[str], channels: Iterable[str]) -> list[Recording]:
+        """Files still being written of any of ``call_ids`` or on any of ``channels``,
+        in one statement: a ``BridgeEnter`` into a conference asks for every call in it,
+        on the event loop, and mostly nothing is being recorded (the ``state`` index
+        then finds no row at once)."""
+        calls = json.dumps(sorted(set(call_ids)))
+        names = json.dumps(sorted(set(channels)))
+        return self._select(
+            "state = 'recording' AND (call_id IN (SELECT value FROM json_each(?))"
+            " OR channel IN (SELECT value FROM json_each(?))) ORDER BY id",
+            (calls, names),
+        )
+
     def mark_closed(
         self,
         recording_id: int,

@@ -1263,3 +1263,39 @@ async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_d
     assert "107" not in row.extensions
     assert "101" in row.extensions
     await recorder.callrouter_shutdown()
+
+
+def test_a_bridge_enter_asks_the_catalog_once_whatever_the_size_of_the_bridge(
+    tmp_path: Path,
+) -> None:
+    """Each BridgeEnter asked the catalog once per call in the bridge, on the event loop,
+    even with nothing recorded: a ConfBridge of 50 callers (each its own call) cost
+    about 1 300 queries as it filled. Now one per BridgeEnter."""
+    from types import SimpleNamespace
+
+    from router.calls import CallTracker
+    from router.testing.builders import make_event
+
+    tracker = CallTracker()
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    recorder.store = RecordingStore(tmp_path / "state")
+    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
+    statements: list[str] = []
+    recorder.store._db.set_trace_callback(statements.append)
+    per_event: list[int] = []
+    for n in range(50):
+        channel, linkedid = f"PJSIP/{200 + n}-{n:08x}", f"17145590{n:02d}.1"
+        for name, fields in (
+            ("Newchannel", {"ChannelStateDesc": "Up"}),
+            ("BridgeEnter", {"BridgeUniqueid": "conf"}),
+        ):
+            event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
+            fed = tracker.feed(event)
+            if name in recorder.callrouter_wanted_events():
+                before = len(statements)
+                recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+                per_event.append(len(statements) - before)
+    assert len(recorder._bridges) == 50
+    assert max(per_event) <= 1
+    assert recorder.store.recording() == []

@@ -384,3 +384,16 @@ def test_extensions_are_added_to_the_rows_named_only(tmp_path: Path) -> None:
         ("102",),
         ("102",),
     ]
+
+
+def test_recording_of_finds_files_by_call_or_channel_in_one_ask(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    for call_id, channel in (("1714557600.1", "PJSIP/a-1"), ("1714557600.2", "PJSIP/b-2")):
+        (name,) = file_names(call_id, "mix", "wav")
+        store.start([name], pbx_paths=["p"], local_paths=[tmp_path / call_id], channel=channel)
+    (closed,) = file_names("1714557600.3", "mix", "wav")
+    (row,) = store.start([closed], pbx_paths=["p"], local_paths=[tmp_path / "3"], channel="c")
+    store.mark_failed(row.id, "gone")
+    found = store.recording_of(["1714557600.1", "1714557600.3"], ["PJSIP/b-2", "c"])
+    assert [r.call_id for r in found] == ["1714557600.1", "1714557600.2"]
+    assert store.recording_of([], ["PJSIP/x-9"]) == []
