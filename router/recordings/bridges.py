@@ -25,6 +25,7 @@ who join after it (docs/recordings.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 __all__ = ["MAX_CHANNELS", "BridgeMembers", "is_holding"]
@@ -63,6 +64,16 @@ class BridgeMembers:
         others = frozenset(members)
         members.add(channel)
         return others
+
+    def beside(self, channels: Iterable[str]) -> set[str]:
+        """The channels sharing a bridge with any of ``channels`` (those not included)."""
+        wanted = set(channels)
+        found: set[str] = set()
+        for channel in wanted:
+            bridge = self._bridge_of.get(channel)
+            if bridge is not None:
+                found |= self._members.get(bridge, set())
+        return found - wanted
 
     def clear(self) -> None:
         """Forget every membership (events were lost: who is where is unknown)."""

@@ -18,7 +18,8 @@ minute.
 
 Who may fetch a recording with a token: the extensions whose phone leg was on
 the call while it was recorded (:func:`live_extensions`): the live legs when it
-starts, every leg that hangs up while it runs, the live legs when it ends, and
+starts (for a rule's, with the legs bridged with them: :meth:`Recorder.present_extensions`),
+every leg that hangs up while it runs, the live legs when it ends, and
 every leg that shares a bridge with one of the call's legs while it runs (a leg
 bridged in from another call: ``BridgeEnter``, :mod:`router.recordings.bridges`).
 A leg that hung up before (a queue member who rang and was cancelled, a manager
@@ -206,7 +207,7 @@ class Recorder:
                 channel=waiting,
                 legs=legs,
                 fmt=fmt,
-                extensions=live_extensions(call),
+                extensions=self.present_extensions(call),
                 origin=Origin("rule", action.rule),
             )
             if started:
@@ -224,7 +225,7 @@ class Recorder:
                 channel=channel,
                 legs=legs,
                 fmt=fmt,
-                extensions=live_extensions(call),
+                extensions=self.present_extensions(call),
                 origin=Origin("rule", action.rule),
             )
         if not started:
@@ -276,6 +277,15 @@ class Recorder:
                 self._close(asked or rows, still_recording=lambda: _channel_up(call, channel))
             else:
                 self._close(rows)
+
+    def present_extensions(self, call: Call) -> set[str]:
+        """The phones on ``call`` now: its live legs, and the legs sharing a bridge with
+        them. A leg bridged in from an older call before a recording starts keeps its
+        own Linkedid (:mod:`router.recordings.bridges`), and its ``BridgeEnter`` came
+        when nothing was recorded: the call's legs alone would miss it."""
+        legs = [c.name for c in call.active_channels]
+        beside = self._bridges.beside(legs)
+        return live_extensions(call) | {ext for c in beside if (ext := phone_of(c))}
 
     def _bridged(self, name: str, channel: str, bridge: str, call: Call | None) -> None:
         """A leg entered or left a bridge. Everyone in a bridge with a leg of a call

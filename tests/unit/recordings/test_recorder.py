@@ -1299,3 +1299,53 @@ def test_a_bridge_enter_asks_the_catalog_once_whatever_the_size_of_the_bridge(
     assert len(recorder._bridges) == 50
     assert max(per_event) <= 1
     assert recorder.store.recording() == []
+
+
+async def test_a_leg_of_an_older_call_already_in_the_bridge_when_recording_starts_may_read(
+    tmp_path: Path,
+) -> None:
+    """103, held on an older call, was bridged with the caller and 101 before an
+    ``on: event`` rule recorded the call: its BridgeEnter came before any recording,
+    and its Linkedid is the older call's, so neither the legs live at the start nor its
+    Hangup (filed under the older call) counted it, though it heard the whole
+    recording. The legs sharing a bridge with the call's legs when it starts count;
+    105, in another bridge of the older call, does not."""
+    from types import SimpleNamespace
+
+    from router.calls import CallTracker
+    from router.rules.decision import Action
+    from router.testing.builders import make_event
+
+    older, live = "1714557990.1", "1714558000.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
+    tracker = CallTracker()
+    recorder = Recorder()
+    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
+    recorder.store = RecordingStore(tmp_path / "state")
+    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
+
+    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
+        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
+        fed = tracker.feed(event)
+        if name in recorder.callrouter_wanted_events():
+            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+
+    for channel in (held, other):
+        feed("Newchannel", channel, older, ChannelStateDesc="Up")
+    feed("BridgeEnter", other, older, BridgeUniqueid="bridge-of-105")
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    for channel in (trunk, agent):
+        feed("BridgeEnter", channel, live, BridgeUniqueid="talk")
+    feed("BridgeEnter", held, older, BridgeUniqueid="talk")
+    call = tracker.get(live)
+    assert call is not None
+    action = Action.make("record", {}, rule="compliance")
+    ami = SimpleNamespace(send=_Ami().send)
+    assert await recorder.callrouter_execute(action, call, SimpleNamespace(ami=ami))  # type: ignore[arg-type]
+    feed("BridgeLeave", held, older, BridgeUniqueid="talk")
+    feed("Hangup", held, older)
+    (row,) = recorder.store.for_call(live)
+    assert set(row.extensions) == {"101", "103", "trunk"}
+    await recorder.callrouter_shutdown()
