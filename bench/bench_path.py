@@ -155,6 +155,14 @@ class FakeAsterisk:
                     )
                 )
                 continue
+            if name == "redirect" and headers.get("channel", "") == PROBE_CHANNEL:
+                # callrouter run's write-class probe after its login: moves no
+                # call, and Asterisk answers it so (router/privileges.py).
+                error = [("Response", "Error"), ("ActionID", aid)]
+                writer.write(
+                    block([*error, ("Message", f"Channel does not exist: {PROBE_CHANNEL}")])
+                )
+                continue
             writer.write(block(answer))
             if name == "redirect":
                 channel = headers.get("channel", "")
@@ -176,6 +184,10 @@ class FakeAsterisk:
     def write(self, data: bytes) -> None:
         assert self.writer is not None
         self.writer.write(data)
+
+
+#: The channel of ``callrouter run``'s ``Redirect`` probe (router/privileges.py).
+PROBE_CHANNEL = "callrouter-check/no-such-channel"
 
 
 class Stamps:
