@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.protocol import ActionResult
     from router.api.feed import EventFeed
     from router.api.live import LiveRing
+    from router.calls import Call
     from router.health import Health
     from router.hookspecs import EngineAPI
     from router.metrics import Metrics
@@ -70,6 +71,11 @@ class ApiContext:
     live: LiveRing | None = None
     #: The rules the engine routes with now (the explain endpoint evaluates them).
     rules: Callable[[], RuleSet] | None = None
+    #: The phones present on a call now, for the readers of a recording the API starts:
+    #: the recorder's (``Recorder.present_extensions``: the call's live legs and the
+    #: legs sharing an Asterisk bridge with them, a leg of an older call bridged in
+    #: before the recording began among them). None (no recorder): the live legs.
+    present: Callable[[Call], set[str]] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

@@ -18,15 +18,17 @@ signed link each (when ``[recordings] public_url`` is set).
 a live call (``calls:record``), as the ``record`` rule action does.
 
 A token reads a recording when one of its extensions had a leg on the call
-while it was recorded (the catalog's ``extensions``, kept by the recorder),
-not merely at some time: a queue member who rang and was cancelled before,
-or a manager who transferred the caller away before a later recording, does
-not. A token for every extension (``"*"``) reads them all. The stop ends only
-a recording the API started (the catalog keeps each one's origin and its
-MixMonitor's id): one a rule, a plugin or an older callrouter started goes on,
-whoever asks, so a recording an administrator requires is out of an agent's
-reach. With both on the call the stop ends the API's and answers what still
-records (``still_recording``); with nothing of the API's to stop it is 409
+while it was recorded (the catalog's ``extensions``, kept by the recorder; at
+the start, as for a rule's, with the legs then bridged with the call's:
+:attr:`~router.api.context.ApiContext.present`), not merely at some time: a
+queue member who rang and was cancelled before, or a manager who transferred
+the caller away before a later recording, does not. A token for every extension
+(``"*"``) reads them all. The stop ends only a recording the API started (the
+catalog keeps each one's origin and its MixMonitor's id): one a rule, a plugin
+or an older callrouter started goes on, whoever asks, so a recording an
+administrator requires is out of an agent's reach. With both on the call the
+stop ends the API's and answers what still records (``still_recording``); with
+nothing of the API's to stop it is 409
 (:mod:`router.recordings.ownership`).
 """
 
@@ -354,6 +356,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         ctx.require_asterisk()
         live = live_extensions(call)
         mine = sorted(e for e in live if token.sees(e))
+        # Who may read it: as for a rule's, the legs then bridged with the call's too
+        # (a leg of an older call keeps that call's Linkedid, and its BridgeEnter came
+        # while nothing was recorded: the live legs alone would miss it).
+        readers = live | ctx.present(call) if ctx.present is not None else live
         try:
             started = await start_recording(
                 lambda name, headers: ctx.send(name, headers),
@@ -363,7 +369,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 channel=channel,
                 legs=legs,
                 fmt=fmt,
-                extensions=live,
+                extensions=readers,
                 origin=Origin("api", f"token {token.name} ({', '.join(mine)})"),
             )
         except ValueError as exc:

@@ -18,8 +18,8 @@ minute.
 
 Who may fetch a recording with a token: the extensions whose phone leg was on
 the call while it was recorded (:func:`live_extensions`): the live legs when it
-starts (for a rule's, with the legs bridged with them: :meth:`Recorder.present_extensions`),
-every leg that hangs up while it runs, the live legs when it ends, and
+starts, with the legs bridged with them (:meth:`Recorder.present_extensions`, which
+the API's start asks too), every leg that hangs up while it runs, the live legs when it ends, and
 every leg that shares a bridge with one of the call's legs while it runs (a leg
 bridged in from another call: ``BridgeEnter``, :mod:`router.recordings.bridges`).
 A leg that hung up before (a queue member who rang and was cancelled, a manager

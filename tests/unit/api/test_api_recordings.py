@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from starlette.types import Message
 
 from router.api.app import build_app
 from router.api.auth import hash_token, new_token
+from router.api.calls import live_extensions
 from router.api.context import ApiContext
 from router.api.errors import ApiError
 from router.api.recordings import _CHUNK, parse_range
@@ -24,8 +26,13 @@ from router.recordings import RecordingStore, recording_signer
 from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin
+from router.sandbox import free_port
 from router.testing import StubEngine
 from router.testing.builders import make_config, make_event
+
+if TYPE_CHECKING:
+    from router.calls import Call
+    from router.testing import EngineFactory, ReplayAsterisk
 
 CALL = "1714557600.42"
 ADMIN = new_token()
@@ -813,3 +820,81 @@ async def test_a_second_stop_before_the_first_ended_sends_nothing_and_keeps_the_
     assert rows["in"].stop_asked_at is not None
     assert rows["mix"].stop_asked_at is None
     store.close()
+
+
+async def test_a_leg_of_an_older_call_already_bridged_in_may_read_a_recording_the_api_starts(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """103, held on an older call, was bridged with the caller and 101 before 101's
+    token started recording the call: its BridgeEnter came while nothing was recorded
+    and carries the older call's Linkedid, so the call's live legs (all the API's start
+    counted) missed it, though it heard the whole recording. A rule's start counted it
+    (Recorder.present_extensions); the API's, on the engine that serves it, does too.
+    105, in another bridge of the older call, does not."""
+    older, live = "1714557990.1", "1714558000.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    (tmp_path / "monitor").mkdir()
+    recordings = RecordingSettings(
+        dir="/var/spool/asterisk/monitor", local_dir=tmp_path / "monitor"
+    )
+    api = dataclasses.replace(API, port=free_port())
+    engine = await engine_factory(rules, api=api, recordings=recordings)
+
+    def event(name: str, channel: str, linkedid: str, **fields: str) -> None:
+        ajam_replay.queue_event(
+            Event=name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields
+        )
+
+    for channel in (held, other):
+        event("Newchannel", channel, older, ChannelState="6", ChannelStateDesc="Up")
+    event("BridgeEnter", other, older, BridgeUniqueid="bridge-of-105", BridgeNumChannels="1")
+    for channel in (trunk, agent):
+        event("Newchannel", channel, live, ChannelState="6", ChannelStateDesc="Up")
+    for n, channel in enumerate((trunk, agent, held), start=1):
+        linkedid = older if channel == held else live
+        event("BridgeEnter", channel, linkedid, BridgeUniqueid="talk", BridgeNumChannels=str(n))
+    await ajam_replay.settle(engine)
+    ajam_replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7feeec00ae10"})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}") as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert started.status_code == 201, started.text
+    (row,) = RecordingStore(engine.state_dir).for_call(live)
+    assert set(row.extensions) == {"101", "103", "trunk"}
+
+
+async def test_without_a_recorder_the_apis_start_counts_the_calls_live_legs(
+    stub: StubEngine,
+) -> None:
+    """An API built without the recorder's view (a test's, a plugin's) keeps the live
+    legs; with it, the phones it names beside them count too."""
+    live = "1714557700.51"
+    live_call(stub, live, {"PJSIP/101-00000051": "up", "PJSIP/102-00000052": "gone"})
+    stub.replay.on("MixMonitor", lambda action: {})
+    async with client_for(stub) as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert started.status_code == 201, started.text
+    (row,) = RecordingStore(stub.state_dir).for_call(live)
+    assert set(row.extensions) == live_extensions(stub.calls.get(live))
+    assert "101" in row.extensions
+    assert "102" not in row.extensions
+
+    other = "1714557700.61"
+    live_call(stub, other, {"PJSIP/101-00000061": "up"})
+    seen: list[str] = []
+
+    def present(call: Call) -> set[str]:
+        seen.append(call.linkedid)
+        return {"103"}
+
+    app = build_app(ApiContext(stub, API, present=present))
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        started = await client.post(f"/api/v1/calls/{other}/recording", headers=bearer(DESK101))
+    assert started.status_code == 201, started.text
+    assert seen == [other]
+    (row,) = RecordingStore(stub.state_dir).for_call(other)
+    assert set(row.extensions) == live_extensions(stub.calls.get(other)) | {"103"}
+    assert "101" in row.extensions
