@@ -366,6 +366,28 @@ def _ceiling(needed: int) -> int:
     return (needed // _RESERVE_STEP + 2) * _RESERVE_STEP
 
 
+def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
+    """Write ``ceiling`` before serving; the ceiling the feed starts with.
+
+    A file that was read but cannot be written now (a backup's lock, a full
+    disk, a read-only ``state_dir``) is not unreadable: moved aside, its events
+    would be lost. The feed starts with ``written`` (what the file already
+    holds, above every cursor the last run handed out) as its ceiling, and the
+    first cursor above it asks the worker, which retries until it is written.
+    """
+    try:
+        store.reserve_now(ceiling)
+    except sqlite3.OperationalError as exc:
+        log.warning(
+            "api feed: the cursor reservation not written at start (%s); answers wait"
+            " for it, written once %s can be",
+            exc,
+            store.path.name,
+        )
+        return written
+    return ceiling
+
+
 def _event(row: tuple[Any, ...]) -> FeedEvent:
     cursor, kind, extension, call_id, ts, data = row
     try:
@@ -445,8 +467,7 @@ class EventFeed:
             events, lost, dropped = store.load(oldest=oldest, limit=max_events)
             issued = store.issued()
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
-            reserved = _ceiling(max(top, int(clock() * 1_000_000)))
-            store.reserve_now(reserved)
+            reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)
         except sqlite3.DatabaseError as exc:
             aside = path.with_name(f"{path.name}.unreadable-{int(clock())}")
             log.warning("api feed: %s is unreadable (%s); moved to %s", path, exc, aside.name)
@@ -457,8 +478,7 @@ class EventFeed:
             # Every cursor up to now was lost with the file.
             events, lost, dropped = [], int(clock() * 1_000_000), {}
             issued = 0
-            reserved = _ceiling(lost)
-            store.reserve_now(reserved)
+            reserved = _reserve_at_start(store, _ceiling(lost), 0)
         return cls(
             retention=retention,
             max_events=max_events,

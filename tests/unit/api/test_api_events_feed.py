@@ -485,6 +485,41 @@ async def test_no_cursor_above_the_files_reservation_is_handed_out(
     await feed.aclose()
 
 
+async def test_a_file_that_cannot_be_written_at_start_is_kept_and_answers_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """Another connection holds the write lock (a backup tool; a full disk or a
+    read-only state_dir fail the same way) when the router starts: the start's
+    reservation failed and the readable file was moved aside as unreadable,
+    its events lost and every reader told of a gap."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    kept = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    top = max(kept, ceiling_in(tmp_path))
+
+    clock.now += 60
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME, isolation_level=None)) as lock:
+        lock.execute("BEGIN IMMEDIATE")
+        again = EventFeed.open(tmp_path, clock=clock)
+        assert not [name for name in os.listdir(tmp_path) if "unreadable" in name]
+        page = again.read(0)
+        assert [e.cursor for e in page.events] == [kept]
+        assert not page.gap
+        # Nothing above what the file holds is handed out while it is locked.
+        start = again.position()
+        assert start <= top
+        held = again.publish("answered", "101", {})
+        waiting = asyncio.create_task(again.wait(start, timeout=10))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        lock.execute("ROLLBACK")
+    page = await asyncio.wait_for(waiting, 5)
+    assert [e.cursor for e in page.events] == [held]
+    assert ceiling_in(tmp_path) > held
+    await again.aclose()
+
+
 async def test_the_reservation_is_written_rarely(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
