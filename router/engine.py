@@ -143,6 +143,12 @@ _WAIT_NOTIFY_FOR = 30.0
 #: seconds: reloads meanwhile (a script reloading in a loop) make one more
 #: audit when the time is up, not one each.
 _AUDIT_INTERVAL = 10.0
+#: Seconds before the write-class probe runs again when a login came during
+#: each of the last two (doubled each time, up to _PROBE_PAUSE_MAX): a session
+#: that does not last (a proxy dropping the cookie, an Asterisk restarting
+#: over and over) logs in again inside every probe's own actions.
+_PROBE_PAUSE = 1.0
+_PROBE_PAUSE_MAX = 60.0
 
 
 class _QuietSkips(logging.Filter):
@@ -1677,10 +1683,19 @@ class Engine:
         self._prober = task
 
     async def _probe_logins(self) -> None:
+        rounds = 0
         try:
             # A login during the probe (its own action's, a reconnect's) is
-            # another session, maybe another user's classes: asked again.
+            # another session, maybe another user's classes: asked again, at
+            # once the first time, then after a pause growing each time (else
+            # a session lost at every action loops Login and the probe).
             while self._logins != self._probed_logins and not self._stopping.is_set():
+                if rounds >= 2:
+                    pause = _PROBE_PAUSE * 2 ** min(rounds - 2, 6)
+                    await asyncio.sleep(min(pause, _PROBE_PAUSE_MAX))
+                    if self._stopping.is_set():
+                        break
+                rounds += 1
                 await self._check_privileges()
         finally:
             self._prober = None

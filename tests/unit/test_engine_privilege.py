@@ -278,3 +278,37 @@ async def test_logins_during_a_probe_are_probed_after_it_one_probe_at_a_time(
         await asyncio.sleep(0.01)
     assert ajam_replay.count("Redirect", probes=True) == 3
     assert out["most"] == 1
+
+
+async def test_a_session_lost_at_every_probe_does_not_loop_the_probe(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: a login during the probe is probed again after it. When every
+    probe itself logs in again (a session that does not last: a proxy that
+    drops the cookie, Asterisk restarting over and over), that was a loop with
+    no pause, Login and the probe's actions back to back as fast as Asterisk
+    answered, an ERROR logged at each. Past the first probe again, the next
+    waits longer each time."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ROUTE, encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+
+    async def redirect(sent: SentAction) -> list[tuple[str, str]] | None:
+        if not sent.probe or ajam_replay.count("Redirect", probes=True) > 50:
+            return None  # (past 50 the loop is shown: ends it, the fake never yields)
+        # The session is not kept: the action is refused, so is the Ping after
+        # it, and the client logs in again inside the probe's action.
+        ajam_replay.expire_session()
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("Redirect", redirect)
+    ajam_replay.expire_session()
+    await engine._keepalive()  # logged in again: probed in the background
+    await asyncio.sleep(0.5)
+    # The start's login, the keepalive's, one in its probe, one in the probe
+    # of that (at once, as any login during a probe): then a pause.
+    assert ajam_replay.count("Login") <= 4
+    assert ajam_replay.count("Redirect", probes=True) <= 5  # each probe's, sent twice
+    assert engine._prober is not None  # still on, at its pace
