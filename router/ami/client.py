@@ -369,8 +369,10 @@ class AJAMClient(AMIActions[ActionResult]):
             self._logged_in = True
             self.session_generation += 1
             self._session_mask, self._session_filters = "on", frozenset()
-            await self._filter_session(self.event_selection)
-            tell_login(self._login_listener)
+            try:
+                await self._filter_session(self.event_selection)
+            finally:
+                tell_login(self._login_listener)  # the session stands, filtered or not
             return result.response
         self._cookie = None
         action = Action(
@@ -392,8 +394,11 @@ class AJAMClient(AMIActions[ActionResult]):
         self.session_generation += 1
         log.info("logged in to %s as %s", self._endpoint, self.settings.username)
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
-        await self._filter_session(self.event_selection)
-        tell_login(self._login_listener)
+        try:
+            await self._filter_session(self.event_selection)
+        finally:
+            # Later actions use this session even when its filters failed.
+            tell_login(self._login_listener)
         return result.response
 
     def set_login_listener(self, listener: LoginListener | None) -> None:

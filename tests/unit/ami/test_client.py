@@ -236,6 +236,28 @@ async def test_a_failing_login_listener_does_not_fail_the_login(
     ]
 
 
+async def test_the_login_listener_is_told_of_a_login_whose_event_filters_failed(
+    ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: Asterisk took the Login, then its event mask or filters did not
+    get through (a timeout): the session stands (later actions use it, with no
+    new login), but the listener was told only after the filters, so the
+    engine never asked that session's write classes."""
+    told: list[int] = []
+    client = ajam_replay.client()
+    client.set_login_listener(lambda: told.append(client.session_generation))
+
+    async def slow(selection: object) -> None:
+        raise AMITimeoutError("Filter: no answer within 10 s")
+
+    monkeypatch.setattr(client, "_filter_session", slow)
+    with pytest.raises(AMITimeoutError):
+        await client.login()
+    assert client.logged_in  # the session is the one later actions use
+    assert told == [1]
+    await client.aclose()
+
+
 class LateOriginate:
     """A transport over the fake that holds Originate's answer until ``gate`` opens:
     Asterisk has answered it, the answer is still on its way."""
