@@ -92,6 +92,10 @@ _UNBOUNDED = (1 << 63) - 1
 #: Extensions whose newest dropped cursor is kept apart: one per endpoint or
 #: hint of the PBX; past it they fold into one value every reader is held to.
 _MAX_DROPPED = 10_000
+#: Cursors are wall-clock microseconds (about 1.8e15 in 2027); a value in the
+#: file above this (year 2255) or not a number was not written by the feed:
+#: it is left out with a warning, not let push every cursor past SQLite's range.
+_MAX_CURSOR = 1 << 53
 
 #: Which extensions a reader may see; ``None`` is an event of no extension.
 Visible = Callable[[str | None], bool]
@@ -144,8 +148,14 @@ class FeedStore:
     queued meanwhile in one transaction. ``load`` runs once, before serving.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_pending: int = MAX_EVENTS) -> None:
         self.path = path
+        #: Events queued for the file at most: while the disk refuses writes (a
+        #: lock, a full disk) the oldest beyond it are not written, and what
+        #: they were is kept per extension (``_unwritten``) for the gap.
+        self._max_pending = max(1, max_pending)
+        self._unwritten: dict[str | None, int] = {}
+        self._overflowing = False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The file holds callers' numbers and 1C's cards: 0600 before SQLite
         # opens it (its -wal and -shm files take the database file's mode).
@@ -183,8 +193,8 @@ class FeedStore:
         these tell a returning client of a gap."""
         rows = self._db.execute(
             "SELECT cursor, kind, extension, call_id, ts, data FROM events"
-            " WHERE cursor >= ? ORDER BY cursor DESC LIMIT ?",
-            (oldest, limit),
+            " WHERE cursor >= ? AND cursor <= ? ORDER BY cursor DESC LIMIT ?",
+            (oldest, _MAX_CURSOR, limit),
         ).fetchall()
         events = [_event(row) for row in reversed(rows)]
         first = events[0].cursor if events else None
@@ -194,20 +204,30 @@ class FeedStore:
                 extension = json.loads(key)
             except (TypeError, ValueError):
                 continue
-            if extension is None or isinstance(extension, str):
-                dropped[extension] = int(cursor)
+            value = self._sane(cursor, "dropped")
+            if value and (extension is None or isinstance(extension, str)):
+                dropped[extension] = value
         for extension, cursor in self._db.execute(
-            "SELECT extension, MAX(cursor) FROM events WHERE ? IS NULL OR cursor < ?"
-            " GROUP BY extension",
-            (first, first),
+            "SELECT extension, MAX(cursor) FROM events WHERE (? IS NULL OR cursor < ?)"
+            " AND cursor <= ? GROUP BY extension",
+            (first, first, _MAX_CURSOR),
         ):
-            dropped[extension] = max(dropped.get(extension, 0), int(cursor))
+            dropped[extension] = max(dropped.get(extension, 0), self._sane(cursor, "events"))
         # A file from before the dropped table holds here the newest dropped
         # cursor of anyone, its rows deleted: whose they were is gone, so every
         # reader behind it is told of a gap once, as that build told it. Not
         # told would be silent loss for a reader whose events were among them.
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lost'").fetchone()
-        return events, int(row[0]) if row else 0, dropped
+        return events, self._sane(row[0], "lost") if row else 0, dropped
+
+    def _sane(self, value: object, key: str) -> int:
+        """A cursor read from the file, or 0 for one the feed cannot have
+        written (text, a negative number, past :data:`_MAX_CURSOR`): a
+        tampered or damaged value is left out, not let stop the start."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_CURSOR:
+            return value
+        log.warning("api feed: %s holds a bad %s value %.40r; left out", self.path.name, key, value)
+        return 0
 
     def append(self, event: FeedEvent, *, prune: _Prune | None = None) -> None:
         """Queue ``event``; ``prune`` (drop cursors up to, what was lost) rides along."""
@@ -215,12 +235,33 @@ class FeedStore:
             if self._closed:
                 return
             self._pending.append(event)
+            if len(self._pending) > self._max_pending:
+                self._overflow()
             if prune is not None:
                 self._prune = prune
             if self._flushing:
                 return
             self._flushing = True
         self._pool.submit(self._flush)
+
+    def _overflow(self) -> None:
+        """Drop the oldest queued events (the lock held): a stalled disk must
+        not grow memory without bound. They stay in the ring for this run's
+        readers; the file learns they were dropped, so a client resuming
+        from before them after a restart is told of a gap."""
+        excess = len(self._pending) - self._max_pending
+        for event in self._pending[:excess]:
+            if event.cursor > self._unwritten.get(event.extension, 0):
+                self._unwritten[event.extension] = event.cursor
+        del self._pending[:excess]
+        if not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "api feed: %s takes no writes and %d events wait for it; older ones"
+                " are not written (readers resuming from them after a restart are told of a gap)",
+                self.path.name,
+                self._max_pending,
+            )
 
     def reserve(self, ceiling: int, reserved: Callable[[int], None]) -> None:
         """Write ``ceiling`` (synced) on the worker, then call ``reserved(ceiling)``
@@ -269,18 +310,22 @@ class FeedStore:
         while True:
             with self._lock:
                 batch, self._pending = self._pending, []
+                unwritten, self._unwritten = self._unwritten, {}
                 prune, self._prune = self._prune, None
                 ceiling, self._ceiling = self._ceiling, 0
                 reserved = self._reserved
-                if not batch and prune is None and not ceiling:
+                if not batch and prune is None and not ceiling and not unwritten:
                     self._flushing = False
                     return
             try:
                 # The reservation first: readers may wait for it, not for the batch.
                 if ceiling and self._write_ceiling(ceiling) and reserved is not None:
                     reserved(ceiling)
-                if batch or prune is not None:
-                    self._write(batch, prune)
+                if batch or prune is not None or unwritten:
+                    self._write(batch, prune, unwritten)
+                    if not unwritten and self._overflowing:
+                        self._overflowing = False
+                        log.warning("api feed: %s takes writes again", self.path.name)
             except Exception:
                 # Never leave the writer stuck as "flushing": later events still go.
                 log.exception("api feed: %d events could not be written", len(batch))
@@ -300,7 +345,12 @@ class FeedStore:
         except sqlite3.OperationalError as exc:
             log.warning("api feed: the last position handed out not written at stop: %s", exc)
 
-    def _write(self, batch: list[FeedEvent], prune: _Prune | None) -> None:
+    def _write(
+        self,
+        batch: list[FeedEvent],
+        prune: _Prune | None,
+        unwritten: Mapping[str | None, int] | None = None,
+    ) -> None:
         rows = [
             (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
             for e in batch
@@ -327,6 +377,12 @@ class FeedStore:
                             " SET cursor = MAX(cursor, excluded.cursor)",
                             [(json.dumps(e), c) for e, c in dropped.items()],
                         )
+                    if unwritten:  # queued while the disk stalled, never written
+                        self._db.executemany(
+                            "INSERT INTO dropped VALUES (?, ?) ON CONFLICT(extension) DO UPDATE"
+                            " SET cursor = MAX(cursor, excluded.cursor)",
+                            [(json.dumps(e), c) for e, c in unwritten.items()],
+                        )
                 return
             except sqlite3.OperationalError as exc:
                 # Locked by another process (a backup): keep the batch, retry.
@@ -339,10 +395,10 @@ class FeedStore:
     def issued(self) -> int:
         """The highest cursor the last run may have handed out: written at a clean
         stop, else (a crash) the ceiling it had reserved; 0: none kept."""
-        row = self._db.execute(
-            "SELECT MAX(value) FROM meta WHERE key IN ('issued', 'issued_ceiling')"
-        ).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('issued', 'issued_ceiling')"
+        ).fetchall()
+        return max([0, *(self._sane(value, key) for key, value in rows)])
 
     def close(self, *, issued: int = 0) -> None:
         """Write what is queued and the highest cursor handed out (in place of the
@@ -463,7 +519,7 @@ class EventFeed:
         path = state_dir / FILENAME
         oldest = int((clock() - retention) * 1_000_000)
         try:
-            store = FeedStore(path)
+            store = FeedStore(path, max_pending=max_events)
             events, lost, dropped = store.load(oldest=oldest, limit=max_events)
             issued = store.issued()
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
@@ -474,7 +530,7 @@ class EventFeed:
             path.replace(aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-            store = FeedStore(path)
+            store = FeedStore(path, max_pending=max_events)
             # Every cursor up to now was lost with the file.
             events, lost, dropped = [], int(clock() * 1_000_000), {}
             issued = 0

@@ -586,3 +586,57 @@ async def test_a_file_from_before_per_extension_gaps_tells_a_scoped_reader_behin
     assert not feed.read(base + 5, only("102")).gap
     assert [e.cursor for e in feed.read(base + 5).events] == [base + 6]
     await feed.aclose()
+
+
+async def test_a_disk_that_takes_no_writes_does_not_grow_the_queue_without_bound(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: while the feed's file is locked (a backup) or the disk is
+    full, every event published waited in memory for it, without bound. Past
+    ``events_max`` the oldest are not written; the ring still serves them, and
+    after a restart a reader resuming from before them is told of a gap."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock, max_events=5)
+    first = feed.publish("ringing", "101", {})
+    await asyncio.sleep(0.2)  # written
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME, isolation_level=None)) as lock:
+        lock.execute("BEGIN IMMEDIATE")
+        published = []
+        for _ in range(40):
+            clock.now += 0.001
+            published.append(feed.publish("ringing", "101", {}))
+        store = feed._store
+        assert store is not None
+        assert len(store._pending) <= 5
+        # This run's readers still get the ring's events.
+        assert [e.cursor for e in feed.read(first).events] == published[-5:]
+        lock.execute("ROLLBACK")
+    await feed.aclose()
+    again = EventFeed.open(tmp_path, clock=clock, max_events=5)
+    page = again.read(first, only("101"))
+    assert page.gap
+    assert [e.cursor for e in page.events] == published[-5:]
+    await again.aclose()
+
+
+@pytest.mark.parametrize("value", ["'abc'", str((1 << 63) - 1), "-5"])
+async def test_a_bad_value_in_the_feeds_file_is_left_out_and_the_feed_starts(
+    tmp_path: Path, value: str
+) -> None:
+    """Issue 16: a tampered or damaged ``issued``/``issued_ceiling``/``lost``
+    (text, near 2^63) stopped the start with ValueError or OverflowError; the
+    events in the file are kept and the bad value is left out."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    kept = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db, db:
+        for key in ("issued", "issued_ceiling", "lost"):
+            db.execute(f"INSERT OR REPLACE INTO meta VALUES ('{key}', {value})")
+        db.execute(f"INSERT OR REPLACE INTO dropped VALUES ('\"102\"', {value})")
+    clock.now += 1
+    again = EventFeed.open(tmp_path, clock=clock)
+    assert [e.cursor for e in again.read(0).events] == [kept]
+    assert again.publish("ringing", "101", {}) > kept
+    assert not [name for name in os.listdir(tmp_path) if "unreadable" in name]
+    await again.aclose()
