@@ -370,6 +370,8 @@ class Engine:
         self._privileges = ""
         self._logins = 0
         self._probed_logins = 0
+        #: The last probe failed unexpectedly (logged once a streak).
+        self._probe_failing = False
         self._prober: asyncio.Task[None] | None = None
         self._probing = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
@@ -1711,14 +1713,25 @@ class Engine:
         Shadow instances act on nothing and ask nothing."""
         if self.shadow or not self.options.check_privileges:
             return
-        self._probed_logins = self._logins
+        before, self._probed_logins = self._probed_logins, self._logins
         user = self._config.asterisk.username
         redirect = self._privileges  # kept when it cannot be asked now
+        failed = False
         for probe in needed(self._config, self.rules.current):
             try:
                 denied = await refused(self._client, probe)
             except AMIError as exc:  # the stream reports a lost Asterisk
                 log.debug("write = %s not checked: %s", probe.write_class, exc)
+                continue
+            except Exception:
+                # Not Asterisk's answer (a bug, a client fault): this login is
+                # not probed, so the background loop asks again after its
+                # pause; said once until a probe goes through. Never a reason
+                # to stop the start: calls fail open meanwhile.
+                failed = True
+                if not self._probe_failing:
+                    log.exception("write = %s not checked; asked again later", probe.write_class)
+                self._probe_failing = True
                 continue
             text = ""
             if denied:
@@ -1731,6 +1744,10 @@ class Engine:
                     log.info("Asterisk allows the manager user %r Redirect now", user)
                 redirect = text
         self._privileges = redirect
+        if failed:
+            self._probed_logins = before
+        else:
+            self._probe_failing = False
 
     def _refused_listing(self, exc: AMIPrivilegeError) -> None:
         """The manager user may not list channels: a setting, not a failure of

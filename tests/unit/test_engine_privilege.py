@@ -312,3 +312,36 @@ async def test_a_session_lost_at_every_probe_does_not_loop_the_probe(
     assert ajam_replay.count("Login") <= 4
     assert ajam_replay.count("Redirect", probes=True) <= 5  # each probe's, sent twice
     assert engine._prober is not None  # still on, at its pace
+
+
+async def test_a_probe_that_fails_unexpectedly_does_not_stop_the_start_and_is_asked_again(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: an exception that is no AMI answer (a bug, a client fault)
+    inside the write-class probe failed the start, and after a later login
+    left that login counted as probed though nothing was asked."""
+    from router.engine import EngineOptions
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    failures = {"left": 1}
+
+    def redirect(sent: object) -> list[tuple[str, str]]:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a fault of no AMI kind")
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("Redirect", redirect)
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    for _ in range(100):  # the background probe asks again at once
+        if engine.health().checks["privileges"] is False:
+            break
+        await asyncio.sleep(0.01)
+    assert ajam_replay.count("Redirect", probes=True) == 2
+    assert engine.health().checks["privileges"] is False  # the second probe's answer
+    failed = [r for r in caplog.records if "not checked; asked again later" in r.getMessage()]
+    assert len(failed) == 1
