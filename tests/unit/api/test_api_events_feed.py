@@ -621,7 +621,7 @@ async def test_a_disk_that_takes_no_writes_does_not_grow_the_queue_without_bound
 
 @pytest.mark.parametrize("value", ["'abc'", str((1 << 63) - 1), "-5"])
 async def test_a_bad_value_in_the_feeds_file_is_left_out_and_the_feed_starts(
-    tmp_path: Path, value: str
+    tmp_path: Path, value: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 16: a tampered or damaged ``issued``/``issued_ceiling``/``lost``
     (text, near 2^63) stopped the start with ValueError or OverflowError; the
@@ -639,4 +639,8 @@ async def test_a_bad_value_in_the_feeds_file_is_left_out_and_the_feed_starts(
     assert [e.cursor for e in again.read(0).events] == [kept]
     assert again.publish("ringing", "101", {}) > kept
     assert not [name for name in os.listdir(tmp_path) if "unreadable" in name]
+    # Each bad value is named with its file, for whoever tampered or repairs it.
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for key in ("issued", "issued_ceiling", "lost", "dropped"):
+        assert [m for m in warned if FILENAME in m and f"bad {key} value" in m], key
     await again.aclose()
