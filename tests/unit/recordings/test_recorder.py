@@ -23,8 +23,9 @@ from router.testing.replay import SentAction
 from tests.unit.recordings.wavgen import write_wav
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
+    from router.calls import CallTracker
     from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
@@ -977,24 +978,17 @@ async def test_max_duration_stops_each_of_callrouters_mixmonitors_on_a_channel(
     await recorder.callrouter_shutdown()
 
 
-async def test_a_leg_bridged_in_from_an_older_call_may_read_the_recording(
+def _bridging(
     tmp_path: Path,
-) -> None:
-    """101 talks with the caller and the call is recorded; 103, held on an older call,
-    is bridged in (an attended transfer, the Bridge action). Asterisk 22 gives every
-    channel of the bridge the oldest Linkedid, so 103's BridgeEnter comes under its own
-    call, not the recorded one (measured on the sandbox), and 103 was left out of the
-    recording's readers. Now everyone in a bridge with one of the recorded call's legs
-    counts; 105, in another bridge of the older call, does not."""
+) -> tuple[CallTracker, Recorder, Callable[..., None]]:
+    """A recorder beside a call tracker, and ``feed(name, channel, linkedid,
+    **fields)``, which gives an event to both as the engine does: the bridge
+    tests' common setup."""
     from types import SimpleNamespace
 
     from router.calls import CallTracker
-    from router.rules.decision import Action
     from router.testing.builders import make_event
 
-    older, live = "1714557990.1", "1714558000.1"
-    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
-    held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
     tracker = CallTracker()
     recorder = Recorder()
     recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
@@ -1006,6 +1000,27 @@ async def test_a_leg_bridged_in_from_an_older_call_may_read_the_recording(
         fed = tracker.feed(event)
         if name in recorder.callrouter_wanted_events():
             recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+
+    return tracker, recorder, feed
+
+
+async def test_a_leg_bridged_in_from_an_older_call_may_read_the_recording(
+    tmp_path: Path,
+) -> None:
+    """101 talks with the caller and the call is recorded; 103, held on an older call,
+    is bridged in (an attended transfer, the Bridge action). Asterisk 22 gives every
+    channel of the bridge the oldest Linkedid, so 103's BridgeEnter comes under its own
+    call, not the recorded one (measured on the sandbox), and 103 was left out of the
+    recording's readers. Now everyone in a bridge with one of the recorded call's legs
+    counts; 105, in another bridge of the older call, does not."""
+    from types import SimpleNamespace
+
+    from router.rules.decision import Action
+
+    older, live = "1714557990.1", "1714558000.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
+    tracker, recorder, feed = _bridging(tmp_path)
 
     for channel in (held, other):
         feed("Newchannel", channel, older, ChannelStateDesc="Up")
@@ -1060,24 +1075,12 @@ async def test_a_phone_parked_beside_a_recorded_call_does_not_read_its_recording
     later basic bridge with 102 (the call taken back from the lot) counts as before."""
     from types import SimpleNamespace
 
-    from router.calls import CallTracker
     from router.rules.decision import Action
-    from router.testing.builders import make_event
 
     live, lurker_call = "1714558000.1", "1714558100.1"
     trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
     lurker, taker = "PJSIP/107-00000020", "PJSIP/102-00000021"
-    tracker = CallTracker()
-    recorder = Recorder()
-    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
-    recorder.store = RecordingStore(tmp_path / "state")
-    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
-
-    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
-        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
-        fed = tracker.feed(event)
-        if name in recorder.callrouter_wanted_events():
-            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+    tracker, recorder, feed = _bridging(tmp_path)
 
     parking = {"BridgeType": "parking", "BridgeTechnology": "holding_bridge"}
     for channel in (trunk, agent):
@@ -1225,24 +1228,12 @@ async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_d
     from types import SimpleNamespace
 
     from router.ami.stream import StreamGap
-    from router.calls import CallTracker
     from router.rules.decision import Action
-    from router.testing.builders import make_event
 
     live, joiner_call = "1714558000.1", "1714558200.1"
     trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
     joiner = "PJSIP/107-00000030"
-    tracker = CallTracker()
-    recorder = Recorder()
-    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
-    recorder.store = RecordingStore(tmp_path / "state")
-    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
-
-    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
-        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
-        fed = tracker.feed(event)
-        if name in recorder.callrouter_wanted_events():
-            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+    tracker, recorder, feed = _bridging(tmp_path)
 
     for channel in (trunk, agent):
         feed("Newchannel", channel, live, ChannelStateDesc="Up")
@@ -1312,24 +1303,12 @@ async def test_a_leg_of_an_older_call_already_in_the_bridge_when_recording_start
     105, in another bridge of the older call, does not."""
     from types import SimpleNamespace
 
-    from router.calls import CallTracker
     from router.rules.decision import Action
-    from router.testing.builders import make_event
 
     older, live = "1714557990.1", "1714558000.1"
     trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
     held, other = "PJSIP/103-00000012", "PJSIP/105-00000013"
-    tracker = CallTracker()
-    recorder = Recorder()
-    recorder.settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=0.2)
-    recorder.store = RecordingStore(tmp_path / "state")
-    recorder._engine = SimpleNamespace(calls=tracker)  # type: ignore[assignment]
-
-    def feed(name: str, channel: str, linkedid: str, **fields: str) -> None:
-        event = make_event(name, Channel=channel, Uniqueid=channel, Linkedid=linkedid, **fields)
-        fed = tracker.feed(event)
-        if name in recorder.callrouter_wanted_events():
-            recorder.callrouter_event(event, fed.call)  # type: ignore[arg-type]
+    tracker, recorder, feed = _bridging(tmp_path)
 
     for channel in (held, other):
         feed("Newchannel", channel, older, ChannelStateDesc="Up")
