@@ -90,7 +90,6 @@ from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
 from router.privileges import ORIGINATE, REDIRECT, needed, refused
-from router.recordings.recorder import Recorder
 from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
@@ -678,9 +677,6 @@ class Engine:
             self._feed = open_feed(settings, self.state_dir, self.plugins)
         if self._live is None:
             self._live = open_live(self.plugins, self.api)
-        # The recorder knows who shares a bridge with a call's legs: a recording the
-        # API starts counts them among its readers as a rule's does.
-        recorder = self.plugins.pm.get_plugin("recordings")
         context = ApiContext(
             self.api,
             settings,
@@ -689,7 +685,9 @@ class Engine:
             health=self.health,
             live=self._live,
             rules=lambda: self.rules.current,
-            present=recorder.present_extensions if isinstance(recorder, Recorder) else None,
+            # Who else is on a call (callrouter_present_extensions: the recorder's
+            # bridges): a recording the API starts counts them among its readers.
+            present=self.plugins.present_extensions,
         )
         self._api_server.serve(build_app(context))
 

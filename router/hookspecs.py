@@ -28,6 +28,7 @@ Life cycle::
       callrouter_stream_gap    the event stream lost events (reconnect)
       callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
+      callrouter_present_extensions  the API starts recording a call: who else is on it
     callrouter_shutdown      once, on SIGTERM / exit
 """
 
@@ -367,6 +368,21 @@ def callrouter_call_end(call: Call) -> None:
 
     ``call.timeline`` holds what happened; ``call.answered`` whether anyone
     answered. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_present_extensions(call: Call) -> Iterable[str] | None:
+    """The phones on ``call`` now that its own legs do not show.
+
+    Asked when the API starts recording ``call`` (``POST
+    /api/v1/calls/{id}/recording``): every extension returned is counted
+    among the recording's readers (a token scoped to it may fetch the file),
+    beside the call's live legs. A leg bridged in from another call keeps
+    that call's Linkedid, so only whoever follows Asterisk's bridges (the
+    built-in recordings plugin) or a conference knows it is there. Runs on
+    the request's path: answer from memory. Return the extensions (strings
+    of at most 80 characters; others are left out), or None.
     """
 
 

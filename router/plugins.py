@@ -16,7 +16,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import itertools
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -58,6 +60,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 #: How long a hook on the call path may take before the engine stops waiting.
 HOOK_TIMEOUT = 2.0
+#: What ``callrouter_present_extensions`` may name: an extension, as a token is
+#: scoped to one (no path, no header, no control character).
+_PRESENT_EXTENSION = re.compile(r"[0-9A-Za-z_+.-]{1,80}")
+#: Extensions taken from one plugin's answer at most (a conference, with room).
+MAX_PRESENT = 1_000
 #: How many (plugin, call) failures are remembered to log each only once.
 _FAILURE_MEMORY = 10_000
 #: Event names whose listeners are remembered (AMI has a few hundred).
@@ -261,6 +268,27 @@ class Plugins:
             exc,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
+
+    async def _call_one(
+        self,
+        hook: str,
+        impl: pluggy.HookImpl,
+        kwargs: Mapping[str, Any],
+        *,
+        scope: str | None = None,
+        timeout: float | None = HOOK_TIMEOUT,
+    ) -> Any:
+        """One plugin's answer, awaited; None when it raised (logged, as by
+        :meth:`_call_each`, which inlines this on the event path)."""
+        try:
+            value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            if value is not None and inspect.isawaitable(value):
+                async with eager.timeout(timeout):
+                    value = await value
+        except Exception as exc:
+            self._report(hook, impl, exc, scope)
+            return None
+        return value
 
     async def _call_each(
         self,
@@ -496,6 +524,55 @@ class Plugins:
         has nobody to tell: the engine then neither asks Asterisk for CEL nor
         folds it (router/calllife/service.py ``CallLife``)."""
         return bool(self._impls("callrouter_call_event"))
+
+    async def present_extensions(self, call: Call) -> set[str]:
+        """Every plugin's ``callrouter_present_extensions`` for ``call``, merged.
+
+        Only extensions count (text matching what a token is scoped to), at most
+        :data:`MAX_PRESENT` from one plugin: an answer becomes who may read a
+        recording, so a plugin's mistake (a string for a list, a channel name)
+        must not widen it; the mistake is logged with the plugin's name."""
+        found: set[str] = set()
+        hook = "callrouter_present_extensions"
+        for impl in self._impls(hook):
+            answers = await self._call_one(hook, impl, {"call": call}, scope=call.linkedid)
+            if answers is None:
+                continue
+            if isinstance(answers, str | bytes) or not isinstance(answers, Iterable):
+                log.warning(
+                    "plugin %s: %s returned %s, not a list of extensions; left out",
+                    impl.plugin_name,
+                    hook,
+                    type(answers).__name__,
+                )
+                continue
+            bad = 0
+            try:
+                named = list(itertools.islice(answers, MAX_PRESENT + 1))
+            except Exception as exc:  # a generator that fails half-way
+                self._report(hook, impl, exc, call.linkedid)
+                continue
+            for count, extension in enumerate(named):
+                if count >= MAX_PRESENT:
+                    log.warning(
+                        "plugin %s: %s named more than %d extensions; the rest left out",
+                        impl.plugin_name,
+                        hook,
+                        MAX_PRESENT,
+                    )
+                    break
+                if isinstance(extension, str) and _PRESENT_EXTENSION.fullmatch(extension):
+                    found.add(extension)
+                else:
+                    bad += 1
+            if bad:
+                log.warning(
+                    "plugin %s: %s named %d values that are no extension; left out",
+                    impl.plugin_name,
+                    hook,
+                    bad,
+                )
+        return found
 
     async def call_end(self, call: Call) -> None:
         # The call's failure memory is kept (bounded, oldest first out): a hook

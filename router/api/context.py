@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +71,12 @@ class ApiContext:
     live: LiveRing | None = None
     #: The rules the engine routes with now (the explain endpoint evaluates them).
     rules: Callable[[], RuleSet] | None = None
-    #: The phones present on a call now, for the readers of a recording the API starts:
-    #: the recorder's (``Recorder.present_extensions``: the call's live legs and the
-    #: legs sharing an Asterisk bridge with them, a leg of an older call bridged in
-    #: before the recording began among them). None (no recorder): the live legs.
-    present: Callable[[Call], set[str]] | None = None
+    #: The phones on a call now that its legs do not show, for the readers of a
+    #: recording the API starts: the plugins' ``callrouter_present_extensions``
+    #: (the recorder's: the legs sharing an Asterisk bridge with the call's, a leg
+    #: of an older call bridged in before the recording began among them). None:
+    #: the live legs alone.
+    present: Callable[[Call], Awaitable[set[str]]] | None = None
 
     def require_asterisk(self) -> None:
         """503 now, not after a timeout, when the engine has lost Asterisk."""

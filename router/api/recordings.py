@@ -359,7 +359,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         # Who may read it: as for a rule's, the legs then bridged with the call's too
         # (a leg of an older call keeps that call's Linkedid, and its BridgeEnter came
         # while nothing was recorded: the live legs alone would miss it).
-        readers = live | ctx.present(call) if ctx.present is not None else live
+        readers = live | await ctx.present(call) if ctx.present is not None else live
         try:
             started = await start_recording(
                 lambda name, headers: ctx.send(name, headers),

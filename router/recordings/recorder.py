@@ -278,6 +278,11 @@ class Recorder:
             else:
                 self._close(rows)
 
+    @hookimpl
+    def callrouter_present_extensions(self, call: Call) -> set[str]:
+        """For a recording the API starts: the legs bridged with the call's."""
+        return self.present_extensions(call)
+
     def present_extensions(self, call: Call) -> set[str]:
         """The phones on ``call`` now: its live legs, and the legs sharing a bridge with
         them. A leg bridged in from an older call before a recording starts keeps its

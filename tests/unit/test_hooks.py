@@ -514,6 +514,102 @@ async def test_hook_callrouter_call_end(
     assert len(engine.tracker) == 0
 
 
+async def test_hook_callrouter_present_extensions(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plugin that knows who else is on a call (a conference it runs) names them
+    when the API starts recording it: they may read the file. What is no extension
+    (a path, a number, a string for a list) widens nothing and is logged with the
+    plugin's name; a plugin that raises is logged and the start goes on."""
+    import httpx
+
+    from router.api.auth import hash_token, new_token
+    from router.api.settings import ApiSettings, TokenSettings
+    from router.recordings import RecordingStore
+    from router.recordings.settings import RecordingSettings
+    from router.sandbox import free_port
+
+    class Conference:
+        __name__ = "conference"
+        asked: list[str]
+
+        def __init__(self) -> None:
+            self.asked = []
+
+        @hookimpl
+        def callrouter_present_extensions(self, call: Call) -> list[Any]:
+            self.asked.append(call.linkedid)
+            return ["104", "../etc", 5, "104", "x" * 81]
+
+    class Sloppy:
+        __name__ = "sloppy"
+
+        @hookimpl
+        def callrouter_present_extensions(self, call: Call) -> str:
+            return "105"  # one string: not a list of extensions
+
+    class Broken:
+        __name__ = "broken"
+
+        @hookimpl
+        async def callrouter_present_extensions(self, call: Call) -> list[str]:
+            raise RuntimeError("conference service down")
+
+    secret = new_token()
+    desk = TokenSettings(
+        name="desk101",
+        digest=bytes.fromhex(hash_token(secret).removeprefix("sha256:")),
+        allow=("recordings:read", "calls:record"),
+        extensions=("101",),
+        rate=1000,
+        burst=1000,
+    )
+    api = ApiSettings(tokens={"desk101": desk}, port=free_port())
+    (tmp_path / "monitor").mkdir()
+    recordings = RecordingSettings(
+        dir="/var/spool/asterisk/monitor", local_dir=tmp_path / "monitor"
+    )
+    conference = Conference()
+    no_rules = tmp_path / "rules.yaml"
+    no_rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(
+        no_rules,
+        plugins=[conference, Sloppy(), Broken()],
+        api=api,
+        recordings=recordings,
+    )
+    live = "1714558100.1"
+    for channel in ("PJSIP/trunk-00000020", "PJSIP/101-00000021"):
+        ajam_replay.queue_event(
+            Event="Newchannel",
+            Channel=channel,
+            Uniqueid=channel,
+            Linkedid=live,
+            ChannelState="6",
+            ChannelStateDesc="Up",
+        )
+    await ajam_replay.settle(engine)
+    ajam_replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7feeec00ae20"})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}") as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers={"Authorization": f"Bearer {secret}"}
+        )
+    assert started.status_code == 201, started.text
+    assert conference.asked == [live]
+    (row,) = RecordingStore(engine.state_dir).for_call(live)
+    assert set(row.extensions) == {"101", "trunk", "104"}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("conference" in m and "3 values that are no extension" in m for m in warned)
+    assert any("sloppy" in m and "not a list of extensions" in m for m in warned)
+    assert any(
+        "broken" in r.getMessage() and "callrouter_present_extensions" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 async def test_hook_callrouter_shutdown(
     engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
 ) -> None:

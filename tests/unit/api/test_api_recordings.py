@@ -885,7 +885,7 @@ async def test_without_a_recorder_the_apis_start_counts_the_calls_live_legs(
     live_call(stub, other, {"PJSIP/101-00000061": "up"})
     seen: list[str] = []
 
-    def present(call: Call) -> set[str]:
+    async def present(call: Call) -> set[str]:
         seen.append(call.linkedid)
         return {"103"}
 
