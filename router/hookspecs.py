@@ -26,6 +26,7 @@ Life cycle::
       callrouter_execute       a rule asks for an action kind a plugin owns
       callrouter_notify        a rule sends ``notify: {plugin: NAME, ...}``
       callrouter_stream_gap    the event stream lost events (reconnect)
+      callrouter_channels_listed  the reconcile (at start, after a gap) listed Asterisk's channels
       callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
       callrouter_present_extensions  the API starts recording a call: who else is on it
@@ -34,7 +35,7 @@ Life cycle::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -327,6 +328,25 @@ def callrouter_stream_gap(gap: StreamGap) -> None:
 
     The engine reconciles its own state (waiting calls); plugins that keep
     state from events reconcile theirs. Return value ignored.
+    """
+
+
+@hookspec
+def callrouter_channels_listed(channels: Sequence[Event]) -> None:
+    """Asterisk's channels, as the engine's reconcile just listed them.
+
+    Runs at start and after every stream gap (after ``callrouter_stream_gap``),
+    once the tracker has taken the listing and before the calls still waiting
+    are routed again; not when the listing failed or was refused (the manager
+    user lacks ``write = reporting``). ``channels`` holds the ``CoreShowChannel``
+    items (``Channel``, ``Uniqueid``, ``Linkedid``, ``Context``, ``BridgeId``, ...)
+    in Asterisk's order: what Asterisk says, untrusted text. A plugin that keeps
+    state from events rebuilds it from here, with no listing of its own.
+
+    The listing is older than every event handled after the hook returns.
+    Runs on the event path (events wait for it): return at once; slow work
+    (an AMI action) goes to a task, and what that task puts back must not undo
+    what the events told meanwhile. Return value ignored.
     """
 
 

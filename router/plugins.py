@@ -19,7 +19,7 @@ import inspect
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -507,6 +507,9 @@ class Plugins:
 
     async def stream_gap(self, gap: StreamGap) -> None:
         await self._call_each("callrouter_stream_gap", {"gap": gap})
+
+    async def channels_listed(self, channels: Sequence[Event]) -> None:
+        await self._call_each("callrouter_channels_listed", {"channels": channels})
 
     async def metrics(self, metrics: Metrics) -> None:
         await self._call_each("callrouter_metrics", {"metrics": metrics})

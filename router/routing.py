@@ -476,7 +476,8 @@ class Router:
         Calls already past the inbound context (routed before a restart, or
         started during a gap) are fed to the tracker from the listing, so their
         Hangup ends them and ``callrouter_call_end`` reports it (the 1C plugin
-        owes them a final event). Returns how many waiting channels were
+        owes them a final event); plugins then get the listing
+        (``callrouter_channels_listed``). Returns how many waiting channels were
         (re)submitted for routing.
 
         ``count_fallen`` (the reconcile at start): calls still up that took
@@ -497,6 +498,9 @@ class Router:
             await self.end_calls(fed.ended)
             if fed.started and fed.call is not None:
                 await self._plugins.call_start(fed.call)
+        # State plugins keep from events (who is in which bridge) is rebuilt from
+        # this one listing, never a second CoreShowChannels of their own.
+        await self._plugins.channels_listed(listing.items)
         submitted = 0
         dialplan = self.dialplan
         for item in listing.items:

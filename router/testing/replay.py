@@ -132,6 +132,8 @@ class FakeChannel:
     app_data: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
+    #: The bridge it is in (``BridgeEnter``'s ``BridgeUniqueid``), or "".
+    bridge: str = ""
 
 
 def _block(pairs: Iterable[tuple[str, str]]) -> str:
@@ -154,11 +156,12 @@ class ReplayAsterisk:
 
     It answers ``Login``, ``Logoff``, ``Ping``, ``Setvar``, ``Getvar``,
     ``Redirect``, ``Hangup``, ``Originate``, ``UserEvent``, ``ExtensionState``,
-    ``CoreShowChannels``, ``ShowDialPlan`` and ``WaitEvent`` as Asterisk 22 does (same messages,
-    same errors for unknown channels and actions, ``Permission denied`` without
-    a session); anything else gets Asterisk's "Invalid/unknown command" unless
+    ``CoreShowChannels``, ``BridgeList``, ``ShowDialPlan`` and ``WaitEvent`` as Asterisk 22
+    does (same messages, same errors for unknown channels and actions, ``Permission denied``
+    without a session); anything else gets Asterisk's "Invalid/unknown command" unless
     a handler is added with :meth:`on`. It keeps the channels it has announced
-    through queued events, so ``CoreShowChannels`` and ``Getvar`` answer from
+    through queued events, and the bridges they entered, so ``CoreShowChannels``
+    (with each channel's ``BridgeId``), ``BridgeList`` and ``Getvar`` answer from
     them; with ``auto_confirm`` a ``Redirect`` moves the channel and queues its
     ``Newexten`` in the target context, and a ``Hangup`` queues the ``Hangup``
     event, as the real dialplan would.
@@ -200,6 +203,8 @@ class ReplayAsterisk:
         self.channels: dict[str, FakeChannel] = {}
         #: Global variables (``Setvar`` without a channel).
         self.globals: dict[str, str] = {}
+        #: Bridges Asterisk would list now: ``BridgeUniqueid`` -> (type, technology).
+        self.bridges: dict[str, tuple[str, str]] = {}
         self._queue: list[Event] = []
         self._sessions: set[str] = set()
         self._handlers: dict[str, ActionHandler] = {}
@@ -286,7 +291,7 @@ class ReplayAsterisk:
         ``queue_event(Event="Hangup", Channel="PJSIP/1-01", Cause="16")``).
         ``Privilege``, ``Timestamp`` and ``SystemName`` are added when missing.
         The fake's channel list follows the event (``Newchannel``, ``Newexten``,
-        ``VarSet``, ``Newstate``, ``Hangup``).
+        ``VarSet``, ``Newstate``, ``BridgeEnter``, ``BridgeLeave``, ``Hangup``).
         """
         source = event.fields if isinstance(event, Event) else (event or {}).items()
         pairs: list[tuple[str, str]] = list(source)
@@ -518,7 +523,18 @@ class ReplayAsterisk:
                 self.globals[event.get("Variable") or ""] = event.get("Value") or ""
             return
         if name == "Hangup":
+            self._leave_bridge(chan)
             del self.channels[channel]
+        elif name == "BridgeEnter":
+            self._leave_bridge(chan)
+            chan.bridge = event.get("BridgeUniqueid") or ""
+            if chan.bridge:
+                self.bridges[chan.bridge] = (
+                    event.get("BridgeType") or "basic",
+                    event.get("BridgeTechnology") or "simple_bridge",
+                )
+        elif name == "BridgeLeave":
+            self._leave_bridge(chan)
         elif name == "Newexten":
             chan.context = event.get("Context") or chan.context
             chan.exten = event.get("Exten") or chan.exten
@@ -530,6 +546,13 @@ class ReplayAsterisk:
         elif name == "Newstate":
             chan.state = event.get("ChannelState") or chan.state
             chan.state_desc = event.get("ChannelStateDesc") or chan.state_desc
+
+    def _leave_bridge(self, chan: FakeChannel) -> None:
+        """``chan`` leaves its bridge; Asterisk destroys a bridge its last channel left
+        (a parking lot's or a ConfBridge's too, once empty)."""
+        bridge, chan.bridge = chan.bridge, ""
+        if bridge and not any(c.bridge == bridge for c in self.channels.values()):
+            self.bridges.pop(bridge, None)
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -932,7 +955,7 @@ class ReplayAsterisk:
                             "Duration",
                             f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
                         ),
-                        ("BridgeId", ""),
+                        ("BridgeId", chan.bridge),
                     ]
                 )
             )
@@ -943,6 +966,55 @@ class ReplayAsterisk:
                     ("ActionID", aid),
                     ("EventList", "Complete"),
                     ("ListItems", str(len(self.channels))),
+                ]
+            )
+        )
+        return "".join(blocks)
+
+    def _action_bridgelist(self, sent: SentAction) -> str:
+        aid = sent.action_id or ""
+        wanted = (sent.get("BridgeType") or "").lower()
+        listed = [
+            (bridge, kind, technology)
+            for bridge, (kind, technology) in self.bridges.items()
+            if not wanted or kind.lower() == wanted
+        ]
+        blocks = [
+            self._with_id(
+                [
+                    ("Response", "Success"),
+                    ("EventList", "start"),
+                    ("Message", "Bridge listing will follow"),
+                ],
+                aid,
+            )
+        ]
+        for bridge, kind, technology in listed:
+            blocks.append(
+                _block(
+                    [
+                        ("Event", "BridgeListItem"),
+                        ("ActionID", aid),
+                        ("BridgeUniqueid", bridge),
+                        ("BridgeType", kind),
+                        ("BridgeTechnology", technology),
+                        ("BridgeCreator", "<unknown>"),
+                        ("BridgeName", "<unknown>"),
+                        (
+                            "BridgeNumChannels",
+                            str(sum(c.bridge == bridge for c in self.channels.values())),
+                        ),
+                        ("BridgeVideoSourceMode", "none"),
+                    ]
+                )
+            )
+        blocks.append(
+            _block(
+                [
+                    ("Event", "BridgeListComplete"),
+                    ("ActionID", aid),
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(listed))),
                 ]
             )
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,10 @@ class Recorder:
     @hookimpl
     def callrouter_stream_gap(self, gap: StreamGap) -> None:
         self.calls.append(("stream_gap", {"gap": gap}))
+
+    @hookimpl
+    def callrouter_channels_listed(self, channels: Sequence[Event]) -> None:
+        self.calls.append(("channels_listed", {"channels": list(channels)}))
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
@@ -414,6 +418,51 @@ async def test_hook_callrouter_stream_gap(
     # The engine reconciled: the waiting channel was found and routed once.
     assert ajam_replay.count("CoreShowChannels") == 2  # at start, and after the gap
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+
+
+async def test_hook_callrouter_channels_listed(
+    engine_factory: EngineFactory, rules: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """The reconcile's one channel listing, at start and after a gap (after the gap's
+    hook), each channel with its ``BridgeId``: a plugin rebuilds what it keeps from
+    events without a listing of its own."""
+    older = "1714557990.1"
+    held, other = "PJSIP/103-00000012", "PJSIP/104-00000013"
+    for channel in (held, other):
+        ajam_replay.observe(
+            Event(
+                (
+                    ("Event", "Newchannel"),
+                    ("Channel", channel),
+                    ("Uniqueid", channel),
+                    ("Linkedid", older),
+                    ("ChannelState", "6"),
+                    ("ChannelStateDesc", "Up"),
+                )
+            )
+        )
+        ajam_replay.observe(
+            Event((("Event", "BridgeEnter"), ("Channel", channel), ("BridgeUniqueid", "talk")))
+        )
+    recorder = Recorder()
+    engine = await routed_engine(engine_factory, rules, recorder)
+    [at_start] = recorder.seen("channels_listed")
+    assert {i["Channel"]: i["BridgeId"] for i in at_start["channels"]} == {
+        held: "talk",
+        other: "talk",
+    }
+    # 104 hangs up while the stream is down: its Hangup is lost with the session.
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.observe(Event((("Event", "Hangup"), ("Channel", other))))
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    _, after_gap = recorder.seen("channels_listed")
+    assert {i["Channel"]: i["BridgeId"] for i in after_gap["channels"]} == {held: "talk"}
+    order = recorder.order()
+    assert order.index("stream_gap") < len(order) - 1 - order[::-1].index("channels_listed")
+    assert ajam_replay.count("CoreShowChannels") == 2  # one each: the engine's and the plugins'
 
 
 async def test_hook_callrouter_call_event(
