@@ -19,16 +19,24 @@ moves it), ``Hangup`` and ``BridgeLeave`` drop it, and past :data:`MAX_CHANNELS`
 the oldest entries go. A stream gap forgets every membership (:meth:`BridgeMembers.clear`):
 a ``BridgeLeave`` lost in it would leave a departed leg in its old bridge, and whoever
 joined that bridge later would be counted a reader of the departed leg's recording.
-Failing closed, a leg already bridged before the gap is no longer seen beside those
-who join after it (docs/recordings.md).
+
+The memberships are then rebuilt from what Asterisk says now
+(:meth:`BridgeMembers.rebuild`: the reconcile's channel listing, each channel's
+``BridgeId``, kept only for bridges ``BridgeList`` names as no holding bridge),
+so a leg bridged before the gap is seen again beside those who join after it.
+The listing is older than every event handled after the gap: a channel such an
+event named (entered, left, hung up) keeps what the event said, and a rebuild
+meant for an earlier gap, or one that comes after its own, changes nothing.
+Until the rebuild, and for what it cannot vouch for, it fails closed: a leg not
+known to be bridged is not counted beside anyone (docs/recordings.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["MAX_CHANNELS", "BridgeMembers", "is_holding"]
+__all__ = ["MAX_CHANNELS", "BridgeMembers", "bridged_channels", "conversations", "is_holding"]
 
 #: Channels remembered at most (the live channels of a busy PBX, with room to spare).
 MAX_CHANNELS: Final = 50_000
@@ -43,6 +51,40 @@ def is_holding(technology: str, bridge_type: str) -> bool:
     )
 
 
+class _Fields(Protocol):
+    """An AMI event's fields (:class:`router.ami.message.Event`), read by name."""
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+
+def bridged_channels(listing: Iterable[_Fields], limit: int = MAX_CHANNELS) -> dict[str, str]:
+    """Channel -> ``BridgeId`` from ``CoreShowChannel`` items (channels in no bridge
+    left out), at most ``limit``. Asterisk's text is only ever a key here."""
+    bridged: dict[str, str] = {}
+    for item in listing:
+        if len(bridged) >= limit:
+            break
+        channel, bridge = item.get("Channel") or "", item.get("BridgeId") or ""
+        if channel and bridge:
+            bridged[channel] = bridge
+    return bridged
+
+
+def conversations(bridges: Iterable[_Fields], among: Iterable[str]) -> set[str]:
+    """The bridges of ``among`` that ``BridgeListItem`` items name as no holding
+    bridge: a bridge not listed, or listed without its type, is not one."""
+    wanted = set(among)
+    found: set[str] = set()
+    for item in bridges:
+        bridge = item.get("BridgeUniqueid") or ""
+        kind, technology = item.get("BridgeType"), item.get("BridgeTechnology")
+        if bridge not in wanted or not kind or not technology:
+            continue
+        if not is_holding(technology, kind):
+            found.add(bridge)
+    return found
+
+
 class BridgeMembers:
     """Channel -> the bridge it is in, and back."""
 
@@ -50,20 +92,29 @@ class BridgeMembers:
         self._bridge_of: dict[str, str] = {}
         self._members: dict[str, set[str]] = {}
         self._max = max_channels
+        #: Bumped by every :meth:`clear`: a rebuild names the one it is for.
+        self._generation = 0
+        #: Channels an event named since the last :meth:`clear`, while a rebuild
+        #: is still to come (None: none is, nothing to remember).
+        self._since_clear: set[str] | None = set()
 
     def __len__(self) -> int:
         return len(self._bridge_of)
 
+    @property
+    def generation(self) -> int:
+        """Which :meth:`clear` the memberships follow (for :meth:`rebuild`)."""
+        return self._generation
+
+    @property
+    def rebuild_pending(self) -> bool:
+        """Were the memberships forgotten (or never known: a fresh start) and not yet rebuilt?"""
+        return self._since_clear is not None
+
     def enter(self, channel: str, bridge: str) -> frozenset[str]:
         """``channel`` entered ``bridge``; the others in it now."""
-        self.leave(channel)
-        while len(self._bridge_of) >= self._max:
-            self.leave(next(iter(self._bridge_of)))
-        self._bridge_of[channel] = bridge
-        members = self._members.setdefault(bridge, set())
-        others = frozenset(members)
-        members.add(channel)
-        return others
+        self._heard(channel)
+        return self._put(channel, bridge)
 
     def beside(self, channels: Iterable[str]) -> set[str]:
         """The channels sharing a bridge with any of ``channels`` (those not included)."""
@@ -79,9 +130,57 @@ class BridgeMembers:
         """Forget every membership (events were lost: who is where is unknown)."""
         self._bridge_of.clear()
         self._members.clear()
+        self._generation += 1
+        self._since_clear = set()
 
     def leave(self, channel: str) -> None:
         """``channel`` left its bridge (or hung up)."""
+        self._heard(channel)
+        self._drop(channel)
+
+    def rebuild(self, bridged: Iterable[tuple[str, str]], *, generation: int) -> int:
+        """Put back who is in which bridge from a listing taken after the
+        :meth:`clear` numbered ``generation``: pairs of (channel, bridge), holding
+        bridges and bridges not vouched for already left out by the caller.
+
+        Only once per clear, and only for that clear: a later one makes this
+        listing stale. A channel an event named since the clear is left as the
+        event put it (the event is newer). Returns how many channels were put back.
+        """
+        heard = self._since_clear
+        if heard is None or generation != self._generation:
+            return 0
+        self._since_clear = None
+        restored = 0
+        for channel, bridge in bridged:
+            if channel and bridge and channel not in heard and channel not in self._bridge_of:
+                self._put(channel, bridge)
+                restored += 1
+        return restored
+
+    def _heard(self, channel: str) -> None:
+        """An event named ``channel``: a rebuild to come must leave it alone."""
+        heard = self._since_clear
+        if heard is None:
+            return
+        if len(heard) >= self._max:
+            # Too many to keep track of: give the rebuild up (fail closed) rather
+            # than let an older listing undo a newer event.
+            self._since_clear = None
+            return
+        heard.add(channel)
+
+    def _put(self, channel: str, bridge: str) -> frozenset[str]:
+        self._drop(channel)
+        while len(self._bridge_of) >= self._max:
+            self._drop(next(iter(self._bridge_of)))
+        self._bridge_of[channel] = bridge
+        members = self._members.setdefault(bridge, set())
+        others = frozenset(members)
+        members.add(channel)
+        return others
+
+    def _drop(self, channel: str) -> None:
         bridge = self._bridge_of.pop(channel, None)
         if bridge is None:
             return

@@ -23,7 +23,9 @@ the API's start asks too), every leg that hangs up while it runs, the live legs 
 every leg that shares a bridge with one of the call's legs while it runs (a leg
 bridged in from another call: ``BridgeEnter``, :mod:`router.recordings.bridges`).
 A leg that hung up before (a queue member who rang and was cancelled, a manager
-who transferred the caller away) is left out.
+who transferred the caller away) is left out. After a stream gap who is in which
+bridge is forgotten, then rebuilt from the reconcile's channel listing and
+``BridgeList`` (:meth:`Recorder.callrouter_channels_listed`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
+from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
-from router.recordings.bridges import BridgeMembers, is_holding
+from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
 from router.recordings.closer import close_recording
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
@@ -136,6 +139,10 @@ class Recorder:
         self._stopped: set[int] = set()
         #: Who is in which bridge now: legs bridged in from another call read too.
         self._bridges = BridgeMembers()
+        #: The rebuild of the memberships after a gap, asking BridgeList, if under way.
+        self._rebuilding: asyncio.Task[None] | None = None
+        #: Whether BridgeList's failure was logged (once, until it answers again).
+        self._bridge_list_failing = False
         #: The retention pass running in its thread, if any (a stop waits for it).
         self._retaining: asyncio.Future[Any] | None = None
         self._queue: QueueGauge | None = None
@@ -331,7 +338,8 @@ class Recorder:
         """Events were lost: forget who is in which bridge. A lost ``BridgeLeave`` would
         keep a departed leg in its old bridge, and a leg joining that bridge later would
         read the departed leg's recording; failing closed, legs bridged before the gap
-        are not counted beside those who join after it (:mod:`router.recordings.bridges`)."""
+        are not counted beside those who join after it until the reconcile's listing
+        puts them back (:meth:`callrouter_channels_listed`)."""
         if len(self._bridges):
             log.info(
                 "event stream gap (%s): forgetting %d bridge memberships",
@@ -339,6 +347,64 @@ class Recorder:
                 len(self._bridges),
             )
         self._bridges.clear()
+
+    @hookimpl
+    def callrouter_channels_listed(self, channels: Sequence[Event]) -> None:
+        """The reconcile listed Asterisk's channels (at start, after a gap): put back
+        who is in which bridge, if forgotten, from each channel's ``BridgeId``.
+
+        The listing does not say what a bridge is, and a holding bridge (a parking
+        lot) must never count: ``BridgeList`` says, asked in a task since the events
+        wait for this hook. Events handled meanwhile win over the listing, and a
+        bridge ``BridgeList`` does not name as a conversation is left out
+        (:meth:`BridgeMembers.rebuild`: fail closed)."""
+        if self.store is None or self._engine is None or not self._bridges.rebuild_pending:
+            return
+        generation = self._bridges.generation
+        bridged = bridged_channels(channels)
+        if self._rebuilding is not None:
+            self._rebuilding.cancel()  # for an earlier listing: stale now
+            self._rebuilding = None
+        if not bridged:
+            self._bridges.rebuild((), generation=generation)
+            return
+        self._rebuilding = asyncio.get_running_loop().create_task(
+            self._rebuild(bridged, generation), name="recordings:bridges"
+        )
+
+    async def _rebuild(self, bridged: dict[str, str], generation: int) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        try:
+            answer = await engine.ami.bridge_list()
+        except Exception as exc:
+            # Failing closed: the legs bridged before the gap stay uncounted.
+            self._bridges.rebuild((), generation=generation)
+            if not self._bridge_list_failing:
+                self._bridge_list_failing = True
+                hint = (
+                    " (the manager user may not ask it)"
+                    if isinstance(exc, AMIPrivilegeError)
+                    else ""
+                )
+                log.warning(
+                    "BridgeList failed%s: %s; legs already bridged (before an event "
+                    "stream gap, or the start) are not counted beside those who join later",
+                    hint,
+                    exc,
+                )
+            return
+        finally:
+            if self._rebuilding is asyncio.current_task():
+                self._rebuilding = None
+        self._bridge_list_failing = False
+        usable = conversations(answer.items, bridged.values())
+        restored = self._bridges.rebuild(
+            ((c, b) for c, b in bridged.items() if b in usable), generation=generation
+        )
+        if restored:
+            log.info("bridge memberships rebuilt from Asterisk's listing: %d channels", restored)
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
@@ -357,6 +423,10 @@ class Recorder:
 
     @hookimpl
     async def callrouter_shutdown(self) -> None:
+        rebuilding = self._rebuilding
+        if rebuilding is not None:
+            rebuilding.cancel()
+            await asyncio.gather(rebuilding, return_exceptions=True)
         tasks = list(self._closing.values())
         for task in tasks:
             task.cancel()

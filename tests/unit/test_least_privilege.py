@@ -35,6 +35,8 @@ ENGINE_ACTIONS = (
     "WaitEvent",
     "Ping",
     "CoreShowChannels",
+    # The recorder, after a gap and at start: what the listed channels' bridges are.
+    "BridgeList",
     "Getvar",
     "UserEvent",
     "Redirect",

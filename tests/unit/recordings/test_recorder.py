@@ -25,7 +25,7 @@ from tests.unit.recordings.wavgen import write_wav
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from router.calls import CallTracker
+    from router.calls import Call, CallTracker
     from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
@@ -1328,3 +1328,342 @@ async def test_a_leg_of_an_older_call_already_in_the_bridge_when_recording_start
     (row,) = recorder.store.for_call(live)
     assert set(row.extensions) == {"101", "103", "trunk"}
     await recorder.callrouter_shutdown()
+
+
+class _BridgeList:
+    """``engine.ami`` answering ``BridgeList`` with ``bridges`` (id -> type,
+    technology), once ``gate`` is set (if any), or raising ``error``."""
+
+    def __init__(
+        self,
+        bridges: dict[str, tuple[str, str]],
+        *,
+        gate: asyncio.Event | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        self.bridges, self.gate, self.error = bridges, gate, error
+        self.asked = 0
+
+    async def bridge_list(self) -> object:
+        from types import SimpleNamespace
+
+        from router.testing.builders import make_event
+
+        self.asked += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        items = [
+            make_event("BridgeListItem", BridgeUniqueid=b, BridgeType=kind, BridgeTechnology=tech)
+            for b, (kind, tech) in self.bridges.items()
+        ]
+        return SimpleNamespace(items=items)
+
+
+def _gap_and_listing(recorder: Recorder, listing: dict[str, str]) -> asyncio.Task[None] | None:
+    """A stream gap, then the reconcile's channel listing (channel -> BridgeId), told to
+    the recorder as the engine tells its plugins (only hooks it implements); the task
+    rebuilding the memberships, if one was started."""
+    from router.ami.stream import StreamGap
+    from router.testing.builders import make_event
+
+    recorder.callrouter_stream_gap(StreamGap(since=1.0, resumed=2.0, reason="reconnect"))
+    listed = getattr(recorder, "callrouter_channels_listed", None)
+    if listed is not None:
+        listed([make_event("CoreShowChannel", Channel=c, BridgeId=b) for c, b in listing.items()])
+    task: asyncio.Task[None] | None = getattr(recorder, "_rebuilding", None)
+    return task
+
+
+async def _recorded(recorder: Recorder, call: Call | None) -> None:
+    from types import SimpleNamespace
+
+    from router.rules.decision import Action
+
+    assert call is not None
+    action = Action.make("record", {}, rule="compliance")
+    ami = SimpleNamespace(send=_Ami().send)
+    assert await recorder.callrouter_execute(action, call, SimpleNamespace(ami=ami))  # type: ignore[arg-type]
+
+
+def test_bridge_members_are_rebuilt_once_for_their_gap_and_events_since_win() -> None:
+    from router.recordings.bridges import BridgeMembers, bridged_channels, conversations
+    from router.testing.builders import make_event
+
+    members = BridgeMembers()
+    assert members.rebuild_pending  # a fresh start: never known
+    members.enter("a", "b1")
+    members.clear()
+    generation = members.generation
+    members.leave("x")  # x hung up after the gap
+    members.enter("y", "b2")  # y moved after the gap
+    listing = [("a", "b1"), ("x", "b1"), ("y", "b1"), ("z", "b1")]
+    assert members.rebuild(listing, generation=generation - 1) == 0  # an earlier gap's
+    assert members.rebuild(listing, generation=generation) == 2  # a and z
+    assert members.beside(["a"]) == {"z"}
+    assert members.beside(["y"]) == set()
+    assert not members.rebuild_pending
+    assert members.rebuild([("q", "b1")], generation=generation) == 0  # once a gap
+    members.clear()
+    assert members.rebuild([("q", "b1")], generation=members.generation) == 1
+
+    # More channels heard after the gap than can be remembered: the rebuild is given up.
+    small = BridgeMembers(max_channels=2)
+    small.clear()
+    for channel in ("1", "2", "3"):
+        small.leave(channel)
+    assert not small.rebuild_pending
+    assert small.rebuild([("4", "b")], generation=small.generation) == 0
+    # ... and a listing larger than the bound keeps within it.
+    small.clear()
+    assert small.rebuild([(str(n), "b") for n in range(5)], generation=small.generation) == 5
+    assert len(small) == 2
+
+    items = [
+        make_event("CoreShowChannel", Channel="PJSIP/1-1", BridgeId="talk"),
+        make_event("CoreShowChannel", Channel="PJSIP/2-2", BridgeId=""),
+        make_event("CoreShowChannel", Channel="PJSIP/3-3", BridgeId="lot"),
+    ]
+    assert bridged_channels(items) == {"PJSIP/1-1": "talk", "PJSIP/3-3": "lot"}
+    assert len(bridged_channels(items, limit=1)) == 1
+    listed = [
+        make_event(
+            "BridgeListItem",
+            BridgeUniqueid="talk",
+            BridgeType="basic",
+            BridgeTechnology="simple_bridge",
+        ),
+        make_event(
+            "BridgeListItem",
+            BridgeUniqueid="lot",
+            BridgeType="parking",
+            BridgeTechnology="holding_bridge",
+        ),
+        make_event(
+            "BridgeListItem",
+            BridgeUniqueid="wait",
+            BridgeType="basic",
+            BridgeTechnology="holding_bridge",
+        ),
+        make_event("BridgeListItem", BridgeUniqueid="odd"),  # no type: not vouched for
+        make_event(
+            "BridgeListItem", BridgeUniqueid="other", BridgeType="basic", BridgeTechnology="softmix"
+        ),
+    ]
+    assert conversations(listed, {"talk", "lot", "wait", "odd", "gone"}) == {"talk"}
+
+
+async def test_after_a_stream_gap_a_leg_bridged_before_it_is_beside_a_phone_joining_after(
+    tmp_path: Path,
+) -> None:
+    """103, held on an older call, was bridged with the recorded caller before an
+    event-stream gap; the gap forgot every membership, so 104, bridged in after the gap,
+    joined nobody the recorder knew of and could not read the recording it hears.
+    The reconcile's listing (each channel's BridgeId) and BridgeList (the bridge's type)
+    now put the memberships back."""
+    from types import SimpleNamespace
+
+    older, live, joiner_call = "1714557990.1", "1714558000.1", "1714558200.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, joiner = "PJSIP/103-00000012", "PJSIP/104-00000014"
+    tracker, recorder, feed = _bridging(tmp_path)
+    ami = _BridgeList({"talk": ("basic", "simple_bridge")})
+    recorder._engine = SimpleNamespace(calls=tracker, ami=ami)  # type: ignore[assignment]
+
+    feed("Newchannel", held, older, ChannelStateDesc="Up")
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    await _recorded(recorder, tracker.get(live))
+    # 101 hands the caller over to 103 (the Bridge action) during the gap.
+    task = _gap_and_listing(recorder, {trunk: "talk", held: "talk", agent: ""})
+    if task is not None:
+        await task
+    assert ami.asked == 1
+    feed("Hangup", agent, live)
+    feed("Newchannel", joiner, joiner_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", joiner, joiner_call, BridgeUniqueid="talk")
+    (row,) = recorder.store.for_call(live)
+    assert {"101", "103", "104", "trunk"} <= set(row.extensions)
+    await recorder.callrouter_shutdown()
+
+
+async def test_a_holding_bridge_or_one_bridgelist_does_not_name_is_not_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """The listing says which bridge a channel is in, not what it is: the recorded
+    caller parked in a lot beside 107 (who heard nothing of it), and 102 in a bridge
+    gone by the time BridgeList answers, are not put beside anyone; 103, in a basic
+    bridge with 101, is."""
+    from types import SimpleNamespace
+
+    older, live, lurker_call = "1714557990.1", "1714558000.1", "1714558100.1"
+    trunk, agent, second = "PJSIP/trunk-00000010", "PJSIP/101-00000011", "PJSIP/102-00000015"
+    held, lurker, other = "PJSIP/103-00000012", "PJSIP/107-00000020", "PJSIP/105-00000013"
+    tracker, recorder, feed = _bridging(tmp_path)
+    ami = _BridgeList({"lot-70": ("parking", "holding_bridge"), "talk": ("basic", "simple_bridge")})
+    recorder._engine = SimpleNamespace(calls=tracker, ami=ami)  # type: ignore[assignment]
+    for channel in (held, other):
+        feed("Newchannel", channel, older, ChannelStateDesc="Up")
+    feed("Newchannel", lurker, lurker_call, ChannelStateDesc="Up")
+    for channel in (trunk, agent, second):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    call = tracker.get(live)
+    assert call is not None
+    task = _gap_and_listing(
+        recorder,
+        {
+            trunk: "lot-70",
+            lurker: "lot-70",
+            agent: "talk",
+            held: "talk",
+            second: "vanished",
+            other: "vanished",
+        },
+    )
+    if task is not None:
+        await task
+    assert recorder.present_extensions(call) == {"trunk", "101", "102", "103"}
+    await recorder.callrouter_shutdown()
+
+
+async def test_an_event_after_the_gap_wins_over_the_older_listing(tmp_path: Path) -> None:
+    """The listing is taken once the gap is over and BridgeList answers later still;
+    the recorded caller's BridgeLeave handled in between is newer than the listing, which
+    still shows it in the conference. Put back there, it made 107, joining the
+    conference next, a reader of a recording it never heard."""
+    from types import SimpleNamespace
+
+    older, live, joiner_call = "1714557990.1", "1714558000.1", "1714558200.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, joiner = "PJSIP/103-00000012", "PJSIP/107-00000030"
+    tracker, recorder, feed = _bridging(tmp_path)
+    gate = asyncio.Event()
+    ami = _BridgeList({"conf": ("basic", "softmix")}, gate=gate)
+    recorder._engine = SimpleNamespace(calls=tracker, ami=ami)  # type: ignore[assignment]
+    feed("Newchannel", held, older, ChannelStateDesc="Up")
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    await _recorded(recorder, tracker.get(live))
+    task = _gap_and_listing(recorder, {trunk: "conf", held: "conf"})
+    await asyncio.sleep(0)
+    feed("BridgeLeave", trunk, live, BridgeUniqueid="conf")
+    gate.set()
+    if task is not None:
+        await task
+    assert recorder._bridges.beside([joiner, held]) == set()  # 103 put back, alone
+    feed("Newchannel", joiner, joiner_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", joiner, joiner_call, BridgeUniqueid="conf")
+    assert recorder._bridges.beside([joiner]) == {held}
+    (row,) = recorder.store.for_call(live)
+    assert "107" not in row.extensions
+    await recorder.callrouter_shutdown()
+
+
+async def test_a_refused_bridgelist_leaves_the_memberships_forgotten_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without BridgeList's answer no bridge is known not to be a parking lot: the legs
+    bridged before the gap stay uncounted (fail closed), a WARNING says what is lost,
+    once however many gaps, and the reconcile is not failed (the hook returns at once)."""
+    from types import SimpleNamespace
+
+    from router.errors import AMIPrivilegeError
+    from router.testing.builders import make_event
+
+    live, joiner_call = "1714558000.1", "1714558200.1"
+    trunk, agent, joiner = "PJSIP/trunk-00000010", "PJSIP/101-00000011", "PJSIP/107-00000030"
+    tracker, recorder, feed = _bridging(tmp_path)
+    refusal = AMIPrivilegeError(
+        "BridgeList",
+        make_event("Response", Message="Permission denied"),
+        username="router",
+        classes=(),
+    )
+    ami = _BridgeList({"conf": ("basic", "simple_bridge")}, error=refusal)
+    recorder._engine = SimpleNamespace(calls=tracker, ami=ami)  # type: ignore[assignment]
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    await _recorded(recorder, tracker.get(live))
+    for _ in range(2):
+        task = _gap_and_listing(recorder, {trunk: "conf"})
+        if task is not None:
+            await task
+    assert ami.asked == 2
+    assert not recorder._bridges.rebuild_pending
+    feed("Newchannel", joiner, joiner_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", joiner, joiner_call, BridgeUniqueid="conf")
+    assert recorder._bridges.beside([joiner]) == set()
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "BridgeList" in r.getMessage()
+    ]
+    assert len(warned) == 1
+    assert "may not ask it" in warned[0]
+    await recorder.callrouter_shutdown()
+
+
+async def test_an_engine_rebuilds_the_bridges_after_a_gap_from_its_reconcile(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """End to end on the fake Asterisk: the recorded caller and 101 talk in a bridge;
+    the session is lost and found again; 104 joins that bridge after the gap and may
+    read the recording. The engine asked CoreShowChannels once for the gap (its own
+    reconcile's listing reached the recorder) and BridgeList once."""
+    local = tmp_path / "monitor"
+    local.mkdir()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=local)
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    trunk = ajam_replay.inbound_call(caller="84951234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[trunk].linkedid
+    agent, joiner = "PJSIP/101-00000031", "PJSIP/104-00000032"
+    ajam_replay.queue_event(
+        Event="Newchannel",
+        Channel=agent,
+        Uniqueid=agent,
+        Linkedid=linkedid,
+        ChannelState="6",
+        ChannelStateDesc="Up",
+    )
+    for channel in (trunk, agent):
+        ajam_replay.queue_event(
+            Event="BridgeEnter",
+            Channel=channel,
+            Linkedid=linkedid,
+            BridgeUniqueid="talk",
+            BridgeType="basic",
+            BridgeTechnology="simple_bridge",
+        )
+    await ajam_replay.settle(engine)
+    listings = ajam_replay.count("CoreShowChannels")
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    rebuilding = getattr(recorder_of(engine), "_rebuilding", None)
+    if rebuilding is not None:
+        await rebuilding
+    assert ajam_replay.count("CoreShowChannels") == listings + 1
+    ajam_replay.queue_event(
+        Event="Newchannel",
+        Channel=joiner,
+        Uniqueid=joiner,
+        Linkedid="1714558300.1",
+        ChannelState="6",
+        ChannelStateDesc="Up",
+    )
+    ajam_replay.queue_event(
+        Event="BridgeEnter",
+        Channel=joiner,
+        Linkedid="1714558300.1",
+        BridgeUniqueid="talk",
+        BridgeType="basic",
+        BridgeTechnology="simple_bridge",
+    )
+    await ajam_replay.settle(engine)
+    assert ajam_replay.count("BridgeList") == 1  # at start no channel was in a bridge
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert "104" in row.extensions
