@@ -258,3 +258,49 @@ async def test_tls_with_verification(tls_sandbox: Sandbox) -> None:
     with pytest.raises(AMIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         await client.login()
     await client.aclose()
+
+
+async def test_bridge_ids_of_the_channel_listing_are_bridgelists_and_a_parking_lot_is_holding(
+    client: AJAMClient,
+) -> None:
+    """What the recorder's rebuild after a gap reads (router/recordings/bridges.py): a
+    talking channel's ``BridgeId`` in ``CoreShowChannels`` is the ``BridgeUniqueid`` of a
+    ``BridgeListItem`` typed as a conversation, and a parked channel's is a holding one."""
+    from router.recordings.bridges import bridged_channels, conversations
+
+    tag = "hb" + str(uuid.uuid4().int)[:8]
+    number = caller_id()
+    await client.action(
+        "Originate",
+        {
+            "Channel": f"Local/{tag}t@sandbox-phone",
+            "Context": "outbound",
+            "Exten": number,
+            "Priority": "1",
+            "Async": "true",
+        },
+    )
+    await client.action(
+        "Originate",
+        {"Channel": f"Local/{tag}p@sandbox-phone", "Application": "Park", "Async": "true"},
+    )
+    try:
+        talking: set[str] = set()
+        parked: set[str] = set()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            listing = (await client.action("CoreShowChannels")).items
+            bridged = bridged_channels(listing)
+            talking = {b for c, b in bridged.items() if f"{tag}t@" in c or number in c}
+            parked = {b for c, b in bridged.items() if f"{tag}p@" in c}
+            if talking and parked:
+                break
+            await asyncio.sleep(0.2)
+        assert talking, "the originated call never entered a bridge"
+        assert parked, "the parked call never entered the parking lot"
+        bridges = (await client.action("BridgeList")).items
+        assert conversations(bridges, talking | parked) == talking
+        # The lot is listed (with its type), not merely missing from the listing.
+        assert parked <= {item.get("BridgeUniqueid") for item in bridges}
+    finally:
+        await client.action("Hangup", {"Channel": f"/{tag}|{number}/"}, check=False)
