@@ -35,8 +35,10 @@ nothing of the API's to stop it is 409
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -52,16 +54,25 @@ from router.api.context import read_json
 from router.api.errors import ApiError
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
+from router.recordings.closer import written_after
 from router.recordings.files import open_regular
 from router.recordings.mixmonitor import start_recording, stop_recording
 from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
-from router.recordings.ownership import api_stop
+from router.recordings.ownership import (
+    STALE_STOP,
+    WRITTEN_MARGIN,
+    ApiStop,
+    api_stop,
+    stale_marks,
+)
 from router.recordings.store import ORIGINS, Origin, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.api.context import ApiContext
     from router.recordings.settings import RecordingSettings
     from router.recordings.signing import Signer
+
+log = logging.getLogger("router.api")
 
 __all__ = ["OPENAPI", "parse_range", "routes"]
 
@@ -239,6 +250,34 @@ def _not_ours(call_id: str, kept: tuple[Recording, ...]) -> ApiError:
     )
 
 
+async def _restop_stale(store: RecordingStore, rows: list[Recording], plan: ApiStop) -> ApiStop:
+    """The plan again with the API's files whose earlier stop never reached Asterisk
+    (a stale mark, the file written since: :func:`~router.recordings.ownership.stale_marks`),
+    their marks renewed, so that only this request stops them; else ``plan``."""
+    now = time.time()
+    stale = stale_marks(plan.stopping, now)
+    if not stale:
+        return plan
+    written = await asyncio.to_thread(
+        lambda: [
+            r.id
+            for r in stale
+            if r.stop_asked_at is not None
+            and written_after(r.local_path, r.stop_asked_at + WRITTEN_MARGIN)
+        ]
+    )
+    alive = store.renew_stop(written, marked_before=now - STALE_STOP, now=now)
+    if not alive:
+        return plan
+    log.warning(
+        "recordings: call %s: the API's earlier stop of %s never reached Asterisk (its file"
+        " is still written); stopping it again",
+        stale[0].call_id,
+        ", ".join(sorted(r.part for r in stale if r.id in alive)),
+    )
+    return api_stop(rows, alive=set(alive))
+
+
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     recordings = _Recordings(ctx)
 
@@ -388,7 +427,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         require_live_leg(token, call)
         store = recordings.store
-        plan = api_stop(store.recording(call_id))
+        rows = store.recording(call_id)
+        plan = api_stop(rows)
+        if not plan.stop and plan.stopping:
+            plan = await _restop_stale(store, rows, plan)
         if not plan.stop and plan.stopping:
             raise ApiError(
                 409,

@@ -32,7 +32,7 @@ from router.recordings.store import Recording, RecordingStore
 from router.recordings.transcode import transcode
 from router.recordings.wav import HEADER_BYTES, parse_wav
 
-__all__ = ["close_recording", "file_digest", "wait_complete"]
+__all__ = ["close_recording", "file_digest", "wait_complete", "written_after"]
 
 log = logging.getLogger("router.recordings")
 
@@ -109,6 +109,18 @@ def _growing(path: Path, since: int | None) -> bool:
         return os.lstat(path).st_size > before
     except OSError:
         return False
+
+
+def written_after(path: Path, when: float) -> bool:
+    """Was ``path`` (a regular file itself) written after ``when`` (Unix time, this
+    host's clock), by its modification time (blocking)? A look, no wait: what
+    :func:`_growing` cannot tell in a moment (Asterisk writes in 32 KiB steps),
+    a file's time since a moment well past tells."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_mtime > when
 
 
 def left_on_disk(*paths: Path) -> tuple[Path | None, int | None]:

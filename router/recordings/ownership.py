@@ -22,17 +22,35 @@ and would take the mark back (the recorder would then close every file on the
 channel, the rule's too), and its id, a heap address in Asterisk, may already
 be a new MixMonitor's on the channel.
 
+Unless the mark is stale and the file says its MixMonitor lives
+(:func:`stale_marks`): a stop's ``MixMonitorStop`` comes within a second, so a
+mark older than :data:`STALE_STOP` whose file was written more than
+:data:`WRITTEN_MARGIN` after it is a stop that never reached Asterisk (callrouter
+stopped between the mark and the action). Only that MixMonitor writes the file,
+so while the file is written the kept id is still its own, and stopping by it
+ends nothing else.
+
 Sans-I/O over catalog rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from router.recordings.store import Recording
 
-__all__ = ["ApiStop", "api_stop"]
+__all__ = ["STALE_STOP", "WRITTEN_MARGIN", "ApiStop", "api_stop", "stale_marks"]
+
+#: Seconds after which a stop mark whose ``MixMonitorStop`` never came is looked at
+#: again (the event comes within a second of a stop Asterisk took).
+STALE_STOP: Final = 30.0
+#: How long after its mark a file must have been written to tell its MixMonitor
+#: lives: Asterisk writes a GSM file every 20 s (a WAV every 2 s), so a living
+#: one has written past this by :data:`STALE_STOP`; a stopped one closed its file
+#: within a second of the mark. The rest is room for a file system's clock.
+WRITTEN_MARGIN: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +72,34 @@ def _shares(row: Recording, others: list[Recording]) -> bool:
     return any(o.channel == row.channel for o in others)
 
 
-def api_stop(rows: Iterable[Recording]) -> ApiStop:
+def stale_marks(rows: Iterable[Recording], now: float) -> list[Recording]:
+    """The API's files whose stop mark is older than :data:`STALE_STOP` and whose
+    MixMonitor has a kept id: those a stop may have missed (whether it did, their
+    file's time tells: :data:`WRITTEN_MARGIN`). A file without a kept id is never
+    asked again: the channel's newest id may be a rule's MixMonitor."""
+    return [
+        r
+        for r in rows
+        if r.origin.kind == "api"
+        and r.mixmonitor_id
+        and r.stop_asked_at is not None
+        and now - r.stop_asked_at > STALE_STOP
+    ]
+
+
+def api_stop(rows: Iterable[Recording], *, alive: Container[int] = ()) -> ApiStop:
     """Split a call's files still being written into what the API's stop ends, what
     goes on (every file a rule, a plugin or an unknown origin started, and the API's
     own where its MixMonitor cannot be stopped alone) and the API's files an earlier
-    stop is ending: see the module docstring."""
+    stop is ending; ``alive``: rows of :func:`stale_marks` whose file was written
+    since, stopped again (see the module docstring)."""
     running = list(rows)
     others = [r for r in running if r.origin.kind != "api"]
-    stopping = [r for r in running if r.origin.kind == "api" and r.stop_asked_at is not None]
+    stopping = [
+        r
+        for r in running
+        if r.origin.kind == "api" and r.stop_asked_at is not None and r.id not in alive
+    ]
     asked = {r.id for r in stopping}
     stop = [
         r

@@ -345,6 +345,24 @@ class RecordingStore:
                     changed.append(rid)
         return changed
 
+    def renew_stop(self, ids: Iterable[int], *, marked_before: float, now: float) -> list[int]:
+        """Move the stop mark of the rows ``ids`` marked before ``marked_before`` to
+        ``now``; the rows renewed. A stale mark (a crash between the mark and the
+        stop, :func:`~router.recordings.ownership.stale_marks`) is asked again only
+        through this: of two requests at once only one renews, and once renewed the
+        mark is fresh, so the same MixMonitor id is not stopped twice in a row."""
+        renewed: list[int] = []
+        with self._tx() as db:
+            for rid in ids:
+                cursor = db.execute(
+                    "UPDATE recordings SET stop_asked_at = ? WHERE id = ? AND state = 'recording'"
+                    " AND stop_asked_at IS NOT NULL AND stop_asked_at < ?",
+                    (now, rid, marked_before),
+                )
+                if cursor.rowcount:
+                    renewed.append(rid)
+        return renewed
+
     def add_extensions(
         self, call_id: str, extensions: Iterable[str], *, ids: Iterable[int] | None = None
     ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -819,6 +820,64 @@ async def test_a_second_stop_before_the_first_ended_sends_nothing_and_keeps_the_
     rows = {r.part: r for r in store.recording(live)}
     assert rows["in"].stop_asked_at is not None
     assert rows["mix"].stop_asked_at is None
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("marked_ago", "written_ago", "stopped"),
+    [
+        (60.0, 0.0, True),  # the stop never reached Asterisk: its file is still written
+        (60.0, 59.0, False),  # the file closed with the stop: its MixMonitor is gone
+        (5.0, 0.0, False),  # a stop under way: its MixMonitorStop may yet come
+    ],
+)
+async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
+    stub: StubEngine,
+    settings: RecordingSettings,
+    marked_ago: float,
+    written_ago: float,
+    stopped: bool,
+) -> None:
+    """callrouter stopped (a crash, a kill) between marking the API's file as being
+    stopped and sending StopMixMonitor: the mark stayed, and every later stop was 409
+    "already being stopped" while the file went on recording until the call ended.
+    A mark older than 30 s whose file was written well after it is such a stop: the
+    file's MixMonitor lives (only it writes the file), so its kept id is its own and
+    it is stopped again, once; the mark renewed. A file written last at its mark's
+    time (its MixMonitor ended) or a mark of a moment ago is left as it was: 409."""
+    live = "1714557700.95"
+    live_call(stub, live, {"PJSIP/101-00000095": "up"})
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7feeec00ae95"})
+    stops: list[dict[str, str]] = []
+    stub.replay.on("StopMixMonitor", lambda action: stops.append(dict(action.fields)) or {})
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        (row,) = store.recording(live)
+        now = time.time()
+        # The crash: marked, StopMixMonitor never sent.
+        assert store.ask_stop([row.id], now=now - marked_ago) == [row.id]
+        row.local_path.parent.mkdir(parents=True, exist_ok=True)
+        row.local_path.write_bytes(b"RIFF" + bytes(60))
+        os.utime(row.local_path, (now - written_ago, now - written_ago))
+        first = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    if stopped:
+        assert first.status_code == 202, first.text
+        assert [s.get("MixMonitorID") for s in stops] == ["0x7feeec00ae95"]
+        (after,) = store.recording(live)
+        assert after.stop_asked_at is not None
+        assert after.stop_asked_at > now - 5
+    else:
+        assert first.status_code == 409, first.text
+        assert "already being stopped" in first.json()["detail"]
+        assert stops == []
+    # Renewed, the mark is fresh: the same id is never stopped twice in a row.
+    assert second.status_code == 409, second.text
+    assert len(stops) == (1 if stopped else 0)
     store.close()
 
 
