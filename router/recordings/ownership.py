@@ -30,6 +30,13 @@ stopped between the mark and the action). Only that MixMonitor writes the file,
 so while the file is written the kept id is still its own, and stopping by it
 ends nothing else.
 
+Asterisk could be asked instead (``Getvar`` of ``MIXMONITOR(<id>,filename)``
+answers the file of a living MixMonitor, empty for one that ended), but not
+safely: on a MixMonitor that writes only ``r()``/``t()`` files (an API
+recording of one leg) that read crashes Asterisk 22.10 (a segfault, seen on
+the sandbox on 2026-12-04), and an id reused by the PBX's own such MixMonitor
+would make any read of it one. callrouter never reads ``MIXMONITOR()``.
+
 Sans-I/O over catalog rows.
 """
 
