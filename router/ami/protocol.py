@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from router.ami.hazards import hazard
 from router.ami.message import Event, Message, Response, normalize_key
 from router.errors import AMIProtocolError, AMIValidationError
 
@@ -594,6 +595,9 @@ class Action:
                     f"{self.name}: parameter {key!r} contains a NUL byte, which would "
                     "silently truncate it in Asterisk"
                 )
+        crash = hazard(self.name, self.params)  # router/ami/hazards.py
+        if crash is not None:
+            raise AMIValidationError(f"{self.name}: {crash}")
         return out
 
 

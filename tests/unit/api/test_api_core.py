@@ -473,3 +473,22 @@ async def test_a_body_over_the_bound_is_413(stub: StubEngine) -> None:
         )
     assert assert_problem(response, 413)["detail"] == f"request body over {MAX_BODY_BYTES} bytes"
     assert not stub.replay.sent("Ping")
+
+
+async def test_an_ami_request_that_would_crash_asterisk_is_400_and_never_sent(
+    stub: StubEngine,
+) -> None:
+    """A 1C developer checking whether a recording still runs with
+    ``Getvar MIXMONITOR(id,filename)`` would have killed the PBX when that
+    recording has one leg only (Asterisk 22.10 segfaults): refused, naming what
+    to ask instead."""
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/Getvar",
+            headers=bearer(FULL),
+            json={"Channel": "PJSIP/101-0000002a", "Variable": "MIXMONITOR(0x7f01,filename)"},
+        )
+    body = assert_problem(response, 400)
+    assert "crashes Asterisk" in str(body["detail"])
+    assert "/api/v1/recordings/" in str(body["detail"])
+    assert not [a for a in stub.replay.actions if a.name == "Getvar"]

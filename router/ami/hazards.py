@@ -1,0 +1,76 @@
+"""AMI requests known to crash Asterisk, refused before they are sent.
+
+callrouter passes on what its users ask for: an API client's ``POST
+/api/v1/ami/{action}``, ``callrouter ami``, a plugin's typed call. Some
+well-formed requests take the whole PBX down, and every call on it with it;
+these are refused with the reason and what to do instead, like any other
+invalid value (:class:`~router.errors.AMIValidationError`, raised where
+every action is turned into headers, :meth:`router.ami.protocol.Action.pairs`,
+so that no way past the catalog sends one either).
+
+Each entry was seen crashing the sandbox's Asterisk (Debian's 22.10), with
+the date. ``Getvar`` of ``MIXMONITOR(<id>,filename)`` on a MixMonitor that
+writes only ``r()``/``t()`` files (one leg, no mixed file) is a segfault: the
+function copies a filename that is not there. An id names no MixMonitor for
+long (a heap address, reused), so no id is safe to read: any read of the
+function is refused, also inside another (``EVAL``, ``LEN``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["HAZARDS", "Hazard", "hazard"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hazard:
+    """One request shape that crashes Asterisk: ``action``'s ``header`` matching."""
+
+    action: str
+    header: str
+    pattern: re.Pattern[str]
+    why: str
+
+
+HAZARDS: Final = (
+    Hazard(
+        "Getvar",
+        "Variable",
+        re.compile(r"MIXMONITOR\s*\(", re.IGNORECASE),
+        "reading MIXMONITOR() crashes Asterisk 22 when that MixMonitor writes only "
+        "r()/t() files (seen 2026-12-04 on Asterisk 22.10), and its id may by then "
+        "be such a MixMonitor's; ask callrouter instead (GET /api/v1/recordings/"
+        "{call_id} lists a call's files and their state)",
+    ),
+)
+
+
+#: The actions of :data:`HAZARDS`, as Asterisk takes them (any case).
+_ACTIONS: Final = frozenset(h.action.lower() for h in HAZARDS)
+
+
+def hazard(
+    action: str,
+    params: Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str | Sequence[str]]],
+) -> str | None:
+    """Why ``action`` with ``params`` (a mapping or header pairs) would crash
+    Asterisk, or None. Names in any case, as Asterisk reads them (a request past
+    the catalog is not canonical)."""
+    lowered = action.lower()
+    if lowered not in _ACTIONS:
+        return None
+    pairs = list(params.items() if isinstance(params, Mapping) else params)
+    for known in HAZARDS:
+        if known.action.lower() != lowered:
+            continue
+        for header, raw in pairs:
+            if header.lower() != known.header.lower():
+                continue
+            values = [raw] if isinstance(raw, str) else list(raw)
+            if any(known.pattern.search(value) for value in values):
+                return f"{known.header}: {known.why}"
+    return None
