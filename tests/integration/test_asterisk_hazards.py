@@ -1,0 +1,101 @@
+"""The requests router/ami/hazards.py refuses do crash the Asterisk we ship
+against: the guard is there for a reason, and this test says when a newer
+Asterisk no longer needs it (it then fails: drop the entry and this test).
+
+Sent over a bare socket, since every callrouter client refuses them. On a
+scratch sandbox of its own: the shared one must survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from router.ami.hazards import HAZARDS
+from router.sandbox import Sandbox
+
+
+async def _action(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, **headers: str
+) -> dict[str, str]:
+    """Send one action, return its response's fields (events skipped)."""
+    action_id = f"hazard-{time.monotonic_ns()}"
+    text = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"{text}ActionID: {action_id}\r\n\r\n".encode())
+    await writer.drain()
+    while True:
+        block = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        fields = dict(line.split(": ", 1) for line in block.decode().split("\r\n") if ": " in line)
+        if fields.get("ActionID") == action_id:
+            return fields
+
+
+async def test_getvar_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
+    scratch_sandbox: Sandbox,
+) -> None:
+    assert [h.action for h in HAZARDS] == ["Getvar"]
+    box = scratch_sandbox
+    reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
+    try:
+        await reader.readline()  # the banner
+        login = await _action(
+            reader, writer, Action="Login", Username="admin", Secret=box.secret, Events="off"
+        )
+        assert login["Response"] == "Success"
+        await _action(
+            reader,
+            writer,
+            Action="Originate",
+            Channel="Local/s@sink",
+            Application="Wait",
+            Data="60",
+            Async="true",
+        )
+        channel = ""
+        for _ in range(50):
+            listing = box.cli("core show channels concise")
+            found = [line.split("!")[0] for line in listing.splitlines() if "!sink!" in line]
+            if found:
+                channel = found[0]
+                break
+            await asyncio.sleep(0.1)
+        assert channel, "the Local channel did not come up"
+        started = await _action(
+            reader,
+            writer,
+            Action="MixMonitor",
+            Channel=channel,
+            File="",
+            Options="r(/tmp/hazard-in.wav)i(HAZARD_ID)",
+        )
+        assert started["Response"] == "Success", started
+        # The same read of a MixMonitor that writes a mixed file is answered.
+        mixed = await _action(
+            reader,
+            writer,
+            Action="MixMonitor",
+            Channel=channel,
+            File="/tmp/hazard-mix.wav",
+            Options="i(HAZARD_ID)",
+        )
+        alive = await _action(
+            reader,
+            writer,
+            Action="Getvar",
+            Channel=channel,
+            Variable=f"MIXMONITOR({mixed['MixMonitorID']},filename)",
+        )
+        assert alive["Value"] == "/tmp/hazard-mix.wav"
+        writer.write(
+            "Action: Getvar\r\nChannel: {}\r\nVariable: MIXMONITOR({},filename)\r\n\r\n".format(
+                channel, started["MixMonitorID"]
+            ).encode()
+        )
+        await writer.drain()
+        for _ in range(75):  # 15 s
+            if not box.running:
+                break
+            await asyncio.sleep(0.2)
+        assert not box.running, "Asterisk survived: the hazard may be fixed in this version"
+    finally:
+        writer.close()
