@@ -44,6 +44,22 @@ STABLE = 1.0
 #: format_wav rewrites the header as it writes, so one consistent look could fall
 #: between two of MixMonitor's last writes.
 STABLE_WAV = 0.5
+#: Asterisk 22 writes a recording through a buffer of this many bytes (measured on
+#: the sandbox: a WAV grows by it every 2 s, a GSM file every 20 s).
+WRITE_BUFFER = 32768
+#: Bytes a second of each headerless format MixMonitor writes (8 kHz).
+_RATES = {"gsm": 1650, "ulaw": 8000}
+
+
+def quiet_after_stop(fmt: str) -> float:
+    """How long a headerless file must not grow, after a ``MixMonitorStop`` that
+    may be another MixMonitor's, before it is taken for finished: one and a half
+    of Asterisk's write intervals (a GSM file 30 s). A WAV needs none: its header
+    counts every byte only once MixMonitor closed it. Without this a file still
+    written was complete after :data:`STABLE` (1 s) between two writes, closed and
+    delivered cut short."""
+    rate = _RATES.get(fmt)
+    return 0.0 if rate is None else 1.5 * WRITE_BUFFER / rate
 
 
 def _look(path: Path) -> tuple[int, bytes] | None:
@@ -56,13 +72,18 @@ def _look(path: Path) -> tuple[int, bytes] | None:
         return None
 
 
-async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
+async def wait_complete(
+    path: Path, fmt: str, timeout: float, *, quiet: float = 0.0
+) -> float | None:
     """Wait until ``path`` is complete; its duration for a WAV (None otherwise).
 
-    RecordingError past ``timeout`` (no file, or one that never completed); an
-    ``OSError`` at once when a symbolic link, a FIFO or another non-file holds the
-    name (:func:`~router.recordings.files.open_regular`).
+    ``quiet``: a headerless file is complete only once its size held this long
+    (:func:`quiet_after_stop`), not :data:`STABLE`. RecordingError past
+    ``timeout`` (no file, or one that never completed); an ``OSError`` at once
+    when a symbolic link, a FIFO or another non-file holds the name
+    (:func:`~router.recordings.files.open_regular`).
     """
+    stable = max(STABLE, quiet)
     deadline = time.monotonic() + timeout
     last: tuple[int, float] | None = None
     while True:
@@ -77,7 +98,7 @@ async def wait_complete(path: Path, fmt: str, timeout: float) -> float | None:
                 info = parse_wav(head)
                 if info is not None and info.complete(size) and held >= STABLE_WAV:
                     return info.duration
-            elif size > 0 and held >= STABLE:
+            elif size > 0 and held >= stable:
                 return None
         if now >= deadline:
             what = "no file" if seen is None else f"incomplete after {timeout:g} s"
@@ -155,6 +176,7 @@ async def close_recording(
     store: RecordingStore,
     *,
     still_recording: Callable[[], bool] | None = None,
+    unsure: bool = False,
 ) -> Recording | None:
     """Wait for, transcode and catalog one file; the closed row, or None when it failed.
 
@@ -165,14 +187,21 @@ async def close_recording(
     ``MixMonitorStop``: is the channel still up? That stop may have been of
     another MixMonitor on the channel, a PBX's own); without it the file alone
     decides (a call the tracker dropped after 4 hours whose Hangup never came
-    because the call is still up).
+    because the call is still up). ``unsure``: that stop named none of the files
+    callrouter asked to stop, so it may be another MixMonitor's; a headerless
+    file is then finished only once it held its size past Asterisk's write
+    interval (:func:`quiet_after_stop`).
     """
     source = recording.local_path
     target = source
+    # After a MixMonitorStop that may be another's (``unsure``), a headerless file
+    # still written holds its size between Asterisk's writes: it must hold longer.
+    quiet = quiet_after_stop(recording.format) if unsure else 0.0
+    timeout = max(settings.close_timeout, 2 * quiet)
     try:
         began = await asyncio.to_thread(_size, source)
         try:
-            duration = await wait_complete(source, recording.format, settings.close_timeout)
+            duration = await wait_complete(source, recording.format, timeout, quiet=quiet)
         except RecordingError:
             if (still_recording is None or still_recording()) and await asyncio.to_thread(
                 _growing, source, began
@@ -182,7 +211,7 @@ async def close_recording(
                     "left open until its MixMonitor ends",
                     recording.part,
                     recording.call_id,
-                    settings.close_timeout,
+                    timeout,
                 )
                 return None
             raise

@@ -281,7 +281,11 @@ class Recorder:
                 # callrouter stopped one of its own (the API's, beside a rule's), the
                 # files it asked to stop are the ones that end.
                 asked = [r for r in rows if r.stop_asked_at is not None]
-                self._close(asked or rows, still_recording=lambda: _channel_up(call, channel))
+                self._close(
+                    asked or rows,
+                    still_recording=lambda: _channel_up(call, channel),
+                    unsure=not asked,
+                )
             else:
                 self._close(rows)
 
@@ -519,7 +523,11 @@ class Recorder:
             await asyncio.shield(retaining)
 
     def _close(
-        self, rows: list[Recording], *, still_recording: Callable[[], bool] | None = None
+        self,
+        rows: list[Recording],
+        *,
+        still_recording: Callable[[], bool] | None = None,
+        unsure: bool = False,
     ) -> None:
         assert self.settings is not None
         assert self.store is not None
@@ -527,7 +535,9 @@ class Recorder:
             if row.id in self._closing:
                 continue
             task = asyncio.get_running_loop().create_task(
-                close_recording(row, self.settings, self.store, still_recording=still_recording),
+                close_recording(
+                    row, self.settings, self.store, still_recording=still_recording, unsure=unsure
+                ),
                 name=f"recordings:close:{row.id}",
             )
             self._closing[row.id] = task

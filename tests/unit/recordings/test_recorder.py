@@ -756,6 +756,60 @@ async def test_a_file_asterisk_writes_in_32_kib_steps_is_seen_still_being_writte
     assert len(steps) == 2
 
 
+async def test_a_headerless_file_written_between_long_pauses_survives_another_mixmonitors_stop(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GSM file grows by 32 KiB every 20 s (ulaw every 4 s). After a PBX stopped its
+    own MixMonitor on the channel (a MixMonitorStop naming none), ours was taken for
+    finished once its size held 1 s, between two of Asterisk's writes: closed and
+    delivered cut short while Asterisk wrote on. Now it must hold one and a half
+    write intervals (scaled down here: a write every 1.3 s, 32 KiB taking 1.4 s)."""
+    from router.recordings import closer
+
+    fmt = "gsm"
+    assert closer.quiet_after_stop(fmt) == pytest.approx(1.5 * 32768 / 1650)  # 29.8 s
+    assert closer.quiet_after_stop("ulaw") == pytest.approx(1.5 * 32768 / 8000)
+    assert closer.quiet_after_stop("wav") == 0.0
+    monkeypatch.setattr(closer, "_RATES", {fmt: closer.WRITE_BUFFER / 1.4})
+    assert closer.quiet_after_stop(fmt) == pytest.approx(2.1)
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, close_timeout=1.0, format=fmt)
+    ajam_replay.on("MixMonitor", lambda action: {})
+    engine = await engine_factory(rules(tmp_path), recordings=settings)
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = ajam_replay.channels[channel].linkedid
+    path = tmp_path / f"{linkedid}-mix.{fmt}"
+    path.write_bytes(b"\0" * 4096)
+    done = asyncio.Event()
+
+    async def asterisk_writes() -> None:
+        while not done.is_set():
+            await asyncio.sleep(1.3)  # longer than STABLE (1 s)
+            with path.open("ab") as fh:
+                fh.write(b"\0" * 4096)
+
+    writer = asyncio.get_running_loop().create_task(asterisk_writes())
+    try:
+        await asyncio.sleep(0.05)
+        ajam_replay.queue_event(Event="MixMonitorStop", Channel=channel, Linkedid=linkedid)
+        await ajam_replay.settle(engine)
+        await asyncio.wait_for(recorder_of(engine).closed(), 10)
+        (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+        assert row.state == "recording", row.note
+    finally:
+        done.set()
+        await writer
+    # Our own stop (or the call's end) is no such doubt: the file closes at once.
+    ajam_replay.hangup(channel)
+    await ajam_replay.settle(engine)
+    await asyncio.wait_for(recorder_of(engine).closed(), 10)
+    (row,) = RecordingStore(engine.state_dir).for_call(linkedid)
+    assert row.state == "closed", row.note
+
+
 class _Ami:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, str]]] = []
