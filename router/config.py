@@ -53,6 +53,7 @@ from typing import Literal, cast
 
 from router.api.settings import ApiSettings, read_api
 from router.calllife.settings import HistorySettings, read_history
+from router.config_lines import key_lines
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
 from router.recordings.settings import RecordingSettings, read_recordings
@@ -223,6 +224,11 @@ class Config:
     history: HistorySettings = field(default_factory=HistorySettings)
     #: The file read, or ``None`` when there was none and overrides sufficed.
     path: Path | None = None
+    #: Where each key of that file is written, for the line an error names
+    #: (:func:`router.config_lines.key_lines`; plugins' settings readers take it).
+    lines: Mapping[tuple[str, ...], int] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
 
 # -- reading -----------------------------------------------------------------
@@ -276,12 +282,23 @@ class SettingsReader:
     """
 
     def __init__(
-        self, section: str, values: Mapping[str, object], origins: Mapping[str, str], base: Path
+        self,
+        section: str,
+        values: Mapping[str, object],
+        origins: Mapping[str, str],
+        base: Path,
+        *,
+        lines: Mapping[tuple[str, ...], int] | None = None,
+        path: tuple[str, ...] | None = None,
     ) -> None:
         self.section = section
         self.values = values
         self.origins = origins
         self.base = base
+        #: Where each key of the file is written (:func:`router.config_lines.key_lines`).
+        self.lines: Mapping[tuple[str, ...], int] = lines if lines is not None else {}
+        #: The table's key path in the file (``("api", "tokens", "crm")``).
+        self.table_path = path if path is not None else tuple(section.split("."))
 
     @classmethod
     def for_plugin(
@@ -291,11 +308,26 @@ class SettingsReader:
         path = config.path if config is not None else None
         origin = str(path) if path is not None else "router.toml"
         base = path.parent if path is not None else Path.cwd()
-        return cls(f"plugins.{name}", settings, {"": origin}, base)
+        lines = config.lines if config is not None else None
+        return cls(
+            f"plugins.{name}", settings, {"": origin}, base, lines=lines, path=("plugins", name)
+        )
+
+    def where(self, key: str) -> str:
+        """Where ``key`` of this table comes from, for a message: the file and the
+        line it is written on (``router.toml:12``), the table's header line for a
+        key missing from it, the file alone when neither is known, or the
+        command line."""
+        origin = self.origins.get(key, self.origins.get("", "router.toml"))
+        if origin == COMMAND_LINE:
+            return origin
+        line = self.lines.get((*self.table_path, key))
+        if line is None and key not in self.values:
+            line = self.lines.get(self.table_path)
+        return f"{origin}:{line}" if line is not None else origin
 
     def error(self, key: str, message: str) -> ConfigError:
-        origin = self.origins.get(key, self.origins.get("", "router.toml"))
-        return ConfigError(f"{origin}: [{self.section}] {key}: {message}")
+        return ConfigError(f"{self.where(key)}: [{self.section}] {key}: {message}")
 
     def has(self, key: str) -> bool:
         return key in self.values
@@ -313,7 +345,14 @@ class SettingsReader:
         if not isinstance(value, dict):
             raise self.error(key, f"expected a [{self.section}.{key}] table, got {_show(value)}")
         origin = self.origins.get(key, self.origins.get("", "router.toml"))
-        return SettingsReader(f"{self.section}.{key}", value, {"": origin}, self.base)
+        return SettingsReader(
+            f"{self.section}.{key}",
+            value,
+            {"": origin},
+            self.base,
+            lines=self.lines,
+            path=(*self.table_path, key),
+        )
 
     def base_for(self, key: str) -> Path:
         return Path.cwd() if self.origins.get(key) == COMMAND_LINE else self.base
@@ -418,15 +457,6 @@ def _show(value: object) -> str:
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
-
-
-def _reject_unknown(
-    section: str, values: Mapping[str, object], origins: Mapping[str, str], known: tuple[str, ...]
-) -> None:
-    for key in values:
-        if key not in known:
-            origin = origins.get(key, origins.get("", "router.toml"))
-            raise ConfigError(f"{origin}: [{section}] {key}: unknown key{_suggest(key, known)}")
 
 
 #: Asterisk's own settings, put in ``[asterisk]`` by mistake: where they belong.
@@ -640,7 +670,14 @@ def _for_command_line_url(reader: SettingsReader, *, native: bool, https: bool) 
     if not dropped:
         return reader
     values = {key: value for key, value in reader.values.items() if key not in dropped}
-    return SettingsReader(reader.section, values, reader.origins, reader.base)
+    return SettingsReader(
+        reader.section,
+        values,
+        reader.origins,
+        reader.base,
+        lines=reader.lines,
+        path=reader.table_path,
+    )
 
 
 def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSettings:
@@ -701,7 +738,7 @@ def _asterisk(reader: SettingsReader, environ: Mapping[str, str]) -> AsteriskSet
 
 
 def _router(reader: SettingsReader, environ: Mapping[str, str]) -> RouterSettings:
-    _reject_unknown("router", reader.values, reader.origins, _KEYS["router"])
+    reader.reject_unknown(_KEYS["router"])
     rules = tuple(reader.base_for("rules") / p for p in reader.strings("rules", ("rules",)))
     if not rules:
         raise reader.error("rules", "expected at least one rules path")
@@ -752,9 +789,8 @@ def _plugins(reader: SettingsReader) -> PluginSettings:
         if isinstance(value, dict):
             tables[key] = MappingProxyType(dict(value))
             continue
-        origin = reader.origins.get(key, reader.origins.get("", "router.toml"))
         raise ConfigError(
-            f"{origin}: [plugins] {key}: unknown key{_suggest(key, _KEYS['plugins'])}; "
+            f"{reader.where(key)}: [plugins] {key}: unknown key{_suggest(key, _KEYS['plugins'])}; "
             f"a plugin's own settings go in a [plugins.{key}] table"
         )
     enabled = reader.strings("enabled", ())
@@ -765,10 +801,11 @@ def _plugins(reader: SettingsReader) -> PluginSettings:
     return PluginSettings(enabled=enabled, disabled=disabled, settings=MappingProxyType(tables))
 
 
-def _read_file(path: Path) -> dict[str, object] | None:
+def _read_file(path: Path) -> tuple[dict[str, object], str] | None:
+    """The file's tables and its text (for the lines of errors); None: no file."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(text), text
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -798,18 +835,19 @@ def load_config(
     env: Mapping[str, str] = os.environ if environ is None else environ
     file = Path(path) if path is not None else None
     name = str(file) if file is not None else COMMAND_LINE
-    data: dict[str, object] | None = _read_file(file) if file is not None else None
+    read = _read_file(file) if file is not None else None
+    data: dict[str, object] | None = read[0] if read is not None else None
+    lines = key_lines(read[1]) if read is not None else {}
     missing = file is not None and data is None
 
     sections: dict[str, dict[str, object]] = {s: {} for s in _SECTIONS}
     origins: dict[str, dict[str, str]] = {s: {"": name} for s in _SECTIONS}
     for section, table in (data or {}).items():
+        at = f"{name}:{lines[(section,)]}" if (section,) in lines else name
         if section not in _SECTIONS:
-            raise ConfigError(f"{name}: [{section}]: unknown section{_suggest(section, _SECTIONS)}")
+            raise ConfigError(f"{at}: [{section}]: unknown section{_suggest(section, _SECTIONS)}")
         if not isinstance(table, dict):
-            raise ConfigError(
-                f"{name}: {section}: expected a [{section}] table, got {_show(table)}"
-            )
+            raise ConfigError(f"{at}: {section}: expected a [{section}] table, got {_show(table)}")
         sections[section].update(table)
         origins[section].update(dict.fromkeys(table, name))
 
@@ -845,7 +883,7 @@ def load_config(
     base = base if base.is_absolute() else Path.cwd() / base
 
     def reader(section: str) -> SettingsReader:
-        return SettingsReader(section, sections[section], origins[section], base)
+        return SettingsReader(section, sections[section], origins[section], base, lines=lines)
 
     return Config(
         asterisk=_asterisk(reader("asterisk"), env),
@@ -857,6 +895,7 @@ def load_config(
             read_recordings(reader("recordings")) if "recordings" in (data or {}) else None
         ),
         path=None if missing or file is None else file,
+        lines=MappingProxyType(lines),
     )
 
 

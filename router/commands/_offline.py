@@ -23,6 +23,7 @@ from pathlib import Path
 
 from router.ami.event_filter import EventSelection
 from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, env_unset, load_config
+from router.config_lines import key_lines
 from router.plugins import Plugins
 from router.rules.registry import Registry
 
@@ -74,27 +75,35 @@ class Offline:
         return self.event_selection().manager_conf_lines()
 
 
-def _secret_variables(path: Path) -> list[tuple[str, str, str]]:
-    """(section, key, variable) for every secret the file takes from the environment."""
+def _secret_variables(path: Path) -> list[tuple[str, str, str, str]]:
+    """(where, section, key, variable) for every secret the file takes from the
+    environment; ``where`` is the file and the line the key is on (its table's
+    header when the key is left out: ``CALLROUTER_SECRET`` then)."""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return []  # load_config reports it with the file's name
-    found: list[tuple[str, str, str]] = []
+    lines = key_lines(text)
+
+    def where(*keys: str) -> str:
+        line = lines.get(keys, lines.get(keys[:-1]))
+        return f"{path}:{line}" if line is not None else str(path)
+
+    found: list[tuple[str, str, str, str]] = []
     asterisk = data.get("asterisk")
     if isinstance(asterisk, dict) and "secret" not in asterisk:
         name = asterisk.get("secret_env", SECRET_ENV)
         key = "secret_env" if "secret_env" in asterisk else "secret"
         if isinstance(name, str):
-            found.append(("asterisk", key, name))
+            found.append((where("asterisk", key), "asterisk", key, name))
     plugins = data.get("plugins")
     for plugin, table in plugins.items() if isinstance(plugins, dict) else ():
         if not isinstance(table, dict):
             continue
         for key, value in table.items():
             if key.endswith("_env") and isinstance(value, str):
-                found.append((f"plugins.{plugin}", key, value))
+                found.append((where("plugins", plugin, key), f"plugins.{plugin}", key, value))
     return found
 
 
@@ -146,7 +155,7 @@ def load_offline(
         if connect and not named:
             found.append(("--url", "asterisk", "secret", SECRET_ENV))
     else:
-        found = [(str(path), *entry) for entry in _secret_variables(path)]
+        found = _secret_variables(path)
     stand_ins: dict[str, str] = {}
     asterisk_missing = None
     chosen = given.get("asterisk.secret_env")

@@ -60,7 +60,7 @@ def test_check_config_of_the_shipped_example(
     out, err = capsys.readouterr()
     assert out == "router.toml (rules): 16 rules OK\n"
     assert err == (
-        "callrouter check: warning: router.toml: [asterisk] secret_env: environment "
+        "callrouter check: warning: router.toml:34: [asterisk] secret_env: environment "
         "variable CALLROUTER_SECRET is not set here; callrouter run needs it "
         "(checked without it)\n"
     )
@@ -273,9 +273,9 @@ def test_unset_secret_variables_are_warnings_and_leave_no_trace(
     assert main(["check", "--config", str(path)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"callrouter check: warning: {path}: [asterisk] secret_env: environment variable "
+        f"callrouter check: warning: {path}:4: [asterisk] secret_env: environment variable "
         "CALLROUTER_SECRET is not set here; callrouter run needs it (checked without it)",
-        f"callrouter check: warning: {path}: [plugins.onec] password_env: the environment "
+        f"callrouter check: warning: {path}:10: [plugins.onec] password_env: the environment "
         "variable it names is not set here (name not shown: it may be the secret itself, "
         "pasted by mistake; if so, put the secret in the environment and give the "
         "variable's name here); callrouter run needs it (checked without it)",

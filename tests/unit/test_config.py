@@ -184,7 +184,7 @@ def test_state_dir_from_systemd(tmp_path: Path) -> None:
 def test_secret_and_secret_env_together_is_an_error(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL + 'secret_env = "X"\n', env={"X": "y"})
     assert (
-        msg == f"{tmp_path / 'router.toml'}: [asterisk] secret: "
+        msg == f"{tmp_path / 'router.toml'}:5: [asterisk] secret: "
         "give either secret or secret_env, not both"
     )
 
@@ -193,7 +193,7 @@ def test_secret_env_unset(tmp_path: Path) -> None:
     text = MINIMAL.replace('secret = "s3cret"', 'secret_env = "PBX_SECRET"')
     msg = error_of(tmp_path, text)
     assert msg.startswith(
-        f"{tmp_path / 'router.toml'}: [asterisk] secret_env: "
+        f"{tmp_path / 'router.toml'}:5: [asterisk] secret_env: "
         "the environment variable it names is not set or empty"
     )
     assert "PBX_SECRET" not in msg
@@ -268,7 +268,7 @@ def test_secret_env_unset_never_echoes_the_name(tmp_path: Path, pasted: str) -> 
     msg = error_of(tmp_path, text)
     assert pasted not in msg
     assert msg.startswith(
-        f"{tmp_path / 'router.toml'}: [asterisk] secret_env: "
+        f"{tmp_path / 'router.toml'}:5: [asterisk] secret_env: "
         "the environment variable it names is not set or empty"
     )
 
@@ -418,7 +418,8 @@ def test_asterisk_errors(tmp_path: Path, line: str, expected: str) -> None:
     key = line.split("=")[0].strip()
     lines = [ln for ln in MINIMAL.splitlines() if not ln.startswith(f"{key} ")]
     msg = error_of(tmp_path, "\n".join([*lines, line]) + "\n")
-    assert msg.startswith(f"{tmp_path / 'router.toml'}: {expected}"), msg
+    # The file, the line the key is written on (the last), the table and the key.
+    assert msg.startswith(f"{tmp_path / 'router.toml'}:{len(lines) + 1}: {expected}"), msg
 
 
 def test_missing_username(tmp_path: Path) -> None:
@@ -470,7 +471,9 @@ def test_client_key_needs_cert(tmp_path: Path) -> None:
 def test_section_errors(tmp_path: Path, section: str, expected: str) -> None:
     text = MINIMAL + section + "\n" if section.startswith("[") else section + "\n"
     msg = error_of(tmp_path, text)
-    assert msg.startswith(f"{tmp_path / 'router.toml'}: {expected}"), msg
+    # Each case's key is on the text's last line; an unknown section's header above it.
+    line = len(text.splitlines()) - ("unknown section" in expected)
+    assert msg.startswith(f"{tmp_path / 'router.toml'}:{line}: {expected}"), msg
 
 
 def test_invalid_toml(tmp_path: Path) -> None:

@@ -333,7 +333,7 @@ def test_a_bad_location_pattern_is_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(
         ConfigError,
-        match=r"router.toml: \[router\] location_pattern: "
+        match=r"router.toml:6: \[router\] location_pattern: "
         r"not a regular expression",
     ):
         load_config(tmp_path / "router.toml")

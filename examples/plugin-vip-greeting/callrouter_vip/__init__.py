@@ -95,7 +95,7 @@ class VipPlugin:
         """Read ``[plugins.vip]``; refuse bad settings with a ConfigError naming the key.
 
         callrouter's ``SettingsReader`` gives the same messages as every other
-        table (``router.toml: [plugins.vip] colour: unknown key; did you mean
+        table (``router.toml:31: [plugins.vip] colour: unknown key; did you mean
         ...``) and takes relative file names from router.toml's folder.
         """
         if not settings:

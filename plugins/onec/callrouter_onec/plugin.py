@@ -353,14 +353,23 @@ def parse_settings(
     origin: str = "router.toml",
     base: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    lines: Mapping[tuple[str, ...], int] | None = None,
 ) -> OneCConfig:
     """Validate ``[plugins.onec]``; raise :class:`ConfigError` naming the key.
 
     ``origin`` is the file the table came from (for messages), ``base`` the
     folder relative ``state_dir`` is taken from (the config file's, as for
-    callrouter's own paths).
+    callrouter's own paths), ``lines`` where the file's keys are written
+    (``Config.lines``: the messages then name the line too).
     """
-    reader = SettingsReader(f"plugins.{NAME}", settings, {"": origin}, base or Path.cwd())
+    reader = SettingsReader(
+        f"plugins.{NAME}",
+        settings,
+        {"": origin},
+        base or Path.cwd(),
+        lines=lines,
+        path=("plugins", NAME),
+    )
     reader.reject_unknown(KEYS)
     env = os.environ if environ is None else environ
     connect = reader.number("connect_timeout", 0.5, 0, 60)
@@ -548,6 +557,7 @@ class OneCPlugin:
             settings,
             origin=str(path) if path is not None else "router.toml",
             base=path.parent if path is not None else None,
+            lines=config.lines,
         )
 
     @hookimpl

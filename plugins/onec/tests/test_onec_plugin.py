@@ -11,6 +11,7 @@ the engine would give them.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -153,8 +154,26 @@ def test_bad_settings_name_the_file_and_key(
     with pytest.raises(ConfigError) as caught:
         OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
     text = str(caught.value)
-    assert text.startswith(str(tmp_path / "router.toml") + ": [plugins.onec] "), text
+    # router.toml:LINE: [plugins.onec] KEY: ..., LINE where KEY is written (the
+    # table's header when the key is missing).
+    named = re.match(r"(.*):(\d+): \[plugins\.onec\] (\w+):", text)
+    assert named is not None, text
+    assert named[1] == str(tmp_path / "router.toml")
+    assert int(named[2]) == written_line(tmp_path / "router.toml", "plugins.onec", named[3])
     assert message in text
+
+
+def written_line(path: Path, table: str, key: str) -> int:
+    """The line ``key`` of ``[table]`` is written on, else the table's header line."""
+    current, header = "", 0
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[]")
+            header = number if current == table else header
+        elif current == table and line.split("=")[0].strip() == key:
+            return number
+    return header
 
 
 def test_a_password_pasted_into_password_env_is_not_echoed(tmp_path: Path) -> None:
@@ -212,7 +231,7 @@ def test_an_unset_password_env_is_never_echoed(
         OneCPlugin().callrouter_configure(config, config.plugins.for_plugin("onec"))
     assert pasted not in str(caught.value)
     assert str(caught.value).startswith(
-        f"{tmp_path / 'router.toml'}: [plugins.onec] password_env: "
+        f"{tmp_path / 'router.toml'}:10: [plugins.onec] password_env: "
         "the environment variable it names is not set"
     )
 

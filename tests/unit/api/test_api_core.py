@@ -8,6 +8,7 @@ as production, no socket.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -399,8 +400,27 @@ def test_api_settings_errors_name_file_table_and_key(
     text = "[api]\n" + body.replace("{h}", "a" * 64) + "\n"
     with pytest.raises(ConfigError) as caught:
         api_toml(tmp_path, text)
-    assert str(caught.value).startswith(str(tmp_path / "router.toml") + ": ")
+    # router.toml:LINE: [TABLE] KEY: ..., LINE where KEY is written (its table's
+    # header when it is missing).
+    named = re.match(r"(.*):(\d+): \[([^\]]+)\] (\w+):", str(caught.value))
+    assert named is not None, str(caught.value)
+    assert named[1] == str(tmp_path / "router.toml")
+    assert int(named[2]) == written_line(tmp_path / "router.toml", named[3], named[4])
     assert message in str(caught.value)
+
+
+def written_line(path: Path, table: str, key: str) -> int:
+    """The line ``key`` of ``[table]`` is written on in ``path``, else the
+    table's header line (a test's own reading, not router.config_lines)."""
+    current, header = "", 0
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[]")
+            header = number if current == table else header
+        elif current == table and line.split("=")[0].strip() == key:
+            return number
+    return header
 
 
 def test_tls_needs_both_cert_and_key(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_check_config_validates_the_api_table(
     assert main(["check", "--config", str(config)]) == 1
     out = capsys.readouterr()
     assert (
-        f"{config}: [api.tokens.crm] allow: unknown AMI action 'Comand' "
+        f"{config}:10: [api.tokens.crm] allow: unknown AMI action 'Comand' "
         "(did you mean 'Command'?)" in out.out + out.err
     )
 

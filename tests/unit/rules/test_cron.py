@@ -140,7 +140,7 @@ def test_rules_timezone_errors_name_the_file_and_key(tmp_path: Path) -> None:
     config = _config(tmp_path, '[plugins.timefuncs]\ntimezone = "Europe/Moskow"\n')
     with pytest.raises(
         ConfigError,
-        match=r"router.toml: \[plugins.timefuncs\] timezone: "
+        match=r"router.toml:6: \[plugins.timefuncs\] timezone: "
         r"unknown time zone 'Europe/Moskow'",
     ):
         rules_timezone(config)
