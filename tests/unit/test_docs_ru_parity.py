@@ -1,0 +1,220 @@
+"""The Russian pages say what their English twins say: same code, same numbers, same names.
+
+Asterisk and 1C administrators read docs/ru/; a fact changed in English and
+not in Russian (a default, a limit, a sentence naming a hook) sends them
+astray, and nobody reading only one language notices. What can be compared
+without understanding the prose is compared here, section by section (the
+sections follow the headings, which must match):
+
+- every fenced code block, except its comments: commands and config examples
+  are the same in both languages;
+- every number in the prose (``10,000`` and ``10 000``, ``0.3`` and ``0,3``
+  are one number), at least as often in Russian as in English;
+- every inline code span in the prose (a key, a path, a status, a log line),
+  except the placeholders the Russian page translates (``TRANSLATED``).
+
+The API page's curl requests are compared by test_api_docs.py, the metric
+tables by test_metrics_docs.py, the config keys by test_config_docs.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).parents[2] / "docs"
+PAGES = [
+    "api.md",
+    "asterisk.md",
+    "asterisk-ajam.md",
+    "history.md",
+    "onec.md",
+    "operations.md",
+    "recordings.md",
+    "reference/config.md",
+    "rules.md",
+    "security.md",
+]
+
+#: English placeholder span -> how the Russian page writes it.
+TRANSLATED = {
+    "HOST:PORT": "ХОСТ:ПОРТ",
+    "Authorization: Bearer <token>": "Authorization: Bearer <токен>",
+    "ami:<Action>": "ami:<Действие>",
+    "POST /api/v1/ami/{Action}": "POST /api/v1/ami/{Действие}",
+    "Content-Range: bytes */SIZE": "Content-Range: bytes */РАЗМЕР",
+    "id: <cursor>": "id: <курсор>",
+    "data: <the event as JSON>": "data: <событие в JSON>",
+    '"YYYY-MM-DD HH:MM"': '"ГГГГ-ММ-ДД ЧЧ:ММ"',
+    "<instance>/phones/<name>": "<экземпляр>/phones/<имя>",
+    "[section]": "[секции]",
+    "http(s)://host[:port]/<publication>/hs/telephony": (
+        "http(s)://хост[:порт]/<публикация>/hs/telephony"
+    ),
+    "<call_id>/ringing/<leg>": "<call_id>/ringing/<канал>",
+    "<missed call_id>/missed_closed": "<call_id пропущенного>/missed_closed",
+    "file:line: rule 'x': message": "файл:строка: rule 'x': сообщение",
+    "router.toml: [table] key: message": "router.toml: [таблица] ключ: сообщение",
+    "Asterisk does not answer at URL (REASON): waiting for it; calls take the "
+    "dialplan's default route meanwhile": "Asterisk does not answer at URL (ПРИЧИНА): "
+    "waiting for it; calls take the dialplan's default route meanwhile",
+    "failed: REASON": "failed: ПРИЧИНА",
+    "; rejected RULE: REASON": "; rejected ПРАВИЛО: ПРИЧИНА",
+    "; error RULE (STAGE): ERROR": "; error ПРАВИЛО (ЭТАП): ОШИБКА",
+    "STATUS=waiting for Asterisk at URL: REASON": "STATUS=waiting for Asterisk at URL: ПРИЧИНА",
+    "callrouter_<plugin>_": "callrouter_<плагин>_",
+    "<call id>-<part>.<format>": "<идентификатор звонка>-<часть>.<формат>",
+    "[api.tokens.NAME]": "[api.tokens.ИМЯ]",
+    'NAME = "value"': 'ИМЯ = "значение"',
+    "[plugins.NAME]": "[plugins.ИМЯ]",
+    '"79161234567": {extension: "101", name: Ivan}': (
+        '"79161234567": {extension: "101", name: Иван}'
+    ),
+    "--lookup NAME=JSON": "--lookup ИМЯ=JSON",
+    "--config FILE": "--config ФАЙЛ",
+    "event <Name>": "event <Имя>",
+    "<Name>": "<Имя>",
+    "event.<field>": "event.<поле>",
+    "lists.<name>": "lists.<имя>",
+    "a if cond else b": "a if условие else b",
+    "x.field": "x.поле",
+    'x["key"]': 'x["ключ"]',
+    '"text"': '"текст"',
+    '"{expression}"': '"{выражение}"',
+    "VARIABLE: value": "ПЕРЕМЕННАЯ: значение",
+    "__NAME": "__ИМЯ",
+    "file:line": "файл:строка",
+    "<linkedid>/ringing/<uniqueid of the phone's leg>": (
+        "<linkedid>/ringing/<uniqueid плеча телефона>"
+    ),
+    "<linkedid>/answered/<uniqueid of the leg>": "<linkedid>/answered/<uniqueid плеча>",
+    "<linkedid>/transferred/<uniqueid of the transferring leg>/<n>": (
+        "<linkedid>/transferred/<uniqueid переводящего плеча>/<n>"
+    ),
+    "<Unix seconds>.<n>": "<секунды Unix>.<n>",
+}
+
+_FENCE = re.compile(r"^ *(```+|~~~+)")
+_HEADING = re.compile(r"^(#{1,6}) ")
+_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+#: A comment: a whole line, or the end of one after a blank (`` # ``, `` ; ``,
+#: `` // ``), or a bracketed note after a wide gap (``9f2c...    (the whole file)``).
+_COMMENT_LINE = re.compile(r"^\s*(#|;|//)")
+_COMMENT_TAIL = re.compile(r"\s+(#|;|//)\s.*$|\s{3,}\([^()]*\)$")
+#: A rule's ``description:`` is free text, written in the reader's language.
+_DESCRIPTION = re.compile(r"^(\s*description:).*$")
+
+
+def sections(text: str) -> list[tuple[str, list[str], str]]:
+    """(heading level, code blocks, prose) for each part of the page."""
+    out: list[tuple[str, list[str], str]] = []
+    level, fence = "", ""
+    blocks: list[str] = []
+    prose: list[str] = []
+    block: list[str] | None = None
+    for line in text.splitlines():
+        if block is not None:
+            if line.strip() == fence:
+                blocks.append("\n".join(block))
+                block = None
+            else:
+                block.append(code_line(line))
+            continue
+        opening = _FENCE.match(line)
+        if opening:
+            fence, block = opening.group(1), []
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            out.append((level, blocks, "\n".join(prose)))
+            level, blocks, prose = heading.group(1), [], []
+            continue
+        prose.append(line)
+    out.append((level, blocks, "\n".join(prose)))
+    return out
+
+
+def code_line(line: str) -> str:
+    if _COMMENT_LINE.match(line):
+        return ""
+    line = _DESCRIPTION.sub(r"\1 ...", line)
+    return _COMMENT_TAIL.sub("", line).rstrip()
+
+
+def spans(prose: str) -> Counter[str]:
+    return Counter(re.sub(r"\s+", " ", m.group(2)).strip() for m in _SPAN.finditer(prose))
+
+
+def numbers(prose: str) -> Counter[str]:
+    text = _SPAN.sub(" ", prose)
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets: anchors differ
+    text = re.sub(r"(?<![\w.])1[CС](?!\w)", " ", text)  # 1C, 1С: a name
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 10,000
+    text = re.sub(r"(?<=\d)[  ](?=\d{3}(?!\d))", "", text)  # 10 000
+    text = re.sub(r"(?<=\d),(?=\d)", ".", text)  # 0,3
+    return Counter(re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text))
+
+
+def pair(page: str) -> list[tuple[int, tuple[str, list[str], str], tuple[str, list[str], str]]]:
+    english = sections((DOCS / page).read_text(encoding="utf-8"))
+    russian = sections((DOCS / "ru" / page).read_text(encoding="utf-8"))
+    assert [s[0] for s in russian] == [s[0] for s in english], f"ru/{page}: headings differ"
+    return [(n, en, ru) for n, (en, ru) in enumerate(zip(english, russian, strict=True))]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_blocks_are_the_same_but_for_comments(page: str) -> None:
+    for n, (_, en_blocks, _), (_, ru_blocks, _) in pair(page):
+        assert ru_blocks == en_blocks, f"ru/{page}, section {n}: code blocks differ"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_english_number_is_in_the_russian_section(page: str) -> None:
+    for n, (_, _, en), (_, _, ru) in pair(page):
+        missing = numbers(en) - numbers(ru)
+        assert not missing, f"ru/{page}, section {n}: lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_english_code_span_is_in_the_russian_section(page: str) -> None:
+    for n, (_, _, en), (_, _, ru) in pair(page):
+        russian = spans(ru)
+        missing = [span for span in spans(en) - russian if TRANSLATED.get(span) not in russian]
+        assert not missing, f"ru/{page}, section {n}: lacks {missing}"
+
+
+SAMPLE = """\
+# Title
+
+Keep `events_max` at 10,000 (`HOST:PORT`, 0.6 KB, 1C).
+
+```ini
+[router]
+secret = s   ; a comment
+read = call
+```
+"""
+
+SAMPLE_RU = """\
+# Заголовок
+
+Держите `events_max` в 10 000 (`ХОСТ:ПОРТ`, 0,6 КБ, 1С).
+
+```ini
+[router]
+secret = s   ; комментарий
+read = call
+```
+"""
+
+
+def test_the_readers_see_a_faithful_translation_as_equal() -> None:
+    [_, (_, en_blocks, en)] = sections(SAMPLE)
+    [_, (_, ru_blocks, ru)] = sections(SAMPLE_RU)
+    assert en_blocks == ru_blocks == ["[router]\nsecret = s\nread = call"]
+    assert numbers(en) == numbers(ru) == Counter({"10000": 1, "0.6": 1})
+    assert spans(en) - spans(ru) == Counter({"HOST:PORT": 1})
+    assert TRANSLATED["HOST:PORT"] in spans(ru)
