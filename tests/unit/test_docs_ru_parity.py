@@ -57,7 +57,7 @@ TRANSLATED = {
     "<call_id>/ringing/<leg>": "<call_id>/ringing/<канал>",
     "<missed call_id>/missed_closed": "<call_id пропущенного>/missed_closed",
     "file:line: rule 'x': message": "файл:строка: rule 'x': сообщение",
-    "router.toml: [table] key: message": "router.toml: [таблица] ключ: сообщение",
+    "router.toml:line: [table] key: message": "router.toml:строка: [таблица] ключ: сообщение",
     "Asterisk does not answer at URL (REASON): waiting for it; calls take the "
     "dialplan's default route meanwhile": "Asterisk does not answer at URL (ПРИЧИНА): "
     "waiting for it; calls take the dialplan's default route meanwhile",
