@@ -50,6 +50,11 @@ MARK_FILE = "calllife.json"
 #: host and Asterisk's may differ a little, and reading more costs nothing
 #: (what was told already is not told again).
 GAP_MARGIN = 10.0
+#: A gap's replay that leaves calls of before the gap's end open reads the store
+#: once more this long after it (at least; twice ``settle_delay`` when longer):
+#: Asterisk writes its CEL store late under load, and a call whose end it had not
+#: written yet stayed open to 1C until the next gap or restart.
+SECOND_LOOK = 5.0
 #: How often the mark is written (seconds; and at stop).
 MARK_EVERY = 5.0
 #: Replays waiting or failed that the mark remembers (bounded).
@@ -271,10 +276,15 @@ class CallLife:
             # Replays keep failing (the store unreadable): keep the earliest start only.
             self._pending[:] = [min(self._pending)]
         self._pending.append(start)
-        self._spawn(self.replay_later(start, reason="gap"))
+        self._spawn(self.replay_later(start, reason="gap", gap_end=self._clock()))
 
-    async def replay_later(self, since: float, *, reason: str) -> int:
-        """Wait the settle delay, then :meth:`replay`; logged, never raises."""
+    async def replay_later(self, since: float, *, reason: str, gap_end: float | None = None) -> int:
+        """Wait the settle delay, then :meth:`replay`; logged, never raises.
+
+        ``gap_end`` (a gap's): when calls that began before it are still open
+        after the replay, a second look at the store (:data:`SECOND_LOOK`)
+        tells the ends Asterisk wrote late; one that is really still up costs
+        one read that tells nothing."""
         await asyncio.sleep(self.settings.settle_delay)
         try:
             told = await self.replay(since, reason=reason)
@@ -284,7 +294,15 @@ class CallLife:
             return 0
         with contextlib.suppress(ValueError):
             self._pending.remove(since)
-        return told
+        oldest = self.folder.oldest_open()
+        if gap_end is None or oldest is None or oldest > gap_end:
+            return told
+        await asyncio.sleep(max(SECOND_LOOK, 2 * self.settings.settle_delay))
+        try:
+            return told + await self.replay(since, reason=f"{reason}, second look")
+        except Exception as exc:
+            log.error("call life: second look after %s failed: %s", reason, exc)
+            return told
 
     async def replay(self, since: float, until: float | None = None, *, reason: str) -> int:
         """Read the calls with records since ``since`` and fold them; events told."""

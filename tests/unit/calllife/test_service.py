@@ -156,6 +156,53 @@ async def test_a_gap_is_replayed_and_live_continues(tmp_path: Path) -> None:
     assert sorted(ids) == expected_ids()
 
 
+async def test_an_end_the_store_had_not_written_at_the_replay_is_told_by_a_second_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asterisk writes its CEL store late under load: a gap's replay read the
+    store before the last call's end was in it, and that call stayed open to 1C
+    until the next gap or restart (seen in CI: 8 calls placed while the router
+    was stopped, the last one never ended in 1C). A call of before the gap still
+    open after the replay makes the store be read once more."""
+    from router.calllife import service as service_module
+
+    monkeypatch.setattr(service_module, "SECOND_LOOK", 0.0)
+    real = SqliteSource(FIXTURES / "cel.db")
+    last = max(r.at for r in ALL)
+    reads: list[int] = []
+
+    class Lagging:
+        """The store as Asterisk under load has it: the first read lacks the last second."""
+
+        def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
+            reads.append(len(reads))
+            calls = real.read(since, until)
+            if len(reads) > 1:
+                return calls
+            cut = {k: [r for r in v if r.at < last - 1] for k, v in calls.items()}
+            return {k: v for k, v in cut.items() if v}
+
+    told: list[CallEvent] = []
+    service = life(told)
+    service.source = Lagging()
+    service.start(tmp_path)
+    await settle(service)
+    reads.clear()
+    for fields in EVENTS[:50]:
+        await service.ingest(fields["Event"], fields)
+    service.gap(ALL[0].at)  # everything after the 50th event is lost
+    await settle(service)
+    assert len(reads) == 2  # the replay, and the second look
+    ids = [e.event_id for e in told]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == expected_ids()
+    # Nothing open from before the gap: no second look.
+    reads.clear()
+    service.gap(NOW)
+    await settle(service)
+    assert len(reads) == 1
+
+
 async def test_with_nobody_listening_nothing_is_replayed_and_the_mark_waits(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
