@@ -7,14 +7,17 @@ has just accepted and maps every key path (``("asterisk", "url")``,
 ``("api", "tokens", "crm", "hash")``, a table header's own path too) to the
 line it is first defined on.
 
-Sans-I/O and cautious: a file it cannot follow (an array of tables, anything
-it does not expect) gives no line for what follows, never a wrong one; a key
-inside a multi-line string or array is text, not a key. The file has already
-parsed, so the scanner need not report errors, only stop.
+Sans-I/O and cautious: what has no one line gets none, never a wrong one (an
+array of tables has the line of its first ``[[header]]``, but the keys and
+sub-tables of its elements repeat per element and get no line); a key inside
+a multi-line string or array is text, not a key; a shape the scanner does not
+expect stops it, and what follows gets no line. The file has already parsed,
+so the scanner need not report errors, only stop.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 __all__ = ["key_lines"]
@@ -22,6 +25,8 @@ __all__ = ["key_lines"]
 _BARE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 #: Where a bare value (number, date, boolean) ends.
 _VALUE_END: Final = frozenset(" \t\r\n,]}#")
+#: A date a local time may follow after a space (``1979-05-27 07:32:00``).
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ESCAPES: Final = {
     "b": "\b",
     "t": "\t",
@@ -43,6 +48,8 @@ class _Scanner:
         self.pos = 0
         self.line = 1
         self.found: dict[tuple[str, ...], int] = {}
+        #: The arrays of tables (``[[hooks]]``): what is under them has no one line.
+        self.arrays: set[tuple[str, ...]] = set()
 
     # -- characters ----------------------------------------------------------
 
@@ -165,10 +172,21 @@ class _Scanner:
             self.inline_table(path)
         else:
             start = self.pos
-            while self.peek() and self.peek() not in _VALUE_END:
-                self.pos += 1
+            self.bare()
             if self.pos == start:
                 raise _Unfollowed(f"no value at line {self.line}")
+            if (
+                _DATE.fullmatch(self.text, start, self.pos)
+                and self.peek() == " "
+                and self.peek(1).isdigit()
+            ):
+                self.pos += 1  # a date and time apart by a space, as TOML allows
+                self.bare()
+
+    def bare(self) -> None:
+        """A number, a boolean, a date or a time: up to a space, a comma, a bracket."""
+        while self.peek() and self.peek() not in _VALUE_END:
+            self.pos += 1
 
     def array(self) -> None:
         self.take()  # [
@@ -210,34 +228,42 @@ class _Scanner:
                 self.found.setdefault(path[:depth], line)
         self.value(path)
 
+    def header(self) -> tuple[str, ...] | None:
+        """``[a.b]`` or ``[[a.b]]``: the table its keys go in, None when they
+        repeat per element of an array of tables (and have no one line)."""
+        line = self.line
+        array = self.starts("[[")
+        self.pos += 2 if array else 1
+        self.spaces()
+        header = self.key()
+        closing = "]]" if array else "]"
+        if not self.starts(closing):
+            raise _Unfollowed(f"no {closing!r} at line {line}")
+        self.pos += len(closing)
+        if any(header[:depth] in self.arrays for depth in range(1, len(header) + 1)):
+            return None  # in an element of an array of tables (or its next element)
+        for depth in range(1, len(header)):  # [a.b] defines a as well
+            self.found.setdefault(header[:depth], line)
+        if array:
+            self.arrays.add(header)
+            self.found.setdefault(header, line)  # the first element's header
+            return None
+        # [a] written after [a.b]: its own header, not the one that implied it.
+        self.found[header] = line
+        return header
+
     def document(self) -> dict[tuple[str, ...], int]:
         table: tuple[str, ...] | None = ()
         while True:
             self.blank()
             if not self.peek():
                 return self.found
-            if self.starts("[["):
-                # An array of tables: its keys repeat per element; no line for them.
-                self.pos += 2
-                self.spaces()
-                self.key()
-                if not self.starts("]]"):
-                    raise _Unfollowed(f"no ']]' at line {self.line}")
-                self.pos += 2
-                table = None
-            elif self.peek() == "[":
-                line = self.line
-                self.take()
-                self.spaces()
-                header = self.key()
-                if self.peek() != "]":
-                    raise _Unfollowed(f"no ']' at line {line}")
-                self.take()
-                table = header
-                for depth in range(1, len(header) + 1):  # [a.b] defines a as well
-                    self.found.setdefault(header[:depth], line)
+            if self.peek() == "[":
+                table = self.header()
             elif table is None:
                 self.key()  # a key of an array's element: skipped with its value
+                if self.peek() != "=":
+                    raise _Unfollowed(f"no '=' at line {self.line}")
                 self.take()
                 self.spaces()
                 self.value(("<array>",))

@@ -85,6 +85,46 @@ def test_what_it_cannot_follow_gets_no_line_never_a_wrong_one() -> None:
     }
 
 
+def test_an_array_of_tables_has_its_first_header_line_and_its_elements_none() -> None:
+    text = (
+        "[[hooks]]\nname = 'a'\n[hooks.sub]\nk = 1\n"  # lines 1-4: the first element
+        "[[hooks]]\nname = 'b'\n"  # lines 5-6: the second
+        "[router]\nshadow = true\n"
+    )
+    tomllib.loads(text)
+    lines = key_lines(text)
+    # "[hooks]: expected a table, got an array" names where the array starts,
+    # not the line of [hooks.sub], which belongs to one element.
+    assert lines[("hooks",)] == 1
+    assert not any(path[:1] == ("hooks",) and len(path) > 1 for path in lines), lines
+    assert lines[("router", "shadow")] == 8
+
+
+def test_a_table_written_after_its_sub_table_has_its_own_header_line() -> None:
+    text = "[api.tokens.crm]\nhash = 'x'\n\n[api]\nlisten = '127.0.0.1:8080'\n"
+    tomllib.loads(text)
+    lines = key_lines(text)
+    # A key missing from [api] names [api]'s header, not [api.tokens.crm]'s.
+    assert lines[("api",)] == 4
+    assert lines[("api", "tokens")] == lines[("api", "tokens", "crm")] == 1
+
+
+def test_a_date_and_time_apart_by_a_space_is_one_value() -> None:
+    text = "[r]\nat = 1979-05-27 07:32:00\nlist = [1979-05-27 07:32:00Z, 07:32:00]\nk = 1\n"
+    tomllib.loads(text)
+    lines = key_lines(text)
+    assert (lines[("r", "at")], lines[("r", "list")], lines[("r", "k")]) == (2, 3, 4)
+
+
+def test_windows_line_ends_and_keys_split_by_spaces_around_dots() -> None:
+    text = '[ plugins . "onec" ]\r\nurl = "x"\r\n  a . b = { c = 1 }\r\n'
+    tomllib.loads(text)
+    lines = key_lines(text)
+    assert lines[("plugins", "onec")] == 1
+    assert lines[("plugins", "onec", "url")] == 2
+    assert lines[("plugins", "onec", "a", "b", "c")] == 3
+
+
 def _error(tmp_path: Path, text: str, **overrides: object) -> str:
     path = tmp_path / "router.toml"
     path.write_text(text, encoding="utf-8")
@@ -110,6 +150,14 @@ def test_errors_name_the_line_of_the_key_of_a_sub_table_and_of_a_missing_key(
     # An unknown section: its header's line.
     assert _error(tmp_path, BASE + "\n[plugin.onec]\nurl = 1\n").startswith(
         f"{path}:6: [plugin]: unknown section"
+    )
+
+
+def test_a_table_written_as_an_array_of_tables_names_its_first_header(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    message = _error(tmp_path, BASE + "\n[[router]]\nshadow = true\n[[router]]\n")
+    assert message == (
+        f"{path}:6: router: expected a [router] table, got list [{{'shadow': True}}, {{}}]"
     )
 
 
