@@ -230,6 +230,15 @@ class Config:
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
 
+    def where(self, *path: str) -> str:
+        """Where the key or table ``path`` (``"plugins", "enabled"``) is written,
+        for a message: ``router.toml:12``, the file alone when the line is not
+        known (or the value came from the command line), ``router.toml`` when
+        no file was read."""
+        origin = str(self.path) if self.path is not None else "router.toml"
+        line = self.lines.get(path)
+        return f"{origin}:{line}" if line is not None else origin
+
 
 # -- reading -----------------------------------------------------------------
 
@@ -866,6 +875,8 @@ def load_config(
             value = list(value)
         sections[section][key] = value
         origins[section][key] = COMMAND_LINE
+        # The file's line for it, if any, is no longer where the value is from.
+        lines = {at: line for at, line in lines.items() if at[:2] != (section, key)}
         if section == "asterisk" and key in ("secret", "secret_env"):
             # The command line wins over whichever way the file gives the secret.
             other = "secret_env" if key == "secret" else "secret"

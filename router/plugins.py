@@ -167,20 +167,21 @@ class Plugins:
         """
         known = {dotted.rsplit(".", 1)[-1] for dotted in DEFAULT_PLUGINS}
         known.update(ep.name for ep in metadata.entry_points(group=hookspecs.PROJECT))
-        origin = str(config.path) if config.path is not None else "router.toml"
         settings = config.plugins
         for key, names in (("enabled", settings.enabled), ("disabled", settings.disabled)):
             for name in names:
                 if name not in known:
                     raise ConfigError(
-                        f"{origin}: [plugins] {key}: {name!r} is no plugin here"
+                        f"{config.where('plugins', key)}: [plugins] {key}: "
+                        f"{name!r} is no plugin here"
                         f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))} "
                         "(callrouter plugins lists them)"
                     )
         for name in settings.settings:
             if name not in known:
                 raise ConfigError(
-                    f"{origin}: [plugins.{name}]: no plugin {name!r} is installed"
+                    f"{config.where('plugins', name)}: [plugins.{name}]: "
+                    f"no plugin {name!r} is installed"
                     f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
                 )
         return cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)

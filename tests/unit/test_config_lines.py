@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from router.builtin.timefuncs import rules_timezone
 from router.config import SettingsReader, load_config
 from router.config_lines import key_lines
 from router.errors import ConfigError
@@ -164,6 +165,20 @@ def test_a_table_written_as_an_array_of_tables_names_its_first_header(tmp_path: 
 def test_a_value_from_the_command_line_is_named_as_such_not_by_a_line(tmp_path: Path) -> None:
     message = _error(tmp_path, BASE, asterisk__url="ftp://x")
     assert message.startswith("command line: [asterisk] url: ")
+
+
+def test_a_key_the_command_line_replaces_is_given_no_line_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text(BASE + "[plugins.timefuncs]\ntimezone = 'Europe/Moskow'\n", encoding="utf-8")
+    assert load_config(path, environ={}).where("plugins", "timefuncs", "timezone") == f"{path}:6"
+    # The command line replaces the table (check --tz does): line 6 no longer
+    # holds the value an error is about.
+    overrides = {"plugins.timefuncs": {"timezone": "Mars/Base"}}
+    config = load_config(path, overrides=overrides, environ={})
+    assert config.where("plugins", "timefuncs", "timezone") == str(path)
+    with pytest.raises(ConfigError) as caught:
+        rules_timezone(config)
+    assert str(caught.value).startswith(f"{path}: [plugins.timefuncs] timezone: unknown time zone")
 
 
 def test_a_plugins_settings_reader_names_the_line_too(tmp_path: Path) -> None:

@@ -71,18 +71,18 @@ def test_the_engine_loads_what_router_toml_selects(tmp_path: Path) -> None:
     [
         (
             'enabled = ["onc"]\n',
-            "[plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?); known: actions, "
+            "6: [plugins] enabled: 'onc' is no plugin here (did you mean 'onec'?); known: actions, "
             "ami_catalog, crm, directory, extension_state, numbers, onec, recordings, textfuncs, "
             "timefuncs "
             "(callrouter plugins lists them)",
         ),
         (
-            'disabled = ["timefunc"]\n',
-            "[plugins] disabled: 'timefunc' is no plugin here (did you mean 'timefuncs'?)",
+            '# what not to load\nenabled = []\n\ndisabled = [\n  "timefunc",\n]\n',
+            "9: [plugins] disabled: 'timefunc' is no plugin here (did you mean 'timefuncs'?)",
         ),
         (
-            '[plugins.numbrs]\ncountry_code = "7"\n',
-            "[plugins.numbrs]: no plugin 'numbrs' is installed (did you mean 'numbers'?)",
+            'enabled = []\n[plugins.numbrs]\ncountry_code = "7"\n',
+            "7: [plugins.numbrs]: no plugin 'numbrs' is installed (did you mean 'numbers'?)",
         ),
     ],
 )
@@ -91,4 +91,5 @@ def test_unknown_names_are_errors_with_did_you_mean(
 ) -> None:
     with pytest.raises(ConfigError) as info:
         Plugins.for_config(config(tmp_path, plugins))
-    assert str(info.value).startswith(f"{tmp_path / 'router.toml'}: {message}")
+    # router.toml:LINE: where the name or the table is written.
+    assert str(info.value).startswith(f"{tmp_path / 'router.toml'}:{message}")
