@@ -52,7 +52,7 @@ class Dialing:
         self.locations = LocationPolicy.from_pattern(config.router.location_pattern)
         numbers = NumberFunctions()
         # The plan routing uses: the numbers plugin reads [plugins.numbers].
-        numbers.callrouter_configure(config.plugins.for_plugin("numbers"))
+        numbers.configure(config.plugins.for_plugin("numbers"), config)
         self.plan: NumberPlan = numbers.plan
         self.dial_prefix = dial_prefix
 

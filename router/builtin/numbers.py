@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from router.errors import ConfigError
+from router.config import Config, SettingsReader
 from router.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -231,8 +231,8 @@ def register(registry: Registry, plan: NumberPlan = DEFAULT_PLAN) -> None:
 
 
 def _plan_value(key: str, value: object) -> object:
-    """One ``[plugins.numbers]`` value, checked: ASCII digits only, lengths as integers."""
-    where = f"[plugins.numbers] {key}"
+    """One ``[plugins.numbers]`` value, checked: ASCII digits only, lengths as
+    integers; ValueError says what is wrong with it."""
     if (
         isinstance(value, str)
         and value.isascii()
@@ -248,13 +248,13 @@ def _plan_value(key: str, value: object) -> object:
         value = str(value)
     if key in ("national_length", "internal_max_length", "min_digits", "max_digits"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
-            raise ConfigError(f"{where}: expected a whole number from 0 to 20, got {value!r}")
+            raise ValueError(f"expected a whole number from 0 to 20, got {value!r}")
         return value
     items = value if key == "exit_prefixes" else [value]
     if not isinstance(items, list) or not all(
         isinstance(v, str) and v.isascii() and (v.isdigit() or v == "") for v in items
     ):
-        raise ConfigError(f"{where}: expected digits only, got {value!r}")
+        raise ValueError(f"expected digits only, got {value!r}")
     return tuple(items) if key == "exit_prefixes" else value
 
 
@@ -265,22 +265,28 @@ class NumberFunctions:
         self.plan = DEFAULT_PLAN
 
     @hookimpl
-    def callrouter_configure(self, settings: Mapping[str, object]) -> None:
+    def callrouter_configure(self, config: Config, settings: Mapping[str, object]) -> None:
+        """``[plugins.numbers]``: see :meth:`configure`."""
+        self.configure(settings, config)
+
+    def configure(self, settings: Mapping[str, object], config: Config | None = None) -> None:
         """``[plugins.numbers]``: country_code, trunk_prefix, exit_prefixes, ...
 
         ``international_prefix`` (one prefix, the older spelling) is still read
-        as ``exit_prefixes = [it]``.
+        as ``exit_prefixes = [it]``. An error names router.toml's line when
+        ``config`` (the file's) is given, as every table's errors do.
         """
+        reader = SettingsReader.for_plugin("numbers", settings, config)
         known = {f.name for f in fields(NumberPlan)}
+        reader.reject_unknown(sorted({*known, "international_prefix"}))
         values: dict[str, object] = {}
-        for key, value in settings.items():
-            if key == "international_prefix":
-                key, value = "exit_prefixes", [value]
-            if key not in known:
-                raise ConfigError(
-                    f"[plugins.numbers] unknown key {key!r}; known: {', '.join(sorted(known))}"
-                )
-            values[key] = _plan_value(key, value)
+        for written, value in settings.items():
+            old = written == "international_prefix"
+            key = "exit_prefixes" if old else written
+            try:
+                values[key] = _plan_value(key, [value] if old else value)
+            except ValueError as exc:
+                raise reader.error(written, str(exc)) from None
         self.plan = NumberPlan(**values)  # type: ignore[arg-type]
 
     @hookimpl

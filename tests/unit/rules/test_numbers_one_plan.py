@@ -21,6 +21,7 @@ from router.builtin.numbers import (
     normalize,
     parse_number,
 )
+from router.config import load_config
 from router.plugin_registry import plugin_registry
 from router.rules.lists import load_list
 from router.rules.ruleset import call_context
@@ -94,7 +95,7 @@ def test_other_plans_and_settings() -> None:
 
 def test_plugins_numbers_settings() -> None:
     numbers = NumberFunctions()
-    numbers.callrouter_configure(
+    numbers.configure(
         {
             "country_code": "49",
             "trunk_prefix": "0",
@@ -104,13 +105,53 @@ def test_plugins_numbers_settings() -> None:
     )
     assert numbers.plan.exit_prefixes == ("00",)  # the older single-prefix key still works
     assert normalize("0049 30 12345678", numbers.plan) == "493012345678"
-    numbers.callrouter_configure({"exit_prefixes": ["00", "011"]})
+    numbers.configure({"exit_prefixes": ["00", "011"]})
     assert numbers.plan.exit_prefixes == ("00", "011")
     with pytest.raises(
         router.ConfigError,
         match=r"\[plugins.numbers\] trunk_prefix: "
         "expected digits only",
     ):
-        numbers.callrouter_configure({"trunk_prefix": "８"})
+        numbers.configure({"trunk_prefix": "８"})
     with pytest.raises(router.ConfigError, match="national_length: expected a whole number"):
-        numbers.callrouter_configure({"national_length": "١٠"})
+        numbers.configure({"national_length": "١٠"})
+
+
+NUMBERS_TOML = (
+    '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n\n'
+    '[plugins.numbers]\ncountry_code = "375"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            "countri_code = 1\n",
+            "8: [plugins.numbers] countri_code: unknown key; did you mean 'country_code'? "
+            "(known: country_code, exit_prefixes, internal_max_length, international_prefix, "
+            "max_digits, min_digits, "
+            "national_length, trunk_prefix)",
+        ),
+        (
+            "trunk_prefix = '80'\ninternational_prefix = '8-10'\n",
+            "9: [plugins.numbers] international_prefix: expected digits only, got ['8-10']",
+        ),
+        (
+            "\nnational_length = 99\n",
+            "9: [plugins.numbers] national_length: expected a whole number from 0 to 20, got 99",
+        ),
+    ],
+)
+def test_plugins_numbers_errors_name_the_file_and_the_line(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    """They said ``[plugins.numbers] unknown key 'countri_code'`` with neither
+    the file nor the line, and an error in ``international_prefix`` blamed
+    ``exit_prefixes``, a key the file did not have."""
+    path = tmp_path / "router.toml"
+    path.write_text(NUMBERS_TOML + lines, encoding="utf-8")
+    config = load_config(path, environ={})
+    with pytest.raises(router.ConfigError) as caught:
+        NumberFunctions().callrouter_configure(config, config.plugins.for_plugin("numbers"))
+    assert str(caught.value) == f"{path}:{message}"
