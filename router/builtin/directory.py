@@ -42,15 +42,35 @@ class Directory:
         return dict(entry) if entry is not None else None
 
 
-def load_directory(path: Path) -> Directory:
-    """Read a CSV or YAML directory; errors name the file and line."""
+def load_directory(path: Path, reader: SettingsReader | None = None) -> Directory:
+    """Read a CSV or YAML directory; errors name the file and line.
+
+    A file that cannot be read is router.toml's ``file`` key's error: named
+    at its line through ``reader`` (:class:`SettingsReader` of the table).
+    Text that is not UTF-8, or not YAML, is a ConfigError too: anything else
+    escaping here was logged as the plugin's crash, and the engine started
+    (and ``callrouter check`` passed) with an empty directory.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise ConfigError(f"[plugins.directory] file: cannot read {path}: {exc.strerror}") from None
+        message = f"cannot read {path}: {exc.strerror}"
+        if reader is not None:
+            raise reader.error("file", message) from None
+        raise ConfigError(f"[plugins.directory] file: {message}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     entries: dict[str, dict[str, Any]] = {}
     if path.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = exc.problem or exc.context or "invalid YAML"
+            raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: YAML error: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of number -> entry")
         for number, entry in data.items():
@@ -87,7 +107,7 @@ class DirectoryPlugin:
             raise reader.error("entries", "give either file or entries, not both")
         path = reader.path("file")
         if path is not None:
-            self.directory = load_directory(path)
+            self.directory = load_directory(path, reader)
             return
         entries = settings.get("entries", {})
         if not isinstance(entries, Mapping) or not all(

@@ -255,9 +255,35 @@ def test_directory_file_is_relative_to_router_toml(
     capsys.readouterr()
     (etc / "directory.csv").rename(tmp_path / "directory.csv")  # now beside the cwd only
     assert main(["check", "--config", str(path)]) == 1
-    assert (
-        f"[plugins.directory] file: cannot read {etc / 'directory.csv'}" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{path}:8: [plugins.directory] file: cannot read {etc / 'directory.csv'}: "
+        "No such file or directory"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"79161234567: {extension: 101\n",
+            ":2: YAML syntax error: expected ',' or '}', but got '<stream end>'",
+        ),
+        (b"\xff\xfe79161234567: 101\n", ": not UTF-8 text (invalid start byte at byte 0)"),
+    ],
+)
+def test_a_directory_file_that_is_no_yaml_or_no_text_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    """It escaped as the plugin's crash, logged, and check said OK: the engine
+    would have started with an empty directory."""
+    (tmp_path / "directory.yaml").write_bytes(content)
+    path = write(tmp_path, "[plugins.directory]\nfile = 'directory.yaml'\n")
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{tmp_path / 'directory.yaml'}{message}",
+        f"{path}: 1 error (configuration; rules not checked)",
+    ]
 
 
 def test_unset_secret_variables_are_warnings_and_leave_no_trace(
