@@ -9,9 +9,10 @@ every action is turned into headers, :meth:`router.ami.protocol.Action.pairs`,
 so that no way past the catalog sends one either).
 
 Each entry was seen crashing the sandbox's Asterisk (Debian's 22.10), with
-the date. ``Getvar`` of ``MIXMONITOR(<id>,filename)`` on a MixMonitor that
-writes only ``r()``/``t()`` files (one leg, no mixed file) is a segfault: the
-function copies a filename that is not there. An id names no MixMonitor for
+the date. ``Getvar`` of ``MIXMONITOR(<id>,filename)``, or ``Status`` asking for
+it among its ``Variables`` (2026-12-04 both), on a MixMonitor that writes only
+``r()``/``t()`` files (one leg, no mixed file) is a segfault: the function
+copies a filename that is not there. An id names no MixMonitor for
 long (a heap address, reused), so no id is safe to read: any read of the
 function is refused, also inside another (``EVAL``, ``LEN``).
 """
@@ -36,16 +37,21 @@ class Hazard:
     why: str
 
 
+#: Any read of ``MIXMONITOR()``: its name, then its arguments (a space between is
+#: no call, but costs nothing to refuse).
+_READS_MIXMONITOR: Final = re.compile(r"MIXMONITOR\s*\(", re.IGNORECASE)
+_MIXMONITOR_WHY: Final = (
+    "reading MIXMONITOR() crashes Asterisk 22 when that MixMonitor writes only "
+    "r()/t() files (seen 2026-12-04 on Asterisk 22.10), and its id may by then "
+    "be such a MixMonitor's; ask callrouter instead (GET /api/v1/recordings/"
+    "{call_id} lists a call's files and their state)"
+)
+
 HAZARDS: Final = (
-    Hazard(
-        "Getvar",
-        "Variable",
-        re.compile(r"MIXMONITOR\s*\(", re.IGNORECASE),
-        "reading MIXMONITOR() crashes Asterisk 22 when that MixMonitor writes only "
-        "r()/t() files (seen 2026-12-04 on Asterisk 22.10), and its id may by then "
-        "be such a MixMonitor's; ask callrouter instead (GET /api/v1/recordings/"
-        "{call_id} lists a call's files and their state)",
-    ),
+    Hazard("Getvar", "Variable", _READS_MIXMONITOR, _MIXMONITOR_WHY),
+    # Status reads each of its comma-separated Variables as Getvar does, a
+    # function among them (manager.c generate_status): the same crash.
+    Hazard("Status", "Variables", _READS_MIXMONITOR, _MIXMONITOR_WHY),
 )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from router.ami.hazards import HAZARDS
 from router.sandbox import Sandbox
 
@@ -30,10 +32,33 @@ async def _action(
             return fields
 
 
-async def test_getvar_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
-    scratch_sandbox: Sandbox,
+async def _read(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, action: str, **headers: str
+) -> str:
+    """What ``action`` answers for the ``MIXMONITOR()`` read in ``headers``: Getvar's
+    ``Value``, or the ``Variable`` line of Status's one ``Status`` event."""
+    answer = await _action(reader, writer, Action=action, **headers)
+    if action == "Getvar":
+        return answer["Value"]
+    assert answer["Response"] == "Success", answer
+    for _ in range(10):
+        block = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        if block.startswith("Event: Status\r\n"):
+            return next(line for line in block.split("\r\n") if line.startswith("Variable: "))
+    raise AssertionError("no Status event")
+
+
+def test_every_hazard_is_tried_here() -> None:
+    assert [(h.action, h.header) for h in HAZARDS] == [
+        ("Getvar", "Variable"),
+        ("Status", "Variables"),
+    ]
+
+
+@pytest.mark.parametrize(("action", "header"), [("Getvar", "Variable"), ("Status", "Variables")])
+async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
+    scratch_sandbox: Sandbox, action: str, header: str
 ) -> None:
-    assert [h.action for h in HAZARDS] == ["Getvar"]
     box = scratch_sandbox
     reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
     try:
@@ -78,17 +103,12 @@ async def test_getvar_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
             File="/tmp/hazard-mix.wav",
             Options="i(HAZARD_ID)",
         )
-        alive = await _action(
-            reader,
-            writer,
-            Action="Getvar",
-            Channel=channel,
-            Variable=f"MIXMONITOR({mixed['MixMonitorID']},filename)",
-        )
-        assert alive["Value"] == "/tmp/hazard-mix.wav"
+        read = f"MIXMONITOR({mixed['MixMonitorID']},filename)"
+        alive = await _read(reader, writer, action, Channel=channel, **{header: read})
+        assert alive.endswith("/tmp/hazard-mix.wav"), alive
         writer.write(
-            "Action: Getvar\r\nChannel: {}\r\nVariable: MIXMONITOR({},filename)\r\n\r\n".format(
-                channel, started["MixMonitorID"]
+            "Action: {}\r\nChannel: {}\r\n{}: MIXMONITOR({},filename)\r\n\r\n".format(
+                action, channel, header, started["MixMonitorID"]
             ).encode()
         )
         await writer.drain()

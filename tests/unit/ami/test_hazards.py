@@ -38,6 +38,25 @@ def test_a_read_of_mixmonitor_is_refused_with_the_reason_and_what_to_ask_instead
     assert "/api/v1/recordings/" in message
 
 
+@pytest.mark.parametrize(
+    "variables",
+    ["MIXMONITOR(0x7fb244005470,filename)", *[f"CALLERID(num),{v}" for v in CRASHERS[1:]]],
+)
+@pytest.mark.parametrize("validate", [True, False])
+def test_status_asking_for_mixmonitor_among_its_variables_is_refused(
+    variables: str, validate: bool
+) -> None:
+    """``Status`` reads each of its ``Variables`` as ``Getvar`` does: the same crash
+    (seen on the sandbox's Asterisk 22.10), one request past the ``Getvar`` guard."""
+    encoded = encode_action(
+        "Status", {"Channel": "PJSIP/101-0000002a", "Variables": variables}, validate=validate
+    )
+    with pytest.raises(AMIValidationError, match=r"^Status: Variables: reading MIXMONITOR\(\)"):
+        Action(encoded.name, encoded.params).pairs()
+    with pytest.raises(AMIValidationError, match="crashes Asterisk"):
+        build_action("status", [("variables", variables)], raw=True).pairs()
+
+
 def test_past_the_catalog_any_spelling_of_the_action_and_header_is_refused() -> None:
     """``--raw``/``validate=False`` send names as given; Asterisk reads them in any case."""
     with pytest.raises(AMIValidationError, match="crashes Asterisk"):
@@ -55,3 +74,5 @@ def test_what_does_not_read_mixmonitor_goes_out() -> None:
         "Setvar", {"Channel": "PJSIP/101-1", "Variable": "NOTE", "Value": CRASHERS[0]}
     ).pairs()
     assert hazard("Command", {"Command": "core show function MIXMONITOR"}) is None
+    status = Action.build("Status", {"Variables": "CR_ID,CHANNEL(state)"}).pairs()
+    assert ("Variables", "CR_ID,CHANNEL(state)") in status
