@@ -824,11 +824,15 @@ async def test_a_second_stop_before_the_first_ended_sends_nothing_and_keeps_the_
 
 
 @pytest.mark.parametrize(
-    ("marked_ago", "written_ago", "stopped"),
+    ("marked_ago", "written_ago", "kept_id", "stopped"),
     [
-        (60.0, 0.0, True),  # the stop never reached Asterisk: its file is still written
-        (60.0, 59.0, False),  # the file closed with the stop: its MixMonitor is gone
-        (5.0, 0.0, False),  # a stop under way: its MixMonitorStop may yet come
+        (60.0, 0.0, True, True),  # the stop never reached Asterisk: its file is still written
+        (60.0, 59.0, True, False),  # the file closed with the stop: its MixMonitor is gone
+        (5.0, 0.0, True, False),  # a stop under way: its MixMonitorStop may yet come
+        # Written well after it (20 s), but a mark under 30 s old is not yet stale.
+        (20.0, 0.0, True, False),
+        # No kept id (an older callrouter's): the channel's newest may be a rule's.
+        (60.0, 0.0, False, False),
     ],
 )
 async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
@@ -836,6 +840,7 @@ async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
     settings: RecordingSettings,
     marked_ago: float,
     written_ago: float,
+    kept_id: bool,
     stopped: bool,
 ) -> None:
     """callrouter stopped (a crash, a kill) between marking the API's file as being
@@ -856,7 +861,12 @@ async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
         )
         assert started.status_code == 201, started.text
         store = RecordingStore(stub.state_dir)
+        if not kept_id:  # started by an older callrouter, which kept no id
+            store.set_mixmonitor_id((r.id for r in store.recording(live)), "")
+            # What the channel's CR_ID says now: another MixMonitor's, a rule's maybe.
+            stub.replay.on("Getvar", lambda action: {"Value": "0x7feeec00beef"})
         (row,) = store.recording(live)
+        assert bool(row.mixmonitor_id) is kept_id
         now = time.time()
         # The crash: marked, StopMixMonitor never sent.
         assert store.ask_stop([row.id], now=now - marked_ago) == [row.id]
@@ -878,6 +888,42 @@ async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
     # Renewed, the mark is fresh: the same id is never stopped twice in a row.
     assert second.status_code == 409, second.text
     assert len(stops) == (1 if stopped else 0)
+    store.close()
+
+
+async def test_of_two_stops_at_once_of_a_stale_mark_only_one_stops_it_again(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Two DELETEs at once both find the mark stale and the file written; the mark is
+    renewed by one only (``RecordingStore.renew_stop``), so the kept id, which may name
+    a new MixMonitor once this one ended, is sent once: the other answers 409."""
+    live = "1714557700.96"
+    live_call(stub, live, {"PJSIP/101-00000096": "up"})
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7feeec00ae96"})
+    stops: list[dict[str, str]] = []
+    stub.replay.on("StopMixMonitor", lambda action: stops.append(dict(action.fields)) or {})
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        (row,) = store.recording(live)
+        now = time.time()
+        store.ask_stop([row.id], now=now - 60)
+        row.local_path.parent.mkdir(parents=True, exist_ok=True)
+        row.local_path.write_bytes(b"RIFF" + bytes(60))
+        answers = await asyncio.gather(
+            *(
+                client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+                for _ in range(2)
+            )
+        )
+    assert sorted(a.status_code for a in answers) == [202, 409], [a.text for a in answers]
+    assert [s.get("MixMonitorID") for s in stops] == ["0x7feeec00ae96"]
+    # The store's part of it: a mark renewed since is not renewed again.
+    again = store.renew_stop([row.id], marked_before=now - 30, now=time.time())
+    assert again == []
     store.close()
 
 
