@@ -359,3 +359,28 @@ def test_an_async_register_is_refused_and_its_coroutine_closed() -> None:
     ]
     [coroutine] = made
     assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+async def test_present_extensions_takes_a_bounded_number_from_one_plugin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An answer becomes who may read a recording, asked on the API's request path: a
+    plugin naming endless extensions (a generator that never ends) gives at most
+    ``MAX_PRESENT``, the rest left out and said, and the request goes on."""
+    from itertools import count
+
+    from router.plugins import MAX_PRESENT
+
+    class Endless(Named):
+        @hookimpl
+        def callrouter_present_extensions(self, call: Call) -> Any:
+            return (str(n) for n in count(100))
+
+    caplog.set_level(logging.WARNING, "router.plugins")
+    found = await load(Endless("endless")).present_extensions(call())
+    assert len(found) == MAX_PRESENT
+    assert found == {str(n) for n in range(100, 100 + MAX_PRESENT)}
+    assert any(
+        "endless" in r.getMessage() and f"more than {MAX_PRESENT}" in r.getMessage()
+        for r in caplog.records
+    )
