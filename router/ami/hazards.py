@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["HAZARDS", "Hazard", "hazard"]
+__all__ = ["HAZARDOUS_ACTIONS", "HAZARDS", "Hazard", "hazard"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,9 @@ HAZARDS: Final = (
 )
 
 
-#: The actions of :data:`HAZARDS`, as Asterisk takes them (any case).
-_ACTIONS: Final = frozenset(h.action.lower() for h in HAZARDS)
+#: The actions of :data:`HAZARDS` in lower case, as Asterisk takes them (any case):
+#: a caller on the hot path looks here before it calls :func:`hazard`.
+HAZARDOUS_ACTIONS: Final = frozenset(h.action.lower() for h in HAZARDS)
 
 
 def hazard(
@@ -67,7 +68,7 @@ def hazard(
     Asterisk, or None. Names in any case, as Asterisk reads them (a request past
     the catalog is not canonical)."""
     lowered = action.lower()
-    if lowered not in _ACTIONS:
+    if lowered not in HAZARDOUS_ACTIONS:
         return None
     pairs = list(params.items() if isinstance(params, Mapping) else params)
     for known in HAZARDS:
