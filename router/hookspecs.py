@@ -401,8 +401,9 @@ def callrouter_present_extensions(call: Call) -> Iterable[str] | None:
     beside the call's live legs. A leg bridged in from another call keeps
     that call's Linkedid, so only whoever follows Asterisk's bridges (the
     built-in recordings plugin) or a conference knows it is there. Runs on
-    the request's path: answer from memory. Return the extensions (strings
-    of at most 80 characters; others are left out), or None.
+    the request's path: answer from memory. Return the extensions (1 to 80
+    letters, digits, ``_``, ``+``, ``.`` or ``-``; at most 1,000; anything
+    else is left out and logged), or None.
     """
 
 
