@@ -14,7 +14,11 @@ it among its ``Variables`` (2026-12-04 both), on a MixMonitor that writes only
 ``r()``/``t()`` files (one leg, no mixed file) is a segfault: the function
 copies a filename that is not there. An id names no MixMonitor for
 long (a heap address, reused), so no id is safe to read: any read of the
-function is refused, also inside another (``EVAL``, ``LEN``).
+function is refused, also inside another (``EVAL``, ``LEN``), and a read that
+evaluates a variable's text as dialplan (``EVAL`` inside ``EVAL``), which calls
+it with no ``MIXMONITOR`` in the request. A blocklist cannot see every way
+(the admin's dialplan can read the function too): it refuses those an AMI
+request alone can take.
 """
 
 from __future__ import annotations
@@ -47,11 +51,25 @@ _MIXMONITOR_WHY: Final = (
     "{call_id} lists a call's files and their state)"
 )
 
+#: A read that evaluates a text as dialplan a second time: EVAL inside EVAL
+#: (``EVAL(${EVAL(${X})})`` calls whatever function X's value names, while
+#: ``EVAL(${X})`` only gives the text), or EVAL_EXTEN/EVAL_SUB (a priority's
+#: data, which ``DialplanExtensionAdd`` may have written). Broader than the harm,
+#: and rare in a read.
+_EVALUATES_TEXT: Final = re.compile(r"EVAL_(?:EXTEN|SUB)\s*\(|EVAL\s*\(.*EVAL", re.IGNORECASE)
+_EVALUATES_WHY: Final = (
+    "an EVAL inside EVAL (or EVAL_EXTEN, EVAL_SUB) evaluates a variable's text as "
+    "dialplan: set to ${MIXMONITOR(<id>,filename)} it crashed Asterisk 22.10 "
+    "(seen 2026-12-04) as reading MIXMONITOR() does; read the variable itself"
+)
+
 HAZARDS: Final = (
     Hazard("Getvar", "Variable", _READS_MIXMONITOR, _MIXMONITOR_WHY),
     # Status reads each of its comma-separated Variables as Getvar does, a
     # function among them (manager.c generate_status): the same crash.
     Hazard("Status", "Variables", _READS_MIXMONITOR, _MIXMONITOR_WHY),
+    Hazard("Getvar", "Variable", _EVALUATES_TEXT, _EVALUATES_WHY),
+    Hazard("Status", "Variables", _EVALUATES_TEXT, _EVALUATES_WHY),
 )
 
 

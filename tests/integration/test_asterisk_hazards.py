@@ -48,16 +48,26 @@ async def _read(
     raise AssertionError("no Status event")
 
 
+#: The reads tried: (action, header, how), ``how`` being ``direct`` (the function
+#: named in the request) or ``indirect`` (a variable set to ``${MIXMONITOR(...)}``,
+#: read through EVAL inside EVAL: no MIXMONITOR in the request).
+READS = [
+    ("Getvar", "Variable", "direct"),
+    ("Status", "Variables", "direct"),
+    ("Getvar", "Variable", "indirect"),
+    ("Status", "Variables", "indirect"),
+]
+
+
 def test_every_hazard_is_tried_here() -> None:
     assert [(h.action, h.header) for h in HAZARDS] == [
-        ("Getvar", "Variable"),
-        ("Status", "Variables"),
+        (action, header) for action, header, _ in READS
     ]
 
 
-@pytest.mark.parametrize(("action", "header"), [("Getvar", "Variable"), ("Status", "Variables")])
+@pytest.mark.parametrize(("action", "header", "how"), READS)
 async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
-    scratch_sandbox: Sandbox, action: str, header: str
+    scratch_sandbox: Sandbox, action: str, header: str, how: str
 ) -> None:
     box = scratch_sandbox
     reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
@@ -94,7 +104,6 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
             Options="r(/tmp/hazard-in.wav)i(HAZARD_ID)",
         )
         assert started["Response"] == "Success", started
-        # The same read of a MixMonitor that writes a mixed file is answered.
         mixed = await _action(
             reader,
             writer,
@@ -103,14 +112,27 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
             File="/tmp/hazard-mix.wav",
             Options="i(HAZARD_ID)",
         )
-        read = f"MIXMONITOR({mixed['MixMonitorID']},filename)"
-        alive = await _read(reader, writer, action, Channel=channel, **{header: read})
-        assert alive.endswith("/tmp/hazard-mix.wav"), alive
-        writer.write(
-            "Action: {}\r\nChannel: {}\r\n{}: MIXMONITOR({},filename)\r\n\r\n".format(
-                action, channel, header, started["MixMonitorID"]
-            ).encode()
-        )
+        # A direct read names the function; an indirect one reads a variable set to
+        # it through EVAL inside EVAL (EVAL(${X}) gives X's text, EVAL of that text
+        # calls the function): no MIXMONITOR in the request.
+        # The same read of a MixMonitor that writes a mixed file is answered; then
+        # the one of the MixMonitor that writes only r().
+        for mixmonitor in (mixed, started):
+            call = f"MIXMONITOR({mixmonitor['MixMonitorID']},filename)"
+            if how == "indirect":
+                await _action(
+                    reader,
+                    writer,
+                    Action="Setvar",
+                    Channel=channel,
+                    Variable="HAZARD_READ",
+                    Value=f"${{{call}}}",
+                )
+            text = call if how == "direct" else "EVAL(${EVAL(${HAZARD_READ})})"
+            if mixmonitor is mixed:
+                alive = await _read(reader, writer, action, Channel=channel, **{header: text})
+                assert alive.endswith("/tmp/hazard-mix.wav"), alive
+        writer.write(f"Action: {action}\r\nChannel: {channel}\r\n{header}: {text}\r\n\r\n".encode())
         await writer.drain()
         for _ in range(75):  # 15 s
             if not box.running:

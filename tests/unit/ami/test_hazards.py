@@ -76,3 +76,28 @@ def test_what_does_not_read_mixmonitor_goes_out() -> None:
     assert hazard("Command", {"Command": "core show function MIXMONITOR"}) is None
     status = Action.build("Status", {"Variables": "CR_ID,CHANNEL(state)"}).pairs()
     assert ("Variables", "CR_ID,CHANNEL(state)") in status
+
+
+INDIRECT = [
+    "EVAL(${EVAL(${CR_NOTE})})",
+    "eval (${LEN(${Eval(${CR_NOTE})})})",
+    "EVAL_EXTEN(callrouter-notes,s,1)",
+]
+
+
+@pytest.mark.parametrize("read", INDIRECT)
+@pytest.mark.parametrize(("action", "header"), [("Getvar", "Variable"), ("Status", "Variables")])
+def test_a_read_that_evaluates_a_variables_text_is_refused(
+    read: str, action: str, header: str
+) -> None:
+    """A variable set to ``${MIXMONITOR(<id>,filename)}`` (a Setvar, a caller's name)
+    read through EVAL inside EVAL calls the function: it killed the sandbox's Asterisk
+    22.10 with no MIXMONITOR in the request."""
+    with pytest.raises(AMIValidationError, match=f"^{action}: {header}: an EVAL inside EVAL"):
+        Action.build(action, {"Channel": "PJSIP/101-1", header: read}).pairs()
+
+
+def test_one_eval_of_a_variable_goes_out() -> None:
+    """``EVAL(${X})`` gives X's text and calls nothing in it (seen on the sandbox)."""
+    pairs = Action.build("Getvar", {"Channel": "PJSIP/101-1", "Variable": "EVAL(${X})"}).pairs()
+    assert ("Variable", "EVAL(${X})") in pairs
