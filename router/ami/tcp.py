@@ -146,6 +146,8 @@ class _Connection(asyncio.Protocol):
         # A stream transport, by create_connection's contract; uvloop's does not
         # subclass asyncio.Transport, so no isinstance check.
         self.transport = cast("asyncio.Transport", transport)
+        if self.error is not None:  # dropped while it was being made (aclose)
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         marker = self._owner.urgent_marker
@@ -346,6 +348,8 @@ class TCPClient(AMIActions[ActionResult]):
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
         self._conn: _Connection | None = None
+        #: The connection a login is under way on (not yet :attr:`_conn`).
+        self._connecting: _Connection | None = None
         self._login_lock = asyncio.Lock()
         self._wait_lock = asyncio.Lock()
         self._events: deque[Event] = deque()
@@ -415,6 +419,8 @@ class TCPClient(AMIActions[ActionResult]):
         conn = self._conn
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._connecting is not None:
+            self._connecting.drop("the AMI client is closed")
         if conn is not None and not conn.lost:
             with contextlib.suppress(_Lost, AMIError, TimeoutError):
                 await asyncio.wait_for(conn.send(Action("Logoff", (), self._next_id())), 2.0)
@@ -455,10 +461,23 @@ class TCPClient(AMIActions[ActionResult]):
     async def _connect(self) -> Response:
         if self._closed:
             raise AMIConnectionError("the AMI client is closed")
+        conn = _Connection(self, self.settings.max_response_bytes)
+        conn.want(self.event_selection.names, self._narrow)
+        # aclose drops it: a login in another task (an action reconnecting at
+        # stop) then fails at once, instead of finishing after the close with
+        # a logged-in socket nobody closes. Cancelled, its socket goes too.
+        self._connecting = conn
+        try:
+            return await self._open(conn)
+        except BaseException:
+            conn.drop("login failed")  # the first reason given stays
+            raise
+        finally:
+            self._connecting = None
+
+    async def _open(self, conn: _Connection) -> Response:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        conn = _Connection(self, settings.max_response_bytes)
-        conn.want(self.event_selection.names, self._narrow)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -474,31 +493,26 @@ class TCPClient(AMIActions[ActionResult]):
                 asyncio.shield(conn.banner), settings.connect_timeout
             )
         except ssl.SSLError as exc:
-            conn.drop("TLS failed")
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_tls_hint(exc)}"
             ) from exc
         except TimeoutError as exc:
-            conn.drop("no banner")
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
                 f"{settings.connect_timeout:g} s"
             ) from exc
         except (OSError, _Lost) as exc:
-            conn.drop("connect failed")
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: {exc}"
             ) from exc
         try:
             response = await self._authenticate(conn)
         except _Lost as exc:
-            conn.drop("login failed")
             raise AMIConnectionError(
                 f"cannot log in to Asterisk at {self._endpoint}: {exc}"
             ) from exc
-        except BaseException:
-            conn.drop("login failed")
-            raise
+        if self._closed:  # its answer came, but after aclose
+            raise AMIConnectionError("the AMI client is closed")
         old, self._conn = self._conn, conn
         if old is not None and not old.lost:
             old.drop("replaced")

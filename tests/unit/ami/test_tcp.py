@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from router.errors import (
     AMITimeoutError,
     ConfigError,
 )
+from tests.unit.ami.conftest import Handler
 from tests.unit.ami.tcp_fake import FakeAMI
 
 
@@ -820,3 +821,63 @@ async def test_a_slice_of_a_backlog_takes_its_share_of_the_queued_bytes(fake: Fa
         assert client._queued_bytes == len(data) // 2
         assert len(await client.wait_event(1)) == 64
         assert client._queued_bytes == 0
+
+
+# -- a fresh-eyes review of the transport (issue 16) -----------------------------------
+
+
+async def test_a_login_cancelled_before_the_banner_closes_its_socket(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """A stop cancels the stream's reconnect: its half-made connection goes
+    with it, not left open until the garbage collector finds it."""
+    closed = asyncio.Event()
+
+    async def no_banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client closes
+        closed.set()
+
+    port = await server(no_banner)
+    client = TCPClient(
+        ClientSettings(url=f"tcp://127.0.0.1:{port}", username="u", secret="s3cret", auth="plain")
+    )
+    login = asyncio.ensure_future(client.login())
+    await asyncio.sleep(0.2)
+    login.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await login
+    await asyncio.wait_for(closed.wait(), 2)
+    await client.aclose()
+
+
+@pytest.mark.parametrize("phase", ["banner", "login"])
+async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
+    fake: FakeAMI, server: Callable[[Handler], Awaitable[int]], phase: str
+) -> None:
+    """aclose while another task connects or logs in (a decision's action
+    reconnecting at stop): that login fails at once, not a connect_timeout or
+    request_timeout later, and leaves no logged-in socket behind the close."""
+    closed = asyncio.Event()
+
+    async def no_banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        closed.set()
+
+    if phase == "banner":
+        url = f"tcp://127.0.0.1:{await server(no_banner)}"
+    else:
+        url = fake.url
+        fake.silent = True  # the banner, then no answer to Login
+    client = TCPClient(settings(fake, url=url, connect_timeout=30.0, request_timeout=30.0))
+    login = asyncio.ensure_future(client.login())
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await client.aclose()
+    with pytest.raises(AMIConnectionError):
+        await asyncio.wait_for(login, 2)
+    assert time.monotonic() - started < 2
+    assert not client.logged_in
+    if phase == "banner":
+        await asyncio.wait_for(closed.wait(), 2)
+    else:
+        await until(lambda: not fake.sessions, 2)
