@@ -621,14 +621,44 @@ def _urlencode(pairs: Iterable[tuple[str, str]]) -> str:
     return "&".join([f"{_quoted(k)}={_quoted(v)}" for k, v in pairs])
 
 
+def _not_text(action: Action) -> AMIValidationError:
+    """The error for an action with a header that is not text: a lone
+    surrogate, which ``json.loads`` lets through (``"\\udcff"`` in a 1C
+    answer). Looked for only once encoding failed: never on the hot path."""
+    for key, value in action.pairs():
+        if not _encodes(key):
+            return AMIValidationError(
+                f"{action.name}: parameter name {key!r} is not valid text (a lone surrogate)"
+            )
+        if not _encodes(value):
+            return AMIValidationError(
+                f"{action.name}: parameter {key!r} is not valid text (a lone surrogate)"
+            )
+    return AMIValidationError(f"{action.name}: not valid text")  # pragma: no cover
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode_query(action: Action) -> str:
     """The action as a URL query string for ``GET /rawman?...``."""
-    return _urlencode(action.pairs())
+    try:
+        return _urlencode(action.pairs())
+    except UnicodeEncodeError:
+        raise _not_text(action) from None
 
 
 def encode_form(action: Action) -> bytes:
     """The action as an ``application/x-www-form-urlencoded`` POST body."""
-    body = _urlencode(action.pairs()).encode("ascii")
+    try:
+        body = _urlencode(action.pairs()).encode("ascii")
+    except UnicodeEncodeError:
+        raise _not_text(action) from None
     if len(body) > MAX_FORM_BYTES:
         raise AMIValidationError(
             f"{action.name}: encoded action is {len(body)} bytes; Asterisk refuses POST "
@@ -639,7 +669,11 @@ def encode_form(action: Action) -> bytes:
 
 def encode_rawman(action: Action) -> bytes:
     """The action as TCP AMI bytes (``Key: Value`` lines and a blank line)."""
-    return "".join([f"{k}: {v}\r\n" for k, v in action.pairs()]).encode("utf-8") + b"\r\n"
+    text = "".join([f"{k}: {v}\r\n" for k, v in action.pairs()])
+    try:
+        return text.encode("utf-8") + b"\r\n"
+    except UnicodeEncodeError:
+        raise _not_text(action) from None
 
 
 # --------------------------------------------------------------------------- results

@@ -19,7 +19,7 @@ from router.ami.client import AJAMClient, ClientSettings
 from router.ami.http import HTTPProtocolError, ResponseParser
 from router.ami.message import Event
 from router.ami.numbers import ascii_float, ascii_hex, ascii_int
-from router.ami.protocol import Action, encode_form, encode_rawman
+from router.ami.protocol import Action, encode_form, encode_query, encode_rawman
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.calls import CallTracker
 from router.errors import (
@@ -333,6 +333,20 @@ def test_nul_in_an_action_value_is_refused_naming_the_header(
         encode(action)
     with pytest.raises(AMIValidationError, match="invalid parameter name"):
         encode(Action.build("Redirect", {"Ext\x00en": "101"}))
+
+
+@pytest.mark.parametrize("encode", [encode_form, encode_query, encode_rawman])
+def test_a_lone_surrogate_in_an_action_is_refused_naming_the_header(
+    encode: Callable[[Action], object],
+) -> None:
+    """A value from a JSON answer ("\\udcff", which json.loads accepts: a 1C
+    lookup's) is no text that can be sent: an AMIValidationError naming the
+    header, as for a NUL, not a UnicodeEncodeError no caller expects."""
+    action = Action.build("Setvar", {"Channel": "PJSIP/a-1", "Variable": "V", "Value": "a\udcff"})
+    with pytest.raises(AMIValidationError, match="'Value' is not valid text"):
+        encode(action)
+    with pytest.raises(AMIValidationError, match="parameter name '\\\\udc80' is not valid text"):
+        encode(Action.build("Setvar", {"\udc80": "1"}))
 
 
 async def test_nul_through_the_typed_api_is_a_failed_action_not_a_truncated_one() -> None:
