@@ -40,8 +40,10 @@ Connection life:
   engine reconciles. An action may log in first: that session's events are
   held until the loss is reported, so the stream never sees them before it.
 * Bounded: the parser's buffer (``max_response_bytes``), each line, each
-  event list (items and bytes), and the events read but not yet taken
-  (``max_queued_events``, and ``max_response_bytes`` as read).
+  event list (items and bytes), the events read but not yet taken
+  (``max_queued_events``, and ``max_response_bytes`` as read), and what we
+  wrote that Asterisk has not read (``max_response_bytes``: past it the
+  session is stuck and the connection is dropped).
   At that bound the socket is no longer read; a consumer that stays behind
   makes Asterisk's ``writetimeout`` close the connection, which is the
   reconnect-and-gap path above, never unbounded memory.
@@ -148,6 +150,10 @@ class _Connection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
         if self.error is not None:  # dropped while it was being made (aclose)
             self.transport.abort()
+            return
+        # What Asterisk has not read is bounded as what it sends us is:
+        # past it, pause_writing drops the connection.
+        self.transport.set_write_buffer_limits(high=self.max_queued_bytes)
 
     def data_received(self, data: bytes) -> None:
         marker = self._owner.urgent_marker
@@ -230,8 +236,15 @@ class _Connection(asyncio.Protocol):
         self._pending.clear()
         self._owner._connection_lost(self)
 
-    def pause_writing(self) -> None:  # pragma: no cover - Asterisk reads what we send
-        pass
+    def pause_writing(self) -> None:
+        # Asterisk reads each action as it comes: a peer that leaves this
+        # much unread (while it may still send, which keeps the keepalive
+        # content) is stuck, and every action on it would time out, its bytes
+        # kept for as long as the connection lives. A new session serves.
+        self.drop(
+            f"Asterisk has not read the last {self.max_queued_bytes} bytes sent to it "
+            "(max_response_bytes): the session is stuck"
+        )
 
     # -- answers and events --------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import ssl
 import subprocess
 import time
@@ -28,7 +30,7 @@ from router.errors import (
     ConfigError,
 )
 from tests.unit.ami.conftest import Handler
-from tests.unit.ami.tcp_fake import FakeAMI
+from tests.unit.ami.tcp_fake import BANNER, FakeAMI, block
 
 
 @pytest.fixture
@@ -881,3 +883,50 @@ async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
         await asyncio.wait_for(closed.wait(), 2)
     else:
         await until(lambda: not fake.sessions, 2)
+
+
+async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """A peer that sends (so the keepalive finds it alive) but reads none of
+    our actions: each times out, and their bytes stayed in the socket's
+    buffer for as long as the connection lived (20 MB of 24 in a trial).
+    What Asterisk has not read is bounded as what it sends is."""
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(BANNER)
+        login = await reader.readuntil(b"\r\n\r\n")
+        found = re.search(rb"ActionID: (\S+)", login)
+        assert found is not None
+        writer.write(block(("Response", "Success"), ("ActionID", found.group(1).decode())))
+        writer.transport.pause_reading()
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(block(("Event", "Tick")))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    port = await server(deaf)
+    bound = 256 * 1024
+    client = TCPClient(
+        ClientSettings(
+            url=f"tcp://127.0.0.1:{port}",
+            username="u",
+            secret="s3cret",
+            auth="plain",
+            max_response_bytes=bound,
+            ping_interval=60,
+        )
+    )
+    await client.login()
+    conn = client._conn
+    assert conn is not None
+    big = Action("UserEvent", (("UserEvent", "Big"), ("Data", "x" * 60_000)))
+    started = time.monotonic()
+    sends = [asyncio.ensure_future(client.request(big, timeout=10)) for _ in range(150)]
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert time.monotonic() - started < 5  # not one request_timeout after another
+    assert conn.lost
+    assert "has not read" in (conn.error or "")
+    assert all(isinstance(r, AMIConnectionError) for r in results), {type(r) for r in results}
+    await client.aclose()
