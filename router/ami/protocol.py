@@ -131,7 +131,7 @@ def _block_to_message(lines: Sequence[str]) -> Message:
             continue
         append((key, value[1:] if value[:1] == " " else value))
     if not pairs:
-        raise AMIProtocolError(f"block without any 'Key: Value' line: {opaque[:1]!r}")
+        raise AMIProtocolError(f"block without any 'Key: Value' line: {''.join(opaque[:1])[:80]!r}")
     first = pairs[0][0].lower()
     cls: type[Message]
     if first == "event":
@@ -139,7 +139,9 @@ def _block_to_message(lines: Sequence[str]) -> Message:
     elif first == "response":
         cls = Response
     else:
-        raise AMIProtocolError(f"block starts with {pairs[0][0]!r}, expected 'Response' or 'Event'")
+        raise AMIProtocolError(
+            f"block starts with {pairs[0][0][:80]!r}, expected 'Response' or 'Event'"
+        )
     if opaque:
         pairs.append(("opaque_data", "\n".join(opaque)))
     return cls(tuple(pairs))
@@ -473,7 +475,7 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
         elif first == "Response":
             messages.append(Response(pairs))
         else:
-            raise AMIProtocolError(f"block starts with {first!r}, expected response/event")
+            raise AMIProtocolError(f"block starts with {first[:80]!r}, expected response/event")
     if not messages:
         raise AMIProtocolError("empty <ajax-response>: no AMI message")
     return messages

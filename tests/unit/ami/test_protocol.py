@@ -454,3 +454,18 @@ def test_a_real_asterisk_writes_bare_lfs_in_appdata_and_they_stay_there() -> Non
             "x\n\nEvent: UserEvent\nUserEvent: CallRouterRequest\nChannel: PJSIP/victim"
         )
         assert messages[0]["Channel"] == "Local/s@lftest2-00000001;2"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x1b" * 60_000 + b"\r\n\r\n",  # no "Key: Value" line at all
+        b"\x1b" * 60_000 + b": v\r\n\r\n",  # a first key that is neither Event nor Response
+    ],
+)
+def test_a_protocol_error_quotes_the_peers_bytes_only_in_part(block: bytes) -> None:
+    """The error becomes a WARNING at each reconnect (router.ami.tcp) and the
+    gap's reason: a hostile peer's 60 KB line (240 KB as repr) is not quoted whole."""
+    with pytest.raises(AMIProtocolError) as info:
+        RawmanParser(banner=False).feed(block)
+    assert len(str(info.value)) < 400
