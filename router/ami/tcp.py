@@ -343,19 +343,24 @@ class TCPClient(AMIActions[ActionResult]):
         register_secret(settings.secret)
         install_redaction()
         parts = urllib.parse.urlsplit(settings.url)
-        if parts.scheme not in ("tcp", "tls") or not parts.hostname:
-            raise ConfigError(f"not a tcp:// or tls:// url: {settings.url!r}")
         if "@" in parts.netloc:
+            # Before anything quotes the url back: the part before '@' may be a password.
             raise ConfigError(
                 "Asterisk url: put no credentials in the URL; use username and secret"
             )
+        if parts.scheme not in ("tcp", "tls") or not parts.hostname:
+            raise ConfigError(f"not a tcp:// or tls:// url: {settings.url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"Asterisk url: bad port in {settings.url!r}") from None
         if settings.auth not in ("plain", "md5", "cookie"):
             raise ConfigError(
                 f"auth = {settings.auth!r} is for http(s):// urls; "
                 "tcp:// and tls:// take 'plain' or 'md5'"
             )
         self._host = parts.hostname
-        self._port = parts.port or (5039 if parts.scheme == "tls" else 5038)
+        self._port = port or (5039 if parts.scheme == "tls" else 5038)
         self._ssl = _ssl_context(settings) if parts.scheme == "tls" else None
         self._endpoint = f"{parts.scheme}://{parts.netloc}"
         self._ids = itertools.count(1)

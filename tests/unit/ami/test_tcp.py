@@ -930,3 +930,19 @@ async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
     assert "has not read" in (conn.error or "")
     assert all(isinstance(r, AMIConnectionError) for r in results), {type(r) for r in results}
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("tcp://router:S3cr3t-0xC0FFEE@/", "no credentials"),
+        ("tls://router:S3cr3t-0xC0FFEE@", "no credentials"),
+        ("tcp://pbx:99999", "bad port"),
+    ],
+)
+def test_a_bad_url_is_a_config_error_that_never_quotes_a_password(url: str, says: str) -> None:
+    """router.config refuses these first; a client built without it (a plugin,
+    a test helper) must not echo the password either, nor raise a ValueError."""
+    with pytest.raises(ConfigError, match=says) as info:
+        TCPClient(ClientSettings(url=url, username="router", secret="x"))
+    assert "S3cr3t" not in str(info.value)
