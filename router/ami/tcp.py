@@ -292,7 +292,9 @@ class _Connection(asyncio.Protocol):
         """Write ``action``; the future completes with its (whole) result."""
         assert action.action_id is not None
         data = encode_rawman(action)  # AMIValidationError before anything is sent
-        if self.lost or self.transport is None:
+        if self.lost or self.error is not None or self.transport is None:
+            # Dropped (or closed by Asterisk) but not yet told connection_lost:
+            # a write now would only make asyncio complain of a closed socket.
             raise _Lost(self.error or "not connected")
         future: asyncio.Future[ActionResult] = self._loop.create_future()
         self._pending[action.action_id] = future
@@ -313,7 +315,7 @@ class _Connection(asyncio.Protocol):
         self._collector.forget(action_id)
 
     def ping(self, action_id: str) -> None:
-        if not self.lost and self.transport is not None:
+        if not self.lost and self.error is None and self.transport is not None:
             self.transport.write(encode_rawman(Action("Ping", (), action_id)))
 
     def drop(self, why: str) -> None:

@@ -885,36 +885,50 @@ async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
         await until(lambda: not fake.sessions, 2)
 
 
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
 async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
-    server: Callable[[Handler], Awaitable[int]],
+    scheme: str,
+    self_signed: ssl.SSLContext,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A peer that sends (so the keepalive finds it alive) but reads none of
     our actions: each times out, and their bytes stayed in the socket's
     buffer for as long as the connection lived (20 MB of 24 in a trial).
-    What Asterisk has not read is bounded as what it sends is."""
+    What Asterisk has not read is bounded as what it sends is; the actions
+    sent after the drop are refused, not written to a closing socket (over
+    TLS asyncio said "SSL connection is closed" for each)."""
+
+    served: list[asyncio.Task[Any]] = []
 
     async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(asyncio.current_task())  # type: ignore[arg-type]
         writer.write(BANNER)
         login = await reader.readuntil(b"\r\n\r\n")
         found = re.search(rb"ActionID: (\S+)", login)
         assert found is not None
         writer.write(block(("Response", "Success"), ("ActionID", found.group(1).decode())))
         writer.transport.pause_reading()
-        with contextlib.suppress(ConnectionError):
-            while True:
-                writer.write(block(("Event", "Tick")))
-                await writer.drain()
-                await asyncio.sleep(0.1)
+        try:
+            with contextlib.suppress(ConnectionError):
+                while not writer.is_closing():
+                    writer.write(block(("Event", "Tick")))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+        finally:
+            writer.close()
 
-    port = await server(deaf)
-    bound = 256 * 1024
+    tls = self_signed if scheme == "tls" else None
+    listener = await asyncio.start_server(deaf, "127.0.0.1", 0, ssl=tls)
+    port = listener.sockets[0].getsockname()[1]
     client = TCPClient(
         ClientSettings(
-            url=f"tcp://127.0.0.1:{port}",
+            url=f"{scheme}://127.0.0.1:{port}",
             username="u",
             secret="s3cret",
             auth="plain",
-            max_response_bytes=bound,
+            verify=str(tmp_path / "ami.pem"),
+            max_response_bytes=256 * 1024,
             ping_interval=60,
         )
     )
@@ -929,7 +943,11 @@ async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
     assert conn.lost
     assert "has not read" in (conn.error or "")
     assert all(isinstance(r, AMIConnectionError) for r in results), {type(r) for r in results}
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     await client.aclose()
+    listener.close()
+    await listener.wait_closed()
+    await asyncio.wait_for(asyncio.gather(*served), 5)
 
 
 @pytest.mark.parametrize(
