@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     action = build_action(args.action, parse_params(args.params), raw=args.raw)
+    # Every header checked before connecting (line breaks, NUL, what crashes
+    # Asterisk: router/ami/hazards.py), so a refused action needs no Asterisk.
+    action.pairs()
     return asyncio.run(_send(args, action))
 
 

@@ -175,3 +175,31 @@ def test_a_tcp_url_flag_beside_the_example_router_toml(
     err = capsys.readouterr().err
     assert "router.toml" not in err
     assert "cannot connect" in err
+
+
+@pytest.mark.parametrize("raw", [[], ["--raw"]])
+def test_an_action_that_crashes_asterisk_is_refused_before_connecting(
+    capsys: pytest.CaptureFixture[str], raw: list[str]
+) -> None:
+    """Before, the guard ran only as the action was written: with Asterisk
+    unreachable the error was "cannot connect", hiding why the action would
+    never be sent (router/ami/hazards.py)."""
+    code = main(
+        [
+            "ami",
+            "Getvar",
+            "Channel=PJSIP/101-1",
+            "Variable=MIXMONITOR(0x1,filename)",
+            *raw,
+            "--url",
+            "tcp://127.0.0.1:9",
+            "--username",
+            "u",
+            "--config",
+            "/nonexistent.toml",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "crashes Asterisk" in err
+    assert "cannot connect" not in err
