@@ -61,6 +61,20 @@ def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
     return pattern.sub(_escape, text)
 
 
+#: Characters of a peer's own text (Asterisk's ``Message``) quoted in an error
+#: or a log line: a hostile or broken peer may send 64 KB of it at every login.
+PEER_TEXT_MAX = 200
+
+
+def peer_text(text: str | None, default: str = "no reason given") -> str:
+    """A peer's text, as an error or a log line quotes it: at most
+    :data:`PEER_TEXT_MAX` characters, control characters escaped."""
+    if not text:
+        return default
+    cut = text if len(text) <= PEER_TEXT_MAX else text[:PEER_TEXT_MAX] + "..."
+    return escape_controls(cut)
+
+
 def escape_json_line(line: str) -> str:
     """A JSON document with the characters json leaves raw written as ``\\uNNNN``.
 

@@ -84,7 +84,7 @@ from router.errors import (
     AMIValidationError,
     ConfigError,
 )
-from router.logsafe import install_redaction, register_secret
+from router.logsafe import install_redaction, peer_text, register_secret
 
 if TYPE_CHECKING:
     import httpx
@@ -388,7 +388,7 @@ class AJAMClient(AMIActions[ActionResult]):
         if not result.response.ok:
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {self.settings.username!r} at {self._endpoint}: "
-                f"{result.response.message or 'no reason given'}"
+                f"{peer_text(result.response.message)}"
             )
         self._logged_in = True
         self.session_generation += 1
@@ -471,7 +471,7 @@ class AJAMClient(AMIActions[ActionResult]):
                 log.warning(
                     "Asterisk refused the event mask %r: %s",
                     selection.mask,
-                    result.response.message,
+                    peer_text(result.response.message),
                 )
         if self._filter_forbidden:
             return

@@ -98,7 +98,7 @@ from router.errors import (
     AMITimeoutError,
     ConfigError,
 )
-from router.logsafe import install_redaction, register_secret
+from router.logsafe import install_redaction, peer_text, register_secret
 
 __all__ = ["TCPClient", "lasting_tls_failure"]
 
@@ -562,7 +562,7 @@ class TCPClient(AMIActions[ActionResult]):
             if not challenge.ok or not text:
                 raise AMIAuthenticationError(
                     f"Asterisk at {self._endpoint} gave no MD5 challenge: "
-                    f"{challenge.response.message or 'no reason given'}"
+                    f"{peer_text(challenge.response.message)}"
                 )
             key = hashlib.md5((text + settings.secret).encode(), usedforsecurity=False)
             params += [("AuthType", "MD5"), ("Key", key.hexdigest())]
@@ -573,7 +573,7 @@ class TCPClient(AMIActions[ActionResult]):
         if not result.ok:
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {settings.username!r} at {self._endpoint}: "
-                f"{result.response.message or 'no reason given'}"
+                f"{peer_text(result.response.message)}"
             )
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(conn, self.event_selection)
@@ -624,7 +624,7 @@ class TCPClient(AMIActions[ActionResult]):
                 log.warning(
                     "Asterisk refused the event mask %r: %s",
                     selection.mask,
-                    result.response.message,
+                    peer_text(result.response.message),
                 )
         if self._filter_forbidden:
             return

@@ -52,6 +52,8 @@ class FakeAMI:
     drop_after: str | None = None
     #: Close the connection instead of answering this action (lower case), once.
     drop_on: str | None = None
+    #: The ``Message`` of a refused login.
+    login_failure: str = "Authentication failed"
 
     async def start(self) -> FakeAMI:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -131,7 +133,7 @@ class FakeAMI:
                 out = block(("Response", "Success"), aid, ("Message", "Authentication accepted"))
             else:
                 session.writer.write(
-                    block(("Response", "Error"), aid, ("Message", "Authentication failed"))
+                    block(("Response", "Error"), aid, ("Message", self.login_failure))
                 )
                 session.writer.close()
                 return

@@ -54,6 +54,7 @@ class FakeAsterisk:
         self.expire_next = 0
         self.deny_always = False
         self.fail: Callable[[dict[str, str]], Exception | None] | None = None
+        self.login_failure = b"Authentication failed"
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
@@ -68,7 +69,7 @@ class FakeAsterisk:
         aid = params.get("ActionID", "")
         if action == "login":
             if params.get("Secret") != "pw":
-                return reply(b"Response: Error\r\nMessage: Authentication failed\r\n\r\n")
+                return reply(b"Response: Error\r\nMessage: " + self.login_failure + b"\r\n\r\n")
             self.sessions.add("0badcafe")
             return reply(
                 b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n", action_id=aid
@@ -115,6 +116,18 @@ async def test_login_then_actions_carry_cookie_and_action_ids(pbx: FakeAsterisk)
     assert pbx.requests[0]["Username"] == "router"
     assert all("0badcafe" in (c or "") for c in pbx.cookies[1:])
     assert client.session_ttl == 60
+
+
+async def test_a_refused_logins_message_is_quoted_only_in_part(pbx: FakeAsterisk) -> None:
+    """As over TCP: Asterisk's Message in the error is bounded and escaped."""
+    pbx.login_failure = b"\x1b[2J" + b"x" * 60_000
+    client = make_client(pbx, secret="nope")
+    with pytest.raises(AMIAuthenticationError) as caught:
+        await client.login()
+    text = str(caught.value)
+    assert len(text) < 400, len(text)
+    assert "\x1b" not in text
+    await client.aclose()
 
 
 async def test_secret_never_in_url(pbx: FakeAsterisk) -> None:

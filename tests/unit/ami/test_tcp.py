@@ -133,6 +133,22 @@ async def test_set_events_changes_the_live_session_and_refused_filters_keep_the_
     assert sum(1 for h in fake.received if h["action"] == "Filter") == 1
 
 
+async def test_a_refused_logins_message_is_quoted_only_in_part(fake: FakeAMI) -> None:
+    """Asterisk's own text in an error or a log line is bounded and escaped: a
+    broken or hostile peer refusing the login with 60 KB of Message (and an
+    escape sequence for the terminal) put all of it into the error the stream
+    logs at every attempt."""
+    fake.login_failure = "\x1b[2J" + "x" * 60_000
+    client = TCPClient(settings(fake, secret="wrong"))
+    with pytest.raises(AMIAuthenticationError) as caught:
+        await client.login()
+    text = str(caught.value)
+    assert len(text) < 400, len(text)
+    assert "\x1b" not in text
+    assert text.endswith("...")
+    await client.aclose()
+
+
 async def test_md5_login_never_sends_the_secret(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, auth="md5")) as client:
         await client.send("Ping", validate=False)
