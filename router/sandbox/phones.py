@@ -584,8 +584,14 @@ audio_path {self.folder_in_root}/sounds
                         f"{self.ctrl_port} within {STEP_TIMEOUT:.0f} s\n{self.log_tail()}"
                     ) from None
                 time.sleep(0.05)
-        # Its own accounts name its own SIP port: a foreign baresip's would not.
-        accounts = str(self.command("reginfo").get("data", ""))
+        self._check_own()
+
+    def _check_own(self) -> None:
+        """Its own accounts name its own SIP port: a foreign baresip's would not.
+        Asked as :meth:`_query` asks: baresip, still running, may close its
+        control connection right after it opened (seen in CI: the start failed
+        on "control socket closed" while the phone had registered)."""
+        accounts = str(self._query("reginfo").get("data", ""))
         if f"@127.0.0.1:{self.sip_port}" not in accounts:
             raise _PortTaken(f"control port {self.ctrl_port} answered for another baresip")
 

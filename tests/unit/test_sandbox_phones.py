@@ -290,6 +290,47 @@ def test_registration_is_asked_again_on_a_new_connection_when_baresip_closed_its
         thread.join(5)
 
 
+def test_the_start_asks_again_when_baresip_closed_its_control_connection_at_once(
+    tmp_path: Path,
+) -> None:
+    """CI: a phone's start failed with "no answer to /reginfo (control socket
+    closed: end of stream) (baresip running)" while Asterisk had its
+    registration: baresip closed the connection the start had just opened. The
+    start's check of its own accounts connects again and asks once more."""
+    phone = Phone(fake_box(tmp_path), "101")
+    server = socket.create_server(("127.0.0.1", 0))
+    phone.ctrl_port = server.getsockname()[1]
+    own = f"{phone.aor.split(':', 1)[1]} @127.0.0.1:{phone.sip_port} 200 OK"
+    connections: list[int] = []
+
+    def serve() -> None:
+        first, _ = server.accept()
+        connections.append(1)
+        read_token(first)
+        first.close()  # the command read, the connection gone, baresip running
+        second, _ = server.accept()
+        connections.append(2)
+        with second:
+            token = read_token(second)
+            second.sendall(netstring({"response": True, "ok": True, "data": own, "token": token}))
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    phone.process = subprocess.Popen(["sleep", "30"])
+    phone._ctrl = _Control(phone.ctrl_port, phone._on_event, phone.name)
+    try:
+        phone._check_own()
+        assert connections == [1, 2]
+    finally:
+        phone.process.kill()
+        phone.process.wait(5)
+        if phone._ctrl is not None:
+            phone._ctrl.close()
+        server.close()
+        thread.join(5)
+
+
 def test_a_closed_control_connection_is_named_in_the_error() -> None:
     server = socket.create_server(("127.0.0.1", 0))
 
