@@ -334,6 +334,9 @@ class Engine:
         #: The live page's recent decisions and calls (router.api.live).
         self._live: LiveRing | None = None
         self._stopped = False
+        #: A stop was asked for (SIGTERM, request_stop), not merely run:
+        #: stop() after a failed start sets _stopping too.
+        self._stop_asked = False
         #: SIGTERM's drain: decisions in flight finish before the stream stops.
         self._draining: asyncio.Task[None] | None = None
         #: When the first stop request's drain runs out (the loop's clock): one
@@ -816,8 +819,13 @@ class Engine:
 
     @property
     def stop_requested(self) -> bool:
-        """Whether a stop was asked for (SIGTERM, :meth:`request_stop`)."""
-        return self._stopping.is_set()
+        """Whether a stop was asked for (SIGTERM, :meth:`request_stop`).
+
+        Not whether the engine is stopping: :meth:`run` stops it after a
+        failed start too, and ``callrouter run`` would then take the start's
+        error (an untrusted certificate) for a stop and exit 0 in silence.
+        """
+        return self._stop_asked
 
     def request_stop(self) -> None:
         """SIGTERM: take no new calls; finish the decisions in flight, then
@@ -828,6 +836,7 @@ class Engine:
         first would log a working Redirect as ``failed``. Bounded by
         ``drain_timeout``; a second request stops at once.
         """
+        self._stop_asked = True
         if not self.router.accepting or self._serve_task is None:
             if not self.router.accepting:
                 # The second request, whenever the first came (serving, or

@@ -110,6 +110,37 @@ async def test_a_tls_url_at_a_plain_port_stops_the_start_at_once(tmp_path: Path)
         await server.wait_closed()
 
 
+async def test_callrouter_run_exits_with_the_starts_tls_error(
+    tmp_path: Path, self_signed: ssl.SSLContext
+) -> None:
+    """``callrouter run`` (``_serve``) passes an untrusted certificate on as
+    its error. It took the stop that follows a failed start for a stop
+    signal and exited 0 with no message: a new tls:// setup looked as if
+    callrouter had started and quit (docs/operations.md: it stops "with the
+    message that says so")."""
+    from router.commands.run import _serve
+
+    async with listening(self_signed) as port:
+        engine = engine_at(tmp_path, f"tls://127.0.0.1:{port}", auth="plain")
+        with pytest.raises(AMIConnectionError, match="the certificate is not trusted"):
+            await asyncio.wait_for(_serve(engine), 5)
+
+
+async def test_callrouter_run_stopped_while_waiting_exits_0(tmp_path: Path) -> None:
+    """SIGTERM while the start waits for Asterisk is a clean stop: exit 0."""
+    from router.commands.run import _serve
+
+    client = Away()
+    engine = engine_at(tmp_path, "tcp://pbx:5038", client)
+    serving = asyncio.ensure_future(_serve(engine))
+    try:
+        await asyncio.wait_for(client.tried.wait(), 2)
+        engine.request_stop()
+        assert await asyncio.wait_for(serving, 2) == 0
+    finally:
+        serving.cancel()
+
+
 class Away(ClientStub):
     """An Asterisk that does not answer: each login fails."""
 
