@@ -59,7 +59,7 @@ endef
 
 help:
 	@echo "make test         set everything up, then ruff, mypy --strict and all tests"
-	@echo "make demo         set everything up and run the demo"
+	@echo "make demo         set everything up and run the demo (DEMO_TRANSPORT=tcp: over native TCP AMI)"
 	@echo "make pytest       all tests (unit and integration), no lint"
 	@echo "make unit         unit tests only (no Asterisk)"
 	@echo "make integration  integration tests against the Asterisk sandbox"

@@ -569,7 +569,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def main() -> int:
+TRANSPORTS = ("ajam", "tcp")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The demo's options. ``DEMO_TRANSPORT`` is checked as ``--transport``
+    is: argparse checks no default against ``choices``, and a mistyped one
+    (``tls``, ``TCP``) ran the demo over AJAM while the user believed TCP."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--wait",
@@ -579,12 +585,22 @@ def main() -> int:
     )
     parser.add_argument(
         "--transport",
-        choices=["ajam", "tcp"],
-        default=os.environ.get("DEMO_TRANSPORT", "ajam"),
+        choices=TRANSPORTS,
+        default=os.environ.get("DEMO_TRANSPORT") or "ajam",
         help="how callrouter reaches Asterisk: AJAM (HTTP) or native TCP AMI "
         "(default: $DEMO_TRANSPORT, else ajam)",
     )
-    return asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args(argv)
+    if args.transport not in TRANSPORTS:
+        parser.error(
+            f"DEMO_TRANSPORT={args.transport!r} is no transport: use ajam or tcp "
+            "(make demo DEMO_TRANSPORT=tcp)"
+        )
+    return args
+
+
+def main() -> int:
+    return asyncio.run(run(parse_args()))
 
 
 if __name__ == "__main__":
