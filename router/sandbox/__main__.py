@@ -272,7 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="secret of the admin, router and watcher users",
         )
         p.add_argument(
-            "--dialplan", type=Path, default=None, help="extra extensions.conf text to include"
+            "--dialplan",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="a file of extensions.conf lines to add, such as the shipped "
+            "examples/asterisk/extensions.conf (the PSTN phone calls into its "
+            "callrouter-inbound)",
         )
         p.add_argument(
             "--tls",

@@ -1,0 +1,54 @@
+"""The ``python -m router.sandbox`` commands the docs show work as written:
+each parses, and a sandbox started for the phones has the shipped dialplan
+(the PSTN side calls into ``callrouter-inbound``; a ``start dev`` without
+``--dialplan`` left that call nowhere to go)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from router.sandbox.__main__ import build_parser
+
+REPO = Path(__file__).parents[2]
+PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]
+_COMMAND = re.compile(r"^python -m router\.sandbox (.+?)(?:\s+#.*)?$", re.M)
+
+
+def documented() -> list[tuple[str, list[str]]]:
+    found = []
+    for page in PAGES:
+        for match in _COMMAND.finditer(page.read_text(encoding="utf-8")):
+            found.append((str(page.relative_to(REPO)), shlex.split(match.group(1))))
+    return found
+
+
+COMMANDS = documented()
+
+
+def test_the_shell_commands_are_found() -> None:
+    pages = {page for page, _ in COMMANDS}
+    assert {"docs/asterisk.md", "docs/ru/asterisk.md"} <= pages
+
+
+@pytest.mark.parametrize(("page", "words"), COMMANDS, ids=[" ".join(w) for _, w in COMMANDS])
+def test_a_documented_sandbox_command_parses(page: str, words: list[str]) -> None:
+    build_parser().parse_args(words)
+
+
+@pytest.mark.parametrize("page", sorted({page for page, _ in COMMANDS}))
+def test_a_sandbox_started_for_the_phones_has_the_shipped_dialplan(page: str) -> None:
+    parser = build_parser()
+    commands = [parser.parse_args(words) for where, words in COMMANDS if where == page]
+    for index, args in enumerate(commands):
+        if args.command != "phones":
+            continue
+        started = [a for a in commands[:index] if a.command == "start" and a.name == args.name]
+        assert started, f"{page}: phones {args.name} without a start before it"
+        dialplan = started[-1].dialplan
+        assert dialplan is not None, f"{page}: start {args.name} without --dialplan"
+        assert (REPO / dialplan).is_file()
+        assert "[callrouter-inbound]" in (REPO / dialplan).read_text(encoding="utf-8")
