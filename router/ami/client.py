@@ -778,10 +778,33 @@ def _insecure_context() -> ssl.SSLContext:
 def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext | bool:
     if verify is False:
         return False
-    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if cert is not None:
-        if isinstance(cert, tuple):
-            ctx.load_cert_chain(cert[0], cert[1])
-        else:
-            ctx.load_cert_chain(cert)
+    if isinstance(cert, tuple):
+        return tls_context(verify, cert[0], cert[1])
+    return tls_context(verify, cert, None)
+
+
+def tls_context(
+    verify: bool | str, client_cert: str | None, client_key: str | None
+) -> ssl.SSLContext:
+    """A verifying context with ``verify``'s CA file and the client certificate.
+
+    A file that exists but holds no PEM certificate (a DER file, a key, the
+    wrong file) is a :class:`ConfigError` naming the setting: the
+    ``ssl.SSLError`` from loading it came out of ``run``, ``ami`` and
+    ``check --asterisk`` as a traceback.
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"[asterisk] verify: {verify!r} holds no CA certificate in PEM form ({exc})"
+        ) from exc
+    if client_cert:
+        try:
+            ctx.load_cert_chain(client_cert, client_key or None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            files = f"{client_cert!r}" + (f" and client_key {client_key!r}" if client_key else "")
+            raise ConfigError(
+                f"[asterisk] client_cert: cannot load {files} (PEM files; {exc})"
+            ) from exc
     return ctx

@@ -72,6 +72,7 @@ from router.ami.client import (
     is_idempotent,
     privilege_error,
     tell_login,
+    tls_context,
 )
 from router.ami.event_filter import (
     EVERYTHING,
@@ -1039,10 +1040,8 @@ def _tls_hint(exc: ssl.SSLError) -> str:
 def _ssl_context(settings: ClientSettings) -> ssl.SSLContext:
     """Verified by default, as for https: ``verify`` is True, False or a CA file."""
     verify = settings.verify
-    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    ctx = tls_context(verify, settings.client_cert, settings.client_key)
     if verify is False:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if settings.client_cert:
-        ctx.load_cert_chain(settings.client_cert, settings.client_key)
     return ctx

@@ -231,3 +231,30 @@ def test_a_did_you_mean_offers_only_keys_of_the_urls_transport(tmp_path: Path) -
     assert "ping_interval," not in message
     with pytest.raises(ConfigError, match=r"did you mean 'ping_interval'"):
         load(tmp_path, 'url = "tls://h:5039"\nping_intervall = 5\n')
+
+
+@pytest.mark.parametrize("url", ["tls://pbx.example:5039", "https://pbx.example:8089/asterisk"])
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({"verify": "x.pem"}, r"\[asterisk\] verify: '.*x\.pem' holds no CA certificate in PEM"),
+        ({"client_cert": "x.pem"}, r"\[asterisk\] client_cert: cannot load '.*x\.pem' \(PEM files"),
+        (
+            {"client_cert": "x.pem", "client_key": "x.pem"},
+            r"\[asterisk\] client_cert: cannot load '.*x\.pem' and client_key '.*x\.pem'",
+        ),
+    ],
+)
+def test_a_tls_file_holding_no_pem_is_a_config_error_naming_the_key(
+    tmp_path: Path, url: str, files: dict[str, str], said: str
+) -> None:
+    """A ``verify`` CA file or client certificate that exists but is no PEM
+    (a DER file, the wrong file) came out of ``run``, ``ami`` and ``check
+    --asterisk`` as an ``ssl.SSLError`` traceback, over tls:// and https://."""
+    from router.ami.connect import open_client
+
+    (tmp_path / "x.pem").write_text("not a certificate\n", encoding="utf-8")
+    paths = {key: str(tmp_path / name) for key, name in files.items()}
+    settings = ClientSettings(url=url, username="router", secret="x", **paths)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=said):
+        open_client(settings)  # raises before any client exists: nothing to close
