@@ -707,6 +707,10 @@ class Sandbox:
             console.close()
         # chroot execs asterisk, so this pid is Asterisk's own.
         self.pid = self.process.pid
+        if self.state_path.exists():
+            # A detached instance (``start``, or one attached and restarted):
+            # ``stop NAME`` and ``status`` read the pid from its state.
+            self.save_state()
         self.wait_ready(timeout)
         self.index_cel_store()
 

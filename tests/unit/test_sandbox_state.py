@@ -95,3 +95,36 @@ def test_start_tls_starts_a_tls_sandbox_and_prints_where_to_trust(
     box = Sandbox.attach("kept", cache_dir=tmp_path)
     assert captured.out.strip() == box.url
     assert f"TLS: {box.tls_url} and {box.tls_tcp_url} (trust {box.ca_file})" in captured.err
+
+
+def test_a_restarted_attached_sandbox_saves_its_new_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Sandbox.attach(name).restart()`` kept the old pid in the state file:
+    ``python -m router.sandbox stop NAME`` then said "was not running" and left
+    the new Asterisk up (found by a new user's trial)."""
+    import subprocess
+
+    import router.sandbox as sandbox_module
+
+    class Started:
+        pid = 424242
+
+        def poll(self) -> None:
+            return None
+
+    monkeypatch.setattr(sandbox_module, "tmp_on_tmpfs", lambda root: None)
+    real = subprocess.Popen
+
+    def popen(args: list[str], *rest: object, **kwargs: object) -> object:
+        # Only Asterisk's start is faked; anything else runs as ever.
+        if args[:1] == ["chroot"]:
+            return Started()
+        return real(args, *rest, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(Sandbox, "wait_ready", lambda self, timeout: None)
+    monkeypatch.setattr(Sandbox, "index_cel_store", lambda self: True)
+    box = configured(tmp_path)
+    box.launch()
+    assert Sandbox.attach("kept", cache_dir=tmp_path).pid == 424242
