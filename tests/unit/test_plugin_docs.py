@@ -199,3 +199,55 @@ def test_hook_examples_take_what_their_hook_passes() -> None:
         if reads_self and params[:1] != ["self"]:
             problems.append(f"docs/plugins.md:{line}: {func.name} reads self without taking it")
     assert problems == []
+
+
+async def test_explain_never_calls_a_plugins_lookup_as_the_guide_says(tmp_path: Path) -> None:
+    """A plugin author reading that ``explain`` passes the lookup a request ran explain
+    to try their lookup and got "not provided": explain only ever answers with stubs."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from router import Registry, hookimpl
+    from router.rules import load_rules
+    from router.rules.explain import answer_stubs, explain_call
+    from router.testing import load_plugins, make_config
+
+    asked: list[str] = []
+
+    async def owner(number: str, request: object = None) -> dict[str, str]:
+        asked.append(number)
+        return {"extension": "101"}
+
+    class Crm:
+        __name__ = "crm"
+
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            registry.add_lookup("crm.owner", owner)
+
+    plugins = load_plugins(Crm())
+    await plugins.configure(make_config())
+    registry = Registry()
+    assert plugins.register_into(registry) == []
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nrules:\n  - name: owner\n    on: call\n    lookup:\n"
+        "      owner: crm.owner(caller.number)\n    when: owner.extension\n"
+        '    do:\n      - redirect: {context: callrouter-dial, exten: "{owner.extension}"}\n',
+        encoding="utf-8",
+    )
+    ruleset = load_rules([tmp_path], registry)
+    assert not ruleset.errors
+    stubs = answer_stubs(registry, {})
+    assert isinstance(stubs, dict)
+    explained = await explain_call(
+        ruleset,
+        "+79161234567",
+        "74951234567",
+        stubs=stubs,
+        now=datetime(2026, 11, 23, 12, tzinfo=ZoneInfo("Europe/Moscow")),
+    )
+    assert asked == []
+    assert not explained.outcome.decision.matched
+    guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    assert "`callrouter explain` (and the API's explain) never calls a lookup" in guide
+    assert "`callrouter explain` the caller and DID it was given" not in guide
