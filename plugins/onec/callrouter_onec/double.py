@@ -461,8 +461,11 @@ class OneCDouble:
         if name == "faults" and method == "GET":
             return _json(200, {**self.faults.as_dict(), "down": self.down, "known": FAULTS})
         if name == "faults" and method == "DELETE":
+            # Clears what POST set here, ``down`` included: a double left refusing
+            # every request after "clear" looks like a client bug.
             self.faults.clear()
-            return _json(200, self.faults.as_dict())
+            self.down = False
+            return _json(200, {**self.faults.as_dict(), "down": self.down})
         if name == "reset" and method == "POST":
             self.reset()
             return _json(200, {"result": "ok"})

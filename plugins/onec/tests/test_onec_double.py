@@ -248,6 +248,18 @@ def test_control_down_flag(double: OneCDouble) -> None:
     assert get(double, "/v1/ping").status_code == 200
 
 
+def test_control_clear_ends_down_too(double: OneCDouble) -> None:
+    """``DELETE /_double/faults`` clears what ``POST`` set there, ``down`` included,
+    and answers as ``POST`` and ``GET`` do: the double kept closing every
+    connection after "clear", with no ``down`` in the answer to say so."""
+    control = double.root_url + "/_double/faults"
+    httpx.post(control, json={"down": True, "global": "latency=0.1", "faults": "500"})
+    cleared = httpx.delete(control).json()
+    assert cleared == {"global": "", "rules": [], "down": False}
+    assert get(double, "/v1/ping").status_code == 200
+    assert httpx.get(control).json()["down"] is False
+
+
 def test_fault_for_one_phone_only(double: OneCDouble) -> None:
     double.faults.add("406", phone="9161234567", count=None)
     assert get(double, "/v1/responsible/79161234567").status_code == 406
