@@ -1,6 +1,6 @@
 // Модуль HTTP-сервиса «Telephony» (корневой URL «telephony») для callrouter.
 //
-// Контракт: docs/onec-contract.md проекта callrouter. Шаблоны URL:
+// Контракт: docs/ru/onec.md проекта callrouter, «Контракт сервиса». Шаблоны URL:
 //   Responsible  /v1/responsible/{phone}  GET   -> ResponsibleGET
 //   CallsEvents  /v1/calls/events         POST  -> CallsEventsPOST
 //   Ping         /v1/ping                 GET   -> PingGET

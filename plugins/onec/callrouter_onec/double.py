@@ -778,7 +778,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return story_main(given[1:])
     parser = argparse.ArgumentParser(
         prog="callrouter-onec-double",
-        description="A test double of the 1C telephony HTTP service (see onec-contract).",
+        description="A test double of the 1C telephony HTTP service "
+        "(see docs/onec.md, The service contract).",
         epilog="Faults: " + "; ".join(f"{k}: {v}" for k, v in FAULTS.items()),
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -6,11 +6,15 @@ uses, and the call-history table names every decision outcome the engine gives.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
+import httpx
 import pytest
 
+from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import MAX_AGE, MAX_ROWS
 from callrouter_onec.plugin import KEYS, parse_settings
 
@@ -117,3 +121,65 @@ def test_the_documented_missed_owner_table_parses(page: Path) -> None:
         }
     )
     assert dict(config.missed_owner) == {"74951234567": "105", "*": "100"}
+
+
+SERVICE_SECTIONS = {"onec.md": "## The service contract", "onec.md@ru": "## Контракт сервиса"}
+
+
+def service_section(page: Path) -> str:
+    text = page.read_text(encoding="utf-8")
+    heading = SERVICE_SECTIONS["onec.md@ru" if page.parent.name == "ru" else "onec.md"]
+    assert heading in text, f"{page}: no '{heading}' section for the 1C developer"
+    section = text[text.index(heading) + len(heading) :]
+    return section[: section.index("\n## ")]
+
+
+def curl_examples(section: str) -> list[tuple[list[str], str]]:
+    """Each ``curl`` of the section with the JSON block that follows it."""
+    found = re.findall(r"```sh\n(curl .*?)\n```\s*```json\n(.*?)```", section, re.S)
+    return [(shlex.split(command), answer) for command, answer in found]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_service_contract_curls_answer_as_documented(page: Path) -> None:
+    """The contract a 1C developer builds the service from: every documented request,
+    sent as written to the double started as the page says, gets the documented
+    answer (``time`` excepted: it is the double's clock)."""
+    section = service_section(page)
+    assert "callrouter-onec-double --port 8081 --password secret" in section
+    examples = curl_examples(section)
+    assert len(examples) == 4
+    with OneCDouble(password="secret") as double:
+        for argv, documented in examples:
+            assert argv[0] == "curl"
+            assert argv[1] == "-u"
+            user, _, password = argv[2].partition(":")
+            [url] = argv[3:]
+            assert url.startswith("http://127.0.0.1:8081/demo/hs/telephony/v1/")
+            url = double.root_url + url.removeprefix("http://127.0.0.1:8081")
+            answer = httpx.get(url, auth=(user, password))
+            expected = json.loads(documented)
+            assert answer.status_code == (400 if "error" in expected else 200), url
+            got = answer.json()
+            if "time" in expected:
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", got.pop("time"))
+                expected.pop("time")
+            assert got == expected, url
+
+
+def test_no_file_points_to_a_contract_page_that_does_not_exist() -> None:
+    """A contract page under docs/ was named in the 1C guide, the plugin's README, the
+    BSL module and the double's --help, and never existed: the contract is a section
+    of docs/onec.md."""
+    missing = "onec-" + "contract.md"
+    root = DOCS.parent
+    named = [
+        str(path.relative_to(root))
+        for pattern in ("*.md", "*.py", "*.bsl")
+        for path in root.rglob(pattern)
+        if not {".venv", ".git"} & set(path.parts)
+        and path.name != "CHANGELOG.md"
+        and missing in path.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert not (DOCS / missing).exists()
+    assert named == []
