@@ -686,7 +686,26 @@ async def serve_engine(
         print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
 
 
+def pin_rest(asterisk_pid: int, router_cpu: int) -> None:
+    """Asterisk (every thread) and this generator on every core but ``router_cpu``.
+
+    With ``--pin`` each router variant runs alone on its core, the same for the
+    references and the engine: what a router costs when nothing else evicts its
+    caches between two calls (``CPUAffinity=`` in a systemd unit).
+    """
+    rest = set(os.sched_getaffinity(0)) - {router_cpu}
+    if not rest:
+        raise SystemExit(f"--pin {router_cpu}: no core left for Asterisk and the generator")
+    for task in Path(f"/proc/{asterisk_pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), rest)
+    os.sched_setaffinity(0, rest)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    pin = os.environ.get("CALLROUTER_BENCH_PIN")
+    if pin:
+        os.sched_setaffinity(0, {int(pin)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -863,11 +882,18 @@ class Cell:
     rep: int = 0
 
 
+#: ``--pin``: the core each router variant runs on (None: no pinning).
+PIN: int | None = None
+
+
 async def start_router(
     variant: str, box: Any, out: Path, baseline: Path | None = None
 ) -> asyncio.subprocess.Process:
     env = dict(os.environ)
     env.pop("CALLROUTER_BENCH_BASELINE", None)
+    env.pop("CALLROUTER_BENCH_PIN", None)
+    if PIN is not None:
+        env["CALLROUTER_BENCH_PIN"] = str(PIN)
     if variant.endswith("@base"):
         if baseline is None:
             raise SystemExit(f"{variant}: give --baseline REV")
@@ -1021,6 +1047,8 @@ async def drive(box: Any, args: argparse.Namespace) -> list[Cell]:
         box.add_manager_user(FILTERED_BASE_USER, lines=await baseline_filter_lines(args))
     if any(v.split("@", 1)[0].endswith("+life") for v in args.variants):
         box.add_manager_user(FILTERED_LIFE_USER, lines=await engine_filter_lines(life=True))
+    if args.pin is not None:
+        pin_rest(box.pid, args.pin)
     ami = TCPAMI(box.ami_port, box.secret)
     await ami.connect()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmpdir:
@@ -1202,6 +1230,8 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         )
     if getattr(args, "disabled_events", None):
         title += f"; Asterisk's [general] disabledevents = {','.join(args.disabled_events)}"
+    if getattr(args, "pin", None) is not None:
+        title += f"; each router alone on core {args.pin}, Asterisk and the generator on the rest"
     return (
         f"### {title} ({each})\n\n{main}\n\n"
         "### Where the time goes (all rates pooled; wall clock of the same machine)\n\n"
@@ -1267,6 +1297,13 @@ def main() -> None:
         help="comma-separated events Asterisk raises for nobody (manager.conf "
         "[general] disabledevents, docs/asterisk.md): the events no variant reads",
     )
+    parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="CPU",
+        help="run each router variant alone on core CPU, Asterisk and the generator "
+        "on the others (the same for every variant)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -1280,6 +1317,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args))
         return
+    global PIN
+    PIN = args.pin
     args.rates = [int(r) for r in args.rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
     args.disabled_events = [e for e in args.disabled_events.split(",") if e]
