@@ -527,10 +527,19 @@ class TCPClient(AMIActions[ActionResult]):
                 f"cannot connect to Asterisk at {self._endpoint}: {exc}"
             ) from exc
         try:
-            response = await self._authenticate(conn)
+            # One deadline for the whole login (Challenge, Login, the event
+            # mask and each Filter), not request_timeout for each step.
+            async with asyncio.timeout(settings.request_timeout):
+                response = await self._authenticate(conn)
         except _Lost as exc:
             raise AMIConnectionError(
                 f"cannot log in to Asterisk at {self._endpoint}: {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise AMITimeoutError(
+                f"cannot log in to Asterisk at {self._endpoint}: the login (Login, its "
+                f"challenge and event filters) did not end within {settings.request_timeout:g} s "
+                "(request_timeout)"
             ) from exc
         if self._closed:  # its answer came, but after aclose
             raise AMIConnectionError("the AMI client is closed")

@@ -980,3 +980,57 @@ def test_a_bad_url_is_a_config_error_that_never_quotes_a_password(url: str, says
     with pytest.raises(ConfigError, match=says) as info:
         TCPClient(ClientSettings(url=url, username="router", secret="x"))
     assert "S3cr3t" not in str(info.value)
+
+
+# -- bounds left open by the last review (issue 16) ------------------------------------
+
+
+@pytest.mark.parametrize("auth", ["md5", "plain"])
+async def test_a_login_has_one_deadline_not_one_per_step(
+    server: Callable[[Handler], Awaitable[int]], auth: str
+) -> None:
+    """Each step of a login (Challenge, Login, the event mask, each Filter)
+    answered within request_timeout, but all of them not: the login ends at
+    request_timeout, with an error naming it, not (2 + filters) x request_timeout
+    later."""
+    closed = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(BANNER)
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                found = re.search(rb"ActionID: (\S+)", raw)
+                assert found is not None
+                await asyncio.sleep(0.4)  # each step well within request_timeout
+                writer.write(
+                    block(
+                        ("Response", "Success"),
+                        ("ActionID", found.group(1).decode()),
+                        ("Challenge", "840910381"),
+                    )
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            closed.set()
+
+    port = await server(slow)
+    client = TCPClient(
+        ClientSettings(
+            url=f"tcp://127.0.0.1:{port}",
+            username="u",
+            secret="s3cret",
+            auth=auth,  # type: ignore[arg-type]
+            request_timeout=1.0,
+        )
+    )
+    client.event_selection = EventSelection(
+        frozenset({"Newexten", "Hangup", "UserEvent"}), frozenset({"dialplan", "call", "user"})
+    )
+    started = time.monotonic()
+    with pytest.raises(AMITimeoutError, match=r"within 1 s \(request_timeout\)") as info:
+        await client.login()
+    assert time.monotonic() - started < 1.5
+    assert "cannot log in to Asterisk at tcp://127.0.0.1:" in str(info.value)
+    assert not client.logged_in
+    await asyncio.wait_for(closed.wait(), 2)  # its socket is closed
+    await client.aclose()
