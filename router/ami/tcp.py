@@ -371,6 +371,10 @@ class TCPClient(AMIActions[ActionResult]):
         self._conn: _Connection | None = None
         #: The connection a login is under way on (not yet :attr:`_conn`).
         self._connecting: _Connection | None = None
+        #: Its connect and TLS handshake, while under way (aclose cancels it).
+        self._opening: asyncio.Task[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]] | None = (
+            None
+        )
         self._login_lock = asyncio.Lock()
         self._wait_lock = asyncio.Lock()
         self._events: deque[Event] = deque()
@@ -442,6 +446,12 @@ class TCPClient(AMIActions[ActionResult]):
             self._watchdog.cancel()
         if self._connecting is not None:
             self._connecting.drop("the AMI client is closed")
+        opening = self._opening
+        if opening is not None and not opening.done():
+            # The connect or TLS handshake itself: cancelled, its socket is
+            # closed, and the login waiting for it fails now, not at connect_timeout.
+            opening.cancel()
+            await asyncio.wait((opening,))
         if conn is not None and not conn.lost:
             with contextlib.suppress(_Lost, AMIError, TimeoutError):
                 await asyncio.wait_for(conn.send(Action("Logoff", (), self._next_id())), 2.0)
@@ -500,19 +510,31 @@ class TCPClient(AMIActions[ActionResult]):
         settings = self.settings
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: conn,
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
-                ),
-                settings.connect_timeout,
-            )
-            self.banner = await asyncio.wait_for(
-                asyncio.shield(conn.banner), settings.connect_timeout
-            )
+            # One deadline for the connect, the TLS handshake and the greeting.
+            async with asyncio.timeout(settings.connect_timeout):
+                # A task of its own, so that aclose can cut it short: the
+                # socket is closed with it, and the login fails at once.
+                opening = loop.create_task(
+                    loop.create_connection(
+                        lambda: conn,
+                        self._host,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=self._host if self._ssl is not None else None,
+                    )
+                )
+                self._opening = opening
+                try:
+                    await opening
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self._closed and (task is None or not task.cancelling()):
+                        # aclose cancelled the connect, not our caller.
+                        raise AMIConnectionError("the AMI client is closed") from None
+                    raise
+                finally:
+                    self._opening = None
+                self.banner = await asyncio.shield(conn.banner)
         except ssl.SSLError as exc:
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_tls_hint(exc)}"
@@ -520,7 +542,7 @@ class TCPClient(AMIActions[ActionResult]):
         except TimeoutError as exc:
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
-                f"{settings.connect_timeout:g} s"
+                f"{settings.connect_timeout:g} s (connect_timeout)"
             ) from exc
         except (OSError, _Lost) as exc:
             raise AMIConnectionError(

@@ -1034,3 +1034,38 @@ async def test_a_login_has_one_deadline_not_one_per_step(
     assert not client.logged_in
     await asyncio.wait_for(closed.wait(), 2)  # its socket is closed
     await client.aclose()
+
+
+async def test_aclose_cuts_a_tls_handshake_short_and_closes_its_socket(
+    server: Callable[[Handler], Awaitable[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aclose while the TLS handshake is under way (a peer that accepts the
+    connection and never answers the ClientHello): the login fails at once,
+    not connect_timeout later, and the socket is closed by the time aclose
+    returns."""
+    closed = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # the ClientHello, then until the client closes
+        closed.set()
+
+    port = await server(mute)
+    client = TCPClient(
+        ClientSettings(
+            url=f"tls://127.0.0.1:{port}",
+            username="u",
+            secret="s3cret",
+            auth="plain",
+            connect_timeout=30.0,
+        )
+    )
+    login = asyncio.ensure_future(client.login())
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    await asyncio.wait_for(client.aclose(), 2)
+    with pytest.raises(AMIConnectionError, match="closed"):
+        await asyncio.wait_for(login, 2)
+    assert time.monotonic() - started < 2
+    await asyncio.wait_for(closed.wait(), 2)
+    assert not client.logged_in
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
