@@ -11,6 +11,7 @@ as aiosmtplib does::
     │   ├── AMIProtocolError(ValueError)   bytes that are not AMI (malformed, truncated, too big)
     │   ├── AMIConnectionError(ConnectionError)  Asterisk unreachable, connection dropped
     │   │   └── AMITimeoutError(TimeoutError)    no answer in time
+    │   ├── AMIEventsDropped                events read over TCP dropped unhandled (a full queue)
     │   ├── AMIAuthenticationError(PermissionError)  login refused (wrong secret, ACL, 401)
     │   ├── AMIActionError                 Asterisk answered ``Response: Error``
     │   │   └── AMIPrivilegeError          ``Permission denied`` on a live session: no write class
@@ -41,6 +42,7 @@ __all__ = [
     "AMIAuthenticationError",
     "AMIConnectionError",
     "AMIError",
+    "AMIEventsDropped",
     "AMIPrivilegeError",
     "AMIProtocolError",
     "AMITimeoutError",
@@ -80,6 +82,20 @@ class AMIConnectionError(AMIError, ConnectionError):
 
 class AMITimeoutError(AMIConnectionError, TimeoutError):
     """Asterisk did not answer within the configured time."""
+
+
+class AMIEventsDropped(AMIError):
+    """Events Asterisk sent were dropped unhandled: the native TCP client's
+    queue of events read but not yet taken was full (callrouter fell behind).
+
+    Raised by ``wait_event`` once the events queued before the first dropped
+    one are taken; the event stream reports it as a gap (``overflow``), so the
+    engine reconciles. ``since`` is when the first was dropped (wall clock).
+    """
+
+    def __init__(self, message: str, *, since: float) -> None:
+        super().__init__(message)
+        self.since = since
 
 
 class AMIAuthenticationError(AMIError, PermissionError):

@@ -225,7 +225,8 @@ class Metrics:
         )
         self.stream_gaps = Counter(
             "callrouter_stream_gaps",
-            "Event stream gaps by reason: reconnect (Asterisk unreachable), session (re-login).",
+            "Event stream gaps by reason: reconnect (Asterisk unreachable), session (re-login), "
+            "overflow (events dropped: callrouter fell behind).",
             ["reason"],
             registry=r,
         )
@@ -280,7 +281,7 @@ class Metrics:
         # series before the first time it happens.
         for cause in FALLTHROUGH_CAUSES:
             self.fallthroughs.labels(cause)
-        for reason in ("reconnect", "session"):
+        for reason in ("reconnect", "session", "overflow"):
             self.stream_gaps.labels(reason)
         for trigger in ("start", "gap"):
             for result in ("ok", "failed"):

@@ -171,7 +171,8 @@ class ClientSettings:
     #: for half of this, the connection declared dead after all of it.
     ping_interval: float = 5.0
     #: Native TCP AMI only: events read but not yet taken by ``wait_event``;
-    #: beyond it the socket is not read (Asterisk's writetimeout then decides).
+    #: beyond it the events read are dropped and reported as a gap (the socket
+    #: is still read: the answers to actions come on it).
     max_queued_events: int = 100_000
 
     @property

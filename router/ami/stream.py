@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from router.ami.message import Event
-from router.errors import AMIAuthenticationError, AMIError, AMIProtocolError
+from router.errors import AMIAuthenticationError, AMIError, AMIEventsDropped, AMIProtocolError
 from router.supervise import Throttle
 
 __all__ = ["Backoff", "EventHandler", "EventStream", "StreamGap"]
@@ -63,7 +63,9 @@ class StreamGap:
     """Events may have been lost between ``since`` and ``resumed`` (wall clock).
 
     ``reason`` says why: ``reconnect`` (Asterisk unreachable, then back),
-    ``session`` (the manager session was replaced, its queue with it).
+    ``session`` (the manager session was replaced, its queue with it),
+    ``overflow`` (the client dropped events it read: callrouter fell behind
+    and its queue was full; native TCP AMI, :class:`~router.errors.AMIEventsDropped`).
     """
 
     since: float
@@ -304,6 +306,14 @@ class EventStream:
                         events = await client.wait_event(poll)
                 except AMIAuthenticationError:
                     raise  # wrong credentials do not heal by retrying
+                except AMIEventsDropped as exc:
+                    # Asterisk is there and the session lives: no backoff, no
+                    # "lost"; the events dropped are a gap to reconcile.
+                    now = self._clock()
+                    self.gaps_seen += 1
+                    yield StreamGap(min(exc.since, now), now, "overflow", str(exc))
+                    self._last_ok = now
+                    continue
                 except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
                     if isinstance(exc, AMIProtocolError):
                         # Once an outage: something answering every try with a

@@ -44,9 +44,13 @@ Connection life:
   (``max_queued_events``, and ``max_response_bytes`` as read), and what we
   wrote that Asterisk has not read (``max_response_bytes``: past it the
   session is stuck and the connection is dropped).
-  At that bound the socket is no longer read; a consumer that stays behind
-  makes Asterisk's ``writetimeout`` close the connection, which is the
-  reconnect-and-gap path above, never unbounded memory.
+  At the bound of queued events the socket is still read (the answers to
+  actions come on it, behind the events: a reconcile must not wait for the
+  consumer to catch up), but the events read are dropped until the queue
+  has been taken; ``wait_event`` then raises
+  :class:`~router.errors.AMIEventsDropped`, which the event stream reports
+  as a gap (``overflow``), so the engine reconciles, as AJAM's stream does
+  for an answer over ``max_response_bytes``. Never unbounded memory.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import itertools
 import logging
 import secrets
 import ssl
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -95,6 +100,7 @@ from router.errors import (
     AMIAuthenticationError,
     AMIConnectionError,
     AMIError,
+    AMIEventsDropped,
     AMIProtocolError,
     AMITimeoutError,
     ConfigError,
@@ -128,7 +134,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: TCPClient, max_buffer: int) -> None:
         self._owner = owner
         self._parser = RawmanParser(max_buffer=max_buffer, banner=True)
-        #: Events read but not taken, in bytes as read, before reading pauses.
+        #: Events read but not taken, in bytes as read, before more are dropped.
         self.max_queued_bytes = max_buffer
         self._parser.ours = self._awaits
         self._collector = ListCollector(max_items=MAX_LIST_ITEMS, max_bytes=max_buffer)
@@ -141,7 +147,6 @@ class _Connection(asyncio.Protocol):
         self.last_rx = self._loop.time()
         self.lost = False
         self.error: str | None = None
-        self.paused = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -195,6 +200,7 @@ class _Connection(asyncio.Protocol):
             or owner._events
             or owner._urgent
             or owner._unreported is not None  # a new session's gap is reported first
+            or owner._dropping is not None  # events are being dropped: the gap first
         ):
             return
         try:
@@ -326,17 +332,6 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.lost:
             self.transport.abort()
 
-    def pause(self) -> None:
-        if not self.paused and self.transport is not None and not self.lost:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.paused and self.transport is not None and not self.lost:
-            self.paused = False
-            self.last_rx = self._loop.time()
-            self.transport.resume_reading()
-
 
 class TCPClient(AMIActions[ActionResult]):
     """One logged-in native AMI session: ``async with TCPClient(settings) as ami``."""
@@ -401,6 +396,10 @@ class TCPClient(AMIActions[ActionResult]):
         self._held_bytes = 0
         #: What the queued events took on the wire (about: a read's length).
         self._queued_bytes = 0
+        #: When events began to be dropped for a full queue (wall clock), and
+        #: how many: ``wait_event`` reports it once the queue is taken.
+        self._dropping: float | None = None
+        self._dropped = 0
         #: Successful logins; :attr:`session_generation` follows it once the
         #: stream has been told of the loss before the latest login.
         self._logins = 0
@@ -696,17 +695,31 @@ class TCPClient(AMIActions[ActionResult]):
             self._held_bytes = 0
         return AMIConnectionError(f"AMI connection to {self._endpoint}: {why}")
 
+    def _report_dropped(self) -> AMIEventsDropped:
+        """The error ``wait_event`` raises once the events queued before the
+        first dropped one are taken; from then on events are queued again."""
+        since, dropped = self._dropping or time.time(), self._dropped
+        self._dropping, self._dropped = None, 0
+        return AMIEventsDropped(
+            f"{dropped} events from {self._endpoint} dropped unhandled: callrouter fell "
+            f"behind ({self.settings.max_queued_events} events or "
+            f"{self.settings.max_response_bytes} bytes were waiting)",
+            since=since,
+        )
+
     def _events_arrived(self, conn: _Connection, events: list[Event], size: int) -> None:
         if self._unreported is not None and conn is not self._lost_conn:
             # A session logged in (by an action) before the stream was told
             # that the last one was lost: its events come after that news,
             # so the stream sees the old session's events, one gap, then these.
+            if self._dropping is not None or (
+                len(self._held) >= self.settings.max_queued_events
+                or self._held_bytes >= conn.max_queued_bytes
+            ):
+                self._drop_events(events)
+                return
             self._held.extend(events)
             self._held_bytes += size
-            if len(self._held) >= self.settings.max_queued_events or (
-                self._held_bytes >= conn.max_queued_bytes
-            ):
-                conn.pause()
             return
         push = self._push
         if (
@@ -714,9 +727,16 @@ class TCPClient(AMIActions[ActionResult]):
             and conn is self._conn
             and not (self._events or self._urgent or self._closed)
             and self._unreported is None
+            and self._dropping is None
             and push(events)
         ):
             return  # taken in this read: nothing queued, nobody woken
+        if self._dropping is not None or (
+            len(self._events) + len(self._urgent) >= self.settings.max_queued_events
+            or self._queued_bytes >= conn.max_queued_bytes
+        ):
+            self._drop_events(events)
+            return
         test = self._urgent_test
         if test is None or len(self._events) <= MAX_BATCH:
             self._events.extend(events)  # no backlog: in the order they came
@@ -724,12 +744,23 @@ class TCPClient(AMIActions[ActionResult]):
             for event in events:
                 (self._urgent if test(event) else self._events).append(event)
         self._queued_bytes += size
-        if (
-            len(self._events) + len(self._urgent) >= self.settings.max_queued_events
-            or self._queued_bytes >= conn.max_queued_bytes
-        ):
-            conn.pause()
         self._wake()
+
+    def _drop_events(self, events: list[Event]) -> None:
+        """The queue is full: ``events`` are dropped, and so is every event
+        after them until the queue is taken and the gap reported (an event
+        kept after a dropped one would be handled as if nothing came between).
+        The socket is still read, so the answers to actions are not held up."""
+        if self._dropping is None:
+            self._dropping = time.time()
+            log.warning(
+                "callrouter fell behind the events from %s (%d events or %d bytes waiting "
+                "to be handled): dropping the events read until they are, then reconciling",
+                self._endpoint,
+                self.settings.max_queued_events,
+                self.settings.max_response_bytes,
+            )
+        self._dropped += len(events)
 
     def set_push(self, push: Callable[[list[Event]], bool] | None) -> None:
         """Offer each read's events to ``push`` before queueing them for
@@ -794,10 +825,10 @@ class TCPClient(AMIActions[ActionResult]):
                 return  # the next login starts a new watchdog
             now = loop.time()
             quiet = now - conn.last_rx
-            if conn.paused or now - wake_at > interval / 2:
-                # We are the slow side (a full queue, or this process was
-                # stopped or starved past its timer): silence proves nothing
-                # about Asterisk, so ask and judge half an interval later.
+            if now - wake_at > interval / 2:
+                # We are the slow side (this process was stopped or starved
+                # past its timer): silence proves nothing about Asterisk, so
+                # ask and judge half an interval later.
                 conn.last_rx = now - interval / 2
                 quiet = interval / 2
             if quiet >= interval:
@@ -807,8 +838,7 @@ class TCPClient(AMIActions[ActionResult]):
                 )
                 return
             if quiet >= interval / 2:
-                if not conn.paused:
-                    conn.ping(self._next_id())
+                conn.ping(self._next_id())
                 delay = interval - quiet
             else:
                 delay = interval / 2 - quiet
@@ -901,7 +931,10 @@ class TCPClient(AMIActions[ActionResult]):
         The same contract as AJAM's long-poll, so :class:`~router.ami.stream.EventStream`
         drives both: after a lost connection the events read before it come
         first, then one call raises :class:`AMIConnectionError`, and the next
-        connects and logs in again (a new ``session_generation``).
+        connects and logs in again (a new ``session_generation``). After
+        events were dropped for a full queue, the events queued before them
+        come first, then one call raises :class:`AMIEventsDropped` (a gap on
+        the same session).
         """
         if self._wait_lock.locked():
             raise AMIError("a wait_event is already outstanding on this client")
@@ -909,6 +942,8 @@ class TCPClient(AMIActions[ActionResult]):
             if not (self._events or self._urgent):
                 if self._unreported is not None:
                     raise self._report_loss()
+                if self._dropping is not None:
+                    raise self._report_dropped()
                 conn = await self._connected()
                 if not (self._events or self._urgent):
                     await self._wait_for_events(conn, timeout)
@@ -927,15 +962,6 @@ class TCPClient(AMIActions[ActionResult]):
                 before = len(queue)
                 events.extend(queue.popleft() for _ in range(MAX_BATCH))
                 self._queued_bytes = self._queued_bytes * len(queue) // before
-            current = self._conn
-            if (
-                current is not None
-                and current.paused
-                and not self._held
-                and len(queue) <= self.settings.max_queued_events // 2
-                and self._queued_bytes <= current.max_queued_bytes // 2
-            ):
-                current.resume()
             if not events and self._unreported is not None:
                 raise self._report_loss()
             return events

@@ -24,6 +24,7 @@ from router.ami.tcp import TCPClient
 from router.errors import (
     AMIAuthenticationError,
     AMIConnectionError,
+    AMIEventsDropped,
     AMIPrivilegeError,
     AMIProtocolError,
     AMITimeoutError,
@@ -305,7 +306,22 @@ async def test_idempotent_action_is_resent_after_a_drop_others_are_not(fake: Fak
         assert sum(1 for h in fake.received if h["action"] == "Redirect") == 1
 
 
-async def test_slow_consumer_bounds_the_queue_and_loses_nothing(fake: FakeAMI) -> None:
+async def drain_until_dropped(client: TCPClient) -> tuple[list[int], AMIEventsDropped]:
+    """Every ``Seq`` ``wait_event`` hands over until it reports events dropped."""
+    got: list[int] = []
+    while True:
+        try:
+            got.extend(int(e["Seq"]) for e in await client.wait_event(2))
+        except AMIEventsDropped as exc:
+            return got, exc
+
+
+async def test_a_full_queue_drops_what_follows_and_reports_it_after_the_queue(
+    fake: FakeAMI,
+) -> None:
+    """A consumer that falls behind: the queue stays bounded, the events
+    queued come in order, then the ones dropped are reported (a gap on the
+    same session), then events are queued again."""
     total = 5000
     async with TCPClient(settings(fake, max_queued_events=10)) as client:
         payload = b"".join(
@@ -313,13 +329,90 @@ async def test_slow_consumer_bounds_the_queue_and_loses_nothing(fake: FakeAMI) -
             for i in range(total)
         )
         fake.push_raw(payload)
-        await asyncio.sleep(0.3)
-        # Reading stopped at the bound (plus what one read() of the socket held).
+        await until(lambda: client._dropped + len(client._events) == total)
+        # Bounded at the bound (plus what one read() of the socket held).
         assert 10 <= len(client._events) < total
-        got: list[int] = []
-        while len(got) < total:
-            got.extend(int(e["Seq"]) for e in await client.wait_event(2))
-        assert got == list(range(total))
+        got, dropped = await drain_until_dropped(client)
+        assert got == list(range(len(got)))
+        assert f"{total - len(got)} events from tcp://127.0.0.1:" in str(dropped)
+        assert "callrouter fell behind" in str(dropped)
+        assert dropped.since <= time.time()
+        fake.push(("Event", "After"), ("Seq", "0"))
+        assert [e.name for e in await client.wait_event(2)] == ["After"]
+        assert client.session_generation == 1  # the same session, not a reconnect
+
+
+async def test_actions_are_answered_while_the_queue_is_full(fake: FakeAMI) -> None:
+    """A gap's reconcile runs with the queue full (the events behind it not
+    yet taken): its answers come behind unread events, and reading stopped at
+    the bound held them up until the action timed out."""
+    async with TCPClient(settings(fake, max_queued_events=10, request_timeout=3.0)) as client:
+        fake.push_raw(
+            b"".join(
+                b"Event: Burst\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * 150)
+                for i in range(20_000)
+            )
+        )
+        await until(lambda: len(client._events) >= 10)
+        started = time.monotonic()
+        result = await client.send("Ping", validate=False)
+        assert result.response.get("Ping") == "Pong"
+        assert time.monotonic() - started < 2
+        assert len(client._events) < 20_000
+        assert client.session_generation == 1
+
+
+async def test_a_full_queue_is_a_gap_of_the_stream_not_a_lost_asterisk(fake: FakeAMI) -> None:
+    """The stream reports events dropped as a gap (``overflow``) at once:
+    no backoff, and ``failing`` (the API's 503) never set."""
+    async with TCPClient(settings(fake, max_queued_events=10)) as client:
+        stream = EventStream(client, backoff=Backoff(initial=30, maximum=30))
+        seen: list[str] = []
+        total = 100
+
+        async def consume() -> None:
+            async for item in stream:
+                if isinstance(item, StreamGap):
+                    seen.append(f"gap:{item.reason}")
+                    assert item.error is not None
+                    assert "dropped unhandled" in item.error
+                    assert not stream.failing
+                    fake.push(("Event", "After"))
+                elif item.name == "After":
+                    return
+                elif item.name == "Start":
+                    for i in range(total):  # a read each, or about
+                        fake.push(("Event", "Burst"), ("Seq", str(i)))
+                        await asyncio.sleep(0)
+                    await until(lambda: client._dropping is not None)
+                    seen.append("Start")
+                else:
+                    seen.append("Burst")
+
+        fake.push(("Event", "Start"))
+        await asyncio.wait_for(consume(), 5)  # no backoff (30 s) after the gap
+        assert seen[0] == "Start"
+        assert seen[-1] == "gap:overflow"
+        assert 10 <= seen.count("Burst") < total
+        assert stream.gaps_seen == 1
+
+
+async def test_queued_events_are_bounded_in_bytes_too(fake: FakeAMI) -> None:
+    total, pad = 400, 16 * 1024
+    async with TCPClient(settings(fake, max_response_bytes=1024 * 1024)) as client:
+        fake.push_raw(
+            b"".join(
+                b"Event: Big\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * pad)
+                for i in range(total)
+            )
+        )
+        await until(lambda: client._dropped + len(client._events) == total)
+        # Queued near 1 MB (plus what one read of the socket held), far
+        # below the 400 events' 6.4 MB and the count bound; the rest dropped.
+        assert len(client._events) * pad < 3 * 1024 * 1024
+        got, _ = await drain_until_dropped(client)
+        assert got == list(range(len(got)))
+        assert 0 < len(got) < total
         assert client.session_generation == 1
 
 
@@ -749,26 +842,6 @@ async def test_a_session_logged_in_by_an_action_comes_after_the_gap(fake: FakeAM
     await client.aclose()
 
 
-async def test_queued_events_are_bounded_in_bytes_too(fake: FakeAMI) -> None:
-    total, pad = 400, 16 * 1024
-    async with TCPClient(settings(fake, max_response_bytes=1024 * 1024)) as client:
-        fake.push_raw(
-            b"".join(
-                b"Event: Big\r\nSeq: %d\r\nPadding: %s\r\n\r\n" % (i, b"x" * pad)
-                for i in range(total)
-            )
-        )
-        await asyncio.sleep(0.5)
-        # Reading paused near 1 MB (plus what one read of the socket held),
-        # far below the 400 events' 6.4 MB and the count bound.
-        assert len(client._events) * pad < 3 * 1024 * 1024
-        got: list[int] = []
-        while len(got) < total:
-            got.extend(int(e["Seq"]) for e in await client.wait_event(2))
-        assert got == list(range(total))
-        assert client.session_generation == 1
-
-
 async def test_a_peer_trickling_bytes_is_dead_to_the_keepalive(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.6)) as client:
         fake.silent = True  # no Ping answered; a byte of one endless event now and then
@@ -1069,3 +1142,40 @@ async def test_aclose_cuts_a_tls_handshake_short_and_closes_its_socket(
     await asyncio.wait_for(closed.wait(), 2)
     assert not client.logged_in
     assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+
+
+async def test_a_new_sessions_held_events_are_bounded_and_their_overflow_is_a_gap_after_them(
+    fake: FakeAMI,
+) -> None:
+    """Events of a session an action logged in while the loss is unreported
+    are held, bounded as the queue is: the ones past the bound are dropped,
+    and the stream sees the old session's events, the loss, the held ones,
+    then the overflow, then what came after."""
+    client = TCPClient(settings(fake, max_queued_events=10))
+    await client.login()
+    fake.push(("Event", "OldSession"))
+    await until(lambda: bool(client._events))
+    fake.close_all()
+    await until(lambda: client._unreported is not None)
+    assert (await client.send("Ping", validate=False)).ok  # logs in again
+    for i in range(30):
+        fake.push(("Event", "NewSession"), ("Seq", str(i)))
+        await asyncio.sleep(0.005)  # a read each
+    await until(lambda: client._dropped + len(client._held) == 30)
+    assert len(client._held) == 10
+    assert (await client.send("Ping", validate=False)).ok  # answered all along
+    stream = EventStream(client, poll_timeout=1, backoff=Backoff(initial=0.01, maximum=0.02))
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            seen.append(item.name if isinstance(item, Event) else f"gap:{item.reason}")
+            if isinstance(item, StreamGap) and item.reason == "overflow":
+                fake.push(("Event", "After"))
+            if isinstance(item, Event) and item.name == "After":
+                stream.stop()
+
+    await asyncio.wait_for(consume(), 5)
+    assert seen == ["OldSession", "gap:reconnect", *["NewSession"] * 10, "gap:overflow", "After"]
+    assert client.session_generation == 2
+    await client.aclose()
