@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -48,28 +49,111 @@ async def _read(
     raise AssertionError("no Status event")
 
 
-#: The reads tried: (action, header, how), ``how`` being ``direct`` (the function
-#: named in the request) or ``indirect`` (a variable set to ``${MIXMONITOR(...)}``,
-#: read through EVAL inside EVAL: no MIXMONITOR in the request).
+#: What the recorded channel runs: async AGI, so that an ``AGI`` action reaches it
+#: (the sandbox loads no res_agi: each test loads it), then a wait.
+DIALPLAN = """
+[hazard]
+exten => s,1,AGI(agi:async)
+ same => n,Wait(120)
+"""
+
+
+@dataclass(frozen=True)
+class Read:
+    """One way to read ``MIXMONITOR(<id>,filename)``: ``text`` sent as ``action``'s
+    ``header``, ``{call}`` standing for the function; ``value`` (when given) is first
+    set in ``HAZARD_READ`` on the channel, so that the request need not name it."""
+
+    action: str
+    header: str
+    text: str
+    value: str | None = None
+
+
+CALL = "${{{call}}}"
 READS = [
-    ("Getvar", "Variable", "direct"),
-    ("Status", "Variables", "direct"),
-    ("Getvar", "Variable", "indirect"),
-    ("Status", "Variables", "indirect"),
+    Read("Getvar", "Variable", "{call}"),
+    Read("Status", "Variables", "{call}"),
+    # EVAL(${X}) gives X's text, EVAL of that text calls the function.
+    Read("Getvar", "Variable", "EVAL(${{EVAL(${{HAZARD_READ}})}})", CALL),
+    Read("Status", "Variables", "EVAL(${{EVAL(${{HAZARD_READ}})}})", CALL),
+    # One EVAL: X's value taken as a name, or as an expression.
+    Read("Getvar", "Variable", "EVAL(${{${{HAZARD_READ}}}})", "{call}"),
+    Read("Status", "Variables", "EVAL($[${{HAZARD_READ}}])", "{call}"),
+    Read("AGI", "Command", "GET VARIABLE {call}"),
+    Read("AGI", "Command", "GET FULL VARIABLE ${{EVAL(${{HAZARD_READ}})}}", CALL),
+    # A priority the channel is then redirected to.
+    Read("DialplanExtensionAdd", "ApplicationData", CALL),
+    Read("DialplanExtensionAdd", "ApplicationData", "${{EVAL(${{HAZARD_READ}})}}", CALL),
+    # MixMonitor substitutes its command (^{ for ${) as it starts.
+    Read("MixMonitor", "Command", "/bin/true ^{{{call}}}"),
+    Read("MixMonitor", "Command", "/bin/true ^{{EVAL(^{{HAZARD_READ}})}}", CALL),
+    Read("MixMonitor", "File", "/tmp/hazard-x.wav,,/bin/true ^{{{call}}}"),
+    Read("MixMonitor", "File", "/tmp/hazard-x.wav,,/bin/true ^{{EVAL(^{{HAZARD_READ}})}}", CALL),
+    Read("MixMonitor", "Options", "b,/bin/true ^{{{call}}}"),
+    Read("MixMonitor", "Options", "b,/bin/true ^{{EVAL(^{{HAZARD_READ}})}}", CALL),
 ]
 
 
 def test_every_hazard_is_tried_here() -> None:
-    assert [(h.action, h.header) for h in HAZARDS] == [
-        (action, header) for action, header, _ in READS
-    ]
+    """Each entry of HAZARDS refuses some read tried here (with an id of the kind
+    Asterisk gives)."""
+    call = "MIXMONITOR(0x7f93bc002b80,filename)"
+    for known in HAZARDS:
+        assert any(
+            read.action == known.action
+            and read.header == known.header
+            and known.matches(read.text.format(call=call))
+            for read in READS
+        ), known
 
 
-@pytest.mark.parametrize(("action", "header", "how"), READS)
+async def _send(
+    box: Sandbox,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    channel: str,
+    read: Read,
+    text: str,
+    label: str,
+) -> None:
+    """Send ``read`` with ``text``, past any client's check; a DialplanExtensionAdd's
+    priority is run by a Redirect of the channel."""
+    if read.action == "DialplanExtensionAdd":
+        context = f"hazard-{label}"
+        for priority, application, data in (("1", "NoOp", text), ("2", "Wait", "120")):
+            added = await _action(
+                reader,
+                writer,
+                Action="DialplanExtensionAdd",
+                Context=context,
+                Extension="s",
+                Priority=priority,
+                Application=application,
+                ApplicationData=data,
+            )
+            assert added["Response"] == "Success", added
+        writer.write(
+            f"Action: Redirect\r\nChannel: {channel}\r\nContext: {context}\r\n"
+            "Exten: s\r\nPriority: 1\r\n\r\n".encode()
+        )
+    else:
+        headers = f"Action: {read.action}\r\nChannel: {channel}\r\n"
+        if read.action == "MixMonitor" and read.header != "File":
+            # MixMonitor records to a File (without one it starts nothing).
+            headers += f"File: /tmp/hazard-{label}.wav\r\n"
+        writer.write(f"{headers}{read.header}: {text}\r\n\r\n".encode())
+    await writer.drain()
+
+
+@pytest.mark.parametrize("read", READS, ids=lambda r: f"{r.action}-{r.header}-{r.text[:24]}")
 async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
-    scratch_sandbox: Sandbox, action: str, header: str, how: str
+    scratch_sandbox: Sandbox, read: Read
 ) -> None:
     box = scratch_sandbox
+    box.cli("module load res_speech.so")  # res_agi needs it
+    assert "Loaded" in box.cli("module load res_agi.so")
+    box.set_dialplan(DIALPLAN)
     reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
     try:
         await reader.readline()  # the banner
@@ -81,7 +165,7 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
             reader,
             writer,
             Action="Originate",
-            Channel="Local/s@sink",
+            Channel="Local/s@hazard",
             Application="Wait",
             Data="60",
             Async="true",
@@ -89,7 +173,7 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
         channel = ""
         for _ in range(50):
             listing = box.cli("core show channels concise")
-            found = [line.split("!")[0] for line in listing.splitlines() if "!sink!" in line]
+            found = [line.split("!")[0] for line in listing.splitlines() if "!hazard!" in line]
             if found:
                 channel = found[0]
                 break
@@ -112,28 +196,33 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
             File="/tmp/hazard-mix.wav",
             Options="i(HAZARD_ID)",
         )
-        # A direct read names the function; an indirect one reads a variable set to
-        # it through EVAL inside EVAL (EVAL(${X}) gives X's text, EVAL of that text
-        # calls the function): no MIXMONITOR in the request.
-        # The same read of a MixMonitor that writes a mixed file is answered; then
-        # the one of the MixMonitor that writes only r().
-        for mixmonitor in (mixed, started):
+        # The same read of a MixMonitor that writes a mixed file is answered (a
+        # Getvar or Status with its file name); then the one of the MixMonitor that
+        # writes only r().
+        for mixmonitor, label in ((mixed, "mixed"), (started, "one-leg")):
             call = f"MIXMONITOR({mixmonitor['MixMonitorID']},filename)"
-            if how == "indirect":
+            if read.value is not None:
                 await _action(
                     reader,
                     writer,
                     Action="Setvar",
                     Channel=channel,
                     Variable="HAZARD_READ",
-                    Value=f"${{{call}}}",
+                    Value=read.value.format(call=call),
                 )
-            text = call if how == "direct" else "EVAL(${EVAL(${HAZARD_READ})})"
-            if mixmonitor is mixed:
-                alive = await _read(reader, writer, action, Channel=channel, **{header: text})
+            text = read.text.format(call=call)
+            if mixmonitor is started:
+                break
+            if read.action in ("Getvar", "Status"):
+                alive = await _read(
+                    reader, writer, read.action, Channel=channel, **{read.header: text}
+                )
                 assert alive.endswith("/tmp/hazard-mix.wav"), alive
-        writer.write(f"Action: {action}\r\nChannel: {channel}\r\n{header}: {text}\r\n\r\n".encode())
-        await writer.drain()
+            else:
+                await _send(box, reader, writer, channel, read, text, label)
+                await asyncio.sleep(1)
+                assert box.running, "Asterisk died on the MixMonitor that writes a mixed file"
+        await _send(box, reader, writer, channel, read, text, "one-leg")
         for _ in range(75):  # 15 s
             if not box.running:
                 break

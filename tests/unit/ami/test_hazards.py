@@ -7,6 +7,8 @@ files killed Asterisk (segfault), every call on it with it.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from router.ami.catalog import encode_action
@@ -101,3 +103,135 @@ def test_one_eval_of_a_variable_goes_out() -> None:
     """``EVAL(${X})`` gives X's text and calls nothing in it (seen on the sandbox)."""
     pairs = Action.build("Getvar", {"Channel": "PJSIP/101-1", "Variable": "EVAL(${X})"}).pairs()
     assert ("Variable", "EVAL(${X})") in pairs
+
+
+# Seen on the sandbox's Asterisk 22.10 (res_agi loaded by hand) on 2026-12-04: each of
+# these, X holding ${MIXMONITOR(<id>,filename)} or MIXMONITOR(<id>,filename), killed
+# Asterisk as the Getvar did, on the channel of a MixMonitor writing only r().
+READS_PAST_THE_GETVAR_RULE = [
+    "EVAL(${${CR_NOTE}})",  # X's value taken as a name: a function call
+    "EVAL($[${CR_NOTE}])",  # an expression calls the function its text names
+    # Not seen (func_cut is not in the sandbox), by func_cut.c: CUT reads ${<its
+    # first argument>}, so ${${X}} again; FIELDQTY, LISTFILTER, IMPORT... alike.
+    "CUT(${CR_NOTE},-,1)",
+    "EVAL(${CUT(${CR_NOTE},-,1)})",
+]
+
+
+@pytest.mark.parametrize("read", READS_PAST_THE_GETVAR_RULE)
+@pytest.mark.parametrize(("action", "header"), [("Getvar", "Variable"), ("Status", "Variables")])
+def test_a_read_that_takes_a_value_as_a_name_or_an_expression_is_refused(
+    read: str, action: str, header: str
+) -> None:
+    """No MIXMONITOR and one EVAL in the request: the name or the expression comes
+    from the variable's value."""
+    for value in (read, f"CALLERID(num),{read}"):
+        with pytest.raises(AMIValidationError, match=f"^{action}: {header}: an EVAL"):
+            Action.build(action, {"Channel": "PJSIP/101-1", header: value}).pairs()
+
+
+def test_eval_of_plain_variables_and_literal_text_goes_out() -> None:
+    for read in ("EVAL(${X})", "EVAL(ext ${CR_ID:0:4}-${X} done)"):
+        Action.build("Getvar", {"Channel": "PJSIP/101-1", "Variable": read}).pairs()
+    Action.build("Status", {"Variables": "CR_ID,EVAL(${X}),CHANNEL(state)"}).pairs()
+
+
+AGI_DIRECT = [
+    "GET VARIABLE MIXMONITOR(0x7f93bc002b80,filename)",
+    "GET FULL VARIABLE ${MIXMONITOR(0x7f93bc002b80,filename)}",
+    "get full variable ${LEN(${MixMonitor(${CR_ID},filename)})}",
+]
+AGI_INDIRECT = [
+    "GET FULL VARIABLE ${EVAL(${CR_NOTE})}",  # one EVAL is enough after a substitution
+    "GET FULL VARIABLE ${${CR_NOTE}}",
+    "GET FULL VARIABLE $[${CR_NOTE}]",
+    "GET VARIABLE CUT(${CR_NOTE},-,1)",
+    "GET VARIABLE EVAL(${EVAL(${CR_NOTE})})",
+    "GET VARIABLE EVAL_EXTEN(callrouter-notes,s,1)",
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [(c, "reading MIXMONITOR()") for c in AGI_DIRECT]
+    + [(c, "Asterisk substitutes this text as dialplan") for c in AGI_INDIRECT],
+)
+@pytest.mark.parametrize("validate", [True, False])
+def test_an_async_agi_command_that_reads_mixmonitor_is_refused(
+    command: str, why: str, validate: bool
+) -> None:
+    """AMI ``AGI`` queues a command for a channel in ``AGI(agi:async)``: GET VARIABLE
+    reads as Getvar does, GET FULL VARIABLE substitutes its text once more."""
+    encoded = encode_action(
+        "AGI", {"Channel": "PJSIP/101-1", "Command": command}, validate=validate
+    )
+    with pytest.raises(AMIValidationError, match=rf"^AGI: Command: {re.escape(why)}"):
+        Action(encoded.name, encoded.params).pairs()
+    with pytest.raises(AMIValidationError, match=r"crashed Asterisk|crashes Asterisk"):
+        build_action("agi", [("channel", "PJSIP/101-1"), ("command", command)], raw=True).pairs()
+
+
+def test_an_async_agi_command_that_evaluates_no_value_goes_out() -> None:
+    for command in (
+        "GET VARIABLE CR_ID",
+        "GET VARIABLE CHANNEL(state)",
+        "GET FULL VARIABLE ${CALLERID(num)}-${CR_ID}",
+        "EXEC Playback beep",
+        "SET VARIABLE CR_NOTE MIXMONITOR_FILENAME",
+    ):
+        pairs = Action.build("AGI", {"Channel": "PJSIP/101-1", "Command": command}).pairs()
+        assert ("Command", command) in pairs
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "${MIXMONITOR(0x7f93bc002b80,filename)}",
+        "${EVAL(${CR_NOTE})}",
+        "${${CR_NOTE}}",
+        "$[${CR_NOTE} = 1]?a:b",
+        "${EVAL_EXTEN(callrouter-notes,s,1)}",
+    ],
+)
+def test_a_priority_that_would_read_mixmonitor_when_run_is_refused(data: str) -> None:
+    """``DialplanExtensionAdd`` then ``Redirect`` of the recorded channel to it:
+    the data is substituted there (killed the sandbox's Asterisk 22.10)."""
+    headers = {
+        "Context": "notes",
+        "Extension": "s",
+        "Priority": "1",
+        "Application": "NoOp",
+        "ApplicationData": data,
+    }
+    with pytest.raises(AMIValidationError, match=r"^DialplanExtensionAdd: ApplicationData: "):
+        Action.build("DialplanExtensionAdd", headers).pairs()
+    headers["ApplicationData"] = "PJSIP/${EXTEN},30"
+    Action.build("DialplanExtensionAdd", headers).pairs()
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Command", "/bin/true ^{MIXMONITOR(0x7f93bc002b80,filename)}"),
+        ("Command", "/bin/true ${EVAL(^{CR_NOTE})}"),
+        # app_mixmonitor joins File, Options and Command with commas: the third
+        # field is the command, whichever header carried it.
+        ("File", "/tmp/x.wav,,/bin/true ^{MIXMONITOR(0x7f93bc002b80,filename)}"),
+        ("Options", "b,/bin/true ^{EVAL(^{CR_NOTE})}"),
+    ],
+)
+def test_a_mixmonitor_command_that_reads_mixmonitor_is_refused(header: str, value: str) -> None:
+    """MixMonitor substitutes its command (``^{`` read as ``${``) as it starts on the
+    channel: killed the sandbox's Asterisk 22.10 on a channel recording one leg."""
+    with pytest.raises(AMIValidationError, match=f"^MixMonitor: {header}: "):
+        Action.build("MixMonitor", {"Channel": "PJSIP/101-1", header: value}).pairs()
+
+
+def test_callrouters_own_mixmonitor_goes_out() -> None:
+    headers = {
+        "Channel": "PJSIP/101-1",
+        "File": "/var/spool/asterisk/monitor/c1-mix.wav",
+        "Options": "r(/var/spool/asterisk/monitor/c1-in.wav)i(CALLROUTER_REC_ID)",
+        "Command": "/usr/bin/nice ^{MIXMONITOR_FILENAME}",
+    }
+    Action.build("MixMonitor", headers).pairs()
