@@ -14,18 +14,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from router.builtin.numbers import last10
 from router.config import Config, SettingsReader
-from router.errors import ConfigError
+from router.errors import ConfigError, RuleValidationError
 from router.hookspecs import hookimpl
+from router.rules.loader import Node, parse_text
 from router.rules.registry import Registry
 
-__all__ = ["SETTINGS", "Directory", "DirectoryPlugin", "load_directory", "make_plugin"]
+__all__ = [
+    "MAX_DIRECTORY_BYTES",
+    "MAX_DIRECTORY_NODES",
+    "SETTINGS",
+    "Directory",
+    "DirectoryPlugin",
+    "load_directory",
+    "make_plugin",
+]
 
 #: The keys of ``[plugins.directory]`` (docs/reference/config.md).
 SETTINGS: tuple[str, ...] = ("file", "entries")
+#: The directory file is read whole, at start and at each reload: 100,000
+#: entries of a number, an extension and a name take about 5 MB.
+MAX_DIRECTORY_BYTES = 8_000_000
+#: YAML values in a directory file (an entry is up to seven: its number, its
+#: mapping, two keys and their values, maybe a third): rule files' bound is 100,000.
+MAX_DIRECTORY_NODES = 1_000_000
 
 
 class Directory:
@@ -49,37 +62,17 @@ def load_directory(path: Path, reader: SettingsReader | None = None) -> Director
     at its line through ``reader`` (:class:`SettingsReader` of the table).
     Text that is not UTF-8, or not YAML, is a ConfigError too: anything else
     escaping here was logged as the plugin's crash, and the engine started
-    (and ``callrouter check`` passed) with an empty directory.
+    (and ``callrouter check`` passed) with an empty directory. The file is
+    bounded (:data:`MAX_DIRECTORY_BYTES`) and its YAML is read as rule files are
+    (:func:`router.rules.loader.parse_text`: no aliases or anchors, a bounded
+    number of values): with yaml.safe_load, a 466-byte "billion laughs" file
+    gave one entry a 72 MB name as its entries were turned into text, and each
+    line more ten times that.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        message = f"cannot read {path}: {exc.strerror}"
-        if reader is not None:
-            raise reader.error("file", message) from None
-        raise ConfigError(f"[plugins.directory] file: {message}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    entries: dict[str, dict[str, Any]] = {}
+    text = _read_bounded(path, reader)
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: YAML error: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of number -> entry")
-        for number, entry in data.items():
-            if isinstance(entry, (str, int)):
-                entry = {"extension": str(entry)}
-            if not isinstance(entry, dict) or "extension" not in entry:
-                raise ConfigError(f"{path}: {number}: expected {{extension: ..., name: ...}}")
-            entries[str(number)] = {k: None if v is None else str(v) for k, v in entry.items()}
-        return Directory(entries)
+        return Directory(_yaml_entries(text, path))
+    entries: dict[str, dict[str, Any]] = {}
     for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or row[0].lstrip().startswith("#") or row[0].strip().lower() == "number":
             continue
@@ -90,6 +83,64 @@ def load_directory(path: Path, reader: SettingsReader | None = None) -> Director
             "name": row[2].strip() if len(row) > 2 else "",
         }
     return Directory(entries)
+
+
+def _read_bounded(path: Path, reader: SettingsReader | None) -> str:
+    """The file's text, at most :data:`MAX_DIRECTORY_BYTES` of it read."""
+    try:
+        if path.exists() and not path.is_file():  # a FIFO would block, a device never end
+            raise ConfigError(f"{path}: not a regular file")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_DIRECTORY_BYTES + 1)
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        if reader is not None:
+            raise reader.error("file", message) from None
+        raise ConfigError(f"[plugins.directory] file: {message}") from None
+    if len(data) > MAX_DIRECTORY_BYTES:
+        raise ConfigError(
+            f"{path}: bigger than {MAX_DIRECTORY_BYTES} bytes, the directory's bound "
+            "(a CRM lookup suits a directory that big)"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _yaml_entries(text: str, path: Path) -> dict[str, dict[str, Any]]:
+    """``{number: {extension:, name:}}`` (or ``number: extension``) from YAML text."""
+    try:
+        root = parse_text(text, str(path), max_nodes=MAX_DIRECTORY_NODES)
+    except RuleValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    if root is None:
+        return {}
+    if not isinstance(root.value, dict):
+        raise ConfigError(f"{path}: expected a mapping of number -> entry")
+    entries: dict[str, dict[str, Any]] = {}
+    for number, node in root.mapping().items():
+        line = root.key_lines[number]
+        if isinstance(node.value, str | int):
+            entries[number] = {"extension": _text(node)}
+            continue
+        if not isinstance(node.value, dict) or "extension" not in node.value:
+            raise ConfigError(f"{path}:{line}: {number}: expected {{extension: ..., name: ...}}")
+        entry: dict[str, Any] = {}
+        for key, field in node.mapping().items():
+            if isinstance(field.value, dict | list):
+                raise ConfigError(
+                    f"{path}:{node.key_lines[key]}: {number}: {key}: expected a text, "
+                    f"not a {field.kind}"
+                )
+            entry[key] = None if field.value is None else _text(field)
+        entries[number] = entry
+    return entries
+
+
+def _text(node: Node) -> str:
+    """A scalar as written: ``0101`` stays ``0101`` (YAML 1.1 reads it as octal 65)."""
+    return node.raw if node.raw else str(node.value)
 
 
 class DirectoryPlugin:

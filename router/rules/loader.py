@@ -137,9 +137,10 @@ class _BoundedLoader(yaml.SafeLoader):
     The checks run on the parser's events, before a node is built.
     """
 
-    def __init__(self, text: str, file: str) -> None:
+    def __init__(self, text: str, file: str, max_nodes: int = MAX_NODES) -> None:
         super().__init__(text)
         self.file = file
+        self.max_nodes = max_nodes
         self.depth = 0
         self.nodes = 0
 
@@ -172,8 +173,8 @@ class _BoundedLoader(yaml.SafeLoader):
                 f"YAML anchors are not allowed (&{anchor}): rule files do not share values", event
             )
         self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise self._refuse(f"too many YAML values (more than {MAX_NODES})", event)
+        if self.nodes > self.max_nodes:
+            raise self._refuse(f"too many YAML values (more than {self.max_nodes})", event)
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self._refuse(f"lists and mappings nested deeper than {MAX_DEPTH} levels", event)
@@ -183,9 +184,12 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def parse_text(text: str, file: str) -> Node | None:
-    """Parses one YAML document; a syntax error becomes a located error."""
-    loader = _BoundedLoader(text, file)
+def parse_text(text: str, file: str, *, max_nodes: int = MAX_NODES) -> Node | None:
+    """Parses one YAML document; a syntax error becomes a located error.
+
+    Also for other YAML files an administrator writes (the directory plugin's),
+    which are bigger than a rule file: ``max_nodes`` is theirs."""
+    loader = _BoundedLoader(text, file, max_nodes)
     try:
         root = loader.get_single_node()
         return None if root is None else _convert(root, loader, file)
