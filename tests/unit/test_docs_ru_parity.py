@@ -1,8 +1,8 @@
 """The Russian pages say what their English twins say: same code, same numbers, same names.
 
-Asterisk and 1C administrators read docs/ru/; a fact changed in English and
-not in Russian (a default, a limit, a sentence naming a hook) sends them
-astray, and nobody reading only one language notices. What can be compared
+Asterisk and 1C administrators read docs/ru/ and examples/onec/README.ru.md;
+a fact changed in English and not in Russian (a default, a limit, a sentence
+naming a hook) sends them astray, and nobody reading only one language notices. What can be compared
 without understanding the prose is compared here, section by section (the
 sections follow the headings, which must match):
 
@@ -25,8 +25,13 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).parents[2] / "docs"
+REPO = Path(__file__).parents[2]
+DOCS = REPO / "docs"
+#: Twins outside docs/ (an example's README beside its files): English -> Russian,
+#: from the repository's root.
+OTHER_TWINS = {"examples/onec/README.md": "examples/onec/README.ru.md"}
 PAGES = [
+    *OTHER_TWINS,
     "api.md",
     "asterisk.md",
     "asterisk-ajam.md",
@@ -95,6 +100,8 @@ TRANSLATED = {
         "<linkedid>/transferred/<uniqueid переводящего плеча>/<n>"
     ),
     "<Unix seconds>.<n>": "<секунды Unix>.<n>",
+    # 1C's query language in Russian (examples/onec/README.ru.md).
+    "LIKE '%…'": 'ПОДОБНО "%…"',
 }
 
 _FENCE = re.compile(r"^ *(```+|~~~+)")
@@ -158,24 +165,39 @@ def numbers(prose: str) -> Counter[str]:
     return Counter(re.findall(r"(?<![\w.])\d+(?:\.\d+)?", text))
 
 
+def twins(page: str) -> tuple[Path, Path]:
+    """The English page and its Russian twin."""
+    if page in OTHER_TWINS:
+        return REPO / page, REPO / OTHER_TWINS[page]
+    return DOCS / page, DOCS / "ru" / page
+
+
+def russian_name(page: str) -> str:
+    """The Russian twin as errors name it, from the repository's root."""
+    return str(twins(page)[1].relative_to(REPO))
+
+
 def pair(page: str) -> list[tuple[int, tuple[str, list[str], str], tuple[str, list[str], str]]]:
-    english = sections((DOCS / page).read_text(encoding="utf-8"))
-    russian = sections((DOCS / "ru" / page).read_text(encoding="utf-8"))
-    assert [s[0] for s in russian] == [s[0] for s in english], f"ru/{page}: headings differ"
+    english_path, russian_path = twins(page)
+    english = sections(english_path.read_text(encoding="utf-8"))
+    russian = sections(russian_path.read_text(encoding="utf-8"))
+    assert [s[0] for s in russian] == [s[0] for s in english], (
+        f"{russian_name(page)}: headings differ"
+    )
     return [(n, en, ru) for n, (en, ru) in enumerate(zip(english, russian, strict=True))]
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_code_blocks_are_the_same_but_for_comments(page: str) -> None:
     for n, (_, en_blocks, _), (_, ru_blocks, _) in pair(page):
-        assert ru_blocks == en_blocks, f"ru/{page}, section {n}: code blocks differ"
+        assert ru_blocks == en_blocks, f"{russian_name(page)}, section {n}: code blocks differ"
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_english_number_is_in_the_russian_section(page: str) -> None:
     for n, (_, _, en), (_, _, ru) in pair(page):
         missing = numbers(en) - numbers(ru)
-        assert not missing, f"ru/{page}, section {n}: lacks {sorted(missing)}"
+        assert not missing, f"{russian_name(page)}, section {n}: lacks {sorted(missing)}"
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -183,7 +205,7 @@ def test_every_english_code_span_is_in_the_russian_section(page: str) -> None:
     for n, (_, _, en), (_, _, ru) in pair(page):
         russian = spans(ru)
         missing = [span for span in spans(en) - russian if TRANSLATED.get(span) not in russian]
-        assert not missing, f"ru/{page}, section {n}: lacks {missing}"
+        assert not missing, f"{russian_name(page)}, section {n}: lacks {missing}"
 
 
 SAMPLE = """\
