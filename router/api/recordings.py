@@ -40,6 +40,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
@@ -250,14 +251,26 @@ def _not_ours(call_id: str, kept: tuple[Recording, ...]) -> ApiError:
     )
 
 
-async def _restop_stale(store: RecordingStore, rows: list[Recording], plan: ApiStop) -> ApiStop:
+@dataclass(frozen=True, slots=True)
+class _Restop:
+    """Stale stop marks this request renewed (:func:`_restop_stale`): each row's mark
+    before, and the time they were renewed to; put back when the stop fails."""
+
+    marks: dict[int, float]
+    at: float
+
+
+async def _restop_stale(
+    store: RecordingStore, rows: list[Recording], plan: ApiStop
+) -> tuple[ApiStop, _Restop | None]:
     """The plan again with the API's files whose earlier stop never reached Asterisk
     (a stale mark, the file written since: :func:`~router.recordings.ownership.stale_marks`),
-    their marks renewed, so that only this request stops them; else ``plan``."""
+    their marks renewed, so that only this request stops them; else ``plan``. With it
+    the marks renewed, for :func:`_unrenew` should the stop fail."""
     now = time.time()
     stale = stale_marks(plan.stopping, now)
     if not stale:
-        return plan
+        return plan, None
     written = await asyncio.to_thread(
         lambda: [
             r.id
@@ -268,14 +281,31 @@ async def _restop_stale(store: RecordingStore, rows: list[Recording], plan: ApiS
     )
     alive = store.renew_stop(written, marked_before=now - STALE_STOP, now=now)
     if not alive:
-        return plan
+        return plan, None
     log.warning(
         "recordings: call %s: the API's earlier stop of %s never reached Asterisk (its file"
         " is still written); stopping it again",
         stale[0].call_id,
         ", ".join(sorted(r.part for r in stale if r.id in alive)),
     )
-    return api_stop(rows, alive=set(alive))
+    before = {r.id: r.stop_asked_at for r in stale if r.id in alive}
+    marks = {rid: mark for rid, mark in before.items() if mark is not None}
+    return api_stop(rows, alive=set(alive)), _Restop(marks, now)
+
+
+def _unrenew(store: RecordingStore, call_id: str, renewed: _Restop, exc: BaseException) -> None:
+    """A stop again failed (Asterisk refused it, or was out of reach): put back the
+    marks it renewed, so the next request tries again at once rather than
+    :data:`~router.recordings.ownership.STALE_STOP` seconds later; once, a WARNING.
+    Only a mark still the renewed one is put back (compare and set), and the row
+    stays marked either way: a ``MixMonitorStop`` that does come still closes it."""
+    back = store.unrenew_stop(renewed.marks, renewed_at=renewed.at)
+    log.warning(
+        "recordings: call %s: stopping the API's recording again failed (%s); %s",
+        call_id,
+        str(exc)[:200] or type(exc).__name__,
+        "the next stop tries again" if back else "its stop mark changed meanwhile",
+    )
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -428,9 +458,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         require_live_leg(token, call)
         store = recordings.store
         rows = store.recording(call_id)
-        plan = api_stop(rows)
+        plan, renewed = api_stop(rows), None
         if not plan.stop and plan.stopping:
-            plan = await _restop_stale(store, rows, plan)
+            plan, renewed = await _restop_stale(store, rows, plan)
         if not plan.stop and plan.stopping:
             raise ApiError(
                 409,
@@ -439,13 +469,17 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             )
         if not plan.stop:
             raise _not_ours(call_id, plan.keep)
-        ctx.require_asterisk()
         try:
+            ctx.require_asterisk()
             channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id, plan.stop)
-        except RecordingError as exc:
-            raise ApiError(409, str(exc)) from None
-        except AMIError as exc:  # pragma: no cover - ctx.send maps these
-            raise ApiError(503, str(exc)) from None
+        except BaseException as exc:
+            if renewed is not None:
+                _unrenew(store, call_id, renewed, exc)
+            if isinstance(exc, RecordingError):
+                raise ApiError(409, str(exc)) from None
+            if isinstance(exc, AMIError):  # pragma: no cover - ctx.send maps these
+                raise ApiError(503, str(exc)) from None
+            raise
         # What goes on (a rule's compliance recording), as the catalog has it now.
         going = [r for r in store.recording(call_id) if r.id in {k.id for k in plan.keep}]
         return JSONResponse(

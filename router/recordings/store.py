@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -362,6 +362,26 @@ class RecordingStore:
                 if cursor.rowcount:
                     renewed.append(rid)
         return renewed
+
+    def unrenew_stop(self, marks: Mapping[int, float], *, renewed_at: float) -> list[int]:
+        """Put back the stop marks ``marks`` (row id to its mark before
+        :meth:`renew_stop`) of the rows whose mark is still the one renewed at
+        ``renewed_at``; the rows put back. For a stop again that failed (Asterisk
+        refused it or was out of reach): the renewed mark would keep the next
+        request from trying for :data:`~router.recordings.ownership.STALE_STOP`
+        seconds. A mark set or taken since is left alone (compare and set), and
+        the row stays marked, so a ``MixMonitorStop`` still closes it."""
+        restored: list[int] = []
+        with self._tx() as db:
+            for rid, mark in marks.items():
+                cursor = db.execute(
+                    "UPDATE recordings SET stop_asked_at = ? WHERE id = ? AND state = 'recording'"
+                    " AND stop_asked_at = ?",
+                    (mark, rid, renewed_at),
+                )
+                if cursor.rowcount:
+                    restored.append(rid)
+        return restored
 
     def add_extensions(
         self, call_id: str, extensions: Iterable[str], *, ids: Iterable[int] | None = None

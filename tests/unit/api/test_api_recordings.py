@@ -891,6 +891,81 @@ async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
     store.close()
 
 
+@pytest.mark.parametrize("failure", ["refused", "asterisk down"])
+async def test_a_failed_stop_again_of_a_stale_mark_leaves_the_mark_as_it_was(
+    stub: StubEngine,
+    settings: RecordingSettings,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    """The stop again of a stale mark renews it first (so that only this request
+    sends it); when that stop failed (Asterisk refused it, or was out of reach) the
+    renewed mark stayed, so every stop for 30 s more was 409 "already being stopped"
+    while the file went on recording. Now the mark is put back as it was (compare
+    and set) with one WARNING, and the next request tries again at once."""
+    live = "1714557700.97"
+    live_call(stub, live, {"PJSIP/101-00000097": "up"})
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7feeec00ae97"})
+    stops: list[dict[str, str]] = []
+
+    def stop(action: object) -> dict[str, str]:
+        stops.append(dict(action.fields))  # type: ignore[attr-defined]
+        if failure == "refused" and len(stops) == 1:
+            return {"Response": "Error", "Message": "Could not stop specified MixMonitor"}
+        return {}
+
+    stub.replay.on("StopMixMonitor", stop)
+    async with client_for(stub) as client:
+        started = await client.post(
+            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+        )
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        (row,) = store.recording(live)
+        now = time.time()
+        store.ask_stop([row.id], now=now - 60)
+        row.local_path.parent.mkdir(parents=True, exist_ok=True)
+        row.local_path.write_bytes(b"RIFF" + bytes(60))
+        if failure == "asterisk down":
+            stub.connected = False
+        with caplog.at_level("WARNING", logger="router.api"):
+            first = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        (kept,) = store.recording(live)
+        stub.connected = True
+        second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert first.status_code == (409 if failure == "refused" else 503), first.text
+    assert kept.stop_asked_at == now - 60  # as it was before the renewal
+    failed = [r for r in caplog.records if "stopping the API's recording again failed" in r.message]
+    assert len(failed) == 1, caplog.text
+    assert "the next stop tries again" in failed[0].message
+    assert second.status_code == 202, second.text
+    expected = 2 if failure == "refused" else 1
+    assert [s.get("MixMonitorID") for s in stops] == ["0x7feeec00ae97"] * expected
+    (after,) = store.recording(live)
+    assert after.stop_asked_at is not None
+    assert after.stop_asked_at > now - 5
+    store.close()
+
+
+def test_a_mark_is_put_back_only_while_it_is_the_one_renewed(tmp_path: Path) -> None:
+    """``unrenew_stop`` is a compare and set: a mark changed since the renewal (another
+    stop's, a mark taken back) is left alone."""
+    store = RecordingStore(tmp_path)
+    (name,) = file_names(CALL, "in", "wav")
+    (row,) = store.start(
+        [name], pbx_paths=["/x/in.wav"], local_paths=[tmp_path / "in.wav"], channel="PJSIP/1-1"
+    )
+    store.ask_stop([row.id], now=100.0)
+    assert store.renew_stop([row.id], marked_before=150.0, now=200.0) == [row.id]
+    assert store.unrenew_stop({row.id: 100.0}, renewed_at=200.0) == [row.id]
+    assert store.get(CALL, "in").stop_asked_at == 100.0  # type: ignore[union-attr]
+    assert store.renew_stop([row.id], marked_before=150.0, now=200.0) == [row.id]
+    store.renew_stop([row.id], marked_before=250.0, now=300.0)  # renewed again since
+    assert store.unrenew_stop({row.id: 100.0}, renewed_at=200.0) == []
+    assert store.get(CALL, "in").stop_asked_at == 300.0  # type: ignore[union-attr]
+    store.close()
+
+
 async def test_of_two_stops_at_once_of_a_stale_mark_only_one_stops_it_again(
     stub: StubEngine, settings: RecordingSettings
 ) -> None:
