@@ -27,6 +27,12 @@ so a leg bridged before the gap is seen again beside those who join after it.
 The listing is older than every event handled after the gap: a channel such an
 event named (entered, left, hung up) keeps what the event said, and a rebuild
 meant for an earlier gap, or one that comes after its own, changes nothing.
+The rebuild is a merge, not a replacement: a channel that entered a bridge
+while ``BridgeList`` was asked found none of the legs the rebuild puts back
+there, though they were in it (no event since moved them), so the rebuild
+answers those meetings (:attr:`Rebuilt.meetings`) as a ``BridgeEnter`` would
+have, and the legs put back meet each other, as a recording started meanwhile
+(whose readers :meth:`BridgeMembers.beside` answered without them) must hear.
 Until the rebuild, and for what it cannot vouch for, it fails closed: a leg not
 known to be bridged is not counted beside anyone (docs/recordings.md).
 """
@@ -34,9 +40,17 @@ known to be bridged is not counted beside anyone (docs/recordings.md).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final, Protocol
 
-__all__ = ["MAX_CHANNELS", "BridgeMembers", "bridged_channels", "conversations", "is_holding"]
+__all__ = [
+    "MAX_CHANNELS",
+    "BridgeMembers",
+    "Rebuilt",
+    "bridged_channels",
+    "conversations",
+    "is_holding",
+]
 
 #: Channels remembered at most (the live channels of a busy PBX, with room to spare).
 MAX_CHANNELS: Final = 50_000
@@ -85,6 +99,18 @@ def conversations(bridges: Iterable[_Fields], among: Iterable[str]) -> set[str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    """What :meth:`BridgeMembers.rebuild` put back, and who met whom only through it."""
+
+    #: Channels put back in their bridge.
+    restored: int = 0
+    #: Each (channel, others): ``channel`` shares, or shared since the clear, a
+    #: bridge with ``others``, legs put back there, as a ``BridgeEnter`` of
+    #: ``channel`` among ``others`` would say; whoever records either counts both.
+    meetings: tuple[tuple[str, frozenset[str]], ...] = ()
+
+
 class BridgeMembers:
     """Channel -> the bridge it is in, and back."""
 
@@ -97,6 +123,10 @@ class BridgeMembers:
         #: Channels an event named since the last :meth:`clear`, while a rebuild
         #: is still to come (None: none is, nothing to remember).
         self._since_clear: set[str] | None = set()
+        #: Bridge -> the channels that entered it since that clear (same lifetime),
+        #: and how many such entries: a rebuild pairs them with the legs it puts back.
+        self._entered: dict[str, set[str]] = {}
+        self._entries = 0
 
     def __len__(self) -> int:
         return len(self._bridge_of)
@@ -113,7 +143,7 @@ class BridgeMembers:
 
     def enter(self, channel: str, bridge: str) -> frozenset[str]:
         """``channel`` entered ``bridge``; the others in it now."""
-        self._heard(channel)
+        self._heard(channel, bridge)
         return self._put(channel, bridge)
 
     def beside(self, channels: Iterable[str]) -> set[str]:
@@ -132,43 +162,65 @@ class BridgeMembers:
         self._members.clear()
         self._generation += 1
         self._since_clear = set()
+        self._entered, self._entries = {}, 0
 
     def leave(self, channel: str) -> None:
         """``channel`` left its bridge (or hung up)."""
         self._heard(channel)
         self._drop(channel)
 
-    def rebuild(self, bridged: Iterable[tuple[str, str]], *, generation: int) -> int:
+    def rebuild(self, bridged: Iterable[tuple[str, str]], *, generation: int) -> Rebuilt:
         """Put back who is in which bridge from a listing taken after the
         :meth:`clear` numbered ``generation``: pairs of (channel, bridge), holding
         bridges and bridges not vouched for already left out by the caller.
 
         Only once per clear, and only for that clear: a later one makes this
         listing stale. A channel an event named since the clear is left as the
-        event put it (the event is newer). Returns how many channels were put back.
+        event put it (the event is newer). A channel that entered a bridge since
+        the clear met there the legs put back in it (the listing is older than its
+        entry, and no event moved them since): :attr:`Rebuilt.meetings` says so,
+        whether it is still there or not, as do the legs put back in one bridge.
         """
-        heard = self._since_clear
+        heard, entered = self._since_clear, self._entered
         if heard is None or generation != self._generation:
-            return 0
+            return Rebuilt()
         self._since_clear = None
-        restored = 0
+        self._entered, self._entries = {}, 0
+        put: dict[str, set[str]] = {}
         for channel, bridge in bridged:
             if channel and bridge and channel not in heard and channel not in self._bridge_of:
                 self._put(channel, bridge)
-                restored += 1
-        return restored
+                put.setdefault(bridge, set()).add(channel)
+        meetings: list[tuple[str, frozenset[str]]] = []
+        for bridge, channels in sorted(put.items()):
+            # Those the bound evicted meanwhile are no longer known to be there.
+            back = frozenset(c for c in channels if self._bridge_of.get(c) == bridge)
+            if len(back) > 1:
+                first = min(back)
+                meetings.append((first, back - {first}))
+            if back:
+                meetings.extend((c, back) for c in sorted(entered.get(bridge, ())))
+        return Rebuilt(sum(len(c) for c in put.values()), tuple(meetings))
 
-    def _heard(self, channel: str) -> None:
-        """An event named ``channel``: a rebuild to come must leave it alone."""
+    def _heard(self, channel: str, entered: str = "") -> None:
+        """An event named ``channel`` (which ``entered`` that bridge, if given): a
+        rebuild to come must leave it alone, and pair it with the legs it puts back
+        in that bridge."""
         heard = self._since_clear
         if heard is None:
             return
-        if len(heard) >= self._max:
+        if len(heard) >= self._max or self._entries >= self._max:
             # Too many to keep track of: give the rebuild up (fail closed) rather
             # than let an older listing undo a newer event.
             self._since_clear = None
+            self._entered, self._entries = {}, 0
             return
         heard.add(channel)
+        if entered:
+            joined = self._entered.setdefault(entered, set())
+            if channel not in joined:
+                joined.add(channel)
+                self._entries += 1
 
     def _put(self, channel: str, bridge: str) -> frozenset[str]:
         self._drop(channel)

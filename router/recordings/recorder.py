@@ -315,27 +315,47 @@ class Recorder:
             self._bridges.leave(channel)
             return
         others = self._bridges.enter(channel, bridge)
-        if not others or self.store is None:
+        if others:
+            self._met([(channel, others, call)])
+
+    def _met(self, meetings: Sequence[tuple[str, frozenset[str], Call | None]]) -> None:
+        """Each (channel, others, channel's call if known) shares a bridge: the phones
+        of all of them read the recordings of every call among them, in one query
+        for all the meetings (a conference's every BridgeEnter names all its calls,
+        and a rebuild may pair many)."""
+        store, engine = self.store, self._engine
+        if store is None:
             return
-        engine = self._engine
-        calls = {call.linkedid} if call is not None else set()
-        for other in others:
-            found = engine.calls.by_channel(other) if engine is not None else None
-            if found is not None:
-                calls.add(found.linkedid)
-        phones = {ext for c in (channel, *others) if (ext := phone_of(c))}
-        if not phones:
+        groups: list[tuple[set[str], set[str], set[str]]] = []
+        all_calls: set[str] = set()
+        all_channels: set[str] = set()
+        for channel, others, call in meetings:
+            everyone = {channel, *others}
+            phones = {ext for c in everyone if (ext := phone_of(c))}
+            if not phones:
+                continue
+            calls = {call.linkedid} if call is not None else set()
+            for other in others if call is not None else everyone:
+                found = engine.calls.by_channel(other) if engine is not None else None
+                if found is not None:
+                    calls.add(found.linkedid)
+            groups.append((calls, everyone, phones))
+            all_calls |= calls
+            all_channels |= everyone
+        if not groups:
             return
         # The calls' recordings, and one on a channel of the bridge whose call the
-        # tracker now files under the older Linkedid (its next event moved it): in one
-        # query, since a conference's every BridgeEnter names all its calls.
-        rows = self.store.recording_of(calls, (channel, *others))
-        running: dict[str, set[int]] = {}
-        for r in rows:
-            if r.id not in self._closing:
-                running.setdefault(r.call_id, set()).add(r.id)
-        for linkedid, ids in sorted(running.items()):
-            self.store.add_extensions(linkedid, phones, ids=ids)
+        # tracker now files under the older Linkedid (its next event moved it).
+        rows = [r for r in store.recording_of(all_calls, all_channels) if r.id not in self._closing]
+        if not rows:
+            return
+        for calls, everyone, phones in groups:
+            running: dict[str, set[int]] = {}
+            for r in rows:
+                if r.call_id in calls or r.channel in everyone:
+                    running.setdefault(r.call_id, set()).add(r.id)
+            for linkedid, ids in sorted(running.items()):
+                store.add_extensions(linkedid, phones, ids=ids)
 
     @hookimpl
     def callrouter_stream_gap(self, gap: StreamGap) -> None:
@@ -404,11 +424,16 @@ class Recorder:
                 self._rebuilding = None
         self._bridge_list_failing = False
         usable = conversations(answer.items, bridged.values())
-        restored = self._bridges.rebuild(
+        rebuilt = self._bridges.rebuild(
             ((c, b) for c, b in bridged.items() if b in usable), generation=generation
         )
-        if restored:
-            log.info("bridge memberships rebuilt from Asterisk's listing: %d channels", restored)
+        if rebuilt.restored:
+            log.info(
+                "bridge memberships rebuilt from Asterisk's listing: %d channels", rebuilt.restored
+            )
+        # Merged with the events handled meanwhile: who entered a bridge while
+        # BridgeList was asked met the legs put back there (bridges.py).
+        self._met([(channel, others, None) for channel, others in rebuilt.meetings])
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:

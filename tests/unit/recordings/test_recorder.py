@@ -1453,14 +1453,14 @@ def test_bridge_members_are_rebuilt_once_for_their_gap_and_events_since_win() ->
     members.leave("x")  # x hung up after the gap
     members.enter("y", "b2")  # y moved after the gap
     listing = [("a", "b1"), ("x", "b1"), ("y", "b1"), ("z", "b1")]
-    assert members.rebuild(listing, generation=generation - 1) == 0  # an earlier gap's
-    assert members.rebuild(listing, generation=generation) == 2  # a and z
+    assert members.rebuild(listing, generation=generation - 1).restored == 0  # earlier gap
+    assert members.rebuild(listing, generation=generation).restored == 2  # a and z
     assert members.beside(["a"]) == {"z"}
     assert members.beside(["y"]) == set()
     assert not members.rebuild_pending
-    assert members.rebuild([("q", "b1")], generation=generation) == 0  # once a gap
+    assert members.rebuild([("q", "b1")], generation=generation).restored == 0  # once a gap
     members.clear()
-    assert members.rebuild([("q", "b1")], generation=members.generation) == 1
+    assert members.rebuild([("q", "b1")], generation=members.generation).restored == 1
 
     # More channels heard after the gap than can be remembered: the rebuild is given up.
     small = BridgeMembers(max_channels=2)
@@ -1468,10 +1468,12 @@ def test_bridge_members_are_rebuilt_once_for_their_gap_and_events_since_win() ->
     for channel in ("1", "2", "3"):
         small.leave(channel)
     assert not small.rebuild_pending
-    assert small.rebuild([("4", "b")], generation=small.generation) == 0
+    assert small.rebuild([("4", "b")], generation=small.generation).restored == 0
     # ... and a listing larger than the bound keeps within it.
     small.clear()
-    assert small.rebuild([(str(n), "b") for n in range(5)], generation=small.generation) == 5
+    assert (
+        small.rebuild([(str(n), "b") for n in range(5)], generation=small.generation).restored == 5
+    )
     assert len(small) == 2
 
     items = [
@@ -1612,6 +1614,87 @@ async def test_an_event_after_the_gap_wins_over_the_older_listing(tmp_path: Path
     (row,) = recorder.store.for_call(live)
     assert "107" not in row.extensions
     await recorder.callrouter_shutdown()
+
+
+async def test_phones_joining_while_bridgelist_is_asked_read_with_the_legs_put_back(
+    tmp_path: Path,
+) -> None:
+    """The rebuild merges with the events handled while BridgeList was asked: 104
+    joined the bridge of the recorded caller and 103 (bridged in before the gap) then,
+    and 106 joined and hung up; each found nobody the recorder knew of, and the
+    rebuild put the caller and 103 back without pairing anyone, so neither could read
+    the recording they heard. A recording started meanwhile (its readers answered
+    without 103, not yet put back) now counts 103 too. Until BridgeList answers, it
+    fails closed."""
+    from types import SimpleNamespace
+
+    older, live = "1714557990.1", "1714558000.1"
+    joiner_call, leaver_call = "1714558200.1", "1714558300.1"
+    trunk, agent = "PJSIP/trunk-00000010", "PJSIP/101-00000011"
+    held, joiner, leaver = "PJSIP/103-00000012", "PJSIP/104-00000014", "PJSIP/106-00000016"
+    tracker, recorder, feed = _bridging(tmp_path)
+    gate = asyncio.Event()
+    ami = _BridgeList({"talk": ("basic", "simple_bridge")}, gate=gate)
+    recorder._engine = SimpleNamespace(calls=tracker, ami=ami)  # type: ignore[assignment]
+    feed("Newchannel", held, older, ChannelStateDesc="Up")
+    for channel in (trunk, agent):
+        feed("Newchannel", channel, live, ChannelStateDesc="Up")
+    task = _gap_and_listing(recorder, {trunk: "talk", held: "talk", agent: ""})
+    await asyncio.sleep(0)
+    assert ami.asked == 1
+    call = tracker.get(live)
+    assert call is not None
+    await _recorded(recorder, call)  # while BridgeList is asked
+    feed("Newchannel", joiner, joiner_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", joiner, joiner_call, BridgeUniqueid="talk")
+    feed("Newchannel", leaver, leaver_call, ChannelStateDesc="Up")
+    feed("BridgeEnter", leaver, leaver_call, BridgeUniqueid="talk")
+    feed("Hangup", leaver, leaver_call)
+    assert recorder.store is not None
+    (row,) = recorder.store.for_call(live)
+    assert not {"103", "104", "106"} & set(row.extensions)  # fail closed until rebuilt
+    gate.set()
+    assert task is not None
+    await task
+    (row,) = recorder.store.for_call(live)
+    assert {"trunk", "101", "103", "104", "106"} <= set(row.extensions)
+    assert recorder.present_extensions(call) == {"trunk", "101", "103", "104"}
+    await recorder.callrouter_shutdown()
+
+
+def test_a_rebuild_says_who_met_the_legs_it_put_back() -> None:
+    """``Rebuilt.meetings``: a channel that entered a bridge since the clear meets the
+    legs put back in that bridge (still there or gone since); the legs put back in one
+    bridge meet each other; nobody meets legs put back in another bridge, or a channel
+    an event moved (the event wins)."""
+    from router.recordings.bridges import BridgeMembers
+
+    members = BridgeMembers()
+    members.clear()
+    members.enter("j", "b1")  # joined during the round trip
+    members.enter("k", "b1")
+    members.leave("k")  # ... and left again
+    members.enter("m", "b2")
+    members.enter("y", "b3")  # listed in b1, moved since: the event wins
+    listing = [("a", "b1"), ("z", "b1"), ("y", "b1"), ("c", "b4")]
+    rebuilt = members.rebuild(listing, generation=members.generation)
+    assert rebuilt.restored == 3
+    assert rebuilt.meetings == (
+        ("a", frozenset({"z"})),
+        ("j", frozenset({"a", "z"})),
+        ("k", frozenset({"a", "z"})),
+    )
+    assert members.beside(["j"]) == {"a", "z"}
+    # Once rebuilt, nothing is remembered for a rebuild to come.
+    members.enter("q", "b1")
+    assert members.rebuild(listing, generation=members.generation).meetings == ()
+    # Too many entries to remember: the rebuild is given up (fail closed).
+    small = BridgeMembers(max_channels=2)
+    small.clear()
+    small.enter("1", "b")
+    small.enter("1", "c")
+    small.enter("1", "d")
+    assert not small.rebuild_pending
 
 
 async def test_a_refused_bridgelist_leaves_the_memberships_forgotten_and_says_so_once(
