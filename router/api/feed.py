@@ -321,14 +321,26 @@ class FeedStore:
                 # The reservation first: readers may wait for it, not for the batch.
                 if ceiling and self._write_ceiling(ceiling) and reserved is not None:
                     reserved(ceiling)
-                if batch or prune is not None or unwritten:
-                    self._write(batch, prune, unwritten)
-                    if not unwritten and self._overflowing:
-                        self._overflowing = False
-                        log.warning("api feed: %s takes writes again", self.path.name)
+                if (batch or prune is not None or unwritten) and self._write(
+                    batch, prune, unwritten
+                ):
+                    self._written_again()
             except Exception:
                 # Never leave the writer stuck as "flushing": later events still go.
                 log.exception("api feed: %d events could not be written", len(batch))
+
+    def _written_again(self) -> None:
+        """A batch was written: the end of an overflow, unless events were dropped
+        since the batch was taken (their record is the next batch's to write). Under
+        the lock, as :meth:`_overflow` sets the flag on the event loop's thread: a
+        check here without it could clear the flag of a drop just made and say
+        the file takes writes again before what was dropped is recorded."""
+        with self._lock:
+            recovered = self._overflowing and not self._unwritten
+            if recovered:
+                self._overflowing = False
+        if recovered:
+            log.warning("api feed: %s takes writes again", self.path.name)
 
     def _write_issued(self, issued: int) -> None:
         # A scoped reader's cursor may be the clock, above every event: the next
@@ -350,7 +362,9 @@ class FeedStore:
         batch: list[FeedEvent],
         prune: _Prune | None,
         unwritten: Mapping[str | None, int] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Write a batch, retried while the file is locked; False when the feed
+        stopped before it could be written."""
         rows = [
             (e.cursor, e.kind, e.extension, e.call_id, e.ts, json.dumps(e.data, default=str))
             for e in batch
@@ -383,12 +397,12 @@ class FeedStore:
                             " SET cursor = MAX(cursor, excluded.cursor)",
                             [(json.dumps(e), c) for e, c in unwritten.items()],
                         )
-                return
+                return True
             except sqlite3.OperationalError as exc:
                 # Locked by another process (a backup): keep the batch, retry.
                 if self._closed:
                     log.warning("api feed: %d events not written at stop: %s", len(rows), exc)
-                    return
+                    return False
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -617,6 +618,48 @@ async def test_a_disk_that_takes_no_writes_does_not_grow_the_queue_without_bound
     assert page.gap
     assert [e.cursor for e in page.events] == published[-5:]
     await again.aclose()
+
+
+async def test_the_file_is_said_to_take_writes_again_only_once_what_it_dropped_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker cleared the overflow flag without the lock, from the batch it had
+    taken: events dropped on the event loop's thread while that batch was written
+    (their record still to be written) were followed by "takes writes again", and
+    the flag of that drop was gone. Now the flag is read and cleared under the lock,
+    and the WARNING comes once the drop is on file."""
+    write = FeedStore._write
+    gate, writing = threading.Event(), threading.Event()
+
+    def held(self: FeedStore, *args: object) -> bool:
+        if not writing.is_set():
+            writing.set()
+            gate.wait(10)
+        return write(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FeedStore, "_write", held)
+    store = FeedStore(tmp_path / FILENAME, max_pending=1)
+    on_file: list[list[tuple[str, int]]] = []
+
+    class Look(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "takes writes again" in record.getMessage():
+                with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db:
+                    on_file.append(db.execute("SELECT extension, cursor FROM dropped").fetchall())
+
+    look = Look()
+    logging.getLogger("router.api.feed").addHandler(look)
+    try:
+        store.append(FeedEvent(1, "ringing", "101", None, 1.0))
+        assert await asyncio.to_thread(writing.wait, 10)  # the first batch, held
+        for cursor in (2, 3):  # queued beyond max_pending: 2 is dropped
+            store.append(FeedEvent(cursor, "ringing", "101", None, 1.0))
+        gate.set()
+        await asyncio.to_thread(store.close)
+    finally:
+        logging.getLogger("router.api.feed").removeHandler(look)
+    assert on_file == [[('"101"', 2)]]
+    assert not store._overflowing
 
 
 @pytest.mark.parametrize("value", ["'abc'", str((1 << 63) - 1), "-5"])
