@@ -96,6 +96,15 @@ _MAX_DROPPED = 10_000
 #: file above this (year 2255) or not a number was not written by the feed:
 #: it is left out with a warning, not let push every cursor past SQLite's range.
 _MAX_CURSOR = 1 << 53
+#: How far a position, reservation or dropped cursor in the file may be ahead
+#: of both the clock and the file's newest event (microseconds: a year). The
+#: feed writes them at most a reservation ahead of its clock; more is a clock
+#: set back between runs (an NTP step is seconds, a virtual machine restored
+#: from a snapshot days), else a value the feed did not write. Trusted, one far
+#: ahead would put every cursor there: events would outlive ``retention`` (it
+#: expires by cursor) and, near :data:`_MAX_CURSOR`, the run's own cursors would
+#: pass it and the next start, leaving them out, would go below them.
+_MAX_AHEAD = 366 * 86_400 * 1_000_000
 
 #: Which extensions a reader may see; ``None`` is an event of no extension.
 Visible = Callable[[str | None], bool]
@@ -184,13 +193,24 @@ class FeedStore:
         self._reserved: Callable[[int], None] | None = None
         self._flushing = False
         self._closed = False
+        #: The highest value the file may say (:meth:`load` sets it from the clock).
+        self._cap = _MAX_CURSOR
 
     def load(
-        self, *, oldest: int, limit: int
+        self, *, oldest: int, limit: int, now: int | None = None
     ) -> tuple[list[FeedEvent], int, dict[str | None, int]]:
         """The newest ``limit`` events from cursor ``oldest`` on, the cursor every
         reader lost up to (0: none), and the newest dropped cursor per extension:
-        these tell a returning client of a gap."""
+        these tell a returning client of a gap. ``now``: the clock in microseconds,
+        which with the newest event bounds what else the file may say
+        (:data:`_MAX_AHEAD`); also for :meth:`issued` after it."""
+        if now is None:
+            now = int(time.time() * 1_000_000)
+        newest = self._db.execute(
+            "SELECT MAX(cursor) FROM events WHERE cursor <= ?", (_MAX_CURSOR,)
+        ).fetchone()[0]
+        top = max(now, newest if isinstance(newest, int) else 0)
+        self._cap = min(_MAX_CURSOR, top + _MAX_AHEAD)
         rows = self._db.execute(
             "SELECT cursor, kind, extension, call_id, ts, data FROM events"
             " WHERE cursor >= ? AND cursor <= ? ORDER BY cursor DESC LIMIT ?",
@@ -222,11 +242,24 @@ class FeedStore:
 
     def _sane(self, value: object, key: str) -> int:
         """A cursor read from the file, or 0 for one the feed cannot have
-        written (text, a negative number, past :data:`_MAX_CURSOR`): a
-        tampered or damaged value is left out, not let stop the start."""
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_CURSOR:
+        written (text, a negative number, past :data:`_MAX_CURSOR`, or more than
+        :data:`_MAX_AHEAD` past the clock and every event): a tampered or damaged
+        value is left out, not let stop the start or move every cursor; the
+        feed starts from what the events and the clock say."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= self._cap:
             return value
-        log.warning("api feed: %s holds a bad %s value %.40r; left out", self.path.name, key, value)
+        why = (
+            "more than a year past the clock and every event"
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_CURSOR
+            else "not a cursor"
+        )
+        log.warning(
+            "api feed: %s holds a bad %s value %.40r (%s); left out",
+            self.path.name,
+            key,
+            value,
+            why,
+        )
         return 0
 
     def append(self, event: FeedEvent, *, prune: _Prune | None = None) -> None:
@@ -534,7 +567,9 @@ class EventFeed:
         oldest = int((clock() - retention) * 1_000_000)
         try:
             store = FeedStore(path, max_pending=max_events)
-            events, lost, dropped = store.load(oldest=oldest, limit=max_events)
+            events, lost, dropped = store.load(
+                oldest=oldest, limit=max_events, now=int(clock() * 1_000_000)
+            )
             issued = store.issued()
             top = max(issued, lost, *dropped.values(), *(e.cursor for e in events[-1:]))
             reserved = _reserve_at_start(store, _ceiling(max(top, int(clock() * 1_000_000))), top)

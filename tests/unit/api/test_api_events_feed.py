@@ -687,3 +687,52 @@ async def test_a_bad_value_in_the_feeds_file_is_left_out_and_the_feed_starts(
     for key in ("issued", "issued_ceiling", "lost", "dropped"):
         assert [m for m in warned if FILENAME in m and f"bad {key} value" in m], key
     await again.aclose()
+
+
+DAY = 86_400 * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("ahead", "trusted"),
+    [
+        (10 * 366 * DAY, False),  # ten years past the clock: not written by the feed
+        (None, False),  # 2^53 itself: the run's cursors would pass what a start reads
+        (30 * DAY, True),  # the clock set back a month (a snapshot restored): kept
+    ],
+)
+async def test_a_position_far_past_the_clock_and_every_event_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ahead: int | None, trusted: bool
+) -> None:
+    """Issue 16: an ``issued`` far ahead (in SQLite's range, below 2^53) was
+    trusted: every cursor went there, events outlived ``retention`` (it expires by
+    cursor) and, near 2^53, the run's own cursors passed what the next start reads,
+    so that start left them out and went below them. More than a year past both the
+    clock and the newest event is refused with a WARNING naming the file and the
+    key; the feed starts from its events and the clock. A month (a clock set back)
+    is still honoured: no cursor goes below one handed out."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    kept = feed.publish("ringing", "101", {})
+    await feed.aclose()
+    value = (1 << 53) if ahead is None else int(clock.now * 1_000_000) + ahead
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db, db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('issued', ?)", (value,))
+    clock.now += 1
+    again = EventFeed.open(tmp_path, clock=clock)
+    assert [e.cursor for e in again.read(0).events] == [kept]
+    cursor = again.publish("ringing", "101", {})
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+        and FILENAME in r.getMessage()
+        and "bad issued value" in r.getMessage()
+    ]
+    if trusted:
+        assert cursor == value + 1
+        assert warned == []
+    else:
+        # Above the events and what this run handed out (the read's position).
+        assert kept < cursor <= int(clock.now * 1_000_000) + 1
+        assert len(warned) == 1, warned
+    await again.aclose()
