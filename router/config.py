@@ -58,6 +58,7 @@ from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
 from router.errors import ConfigError
 from router.recordings.settings import RecordingSettings, read_recordings
 from router.suggest import closest
+from router.textfiles import FileTooBig, read_bounded
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -810,15 +811,24 @@ def _plugins(reader: SettingsReader) -> PluginSettings:
     return PluginSettings(enabled=enabled, disabled=disabled, settings=MappingProxyType(tables))
 
 
+#: router.toml is read whole (router.textfiles): the biggest a real one gets is
+#: a directory written inline ([plugins.directory] entries), a few megabytes.
+MAX_CONFIG_BYTES = 8_000_000
+
+
 def _read_file(path: Path) -> tuple[dict[str, object], str] | None:
     """The file's tables and its text (for the lines of errors); None: no file."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
         return tomllib.loads(text), text
     except FileNotFoundError:
         return None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a file") from None
+    except FileTooBig as exc:
+        raise ConfigError(
+            f"{path}: {exc.size} bytes, more than the {MAX_CONFIG_BYTES} a settings file may hold"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

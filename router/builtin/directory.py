@@ -20,6 +20,7 @@ from router.errors import ConfigError, RuleValidationError
 from router.hookspecs import hookimpl
 from router.rules.loader import Node, parse_text
 from router.rules.registry import Registry
+from router.textfiles import FileTooBig, read_bounded
 
 __all__ = [
     "MAX_DIRECTORY_BYTES",
@@ -88,20 +89,17 @@ def load_directory(path: Path, reader: SettingsReader | None = None) -> Director
 def _read_bounded(path: Path, reader: SettingsReader | None) -> str:
     """The file's text, at most :data:`MAX_DIRECTORY_BYTES` of it read."""
     try:
-        if path.exists() and not path.is_file():  # a FIFO would block, a device never end
-            raise ConfigError(f"{path}: not a regular file")
-        with path.open("rb") as stream:
-            data = stream.read(MAX_DIRECTORY_BYTES + 1)
+        data = read_bounded(path, MAX_DIRECTORY_BYTES)
+    except FileTooBig:
+        raise ConfigError(
+            f"{path}: bigger than {MAX_DIRECTORY_BYTES} bytes, the directory's bound "
+            "(a CRM lookup suits a directory that big)"
+        ) from None
     except OSError as exc:
         message = f"cannot read {path}: {exc.strerror}"
         if reader is not None:
             raise reader.error("file", message) from None
         raise ConfigError(f"[plugins.directory] file: {message}") from None
-    if len(data) > MAX_DIRECTORY_BYTES:
-        raise ConfigError(
-            f"{path}: bigger than {MAX_DIRECTORY_BYTES} bytes, the directory's bound "
-            "(a CRM lookup suits a directory that big)"
-        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -22,10 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.ami.event_filter import EventSelection
-from router.config import DEFAULT_CONFIG_PATH, SECRET_ENV, Config, env_unset, load_config
+from router.config import (
+    DEFAULT_CONFIG_PATH,
+    MAX_CONFIG_BYTES,
+    SECRET_ENV,
+    Config,
+    env_unset,
+    load_config,
+)
 from router.config_lines import key_lines
 from router.plugins import Plugins
 from router.rules.registry import Registry
+from router.textfiles import read_bounded
 
 __all__ = ["Offline", "load_offline"]
 
@@ -80,7 +88,7 @@ def _secret_variables(path: Path) -> list[tuple[str, str, str, str]]:
     environment; ``where`` is the file and the line the key is on (its table's
     header when the key is left out: ``CALLROUTER_SECRET`` then)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
         data = tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return []  # load_config reports it with the file's name

@@ -14,6 +14,7 @@ from datetime import date
 from router.errors import RuleValidationError
 from router.rules.loader import Node, display_path
 from router.rules.schema import ListSpec
+from router.textfiles import FileTooBig, read_bounded
 
 __all__ = ["MAX_LIST_FILE_BYTES", "MAX_LIST_ITEMS", "load_list"]
 
@@ -31,19 +32,13 @@ def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
         return
     shown = display_path(spec.path)
     try:
-        if spec.path.exists() and not spec.path.is_file():  # a FIFO would block, a device never end
-            raise RuleValidationError(
-                f"list {spec.name!r}: {shown} is not a regular file", file=spec.file, line=spec.line
-            )
-        with spec.path.open("rb") as stream:
-            data = stream.read(MAX_LIST_FILE_BYTES + 1)
-        if len(data) > MAX_LIST_FILE_BYTES:
-            raise RuleValidationError(
-                f"list {spec.name!r}: {shown} is bigger than {MAX_LIST_FILE_BYTES} bytes",
-                file=spec.file,
-                line=spec.line,
-            )
-        text = data.decode("utf-8")
+        text = read_bounded(spec.path, MAX_LIST_FILE_BYTES).decode("utf-8")
+    except FileTooBig:
+        raise RuleValidationError(
+            f"list {spec.name!r}: {shown} is bigger than {MAX_LIST_FILE_BYTES} bytes",
+            file=spec.file,
+            line=spec.line,
+        ) from None
     except OSError as exc:
         raise RuleValidationError(
             f"list {spec.name!r}: cannot read {shown}: {exc.strerror or exc}",

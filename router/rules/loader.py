@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from router.errors import RuleValidationError
+from router.textfiles import FileTooBig, read_bounded
 
 __all__ = [
     "MAX_DEPTH",
@@ -221,10 +222,9 @@ def load_file(path: Path) -> RuleFile:
     """Reads and parses one rule file; every failure is a located error."""
     display = display_path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RuleValidationError(f"file is too big ({size} bytes)", file=display)
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_FILE_BYTES).decode("utf-8")
+    except FileTooBig as exc:
+        raise RuleValidationError(f"file is too big ({exc.size} bytes)", file=display) from None
     except OSError as exc:
         raise RuleValidationError(
             f"cannot read rule file: {exc.strerror or exc}", file=display

@@ -1,0 +1,119 @@
+"""Files an administrator names are read whole, bounded and never blocking
+(router/textfiles.py): rule files, lists, the directory and router.toml.
+
+A FIFO where a file was made each of these reads block for ever (a reload
+hung the engine's reload task); a test here that regresses would hang, so
+each read runs in a thread, and a writer opened afterwards frees it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from router import textfiles
+from router.builtin.directory import load_directory
+from router.config import MAX_CONFIG_BYTES, load_config
+from router.errors import ConfigError
+from router.rules import Registry, load_rules
+from router.textfiles import FileTooBig, read_bounded
+
+
+def _without_blocking(read: Callable[[], object], fifo: Path) -> object:
+    """What ``read`` returns or raises, failing the test if it blocks on ``fifo``."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(read())
+        except BaseException as exc:  # the outcome under test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():
+        with open(fifo, "wb"):  # let the blocked read end before failing
+            pass
+        thread.join(5)
+        pytest.fail(f"reading {fifo.name} blocked on the FIFO")
+    return outcome[0]
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_is_refused_at_once(fifo: Path) -> None:
+    outcome = _without_blocking(lambda: read_bounded(fifo, 100), fifo)
+    assert isinstance(outcome, OSError)
+    assert "not a regular file" in str(outcome.strerror)
+
+
+def test_a_fifo_named_as_a_rule_file_is_a_located_error(fifo: Path) -> None:
+    ruleset = _without_blocking(lambda: load_rules([fifo], Registry()), fifo)
+    assert not isinstance(ruleset, BaseException), ruleset
+    details = [e.detail for e in ruleset.errors]  # type: ignore[attr-defined]
+    assert details == ["cannot read rule file: not a regular file (a FIFO, socket or device)"]
+
+
+def test_a_fifo_named_as_a_list_file_is_a_located_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "vip.txt"
+    os.mkfifo(fifo)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nlists:\n  vip: {file: vip.txt}\nrules: []\n", encoding="utf-8")
+    ruleset = _without_blocking(lambda: load_rules([rules], Registry()), fifo)
+    assert not isinstance(ruleset, BaseException), ruleset
+    errors = ruleset.errors  # type: ignore[attr-defined]
+    assert len(errors) == 1
+    assert "not a regular file" in errors[0].detail
+    assert errors[0].line == 3
+
+
+def test_a_fifo_named_as_the_directory_is_a_config_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "directory.csv"
+    os.mkfifo(fifo)
+    outcome = _without_blocking(lambda: load_directory(fifo), fifo)
+    assert isinstance(outcome, ConfigError)
+    assert "directory.csv" in str(outcome)
+    assert "not a regular file" in str(outcome)
+
+
+def test_a_fifo_named_as_router_toml_is_a_config_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "router.toml"
+    os.mkfifo(fifo)
+    outcome = _without_blocking(lambda: load_config(fifo), fifo)
+    assert isinstance(outcome, ConfigError)
+    assert str(outcome).startswith(f"{fifo}: cannot read: not a regular file")
+
+
+def test_a_settings_file_over_its_bound_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_bytes(b"# " + b"x" * MAX_CONFIG_BYTES + b"\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: \d+ bytes, more than the {MAX_CONFIG_BYTES}"):
+        load_config(path)
+
+
+def test_a_file_that_grew_after_it_was_opened_is_read_no_further_than_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(b"x" * 5000)
+    real_fstat = os.fstat
+
+    def opened_empty(fd: int) -> os.stat_result:  # the size when it was opened
+        info = real_fstat(fd)
+        return os.stat_result((*info[:6], 0, *info[7:]))
+
+    monkeypatch.setattr(textfiles.os, "fstat", opened_empty)
+    with pytest.raises(FileTooBig) as caught:
+        read_bounded(path, 1000)
+    assert (caught.value.size, caught.value.limit) == (1001, 1000)
+    assert read_bounded(path, 5000) == b"x" * 5000
