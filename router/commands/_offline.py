@@ -63,6 +63,9 @@ class Offline:
     #: The variable ``[asterisk]`` takes its secret from, when this shell
     #: lacks it: the secret is then a stand-in, no use for logging in.
     asterisk_secret_missing: str | None = None
+    #: (where, section, key) of each secret this shell lacks: ``explain --ask``
+    #: refuses to ask a plugin with a stand-in (1C would count a failed login).
+    unset_secrets: list[tuple[str, str, str]] = field(default_factory=list)
 
     def event_selection(self) -> EventSelection:
         """The events `callrouter run` would ask for, computed by an engine that
@@ -165,6 +168,7 @@ def load_offline(
     else:
         found = _secret_variables(path)
     stand_ins: dict[str, str] = {}
+    unset: list[tuple[str, str, str]] = []
     asterisk_missing = None
     chosen = given.get("asterisk.secret_env")
     if isinstance(chosen, str):  # --secret-env: that variable, not the file's
@@ -174,6 +178,7 @@ def load_offline(
     for where, section, key, name in found:
         if name and not os.environ.get(name):
             stand_ins[name] = _STAND_IN
+            unset.append((where, section, key))
             if section == "asterisk":
                 asterisk_missing = name
             warnings.append(
@@ -191,4 +196,6 @@ def load_offline(
         missing = missing_encoder(config.recordings.transcode)
         if missing is not None:
             warnings.append(f"{path or 'router.toml'}: {missing}")
-    return Offline(config, plugins, registry, problems, warnings, stand_ins, asterisk_missing)
+    return Offline(
+        config, plugins, registry, problems, warnings, stand_ins, asterisk_missing, unset
+    )

@@ -3,9 +3,12 @@
 It reads router.toml as ``callrouter run`` does (``--config``, default
 ``./router.toml``), so numbers are normalized with the configured plan and
 working hours are judged in the configured zone. Nothing is sent to Asterisk
-or to plugins: lookups given with ``--lookup`` answer with that JSON, every
-other lookup is "not provided" (its value is None), so an administrator can
-replay "what if 1C says X at 20:15" safely.
+or, by default, to plugins: lookups given with ``--lookup`` answer with that
+JSON, every other lookup is "not provided" (its value is None), so an
+administrator can replay "what if 1C says X at 20:15" safely. With ``--ask``
+the plugins are started (router/commands/_asking.py) and the lookups not
+given are asked as ``callrouter run`` asks them, within a call's budget, so
+"why did this customer not reach their manager?" gets 1C's real answer.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from router.commands._asking import started
+from router.commands._offline import Offline
 from router.commands.check import plugin_registry
+from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
 from router.errors import ConfigError
 from router.rules import load_rules
-from router.rules.explain import answer_stubs, explain_call, moment
+from router.rules.explain import Explanation, answer_stubs, explain_call, moment
 from router.rules.registry import LookupFn, Registry
+from router.rules.ruleset import RuleSet
 from router.rules.suggest import did_you_mean
 
-__all__ = ["register", "run"]
+__all__ = ["ASK_BUDGET", "register", "run"]
+
+#: Seconds the asked lookups share: what a call of the shipped dialplan leaves
+#: them (its wait less the engine's safety margin), as in ``callrouter run``.
+ASK_BUDGET = DEFAULT_WAIT - SAFETY_MARGIN
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +45,8 @@ def register(subparsers: Any) -> None:
         "explain",
         help="show how the rules would route a call",
         description="Evaluate the rules for a hypothetical call and print the trace, "
-        "with router.toml's settings and plugins; nothing is sent anywhere.",
+        "with router.toml's settings and plugins; nothing is sent anywhere (with --ask, "
+        "only the plugins' lookups are asked; nothing is sent to Asterisk).",
     )
     parser.add_argument("--caller", required=True, help="caller's number, any format")
     parser.add_argument("--did", required=True, help="the number that was dialled")
@@ -45,7 +57,15 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=JSON",
-        help="answer of a lookup, e.g. onec.responsible='{\"found\": true}'",
+        help="answer of a lookup, e.g. onec.responsible='{\"found\": true}' "
+        "(with --ask, instead of asking it)",
+    )
+    parser.add_argument(
+        "--ask",
+        action="store_true",
+        help="ask the plugins' lookups (1C...) as `callrouter run` would, with their "
+        f"settings and timeouts and {ASK_BUDGET:g} s for all of them, instead of "
+        "answering 'not provided'; still nothing is sent to Asterisk",
     )
     parser.add_argument(
         "--rules",
@@ -68,8 +88,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _lookups(registry: Registry, given: list[str]) -> Mapping[str, LookupFn] | str:
-    """Stubs for every lookup, or an error message for a bad ``--lookup``."""
+def _lookups(registry: Registry, given: list[str], *, ask: bool) -> Mapping[str, LookupFn] | str:
+    """Stubs for the lookups (every one, or with ``ask`` those given), or an
+    error message for a bad ``--lookup``."""
     answers: dict[str, Any] = {}
     for item in given:
         name, eq, text = item.partition("=")
@@ -81,7 +102,45 @@ def _lookups(registry: Registry, given: list[str]) -> Mapping[str, LookupFn] | s
             answers[name] = json.loads(text)
         except json.JSONDecodeError as exc:
             return f"--lookup {name}: invalid JSON: {exc}"
-    return answer_stubs(registry, answers)
+    return answer_stubs(registry, answers, ask=ask)
+
+
+def _unset_plugin_secrets(offline: Offline) -> bool:
+    """Say so when a plugin's secret is not set here: ``--ask`` would ask the
+    plugin with a stand-in (1C counts the refused logins); Asterisk's own secret
+    is of no use to an explanation."""
+    unset = [entry for entry in offline.unset_secrets if entry[1] != "asterisk"]
+    for where, section, key in unset:
+        print(
+            f"callrouter explain: --ask: {where}: [{section}] {key}: the secret is not set "
+            "in this shell; set it to ask the plugin as callrouter run does "
+            "(or explain without --ask)"
+        )
+    return bool(unset)
+
+
+async def _explain(
+    args: argparse.Namespace,
+    offline: Offline,
+    ruleset: RuleSet,
+    lookups: Mapping[str, LookupFn],
+    now: datetime,
+) -> Explanation:
+    """The explanation; with ``--ask`` while the plugins run (nothing to Asterisk)."""
+    if not args.ask:
+        return await explain_call(
+            ruleset, args.caller, args.did, stubs=lookups, now=now, caller_name=args.name
+        )
+    async with started(offline.plugins, offline.config):
+        return await explain_call(
+            ruleset,
+            args.caller,
+            args.did,
+            stubs=lookups,
+            now=now,
+            caller_name=args.name,
+            budget=ASK_BUDGET,
+        )
 
 
 def _when(text: str | None, registry: Registry) -> datetime | str:
@@ -98,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in offline.warnings:
         print(f"callrouter explain: warning: {warning}", file=sys.stderr)
     registry = offline.registry
-    lookups = _lookups(registry, args.lookup)
+    if args.ask and _unset_plugin_secrets(offline):
+        return 1
+    lookups = _lookups(registry, args.lookup, ask=args.ask)
     now = _when(args.at, registry)
     for problem in (lookups, now):
         if isinstance(problem, str):
@@ -111,9 +172,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {error} (rule not loaded)" if error.rule else f"error: {error}")
     if ruleset.fatal:
         return 1
-    explained = asyncio.run(
-        explain_call(ruleset, args.caller, args.did, stubs=lookups, now=now, caller_name=args.name)
-    )
+    explained = asyncio.run(_explain(args, offline, ruleset, lookups, now))
     outcome, context, others = explained.outcome, explained.context, explained.other_did_rules
     if args.json:
         print(json.dumps(explained.to_dict(), ensure_ascii=False, indent=2))

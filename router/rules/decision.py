@@ -73,7 +73,10 @@ class LookupTrace:
 
     ``name`` is the rule's name for the answer (``owner``), ``lookup`` the
     registered lookup that gave it (``onec.responsible``), ``call`` the text
-    shown to people: read ``lookup``, never parse ``call``.
+    shown to people: read ``lookup``, never parse ``call``. ``source`` is set
+    by ``explain`` only (:mod:`router.rules.explain`): ``asked`` (the plugin's
+    lookup ran), ``given`` (``--lookup``'s answer) or ``not provided``; the
+    engine's own traces leave it empty, and their JSON without it.
     """
 
     name: str
@@ -83,9 +86,10 @@ class LookupTrace:
     error: str | None = None
     reused: bool = False
     lookup: str = ""
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "call": self.call,
             "value": _jsonable(self.value),
@@ -93,6 +97,9 @@ class LookupTrace:
             "error": self.error,
             "reused": self.reused,
         }
+        if self.source:
+            data["source"] = self.source
+        return data
 
 
 @dataclass(slots=True)
@@ -180,10 +187,11 @@ class Trace:
             lines.append(f"  {entry.rule} [{entry.location}]: {head}")
             for lookup in entry.lookups:
                 again = ", reused" if lookup.reused else ""
+                source = f"{lookup.source}, " if lookup.source else ""
                 outcome = f"failed: {lookup.error}" if lookup.error else repr(lookup.value)
                 lines.append(
                     f"      lookup {lookup.name} = {lookup.call} -> {outcome}"
-                    f" ({lookup.ms:.1f} ms{again})"
+                    f" ({source}{lookup.ms:.1f} ms{again})"
                 )
             if entry.detail:
                 lines.append(f"      {entry.detail}")

@@ -1,16 +1,21 @@
-"""One hypothetical call through the rules, for people: nothing is sent anywhere.
+"""One hypothetical call through the rules, for people: nothing is sent to Asterisk.
 
 ``callrouter explain`` and the API's ``POST /api/v1/explain`` (the live
 page's explain box) both come here, so the command line and the page cannot
-disagree about what the rules would do. Lookups are never asked: an answer
-given by the caller of :func:`explain_call` stands in for its lookup and
-every other lookup is "not provided" (its value None), so an administrator can
-replay "what if 1C says X at 20:15" without 1C, Asterisk or a customer
-noticing.
+disagree about what the rules would do. By default lookups are never asked:
+an answer given by the caller of :func:`explain_call` stands in for its
+lookup and every other lookup is "not provided" (its value None), so an
+administrator can replay "what if 1C says X at 20:15" without 1C, Asterisk or
+a customer noticing. ``callrouter explain --ask`` leaves the lookups nobody
+gave an answer for to the plugins (:func:`answer_stubs` with ``ask``), whose
+lookups then run as in ``callrouter run``: "why did this customer not reach
+their manager" gets 1C's real answer. Each lookup in the trace says which it
+was (:data:`ASKED`, :data:`GIVEN`, :data:`NOT_PROVIDED`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +23,15 @@ from typing import Any
 
 from router.errors import LookupUnavailable
 from router.rules.context import Context
-from router.rules.evaluate import Outcome
+from router.rules.evaluate import NOT_PROVIDED, Outcome
 from router.rules.registry import LookupFn, Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context
 from router.rules.suggest import did_you_mean
 
 __all__ = [
+    "ASKED",
+    "GIVEN",
+    "NOT_PROVIDED",
     "Explanation",
     "answer_stubs",
     "explain_call",
@@ -31,6 +39,13 @@ __all__ = [
     "moment",
     "other_did_rules",
 ]
+
+
+#: A lookup's ``source`` in the trace: the plugin's lookup ran (``--ask``)...
+ASKED = "asked"
+#: ... the caller gave its answer (``--lookup``, the API's ``lookups``) ...
+GIVEN = "given"
+# ... or neither: NOT_PROVIDED ("not provided", also the lookup's error).
 
 
 def _answer(value: Any) -> LookupFn:
@@ -44,14 +59,29 @@ async def _not_provided(*_args: Any, **_kwargs: Any) -> Any:
     raise LookupUnavailable("not provided")
 
 
-def answer_stubs(registry: Registry, answers: Mapping[str, Any]) -> dict[str, LookupFn] | str:
-    """A stand-in for every registered lookup, or why ``answers`` names one that is not."""
-    stubs: dict[str, LookupFn] = dict.fromkeys(registry.lookups, _not_provided)
+def answer_stubs(
+    registry: Registry, answers: Mapping[str, Any], *, ask: bool = False
+) -> dict[str, LookupFn] | str:
+    """A stand-in for every registered lookup, or why ``answers`` names one that is not.
+
+    With ``ask`` only the lookups ``answers`` names get one: the others are
+    left to the registry, so their plugins are asked (the given answer wins).
+    """
+    stubs: dict[str, LookupFn] = {} if ask else dict.fromkeys(registry.lookups, _not_provided)
     for name, value in answers.items():
         if name not in registry.lookups:
             return f"unknown lookup {name!r}{did_you_mean(name, registry.lookups)}"
         stubs[name] = _answer(value)
     return stubs
+
+
+def _source(lookup: str, stubs: Mapping[str, LookupFn], registry: Registry) -> str:
+    """Where a lookup's answer came from (evaluation takes a stub before the registry's)."""
+    stub = stubs.get(lookup)
+    if stub is not None:
+        return NOT_PROVIDED if stub is _not_provided else GIVEN
+    spec = registry.lookups.get(lookup)
+    return ASKED if spec is not None and spec.func is not None else NOT_PROVIDED
 
 
 def moment(text: str | None, registry: Registry) -> datetime | str:
@@ -116,10 +146,20 @@ async def explain_call(
     stubs: Mapping[str, LookupFn],
     now: datetime,
     caller_name: str = "",
+    budget: float | None = None,
 ) -> Explanation:
-    """Evaluate the call with ``stubs`` for lookups (from :func:`answer_stubs`), traced."""
+    """Evaluate the call with ``stubs`` for lookups (from :func:`answer_stubs`), traced.
+
+    ``budget`` is the seconds all lookups share, as a call's deadline gives
+    them in ``callrouter run`` (None: no deadline, for answers that are given).
+    Each lookup in the trace gets its ``source``.
+    """
     ruleset = rules.current if isinstance(rules, RuleBook) else rules
     context = call_context(ruleset.registry, caller, did, caller_name=caller_name, now=now)
-    outcome = await ruleset.evaluate(context, lookups=stubs, explain=True)
+    deadline = None if budget is None else time.monotonic() + budget
+    outcome = await ruleset.evaluate(context, lookups=stubs, explain=True, deadline=deadline)
+    for entry in outcome.trace.rules:
+        for record in entry.lookups:
+            record.source = _source(record.lookup, stubs, ruleset.registry)
     skipped = tuple((name, tuple(keys)) for name, keys in index_skipped_rules(ruleset, context))
     return Explanation(context, outcome, other_did_rules(ruleset, context), skipped)

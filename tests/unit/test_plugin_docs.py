@@ -201,21 +201,27 @@ def test_hook_examples_take_what_their_hook_passes() -> None:
     assert problems == []
 
 
-async def test_explain_never_calls_a_plugins_lookup_as_the_guide_says(tmp_path: Path) -> None:
+async def test_explain_calls_a_plugins_lookup_only_when_asked_as_the_guide_says(
+    tmp_path: Path,
+) -> None:
     """A plugin author reading that ``explain`` passes the lookup a request ran explain
-    to try their lookup and got "not provided": explain only ever answers with stubs."""
+    to try their lookup and got "not provided": explain answers with stubs, unless
+    ``--ask`` (``answer_stubs(ask=True)``), which calls it with the call's request."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from router import Registry, hookimpl
+    from router import Registry, RequestInfo, hookimpl
     from router.rules import load_rules
     from router.rules.explain import answer_stubs, explain_call
     from router.testing import load_plugins, make_config
 
     asked: list[str] = []
+    requests: list[RequestInfo] = []
 
-    async def owner(number: str, request: object = None) -> dict[str, str]:
+    async def owner(number: str, request: RequestInfo | None = None) -> dict[str, str]:
         asked.append(number)
+        if request is not None:
+            requests.append(request)
         return {"extension": "101"}
 
     class Crm:
@@ -248,6 +254,30 @@ async def test_explain_never_calls_a_plugins_lookup_as_the_guide_says(tmp_path: 
     )
     assert asked == []
     assert not explained.outcome.decision.matched
+    assert explained.outcome.trace.rules[0].lookups[0].source == "not provided"
+    # explain --ask: the lookup is called, with the call's request and a deadline.
+    stubs = answer_stubs(registry, {}, ask=True)
+    assert stubs == {}
+    explained = await explain_call(
+        ruleset,
+        "+79161234567",
+        "74951234567",
+        stubs=stubs,
+        now=datetime(2026, 11, 23, 12, tzinfo=ZoneInfo("Europe/Moscow")),
+        budget=3.7,
+    )
+    assert asked == ["79161234567"]
+    assert [(r.did, r.caller, r.channel, r.deadline is not None) for r in requests] == [
+        ("74951234567", "79161234567", "", True)
+    ]
+    record = explained.outcome.trace.rules[0].lookups[0]
+    assert (record.source, record.value) == ("asked", {"extension": "101"})
+    assert explained.outcome.decision.matched
     guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
-    assert "`callrouter explain` (and the API's explain) never calls a lookup" in guide
+    assert (
+        "`callrouter explain` (and the API's explain) does not call a lookup, yours "
+        "included, unless asked to" in guide
+    )
+    assert "`callrouter explain --ask` does call it, as `callrouter run` would" in guide
+    assert "a `request` with the caller, the DID and a deadline" in guide
     assert "`callrouter explain` the caller and DID it was given" not in guide

@@ -618,6 +618,7 @@ async def test_explain_answers_with_the_decision_and_its_trace(client: httpx.Asy
         owner = answer["trace"]["rules"][0]
         assert (owner["rule"], owner["status"]) == ("owner", "matched")
         assert answer["trace"]["rules"][0]["lookups"][0]["value"]["found"] is True
+        assert answer["trace"]["rules"][0]["lookups"][0]["source"] == "given"
         assert "owner" in answer["text"]
         assert "MATCHED" in answer["text"]
     # No answer given: the lookup is "not provided" and the fallback decides.
@@ -627,6 +628,8 @@ async def test_explain_answers_with_the_decision_and_its_trace(client: httpx.Asy
         headers={"Authorization": f"Bearer {SCRIPT}"},
     )
     assert plain.json()["decision"]["rules"] == ["fallback"]
+    # ... and says so: the API never asks a plugin (docs/api.md).
+    assert plain.json()["trace"]["rules"][0]["lookups"][0]["source"] == "not provided"
 
 
 async def test_explain_refuses_tokens_without_the_permission_and_bad_fields(

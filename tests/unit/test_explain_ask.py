@@ -1,0 +1,157 @@
+"""``callrouter explain --ask`` asks 1C as ``callrouter run`` would (issue 16).
+
+"Why did this customer not reach their manager?" needs 1C's real answer:
+with ``--ask`` the plugin is started (its client made), its lookup runs with
+its configured timeout and fails open, and the trace says for each lookup
+whether it was asked, given or not provided, and how long it took. Without
+``--ask`` explain asks nothing; nothing ever reaches Asterisk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+
+from router.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "пароль-secret"
+CALL = [
+    "explain",
+    "--caller",
+    "8 916 123-45-67",
+    "--did",
+    "74951234567",
+    "--at",
+    "2026-11-23 12:15",
+]
+OWNER = "lookup owner = onec.responsible('79161234567') -> "
+
+
+@pytest.fixture
+def double() -> Iterator[OneCDouble]:
+    """The 1C double on a free loopback port (as plugins/onec/tests start it)."""
+    with OneCDouble(password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An administrator's shell: the service's secrets are not in it."""
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    monkeypatch.delenv("ONEC_EXPLAIN_PASSWORD", raising=False)
+
+
+def router_toml(folder: Path, double: OneCDouble, password: str | None = None) -> Path:
+    secret = f'password = "{PASSWORD}"' if password is None else f'password_env = "{password}"'
+    path = folder / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "router"\n'
+        f'[router]\nrules = ["{ROOT / "rules"}"]\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n{secret}\n'
+        "connect_timeout = 0.2\ntimeout = 0.5\nping_interval = 0\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def explain(config: Path, *extra: str) -> int:
+    return main([*CALL, "--config", str(config), *extra])
+
+
+def test_ask_gets_1cs_answer_and_says_it_was_asked(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = router_toml(tmp_path, double)
+    assert explain(config, "--ask") == 0
+    out, err = capsys.readouterr()
+    assert OWNER + "{'found': True" in out
+    line = next(line for line in out.splitlines() if OWNER in line)
+    assert line.endswith(" ms)")
+    assert "(asked, " in line
+    # extension_state asks Asterisk: refused, said so, and the rule fails open.
+    assert (
+        "lookup state = extension_state('101') -> failed: not sent: callrouter explain "
+        "sends Asterisk nothing (ExtensionState) (asked, " in out
+    )
+    assert "redirect(context=callrouter-dial, exten=101) (rules: owner)" in out
+    asked = double.requests("/v1/responsible/")
+    assert [request.path.rsplit("/", 1)[-1] for request in asked] == ["79161234567"]
+    assert asked[0].query.get("did") == "74951234567"
+    # Shadow mode: 1C's call history hears nothing of an explanation.
+    assert double.requests("/v1/calls/events") == []
+    assert "Traceback" not in out + err
+
+    assert explain(config, "--ask", "--json") == 0
+    lookups = json.loads(capsys.readouterr().out)["trace"]["rules"][2]["lookups"]
+    assert [(lk["name"], lk["source"]) for lk in lookups] == [
+        ("owner", "asked"),
+        ("state", "asked"),
+    ]
+    assert lookups[0]["value"]["manager"]["extension"] == "101"
+    assert lookups[0]["ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"faults": "latency=3", "count": None}, "failed: no answer within 0.50 s"),
+        ({"faults": "500", "count": None}, "failed: 1C module or infobase error"),
+        ({"down": True}, "failed: "),
+    ],
+    ids=["slow", "failing", "down"],
+)
+def test_a_slow_or_failing_1c_shows_in_the_trace_and_the_rules_fall_through(
+    tmp_path: Path,
+    double: OneCDouble,
+    capsys: pytest.CaptureFixture[str],
+    fault: dict[str, object],
+    error: str,
+) -> None:
+    httpx.post(f"{double.root_url}/_double/faults", json=fault).raise_for_status()
+    config = router_toml(tmp_path, double)
+    assert explain(config, "--ask") == 0
+    out, err = capsys.readouterr()
+    line = next(line for line in out.splitlines() if OWNER in line)
+    assert line.startswith(f"      {OWNER}{error}"), line
+    assert "(asked, " in line
+    assert "decision: redirect(context=queues, exten=sales) (rules: default)" in out
+    assert "Traceback" not in out + err
+
+
+def test_a_given_answer_wins_over_asking(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = router_toml(tmp_path, double)
+    given = json.dumps({"found": True, "manager": {"name": "Ivan", "extension": "105"}})
+    assert explain(config, "--ask", "--lookup", f"onec.responsible={given}", "--json") == 0
+    lookups = json.loads(capsys.readouterr().out)["trace"]["rules"][2]["lookups"]
+    assert lookups[0]["source"] == "given"
+    assert lookups[0]["value"]["manager"]["extension"] == "105"
+    assert double.requests("/v1/responsible/") == []
+
+
+def test_without_ask_nothing_is_asked(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = router_toml(tmp_path, double)
+    assert explain(config) == 0
+    out = capsys.readouterr().out
+    assert OWNER + "failed: not provided (not provided, 0.0 ms)" in out
+    assert double.log == []
+
+
+def test_ask_refuses_a_plugin_secret_this_shell_lacks(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in password would only earn a refused login in 1C's log."""
+    config = router_toml(tmp_path, double, password="ONEC_EXPLAIN_PASSWORD")
+    assert explain(config, "--ask") == 1
+    out = capsys.readouterr().out
+    assert f"--ask: {config}:9: [plugins.onec] password_env: the secret is not set" in out
+    assert double.log == []
