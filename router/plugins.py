@@ -13,14 +13,16 @@ like third-party plugins found through the ``callrouter`` entry point group
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import inspect
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -98,6 +100,16 @@ class Plugins:
         self._event_impls: dict[str, list[pluggy.HookImpl]] = {}
         #: Plugins whose ``callrouter_wants_call_events`` said no (:meth:`configure`).
         self._not_told: frozenset[str] = frozenset()
+        #: Installed or built-in plugins ``[plugins]`` left out, by name: the
+        #: key that did it (``enabled``, ``disabled``), whether built in, and how
+        #: to get the plugin object (:meth:`why_missing`).
+        self._left_out: dict[str, tuple[str, bool, Callable[[], object]]] = {}
+        #: Where ``[plugins] enabled`` and ``disabled`` are written (for_config).
+        self._where: dict[str, str] = {}
+        #: The names each left-out plugin would register, once asked.
+        self._left_out_names: dict[str, str] | None = None
+        #: Plugins whose ``callrouter_register`` raised, with the error.
+        self._register_failed: dict[str, str] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -122,25 +134,23 @@ class Plugins:
         for dotted in defaults:
             module = importlib.import_module(dotted)
             name = dotted.rsplit(".", 1)[-1]
-            if name not in blocked and dotted not in blocked:
-                # A built-in with settings or state has a factory, so every
-                # engine gets its own instance; stateless ones are the module.
-                factory = getattr(module, "make_plugin", None)
-                plugins.register(
-                    factory() if callable(factory) else module,
-                    name=name,
-                    builtin=True,
-                    origin=f"the built-in {dotted}",
-                )
+            if name in blocked or dotted in blocked:
+                plugins._left_out[name] = ("disabled", True, partial(_builtin_object, module))
+                continue
+            plugins.register(
+                _builtin_object(module),
+                name=name,
+                builtin=True,
+                origin=f"the built-in {dotted}",
+            )
         if entry_points:
             for ep in metadata.entry_points(group=hookspecs.PROJECT):
                 if ep.name in blocked or (chosen and ep.name not in chosen):
+                    key = "disabled" if ep.name in blocked else "enabled"
+                    plugins._left_out[ep.name] = (key, False, partial(_entry_point_object, ep))
                     continue
                 try:
-                    obj = ep.load()
-                    factory = getattr(obj, "make_plugin", None)
-                    if isinstance(obj, ModuleType) and callable(factory):
-                        obj = factory()
+                    obj = _entry_point_object(ep)
                 except Exception as exc:
                     raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
                 dist = ep.dist
@@ -184,7 +194,9 @@ class Plugins:
                     f"no plugin {name!r} is installed"
                     f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
                 )
-        return cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
+        plugins = cls.load(enabled=settings.enabled, disabled=settings.disabled, extra=extra)
+        plugins._where = {key: config.where("plugins", key) for key in ("enabled", "disabled")}
+        return plugins
 
     def register(
         self,
@@ -373,19 +385,76 @@ class Plugins:
     def register_into(self, registry: Registry) -> list[str]:
         """Fill ``registry``; return located problems instead of stopping at the first."""
         problems: list[str] = []
+        registry.why_missing = self.why_missing
+        self._register_failed.clear()
         # Registration order (built-ins first): on a name clash the newcomer
         # gets the error, so installing a plugin never silently replaces a built-in.
         for impl in reversed(self._impls("callrouter_register")):
             try:
-                value = impl.function(**dict.fromkeys(impl.argnames, registry))
-                if inspect.isawaitable(value):
-                    if inspect.iscoroutine(value):
-                        value.close()  # never run: no "never awaited" warning later
-                    raise TypeError("callrouter_register must not be async")
+                _register_one(impl, registry)
             except Exception as exc:
                 problems.append(f"plugin {impl.plugin_name!r}: callrouter_register: {exc}")
+                self._register_failed[impl.plugin_name] = f"callrouter_register: {exc}"
                 log.error("plugin %r failed to register: %s", impl.plugin_name, exc)
         return problems
+
+    def why_missing(self, name: str) -> str:
+        """Why the function, lookup, action or notify target ``name`` is not
+        registered, when a plugin explains it; "" when none does.
+
+        `` (plugin 'crm' is installed but not enabled in router.toml:6 [plugins]
+        enabled)`` or `` (plugin 'crm' failed to load: callrouter_register:
+        ...)``: "unknown lookup 'crm.owner'" alone sends the administrator
+        looking for a typo. A failed plugin is named for the names it owns by
+        their prefix (``crm.``, the target ``crm``); a plugin left out is asked
+        which names it registers, into a registry of its own, on the first
+        unknown name (only then is a left-out plugin imported), and named by
+        prefix when that fails.
+        """
+        for plugin, error in self._register_failed.items():
+            if _owns(plugin, name):
+                return f" (plugin {plugin!r} failed to load: {error})"
+        if not self._left_out:
+            return ""
+        if self._left_out_names is None:
+            self._left_out_names = self._names_left_out()
+        owner = self._left_out_names.get(name)
+        if owner is None:
+            owner = next((plugin for plugin in self._left_out if _owns(plugin, name)), None)
+        if owner is None:
+            return ""
+        key, builtin, _ = self._left_out[owner]
+        what = "built in" if builtin else "installed"
+        state = "not enabled" if key == "enabled" else "disabled"
+        where = self._where.get(key)
+        place = f"in {where} [plugins] {key}" if where else f"([plugins] {key})"
+        return f" (plugin {owner!r} is {what} but {state} {place})"
+
+    def _names_left_out(self) -> dict[str, str]:
+        """name -> the left-out plugin that registers it (the first one)."""
+        from router.rules.registry import Registry
+
+        owners: dict[str, str] = {}
+        for plugin, (_, _, make) in self._left_out.items():
+            scratch, registry = Plugins(), Registry()
+            try:
+                scratch.register(make(), name=plugin)
+            except Exception as exc:  # its import fails: named by prefix only
+                log.debug("left-out plugin %r not loaded to name its names: %r", plugin, exc)
+                continue
+            for impl in scratch._impls("callrouter_register"):
+                # What it registers before a failure still counts.
+                with contextlib.suppress(Exception):
+                    _register_one(impl, registry)
+            for names in (
+                registry.functions,
+                registry.lookups,
+                registry.actions,
+                registry.notify_targets,
+            ):
+                for name in names:
+                    owners.setdefault(name, plugin)
+        return owners
 
     async def startup(self, engine: EngineAPI) -> None:
         await self._call_each("callrouter_startup", {"engine": engine}, timeout=30.0)
@@ -583,6 +652,37 @@ class Plugins:
         # that runs after the call ended, such as a late decision, must not log
         # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+
+
+def _builtin_object(module: ModuleType) -> object:
+    """A built-in with settings or state has a factory, so every engine gets its
+    own instance; stateless ones are the module."""
+    factory = getattr(module, "make_plugin", None)
+    return factory() if callable(factory) else module
+
+
+def _entry_point_object(ep: metadata.EntryPoint) -> object:
+    """The installed plugin's object: what the entry point names, or what its
+    module's ``make_plugin`` makes. Raises what importing it raises."""
+    obj = ep.load()
+    factory = getattr(obj, "make_plugin", None)
+    if isinstance(obj, ModuleType) and callable(factory):
+        obj = factory()
+    return obj
+
+
+def _register_one(impl: pluggy.HookImpl, registry: Registry) -> None:
+    """One plugin's ``callrouter_register`` into ``registry``; raises what it raises."""
+    value = impl.function(**dict.fromkeys(impl.argnames, registry))
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never run: no "never awaited" warning later
+        raise TypeError("callrouter_register must not be async")
+
+
+def _owns(plugin: str, name: str) -> bool:
+    """Is ``name`` (``crm.owner``, the notify target ``crm``) in ``plugin``'s namespace?"""
+    return name == plugin or name.startswith(f"{plugin}.")
 
 
 def _wants(patterns: tuple[str, ...] | None, name: str) -> bool:

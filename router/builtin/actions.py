@@ -188,9 +188,8 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
         if not _template(plugin) and plugin not in targets:
             from router.rules.suggest import did_you_mean
 
-            raise ValueError(
-                f"no plugin {plugin!r} takes notifications{did_you_mean(plugin, targets)}"
-            )
+            why = registry.why_missing(plugin) or did_you_mean(plugin, targets)
+            raise ValueError(f"no plugin {plugin!r} takes notifications{why}")
 
     registry.add_action(
         ActionSpec(

@@ -97,7 +97,8 @@ def _lookups(registry: Registry, given: list[str], *, ask: bool) -> Mapping[str,
         if not eq:
             return f"--lookup {item!r}: expected NAME=JSON"
         if name not in registry.lookups:
-            return f"--lookup: unknown lookup {name!r}{did_you_mean(name, registry.lookups)}"
+            why = registry.why_missing(name) or did_you_mean(name, registry.lookups)
+            return f"--lookup: unknown lookup {name!r}{why}"
         try:
             answers[name] = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -70,7 +70,8 @@ def answer_stubs(
     stubs: dict[str, LookupFn] = {} if ask else dict.fromkeys(registry.lookups, _not_provided)
     for name, value in answers.items():
         if name not in registry.lookups:
-            return f"unknown lookup {name!r}{did_you_mean(name, registry.lookups)}"
+            why = registry.why_missing(name) or did_you_mean(name, registry.lookups)
+            return f"unknown lookup {name!r}{why}"
         stubs[name] = _answer(value)
     return stubs
 

@@ -196,6 +196,11 @@ class Registry:
     normalize_number: Callable[[str], str] = str.strip
     is_internal_number: Callable[[str], bool] = lambda _number: False
     timezone: tzinfo | None = None
+    #: Why a name rules use is not registered, for the "unknown ..." errors:
+    #: `` (plugin 'crm' is installed but not enabled in router.toml:6 [plugins]
+    #: enabled)``, or "" when no plugin left out would have registered it
+    #: (:meth:`router.plugins.Plugins.why_missing`).
+    why_missing: Callable[[str], str] = lambda _name: ""
 
     def add_function(
         self,

@@ -432,7 +432,9 @@ def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | Non
     spec = registry.actions.get(kind)
     if spec is None:
         hint = (
-            did_you_mean(kind, registry.actions) or f"; known actions: {one_of(registry.actions)}"
+            registry.why_missing(kind)
+            or did_you_mean(kind, registry.actions)
+            or f"; known actions: {one_of(registry.actions)}"
         )
         out.add(f"unknown action {kind!r}{hint}", item.line)
         return None

@@ -165,14 +165,14 @@ class _Checker:
                 )
             else:
                 options = [*registry.functions, *registry.lookups]
-                self.error(f"unknown function {name!r}{did_you_mean(name, options)}", self.line)
+                why = registry.why_missing(name) or did_you_mean(name, options)
+                self.error(f"unknown function {name!r}{why}", self.line)
             return
         assert name is not None
         spec = registry.functions.get(name)
         if spec is None:
-            self.error(
-                f"unknown function {name!r}{did_you_mean(name, registry.functions)}", self.line
-            )
+            why = registry.why_missing(name) or did_you_mean(name, registry.functions)
+            self.error(f"unknown function {name!r}{why}", self.line)
             return
         self._arguments(name, spec.signature, node, spec.check)
 
@@ -218,9 +218,9 @@ class _Checker:
                     f"{target!r} is a function, not a lookup: use it in 'if' or 'when'", line
                 )
             else:
-                self.error(
-                    f"unknown lookup {target!r}{did_you_mean(target, self.registry.lookups)}", line
-                )
+                registry = self.registry
+                why = registry.why_missing(target) or did_you_mean(target, registry.lookups)
+                self.error(f"unknown lookup {target!r}{why}", line)
             return None
         before = len(self.errors)
         for child in (*tree.args, *(k.value for k in tree.keywords)):

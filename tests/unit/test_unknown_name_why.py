@@ -1,0 +1,166 @@
+"""A rule naming a left-out or broken plugin's name says why it is unknown (issue 16).
+
+"unknown lookup 'crm.owner'" alone sends the administrator looking for a
+typo when the plugin is installed and ``[plugins] enabled`` leaves it out,
+``disabled`` names it, or its ``callrouter_register`` failed: ``check`` and
+``run`` name the plugin and the line of router.toml that left it out, or its
+error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router import Registry, hookimpl
+from router.cli import main
+from router.config import load_config
+from router.engine import Engine
+from tests.unit.test_plugin_loading import Counter, FakeEntryPoint
+
+RULES = """version: 1
+rules:
+  - name: vip
+    on: call
+    if: is_vip(caller.number)
+    do: [hangup]
+  - name: owner
+    on: call
+    lookup:
+      owner: crm.owner(caller.number)
+    when: owner
+    do:
+      - redirect: {context: callrouter-dial, exten: "{owner}"}
+  - name: log
+    on: call
+    continue: true
+    do:
+      - notify: {plugin: crm, event: routed}
+"""
+
+
+class Crm:
+    """An installed CRM plugin: a function, a lookup and a notify target."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.fails = fails
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_function("is_vip", lambda number: False, doc="A VIP?")
+        if self.fails:
+            raise RuntimeError("[plugins.crm] url is not set")
+        registry.add_lookup("crm.owner", self.owner)
+        registry.add_notify_target("crm", "the CRM's call log")
+
+    async def owner(self, number: str) -> str:
+        return "101"
+
+
+def install(monkeypatch: pytest.MonkeyPatch, crm: Any) -> None:
+    monkeypatch.setattr(
+        "router.plugins.metadata.entry_points",
+        lambda group: [FakeEntryPoint("onec", Counter()), crm],
+    )
+
+
+def write(tmp_path: Path, plugins: str) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(RULES, encoding="utf-8")
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["rules"]\n[plugins]\n{plugins}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def check(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert main(["check", "--config", str(path)]) == 1
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("plugins", "why"),
+    [
+        ('enabled = ["onec"]\n', "is installed but not enabled in {toml}:8 [plugins] enabled"),
+        (
+            'enabled = []\n# not now\ndisabled = ["crm"]\n',
+            "is installed but disabled in {toml}:10 [plugins] disabled",
+        ),
+    ],
+    ids=["not-enabled", "disabled"],
+)
+def test_check_names_the_plugin_router_toml_leaves_out(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    plugins: str,
+    why: str,
+) -> None:
+    install(monkeypatch, FakeEntryPoint("crm", Crm()))
+    path = write(tmp_path, plugins)
+    rules = tmp_path / "rules" / "inbound.yaml"
+    because = f"(plugin 'crm' {why.format(toml=path)})"
+    assert check(path, capsys) == [
+        f"{rules}:5: rule 'vip': unknown function 'is_vip' {because}",
+        f"{rules}:10: rule 'owner': unknown lookup 'crm.owner' {because}",
+        f"{rules}:18: rule 'log': action 'notify': no plugin 'crm' takes notifications {because}",
+        f"{path} ({rules.parent}): 3 errors, 0 valid rules",
+    ]
+    argv = ["explain", "--config", str(path), "--caller", "1", "--did", "2"]
+    assert main([*argv, "--lookup", "crm.owner=1"]) == 2
+    assert f"--lookup: unknown lookup 'crm.owner' {because}" in capsys.readouterr().out
+
+
+def test_a_left_out_plugin_that_cannot_be_imported_is_named_by_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(monkeypatch, FakeEntryPoint("crm", None, fails=True))
+    path = write(tmp_path, 'enabled = ["onec"]\n')
+    out = check(path, capsys)
+    because = f"(plugin 'crm' is installed but not enabled in {path}:8 [plugins] enabled)"
+    assert f"unknown lookup 'crm.owner' {because}" in out[1]
+    assert out[0].endswith("unknown function 'is_vip'")  # no plugin to say whose it is
+
+
+def test_check_and_run_name_a_plugin_whose_registration_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(monkeypatch, FakeEntryPoint("crm", Crm(fails=True)))
+    path = write(tmp_path, "")
+    out = check(path, capsys)
+    because = "(plugin 'crm' failed to load: callrouter_register: [plugins.crm] url is not set)"
+    assert out[0] == ("callrouter: plugin 'crm': callrouter_register: [plugins.crm] url is not set")
+    assert out[1].endswith("rule 'owner': unknown lookup 'crm.owner' " + because)
+    assert out[2].endswith("no plugin 'crm' takes notifications " + because)
+    # callrouter run refuses to start with the same words.
+    engine = Engine(load_config(path))
+    assert asyncio.run(engine.setup()).errors
+    assert any(
+        problem.endswith("unknown lookup 'crm.owner' " + because)
+        for problem in engine.setup_problems
+    )
+
+
+def test_a_disabled_builtin_is_named_and_typos_still_get_did_you_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(monkeypatch, FakeEntryPoint("crm", Crm()))
+    path = write(tmp_path, 'disabled = ["directory"]\n')
+    (tmp_path / "rules" / "inbound.yaml").write_text(
+        "version: 1\nrules:\n  - name: d\n    on: call\n    lookup:\n"
+        "      entry: directory(caller.number)\n      owner: crm.ownr(caller.number)\n"
+        "    do: [hangup]\n",
+        encoding="utf-8",
+    )
+    out = check(path, capsys)
+    assert out[0].endswith(
+        "unknown lookup 'directory' (plugin 'directory' is built in but disabled in "
+        f"{path}:8 [plugins] disabled)"
+    )
+    assert out[1].endswith("unknown lookup 'crm.ownr' (did you mean 'crm.owner'?)")
