@@ -134,11 +134,9 @@ def run(args: argparse.Namespace) -> int:
     count = len(ruleset.errors) + len(offline.problems)
     shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
-        print(
-            f"{shown}: {count} error{'s' if count != 1 else ''}, {len(ruleset.rules)} valid rules"
-        )
+        print(f"{shown}: {_counted(count, 'error')}, {_counted(len(ruleset.rules), 'valid rule')}")
     else:
-        print(f"{shown}: {len(ruleset.rules)} rules OK")
+        print(f"{shown}: {_counted(len(ruleset.rules), 'rule')} OK")
         if args.manager_conf:
             _print_manager_conf(offline)
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
@@ -210,6 +208,11 @@ def _print_manager_conf(offline: Offline) -> None:
     for line in lines:
         print(line)
     print(f"; [general] disabledevents must name none of: {', '.join(sorted(selection.names))}")
+
+
+def _counted(count: int, noun: str) -> str:
+    """``1 rule``, ``2 rules``, ``0 rules``: the summary line is read aloud."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _shown(offline: Offline) -> str:

@@ -43,6 +43,25 @@ def test_check_reports_each_error_on_its_line(
     assert lines[-1].endswith("4 errors, 0 valid rules")
 
 
+def test_check_counts_in_the_singular_for_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new user's first rule file read "1 rules OK".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.yaml").write_text(
+        "version: 1\nrules:\n  - name: night\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: night}\n"
+    )
+    assert main(["check", "one.yaml"]) == 0
+    assert capsys.readouterr().out == "one.yaml: 1 rule OK\n"
+    (tmp_path / "bad.yaml").write_text(
+        "version: 1\nrules:\n  - name: typo\n    on: call\n    if: workhour()\n"
+        "    do:\n      - redirect: {context: queues, exten: night}\n"
+    )
+    assert main(["check", "one.yaml", "bad.yaml"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "one.yaml bad.yaml: 1 error, 1 valid rule"
+
+
 def test_explain_with_stubbed_lookup(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
