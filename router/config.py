@@ -119,8 +119,11 @@ _URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 _ENDPOINTS = ("rawman", "mxml", "manager", "arawman", "amxml", "amanager")
 #: Native AMI over a socket (router/ami/tcp.py) rather than AJAM over HTTP.
 TCP_SCHEMES = ("tcp", "tls")
-#: Keys that only mean something to one of the two transports.
-_HTTP_ONLY = ("format", "http_client", "waitevent_timeout", "max_response_bytes")
+#: Keys that only mean something to one of the two transports
+#: (``max_response_bytes`` bounds both: an AJAM answer, and over TCP the
+#: parser's buffer, an event list, the events read ahead and what Asterisk
+#: has not read of ours, router/ami/tcp.py).
+_HTTP_ONLY = ("format", "http_client", "waitevent_timeout")
 _TCP_ONLY = ("ping_interval",)
 
 

@@ -33,6 +33,18 @@ def test_tcp_url_with_defaults(tmp_path: Path) -> None:
     assert client.ping_interval == 5.0
 
 
+def test_tcp_url_takes_max_response_bytes(tmp_path: Path) -> None:
+    """docs/asterisk.md names it the bound of TCP's unread bytes, event lists
+    and read-ahead (router/ami/tcp.py reads it): a tcp:// url refused the key,
+    so only its 32 MB default could apply."""
+    for url in ("tcp://127.0.0.1:5038", "tls://pbx.example:5039"):
+        cfg = asterisk(tmp_path, f'url = "{url}"\nmax_response_bytes = 65536\n')
+        assert cfg.max_response_bytes == 65536
+        assert ClientSettings.from_config(cfg).max_response_bytes == 65536
+    with pytest.raises(ConfigError, match=r"max_response_bytes: expected 65536 to"):
+        asterisk(tmp_path, 'url = "tcp://h:5038"\nmax_response_bytes = 100\n')
+
+
 def test_tls_url_takes_the_tls_keys_and_md5(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x", encoding="utf-8")
@@ -147,6 +159,7 @@ def test_a_command_line_tcp_url_leaves_out_the_files_ajam_and_tls_keys(tmp_path:
     assert cfg.url == "tcp://127.0.0.1:5038"
     assert (cfg.auth, cfg.verify, cfg.client_cert, cfg.client_key) == ("plain", True, None, None)
     assert cfg.username == "router"
+    assert cfg.max_response_bytes == 65536  # a bound of both transports: kept
 
 
 def test_a_command_line_tls_url_keeps_the_files_tls_keys(tmp_path: Path) -> None:
