@@ -65,7 +65,7 @@ help:
 	@echo "make integration  integration tests against the Asterisk sandbox"
 	@echo "make lint         ruff check and the architecture rules (lint-imports)"
 	@echo "make typecheck    mypy --strict"
-	@echo "make sandbox      start a detached sandbox Asterisk named 'dev' and print its URL"
+	@echo "make sandbox      start a detached sandbox Asterisk named 'dev' with the shipped dialplan and print its URL"
 	@echo "make sandbox-stop stop it"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make clean        remove caches and build output (distclean: also .venv)"
@@ -193,8 +193,9 @@ unit: install
 integration: setup
 	$(call pytest,integration)
 
+# With the shipped dialplan: the PSTN phone's calls enter its callrouter-inbound.
 sandbox: setup
-	$(PY) -m router.sandbox start dev
+	$(PY) -m router.sandbox start dev --dialplan examples/asterisk/extensions.conf
 
 sandbox-stop: install
 	$(PY) -m router.sandbox stop dev

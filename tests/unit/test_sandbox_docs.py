@@ -52,3 +52,21 @@ def test_a_sandbox_started_for_the_phones_has_the_shipped_dialplan(page: str) ->
         assert dialplan is not None, f"{page}: start {args.name} without --dialplan"
         assert (REPO / dialplan).is_file()
         assert "[callrouter-inbound]" in (REPO / dialplan).read_text(encoding="utf-8")
+
+
+def test_make_sandbox_starts_with_the_shipped_dialplan() -> None:
+    """CONTRIBUTING.md's `make sandbox`: a new user's PSTN phone called into
+    a `callrouter-inbound` the sandbox it started did not have."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^sandbox:.*\n((?:\t.*\n)+)", text, re.M)
+    assert recipe is not None
+    starts = [
+        shlex.split(line.split("-m router.sandbox", 1)[1])
+        for line in recipe.group(1).splitlines()
+        if "-m router.sandbox" in line
+    ]
+    assert starts
+    args = build_parser().parse_args(starts[-1])
+    assert (args.command, args.name) == ("start", "dev")
+    assert args.dialplan is not None, "make sandbox: start dev without --dialplan"
+    assert "[callrouter-inbound]" in (REPO / args.dialplan).read_text(encoding="utf-8")
