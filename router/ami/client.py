@@ -272,14 +272,7 @@ class AJAMClient(AMIActions[ActionResult]):
         needs_httpx = settings.auth == "digest" or settings.http_client == "httpx"
         if given is not None and not _is_httpx_transport(given):
             return given  # type: ignore[return-value]  # a Transport, by elimination
-        cert: tuple[str, str] | str | None = None
-        if settings.client_cert:
-            cert = (
-                (settings.client_cert, settings.client_key)
-                if settings.client_key
-                else settings.client_cert
-            )
-        verify = _ssl_context(settings.verify, cert)
+        verify = ajam_ssl_context(settings)
         if given is None and not needs_httpx:
             return ConnectionPool(
                 parts.hostname or "127.0.0.1",
@@ -776,36 +769,44 @@ def _insecure_context() -> ssl.SSLContext:
     return ctx
 
 
-def _ssl_context(verify: bool | str, cert: tuple[str, str] | str | None) -> ssl.SSLContext | bool:
-    if verify is False:
+def ajam_ssl_context(
+    settings: ClientSettings, *, where: Callable[[str], str] | None = None
+) -> ssl.SSLContext | bool:
+    """The AJAM transport's TLS: False with ``verify = false`` (no file is
+    read then, the client certificate neither), else :func:`tls_context`."""
+    if settings.verify is False:
         return False
-    if isinstance(cert, tuple):
-        return tls_context(verify, cert[0], cert[1])
-    return tls_context(verify, cert, None)
+    return tls_context(settings.verify, settings.client_cert, settings.client_key, where=where)
 
 
 def tls_context(
-    verify: bool | str, client_cert: str | None, client_key: str | None
+    verify: bool | str,
+    client_cert: str | None,
+    client_key: str | None,
+    *,
+    where: Callable[[str], str] | None = None,
 ) -> ssl.SSLContext:
     """A verifying context with ``verify``'s CA file and the client certificate.
 
     A file that exists but holds no PEM certificate (a DER file, a key, the
     wrong file) is a :class:`ConfigError` naming the setting: the
     ``ssl.SSLError`` from loading it came out of ``run``, ``ami`` and
-    ``check --asterisk`` as a traceback.
+    ``check --asterisk`` as a traceback. ``where(key)``, when given, is where
+    the key is written (``router.toml:12``), put before the message as every
+    other configuration error has it (``callrouter check``).
     """
+
+    def error(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{where(key) + ': ' if where else ''}[asterisk] {key}: {message}")
+
     try:
         ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"[asterisk] verify: {verify!r} holds no CA certificate in PEM form ({exc})"
-        ) from exc
+        raise error("verify", f"{verify!r} holds no CA certificate in PEM form ({exc})") from exc
     if client_cert:
         try:
             ctx.load_cert_chain(client_cert, client_key or None)
         except (ssl.SSLError, OSError, ValueError) as exc:
             files = f"{client_cert!r}" + (f" and client_key {client_key!r}" if client_key else "")
-            raise ConfigError(
-                f"[asterisk] client_cert: cannot load {files} (PEM files; {exc})"
-            ) from exc
+            raise error("client_cert", f"cannot load {files} (PEM files; {exc})") from exc
     return ctx

@@ -7,10 +7,11 @@ other way).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from router.ami.client import AJAMClient, ClientSettings
-from router.ami.tcp import TCPClient
+from router.ami.client import AJAMClient, ClientSettings, ajam_ssl_context
+from router.ami.tcp import TCPClient, tcp_ssl_context
 from router.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from router.ami.transport import Transport
 
-__all__ = ["AMIClient", "open_client"]
+__all__ = ["AMIClient", "load_tls_files", "open_client"]
 
 #: Either client: the engine, the CLI and the test kit take both alike.
 AMIClient: TypeAlias = AJAMClient | TCPClient
@@ -40,3 +41,16 @@ def open_client(
             raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")
         return TCPClient(settings)
     return AJAMClient(settings, transport=transport)
+
+
+def load_tls_files(settings: ClientSettings, *, where: Callable[[str], str] | None = None) -> None:
+    """Load the TLS files the url's client would (``verify``'s CA file,
+    ``client_cert``, ``client_key``), as it would, and raise its ConfigError;
+    no client, no connection. ``callrouter check`` without ``--asterisk``
+    opens none, so a ``verify`` file that is no PEM showed only at ``run``;
+    ``where(key)`` puts the key's line before the message."""
+    scheme = settings.url.partition("://")[0].lower()
+    if scheme == "tls":
+        tcp_ssl_context(settings, where=where)
+    elif scheme == "https":
+        ajam_ssl_context(settings, where=where)

@@ -359,7 +359,7 @@ class TCPClient(AMIActions[ActionResult]):
             )
         self._host = parts.hostname
         self._port = port or (5039 if parts.scheme == "tls" else 5038)
-        self._ssl = _ssl_context(settings) if parts.scheme == "tls" else None
+        self._ssl = tcp_ssl_context(settings) if parts.scheme == "tls" else None
         self._endpoint = f"{parts.scheme}://{parts.netloc}"
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
@@ -1094,10 +1094,13 @@ def _tls_hint(exc: ssl.SSLError) -> str:
     return ""
 
 
-def _ssl_context(settings: ClientSettings) -> ssl.SSLContext:
-    """Verified by default, as for https: ``verify`` is True, False or a CA file."""
+def tcp_ssl_context(
+    settings: ClientSettings, *, where: Callable[[str], str] | None = None
+) -> ssl.SSLContext:
+    """Verified by default, as for https: ``verify`` is True, False or a CA file
+    (``where``: :func:`router.ami.client.tls_context`)."""
     verify = settings.verify
-    ctx = tls_context(verify, settings.client_cert, settings.client_key)
+    ctx = tls_context(verify, settings.client_cert, settings.client_key, where=where)
     if verify is False:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

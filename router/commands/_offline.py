@@ -118,6 +118,18 @@ def _secret_variables(path: Path) -> list[tuple[str, str, str, str]]:
     return found
 
 
+def _load_tls_files(config: Config) -> None:
+    """The ``[asterisk]`` TLS files loaded as the client would at ``run``
+    (router/ami/connect.py), its ConfigError with the key's line."""
+    from router.ami.client import ClientSettings
+    from router.ami.connect import load_tls_files
+
+    load_tls_files(
+        ClientSettings.from_config(config.asterisk),
+        where=lambda key: config.where("asterisk", key),
+    )
+
+
 @contextlib.contextmanager
 def _environment(extra: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
     """``os.environ`` plus stand-ins, for plugins that read it in configure."""
@@ -187,6 +199,7 @@ def load_offline(
             )
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, environ=environ)
+        _load_tls_files(config)
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))
     registry, problems = plugins.build_registry()

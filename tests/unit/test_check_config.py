@@ -541,3 +541,66 @@ def test_check_does_not_echo_a_lower_case_env_name_that_is_not_set(
         "cannot log in: the environment variable secret_env (or --secret-env) names "
         "(the [asterisk] secret) is not set here"
     ) in out
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import subprocess
+
+    cert, key = folder / "good.pem", folder / "good.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("url", ["tls://pbx.example:5039", "https://pbx.example:8089/asterisk"])
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ('verify = "bad.pem"\n', ":4: [asterisk] verify: '{bad}' holds no CA certificate in PEM"),
+        (
+            'verify = "good.pem"\nclient_cert = "bad.pem"\n',
+            ":5: [asterisk] client_cert: cannot load '{bad}' (PEM files",
+        ),
+        (
+            'verify = "good.pem"\nclient_cert = "good.pem"\nclient_key = "bad.pem"\n',
+            ":5: [asterisk] client_cert: cannot load '{good}' and client_key '{bad}'",
+        ),
+    ],
+)
+def test_check_config_loads_the_tls_files_as_run_would(
+    tmp_path: Path, url: str, keys: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's ``verify`` file that was no PEM passed ``check --config``
+    (without --asterisk nothing loaded it) and failed only at ``run``."""
+    cert, _ = _self_signed(tmp_path)
+    (tmp_path / "bad.pem").write_text("not a certificate\n", encoding="utf-8")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(HOURS)
+    path = tmp_path / "router.toml"
+    head = f'[asterisk]\nurl = "{url}"\nusername = "router"\n'
+    path.write_text(head + keys + 'secret = "s"\n[router]\nrules = ["rules"]\n')
+    assert main(["check", "--config", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    expected = said.format(bad=tmp_path / "bad.pem", good=cert)
+    assert lines[0].startswith(f"{path}{expected}"), lines
+    assert lines[-1] == f"{path}: 1 error (configuration; rules not checked)"
+
+
+def test_check_config_passes_tls_files_that_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _self_signed(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(HOURS)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "tls://pbx.example:5039"\nusername = "router"\nsecret = "s"\n'
+        'verify = "good.pem"\nclient_cert = "good.pem"\nclient_key = "good.key"\n'
+        '[router]\nrules = ["rules"]\n'
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.endswith(": 3 rules OK\n")
