@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,14 @@ def check_extension_pattern(pattern: str) -> str | None:
     )
 
 
+#: A dotted quad, right or wrong: such a host is an IPv4 address or nothing.
+_DOTTED = re.compile(r"[0-9.]+")
+
+
 def _listen(reader: Reader) -> tuple[str, int]:
+    """``listen`` as the server will bind it. The host is checked here, with
+    no socket and no DNS: ``300.1.1.1`` or ``[::g]`` failed only when the
+    server started, as ``[api] listen: cannot listen on ...`` with no line."""
     text = reader.string("listen", DEFAULT_LISTEN)
     found = _LISTEN.fullmatch(text)
     port = int(found.group("port")) if found else 0
@@ -240,7 +248,46 @@ def _listen(reader: Reader) -> tuple[str, int]:
         raise reader.error(
             "listen", f"expected HOST:PORT like {DEFAULT_LISTEN!r} or '[::1]:8089', got {text!r}"
         )
-    return found.group("v6") or found.group("host"), port
+    v6, host = found.group("v6"), found.group("host")
+    try:
+        if v6 is not None:
+            ipaddress.IPv6Address(v6)
+        elif _DOTTED.fullmatch(host):
+            ipaddress.IPv4Address(host)
+        elif not _HOST_NAME.fullmatch(host) or host.startswith("[") or len(host) > 253:
+            raise ValueError(host)
+    except ValueError:
+        raise reader.error(
+            "listen",
+            f"{(v6 or host)[:80]!r} is not an IP address or a host name "
+            f"(expected HOST:PORT like {DEFAULT_LISTEN!r} or '[::1]:8089')",
+        ) from None
+    return v6 or host, port
+
+
+def _tls_files(reader: Reader, cert: Path, key: Path) -> None:
+    """Load ``cert`` and ``key`` as the server will, so that a file that is no
+    PEM, or a key of another certificate, is told with its line by ``check``
+    and at ``run``'s start (the server said ``[api] cert/key: cannot load``,
+    naming no line, only as it started). No password is asked for: an
+    encrypted key would make OpenSSL prompt on the terminal."""
+
+    def no_password() -> bytes:
+        raise ValueError("the key is encrypted; give an unencrypted key")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=str(cert))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise reader.error("cert", f"{str(cert)!r} holds no PEM certificate ({exc})") from None
+    try:
+        context.load_cert_chain(cert, key, password=no_password)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise reader.error(
+            "key",
+            f"cannot load {str(key)!r} as the key of cert {str(cert)!r} (an "
+            f"unencrypted PEM private key of that certificate; {exc})",
+        ) from None
 
 
 def _allowed_hosts(reader: Reader) -> tuple[str, ...]:
@@ -302,6 +349,8 @@ def read_api(reader: Reader) -> ApiSettings:
     if (cert is None) != (key is None):
         missing = "key" if key is None else "cert"
         raise reader.error(missing, "TLS needs both cert and key")
+    if cert is not None and key is not None:
+        _tls_files(reader, cert, key)
     rate = reader.number("rate", 20.0, 0, 10_000)
     burst = reader.integer("burst", max(2 * round(rate), 1), 1, 100_000)
     tokens: dict[str, TokenSettings] = {}

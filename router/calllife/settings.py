@@ -6,6 +6,7 @@ back, so the reader is a protocol here).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -81,6 +82,29 @@ class HistorySettings:
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.cel)
 
 
+def _check_sqlite_path(reader: Reader, path: Path) -> None:
+    """What can be told of the file before it is read (when the call life first
+    replays, or ``callrouter history``): those said ``[history] cel: ...``
+    with no line. A file not there yet is no error: Asterisk creates it with
+    its first record."""
+    if path.is_dir():
+        raise reader.error("cel", f"{str(path)!r} is a folder, not cel_sqlite3_custom's file")
+    if not path.parent.is_dir():
+        raise reader.error("cel", f"{str(path)!r}: no such folder {str(path.parent)!r}")
+
+
+def _check_postgres(reader: Reader, cel: str) -> None:
+    """The driver and the url's port, checked without connecting."""
+    try:
+        urllib.parse.urlsplit(cel).port  # noqa: B018  # raises on a bad one
+    except ValueError:
+        raise reader.error("cel", "the postgresql:// url has a bad port") from None
+    if importlib.util.find_spec("psycopg") is None:
+        raise reader.error(
+            "cel", "a postgresql:// source needs psycopg 3: pip install 'callrouter[pgsql]'"
+        )
+
+
 def read_history(reader: Reader) -> HistorySettings:
     """The ``[history]`` table; every problem names the file, table and key."""
     reader.reject_unknown(KEYS)
@@ -99,7 +123,10 @@ def read_history(reader: Reader) -> HistorySettings:
                 raise reader.error("cel", "sqlite:///PATH needs the file's path")
             if not Path(path).is_absolute():
                 path = str(reader.base_for("cel") / path)
+            _check_sqlite_path(reader, Path(path))
             cel = "sqlite://" + urllib.parse.quote(path)
+        else:
+            _check_postgres(reader, cel)
     table = reader.string("table", "cel")
     if not _TABLE.fullmatch(table):
         raise reader.error(

@@ -208,7 +208,7 @@ def load_offline(
 
         missing = missing_encoder(config.recordings.transcode)
         if missing is not None:
-            warnings.append(f"{path or 'router.toml'}: {missing}")
+            warnings.append(f"{config.where('recordings', 'transcode')}: {missing}")
     return Offline(
         config, plugins, registry, problems, warnings, stand_ins, asterisk_missing, unset
     )

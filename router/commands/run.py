@@ -84,7 +84,7 @@ def warn_at_start(config: Config) -> None:
 
         missing = missing_encoder(config.recordings.transcode)
         if missing is not None:
-            log.warning("%s", missing)
+            log.warning("%s: %s", config.where("recordings", "transcode"), missing)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -403,7 +403,7 @@ def test_a_transcode_without_its_encoder_is_warned_about(
     assert main(["check", "--config", str(path)]) == 0
     err = capsys.readouterr().err
     assert (
-        f"callrouter check: warning: {path}: [recordings] transcode = 'mp3' needs lame "
+        f"callrouter check: warning: {path}:9: [recordings] transcode = 'mp3' needs lame "
         "(Debian package lame), which is not on PATH: recordings will be delivered as WAV"
     ) in err
 

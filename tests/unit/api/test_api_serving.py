@@ -298,10 +298,10 @@ async def test_while_the_event_stream_fails_the_api_refuses_at_once(
         assert (await client.post(url, headers=auth)).status_code == 200
 
 
-def test_a_readable_api_tls_key_is_warned_about(tmp_path: Path) -> None:
-    (tmp_path / "api.pem").write_text("cert")
-    key = tmp_path / "api.key"
-    key.write_text("key")
+def test_a_readable_api_tls_key_is_warned_about(
+    tmp_path: Path, self_signed: tuple[Path, Path]
+) -> None:
+    _, key = self_signed  # real files: router.toml's [api] cert and key are loaded
     key.chmod(0o644)
     config = config_from_toml(tmp_path, '[api]\ncert = "api.pem"\nkey = "api.key"\n')
     (tmp_path / "router.toml").chmod(0o600)  # it holds the AMI secret
@@ -321,3 +321,57 @@ def test_repeated_allow_and_extensions_options_grant_them_all(
     printed = capsys.readouterr().out
     assert 'allow = ["calls:create", "events:read", "calls:read"]' in printed
     assert 'extensions = ["101", "102"]' in printed
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ('cert = "bad.pem"\nkey = "api.key"\n', r":6: \[api\] cert: '.*bad\.pem' holds no PEM"),
+        ('cert = "api.pem"\nkey = "bad.pem"\n', r":7: \[api\] key: cannot load '.*bad\.pem' as"),
+        ('cert = "api.pem"\nkey = "api.pem"\n', r":7: \[api\] key: cannot load '.*api\.pem' as"),
+        ('cert = "api.pem"\nkey = "enc.key"\n', r":7: \[api\] key: .*the key is encrypted"),
+    ],
+)
+def test_api_tls_files_are_loaded_with_the_config(
+    tmp_path: Path, self_signed: tuple[Path, Path], keys: str, said: str
+) -> None:
+    """A cert that is no PEM, or a key of no use, stopped ``run`` only as the
+    server started (``[api] cert/key: cannot load the TLS certificate``, no
+    line) and passed ``check --config``. An encrypted key is refused rather
+    than have OpenSSL prompt for its password on the terminal."""
+    _, key = self_signed
+    (tmp_path / "bad.pem").write_text("not PEM\n")
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-aes128", "-passout", "pass:x",
+         "-out", str(tmp_path / "enc.key")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=said):
+        config_from_toml(tmp_path, "[api]\n" + keys)
+
+
+@pytest.mark.parametrize(
+    "listen", ["300.1.1.1:8089", "1.2.3:8089", "[::1::2]:8089", "[1:2]:8089", "pbx_1!:8089"]
+)
+def test_an_api_listen_host_that_does_not_parse_is_a_config_error(
+    tmp_path: Path, listen: str
+) -> None:
+    """It failed only at the server's start (``cannot listen on``, no line)."""
+    with pytest.raises(ConfigError, match=r":6: \[api\] listen: '.*' is not an IP address or"):
+        config_from_toml(tmp_path, f'[api]\nlisten = "{listen}"\n')
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "127.0.0.1:8089",
+        "0.0.0.0:8089",
+        "[::1]:8089",
+        "[::]:1",
+        "localhost:8089",
+        "pbx.example:8089",
+    ],
+)
+def test_an_api_listen_host_that_parses_is_taken(tmp_path: Path, listen: str) -> None:
+    config_from_toml(tmp_path, f'[api]\nlisten = "{listen}"\n')

@@ -11,6 +11,7 @@ import pytest
 from router.calllife.model import CallEvent
 from router.cli import main
 from router.commands.history import parse_moment
+from router.config import load_config
 from router.testing.cel import Cel, answered_call, write_sqlite
 
 
@@ -165,3 +166,53 @@ def test_replay_hands_the_events_to_started_plugins(
         "shutdown",
     ]
     assert "1 calls, 3 events handed to the plugins" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("cel", "said"),
+    [
+        ("sqlite://{tmp}", r"\[history\] cel: '.*' is a folder, not cel_sqlite3_custom's file"),
+        ("sqlite://{tmp}/nope/cel.db", r"\[history\] cel: '.*cel\.db': no such folder"),
+        ("postgresql://u@db:99999/asterisk", r"\[history\] cel: the postgresql:// url has a bad"),
+    ],
+)
+def test_a_cel_store_that_cannot_be_is_told_at_load_with_its_line(
+    tmp_path: Path, cel: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """These failed only when the store was read ("[history] cel: ...", no
+    line): at the call life's first replay or in `callrouter history`. A file
+    not there yet is no error: Asterisk creates it with its first record."""
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret = "s"\n[history]\ncel = "{cel.format(tmp=tmp_path)}"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{path}:6: "), first
+    assert re.search(said, first), first
+    later = load_config(config(tmp_path, tmp_path / "later.db")).history
+    assert later.sqlite_path == tmp_path / "later.db"
+
+
+def test_a_postgresql_store_without_psycopg_is_told_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "s"\n[history]\ncel = "postgresql://u@db/asterisk"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(path)]) == 1
+    assert capsys.readouterr().out.startswith(
+        f"{path}:6: [history] cel: a postgresql:// source needs psycopg 3: "
+        "pip install 'callrouter[pgsql]'"
+    )
