@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from router.config import Config
     from router.rules.ruleset import RuleSet
 
-__all__ = ["ORIGINATE", "REDIRECT", "Probe", "needed", "refused"]
+__all__ = ["FILTER", "ORIGINATE", "REDIRECT", "Probe", "needed", "refused"]
 
 #: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
 _NO_CHANNEL = "callrouter-check/no-such-channel"
@@ -64,6 +64,14 @@ REDIRECT = Probe(
 #: No ``Channel``: Asterisk answers ``Channel not specified`` and dials nothing.
 ORIGINATE = Probe(
     "Originate", "originate", "the API's click-to-call and the rules' originate actions fail"
+)
+
+#: An operation Asterisk does not know (``Unknown operation``): adds no filter.
+FILTER = Probe(
+    "Filter",
+    "system",
+    "callrouter cannot filter event names itself",
+    MappingProxyType({"Operation": "CallRouterCheck"}),
 )
 
 

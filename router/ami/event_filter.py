@@ -363,11 +363,14 @@ async def add_filters(
             continue
         forbidden = filter_refused(result.response)
         if forbidden:
+            # Not "event names are not filtered": the user's eventfilter lines
+            # in manager.conf may filter them, which this session cannot see.
             log.info(
-                "event names are not filtered: the Filter action needs write = system "
-                "for %r; the class mask %r still applies, and `callrouter check "
-                "--manager-conf` prints the manager.conf lines that filter the rest "
-                "(docs/asterisk.md)",
+                "callrouter does not filter event names itself: the Filter action "
+                "needs write = system for %r; the class mask %r applies, and the "
+                "user's eventfilter lines in manager.conf if it has any (`callrouter "
+                "check --manager-conf-file /etc/asterisk/manager.conf` compares them "
+                "with the events callrouter needs; docs/asterisk.md)",
                 username,
                 selection.mask,
             )

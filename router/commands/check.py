@@ -58,6 +58,14 @@ def register(subparsers: Any) -> None:
         "(docs/asterisk.md, Event filtering)",
     )
     parser.add_argument(
+        "--manager-conf-file",
+        type=Path,
+        metavar="FILE",
+        help="when clean, also compare the eventfilter lines of the user's section of "
+        "this manager.conf (e.g. /etc/asterisk/manager.conf) with the ones callrouter "
+        "needs, and say which to add or remove (docs/asterisk.md, Event filtering)",
+    )
+    parser.add_argument(
         "--asterisk",
         action="store_true",
         help="also log in to Asterisk as `callrouter run` would and check its side: "
@@ -139,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{shown}: {_counted(len(ruleset.rules), 'rule')} OK")
         if args.manager_conf:
             _print_manager_conf(offline)
+        if args.manager_conf_file is not None and not _compare_manager_conf(
+            offline, args.manager_conf_file
+        ):
+            count += 1
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
     flags = args.url is not None and args.username is not None
     asterisk_ok = _check_asterisk(offline, ruleset, flags=flags) if args.asterisk else True
@@ -174,12 +186,18 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
     targets, built = ruleset.redirect_targets()
     recording = offline.config.recordings is not None
     probes = needed(offline.config, ruleset)
+    filtering = offline.config.asterisk.events == "auto"
 
     async def findings() -> list[Finding]:
         client = open_client(ClientSettings.from_config(offline.config.asterisk))
         try:
             return await check_asterisk(
-                client, targets=targets, built=built, recording=recording, probes=probes
+                client,
+                targets=targets,
+                built=built,
+                recording=recording,
+                probes=probes,
+                filtering=filtering,
             )
         finally:
             await client.aclose()
@@ -213,6 +231,41 @@ def _print_manager_conf(offline: Offline) -> None:
 def _counted(count: int, noun: str) -> str:
     """``1 rule``, ``2 rules``, ``0 rules``: the summary line is read aloud."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _compare_manager_conf(offline: Offline, path: Path) -> bool:
+    """Print what to change in the user's eventfilter lines of manager.conf
+    ``path`` (router/manager_conf.py); False on a failure (events callrouter
+    needs are filtered out, or the file cannot be read)."""
+    from router.manager_conf import compare_eventfilters, section_eventfilters
+
+    user = offline.config.asterisk.username
+    print()
+    try:
+        with path.open("rb") as file:  # a manager.conf is a few KB: read 4 MB at most
+            text = file.read(4 * 1024 * 1024).decode("utf-8", errors="replace")
+    except OSError as exc:
+        print(f"manager.conf: {_LEVELS['fail']} cannot read {path}: {exc.strerror or exc}")
+        return False
+    found = section_eventfilters(text, user)
+    if found is None:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {path} has no [{user}] section (the manager "
+            "user of router.toml [asterisk] username, or --username)"
+        )
+        return False
+    lines, includes = found
+    if includes:
+        print(
+            f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "
+            "followed: eventfilter lines in those files are not compared"
+        )
+    findings = compare_eventfilters(user, lines, offline.event_selection())
+    for finding in findings:
+        print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
+        for line in finding.lines:
+            print(f"    {escape_controls(line)}")
+    return not any(f.level == "fail" for f in findings)
 
 
 def _shown(offline: Offline) -> str:

@@ -27,7 +27,7 @@ from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIError, AMIPrivilegeError
 from router.liveguard import LIVE_EVENT, Claim
-from router.privileges import REDIRECT, Probe, refused
+from router.privileges import FILTER, REDIRECT, Probe, refused
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -47,13 +47,16 @@ async def check_asterisk(
     listen: float = 2.5,
     recording: bool = False,
     probes: Sequence[Probe] = (REDIRECT,),
+    filtering: bool = False,
 ) -> list[Finding]:
     """Log in with ``client`` and check; ``targets`` are the rules' redirect
     locations to look up (``built`` more are made per call and cannot be);
     ``listen`` seconds for events (more than the live-instance heartbeat's
     2 s, so a live router shows); ``recording``: router.toml has ``[recordings]``,
     so ``[callrouter-record]`` is checked too; ``probes``: the actions whose
-    write class is asked for (router/privileges.py, ``needed``)."""
+    write class is asked for (router/privileges.py, ``needed``); ``filtering``:
+    ``[asterisk] events = "auto"``, so whether callrouter may send ``Filter``
+    (or only manager.conf's eventfilter lines filter event names) is told."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
@@ -62,6 +65,8 @@ async def check_asterisk(
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
     for probe in probes:
         findings.append(await _allowed(client, probe))
+    if filtering:
+        findings.append(await _filtering(client))
     findings.extend((await audit_dialplan(client, targets, built, recording=recording)).findings)
     findings.extend(await _user_events(client, listen))
     return findings
@@ -88,6 +93,32 @@ async def _allowed(client: AMIClient, probe: Probe) -> Finding:
     except AMIError as exc:
         return Finding("fail", f"{probe.action} could not be tried: {exc}")
     return Finding("ok", f"{probe.action} allowed (write = {probe.write_class})")
+
+
+async def _filtering(client: AMIClient) -> Finding:
+    """Whether callrouter filters event names itself. Without ``write =
+    system`` (the recommended user) only the eventfilter lines of the user's
+    manager.conf section do, which this session cannot read: they are
+    compared offline (``--manager-conf-file``), since lines written for an
+    earlier set of rules keep back events the rules now need."""
+    client.refusal_reported(FILTER.action)  # told here, not as a client WARNING
+    try:
+        denied = await refused(client, FILTER)
+    except AMIError as exc:
+        return Finding("advice", f"Filter could not be tried: {exc}")
+    if not denied:
+        return Finding(
+            "ok", "Filter allowed (write = system): callrouter filters event names itself"
+        )
+    user = client.settings.username
+    return Finding(
+        "advice",
+        f"Asterisk refuses this user Filter (write = system), so callrouter does not "
+        f"filter event names itself: the class mask applies, and the eventfilter lines "
+        f"of manager.conf [{user}] if it has any; lines written for earlier rules or "
+        "plugins can keep back events they now need, so compare them: callrouter check "
+        "--manager-conf-file /etc/asterisk/manager.conf (docs/asterisk.md, Event filtering)",
+    )
 
 
 async def _user_events(client: AMIClient, listen: float) -> list[Finding]:

@@ -276,7 +276,10 @@ def test_the_page_shows_what_the_command_prints(
         replay = ReplayAsterisk(url="http://127.0.0.1:8088/asterisk")
         replay.on("ShowDialPlan", dialplan_with(None))
         replay.on("CoreSettings", lambda sent: {"AsteriskVersion": VERSION})
-        return await run(replay, targets=targets, built=built)
+        # The page's user is the least-privilege one: no write = system.
+        replay.on("Filter", lambda sent: [("Response", "Error"), ("Message", "Permission denied")])
+        filtering = config.asterisk.events == "auto"
+        return await run(replay, targets=targets, built=built, filtering=filtering)
 
     printed = [f"asterisk: {_LEVELS[f.level]} {f.text}" for f in asyncio.run(fake())]
 
@@ -467,3 +470,34 @@ async def test_with_recordings_a_missing_record_context_fails(ajam_replay: Repla
     ajam_replay.on("ShowDialPlan", dialplan_with({}))
     (fail,) = [f for f in await run(ajam_replay, recording=True) if "callrouter-record" in f.text]
     assert fail.level == "fail"
+
+
+async def test_filtering_says_who_filters_event_names(
+    ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without write = system only manager.conf's eventfilter lines filter event
+    names, and lines written for earlier rules can keep back what the rules now
+    need: said as advice that names the comparison, not as "not filtered"."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    found = await run(ajam_replay, filtering=True)
+    assert found[2] == Finding(
+        "ok", "Filter allowed (write = system): callrouter filters event names itself"
+    )
+    (probe,) = ajam_replay.sent("Filter", probes=True)
+    assert probe.get("Operation") == "CallRouterCheck"  # adds no filter
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("Filter", denied)
+    caplog.set_level(logging.WARNING)
+    found = await run(ajam_replay, filtering=True)
+    assert found[2].level == "advice"
+    assert found[2].text.startswith(
+        "Asterisk refuses this user Filter (write = system), so callrouter does not filter "
+        "event names itself: the class mask applies, and the eventfilter lines of "
+        "manager.conf [router] if it has any;"
+    )
+    assert "callrouter check --manager-conf-file /etc/asterisk/manager.conf" in found[2].text
+    assert "Filter" not in caplog.text  # told once, as the finding
+    assert not any(f.level == "fail" for f in found)

@@ -72,6 +72,15 @@ def test_documented_command_works(
     monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
     cwd = REPO / "examples" if "--config router.toml" in line else REPO
     monkeypatch.chdir(cwd)
+    if "--manager-conf-file /etc/asterisk/manager.conf" in line:
+        # The user's section as `--manager-conf` prints it: what the docs
+        # ask the administrator to paste.
+        assert main([*shlex.split(line)[1:4], "--manager-conf"]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        conf = tmp_path / "manager.conf"
+        lines = [text for text in printed if text.startswith("eventfilter")]
+        conf.write_text("[router]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        line = line.replace("/etc/asterisk/manager.conf", str(conf))
     argv = shlex.split(line.replace("/etc/callrouter/", f"{etc}/"))[1:]
     build_parser().parse_args(argv)  # every option exists
     code = main(argv)

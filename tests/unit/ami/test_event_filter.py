@@ -299,6 +299,10 @@ async def test_without_write_system_the_class_mask_alone_applies(
         assert pbx.sent("Login")[0]["Events"] == "call,user"
         assert len(pbx.sent("Filter")) == 1  # tried once, refused, not insisted
         assert "needs write = system" in caplog.text
+        # manager.conf's eventfilter lines may filter them: not "are not filtered".
+        assert "callrouter does not filter event names itself" in caplog.text
+        assert "not filtered" not in caplog.text
+        assert "check --manager-conf-file" in caplog.text
         await client.set_events(
             EventSelection(frozenset({"Hangup", "UserEvent", "Cdr"}), frozenset({"call", "cdr"}))
         )

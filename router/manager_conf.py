@@ -1,0 +1,318 @@
+"""A manager user's ``eventfilter`` lines against the events callrouter needs.
+
+When Asterisk refuses the user ``Filter`` (no ``write = system``, as
+docs/asterisk.md recommends), the only event-name filters of callrouter's
+session are the ``eventfilter`` lines of the user's manager.conf section. They
+are static: an ``on: event`` rule, a plugin that reads another event or a
+``redirect`` to another priority needs lines the section lacks, and Asterisk
+then never sends those events (a rule that never fires, a Redirect reported
+``unconfirmed``); a rule removed leaves lines that let events through that
+nobody reads. ``callrouter check --manager-conf-file`` compares the section
+with :meth:`EventSelection.manager_conf_lines` and says what to change.
+
+Sans-I/O: text in, findings out. The section is read as Asterisk's config
+parser would for the common cases (``key = value``, ``key => value``, ``;``
+comments, a template suffix ``[router](...)``); ``#include`` is not followed
+(told as advice). A line in callrouter's own form is compared exactly; a
+legacy regex filter (``eventfilter = Event: Hangup``, ``!`` to exclude) is
+tried against an event's first line, which is how such filters are written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from router.ami.event_filter import EventSelection, HeaderFilter
+
+__all__ = ["ConfFinding", "compare_eventfilters", "section_eventfilters"]
+
+#: A section header: ``[router]``, ``[router](template)``, ``[router](!)``.
+_SECTION = re.compile(r"\[(?P<name>[^\]]+)\](?:\((?P<extra>[^)]*)\))?\s*$")
+#: ``eventfilter(CRITERIA)`` or a bare ``eventfilter`` (legacy), as a key.
+_KEY = re.compile(r"eventfilter(?:\((?P<criteria>.*)\))?", re.IGNORECASE)
+_PART = re.compile(r"(?P<name>[a-z]+)\((?P<value>[^()]*)\)")
+#: Lines shown at most per finding: the rest is counted.
+_SHOWN = 40
+
+#: (event, header, value) for a header filter's one value; (event, "", "") for
+#: the whole event. What the lines are compared by.
+_Atom = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfFinding:
+    """One verdict on the section, and the lines to add or remove for it."""
+
+    level: Literal["ok", "advice", "fail"]
+    text: str
+    lines: tuple[str, ...] = ()
+
+
+def section_eventfilters(text: str, user: str) -> tuple[list[str], list[str]] | None:
+    """The ``eventfilter`` lines of every ``[user]`` section of ``text``, as
+    ``key=value`` with the spaces around both dropped, and the ``#include``
+    lines of the file (not followed); None when there is no such section."""
+    found: list[str] = []
+    includes: list[str] = []
+    inside = seen = False
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.lower().startswith(("#include", "#tryinclude")):
+                includes.append(line)
+            continue
+        header = _SECTION.match(line)
+        if header is not None:
+            inside = header.group("name").strip() == user
+            seen = seen or inside
+            continue
+        if not inside:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip()
+        value = value.removeprefix(">").strip()
+        if _KEY.fullmatch(key):
+            found.append(f"{key}={value}")
+    return (found, includes) if seen else None
+
+
+def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
+    """(include?, its atoms in callrouter's form or None, a legacy regex or
+    None) of one ``eventfilter`` line."""
+    key, _, value = line.partition("=")
+    criteria = _KEY.fullmatch(key)
+    assert criteria is not None
+    if criteria.group("criteria") is None:  # legacy: a regex, ! to exclude
+        exclude = value.startswith("!")
+        return not exclude, None, value[1:] if exclude else value
+    parts: dict[str, str] = {}
+    for part in criteria.group("criteria").split(","):
+        matched = _PART.fullmatch(part.strip())
+        if matched is None:
+            return True, None, None
+        parts[matched.group("name").lower()] = matched.group("value")
+    include = parts.get("action", "include").lower() != "exclude"
+    event = parts.get("name")
+    if event is None or set(parts) - {"action", "name", "header", "method"}:
+        return include, None, None
+    header = parts.get("header")
+    if header is None:
+        return include, ([(event, "", "")] if value == "" else None), None
+    method = parts.get("method", "none").lower()
+    if method == "exact":
+        return include, [(event, header, value)], None
+    regex = re.fullmatch(r"\^\(([A-Za-z0-9_|]+)\)\$", value) if method == "regex" else None
+    if regex is not None:
+        return include, [(event, header, v) for v in regex.group(1).split("|")], None
+    return include, None, None
+
+
+def _atoms(selection: EventSelection) -> dict[_Atom, str]:
+    """What callrouter asks for, by atom, with the line that asks for it."""
+    wanted: dict[_Atom, str] = {}
+    for key in selection.include_filters():
+        if isinstance(key, HeaderFilter):
+            for value in sorted(key.values):
+                single = HeaderFilter(key.event, key.header, frozenset({value}))
+                wanted[(key.event, key.header, value)] = _line(single)
+        else:
+            wanted[(key, "", "")] = f"eventfilter(action(include),name({key}))="
+    return wanted
+
+
+def _line(key: HeaderFilter) -> str:
+    return f"eventfilter({key.criteria})={key.expression}"
+
+
+def _legacy_matches(regex: str, event: str) -> bool:
+    """A legacy filter tried on the event's first line; a broken regex matches nothing."""
+    try:
+        return re.search(regex, f"Event: {event}") is not None
+    except re.error:
+        return False
+
+
+def _covered(atom: _Atom, have: set[_Atom], legacy: Iterable[str]) -> bool:
+    event, header, value = atom
+    if (event, "", "") in have or atom in have:
+        return True
+    if header and any(h[0] == event and h[1] == header and h[2] == value for h in have):
+        return True
+    return any(_legacy_matches(regex, event) for regex in legacy)
+
+
+def _shown(lines: Iterable[str]) -> tuple[str, ...]:
+    listed = list(lines)
+    if len(listed) <= _SHOWN:
+        return tuple(listed)
+    return (*listed[:_SHOWN], f"; ... and {len(listed) - _SHOWN} more")
+
+
+def compare_eventfilters(
+    user: str, lines: list[str], selection: EventSelection
+) -> list[ConfFinding]:
+    """What to change in ``[user]``'s ``eventfilter`` ``lines`` (from
+    :func:`section_eventfilters`) so that they let through what ``selection``
+    asks for, and no more. A ``fail`` drops events callrouter needs."""
+    then = "then `asterisk -rx 'manager reload'` and restart callrouter"
+    includes: set[_Atom] = set()
+    include_lines: dict[_Atom, str] = {}
+    legacy: list[str] = []
+    excludes: list[tuple[str, list[_Atom] | None, str | None]] = []
+    unread: list[str] = []
+    for line in lines:
+        include, atoms, regex = _parse(line)
+        if not include:
+            excludes.append((line, atoms, regex))
+        elif atoms is not None:
+            includes.update(atoms)
+            for atom in atoms:
+                include_lines.setdefault(atom, line)
+        elif regex is not None:
+            legacy.append(regex)
+        else:
+            unread.append(line)
+    findings: list[ConfFinding] = []
+    section = f"manager.conf [{user}]"
+    if selection.names is None:
+        if includes or legacy or unread:
+            findings.append(
+                ConfFinding(
+                    "fail",
+                    f'{section}: callrouter reads every event ([asterisk] events = "all", or '
+                    "a plugin that reads every event), but the section's eventfilter lines "
+                    f"let only some through: remove them, {then}",
+                    _shown(line for line in lines if _parse(line)[0]),
+                )
+            )
+        return findings + _excluded(section, excludes, None, then)
+    wanted = _atoms(selection)
+    needed = {atom[0] for atom in wanted}
+    if not lines:
+        return [
+            ConfFinding(
+                "advice",
+                f"{section} has no eventfilter lines: unless it may send Filter (write = "
+                "system), callrouter gets every event of the user's read classes; add "
+                "these (`callrouter check --manager-conf`), then `asterisk -rx 'manager "
+                "reload'` and restart callrouter",
+                _shown(wanted.values()),
+            )
+        ]
+    if includes or legacy or unread:  # with no include line, every event passes
+        missing = [atom for atom in wanted if not _covered(atom, includes, legacy)]
+        if missing and not unread:
+            names = sorted({atom[0] for atom in missing})
+            findings.append(
+                ConfFinding(
+                    "fail",
+                    f"{section}: its eventfilter lines filter out events callrouter now "
+                    f"needs ({', '.join(names)}; a rule or plugin added since they were "
+                    f"written): add these lines, {then}",
+                    _shown(wanted[atom] for atom in missing),
+                )
+            )
+        elif missing:
+            findings.append(
+                ConfFinding(
+                    "advice",
+                    f"{section}: no line in callrouter's form lets through "
+                    f"{', '.join(sorted({atom[0] for atom in missing}))}; unless the lines "
+                    "not compared (below) do, add these",
+                    _shown(wanted[atom] for atom in missing),
+                )
+            )
+    stale = [
+        line
+        for atom, line in include_lines.items()
+        if atom not in wanted
+        and not (atom[1] == "" and atom[0] in needed and _partly(atom, wanted))
+    ]
+    wider = [
+        line
+        for atom, line in include_lines.items()
+        if atom[1] == "" and atom[0] in needed and _partly(atom, wanted)
+    ]
+    if stale:
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: {len(stale)} eventfilter line(s) let through events callrouter "
+                f"no longer asks for: remove them, {then}",
+                _shown(dict.fromkeys(stale)),
+            )
+        )
+    if wider:
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: these lines let through every event of a name callrouter "
+                "reads only a few of (Asterisk writes them all): replace them with the "
+                "header lines `callrouter check --manager-conf` prints",
+                _shown(dict.fromkeys(wider)),
+            )
+        )
+    if unread:
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: {len(unread)} eventfilter line(s) not in a form callrouter "
+                "compares (left as they are; check them by hand)",
+                _shown(unread),
+            )
+        )
+    findings.extend(_excluded(section, excludes, needed, then))
+    if not findings:
+        findings.append(
+            ConfFinding(
+                "ok",
+                f"{section}: its {len(lines)} eventfilter line(s) let through what "
+                "callrouter asks for, and no more",
+            )
+        )
+    return findings
+
+
+def _partly(atom: _Atom, wanted: dict[_Atom, str]) -> bool:
+    """A whole-name line where callrouter asks for only some of the event."""
+    return atom not in wanted and any(w[0] == atom[0] and w[1] for w in wanted)
+
+
+def _excluded(
+    section: str,
+    excludes: list[tuple[str, list[_Atom] | None, str | None]],
+    needed: set[str] | None,
+    then: str,
+) -> list[ConfFinding]:
+    """Exclude lines that drop an event callrouter needs (``needed`` None: every event)."""
+    dropping: list[str] = []
+    names: set[str] = set()
+    for line, atoms, regex in excludes:
+        if atoms is not None:
+            hit = {a[0] for a in atoms if needed is None or a[0] in needed}
+        elif regex is not None:
+            hit = {n for n in (needed or ()) if _legacy_matches(regex, n)}
+            if needed is None:
+                hit = {"(any)"}
+        else:
+            hit = set()
+        if hit:
+            dropping.append(line)
+            names |= hit
+    if not dropping:
+        return []
+    return [
+        ConfFinding(
+            "fail",
+            f"{section}: exclude lines drop events callrouter needs "
+            f"({', '.join(sorted(names))}): remove them, {then}",
+            _shown(dropping),
+        )
+    ]

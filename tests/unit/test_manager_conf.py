@@ -1,0 +1,160 @@
+"""A manager user's eventfilter lines against what callrouter asks for
+(router/manager_conf.py, ``callrouter check --manager-conf-file``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.ami.event_filter import EventSelection, HeaderFilter
+from router.cli import main
+from router.manager_conf import compare_eventfilters, section_eventfilters
+
+SELECTION = EventSelection(
+    frozenset({"Hangup", "Newexten", "UserEvent"}),
+    frozenset({"call", "dialplan", "user"}),
+    frozenset({HeaderFilter("Newexten", "Priority", frozenset({"1"}))}),
+)
+LINES = SELECTION.manager_conf_lines()
+
+
+def test_the_lines_callrouter_prints_compare_ok() -> None:
+    assert LINES == [
+        "eventfilter(action(include),name(Hangup))=",
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1",
+        "eventfilter(action(include),name(UserEvent))=",
+    ]
+    [finding] = compare_eventfilters("router", LINES, SELECTION)
+    assert finding.level == "ok"
+    assert finding.text == (
+        "manager.conf [router]: its 3 eventfilter line(s) let through what callrouter "
+        "asks for, and no more"
+    )
+
+
+def test_the_section_is_read_as_asterisk_writes_it() -> None:
+    text = (
+        "[general]\nenabled = yes\n#include manager.d/*.conf\n"
+        "[router](user-template)\nsecret = s ; comment\nread = call\n"
+        "eventfilter(action(include),name(Hangup)) => ; the whole event\n"
+        "  eventfilter(action(include),name(UserEvent)) =  \n"
+        "[watcher]\neventfilter(action(include),name(VarSet))=\n"
+    )
+    found = section_eventfilters(text, "router")
+    assert found == (
+        [
+            "eventfilter(action(include),name(Hangup))=",
+            "eventfilter(action(include),name(UserEvent))=",
+        ],
+        ["#include manager.d/*.conf"],
+    )
+    assert section_eventfilters(text, "nobody") is None
+
+
+def test_lines_written_for_earlier_rules_are_told_with_what_to_change() -> None:
+    """A rule now reads QueueCallerJoin; VarSet was read by a rule since removed."""
+    now = EventSelection(
+        frozenset({*(SELECTION.names or ()), "QueueCallerJoin"}),
+        SELECTION.classes,
+        SELECTION.narrowed,
+    )
+    have = [*LINES, "eventfilter(action(include),name(VarSet))="]
+    missing, stale = compare_eventfilters("router", have, now)
+    assert missing.level == "fail"
+    assert missing.text.startswith(
+        "manager.conf [router]: its eventfilter lines filter out events callrouter now "
+        "needs (QueueCallerJoin; a rule or plugin added since they were written): add "
+        "these lines, then `asterisk -rx 'manager reload'` and restart callrouter"
+    )
+    assert missing.lines == ("eventfilter(action(include),name(QueueCallerJoin))=",)
+    assert stale.level == "advice"
+    assert "let through events callrouter no longer asks for: remove them" in stale.text
+    assert stale.lines == ("eventfilter(action(include),name(VarSet))=",)
+
+
+def test_a_header_value_no_line_has_is_missing() -> None:
+    """A redirect to priority 2 since the lines were written."""
+    now = EventSelection(
+        SELECTION.names,
+        SELECTION.classes,
+        frozenset({HeaderFilter("Newexten", "Priority", frozenset({"1", "2"}))}),
+    )
+    [missing] = compare_eventfilters("router", LINES, now)
+    assert missing.level == "fail"
+    assert missing.lines == (
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=2",
+    )
+
+
+def test_a_whole_event_line_covers_its_header_lines_but_is_wider() -> None:
+    have = [LINES[0], "eventfilter(action(include),name(Newexten))=", LINES[2]]
+    [wider] = compare_eventfilters("router", have, SELECTION)
+    assert wider.level == "advice"
+    assert "replace them with the header lines" in wider.text
+
+
+@pytest.mark.parametrize(
+    "line", ["eventfilter=!Event: Hangup", "eventfilter(action(exclude),name(Hangup))="]
+)
+def test_an_exclude_line_that_drops_a_needed_event_fails(line: str) -> None:
+    [dropped] = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert dropped.level == "fail"
+    assert "exclude lines drop events callrouter needs (Hangup)" in dropped.text
+    assert dropped.lines == (line,)
+
+
+def test_legacy_include_lines_are_tried_on_the_event_line() -> None:
+    have = ["eventfilter=Event: (Hangup|UserEvent|Newexten)"]
+    assert [f.level for f in compare_eventfilters("router", have, SELECTION)] == ["ok"]
+    [missing] = compare_eventfilters("router", ["eventfilter=Event: Hangup"], SELECTION)
+    assert missing.level == "fail"
+    assert "(Newexten, UserEvent;" in missing.text
+
+
+def test_no_lines_is_advice_with_the_lines_to_add() -> None:
+    [advice] = compare_eventfilters("router", [], SELECTION)
+    assert advice.level == "advice"
+    assert advice.lines == tuple(LINES)
+
+
+def test_every_event_wanted_and_lines_that_keep_some_back_fail() -> None:
+    everything = EventSelection(None, None)
+    assert compare_eventfilters("router", [], everything) == []
+    [fail] = compare_eventfilters("router", LINES, everything)
+    assert fail.level == "fail"
+    assert "callrouter reads every event" in fail.text
+
+
+def test_check_compares_the_file_and_fails_on_events_kept_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example configuration's lines without its queue rules' events: the
+    lines were written before those rules."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    assert main(["check", "--config", "router.toml", "--manager-conf"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    lines = [line for line in printed if line.startswith("eventfilter")]
+    conf = tmp_path / "manager.conf"
+    conf.write_text("[router]\nread = call\n" + "\n".join(lines) + "\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (
+        "manager.conf: OK     manager.conf [router]: its 16 eventfilter line(s) let "
+        "through what callrouter asks for, and no more"
+    )
+    kept = [line for line in lines if "Queue" not in line]
+    conf.write_text("[router]\n" + "\n".join(kept) + "\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith(
+        "manager.conf: FAIL   manager.conf [router]: its eventfilter lines filter out "
+        "events callrouter now needs (QueueCallerAbandon, QueueCallerJoin, QueueCallerLeave;"
+    )
+    assert out[3:] == [
+        "    eventfilter(action(include),name(QueueCallerAbandon))=",
+        "    eventfilter(action(include),name(QueueCallerJoin))=",
+        "    eventfilter(action(include),name(QueueCallerLeave))=",
+    ]
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", "nope.conf"]) == 1
+    assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
