@@ -12,10 +12,12 @@ with :meth:`EventSelection.manager_conf_lines` and says what to change.
 
 Sans-I/O: text in, findings out. The section is read as Asterisk's config
 parser would for the common cases (``key = value``, ``key => value``, ``;``
-comments, a template suffix ``[router](...)``); ``#include`` is not followed
-(told as advice). A line in callrouter's own form is compared exactly; a
-legacy regex filter (``eventfilter = Event: Hangup``, ``!`` to exclude) is
-tried against an event's first line, which is how such filters are written.
+comments, ``[router](+)`` adding to the section, and templates: ``[router](base)``
+inherits the lines ``[base](!)`` has above it, as Asterisk applies them to the
+user's session); ``#include`` is not followed (told as advice). A line in
+callrouter's own form is compared exactly; a legacy regex filter
+(``eventfilter = Event: Hangup``, ``!`` to exclude) is tried against an
+event's first line, which is how such filters are written.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from router.ami.event_filter import EventSelection, HeaderFilter
 
-__all__ = ["ConfFinding", "compare_eventfilters", "section_eventfilters"]
+__all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventfilters"]
 
 #: A section header: ``[router]``, ``[router](template)``, ``[router](!)``.
 _SECTION = re.compile(r"\[(?P<name>[^\]]+)\](?:\((?P<extra>[^)]*)\))?\s*$")
@@ -51,13 +53,37 @@ class ConfFinding:
     lines: tuple[str, ...] = ()
 
 
-def section_eventfilters(text: str, user: str) -> tuple[list[str], list[str]] | None:
-    """The ``eventfilter`` lines of every ``[user]`` section of ``text``, as
-    ``key=value`` with the spaces around both dropped, and the ``#include``
-    lines of the file (not followed); None when there is no such section."""
-    found: list[str] = []
+class UserSection(NamedTuple):
+    """A manager user's ``eventfilter`` lines as Asterisk applies them."""
+
+    #: ``key=value``, the spaces around both dropped: the templates' lines
+    #: first, as the file has them, then the section's own.
+    lines: list[str]
+    #: The ``#include`` lines of the file (not followed).
+    includes: list[str]
+    #: The templates the lines came from besides the section, in file order.
+    templates: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Section:
+    name: str
+    options: tuple[str, ...]
+    lines: list[str]
+
+
+def section_eventfilters(text: str, user: str) -> UserSection | None:
+    """The ``eventfilter`` lines of every ``[user]`` section of ``text`` and of
+    the templates it inherits, and the ``#include`` lines of the file; None
+    when there is no such section (a template ``[user](!)`` is no user).
+
+    Asterisk copies a template's lines into ``[user](base)`` when it reads that
+    header, so only the ``[base]`` sections above it count, and a template of
+    a template too: the inheritance is walked back through the file, each
+    section once, so a file of a few MB is read in a time bounded by its size.
+    """
+    sections: list[_Section] = []
     includes: list[str] = []
-    inside = seen = False
     for raw in text.splitlines():
         line = raw.split(";", 1)[0].strip()
         if not line:
@@ -68,10 +94,11 @@ def section_eventfilters(text: str, user: str) -> tuple[list[str], list[str]] | 
             continue
         header = _SECTION.match(line)
         if header is not None:
-            inside = header.group("name").strip() == user
-            seen = seen or inside
+            extra = header.group("extra") or ""
+            options = tuple(o.strip() for o in extra.split(",") if o.strip())
+            sections.append(_Section(header.group("name").strip(), options, []))
             continue
-        if not inside:
+        if not sections:
             continue
         key, sep, value = line.partition("=")
         if not sep:
@@ -79,8 +106,28 @@ def section_eventfilters(text: str, user: str) -> tuple[list[str], list[str]] | 
         key = key.strip()
         value = value.removeprefix(">").strip()
         if _KEY.fullmatch(key):
-            found.append(f"{key}={value}")
-    return (found, includes) if seen else None
+            sections[-1].lines.append(f"{key}={value}")
+    own = [i for i, s in enumerate(sections) if s.name == user and "!" not in s.options]
+    if not own:
+        return None
+    reached = set(own)
+    stack = list(own)
+    by_name: dict[str, list[int]] = {}
+    for i, section in enumerate(sections):
+        by_name.setdefault(section.name, []).append(i)
+    while stack:
+        at = stack.pop()
+        for base in sections[at].options:
+            if base in ("!", "+"):
+                continue
+            for i in by_name.get(base, ()):
+                if i < at and i not in reached:  # only what the file has above it
+                    reached.add(i)
+                    stack.append(i)
+    order = sorted(reached)
+    lines = [line for i in order for line in sections[i].lines]
+    templates = tuple(dict.fromkeys(sections[i].name for i in order if sections[i].name != user))
+    return UserSection(lines, includes, templates)
 
 
 def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
@@ -156,11 +203,16 @@ def _shown(lines: Iterable[str]) -> tuple[str, ...]:
 
 
 def compare_eventfilters(
-    user: str, lines: list[str], selection: EventSelection
+    user: str,
+    lines: list[str],
+    selection: EventSelection,
+    templates: tuple[str, ...] = (),
 ) -> list[ConfFinding]:
     """What to change in ``[user]``'s ``eventfilter`` ``lines`` (from
     :func:`section_eventfilters`) so that they let through what ``selection``
-    asks for, and no more. A ``fail`` drops events callrouter needs."""
+    asks for, and no more. A ``fail`` drops events callrouter needs. The
+    findings name the ``templates`` the lines came from too: a line to
+    remove may be in one of them."""
     then = "then `asterisk -rx 'manager reload'` and restart callrouter"
     includes: set[_Atom] = set()
     include_lines: dict[_Atom, str] = {}
@@ -181,6 +233,9 @@ def compare_eventfilters(
             unread.append(line)
     findings: list[ConfFinding] = []
     section = f"manager.conf [{user}]"
+    if templates:
+        named = ", ".join(f"[{name}]" for name in templates)
+        section += f" (with its template{'s' if len(templates) > 1 else ''} {named})"
     if selection.names is None:
         if includes or legacy or unread:
             findings.append(

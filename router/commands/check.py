@@ -254,13 +254,13 @@ def _compare_manager_conf(offline: Offline, path: Path) -> bool:
             "user of router.toml [asterisk] username, or --username)"
         )
         return False
-    lines, includes = found
+    lines, includes, templates = found
     if includes:
         print(
             f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "
             "followed: eventfilter lines in those files are not compared"
         )
-    findings = compare_eventfilters(user, lines, offline.event_selection())
+    findings = compare_eventfilters(user, lines, offline.event_selection(), templates)
     for finding in findings:
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
         for line in finding.lines:

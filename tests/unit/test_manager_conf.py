@@ -42,14 +42,40 @@ def test_the_section_is_read_as_asterisk_writes_it() -> None:
         "[watcher]\neventfilter(action(include),name(VarSet))=\n"
     )
     found = section_eventfilters(text, "router")
-    assert found == (
-        [
-            "eventfilter(action(include),name(Hangup))=",
-            "eventfilter(action(include),name(UserEvent))=",
-        ],
-        ["#include manager.d/*.conf"],
-    )
+    assert found is not None
+    assert found.lines == [
+        "eventfilter(action(include),name(Hangup))=",
+        "eventfilter(action(include),name(UserEvent))=",
+    ]
+    assert found.includes == ["#include manager.d/*.conf"]
+    assert found.templates == ()  # [user-template] is not in this file
     assert section_eventfilters(text, "nobody") is None
+
+
+def test_a_template_s_lines_are_the_user_s_as_asterisk_applies_them() -> None:
+    """Asterisk copies [base](!)'s lines into [router](base) when it reads
+    the header: the sandbox's Asterisk sent a session of [router](base) only
+    the events of base's lines. Lines added to the template below the user's
+    header are not the user's, and a template of a template is."""
+    text = (
+        "[root](!)\neventfilter(action(include),name(UserEvent))=\n"
+        "[base](!,root)\neventfilter(action(include),name(Hangup))=\n"
+        "[other](!)\neventfilter(action(include),name(VarSet))=\n"
+        "[router](base)\nsecret = s\n"
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1\n"
+        "[base](+)\neventfilter(action(include),name(DialEnd))=\n"
+    )
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert found.lines == LINES[2:] + LINES[:1] + LINES[1:2]
+    assert found.templates == ("root", "base")
+    [ok] = compare_eventfilters("router", found.lines, SELECTION, found.templates)
+    assert ok.text == (
+        "manager.conf [router] (with its templates [root], [base]): its 3 eventfilter "
+        "line(s) let through what callrouter asks for, and no more"
+    )
+    # A template is no user: Asterisk logs no [router](!) in.
+    assert section_eventfilters("[router](!)\nsecret = s\n", "router") is None
 
 
 def test_lines_written_for_earlier_rules_are_told_with_what_to_change() -> None:
@@ -156,5 +182,13 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
         "    eventfilter(action(include),name(QueueCallerJoin))=",
         "    eventfilter(action(include),name(QueueCallerLeave))=",
     ]
+    # The same lines in a template the user inherits are the user's.
+    conf.write_text("[tpl](!)\n" + "\n".join(kept) + "\n[router](tpl)\nread = call\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith(
+        "manager.conf: FAIL   manager.conf [router] (with its template [tpl]): its "
+        "eventfilter lines filter out events callrouter now needs (QueueCallerAbandon,"
+    )
     assert main(["check", "--config", "router.toml", "--manager-conf-file", "nope.conf"]) == 1
     assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
