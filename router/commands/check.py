@@ -210,6 +210,9 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
 
 #: How each finding's level is printed (fixed width: the texts line up).
 _LEVELS = {"ok": "OK    ", "advice": "ADVICE", "fail": "FAIL  "}
+#: The largest manager.conf ``--manager-conf-file`` reads (Asterisk's own is
+#: a few KB).
+MAX_MANAGER_CONF_BYTES = 4 * 1024 * 1024
 
 
 def _print_manager_conf(offline: Offline) -> None:
@@ -238,12 +241,16 @@ def _compare_manager_conf(offline: Offline, path: Path) -> bool:
     ``path`` (router/manager_conf.py); False on a failure (events callrouter
     needs are filtered out, or the file cannot be read)."""
     from router.manager_conf import compare_eventfilters, section_eventfilters
+    from router.textfiles import read_bounded
 
     user = offline.config.asterisk.username
     print()
     try:
-        with path.open("rb") as file:  # a manager.conf is a few KB: read 4 MB at most
-            text = file.read(4 * 1024 * 1024).decode("utf-8", errors="replace")
+        # A manager.conf is a few KB. Read whole or refused, never blocking:
+        # a FIFO hung the command, and one past the bound was cut short
+        # silently (its [user] section then told missing).
+        data = read_bounded(path, MAX_MANAGER_CONF_BYTES)
+        text = data.decode("utf-8", errors="replace")
     except OSError as exc:
         print(f"manager.conf: {_LEVELS['fail']} cannot read {path}: {exc.strerror or exc}")
         return False

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,30 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
     )
     assert main(["check", "--config", "router.toml", "--manager-conf-file", "nope.conf"]) == 1
     assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
+
+
+def test_check_reads_no_fifo_and_no_file_past_its_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO named as manager.conf hung the command (it waited for a writer),
+    and a file past 4 MB was cut short silently: its [router] section at the
+    end was told missing. Both are refused with the reason."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    fifo = tmp_path / "manager.conf"
+    os.mkfifo(fifo)
+    codes: list[int] = []
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(fifo)]
+    worker = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # let the blocked open go before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+    assert codes == [1]
+    assert "cannot read" in capsys.readouterr().out
+    big = tmp_path / "big.conf"
+    big.write_text(";" * (4 * 1024 * 1024) + "\n[router]\n")
+    argv[-1] = str(big)
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"manager.conf: FAIL   cannot read {big}: bigger than 4194304 bytes" in out
