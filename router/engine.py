@@ -98,6 +98,7 @@ from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.sdnotify import Notifier
 from router.supervise import Throttle, log_task_failure, logged
+from router.wording import counted
 
 __all__ = ["PRIVILEGE_MISSING", "Engine", "EngineOptions", "RouteRecord"]
 
@@ -535,7 +536,9 @@ class Engine:
         self.setup_problems = tuple(problems)
         self.metrics.rules_loaded.set(len(loaded.rules))
         log.info(
-            "loaded %d rules from %s", len(loaded.rules), ", ".join(map(str, self.rules.paths))
+            "loaded %s from %s",
+            counted(len(loaded.rules), "rule"),
+            ", ".join(map(str, self.rules.paths)),
         )
         self._rule_mtimes = self._scan_rule_files()
         return loaded
@@ -1153,7 +1156,7 @@ class Engine:
         self.router.rules = book
         self.metrics.rule_reloads.labels("ok").inc()
         self.metrics.rules_loaded.set(len(loaded.rules))
-        log.info("reloaded %d rules", len(loaded.rules))
+        log.info("reloaded %s", counted(len(loaded.rules), "rule"))
         if self.options.freeze_gc:
             # The previous rules are garbage now; what is frozen is never
             # collected, so thaw, collect once, and freeze the new set.
@@ -1355,7 +1358,7 @@ class Engine:
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()
         if dropped:
-            log.info("dropped %d calls whose Hangup never arrived", len(dropped))
+            log.info("dropped %s whose Hangup never arrived", counted(len(dropped), "call"))
             await self.router.end_calls(dropped)
 
     def _schedule_rules(self) -> None:

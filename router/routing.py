@@ -50,6 +50,7 @@ from router.rules.context import CallInfo
 from router.rules.decision import Action
 from router.rules.ruleset import RuleBook, call_context
 from router.supervise import log_task_failure
+from router.wording import counted
 
 __all__ = ["RouteRecord", "Router", "call_info"]
 
@@ -524,13 +525,14 @@ class Router:
             if self.accept(synthetic, fed.call, listed=True):
                 submitted += 1
         if submitted:
-            log.info("reconcile: routing %d calls still waiting", submitted)
+            log.info("reconcile: routing %s still waiting", counted(submitted, "call"))
         if count_fallen and self.metrics is not None:
             fallen = await self._fallen(listing.items)
             if fallen:
                 self.metrics.fell_while_down(fallen)
                 log.info(
-                    "reconcile: %d calls took the default route while callrouter was down", fallen
+                    "reconcile: %s took the default route while callrouter was down",
+                    counted(fallen, "call"),
                 )
         return submitted
 

@@ -30,6 +30,7 @@ from router.calllife.fold import FOLDED, Folder, plan_internal
 from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
 from router.calllife.sources import CelSource, open_source
+from router.wording import counted
 
 __all__ = ["DIAL_RINGING", "LIVE_EVENTS", "MARK_FILE", "RINGING_STATE", "CallLife"]
 
@@ -227,7 +228,9 @@ class CallLife:
         cutoff = self._clock() - STALE_AFTER
         dropped = self.folder.sweep(cutoff)
         if dropped:
-            log.info("call life: dropped %d calls with no record for hours", len(dropped))
+            log.info(
+                "call life: dropped %s with no record for hours", counted(len(dropped), "call")
+            )
         await self._save()
 
     # -- replays ---------------------------------------------------------------------

@@ -26,6 +26,7 @@ from router.errors import ConfigError
 from router.logsafe import escape_controls
 from router.rules import load_rules
 from router.rules.ruleset import RuleSet
+from router.wording import counted
 
 __all__ = ["config_overrides", "plugin_registry", "register", "run"]
 
@@ -142,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
     count = len(ruleset.errors) + len(offline.problems)
     shown = " ".join(args.paths) if args.paths else _shown(offline)
     if count:
-        print(f"{shown}: {_counted(count, 'error')}, {_counted(len(ruleset.rules), 'valid rule')}")
+        print(f"{shown}: {counted(count, 'error')}, {counted(len(ruleset.rules), 'valid rule')}")
     else:
-        print(f"{shown}: {_counted(len(ruleset.rules), 'rule')} OK")
+        print(f"{shown}: {counted(len(ruleset.rules), 'rule')} OK")
         if args.manager_conf:
             _print_manager_conf(offline)
         if args.manager_conf_file is not None and not _compare_manager_conf(
@@ -229,11 +230,6 @@ def _print_manager_conf(offline: Offline) -> None:
     for line in lines:
         print(line)
     print(f"; [general] disabledevents must name none of: {', '.join(sorted(selection.names))}")
-
-
-def _counted(count: int, noun: str) -> str:
-    """``1 rule``, ``2 rules``, ``0 rules``: the summary line is read aloud."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _compare_manager_conf(offline: Offline, path: Path) -> bool:

@@ -24,6 +24,7 @@ from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 from router.errors import ConfigError
 from router.logsafe import escape_controls, escape_json_line
 from router.plugins import Plugins
+from router.wording import counted
 
 __all__ = ["parse_moment", "register"]
 
@@ -92,7 +93,7 @@ def run_replay(args: argparse.Namespace) -> int:
         _print(stories, as_json=args.json)
         return 0
     told = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
-    print(f"{len(stories)} calls, {told} events handed to the plugins")
+    print(f"{counted(len(stories), 'call')}, {counted(told, 'event')} handed to the plugins")
     return 0
 
 

@@ -165,7 +165,7 @@ def test_replay_hands_the_events_to_started_plugins(
         "hangup 101 replayed=True",
         "shutdown",
     ]
-    assert "1 calls, 3 events handed to the plugins" in capsys.readouterr().out
+    assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,29 @@
+"""Counts in what administrators read are in the singular for one
+(router/wording.py): a first install has one rule and one call."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from router.wording import counted
+from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
+
+
+def test_counted() -> None:
+    assert [counted(n, "rule") for n in (0, 1, 2)] == ["0 rules", "1 rule", "2 rules"]
+    assert counted(3, "entry", "entries") == "3 entries"
+    assert counted(1, "entry", "entries") == "1 entry"
+
+
+async def test_the_engine_logs_one_rule_in_the_singular(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router")
+    engine = await engine_on(tmp_path, EVERYONE, ClientStub())
+    await engine.reload_in_thread()
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("loaded 1 rule from ") for m in said), said
+    assert "reloaded 1 rule" in said
