@@ -443,6 +443,8 @@ LINKED_PAGES = sorted(
     }
 )
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
+#: An inline code span: ``[router](base)`` there is manager.conf, not a link.
+_CODE_SPAN = re.compile(r"`[^`\n]+`")
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -463,7 +465,7 @@ def broken_links(page: Path) -> list[str]:
     """Relative links of ``page`` to a missing file or a missing heading."""
     text = page.read_text(encoding="utf-8")
     broken = []
-    for target in _LINK.findall(_FENCE.sub("", text)):
+    for target in _LINK.findall(_CODE_SPAN.sub("", _FENCE.sub("", text))):
         if re.match(r"[a-z]+:", target):
             continue
         path_part, _, anchor = target.partition("#")
@@ -477,6 +479,12 @@ def broken_links(page: Path) -> list[str]:
         ):
             broken.append(f"{target}: no such heading")
     return broken
+
+
+def test_a_code_span_is_no_link(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("A user `[router](base)` and [a link](missing.md).\n", encoding="utf-8")
+    assert broken_links(page) == ["missing.md: no such file"]
 
 
 def test_github_anchors_follow_github() -> None:
