@@ -338,6 +338,13 @@ def live_extensions(call: Call | None) -> set[str]:
     return found
 
 
+def _no_such_channel(exc: ApiError) -> bool:
+    """Asterisk's refusal of an action on a channel that has hung up meanwhile."""
+    response = exc.extra.get("ami_response")
+    message = response.get("Message") if isinstance(response, dict) else None
+    return exc.status == 409 and message == "No such channel"
+
+
 def require_live_leg(token: Token, call: Call | None) -> None:
     """409 unless one of the token's extensions is on ``call`` now (hangup, record)."""
     if not any(token.sees(ext) for ext in live_extensions(call)):
@@ -557,8 +564,18 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         # queue's ring, a transfer, a conference left) keeps the call visible.
         require_live_leg(token, call)
         ctx.require_asterisk()
+        gone: list[ApiError] = []
         for channel in channels:
-            await ctx.send("Hangup", {"Channel": channel, "Cause": 16})
+            try:
+                await ctx.send("Hangup", {"Channel": channel, "Cause": 16})
+            except ApiError as exc:
+                # Hanging up one leg of a bridged call ends its peer as well, so
+                # the next Hangup finds no such channel: that one is done too.
+                if not _no_such_channel(exc):
+                    raise
+                gone.append(exc)
+        if len(gone) == len(channels):
+            raise gone[0]  # Asterisk had none of them: the call had ended already
         return JSONResponse({"id": call_id, "hung_up": channels}, status_code=202)
 
     async def transfer(request: Request) -> JSONResponse:

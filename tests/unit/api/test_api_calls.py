@@ -388,6 +388,37 @@ async def test_hangup_hangs_up_every_live_channel_of_a_visible_call(
     assert len(hung) == 2  # the trunk and the phone
 
 
+async def test_hangup_of_a_bridged_call_is_202_when_the_peer_went_with_the_first_leg(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Hanging up one leg of a bridged call ends its peer too (seen on the sandbox):
+    the next Hangup then finds no such channel. That is the request done, not a 409."""
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    hung: list[str] = []
+
+    def hangup(sent: SentAction) -> list[tuple[str, str]] | None:
+        if hung:
+            return [("Response", "Error"), ("Message", "No such channel")]
+        hung.append(sent.get("Channel") or "")
+        return None
+
+    ajam_replay.on("Hangup", hangup)
+    done = await client.post(f"/api/v1/calls/{mine}/hangup", headers=auth("t101"))
+    assert done.status_code == 202, done.text
+    assert phone in done.json()["hung_up"]
+    assert ajam_replay.count("Hangup") == 2
+
+
+async def test_hangup_is_409_when_asterisk_has_none_of_the_calls_channels(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    mine, _ = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    ajam_replay.on("Hangup", lambda sent: [("Response", "Error"), ("Message", "No such channel")])
+    refused = await client.post(f"/api/v1/calls/{mine}/hangup", headers=auth("t101"))
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "Asterisk refused Hangup: No such channel"
+
+
 async def test_hangup_needs_a_live_leg_of_the_tokens_extension_not_one_that_left(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
