@@ -74,6 +74,9 @@ _CALLS_MAX = 10_000
 MAX_CARD = 8 * 1024
 #: Longest text (a name, an id) in a card, in characters; longer ones are cut, ending in "…".
 MAX_CARD_TEXT = 500
+#: What Asterisk writes for a caller ID it does not have: no text for the feed,
+#: as the call tracker has it (``router.calls``), so every event says ``""``.
+_UNKNOWN = "<unknown>"
 
 
 def open_feed(settings: ApiSettings, state_dir: Path, plugins: Plugins) -> EventFeed:
@@ -263,8 +266,9 @@ class FeedIntake:
         if extension is None or not linkedid:
             return
         data: dict[str, Any] = {
-            "caller": event.get("CallerIDNum") or (call.caller_number if call else ""),
-            "caller_name": event.get("CallerIDName") or (call.caller_name if call else ""),
+            "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
+            "caller_name": _caller_id(event.get("CallerIDName"))
+            or (call.caller_name if call else ""),
             "did": call.did if call else "",
             "channel": event.get("DestChannel") or "",
         }
@@ -320,7 +324,7 @@ class FeedIntake:
             self._release(linkedid, state)  # never an answer before its ringing
         status = event.get("DialStatus") or ""
         data = {
-            "caller": event.get("CallerIDNum") or (call.caller_number if call else ""),
+            "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
             "channel": event.get("DestChannel") or "",
             "status": status,
         }
@@ -349,3 +353,8 @@ class FeedIntake:
             call_id=linkedid or None,
             ts=event.timestamp,
         )
+
+
+def _caller_id(value: str | None) -> str:
+    """A caller ID field of an event, with Asterisk's ``<unknown>`` as no text."""
+    return "" if value is None or value == _UNKNOWN else value

@@ -149,6 +149,34 @@ async def test_without_a_decision_the_ringing_goes_without_a_card_after_the_wait
     assert [(e.kind, e.data["card"]) for e in page.events] == [("ringing", None)]
 
 
+async def test_asterisk_s_unknown_caller_is_no_text_in_the_feed() -> None:
+    """Asterisk writes ``<unknown>`` for a caller ID it does not have (seen on the
+    sandbox: every trunk call without a name); ``ringing`` gave that text to 1C's
+    screen pop while the call's ``hangup`` and ``GET /calls`` said ``""``."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    unknown = {"CallerIDNum": "<unknown>", "CallerIDName": "<unknown>"}
+    begin, end = (
+        make_event(
+            name,
+            Channel="PJSIP/trunk-01",
+            Linkedid=LINKEDID,
+            DestChannel="PJSIP/101-02",
+            **unknown,
+            **extra,
+        )
+        for name, extra in (("DialBegin", {}), ("DialEnd", {"DialStatus": "NOANSWER"}))
+    )
+    intake.callrouter_event(begin, call)
+    intake.callrouter_event(end, call)
+    ringing, missed = feed.read(0).events
+    assert ringing.data["caller_name"] == ""
+    assert ringing.data["caller"] == call.caller_number
+    assert missed.data["caller"] == call.caller_number
+    assert "<unknown>" not in json.dumps([ringing.data, missed.data])
+
+
 async def test_a_call_not_routed_rings_at_once_without_a_card() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
