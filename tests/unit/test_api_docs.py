@@ -13,6 +13,7 @@ the ``curl`` reader is itself tested, so a page cannot pass by being unread.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shlex
 import tomllib
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import tree_sitter_hbk
 from tree_sitter import Node, Parser
@@ -186,6 +188,86 @@ def test_a_path_template_matches_one_segment_per_parameter() -> None:
     assert not matches(operation, ("GET", "/api/v1/extensions/101/forwarding"))
     assert not matches(operation, ("PUT", "/api/v1/extensions/1/0/forwarding"))
     assert not matches(operation, ("PUT", "/api/v1/extensions/101/forwarding/x"))
+
+
+# Every JSON answer the pages show is one the served document allows: a 1C developer
+# copies field names and types from them (a "..." in one is no JSON at all).
+_HEADING = re.compile(r"^#{1,6} ", re.M)
+
+
+def json_examples(markdown: str) -> list[tuple[int, str, list[tuple[str, str]]]]:
+    """(line, text, the curl requests of its section before it) of each ``json`` block."""
+    found = []
+    section_start = 0
+    for match in re.finditer(r"^```(\w*)\n(.*?)^```", markdown, re.M | re.S):
+        start = match.start()
+        headings = [h.start() for h in _HEADING.finditer(markdown, 0, start)]
+        heading = max((h for h in headings if not _inside_fence(markdown, h)), default=0)
+        section_start = max(section_start, heading)
+        if match.group(1) == "json":
+            before = markdown[section_start:start]
+            found.append((markdown[:start].count("\n") + 1, match.group(2), curl_requests(before)))
+    return found
+
+
+def _inside_fence(markdown: str, position: int) -> bool:
+    return markdown.count("\n```", 0, position) % 2 == 1
+
+
+def example_problems(document: dict[str, Any], text: str, requests: list[tuple[str, str]]) -> str:
+    """Why the example is no answer of the operations shown before it ("" when it is one).
+
+    An example with ``status`` is a problem document; the others must match a JSON
+    answer of one of the section's operations (the Errors section has none: there
+    only problem documents are shown).
+    """
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    schemas: list[dict[str, Any]] = []
+    if isinstance(body, dict) and "status" in body:
+        schemas.append({"$ref": "#/components/schemas/Problem"})
+    for template, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if not any(matches((method.upper(), template), r) for r in requests):
+                continue
+            for answer in operation["responses"].values():
+                schema = answer.get("content", {}).get("application/json", {}).get("schema")
+                if schema is not None:
+                    schemas.append(schema)
+    errors = []
+    for schema in schemas:
+        validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+        found = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
+        if not found:
+            return ""
+        errors.append("; ".join(found))
+    return " | ".join(errors) or f"no JSON answer of {requests} to compare with"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_json_example_is_an_answer_the_document_allows(
+    page: Path, document: dict[str, Any]
+) -> None:
+    examples = json_examples(page.read_text(encoding="utf-8"))
+    assert len(examples) >= 10
+    wrong = {
+        line: problem
+        for line, text, requests in examples
+        if (problem := example_problems(document, text, requests))
+    }
+    assert wrong == {}, f"{page.relative_to(REPO)}: examples the API would never answer"
+
+
+def test_an_example_out_of_step_with_the_document_is_caught(document: dict[str, Any]) -> None:
+    calls = [("GET", "/api/v1/calls")]
+    assert example_problems(document, '{"calls": []}', calls) == ""
+    assert "not JSON" in example_problems(document, '{"calls": [...]}', calls)
+    assert '"calls" is a required property' in example_problems(document, '{"call": []}', calls)
+    assert "required" in example_problems(document, '{"status": 404, "detail": "x"}', [])
+    page = "## A\n```sh\ncurl $API/calls\n```\n```json\n{}\n```\n## B\n```json\n{}\n```\n"
+    assert [requests for _, _, requests in json_examples(page)] == [calls, []]
 
 
 # The 1C module is documentation that runs: what it sends must be what is served.
