@@ -16,6 +16,7 @@ for the type it says (JSON, an SSE stream, a recording), never for a page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib
 import logging
@@ -203,7 +204,12 @@ class AuditMiddleware:
             # action, a long poll): answer it rather than drop the connection.
             # The request's own task ends here, so nothing waits on the cancel.
             if sent:
-                raise
+                # An event stream is cut mid-body: end the body, so the client
+                # sees the stream end and reconnects with Last-Event-ID, rather
+                # than uvicorn logging the cancellation as a failure.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             stopping = _problem(503, "callrouter is stopping; retry shortly", {"Retry-After": "1"})
             await stopping(scope, receive, send_audited)
         except Exception:

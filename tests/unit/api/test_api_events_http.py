@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -501,3 +502,36 @@ async def test_a_scoped_long_poll_answers_at_its_timeout_whatever_others_do(
     assert body["gap"] is False
     assert body["cursor"] not in hidden
     assert body["cursor"] > hidden[-1]  # the clock at the answer
+
+
+async def test_a_stream_open_when_the_server_stops_ends_cleanly(
+    tmp_path: Path, feed: EventFeed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM with a stream open (seen with callrouter run): after the server's
+    grace the stream was cancelled mid-body and uvicorn logged the cancellation as
+    'Exception in ASGI application' with a traceback. The stream now ends its body,
+    and the client reconnects with Last-Event-ID as after any end."""
+    import socket
+
+    from router.api.server import ApiServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ApiServer(make_app(tmp_path, feed), ApiSettings(port=port))
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer secret-t101\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"retry: 3000"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        with caplog.at_level(logging.INFO):
+            await server.stop()
+        rest = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert rest.endswith(b"0\r\n\r\n")  # the chunked body's end: no cut connection
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
