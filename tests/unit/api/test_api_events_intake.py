@@ -177,6 +177,27 @@ async def test_asterisk_s_unknown_caller_is_no_text_in_the_feed() -> None:
     assert "<unknown>" not in json.dumps([ringing.data, missed.data])
 
 
+async def test_the_extension_that_placed_a_call_gets_no_hangup() -> None:
+    """docs/api.md: ``hangup`` goes to each extension that answered a ringing; 101
+    dialling out (or a click-to-call's manager, whose leg Originate made) is the
+    source of the dial, so its ringing, answer and end are the dialled endpoint's."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
+    for name, extra in (("DialBegin", {}), ("DialEnd", {"DialStatus": "ANSWER"})):
+        event = make_event(
+            name,
+            Channel="PJSIP/101-01",
+            CallerIDNum="101",
+            Linkedid=LINKEDID,
+            DestChannel="PJSIP/pstn-02",
+            **extra,
+        )
+        intake.callrouter_event(event, call)
+    intake.callrouter_call_end(call)
+    assert kinds(feed) == [("ringing", "pstn"), ("answered", "pstn"), ("hangup", "pstn")]
+
+
 async def test_a_call_not_routed_rings_at_once_without_a_card() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
