@@ -10,12 +10,20 @@ catches selectively.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
 from router.errors import CallRouterError
+from router.suggest import closest
 
-__all__ = ["PROBLEM_SCHEMA", "PROBLEM_TYPE", "ApiError", "problem_body", "problem_responses"]
+__all__ = [
+    "PROBLEM_SCHEMA",
+    "PROBLEM_TYPE",
+    "ApiError",
+    "problem_body",
+    "problem_responses",
+    "refuse_unknown_query",
+]
 
 #: ``type`` of every problem: the page that explains the statuses.
 PROBLEM_TYPE = "https://github.com/callrouter/callrouter/blob/main/docs/api.md#errors"
@@ -46,6 +54,28 @@ class ApiError(CallRouterError):
 
     def to_problem(self) -> dict[str, object]:
         return problem_body(self.status, self.detail, title=self.title, **self.extra)
+
+
+def refuse_unknown_query(names: Iterable[str], known: Iterable[str]) -> None:
+    """A 400 naming the first query parameter the endpoint does not read.
+
+    Where an endpoint reads query parameters, a misspelt one (``curser=``)
+    is no error a client would notice: the read goes on without it (new
+    events only, the default page size) and the 1C module that sent it never
+    learns why it misses events.
+    """
+    allowed = tuple(known)
+    for name in names:
+        if name not in allowed:
+            shown = name[:40]
+            hint = closest(shown, allowed)
+            detail = f"unknown query parameter {shown!r}" + (
+                f"; did you mean {hint!r}?" if hint else ""
+            )
+            detail += f" (this endpoint reads {', '.join(allowed)})"
+            if hint:
+                raise ApiError(400, detail, field=shown, did_you_mean=hint)
+            raise ApiError(400, detail, field=shown)
 
 
 def problem_body(

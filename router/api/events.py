@@ -33,7 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
-from router.api.errors import ApiError, problem_responses
+from router.api.errors import ApiError, problem_responses, refuse_unknown_query
 from router.api.feed import EventFeed, FeedEvent, Visible
 from router.logsafe import escape_controls
 
@@ -152,13 +152,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(503, "the event feed is not running", headers={"Retry-After": "5"})
         return ctx.feed
 
-    async def scope(request: Request) -> tuple[Token, Visible]:
+    async def scope(request: Request, known: tuple[str, ...]) -> tuple[Token, Visible]:
         narrow = request.query_params.get("extension") or None
         token = await authorize(request, "events:read", narrow)
+        refuse_unknown_query(request.query_params.keys(), known)
         return token, _visible(token, narrow)
 
     async def poll(request: Request) -> Response:
-        token, visible = await scope(request)
+        token, visible = await scope(request, ("cursor", "extension", "timeout", "limit"))
         feed = feed_or_503()
         after = _cursor(request.query_params.get("cursor"), "cursor")
         timeout = _number(request, "timeout", DEFAULT_TIMEOUT, 0, MAX_TIMEOUT)
@@ -179,7 +180,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
 
     async def stream(request: Request) -> Response:
-        token, visible = await scope(request)
+        token, visible = await scope(request, ("cursor", "extension", "timeout"))
         feed = feed_or_503()
         resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID")
         if resume is None:

@@ -52,7 +52,7 @@ from starlette.routing import BaseRoute, Route
 from router.api.auth import Token, audit_of, authorize
 from router.api.calls import call_extensions, live_extensions, require_live_leg
 from router.api.context import read_json
-from router.api.errors import ApiError
+from router.api.errors import ApiError, refuse_unknown_query
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.closer import written_after
@@ -317,6 +317,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         audit = audit_of(request)
         audit.operation, audit.target = "recordings:read", call_id
         query = request.query_params
+        refuse_unknown_query(query.keys(), ("expires", "sig"))
         signed = "sig" in query or "expires" in query
         if signed or "expires" in query:
             expires, sig = query.get("expires", ""), query.get("sig", "")

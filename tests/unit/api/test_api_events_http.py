@@ -178,6 +178,30 @@ async def test_bad_parameters_are_400_naming_the_field(
     assert response.json()["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("path", "name", "hint"),
+    [
+        ("/api/v1/events?curser=0&timeout=0", "curser", "cursor"),
+        ("/api/v1/events?timeout=0&limt=5", "limt", "limit"),
+        ("/api/v1/events/stream?timeout=0&extention=101", "extention", "extension"),
+        ("/api/v1/events/stream?timeout=0&limit=5", "limit", None),  # the stream has none
+        ("/api/v1/events?timeout=0&" + "x" * 500 + "=1", "x" * 40, None),
+    ],
+)
+async def test_an_unknown_query_parameter_is_400_with_a_did_you_mean(
+    client: httpx.AsyncClient, path: str, name: str, hint: str | None
+) -> None:
+    """A misspelt ``curser=0`` read only new events (the default): a 1C module
+    resuming from its cursor never learnt why it missed the ones in between."""
+    response = await client.get(path, headers=auth("all"))
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["field"] == name
+    assert problem.get("did_you_mean") == hint
+    assert f"unknown query parameter {name!r}" in problem["detail"]
+    assert (await client.get(path)).status_code == 401  # the token first, as for the rest
+
+
 async def test_resume_by_cursor_gets_every_event_exactly_once_across_disconnects(
     client: httpx.AsyncClient, feed: EventFeed
 ) -> None:

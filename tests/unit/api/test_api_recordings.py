@@ -264,6 +264,17 @@ TRAVERSALS = [
 ]
 
 
+async def test_a_misspelt_link_parameter_is_400_naming_it(stub: StubEngine) -> None:
+    async with client_for(stub) as client:
+        response = await client.get(
+            f"/api/v1/recordings/{CALL}/mix?expire=9999999999&sig=" + "0" * 64,
+            headers=bearer(ADMIN),
+        )
+    assert response.status_code == 400
+    assert response.json()["field"] == "expire"
+    assert response.json()["did_you_mean"] == "expires"
+
+
 @pytest.mark.parametrize("path", TRAVERSALS)
 async def test_path_traversal_in_any_parameter_is_400_or_404(stub: StubEngine, path: str) -> None:
     async with client_for(stub) as client:
