@@ -779,6 +779,11 @@ def ajam_ssl_context(
     return tls_context(settings.verify, settings.client_cert, settings.client_key, where=where)
 
 
+def _no_pass_phrase() -> bytes:
+    """``load_cert_chain``'s password for an encrypted key: none, said so."""
+    raise ValueError("the key is encrypted: give an unencrypted PEM key")
+
+
 def tls_context(
     verify: bool | str,
     client_cert: str | None,
@@ -805,7 +810,10 @@ def tls_context(
         raise error("verify", f"{verify!r} holds no CA certificate in PEM form ({exc})") from exc
     if client_cert:
         try:
-            ctx.load_cert_chain(client_cert, client_key or None)
+            # A password callback, so that an encrypted key is refused: without
+            # one OpenSSL asks for its pass phrase on the terminal, and `check
+            # --config` or `run` in a shell waited there for ever.
+            ctx.load_cert_chain(client_cert, client_key or None, password=_no_pass_phrase)
         except (ssl.SSLError, OSError, ValueError) as exc:
             files = f"{client_cert!r}" + (f" and client_key {client_key!r}" if client_key else "")
             raise error("client_cert", f"cannot load {files} (PEM files; {exc})") from exc

@@ -604,3 +604,33 @@ def test_check_config_passes_tls_files_that_load(
     )
     assert main(["check", "--config", str(path)]) == 0
     assert capsys.readouterr().out.endswith(": 3 rules OK\n")
+
+
+@pytest.mark.parametrize("url", ["tls://pbx.example:5039", "https://pbx.example:8089/asterisk"])
+def test_check_config_refuses_an_encrypted_client_key_without_a_prompt(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenSSL asks for an encrypted key's pass phrase on the terminal when it
+    is given no password callback: ``check --config`` (and ``run``) in an
+    administrator's shell printed 'Enter PEM pass phrase:' and waited there."""
+    import subprocess
+
+    cert, key = _self_signed(tmp_path)
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret",
+         "-out", str(tmp_path / "enc.key")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "inbound.yaml").write_text(HOURS)
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "s"\n'
+        'verify = "good.pem"\nclient_cert = "good.pem"\nclient_key = "enc.key"\n'
+        '[router]\nrules = ["rules"]\n'
+    )
+    assert main(["check", "--config", str(path)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{path}:6: [asterisk] client_cert: cannot load '{cert}'"), first
+    assert first.endswith("(PEM files; the key is encrypted: give an unencrypted PEM key)")
