@@ -12,7 +12,8 @@ with :meth:`EventSelection.manager_conf_lines` and says what to change.
 
 Sans-I/O: text in, findings out. The section is read as Asterisk's config
 parser would for the common cases (``key = value``, ``key => value``, ``;``
-comments, ``[router](+)`` adding to the section, and templates: ``[router](base)``
+comments and ``;-- ... --;`` blocks (they nest; a backslash keeps a semicolon),
+``[router](+)`` adding to the section, and templates: ``[router](base)``
 inherits the lines ``[base](!)`` has above it, as Asterisk applies them to the
 user's session); ``#include`` is not followed (told as advice). A line in
 callrouter's own form is compared exactly; a legacy regex filter
@@ -84,8 +85,10 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     """
     sections: list[_Section] = []
     includes: list[str] = []
+    depth = 0  # inside a ;-- --; block comment, how deep
     for raw in text.splitlines():
-        line = raw.split(";", 1)[0].strip()
+        line, depth = _uncommented(raw, depth)
+        line = line.strip()
         if not line:
             continue
         if line.startswith("#"):
@@ -128,6 +131,39 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     lines = [line for i in order for line in sections[i].lines]
     templates = tuple(dict.fromkeys(sections[i].name for i in order if sections[i].name != user))
     return UserSection(lines, includes, templates)
+
+
+def _uncommented(raw: str, depth: int) -> tuple[str, int]:
+    """``raw`` without its comments, and the ``;-- --;`` depth after it (the
+    blocks nest, as in config.c); a backslash keeps a semicolon (no comment)."""
+    out: list[str] = []
+    i, size = 0, len(raw)
+    while i < size:
+        if depth:
+            if raw.startswith("--;", i):
+                depth, i = depth - 1, i + 3
+            elif _opens(raw, i):
+                depth, i = depth + 1, i + 3
+            else:
+                i += 1
+            continue
+        char = raw[i]
+        if char == "\\" and raw.startswith(";", i + 1):
+            out.append(";")
+            i += 2
+        elif char == ";":
+            if not _opens(raw, i):
+                break
+            depth, i = depth + 1, i + 3
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out), depth
+
+
+def _opens(raw: str, at: int) -> bool:
+    """A block comment starts at ``at``: ``;--``, but not ``;---`` (config.c)."""
+    return raw.startswith(";--", at) and not raw.startswith("-", at + 3)
 
 
 def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:

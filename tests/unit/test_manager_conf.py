@@ -221,3 +221,44 @@ def test_check_reads_no_fifo_and_no_file_past_its_bound(
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert f"manager.conf: FAIL   cannot read {big}: bigger than 4194304 bytes" in out
+
+
+def test_a_template_gives_its_lines_first_and_is_no_user() -> None:
+    """Lines kept in a template (``[router](filters)``) were not read: check said
+    the section had no eventfilter lines, or that they kept back events."""
+    text = (
+        "[filters](!)\n"
+        "eventfilter(action(include),name(Hangup))=\n"
+        "[router](!)\n"
+        "eventfilter(action(include),name(VarSet))=\n"
+        "[router](filters)\nsecret = s\n"
+        "eventfilter(action(include),name(UserEvent))=\n"
+        "[router](+)\n"
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1\n"
+    )
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert found.lines == [LINES[0], LINES[2], LINES[1]]
+    assert [f.level for f in compare_eventfilters("router", found.lines, SELECTION)] == ["ok"]
+    assert section_eventfilters(text, "filters") is None  # a template, no user
+
+
+def test_block_comments_and_escaped_semicolons_are_read_as_asterisk_reads_them() -> None:
+    text = (
+        "[router]\n"
+        "eventfilter(action(include),name(Hangup))= ;-- a comment --; \n"
+        ";-- the lines of before,\n"
+        "eventfilter(action(include),name(VarSet))=\n"
+        " ;-- nested --;\n"
+        "eventfilter(action(include),name(Newchannel))=\n"
+        "--;\n"
+        ";--- a line comment, no block\n"
+        "eventfilter=Event: A\\;B\n"
+    )
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert found.lines == [
+        "eventfilter(action(include),name(Hangup))=",
+        "eventfilter=Event: A;B",
+    ]
+    assert found.includes == []
