@@ -23,10 +23,12 @@ event's first line, which is how such filters are written.
 
 from __future__ import annotations
 
+import importlib
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from router.ami.event_filter import EventSelection, HeaderFilter
 
@@ -39,6 +41,11 @@ _KEY = re.compile(r"eventfilter(?:\((?P<criteria>.*)\))?", re.IGNORECASE)
 _PART = re.compile(r"(?P<name>[a-z]+)\((?P<value>[^()]*)\)")
 #: Lines shown at most per finding: the rest is counted.
 _SHOWN = 40
+#: The longest legacy regex tried, and the most loops (``*``, ``+``, ``{2,}``)
+#: in it: on a line of 60 characters three loops side by side cost at most
+#: about 60**3 steps, and a loop in a loop is never tried (:func:`_tame`).
+_REGEX_MAX = 512
+_LOOPS_MAX = 3
 
 #: (event, header, value) for a header filter's one value; (event, "", "") for
 #: the whole event. What the lines are compared by.
@@ -174,7 +181,8 @@ def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
     assert criteria is not None
     if criteria.group("criteria") is None:  # legacy: a regex, ! to exclude
         exclude = value.startswith("!")
-        return not exclude, None, value[1:] if exclude else value
+        pattern = value[1:] if exclude else value
+        return not exclude, None, pattern if _tame(pattern) else None
     parts: dict[str, str] = {}
     for part in criteria.group("criteria").split(","):
         matched = _PART.fullmatch(part.strip())
@@ -215,11 +223,64 @@ def _line(key: HeaderFilter) -> str:
 
 
 def _legacy_matches(regex: str, event: str) -> bool:
-    """A legacy filter tried on the event's first line; a broken regex matches nothing."""
-    try:
-        return re.search(regex, f"Event: {event}") is not None
-    except re.error:
+    """A legacy filter (:func:`_tame`) tried on the event's first line."""
+    return re.search(regex, f"Event: {event}") is not None
+
+
+def _tame(regex: str) -> bool:
+    """Whether a legacy filter's regex is tried at all: one Python compiles, in
+    which Python's reading is Asterisk's (no POSIX class such as
+    ``[[:alpha:]]``, which Python reads as another set), and that cannot
+    backtrack for ever (``(.*)*x`` held check on one line for good: Python's
+    ``re`` has no time limit). The others are lines not compared, told as such."""
+    if len(regex) > _REGEX_MAX or any(posix in regex for posix in ("[:", "[=", "[.")):
         return False
+    try:
+        with warnings.catch_warnings():  # "possible nested set": not Asterisk's reading
+            warnings.simplefilter("error")
+            re.compile(regex)
+            parsed = importlib.import_module("re._parser").parse(regex)
+        loops = _loops(list(parsed), looped=False)
+    except Exception:  # re.error, a FutureWarning, RecursionError: not tried
+        return False
+    return loops is not None and loops <= _LOOPS_MAX
+
+
+def _loops(items: list[tuple[Any, Any]], *, looped: bool) -> int | None:
+    """The loops of a parsed regex (``re._parser``'s tree), None for a loop or
+    an alternative inside a loop (``(.*)*``, ``(.|\\s)*``: exponential)."""
+    count = 0
+    for op, value in items:
+        name = str(op)
+        inner: list[list[tuple[Any, Any]]] = []
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if value[1] > 1:
+                if looped:
+                    return None
+                found = _loops(list(value[2]), looped=True)
+                if found is None:
+                    return None
+                count += found + 1
+                continue
+            inner = [value[2]]
+        elif name == "BRANCH":
+            if looped:
+                return None
+            inner = list(value[1])
+        elif name == "SUBPATTERN":
+            inner = [value[3]]
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            inner = [value[1]]
+        elif name == "ATOMIC_GROUP":
+            inner = [value]
+        elif name == "GROUPREF_EXISTS":
+            inner = [branch for branch in value[1:] if branch is not None]
+        for sub in inner:
+            found = _loops(list(sub), looped=looped)
+            if found is None:
+                return None
+            count += found
+    return count
 
 
 def _covered(atom: _Atom, have: set[_Atom], legacy: Iterable[str]) -> bool:

@@ -262,3 +262,24 @@ def test_block_comments_and_escaped_semicolons_are_read_as_asterisk_reads_them()
         "eventfilter=Event: A;B",
     ]
     assert found.includes == []
+
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        "(.|\\s)*Z",  # a loop of alternatives: (.|\s)*(.|\s)*... held check for good
+        "(.*)*Z",  # a loop in a loop
+        ".*.*.*.*Z",  # four loops side by side
+        "Event: [[:alpha:]]+",  # a POSIX class, which Python reads as another set
+        "Event: (Hangup",  # Asterisk adds no filter it cannot compile
+    ],
+)
+def test_a_legacy_regex_that_is_not_tried_is_a_line_not_compared(regex: str) -> None:
+    """Python's ``re`` has no time limit: ``eventfilter = (.*)*(.*)*(.*)*x`` held
+    ``check --manager-conf-file`` on one line for good."""
+    line = f"eventfilter={regex}"
+    findings = compare_eventfilters("router", [line], SELECTION)
+    assert [f.level for f in findings] == ["advice", "advice"]
+    assert "unless the lines not compared (below) do, add these" in findings[0].text
+    assert findings[1].lines == (line,)
