@@ -155,3 +155,63 @@ def test_ask_refuses_a_plugin_secret_this_shell_lacks(
     out = capsys.readouterr().out
     assert f"--ask: {config}:9: [plugins.onec] password_env: the secret is not set" in out
     assert double.log == []
+
+
+def test_ask_leaves_the_live_instances_call_history_alone(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shadow mode: with ``[plugins.onec] state_dir`` the running service's
+    history file is where the plugin would open it; an explanation neither
+    opens it nor sends 1C the events it holds (they are the service's to send)."""
+    from datetime import datetime
+
+    from callrouter_onec.history import CallRecord, HistoryQueue, build_event
+
+    live = tmp_path / "live"
+    live.mkdir()
+    call = CallRecord(
+        call_id="1714557600.42",
+        direction="in",
+        from_number="79161234567",
+        to_number="74951234567",
+        extension="101",
+        manager_id=None,
+        client_id=None,
+        started_at=datetime(2024, 5, 1, 12, 0, 0),
+        answered_at=None,
+        ended_at=datetime(2024, 5, 1, 12, 0, 30),
+        status="NOANSWER",
+    )
+    with HistoryQueue(live) as queue:
+        assert queue.enqueue(build_event("missed", call))
+    before = (live / "onec-history.sqlite3").stat().st_mtime_ns
+    config = router_toml(tmp_path, double)
+    with config.open("a", encoding="utf-8") as file:
+        file.write(f'state_dir = "{live}"\n')
+    assert explain(config, "--ask") == 0
+    assert OWNER + "{'found': True" in capsys.readouterr().out
+    assert double.requests("/v1/calls/events") == []
+    assert (live / "onec-history.sqlite3").stat().st_mtime_ns == before
+    with HistoryQueue(live) as queue:
+        assert queue.pending_count() == 1
+
+
+def test_ask_gives_the_lookups_a_calls_budget(
+    tmp_path: Path,
+    double: OneCDouble,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The call's deadline cuts a lookup its own timeout would let run on
+    (``ASK_BUDGET``: 3.7 s for the shipped dialplan; shortened here)."""
+    from router.commands import explain as command
+
+    monkeypatch.setattr(command, "ASK_BUDGET", 0.2)
+    httpx.post(
+        f"{double.root_url}/_double/faults", json={"faults": "latency=3", "count": None}
+    ).raise_for_status()
+    assert explain(router_toml(tmp_path, double), "--ask") == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if OWNER in line)
+    assert line.startswith(f"      {OWNER}failed: timed out after "), line  # not 0.5 s
+    assert "the lookup deadline passed during evaluation" in out
