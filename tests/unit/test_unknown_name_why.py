@@ -164,3 +164,31 @@ def test_a_disabled_builtin_is_named_and_typos_still_get_did_you_mean(
         f"{path}:8 [plugins] disabled)"
     )
     assert out[1].endswith("unknown lookup 'crm.ownr' (did you mean 'crm.owner'?)")
+
+
+class _Counted(FakeEntryPoint):
+    """An entry point that counts its imports."""
+
+    loads = 0
+
+    def load(self) -> Any:
+        type(self).loads += 1
+        return super().load()
+
+
+def test_a_left_out_plugin_is_imported_only_to_explain_an_unknown_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plugin left out is often one that is broken or slow to import: rules
+    that name nothing unknown never import it (docs/reference/config.md)."""
+    monkeypatch.setattr(_Counted, "loads", 0)
+    install(monkeypatch, _Counted("crm", Crm()))
+    path = write(tmp_path, 'disabled = ["crm"]\n')
+    (tmp_path / "rules" / "inbound.yaml").write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n    do: [hangup]\n", encoding="utf-8"
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    assert _Counted.loads == 0
+    (tmp_path / "rules" / "inbound.yaml").write_text(RULES, encoding="utf-8")
+    check(path, capsys)
+    assert _Counted.loads == 1  # once, for the three names
