@@ -264,7 +264,6 @@ def test_block_comments_and_escaped_semicolons_are_read_as_asterisk_reads_them()
     assert found.includes == []
 
 
-
 @pytest.mark.parametrize(
     "regex",
     [
