@@ -5,9 +5,14 @@ start and at every reload. A path that names a FIFO (``--rules /dev/stdin``
 under a service manager, a pipe someone made where a file was) made the read
 block for ever, in the engine's reload too; a device such as ``/dev/zero``
 never ends; and a file that grew after its size was looked at was read whole.
-So the file is opened without blocking, must be a regular file once open (no
-window between a check and the open), and at most ``limit`` bytes are read.
-Symbolic links are followed: an administrator's ``/etc`` may well hold them.
+So a path that is not a regular file is refused before it is opened (opening
+a device may act: ``/dev/watchdog`` arms the watchdog, a serial line raises its
+modem lines; opening a FIFO frees a writer waiting for a reader), the file is
+opened without blocking and must still be a regular file once open (no window
+between a check and the read), it is read without blocking too (``/proc/kmsg``
+is a "regular file" whose read waits for the kernel's next message), and at
+most ``limit`` bytes are read. Symbolic links are followed: an administrator's
+``/etc`` may well hold them.
 """
 
 from __future__ import annotations
@@ -35,23 +40,27 @@ def read_bounded(path: Path, limit: int) -> bytes:
 
     An ``OSError`` whose ``strerror`` says what is wrong (for a message that
     names the file): ``IsADirectoryError`` for a folder, ``EINVAL`` for a FIFO,
-    socket or device, :class:`FileTooBig` for a file over ``limit`` bytes.
+    socket or device, ``EAGAIN`` for a file whose read would wait (``/proc/kmsg``),
+    :class:`FileTooBig` for a file over ``limit`` bytes.
     """
+    _check_regular(os.stat(path).st_mode)  # before the open: opening a device may act
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
-        mode = info.st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file")
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")
+        _check_regular(info.st_mode)  # replaced since the look above
         if info.st_size > limit:
             raise FileTooBig(info.st_size, limit)
-        os.set_blocking(fd, True)
+        # Still without blocking: a file on disk reads as ever, and a kernel
+        # file whose read waits for something to happen says so instead.
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            try:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            except BlockingIOError:
+                raise OSError(
+                    errno.EAGAIN, "its read would wait for more to come (not a file on disk)"
+                ) from None
             if not chunk:
                 break
             chunks.append(chunk)
@@ -61,3 +70,10 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if size > limit:  # it grew after it was opened
         raise FileTooBig(size, limit)
     return b"".join(chunks)
+
+
+def _check_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")

@@ -8,8 +8,10 @@ each read runs in a thread, and a writer opened afterwards frees it.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,3 +119,46 @@ def test_a_file_that_grew_after_it_was_opened_is_read_no_further_than_the_bound(
         read_bounded(path, 1000)
     assert (caught.value.size, caught.value.limit) == (1001, 1000)
     assert read_bounded(path, 5000) == b"x" * 5000
+
+
+def test_a_fifo_is_refused_without_being_opened(fifo: Path) -> None:
+    """Opening a FIFO to read frees a writer waiting for a reader (as opening a
+    device may act: /dev/watchdog arms the watchdog): it is refused unopened."""
+    opened: list[int] = []
+    writer = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)))
+    writer.start()
+    try:
+        time.sleep(0.2)  # the writer waits in open() for a reader
+        with pytest.raises(OSError, match="not a regular file") as caught:
+            read_bounded(fifo, 1000)
+        assert caught.value.errno == errno.EINVAL
+        writer.join(0.3)
+        assert not opened, "the FIFO was opened: its waiting writer went on"
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # frees the writer
+        writer.join(5)
+        os.close(reader)
+        for fd in opened:
+            os.close(fd)
+
+
+def test_a_file_whose_read_would_wait_is_refused_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/kmsg is a regular file, size 0, whose read waits for the kernel's
+    next message: read without blocking, it says so at once."""
+    path = tmp_path / "kmsg"
+    path.write_bytes(b"")
+    real_read = os.read
+
+    def kernel_file(fd: int, n: int) -> bytes:
+        if os.get_blocking(fd):
+            raise AssertionError("read_bounded would have waited for ever")
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(textfiles.os, "read", kernel_file)
+    with pytest.raises(OSError, match="would wait") as caught:
+        read_bounded(path, 1000)
+    assert caught.value.errno == errno.EAGAIN
+    monkeypatch.setattr(textfiles.os, "read", real_read)
+    assert read_bounded(path, 1000) == b""
