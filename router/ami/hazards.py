@@ -28,8 +28,15 @@ MIXMONITOR(...)``, ``GET FULL VARIABLE ${MIXMONITOR(...)}`` or
 ``${...}``, substituted as the MixMonitor starts; ``File`` and ``Options`` reach
 it through a comma). There one substitution is already done, so any ``EVAL``,
 any ``$[...]``, a ``${`` inside another or inside a function's parentheses is
-refused. A blocklist cannot see every way (the admin's dialplan can read the
-function too): it refuses those an AMI request alone can take.
+refused. The MixMonitor application substitutes its command so however it is
+started (an ``AGI`` ``EXEC MixMonitor``, a priority ``DialplanExtensionAdd``
+writes): there ``^{`` counts as ``${`` too. ``Exec`` and ``TryExec`` substitute
+their argument again: a priority running one (or MixMonitor) evaluates even a
+plain ``${X}`` twice, so any substitution there is refused, and ``Originate``'s
+``Data`` for one of them (or MixMonitor) is checked as AGI's command is
+(``IMPORT(<channel>,MIXMONITOR(...))`` reads the recorded channel from another),
+2026-12-04 all. A blocklist cannot see every way (the admin's dialplan can read
+the function too): it refuses those an AMI request alone can take.
 """
 
 from __future__ import annotations
@@ -45,12 +52,14 @@ __all__ = ["HAZARDOUS_ACTIONS", "HAZARDS", "Hazard", "hazard"]
 @dataclass(frozen=True, slots=True)
 class Hazard:
     """One request shape that crashes Asterisk: ``action``'s ``header`` for which
-    ``matches`` is true."""
+    ``matches`` is true; with ``application``, only when the action's
+    ``Application`` header names one of these (lower case)."""
 
     action: str
     header: str
     matches: Callable[[str], bool]
     why: str
+    application: frozenset[str] | None = None
 
 
 #: Any read of ``MIXMONITOR()``: its name, then its arguments (a space between is
@@ -95,6 +104,21 @@ _DIALPLAN_WHY: Final = (
 )
 
 
+#: Applications that substitute their argument themselves, after the dialplan did:
+#: Exec and TryExec (app_exec), MixMonitor (its command, ``^{`` as ``${``).
+#: ExecIf does not (tried 2026-12-04).
+_SUBSTITUTING_APPS: Final = frozenset({"exec", "tryexec", "mixmonitor"})
+#: Any substitution, ``^{`` included: in a priority that runs one of those, a
+#: plain ``${X}`` is substituted, then X's value is, as dialplan.
+_ANY_SUBSTITUTION: Final = re.compile(r"[$^][{\[]")
+_TWICE_WHY: Final = (
+    "a priority running Exec, TryExec or MixMonitor substitutes its data twice (the "
+    "dialplan, then the application), so any ${...}, $[...] or ^{...} there evaluates a "
+    "variable's text: set to ${MIXMONITOR(<id>,filename)} it crashed Asterisk 22.10 "
+    "(seen 2026-12-04) as reading MIXMONITOR() does; write the values themselves"
+)
+
+
 def _items(text: str) -> Iterator[str]:
     """``Status``'s comma-separated ``Variables``, a comma inside parentheses kept,
     as Asterisk splits them (an item it would split otherwise is then refused whole:
@@ -136,6 +160,10 @@ def _evaluates_again(text: str) -> bool:
     return _EVALUATES_AGAIN.search(text) is not None
 
 
+def _substitutes_at_all(text: str) -> bool:
+    return _ANY_SUBSTITUTION.search(text) is not None
+
+
 def _mixmonitor_reads_mixmonitor(text: str) -> bool:
     return _reads_mixmonitor(_as_dialplan(text))
 
@@ -153,11 +181,24 @@ HAZARDS: Final = (
     Hazard("Status", "Variables", _evaluates_in_read, _EVALUATES_WHY),
     # Async AGI (res_agi): GET VARIABLE reads as Getvar does, GET FULL VARIABLE
     # substitutes its text; one check over the whole command covers both.
+    # EXEC MixMonitor substitutes its command's ^{...} (as the action does).
     Hazard("AGI", "Command", _reads_mixmonitor, _MIXMONITOR_WHY),
-    Hazard("AGI", "Command", _evaluates_again, _DIALPLAN_WHY),
-    # The priority's data is substituted when a channel runs it (a Redirect there).
+    Hazard("AGI", "Command", _mixmonitor_evaluates_again, _DIALPLAN_WHY),
+    # The priority's data is substituted when a channel runs it (a Redirect there),
+    # and again by Exec, TryExec or MixMonitor.
     Hazard("DialplanExtensionAdd", "ApplicationData", _reads_mixmonitor, _MIXMONITOR_WHY),
-    Hazard("DialplanExtensionAdd", "ApplicationData", _evaluates_again, _DIALPLAN_WHY),
+    Hazard("DialplanExtensionAdd", "ApplicationData", _mixmonitor_evaluates_again, _DIALPLAN_WHY),
+    Hazard(
+        "DialplanExtensionAdd",
+        "ApplicationData",
+        _substitutes_at_all,
+        _TWICE_WHY,
+        _SUBSTITUTING_APPS,
+    ),
+    # Originate hands Data to its application as it is: substituted once only
+    # by one of those (IMPORT there reads the recorded channel from the new one).
+    Hazard("Originate", "Data", _reads_mixmonitor, _MIXMONITOR_WHY, _SUBSTITUTING_APPS),
+    Hazard("Originate", "Data", _mixmonitor_evaluates_again, _DIALPLAN_WHY, _SUBSTITUTING_APPS),
     # app_mixmonitor joins File, Options and Command with commas and substitutes
     # the third field as the MixMonitor starts on the channel.
     *(
@@ -174,6 +215,16 @@ HAZARDS: Final = (
 #: The actions of :data:`HAZARDS` in lower case, as Asterisk takes them (any case):
 #: a caller on the hot path looks here before it calls :func:`hazard`.
 HAZARDOUS_ACTIONS: Final = frozenset(h.action.lower() for h in HAZARDS)
+#: Each action's hazards (lower case), so a request looks at its own only, and
+#: the headers they read (an ``Originate`` is mostly headers none reads).
+_BY_ACTION: Final = {
+    name: tuple(h for h in HAZARDS if h.action.lower() == name) for name in HAZARDOUS_ACTIONS
+}
+_HEADERS: Final = {
+    name: frozenset(h.header.lower() for h in known)
+    | ({"application"} if any(h.application is not None for h in known) else set())
+    for name, known in _BY_ACTION.items()
+}
 
 
 def hazard(
@@ -184,16 +235,19 @@ def hazard(
     Asterisk, or None. Names in any case, as Asterisk reads them (a request past
     the catalog is not canonical)."""
     lowered = action.lower()
-    if lowered not in HAZARDOUS_ACTIONS:
+    known_here = _BY_ACTION.get(lowered)
+    if known_here is None:
         return None
-    pairs = list(params.items() if isinstance(params, Mapping) else params)
-    for known in HAZARDS:
-        if known.action.lower() != lowered:
+    read = _HEADERS[lowered]
+    by_header: dict[str, list[str]] = {}
+    for header, raw in params.items() if isinstance(params, Mapping) else params:
+        key = header.lower()
+        if key in read:
+            by_header.setdefault(key, []).extend([raw] if isinstance(raw, str) else raw)
+    applications = {value.strip().lower() for value in by_header.get("application", ())}
+    for known in known_here:
+        if known.application is not None and not applications & known.application:
             continue
-        for header, raw in pairs:
-            if header.lower() != known.header.lower():
-                continue
-            values = [raw] if isinstance(raw, str) else list(raw)
-            if any(known.matches(value) for value in values):
-                return f"{known.header}: {known.why}"
+        if any(known.matches(value) for value in by_header.get(known.header.lower(), ())):
+            return f"{known.header}: {known.why}"
     return None

@@ -55,6 +55,10 @@ DIALPLAN = """
 [hazard]
 exten => s,1,AGI(agi:async)
  same => n,Wait(120)
+
+[hazard-other]
+exten => s,1,Answer()
+ same => n,Wait(120)
 """
 
 
@@ -62,12 +66,15 @@ exten => s,1,AGI(agi:async)
 class Read:
     """One way to read ``MIXMONITOR(<id>,filename)``: ``text`` sent as ``action``'s
     ``header``, ``{call}`` standing for the function; ``value`` (when given) is first
-    set in ``HAZARD_READ`` on the channel, so that the request need not name it."""
+    set in ``HAZARD_READ`` on the channel, so that the request need not name it;
+    ``{channel}`` stands for the recorded channel. ``application``: what the priority
+    ``DialplanExtensionAdd`` writes runs, or what ``Originate`` runs on another channel."""
 
     action: str
     header: str
     text: str
     value: str | None = None
+    application: str = "NoOp"
 
 
 CALL = "${{{call}}}"
@@ -92,6 +99,38 @@ READS = [
     Read("MixMonitor", "File", "/tmp/hazard-x.wav,,/bin/true ^{{EVAL(^{{HAZARD_READ}})}}", CALL),
     Read("MixMonitor", "Options", "b,/bin/true ^{{{call}}}"),
     Read("MixMonitor", "Options", "b,/bin/true ^{{EVAL(^{{HAZARD_READ}})}}", CALL),
+    # The MixMonitor application substitutes its command (^{ for ${) as the action
+    # does, however it is started: by AGI, or by a priority DialplanExtensionAdd wrote.
+    Read(
+        "AGI",
+        "Command",
+        "EXEC MixMonitor /tmp/hazard-agi.wav,,/bin/true ^{{^{{HAZARD_READ}}}}",
+        "{call}",
+    ),
+    Read(
+        "DialplanExtensionAdd",
+        "ApplicationData",
+        "/tmp/hazard-dx.wav,,/bin/true ^{{^{{HAZARD_READ}}}}",
+        "{call}",
+        application="MixMonitor",
+    ),
+    # Exec substitutes its argument again: a priority's plain ${X} is then evaluated twice.
+    Read(
+        "DialplanExtensionAdd",
+        "ApplicationData",
+        "${{HAZARD_READ}}",
+        "NoOp(${{{call}}})",
+        application="Exec",
+    ),
+    # Originate runs an application on another channel; IMPORT reads the recorded one.
+    Read("Originate", "Data", "NoOp(${{IMPORT({channel},{call})}})", application="Exec"),
+    Read("Originate", "Data", "NoOp(${{IMPORT({channel},{call})}})", application="TryExec"),
+    Read(
+        "Originate",
+        "Data",
+        "/tmp/hazard-o.wav,,/bin/true ^{{IMPORT({channel},{call})}}",
+        application="MixMonitor",
+    ),
 ]
 
 
@@ -103,7 +142,8 @@ def test_every_hazard_is_tried_here() -> None:
         assert any(
             read.action == known.action
             and read.header == known.header
-            and known.matches(read.text.format(call=call))
+            and (known.application is None or read.application.lower() in known.application)
+            and known.matches(read.text.format(call=call, channel="Local/s@hazard-1;2"))
             for read in READS
         ), known
 
@@ -121,7 +161,7 @@ async def _send(
     priority is run by a Redirect of the channel."""
     if read.action == "DialplanExtensionAdd":
         context = f"hazard-{label}"
-        for priority, application, data in (("1", "NoOp", text), ("2", "Wait", "120")):
+        for priority, application, data in (("1", read.application, text), ("2", "Wait", "120")):
             added = await _action(
                 reader,
                 writer,
@@ -137,6 +177,11 @@ async def _send(
             f"Action: Redirect\r\nChannel: {channel}\r\nContext: {context}\r\n"
             "Exten: s\r\nPriority: 1\r\n\r\n".encode()
         )
+    elif read.action == "Originate":
+        writer.write(
+            "Action: Originate\r\nChannel: Local/s@hazard-other\r\nAsync: true\r\n"
+            f"Application: {read.application}\r\nData: {text}\r\n\r\n".encode()
+        )
     else:
         headers = f"Action: {read.action}\r\nChannel: {channel}\r\n"
         if read.action == "MixMonitor" and read.header != "File":
@@ -146,13 +191,16 @@ async def _send(
     await writer.drain()
 
 
-@pytest.mark.parametrize("read", READS, ids=lambda r: f"{r.action}-{r.header}-{r.text[:24]}")
+@pytest.mark.parametrize(
+    "read", READS, ids=lambda r: f"{r.action}-{r.header}-{r.application}-{r.text[:24]}"
+)
 async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
     scratch_sandbox: Sandbox, read: Read
 ) -> None:
     box = scratch_sandbox
     box.cli("module load res_speech.so")  # res_agi needs it
     assert "Loaded" in box.cli("module load res_agi.so")
+    assert "Loaded" in box.cli("module load app_exec.so")  # loaded in most Asterisks
     box.set_dialplan(DIALPLAN)
     reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
     try:
@@ -208,9 +256,9 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
                     Action="Setvar",
                     Channel=channel,
                     Variable="HAZARD_READ",
-                    Value=read.value.format(call=call),
+                    Value=read.value.format(call=call, channel=channel),
                 )
-            text = read.text.format(call=call)
+            text = read.text.format(call=call, channel=channel)
             if mixmonitor is started:
                 break
             if read.action in ("Getvar", "Status"):

@@ -8,6 +8,7 @@ files killed Asterisk (segfault), every call on it with it.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,11 @@ from router.ami.catalog import encode_action
 from router.ami.hazards import hazard
 from router.ami.protocol import Action
 from router.commands.ami import build_action
+from router.dialplan import RECORD_PATH_CHARS
 from router.errors import AMIValidationError
+from router.recordings.mixmonitor import dialplan_value, mixmonitor_headers
+from router.recordings.naming import FORMATS, LEGS, file_names
+from router.recordings.settings import RecordingSettings
 
 CRASHERS = [
     "MIXMONITOR(0x7fb244005470,filename)",
@@ -134,6 +139,8 @@ def test_eval_of_plain_variables_and_literal_text_goes_out() -> None:
     for read in ("EVAL(${X})", "EVAL(ext ${CR_ID:0:4}-${X} done)"):
         Action.build("Getvar", {"Channel": "PJSIP/101-1", "Variable": read}).pairs()
     Action.build("Status", {"Variables": "CR_ID,EVAL(${X}),CHANNEL(state)"}).pairs()
+    # A comma inside the parentheses stays in its item, as Asterisk splits them.
+    Action.build("Status", {"Variables": "CR_ID,EVAL(${X} ${Y},${Z}),CHANNEL(state)"}).pairs()
 
 
 AGI_DIRECT = [
@@ -235,3 +242,98 @@ def test_callrouters_own_mixmonitor_goes_out() -> None:
         "Command": "/usr/bin/nice ^{MIXMONITOR_FILENAME}",
     }
     Action.build("MixMonitor", headers).pairs()
+
+
+@pytest.mark.parametrize(
+    ("action", "headers", "why"),
+    [
+        # EXEC MixMonitor substitutes its command's ^{...} as the action does.
+        (
+            "AGI",
+            {"Command": "EXEC MixMonitor /tmp/x.wav,,/bin/true ^{^{CR_NOTE}}"},
+            "Asterisk substitutes this text",
+        ),
+        # A priority running MixMonitor: ^{ is ${ to the application.
+        (
+            "DialplanExtensionAdd",
+            {"Application": "MixMonitor", "ApplicationData": "/tmp/x.wav,,/bin/true ^{^{CR_NOTE}}"},
+            "Asterisk substitutes this text",
+        ),
+        # Exec, TryExec and MixMonitor substitute their data again: a plain ${X} too.
+        (
+            "DialplanExtensionAdd",
+            {"Application": "Exec", "ApplicationData": "${CR_NOTE}"},
+            "a priority running Exec, TryExec or MixMonitor substitutes its data twice",
+        ),
+        (
+            "DialplanExtensionAdd",
+            {"Application": " tryexec", "ApplicationData": "NoOp(x)${CR_NOTE}"},
+            "a priority running Exec, TryExec or MixMonitor substitutes its data twice",
+        ),
+        (
+            "DialplanExtensionAdd",
+            {"Application": "MIXMONITOR", "ApplicationData": "/tmp/${CR_NOTE}.wav"},
+            "a priority running Exec, TryExec or MixMonitor substitutes its data twice",
+        ),
+        # Originate hands Data over as it is; Exec or MixMonitor substitutes it, and
+        # IMPORT reads the recorded channel from the new one.
+        (
+            "Originate",
+            {
+                "Application": "Exec",
+                "Data": "NoOp(${IMPORT(PJSIP/101-1,MIXMONITOR(0x7f93bc002b80,filename))})",
+            },
+            "reading MIXMONITOR()",
+        ),
+        (
+            "Originate",
+            {"Application": "TryExec", "Data": "NoOp(${IMPORT(PJSIP/101-1,${CR_NOTE})})"},
+            "Asterisk substitutes this text",
+        ),
+        (
+            "Originate",
+            {"Application": "MixMonitor", "Data": "/tmp/o.wav,,/bin/true ^{^{CR_NOTE}}"},
+            "Asterisk substitutes this text",
+        ),
+    ],
+)
+def test_text_an_application_substitutes_again_is_refused(
+    action: str, headers: dict[str, str], why: str
+) -> None:
+    """Each killed the sandbox's Asterisk 22.10 on a channel recording one leg
+    (2026-12-04, tests/integration/test_asterisk_hazards.py)."""
+    base = {"Channel": "Local/s@other", "Context": "notes", "Extension": "s", "Priority": "1"}
+    header = {"AGI": "Command", "DialplanExtensionAdd": "ApplicationData"}.get(action, "Data")
+    with pytest.raises(AMIValidationError, match=rf"^{action}: {header}: {re.escape(why)}"):
+        Action.build(action, {**base, **headers}).pairs()
+
+
+def test_what_an_application_takes_as_it_is_goes_out() -> None:
+    """Originate's Data is not substituted by Originate; ExecIf, NoOp or Set do not
+    substitute their data again; a priority's plain ${X} for them is fine."""
+    for action, headers in (
+        ("Originate", {"Application": "Wait", "Data": "${CR_NOTE}"}),
+        ("Originate", {"Application": "NoOp", "Data": "${MIXMONITOR(0x1,filename)}"}),
+        ("Originate", {"Application": "Exec", "Data": "Playback(beep)"}),
+        ("Originate", {"Context": "from-api", "Exten": "101", "Priority": "1"}),
+        ("DialplanExtensionAdd", {"Application": "ExecIf", "ApplicationData": "${X}?NoOp(y)"}),
+        ("DialplanExtensionAdd", {"Application": "Dial", "ApplicationData": "PJSIP/${EXTEN},30"}),
+        ("DialplanExtensionAdd", {"Application": "Exec", "ApplicationData": "Playback(beep)"}),
+        ("AGI", {"Command": "EXEC MixMonitor /tmp/x.wav,,/bin/true ^{MIXMONITOR_FILENAME}"}),
+    ):
+        Action.build(action, {"Channel": "Local/s@other", **headers}).pairs()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("legs", sorted(LEGS))
+def test_callrouters_own_mixmonitor_goes_out_for_every_format_legs_and_folder(
+    fmt: str, legs: str
+) -> None:
+    """Every character the recordings' ``dir`` may hold (RECORD_PATH_CHARS), every
+    format and legs setting: callrouter's own MixMonitor passes the hazard checks."""
+    folder = "/" + "".join(sorted(RECORD_PATH_CHARS - {"/"})).replace("..", ".") + "/eval_exec"
+    settings = RecordingSettings(dir=folder, local_dir=Path(folder), format=fmt, legs=legs)
+    names = file_names("1733338000.42", legs, fmt)
+    headers = mixmonitor_headers(settings, "PJSIP/101-0000002a", names)
+    Action.build("MixMonitor", headers).pairs()
+    assert dialplan_value(settings, names)  # the dialplan's [callrouter-record] keeps it
