@@ -25,7 +25,7 @@ Life cycle::
       callrouter_decision      a routing decision was made (and executed, or not)
       callrouter_execute       a rule asks for an action kind a plugin owns
       callrouter_notify        a rule sends ``notify: {plugin: NAME, ...}``
-      callrouter_stream_gap    the event stream lost events (reconnect)
+      callrouter_stream_gap    the event stream lost events (reconnect, overflow)
       callrouter_channels_listed  the reconcile (at start, after a gap) listed Asterisk's channels
       callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
@@ -324,7 +324,9 @@ def callrouter_notify(target: str, params: Mapping[str, str], call: Call | None)
 
 @hookspec
 def callrouter_stream_gap(gap: StreamGap) -> None:
-    """The event stream reconnected and events in between were lost.
+    """The event stream lost events: it reconnected, the session was replaced, or
+    events were dropped for a full queue (``gap.reason``: ``reconnect``,
+    ``session``, ``overflow``).
 
     The engine reconciles its own state (waiting calls); plugins that keep
     state from events reconcile theirs. Return value ignored.

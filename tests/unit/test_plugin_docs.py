@@ -281,3 +281,16 @@ async def test_explain_calls_a_plugins_lookup_only_when_asked_as_the_guide_says(
     assert "`callrouter explain --ask` does call it, as `callrouter run` would" in guide
     assert "a `request` with the caller, the DID and a deadline" in guide
     assert "`callrouter explain` the caller and DID it was given" not in guide
+
+
+def test_every_stream_gap_reason_is_documented_for_the_gap_hook() -> None:
+    """The reasons the event stream gives a gap (router/ami/stream.py) are those
+    the guide lists for ``callrouter_stream_gap``: a plugin that tells them apart
+    (a reconnect from an overflow) must know every one."""
+    source = (REPO / "router" / "ami" / "stream.py").read_text(encoding="utf-8")
+    reasons = set(re.findall(r'yield StreamGap\(.*?"(\w+)"', source))
+    assert reasons >= {"reconnect", "session", "overflow"}, reasons
+    section = GUIDE.read_text(encoding="utf-8").split("### callrouter_stream_gap", 1)[1]
+    listed = re.search(r"`reason` \(([^)]*)\)", section)
+    assert listed is not None
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == reasons
