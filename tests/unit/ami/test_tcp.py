@@ -1179,3 +1179,81 @@ async def test_a_new_sessions_held_events_are_bounded_and_their_overflow_is_a_ga
     assert seen == ["OldSession", "gap:reconnect", *["NewSession"] * 10, "gap:overflow", "After"]
     assert client.session_generation == 2
     await client.aclose()
+
+
+async def _fill_until_dropping(client: TCPClient, fake: FakeAMI) -> None:
+    """Events read one at a time past the queue's bound of 10: some are dropped."""
+    for i in range(30):
+        fake.push(("Event", "Burst"), ("Seq", str(i)))
+        await asyncio.sleep(0.005)  # a read each
+    await until(lambda: client._dropped + len(client._events) == 30)
+    assert client._dropping is not None
+
+
+async def test_an_event_read_after_a_drop_is_dropped_too_though_the_queue_was_taken(
+    fake: FakeAMI,
+) -> None:
+    """Once events were dropped, what is read after them is dropped too until the
+    gap is reported, though the queue was taken meanwhile and has room: handed
+    over before the gap, it would be handled as if nothing came between."""
+    async with TCPClient(settings(fake, max_queued_events=10)) as client:
+        await _fill_until_dropping(client, fake)
+        taken = await client.wait_event(2)  # the queue, all of it: room again
+        assert taken
+        assert not client._events
+        dropped = client._dropped
+        fake.push(("Event", "Late"))
+        await until(lambda: client._dropped > dropped or bool(client._events))
+        with pytest.raises(AMIEventsDropped, match=f"^{30 - len(taken) + 1} events "):
+            await client.wait_event(2)
+        fake.push(("Event", "After"))
+        assert [e.name for e in await client.wait_event(2)] == ["After"]
+
+
+async def test_an_event_read_after_a_drop_is_not_pushed_before_the_gap(fake: FakeAMI) -> None:
+    """The same for a client that pushes its reads (the engine's): with the queue
+    taken, the next read is offered to ``push`` only after the gap is reported."""
+    pushed: list[str] = []
+    accept = False
+
+    def push(events: list[Event]) -> bool:
+        if accept:
+            pushed.extend(e.name for e in events)
+        return accept
+
+    async with TCPClient(settings(fake, max_queued_events=10)) as client:
+        client.set_push(push)
+        await _fill_until_dropping(client, fake)
+        await client.wait_event(2)
+        accept = True
+        dropped = client._dropped
+        fake.push(("Event", "Late"))
+        await until(lambda: client._dropped > dropped or bool(pushed) or bool(client._events))
+        assert pushed == []
+        with pytest.raises(AMIEventsDropped):
+            await client.wait_event(2)
+        fake.push(("Event", "After"))
+        await until(lambda: bool(pushed))
+        assert pushed == ["After"]
+
+
+async def test_a_request_read_after_a_drop_is_not_acted_on_early(fake: FakeAMI) -> None:
+    """``early`` acts on a request before the events read with it are parsed, when
+    nothing read before waits: after a drop, with the queue taken, that request is
+    dropped with them (the gap's reconcile routes its call), so it is not acted on."""
+    early: list[bytes] = []
+    async with TCPClient(settings(fake, max_queued_events=10)) as client:
+        await _fill_until_dropping(client, fake)
+        await client.wait_event(2)
+        client.set_urgent(
+            None, marker=REQUEST_MARKER, early=lambda data, start, end: early.append(data)
+        )
+        dropped = client._dropped
+        fake.push_raw(
+            _ev("Newstate", Seq="1", Channel="A")
+            + _ev("UserEvent", Seq="2", UserEvent="CallRouterRequest", Channel="A")
+        )
+        await until(lambda: client._dropped >= dropped + 2 or bool(client._events))
+        assert early == []
+        with pytest.raises(AMIEventsDropped):
+            await client.wait_event(2)
