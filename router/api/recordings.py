@@ -39,7 +39,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -293,13 +293,26 @@ async def _restop_stale(
     return api_stop(rows, alive=set(alive)), _Restop(marks, now)
 
 
-def _unrenew(store: RecordingStore, call_id: str, renewed: _Restop, exc: BaseException) -> None:
+def _unrenew(
+    store: RecordingStore,
+    call_id: str,
+    renewed: _Restop,
+    exc: BaseException,
+    stopped: Collection[int],
+) -> None:
     """A stop again failed (Asterisk refused it, or was out of reach): put back the
     marks it renewed, so the next request tries again at once rather than
     :data:`~router.recordings.ownership.STALE_STOP` seconds later; once, a WARNING.
-    Only a mark still the renewed one is put back (compare and set), and the row
-    stays marked either way: a ``MixMonitorStop`` that does come still closes it."""
-    back = store.unrenew_stop(renewed.marks, renewed_at=renewed.at)
+    Not those of ``stopped``, the rows whose MixMonitor this request did stop
+    before the failure (a stop of several MixMonitors, one refused after another
+    was stopped): put back, their stale mark would have the next request stop the
+    ended MixMonitor's id again. Only a mark still the renewed one is put back
+    (compare and set), and the row stays marked either way: a ``MixMonitorStop``
+    that does come still closes it."""
+    marks = {rid: mark for rid, mark in renewed.marks.items() if rid not in stopped}
+    if not marks:
+        return  # what it stopped again is stopped; another file's stop failed
+    back = store.unrenew_stop(marks, renewed_at=renewed.at)
     log.warning(
         "recordings: call %s: stopping the API's recording again failed (%s); %s",
         call_id,
@@ -470,12 +483,19 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             )
         if not plan.stop:
             raise _not_ours(call_id, plan.keep)
+        done: set[int] = set()  # the rows stopped, should a later MixMonitor's stop fail
         try:
             ctx.require_asterisk()
-            channels = await stop_recording(lambda n, h: ctx.send(n, h), store, call_id, plan.stop)
+            channels = await stop_recording(
+                lambda n, h: ctx.send(n, h),
+                store,
+                call_id,
+                plan.stop,
+                done=done,
+            )
         except BaseException as exc:
             if renewed is not None:
-                _unrenew(store, call_id, renewed, exc)
+                _unrenew(store, call_id, renewed, exc, done)
             if isinstance(exc, RecordingError):
                 raise ApiError(409, str(exc)) from None
             if isinstance(exc, AMIError):  # pragma: no cover - ctx.send maps these

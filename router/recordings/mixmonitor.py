@@ -274,6 +274,8 @@ async def stop_recording(
     store: RecordingStore,
     call_id: str,
     rows: Iterable[Recording] | None = None,
+    *,
+    done: set[int] | None = None,
 ) -> list[str]:
     """Stop the MixMonitors writing ``rows`` (by default every file of ``call_id`` still
     being written); the channels stopped.
@@ -284,6 +286,11 @@ async def stop_recording(
     recorder closes them, and not another MixMonitor's files, on the channel's
     ``MixMonitorStop`` (which names no MixMonitor); the mark is taken back when
     Asterisk refuses.
+
+    A failure raises at once, the later MixMonitors not tried; ``done``, when given,
+    has by then the ids of the rows whose MixMonitor was stopped, so that a caller
+    knows which rows a stop that failed part way did stop: a stale mark the caller
+    renewed is put back only for the others.
     """
     found = store.recording(call_id) if rows is None else list(rows)
     if not found:
@@ -310,4 +317,6 @@ async def stop_recording(
             store.ask_stop(marked, asked=False)
             raise
         stopped.add(channel)
+        if done is not None:
+            done.update(ids)
     return sorted(stopped)

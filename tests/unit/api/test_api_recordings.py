@@ -958,6 +958,63 @@ async def test_a_failed_stop_again_of_a_stale_mark_leaves_the_mark_as_it_was(
     store.close()
 
 
+async def test_a_stop_again_that_fails_part_way_puts_back_only_the_marks_not_stopped(
+    stub: StubEngine, settings: RecordingSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two API MixMonitors on the call (legs in, then legs out), both with a stale mark
+    and a file still written: the stop again stopped the first and Asterisk refused
+    the second. Both renewed marks were put back, so the next stop took the first for
+    stale again and sent its id once more, an ended MixMonitor's (a heap address that
+    may be a new one's by then). Now only the mark of the one not stopped is put back,
+    and the next stop sends that one alone."""
+    live = "1714557700.98"
+    live_call(stub, live, {"PJSIP/101-00000098": "up"})
+    first_id, second_id = "0x7fee0000aa01", "0x7fee0000aa02"
+    answered = iter([first_id, second_id])
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": next(answered)})
+    stops: list[str] = []
+
+    def stop(action: object) -> dict[str, str]:
+        mixmonitor_id = dict(action.fields)["MixMonitorID"]  # type: ignore[attr-defined]
+        stops.append(mixmonitor_id)
+        if mixmonitor_id == second_id and stops.count(second_id) == 1:
+            return {"Response": "Error", "Message": "Could not stop monitoring channel"}
+        return {}
+
+    stub.replay.on("StopMixMonitor", stop)
+    async with client_for(stub) as client:
+        for legs in ("in", "out"):
+            started = await client.post(
+                f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": legs}
+            )
+            assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        rows = {r.part: r for r in store.recording(live)}
+        assert {p: r.mixmonitor_id for p, r in rows.items()} == {"in": first_id, "out": second_id}
+        now = time.time()
+        assert sorted(store.ask_stop([r.id for r in rows.values()], now=now - 60)) == sorted(
+            r.id for r in rows.values()
+        )
+        for row in rows.values():
+            row.local_path.parent.mkdir(parents=True, exist_ok=True)
+            row.local_path.write_bytes(b"RIFF" + bytes(60))
+        with caplog.at_level("WARNING", logger="router.api"):
+            first = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        kept = {r.part: r for r in store.recording(live)}
+        second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert first.status_code == 409, first.text
+    assert stops[:2] == [first_id, second_id]
+    # Stopped: its renewed mark stands, and its MixMonitorStop closes it.
+    assert kept["in"].stop_asked_at is not None
+    assert kept["in"].stop_asked_at > now - 5
+    assert kept["out"].stop_asked_at == now - 60  # refused: put back as it was
+    assert "the next stop tries again" in caplog.text
+    assert second.status_code == 202, second.text
+    assert [f["part"] for f in second.json()["files"]] == ["out"]
+    assert stops == [first_id, second_id, second_id]  # the ended one's id not sent again
+    store.close()
+
+
 def test_a_mark_is_put_back_only_while_it_is_the_one_renewed(tmp_path: Path) -> None:
     """``unrenew_stop`` is a compare and set: a mark changed since the renewal (another
     stop's, a mark taken back) is left alone."""

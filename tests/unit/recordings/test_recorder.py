@@ -1272,6 +1272,64 @@ async def test_a_refused_stop_keeps_the_mark_of_an_earlier_one(tmp_path: Path) -
     store.close()
 
 
+class _Refusing(_AsteriskIds):
+    """:class:`_AsteriskIds` refusing the StopMixMonitor (or Getvar) of the ids or
+    channels in ``refuse`` with Asterisk's message for each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: dict[str, str] = {}
+
+    async def send(self, name: str, headers: dict[str, str]) -> object:
+        from router.ami.message import Response
+        from router.errors import AMIActionError
+
+        message = self.refuse.get(headers.get("MixMonitorID", "")) or self.refuse.get(
+            headers.get("Channel", "")
+        )
+        if name in ("StopMixMonitor", "Getvar") and message:
+            self.sent.append((name, dict(headers)))
+            raise AMIActionError(name, Response((("Response", "Error"), ("Message", message))))
+        return await super().send(name, headers)
+
+
+async def test_a_stop_that_fails_part_way_tells_which_rows_it_stopped(tmp_path: Path) -> None:
+    """stop_recording stops MixMonitors one by one and raised at the first refusal
+    without saying which it had stopped: the API then put back the renewed stale marks
+    of them all, stopped ones too (the next stop sent an ended MixMonitor's id again).
+    Now ``done`` has the rows stopped before the failure; the refused one's own mark is
+    taken back, the stopped one's stands."""
+    from router.errors import AMIActionError
+    from router.recordings.mixmonitor import start_recording, stop_recording
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557980.1", "PJSIP/trunk-00000001"
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    store = RecordingStore(tmp_path / "state")
+    asterisk = _Refusing()
+    for legs in ("in", "out"):
+        await start_recording(
+            asterisk.send,
+            store,
+            settings,
+            call_id=live,
+            channel=trunk,
+            legs=legs,
+            origin=Origin("api", "t"),
+        )
+    rows = {r.part: r for r in store.recording(live)}
+    assert rows["in"].mixmonitor_id < rows["out"].mixmonitor_id  # stopped in this order
+    asterisk.refuse[rows["out"].mixmonitor_id] = "Could not stop monitoring channel"
+    done: set[int] = set()
+    with pytest.raises(AMIActionError, match="Could not stop"):
+        await stop_recording(asterisk.send, store, live, rows.values(), done=done)
+    assert done == {rows["in"].id}
+    after = {r.part: r for r in store.recording(live)}
+    assert after["in"].stop_asked_at is not None
+    assert after["out"].stop_asked_at is None
+    store.close()
+
+
 async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_does_not_read(
     tmp_path: Path,
 ) -> None:
