@@ -58,6 +58,7 @@ __all__ = [
     "Origination",
     "Originations",
     "live_extensions",
+    "no_such_channel",
     "require_live_leg",
     "routes",
 ]
@@ -338,8 +339,11 @@ def live_extensions(call: Call | None) -> set[str]:
     return found
 
 
-def _no_such_channel(exc: ApiError) -> bool:
-    """Asterisk's refusal of an action on a channel that has hung up meanwhile."""
+def no_such_channel(exc: BaseException) -> bool:
+    """Asterisk's refusal of an action on a channel that has hung up meanwhile, as
+    :meth:`~router.api.context.ApiContext.send` raises it (a 409 keeping the answer)."""
+    if not isinstance(exc, ApiError):
+        return False
     response = exc.extra.get("ami_response")
     message = response.get("Message") if isinstance(response, dict) else None
     return exc.status == 409 and message == "No such channel"
@@ -571,7 +575,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             except ApiError as exc:
                 # Hanging up one leg of a bridged call ends its peer as well, so
                 # the next Hangup finds no such channel: that one is done too.
-                if not _no_such_channel(exc):
+                if not no_such_channel(exc):
                     raise
                 gone.append(exc)
         if len(gone) == len(channels):

@@ -50,7 +50,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from router.api.auth import Token, audit_of, authorize
-from router.api.calls import call_extensions, live_extensions, require_live_leg
+from router.api.calls import (
+    call_extensions,
+    live_extensions,
+    no_such_channel,
+    require_live_leg,
+)
 from router.api.context import read_json
 from router.api.errors import ApiError, refuse_unknown_query
 from router.errors import AMIError, RecordingError
@@ -492,6 +497,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 call_id,
                 plan.stop,
                 done=done,
+                gone=no_such_channel,
             )
         except BaseException as exc:
             if renewed is not None:
@@ -666,7 +672,8 @@ OPENAPI: dict[str, Any] = {
                                             "type": "array",
                                             "items": {"type": "string"},
                                             "description": "The channels whose MixMonitor "
-                                            "was stopped",
+                                            "was stopped, or had ended with the channel (Asterisk "
+                                            "answered 'No such channel': it hung up just before)",
                                         },
                                         "files": {
                                             "type": "array",

@@ -41,13 +41,15 @@ from router.dialplan import (
     RECORD_PATH_CHARS,
     RECORD_VARIABLE,
 )
-from router.errors import RecordingError
+from router.errors import AMIActionError, RecordingError
 from router.recordings.naming import FileName, file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin, Recording, RecordingStore
 
 __all__ = [
+    "NO_SUCH_CHANNEL",
     "Send",
+    "channel_gone",
     "dialplan_value",
     "hand_to_dialplan",
     "mixmonitor_headers",
@@ -67,6 +69,17 @@ _MIXMONITOR_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,80}")
 PLUGIN: Final = Origin("plugin")
 #: The option that stores the MixMonitor's id on the channel.
 ID_OPTION: Final = f"i({MIXMONITOR_ID_VARIABLE})"
+#: Asterisk's ``Message`` refusing an action (``StopMixMonitor``, ``Getvar``) on a
+#: channel it no longer has.
+NO_SUCH_CHANNEL: Final = "No such channel"
+
+
+def channel_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is Asterisk's refusal of an action on a channel it no longer has
+    (:data:`NO_SUCH_CHANNEL`), as the AMI client raises it. For a stop that is a stop
+    done: a MixMonitor hangs on its channel and ended with it (its files close on the
+    channel's ``Hangup``)."""
+    return isinstance(exc, AMIActionError) and exc.response.get("Message") == NO_SUCH_CHANNEL
 
 
 def mixmonitor_headers(
@@ -276,6 +289,7 @@ async def stop_recording(
     rows: Iterable[Recording] | None = None,
     *,
     done: set[int] | None = None,
+    gone: Callable[[BaseException], bool] = channel_gone,
 ) -> list[str]:
     """Stop the MixMonitors writing ``rows`` (by default every file of ``call_id`` still
     being written); the channels stopped.
@@ -287,8 +301,12 @@ async def stop_recording(
     ``MixMonitorStop`` (which names no MixMonitor); the mark is taken back when
     Asterisk refuses.
 
-    A failure raises at once, the later MixMonitors not tried; ``done``, when given,
-    has by then the ids of the rows whose MixMonitor was stopped, so that a caller
+    A refusal that says the channel is gone (``gone``: by default
+    :func:`channel_gone`; the API's send raises its own errors) is a stop done, not
+    a failure: the MixMonitor ended with its channel, the rows keep their marks and
+    the channel counts as stopped. Any other failure raises at once, the later
+    MixMonitors not tried; ``done``, when given, has by then the ids of the rows
+    whose MixMonitor was stopped (or ended with its channel), so that a caller
     knows which rows a stop that failed part way did stop: a stale mark the caller
     renewed is put back only for the others.
     """
@@ -300,6 +318,7 @@ async def stop_recording(
         groups.setdefault((row.channel, row.mixmonitor_id), []).append(row)
     stopped: set[str] = set()
     unnamed: set[str] = set()
+    ended: set[str] = set()
     for (channel, mixmonitor_id), group in sorted(groups.items()):
         if not mixmonitor_id and channel in unnamed:
             continue
@@ -308,14 +327,19 @@ async def stop_recording(
             unnamed.add(channel)
             ids = [r.id for r in found if r.channel == channel and not r.mixmonitor_id]
         marked = store.ask_stop(ids)  # not those an earlier stop marked: see ask_stop
-        try:
-            if mixmonitor_id:
-                await send("StopMixMonitor", {"Channel": channel, "MixMonitorID": mixmonitor_id})
-            else:
-                await stop_ours(send, channel)
-        except BaseException:
-            store.ask_stop(marked, asked=False)
-            raise
+        if channel not in ended:  # gone: its every MixMonitor ended with it
+            try:
+                if mixmonitor_id:
+                    await send(
+                        "StopMixMonitor", {"Channel": channel, "MixMonitorID": mixmonitor_id}
+                    )
+                else:
+                    await stop_ours(send, channel)
+            except BaseException as exc:
+                if not gone(exc):
+                    store.ask_stop(marked, asked=False)
+                    raise
+                ended.add(channel)
         stopped.add(channel)
         if done is not None:
             done.update(ids)

@@ -1015,6 +1015,54 @@ async def test_a_stop_again_that_fails_part_way_puts_back_only_the_marks_not_sto
     store.close()
 
 
+@pytest.mark.parametrize("kept_id", [True, False])
+async def test_a_stop_asterisk_answers_no_such_channel_is_a_stop_done(
+    stub: StubEngine, settings: RecordingSettings, kept_id: bool
+) -> None:
+    """The recorded channel hung up just before the stop: Asterisk answered
+    StopMixMonitor (or the Getvar of a MixMonitor without a kept id) 'No such
+    channel'. That was a 409 and the marks were taken back, though the recording had
+    ended with the channel; a second MixMonitor on it was not even tried. Now it is a
+    stop done: 202 naming the channel, the marks kept (the channel's Hangup closes the
+    files), one action for the channel, and the next stop is 'already being
+    stopped' with nothing sent."""
+    live = "1714557700.99"
+    live_call(stub, live, {"PJSIP/101-00000099": "up"})
+    call = stub.calls.get(live)
+    assert call is not None
+    channel = call.waiting_channel
+    answered = iter(["0x7fee0000bb01", "0x7fee0000bb02"])
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": next(answered)})
+    sent: list[str] = []
+
+    def gone(action: object) -> dict[str, str]:
+        sent.append(action.name)  # type: ignore[attr-defined]
+        return {"Response": "Error", "Message": "No such channel"}
+
+    async with client_for(stub) as client:
+        for legs in ("in", "out"):
+            started = await client.post(
+                f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": legs}
+            )
+            assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        if not kept_id:  # started by an older callrouter: stopped by the channel's id
+            store.set_mixmonitor_id((r.id for r in store.recording(live)), "")
+        stub.replay.on("StopMixMonitor", gone)
+        stub.replay.on("Getvar", gone)
+        first = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+    assert first.status_code == 202, first.text
+    assert first.json()["stopped"] == [channel]
+    assert sorted(f["part"] for f in first.json()["files"]) == ["in", "out"]
+    assert sent == ["StopMixMonitor" if kept_id else "Getvar"]
+    assert all(r.stop_asked_at is not None for r in store.recording(live))
+    assert second.status_code == 409, second.text
+    assert "already being stopped" in second.json()["detail"]
+    assert len(sent) == 1
+    store.close()
+
+
 def test_a_mark_is_put_back_only_while_it_is_the_one_renewed(tmp_path: Path) -> None:
     """``unrenew_stop`` is a compare and set: a mark changed since the renewal (another
     stop's, a mark taken back) is left alone."""

@@ -1330,6 +1330,45 @@ async def test_a_stop_that_fails_part_way_tells_which_rows_it_stopped(tmp_path: 
     store.close()
 
 
+@pytest.mark.parametrize("kept_id", [True, False])
+async def test_max_duration_counts_a_channel_asterisk_no_longer_has_as_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kept_id: bool
+) -> None:
+    """The channel hung up (its Hangup lost in a stream gap) while its file was still
+    'recording': StopMixMonitor after max_duration was answered 'No such channel', a
+    WARNING said the stop failed and the mark was taken back, though the recording
+    had ended with the channel. Now that is a stop done: the channel is reported
+    stopped, the marks kept, and its other MixMonitor is not asked (one action)."""
+    from types import SimpleNamespace
+
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557990.1", "PJSIP/trunk-00000001"
+    recorder = Recorder()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=60)
+    recorder.settings = settings
+    store = recorder.store = RecordingStore(tmp_path / "state")
+    asterisk = _Refusing()
+    recorder._engine = SimpleNamespace(ami=asterisk)  # type: ignore[assignment]
+    for legs, origin in (("in", Origin("api", "t")), ("mix", Origin("rule", "compliance"))):
+        await start_recording(
+            asterisk.send, store, settings, call_id=live, channel=trunk, legs=legs, origin=origin
+        )
+    if not kept_id:  # [callrouter-record]'s: stopped by the channel's variable
+        store.set_mixmonitor_id((r.id for r in store.recording(live)), "")
+    with sqlite3.connect(tmp_path / "state" / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 61")
+    asterisk.refuse[trunk] = "No such channel"
+    asterisk.sent.clear()
+    with caplog.at_level(logging.WARNING, "router.recordings"):
+        assert await recorder.stop_overlong() == [trunk]
+    assert [name for name, _ in asterisk.sent] == ["StopMixMonitor" if kept_id else "Getvar"]
+    assert "StopMixMonitor after max_duration" not in caplog.text
+    assert all(r.stop_asked_at is not None for r in store.recording(live))
+    await recorder.callrouter_shutdown()
+
+
 async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_does_not_read(
     tmp_path: Path,
 ) -> None:
