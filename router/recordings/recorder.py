@@ -65,6 +65,9 @@ log = logging.getLogger("router.recordings")
 #: A phone channel's endpoint: ``PJSIP/101-0000002a`` -> ``101``.
 _PHONE = re.compile(r"^(?:PJSIP|SIP|IAX2|DAHDI)/([0-9A-Za-z_+-]{1,40}?)-[0-9a-f]+$")
 SWEEP_EVERY = 5.0
+#: Times the max_duration sweep asks Asterisk to stop one file before it gives
+#: up on it (an ERROR): a refusal that lasts is no passing AMI failure.
+OVERLONG_TRIES = 5
 RETENTION_EVERY = 60.0
 #: Seconds between readings of the catalog for /metrics (off the loop, never at scrape).
 METRICS_EVERY = 15.0
@@ -137,6 +140,9 @@ class Recorder:
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
         #: Rows whose MixMonitor was told StopMixMonitor for max_duration.
         self._stopped: set[int] = set()
+        #: Rows whose max_duration stop failed, and how many times (retried at
+        #: each sweep up to OVERLONG_TRIES).
+        self._stop_failures: dict[int, int] = {}
         #: Who is in which bridge now: legs bridged in from another call read too.
         self._bridges = BridgeMembers()
         #: The rebuild of the memberships after a gap, asking BridgeList, if under way.
@@ -500,7 +506,9 @@ class Recorder:
         loop), and a file is counted against ``max_bytes`` and ``hard_cap_bytes``
         only once closed: without a bound, a few calls kept open for a day would
         fill the disk. The call goes on; its file closes on ``MixMonitorStop`` and
-        is delivered as any other. Each file is asked once.
+        is delivered as any other. A stop that fails (Asterisk down, a passing
+        refusal) is tried again at the next sweeps, up to :data:`OVERLONG_TRIES`
+        times a file: asked once, a file after one lost answer went on unbounded.
         """
         if self.store is None or self.settings is None or self._engine is None:
             return []
@@ -510,7 +518,9 @@ class Recorder:
         now = time.time()
         store = self.store
         rows = await asyncio.to_thread(store.recording)
-        self._stopped &= {r.id for r in rows}
+        live = {r.id for r in rows}
+        self._stopped &= live
+        self._stop_failures = {k: v for k, v in self._stop_failures.items() if k in live}
         # Whether or not the call is still tracked: the tracker drops a call after
         # 4 hours (its Hangup taken as lost), and a row still ``recording`` then is a
         # MixMonitor still writing (closer.py), which max_duration (up to 7 days)
@@ -523,19 +533,46 @@ class Recorder:
         engine = self._engine
         for channel, found in sorted(overlong.items()):
             self._stopped.update(r.id for r in found)
+            done: set[int] = set()
             try:
                 await stop_recording(
                     lambda name, headers: engine.ami.send(name, headers),
                     store,
                     found[0].call_id,
                     found,
+                    done=done,
                 )
             except Exception as exc:
-                log.warning("recording on %s: StopMixMonitor after max_duration: %s", channel, exc)
+                self._stop_failed([r for r in found if r.id not in done], channel, exc)
                 continue
             log.warning("recording on %s stopped: longer than max_duration (%g s)", channel, limit)
             stopped.append(channel)
         return stopped
+
+    def _stop_failed(self, rows: list[Recording], channel: str, exc: Exception) -> None:
+        """Leave ``rows`` to the next sweep, unless they were tried often enough."""
+        tries = 0
+        for row in rows:
+            tries = self._stop_failures.get(row.id, 0) + 1
+            self._stop_failures[row.id] = tries
+            if tries < OVERLONG_TRIES:
+                self._stopped.discard(row.id)
+        if tries < OVERLONG_TRIES:
+            log.warning(
+                "recording on %s: StopMixMonitor after max_duration failed (%s); "
+                "trying again in %g s",
+                channel,
+                exc,
+                SWEEP_EVERY,
+            )
+        else:
+            log.error(
+                "recording on %s: StopMixMonitor after max_duration failed %d times (%s); "
+                "not tried again: stop it by hand (callrouter ami StopMixMonitor ...)",
+                channel,
+                tries,
+                exc,
+            )
 
     async def retention(self) -> None:
         """One pass of retention, in a thread: it deletes and moves files, on a mount

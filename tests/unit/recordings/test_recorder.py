@@ -1369,6 +1369,63 @@ async def test_max_duration_counts_a_channel_asterisk_no_longer_has_as_stopped(
     await recorder.callrouter_shutdown()
 
 
+async def test_a_max_duration_stop_that_failed_is_tried_again_a_few_times(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each file was asked once: a StopMixMonitor lost to a passing failure (Asterisk
+    restarting, a refusal) left that recording unbounded for the rest of the call.
+    It is tried again at the next sweeps, up to OVERLONG_TRIES times, then an ERROR
+    says to stop it by hand, and nothing more is sent for it."""
+    from types import SimpleNamespace
+
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.recorder import OVERLONG_TRIES
+    from router.recordings.store import Origin
+
+    live, trunk = "1714557990.1", "PJSIP/trunk-00000001"
+    recorder = Recorder()
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path, max_duration=60)
+    recorder.settings = settings
+    store = recorder.store = RecordingStore(tmp_path / "state")
+    asterisk = _Refusing()
+    recorder._engine = SimpleNamespace(ami=asterisk)  # type: ignore[assignment]
+    await start_recording(
+        asterisk.send, store, settings, call_id=live, channel=trunk, legs="mix",
+        origin=Origin("rule", "compliance"),
+    )  # fmt: skip
+    with sqlite3.connect(tmp_path / "state" / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 61")
+    asterisk.refuse[trunk] = "Could not stop monitoring channel"
+    asterisk.sent.clear()
+    with caplog.at_level(logging.WARNING, "router.recordings"):
+        assert await recorder.stop_overlong() == []
+        assert await recorder.stop_overlong() == []  # the next sweep tries again
+        assert [name for name, _ in asterisk.sent] == ["StopMixMonitor"] * 2
+        del asterisk.refuse[trunk]  # Asterisk takes it now
+        assert await recorder.stop_overlong() == [trunk]
+        assert await recorder.stop_overlong() == []
+    assert [name for name, _ in asterisk.sent] == ["StopMixMonitor"] * 3
+    assert "trying again in 5 s" in caplog.text
+    # A refusal that lasts: OVERLONG_TRIES stops, one ERROR, then nothing more.
+    await start_recording(
+        asterisk.send, store, settings, call_id="1714557991.1", channel="PJSIP/t-2",
+        legs="mix", origin=Origin("rule", "compliance"),
+    )  # fmt: skip
+    with sqlite3.connect(tmp_path / "state" / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 61")
+    asterisk.refuse["PJSIP/t-2"] = "Could not stop monitoring channel"
+    asterisk.sent.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "router.recordings"):
+        for _ in range(OVERLONG_TRIES + 3):
+            assert await recorder.stop_overlong() == []
+    assert len(asterisk.sent) == OVERLONG_TRIES
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"failed {OVERLONG_TRIES} times" in errors[0].getMessage()
+    await recorder.callrouter_shutdown()
+
+
 async def test_after_a_stream_gap_a_leg_joining_a_bridge_the_recorded_leg_left_does_not_read(
     tmp_path: Path,
 ) -> None:
