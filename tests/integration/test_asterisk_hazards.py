@@ -104,7 +104,8 @@ READS = [
     Read(
         "AGI",
         "Command",
-        "EXEC MixMonitor /tmp/hazard-agi.wav,,/bin/true ^{{^{{HAZARD_READ}}}}",
+        # Quoted: AGI splits its arguments at spaces, and EXEC passes on only the first.
+        'EXEC MixMonitor "/tmp/hazard-agi.wav,,/bin/true ^{{^{{HAZARD_READ}}}}"',
         "{call}",
     ),
     Read(
