@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import string
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,14 +81,36 @@ class _Section:
     lines: list[str]
 
 
+@dataclass(slots=True)
+class _Category:
+    """What Asterisk's config parser makes of a header and its ``(+)`` sections."""
+
+    #: Indexes of the sections: the header's first, then each ``(+)``.
+    parts: list[int]
+    #: ``(!)``: no user, only inherited from.
+    template: bool
+
+
 def section_eventfilters(text: str, user: str) -> UserSection | None:
-    """The ``eventfilter`` lines of every ``[user]`` section of ``text`` and of
-    the templates it inherits, and the ``#include`` lines of the file; None
-    when there is no such section (a template ``[user](!)`` is no user).
+    """The ``eventfilter`` lines Asterisk gives the manager user ``user`` from
+    ``text`` (with those of the templates it inherits), and the ``#include``
+    lines of the file; None when no section makes that user (a template
+    ``[user](!)`` is no user, nor is ``[general]``).
+
+    The names are matched as Asterisk 22 matches them, without regard to
+    case (config.c's categories, manager.c's ``get_manager_by_name_locked``;
+    on the sandbox ``ROUTER`` logged in as ``[router]``): ``[Router]`` is
+    the user ``router``, and ``[router](BASE)`` inherits ``[base]``. When
+    the file has the user's section twice (``[router]`` ... ``[ROUTER]``,
+    no ``(+)``), manager.c drops the first one's filters when it reads the
+    second: the last section's lines are the user's (the sandbox's session
+    got only the second one's events). ``[router](+)`` adds to the first
+    such section above it.
 
     Asterisk copies a template's lines into ``[user](base)`` when it reads that
-    header, so only the ``[base]`` sections above it count, and a template of
-    a template too: the inheritance is walked back through the file, each
+    header, so only the first ``[base]`` section above it counts (with what
+    its ``(+)`` sections added above the header), and a template of a
+    template too: the inheritance is walked back through the file, each
     section once, so a file of a few MB is read in a time bounded by its size.
     """
     sections: list[_Section] = []
@@ -117,27 +140,71 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
         value = value.removeprefix(">").strip()
         if _KEY.fullmatch(key):
             sections[-1].lines.append(f"{key}={value}")
-    own = [i for i, s in enumerate(sections) if s.name == user and "!" not in s.options]
-    if not own:
-        return None
-    reached = set(own)
-    stack = list(own)
-    by_name: dict[str, list[int]] = {}
+    # A category: the sections that make it, its header first, then each
+    # [name](+) that adds to it. Asterisk keeps them in the file's order.
+    by_name: dict[str, list[_Category]] = {}
+    of: list[_Category | None] = []  # each section's category
+    # By name, where the first category that is no template may be: a
+    # category turns into a template, never back, so the search goes on from
+    # there and the loop stays linear in the file.
+    open_from: dict[str, int] = {}
     for i, section in enumerate(sections):
-        by_name.setdefault(section.name, []).append(i)
+        name = _folded(section.name)
+        template = "!" in section.options
+        same = by_name.setdefault(name, [])
+        category: _Category | None
+        if "+" not in section.options:
+            category = _Category([i], template)
+            same.append(category)
+        else:  # config.c: added to the first category of that name that is no template
+            at = open_from.get(name, 0)
+            while at < len(same) and same[at].template:
+                at += 1
+            open_from[name] = at
+            category = same[at] if at < len(same) else None
+            if category is not None:
+                category.parts.append(i)
+                category.template |= template
+        of.append(category)
+    if _folded(user) == "general":  # manager.c: [general] is no user
+        return None
+    users = [c for c in by_name.get(_folded(user), ()) if not c.template]
+    if not users:
+        return None
+    own = users[-1]  # manager.c drops a user's filters at each of its sections
+    reached = set(own.parts)
+    stack = list(own.parts)
     while stack:
         at = stack.pop()
         for base in sections[at].options:
-            if base in ("!", "+"):
+            if base == "!" or base.startswith("+"):
                 continue
-            for i in by_name.get(base, ()):
+            # config.c: the first category of that name, template or not, if
+            # it is above the header.
+            named = by_name.get(_folded(base))
+            for i in named[0].parts if named else ():
                 if i < at and i not in reached:  # only what the file has above it
                     reached.add(i)
                     stack.append(i)
     order = sorted(reached)
     lines = [line for i in order for line in sections[i].lines]
-    templates = tuple(dict.fromkeys(sections[i].name for i in order if sections[i].name != user))
+    names = (_head(sections, of[i]) for i in order if of[i] is not own)
+    templates = tuple(dict.fromkeys(name for name in names if name))
     return UserSection(lines, includes, templates)
+
+
+def _head(sections: list[_Section], category: _Category | None) -> str:
+    """A category's name as its header spells it."""
+    return sections[category.parts[0]].name if category is not None else ""
+
+
+#: ASCII letters to lower case, as C's ``strcasecmp`` compares them (no other).
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _folded(name: str) -> str:
+    """A section name as Asterisk compares it (``strcasecmp``): ``Router`` is ``router``."""
+    return name.translate(_ASCII_LOWER)
 
 
 def _uncommented(raw: str, depth: int) -> tuple[str, int]:

@@ -80,6 +80,42 @@ def test_a_template_s_lines_are_the_user_s_as_asterisk_applies_them() -> None:
     assert section_eventfilters("[router](!)\nsecret = s\n", "router") is None
 
 
+def test_the_user_is_found_as_asterisk_finds_it_without_regard_to_case() -> None:
+    """Asterisk 22 matches manager user and template names with strcasecmp
+    (manager.c's get_manager_by_name_locked, config.c's categories): on the
+    sandbox, ``HCHECKONE`` logged in as ``[hcheckone]`` and got its filters'
+    events, ``[hcheckthree](BASE)`` got ``[base](!)``'s too, and of
+    ``[hchecktwo]`` then ``[HCHECKTWO]`` only the second's: manager.c drops a
+    user's filters at each of its sections. check said "no [router] section"
+    for ``[Router]`` and compared both sections' lines."""
+    text = (
+        "[Filters](!)\neventfilter(action(include),name(Hangup))=\n"
+        "[Router](FILTERS)\nsecret = s\neventfilter(action(include),name(VarSet))=\n"
+        "[ROUTER](filters)\n"
+        "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=1\n"
+        "[router](+)\neventfilter(action(include),name(Newchannel))=\n"
+        "[router](+)\neventfilter(action(include),name(UserEvent))=\n"
+    )
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    # (+) adds to the first [router]: the lines the user has are the last
+    # section's, with its template's.
+    assert found.lines == LINES[:2]
+    assert found.templates == ("Filters",)
+    found = section_eventfilters(text.replace("[ROUTER](filters)", "[ROUTER](+)"), "ROUTER")
+    assert found is not None
+    assert found.lines == [
+        "eventfilter(action(include),name(Hangup))=",
+        "eventfilter(action(include),name(VarSet))=",
+        LINES[1],
+        "eventfilter(action(include),name(Newchannel))=",
+        LINES[2],
+    ]
+    # Only ASCII letters are folded, as strcasecmp does; [general] is no user.
+    assert section_eventfilters("[ROUTEß]\nsecret = s\n", "routess") is None
+    assert section_eventfilters("[General]\nsecret = s\n", "general") is None
+
+
 def test_lines_written_for_earlier_rules_are_told_with_what_to_change() -> None:
     """A rule now reads QueueCallerJoin; VarSet was read by a rule since removed."""
     now = EventSelection(
