@@ -487,7 +487,7 @@ def compare_eventfilters(
                 _shown(unread),
             )
         )
-    findings.extend(_excluded(section, excludes, needed, then))
+    findings.extend(_excluded(section, excludes, wanted, then))
     if not findings:
         findings.append(
             ConfFinding(
@@ -507,31 +507,63 @@ def _partly(atom: _Atom, wanted: dict[_Atom, str]) -> bool:
 def _excluded(
     section: str,
     excludes: list[tuple[str, list[_Atom] | None, str | None]],
-    needed: set[str] | None,
+    wanted: dict[_Atom, str] | None,
     then: str,
 ) -> list[ConfFinding]:
-    """Exclude lines that drop an event callrouter needs (``needed`` None: every event)."""
+    """Exclude lines that drop an event callrouter needs (``wanted`` None: it
+    needs every event).
+
+    A header line (``name(E),header(H)``, ``method(exact)`` or
+    ``^(A|B)$``) drops only the ``E`` events whose ``H`` has an excluded
+    value (manager.c compares the header's value, not the event): it fails
+    only for a value callrouter asks for, or when callrouter reads every
+    ``E``. When callrouter asks for ``E`` by another header, whether the
+    line drops one it needs depends on both headers' values: advice.
+    """
     dropping: list[str] = []
     names: set[str] = set()
+    maybe: list[str] = []
+    maybe_names: set[str] = set()
+    needed = None if wanted is None else {atom[0] for atom in wanted}
     for line, atoms, regex in excludes:
+        hit: set[str] = set()
+        doubt: set[str] = set()
         if atoms is not None:
-            hit = {a[0] for a in atoms if needed is None or a[0] in needed}
+            for event, header, value in atoms:
+                if wanted is None:
+                    hit.add(event)
+                elif not header or (event, "", "") in wanted or (event, header, value) in wanted:
+                    hit |= {event} & (needed or set())
+                elif any(w[0] == event and w[1] != header for w in wanted):
+                    doubt.add(event)
         elif regex is not None:
             hit = {n for n in (needed or ()) if _legacy_matches(regex, n)}
             if needed is None:
                 hit = {"(any)"}
-        else:
-            hit = set()
         if hit:
             dropping.append(line)
             names |= hit
-    if not dropping:
-        return []
-    return [
-        ConfFinding(
-            "fail",
-            f"{section}: exclude lines drop events callrouter needs "
-            f"({', '.join(sorted(names))}): remove them, {then}",
-            _shown(dropping),
+        elif doubt:
+            maybe.append(line)
+            maybe_names |= doubt
+    findings: list[ConfFinding] = []
+    if dropping:
+        findings.append(
+            ConfFinding(
+                "fail",
+                f"{section}: exclude lines drop events callrouter needs "
+                f"({', '.join(sorted(names))}): remove them, {then}",
+                _shown(dropping),
+            )
         )
-    ]
+    if maybe:
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: exclude lines on a header callrouter does not select "
+                f"{', '.join(sorted(maybe_names))} by may drop some it needs (those whose "
+                "header has the excluded value): check them by hand",
+                _shown(maybe),
+            )
+        )
+    return findings

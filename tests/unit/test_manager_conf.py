@@ -168,6 +168,54 @@ def test_an_exclude_line_that_drops_a_needed_event_fails(line: str) -> None:
     assert dropped.lines == (line,)
 
 
+def _exclude(event: str, header: str, value: str, method: str = "exact") -> str:
+    return f"eventfilter(action(exclude),name({event}),header({header}),method({method}))={value}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _exclude("Newexten", "Priority", "2"),  # callrouter asks for Priority 1 only
+        _exclude("Newexten", "Priority", "^(2|3)$", "regex"),
+        _exclude("VarSet", "Variable", "X"),  # an event callrouter does not read
+    ],
+)
+def test_a_header_exclude_of_values_callrouter_does_not_ask_for_passes(line: str) -> None:
+    """manager.c drops only the events whose header has the excluded value:
+    check FAILed on any exclude line naming an event callrouter needs."""
+    [ok] = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert ok.level == "ok"
+
+
+@pytest.mark.parametrize(
+    ("line", "event"),
+    [
+        (_exclude("Newexten", "Priority", "1"), "Newexten"),  # the value asked for
+        (_exclude("Newexten", "Priority", "^(1|3)$", "regex"), "Newexten"),
+        (_exclude("Hangup", "Cause", "16"), "Hangup"),  # callrouter reads every Hangup
+    ],
+)
+def test_a_header_exclude_of_a_value_callrouter_needs_fails(line: str, event: str) -> None:
+    [dropped] = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert dropped.level == "fail"
+    assert f"exclude lines drop events callrouter needs ({event})" in dropped.text
+    assert dropped.lines == (line,)
+
+
+def test_a_header_exclude_on_another_header_than_callrouter_s_is_advice() -> None:
+    """Newexten by Context, where callrouter asks for Newexten by Priority:
+    whether a step it needs is in that context is not known here."""
+    line = _exclude("Newexten", "Context", "from-internal")
+    [maybe] = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert maybe.level == "advice"
+    assert maybe.text == (
+        "manager.conf [router]: exclude lines on a header callrouter does not select "
+        "Newexten by may drop some it needs (those whose header has the excluded "
+        "value): check them by hand"
+    )
+    assert maybe.lines == (line,)
+
+
 def test_legacy_include_lines_are_tried_on_the_event_line() -> None:
     have = ["eventfilter=Event: (Hangup|UserEvent|Newexten)"]
     assert [f.level for f in compare_eventfilters("router", have, SELECTION)] == ["ok"]
