@@ -63,8 +63,10 @@ class Offline:
     #: The variable ``[asterisk]`` takes its secret from, when this shell
     #: lacks it: the secret is then a stand-in, no use for logging in.
     asterisk_secret_missing: str | None = None
-    #: (where, section, key) of each secret this shell lacks: ``explain --ask``
-    #: refuses to ask a plugin with a stand-in (1C would count a failed login).
+    #: (where, section, key) of each secret this shell lacks, of ``[asterisk]``
+    #: and of the plugins started (not of a table ``[plugins]`` leaves out):
+    #: ``explain --ask`` refuses to ask a plugin with a stand-in (1C would
+    #: count a failed login).
     unset_secrets: list[tuple[str, str, str]] = field(default_factory=list)
 
     def event_selection(self) -> EventSelection:
@@ -180,28 +182,35 @@ def load_offline(
     else:
         found = _secret_variables(path)
     stand_ins: dict[str, str] = {}
-    unset: list[tuple[str, str, str]] = []
     asterisk_missing = None
     chosen = given.get("asterisk.secret_env")
     if isinstance(chosen, str):  # --secret-env: that variable, not the file's
         found = [("--secret-env", "asterisk", "secret_env", chosen)] + [
             entry for entry in found if entry[1] != "asterisk"
         ]
-    for where, section, key, name in found:
-        if name and not os.environ.get(name):
-            stand_ins[name] = _STAND_IN
-            unset.append((where, section, key))
-            if section == "asterisk":
-                asterisk_missing = name
-            warnings.append(
-                f"{where}: [{section}] {key}: {env_unset(name, 'is not set here')}; "
-                "callrouter run needs it (checked without it)"
-            )
+    lacking = [entry for entry in found if entry[3] and not os.environ.get(entry[3])]
+    for _where, section, _key, name in lacking:
+        stand_ins[name] = _STAND_IN
+        if section == "asterisk":
+            asterisk_missing = name
     with _environment(stand_ins) as environ:
         config = load_config(path, overrides=given, environ=environ)
         _load_tls_files(config)
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))
+    # The table of a plugin [plugins] leaves out (disabled, or not in
+    # enabled) is read by nothing: callrouter run starts no such plugin, so
+    # its secret is neither needed nor asked for by explain --ask.
+    unset: list[tuple[str, str, str]] = []
+    for where, section, key, name in lacking:
+        plugin = section.removeprefix("plugins.")
+        if plugin != section and not plugins.pm.has_plugin(plugin):
+            continue
+        unset.append((where, section, key))
+        warnings.append(
+            f"{where}: [{section}] {key}: {env_unset(name, 'is not set here')}; "
+            "callrouter run needs it (checked without it)"
+        )
     registry, problems = plugins.build_registry()
     if config.recordings is not None:
         from router.recordings.transcode import missing_encoder

@@ -157,6 +157,30 @@ def test_ask_refuses_a_plugin_secret_this_shell_lacks(
     assert double.log == []
 
 
+@pytest.mark.parametrize("left_out", ['disabled = ["onec"]', 'enabled = ["timefuncs"]'])
+def test_ask_needs_no_secret_of_a_plugin_that_is_not_started(
+    tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str], left_out: str
+) -> None:
+    """--ask refused for [plugins.onec] password_env though [plugins] left the
+    plugin out: callrouter run starts no such plugin, so nothing needs it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: default\n    on: call\n    do:\n"
+        "      - redirect: {context: queues, exten: sales}\n",
+        encoding="utf-8",
+    )
+    config = router_toml(tmp_path, double, password="ONEC_EXPLAIN_PASSWORD")
+    text = config.read_text(encoding="utf-8").replace(
+        "[plugins.onec]", f"[plugins]\n{left_out}\n[plugins.onec]"
+    )
+    config.write_text(text.replace(str(ROOT / "rules"), str(rules)), encoding="utf-8")
+    assert explain(config, "--ask") == 0
+    out, err = capsys.readouterr()
+    assert "decision: redirect(context=queues, exten=sales) (rules: default)" in out
+    assert "password_env" not in out + err  # not refused, not warned about
+    assert double.log == []
+
+
 def test_ask_leaves_the_live_instances_call_history_alone(
     tmp_path: Path, double: OneCDouble, capsys: pytest.CaptureFixture[str]
 ) -> None:
