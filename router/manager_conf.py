@@ -371,12 +371,16 @@ def compare_eventfilters(
     lines: list[str],
     selection: EventSelection,
     templates: tuple[str, ...] = (),
+    *,
+    suggested_flags: str = "",
 ) -> list[ConfFinding]:
     """What to change in ``[user]``'s ``eventfilter`` ``lines`` (from
     :func:`section_eventfilters`) so that they let through what ``selection``
     asks for, and no more. A ``fail`` drops events callrouter needs. The
     findings name the ``templates`` the lines came from too: a line to
-    remove may be in one of them."""
+    remove may be in one of them. ``suggested_flags`` (`` --username X``)
+    go into the command a finding suggests, so that it prints the lines for
+    the same user."""
     then = "then `asterisk -rx 'manager reload'` and restart callrouter"
     includes: set[_Atom] = set()
     include_lines: dict[_Atom, str] = {}
@@ -420,7 +424,8 @@ def compare_eventfilters(
                 "advice",
                 f"{section} has no eventfilter lines: unless it may send Filter (write = "
                 "system), callrouter gets every event of the user's read classes; add "
-                "these (`callrouter check --manager-conf`), then `asterisk -rx 'manager "
+                f"these (`callrouter check --manager-conf{suggested_flags}`), then "
+                "`asterisk -rx 'manager "
                 "reload'` and restart callrouter",
                 _shown(wanted.values()),
             )
@@ -474,7 +479,7 @@ def compare_eventfilters(
                 "advice",
                 f"{section}: these lines let through every event of a name callrouter "
                 "reads only a few of (Asterisk writes them all): replace them with the "
-                "header lines `callrouter check --manager-conf` prints",
+                f"header lines `callrouter check --manager-conf{suggested_flags}` prints",
                 _shown(dict.fromkeys(wider)),
             )
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,19 +150,34 @@ def run(args: argparse.Namespace) -> int:
         if args.manager_conf:
             _print_manager_conf(offline)
         if args.manager_conf_file is not None and not _compare_manager_conf(
-            offline, args.manager_conf_file
+            offline, args.manager_conf_file, _suggested_flags(args)
         ):
             count += 1
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
     flags = args.url is not None and args.username is not None
-    asterisk_ok = _check_asterisk(offline, ruleset, flags=flags) if args.asterisk else True
+    asterisk_ok = (
+        _check_asterisk(offline, ruleset, flags=flags, suggested=_suggested_flags(args))
+        if args.asterisk
+        else True
+    )
     return 0 if not count and asterisk_ok else 1
 
 
-def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) -> bool:
+def _suggested_flags(args: argparse.Namespace) -> str:
+    """What the ``callrouter check`` commands a finding suggests must add:
+    ``--username X`` when it names the user, or they would print (or
+    compare) router.toml's user's lines instead of X's."""
+    username = getattr(args, "username", None)
+    return f" --username {shlex.quote(username)}" if username is not None else ""
+
+
+def _check_asterisk(
+    offline: Offline, ruleset: RuleSet, *, flags: bool = False, suggested: str = ""
+) -> bool:
     """Log in as `callrouter run` would and print what Asterisk says; False
     when something there stops routing (router/commands/preflight.py).
-    ``flags``: --url and --username name the Asterisk without a router.toml."""
+    ``flags``: --url and --username name the Asterisk without a router.toml;
+    ``suggested``: what the commands the findings suggest add (--username)."""
     import asyncio
 
     from router.ami.client import ClientSettings
@@ -199,6 +215,7 @@ def _check_asterisk(offline: Offline, ruleset: RuleSet, *, flags: bool = False) 
                 recording=recording,
                 probes=probes,
                 filtering=filtering,
+                suggested_flags=suggested,
             )
         finally:
             await client.aclose()
@@ -232,10 +249,11 @@ def _print_manager_conf(offline: Offline) -> None:
     print(f"; [general] disabledevents must name none of: {', '.join(sorted(selection.names))}")
 
 
-def _compare_manager_conf(offline: Offline, path: Path) -> bool:
+def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> bool:
     """Print what to change in the user's eventfilter lines of manager.conf
     ``path`` (router/manager_conf.py); False on a failure (events callrouter
-    needs are filtered out, or the file cannot be read)."""
+    needs are filtered out, or the file cannot be read). ``suggested``: what
+    the commands the findings suggest add (--username)."""
     from router.manager_conf import compare_eventfilters, section_eventfilters
     from router.textfiles import read_bounded
 
@@ -263,7 +281,9 @@ def _compare_manager_conf(offline: Offline, path: Path) -> bool:
             f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "
             "followed: eventfilter lines in those files are not compared"
         )
-    findings = compare_eventfilters(user, lines, offline.event_selection(), templates)
+    findings = compare_eventfilters(
+        user, lines, offline.event_selection(), templates, suggested_flags=suggested
+    )
     for finding in findings:
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
         for line in finding.lines:

@@ -48,6 +48,7 @@ async def check_asterisk(
     recording: bool = False,
     probes: Sequence[Probe] = (REDIRECT,),
     filtering: bool = False,
+    suggested_flags: str = "",
 ) -> list[Finding]:
     """Log in with ``client`` and check; ``targets`` are the rules' redirect
     locations to look up (``built`` more are made per call and cannot be);
@@ -56,7 +57,9 @@ async def check_asterisk(
     so ``[callrouter-record]`` is checked too; ``probes``: the actions whose
     write class is asked for (router/privileges.py, ``needed``); ``filtering``:
     ``[asterisk] events = "auto"``, so whether callrouter may send ``Filter``
-    (or only manager.conf's eventfilter lines filter event names) is told."""
+    (or only manager.conf's eventfilter lines filter event names) is told;
+    ``suggested_flags`` (`` --username X``) go into the ``callrouter check``
+    commands the findings suggest, so that they read the same user's section."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
@@ -66,9 +69,9 @@ async def check_asterisk(
     for probe in probes:
         findings.append(await _allowed(client, probe))
     if filtering:
-        findings.append(await _filtering(client))
+        findings.append(await _filtering(client, suggested_flags))
     findings.extend((await audit_dialplan(client, targets, built, recording=recording)).findings)
-    findings.extend(await _user_events(client, listen))
+    findings.extend(await _user_events(client, listen, suggested_flags))
     return findings
 
 
@@ -95,7 +98,7 @@ async def _allowed(client: AMIClient, probe: Probe) -> Finding:
     return Finding("ok", f"{probe.action} allowed (write = {probe.write_class})")
 
 
-async def _filtering(client: AMIClient) -> Finding:
+async def _filtering(client: AMIClient, suggested_flags: str = "") -> Finding:
     """Whether callrouter filters event names itself. Without ``write =
     system`` (the recommended user) only the eventfilter lines of the user's
     manager.conf section do, which this session cannot read: they are
@@ -117,11 +120,14 @@ async def _filtering(client: AMIClient) -> Finding:
         f"filter event names itself: the class mask applies, and the eventfilter lines "
         f"of manager.conf [{user}] if it has any; lines written for earlier rules or "
         "plugins can keep back events they now need, so compare them: callrouter check "
-        "--manager-conf-file /etc/asterisk/manager.conf (docs/asterisk.md, Event filtering)",
+        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (docs/asterisk.md, "
+        "Event filtering)",
     )
 
 
-async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
+async def _user_events(
+    client: AMIClient, listen: float, suggested_flags: str = ""
+) -> list[Finding]:
     token = secrets.token_hex(6)
     sent = time.monotonic()
     try:
@@ -164,8 +170,8 @@ async def _user_events(client: AMIClient, listen: float) -> list[Finding]:
                 f"Asterisk sends this user no UserEvent (its own did not come back in "
                 f"{listen:g} s), so no routing request can reach callrouter: give the "
                 "manager user read = user, and check its eventfilter lines "
-                "(callrouter check --manager-conf) and that [general] disabledevents "
-                "in manager.conf does not name UserEvent",
+                f"(callrouter check --manager-conf{suggested_flags}) and that [general] "
+                "disabledevents in manager.conf does not name UserEvent",
             )
         )
     else:

@@ -109,6 +109,10 @@ async def test_no_user_events_fail_with_the_causes_to_check(ajam_replay: ReplayA
     found = await run(ajam_replay)
     (fail,) = [f for f in found if f.level == "fail"]
     assert fail.text.startswith("Asterisk sends this user no UserEvent (its own did not come")
+    assert "(callrouter check --manager-conf) and that" in fail.text
+    found = await run(ajam_replay, suggested_flags=" --username watcher")
+    (fail,) = [f for f in found if f.level == "fail"]
+    assert "(callrouter check --manager-conf --username watcher) and that" in fail.text
     for cause in ("read = user", "eventfilter", "disabledevents"):
         assert cause in fail.text
 
@@ -501,3 +505,9 @@ async def test_filtering_says_who_filters_event_names(
     assert "callrouter check --manager-conf-file /etc/asterisk/manager.conf" in found[2].text
     assert "Filter" not in caplog.text  # told once, as the finding
     assert not any(f.level == "fail" for f in found)
+    # check --username watcher: the comparison it suggests reads [watcher].
+    found = await run(ajam_replay, filtering=True, suggested_flags=" --username watcher")
+    assert (
+        "callrouter check --manager-conf-file /etc/asterisk/manager.conf --username "
+        "watcher (docs/asterisk.md, Event filtering)" in found[2].text
+    )

@@ -280,6 +280,32 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
     assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
 
 
+def test_the_commands_check_suggests_name_the_user_of_username(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check --username watcher`` compared [watcher], but its ADVICE said to
+    run `callrouter check --manager-conf`, which prints the lines under
+    router.toml's user [router]: the suggested command names the user too."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    conf.write_text(
+        "[watcher]\nread = call\n[ops desk]\neventfilter(action(include),name(Newexten))=\n"
+    )
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    assert main([*argv, "--username", "watcher"]) == 0
+    out = capsys.readouterr().out
+    assert "manager.conf: ADVICE manager.conf [watcher] has no eventfilter lines" in out
+    assert "add these (`callrouter check --manager-conf --username watcher`), then" in out
+    main([*argv, "--username", "ops desk"])
+    out = capsys.readouterr().out
+    assert "manager.conf [ops desk]: these lines let through every event of a name" in out
+    assert "the header lines `callrouter check --manager-conf --username 'ops desk'` prints" in out
+    # Without --username the command is router.toml's: nothing to add.
+    conf.write_text("[router]\nread = call\n")
+    assert main(argv) == 0
+    assert "add these (`callrouter check --manager-conf`), then" in capsys.readouterr().out
+
+
 def test_check_reads_no_fifo_and_no_file_past_its_bound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
