@@ -37,8 +37,13 @@ __all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventf
 
 #: A section header: ``[router]``, ``[router](template)``, ``[router](!)``.
 _SECTION = re.compile(r"\[(?P<name>[^\]]+)\](?:\((?P<extra>[^)]*)\))?\s*$")
-#: ``eventfilter(CRITERIA)`` or a bare ``eventfilter`` (legacy), as a key.
-_KEY = re.compile(r"eventfilter(?:\((?P<criteria>.*)\))?", re.IGNORECASE)
+#: ``eventfilter(CRITERIA)`` or a bare ``eventfilter`` (legacy), as a key. In
+#: lower case only: manager.c takes a key for a filter when it begins with
+#: ``eventfilter`` (``ast_begins_with``, case counts), and reads the options
+#: and their values (``action(include)``, ``method(exact)``) with ``strcmp``.
+#: On the sandbox a user whose only line was ``EventFilter(...)=`` got every
+#: event.
+_KEY = re.compile(r"eventfilter(?:\((?P<criteria>.*)\))?")
 _PART = re.compile(r"(?P<name>[a-z]+)\((?P<value>[^()]*)\)")
 #: Lines shown at most per finding: the rest is counted.
 _SHOWN = 40
@@ -242,7 +247,9 @@ def _opens(raw: str, at: int) -> bool:
 
 def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
     """(include?, its atoms in callrouter's form or None, a legacy regex or
-    None) of one ``eventfilter`` line."""
+    None) of one ``eventfilter`` line, read as manager.c's
+    ``manager_add_filter`` reads it: an option or value in another case
+    (``action(Include)``) is one Asterisk refuses, a line not compared."""
     key, _, value = line.partition("=")
     criteria = _KEY.fullmatch(key)
     assert criteria is not None
@@ -255,15 +262,20 @@ def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
         matched = _PART.fullmatch(part.strip())
         if matched is None:
             return True, None, None
-        parts[matched.group("name").lower()] = matched.group("value")
-    include = parts.get("action", "include").lower() != "exclude"
+        parts[matched.group("name")] = matched.group("value")
+    action = parts.get("action")
+    if value.startswith("!"):  # manager.c drops it; it excludes unless action() says
+        action, value = action or "exclude", value[1:]
+    if action not in (None, "include", "exclude"):  # Asterisk adds no such filter
+        return True, None, None
+    include = action != "exclude"
     event = parts.get("name")
     if event is None or set(parts) - {"action", "name", "header", "method"}:
         return include, None, None
     header = parts.get("header")
     if header is None:
         return include, ([(event, "", "")] if value == "" else None), None
-    method = parts.get("method", "none").lower()
+    method = parts.get("method", "none")
     if method == "exact":
         return include, [(event, header, value)], None
     regex = re.fullmatch(r"\^\(([A-Za-z0-9_|]+)\)\$", value) if method == "regex" else None

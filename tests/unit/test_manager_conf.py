@@ -216,6 +216,25 @@ def test_a_header_exclude_on_another_header_than_callrouter_s_is_advice() -> Non
     assert maybe.lines == (line,)
 
 
+def test_a_line_is_read_as_manager_c_reads_it_case_and_all() -> None:
+    """manager.c takes a key for a filter when it begins with ``eventfilter``,
+    case counting (on the sandbox a user whose only line was
+    ``EventFilter(...)=`` got every event), and its options with strcmp: an
+    ``action(Include)`` is a line Asterisk refuses. Both were compared as
+    filters. A ``!`` before the value excludes, as in a legacy line."""
+    found = section_eventfilters("[router]\nEventFilter(action(include),name(Hangup))=\n", "router")
+    assert found is not None
+    assert found.lines == []
+    odd = "eventfilter(action(Include),name(Hangup))="
+    *_, unread = compare_eventfilters("router", [*LINES, odd], SELECTION)
+    assert unread.level == "advice"
+    assert unread.lines == (odd,)
+    bang = "eventfilter(name(Hangup))=!"
+    [dropped] = compare_eventfilters("router", [*LINES, bang], SELECTION)
+    assert dropped.level == "fail"
+    assert dropped.lines == (bang,)
+
+
 def test_legacy_include_lines_are_tried_on_the_event_line() -> None:
     have = ["eventfilter=Event: (Hangup|UserEvent|Newexten)"]
     assert [f.level for f in compare_eventfilters("router", have, SELECTION)] == ["ok"]
