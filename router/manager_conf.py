@@ -535,12 +535,15 @@ def _excluded(
     value (manager.c compares the header's value, not the event): it fails
     only for a value callrouter asks for, or when callrouter reads every
     ``E``. When callrouter asks for ``E`` by another header, whether the
-    line drops one it needs depends on both headers' values: advice.
+    line drops one it needs depends on both headers' values: advice, as
+    for an exclude line not in a form compared (``method(starts_with)``, a
+    legacy regex not tried), which was left out in silence.
     """
     dropping: list[str] = []
     names: set[str] = set()
     maybe: list[str] = []
     maybe_names: set[str] = set()
+    unread: list[str] = []
     needed = None if wanted is None else {atom[0] for atom in wanted}
     for line, atoms, regex in excludes:
         hit: set[str] = set()
@@ -557,6 +560,8 @@ def _excluded(
             hit = {n for n in (needed or ()) if _legacy_matches(regex, n)}
             if needed is None:
                 hit = {"(any)"}
+        else:
+            unread.append(line)
         if hit:
             dropping.append(line)
             names |= hit
@@ -581,6 +586,15 @@ def _excluded(
                 f"{', '.join(sorted(maybe_names))} by may drop some it needs (those whose "
                 "header has the excluded value): check them by hand",
                 _shown(maybe),
+            )
+        )
+    if unread:
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: {len(unread)} exclude line(s) not in a form callrouter "
+                "compares: they may drop events callrouter needs (check them by hand)",
+                _shown(unread),
             )
         )
     return findings

@@ -235,6 +235,24 @@ def test_a_line_is_read_as_manager_c_reads_it_case_and_all() -> None:
     assert dropped.lines == (bang,)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        _exclude("Newexten", "Context", "from", "starts_with"),
+        "eventfilter=!(.*)*Z",  # a legacy regex not tried
+    ],
+)
+def test_an_exclude_line_not_compared_is_told(line: str) -> None:
+    """It may drop events callrouter needs: check said OK, leaving it out."""
+    [unread] = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert unread.level == "advice"
+    assert unread.text == (
+        "manager.conf [router]: 1 exclude line(s) not in a form callrouter compares: "
+        "they may drop events callrouter needs (check them by hand)"
+    )
+    assert unread.lines == (line,)
+
+
 def test_legacy_include_lines_are_tried_on_the_event_line() -> None:
     have = ["eventfilter=Event: (Hangup|UserEvent|Newexten)"]
     assert [f.level for f in compare_eventfilters("router", have, SELECTION)] == ["ok"]
