@@ -35,7 +35,7 @@ from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.textfiles import read_bounded
 
-__all__ = ["Offline", "load_offline"]
+__all__ = ["Offline", "load_offline", "without_ami_secret"]
 
 #: What stands in for a secret whose variable is not set in this shell.
 _STAND_IN = "not-set-when-checked"
@@ -145,6 +145,19 @@ def _environment(extra: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def without_ami_secret(path: Path) -> dict[str, str]:
+    """``os.environ`` with a stand-in for the ``[asterisk]`` secret's variable
+    when this shell lacks it: for commands that never log in to Asterisk
+    (``history replay``), which need router.toml, not the AMI secret. The
+    plugins' secrets are left as they are: a plugin started for real needs its own.
+    """
+    environ = dict(os.environ)
+    for _where, section, _key, name in _secret_variables(path):
+        if section == "asterisk" and name and not environ.get(name):
+            environ[name] = _STAND_IN
+    return environ
 
 
 def load_offline(

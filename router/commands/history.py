@@ -20,6 +20,7 @@ from pathlib import Path
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent
 from router.calllife.sources import open_source
+from router.commands._offline import without_ami_secret
 from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 from router.errors import ConfigError
 from router.logsafe import escape_controls, escape_json_line
@@ -77,7 +78,9 @@ def run_replay(args: argparse.Namespace) -> int:
         until = parse_moment(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"history replay: {exc}") from None
-    config = load_config(args.config)
+    # Replay never logs in: the AMI secret, which the service gets from its
+    # environment and a root shell usually lacks, is not asked for.
+    config = load_config(args.config, environ=without_ami_secret(args.config))
     source = open_source(config.history)
     if source is None:
         raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -79,6 +80,37 @@ def test_dry_run_json_and_the_window(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert {e["call_id"] for e in events} == {"pbx-1700000100.9"}  # the first call is before
     assert [e["kind"] for e in events][-2:] == ["hangup", "missed"]
     assert all(e["replayed"] for e in events)
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []], ids=["dry-run", "told"])
+def test_replay_needs_no_ami_secret(
+    dry_run: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Replay never logs in to Asterisk (history.md), yet a router.toml with
+    ``secret_env``, as the systemd unit's is, refused it in a shell without
+    the variable: ``[asterisk] secret_env: environment variable
+    CALLROUTER_SECRET is not set or empty``, exit 1."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret_env = "CALLROUTER_SECRET"\n[router]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[history]\ncel = "sqlite://{db}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    code = main(
+        ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", *dry_run,
+         "--config", str(cfg)]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "pbx-1700000000.1" in out if dry_run else "1 call, 3 events" in out
+    assert "CALLROUTER_SECRET" not in os.environ
 
 
 def test_no_store_configured_is_a_clear_error(
