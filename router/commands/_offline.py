@@ -31,11 +31,12 @@ from router.config import (
     load_config,
 )
 from router.config_lines import key_lines
+from router.errors import ConfigError
 from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.textfiles import read_bounded
 
-__all__ = ["Offline", "load_offline", "without_ami_secret"]
+__all__ = ["Offline", "load_offline", "service_state_dir", "without_ami_secret"]
 
 #: What stands in for a secret whose variable is not set in this shell.
 _STAND_IN = "not-set-when-checked"
@@ -145,6 +146,29 @@ def _environment(extra: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def service_state_dir(config: Config, command: str) -> Path:
+    """``[router] state_dir`` for a command that shares it with the running
+    service (``history replay`` queues there, ``recordings status`` reads the
+    catalog); ConfigError when the folder does not exist.
+
+    Under the systemd unit the service's folder is ``$STATE_DIRECTORY``, which
+    a shell lacks: without ``state_dir`` in router.toml the command took
+    ``./state`` beside router.toml, which no service ever used, and read it as
+    empty (``recordings status``: nothing on disk) or queued history in it for
+    nobody to send. A folder that does not exist is never the service's.
+    """
+    path = config.router.state_dir
+    if path.is_dir():
+        return path
+    raise ConfigError(
+        f"{config.where('router', 'state_dir')}: [router] state_dir: no folder {path}, "
+        f"so callrouter run keeps no state there for `callrouter {command}`; under "
+        "systemd the service's is $STATE_DIRECTORY (StateDirectory=callrouter: "
+        '/var/lib/callrouter), which a shell lacks: set state_dir = "/var/lib/callrouter" '
+        "in router.toml's [router] (docs/operations.md)"
+    )
 
 
 def without_ami_secret(path: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from router.commands._offline import load_offline
+from router.commands._offline import load_offline, service_state_dir
 from router.recordings.store import DB_NAME, RecordingStore
 
 __all__ = ["register", "run"]
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         print("callrouter recordings: router.toml has no [recordings] table: recordings are off")
         return 1
-    state_dir = offline.config.router.state_dir
+    state_dir = service_state_dir(offline.config, "recordings status")
     if not (state_dir / DB_NAME).exists():
         report: dict[str, Any] = {
             "counts": {},

@@ -103,6 +103,7 @@ def test_replay_needs_no_ami_secret(
         encoding="utf-8",
     )
     monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    (tmp_path / "state").mkdir()
     code = main(
         ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", *dry_run,
          "--config", str(cfg)]
@@ -111,6 +112,33 @@ def test_replay_needs_no_ami_secret(
     assert code == 0, err
     assert "pbx-1700000000.1" in out if dry_run else "1 call, 3 events" in out
     assert "CALLROUTER_SECRET" not in os.environ
+
+
+def test_replay_refuses_a_state_dir_no_service_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The systemd unit's service keeps its state in $STATE_DIRECTORY, which a
+    root shell lacks: with no ``state_dir`` in router.toml the replay took
+    ``./state`` beside it, made it, and queued the 1C history there, a file the
+    service never sends from, saying ``1 call, 3 events handed to the plugins``."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    argv = ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--config", str(cfg)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{cfg}: [router] state_dir: no folder {tmp_path / 'state'}, so callrouter run" in err
+    assert 'set state_dir = "/var/lib/callrouter"' in err
+    assert not (tmp_path / "state").exists()
+    # --dry-run shares nothing with the service: it prints as before.
+    assert main([*argv, "--dry-run"]) == 0
+    # As the service (systemd's $STATE_DIRECTORY) or with the folder named: told.
+    service = tmp_path / "var-lib-callrouter"
+    service.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", str(service))
+    assert main(argv) == 0
+    assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
 
 
 def test_no_store_configured_is_a_clear_error(
@@ -188,6 +216,7 @@ def test_replay_hands_the_events_to_started_plugins(
     cfg = config(tmp_path, db)
     with cfg.open("a", encoding="utf-8") as fh:
         fh.write(f'[router]\nstate_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "state").mkdir()  # the service's, kept by callrouter run
     assert main(["history", "replay", "--since", "2023-11-14T00:00:00+00:00",
                  "--config", str(cfg)]) == 0  # fmt: skip
     assert seen == [

@@ -87,3 +87,24 @@ def test_status_shows_what_failed_recordings_left_on_disk(
     assert "left by failed recordings: 250 B on disk, deleted 14 days after they failed" in out
     assert main(["recordings", "status", "--config", str(config), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["failed_bytes"] == 250
+
+
+def test_status_refuses_a_state_dir_no_service_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from a root shell with the systemd unit's router.toml (no state_dir:
+    the service's is $STATE_DIRECTORY, /var/lib/callrouter), it read ``./state``
+    beside router.toml, which no service used, and printed ``on disk: 0 B``
+    with exit 0, whatever the service had recorded."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML.replace('state_dir = "state"\n', ""), encoding="utf-8")
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert main(["recordings", "status", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "on disk" not in captured.out
+    assert f"[router] state_dir: no folder {tmp_path / 'state'}" in captured.err
+    service = tmp_path / "var-lib-callrouter"
+    RecordingStore(service).close()
+    monkeypatch.setenv("STATE_DIRECTORY", str(service))
+    assert main(["recordings", "status", "--config", str(config)]) == 0
+    assert "on disk: 0 B of 1000 B (max_bytes)" in capsys.readouterr().out
