@@ -101,7 +101,9 @@ def _check_postgres(reader: Reader, cel: str) -> None:
         raise reader.error("cel", "the postgresql:// url has a bad port") from None
     if importlib.util.find_spec("psycopg") is None:
         raise reader.error(
-            "cel", "a postgresql:// source needs psycopg 3: pip install 'callrouter[pgsql]'"
+            "cel",
+            "a postgresql:// source needs psycopg 3: "
+            "pip install 'psycopg>=3.1' into callrouter's environment (its pgsql extra)",
         )
 
 

@@ -2,9 +2,9 @@
 
 ``sqlite:///PATH``: the file cel_sqlite3_custom writes (an Asterisk on this
 host), opened read-only. ``postgresql://...``: the table cel_pgsql writes (a
-remote Asterisk), through psycopg 3, an optional dependency
-(``pip install 'callrouter[pgsql]'``) imported only when such a source is
-used. Both are blocking: callers run them in a worker thread.
+remote Asterisk), through psycopg 3, an optional dependency (the ``pgsql``
+extra: ``pip install './[pgsql]'`` from a checkout) imported only when such a
+source is used. Both are blocking: callers run them in a worker thread.
 
 A read returns whole calls: every record of every Linkedid that has a record
 in the time window, so a call that began before the window folds complete.
@@ -201,7 +201,7 @@ class PostgresSource:
             except ImportError as exc:
                 raise ConfigError(
                     "[history] cel: a postgresql:// source needs psycopg 3: "
-                    "pip install 'callrouter[pgsql]'"
+                    "pip install 'psycopg>=3.1' into callrouter's environment (its pgsql extra)"
                 ) from exc
             connect = psycopg.connect
         try:

@@ -275,5 +275,5 @@ def test_a_postgresql_store_without_psycopg_is_told_at_load(
     assert main(["check", "--config", str(path)]) == 1
     assert capsys.readouterr().out.startswith(
         f"{path}:6: [history] cel: a postgresql:// source needs psycopg 3: "
-        "pip install 'callrouter[pgsql]'"
+        "pip install 'psycopg>=3.1' into callrouter's environment (its pgsql extra)"
     )

@@ -190,7 +190,9 @@ def test_postgres_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(builtins, "__import__", no_psycopg)
     source = open_source(HistorySettings(cel="postgresql://callrouter@db/asterisk"))
     assert isinstance(source, PostgresSource)
-    with pytest.raises(ConfigError, match=r"\[history\] cel: .*pip install 'callrouter\[pgsql\]'"):
+    with pytest.raises(
+        ConfigError, match=r"\[history\] cel: .*pip install 'psycopg>=3.1' .*\(its pgsql extra\)"
+    ):
         source.read(0)
 
 
