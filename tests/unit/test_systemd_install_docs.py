@@ -87,3 +87,68 @@ def test_the_service_user_can_enter_the_folder_and_read_router_toml(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+PAGES = [REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md"]
+
+
+def drop_in(page: Path) -> dict[str, list[str]]:
+    """key -> values of the ``[Service]`` drop-in the page gives."""
+    blocks = re.findall(r"```ini\n(\[Service\]\n.*?)```", page.read_text("utf-8"), re.S)
+    assert len(blocks) == 1, f"{page.name}: one [Service] drop-in expected"
+    settings: dict[str, list[str]] = {}
+    for line in blocks[0].splitlines()[1:]:
+        key, value = line.split("=", 1)
+        settings.setdefault(key, []).extend(value.split())
+    return settings
+
+
+def example_recordings_folder() -> str:
+    """The ``[recordings] local_dir`` examples/router.toml suggests (commented out)."""
+    text = (REPO / "examples" / "router.toml").read_text("utf-8")
+    (folder,) = re.findall(r'^# local_dir = "([^"]+)"', text, re.M)
+    return folder
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_recordings_folder_is_given_to_the_hardened_service(page: Path) -> None:
+    """``ProtectSystem=strict`` leaves the service only its state directory to
+    write, and ``DynamicUser=`` puts it in no group, while retention deletes,
+    moves and transcodes in Asterisk's recordings folder (0750 asterisk on
+    Debian): with the unit as shipped and nothing said, recordings could be
+    neither read nor deleted (issue 16)."""
+    unit = UNIT.read_text(encoding="utf-8")
+    assert re.search(r"^ProtectSystem=strict$", unit, re.M)
+    settings = drop_in(page)
+    folder = example_recordings_folder()
+    assert folder in settings["ReadWritePaths"]
+    assert settings["SupplementaryGroups"] == ["asterisk"]
+    # The folder exists (ReadWritePaths= of a missing one stops the start)
+    # and the group may write it.
+    made = re.search(
+        rf"install -d -o asterisk -g asterisk -m (\d+) {re.escape(folder)}\n",
+        page.read_text("utf-8"),
+    )
+    assert made is not None
+    assert int(made.group(1), 8) & 0o070 == 0o070
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_systemd_accepts_the_unit_with_the_documented_drop_in(page: Path, tmp_path: Path) -> None:
+    unit = tmp_path / "callrouter.service"
+    unit.write_bytes(UNIT.read_bytes())
+    (tmp_path / "callrouter.service.d").mkdir()
+    lines = [f"{key}={' '.join(values)}" for key, values in drop_in(page).items()]
+    (tmp_path / "callrouter.service.d" / "override.conf").write_text(
+        "[Service]\n" + "\n".join(lines) + "\n", encoding="utf-8"
+    )
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    complaints = [
+        line
+        for line in (checked.stdout + checked.stderr).splitlines()
+        if "/opt/callrouter/bin/callrouter" not in line  # installed by the admin
+    ]
+    assert complaints == []
