@@ -1119,8 +1119,8 @@ class Engine:
             except Exception:  # a bug in loading must not end the engine
                 self.metrics.rule_reloads.labels("failed").inc()
                 log.exception(
-                    "rules not reloaded: loading failed; keeping the previous %d rules",
-                    len(self.rules.current.rules),
+                    "rules not reloaded: loading failed; keeping the previous %s",
+                    counted(len(self.rules.current.rules), "rule"),
                 )
                 return None
             return self._swap_rules(fresh, loaded)
@@ -1141,14 +1141,18 @@ class Engine:
 
     def _swap_rules(self, fresh: Registry, loaded: RuleSet) -> RuleSet:
         for error in loaded.errors:
-            # A file that cannot be read refuses the whole reload (said next):
-            # then no rule is disabled, the previous ones all stay.
-            disabled = error.rule is not None and not loaded.fatal
-            log.error("%s%s", error, " (rule disabled)" if disabled else "")
-        if loaded.fatal:
+            log.error("%s", error)
+        if loaded.errors:
+            # Any error refuses the whole reload, as one at start refuses to run:
+            # a rule left out would send its calls down the rules after it (or
+            # to the default route) until someone read the log, where the
+            # previous version of the rule, which the administrator meant to
+            # change, not to drop, goes on routing them.
             self.metrics.rule_reloads.labels("refused").inc()
             log.error(
-                "rules not reloaded: keeping the previous %d rules", len(self.rules.current.rules)
+                "rules not reloaded: %s; keeping the previous %s",
+                counted(len(loaded.errors), "problem"),
+                counted(len(self.rules.current.rules), "rule"),
             )
             return loaded
         book = RuleBook(self.rules.paths, fresh)

@@ -135,36 +135,50 @@ def errors_logged(caplog: pytest.LogCaptureFixture, folder: Path) -> list[str]:
     ]
 
 
-async def test_a_refused_reload_says_so_not_that_a_rule_was_disabled(
+async def test_a_reload_with_any_error_keeps_every_previous_rule(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A file that cannot be read refuses the whole reload: its error said
-    "(rule disabled)" right before "rules not reloaded", and a rule of another
-    file, though its error disables it in a reload that goes through, is not
-    disabled either: the previous rules stay, all of them."""
+    """A rule with an error was disabled and the rest reloaded: the calls it
+    routed went down the rules after it until someone read the log, though the
+    administrator meant to change that rule, not to drop it (at start, the same
+    error refuses to run). Now any error refuses the reload, as a file that
+    cannot be read does, and the previous rules all stay, counted as refused."""
     folder = engine.rules.paths[0]
+    reloads = engine.metrics.rule_reloads
     (folder / "a.yaml").write_text(
         GOOD + "  - name: bad\n    on: call\n    if: nosuch(1)\n    do: [hangup: {}]\n",
         encoding="utf-8",
     )
-    (folder / "b.yaml").write_text("version: 1\nrulez: []\n", encoding="utf-8")
     caplog.set_level(logging.INFO, logger="router.engine")
     loaded = await engine.reload_in_thread()
     assert loaded is not None
+    assert not loaded.fatal  # one rule's error, not a file's
+    assert errors_logged(caplog, folder) == [
+        "a.yaml:9: rule 'bad': unknown function 'nosuch'",
+        "rules not reloaded: 1 problem; keeping the previous 1 rule",
+    ]
+    assert [r.name for r in engine.rules.current.rules] == ["default"]
+    assert reloads.labels("refused")._value.get() == 1
+    assert reloads.labels("ok")._value.get() == 0
+    # With a file that cannot be read too: both said, the previous rules stay.
+    (folder / "b.yaml").write_text("version: 1\nrulez: []\n", encoding="utf-8")
+    caplog.clear()
+    loaded = await engine.reload_in_thread()
+    assert loaded is not None
     assert loaded.fatal
-    said = errors_logged(caplog, folder)
-    assert said == [
+    assert errors_logged(caplog, folder) == [
         "a.yaml:9: rule 'bad': unknown function 'nosuch'",
         "b.yaml:2: unknown key 'rulez' (did you mean 'rules'?)",
-        "rules not reloaded: keeping the previous 1 rules",
+        "rules not reloaded: 2 problems; keeping the previous 1 rule",
     ]
-    # Only a reload that goes through disables a rule.
+    # Fixed, the reload goes through.
     (folder / "b.yaml").unlink()
+    (folder / "a.yaml").write_text(GOOD.replace("default", "fixed"), encoding="utf-8")
     caplog.clear()
     await engine.reload_in_thread()
-    assert errors_logged(caplog, folder) == [
-        "a.yaml:9: rule 'bad': unknown function 'nosuch' (rule disabled)"
-    ]
+    assert errors_logged(caplog, folder) == []
+    assert [r.name for r in engine.rules.current.rules] == ["fixed"]
+    assert reloads.labels("ok")._value.get() == 1
 
 
 async def test_the_watcher_does_not_reload_what_a_sighup_reloaded(
@@ -184,16 +198,16 @@ async def test_the_watcher_does_not_reload_what_a_sighup_reloaded(
     await asyncio.wait_for(task, timeout=60)
     await engine._check_rule_files()  # the watcher's next tick
     reloads = engine.metrics.rule_reloads
-    assert reloads.labels("ok")._value.get() == 1
+    assert reloads.labels("refused")._value.get() == 1
     said = [r.getMessage() for r in caplog.records]
-    assert sum("(rule disabled)" in m for m in said) == 1
+    assert sum("rule 'bad': invalid expression" in m for m in said) == 1
     assert not [m for m in said if "rule files changed" in m]
     # A file saved after that reload is the watcher's again.
     (folder / "a.yaml").write_text(GOOD.replace("default", "renamed"), encoding="utf-8")
     stat = (folder / "a.yaml").stat()
     os.utime(folder / "a.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
     await engine._check_rule_files()
-    assert reloads.labels("ok")._value.get() == 2
+    assert reloads.labels("ok")._value.get() == 1
     assert [r.name for r in engine.rules.current.rules] == ["renamed"]
     await engine._check_rule_files()
-    assert reloads.labels("ok")._value.get() == 2
+    assert reloads.labels("ok")._value.get() == 1
