@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.api.feed import EventFeed
+from router.api.text import mend_surrogates
 from router.builtin.extension_state import state_name
 from router.hookspecs import RouteOutcome, hookimpl
 
@@ -112,9 +113,10 @@ def endpoint(channel: str | None) -> str | None:
 
 
 def _jsonable(value: object) -> Any:
-    """A lookup answer as JSON values (1C's answer is JSON already; be sure)."""
+    """A lookup answer as JSON values (1C's answer is JSON already; be sure),
+    its texts encodable (:func:`~router.api.text.mend_surrogates`)."""
     try:
-        return json.loads(json.dumps(value, default=str))
+        return mend_surrogates(json.loads(json.dumps(value, default=str)))
     except ValueError:
         return None
 

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from router.api.text import mend_surrogates
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,7 +51,8 @@ def open_live(plugins: Plugins, engine: EngineAPI) -> LiveRing:
 
 
 def _json(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
+    # Texts encodable: a lone surrogate in one trace broke the page's stream.
+    return mend_surrogates(json.loads(json.dumps(value, default=str, ensure_ascii=False)))
 
 
 class LiveRing:

@@ -132,7 +132,10 @@ class _Drop(Exception):
 
 
 def _json(status: int, obj: object) -> _Reply:
-    return _Reply(status, json.dumps(obj, ensure_ascii=False).encode())
+    try:
+        return _Reply(status, json.dumps(obj, ensure_ascii=False).encode())
+    except UnicodeEncodeError:  # a lone surrogate in hostile test data: as an escape
+        return _Reply(status, json.dumps(obj).encode())
 
 
 def _error(status: int, code: str, message: str) -> _Reply:

@@ -29,6 +29,9 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
+#: A surrogate can reach a decoded value only through a ``\\uD800``-``\\uDFFF``
+#: escape (the body itself is valid UTF-8): only a body with one is checked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyError(ValueError):
@@ -83,10 +86,21 @@ def decode_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> object:
     if depth > max_depth:
         raise BodyError(f"answer nests deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
+        value = json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
     except BodyError:
         raise
     except (ValueError, RecursionError, MemoryError, TypeError) as exc:
         # ValueError covers JSONDecodeError; RecursionError and MemoryError are
         # belt and braces behind the depth and size bounds.
         raise BodyError(f"answer is not JSON ({type(exc).__name__})") from None
+    if _SURROGATE_ESCAPE.search(content) is not None:
+        # "\\ud800" is valid JSON but no text: a name holding it could be
+        # encoded neither for Asterisk nor for the API's feed or the live page
+        # (whose stream it broke for every reader), so no 1C value carries one.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BodyError(
+                "answer holds a lone surrogate (\\uD800-\\uDFFF), which is not text"
+            ) from None
+    return value

@@ -30,6 +30,7 @@ from callrouter_onec.history import (
     QueuedEvent,
     build_event,
 )
+from callrouter_onec.jsonbody import BodyError, decode_json
 from callrouter_onec.models import Responsible
 
 
@@ -57,6 +58,33 @@ async def test_deeply_nested_answer_is_unavailable(client: OneCClient, double: O
         with pytest.raises(OneCUnavailable, match="nests deeper than 32 levels"):
             await ask()
     assert NESTED_DEPTH > 10_000
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDFFF", "x\\udc80y", "\\ude00\\ud83d"])
+def test_a_lone_surrogate_is_no_answer(escape: str) -> None:
+    """Issue 16 (an attacker's trial): ``"\\ud800"`` is valid JSON but no
+    text; a client name holding it broke the live page's stream for every
+    reader and the feed's card, so the answer is refused as a whole."""
+    body = ('{"found": true, "client": {"name": "' + escape + '"}}').encode()
+    with pytest.raises(BodyError, match="lone surrogate"):
+        decode_json(body)
+
+
+def test_escaped_text_that_is_no_lone_surrogate_passes() -> None:
+    body = b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800", "c": "\\u0434"}'
+    assert decode_json(body) == {"a": "\U0001f600", "b": "\\ud800", "c": "\u0434"}
+
+
+async def test_a_lone_surrogate_from_1c_is_unavailable(
+    client: OneCClient, double: OneCDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        double.directory,
+        "responsible",
+        lambda phone: {"found": True, "phone": phone, "client": {"name": "\ud800"}},
+    )
+    with pytest.raises(OneCUnavailable, match="lone surrogate"):
+        await client.responsible("79161234567")
 
 
 async def test_breaker_probe_resolves_on_a_nested_answer(

@@ -115,6 +115,14 @@ def test_a_card_within_the_bounds_is_kept_as_it_is() -> None:
     assert feed_card(edge) == edge
 
 
+def test_a_lone_surrogate_in_the_card_is_mended() -> None:
+    """Issue 16 (an attacker's trial): ``"\\ud800"`` in the card lookup's answer
+    raised UnicodeEncodeError in the decision hook (logged as a plugin failure
+    each call) and the ringing went without its card and rules."""
+    card = {"client": {"name": "\ud800 x"}, "\udfff": "\ud83d\ude00"}
+    assert feed_card(card) == {"client": {"name": "\ufffd x"}, "\ufffd": "\U0001f600"}
+
+
 def test_a_long_text_is_cut_in_a_small_card_too() -> None:
     """docs/api.md: each text in the card is cut to 500 characters, whatever the
     card's size; only the card over 8 KiB goes as null. A 600-character name in a

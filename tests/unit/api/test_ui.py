@@ -518,6 +518,29 @@ async def test_the_stream_sends_calls_decisions_with_traces_and_health(
     assert decision["caller_name"] == HOSTILE
 
 
+async def test_a_lone_surrogate_in_a_trace_does_not_break_the_stream(
+    client: httpx.AsyncClient,
+    stub: StubEngine,
+    ring: LiveRing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16 (an attacker's trial): ``"\\ud800"`` in a lookup's answer (valid
+    JSON, no text) made the stream raise UnicodeEncodeError for every reader
+    while the decision stayed among the recent ones; it shows as U+FFFD."""
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.3)
+    call = stub.calls.inbound_call(linkedid="1714557600.6", caller="79161234567", did="7495")
+    answer = {"found": True, "client": {"name": "\ud800x"}, "\udc00": ["\ud800"]}
+    trace = make_trace(caller="79161234567", lookups={"onec.responsible": answer}, rule="owner")
+    ring.callrouter_decision(call, None, trace, "executed")
+    await sign_in(client)
+    response = await client.get("/ui/stream")
+    assert response.status_code == 200
+    (_, hello), *_ = frames(response.text)
+    [decision] = hello["decisions"]
+    value = decision["trace"]["rules"][0]["lookups"][0]["value"]
+    assert value == {"found": True, "client": {"name": "\ufffdx"}, "\ufffd": ["\ufffd"]}
+
+
 async def test_a_decision_taken_while_the_page_watches_reaches_it(
     client: httpx.AsyncClient,
     stub: StubEngine,
