@@ -57,6 +57,7 @@ __all__ = [
     "RECORD_PATH_CHARS",
     "RECORD_VARIABLE",
     "REQUEST_EVENT",
+    "RUN_BY_ASTERISK",
     "WAIT_APPLICATION",
     "Dialplan",
     "LocationPolicy",
@@ -194,6 +195,14 @@ _DEFAULT: Final = re.compile(DEFAULT_LOCATION_PATTERN)
 LOCATION_PARAMS: Final = frozenset({"context", "exten"})
 
 
+#: Extensions Asterisk runs itself, never a place a call is sent to: ``h``
+#: (the hangup handler), ``i`` (an invalid extension), ``t`` and ``T``
+#: (timeouts), ``e`` (an exception). A Redirect there from a live call runs
+#: that step and hangs the call up, where the context has one; a 1C card
+#: saying ``h`` dropped the call (issue 16).
+RUN_BY_ASTERISK: Final = frozenset({"h", "i", "t", "T", "e"})
+
+
 def location_problem(
     params: Mapping[str, object], policy: LocationPolicy, *, templates: bool = True
 ) -> str | None:
@@ -211,6 +220,11 @@ def location_problem(
         problem = policy.problem(key, text)
         if problem is not None:
             return problem
+        if key.lower() == "exten" and text in RUN_BY_ASTERISK:
+            return (
+                f"{key} {shown(text)} is an extension Asterisk runs itself (h: hangup, "
+                "i: invalid, t and T: timeout, e: exception), never a place to send a call"
+            )
     return None
 
 

@@ -12,7 +12,7 @@ findings; the engine logs them at start and after each rules reload.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT, shown
@@ -23,11 +23,12 @@ from router.dialplan_lint import (
     lint_inbound,
     lint_record,
     plain_extension,
+    understood_pattern,
 )
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
-__all__ = ["DialplanAMI", "DialplanAudit", "audit_dialplan"]
+__all__ = ["DialplanAMI", "DialplanAudit", "ListedContext", "audit_dialplan"]
 
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
@@ -55,6 +56,9 @@ class DialplanAudit:
 
     findings: list[Finding]
     unread: bool
+    #: The contexts the rules redirect to, as read (those that could be):
+    #: the executor refuses a Redirect one of them surely lacks.
+    contexts: Mapping[str, ListedContext] = field(default_factory=dict)
 
 
 async def audit_dialplan(
@@ -68,6 +72,7 @@ async def audit_dialplan(
     ``recording`` (router.toml has ``[recordings]``), then the targets'
     (``built`` more are made per call and cannot be looked up)."""
     findings, unread = await _dialplan(client)
+    contexts: dict[str, ListedContext] = {}
     if recording:
         listing = await _show(client, {"Context": RECORD_CONTEXT})
         if listing is None:
@@ -75,10 +80,10 @@ async def audit_dialplan(
         else:
             findings.extend(lint_record([] if isinstance(listing, bool) else listing.items))
     if targets or built:
-        more, unknown = await _targets(client, targets, built)
+        more, unknown = await _targets(client, targets, built, contexts)
         findings.extend(more)
         unread = unread or unknown
-    return DialplanAudit(findings, unread)
+    return DialplanAudit(findings, unread, contexts)
 
 
 async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
@@ -100,20 +105,31 @@ async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Listed:
+class ListedContext:
     """One context as ``ShowDialPlan`` lists it: its own extensions with a
     numbered step (a hint alone runs nothing), not those of the contexts it
     includes, which only Asterisk's own match follows. Plain names apart
     from patterns: a thousand targets against thousands of extensions cost
-    a set lookup each, on the engine's loop."""
+    a set lookup each, on the engine's loop.
+
+    ``closed``: the listing is all there is to it (no ``include``, switch or
+    anything else without an extension; no caller-ID match; every pattern
+    one :func:`extension_matches` reads), so an extension it does not have
+    is surely not there."""
 
     plain: frozenset[str]
     patterns: tuple[str, ...]
+    closed: bool = False
 
     def has(self, exten: str) -> bool:
         return plain_extension(exten) in self.plain or any(
             extension_matches(pattern, exten) for pattern in self.patterns
         )
+
+    def lacks(self, exten: str) -> bool:
+        """Whether ``exten`` is surely not in the context: a Redirect there
+        is accepted by Asterisk and hangs the call up (measured on 22.10)."""
+        return self.closed and not self.has(exten)
 
 
 async def _show(client: DialplanAMI, params: Mapping[str, str]) -> _Listing | bool | None:
@@ -129,19 +145,24 @@ async def _show(client: DialplanAMI, params: Mapping[str, str]) -> _Listing | bo
         return None
 
 
-async def _listed(client: DialplanAMI, context: str) -> _Listed | bool | None:
+async def _listed(client: DialplanAMI, context: str) -> ListedContext | bool | None:
     """``context``'s own extensions; False: no such context; None: unreadable."""
     listing = await _show(client, {"Context": context})
     if listing is None or isinstance(listing, bool):
         return listing
-    names = {
-        item.get("Extension") or ""
-        for item in listing.items
-        if item.get("Context") == context and _numbered(item)
-    } - {""}
-    return _Listed(
+    own = [item for item in listing.items if item.get("Context") == context]
+    names = {item.get("Extension") or "" for item in own if _numbered(item)} - {""}
+    patterns = tuple(sorted(n for n in names if n.startswith("_")))
+    closed = (
+        bool(names)  # nothing listed (no such answer from Asterisk): nothing to judge
+        and all(item.get("Extension") for item in own)  # an include or a switch: open
+        and not any("/" in n or not n.isprintable() for n in names)  # caller-ID matches
+        and all(understood_pattern(p) for p in patterns)
+    )
+    return ListedContext(
         frozenset(plain_extension(n) for n in names if not n.startswith("_")),
-        tuple(sorted(n for n in names if n.startswith("_"))),
+        patterns,
+        closed,
     )
 
 
@@ -159,14 +180,17 @@ async def _has_extension(client: DialplanAMI, context: str, exten: str) -> bool 
 
 
 async def _targets(
-    client: DialplanAMI, targets: Sequence[RedirectTarget], built: int
+    client: DialplanAMI,
+    targets: Sequence[RedirectTarget],
+    built: int,
+    read: dict[str, ListedContext],
 ) -> tuple[list[Finding], bool]:
     """Each place the rules send calls to. One listing per context, the
     extensions matched against it here; only an extension that matches none
     of them is asked of Asterisk, whose answer decides (a thousand per-DID
     rules into one context cost one request)."""
     findings: list[Finding] = []
-    contexts: dict[str, _Listed | bool | None] = {}
+    contexts: dict[str, ListedContext | bool | None] = {}
     asked: dict[tuple[str, str], bool | None] = {}
     unknown = 0
     for target in targets:
@@ -175,6 +199,9 @@ async def _targets(
                 unknown += 1
                 continue
             contexts[target.context] = await _listed(client, target.context)
+            listing = contexts[target.context]
+            if isinstance(listing, ListedContext):
+                read[target.context] = listing
         listed = contexts[target.context]
         if listed is None:
             unknown += 1
@@ -190,7 +217,7 @@ async def _targets(
                 )
             )
             continue
-        if target.exten is None or not isinstance(listed, _Listed):
+        if target.exten is None or not isinstance(listed, ListedContext):
             continue
         if listed.has(target.exten):
             continue

@@ -48,6 +48,7 @@ __all__ = [
     "lint_inbound",
     "lint_record",
     "plain_extension",
+    "understood_pattern",
 ]
 
 #: The waits, as Asterisk names applications: in any case.
@@ -260,6 +261,12 @@ def extension_matches(pattern: str, exten: str) -> bool:
         return plain_extension(pattern) == plain_extension(exten)
     compiled = _pattern(pattern[1:])
     return compiled is not None and compiled.fullmatch(plain_extension(exten)) is not None
+
+
+def understood_pattern(pattern: str) -> bool:
+    """Whether :func:`extension_matches` reads ``pattern`` (``_...``) as
+    Asterisk does, so that its no is Asterisk's no."""
+    return _pattern(pattern[1:]) is not None
 
 
 def plain_extension(name: str) -> str:

@@ -1225,6 +1225,8 @@ class Engine:
             )
         finally:
             self._auditing -= 1
+        if audit.contexts or not audit.unread:
+            self.executor.dialplan = audit.contexts
         findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
         self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)

@@ -18,8 +18,12 @@ Before anything is sent, every location (``context``, ``exten``) of the
 decision is held to the :class:`~router.dialplan.LocationPolicy`. Rule
 evaluation already rejected rules whose templates produced a bad one; this is
 the last line, so that no path (a plugin-built decision, a future action) can
-hand ``Dial`` a ``&``. One refused location fails the decision as a whole:
-the call then takes the dialplan's default route.
+hand ``Dial`` a ``&``. A Redirect to an extension the target context lacks,
+as the engine's last look at the dialplan read it (:attr:`Executor.dialplan`)
+and Asterisk then confirms, is refused too: Asterisk accepts it and hangs
+the call up, so a 1C card naming an extension the dialplan has no step for
+(``Ivanov``, ``1``) dropped the call. One refused location fails the
+decision as a whole: the call then takes the dialplan's default route.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
-from router.dialplan import LocationPolicy, location_problem
+from router.dialplan import LocationPolicy, location_problem, shown
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,6 +61,8 @@ log = logging.getLogger("router.executor")
 
 #: How long a Redirect may take to show up as Newexten before we call it unconfirmed.
 CONFIRM_TIMEOUT = 3.0
+#: Seconds Asterisk has to confirm that a Redirect's target is missing.
+ASK_TIMEOUT = 0.5
 #: The action kinds whose ``context``/``exten`` reach the dialplan.
 _LOCATION_KINDS = frozenset({"redirect", "originate", "ami"})
 
@@ -73,6 +79,13 @@ class ExecutorAMI(Protocol):
         validate: bool = True,
         check: bool = True,
     ) -> ActionResult: ...
+
+
+class KnownContext(Protocol):
+    """A context as the dialplan audit read it
+    (:class:`~router.dialplan_audit.ListedContext`)."""
+
+    def lacks(self, exten: str) -> bool: ...
 
 
 class PluginActions(Protocol):
@@ -255,6 +268,10 @@ class Executor:
         self._kinds = dict(kinds)
         self._locations = locations or LocationPolicy()
         self.confirmations = Confirmations(confirm_timeout)
+        #: The contexts rules redirect to, as last read from Asterisk (the
+        #: engine's dialplan audit, at start and after each reload); empty
+        #: until then, and a context not read is not judged.
+        self.dialplan: Mapping[str, KnownContext] = {}
 
     @property
     def redirects(self) -> dict[str, int]:
@@ -276,7 +293,7 @@ class Executor:
     ) -> list[ActionOutcome]:
         """Execute in order; a failed action does not stop the ones after it,
         except that nothing follows a channel that is gone."""
-        refused = self._refused(actions)
+        refused = self._refused(actions, await self._missing(actions))
         if refused is not None:
             return refused
         outcomes: list[ActionOutcome] = []
@@ -304,11 +321,15 @@ class Executor:
                 break
         return outcomes
 
-    def _refused(self, actions: Sequence[Action]) -> list[ActionOutcome] | None:
+    def _refused(
+        self, actions: Sequence[Action], missing: Mapping[int, str]
+    ) -> list[ActionOutcome] | None:
         """Outcomes for a decision holding a refused location, or None if all are safe."""
         problems = [
-            location_problem(a.params, self._locations) if a.kind in _LOCATION_KINDS else None
-            for a in actions
+            location_problem(a.params, self._locations) or missing.get(i)
+            if a.kind in _LOCATION_KINDS
+            else None
+            for i, a in enumerate(actions)
         ]
         if not any(problems):
             return None
@@ -324,6 +345,63 @@ class Executor:
             outcome.params = dict(action.params)
             outcomes.append(outcome)
         return outcomes
+
+    async def _missing(self, actions: Sequence[Action]) -> dict[int, str]:
+        """Why each Redirect's target is surely not in the dialplan, by index.
+
+        The last listing read says so first (no request on the common path);
+        Asterisk then confirms it (``ShowDialPlan`` of that one extension,
+        bounded), so a listing older than the latest ``dialplan reload``
+        never refuses an extension added since. No answer: not refused.
+        """
+        found: dict[int, str] = {}
+        if not self.dialplan:
+            return found
+        for index, action in enumerate(actions):
+            if action.kind != "redirect":
+                continue
+            context = str(action.params.get("context", ""))
+            exten = str(action.params.get("exten", "s"))
+            known = self.dialplan.get(context)
+            if known is None or not known.lacks(exten) or not await self._absent(context, exten):
+                continue
+            found[index] = (
+                f"exten {shown(exten)} is not in context {shown(context)} of Asterisk's "
+                "dialplan: Asterisk would accept the Redirect and hang the call up"
+            )
+        return found
+
+    async def _absent(self, context: str, exten: str) -> bool:
+        """Whether Asterisk says it has no step for ``exten`` in ``context``."""
+        # A bare timer, not asyncio.timeout: a decision's first steps may run
+        # before it has a task of its own (router/eager.py).
+        asked = asyncio.ensure_future(
+            self._ami.send("ShowDialPlan", {"Context": context, "Extension": exten}, check=False)
+        )
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            asked.cancel()
+
+        timer = asyncio.get_running_loop().call_later(ASK_TIMEOUT, expire)
+        try:
+            result = await asked
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            return False
+        except (AMIError, OSError, TimeoutError):
+            return False
+        finally:
+            timer.cancel()
+        if not result.ok:
+            return "did not find" in (result.response.message or "").lower()
+        # A listing without a numbered step (a hint alone runs nothing); an
+        # answer that is no listing says nothing.
+        return result.is_list and not any(
+            (item.get("Priority") or "").isdigit() for item in result.items
+        )
 
     async def _one(self, action: Action, call: Call | None, channel: str | None) -> ActionOutcome:
         kind = action.kind

@@ -23,12 +23,14 @@ from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
 from router.builtin.actions import EXECUTE
 from router.config import load_config
-from router.dialplan import LocationPolicy, request_caller, request_did
+from router.dialplan import RUN_BY_ASTERISK, LocationPolicy, request_caller, request_did
+from router.dialplan_audit import ListedContext, audit_dialplan
 from router.engine import Engine, EngineOptions
-from router.errors import ConfigError
+from router.errors import AMIConnectionError, ConfigError
 from router.executor import Executor
 from router.plugins import Plugins
 from router.rules.decision import Action
+from router.rules.ruleset import RedirectTarget
 
 if TYPE_CHECKING:
     from router.ami.client import AJAMClient
@@ -436,3 +438,243 @@ def test_check_takes_the_location_pattern(
     assert main(["check", "--location-pattern", "[a-z.-]{1,20}", str(path)]) == 0
     assert main(["check", "--location-pattern", "[a-z", str(path)]) == 1
     assert "--location-pattern: not a regular expression" in capsys.readouterr().out
+
+
+# -- a target the dialplan has no step for (issue 16, an attacker's trial) ------------
+# Asterisk accepts a Redirect to an extension its context lacks and hangs the
+# call up (a 1C card saying "h", "s" or "*" dropped the call on the sandbox):
+# the call must route elsewhere or take its default route, never end there.
+
+
+@pytest.mark.parametrize("extension", sorted(RUN_BY_ASTERISK))
+async def test_an_extension_asterisk_runs_itself_falls_back_to_the_next_rule(
+    tmp_path: Path, extension: str
+) -> None:
+    engine, client = await make_engine(tmp_path, extension)
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
+    assert [p["Exten"] for name, p in client.sent if name == "Redirect"] == ["sales"]
+    [rejected] = engine.records[0].rejected
+    assert "an extension Asterisk runs itself" in rejected["reason"]
+
+
+async def test_an_extension_asterisk_runs_itself_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES.replace("exten: sales", "exten: h"))
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=FakeClient(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
+    [error] = (await engine.setup()).errors
+    assert "exten 'h' is an extension Asterisk runs itself" in str(error)
+
+
+def listing(context: str, *items: dict[str, str]) -> ActionResult:
+    return ActionResult(
+        Response((("Response", "Success"), ("EventList", "start"))),
+        tuple(
+            Event(tuple({"Event": "ListDialplan", "Context": context, **i}.items())) for i in items
+        ),
+    )
+
+
+class AskedAMI(FakeAMI):
+    """ShowDialPlan answered as given; everything else Success."""
+
+    def __init__(self, answer: ActionResult | BaseException) -> None:
+        super().__init__()
+        self.answer = answer
+
+    async def send(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        if name != "ShowDialPlan":
+            return await super().send(name, params, **kw)
+        self.sent.append((name, dict(params or {})))
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+def error(message: str) -> ActionResult:
+    return ActionResult(Response((("Response", "Error"), ("Message", message))))
+
+
+DIAL = ListedContext(frozenset({"100"}), ("_1XX",), closed=True)
+
+
+@pytest.mark.parametrize("exten", ["Ivanov", "1", "999", "1000", "s", "*"])
+async def test_executor_refuses_an_extension_the_context_lacks(exten: str) -> None:
+    host = Host()
+    host.ami = AskedAMI(error(f"Did not find extension '{exten}' in context 'callrouter-dial'"))
+    executor = executor_for(host, confirm_timeout=0.05)
+    executor.dialplan = {"callrouter-dial": DIAL}
+    actions = [
+        Action.make("setvar", {"CRM_CLIENT": "x"}),
+        Action.make("redirect", {"context": "callrouter-dial", "exten": exten}),
+    ]
+    outcomes = await executor.run(actions, None, "PJSIP/trunk-1")
+    # Asterisk is asked to confirm, nothing else is sent.
+    assert host.ami.sent == [("ShowDialPlan", {"Context": "callrouter-dial", "Extension": exten})]
+    assert [o.status for o in outcomes] == ["skipped", "failed"]
+    assert outcomes[1].detail == (
+        f"exten {exten!r} is not in context 'callrouter-dial' of Asterisk's dialplan: "
+        "Asterisk would accept the Redirect and hang the call up"
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "exten"),
+    [
+        ("callrouter-dial", "100"),
+        ("callrouter-dial", "101"),
+        ("callrouter-dial", "1-0-1"),
+        ("open", "Ivanov"),  # includes another context: only Asterisk knows
+        ("unread", "Ivanov"),  # not read: not judged
+    ],
+)
+async def test_executor_sends_an_extension_the_context_may_have(context: str, exten: str) -> None:
+    host = Host()
+    executor = executor_for(host, confirm_timeout=0.05)
+    executor.dialplan = {
+        "callrouter-dial": DIAL,
+        "open": ListedContext(frozenset({"100"}), (), closed=False),
+    }
+    await executor.run(
+        [Action.make("redirect", {"context": context, "exten": exten})], None, "PJSIP/trunk-1"
+    )
+    assert [name for name, _ in host.ami.sent] == ["Redirect"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            listing("callrouter-dial", {"Extension": "Ivanov", "Priority": "1"}), id="added"
+        ),
+        pytest.param(error("Permission denied"), id="not-allowed"),
+        pytest.param(AMIConnectionError("gone"), id="no-answer"),
+    ],
+)
+async def test_a_listing_older_than_a_reload_refuses_nothing_asterisk_has(
+    answer: ActionResult | BaseException,
+) -> None:
+    """An extension added by a ``dialplan reload`` (which Asterisk reports to
+    nobody) after the last look goes through: Asterisk has the last word, and
+    without one nothing is refused."""
+    host = Host()
+    host.ami = AskedAMI(answer)
+    executor = executor_for(host, confirm_timeout=0.05)
+    executor.dialplan = {"callrouter-dial": DIAL}
+    await executor.run(
+        [Action.make("redirect", {"context": "callrouter-dial", "exten": "Ivanov"})],
+        None,
+        "PJSIP/trunk-1",
+    )
+    assert [name for name, _ in host.ami.sent] == ["ShowDialPlan", "Redirect"]
+
+
+async def test_asterisk_saying_it_has_no_such_extension_confirms_the_refusal() -> None:
+    host = Host()
+    host.ami = AskedAMI(error("Did not find extension 'Ivanov' in context 'callrouter-dial'"))
+    executor = executor_for(host, confirm_timeout=0.05)
+    executor.dialplan = {"callrouter-dial": DIAL}
+    outcomes = await executor.run(
+        [Action.make("redirect", {"context": "callrouter-dial", "exten": "Ivanov"})],
+        None,
+        "PJSIP/trunk-1",
+    )
+    assert [name for name, _ in host.ami.sent] == ["ShowDialPlan"]
+    assert outcomes[0].status == "failed"
+
+
+class ListingClient(FakeClient):
+    """ShowDialPlan answered from ``contexts`` (context -> ListDialplan items)."""
+
+    def __init__(self, contexts: Mapping[str, list[dict[str, str]]]) -> None:
+        super().__init__()
+        self.contexts = contexts
+
+    async def action(
+        self, name: str, params: Mapping[str, Any] | None = None, **_: Any
+    ) -> ActionResult:
+        assert name == "ShowDialPlan", name
+        context = dict(params or {}).get("Context", "")
+        return listing(context, *self.contexts.get(context, []))
+
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
+        if name != "ShowDialPlan":
+            return await super().send(name, params, **kw)
+        self.sent.append((name, dict(params or {})))
+        return error("Did not find extension")
+
+
+@pytest.mark.parametrize(
+    ("items", "closed"),
+    [
+        ([{"Extension": "_X.", "Priority": "1"}], True),
+        ([], False),  # nothing listed: nothing to judge
+        ([{"Extension": "_X.", "Priority": "1"}, {"IncludeContext": "more"}], False),
+        ([{"Extension": "101/7916", "Priority": "1"}], False),  # a caller-ID match
+        ([{"Extension": "_X[", "Priority": "1"}], False),  # a pattern not read here
+        ([{"Extension": "_X.", "Priority": "1"}, {"Extension": "h", "Priority": "1"}], True),
+    ],
+)
+async def test_the_audit_reads_which_contexts_are_closed(
+    items: list[dict[str, str]], closed: bool
+) -> None:
+    client = ListingClient({"callrouter-dial": items})
+    target = RedirectTarget("callrouter-dial", None, "owner", "rules.yaml:9")
+    audit = await audit_dialplan(client, [target])  # type: ignore[arg-type]
+    assert audit.contexts["callrouter-dial"].closed is closed
+
+
+async def test_a_redirect_to_an_extension_the_dialplan_lacks_takes_the_default_route(
+    tmp_path: Path,
+) -> None:
+    """On the engine: the audit at start reads [callrouter-dial]; a card's
+    extension it has no step for is not sent there."""
+    engine, _ = await make_engine(tmp_path, "Ivanov")
+    client = ListingClient({"callrouter-dial": [{"Extension": "_X.", "Priority": "1"}]})
+    client.engine = engine
+    engine._client = client  # type: ignore[assignment]
+    engine.executor._ami = client  # type: ignore[assignment]
+    await engine._audit_dialplan("start")
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
+    # Not even the owner's setvar: only Asterisk was asked to confirm.
+    assert [name for name, _ in client.sent] == ["ShowDialPlan"]
+    (record,) = engine.records
+    assert record.rules == ("owner",)
+    assert [a.status for a in record.actions] == ["skipped", "failed"]
+
+
+async def test_asterisk_not_confirming_in_time_refuses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("router.executor.ASK_TIMEOUT", 0.05)
+
+    class Silent(FakeAMI):
+        async def send(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+            if name == "ShowDialPlan":
+                await asyncio.sleep(30)
+            return await super().send(name, params, **kw)
+
+    host = Host()
+    host.ami = Silent()
+    executor = executor_for(host, confirm_timeout=0.05)
+    executor.dialplan = {"callrouter-dial": DIAL}
+    await asyncio.wait_for(
+        executor.run(
+            [Action.make("redirect", {"context": "callrouter-dial", "exten": "Ivanov"})],
+            None,
+            "PJSIP/trunk-1",
+        ),
+        2,
+    )
+    assert [name for name, _ in host.ami.sent] == ["Redirect"]
