@@ -889,6 +889,10 @@ class Engine:
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         if self._api_server is not None:
+            # Streams and long polls end now, not cancelled after the grace.
+            for waited in (self._feed, self._live):
+                if waited is not None:
+                    waited.end_waits()
             try:
                 await self._api_server.stop()
             except Exception:

@@ -273,8 +273,8 @@ async def _frames(
         elif left > 0:
             yield ": heartbeat\n\n"
         after = page.cursor
-        if left <= 0 and not page.events:
-            return
+        if (left <= 0 and not page.events) or feed.ending:
+            return  # callrouter is stopping: the client comes back with Last-Event-ID
 
 
 _EVENT_SCHEMA: dict[str, Any] = {

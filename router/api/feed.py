@@ -544,6 +544,7 @@ class EventFeed:
         self._reserved = _UNBOUNDED if store is None else reserved
         self._ask_at = _UNBOUNDED if store is None else reserved - _RESERVE_STEP
         self._waiters: set[asyncio.Future[None]] = set()
+        self._ending = False
         #: The loop readers wait on, for the worker's wake-up after a reservation.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._since_prune = 0
@@ -647,6 +648,20 @@ class EventFeed:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+
+    def end_waits(self) -> None:
+        """callrouter is stopping: every wait answers now, and none starts, so
+        long polls answer and event streams end their bodies before the
+        server's grace runs out (then uvicorn cancelled them, logging
+        ``ERROR Cancel N running task(s)`` at each stop with a 1C client
+        connected); their clients come back with their cursor."""
+        self._ending = True
+        self._wake()
+
+    @property
+    def ending(self) -> bool:
+        """Set by :meth:`end_waits` when callrouter stops: no reader waits again."""
+        return self._ending
 
     @property
     def waiting(self) -> int:
@@ -782,6 +797,8 @@ class EventFeed:
         lost = self._lost_for(visible)
         gap = after < lost
         scan = self._scan(after, visible, limit)
+        if self._ending:
+            timeout = 0.0  # callrouter is stopping (end_waits)
         if scan[0] or timeout <= 0:
             return self._page(after, lost, scan, gap)
         loop = asyncio.get_running_loop()
@@ -797,6 +814,8 @@ class EventFeed:
                 break
             finally:
                 self._waiters.discard(waiter)
+            if self._ending:
+                break
             # On from where the last look ended: others' events are not scanned
             # twice. One the reader may see dropped meanwhile is a gap.
             self._expire(self._clock())

@@ -72,6 +72,8 @@ class LiveRing:
         #: Bumped on every change; a watcher compares it with what it last sent.
         self.version = 0
         self._changed = asyncio.Event()
+        #: Set by :meth:`end_waits` when callrouter stops: no watcher waits again.
+        self.ending = False
 
     # -- reading -------------------------------------------------------------
 
@@ -106,9 +108,16 @@ class LiveRing:
             for call in live
         ]
 
+    def end_waits(self) -> None:
+        """callrouter is stopping: every watcher wakes, and the live page's
+        streams end before the server's grace runs out (see
+        :meth:`router.api.feed.EventFeed.end_waits`)."""
+        self.ending = True
+        self._changed.set()
+
     async def wait(self, version: int, timeout: float) -> int:
         """The version once it differs from ``version``, or after ``timeout`` seconds."""
-        if self.version == version:
+        if self.version == version and not self.ending:
             changed = self._changed
             try:
                 async with asyncio.timeout(timeout):

@@ -336,6 +336,9 @@ async def _frames(
     health_at = loop.time()
     while (left := deadline - loop.time()) > 0:
         now_version = await ring.wait(version, timeout=min(HEALTH_EVERY, left))
+        if ring.ending:
+            # callrouter is stopping: the browser comes back after the usual 3 s.
+            return
         if ended():
             break
         out: list[str] = []

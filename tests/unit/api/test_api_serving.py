@@ -204,6 +204,59 @@ async def test_the_engine_serves_the_api_while_it_runs(
             await client.get(url)
 
 
+async def test_streams_open_at_stop_end_at_once_without_an_error(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16 (an attacker's trial, seen with callrouter run): SIGTERM with
+    event streams open waited the server's whole grace, then uvicorn cancelled
+    them and logged ``ERROR Cancel 2 running task(s), timeout graceful shutdown
+    exceeded``: at every restart with a 1C client connected. The streams, the
+    long polls and the live page's now end their bodies when the stop begins."""
+    import logging
+
+    token = "cr_test"
+    settings = config_from_toml(
+        tmp_path,
+        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+        f'[api.tokens.t]\nhash = "{hash_token(token)}"\n'
+        'allow = ["events:read", "ui:read"]\nextensions = ["*"]\n',
+    ).api
+    assert settings is not None
+    engine = await engine_factory(write_rules(tmp_path), api=settings)
+    base = f"http://127.0.0.1:{settings.port}"
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        login = await client.post(
+            f"{base}/ui/login", json={"token": token}, headers={"X-Callrouter-UI": "1"}
+        )
+        assert login.status_code == 200
+
+        async def read(path: str, headers: dict[str, str]) -> tuple[int, str]:
+            async with client.stream("GET", base + path, headers=headers) as response:
+                return response.status_code, "".join(
+                    [chunk async for chunk in response.aiter_text()]
+                )
+
+        opened = [
+            asyncio.ensure_future(read("/api/v1/events/stream", auth)),
+            asyncio.ensure_future(read("/api/v1/events?cursor=0&timeout=25", auth)),
+            asyncio.ensure_future(read("/ui/stream", {})),
+        ]
+        await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with caplog.at_level(logging.INFO):
+            engine.request_stop()
+            await engine.stop()
+        assert loop.time() - started < 1.5  # GRACEFUL_STOP is 2 s
+        answers = await asyncio.wait_for(asyncio.gather(*opened), 5)
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert answers[0][1].startswith("retry: 3000")
+    assert "event: hello" in answers[2][1]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+
+
 async def test_a_stop_does_not_wait_for_a_hung_request(tmp_path: Path) -> None:
     settings = ApiSettings(port=free_port(), ami_timeout=30)
     stub = StubEngine(state_dir=tmp_path)
