@@ -943,13 +943,19 @@ audio_path {self.folder_in_root}/sounds
         consult = self.dial(target, line=self.LINE2)
         consult.wait_answered(STEP_TIMEOUT)
         time.sleep(talk)
+        self.complete_transfer(call, consult, target)
+        return consult
+
+    def complete_transfer(self, call: PhoneCall, consult: PhoneCall, target: str) -> None:
+        """REFER ``call`` to ``target`` with Replaces of the ``consult`` dialog: the second
+        half of :meth:`attended_transfer`, for a test that acts between the two (starts
+        a recording on the consultation call)."""
         local_tag, remote_tag = _asterisk_dialog_tags(self.pbx, consult.id)
         replaces = urllib.parse.quote(
             f"{consult.id};to-tag={local_tag};from-tag={remote_tag}", safe=""
         )
         self.command("callfind", call.id)
         self.command("transfer", f"sip:{escape_user(target)}@{self.registrar}?Replaces={replaces}")
-        return consult
 
 
 class PstnPhone(Phone):
