@@ -12,7 +12,10 @@ a ``record`` after the ``redirect``) gets the AMI ``MixMonitor``
 It closes every file
 of the catalog still ``recording`` when its channel's ``MixMonitorStop`` or
 ``Hangup`` arrives, when the call ends, or, for anything missed (a restart, a
-stream gap), on a sweep every few seconds once the call is gone. Closed files
+stream gap), on a sweep every few seconds once the call is gone and its channel
+with it. An attended transfer that renames a recorded channel by a masquerade
+(``AttendedTransfer`` with ``DestType: App``, :mod:`router.recordings.masquerade`)
+moves its files to the new name, which they then close with. Closed files
 wait in the catalog for a receiver (the 1C plugin); retention runs every
 minute.
 
@@ -42,6 +45,7 @@ from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
 from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
 from router.recordings.closer import close_recording
+from router.recordings.masquerade import renamed_by_transfer
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
 from router.recordings.retention import apply_retention
@@ -251,11 +255,14 @@ class Recorder:
         none without ``[recordings]``, so an idle recorder costs a call nothing."""
         if self.settings is None:
             return ()
-        return ("MixMonitorStop", "Hangup", "BridgeEnter", "BridgeLeave")
+        return ("MixMonitorStop", "Hangup", "BridgeEnter", "BridgeLeave", "AttendedTransfer")
 
     @hookimpl
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         if self.store is None:
+            return
+        if event.name == "AttendedTransfer":
+            self._transferred(event)
             return
         channel = event.get("Channel") or ""
         if event.name in ("BridgeEnter", "BridgeLeave"):
@@ -269,7 +276,14 @@ class Recorder:
             self._bridges.leave(channel)
         if event.name not in ("MixMonitorStop", "Hangup") or call is None:
             return
-        running = [r for r in self.store.recording(call.linkedid) if r.id not in self._closing]
+        # The call's files, and those on the channel that another call's id names (a
+        # recording an attended transfer moved onto it: _transferred).
+        found = (
+            self.store.recording_of((call.linkedid,), (channel,))
+            if channel
+            else self.store.recording(call.linkedid)
+        )
+        running = [r for r in found if r.id not in self._closing]
         if not running:
             return
         # The channel was on the call while it was recorded: any leg that hangs up
@@ -277,9 +291,16 @@ class Recorder:
         own = phone_of(channel)
         present = {own} if own else set()
         rows = [r for r in running if r.channel == channel]
-        if rows:
-            present |= live_extensions(call)
-        self.store.add_extensions(call.linkedid, present, ids=(r.id for r in running))
+        here = present | live_extensions(call) if rows else present
+        for call_id in sorted({r.call_id for r in running}):
+            # Another call's file on this channel gets the channel's own phone only:
+            # the legs of this call are no legs of that one (those sharing a bridge
+            # with it were added as they entered).
+            self.store.add_extensions(
+                call_id,
+                here if call_id == call.linkedid else present,
+                ids=(r.id for r in running if r.call_id == call_id),
+            )
         if rows:
             if event.name == "MixMonitorStop":
                 # It names no MixMonitor: a PBX's own, stopped on the same channel,
@@ -294,6 +315,47 @@ class Recorder:
                 )
             else:
                 self._close(rows)
+
+    def _transferred(self, event: Event) -> None:
+        """An attended transfer that moved the transferee into an unbridged channel's
+        place by a masquerade (:mod:`router.recordings.masquerade`): that channel's
+        MixMonitors go on under the transferee's name, so its files do too. Before,
+        the old name's ``Hangup`` (which follows) closed them while Asterisk wrote on,
+        and the API's stop and ``max_duration`` named a channel Asterisk no longer had
+        (``No such channel``, taken for a stop done)."""
+        store = self.store
+        rename = renamed_by_transfer(event)
+        if store is None or rename is None:
+            return
+        moved = store.rename_channel(rename.old, rename.new)
+        if not moved:
+            return
+        # The transferee's leg is on the recording from now on: its phone may read it.
+        phone = phone_of(rename.new)
+        if phone:
+            rows = [r for r in store.recording_on((rename.new,)) if r.id in set(moved)]
+            for call_id in sorted({r.call_id for r in rows}):
+                store.add_extensions(
+                    call_id, {phone}, ids=(r.id for r in rows if r.call_id == call_id)
+                )
+        log.info(
+            "attended transfer: %d recording file(s) on %s go on as %s (Asterisk moved "
+            "the transferee into that channel's place)",
+            len(moved),
+            rename.old,
+            rename.new,
+        )
+
+    def _lives_on(self, row: Recording, call: Call | None = None) -> bool:
+        """Is ``row``'s channel a live leg of a tracked call other than ``call``? Its
+        MixMonitor then still writes, whatever became of the call the row is named
+        after: an attended transfer moved it (:meth:`_transferred`), or the channel
+        went on under an older call's Linkedid (a bridge)."""
+        engine = self._engine
+        if engine is None:
+            return False
+        holder = engine.calls.by_channel(row.channel)
+        return holder is not None and holder is not call and holder.ended is None
 
     @hookimpl
     def callrouter_present_extensions(self, call: Call) -> set[str]:
@@ -445,7 +507,9 @@ class Recorder:
     def callrouter_call_end(self, call: Call) -> None:
         if self.store is None:
             return
-        rows = self.store.recording(call.linkedid)
+        # Not the files whose channel lives on in another call: their MixMonitor writes
+        # on (an attended transfer moved it there) and ends with that channel.
+        rows = [r for r in self.store.recording(call.linkedid) if not self._lives_on(r, call)]
         if rows:
             # Legs still up when the tracker ended the call (a gap, its 4 hours) were
             # present; every other leg told its Hangup (callrouter_event).
@@ -493,7 +557,9 @@ class Recorder:
             [
                 r
                 for r in self.store.recording()
-                if calls.get(r.call_id) is None and now - r.started_at > SWEEP_EVERY
+                if calls.get(r.call_id) is None
+                and now - r.started_at > SWEEP_EVERY
+                and not self._lives_on(r)
             ]
         )
 

@@ -383,6 +383,25 @@ class RecordingStore:
                     restored.append(rid)
         return restored
 
+    def rename_channel(self, old: str, new: str) -> list[int]:
+        """The files still being written on ``old`` go on under ``new``: Asterisk moved
+        their MixMonitor there by a masquerade (:mod:`router.recordings.masquerade`).
+        The rows renamed; their call id, and so their file names, stay."""
+        with self._tx() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM recordings WHERE state = 'recording' AND channel = ?"
+                    " ORDER BY id",
+                    (old,),
+                ).fetchall()
+            ]
+            db.executemany(
+                "UPDATE recordings SET channel = ? WHERE id = ? AND state = 'recording'",
+                [(new, rid) for rid in ids],
+            )
+        return ids
+
     def add_extensions(
         self, call_id: str, extensions: Iterable[str], *, ids: Iterable[int] | None = None
     ) -> None:

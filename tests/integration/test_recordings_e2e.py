@@ -756,3 +756,94 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
     assert inside.duration is not None
     assert mix.duration > call.talk_seconds - 1.0, (mix.duration, call.talk_seconds)
     assert inside.duration < call.talk_seconds - 4.0, (inside.duration, call.talk_seconds)
+
+
+#: A consultation call's target that is an application, not a phone: Answer and Wait
+#: (as a queue or an IVR holds a caller), in the phones' own context.
+IN_APP = """
+[sandbox-phones]
+exten => 555,1,Answer()
+ same => n,Wait(60)
+ same => n,Hangup()
+"""
+
+
+async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_is_followed(
+    phones: Phones, double: OneCDouble, tmp_path: Path
+) -> None:
+    """102 talks with 101; 101 consults 555 (Answer and Wait), whose channel is recorded
+    (the AMI MixMonitor, as the API's), then transfers 102 there (REFER with Replaces).
+    Asterisk 22 moves 102 into the consultation channel's place by a masquerade: the
+    MixMonitor writes on under 102's channel name, the old name is reported hung up
+    and StopMixMonitor on it answers 'No such channel'. Before, the old name's Hangup
+    closed the file while it grew, and max_duration's stop of the old name counted as
+    done with the file still growing; now the rows follow the AttendedTransfer, the
+    stop names 102's channel, and the file closes on its MixMonitorStop."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.recorder import Recorder
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    box.set_dialplan(shipped + IN_APP)
+    config = make_config(phones, double, tmp_path / "state", legs="")
+    assert config.recordings is not None
+    admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
+    try:
+        await admin.login()
+        engine, task = await start_engine(config, ready_timeout=20)
+        try:
+            recorder = engine.plugins.pm.get_plugin("recordings")
+            assert isinstance(recorder, Recorder)
+            store = recorder.store
+            assert store is not None
+            call = await asyncio.to_thread(phones["102"].dial, "101")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+            (first,) = list(engine.tracker)
+            transferee = next(c for c in first.channels if c.startswith("PJSIP/102-"))
+            consult = await asyncio.to_thread(phones["101"].dial, "555", line=1)
+            await asyncio.to_thread(consult.wait_answered, 20)
+            await eventually(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
+            (second,) = [c for c in engine.tracker if c is not first]
+            (recorded,) = [c.name for c in second.active_channels]
+            (row,) = await start_recording(
+                lambda name, headers: admin.send(name, headers),
+                store,
+                config.recordings,
+                call_id=second.linkedid,
+                channel=recorded,
+            )
+            await asyncio.sleep(1.0)
+            phone101 = phones["101"]
+            await asyncio.to_thread(phone101.complete_transfer, phone101.calls[0], consult, "555")
+            await asyncio.to_thread(consult.wait_ended, 20)
+            await eventually(
+                lambda: engine.tracker.get(second.linkedid) is None, 10, "the old name hung up"
+            )
+            (moved,) = store.for_call(second.linkedid)
+            assert (moved.channel, moved.state) == (transferee, "recording")
+            assert "102" in moved.extensions
+            size = row.local_path.stat().st_size
+            await asyncio.sleep(2.5)  # the sweep runs every 5 s: it must not close it
+            assert row.local_path.stat().st_size > size  # Asterisk writes on
+            assert store.for_call(second.linkedid)[0].state == "recording"
+            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            assert await recorder.stop_overlong() == [transferee]
+            await eventually(
+                lambda: store.for_call(second.linkedid)[0].state == "closed",
+                30,
+                "the file closed on the new name's MixMonitorStop",
+            )
+            closed = row.local_path.stat().st_size
+            await asyncio.sleep(2.5)
+            assert row.local_path.stat().st_size == closed  # stopped for good
+            assert not call.ended  # 102 waits in the application
+            await asyncio.to_thread(call.hangup)
+            await asyncio.to_thread(call.wait_ended, 20)
+        finally:
+            await stop_engine(engine, task)
+    finally:
+        await admin.aclose()
+        box.set_dialplan(shipped)

@@ -389,7 +389,8 @@ async def test_a_recorded_call_needs_no_class_beyond_the_documented_user(
 
 async def test_an_idle_recorder_asks_for_no_events(tmp_path: Path) -> None:
     """Without [recordings] no event reaches the recorder (a Hangup each call
-    would cost a hook call for nothing); with it, the two it closes files on."""
+    would cost a hook call for nothing); with it, the two it closes files on and the
+    AttendedTransfer whose masquerade renames a recorded channel."""
     from router.plugins import Plugins
 
     for settings, reads in (
@@ -402,6 +403,7 @@ async def test_an_idle_recorder_asks_for_no_events(tmp_path: Path) -> None:
         await plugins.wanted_events()
         assert plugins.reads_event("Hangup") is reads
         assert plugins.reads_event("MixMonitorStop") is reads
+        assert plugins.reads_event("AttendedTransfer") is reads  # a masquerade's rename
 
 
 async def test_a_recording_longer_than_max_duration_is_stopped_once_and_the_call_goes_on(
