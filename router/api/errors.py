@@ -112,6 +112,11 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "who started the recording the API may not stop (409): "
             "rule, plugin or unknown",
         },
+        "stopped_files": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the parts a recording's stop did stop before it failed (409, 503)",
+        },
     },
     "additionalProperties": True,
 }

@@ -502,11 +502,21 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         except BaseException as exc:
             if renewed is not None:
                 _unrenew(store, call_id, renewed, exc, done)
+            # A stop that failed part way says which files it did stop: the next
+            # DELETE stops only the rest, and the client should not think the
+            # first ones still record.
+            failed: ApiError | None = None
             if isinstance(exc, RecordingError):
-                raise ApiError(409, str(exc)) from None
-            if isinstance(exc, AMIError):  # pragma: no cover - ctx.send maps these
-                raise ApiError(503, str(exc)) from None
-            raise
+                failed = ApiError(409, str(exc))
+            elif isinstance(exc, AMIError):  # pragma: no cover - ctx.send maps these
+                failed = ApiError(503, str(exc))
+            elif isinstance(exc, ApiError):
+                failed = exc
+            if failed is not None and done:
+                failed.extra["stopped_files"] = sorted(r.part for r in plan.stop if r.id in done)
+            if failed is None or failed is exc:
+                raise
+            raise failed from None
         # What goes on (a rule's compliance recording), as the catalog has it now.
         going = [r for r in store.recording(call_id) if r.id in {k.id for k in plan.keep}]
         return JSONResponse(

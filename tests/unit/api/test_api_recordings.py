@@ -1003,6 +1003,8 @@ async def test_a_stop_again_that_fails_part_way_puts_back_only_the_marks_not_sto
         kept = {r.part: r for r in store.recording(live)}
         second = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
     assert first.status_code == 409, first.text
+    # The answer says which file the failed stop did stop: the next DELETE stops the rest.
+    assert first.json()["stopped_files"] == ["in"]
     assert stops[:2] == [first_id, second_id]
     # Stopped: its renewed mark stands, and its MixMonitorStop closes it.
     assert kept["in"].stop_asked_at is not None
