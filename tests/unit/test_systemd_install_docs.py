@@ -152,3 +152,28 @@ def test_systemd_accepts_the_unit_with_the_documented_drop_in(page: Path, tmp_pa
         if "/opt/callrouter/bin/callrouter" not in line  # installed by the admin
     ]
     assert complaints == []
+
+
+def documentation_files() -> list[Path]:
+    """The local files the unit's ``Documentation=`` lines name."""
+    text = UNIT.read_text(encoding="utf-8")
+    urls = re.findall(r"^Documentation=(.+)$", text, re.M)
+    assert urls, "the unit names its documentation"
+    return [Path(url.removeprefix("file://")) for url in " ".join(urls).split() if "://" in url]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_install_steps_put_the_units_documentation_where_it_points(
+    source: Path, tmp_path: Path
+) -> None:
+    """``Documentation=file:///usr/share/doc/callrouter/operations.md`` named a
+    file nothing made: pip installs no docs, and the steps copied none (issue 16).
+    The steps' copy of the checkout's docs/ is replayed under ``tmp_path``."""
+    (copy,) = re.findall(r"cp -r docs/\. (/\S+?)/?$", source.read_text("utf-8"), re.M)
+    root = tmp_path / "root"
+    target = root / copy.lstrip("/")
+    target.mkdir(parents=True)  # install -d
+    shutil.copytree(REPO / "docs", target, dirs_exist_ok=True)  # cp -r docs/. TARGET/
+    for named in documentation_files():
+        assert named.is_absolute()
+        assert (root / str(named).lstrip("/")).is_file(), f"{named} is not what {copy} gets"
