@@ -36,7 +36,13 @@ from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.textfiles import read_bounded
 
-__all__ = ["Offline", "load_offline", "service_state_dir", "without_ami_secret"]
+__all__ = [
+    "Offline",
+    "load_offline",
+    "refuse_another_owner",
+    "service_state_dir",
+    "without_ami_secret",
+]
 
 #: What stands in for a secret whose variable is not set in this shell.
 _STAND_IN = "not-set-when-checked"
@@ -168,6 +174,33 @@ def service_state_dir(config: Config, command: str) -> Path:
         "systemd the service's is $STATE_DIRECTORY (StateDirectory=callrouter: "
         '/var/lib/callrouter), which a shell lacks: set state_dir = "/var/lib/callrouter" '
         "in router.toml's [router] (docs/operations.md)"
+    )
+
+
+def refuse_another_owner(config: Config, path: Path, command: str) -> None:
+    """ConfigError when ``path`` (the service's state folder) belongs to
+    another user than the one running ``command``, which writes there.
+
+    The systemd unit's service runs as a DynamicUser that owns
+    /var/lib/callrouter. Run from a root shell, ``history replay`` created the
+    1C plugin's queue (and its -wal and -shm) there as root, 0600, and systemd
+    re-owns the folder's contents only when the folder itself is not the
+    service's: the service then failed to open its own queue at the next start.
+    """
+    owner = path.stat().st_uid
+    me = os.geteuid()
+    if owner == me:
+        return
+    raise ConfigError(
+        f"{config.where('router', 'state_dir')}: [router] state_dir {path} belongs to "
+        f"uid {owner} (the service's user), and `callrouter {command}` runs as uid {me}: "
+        f"the files it makes there would be uid {me}'s, mode 0600, and the service could "
+        "not open them. Run it as the service's user: under the systemd unit "
+        "(DynamicUser=yes), systemd-run --pipe --wait -p DynamicUser=yes -p User=callrouter "
+        "-p StateDirectory=callrouter -p EnvironmentFile=/etc/callrouter/callrouter.env "
+        f"/opt/callrouter/bin/callrouter {command} ... --config /etc/callrouter/router.toml; "
+        f"with a fixed User=, runuser -u THAT_USER -- callrouter {command} ... "
+        "(docs/history.md)"
     )
 
 

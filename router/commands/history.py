@@ -20,7 +20,11 @@ from pathlib import Path
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent
 from router.calllife.sources import open_source
-from router.commands._offline import service_state_dir, without_ami_secret
+from router.commands._offline import (
+    refuse_another_owner,
+    service_state_dir,
+    without_ami_secret,
+)
 from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 from router.errors import ConfigError
 from router.logsafe import escape_controls, escape_json_line
@@ -95,7 +99,10 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print(stories, as_json=args.json)
         return 0
-    service_state_dir(config, "history replay")  # the queue the service sends from
+    # The queue the service sends from, in a folder that is the service's:
+    # what this command creates there must be the service's user's too.
+    state_dir = service_state_dir(config, "history replay")
+    refuse_another_owner(config, state_dir, "history replay")
     told = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
     print(f"{counted(len(stories), 'call')}, {counted(told, 'event')} handed to the plugins")
     return 0

@@ -141,6 +141,38 @@ def test_replay_refuses_a_state_dir_no_service_keeps(
     assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
 
 
+def test_replay_refuses_a_state_dir_another_user_owns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The systemd unit's DynamicUser owns /var/lib/callrouter; a replay run
+    from a root shell created the 1C queue there as root, 0600, which the
+    service could not open at its next start (systemd re-owns the folder's
+    contents only when the folder is not the service's). Refused before
+    anything is written, with how to run it as the service's user."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    state = tmp_path / "state"
+    state.mkdir()
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[router]\nstate_dir = "{state}"\n')
+    owner = state.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)  # another user runs it
+    argv = ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--config", str(cfg)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"[router] state_dir {state} belongs to uid {owner} (the service's user)" in err
+    assert f"runs as uid {owner + 1}" in err
+    assert "systemd-run --pipe --wait -p DynamicUser=yes -p User=callrouter" in err
+    assert "runuser -u THAT_USER -- callrouter history replay" in err
+    assert list(state.iterdir()) == []
+    # --dry-run writes nothing: allowed; and as the owner the replay is told.
+    assert main([*argv, "--dry-run"]) == 0
+    monkeypatch.setattr(os, "geteuid", lambda: owner)
+    assert main(argv) == 0
+    assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
+
+
 def test_no_store_configured_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
