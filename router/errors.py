@@ -24,6 +24,7 @@ as aiosmtplib does::
     ├── router.api.errors.ApiError         an HTTP API request failed (status, problem details)
     ├── RecordingError                     a call recording could not be made, closed or transcoded
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
+    ├── StateBackupError(OSError)          ``callrouter state backup`` could not copy the state
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
@@ -57,6 +58,7 @@ __all__ = [
     "RuleValidationError",
     "RulesRefused",
     "SandboxError",
+    "StateBackupError",
 ]
 
 
@@ -214,6 +216,11 @@ class RecordingError(CallRouterError):
 class HistorySourceError(CallRouterError, OSError):
     """Asterisk's stored CEL (``[history] cel``) could not be read: the message
     names the key and the file or server; a replay is retried after the next gap."""
+
+
+class StateBackupError(CallRouterError, OSError):
+    """``[router] state_dir`` could not be backed up (router/statebackup.py): the
+    target is not a new folder, or a file could not be read or written."""
 
 
 class SandboxError(CallRouterError, RuntimeError):

@@ -1,0 +1,207 @@
+"""A consistent copy of ``[router] state_dir`` while callrouter runs.
+
+The state folder holds SQLite files in WAL mode (the API's feed, the
+recordings catalog, the 1C plugin's queues): a ``cp`` of one while the
+service writes can pair a database file with a ``-wal`` of another moment, or
+miss the ``-wal`` and the commits in it, and the ``sqlite3`` shell that would
+do it right is not installed beside callrouter. Each SQLite file is copied
+here with SQLite's online backup API in one step (one read transaction: a
+snapshot, never blocking the service's writes in WAL mode) into a single
+self-contained file (rollback journal, no ``-wal``), and checked
+(``PRAGMA quick_check``). The other files (``calllife.json``,
+``forwarding.json``, ``recordings.key``) are replaced by rename whenever
+callrouter writes them, so a plain read gets one whole version.
+
+Every file of the folder is copied, not a list of names: a plugin's state is
+backed up too. Left out, each with its reason: sub-folders, symbolic links,
+SQLite's ``-wal``/``-shm``/``-journal`` (in the copy already), temporary
+files (a leading dot: a write in progress) and the files callrouter set
+aside as unreadable (``*.bad``, ``*.unreadable-*``). The copies are 0600 in
+a new 0700 folder: the state holds callers' numbers and the links' key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+from urllib.parse import quote
+
+from router.errors import StateBackupError
+
+__all__ = ["MAX_ENTRIES", "MAX_PLAIN_BYTES", "Copied", "Skipped", "backup_state"]
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: SQLite's side files: their content is in the backup API's copy.
+SIDECARS: Final = ("-wal", "-shm", "-journal")
+#: A state folder with more entries than this is not callrouter's (a wrong path).
+MAX_ENTRIES: Final = 1000
+#: A file that is not SQLite and larger than this is no state callrouter keeps
+#: (forwarding.json is at most 4 MiB): left out, not read.
+MAX_PLAIN_BYTES: Final = 64 * 1024 * 1024
+#: Seconds SQLite waits for a lock the service holds (a checkpoint) before failing.
+BUSY_TIMEOUT: Final = 5.0
+_CHUNK: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    name: str
+    size: int
+    kind: Literal["sqlite", "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    name: str
+    why: str
+
+
+def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
+    """Copy ``source``'s files into the new folder ``target``, one result a file.
+
+    Raises StateBackupError when ``target`` exists and is not empty, when
+    ``source`` is no folder or too large a one, and for a file that cannot be
+    copied (after the files before it: the caller reports what was done).
+    """
+    entries = _entries(source)
+    _make_target(target)
+    names = {entry.name for entry in entries}
+    for entry in entries:
+        why = _left_out(entry, names)
+        if why is not None:
+            yield Skipped(entry.name, why)
+            continue
+        path = Path(entry.path)
+        try:
+            if _is_sqlite(path):
+                yield Copied(entry.name, _copy_sqlite(path, target / entry.name), "sqlite")
+                continue
+            size = os.stat(path, follow_symlinks=False).st_size
+            if size > MAX_PLAIN_BYTES:
+                yield Skipped(entry.name, f"larger than {MAX_PLAIN_BYTES} bytes and not SQLite")
+                continue
+            yield Copied(entry.name, _copy_plain(path, target / entry.name), "file")
+        except (OSError, sqlite3.Error) as exc:
+            raise StateBackupError(f"{path}: not backed up: {exc}") from None
+    _sync_folder(target)
+
+
+def _entries(source: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(source) as scan:
+            entries = []
+            for entry in scan:
+                entries.append(entry)
+                if len(entries) > MAX_ENTRIES:
+                    raise StateBackupError(
+                        f"{source}: more than {MAX_ENTRIES} entries: not a callrouter state_dir"
+                    )
+    except OSError as exc:
+        raise StateBackupError(f"{source}: cannot read the state folder: {exc}") from None
+    return sorted(entries, key=lambda e: e.name)
+
+
+def _make_target(target: Path) -> None:
+    """``target`` new (made 0700) or an empty folder: a backup never mixes with another."""
+    try:
+        target.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if not target.is_dir() or any(target.iterdir()):
+            raise StateBackupError(
+                f"{target}: exists and is not an empty folder; name a new one"
+            ) from None
+    except OSError as exc:
+        raise StateBackupError(f"{target}: cannot make the backup folder: {exc}") from None
+
+
+def _left_out(entry: os.DirEntry[str], names: set[str]) -> str | None:
+    """Why ``entry`` is not copied, or None."""
+    name = entry.name
+    if entry.is_symlink():
+        return "a symbolic link (not followed)"
+    if entry.is_dir(follow_symlinks=False):
+        return "a folder (only the state folder's own files are copied)"
+    if not entry.is_file(follow_symlinks=False):
+        return "not a regular file"
+    for suffix in SIDECARS:
+        if name.endswith(suffix) and name[: -len(suffix)] in names:
+            return f"SQLite's {suffix} file: its content is in {name[: -len(suffix)]}'s copy"
+    if name.startswith("."):
+        return "a temporary file (a write in progress, or left by a crash)"
+    if name.endswith(".bad") or ".unreadable-" in name:
+        return "set aside by callrouter as unreadable: safe to delete once looked at"
+    return None
+
+
+def _is_sqlite(path: Path) -> bool:
+    with _open_read(path) as fd:
+        return os.read(fd, len(SQLITE_MAGIC)) == SQLITE_MAGIC
+
+
+@contextlib.contextmanager
+def _open_read(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _create_private(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _copy_sqlite(path: Path, copy: Path) -> int:
+    """One-step online backup of ``path`` into ``copy`` (0600), checked; its size."""
+    os.close(_create_private(copy))  # 0600 before SQLite opens it
+    # Read-only: the backup never writes the service's file (its -wal and -shm
+    # are opened as SQLite needs them; as root it keeps their owner).
+    source = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    try:
+        dest = sqlite3.connect(copy, timeout=BUSY_TIMEOUT)
+        try:
+            source.backup(dest)  # pages=-1: all in one step, one snapshot
+            dest.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+            (verdict,) = dest.execute("PRAGMA quick_check").fetchone()
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    if verdict != "ok":
+        raise sqlite3.DatabaseError(f"the copy fails SQLite's quick_check: {verdict}")
+    _fsync(copy)
+    return copy.stat().st_size
+
+
+def _copy_plain(path: Path, copy: Path) -> int:
+    size = 0
+    with _open_read(path) as fd_in, os.fdopen(_create_private(copy), "wb") as out:
+        # Bounded even if the file grows meanwhile (never one of callrouter's).
+        while size <= MAX_PLAIN_BYTES and (chunk := os.read(fd_in, _CHUNK)):
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return size
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem syncs a folder
+        _fsync(path)

@@ -1,0 +1,194 @@
+"""``callrouter state backup``: a consistent copy of ``[router] state_dir``.
+
+The state folder's SQLite files run in WAL mode: while the service writes,
+committed rows can sit in the ``-wal`` only, and a ``cp`` of the database
+file (what an administrator does with no ``sqlite3`` shell on the host)
+misses them (issue 16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from callrouter_onec.history import FILENAME as ONEC_HISTORY
+from callrouter_onec.recordings import FILENAME as ONEC_RECORDINGS
+
+from router.api.feed import FILENAME as FEED
+from router.api.forwarding_state import FILE_NAME as FORWARDING
+from router.api.forwarding_state import Forwarding, ForwardingState
+from router.calllife.service import MARK_FILE
+from router.cli import main
+from router.errors import StateBackupError
+from router.recordings.signing import KEY_NAME, load_key
+from router.recordings.store import DB_NAME as RECORDINGS
+from router.recordings.store import RecordingStore
+from router.statebackup import Copied, Skipped, backup_state
+
+REPO = Path(__file__).parents[2]
+PAGES = [REPO / "docs" / "operations.md", REPO / "docs" / "ru" / "operations.md"]
+#: Every file callrouter and the 1C plugin keep in state_dir.
+STATE_FILES = [MARK_FILE, FEED, FORWARDING, RECORDINGS, KEY_NAME, ONEC_HISTORY, ONEC_RECORDINGS]
+
+
+def live_wal_database(path: Path, rows: int) -> sqlite3.Connection:
+    """A WAL database whose last ``rows`` commits are in its ``-wal`` only, as
+    while the service runs (the connection is left open, no checkpoint)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT)")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the table in the file, the rows not
+    for n in range(rows):
+        db.execute("INSERT INTO events (body) VALUES (?)", (f"event {n}",))
+    return db
+
+
+def count(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        (n,) = db.execute("SELECT count(*) FROM events").fetchone()
+    return int(n)
+
+
+def test_a_live_wal_database_is_copied_with_what_only_its_wal_holds(tmp_path: Path) -> None:
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    live = live_wal_database(state / ONEC_HISTORY, rows=25)
+    try:
+        # What cp would give: the rows are not in the database file.
+        shutil.copy(state / ONEC_HISTORY, tmp_path / "cp-copy")
+        assert count(tmp_path / "cp-copy") == 0
+        results = list(backup_state(state, target))
+        # The service goes on writing meanwhile: not blocked, not in the copy.
+        live.execute("INSERT INTO events (body) VALUES ('after')")
+    finally:
+        live.close()
+    copy = target / ONEC_HISTORY
+    assert results[0] == Copied(ONEC_HISTORY, copy.stat().st_size, "sqlite")
+    assert count(copy) == 25
+    # One self-contained file, private, in a private folder.
+    assert sorted(p.name for p in target.iterdir()) == [ONEC_HISTORY]
+    with sqlite3.connect(copy) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert {r.name for r in results if isinstance(r, Skipped)} == {
+        f"{ONEC_HISTORY}-wal",
+        f"{ONEC_HISTORY}-shm",
+    }
+
+
+def test_the_state_callrouter_keeps_is_copied_and_its_leftovers_are_not(tmp_path: Path) -> None:
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    store = RecordingStore(state)
+    forwarding = ForwardingState(state)
+    forwarding.set("101", Forwarding(dnd=True))
+    key = load_key(state / KEY_NAME)
+    (state / MARK_FILE).write_text(json.dumps({"mark": 1.0, "told": {}}) + "\n", "utf-8")
+    # Left by callrouter: a write in progress, files set aside, no state.
+    (state / f".{MARK_FILE}.4242").write_text("{", "utf-8")
+    (state / f"{FORWARDING}.bad").write_text("{", "utf-8")
+    (state / f"{FEED}.unreadable-1700000000").write_bytes(b"junk")
+    (state / "sub").mkdir()
+    (state / "link").symlink_to(tmp_path / "elsewhere")
+    try:
+        results = {r.name: r for r in backup_state(state, target)}
+    finally:
+        store.close()
+    copied = {name for name, r in results.items() if isinstance(r, Copied)}
+    assert copied == {RECORDINGS, FORWARDING, KEY_NAME, MARK_FILE}
+    assert results[RECORDINGS] == Copied(RECORDINGS, (target / RECORDINGS).stat().st_size, "sqlite")
+    assert load_key(target / KEY_NAME, create=False) == key
+    assert ForwardingState(target).get("101").dnd
+    for name in copied:
+        assert stat.S_IMODE((target / name).stat().st_mode) == 0o600, name
+    skipped = {name: r.why for name, r in results.items() if isinstance(r, Skipped)}
+    assert skipped[f".{MARK_FILE}.4242"].startswith("a temporary file")
+    assert skipped[f"{FORWARDING}.bad"].startswith("set aside by callrouter")
+    assert skipped[f"{FEED}.unreadable-1700000000"].startswith("set aside by callrouter")
+    assert skipped["sub"].startswith("a folder")
+    assert skipped["link"].startswith("a symbolic link")
+    # The copy opens as the service would open it.
+    restored = RecordingStore(target)
+    restored.close()
+
+
+def test_a_used_target_is_refused_before_anything_is_copied(tmp_path: Path) -> None:
+    state, target = tmp_path / "state", tmp_path / "backup"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    target.mkdir()
+    (target / MARK_FILE).write_text("an older backup\n", "utf-8")
+    with pytest.raises(StateBackupError, match="exists and is not an empty folder"):
+        list(backup_state(state, target))
+    assert (target / MARK_FILE).read_text("utf-8") == "an older backup\n"
+    with pytest.raises(StateBackupError, match="cannot read the state folder"):
+        list(backup_state(tmp_path / "nope", tmp_path / "backup2"))
+
+
+def test_the_command_backs_up_router_tomls_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, target = tmp_path / "state", tmp_path / "backup"
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        f'secret_env = "CALLROUTER_SECRET"\n[router]\nstate_dir = "{state}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)  # a root shell's: not needed
+    argv = ["state", "backup", str(target), "--config", str(cfg)]
+    assert main(argv) == 1  # no such folder: not the service's
+    assert "[router] state_dir: no folder" in capsys.readouterr().err
+    state.mkdir()
+    live = live_wal_database(state / FEED, rows=3)
+    try:
+        assert main(argv) == 0
+    finally:
+        live.close()
+    out = capsys.readouterr().out
+    assert re.search(
+        rf"^{re.escape(FEED)}: \d+ bytes \(SQLite online backup, checked\)$", out, re.M
+    )
+    assert f"{FEED}-wal: left out: SQLite's -wal file" in out
+    assert f"1 file of {state} backed up in {target}" in out
+    assert count(target / FEED) == 3
+    # Again into the same folder: refused, the first backup kept.
+    assert main(argv) == 1
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    # --state-dir: a plugin's own folder; router.toml is not read.
+    other = tmp_path / "onec-state"
+    other.mkdir()
+    (other / "x.json").write_text("{}", "utf-8")
+    assert main(["state", "backup", str(tmp_path / "b3"), "--state-dir", str(other)]) == 0
+    assert (tmp_path / "b3" / "x.json").read_text("utf-8") == "{}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_page_tells_every_state_file(page: Path) -> None:
+    """operations.md's table names every file the code keeps in state_dir."""
+    text = page.read_text("utf-8")
+    section = text.split("\n## ")
+    (state,) = [s for s in section if "callrouter state backup" in s and "| `" in s]
+    for name in STATE_FILES:
+        assert f"| `{name}`" in state, name
+
+
+def test_modes_stay_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / MARK_FILE).write_text("{}\n", "utf-8")
+        list(backup_state(state, tmp_path / "backup"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "backup" / MARK_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "backup").stat().st_mode) == 0o700
