@@ -28,8 +28,12 @@ answer stay bounded by the number of events, not by what 1C holds.
 
 The decision of a routed call can come after its ``DialBegin`` (the Redirect's
 confirmation and the dial arrive in one batch of events): the ringing then
-waits for the decision, at most :data:`CARD_WAIT` seconds, and goes without a
-card if none comes.
+waits for the decision, at most :data:`CARD_WAIT` seconds from the call's first
+held event, and goes without a card if none comes. The call's ``DialEnd``
+events that come meanwhile wait behind its ringings (a queue member busy at
+once ends before the others ring, or before the decision): releasing the held
+ringings at a member's end sent every other member's without its card. At most
+:data:`_PENDING_MAX` events are held per call; past that they go at once.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ CARD_LOOKUP = "onec.responsible"
 CARD_WAIT = 1.0
 #: Calls remembered at once; the oldest is forgotten first (a lost Hangup).
 _CALLS_MAX = 10_000
+#: Events one call holds while its ringings wait for the decision (a queue
+#: rings each member once; 100 is more than any queue's members at once).
+_PENDING_MAX = 100
 #: Largest card (UTF-8 JSON bytes) a ringing carries; a larger one goes as null.
 MAX_CARD = 8 * 1024
 #: Longest text (a name, an id) in a card, in characters; longer ones are cut, ending in "…".
@@ -148,8 +155,9 @@ class _CallState:
     decided: bool = False
     card: Any = None
     rules: tuple[str, ...] = ()
-    #: Ringing events waiting for the decision: (extension, data, ts).
-    pending: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
+    #: Events waiting for the decision, in their order: (kind, extension,
+    #: data, ts); a ``ringing`` gets the card and rules when it goes.
+    pending: list[tuple[str, str, dict[str, Any], float | None]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     talked: dict[str, None] = field(default_factory=dict)
     #: Extensions ringing now: a second DialBegin for one (a Local channel and
@@ -172,9 +180,8 @@ class FeedIntake:
         state = self._calls.get(linkedid)
         if state is None:
             if len(self._calls) >= _CALLS_MAX:
-                _, old = self._calls.popitem(last=False)
-                if old.timer is not None:
-                    old.timer.cancel()
+                old_id, old = self._calls.popitem(last=False)
+                self._release(old_id, old)  # what it held goes, as after its wait
             state = self._calls[linkedid] = _CallState()
         return state
 
@@ -278,11 +285,30 @@ class FeedIntake:
         if extension in state.ringing:
             return
         state.ringing.add(extension)
-        ts = event.timestamp
         if state.decided or call is None or not call.routed:
-            self._ringing(linkedid, state, extension, data, ts)
+            self._publish(linkedid, state, "ringing", extension, data, event.timestamp)
+        else:
+            self._hold(linkedid, state, "ringing", extension, data, event.timestamp)
+
+    def _hold(
+        self,
+        linkedid: str,
+        state: _CallState,
+        kind: str,
+        extension: str,
+        data: dict[str, Any],
+        ts: float | None,
+    ) -> None:
+        """Keep an event of the call until its decision, at most the wait.
+
+        One timer per call, started by its first held event and never
+        restarted by later ones: every event waits at most :attr:`card_wait`.
+        """
+        if len(state.pending) >= _PENDING_MAX:
+            self._release(linkedid, state)
+            self._publish(linkedid, state, kind, extension, data, ts)
             return
-        state.pending.append((extension, data, ts))
+        state.pending.append((kind, extension, data, ts))
         if state.timer is None:
             state.timer = asyncio.get_running_loop().call_later(
                 self.card_wait, self._card_timeout, linkedid
@@ -299,19 +325,21 @@ class FeedIntake:
             state.timer.cancel()
             state.timer = None
         pending, state.pending = state.pending, []
-        for extension, data, ts in pending:
-            self._ringing(linkedid, state, extension, data, ts)
+        for kind, extension, data, ts in pending:
+            self._publish(linkedid, state, kind, extension, data, ts)
 
-    def _ringing(
+    def _publish(
         self,
         linkedid: str,
         state: _CallState,
+        kind: str,
         extension: str,
         data: dict[str, Any],
         ts: float | None,
     ) -> None:
-        data = {**data, "card": state.card, "rules": list(state.rules)}
-        self.feed.publish("ringing", extension, data, call_id=linkedid, ts=ts)
+        if kind == "ringing":
+            data = {**data, "card": state.card, "rules": list(state.rules)}
+        self.feed.publish(kind, extension, data, call_id=linkedid, ts=ts)
 
     def _dial_end(self, event: Event, call: Call | None) -> None:
         extension = endpoint(event.get("DestChannel"))
@@ -322,19 +350,23 @@ class FeedIntake:
         if extension not in state.ringing:
             return  # the second end of one ringing, or a dial begun before our start
         state.ringing.discard(extension)
-        if state.pending:
-            self._release(linkedid, state)  # never an answer before its ringing
         status = event.get("DialStatus") or ""
         data = {
             "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
             "channel": event.get("DestChannel") or "",
             "status": status,
         }
+        kind = "missed"
         if status == "ANSWER":
+            kind = "answered"
             state.talked[extension] = None
-            self.feed.publish("answered", extension, data, call_id=linkedid, ts=event.timestamp)
+        if state.pending:
+            # Behind the held ringings (never an end before its ringing), and
+            # releasing none of them: the call's other ringings still wait for
+            # the decision (a queue member busy at once ends before they ring).
+            self._hold(linkedid, state, kind, extension, data, event.timestamp)
         else:
-            self.feed.publish("missed", extension, data, call_id=linkedid, ts=event.timestamp)
+            self._publish(linkedid, state, kind, extension, data, event.timestamp)
 
     def _transfer(self, event: Event) -> None:
         if event.get("Result") not in (None, "Success"):
@@ -342,6 +374,9 @@ class FeedIntake:
         blind = event.name == "BlindTransfer"
         channel = event.get("TransfererChannel" if blind else "OrigTransfererChannel")
         linkedid = event.get("TransfererLinkedid" if blind else "OrigTransfererLinkedid")
+        state = self._calls.get(linkedid) if linkedid else None
+        if state is not None and state.pending:
+            self._release(linkedid or "", state)  # never a transfer before its answer
         target = (
             event.get("Extension")
             if blind

@@ -8,7 +8,14 @@ import json
 import pytest
 
 from router.api.feed import EventFeed
-from router.api.intake import MAX_CARD, MAX_CARD_TEXT, FeedIntake, endpoint, feed_card
+from router.api.intake import (
+    _PENDING_MAX,
+    MAX_CARD,
+    MAX_CARD_TEXT,
+    FeedIntake,
+    endpoint,
+    feed_card,
+)
 from router.plugins import Plugins
 from router.testing import CallTimeline, make_decision, make_event, make_trace
 
@@ -146,6 +153,85 @@ async def test_a_dial_seen_before_its_decision_waits_for_the_card() -> None:
     )
     (event,) = feed.read(0).events
     assert event.data["card"] == CARD
+
+
+QUEUE = [f"Local/{n}@from-queue-0000000{n - 100};1" for n in (101, 102, 103)]
+BUSY_AT_ONCE = {
+    # Issue 16 (an attacker's trial): the busy member's dial begins and ends,
+    # then the queue rings the others, all before the decision reaches the feed.
+    "busy member first": [("DialBegin", 0), ("DialEnd", 0), ("DialBegin", 1), ("DialBegin", 2)],
+    # ringall dials every member in one loop; the busy one's end comes after.
+    "all dialled, then busy": [
+        ("DialBegin", 0),
+        ("DialBegin", 1),
+        ("DialBegin", 2),
+        ("DialEnd", 0),
+    ],
+}
+
+
+@pytest.mark.parametrize("order", BUSY_AT_ONCE.values(), ids=list(BUSY_AT_ONCE))
+async def test_a_queue_member_busy_at_once_leaves_every_ringing_its_card(
+    order: list[tuple[str, int]],
+) -> None:
+    """A queue of three (101 busy at once, 102 and 103 ringing): a member's
+    DialEnd before the decision released every ringing held for the call, so
+    they went without card and rules (``[]``); each now waits, the busy
+    member's ``missed`` after its ringing."""
+    feed = EventFeed()
+    intake = FeedIntake(feed, card_wait=5)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    for name, member in order:
+        extra = {"DialStatus": "BUSY"} if name == "DialEnd" else {}
+        intake.callrouter_event(dial(name, QUEUE[member], **extra), call)
+    decision = make_decision(("queue", {"queue": "sales"}), rule="vip")
+    trace = make_trace(lookups={"onec.responsible": CARD})
+    intake.callrouter_decision(call, decision, trace, "executed")
+    events = feed.read(0).events
+    ringing = [e for e in events if e.kind == "ringing"]
+    assert [(e.extension, e.data["card"], e.data["rules"]) for e in ringing] == [
+        ("101", CARD, ["vip"]),
+        ("102", CARD, ["vip"]),
+        ("103", CARD, ["vip"]),
+    ]
+    # As they came: the busy member's missed after its ringing, not before the decision.
+    expected = [("ringing" if name == "DialBegin" else "missed", f"{101 + m}") for name, m in order]
+    assert [(e.kind, e.extension) for e in events] == expected
+    assert intake._calls[LINKEDID].timer is None  # the wait ended with the decision
+
+
+async def test_held_events_go_in_order_without_a_card_after_the_wait() -> None:
+    """No decision within the wait: the held ringings and the busy member's
+    ``missed`` go as they came, without a card, once (bounded by the wait)."""
+    feed = EventFeed()
+    intake = FeedIntake(feed, card_wait=0.01)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    for name, member in BUSY_AT_ONCE["all dialled, then busy"]:
+        extra = {"DialStatus": "BUSY"} if name == "DialEnd" else {}
+        intake.callrouter_event(dial(name, QUEUE[member], **extra), call)
+    page = await asyncio.wait_for(feed.wait(0, timeout=5), 5)
+    assert [(e.kind, e.extension, e.data.get("card")) for e in page.events] == [
+        ("ringing", "101", None),
+        ("ringing", "102", None),
+        ("ringing", "103", None),
+        ("missed", "101", None),
+    ]
+
+
+async def test_events_held_for_one_call_are_bounded() -> None:
+    """A call whose dial events pile up before its decision (a queue of many
+    members, a member ringing again and again) holds at most _PENDING_MAX of
+    them: past that, what is held goes at once, without a card."""
+    feed = EventFeed()
+    intake = FeedIntake(feed, card_wait=60)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    for n in range(_PENDING_MAX + 10):
+        channel = f"Local/{1000 + n}@from-queue-00000001;1"
+        intake.callrouter_event(dial("DialBegin", channel), call)
+        assert len(intake._calls[LINKEDID].pending) <= _PENDING_MAX
+    assert len(kinds(feed)) >= _PENDING_MAX
+    intake.callrouter_call_end(call)
+    assert [k for k, _ in kinds(feed)].count("ringing") == _PENDING_MAX + 10
 
 
 async def test_without_a_decision_the_ringing_goes_without_a_card_after_the_wait() -> None:
