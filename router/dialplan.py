@@ -60,9 +60,11 @@ __all__ = [
     "RUN_BY_ASTERISK",
     "WAIT_APPLICATION",
     "Dialplan",
+    "KnownContext",
     "LocationPolicy",
     "RoutingRequest",
     "location_problem",
+    "missing_target",
     "next_location",
     "request_caller",
     "request_did",
@@ -226,6 +228,36 @@ def location_problem(
                 "i: invalid, t and T: timeout, e: exception), never a place to send a call"
             )
     return None
+
+
+class KnownContext(Protocol):
+    """A context as the dialplan audit last read it
+    (:class:`~router.dialplan_audit.ListedContext`)."""
+
+    def lacks(self, exten: str) -> bool:
+        """Whether ``exten`` is surely not there (False when unsure)."""
+        ...
+
+
+def missing_target(params: Mapping[str, object], listing: Mapping[str, KnownContext]) -> str | None:
+    """Why a ``redirect`` to ``params``' location would hang the call up, as
+    ``listing`` (the dialplan audit's last read) tells it, or None.
+
+    Asterisk accepts a Redirect to an extension its context lacks and hangs
+    the call up. A context the listing does not hold, or holds open (an
+    ``include``, a switch), is not judged. A dict lookup and a set lookup: it
+    runs on every redirect a rule renders, so it asks nothing of Asterisk.
+    """
+    known = listing.get(str(params.get("context", ""))) if listing else None
+    if known is None:
+        return None
+    exten = str(params.get("exten", "s"))
+    if not known.lacks(exten):
+        return None
+    return (
+        f"exten {shown(exten)} is not in context {shown(str(params.get('context')))} of "
+        "Asterisk's dialplan: Asterisk would accept the Redirect and hang the call up"
+    )
 
 
 def next_location(context: str, exten: str, priority: str) -> str:

@@ -57,7 +57,8 @@ class DialplanAudit:
     findings: list[Finding]
     unread: bool
     #: The contexts the rules redirect to, as read (those that could be):
-    #: the executor refuses a Redirect one of them surely lacks.
+    #: rule evaluation rejects a rule redirecting to an extension one of them
+    #: surely lacks, and the executor refuses such a Redirect (confirmed).
     contexts: Mapping[str, ListedContext] = field(default_factory=dict)
 
 

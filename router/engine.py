@@ -514,7 +514,7 @@ class Engine:
             call=call_info(call, None),
             now=self.clock(),
         )
-        return self.rules.current.may_ask(context, lookup)
+        return self.rules.current.may_ask(context, lookup, self.executor.dialplan)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -1393,7 +1393,9 @@ class Engine:
             )
 
     async def _run_schedule(self, name: str) -> None:
-        outcome = await self.rules.evaluate(Context.for_schedule(name, now=self.clock()))
+        outcome = await self.rules.evaluate(
+            Context.for_schedule(name, now=self.clock()), dialplan=self.executor.dialplan
+        )
         if outcome.decision.actions and self._acting():
             results = await self.executor.run(outcome.decision.actions, None, None)
             log.info("schedule %s: %s", name, [r.to_dict() for r in results])
@@ -1508,7 +1510,9 @@ class Engine:
         # Lookups that take the request get the call's own numbers, not a guess;
         # made only when such a lookup runs (most events match no rule).
         request = None if call is None else (lambda: self._event_request(event, call))
-        outcome = await self.rules.evaluate(context, request=request)
+        outcome = await self.rules.evaluate(
+            context, request=request, dialplan=self.executor.dialplan
+        )
         if outcome.decision.actions and self._acting():
             self._spawn(self.executor.run(outcome.decision.actions, call, None))
 

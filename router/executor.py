@@ -22,7 +22,10 @@ hand ``Dial`` a ``&``. A Redirect to an extension the target context lacks,
 as the engine's last look at the dialplan read it (:attr:`Executor.dialplan`)
 and Asterisk then confirms, is refused too: Asterisk accepts it and hangs
 the call up, so a 1C card naming an extension the dialplan has no step for
-(``Ivanov``, ``1``) dropped the call. One refused location fails the
+(``Ivanov``, ``1``) dropped the call. Rule evaluation rejects such a rule
+from the same listing first (the next rule decides); this refusal is for a
+decision that listing did not judge (it was read while the rules ran), and
+asks Asterisk because it costs more. One refused location fails the
 decision as a whole: the call then takes the dialplan's default route.
 """
 
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
-from router.dialplan import LocationPolicy, location_problem, shown
+from router.dialplan import KnownContext, LocationPolicy, location_problem, missing_target
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,13 +82,6 @@ class ExecutorAMI(Protocol):
         validate: bool = True,
         check: bool = True,
     ) -> ActionResult: ...
-
-
-class KnownContext(Protocol):
-    """A context as the dialplan audit read it
-    (:class:`~router.dialplan_audit.ListedContext`)."""
-
-    def lacks(self, exten: str) -> bool: ...
 
 
 class PluginActions(Protocol):
@@ -360,15 +356,12 @@ class Executor:
         for index, action in enumerate(actions):
             if action.kind != "redirect":
                 continue
-            context = str(action.params.get("context", ""))
-            exten = str(action.params.get("exten", "s"))
-            known = self.dialplan.get(context)
-            if known is None or not known.lacks(exten) or not await self._absent(context, exten):
+            problem = missing_target(action.params, self.dialplan)
+            if problem is None:
                 continue
-            found[index] = (
-                f"exten {shown(exten)} is not in context {shown(context)} of Asterisk's "
-                "dialplan: Asterisk would accept the Redirect and hang the call up"
-            )
+            context = str(action.params.get("context", ""))
+            if await self._absent(context, str(action.params.get("exten", "s"))):
+                found[index] = problem
         return found
 
     async def _absent(self, context: str, exten: str) -> bool:

@@ -330,7 +330,11 @@ class Router:
             # No timeout around it: the evaluation bounds each lookup by the
             # deadline itself, and rules written for a failed lookup still
             # decide; a timer here would also end the eager start (router.eager).
-            outcome = await self.rules.evaluate(context, deadline=deadline, request=info)
+            # The dialplan as last read: a rule redirecting to an extension it
+            # surely lacks is rejected there and the next rule decides.
+            outcome = await self.rules.evaluate(
+                context, deadline=deadline, request=info, dialplan=self._executor.dialplan
+            )
         except Exception:
             log.exception("rule evaluation failed for %s", channel)
         evaluated = time.monotonic()

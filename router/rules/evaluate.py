@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from router import eager
+from router.dialplan import KnownContext, missing_target
 from router.errors import LookupUnavailable
 from router.request import RequestInfo
 from router.rules.context import Context
@@ -34,6 +35,10 @@ LATE_START_GRACE = 0.05
 
 #: Answers that are never awaitable, by exact type (a subclass may be).
 _PLAIN = frozenset({type(None), dict, str, list, tuple, int, float, bool})
+
+
+#: No dialplan listing: nothing judged (``explain``, a test, before the first audit).
+_NO_LISTING: Mapping[str, KnownContext] = {}
 
 
 class Outcome(NamedTuple):
@@ -58,6 +63,7 @@ async def evaluate_rules(
     lookups: Mapping[str, LookupFn] | None = None,
     explain: bool = False,
     request: RequestInfo | Callable[[], RequestInfo] | None = None,
+    dialplan: Mapping[str, KnownContext] | None = None,
 ) -> Outcome:
     """Runs ``rules`` (already in priority order) for one trigger firing.
 
@@ -67,8 +73,13 @@ async def evaluate_rules(
     declare a ``request`` parameter get, or a function making it, called
     only when such a lookup runs (the event rules' request normalizes two
     numbers, and most events match no rule); without one it is made from
-    ``context`` (:func:`request_for`).
+    ``context`` (:func:`request_for`). ``dialplan`` is the contexts as the
+    dialplan audit last read them: a rule whose ``redirect`` goes to an
+    extension one of them surely lacks is rejected, and the next rule decides
+    (Asterisk would accept the Redirect and hang the call up). Nothing is
+    asked of Asterisk here; the executor confirms before it refuses a decision.
     """
+    listing = dialplan or _NO_LISTING
     started = time.perf_counter()
     trace = Trace(context)
     names = _names(context, registry, lists)
@@ -103,7 +114,7 @@ async def evaluate_rules(
                 append(rule.false_if_trace)
                 continue
         entry = await _run_rule(
-            rule, evaluator, names, registry, lookups, deadline, memo, trace, asked
+            rule, evaluator, names, registry, lookups, deadline, memo, trace, asked, listing
         )
         append(entry)
         if entry.status != "matched":
@@ -129,6 +140,7 @@ def may_ask(
     registry: Registry,
     lists: Mapping[str, frozenset[str]],
     lookup: str,
+    dialplan: Mapping[str, KnownContext] | None = None,
 ) -> bool:
     """Could evaluating ``rules`` for ``context`` call the lookup ``lookup``?
 
@@ -138,8 +150,10 @@ def may_ask(
     service (1C) about a caller the rules never look up. Rules with other
     lookups cannot be decided here; they are passed over, since whether they
     match or not, they do not ask ``lookup``. Errors count as in
-    :func:`evaluate_rules` (the rule is not taken); ``True`` is the safe answer.
+    :func:`evaluate_rules` (the rule is not taken, a redirect to an extension
+    ``dialplan`` says is missing too); ``True`` is the safe answer.
     """
+    listing = dialplan or _NO_LISTING
     names = _names(context, registry, lists)
     evaluator = Evaluator(context, names, registry.functions)
     for rule in rules:
@@ -153,7 +167,7 @@ def may_ask(
             if rule.when is not None and not evaluator.evaluate(rule.when):
                 continue
             for action in rule.actions:
-                _render(action, evaluator, rule.name)
+                _render(action, evaluator, rule.name, listing)
         except Exception:  # a broken rule is not taken, as in evaluate_rules
             continue
         if not rule.cont:
@@ -226,6 +240,7 @@ async def _run_rule(
     memo: _Memo,
     trace: Trace,
     asked: _Asked,
+    listing: Mapping[str, KnownContext],
 ) -> RuleTrace:
     """Everything after a true ``if``: lookups, ``when``, rendering."""
     entry = RuleTrace(rule.name, rule.location, "false")
@@ -243,7 +258,9 @@ async def _run_rule(
             entry.stage = stage
             return entry
         stage = "do"
-        entry.actions = tuple(_render(action, evaluator, rule.name) for action in rule.actions)
+        entry.actions = tuple(
+            _render(action, evaluator, rule.name, listing) for action in rule.actions
+        )
         entry.status = "matched"
     except _Rejected as exc:
         entry.status = "rejected"
@@ -353,7 +370,9 @@ def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], .
     return f"{name}({', '.join(shown)})"
 
 
-def _render(action: CompiledAction, evaluator: Evaluator, rule: str) -> Action:
+def _render(
+    action: CompiledAction, evaluator: Evaluator, rule: str, listing: Mapping[str, KnownContext]
+) -> Action:
     params: dict[str, str] = {}
     for key, value in action.params:
         if isinstance(value, str):
@@ -388,4 +407,12 @@ def _render(action: CompiledAction, evaluator: Evaluator, rule: str) -> Action:
             action.spec.rendered(filled)
         except ValueError as exc:  # e.g. a lookup's extension that is not a safe location
             raise _Rejected(f"action {action.kind!r}: {exc}") from None
+    if listing and action.kind == "redirect":
+        # Written in the file or filled in: the listing judges both (a dict
+        # lookup, then a set lookup). It may be older than a `dialplan reload`,
+        # which Asterisk reports to nobody: then the next rule routes the call
+        # until the audit reads the dialplan again (docs/rules.md).
+        problem = missing_target(params, listing)
+        if problem is not None:
+            raise _Rejected(f"action 'redirect': {problem} (as the dialplan audit last read it)")
     return Action.make(action.kind, params, rule)

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from router.dialplan import KnownContext
 from router.errors import RuleValidationError
 from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
@@ -197,8 +198,11 @@ class RuleSet:
         lookups: Mapping[str, LookupFn] | None = None,
         explain: bool = False,
         request: RequestInfo | Callable[[], RequestInfo] | None = None,
+        dialplan: Mapping[str, KnownContext] | None = None,
     ) -> Outcome:
-        """Evaluates one trigger firing; never raises for a rule's sake."""
+        """Evaluates one trigger firing; never raises for a rule's sake.
+        ``dialplan``: the contexts as the dialplan audit last read them
+        (:func:`~router.rules.evaluate.evaluate_rules`)."""
         return await evaluate_rules(
             self.rules_for(context),
             context,
@@ -208,11 +212,19 @@ class RuleSet:
             lookups=lookups,
             explain=explain,
             request=request,
+            dialplan=dialplan,
         )
 
-    def may_ask(self, context: Context, lookup: str) -> bool:
+    def may_ask(
+        self,
+        context: Context,
+        lookup: str,
+        dialplan: Mapping[str, KnownContext] | None = None,
+    ) -> bool:
         """Could routing ``context`` ask ``lookup``? (:func:`~router.rules.evaluate.may_ask`)"""
-        return may_ask(self.rules_for(context), context, self.registry, self.lists, lookup)
+        return may_ask(
+            self.rules_for(context), context, self.registry, self.lists, lookup, dialplan
+        )
 
 
 def _reads_call_vars(rule: Rule) -> bool:
@@ -400,7 +412,13 @@ class RuleBook:
         lookups: Mapping[str, LookupFn] | None = None,
         explain: bool = False,
         request: RequestInfo | Callable[[], RequestInfo] | None = None,
+        dialplan: Mapping[str, KnownContext] | None = None,
     ) -> Outcome:
         return await self.current.evaluate(
-            context, deadline=deadline, lookups=lookups, explain=explain, request=request
+            context,
+            deadline=deadline,
+            lookups=lookups,
+            explain=explain,
+            request=request,
+            dialplan=dialplan,
         )

@@ -634,20 +634,123 @@ async def test_the_audit_reads_which_contexts_are_closed(
     assert audit.contexts["callrouter-dial"].closed is closed
 
 
-async def test_a_redirect_to_an_extension_the_dialplan_lacks_takes_the_default_route(
-    tmp_path: Path,
-) -> None:
-    """On the engine: the audit at start reads [callrouter-dial]; a card's
-    extension it has no step for is not sent there."""
-    engine, _ = await make_engine(tmp_path, "Ivanov")
-    client = ListingClient({"callrouter-dial": [{"Extension": "_X.", "Priority": "1"}]})
+async def audited_engine(
+    tmp_path: Path, extension: str, dial: list[dict[str, str]]
+) -> tuple[Engine, ListingClient]:
+    """The engine after its audit at start read ``[callrouter-dial]`` as ``dial``."""
+    engine, _ = await make_engine(tmp_path, extension)
+    client = ListingClient({"callrouter-dial": dial})
     client.engine = engine
     engine._client = client  # type: ignore[assignment]
     engine.executor._ami = client  # type: ignore[assignment]
     await engine._audit_dialplan("start")
+    return engine, client
+
+
+async def test_a_redirect_to_an_extension_the_dialplan_lacks_falls_back_to_the_next_rule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On the engine: the audit at start reads [callrouter-dial]; a card's
+    extension it has no step for rejects the rule, as a bad location does,
+    and the next rule routes the call. Asterisk is not asked while the call
+    waits: the listing alone decides."""
+    engine, client = await audited_engine(
+        tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
+    )
+    with caplog.at_level(logging.INFO, logger="router.decision"):
+        await engine.handle_event(request("PJSIP/trunk-00000001"))
+        await engine.wait_idle()
+    # Not the owner's setvar either: the rule as a whole was not taken.
+    assert client.sent == [
+        (
+            "Redirect",
+            {
+                "Channel": "PJSIP/trunk-00000001",
+                "Context": "queues",
+                "Exten": "sales",
+                "Priority": "1",
+            },
+        )
+    ]
+    (record,) = engine.records
+    assert (record.rules, record.outcome) == (("fallback",), "executed")
+    assert record.rejected == [
+        {
+            "rule": "owner",
+            "reason": "action 'redirect': exten 'Ivanov' is not in context 'callrouter-dial' "
+            "of Asterisk's dialplan: Asterisk would accept the Redirect and hang the call up "
+            "(as the dialplan audit last read it)",
+        }
+    ]
+    assert json.loads(caplog.records[-1].getMessage())["rejected"] == record.rejected
+
+
+async def test_a_listing_read_again_lets_the_rule_route(tmp_path: Path) -> None:
+    """A stale listing skips the rule only until the audit reads the dialplan
+    again (a Reload event, a rules reload, the timed check): then the card's
+    extension is dialled."""
+    engine, client = await audited_engine(
+        tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
+    )
     await engine.handle_event(request("PJSIP/trunk-00000001"))
     await engine.wait_idle()
-    # Not even the owner's setvar: only Asterisk was asked to confirm.
+    client.contexts = {
+        "callrouter-dial": [
+            {"Extension": "_X.", "Priority": "1"},
+            {"Extension": "Ivanov", "Priority": "1"},
+        ]
+    }
+    await engine._audit_dialplan("the timed check", changes_only=True)
+    await engine.handle_event(request("PJSIP/trunk-00000002"))
+    await engine.wait_idle()
+    assert [(r.rules, r.rejected == []) for r in engine.records] == [
+        (("fallback",), False),
+        (("owner",), True),
+    ]
+    assert [p["Exten"] for name, p in client.sent if name == "Redirect"] == ["sales", "Ivanov"]
+
+
+@pytest.mark.parametrize(
+    "dial",
+    [
+        pytest.param(
+            [{"Extension": "_X.", "Priority": "1"}, {"IncludeContext": "more"}], id="open"
+        ),
+        pytest.param(
+            [{"Extension": "_X.", "Priority": "1"}, {"Extension": "Ivanov", "Priority": "1"}],
+            id="listed",
+        ),
+    ],
+)
+async def test_a_redirect_the_listing_may_hold_is_taken(
+    tmp_path: Path, dial: list[dict[str, str]]
+) -> None:
+    engine, client = await audited_engine(tmp_path, "Ivanov", dial)
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
+    assert engine.records[0].rules == ("owner",)
+    assert [name for name, _ in client.sent] == ["Setvar", "Redirect"]
+
+
+async def test_without_a_listing_the_executor_still_refuses(tmp_path: Path) -> None:
+    """The executor stays the last line: a decision the evaluation did not
+    judge (here: made before the listing was there) is refused when the
+    listing says its target is missing and Asterisk confirms; the call then
+    takes the dialplan's default route."""
+    engine, client = await audited_engine(
+        tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
+    )
+    listing = engine.executor.dialplan
+    engine.executor.dialplan = {}
+    evaluate = engine.router.rules.evaluate
+
+    async def unjudged(*args: Any, **kw: Any) -> Any:
+        engine.executor.dialplan = listing  # the audit lands while the rules run
+        return await evaluate(*args, **{**kw, "dialplan": {}})
+
+    engine.router.rules.evaluate = unjudged  # type: ignore[method-assign]
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
     assert [name for name, _ in client.sent] == ["ShowDialPlan"]
     (record,) = engine.records
     assert record.rules == ("owner",)

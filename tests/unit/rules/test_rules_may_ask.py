@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from test_rules_good import CALLS, FIXTURES, LOOKUPS, at
 
+from router.dialplan_audit import ListedContext
 from router.rules import Registry, RuleSet, call_context, load_rules
+
+MONDAY = "2026-11-23 12:00"
 
 
 @pytest.fixture
@@ -74,3 +77,26 @@ def test_a_broken_rule_is_passed_over_as_in_evaluation(registry: Registry, tmp_p
         ruleset.registry, "79161111111", "74950000000", caller_name="x", now=at("2026-11-23 12:00")
     )
     assert ruleset.may_ask(context, "onec.responsible") is True
+
+
+async def test_a_redirect_the_dialplan_lacks_does_not_end_routing_for_may_ask(
+    ruleset: RuleSet,
+) -> None:
+    """The VIP rule's queue lacks ``vip`` as the dialplan audit last read it:
+    the evaluation rejects the rule and goes on to the owner rule, so a
+    prefetch of the owner lookup is worth it (issue 16)."""
+    listing = {"queues": ListedContext(frozenset({"all", "sales"}), (), closed=True)}
+    context = call_context(ruleset.registry, "8 916 000-00-01", "74950000000", now=at(MONDAY))
+    assert ruleset.may_ask(context, "onec.responsible") is False
+    assert ruleset.may_ask(context, "onec.responsible", listing) is True
+    outcome = await ruleset.evaluate(
+        context, deadline=time.monotonic() + 0.2, lookups=LOOKUPS, dialplan=listing
+    )
+    assert outcome.decision.rules == ("default",)  # this caller has no owner in 1C
+    [vip] = [r for r in outcome.trace.rules if r.rule == "vip"]
+    assert (vip.status, vip.stage) == ("rejected", "do")
+    assert vip.detail == (
+        "action 'redirect': exten 'vip' is not in context 'queues' of Asterisk's dialplan: "
+        "Asterisk would accept the Redirect and hang the call up "
+        "(as the dialplan audit last read it)"
+    )
