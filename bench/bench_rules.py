@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from router.ami.catalog import load_catalog
 from router.plugin_registry import plugin_registry
 from router.rules import Caller, Context, RuleSet, load_rules
 
@@ -100,9 +101,14 @@ def per_did_rule(i: int, priority: int = 60) -> str:
 """
 
 
+#: Fifty events Asterisk 22 documents: the loader refuses a name it does not
+#: (``Event6`` made the mixed set a load error).
+EVENT_NAMES = sorted(load_catalog().events)[:50]
+
+
 def event_rule(i: int) -> str:
     return f"""  - name: event-{i}
-    on: event Event{i % 50}
+    on: event {EVENT_NAMES[i % 50]}
     if: event.cause == "{i}"
     do: [{{notify: {{plugin: onec, event: e{i}}}}}]
 """
