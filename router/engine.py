@@ -72,6 +72,7 @@ from router.dialplan import (
     LocationPolicy,
 )
 from router.dialplan_audit import audit_dialplan
+from router.dialplan_listing import DialplanListing
 from router.engine_view import CallsView, EngineView
 from router.errors import (
     AMIAuthenticationError,
@@ -1230,7 +1231,11 @@ class Engine:
         finally:
             self._auditing -= 1
         if audit.contexts or not audit.unread:
-            self.executor.dialplan = audit.contexts
+            # Kept honest between audits: a "missing" extension is asked
+            # about again in the background (router/dialplan_listing.py).
+            self.executor.dialplan = DialplanListing(
+                audit.contexts, ask=self.executor.presence, spawn=self._spawn
+            )
         findings = audit.findings
         failed = sum(f.level == "fail" for f in findings)
         self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)

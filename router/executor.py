@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.dialplan import KnownContext, LocationPolicy, location_problem, missing_target
+from router.dialplan_listing import DialplanListing, quiet
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -264,10 +265,19 @@ class Executor:
         self._kinds = dict(kinds)
         self._locations = locations or LocationPolicy()
         self.confirmations = Confirmations(confirm_timeout)
-        #: The contexts rules redirect to, as last read from Asterisk (the
-        #: engine's dialplan audit, at start and after each reload); empty
-        #: until then, and a context not read is not judged.
-        self.dialplan: Mapping[str, KnownContext] = {}
+        self._dialplan: Mapping[str, KnownContext] = {}
+
+    @property
+    def dialplan(self) -> Mapping[str, KnownContext]:
+        """The contexts rules redirect to, as last read from Asterisk (the
+        engine's dialplan audit, at start and after each reload; a
+        :class:`~router.dialplan_listing.DialplanListing`); empty until then,
+        and a context not read is not judged."""
+        return self._dialplan
+
+    @dialplan.setter
+    def dialplan(self, listing: Mapping[str, KnownContext]) -> None:
+        self._dialplan = listing
 
     @property
     def redirects(self) -> dict[str, int]:
@@ -351,21 +361,28 @@ class Executor:
         never refuses an extension added since. No answer: not refused.
         """
         found: dict[int, str] = {}
-        if not self.dialplan:
+        listing = self._dialplan
+        if not listing:
             return found
+        read = quiet(listing)  # it asks Asterisk itself, below
         for index, action in enumerate(actions):
             if action.kind != "redirect":
                 continue
-            problem = missing_target(action.params, self.dialplan)
+            problem = missing_target(action.params, read)
             if problem is None:
                 continue
             context = str(action.params.get("context", ""))
-            if await self._absent(context, str(action.params.get("exten", "s"))):
+            exten = str(action.params.get("exten", "s"))
+            present = await self.presence(context, exten)
+            if present is False:
                 found[index] = problem
+            elif present and isinstance(listing, DialplanListing):
+                listing.confirmed(context, exten)
         return found
 
-    async def _absent(self, context: str, exten: str) -> bool:
-        """Whether Asterisk says it has no step for ``exten`` in ``context``."""
+    async def presence(self, context: str, exten: str) -> bool | None:
+        """Whether Asterisk has a step for ``exten`` in ``context``: True, False
+        (surely not), or None when it does not answer within ``ASK_TIMEOUT``."""
         # A bare timer, not asyncio.timeout: a decision's first steps may run
         # before it has a task of its own (router/eager.py).
         asked = asyncio.ensure_future(
@@ -383,18 +400,17 @@ class Executor:
         except asyncio.CancelledError:
             if not expired:
                 raise
-            return False
+            return None
         except (AMIError, OSError, TimeoutError):
-            return False
+            return None
         finally:
             timer.cancel()
         if not result.ok:
-            return "did not find" in (result.response.message or "").lower()
-        # A listing without a numbered step (a hint alone runs nothing); an
-        # answer that is no listing says nothing.
-        return result.is_list and not any(
-            (item.get("Priority") or "").isdigit() for item in result.items
-        )
+            return False if "did not find" in (result.response.message or "").lower() else None
+        if not result.is_list:
+            return None  # an answer that is no listing says nothing
+        # A listing without a numbered step (a hint alone runs nothing).
+        return any((item.get("Priority") or "").isdigit() for item in result.items)
 
     async def _one(self, action: Action, call: Call | None, channel: str | None) -> ActionOutcome:
         kind = action.kind

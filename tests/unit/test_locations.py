@@ -25,6 +25,7 @@ from router.builtin.actions import EXECUTE
 from router.config import load_config
 from router.dialplan import RUN_BY_ASTERISK, LocationPolicy, request_caller, request_did
 from router.dialplan_audit import ListedContext, audit_dialplan
+from router.dialplan_listing import RECHECK_EVERY, DialplanListing
 from router.engine import Engine, EngineOptions
 from router.errors import AMIConnectionError, ConfigError
 from router.executor import Executor
@@ -610,8 +611,13 @@ class ListingClient(FakeClient):
     ) -> ActionResult:
         if name != "ShowDialPlan":
             return await super().send(name, params, **kw)
-        self.sent.append((name, dict(params or {})))
-        return error("Did not find extension")
+        asked = dict(params or {})
+        self.sent.append((name, asked))
+        context, exten = asked.get("Context", ""), asked.get("Extension")
+        items = [i for i in self.contexts.get(context, []) if i.get("Extension") == exten]
+        if not items:
+            return error(f"Did not find extension '{exten}' in context '{context}'")
+        return listing(context, *items)
 
 
 @pytest.mark.parametrize(
@@ -653,7 +659,9 @@ async def test_a_redirect_to_an_extension_the_dialplan_lacks_falls_back_to_the_n
     """On the engine: the audit at start reads [callrouter-dial]; a card's
     extension it has no step for rejects the rule, as a bad location does,
     and the next rule routes the call. Asterisk is not asked while the call
-    waits: the listing alone decides."""
+    waits: the listing alone decides, and Asterisk is asked in the background
+    (beside the call's Redirect, not before the decision) whether the listing
+    is stale."""
     engine, client = await audited_engine(
         tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
     )
@@ -661,7 +669,7 @@ async def test_a_redirect_to_an_extension_the_dialplan_lacks_falls_back_to_the_n
         await engine.handle_event(request("PJSIP/trunk-00000001"))
         await engine.wait_idle()
     # Not the owner's setvar either: the rule as a whole was not taken.
-    assert client.sent == [
+    assert sorted(client.sent, key=repr) == [
         (
             "Redirect",
             {
@@ -670,7 +678,8 @@ async def test_a_redirect_to_an_extension_the_dialplan_lacks_falls_back_to_the_n
                 "Exten": "sales",
                 "Priority": "1",
             },
-        )
+        ),
+        ("ShowDialPlan", {"Context": "callrouter-dial", "Extension": "Ivanov"}),
     ]
     (record,) = engine.records
     assert (record.rules, record.outcome) == (("fallback",), "executed")
@@ -683,6 +692,56 @@ async def test_a_redirect_to_an_extension_the_dialplan_lacks_falls_back_to_the_n
         }
     ]
     assert json.loads(caplog.records[-1].getMessage())["rejected"] == record.rejected
+
+
+async def test_an_extension_added_since_the_listing_routes_from_the_next_call(
+    tmp_path: Path,
+) -> None:
+    """Asterisk reports no ``dialplan reload``: an extension added after the
+    audit's look must not send every call to the next rule until the timed
+    audit (300 s). The rejection asks Asterisk about that one extension in the
+    background; once it has it, the next call takes the rule, no audit run."""
+    engine, client = await audited_engine(
+        tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
+    )
+    client.contexts = {  # `dialplan reload`, seen by nobody
+        "callrouter-dial": [
+            {"Extension": "_X.", "Priority": "1"},
+            {"Extension": "Ivanov", "Priority": "1"},
+        ]
+    }
+    await engine.handle_event(request("PJSIP/trunk-00000001"))
+    await engine.wait_idle()
+    await engine.handle_event(request("PJSIP/trunk-00000002"))
+    await engine.wait_idle()
+    assert [r.rules for r in engine.records] == [("fallback",), ("owner",)]
+    assert engine.records[1].rejected == []
+    sent = [(name, p.get("Exten", p.get("Extension"))) for name, p in client.sent]
+    assert sorted(sent[:2], key=repr) == [("Redirect", "sales"), ("ShowDialPlan", "Ivanov")]
+    assert sent[2:] == [("Setvar", None), ("Redirect", "Ivanov")]
+
+
+async def test_a_missing_extension_is_asked_about_at_most_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1C card naming an extension that is really missing rejects the rule
+    on every call; Asterisk is asked again about it at most once every
+    RECHECK_EVERY seconds, not once per call."""
+    now = [1000.0]
+    engine, client = await audited_engine(
+        tmp_path, "Ivanov", [{"Extension": "_X.", "Priority": "1"}]
+    )
+    listing = engine.executor.dialplan
+    assert isinstance(listing, DialplanListing)
+    monkeypatch.setattr(listing, "_clock", lambda: now[0])
+    for n in range(1, 4):
+        await engine.handle_event(request(f"PJSIP/trunk-0000000{n}"))
+        await engine.wait_idle()
+    now[0] += RECHECK_EVERY
+    await engine.handle_event(request("PJSIP/trunk-00000004"))
+    await engine.wait_idle()
+    assert [r.rules for r in engine.records] == [("fallback",)] * 4
+    assert [name for name, _ in client.sent if name == "ShowDialPlan"] == ["ShowDialPlan"] * 2
 
 
 async def test_a_listing_read_again_lets_the_rule_route(tmp_path: Path) -> None:
