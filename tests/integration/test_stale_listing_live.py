@@ -1,0 +1,103 @@
+"""A redirect to an extension the dialplan lacks, on the real Asterisk 22
+(issue 16): the rule is rejected from the dialplan audit's listing and the
+next rule routes the call; an extension a ``dialplan reload`` added after
+the audit (Asterisk reports that reload to nobody) is asked about in the
+background, and the next call takes the rule, without an audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.routing import RouteRecord
+from router.sandbox import Sandbox
+from router.sandbox.calls import PlacedCall
+from router.testing import serving
+from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
+from tests.unit.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+DID = "74951234567"
+CALLER = "79161110005"
+RULES = """version: 1
+rules:
+  - name: owner
+    priority: 50
+    on: call
+    lookup:
+      owner: directory(caller.number)
+    when: owner
+    do:
+      - redirect: {context: callrouter-dial, exten: "{owner.extension}"}
+  - name: fallback
+    priority: 0
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: fallback}
+"""
+#: What a `dialplan reload` adds: a named extension for the manager 1C names.
+IVANOV = "[callrouter-dial]\nexten => Ivanov,1,NoOp(manager Ivanov)\n same => n,Wait(120)\n"
+
+
+def dialplan(with_ivanov: bool) -> str:
+    text = example_dialplan() + TEST_QUEUE
+    assert "[callrouter-dial]\n" in text
+    return text.replace("[callrouter-dial]\n", IVANOV) if with_ivanov else text
+
+
+async def test_an_extension_added_by_dialplan_reload_routes_from_the_next_call(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(sandbox.set_dialplan, dialplan(with_ivanov=False))
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    (tmp_path / "router.toml").write_text(
+        f'[asterisk]\nurl = "{sandbox.url}"\nusername = "router"\nsecret = "{sandbox.secret}"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+        f'[plugins.directory.entries."{CALLER}"]\nname = "Иванов"\nextension = "Ivanov"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
+    async with serving(engine), admin_placer(sandbox) as placer:
+        await eventually(lambda: engine.executor.dialplan, "the audit at start", 10)
+
+        async def call() -> PlacedCall:
+            placed = await placer.place(DID, CALLER)
+            await placer.wait_all([placed], timeout=10)
+            return placed
+
+        async def record_of(placed: PlacedCall) -> RouteRecord:
+            # Logged once the Redirect is confirmed, which may follow the landing.
+            def found() -> list[RouteRecord]:
+                return [r for r in engine.records if r.channel == placed.channel]
+
+            await eventually(found, "the call's decision record", 5)
+            (record,) = found()
+            return record
+
+        first = await call()
+        assert first.destination == "test-queue,fallback"
+        record = await record_of(first)
+        assert record.rules == ("fallback",)
+        assert "exten 'Ivanov' is not in context 'callrouter-dial'" in record.rejected[0]["reason"]
+
+        # `dialplan reload` adds the extension: no Reload event, no audit.
+        await asyncio.to_thread(sandbox.set_dialplan, dialplan(with_ivanov=True))
+        await asyncio.sleep(6)  # past the first call's question (5 s a question)
+        second = await call()  # still the fallback: the listing is stale; it asks
+        assert second.destination == "test-queue,fallback"
+        await asyncio.sleep(0.5)
+        third = await call()
+        assert third.destination == "callrouter-dial,Ivanov"
+        record = await record_of(third)
+        assert (record.rules, record.rejected) == (("owner",), [])
