@@ -205,7 +205,13 @@ class CallLife:
         path = self._state_dir / MARK_FILE
         tmp = path.with_name(f".{MARK_FILE}.{os.getpid()}")
         try:
-            tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+            # 0600 like every other state file (the told calls' ids are the
+            # service's business), whatever the umask; never through a link.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                os.fchmod(out.fileno(), 0o600)  # a left-over temporary kept its mode
+                out.write(json.dumps(data) + "\n")
             tmp.replace(path)
             self._mark_written = data
         except OSError as exc:

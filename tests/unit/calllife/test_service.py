@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,22 @@ async def test_the_mark_is_read_on_the_event_loop_and_only_written_in_a_thread(
     readers.clear()
     await service.stop()
     assert set(readers) <= {loop_thread}
+
+
+@pytest.mark.parametrize("left_over", [False, True])
+def test_the_mark_file_is_private_whatever_the_umask(tmp_path: Path, left_over: bool) -> None:
+    """Every state file is 0600 (docs/operations.md); the mark was written
+    through the umask (0644 under a shell's, 0640 under the unit's)."""
+    if left_over:  # a crash left the temporary behind, with a wide mode
+        stale = tmp_path / f".{MARK_FILE}.{os.getpid()}"
+        stale.write_text("{}")
+        stale.chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        service = life([])
+        service.start(tmp_path)
+        service._mark_written = None
+        service.write_mark()
+    finally:
+        os.umask(old)
+    assert (tmp_path / MARK_FILE).stat().st_mode & 0o777 == 0o600
