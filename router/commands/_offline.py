@@ -39,6 +39,7 @@ from router.textfiles import read_bounded
 __all__ = [
     "Offline",
     "load_offline",
+    "plugin_state_dirs",
     "refuse_another_owner",
     "service_state_dir",
     "without_ami_secret",
@@ -177,9 +178,12 @@ def service_state_dir(config: Config, command: str) -> Path:
     )
 
 
-def refuse_another_owner(config: Config, path: Path, command: str) -> None:
-    """ConfigError when ``path`` (the service's state folder) belongs to
-    another user than the one running ``command``, which writes there.
+def refuse_another_owner(
+    config: Config, path: Path, command: str, key: tuple[str, ...] = ("router", "state_dir")
+) -> None:
+    """ConfigError when ``path`` (the service's state folder, set by router.toml's
+    ``key``) belongs to another user than the one running ``command``, which
+    writes there.
 
     The systemd unit's service runs as a DynamicUser that owns
     /var/lib/callrouter. Run from a root shell, ``history replay`` created the
@@ -191,8 +195,9 @@ def refuse_another_owner(config: Config, path: Path, command: str) -> None:
     me = os.geteuid()
     if owner == me:
         return
+    table, name = ".".join(key[:-1]), key[-1]
     raise ConfigError(
-        f"{config.where('router', 'state_dir')}: [router] state_dir {path} belongs to "
+        f"{config.where(*key)}: [{table}] {name} {path} belongs to "
         f"uid {owner} (the service's user), and `callrouter {command}` runs as uid {me}: "
         f"the files it makes there would be uid {me}'s, mode 0600, and the service could "
         "not open them. Run it as the service's user: under the systemd unit "
@@ -202,6 +207,19 @@ def refuse_another_owner(config: Config, path: Path, command: str) -> None:
         f"with a fixed User=, runuser -u THAT_USER -- callrouter {command} ... "
         "(docs/history.md)"
     )
+
+
+def plugin_state_dirs(config: Config) -> list[tuple[tuple[str, ...], Path]]:
+    """Every ``[plugins.NAME] state_dir`` router.toml sets, as the plugins read
+    it (relative to router.toml's folder), with its key: the folders a plugin
+    writes in instead of ``[router] state_dir`` (the 1C plugin's queue)."""
+    base = config.path.parent if config.path is not None else Path.cwd()
+    found: list[tuple[tuple[str, ...], Path]] = []
+    for name, table in sorted(config.plugins.settings.items()):
+        value = table.get("state_dir")
+        if isinstance(value, str) and value:
+            found.append((("plugins", name, "state_dir"), base / value))
+    return found
 
 
 def without_ami_secret(path: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from router.calllife.fold import Folder
 from router.calllife.model import CallEvent
 from router.calllife.sources import open_source
 from router.commands._offline import (
+    plugin_state_dirs,
     refuse_another_owner,
     service_state_dir,
     without_ami_secret,
@@ -103,6 +104,11 @@ def run_replay(args: argparse.Namespace) -> int:
     # what this command creates there must be the service's user's too.
     state_dir = service_state_dir(config, "history replay")
     refuse_another_owner(config, state_dir, "history replay")
+    # A plugin may queue in a folder of its own ([plugins.onec] state_dir):
+    # the same holds there.
+    for key, own in plugin_state_dirs(config):
+        if own.is_dir():
+            refuse_another_owner(config, own, "history replay", key)
     told = asyncio.run(_tell(config, [e for _, events in stories for e in events]))
     print(f"{counted(len(stories), 'call')}, {counted(told, 'event')} handed to the plugins")
     return 0

@@ -173,6 +173,32 @@ def test_replay_refuses_a_state_dir_another_user_owns(
     assert "1 call, 3 events handed to the plugins" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid needs root")
+def test_replay_refuses_a_plugin_state_dir_another_user_owns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plugin may queue in a folder of its own (``[plugins.onec] state_dir``,
+    relative to router.toml): the replay's files there must be the service's
+    user's too, so that folder is checked like ``[router] state_dir``."""
+    db = tmp_path / "cel.db"
+    write_sqlite(db, answered_call().records)
+    cfg = config(tmp_path, db)
+    state = tmp_path / "state"
+    state.mkdir()
+    queue = tmp_path / "onec-queue"
+    queue.mkdir()
+    os.chown(queue, 4242, 4242)  # the service's DynamicUser
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[router]\nstate_dir = "{state}"\n[plugins.onec]\nstate_dir = "onec-queue"\n')
+    argv = ["history", "replay", "--since", "2023-11-14T00:00:00+00:00", "--config", str(cfg)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{cfg}:10: [plugins.onec] state_dir {queue} belongs to uid 4242" in err
+    assert f"runs as uid {os.geteuid()}" in err
+    assert list(queue.iterdir()) == []
+    assert list(state.iterdir()) == []
+
+
 def test_no_store_configured_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
