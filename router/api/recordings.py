@@ -230,6 +230,24 @@ def _visible(token: Token, rec: Recording) -> bool:
     return "*" in token.extensions or any(token.sees(ext) for ext in rec.extensions)
 
 
+def _started_by(token: Token, rows: list[Recording]) -> frozenset[int]:
+    """The ids of ``rows`` the API started for ``token`` (its name is kept in
+    the origin: ``token NAME (extensions)``; names are plain words)."""
+    prefix = f"token {token.name} ("
+    return frozenset(
+        r.id for r in rows if r.origin.kind == "api" and r.origin.by.startswith(prefix)
+    )
+
+
+def _only(plan: ApiStop, ids: frozenset[int]) -> ApiStop:
+    """``plan`` stopping only the rows ``ids``: the API's others go on."""
+    return ApiStop(
+        tuple(r for r in plan.stop if r.id in ids),
+        plan.keep + tuple(r for r in plan.stop if r.id not in ids),
+        tuple(r for r in plan.stopping if r.id in ids),
+    )
+
+
 def _not_ours(call_id: str, kept: tuple[Recording, ...]) -> ApiError:
     """409 when nothing of the call the API may stop is being written (``kept`` all
     goes on: see :mod:`router.recordings.ownership`)."""
@@ -472,14 +490,26 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         call_id = str(request.path_params["id"])
         token = await authorize(request, "calls:record")
         call = ctx.engine.calls.get(call_id)
-        if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
-            raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
-        require_live_leg(token, call)
         store = recordings.store
+        # A call that ended while the recorded channel lives on (an attended
+        # transfer into an application renames it into another call): only the
+        # token that started the recording may stop it then, nobody's leg
+        # being on the call any more.
+        own = _started_by(token, store.recording(call_id)) if call is None else None
+        if call is None and not own:
+            raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+        if call is not None:
+            if not any(token.sees(e) for e in call_extensions(call, None)):
+                raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
+            require_live_leg(token, call)
         rows = store.recording(call_id)
         plan, renewed = api_stop(rows), None
+        if own is not None:
+            plan = _only(plan, own)
         if not plan.stop and plan.stopping:
             plan, renewed = await _restop_stale(store, rows, plan)
+            if own is not None:
+                plan = _only(plan, own)
         if not plan.stop and plan.stopping:
             raise ApiError(
                 409,
@@ -666,7 +696,9 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Stop recording a live call (StopMixMonitor) (calls:record)",
                 "description": "Only the recordings the API started: one a rule or a plugin "
                 "started goes on (listed in still_recording); with nothing of the API's to "
-                "stop, 409 with the problem's origin.",
+                "stop, 409 with the problem's origin. A call that ended while its recording "
+                "goes on (the recorded channel renamed into another call by an attended "
+                "transfer): only the token that started it may stop it, else 404.",
                 "parameters": [_ID],
                 "responses": {
                     "202": {

@@ -1196,3 +1196,48 @@ async def test_without_a_recorder_the_apis_start_counts_the_calls_live_legs(
     (row,) = RecordingStore(stub.state_dir).for_call(other)
     assert set(row.extensions) == live_extensions(stub.calls.get(other)) | {"103"}
     assert "101" in row.extensions
+
+
+async def test_the_token_that_started_a_recording_stops_it_after_its_call_ended(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """An attended transfer into an application renames the recorded channel
+    into another call, and the call the recording began in ends while the
+    MixMonitor goes on: the stop answered 404 (no such call), so only
+    max_duration ended it. Now the token that started it stops it by the old
+    call's id; nobody else may (no leg of theirs is on a call that ended)."""
+    live = "1714557700.77"
+    live_call(stub, live, {"PJSIP/101-00000077": "up"})
+    call = stub.calls.get(live)
+    assert call is not None
+    inbound = call.waiting_channel
+    stub.replay.on("MixMonitor", lambda action: {"MixMonitorID": "0x7fee0000cc01"})
+    stopped: list[dict[str, str]] = []
+    stub.replay.on("StopMixMonitor", lambda action: stopped.append(dict(action.fields)) or {})
+    async with client_for(stub) as client:
+        started = await client.post(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        assert started.status_code == 201, started.text
+        store = RecordingStore(stub.state_dir)
+        (row,) = store.recording(live)
+        store.rename_channel(row.channel, "PJSIP/102-00000078")  # followed by the recorder
+        for channel in (inbound, "PJSIP/101-00000077"):
+            uniqueid = live if channel == inbound else f"{live}0"
+            stub.calls.feed(make_event("Hangup", Channel=channel, Uniqueid=uniqueid, Linkedid=live))
+        assert stub.calls.get(live) is None  # the call ended; its recording did not
+        others = [
+            await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(text))
+            for text in (DESK102, ADMIN)
+        ]
+        own = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
+        unknown = await client.delete(
+            "/api/v1/calls/1714557700.78/recording", headers=bearer(DESK101)
+        )
+    for refused in (*others, unknown):
+        assert refused.status_code == 404, refused.text
+    assert own.status_code == 202, own.text
+    assert own.json()["stopped"] == ["PJSIP/102-00000078"]
+    assert [f["part"] for f in own.json()["files"]] == ["mix"]
+    assert [(s.get("Channel"), s.get("MixMonitorID")) for s in stopped] == [
+        ("PJSIP/102-00000078", "0x7fee0000cc01")
+    ]
+    store.close()
