@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from router.ami.event_filter import EventSelection, HeaderFilter
+from router.wording import counted
 
 __all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventfilters"]
 
@@ -43,7 +44,14 @@ _SECTION = re.compile(r"\[(?P<name>[^\]]+)\](?:\((?P<extra>[^)]*)\))?\s*$")
 #: and their values (``action(include)``, ``method(exact)``) with ``strcmp``.
 #: On the sandbox a user whose only line was ``EventFilter(...)=`` got every
 #: event.
-_KEY = re.compile(r"eventfilter(?:\((?P<criteria>.*)\))?")
+#: Whatever follows ``eventfilter`` up to the first ``(`` is ignored
+#: (``eventfilter1 = ...`` is a legacy filter, ``eventfilter2(name(X))=`` an
+#: advanced one), as ``ast_begins_with`` takes the key.
+_KEY = re.compile(r"eventfilter[^(]*(?:\((?P<criteria>.*)\))?")
+#: The options ``manager_add_filter`` knows, by the prefix it compares
+#: (``strncmp``), in the order it tries them.
+_OPTIONS = ("action", "name", "header", "method")
+_METHODS = ("regex", "exact", "starts_with", "ends_with", "contains", "none")
 _PART = re.compile(r"(?P<name>[a-z]+)\((?P<value>[^()]*)\)")
 #: Lines shown at most per finding: the rest is counted.
 _SHOWN = 40
@@ -77,6 +85,10 @@ class UserSection(NamedTuple):
     includes: list[str]
     #: The templates the lines came from besides the section, in file order.
     templates: tuple[str, ...] = ()
+    #: Why Asterisk refuses the whole file (config.c stops reading it and
+    #: manager.conf is not loaded): a ``(+)`` or an inherited name with no
+    #: section above it, with the line number.
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -84,6 +96,10 @@ class _Section:
     name: str
     options: tuple[str, ...]
     lines: list[str]
+    #: The header's line number in the file.
+    at: int = 0
+    #: Whether an ``#include`` comes above it (a name it refers to may be there).
+    included: bool = False
 
 
 @dataclass(slots=True)
@@ -121,7 +137,7 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     sections: list[_Section] = []
     includes: list[str] = []
     depth = 0  # inside a ;-- --; block comment, how deep
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), 1):
         line, depth = _uncommented(raw, depth)
         line = line.strip()
         if not line:
@@ -134,7 +150,8 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
         if header is not None:
             extra = header.group("extra") or ""
             options = tuple(o.strip() for o in extra.split(",") if o.strip())
-            sections.append(_Section(header.group("name").strip(), options, []))
+            name = header.group("name").strip()
+            sections.append(_Section(name, options, [], number, bool(includes)))
             continue
         if not sections:
             continue
@@ -143,7 +160,7 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
             continue
         key = key.strip()
         value = value.removeprefix(">").strip()
-        if _KEY.fullmatch(key):
+        if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
     # A category: the sections that make it, its header first, then each
     # [name](+) that adds to it. Asterisk keeps them in the file's order.
@@ -153,9 +170,22 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     # category turns into a template, never back, so the search goes on from
     # there and the loop stays linear in the file.
     open_from: dict[str, int] = {}
+    errors: list[str] = []
     for i, section in enumerate(sections):
         name = _folded(section.name)
         template = "!" in section.options
+        for base in section.options:
+            if (
+                base != "!"
+                and not base.startswith("+")
+                and not by_name.get(_folded(base))
+                and not section.included
+            ):
+                errors.append(
+                    f"line {section.at}: [{section.name}]({base}) inherits from no section "
+                    f"[{base}] above it (config.c: 'Inheritance requested, but category "
+                    f"'{base}' does not exist')"
+                )
         same = by_name.setdefault(name, [])
         category: _Category | None
         if "+" not in section.options:
@@ -170,12 +200,18 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
             if category is not None:
                 category.parts.append(i)
                 category.template |= template
+            elif not section.included:
+                errors.append(
+                    f"line {section.at}: [{section.name}](+) adds to no section "
+                    f"[{section.name}] above it that is not a template (config.c: 'Category "
+                    f"addition requested, but category '{section.name}' does not exist')"
+                )
         of.append(category)
     if _folded(user) == "general":  # manager.c: [general] is no user
         return None
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
-        return None
+        return UserSection([], includes, (), tuple(errors)) if errors else None
     own = users[-1]  # manager.c drops a user's filters at each of its sections
     reached = set(own.parts)
     stack = list(own.parts)
@@ -195,7 +231,7 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     lines = [line for i in order for line in sections[i].lines]
     names = (_head(sections, of[i]) for i in order if of[i] is not own)
     templates = tuple(dict.fromkeys(name for name in names if name))
-    return UserSection(lines, includes, templates)
+    return UserSection(lines, includes, templates, tuple(errors))
 
 
 def _head(sections: list[_Section], category: _Category | None) -> str:
@@ -243,6 +279,60 @@ def _uncommented(raw: str, depth: int) -> tuple[str, int]:
 def _opens(raw: str, at: int) -> bool:
     """A block comment starts at ``at``: ``;--``, but not ``;---`` (config.c)."""
     return raw.startswith(";--", at) and not raw.startswith("-", at + 3)
+
+
+def _refused(line: str) -> str | None:
+    """Why Asterisk 22 adds no filter for ``line`` (``manager_add_filter`` in
+    main/manager.c logs a WARNING and goes on without it), or None.
+
+    An advanced line's options are the text after the key's first ``(``,
+    which must end in ``)``, cut at spaces, commas and ``)`` (``strtok_r``),
+    each known by its prefix (``strncmp``: ``names(X)`` is ``name``) and its
+    value compared as written (``action(Include)`` is unknown). An advanced
+    line has no method unless it says one, and a value then makes it refused
+    (``method can't be 'none' with a filter pattern``), as does an empty
+    value with a method; a legacy line needs a value. A ``!`` before the
+    value is taken off first (it excludes).
+    """
+    key, _, value = line.partition("=")
+    pattern = value[1:] if value.startswith("!") else value
+    start = key.find("(")
+    if start < 0:
+        return None if pattern else "a legacy filter with no pattern"
+    options = key[start + 1 :].strip()
+    if not options.endswith(")"):
+        return "its options are not formatted correctly (they must end with ')')"
+    found: set[str] = set()
+    method = "none"
+    for option in re.split(r"[ ,)]+", options):
+        if not option:
+            continue
+        name = next((known for known in _OPTIONS if option.startswith(known)), None)
+        if name is None:
+            return f"filter option {option[:40]!r} is unknown"
+        paren = option.find("(")
+        given = option[paren + 1 :].strip() if paren >= 0 else ""
+        if not given:
+            return f"'{name}' parameter not formatted correctly"
+        if name == "action" and given not in ("include", "exclude"):
+            return f"'action' option {given[:40]!r} is unknown"
+        if name == "method":
+            if given not in _METHODS:
+                return f"'method' option {given[:40]!r} is unknown"
+            method = given
+        found.add(name)
+    if not found:
+        return "no action, name, header, or method option found"
+    if not pattern and method != "none":
+        return f"method can't be '{method}' with no filter pattern"
+    if pattern and method == "none":
+        return (
+            "method can't be 'none' with a filter pattern (an advanced line with a value "
+            "must name its method)"
+        )
+    if not found & {"name", "header"} and method == "none":
+        return "no name or header option found and no filter pattern"
+    return None
 
 
 def _parse(line: str) -> tuple[bool, list[_Atom] | None, str | None]:
@@ -392,7 +482,33 @@ def compare_eventfilters(
     findings name the ``templates`` the lines came from too: a line to
     remove may be in one of them. ``suggested_flags`` (`` --username X``)
     go into the command a finding suggests, so that it prints the lines for
-    the same user."""
+    the same user. Lines Asterisk refuses (:func:`_refused`) filter nothing:
+    they are told apart and the others compared as Asterisk applies them."""
+    refused = [(line, why) for line in lines if (why := _refused(line)) is not None]
+    kept = [line for line in lines if _refused(line) is None]
+    findings = _compare(user, kept, selection, templates, suggested_flags=suggested_flags)
+    if not refused:
+        return findings
+    section = f"manager.conf [{user}]"
+    told = ConfFinding(
+        "advice",
+        f"{section}: Asterisk refuses {counted(len(refused), 'eventfilter line')} (main/manager.c "
+        f"logs a WARNING at each manager reload and adds no filter; {refused[0][1]}"
+        + (", and so on" if len(refused) > 1 else "")
+        + "): they filter nothing; fix or remove them",
+        _shown(f"{line}  ; {why}" for line, why in refused),
+    )
+    return [told, *(f for f in findings if f.level != "ok" or kept)]
+
+
+def _compare(
+    user: str,
+    lines: list[str],
+    selection: EventSelection,
+    templates: tuple[str, ...],
+    *,
+    suggested_flags: str,
+) -> list[ConfFinding]:
     then = "then `asterisk -rx 'manager reload'` and restart callrouter"
     includes: set[_Atom] = set()
     include_lines: dict[_Atom, str] = {}

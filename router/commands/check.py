@@ -275,7 +275,14 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             "user of router.toml [asterisk] username, or --username)"
         )
         return False
-    lines, includes, templates = found
+    lines, includes, templates, errors = found
+    for error in errors:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(error)}: Asterisk "
+            "refuses the whole file at its next reload (no manager user is read from it)"
+        )
+    if errors:
+        return False
     if includes:
         print(
             f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "

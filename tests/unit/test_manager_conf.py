@@ -51,6 +51,7 @@ def test_the_section_is_read_as_asterisk_writes_it() -> None:
     ]
     assert found.includes == ["#include manager.d/*.conf"]
     assert found.templates == ()  # [user-template] is not in this file
+    assert found.errors == ()  # ... but may be in the #include above it
     assert section_eventfilters(text, "nobody") is None
 
 
@@ -226,9 +227,10 @@ def test_a_line_is_read_as_manager_c_reads_it_case_and_all() -> None:
     assert found is not None
     assert found.lines == []
     odd = "eventfilter(action(Include),name(Hangup))="
-    *_, unread = compare_eventfilters("router", [*LINES, odd], SELECTION)
-    assert unread.level == "advice"
-    assert unread.lines == (odd,)
+    refused, ok = compare_eventfilters("router", [*LINES, odd], SELECTION)
+    assert refused.level == "advice"
+    assert refused.lines == (f"{odd}  ; 'action' option 'Include' is unknown",)
+    assert ok.level == "ok"
     bang = "eventfilter(name(Hangup))=!"
     [dropped] = compare_eventfilters("router", [*LINES, bang], SELECTION)
     assert dropped.level == "fail"
@@ -429,3 +431,148 @@ def test_a_legacy_regex_that_is_not_tried_is_a_line_not_compared(regex: str) -> 
     assert [f.level for f in findings] == ["advice", "advice"]
     assert "unless the lines not compared (below) do, add these" in findings[0].text
     assert findings[1].lines == (line,)
+
+
+#: main/manager.c's own parsing_filter_tests (Asterisk 22): the lines its
+#: manager_add_filter takes, and those it refuses with FILTER_FORMAT_ERROR.
+ASTERISK_TAKES = [
+    "eventfilter=XXX",
+    "eventfilter=!XXX",
+    "eventfilter(name(VarSet),method(none))=",
+    "eventfilter(name(Newchannel),method(regex))=X[XYZ]X",
+    "eventfilter(action(exclude),name(Newchannel),method(regex))=X[XYZ]X",
+    "eventfilter(action(include),name(VarSet),header(Channel),method(starts_with))=AB",
+    "eventfilter(action(include),name(VarSet),header(Channel),method(ends_with))=BC",
+    "eventfilter(action(include),name(VarSet),header(Channel),method(exact))=ABC",
+    "eventfilter(name(VarSet),header(Channel),method(exact))=!ZZZ",
+    "eventfilter(action(exclude),name(VarSet),header(Channel),method(exact))=ZZZ",
+    "eventfilter(action(include),name(VarSet),header(Someheader),method(exact))=!XXX",
+    "eventfilter(action(include),name(Hangup))=",  # callrouter's own form
+    "eventfilter(name(Hangup))=!",  # excludes every Hangup
+]
+ASTERISK_REFUSES = [
+    "eventfilter(action(include)=",
+    "eventfilter(action(inlude)=",
+    "eventfilter(nnnn(yyy)=XXX",
+    "eventfilter(eader(VarSet)=XXX",
+    "eventfilter(ethod(contains)=XXX",
+    "eventfilter(nnnn(yyy),header(VarSet),method(contains)=XXX",
+    "eventfilter(name(yyy),heder(VarSet),method(contains)=XXX",
+    "eventfilter(name(yyy),header(VarSet),mehod(contains)=XXX",
+    "eventfilter(name(yyy),header(VarSet),method(coains)=XXX",
+    "eventfilter(method(yyy))=XXX",
+    "eventfilter=",
+    "eventfilter=!",
+    "eventfilter()=XXX",
+    # A value and no method: the method is 'none', which takes no value.
+    "eventfilter(action(include),name(Newexten),header(Priority))=1",
+    # A method and no value.
+    "eventfilter(action(include),name(Newexten),header(Priority),method(exact))=",
+]
+
+
+@pytest.mark.parametrize("line", ASTERISK_TAKES)
+def test_a_line_asterisk_takes_is_compared(line: str) -> None:
+    """main/manager.c parsing_filter_tests, FILTER_SUCCESS: no refusal told."""
+    findings = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert not any("Asterisk refuses" in f.text for f in findings), findings
+
+
+@pytest.mark.parametrize("line", ASTERISK_REFUSES)
+def test_a_line_asterisk_refuses_is_told_and_filters_nothing(line: str) -> None:
+    """main/manager.c manager_add_filter returns FILTER_FORMAT_ERROR for these
+    (its parsing_filter_tests, and its checks of a pattern against the
+    method): Asterisk logs a WARNING and adds no filter. They were compared
+    as filters (an advanced line with a value and no method counted as
+    letting Priority 1 through) or told as "not compared"."""
+    refused, *rest = compare_eventfilters("router", [*LINES, line], SELECTION)
+    assert refused.level == "advice"
+    assert refused.text.startswith(
+        "manager.conf [router]: Asterisk refuses 1 eventfilter line (main/manager.c logs a "
+        "WARNING at each manager reload and adds no filter; "
+    )
+    assert [entry.split("  ; ")[0] for entry in refused.lines] == [line]
+    assert [f.level for f in rest] == ["ok"]
+
+
+def test_an_advanced_line_with_a_value_and_no_method_lets_nothing_through() -> None:
+    """The line meant to let ``Newexten`` with ``Priority: 1`` through says no
+    method: Asterisk refuses it, so the event callrouter needs is filtered
+    out by the other include lines: a FAIL, not an OK."""
+    meant = "eventfilter(action(include),name(Newexten),header(Priority))=1"
+    lines = [line for line in LINES if "Newexten" not in line] + [meant]
+    refused, missing = compare_eventfilters("router", lines, SELECTION)
+    assert "method can't be 'none' with a filter pattern" in refused.text
+    assert missing.level == "fail"
+    assert "Newexten" in missing.text
+
+
+def test_a_key_that_begins_with_eventfilter_is_a_filter() -> None:
+    """manager.c takes every key that begins with ``eventfilter``
+    (``ast_begins_with``): ``eventfilter1 = ...`` is a legacy line and
+    ``eventfilter2(...)=`` an advanced one. They were left out of the
+    section, so a user filtered by them was told it had no lines at all."""
+    text = (
+        "[router]\neventfilter1(action(include),name(Hangup))=\n"
+        "eventfilter_b(action(include),name(Newexten),header(Priority),method(exact))=1\n"
+        "eventfilter2(action(include),name(UserEvent))=\n"
+        "eventfilter_legacy = !Event: Cdr\n"
+        "Eventfilter3(action(include),name(Cdr))=\n"  # case counts: not a filter
+    )
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert found.lines == [
+        "eventfilter1(action(include),name(Hangup))=",
+        "eventfilter_b(action(include),name(Newexten),header(Priority),method(exact))=1",
+        "eventfilter2(action(include),name(UserEvent))=",
+        "eventfilter_legacy=!Event: Cdr",
+    ]
+    [ok] = compare_eventfilters("router", found.lines, SELECTION)
+    assert ok.level == "ok"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        pytest.param(
+            "[base](!)\neventfilter(action(include),name(Hangup))=\n"
+            "[base](+)\neventfilter(action(include),name(Cdr))=\n"
+            "[router](base)\nsecret = s\n",
+            "line 3: [base](+) adds to no section [base] above it that is not a template",
+            id="plus-on-a-template",
+        ),
+        pytest.param(
+            "[router](+)\neventfilter(action(include),name(Hangup))=\n[router]\nsecret = s\n",
+            "line 1: [router](+) adds to no section [router] above it that is not a template",
+            id="plus-before-its-section",
+        ),
+        pytest.param(
+            "[router](base)\nsecret = s\n[base](!)\neventfilter(action(include),name(Hangup))=\n",
+            "line 1: [router](base) inherits from no section [base] above it",
+            id="base-below",
+        ),
+    ],
+)
+def test_a_file_asterisk_refuses_whole_is_a_failure(
+    text: str,
+    error: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config.c's process_text_line returns -1 for a ``(+)`` that finds no
+    category that is not a template (``category_get_sep`` with an empty
+    filter matches only ``!cat->ignored``) and for an inherited name no
+    category above has: the whole manager.conf is refused. check read the
+    lines as if Asterisk had taken them."""
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert any(e.startswith(error) for e in found.errors), found.errors
+    conf = tmp_path / "manager.conf"
+    conf.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    code = main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{conf}: {error}" in out
+    assert "Asterisk refuses the whole file" in out
