@@ -265,19 +265,11 @@ class Executor:
         self._kinds = dict(kinds)
         self._locations = locations or LocationPolicy()
         self.confirmations = Confirmations(confirm_timeout)
-        self._dialplan: Mapping[str, KnownContext] = {}
-
-    @property
-    def dialplan(self) -> Mapping[str, KnownContext]:
-        """The contexts rules redirect to, as last read from Asterisk (the
-        engine's dialplan audit, at start and after each reload; a
-        :class:`~router.dialplan_listing.DialplanListing`); empty until then,
-        and a context not read is not judged."""
-        return self._dialplan
-
-    @dialplan.setter
-    def dialplan(self, listing: Mapping[str, KnownContext]) -> None:
-        self._dialplan = listing
+        #: The contexts rules redirect to, as last read from Asterisk (the
+        #: engine's dialplan audit, at start and after each reload: a
+        #: :class:`~router.dialplan_listing.DialplanListing`); empty until
+        #: then, and a context not read is not judged.
+        self.dialplan: Mapping[str, KnownContext] = {}
 
     @property
     def redirects(self) -> dict[str, int]:
@@ -361,7 +353,7 @@ class Executor:
         never refuses an extension added since. No answer: not refused.
         """
         found: dict[int, str] = {}
-        listing = self._dialplan
+        listing = self.dialplan
         if not listing:
             return found
         read = quiet(listing)  # it asks Asterisk itself, below
