@@ -18,13 +18,16 @@ call; the executor checks again before it sends anything.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from router import eager
 from router.ami.catalog import load_catalog
+from router.ami.protocol import ActionResult
 from router.dialplan import NEXT_VARIABLE, LocationPolicy, location_problem, next_location, shown
 from router.errors import AMIValidationError
 from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
@@ -265,12 +268,40 @@ async def _redirect(run: ActionRun) -> ActionOutcome:
 
 
 async def _setvar(run: ActionRun) -> ActionOutcome:
-    for name, value in run.params.items():
+    # Every variable's Setvar is written at once, in this step (router.eager),
+    # and the answers awaited together: one round trip to Asterisk before the
+    # Redirect that follows, not one a variable (the shipped owner rule sets
+    # two: CRM_CLIENT and CRM_MANAGER). They set different variables, so
+    # their order does not matter, over TCP or AJAM's separate connections.
+    def setvar(name: str, value: str) -> Coroutine[Any, Any, ActionResult]:
         # Unvalidated: the catalog calls Value required, and an empty value
         # is how a rule clears a variable.
-        await run.ami.send(
+        return run.ami.send(
             "Setvar", {"Channel": run.channel, "Variable": name, "Value": value}, validate=False
         )
+
+    items = list(run.params.items())
+    ahead: list[asyncio.Task[ActionResult]] = []
+    last: Exception | None = None
+    try:
+        for name, value in items[:-1]:
+            task, _ = eager.start(setvar(name, value), name=f"Setvar {name}")
+            if task is not None:
+                ahead.append(task)
+        if items:
+            await setvar(*items[-1])
+    except asyncio.CancelledError:
+        for task in ahead:
+            task.cancel()
+        raise
+    except Exception as exc:
+        last = exc
+    # Each answer is read, so no failure goes unretrieved; the first failure
+    # in the rule's order is the outcome's.
+    answers = await asyncio.gather(*ahead, return_exceptions=True)
+    failed = next((a for a in [*answers, last] if isinstance(a, BaseException)), None)
+    if failed is not None:
+        raise failed
     return ActionOutcome("setvar", "ok", ", ".join(run.params))
 
 

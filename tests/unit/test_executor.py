@@ -230,3 +230,65 @@ def test_the_feed_and_click_to_call_read_asterisk_time_the_same_way() -> None:
 
     assert Event((("Event", "DialBegin"), ("Timestamp", "nan"))).timestamp is None
     assert Event((("Event", "DialBegin"), ("Timestamp", "12.5"))).timestamp == 12.5
+
+
+class SlowAMI(FakeAMI):
+    """Answers each action only when the test says so, as Asterisk answers a
+    round trip later: what was written before any answer shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.written_before_answers: list[str] = []
+
+    async def send(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        if not self.answer.is_set():
+            self.written_before_answers.append(f"{name} {dict(params or {}).get('Variable', '')}")
+        result = await super().send(name, params, **kw)
+        await self.answer.wait()
+        return result
+
+
+async def test_a_setvar_of_several_variables_writes_them_all_before_any_answer() -> None:
+    """The owner rule sets CRM_CLIENT and CRM_MANAGER before its Redirect: each
+    Setvar waited for Asterisk's answer before the next was written, so the
+    Redirect came two round trips after the decision, not one."""
+    host = Host()
+    host.ami = SlowAMI()
+    executor = executor_for(host, confirm_timeout=0.05)
+    run = asyncio.ensure_future(
+        executor.run(
+            [Action.make("setvar", {"CRM_CLIENT": "Ромашка", "CRM_MANAGER": "Иванов"})],
+            None,
+            "Local/1@in-0;2",
+        )
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert host.ami.written_before_answers == ["Setvar CRM_CLIENT", "Setvar CRM_MANAGER"]
+    host.ami.answer.set()
+    (outcome,) = await run
+    assert (outcome.status, outcome.detail) == ("ok", "CRM_CLIENT, CRM_MANAGER")
+
+
+async def test_a_setvar_failing_on_its_second_variable_is_that_failure() -> None:
+    host = Host()
+    failing = {"CRM_MANAGER"}
+    sent: list[str] = []
+
+    async def send(name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        variable = dict(params or {}).get("Variable", "")
+        sent.append(variable)
+        await asyncio.sleep(0.01 if variable == "CRM_CLIENT" else 0)
+        if variable in failing:
+            raise AMIActionError(
+                name, Response((("Response", "Error"), ("Message", "Channel does not exist")))
+            )
+        return ActionResult(Response((("Response", "Success"),)))
+
+    host.ami.send = send  # type: ignore[method-assign]
+    (outcome,) = await executor_for(host).run(
+        [Action.make("setvar", {"CRM_CLIENT": "x", "CRM_MANAGER": "y"})], None, "Local/1;2"
+    )
+    assert sent == ["CRM_CLIENT", "CRM_MANAGER"]
+    assert (outcome.status, outcome.detail) == ("channel-gone", "Channel does not exist")
