@@ -466,6 +466,16 @@ class TCPClient(AMIActions[ActionResult]):
         return conn is not None and not conn.lost
 
     @property
+    def actions_in_order(self) -> bool:
+        """Whether an action sent now is written at once, behind the ones sent
+        before it, on the one session Asterisk reads and runs an action at a
+        time: then a Redirect written right behind a Setvar runs after it
+        (the executor does not wait for the Setvar's answer). Not while the
+        session is being opened again: the actions then wait for the login,
+        and which goes first is not promised."""
+        return self.logged_in
+
+    @property
     def endpoint(self) -> str:
         """Where the socket goes: ``tcp://host:port`` or ``tls://host:port``."""
         return self._endpoint

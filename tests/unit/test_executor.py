@@ -244,9 +244,9 @@ class SlowAMI(FakeAMI):
     async def send(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
         if not self.answer.is_set():
             self.written_before_answers.append(f"{name} {dict(params or {}).get('Variable', '')}")
-        result = await super().send(name, params, **kw)
+        await asyncio.sleep(0)  # the answer comes later, never in the writing step
         await self.answer.wait()
-        return result
+        return await super().send(name, params, **kw)
 
 
 async def test_a_setvar_of_several_variables_writes_them_all_before_any_answer() -> None:
@@ -292,3 +292,85 @@ async def test_a_setvar_failing_on_its_second_variable_is_that_failure() -> None
     )
     assert sent == ["CRM_CLIENT", "CRM_MANAGER"]
     assert (outcome.status, outcome.detail) == ("channel-gone", "Channel does not exist")
+
+
+class OrderedSlowAMI(SlowAMI):
+    """One TCP session: Asterisk runs what is written in turn."""
+
+    actions_in_order = True
+
+
+@pytest.mark.parametrize(("ami", "before"), [(OrderedSlowAMI, 2), (SlowAMI, 1)])
+async def test_the_redirect_follows_its_setvar_without_waiting_on_one_ordered_session(
+    ami: type[SlowAMI], before: int
+) -> None:
+    """Over TCP (``actions_in_order``) the Redirect is written right behind
+    the Setvar, before Asterisk's answer to it: Asterisk runs them in turn,
+    so the variable is set first, and the call waits one round trip less.
+    Over AJAM (separate HTTP requests, run in any order) it waits."""
+    host = Host()
+    host.ami = ami()
+    executor = executor_for(host, confirm_timeout=2)
+    run = asyncio.ensure_future(
+        executor.run(
+            [
+                Action.make("setvar", {"CRM_CLIENT": "Ромашка"}),
+                Action.make("redirect", {"context": "callrouter-dial", "exten": "101"}),
+            ],
+            None,
+            "Local/1@in-0;2",
+        )
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert host.ami.written_before_answers == ["Setvar CRM_CLIENT", "Redirect "][:before]
+    host.ami.answer.set()
+    await asyncio.sleep(0.01)
+    executor.observe(newexten("Local/1@in-0;2", "callrouter-dial"))
+    outcomes = await run
+    assert [(o.kind, o.status) for o in outcomes] == [("setvar", "ok"), ("redirect", "confirmed")]
+    assert [name for name, _ in host.ami.sent] == ["Setvar", "Redirect"]
+
+
+async def test_a_channel_gone_at_a_setvar_written_ahead_is_told_with_the_redirect() -> None:
+    """On one ordered session the Redirect is out before the Setvar's answer
+    says the channel is gone: both outcomes are told, in order (the Redirect
+    failed as well: Asterisk ran it after the Setvar, on no channel)."""
+    host = Host()
+    host.ami = OrderedSlowAMI()
+    host.ami.fail["Setvar"] = "Channel does not exist: Local/1;2"
+    host.ami.fail["Redirect"] = "Channel does not exist: Local/1;2"
+    host.ami.answer.set()  # the failures are raised before the answer waits
+
+    outcomes = await executor_for(host, confirm_timeout=0.05).run(
+        [
+            Action.make("setvar", {"A": "1"}),
+            Action.make("redirect", {"context": "x", "exten": "1"}),
+        ],
+        None,
+        "Local/1;2",
+    )
+    assert [(o.kind, o.status) for o in outcomes] == [
+        ("setvar", "channel-gone"),
+        ("redirect", "channel-gone"),
+    ]
+
+
+async def test_a_setvar_answered_at_once_with_the_channel_gone_stops_the_rest() -> None:
+    host = Host()
+
+    class Gone(FakeAMI):
+        actions_in_order = True
+
+    host.ami = Gone()
+    host.ami.fail["Setvar"] = "Channel does not exist: Local/1;2"
+    outcomes = await executor_for(host).run(
+        [
+            Action.make("setvar", {"A": "1"}),
+            Action.make("redirect", {"context": "x", "exten": "1"}),
+        ],
+        None,
+        "Local/1;2",
+    )
+    assert [o.status for o in outcomes] == ["channel-gone"]
+    assert [name for name, _ in host.ami.sent] == ["Setvar"]
