@@ -241,9 +241,20 @@ class BenchOneC:
 
     __name__ = "bench_onec"
 
-    def __init__(self, numbers: Sequence[str] = CALLERS, *, found: bool = False) -> None:
+    def __init__(
+        self, numbers: Sequence[str] = CALLERS, *, found: bool = False, owner: str | None = None
+    ) -> None:
+        """``owner``: 1C names this extension as every caller's manager, so the
+        shipped ``owner`` rule routes the calls (two ``Setvar`` and a Redirect
+        to ``callrouter-dial``) instead of the directory (one Redirect);
+        ``BENCH_OWNER`` in the environment sets it for ``bench_route.py``."""
         from callrouter_onec.cache import ResponsibleCache
-        from callrouter_onec.models import Responsible
+        from callrouter_onec.models import Client, Manager, Responsible
+
+        if owner is not None:
+            found = True
+        client = Client("c-1", "company", "ООО «Ромашка»") if owner is not None else None
+        manager = Manager("m-1", "Иванов Иван", owner) if owner is not None else None
 
         outer = self
         self.fetches = 0
@@ -258,7 +269,7 @@ class BenchOneC:
                 deadline: float | None = None,
             ) -> Responsible:
                 outer.fetches += 1
-                return Responsible(found=found, phone=phone)
+                return Responsible(found=found, phone=phone, client=client, manager=manager)
 
         self.cache = ResponsibleCache(Source())
         self.numbers = list(numbers)

@@ -55,6 +55,10 @@ the variants take turns at each rate on the same Asterisk:
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
+With ``BENCH_OWNER=101`` in the environment, 1C names manager 101 for every
+caller, so the engine variants route by the shipped ``owner`` rule (two
+``Setvar``, ``extension_state``, a Redirect to ``callrouter-dial``) instead
+of the directory: the path of a real owner routing, not the references' work.
 
 Latency is request -> landing on Asterisk's own clock: the ``Timestamp`` of the
 dialplan's ``UserEvent(CallRouterRequest)`` to that of the ``Newexten`` in the
@@ -556,7 +560,9 @@ async def serve_engine(
     if url.startswith("tcp://"):  # a long-poll setting AJAM alone has
         path.write_text(path.read_text().replace("waitevent_timeout = 20\n", ""))
     config = load_config(path)
-    onec = BenchOneC()
+    # BENCH_OWNER=101: 1C names a manager for every caller, so the owner rule
+    # routes (Setvar, Setvar, Redirect) instead of the directory (Redirect).
+    onec = BenchOneC(owner=os.environ.get("BENCH_OWNER") or None)
     await onec.warm()
     listener = CallLifeListener() if life else None
     # As `callrouter run` builds it (router/commands/run.py): it owns its process.
