@@ -43,7 +43,13 @@ from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.dialplan import KnownContext, LocationPolicy, location_problem, missing_target
 from router.dialplan_listing import DialplanListing, quiet
-from router.errors import AMIActionError, AMIError, AMIPrivilegeError, PluginError
+from router.errors import (
+    AMIActionError,
+    AMIConnectionError,
+    AMIError,
+    AMIPrivilegeError,
+    PluginError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
@@ -130,6 +136,10 @@ class ActionOutcome:
     params: dict[str, str] = field(default_factory=dict)
     #: Asterisk's ``Timestamp`` of the confirming event, for latency on its own clock.
     event_timestamp: float | None = None
+    #: The connection to Asterisk broke (or no answer came) before Asterisk
+    #: answered: whether it acted is unknown (:meth:`Router._route` lets a
+    #: reconcile route the call again if it still waits).
+    lost: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -355,6 +365,7 @@ class Executor:
         except (AMIError, PluginError, OSError, TimeoutError) as exc:
             # PluginError: already logged with the plugin's name by the facade.
             outcome = ActionOutcome(action.kind, "failed", str(exc))
+            outcome.lost = isinstance(exc, AMIConnectionError)
         except Exception as exc:  # a plugin executor's bug must not kill routing
             log.exception("action %s failed", action.kind)
             outcome = ActionOutcome(action.kind, "failed", repr(exc))

@@ -358,6 +358,18 @@ class Router:
             bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
             gone = any(r.status == "channel-gone" for r in results)
             status = "caller-gone" if gone else ("failed" if bad else "executed")
+            if any(r.lost and r.kind in _MOVING_KINDS for r in results):
+                # The connection broke before Asterisk answered the Redirect:
+                # the reconcile that follows a reconnect routes the call again
+                # if it still waits in the inbound context (then the Redirect
+                # never ran; had it run, the call would be gone from there).
+                self._routed.pop(request.key, None)
+                log.info(
+                    "%s: the connection to Asterisk broke before it answered the "
+                    "decision: the reconcile after the reconnect routes the call "
+                    "again if it still waits",
+                    escape_controls(channel),
+                )
         total_ms = None
         confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
         if confirmed and request.timestamp is not None:

@@ -141,3 +141,60 @@ async def test_a_call_listed_in_wait_is_routed_without_waiting_for_its_step(
     await ajam_replay.settle(engine)
     assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
     assert engine.metrics.park_waits.labels("unwatched")._value.get() == 1
+
+
+async def test_a_redirect_lost_with_the_connection_is_routed_again_by_the_reconcile(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """The connection broke before Asterisk answered the Redirect (over TCP,
+    Asterisk cut a reader that fell behind): whether it ran was unknown, and
+    the call was remembered as decided, so the reconcile after the reconnect
+    skipped it while it still waited in the inbound context, until its wait
+    ran out. Still waiting, the Redirect never ran: it is routed again."""
+    from router.errors import AMIConnectionError
+
+    engine = await engine_factory(rules)
+    send = engine.executor._ami.send
+    broke = [True]
+
+    async def breaking(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "Redirect" and broke[0]:
+            broke[0] = False
+            raise AMIConnectionError("Redirect: connection to tcp://pbx:5038 broke")
+        return await send(name, *args, **kwargs)
+
+    engine.executor._ami.send = breaking  # type: ignore[method-assign]
+    channel = ajam_replay.inbound_call(caller="79161234567", did="74950000001", wait=10)
+    await ajam_replay.settle(engine)
+    (first,) = engine.records
+    assert first.outcome == "failed"
+    assert ajam_replay.count("Redirect") == 0
+    assert await engine.reconcile() == 1
+    await ajam_replay.settle(engine)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [channel]
+    assert [r.outcome for r in engine.records] == ["failed", "executed"]
+
+
+async def test_a_redirect_that_ran_before_the_connection_broke_is_not_sent_twice(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, rules: Path
+) -> None:
+    """Asterisk ran the Redirect, then the connection broke before its answer:
+    the call left the inbound context, so the reconcile does not route it
+    again (no second Redirect)."""
+    from router.errors import AMIConnectionError
+
+    engine = await engine_factory(rules)
+    send = engine.executor._ami.send
+
+    async def ran_then_broke(name: str, *args: Any, **kwargs: Any) -> Any:
+        result = await send(name, *args, **kwargs)
+        if name == "Redirect":
+            raise AMIConnectionError("Redirect: connection to tcp://pbx:5038 broke")
+        return result
+
+    engine.executor._ami.send = ran_then_broke  # type: ignore[method-assign]
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001", wait=10)
+    await ajam_replay.settle(engine)
+    assert await engine.reconcile() == 0
+    await ajam_replay.settle(engine)
+    assert ajam_replay.count("Redirect") == 1
