@@ -4,6 +4,17 @@ Asks Asterisk (AMI ``ExtensionState`` on the hint context) and maps its
 numeric status to the words rules compare against. Without a hint Asterisk
 answers ``-1``, which becomes ``unknown``: rules usually treat it like idle,
 since a missing hint should not stop a call from ringing.
+
+With ``cache = true`` it also reads Asterisk's ``ExtensionStatus`` events (one
+for every change of a hint's state) and answers an extension whose change it
+saw from memory, without the round trip: the owner rule asks it for every
+call, after the 1C answer, so that round trip was most of what the owner path
+cost beyond a bare Redirect (bench/ANALYSIS.md, twenty-sixth session). Only
+events fill it, never an answer to ``ExtensionState`` (over AJAM an answer
+may be older than an event already read), and it is emptied at every stream
+gap (a change may have been missed): an extension it holds is one whose every
+change since was told. A user whose manager.conf lines filter the event out
+gets no entries: every lookup asks, as without the cache.
 """
 
 from __future__ import annotations
@@ -18,11 +29,16 @@ from router.rules.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.facade import AMI
+    from router.ami.message import Event
+    from router.ami.stream import StreamGap
+    from router.calls import Call
 
-__all__ = ["SETTINGS", "STATES", "ExtensionState", "make_plugin", "state_name"]
+__all__ = ["MAX_CACHED", "SETTINGS", "STATES", "ExtensionState", "make_plugin", "state_name"]
 
 #: The keys of ``[plugins.extension_state]`` (docs/reference/config.md).
-SETTINGS: tuple[str, ...] = ("context",)
+SETTINGS: tuple[str, ...] = ("context", "cache")
+#: Extensions the cache holds at most (more than any PBX has phones).
+MAX_CACHED = 10_000
 
 #: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
 STATES = {
@@ -49,13 +65,38 @@ class ExtensionState:
     def __init__(self) -> None:
         self.ami: AMI | None = None
         self.context = "hints"
+        self.cache = False
+        #: Extension -> state word, as the last ExtensionStatus told it.
+        self.states: dict[str, str] = {}
 
     @hookimpl
     def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
-        """``context``: where the phones' hints are (``exten => 101,hint,PJSIP/101``)."""
+        """``context``: where the phones' hints are (``exten => 101,hint,PJSIP/101``);
+        ``cache``: answer from the ExtensionStatus events seen (module doc)."""
         reader = SettingsReader.for_plugin("extension_state", settings, config)
         reader.reject_unknown(SETTINGS)
         self.context = reader.string("context", "hints")
+        self.cache = reader.boolean("cache", False)
+        self.states.clear()
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return ("ExtensionStatus",) if self.cache else ()
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: Call | None) -> None:
+        if not self.cache or event.name != "ExtensionStatus":
+            return
+        if (event.get("Context") or "") != self.context:
+            return
+        exten = event.get("Exten") or ""
+        if exten and (exten in self.states or len(self.states) < MAX_CACHED):
+            self.states[exten] = state_name(event.get("Status"))
+
+    @hookimpl
+    def callrouter_stream_gap(self, gap: StreamGap) -> None:
+        # A change may have been missed: every extension is asked again.
+        self.states.clear()
 
     @hookimpl
     def callrouter_startup(self, engine: EngineAPI) -> None:
@@ -65,6 +106,10 @@ class ExtensionState:
         """State of an extension: idle, inuse, busy, unavailable, ringing, onhold, unknown."""
         if self.ami is None or not extension:
             return "unknown"  # no question to ask: answered without a coroutine
+        if self.cache:
+            known = self.states.get(str(extension))
+            if known is not None:
+                return known  # told by its last ExtensionStatus: no round trip
         return self._ask(extension)
 
     async def _ask(self, extension: str) -> str:

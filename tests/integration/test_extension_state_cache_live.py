@@ -1,0 +1,66 @@
+"""``[plugins.extension_state] cache = true`` on the real Asterisk 22 (issue 16):
+a hint's change of state comes as ``ExtensionStatus`` to the engine's
+session, over either transport, and the lookup then answers it from memory."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+
+import pytest
+
+from router.builtin.extension_state import ExtensionState
+from router.config import load_config
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
+from router.sandbox import Sandbox
+from router.testing import serving
+from tests.integration._live import example_dialplan
+from tests.unit.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+HINTS = """
+[hints]
+exten => 171,hint,Custom:cr171
+"""
+RULES = """version: 1
+rules:
+  - name: all
+    on: call
+    do: [{redirect: {context: callrouter-default, exten: "1"}}]
+"""
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ajam"])
+async def test_a_hint_change_is_answered_from_memory(
+    sandbox: Sandbox, tmp_path: Path, transport: str
+) -> None:
+    await asyncio.to_thread(sandbox.set_dialplan, example_dialplan() + HINTS)
+    await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 NOT_INUSE")
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    url = sandbox.tcp_url if transport == "tcp" else sandbox.url
+    (tmp_path / "router.toml").write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{sandbox.secret}"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+        "[plugins.extension_state]\ncache = true\n",
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
+    async with serving(engine):
+        state = engine.plugins.pm.get_plugin("extension_state")
+        assert isinstance(state, ExtensionState)
+        first = state.lookup("171")
+        assert inspect.isawaitable(first)  # nothing told yet: asked
+        assert await first == "idle"
+        await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 INUSE")
+        await eventually(lambda: state.states.get("171") == "inuse", "the change told", 10)
+        answered = state.lookup("171")
+        assert answered == "inuse"  # from memory: no ExtensionState sent
+        await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 NOT_INUSE")
+        await eventually(lambda: state.lookup("171") == "idle", "the change back told", 10)
