@@ -116,6 +116,8 @@ def machine() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- dialplan
 
+#: The device of manager 101's hint (``devstate change`` sets it).
+BENCH_HINT = "Custom:bench101"
 #: Where routed calls land; each target logs its Newexten and hangs up at once,
 #: so channels do not pile up during a paced run.
 _TARGETS = ("callrouter-dial", "callrouter-default", "queues", "ivr", "from-internal")
@@ -142,6 +144,9 @@ def bench_dialplan(wait: int = 4, steps_after_request: int = 0) -> str:
             if stripped.startswith("same => n,UserEvent(CallRouterRequest"):
                 keep.extend(f" same => n,NoOp(step {k})" for k in range(steps_after_request))
     out = "\n".join(keep) + "\n"
+    # The owner rule's manager (BENCH_OWNER=101) has a hint: with
+    # BENCH_STATE_CACHE its state comes from ExtensionStatus events.
+    out += f"\n[hints]\nexten => 101,hint,{BENCH_HINT}\n"
     for ctx in _TARGETS:
         out += (
             f"\n[{ctx}]\nexten => _[a-z0-9].,1,NoOp(bench landed ${{EXTEN}})\n"
@@ -229,7 +234,13 @@ def engine_config(dest: Path, url: str, secret: str, rules: Path, username: str 
         f'[asterisk]\nurl = "{url}"\nusername = "{username}"\nsecret = "{secret}"\n'
         f"waitevent_timeout = 20\n"
         f'[router]\nrules = ["{rules}"]\nstate_dir = "{dest / "state"}"\n'
-        f'[plugins.directory]\nfile = "{DIRECTORY_CSV}"\n',
+        f'[plugins.directory]\nfile = "{DIRECTORY_CSV}"\n'
+        # BENCH_STATE_CACHE=1: extension_state answers from ExtensionStatus events.
+        + (
+            "[plugins.extension_state]\ncache = true\n"
+            if os.environ.get("BENCH_STATE_CACHE")
+            else ""
+        ),
         encoding="utf-8",
     )
     return path

@@ -59,6 +59,10 @@ With ``BENCH_OWNER=101`` in the environment, 1C names manager 101 for every
 caller, so the engine variants route by the shipped ``owner`` rule (two
 ``Setvar``, ``extension_state``, a Redirect to ``callrouter-dial``) instead
 of the directory: the path of a real owner routing, not the references' work.
+``BENCH_STATE_CACHE=1`` adds ``[plugins.extension_state] cache = true`` to the
+engine variants (not to ``@base`` ones, so ``--baseline`` at the same revision
+measures the cache against no cache) and changes 101's hint state once after
+each router logs in, so that its cache holds 101.
 
 Latency is request -> landing on Asterisk's own clock: the ``Timestamp`` of the
 dialplan's ``UserEvent(CallRouterRequest)`` to that of the ``Newexten`` in the
@@ -92,6 +96,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    BENCH_HINT,
     CALLERS,
     DID,
     RESULTS,
@@ -904,6 +909,8 @@ async def start_router(
         if baseline is None:
             raise SystemExit(f"{variant}: give --baseline REV")
         env["CALLROUTER_BENCH_BASELINE"] = str(baseline)
+        # The cache is measured against the same code without it.
+        env.pop("BENCH_STATE_CACHE", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -926,6 +933,12 @@ async def start_router(
     if line.strip() != b"READY":
         err = await proc.stderr.read() if proc.stderr else b""
         raise RuntimeError(f"{variant} did not start: {line!r} {err.decode()[-2000:]}")
+    if env.get("BENCH_STATE_CACHE"):
+        # A change of 101's state the logged-in router hears (ExtensionStatus):
+        # its extension_state cache then holds 101.
+        for state in ("INUSE", "NOT_INUSE"):
+            await asyncio.to_thread(box.cli, f"devstate change {BENCH_HINT} {state}")
+        await asyncio.sleep(0.5)
     return proc
 
 
