@@ -484,8 +484,14 @@ def compare_eventfilters(
     go into the command a finding suggests, so that it prints the lines for
     the same user. Lines Asterisk refuses (:func:`_refused`) filter nothing:
     they are told apart and the others compared as Asterisk applies them."""
-    refused = [(line, why) for line in lines if (why := _refused(line)) is not None]
-    kept = [line for line in lines if _refused(line) is None]
+    refused: list[tuple[str, str]] = []
+    kept: list[str] = []
+    for line in lines:
+        why = _refused(line)
+        if why is None:
+            kept.append(line)
+        else:
+            refused.append((line, why))
     findings = _compare(user, kept, selection, templates, suggested_flags=suggested_flags)
     if not refused:
         return findings

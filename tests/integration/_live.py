@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from router.ami.client import AJAMClient, ClientSettings
-from router.config import Config
+from router.config import Config, load_config
 from router.dialplan import INBOUND_CONTEXT
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
@@ -114,6 +114,24 @@ def sales_router_toml(box: Sandbox, folder: Path) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def builtin_engine(url: str, secret: str, folder: Path, rules: str, tables: str = "") -> Engine:
+    """An engine on ``url`` as the sandbox's ``router``, routing by ``rules``
+    (YAML text) with the built-in plugins only and ``tables`` (more
+    router.toml, e.g. ``[plugins.directory.entries...]``); no rule watcher."""
+    (folder / "rules.yaml").write_text(rules, encoding="utf-8")
+    path = folder / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{secret}"\n'
+        f'[router]\nrules = ["{folder / "rules.yaml"}"]\n{tables}',
+        encoding="utf-8",
+    )
+    return Engine(
+        load_config(path),
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
 
 
 def quiet_engine(config: Config) -> Engine:

@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 
 from router.builtin.extension_state import ExtensionState
-from router.config import load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.testing import serving
-from tests.integration._live import example_dialplan
+from tests.integration._live import builtin_engine, example_dialplan
 from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -39,18 +36,9 @@ async def test_a_hint_change_is_answered_from_memory(
 ) -> None:
     await asyncio.to_thread(sandbox.set_dialplan, example_dialplan() + HINTS)
     await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 NOT_INUSE")
-    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
     url = sandbox.tcp_url if transport == "tcp" else sandbox.url
-    (tmp_path / "router.toml").write_text(
-        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{sandbox.secret}"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-        "[plugins.extension_state]\ncache = true\n",
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(tmp_path / "router.toml"),
-        plugins=Plugins.load(entry_points=False),
-        options=EngineOptions(watch_interval=0),
+    engine = builtin_engine(
+        url, sandbox.secret, tmp_path, RULES, "[plugins.extension_state]\ncache = true\n"
     )
     async with serving(engine):
         state = engine.plugins.pm.get_plugin("extension_state")

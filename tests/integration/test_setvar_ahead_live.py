@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from router.config import load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.testing import serving
-from tests.integration._live import admin_placer, example_dialplan
+from tests.integration._live import admin_placer, builtin_engine, example_dialplan
 from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -49,22 +46,12 @@ async def test_the_target_reads_the_variables_set_before_the_redirect(
     sandbox: Sandbox, tmp_path: Path, transport: str
 ) -> None:
     await asyncio.to_thread(sandbox.set_dialplan, example_dialplan() + TARGET)
-    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
     entries = "".join(
         f'[plugins.directory.entries."{caller}"]\nname = "Клиент {n}"\nextension = "10{n}"\n'
         for n, caller in enumerate(CALLERS)
     )
     url = sandbox.tcp_url if transport == "tcp" else sandbox.url
-    (tmp_path / "router.toml").write_text(
-        f'[asterisk]\nurl = "{url}"\nusername = "router"\nsecret = "{sandbox.secret}"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n{entries}',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(tmp_path / "router.toml"),
-        plugins=Plugins.load(entry_points=False),
-        options=EngineOptions(watch_interval=0),
-    )
+    engine = builtin_engine(url, sandbox.secret, tmp_path, RULES, entries)
     async with serving(engine), admin_placer(sandbox) as placer:
         assert getattr(engine.executor._ami, "actions_in_order", False) is (transport == "tcp")
         calls = [await placer.place(DID, caller) for caller in CALLERS]

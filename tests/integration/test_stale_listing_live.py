@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from router.config import load_config
-from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.routing import RouteRecord
 from router.sandbox import Sandbox
 from router.sandbox.calls import PlacedCall
 from router.testing import serving
-from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
+from tests.integration._live import TEST_QUEUE, admin_placer, builtin_engine, example_dialplan
 from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -56,17 +53,12 @@ async def test_an_extension_added_by_dialplan_reload_routes_from_the_next_call(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(sandbox.set_dialplan, dialplan(with_ivanov=False))
-    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
-    (tmp_path / "router.toml").write_text(
-        f'[asterisk]\nurl = "{sandbox.url}"\nusername = "router"\nsecret = "{sandbox.secret}"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    engine = builtin_engine(
+        sandbox.url,
+        sandbox.secret,
+        tmp_path,
+        RULES,
         f'[plugins.directory.entries."{CALLER}"]\nname = "Иванов"\nextension = "Ivanov"\n',
-        encoding="utf-8",
-    )
-    engine = Engine(
-        load_config(tmp_path / "router.toml"),
-        plugins=Plugins.load(entry_points=False),
-        options=EngineOptions(watch_interval=0),
     )
     async with serving(engine), admin_placer(sandbox) as placer:
         await eventually(lambda: engine.executor.dialplan, "the audit at start", 10)
