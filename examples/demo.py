@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -349,6 +350,47 @@ def _wait_for_call(phones: Phones, name: str, timeout: float = 15.0) -> PhoneCal
     raise RuntimeError(f"no call rang at {name} within {timeout:.0f} s")
 
 
+def crashed_phones(phones: Phones) -> list[str]:
+    """The phones whose baresip died of a signal (``101 (SIGSEGV)``)."""
+    crashed = []
+    for agent in phones.all:
+        code = agent.process.poll() if agent.process is not None else None
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                crashed.append(f"{agent.name} ({signal.Signals(-code).name})")
+                continue
+            crashed.append(f"{agent.name} (signal {-code})")
+    return crashed
+
+
+async def tell_once_more_after_a_crash(
+    story: Callable[[Demo, Phones, Engine], Awaitable[Story]],
+    demo: Demo,
+    phones: Phones,
+    engine: Engine,
+) -> Story:
+    """The story; told once more on phones started again if a baresip crashed in it.
+
+    Debian's baresip has died of SIGSEGV in its own audio path (an early-media
+    stream set up again at the answer; seen once in CI on the PSTN side). That is
+    the phone, not callrouter, and it says nothing of the routing: the demo says
+    so and tells the story again. A second crash, or any failure without one,
+    fails the demo as before.
+    """
+    try:
+        return await story(demo, phones, engine)
+    except Exception:
+        crashed = crashed_phones(phones)
+        if not crashed:
+            raise
+    print(
+        f"  baresip of {', '.join(crashed)} crashed in the story "
+        f"{story.__name__}; the phones start again and the story is told once more"
+    )
+    await _in_thread(phones.reset)
+    return await story(demo, phones, engine)
+
+
 STORIES: list[Callable[[Demo, Phones, Engine], Awaitable[Story]]] = [
     story_answered,
     story_transferred,
@@ -519,7 +561,7 @@ async def phone_stories(demo: Demo, pbx: Sandbox, double: Any, day: datetime) ->
     stories: list[Story] = []
     try:
         for story in STORIES:
-            told = await story(demo, phones, engine)
+            told = await tell_once_more_after_a_crash(story, demo, phones, engine)
             stories.append(told)
             await history_told(demo, told)
             tell_story(demo, told)

@@ -3,6 +3,7 @@ transport it names, or refuses the name: it never falls back in silence."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -45,3 +46,85 @@ def test_an_unknown_demo_transport_is_refused(
         demo_module(monkeypatch).parse_args([])
     assert exited.value.code == 2
     assert f"DEMO_TRANSPORT={env!r} is no transport: use ajam or tcp" in capsys.readouterr().err
+
+
+# -- a crashed baresip in a phone story ----------------------------------------------
+
+
+class _Process:
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+class _Agent:
+    def __init__(self, name: str, code: int | None) -> None:
+        self.name = name
+        self.process = _Process(code)
+
+
+class _Phones:
+    """What tell_once_more_after_a_crash uses of Phones: ``all`` and ``reset``."""
+
+    def __init__(self, *agents: _Agent) -> None:
+        self.all = list(agents)
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+        for agent in self.all:
+            agent.process.code = None  # started again
+
+
+def _story(failures: list[BaseException], crash: _Agent | None) -> object:
+    told: list[str] = []
+
+    async def story_example(demo: object, phones: object, engine: object) -> str:
+        told.append("told")
+        if failures:
+            if crash is not None:
+                crash.process.code = -11
+            raise failures.pop(0)
+        return f"happened after {len(told)}"
+
+    return story_example
+
+
+def test_a_story_a_baresip_crashed_in_is_told_once_more_on_phones_started_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = demo_module(monkeypatch)
+    pstn = _Agent("pstn", None)
+    phones = _Phones(_Agent("101", None), pstn)
+    story = _story([RuntimeError("pstn: waited 0 s of 20 s for a call to be up")], pstn)
+    told = asyncio.run(demo.tell_once_more_after_a_crash(story, None, phones, None))
+    assert told == "happened after 2"
+    assert phones.resets == 1
+    assert "baresip of pstn (SIGSEGV) crashed in the story story_example" in capsys.readouterr().out
+
+
+def test_a_story_that_fails_without_a_crash_fails_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = demo_module(monkeypatch)
+    phones = _Phones(_Agent("101", None), _Agent("pstn", None))
+    story = _story([RuntimeError("no call rang at 104 within 15 s")], None)
+    with pytest.raises(RuntimeError, match="no call rang at 104"):
+        asyncio.run(demo.tell_once_more_after_a_crash(story, None, phones, None))
+    assert phones.resets == 0
+
+
+def test_a_second_crash_fails_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = demo_module(monkeypatch)
+    pstn = _Agent("pstn", None)
+    phones = _Phones(pstn)
+    story = _story([RuntimeError("first"), RuntimeError("second")], pstn)
+    with pytest.raises(RuntimeError, match="second"):
+        asyncio.run(demo.tell_once_more_after_a_crash(story, None, phones, None))
+    assert phones.resets == 1
+
+
+def test_crashed_phones_names_each_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = demo_module(monkeypatch)
+    phones = _Phones(_Agent("101", -11), _Agent("102", 0), _Agent("103", -99), _Agent("pstn", None))
+    assert demo.crashed_phones(phones) == ["101 (SIGSEGV)", "103 (signal 99)"]
