@@ -69,6 +69,7 @@ from router.recordings.ownership import (
     WRITTEN_MARGIN,
     ApiStop,
     api_stop,
+    shares,
     stale_marks,
 )
 from router.recordings.store import ORIGINS, Origin, Recording
@@ -240,10 +241,16 @@ def _started_by(token: Token, rows: list[Recording]) -> frozenset[int]:
 
 
 def _only(plan: ApiStop, ids: frozenset[int]) -> ApiStop:
-    """``plan`` stopping only the rows ``ids``: the API's others go on."""
+    """``plan`` stopping only the rows ``ids``: the API's others go on. Nor one of
+    ``ids`` whose stop could end another's: a MixMonitor with no kept id is
+    stopped by the channel's newest callrouter id (:func:`shares`), which may be
+    another token's recording on the same channel."""
+    theirs = [r for r in (*plan.stop, *plan.keep, *plan.stopping) if r.id not in ids]
+    stop = tuple(r for r in plan.stop if r.id in ids and not shares(r, theirs))
+    chosen = {r.id for r in stop}
     return ApiStop(
-        tuple(r for r in plan.stop if r.id in ids),
-        plan.keep + tuple(r for r in plan.stop if r.id not in ids),
+        stop,
+        plan.keep + tuple(r for r in plan.stop if r.id not in chosen),
         tuple(r for r in plan.stopping if r.id in ids),
     )
 
@@ -252,6 +259,13 @@ def _not_ours(call_id: str, kept: tuple[Recording, ...]) -> ApiError:
     """409 when nothing of the call the API may stop is being written (``kept`` all
     goes on: see :mod:`router.recordings.ownership`)."""
     others = sorted({r.origin.kind for r in kept if r.origin.kind != "api"})
+    if not others and kept:  # a call that ended: another token's recording beside it
+        return ApiError(
+            409,
+            f"call {call_id!r}: the recording this token started has no kept MixMonitor "
+            "id and another token's runs on its channel, so it cannot be stopped alone "
+            "(it ends with the call or after [recordings] max_duration)",
+        )
     if not others:
         return ApiError(409, f"call {call_id!r} is not being recorded")
     what = {

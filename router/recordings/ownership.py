@@ -48,7 +48,7 @@ from typing import Final
 
 from router.recordings.store import Recording
 
-__all__ = ["STALE_STOP", "WRITTEN_MARGIN", "ApiStop", "api_stop", "stale_marks"]
+__all__ = ["STALE_STOP", "WRITTEN_MARGIN", "ApiStop", "api_stop", "shares", "stale_marks"]
 
 #: Seconds after which a stop mark whose ``MixMonitorStop`` never came is looked at
 #: again (the event comes within a second of a stop Asterisk took).
@@ -70,8 +70,10 @@ class ApiStop:
     stopping: tuple[Recording, ...] = ()
 
 
-def _shares(row: Recording, others: list[Recording]) -> bool:
-    """Could stopping ``row``'s MixMonitor end one of ``others`` (not the API's)?"""
+def shares(row: Recording, others: list[Recording]) -> bool:
+    """Could stopping ``row``'s MixMonitor end one of ``others`` (not the API's; or,
+    for the stop of a call that ended, which ends one token's only, another
+    token's)?"""
     if row.mixmonitor_id:
         return any(
             o.channel == row.channel and o.mixmonitor_id == row.mixmonitor_id for o in others
@@ -109,9 +111,7 @@ def api_stop(rows: Iterable[Recording], *, alive: Container[int] = ()) -> ApiSto
     ]
     asked = {r.id for r in stopping}
     stop = [
-        r
-        for r in running
-        if r.origin.kind == "api" and r.id not in asked and not _shares(r, others)
+        r for r in running if r.origin.kind == "api" and r.id not in asked and not shares(r, others)
     ]
     chosen = {r.id for r in stop} | asked
     return ApiStop(tuple(stop), tuple(r for r in running if r.id not in chosen), tuple(stopping))

@@ -1241,3 +1241,39 @@ async def test_the_token_that_started_a_recording_stops_it_after_its_call_ended(
         ("PJSIP/102-00000078", "0x7fee0000cc01")
     ]
     store.close()
+
+
+async def test_a_stop_after_the_call_ended_never_names_another_tokens_mixmonitor(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """Two tokens' recordings of a call that ended, on one channel, with no kept
+    MixMonitor id (an older callrouter's, or an Asterisk that does not answer one).
+    The stop of one token's was sent by the channel's newest callrouter id, which
+    may be the other token's: desk101 stopped desk102's recording. Now it is 409
+    and nothing is sent; desk102's own stop, the newest, is refused the same way."""
+    ended = "1714557799.01"
+    store = RecordingStore(stub.state_dir)
+    for part, by in (("in", "token desk101 (101)"), ("out", "token desk102 (102)")):
+        (name,) = file_names(ended, part, "wav")
+        store.start(
+            [name],
+            pbx_paths=[settings.pbx_path(name)],
+            local_paths=[settings.local_path(name)],
+            channel="PJSIP/102-00000099",
+            extensions=["101", "102"],
+            origin=Origin("api", by),
+        )
+    sent: list[str] = []
+    for action in ("Getvar", "StopMixMonitor"):
+        stub.replay.on(action, lambda a: sent.append(a.name) or {"Value": "0x7fee0000dd02"})
+    async with client_for(stub) as client:
+        refused = [
+            await client.delete(f"/api/v1/calls/{ended}/recording", headers=bearer(text))
+            for text in (DESK101, DESK102)
+        ]
+    for answer in refused:
+        assert answer.status_code == 409, answer.text
+        assert "cannot be stopped alone" in answer.json()["detail"]
+    assert sent == []
+    assert all(r.stop_asked_at is None for r in store.recording(ended))
+    store.close()
