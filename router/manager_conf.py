@@ -28,7 +28,7 @@ import re
 import string
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from router.ami.event_filter import EventSelection, HeaderFilter
@@ -89,6 +89,22 @@ class UserSection(NamedTuple):
     #: manager.conf is not loaded): a ``(+)`` or an inherited name with no
     #: section above it, with the line number.
     errors: tuple[str, ...] = ()
+    #: The ``eventfilter`` lines, of any user's section, that Asterisk 22 dies
+    #: of at its next ``manager reload`` or start (:class:`_Refusal`), with
+    #: their line numbers.
+    crashes: tuple[str, ...] = ()
+
+
+class _Refusal(NamedTuple):
+    """Why ``manager_add_filter`` adds no filter for a line (:func:`_refused`)."""
+
+    why: str
+    #: Asterisk 22 does not refuse it but dies of it: an option ``name``,
+    #: ``header`` or ``method`` with no ``(`` (``eventfilter(name)=``) is read
+    #: through the NULL that ``strstr(option, "(")`` answers, a segfault at the
+    #: next ``manager reload`` or start (seen on the sandbox: 22.x as Debian
+    #: ships it; only ``action`` is checked for it). Any user's line does it.
+    crashes: bool = False
 
 
 @dataclass(slots=True)
@@ -100,6 +116,8 @@ class _Section:
     at: int = 0
     #: Whether an ``#include`` comes above it (a name it refers to may be there).
     included: bool = False
+    #: Its lines Asterisk dies of (:attr:`_Refusal.crashes`), with their numbers.
+    crashes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -162,6 +180,9 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
         value = value.removeprefix(">").strip()
         if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
+            refusal = _refused(f"{key}={value}")
+            if refusal is not None and refusal.crashes:
+                sections[-1].crashes.append(f"line {number}: {f'{key}={value}'[:120]}")
     # A category: the sections that make it, its header first, then each
     # [name](+) that adds to it. Asterisk keeps them in the file's order.
     by_name: dict[str, list[_Category]] = {}
@@ -207,14 +228,38 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
                     f"addition requested, but category '{section.name}' does not exist')"
                 )
         of.append(category)
+    # manager.c reads every user's lines, [general] and templates being none:
+    # a line Asterisk dies of is fatal in any of them.
+    every = [
+        c for name, same in by_name.items() if name != "general" for c in same if not c.template
+    ]
+    crashes = tuple(
+        line
+        for i in sorted(_inherited(sections, by_name, [i for c in every for i in c.parts]))
+        for line in sections[i].crashes
+    )
     if _folded(user) == "general":  # manager.c: [general] is no user
-        return None
+        return UserSection([], includes, (), tuple(errors), crashes) if crashes else None
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
-        return UserSection([], includes, (), tuple(errors)) if errors else None
+        if errors or crashes:
+            return UserSection([], includes, (), tuple(errors), crashes)
+        return None
     own = users[-1]  # manager.c drops a user's filters at each of its sections
-    reached = set(own.parts)
-    stack = list(own.parts)
+    order = sorted(_inherited(sections, by_name, own.parts))
+    lines = [line for i in order for line in sections[i].lines]
+    names = (_head(sections, of[i]) for i in order if of[i] is not own)
+    templates = tuple(dict.fromkeys(name for name in names if name))
+    return UserSection(lines, includes, templates, tuple(errors), crashes)
+
+
+def _inherited(
+    sections: list[_Section], by_name: dict[str, list[_Category]], parts: list[int]
+) -> set[int]:
+    """The sections ``parts`` and those they inherit lines from, as config.c
+    copies them (each section once: linear in the file)."""
+    reached = set(parts)
+    stack = list(parts)
     while stack:
         at = stack.pop()
         for base in sections[at].options:
@@ -227,11 +272,7 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
                 if i < at and i not in reached:  # only what the file has above it
                     reached.add(i)
                     stack.append(i)
-    order = sorted(reached)
-    lines = [line for i in order for line in sections[i].lines]
-    names = (_head(sections, of[i]) for i in order if of[i] is not own)
-    templates = tuple(dict.fromkeys(name for name in names if name))
-    return UserSection(lines, includes, templates, tuple(errors))
+    return reached
 
 
 def _head(sections: list[_Section], category: _Category | None) -> str:
@@ -281,7 +322,7 @@ def _opens(raw: str, at: int) -> bool:
     return raw.startswith(";--", at) and not raw.startswith("-", at + 3)
 
 
-def _refused(line: str) -> str | None:
+def _refused(line: str) -> _Refusal | None:
     """Why Asterisk 22 adds no filter for ``line`` (``manager_add_filter`` in
     main/manager.c logs a WARNING and goes on without it), or None.
 
@@ -292,16 +333,18 @@ def _refused(line: str) -> str | None:
     line has no method unless it says one, and a value then makes it refused
     (``method can't be 'none' with a filter pattern``), as does an empty
     value with a method; a legacy line needs a value. A ``!`` before the
-    value is taken off first (it excludes).
+    value is taken off first (it excludes). An option ``name``, ``header`` or
+    ``method`` with no ``(`` is no refusal: Asterisk dies of it
+    (:attr:`_Refusal.crashes`).
     """
     key, _, value = line.partition("=")
     pattern = value[1:] if value.startswith("!") else value
     start = key.find("(")
     if start < 0:
-        return None if pattern else "a legacy filter with no pattern"
+        return None if pattern else _Refusal("a legacy filter with no pattern")
     options = key[start + 1 :].strip()
     if not options.endswith(")"):
-        return "its options are not formatted correctly (they must end with ')')"
+        return _Refusal("its options are not formatted correctly (they must end with ')')")
     found: set[str] = set()
     method = "none"
     for option in re.split(r"[ ,)]+", options):
@@ -309,29 +352,35 @@ def _refused(line: str) -> str | None:
             continue
         name = next((known for known in _OPTIONS if option.startswith(known)), None)
         if name is None:
-            return f"filter option {option[:40]!r} is unknown"
+            return _Refusal(f"filter option {option[:40]!r} is unknown")
         paren = option.find("(")
+        if paren < 0 and name != "action":
+            return _Refusal(
+                f"'{name}' with no '(': Asterisk 22 dies of it (a segfault in "
+                "manager_add_filter) at its next manager reload or start",
+                crashes=True,
+            )
         given = option[paren + 1 :].strip() if paren >= 0 else ""
         if not given:
-            return f"'{name}' parameter not formatted correctly"
+            return _Refusal(f"'{name}' parameter not formatted correctly")
         if name == "action" and given not in ("include", "exclude"):
-            return f"'action' option {given[:40]!r} is unknown"
+            return _Refusal(f"'action' option {given[:40]!r} is unknown")
         if name == "method":
             if given not in _METHODS:
-                return f"'method' option {given[:40]!r} is unknown"
+                return _Refusal(f"'method' option {given[:40]!r} is unknown")
             method = given
         found.add(name)
     if not found:
-        return "no action, name, header, or method option found"
+        return _Refusal("no action, name, header, or method option found")
     if not pattern and method != "none":
-        return f"method can't be '{method}' with no filter pattern"
+        return _Refusal(f"method can't be '{method}' with no filter pattern")
     if pattern and method == "none":
-        return (
+        return _Refusal(
             "method can't be 'none' with a filter pattern (an advanced line with a value "
             "must name its method)"
         )
     if not found & {"name", "header"} and method == "none":
-        return "no name or header option found and no filter pattern"
+        return _Refusal("no name or header option found and no filter pattern")
     return None
 
 
@@ -491,7 +540,7 @@ def compare_eventfilters(
         if why is None:
             kept.append(line)
         else:
-            refused.append((line, why))
+            refused.append((line, why.why))
     findings = _compare(user, kept, selection, templates, suggested_flags=suggested_flags)
     if not refused:
         return findings

@@ -275,13 +275,20 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             "user of router.toml [asterisk] username, or --username)"
         )
         return False
-    lines, includes, templates, errors = found
+    lines, includes, templates, errors, crashes = found
     for error in errors:
         print(
             f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(error)}: Asterisk "
             "refuses the whole file at its next reload (no manager user is read from it)"
         )
-    if errors:
+    for crash in crashes:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(crash)}: Asterisk 22 "
+            "dies of this eventfilter line (a segfault in main/manager.c manager_add_filter: "
+            "an option name, header or method with no '(') at its next manager reload or "
+            "start, whichever user's section has it; write name(...), header(...), method(...)"
+        )
+    if errors or crashes:
         return False
     if includes:
         print(

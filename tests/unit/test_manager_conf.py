@@ -576,3 +576,42 @@ def test_a_file_asterisk_refuses_whole_is_a_failure(
     assert code == 1
     assert f"{conf}: {error}" in out
     assert "Asterisk refuses the whole file" in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "eventfilter(name)=",
+        "eventfilter(action(include),header)=",
+        "eventfilter(action(include),name(Hangup),method)=x",
+        "eventfilter2(namex)=!",  # any key that begins with eventfilter, any prefix
+    ],
+)
+def test_a_line_asterisk_dies_of_fails_in_any_users_section(
+    line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An option name, header or method with no '(': manager_add_filter reads
+    through the NULL of ``strstr(option, "(")`` and Asterisk 22 dies (on the
+    sandbox each of these lines stopped it at ``manager reload``). check told it
+    as a line Asterisk refuses, advice, and only in the user's own section; it
+    kills the PBX from any user's section. A refusal before it (an unknown
+    option first) is Asterisk's answer, as are a template's and [general]'s
+    lines, which manager.c never reads."""
+    text = (
+        "[general]\neventfilter(name)=\n[tpl](!)\neventfilter(header)=\n"
+        f"[router]\nsecret = s\n{chr(10).join(LINES)}\n"
+        f"[watcher]\nsecret = s\neventfilter(nmae,name)=\n{line}\n"
+    )
+    at = text.split("\n").index(line, 5) + 1  # the [watcher] one
+    found = section_eventfilters(text, "router")
+    assert found is not None
+    assert found.crashes == (f"line {at}: {line}",)
+    conf = tmp_path / "manager.conf"
+    conf.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    code = main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{conf}: line {at}: {line}: Asterisk 22 dies of this eventfilter line" in out
+    own = compare_eventfilters("router", [*LINES, line], SELECTION)[0]
+    assert "Asterisk 22 dies of it" in own.text
