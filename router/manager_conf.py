@@ -10,8 +10,9 @@ then never sends those events (a rule that never fires, a Redirect reported
 nobody reads. ``callrouter check --manager-conf-file`` compares the section
 with :meth:`EventSelection.manager_conf_lines` and says what to change.
 
-Sans-I/O: text in, findings out. The section is read as Asterisk's config
-parser would for the common cases (``key = value``, ``key => value``, ``;``
+Sans-I/O: text in, findings out. The file is read as Asterisk 22's
+main/config.c reads it, its quirks too (:func:`_uncommented`, :func:`_header`:
+``key = value``, ``key => value``, ``;``
 comments and ``;-- ... --;`` blocks (they nest; a backslash keeps a semicolon),
 ``[router](+)`` adding to the section, and templates: ``[router](base)``
 inherits the lines ``[base](!)`` has above it, as Asterisk applies them to the
@@ -36,8 +37,20 @@ from router.wording import counted
 
 __all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventfilters"]
 
-#: A section header: ``[router]``, ``[router](template)``, ``[router](!)``.
-_SECTION = re.compile(r"\[(?P<name>[^\]]+)\](?:\((?P<extra>[^)]*)\))?\s*$")
+#: What C's ``isspace`` takes (config.c's ``ast_strip``); Python's ``str.strip``
+#: takes more (``\x1c``, ``\xa0``, ...).
+_C_SPACE = " \t\n\v\f\r"
+#: config.c reads a line into 8192 bytes: one of this many bytes or more is
+#: skipped whole ('Line N too long, skipping').
+_LINE_BYTES = 8191
+#: The ``;--`` comments config.c keeps open; one more on a line and it logs
+#: 'Maximum nest limit of 128 reached.' for ever (seen on the sandbox).
+_NEST_MAX = 128
+#: Where :func:`section_eventfilters` keeps the file's first category, which an
+#: empty inherited name finds (no section name has a NUL: it ends the line).
+_FIRST = "\0"
+#: A directive's word (``#include``): config.c takes it up to a space or a control.
+_DIRECTIVE = re.compile(r"[^\x00-\x20]*")
 #: ``eventfilter(CRITERIA)`` or a bare ``eventfilter`` (legacy), as a key. In
 #: lower case only: manager.c takes a key for a filter when it begins with
 #: ``eventfilter`` (``ast_begins_with``, case counts), and reads the options
@@ -154,30 +167,52 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     """
     sections: list[_Section] = []
     includes: list[str] = []
-    depth = 0  # inside a ;-- --; block comment, how deep
-    for number, raw in enumerate(text.splitlines(), 1):
+    errors: list[str] = []
+    depth = 0  # inside a ;-- --; block comment, how deep (config.c: below 0 too)
+    for number, raw in enumerate(text.split("\n"), 1):  # fgets: only \n ends a line
+        if number == 1:
+            raw = raw.removeprefix("\ufeff")  # config.c skips a UTF-8 BOM
+        raw = raw.split("\0", 1)[0]  # C strings: a NUL ends the line
+        if len(raw) * 4 >= _LINE_BYTES and len(raw.encode()) >= _LINE_BYTES:
+            continue  # config.c: 'Line N too long, skipping'
         line, depth = _uncommented(raw, depth)
-        line = line.strip()
+        if depth > _NEST_MAX:
+            errors.append(
+                f"line {number}: more than {_NEST_MAX} ';--' comments open: config.c "
+                "logs 'Maximum nest limit of 128 reached.' for ever and reads no further"
+            )
+            break
+        line = line.strip(_C_SPACE)
         if not line:
             continue
         if line.startswith("#"):
-            if line.lower().startswith(("#include", "#tryinclude")):
+            word = _DIRECTIVE.match(line, 1)
+            argument = line[word.end() :] if word is not None else ""
+            if (
+                word is not None
+                and word.group().lower() in ("include", "tryinclude", "exec")
+                and argument.strip(_C_SPACE)
+            ):
                 includes.append(line)
             continue
-        header = _SECTION.match(line)
-        if header is not None:
-            extra = header.group("extra") or ""
-            options = tuple(o.strip() for o in extra.split(",") if o.strip())
-            name = header.group("name").strip()
-            sections.append(_Section(name, options, [], number, bool(includes)))
+        if line.startswith("["):
+            section = _header(line, number, bool(includes))
+            if isinstance(section, str):
+                errors.append(section)
+                break  # config.c stops reading the file
+            sections.append(section)
             continue
         if not sections:
-            continue
+            errors.append(
+                f"line {number}: a line above every section (config.c: 'parse error: "
+                "No category context')"
+            )
+            break
         key, sep, value = line.partition("=")
         if not sep:
             continue
-        key = key.strip()
-        value = value.removeprefix(">").strip()
+        key = key.strip(_C_SPACE)
+        value = value.removeprefix(">").strip(_C_SPACE)
         if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
             refusal = _refused(f"{key}={value}")
@@ -191,7 +226,6 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     # category turns into a template, never back, so the search goes on from
     # there and the loop stays linear in the file.
     open_from: dict[str, int] = {}
-    errors: list[str] = []
     for i, section in enumerate(sections):
         name = _folded(section.name)
         template = "!" in section.options
@@ -199,7 +233,7 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
             if (
                 base != "!"
                 and not base.startswith("+")
-                and not by_name.get(_folded(base))
+                and not _named(by_name, base)
                 and not section.included
             ):
                 errors.append(
@@ -209,9 +243,10 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
                 )
         same = by_name.setdefault(name, [])
         category: _Category | None
-        if "+" not in section.options:
+        if not any(o.startswith("+") for o in section.options):
             category = _Category([i], template)
             same.append(category)
+            by_name.setdefault(_FIRST, [category])
         else:  # config.c: added to the first category of that name that is no template
             at = open_from.get(name, 0)
             while at < len(same) and same[at].template:
@@ -231,13 +266,18 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     # manager.c reads every user's lines, [general] and templates being none:
     # a line Asterisk dies of is fatal in any of them.
     every = [
-        c for name, same in by_name.items() if name != "general" for c in same if not c.template
+        c
+        for name, same in by_name.items()
+        if name not in ("general", _FIRST)
+        for c in same
+        if not c.template
     ]
     crashes = tuple(
         line
         for i in sorted(_inherited(sections, by_name, [i for c in every for i in c.parts]))
         for line in sections[i].crashes
     )
+    errors.sort(key=lambda error: int(error.split(" ", 2)[1].rstrip(":")))
     if _folded(user) == "general":  # manager.c: [general] is no user
         return UserSection([], includes, (), tuple(errors), crashes) if crashes else None
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
@@ -267,12 +307,39 @@ def _inherited(
                 continue
             # config.c: the first category of that name, template or not, if
             # it is above the header.
-            named = by_name.get(_folded(base))
+            named = _named(by_name, base)
             for i in named[0].parts if named else ():
                 if i < at and i not in reached:  # only what the file has above it
                     reached.add(i)
                     stack.append(i)
     return reached
+
+
+def _named(by_name: dict[str, list[_Category]], base: str) -> list[_Category] | None:
+    """The categories an inherited name finds (config.c's ``category_get_sep``):
+    those of that name, without regard to case; an empty name, ``[x]()``,
+    matches any category, so the file's first."""
+    return by_name.get(_folded(base) if base else _FIRST)
+
+
+def _header(line: str, number: int, included: bool) -> _Section | str:
+    """A section header as config.c's ``process_text_line`` reads it, or why
+    Asterisk refuses the whole file at it: the name runs to the first ``]``
+    and the options, when a ``(`` follows it at once, to the first ``)``;
+    neither is stripped (``[router](!, base)`` inherits `` base``, which no
+    section is) and what follows is left out (``[router] (!)`` is the user
+    ``router``, no template)."""
+    close = line.find("]")
+    if close < 0:
+        return f"line {number}: no closing ']' (config.c: 'parse error: no closing ']'')"
+    name, rest = line[1:close], line[close + 1 :]
+    options: tuple[str, ...] = ()
+    if rest.startswith("("):
+        end = rest.find(")")
+        if end < 0:
+            return f"line {number}: no closing ')' (config.c: 'parse error: no closing ')'')"
+        options = tuple(rest[1:end].split(","))
+    return _Section(name, options, [], number, included)
 
 
 def _head(sections: list[_Section], category: _Category | None) -> str:
@@ -290,36 +357,44 @@ def _folded(name: str) -> str:
 
 
 def _uncommented(raw: str, depth: int) -> tuple[str, int]:
-    """``raw`` without its comments, and the ``;-- --;`` depth after it (the
-    blocks nest, as in config.c); a backslash keeps a semicolon (no comment)."""
+    """``raw`` without its comments, and the ``;-- --;`` depth after it, as
+    config.c's ``config_text_file_load`` reads them: the blocks nest; a
+    backslash keeps a semicolon, in a comment too (``\\;--`` opens none); a
+    line that begins inside a block is read from where the block closes.
+    config.c does not check that a ``--;`` closes a block: outside one it
+    is no comment (it stays in the line) and takes the depth below 0, and
+    every later line is a comment until a ``;--`` brings it back to 0
+    (seen on the sandbox: the sections below such a line were no users).
+    Past :data:`_NEST_MAX` the depth is returned above it: config.c then
+    loops for ever."""
     out: list[str] = []
-    i, size = 0, len(raw)
-    while i < size:
-        if depth:
-            if raw.startswith("--;", i):
-                depth, i = depth - 1, i + 3
-            elif _opens(raw, i):
-                depth, i = depth + 1, i + 3
-            else:
-                i += 1
-            continue
-        char = raw[i]
-        if char == "\\" and raw.startswith(";", i + 1):
-            out.append(";")
-            i += 2
-        elif char == ";":
-            if not _opens(raw, i):
-                break
-            depth, i = depth + 1, i + 3
+    keep = depth == 0  # config.c's process_buf: this line is read
+    at = 0  # config.c's new_buf: where the next ';' is looked for
+    piece = 0  # where the text not yet in ``out`` begins
+    while (semi := raw.find(";", at)) >= 0:
+        if semi > at and raw[semi - 1] == "\\":  # escaped: the ';' is text
+            if keep:
+                out.append(raw[piece : semi - 1])
+            piece, at = semi, semi + 1
+        elif raw.startswith("--", semi + 1) and not raw.startswith("-", semi + 3):
+            if depth >= _NEST_MAX:
+                return "", depth + 1
+            if keep:
+                out.append(raw[piece:semi])
+            keep, depth, at = False, depth + 1, semi + 3
+        elif semi >= at + 2 and raw.startswith("--", semi - 2):
+            depth, at = depth - 1, semi + 1
+            if depth == 0:  # read on from here, after what was kept before the block
+                keep, piece = True, at
+        elif depth == 0:
+            if keep:
+                out.append(raw[piece:semi])
+            return "".join(out), depth
         else:
-            out.append(char)
-            i += 1
+            at = semi + 1
+    if keep:
+        out.append(raw[piece:])
     return "".join(out), depth
-
-
-def _opens(raw: str, at: int) -> bool:
-    """A block comment starts at ``at``: ``;--``, but not ``;---`` (config.c)."""
-    return raw.startswith(";--", at) and not raw.startswith("-", at + 3)
 
 
 def _refused(line: str) -> _Refusal | None:

@@ -615,3 +615,104 @@ def test_a_line_asterisk_dies_of_fails_in_any_users_section(
     assert f"{conf}: line {at}: {line}: Asterisk 22 dies of this eventfilter line" in out
     own = compare_eventfilters("router", [*LINES, line], SELECTION)[0]
     assert "Asterisk 22 dies of it" in own.text
+
+
+HANGUP = "eventfilter(action(include),name(Hangup))="
+
+
+@pytest.mark.parametrize(
+    ("text", "lines", "error"),
+    [
+        # A header's options are not stripped: Asterisk looks for ' base', refuses the file.
+        pytest.param(
+            f"[base](!)\n{HANGUP}\n[tpl](!)\n[router](tpl, base)\nsecret = s\n",
+            [],
+            "line 4: [router]( base) inherits from no section [ base] above it",
+            id="options-not-stripped",
+        ),
+        # What follows ']' is left out: [router] (!) is the user, no template.
+        pytest.param(
+            f"[general]\nenabled = yes\n[router] (!)\n{HANGUP}\n",
+            [HANGUP],
+            None,
+            id="text-after-the-header",
+        ),
+        pytest.param(
+            "[general]\n[router\n" + HANGUP + "\n", None, "line 2: no closing ']'", id="no-]"
+        ),
+        pytest.param("[router](!\n" + HANGUP + "\n", None, "line 1: no closing ')'", id="no-)"),
+        pytest.param(
+            f"enabled = yes\n[router]\n{HANGUP}\n",
+            None,
+            "line 1: a line above every section",
+            id="above-every-section",
+        ),
+        # An empty name inherits the file's first category, here [base]: no error.
+        pytest.param(
+            f"[base]\n{HANGUP}\n[router]()\nsecret = s\n", [HANGUP], None, id="empty-options"
+        ),
+        # A --; that closes no block: every later line is a comment until a ;-- .
+        pytest.param(
+            f"[router]\nsecret = s--;\n{HANGUP}\n;-- back --;\n",
+            [],
+            None,
+            id="stray-block-end",
+        ),
+        pytest.param(
+            f"[router]\nsecret = s--;\n{HANGUP}\n;-- back\n{HANGUP}\n",
+            [HANGUP],
+            None,
+            id="stray-block-end-then-opened",
+        ),
+        # Only \n ends a line: a form feed is inside the comment.
+        pytest.param(f"[router]\n; note\x0c{HANGUP}\n", [], None, id="form-feed"),
+        pytest.param(f"[router]\n; note\r{HANGUP}\n", [], None, id="carriage-return"),
+        # A line of 8191 bytes or more is skipped whole; one of 8190 is read.
+        pytest.param(
+            f"[router]\neventfilter=Event: {'A' * 8172}\neventfilter=Event: {'B' * 8171}\n",
+            [f"eventfilter=Event: {'B' * 8171}"],
+            None,
+            id="long-line",
+        ),
+        pytest.param(f"\ufeff[router]\n{HANGUP}\n", [HANGUP], None, id="bom"),
+        pytest.param(f"[router]\n{HANGUP}\0junk\n", [HANGUP], None, id="nul"),
+        pytest.param(
+            "[router]\n" + ";-- " * 129 + "\n",
+            [],
+            "line 2: more than 128 ';--' comments open",
+            id="nest-limit",
+        ),
+    ],
+)
+def test_the_file_is_read_line_by_line_as_config_c_reads_it(
+    text: str, lines: list[str] | None, error: str | None
+) -> None:
+    """main/config.c (Asterisk 22), each case seen on the sandbox where it is
+    not plain from the code: headers (``process_text_line``), the lines that
+    ``fgets`` reads into 8192 bytes, comments (``config_text_file_load``).
+    check read them with Python's rules: a header with a space in its options
+    was taken, one with text after it was not (its lines went to the section
+    above), a stray ``--;`` or a form feed changed nothing, a line above every
+    section or an unclosed header was left out where Asterisk refuses the file."""
+    found = section_eventfilters(text, "router")
+    if lines is None:
+        assert found is not None
+        assert found.lines == []
+    else:
+        assert found is not None
+        assert found.lines == lines
+    if error is None:
+        assert found.errors == ()
+    else:
+        assert any(e.startswith(error) for e in found.errors), found.errors
+
+
+def test_a_name_with_spaces_is_another_user_and_exec_is_an_include() -> None:
+    """config.c keeps a header's name as written: ``[ router ]`` is the user
+    `` router `` (the sandbox listed it so), not ``router``. ``#exec`` reads a
+    program's output into the file as ``#include`` reads a file: not followed,
+    told."""
+    assert section_eventfilters(f"[ router ]\n{HANGUP}\n", "router") is None
+    found = section_eventfilters(f"#exec /bin/true\n[router]\n{HANGUP}\n", "router")
+    assert found is not None
+    assert found.includes == ["#exec /bin/true"]
