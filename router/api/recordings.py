@@ -505,18 +505,21 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         token = await authorize(request, "calls:record")
         call = ctx.engine.calls.get(call_id)
         store = recordings.store
+        # Read before any answer, whatever the call: a 404 for a live call the
+        # token may not see then costs what one for no call costs, and its
+        # time tells no call apart from one in progress.
+        rows = store.recording(call_id)
         # A call that ended while the recorded channel lives on (an attended
         # transfer into an application renames it into another call): only the
         # token that started the recording may stop it then, nobody's leg
         # being on the call any more.
-        own = _started_by(token, store.recording(call_id)) if call is None else None
+        own = _started_by(token, rows) if call is None else None
         if call is None and not own:
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         if call is not None:
             if not any(token.sees(e) for e in call_extensions(call, None)):
                 raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
             require_live_leg(token, call)
-        rows = store.recording(call_id)
         plan, renewed = api_stop(rows), None
         if own is not None:
             plan = _only(plan, own)

@@ -1277,3 +1277,32 @@ async def test_a_stop_after_the_call_ended_never_names_another_tokens_mixmonitor
     assert sent == []
     assert all(r.stop_asked_at is None for r in store.recording(ended))
     store.close()
+
+
+async def test_the_stops_404_costs_the_same_for_no_call_and_a_call_not_seen(
+    stub: StubEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop of a call that ended reads the catalog before its 404; that of a
+    live call the token may not see answered 404 without it. The two 404s said
+    the same, but the catalog's read (a SQLite query under a lock) made the one
+    for no call slower: its time told an id in progress from one that is not.
+    Now both read it once."""
+    live = "1714557700.98"
+    live_call(stub, live, {"PJSIP/101-00000098": "up"})
+    reads: list[str | None] = []
+    real = RecordingStore.recording
+
+    def counted(self: RecordingStore, call_id: str | None = None) -> list[object]:
+        reads.append(call_id)
+        return real(self, call_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(RecordingStore, "recording", counted)
+    async with client_for(stub) as client:
+        answers = []
+        for call_id in (live, "1714557700.99"):
+            reads.clear()
+            answer = await client.delete(
+                f"/api/v1/calls/{call_id}/recording", headers=bearer(DESK102)
+            )
+            answers.append((answer.status_code, reads.count(call_id)))
+    assert answers == [(404, 1), (404, 1)]
