@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from router.ami.event_filter import EventSelection, HeaderFilter
+from router.ami.hazards import filter_options_crash
 from router.wording import counted
 
 __all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventfilters"]
@@ -417,6 +418,12 @@ def _refused(line: str) -> _Refusal | None:
     start = key.find("(")
     if start < 0:
         return None if pattern else _Refusal("a legacy filter with no pattern")
+    if filter_options_crash(key[start + 1 :]):
+        return _Refusal(
+            "an option name, header or method with no '(': Asterisk 22 dies of it (a "
+            "segfault in manager_add_filter) at its next manager reload or start",
+            crashes=True,
+        )
     options = key[start + 1 :].strip()
     if not options.endswith(")"):
         return _Refusal("its options are not formatted correctly (they must end with ')')")
@@ -429,12 +436,6 @@ def _refused(line: str) -> _Refusal | None:
         if name is None:
             return _Refusal(f"filter option {option[:40]!r} is unknown")
         paren = option.find("(")
-        if paren < 0 and name != "action":
-            return _Refusal(
-                f"'{name}' with no '(': Asterisk 22 dies of it (a segfault in "
-                "manager_add_filter) at its next manager reload or start",
-                crashes=True,
-            )
         given = option[paren + 1 :].strip() if paren >= 0 else ""
         if not given:
             return _Refusal(f"'{name}' parameter not formatted correctly")

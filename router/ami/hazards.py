@@ -37,6 +37,12 @@ plain ``${X}`` twice, so any substitution there is refused, and ``Originate``'s
 (``IMPORT(<channel>,MIXMONITOR(...))`` reads the recorded channel from another),
 2026-12-04 all. A blocklist cannot see every way (the admin's dialplan can read
 the function too): it refuses those an AMI request alone can take.
+
+``Filter``'s ``MatchCriteria`` with an option ``name``, ``header`` or ``method``
+and no ``(`` (``MatchCriteria: name``) is a segfault in ``manager_add_filter``,
+which reads through the NULL ``strstr(option, "(")`` answers (2026-12-05, for a
+user with ``write = system``); the same line in manager.conf kills Asterisk at
+its next reload (:func:`filter_options_crash`).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["HAZARDOUS_ACTIONS", "HAZARDS", "Hazard", "hazard"]
+__all__ = ["HAZARDOUS_ACTIONS", "HAZARDS", "Hazard", "filter_options_crash", "hazard"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,47 @@ def _mixmonitor_reads_mixmonitor(text: str) -> bool:
     return _reads_mixmonitor(_as_dialplan(text))
 
 
+#: manager_add_filter's options, by the prefix it compares, in its order.
+_FILTER_OPTIONS: Final = ("action", "name", "header", "method")
+_FILTER_METHODS: Final = ("regex", "exact", "starts_with", "ends_with", "contains", "none")
+_C_SPACE: Final = " \t\n\v\f\r"
+_FILTER_WHY: Final = (
+    "an option name, header or method with no '(' crashes Asterisk 22 (a segfault in "
+    "manager_add_filter, seen 2026-12-05); write name(Event), header(Header), method(exact)"
+)
+
+
+def filter_options_crash(options: str) -> bool:
+    """Whether ``manager_add_filter`` (main/manager.c, Asterisk 22) dies of an
+    ``eventfilter(`` line's text after its first ``(``: it takes the options
+    one by one (``strtok_r`` at spaces, commas and ``)``), stops at the first it
+    refuses, and reads ``name``, ``header`` and ``method`` through the ``(``
+    they must have, unchecked (``action`` alone is checked)."""
+    text = options.strip(_C_SPACE)
+    if not text.endswith(")"):
+        return False  # refused before any option is read
+    for option in re.split(r"[ ,)]+", text):
+        if not option:
+            continue
+        name = next((o for o in _FILTER_OPTIONS if option.startswith(o)), None)
+        paren = option.find("(")
+        if name is None or (name == "action" and paren < 0):
+            return False  # refused: an unknown option, an action with no value
+        if paren < 0:
+            return True
+        given = option[paren + 1 :].strip(_C_SPACE)
+        if not given or (name == "action" and given not in ("include", "exclude")):
+            return False
+        if name == "method" and given not in _FILTER_METHODS:
+            return False
+    return False
+
+
+def _filter_crashes(criteria: str) -> bool:
+    """``Filter``'s ``MatchCriteria``, which Asterisk wraps in ``eventfilter(...)``."""
+    return bool(criteria) and filter_options_crash(criteria + ")")
+
+
 def _mixmonitor_evaluates_again(text: str) -> bool:
     return _evaluates_again(_as_dialplan(text))
 
@@ -199,6 +246,7 @@ HAZARDS: Final = (
     # by one of those (IMPORT there reads the recorded channel from the new one).
     Hazard("Originate", "Data", _reads_mixmonitor, _MIXMONITOR_WHY, _SUBSTITUTING_APPS),
     Hazard("Originate", "Data", _mixmonitor_evaluates_again, _DIALPLAN_WHY, _SUBSTITUTING_APPS),
+    Hazard("Filter", "MatchCriteria", _filter_crashes, _FILTER_WHY),
     # app_mixmonitor joins File, Options and Command with commas and substitutes
     # the third field as the MixMonitor starts on the channel.
     *(

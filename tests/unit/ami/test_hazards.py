@@ -337,3 +337,41 @@ def test_callrouters_own_mixmonitor_goes_out_for_every_format_legs_and_folder(
     headers = mixmonitor_headers(settings, "PJSIP/101-0000002a", names)
     Action.build("MixMonitor", headers).pairs()
     assert dialplan_value(settings, names)  # the dialplan's [callrouter-record] keeps it
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ["name", "action(include),header", "name(Hangup),method", "names", "action(exclude) name"],
+)
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_filter_whose_criteria_crash_asterisk_is_refused(criteria: str, validate: bool) -> None:
+    """``Filter`` with ``MatchCriteria: name`` killed the sandbox's Asterisk
+    (2026-12-05, a user with write = system): ``manager_add_filter`` reads
+    name, header and method through a '(' it does not check. An API token
+    with ``ami:Filter`` could take the PBX down."""
+    encoded = encode_action(
+        "Filter",
+        {"Operation": "Add", "MatchCriteria": criteria, "Filter": ""},
+        validate=validate,
+    )
+    with pytest.raises(AMIValidationError, match=r"^Filter: MatchCriteria: .*crashes Asterisk"):
+        Action(encoded.name, encoded.params).pairs()
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    [
+        "",
+        "name(Hangup)",
+        "action(include),name(Newexten),header(Priority),method(exact)",
+        # Refused by Asterisk before it reads the option that has no '(':
+        "nmae,name",
+        "action,name",
+        "action(Include),name",
+        "name(),header",
+        "method(coains),name",
+    ],
+)
+def test_a_filter_asterisk_takes_or_refuses_goes_out(criteria: str) -> None:
+    encoded = encode_action("Filter", {"Operation": "Add", "MatchCriteria": criteria, "Filter": ""})
+    Action(encoded.name, encoded.params).pairs()
