@@ -73,6 +73,8 @@ _SHOWN = 40
 #: in it: on a line of 60 characters three loops side by side cost at most
 #: about 60**3 steps, and a loop in a loop is never tried (:func:`_tame`).
 _REGEX_MAX = 512
+#: The character after each backslash of a regex.
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _LOOPS_MAX = 3
 
 #: (event, header, value) for a header filter's one value; (event, "", "") for
@@ -526,8 +528,21 @@ def _tame(regex: str) -> bool:
     which Python's reading is Asterisk's (no POSIX class such as
     ``[[:alpha:]]``, which Python reads as another set), and that cannot
     backtrack for ever (``(.*)*x`` held check on one line for good: Python's
-    ``re`` has no time limit). The others are lines not compared, told as such."""
+    ``re`` has no time limit). The others are lines not compared, told as such.
+
+    Nor one in Python's own syntax, which glibc's ``regcomp`` (Asterisk's,
+    ``REG_EXTENDED``) refuses or reads otherwise: ``(?i)``, ``(?:...)`` and
+    the like (refused: Asterisk adds no filter), a backslash in a bracket
+    expression (``[\\w]`` is a backslash or a ``w`` there), an escaped letter
+    or digit other than the GNU ones both read alike (``\\A`` is an ``A``)."""
     if len(regex) > _REGEX_MAX or any(posix in regex for posix in ("[:", "[=", "[.")):
+        return False
+    if "(?" in regex or ("\\" in regex and "[" in regex):
+        return False
+    if any(
+        (char.isalnum() and char not in "wWsSbB") or char in "<>`'"
+        for char in _ESCAPED.findall(regex)
+    ):
         return False
     try:
         with warnings.catch_warnings():  # "possible nested set": not Asterisk's reading

@@ -421,6 +421,12 @@ def test_block_comments_and_escaped_semicolons_are_read_as_asterisk_reads_them()
         ".*.*.*.*Z",  # four loops side by side
         "Event: [[:alpha:]]+",  # a POSIX class, which Python reads as another set
         "Event: (Hangup",  # Asterisk adds no filter it cannot compile
+        # Python's own syntax: glibc's regcomp (REG_EXTENDED) refuses (?...) ...
+        "(?i)event: ",
+        "Event: (?:Hangup|Newexten|UserEvent)",
+        # ... and reads a backslash as a plain character in a set, \A as "A".
+        "Event: [\\w]+",
+        "\\AEvent: ",
     ],
 )
 def test_a_legacy_regex_that_is_not_tried_is_a_line_not_compared(regex: str) -> None:
