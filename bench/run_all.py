@@ -36,6 +36,8 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("bench_path.py", [], ["--calls", "50", "--repeat", "1"], 120),
     # The same path cut in stages: where its time goes, for work on it.
     ("bench_path.py", ["--stages"], ["--stages", "--calls", "50"], 60),
+    # The router's CPU per call on a captured TCP stream (issue 16's CPU target).
+    ("bench_cpu.py", [], ["--repeat", "1"], 180),
     (
         "bench_route.py",
         [
