@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, BenchOneC, CallLifeListener, engine_config, make_rules_dir, md_table
 
 CAPTURE = RESULTS / "cpu-capture.json"
+PANORAMISK = "panoramisk (bare loop)"
 REQUEST_MARK = b"UserEvent: CallRouterRequest\r\n"
 LIVE_MARK = b"UserEvent: CallRouterLive\r\n"
 
@@ -68,7 +69,9 @@ async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
         WAIT,
         did_rules,
         engine_filter_lines,
+        panoramisk_loop,
     )
+    from panoramisk.ami_protocol import AMIProtocol
 
     from router.ami import tcp
     from router.config import load_config
@@ -78,15 +81,27 @@ async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
 
     box.add_manager_user(FILTERED_LIFE_USER, lines=await engine_filter_lines(life=True))
     reads: list[tuple[float, bytes]] = []
+    #: What the bare panoramisk loop's session (bench_route.py's ``tcp``) read
+    #: of the same calls: every event of the router user's classes.
+    bare: list[tuple[float, bytes]] = []
     recording = False
     received = tcp._Connection.data_received
+    bare_received = AMIProtocol.data_received
 
     def recorded(self: Any, data: bytes) -> None:
         if recording:
             reads.append((time.time(), data))
         received(self, data)
 
+    def bare_recorded(self: Any, data: bytes) -> None:
+        if recording:
+            bare.append((time.time(), data))
+        bare_received(self, data)
+
     tcp._Connection.data_received = recorded  # type: ignore[method-assign]
+    AMIProtocol.data_received = bare_recorded  # type: ignore[method-assign]
+    # It only reads here: the engine routes the calls.
+    manager = await panoramisk_loop(box.ami_port, box.secret, lambda mgr, channel: None)
     tmp = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     logging.basicConfig(level=logging.INFO, handlers=[logging.FileHandler(tmp / "router.log")])
     rules = make_rules_dir(tmp, extra=0)
@@ -128,6 +143,7 @@ async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
         await asyncio.sleep(3)  # the calls' last CEL records (LINKEDID_END)
         recording = False
     await ami.close()
+    manager.close()
     engine.request_stop()
     await asyncio.wait_for(task, 10)
     await engine.stop()
@@ -141,6 +157,7 @@ async def _capture(box: Any, calls: int, rate: int) -> dict[str, Any]:
         "rate": rate,
         "routed": routed,
         "reads": [[t, base64.b64encode(data).decode()] for t, data in reads],
+        "panoramisk_reads": [[t, base64.b64encode(data).decode()] for t, data in bare],
     }
 
 
@@ -156,14 +173,15 @@ def capture(calls: int, rate: int, name: str) -> None:
     CAPTURE.write_text(json.dumps(data), encoding="utf-8")
 
 
-def load_reads() -> list[tuple[float, bytes]]:
-    """The captured reads, without Asterisk's answers to the capture's actions
-    (a replay's actions are answered by its own fake transport) nor the
-    capture router's heartbeats (another instance's, to a replay)."""
+def load_reads(key: str = "reads") -> list[tuple[float, bytes]]:
+    """The captured reads (``panoramisk_reads``: the bare loop's), without
+    Asterisk's answers to the capture's actions (a replay's actions are
+    answered by its own fake transport) nor the capture router's heartbeats
+    (another instance's, to a replay)."""
     data = json.loads(CAPTURE.read_text(encoding="utf-8"))
     out: list[tuple[float, bytes]] = []
     carry = b""
-    for t, text in data["reads"]:
+    for t, text in data[key]:
         raw = carry + base64.b64decode(text)
         end = raw.rfind(b"\r\n\r\n")
         whole, carry = (raw[: end + 4], raw[end + 4 :]) if end >= 0 else (b"", raw)
@@ -240,12 +258,7 @@ async def replay(warmup: int, *, life: bool = True, profile: Path | None = None)
     conn.transport = transport
     router = engine.router
     # Where the measured part starts: after the reads of the first `warmup` requests.
-    seen, start = 0, len(reads)
-    for i, (_, data) in enumerate(reads):
-        seen += data.count(REQUEST_MARK)
-        if seen > warmup:
-            start = i
-            break
+    start = _measured_from(reads, warmup)
     calls = sum(data.count(REQUEST_MARK) for _, data in reads[start:])
     blocks = sum(data.count(b"\r\n\r\n") for _, data in reads[start:])
 
@@ -290,6 +303,62 @@ async def replay(warmup: int, *, life: bool = True, profile: Path | None = None)
     }
 
 
+def _measured_from(reads: list[tuple[float, bytes]], warmup: int) -> int:
+    """The index of the read holding the request after the first ``warmup``."""
+    seen = 0
+    for i, (_, data) in enumerate(reads):
+        seen += data.count(REQUEST_MARK)
+        if seen > warmup:
+            return i
+    return len(reads)
+
+
+async def replay_panoramisk(warmup: int) -> dict[str, Any]:
+    """The bare panoramisk loop (``bench_route.py``'s ``tcp``: every event
+    parsed and dispatched, a Redirect sent from its ``UserEvent`` callback) on
+    what its own session read of the same calls, measured the same way."""
+    from bench_path import FakeAsterisk
+    from bench_route import REDIRECT, panoramisk_loop
+
+    reads = load_reads("panoramisk_reads")
+    fake = FakeAsterisk()
+    await fake.start()
+    redirected: list[str] = []
+
+    def redirect(manager: Any, channel: str) -> None:
+        redirected.append(channel)
+        manager.send_action({"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    manager = await panoramisk_loop(fake.port, "x", redirect)
+    protocol = manager.protocol
+    protocol.transport = AnsweringTransport(protocol.transport, protocol)
+    start = _measured_from(reads, warmup)
+    calls = sum(data.count(REQUEST_MARK) for _, data in reads[start:])
+    blocks = sum(data.count(b"\r\n\r\n") for _, data in reads[start:])
+
+    async def feed(part: list[tuple[float, bytes]]) -> None:
+        received = protocol.data_received
+        for _, data in part:
+            received(data)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    await feed(reads[:start])
+    redirected.clear()
+    cpu0 = time.process_time()
+    await feed(reads[start:])
+    cpu = time.process_time() - cpu0
+    manager.close()
+    return {
+        "cpu_us_per_call": cpu / calls * 1e6,
+        "cpu_us_per_block": cpu / blocks * 1e6,
+        "calls": calls,
+        "blocks": blocks,
+        "outcomes": {"executed": len(redirected)} if len(redirected) == calls else {},
+        "told": 0,
+    }
+
+
 # ================================================================================= main
 
 
@@ -305,34 +374,46 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100, help="capture's calls/s (default 100)")
     parser.add_argument("--sandbox-name", default=f"bench-cpu-{os.getpid()}")
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--panoramisk", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture or not CAPTURE.exists():
         capture(args.calls, args.rate, args.sandbox_name)
     life = not args.no_life
+    if args.once and args.panoramisk:
+        print(json.dumps(asyncio.run(replay_panoramisk(args.warmup))))
+        return
     if args.once or args.profile:
         out = asyncio.run(
             replay(args.warmup, life=life, profile=Path(args.profile) if args.profile else None)
         )
         print(json.dumps(out))
         return
-    cells: list[tuple[str, str | None]] = [("this checkout", None)]
-    rows: dict[str, list[dict[str, Any]]] = {"this checkout": []}
+    #: (label, baseline tree or None, the bare panoramisk loop instead)
+    cells: list[tuple[str, str | None, bool]] = [
+        ("this checkout", None, False),
+        (PANORAMISK, None, True),
+    ]
+    rows: dict[str, list[dict[str, Any]]] = {"this checkout": [], PANORAMISK: []}
     with tempfile.TemporaryDirectory() as base:
         if args.baseline:
             from bench_route import export_tree
 
             export_tree(args.baseline, Path(base))
-            cells.append((args.baseline, base))
-            rows[args.baseline] = []
+            cells.insert(1, (args.baseline, base, False))
+            rows = {"this checkout": [], args.baseline: [], PANORAMISK: []}
         for _ in range(args.repeat):
-            for label, tree in cells:
+            for label, tree, bare in cells:
                 env = dict(os.environ)
                 env.pop("CALLROUTER_BENCH_BASELINE", None)
                 if tree is not None:
                     env["CALLROUTER_BENCH_BASELINE"] = tree
                 command = [sys.executable, __file__, "--once", "--warmup", str(args.warmup)]
                 out = subprocess.run(
-                    [*command, *(["--no-life"] if not life else [])],
+                    [
+                        *command,
+                        *(["--no-life"] if not life else []),
+                        *(["--panoramisk"] if bare else []),
+                    ],
                     env=env,
                     check=True,
                     capture_output=True,
@@ -343,17 +424,25 @@ def main() -> None:
                 rows[label].append(result)
     first = rows["this checkout"][0]
     print(
-        f"### The router's CPU per call, replayed ({first['calls']} calls, "
-        f"{first['blocks']} event blocks; call life listener: {'yes' if life else 'no'})\n"
+        f"### The router's CPU per call, replayed ({first['calls']} calls; call life "
+        f"listener: {'yes' if life else 'no'}; the bare panoramisk loop on its own session's "
+        "reads of the same calls)\n"
     )
     print(
         md_table(
-            ["router", "CPU per call, us (median)", "each run", "CPU per block, us (median)"],
+            [
+                "router",
+                "CPU per call, us (median)",
+                "each run",
+                "event blocks a call",
+                "CPU per block, us (median)",
+            ],
             [
                 [
                     label,
                     statistics.median(r["cpu_us_per_call"] for r in runs),
                     ", ".join(f"{r['cpu_us_per_call']:.0f}" for r in runs),
+                    runs[0]["blocks"] / runs[0]["calls"],
                     statistics.median(r["cpu_us_per_block"] for r in runs),
                 ]
                 for label, runs in rows.items()
