@@ -233,10 +233,13 @@ def _visible(token: Token, rec: Recording) -> bool:
 
 def _started_by(token: Token, rows: list[Recording]) -> frozenset[int]:
     """The ids of ``rows`` the API started for ``token`` (its name is kept in
-    the origin: ``token NAME (extensions)``; names are plain words)."""
+    the origin: ``token NAME (extensions)``; names are plain words). A token for
+    every extension (``"*"``, the supervisor's) may stop any of them: it sees
+    every recording, and on a live call it could stop them all too."""
     prefix = f"token {token.name} ("
+    every = "*" in token.extensions
     return frozenset(
-        r.id for r in rows if r.origin.kind == "api" and r.origin.by.startswith(prefix)
+        r.id for r in rows if r.origin.kind == "api" and (every or r.origin.by.startswith(prefix))
     )
 
 
@@ -715,7 +718,8 @@ OPENAPI: dict[str, Any] = {
                 "started goes on (listed in still_recording); with nothing of the API's to "
                 "stop, 409 with the problem's origin. A call that ended while its recording "
                 "goes on (the recorded channel renamed into another call by an attended "
-                "transfer): only the token that started it may stop it, else 404.",
+                "transfer): only the token that started it, or one for every extension, "
+                "may stop it, else 404.",
                 "parameters": [_ID],
                 "responses": {
                     "202": {

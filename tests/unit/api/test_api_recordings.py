@@ -1205,7 +1205,7 @@ async def test_the_token_that_started_a_recording_stops_it_after_its_call_ended(
     into another call, and the call the recording began in ends while the
     MixMonitor goes on: the stop answered 404 (no such call), so only
     max_duration ended it. Now the token that started it stops it by the old
-    call's id; nobody else may (no leg of theirs is on a call that ended)."""
+    call's id; no other desk may (no leg of theirs is on a call that ended)."""
     live = "1714557700.77"
     live_call(stub, live, {"PJSIP/101-00000077": "up"})
     call = stub.calls.get(live)
@@ -1224,10 +1224,7 @@ async def test_the_token_that_started_a_recording_stops_it_after_its_call_ended(
             uniqueid = live if channel == inbound else f"{live}0"
             stub.calls.feed(make_event("Hangup", Channel=channel, Uniqueid=uniqueid, Linkedid=live))
         assert stub.calls.get(live) is None  # the call ended; its recording did not
-        others = [
-            await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(text))
-            for text in (DESK102, ADMIN)
-        ]
+        others = [await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK102))]
         own = await client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
         unknown = await client.delete(
             "/api/v1/calls/1714557700.78/recording", headers=bearer(DESK101)
@@ -1240,6 +1237,47 @@ async def test_the_token_that_started_a_recording_stops_it_after_its_call_ended(
     assert [(s.get("Channel"), s.get("MixMonitorID")) for s in stopped] == [
         ("PJSIP/102-00000078", "0x7fee0000cc01")
     ]
+    store.close()
+
+
+async def test_a_token_for_every_extension_stops_an_ended_calls_api_recording(
+    stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """The supervisor's ``"*"`` sees every recording and could stop any on a
+    live call; on a call that ended with its recording going on it got 404, so
+    a desk's forgotten recording ran to max_duration. Now it stops the API's
+    files of that call, whichever token started them; a rule's goes on."""
+    ended = "1714557799.21"
+    store = RecordingStore(stub.state_dir)
+    for part, origin, channel, monitor in (
+        ("in", Origin("api", "token desk101 (101)"), "PJSIP/102-000000a1", "0x7fee0000ee01"),
+        ("out", Origin("rule", "record-sales"), "PJSIP/103-000000a2", "0x7fee0000ee02"),
+    ):
+        (name,) = file_names(ended, part, "wav")
+        rows = store.start(
+            [name],
+            pbx_paths=[settings.pbx_path(name)],
+            local_paths=[settings.local_path(name)],
+            channel=channel,
+            extensions=["101"],
+            origin=origin,
+        )
+        store.set_mixmonitor_id([r.id for r in rows], monitor)
+    stopped: list[tuple[str | None, str | None]] = []
+    stub.replay.on(
+        "StopMixMonitor",
+        lambda a: (
+            stopped.append((dict(a.fields).get("Channel"), dict(a.fields).get("MixMonitorID")))
+            or {}
+        ),
+    )
+    async with client_for(stub) as client:
+        desk = await client.delete(f"/api/v1/calls/{ended}/recording", headers=bearer(DESK102))
+        admin = await client.delete(f"/api/v1/calls/{ended}/recording", headers=bearer(ADMIN))
+    assert desk.status_code == 404, desk.text
+    assert admin.status_code == 202, admin.text
+    assert admin.json()["stopped"] == ["PJSIP/102-000000a1"]
+    assert stopped == [("PJSIP/102-000000a1", "0x7fee0000ee01")]
     store.close()
 
 
