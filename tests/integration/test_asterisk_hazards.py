@@ -135,11 +135,22 @@ READS = [
 ]
 
 
+#: ``Filter``'s ``MatchCriteria`` that kill Asterisk 22 (``manager_add_filter``
+#: reads through the NULL ``strstr(option, "(")`` answers), and one that does not.
+FILTER_KILLS = "name"
+FILTER_KEPT = "method(regex)"
+
+
 def test_every_hazard_is_tried_here() -> None:
     """Each entry of HAZARDS refuses some read tried here (with an id of the kind
-    Asterisk gives)."""
+    Asterisk gives), or the Filter tried below."""
     call = "MIXMONITOR(0x7f93bc002b80,filename)"
     for known in HAZARDS:
+        if known.action == "Filter":
+            assert known.header == "MatchCriteria", known
+            assert known.matches(FILTER_KILLS), known
+            assert not known.matches(FILTER_KEPT), known
+            continue
         assert any(
             read.action == known.action
             and read.header == known.header
@@ -272,6 +283,44 @@ async def test_a_read_of_mixmonitor_on_a_one_leg_recording_kills_asterisk(
                 await asyncio.sleep(1)
                 assert box.running, "Asterisk died on the MixMonitor that writes a mixed file"
         await _send(box, reader, writer, channel, read, text, "one-leg")
+        for _ in range(75):  # 15 s
+            if not box.running:
+                break
+            await asyncio.sleep(0.2)
+        assert not box.running, "Asterisk survived: the hazard may be fixed in this version"
+    finally:
+        writer.close()
+
+
+async def test_a_filter_whose_option_has_no_parenthesis_kills_asterisk(
+    scratch_sandbox: Sandbox,
+) -> None:
+    """``Filter`` with ``MatchCriteria: name`` (an option with no ``(``): Asterisk 22
+    dies. The well-formed ``method(regex)`` is answered first, so it is the
+    missing ``(`` that kills it, not the action."""
+    box = scratch_sandbox
+    reader, writer = await asyncio.open_connection("127.0.0.1", box.ami_port)
+    try:
+        await reader.readline()  # the banner
+        login = await _action(
+            reader, writer, Action="Login", Username="admin", Secret=box.secret, Events="off"
+        )
+        assert login["Response"] == "Success"
+        kept = await _action(
+            reader,
+            writer,
+            Action="Filter",
+            Operation="Add",
+            MatchCriteria=FILTER_KEPT,
+            Filter="Event: Newexten",
+        )
+        assert kept["Response"] == "Success", kept
+        assert box.running
+        writer.write(
+            f"Action: Filter\r\nOperation: Add\r\nMatchCriteria: {FILTER_KILLS}\r\n"
+            "Filter: Event: Newexten\r\n\r\n".encode()
+        )
+        await writer.drain()
         for _ in range(75):  # 15 s
             if not box.running:
                 break
