@@ -13,12 +13,14 @@ cost beyond a bare Redirect (bench/ANALYSIS.md, twenty-sixth session). Only
 events fill it, never an answer to ``ExtensionState`` (over AJAM an answer
 may be older than an event already read), and it is emptied at every stream
 gap (a change may have been missed): an extension it holds is one whose every
-change since was told. A user whose manager.conf lines filter the event out
+change since was told. A state is held for :data:`MAX_AGE` seconds at most,
+since the end of a hint is never told. A user whose manager.conf lines filter the event out
 gets no entries: every lookup asks, as without the cache.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +35,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
     from router.calls import Call
 
-__all__ = ["MAX_CACHED", "SETTINGS", "STATES", "ExtensionState", "make_plugin", "state_name"]
+__all__ = [
+    "MAX_AGE",
+    "MAX_CACHED",
+    "SETTINGS",
+    "STATES",
+    "ExtensionState",
+    "make_plugin",
+    "state_name",
+]
 
 #: The keys of ``[plugins.extension_state]`` (docs/reference/config.md).
 SETTINGS: tuple[str, ...] = ("context", "cache")
 #: Extensions the cache holds at most (more than any PBX has phones).
 MAX_CACHED = 10_000
+#: Seconds a state an event told is answered from memory. Asterisk 22 tells
+#: nothing when a dialplan reload (or ``dialplan remove extension``) drops a
+#: hint (seen on the sandbox; it does tell a hint added or changed), so a kept
+#: "busy" would skip a manager whose hint is gone, where Asterisk answers
+#: "unknown", for ever; this bounds it. A phone in use changes state with
+#: every call, so a busy manager's entry stays fresh; an idle one past this is
+#: asked once, then held again from its next change.
+MAX_AGE = 60.0
 
 #: ast_extension_state values (include/asterisk/pbx.h) -> rule words.
 STATES = {
@@ -55,6 +73,10 @@ STATES = {
 }
 
 
+#: AST_EXTENSION_REMOVED and AST_EXTENSION_DEACTIVATED: the hint was removed.
+_GONE = frozenset(("-2", "-1"))
+
+
 def state_name(status: str | None) -> str:
     return STATES.get((status or "").strip(), "unknown")
 
@@ -68,6 +90,10 @@ class ExtensionState:
         self.cache = False
         #: Extension -> state word, as the last ExtensionStatus told it.
         self.states: dict[str, str] = {}
+        #: Extension -> when (monotonic) that event was read.
+        self.told_at: dict[str, float] = {}
+        #: Seconds a state told is answered from memory (:data:`MAX_AGE`).
+        self.max_age = MAX_AGE
 
     @hookimpl
     def callrouter_configure(self, config: Config, settings: Mapping[str, Any]) -> None:
@@ -78,6 +104,7 @@ class ExtensionState:
         self.context = reader.string("context", "hints")
         self.cache = reader.boolean("cache", False)
         self.states.clear()
+        self.told_at.clear()
 
     @hookimpl
     def callrouter_wanted_events(self) -> tuple[str, ...]:
@@ -90,13 +117,20 @@ class ExtensionState:
         if (event.get("Context") or "") != self.context:
             return
         exten = event.get("Exten") or ""
-        if exten and (exten in self.states or len(self.states) < MAX_CACHED):
-            self.states[exten] = state_name(event.get("Status"))
+        status = (event.get("Status") or "").strip()
+        if status in _GONE:
+            # Deactivated or removed: no state to keep; the next lookup asks.
+            self.states.pop(exten, None)
+            self.told_at.pop(exten, None)
+        elif exten and (exten in self.states or len(self.states) < MAX_CACHED):
+            self.states[exten] = state_name(status)
+            self.told_at[exten] = time.monotonic()
 
     @hookimpl
     def callrouter_stream_gap(self, gap: StreamGap) -> None:
         # A change may have been missed: every extension is asked again.
         self.states.clear()
+        self.told_at.clear()
 
     @hookimpl
     def callrouter_startup(self, engine: EngineAPI) -> None:
@@ -107,9 +141,12 @@ class ExtensionState:
         if self.ami is None or not extension:
             return "unknown"  # no question to ask: answered without a coroutine
         if self.cache:
-            known = self.states.get(str(extension))
+            exten = str(extension)
+            known = self.states.get(exten)
             if known is not None:
-                return known  # told by its last ExtensionStatus: no round trip
+                if time.monotonic() - self.told_at[exten] < self.max_age:
+                    return known  # told by its last ExtensionStatus: no round trip
+                del self.states[exten], self.told_at[exten]
         return self._ask(extension)
 
     async def _ask(self, extension: str) -> str:

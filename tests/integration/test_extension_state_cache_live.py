@@ -52,3 +52,36 @@ async def test_a_hint_change_is_answered_from_memory(
         assert answered == "inuse"  # from memory: no ExtensionState sent
         await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 NOT_INUSE")
         await eventually(lambda: state.lookup("171") == "idle", "the change back told", 10)
+
+
+async def test_a_hint_a_dialplan_reload_removes_is_asked_again_after_max_age(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Asterisk 22 tells no ExtensionStatus when a reload drops a hint: the held
+    "busy" goes on being answered until its max_age, then the lookup asks and
+    reads "unknown" (no hint), which the owner rule rings. A reload that adds it
+    back tells its state."""
+    await asyncio.to_thread(sandbox.set_dialplan, example_dialplan() + HINTS)
+    await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 INUSE")
+    engine = builtin_engine(
+        sandbox.tcp_url,
+        sandbox.secret,
+        tmp_path,
+        RULES,
+        "[plugins.extension_state]\ncache = true\n",
+    )
+    async with serving(engine):
+        state = engine.plugins.pm.get_plugin("extension_state")
+        assert isinstance(state, ExtensionState)
+        state.max_age = 2.0
+        await asyncio.to_thread(sandbox.cli, "devstate change Custom:cr171 BUSY")
+        await eventually(lambda: state.states.get("171") == "busy", "the change told", 10)
+        await asyncio.to_thread(sandbox.set_dialplan, example_dialplan())
+        await asyncio.sleep(0.5)
+        assert state.lookup("171") == "busy"  # nothing told the hint's end
+        await asyncio.sleep(state.max_age)
+        asked = state.lookup("171")
+        assert inspect.isawaitable(asked)
+        assert await asked == "unknown"  # no hint any more
+        await asyncio.to_thread(sandbox.set_dialplan, example_dialplan() + HINTS)
+        await eventually(lambda: state.lookup("171") == "busy", "the hint back told", 10)

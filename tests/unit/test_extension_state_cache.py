@@ -11,7 +11,7 @@ import pytest
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
-from router.builtin.extension_state import MAX_CACHED, ExtensionState
+from router.builtin.extension_state import MAX_AGE, MAX_CACHED, ExtensionState
 from router.cli import main
 from router.config import load_config
 
@@ -84,6 +84,43 @@ async def test_a_state_an_event_told_is_answered_without_a_round_trip(tmp_path: 
     state.callrouter_stream_gap(None)  # type: ignore[arg-type]
     assert await answer(state, "101") == "idle"
     assert ami.asked == ["101", "102", "101"]
+
+
+@pytest.mark.parametrize("gone", ["-2", "-1"])
+async def test_a_hint_that_went_away_is_asked_again(tmp_path: Path, gone: str) -> None:
+    """-2/-1 (removed, deactivated) is no state of a phone: kept as "unavailable"
+    or "unknown" it would answer for a hint whose next state is never told
+    (Asterisk tells nothing when a hint is added back the way it went); the
+    extension is asked instead."""
+    state, ami = plugin(tmp_path, "cache = true\n")
+    state.callrouter_event(status("101", "2"), None)
+    state.callrouter_event(status("101", gone), None)
+    assert "101" not in state.states
+    assert await answer(state, "101") == "idle"
+    assert ami.asked == ["101"]
+
+
+async def test_a_state_is_held_for_max_age_seconds_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asterisk 22 tells nothing when a dialplan reload drops a hint (seen on
+    the sandbox): a held "busy" skipped that manager for ever, where Asterisk
+    answers "unknown" and the owner rule rings. Held MAX_AGE seconds at most,
+    then asked; the next event holds it again."""
+    now = [1000.0]
+    monkeypatch.setattr("router.builtin.extension_state.time.monotonic", lambda: now[0])
+    state, ami = plugin(tmp_path, "cache = true\n")
+    assert state.max_age == MAX_AGE
+    state.callrouter_event(status("101", "2"), None)
+    now[0] += MAX_AGE - 1
+    assert state.lookup("101") == "busy"
+    now[0] += 2
+    assert await answer(state, "101") == "idle"  # asked
+    assert "101" not in state.states
+    assert await answer(state, "101") == "idle"  # asked again: only events fill it
+    state.callrouter_event(status("101", "1"), None)
+    assert state.lookup("101") == "inuse"
+    assert ami.asked == ["101", "101"]
 
 
 def test_the_cache_holds_a_bounded_number_of_extensions(tmp_path: Path) -> None:
