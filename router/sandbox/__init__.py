@@ -72,6 +72,8 @@ EXTRA_PACKAGES: Mapping[str, str] = {
     "asterisk-core-sounds-en-gsm": "usr/share/asterisk/sounds/en_US_f_Allison/pbx-transfer.gsm",
 }
 DEFAULT_SECRET = "callrouter-sandbox"
+#: Starts tried on fresh ports when one chosen was taken before Asterisk bound it.
+_START_TRIES = 3
 #: Where manager.conf's users added by Sandbox.add_manager_user begin.
 _EXTRA_USERS = "\n; -- users added by Sandbox.add_manager_user --\n"
 #: manager.conf's ``[general] disabledevents`` line (Sandbox.disable_events).
@@ -389,13 +391,45 @@ class Sandbox:
             sip_port=free_udp_port(),
         )
         try:
-            box.write_configs()
-            box.launch(timeout=timeout)
+            for attempt in range(_START_TRIES):
+                if attempt:
+                    # Free when chosen, bound by another process before Asterisk
+                    # bound it (test sessions start sandboxes and phones at once):
+                    # Asterisk starts anyway, without that transport.
+                    box.stop()
+                    box.http_port, box.ami_port, box.sip_port = (
+                        free_port(),
+                        free_port(),
+                        free_udp_port(),
+                    )
+                    if tls:
+                        box.tls_port, box.tls_ami_port = free_port(), free_port()
+                box.write_configs()
+                since = box.log_path.stat().st_size if box.log_path.exists() else 0
+                box.launch(timeout=timeout)
+                taken = box.bind_failures(since)
+                if not taken:
+                    return box
+            raise SandboxError(
+                f"sandbox {box.name!r} found no free ports in {_START_TRIES} tries: "
+                + "; ".join(taken)
+            )
         except BaseException:
             # The error carries the log tail; leave no half-started Asterisk behind.
             box.remove()
             raise
-        return box
+
+    def bind_failures(self, since: int = 0) -> list[str]:
+        """The lines of Asterisk's log from byte ``since`` on saying a port of its
+        was taken ("Transport 'transport-udp' could not be started: Address
+        already in use", seen in CI: the phones then never registered)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(since)
+                text = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if "Address already in use" in line]
 
     @classmethod
     def attach(cls, name: str, *, cache_dir: Path | None = None) -> Sandbox:

@@ -125,3 +125,31 @@ def test_the_roots_tmp_is_a_tmpfs_as_on_debian(scratch_sandbox: Sandbox) -> None
     assert tmp_on_tmpfs(scratch_sandbox.root)  # mounted already: nothing more is mounted
     mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     assert mounted.count(str(tmp)) == 1
+
+
+def test_a_sip_port_taken_before_asterisk_binds_it_is_chosen_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A UDP port free when chosen and bound by another process before Asterisk
+    bound it: Asterisk started without its SIP transport ("Address already in
+    use") and the phones never registered (seen in CI). Now the start is tried
+    again on fresh ports."""
+    import socket
+
+    import router.sandbox as sandbox_module
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    real = sandbox_module.free_udp_port
+    chosen = iter([port])
+    monkeypatch.setattr(sandbox_module, "free_udp_port", lambda: next(chosen, None) or real())
+    box = Sandbox.start(name=f"pytest-{os.getpid()}-taken")
+    try:
+        assert box.sip_port != port
+        assert box.bind_failures() != []  # the first try's, kept in the log
+        transports = box.cli("pjsip show transports")
+        assert f"127.0.0.1:{box.sip_port}" in transports, transports
+    finally:
+        box.remove()
+        taken.close()
