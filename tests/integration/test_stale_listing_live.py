@@ -88,7 +88,11 @@ async def test_an_extension_added_by_dialplan_reload_routes_from_the_next_call(
         await asyncio.sleep(6)  # past the first call's question (5 s a question)
         second = await call()  # still the fallback: the listing is stale; it asks
         assert second.destination == "test-queue,fallback"
-        await asyncio.sleep(0.5)
+        listing = engine.executor.dialplan
+        assert listing is not None
+        await eventually(
+            lambda: not listing["callrouter-dial"].lacks("Ivanov"), "Asterisk's answer", 10
+        )
         third = await call()
         assert third.destination == "callrouter-dial,Ivanov"
         record = await record_of(third)
