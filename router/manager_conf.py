@@ -704,6 +704,18 @@ def _compare(
                 _shown(wanted.values()),
             )
         ]
+    if not (includes or legacy or unread):
+        # Only excludes: every other event of the user's read classes passes.
+        findings.append(
+            ConfFinding(
+                "advice",
+                f"{section}: its eventfilter lines only exclude, so every other event of "
+                "the user's read classes passes (unless it may send Filter, write = "
+                f"system); add these (`callrouter check --manager-conf{suggested_flags}`), "
+                f"{then}",
+                _shown(wanted.values()),
+            )
+        )
     if includes or legacy or unread:  # with no include line, every event passes
         missing = [atom for atom in wanted if not _covered(atom, includes, legacy)]
         if missing and not unread:

@@ -269,6 +269,23 @@ def test_no_lines_is_advice_with_the_lines_to_add() -> None:
     assert advice.lines == tuple(LINES)
 
 
+@pytest.mark.parametrize(
+    "line", ["eventfilter=!Event: RTCP*", "eventfilter(action(exclude),name(RTCPSent))="]
+)
+def test_exclude_lines_alone_are_advice_with_the_lines_to_add(line: str) -> None:
+    """With no include line manager.c passes every event no exclude drops: a
+    FreePBX-style ``!Event: RTCP*`` section was told it let through what
+    callrouter asks for "and no more"."""
+    [advice] = compare_eventfilters("router", [line], SELECTION)
+    assert advice.level == "advice"
+    assert "only exclude, so every other event" in advice.text
+    assert advice.lines == tuple(LINES)
+    [advice, dropped] = compare_eventfilters(
+        "router", [line, "eventfilter=!Event: Hangup"], SELECTION
+    )
+    assert (advice.level, dropped.level) == ("advice", "fail")
+
+
 def test_every_event_wanted_and_lines_that_keep_some_back_fail() -> None:
     everything = EventSelection(None, None)
     assert compare_eventfilters("router", [], everything) == []
