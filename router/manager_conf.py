@@ -109,6 +109,9 @@ class UserSection(NamedTuple):
     #: of at its next ``manager reload`` or start (:class:`_Refusal`), with
     #: their line numbers.
     crashes: tuple[str, ...] = ()
+    #: The file has no such user, but ``#include`` lines (not followed) that may
+    #: hold it: FreePBX keeps its admin's own users in manager_custom.conf.
+    elsewhere: bool = False
 
 
 class _Refusal(NamedTuple):
@@ -285,8 +288,8 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
         return UserSection([], includes, (), tuple(errors), crashes) if crashes else None
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
-        if errors or crashes:
-            return UserSection([], includes, (), tuple(errors), crashes)
+        if errors or crashes or includes:
+            return UserSection([], includes, (), tuple(errors), crashes, bool(includes))
         return None
     own = users[-1]  # manager.c drops a user's filters at each of its sections
     order = sorted(_inherited(sections, by_name, own.parts))

@@ -275,7 +275,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             "user of router.toml [asterisk] username, or --username)"
         )
         return False
-    lines, includes, templates, errors, crashes = found
+    lines, includes, templates, errors, crashes, elsewhere = found
     for error in errors:
         print(
             f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(error)}: Asterisk "
@@ -290,6 +290,15 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         )
     if errors or crashes:
         return False
+    if elsewhere:
+        shown = ", ".join(escape_controls(line) for line in includes[:5])
+        print(
+            f"manager.conf: {_LEVELS['advice']} {path} has no [{user}] section, but "
+            f"{len(includes)} #include line(s) ({shown}) that may hold it, not followed: "
+            "run this command again with --manager-conf-file naming the file that has "
+            f"[{user}] (FreePBX: manager_custom.conf)"
+        )
+        return True
     if includes:
         print(
             f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "

@@ -52,7 +52,19 @@ def test_the_section_is_read_as_asterisk_writes_it() -> None:
     assert found.includes == ["#include manager.d/*.conf"]
     assert found.templates == ()  # [user-template] is not in this file
     assert found.errors == ()  # ... but may be in the #include above it
-    assert section_eventfilters(text, "nobody") is None
+    assert not found.elsewhere
+    # No [nobody] here, but the #include may hold it: told so, not as missing.
+    assert section_eventfilters(text, "nobody") == (
+        [],
+        ["#include manager.d/*.conf"],
+        (),
+        (),
+        (),
+        True,
+    )
+    alone = section_eventfilters(text.replace("#include", ";#include"), "nobody")
+    assert alone is not None  # without the #include, the template is surely missing
+    assert (alone.elsewhere, len(alone.errors)) == (False, 1)
 
 
 def test_a_template_s_lines_are_the_user_s_as_asterisk_applies_them() -> None:
@@ -334,6 +346,35 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
     )
     assert main(["check", "--config", "router.toml", "--manager-conf-file", "nope.conf"]) == 1
     assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
+
+
+def test_a_user_in_an_included_file_is_advice_naming_the_includes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FreePBX writes manager.conf itself and keeps the admin's users in
+    manager_custom.conf, which it #includes: the check of manager.conf FAILed
+    (exit 1) on "no [router] section"; now ADVICE naming the includes, and the
+    check of the included file compares the section."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    conf.write_text(
+        ";" + "-" * 80 + ";\n[general]\nenabled = yes\n\n[admin]\nsecret = a\n\n"
+        "#include manager_additional.conf\n#include manager_custom.conf\n"
+    )
+    custom = tmp_path / "manager_custom.conf"
+    custom.write_text("[router]\nsecret = s\n" + "\n".join(LINES) + "\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: ADVICE " + str(conf) + " has no [router] section, but 2 #include line(s) "
+        "(#include manager_additional.conf, #include manager_custom.conf) that may hold it"
+    ) in out
+    assert "FAIL" not in out
+    conf.write_text("[general]\nenabled = yes\n")  # no include: surely missing
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    assert "has no [router] section (the manager user" in capsys.readouterr().out
+    main(["check", "--config", "router.toml", "--manager-conf-file", str(custom)])
+    assert "manager.conf [router]: its " in capsys.readouterr().out
 
 
 def test_the_commands_check_suggests_name_the_user_of_username(
