@@ -276,7 +276,12 @@ class ResponseParser:
         status = lines[0].split(" ", 2)
         code = ascii_int(status[1]) if len(status) >= 2 and len(status[1]) == 3 else None
         if code is None or _VERSION.fullmatch(status[0]) is None:
-            raise HTTPProtocolError(f"not an HTTP response: {lines[0][:80]!r}")
+            hint = (
+                ": this is the manager's own TCP port, which takes a tcp://HOST:PORT url"
+                if lines[0].startswith("Asterisk Call Manager/")
+                else ""
+            )
+            raise HTTPProtocolError(f"not an HTTP response: {lines[0][:80]!r}{hint}")
         items: list[tuple[str, str]] = []
         for line in lines[1:]:
             if line[:1] in (" ", "\t"):

@@ -551,7 +551,15 @@ class TCPClient(AMIActions[ActionResult]):
         except TimeoutError as exc:
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
-                f"{settings.connect_timeout:g} s (connect_timeout)"
+                f"{settings.connect_timeout:g} s (connect_timeout); a port that waits for "
+                "its client to speak first sends none: Asterisk's HTTP port (AJAM) takes an "
+                "http:// url with its prefix, the manager's is manager.conf [general] port"
+            ) from exc
+        except ConnectionRefusedError as exc:
+            raise AMIConnectionError(
+                f"cannot connect to Asterisk at {self._endpoint}: {exc}; nothing listens "
+                "there: check manager.conf [general] (enabled = yes, port, bindaddr; "
+                "tlsenable and tlsbindaddr for tls://) and asterisk -rx 'manager show settings'"
             ) from exc
         except (OSError, _Lost) as exc:
             raise AMIConnectionError(

@@ -403,6 +403,20 @@ def test_ambiguous_framing_is_refused(head: bytes, error: str) -> None:
         ResponseParser().feed(b"HTTP/1.X 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
+def test_the_ami_tcp_port_answering_http_is_named() -> None:
+    """http:// to the manager's own port: its banner, then its answer to our
+    request's lines, read as an HTTP head; the error now says which url fits."""
+    with pytest.raises(HTTPProtocolError) as caught:
+        ResponseParser().feed(
+            b"Asterisk Call Manager/11.0.0\r\nResponse: Error\r\n"
+            b"Message: Missing action in request\r\n\r\n"
+        )
+    assert str(caught.value) == (
+        "not an HTTP response: 'Asterisk Call Manager/11.0.0': this is the manager's own "
+        "TCP port, which takes a tcp://HOST:PORT url"
+    )
+
+
 def test_unambiguous_variants_are_read() -> None:
     same = ResponseParser().feed(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nhi"

@@ -421,8 +421,34 @@ async def test_unreachable_asterisk_is_a_connection_error() -> None:
     url = server.url
     await server.stop()
     client = TCPClient(ClientSettings(url=url, username="router", secret="x", connect_timeout=2))
-    with pytest.raises(AMIConnectionError, match="cannot connect to Asterisk at tcp://"):
+    with pytest.raises(AMIConnectionError, match="cannot connect to Asterisk at tcp://") as caught:
         await client.login()
+    # What to look at, not only errno 111.
+    assert "nothing listens there: check manager.conf [general] (enabled = yes" in str(caught.value)
+
+
+async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() -> None:
+    """tcp:// to Asterisk's HTTP port (AJAM): it waits for a request and sends
+    no banner; the error said only that none came within connect_timeout."""
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TCPClient(
+        ClientSettings(
+            url=f"tcp://127.0.0.1:{port}", username="router", secret="x", connect_timeout=0.3
+        )
+    )
+    try:
+        with pytest.raises(AMITimeoutError) as caught:
+            await client.login()
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await client.aclose()
+    assert "no AMI greeting within 0.3 s (connect_timeout)" in str(caught.value)
+    assert "Asterisk's HTTP port (AJAM) takes an http:// url" in str(caught.value)
 
 
 async def test_tls_to_a_plain_port_says_the_port_does_not_speak_tls(fake: FakeAMI) -> None:
