@@ -250,7 +250,10 @@ class Engine:
         self._config = config
         self.options = options or EngineOptions()
         self.plugins = plugins or Plugins.for_config(config)
-        self._client = client or open_client(ClientSettings.from_config(config.asterisk))
+        self._client = client or open_client(
+            ClientSettings.from_config(config.asterisk),
+            where=lambda key: config.where("asterisk", key),
+        )
         self._tracker = CallTracker()
         #: This engine's metrics (``/metrics``); plugins add theirs through
         #: ``callrouter_metrics``, other parts of router through this object.

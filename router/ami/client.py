@@ -648,6 +648,10 @@ class AJAMClient(AMIActions[ActionResult]):
             ) from exc
         except HTTPError as exc:
             raise AMIConnectionError(f"{name}: {exc}") from exc
+        except ssl.SSLError as exc:
+            raise AMIConnectionError(
+                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_https_hint(exc)}"
+            ) from exc
         except OSError as exc:
             what = (
                 "cannot connect to Asterisk at"
@@ -782,6 +786,46 @@ def ajam_ssl_context(
 def _no_pass_phrase() -> bytes:
     """``load_cert_chain``'s password for an encrypted key: none, said so."""
     raise ValueError("the key is encrypted: give an unencrypted PEM key")
+
+
+#: OpenSSL's reasons when the peer's first bytes are no TLS record: a plain AMI
+#: port answers a ClientHello with its banner ("Asterisk Call Manager/...").
+NOT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "HTTP_REQUEST",
+    }
+)
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: a chain it trusts, for another name.
+HOSTNAME_MISMATCH = 62
+
+
+def _https_hint(exc: ssl.SSLError) -> str:
+    """What to do about a failed HTTPS handshake with AJAM (the TCP client's
+    hint names manager.conf; this one http.conf)."""
+    if (
+        isinstance(exc, ssl.SSLCertVerificationError)
+        and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
+    ):
+        return (
+            "; the certificate is trusted but not for this host name: put a name it "
+            "holds (its subjectAltName) in the url, or make http.conf's tlscertfile "
+            "for the name callrouter connects to"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            "; the certificate is not trusted: for a private CA, set "
+            'verify = "/path/ca.pem" in router.toml [asterisk] (docs/asterisk-ajam.md)'
+        )
+    if exc.reason in NOT_TLS_REASONS:
+        return (
+            "; this port does not speak TLS: use http:// there, or give the http.conf "
+            "tlsbindaddr port (tlsenable = yes)"
+        )
+    return ""
 
 
 def tls_context(

@@ -26,7 +26,10 @@ AMIClient: TypeAlias = AJAMClient | TCPClient
 
 
 def open_client(
-    settings: ClientSettings, *, transport: Transport | httpx.AsyncBaseTransport | None = None
+    settings: ClientSettings,
+    *,
+    transport: Transport | httpx.AsyncBaseTransport | None = None,
+    where: Callable[[str], str] | None = None,
 ) -> AMIClient:
     """The client the url asks for: AJAM for ``http(s)://``, native AMI for ``tcp://``/``tls://``.
 
@@ -34,8 +37,12 @@ def open_client(
     ``wait_event``, ``session_generation``, ``set_events``, ``aclose``) with
     one error contract, so the engine, the event stream and reconcile do not
     know which carries them. ``transport`` is AJAM's test seam; the native
-    client has its own socket and refuses one.
+    client has its own socket and refuses one. ``where(key)`` puts the key's
+    line before a TLS file's error (:func:`load_tls_files`): ``run`` and
+    ``ami`` said ``[asterisk] verify: ...`` with no file or line.
     """
+    if where is not None:
+        load_tls_files(settings, where=where)
     if settings.native:
         if transport is not None:
             raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")

@@ -71,6 +71,8 @@ from typing import cast
 
 from router.ami.actions import AMIActions
 from router.ami.client import (
+    HOSTNAME_MISMATCH,
+    NOT_TLS_REASONS,
     ClientSettings,
     LoginListener,
     denied,
@@ -1066,19 +1068,6 @@ def _settle(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-#: OpenSSL's reasons when the peer's first bytes are no TLS record: a plain AMI
-#: port answers a ClientHello with its banner ("Asterisk Call Manager/...").
-_NOT_TLS = frozenset(
-    {
-        "WRONG_VERSION_NUMBER",
-        "UNKNOWN_PROTOCOL",
-        "PACKET_LENGTH_TOO_LONG",
-        "RECORD_LAYER_FAILURE",
-        "HTTP_REQUEST",
-    }
-)
-
-
 def lasting_tls_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is a TLS failure that
     trying again does not mend: a certificate not trusted, a port that does
@@ -1088,7 +1077,7 @@ def lasting_tls_failure(exc: BaseException) -> bool:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, ssl.SSLCertVerificationError) or (
-            isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS
+            isinstance(cause, ssl.SSLError) and cause.reason in NOT_TLS_REASONS
         ):
             return True
         cause = cause.__cause__ or cause.__context__
@@ -1098,13 +1087,22 @@ def lasting_tls_failure(exc: BaseException) -> bool:
 def _tls_hint(exc: ssl.SSLError) -> str:
     """What to do about a failed TLS handshake, for the two usual causes; no
     secret is in either (the CA path is the administrator's own setting)."""
+    if (
+        isinstance(exc, ssl.SSLCertVerificationError)
+        and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
+    ):
+        return (
+            "; the certificate is trusted but not for this host name: put a name it "
+            "holds (its subjectAltName) in the url, or make manager.conf's tlscertfile "
+            "for the name callrouter connects to"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             "; the certificate is not trusted: for a private CA, set "
             'verify = "/path/ca.pem" in router.toml [asterisk] (docs/asterisk.md, '
             "Native TCP AMI)"
         )
-    if exc.reason in _NOT_TLS:
+    if exc.reason in NOT_TLS_REASONS:
         return (
             "; this port does not speak TLS: for the plain AMI port use tcp://, "
             "or give the manager.conf tlsbindaddr port (tlsenable = yes, 5039 by default)"

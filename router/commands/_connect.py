@@ -72,4 +72,8 @@ def load_from_args(args: argparse.Namespace) -> Config:
 
 
 def client_from_args(args: argparse.Namespace) -> AMIClient:
-    return open_client(ClientSettings.from_config(load_from_args(args).asterisk))
+    config = load_from_args(args)
+    return open_client(
+        ClientSettings.from_config(config.asterisk),
+        where=lambda key: config.where("asterisk", key),
+    )

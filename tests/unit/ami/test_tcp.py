@@ -503,6 +503,39 @@ async def test_an_untrusted_certificate_names_the_verify_setting(
     assert "s3cret" not in message
 
 
+async def test_a_certificate_for_another_name_says_so_not_untrusted(
+    self_signed: ssl.SSLContext, tmp_path: Path
+) -> None:
+    """verify names the CA, which vouches for the certificate, but the url's
+    host is not in it: the hint said "not trusted: set verify", which the
+    administrator had done."""
+
+    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
+    port = server.sockets[0].getsockname()[1]
+    client_settings = ClientSettings(
+        url=f"tls://localhost:{port}",
+        username="router",
+        secret="s3cret",
+        auth="plain",
+        verify=str(tmp_path / "ami.pem"),
+    )
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            async with TCPClient(client_settings):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert "Hostname mismatch" in message
+    assert "trusted but not for this host name" in message
+    assert "manager.conf's tlscertfile" in message
+    assert "set verify" not in message
+
+
 async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.6)) as client:
         await asyncio.sleep(0.1)

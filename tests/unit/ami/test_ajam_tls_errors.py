@@ -1,0 +1,86 @@
+"""AJAM over https: a failed handshake says what to fix, as the TCP client's
+does. It said ``Login: connection broke to https://...: [SSL:
+CERTIFICATE_VERIFY_FAILED] ...``, as if a working connection had dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from router.ami.client import AJAMClient, ClientSettings
+from router.errors import AMIConnectionError
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    cert, key = tmp_path / "ajam.pem", tmp_path / "ajam.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+@contextlib.asynccontextmanager
+async def listening(context: ssl.SSLContext | None) -> AsyncIterator[int]:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Without TLS: what an Asterisk HTTP port sends a ClientHello back.
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def login_error(url: str, verify: bool | str = True) -> str:
+    client = AJAMClient(ClientSettings(url=url, username="router", secret="s3cret", verify=verify))
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            await client.login()
+    finally:
+        await client.aclose()
+    message = str(caught.value)
+    assert "s3cret" not in message
+    return message
+
+
+async def test_an_untrusted_certificate_names_the_verify_setting(
+    cert: tuple[Path, ssl.SSLContext],
+) -> None:
+    async with listening(cert[1]) as port:
+        message = await login_error(f"https://127.0.0.1:{port}/asterisk")
+    assert message.startswith(f"cannot connect to Asterisk at https://127.0.0.1:{port}/")
+    assert "TLS: [SSL: CERTIFICATE_VERIFY_FAILED]" in message
+    assert (
+        'the certificate is not trusted: for a private CA, set verify = "/path/ca.pem"' in message
+    )
+
+
+async def test_a_certificate_for_another_name_says_so(cert: tuple[Path, ssl.SSLContext]) -> None:
+    async with listening(cert[1]) as port:
+        message = await login_error(f"https://localhost:{port}/asterisk", verify=str(cert[0]))
+    assert "Hostname mismatch" in message
+    assert "trusted but not for this host name" in message
+    assert "http.conf's tlscertfile" in message
+
+
+async def test_https_to_a_plain_http_port_says_it_does_not_speak_tls() -> None:
+    async with listening(None) as port:
+        message = await login_error(f"https://127.0.0.1:{port}/asterisk")
+    assert "TLS: " in message
+    assert "this port does not speak TLS: use http:// there" in message
