@@ -858,3 +858,91 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
     finally:
         await admin.aclose()
         box.set_dialplan(shipped)
+
+
+async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_it_began_in(
+    phones: Phones, double: OneCDouble, tmp_path: Path
+) -> None:
+    """101 consults 555 (Answer and Wait) and records that call through the API, then
+    transfers 102 there: the masquerade moves the MixMonitor under 102's channel name,
+    and the consultation call ends while the file goes on. The token that started it
+    stops it by the ended call's id (StopMixMonitor on 102's channel, by the
+    MixMonitor's id) and the file closes; 102's token and a supervisor's for 10*
+    (no "*") get 404, as for no call."""
+    import socket
+
+    import httpx
+
+    from router.api.auth import hash_token
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    box.set_dialplan(shipped + IN_APP)
+    state = tmp_path / "state"
+    make_config(phones, double, state, legs="")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    toml = state.parent / "router.toml"
+    # The API's MixMonitor is write class system: the engine logs in as admin.
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace('username = "router"', 'username = "admin"')
+        + f'[api]\nlisten = "127.0.0.1:{port}"\n'
+        + "".join(
+            f'[api.tokens.t{ext}]\nhash = "{hash_token("secret-" + ext)}"\n'
+            f'allow = ["calls:record", "recordings:read"]\nextensions = ["{ext}"]\n'
+            for ext in ("101", "102")
+        )
+        + f'[api.tokens.supervisor]\nhash = "{hash_token("secret-10x")}"\n'
+        + 'allow = ["calls:record"]\nextensions = ["10*"]\n',
+        encoding="utf-8",
+    )
+    config = load_config(toml)
+    engine, task = await start_engine(config, ready_timeout=20)
+    store = RecordingStore(state)
+    try:
+        call = await asyncio.to_thread(phones["102"].dial, "101")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+        (first,) = list(engine.tracker)
+        transferee = next(c for c in first.channels if c.startswith("PJSIP/102-"))
+        consult = await asyncio.to_thread(phones["101"].dial, "555", line=1)
+        await asyncio.to_thread(consult.wait_answered, 20)
+        await eventually(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
+        (second,) = [c for c in engine.tracker if c is not first]
+        url = f"/api/v1/calls/{second.linkedid}/recording"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            started = await http.post(url, headers={"Authorization": "Bearer secret-101"})
+            assert started.status_code == 201, started.text
+            (row,) = store.recording(second.linkedid)
+            assert row.mixmonitor_id
+            await asyncio.sleep(1.0)
+            phone101 = phones["101"]
+            await asyncio.to_thread(phone101.complete_transfer, phone101.calls[0], consult, "555")
+            await asyncio.to_thread(consult.wait_ended, 20)
+            await eventually(
+                lambda: engine.tracker.get(second.linkedid) is None, 10, "the old name hung up"
+            )
+            (moved,) = store.recording(second.linkedid)
+            assert moved.channel == transferee
+            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            for other in ("secret-102", "secret-10x"):
+                refused = await http.delete(url, headers={"Authorization": f"Bearer {other}"})
+                assert refused.status_code == 404, refused.text
+            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            stopped = await http.delete(url, headers={"Authorization": "Bearer secret-101"})
+            assert stopped.status_code == 202, stopped.text
+            assert stopped.json()["stopped"] == [transferee]
+            await eventually(
+                lambda: (store.get(row.call_id, row.part) or row).state == "closed",
+                30,
+                "the file closed on the new name's MixMonitorStop",
+            )
+            assert row.mixmonitor_id not in box.cli(f"mixmonitor list {transferee}")
+        assert not call.ended  # 102 waits in the application
+        await asyncio.to_thread(call.hangup)
+        await asyncio.to_thread(call.wait_ended, 20)
+    finally:
+        store.close()
+        await stop_engine(engine, task)
+        box.set_dialplan(shipped)
