@@ -14,8 +14,9 @@ events fill it, never an answer to ``ExtensionState`` (over AJAM an answer
 may be older than an event already read), and it is emptied at every stream
 gap (a change may have been missed): an extension it holds is one whose every
 change since was told. A state is held for :data:`MAX_AGE` seconds at most,
-since the end of a hint is never told. A user whose manager.conf lines filter the event out
-gets no entries: every lookup asks, as without the cache.
+since the end of a hint is never told. A user whose manager.conf lines
+filter the event out gets no entries: every lookup asks, as without the
+cache.
 """
 
 from __future__ import annotations
