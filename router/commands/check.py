@@ -291,7 +291,8 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     if errors or crashes:
         return False
     if elsewhere:
-        shown = ", ".join(escape_controls(line) for line in includes[:5])
+        shown = ", ".join(escape_controls(line[:120]) for line in includes[:5])
+        shown += ", ..." if len(includes) > 5 else ""
         print(
             f"manager.conf: {_LEVELS['advice']} {path} has no [{user}] section, but "
             f"{len(includes)} #include line(s) ({shown}) that may hold it, not followed: "

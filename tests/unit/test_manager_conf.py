@@ -370,6 +370,15 @@ def test_a_user_in_an_included_file_is_advice_naming_the_includes(
         "(#include manager_additional.conf, #include manager_custom.conf) that may hold it"
     ) in out
     assert "FAIL" not in out
+    # Each include shown cut short, five at most: the file is the admin's, but
+    # a line may be 8 KB.
+    conf.write_text("".join(f"#include {'x' * 500}{n}.conf\n" for n in range(7)))
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
+    (advice,) = [ln for ln in capsys.readouterr().out.splitlines() if "ADVICE" in ln]
+    assert "7 #include line(s)" in advice
+    assert advice.count("#include x") == 5
+    assert ", ...)" in advice
+    assert len(advice) < 1200
     conf.write_text("[general]\nenabled = yes\n")  # no include: surely missing
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     assert "has no [router] section (the manager user" in capsys.readouterr().out
