@@ -818,7 +818,8 @@ def _https_hint(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             "; the certificate is not trusted: for a private CA, set "
-            'verify = "/path/ca.pem" in router.toml [asterisk] (docs/asterisk-ajam.md)'
+            'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '
+            "command line (docs/asterisk-ajam.md)"
         )
     if exc.reason in NOT_TLS_REASONS:
         return (

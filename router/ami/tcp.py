@@ -1099,8 +1099,8 @@ def _tls_hint(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             "; the certificate is not trusted: for a private CA, set "
-            'verify = "/path/ca.pem" in router.toml [asterisk] (docs/asterisk.md, '
-            "Native TCP AMI)"
+            'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '
+            "command line (docs/asterisk.md, Native TCP AMI)"
         )
     if exc.reason in NOT_TLS_REASONS:
         return (

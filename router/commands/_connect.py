@@ -35,8 +35,15 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--secret", action=_RefuseSecret, help=argparse.SUPPRESS)
     group.add_argument("--auth", choices=["cookie", "digest", "plain", "md5"])
     group.add_argument("--format", choices=["rawman", "mxml"])
-    group.add_argument(
+    trust = group.add_mutually_exclusive_group()
+    trust.add_argument(
         "--insecure", action="store_true", default=None, help="do not verify the TLS certificate"
+    )
+    trust.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PATH",
+        help="trust this CA (PEM) for a tls:// or https:// url (router.toml: verify)",
     )
     group.add_argument("--timeout", type=float, metavar="SECONDS", help="request timeout")
 
@@ -65,7 +72,9 @@ def load_from_args(args: argparse.Namespace) -> Config:
         "asterisk.secret_env": args.secret_env,
         "asterisk.auth": args.auth,
         "asterisk.format": args.format,
-        "asterisk.verify": False if args.insecure else None,
+        "asterisk.verify": False
+        if args.insecure
+        else (str(args.ca_file) if args.ca_file is not None else None),
         "asterisk.request_timeout": args.timeout,
     }
     return load_config(args.config, overrides=overrides)

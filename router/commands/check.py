@@ -86,6 +86,12 @@ def register(subparsers: Any) -> None:
     connection.add_argument(
         "--secret-env", metavar="NAME", help="read the secret from this environment variable"
     )
+    connection.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PATH",
+        help="trust this CA (PEM) for a tls:// or https:// url (router.toml: verify)",
+    )
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
         "--location-pattern",
@@ -101,6 +107,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     for key in ("url", "username", "secret_env"):
         if getattr(args, key, None) is not None:
             overrides[f"asterisk.{key}"] = getattr(args, key)
+    if getattr(args, "ca_file", None) is not None:
+        overrides["asterisk.verify"] = str(args.ca_file)
     if getattr(args, "tz", None) is not None:
         overrides["plugins.timefuncs"] = {"timezone": args.tz}
     if getattr(args, "location_pattern", None) is not None:

@@ -138,3 +138,31 @@ def test_check_manager_conf_prints_what_the_page_shows(
     assert capsys.readouterr().out.rstrip("\n").split("\n") == [
         line.strip() if not line.strip() else line for line in shown
     ]
+
+
+@pytest.mark.parametrize(("page", "heading"), PAGES.items(), ids=lambda p: str(p)[-20:])
+def test_the_documented_tls_check_takes_a_ca_file_without_a_router_toml(
+    page: Path, heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private CA for tls:// had to go into a router.toml: the command line
+    had only --insecure. ``--ca-file`` is the ``verify`` key's, for ``ami``
+    and ``check --asterisk``; with ``--insecure`` it is refused."""
+    flat = re.sub(r"\s*\n\s*", " ", section(page, heading))
+    (command,) = re.findall(r"`(callrouter ami Ping --url tls://[^`]+)`", flat)
+    words = shlex.split(command)[1:]
+    assert words[-2:] == ["--ca-file", "/etc/callrouter/asterisk-ca.pem"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here\n", encoding="utf-8")
+    args = build_parser().parse_args([*words[:-1], str(ca)])
+    cfg = load_from_args(args).asterisk
+    assert (cfg.url, str(cfg.verify)) == ("tls://pbx.example.com:5039", str(ca))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*words[:-1], str(ca), "--insecure"])
+    check = build_parser().parse_args(
+        ["check", "--asterisk", "--url", "tls://pbx:5039", "--ca-file", str(ca)]
+    )
+    from router.commands.check import config_overrides
+
+    assert config_overrides(check)["asterisk.verify"] == str(ca)
