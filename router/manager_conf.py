@@ -109,8 +109,9 @@ class UserSection(NamedTuple):
     #: of at its next ``manager reload`` or start (:class:`_Refusal`), with
     #: their line numbers.
     crashes: tuple[str, ...] = ()
-    #: The file has no such user, but ``#include`` lines (not followed) that may
-    #: hold it: FreePBX keeps its admin's own users in manager_custom.conf.
+    #: The file has no such user (told for its ``#include`` lines, which may
+    #: hold it: FreePBX keeps its admin's own users in manager_custom.conf, or
+    #: for its errors and crash lines, which count whoever's section has them).
     elsewhere: bool = False
 
 
@@ -285,11 +286,11 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     )
     errors.sort(key=lambda error: int(error.split(" ", 2)[1].rstrip(":")))
     if _folded(user) == "general":  # manager.c: [general] is no user
-        return UserSection([], includes, (), tuple(errors), crashes) if crashes else None
+        return UserSection([], includes, (), tuple(errors), crashes, True) if crashes else None
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
         if errors or crashes or includes:
-            return UserSection([], includes, (), tuple(errors), crashes, bool(includes))
+            return UserSection([], includes, (), tuple(errors), crashes, True)
         return None
     own = users[-1]  # manager.c drops a user's filters at each of its sections
     order = sorted(_inherited(sections, by_name, own.parts))

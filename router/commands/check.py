@@ -16,7 +16,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import zone
 from router.commands._offline import Offline, load_offline
@@ -28,6 +28,9 @@ from router.logsafe import escape_controls
 from router.rules import load_rules
 from router.rules.ruleset import RuleSet
 from router.wording import counted
+
+if TYPE_CHECKING:  # pragma: no cover
+    from router.manager_conf import UserSection
 
 __all__ = ["config_overrides", "plugin_registry", "register", "run"]
 
@@ -257,22 +260,131 @@ def _print_manager_conf(offline: Offline) -> None:
     print(f"; [general] disabledevents must name none of: {', '.join(sorted(selection.names))}")
 
 
+def _read_manager_conf(path: Path) -> str:
+    """The file's text, read whole or refused, never blocking: a FIFO hung the
+    command, and one past the bound was cut short silently (its [user]
+    section then told missing). OSError as read_bounded raises it."""
+    from router.textfiles import read_bounded
+
+    return read_bounded(path, MAX_MANAGER_CONF_BYTES).decode("utf-8", errors="replace")
+
+
+#: Files the ``#include`` lines of a manager.conf may bring in, at most.
+_MAX_INCLUDED = 20
+_INCLUDE = re.compile(r"#(?:include|tryinclude)[ \t]+(?P<name>.+)", re.IGNORECASE)
+
+
+def _included(path: Path, include: str) -> list[Path]:
+    """The files an ``#include`` or ``#tryinclude`` line names, as config.c finds
+    them: the name unquoted (``"..."``, ``<...>``), a relative one in the
+    directory of the file (Asterisk's configuration directory, where
+    manager.conf is), a pattern expanded in order. ``#exec`` runs a program:
+    never followed."""
+    import glob
+
+    match = _INCLUDE.fullmatch(include.strip())
+    if match is None:
+        return []
+    name = match.group("name").strip(" \t").strip('<>"')
+    if not name:
+        return []
+    target = Path(name) if Path(name).is_absolute() else path.parent / name
+    if glob.has_magic(str(target)):
+        return [Path(p) for p in sorted(glob.glob(str(target)))[:_MAX_INCLUDED]]
+    return [target]
+
+
+def _with_included(
+    path: Path, text: str, user: str, includes: list[str]
+) -> tuple[Path, UserSection] | str | None:
+    """The section of ``user`` in a file ``text``'s ``#include`` lines name, read
+    as Asterisk reads it there: after the lines above the ``#include``, whose
+    templates and sections its headers may name. The last file that has the
+    user wins, as the last section does in one file. A string: why none does;
+    None: an included file has lines Asterisk refuses or dies of (told)."""
+    from router.manager_conf import section_eventfilters
+
+    raw = text.split("\n")
+    found: tuple[Path, UserSection] | None = None
+    looked: list[str] = []
+    live = set(includes)  # as config.c reads them: none in a comment
+    for number, line in enumerate(raw):
+        directive = line.split(";", 1)[0].strip()
+        if directive not in live or len(looked) >= _MAX_INCLUDED:
+            continue
+        line = directive
+        for candidate in _included(path, line):
+            if len(looked) >= _MAX_INCLUDED:
+                break
+            looked.append(str(candidate))
+            try:
+                sub = _read_manager_conf(candidate)
+            except OSError as exc:
+                if not line.strip().lower().startswith("#tryinclude"):
+                    print(
+                        f"manager.conf: {_LEVELS['advice']} {path}: cannot read "
+                        f"{candidate}, which it #includes: {exc.strerror or exc}"
+                    )
+                continue
+            above = "\n".join(raw[:number])
+            combined = f"{above}\n{sub}" if number else sub
+            section = section_eventfilters(combined, user)
+            if section is None:
+                continue
+            if not _told_broken(candidate, section, offset=number):
+                return None
+            if not section.elsewhere:
+                # Its own #include lines only, not those above it in the other file.
+                before = section_eventfilters(above, user) if number else None
+                skip = len(before.includes) if before is not None else 0
+                found = (candidate, section._replace(includes=section.includes[skip:]))
+    if found is None:
+        shown = ", ".join(escape_controls(name[:120]) for name in looked[:5])
+        shown += ", ..." if len(looked) > 5 else ""
+        return f"nor the {len(looked)} file(s) its #include lines name ({shown or 'none'})"
+    return found
+
+
+def _told_broken(path: Path, found: UserSection, *, offset: int = 0) -> bool:
+    """Print the file's errors and crash lines (FAIL); False when it has any.
+    ``offset``: the lines of the including file read before this one."""
+
+    def shown(message: str) -> str:
+        number, sep, rest = message.partition(": ")
+        if offset and sep and number.startswith("line ") and number[5:].isdigit():
+            return f"line {int(number[5:]) - offset}: {rest}"
+        return message
+
+    for error in found.errors:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(shown(error))}: "
+            "Asterisk refuses the whole file at its next reload (no manager user is read "
+            "from it)"
+        )
+    for crash in found.crashes:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(shown(crash))}: "
+            "Asterisk 22 dies of this eventfilter line (a segfault in main/manager.c "
+            "manager_add_filter: an option name, header or method with no '(') at its next "
+            "manager reload or start, whichever user's section has it; write name(...), "
+            "header(...), method(...)"
+        )
+    return not (found.errors or found.crashes)
+
+
 def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> bool:
     """Print what to change in the user's eventfilter lines of manager.conf
     ``path`` (router/manager_conf.py); False on a failure (events callrouter
     needs are filtered out, or the file cannot be read). ``suggested``: what
-    the commands the findings suggest add (--username)."""
+    the commands the findings suggest add (--username). A user the file lacks
+    is looked for in the files its ``#include`` lines name (FreePBX keeps the
+    admin's own users in manager_custom.conf)."""
     from router.manager_conf import compare_eventfilters, section_eventfilters
-    from router.textfiles import read_bounded
 
     user = offline.config.asterisk.username
     print()
     try:
-        # A manager.conf is a few KB. Read whole or refused, never blocking:
-        # a FIFO hung the command, and one past the bound was cut short
-        # silently (its [user] section then told missing).
-        data = read_bounded(path, MAX_MANAGER_CONF_BYTES)
-        text = data.decode("utf-8", errors="replace")
+        text = _read_manager_conf(path)
     except OSError as exc:
         print(f"manager.conf: {_LEVELS['fail']} cannot read {path}: {exc.strerror or exc}")
         return False
@@ -283,31 +395,22 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             "user of router.toml [asterisk] username, or --username)"
         )
         return False
-    lines, includes, templates, errors, crashes, elsewhere = found
-    for error in errors:
-        print(
-            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(error)}: Asterisk "
-            "refuses the whole file at its next reload (no manager user is read from it)"
-        )
-    for crash in crashes:
-        print(
-            f"manager.conf: {_LEVELS['fail']} {path}: {escape_controls(crash)}: Asterisk 22 "
-            "dies of this eventfilter line (a segfault in main/manager.c manager_add_filter: "
-            "an option name, header or method with no '(') at its next manager reload or "
-            "start, whichever user's section has it; write name(...), header(...), method(...)"
-        )
-    if errors or crashes:
+    if not _told_broken(path, found):
         return False
-    if elsewhere:
-        shown = ", ".join(escape_controls(line[:120]) for line in includes[:5])
-        shown += ", ..." if len(includes) > 5 else ""
-        print(
-            f"manager.conf: {_LEVELS['advice']} {path} has no [{user}] section, but "
-            f"{len(includes)} #include line(s) ({shown}) that may hold it, not followed: "
-            "run this command again with --manager-conf-file naming the file that has "
-            f"[{user}] (FreePBX: manager_custom.conf)"
-        )
-        return True
+    if found.elsewhere:
+        included = _with_included(path, text, user, found.includes)
+        if included is None:
+            return False
+        if isinstance(included, str):
+            print(
+                f"manager.conf: {_LEVELS['advice']} {path} has no [{user}] section, "
+                f"{included}: run this command again with --manager-conf-file naming the "
+                f"file that has [{user}]"
+            )
+            return True
+        path, found = included
+        print(f"manager.conf: {_LEVELS['ok']} [{user}] is in {path}, which the file #includes")
+    lines, includes, templates = found.lines, found.includes, found.templates
     if includes:
         print(
             f"manager.conf: {_LEVELS['advice']} {path}: {len(includes)} #include line(s) not "

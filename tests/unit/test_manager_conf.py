@@ -64,7 +64,7 @@ def test_the_section_is_read_as_asterisk_writes_it() -> None:
     )
     alone = section_eventfilters(text.replace("#include", ";#include"), "nobody")
     assert alone is not None  # without the #include, the template is surely missing
-    assert (alone.elsewhere, len(alone.errors)) == (False, 1)
+    assert (alone.elsewhere, alone.includes, len(alone.errors)) == (True, [], 1)
 
 
 def test_a_template_s_lines_are_the_user_s_as_asterisk_applies_them() -> None:
@@ -348,42 +348,65 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
     assert "manager.conf: FAIL   cannot read nope.conf: No such file" in capsys.readouterr().out
 
 
-def test_a_user_in_an_included_file_is_advice_naming_the_includes(
+def test_a_user_in_an_included_file_is_found_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FreePBX writes manager.conf itself and keeps the admin's users in
-    manager_custom.conf, which it #includes: the check of manager.conf FAILed
-    (exit 1) on "no [router] section"; now ADVICE naming the includes, and the
-    check of the included file compares the section."""
+    manager_custom.conf, which it #includes at its end: the check of
+    manager.conf FAILed (exit 1) on "no [router] section". Now the #included
+    files are read where the #include stands, after the lines above it (whose
+    templates a header there may name), and the user's section compared."""
     monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    assert main(["check", "--config", "router.toml", "--manager-conf"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("eventfilter")]
     conf = tmp_path / "manager.conf"
-    conf.write_text(
-        ";" + "-" * 80 + ";\n[general]\nenabled = yes\n\n[admin]\nsecret = a\n\n"
-        "#include manager_additional.conf\n#include manager_custom.conf\n"
-    )
+    head = ";" + "-" * 80 + ";\n[general]\nenabled = yes\n\n[admin]\nsecret = a\n\n"
+    conf.write_text(head + "#include manager_additional.conf\n#include manager_custom.conf\n")
     custom = tmp_path / "manager_custom.conf"
-    custom.write_text("[router]\nsecret = s\n" + "\n".join(LINES) + "\n")
+    custom.write_text("[router]\nsecret = s\n" + "\n".join(lines) + "\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     out = capsys.readouterr().out
-    assert (
-        "manager.conf: ADVICE " + str(conf) + " has no [router] section, but 2 #include line(s) "
-        "(#include manager_additional.conf, #include manager_custom.conf) that may hold it"
-    ) in out
+    assert "cannot read " + str(tmp_path / "manager_additional.conf") in out
+    assert f"manager.conf: OK     [router] is in {custom}, which the file #includes" in out
+    assert "let through what callrouter asks for, and no more" in out
     assert "FAIL" not in out
-    # Each include shown cut short, five at most: the file is the admin's, but
-    # a line may be 8 KB.
+
+    # A template above the #include, in manager.conf, gives the lines.
+    conf.write_text(
+        "[filters](!)\n" + "\n".join(lines) + "\n" + head + '#include "manager_custom.conf"\n'
+    )
+    custom.write_text("[router](filters)\nsecret = s\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "(with its template [filters])" in out
+    assert "FAIL" not in out
+
+    # An #include in a comment is none.
+    conf.write_text(head + ";-- #include manager_custom.conf --;\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    assert "has no [router] section (the manager user" in capsys.readouterr().out
+    conf.write_text(head + '#include "manager_custom.conf" ; the admin\'s own\n')
+    custom.write_text("[router]\nsecret = s\n" + "\n".join(lines) + "\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
+    assert f"[router] is in {custom}" in capsys.readouterr().out
+
+    # A line Asterisk dies of in the included file, whoever's section: FAIL
+    # with that file's own line number.
+    custom.write_text("[router]\nsecret = s\n[other]\neventfilter(name)=x\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    assert f"manager.conf: FAIL   {custom}: line 4: eventfilter(name)=x" in capsys.readouterr().out
+
+    # Not in any: ADVICE naming the files looked in, each cut short, five at most.
     conf.write_text("".join(f"#include {'x' * 500}{n}.conf\n" for n in range(7)))
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
-    (advice,) = [ln for ln in capsys.readouterr().out.splitlines() if "ADVICE" in ln]
-    assert "7 #include line(s)" in advice
-    assert advice.count("#include x") == 5
+    (advice,) = [ln for ln in capsys.readouterr().out.splitlines() if "has no [router]" in ln]
+    assert "nor the 7 file(s) its #include lines name" in advice
+    assert advice.count(f"{tmp_path}/xxx") == 5
     assert ", ...)" in advice
     assert len(advice) < 1200
     conf.write_text("[general]\nenabled = yes\n")  # no include: surely missing
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     assert "has no [router] section (the manager user" in capsys.readouterr().out
-    main(["check", "--config", "router.toml", "--manager-conf-file", str(custom)])
-    assert "manager.conf [router]: its " in capsys.readouterr().out
 
 
 def test_the_commands_check_suggests_name_the_user_of_username(
