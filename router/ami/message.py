@@ -42,6 +42,10 @@ def normalize_key(key: str) -> str:
 
 
 _set = object.__setattr__
+#: Up to this many fields a lookup that misses the keys as spelled scans them
+#: folded; a longer message (a peer's, a long list item) builds the folded
+#: index once, so repeated misses never cost a scan each.
+_SCAN_MAX: Final = 64
 
 
 class Message:
@@ -98,8 +102,18 @@ class Message:
         found = exact.get(key)
         if found is not None:
             return found
-        values = self._lookup().get(normalize_key(key))
-        return values[0] if values else default
+        if self._index is not None or len(self._fields) > _SCAN_MAX:
+            values = self._lookup().get(normalize_key(key))
+            return values[0] if values else default
+        # A miss asks each key folded, without building the folded index: most
+        # misses find nothing (a DialState's Linkedid, a Response's
+        # EventList), and the index cost three times this scan.
+        wanted = normalize_key(key)
+        folded = _NORMALIZED.get
+        for name, value in self._fields:
+            if (folded(name) or normalize_key(name)) == wanted:
+                return value
+        return default
 
     def spelled(self) -> Mapping[str, str]:
         """The first value of each key, keys exactly as received (no folding).
@@ -119,7 +133,15 @@ class Message:
 
     def getall(self, key: str) -> list[str]:
         """Every value of a repeated key, in order (``Output``, ``ChanVariable``)."""
-        return list(self._lookup().get(normalize_key(key), ()))
+        if self._index is not None or len(self._fields) > _SCAN_MAX:
+            return list(self._lookup().get(normalize_key(key), ()))
+        # As get's miss: one pass, no index (an event rule's guard asks one
+        # field of every Hangup).
+        wanted = normalize_key(key)
+        folded = _NORMALIZED.get
+        return [
+            value for name, value in self._fields if (folded(name) or normalize_key(name)) == wanted
+        ]
 
     def __getitem__(self, key: str) -> str:
         values = self._lookup().get(normalize_key(key))

@@ -269,6 +269,31 @@ def test_spelled_gives_the_first_value_of_each_key_as_spelled_and_nothing_folded
     assert msg.spelled() is msg.spelled()  # built once per message
 
 
+_KEYS = st.sampled_from(
+    ["Linkedid", "LinkedID", "linkedid", "Cause", "cause", "Cause-txt", "cause_txt", "Output", "X"]
+)
+
+
+@given(
+    fields=st.lists(st.tuples(_KEYS, st.text(max_size=3)), max_size=80),
+    asked=st.lists(_KEYS, max_size=4),
+)
+def test_a_miss_scanned_answers_what_the_folded_index_answers(
+    fields: list[tuple[str, str]], asked: list[str]
+) -> None:
+    """A lookup that misses the keys as spelled folds them one by one instead of
+    building the folded index (issue 16: a DialState's Linkedid, a Hangup's
+    guarded ``cause``): the same answers as a message whose index is built,
+    for ``get`` and ``getall``, in any order of asking, short and long messages."""
+    scanned = Event((("Event", "X"), *fields))
+    indexed = Event((("Event", "X"), *fields))
+    indexed["Event"]  # builds the folded index
+    for key in asked + asked:
+        assert scanned.get(key) == indexed.get(key)
+        assert scanned.get(key, "d") == indexed.get(key, "d")
+        assert scanned.getall(key) == indexed.getall(key)
+
+
 def test_encode_repeated_variables_and_python_values() -> None:
     action = Action.build(
         "Originate",
