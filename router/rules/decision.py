@@ -201,7 +201,20 @@ class Trace:
         return "\n".join(lines)
 
 
+#: Types :func:`_jsonable` returns as they are, by exact type first: every
+#: decision record converts its lookups' answers, and the isinstance checks
+#: below (a ``Mapping`` ABC check among them) cost more than the conversion.
+_PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
