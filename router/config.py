@@ -233,12 +233,20 @@ class Config:
     lines: Mapping[tuple[str, ...], int] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
+    #: The keys (``("asterisk", "verify")``) whose values the command line gave
+    #: (``--ca-file``, ``--url``...): an error in one names the command line.
+    from_command_line: frozenset[tuple[str, str]] = field(
+        default_factory=frozenset, repr=False, compare=False
+    )
 
     def where(self, *path: str) -> str:
         """Where the key or table ``path`` (``"plugins", "enabled"``) is written,
         for a message: ``router.toml:12``, the file alone when the line is not
-        known (or the value came from the command line), ``router.toml`` when
-        no file was read."""
+        known, ``command line`` for a value the command line gave (a
+        ``--ca-file`` that is no PEM was blamed on router.toml, with or without
+        one), ``router.toml`` when no file was read."""
+        if path[:2] in self.from_command_line:
+            return COMMAND_LINE
         origin = str(self.path) if self.path is not None else "router.toml"
         line = self.lines.get(path)
         return f"{origin}:{line}" if line is not None else origin
@@ -920,6 +928,12 @@ def load_config(
         ),
         path=None if missing or file is None else file,
         lines=MappingProxyType(lines),
+        from_command_line=frozenset(
+            (section, key)
+            for section, keys in origins.items()
+            for key, origin in keys.items()
+            if key and origin == COMMAND_LINE
+        ),
     )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import zone
 from router.commands._offline import Offline, load_offline
-from router.config import env_unset
+from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan import LocationPolicy
 from router.dialplan_lint import Finding
 from router.errors import ConfigError
@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         offline = plugin_registry(args)
     except ConfigError as exc:
         print(exc)
-        print(f"{args.config or 'router.toml'}: 1 error (configuration; rules not checked)")
+        # Without a router.toml the flags were all there was to check.
+        here = "router.toml" if DEFAULT_CONFIG_PATH.is_file() else COMMAND_LINE
+        print(f"{args.config or here}: 1 error (configuration; rules not checked)")
         return 1
     for warning in offline.warnings:
         print(f"callrouter check: warning: {warning}", file=sys.stderr)

@@ -590,6 +590,39 @@ def test_check_config_loads_the_tls_files_as_run_would(
     assert lines[-1] == f"{path}: 1 error (configuration; rules not checked)"
 
 
+@pytest.mark.parametrize("with_file", [False, True], ids=["no router.toml", "router.toml"])
+@pytest.mark.parametrize("command", ["ami", "check"])
+def test_a_ca_file_that_is_no_pem_is_blamed_on_the_command_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    with_file: bool,
+    command: str,
+) -> None:
+    """``--ca-file NOT-A-PEM`` said ``router.toml: [asterisk] verify: ...``,
+    with no router.toml there at all, or one that has no ``verify``: an
+    administrator looked for a key that was never written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    if with_file:
+        (tmp_path / "router.toml").write_text(
+            '[asterisk]\nurl = "tcp://127.0.0.1:5038"\nusername = "router"\n', encoding="utf-8"
+        )
+    (tmp_path / "bad.pem").write_text("not a certificate\n", encoding="utf-8")
+    flags = ["--url", "tls://127.0.0.1:1", "--username", "router", "--ca-file", "bad.pem"]
+    argv = ["ami", "Ping", *flags] if command == "ami" else ["check", "--asterisk", *flags]
+    code = main(argv)
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert code != 0
+    bad = tmp_path / "bad.pem"
+    assert f"command line: [asterisk] verify: '{bad}' holds no CA certificate in PEM" in text
+    assert "router.toml: [asterisk] verify" not in text
+    if command == "check":
+        summary = "router.toml" if with_file else "command line"
+        assert said.out.splitlines()[-1] == f"{summary}: 1 error (configuration; rules not checked)"
+
+
 def test_check_config_passes_tls_files_that_load(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
