@@ -650,7 +650,8 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIConnectionError(f"{name}: {exc}") from exc
         except ssl.SSLError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_https_hint(exc)}"
+                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
+                f"{_https_hint(exc, self.settings.verify)}"
             ) from exc
         except OSError as exc:
             what = (
@@ -803,9 +804,21 @@ NOT_TLS_REASONS = frozenset(
 HOSTNAME_MISMATCH = 62
 
 
-def _https_hint(exc: ssl.SSLError) -> str:
+def untrusted_by_ca_file(verify: str, conf: str, doc: str) -> str:
+    """The hint for a certificate that the CA file ``verify`` (router.toml's
+    ``verify`` or ``--ca-file``) does not vouch for: the general hint said to
+    set verify, which was set. ``conf`` holds Asterisk's ``tlscertfile``."""
+    return (
+        f"; the certificate is not signed by the CA file given as verify ({verify!r}, "
+        "router.toml [asterisk] or --ca-file): give the CA that signed "
+        f"{conf}'s tlscertfile (a self-signed certificate is its own CA) ({doc})"
+    )
+
+
+def _https_hint(exc: ssl.SSLError, verify: bool | str = True) -> str:
     """What to do about a failed HTTPS handshake with AJAM (the TCP client's
-    hint names manager.conf; this one http.conf)."""
+    hint names manager.conf; this one http.conf); ``verify`` as for the TCP
+    client's."""
     if (
         isinstance(exc, ssl.SSLCertVerificationError)
         and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
@@ -816,6 +829,8 @@ def _https_hint(exc: ssl.SSLError) -> str:
             "for the name callrouter connects to"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if isinstance(verify, str):
+            return untrusted_by_ca_file(verify, "http.conf", "docs/asterisk-ajam.md")
         return (
             "; the certificate is not trusted: for a private CA, set "
             'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '

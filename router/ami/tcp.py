@@ -80,6 +80,7 @@ from router.ami.client import (
     privilege_error,
     tell_login,
     tls_context,
+    untrusted_by_ca_file,
 )
 from router.ami.event_filter import (
     EVERYTHING,
@@ -548,7 +549,8 @@ class TCPClient(AMIActions[ActionResult]):
                 self.banner = await asyncio.shield(conn.banner)
         except ssl.SSLError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}{_tls_hint(exc)}"
+                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
+                f"{_tls_hint(exc, settings.verify)}"
             ) from exc
         except TimeoutError as exc:
             raise AMITimeoutError(
@@ -1084,9 +1086,11 @@ def lasting_tls_failure(exc: BaseException) -> bool:
     return False
 
 
-def _tls_hint(exc: ssl.SSLError) -> str:
+def _tls_hint(exc: ssl.SSLError, verify: bool | str = True) -> str:
     """What to do about a failed TLS handshake, for the two usual causes; no
-    secret is in either (the CA path is the administrator's own setting)."""
+    secret is in either (the CA path is the administrator's own setting).
+    ``verify``: the CA file given, which an untrusted certificate names (the
+    hint said to set verify, which was set, to another CA)."""
     if (
         isinstance(exc, ssl.SSLCertVerificationError)
         and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
@@ -1097,6 +1101,8 @@ def _tls_hint(exc: ssl.SSLError) -> str:
             "for the name callrouter connects to"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if isinstance(verify, str):
+            return untrusted_by_ca_file(verify, "manager.conf", "docs/asterisk.md, Native TCP AMI")
         return (
             "; the certificate is not trusted: for a private CA, set "
             'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '

@@ -79,6 +79,32 @@ async def test_a_certificate_for_another_name_says_so(cert: tuple[Path, ssl.SSLC
     assert "http.conf's tlscertfile" in message
 
 
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """A CA file that vouches for another certificate than the server's."""
+    other = tmp_path / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=other", "-keyout", str(tmp_path / "other.key"), "-out", str(other)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return other
+
+
+async def test_a_ca_file_that_does_not_vouch_for_the_certificate_is_named(
+    cert: tuple[Path, ssl.SSLContext], other_ca: Path
+) -> None:
+    """verify names a CA file that did not sign http.conf's certificate: the
+    hint said to set verify, which was set."""
+    other = other_ca
+    async with listening(cert[1]) as port:
+        message = await login_error(f"https://127.0.0.1:{port}/asterisk", verify=str(other))
+    assert f"not signed by the CA file given as verify ({str(other)!r}" in message
+    assert "http.conf's tlscertfile" in message
+    assert "set verify" not in message
+
+
 async def test_https_to_a_plain_http_port_says_it_does_not_speak_tls() -> None:
     async with listening(None) as port:
         message = await login_error(f"https://127.0.0.1:{port}/asterisk")

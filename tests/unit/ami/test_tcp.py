@@ -536,6 +536,50 @@ async def test_a_certificate_for_another_name_says_so_not_untrusted(
     assert "set verify" not in message
 
 
+def _other_ca(folder: Path) -> Path:
+    """A CA file that vouches for another certificate than the server's."""
+    cert = folder / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=other", "-keyout", str(folder / "other.key"), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert
+
+
+async def test_a_certificate_another_ca_file_does_not_vouch_for_names_that_file(
+    self_signed: ssl.SSLContext, tmp_path: Path
+) -> None:
+    """verify (or --ca-file) names a CA file, but not the one that signed
+    Asterisk's certificate: the hint said "for a private CA, set verify",
+    which the administrator had done, and named no file."""
+
+    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    ca = _other_ca(tmp_path)
+    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
+    port = server.sockets[0].getsockname()[1]
+    client_settings = ClientSettings(
+        url=f"tls://127.0.0.1:{port}", username="router", secret="s3cret", auth="plain",
+        verify=str(ca),
+    )  # fmt: skip
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            async with TCPClient(client_settings):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert f"not signed by the CA file given as verify ({str(ca)!r}" in message
+    assert "manager.conf's tlscertfile" in message
+    assert "set verify" not in message
+    assert "s3cret" not in message
+
+
 async def test_a_stalled_process_does_not_drop_a_live_connection(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.6)) as client:
         await asyncio.sleep(0.1)
