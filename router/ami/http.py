@@ -197,7 +197,12 @@ class ResponseParser:
     mid-answer :class:`HTTPError`. Nothing else escapes.
     """
 
-    def __init__(self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD) -> None:
+    def __init__(
+        self, *, max_body: int = MAX_BODY, max_head: int = MAX_HEAD, tls: bool = False
+    ) -> None:
+        #: The request went over TLS (https://): a manager's banner then came
+        #: from its TLS port, which takes tls://, not tcp://.
+        self._tls = tls
         self._buffer = bytearray()
         #: Bytes at the start of the buffer already searched for the end of a
         #: head (or of the trailers): the next search starts 3 before them.
@@ -276,11 +281,14 @@ class ResponseParser:
         status = lines[0].split(" ", 2)
         code = ascii_int(status[1]) if len(status) >= 2 and len(status[1]) == 3 else None
         if code is None or _VERSION.fullmatch(status[0]) is None:
-            hint = (
-                ": this is the manager's own TCP port, which takes a tcp://HOST:PORT url"
-                if lines[0].startswith("Asterisk Call Manager/")
-                else ""
-            )
+            hint = ""
+            if lines[0].startswith("Asterisk Call Manager/"):
+                hint = (
+                    ": this is the manager's own TLS port (manager.conf tlsbindaddr), "
+                    "which takes a tls://HOST:PORT url"
+                    if self._tls
+                    else ": this is the manager's own TCP port, which takes a tcp://HOST:PORT url"
+                )
             raise HTTPProtocolError(f"not an HTTP response: {lines[0][:80]!r}{hint}")
         items: list[tuple[str, str]] = []
         for line in lines[1:]:
@@ -589,7 +597,11 @@ class ConnectionPool:
                 response = await self._exchange(
                     conn,
                     reused,
-                    ResponseParser(max_body=self._max_body, max_head=self._max_head),
+                    ResponseParser(
+                        max_body=self._max_body,
+                        max_head=self._max_head,
+                        tls=self._ssl is not None,
+                    ),
                 )
         except BaseException:
             # Written and not answered (cancelled, timed out, broken): the

@@ -556,8 +556,7 @@ class TCPClient(AMIActions[ActionResult]):
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
                 f"{settings.connect_timeout:g} s (connect_timeout); a port that waits for "
-                "its client to speak first sends none: Asterisk's HTTP port (AJAM) takes an "
-                "http:// url with its prefix, the manager's is manager.conf [general] port"
+                f"its client to speak first sends none: {_silent_port_hint(self._ssl is not None)}"
             ) from exc
         except ConnectionRefusedError as exc:
             raise AMIConnectionError(
@@ -1084,6 +1083,22 @@ def lasting_tls_failure(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _silent_port_hint(tls: bool) -> str:
+    """Which url a port that sent no greeting may take: over tcp:// it may be
+    AJAM's HTTP port or the manager's TLS port (both wait for the client's
+    first bytes: a request, a ClientHello); over tls://, AJAM's HTTPS port."""
+    if tls:
+        return (
+            "Asterisk's HTTPS port (AJAM, http.conf tlsbindaddr) takes an https:// url "
+            "with its prefix, the manager's TLS port is manager.conf tlsbindaddr"
+        )
+    return (
+        "Asterisk's HTTP port (AJAM) takes an http:// url with its prefix, the manager's "
+        "TLS port (manager.conf tlsbindaddr) a tls:// url; the manager's plain port is "
+        "manager.conf [general] port"
+    )
 
 
 def _tls_hint(exc: ssl.SSLError, verify: bool | str = True) -> str:

@@ -417,6 +417,17 @@ def test_the_ami_tcp_port_answering_http_is_named() -> None:
     )
 
 
+def test_the_ami_tls_port_answering_https_is_named() -> None:
+    """https:// to the manager's TLS port: the handshake passes, then its
+    banner; the hint said a tcp:// url, which that port does not take."""
+    with pytest.raises(HTTPProtocolError) as caught:
+        ResponseParser(tls=True).feed(b"Asterisk Call Manager/11.0.0\r\n\r\n")
+    assert str(caught.value) == (
+        "not an HTTP response: 'Asterisk Call Manager/11.0.0': this is the manager's own "
+        "TLS port (manager.conf tlsbindaddr), which takes a tls://HOST:PORT url"
+    )
+
+
 def test_unambiguous_variants_are_read() -> None:
     same = ResponseParser().feed(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nhi"

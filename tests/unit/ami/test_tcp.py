@@ -449,6 +449,44 @@ async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() ->
         await client.aclose()
     assert "no AMI greeting within 0.3 s (connect_timeout)" in str(caught.value)
     assert "Asterisk's HTTP port (AJAM) takes an http:// url" in str(caught.value)
+    # The manager's TLS port waits for a ClientHello and is silent too: it
+    # was not named, so tcp:// to it read as if it were an HTTP port.
+    assert "TLS port (manager.conf tlsbindaddr) a tls:// url" in str(caught.value)
+
+
+async def test_tls_to_a_port_that_sends_no_greeting_names_the_https_one(
+    self_signed: ssl.SSLContext,
+) -> None:
+    """tls:// to Asterisk's HTTPS port (AJAM): the handshake passes and no
+    banner comes; the hint said an http:// url, for a TLS port."""
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(
+        lambda r, w: accepted.append(w), "127.0.0.1", 0, ssl=self_signed
+    )
+    port = server.sockets[0].getsockname()[1]
+    client = TCPClient(
+        ClientSettings(
+            url=f"tls://127.0.0.1:{port}",
+            username="router",
+            secret="x",
+            auth="plain",
+            verify=False,
+            connect_timeout=0.5,
+        )
+    )
+    try:
+        with pytest.raises(AMITimeoutError) as caught:
+            await client.login()
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await client.aclose()
+    message = str(caught.value)
+    assert "no AMI greeting within 0.5 s (connect_timeout)" in message
+    assert "Asterisk's HTTPS port (AJAM, http.conf tlsbindaddr) takes an https:// url" in message
+    assert "an http:// url" not in message
 
 
 async def test_tls_to_a_plain_port_says_the_port_does_not_speak_tls(fake: FakeAMI) -> None:
