@@ -174,6 +174,9 @@ class ClientSettings:
     #: beyond it the events read are dropped and reported as a gap (the socket
     #: is still read: the answers to actions come on it).
     max_queued_events: int = 100_000
+    #: Where the secret came from (:attr:`AsteriskSettings.secret_source`:
+    #: ``env:NAME``, the file, ``command line``), for a refused login's hint.
+    secret_source: str = ""
 
     @property
     def native(self) -> bool:
@@ -197,6 +200,7 @@ class ClientSettings:
             http_client=cfg.http_client,
             max_response_bytes=cfg.max_response_bytes,
             ping_interval=cfg.ping_interval,
+            secret_source=cfg.secret_source,
         )
 
 
@@ -383,6 +387,7 @@ class AJAMClient(AMIActions[ActionResult]):
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {self.settings.username!r} at {self._endpoint}: "
                 f"{peer_text(result.response.message)}"
+                f"{login_refused_hint(self.settings, result.response.message)}"
             )
         self._logged_in = True
         self.session_generation += 1
@@ -802,6 +807,31 @@ NOT_TLS_REASONS = frozenset(
 )
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: a chain it trusts, for another name.
 HOSTNAME_MISMATCH = 62
+
+
+def login_refused_hint(settings: ClientSettings, message: str | None) -> str:
+    """What to compare when Asterisk answers a Login ``Authentication
+    failed``: it says so alike for a user manager.conf lacks, a wrong secret
+    and a host the user's ``deny``/``permit`` refuses, and the bare answer
+    named none of them, nor where the secret was read from."""
+    if (message or "").strip().lower() != "authentication failed":
+        return ""
+    source = settings.secret_source
+    if source.startswith("env:"):
+        where = f"the environment variable {source[4:]}"
+    elif source == "command line":
+        where = "the command line"
+    elif source:
+        where = f"{source} [asterisk] secret"
+    else:
+        where = "the settings"
+    user = settings.username
+    return (
+        f" (Asterisk says so for a user manager.conf lacks, a wrong secret and a host "
+        f"the user's deny/permit refuses alike: compare the secret, read from {where}, "
+        f"with manager.conf [{user}] secret, and its permit with this host; "
+        f"asterisk -rx 'manager show user {user}')"
+    )
 
 
 def untrusted_by_ca_file(verify: str, conf: str, doc: str) -> str:

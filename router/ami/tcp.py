@@ -77,6 +77,7 @@ from router.ami.client import (
     LoginListener,
     denied,
     is_idempotent,
+    login_refused_hint,
     privilege_error,
     tell_login,
     tls_context,
@@ -626,6 +627,7 @@ class TCPClient(AMIActions[ActionResult]):
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {settings.username!r} at {self._endpoint}: "
                 f"{peer_text(result.response.message)}"
+                f"{login_refused_hint(settings, result.response.message)}"
             )
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(conn, self.event_selection)

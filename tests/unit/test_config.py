@@ -141,6 +141,8 @@ ttl = 60
     assert client.endpoint == "https://pbx.example:8089/amxml"
     await client.aclose()
     assert (ast.secret, ast.secret_source) == ("from-env", "env:PBX_SECRET")
+    # The client names it when Asterisk refuses the login.
+    assert ClientSettings.from_config(ast).secret_source == "env:PBX_SECRET"
     assert ast.verify == ca
     assert ast.client_cert == tmp_path / "client.pem"
     assert ast.client_key == tmp_path / "client.key"

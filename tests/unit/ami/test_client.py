@@ -143,6 +143,18 @@ async def test_wrong_secret_is_an_authentication_error(pbx: FakeAsterisk) -> Non
     await client.aclose()
 
 
+async def test_a_refused_login_names_the_secret_file_and_the_section(pbx: FakeAsterisk) -> None:
+    """As over TCP: the bare ``Authentication failed`` said nothing to compare."""
+    client = make_client(pbx, secret="nope", secret_source="/etc/callrouter/router.toml")
+    with pytest.raises(AMIAuthenticationError) as caught:
+        await client.login()
+    await client.aclose()
+    message = str(caught.value)
+    assert "read from /etc/callrouter/router.toml [asterisk] secret" in message
+    assert "manager.conf [router] secret" in message
+    assert "nope" not in message
+
+
 async def test_expired_session_relogs_in_and_retries_once(pbx: FakeAsterisk) -> None:
     async with make_client(pbx) as client:
         pbx.expire_next = 1

@@ -172,6 +172,24 @@ async def test_wrong_secret_is_a_clear_error_and_one_attempt(fake: FakeAMI) -> N
     await client.aclose()
 
 
+async def test_a_refused_login_says_what_to_compare_and_where_the_secret_came_from(
+    fake: FakeAMI,
+) -> None:
+    """``Authentication failed`` alone, which Asterisk answers for an unknown
+    user, a wrong secret and a host its permit refuses alike, named neither
+    the manager.conf section nor where callrouter had read the secret."""
+    client = TCPClient(settings(fake, secret="wrong", secret_source="env:CALLROUTER_SECRET"))
+    with pytest.raises(AMIAuthenticationError) as caught:
+        await client.login()
+    await client.aclose()
+    message = str(caught.value)
+    assert message.startswith(f"Asterisk refused login for 'router' at {fake.url}: ")
+    assert "read from the environment variable CALLROUTER_SECRET" in message
+    assert "with manager.conf [router] secret, and its permit with this host" in message
+    assert "asterisk -rx 'manager show user router'" in message
+    assert "wrong" not in message.replace("a wrong secret", "")
+
+
 async def test_many_actions_in_flight_are_matched_by_action_id(fake: FakeAMI) -> None:
     fake.reverse_batch = 20
     async with TCPClient(settings(fake)) as client:
