@@ -619,6 +619,7 @@ def compare_eventfilters(
     templates: tuple[str, ...] = (),
     *,
     suggested_flags: str = "",
+    file: str = "manager.conf",
 ) -> list[ConfFinding]:
     """What to change in ``[user]``'s ``eventfilter`` ``lines`` (from
     :func:`section_eventfilters`) so that they let through what ``selection``
@@ -627,7 +628,10 @@ def compare_eventfilters(
     remove may be in one of them. ``suggested_flags`` (`` --username X``)
     go into the command a finding suggests, so that it prints the lines for
     the same user. Lines Asterisk refuses (:func:`_refused`) filter nothing:
-    they are told apart and the others compared as Asterisk applies them."""
+    they are told apart and the others compared as Asterisk applies them.
+    ``file`` names the file the section is in: an included one
+    (``manager_custom.conf`` on FreePBX, which rewrites manager.conf) is
+    where the lines go, not the manager.conf the findings said."""
     refused: list[tuple[str, str]] = []
     kept: list[str] = []
     for line in lines:
@@ -636,10 +640,12 @@ def compare_eventfilters(
             kept.append(line)
         else:
             refused.append((line, why.why))
-    findings = _compare(user, kept, selection, templates, suggested_flags=suggested_flags)
+    findings = _compare(
+        user, kept, selection, templates, suggested_flags=suggested_flags, file=file
+    )
     if not refused:
         return findings
-    section = f"manager.conf [{user}]"
+    section = f"{file} [{user}]"
     told = ConfFinding(
         "advice",
         f"{section}: Asterisk refuses {counted(len(refused), 'eventfilter line')} (main/manager.c "
@@ -658,6 +664,7 @@ def _compare(
     templates: tuple[str, ...],
     *,
     suggested_flags: str,
+    file: str,
 ) -> list[ConfFinding]:
     then = "then `asterisk -rx 'manager reload'` and restart callrouter"
     includes: set[_Atom] = set()
@@ -678,7 +685,7 @@ def _compare(
         else:
             unread.append(line)
     findings: list[ConfFinding] = []
-    section = f"manager.conf [{user}]"
+    section = f"{file} [{user}]"
     if templates:
         named = ", ".join(f"[{name}]" for name in templates)
         section += f" (with its template{'s' if len(templates) > 1 else ''} {named})"

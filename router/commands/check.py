@@ -399,6 +399,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         return False
     if not _told_broken(path, found):
         return False
+    found_in: Path | None = None
     if found.elsewhere:
         included = _with_included(path, text, user, found.includes)
         if included is None:
@@ -411,6 +412,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             )
             return True
         path, found = included
+        found_in = path
         print(f"manager.conf: {_LEVELS['ok']} [{user}] is in {path}, which the file #includes")
     lines, includes, templates = found.lines, found.includes, found.templates
     if includes:
@@ -419,7 +421,13 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             "followed: eventfilter lines in those files are not compared"
         )
     findings = compare_eventfilters(
-        user, lines, offline.event_selection(), templates, suggested_flags=suggested
+        user,
+        lines,
+        offline.event_selection(),
+        templates,
+        suggested_flags=suggested,
+        # The file the lines are in, where the findings' lines go.
+        file=path.name if found_in is not None else "manager.conf",
     )
     for finding in findings:
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")

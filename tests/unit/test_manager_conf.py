@@ -381,6 +381,15 @@ def test_a_user_in_an_included_file_is_found_there(
     assert "(with its template [filters])" in out
     assert "FAIL" not in out
 
+    # Lines missing there: the finding names manager_custom.conf, where they
+    # go (FreePBX rewrites manager.conf); it said "manager.conf [router]".
+    conf.write_text(head + "#include manager_custom.conf\n")
+    custom.write_text("[router]\nsecret = s\n" + "\n".join(lines[1:]) + "\n")
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert "manager.conf: FAIL   manager_custom.conf [router]: its eventfilter lines" in out
+    assert "manager.conf [router]" not in out.replace("manager_custom.conf [router]", "")
+
     # An #include in a comment is none.
     conf.write_text(head + ";-- #include manager_custom.conf --;\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
