@@ -109,3 +109,12 @@ def test_the_index_and_the_example_point_here() -> None:
     assert "docs/reference/config.md" in (REPO / "examples" / "router.toml").read_text(
         encoding="utf-8"
     )
+
+
+def test_the_example_says_the_tls_keys_serve_tls_urls_too() -> None:
+    """examples/router.toml said its TLS keys were for an https:// url only:
+    an administrator setting up tls:// (native AMI over TLS) read that
+    verify was not for them, and met the untrusted-certificate error."""
+    text = (REPO / "examples" / "router.toml").read_text(encoding="utf-8")
+    head = text[text.index("# TLS (") : text.index("# verify = true")]
+    assert "tls://" in head, head
