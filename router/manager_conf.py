@@ -806,6 +806,13 @@ def _partly(atom: _Atom, wanted: dict[_Atom, str]) -> bool:
     return atom not in wanted and any(w[0] == atom[0] and w[1] for w in wanted)
 
 
+def _catalog_events() -> tuple[str, ...]:
+    """Every event Asterisk 22 documents (router/ami/catalog.json)."""
+    from router.ami.catalog import load_catalog
+
+    return tuple(load_catalog().events)
+
+
 def _excluded(
     section: str,
     excludes: list[tuple[str, list[_Atom] | None, str | None]],
@@ -842,9 +849,12 @@ def _excluded(
                 elif any(w[0] == event and w[1] != header for w in wanted):
                     doubt.add(event)
         elif regex is not None:
-            hit = {n for n in (needed or ()) if _legacy_matches(regex, n)}
-            if needed is None:
-                hit = {"(any)"}
+            # Reading every event, callrouter needs what the line drops: the
+            # catalog's events it matches are named (it said "((any))").
+            among = _catalog_events() if needed is None else needed
+            hit = {n for n in among if _legacy_matches(regex, n)}
+            if needed is None and not hit:
+                hit = {"events the AMI catalog does not list"}
         else:
             unread.append(line)
         if hit:

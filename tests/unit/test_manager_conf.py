@@ -306,6 +306,18 @@ def test_every_event_wanted_and_lines_that_keep_some_back_fail() -> None:
     assert "callrouter reads every event" in fail.text
 
 
+def test_a_legacy_exclude_line_when_every_event_is_wanted_names_what_it_drops() -> None:
+    """``events = "all"`` beside FreePBX's ``eventfilter = !Event: RTCP*``
+    failed with "drop events callrouter needs ((any))": which ones, not said."""
+    everything = EventSelection(None, None)
+    [fail] = compare_eventfilters("router", ["eventfilter=!Event: RTCP*"], everything)
+    assert fail.level == "fail"
+    assert "exclude lines drop events callrouter needs (RTCPReceived, RTCPSent):" in fail.text
+    [fail] = compare_eventfilters("router", ["eventfilter=!Event: NoSuchThing"], everything)
+    assert "(events the AMI catalog does not list)" in fail.text
+    assert "(any)" not in fail.text
+
+
 def test_check_compares_the_file_and_fails_on_events_kept_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
