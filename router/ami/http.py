@@ -261,6 +261,17 @@ class ResponseParser:
             self._head.content = bytes(self._buffer)
             self._head.keep_alive = False
             return self._head
+        if not self._received:
+            # Not a word back: "in the middle of the response" sent an
+            # administrator who had put http:// on a TLS port looking for a
+            # broken answer. Such a port closes on a plain request.
+            hint = (
+                ""
+                if self._tls
+                else ": a TLS port closes on a plain request (http.conf's tlsbindaddr "
+                "port takes https://, manager.conf's tls://)"
+            )
+            raise HTTPError(f"connection closed with no answer{hint}")
         raise HTTPError("connection closed in the middle of the response")
 
     def _complete(self, content: bytes, used: int) -> HTTPResponse:

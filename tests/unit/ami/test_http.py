@@ -428,6 +428,24 @@ def test_the_ami_tls_port_answering_https_is_named() -> None:
     )
 
 
+def test_a_close_with_no_answer_names_a_tls_port() -> None:
+    """http:// to a TLS port (AJAM's or the manager's): it closes on the
+    plain request without a byte; the error said "in the middle of the
+    response", of a response that never began."""
+    with pytest.raises(HTTPError) as caught:
+        ResponseParser().finish()
+    assert str(caught.value) == (
+        "connection closed with no answer: a TLS port closes on a plain request "
+        "(http.conf's tlsbindaddr port takes https://, manager.conf's tls://)"
+    )
+    with pytest.raises(HTTPError, match=r"^connection closed with no answer$"):
+        ResponseParser(tls=True).finish()
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab") is None
+    with pytest.raises(HTTPError, match="in the middle of the response"):
+        parser.finish()
+
+
 def test_unambiguous_variants_are_read() -> None:
     same = ResponseParser().feed(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nhi"
