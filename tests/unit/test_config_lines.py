@@ -172,10 +172,11 @@ def test_a_key_the_command_line_replaces_is_given_no_line_of_the_file(tmp_path: 
     path.write_text(BASE + "[plugins.timefuncs]\ntimezone = 'Europe/Moskow'\n", encoding="utf-8")
     assert load_config(path, environ={}).where("plugins", "timefuncs", "timezone") == f"{path}:6"
     # The command line replaces the table (check --tz does): line 6 no longer
-    # holds the value an error is about.
+    # holds the value an error is about, and the command line does.
     overrides = {"plugins.timefuncs": {"timezone": "Mars/Base"}}
     config = load_config(path, overrides=overrides, environ={})
-    assert config.where("plugins", "timefuncs", "timezone") == str(path)
+    assert config.where("plugins", "timefuncs", "timezone") == "command line"
+    assert config.where("plugins", "enabled") == str(path)
     with pytest.raises(ConfigError) as caught:
         rules_timezone(config)
     assert str(caught.value).startswith(f"{path}: [plugins.timefuncs] timezone: unknown time zone")
