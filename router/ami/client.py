@@ -650,6 +650,7 @@ class AJAMClient(AMIActions[ActionResult]):
         except ConnectFailedError as exc:
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: {exc}"
+                f"{unresolved_hint(exc, self.settings.url)}"
             ) from exc
         except HTTPError as exc:
             raise AMIConnectionError(f"{name}: {exc}") from exc
@@ -664,7 +665,9 @@ class AJAMClient(AMIActions[ActionResult]):
                 if isinstance(exc, ConnectionRefusedError | socket.gaierror)
                 else f"{name}: connection broke to"
             )
-            raise AMIConnectionError(f"{what} {self._endpoint}: {exc}") from exc
+            raise AMIConnectionError(
+                f"{what} {self._endpoint}: {exc}{unresolved_hint(exc, self.settings.url)}"
+            ) from exc
 
     def _parse(
         self, action: Action, resp: HTTPResponse, sent_cookie: str | None = None
@@ -831,6 +834,32 @@ def login_refused_hint(settings: ClientSettings, message: str | None) -> str:
         f"the user's deny/permit refuses alike: compare the secret, read from {where}, "
         f"with manager.conf [{user}] secret, and its permit with this host; "
         f"asterisk -rx 'manager show user {user}')"
+    )
+
+
+def unresolved_hint(exc: BaseException, url: str) -> str:
+    """What to check when the url's host name did not resolve: the bare
+    ``[Errno -2] Name or service not known`` named neither the host nor where
+    it was written. ``exc`` may carry the resolver's error in its chain (httpx
+    wraps it twice); ``""`` for any other failure."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None or isinstance(seen, socket.gaierror):
+            break
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(seen, socket.gaierror):
+        return ""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    where = "the url (router.toml [asterisk] url, or --url)"
+    if seen.errno == socket.EAI_AGAIN:
+        return (
+            f"; the name {host!r} could not be looked up now (the resolver did not "
+            f"answer): check this host's DNS (getent hosts {host}), or put an address "
+            f"in {where}"
+        )
+    return (
+        f"; no address is known for the host name {host!r}: check its spelling in "
+        f"{where}, or add it to DNS or /etc/hosts (getent hosts {host})"
     )
 
 

@@ -81,6 +81,7 @@ from router.ami.client import (
     privilege_error,
     tell_login,
     tls_context,
+    unresolved_hint,
     untrusted_by_ca_file,
 )
 from router.ami.event_filter import (
@@ -568,6 +569,7 @@ class TCPClient(AMIActions[ActionResult]):
         except (OSError, _Lost) as exc:
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: {exc}"
+                f"{unresolved_hint(exc, settings.url)}"
             ) from exc
         try:
             # One deadline for the whole login (Challenge, Login, the event
