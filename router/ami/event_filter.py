@@ -369,8 +369,9 @@ async def add_filters(
                 "callrouter does not filter event names itself: the Filter action "
                 "needs write = system for %r; the class mask %r applies, and the "
                 "user's eventfilter lines in manager.conf if it has any (`callrouter "
-                "check --manager-conf-file /etc/asterisk/manager.conf` compares them "
-                "with the events callrouter needs; docs/asterisk.md)",
+                "check --manager-conf-file /etc/asterisk/manager.conf`, or the one in "
+                "Asterisk's configuration directory, compares them with the events "
+                "callrouter needs; docs/asterisk.md)",
                 username,
                 selection.mask,
             )

@@ -120,8 +120,9 @@ async def _filtering(client: AMIClient, suggested_flags: str = "") -> Finding:
         f"filter event names itself: the class mask applies, and the eventfilter lines "
         f"of manager.conf [{user}] if it has any; lines written for earlier rules or "
         "plugins can keep back events they now need, so compare them: callrouter check "
-        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (docs/asterisk.md, "
-        "Event filtering)",
+        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (or the one in "
+        "Asterisk's configuration directory, which asterisk -rx 'core show settings' names; "
+        "docs/asterisk.md, Event filtering)",
     )
 
 
