@@ -14,9 +14,12 @@ margin; a late decision is traced, never executed. So nothing in the dialplan
 depends on callrouter being up.
 
 The engine is the wiring and the life cycle: client, stream, tracker, rules,
-plugins, scheduler, reloads, the live-instance guard, stopping. The request
-path (deadline, evaluation, execution, the decision record and log line, and
-the reconcile after a stream gap) is the :class:`~router.routing.Router`'s.
+plugins, scheduler, reloads, stopping. The request path (deadline,
+evaluation, execution, the decision record and log line, and the reconcile
+after a stream gap) is the :class:`~router.routing.Router`'s; the live-instance
+guard's heartbeats are :class:`~router.presence.Presence`'s, the write-class
+probe after each login :class:`~router.privilege_watch.PrivilegeWatch`'s, and
+the clock difference :func:`~router.asterisk_clock.measure_offset`'s.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ import gc
 import inspect
 import logging
 import math
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -46,7 +46,6 @@ from router.ami.connect import open_client
 from router.ami.event_filter import EventSelection
 from router.ami.facade import AMI
 from router.ami.message import Event
-from router.ami.numbers import ascii_float
 from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.ami.tcp import lasting_tls_failure
@@ -57,6 +56,7 @@ from router.api.intake import open_feed
 from router.api.live import LiveRing, open_live
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings
+from router.asterisk_clock import measure_offset
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
 from router.calllife.model import CallEvent
@@ -83,14 +83,15 @@ from router.errors import (
     RulesRefused,
 )
 from router.executor import Executor, PluginHooks
-from router.health import USER_EVENTS_MISSING, Health, readiness
+from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
-from router.liveguard import LIVE_EVENT, Claim, LiveGuard
+from router.liveguard import LIVE_EVENT
 from router.metrics import Metrics
 from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
-from router.privileges import ORIGINATE, REDIRECT, needed, refused
+from router.presence import Presence
+from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
 from router.rules.context import Context
@@ -108,19 +109,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.engine")
 
-#: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
-_NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
-#: The clock difference (:meth:`Engine._measure_clock`): a Ping's answer holds
-#: Asterisk's time somewhere in its round trip, so the difference is known to
-#: half the round trip. Up to this many Pings, the quickest believed; one
-#: answered within ``_CLOCK_QUICK`` s ends the measurement, and so does
-#: ``_CLOCK_BUDGET`` s spent (the reconcile waits for it); when even the
-#: quickest took over ``_CLOCK_SLOWEST`` s, nothing is learnt and the
-#: difference known stays.
-_CLOCK_PINGS = 3
-_CLOCK_QUICK = 0.02
-_CLOCK_BUDGET = 1.0
-_CLOCK_SLOWEST = 0.5
 #: The logger of the engine's scheduler (a child of apscheduler's: the level
 #: ``callrouter run`` gives apscheduler applies). A run due while the previous
 #: one still goes is skipped (runs never overlap): said at DEBUG by the engine,
@@ -144,12 +132,6 @@ _WAIT_NOTIFY_FOR = 30.0
 #: seconds: reloads meanwhile (a script reloading in a loop) make one more
 #: audit when the time is up, not one each.
 _AUDIT_INTERVAL = 10.0
-#: Seconds before the write-class probe runs again when a login came during
-#: each of the last two (doubled each time, up to _PROBE_PAUSE_MAX): a session
-#: that does not last (a proxy dropping the cookie, an Asterisk restarting
-#: over and over) logs in again inside every probe's own actions.
-_PROBE_PAUSE = 1.0
-_PROBE_PAUSE_MAX = 60.0
 
 
 class _QuietSkips(logging.Filter):
@@ -171,16 +153,6 @@ LISTING_REFUSED = (
     "already up then are not tracked, and calls that fell through while no "
     "callrouter ran are not counted; give the manager user write = reporting "
     "(never system) to have them"
-)
-
-
-#: Logged at ERROR after a login whose manager user Asterisk refuses an
-#: action the configuration needs (router/privileges.py); for ``Redirect``
-#: also /readyz's reason. A live session keeps the classes of its login.
-PRIVILEGE_MISSING = (
-    "Asterisk refuses the manager user {user!r} {action} (write = {cls} missing "
-    "in manager.conf): {lost}; add {cls} to the user's write line, run manager "
-    "reload, then restart callrouter (a session keeps the classes it logged in with)"
 )
 
 
@@ -294,6 +266,14 @@ class Engine:
             confirmations=self.executor.confirmations,
             inbound_context=self.options.inbound_context,
         )
+        #: The live-instance guard's heartbeats (router/presence.py); no
+        #: guard in shadow mode or when turned off.
+        self.presence = Presence(
+            self._client,
+            interval=self.options.live_heartbeat,
+            settle=self.options.live_settle,
+            connected=self._connected,
+        )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
             ami=self._client,
@@ -304,7 +284,7 @@ class Engine:
             dialplan=self.options.dialplan(),
             log_format=config.router.log_format,
             clock=lambda: self.clock(),
-            standby=self._standby,
+            standby=self.presence.standby,
             shadow=config.router.shadow if shadow is None else shadow,
             metrics=self.metrics,
             parking=self.parking,
@@ -349,8 +329,6 @@ class Engine:
         self._drain_until: float | None = None
         #: A second SIGTERM: stop without waiting for the decisions in flight.
         self._stop_now = asyncio.Event()
-        #: The live-instance guard; None in shadow mode or when turned off.
-        self._guard: LiveGuard | None = None
         #: The dialplan audit a reload of Asterisk's asked for, while it
         #: waits for its turn or runs; when the last audit began (monotonic).
         self._reload_audit: asyncio.Task[None] | None = None
@@ -363,27 +341,15 @@ class Engine:
         self._audit_findings: tuple[tuple[str, str], ...] | None = None
         #: Audits reading the dialplan now: the timed one waits for none.
         self._auditing = 0
-        self._beats: set[asyncio.Task[Any]] = set()
-        self._beat_refused = False
-        #: Whether the missing own heartbeat has been logged (router/liveguard.py).
-        self._deaf_logged = False
         #: Whether the user's missing ``CoreShowChannels`` class has been logged.
         self._listing_refused = False
-        #: Why Asterisk refuses this session ``Redirect`` (``write = call``
-        #: missing: /readyz's reason), empty when it does not; the logins the
-        #: client told of (:meth:`_logged_in`) and how many of them the last
-        #: probe covered (:meth:`_check_privileges`); the probe of the logins
-        #: after the start's, running in the background (:meth:`_probe_logins`).
-        self._privileges = ""
-        self._logins = 0
-        self._probed_logins = 0
-        #: The last probe failed unexpectedly (logged once a streak).
-        self._probe_failing = False
-        self._prober: asyncio.Task[None] | None = None
-        self._probing = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
+        #: The write-class probe of each login (router/privilege_watch.py).
+        self.privileges = PrivilegeWatch(
+            self._client, config, lambda: self.rules.current, self._stopping
+        )
         self._rule_mtimes: dict[Path, float] = {}
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[Any]] = set()
@@ -484,8 +450,7 @@ class Engine:
 
     def health(self) -> Health:
         """What ``/readyz`` answers (router/health.py)."""
-        guard = self._guard
-        deaf = guard is not None and guard.deaf and self._connected()
+        deaf = self.presence.deaf
         if self._stopping.is_set():
             phase = "stopping"
         else:
@@ -497,8 +462,8 @@ class Engine:
             rules=len(self.rules.current.rules),
             serving=self.ready.is_set() and not self._stopping.is_set(),
             user_events=not deaf,
-            unheard_for=guard.unheard_for if guard is not None and deaf else 0.0,
-            privileges=self._privileges,
+            unheard_for=self.presence.unheard_for,
+            privileges=self.privileges.redirect_refused,
             phase=phase,
             waiting_for=self._waiting_for if phase == "starting" else "",
         )
@@ -571,22 +536,15 @@ class Engine:
         # (_refused_listing), reading the dialplan (the audit's finding).
         self._client.refusal_reported("CoreShowChannels")
         self._client.refusal_reported("ShowDialPlan")
-        if not self.shadow and self.options.check_privileges:  # (_check_privileges)
-            for probe in (REDIRECT, ORIGINATE):
-                self._client.refusal_reported(probe.action)
-            # (a stand-in client without one: its logins after the first go unprobed)
-            listen = getattr(self._client, "set_login_listener", None)
-            if listen is not None:
-                listen(self._logged_in)
+        if not self.shadow and self.options.check_privileges:
+            self.privileges.listen()
         await self._first_login()
         # Before the live claim, which falls back on this host's clock, and
         # the start's reconcile, which reads CALLROUTER_DEADLINE.
         await self._measure_clock()
         # Awaited, before any call is routed: /readyz is right from the start.
-        # Each later login's probe runs in the background (_probe_logins).
-        await self._check_privileges()
-        self._probing = True
-        self._probe_new_logins()
+        # Each later login's probe runs in the background.
+        await self.privileges.first()
         self._scheduler.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
@@ -637,7 +595,14 @@ class Engine:
             replace_existing=True,
         )
         if not self.shadow and self.options.live_heartbeat > 0:
-            await self._start_guard()
+            await self.presence.claim(self.router.clock_offset)
+            self._scheduler.add_job(
+                logged("live heartbeat", self.presence.heartbeat, logger=log),
+                "interval",
+                seconds=self.options.live_heartbeat,
+                id="callrouter-live",
+                replace_existing=True,
+            )
         # Routing requests jump a backlog of other events: in a burst a call's
         # request does not wait for every earlier call's CEL records.
         # Over TCP a read is also cut after each request, so the request is
@@ -861,7 +826,7 @@ class Engine:
 
     async def _drain_then_end(self) -> None:
         try:
-            await self._leave()
+            await self.presence.leave()
             if self.router.tasks:
                 left = self.options.drain_timeout
                 if self._drain_until is not None:
@@ -888,8 +853,7 @@ class Engine:
         await self._notifier.stop()
         if self._reload_audit is not None:
             self._reload_audit.cancel()
-        if self._prober is not None:
-            self._prober.cancel()
+        self.privileges.cancel()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
         if self._api_server is not None:
@@ -903,7 +867,7 @@ class Engine:
                 log.exception("stop: stopping the API server failed; stopping anyway")
         if self._feed is not None:
             await self._feed.aclose()
-        await self._leave()
+        await self.presence.leave()
         if self.router.tasks and not self._stop_now.is_set():
             await self._drain_in_stop()
         if self.router.tasks and self._stop_now.is_set():
@@ -952,8 +916,7 @@ class Engine:
             log.exception("stop: plugin shutdown failed; stopping anyway")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        for beat in list(self._beats):
-            beat.cancel()
+        self.presence.close()
         # "logged off" only when a session existed (not after a refused start).
         was_logged_in = bool(getattr(self._client, "logged_in", True))
         try:
@@ -979,111 +942,9 @@ class Engine:
 
     # -- live-instance guard -----------------------------------------------------------
 
-    async def _start_guard(self) -> None:
-        """Claim to be live, on Asterisk's clock, and ask who else is."""
-        since = None
-        # To the microsecond where func_strings is loaded (a manual run started
-        # in the same second as the service is still the younger), else EPOCH.
-        for variable in (_NOW_PRECISE, "EPOCH"):
-            try:
-                answer = await self._client.send("Getvar", {"Variable": variable}, validate=False)
-            except AMIError:
-                break  # this host's clock then, as far as it is Asterisk's (clock_offset)
-            since = ascii_float(answer.response.get("Value"))
-            if since is not None:
-                break
-        claim = Claim(
-            secrets.token_hex(4),
-            since if since is not None else time.time() + self.router.clock_offset,
-            socket.gethostname(),
-            os.getpid(),
-        )
-        self._guard = LiveGuard(
-            claim, interval=self.options.live_heartbeat, settle=self.options.live_settle
-        )
-        await self._send_beat(self._guard.probe())
-        self._scheduler.add_job(
-            logged("live heartbeat", self._heartbeat, logger=log),
-            "interval",
-            seconds=self.options.live_heartbeat,
-            id="callrouter-live",
-            replace_existing=True,
-        )
-
-    async def _heartbeat(self) -> None:
-        guard = self._guard
-        if guard is not None and not guard.leaving:
-            guard.update()  # an instance that went silent is gone: log it now
-            self._note_deaf(guard)
-            # Bounded by half the interval: a run never outlives it, so a stalled
-            # Asterisk skips no run (the event stream reports the stall).
-            bound = self.options.live_heartbeat / 2
-            try:
-                await asyncio.wait_for(self._send_beat(guard.beat()), bound)
-            except TimeoutError:
-                log.debug("live-instance heartbeat: no answer within %g s", bound)
-
-    def _note_deaf(self, guard: LiveGuard) -> None:
-        """Log once when this session stops hearing its own heartbeat, and once
-        when it hears it again: routing requests come the same way. While the
-        stream is down nothing is known either way, and nothing is said."""
-        if not self._connected():
-            return
-        deaf = guard.deaf
-        if deaf and not self._deaf_logged:
-            log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))
-        elif not deaf and self._deaf_logged:
-            log.warning("this router's heartbeat arrives again: routing requests can reach it")
-        self._deaf_logged = deaf
-
-    async def _leave(self) -> None:
-        """Tell the instance standing by to take over now (bounded: stopping waits)."""
-        guard = self._guard
-        if guard is not None and not guard.leaving:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._send_beat(guard.leave()), 1.0)
-
-    def _spawn_beat(self, fields: dict[str, str]) -> None:
-        task = asyncio.ensure_future(self._send_beat(fields))
-        self._beats.add(task)
-        task.add_done_callback(self._beats.discard)
-        task.add_done_callback(_log_task_failure)
-
-    async def _send_beat(self, fields: dict[str, str]) -> None:
-        try:
-            await self._client.send("UserEvent", fields, validate=False)
-            if self._guard is not None:
-                self._guard.sent()
-        except AMIPrivilegeError as exc:
-            if not self._beat_refused:
-                self._beat_refused = True
-                log.warning(
-                    "live-instance heartbeat refused (%s): a second live callrouter "
-                    "on this Asterisk would not be noticed",
-                    exc,
-                )
-        except AMIError as exc:  # the stream notices a lost Asterisk and says so
-            log.debug("live-instance heartbeat not sent: %s", exc)
-
-    async def _standby(self, deadline: float) -> str | None:
-        """``shadow`` while another live instance routes, ``late`` when the
-        wait for others' answers outlasted the deadline, else None: act."""
-        guard = self._guard
-        if guard is None:
-            return None
-        if not guard.settled:
-            await guard.wait_settled(deadline)
-        if guard.update() is not None:
-            return "shadow"  # the other instance routes it: nothing to report as ours
-        return "late" if time.monotonic() > deadline else None
-
     def _acting(self) -> bool:
         """Whether actions of event and schedule rules may be sent now."""
-        return (
-            not self.shadow
-            and self.router.accepting
-            and (self._guard is None or self._guard.acting)
-        )
+        return not self.shadow and self.router.accepting and self.presence.acting
 
     # -- rules -------------------------------------------------------------------------
 
@@ -1439,8 +1300,7 @@ class Engine:
         name = event.name
         if name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
             # Routers' heartbeats are for the guard only, not for rules or plugins.
-            if self._guard is not None and self._guard.observe(event) and not self._guard.leaving:
-                self._spawn_beat(self._guard.beat())  # a newcomer asked: answer now
+            self.presence.observe(event)
             return
         self.metrics.event(name)
         if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:
@@ -1542,9 +1402,7 @@ class Engine:
     async def _on_gap(self, gap: StreamGap) -> None:
         self.metrics.stream_gaps.labels(gap.reason).inc()
         log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
-        if self._guard is not None and not self._guard.leaving:
-            # Heartbeats were lost with the gap: ask again before acting.
-            self._spawn_beat(self._guard.probe())
+        self.presence.probe()
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)
@@ -1557,7 +1415,7 @@ class Engine:
                 raise
             log.error("reconcile after gap failed: %s", exc)
         # A new login of the gap was probed when the client told of it
-        # (_logged_in), beside this reconcile rather than before it.
+        # (PrivilegeWatch.logged_in), beside this reconcile rather than before it.
 
     async def _first_login(self) -> None:
         """Log in at start; with ``wait_for_asterisk``, until Asterisk answers.
@@ -1627,159 +1485,8 @@ class Engine:
             await asyncio.sleep(_WAIT_NOTIFY_EVERY)
 
     async def _measure_clock(self) -> None:
-        """How far Asterisk's wall clock is from this host's (``Router.clock_offset``).
-
-        A request's age is its ``Timestamp`` against now, and a listed
-        channel's wait its ``CALLROUTER_DEADLINE`` against now: both are on
-        Asterisk's clock. callrouter on another host whose clock is a few
-        seconds ahead took every request for late (each call to its default
-        route); one behind took old requests for new ones. Measured at start
-        and after each gap from a ``Ping``, whose answer carries Asterisk's
-        time to the microsecond (whatever ``timestampevents`` says, and for any
-        manager user); a difference within 0.1 s, or within half the round
-        trip, counts as none. Asterisk read its clock somewhere in that round
-        trip: the quickest of a few Pings is believed, and a measurement whose
-        quickest answer was slow keeps the difference known.
-        """
-        best: tuple[float, float] | None = None  # (round trip, difference)
-        began = time.time()
-        for _ in range(_CLOCK_PINGS):
-            sent = time.time()
-            try:
-                answer = await self._client.send("Ping", {}, validate=False)
-            except AMIError:
-                break  # the difference known stays (none: this host's clock, as before)
-            received = time.time()
-            value = ascii_float(answer.response.get("Timestamp"))
-            if value is None:
-                break
-            trip = max(0.0, received - sent)
-            if best is None or trip < best[0]:
-                best = (trip, value - (sent + received) / 2)
-            if trip <= _CLOCK_QUICK or received - began >= _CLOCK_BUDGET:
-                break
-        if best is None:
-            return
-        trip, offset = best
-        if trip > _CLOCK_SLOWEST:
-            # A busy Asterisk or a slow network: an answer read at once and
-            # delivered late looked like a clock half the round trip behind.
-            log.info(
-                "Asterisk's clock not measured: its quickest Ping answer took %.1f s",
-                trip,
-            )
-            return
-        if abs(offset) <= max(0.1, trip / 2):
-            offset = 0.0
-        if abs(offset - self.router.clock_offset) <= 0.1 and (offset == 0.0) == (
-            self.router.clock_offset == 0.0
-        ):
-            return
-        if offset:
-            log.warning(
-                "Asterisk's clock is %.1f s %s this host's: callrouter reads the age "
-                "of routing requests on Asterisk's clock and allows for the "
-                "difference; keep both hosts' clocks in step (NTP)",
-                abs(offset),
-                "ahead of" if offset > 0 else "behind",
-            )
-        else:
-            log.info("Asterisk's clock and this host's agree again")
-        self.router.clock_offset = offset
-
-    def _logged_in(self) -> None:
-        """The client's login listener: a session keeps the write classes of
-        its login, and a login may be a user changed in manager.conf since
-        (a restart, ``manager reload``), whatever made it: the start, the
-        event stream after a gap, or an action that found its session gone,
-        which the stream hears of only when its long-poll comes back."""
-        self._logins += 1
-        self._probe_new_logins()
-
-    def _probe_new_logins(self) -> None:
-        """Start the background probe of the logins not probed yet, unless
-        it runs already (it then covers them too: one probe at a time).
-        Never awaited by the stream: on an Asterisk that hangs, the probe's
-        actions wait out their timeouts, while calls are routed and a gap's
-        reconcile puts its calls right. /readyz keeps the last answer
-        meanwhile."""
-        if (
-            not self._probing
-            or self._prober is not None
-            or self._stopping.is_set()
-            or self._logins == self._probed_logins
-        ):
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._probe_logins(), name="callrouter-privileges"
-        )
-        task.add_done_callback(_log_task_failure)
-        self._prober = task
-
-    async def _probe_logins(self) -> None:
-        rounds = 0
-        try:
-            # A login during the probe (its own action's, a reconnect's) is
-            # another session, maybe another user's classes: asked again, at
-            # once the first time, then after a pause growing each time (else
-            # a session lost at every action loops Login and the probe).
-            while self._logins != self._probed_logins and not self._stopping.is_set():
-                if rounds >= 2:
-                    pause = _PROBE_PAUSE * 2 ** min(rounds - 2, 6)
-                    await asyncio.sleep(min(pause, _PROBE_PAUSE_MAX))
-                    if self._stopping.is_set():
-                        break
-                rounds += 1
-                await self._check_privileges()
-        finally:
-            self._prober = None
-
-    async def _check_privileges(self) -> None:
-        """After a login: whether Asterisk lets the manager user send what
-        this configuration needs (router/privileges.py). Without ``write =
-        call`` no call is routed, which used to show only when the first
-        call's ``Redirect`` was refused: now an ERROR at once, naming the
-        user and the class, and the reason /readyz gives until a login
-        that has it (fail open: the calls take their default route, and the
-        rest of callrouter runs on). A missing ``originate`` is an ERROR.
-        Shadow instances act on nothing and ask nothing."""
-        if self.shadow or not self.options.check_privileges:
-            return
-        before, self._probed_logins = self._probed_logins, self._logins
-        user = self._config.asterisk.username
-        redirect = self._privileges  # kept when it cannot be asked now
-        failed = False
-        for probe in needed(self._config, self.rules.current):
-            try:
-                denied = await refused(self._client, probe)
-            except AMIError as exc:  # the stream reports a lost Asterisk
-                log.debug("write = %s not checked: %s", probe.write_class, exc)
-                continue
-            except Exception:
-                # Not Asterisk's answer (a bug, a client fault): this login is
-                # not probed, so the background loop asks again after its
-                # pause; said once until a probe goes through. Never a reason
-                # to stop the start: calls fail open meanwhile.
-                failed = True
-                if not self._probe_failing:
-                    log.exception("write = %s not checked; asked again later", probe.write_class)
-                self._probe_failing = True
-                continue
-            text = ""
-            if denied:
-                text = PRIVILEGE_MISSING.format(
-                    user=user, action=probe.action, cls=probe.write_class, lost=probe.lost
-                )
-                log.error("%s", text)
-            if probe is REDIRECT:
-                if redirect and not denied:
-                    log.info("Asterisk allows the manager user %r Redirect now", user)
-                redirect = text
-        self._privileges = redirect
-        if failed:
-            self._probed_logins = before
-        else:
-            self._probe_failing = False
+        """How far Asterisk's clock is from this host's (router/asterisk_clock.py)."""
+        self.router.clock_offset = await measure_offset(self._client, self.router.clock_offset)
 
     def _refused_listing(self, exc: AMIPrivilegeError) -> None:
         """The manager user may not list channels: a setting, not a failure of

@@ -311,7 +311,7 @@ async def test_a_session_lost_at_every_probe_does_not_loop_the_probe(
     # of that (at once, as any login during a probe): then a pause.
     assert ajam_replay.count("Login") <= 4
     assert ajam_replay.count("Redirect", probes=True) <= 5  # each probe's, sent twice
-    assert engine._prober is not None  # still on, at its pace
+    assert engine.privileges.prober is not None  # still on, at its pace
 
 
 async def test_a_probe_that_fails_unexpectedly_does_not_stop_the_start_and_is_asked_again(

@@ -1,0 +1,198 @@
+"""The engine's side of the live-instance guard: the heartbeats it sends.
+
+router/liveguard.py keeps the state with no I/O; this sends what it asks for
+through the AMI client: the claim at start (on Asterisk's clock), a beat each
+interval, an answer to a newcomer at once, a probe after an event stream gap,
+``leaving`` at stop. It also says once when this session stops hearing its
+own heartbeat (routing requests come the same way) and once when it hears it
+again. Beats never hold up the engine: each is bounded, and one Asterisk
+refuses (no ``write = user``) is a WARNING once, not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from router.ami.message import Event
+from router.ami.numbers import ascii_float
+from router.errors import AMIError, AMIPrivilegeError
+from router.health import USER_EVENTS_MISSING
+from router.liveguard import Claim, LiveGuard
+from router.supervise import log_task_failure
+
+if TYPE_CHECKING:
+    from router.ami.connect import AMIClient
+
+__all__ = ["Presence"]
+
+log = logging.getLogger("router.engine")
+
+#: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
+_NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    log_task_failure(task, logger=log)
+
+
+class Presence:
+    """This router's heartbeats on one Asterisk (one per engine).
+
+    ``connected`` says whether the session and its event stream are up:
+    while they are not, a heartbeat not heard back says nothing either way.
+    Until :meth:`claim`, there is no guard: the engine acts (shadow
+    instances and ``live_heartbeat = 0`` never claim).
+    """
+
+    def __init__(
+        self,
+        client: AMIClient,
+        *,
+        interval: float,
+        settle: float,
+        connected: Callable[[], bool],
+    ) -> None:
+        self._client = client
+        self._interval = interval
+        self._settle = settle
+        self._connected = connected
+        self.guard: LiveGuard | None = None
+        self._beats: set[asyncio.Task[Any]] = set()
+        self._refused = False
+        #: Whether the missing own heartbeat has been logged.
+        self._deaf_logged = False
+
+    @property
+    def deaf(self) -> bool:
+        """This session has stopped hearing its own heartbeat while connected."""
+        return self.guard is not None and self.guard.deaf and self._connected()
+
+    @property
+    def unheard_for(self) -> float:
+        """Seconds since the own heartbeat was last heard, when :attr:`deaf`."""
+        return self.guard.unheard_for if self.guard is not None and self.deaf else 0.0
+
+    @property
+    def acting(self) -> bool:
+        """No other live instance routes in this router's stead."""
+        return self.guard is None or self.guard.acting
+
+    async def claim(self, clock_offset: float) -> None:
+        """Claim to be live, on Asterisk's clock, and ask who else is.
+
+        ``clock_offset`` (Asterisk's clock minus this host's) dates the claim
+        when Asterisk cannot tell its time.
+        """
+        since = None
+        # To the microsecond where func_strings is loaded (a manual run started
+        # in the same second as the service is still the younger), else EPOCH.
+        for variable in (_NOW_PRECISE, "EPOCH"):
+            try:
+                answer = await self._client.send("Getvar", {"Variable": variable}, validate=False)
+            except AMIError:
+                break  # this host's clock then, as far as it is Asterisk's (clock_offset)
+            since = ascii_float(answer.response.get("Value"))
+            if since is not None:
+                break
+        claim = Claim(
+            secrets.token_hex(4),
+            since if since is not None else time.time() + clock_offset,
+            socket.gethostname(),
+            os.getpid(),
+        )
+        self.guard = LiveGuard(claim, interval=self._interval, settle=self._settle)
+        await self._send(self.guard.probe())
+
+    async def heartbeat(self) -> None:
+        """One interval's beat (the engine's scheduler runs it)."""
+        guard = self.guard
+        if guard is not None and not guard.leaving:
+            guard.update()  # an instance that went silent is gone: log it now
+            self._note_deaf(guard)
+            # Bounded by half the interval: a run never outlives it, so a stalled
+            # Asterisk skips no run (the event stream reports the stall).
+            bound = self._interval / 2
+            try:
+                await asyncio.wait_for(self._send(guard.beat()), bound)
+            except TimeoutError:
+                log.debug("live-instance heartbeat: no answer within %g s", bound)
+
+    def observe(self, event: Event) -> None:
+        """Another router's (or this one's own) heartbeat; a newcomer's probe
+        is answered at once."""
+        guard = self.guard
+        if guard is not None and guard.observe(event) and not guard.leaving:
+            self._spawn(guard.beat())
+
+    def probe(self) -> None:
+        """After an event stream gap: heartbeats were lost with it, so ask
+        again before acting."""
+        if self.guard is not None and not self.guard.leaving:
+            self._spawn(self.guard.probe())
+
+    async def standby(self, deadline: float) -> str | None:
+        """``shadow`` while another live instance routes, ``late`` when the
+        wait for others' answers outlasted the deadline, else None: act."""
+        guard = self.guard
+        if guard is None:
+            return None
+        if not guard.settled:
+            await guard.wait_settled(deadline)
+        if guard.update() is not None:
+            return "shadow"  # the other instance routes it: nothing to report as ours
+        return "late" if time.monotonic() > deadline else None
+
+    async def leave(self) -> None:
+        """Tell the instance standing by to take over now (bounded: stopping waits)."""
+        guard = self.guard
+        if guard is not None and not guard.leaving:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._send(guard.leave()), 1.0)
+
+    def close(self) -> None:
+        """Cancel the beats still being sent (the engine's stop)."""
+        for beat in list(self._beats):
+            beat.cancel()
+
+    def _note_deaf(self, guard: LiveGuard) -> None:
+        """Log once when this session stops hearing its own heartbeat, and once
+        when it hears it again: routing requests come the same way. While the
+        stream is down nothing is known either way, and nothing is said."""
+        if not self._connected():
+            return
+        deaf = guard.deaf
+        if deaf and not self._deaf_logged:
+            log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))
+        elif not deaf and self._deaf_logged:
+            log.warning("this router's heartbeat arrives again: routing requests can reach it")
+        self._deaf_logged = deaf
+
+    def _spawn(self, fields: dict[str, str]) -> None:
+        task = asyncio.ensure_future(self._send(fields))
+        self._beats.add(task)
+        task.add_done_callback(self._beats.discard)
+        task.add_done_callback(_log_failure)
+
+    async def _send(self, fields: dict[str, str]) -> None:
+        try:
+            await self._client.send("UserEvent", fields, validate=False)
+            if self.guard is not None:
+                self.guard.sent()
+        except AMIPrivilegeError as exc:
+            if not self._refused:
+                self._refused = True
+                log.warning(
+                    "live-instance heartbeat refused (%s): a second live callrouter "
+                    "on this Asterisk would not be noticed",
+                    exc,
+                )
+        except AMIError as exc:  # the stream notices a lost Asterisk and says so
+            log.debug("live-instance heartbeat not sent: %s", exc)
