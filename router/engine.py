@@ -17,7 +17,7 @@ The engine is the wiring and the life cycle: client, stream, tracker, rules,
 plugins, scheduler, reloads, stopping. The request path (deadline,
 evaluation, execution, the decision record and log line, and the reconcile
 after a stream gap) is the :class:`~router.routing.Router`'s; the live-instance
-guard's heartbeats are :class:`~router.presence.Presence`'s, the write-class
+guard's heartbeats are :class:`~router.live_instance.LiveInstance`'s, the write-class
 probe after each login :class:`~router.privilege_watch.PrivilegeWatch`'s, and
 the clock difference :func:`~router.asterisk_clock.measure_offset`'s.
 """
@@ -85,12 +85,12 @@ from router.errors import (
 from router.executor import Executor, PluginHooks
 from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
+from router.live_instance import LiveInstance
 from router.liveguard import LIVE_EVENT
 from router.metrics import Metrics
 from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
-from router.presence import Presence
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.request import RequestInfo
 from router.routing import Router, RouteRecord, call_info
@@ -266,9 +266,9 @@ class Engine:
             confirmations=self.executor.confirmations,
             inbound_context=self.options.inbound_context,
         )
-        #: The live-instance guard's heartbeats (router/presence.py); no
+        #: The live-instance guard's heartbeats (router/live_instance.py); no
         #: guard in shadow mode or when turned off.
-        self.presence = Presence(
+        self.live_instance = LiveInstance(
             self._client,
             interval=self.options.live_heartbeat,
             settle=self.options.live_settle,
@@ -284,7 +284,7 @@ class Engine:
             dialplan=self.options.dialplan(),
             log_format=config.router.log_format,
             clock=lambda: self.clock(),
-            standby=self.presence.standby,
+            standby=self.live_instance.standby,
             shadow=config.router.shadow if shadow is None else shadow,
             metrics=self.metrics,
             parking=self.parking,
@@ -450,7 +450,7 @@ class Engine:
 
     def health(self) -> Health:
         """What ``/readyz`` answers (router/health.py)."""
-        deaf = self.presence.deaf
+        deaf = self.live_instance.deaf
         if self._stopping.is_set():
             phase = "stopping"
         else:
@@ -462,7 +462,7 @@ class Engine:
             rules=len(self.rules.current.rules),
             serving=self.ready.is_set() and not self._stopping.is_set(),
             user_events=not deaf,
-            unheard_for=self.presence.unheard_for,
+            unheard_for=self.live_instance.unheard_for,
             privileges=self.privileges.redirect_refused,
             phase=phase,
             waiting_for=self._waiting_for if phase == "starting" else "",
@@ -595,9 +595,9 @@ class Engine:
             replace_existing=True,
         )
         if not self.shadow and self.options.live_heartbeat > 0:
-            await self.presence.claim(self.router.clock_offset)
+            await self.live_instance.claim(self.router.clock_offset)
             self._scheduler.add_job(
-                logged("live heartbeat", self.presence.heartbeat, logger=log),
+                logged("live heartbeat", self.live_instance.heartbeat, logger=log),
                 "interval",
                 seconds=self.options.live_heartbeat,
                 id="callrouter-live",
@@ -826,7 +826,7 @@ class Engine:
 
     async def _drain_then_end(self) -> None:
         try:
-            await self.presence.leave()
+            await self.live_instance.leave()
             if self.router.tasks:
                 left = self.options.drain_timeout
                 if self._drain_until is not None:
@@ -867,7 +867,7 @@ class Engine:
                 log.exception("stop: stopping the API server failed; stopping anyway")
         if self._feed is not None:
             await self._feed.aclose()
-        await self.presence.leave()
+        await self.live_instance.leave()
         if self.router.tasks and not self._stop_now.is_set():
             await self._drain_in_stop()
         if self.router.tasks and self._stop_now.is_set():
@@ -916,7 +916,7 @@ class Engine:
             log.exception("stop: plugin shutdown failed; stopping anyway")
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        self.presence.close()
+        self.live_instance.close()
         # "logged off" only when a session existed (not after a refused start).
         was_logged_in = bool(getattr(self._client, "logged_in", True))
         try:
@@ -944,7 +944,7 @@ class Engine:
 
     def _acting(self) -> bool:
         """Whether actions of event and schedule rules may be sent now."""
-        return not self.shadow and self.router.accepting and self.presence.acting
+        return not self.shadow and self.router.accepting and self.live_instance.acting
 
     # -- rules -------------------------------------------------------------------------
 
@@ -1300,7 +1300,7 @@ class Engine:
         name = event.name
         if name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
             # Routers' heartbeats are for the guard only, not for rules or plugins.
-            self.presence.observe(event)
+            self.live_instance.observe(event)
             return
         self.metrics.event(name)
         if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:
@@ -1402,7 +1402,7 @@ class Engine:
     async def _on_gap(self, gap: StreamGap) -> None:
         self.metrics.stream_gaps.labels(gap.reason).inc()
         log.warning("event stream gap of %.1f s (%s): reconciling", gap.duration, gap.reason)
-        self.presence.probe()
+        self.live_instance.probe()
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)

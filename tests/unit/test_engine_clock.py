@@ -162,7 +162,7 @@ async def test_the_live_claim_without_asterisks_time_allows_for_the_difference(
     )
     await engine.start()
     try:
-        guard = engine.presence.guard
+        guard = engine.live_instance.guard
         assert guard is not None
         assert guard.me.since == pytest.approx(clock.now - 10.0, abs=0.01)
         assert client.pings == 1

@@ -31,7 +31,7 @@ from router.supervise import log_task_failure
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
 
-__all__ = ["Presence"]
+__all__ = ["LiveInstance"]
 
 log = logging.getLogger("router.engine")
 
@@ -43,7 +43,7 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
     log_task_failure(task, logger=log)
 
 
-class Presence:
+class LiveInstance:
     """This router's heartbeats on one Asterisk (one per engine).
 
     ``connected`` says whether the session and its event stream are up:
