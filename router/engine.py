@@ -29,7 +29,6 @@ import contextlib
 import gc
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -71,8 +70,7 @@ from router.dialplan import (
     Dialplan,
     LocationPolicy,
 )
-from router.dialplan_audit import audit_dialplan
-from router.dialplan_listing import DialplanListing
+from router.dialplan_watch import DialplanWatch
 from router.engine_view import CallsView, EngineView
 from router.errors import (
     AMIAuthenticationError,
@@ -128,10 +126,6 @@ _DIALPLAN_MODULES = frozenset(
 #: lasts ``request_timeout`` or longer (TCP: connect, greeting, login).
 _WAIT_NOTIFY_EVERY = 10.0
 _WAIT_NOTIFY_FOR = 30.0
-#: The dialplan is audited after such a reload at most once in this many
-#: seconds: reloads meanwhile (a script reloading in a loop) make one more
-#: audit when the time is up, not one each.
-_AUDIT_INTERVAL = 10.0
 
 
 class _QuietSkips(logging.Filter):
@@ -329,23 +323,25 @@ class Engine:
         self._drain_until: float | None = None
         #: A second SIGTERM: stop without waiting for the decisions in flight.
         self._stop_now = asyncio.Event()
-        #: The dialplan audit a reload of Asterisk's asked for, while it
-        #: waits for its turn or runs; when the last audit began (monotonic).
-        self._reload_audit: asyncio.Task[None] | None = None
         #: What the start does or waits for (systemd's status line while it
         #: waits, /healthz and /readyz until the engine routes).
         self._waiting_for = ""
-        self._audited_at = -math.inf
-        #: What the last dialplan audit found, as (level, text): a timed one
-        #: logs only a change.
-        self._audit_findings: tuple[tuple[str, str], ...] | None = None
-        #: Audits reading the dialplan now: the timed one waits for none.
-        self._auditing = 0
         #: Whether the user's missing ``CoreShowChannels`` class has been logged.
         self._listing_refused = False
         #: Plugin registration problems and rule errors found by :meth:`setup`.
         self.setup_problems: tuple[str, ...] = ()
         self._stopping = asyncio.Event()
+        #: The looks at Asterisk's dialplan while running (router/dialplan_watch.py).
+        self.dialplan_watch = DialplanWatch(
+            self._client,
+            lambda: self.rules.current,
+            self.executor,
+            self.metrics,
+            recording=config.recordings is not None,
+            connected=self._connected,
+            stopping=self._stopping,
+            spawn=self._spawn,
+        )
         #: The write-class probe of each login (router/privilege_watch.py).
         self.privileges = PrivilegeWatch(
             self._client, config, lambda: self.rules.current, self._stopping
@@ -574,10 +570,10 @@ class Engine:
         )
         interval = self._config.router.dialplan_audit_interval
         if self.options.audit_dialplan and interval > 0:
-            # `dialplan reload` raises no event (_dialplan_reloaded): a look
+            # `dialplan reload` raises no event (DialplanWatch.reloaded): a look
             # now and then, logged only when what it finds has changed.
             self._scheduler.add_job(
-                logged("dialplan audit", self._audit_now_and_then, logger=log),
+                logged("dialplan audit", self.dialplan_watch.now_and_then, logger=log),
                 "interval",
                 seconds=interval,
                 id="callrouter-dialplan-audit",
@@ -632,7 +628,7 @@ class Engine:
         except (AMIError, OSError) as exc:
             log.error("reconcile at start failed: %s", exc)
         if self.options.audit_dialplan:
-            self._spawn(self._audit_dialplan("start"))
+            self._spawn(self.dialplan_watch.audit("start"))
 
     async def _open_api(self, settings: ApiSettings) -> None:
         """The API's listener, on this loop, before the login: its health
@@ -851,8 +847,7 @@ class Engine:
         self.router.accepting = False
         self._stopping.set()
         await self._notifier.stop()
-        if self._reload_audit is not None:
-            self._reload_audit.cancel()
+        self.dialplan_watch.cancel()
         self.privileges.cancel()
         if self._draining is not None and not self._draining.done():
             self._draining.cancel()
@@ -1039,88 +1034,13 @@ class Engine:
             self._schedule_rules()
             self._spawn(self._refilter())
             if self.options.audit_dialplan:
-                self._spawn(self._audit_dialplan("reload"))
+                self._spawn(self.dialplan_watch.audit("reload"))
         return loaded
 
     def _dialplan_reloaded(self) -> None:
-        """Asterisk reloaded its dialplan (a ``Reload`` event): audit it again,
-        so that an inbound context the reload broke is logged now, not at the
-        next start. One audit waits at a time, at most one per
-        :data:`_AUDIT_INTERVAL`; reloads meanwhile are covered by it."""
-        if not self.options.audit_dialplan or self._reload_audit is not None:
-            return
-        if self._stopping.is_set():
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._audit_after_reload(), name="callrouter-dialplan-audit"
-        )
-        task.add_done_callback(_log_task_failure)
-        self._reload_audit = task
-
-    async def _audit_after_reload(self) -> None:
-        try:
-            wait = self._audited_at + _AUDIT_INTERVAL - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        finally:
-            # A reload from now on is one this audit may not see: it asks again.
-            self._reload_audit = None
-        await self._audit_dialplan("Asterisk's reload")
-
-    async def _audit_now_and_then(self) -> None:
-        """The timed look at the dialplan (``[router] dialplan_audit_interval``):
-        Asterisk reports no ``dialplan reload``, so an inbound context one broke
-        was never told. Silent unless the findings changed since the last
-        audit; skipped while Asterisk is away (the stream says so) or an
-        audit after a reload is due anyway or another audit is reading it
-        (a look beside it would finish later with what it read earlier)."""
-        if self._connected() and self._reload_audit is None and not self._auditing:
-            await self._audit_dialplan("the timed check", changes_only=True)
-
-    async def _audit_dialplan(self, when: str, *, changes_only: bool = False) -> None:
-        """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
-        a broken inbound context, a rule redirecting where the dialplan has
-        nothing. Each is a WARNING; routing goes on (fail open).
-        ``changes_only``: nothing is logged when the findings are the last
-        audit's, nor when some of the dialplan could not be read (a timeout,
-        Asterisk gone mid-look): that is no change of the dialplan, and the
-        error's text differs each time."""
-        self._audited_at = time.monotonic()
-        targets, built = self.rules.current.redirect_targets()
-        self._auditing += 1
-        try:
-            audit = await audit_dialplan(
-                self._client, targets, built, recording=self._config.recordings is not None
-            )
-        finally:
-            self._auditing -= 1
-        if audit.contexts or not audit.unread:
-            # Kept honest between audits: a "missing" extension is asked
-            # about again in the background (router/dialplan_listing.py).
-            self.executor.dialplan = DialplanListing(
-                audit.contexts, ask=self.executor.presence, spawn=self._spawn
-            )
-        findings = audit.findings
-        failed = sum(f.level == "fail" for f in findings)
-        self.metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
-        seen = tuple((f.level, f.text) for f in findings)
-        if changes_only and audit.unread:
-            log.debug("dialplan: the timed check could not read all of it: %s", seen)
-            return
-        if changes_only and seen == self._audit_findings:
-            return
-        self._audit_findings = seen
-        if changes_only:
-            log.info(
-                "dialplan changed since it was last checked (found by the timed check: "
-                "Asterisk reports no dialplan reload)"
-            )
-        problems = [f for f in findings if f.level != "ok"]
-        for finding in problems:
-            level = logging.WARNING if finding.level == "fail" else logging.INFO
-            log.log(level, "dialplan: %s", finding.text)
-        if not problems:
-            log.info("dialplan checked at %s: %s", when, "; ".join(f.text for f in findings))
+        """Asterisk reloaded its dialplan (a ``Reload`` event)."""
+        if self.options.audit_dialplan:
+            self.dialplan_watch.reloaded()
 
     async def event_selection(self) -> EventSelection:
         """The AMI events to ask Asterisk for, with the header filters Asterisk

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import router.dialplan_watch
 import router.engine
 from router.config import load_config
 from router.sandbox import Sandbox
@@ -40,7 +41,7 @@ async def test_a_reload_that_breaks_the_inbound_context_is_logged_at_once(
 ) -> None:
     # Audits at most once a second here (10 s in service): the reload below
     # comes a second or two after the start's audit.
-    monkeypatch.setattr(router.engine, "_AUDIT_INTERVAL", 1.0)
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 1.0)
     caplog.set_level(logging.INFO, logger="router.engine")
     engine = quiet_engine(load_config(sales_router_toml(queue_box, tmp_path)))
     async with serving(engine):

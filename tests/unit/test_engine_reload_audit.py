@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import router.dialplan_watch
 import router.engine
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
@@ -51,7 +52,7 @@ def reload(module: str) -> Event:
 
 
 async def settle(engine: router.engine.Engine) -> None:
-    while (task := engine._reload_audit) is not None:
+    while (task := engine.dialplan_watch.after_reload) is not None:
         await asyncio.wait((task,))
     await asyncio.sleep(0)
 
@@ -85,7 +86,7 @@ async def test_a_reload_storm_makes_one_audit_per_interval(
 ) -> None:
     """Fifty reloads at once (a script reloading in a loop): the first is
     audited at once, the others by a single audit one interval later."""
-    monkeypatch.setattr(router.engine, "_AUDIT_INTERVAL", 0.3)
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.3)
     client = NoInbound()
     engine = await engine_on(tmp_path, EVERYONE, client)
     for _ in range(50):
@@ -104,13 +105,13 @@ async def test_the_audit_waiting_for_its_turn_ends_with_the_engine(
 ) -> None:
     """A stop does not wait for an audit waiting for its turn, nor counts it
     as a decision in flight."""
-    monkeypatch.setattr(router.engine, "_AUDIT_INTERVAL", 30.0)
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 30.0)
     client = NoInbound()
     engine = await engine_on(tmp_path, EVERYONE, client)
     await engine.handle_event(reload("pbx_config"))
     await settle(engine)
     await engine.handle_event(reload("pbx_config"))
-    waiting = engine._reload_audit
+    waiting = engine.dialplan_watch.after_reload
     assert waiting is not None
     assert waiting not in engine.router.tasks
     await asyncio.wait_for(engine.stop(), 5)
@@ -157,14 +158,14 @@ async def test_a_timed_check_that_cannot_read_the_dialplan_says_it_did_not_chang
     dialplan, and the look after it, finding what was there, says nothing."""
     client = Flaky()
     engine = await engine_on(tmp_path, EVERYONE, client)
-    await engine._audit_dialplan("start")
+    await engine.dialplan_watch.audit("start")
     caplog.clear()
     caplog.set_level(logging.INFO, logger="router.engine")
     client.down = True
-    await engine._audit_now_and_then()
-    await engine._audit_now_and_then()
+    await engine.dialplan_watch.now_and_then()
+    await engine.dialplan_watch.now_and_then()
     client.down = False
-    await engine._audit_now_and_then()
+    await engine.dialplan_watch.now_and_then()
     assert client.asked == 4
     said = [r.getMessage() for r in caplog.records if "dialplan" in r.getMessage()]
     assert said == [], "\n".join(said)
@@ -180,10 +181,10 @@ async def test_a_timed_check_does_not_run_beside_another_audit(
     engine = await engine_on(tmp_path, EVERYONE, client)
     client.gate = asyncio.Event()
     caplog.set_level(logging.INFO, logger="router.engine")
-    running = asyncio.ensure_future(engine._audit_dialplan("Asterisk's reload"))
+    running = asyncio.ensure_future(engine.dialplan_watch.audit("Asterisk's reload"))
     await asyncio.sleep(0)
     assert client.asked == 1
-    timed = asyncio.ensure_future(engine._audit_now_and_then())
+    timed = asyncio.ensure_future(engine.dialplan_watch.now_and_then())
     await asyncio.sleep(0)
     client.gate.set()
     await asyncio.gather(running, timed)

@@ -649,7 +649,8 @@ async def audited_engine(
     client.engine = engine
     engine._client = client  # type: ignore[assignment]
     engine.executor._ami = client  # type: ignore[assignment]
-    await engine._audit_dialplan("start")
+    engine.dialplan_watch._client = client  # type: ignore[assignment]
+    await engine.dialplan_watch.audit("start")
     return engine, client
 
 
@@ -759,7 +760,7 @@ async def test_a_listing_read_again_lets_the_rule_route(tmp_path: Path) -> None:
             {"Extension": "Ivanov", "Priority": "1"},
         ]
     }
-    await engine._audit_dialplan("the timed check", changes_only=True)
+    await engine.dialplan_watch.audit("the timed check", changes_only=True)
     await engine.handle_event(request("PJSIP/trunk-00000002"))
     await engine.wait_idle()
     assert [(r.rules, r.rejected == []) for r in engine.records] == [

@@ -1,0 +1,163 @@
+"""The engine's looks at Asterisk's dialplan while it runs (router/dialplan_audit.py
+judges what it reads).
+
+What in the dialplan loses calls (a broken inbound context, a rule
+redirecting where the dialplan has nothing) is logged at start, after each
+rule reload, after each dialplan reload Asterisk reports (a ``Reload``
+event) and, since ``dialplan reload`` raises no event, now and then
+(``[router] dialplan_audit_interval``), that last one only when the findings
+changed. Routing goes on whatever is found (fail open); each audit also
+hands the executor the contexts it read, so a missing extension is known
+before a call is redirected there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from router.dialplan_audit import audit_dialplan
+from router.dialplan_listing import DialplanListing
+from router.supervise import log_task_failure
+
+if TYPE_CHECKING:
+    from router.ami.connect import AMIClient
+    from router.executor import Executor
+    from router.metrics import Metrics
+    from router.rules.ruleset import RuleSet
+
+__all__ = ["AUDIT_INTERVAL", "DialplanWatch"]
+
+log = logging.getLogger("router.engine")
+
+#: The dialplan is audited after Asterisk's reload at most once in this many
+#: seconds: reloads meanwhile (a script reloading in a loop) make one more
+#: audit when the time is up, not one each.
+AUDIT_INTERVAL = 10.0
+
+
+class DialplanWatch:
+    """When to audit the dialplan, and what to say of it (one per engine).
+
+    ``connected`` says whether the session and its event stream are up (the
+    timed look skips while they are not); ``spawn`` runs the listing's
+    background questions where the engine drains its tasks.
+    """
+
+    def __init__(
+        self,
+        client: AMIClient,
+        rules: Callable[[], RuleSet],
+        executor: Executor,
+        metrics: Metrics,
+        *,
+        recording: bool,
+        connected: Callable[[], bool],
+        stopping: asyncio.Event,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+    ) -> None:
+        self._client = client
+        self._rules = rules
+        self._executor = executor
+        self._metrics = metrics
+        self._recording = recording
+        self._connected = connected
+        self._stopping = stopping
+        self._spawn = spawn
+        #: The audit Asterisk's reload asked for, while it waits for its turn
+        #: or runs; when the last audit began (monotonic).
+        self.after_reload: asyncio.Task[None] | None = None
+        self._audited_at = -math.inf
+        #: What the last audit found, as (level, text): a timed one logs only a change.
+        self._findings: tuple[tuple[str, str], ...] | None = None
+        #: Audits reading the dialplan now: the timed one waits for none.
+        self._auditing = 0
+
+    def reloaded(self) -> None:
+        """Asterisk reloaded its dialplan (a ``Reload`` event): audit it again,
+        so that an inbound context the reload broke is logged now, not at the
+        next start. One audit waits at a time, at most one per
+        :data:`AUDIT_INTERVAL`; reloads meanwhile are covered by it."""
+        if self.after_reload is not None or self._stopping.is_set():
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._audit_after_reload(), name="callrouter-dialplan-audit"
+        )
+        task.add_done_callback(_log_failure)
+        self.after_reload = task
+
+    def cancel(self) -> None:
+        """Drop the audit a reload asked for (the engine's stop)."""
+        if self.after_reload is not None:
+            self.after_reload.cancel()
+
+    async def _audit_after_reload(self) -> None:
+        try:
+            wait = self._audited_at + AUDIT_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:
+            # A reload from now on is one this audit may not see: it asks again.
+            self.after_reload = None
+        await self.audit("Asterisk's reload")
+
+    async def now_and_then(self) -> None:
+        """The timed look at the dialplan (``[router] dialplan_audit_interval``):
+        Asterisk reports no ``dialplan reload``, so an inbound context one broke
+        was never told. Silent unless the findings changed since the last
+        audit; skipped while Asterisk is away (the stream says so) or an
+        audit after a reload is due anyway or another audit is reading it
+        (a look beside it would finish later with what it read earlier)."""
+        if self._connected() and self.after_reload is None and not self._auditing:
+            await self.audit("the timed check", changes_only=True)
+
+    async def audit(self, when: str, *, changes_only: bool = False) -> None:
+        """Log what in Asterisk's dialplan loses calls (router/dialplan_audit.py):
+        a broken inbound context, a rule redirecting where the dialplan has
+        nothing. Each is a WARNING; routing goes on (fail open).
+        ``changes_only``: nothing is logged when the findings are the last
+        audit's, nor when some of the dialplan could not be read (a timeout,
+        Asterisk gone mid-look): that is no change of the dialplan, and the
+        error's text differs each time."""
+        self._audited_at = time.monotonic()
+        targets, built = self._rules().redirect_targets()
+        self._auditing += 1
+        try:
+            audit = await audit_dialplan(self._client, targets, built, recording=self._recording)
+        finally:
+            self._auditing -= 1
+        if audit.contexts or not audit.unread:
+            # Kept honest between audits: a "missing" extension is asked
+            # about again in the background (router/dialplan_listing.py).
+            self._executor.dialplan = DialplanListing(
+                audit.contexts, ask=self._executor.presence, spawn=self._spawn
+            )
+        findings = audit.findings
+        failed = sum(f.level == "fail" for f in findings)
+        self._metrics.dialplan_problems.set(-1 if audit.unread and not failed else failed)
+        seen = tuple((f.level, f.text) for f in findings)
+        if changes_only and audit.unread:
+            log.debug("dialplan: the timed check could not read all of it: %s", seen)
+            return
+        if changes_only and seen == self._findings:
+            return
+        self._findings = seen
+        if changes_only:
+            log.info(
+                "dialplan changed since it was last checked (found by the timed check: "
+                "Asterisk reports no dialplan reload)"
+            )
+        problems = [f for f in findings if f.level != "ok"]
+        for finding in problems:
+            level = logging.WARNING if finding.level == "fail" else logging.INFO
+            log.log(level, "dialplan: %s", finding.text)
+        if not problems:
+            log.info("dialplan checked at %s: %s", when, "; ".join(f.text for f in findings))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    log_task_failure(task, logger=log)
