@@ -44,10 +44,10 @@ from router.ami.client import ClientSettings
 from router.ami.connect import open_client
 from router.ami.event_filter import EventSelection
 from router.ami.facade import AMI
+from router.ami.hints import lasting_tls_failure
 from router.ami.message import Event
 from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
-from router.ami.tcp import lasting_tls_failure
 from router.api.app import build_app, build_starting_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed

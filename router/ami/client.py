@@ -50,6 +50,7 @@ from router.ami.event_filter import (
     FilterKey,
     add_filters,
 )
+from router.ami.hints import login_refused_hint, tls_hint, unresolved_hint
 from router.ami.http import (
     MAX_BODY,
     AuthChallengeError,
@@ -384,10 +385,11 @@ class AJAMClient(AMIActions[ActionResult]):
         )
         result = await self._post(action)
         if not result.response.ok:
+            said = result.response.message
+            hint = login_refused_hint(self.settings.username, self.settings.secret_source, said)
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {self.settings.username!r} at {self._endpoint}: "
-                f"{peer_text(result.response.message)}"
-                f"{login_refused_hint(self.settings, result.response.message)}"
+                f"{peer_text(said)}{hint}"
             )
         self._logged_in = True
         self.session_generation += 1
@@ -657,7 +659,7 @@ class AJAMClient(AMIActions[ActionResult]):
         except ssl.SSLError as exc:
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
-                f"{_https_hint(exc, self.settings.verify)}"
+                f"{tls_hint(exc, self.settings.verify, ajam=True)}"
             ) from exc
         except OSError as exc:
             what = (
@@ -795,112 +797,6 @@ def ajam_ssl_context(
 def _no_pass_phrase() -> bytes:
     """``load_cert_chain``'s password for an encrypted key: none, said so."""
     raise ValueError("the key is encrypted: give an unencrypted PEM key")
-
-
-#: OpenSSL's reasons when the peer's first bytes are no TLS record: a plain AMI
-#: port answers a ClientHello with its banner ("Asterisk Call Manager/...").
-NOT_TLS_REASONS = frozenset(
-    {
-        "WRONG_VERSION_NUMBER",
-        "UNKNOWN_PROTOCOL",
-        "PACKET_LENGTH_TOO_LONG",
-        "RECORD_LAYER_FAILURE",
-        "HTTP_REQUEST",
-    }
-)
-#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: a chain it trusts, for another name.
-HOSTNAME_MISMATCH = 62
-
-
-def login_refused_hint(settings: ClientSettings, message: str | None) -> str:
-    """What to compare when Asterisk answers a Login ``Authentication
-    failed``: it says so alike for a user manager.conf lacks, a wrong secret
-    and a host the user's ``deny``/``permit`` refuses, and the bare answer
-    named none of them, nor where the secret was read from."""
-    if (message or "").strip().lower() != "authentication failed":
-        return ""
-    source = settings.secret_source
-    if source.startswith("env:"):
-        where = f"the environment variable {source[4:]}"
-    elif source == "command line":
-        where = "the command line"
-    elif source:
-        where = f"{source} [asterisk] secret"
-    else:
-        where = "the settings"
-    user = settings.username
-    return (
-        f" (Asterisk says so for a user manager.conf lacks, a wrong secret and a host "
-        f"the user's deny/permit refuses alike: compare the secret, read from {where}, "
-        f"with manager.conf [{user}] secret, and its permit with this host; "
-        f"asterisk -rx 'manager show user {user}')"
-    )
-
-
-def unresolved_hint(exc: BaseException, url: str) -> str:
-    """What to check when the url's host name did not resolve: the bare
-    ``[Errno -2] Name or service not known`` named neither the host nor where
-    it was written. ``exc`` may carry the resolver's error in its chain (httpx
-    wraps it twice); ``""`` for any other failure."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None or isinstance(seen, socket.gaierror):
-            break
-        seen = seen.__cause__ or seen.__context__
-    if not isinstance(seen, socket.gaierror):
-        return ""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    where = "the url (router.toml [asterisk] url, or --url)"
-    if seen.errno == socket.EAI_AGAIN:
-        return (
-            f"; the name {host!r} could not be looked up now (the resolver did not "
-            f"answer): check this host's DNS (getent hosts {host}), or put an address "
-            f"in {where}"
-        )
-    return (
-        f"; no address is known for the host name {host!r}: check its spelling in "
-        f"{where}, or add it to DNS or /etc/hosts (getent hosts {host})"
-    )
-
-
-def untrusted_by_ca_file(verify: str, conf: str, doc: str) -> str:
-    """The hint for a certificate that the CA file ``verify`` (router.toml's
-    ``verify`` or ``--ca-file``) does not vouch for: the general hint said to
-    set verify, which was set. ``conf`` holds Asterisk's ``tlscertfile``."""
-    return (
-        f"; the certificate is not signed by the CA file given as verify ({verify!r}, "
-        "router.toml [asterisk] or --ca-file): give the CA that signed "
-        f"{conf}'s tlscertfile (a self-signed certificate is its own CA) ({doc})"
-    )
-
-
-def _https_hint(exc: ssl.SSLError, verify: bool | str = True) -> str:
-    """What to do about a failed HTTPS handshake with AJAM (the TCP client's
-    hint names manager.conf; this one http.conf); ``verify`` as for the TCP
-    client's."""
-    if (
-        isinstance(exc, ssl.SSLCertVerificationError)
-        and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
-    ):
-        return (
-            "; the certificate is trusted but not for this host name: put a name it "
-            "holds (its subjectAltName) in the url, or make http.conf's tlscertfile "
-            "for the name callrouter connects to"
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        if isinstance(verify, str):
-            return untrusted_by_ca_file(verify, "http.conf", "docs/asterisk-ajam.md")
-        return (
-            "; the certificate is not trusted: for a private CA, set "
-            'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '
-            "command line (docs/asterisk-ajam.md)"
-        )
-    if exc.reason in NOT_TLS_REASONS:
-        return (
-            "; this port does not speak TLS: use http:// there, or give the http.conf "
-            "tlsbindaddr port (tlsenable = yes)"
-        )
-    return ""
 
 
 def tls_context(

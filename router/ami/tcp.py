@@ -71,24 +71,25 @@ from typing import cast
 
 from router.ami.actions import AMIActions
 from router.ami.client import (
-    HOSTNAME_MISMATCH,
-    NOT_TLS_REASONS,
     ClientSettings,
     LoginListener,
     denied,
     is_idempotent,
-    login_refused_hint,
     privilege_error,
     tell_login,
     tls_context,
-    unresolved_hint,
-    untrusted_by_ca_file,
 )
 from router.ami.event_filter import (
     EVERYTHING,
     EventSelection,
     FilterKey,
     add_filters,
+)
+from router.ami.hints import (
+    login_refused_hint,
+    silent_port_hint,
+    tls_hint,
+    unresolved_hint,
 )
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
@@ -112,7 +113,7 @@ from router.errors import (
 )
 from router.logsafe import install_redaction, peer_text, register_secret
 
-__all__ = ["TCPClient", "lasting_tls_failure"]
+__all__ = ["TCPClient"]
 
 log = logging.getLogger("router.ami.tcp")
 
@@ -552,13 +553,13 @@ class TCPClient(AMIActions[ActionResult]):
         except ssl.SSLError as exc:
             raise AMIConnectionError(
                 f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
-                f"{_tls_hint(exc, settings.verify)}"
+                f"{tls_hint(exc, settings.verify)}"
             ) from exc
         except TimeoutError as exc:
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
                 f"{settings.connect_timeout:g} s (connect_timeout); a port that waits for "
-                f"its client to speak first sends none: {_silent_port_hint(self._ssl is not None)}"
+                f"its client to speak first sends none: {silent_port_hint(self._ssl is not None)}"
             ) from exc
         except ConnectionRefusedError as exc:
             raise AMIConnectionError(
@@ -626,10 +627,11 @@ class TCPClient(AMIActions[ActionResult]):
         params.extend(self.event_selection.login_fields())
         result = await self._exchange(conn, Action("Login", tuple(params), self._next_id()), None)
         if not result.ok:
+            said = result.response.message
+            hint = login_refused_hint(settings.username, settings.secret_source, said)
             raise AMIAuthenticationError(
                 f"Asterisk refused login for {settings.username!r} at {self._endpoint}: "
-                f"{peer_text(result.response.message)}"
-                f"{login_refused_hint(settings, result.response.message)}"
+                f"{peer_text(said)}{hint}"
             )
         self._session_mask, self._session_filters = self.event_selection.mask, frozenset()
         await self._filter_session(conn, self.event_selection)
@@ -1071,68 +1073,6 @@ def _expire(future: asyncio.Future[ActionResult]) -> None:
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def lasting_tls_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it was raised from) is a TLS failure that
-    trying again does not mend: a certificate not trusted, a port that does
-    not speak TLS. A handshake cut short (an Asterisk restarting) is not."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, ssl.SSLCertVerificationError) or (
-            isinstance(cause, ssl.SSLError) and cause.reason in NOT_TLS_REASONS
-        ):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def _silent_port_hint(tls: bool) -> str:
-    """Which url a port that sent no greeting may take: over tcp:// it may be
-    AJAM's HTTP port or the manager's TLS port (both wait for the client's
-    first bytes: a request, a ClientHello); over tls://, AJAM's HTTPS port."""
-    if tls:
-        return (
-            "Asterisk's HTTPS port (AJAM, http.conf tlsbindaddr) takes an https:// url "
-            "with its prefix, the manager's TLS port is manager.conf tlsbindaddr"
-        )
-    return (
-        "Asterisk's HTTP port (AJAM) takes an http:// url with its prefix, the manager's "
-        "TLS port (manager.conf tlsbindaddr) a tls:// url; the manager's plain port is "
-        "manager.conf [general] port"
-    )
-
-
-def _tls_hint(exc: ssl.SSLError, verify: bool | str = True) -> str:
-    """What to do about a failed TLS handshake, for the two usual causes; no
-    secret is in either (the CA path is the administrator's own setting).
-    ``verify``: the CA file given, which an untrusted certificate names (the
-    hint said to set verify, which was set, to another CA)."""
-    if (
-        isinstance(exc, ssl.SSLCertVerificationError)
-        and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
-    ):
-        return (
-            "; the certificate is trusted but not for this host name: put a name it "
-            "holds (its subjectAltName) in the url, or make manager.conf's tlscertfile "
-            "for the name callrouter connects to"
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        if isinstance(verify, str):
-            return untrusted_by_ca_file(verify, "manager.conf", "docs/asterisk.md, Native TCP AMI")
-        return (
-            "; the certificate is not trusted: for a private CA, set "
-            'verify = "/path/ca.pem" in router.toml [asterisk], or --ca-file on the '
-            "command line (docs/asterisk.md, Native TCP AMI)"
-        )
-    if exc.reason in NOT_TLS_REASONS:
-        return (
-            "; this port does not speak TLS: for the plain AMI port use tcp://, "
-            "or give the manager.conf tlsbindaddr port (tlsenable = yes, 5039 by default)"
-        )
-    return ""
 
 
 def tcp_ssl_context(

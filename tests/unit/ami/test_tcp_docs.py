@@ -76,7 +76,7 @@ def test_the_tls_failures_shown_are_what_the_client_says(page: Path, heading: st
     """The two TLS hints the page quotes are the client's own words."""
     import ssl
 
-    from router.ami.tcp import _tls_hint
+    from router.ami.hints import tls_hint
 
     flat = re.sub(r"\s*\n\s*", " ", section(page, heading))
     wrong = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
@@ -85,9 +85,9 @@ def test_the_tls_failures_shown_are_what_the_client_says(page: Path, heading: st
     for exc, quoted in ((wrong, "this port does not speak TLS"),
                         (untrusted, "the certificate is not trusted")):  # fmt: skip
         assert f"; {quoted}" in flat
-        assert _tls_hint(exc).startswith(f"; {quoted}")
+        assert tls_hint(exc).startswith(f"; {quoted}")
     assert 'verify = "/path/ca.pem"' in flat
-    assert 'verify = "/path/ca.pem"' in _tls_hint(untrusted)
+    assert 'verify = "/path/ca.pem"' in tls_hint(untrusted)
 
 
 def test_the_example_router_toml_switched_to_tcp_as_its_comment_says(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import pytest
 
-from router.ami.client import AJAMClient, ClientSettings, unresolved_hint
+from router.ami.client import AJAMClient, ClientSettings
+from router.ami.hints import unresolved_hint
 from router.ami.tcp import TCPClient
 from router.errors import AMIConnectionError
 
