@@ -27,11 +27,9 @@ keeps its name: only a ``basic`` bridge of two channels is followed. Every value
 read from the event is checked (:data:`CHANNEL`) before it names anything.
 
 A SIP ``INVITE`` with ``Replaces`` for a channel in no bridge is the same kind of
-move (``res_pjsip_refer``: ``ast_channel_move(replaced, new)``) and is not
-followed: on Asterisk 22.10 AMI tells only the new channel's ``Newchannel``,
-``Newstate``, ``Unhold`` and a ``Newexten`` into the replaced channel's
-application, then the old name's ``Hangup``, and no event names both channels
-(docs/recordings.md).
+move (``res_pjsip_refer``: ``ast_channel_move(replaced, new)``) with no event
+naming both channels: :mod:`router.recordings.replaced` finds the new name by
+asking.
 """
 
 from __future__ import annotations

@@ -44,10 +44,11 @@ from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
 from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
-from router.recordings.closer import close_recording
+from router.recordings.closer import close_recording, written_after
 from router.recordings.masquerade import renamed_by_transfer
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
+from router.recordings.replaced import FOLLOW_AFTER, FOLLOW_WRITTEN, arrivals, find_moved
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin, Recording, RecordingStore
@@ -142,6 +143,10 @@ class Recorder:
         self.store: RecordingStore | None = None
         self._engine: EngineAPI | None = None
         self._closing: dict[int, asyncio.Task[Recording | None]] = {}
+        #: A recorded channel that hung up while its file was still written: the
+        #: look for the channel its MixMonitor went on under (replaced.py), one per
+        #: old name, which every file of it waits for.
+        self._following: dict[str, asyncio.Task[str | None]] = {}
         #: Rows whose MixMonitor was told StopMixMonitor for max_duration.
         self._stopped: set[int] = set()
         #: Rows whose max_duration stop failed, and how many times (retried at
@@ -314,7 +319,7 @@ class Recorder:
                     unsure=not asked,
                 )
             else:
-                self._close(rows)
+                self._close(rows, hung_up=(time.time(), time.monotonic()))
 
     def _transferred(self, event: Event) -> None:
         """An attended transfer that moved the transferee into an unbridged channel's
@@ -327,17 +332,9 @@ class Recorder:
         rename = renamed_by_transfer(event)
         if store is None or rename is None:
             return
-        moved = store.rename_channel(rename.old, rename.new)
+        moved = self._rename(rename.old, rename.new)
         if not moved:
             return
-        # The transferee's leg is on the recording from now on: its phone may read it.
-        phone = phone_of(rename.new)
-        if phone:
-            rows = [r for r in store.recording_on((rename.new,)) if r.id in set(moved)]
-            for call_id in sorted({r.call_id for r in rows}):
-                store.add_extensions(
-                    call_id, {phone}, ids=(r.id for r in rows if r.call_id == call_id)
-                )
         log.info(
             "attended transfer: %d recording file(s) on %s go on as %s (Asterisk moved "
             "the transferee into that channel's place)",
@@ -345,6 +342,73 @@ class Recorder:
             rename.old,
             rename.new,
         )
+
+    def _rename(self, old: str, new: str) -> list[int]:
+        """The files still written on ``old`` go on as ``new``'s (the ids moved);
+        the leg now on them is ``new``'s, so its phone may read them."""
+        store = self.store
+        assert store is not None
+        moved = store.rename_channel(old, new)
+        phone = phone_of(new)
+        if moved and phone:
+            rows = [r for r in store.recording_on((new,)) if r.id in set(moved)]
+            for call_id in sorted({r.call_id for r in rows}):
+                store.add_extensions(
+                    call_id, {phone}, ids=(r.id for r in rows if r.call_id == call_id)
+                )
+        return moved
+
+    async def _went_on(self, row: Recording, hung_up: tuple[float, float]) -> bool:
+        """Did ``row``'s MixMonitor go on under another channel after its channel's
+        Hangup (an INVITE with Replaces, :mod:`router.recordings.replaced`)? Then
+        the row is renamed to it and stays open: its file closes with that channel.
+        Asked only of a file not complete :data:`~router.recordings.replaced.FOLLOW_AFTER`
+        after the hang-up (every usual one is) and written since."""
+        wall, monotonic = hung_up
+        if not await asyncio.to_thread(written_after, row.local_path, wall + FOLLOW_WRITTEN):
+            return False
+        old = row.channel
+        follow = self._following.get(old)
+        if follow is None:
+            follow = asyncio.get_running_loop().create_task(
+                self._follow(old, monotonic), name=f"recordings:follow:{old}"
+            )
+            self._following[old] = follow
+            follow.add_done_callback(lambda _task: self._following.pop(old, None))
+        new = await asyncio.shield(follow)
+        store = self.store
+        now = store.get(row.call_id, row.part) if store is not None and new else None
+        return now is not None and now.state == "recording" and now.channel == new
+
+    async def _follow(self, old: str, hung_up: float) -> str | None:
+        """The channel ``old``'s files are written on now, renamed to it; None."""
+        store, engine = self.store, self._engine
+        if store is None or engine is None:
+            return None
+        files = {r.pbx_path for r in store.recording_on((old,))}
+        candidates = arrivals(engine.calls, old, hung_up)
+        if not files or not candidates:
+            return None
+        new = await find_moved(
+            lambda name, headers: engine.ami.send(name, headers), candidates, files
+        )
+        if new is None:
+            log.info(
+                "recording on %s is still being written after its hang-up, and none of "
+                "%d channels new then holds it (MIXMONITOR_FILENAME)",
+                old,
+                len(candidates),
+            )
+            return None
+        moved = self._rename(old, new)
+        log.info(
+            "recording: %d file(s) on %s go on as %s (Asterisk moved that channel there "
+            "for an INVITE with Replaces)",
+            len(moved),
+            old,
+            new,
+        )
+        return new
 
     def _lives_on(self, row: Recording, call: Call | None = None) -> bool:
         """Is ``row``'s channel a live leg of a tracked call other than ``call``? Its
@@ -526,7 +590,7 @@ class Recorder:
         if rebuilding is not None:
             rebuilding.cancel()
             await asyncio.gather(rebuilding, return_exceptions=True)
-        tasks = list(self._closing.values())
+        tasks = [*self._closing.values(), *self._following.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -656,20 +720,49 @@ class Recorder:
         *,
         still_recording: Callable[[], bool] | None = None,
         unsure: bool = False,
+        hung_up: tuple[float, float] | None = None,
     ) -> None:
+        """Close ``rows``' files. ``hung_up``: their channel's Hangup came then
+        (``time.time()``, ``time.monotonic()``): a file still written after it is
+        looked for on another channel first (:meth:`_went_on`)."""
         assert self.settings is not None
         assert self.store is not None
         for row in rows:
             if row.id in self._closing:
                 continue
             task = asyncio.get_running_loop().create_task(
-                close_recording(
-                    row, self.settings, self.store, still_recording=still_recording, unsure=unsure
-                ),
+                self._close_one(row, still_recording, unsure, hung_up),
                 name=f"recordings:close:{row.id}",
             )
             self._closing[row.id] = task
             task.add_done_callback(self._closed_one)
+
+    async def _close_one(
+        self,
+        row: Recording,
+        still_recording: Callable[[], bool] | None,
+        unsure: bool,
+        hung_up: tuple[float, float] | None,
+    ) -> Recording | None:
+        settings, store = self.settings, self.store
+        assert settings is not None
+        assert store is not None
+        closing = asyncio.ensure_future(
+            close_recording(row, settings, store, still_recording=still_recording, unsure=unsure)
+        )
+        try:
+            if hung_up is not None:
+                # The close waits for Asterisk to finish the file meanwhile; one
+                # still written seconds after the hang-up may be written elsewhere.
+                done, _ = await asyncio.wait({closing}, timeout=FOLLOW_AFTER)
+                if not done and await self._went_on(row, hung_up):
+                    closing.cancel()  # still waiting for the file: nothing done yet
+                    await asyncio.gather(closing, return_exceptions=True)
+                    return None
+            return await closing
+        except asyncio.CancelledError:
+            closing.cancel()
+            raise
 
     def _closed_one(self, task: asyncio.Task[Recording | None]) -> None:
         for rid, known in list(self._closing.items()):
