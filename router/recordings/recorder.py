@@ -15,7 +15,9 @@ of the catalog still ``recording`` when its channel's ``MixMonitorStop`` or
 stream gap), on a sweep every few seconds once the call is gone and its channel
 with it. An attended transfer that renames a recorded channel by a masquerade
 (``AttendedTransfer`` with ``DestType: App``, :mod:`router.recordings.masquerade`)
-moves its files to the new name, which they then close with. Closed files
+moves its files to the new name, which they then close with; so does a file
+still open seconds after its channel's Hangup that a channel new then holds
+(an INVITE with Replaces, :mod:`router.recordings.replaced`). Closed files
 wait in the catalog for a receiver (the 1C plugin); retention runs every
 minute.
 
@@ -44,11 +46,11 @@ from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
 from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
 from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
-from router.recordings.closer import close_recording, written_after
+from router.recordings.closer import close_recording
 from router.recordings.masquerade import renamed_by_transfer
 from router.recordings.mixmonitor import hand_to_dialplan, start_recording, stop_recording
 from router.recordings.naming import FORMATS, LEGS
-from router.recordings.replaced import FOLLOW_AFTER, FOLLOW_WRITTEN, arrivals, find_moved
+from router.recordings.replaced import FOLLOW_AFTER, arrivals, find_moved
 from router.recordings.retention import apply_retention
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Origin, Recording, RecordingStore
@@ -363,10 +365,9 @@ class Recorder:
         Hangup (an INVITE with Replaces, :mod:`router.recordings.replaced`)? Then
         the row is renamed to it and stays open: its file closes with that channel.
         Asked only of a file not complete :data:`~router.recordings.replaced.FOLLOW_AFTER`
-        after the hang-up (every usual one is) and written since."""
-        wall, monotonic = hung_up
-        if not await asyncio.to_thread(written_after, row.local_path, wall + FOLLOW_WRITTEN):
-            return False
+        after the hang-up: MixMonitor ends with its channel and closes the file at
+        once, and one moved writes nothing more until it ends (measured)."""
+        monotonic = hung_up[1]
         old = row.channel
         follow = self._following.get(old)
         if follow is None:

@@ -11,11 +11,12 @@ channels (measured on Asterisk 22.10: the new channel's ``Newchannel``,
 place in the dialplan, then the old name's ``Hangup``, no ``MixMonitorStop``).
 
 So the recorder asks instead, only when a recorded channel hung up and its file
-is still being written seconds later (a MixMonitor ends with its channel and
-closes the file at once; one still writing went on elsewhere): the channels
-that appeared just before that hang-up and are still up, newest first and few,
-are asked for ``MIXMONITOR_FILENAME``, the variable MixMonitor sets on its
-channel (and that moves with it). A channel is taken only when the value is
+is not complete seconds later (a MixMonitor ends with its channel and closes
+the file at once; after the move, Asterisk 22.10 wrote nothing more into it
+until that MixMonitor ended, though the new channel's sound flowed: measured):
+the channels that appeared just before that hang-up and are still up, newest
+first and few, are asked for ``MIXMONITOR_FILENAME``, the variable MixMonitor
+sets on its channel (and that moves with it). A channel is taken only when the value is
 exactly one of the files callrouter had Asterisk write on the old channel: a
 file name holds the call's id and the part, so no other channel has it. This
 is the plain variable, never the ``MIXMONITOR(id,filename)`` function (a
@@ -36,17 +37,14 @@ from router.recordings.masquerade import CHANNEL
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
 
-__all__ = ["FOLLOW_AFTER", "FOLLOW_WRITTEN", "arrivals", "find_moved"]
+__all__ = ["FOLLOW_AFTER", "arrivals", "find_moved"]
 
 log = logging.getLogger("router.recordings")
 
 #: Seconds after a recorded channel's Hangup its file may take to complete before
 #: the MixMonitor is looked for elsewhere (Asterisk closes it within milliseconds
-#: of the hang-up; it writes in 32 KiB steps every 2 s, so a file still written
-#: shows a step in any 2 s).
+#: of the hang-up; a slow disk may take longer, and then the look finds nothing).
 FOLLOW_AFTER = 4.5
-#: A file modified this many seconds after the hang-up is still being written.
-FOLLOW_WRITTEN = 2.5
 #: Channels of calls first seen up to this many seconds before the hang-up are
 #: candidates (the replacing INVITE's channel comes milliseconds before it).
 WINDOW = 10.0

@@ -946,3 +946,81 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
         store.close()
         await stop_engine(engine, task)
         box.set_dialplan(shipped)
+
+
+async def test_a_recording_replaced_by_an_invite_with_replaces_is_followed(
+    phones: Phones, double: OneCDouble, tmp_path: Path
+) -> None:
+    """102 waits in an application (555: Answer and Wait), its channel recorded (the
+    AMI MixMonitor, as the API's); a SIP agent as 104 sends an INVITE with Replaces
+    of 102's dialog. Asterisk 22 moves 102's channel under the new INVITE's
+    (ast_channel_move): the MixMonitor writes on there, AMI names no rename, the old
+    name hangs up. Before, its file was closed on that hang-up while it grew, and
+    max_duration's stop of the old name answered 'No such channel', taken for done;
+    now the recorder finds the channel holding the file's name in MIXMONITOR_FILENAME,
+    the stop names it, and the file closes on its MixMonitorStop."""
+    from router.ami.client import AJAMClient, ClientSettings
+    from router.recordings.mixmonitor import start_recording
+    from router.recordings.recorder import Recorder
+    from router.sandbox.phones import _asterisk_dialog_tags
+    from router.sandbox.replaces import ReplacingAgent
+
+    box = phones.pbx
+    shipped = box.extra_dialplan
+    box.set_dialplan(shipped + IN_APP)
+    config = make_config(phones, double, tmp_path / "state", legs="")
+    assert config.recordings is not None
+    admin = AJAMClient(ClientSettings(url=box.url, username="admin", secret=box.secret))
+    agent = ReplacingAgent(box, "104")
+    try:
+        await admin.login()
+        engine, task = await start_engine(config, ready_timeout=20)
+        try:
+            recorder = engine.plugins.pm.get_plugin("recordings")
+            assert isinstance(recorder, Recorder)
+            store = recorder.store
+            assert store is not None
+            call = await asyncio.to_thread(phones["102"].dial, "555")
+            await asyncio.to_thread(call.wait_answered, 20)
+            await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+            (first,) = list(engine.tracker)
+            (recorded,) = [c.name for c in first.active_channels]
+            assert recorded.startswith("PJSIP/102-")
+            (row,) = await start_recording(
+                lambda name, headers: admin.send(name, headers),
+                store,
+                config.recordings,
+                call_id=first.linkedid,
+                channel=recorded,
+            )
+            await asyncio.sleep(1.0)
+            local, remote = await asyncio.to_thread(_asterisk_dialog_tags, box, call.id)
+            await asyncio.to_thread(agent.replace, "555", call.id, to_tag=local, from_tag=remote)
+            await asyncio.to_thread(call.wait_ended, 20)  # 102's leg is replaced
+            await eventually(
+                lambda: store.for_call(first.linkedid)[0].channel.startswith("PJSIP/104-"),
+                15,
+                "the recording followed onto the replacing channel",
+            )
+            (moved,) = store.for_call(first.linkedid)
+            assert moved.state == "recording"
+            assert "104" in moved.extensions
+            assert row.mixmonitor_id in box.cli(f"mixmonitor list {moved.channel}")
+            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            assert await recorder.stop_overlong() == [moved.channel]
+            await eventually(
+                lambda: store.for_call(first.linkedid)[0].state == "closed",
+                30,
+                "the file closed on the new name's MixMonitorStop",
+            )
+            closed = row.local_path.stat().st_size
+            assert closed > 44  # the moved channel's sound was written
+            await asyncio.sleep(2.5)
+            assert row.local_path.stat().st_size == closed  # stopped for good
+        finally:
+            await stop_engine(engine, task)
+    finally:
+        await asyncio.to_thread(agent.close)
+        await admin.aclose()
+        box.set_dialplan(shipped)
