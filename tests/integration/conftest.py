@@ -31,6 +31,7 @@ import pytest_asyncio
 from router.errors import SandboxError
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
+from router.sandbox.phones import Phones
 from router.testing import shipped_dialplan
 from tests.integration._live import TEST_QUEUE, admin_placer
 
@@ -102,6 +103,7 @@ def pytest_runtest_makereport(
     if not report.failed:
         return report
     funcargs = getattr(item, "funcargs", {})
+    told: set[int] = set()  # phones and sandbox_phones are one Phones
     for name, value in funcargs.items():
         if isinstance(value, Sandbox):
             try:
@@ -109,6 +111,20 @@ def pytest_runtest_makereport(
             except OSError as exc:  # pragma: no cover - the log went away
                 tail = f"(could not read the log: {exc})"
             report.sections.append((f"Asterisk log of {name} ({value.name}, {call.when})", tail))
+        if isinstance(value, Phones) and id(value) not in told:
+            told.add(id(value))
+            # Debian's baresip dies of SIGSEGV now and then (router/sandbox/phones.py):
+            # said first, so a crash of the phone is not read as callrouter's failure.
+            for agent in value.all:
+                code = agent.process.poll() if agent.process is not None else None
+                if code is not None and code < 0:
+                    report.sections.append(
+                        (
+                            f"baresip of phone {agent.name} died of signal {-code} "
+                            f"({call.when}): the sandbox phone crashed, see its log",
+                            agent.log_tail(40),
+                        )
+                    )
     return report
 
 
