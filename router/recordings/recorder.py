@@ -381,6 +381,19 @@ class Recorder:
         now = store.get(row.call_id, row.part) if store is not None and new else None
         return now is not None and now.state == "recording" and now.channel == new
 
+    async def _went_on_safely(self, row: Recording, hung_up: tuple[float, float]) -> bool:
+        """:meth:`_went_on`, whose failure (a bug, the catalog closed under it) is
+        logged and leaves the file to its close as before, never unclosed."""
+        try:
+            return await self._went_on(row, hung_up)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "recording %s of call %s: looking for its channel failed", row.part, row.call_id
+            )
+            return False
+
     async def _follow(self, old: str, hung_up: float) -> str | None:
         """The channel ``old``'s files are written on now, renamed to it; None."""
         store, engine = self.store, self._engine
@@ -756,7 +769,7 @@ class Recorder:
                 # The close waits for Asterisk to finish the file meanwhile; one
                 # still written seconds after the hang-up may be written elsewhere.
                 done, _ = await asyncio.wait({closing}, timeout=FOLLOW_AFTER)
-                if not done and await self._went_on(row, hung_up):
+                if not done and await self._went_on_safely(row, hung_up):
                     closing.cancel()  # still waiting for the file: nothing done yet
                     await asyncio.gather(closing, return_exceptions=True)
                     return None

@@ -170,3 +170,24 @@ def test_the_candidates_are_few_new_live_and_named_as_channels() -> None:
     assert "PJSIP/310-00000000" not in names  # hung up
     assert not any("\r" in n or " " in n for n in names)
     assert len(names) == CANDIDATES
+
+
+@pytest.mark.usefixtures("quick")
+async def test_a_failing_look_leaves_the_file_to_its_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The look for the new channel failing (here: the tracker) is logged, and the
+    file is closed as it was before the look existed: never left unclosed."""
+    recorder, store, tracker, asterisk, _row = await recording(tmp_path, close_timeout=3)
+
+    def broken(*_: object) -> list[str]:
+        raise RuntimeError("tracker broken")
+
+    monkeypatch.setattr(recorder_module, "arrivals", broken)
+    hang_up(recorder, tracker, OLD, OLD_CALL)
+    await asyncio.wait_for(recorder.closed(), 10)
+    (failed,) = store.for_call(OLD_CALL)
+    assert (failed.state, failed.channel) == ("failed", OLD)
+    assert "looking for its channel failed" in caplog.text
+    assert asterisk.getvars() == []
+    await recorder.callrouter_shutdown()
