@@ -72,7 +72,7 @@ def test_a_phones_test_failing_on_a_crashed_phone_runs_once_more(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(test_phones=TESTS)
+    pytester.makepyfile(test_crashed_phone_inner=TESTS)
     result = pytester.runpytest_inprocess(
         "-p", "tests.integration.conftest", "-p", "no:cacheprovider", "-rA"
     )
@@ -82,9 +82,9 @@ def test_a_phones_test_failing_on_a_crashed_phone_runs_once_more(
             "*tests run once more after a sandbox phone crashed*",
             "*test_crash_once: baresip of phone 101 died of signal 11 (call)*",
             "*test_crash_always: baresip of phone 101 died of signal 11 (call)*",
-            "PASSED test_phones.py::test_crash_once",
-            "FAILED test_phones.py::test_crash_always*",
-            "FAILED test_phones.py::test_no_crash*",
+            "PASSED test_crashed_phone_inner.py::test_crash_once",
+            "FAILED test_crashed_phone_inner.py::test_crash_always*",
+            "FAILED test_crashed_phone_inner.py::test_no_crash*",
         ],
         consecutive=False,
     )
