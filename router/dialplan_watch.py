@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from router.dialplan_audit import audit_dialplan
@@ -87,7 +88,7 @@ class DialplanWatch:
         task = asyncio.get_running_loop().create_task(
             self._audit_after_reload(), name="callrouter-dialplan-audit"
         )
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(partial(log_task_failure, logger=log))
         self.after_reload = task
 
     def cancel(self) -> None:
@@ -157,7 +158,3 @@ class DialplanWatch:
             log.log(level, "dialplan: %s", finding.text)
         if not problems:
             log.info("dialplan checked at %s: %s", when, "; ".join(f.text for f in findings))
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    log_task_failure(task, logger=log)

@@ -19,6 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from router.ami.message import Event
@@ -37,10 +38,6 @@ log = logging.getLogger("router.engine")
 
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    log_task_failure(task, logger=log)
 
 
 class LiveInstance:
@@ -179,7 +176,7 @@ class LiveInstance:
         task = asyncio.ensure_future(self._send(fields))
         self._beats.add(task)
         task.add_done_callback(self._beats.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(partial(log_task_failure, logger=log))
 
     async def _send(self, fields: dict[str, str]) -> None:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from router.errors import AMIError
@@ -121,7 +122,7 @@ class PrivilegeWatch:
         task = asyncio.get_running_loop().create_task(
             self._probe_logins(), name="callrouter-privileges"
         )
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(partial(log_task_failure, logger=log))
         self.prober = task
 
     async def _probe_logins(self) -> None:
@@ -182,7 +183,3 @@ class PrivilegeWatch:
             self._probed_logins = before
         else:
             self._failing = False
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    log_task_failure(task, logger=log)
