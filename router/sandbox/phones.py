@@ -38,6 +38,9 @@ work; each is explained where it is done:
   while its ring tone plays (``ring.wav``, a thread torn down under the main
   loop); the phones' ``audio_path`` is an empty folder, so nothing ever rings
   locally.
+* **Crashes** that remain leave a core: each baresip runs in its own folder
+  with core dumps allowed, and :meth:`Phone.crash_report` adds gdb's backtrace
+  of it to the log tail (router.sandbox.crash).
 * **dnd** is baresip's own do-not-disturb: ``480 Temporarily Unavailable`` at
   once, which Asterisk's Dial reports as ``NOANSWER`` (without any ringing). 480
   rather than 603 Decline because 480 is what phones send for do-not-disturb
@@ -94,6 +97,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, get_args
 
 from router.errors import SandboxError
+from router.sandbox import crash
 from router.sandbox import stop_phone_orphans as stop_orphans
 
 if TYPE_CHECKING:
@@ -431,6 +435,8 @@ class Phone:
         self.registrar = f"127.0.0.1:{pbx.sip_port}"
         self.aor = f"sip:{self.sip_user}@{self.registrar}"
         self.process: subprocess.Popen[bytes] | None = None
+        #: When the current baresip was started (epoch seconds): cores older are not its.
+        self.started_at = 0.0
         self._ctrl: _Control | None = None
         self._cond = threading.Condition()
         self._calls: dict[str, PhoneCall] = {}
@@ -523,6 +529,27 @@ audio_path {self.folder_in_root}/sounds
             return f"(no log at {self.log_path})"
         return f"--- {self.log_path} (last {lines} lines)\n" + "\n".join(text[-lines:])
 
+    @property
+    def crashed(self) -> str | None:
+        """``SIGSEGV`` when this phone's baresip died of that signal, else None."""
+        code = self.process.poll() if self.process is not None else None
+        return crash.signal_name(code)
+
+    def crash_report(self, lines: int = 40) -> str:
+        """The log tail of a phone whose baresip died of a signal, and the
+        backtrace of its core (router.sandbox.crash); just the log tail otherwise."""
+        report = self.log_tail(lines)
+        if self.process is None:
+            return report
+        mortem = crash.post_mortem(
+            root=self.pbx.root,
+            binary_in_root=BARESIP,
+            folder=self.folder,
+            since=self.started_at,
+            code=self.process.poll(),
+        )
+        return f"{report}\n{mortem}" if mortem else report
+
     # -- life cycle ------------------------------------------------------------------
 
     def launch(self) -> None:
@@ -552,8 +579,22 @@ audio_path {self.folder_in_root}/sounds
         self.write_config()
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives with the process
         try:
+            crash.set_aside(self.folder)
+            self.started_at = time.time()
+            # sh execs baresip in the phone's folder with cores allowed
+            # (router.sandbox.crash): a crash leaves a core to read there.
+            script = crash.launch_script()
             self.process = subprocess.Popen(
-                ["chroot", str(self.pbx.root), BARESIP, "-f", self.folder_in_root],
+                [
+                    "chroot",
+                    str(self.pbx.root),
+                    "/bin/sh",
+                    "-c",
+                    script,
+                    "baresip",
+                    self.folder_in_root,
+                    BARESIP,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -561,7 +602,7 @@ audio_path {self.folder_in_root}/sounds
             )
         finally:
             log.close()
-        # chroot execs baresip: this pid is baresip's, and the sandbox kills it by
+        # chroot and sh exec baresip: this pid is baresip's, and the sandbox kills it by
         # this file if the Phones object never gets to (router.sandbox.Sandbox.stop).
         self.pid_path.write_text(f"{self.process.pid}\n", encoding="utf-8")
         deadline = time.monotonic() + STEP_TIMEOUT

@@ -133,8 +133,9 @@ def pytest_runtest_makereport(
                     report.sections.append(
                         (
                             f"{PHONE_CRASH}{agent.name} died of signal {-code} "
-                            f"({call.when}): the sandbox phone crashed, see its log",
-                            agent.log_tail(40),
+                            f"({call.when}): the sandbox phone crashed, see its log "
+                            "and the backtrace of its core",
+                            agent.crash_report(40),
                         )
                     )
     return report

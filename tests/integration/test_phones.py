@@ -8,6 +8,7 @@ over AJAM's ``WaitEvent``; the phones' side from what each user agent saw.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import socket
 import subprocess
@@ -460,6 +461,36 @@ def test_a_phone_whose_baresip_died_is_started_again_by_reset(scratch_sandbox: S
         phones.reset()
         assert phones["102"].running
         assert phones["101"].dial("102").wait_answered().answered
+
+
+def test_a_crashed_phone_reports_the_backtrace_of_its_core(scratch_sandbox: Sandbox) -> None:
+    """Debian's baresip dies of SIGSEGV now and then; its log says nothing of where,
+    so the report of a crash reads the core it left in its own folder."""
+    phone = Phone(scratch_sandbox, "101")
+    phone.launch()
+    try:
+        phone.wait_registered()
+        assert phone.process is not None
+        phone.process.send_signal(signal.SIGSEGV)
+        phone.process.wait(10)
+        assert phone.crashed == "SIGSEGV"
+        report = phone.crash_report(5)
+        assert (phone.folder / "core").is_file(), report
+        assert f"SIGSEGV: backtrace of {phone.folder / 'core'}" in report
+        if shutil.which("gdb") or (scratch_sandbox.root / "usr/bin/gdb").is_file():
+            assert "Program terminated with signal SIGSEGV" in report
+            assert "re_main" in report  # baresip's main loop, from the root's libre
+        else:
+            assert "gdb is not installed" in report
+
+        phone.relaunch()  # killed: no core, and the old one is not this process's
+        assert phone.process is not None
+        phone.process.kill()
+        phone.process.wait(10)
+        assert phone.crashed == "SIGKILL"
+        assert "SIGKILL: no core file" in phone.crash_report(5)
+    finally:
+        phone.stop()
 
 
 def test_the_pstn_side_calls_in_again_after_its_baresip_was_started_again(

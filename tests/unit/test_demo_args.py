@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+from router.sandbox.crash import signal_name
+
 DEMO = Path(__file__).parents[2] / "examples" / "demo.py"
 
 
@@ -64,6 +66,13 @@ class _Agent:
         self.name = name
         self.process = _Process(code)
 
+    @property
+    def crashed(self) -> str | None:
+        return signal_name(self.process.code)
+
+    def crash_report(self, lines: int = 40) -> str:
+        return f"the log of {self.name}\n--- {self.crashed}: the backtrace of its core"
+
 
 class _Phones:
     """What tell_once_more_after_a_crash uses of Phones: ``all`` and ``reset``."""
@@ -102,7 +111,11 @@ def test_a_story_a_baresip_crashed_in_is_told_once_more_on_phones_started_again(
     told = asyncio.run(demo.tell_once_more_after_a_crash(story, None, phones, None))
     assert told == "happened after 2"
     assert phones.resets == 1
-    assert "baresip of pstn (SIGSEGV) crashed in the story story_example" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "baresip of pstn (SIGSEGV) crashed in the story story_example" in out
+    # what Debian's maintainers would ask for, indented under the story's line
+    assert "    the log of pstn\n    --- SIGSEGV: the backtrace of its core" in out
+    assert "the log of 101" not in out
 
 
 def test_a_story_that_fails_without_a_crash_fails_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,8 @@ class Agent:
         self.name = name
         self.process = types.SimpleNamespace(poll=lambda: None)
 
-    def log_tail(self, lines=40):
-        return f"the log of {self.name}"
+    def crash_report(self, lines=40):
+        return f"the log of {self.name}\\n--- SIGSEGV: the backtrace of {self.name}'s core"
 
 
 @pytest.fixture
@@ -89,3 +89,11 @@ def test_a_phones_test_failing_on_a_crashed_phone_runs_once_more(
         consecutive=False,
     )
     assert "test_no_crash: baresip" not in result.stdout.str()
+    # the failed run's report holds the phone's crash report (its core's backtrace)
+    result.stdout.fnmatch_lines(
+        [
+            "*baresip of phone 101 died of signal 11 (call)*backtrace of its core*",
+            "the log of 101",
+            "--- SIGSEGV: the backtrace of 101's core",
+        ]
+    )
