@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ __all__ = [
     "backtrace",
     "core_files",
     "core_pattern",
+    "known_cause",
     "launch_script",
     "post_mortem",
     "set_aside",
@@ -40,6 +42,21 @@ BACKTRACE_TIMEOUT = 60.0
 MAX_BACKTRACE = 16_000
 #: Frames per thread.
 FRAMES = 25
+
+#: Crashes of Debian's baresip whose cause is known: what gdb shows, and what it is.
+KNOWN_CRASHES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        # A thread of aufile.so jumped to address 0: the player's write handler,
+        # read from a player already freed (seen in tests/fixtures/sandbox/).
+        re.compile(r"^#0 +0x0+ in \?\? \(\)\n#1 +0x[0-9a-f]+ in .* from \S*/aufile\.so$", re.M),
+        "baresip 1.1.0's aufile player race: the player's write thread sets its "
+        "`run` flag only once it runs, so a player stopped before then (a call's "
+        "audio set up twice in one step: a call on hold, an early-media stream "
+        "started again) is freed under it and the thread calls a null write "
+        "handler. Fixed upstream in baresip 2.0.0 (ac3f6a66, #1727); Debian "
+        "sid ships 1.1.0. Not callrouter's.",
+    ),
+)
 
 #: What :func:`set_aside` calls the last baresip's core.
 PREVIOUS = "previous.core"
@@ -174,6 +191,14 @@ def backtrace(root: Path, binary_in_root: str, core: Path) -> str:
     return out or f"(gdb printed nothing for {core}, exit status {done.returncode})"
 
 
+def known_cause(backtrace_text: str) -> str | None:
+    """What the crash in ``backtrace_text`` is, when it is one of :data:`KNOWN_CRASHES`."""
+    for pattern, cause in KNOWN_CRASHES:
+        if pattern.search(backtrace_text):
+            return cause
+    return None
+
+
 def post_mortem(
     *, root: Path, binary_in_root: str, folder: Path, since: float, code: int | None
 ) -> str:
@@ -185,9 +210,10 @@ def post_mortem(
     if cores:
         core = cores[0]
         size = core.stat().st_size if core.exists() else 0
-        return f"--- {name}: backtrace of {core} ({size // 1024} KiB)\n" + backtrace(
-            root, binary_in_root, core
-        )
+        text = backtrace(root, binary_in_root, core)
+        cause = known_cause(text)
+        known = f"\n--- a known crash: {cause}" if cause else ""
+        return f"--- {name}: backtrace of {core} ({size // 1024} KiB)\n{text}{known}"
     pattern = core_pattern()
     if pattern.startswith("|"):
         where = (

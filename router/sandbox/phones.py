@@ -38,9 +38,14 @@ work; each is explained where it is done:
   while its ring tone plays (``ring.wav``, a thread torn down under the main
   loop); the phones' ``audio_path`` is an empty folder, so nothing ever rings
   locally.
-* **Crashes** that remain leave a core: each baresip runs in its own folder
-  with core dumps allowed, and :meth:`Phone.crash_report` adds gdb's backtrace
-  of it to the log tail (router.sandbox.crash).
+* **Crashes.** Both crashes above are one race in baresip 1.1.0's ``aufile``
+  player (fixed upstream in 2.0.0): its thread marks itself running only once
+  it runs, so a player stopped right after it started is freed under it and the
+  thread calls a null write handler. Dialling while a call is held hits it every
+  time (tests/integration/test_phones.py). Whatever crashes still leave a core:
+  each baresip runs in its own folder with core dumps allowed, and
+  :meth:`Phone.crash_report` adds gdb's backtrace of it to the log tail and
+  names a known cause (router.sandbox.crash).
 * **dnd** is baresip's own do-not-disturb: ``480 Temporarily Unavailable`` at
   once, which Asterisk's Dial reports as ``NOANSWER`` (without any ringing). 480
   rather than 603 Decline because 480 is what phones send for do-not-disturb

@@ -169,3 +169,45 @@ def test_signal_names() -> None:
     assert crash.signal_name(-99) == "signal 99"
     assert crash.signal_name(0) is None
     assert crash.signal_name(None) is None
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sandbox"
+
+
+def test_the_aufile_player_race_is_named_from_a_real_backtrace() -> None:
+    """gdb's output on the core of Debian's baresip 1.1.0 that dialled while a
+    call was held (tests/integration/test_phones.py makes it crash so)."""
+    text = (FIXTURES / "baresip-1.1.0-aufile-race.gdb.txt").read_text(encoding="utf-8")
+    cause = crash.known_cause(text)
+    assert cause is not None
+    assert cause.startswith("baresip 1.1.0's aufile player race")
+    assert "baresip 2.0.0 (ac3f6a66" in cause
+
+
+def test_another_crash_is_not_named() -> None:
+    """A baresip killed by SIGSEGV in its main loop: frame 0 is no null jump."""
+    idle = (
+        "Program terminated with signal SIGSEGV, Segmentation fault.\n"
+        "#0  0x00007faf677f4a02 in ?? () from /root/usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "#2  0x00007faf6787624d in epoll_wait () from /root/usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "#4  0x00007faf679cc41e in re_main () from /root/usr/lib/x86_64-linux-gnu/libre.so.1\n"
+    )
+    assert crash.known_cause(idle) is None
+    # a null jump from another library is not the aufile race either
+    other = "#0  0x0000000000000000 in ?? ()\n#1  0x00007f in ?? () from /r/ausine.so\n"
+    assert crash.known_cause(other) is None
+
+
+def test_a_report_names_a_known_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (FIXTURES / "baresip-1.1.0-aufile-race.gdb.txt").read_text(encoding="utf-8")
+    gdb = _fake_gdb(tmp_path, text)
+    monkeypatch.setattr(crash.shutil, "which", lambda name: str(gdb))
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    _core(folder, "core")
+    report = crash.post_mortem(
+        root=tmp_path, binary_in_root="/usr/bin/baresip", folder=folder, since=0, code=-11
+    )
+    assert report.splitlines()[-1].startswith(
+        "--- a known crash: baresip 1.1.0's aufile player race"
+    )
