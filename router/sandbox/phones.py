@@ -38,12 +38,15 @@ work; each is explained where it is done:
   while its ring tone plays (``ring.wav``, a thread torn down under the main
   loop); the phones' ``audio_path`` is an empty folder, so nothing ever rings
   locally.
-* **Crashes.** Both crashes above are one race in baresip 1.1.0's ``aufile``
-  player (fixed upstream in 2.0.0): its thread marks itself running only once
-  it runs, so a player stopped right after it started is freed under it and the
-  thread calls a null write handler. Dialling while a call is held hits it every
-  time (tests/integration/test_phones.py). Whatever crashes still leave a core:
-  each baresip runs in its own folder with core dumps allowed, and
+* **Crashes.** The ring tone's crash above and the hold's below (**Transfers**)
+  were one race in baresip 1.1.0's ``aufile`` player (fixed upstream in 2.0.0):
+  its thread marks itself running only once it runs, so a player stopped right
+  after it started is freed under it and the thread calls a null write handler.
+  Dialling while a call was held hit it every time. The phones therefore play
+  into an ``aubridge`` device nothing reads, and baresip's ``sndfile`` filter
+  writes what they hear; dialling while a call is held no longer crashes
+  (tests/integration/test_phones.py). Whatever crashes still leave a core: each
+  baresip runs in its own folder with core dumps allowed, and
   :meth:`Phone.crash_report` adds gdb's backtrace of it to the log tail and
   names a known cause (router.sandbox.crash).
 * **dnd** is baresip's own do-not-disturb: ``480 Temporarily Unavailable`` at
@@ -71,7 +74,9 @@ work; each is explained where it is done:
   would end the call when the file ends); :meth:`Phone.play` mixes a WAV file
   into what the phone sends once a call is up (``mixausrc``), replacing that
   wave until the file ends. :func:`tone_wav` makes the known test tone.
-  What a phone hears is written to ``<inst>/phones/<name>/heard.wav``.
+  What a phone hears is written to ``<inst>/phones/<name>/dump-<time>-dec.wav``
+  (:attr:`Phone.heard_path`) by baresip's sndfile filter; no aufile player is
+  used (see **Crashes**).
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ COMMAND_TIMEOUT = 30.0
 IDLE_WAVE_HZ = 10
 #: The largest command ctrl_tcp takes (its buffer is 1024 bytes).
 MAX_COMMAND = 1000
+#: What :attr:`Phone.heard_path` names before a phone heard anything (no such file).
+HEARD_NONE = "dump-none-dec.wav"
 #: SIP URI user characters sent as they are; everything else is %-escaped.
 _USER_SAFE = "-_.!~*'()+"
 
@@ -489,16 +496,22 @@ call_max_calls 2
 # baresip would put the other call on hold whenever a call comes up: a re-INVITE
 # of the busy phone's call with itself can hang baresip 1.1.0. Holds are explicit.
 call_hold_other_calls no
-audio_player aufile,{self.folder_in_root}/heard.wav
+# No aufile player (router.sandbox.crash.KNOWN_CRASHES): the player is a device
+# of aubridge that nothing reads, and the sndfile filter writes what the phone
+# hears (dump-<time>-dec.wav) and sends (-enc) into this folder.
+audio_player aubridge,heard
 audio_source ausine,{IDLE_WAVE_HZ}
 # ausine makes 48 kHz only; baresip resamples to the codec's 8 kHz.
 ausrc_srate 48000
 ausrc_channels 1
-audio_alert aufile,{self.folder_in_root}/heard-alert.wav
+audio_alert aubridge,alert
+snd_path {self.folder_in_root}
 rtp_ports 30000-59999
 module_path /usr/lib/baresip/modules
 module g711.so
 module aufile.so
+module aubridge.so
+module sndfile.so
 module ausine.so
 module mixausrc.so
 module_app account.so
@@ -520,8 +533,18 @@ audio_path {self.folder_in_root}/sounds
 
     @property
     def heard_path(self) -> Path:
-        """What this phone heard in its latest call (8 kHz mono WAV; see :func:`tone_share`)."""
-        return self.folder / "heard.wav"
+        """What this phone heard in its latest call (8 kHz mono WAV; see :func:`tone_share`).
+
+        baresip's sndfile filter names its files by the second they opened
+        (``dump-2026-12-05-14-02-11-dec.wav``), one for each time a call's audio
+        started; the newest is the latest call's. Read it once the call ended:
+        the WAV header gets its length when baresip closes the file.
+        """
+        dumps = []
+        for path in self.folder.glob("dump-*-dec.wav"):
+            with contextlib.suppress(OSError):
+                dumps.append((path.stat().st_mtime, path.name, path))
+        return max(dumps)[2] if dumps else self.folder / HEARD_NONE
 
     @property
     def pid_path(self) -> Path:
@@ -909,6 +932,9 @@ audio_path {self.folder_in_root}/sounds
             call.hangup()
         with contextlib.suppress(SandboxError):
             self._wait(lambda: all(c.ended for c in self._order), STEP_TIMEOUT, "calls to end")
+        # A session's calls would fill the disk with their sound (16 KB/s a way).
+        for dump in self.folder.glob("dump-*.wav"):
+            dump.unlink(missing_ok=True)
         with self._cond:
             self._calls.clear()
             self._order.clear()
