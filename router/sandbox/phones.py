@@ -61,8 +61,8 @@ work; each is explained where it is done:
   then refers the original call to ``<target>?Replaces=<consultation dialog>``;
   the dialog's tags are read from Asterisk (``CHANNEL(pjsip,local_tag)``) since
   baresip does not expose them. The original call is not put on hold first:
-  baresip 1.1.0 crashes (a null function pointer in an audio thread) when it
-  dials while one of its calls is held, and Asterisk does not need the hold.
+  Asterisk does not need the hold (it used to crash baresip 1.1.0 when the
+  phone then dialled; no more, see **Crashes**).
 * **Caller numbers** from the PSTN side are written into the SIP ``From`` user
   as given, percent-escaped where SIP requires it (``8 (916) 123-45-67`` is
   sent as ``8%20(916)%20123-45-67``). Asterisk's PJSIP unescapes the user part,
@@ -1011,7 +1011,7 @@ audio_path {self.folder_in_root}/sounds
         REFER the original call to it with Replaces; returns the consultation call.
         """
         call = call or self.current()
-        # No /hold first: see the module doc.
+        # No /hold first: Asterisk does not need it (module doc, Transfers).
         consult = self.dial(target, line=self.LINE2)
         consult.wait_answered(STEP_TIMEOUT)
         time.sleep(talk)
