@@ -374,9 +374,9 @@ async def tell_once_more_after_a_crash(
 
     Debian's baresip has died of SIGSEGV in its own audio path (an early-media
     stream set up again at the answer; seen once in CI on the PSTN side; likely
-    its aufile player's race, router/sandbox/crash.py). That is
-    the phone, not callrouter, and it says nothing of the routing: the demo says
-    so and tells the story again. A second crash, or any failure without one,
+    the aufile player's race that the phones now avoid, router/sandbox/crash.py).
+    That is the phone, not callrouter, and it says nothing of the routing: the
+    demo says so and tells the story again. A second crash, or any failure without one,
     fails the demo as before.
     """
     try:
