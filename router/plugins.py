@@ -13,6 +13,7 @@ like third-party plugins found through the ``callrouter`` entry point group
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import importlib
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -62,6 +63,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 #: How long a hook on the call path may take before the engine stops waiting.
 HOOK_TIMEOUT = 2.0
+#: How long ``callrouter_configure`` may take: it runs before ``run``, ``check``
+#: and ``explain`` do anything, so a hung one would hang them, silently.
+CONFIGURE_TIMEOUT = 30.0
 #: What ``callrouter_present_extensions`` may name: an extension, as a token is
 #: scoped to one (no path, no header, no control character).
 _PRESENT_EXTENSION = re.compile(r"[0-9A-Za-z_+.-]{1,80}")
@@ -223,6 +227,12 @@ class Plugins:
                 f"two plugins have this name: {first} and {origin}; "
                 "each plugin needs a name of its own",
             )
+        if plugin is None:
+            raise PluginError(
+                plugin_name,
+                "the plugin object is None (a make_plugin() that returns nothing?); "
+                "its hooks would never run",
+            )
         for hook in _wrapper_hooks(self.pm, plugin):
             raise PluginError(
                 plugin_name,
@@ -231,7 +241,14 @@ class Plugins:
                 "implementation on its own, so wrappers are not "
                 "supported: make it a plain @hookimpl",
             )
-        self.pm.register(plugin, name=plugin_name)
+        problem = _hook_problem(self.pm, plugin)
+        if problem:
+            raise PluginError(plugin_name, problem)
+        try:
+            self.pm.register(plugin, name=plugin_name)
+        except pluggy.PluginValidationError as exc:  # an argument the hook does not pass
+            message = _argument_problem(self.pm, plugin) or " ".join(str(exc).split())
+            raise PluginError(plugin_name, message) from exc
         self._impl_cache.clear()
         self._event_impls.clear()
         if builtin:
@@ -296,7 +313,7 @@ class Plugins:
         try:
             value = impl.function(**{name: kwargs[name] for name in impl.argnames})
             if value is not None and inspect.isawaitable(value):
-                async with eager.timeout(timeout):
+                async with _CutOff(timeout):
                     value = await value
         except Exception as exc:
             self._report(hook, impl, exc, scope)
@@ -322,7 +339,7 @@ class Plugins:
                 value = impl.function(**args)
                 if value is not None and inspect.isawaitable(value):
                     # In this task (no task per hook call, as wait_for would make).
-                    async with eager.timeout(timeout):
+                    async with _CutOff(timeout):
                         value = await value
             except Exception as exc:
                 self._report(hook, impl, exc, scope)
@@ -348,7 +365,8 @@ class Plugins:
             try:
                 value = impl.function(**args)
                 if inspect.isawaitable(value):
-                    await value
+                    async with _CutOff(CONFIGURE_TIMEOUT):
+                        await value
             except ConfigError:
                 raise
             except Exception as exc:
@@ -363,7 +381,7 @@ class Plugins:
             try:
                 value = impl.function()
                 if inspect.isawaitable(value):
-                    async with eager.timeout(HOOK_TIMEOUT):
+                    async with _CutOff(HOOK_TIMEOUT):
                         value = await value
                 if value is not None and not isinstance(value, bool):
                     raise TypeError(f"expected True, False or None, got {value!r}")
@@ -480,7 +498,7 @@ class Plugins:
                     **{arg: event if arg == "event" else call for arg in impl.argnames}
                 )
                 if value is not None and inspect.isawaitable(value):
-                    async with eager.timeout(HOOK_TIMEOUT):
+                    async with _CutOff(HOOK_TIMEOUT):
                         await value
             except Exception as exc:
                 self._report("callrouter_event", impl, exc, scope)
@@ -518,7 +536,7 @@ class Plugins:
             try:
                 value = impl.function()
                 if inspect.isawaitable(value):
-                    async with eager.timeout(HOOK_TIMEOUT):
+                    async with _CutOff(HOOK_TIMEOUT):
                         value = await value
                 if value is not None:
                     if isinstance(value, str) or not isinstance(value, Iterable):
@@ -559,11 +577,20 @@ class Plugins:
             try:
                 value = impl.function(**{name: kwargs[name] for name in impl.argnames})
                 if inspect.isawaitable(value):
-                    async with eager.timeout(HOOK_TIMEOUT):
+                    async with _CutOff(HOOK_TIMEOUT):
                         value = await value
             except Exception as exc:
                 self._report("callrouter_execute", impl, exc, call.linkedid)
                 raise PluginError(impl.plugin_name, f"{action.kind}: {exc!r}") from exc
+            if value is not None and not value:
+                # False or "" is no description of what was done: it was taken
+                # for one, and the trace said "ok" of an action that had not run.
+                problem = TypeError(
+                    f"returned {value!r}: expected a description of what was done, "
+                    "or None when the action is not yours (raise to fail it)"
+                )
+                self._report("callrouter_execute", impl, problem, call.linkedid)
+                raise PluginError(impl.plugin_name, f"{action.kind}: {problem}")
             if value is not None:
                 return value
         return None
@@ -654,6 +681,37 @@ class Plugins:
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
 
 
+class _CutOff:
+    """:class:`router.eager.timeout` whose ``TimeoutError`` says the hook was cut
+    off, and after how long: the log's ``TimeoutError()`` alone did not tell
+    the engine's limit from a timeout of the plugin's own."""
+
+    __slots__ = ("_delay", "_inner", "_timer")
+
+    def __init__(self, delay: float | None) -> None:
+        self._delay = delay
+        self._inner = eager.timeout(delay)
+        self._timer: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        self._timer = await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        except TimeoutError as error:
+            if self._timer is None or not self._timer.expired():
+                raise
+            raise TimeoutError(
+                f"cut off: no answer within {self._delay:g} s (docs/plugins.md, Async hooks)"
+            ) from error
+
+
 def _builtin_object(module: ModuleType) -> object:
     """A built-in with settings or state has a factory, so every engine gets its
     own instance; stateless ones are the module."""
@@ -704,6 +762,82 @@ def _wrapper_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
         if opts and (opts.get("wrapper") or opts.get("hookwrapper")):
             found.append(attr)
     return found
+
+
+def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str:
+    """What is wrong with ``plugin``'s hooks, in words, or "".
+
+    pluggy would report a misspelt hook only from ``check_pending``, as a
+    traceback naming the plugin's ``repr``, and ignores a hook function left
+    unmarked: the plugin then loads and never hears of that hook. Both are a
+    plugin author's first mistakes, so both are named here, with the hook.
+    """
+    specs = {name: caller.spec for name, caller in vars(pm.hook).items() if caller.spec}
+    for attr in sorted(dir(plugin)):
+        try:
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+            func = getattr(plugin, attr)
+        except Exception:  # an attribute that cannot be read is pluggy's to report
+            continue
+        spec = specs.get(attr)
+        if opts is None:
+            if spec is not None and callable(func):
+                return (
+                    f"{attr} is not marked with @hookimpl (from router import hookimpl), "
+                    "so it would never be called"
+                )
+            continue
+        if spec is None:
+            if opts.get("optionalhook"):
+                continue
+            return (
+                f"{attr} is marked @hookimpl but is no callrouter hook"
+                f"{did_you_mean(attr, specs)}; the hooks are in router/hookspecs.py "
+                "and docs/plugins.md"
+            )
+    return ""
+
+
+def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The hook whose implementation asks for an argument the hook does not
+    pass, in words (pluggy refused it; its message names neither the
+    arguments there are nor the plugin's name), or "" when none is found."""
+    specs = {name: caller.spec for name, caller in vars(pm.hook).items() if caller.spec}
+    for attr in sorted(dir(plugin)):
+        spec = specs.get(attr)
+        if spec is None:
+            continue
+        try:
+            if pm.parse_hookimpl_opts(plugin, attr) is None:
+                continue
+            args = _required_args(getattr(plugin, attr))
+        except Exception:
+            continue
+        extra = [name for name in args if name not in spec.argnames]
+        if extra:
+            return (
+                f"{attr}({', '.join(args)}): "
+                f"{', '.join(repr(name) for name in extra)} is no argument of the hook; "
+                f"it passes {', '.join(spec.argnames) or 'none'}, by name"
+            )
+    return ""
+
+
+def _required_args(func: Callable[..., Any]) -> list[str]:
+    """The arguments pluggy will pass by name: those without a default."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    names = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY)
+    ]
+    if names and names[0] in ("self", "cls") and not inspect.ismethod(func):
+        names = names[1:]  # a class registered as the plugin: pluggy drops it too
+    return names
 
 
 def _entry_point_origin(ep: metadata.EntryPoint) -> str:

@@ -1,0 +1,215 @@
+"""A plugin author's first mistakes are named, with the plugin and the hook.
+
+Found by writing a third-party plugin from docs/plugins.md alone: a misspelt
+hook or an argument the hook does not pass crashed every command with
+pluggy's traceback, a hook left without ``@hookimpl`` and a ``make_plugin()``
+returning None were silently never called, a hung ``callrouter_configure``
+hung ``run``, ``check`` and ``explain``, a cut-off hook was logged as a bare
+``TimeoutError()``, and an action answered ``False`` was traced ``ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from router import ActionSpec, ParamSpec, PluginError, hookimpl
+from router.plugins import Plugins
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+# router.testing is imported by pytest, as a plugin, before any test uses it
+# (tests/unit/test_testing_kit.py says why the tests import it late).
+pytest_plugins = ["router.testing"]
+
+
+class Misspelt:
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_statrup(self, engine: Any) -> None:
+        return None
+
+
+class WrongArgument:
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_decision(self, call: Any, result: Any) -> None:
+        return None
+
+
+class Unmarked:
+    __name__ = "vip"
+
+    def callrouter_register(self, registry: Any) -> None:
+        registry.add_function("is_vip", lambda number: True)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (
+            Misspelt(),
+            "plugin 'vip': callrouter_statrup is marked @hookimpl but is no callrouter hook "
+            "(did you mean 'callrouter_startup'?)",
+        ),
+        (
+            WrongArgument(),
+            "plugin 'vip': callrouter_decision(call, result): 'result' is no argument of "
+            "the hook; it passes call, decision, trace, outcome, by name",
+        ),
+        (
+            Unmarked(),
+            "plugin 'vip': callrouter_register is not marked with @hookimpl "
+            "(from router import hookimpl), so it would never be called",
+        ),
+    ],
+    ids=["misspelt-hook", "wrong-argument", "unmarked-hook"],
+)
+def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, message: str) -> None:
+    with pytest.raises(PluginError) as caught:
+        Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    assert str(caught.value).startswith(message)
+
+
+def test_a_module_plugin_with_a_misspelt_hook_is_named_too() -> None:
+    module = types.ModuleType("callrouter_vip")
+
+    @hookimpl
+    def callrouter_regster(registry: Any) -> None:
+        return None
+
+    module.callrouter_regster = callrouter_regster  # type: ignore[attr-defined]
+    with pytest.raises(PluginError, match=r"did you mean 'callrouter_register'"):
+        Plugins.load(defaults=(), entry_points=False, extra=[module])
+
+
+def test_optional_arguments_and_the_builtins_still_load() -> None:
+    from router.testing import load_plugins
+
+    class Optional:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_decision(self, call: Any, extra: Any = None) -> None:
+            return None
+
+        def helper_not_a_hook(self) -> None:
+            return None
+
+    plugins = load_plugins(Optional())
+    assert "vip" in {info.name for info in plugins.info()}
+
+
+def test_a_factory_returning_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("callrouter_vip")
+    module.make_plugin = lambda: None  # type: ignore[attr-defined]
+    entry = types.SimpleNamespace(
+        name="vip",
+        value="callrouter_vip",
+        dist=types.SimpleNamespace(name="callrouter-vip", version="0.1.0"),
+        load=lambda: module,
+    )
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    with pytest.raises(PluginError, match=r"^plugin 'vip': the plugin object is None"):
+        Plugins.load(defaults=())
+
+
+async def test_a_hung_configure_is_cut_off_and_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from router.testing import load_plugins, make_config
+
+    monkeypatch.setattr("router.plugins.CONFIGURE_TIMEOUT", 0.05)
+
+    class Hangs:
+        __name__ = "vip"
+
+        @hookimpl
+        async def callrouter_configure(self, settings: Any) -> None:
+            await asyncio.sleep(60)
+
+    plugins = load_plugins(Hangs(), defaults=())
+    async with asyncio.timeout(5):
+        await plugins.configure(make_config({"vip": {}}))
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        "plugin 'vip' failed in callrouter_configure: TimeoutError('cut off: no answer "
+        "within 0.05 s (docs/plugins.md, Async hooks)')"
+    )
+
+
+async def test_a_cut_off_hook_says_so_and_a_plugin_timeout_stays_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from router.testing import load_plugins, make_call, make_event
+
+    monkeypatch.setattr("router.plugins.HOOK_TIMEOUT", 0.05)
+
+    class Slow:
+        __name__ = "vip"
+
+        @hookimpl
+        async def callrouter_event(self, event: Any) -> None:
+            if event.name == "Hangup":
+                raise TimeoutError("crm did not answer")
+            await asyncio.sleep(60)
+
+    plugins = load_plugins(Slow(), defaults=())
+    async with asyncio.timeout(5):
+        await plugins.event(make_event("Newchannel", Linkedid="L1"), make_call(linkedid="L1"))
+        await plugins.event(make_event("Hangup", Linkedid="L2"), make_call(linkedid="L2"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert messages == [
+        "plugin 'vip' failed in callrouter_event (call L1): TimeoutError('cut off: "
+        "no answer within 0.05 s (docs/plugins.md, Async hooks)')",
+        "plugin 'vip' failed in callrouter_event (call L2): TimeoutError('crm did not answer')",
+    ]
+
+
+@pytest.mark.parametrize("answer", [False, ""])
+async def test_an_action_answered_falsy_fails_naming_the_plugin(
+    answer: object,
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Tags:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
+
+        @hookimpl
+        def callrouter_execute(self, action: Any) -> object:
+            return answer if action.kind == "vip_tag" else None
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
+        "      - vip_tag: {level: gold}\n"
+        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Tags()])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    record = engine.records[-1]
+    assert record.outcome == "failed"
+    assert ajam_replay.count("Redirect") == 1  # the following actions still run
+    assert any(
+        r.name == "router.plugins"
+        and r.getMessage().startswith("plugin 'vip' failed in callrouter_execute")
+        and f"returned {answer!r}" in r.getMessage()
+        for r in caplog.records
+    )
