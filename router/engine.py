@@ -415,7 +415,7 @@ class Engine:
                 await result
 
         self._scheduler.add_job(
-            logged(f"job {name}", run, logger=log),
+            logged(name, run, logger=log),
             trigger,
             id=name,
             replace_existing=True,

@@ -213,3 +213,33 @@ async def test_an_action_answered_falsy_fails_naming_the_plugin(
         and f"returned {answer!r}" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_failing_job_is_logged_by_its_name_once(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Jobs:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_startup(self, engine: Any) -> None:
+            engine.schedule("vip:refresh", self.refresh, every=300)
+
+        async def refresh(self) -> None:
+            raise RuntimeError("crm down")
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n    do:\n"
+        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Jobs()])
+    job = engine.scheduler.get_job("vip:refresh")
+    assert job is not None
+    caplog.set_level(logging.ERROR, "router.engine")
+    await job.func()  # what the scheduler runs; it must not raise
+    [record] = [r for r in caplog.records if r.name == "router.engine"]
+    assert record.getMessage() == "background job vip:refresh failed"
+    assert record.exc_info is not None
+    assert "crm down" in str(record.exc_info[1])
