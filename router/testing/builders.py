@@ -176,11 +176,12 @@ def config_from_toml(
 ) -> Config:
     """``text`` written to ``directory/router.toml`` and read as ``callrouter run``
     reads it: errors name that file and the key, relative paths resolve there.
-    ``[asterisk]`` is filled in when ``text`` has none."""
+    ``[asterisk]`` is filled in when ``text`` has none, after it: an error's
+    ``router.toml:LINE`` is then the line of ``text`` the test wrote."""
     if "[asterisk]" not in text:
-        text = (
-            '[asterisk]\nurl = "http://asterisk.test:8088/asterisk"\n'
-            'username = "router"\nsecret = "secret"\n' + text
+        text += (
+            '\n[asterisk]\nurl = "http://asterisk.test:8088/asterisk"\n'
+            'username = "router"\nsecret = "secret"\n'
         )
     path = directory / "router.toml"
     path.write_text(text, encoding="utf-8")

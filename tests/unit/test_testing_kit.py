@@ -496,6 +496,20 @@ def test_config_from_toml_names_the_file(tmp_path: Path) -> None:
     assert make_config({"vip": {"numbers": []}}).plugins.for_plugin("vip") == {"numbers": []}
 
 
+def test_config_from_toml_errors_name_the_line_of_the_text(tmp_path: Path) -> None:
+    """The [asterisk] table it adds goes after the text: a plugin's test that
+    checks its settings error's line (router.toml:2) read router.toml:6."""
+    from router import ConfigError, SettingsReader
+    from router.testing import config_from_toml
+
+    config = config_from_toml(tmp_path, '[plugins.vip]\nnumbrs = ["1"]\n')
+    reader = SettingsReader.for_plugin("vip", config.plugins.settings["vip"], config)
+    with pytest.raises(ConfigError, match=r"router\.toml:2: \[plugins\.vip\] numbrs: unknown key"):
+        reader.reject_unknown(("numbers",))
+    with pytest.raises(ConfigError, match=r"router\.toml:3: \[router\] colour"):
+        config_from_toml(tmp_path, "# a comment\n[router]\ncolour = 1")
+
+
 def test_every_builder_is_documented_and_every_documented_one_exists() -> None:
     import re
 
