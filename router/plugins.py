@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import importlib
 import inspect
 import itertools
@@ -114,6 +115,8 @@ class Plugins:
         self._left_out_names: dict[str, str] | None = None
         #: Plugins whose ``callrouter_register`` raised, with the error.
         self._register_failed: dict[str, str] = {}
+        #: (plugin, name) of the unknown event names already warned about.
+        self._unknown_events: set[tuple[str, str]] = set()
 
     # -- loading -----------------------------------------------------------
 
@@ -547,12 +550,37 @@ class Plugins:
             except Exception as exc:
                 self._report("callrouter_wanted_events", impl, exc, None)
                 names = None
+            if names:
+                self._warn_unknown_events(impl.plugin_name, names)
             answers[impl.plugin_name] = names
         # What :meth:`event` dispatches by from now on (a plugin registered
         # later, with no answer yet, gets every event).
         self._wanted = answers
         self._event_impls.clear()
         return list(answers.values())
+
+    def _warn_unknown_events(self, plugin: str, names: Iterable[str]) -> None:
+        """A name in ``callrouter_wanted_events`` that no event has: a rule's
+        ``on: event Hangupp`` is refused with a did-you-mean, and the plugin's
+        misspelling left its ``callrouter_event`` silent without a word. Said
+        once per plugin and name: the answers are asked at every reload."""
+        known = _known_events()
+        for name in names:
+            if any(c in name for c in "*?[") or name in known:
+                continue
+            if (plugin, name) in self._unknown_events or len(self._unknown_events) >= 1000:
+                continue
+            self._unknown_events.add((plugin, name))
+            log.warning(
+                "plugin %r: callrouter_wanted_events names %r%s, an event Asterisk 22 "
+                "does not document (callrouter actions --events lists them), so its "
+                "callrouter_event may never be called for it; write an event of a "
+                "module Asterisk does not document as a glob, %r",
+                plugin,
+                name,
+                did_you_mean(name, known),
+                f"{name}*",
+            )
 
     async def call_start(self, call: Call) -> None:
         await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)
@@ -679,6 +707,16 @@ class Plugins:
         # that runs after the call ended, such as a late decision, must not log
         # the same plugin's failure for the same call a second time.
         await self._call_each("callrouter_call_end", {"call": call}, scope=call.linkedid)
+
+
+@functools.cache
+def _known_events() -> frozenset[str]:
+    """The events a plugin may name: the AMI catalog's and the engine's own, as
+    for rules (router/builtin/ami_catalog.py)."""
+    from router.ami.catalog import load_catalog
+    from router.ami.event_filter import API_EVENTS, CORE_EVENTS
+
+    return frozenset({*load_catalog().events, *CORE_EVENTS, *API_EVENTS})
 
 
 class _CutOff:

@@ -243,3 +243,32 @@ async def test_a_failing_job_is_logged_by_its_name_once(
     assert record.getMessage() == "background job vip:refresh failed"
     assert record.exc_info is not None
     assert "crm down" in str(record.exc_info[1])
+
+
+async def test_a_misspelt_wanted_event_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from router.testing import load_plugins
+
+    class Listens:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_wanted_events(self) -> tuple[str, ...]:
+            return ("Hangupp", "Hangup", "Queue*", "DongleNewSMS*")
+
+        @hookimpl
+        def callrouter_event(self, event: Any) -> None:
+            return None
+
+    plugins = load_plugins(Listens(), defaults=())
+    await plugins.wanted_events()
+    await plugins.wanted_events()  # asked again at every reload: said once
+    messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert messages == [
+        "plugin 'vip': callrouter_wanted_events names 'Hangupp' (did you mean 'Hangup'?), "
+        "an event Asterisk 22 does not document (callrouter actions --events lists them), "
+        "so its callrouter_event may never be called for it; write an event of a module "
+        "Asterisk does not document as a glob, 'Hangupp*'"
+    ]
+    assert plugins.reads_event("Hangupp")  # kept: a warning, not a refusal
