@@ -50,6 +50,7 @@ __all__ = [
     "AMIValidationError",
     "CallRouterError",
     "ConfigError",
+    "FunctionFailed",
     "HistorySourceError",
     "LookupUnavailable",
     "PluginError",
@@ -158,6 +159,19 @@ class AMIValidationError(AMIError, ValueError):
 
 class RuleError(CallRouterError):
     """Rule files could not be loaded."""
+
+
+class FunctionFailed(RuleError):
+    """A rule function raised while a rule was evaluated; says which one.
+
+    The trace said only ``RuntimeError: boom`` of ``if: is_vip(caller.number)
+    and workhours()``: not which function, so not which plugin, to look at.
+    """
+
+    def __init__(self, name: str, error: Exception) -> None:
+        self.function = name
+        self.error = error
+        super().__init__(f"{name}() raised {type(error).__name__}: {error}")
 
 
 class RuleValidationError(RuleError, ValueError):

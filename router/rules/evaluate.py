@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from router import eager
 from router.dialplan import KnownContext, missing_target
-from router.errors import LookupUnavailable
+from router.errors import FunctionFailed, LookupUnavailable
 from router.request import RequestInfo
 from router.rules.context import Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trace
@@ -104,11 +104,7 @@ async def evaluate_rules(
             try:
                 passed = evaluator.evaluate(rule.condition)
             except Exception as exc:  # fail open: a broken rule is skipped, never fatal
-                append(
-                    RuleTrace(
-                        rule.name, rule.location, "error", "if", f"{type(exc).__name__}: {exc}"
-                    )
-                )
+                append(RuleTrace(rule.name, rule.location, "error", "if", _failure(exc)))
                 continue
             if not passed:
                 append(rule.false_if_trace)
@@ -173,6 +169,14 @@ def may_ask(
         if not rule.cont:
             return False
     return False
+
+
+def _failure(exc: Exception) -> str:
+    """A rule's run-time error as the trace says it: ``is_vip() raised
+    RuntimeError: ...`` for a function's, ``ZeroDivisionError: ...`` else."""
+    if isinstance(exc, FunctionFailed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def request_for(context: Context, deadline: float | None = None) -> RequestInfo:
@@ -269,7 +273,7 @@ async def _run_rule(
     except Exception as exc:  # fail open: a broken rule is skipped, never fatal
         entry.status = "error"
         entry.stage = stage
-        entry.detail = f"{type(exc).__name__}: {exc}"
+        entry.detail = _failure(exc)
     finally:
         evaluator.names = names
     return entry

@@ -29,6 +29,7 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
 
+from router.errors import FunctionFailed
 from router.rules.context import ALLOWED_ATTRS, Context
 from router.rules.limits import (
     MAX_EXPONENT,
@@ -592,9 +593,14 @@ def _call(
     kwargs: dict[str, Any],
 ) -> Any:
     spec = functions[name]
-    if spec.pass_context:
-        return _bounded(spec.func(context, *args, **kwargs))
-    return _bounded(spec.func(*args, **kwargs))
+    try:
+        if spec.pass_context:
+            value = spec.func(context, *args, **kwargs)
+        else:
+            value = spec.func(*args, **kwargs)
+    except Exception as exc:
+        raise FunctionFailed(name, exc) from exc
+    return _bounded(value)
 
 
 _HELPERS: dict[str, Any] = {

@@ -125,7 +125,9 @@ async def test_a_rule_that_failed_is_in_the_text_line(
     engine = await engine_for(tmp_path, "text", shadow=False, rules=FAILING)
     line = await decide(engine, caplog)
     assert " -> executed [setvar:ok, redirect:confirmed] in " in line
-    assert line.endswith("; error vip (if): RuntimeError: the VIP list is not loaded"), line
+    assert line.endswith(
+        "; error vip (if): vip() raised RuntimeError: the VIP list is not loaded"
+    ), line
 
 
 async def test_a_rule_that_failed_is_in_the_json_line(
@@ -135,5 +137,9 @@ async def test_a_rule_that_failed_is_in_the_json_line(
     data = json.loads(await decide(engine, caplog))
     assert data["rule"] == "owner"
     assert data["errors"] == [
-        {"rule": "vip", "stage": "if", "error": "RuntimeError: the VIP list is not loaded"}
+        {
+            "rule": "vip",
+            "stage": "if",
+            "error": "vip() raised RuntimeError: the VIP list is not loaded",
+        }
     ]

@@ -272,3 +272,35 @@ async def test_a_misspelt_wanted_event_is_warned_about_once(
         "Asterisk does not document as a glob, 'Hangupp*'"
     ]
     assert plugins.reads_event("Hangupp")  # kept: a warning, not a refusal
+
+
+async def test_a_rule_function_that_raises_is_named_in_the_trace(tmp_path: Path) -> None:
+    from router.plugin_registry import plugin_registry
+    from router.rules import Caller, Context, load_rules
+
+    def is_vip(number: str) -> bool:
+        raise RuntimeError("the VIP list is not loaded")
+
+    def level(number: str) -> str:
+        raise KeyError(number)
+
+    registry = plugin_registry(entry_points=False)
+    registry.add_function("is_vip", is_vip)
+    registry.add_function("level", level)
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n"
+        "  - name: a\n    on: call\n    if: is_vip(caller.number)\n"
+        "    do:\n      - hangup: {}\n"
+        "  - name: b\n    on: call\n"
+        "    do:\n      - redirect: {context: x, exten: '{level(caller.number)}'}\n",
+        encoding="utf-8",
+    )
+    ruleset = load_rules([path], registry)
+    assert ruleset.errors == ()
+    outcome = await ruleset.evaluate(Context.for_call(Caller("79161234567"), "1"), explain=True)
+    assert outcome.trace is not None
+    assert [(r.rule, r.status, r.stage, r.detail) for r in outcome.trace.rules] == [
+        ("a", "error", "if", "is_vip() raised RuntimeError: the VIP list is not loaded"),
+        ("b", "error", "do", "level() raised KeyError: '79161234567'"),
+    ]
