@@ -404,7 +404,10 @@ class Plugins:
         return registry, self.register_into(registry)
 
     def register_into(self, registry: Registry) -> list[str]:
-        """Fill ``registry``; return located problems instead of stopping at the first."""
+        """Fill ``registry``; return located problems instead of stopping at the first.
+
+        The caller reports them (the engine logs each, ``check`` prints each):
+        logged here too, each was said twice, the second time unlocated."""
         problems: list[str] = []
         registry.why_missing = self.why_missing
         self._register_failed.clear()
@@ -416,7 +419,6 @@ class Plugins:
             except Exception as exc:
                 problems.append(f"plugin {impl.plugin_name!r}: callrouter_register: {exc}")
                 self._register_failed[impl.plugin_name] = f"callrouter_register: {exc}"
-                log.error("plugin %r failed to register: %s", impl.plugin_name, exc)
         return problems
 
     def why_missing(self, name: str) -> str:

@@ -304,3 +304,22 @@ async def test_a_rule_function_that_raises_is_named_in_the_trace(tmp_path: Path)
         ("a", "error", "if", "is_vip() raised RuntimeError: the VIP list is not loaded"),
         ("b", "error", "do", "level() raised KeyError: '79161234567'"),
     ]
+
+
+def test_a_failed_registration_is_returned_to_be_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from router.rules.registry import Registry
+
+    class Raises:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            raise ValueError("no numbers file")
+
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Raises()])
+    problems = plugins.register_into(Registry())
+    assert problems == ["plugin 'vip': callrouter_register: no numbers file"]
+    # The engine logs each problem it is given, and check prints it: not here too.
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
