@@ -282,17 +282,21 @@ class ReplayAsterisk:
         return len(self._queue)
 
     def queue_event(
-        self, event: Mapping[str, str] | Event | None = None, /, **fields: str
+        self, event: str | Mapping[str, str] | Event | None = None, /, **fields: str
     ) -> Event:
         """Queue one event for the next ``WaitEvent``.
 
-        ``event`` is an :class:`~router.ami.message.Event` or a mapping whose
-        ``Event`` key names it (keyword arguments add fields:
+        ``event`` is the event's name, as ``make_event`` takes it
+        (``queue_event("Hangup", Channel="PJSIP/1-01", Cause="16")``), an
+        :class:`~router.ami.message.Event` or a mapping whose ``Event`` key
+        names it (keyword arguments add fields:
         ``queue_event(Event="Hangup", Channel="PJSIP/1-01", Cause="16")``).
         ``Privilege``, ``Timestamp`` and ``SystemName`` are added when missing.
         The fake's channel list follows the event (``Newchannel``, ``Newexten``,
         ``VarSet``, ``Newstate``, ``BridgeEnter``, ``BridgeLeave``, ``Hangup``).
         """
+        if isinstance(event, str):  # the name, as make_event("Hangup", ...) takes it
+            event = {"Event": event}
         source = event.fields if isinstance(event, Event) else (event or {}).items()
         pairs: list[tuple[str, str]] = list(source)
         pairs.extend(fields.items())

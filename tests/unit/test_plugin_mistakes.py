@@ -323,3 +323,17 @@ def test_a_failed_registration_is_returned_to_be_said_once(
     assert problems == ["plugin 'vip': callrouter_register: no numbers file"]
     # The engine logs each problem it is given, and check prints it: not here too.
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_queue_event_takes_the_name_as_make_event_does(ajam_replay: ReplayAsterisk) -> None:
+    """``make_event("Hangup", Channel=...)`` and ``queue_event`` side by side in a
+    plugin's test: the name as the first argument failed with ``'str' object
+    has no attribute 'items'``."""
+    queued = ajam_replay.queue_event("Hangup", Channel="PJSIP/101-1", Cause="16")
+    assert (queued.name, queued.get("Channel"), queued.get("Cause")) == (
+        "Hangup",
+        "PJSIP/101-1",
+        "16",
+    )
+    same = ajam_replay.queue_event(Event="Hangup", Channel="PJSIP/101-1", Cause="16")
+    assert same.name == queued.name
