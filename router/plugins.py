@@ -414,11 +414,14 @@ class Plugins:
         # Registration order (built-ins first): on a name clash the newcomer
         # gets the error, so installing a plugin never silently replaces a built-in.
         for impl in reversed(self._impls("callrouter_register")):
+            registry.registering = impl.plugin_name
             try:
                 _register_one(impl, registry)
             except Exception as exc:
                 problems.append(f"plugin {impl.plugin_name!r}: callrouter_register: {exc}")
                 self._register_failed[impl.plugin_name] = f"callrouter_register: {exc}"
+            finally:
+                registry.registering = None
         return problems
 
     def why_missing(self, name: str) -> str:

@@ -201,6 +201,12 @@ class Registry:
     #: enabled)``, or "" when no plugin left out would have registered it
     #: (:meth:`router.plugins.Plugins.why_missing`).
     why_missing: Callable[[str], str] = lambda _name: ""
+    #: The plugin registering now (set by ``Plugins.register_into``), and the
+    #: plugin that registered each name: "'workhours' is already registered"
+    #: did not say by whom, and a plugin author could not tell a built-in from
+    #: another installed plugin.
+    registering: str | None = None
+    owners: dict[str, str] = field(default_factory=dict)
 
     def add_function(
         self,
@@ -254,11 +260,20 @@ class Registry:
 
     def add_action(self, spec: ActionSpec) -> None:
         if spec.name in self.actions:
-            raise ValueError(f"action {spec.name!r} is already registered")
+            raise ValueError(
+                f"action {spec.name!r} is already registered{self._by(f'action:{spec.name}')}"
+            )
         self.actions[spec.name] = spec
+        self._own(f"action:{spec.name}")
 
     def add_notify_target(self, name: str, doc: str = "") -> None:
+        # Every plugin is told every notify: two owning one target would both act.
+        if name in self.notify_targets:
+            raise ValueError(
+                f"notify target {name!r} is already registered{self._by(f'notify:{name}')}"
+            )
         self.notify_targets[name] = NotifyTarget(name, doc)
+        self._own(f"notify:{name}")
 
     def set_ami_validator(self, validator: AMIValidator | None) -> None:
         """Plugs in the AMI catalog; without one ``ami:`` actions are checked for shape only."""
@@ -281,4 +296,13 @@ class Registry:
 
     def _unique(self, name: str) -> None:
         if name in self.functions or name in self.lookups:
-            raise ValueError(f"{name!r} is already registered")
+            raise ValueError(f"{name!r} is already registered{self._by(name)}")
+        self._own(name)
+
+    def _own(self, key: str) -> None:
+        if self.registering is not None:
+            self.owners[key] = self.registering
+
+    def _by(self, key: str) -> str:
+        owner = self.owners.get(key)
+        return f" by plugin {owner!r}" if owner is not None else ""

@@ -337,3 +337,52 @@ def test_queue_event_takes_the_name_as_make_event_does(ajam_replay: ReplayAsteri
     )
     same = ajam_replay.queue_event(Event="Hangup", Channel="PJSIP/101-1", Cause="16")
     assert same.name == queued.name
+
+
+@pytest.mark.parametrize(
+    ("register", "problem"),
+    [
+        (
+            lambda registry: registry.add_function("workhours", lambda: True),
+            "plugin 'vip': callrouter_register: 'workhours' is already registered by "
+            "plugin 'timefuncs'",
+        ),
+        (
+            lambda registry: registry.add_lookup("directory", lambda number: None),
+            "plugin 'vip': callrouter_register: 'directory' is already registered by "
+            "plugin 'directory'",
+        ),
+        (
+            lambda registry: registry.add_action(ActionSpec("redirect", ())),
+            "plugin 'vip': callrouter_register: action 'redirect' is already registered by "
+            "plugin 'actions'",
+        ),
+        (
+            lambda registry: registry.add_notify_target("crm"),
+            "plugin 'vip': callrouter_register: notify target 'crm' is already registered "
+            "by plugin 'crm'",
+        ),
+    ],
+    ids=["function", "lookup", "action", "notify-target"],
+)
+def test_a_name_taken_says_which_plugin_has_it(register: Any, problem: str) -> None:
+    """A notify target too: every plugin is told every notify, so two owning
+    one target would both act on it."""
+    from router.rules.registry import Registry
+
+    class Crm:
+        __name__ = "crm"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            registry.add_notify_target("crm")
+
+    class Vip:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            register(registry)
+
+    plugins = Plugins.load(entry_points=False, extra=[Crm(), Vip()])
+    assert plugins.register_into(Registry()) == [problem]
