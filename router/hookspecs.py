@@ -309,7 +309,8 @@ def callrouter_execute(
     registered the kind returns a short description of what it did (or an
     awaitable of one); others return None: the kind is not theirs. First
     non-None result wins (``firstresult``); if nobody answers, the trace says
-    the action had no executor. Raising fails the action, named by plugin.
+    the action had no executor. Raising fails the action, named by plugin, and
+    so does a falsy answer (``False``, ``""``): it describes nothing done.
     """
 
 
