@@ -379,10 +379,10 @@ def test_repeated_allow_and_extensions_options_grant_them_all(
 @pytest.mark.parametrize(
     ("keys", "said"),
     [
-        ('cert = "bad.pem"\nkey = "api.key"\n', r":6: \[api\] cert: '.*bad\.pem' holds no PEM"),
-        ('cert = "api.pem"\nkey = "bad.pem"\n', r":7: \[api\] key: cannot load '.*bad\.pem' as"),
-        ('cert = "api.pem"\nkey = "api.pem"\n', r":7: \[api\] key: cannot load '.*api\.pem' as"),
-        ('cert = "api.pem"\nkey = "enc.key"\n', r":7: \[api\] key: .*the key is encrypted"),
+        ('cert = "bad.pem"\nkey = "api.key"\n', r":2: \[api\] cert: '.*bad\.pem' holds no PEM"),
+        ('cert = "api.pem"\nkey = "bad.pem"\n', r":3: \[api\] key: cannot load '.*bad\.pem' as"),
+        ('cert = "api.pem"\nkey = "api.pem"\n', r":3: \[api\] key: cannot load '.*api\.pem' as"),
+        ('cert = "api.pem"\nkey = "enc.key"\n', r":3: \[api\] key: .*the key is encrypted"),
     ],
 )
 def test_api_tls_files_are_loaded_with_the_config(
@@ -411,7 +411,7 @@ def test_an_api_listen_host_that_does_not_parse_is_a_config_error(
     tmp_path: Path, listen: str
 ) -> None:
     """It failed only at the server's start (``cannot listen on``, no line)."""
-    with pytest.raises(ConfigError, match=r":6: \[api\] listen: '.*' is not an IP address or"):
+    with pytest.raises(ConfigError, match=r":2: \[api\] listen: '.*' is not an IP address or"):
         config_from_toml(tmp_path, f'[api]\nlisten = "{listen}"\n')
 
 
