@@ -7,7 +7,10 @@ nothing malformed reaches Asterisk: values are untrusted, and the encoder
 refuses CR, LF and NUL (header injection, truncation). Only tokens that name
 ``ami:<Action>`` (as Asterisk spells it) or ``ami:*`` may send an action.
 Extension patterns do not narrow this endpoint: raw AMI can touch any
-channel, so grant ``ami:`` operations only to trusted tokens.
+channel, so grant ``ami:`` operations only to trusted tokens. Actions that
+manage the AMI session they are sent on (``WaitEvent``, ``Logoff``,
+``Events``, ``Filter``, ``Login``, ``Challenge``) would manage the engine's
+own and are refused for every token (:mod:`router.ami.own_session`).
 
 List actions (``CoreShowChannels``, ``Status``...) come back with their
 items: the AJAM client collects the event list before answering.
@@ -25,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.ami.catalog import ActionSpec, AMIValue, encode_action, load_catalog
 from router.ami.message import Message
+from router.ami.own_session import session_action_problem
 from router.ami.protocol import Action
 from router.api.auth import audit_of, authenticate, authorize
 from router.api.context import ApiContext, read_json
@@ -54,6 +58,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         authenticate(request)
         spec = _action(name)
         await authorize(request, f"ami:{spec.name}")
+        problem = session_action_problem(spec.name)
+        if problem is not None:
+            # Sent on the engine's own session: WaitEvent took the engine's events.
+            raise ApiError(400, f"{problem}; no token may send it")
         params = _params(await read_json(request))
         try:
             encoded = encode_action(spec.name, params)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from router import eager
 from router.ami.catalog import load_catalog
+from router.ami.own_session import session_action_problem
 from router.ami.protocol import ActionResult
 from router.dialplan import NEXT_VARIABLE, LocationPolicy, location_problem, next_location, shown
 from router.errors import AMIValidationError
@@ -178,6 +179,10 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
 
     def check_ami(params: Mapping[str, object]) -> None:
         at_load(params)
+        # Sent on the engine's own session (router/ami/own_session.py).
+        problem = session_action_problem(str(params["action"]))
+        if problem is not None:
+            raise ValueError(problem)
         # Without a catalog only the shape is known; with one, a typo in the action
         # or a header is caught now (the catalog raises AMIValidationError).
         validator = registry.ami_validator
@@ -343,6 +348,10 @@ async def _ami(run: ActionRun) -> ActionOutcome:
     name = params.pop("action", "")
     if not name:
         raise AMIValidationError("ami action without 'action'")
+    problem = session_action_problem(name)
+    if problem is not None:
+        # A name filled in by a template: refused at load when written out.
+        raise AMIValidationError(problem)
     result = await run.ami.send(name, params)
     return ActionOutcome("ami", "ok", f"{name}: {result.response.message or 'Success'}")
 

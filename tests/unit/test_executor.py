@@ -168,6 +168,19 @@ async def test_other_kinds(action: Action, status: str) -> None:
     assert outcome.status == status
 
 
+async def test_an_ami_action_on_callrouters_own_session_fails_unsent() -> None:
+    """A rule's ``ami`` action goes out on the engine's own AMI session, so a
+    WaitEvent there (its name filled in by a template, which the load cannot
+    see) would take the engine's events: it fails, and nothing is sent."""
+    host = Host()
+    (outcome,) = await executor_for(host).run(
+        [Action.make("ami", {"action": "waitevent", "timeout": "30"})], None, None
+    )
+    assert outcome.status == "failed"
+    assert "callrouter's own" in outcome.detail
+    assert host.ami.sent == []
+
+
 def test_a_non_finite_confirmation_timestamp_is_no_timestamp() -> None:
     """A 'nan' Timestamp on the confirming Newexten must not make total_ms NaN (invalid JSON)."""
     from router.ami.message import Event

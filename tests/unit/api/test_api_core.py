@@ -512,3 +512,27 @@ async def test_an_ami_request_that_would_crash_asterisk_is_400_and_never_sent(
     assert "crashes Asterisk" in str(body["detail"])
     assert "/api/v1/recordings/" in str(body["detail"])
     assert not [a for a in stub.replay.actions if a.name == "Getvar"]
+
+
+@pytest.mark.parametrize(
+    "action", ["WaitEvent", "Logoff", "Events", "Filter", "Login", "Challenge"]
+)
+async def test_an_action_on_callrouters_own_ami_session_is_400_and_never_sent(
+    stub: StubEngine, action: str
+) -> None:
+    """The API sends on the engine's own AMI session: a WaitEvent for an
+    ``ami:*`` token (a 1C developer "reading events") took the events the
+    engine's own WaitEvent waited for, and the sandbox's callrouter logged
+    its event stream lost; a Logoff logged it out. Refused for every token."""
+    params = {
+        "WaitEvent": {"Timeout": 30},
+        "Events": {"EventMask": "off"},
+        "Filter": {"Operation": "Add", "Filter": "!Event: UserEvent"},
+        "Login": {"Username": "admin", "Secret": "x"},
+        "Challenge": {"AuthType": "MD5"},
+    }.get(action, {})
+    async with client_for(stub) as client:
+        response = await client.post(f"/api/v1/ami/{action}", headers=bearer(FULL), json=params)
+    body = assert_problem(response, 400)
+    assert "callrouter's own" in str(body["detail"])
+    assert not [a for a in stub.replay.actions if a.name == action]
