@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.ami.message import Event
+from router.ami.protocol import parse_rawman
 from router.dialplan import (
     DEADLINE_VARIABLE,
     DID_VARIABLE,
@@ -223,3 +224,14 @@ def test_a_listed_channel_is_rebuilt_into_the_request_the_dialplan_sent() -> Non
     assert rebuilt.get("DID") == "74950000009"
     without = dialplan.listed_request(item, did_variable=None, wait=2.0)
     assert without.get("DID") == "74950000002"
+
+
+def test_a_captured_userevent_action_is_not_a_request() -> None:
+    """Asterisk 22.10's own output for ``Action: UserEvent`` with
+    ``UserEvent: CallRouterRequest`` and ``Channel: PJSIP/101-1`` (captured on
+    the sandbox, 2026-12-05): the key comes first, the sender's headers after."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
+    messages = parse_rawman((fixtures / "userevent_action.rawman").read_bytes())
+    [forged] = [m for m in messages if isinstance(m, Event) and m.name == "UserEvent"]
+    assert Dialplan().is_request(forged)
+    assert Dialplan().request(forged) is None
