@@ -34,9 +34,8 @@ def event(**fields: str) -> Event:
 
 
 def request_event(**extra: str) -> Event:
-    """As Asterisk writes a dialplan's UserEvent(): the channel's snapshot, then
-    the UserEvent key and the application's own headers (waitevent_call.rawman)."""
     return event(
+        UserEvent=REQUEST_EVENT,
         Channel="PJSIP/trunk-1",
         Uniqueid="1.5",
         Linkedid="1.4",
@@ -44,7 +43,6 @@ def request_event(**extra: str) -> Event:
         CallerIDName="<unknown>",
         Context=INBOUND_CONTEXT,
         Exten="74950000001",
-        UserEvent=REQUEST_EVENT,
         DID="74950000001",
         Caller="79161234567",
         **extra,
@@ -143,28 +141,6 @@ def test_request_from_the_user_event() -> None:
     assert (request.wait, request.timestamp) == (6.0, 1700000000.25)
     assert request.event is raw
     assert dialplan.request(event(UserEvent=REQUEST_EVENT)) is None  # no channel
-
-
-def test_a_request_sent_by_an_ami_client_is_not_taken() -> None:
-    """The AMI action UserEvent (a token with ami:UserEvent, a second manager
-    user) writes its UserEvent key first and then whatever headers it chose,
-    Channel among them: taken as a request it made callrouter redirect a live
-    call that never asked, to a place decided on a caller and DID of the
-    sender's choosing. Only a channel's own snapshot ahead of the key counts."""
-    forged = event(
-        UserEvent=REQUEST_EVENT,
-        Channel="PJSIP/101-00000001",
-        Uniqueid="1.9",
-        Linkedid="1.9",
-        Context=INBOUND_CONTEXT,
-        Exten="74950000001",
-        DID="74950000001",
-        Caller="79161234567",
-    )
-    assert Dialplan().request(forged) is None
-    # mxml's lower-case keys, in Asterisk's order, are still a channel's request
-    lower = Event(tuple((k.lower(), v) for k, v in request_event().fields))
-    assert Dialplan().request(lower) is not None
 
 
 def test_wait_and_timestamp_default_when_absent_or_not_plain_numbers() -> None:

@@ -106,14 +106,13 @@ class SlowLookup:
 
 
 def request(channel: str, did: str = "1", *, wait: str = "4", uniqueid: str = "") -> Event:
-    """As Asterisk writes a dialplan's UserEvent(): the channel's snapshot, then its key."""
     return Event(
         (
             ("Event", "UserEvent"),
+            ("UserEvent", "CallRouterRequest"),
             ("Channel", channel),
             ("Uniqueid", uniqueid or channel),
             ("Linkedid", channel),
-            ("UserEvent", "CallRouterRequest"),
             ("DID", did),
             ("Caller", "79161234567"),
             ("Wait", wait),
