@@ -304,6 +304,28 @@ def request_caller(event: _Fields) -> str:
     return event.get("Caller") or ""
 
 
+def sent_by_channel(event: Event) -> bool:
+    """Whether a channel's dialplan sent this ``UserEvent``, not an AMI client.
+
+    Asterisk writes the channel snapshot (``Channel``, ``Exten``,
+    ``CallerIDNum``, ``Uniqueid``...) before the ``UserEvent`` key of a
+    dialplan's ``UserEvent()``. The AMI action ``UserEvent`` writes its
+    ``UserEvent`` key first and then every header the sender chose, a
+    ``Channel`` and an ``Exten`` among them: a token with ``ami:UserEvent``
+    (or a second manager user) made callrouter redirect, and so hang up, a
+    live call of the sandbox that never asked to be routed, with a caller
+    and a DID of its choosing. So only a ``Channel`` ahead of ``UserEvent``
+    counts (mxml lower-cases the keys).
+    """
+    for key, _ in event.fields:
+        name = key.lower()
+        if name == "channel":
+            return True
+        if name == "userevent":
+            return False
+    return False
+
+
 def _float(text: str | None, default: float) -> float:
     # Outside text (a UserEvent's Wait/Timestamp, a channel variable): ASCII
     # digits only and finite; "nan", "inf", "1e999" or "٣" count as absent.
@@ -353,9 +375,10 @@ class Dialplan:
         return event.name == "UserEvent" and event.get("UserEvent") == self.request_event
 
     def request(self, event: Event) -> RoutingRequest | None:
-        """The request ``event`` carries, or None when it names no channel."""
+        """The request ``event`` carries, or None when it names no channel, or
+        when no channel sent it (:func:`sent_by_channel`)."""
         channel = event.get("Channel") or ""
-        if not channel:
+        if not channel or not sent_by_channel(event):
             return None
         stamp = _float(event.get("Timestamp"), 0.0)
         return RoutingRequest(
@@ -406,7 +429,7 @@ class Dialplan:
         return Event(
             (
                 ("Event", "UserEvent"),
-                ("UserEvent", self.request_event),
+                # The snapshot first, as Asterisk writes it (sent_by_channel).
                 ("Channel", channel),
                 ("Uniqueid", item.get("Uniqueid") or ""),
                 ("Linkedid", item.get("Linkedid") or ""),
@@ -414,6 +437,7 @@ class Dialplan:
                 ("Exten", item.get("Exten") or ""),
                 ("CallerIDNum", number),
                 ("CallerIDName", item.get("CallerIDName") or ""),
+                ("UserEvent", self.request_event),
                 ("DID", did_variable or item.get("Exten") or ""),
                 ("Caller", number),
                 ("Wait", f"{wait:.3f}"),

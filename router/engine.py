@@ -69,6 +69,7 @@ from router.dialplan import (
     SAFETY_MARGIN,
     Dialplan,
     LocationPolicy,
+    sent_by_channel,
 )
 from router.dialplan_watch import DialplanWatch
 from router.engine_view import CallsView, EngineView
@@ -85,6 +86,7 @@ from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.live_instance import LiveInstance
 from router.liveguard import LIVE_EVENT
+from router.logsafe import escape_controls
 from router.metrics import Metrics
 from router.narrowing import Narrowing
 from router.parking import Parking
@@ -351,6 +353,8 @@ class Engine:
         self._reloads: set[asyncio.Task[Any]] = set()
         #: One log line per kind of bad event per minute, not one per event.
         self._bad_events = Throttle(log)
+        #: When a request no channel sent was last logged (_from_channel).
+        self._forged_told = float("-inf")
         self.ready = asyncio.Event()
 
     # -- what the router holds ---------------------------------------------------------
@@ -1108,7 +1112,28 @@ class Engine:
         ``Newchannel``: the request carries the channel's snapshot, so the
         call is tracked from it, and the rest follows.
         """
-        return event.name == "UserEvent" and event.get("UserEvent") == self.options.request_event
+        return (
+            event.name == "UserEvent"
+            and event.get("UserEvent") == self.options.request_event
+            and self._from_channel(event)
+        )
+
+    def _from_channel(self, event: Event) -> bool:
+        """Whether a channel's dialplan sent the request (router.dialplan
+        ``sent_by_channel``); an AMI client's is ignored, with a warning at
+        most once a minute."""
+        if sent_by_channel(event):
+            return True
+        now = time.monotonic()
+        if now - self._forged_told >= 60.0:
+            self._forged_told = now
+            log.warning(
+                "a %s UserEvent sent through AMI (not by a channel's dialplan) is ignored: "
+                "it named channel %s; look for an AMI client or API token with UserEvent",
+                self.options.request_event,
+                escape_controls((event.get("Channel") or "-")[:80]),
+            )
+        return False
 
     async def _refilter(self) -> None:
         """After a reload: the new rules may need other events (an ``on: event``
@@ -1248,7 +1273,7 @@ class Engine:
             await self.calllife.ingest(name, event)
         if self._listeners:
             self._tell(event, call)
-        if name == "UserEvent" and event.get("UserEvent") == self.options.request_event:
+        if self._is_request(event):
             self.parking.requested(event)
             if self.router.accept(event, call) and self.router.starting:
                 # The routing stopped before a lookup's I/O (router.eager): let

@@ -34,8 +34,8 @@ def event(**fields: str) -> Event:
 
 
 def request_event(**extra: str) -> Event:
+    """As Asterisk writes a dialplan's UserEvent(): the channel's snapshot, then its key."""
     return event(
-        UserEvent=REQUEST_EVENT,
         Channel="PJSIP/trunk-1",
         Uniqueid="1.5",
         Linkedid="1.4",
@@ -43,6 +43,7 @@ def request_event(**extra: str) -> Event:
         CallerIDName="<unknown>",
         Context=INBOUND_CONTEXT,
         Exten="74950000001",
+        UserEvent=REQUEST_EVENT,
         DID="74950000001",
         Caller="79161234567",
         **extra,
@@ -211,3 +212,41 @@ def test_a_captured_userevent_action_is_not_a_request() -> None:
     [forged] = [m for m in messages if isinstance(m, Event) and m.name == "UserEvent"]
     assert Dialplan().is_request(forged)
     assert Dialplan().request(forged) is None
+
+
+def test_a_request_an_ami_client_sent_is_no_request() -> None:
+    """The AMI action ``UserEvent`` writes its ``UserEvent`` key first, then any
+    headers its sender chose; a dialplan's ``UserEvent()`` comes after the
+    channel's snapshot (both captured on the sandbox's Asterisk 22.10). A token
+    with ``ami:UserEvent`` that sent a request naming a live channel made
+    callrouter redirect, and hang up, that call: such a request routes nothing."""
+    snapshot = {
+        "Channel": "PJSIP/101-00000007",
+        "Uniqueid": "1.9",
+        "Linkedid": "1.9",
+        "CallerIDNum": "79990000000",
+        "Context": INBOUND_CONTEXT,
+        "Exten": "74950000001",
+    }
+    forged = Event(
+        (
+            ("Event", "UserEvent"),
+            ("Privilege", "user,all"),
+            ("UserEvent", REQUEST_EVENT),
+            ("ActionID", "cr-1"),
+            *snapshot.items(),
+        )
+    )
+    assert Dialplan().request(forged) is None
+    real = Event(
+        (
+            ("Event", "UserEvent"),
+            ("Privilege", "user,all"),
+            *snapshot.items(),
+            ("UserEvent", REQUEST_EVENT),
+        )
+    )
+    assert Dialplan().request(real) is not None
+    # mxml lower-cases the keys; the order still tells.
+    lowered = Event(tuple((k.lower(), v) for k, v in forged.fields))
+    assert Dialplan().request(lowered) is None

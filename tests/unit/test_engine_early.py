@@ -35,8 +35,9 @@ SNAPSHOT = (
 )
 NEWCHANNEL = f"Event: Newchannel\r\nChannelStateDesc: Ring\r\n{SNAPSHOT}Priority: 1\r\n\r\n"
 ENTRY = f"Event: Newexten\r\n{SNAPSHOT}Priority: 1\r\nApplication: Set\r\nAppData: x=1\r\n\r\n"
+#: As Asterisk writes a dialplan's UserEvent(): the channel's snapshot, then its key.
 REQUEST = (
-    f"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n{SNAPSHOT}Priority: 6\r\nWait: 4\r\n\r\n"
+    f"Event: UserEvent\r\n{SNAPSHOT}Priority: 6\r\nUserEvent: CallRouterRequest\r\nWait: 4\r\n\r\n"
 )
 WAIT_STEP = f"Event: Newexten\r\n{SNAPSHOT}Priority: 7\r\nApplication: Wait\r\nAppData: 4\r\n\r\n"
 READ = UNWANTED + (NEWCHANNEL + ENTRY + REQUEST).encode() + UNWANTED + WAIT_STEP.encode()

@@ -215,10 +215,10 @@ async def test_over_tcp_a_request_is_acted_on_before_the_rest_of_its_read_is_par
         # Events the engine does not ask for are counted as the parser drops them.
         unwanted = b"Event: AgentLogin\r\nAgent: 1\r\n\r\n"
         request = (
-            b"Event: UserEvent\r\nUserEvent: CallRouterRequest\r\n"
+            b"Event: UserEvent\r\n"
             b"Channel: PJSIP/a-00000001\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n"
             b"CallerIDNum: 79161234567\r\nExten: 74950000001\r\nContext: callrouter-inbound\r\n"
-            b"Priority: 6\r\nWait: 4\r\n\r\n"
+            b"Priority: 6\r\nUserEvent: CallRouterRequest\r\nWait: 4\r\n\r\n"
         )
         wait_step = (
             b"Event: Newexten\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/a-00000001\r\n"

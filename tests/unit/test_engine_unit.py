@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,13 +107,14 @@ class SlowLookup:
 
 
 def request(channel: str, did: str = "1", *, wait: str = "4", uniqueid: str = "") -> Event:
+    """As Asterisk writes a dialplan's UserEvent(): the channel's snapshot, then its key."""
     return Event(
         (
             ("Event", "UserEvent"),
-            ("UserEvent", "CallRouterRequest"),
             ("Channel", channel),
             ("Uniqueid", uniqueid or channel),
             ("Linkedid", channel),
+            ("UserEvent", "CallRouterRequest"),
             ("DID", did),
             ("Caller", "79161234567"),
             ("Wait", wait),
@@ -156,6 +158,31 @@ async def test_one_decision_per_request_however_often_it_arrives(tmp_path: Path)
     await engine.handle_event(request("Local/1@in-0;2", uniqueid="after-restart"))
     await engine.wait_idle()
     assert len(redirects(client)) == 2
+
+
+async def test_a_request_sent_through_ami_routes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The AMI action ``UserEvent`` (an API token with ``ami:UserEvent``) writes
+    its key before the headers it was given: on the sandbox such a request
+    naming a live channel got it redirected and hung up. Only a channel's own
+    request (its snapshot first) is routed; the other is logged, once."""
+    engine, client = await make_engine(tmp_path)
+    real = request("Local/1@in-0;2")
+    fields = [(k, v) for k, v in real.fields if k != "UserEvent"]
+    forged = Event((fields[0], ("UserEvent", "CallRouterRequest"), *fields[1:]))
+    with caplog.at_level(logging.WARNING, logger="router.engine"):
+        for _ in range(2):
+            await engine.handle_event(forged)
+        await engine.wait_idle()
+    assert redirects(client) == []
+    assert engine.records == []
+    told = [r.getMessage() for r in caplog.records if "sent through AMI" in r.getMessage()]
+    assert len(told) == 1
+    assert "Local/1@in-0;2" in told[0]
+    await engine.handle_event(real)
+    await engine.wait_idle()
+    assert len(redirects(client)) == 1
 
 
 async def test_lookup_past_the_deadline_is_late_and_not_executed(tmp_path: Path) -> None:
