@@ -85,7 +85,7 @@ from router.executor import Executor, PluginHooks
 from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.live_instance import LiveInstance
-from router.liveguard import LIVE_EVENT
+from router.liveguard import LIVE_EVENT, heartbeat_key
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 from router.narrowing import Narrowing
@@ -269,6 +269,7 @@ class Engine:
             interval=self.options.live_heartbeat,
             settle=self.options.live_settle,
             connected=self._connected,
+            key=heartbeat_key(config.asterisk.secret),
         )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(

@@ -56,8 +56,11 @@ class LiveInstance:
         interval: float,
         settle: float,
         connected: Callable[[], bool],
+        key: bytes,
     ) -> None:
         self._client = client
+        #: Signs the beats (router.liveguard.heartbeat_key of the manager secret).
+        self._key = key
         self._interval = interval
         self._settle = settle
         self._connected = connected
@@ -105,7 +108,7 @@ class LiveInstance:
             socket.gethostname(),
             os.getpid(),
         )
-        self.guard = LiveGuard(claim, interval=self._interval, settle=self._settle)
+        self.guard = LiveGuard(claim, key=self._key, interval=self._interval, settle=self._settle)
         await self._send(self.guard.probe())
 
     async def heartbeat(self) -> None:

@@ -23,6 +23,16 @@ itself, with nothing but what the documented manager user may do:
   stream gap) its decisions wait rather than act: a call arriving right then is
   not redirected by two instances.
 
+Heartbeats are signed. Whoever may send the ``UserEvent`` action (another
+manager user, an API token with ``ami:UserEvent``, a rule's ``ami`` action) can
+write ``UserEvent: CallRouterLive`` with any claim, and a claim dated 1970
+would make every real instance stand by: no call routed, each left to its
+default route. So each beat carries ``Beat``, a number that only grows, and
+``Sign``, an HMAC over the claim keyed from the manager secret
+(:func:`heartbeat_key`): instances run with the same secret know each other,
+a sender without it is ignored (logged at most once a minute), and a beat
+seen before, replayed, changes nothing.
+
 The sender's own heartbeat coming back is also the one proof that Asterisk
 sends this session ``UserEvent`` at all, which the routing requests are too: a
 user without ``read = user``, an ``eventfilter`` or a ``[general]
@@ -37,16 +47,19 @@ and feeds the heartbeats it receives to :meth:`LiveGuard.observe`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from router.ami.message import Event
 from router.ami.numbers import ascii_float
+from router.logsafe import escape_controls
 
-__all__ = ["LIVE_EVENT", "Claim", "LiveGuard"]
+__all__ = ["LIVE_EVENT", "Claim", "LiveGuard", "heartbeat_key", "signed"]
 
 log = logging.getLogger("router.liveguard")
 
@@ -57,6 +70,35 @@ _MISSED_BEATS = 3
 #: Bounds on the interval another instance announces (a hostile value cannot
 #: keep a dead instance alive for long, nor expire a live one at once).
 _INTERVAL_BOUNDS = (0.5, 30.0)
+#: The heartbeat fields the signature covers, in this order.
+_SIGNED = ("UserEvent", "Instance", "Since", "Host", "Pid", "Interval", "State", "Probe", "Beat")
+#: Instances whose last beat number is remembered (replays of older beats are refused).
+_REMEMBERED = 64
+#: Seconds between two warnings about heartbeats that are not signed with our key.
+_WARN_EVERY = 60.0
+
+
+def heartbeat_key(secret: str) -> bytes:
+    """The heartbeat key of instances run with this manager secret.
+
+    Derived rather than the secret itself: the HMAC never reveals the secret,
+    and the key is good for nothing but heartbeats.
+    """
+    return hmac.new(
+        secret.encode("utf-8"), b"callrouter live-instance heartbeat v1", hashlib.sha256
+    ).digest()
+
+
+def _signature(key: bytes, fields: Mapping[str, str | None]) -> str:
+    text = "\n".join(f"{name}={fields.get(name) or ''}" for name in _SIGNED)
+    return hmac.new(key, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+
+
+def signed(event: Event, key: bytes) -> bool:
+    """Whether a ``CallRouterLive`` event was signed with ``key``."""
+    sign = event.get("Sign") or ""
+    fields = {name: event.get(name) for name in _SIGNED}
+    return hmac.compare_digest(sign.encode("ascii", "replace"), _signature(key, fields).encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +154,14 @@ class LiveGuard:
         self,
         me: Claim,
         *,
+        key: bytes = b"",
         interval: float = 2.0,
         settle: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.me = me
+        #: Signs this instance's beats and proves the others' (:func:`heartbeat_key`).
+        self.key = key
         self.interval = interval
         self.settle = settle
         self._clock = clock
@@ -128,6 +173,14 @@ class LiveGuard:
         #: When the first beat sent since this instance last heard its own was
         #: sent; None while every beat sent has come back (or none was sent).
         self._unheard_since: float | None = None
+        #: The number of the last beat sent (each beat's is one more).
+        self._beat = 0
+        #: Instance -> the number of its newest beat seen: an older or the
+        #: same one again is a replay (bounded: the oldest entries go).
+        self._seen_beats: dict[str, int] = {}
+        #: Heartbeats refused (not signed with our key, or replayed).
+        self.refused = 0
+        self._warned_at: float | None = None
 
     # -- what the engine sends -----------------------------------------------------
 
@@ -145,6 +198,9 @@ class LiveGuard:
         }
         if probe:
             fields["Probe"] = "yes"
+        self._beat += 1
+        fields["Beat"] = str(self._beat)
+        fields["Sign"] = _signature(self.key, fields)
         return fields
 
     def probe(self) -> dict[str, str]:
@@ -189,6 +245,8 @@ class LiveGuard:
     def observe(self, event: Event) -> bool:
         """Take one ``CallRouterLive`` event; True when it asks for an answer now."""
         instance = (event.get("Instance") or "")[:64]
+        if not self._authentic(event, instance):
+            return False
         if instance == self.me.instance:
             self._unheard_since = None  # our own beat: UserEvents reach this session
             return False
@@ -216,6 +274,39 @@ class LiveGuard:
             )
         self.update()
         return (event.get("Probe") or "") == "yes"
+
+    def _authentic(self, event: Event, instance: str) -> bool:
+        """Signed with our key, and newer than the last beat of its instance."""
+        if not signed(event, self.key):
+            self._refuse(
+                "a CallRouterLive heartbeat not signed with this router's key was "
+                "ignored (%s): either another callrouter run with a different "
+                "[asterisk] secret, which must then share this one's to be noticed, "
+                "or a UserEvent forged by a manager user, an API token or a rule",
+                event,
+            )
+            return False
+        number = ascii_float(event.get("Beat"))
+        if number is None or not instance:
+            return False
+        last = self._seen_beats.pop(instance, None)
+        if last is not None and number <= last:
+            self._seen_beats[instance] = last
+            self._refuse("a replayed CallRouterLive heartbeat was ignored (%s)", event)
+            return False
+        self._seen_beats[instance] = int(number)
+        while len(self._seen_beats) > _REMEMBERED:
+            del self._seen_beats[next(iter(self._seen_beats))]
+        return True
+
+    def _refuse(self, message: str, event: Event) -> None:
+        self.refused += 1
+        now = self._clock()
+        if self._warned_at is None or now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            claim = Claim.from_heartbeat(event)
+            said = claim.describe() if claim is not None else "no claim"
+            log.warning(message, escape_controls(said))
 
     # -- the verdict -----------------------------------------------------------------
 

@@ -17,6 +17,14 @@ manages callrouter's, whoever asked for it:
   that asks for a routing decision.
 * ``Login`` and ``Challenge`` belong to the client's own login.
 
+A ``UserEvent`` named ``CallRouter...`` is refused too, though it manages
+no session: the names are callrouter's own (``CallRouterRequest``, the
+dialplan's routing request; ``CallRouterLive``, the live-instance
+heartbeat; ``CallRouterCheck``, ``check --asterisk``'s probe). Sent through
+AMI, a request is ignored (router/dialplan.py, ``sent_by_channel``) and a
+heartbeat not signed with the instances' key is too (router/liveguard.py),
+so the refusal says why at once rather than leaving the sender puzzled.
+
 These are refused before anything is sent (:func:`session_action_problem`),
 for every token and every rule: they can do nothing useful on a session that
 is not the caller's. ``callrouter ami`` logs in with a session of its own,
@@ -25,9 +33,10 @@ so there they go out as asked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["SESSION_ACTIONS", "session_action_problem"]
+__all__ = ["OWN_USER_EVENTS", "SESSION_ACTIONS", "session_action_problem"]
 
 #: Action (lower case) -> what it would do to callrouter's own session.
 SESSION_ACTIONS: Final[dict[str, str]] = {
@@ -49,9 +58,27 @@ SESSION_ACTIONS: Final[dict[str, str]] = {
 }
 
 
-def session_action_problem(name: str) -> str | None:
-    """Why ``name`` may not be sent on callrouter's own session, or None."""
+#: The prefix of the UserEvent names callrouter sends or listens for itself.
+OWN_USER_EVENTS: Final = "callrouter"
+
+
+def session_action_problem(name: str, params: Mapping[str, object] | None = None) -> str | None:
+    """Why ``name`` (with ``params``) may not be sent on callrouter's own
+    session, or None."""
     reason = SESSION_ACTIONS.get(name.lower())
     if reason is None:
+        if name.lower() == "userevent" and params is not None:
+            return _own_user_event(params)
         return None
     return f"{name} acts on the AMI session it is sent on, which is callrouter's own: {reason}"
+
+
+def _own_user_event(params: Mapping[str, object]) -> str | None:
+    for key, value in params.items():
+        if key.lower() == "userevent" and str(value).strip().lower().startswith(OWN_USER_EVENTS):
+            return (
+                f"UserEvent {str(value)[:64]!r}: the UserEvent names starting with "
+                "CallRouter are callrouter's own (its routing requests, live-instance "
+                "heartbeats and check's probe); sent through AMI one would be ignored"
+            )
+    return None

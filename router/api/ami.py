@@ -63,6 +63,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             # Sent on the engine's own session: WaitEvent took the engine's events.
             raise ApiError(400, f"{problem}; no token may send it")
         params = _params(await read_json(request))
+        problem = session_action_problem(spec.name, params)
+        if problem is not None:
+            raise ApiError(400, f"{problem}; no token may send it", field="UserEvent")
         try:
             encoded = encode_action(spec.name, params)
             Action(encoded.name, encoded.params, encoded.action_id).pairs()

@@ -180,7 +180,9 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
     def check_ami(params: Mapping[str, object]) -> None:
         at_load(params)
         # Sent on the engine's own session (router/ami/own_session.py).
-        problem = session_action_problem(str(params["action"]))
+        problem = session_action_problem(
+            str(params["action"]), {k: v for k, v in params.items() if k != "action"}
+        )
         if problem is not None:
             raise ValueError(problem)
         # Without a catalog only the shape is known; with one, a typo in the action
@@ -348,7 +350,7 @@ async def _ami(run: ActionRun) -> ActionOutcome:
     name = params.pop("action", "")
     if not name:
         raise AMIValidationError("ami action without 'action'")
-    problem = session_action_problem(name)
+    problem = session_action_problem(name, params)
     if problem is not None:
         # A name filled in by a template: refused at load when written out.
         raise AMIValidationError(problem)

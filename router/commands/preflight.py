@@ -26,7 +26,8 @@ from router.dialplan import shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIError, AMIPrivilegeError
-from router.liveguard import LIVE_EVENT, Claim
+from router.liveguard import LIVE_EVENT, Claim, heartbeat_key, signed
+from router.logsafe import escape_controls
 from router.privileges import FILTER, REDIRECT, Probe, refused
 
 if TYPE_CHECKING:
@@ -146,6 +147,9 @@ async def _user_events(
     heard: float | None = None
     stamped = True
     live: dict[str, Claim] = {}
+    #: Claims not signed with this config's key (another secret, or forged).
+    foreign: dict[str, Claim] = {}
+    key = heartbeat_key(client.settings.secret)
     deadline = sent + listen
     while (left := deadline - time.monotonic()) > 0:
         try:
@@ -162,7 +166,9 @@ async def _user_events(
             elif name == LIVE_EVENT and (event.get("State") or "") != "leaving":
                 claim = Claim.from_heartbeat(event)
                 if claim is not None:
-                    live[claim.instance] = claim
+                    sure = signed(event, key)
+                    if sure or len(foreign) < 8:
+                        (live if sure else foreign)[claim.instance] = claim
     findings = []
     if heard is None:
         findings.append(
@@ -195,4 +201,15 @@ async def _user_events(
         findings.append(Finding("ok", f"a callrouter is live on this Asterisk: {claim.describe()}"))
     if heard is not None and not live:
         findings.append(Finding("ok", "no callrouter is live on this Asterisk now"))
+    for claim in sorted(foreign.values(), key=lambda c: (c.since, c.instance)):
+        findings.append(
+            Finding(
+                "advice",
+                f"a CallRouterLive heartbeat not signed with this config's key "
+                f"({escape_controls(claim.describe())}): a callrouter run with another "
+                "[asterisk] secret, which a live instance cannot tell from a forged "
+                "one and so ignores (both would route every call), or a UserEvent "
+                "forged by a manager user; docs/operations.md",
+            )
+        )
     return findings

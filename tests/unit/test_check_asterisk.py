@@ -21,7 +21,7 @@ import pytest
 from router.api.settings import ApiSettings
 from router.commands.preflight import PROBE_EVENT, check_asterisk
 from router.dialplan_lint import Finding, lint_inbound
-from router.liveguard import Claim, LiveGuard
+from router.liveguard import Claim, LiveGuard, heartbeat_key
 from router.privileges import ORIGINATE, REDIRECT, needed
 from router.rules.registry import Registry
 from router.rules.ruleset import RedirectTarget, load_rules
@@ -119,12 +119,29 @@ async def test_no_user_events_fail_with_the_causes_to_check(ajam_replay: ReplayA
 
 async def test_a_live_router_is_named(ajam_replay: ReplayAsterisk) -> None:
     ajam_replay.on("ShowDialPlan", dialplan_answer)
-    other = LiveGuard(Claim("3f2a9c1d", 1_795_000_000.417, "pbx", 812))
+    key = heartbeat_key(ajam_replay.secret)  # run with the same manager secret
+    other = LiveGuard(Claim("3f2a9c1d", 1_795_000_000.417, "pbx", 812), key=key)
     ajam_replay.queue_event({"Event": "UserEvent", "Privilege": "user,all", **other.beat()})
     found = await run(ajam_replay)
     assert found[-1].text == (
         "a callrouter is live on this Asterisk: instance 3f2a9c1d on host pbx, pid 812, "
         "live since 2026-11-18 11:06:40.417 UTC"
+    )
+
+
+async def test_a_heartbeat_of_another_secret_is_advice_not_a_live_router(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    other = LiveGuard(Claim("3f2a9c1d", 1, "pbx", 812), key=heartbeat_key("another secret"))
+    ajam_replay.queue_event({"Event": "UserEvent", "Privilege": "user,all", **other.beat()})
+    found = await run(ajam_replay)
+    assert found[-2] == Finding("ok", "no callrouter is live on this Asterisk now")
+    assert found[-1].level == "advice"
+    assert found[-1].text.startswith(
+        "a CallRouterLive heartbeat not signed with this config's key (instance 3f2a9c1d "
+        "on host pbx, pid 812, live since 1970-01-01 00:00:01.000 UTC): a callrouter run "
+        "with another [asterisk] secret"
     )
 
 

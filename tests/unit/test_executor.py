@@ -181,6 +181,20 @@ async def test_an_ami_action_on_callrouters_own_session_fails_unsent() -> None:
     assert host.ami.sent == []
 
 
+async def test_a_templated_userevent_named_as_callrouters_own_fails_unsent() -> None:
+    """The name may come from a template (a caller's or 1C's value), which
+    the load cannot see: a forged routing request or heartbeat is not sent."""
+    host = Host()
+    (outcome,) = await executor_for(host).run(
+        [Action.make("ami", {"action": "UserEvent", "userevent": "CALLROUTERrequest"})],
+        None,
+        None,
+    )
+    assert outcome.status == "failed"
+    assert "callrouter's own" in outcome.detail
+    assert host.ami.sent == []
+
+
 def test_a_non_finite_confirmation_timestamp_is_no_timestamp() -> None:
     """A 'nan' Timestamp on the confirming Newexten must not make total_ms NaN (invalid JSON)."""
     from router.ami.message import Event

@@ -18,7 +18,7 @@ import pytest
 
 from router.ami.message import Event
 from router.engine import EngineOptions
-from router.liveguard import LIVE_EVENT, Claim, LiveGuard
+from router.liveguard import LIVE_EVENT, Claim, LiveGuard, heartbeat_key
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
@@ -37,6 +37,11 @@ class Clock:
 
 def heartbeat(fields: dict[str, str]) -> Event:
     return Event((("Event", "UserEvent"), *fields.items()))
+
+
+def same_secret(asterisk: ReplayAsterisk) -> bytes:
+    """The heartbeat key of another instance run with the engine's manager secret."""
+    return heartbeat_key(asterisk.secret)
 
 
 def pair(clock: Clock) -> tuple[LiveGuard, LiveGuard]:
@@ -145,6 +150,74 @@ def test_own_and_malformed_heartbeats_change_nothing() -> None:
     assert guard.acting
 
 
+def test_a_heartbeat_not_signed_with_the_key_is_ignored_and_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A UserEvent sent by anyone with write = user (another manager user, an
+    API token, a rule) claiming to be live since 1970 would make every real
+    instance stand by: calls would all take their default route."""
+    clock = Clock()
+    mine = heartbeat_key("router-secret")
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=mine, clock=clock, settle=0)
+    forger = LiveGuard(Claim("00000000", 1, "pbx", 1), key=heartbeat_key("guessed"), clock=clock)
+    unsigned = {k: v for k, v in forger.beat().items() if k != "Sign"}
+    for fields in (forger.beat(), forger.beat(probe=True), unsigned, forger.leave()):
+        assert guard.observe(heartbeat(fields)) is False
+        assert guard.acting
+    assert guard.refused == 4
+    warned = [r.getMessage() for r in caplog.records if r.name == "router.liveguard"]
+    assert warned == [
+        "a CallRouterLive heartbeat not signed with this router's key was ignored "
+        "(instance 00000000 on host pbx, pid 1, live since 1970-01-01 00:00:01.000 UTC): "
+        "either another callrouter run with a different [asterisk] secret, which must "
+        "then share this one's to be noticed, or a UserEvent forged by a manager user, "
+        "an API token or a rule"
+    ]
+    clock.now += 61
+    guard.observe(heartbeat(forger.beat()))
+    assert len([r for r in caplog.records if r.name == "router.liveguard"]) == 2
+    # The same secret: a real second instance is still noticed.
+    older = LiveGuard(Claim("00000000", 1, "pbx", 1), key=mine, clock=clock)
+    guard.observe(heartbeat(older.beat()))
+    assert not guard.acting
+
+
+def test_a_signed_heartbeat_changed_or_replayed_is_ignored() -> None:
+    clock = Clock()
+    key = heartbeat_key("s")
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=key, clock=clock, settle=0)
+    other = LiveGuard(Claim("aaaa0001", 1_795_000_100, "pbx", 7), key=key, clock=clock)
+    beat = other.beat()
+    for name, value in (("Since", "1"), ("Instance", "0000"), ("State", "leaving")):
+        assert guard.observe(heartbeat({**beat, name: value})) is False
+    assert guard.refused == 3
+    assert guard.acting
+    # Now a real older instance; its beats, replayed after it left, keep no one standing by.
+    older = LiveGuard(Claim("00000001", 1_795_000_000 - 1, "pbx", 7), key=key, clock=clock)
+    first, second = older.beat(), older.beat()
+    guard.observe(heartbeat(second))
+    assert not guard.acting
+    guard.observe(heartbeat(older.leave()))
+    assert guard.acting
+    for old in (first, second):
+        guard.observe(heartbeat(old))
+        assert guard.acting
+    assert guard.refused == 5
+
+
+def test_a_forged_own_heartbeat_does_not_hide_deafness() -> None:
+    clock = Clock()
+    guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=heartbeat_key("s"), clock=clock)
+    sent = guard.beat()
+    guard.sent()
+    clock.now += 7
+    forged = LiveGuard(guard.me, key=heartbeat_key("guessed"), clock=clock).beat()
+    guard.observe(heartbeat(forged))
+    assert guard.deaf
+    guard.observe(heartbeat(sent))
+    assert not guard.deaf
+
+
 RULES = """version: 1
 rules:
   - name: default
@@ -168,7 +241,9 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     )
     [probe] = ajam_replay.sent("UserEvent")
     assert (probe["Since"], probe["Probe"], probe["State"]) == ("1795000100", "yes", "live")
-    other = LiveGuard(Claim("0000aaaa", 1_795_000_000, "pbx", 7), interval=0.5)
+    other = LiveGuard(
+        Claim("0000aaaa", 1_795_000_000, "pbx", 7), key=same_secret(ajam_replay), interval=0.5
+    )
     ajam_replay.queue_event(heartbeat(other.beat()))
     await asyncio.sleep(0.3)
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
@@ -184,6 +259,28 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     engine.request_stop()
     await asyncio.sleep(0.1)
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
+
+
+async def test_an_engine_routes_on_while_a_forged_older_claim_beats(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The AMI UserEvent action writes any CallRouterLive its sender likes."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=0.5, live_settle=0.2, check_privileges=False
+        ),
+    )
+    forger = LiveGuard(Claim("00000000", 1, "pbx", 7), key=heartbeat_key("not the secret"))
+    ajam_replay.queue_event(heartbeat(forger.beat(probe=True)))
+    await asyncio.sleep(0.3)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    assert [r.outcome for r in engine.records] == ["executed"]
+    # No answer to the forged probe: only the engine's own probe and beats went out.
+    assert all(u.get("Probe") != "yes" for u in ajam_replay.sent("UserEvent")[1:])
 
 
 async def test_only_the_live_instance_marks_the_calls_it_leaves_to_the_default_route(
@@ -204,7 +301,7 @@ async def test_only_the_live_instance_marks_the_calls_it_leaves_to_the_default_r
     assert [(s["Variable"], s["Value"]) for s in ajam_replay.sent("Setvar")] == [
         ("CALLROUTER_DECIDED", "fell-through")
     ]
-    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7), interval=0.5)
+    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7), key=same_secret(ajam_replay), interval=0.5)
     ajam_replay.queue_event(heartbeat(other.beat()))
     await ajam_replay.consumed()
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
@@ -242,7 +339,7 @@ async def test_a_decision_right_after_start_waits_for_the_others_answer(
     ajam_replay.inbound_call(caller="79161234567", did="74950000001")
     await asyncio.sleep(0.2)
     assert ajam_replay.count("Redirect") == 0  # decided, and holding
-    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7))
+    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7), key=same_secret(ajam_replay))
     ajam_replay.queue_event(heartbeat(other.beat()))
     await ajam_replay.settle(engine)
     assert [r.outcome for r in engine.records] == ["shadow"]

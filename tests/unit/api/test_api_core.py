@@ -515,6 +515,31 @@ async def test_an_ami_request_that_would_crash_asterisk_is_400_and_never_sent(
 
 
 @pytest.mark.parametrize(
+    "name", ["CallRouterRequest", "CallRouterLive", " callrouterlive", "CallRouterCheck"]
+)
+async def test_a_userevent_named_as_callrouters_own_is_400_and_never_sent(
+    stub: StubEngine, name: str
+) -> None:
+    """Sent through AMI, a CallRouterRequest is not routed and a CallRouterLive
+    not signed with the instances' key is ignored: refused with the reason at
+    once, rather than sent to do nothing (or, before both, to forge them)."""
+    async with client_for(stub) as client:
+        response = await client.post(
+            "/api/v1/ami/UserEvent",
+            headers=bearer(FULL),
+            json={"UserEvent": name, "Channel": "PJSIP/101-0000002a", "Since": "1"},
+        )
+        other = await client.post(
+            "/api/v1/ami/UserEvent", headers=bearer(FULL), json={"UserEvent": "CrmNote"}
+        )
+    body = assert_problem(response, 400)
+    assert body["field"] == "UserEvent"
+    assert "callrouter's own" in str(body["detail"])
+    assert other.status_code == 200
+    assert [a.get("UserEvent") for a in stub.replay.actions if a.name == "UserEvent"] == ["CrmNote"]
+
+
+@pytest.mark.parametrize(
     "action", ["WaitEvent", "Logoff", "Events", "Filter", "Login", "Challenge"]
 )
 async def test_an_action_on_callrouters_own_ami_session_is_400_and_never_sent(
