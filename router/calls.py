@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from router.ami.message import Event
+from router.ami.message import Event, sent_by_channel
 from router.ami.numbers import ascii_int
 
 __all__ = ["ANSWERED_STATE", "Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
@@ -162,9 +162,15 @@ class CallTracker:
         get = spelled.get
         linkedid = get("Linkedid") or event.get("Linkedid")
         channel_name = get("Channel") or event.get("Channel")
+        name = event.name
+        if name == "UserEvent" and not sent_by_channel(event):
+            # The AMI action UserEvent (a manager user, an API token, a rule):
+            # its Channel, Linkedid and Context are its sender's words, so it
+            # neither changes the calls tracked (nor, at the cap, evicts them)
+            # nor hands a rule or plugin someone else's call to act on.
+            return _NOTHING
         if not linkedid:
             return Fed(self.by_channel(channel_name)) if channel_name else _NOTHING
-        name = event.name
         call = self._calls.get(linkedid)
         started = call is None
         evicted: tuple[Call, ...] = ()

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from router.ami.message import Event
+from router.ami.message import Event, sent_by_channel
 from router.ami.numbers import ascii_float
 
 __all__ = [
@@ -302,28 +302,6 @@ def request_caller(event: _Fields) -> str:
     if number and number != "<unknown>":
         return number
     return event.get("Caller") or ""
-
-
-def sent_by_channel(event: Event) -> bool:
-    """Whether a channel's dialplan sent this ``UserEvent``, not an AMI client.
-
-    Asterisk writes the channel snapshot (``Channel``, ``Exten``,
-    ``CallerIDNum``, ``Uniqueid``...) before the ``UserEvent`` key of a
-    dialplan's ``UserEvent()``. The AMI action ``UserEvent`` writes its
-    ``UserEvent`` key first and then every header the sender chose, a
-    ``Channel`` and an ``Exten`` among them: a token with ``ami:UserEvent``
-    (or a second manager user) made callrouter redirect, and so hang up, a
-    live call of the sandbox that never asked to be routed, with a caller
-    and a DID of its choosing. So only a ``Channel`` ahead of ``UserEvent``
-    counts (mxml lower-cases the keys).
-    """
-    for key, _ in event.fields:
-        name = key.lower()
-        if name == "channel":
-            return True
-        if name == "userevent":
-            return False
-    return False
 
 
 def _float(text: str | None, default: float) -> float:

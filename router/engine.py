@@ -45,7 +45,7 @@ from router.ami.connect import open_client
 from router.ami.event_filter import EventSelection
 from router.ami.facade import AMI
 from router.ami.hints import lasting_tls_failure
-from router.ami.message import Event
+from router.ami.message import Event, sent_by_channel
 from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.api.app import build_app, build_starting_app
@@ -69,7 +69,6 @@ from router.dialplan import (
     SAFETY_MARGIN,
     Dialplan,
     LocationPolicy,
-    sent_by_channel,
 )
 from router.dialplan_watch import DialplanWatch
 from router.engine_view import CallsView, EngineView

@@ -245,7 +245,9 @@ def callrouter_event(event: Event, call: Call | None) -> None:
     those its ``callrouter_wanted_events`` names, or all without that hook.
 
     ``call`` is the tracked call the event belongs to (by Linkedid), already
-    updated with this event, or None for events of no call. Runs on the hot
+    updated with this event, or None for events of no call, and for a
+    ``UserEvent`` sent with the AMI action rather than by a channel's
+    dialplan: its ``Channel`` and ``Linkedid`` are its sender's words. Runs on the hot
     path: return quickly and hand slow work to a task. Return value ignored.
     """
 

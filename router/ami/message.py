@@ -18,7 +18,7 @@ from typing import Final
 
 from router.ami.numbers import ascii_float
 
-__all__ = ["Event", "Message", "Response", "make_message", "normalize_key"]
+__all__ = ["Event", "Message", "Response", "make_message", "normalize_key", "sent_by_channel"]
 
 _NORMALIZED: dict[str, str] = {}
 _NORMALIZED_MAX: Final = 4096
@@ -263,3 +263,25 @@ def make_message(fields: Iterable[tuple[str, str]]) -> Message:
         if first == "response":
             return Response(pairs)
     return Message(pairs)
+
+
+def sent_by_channel(event: Event) -> bool:
+    """Whether a channel's dialplan sent this ``UserEvent``, not an AMI client.
+
+    Asterisk writes the channel snapshot (``Channel``, ``Exten``,
+    ``CallerIDNum``, ``Uniqueid``...) before the ``UserEvent`` key of a
+    dialplan's ``UserEvent()``. The AMI action ``UserEvent`` writes its
+    ``UserEvent`` key first and then every header the sender chose, a
+    ``Channel`` and an ``Exten`` among them: a token with ``ami:UserEvent``
+    (or a second manager user) made callrouter redirect, and so hang up, a
+    live call of the sandbox that never asked to be routed, with a caller
+    and a DID of its choosing. So only a ``Channel`` ahead of ``UserEvent``
+    counts (mxml lower-cases the keys).
+    """
+    for key, _ in event.fields:
+        name = key.lower()
+        if name == "channel":
+            return True
+        if name == "userevent":
+            return False
+    return False

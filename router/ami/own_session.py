@@ -21,7 +21,7 @@ A ``UserEvent`` named ``CallRouter...`` is refused too, though it manages
 no session: the names are callrouter's own (``CallRouterRequest``, the
 dialplan's routing request; ``CallRouterLive``, the live-instance
 heartbeat; ``CallRouterCheck``, ``check --asterisk``'s probe). Sent through
-AMI, a request is ignored (router/dialplan.py, ``sent_by_channel``) and a
+AMI, a request is ignored (``router.ami.message.sent_by_channel``) and a
 heartbeat not signed with the instances' key is too (router/liveguard.py),
 so the refusal says why at once rather than leaving the sender puzzled.
 

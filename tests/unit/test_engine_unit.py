@@ -185,6 +185,84 @@ async def test_a_request_sent_through_ami_routes_nothing(
     assert len(redirects(client)) == 1
 
 
+EVENT_RULES = """version: 1
+rules:
+  - name: crm-hangup
+    on: event UserEvent
+    if: event.userevent == "CrmHangup" and call
+    do:
+      - ami: {action: Hangup, channel: "{event.channel}", cause: 16}
+"""
+
+
+class EventSeen:
+    """Records the call each UserEvent reached plugins with."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> list[str]:
+        return ["UserEvent"]
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: object) -> None:
+        if event.get("UserEvent") == "CrmHangup":
+            self.calls.append(call)
+
+
+async def test_a_userevent_sent_through_ami_acts_on_no_call(tmp_path: Path) -> None:
+    """The AMI action UserEvent writes whatever Channel and Linkedid its sender
+    likes (after its key): it must not hand a rule or a plugin a live call to
+    hang up, nor change (or, at the tracker's cap, evict) the calls tracked."""
+    (tmp_path / "rules.yaml").write_text(EVENT_RULES)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    client = FakeClient()
+    seen = EventSeen()
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[seen]),
+        options=EngineOptions(watch_interval=0),
+    )
+    client.engine = engine
+    assert not (await engine.setup()).errors
+    live = [("Channel", "PJSIP/101-00000001"), ("Linkedid", "1.1"), ("Uniqueid", "1.1")]
+    await engine.handle_event(
+        Event((("Event", "Newchannel"), *live, ("Context", "office"), ("Exten", "102")))
+    )
+    forged = [("Context", "elsewhere"), ("Exten", "9"), ("ChannelStateDesc", "Up")]
+    await engine.handle_event(
+        Event((("Event", "UserEvent"), ("UserEvent", "CrmHangup"), *live, *forged))
+    )
+    await engine.handle_event(
+        Event(
+            (
+                ("Event", "UserEvent"),
+                ("UserEvent", "CrmHangup"),
+                ("Linkedid", "2.1"),
+                ("Channel", "PJSIP/evil-1"),
+            )
+        )
+    )
+    await engine.wait_idle()
+    assert [name for name, _ in client.sent if name == "Hangup"] == []
+    assert seen.calls == [None, None]
+    (call,) = engine.api.calls
+    channel = call.channels["PJSIP/101-00000001"]
+    assert (channel.context, channel.exten, call.answered) == ("office", "102", False)
+    # The same event from the channel's own dialplan (its snapshot first) acts.
+    await engine.handle_event(
+        Event((("Event", "UserEvent"), *live, ("Context", "office"), ("UserEvent", "CrmHangup")))
+    )
+    await engine.wait_idle()
+    assert [p["channel"] for name, p in client.sent if name == "Hangup"] == ["PJSIP/101-00000001"]
+    assert seen.calls[-1] is call
+
+
 async def test_lookup_past_the_deadline_is_late_and_not_executed(tmp_path: Path) -> None:
     engine, client = await make_engine(tmp_path)
     started = time.monotonic()
