@@ -115,8 +115,12 @@ class Plugins:
         self._left_out_names: dict[str, str] | None = None
         #: Plugins whose ``callrouter_register`` raised, with the error.
         self._register_failed: dict[str, str] = {}
+        #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
+        self._failed_names: dict[str, str] = {}
         #: (plugin, name) of the unknown event names already warned about.
         self._unknown_events: set[tuple[str, str]] = set()
+        #: What was said of them, in order (``callrouter check`` prints it).
+        self.unknown_event_warnings: list[str] = []
 
     # -- loading -----------------------------------------------------------
 
@@ -411,13 +415,21 @@ class Plugins:
         problems: list[str] = []
         registry.why_missing = self.why_missing
         self._register_failed.clear()
+        self._failed_names.clear()
         # Registration order (built-ins first): on a name clash the newcomer
         # gets the error, so installing a plugin never silently replaces a built-in.
         for impl in reversed(self._impls("callrouter_register")):
             registry.registering = impl.plugin_name
+            saved = registry.checkpoint()
             try:
                 _register_one(impl, registry)
             except Exception as exc:
+                # All or nothing: what it registered before failing goes too,
+                # and a rule naming it is told whose it was.
+                for name in registry.added_since(saved):
+                    if len(self._failed_names) < _FAILURE_MEMORY:
+                        self._failed_names[name] = impl.plugin_name
+                registry.roll_back(saved)
                 problems.append(f"plugin {impl.plugin_name!r}: callrouter_register: {exc}")
                 self._register_failed[impl.plugin_name] = f"callrouter_register: {exc}"
             finally:
@@ -437,6 +449,9 @@ class Plugins:
         unknown name (only then is a left-out plugin imported), and named by
         prefix when that fails.
         """
+        failed = self._failed_names.get(name)
+        if failed is not None and failed in self._register_failed:
+            return f" (plugin {failed!r} failed to load: {self._register_failed[failed]})"
         for plugin, error in self._register_failed.items():
             if _owns(plugin, name):
                 return f" (plugin {plugin!r} failed to load: {error})"
@@ -529,8 +544,12 @@ class Plugins:
             self._event_impls[name] = impls
         return impls
 
-    async def wanted_events(self) -> list[Iterable[str] | None]:
+    async def wanted_events(self, *, warn: bool = True) -> list[Iterable[str] | None]:
         """Each event-reading plugin's ``callrouter_wanted_events`` (None: every event).
+
+        A name no event has is logged (``warn``) and kept in
+        :attr:`unknown_event_warnings` either way: ``callrouter check`` prints
+        them, so a misspelt name is found before ``run``.
 
         A plugin with ``callrouter_event`` and no answer (no such hook, or
         it raised, or returned something that is not names) wants every
@@ -556,7 +575,7 @@ class Plugins:
                 self._report("callrouter_wanted_events", impl, exc, None)
                 names = None
             if names:
-                self._warn_unknown_events(impl.plugin_name, names)
+                self._warn_unknown_events(impl.plugin_name, names, warn=warn)
             answers[impl.plugin_name] = names
         # What :meth:`event` dispatches by from now on (a plugin registered
         # later, with no answer yet, gets every event).
@@ -564,7 +583,7 @@ class Plugins:
         self._event_impls.clear()
         return list(answers.values())
 
-    def _warn_unknown_events(self, plugin: str, names: Iterable[str]) -> None:
+    def _warn_unknown_events(self, plugin: str, names: Iterable[str], *, warn: bool) -> None:
         """A name in ``callrouter_wanted_events`` that no event has: a rule's
         ``on: event Hangupp`` is refused with a did-you-mean, and the plugin's
         misspelling left its ``callrouter_event`` silent without a word. Said
@@ -576,16 +595,16 @@ class Plugins:
             if (plugin, name) in self._unknown_events or len(self._unknown_events) >= 1000:
                 continue
             self._unknown_events.add((plugin, name))
-            log.warning(
-                "plugin %r: callrouter_wanted_events names %r%s, an event Asterisk 22 "
-                "does not document (callrouter actions --events lists them), so its "
-                "callrouter_event may never be called for it; write an event of a "
-                "module Asterisk does not document as a glob, %r",
-                plugin,
-                name,
-                did_you_mean(name, known),
-                f"{name}*",
+            message = (
+                f"plugin {plugin!r}: callrouter_wanted_events names {name!r}"
+                f"{did_you_mean(name, known)}, an event Asterisk 22 does not document "
+                "(callrouter actions --events lists them), so its callrouter_event may "
+                "never be called for it; write an event of a module Asterisk does not "
+                f"document as a glob, {name + '*'!r}"
             )
+            self.unknown_event_warnings.append(message)
+            if warn:
+                log.warning("%s", message)
 
     async def call_start(self, call: Call) -> None:
         await self._call_each("callrouter_call_start", {"call": call}, scope=call.linkedid)

@@ -300,6 +300,11 @@ def load_offline(
             "callrouter run needs it (checked without it)"
         )
     registry, problems = plugins.build_registry()
+    # What run asks each plugin next: a misspelt event name is said now, not
+    # only in run's log (its callrouter_event would never be called for it).
+    with _environment(stand_ins):
+        asyncio.run(plugins.wanted_events(warn=False))
+    warnings.extend(plugins.unknown_event_warnings)
     if config.recordings is not None:
         from router.recordings.transcode import missing_encoder
 

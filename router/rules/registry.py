@@ -8,10 +8,11 @@ same calls as any other, so the rules package never knows about pluggy.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import tzinfo
 from typing import Any, Literal
 
@@ -207,6 +208,39 @@ class Registry:
     #: another installed plugin.
     registering: str | None = None
     owners: dict[str, str] = field(default_factory=dict)
+
+    def checkpoint(self) -> Registry:
+        """A copy to go back to with :meth:`roll_back`.
+
+        A plugin whose ``callrouter_register`` raises half-way must leave
+        nothing behind: the names it did register would be usable by rules
+        while its own setup (the file or connection it failed on) is missing.
+        """
+        saved = copy.copy(self)
+        saved.functions = dict(self.functions)
+        saved.lookups = dict(self.lookups)
+        saved.actions = dict(self.actions)
+        saved.notify_targets = dict(self.notify_targets)
+        saved.owners = dict(self.owners)
+        return saved
+
+    def added_since(self, saved: Registry) -> list[str]:
+        """The functions, lookups, actions and notify targets registered since
+        :meth:`checkpoint` (as rules name them)."""
+        added: list[str] = []
+        for mine, theirs in (
+            (self.functions, saved.functions),
+            (self.lookups, saved.lookups),
+            (self.actions, saved.actions),
+            (self.notify_targets, saved.notify_targets),
+        ):
+            added.extend(name for name in mine if name not in theirs)
+        return added
+
+    def roll_back(self, saved: Registry) -> None:
+        """Undo everything registered or set since :meth:`checkpoint`."""
+        for item in fields(self):
+            setattr(self, item.name, getattr(saved, item.name))
 
     def add_function(
         self,

@@ -329,6 +329,46 @@ def test_a_failed_registration_is_returned_to_be_said_once(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def test_a_registration_that_fails_half_way_leaves_none_of_its_names(
+    tmp_path: Path,
+) -> None:
+    """A plugin that registered a lookup and then failed on its own set-up left
+    the lookup usable: rules loaded and called it without the set-up it needed."""
+    from datetime import UTC
+
+    from router.rules import load_rules
+    from router.rules.registry import Registry
+
+    class HalfWay:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            registry.add_lookup("vip.level", lambda number: "gold")
+            registry.add_function("is_vip", lambda number: True)
+            registry.add_notify_target("vip")
+            registry.set_timezone(UTC)
+            raise ValueError("no numbers file")
+
+    builtins = Registry()
+    assert Plugins.load(entry_points=False).register_into(builtins) == []
+    plugins = Plugins.load(entry_points=False, extra=[HalfWay()])
+    registry = Registry()
+    assert plugins.register_into(registry) == ["plugin 'vip': callrouter_register: no numbers file"]
+    assert registry.lookups.keys() == builtins.lookups.keys()
+    assert registry.functions.keys() == builtins.functions.keys()
+    assert registry.notify_targets.keys() == builtins.notify_targets.keys()
+    assert (registry.owners, registry.timezone) == (builtins.owners, builtins.timezone)
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: a\n    on: call\n    lookup:\n"
+        "      level: vip.level(caller.number)\n    do:\n      - hangup: {}\n",
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], registry).errors
+    assert "unknown lookup 'vip.level'" in error.render()
+
+
 def test_queue_event_takes_the_name_as_make_event_does(ajam_replay: ReplayAsterisk) -> None:
     """``make_event("Hangup", Channel=...)`` and ``queue_event`` side by side in a
     plugin's test: the name as the first argument failed with ``'str' object

@@ -136,8 +136,10 @@ def test_check_and_run_name_a_plugin_whose_registration_failed(
     out = check(path, capsys)
     because = "(plugin 'crm' failed to load: callrouter_register: [plugins.crm] url is not set)"
     assert out[0] == ("callrouter: plugin 'crm': callrouter_register: [plugins.crm] url is not set")
-    assert out[1].endswith("rule 'owner': unknown lookup 'crm.owner' " + because)
-    assert out[2].endswith("no plugin 'crm' takes notifications " + because)
+    # is_vip, registered before the failure, is not kept, and named as the plugin's.
+    assert out[1].endswith("rule 'vip': unknown function 'is_vip' " + because)
+    assert out[2].endswith("rule 'owner': unknown lookup 'crm.owner' " + because)
+    assert out[3].endswith("no plugin 'crm' takes notifications " + because)
     # callrouter run refuses to start with the same words.
     engine = Engine(load_config(path))
     assert asyncio.run(engine.setup()).errors
@@ -192,3 +194,34 @@ def test_a_left_out_plugin_is_imported_only_to_explain_an_unknown_name(
     (tmp_path / "rules" / "inbound.yaml").write_text(RULES, encoding="utf-8")
     check(path, capsys)
     assert _Counted.loads == 1  # once, for the three names
+
+
+class CrmListening(Crm):
+    """The CRM plugin reading events, one of them misspelt."""
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> list[str]:
+        return ["Hangupp", "Newchannel"]
+
+    @hookimpl
+    def callrouter_event(self, event: Any) -> None:
+        return None
+
+
+def test_check_says_a_misspelt_wanted_event_before_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning came only in run's log: the plugin's callrouter_event then
+    never heard of a Hangup, and check had said the set-up was clean."""
+    install(monkeypatch, FakeEntryPoint("crm", CrmListening()))
+    path = write(tmp_path, "")
+    assert main(["check", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "callrouter check: warning: plugin 'crm': callrouter_wanted_events names "
+        "'Hangupp' (did you mean 'Hangup'?), an event Asterisk 22 does not document "
+        "(callrouter actions --events lists them), so its callrouter_event may never be "
+        "called for it; write an event of a module Asterisk does not document as a glob, "
+        "'Hangupp*'"
+    ]
+    assert captured.out.endswith("3 rules OK\n")
