@@ -115,6 +115,7 @@ class LiveInstance:
         """One interval's beat (the engine's scheduler runs it)."""
         guard = self.guard
         if guard is not None and not guard.leaving:
+            guard.check_in()  # a stall first: it changes the claim the beat carries
             guard.update()  # an instance that went silent is gone: log it now
             self._note_deaf(guard)
             # Bounded by half the interval: a run never outlives it, so a stalled
@@ -144,6 +145,7 @@ class LiveInstance:
         guard = self.guard
         if guard is None:
             return None
+        guard.check_in()  # a stall: another instance may have routed this call
         if not guard.settled:
             await guard.wait_settled(deadline)
         if guard.update() is not None:

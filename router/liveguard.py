@@ -21,7 +21,17 @@ itself, with nothing but what the documented manager user may do:
 - a newcomer asks (``Probe: yes``) and the others answer at once, and until
   ``settle`` seconds have passed since it asked (at start, after an event
   stream gap) its decisions wait rather than act: a call arriving right then is
-  not redirected by two instances.
+  not redirected by two instances;
+- an instance whose process stalled (``kill -STOP``, a paused VM, a swapped-out
+  host) sent no beat for as long as the others wait for one, so they may have
+  taken over and routed the calls it has not read yet. When it runs again
+  (:meth:`LiveGuard.check_in`, at its next beat or decision, whichever is
+  first: a tick, or the probe after the gap the stall made of its event
+  stream) it rejoins as a newcomer: its claim is dated now, so it is the
+  younger one, and it settles again before acting. Without this the resumed
+  instance, still the older, redirected the calls queued for it that the
+  other had routed meanwhile (seen on the sandbox), and took its own
+  heartbeat, queued unread, for a session that gets no ``UserEvent``.
 
 Heartbeats are signed. Whoever may send the ``UserEvent`` action (another
 manager user, an API token with ``ami:UserEvent``, a rule's ``ami`` action) can
@@ -52,7 +62,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from router.ami.message import Event
@@ -67,6 +77,10 @@ log = logging.getLogger("router.liveguard")
 LIVE_EVENT = "CallRouterLive"
 #: Missed beats after which a silent instance counts as gone.
 _MISSED_BEATS = 3
+#: Intervals without a beat of its own after which an instance takes itself for
+#: gone in the others' eyes (a stall): half an interval short of their
+#: patience, the margin for a beat's way through Asterisk.
+_STALL_BEATS = _MISSED_BEATS - 0.5
 #: Bounds on the interval another instance announces (a hostile value cannot
 #: keep a dead instance alive for long, nor expire a live one at once).
 _INTERVAL_BOUNDS = (0.5, 30.0)
@@ -170,6 +184,11 @@ class LiveGuard:
         self._clock = clock
         self._peers: dict[str, _Peer] = {}
         self._settled_at = clock() + settle
+        #: The guard's clock when ``me`` was claimed (its ``since`` moves by the
+        #: time passed since then when a stall makes it rejoin).
+        self._claimed_at = clock()
+        #: When the last beat was made: a stall is a long time without one.
+        self._beat_at = clock()
         self._leaving = False
         #: Whether the last evaluation let this instance act (to log changes once).
         self._was_blocked_by: Claim | None = None
@@ -189,6 +208,10 @@ class LiveGuard:
 
     def beat(self, *, probe: bool = False) -> dict[str, str]:
         """Headers of the heartbeat ``UserEvent`` (after ``Action``/``UserEvent``)."""
+        # A stall first, whoever asks for the beat: the probe after the stream
+        # gap the stall caused (AJAM's poll outlived its timeout meanwhile) comes
+        # before any tick or decision, and the beat must carry the new claim.
+        self.check_in()
         state = "leaving" if self._leaving else ("standby" if self.blocker() else "live")
         fields = {
             "UserEvent": LIVE_EVENT,
@@ -201,6 +224,7 @@ class LiveGuard:
         }
         if probe:
             fields["Probe"] = "yes"
+        self._beat_at = self._clock()
         self._beat += 1
         fields["Beat"] = str(self._beat)
         fields["Sign"] = _signature(self.key, fields)
@@ -242,6 +266,47 @@ class LiveGuard:
         """Beats sent for three intervals and none heard back: Asterisk does not
         send this session ``UserEvent``, so routing requests cannot arrive."""
         return self.unheard_for > _MISSED_BEATS * self.interval
+
+    # -- stalls ------------------------------------------------------------------------
+
+    def _stalled_for(self) -> float:
+        """Seconds without a beat of this instance, when that is a stall (else 0)."""
+        silent = self._clock() - self._beat_at
+        return silent if silent > _STALL_BEATS * self.interval and not self._leaving else 0.0
+
+    def check_in(self) -> float:
+        """The engine runs again: before its heartbeat tick and before a decision acts.
+
+        After a stall as long as the others wait for a beat (the process was
+        stopped or starved), another instance may have taken over and routed
+        calls whose events this one has not read yet; their requests are
+        queued for it, still within their wait. So it rejoins as a newcomer:
+        its claim is dated now (on Asterisk's clock: the old one plus the time
+        passed), which makes it younger than one that took over, and it
+        settles again before acting. The others already known are taken as
+        seen now (their beats are queued unread too), and so is its own
+        heartbeat. Returns the stall's length, 0 when there was none.
+        """
+        stalled = self._stalled_for()
+        if not stalled:
+            return 0.0
+        now = self._clock()
+        before = self.me
+        self.me = replace(before, since=before.since + (now - self._claimed_at))
+        self._claimed_at = self._beat_at = now
+        self._settled_at = now + self.settle
+        self._unheard_since = None
+        for peer in self._peers.values():
+            peer.seen = now
+        log.warning(
+            "this callrouter sent no heartbeat for %.1f s (the process was stopped, or "
+            "its host paused or starved it), as long as another live instance waits "
+            "before taking over: it rejoins as a newcomer (%s) and stands by if "
+            "another one routes calls now",
+            stalled,
+            self.me.describe(),
+        )
+        return stalled
 
     # -- what the engine receives --------------------------------------------------
 

@@ -178,6 +178,44 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
     assert stuck == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
+async def test_a_live_router_stopped_past_the_takeover_does_not_route_calls_again(
+    queue_box: Sandbox,
+    router: RouterProcess,
+    queue_placer: CallPlacer,
+    tmp_path: Path,
+    rules_dir: Path,
+    ami_transport: str,
+) -> None:
+    """``kill -STOP`` on the live router for longer than the one standing by
+    waits (6 s): the other takes over and routes a call; the stopped one,
+    resumed within that call's wait, reads its request and must leave it
+    alone (it redirected it a second time: docs/operations.md, Two instances)."""
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = RouterProcess(queue_box, second_dir, rules_dir, ami_transport)
+    second.start()
+    try:
+        second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
+        router.signal(signal.SIGSTOP)
+        second.wait_for(lambda r: "this one routes calls again" in str(r.get("message", "")), 15)
+        call = await queue_placer.place("74950000001", "79161234568", wait=6)
+        await queue_placer.wait_all([call], 10)
+        router.signal(signal.SIGCONT)
+        assert call.destination == "callrouter-dial,102"
+        decided = router.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 15)
+        assert decided["outcome"] == "shadow", router.log_path.read_text()[-3000:]
+        assert any("rejoins as a newcomer" in str(r.get("message", "")) for r in router.records())
+        assert not any("no UserEvent" in str(r.get("message", "")) for r in router.records())
+        await asyncio.sleep(1.0)
+        assert call.landings == 1
+        [routed] = [r for r in second.decisions() if r.get("uniqueid") == call.uniqueid]
+        assert routed["outcome"] == "executed"
+    finally:
+        second.stop()
+
+
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_reload_keeps_old_rules_when_new_ones_are_broken(
     router: RouterProcess, rules_dir: Path, queue_placer: CallPlacer

@@ -2,7 +2,7 @@
 
 The state machine on a fake clock, then one engine on the replaying fake
 Asterisk next to a simulated older instance (the fake has one event queue, so
-two real engines meet only on the sandbox: tests/integration/test_two_routers.py).
+two real engines meet only on the sandbox: tests/integration/test_engine_process.py).
 """
 
 from __future__ import annotations
@@ -377,6 +377,7 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
         "acts as in shadow mode until it is gone",
         "another live callrouter started on this Asterisk",
         "is gone: this one routes calls again",
+        "as long as another live instance waits before taking over: it rejoins as a newcomer",
     ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
@@ -417,12 +418,85 @@ def test_beats_sent_and_none_heard_back_for_three_intervals_is_deaf() -> None:
     clock.now += 3.0
     guard.probe()  # a stream gap: beats before it may be lost with the stream
     guard.sent()
-    clock.now += 5.0
+    for _ in range(2):  # the ticks go on (a beat each interval): no stall
+        clock.now += 2.0
+        guard.beat()
+        guard.sent()
+    clock.now += 1.0
     assert not guard.deaf  # counted from the beat after the gap
     clock.now += 1.1
     assert guard.deaf
     guard.probe()  # deaf before this gap: the gap does not explain it
     assert guard.deaf
+
+
+def test_a_stalled_live_instance_rejoins_as_the_younger_after_the_other_took_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``kill -STOP`` on the live instance for longer than the others wait: the
+    one standing by takes over and routes the calls; the resumed one, reading
+    their queued requests, must not redirect them again (it did on the
+    sandbox: ``caller-gone [redirect:channel-gone]`` for a call the other had
+    routed), nor take its own queued beat for a deaf session."""
+    clock = Clock()
+    older = LiveGuard(Claim("bbbb0001", 1_795_000_000, "pbx", 11), clock=clock)
+    clock.now += 1.0  # the second one starts a second later, on both clocks
+    younger = LiveGuard(Claim("aaaa0002", 1_795_000_001, "pbx", 22), clock=clock)
+    younger.observe(heartbeat(older.beat()))
+    older.sent()
+    older.observe(heartbeat(younger.beat()))
+    assert older.acting
+    assert not younger.acting
+    queued = []  # what Asterisk writes the stopped instance meanwhile
+    for _ in range(4):  # the stopped one beats no more; the other ticks on
+        clock.now += 2.0
+        assert younger.check_in() == 0.0
+        younger.update()
+        queued.append(heartbeat(younger.beat()))
+    assert younger.acting  # 8 s of silence: it took over, and routes calls
+    with caplog.at_level(logging.WARNING, logger="router.liveguard"):
+        # The resumed instance: a decision for a queued request checks in first.
+        assert older.check_in() > 7.0
+    assert "sent no heartbeat for 8.0 s" in caplog.text
+    assert "rejoins as a newcomer" in caplog.text
+    assert not older.deaf  # its own beat is among the unread events, not missing
+    for event in queued:
+        older.observe(event)
+    clock.now += 1.0  # settled again
+    assert not older.acting  # the call queued for it is the other's now
+    assert not older.deaf
+    assert older.me.since == pytest.approx(1_795_000_009, abs=0.001)  # dated now
+    younger.observe(heartbeat(older.beat()))
+    assert younger.acting  # both agree: the resumed one is the younger now
+    assert older.check_in() == 0.0  # once
+
+
+def test_a_probe_after_the_gap_a_stall_made_carries_the_new_claim() -> None:
+    """Over AJAM the poll outlives its timeout while the process is stopped: the
+    stream reports a gap and the probe after it is the first beat, ahead of
+    any tick or decision (on the sandbox the resumed router then still took
+    itself for the older and redirected the call again)."""
+    clock = Clock()
+    guard = LiveGuard(Claim("bbbb0001", 1_795_000_000, "pbx", 11), clock=clock)
+    guard.beat()
+    clock.now += 8.0
+    probe = guard.probe()
+    assert probe["Since"] == "1795000008"
+    assert not guard.settled
+    assert guard.check_in() == 0.0
+
+
+def test_a_short_stall_or_a_quiet_standby_changes_no_claim() -> None:
+    clock = Clock()
+    older, younger = pair(clock)
+    clock.now += 1.0
+    younger.observe(heartbeat(older.beat()))
+    clock.now += 4.9  # a tick late by more than an interval: the others still wait
+    assert older.check_in() == 0.0
+    assert older.me.since == 1_795_000_000
+    younger.observe(heartbeat(older.beat()))
+    clock.now += 2.0
+    assert not younger.acting
 
 
 def test_another_instances_beat_is_not_an_echo() -> None:
