@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -167,8 +168,20 @@ class ApiServer:
                 (self.settings.host, self.settings.port), family=family, backlog=1024
             )
         except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                # Most often the service itself, and this a manual run of its
+                # router.toml: the one mistake the live-instance guard is for,
+                # which never gets that far when the API is on.
+                hint = (
+                    "; another program listens there, such as a callrouter already "
+                    "running with this router.toml: a second instance (standing by, "
+                    "or --shadow) needs a configuration of its own, with another "
+                    "[api] listen and state_dir (docs/operations.md, Two instances)"
+                )
             raise ConfigError(
-                f"[api] listen: cannot listen on {self.settings.listen}: {exc.strerror or exc}"
+                f"[api] listen: cannot listen on {self.settings.listen}: "
+                f"{exc.strerror or exc}{hint}"
             ) from None
         # Accepted connections inherit it (Linux). asyncio sets TCP_NODELAY only
         # on sockets whose proto is IPPROTO_TCP, and create_server's is 0: without

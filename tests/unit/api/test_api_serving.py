@@ -146,9 +146,13 @@ async def test_a_taken_port_is_a_config_error_naming_listen(tmp_path: Path) -> N
         server = ApiServer(build_app(ApiContext(stub, settings)), settings)
         with pytest.raises(
             ConfigError, match=rf"\[api\] listen: cannot listen on 127.0.0.1:{port}"
-        ):
+        ) as raised:
             await server.start()
         await server.stop()
+    # A manual `callrouter run` of the service's router.toml ends here, before
+    # the live-instance guard could make it stand by: the message says why.
+    assert "a callrouter already running with this router.toml" in str(raised.value)
+    assert "another [api] listen and state_dir" in str(raised.value)
 
 
 @pytest.fixture
