@@ -13,7 +13,10 @@ router/dialplan.py and router/parking.py rely on:
   ``WaitExten``): a Redirect that lands between two other steps can be lost
   (docs/asterisk.md, "A Redirect Asterisk can lose");
 - a step follows the wait: the default route a call takes when callrouter
-  does not answer in time (fail open), not a hang-up;
+  does not answer in time (fail open), not a hang-up; and the extension does
+  not end in a step that only sets or tests something (``Set``, ``NoOp``, a
+  ``GotoIf`` with one branch: the snippet with its last ``Goto`` lost), after
+  which Asterisk hangs the call up as it runs off the end;
 - advice, not a failure: ``CALLROUTER_DEADLINE`` is set before the request
   (the reconcile after a stream gap reads it) and the request says its
   ``Wait`` (else callrouter assumes :data:`DEFAULT_WAIT` seconds).
@@ -53,6 +56,26 @@ __all__ = [
 
 #: The waits, as Asterisk names applications: in any case.
 _PARKS = frozenset(app.lower() for app in PARK_APPLICATIONS)
+#: Steps that do nothing with the call and go on to the next one: an extension
+#: ending in one runs off its end, and Asterisk hangs the call up
+#: (``autofallthrough``). A ``GotoIf`` with one branch is one too (below).
+_PASSING = frozenset(
+    {
+        "answer",
+        "execif",
+        "log",
+        "mixmonitor",
+        "mset",
+        "noop",
+        "progress",
+        "ringing",
+        "set",
+        "stopmixmonitor",
+        "userevent",
+        "verbose",
+    }
+    | _PARKS
+)
 #: Most steps of one extension looked at (a dialplan is the admin's, but the
 #: list came over the network: bounded like everything else from there).
 _MAX_STEPS = 10_000
@@ -97,6 +120,17 @@ def _steps(items: Iterable[Item], context: str) -> dict[str, list[_Step]]:
     for steps in found.values():
         steps.sort(key=lambda s: s.priority)
     return found
+
+
+def _runs_off(step: _Step) -> bool:
+    """Whether a call that reaches ``step`` as an extension's last one runs off
+    its end: the step only sets or tests something, or is a ``GotoIf`` whose
+    destinations (after the last ``?``: a condition may hold ``:``, as the
+    snippet's regex match does) name no second branch, taken when it is false."""
+    application = step.application.lower()
+    if application == "gotoif":
+        return "?" in step.data and ":" not in step.data.rsplit("?", 1)[1]
+    return application in _PASSING
 
 
 def _is_request(step: _Step, request_event: str) -> bool:
@@ -162,6 +196,19 @@ def lint_inbound(
                         f"{at}: nothing follows {wait.application}: a call callrouter "
                         "does not route in time hangs up instead of taking its default "
                         "route; add the snippet's default-route steps after it",
+                    )
+                )
+                continue
+            last = steps[-1]
+            if _runs_off(last):
+                findings.append(
+                    Finding(
+                        "fail",
+                        f"{at}: the extension ends with {shown(last.application)} at "
+                        f"priority {last.priority}, which goes on to a next step there "
+                        "is not: a call callrouter does not route in time hangs up "
+                        "there instead of taking its default route; end it as the "
+                        "snippet does, with Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)",
                     )
                 )
                 continue

@@ -77,6 +77,41 @@ def test_a_wait_that_ends_the_extension_fails_it_hangs_up_instead_of_failing_ope
     assert "nothing follows Wait: a call callrouter does not route in time hangs up" in finding.text
 
 
+def test_a_default_route_that_lost_its_goto_fails_the_call_would_run_off_the_end() -> None:
+    """The snippet with its last line left out when pasting: steps follow the
+    wait, but the extension ends in the recording's ``GotoIf``, false for a call
+    nobody recorded, and Asterisk hangs it up (``check --asterisk`` said OK)."""
+    items = shipped()
+    last = max(int(i["Priority"]) for i in items)
+    assert items[-1]["Application"] == "Goto"
+    items = [i for i in items if int(i["Priority"]) < last]
+    (finding,) = lint_inbound(items)
+    assert finding.level == "fail"
+    assert "the extension ends with 'GotoIf' at priority 9" in finding.text
+    assert "Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)" in finding.text
+    for application, data in (("Set", "CALLROUTER_FELL=${EPOCH}"), ("NoOp", "")):
+        items[-1] = {**items[-1], "Application": application, "AppData": data}
+        assert levels(lint_inbound(items)) == ["fail"]
+
+
+@pytest.mark.parametrize(
+    ("application", "data"),
+    [
+        ("GotoIf", '$["${X}" : "1"]?sales,s,1:support,s,1'),  # both branches; a ':' in the test
+        ("Queue", "sales,t,,,60"),
+        ("Dial", "PJSIP/101,20"),
+        ("Hangup", ""),
+        ("Goto", "ivr,s,1"),
+    ],
+)
+def test_a_default_route_that_ends_in_a_call_step_or_a_jump_passes(
+    application: str, data: str
+) -> None:
+    items = shipped()
+    items[-1] = {**items[-1], "Application": application, "AppData": data}
+    assert levels(lint_inbound(items)) == ["ok"]
+
+
 def test_a_request_that_ends_the_extension_fails() -> None:
     items = [i for i in shipped() if int(i["Priority"]) <= 6]
     assert levels(lint_inbound(items)) == ["fail"]
