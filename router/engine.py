@@ -126,6 +126,9 @@ _DIALPLAN_MODULES = frozenset(
 #: every ``_WAIT_NOTIFY_EVERY`` s, during a try too: one at a hung Asterisk
 #: lasts ``request_timeout`` or longer (TCP: connect, greeting, login).
 _WAIT_NOTIFY_EVERY = 10.0
+#: Seconds late a timed job (the engine's, a plugin's, a ``schedule:`` rule's)
+#: still runs, once, after a stall.
+_MISFIRE_GRACE = 60
 _WAIT_NOTIFY_FOR = 30.0
 
 
@@ -300,7 +303,14 @@ class Engine:
             is_internal=lambda number: self.registry.is_internal_number(number),
             listening=self.plugins.reads_call_events,
         )
-        self._scheduler = AsyncIOScheduler(logger=_SCHEDULER_LOG)
+        # A run due while the process was stopped or starved (a paused VM, a
+        # busy loop) runs once, late, within a minute: apscheduler's default,
+        # 1 s, skipped it with a WARNING "Run time of job ... was missed" for
+        # every job after any stall, and a schedule: rule did not run at all.
+        self._scheduler = AsyncIOScheduler(
+            logger=_SCHEDULER_LOG,
+            job_defaults={"coalesce": True, "misfire_grace_time": _MISFIRE_GRACE},
+        )
         self._scheduler.add_listener(self._job_skipped, EVENT_JOB_MAX_INSTANCES)
         self._stream: EventStream | None = None
         #: The poll loop is handling a batch; the handling of pushed events
