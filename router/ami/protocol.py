@@ -37,7 +37,9 @@ from router.errors import AMIProtocolError, AMIValidationError
 
 __all__ = [
     "KNOWN_KEYS",
+    "MAX_ANSWER_LINES",
     "MAX_BODY_BYTES",
+    "MAX_EVENT_LINES",
     "MAX_MXML_FIELDS",
     "Action",
     "ActionResult",
@@ -73,6 +75,14 @@ MAX_ACTION_HEADERS = 128
 MAX_FORM_BYTES = 40960
 #: Fields one mxml element may carry; Asterisk's largest event has well under 200.
 MAX_MXML_FIELDS = 1000
+#: Lines one rawman event may have, as an mxml element its fields. A message
+#: costs ~60 to 200 bytes of memory a line, however short the line (``A:`` is
+#: three bytes on the wire): one 32 MB event of 2.5 million short headers held
+#: a gigabyte and stalled the event loop 12 s, within ``max_response_bytes``.
+MAX_EVENT_LINES = MAX_MXML_FIELDS
+#: Lines one rawman answer may have: a ``Command``'s output and a
+#: ``GetConfig`` come as one header a line of text, so far more than an event.
+MAX_ANSWER_LINES = 100_000
 
 #: The AJAM answer formats the client asks for (``[asterisk] format``).
 WireFormat = Literal["rawman", "mxml"]
@@ -360,7 +370,12 @@ def _parse_blocks(
         # the value keeps its LF; the screens below (the first line, the
         # narrowers' raw text) see the LF as a space, so it cuts nothing there.
         # (CR and LF at a block's start are blank lines between messages.)
-        cut = [block.lstrip("\r\n").split("\r\n") for block in text.split("\r\n\r\n")]
+        # Counted before they are split: a split is a string a line.
+        raw = text.split("\r\n\r\n")
+        for block in raw:
+            if len(block) > _FEW_LINES_CHARS:
+                _check_lines(block, block.count("\r\n") + 1)
+        cut = [block.lstrip("\r\n").split("\r\n") for block in raw]
         blocks = ["\n".join(line.replace("\n", " ") for line in lines) for lines in cut]
         exact = iter(cut)
     check_lines = len(data) > MAX_LINE_BYTES
@@ -387,6 +402,8 @@ def _parse_blocks(
                 if keep is not None and not keep(block) and "\nActionID:" not in block:
                     skipped += 1
                     continue
+        if len(block) > _FEW_LINES_CHARS:
+            _check_lines(block, block.count("\n") + 1)
         lines = block.split("\n") if whole is None else whole
         if check_lines:
             for line in lines:
@@ -394,6 +411,25 @@ def _parse_blocks(
                     raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
         messages.append(_block_to_message(lines))
     return messages, skipped
+
+
+#: A block this short cannot hold more than :data:`MAX_EVENT_LINES` lines
+#: (a character at least each, and a LF between): no count on the hot path.
+_FEW_LINES_CHARS = 2 * MAX_EVENT_LINES
+
+
+def _check_lines(block: str, count: int) -> None:
+    """Refuse a block of more lines than a message of its kind may have,
+    before its lines are split out (each would be a string, then a field)."""
+    head = block[:80].lstrip("\r\n").partition("\n")[0].rstrip("\r")
+    if head[:6].lower() == "event:":
+        if count > MAX_EVENT_LINES:
+            raise AMIProtocolError(
+                f"an event of {count} lines, more than {MAX_EVENT_LINES} "
+                f"(Asterisk's largest has well under 200): {head!r}"
+            )
+    elif count > MAX_ANSWER_LINES:
+        raise AMIProtocolError(f"an answer of {count} lines, more than {MAX_ANSWER_LINES}")
 
 
 # --------------------------------------------------------------------------- mxml

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
+    MAX_ANSWER_LINES,
+    MAX_EVENT_LINES,
     Action,
     ListCollector,
     RawmanParser,
@@ -450,7 +452,8 @@ def test_a_long_unfinished_message_in_small_reads_is_scanned_once() -> None:
     in the whole buffer, 22 s of CPU for what takes well under one."""
     parser = RawmanParser()
     piece = b"Key: " + b"v" * 4000 + b"\r\n"
-    parser.feed(b"Event: Huge\r\n")
+    # An answer: its 4,000 lines are more than an event may have (MAX_EVENT_LINES).
+    parser.feed(b"Response: Success\r\n")
     started = time.process_time()
     for _ in range(16 * 1024 * 1024 // len(piece)):
         assert parser.feed(piece) == []
@@ -464,6 +467,38 @@ def test_a_key_repeated_many_times_is_indexed_in_linear_time() -> None:
     assert message.action_id is None
     assert len(message.getall("K")) == 150_000
     assert time.process_time() - started < 5.0  # about 0.05 s; quadratic was 25 s
+
+
+def _event_of(lines: int, *, bare_lf: bool = False) -> bytes:
+    head = b"Event: Newchannel\r\n" + (b"AppData: a\nb\r\n" if bare_lf else b"")
+    return head + b"".join(b"H%d: v\r\n" % i for i in range(lines - head.count(b"\r\n"))) + b"\r\n"
+
+
+@pytest.mark.parametrize("bare_lf", [False, True])
+def test_an_event_of_100000_headers_is_refused_before_its_lines_are_split(bare_lf: bool) -> None:
+    """1.1 MB on the wire made a message of 100,000 fields: 12 MB held, and its
+    first lookup indexed them for 0.7 s; a 32 MB one (within max_response_bytes)
+    held a gigabyte and stalled the event loop 12 s."""
+    body = _event_of(100_000, bare_lf=bare_lf)
+    started = time.process_time()
+    with pytest.raises(AMIProtocolError, match=r"an event of 100000 lines, more than 1000 .*Newc"):
+        parse_rawman(body)
+    parser = RawmanParser()
+    for at in range(0, len(body) - 65536, 65536):
+        assert parser.feed(body[at : at + 65536]) == []
+    with pytest.raises(AMIProtocolError, match="an event of 100000 lines"):
+        parser.feed(body[at + 65536 :])
+    assert time.process_time() - started < 1.0  # a count, no split: about 0.01 s
+
+
+def test_an_event_of_the_largest_size_and_a_long_command_output_still_parse() -> None:
+    assert len(parse_rawman(_event_of(MAX_EVENT_LINES))[0]) == MAX_EVENT_LINES
+    output = b"Response: Success\r\nMessage: Command output follows\r\n"
+    output += b"Output: line\r\n" * 50_000 + b"\r\n"
+    assert len(parse_rawman(output)[0].getall("Output")) == 50_000
+    huge = b"Response: Success\r\n" + b"Output: x\r\n" * MAX_ANSWER_LINES + b"\r\n"
+    with pytest.raises(AMIProtocolError, match=f"an answer of {MAX_ANSWER_LINES + 1} lines"):
+        parse_rawman(huge)
 
 
 def test_a_real_asterisk_writes_bare_lfs_in_appdata_and_they_stay_there() -> None:

@@ -1416,3 +1416,28 @@ async def test_a_request_read_after_a_drop_is_not_acted_on_early(fake: FakeAMI) 
         assert early == []
         with pytest.raises(AMIEventsDropped):
             await client.wait_event(2)
+
+
+async def test_an_event_of_100000_headers_drops_the_connection_and_a_new_one_serves(
+    fake: FakeAMI,
+) -> None:
+    """A peer's event of 100,000 short headers (1.1 MB): twenty of them held
+    700 MB in ``callrouter run`` and stalled its event loop for seconds. Now
+    the first is refused unsplit, as a line too long is: the connection goes,
+    the stream's next poll logs in again, the gap is reconciled."""
+    client = TCPClient(settings(fake))
+    await client.login()
+    huge = b"Event: Newchannel\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(100_000))
+    fake.push_raw(huge + b"\r\n")
+
+    async def until_lost() -> None:
+        while True:
+            await client.wait_event(1)
+
+    with pytest.raises(AMIConnectionError, match="an event of 100001 lines, more than 1000"):
+        await asyncio.wait_for(until_lost(), 10)
+    fake.push(("Event", "After"))  # nobody is logged in: goes nowhere
+    assert await client.wait_event(1) == []
+    assert fake.logins == 2
+    assert client.session_generation == 2
+    await client.aclose()
