@@ -811,6 +811,12 @@ class ListCollector:
     def expect(self, action_id: str) -> None:
         self._waiting.add(action_id)
 
+    def collecting(self, action_id: str) -> int | None:
+        """How many items the list of ``action_id`` has so far; ``None`` when
+        no list of it is open (no answer yet, or a plain one)."""
+        pending = self._pending.get(action_id)
+        return None if pending is None else len(pending[1])
+
     def forget(self, action_id: str) -> None:
         """An action given up on (a timeout): whatever still arrives for it is not kept."""
         self._waiting.discard(action_id)

@@ -321,6 +321,10 @@ class _Connection(asyncio.Protocol):
         self._parser.wanted = names
         self._parser.narrow = narrow or None
 
+    def collecting(self, action_id: str) -> int | None:
+        """Items of the open event list of ``action_id`` so far (``None``: none open)."""
+        return self._collector.collecting(action_id)
+
     def forget(self, action_id: str) -> None:
         """An action given up on (timeout): its late answer is dropped."""
         self._pending.pop(action_id, None)
@@ -888,6 +892,14 @@ class TCPClient(AMIActions[ActionResult]):
         try:
             return await future
         except TimeoutError as exc:
+            items = conn.collecting(action.action_id or "")
+            if items is not None:
+                # Answered, but its list never closed: "no answer" misled
+                # (AJAM says "no closing 'EventList: Complete'" for the same).
+                raise AMITimeoutError(
+                    f"{action.name}: its event list from {self._endpoint} did not end within "
+                    f"{wait:g} s: {items} items and no closing 'EventList: Complete'"
+                ) from exc
             raise AMITimeoutError(
                 f"{action.name}: no answer from {self._endpoint} within {wait:g} s"
             ) from exc

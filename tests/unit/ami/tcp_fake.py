@@ -52,6 +52,8 @@ class FakeAMI:
     drop_after: str | None = None
     #: Close the connection instead of answering this action (lower case), once.
     drop_on: str | None = None
+    #: Answer CoreShowChannels without its closing ``EventList: Complete``.
+    unfinished_lists: bool = False
     #: The ``Message`` of a refused login.
     login_failure: str = "Authentication failed"
 
@@ -149,13 +151,14 @@ class FakeAMI:
                 + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/1@x-0001;1"))
                 + block(("Event", "Newexten"), ("Channel", "Local/9@y-0002;1"))
                 + block(("Event", "CoreShowChannel"), aid, ("Channel", "Local/2@x-0003;1"))
-                + block(
+            )
+            if not self.unfinished_lists:
+                out += block(
                     ("Event", "CoreShowChannelsComplete"),
                     aid,
                     ("EventList", "Complete"),
                     ("ListItems", "2"),
                 )
-            )
         elif name == "userevent":
             # Asterisk copies the ActionID into the event, which may come first.
             out = block(("Event", "UserEvent"), ("UserEvent", h.get("userevent", "")), aid) + block(

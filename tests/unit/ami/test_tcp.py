@@ -1441,3 +1441,21 @@ async def test_an_event_of_100000_headers_drops_the_connection_and_a_new_one_ser
     assert fake.logins == 2
     assert client.session_generation == 2
     await client.aclose()
+
+
+async def test_a_list_that_never_ends_says_so_not_that_nothing_answered(fake: FakeAMI) -> None:
+    """A peer answering a list action without its closing event: the timeout
+    said ``no answer`` (the engine logged ``reconcile at start failed:
+    CoreShowChannels: no answer``) where AJAM says the list had no closing
+    ``EventList: Complete``."""
+    fake.unfinished_lists = True
+    async with TCPClient(settings(fake)) as client:
+        with pytest.raises(
+            AMITimeoutError,
+            match=r"CoreShowChannels: its event list from tcp://\S+ did not end within 0.3 s: "
+            r"2 items and no closing 'EventList: Complete'",
+        ):
+            await client.request(Action("CoreShowChannels"), timeout=0.3)
+        fake.unanswered.add("ping")
+        with pytest.raises(AMITimeoutError, match="Ping: no answer from"):
+            await client.request(Action("Ping"), timeout=0.3)
