@@ -125,6 +125,11 @@ MAX_LIST_ITEMS = 1_000_000
 #: Events handed over by one ``wait_event``: in a burst the engine routes the
 #: first calls while later events wait, as a callback-per-event loop would.
 MAX_BATCH = 64
+#: Seconds between two WARNINGs of a lost connection (and two INFOs of a
+#: login): a peer that takes every login and then breaks the session (a bad
+#: byte, a line too long) is met again about every second, and the stream
+#: logs the outage once (router/ami/stream.py); the rest go to DEBUG, counted.
+LOG_EVERY = 60.0
 
 
 class _Lost(AMIConnectionError):
@@ -415,6 +420,11 @@ class TCPClient(AMIActions[ActionResult]):
         self._logins = 0
         self._login_listener: LoginListener | None = None
         self._denied_logged: set[str] = set()
+        #: When a loss and a login were last logged above DEBUG, and how many
+        #: losses went to DEBUG since (:data:`LOG_EVERY`).
+        self._loss_logged: float | None = None
+        self._losses_unlogged = 0
+        self._login_logged: float | None = None
         #: Increases at every successful login: a new connection is a new
         #: session, and events of the old one that were never read are gone.
         #: A login while a loss is unreported counts once it is reported.
@@ -601,7 +611,12 @@ class TCPClient(AMIActions[ActionResult]):
             self.session_generation = self._logins
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.ensure_future(self._keepalive())
-        log.info("logged in to %s as %s", self._endpoint, settings.username)
+        now = time.monotonic()
+        if self._login_logged is None or now - self._login_logged >= LOG_EVERY:
+            self._login_logged = now
+            log.info("logged in to %s as %s", self._endpoint, settings.username)
+        else:
+            log.debug("logged in to %s as %s", self._endpoint, settings.username)
         tell_login(self._login_listener)
         return response
 
@@ -702,7 +717,20 @@ class TCPClient(AMIActions[ActionResult]):
         """Called by the protocol: the socket is gone (by Asterisk, us, or the network)."""
         if conn is not self._conn or self._closed:
             return
-        log.warning("AMI connection to %s lost: %s", self._endpoint, conn.error)
+        now = time.monotonic()
+        last = self._loss_logged
+        if last is None or now - last >= LOG_EVERY:
+            more = self._losses_unlogged
+            self._loss_logged, self._losses_unlogged = now, 0
+            log.warning(
+                "AMI connection to %s lost: %s%s",
+                self._endpoint,
+                conn.error,
+                f" ({more} more losses in the last {now - last:.0f} s)" if more and last else "",
+            )
+        else:
+            self._losses_unlogged += 1
+            log.debug("AMI connection to %s lost: %s", self._endpoint, conn.error)
         if self._unreported is not None and self._held:
             # A session that began and ended inside a gap the stream has not
             # heard of yet: its events are the gap's, and the reconcile after

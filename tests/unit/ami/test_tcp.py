@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import ssl
 import subprocess
@@ -1459,3 +1460,34 @@ async def test_a_list_that_never_ends_says_so_not_that_nothing_answered(fake: Fa
         fake.unanswered.add("ping")
         with pytest.raises(AMITimeoutError, match="Ping: no answer from"):
             await client.request(Action("Ping"), timeout=0.3)
+
+
+async def test_a_peer_that_breaks_every_session_is_logged_once_a_minute(
+    fake: FakeAMI, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer taking every login and then breaking the session (a bad byte)
+    is met again about every second: ``callrouter run`` logged a WARNING and
+    an INFO each time, forever, while the stream logs the outage once."""
+    caplog.set_level(logging.DEBUG, logger="router.ami.tcp")
+    client = TCPClient(settings(fake))
+    for _ in range(5):
+        await client.login()
+        fake.close_all()
+        await until(lambda: not client.logged_in)
+
+    def logged(level: int, text: str) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "router.ami.tcp" and r.levelno == level and text in r.getMessage()
+        ]
+
+    assert len(logged(logging.WARNING, "lost: Asterisk closed the connection")) == 1
+    assert len(logged(logging.INFO, "logged in to")) == 1
+    assert len(logged(logging.DEBUG, "lost: Asterisk closed the connection")) == 4
+    monkeypatch.setattr("router.ami.tcp.LOG_EVERY", 0.0)
+    await client.login()
+    fake.close_all()
+    await until(lambda: not client.logged_in)
+    assert re.search(r"\(4 more losses in the last \d+ s\)$", logged(logging.WARNING, "lost")[-1])
+    await client.aclose()
