@@ -538,6 +538,7 @@ class TCPClient(AMIActions[ActionResult]):
     async def _open(self, conn: _Connection) -> Response:
         settings = self.settings
         loop = asyncio.get_running_loop()
+        connected = False
         try:
             # One deadline for the connect, the TLS handshake and the greeting.
             async with asyncio.timeout(settings.connect_timeout):
@@ -563,6 +564,7 @@ class TCPClient(AMIActions[ActionResult]):
                     raise
                 finally:
                     self._opening = None
+                connected = True
                 self.banner = await asyncio.shield(conn.banner)
         except ssl.SSLError as exc:
             raise AMIConnectionError(
@@ -570,6 +572,18 @@ class TCPClient(AMIActions[ActionResult]):
                 f"{tls_hint(exc, settings.verify)}"
             ) from exc
         except TimeoutError as exc:
+            if not connected:
+                # The connect itself (or its TLS handshake) never ended: a
+                # host that is down or a firewall dropping the port, not (as
+                # the greeting's hint said) a port that waits for us to speak.
+                step = "connection" if self._ssl is None else "connection or TLS handshake"
+                raise AMITimeoutError(
+                    f"cannot connect to Asterisk at {self._endpoint}: no {step} within "
+                    f"{settings.connect_timeout:g} s (connect_timeout): nothing answered at "
+                    f"{self._host} port {self._port} (a host that is down or unreachable, a "
+                    "firewall dropping the port"
+                    + (")" if self._ssl is None else ", or a port that never answers TLS)")
+                ) from exc
             raise AMITimeoutError(
                 f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
                 f"{settings.connect_timeout:g} s (connect_timeout); a port that waits for "

@@ -1491,3 +1491,34 @@ async def test_a_peer_that_breaks_every_session_is_logged_once_a_minute(
     await until(lambda: not client.logged_in)
     assert re.search(r"\(4 more losses in the last \d+ s\)$", logged(logging.WARNING, "lost")[-1])
     await client.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+async def test_a_connect_nothing_answers_is_not_taken_for_a_silent_port(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that is down or a firewall dropping the SYN: the connect never
+    ends. The error said ``no AMI greeting`` and that Asterisk's HTTP port
+    sends none, for a port that never took the connection (found with
+    tcp://10.255.255.1:5038)."""
+    loop = asyncio.get_running_loop()
+
+    async def never(*args: object, **kwargs: object) -> Any:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(loop, "create_connection", never)
+    client = TCPClient(
+        ClientSettings(
+            url=f"{scheme}://192.0.2.7:5038", username="router", secret="x", connect_timeout=0.2
+        )
+    )
+    with pytest.raises(AMITimeoutError) as caught:
+        await client.login()
+    await client.aclose()
+    text = str(caught.value)
+    step = "connection" if scheme == "tcp" else "connection or TLS handshake"
+    assert f"no {step} within 0.2 s (connect_timeout): nothing answered at 192.0.2.7 port 5038" in (
+        text
+    )
+    assert "greeting" not in text
+    assert "HTTP port" not in text
