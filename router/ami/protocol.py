@@ -274,6 +274,11 @@ class RawmanParser:
         """True while part of a message is buffered."""
         return bool(self._buffer)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read since the last whole message (part of one, or none)."""
+        return len(self._buffer)
+
     def close(self) -> None:
         """Declare end of input; a half-received message is an error."""
         if self.pending:

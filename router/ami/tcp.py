@@ -326,6 +326,17 @@ class _Connection(asyncio.Protocol):
         self._parser.wanted = names
         self._parser.narrow = narrow or None
 
+    def unfinished(self) -> str:
+        """What a timeout adds when bytes came that end no message: a peer
+        ending them otherwise (bare LF) looked as if it had sent nothing."""
+        size = self._parser.buffered
+        if not size:
+            return ""
+        return (
+            f"; {size} bytes came after the last whole message and end none "
+            "(AMI ends each message with an empty line, CR LF CR LF)"
+        )
+
     def collecting(self, action_id: str) -> int | None:
         """Items of the open event list of ``action_id`` so far (``None``: none open)."""
         return self._collector.collecting(action_id)
@@ -613,7 +624,7 @@ class TCPClient(AMIActions[ActionResult]):
             raise AMITimeoutError(
                 f"cannot log in to Asterisk at {self._endpoint}: the login (Login, its "
                 f"challenge and event filters) did not end within {settings.request_timeout:g} s "
-                "(request_timeout)"
+                f"(request_timeout){conn.unfinished()}"
             ) from exc
         if self._closed:  # its answer came, but after aclose
             raise AMIConnectionError("the AMI client is closed")
@@ -944,6 +955,7 @@ class TCPClient(AMIActions[ActionResult]):
                 ) from exc
             raise AMITimeoutError(
                 f"{action.name}: no answer from {self._endpoint} within {wait:g} s"
+                f"{conn.unfinished()}"
             ) from exc
         finally:
             timer.cancel()

@@ -1522,3 +1522,42 @@ async def test_a_connect_nothing_answers_is_not_taken_for_a_silent_port(
     )
     assert "greeting" not in text
     assert "HTTP port" not in text
+
+
+async def test_answers_ended_by_bare_lfs_are_named_at_the_timeout() -> None:
+    """A peer greeting with CR LF, then ending its answers with bare LFs (no
+    Asterisk does, a hand-written fake may): nothing ends a message, and the
+    login's timeout read as if nothing had come."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(BANNER)
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                action_id = re.search(rb"ActionID: (\S+)", raw)
+                assert action_id is not None
+                writer.write(b"Response: Success\nActionID: %s\n\n" % action_id.group(1))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TCPClient(
+        ClientSettings(
+            url=f"tcp://127.0.0.1:{port}", username="router", secret="x", request_timeout=0.3
+        )
+    )
+    try:
+        with pytest.raises(AMITimeoutError) as caught:
+            await client.login()
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert re.search(
+        r"did not end within 0.3 s \(request_timeout\); \d+ bytes came after the last whole "
+        r"message and end none \(AMI ends each message with an empty line, CR LF CR LF\)$",
+        str(caught.value),
+    )
