@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import router
 import router.commands
 from router.errors import CallRouterError
+from router.logsafe import escape_controls
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except CallRouterError as exc:
-        print(f"callrouter: error: {exc}", file=sys.stderr)
+        # An error may quote a peer (Asterisk's Message, 1C, an API): never
+        # a raw ESC, BEL or bidi override on the terminal.
+        print(
+            f"callrouter: error: {escape_controls(str(exc), keep_newlines=True)}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ from router.ami.catalog import format_action_help, load_catalog
 from router.ami.protocol import Action, ActionResult
 from router.commands._connect import add_connection_arguments, client_from_args
 from router.errors import AMIValidationError
-from router.logsafe import escape_controls, escape_json_line
+from router.logsafe import escape_controls, escape_json_line, peer_text
 
 #: How the command line skips the catalog (the Python API: ``validate=False``).
 RAW = "--raw"
@@ -124,7 +124,8 @@ async def _send(args: argparse.Namespace, action: Action) -> int:
     )
     if not result.ok:
         print(
-            f"callrouter: error: {action.name}: {result.response.message or 'failed'}",
+            # The answer above is whole (escaped); this line quotes it in part.
+            f"callrouter: error: {action.name}: {peer_text(result.response.message, 'failed')}",
             file=sys.stderr,
         )
         return 1

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socketserver
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from router.ami.message import Response
+from router.ami.protocol import Action
 from router.cli import main
 from router.commands.ami import build_action, parse_params
-from router.errors import AMIValidationError
+from router.errors import AMIActionError, AMIValidationError
 
 
 def test_parse_params_keeps_repeats_and_refuses_junk() -> None:
@@ -203,3 +208,74 @@ def test_an_action_that_crashes_asterisk_is_refused_before_connecting(
     err = capsys.readouterr().err
     assert "crashes Asterisk" in err
     assert "cannot connect" not in err
+
+
+_HOSTILE = "\x1b[31mBad\x07\u202e" + "M" * 10240
+
+
+@pytest.fixture
+def hostile_peer() -> Iterator[int]:
+    """A native AMI peer that takes the login and answers every other action
+    ``Response: Error`` with 10 kB of ``Message`` led by ESC, BEL and a bidi
+    override; served from a thread, as ``main`` runs its own event loop."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line.decode().strip())
+                if not line:
+                    return
+                head = dict(item.split(": ", 1) for item in lines)
+                action_id = head.get("ActionID", "")
+                if head.get("Action") == "Login":
+                    answer = f"Response: Success\r\nActionID: {action_id}\r\n\r\n"
+                else:
+                    answer = (
+                        f"Response: Error\r\nActionID: {action_id}\r\nMessage: {_HOSTILE}\r\n\r\n"
+                    )
+                self.wfile.write(answer.encode())
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_actions_message_reaches_the_terminal_escaped_and_cut(
+    hostile_peer: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer was printed escaped, but the error line after it quoted the
+    peer's Message raw: ESC, BEL and a bidi override on the terminal, 10 kB of it."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["ami", "Ping", "--url", f"tcp://127.0.0.1:{hostile_peer}", "--username", "u"]
+    code = main([*argv, "--auth", "plain", "--config", "/nonexistent.toml"])
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert "Message: \\x1b[31mBad\\x07\\u202e" + "M" * 10240 in out  # the answer, whole
+    assert err.startswith("callrouter: error: Ping: \\x1b[31mBad\\x07\\u202eMMM")
+    assert not set(err) & {"\x1b", "\x07", "\u202e"}
+    assert len(err) < 300
+
+
+def test_an_error_quoting_a_peer_is_escaped_on_the_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any error main prints may quote a peer (AMIActionError keeps
+    Asterisk's Message as it came): its control characters are escaped."""
+
+    async def refused(args: argparse.Namespace, action: Action) -> int:
+        response = Response((("Response", "Error"), ("Message", "\x1b[2J\u202eno\x07")))
+        raise AMIActionError(action.name, response)
+
+    monkeypatch.setattr("router.commands.ami._send", refused)
+    assert main(["ami", "Ping", "--config", "/nonexistent.toml"]) == 1
+    err = capsys.readouterr().err
+    assert err == "callrouter: error: Ping: \\x1b[2J\\u202eno\\x07\n"
