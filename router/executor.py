@@ -50,6 +50,7 @@ from router.errors import (
     AMIPrivilegeError,
     PluginError,
 )
+from router.logsafe import peer_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.calls import Call
@@ -361,7 +362,9 @@ class Executor:
         except AMIActionError as exc:
             text = exc.response.get("Message") or str(exc)
             status = "channel-gone" if "does not exist" in text else "failed"
-            outcome = ActionOutcome(action.kind, status, text)
+            # Asterisk's own text, as it came: a peer's 64 KB line with ESC
+            # and bidi overrides went into every decision line and trace.
+            outcome = ActionOutcome(action.kind, status, peer_text(text))
         except (AMIError, PluginError, OSError, TimeoutError) as exc:
             # PluginError: already logged with the plugin's name by the facade.
             outcome = ActionOutcome(action.kind, "failed", str(exc))

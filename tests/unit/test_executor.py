@@ -401,3 +401,17 @@ async def test_a_setvar_answered_at_once_with_the_channel_gone_stops_the_rest() 
     )
     assert [o.status for o in outcomes] == ["channel-gone"]
     assert [name for name, _ in host.ami.sent] == ["Setvar"]
+
+
+async def test_asterisks_refusal_is_quoted_in_part_and_escaped() -> None:
+    """A peer's 10 kB Message with ESC, BEL and a bidi override went into the
+    outcome as it came, and from there into every decision line and trace."""
+    host = Host()
+    host.ami.fail["Originate"] = "\x1b[31mno\x07\u202e" + "M" * 10240
+    outcomes = await executor_for(host).run(
+        [Action.make("originate", {"channel": "Local/1@x", "caller_id": "x <1>"})], None, None
+    )
+    assert outcomes[0].status == "failed"
+    assert outcomes[0].detail.startswith("\\x1b[31mno\\x07\\u202eMMM")
+    assert outcomes[0].detail.endswith("M...")
+    assert len(outcomes[0].detail) < 300
