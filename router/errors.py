@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from router.logsafe import peer_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Message
 
@@ -115,8 +117,10 @@ class AMIActionError(AMIError):
     def __init__(self, action: str, response: Message) -> None:
         self.action = action
         self.response = response
-        message = response.get("Message") or "no message"
-        super().__init__(f"{action}: {message}")
+        # Quoted in part and escaped: ``check --asterisk`` and the CLI print
+        # this, and a peer's Message may be a 64 KB line of control characters
+        # (the whole answer stays in ``response``).
+        super().__init__(f"{action}: {peer_text(response.get('Message'), 'no message')}")
 
 
 class AMIPrivilegeError(AMIActionError):

@@ -531,3 +531,21 @@ async def test_filtering_says_who_filters_event_names(
     # Not every Asterisk keeps it in /etc/asterisk (a source build's
     # /usr/local/etc/asterisk): the finding says how to find the directory.
     assert "asterisk -rx 'core show settings' names" in found[2].text
+
+
+async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """A peer answering UserEvent with 10 kB of Message led by ESC and a bidi
+    override: the finding quoted all of it (escaped by the printer only)."""
+
+    def hostile(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "\x1b[2J\u202e" + "M" * 10240)]
+
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    ajam_replay.on("UserEvent", hostile)
+    found = await run(ajam_replay)
+    (fail,) = [f for f in found if f.text.startswith("UserEvent could not be sent")]
+    assert fail.text.startswith("UserEvent could not be sent: UserEvent: \\x1b[2J\\u202eMMM")
+    assert fail.text.endswith("M...")
+    assert len(fail.text) < 300
