@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from router import eager
 from router.ami.message import Event
@@ -477,6 +477,11 @@ class Router:
                 f"call {record.linkedid} from {record.caller} to {record.did}: rule {rule} "
                 f"-> {record.outcome} [{acts}] in {total}"
                 + (f"; lookups {looked}" if looked else "")
+                + "".join(
+                    f"; {a.kind} {a.status}: {_cut(a.detail)}"
+                    for a in record.actions
+                    if a.status in _SHOWN_FAILURES and a.detail
+                )
                 + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected)
                 + "".join(
                     f"; error {e['rule']} ({e['stage']}): {e['error']}" for e in record.errors
@@ -644,6 +649,13 @@ def _errors(trace: Any) -> list[dict[str, str]]:
         for rule in getattr(trace, "rules", ())
         if rule.status == "error"
     ]
+
+
+#: Action statuses whose ``detail`` the text line shows: without it an
+#: operator reads ``setvar:failed`` and cannot tell why (a client name from 1C
+#: with a line break, which no AMI header may carry), while the JSON line has
+#: had the detail all along.
+_SHOWN_FAILURES: Final = frozenset({"failed", "unconfirmed", "channel-gone", "no-executor"})
 
 
 def _cut(text: str) -> str:

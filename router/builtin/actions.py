@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from router import eager
 from router.ami.catalog import load_catalog
@@ -280,12 +280,18 @@ async def _setvar(run: ActionRun) -> ActionOutcome:
     # Redirect that follows, not one a variable (the shipped owner rule sets
     # two: CRM_CLIENT and CRM_MANAGER). They set different variables, so
     # their order does not matter, over TCP or AJAM's separate connections.
-    def setvar(name: str, value: str) -> Coroutine[Any, Any, ActionResult]:
+    async def setvar(name: str, value: str) -> ActionResult:
         # Unvalidated: the catalog calls Value required, and an empty value
         # is how a rule clears a variable.
-        return run.ami.send(
-            "Setvar", {"Channel": run.channel, "Variable": name, "Value": value}, validate=False
-        )
+        try:
+            return await run.ami.send(
+                "Setvar", {"Channel": run.channel, "Variable": name, "Value": value}, validate=False
+            )
+        except AMIValidationError as exc:
+            # Refused before sending (a line break or NUL in a value a lookup
+            # gave, such as a client name from 1C): "Setvar: parameter 'Value'"
+            # alone does not say which of the rule's variables it was.
+            raise AMIValidationError(f"{name}: {exc}") from exc
 
     items = list(run.params.items())
     ahead: list[asyncio.Task[ActionResult]] = []

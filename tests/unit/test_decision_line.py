@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from router.ami.protocol import Action, ActionResult
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
@@ -143,3 +146,66 @@ async def test_a_rule_that_failed_is_in_the_json_line(
             "error": "vip() raised RuntimeError: the VIP list is not loaded",
         }
     ]
+
+
+#: A client name as 1C may hold it (a line typed into a multi-line field): no
+#: AMI header can carry it, so the Setvar is refused before it is sent.
+NAMED = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      owner: card(caller.number)
+    when: owner
+    do:
+      - setvar: {CRM_CLIENT: "{owner.name}", CRM_MANAGER: "{owner.manager}"}
+      - redirect: {context: callrouter-dial, exten: "{owner.extension}"}
+"""
+
+
+class Card:
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def card(number: str) -> dict[str, str]:
+            return {"name": "ООО «Ёж»\nдоставка", "manager": "Петров", "extension": "101"}
+
+        registry.add_lookup("card", card)
+
+
+class CheckingClient(FakeClient):
+    """Refuses what the real client refuses before sending (router.ami.protocol)."""
+
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
+        Action.build(name, params).pairs()
+        return await super().send(name, params, **kw)
+
+
+async def test_a_failed_action_says_why_in_the_text_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The text line said only ``setvar:failed``: which variable, and why, was in
+    the JSON line alone (issue 16, the 1C developer's trial)."""
+    (tmp_path / "rules.yaml").write_text(NAMED)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    client = CheckingClient()
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[Card()]),
+        options=EngineOptions(watch_interval=0),
+        shadow=False,
+    )
+    client.engine = engine
+    await engine.setup()
+    line = await decide(engine, caplog)
+    assert " -> failed [setvar:failed, redirect:confirmed] in " in line, line
+    assert (
+        "; setvar failed: CRM_CLIENT: Setvar: parameter 'Value' contains a line break, "
+        "which would inject headers"
+    ) in line, line
+    assert "redirect confirmed" not in line  # only what went wrong is spelled out
