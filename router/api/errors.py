@@ -3,7 +3,8 @@
 Every endpoint raises :class:`ApiError` for a failure it can name; the app
 turns it into ``application/problem+json`` with ``type``, ``title``,
 ``status``, ``detail`` and extras a client can act on (``field``,
-``missing_permission``, ``did_you_mean``, ``origin``). One class rather than one per
+``missing_permission``, ``did_you_mean``, ``origin``...; every one is in
+:data:`PROBLEM_SCHEMA`, which tests/unit/test_api_docs.py checks). One class rather than one per
 status: the status is data a client switches on, not a Python type anyone
 catches selectively.
 """
@@ -107,6 +108,24 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "the operation the token lacks (403)",
         },
         "did_you_mean": {"type": "string", "description": "the closest known name (404, 400)"},
+        "extension": {
+            "type": "string",
+            "description": "the extension the token may not act for or see (403)",
+        },
+        "line": {"type": "integer", "description": "where malformed JSON went wrong (400)"},
+        "column": {"type": "integer", "description": "where malformed JSON went wrong (400)"},
+        "position": {
+            "type": "integer",
+            "description": "the byte of a body that is not UTF-8 (400)",
+        },
+        "ami_response": {
+            "type": "object",
+            "description": "the fields of Asterisk's Response: Error (409)",
+        },
+        "phase": {
+            "type": "string",
+            "description": "starting: callrouter waits for Asterisk (503, with Retry-After)",
+        },
         "origin": {
             "type": "string",
             "description": "who started the recording the API may not stop (409): "

@@ -12,6 +12,7 @@ the ``curl`` reader is itself tested, so a page cannot pass by being unread.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
@@ -594,3 +595,49 @@ def test_a_broken_link_is_reported(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert broken_links(page) == ["missing.md: no such file", "other.md#its-prat: no such heading"]
+
+
+# The members a problem document can carry besides type, title, status, detail.
+_NOT_MEMBERS = {"title", "headers"}
+
+
+def problem_members(root: Path) -> dict[str, str]:
+    """Extension member -> where the API sets it: every keyword of an
+    ``ApiError(...)``/``problem_body(...)``/``_problem(...)`` call and every
+    ``.extra["name"] = ...`` in router/api."""
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if name in ("ApiError", "problem_body", "_problem"):
+                    for keyword in node.keywords:
+                        if keyword.arg is not None and keyword.arg not in _NOT_MEMBERS:
+                            found.setdefault(keyword.arg, where)
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "extra"
+                and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)
+            ):
+                found.setdefault(node.slice.value, where)
+    return found
+
+
+def test_every_problem_member_is_in_the_document(document: dict[str, Any]) -> None:
+    """A client (the 1C module reads ``field``, ``missing_permission``,
+    ``did_you_mean``) learns the members from the Problem schema: ``extension``
+    (403), ``line``/``column``/``position`` (malformed JSON), ``ami_response``
+    (409) and ``phase`` (503 while starting) were served but not described
+    (issue 16)."""
+    members = problem_members(REPO / "router" / "api")
+    assert {"field", "missing_permission", "extension", "line", "ami_response"} <= members.keys()
+    described = document["components"]["schemas"]["Problem"]["properties"]
+    missing = {name: where for name, where in members.items() if name not in described}
+    assert missing == {}, "problem members the OpenAPI document does not describe"
+    undocumented = [name for name in members if f"`{name}`" not in PAGES[0].read_text()]
+    assert undocumented == [], "problem members docs/api.md does not name"
