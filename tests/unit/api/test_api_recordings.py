@@ -1344,3 +1344,28 @@ async def test_the_stops_404_costs_the_same_for_no_call_and_a_call_not_seen(
             )
             answers.append((answer.status_code, reads.count(call_id)))
     assert answers == [(404, 1), (404, 1)]
+
+
+async def test_without_public_url_the_listing_has_no_link(
+    tmp_path: Path, stub: StubEngine, settings: RecordingSettings
+) -> None:
+    """The link is built on ``[recordings] public_url``; without it ``url`` is
+    null and the file is fetched with the token, as docs/api.md now says: it
+    promised a signed link in every listing, and a 1C developer following it
+    found ``"url": null`` (issue 16)."""
+    bare = dataclasses.replace(settings, public_url=None)
+    config = dataclasses.replace(stub.config, recordings=bare)
+    engine = StubEngine(state_dir=stub.state_dir, config=config)
+    try:
+        async with client_for(engine) as client:
+            listing = await client.get(f"/api/v1/recordings/{CALL}", headers=bearer(DESK101))
+            fetched = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(DESK101))
+    finally:
+        await engine.aclose()
+    (entry,) = listing.json()["files"]
+    assert entry["url"] is None
+    assert fetched.content == AUDIO
+    for page in ("api.md", "ru/api.md"):
+        text = (Path(__file__).parents[3] / "docs" / page).read_text(encoding="utf-8")
+        after_link = text[text.index("`[recordings] url_ttl`") :]
+        assert "`[recordings] public_url`" in after_link[:300], page
