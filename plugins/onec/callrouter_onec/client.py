@@ -168,6 +168,23 @@ def read_answer(
         ) from exc
 
 
+#: What a transport failure means, for the log a 1C developer reads: httpx's
+#: own text is empty for a reset (``ReadError: ``) and names no side.
+_TRANSPORT = (
+    (httpx.ConnectError, "cannot connect to 1C's web server"),
+    (httpx.RemoteProtocolError, "1C's web server closed the connection without an answer"),
+    (httpx.ReadError, "1C's web server broke the connection before its answer (reset)"),
+    (httpx.WriteError, "1C's web server broke the connection while the request was sent"),
+)
+
+
+def transport_problem(exc: BaseException) -> str:
+    """``what it means (ExceptionName: its text)`` for a failed request."""
+    meaning = next((text for kind, text in _TRANSPORT if isinstance(exc, kind)), None)
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{meaning} ({detail})" if meaning else detail
+
+
 async def fetch_bounded(
     http: httpx.AsyncClient, method: str, url: str, limit: int, **kwargs: Any
 ) -> tuple[httpx.Response, bytes]:
@@ -369,7 +386,7 @@ class OneCClient:
             except (TimeoutError, httpx.TimeoutException) as exc:
                 raise OneCUnavailable(f"no answer within {remaining:.2f} s", url=url) from exc
             except (httpx.HTTPError, OSError) as exc:
-                raise OneCUnavailable(f"{type(exc).__name__}: {exc}", url=url) from exc
+                raise OneCUnavailable(transport_problem(exc), url=url) from exc
             if self.settings.ibsession:
                 self._remember_session(response)
             if sent_session is not None and self._stale_session(response, body):

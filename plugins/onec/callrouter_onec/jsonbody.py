@@ -34,6 +34,17 @@ _OPEN = frozenset(b"[{")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+#: A UTF-8 BOM read back as Windows-1251 or Latin-1 text and encoded again: a
+#: module that wrote its JSON to a file or stream with a BOM and read it in the
+#: wrong encoding. "not JSON (JSONDecodeError)" would not tell its author that.
+_BOM_AS_TEXT = ("\u043f\u00bb\u0457", "\u00ef\u00bb\u00bf")  # "п»ї", "ï»¿"
+_BOM_AS_TEXT_HINT = (
+    "answer is not JSON: it begins with a UTF-8 BOM turned into text ('п»ї' or 'ï»¿'); "
+    "the 1C module should write the body with ИспользованиеByteOrderMark.НеИспользовать "
+    "(docs/onec.md, the service contract)"
+)
+
+
 class BodyError(ValueError):
     """The body is not JSON the plugin can use; the message says why, never echoes it."""
 
@@ -92,6 +103,8 @@ def decode_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> object:
     except (ValueError, RecursionError, MemoryError, TypeError) as exc:
         # ValueError covers JSONDecodeError; RecursionError and MemoryError are
         # belt and braces behind the depth and size bounds.
+        if text.startswith(_BOM_AS_TEXT):
+            raise BodyError(_BOM_AS_TEXT_HINT) from None
         raise BodyError(f"answer is not JSON ({type(exc).__name__})") from None
     if _SURROGATE_ESCAPE.search(content) is not None:
         # "\\ud800" is valid JSON but no text: a name holding it could be

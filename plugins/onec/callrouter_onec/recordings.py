@@ -54,7 +54,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from callrouter_onec.client import OneCSettings, basic_auth_header, fetch_bounded
+from callrouter_onec.client import (
+    OneCSettings,
+    basic_auth_header,
+    fetch_bounded,
+    transport_problem,
+)
 from callrouter_onec.errors import OneCUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -331,7 +336,7 @@ class OneCRecordings:
         except OneCUnavailable as exc:
             raise OSError(f"1C's answer is unusable: {exc.detail}") from None
         except httpx.HTTPError as exc:
-            raise OSError(f"1C unreachable: {type(exc).__name__}: {exc}") from None
+            raise OSError(f"1C unreachable: {transport_problem(exc)}") from None
         return _Answer(response.status_code, body)
 
     async def status(self, upload: Upload) -> TransferStatus:

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from callrouter_onec.client import OneCClient, OneCSettings, interpret
+from callrouter_onec.client import OneCClient, OneCSettings, interpret, read_answer
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
-from callrouter_onec.models import Responsible
+from callrouter_onec.models import Responsible, parse_ping
 
 # Generous bound for "fails fast": the client's budget in these tests is 0.5 s.
 FAST = 2.0
@@ -117,6 +117,21 @@ async def test_every_unusable_answer_is_unavailable(
     assert not isinstance(caught.value, OneCBadRequest)
 
 
+@pytest.mark.parametrize("damaged", ["\u043f\u00bb\u0457", "\u00ef\u00bb\u00bf"])
+def test_a_bom_turned_into_text_is_named(damaged: str) -> None:
+    """A BOM read back as Windows-1251 ('п»ї') or Latin-1 ('ï»¿') text was only
+    "not JSON (JSONDecodeError)"; the reason now says what the module did and
+    what to write instead (issue 16)."""
+    body = (damaged + '{"result": "ok", "version": "1.0", "time": "x"}').encode()
+    with pytest.raises(OneCUnavailable) as caught:
+        read_answer(200, body, parse_ping)
+    assert "BOM turned into text" in caught.value.detail
+    assert "ИспользованиеByteOrderMark.НеИспользовать" in caught.value.detail
+    with pytest.raises(OneCUnavailable) as plain:
+        read_answer(200, b"not json", parse_ping)
+    assert plain.value.detail == "answer is not JSON (JSONDecodeError)"
+
+
 async def test_bom_before_json_is_fine(client: OneCClient, double: OneCDouble) -> None:
     double.faults.set_global("bom")
     answer = await client.responsible("79161234567")
@@ -124,14 +139,25 @@ async def test_bom_before_json_is_fine(client: OneCClient, double: OneCDouble) -
     assert (await client.ping()).version == "1.0"
 
 
-@pytest.mark.parametrize("fault", ["reset", "close"])
-async def test_connection_failures(client: OneCClient, double: OneCDouble, fault: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "meaning"),
+    [
+        ("reset", "1C's web server broke the connection before its answer (reset) (ReadError"),
+        ("close", "1C's web server closed the connection without an answer (RemoteProtocolError"),
+    ],
+)
+async def test_connection_failures(
+    client: OneCClient, double: OneCDouble, fault: str, meaning: str
+) -> None:
     double.faults.add(fault)
     started = time.monotonic()
     with pytest.raises(OneCUnavailable) as caught:
         await client.responsible("79161234567")
     assert time.monotonic() - started < FAST
     assert caught.value.status is None
+    # The decision log showed "ReadError: " for a reset: which side, and what
+    # happened, is what a 1C developer reading it needs (issue 16).
+    assert str(caught.value.detail).startswith(meaning), caught.value.detail
     assert (await client.responsible("79161234567")).found  # the pool recovers
 
 
