@@ -36,7 +36,13 @@ from router.api import health
 from router.api import metrics as metrics_endpoint
 from router.api.auth import Audit, Authenticator
 from router.api.context import ApiContext
-from router.api.errors import PROBLEM_SCHEMA, ApiError, problem_body
+from router.api.errors import (
+    ANY_PATH,
+    PROBLEM_SCHEMA,
+    ApiError,
+    problem_body,
+    problem_responses,
+)
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 
@@ -113,6 +119,16 @@ def openapi_document(modules: list[Any] | None = None) -> dict[str, Any]:
             document["paths"].setdefault(path, {}).update(copy.deepcopy(operations))
         for kind, entries in fragment.get("components", {}).items():
             document["components"].setdefault(kind, {}).update(copy.deepcopy(entries))
+    # What any path may answer, whichever module wrote the operation: a client
+    # built from the document should expect GET /calls to be 503 while
+    # callrouter starts. The document itself needs no token (no 401 or 429).
+    for path, operations in document["paths"].items():
+        shared = problem_responses(*ANY_PATH)
+        if path == OPENAPI_PATH:
+            shared = {k: v for k, v in shared.items() if k not in ("401", "429")}
+        for operation in operations.values():
+            for status, answer in shared.items():
+                operation["responses"].setdefault(status, copy.deepcopy(answer))
     return document
 
 

@@ -18,6 +18,7 @@ from router.errors import CallRouterError
 from router.suggest import closest
 
 __all__ = [
+    "ANY_PATH",
     "PROBLEM_SCHEMA",
     "PROBLEM_TYPE",
     "ApiError",
@@ -148,14 +149,23 @@ _DESCRIPTIONS = {
     405: "Method not allowed",
     409: "Asterisk refused the request in its current state",
     413: "Request body too large",
+    421: "The Host header names a host this listener does not answer to ([api] allowed_hosts)",
     429: "Over the token's rate; see Retry-After",
-    503: "Asterisk is unreachable or did not answer in time; see Retry-After",
+    503: "Asterisk is unreachable or did not answer in time, or callrouter is starting "
+    "(phase) or stopping; see Retry-After",
 }
+
+#: Statuses any path may answer, whatever the operation: a missing or unknown
+#: token, a foreign Host, the token's rate, and 503 while callrouter starts
+#: (before its login every path but the health ones is 503) or stops.
+ANY_PATH = (401, 421, 429, 503)
 
 
 def problem_responses(*statuses: int) -> dict[str, object]:
-    """OpenAPI ``responses`` for these statuses, plus 401 and 429 (any endpoint may answer them)."""
-    wanted = sorted({*statuses, 401, 429})
+    """OpenAPI ``responses`` for these statuses, plus :data:`ANY_PATH` (any
+    endpoint may answer them: a client generated from the document should
+    expect a 503 from ``GET /calls`` while callrouter starts)."""
+    wanted = sorted({*statuses, *ANY_PATH})
     out: dict[str, object] = {
         str(status): {
             "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),

@@ -115,6 +115,19 @@ async def test_while_starting_health_says_so_and_every_other_path_is_503(
         assert other.json()["phase"] == "starting"
 
 
+def test_every_operation_documents_what_any_path_may_answer() -> None:
+    """While starting every API path is 503 (above), and a foreign Host is 421
+    on every path: the document said so for some operations only, so a client
+    built from it (the 1C module is one, by hand) met an undocumented 503 from
+    ``GET /calls`` or the document itself (issue 16)."""
+    document = openapi_document()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert {"421", "503"} <= set(operation["responses"]), (method, path)
+            if path != "/api/v1/openapi.json":  # the one that needs no token
+                assert {"401", "429"} <= set(operation["responses"]), (method, path)
+
+
 async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> None:
     state: dict[str, Health] = {
         "now": readiness(
