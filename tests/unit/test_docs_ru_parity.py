@@ -60,6 +60,8 @@ TRANSLATED = {
         "http(s)://хост[:порт]/<публикация>/hs/telephony"
     ),
     "<call_id>/ringing/<leg>": "<call_id>/ringing/<канал>",
+    "<call_id>/answered/<leg>": "<call_id>/answered/<канал>",
+    "<call_id>/transferred/<leg>/<n>": "<call_id>/transferred/<канал>/<n>",
     "<missed call_id>/missed_closed": "<call_id пропущенного>/missed_closed",
     "file:line: rule 'x': message": "файл:строка: rule 'x': сообщение",
     "router.toml:line: [table] key: message": "router.toml:строка: [таблица] ключ: сообщение",

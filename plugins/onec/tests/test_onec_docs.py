@@ -183,3 +183,30 @@ def test_no_file_points_to_a_contract_page_that_does_not_exist() -> None:
     ]
     assert not (DOCS / missing).exists()
     assert named == []
+
+
+def _ids(cell: str) -> dict[str, int]:
+    """Event kind -> the number of ``/``-separated parts of its id, from a cell's code spans."""
+    found: dict[str, int] = {}
+    for span in re.findall(r"`(<[^`]*>/[^`]*)`", cell):
+        parts = span.split("/")
+        found.setdefault(parts[1], len(parts))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_event_ids_are_those_the_call_life_hands_out(page: Path) -> None:
+    """onec.md named ``<call_id>/answered`` while every answered leg has its own
+    id (``<call_id>/answered/<leg>``, history.md): a 1C developer keying the
+    register on it expects one ``answered`` per call and gets one per leg that
+    picked up, the transfer's target included (issue 16)."""
+    history = (DOCS / "history.md").read_text(encoding="utf-8")
+    told = _ids(history[history.index("### Event ids") :].split("\n\n", 2)[2].split("\n\n")[0])
+    assert {"ringing", "answered", "transferred", "hangup", "missed"} <= told.keys()
+    (cell,) = [
+        line
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `event_id` |")
+    ]
+    documented = _ids(cell)
+    assert {kind: documented.get(kind) for kind in told} == told
