@@ -512,9 +512,11 @@ class RecordingUploader:
                 await asyncio.to_thread(self.queue.fail, upload, "the file is gone")
                 log.error("onec: recording %s: the file %s is gone", upload.event_id, upload.file)
                 return False
+            linked: float | None = None
             if self.settings.mode == "pull" and self._link is not None:
                 url, expires = self._link(upload.call_id, upload.part)
                 await self.remote.link(upload, url, expires)
+                linked = expires
             else:
                 await self._push(upload)
         except _Refused as exc:
@@ -538,7 +540,17 @@ class RecordingUploader:
             await asyncio.to_thread(
                 self.store.confirm, upload.call_id, upload.part, upload.sha256, RECEIVER
             )
-        log.info("onec: recording %s delivered to 1C (%d bytes)", upload.event_id, upload.size)
+        if linked is not None:
+            # Only the link went: "delivered" would tell a 1C developer the file
+            # is in 1C, while 1C still has to fetch it before the link expires.
+            log.info(
+                "onec: recording %s: 1C has its link (%d bytes to fetch before %s UTC)",
+                upload.event_id,
+                upload.size,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(linked)),
+            )
+        else:
+            log.info("onec: recording %s delivered to 1C (%d bytes)", upload.event_id, upload.size)
         return True
 
     def link_for(self, call_id: str) -> str | None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
+import logging
 import os
 import stat
 import time
@@ -195,14 +196,22 @@ async def test_a_chunk_at_the_wrong_offset_is_told_where_to_go_on(
 
 
 async def test_pull_mode_hands_1c_a_link_and_uploads_nothing(
-    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = closed_recording(tmp_path)
     up = uploader(tmp_path, store, settings, mode="pull")
     try:
-        assert await up.step() == 1
+        with caplog.at_level(logging.INFO, logger="callrouter_onec.recordings"):
+            assert await up.step() == 1
     finally:
         await close_uploads(up)
+    # The log said "delivered to 1C" for a link: 1C has yet to fetch the file (issue 16).
+    (line,) = [m for r in caplog.records if "1C has its link" in (m := r.getMessage())]
+    assert f"{CALL}/recording/mix: 1C has its link ({len(AUDIO)} bytes to fetch before " in line
+    assert "delivered" not in line
     assert double.recordings.stored == []
     (link,) = double.recordings.links
     assert link["recording_url"] == f"https://cr.test/api/v1/recordings/{CALL}/mix"
