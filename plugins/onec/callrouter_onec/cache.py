@@ -26,9 +26,31 @@ from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.models import Responsible
 from callrouter_onec.phone import RUSSIA, CountryRules, normalize
 
-__all__ = ["BreakerState", "CircuitBreaker", "ResponsibleCache", "ResponsibleSource"]
+__all__ = [
+    "BreakerState",
+    "CircuitBreaker",
+    "ResponsibleCache",
+    "ResponsibleSource",
+    "ringable",
+]
 
 log = logging.getLogger(__name__)
+
+#: What no ``[router] location_pattern`` lets through: router.dialplan's fixed
+#: floor (printable ASCII without space and the characters Asterisk parses as
+#: syntax; the length is the pattern's) and the extensions Asterisk runs itself. Plugins may not
+#: import router.dialplan; test_onec_cache checks the two agree.
+_NEVER_IN_LOCATION = frozenset(",&|;:()[]{}$^\"'`\\@/<>=!?%~")
+_RUN_BY_ASTERISK = frozenset({"h", "i", "t", "T", "e"})
+
+
+def ringable(extension: str) -> bool:
+    """Whether some ``location_pattern`` could let a rule ring ``extension``."""
+    return (
+        extension != ""
+        and extension not in _RUN_BY_ASTERISK
+        and all("!" <= c <= "~" and c not in _NEVER_IN_LOCATION for c in extension)
+    )
 
 
 class ResponsibleSource(Protocol):
@@ -319,6 +341,7 @@ class ResponsibleCache:
             self._inflight.pop(key, None)
         self.breaker.success()
         self._store(key, value)
+        _check_extension(key, value)
         return value
 
     def _store(self, key: str, value: Responsible) -> None:
@@ -327,3 +350,32 @@ class ResponsibleCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+def _check_extension(key: str, value: Responsible) -> None:
+    """A WARNING when 1C names an extension no rule can ring.
+
+    The routing refuses it anyway (the decision line says ``exten '101,2' is
+    not a safe dialplan location``), but that line names neither 1C nor the
+    manager: this one tells the 1C developer where the value came from and
+    what to fix. Once per answer fetched, so at most once per ``positive_ttl``
+    per number.
+    """
+    manager = value.manager
+    if manager is None or manager.extension is None:
+        return
+    if ringable(manager.extension):
+        return
+    log.warning(
+        "1C answered %s with manager %s, whose extension %s no rule can ring (an extension "
+        "is letters, digits and *#+_-, no spaces, commas or brackets): the call goes to the "
+        "next rule; fix the manager's ВнутреннийНомер in ТелефонияВнутренниеНомера",
+        key,
+        _shown(manager.name),
+        _shown(manager.extension),
+    )
+
+
+def _shown(value: str) -> str:
+    """Escaped by ``repr`` and cut at 40 characters: 1C's text in a log line."""
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache
+from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache, ringable
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.models import Manager, Responsible
+from router.dialplan import LocationPolicy, location_problem
 
 FAST = 2.0
 
@@ -347,3 +349,50 @@ async def test_the_dialled_number_goes_to_1c_as_digits_or_not_at_all(
 async def test_the_client_never_sends_a_did_that_is_not_digits(client: OneCClient) -> None:
     answer = await client.responsible("79161234567", did="74951234567&did=1")
     assert answer.extension == "101"
+
+
+@pytest.mark.parametrize(
+    "extension", ["101,foo", "101|x", "1&2", "101)", "10\n1", "101 ", "１０１"]
+)
+async def test_an_extension_no_rule_can_ring_is_a_warning_naming_1c(
+    cache: ResponsibleCache,
+    double: OneCDouble,
+    caplog: pytest.LogCaptureFixture,
+    extension: str,
+) -> None:
+    """The decision line says ``exten '101,foo' is not a safe dialplan location``,
+    naming neither 1C nor the manager; the 1C developer reads where the value
+    came from and what to fix (issue 16). The answer itself is served as it is:
+    the routing refuses the location, and the call goes to the next rule."""
+    double.directory.managers["petrov"]["extension"] = extension
+    with caplog.at_level(logging.WARNING, logger="callrouter_onec.cache"):
+        answer = await cache.lookup("8 (916) 123-45-67")
+        await cache.lookup("8 (916) 123-45-67")  # from memory: no second line
+    assert answer is not None
+    assert answer.extension == extension
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(
+        f"1C answered 79161234567 with manager 'Петров Пётр', whose extension {extension!r} "
+        "no rule can ring"
+    ), line
+    assert "ТелефонияВнутренниеНомера" in line
+
+
+async def test_a_plain_extension_is_no_warning(
+    cache: ResponsibleCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="callrouter_onec.cache"):
+        answer = await cache.lookup("8 (916) 123-45-67")
+    assert answer is not None
+    assert answer.extension == "101"
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    "extension",
+    ["101", "1.2", "*5", "101,foo", "101 ", "１０１", "h", "x" * 81, "", "a&b", "${X}", "é"],
+)
+def test_ringable_agrees_with_the_routers_floor(extension: str) -> None:
+    """The plugin may not import router.dialplan: its copy of the floor must agree."""
+    wide = LocationPolicy.from_pattern(r".{0,200}")
+    assert ringable(extension) == (location_problem({"exten": extension}, wide) is None)
