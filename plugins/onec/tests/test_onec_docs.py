@@ -16,6 +16,7 @@ import pytest
 
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import MAX_AGE, MAX_ROWS
+from callrouter_onec.life import MAX_PARTY_DIGITS
 from callrouter_onec.plugin import KEYS, parse_settings
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -210,3 +211,48 @@ def test_the_event_ids_are_those_the_call_life_hands_out(page: Path) -> None:
     ]
     documented = _ids(cell)
     assert {kind: documented.get(kind) for kind in told} == told
+
+
+README = DOCS.parent / "examples" / "onec"
+#: Resource -> the longest value callrouter sends into it: numbers (``from``,
+#: ``to``, the missed call's customer) are at most MAX_PARTY_DIGITS digits or a
+#: 32-character word; extensions and transfer targets (an outside number a
+#: call was transferred to, too) are dialplan locations, up to 80 characters.
+LONGEST = {
+    "НомерОт": MAX_PARTY_DIGITS,
+    "НомерКуда": MAX_PARTY_DIGITS,
+    "НомерКлиента": MAX_PARTY_DIGITS,
+    "ВнутреннийНомер": 80,
+    "ВнутреннийНомерОтветственного": 80,
+    "КтоЗавершил": 80,
+    "ПереводОт": 80,
+    "ПереводКому": 80,
+}
+
+
+def string_sizes(bullet: str) -> dict[str, int]:
+    """Resource -> N of the ``(String N)``/``(Строка N)`` that follows its group of names."""
+    sizes: dict[str, int] = {}
+    pending: list[str] = []
+    for match in re.finditer(r"`([А-ЯЁа-яёA-Za-z]+)`|\((?:String|Строка) (\d+)", bullet):
+        if match.group(1):
+            pending.append(match.group(1))
+        else:
+            for name in pending:
+                sizes.setdefault(name, int(match.group(2)))
+            pending = []
+    return sizes
+
+
+@pytest.mark.parametrize("name", ["README.md", "README.ru.md"])
+def test_the_registers_hold_what_callrouter_sends(name: str) -> None:
+    """``ПереводКому`` was String 10: a transfer to 79161234567 reached 1C as
+    7916123456, silently, as did an extension of more than 10 characters and a
+    number of more than 20 digits (issue 16)."""
+    text = (README / name).read_text(encoding="utf-8")
+    bullets = re.split(r"\n   - ", text)
+    events = next(b for b in bullets if b.startswith("`ТелефонияСобытияЗвонков`"))
+    callbacks = next(b for b in bullets if b.startswith("`ТелефонияПерезвоны`"))
+    sizes = {**string_sizes(callbacks), **string_sizes(events)}
+    short = {k: (sizes.get(k), n) for k, n in LONGEST.items() if (sizes.get(k) or 0) < n}
+    assert short == {}, "resource: (documented size, longest value sent)"
