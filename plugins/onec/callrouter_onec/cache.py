@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: What no ``[router] location_pattern`` lets through: router.dialplan's fixed
 #: floor (printable ASCII without space and the characters Asterisk parses as
 #: syntax; the length is the pattern's) and the extensions Asterisk runs itself. Plugins may not
-#: import router.dialplan; test_onec_cache checks the two agree.
+#: import router.dialplan; tests/unit/test_onec_location_floor.py checks the two agree.
 _NEVER_IN_LOCATION = frozenset(",&|;:()[]{}$^\"'`\\@/<>=!?%~")
 _RUN_BY_ASTERISK = frozenset({"h", "i", "t", "T", "e"})
 

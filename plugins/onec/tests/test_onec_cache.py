@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache, ringable
+from callrouter_onec.cache import BreakerState, CircuitBreaker, ResponsibleCache
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.models import Manager, Responsible
-from router.dialplan import LocationPolicy, location_problem
 
 FAST = 2.0
 
@@ -386,13 +385,3 @@ async def test_a_plain_extension_is_no_warning(
     assert answer is not None
     assert answer.extension == "101"
     assert caplog.records == []
-
-
-@pytest.mark.parametrize(
-    "extension",
-    ["101", "1.2", "*5", "101,foo", "101 ", "１０１", "h", "x" * 81, "", "a&b", "${X}", "é"],
-)
-def test_ringable_agrees_with_the_routers_floor(extension: str) -> None:
-    """The plugin may not import router.dialplan: its copy of the floor must agree."""
-    wide = LocationPolicy.from_pattern(r".{0,200}")
-    assert ringable(extension) == (location_problem({"exten": extension}, wide) is None)
