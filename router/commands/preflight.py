@@ -21,7 +21,9 @@ import secrets
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+from router.api.settings import is_loopback
 from router.dialplan import shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
@@ -67,6 +69,9 @@ async def check_asterisk(
     except AMIError as exc:
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
     findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
+    advice = _plain_transport(client.settings.url, client.settings.auth)
+    if advice is not None:
+        findings.append(advice)
     for probe in probes:
         findings.append(await _allowed(client, probe))
     if filtering:
@@ -213,3 +218,30 @@ async def _user_events(
             )
         )
     return findings
+
+
+def _plain_transport(url: str, auth: str) -> Finding | None:
+    """Advice when the secret crosses a network unencrypted: plain ``tcp://`` or
+    ``http://`` to another host proves callrouter to whatever answers there,
+    never that peer to callrouter."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("tcp", "http") or is_loopback(parts.hostname or ""):
+        return None
+    if parts.scheme == "tcp":
+        sent = (
+            "an MD5 of the secret and a challenge the peer chooses, against which a "
+            "short secret can be guessed offline"
+            if auth == "md5"
+            else 'the secret itself (auth = "plain")'
+        )
+        instead = "tls:// (AMI over TLS, certificate verified)"
+    else:
+        sent = "the secret and then the session cookie, readable on the way"
+        instead = "https:// (certificate verified)"
+    return Finding(
+        "advice",
+        f"{parts.scheme}:// to {parts.hostname}, not this host: whatever answers there "
+        f"is taken for Asterisk and is sent {sent}, and events can be forged on the "
+        f"way; use {instead}, or run callrouter on the PBX over loopback "
+        "(docs/security.md, Hardening the Asterisk manager user)",
+    )

@@ -79,8 +79,12 @@ def dialplan_with(extensions: dict[str, set[str]] | None) -> Callable[[SentActio
     return answer
 
 
-async def run(replay: ReplayAsterisk, **options: Any) -> list[Finding]:
-    client = replay.client()
+#: Where callrouter usually runs: on the PBX, over loopback (no transport advice).
+LOOPBACK = "http://127.0.0.1:8088/asterisk"
+
+
+async def run(replay: ReplayAsterisk, url: str = LOOPBACK, **options: Any) -> list[Finding]:
+    client = replay.client(url=url)
     try:
         return await check_asterisk(client, listen=1.0, **options)
     finally:
@@ -92,7 +96,7 @@ async def test_a_sound_setup_passes_every_check(ajam_replay: ReplayAsterisk) -> 
     found = await run(ajam_replay)
     assert [f.level for f in found] == ["ok"] * 5, found
     texts = [f.text for f in found]
-    assert texts[0] == f"logged in to {ajam_replay.url} as 'router'"
+    assert texts[0] == f"logged in to {LOOPBACK} as 'router'"
     assert texts[1] == "Redirect allowed (write = call)"
     assert texts[2].startswith("[callrouter-inbound] '_X.' priority 6: the request, then Wait")
     assert texts[3].startswith("UserEvents reach this user (its own came back in ")
@@ -549,3 +553,41 @@ async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
     assert fail.text.startswith("UserEvent could not be sent: UserEvent: \\x1b[2J\\u202eMMM")
     assert fail.text.endswith("M...")
     assert len(fail.text) < 300
+
+
+@pytest.mark.parametrize(
+    ("url", "auth", "said"),
+    [
+        ("http://asterisk.test:8088/asterisk", "cookie", "the secret and then the session cookie"),
+        ("http://10.0.0.5:8088/asterisk", "cookie", "use https://"),
+        ("tcp://pbx.example:5038", "plain", 'the secret itself (auth = "plain")'),
+        ("tcp://[2001:db8::5]:5038", "md5", "guessed offline"),
+    ],
+)
+def test_a_plain_transport_to_another_host_is_advised_against(
+    url: str, auth: str, said: str
+) -> None:
+    """tcp:// and http:// prove callrouter to whatever answers, never that
+    peer to callrouter (a port squatter, a hop on the way): say so at check."""
+    from router.commands.preflight import _plain_transport
+
+    advice = _plain_transport(url, auth)
+    assert advice is not None
+    assert advice.level == "advice"
+    assert said in advice.text
+    assert "docs/security.md" in advice.text
+    for quiet in (
+        "tcp://127.0.0.1:5038",
+        "tcp://localhost:5038",
+        "http://[::1]:8088/asterisk",
+        "tls://pbx.example:5039",
+        "https://pbx.example:8089/asterisk",
+    ):
+        assert _plain_transport(quiet, auth) is None, quiet
+
+
+async def test_check_gives_the_advice_for_a_remote_plain_url(ajam_replay: ReplayAsterisk) -> None:
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    found = await run(ajam_replay, url="http://asterisk.test:8088/asterisk")
+    assert found[1].level == "advice"
+    assert found[1].text.startswith("http:// to asterisk.test, not this host: ")
