@@ -422,6 +422,57 @@ async def test_a_user_without_read_user_is_not_ready_and_says_why(
             await engine.stop()
 
 
+async def test_a_forged_older_live_claim_sent_through_ami_stops_no_routing(
+    routing_sandbox: Sandbox,
+    admin: AJAMClient,
+    placer: CallPlacer,
+    tmp_path: Path,
+    ami_transport: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another manager user sends ``UserEvent(CallRouterLive)`` claiming to have
+    been live since 1970, as an API token with ``ami:UserEvent`` could: before
+    heartbeats were signed, the live router stood by and every call took its
+    default route. Asterisk passes the forged headers through as they came;
+    without the key they are ignored, and the call is routed."""
+    options = EngineOptions(watch_interval=0, live_heartbeat=0.3, live_settle=0.1)
+    url = ami_url(routing_sandbox, ami_transport)
+    path = router_toml(tmp_path, url, "router", routing_sandbox.secret)
+    engine = Engine(load_config(path), plugins=Plugins.load(extra=[SlowCRM()]), options=options)
+    forged = {
+        "UserEvent": "CallRouterLive",
+        "Instance": "00000000",
+        "Since": "1",
+        "Host": "forger",
+        "Pid": "1",
+        "Interval": "30",
+        "State": "live",
+        "Probe": "yes",
+        "Beat": "1",
+        "Sign": "0" * 32,
+    }
+    task = None
+    try:
+        await engine.start()
+        task = asyncio.ensure_future(engine.serve())
+        await asyncio.wait_for(engine.ready.wait(), 10)
+        for beat in range(1, 4):
+            await admin.send("UserEvent", {**forged, "Beat": str(beat)}, validate=False)
+            await asyncio.sleep(0.2)
+
+        await asyncio.sleep(0.5)  # the beats are in: a router believing them stands by
+        call = await placer.place("74950000001", "79161234567")
+        await placer.wait_all([call], timeout=15)
+        assert call.destination == "callrouter-dial,101"
+        assert engine.records[-1].outcome == "executed"
+        assert any("not signed with this router's key" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.request_stop()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        await engine.stop()
+
+
 async def test_userevent_disabled_for_the_whole_pbx_is_named_as_a_cause(
     routing_sandbox: Sandbox,
     tmp_path: Path,
