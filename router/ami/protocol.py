@@ -24,6 +24,7 @@ What mxml loses, and what we do about it (see ``docs/reference/ajam-formats.md``
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -190,6 +191,12 @@ class RawmanParser:
         self.ours: Callable[[str], bool] | None = None
         #: Events dropped by :attr:`wanted` or :attr:`narrow`, for status pages and tests.
         self.skipped = 0
+        #: Events are being dropped (the TCP client fell behind a flood): the
+        #: events that would be returned are counted in :attr:`dropped`
+        #: instead of parsed; answers are parsed as ever (``_drop_blocks``).
+        self.dropping = False
+        #: Events counted, not parsed, while :attr:`dropping`.
+        self.dropped = 0
         #: CR seen: messages end at CR LF CR LF only (see :meth:`feed`).
         self._crlf = False
 
@@ -204,6 +211,8 @@ class RawmanParser:
                     f"more than {self._max_buffer} bytes buffered without a complete message"
                 )
             self._crlf = True
+            if self.dropping:
+                return self._drop(data)
             out, skipped = _parse_blocks(data, self.wanted, self.narrow, self.ours)
             self.skipped += skipped
             return out
@@ -243,8 +252,17 @@ class RawmanParser:
         while buf[:1] == b"\n" or buf[:2] == b"\r\n":
             del buf[: 1 if buf[:1] == b"\n" else 2]
         self._check_tail()
+        if self.dropping:
+            return self._drop(chunk)
         out, skipped = _parse_blocks(chunk, self.wanted, self.narrow, self.ours)
         self.skipped += skipped
+        return out
+
+    def _drop(self, data: bytes) -> list[Message]:
+        """Whole blocks while :attr:`dropping`: only the answers among them."""
+        out, skipped, dropped = _drop_blocks(data, self.wanted, self.narrow, self.ours)
+        self.skipped += skipped
+        self.dropped += dropped
         return out
 
     def _read_banner(self) -> bool:
@@ -331,6 +349,8 @@ def block_names(data: bytes, end: int) -> set[str]:
 #: An event's first line after a blank line: a literal start, so the scan is
 #: a fast search (an alternative with ``\A`` made it ten times slower).
 _EVENT_LINE = re.compile(rb"\r\n\r\nEvent: ([^\r\n]*)")
+#: The same, up to the CR LF that ends it: a name with a bare CR or LF is no match.
+_EVENT_NAME = re.compile(rb"\r\n\r\nEvent: ([^\r\n]*)(?=\r\n)")
 
 
 def raw_header(block: str, key: str) -> str | None:
@@ -348,21 +368,9 @@ def raw_header(block: str, key: str) -> str | None:
     return block[start:] if end < 0 else block[start:end]
 
 
-def _parse_blocks(
-    data: bytes,
-    wanted: frozenset[str] | None,
-    narrow: Mapping[str, Narrower] | None = None,
-    ours: Callable[[str], bool] | None = None,
-) -> tuple[list[Message], int]:
-    """Whole blocks -> messages, and how many events ``wanted`` and ``narrow`` dropped unparsed.
-
-    An event outside ``wanted`` is recognised by its first line and skipped
-    without being split into lines, unless it carries an ``ActionID`` (an
-    action's list item or outcome, which its action waits for) that ``ours``
-    (when given) says is one of ours: Asterisk sends every session the
-    ``OriginateResponse`` of every client's Originate. An event named in
-    ``narrow`` is parsed only when its narrower accepts its raw text.
-    """
+def _blocks(data: bytes) -> tuple[list[str], Iterator[list[str]] | None]:
+    """Whole blocks of ``data``, decoded, each's lines joined by ``\n``; with
+    the blocks' exact lines when a value holds a bare LF (else ``None``)."""
     text = _decode(data)
     exact: Iterator[list[str]] | None = None
     if "\r" not in text:
@@ -383,6 +391,25 @@ def _parse_blocks(
         cut = [block.lstrip("\r\n").split("\r\n") for block in raw]
         blocks = ["\n".join(line.replace("\n", " ") for line in lines) for lines in cut]
         exact = iter(cut)
+    return blocks, exact
+
+
+def _parse_blocks(
+    data: bytes,
+    wanted: frozenset[str] | None,
+    narrow: Mapping[str, Narrower] | None = None,
+    ours: Callable[[str], bool] | None = None,
+) -> tuple[list[Message], int]:
+    """Whole blocks -> messages, and how many events ``wanted`` and ``narrow`` dropped unparsed.
+
+    An event outside ``wanted`` is recognised by its first line and skipped
+    without being split into lines, unless it carries an ``ActionID`` (an
+    action's list item or outcome, which its action waits for) that ``ours``
+    (when given) says is one of ours: Asterisk sends every session the
+    ``OriginateResponse`` of every client's Originate. An event named in
+    ``narrow`` is parsed only when its narrower accepts its raw text.
+    """
+    blocks, exact = _blocks(data)
     check_lines = len(data) > MAX_LINE_BYTES
     messages: list[Message] = []
     skipped = 0
@@ -416,6 +443,118 @@ def _parse_blocks(
                     raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
         messages.append(_block_to_message(lines))
     return messages, skipped
+
+
+def _drop_blocks(
+    data: bytes,
+    wanted: frozenset[str] | None,
+    narrow: Mapping[str, Narrower] | None = None,
+    ours: Callable[[str], bool] | None = None,
+) -> tuple[list[Message], int, int]:
+    """:func:`_parse_blocks` while events are being dropped (the TCP client fell
+    behind a flood, router/ami/tcp.py): the messages that must still be parsed,
+    how many events ``wanted`` and ``narrow`` skipped, and how many events were
+    counted instead of parsed.
+
+    The counts are the ones a parse would give (every event it would return
+    is one the client would drop), but a dropped event costs no split into
+    lines nor a :class:`Message`: in a flood that parse was nearly all of the
+    CPU, spent on events thrown away. Still parsed: answers (a response, any
+    block that is not a plain ``Event: ...``) and events carrying an
+    ``ActionID`` that ``ours`` does not disown (a list's items, its closing
+    event), so actions are answered through a flood. An event counted is not
+    split, so the line bounds of a parse (:data:`MAX_EVENT_LINES`,
+    ``MAX_LINE_BYTES``) do not apply to it: it holds no memory.
+    """
+    ids = b"\nactionid:" in data.lower()
+    if not ids and data.startswith(b"Event: ") and b"\r\n\r\n\r\n" not in data:
+        # Plain events, each ending at one CR LF CR LF (what Asterisk writes):
+        # their names read off their first lines, in C, and counted by name.
+        # A name with a bare CR or LF (which _blocks reads otherwise) is not
+        # matched, and a block that is not an event is not: then, and when a
+        # blank line is doubled, the blocks are gone through one by one.
+        names = _EVENT_NAME.findall(data)
+        first = data[7 : data.find(b"\r\n")]
+        names.append(first)
+        if len(names) == data.count(b"\r\n\r\n") and b"\n" not in first and b"\r" not in first:
+            if wanted is None and not narrow:
+                return [], 0, len(names)
+            skipped = 0
+            for raw, count in Counter(names).items():
+                name = _decode(raw)
+                if wanted is not None and name not in wanted:
+                    skipped += count
+                elif narrow and (keep := narrow.get(name)) is not None:
+                    skipped += _narrowed_out(data, raw, raw == first, keep)
+            return [], skipped, len(names) - skipped
+    blocks, exact = _blocks(data)
+    check_lines = len(data) > MAX_LINE_BYTES
+    messages: list[Message] = []
+    skipped = dropped = 0
+    screen = wanted is not None or bool(narrow)
+    for block in blocks:
+        whole = next(exact) if exact is not None else None
+        if not block or not block.strip("\n"):
+            continue
+        if block.startswith("Event: "):
+            if screen:  # as _parse_blocks screens
+                end = block.find("\n")
+                name = block[7 : end if end > 0 else None]
+                if wanted is not None and name not in wanted:
+                    if "\nActionID:" not in block or (
+                        ours is not None
+                        and (action_id := raw_header(block, "ActionID")) is not None
+                        and not ours(action_id)
+                    ):
+                        skipped += 1
+                        continue
+                elif narrow:
+                    keep = narrow.get(name)
+                    if keep is not None and not keep(block) and "\nActionID:" not in block:
+                        skipped += 1
+                        continue
+            # Parsed only when it may be an answer's part: an ActionID (in
+            # any case, as Message reads it) that is not another client's.
+            if not (
+                ids
+                and "\nactionid:" in block.lower()
+                and (
+                    (action_id := raw_header(block, "ActionID")) is None
+                    or ours is None
+                    or ours(action_id)
+                )
+            ):
+                dropped += 1
+                continue
+        if len(block) > _FEW_LINES_CHARS:
+            _check_lines(block, block.count("\n") + 1)
+        lines = block.split("\n") if whole is None else whole
+        if check_lines:
+            for line in lines:
+                if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
+                    raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+        messages.append(_block_to_message(lines))
+    return messages, skipped, dropped
+
+
+def _narrowed_out(data: bytes, name: bytes, at_start: bool, keep: Narrower) -> int:
+    """How many of the events named ``name`` among the plain events of ``data``
+    (see :func:`_drop_blocks`) ``keep`` refuses, each shown the text
+    :func:`_blocks` gives it (a bare LF in a value read as a space)."""
+    head = b"\r\n\r\nEvent: " + name + b"\r\n"
+    refused = 0
+    found = -4 if at_start else data.find(head)
+    while found != -1:
+        start = found + 4
+        end = data.find(b"\r\n\r\n", start)
+        text = _decode(data[start:end])
+        flat = text.replace("\r\n", "\n")
+        if flat.count("\n") != len(text) - len(flat):
+            flat = "\n".join([line.replace("\n", " ") for line in text.split("\r\n")])
+        if not keep(flat):
+            refused += 1
+        found = data.find(head, end)
+    return refused
 
 
 #: A block this short cannot hold more than :data:`MAX_EVENT_LINES` lines

@@ -47,7 +47,8 @@ Connection life:
   At the bound of queued events the socket is still read (the answers to
   actions come on it, behind the events: a reconcile must not wait for the
   consumer to catch up), but the events read are dropped until the queue
-  has been taken; ``wait_event`` then raises
+  has been taken (counted off the bytes, not parsed: in a flood that parse
+  was the CPU; only the answers among them are parsed); ``wait_event`` then raises
   :class:`~router.errors.AMIEventsDropped`, which the event stream reports
   as a gap (``overflow``), so the engine reconciles, as AJAM's stream does
   for an answer over ``max_response_bytes``. Never unbounded memory.
@@ -221,12 +222,26 @@ class _Connection(asyncio.Protocol):
 
     def _take(self, data: bytes) -> None:
         parser = self._parser
+        counted = 0
         try:
-            messages = parser.feed(data)
+            if self._owner._dropping is None:
+                messages = parser.feed(data)
+            else:
+                # Every event read now is dropped, whatever the path
+                # (TCPClient._events_arrived): the parser counts them rather
+                # than parse them (a flood's whole CPU), and parses answers.
+                before = parser.dropped
+                parser.dropping = True
+                try:
+                    messages = parser.feed(data)
+                finally:
+                    parser.dropping = False
+                counted = parser.dropped - before
+                self._owner._dropped += counted
         except AMIProtocolError as exc:
             self.drop(f"bad data from Asterisk: {exc}")
             return
-        if messages or not parser.pending:
+        if messages or counted or not parser.pending:
             # Alive is a message read whole (the keepalive's Ping answer at
             # least), not a byte: a peer trickling one message forever, or a
             # byte now and then, is as dead as a silent one.
