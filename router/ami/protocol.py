@@ -418,31 +418,44 @@ def _parse_blocks(
         whole = next(exact) if exact is not None else None
         if not block or not block.strip("\n"):
             continue
-        if screen and block.startswith("Event: "):
-            end = block.find("\n")
-            name = block[7 : end if end > 0 else None]
-            if wanted is not None and name not in wanted:
-                if "\nActionID:" not in block or (
-                    ours is not None
-                    and (action_id := raw_header(block, "ActionID")) is not None
-                    and not ours(action_id)
-                ):
-                    skipped += 1
-                    continue
-            elif narrow:
-                keep = narrow.get(name)
-                if keep is not None and not keep(block) and "\nActionID:" not in block:
-                    skipped += 1
-                    continue
-        if len(block) > _FEW_LINES_CHARS:
-            _check_lines(block, block.count("\n") + 1)
-        lines = block.split("\n") if whole is None else whole
-        if check_lines:
-            for line in lines:
-                if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
-                    raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
-        messages.append(_block_to_message(lines))
+        if screen and block.startswith("Event: ") and _screened_out(block, wanted, narrow, ours):
+            skipped += 1
+            continue
+        messages.append(_message(block, whole, check_lines))
     return messages, skipped
+
+
+def _screened_out(
+    block: str,
+    wanted: frozenset[str] | None,
+    narrow: Mapping[str, Narrower] | None,
+    ours: Callable[[str], bool] | None,
+) -> bool:
+    """Whether an event block is skipped unparsed (:func:`_parse_blocks` says when)."""
+    end = block.find("\n")
+    name = block[7 : end if end > 0 else None]
+    if wanted is not None and name not in wanted:
+        return "\nActionID:" not in block or (
+            ours is not None
+            and (action_id := raw_header(block, "ActionID")) is not None
+            and not ours(action_id)
+        )
+    if narrow:
+        keep = narrow.get(name)
+        return keep is not None and not keep(block) and "\nActionID:" not in block
+    return False
+
+
+def _message(block: str, whole: list[str] | None, check_lines: bool) -> Message:
+    """One block that is kept, as a message, within the line bounds."""
+    if len(block) > _FEW_LINES_CHARS:
+        _check_lines(block, block.count("\n") + 1)
+    lines = block.split("\n") if whole is None else whole
+    if check_lines:
+        for line in lines:
+            if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
+                raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
+    return _block_to_message(lines)
 
 
 def _drop_blocks(
@@ -497,22 +510,9 @@ def _drop_blocks(
         if not block or not block.strip("\n"):
             continue
         if block.startswith("Event: "):
-            if screen:  # as _parse_blocks screens
-                end = block.find("\n")
-                name = block[7 : end if end > 0 else None]
-                if wanted is not None and name not in wanted:
-                    if "\nActionID:" not in block or (
-                        ours is not None
-                        and (action_id := raw_header(block, "ActionID")) is not None
-                        and not ours(action_id)
-                    ):
-                        skipped += 1
-                        continue
-                elif narrow:
-                    keep = narrow.get(name)
-                    if keep is not None and not keep(block) and "\nActionID:" not in block:
-                        skipped += 1
-                        continue
+            if screen and _screened_out(block, wanted, narrow, ours):
+                skipped += 1
+                continue
             # Parsed only when it may be an answer's part: an ActionID (in
             # any case, as Message reads it) that is not another client's.
             if not (
@@ -526,14 +526,7 @@ def _drop_blocks(
             ):
                 dropped += 1
                 continue
-        if len(block) > _FEW_LINES_CHARS:
-            _check_lines(block, block.count("\n") + 1)
-        lines = block.split("\n") if whole is None else whole
-        if check_lines:
-            for line in lines:
-                if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
-                    raise AMIProtocolError(f"line exceeds {MAX_LINE_BYTES} bytes")
-        messages.append(_block_to_message(lines))
+        messages.append(_message(block, whole, check_lines))
     return messages, skipped, dropped
 
 

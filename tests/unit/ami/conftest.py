@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest_asyncio
 
+from tests.unit.ami.tcp_fake import FakeAMI
+
 #: One connection's server side: reads the request, writes whatever the test wants.
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -44,3 +46,13 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
         await asyncio.wait(set(handlers), timeout=2)
     for task in set(handlers):
         task.cancel()
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeAMI]:
+    """A fake native AMI server on loopback (tests/unit/ami/tcp_fake.py), stopped after the test."""
+    server = await FakeAMI().start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -10,7 +10,7 @@ full parse gave, and the answers to actions must still get through.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -159,15 +159,6 @@ def test_dropping_counts_what_the_parse_would_have_given(
 ) -> None:
     for ours in (None, lambda action_id: action_id.startswith("cr-")):
         _same_counts(data, wanted, narrow, ours)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    server = await FakeAMI().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

@@ -9,7 +9,7 @@ import re
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,6 @@ from router.errors import (
 )
 from tests.unit.ami.conftest import Handler
 from tests.unit.ami.tcp_fake import BANNER, FakeAMI, block
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    server = await FakeAMI().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def settings(fake: FakeAMI, **kw: object) -> ClientSettings:
