@@ -654,34 +654,62 @@ def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: 
     """The channel of the extension that hands the call on (the token must see it).
 
     That extension's own leg is what BlindTransfer and Atxfer act from: its
-    bridge partner (the customer) is the one who moves.
+    bridge partner (the customer) is the one who moves. Without ``from`` the
+    call must have one such extension: the customer's side never transfers
+    (the line the call came in on, a trunk, an outside number), and one
+    extension's channels (a Local pair, its phone's leg) are one leg.
     """
     wanted = None if chosen is None else dialing.extension(chosen, "from")
     if wanted is not None and not token.sees(wanted):
         raise ApiError(403, f"token {token.name!r} may not act for extension {wanted!r}")
-    legs = [
-        c.name
-        for c in (call.active_channels if call is not None else [])
-        if (ext := channel_extension(c.name)) is not None
-        and token.sees(ext)
-        and (wanted is None or ext == wanted)
-    ]
-    if not legs:
+    by_extension: dict[str, list[str]] = {}
+    for channel in call.active_channels if call is not None else []:
+        ext = channel_extension(channel.name)
+        if ext is not None and token.sees(ext) and (wanted is None or ext == wanted):
+            by_extension.setdefault(ext, []).append(channel.name)
+    if not by_extension:
         raise ApiError(
             409, "the call has no live leg of an extension this token acts for", field="from"
         )
-    if len(legs) > 1:
-        # A Local channel pair counts once: its ;1 half is the phone side.
-        phones = [leg for leg in legs if not leg.endswith(";2")]
-        if len(phones) != 1:
-            raise ApiError(
-                400,
-                f"from: the call has several legs this token acts for ({', '.join(legs)}); "
-                "say which extension transfers",
-                field="from",
-            )
-        legs = phones
-    return legs[0]
+    every = [name for names in by_extension.values() for name in names]
+    if len(by_extension) > 1:
+        assert call is not None
+        came_in = channel_extension(call.waiting_channel or "")
+        by_extension = {
+            ext: names
+            for ext, names in by_extension.items()
+            if ext != came_in and dialing.internal(ext)
+        }
+    leg = _one_leg(next(iter(by_extension.values()))) if len(by_extension) == 1 else None
+    if leg is None:
+        raise ApiError(
+            400,
+            f"from: the call has several legs this token acts for ({', '.join(every)}); "
+            + (
+                "say which extension transfers"
+                if wanted is None
+                else f"extension {wanted} is on it more than once"
+            ),
+            field="from",
+        )
+    return leg
+
+
+def _one_leg(channels: list[str]) -> str | None:
+    """One extension's leg among its channels, None if it has several.
+
+    A Local channel pair counts once: its ``;1`` half is the one bridged with
+    the other party (the ``;2`` half runs the dialplan towards the phone, and
+    the phone's own channel is bridged with that), so it is what moves the
+    customer; without a Local pair, the extension's one channel.
+    """
+    if len(channels) == 1:
+        return channels[0]
+    firsts = [c for c in channels if c.startswith("Local/") and c.endswith(";1")]
+    if len(firsts) == 1:
+        return firsts[0]
+    own = [c for c in channels if not c.startswith("Local/")]
+    return own[0] if not firsts and len(own) == 1 else None
 
 
 _PROBLEM: dict[str, Any] = {

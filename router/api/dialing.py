@@ -67,6 +67,11 @@ class Dialing:
             raise ApiError(400, problem, field=field)
         return value
 
+    def internal(self, name: str) -> bool:
+        """Whether a channel's endpoint name is an extension of this PBX under the
+        number plan (``101``), not a trunk (``pstn``) or an outside number."""
+        return parse_number(name, self.plan).kind is NumberKind.INTERNAL
+
     def number(self, value: object, field: str) -> Number:
         """A client's phone number, normalized by routing's plan; 400 if it is none.
 

@@ -414,3 +414,41 @@ async def test_request_variables_cannot_pick_where_a_transferred_call_lands(
         for c in await channels(admin):
             if c["Channel"].startswith("Local/102@sandbox-phone"):
                 await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+async def test_a_transfer_without_from_acts_from_the_one_extension_on_an_inbound_call(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient, placer: CallPlacer
+) -> None:
+    """docs/api.md: ``from`` is needed only when the call has several extensions.
+    An inbound call routed to 101 through the shipped dialplan (here Dial of a
+    Local channel) has the customer's line and 101's two Local halves, and a
+    token for every extension ("*") once got 400 "say which extension transfers"."""
+    placed = await place(placer, "79162220009")
+    try:
+        call = await until(lambda: engine.api.calls.by_channel(placed.channel), timeout=10)
+        listed = await until(
+            lambda: _named(_of_call(channels(admin), call.linkedid), "Local/101@sandbox-phone"),
+            timeout=10,
+        )
+        assert listed
+        await until(lambda: call.answered, timeout=10)
+        await asyncio.sleep(0.3)  # the bridge settles
+        moved = await http.post(
+            f"/api/v1/calls/{call.linkedid}/transfer",
+            json={"to": "102", "mode": "blind"},
+            headers=auth("all"),
+        )
+        assert moved.status_code == 202, moved.text
+        # 101's half that talks with the customer, not the phone's side (;2)
+        # nor the customer's own line.
+        assert moved.json()["channel"].startswith("Local/101@sandbox-phone")
+        assert moved.json()["channel"].endswith(";1")
+        ringing = await until(
+            lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
+        )
+        assert ringing
+    finally:
+        await placer.hangup_all()
+        for c in await channels(admin):
+            if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-phone")):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)

@@ -540,6 +540,91 @@ async def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_refused_
     assert blind.status_code == 202, blind.text
 
 
+async def _leg(replay: ReplayAsterisk, engine: Engine, call_id: str, channel: str) -> None:
+    """One more live channel on the call, up (a Local half, a phone's leg)."""
+    replay.queue_event(
+        Event="Newchannel",
+        Channel=channel,
+        ChannelState="6",
+        ChannelStateDesc="Up",
+        CallerIDNum="",
+        Context="from-internal",
+        Exten="s",
+        Priority="1",
+        Uniqueid=f"{call_id}.{channel}",
+        Linkedid=call_id,
+    )
+    await replay.settle(engine)
+
+
+async def test_a_transfer_without_from_is_the_one_extension_s_not_the_customer_s_line(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """docs/api.md: ``from`` only when the call has several extensions. A token for
+    every extension ("*") also sees the customer's line (PJSIP/trunk-...), and
+    got 400 "say which extension transfers" on a call with one manager on it."""
+    ajam_replay.on("BlindTransfer", lambda sent: {"Message": "Transfer succeeded"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("all")
+    )
+    assert done.status_code == 202, done.text
+    assert done.json()["channel"] == phone
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone]
+
+
+async def test_an_extension_reached_through_local_channels_is_one_leg(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """A dialplan that dials the manager through a Local channel (FreePBX's
+    from-internal): the customer's line, Local/101@...;1 bridged with it, ;2 and
+    the phone's PJSIP/101 leg. The ;1 half is the one whose partner is the
+    customer; the token for 101 got 400 even with ``from``."""
+    ajam_replay.on("BlindTransfer", lambda sent: {"Message": "Transfer succeeded"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    half = "Local/101@from-internal-0000000a"
+    await _leg(ajam_replay, engine, mine, f"{half};1")
+    await _leg(ajam_replay, engine, mine, f"{half};2")
+    for token, body in (("t101", {}), ("t101", {"from": "101"}), ("all", {})):
+        done = await client.post(
+            f"/api/v1/calls/{mine}/transfer", json={"to": "102", **body}, headers=auth(token)
+        )
+        assert done.status_code == 202, (token, body, done.text)
+        assert done.json()["channel"] == f"{half};1"
+    assert phone in engine.api.calls.get(mine).channels  # type: ignore[union-attr]
+
+
+async def test_two_extensions_on_the_call_still_need_from(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Genuinely ambiguous: 101 and 102 both on the call (a consultation, a
+    conference). Without ``from`` it is a 400 naming the legs; with it, 101's."""
+    ajam_replay.on("BlindTransfer", lambda sent: {"Message": "Transfer succeeded"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    await _leg(ajam_replay, engine, mine, "PJSIP/102-0000000b")
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("all")
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["field"] == "from"
+    assert "say which extension transfers" in refused.json()["detail"]
+    assert phone in refused.json()["detail"]
+    assert "PJSIP/102-0000000b" in refused.json()["detail"]
+    assert ajam_replay.sent("BlindTransfer") == []
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103", "from": "101"}, headers=auth("all")
+    )
+    assert done.status_code == 202, done.text
+    assert done.json()["channel"] == phone
+    # The same extension twice (two phones' legs of 101): no ``from`` can tell them apart.
+    await _leg(ajam_replay, engine, mine, "PJSIP/101-0000000c")
+    twice = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103", "from": "101"}, headers=auth("all")
+    )
+    assert twice.status_code == 400
+    assert "extension 101 is on it more than once" in twice.json()["detail"]
+
+
 async def test_click_to_call_progress_reaches_the_event_feed_of_its_extension(
     engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
