@@ -178,6 +178,20 @@ class ClientSettings:
     #: Where the secret came from (:attr:`AsteriskSettings.secret_source`:
     #: ``env:NAME``, the file, ``command line``), for a refused login's hint.
     secret_source: str = ""
+    #: How long a login waits for Asterisk's answers (Login, its challenge and
+    #: event filters) when shorter than ``request_timeout``: the commands a
+    #: person waits on (``callrouter check --asterisk``, ``callrouter ami``) set
+    #: it, so a peer that accepts and never answers fails in seconds; None (the
+    #: engine): ``request_timeout``. The connection and a TCP greeting keep
+    #: ``connect_timeout``.
+    login_timeout: float | None = None
+
+    def login_wait(self) -> tuple[float, str]:
+        """How long a login waits for its answers, and what sets that bound."""
+        limit = self.login_timeout
+        if limit is not None and limit < self.request_timeout:
+            return limit, "the longest callrouter's commands wait for a login"
+        return self.request_timeout, "request_timeout"
 
     @property
     def native(self) -> bool:
@@ -364,7 +378,7 @@ class AJAMClient(AMIActions[ActionResult]):
         if self.settings.auth == "digest":
             # Digest has no Login: every request authenticates. Ping proves the
             # credentials now rather than at the first real action.
-            result = await self._post(Action("Ping", (), self._next_id()))
+            result = await self._login_post(Action("Ping", (), self._next_id()))
             self._logged_in = True
             self.session_generation += 1
             self._session_mask, self._session_filters = "on", frozenset()
@@ -383,7 +397,7 @@ class AJAMClient(AMIActions[ActionResult]):
             ),
             self._next_id(),
         )
-        result = await self._post(action)
+        result = await self._login_post(action)
         if not result.response.ok:
             said = result.response.message
             hint = login_refused_hint(self.settings.username, self.settings.secret_source, said)
@@ -401,6 +415,22 @@ class AJAMClient(AMIActions[ActionResult]):
             # Later actions use this session even when its filters failed.
             tell_login(self._login_listener)
         return result.response
+
+    async def _login_post(self, action: Action) -> ActionResult:
+        """The login's action, bounded by :meth:`ClientSettings.login_wait`; no
+        answer in time is said as a login that failed, with what answers there."""
+        wait, bound = self.settings.login_wait()
+        try:
+            return await self._post(action, timeout=wait)
+        except AMITimeoutError as exc:
+            raise AMITimeoutError(
+                f"cannot log in to Asterisk at {self._endpoint}: {exc} ({bound}; the "
+                "connection itself: connect_timeout): nothing answered HTTP there (a host "
+                "that is down or unreachable, a firewall dropping the port, or a port that "
+                "accepts connections and never answers: a half-open connection, another "
+                "service); Asterisk's HTTP server is http.conf bindaddr and bindport (8088) "
+                "with its prefix, the manager's own port takes a tcp:// url"
+            ) from exc
 
     def set_login_listener(self, listener: LoginListener | None) -> None:
         """Call ``listener`` after each successful login from now on (``None``:

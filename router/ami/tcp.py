@@ -629,7 +629,8 @@ class TCPClient(AMIActions[ActionResult]):
         try:
             # One deadline for the whole login (Challenge, Login, the event
             # mask and each Filter), not request_timeout for each step.
-            async with asyncio.timeout(settings.request_timeout):
+            wait, bound = settings.login_wait()
+            async with asyncio.timeout(wait):
                 response = await self._authenticate(conn)
         except _Lost as exc:
             raise AMIConnectionError(
@@ -638,8 +639,12 @@ class TCPClient(AMIActions[ActionResult]):
         except TimeoutError as exc:
             raise AMITimeoutError(
                 f"cannot log in to Asterisk at {self._endpoint}: the login (Login, its "
-                f"challenge and event filters) did not end within {settings.request_timeout:g} s "
-                f"(request_timeout){conn.unfinished()}"
+                f"challenge and event filters) did not end within {wait:g} s ({bound})"
+                + (
+                    conn.unfinished()
+                    or ": the port greeted as AMI does, then did not answer in time (a "
+                    "connection gone half-open, or an Asterisk too busy to answer)"
+                )
             ) from exc
         if self._closed:  # its answer came, but after aclose
             raise AMIConnectionError("the AMI client is closed")

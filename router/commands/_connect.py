@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from router.ami.client import ClientSettings
 from router.ami.connect import open_client
@@ -12,6 +13,20 @@ from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
+
+
+#: How long the commands a person waits on (``callrouter check --asterisk``,
+#: ``callrouter ami``, ``callrouter events``) wait for the answers to their
+#: login, after ``connect_timeout`` for the connection (and a TCP greeting):
+#: Asterisk answers a Login in milliseconds, and a peer that accepts and never
+#: answers (a half-open connection) should fail in seconds, not at
+#: ``request_timeout``. docs/asterisk.md, Checking the setup.
+COMMAND_LOGIN_TIMEOUT: Final = 5.0
+
+
+def for_a_person(settings: ClientSettings) -> ClientSettings:
+    """``settings`` with the commands' bound on a login (:data:`COMMAND_LOGIN_TIMEOUT`)."""
+    return replace(settings, login_timeout=COMMAND_LOGIN_TIMEOUT)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +98,6 @@ def load_from_args(args: argparse.Namespace) -> Config:
 def client_from_args(args: argparse.Namespace) -> AMIClient:
     config = load_from_args(args)
     return open_client(
-        ClientSettings.from_config(config.asterisk),
+        for_a_person(ClientSettings.from_config(config.asterisk)),
         where=lambda key: config.where("asterisk", key),
     )

@@ -195,6 +195,7 @@ def _check_asterisk(
 
     from router.ami.client import ClientSettings
     from router.ami.connect import open_client
+    from router.commands._connect import for_a_person
     from router.commands.preflight import check_asterisk
     from router.privileges import needed
 
@@ -219,7 +220,7 @@ def _check_asterisk(
     filtering = offline.config.asterisk.events == "auto"
 
     async def findings() -> list[Finding]:
-        client = open_client(ClientSettings.from_config(offline.config.asterisk))
+        client = open_client(for_a_person(ClientSettings.from_config(offline.config.asterisk)))
         try:
             return await check_asterisk(
                 client,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -27,13 +27,15 @@ from router.api.settings import is_loopback
 from router.dialplan import shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
-from router.errors import AMIError, AMIPrivilegeError
+from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
 from router.liveguard import LIVE_EVENT, Claim, heartbeat_key, signed
 from router.logsafe import escape_controls
 from router.privileges import FILTER, REDIRECT, Probe, refused
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
+    from router.ami.message import Event
+    from router.ami.protocol import ActionResult
     from router.rules.ruleset import RedirectTarget
 
 __all__ = ["PROBE_EVENT", "check_asterisk"]
@@ -68,20 +70,86 @@ async def check_asterisk(
         await client.login()
     except AMIError as exc:
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
-    findings = [Finding("ok", f"logged in to {where}{await _version(client)}")]
+    # A peer that stops answering after the login ends the check at its first
+    # unanswered question, instead of one wait (and a login again) per step.
+    asking = _Answering(client)
+    findings = [Finding("ok", f"logged in to {where}{await _version(asking)}")]
+    if asking.stopped():  # _version keeps its errors to itself: said here
+        return [*findings, _stopped(where, f"{asking.silence}; ")]
     advice = _plain_transport(client.settings.url, client.settings.auth)
     if advice is not None:
         findings.append(advice)
     for probe in probes:
-        findings.append(await _allowed(client, probe))
+        findings.append(await _allowed(asking, probe))
+        if asking.stopped():
+            return [*findings, _stopped(where)]
     if filtering:
-        findings.append(await _filtering(client, suggested_flags))
-    findings.extend((await audit_dialplan(client, targets, built, recording=recording)).findings)
-    findings.extend(await _user_events(client, listen, suggested_flags))
+        findings.append(await _filtering(asking, suggested_flags))
+        if asking.stopped():
+            return [*findings, _stopped(where)]
+    findings.extend((await audit_dialplan(asking, targets, built, recording=recording)).findings)
+    if asking.stopped():
+        return [*findings, _stopped(where)]
+    findings.extend(await _user_events(asking, listen, suggested_flags))
     return findings
 
 
-async def _version(client: AMIClient) -> str:
+class _Answering:
+    """The client as the check's steps use it, until Asterisk stops answering.
+
+    Each question waits as long as the login did (``callrouter check``: 5 s,
+    router/commands/_connect.py; a real Asterisk answers these in
+    milliseconds). The first action that gets no answer (a timeout, a
+    connection found dead) is kept in :attr:`silence`; every later one fails
+    at once with it, rather than each step waiting ``request_timeout`` (over
+    TCP: the keepalive's ``ping_interval``, then a login again) in turn: 45 s
+    and more against a peer that answered the Login and nothing else.
+    """
+
+    def __init__(self, client: AMIClient) -> None:
+        self.settings = client.settings
+        self.silence: AMIConnectionError | None = None
+        self._client = client
+        self._wait = client.settings.login_wait()[0]
+
+    async def action(
+        self, name: str, params: Mapping[str, str] | None = None, *, check: bool = True
+    ) -> ActionResult:
+        if self.silence is not None:
+            raise AMIConnectionError(str(self.silence))
+        try:
+            return await self._client.action(name, params, check=check, timeout=self._wait)
+        except AMIConnectionError as exc:
+            self.silence = exc
+            raise
+
+    async def wait_event(self, timeout: int = 20) -> list[Event]:
+        if self.silence is not None:
+            raise AMIConnectionError(str(self.silence))
+        try:
+            return await self._client.wait_event(timeout=timeout)
+        except AMIConnectionError as exc:
+            self.silence = exc
+            raise
+
+    def refusal_reported(self, name: str) -> None:
+        self._client.refusal_reported(name)
+
+    def stopped(self) -> bool:
+        """Whether an action went unanswered (then :attr:`silence` says how)."""
+        return self.silence is not None
+
+
+def _stopped(where: str, why: str = "") -> Finding:
+    return Finding(
+        "fail",
+        f"{where} stopped answering after the login: {why}the checks after that were not run "
+        "(a connection gone half-open, a firewall or proxy in between, or an Asterisk too "
+        "busy to answer)",
+    )
+
+
+async def _version(client: _Answering) -> str:
     try:
         settings = await client.action("CoreSettings", check=False)
     except AMIError:
@@ -90,7 +158,7 @@ async def _version(client: AMIClient) -> str:
     return f" (Asterisk {shown(version)[1:-1]})" if version else ""
 
 
-async def _allowed(client: AMIClient, probe: Probe) -> Finding:
+async def _allowed(client: _Answering, probe: Probe) -> Finding:
     try:
         if await refused(client, probe):
             return Finding(
@@ -104,7 +172,7 @@ async def _allowed(client: AMIClient, probe: Probe) -> Finding:
     return Finding("ok", f"{probe.action} allowed (write = {probe.write_class})")
 
 
-async def _filtering(client: AMIClient, suggested_flags: str = "") -> Finding:
+async def _filtering(client: _Answering, suggested_flags: str = "") -> Finding:
     """Whether callrouter filters event names itself. Without ``write =
     system`` (the recommended user) only the eventfilter lines of the user's
     manager.conf section do, which this session cannot read: they are
@@ -133,7 +201,7 @@ async def _filtering(client: AMIClient, suggested_flags: str = "") -> Finding:
 
 
 async def _user_events(
-    client: AMIClient, listen: float, suggested_flags: str = ""
+    client: _Answering, listen: float, suggested_flags: str = ""
 ) -> list[Finding]:
     token = secrets.token_hex(6)
     sent = time.monotonic()

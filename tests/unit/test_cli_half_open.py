@@ -1,0 +1,222 @@
+"""``callrouter check --asterisk`` and ``callrouter ami`` against peers that never answer.
+
+A port that accepts and says nothing (a connection gone half-open, a
+firewall, another service), one that greets like AMI and then says nothing,
+and one that takes the login and answers nothing after it: the commands a
+person waits on answer in seconds, naming the url and what went unanswered
+(docs/asterisk.md, Checking the setup). Before, the login waited
+``request_timeout`` (11 s in all) and the check once per question (45 to 63 s).
+The peers are served from threads, as ``main`` runs its own event loop; the
+commands' bound is shortened to keep the tests quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.commands import _connect
+
+#: The bound the tests give the commands (the real one is 5 s).
+BOUND = 0.4
+#: What a test may take at most: the bound twice (connection, then login) and
+#: one unanswered question, with room for a loaded machine; far below the
+#: 10 s of request_timeout that the login and each question waited before.
+TOOK_AT_MOST = 4.0
+
+Serve = Callable[[socketserver.StreamRequestHandler], None]
+
+
+def _silent(handler: socketserver.StreamRequestHandler) -> None:
+    handler.rfile.read()  # until the client goes
+
+
+def _banner_only(handler: socketserver.StreamRequestHandler) -> None:
+    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+    handler.rfile.read()
+
+
+def _login_only(handler: socketserver.StreamRequestHandler) -> None:
+    """Native AMI that answers the Login and nothing else."""
+    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+    while True:
+        lines = []
+        while (line := handler.rfile.readline()) not in (b"\r\n", b""):
+            lines.append(line.decode().strip())
+        if not line:
+            return
+        head = dict(item.split(": ", 1) for item in lines if ": " in item)
+        if head.get("Action", "").lower() == "login":
+            action_id = head.get("ActionID", "")
+            handler.wfile.write(f"Response: Success\r\nActionID: {action_id}\r\n\r\n".encode())
+
+
+def _http_login_only(handler: socketserver.StreamRequestHandler) -> None:
+    """AJAM that answers the Login (with its cookie) and then no request."""
+    while True:
+        length = 0
+        while (line := handler.rfile.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if not line:
+            return
+        body = handler.rfile.read(length)
+        if b"action=login" not in body.lower():
+            handler.rfile.read()  # never answered: until the client goes
+            return
+        payload = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
+        handler.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            b'Set-Cookie: mansession_id="c0ffee"; Version=1; Max-Age=60\r\n'
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+
+
+@pytest.fixture
+def peer() -> Iterator[Callable[[Serve], int]]:
+    servers: list[socketserver.ThreadingTCPServer] = []
+
+    def start(serve: Serve) -> int:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):  # the client went
+                    serve(self)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return int(server.server_address[1])
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A router.toml with the defaults but connect_timeout, and the commands' bound shortened."""
+    monkeypatch.setattr(_connect, "COMMAND_LOGIN_TIMEOUT", BOUND, raising=False)
+    monkeypatch.setenv("CR_HALF_OPEN_SECRET", "x")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        'version: 1\nrules:\n  - name: a\n    on: call\n    if: did == "1"\n'
+        '    do:\n      - redirect: {context: sink, exten: "1"}\n',
+        encoding="utf-8",
+    )
+    path = tmp_path / "router.toml"
+    path.write_text(
+        '[asterisk]\nurl = "tcp://127.0.0.1:9"\nusername = "router"\n'
+        f'secret_env = "CR_HALF_OPEN_SECRET"\nconnect_timeout = {BOUND}\n'
+        f'[router]\nrules = ["{rules}"]\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _timed(argv: list[str]) -> tuple[int, float]:
+    started = time.monotonic()
+    code = main(argv)
+    return code, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("serve", "scheme", "said"),
+    [
+        (_silent, "tcp", rf"no AMI greeting within {BOUND:g} s \(connect_timeout\)"),
+        (
+            _banner_only,
+            "tcp",
+            rf"the login \(Login, its challenge and event filters\) did not end within "
+            rf"{BOUND:g} s \(the longest callrouter's commands wait for a login\): the port "
+            r"greeted as AMI does, then did not answer in time",
+        ),
+        (
+            _silent,
+            "http",
+            r"Login: no answer from http://127\.0\.0\.1:\d+/asterisk/rawman within [\d.]+ s "
+            r"\(the longest callrouter's commands wait for a login; the connection itself: "
+            r"connect_timeout\): nothing answered HTTP there",
+        ),
+    ],
+    ids=["tcp-silent", "tcp-banner-only", "http-silent"],
+)
+@pytest.mark.parametrize("command", ["check", "ami"])
+def test_a_peer_that_never_answers_the_login_fails_in_seconds_naming_it(
+    peer: Callable[[Serve], int],
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    serve: Serve,
+    scheme: str,
+    said: str,
+    command: str,
+) -> None:
+    port = peer(serve)
+    url = f"{scheme}://127.0.0.1:{port}" + ("/asterisk" if scheme == "http" else "")
+    argv = ["--config", str(config), "--url", url]
+    code, took = _timed(
+        ["check", "--asterisk", *argv] if command == "check" else ["ami", "Ping", *argv]
+    )
+    assert code == 1
+    out, err = capsys.readouterr()
+    shown = out if command == "check" else err
+    [line] = [line for line in shown.splitlines() if "cannot" in line]
+    assert re.search(said, line), line
+    assert f"127.0.0.1:{port}" in line
+    assert took < TOOK_AT_MOST, f"{took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("serve", "scheme"), [(_login_only, "tcp"), (_http_login_only, "http")], ids=["tcp", "http"]
+)
+def test_a_peer_that_stops_answering_after_the_login_ends_the_check_at_once(
+    peer: Callable[[Serve], int],
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    serve: Serve,
+    scheme: str,
+) -> None:
+    """Each question waited request_timeout (over TCP the keepalive's ping_interval
+    and a login again) in turn: 45 s (TCP) and 63 s (AJAM) of one FAIL or ADVICE
+    line per question. Now the first one unanswered ends the check, one line."""
+    port = peer(serve)
+    url = f"{scheme}://127.0.0.1:{port}" + ("/asterisk" if scheme == "http" else "")
+    code, took = _timed(["check", "--asterisk", "--config", str(config), "--url", url])
+    assert code == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("asterisk:")]
+    assert lines[0].startswith(f"asterisk: OK     logged in to {url} as 'router'")
+    assert len(lines) == 2, lines
+    assert lines[1].startswith(
+        f"asterisk: FAIL   {url} as 'router' stopped answering after the login: CoreSettings: "
+    )
+    assert lines[1].endswith("the checks after that were not run (a connection gone "
+                             "half-open, a firewall or proxy in between, or an Asterisk too "
+                             "busy to answer)")  # fmt: skip
+    assert took < TOOK_AT_MOST, f"{took:.1f} s"
+
+
+def test_the_commands_bound_is_the_one_the_docs_give() -> None:
+    """docs/asterisk.md, its Russian twin and the reference say how long."""
+    docs = Path(__file__).parents[2] / "docs"
+    bound = f"{_connect.COMMAND_LOGIN_TIMEOUT:g}"
+
+    def text(name: str) -> str:
+        return " ".join((docs / name).read_text(encoding="utf-8").split())
+
+    assert f"login's answers then wait at most {bound} s, not `request_timeout`" in text(
+        "asterisk.md"
+    )
+    assert f"ответы на вход ждут потом не больше {bound} с" in text("ru/asterisk.md")
+    assert f"wait at most {bound} s for the login's answers" in text("reference/config.md")
+    assert f"ждут ответов на вход не больше {bound} с" in text("ru/reference/config.md")
