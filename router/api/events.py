@@ -20,13 +20,14 @@ past it), so a client loop gone wild cannot hold unbounded memory or tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
@@ -34,7 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
 from router.api.errors import ApiError, problem_responses, refuse_unknown_query
-from router.api.feed import EventFeed, FeedEvent, Visible
+from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.logsafe import escape_controls
 
 __all__ = [
@@ -167,7 +168,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         waiters.enter(token)
         try:
             start = feed.position() if after is None else after
-            page = await feed.wait(start, visible, timeout=timeout, limit=limit)
+            page = await _unless_gone(
+                request.receive, feed.wait(start, visible, timeout=timeout, limit=limit)
+            )
         finally:
             waiters.leave(token)
         return JSONResponse(
@@ -199,6 +202,35 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/v1/events", poll, methods=["GET"], name="events"),
         Route("/api/v1/events/stream", stream, methods=["GET"], name="events_stream"),
     ]
+
+
+async def _gone(receive: Receive) -> None:
+    """Return when the client has disconnected (its body, if any, is read and dropped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(receive: Receive, wait: Awaitable[Page]) -> Page:
+    """``wait``'s page, or :class:`ClientDisconnect` as soon as the client leaves.
+
+    A long poll sends nothing until it answers, so nothing else notices a
+    client gone: its ``events_waiters`` place stayed taken for its whole
+    ``timeout``, and the client, back at once, was refused 429 meanwhile.
+    """
+    waiting = asyncio.ensure_future(wait)
+    gone = asyncio.ensure_future(_gone(receive))
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            # The feed forgets its waiter before the place is given back.
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    if waiting.done() and not waiting.cancelled():
+        return waiting.result()
+    raise ClientDisconnect
 
 
 class _Stream(StreamingResponse):

@@ -31,6 +31,7 @@ from router.api.feed import EventFeed
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings, TokenSettings
 from router.testing import StubEngine
+from tests.unit.waiting import eventually
 
 READER = TokenSettings(
     name="reader",
@@ -249,6 +250,28 @@ async def test_a_long_poll_longer_than_the_deadline_is_answered(
         )
     assert response.status_code == 200
     assert response.json()["events"] == []
+
+
+async def test_a_long_poll_whose_client_left_gives_its_slot_back_at_once(serve: Serve) -> None:
+    """A 1C loop whose connection dropped mid-poll (its own timeout shorter than
+    the poll's, a proxy's idle cut) comes back at once: the polls it left held
+    the token's events_waiters places for their whole timeout (60 s), and every
+    new poll of the token was 429 meanwhile."""
+    server, feed = await serve(events_waiters=2)
+    for _ in range(2):
+        async with connection(
+            server.port,
+            b"GET /api/v1/events?timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + AUTH + b"\r\n",
+        ):
+            await eventually(lambda: feed.waiting == 1, "the poll waiting")
+        await eventually(lambda: feed.waiting == 0, "the left poll's end")
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"http://127.0.0.1:{server.port}/api/v1/events",
+            params={"timeout": 0},
+            headers={"Authorization": "Bearer cr_reader"},
+        )
+    assert response.status_code == 200, response.text
 
 
 async def test_a_stream_nobody_reads_is_cut_and_its_slot_freed(
