@@ -289,27 +289,37 @@ def _let_go(transport: asyncio.Transport) -> None:
 
 
 class _QuietBadRequests(logging.Filter):
-    """uvicorn logs a WARNING for every request it cannot parse; anyone who
-    reaches the port can send thousands a second (a log filled by strangers),
-    so one such line a minute passes, saying how many were held back."""
+    """uvicorn logs a WARNING for every request it cannot parse, and two for
+    every request asking for an ``Upgrade`` (``websocket``, ``h2c``): anyone
+    who reaches the port can send thousands a second (a log filled by
+    strangers). So one such line a minute passes for each, saying how many
+    were held back, and uvicorn's advice to install a WebSocket library (the
+    API serves none, on purpose: ``ws="none"``) never does."""
 
     MESSAGE = "Invalid HTTP request received."
+    UPGRADE = "Unsupported upgrade request."
+    ADVICE = "No supported WebSocket library detected."
 
     def __init__(self) -> None:
         super().__init__()
-        self._held = 0
-        self._passed_at = -_WARN_EVERY
+        self._held = {self.MESSAGE: 0, self.UPGRADE: 0}
+        self._passed_at = {self.MESSAGE: -_WARN_EVERY, self.UPGRADE: -_WARN_EVERY}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != self.MESSAGE:
+        message = record.msg
+        if not isinstance(message, str):
+            return True
+        if message.startswith(self.ADVICE):
+            return False
+        if message not in self._held:
             return True
         now = time.monotonic()
-        if now - self._passed_at < _WARN_EVERY:
-            self._held += 1
+        if now - self._passed_at[message] < _WARN_EVERY:
+            self._held[message] += 1
             return False
-        if self._held:
-            record.msg = f"{self.MESSAGE} ({self._held} more in the last minute not logged)"
-        self._passed_at, self._held = now, 0
+        if self._held[message]:
+            record.msg = f"{message} ({self._held[message]} more in the last minute not logged)"
+        self._passed_at[message], self._held[message] = now, 0
         return True
 
 

@@ -435,6 +435,27 @@ async def test_a_stranger_sending_bad_requests_fills_no_log(
     assert await healthz(server.port) == 200
 
 
+async def test_a_stranger_asking_for_an_upgrade_fills_no_log(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn logged two WARNINGs for every request with ``Upgrade: websocket``
+    (or ``h2c``), the second advising to install a WebSocket library the API
+    does not want: anyone could fill the log with them. One a minute passes,
+    and no advice."""
+    server, _ = await serve()
+    caplog.set_level(logging.WARNING, logger="uvicorn.error")
+    for upgrade in (b"websocket", b"h2c") * 10:
+        async with connection(
+            server.port,
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+            b"Upgrade: " + upgrade + b"\r\n\r\n",
+        ) as (reader, _):
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200 ")
+    said = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    assert len([m for m in said if "upgrade" in m]) <= 1, said
+    assert not [m for m in said if "WebSocket library" in m], said
+
+
 # -- TLS handshakes --------------------------------------------------------------------
 
 
