@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from router.logsafe import escape_controls
 from router.rules.context import Context
 
 __all__ = ["Action", "Decision", "LookupTrace", "RuleStatus", "RuleTrace", "Trace"]
@@ -48,8 +49,10 @@ class Action:
         return {"kind": self.kind, "params": dict(self.params), "rule": self.rule}
 
     def __str__(self) -> str:
+        """For people (``callrouter explain``): values a template filled in are
+        the caller's or 1C's text, so control characters come out escaped."""
         inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.kind}({inner})"
+        return escape_controls(f"{self.kind}({inner})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,9 @@ class Trace:
             lines.extend(f"      -> {action}" for action in entry.actions)
         if self.deadline_hit:
             lines.append("  the lookup deadline passed during evaluation")
-        return "\n".join(lines)
+        # A lookup's error or a rule's error may quote a plugin's or a caller's
+        # text: one line each, nothing the terminal would act on.
+        return "\n".join(escape_controls(line) for line in lines)
 
 
 #: Types :func:`_jsonable` returns as they are, by exact type first: every

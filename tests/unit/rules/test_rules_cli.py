@@ -96,6 +96,41 @@ def test_explain_with_stubbed_lookup(
     )
 
 
+def test_explain_text_escapes_what_1c_and_the_caller_wrote(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With --ask the client's name is 1C's text, and --name is the caller's:
+    # the trace and the decision line printed an ESC sequence, a line break
+    # and a bidi override raw on the administrator's terminal.
+    monkeypatch.chdir(ROOT)
+    hostile = "Romashka\x1b]0;owned\x07\r\ndecision: none\u202e"
+    owner = {"found": True, "client": {"name": hostile}, "manager": {"extension": "101"}}
+    code = main(
+        [
+            "explain",
+            "--caller",
+            "8 916 123-45-67",
+            "--did",
+            "74951234567",
+            "--at",
+            "2026-11-23 12:15",
+            "--name",
+            hostile,
+            "--lookup",
+            f"onec.responsible={json.dumps(owner)}",
+            "--rules",
+            "rules/",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert not any(ch in out for ch in "\x1b\x07\r\u202e")
+    assert "setvar(CRM_CLIENT=Romashka\\x1b]0;owned\\x07\\x0d\\x0adecision: none\\u202e" in out
+    assert [line for line in out.splitlines() if line.startswith("decision:")] == [
+        line for line in out.splitlines() if line.startswith("decision: setvar(")
+    ]
+
+
 def test_explain_after_hours_json(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
