@@ -63,6 +63,7 @@ __all__ = [
     "KnownContext",
     "LocationPolicy",
     "RoutingRequest",
+    "argument_problem",
     "location_problem",
     "missing_target",
     "next_location",
@@ -191,6 +192,24 @@ class LocationPolicy:
 
 
 _DEFAULT: Final = re.compile(DEFAULT_LOCATION_PATTERN)
+
+
+def argument_problem(name: str, value: str) -> str | None:
+    """Why ``value``, which a template filled into an application's arguments
+    (``originate``'s ``data``), could be more than one argument's text, or None.
+
+    The floor of a location, without its pattern, and empty is fine (a
+    template's ``None``): a 1C card's ``101&Local/666@somecontext`` in
+    ``Dial(PJSIP/{...},20)`` would ring a second channel, its ``101,5,U(x)``
+    add Dial options, its ``trunk/sip:+88...@host`` dial out.
+    """
+    if not value or _FLOOR.fullmatch(value) is not None:
+        return None
+    return (
+        f"{name} filled in with {shown(value)}, which is not a single argument's text "
+        "(letters, digits and *#+_.-: no spaces, , & | / @ : ( ) $ or the like)"
+    )
+
 
 #: Parameter names (any case) that are a dialplan location in the built-in
 #: actions and in the headers of an ``ami`` action.

@@ -29,7 +29,14 @@ from router import eager
 from router.ami.catalog import load_catalog
 from router.ami.own_session import session_action_problem
 from router.ami.protocol import ActionResult
-from router.dialplan import NEXT_VARIABLE, LocationPolicy, location_problem, next_location, shown
+from router.dialplan import (
+    NEXT_VARIABLE,
+    LocationPolicy,
+    argument_problem,
+    location_problem,
+    next_location,
+    shown,
+)
 from router.errors import AMIValidationError
 from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
 from router.hookspecs import hookimpl
@@ -68,6 +75,32 @@ def _check_originate(params: Mapping[str, object]) -> None:
     has_exten = "context" in params and "exten" in params
     if has_app == has_exten:
         raise ValueError("give either 'context' and 'exten', or 'application'")
+    _written_application(params)
+
+
+def _written_application(params: Mapping[str, object]) -> None:
+    """The application a call runs is the rule's to name, as its location is:
+    a 1C card or a caller's name must not choose ``Dial`` or ``ChanSpy``."""
+    for key, value in params.items():
+        if key.lower() == "application" and _template(value):
+            raise ValueError(
+                f"{key!r} {shown(str(value))} is filled in by a template: write the "
+                "application in the rule file (a template may fill in its 'data')"
+            )
+
+
+def _data_part(params: Mapping[str, object], key: str, text: str) -> None:
+    """``originate``'s ``data``: what a template filled in is one argument's text."""
+    if key.lower() == "data":
+        problem = argument_problem(key, text)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def _ami_data_part(params: Mapping[str, object], key: str, text: str) -> None:
+    """An ``ami`` ``Originate``'s ``Data``, as ``originate``'s."""
+    if str(params.get("action", "")).lower() == "originate":
+        _data_part(params, key, text)
 
 
 def _check_setvar(params: Mapping[str, object]) -> None:
@@ -175,10 +208,18 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
     for spec in ACTIONS:
         if spec.name in ("redirect", "originate"):
             spec = replace(spec, check=_both(spec.check, at_load), rendered=rendered)
+        if spec.name == "originate":
+            spec = replace(spec, filled=_data_part)
         registry.add_action(spec)
 
     def check_ami(params: Mapping[str, object]) -> None:
         at_load(params)
+        if _template(params["action"]):
+            raise ValueError(
+                f"action {shown(str(params['action']))} is filled in by a template: "
+                "write the AMI action in the rule file"
+            )
+        _written_application(params)
         # Sent on the engine's own session (router/ami/own_session.py).
         problem = session_action_problem(
             str(params["action"]), {k: v for k, v in params.items() if k != "action"}
@@ -210,6 +251,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             extra_name="header",
             check=check_ami,
             rendered=rendered,
+            filled=_ami_data_part,
         )
     )
     registry.add_action(

@@ -378,11 +378,22 @@ def _render(
     action: CompiledAction, evaluator: Evaluator, rule: str, listing: Mapping[str, KnownContext]
 ) -> Action:
     params: dict[str, str] = {}
+    check_filled = action.spec.filled
+    parts: list[str] | None = None if check_filled is None else []
     for key, value in action.params:
         if isinstance(value, str):
             params[key] = value
             continue
-        text = evaluator.render(value)
+        text = evaluator.render(value, parts)
+        if parts:
+            assert check_filled is not None
+            written = {k: v if isinstance(v, str) else v.source for k, v in action.params}
+            try:
+                for part in parts:
+                    check_filled(written, key, part)
+            except ValueError as exc:  # a 1C answer's ',' in an application's data
+                raise _Rejected(f"action {action.kind!r}: {exc}") from None
+            parts.clear()
         if text is None:
             continue
         spec = action.spec.param(key)

@@ -448,12 +448,21 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         self.expr = expression.source
         return self._eval(expression.tree)
 
-    def render(self, template: Template) -> str | None:
-        """A lone ``{expr}`` that is None gives None (the parameter is left out)."""
+    def render(self, template: Template, filled: list[str] | None = None) -> str | None:
+        """A lone ``{expr}`` that is None gives None (the parameter is left out).
+
+        ``filled`` collects the text each ``{expr}`` gave, for checks of what
+        the file did not write itself (:attr:`ActionSpec.filled`).
+        """
         parts = template.parts
         if len(parts) == 1 and isinstance(parts[0], Expression):
             value = self.evaluate(parts[0])
-            return None if value is None else _text(value)
+            if value is None:
+                return None
+            text = _text(value)
+            if filled is not None:
+                filled.append(text)
+            return text
         out: list[str] = []
         length = 0
         for part in parts:
@@ -462,6 +471,8 @@ class Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
             else:
                 value = self.evaluate(part)
                 out.append("" if value is None else _text(value))
+                if filled is not None:
+                    filled.append(out[-1])
             length += len(out[-1])
             if length > MAX_STRING:  # checked per part: a template may have thousands
                 raise OverflowError(f"value longer than {MAX_STRING} characters")

@@ -23,6 +23,7 @@ __all__ = [
     "ActionCheck",
     "ActionSpec",
     "ArgCheck",
+    "FilledCheck",
     "FunctionSpec",
     "LookupFn",
     "LookupSpec",
@@ -45,6 +46,10 @@ ArgCheck = Callable[..., None]
 ActionCheck = Callable[[Mapping[str, object]], None]
 #: Evaluation-time check of the parameters templates filled in; raises ValueError.
 RenderedCheck = Callable[[Mapping[str, str]], None]
+#: Evaluation-time check of one value a template's ``{...}`` put into the
+#: parameter (second argument), the action's parameters as written in the
+#: file first (templates as their text); raises ValueError.
+FilledCheck = Callable[[Mapping[str, object], str, str], None]
 
 _DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -131,6 +136,11 @@ class ActionSpec:
     #: values are untrusted (lookups, caller data). A ValueError rejects the
     #: rule, so the next rule gets its turn, before any action is sent.
     rendered: RenderedCheck | None = None
+    #: Run on every evaluation with each value a ``{...}`` filled into a
+    #: parameter, apart from the text the file wrote around it: ``data:
+    #: "PJSIP/{owner.manager.extension},20"`` may hold a ``,`` the
+    #: administrator wrote, never one 1C wrote. A ValueError rejects the rule.
+    filled: FilledCheck | None = None
 
     def param(self, name: str) -> ParamSpec | None:
         for spec in self.params:
