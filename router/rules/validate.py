@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -91,8 +93,23 @@ class _Checker:
         elif isinstance(node, ast.Call):
             self._call(node, scope)
         else:
+            if isinstance(node, ast.Compare):
+                self._compare(node)
             for child in ast.iter_child_nodes(node):
                 self._visit(child, scope)
+
+    def _compare(self, node: ast.Compare) -> None:
+        """A text field against a number written in the rule (``event.cause
+        == 19``), or a number field against text (``now.hour == "9"``): never
+        equal, so the rule silently never matched; ordered, it failed every call."""
+        left = node.left
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            for field, other in ((left, right), (right, left)):
+                problem = _mismatch(field, op, other)
+                if problem is not None:
+                    self.error(problem, self.line)
+                    break
+            left = right
 
     def _name(self, name: str, scope: _Scope) -> bool:
         if name in scope.visible:
@@ -257,6 +274,132 @@ class _Checker:
         if len(self.errors) != before:
             return None
         return CompiledAction(kind, spec, tuple(compiled), line)
+
+
+#: Fields that are always text (``event.<any>`` too) and always whole numbers.
+_TEXT_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    [("caller", f) for f in ("number", "raw", "name")]
+    + [("call", f) for f in ("channel", "uniqueid", "linkedid", "context", "exten")]
+)
+_NUMBER_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    ("now", f) for f in ("year", "month", "day", "hour", "minute", "second")
+)
+
+
+def _field_kind(node: ast.expr) -> tuple[str, str] | None:
+    """``("text", "event.cause")``, ``("number", "now.hour")`` or None."""
+    if isinstance(node, ast.Name) and node.id == "did":
+        return "text", "did"
+    if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+        return None
+    root, attr = node.value.id, node.attr
+    if root == "event" or (root, attr) in _TEXT_FIELDS:
+        return "text", f"{root}.{attr}"
+    if (root, attr) in _NUMBER_FIELDS:
+        return "number", f"{root}.{attr}"
+    return None
+
+
+def _literal_kind(node: ast.expr) -> str | None:
+    signed = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd)
+    if isinstance(node, ast.UnaryOp) and signed:
+        node = node.operand
+    if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
+        return None
+    if isinstance(node.value, str):
+        return None if signed else "text"  # -"9" fails on its own
+    return "number" if isinstance(node.value, int | float) else None
+
+
+_SYMBOLS: dict[type[ast.cmpop], str] = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
+
+
+def _mismatch(field: ast.expr, op: ast.cmpop, other: ast.expr) -> str | None:
+    """Why comparing ``field`` with the literal ``other`` by ``op`` is a sure
+    mistake (``event.cause == 19``), with the comparison to write, or None."""
+    found = _field_kind(field)
+    symbol = _SYMBOLS.get(type(op))
+    if found is None or symbol is None:
+        return None
+    kind, name = found
+    wrong = "number" if kind == "text" else "text"
+    if isinstance(op, ast.In | ast.NotIn):
+        if not isinstance(other, ast.Tuple | ast.List | ast.Set):
+            return None
+        if not any(_literal_kind(e) == wrong for e in other.elts):
+            return None
+        fixed = [_as(kind, e) if _literal_kind(e) == wrong else _show(e) for e in other.elts]
+        fix = (
+            f"compare with {_PLURAL[kind]}"
+            if None in fixed
+            else f"write {name} {symbol} {_sequence(other, [str(f) for f in fixed])}"
+        )
+        shown_items = _sequence(other, [_show(e) for e in other.elts])
+        return (
+            f"{name!r} is {_KINDS[kind]}, and {shown_items} holds "
+            f"{_PLURAL[wrong]} it never equals; {fix}"
+        )
+    if _literal_kind(other) != wrong:
+        return None
+    fixed_value = _as(kind, other)
+    if isinstance(op, ast.Eq | ast.NotEq):
+        always = "false" if isinstance(op, ast.Eq) else "true"
+        fix = (
+            f"compare with {_KINDS[kind]}"
+            if fixed_value is None
+            else f"write {name} {symbol} {fixed_value}"
+        )
+        return (
+            f"{name!r} is {_KINDS[kind]} and {_show(other)} is {_KINDS[wrong]}: never "
+            f"equal, so {symbol!r} is always {always}; {fix}"
+        )
+    if kind == "text":
+        fix = f"write int({name}) {symbol} {ast.unparse(other)}"
+    elif fixed_value is None:
+        fix = f"compare with {_KINDS[kind]}"
+    else:
+        fix = f"write {name} {symbol} {fixed_value}"
+    return (
+        f"{name!r} is {_KINDS[kind]} and {_show(other)} is {_KINDS[wrong]}: "
+        f"{symbol!r} between them fails on every call; {fix}"
+    )
+
+
+_KINDS = {"text": "text", "number": "a number"}
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")
+_PLURAL = {"text": "text", "number": "numbers"}
+
+
+def _sequence(node: ast.Tuple | ast.List | ast.Set, items: list[str]) -> str:
+    brackets = {ast.Tuple: "()", ast.List: "[]", ast.Set: "{}"}[type(node)]
+    one = "," if len(items) == 1 and isinstance(node, ast.Tuple) else ""
+    return f"{brackets[0]}{', '.join(items)}{one}{brackets[1]}"
+
+
+def _show(node: ast.expr) -> str:
+    """A literal as the rule would write it: text in double quotes."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return json.dumps(node.value, ensure_ascii=False)
+    return ast.unparse(node)
+
+
+def _as(kind: str, literal: ast.expr) -> str | None:
+    """The literal as ``kind`` would have it (``"19"`` for 19, ``9`` for
+    "9"), or None for text that is no number."""
+    if kind == "text":
+        return json.dumps(ast.unparse(literal))
+    assert isinstance(literal, ast.Constant)
+    text = str(literal.value).strip()
+    return str(int(text)) if _WHOLE.fullmatch(text) else None
 
 
 def _line(node: Node) -> int:
