@@ -105,11 +105,61 @@ class _Checker:
         left = node.left
         for op, right in zip(node.ops, node.comparators, strict=True):
             for field, other in ((left, right), (right, left)):
-                problem = _mismatch(field, op, other)
+                problem = _mismatch(field, op, other) or self._unnormalized(field, op, other)
                 if problem is not None:
                     self.error(problem, self.line)
                     break
             left = right
+
+    def _unnormalized(self, field: ast.expr, op: ast.cmpop, other: ast.expr) -> str | None:
+        """``did == "+7 495 123-45-67"``: ``did`` and ``caller.number`` are
+        normalized (``74951234567``), so a number written otherwise never
+        equals them; the rule loaded and never matched."""
+        name = _NORMALIZED.get(ast.unparse(field))
+        if name is None or not isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn):
+            return None
+        if isinstance(op, ast.In | ast.NotIn) and isinstance(other, ast.Tuple | ast.List | ast.Set):
+            items = other.elts
+        elif isinstance(op, ast.Eq | ast.NotEq):
+            items = [other]
+        else:
+            return None
+        texts = [e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        fixed = {text: self._normalized(text) for text in texts}
+        if all(fixed[text] == text for text in texts):
+            return None
+        symbol = _SYMBOLS[type(op)]
+        bad = next(text for text in texts if fixed[text] != text)
+        if not fixed[bad]:
+            hint = "; caller.raw is the number as the caller sent it" if name != "did" else ""
+            return (
+                f"{name!r} holds digits only (normalized), so {json.dumps(bad)} never "
+                f"equals it{hint}"
+            )
+        if isinstance(op, ast.Eq | ast.NotEq):
+            written = json.dumps(fixed[bad])
+        else:
+            assert isinstance(other, ast.Tuple | ast.List | ast.Set)
+            written = _sequence(
+                other,
+                [
+                    json.dumps(fixed.get(e.value) or e.value)
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                    else ast.unparse(e)
+                    for e in items
+                ],
+            )
+        return (
+            f"{name!r} is normalized ({json.dumps(bad)} arrives as "
+            f"{json.dumps(fixed[bad])}), so {json.dumps(bad)} never equals it; "
+            f"write {name} {symbol} {written}"
+        )
+
+    def _normalized(self, text: str) -> str:
+        try:
+            return self.registry.normalize_number(text)
+        except Exception:  # a plugin's plan that fails here fails for every call too
+            return text
 
     def _name(self, name: str, scope: _Scope) -> bool:
         if name in scope.visible:
@@ -281,6 +331,8 @@ _TEXT_FIELDS: frozenset[tuple[str, str]] = frozenset(
     [("caller", f) for f in ("number", "raw", "name")]
     + [("call", f) for f in ("channel", "uniqueid", "linkedid", "context", "exten")]
 )
+#: The call's values that are normalized by the number plan (rules.md).
+_NORMALIZED = {"did": "did", "caller.number": "caller.number"}
 _NUMBER_FIELDS: frozenset[tuple[str, str]] = frozenset(
     ("now", f) for f in ("year", "month", "day", "hour", "minute", "second")
 )
