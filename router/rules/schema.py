@@ -236,13 +236,23 @@ def _check_rule(
     keys = node.mapping()
     name_node = keys.get("name")
     name: str | None = None
-    if name_node is not None and isinstance(name_node.value, str) and _NAME.match(name_node.value):
+    if (
+        name_node is not None
+        and isinstance(name_node.value, str)
+        and _NAME.match(name_node.value)
+        # No ESC, tab, bidi override: a name is printed in explain's trace,
+        # the decision line and /metrics labels as it is written.
+        and name_node.value.isprintable()
+    ):
         name = name_node.value
     out = _Collector(node.file, name, "" if name else f"rule #{number}: ")
     if name_node is None:
         out.add("missing required key 'name'", node.line)
     elif name is None:
-        out.add("'name' must be a short one-line text without quotes", name_node.line)
+        out.add(
+            "'name' must be a short one-line text without quotes or control characters",
+            name_node.line,
+        )
 
     for key in keys:
         if key not in RULE_KEYS:
