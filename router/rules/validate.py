@@ -94,17 +94,20 @@ class _Checker:
             self._call(node, scope)
         else:
             if isinstance(node, ast.Compare):
-                self._compare(node)
+                self._compare(node, scope)
             for child in ast.iter_child_nodes(node):
                 self._visit(child, scope)
 
-    def _compare(self, node: ast.Compare) -> None:
+    def _compare(self, node: ast.Compare, scope: _Scope) -> None:
         """A text field against a number written in the rule (``event.cause
         == 19``), or a number field against text (``now.hour == "9"``): never
         equal, so the rule silently never matched; ordered, it failed every call."""
         left = node.left
         for op, right in zip(node.ops, node.comparators, strict=True):
             for field, other in ((left, right), (right, left)):
+                root = field.value if isinstance(field, ast.Attribute) else field
+                if not (isinstance(root, ast.Name) and root.id in scope.visible):
+                    continue  # an unknown name is reported as such
                 problem = _mismatch(field, op, other) or self._unnormalized(field, op, other)
                 if problem is not None:
                     self.error(problem, self.line)
