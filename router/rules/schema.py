@@ -354,7 +354,11 @@ def _trigger(
             out.add(
                 f"unknown event {pattern!r}{did_you_mean(pattern, names)}; Asterisk 22 "
                 "documents no such event (callrouter actions --events lists them); one "
-                f"of a module it does not document is written as a glob: 'on: event {pattern}*'",
+                f"of a module it does not document is written as a glob: 'on: event {pattern}*'; "
+                # A dialplan's UserEvent(CrmHangup) comes as Event: UserEvent:
+                # the glob above would load and never fire for it.
+                f"a UserEvent's own name (UserEvent({pattern}) in the dialplan) is tested "
+                f"with 'on: event UserEvent' and 'if: event.userevent == \"{pattern}\"'",
                 on.line,
             )
             return None

@@ -145,8 +145,25 @@ def test_event_names_from_a_catalog(tmp_path: Path, registry: Registry) -> None:
     assert [e.detail for e in ruleset.errors] == [
         "unknown event 'Hangupp' (did you mean 'Hangup'?); Asterisk 22 documents no "
         "such event (callrouter actions --events lists them); one of a module it "
-        "does not document is written as a glob: 'on: event Hangupp*'"
+        "does not document is written as a glob: 'on: event Hangupp*'; a UserEvent's "
+        "own name (UserEvent(Hangupp) in the dialplan) is tested with 'on: event "
+        "UserEvent' and 'if: event.userevent == \"Hangupp\"'"
     ]
+
+
+def test_a_user_event_s_name_is_not_sent_to_a_glob(tmp_path: Path, registry: Registry) -> None:
+    # on: event CrmHangup was answered "written as a glob: on: event CrmHangup*",
+    # which loads and never fires: Asterisk sends it as Event: UserEvent.
+    registry.set_event_names({"Hangup", "UserEvent"})
+    path = write(
+        tmp_path,
+        "version: 1\nrules:\n  - name: e\n    on: event CrmHangup\n"
+        "    do: [{notify: {plugin: onec, event: x}}]\n",
+    )
+    (error,) = load_rules([path], registry).errors
+    assert error.detail.endswith(
+        "is tested with 'on: event UserEvent' and 'if: event.userevent == \"CrmHangup\"'"
+    )
 
 
 def test_event_names_are_asterisks_as_the_plugins_register_them(tmp_path: Path) -> None:
