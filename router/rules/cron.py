@@ -71,6 +71,22 @@ def _expand(text: str, field: str, low: int, high: int, names: tuple[str, ...]) 
     return values
 
 
+#: The most days each month has (February: in a leap year).
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _some_date(days: set[int], months: set[int]) -> None:
+    """ValueError when no selected month has a selected day: ``0 9 30 2 *``
+    would load and never fire (cron takes it, and runs it never)."""
+    if any(day <= _MONTH_DAYS[month - 1] for month in months for day in days):
+        return
+    shown_days = ",".join(str(d) for d in sorted(days))
+    shown_months = ",".join(_MONTHS[m - 1] for m in sorted(months))
+    if len(months) == 1:
+        raise ValueError(f"never fires: {shown_months} has no day {shown_days}")
+    raise ValueError(f"never fires: none of {shown_months} has a day {shown_days}")
+
+
 def check_cron(expression: str) -> None:
     """Raises ValueError naming the bad field of a five-field cron expression.
 
@@ -97,6 +113,8 @@ def cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
     for text, (field, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
         _expand(text, field, low, high, names)
     minute, hour, day, month, weekday = (text.lower() for text in fields)
+    if weekday.startswith("*"):
+        _some_date(_expand(day, *CRON_FIELDS[2]), _expand(month, *CRON_FIELDS[3]))
     days = _expand(weekday, *CRON_FIELDS[4])
     weekday_names = ",".join(_DAYS[d % 7] for d in sorted({d % 7 for d in days}))
     if weekday.startswith("*"):

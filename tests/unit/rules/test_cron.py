@@ -115,6 +115,28 @@ def test_bad_values_are_errors(expression: str, message: str) -> None:
         cron_trigger(expression, MOSCOW)
 
 
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 9 30 2 *", "never fires: feb has no day 30"),
+        ("0 9 30,31 feb *", "never fires: feb has no day 30,31"),
+        ("0 9 31 4,6,9,11 *", "never fires: none of apr,jun,sep,nov has a day 31"),
+        ("0 9 31 2 */2", "never fires: feb has no day 31"),
+    ],
+)
+def test_a_date_no_month_has_is_an_error(expression: str, message: str) -> None:
+    # "0 9 30 2 *" loaded, and the rule never ran: cron takes it as it is.
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        check_cron(expression)
+
+
+def test_a_day_some_selected_month_has_fires() -> None:
+    assert fires("0 9 29 2 *")[0] == datetime(2028, 2, 29, 9, 0, tzinfo=MOSCOW)
+    assert fires("0 9 31 4,5 *")[0] == datetime(2027, 5, 31, 9, 0, tzinfo=MOSCOW)
+    # Either day field may match, as cron has it: Mondays of February.
+    assert fires("0 9 30 2 mon")[0] == datetime(2027, 2, 1, 9, 0, tzinfo=MOSCOW)
+
+
 def test_seven_is_accepted_by_check_and_by_the_scheduler() -> None:
     check_cron("* * * * 7")
     assert fires("30 8 * * 7")[0].strftime("%a %H:%M") == "Sun 08:30"
