@@ -332,6 +332,8 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
 
     lists: dict[str, frozenset[str]] = {}
     broken: set[str] = set()
+    #: Lists kept as written, with an entry no normalized number equals.
+    unnormalized: dict[str, tuple[str, str]] = {}
     for name, item in list_specs.items():
         try:
             lists[name] = load_list(item, registry.normalize_number)
@@ -339,6 +341,11 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
             errors.append(exc)
             anchors[id(exc)] = (item.file, item.line)
             broken.add(name)
+            continue
+        if item.type != "numbers":
+            entry = _not_normalized(lists[name], registry.normalize_number)
+            if entry is not None:
+                unnormalized[name] = (item.type, entry)
 
     rules: list[Rule] = []
     seen: dict[str, RuleSpec] = {}
@@ -356,7 +363,7 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
             continue
         seen[spec.name] = spec
         try:
-            compiled = compile_rule(spec, registry, lists, order, broken)
+            compiled = compile_rule(spec, registry, lists, order, broken, unnormalized)
         except Exception as exc:  # a bug, not the rule: disable it with a located error
             compiled = [_internal_error(exc, spec.file, spec.line, spec.name)]
         if isinstance(compiled, Rule):
@@ -370,6 +377,17 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
 
     errors.sort(key=place)  # stable: one line's errors keep the order found
     return RuleSet.build(rules, lists, registry, errors, fatal)
+
+
+def _not_normalized(values: frozenset[str], normalize: Callable[[str], str]) -> str | None:
+    """The first entry (in sorted order) that is not a normalized number, or None."""
+    for value in sorted(values):
+        try:
+            if normalize(value) != value:
+                return value
+        except Exception:  # the plan fails on it for every call too
+            return value
+    return None
 
 
 def _internal_error(

@@ -60,6 +60,7 @@ class _Checker:
         self.base = frozenset((*TRIGGER_NAMES[trigger], "lists"))
         self.errors: list[RuleValidationError] = []
         self.line = 0
+        self.unnormalized: Mapping[str, tuple[str, str]] = {}
 
     def error(self, message: str, line: int) -> None:
         self.errors.append(RuleValidationError(message, file=self.file, line=line, rule=self.rule))
@@ -121,6 +122,20 @@ class _Checker:
         name = _NORMALIZED.get(ast.unparse(field))
         if name is None or not isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn):
             return None
+        if isinstance(op, ast.In | ast.NotIn) and _is_list(other):
+            assert isinstance(other, ast.Attribute)
+            found = self.unnormalized.get(other.attr)
+            if found is None:
+                return None
+            kind, entry = found
+            if kind == "dates":
+                return f"list {other.attr!r} holds dates, which {name!r} (a number) never equals"
+            return (
+                f"list {other.attr!r} is {kind}, kept as written, and holds "
+                f"{json.dumps(entry, ensure_ascii=False)}, which {name!r} (normalized) never "
+                f"equals; make it a list of numbers (no 'type: {kind}'), whose entries are "
+                "normalized as the call's are"
+            )
         if isinstance(op, ast.In | ast.NotIn) and isinstance(other, ast.Tuple | ast.List | ast.Set):
             items = other.elts
         elif isinstance(op, ast.Eq | ast.NotEq):
@@ -355,6 +370,15 @@ def _field_kind(node: ast.expr) -> tuple[str, str] | None:
     return None
 
 
+def _is_list(node: ast.expr) -> bool:
+    """``lists.<name>``."""
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "lists"
+    )
+
+
 def _literal_kind(node: ast.expr) -> str | None:
     signed = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd)
     if isinstance(node, ast.UnaryOp) and signed:
@@ -482,13 +506,17 @@ def compile_rule(
     lists: Collection[str],
     order: int,
     broken: Collection[str] = (),
+    unnormalized: Mapping[str, tuple[str, str]] | None = None,
 ) -> Rule | list[RuleValidationError]:
     """Checks every expression of a shape-valid rule and compiles it.
 
     ``broken`` names lists that failed to load, for a clearer message than
-    "unknown list".
+    "unknown list". ``unnormalized``: the lists (``text``, ``dates``) holding
+    an entry that is no normalized number, as (type, entry), so ``did in
+    lists.x`` is not left to never match.
     """
     checker = _Checker(spec.name, spec.file, registry, lists, spec.trigger.kind, broken)
+    checker.unnormalized = unnormalized or {}
     lookup_names = [name for name, _ in spec.lookups]
 
     condition = None
