@@ -40,9 +40,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT
+from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.errors import AMIPrivilegeError
 from router.hookspecs import hookimpl
 from router.recordings.bridges import BridgeMembers, bridged_channels, conversations, is_holding
@@ -91,6 +92,18 @@ def _check_record(params: Mapping[str, object]) -> None:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
+def _check_rendered(params: Mapping[str, str]) -> None:
+    """What a template filled in, as :func:`_check_record` holds the file's
+    values: ``explain`` showed ``record(format=mp4)`` matched, and ``run``
+    then failed the recording, the rule's other actions going ahead."""
+    legs = params.get("legs")
+    if legs and legs not in LEGS:
+        raise ValueError(f"legs {shown(legs)} is not one of {', '.join(LEGS)}")
+    fmt = params.get("format")
+    if fmt and fmt not in FORMATS:
+        raise ValueError(f"format {shown(fmt)} is not one of {', '.join(FORMATS)}")
+
+
 RECORD = ActionSpec(
     "record",
     (
@@ -101,6 +114,7 @@ RECORD = ActionSpec(
     "the call's way to its target); the file is named after the call id and "
     "delivered to 1C when the call ends ([recordings] in router.toml).",
     check=_check_record,
+    rendered=_check_rendered,
 )
 
 
@@ -198,7 +212,7 @@ class Recorder:
                 raise ValueError("record needs a [recordings] table in router.toml (dir = ...)")
             _check_record(params)
 
-        registry.add_action(ActionSpec(RECORD.name, RECORD.params, RECORD.doc, check=check))
+        registry.add_action(replace(RECORD, check=check))
 
     @hookimpl
     def callrouter_startup(self, engine: EngineAPI) -> None:

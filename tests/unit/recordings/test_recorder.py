@@ -234,6 +234,44 @@ async def test_a_record_without_a_redirect_is_left_to_the_dialplans_default_path
     assert ajam_replay.count("MixMonitor") == 0
 
 
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ('{legs: "{caller.name}"}', "action 'record': legs 'stereo' is not one of"),
+        ('{format: "{caller.name}"}', "action 'record': format 'stereo' is not one of"),
+    ],
+)
+async def test_a_template_s_legs_or_format_it_cannot_record_rejects_the_rule(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    record: str,
+    reason: str,
+) -> None:
+    """explain showed record(legs=stereo) matched, while run failed the
+    recording and sent the rule's Redirect all the same: now both take the
+    next rule."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: recorded\n    priority: 1\n    on: call\n"
+        f"    do:\n      - record: {record}\n"
+        '      - redirect: {context: callrouter-dial, exten: "101"}\n'
+        "  - name: fallback\n    on: call\n"
+        '    do:\n      - redirect: {context: callrouter-dial, exten: "102"}\n',
+        encoding="utf-8",
+    )
+    settings = RecordingSettings(dir=PBX_DIR, local_dir=tmp_path)
+    engine = await engine_factory(path, recordings=settings)
+    ajam_replay.inbound_call(caller="79161234567", did="74951234567", caller_name="stereo")
+    await ajam_replay.settle(engine)
+    assert setvars(ajam_replay, "CALLROUTER_RECORD") == []
+    (redirect,) = ajam_replay.sent("Redirect")
+    assert redirect["Exten"] == "102"
+    (rejected,) = engine.records[-1].rejected
+    assert rejected["rule"] == "recorded"
+    assert rejected["reason"].startswith(reason)
+
+
 async def test_record_without_recordings_table_is_refused_at_load(
     engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
