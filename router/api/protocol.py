@@ -14,6 +14,12 @@ listener, before any token is asked for:
 * **Number.** Every open connection is a file descriptor, and uvicorn takes
   as many as the kernel hands it. Past ``[api] max_connections`` a new one
   is answered 503 and closed at once; the open ones go on.
+* **Host.** uvicorn passes on every ``Host`` header and drops the authority
+  of an absolute-form target (``GET http://evil.example/metrics``), so the
+  Host check (:mod:`router.api.hosts`) read the first of two Host headers,
+  or the Host header a target overrides. Here a request with more than one
+  ``Host`` is answered 400, and an absolute-form target's authority becomes
+  the request's one ``Host`` (RFC 9112 3.2, 3.2.2).
 * **Time.** uvicorn starts its keep-alive timer only after a response, so a
   connection that sends nothing, half its headers or a slow body stays open
   for ever. Here a whole request (head and body) must arrive within
@@ -36,6 +42,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -47,6 +54,7 @@ __all__ = [
     "WRITE_DEADLINE",
     "BoundedHttpToolsProtocol",
     "bounded_protocol",
+    "target_host",
 ]
 
 log = logging.getLogger("router.api")
@@ -202,6 +210,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        # (An exception here is httptools' parse error: uvicorn answers 400.)
+        target_host(self.headers, self.url)
         super().on_headers_complete()
 
     # -- the request deadline --------------------------------------------------
@@ -277,6 +287,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.write_deadline,
         )
         _let_go(self.transport)
+
+
+def target_host(headers: list[tuple[bytes, bytes]], target: bytes) -> None:
+    """Leave ``headers`` (lowercase names) with the one ``Host`` the request is
+    for: raise ValueError for more than one ``Host`` header (RFC 9112 3.2: 400),
+    and put an absolute-form ``target``'s authority in place of any ``Host``
+    (3.2.2: the server uses the target's and ignores the header)."""
+    hosts = [index for index, (name, _) in enumerate(headers) if name == b"host"]
+    if len(hosts) > 1:
+        raise ValueError("more than one Host header")
+    if not target or target.startswith(b"/") or target == b"*":
+        return  # origin-form, or OPTIONS *: the Host header says the host
+    try:
+        parsed = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise ValueError("request target is not a URL") from None
+    host = parsed.host
+    if not parsed.schema or not host:
+        raise ValueError("request target names no host")
+    authority = b"[" + host + b"]" if b":" in host else host
+    if parsed.port is not None:
+        authority += b":%d" % parsed.port
+    for index in reversed(hosts):
+        del headers[index]
+    headers.append((b"host", authority))
 
 
 def _let_go(transport: asyncio.Transport) -> None:

@@ -19,6 +19,7 @@ from router.api.context import ApiContext
 from router.api.feed import EventFeed
 from router.api.hosts import TrustedHosts, host_name, is_loopback, trusted_hosts
 from router.api.live import LiveRing
+from router.api.protocol import target_host
 from router.api.server import ApiServer
 from router.api.settings import DEFAULT_MAX_CONNECTIONS, ApiSettings, TokenSettings
 from router.errors import ConfigError
@@ -238,6 +239,70 @@ async def test_a_request_without_host_is_answered(loopback_server: ApiServer) ->
     await writer.drain()
     assert (await reader.readline()).startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    return status
+
+
+@pytest.mark.parametrize(
+    "hosts", [("localhost", "evil.example"), ("evil.example", "localhost"), ("localhost",) * 2]
+)
+async def test_a_request_with_two_host_headers_is_refused(
+    loopback_server: ApiServer, hosts: tuple[str, ...]
+) -> None:
+    """RFC 9112 3.2: more than one Host is 400; the check read the first only,
+    so ``Host: localhost`` then ``Host: evil.example`` was served."""
+    head = "".join(f"Host: {host}\r\n" for host in hosts)
+    status = await _raw(loopback_server.port, f"GET /metrics HTTP/1.1\r\n{head}\r\n".encode())
+    assert status.startswith(b"HTTP/1.1 400"), status
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "status"),
+    [
+        ("http://evil.example/metrics", "localhost", b"421"),
+        ("http://evil.example:{port}/metrics", "localhost", b"421"),
+        ("http://localhost@evil.example/metrics", "localhost", b"421"),
+        ("http://127.0.0.1:{port}/metrics", "evil.example", b"200"),
+        ("http://[::1]:{port}/metrics", None, b"200"),
+        ("https://callrouter.lan/metrics", None, b"200"),
+        ("http:///metrics", "localhost", b"400"),
+    ],
+)
+async def test_an_absolute_form_target_is_checked_as_the_host(
+    loopback_server: ApiServer, target: str, host: str | None, status: bytes
+) -> None:
+    """RFC 9112 3.2.2: the authority of ``GET http://evil.example/metrics``
+    replaces the Host header; it was dropped, and ``Host: localhost`` served."""
+    port = loopback_server.port
+    head = f"Host: {host}\r\n" if host else ""
+    request = f"GET {target.format(port=port)} HTTP/1.1\r\n{head}\r\n"
+    answer = await _raw(port, request.encode())
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+
+
+def test_the_host_of_a_request_target() -> None:
+    headers = [(b"accept", b"*/*"), (b"host", b"localhost")]
+    target_host(headers, b"/metrics")
+    assert headers == [(b"accept", b"*/*"), (b"host", b"localhost")]
+    target_host(headers, b"http://[::1]:8080/x?a=1")
+    assert headers == [(b"accept", b"*/*"), (b"host", b"[::1]:8080")]
+    no_host: list[tuple[bytes, bytes]] = []
+    target_host(no_host, b"*")
+    assert no_host == []
+    target_host(no_host, b"http://Evil.Example/")
+    assert no_host == [(b"host", b"Evil.Example")]
+    for bad in (b"http:///metrics", b"evil.example:443"):
+        with pytest.raises(ValueError, match="target"):
+            target_host([], bad)
+    with pytest.raises(ValueError, match="more than one Host"):
+        target_host([(b"host", b"localhost"), (b"host", b"localhost")], b"/")
 
 
 # -- the [api] keys --------------------------------------------------------------------
