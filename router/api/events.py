@@ -40,6 +40,7 @@ from router.logsafe import escape_controls
 
 __all__ = [
     "HEARTBEAT",
+    "MAX_CURSOR",
     "MAX_LIMIT",
     "MAX_STREAM",
     "MAX_TIMEOUT",
@@ -51,6 +52,9 @@ __all__ = [
 
 log = logging.getLogger("router.api")
 
+#: The highest cursor taken (a signed 64-bit integer): past it, 400. Cursors
+#: are wall-clock microseconds (about 1.8e15); one ahead of the feed is a gap.
+MAX_CURSOR = (1 << 63) - 1
 #: Longest a long-poll may wait; under common proxies' 60 s idle timeout.
 MAX_TIMEOUT = 60.0
 DEFAULT_TIMEOUT = 25.0
@@ -87,10 +91,10 @@ def _number(request: Request, name: str, default: float, low: float, high: float
 def _cursor(text: str | None, name: str) -> int | None:
     if text is None or text == "":
         return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_CURSOR):
         raise ApiError(
             400,
-            f"{name}: expected a cursor (a non-negative integer from an earlier answer), "
+            f"{name}: expected a cursor (an integer 0..{MAX_CURSOR} from an earlier answer), "
             f"got {text[:40]!r}",
             field=name,
         )
@@ -295,7 +299,9 @@ async def _frames(
             after, visible, timeout=max(0.0, min(HEARTBEAT, left)), limit=DEFAULT_LIMIT
         )
         if page.gap:
-            yield _gap_frame(after)
+            # The cursor the gap is after: the reader's, or for one ahead of
+            # the feed the clock's it is moved back to (never echoed).
+            yield _gap_frame(min(after, page.cursor))
         if page.events:
             yield "".join(sse_frame(event) for event in page.events)
         elif page.cursor != after:
@@ -313,7 +319,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["cursor", "kind", "extension", "call_id", "ts", "data"],
     "properties": {
-        "cursor": {"type": "integer", "minimum": 0},
+        "cursor": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_CURSOR},
         "kind": {
             "type": "string",
             "description": "ringing, answered, missed, transferred, hangup, presence, "
@@ -331,7 +337,7 @@ _COMMON_PARAMS: list[dict[str, Any]] = [
         "name": "cursor",
         "in": "query",
         "description": "the cursor of the last answer; absent: only new events; 0: all kept",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 9_999_999_999_999_999_999},
+        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_CURSOR},
     },
     {
         "name": "extension",
@@ -384,7 +390,8 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
-                        "schema": {"type": "string"},
+                        "description": "the id of the last event seen: a cursor",
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
                     },
                     {
                         "name": "timeout",
@@ -429,10 +436,16 @@ OPENAPI: dict[str, Any] = {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/FeedEvent"},
                     },
-                    "cursor": {"type": "integer", "minimum": 0},
+                    "cursor": {
+                        "type": "integer",
+                        "format": "int64",
+                        "minimum": 0,
+                        "maximum": MAX_CURSOR,
+                    },
                     "gap": {
                         "type": "boolean",
-                        "description": "events after your cursor were dropped (retention)",
+                        "description": "events after your cursor were dropped (retention), "
+                        "or your cursor is ahead of the feed: refresh, go on from cursor",
                     },
                 },
             },

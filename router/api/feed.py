@@ -38,6 +38,10 @@ is shared, with no minimum per extension: a busy extension's events can
 push a quiet one's out early (docs/api.md says why). What was
 dropped is kept per extension (the newest dropped cursor of each), so the
 gap a reader is told is about events it may see, never others'.
+A cursor past every one the feed has handed out and past the clock (a
+forged one, or one from a run whose file was lost after the clock was set
+back) is a gap too, answered at once with the clock's cursor: echoed back,
+it was a cursor no event would ever come after.
 
 SQLite never runs on the event loop (as the 1C plugin's history queue): a
 publication is handed to one worker thread that writes in batches, so a slow
@@ -734,6 +738,21 @@ class EventFeed:
                 lost = cursor
         return lost
 
+    def _ahead(self, after: int) -> int | None:
+        """The clock's cursor when ``after`` is past every cursor handed out
+        (events, positions, what was lost) and past the clock too: the feed
+        never gave it, and no event would come after it for as long as it is
+        ahead. None for any other cursor. (Compared with every extension's
+        newest event: a scoped reader learns only that no event is past its
+        cursor and the clock, which the clock alone would tell it but for a
+        burst's microseconds.)"""
+        if after <= max(self._issued, self._last, self._lost):
+            return None
+        now = self.position()  # remembered: _issued is now at least the clock
+        if after <= max(self._issued, self._last, self._lost):
+            return None
+        return now
+
     def _scan(
         self, after: int, visible: Visible, limit: int
     ) -> tuple[list[FeedEvent], int, bool, int]:
@@ -781,8 +800,12 @@ class EventFeed:
         """Events after cursor ``after`` that ``visible`` lets through, at most ``limit``."""
         self._expire(self._clock())
         after = max(after, 0)
+        ahead = self._ahead(after)
+        if ahead is not None:
+            after = ahead
         lost = self._lost_for(visible)
-        return self._page(after, lost, self._scan(after, visible, limit), after < lost)
+        gap = after < lost or ahead is not None
+        return self._page(after, lost, self._scan(after, visible, limit), gap)
 
     async def wait(
         self, after: int, visible: Visible = _everything, timeout: float = 25.0, limit: int = 100
@@ -791,14 +814,18 @@ class EventFeed:
 
         Answers at once when there is one, else when one the reader may see is
         published, else at the timeout: another's event never ends the wait.
+        A cursor ahead of the feed (:meth:`_ahead`) is answered at once, a gap.
         """
         self._expire(self._clock())
         after = max(after, 0)
+        ahead = self._ahead(after)
+        if ahead is not None:
+            after = ahead
         lost = self._lost_for(visible)
-        gap = after < lost
+        gap = after < lost or ahead is not None
         scan = self._scan(after, visible, limit)
-        if self._ending:
-            timeout = 0.0  # callrouter is stopping (end_waits)
+        if self._ending or ahead is not None:
+            timeout = 0.0  # callrouter is stopping (end_waits), or the cursor was not ours
         if scan[0] or timeout <= 0:
             return self._page(after, lost, scan, gap)
         loop = asyncio.get_running_loop()

@@ -134,6 +134,30 @@ async def test_a_long_poll_behind_a_gap_is_told_once() -> None:
     assert not (await feed.wait(first.cursor, timeout=0.01)).gap
 
 
+async def test_a_cursor_ahead_of_the_feed_is_a_gap_answered_at_once_from_the_clock() -> None:
+    """A cursor the feed never handed out, past every one it did and the clock
+    (forged, or from a run whose file was lost after the clock was set back):
+    it was echoed back, and no event ever came after it."""
+    clock = Clock()
+    feed = EventFeed(clock=clock)
+    seen = feed.publish("ringing", "101", {})
+    now = int(clock.now * 1_000_000)
+    for ahead in (now + 1_000_000, (1 << 63) - 1):
+        page = feed.read(ahead)
+        assert page.gap
+        assert page.events == ()
+        assert page.cursor == now
+        async with asyncio.timeout(1):
+            waited = await feed.wait(ahead, only("101"), timeout=30)
+        assert (waited.gap, waited.cursor) == (True, now)
+    assert not feed.read(now).gap
+    new = feed.publish("answered", "101", {})
+    assert [e.cursor for e in feed.read(now).events] == [new]
+    # Cursors it did hand out, the clock's included, are no gap.
+    for cursor in (seen, now, new):
+        assert not feed.read(cursor).gap
+
+
 def test_an_event_after_a_lost_file_has_a_cursor_past_the_gap() -> None:
     """The clock behind what was lost (the file was unreadable, the clock stepped
     back): a new event still comes after the cursor a reader was given."""

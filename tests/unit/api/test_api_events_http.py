@@ -284,6 +284,50 @@ async def test_a_gap_is_told_once_when_nothing_is_kept_after_it(
     assert {"id": str(first["cursor"])} in sse.frames()
 
 
+async def test_a_cursor_ahead_of_the_feed_is_a_gap_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cursor=9999999999999999999`` was answered with itself and no gap, for
+    ever: a client holding it never got an event. Past int64 it is 400; ahead
+    of the feed, a gap at once with the clock's cursor, by poll and by stream."""
+    now = [1_800_000_000.0]
+    feed = EventFeed(clock=lambda: now[0])
+    clock_cursor = int(now[0] * 1_000_000)
+    app = make_app(tmp_path, feed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        huge = await client.get(
+            "/api/v1/events?cursor=9999999999999999999&timeout=0", headers=auth("all")
+        )
+        assert huge.status_code == 400
+        assert huge.json()["field"] == "cursor"
+        for ahead in (clock_cursor + 1, events_module.MAX_CURSOR):
+            async with asyncio.timeout(5):
+                body = (
+                    await client.get(
+                        f"/api/v1/events?cursor={ahead}&timeout=30", headers=auth("t101")
+                    )
+                ).json()
+            assert body == {"events": [], "cursor": clock_cursor, "gap": True}
+        refused = await client.get(
+            "/api/v1/events/stream",
+            headers={**auth("t101"), "Last-Event-ID": "9999999999999999999"},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["field"] == "Last-Event-ID"
+
+    monkeypatch.setattr(events_module, "HEARTBEAT", 0.02)
+    ahead = str(events_module.MAX_CURSOR)
+    sse = SSEClient(app, "/api/v1/events/stream", {**auth("t101"), "Last-Event-ID": ahead})
+    await sse.until(": heartbeat\n\n: heartbeat")
+    await sse.close()
+    assert ahead not in sse.body.decode()
+    gaps = [f for f in sse.frames() if f.get("event") == "gap"]
+    assert [json.loads(f["data"]) for f in gaps] == [{"gap": True, "cursor": clock_cursor}]
+    # A reconnect resumes from the clock's cursor, not the one it came with.
+    assert {"id": str(clock_cursor)} in sse.frames()
+
+
 async def test_open_reads_per_token_are_bounded(tmp_path: Path, feed: EventFeed) -> None:
     transport = httpx.ASGITransport(app=make_app(tmp_path, feed, events_waiters=2))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
