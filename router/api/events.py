@@ -101,6 +101,9 @@ def _cursor(text: str | None, name: str) -> int | None:
     return int(text)
 
 
+_STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
 def _visible(token: Token, narrow: str | None) -> Visible:
     everything = "*" in token.extensions
 
@@ -169,6 +172,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         after = _cursor(request.query_params.get("cursor"), "cursor")
         timeout = _number(request, "timeout", DEFAULT_TIMEOUT, 0, MAX_TIMEOUT)
         limit = int(_number(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+        if request.method == "HEAD":
+            timeout = 0.0  # headers only: nothing to wait for
         waiters.enter(token)
         try:
             start = feed.position() if after is None else after
@@ -194,12 +199,20 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             resume = _cursor(request.query_params.get("cursor"), "cursor")
         lifetime = _number(request, "timeout", MAX_STREAM, 0, MAX_STREAM)
         waiters.enter(token)
+        if request.method == "HEAD":
+            # The stream's headers, and the end: a stream whose body goes
+            # nowhere wrote nothing, so it held its place (and the
+            # connection) for its whole timeout, up to an hour.
+            waiters.leave(token)
+            head = Response(media_type="text/event-stream", headers=_STREAM_HEADERS)
+            del head.headers["content-length"]  # the stream's length is not 0
+            return head
         start = feed.position() if resume is None else resume
         return _Stream(
             _frames(feed, start, visible, lifetime),
             release=lambda: waiters.leave(token),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            headers=_STREAM_HEADERS,
         )
 
     return [

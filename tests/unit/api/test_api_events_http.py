@@ -362,7 +362,7 @@ async def test_no_feed_is_503(tmp_path: Path) -> None:
 class SSEClient:
     """One SSE request on the app; ``frames()`` parses what arrived so far."""
 
-    def __init__(self, app: Any, path: str, headers: dict[str, str]) -> None:
+    def __init__(self, app: Any, path: str, headers: dict[str, str], method: str = "GET") -> None:
         self.body = b""
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -372,7 +372,7 @@ class SSEClient:
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "GET",
+            "method": method,
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
@@ -484,6 +484,29 @@ async def test_sse_streams_count_against_the_token_and_give_the_slot_back(
         await sse.close()
         allowed = await client.get("/api/v1/events?timeout=0", headers=auth("t101"))
         assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/events/stream", "/api/v1/events?timeout=60"])
+async def test_a_head_answers_headers_and_ends_at_once(
+    tmp_path: Path, feed: EventFeed, path: str
+) -> None:
+    """HEAD of the stream wrote nothing, so it held its events_waiters place
+    (and the connection) for the stream's timeout, up to an hour."""
+    app = make_app(tmp_path, feed, events_waiters=1)
+    head = SSEClient(app, path, auth("t101"), method="HEAD")
+    done, _ = await asyncio.wait({head.task}, timeout=5)
+    assert done, "the HEAD is still open"
+    assert head.status == 200
+    if "stream" in path:  # (the server drops a HEAD's body: the poll's page goes nowhere)
+        assert head.body == b""
+        assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.headers["cache-control"] == "no-store"
+    assert feed.waiting == 0
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        after = await client.get("/api/v1/events?timeout=0", headers=auth("t101"))
+    assert after.status_code == 200
+    await head.close()
 
 
 async def test_sse_bad_last_event_id_is_400(tmp_path: Path, feed: EventFeed) -> None:
