@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from router import config as config_module
+from router.api import session, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CITED_FILE = r"`((?:tests|plugins|router|bench|examples)/[\w./-]+\.(?:py|conf|md))`"
@@ -45,6 +46,17 @@ def test_named_settings_exist(page: Path) -> None:
         if key not in known:
             unknown.append(f"[{section}] {key}")
     assert not unknown, f"{page.name} names settings the code does not read: {unknown}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.parent.name + "/" + p.name)
+def test_the_page_names_the_live_pages_cookie_and_the_connection_cap_as_they_are(
+    page: Path,
+) -> None:
+    """What the page warns of (the cookie goes to every port of its host name;
+    the connection cap is one for all addresses) names the real cookie and cap."""
+    text = page.read_text(encoding="utf-8")
+    assert f"(`{session.COOKIE}`,\n`Path={session.COOKIE_PATH}`)" in text
+    assert f"`[api] max_connections` ({settings.DEFAULT_MAX_CONNECTIONS})" in text
 
 
 def test_default_location_pattern_matches_the_page() -> None:
