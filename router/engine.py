@@ -1220,6 +1220,8 @@ class Engine:
         outcome = await self.rules.evaluate(
             Context.for_schedule(name, now=self.clock()), dialplan=self.executor.dialplan
         )
+        if outcome.decision.actions and not self.shadow:
+            await self.live_instance.settle()  # a run due in a stall or a gap
         if outcome.decision.actions and self._acting():
             results = await self.executor.run(outcome.decision.actions, None, None)
             log.info("schedule %s: %s", name, [r.to_dict() for r in results])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -151,6 +152,15 @@ class LiveInstance:
         if guard.update() is not None:
             return "shadow"  # the other instance routes it: nothing to report as ours
         return "late" if time.monotonic() > deadline else None
+
+    async def settle(self) -> None:
+        """Wait out the settle after a start, a stream gap or a stall (at most
+        ``settle`` s), so that a timed rule's run due then acts, as a decision
+        does, rather than finding this instance not acting yet."""
+        guard = self.guard
+        if guard is not None and not guard.leaving:
+            guard.check_in()  # a stall: the run woke with the process
+            await guard.wait_settled(math.inf)
 
     async def leave(self) -> None:
         """Tell the instance standing by to take over now (bounded: stopping waits)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,3 +150,33 @@ async def test_after_a_stall_each_job_runs_once_late_and_nothing_is_missed(
     await asyncio.sleep(0.3)
     assert len(runs) == 1, "the run due in the stall did not run, once, after it"
     assert not [r for r in caplog.records if "was missed" in r.getMessage()]
+
+
+async def test_a_schedule_rule_due_in_a_stall_acts_once_the_instance_has_settled(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+) -> None:
+    """hnew31's trial (kill -STOP for 10 s over a `schedule: "* * * * *"` rule's
+    minute, on the sandbox): the run due in the stall ran late, as rules.md
+    says, but just as the live-instance guard rejoined as a newcomer and
+    settled again, so the rule sent nothing and said nothing; the Setvar came
+    only a minute later. A run that finds the guard settling waits for it (up
+    to the settle), as a routing decision does, then acts."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: night\n    schedule: '0 19 * * *'\n    do:\n"
+        "      - ami: {action: Setvar, variable: CALLROUTER_MODE, value: night}\n"
+    )
+    engine = await engine_factory(
+        tmp_path / "rules.yaml",
+        options=EngineOptions(watch_interval=0, live_heartbeat=0.2, live_settle=0.3),
+    )
+    await asyncio.sleep(0.4)  # settled after the start
+    job = engine.scheduler.get_job("rule:night")
+    assert job is not None
+    job.modify(next_run_time=datetime.now(UTC) + timedelta(seconds=0.2))
+    # The whole process stops past the run and past the guard's stall bound
+    # (2.5 heartbeats): on waking it rejoins as a newcomer and settles again.
+    time.sleep(0.9)  # noqa: ASYNC251 (the stall is the point)
+    await asyncio.sleep(0.8)
+    assert ajam_replay.count("Setvar") == 1, "the schedule rule's late run sent nothing"
