@@ -439,3 +439,19 @@ def test_the_mark_file_is_private_whatever_the_umask(tmp_path: Path, left_over: 
     finally:
         os.umask(old)
     assert (tmp_path / MARK_FILE).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_the_state_files_table_gives_the_mark_file_the_mode_it_is_written_with(
+    tmp_path: Path, page: str
+) -> None:
+    """hnew31's trial: `ls -l state/` showed calllife.json 0600, as every state
+    file, while the State and backups table said `umask (0640)`."""
+    service = life([])
+    service.start(tmp_path)
+    service._mark_written = None
+    service.write_mark()
+    written = f"{(tmp_path / MARK_FILE).stat().st_mode & 0o777:04o}"
+    text = (Path(__file__).parents[3] / page).read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{MARK_FILE}` |"))
+    assert row.rstrip(" |").rsplit("|", 1)[1].strip() == written
