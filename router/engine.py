@@ -92,9 +92,10 @@ from router.parking import Parking
 from router.plugins import Plugins
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.request import RequestInfo
-from router.routing import Router, RouteRecord, call_info
+from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
+from router.rules.decision import Action
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
 from router.sdnotify import Notifier
@@ -363,6 +364,7 @@ class Engine:
         self._reloads: set[asyncio.Task[Any]] = set()
         #: One log line per kind of bad event per minute, not one per event.
         self._bad_events = Throttle(log)
+        self._event_rule_failures = Throttle(log)
         #: When a request no channel sent was last logged (_from_channel).
         self._forged_told = float("-inf")
         self.ready = asyncio.Event()
@@ -1339,7 +1341,19 @@ class Engine:
             context, request=request, dialplan=self.executor.dialplan
         )
         if outcome.decision.actions and self._acting():
-            self._spawn(self.executor.run(outcome.decision.actions, call, None))
+            self._spawn(self._event_actions(event.name, outcome.decision.actions, call))
+
+    async def _event_actions(self, name: str, actions: Sequence[Action], call: Call | None) -> None:
+        """An event rule's actions: no decision line tells how they went, so
+        one that went wrong is a WARNING, once a minute per rule and action."""
+        results = await self.executor.run(actions, call, None)  # none after a channel gone
+        for action, result in zip(actions, results, strict=False):
+            if result.status in SHOWN_FAILURES:
+                self._event_rule_failures.warning(
+                    f"{action.rule}/{action.kind}",
+                    "event rule %r on %s: %s %s: %s",
+                    *(action.rule, name, action.kind, result.status, cut(result.detail)),
+                )
 
     def _event_request(self, event: Event, call: Call) -> RequestInfo:
         return RequestInfo(

@@ -52,7 +52,7 @@ from router.rules.ruleset import RuleBook, call_context
 from router.supervise import log_task_failure
 from router.wording import counted
 
-__all__ = ["RouteRecord", "Router", "call_info"]
+__all__ = ["SHOWN_FAILURES", "RouteRecord", "Router", "call_info", "cut"]
 
 log = logging.getLogger("router.routing")
 decision_log = logging.getLogger("router.decision")
@@ -478,9 +478,9 @@ class Router:
                 f"-> {record.outcome} [{acts}] in {total}"
                 + (f"; lookups {looked}" if looked else "")
                 + "".join(
-                    f"; {a.kind} {a.status}: {_cut(a.detail)}"
+                    f"; {a.kind} {a.status}: {cut(a.detail)}"
                     for a in record.actions
-                    if a.status in _SHOWN_FAILURES and a.detail
+                    if a.status in SHOWN_FAILURES and a.detail
                 )
                 + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected)
                 + "".join(
@@ -645,7 +645,7 @@ def _errors(trace: Any) -> list[dict[str, str]]:
     """Rules skipped because evaluating them raised; the error cut to
     :data:`_ERROR_SHOWN` characters (it may quote call data)."""
     return [
-        {"rule": rule.rule, "stage": rule.stage, "error": _cut(rule.detail)}
+        {"rule": rule.rule, "stage": rule.stage, "error": cut(rule.detail)}
         for rule in getattr(trace, "rules", ())
         if rule.status == "error"
     ]
@@ -655,10 +655,10 @@ def _errors(trace: Any) -> list[dict[str, str]]:
 #: operator reads ``setvar:failed`` and cannot tell why (a client name from 1C
 #: with a line break, which no AMI header may carry), while the JSON line has
 #: had the detail all along.
-_SHOWN_FAILURES: Final = frozenset({"failed", "unconfirmed", "channel-gone", "no-executor"})
+SHOWN_FAILURES: Final = frozenset({"failed", "unconfirmed", "channel-gone", "no-executor"})
 
 
-def _cut(text: str) -> str:
+def cut(text: str) -> str:
     return text if len(text) <= _ERROR_SHOWN else text[: _ERROR_SHOWN - 3] + "..."
 
 

@@ -155,6 +155,15 @@ class Throttle:
     def exception(self, key: str, message: str, *args: object) -> bool:
         """Log ``message`` with the current traceback unless ``key`` was logged
         less than ``interval`` ago; return whether it was logged."""
+        return self._emit(key, message, args, self._log.exception)
+
+    def warning(self, key: str, message: str, *args: object) -> bool:
+        """:meth:`exception` at WARNING, without a traceback."""
+        return self._emit(key, message, args, self._log.warning)
+
+    def _emit(
+        self, key: str, message: str, args: tuple[object, ...], say: Callable[..., None]
+    ) -> bool:
         now = self._clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self._interval:
@@ -167,5 +176,5 @@ class Throttle:
         if suppressed:
             message += f" ({suppressed} more like it suppressed in the last %.0f s)"
             args = (*args, now - last[0]) if last is not None else args
-        self._log.exception(message, *args)
+        say(message, *args)
         return True
