@@ -209,3 +209,43 @@ async def test_a_failed_action_says_why_in_the_text_line(
         "which would inject headers"
     ) in line, line
     assert "redirect confirmed" not in line  # only what went wrong is spelled out
+
+
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_the_documented_json_line_has_every_key_the_line_has(page: str) -> None:
+    """hnew31's trial: the JSON decision line of a real call ended with
+    `"rejected": [], "errors": []`, which the example in Logs left out, though
+    its table documents both."""
+    from router.executor import ActionOutcome
+    from router.routing import RouteRecord
+
+    text = (Path(__file__).parents[2] / page).read_text(encoding="utf-8")
+    block = re.search(r'```json\n(\{"event": "decision".*?)```', text, re.S)
+    assert block is not None, f"{page} shows no JSON decision line"
+    shown = json.loads(block.group(1))
+    real = RouteRecord(
+        "PJSIP/trunk-00000012",
+        "1.1",
+        "1.0",
+        "79161234567",
+        "74951234567",
+        ("owner",),
+        "executed",
+        [ActionOutcome("redirect", "confirmed", "callrouter-dial,101", 7.5)],
+        [
+            {
+                "name": "entry",
+                "call": "directory('79161234567')",
+                "value": None,
+                "ms": 0.04,
+                "error": None,
+                "reused": False,
+            }
+        ],
+        0.3,
+        31.4,
+        3697.7,
+    ).to_dict()
+    assert list(shown) == list(real)
+    assert list(shown["actions"][0]) == list(real["actions"][0])
+    assert list(shown["lookups"][0]) == list(real["lookups"][0])
