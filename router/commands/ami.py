@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, action: Action) -> int:
     async with client_from_args(args) as client:
+        client.refusal_reported(action.name)  # the error line below says it, once
         result = await client.request(action, check=False)
     # Answers carry caller-chosen text (names, numbers): escaped for the terminal.
     print(

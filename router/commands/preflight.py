@@ -70,6 +70,10 @@ async def check_asterisk(
         await client.login()
     except AMIError as exc:
         return [Finding("fail", f"cannot log in to {where}: {exc}")]
+    # Each refusal below is told as a finding (CoreSettings's needs none: the
+    # version is a courtesy), not also as the client's WARNING on stderr.
+    for action in ("CoreSettings", *(p.action for p in probes), "ShowDialPlan", "UserEvent"):
+        client.refusal_reported(action)
     # A peer that stops answering after the login ends the check at its first
     # unanswered question, instead of one wait (and a login again) per step.
     asking = _Answering(client)

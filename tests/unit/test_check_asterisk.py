@@ -591,3 +591,24 @@ async def test_check_gives_the_advice_for_a_remote_plain_url(ajam_replay: Replay
     found = await run(ajam_replay, url="http://asterisk.test:8088/asterisk")
     assert found[1].level == "advice"
     assert found[1].text.startswith("http:// to asterisk.test, not this host: ")
+
+
+async def test_each_refusal_is_told_once_as_a_finding_not_also_as_a_client_warning(
+    ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hnew31's trial with the sandbox's user `watcher` (write = none): before
+    the findings, five bare lines (`Redirect: Permission denied: the manager
+    user 'watcher' needs write class call (manager.conf)`, ...) reached the
+    terminal, the client's once-per-action WARNINGs through Python's
+    last-resort handler, each repeating a finding below it (the Filter probe
+    alone was kept quiet)."""
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    for action in ("CoreSettings", "Redirect", "Originate", "ShowDialPlan", "UserEvent", "Filter"):
+        ajam_replay.on(action, denied)
+    with caplog.at_level(logging.WARNING):
+        found = await run(ajam_replay, probes=(REDIRECT, ORIGINATE), filtering=True)
+    assert [f.level for f in found].count("fail") == 3  # Redirect, Originate, UserEvent
+    assert not [r.getMessage() for r in caplog.records if "Permission denied" in r.getMessage()]

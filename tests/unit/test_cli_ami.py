@@ -279,3 +279,60 @@ def test_an_error_quoting_a_peer_is_escaped_on_the_terminal(
     assert main(["ami", "Ping", "--config", "/nonexistent.toml"]) == 1
     err = capsys.readouterr().err
     assert err == "callrouter: error: Ping: \\x1b[2J\\u202eno\\x07\n"
+
+
+@pytest.fixture
+def denying_peer() -> Iterator[int]:
+    """A native AMI peer that takes the login and answers every other action
+    ``Permission denied``, as Asterisk does an action outside the user's write
+    classes."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line.decode().strip())
+                if not line:
+                    return
+                head = dict(item.split(": ", 1) for item in lines)
+                action_id = head.get("ActionID", "")
+                answer = f"Response: Success\r\nActionID: {action_id}\r\n\r\n"
+                if head.get("Action") not in ("Login", "Logoff"):
+                    answer = (
+                        f"Response: Error\r\nActionID: {action_id}\r\n"
+                        "Message: Permission denied\r\n\r\n"
+                    )
+                self.wfile.write(answer.encode())
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_action_is_one_line_not_also_a_client_warning(
+    denying_peer: int,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hnew31's trial: `callrouter ami CoreSettings --username watcher` printed
+    the refusal twice, the client's WARNING (bare, through Python's last-resort
+    handler) and then the error line; README promises a one-line reason."""
+    monkeypatch.setenv("CALLROUTER_SECRET", "x")
+    argv = ["ami", "CoreSettings", "--url", f"tcp://127.0.0.1:{denying_peer}"]
+    code = main([*argv, "--username", "watcher", "--auth", "plain", "--config", "/none.toml"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "callrouter: error: CoreSettings: Permission denied: the manager user 'watcher' "
+        "needs one of the write classes reporting, system (manager.conf)"
+    ]
+    assert not [r for r in caplog.records if "Permission denied" in r.getMessage()]
