@@ -72,3 +72,18 @@ def test_every_module_name_the_page_names_exists() -> None:
         if dotted not in ("py", "md") and not _resolves(module, dotted)
     ]  # not files
     assert bad == []
+
+
+def test_the_commands_row_names_every_subcommand() -> None:
+    """hnew31: the row listed ten of the eleven subcommands `callrouter --help`
+    shows; `state` (backup) was missing."""
+    import argparse
+
+    from router.cli import build_parser
+
+    row = next(line for line in PAGE.splitlines() if line.startswith("| `router/commands/` |"))
+    listed = re.search(r"`callrouter` subcommands \(([^)]*)\)", row)
+    assert listed is not None
+    named = set(re.findall(r"`(\w+)`", listed.group(1)))
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert named == set(sub.choices)
