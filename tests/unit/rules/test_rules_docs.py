@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,27 @@ def test_guide_says_run_refuses_to_start_on_a_rule_error(guide: Path) -> None:
     shown = re.search(r"`callrouter: error: (not started: [^`]*?) \.\.\.`", text)
     assert shown is not None, "the guide quotes run's refusal at start"
     assert said.startswith(shown.group(1))
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=["en", "ru"])
+def test_guide_opening_check_is_what_the_shipped_rules_give_with_the_typo(
+    guide: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """hnew31's trial: `workhour` for `workhours` in the shipped rules/ is
+    reported on line 31 in rule 'closed', not on line 14 in rule 'owner'
+    (where the shipped file has no workhours at all) as the guide showed."""
+    from router.cli import main
+
+    text = guide.read_text(encoding="utf-8")
+    block = re.search(r"```console\n\$ (callrouter check rules/)\n(.*?)```", text, re.S)
+    assert block is not None
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    shipped = tmp_path / "rules" / "inbound.yaml"
+    text = shipped.read_text(encoding="utf-8")
+    shipped.write_text(text.replace("workhours(", "workhour(", 1), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(block.group(1).split()[1:]) == 1
+    assert capsys.readouterr().out == block.group(2)
