@@ -222,6 +222,23 @@ def test_callrouter_plugins_lists_builtins_and_hooks(capsys: pytest.CaptureFixtu
     assert "startup" in lines["extension_state"]
 
 
+def test_the_guide_lists_the_built_ins_as_callrouter_plugins_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """hnew31's trial: plugins.md showed `actions  built-in  register` and
+    `extension_state  built-in  configure, register, startup`, while
+    `callrouter plugins` prints `configure, register` and `configure, event,
+    register, startup, stream_gap, wanted_events` for them."""
+    page = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    shown = page.split("$ callrouter plugins\n", 1)[1].split("```", 1)[0].splitlines()
+    documented = {line.split()[0]: line.split() for line in shown if "built-in" in line}
+    assert {"actions", "directory", "extension_state"} <= set(documented)
+    assert main(["plugins"]) == 0
+    printed = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    for name, words in documented.items():
+        assert words == printed[name], name
+
+
 def test_callrouter_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--json"]) == 0
     data = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
