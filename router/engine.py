@@ -84,7 +84,7 @@ from router.executor import Executor, PluginHooks
 from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.live_instance import LiveInstance
-from router.liveguard import LIVE_EVENT, heartbeat_key
+from router.liveguard import CHECK_EVENT, LIVE_EVENT, heartbeat_key
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 from router.narrowing import Narrowing
@@ -1257,9 +1257,11 @@ class Engine:
     async def handle_event(self, event: Event) -> None:
         """One event through the tracker, plugins and, if it asks, routing."""
         name = event.name
-        if name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
-            # Routers' heartbeats are for the guard only, not for rules or plugins.
-            self.live_instance.observe(event)
+        if name == "UserEvent" and event.get("UserEvent") in (LIVE_EVENT, CHECK_EVENT):
+            # Routers' heartbeats are for the guard only, and check --asterisk's
+            # probe for the check's session: neither for rules or plugins.
+            if event.get("UserEvent") == LIVE_EVENT:
+                self.live_instance.observe(event)
             return
         self.metrics.event(name)
         if name == "Reload" and (event.get("Module") or "").lower() in _DIALPLAN_MODULES:

@@ -69,12 +69,15 @@ from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.logsafe import escape_controls
 
-__all__ = ["LIVE_EVENT", "Claim", "LiveGuard", "heartbeat_key", "signed"]
+__all__ = ["CHECK_EVENT", "LIVE_EVENT", "Claim", "LiveGuard", "heartbeat_key", "signed"]
 
 log = logging.getLogger("router.liveguard")
 
 #: The ``UserEvent`` name of the heartbeat.
 LIVE_EVENT = "CallRouterLive"
+#: The ``UserEvent`` name of ``callrouter check --asterisk``'s probe: like the
+#: heartbeats, for callrouter's own sessions, never a rule's or a plugin's.
+CHECK_EVENT = "CallRouterCheck"
 #: Missed beats after which a silent instance counts as gone.
 _MISSED_BEATS = 3
 #: Intervals without a beat of its own after which an instance takes itself for

@@ -28,7 +28,7 @@ from router.dialplan import shown
 from router.dialplan_audit import audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
-from router.liveguard import LIVE_EVENT, Claim, heartbeat_key, signed
+from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key, signed
 from router.logsafe import escape_controls
 from router.privileges import FILTER, REDIRECT, Probe, refused
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PROBE_EVENT", "check_asterisk"]
 
 #: The ``UserEvent`` the check sends itself (no rule or plugin reads it).
-PROBE_EVENT = "CallRouterCheck"
+PROBE_EVENT = CHECK_EVENT
 
 
 async def check_asterisk(

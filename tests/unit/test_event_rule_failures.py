@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from router.ami.message import Event
+from router.commands.preflight import PROBE_EVENT
 from router.engine import EngineOptions
+from router.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -90,3 +93,47 @@ async def test_an_event_rule_whose_actions_work_says_nothing(
     await asyncio.sleep(0.1)
     assert ajam_replay.count("UserEvent") == 1
     assert not _said(caplog)
+
+
+class _Reader:
+    """A plugin that reads every UserEvent."""
+
+    def __init__(self) -> None:
+        self.__name__ = "reader"
+        self.seen: list[str] = []
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> list[str]:
+        return ["UserEvent"]
+
+    @hookimpl
+    def callrouter_event(self, event: Event, call: object) -> None:
+        self.seen.append(event.get("UserEvent") or "")
+
+
+async def test_check_asterisk_probe_reaches_no_rule_and_no_plugin(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """hnew31's trial: `callrouter check --asterisk` run beside the service (as
+    asterisk.md suggests after every dialplan reload) fired the live router's
+    `on: event UserEvent` rule with its probe, `UserEvent(CallRouterCheck)`;
+    like the heartbeats, it is callrouter's own and no rule's or plugin's."""
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: seen\n    on: event UserEvent\n    do:\n"
+        '      - ami: {action: Setvar, variable: "SEEN_{event.userevent}", value: "1"}\n'
+    )
+    reader = _Reader()
+    await engine_factory(
+        tmp_path / "rules.yaml",
+        plugins=[reader],
+        options=EngineOptions(watch_interval=0, live_heartbeat=0),
+    )
+    ajam_replay.queue_event("UserEvent", UserEvent=PROBE_EVENT, Token="0a1b2c3d4e5f")
+    ajam_replay.queue_event("UserEvent", UserEvent="CrmHangup")
+    for _ in range(200):
+        if ajam_replay.count("Setvar"):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert [a.get("Variable") for a in ajam_replay.sent("Setvar")] == ["SEEN_CrmHangup"]
+    assert reader.seen == ["CrmHangup"]
