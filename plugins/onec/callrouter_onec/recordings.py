@@ -579,7 +579,11 @@ class RecordingUploader:
         offset = status.received
         restarts = 0
         while not status.complete:
-            data = await asyncio.to_thread(_read, upload.file, offset, self.chunk)
+            # Never past the catalogued size: bytes written after the file was hashed
+            # (appended to its name) are not the recording, and a chunk past SIZE is
+            # one 1C refuses (400), which would fail the upload for good.
+            want = min(self.chunk, upload.size - offset)
+            data = await asyncio.to_thread(_read, upload.file, offset, want)
             if not data:
                 raise _Refused(f"{upload.file} is shorter than its catalogued {upload.size} bytes")
             try:

@@ -233,6 +233,27 @@ async def test_a_vanished_file_is_failed_not_retried_for_ever(
         await close_uploads(up)
 
 
+async def test_bytes_appended_after_the_file_was_catalogued_are_not_sent(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Before: the last chunk read a whole chunk from its offset, past the catalogued
+    size when something wrote on at the recording's name after it was hashed, so its
+    Content-Range ended past SIZE; 1C refused it (400) and the upload failed for good,
+    the recording never reaching 1C."""
+    store = closed_recording(tmp_path)
+    with (tmp_path / f"{CALL}-mix.wav").open("ab") as fh:
+        fh.write(b"\0" * 1000)
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 1
+    finally:
+        await close_uploads(up)
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
+    last = double.requests("/recordings/mix", "PUT")[-1]
+    assert last.headers["content-range"].endswith(f"-{len(AUDIO) - 1}/{len(AUDIO)}")
+
+
 # -- pull mode: the link rides on the call's history -----------------------------------
 
 
