@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import httpx
 
@@ -258,6 +259,13 @@ class _Resume(Exception):
         self.received = received
 
 
+class _HashMismatch(_Resume):
+    """1C held every byte and their SHA-256 was not the file's (422): it dropped them."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     """1C's status and body (at most ``max_body`` bytes, undecoded)."""
@@ -377,7 +385,7 @@ class OneCRecordings:
                 raise _Resume(_status(body, upload.size).received)
             raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")
         if response.status_code == 422:
-            raise _Resume(0)  # the whole file did not hash right: 1C dropped it, start over
+            raise _HashMismatch  # the whole file did not hash right: 1C dropped it
         if response.status_code == 400:
             raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")
         if response.status_code != 200:
@@ -578,6 +586,7 @@ class RecordingUploader:
         status = await self.remote.status(upload)
         offset = status.received
         restarts = 0
+        mismatched = False
         while not status.complete:
             # Never past the catalogued size: bytes written after the file was hashed
             # (appended to its name) are not the recording, and a chunk past SIZE is
@@ -588,6 +597,24 @@ class RecordingUploader:
                 raise _Refused(f"{upload.file} is shorter than its catalogued {upload.size} bytes")
             try:
                 status = await self.remote.put(upload, offset, data)
+            except _HashMismatch:
+                # The bytes sent were not the ones hashed. Either the file changed at
+                # its name since it was catalogued (sending it again cannot match, and
+                # would send all of it again and again), or they were garbled on the
+                # way: start over once, then later.
+                digest = await asyncio.to_thread(_digest, upload.file, upload.size)
+                if digest != upload.sha256:
+                    raise _Refused(
+                        f"{upload.file} no longer holds the bytes catalogued (SHA-256 "
+                        f"{digest[:16]}..., catalogued {upload.sha256[:16]}...): not sent again"
+                    ) from None
+                if mismatched:
+                    raise OSError(
+                        "1C's SHA-256 of the file did not match twice; trying again later"
+                    ) from None
+                mismatched = True
+                offset = 0
+                continue
             except _Resume as resume:
                 restarts += 1
                 if restarts > 8:
@@ -602,21 +629,39 @@ class RecordingUploader:
             offset = status.received
 
 
-def _read(path: Path, offset: int, size: int) -> bytes:
-    """``size`` bytes of the recording from ``offset``; ``_Refused`` when a symbolic link,
-    a FIFO or anything but a regular file holds its name (its folder is Asterisk's:
-    whoever writes there must not make callrouter upload another file, or block)."""
+def _open(path: Path) -> BinaryIO:
+    """The recording, open; ``_Refused`` when a symbolic link, a FIFO or anything but a
+    regular file holds its name (its folder is Asterisk's: whoever writes there must
+    not make callrouter upload another file, or block)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _Refused(f"{path} is a symbolic link, not a recording") from None
         raise
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Refused(f"{path} is not a regular file")
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise _Refused(f"{path} is not a regular file")
+    return fh
+
+
+def _read(path: Path, offset: int, size: int) -> bytes:
+    """``size`` bytes of the recording from ``offset`` (:func:`_open`)."""
+    with _open(path) as fh:
         fh.seek(offset)
         return fh.read(size)
+
+
+def _digest(path: Path, size: int) -> str:
+    """The SHA-256 of the first ``size`` bytes of the recording (blocking; :func:`_open`)."""
+    digest = hashlib.sha256()
+    with _open(path) as fh:
+        left = size
+        while left > 0 and (data := fh.read(min(CHUNK, left))):
+            digest.update(data)
+            left -= len(data)
+    return digest.hexdigest()
 
 
 async def start_uploads(

@@ -29,6 +29,7 @@ from callrouter_onec.recordings import (
     TransferStatus,
     Upload,
     UploadQueue,
+    _HashMismatch,
     _Resume,
     close_uploads,
 )
@@ -252,6 +253,66 @@ async def test_bytes_appended_after_the_file_was_catalogued_are_not_sent(
     assert stored.data == AUDIO
     last = double.requests("/recordings/mix", "PUT")[-1]
     assert last.headers["content-range"].endswith(f"-{len(AUDIO) - 1}/{len(AUDIO)}")
+
+
+async def test_a_file_changed_since_it_was_catalogued_is_not_uploaded_again_and_again(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: other bytes at the recording's name (the same size) made 1C answer 422
+    on the last chunk; the upload started over from byte 0, 8 more times an attempt,
+    and again every minute for as long as the file existed (a 100 MB recording: 900 MB
+    a minute to 1C, for ever). Now the plugin hashes the file when 1C says the hash
+    does not match: another file is failed in the queue, after one pass."""
+    store = closed_recording(tmp_path)
+    (tmp_path / f"{CALL}-mix.wav").write_bytes(os.urandom(len(AUDIO)))
+    up = uploader(tmp_path, store, settings)
+    try:
+        assert await up.step() == 0
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    assert double.recordings.puts == -(-len(AUDIO) // CHUNK)
+    assert double.recordings.stored == []
+    assert "no longer holds the bytes catalogued" in caplog.text
+    assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
+
+
+class _GarblingOneC(OneCRecordings):
+    """A 1C (or a proxy before it) whose hash of the whole file never matches."""
+
+    def __init__(self, settings: OneCSettings) -> None:
+        super().__init__(settings, chunk_timeout=5)
+        self.puts = 0
+
+    async def status(self, upload: Upload) -> TransferStatus:
+        return TransferStatus(0, False)
+
+    async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
+        self.puts += 1
+        if start + len(data) < upload.size:
+            return TransferStatus(start + len(data), False)
+        raise _HashMismatch
+
+
+async def test_a_file_1c_keeps_hashing_wrong_is_sent_twice_an_attempt_then_later(
+    tmp_path: Path, settings: OneCSettings
+) -> None:
+    """The file on disk is the catalogued one: the bytes were garbled on the way, so
+    they go once more, then the attempt fails and is retried with backoff."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    garbling = _GarblingOneC(settings)
+    await up.remote.aclose()
+    up.remote = garbling
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"pending": 1}
+        (row,) = up.queue._db.execute("SELECT attempts, last_error FROM uploads").fetchall()
+    finally:
+        await close_uploads(up)
+    assert garbling.puts == 2 * -(-len(AUDIO) // CHUNK)
+    assert row == (1, "1C's SHA-256 of the file did not match twice; trying again later")
 
 
 # -- pull mode: the link rides on the call's history -----------------------------------
