@@ -35,6 +35,7 @@ nothing of the API's to stop it is 409
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -147,12 +148,15 @@ async def _file_chunks(
     start: int,
     length: int,
     served: Callable[[], Awaitable[object]] | None = None,
+    sha256: str | None = None,
+    what: str = "a recording",
 ) -> AsyncIterator[bytes]:
     """``length`` bytes of ``handle`` from ``start`` (closed at the end); then
     ``served()``, once the server took every one of them (the generator resumes
-    after the last chunk only when its send returned). A client that disconnects
-    first cancels the stream, and a file shorter than it was ends it early:
-    ``served`` is not called."""
+    after the last chunk only when its send returned) and, with ``sha256``, only
+    when what it took hashes to that. A client that disconnects first cancels the
+    stream, and a file shorter than it was ends it early: ``served`` is not called."""
+    digest = hashlib.sha256() if served is not None and sha256 is not None else None
     try:
         await asyncio.to_thread(handle.seek, start)
         left = length
@@ -161,11 +165,23 @@ async def _file_chunks(
             if not chunk:
                 break
             left -= len(chunk)
+            if digest is not None:
+                digest.update(chunk)
             yield chunk
     finally:
         await asyncio.to_thread(handle.close)
-    if left == 0 and served is not None:
-        await served()
+    if left != 0 or served is None:
+        return
+    if digest is not None and digest.hexdigest() != sha256:
+        log.error(
+            "recordings: %s served by its signed link is not the file catalogued (SHA-256 %s,"
+            " catalogued %s): something replaced it at its name; not counted as delivered",
+            what,
+            digest.hexdigest()[:16],
+            sha256[:16] if sha256 else "",
+        )
+        return
+    await served()
 
 
 class _Recordings:
@@ -435,7 +451,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 "pull",
             )
         return StreamingResponse(
-            _file_chunks(handle, start, end - start + 1, confirm),
+            _file_chunks(
+                handle, start, end - start + 1, confirm, rec.sha256, f"{rec.call_id} {rec.part}"
+            ),
             status_code=status,
             headers=headers,
             media_type=media,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import re
 import time
@@ -41,6 +42,7 @@ DESK101 = new_token()
 DESK102 = new_token()
 NOREAD = new_token()
 AUDIO = bytes(range(256)) * 40  # 10240 bytes
+SHA = hashlib.sha256(AUDIO).hexdigest()
 
 
 def token(
@@ -101,7 +103,7 @@ async def stub(tmp_path: Path, settings: RecordingSettings) -> AsyncIterator[Stu
         extensions=["101"],
     )
     store.mark_closed(
-        row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256="ab" * 32, duration=1
+        row.id, file=path, content_type="audio/wav", size=len(AUDIO), sha256=SHA, duration=1
     )
     store.close()
     yield engine
@@ -404,6 +406,26 @@ async def test_pull_mode_confirms_the_file_once_a_signed_link_served_all_of_it(
     assert row is not None
     assert row.state == "delivered"
     assert row.receiver == "pull"
+
+
+async def test_pull_mode_does_not_confirm_a_file_replaced_since_it_was_catalogued(
+    stub: StubEngine, settings: RecordingSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a signed link that served the whole file counted as 1C holding the
+    recording whatever bytes were at its name: other ones (replaced by someone who
+    writes to Asterisk's folder, of any size) marked it delivered, and retention
+    (after_delivery = "delete") then deleted a recording 1C never had."""
+    (name,) = file_names(CALL, "mix", "wav")
+    settings.local_path(name).write_bytes(bytes(reversed(AUDIO)))
+    pull = dataclasses.replace(settings, mode="pull")
+    stub.config = dataclasses.replace(stub.config, recordings=pull)
+    async with client_for(stub) as client:
+        whole = await client.get(link(stub, pull))
+    assert whole.status_code == 200
+    row = RecordingStore(stub.state_dir).get(CALL, "mix")
+    assert row is not None
+    assert row.state == "closed"
+    assert "is not the file catalogued" in caplog.text
 
 
 async def test_pull_mode_does_not_confirm_a_download_the_client_cut_short(
