@@ -36,6 +36,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from router.recordings.settings import RecordingSettings
@@ -70,6 +71,17 @@ class RetentionReport:
     lost: list[str] = field(default_factory=list)
     #: Catalog rows of removed files forgotten.
     pruned: int = 0
+    #: Files it could not delete or move, each once, and the first reason (one
+    #: WARNING a pass says so: a folder callrouter may not write to would otherwise
+    #: log one line per file every minute).
+    stuck: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def could_not(self, what: str, path: Path, exc: OSError) -> None:
+        if path.name not in self.stuck:
+            self.stuck.append(path.name)
+        if not self.reason:
+            self.reason = f"cannot {what} {path}: {exc}"
 
 
 def _failed_size(store: RecordingStore, rec: Recording, now: float) -> tuple[int, bool] | None:
@@ -93,12 +105,14 @@ def _failed_size(store: RecordingStore, rec: Recording, now: float) -> tuple[int
     return info.st_size, grew or 0 <= now - info.st_mtime < STILL_WRITTEN
 
 
-def _delete(store: RecordingStore, rec: Recording, note: str, now: float) -> bool:
+def _delete(
+    store: RecordingStore, rec: Recording, note: str, now: float, report: RetentionReport
+) -> bool:
     if rec.file is not None:
         try:
             rec.file.unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("retention: cannot delete %s: %s", rec.file, exc)
+            report.could_not("delete", rec.file, exc)
             return False
     store.mark_removed(rec.id, note, now)
     return True
@@ -133,13 +147,14 @@ def apply_retention(
                 rec,
                 f"failed ({rec.note[:200]}); older than {settings.max_age_days:g} days",
                 now,
+                report,
             ):
                 report.deleted.append(name)
                 continue
             kept.append(rec)
             continue
         if rec.state == "delivered" and settings.after_delivery == "delete":
-            if _delete(store, rec, "deleted after delivery", now):
+            if _delete(store, rec, "deleted after delivery", now, report):
                 report.deleted.append(name)
                 continue
         elif rec.state == "delivered" and settings.after_delivery == "move":
@@ -149,7 +164,7 @@ def apply_retention(
                     settings.move_to.mkdir(parents=True, exist_ok=True)
                     shutil.move(rec.file, settings.move_to / rec.file.name)
                 except OSError as exc:
-                    log.warning("retention: cannot move %s: %s", rec.file, exc)
+                    report.could_not("move", rec.file, exc)
                     kept.append(rec)
                     continue
             store.mark_removed(rec.id, f"moved to {settings.move_to}", now)
@@ -160,7 +175,7 @@ def apply_retention(
             and settings.max_age_days
             and rec.closed_at is not None
             and now - rec.closed_at > settings.max_age_days * _DAY
-        ) and _delete(store, rec, f"older than {settings.max_age_days:g} days", now):
+        ) and _delete(store, rec, f"older than {settings.max_age_days:g} days", now, report):
             report.deleted.append(name)
             continue
         kept.append(rec)
@@ -169,7 +184,7 @@ def apply_retention(
         for rec in [r for r in kept if r.state == "delivered"]:
             if total <= settings.max_bytes:
                 break
-            if _delete(store, rec, f"over max_bytes {settings.max_bytes}", now):
+            if _delete(store, rec, f"over max_bytes {settings.max_bytes}", now, report):
                 total -= rec.size or 0
                 kept.remove(rec)
                 report.deleted.append(rec.file.name if rec.file else rec.event_id)
@@ -180,7 +195,9 @@ def apply_retention(
         for rec in over:
             if total <= settings.hard_cap_bytes:
                 break
-            if _delete(store, rec, f"{_undelivered(rec)}, deleted over hard_cap_bytes", now):
+            if _delete(
+                store, rec, f"{_undelivered(rec)}, deleted over hard_cap_bytes", now, report
+            ):
                 total -= sizes.get(rec.id, rec.size or 0)
                 name = rec.file.name if rec.file else rec.event_id
                 report.lost.append(name)
@@ -192,6 +209,13 @@ def apply_retention(
                     settings.hard_cap_bytes,
                 )
     report.pruned = store.prune(now - KEEP_REMOVED_DAYS * _DAY, PRUNE_BATCH)
+    if report.stuck:
+        log.warning(
+            "retention: %d file(s) could not be deleted or moved, tried again next pass "
+            "(%s); callrouter needs write access to the recordings folder",
+            len(report.stuck),
+            report.reason,
+        )
     return report
 
 

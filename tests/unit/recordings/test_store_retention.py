@@ -109,6 +109,35 @@ def test_after_delivery_move_and_max_age(tmp_path: Path) -> None:
     assert apply_retention(store, aged, now=1000 + 2 * 86400).deleted == ["2.2-mix.wav"]
 
 
+def test_a_folder_callrouter_cannot_write_to_is_one_warning_a_pass_not_one_a_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every delivered file retention could not delete (a read-only mount, a
+    service without Asterisk's group) was a WARNING, up to three a file (after
+    delivery, max_age_days, max_bytes), every minute: 200 files, 600 lines a minute."""
+    store = RecordingStore(tmp_path / "state")
+    for n in range(200):
+        row = closed_file(store, tmp_path, f"3.{n}", 10, 1000 + n)
+        assert store.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    settings = RecordingSettings(
+        dir=PBX, local_dir=tmp_path, after_delivery="delete", max_age_days=1, max_bytes=100
+    )
+    reports = [apply_retention(store, settings, now=1000 + 2 * 86400) for _ in range(2)]
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.recordings"]
+    assert len(lines) == 2, (len(lines), lines[:3])
+    assert [len(r.stuck) for r in reports] == [200, 200]
+    assert [r.deleted for r in reports] == [[], []]
+    assert "200 file(s) could not be deleted or moved" in lines[0]
+    assert "cannot delete" in lines[0]
+    assert "3.0-mix.wav: [Errno 13] Permission denied" in lines[0]
+    assert {r.state for r in store.on_disk()} == {"delivered"}
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
