@@ -29,9 +29,10 @@ off exponentially (``events_retry_min`` to ``events_retry_max``) and never
 give up while the file exists; a file that disappeared is marked failed.
 
 A ``done`` row is forgotten :data:`KEEP_DONE_DAYS` days after 1C got the file,
-at most :data:`PRUNE_BATCH` a minute, but never while the catalog still holds
-that file as ``closed`` (pull mode, where nothing confirms it): the row is
-what keeps the link from being sent to 1C again on the next step.
+and a ``failed`` one as long after it failed, at most :data:`PRUNE_BATCH` a
+minute, but never while the catalog still holds that file as ``closed`` (pull
+mode, where nothing confirms it; a file 1C refused): the row is what keeps the
+file or its link from being sent to 1C again on the next step.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class UploadQueue:
         )
 
     def fail(self, upload: Upload, error: str) -> None:
-        self._set(upload, "state = 'failed', last_error = ?", error[:300])
+        self._set(upload, "state = 'failed', done_at = ?, last_error = ?", time.time(), error[:300])
 
     def prune(
         self,
@@ -212,23 +213,27 @@ class UploadQueue:
         after: int = 0,
         limit: int = PRUNE_BATCH,
     ) -> int:
-        """Forget ``done`` rows older than ``done_before`` past rowid ``after``, at most
-        ``limit`` looked at; the rowid to go on from next time (0: start over).
+        """Forget ``done`` and ``failed`` rows that ended before ``done_before`` past
+        rowid ``after``, at most ``limit`` looked at; the rowid to go on from next time
+        (0: start over). A failed row kept by an older version, with no end time,
+        counts from when it was queued.
 
         ``still_closed(call_id, part, sha256)`` says the catalog still offers the
-        file: its row stays, or the next step would queue and send it again.
+        file: its row stays, or the next step would queue and send it again (a
+        file 1C refused would be refused again, and again).
         """
         with self._lock:
             rows = self._db.execute(
-                "SELECT rowid, call_id, part, sha256 FROM uploads WHERE state = 'done' "
-                "AND done_at < ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                "SELECT rowid, call_id, part, sha256 FROM uploads "
+                "WHERE state IN ('done', 'failed') AND COALESCE(done_at, queued_at) < ? "
+                "AND rowid > ? ORDER BY rowid LIMIT ?",
                 (done_before, after, max(1, limit)),
             ).fetchall()
         gone = [(r[1], r[2], r[3]) for r in rows if not still_closed(r[1], r[2], r[3])]
         with self._lock:
             self._db.executemany(
                 "DELETE FROM uploads WHERE call_id = ? AND part = ? AND sha256 = ? "
-                "AND state = 'done'",
+                "AND state IN ('done', 'failed')",
                 gone,
             )
         return int(rows[-1][0]) if len(rows) == max(1, limit) else 0

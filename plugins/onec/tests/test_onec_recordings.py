@@ -727,6 +727,50 @@ async def test_a_delivered_uploads_row_is_forgotten_after_30_days_a_batch_a_pass
     assert len(double.recordings.stored) == 5
 
 
+async def test_a_failed_uploads_row_is_forgotten_30_days_after_it_failed(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Before: only done rows were forgotten: every upload that failed (its file
+    deleted over hard_cap_bytes during a long 1C outage, refused by 1C) kept its row
+    in onec-recordings.sqlite for ever. One whose file the catalog still offers
+    stays, else the next step would queue it again."""
+    gone = closed_recording(tmp_path / "gone")
+    (tmp_path / "gone" / f"{CALL}-mix.wav").unlink()
+    refused = closed_recording(tmp_path / "refused", call_id="1714557600.43")
+    (tmp_path / "refused" / "1714557600.43-mix.wav").unlink()
+    (tmp_path / "refused" / "1714557600.43-mix.wav").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").write_bytes(AUDIO)
+    for row in refused.on_disk():
+        assert row.file is not None
+        name = SimpleNamespace(call_id=row.call_id, part="mix", format="wav")
+        (new,) = gone.start([name], pbx_paths=["/x"], local_paths=[row.file], channel="c")
+        gone.mark_closed(
+            new.id,
+            file=row.file,
+            content_type="audio/wav",
+            size=row.size or 0,
+            sha256=row.sha256 or "",
+            duration=1.0,
+        )
+    refused.close()
+    up = uploader(tmp_path, gone, settings)
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 2}
+        (vanished,) = [r for r in gone.on_disk() if r.call_id == CALL]
+        gone.mark_removed(vanished.id, "deleted over hard_cap_bytes")
+        up.prune(now=time.time() + 29 * 86400)
+        assert up.queue.counts() == {"failed": 2}  # kept 30 days
+        up.prune(now=time.time() + 31 * 86400)
+        # The refused file is still closed in the catalog: its row stays.
+        assert up.queue.counts() == {"failed": 1}
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    assert double.recordings.puts == 0
+
+
 async def test_pull_modes_done_row_stays_while_the_catalog_still_offers_the_file(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:
