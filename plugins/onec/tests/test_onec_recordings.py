@@ -539,6 +539,36 @@ def _one_c_answering(stream: _Endless, seen: list[httpx.Request]) -> OneCRecordi
     return OneCRecordings(settings, chunk_timeout=1.0, transport=httpx.MockTransport(answer))
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_1c_that_redirects_the_upload_elsewhere_is_not_followed(
+    tmp_path: Path, settings: OneCSettings, status: int
+) -> None:
+    """recordings.md: a redirect is never followed (the bytes and the password would
+    go to the host it names); it is a failure, retried with backoff."""
+    store = closed_recording(tmp_path)
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, headers={"Location": "http://evil.test/upload"})
+
+    up = uploader(tmp_path, store, settings)
+    await up.remote.aclose()
+    up.remote = OneCRecordings(
+        OneCSettings("http://1c.test/hs/telephony", "router", "secret"),
+        chunk_timeout=1.0,
+        transport=httpx.MockTransport(answer),
+    )
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"pending": 1}
+        (error,) = up.queue._db.execute("SELECT last_error FROM uploads").fetchone()
+    finally:
+        await close_uploads(up)
+    assert [r.url.host for r in seen] == ["1c.test"]
+    assert error == f"1C answered {status} to the status of /v1/calls/{CALL}/recordings/mix"
+
+
 async def test_an_endless_answer_from_1c_is_read_only_up_to_max_body(tmp_path: Path) -> None:
     """Before: the status answer was read whole into memory (here 64 MiB of it; a
     hostile 1C or a proxy could send any amount), and a compressed one was inflated
