@@ -257,6 +257,9 @@ class AJAMClient(AMIActions[ActionResult]):
         self.session_ttl: int | None = None
         self._login_listener: LoginListener | None = None
         self._closed = False
+        #: What went unanswered last (a timeout, a connection that broke), until
+        #: an answer comes again: then :meth:`aclose` sends no Logoff to wait on.
+        self._unanswered: str | None = None
         #: Actions already reported as refused for a missing class (logged once each).
         self._denied_logged: set[str] = set()
         #: The events to ask for (router.ami.event_filter), applied at every
@@ -342,7 +345,12 @@ class AJAMClient(AMIActions[ActionResult]):
             return
         self._closed = True
         try:
-            if self._logged_in and self.settings.auth == "cookie":
+            if self._unanswered is not None:
+                # A peer that has just left a request unanswered would keep
+                # this close waiting too; Asterisk ends the session itself
+                # at httptimeout.
+                log.debug("no logoff: %s", self._unanswered)
+            elif self._logged_in and self.settings.auth == "cookie":
                 try:
                     await asyncio.wait_for(
                         self._post(Action("Logoff", (), self._next_id()), timeout=2.0), 3.0
@@ -644,6 +652,9 @@ class AJAMClient(AMIActions[ActionResult]):
             try:
                 with self._map_errors(action.name):
                     resp = await self._transport.exchange(request, timeout=wait)
+            except (AMITimeoutError, AMIConnectionError) as exc:
+                self._unanswered = str(exc)
+                raise
             except _Stale as stale:
                 # A keep-alive connection Asterisk closed while idle fails only
                 # when reused; a fresh one will do, if repeating is safe.
@@ -652,9 +663,11 @@ class AJAMClient(AMIActions[ActionResult]):
                         "%s: stale connection (%s), retrying once", action.name, stale.__cause__
                     )
                     continue
+                self._unanswered = f"{action.name}: the connection broke"
                 raise AMIConnectionError(
                     f"{action.name}: connection to {self._endpoint} broke: {stale.__cause__}"
                 ) from stale.__cause__
+            self._unanswered = None
             return self._parse(action, resp, sent_cookie)
         raise AssertionError("unreachable")  # pragma: no cover
 

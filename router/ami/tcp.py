@@ -157,6 +157,9 @@ class _Connection(asyncio.Protocol):
         self.banner: asyncio.Future[str] = self._loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.last_rx = self._loop.time()
+        #: When an action on it last went unanswered (a timeout): with nothing
+        #: read since, the peer is not answering and a Logoff would only wait.
+        self.unanswered_at: float | None = None
         self.lost = False
         self.error: str | None = None
 
@@ -356,6 +359,10 @@ class _Connection(asyncio.Protocol):
         """Items of the open event list of ``action_id`` so far (``None``: none open)."""
         return self._collector.collecting(action_id)
 
+    def answering(self) -> bool:
+        """Whether the peer has said something whole since an action went unanswered."""
+        return self.unanswered_at is None or self.last_rx > self.unanswered_at
+
     def forget(self, action_id: str) -> None:
         """An action given up on (timeout): its late answer is dropped."""
         self._pending.pop(action_id, None)
@@ -498,8 +505,11 @@ class TCPClient(AMIActions[ActionResult]):
             opening.cancel()
             await asyncio.wait((opening,))
         if conn is not None and not conn.lost:
-            with contextlib.suppress(_Lost, AMIError, TimeoutError):
-                await asyncio.wait_for(conn.send(Action("Logoff", (), self._next_id())), 2.0)
+            if conn.answering():
+                with contextlib.suppress(_Lost, AMIError, TimeoutError):
+                    await asyncio.wait_for(conn.send(Action("Logoff", (), self._next_id())), 2.0)
+            else:  # dropping the socket ends the session as well
+                log.debug("no logoff: %s left an action unanswered", self._endpoint)
             conn.drop("closed")
         self._conn = None
         self._wake()
@@ -965,6 +975,7 @@ class TCPClient(AMIActions[ActionResult]):
         try:
             return await future
         except TimeoutError as exc:
+            conn.unanswered_at = asyncio.get_running_loop().time()
             items = conn.collecting(action.action_id or "")
             if items is not None:
                 # Answered, but its list never closed: "no answer" misled

@@ -493,6 +493,36 @@ async def test_wait_event_stays_below_session_lifetime(pbx: FakeAsterisk) -> Non
         assert [r for r in pbx.requests if r["Action"] == "WaitEvent"][-1]["Timeout"] == "1"
 
 
+async def test_a_peer_that_left_a_request_unanswered_is_not_sent_a_logoff_to_wait_on(
+    pbx: FakeAsterisk,
+) -> None:
+    """Closing waited up to 2 s more on a Logoff after a request had gone
+    unanswered (``callrouter check --asterisk`` took 7.4 s against an HTTP
+    server answering the Login only); one that answers again logs off as ever."""
+
+    def silent(params: dict[str, str]) -> Exception | None:
+        if params["Action"] in ("CoreSettings", "Logoff"):
+            return httpx.ReadTimeout("no answer")
+        return None
+
+    pbx.fail = silent
+    client = make_client(pbx)
+    await client.login()
+    with pytest.raises(AMITimeoutError, match="CoreSettings: no answer"):
+        await client.action("CoreSettings", timeout=0.2)
+    await client.aclose()
+    assert [r["Action"] for r in pbx.requests] == ["Login", "CoreSettings"]
+
+    for broken in (httpx.ReadTimeout("no answer"), httpx.ConnectError("refused")):
+        pbx.requests.clear()
+        pbx.fail = lambda params, broken=broken: broken if params["Action"] == "Getvar" else None  # type: ignore[misc]
+        async with make_client(pbx) as client:
+            with pytest.raises((AMITimeoutError, AMIConnectionError)):
+                await client.action("Getvar", {"Variable": "X"})
+            await client.action("Ping")  # it answers again
+        assert [r["Action"] for r in pbx.requests] == ["Login", "Getvar", "Ping", "Logoff"]
+
+
 async def test_closed_client_refuses(pbx: FakeAsterisk) -> None:
     client = make_client(pbx)
     await client.aclose()

@@ -293,6 +293,30 @@ async def test_no_answer_is_a_timeout(fake: FakeAMI) -> None:
         assert (await client.send("Ping", validate=False)).ok  # the session carries on
 
 
+async def test_a_peer_that_left_an_action_unanswered_is_not_sent_a_logoff_to_wait_on(
+    fake: FakeAMI,
+) -> None:
+    """Closing waited 2 s more on a Logoff after an action had gone unanswered
+    (``callrouter check --asterisk`` against a peer that answers the Login
+    only); a session that answers again logs off as ever."""
+    fake.unanswered.update({"coresettings", "logoff"})
+    client = TCPClient(settings(fake))
+    await client.login()
+    with pytest.raises(AMITimeoutError, match="CoreSettings: no answer"):
+        await client.request(Action.build("CoreSettings"), timeout=0.2)
+    started = time.monotonic()
+    await client.aclose()
+    assert time.monotonic() - started < 0.5
+    assert [h["action"] for h in fake.received] == ["Login", "CoreSettings"]
+
+    fake.unanswered.discard("logoff")
+    async with TCPClient(settings(fake)) as again:
+        with pytest.raises(AMITimeoutError):
+            await again.request(Action.build("CoreSettings"), timeout=0.2)
+        assert (await again.send("Ping", validate=False)).ok  # it answers again
+    assert [h["action"] for h in fake.received][-2:] == ["Ping", "Logoff"]
+
+
 async def test_idempotent_action_is_resent_after_a_drop_others_are_not(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake)) as client:
         fake.unanswered.add("getvar")
