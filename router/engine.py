@@ -1417,15 +1417,15 @@ class Engine:
                     ):
                         raise
                     if not told or time.monotonic() - told >= 60:
+                        # The client's words name the url and the user (said once).
                         log.warning(
-                            "Asterisk does not answer at %s (%s): waiting for it%s; calls "
+                            "Asterisk does not answer (%s): waiting for it%s; calls "
                             "take the dialplan's default route meanwhile",
-                            url,
                             exc,
                             f" for {time.monotonic() - since:.0f} s now" if told else "",
                         )
                         told = time.monotonic()
-                    self._waiting_for = f"waiting for Asterisk at {url}: {exc}"
+                    self._waiting_for = f"waiting for Asterisk: {exc}"
                     if keeper is None:
                         keeper = asyncio.get_running_loop().create_task(
                             self._keep_start_alive(), name="callrouter-start-wait"

@@ -429,16 +429,33 @@ class AJAMClient(AMIActions[ActionResult]):
         answer in time is said as a login that failed, with what answers there."""
         wait, bound = self.settings.login_wait()
         try:
-            return await self._post(action, timeout=wait)
+            return await self._post(action, timeout=wait, login=True)
         except AMITimeoutError as exc:
             raise AMITimeoutError(
-                f"cannot log in to Asterisk at {self._endpoint}: {exc} ({bound}; the "
-                "connection itself: connect_timeout): nothing answered HTTP there (a host "
-                "that is down or unreachable, a firewall dropping the port, or a port that "
-                "accepts connections and never answers: a half-open connection, another "
-                "service); Asterisk's HTTP server is http.conf bindaddr and bindport (8088) "
-                "with its prefix, the manager's own port takes a tcp:// url"
+                self._cannot_log_in(
+                    f"{exc} ({bound}; the connection itself: connect_timeout): nothing "
+                    "answered HTTP there (a host that is down or unreachable, a firewall "
+                    "dropping the port, or a port that accepts connections and never "
+                    "answers: a half-open connection, another service); Asterisk's HTTP "
+                    "server is http.conf bindaddr and bindport (8088) with its prefix, the "
+                    "manager's own port takes a tcp:// url"
+                )
             ) from exc
+        except AMIConnectionError as exc:
+            raise AMIConnectionError(self._cannot_log_in(str(exc))) from exc
+        except AMIAuthenticationError as exc:
+            raise AMIAuthenticationError(self._cannot_log_in(str(exc))) from exc
+        except AMIProtocolError as exc:
+            raise AMIProtocolError(self._cannot_log_in(str(exc))) from exc
+        except AMIValidationError as exc:
+            raise AMIValidationError(self._cannot_log_in(str(exc))) from exc
+
+    def _cannot_log_in(self, reason: str) -> str:
+        """A failed login as the commands print it: where, as whom, and what
+        went wrong or unanswered, each once (``reason`` names no url: the
+        login's requests say it so, router.ami.tcp likewise)."""
+        where = self.settings.url.rstrip("/")
+        return f"cannot log in to {where} as {self.settings.username!r}: {reason}"
 
     def set_login_listener(self, listener: LoginListener | None) -> None:
         """Call ``listener`` after each successful login from now on (``None``:
@@ -637,8 +654,13 @@ class AJAMClient(AMIActions[ActionResult]):
 
     # -- HTTP ----------------------------------------------------------------------
 
-    async def _post(self, action: Action, *, timeout: float | None = None) -> ActionResult:
-        """Send one action over the transport: the one retry loop, the one error mapping."""
+    async def _post(
+        self, action: Action, *, timeout: float | None = None, login: bool = False
+    ) -> ActionResult:
+        """Send one action over the transport: the one retry loop, the one error mapping.
+
+        ``login``: the login's own request, whose failures :meth:`_login_post`
+        puts after the url and user, so they do not name the url again."""
         headers = [
             ("Content-Type", "application/x-www-form-urlencoded"),
             ("User-Agent", "callrouter"),
@@ -650,7 +672,7 @@ class AJAMClient(AMIActions[ActionResult]):
         wait = self.settings.request_timeout if timeout is None else timeout
         for attempt in (1, 2):
             try:
-                with self._map_errors(action.name):
+                with self._map_errors(action.name, login):
                     resp = await self._transport.exchange(request, timeout=wait)
             except (AMITimeoutError, AMIConnectionError) as exc:
                 self._unanswered = str(exc)
@@ -664,74 +686,89 @@ class AJAMClient(AMIActions[ActionResult]):
                     )
                     continue
                 self._unanswered = f"{action.name}: the connection broke"
+                to = "" if login else f" to {self._endpoint}"
                 raise AMIConnectionError(
-                    f"{action.name}: connection to {self._endpoint} broke: {stale.__cause__}"
+                    f"{action.name}: connection{to} broke: {stale.__cause__}"
                 ) from stale.__cause__
             self._unanswered = None
-            return self._parse(action, resp, sent_cookie)
+            return self._parse(action, resp, sent_cookie, login=login)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
-    def _map_errors(self, name: str) -> Iterator[None]:
+    def _map_errors(self, name: str, login: bool = False) -> Iterator[None]:
         """The seam's error contract (router.ami.transport) onto router.errors.
 
-        A stale connection comes out as :class:`_Stale` for the retry loop to decide.
+        A stale connection comes out as :class:`_Stale` for the retry loop to
+        decide. ``login``: the texts leave the url out (:meth:`_post`).
         """
         started = time.monotonic()
+        endpoint = self._endpoint
+        connect = "cannot connect" if login else f"cannot connect to Asterisk at {endpoint}"
         try:
             yield
         except TimeoutError as exc:
+            source = "" if login else f" from {endpoint}"
             raise AMITimeoutError(
-                f"{name}: no answer from {self._endpoint} within {time.monotonic() - started:.1f} s"
+                f"{name}: no answer{source} within {time.monotonic() - started:.1f} s"
             ) from exc
         except StaleConnectionError as exc:
             raise _Stale from exc
         except AuthChallengeError as exc:
-            raise AMIAuthenticationError(
-                f"{name}: cannot authenticate to {self._endpoint}: {exc}"
-            ) from exc
+            to = "" if login else f" to {endpoint}"
+            raise AMIAuthenticationError(f"{name}: cannot authenticate{to}: {exc}") from exc
         except HTTPProtocolError as exc:
             raise AMIProtocolError(f"{name}: {exc}") from exc
         except ConnectFailedError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: {exc}"
-                f"{unresolved_hint(exc, self.settings.url)}"
+                f"{connect}: {exc}{unresolved_hint(exc, self.settings.url)}"
             ) from exc
         except HTTPError as exc:
             raise AMIConnectionError(f"{name}: {exc}") from exc
         except ssl.SSLError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
-                f"{tls_hint(exc, self.settings.verify, ajam=True)}"
+                ("" if login else f"{connect}: ")
+                + f"TLS: {exc}{tls_hint(exc, self.settings.verify, ajam=True)}"
             ) from exc
         except OSError as exc:
+            if login and isinstance(exc, ConnectionRefusedError):
+                raise AMIConnectionError(
+                    "cannot connect: connection refused (nothing listens there): Asterisk's "
+                    "HTTP server is http.conf bindaddr and bindport (8088) with its prefix"
+                ) from exc
             what = (
-                "cannot connect to Asterisk at"
+                connect
                 if isinstance(exc, ConnectionRefusedError | socket.gaierror)
-                else f"{name}: connection broke to"
+                else f"{name}: connection broke" + ("" if login else f" to {endpoint}")
             )
             raise AMIConnectionError(
-                f"{what} {self._endpoint}: {exc}{unresolved_hint(exc, self.settings.url)}"
+                f"{what}: {exc}{unresolved_hint(exc, self.settings.url)}"
             ) from exc
 
     def _parse(
-        self, action: Action, resp: HTTPResponse, sent_cookie: str | None = None
+        self,
+        action: Action,
+        resp: HTTPResponse,
+        sent_cookie: str | None = None,
+        *,
+        login: bool = False,
     ) -> ActionResult:
         status = resp.status_code
+        at = f" at {self._target}" if login else f" at {self._endpoint}"
         if status in (401, 403):
             raise AMIAuthenticationError(
-                f"Asterisk answered HTTP {status} at {self._endpoint}: "
+                f"Asterisk answered HTTP {status}{'' if login else at}: "
                 + ("wrong user or secret (digest)" if status == 401 else "denied by an ACL")
             )
         if status == 404:
             raise AMIConnectionError(
-                f"HTTP 404 at {self._endpoint}: check the url prefix (http.conf 'prefix') "
+                f"HTTP 404{at}: check the url prefix (http.conf 'prefix') "
                 "and that manager.conf has webenabled=yes"
             )
         if status == 413:
             raise AMIValidationError(f"{action.name}: request too large for Asterisk (HTTP 413)")
         if status != 200:
-            raise AMIConnectionError(f"{action.name}: HTTP {status} from {self._endpoint}")
+            source = "" if login else f" from {self._endpoint}"
+            raise AMIConnectionError(f"{action.name}: HTTP {status}{source}")
         # Every Set-Cookie, not the first: a proxy in front of Asterisk may set
         # its own (SERVERID=web1) before Asterisk's session cookie. Of two
         # session cookies the last counts, as in a browser.

@@ -604,8 +604,7 @@ class TCPClient(AMIActions[ActionResult]):
                 self.banner = await asyncio.shield(conn.banner)
         except ssl.SSLError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: TLS: {exc}"
-                f"{tls_hint(exc, settings.verify)}"
+                self._cannot_log_in(f"TLS: {exc}{tls_hint(exc, settings.verify)}")
             ) from exc
         except TimeoutError as exc:
             if not connected:
@@ -614,27 +613,31 @@ class TCPClient(AMIActions[ActionResult]):
                 # the greeting's hint said) a port that waits for us to speak.
                 step = "connection" if self._ssl is None else "connection or TLS handshake"
                 raise AMITimeoutError(
-                    f"cannot connect to Asterisk at {self._endpoint}: no {step} within "
-                    f"{settings.connect_timeout:g} s (connect_timeout): nothing answered at "
-                    f"{self._host} port {self._port} (a host that is down or unreachable, a "
-                    "firewall dropping the port"
-                    + (")" if self._ssl is None else ", or a port that never answers TLS)")
+                    self._cannot_log_in(
+                        f"no {step} within {settings.connect_timeout:g} s (connect_timeout): "
+                        "nothing answered there (a host that is down or unreachable, a "
+                        "firewall dropping the port"
+                        + (")" if self._ssl is None else ", or a port that never answers TLS)")
+                    )
                 ) from exc
             raise AMITimeoutError(
-                f"cannot connect to Asterisk at {self._endpoint}: no AMI greeting within "
-                f"{settings.connect_timeout:g} s (connect_timeout); a port that waits for "
-                f"its client to speak first sends none: {silent_port_hint(self._ssl is not None)}"
+                self._cannot_log_in(
+                    f"no AMI greeting within {settings.connect_timeout:g} s (connect_timeout); "
+                    "a port that waits for its client to speak first sends none: "
+                    f"{silent_port_hint(self._ssl is not None)}"
+                )
             ) from exc
         except ConnectionRefusedError as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: {exc}; nothing listens "
-                "there: check manager.conf [general] (enabled = yes, port, bindaddr; "
-                "tlsenable and tlsbindaddr for tls://) and asterisk -rx 'manager show settings'"
+                self._cannot_log_in(
+                    "cannot connect: connection refused (nothing listens there): check "
+                    "manager.conf [general] (enabled = yes, port, bindaddr; tlsenable and "
+                    "tlsbindaddr for tls://) and asterisk -rx 'manager show settings'"
+                )
             ) from exc
         except (OSError, _Lost) as exc:
             raise AMIConnectionError(
-                f"cannot connect to Asterisk at {self._endpoint}: {exc}"
-                f"{unresolved_hint(exc, settings.url)}"
+                self._cannot_log_in(f"cannot connect: {exc}{unresolved_hint(exc, settings.url)}")
             ) from exc
         try:
             # One deadline for the whole login (Challenge, Login, the event
@@ -643,17 +646,17 @@ class TCPClient(AMIActions[ActionResult]):
             async with asyncio.timeout(wait):
                 response = await self._authenticate(conn)
         except _Lost as exc:
-            raise AMIConnectionError(
-                f"cannot log in to Asterisk at {self._endpoint}: {exc}"
-            ) from exc
+            raise AMIConnectionError(self._cannot_log_in(str(exc))) from exc
         except TimeoutError as exc:
             raise AMITimeoutError(
-                f"cannot log in to Asterisk at {self._endpoint}: the login (Login, its "
-                f"challenge and event filters) did not end within {wait:g} s ({bound})"
-                + (
-                    conn.unfinished()
-                    or ": the port greeted as AMI does, then did not answer in time (a "
-                    "connection gone half-open, or an Asterisk too busy to answer)"
+                self._cannot_log_in(
+                    f"the login (Login, its challenge and event filters) did not end within "
+                    f"{wait:g} s ({bound})"
+                    + (
+                        conn.unfinished()
+                        or ": the port greeted as AMI does, then did not answer in time (a "
+                        "connection gone half-open, or an Asterisk too busy to answer)"
+                    )
                 )
             ) from exc
         if self._closed:  # its answer came, but after aclose
@@ -675,6 +678,11 @@ class TCPClient(AMIActions[ActionResult]):
         tell_login(self._login_listener)
         return response
 
+    def _cannot_log_in(self, reason: str) -> str:
+        """A failed login as the commands print it: where, as whom, and what
+        went wrong or unanswered, each once (a refusal says it its own way)."""
+        return f"cannot log in to {self._endpoint} as {self.settings.username!r}: {reason}"
+
     def set_login_listener(self, listener: LoginListener | None) -> None:
         """As :meth:`AJAMClient.set_login_listener`: told at each login,
         also one an action makes on a fresh connection while the lost one
@@ -691,8 +699,9 @@ class TCPClient(AMIActions[ActionResult]):
             text = challenge.response.get("Challenge")
             if not challenge.ok or not text:
                 raise AMIAuthenticationError(
-                    f"Asterisk at {self._endpoint} gave no MD5 challenge: "
-                    f"{peer_text(challenge.response.message)}"
+                    self._cannot_log_in(
+                        f"Asterisk gave no MD5 challenge: {peer_text(challenge.response.message)}"
+                    )
                 )
             key = hashlib.md5((text + settings.secret).encode(), usedforsecurity=False)
             params += [("AuthType", "MD5"), ("Key", key.hexdigest())]

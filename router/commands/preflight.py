@@ -69,7 +69,9 @@ async def check_asterisk(
     try:
         await client.login()
     except AMIError as exc:
-        return [Finding("fail", f"cannot log in to {where}: {exc}")]
+        # The client's own words name the url, the user and what went
+        # unanswered or wrong (router.ami.tcp, router.ami.client): said once.
+        return [Finding("fail", str(exc))]
     # Each refusal below is told as a finding (CoreSettings's needs none: the
     # version is a courtesy), not also as the client's WARNING on stderr.
     for action in ("CoreSettings", *(p.action for p in probes), "ShowDialPlan", "UserEvent"):

@@ -29,7 +29,7 @@ async def test_run_started_while_asterisk_is_down_waits_then_routes(
     await asyncio.to_thread(queue_box.stop, phones=False)
     proc, log_path = start_run(tmp_path, queue_box.url, queue_box.secret)
     try:
-        waiting = await logged(proc, log_path, "Asterisk does not answer at", 20)
+        waiting = await logged(proc, log_path, "Asterisk does not answer (", 20)
         assert waiting["level"] == "WARNING"
         assert "waiting for it; calls take the dialplan's default route" in waiting["message"]
         await asyncio.sleep(3)
@@ -49,7 +49,7 @@ async def test_run_started_while_asterisk_is_down_waits_then_routes(
 async def test_a_stop_signal_ends_the_wait_with_status_0(tmp_path: Path) -> None:
     proc, log_path = start_run(tmp_path, "http://127.0.0.1:9/asterisk", "s")
     try:
-        await logged(proc, log_path, "Asterisk does not answer at", 20)
+        await logged(proc, log_path, "Asterisk does not answer (", 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()

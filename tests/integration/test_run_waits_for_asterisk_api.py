@@ -58,21 +58,25 @@ async def test_health_answers_while_the_start_waits_and_a_stop_closes_the_listen
     proc, log_path = start_api_run(tmp_path, url, "s3cr3t-not-shown", port)
     base = f"http://127.0.0.1:{port}"
     try:
-        await logged(proc, log_path, "Asterisk does not answer at", 20)
+        await logged(proc, log_path, "Asterisk does not answer (", 20)
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
             alive = await answered(http, "/healthz", 10)
             assert alive.status_code == 200, tail(log_path)
             body = alive.json()
             assert body["status"] == "alive"
             assert body["phase"] == "starting"
-            assert body["detail"].startswith(f"waiting for Asterisk at {url}: ")
+            assert body["detail"].startswith(
+                f"waiting for Asterisk: cannot log in to {url} as 'router': "
+            )
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             state = ready.json()
             assert state["status"] == "not ready"
             assert state["phase"] == "starting"
             assert state["checks"]["asterisk"] is False
-            assert state["reasons"][0].startswith(f"waiting for Asterisk at {url}: ")
+            assert state["reasons"][0].startswith(
+                f"waiting for Asterisk: cannot log in to {url} as 'router': "
+            )
             assert "default route meanwhile" in state["reasons"][0]
             assert "not serving: callrouter is starting" in state["reasons"]
             # Every other endpoint: 503 at once, a problem saying why, no hang.
@@ -87,7 +91,8 @@ async def test_health_answers_while_the_start_waits_and_a_stop_closes_the_listen
             problem = other.json()
             assert problem["phase"] == "starting"
             assert problem["detail"].startswith(
-                f"callrouter is starting (waiting for Asterisk at {url}: "
+                "callrouter is starting (waiting for Asterisk: "
+                f"cannot log in to {url} as 'router': "
             )
             for text in (alive.text, ready.text, other.text):
                 assert "s3cr3t" not in text
@@ -110,7 +115,7 @@ async def test_readiness_turns_200_once_asterisk_comes_up(
     port = free_port()
     proc, log_path = start_api_run(tmp_path, box.url, box.secret, port)
     try:
-        await logged(proc, log_path, "Asterisk does not answer at", 20)
+        await logged(proc, log_path, "Asterisk does not answer (", 20)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             waiting = await answered(http, "/readyz", 10)
             assert waiting.status_code == 503, tail(log_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import socketserver
 import threading
 import time
@@ -144,7 +145,7 @@ def _timed(argv: list[str]) -> tuple[int, float]:
         (
             _silent,
             "http",
-            r"Login: no answer from http://127\.0\.0\.1:\d+/asterisk/rawman within [\d.]+ s "
+            r"Login: no answer within [\d.]+ s "
             r"\(the longest callrouter's commands wait for a login; the connection itself: "
             r"connect_timeout\): nothing answered HTTP there",
         ),
@@ -220,3 +221,95 @@ def test_the_commands_bound_is_the_one_the_docs_give() -> None:
     assert f"ответы на вход ждут потом не больше {bound} с" in text("ru/asterisk.md")
     assert f"wait at most {bound} s for the login's answers" in text("reference/config.md")
     assert f"ждут ответов на вход не больше {bound} с" in text("ru/reference/config.md")
+
+
+def _refusing(handler: socketserver.StreamRequestHandler) -> None:
+    """Native AMI that refuses the Login, as Asterisk does a wrong secret."""
+    handler.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+    lines = []
+    while (line := handler.rfile.readline()) not in (b"\r\n", b""):
+        lines.append(line.decode().strip())
+    head = dict(item.split(": ", 1) for item in lines if ": " in item)
+    handler.wfile.write(
+        f"Response: Error\r\nActionID: {head.get('ActionID', '')}\r\n"
+        "Message: Authentication failed\r\n\r\n".encode()
+    )
+    handler.rfile.read()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("serve", "scheme", "said"),
+    [
+        (
+            None,
+            "tcp",
+            "cannot log in to {url} as 'router': cannot connect: connection refused (nothing "
+            "listens there): check manager.conf [general]",
+        ),
+        (
+            None,
+            "http",
+            "cannot log in to {url} as 'router': cannot connect: connection refused (nothing "
+            "listens there): Asterisk's HTTP server is http.conf bindaddr and bindport (8088)",
+        ),
+        (
+            _silent,
+            "tcp",
+            f"cannot log in to {{url}} as 'router': no AMI greeting within {BOUND:g} s "
+            "(connect_timeout); a port that waits for its client to speak first sends none",
+        ),
+        (
+            _banner_only,
+            "tcp",
+            "cannot log in to {url} as 'router': the login (Login, its challenge and event "
+            f"filters) did not end within {BOUND:g} s (the longest callrouter's commands wait "
+            "for a login): the port greeted as AMI does, then did not answer in time",
+        ),
+        (
+            _silent,
+            "http",
+            f"cannot log in to {{url}} as 'router': Login: no answer within {BOUND:.1f} s (the "
+            "longest callrouter's commands wait for a login; the connection itself: "
+            "connect_timeout): nothing answered HTTP there",
+        ),
+        (
+            _refusing,
+            "tcp",
+            "Asterisk refused login for 'router' at {url}: Authentication failed (Asterisk says "
+            "so for a user manager.conf lacks, a wrong secret and a host the user's deny/permit "
+            "refuses alike",
+        ),
+    ],
+    ids=["tcp-closed", "http-closed", "tcp-silent", "tcp-banner-only", "http-silent", "refused"],
+)
+@pytest.mark.parametrize("command", ["check", "ami", "events"])
+def test_each_command_says_a_failed_login_once_naming_url_and_user(
+    peer: Callable[[Serve], int],
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    serve: Serve | None,
+    scheme: str,
+    said: str,
+    command: str,
+) -> None:
+    """``check --asterisk`` printed ``cannot log in to URL as 'router': cannot log
+    in to Asterisk at URL: ...`` (over AJAM ``... at URL/rawman: Login: no answer
+    from URL/rawman ...``), and ``ami`` and ``events`` named no user: each command
+    now prints the client's one sentence (``callrouter run``'s start:
+    tests/unit/test_engine_wait_for_asterisk.py)."""
+    port = _closed_port() if serve is None else peer(serve)
+    url = f"{scheme}://127.0.0.1:{port}" + ("/asterisk" if scheme == "http" else "")
+    argv = {"check": ["check", "--asterisk"], "ami": ["ami", "Ping"], "events": ["events"]}
+    code = main([*argv[command], "--config", str(config), "--url", url])
+    assert code == 1
+    out, err = capsys.readouterr()
+    lead = "asterisk: FAIL   " if command == "check" else "callrouter: error: "
+    [line] = [line for line in (out + err).splitlines() if line.startswith(lead)]
+    assert line.startswith(lead + said.format(url=url)), line
+    assert line.count(f"127.0.0.1:{port}") == 1, line

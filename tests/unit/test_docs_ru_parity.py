@@ -65,13 +65,13 @@ TRANSLATED = {
     "<missed call_id>/missed_closed": "<call_id пропущенного>/missed_closed",
     "file:line: rule 'x': message": "файл:строка: rule 'x': сообщение",
     "router.toml:line: [table] key: message": "router.toml:строка: [таблица] ключ: сообщение",
-    "Asterisk does not answer at URL (REASON): waiting for it; calls take the "
-    "dialplan's default route meanwhile": "Asterisk does not answer at URL (ПРИЧИНА): "
+    "Asterisk does not answer (REASON): waiting for it; calls take the "
+    "dialplan's default route meanwhile": "Asterisk does not answer (ПРИЧИНА): "
     "waiting for it; calls take the dialplan's default route meanwhile",
     "failed: REASON": "failed: ПРИЧИНА",
     "; rejected RULE: REASON": "; rejected ПРАВИЛО: ПРИЧИНА",
     "; error RULE (STAGE): ERROR": "; error ПРАВИЛО (ЭТАП): ОШИБКА",
-    "STATUS=waiting for Asterisk at URL: REASON": "STATUS=waiting for Asterisk at URL: ПРИЧИНА",
+    "STATUS=waiting for Asterisk: REASON": "STATUS=waiting for Asterisk: ПРИЧИНА",
     "callrouter_<plugin>_": "callrouter_<плагин>_",
     "<call id>-<part>.<format>": "<идентификатор звонка>-<часть>.<формат>",
     "[api.tokens.NAME]": "[api.tokens.ИМЯ]",

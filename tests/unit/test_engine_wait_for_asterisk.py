@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -153,7 +154,59 @@ class Away(ClientStub):
     async def login(self) -> None:
         self.logins += 1
         self.tried.set()
-        raise AMIConnectionError("cannot connect to Asterisk at tcp://pbx:5038: refused")
+        raise AMIConnectionError(
+            "cannot log in to tcp://pbx:5038 as 'router': cannot connect: connection refused"
+        )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "path", "hint"),
+    [
+        ("tcp", "", "check manager.conf [general]"),
+        ("http", "/asterisk", "Asterisk's HTTP server is http.conf bindaddr"),
+    ],
+)
+async def test_the_start_says_where_and_as_whom_it_waits_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, scheme: str, path: str, hint: str
+) -> None:
+    """The WARNING and the status of a start that waits for Asterisk named the
+    url two or three times (``Asterisk does not answer at URL (cannot connect
+    to Asterisk at URL/rawman: ...)``) and not the user; the client's words
+    name both, once, and what went unanswered."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"{scheme}://127.0.0.1:{port}{path}"
+    engine = engine_at(tmp_path, url)
+    start = asyncio.ensure_future(engine.start())
+    try:
+        warned = await until_logged(caplog, "Asterisk does not answer")
+    finally:
+        engine.request_stop()
+        with contextlib.suppress(AMIConnectionError):
+            await asyncio.wait_for(start, 5)
+        await engine.stop()
+    reason = (
+        f"cannot log in to {url} as 'router': cannot connect: connection refused "
+        "(nothing listens there): "
+    )
+    assert warned.startswith(f"Asterisk does not answer ({reason}{hint}"), warned
+    assert warned.endswith(
+        "): waiting for it; calls take the dialplan's default route meanwhile"
+    ), warned
+    assert warned.count(f"127.0.0.1:{port}") == 1, warned
+    status = engine._waiting_for
+    assert status.startswith(f"waiting for Asterisk: {reason}{hint}"), status
+    assert status.count(f"127.0.0.1:{port}") == 1, status
+
+
+async def until_logged(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    for _ in range(200):
+        said = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if said:
+            return said[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never logged: {text!r}")
 
 
 async def test_a_stop_while_waiting_ends_the_wait_without_another_try(tmp_path: Path) -> None:
@@ -267,6 +320,6 @@ async def test_systemds_start_timeout_is_pushed_on_during_a_slow_try(
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 0.3, gaps
     assert all(
-        status.startswith("waiting for Asterisk at tcp://pbx:5038: ")
+        status.startswith("waiting for Asterisk: cannot log in to tcp://pbx:5038 as 'router': ")
         for _, status, _ in told.waiting
     )

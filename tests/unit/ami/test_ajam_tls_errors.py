@@ -64,8 +64,10 @@ async def test_an_untrusted_certificate_names_the_verify_setting(
 ) -> None:
     async with listening(cert[1]) as port:
         message = await login_error(f"https://127.0.0.1:{port}/asterisk")
-    assert message.startswith(f"cannot connect to Asterisk at https://127.0.0.1:{port}/")
-    assert "TLS: [SSL: CERTIFICATE_VERIFY_FAILED]" in message
+    assert message.startswith(
+        f"cannot log in to https://127.0.0.1:{port}/asterisk as 'router': "
+        "TLS: [SSL: CERTIFICATE_VERIFY_FAILED]"
+    )
     assert (
         'the certificate is not trusted: for a private CA, set verify = "/path/ca.pem"' in message
     )

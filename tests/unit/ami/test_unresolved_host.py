@@ -58,7 +58,10 @@ async def test_an_unknown_host_name_is_named_with_where_to_fix_it(
     finally:
         await client.aclose()
     text = str(caught.value)
-    assert text.startswith(f"cannot connect to Asterisk at {url.split('/')[0]}//{HOST}:")
+    assert text.startswith(
+        f"cannot log in to {url.split('/')[0]}//{HOST}:{url.split(':')[2].strip('/')} as "
+        "'router': cannot connect: "
+    )
     assert f"no address is known for the host name {HOST!r}" in text
     assert "router.toml [asterisk] url, or --url" in text
     assert f"getent hosts {HOST}" in text
