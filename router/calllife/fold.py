@@ -293,7 +293,7 @@ class CallFold:
         leg = self._leg(record)
         target = record.extra.get("extension")
         to = target if isinstance(target, str) and target else None
-        frm = leg.extension if leg is not None else None
+        frm = self._transferer(leg, record)
         if leg is not None:
             leg.transferred_away = True
         return self._transfer(Transfer("blind", frm, to), record)
@@ -316,7 +316,7 @@ class CallFold:
             # Asterisk names no target ("N/A") when the consultation's Local
             # channel went first: the transferer consulted whoever answered last.
             to = self._consulted(leg)
-        frm = leg.extension if leg is not None else None
+        frm = self._transferer(leg, record)
         if leg is not None:
             leg.transferred_away = True
         target_id = extra.get("transfer_target_channel_uniqueid")
@@ -326,6 +326,14 @@ class CallFold:
                 joined = Leg(target_id, target, to, record.at, answered_at=record.at)
                 self.legs[target_id] = joined
         return self._transfer(Transfer("attended", frm, to), record)
+
+    def _transferer(self, leg: Leg | None, record: CelRecord) -> str | None:
+        """The extension that transferred: its phone's leg, or the Local channel
+        it was reached through (``Local/101@...;1``, bridged with the customer:
+        what the HTTP API transfers from), which names it."""
+        if leg is not None and leg.extension is not None:
+            return leg.extension
+        return _local_extension(record.channel, self.is_internal)
 
     def _consulted(self, transferer: Leg | None) -> str | None:
         """The extension that answered last and is still on, other than the transferer's."""

@@ -20,9 +20,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
+from router.api.auth import hash_token
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent, Transfer
 from router.calllife.sources import PostgresSource, SqliteSource
@@ -34,6 +36,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones
 from router.sandbox.postgres import Postgres
+from tests.integration._live import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,6 +44,15 @@ REPO = Path(__file__).parents[2]
 OWNER = "74950000101"  # routed to 101 (falls back to the queue when 101 does not answer)
 GROUP = "74950000600"  # routed to the ring group 600 (101 & 102 & 103)
 QUEUE = "74950000700"  # no rule: the dialplan's default route, the queue "sales"
+VIA_LOCAL = "74950000111"  # routed to 101 through a Local channel kept in the call
+#: A manager reached through a Local channel that stays in the call (``/n``), as
+#: FreePBX's from-internal and queue members reach theirs: ``Local/101@...;1`` talks
+#: with the customer, its ``;2`` half dials the phone's ``PJSIP/101``.
+VIA_LOCAL_DIALPLAN = """
+[sandbox-via-local]
+exten => _10X,1,Dial(Local/${EXTEN}@sandbox-phones/n,30,t)
+ same => n,Hangup()
+"""
 RULES = f"""version: 1
 rules:
   - name: owner
@@ -53,6 +65,11 @@ rules:
     when: did == "{GROUP}"
     do:
       - redirect: {{context: sandbox-phones, exten: "600"}}
+  - name: via-local
+    on: call
+    when: did == "{VIA_LOCAL}"
+    do:
+      - redirect: {{context: sandbox-via-local, exten: "101"}}
 """
 #: manager.conf httptimeout: short, so a frozen router's session expires in the test.
 HTTPTIMEOUT = 12
@@ -82,7 +99,9 @@ class Told:
 def box() -> Iterator[Sandbox]:
     dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
     pbx = Sandbox.start(
-        name=f"pytest-{os.getpid()}-calllife", httptimeout=HTTPTIMEOUT, extra_dialplan=dialplan
+        name=f"pytest-{os.getpid()}-calllife",
+        httptimeout=HTTPTIMEOUT,
+        extra_dialplan=dialplan + VIA_LOCAL_DIALPLAN,
     )
     try:
         yield pbx
@@ -102,7 +121,7 @@ def answering(phones: Phones) -> None:
         phone.mode = "answer"
 
 
-def make_config(box: Sandbox, folder: Path) -> Config:
+def make_config(box: Sandbox, folder: Path, api: str = "") -> Config:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rules.yaml").write_text(RULES, encoding="utf-8")
     path = folder / "router.toml"
@@ -110,7 +129,8 @@ def make_config(box: Sandbox, folder: Path) -> Config:
         f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
         f"waitevent_timeout = 1\n"
         f'[router]\nrules = ["{folder / "rules.yaml"}"]\nstate_dir = "{folder / "state"}"\n'
-        f'[history]\ncel = "sqlite://{box.inst / "log" / "cel.db"}"\nsettle_delay = {SETTLE}\n',
+        f'[history]\ncel = "sqlite://{box.inst / "log" / "cel.db"}"\nsettle_delay = {SETTLE}\n'
+        + api,
         encoding="utf-8",
     )
     return load_config(path)
@@ -686,6 +706,59 @@ async def test_blind_transfer_through_ami_as_the_http_api_makes_it(
     blind = await call_of(router.told, OWNER, after=mark)
     [transfer] = [e.transfer for e in router.told.of(blind) if e.kind == "transferred"]
     assert transfer == Transfer("blind", "101", "102")
+
+
+async def test_the_http_apis_transfers_from_a_star_token_without_from_on_real_phones(
+    box: Sandbox, phones: Phones, tmp_path: Path
+) -> None:
+    """``POST /calls/{id}/transfer`` without ``from`` by a token for every extension
+    (``*``), which sees the customer's trunk leg too (docs/api.md): blind from
+    101's ``PJSIP/101`` leg when the customer comes in on the PJSIP trunk, and
+    attended (Atxfer) from the ``Local/101@...;1`` half when 101 is reached
+    through a Local channel kept in the call; the customer ends up talking to 102."""
+    port = free_port()
+    api = (
+        f'[api]\nlisten = "127.0.0.1:{port}"\n[api.tokens.all]\n'
+        f'hash = "{hash_token("secret-all")}"\nallow = ["calls:read", "calls:transfer"]\n'
+        'extensions = ["*"]\n'
+    )
+    router = await Running(make_config(box, tmp_path, api)).start()
+    headers = {"Authorization": "Bearer secret-all"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for did, mode, leg in ((OWNER, "blind", "PJSIP/101-"), (VIA_LOCAL, "attended",
+                                   "Local/101@sandbox-phones-")):  # fmt: skip
+                mark = len(router.told.events)
+                taken = len(phones["102"].calls)
+                call = await asyncio.to_thread(phones.pstn.call, did=did, caller="89161234503")
+                await asyncio.to_thread(call.wait_answered, 20)
+                call_id = await call_of(router.told, did, "answered", after=mark)
+                moved = await http.post(
+                    f"/api/v1/calls/{call_id}/transfer",
+                    json={"to": "102", "mode": mode},
+                    headers=headers,
+                )
+                assert moved.status_code == 202, moved.text
+                assert moved.json()["channel"].startswith(leg), moved.text
+                await until(
+                    lambda taken=taken: (
+                        len(phones["102"].calls) > taken and phones["102"].calls[-1].answered
+                    ),
+                    20,
+                    f"102 answering the {mode} transfer",
+                )
+                if mode == "attended":  # 101 completes it by hanging up (docs/api.md)
+                    await asyncio.to_thread(phones["101"].hangup)
+                await until(lambda: all(c.ended for c in phones["101"].calls), 10, "101 out")
+                await asyncio.sleep(1)
+                assert not call.ended, f"the customer was hung up, not moved ({mode})"
+                assert not phones["102"].calls[-1].ended
+                await asyncio.to_thread(call.hangup)
+                ended = await call_of(router.told, did, after=mark)
+                [transfer] = [e.transfer for e in router.told.of(ended) if e.kind == "transferred"]
+                assert transfer == Transfer(mode, "101", "102")
+    finally:
+        await router.stop()
 
 
 @pytest.fixture(scope="module")

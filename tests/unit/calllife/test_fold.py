@@ -334,6 +334,51 @@ def test_attended_transfer_through_ami_atxfer_is_to_the_extension_the_local_chan
     assert hangup.talk_seconds > 25
 
 
+def test_a_transfer_from_a_manager_reached_through_a_local_channel_is_from_the_manager() -> None:
+    """A dialplan that reaches 101 through a Local channel kept in the call
+    (``Dial(Local/101@sandbox-phones/n,30,t)``, as FreePBX's from-internal does):
+    the HTTP API's Atxfer goes from the pair's ``;1`` half, bridged with the
+    customer, and the transfer was told as from no extension (the sandbox with
+    real phones, tests/integration/test_call_life.py)."""
+    cel = Cel()
+    trunk = inbound(cel)
+    local1 = cel.channel("Local/101@sandbox-phones", exten="101", context="sandbox-via-local")
+    local2 = cel.channel("Local/101@sandbox-phones", exten="101", context="sandbox-phones")
+    phone = cel.channel("PJSIP/101")
+    cel.answer(phone)
+    cel.answer(local2)
+    cel.answer(local1)
+    cel.answer(trunk)
+    cel.tick(5)
+    consult = cel.channel("Local/102@callrouter-dial", exten="102", context="callrouter-dial")
+    second = cel.channel("PJSIP/102")
+    cel.answer(second)
+    cel.answer(consult)
+    cel.tick(0.7)
+    cel.add(
+        "ATTENDEDTRANSFER",
+        local1,
+        {
+            "channel2_name": cel.name(local1),
+            "channel2_uniqueid": local1,
+            "transferee_channel_name": cel.name(trunk),
+            "transferee_channel_uniqueid": trunk,
+            "transfer_target_channel_name": f"{cel.name(consult)};1",
+            "transfer_target_channel_uniqueid": consult,
+        },
+    )
+    cel.hangup(phone, source=cel.name(phone))
+    cel.hangup(local2, dialstatus="ANSWER")
+    cel.hangup(local1, source=cel.name(phone))
+    cel.tick(10)
+    cel.hangup(trunk, source=cel.name(trunk), dialstatus="ANSWER")
+    cel.hangup(second, source=cel.name(trunk))
+    cel.end()
+    [moved] = [e for e in fold(cel) if e.kind == "transferred"]
+    assert moved.transfer == Transfer("attended", "101", "102")
+    assert moved.extension == "101"
+
+
 def _chan_start(timestamp: str | None, event_time: str | None) -> CelRecord:
     fields = [("Event", "CEL"), ("EventName", "CHAN_START"), ("UniqueID", "u.1")]
     fields.append(("LinkedID", "u.1"))
