@@ -123,6 +123,7 @@ REDIRECT = ActionSpec(
         ParamSpec("priority", "int", doc="priority, default 1"),
     ),
     doc="Send the call to a dialplan location (AMI Redirect of the routed channel).",
+    routes=True,
 )
 
 ORIGINATE = ActionSpec(
@@ -155,6 +156,7 @@ HANGUP = ActionSpec(
     (ParamSpec("cause", "int", doc="Q.850 cause, e.g. 21 call rejected"),),
     doc="Hang up the routed call (AMI Hangup).",
     check=_check_hangup,
+    routes=True,
 )
 
 NOTIFY_PARAMS = (
@@ -179,6 +181,15 @@ def _channel_problem(params: Mapping[str, object]) -> str | None:
     ):
         return f"channel {shown(text)} is not a single channel name"
     return None
+
+
+#: AMI actions that move or end a channel: an ``ami`` action sending one
+#: routes the call as ``redirect`` or ``hangup`` do (ActionSpec.routes).
+ROUTING_AMI_ACTIONS = frozenset({"redirect", "hangup", "blindtransfer", "atxfer"})
+
+
+def _ami_routes(params: Mapping[str, object]) -> bool:
+    return str(params.get("action", "")).lower() in ROUTING_AMI_ACTIONS
 
 
 def _both(first: ActionCheck | None, second: ActionCheck) -> ActionCheck:
@@ -252,6 +263,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             check=check_ami,
             rendered=rendered,
             filled=_ami_data_part,
+            routes=_ami_routes,
         )
     )
     registry.add_action(

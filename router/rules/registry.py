@@ -141,6 +141,13 @@ class ActionSpec:
     #: "PJSIP/{owner.manager.extension},20"`` may hold a ``,`` the
     #: administrator wrote, never one 1C wrote. A ValueError rejects the rule.
     filled: FilledCheck | None = None
+    #: The action moves or ends the routed call itself (``redirect``,
+    #: ``hangup``). A rule with ``continue: true`` may not carry one, nor may
+    #: one rule's ``do:`` carry two: either way a decision would move or end
+    #: the call twice. A function of the parameters as written (constants,
+    #: templates as their text) for a kind that routes only with some of them
+    #: (``ami`` with ``action: Redirect``).
+    routes: bool | Callable[[Mapping[str, object]], bool] = False
 
     def param(self, name: str) -> ParamSpec | None:
         for spec in self.params:

@@ -280,6 +280,7 @@ def _check_rule(
     when = _expression_node(keys, "when", out)
     lookups = _lookups(keys, out)
     actions = _actions(keys, node, registry, out)
+    _route_once(actions, keys.get("continue") if cont else None, registry, out)
 
     if out.errors:
         return out.errors
@@ -425,6 +426,40 @@ def _actions(
         if decl is not None:
             actions.append(decl)
     return actions
+
+
+def _route_once(
+    actions: list[ActionDecl], cont: Node | None, registry: Registry, out: _Collector
+) -> None:
+    """A decision moves or ends the call once: ``continue: true`` is for rules
+    that tag the call (``setvar``) and go on, and one rule's ``do:`` routes it
+    at most once. ``explain`` showed ``decision: redirect(queues,a), hangup(),
+    redirect(queues,b)`` for a ``continue: true`` rule's redirect and the
+    rules after it."""
+    first: ActionDecl | None = None
+    for decl in actions:
+        routes = registry.actions[decl.kind].routes
+        if not (routes(_written(decl)) if callable(routes) else routes):
+            continue
+        if cont is not None:
+            out.add(
+                f"action {decl.kind!r} moves or ends the call, so the rule cannot have "
+                f"'continue: true' (line {cont.line}): a later rule would route the call "
+                "again; 'continue: true' is for rules that tag the call (setvar) and go on",
+                decl.line,
+            )
+        elif first is not None:
+            out.add(
+                f"action {decl.kind!r} routes the call a second time ({first.kind!r} at "
+                f"line {first.line} already does): a rule moves or ends a call once",
+                decl.line,
+            )
+        else:
+            first = decl
+
+
+def _written(decl: ActionDecl) -> dict[str, object]:
+    return {key: node.value for key, node in decl.params.items()}
 
 
 def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | None:

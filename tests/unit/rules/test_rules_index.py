@@ -208,8 +208,11 @@ def build(specs: list[tuple[str | None, int, bool]], tmp: Path) -> RuleSet:
         if cond is not None:
             body += f"    if: {json.dumps(cond)}\n"
         if cont:
+            # A rule that goes on tags the call: it may not route it too.
             body += "    continue: true\n"
-        body += f'    do: [{{redirect: {{context: c, exten: "{i}"}}}}]\n'
+            body += f'    do: [{{setvar: {{TAG{i}: "{i}"}}}}]\n'
+        else:
+            body += f'    do: [{{redirect: {{context: c, exten: "{i}"}}}}]\n'
     path = tmp / "rules.yaml"
     path.write_text(f"version: 1\n{LISTS}rules:\n{body}", encoding="utf-8")
     return load_rules([path], REGISTRY)

@@ -105,6 +105,8 @@ ACTIONS = [
     "{{originate: {{channel: 'PJSIP/{{x}}', application: Playback}}}}",
     "hangup",
 ]
+ROUTING = [a for a in ACTIONS if a.startswith(("{{redirect", "{{hangup", "hangup"))]
+TAGGING = [a for a in ACTIONS if a not in ROUTING]
 
 
 @st.composite
@@ -121,8 +123,9 @@ def rule_file(draw: st.DrawFn) -> str:
             f"  - name: r{i}",
             "    on: call",
             f"    priority: {draw(st.integers(-2, 2))}",
-            f"    continue: {str(draw(st.booleans())).lower()}",
         ]
+        cont = draw(st.booleans())
+        lines.append(f"    continue: {str(cont).lower()}")
         if draw(st.booleans()):
             lines.append(f"    if: {json.dumps(draw(expression(ATOMS)))}")
         lines += [
@@ -132,7 +135,10 @@ def rule_file(draw: st.DrawFn) -> str:
         ]
         if draw(st.booleans()):
             lines.append(f"    when: {json.dumps(draw(expression(WHEN_ATOMS)))}")
-        actions = draw(st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3))
+        # A rule moves or ends the call at most once, and not if it goes on.
+        actions = draw(st.lists(st.sampled_from(TAGGING), min_size=int(cont), max_size=3))
+        if not actions or (not cont and draw(st.booleans())):
+            actions.insert(draw(st.integers(0, len(actions))), draw(st.sampled_from(ROUTING)))
         lines.append(f"    do: [{', '.join(a.format() for a in actions)}]")
     return "\n".join(lines) + "\n"
 
