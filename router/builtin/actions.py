@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from router import eager
 from router.ami.catalog import load_catalog
@@ -40,7 +40,7 @@ from router.dialplan import (
 from router.errors import AMIValidationError
 from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
 from router.hookspecs import hookimpl
-from router.rules.registry import ActionCheck, ActionSpec, ParamSpec, Registry
+from router.rules.registry import ActionCheck, ActionSpec, FilledCheck, ParamSpec, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.config import Config
@@ -101,6 +101,53 @@ def _ami_data_part(params: Mapping[str, object], key: str, text: str) -> None:
     """An ``ami`` ``Originate``'s ``Data``, as ``originate``'s."""
     if str(params.get("action", "")).lower() == "originate":
         _data_part(params, key, text)
+
+
+#: A channel wholly filled in from one of these is the channel Asterisk named
+#: in the event or the routed call (``ami: {action: Hangup, channel:
+#: "{event.channel}"}``), not a value from 1C or the caller.
+_OWN_CHANNELS: Final = frozenset({"event.channel", "call.channel"})
+
+
+def _whole_template(value: object) -> str | None:
+    """The expression of a value written as exactly one ``{expr}``, else None."""
+    if not isinstance(value, str):
+        return None
+    if (
+        value.startswith("{")
+        and not value.startswith("{{")
+        and value.endswith("}")
+        and value.count("{") == 1
+        and value.count("}") == 1
+    ):
+        return "".join(value[1:-1].split()).lower()
+    return None
+
+
+def _channel_part(params: Mapping[str, object], key: str, text: str) -> None:
+    """What a template puts into a channel (``channel: "PJSIP/{...}"``) is one
+    extension's text: a 1C card's ``trunk/sip:+88...@host`` in ``PJSIP/{...}``
+    would dial out through a trunk, its ``101&Local/666@x`` ring a second
+    channel. A channel that is wholly ``{event.channel}`` or ``{call.channel}``
+    comes from Asterisk and passes (the ``rendered`` check still holds it to
+    one channel)."""
+    if not key.lower().endswith("channel") or _whole_template(params.get(key)) in _OWN_CHANNELS:
+        return
+    if argument_problem(key, text) is not None:
+        raise ValueError(
+            f"{key} filled in with {shown(text)}, which is not one extension's text "
+            "(letters, digits and *#+_.-): a template fills in the extension of a "
+            'channel the rule file writes, like "PJSIP/{owner.manager.extension}"; '
+            "a whole channel only from {event.channel} or {call.channel}"
+        )
+
+
+def _all_of(*checks: FilledCheck) -> FilledCheck:
+    def check(params: Mapping[str, object], key: str, text: str) -> None:
+        for one in checks:
+            one(params, key, text)
+
+    return check
 
 
 def _check_setvar(params: Mapping[str, object]) -> None:
@@ -170,7 +217,7 @@ ACTIONS = (REDIRECT, ORIGINATE, SETVAR, HANGUP)
 def _channel_problem(params: Mapping[str, object]) -> str | None:
     """A channel a template filled in must be one channel: ``&`` would add a
     second one to ``Originate`` and ``,`` would start its options."""
-    value = params.get("channel")
+    value = next((v for k, v in params.items() if k.lower() == "channel"), None)
     if value is None:
         return None
     text = str(value)
@@ -220,7 +267,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
         if spec.name in ("redirect", "originate"):
             spec = replace(spec, check=_both(spec.check, at_load), rendered=rendered)
         if spec.name == "originate":
-            spec = replace(spec, filled=_data_part)
+            spec = replace(spec, filled=_all_of(_data_part, _channel_part))
         registry.add_action(spec)
 
     def check_ami(params: Mapping[str, object]) -> None:
@@ -262,7 +309,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             extra_name="header",
             check=check_ami,
             rendered=rendered,
-            filled=_ami_data_part,
+            filled=_all_of(_ami_data_part, _channel_part),
             routes=_ami_routes,
         )
     )
