@@ -40,6 +40,7 @@ from router.dialplan import (
 from router.errors import AMIValidationError
 from router.executor import ActionOutcome, ActionRun, ExecuteAction, event_timestamp
 from router.hookspecs import hookimpl
+from router.rules.expr import Template
 from router.rules.registry import ActionCheck, ActionSpec, FilledCheck, ParamSpec, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,6 +141,67 @@ def _channel_part(params: Mapping[str, object], key: str, text: str) -> None:
             'channel the rule file writes, like "PJSIP/{owner.manager.extension}"; '
             "a whole channel only from {event.channel} or {call.channel}"
         )
+
+
+#: AMI actions whose ``Variable`` header names one variable (a function is
+#: run when it is read or written: ``DB(x/y)``, ``SHELL(...)``).
+_VARIABLE_NAME_ACTIONS: Final = frozenset({"setvar", "getvar"})
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_PART: Final = re.compile(r"[A-Za-z0-9_]*")
+
+
+def _variable_part(params: Mapping[str, object], key: str, text: str) -> None:
+    """What a template puts into an ``ami`` action's ``Variable``.
+
+    ``Setvar``'s (``Getvar``'s) is a variable's name: a 1C card must not name
+    ``DB(x/y)`` (an AstDB write) or a function that runs a command, so what
+    a template fills in is a plain name, or a part of one; a function the
+    rule file writes (``DB(crm/{owner.id})``) stays. ``Originate``'s is
+    ``NAME=value,...``, which Asterisk splits on ``,``: the names are the
+    file's (:func:`_originate_variable_names`), and a value a template fills
+    in may hold no ``,``, which would start another variable.
+    """
+    if key.lower() != "variable":
+        return
+    action = str(params.get("action", "")).lower()
+    if action in _VARIABLE_NAME_ACTIONS:
+        whole = _whole_template(params.get(key)) is not None
+        if (_PLAIN_NAME if whole else _NAME_PART).fullmatch(text) is None:
+            raise ValueError(
+                f"{key} filled in with {shown(text)}, which is not a plain variable name "
+                "(letters, digits and _, not starting with a digit): a template never "
+                "names a function such as DB() or SHELL()"
+            )
+    elif action == "originate" and "," in text:
+        raise ValueError(f"{key} filled in with {shown(text)}: a ',' would start another variable")
+
+
+def _originate_variable_names(params: Mapping[str, object]) -> None:
+    """The names in an ``ami`` ``Originate``'s ``Variable: NAME={...},...`` are
+    written in the rule file: a template fills in values only."""
+    if str(params.get("action", "")).lower() != "originate":
+        return
+    for key, value in params.items():
+        if key.lower() != "variable" or not _template(value):
+            continue
+        try:
+            parts = Template.parse(str(value)).parts
+        except ValueError:  # reported where the template is compiled
+            continue
+        in_name = True
+        for part in parts:
+            if isinstance(part, str):
+                for ch in part:
+                    if ch == "=" and in_name:
+                        in_name = False
+                    elif ch == ",":
+                        in_name = True
+            elif in_name:
+                raise ValueError(
+                    f"{key!r} {shown(str(value))} has a variable name filled in by a "
+                    "template: write each NAME= in the rule file (a template may fill in "
+                    "the values: CRM_CLIENT={owner.client.name})"
+                )
 
 
 def _all_of(*checks: FilledCheck) -> FilledCheck:
@@ -278,6 +340,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
                 "write the AMI action in the rule file"
             )
         _written_application(params)
+        _originate_variable_names(params)
         # Sent on the engine's own session (router/ami/own_session.py).
         problem = session_action_problem(
             str(params["action"]), {k: v for k, v in params.items() if k != "action"}
@@ -309,7 +372,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             extra_name="header",
             check=check_ami,
             rendered=rendered,
-            filled=_all_of(_ami_data_part, _channel_part),
+            filled=_all_of(_ami_data_part, _channel_part, _variable_part),
             routes=_ami_routes,
         )
     )

@@ -115,3 +115,84 @@ def test_the_channel_asterisk_named_passes_whole(tmp_path: Path) -> None:
     rules, _, params = decide(event_rule, {}, context)
     assert rules == ("first",)
     assert params[0]["channel"] == "PJSIP/101-0000002a"
+
+
+@pytest.mark.parametrize("verb", ["Setvar", "Getvar"])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("{owner.var}", "DB(crm/owner)"),  # an AstDB write
+        ("{owner.var}", "SHELL(id)"),
+        ("{owner.var}", "1ABC"),
+        ("{owner.var}", "A B"),
+        ("CRM_{owner.var}", "X(y)"),
+        ("DB(crm/{owner.var})", "x)=1"),
+    ],
+)
+def test_a_template_names_no_function(tmp_path: Path, verb: str, variable: str, value: str) -> None:
+    action = f'ami: {{action: {verb}, channel: "{{call.channel}}", Variable: "{variable}"}}'
+    if verb == "Setvar":
+        action = action[:-1] + ", value: '1'}"
+    rules, details, _ = decide(ruleset_of(tmp_path, action), {"var": value})
+    assert rules == ("fallback",)
+    assert "which is not a plain variable name" in details[0], details
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "sent"),
+    [
+        ("{owner.var}", "__CRM_CLIENT", "__CRM_CLIENT"),
+        ("CRM_{owner.var}", "12", "CRM_12"),
+        ("DB(crm/{owner.var})", "79161234567", "DB(crm/79161234567)"),  # the file's DB()
+    ],
+)
+def test_a_template_fills_in_a_plain_name(
+    tmp_path: Path, variable: str, value: str, sent: str
+) -> None:
+    action = (
+        f'ami: {{action: Setvar, channel: "{{call.channel}}", variable: "{variable}", value: x}}'
+    )
+    rules, _, params = decide(ruleset_of(tmp_path, action), {"var": value})
+    assert rules == ("first",)
+    assert params[0]["variable"] == sent
+
+
+def test_the_builtin_setvar_names_are_the_file_s(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n"
+        '    do:\n      - setvar: {"{caller.name}": x}\n',
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], REGISTRY).errors
+    assert "'{caller.name}' is not a channel variable name" in str(error)
+
+
+AMI_VARIABLES = (
+    'ami: {{action: Originate, channel: PJSIP/100, application: Playback, Variable: "{}"}}'
+)
+
+
+def test_an_originate_s_variables_take_no_comma_from_a_template(tmp_path: Path) -> None:
+    ruleset = ruleset_of(tmp_path, AMI_VARIABLES.format("CRM_CLIENT={owner.name},CRM_X=1"))
+    rules, details, _ = decide(ruleset, {"name": "Romashka,DB(x/y)=1"})
+    assert rules == ("fallback",)
+    assert "a ',' would start another variable" in details[0], details
+    rules, _, params = decide(ruleset, {"name": "Romashka = LLC"})
+    assert rules == ("first",)
+    assert params[0]["Variable"] == "CRM_CLIENT=Romashka = LLC,CRM_X=1"
+
+
+@pytest.mark.parametrize(
+    "variable", ["{owner.var}", "{owner.name}=1", "A=1,{owner.var}=2", "CRM_{owner.id}=x"]
+)
+def test_an_originate_s_variable_names_are_the_file_s(tmp_path: Path, variable: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n"
+        "    lookup:\n      owner: onec.responsible(caller.number)\n"
+        f"    do:\n      - {AMI_VARIABLES.format(variable)}\n",
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], REGISTRY).errors
+    assert "has a variable name filled in by a template: write each NAME=" in str(error)
