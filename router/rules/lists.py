@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import date
+from pathlib import Path
 
+from router.dialplan import shown
 from router.errors import RuleValidationError
 from router.rules.loader import Node, display_path
 from router.rules.schema import ListSpec
@@ -22,6 +24,9 @@ MAX_LIST_ITEMS = 1_000_000
 #: A million numbers with comments fit; a list file is read whole.
 MAX_LIST_FILE_BYTES = 64_000_000
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+#: What a number is written with besides its digits: 8 (916) 123-45-67,
+#: +7 916 123.45.67 (and the fullwidth plus).
+_NUMBER_MARKS = frozenset(" \t+-().\uff0b")
 
 
 def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
@@ -30,29 +35,43 @@ def _lines(spec: ListSpec) -> Iterator[tuple[str, str, int]]:
         for node in spec.items:
             yield _item_text(node), node.file, node.line
         return
-    shown = display_path(spec.path)
+    where = display_path(spec.path)
+    if spec.folder is not None and not _inside(spec.path, spec.folder):
+        raise RuleValidationError(
+            f"list {spec.name!r}: {where} leads out of the rule file's folder "
+            "(a symbolic link?): a list file is kept with the rules",
+            file=spec.file,
+            line=spec.line,
+        )
     try:
         text = read_bounded(spec.path, MAX_LIST_FILE_BYTES).decode("utf-8")
     except FileTooBig:
         raise RuleValidationError(
-            f"list {spec.name!r}: {shown} is bigger than {MAX_LIST_FILE_BYTES} bytes",
+            f"list {spec.name!r}: {where} is bigger than {MAX_LIST_FILE_BYTES} bytes",
             file=spec.file,
             line=spec.line,
         ) from None
     except OSError as exc:
         raise RuleValidationError(
-            f"list {spec.name!r}: cannot read {shown}: {exc.strerror or exc}",
+            f"list {spec.name!r}: cannot read {where}: {exc.strerror or exc}",
             file=spec.file,
             line=spec.line,
         ) from None
     except UnicodeDecodeError:
         raise RuleValidationError(
-            f"list {spec.name!r}: {shown} is not UTF-8 text", file=spec.file, line=spec.line
+            f"list {spec.name!r}: {where} is not UTF-8 text", file=spec.file, line=spec.line
         ) from None
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
-            yield entry, shown, number
+            yield entry, where, number
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop: read_bounded says so
+        return True
 
 
 def _item_text(node: Node) -> str:
@@ -70,23 +89,40 @@ def _date(entry: str) -> str:
     return date.fromisoformat(entry).isoformat()
 
 
+def _number(entry: str, normalize: Callable[[str], str]) -> str:
+    """A numbers list's entry: digits and the marks numbers are written with.
+
+    Normalizing alone read ``1-800-FLOWERS`` as ``1800``, ``abc 123`` as
+    ``123`` and a line of ``/etc/passwd`` as a number.
+    """
+    if any(not (ch.isdecimal() or ch in _NUMBER_MARKS) for ch in entry):
+        raise ValueError
+    value = normalize(entry)
+    if not value:
+        raise ValueError
+    return value
+
+
 def load_list(spec: ListSpec, normalize: Callable[[str], str]) -> frozenset[str]:
-    """Reads and converts one list; the first bad entry is a located error."""
+    """Reads and converts one list; the first bad entry is a located error,
+    quoted escaped and cut short (:func:`router.dialplan.shown`)."""
     items: set[str] = set()
     for entry, file, line in _lines(spec):
         try:
             if spec.type == "numbers":
-                value = normalize(entry)
-                if not value:
-                    raise ValueError
+                value = _number(entry, normalize)
             elif spec.type == "dates":
                 value = _date(entry)
             else:
                 value = entry
         except ValueError:
-            what = "a phone number" if spec.type == "numbers" else "a date (YYYY-MM-DD or MM-DD)"
+            what = (
+                "a phone number (digits, spaces and +-().)"
+                if spec.type == "numbers"
+                else "a date (YYYY-MM-DD or MM-DD)"
+            )
             raise RuleValidationError(
-                f"list {spec.name!r}: not {what}: {entry!r}", file=file, line=line
+                f"list {spec.name!r}: not {what}: {shown(entry)}", file=file, line=line
             ) from None
         items.add(value)
         if len(items) > MAX_LIST_ITEMS:

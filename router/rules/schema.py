@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
+from router.dialplan import shown
 from router.errors import RuleValidationError
 from router.rules.cron import check_cron
 from router.rules.loader import Node, RuleFile
@@ -78,6 +79,9 @@ class ListSpec:
     type: str
     path: Path | None = None
     items: tuple[Node, ...] = ()
+    #: The folder of the rule file that names ``path``: the list file must
+    #: be in it, symbolic links followed.
+    folder: Path | None = None
 
 
 @dataclass(slots=True)
@@ -202,8 +206,21 @@ def _check_list(name: str, node: Node, key_line: int, source: RuleFile, spec: Fi
     if out.errors:
         spec.errors.extend(out.errors)
     elif isinstance(value, str):
-        path = source.path.parent / value
-        spec.lists.append(ListSpec(name, source.display, key_line, kind, path=path))
+        written = PurePath(value)
+        if not value or written.is_absolute() or ".." in written.parts:
+            # A rule editor is not to read /etc/passwd, nor to see its first
+            # line quoted as a bad entry.
+            out.add(
+                f"a list file is a path inside the rule file's folder, like "
+                f"lists/{name}.txt, not {shown(value)}",
+                node.line,
+            )
+            spec.errors.extend(out.errors)
+            return
+        path = source.path.parent / written
+        spec.lists.append(
+            ListSpec(name, source.display, key_line, kind, path=path, folder=source.path.parent)
+        )
     elif isinstance(value, list):
         bad = [
             item for item in value if isinstance(item, Node) and isinstance(item.value, dict | list)
