@@ -191,7 +191,12 @@ def _check_tree(tree: ast.AST) -> None:
             value = node.value
             if isinstance(value, str | bytes) and len(value) > MAX_LITERAL:
                 raise ExpressionError(f"literal longer than {MAX_LITERAL} characters")
-            if isinstance(value, int) and abs(value) > MAX_INT:
+            # A float too: 1e400 is inf, which no bound on ints stopped.
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and not abs(value) <= MAX_INT
+            ):
                 raise ExpressionError("number literal too large")
             if not isinstance(value, str | int | float | bool | type(None)):
                 raise ExpressionError(f"{type(value).__name__} literals are not allowed")
@@ -351,6 +356,15 @@ def _mult(a: Any, b: Any) -> Any:
     return _bounded(a * b)
 
 
+def _div(a: Any, b: Any) -> Any:
+    # int(did) / 1e-25 is a float past any bound an int has.
+    return _bounded(a / b)
+
+
+def _floordiv(a: Any, b: Any) -> Any:
+    return _bounded(a // b)
+
+
 def _mod(a: Any, b: Any) -> Any:
     if isinstance(a, str):
         return format_percent(a, b)
@@ -390,8 +404,8 @@ OPERATORS: Mapping[type[ast.AST], Callable[..., Any]] = {
     ast.Sub: _sub,
     ast.Mult: _mult,
     ast.Pow: _pow,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
+    ast.Div: _div,
+    ast.FloorDiv: _floordiv,
     ast.Mod: _mod,
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -625,6 +639,8 @@ _HELPERS: dict[str, Any] = {
     "_mult": _mult,
     "_pow": _pow,
     "_mod": _mod,
+    "_div": _div,
+    "_floordiv": _floordiv,
     "_in": _contains,
     "_not_in": _not_contains,
     "_collection": _collection,
@@ -635,6 +651,8 @@ _BOUNDED_OPS: Mapping[type[ast.AST], str] = {
     ast.Mult: "_mult",
     ast.Pow: "_pow",
     ast.Mod: "_mod",
+    ast.Div: "_div",
+    ast.FloorDiv: "_floordiv",
 }
 
 

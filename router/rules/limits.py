@@ -89,6 +89,9 @@ def bounded(value: Any) -> Any:
     if isinstance(value, int):
         if not isinstance(value, bool) and abs(value) > MAX_INT:
             raise OverflowError("number too large")
+    elif isinstance(value, float):
+        if not abs(value) <= MAX_INT:  # inf and nan too
+            raise OverflowError("number too large")
     elif isinstance(value, str):
         if len(value) > MAX_STRING:
             raise OverflowError(f"value longer than {MAX_STRING} characters")

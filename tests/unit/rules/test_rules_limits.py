@@ -505,3 +505,44 @@ def test_the_limits_table_states_the_bounds_the_code_enforces(
             else str(bound)
         )
         assert f" {shown} " in section or f" {shown}," in section, (guide, bound)
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("int(did) < 1e400", "number literal too large"),  # inf
+        ("int(did) < -1e31", "number literal too large"),
+        ("int(did) < 1e20 * 1e20", "number too large"),
+        ("int(did) < 2.0 ** 64 * 2.0 ** 64", "number too large"),
+    ],
+)
+def test_a_float_is_bounded_as_an_int_is(
+    condition: str, message: str, tmp_path: Path, registry: Registry
+) -> None:
+    ruleset = load_rules([write_rules(tmp_path, condition)], registry)
+    (error,) = ruleset.errors
+    assert message in error.detail, error
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "int(did) * 1e29",
+        "1.5 ** 60 * int(did) * int(did)",
+        "-(int(did) * 1e20)",
+        "int(did) / 1e-25",
+        "int(did) // 1e-25",
+    ],
+)
+def test_float_arithmetic_at_run_time_is_bounded(source: str, registry: Registry) -> None:
+    from router.rules import Caller, Context
+    from router.rules.expr import Evaluator, Expression
+
+    context = Context.for_call(Caller("79161234567"), "74951234567")
+    for walked in (False, True):
+        expression = Expression.parse(source)
+        if walked:
+            expression.code = None  # the tree walker
+        names = {**context.names(), "lists": {}}
+        with pytest.raises(OverflowError, match="number too large"):
+            Evaluator(context, names, registry.functions).evaluate(expression)
