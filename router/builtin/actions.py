@@ -224,6 +224,18 @@ def _check_hangup(params: Mapping[str, object]) -> None:
         raise ValueError(f"cause {cause} is not a Q.850 cause code (0-127)")
 
 
+_CAUSE: Final = re.compile(r"[0-9]{1,3}")
+
+
+def _rendered_hangup(params: Mapping[str, str]) -> None:
+    """A cause a template filled in (``cause: "{int(did)}"`` gave
+    99999999999) is a Q.850 code as one written in the file is: Asterisk
+    takes 0-127 and drops any other cause with a NOTICE."""
+    cause = params.get("cause")
+    if cause is not None and (_CAUSE.fullmatch(cause.strip()) is None or int(cause) > 127):
+        raise ValueError(f"cause {shown(cause)} is not a Q.850 cause code (0-127)")
+
+
 REDIRECT = ActionSpec(
     "redirect",
     (
@@ -265,6 +277,7 @@ HANGUP = ActionSpec(
     (ParamSpec("cause", "int", doc="Q.850 cause, e.g. 21 call rejected"),),
     doc="Hang up the routed call (AMI Hangup).",
     check=_check_hangup,
+    rendered=_rendered_hangup,
     routes=True,
 )
 

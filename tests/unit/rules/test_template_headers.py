@@ -196,3 +196,22 @@ def test_an_originate_s_variable_names_are_the_file_s(tmp_path: Path, variable: 
     )
     (error,) = load_rules([path], REGISTRY).errors
     assert "has a variable name filled in by a template: write each NAME=" in str(error)
+
+
+@pytest.mark.parametrize("cause", ["{int(did)}", "{owner.cause}", "1{owner.cause}"])
+def test_a_hangup_cause_a_template_fills_in_is_a_q850_code(tmp_path: Path, cause: str) -> None:
+    ruleset = ruleset_of(tmp_path, f'hangup: {{cause: "{cause}"}}')
+    rules, details, _ = decide(ruleset, {"cause": "999"})
+    assert rules == ("fallback",)
+    assert "is not a Q.850 cause code (0-127)" in details[0], details
+    if cause != "{int(did)}":
+        for bad in ("-1", "128", "\u0662\u0661"):
+            assert decide(ruleset, {"cause": bad})[0] == ("fallback",), bad
+
+
+def test_a_hangup_cause_in_range_is_sent(tmp_path: Path) -> None:
+    ruleset = ruleset_of(tmp_path, 'hangup: {cause: "{owner.cause}"}')
+    for cause in ("0", "21", "127"):
+        rules, _, params = decide(ruleset, {"cause": cause})
+        assert rules == ("first",)
+        assert params[0]["cause"] == cause
