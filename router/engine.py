@@ -467,6 +467,7 @@ class Engine:
             phase = "stopping"
         else:
             phase = "running" if self.ready.is_set() else "starting"
+        live = "" if self.shadow else self.live_instance.live_elsewhere()
         return readiness(
             logged_in=bool(getattr(self._client, "logged_in", True)),
             stream_current=self._stream is not None and not self._stream.failing,
@@ -478,6 +479,8 @@ class Engine:
             privileges=self.privileges.redirect_refused,
             phase=phase,
             waiting_for=self._waiting_for if phase == "starting" else "",
+            role="shadow" if self.shadow else ("standby" if live else "live"),
+            live_instance=live,
         )
 
     def _connected(self) -> bool:

@@ -15,6 +15,13 @@ calls simply take the dialplan's default route. The ``phase`` says which
 not-ready it is (``starting``, waiting for Asterisk among others;
 ``running``; ``stopping``), which ``/healthz`` tells a monitor that holds
 "starting" apart from "dead".
+
+Ready is not routing: the ``role`` says whether this instance is the one that
+routes (``live``), decides and logs while another live instance on the same
+Asterisk routes (``standby``, router/liveguard.py), or never routes
+(``shadow``, ``--shadow``). A standby stays ready (its API serves, and it takes
+over the moment the live one goes); ``/readyz?role=live`` is for a balancer
+that wants only the one routing.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["USER_EVENTS_MISSING", "Health", "readiness"]
+__all__ = ["ROLES", "USER_EVENTS_MISSING", "Health", "readiness"]
+
+#: What an instance does with the calls it decides (:attr:`Health.role`).
+ROLES = ("live", "standby", "shadow")
 
 #: Logged (with ``seconds``) and given as the reason when the session hears no
 #: ``UserEvent``: each cause named is one an administrator can check.
@@ -53,6 +63,11 @@ class Health:
     #: What the start is doing while ``starting`` (waiting for Asterisk at
     #: its URL, and why); empty otherwise.
     detail: str = ""
+    #: ``live`` (routes), ``standby`` (another live instance routes:
+    #: :attr:`live_instance` names it) or ``shadow`` (``--shadow``: routes nothing).
+    role: str = "live"
+    #: While ``standby``: the instance that routes (its id and host).
+    live_instance: str = ""
 
     def to_dict(self, *, details: bool = True) -> dict[str, Any]:
         """``/readyz``'s body; without ``details`` the reasons (which name
@@ -64,7 +79,10 @@ class Health:
             "reasons": list(self.reasons),
             "checks": dict(self.checks),
             "rules": self.rules,
+            "role": self.role,
         }
+        if self.live_instance and details:
+            body["live_instance"] = self.live_instance
         if not details:
             del body["reasons"]
         return body
@@ -79,9 +97,18 @@ class Health:
 
     def status_line(self) -> str:
         """systemd's ``STATUS=``: one line, what ``systemctl status`` shows."""
-        if self.ready:
-            return f"routing calls ({self.rules} rules)"
-        return "not ready: " + "; ".join(self.reasons)
+        if not self.ready:
+            return "not ready: " + "; ".join(self.reasons)
+        rules = f"{self.rules} rules"  # as systemctl status has always shown it
+        if self.role == "standby":
+            return f"standing by: {self.live_instance or 'another instance'} is live ({rules})"
+        if self.role == "shadow":
+            return f"shadow: routing nothing ({rules})"
+        return f"routing calls ({rules})"
+
+    def in_role(self, role: str) -> bool:
+        """Ready, and doing ``role`` (``/readyz?role=live``)."""
+        return self.ready and self.role == role
 
 
 def readiness(
@@ -96,6 +123,8 @@ def readiness(
     phase: str = "running",
     waiting_for: str = "",
     privileges: str = "",
+    role: str = "live",
+    live_instance: str = "",
 ) -> Health:
     """The checks, in the order a person should look at them.
 
@@ -105,7 +134,7 @@ def readiness(
     engine's (:attr:`Health.phase`); ``waiting_for``: what the start waits
     for (Asterisk at its URL, and why), the reason while not logged in;
     ``privileges``: why Asterisk refuses the manager user what routing needs
-    (empty when it does not).
+    (empty when it does not); ``role`` and ``live_instance``: as :class:`Health`.
     """
     checks = {
         "asterisk": logged_in,
@@ -141,4 +170,6 @@ def readiness(
         rules=rules,
         phase=phase,
         detail=waiting_for if phase == "starting" else "",
+        role=role,
+        live_instance=live_instance if role == "standby" else "",
     )

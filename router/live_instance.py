@@ -28,6 +28,7 @@ from router.ami.numbers import ascii_float
 from router.errors import AMIError, AMIPrivilegeError
 from router.health import USER_EVENTS_MISSING
 from router.liveguard import Claim, LiveGuard
+from router.logsafe import escape_controls
 from router.supervise import log_task_failure
 
 if TYPE_CHECKING:
@@ -85,6 +86,16 @@ class LiveInstance:
     def acting(self) -> bool:
         """No other live instance routes in this router's stead."""
         return self.guard is None or self.guard.acting
+
+    def live_elsewhere(self) -> str:
+        """While another live instance routes in this one's stead: which one
+        (``instance 3f2a9c1d on host pbx``, for ``/readyz`` and systemd's
+        status line); else empty."""
+        blocker = self.guard.blocker() if self.guard is not None else None
+        if blocker is None:
+            return ""
+        # Another instance's words (signed with our key, bounded): still escaped.
+        return escape_controls(f"instance {blocker.instance} on host {blocker.host or '?'}")
 
     async def claim(self, clock_offset: float) -> None:
         """Claim to be live, on Asterisk's clock, and ask who else is.

@@ -4,8 +4,13 @@ Outside ``/api/v1`` and its OpenAPI document on purpose: these are the
 service's own, asked by machines that hold no token, so they need none and
 say nothing about calls. ``/healthz`` answers 200 while the process serves
 HTTP at all, with the engine's phase (``starting`` while it waits for
-Asterisk, saying for what); ``/readyz`` 200 only when callrouter can route now
-(router/health.py), else 503 with the reasons in JSON. Both are served from
+Asterisk, saying for what); ``/readyz`` 200 only when callrouter is ready
+(router/health.py), else 503 with the reasons in JSON. Ready is not routing:
+the body's ``role`` says whether this instance routes (``live``), stands by
+while another live instance on the same Asterisk routes (``standby``, ready:
+it takes over when that one goes) or routes nothing (``shadow``);
+``/readyz?role=live`` answers 200 only to the one routing, for a balancer
+that wants only that one (as Patroni's ``/primary``). Both are served from
 before the login on (router.engine), so that a monitor tells a start waiting
 for Asterisk from a dead process.
 
@@ -25,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from router.api.auth import audit_of, authenticate
 from router.api.context import ApiContext
 from router.api.errors import ApiError
+from router.health import ROLES
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "details_shown", "routes"]
 
@@ -62,12 +68,20 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def readyz(request: Request) -> JSONResponse:
         audit_of(request).operation = "readyz"
+        role = request.query_params.get("role")
+        if role is not None and role not in ROLES:
+            raise ApiError(
+                400,
+                f"role {role[:40]!r}: expected one of {', '.join(ROLES)}",
+                field="role",
+            )
         if ctx.health is None:  # an API built without an engine (tests): serving is all
             return JSONResponse({"status": "ready", "reasons": []})
         health = ctx.health()
+        ok = health.ready if role is None else health.in_role(role)
         return JSONResponse(
             health.to_dict(details=details_shown(request, ctx)),
-            status_code=200 if health.ready else 503,
+            status_code=200 if ok else 503,
             headers={"Cache-Control": "no-store"},
         )
 

@@ -279,6 +279,82 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
 
 
+async def test_readiness_and_systemds_status_follow_live_standby_live(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hnew31's trial: an instance standing by answered /readyz 200 with
+    nothing telling it from the live one, and told systemd `routing calls (N
+    rules)`. Its role follows the guard: live, standby while an older instance
+    beats (STATUS names it), live again once that one leaves."""
+    import socket
+
+    from router import engine as engine_module
+    from router.sdnotify import Notifier
+
+    path = str(tmp_path / "notify")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(path)
+    systemd.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setattr(
+        engine_module, "Notifier", lambda *a, **kw: Notifier(*a, **kw, status_every=0.05)
+    )
+
+    def statuses() -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(systemd.recv(4096).decode())
+            except BlockingIOError:
+                return [m for m in out if m.startswith("STATUS=")]
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=0.5, live_settle=0.2, check_privileges=False
+        ),
+    )
+    try:
+        assert (engine.health().ready, engine.health().role) == (True, "live")
+        other = LiveGuard(
+            Claim("0000aaaa", 1, "pbx", 7), key=same_secret(ajam_replay), interval=0.5
+        )
+        ajam_replay.queue_event(heartbeat(other.beat()))
+        await eventually(lambda: engine.health().role == "standby", "standing by")
+        health = engine.health()
+        assert health.ready  # its API serves, and it takes over when the other goes
+        assert health.live_instance == "instance 0000aaaa on host pbx"
+        assert health.to_dict()["role"] == "standby"
+        await asyncio.sleep(0.2)
+        assert (
+            statuses()[-1] == "STATUS=standing by: instance 0000aaaa on host pbx is live (1 rules)"
+        )
+        ajam_replay.queue_event(heartbeat(other.leave()))
+        await eventually(lambda: engine.health().role == "live", "live again")
+        await asyncio.sleep(0.2)
+        assert statuses() == ["STATUS=routing calls (1 rules)"]
+    finally:
+        systemd.close()
+
+
+async def test_a_shadow_engine_says_so_in_its_readiness(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules, shadow=True, options=EngineOptions(watch_interval=0, check_privileges=False)
+    )
+    health = engine.health()
+    assert (health.ready, health.role) == (True, "shadow")
+    assert health.status_line() == "shadow: routing nothing (1 rules)"
+
+
 async def test_an_engine_routes_on_while_a_forged_older_claim_beats(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:

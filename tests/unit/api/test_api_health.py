@@ -5,6 +5,7 @@ In process over the test kit's StubEngine, like the rest of the API tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -155,9 +156,98 @@ async def test_readyz_is_503_with_the_reasons_until_ready(stub: StubEngine) -> N
             "serving": True,
         },
         "rules": 3,
+        "role": "live",
     }
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+def _ready(role: str, live_instance: str = "") -> Health:
+    return readiness(
+        logged_in=True,
+        stream_current=True,
+        rule_problems=0,
+        rules=3,
+        serving=True,
+        role=role,
+        live_instance=live_instance,
+    )
+
+
+async def test_readyz_says_the_role_and_role_live_is_200_only_to_the_one_routing(
+    stub: StubEngine,
+) -> None:
+    """hnew31's trial: a standby instance (another one live on the same
+    Asterisk) and a --shadow one both answered 200 with nothing telling them
+    from the one routing, while operations.md said 200 means "can route now".
+    A healthy standby stays 200 (its API serves); the body says its role, and
+    ``?role=live`` is 503 unless this instance routes (Patroni's /primary)."""
+    state = {"now": _ready("standby", "instance 3f2a9c1d on host pbx")}
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), health=lambda: state["now"])
+    answers: dict[str, list[tuple[int, str, str | None]]] = {}
+    async with client(ctx) as http:
+        for now in ("standby", "shadow", "live"):
+            state["now"] = _ready(now, "instance 3f2a9c1d on host pbx" if now == "standby" else "")
+            answers[now] = []
+            for query in ("", "?role=live", "?role=standby", "?role=shadow"):
+                got = await http.get(f"/readyz{query}")
+                body = got.json()
+                answers[now].append((got.status_code, body["role"], body.get("live_instance")))
+            head = await http.head("/readyz?role=live")
+            assert head.status_code == answers[now][1][0]
+        state["now"] = readiness(
+            logged_in=False, stream_current=True, rule_problems=0, rules=3, serving=True
+        )
+        down = await http.get("/readyz?role=live")
+        wrong = await http.get("/readyz?role=primary")
+    standby = "instance 3f2a9c1d on host pbx"
+    assert answers == {
+        "standby": [
+            (200, "standby", standby),
+            (503, "standby", standby),
+            (200, "standby", standby),
+            (503, "standby", standby),
+        ],
+        "shadow": [
+            (200, "shadow", None),
+            (503, "shadow", None),
+            (503, "shadow", None),
+            (200, "shadow", None),
+        ],
+        "live": [
+            (200, "live", None),
+            (200, "live", None),
+            (503, "live", None),
+            (503, "live", None),
+        ],
+    }
+    assert down.status_code == 503  # live, but not ready
+    assert wrong.status_code == 400
+    assert wrong.json()["detail"] == "role 'primary': expected one of live, standby, shadow"
+
+
+async def test_readyz_names_the_live_instance_only_with_details(stub: StubEngine) -> None:
+    """The instance standing by names the one that routes (its host): a
+    detail, like the reasons, for a listener others reach."""
+    health = _ready("standby", "instance 3f2a9c1d on host pbx")
+    settings = ApiSettings(tokens=TOKENS, host="0.0.0.0")
+    async with client(ApiContext(stub, settings, health=lambda: health)) as http:
+        bare = (await http.get("/readyz")).json()
+        told = (await http.get("/readyz", headers={"Authorization": f"Bearer {OTHER}"})).json()
+    assert bare["role"] == told["role"] == "standby"
+    assert "live_instance" not in bare
+    assert told["live_instance"] == "instance 3f2a9c1d on host pbx"
+
+
+def test_the_status_line_says_the_role() -> None:
+    """systemd's STATUS= said `routing calls (3 rules)` for a standby and a
+    shadow instance too."""
+    assert _ready("live").status_line() == "routing calls (3 rules)"
+    assert (
+        _ready("standby", "instance 3f2a9c1d on host pbx").status_line()
+        == "standing by: instance 3f2a9c1d on host pbx is live (3 rules)"
+    )
+    assert _ready("shadow").status_line() == "shadow: routing nothing (3 rules)"
 
 
 async def test_metrics_needs_no_token_by_default_and_counts_requests(stub: StubEngine) -> None:
@@ -344,6 +434,31 @@ async def test_running_readyz_tells_the_reasons_only_to_a_token_off_loopback(
             "phase": "running",
             "checks": {**dict.fromkeys(health.checks, True), "privileges": False},
             "rules": 3,
+            "role": "live",
         }
     assert scraper.status_code == 503
     assert scraper.json()["reasons"] == [health.reasons[0]]
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_shows_the_roles_as_answered(page: str) -> None:
+    """docs/operations.md (+ru): the status lines and the standby's body are
+    what the code says for 12 rules."""
+    text = (Path(__file__).parents[3] / "docs" / page).read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    live = "instance 3f2a9c1d on host pbx"
+    for role, shown in (("live", ""), ("standby", live), ("shadow", "")):
+        health = readiness(
+            logged_in=True,
+            stream_current=True,
+            rule_problems=0,
+            rules=12,
+            serving=True,
+            role=role,
+            live_instance=shown,
+        )
+        assert f"`{health.status_line()}`" in flat, role
+    body = dict(_ready("standby", live).to_dict(), checks="...", rules=12)
+    shown = json.dumps(body, separators=(",", ":")).replace('"checks":"..."', '"checks":{...}')
+    assert shown in text
+    assert "/readyz?role=live" in text
