@@ -97,7 +97,7 @@ from router.rules.context import Context
 from router.rules.cron import cron_trigger
 from router.rules.decision import Action
 from router.rules.registry import Registry
-from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules
+from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
 from router.supervise import Throttle, log_task_failure, logged
 from router.wording import counted
@@ -360,6 +360,10 @@ class Engine:
             self._client, config, lambda: self.rules.current, self._stopping
         )
         self._rule_mtimes: dict[Path, float] = {}
+        #: The digests of the files under the rule paths the rules in use were
+        #: loaded from (source_digests; their list files': their own); None
+        #: when not known.
+        self._loaded_from: dict[Path, str] | None = None
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[Any]] = set()
         #: One log line per kind of bad event per minute, not one per event.
@@ -513,7 +517,9 @@ class Engine:
             self._metrics_given = True
             await self.plugins.metrics(self.metrics)
         problems = [str(p) for p in self.plugins.register_into(self.registry)]
+        digests = source_digests(self.rules.paths)
         loaded = self.rules.reload()
+        self._loaded_from = digests
         problems += [str(error) for error in loaded.errors]
         for problem in problems:
             log.error("%s", problem)
@@ -969,6 +975,7 @@ class Engine:
         engine use :meth:`reload_in_thread` (what the watcher and SIGHUP do).
         """
         self._rule_mtimes = self._scan_rule_files()  # the watcher does not reload these again
+        self._loaded_from = None
         fresh = self._fresh_registry()
         return self._swap_rules(fresh, load_rules(self.rules.paths, fresh))
 
@@ -991,11 +998,21 @@ class Engine:
             # watcher then sees nothing new and does not reload (and log) the
             # same files again; a file saved while loading is reloaded next.
             files = await asyncio.to_thread(self._scan_rule_files)
-            if watched:
-                if files == self._rule_mtimes:
-                    return None
-                log.info("rule files changed; reloading")
+            if watched and files == self._rule_mtimes:
+                return None
             self._rule_mtimes = files
+            # Read before the load: a file saved meanwhile differs next time.
+            current = self.rules.current
+            digests, lists = await asyncio.to_thread(self._digests, current)
+            if digests == self._loaded_from and lists == current.list_digests:
+                # Byte for byte what the rules in use were loaded from (the
+                # watcher reloaded the saved file before this SIGHUP, or a
+                # save without a change): nothing to swap, said once.
+                self.metrics.rule_reloads.labels("unchanged").inc()
+                log.info("rules unchanged (%s)", counted(len(current.rules), "rule"))
+                return current
+            if watched:
+                log.info("rule files changed; reloading")
             fresh = self._fresh_registry()
             try:
                 loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
@@ -1006,7 +1023,14 @@ class Engine:
                     counted(len(self.rules.current.rules), "rule"),
                 )
                 return None
-            return self._swap_rules(fresh, loaded)
+            swapped = self._swap_rules(fresh, loaded)
+            if self.rules.current is swapped:
+                self._loaded_from = digests
+            return swapped
+
+    def _digests(self, rules: RuleSet) -> tuple[dict[Path, str], dict[Path, str]]:
+        """The files under the rule paths and ``rules``' list files as they are now."""
+        return source_digests(self.rules.paths), source_digests((), rules.list_digests)
 
     def request_reload(self) -> None:
         """SIGHUP: start :meth:`reload_in_thread` (a signal handler cannot await)."""

@@ -244,7 +244,8 @@ class Metrics:
         self.rule_reloads = Counter(
             "callrouter_rule_reloads",
             "Rule reloads by result: ok, refused (a file had errors; previous rules kept), "
-            "failed (loading crashed; previous rules kept).",
+            "failed (loading crashed; previous rules kept), unchanged (the files were "
+            "byte for byte those of the rules in use; nothing reloaded).",
             ["result"],
             registry=r,
         )
@@ -286,7 +287,7 @@ class Metrics:
         for trigger in ("start", "gap"):
             for result in ("ok", "failed"):
                 self.reconciles.labels(trigger, result)
-        for result in ("ok", "refused", "failed"):
+        for result in ("ok", "refused", "failed", "unchanged"):
             self.rule_reloads.labels(result)
         self.rule_label = BoundedLabel()
         self.lookup_label = BoundedLabel()

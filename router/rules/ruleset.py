@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,14 +27,22 @@ from router.request import RequestInfo
 from router.rules.context import Caller, CallInfo, Context
 from router.rules.evaluate import Outcome, evaluate_rules, may_ask
 from router.rules.index import CallIndex, Key, event_guard
-from router.rules.lists import load_list
+from router.rules.lists import MAX_LIST_FILE_BYTES, load_list
 from router.rules.loader import discover, display_path, load_file
 from router.rules.model import Rule
 from router.rules.registry import LookupFn, Registry
 from router.rules.schema import ListSpec, RuleSpec, check_file
 from router.rules.validate import compile_rule
+from router.textfiles import read_bounded
 
-__all__ = ["RedirectTarget", "RuleBook", "RuleSet", "call_context", "load_rules"]
+__all__ = [
+    "RedirectTarget",
+    "RuleBook",
+    "RuleSet",
+    "call_context",
+    "load_rules",
+    "source_digests",
+]
 
 _EVENT_CACHE_LIMIT = 1024
 
@@ -60,6 +70,9 @@ class RuleSet:
     _event_guards: Mapping[int, Mapping[str, frozenset[str]] | None] = field(
         default_factory=dict, repr=False
     )
+    #: The list files (``lists: {x: {file: ...}}``) the set was loaded from,
+    #: each with its digest taken as it was read (:func:`source_digests`).
+    list_digests: Mapping[Path, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -69,6 +82,7 @@ class RuleSet:
         registry: Registry,
         errors: Sequence[RuleValidationError] = (),
         fatal: bool = False,
+        list_digests: Mapping[Path, str] | None = None,
     ) -> RuleSet:
         ordered = tuple(sorted(rules, key=lambda r: r.sort_key))
         calls = [r for r in ordered if r.trigger.kind == "call"]
@@ -86,6 +100,7 @@ class RuleSet:
             {},
             MappingProxyType({r.name: r for r in ordered if r.trigger.kind == "schedule"}),
             {id(r): event_guard(r, frozen_lists, registry.functions) for r in events},
+            MappingProxyType(dict(list_digests or {})),
         )
 
     @classmethod
@@ -334,7 +349,12 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
     broken: set[str] = set()
     #: Lists kept as written, with an entry no normalized number equals.
     unnormalized: dict[str, tuple[str, str]] = {}
+    #: Each list file's digest, taken just before it is read: a file saved
+    #: in between differs from it, so a reload reads it again.
+    digests: dict[Path, str] = {}
     for name, item in list_specs.items():
+        if item.path is not None:
+            digests.update(source_digests((), (item.path,)))
         try:
             lists[name] = load_list(item, registry.normalize_number)
         except RuleValidationError as exc:
@@ -376,7 +396,27 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
         return rank.get(file, len(rank)), line
 
     errors.sort(key=place)  # stable: one line's errors keep the order found
-    return RuleSet.build(rules, lists, registry, errors, fatal)
+    return RuleSet.build(rules, lists, registry, errors, fatal, digests)
+
+
+def source_digests(paths: Iterable[Path], extra: Iterable[Path] = ()) -> dict[Path, str]:
+    """The SHA-256 of every file under ``paths`` (each folder's whole tree, as
+    the engine's watcher sees it) and of ``extra`` (list files kept
+    elsewhere), by absolute path: equal digests, equal input to a load. A file
+    that cannot be read is digested as its error."""
+    found: list[Path] = []
+    for root in paths:
+        found.extend([root] if root.is_file() else sorted(root.rglob("*")))
+    digests: dict[Path, str] = {}
+    for path in [*found, *extra]:
+        key = Path(os.path.abspath(path))
+        if key in digests or path.is_dir():
+            continue
+        try:  # bounded, and a FIFO or device refused unopened, as the load reads them
+            digests[key] = hashlib.sha256(read_bounded(path, MAX_LIST_FILE_BYTES)).hexdigest()
+        except OSError as exc:  # FileTooBig among them: the load refuses it too
+            digests[key] = f"unreadable: {exc}"
+    return digests
 
 
 def _not_normalized(values: frozenset[str], normalize: Callable[[str], str]) -> str | None:

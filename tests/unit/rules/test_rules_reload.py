@@ -211,3 +211,70 @@ async def test_the_watcher_does_not_reload_what_a_sighup_reloaded(
     assert [r.name for r in engine.rules.current.rules] == ["renamed"]
     await engine._check_rule_files()
     assert reloads.labels("ok")._value.get() == 1
+
+
+async def test_a_sighup_after_the_watcher_reloaded_the_saved_file_says_unchanged(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hnew31's trial: a file saved, the watcher reloaded it, then the SIGHUP
+    operations.md suggests reloaded and logged it again (two `reloaded N
+    rules`), while the page says such a SIGHUP reloads (and logs) them once.
+    Files byte for byte those of the rules in use are not loaded again."""
+    folder = engine.rules.paths[0]
+    reloads = engine.metrics.rule_reloads
+    (folder / "a.yaml").write_text(GOOD.replace("default", "renamed"), encoding="utf-8")
+    stat = (folder / "a.yaml").stat()
+    os.utime(folder / "a.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
+    caplog.set_level(logging.INFO, logger="router.engine")
+    await engine._check_rule_files()  # the watcher's tick
+    in_use = engine.rules.current
+    engine.request_reload()  # then the SIGHUP
+    (task,) = engine._reloads
+    assert await asyncio.wait_for(task, timeout=60) is in_use
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if m.startswith(("reloaded", "rules unchanged"))] == [
+        "reloaded 1 rule",
+        "rules unchanged (1 rule)",
+    ]
+    assert engine.rules.current is in_use  # nothing swapped
+    assert reloads.labels("ok")._value.get() == 1
+    assert reloads.labels("unchanged")._value.get() == 1
+    # Saved again without a change (a new mtime, the same bytes): the same.
+    os.utime(folder / "a.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 20_000_000))
+    await engine._check_rule_files()
+    assert reloads.labels("unchanged")._value.get() == 2
+    assert engine.rules.current is in_use
+
+
+async def test_a_sighup_reloads_what_changed_in_a_list_file_or_after_a_refusal(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list file kept outside the rule folder is no watched file: a SIGHUP
+    is how its change is read, and still is. A file fixed back to what the
+    rules in use were loaded from, after a refused reload, is unchanged."""
+    folder = engine.rules.paths[0]
+    vip = tmp_path / "vip.txt"
+    vip.write_text("79161234567\n", encoding="utf-8")
+    (folder / "a.yaml").write_text(
+        f"version: 1\nlists:\n  vip: {{file: {vip}}}\n" + GOOD.split("\n", 1)[1], encoding="utf-8"
+    )
+    await engine.reload_in_thread()  # the list file is named for the first time
+    assert engine.rules.current.lists["vip"] == {"79161234567"}
+    caplog.set_level(logging.INFO, logger="router.engine")
+    await engine.reload_in_thread()  # now it is known: unchanged
+    vip.write_text("79161234567\n79161234568\n", encoding="utf-8")
+    await engine.reload_in_thread()
+    assert engine.rules.current.lists["vip"] == {"79161234567", "79161234568"}
+    in_use = engine.rules.current
+    good = (folder / "a.yaml").read_text(encoding="utf-8")
+    (folder / "a.yaml").write_text(good + "  - name: [\n", encoding="utf-8")
+    await engine.reload_in_thread()  # refused: the previous rules stay
+    (folder / "a.yaml").write_text(good, encoding="utf-8")
+    assert await engine.reload_in_thread() is in_use
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if m.startswith(("reloaded", "rules unchanged", "rules not"))] == [
+        "rules unchanged (1 rule)",
+        "reloaded 1 rule",
+        "rules not reloaded: 1 problem; keeping the previous 1 rule",
+        "rules unchanged (1 rule)",
+    ]
