@@ -7,6 +7,7 @@ subcommand lives in its own module under :mod:`router.commands`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import router
 import router.commands
+from router.commands._logging import one_shot_logging
 from router.errors import CallRouterError
 from router.logsafe import escape_controls
 
@@ -53,8 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    # `run` sets up the service's log itself; every other command gets one
+    # format, not Python's bare last-resort lines (router/commands/_logging.py).
+    logs = one_shot_logging(args.command) if args.command != "run" else contextlib.nullcontext()
     try:
-        code: int = func(args)
+        with logs:
+            code: int = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except CallRouterError as exc:
         # An error may quote a peer (Asterisk's Message, 1C, an API): never

@@ -15,16 +15,16 @@ call is explained. The engine they are given acts on nothing:
 * timed jobs are accepted and never run; no call is tracked.
 
 What the plugins log while they run is printed as one line each on stderr,
-without a traceback: an explanation is for an administrator's terminal.
+without a traceback (``callrouter explain: warning: ...``, as every one-shot
+command's log: router/commands/_logging.py): an explanation is for an
+administrator's terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,26 +52,6 @@ class _NoAsterisk:
         raise LookupUnavailable(f"{NOT_SENT} ({action.name})")
 
 
-class _Brief(logging.Formatter):
-    """``callrouter explain: warning: onec: 1C does not answer its ping: ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"callrouter explain: {record.levelname.lower()}: {record.getMessage()}"
-
-
-@contextlib.contextmanager
-def _brief_logging() -> Iterator[None]:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(_Brief())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-
-
 def _no_job(*_args: Any, **_kwargs: Any) -> None:
     """``EngineAPI.schedule``: an explanation ends before any job would run."""
 
@@ -84,10 +64,7 @@ def _no_watch(_listener: Callable[..., Any]) -> Callable[[], None]:
 async def started(plugins: Plugins, config: Config) -> AsyncIterator[EngineAPI]:
     """``plugins`` (configured, registered) started on an engine that acts on
     nothing, and shut down on the way out, whatever happened in between."""
-    with (
-        _brief_logging(),
-        tempfile.TemporaryDirectory(prefix="callrouter-explain-") as state,
-    ):
+    with tempfile.TemporaryDirectory(prefix="callrouter-explain-") as state:
         api = EngineView(
             ami=AMI(_NoAsterisk()),
             calls=CallsView(CallTracker()),

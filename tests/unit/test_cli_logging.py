@@ -1,0 +1,143 @@
+"""One-shot commands print their log records as `callrouter COMMAND: warning: ...`
+(router/commands/_logging.py), not as Python's bare last-resort lines."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def oversized_event_peer() -> Iterator[int]:
+    """A native AMI peer that takes every action; on its first connection it
+    then sends an event of 1,003 lines (the client drops the connection, with
+    a WARNING), on the next one an ordinary event."""
+    connections = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            connections.append(self)
+            first = len(connections) == 1
+            lock = threading.Lock()
+
+            def send(data: str) -> None:
+                with lock:
+                    self.wfile.write(data.encode())
+
+            send("Asterisk Call Manager/11.0.0\r\n")
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line.decode().strip())
+                if not line:
+                    return
+                head = dict(item.split(": ", 1) for item in lines)
+                send(f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n")
+                if head.get("Action") == "Login":  # the event once the session is up
+                    event = (
+                        "Event: Flood\r\n" + "X: y\r\n" * 1002 + "\r\n"
+                        if first
+                        else "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
+                    )
+                    threading.Timer(0.3, send, (event,)).start()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_warning_of_callrouter_events_has_the_commands_prefix(
+    oversized_event_peer: int,
+) -> None:
+    """hnew31's trial: `callrouter events` against a peer that sent a 1,001-line
+    event printed `AMI connection to ... lost: bad data from Asterisk: an event
+    of 1003 lines, ...` bare (Python's last-resort handler), unlike the
+    `callrouter X: warning:` lines of the commands themselves. A real process:
+    under pytest the root logger has handlers, and no last resort is used."""
+    argv = [
+        *("events", "--count", "1", "--url", f"tcp://127.0.0.1:{oversized_event_peer}"),
+        *("--username", "watcher", "--auth", "plain", "--config", "/none.toml"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "router.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "CALLROUTER_SECRET": "x"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Channel: PJSIP/a-1" in done.stdout
+    peer = f"tcp://127.0.0.1:{oversized_event_peer}"
+    flood = (
+        "bad data from Asterisk: an event of 1003 lines, more than 1000 "
+        "(Asterisk's largest has well under 200): 'Event: Flood'"
+    )
+    told = done.stderr.splitlines()
+    assert f"callrouter events: warning: AMI connection to {peer} lost: {flood}" in told
+    # The stream's own warnings too; the `#` line is the command's output.
+    assert all(line.startswith(("callrouter events: warning: ", "# ")) for line in told), told
+
+
+def test_every_one_shot_command_logs_one_escaped_line_with_its_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler is the command's own: named after it, one line (no
+    traceback), control characters escaped, gone once the command is done."""
+
+    def warn(args: object) -> int:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("router.ami.tcp").exception("peer said \x1b[2Jhi")
+        logging.getLogger("router.ami.tcp").info("not shown")
+        return 0
+
+    monkeypatch.setattr("router.commands.ami.run", warn)  # what `ami` runs
+    handlers = list(logging.getLogger().handlers)
+    assert main(["ami", "Ping"]) == 0
+    assert capsys.readouterr().err == (
+        "callrouter ami: error: peer said \\x1b[2Jhi (ValueError: boom)\n"
+    )
+    assert logging.getLogger().handlers == handlers
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_shows_the_line_as_printed(page: str) -> None:
+    """docs/operations.md (+ru), Logs: the example is what the formatter makes."""
+    from router.commands._logging import OneLine
+
+    record = logging.LogRecord(
+        "router.ami.tcp",
+        logging.WARNING,
+        __file__,
+        1,
+        "AMI connection to %s lost: %s%s",
+        (
+            "tcp://127.0.0.1:5038",
+            "bad data from Asterisk: an event of 1003 lines, more than 1000 "
+            "(Asterisk's largest has well under 200): 'Event: Flood'",
+            "",
+        ),
+        None,
+    )
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert f"```text\n{OneLine('events').format(record)}\n```" in text
