@@ -141,14 +141,20 @@ class ActionOutcome:
     #: answered: whether it acted is unknown (:meth:`Router._route` lets a
     #: reconcile route the call again if it still waits).
     lost: bool = False
+    #: The action's parameters left out, with why (:attr:`Action.left_out`:
+    #: a ``setvar`` variable whose template gave nothing).
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "kind": self.kind,
             "status": self.status,
             "detail": self.detail,
             "ms": round(self.ms, 2),
         }
+        if self.left_out:
+            data["left_out"] = dict(self.left_out)
+        return data
 
 
 class Confirmations:
@@ -374,6 +380,7 @@ class Executor:
             outcome = ActionOutcome(action.kind, "failed", repr(exc))
         outcome.ms = (time.perf_counter() - started) * 1000
         outcome.params = dict(action.params)
+        outcome.left_out = dict(action.left_out)
         done[index] = outcome
 
     def _refused(
@@ -398,6 +405,7 @@ class Executor:
                     action.kind, "skipped", "not sent: another action of the decision was refused"
                 )
             outcome.params = dict(action.params)
+            outcome.left_out = dict(action.left_out)
             outcomes.append(outcome)
         return outcomes
 

@@ -482,6 +482,11 @@ class Router:
                     for a in record.actions
                     if a.status in SHOWN_FAILURES and a.detail
                 )
+                + "".join(
+                    f"; {a.kind} left out {k}: {why}"
+                    for a in record.actions
+                    for k, why in a.left_out.items()
+                )
                 + "".join(f"; rejected {r['rule']}: {r['reason']}" for r in record.rejected)
                 + "".join(
                     f"; error {e['rule']} ({e['stage']}): {e['error']}" for e in record.errors
@@ -665,7 +670,7 @@ def cut(text: str) -> str:
 def _planned(action: Action) -> ActionOutcome:
     """An action that was decided but not sent: ``planned`` in the decision line."""
     detail = ", ".join(f"{key}={value}" for key, value in action.params.items())
-    return ActionOutcome(action.kind, "planned", detail)
+    return ActionOutcome(action.kind, "planned", detail, left_out=dict(action.left_out))
 
 
 def _lookup_text(lookup: Mapping[str, Any]) -> str:

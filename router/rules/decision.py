@@ -21,17 +21,37 @@ __all__ = ["Action", "Decision", "LookupTrace", "RuleStatus", "RuleTrace", "Trac
 RuleStatus = Literal["matched", "false", "lookup_failed", "error", "rejected", "skipped"]
 
 
+_NOTHING_LEFT_OUT: Mapping[str, str] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One rendered action: ``kind`` (``redirect``...) and string parameters."""
+    """One rendered action: ``kind`` (``redirect``...) and string parameters.
+
+    ``left_out``: the parameters (a ``setvar``'s variables) the rule wrote
+    and the action goes without, each with why (``template '{owner.client.name}'
+    gave nothing``): explain and the decision line say so.
+    """
 
     kind: str
     params: Mapping[str, str]
     rule: str = ""
+    left_out: Mapping[str, str] = field(default_factory=lambda: _NOTHING_LEFT_OUT, compare=False)
 
     @classmethod
-    def make(cls, kind: str, params: Mapping[str, str], rule: str = "") -> Action:
-        return cls(kind, MappingProxyType(dict(params)), rule)
+    def make(
+        cls,
+        kind: str,
+        params: Mapping[str, str],
+        rule: str = "",
+        left_out: Mapping[str, str] | None = None,
+    ) -> Action:
+        return cls(
+            kind,
+            MappingProxyType(dict(params)),
+            rule,
+            MappingProxyType(dict(left_out)) if left_out else _NOTHING_LEFT_OUT,
+        )
 
     def __hash__(self) -> int:
         return hash((self.kind, tuple(sorted(self.params.items())), self.rule))
@@ -46,13 +66,21 @@ class Action:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": dict(self.params), "rule": self.rule}
+        data = {"kind": self.kind, "params": dict(self.params), "rule": self.rule}
+        if self.left_out:
+            data["left_out"] = dict(self.left_out)
+        return data
+
+    def left_out_text(self) -> str:
+        """``CRM_CLIENT: template '{owner.client.name}' gave nothing; ...``."""
+        return "; ".join(f"{k}: {why}" for k, why in self.left_out.items())
 
     def __str__(self) -> str:
         """For people (``callrouter explain``): values a template filled in are
         the caller's or 1C's text, so control characters come out escaped."""
         inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return escape_controls(f"{self.kind}({inner})")
+        gone = f" [left out: {self.left_out_text()}]" if self.left_out else ""
+        return escape_controls(f"{self.kind}({inner}){gone}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,6 +378,9 @@ def _render(
     action: CompiledAction, evaluator: Evaluator, rule: str, listing: Mapping[str, KnownContext]
 ) -> Action:
     params: dict[str, str] = {}
+    #: Parameters a lone ``{expr}`` gave nothing for (None: a field the
+    #: answer lacks): left out, and said so (a required one rejects the rule).
+    left_out: dict[str, str] = {}
     check_filled = action.spec.filled
     parts: list[str] | None = None if check_filled is None else []
     for key, value in action.params:
@@ -395,6 +398,7 @@ def _render(
                 raise _Rejected(f"action {action.kind!r}: {exc}") from None
             parts.clear()
         if text is None:
+            left_out[key] = f"template {value.source!r} gave nothing"
             continue
         spec = action.spec.param(key)
         if spec is not None and spec.type == "int" and not text.strip().lstrip("-").isdigit():
@@ -430,4 +434,4 @@ def _render(
         problem = missing_target(params, listing)
         if problem is not None:
             raise _Rejected(f"action 'redirect': {problem} (as the dialplan audit last read it)")
-    return Action.make(action.kind, params, rule)
+    return Action.make(action.kind, params, rule, left_out)

@@ -249,3 +249,88 @@ def test_the_documented_json_line_has_every_key_the_line_has(page: str) -> None:
     assert list(shown) == list(real)
     assert list(shown["actions"][0]) == list(real["actions"][0])
     assert list(shown["lookups"][0]) == list(real["lookups"][0])
+
+
+#: The docs' owner rule (rules.md) with 1C's answer lacking the client.
+EMPTY = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      owner: card(caller.number)
+    when: owner
+    do:
+      - setvar: {CRM_CLIENT: "{owner.client.name}"}
+      - redirect: {context: callrouter-dial, exten: "{owner.manager.extension}"}
+"""
+
+
+class NoClient:
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def card(number: str) -> dict[str, Any]:
+            return {"found": True, "manager": {"extension": "101"}}
+
+        registry.add_lookup("card", card)
+
+
+async def empty_engine(tmp_path: Path, log_format: str, *, shadow: bool = False) -> Engine:
+    (tmp_path / "rules.yaml").write_text(EMPTY)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\nlog_format = "{log_format}"\n'
+    )
+    client = FakeClient()
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=client,  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False, extra=[NoClient()]),
+        options=EngineOptions(watch_interval=0),
+        shadow=shadow,
+    )
+    client.engine = engine
+    await engine.setup()
+    return engine
+
+
+LEFT_OUT = {"CRM_CLIENT": "template '{owner.client.name}' gave nothing"}
+
+
+async def test_a_setvar_whose_template_gave_nothing_says_so_in_the_text_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hnew31's trial: every variable of the setvar left out (1C's answer has
+    no client) ran as `setvar:ok` having set nothing, and said nothing of it."""
+    engine = await empty_engine(tmp_path, "text")
+    line = await decide(engine, caplog)
+    assert " -> executed [setvar:ok, redirect:confirmed] in " in line
+    assert line.endswith(
+        "; setvar left out CRM_CLIENT: template '{owner.client.name}' gave nothing"
+    ), line
+    assert not [s for s in engine._client.sent if s[0] == "Setvar"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+async def test_a_setvar_whose_template_gave_nothing_says_so_in_the_json_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shadow: bool
+) -> None:
+    engine = await empty_engine(tmp_path, "json", shadow=shadow)
+    data = json.loads(await decide(engine, caplog))
+    [setvar, redirect] = data["actions"]
+    assert setvar["status"] == ("planned" if shadow else "ok")
+    assert setvar["left_out"] == LEFT_OUT
+    assert "left_out" not in redirect
+
+
+@pytest.mark.parametrize("page", ["rules.md", "ru/rules.md", "operations.md", "ru/operations.md"])
+def test_the_docs_show_what_was_left_out_as_explain_and_the_log_say(page: str) -> None:
+    """rules.md's explain line and both pages' text-line suffix are the code's."""
+    from router.rules.decision import Action as Rendered
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / page).read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    suffix = "; setvar left out CRM_CLIENT: template '{owner.client.name}' gave nothing"
+    assert f"`{suffix}`" in flat
+    if "rules.md" in page:
+        action = Rendered.make("setvar", {}, "owner", LEFT_OUT)
+        assert f"```text\n      -> {action}\n```" in text

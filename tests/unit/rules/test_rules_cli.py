@@ -96,6 +96,35 @@ def test_explain_with_stubbed_lookup(
     )
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_explain_says_which_variables_a_setvar_left_out_and_why(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """hnew31's trial: 1C's answer without the client's and the manager's
+    name showed `setvar()` in explain, as if the rule set no variable at all."""
+    monkeypatch.chdir(ROOT)
+    owner = {"found": True, "manager": {"extension": "101"}}
+    argv = ["explain", "--caller", "79161234567", "--did", "74951234567"]
+    argv += ["--at", "2026-11-23 12:15", "--lookup", f"onec.responsible={json.dumps(owner)}"]
+    assert main([*argv, "--rules", "rules/", *(["--json"] if as_json else [])]) == 0
+    out = capsys.readouterr().out
+    left_out = {
+        "CRM_CLIENT": "template '{owner.client.name}' gave nothing",
+        "CRM_MANAGER": "template '{owner.manager.name}' gave nothing",
+    }
+    if as_json:
+        [rule] = [r for r in json.loads(out)["trace"]["rules"] if r["status"] == "matched"]
+        assert rule["actions"][0]["left_out"] == left_out
+        assert "left_out" not in rule["actions"][1]
+        return
+    shown = (
+        "setvar() [left out: CRM_CLIENT: template '{owner.client.name}' gave nothing; "
+        "CRM_MANAGER: template '{owner.manager.name}' gave nothing]"
+    )
+    assert f"      -> {shown}\n" in out
+    assert f"decision: {shown}, redirect(context=callrouter-dial, exten=101) (rules: owner)" in out
+
+
 def test_explain_text_escapes_what_1c_and_the_caller_wrote(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
