@@ -217,8 +217,10 @@ def callrouter_metrics(metrics: Metrics) -> None:
 def callrouter_register(registry: Registry) -> None:
     """Add rule functions, lookups, actions and notify targets.
 
-    Runs when rules are loaded and again on every reload, before the rule
-    files are validated, so every name a rule uses must be registered here:
+    Runs when rules are loaded and again on every reload that finds a rule or
+    list file changed (an unchanged set is kept as it is, with no hook
+    called), before the rule files are validated, so every name a rule uses
+    must be registered here:
     ``registry.add_function(name, func)``, ``registry.add_lookup(name, func)``,
     ``registry.add_action(ActionSpec(...))``, ``registry.add_notify_target(name)``.
     Registering a name another plugin already registered is an error reported
@@ -257,7 +259,8 @@ def callrouter_wanted_events() -> Iterable[str] | None:
     """The AMI events this plugin's ``callrouter_event`` reads, so Asterisk
     sends no others (``[asterisk] events = "auto"``, docs/asterisk.md).
 
-    Runs at start and at every rule reload, after ``callrouter_register``.
+    Runs at start and at every rule reload that loads (not one that finds
+    the files unchanged), after ``callrouter_register``.
     Return event names (``"Hangup"``) or globs (``"Queue*"``, matched against
     the AMI catalog's names); an empty iterable if it reads none. ``None``
     means every event: the session then gets all events whatever the rules
