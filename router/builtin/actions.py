@@ -236,6 +236,43 @@ def _rendered_hangup(params: Mapping[str, str]) -> None:
         raise ValueError(f"cause {shown(cause)} is not a Q.850 cause code (0-127)")
 
 
+def _is_ami_hangup(params: Mapping[str, object]) -> bool:
+    return str(params.get("action", "")).strip().lower() == "hangup"
+
+
+def _q850(key: str, value: object) -> None:
+    text = str(value).strip()
+    if _CAUSE.fullmatch(text) is None or int(text) > 127:
+        raise ValueError(f"{key} {shown(str(value))} is not a Q.850 cause code (0-127)")
+
+
+def _written_hangup_cause(params: Mapping[str, object]) -> None:
+    """An ``ami`` ``Hangup``'s ``Cause`` is a Q.850 code, as ``hangup``'s is:
+    one written in the file is checked now, and one a template fills in is
+    wholly that template's (``cause: "{int(did)}"``), so that
+    :func:`_hangup_cause_part` sees the whole cause on every evaluation."""
+    if not _is_ami_hangup(params):
+        return
+    for key, value in params.items():
+        if key.lower() != "cause":
+            continue
+        if not _template(value):
+            _q850(key, value)
+        elif _whole_template(value) is None:
+            raise ValueError(
+                f"{key} {shown(str(value))}: a Hangup's cause is written in the file or "
+                'filled in whole by one template, like "{owner.cause}"'
+            )
+
+
+def _hangup_cause_part(params: Mapping[str, object], key: str, text: str) -> None:
+    """A cause a template filled into an ``ami`` ``Hangup`` (``{int(did)}``
+    gave 99999999999, which Asterisk drops with a NOTICE) rejects the rule
+    unless it is 0-127."""
+    if key.lower() == "cause" and _is_ami_hangup(params):
+        _q850(key, text)
+
+
 REDIRECT = ActionSpec(
     "redirect",
     (
@@ -354,6 +391,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             )
         _written_application(params)
         _originate_variable_names(params)
+        _written_hangup_cause(params)
         # Sent on the engine's own session (router/ami/own_session.py).
         problem = session_action_problem(
             str(params["action"]), {k: v for k, v in params.items() if k != "action"}
@@ -385,7 +423,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
             extra_name="header",
             check=check_ami,
             rendered=rendered,
-            filled=_all_of(_ami_data_part, _channel_part, _variable_part),
+            filled=_all_of(_ami_data_part, _channel_part, _variable_part, _hangup_cause_part),
             routes=_ami_routes,
         )
     )

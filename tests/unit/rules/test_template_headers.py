@@ -215,3 +215,51 @@ def test_a_hangup_cause_in_range_is_sent(tmp_path: Path) -> None:
         rules, _, params = decide(ruleset, {"cause": cause})
         assert rules == ("first",)
         assert params[0]["cause"] == cause
+
+
+AMI_HANGUP = 'ami: {{action: Hangup, channel: "{{call.channel}}", cause: "{}"}}'
+
+
+@pytest.mark.parametrize("cause", ["{int(did)}", "{owner.cause}"])
+def test_an_ami_hangup_cause_a_template_fills_in_is_a_q850_code(tmp_path: Path, cause: str) -> None:
+    """As ``hangup``'s: ``{int(did)}`` sent ``Cause: 74951234567`` (issue 16)."""
+    ruleset = ruleset_of(tmp_path, AMI_HANGUP.format(cause))
+    rules, details, _ = decide(ruleset, {"cause": "999"})
+    assert rules == ("fallback",)
+    assert details[0] == (
+        f"action 'ami': cause {'74951234567' if 'did' in cause else '999'!r} "
+        "is not a Q.850 cause code (0-127)"
+    ), details
+    if cause == "{owner.cause}":
+        for bad in ("-1", "128", "abc", "\u0662\u0661"):
+            assert decide(ruleset, {"cause": bad})[0] == ("fallback",), bad
+        for good in ("0", "21", "127"):
+            rules, _, params = decide(ruleset, {"cause": good})
+            assert rules == ("first",)
+            assert params[0]["cause"] == good
+
+
+@pytest.mark.parametrize(
+    ("cause", "error"),
+    [
+        ("999", "cause '999' is not a Q.850 cause code (0-127)"),
+        ("abc", "cause 'abc' is not a Q.850 cause code (0-127)"),
+        (
+            "1{owner.cause}",
+            "cause '1{owner.cause}': a Hangup's cause is written in the file or filled in "
+            'whole by one template, like "{owner.cause}"',
+        ),
+    ],
+)
+def test_an_ami_hangup_cause_written_in_the_file_is_checked_at_load(
+    tmp_path: Path, cause: str, error: str
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: first\n    on: call\n    lookup:\n"
+        "      owner: onec.responsible('79161234567')\n"
+        f"    do:\n      - {AMI_HANGUP.format(cause)}\n",
+        encoding="utf-8",
+    )
+    (problem,) = load_rules([path], REGISTRY).errors
+    assert str(problem).endswith(f"rule 'first': action 'ami': {error}"), problem
