@@ -344,7 +344,33 @@ def _channel_problem(params: Mapping[str, object]) -> str | None:
 
 #: AMI actions that move or end a channel: an ``ami`` action sending one
 #: routes the call as ``redirect`` or ``hangup`` do (ActionSpec.routes).
-ROUTING_AMI_ACTIONS = frozenset({"redirect", "hangup", "blindtransfer", "atxfer"})
+#: Only those that surely do, by Asterisk 22's documentation (the catalog):
+#: ``PJSIPHangup`` hangs up as ``Hangup`` does; ``Park`` parks the channel;
+#: ``Bridge`` takes both channels out of the dialplan into a new bridge;
+#: ``BridgeKick``, ``BridgeDestroy`` and ``ConfbridgeKick`` put a bridge's or
+#: conference's channels back to the dialplan or hang them up;
+#: ``QueueWithdrawCaller`` takes the caller out of the queue back to the
+#: dialplan; ``DAHDIHangup`` hangs a DAHDI channel up. Not here: ``Originate``
+#: (a new call), ``AbsoluteTimeout`` (a hangup later, or none with 0),
+#: ``AgentLogoff`` (``Soft`` keeps the calls), ``CancelAtxfer``,
+#: ``LocalOptimizeAway``, ``DAHDITransfer`` (a flash hook), ``DAHDIRestart``
+#: (the driver, not a call), ``AGI`` and ``Command`` (whatever they run).
+ROUTING_AMI_ACTIONS: Final = frozenset(
+    {
+        "redirect",
+        "hangup",
+        "blindtransfer",
+        "atxfer",
+        "pjsiphangup",
+        "park",
+        "bridge",
+        "bridgekick",
+        "bridgedestroy",
+        "confbridgekick",
+        "queuewithdrawcaller",
+        "dahdihangup",
+    }
+)
 
 
 def _ami_routes(params: Mapping[str, object]) -> bool:
