@@ -75,9 +75,10 @@ _FALLEN_CHECKED = 500
 _MARKED_OUTCOMES = frozenset({"fell-through", "late", "failed"})
 #: Action kinds that take the call away from its wait (or end it): a decision
 #: executed without one ("tag and go on": setvar, notify, record) leaves the
-#: call to the default route as well, and is marked too. (An ``ami`` action
-#: may move it or not; a call it leaves in place and that is not marked only
-#: counts as ``down`` after a restart.)
+#: call to the default route as well, and is marked too. Which actions do is
+#: their kind's ``ActionSpec.routes`` (:meth:`Router._moves`: a plugin's
+#: kind, an ``ami`` action by its AMI action); this set is for a kind the
+#: registry no longer has, and for a connection lost under an action.
 _MOVING_KINDS = frozenset({"redirect", "hangup", "ami"})
 
 #: What stands between a decision and its execution when other instances are
@@ -415,7 +416,7 @@ class Router:
             or (
                 status == "executed"
                 and outcome is not None
-                and not any(a.kind in _MOVING_KINDS for a in outcome.decision.actions)
+                and not any(self._moves(a) for a in outcome.decision.actions)
             )
         ):
             # Off the decision's path: the call is not redirected, nothing waits for this.
@@ -430,6 +431,14 @@ class Router:
                 call = self._tracker.by_channel(channel)
         if call is not None:
             await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
+
+    def _moves(self, action: Action) -> bool:
+        """Whether ``action`` takes the call away from its wait or ends it: its
+        kind's ``ActionSpec.routes`` (a plugin's kind too; an ``ami`` action
+        by the AMI action it sends)."""
+        spec = self.rules.registry.actions.get(action.kind)
+        routes = spec.routes if spec is not None else action.kind in _MOVING_KINDS
+        return bool(routes(action.params) if callable(routes) else routes)
 
     async def _mark_decided(self, channel: str, status: str) -> None:
         """Mark a waiting channel this router decided to leave to the default

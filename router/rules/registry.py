@@ -146,7 +146,9 @@ class ActionSpec:
     #: one rule's ``do:`` carry two: either way a decision would move or end
     #: the call twice. A function of the parameters as written (constants,
     #: templates as their text) for a kind that routes only with some of them
-    #: (``ami`` with ``action: Redirect``).
+    #: (``ami`` with ``action: Redirect``); the engine asks it again with the
+    #: rendered parameters of a decision it carried out: a decision without
+    #: such an action left the call in its wait (``CALLROUTER_DECIDED``).
     routes: bool | Callable[[Mapping[str, object]], bool] = False
 
     def param(self, name: str) -> ParamSpec | None:

@@ -20,10 +20,11 @@ from router.dialplan import DECIDED_VARIABLE, FELL_VARIABLE
 from router.health import readiness
 from router.hookspecs import hookimpl
 from router.metrics import OTHER, BoundedLabel, Metrics, QueueGauge, exposition
-from router.rules.registry import Registry
+from router.rules.registry import ActionSpec, ParamSpec, Registry
 from tests.unit.client_stub import Told
 
 if TYPE_CHECKING:
+    from router import Action, Call, EngineAPI
     from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
@@ -244,6 +245,71 @@ async def test_a_decision_that_only_tags_the_call_marks_it_too(
     marks = [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
     assert [(m["Channel"], m["Value"]) for m in marks] == [(tagged, "executed")]
     assert routed != tagged
+
+
+class Transfers:
+    """A plugin action that moves the call itself and says so (``routes=True``)."""
+
+    __name__ = "transfers"
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        registry.add_action(ActionSpec("transfer", (ParamSpec("exten"),), routes=True))
+
+    @hookimpl
+    async def callrouter_execute(self, action: Action, call: Call, engine: EngineAPI) -> str | None:
+        if action.kind != "transfer":
+            return None
+        await engine.ami.redirect(
+            channel=call.waiting_channel,
+            context="managers",
+            exten=action.params["exten"],
+            priority=1,
+        )
+        return "transferred"
+
+
+async def test_what_moves_the_call_is_the_action_s_routes(
+    engine_factory: EngineFactory, tmp_path: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """A plugin's action declaring ``routes`` moved the call, as ``redirect``
+    does: it was marked as left to the default route all the same (one Setvar
+    more a call, after it left); an ``ami`` action counted as moving the call
+    whatever it was, so a ``UserEvent`` that only tags it was not marked."""
+    rules = tmp_path / "moves.yaml"
+    rules.write_text(
+        """
+version: 1
+rules:
+  - name: plugin
+    on: call
+    if: did == "74950000001"
+    do:
+      - transfer: {exten: "101"}
+  - name: ami-redirect
+    on: call
+    if: did == "74950000002"
+    do:
+      - ami: {action: Redirect, channel: "{call.channel}", context: managers, exten: "102",
+              priority: 1}
+  - name: ami-tag
+    on: call
+    if: did == "74950000003"
+    do:
+      - ami: {action: UserEvent, userevent: CrmSeen}
+""",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Transfers()])
+    ajam_replay.inbound_call(caller="+79161234561", did="74950000001")
+    ajam_replay.inbound_call(caller="+79161234562", did="74950000002")
+    tagged = ajam_replay.inbound_call(caller="+79161234563", did="74950000003")
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert [r.outcome for r in engine.records] == ["executed"] * 3
+    assert sorted(r["Exten"] for r in ajam_replay.sent("Redirect")) == ["101", "102"]
+    marks = [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
+    assert [(m["Channel"], m["Value"]) for m in marks] == [(tagged, "executed")]
 
 
 async def test_a_shadow_router_marks_no_call(
