@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.calllife.model import CallEvent, Transfer
     from router.calls import Call
     from router.config import Config, SettingsReader
+    from router.dialplan import LocationPolicy, argument_problem, location_problem
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
     from router.recordings import open_recordings, recording_signer
@@ -74,6 +75,10 @@ _LAZY = {
     "rules_timezone": "router.builtin.timefuncs",
     "Config": "router.config",
     "SettingsReader": "router.config",
+    # A plugin action's dialplan location and argument checks, as the built-ins'.
+    "LocationPolicy": "router.dialplan",
+    "argument_problem": "router.dialplan",
+    "location_problem": "router.dialplan",
     # The plugin contract: what hooks receive (router/hookspecs.py).
     "EngineAPI": "router.hookspecs",
     "LiveCalls": "router.hookspecs",
@@ -132,6 +137,7 @@ __all__ = [
     "EngineAPI",
     "Event",
     "LiveCalls",
+    "LocationPolicy",
     "LookupTrace",
     "LookupUnavailable",
     "Metrics",
@@ -155,10 +161,12 @@ __all__ = [
     "Trace",
     "Transfer",
     "__version__",
+    "argument_problem",
     "check_cron",
     "cron_trigger",
     "current_request",
     "hookimpl",
+    "location_problem",
     "normalize_number",
     "number_digits",
     "open_recordings",

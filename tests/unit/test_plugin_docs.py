@@ -294,3 +294,21 @@ def test_every_stream_gap_reason_is_documented_for_the_gap_hook() -> None:
     listed = re.search(r"`reason` \(([^)]*)\)", section)
     assert listed is not None
     assert set(re.findall(r"`(\w+)`", listed.group(1))) == reasons
+
+
+def test_what_the_guide_has_a_plugin_call_is_public() -> None:
+    """A plugin imports ``router`` and only ``router`` (the guide says so, and
+    the import-linter contract holds the shipped plugins to it): the guide told
+    plugins to call ``router.dialplan.location_problem(params, LocationPolicy())``,
+    an internal module's, with a policy that is not the router.toml's."""
+    import router
+
+    text = GUIDE.read_text(encoding="utf-8")
+    called = set(re.findall(r"\b(router(?:\.\w+)+)\(", text))
+    assert "router.parse_number" in called
+    not_public = sorted(
+        name for name in called if name.count(".") != 1 or name[7:] not in router.__all__
+    )
+    assert not_public == [], f"plugins.md has plugins call internal {not_public}"
+    for name in called:
+        assert callable(getattr(router, name[7:])), name
