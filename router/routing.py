@@ -438,7 +438,12 @@ class Router:
         by the AMI action it sends)."""
         spec = self.rules.registry.actions.get(action.kind)
         routes = spec.routes if spec is not None else action.kind in _MOVING_KINDS
-        return bool(routes(action.params) if callable(routes) else routes)
+        if not callable(routes):
+            return routes
+        try:
+            return bool(routes(action.params))
+        except Exception:  # a plugin's bug, said when the rule loaded; mark nothing
+            return True
 
     async def _mark_decided(self, channel: str, status: str) -> None:
         """Mark a waiting channel this router decided to leave to the default

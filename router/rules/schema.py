@@ -455,8 +455,13 @@ def _route_once(
     rules after it."""
     first: ActionDecl | None = None
     for decl in actions:
-        routes = registry.actions[decl.kind].routes
-        if not (routes(_written(decl)) if callable(routes) else routes):
+        spec = registry.actions[decl.kind]
+        try:
+            routes = spec.routes(_written(decl)) if callable(spec.routes) else spec.routes
+        except Exception as exc:
+            out.add(_plugin_failed(registry, spec, "routes", exc), decl.line)
+            continue
+        if not routes:
             continue
         if cont is not None:
             out.add(
@@ -514,11 +519,22 @@ def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | Non
             return None
         params = params_node.mapping()
     before = len(out.errors)
-    _check_params(spec, item, params, out)
+    _check_params(spec, item, params, out, registry)
     return ActionDecl(kind, item.line, params) if len(out.errors) == before else None
 
 
-def _check_params(spec: ActionSpec, item: Node, params: dict[str, Node], out: _Collector) -> None:
+def _plugin_failed(registry: Registry, spec: ActionSpec, what: str, exc: Exception) -> str:
+    """A plugin's ``check`` or ``routes`` raised something else than the
+    ValueError that refuses a rule: a bug of that plugin, said against the rule
+    (the file's other rules load) and naming it, never as callrouter's."""
+    owner = registry.owners.get(f"action:{spec.name}")
+    who = f"plugin {owner!r}" if owner is not None else "its plugin"
+    return f"action {spec.name!r}: {who} failed in its {what}: {exc!r}"
+
+
+def _check_params(
+    spec: ActionSpec, item: Node, params: dict[str, Node], out: _Collector, registry: Registry
+) -> None:
     prefix = f"action {spec.name!r}: "
     values: dict[str, object] = {}
     for key, value in params.items():
@@ -555,6 +571,8 @@ def _check_params(spec: ActionSpec, item: Node, params: dict[str, Node], out: _C
         spec.check(values)
     except ValueError as exc:  # AMIValidationError from the catalog is a ValueError too
         out.add(f"{prefix}{exc}", item.line)
+    except Exception as exc:
+        out.add(_plugin_failed(registry, spec, "check", exc), item.line)
 
 
 def _is_int(value: object) -> bool:

@@ -1,0 +1,80 @@
+"""A plugin action's own checks that raise something else than ValueError
+(issue 16).
+
+``ActionSpec(check=...)`` or ``routes=`` that raised, say, a KeyError (a
+plugin reading ``params["x"]`` the rule did not write) made the whole rule
+file fail: ``rules/crm.yaml: cannot load (KeyError: 'x'); please report this
+as a bug``, naming neither the plugin nor the rule, and dropping the file's
+other rules. It is now that rule's error, located and naming the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from router.plugin_registry import plugin_registry
+from router.rules import load_rules
+from router.rules.registry import ActionSpec, ParamSpec
+
+RULES = """version: 1
+rules:
+  - name: tag
+    on: call
+    do:
+      - crm_act: {y: "1"}
+  - name: fine
+    on: call
+    do:
+      - redirect: {context: queues, exten: a}
+"""
+
+
+def _key(params: Mapping[str, object]) -> None:
+    params["x"]  # a plugin's bug: x is optional
+
+
+def _routes(params: Mapping[str, object]) -> bool:
+    return str(params["x"]) == "move"
+
+
+@pytest.mark.parametrize(
+    ("spec", "what"),
+    [
+        (ActionSpec("crm_act", (ParamSpec("x"), ParamSpec("y")), check=_key), "check"),
+        (ActionSpec("crm_act", (ParamSpec("x"), ParamSpec("y")), routes=_routes), "routes"),
+    ],
+)
+def test_a_plugin_action_check_that_raises_is_that_rule_s_error(
+    tmp_path: Path, spec: ActionSpec, what: str
+) -> None:
+    registry = plugin_registry()
+    registry.registering = "crm"
+    registry.add_action(spec)
+    registry.registering = None
+    path = tmp_path / "crm.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    ruleset = load_rules([path], registry)
+    (error,) = ruleset.errors
+    assert str(error) == (
+        f"{path}:6: rule 'tag': action 'crm_act': plugin 'crm' failed in its {what}: KeyError('x')"
+    )
+    assert [rule.name for rule in ruleset.rules] == ["fine"]
+
+
+def test_routes_is_asked_of_the_parameters_as_written(tmp_path: Path) -> None:
+    """A ``routes`` that answers is asked once per action, and a KeyError in
+    one rule leaves the next rule's error its own."""
+    registry = plugin_registry()
+    registry.registering = "crm"
+    registry.add_action(ActionSpec("crm_act", (ParamSpec("x"),), routes=_routes))
+    path = tmp_path / "crm.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: go-on\n    on: call\n    continue: true\n"
+        "    do:\n      - crm_act: {x: move}\n",
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], registry).errors
+    assert "action 'crm_act' moves or ends the call, so the rule cannot have" in str(error)
