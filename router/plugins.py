@@ -115,6 +115,9 @@ class Plugins:
         self._left_out_names: dict[str, str] | None = None
         #: Plugins whose ``callrouter_register`` raised, with the error.
         self._register_failed: dict[str, str] = {}
+        #: What each ``callrouter_configure`` that raised (not a ConfigError)
+        #: raised: ``run`` starts the plugin unconfigured, ``check`` says so.
+        self.configure_failures: list[str] = []
         #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
         self._failed_names: dict[str, str] = {}
         #: (plugin, name) of the unknown event names already warned about.
@@ -378,6 +381,10 @@ class Plugins:
                 raise
             except Exception as exc:
                 self._report("callrouter_configure", impl, exc, None)
+                self.configure_failures.append(
+                    f"plugin {impl.plugin_name!r}: callrouter_configure raised {exc!r}, "
+                    "so callrouter run would start it without its settings"
+                )
         await self._ask_who_wants_call_events()
 
     async def _ask_who_wants_call_events(self) -> None:

@@ -300,6 +300,7 @@ def load_offline(
             "callrouter run needs it (checked without it)"
         )
     registry, problems = plugins.build_registry()
+    problems[:0] = plugins.configure_failures
     # What run asks each plugin next: a misspelt event name is said now, not
     # only in run's log (its callrouter_event would never be called for it).
     with _environment(stand_ins):

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from router import hookimpl
 from router.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -667,3 +671,37 @@ def test_check_config_refuses_an_encrypted_client_key_without_a_prompt(
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"{path}:6: [asterisk] client_cert: cannot load '{cert}'"), first
     assert first.endswith("(PEM files; the key is encrypted: give an unencrypted PEM key)")
+
+
+class _CrashesOnSettings:
+    """An installed plugin whose callrouter_configure has a bug."""
+
+    __name__ = "crm"
+
+    @hookimpl
+    def callrouter_configure(self, settings: Mapping[str, Any]) -> None:
+        settings["url"]  # a KeyError when the table lacks it
+
+
+def test_check_fails_when_a_plugin_crashes_on_its_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run logs such a plugin and starts it unconfigured (docs/plugins.md);
+    check printed its traceback and then 'rules OK', exit 0 (issue 16)."""
+
+    class Entry:
+        name, value = "crm", "callrouter_crm"
+        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+        def load(self) -> object:
+            return _CrashesOnSettings()
+
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "callrouter: plugin 'crm': callrouter_configure raised KeyError('url'), so "
+        "callrouter run would start it without its settings\n"
+    ) in out, out
+    assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
