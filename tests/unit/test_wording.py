@@ -23,7 +23,11 @@ async def test_the_engine_logs_one_rule_in_the_singular(
 ) -> None:
     caplog.set_level(logging.INFO, logger="router")
     engine = await engine_on(tmp_path, EVERYONE, ClientStub())
+    await engine.reload_in_thread()  # the same file: nothing reloaded
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
     await engine.reload_in_thread()
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("loaded 1 rule from ") for m in said), said
+    assert "rules unchanged (1 rule)" in said
     assert "reloaded 1 rule" in said
