@@ -249,14 +249,16 @@ async def test_a_sighup_after_the_watcher_reloaded_the_saved_file_says_unchanged
 async def test_a_sighup_reloads_what_changed_in_a_list_file_or_after_a_refusal(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A list file kept outside the rule folder is no watched file: a SIGHUP
-    is how its change is read, and still is. A file fixed back to what the
-    rules in use were loaded from, after a refused reload, is unchanged."""
+    """A changed list file is read again by a reload even when no rule file
+    changed (a SIGHUP after editing it). A file fixed back to what the rules
+    in use were loaded from, after a refused reload, is unchanged."""
     folder = engine.rules.paths[0]
-    vip = tmp_path / "vip.txt"
+    vip = folder / "lists" / "vip.txt"
+    vip.parent.mkdir()
     vip.write_text("79161234567\n", encoding="utf-8")
     (folder / "a.yaml").write_text(
-        f"version: 1\nlists:\n  vip: {{file: {vip}}}\n" + GOOD.split("\n", 1)[1], encoding="utf-8"
+        "version: 1\nlists:\n  vip: {file: lists/vip.txt}\n" + GOOD.split("\n", 1)[1],
+        encoding="utf-8",
     )
     await engine.reload_in_thread()  # the list file is named for the first time
     assert engine.rules.current.lists["vip"] == {"79161234567"}
