@@ -15,13 +15,24 @@ the folder may be a link the administrator made) and written through
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["create_new", "open_regular"]
+__all__ = ["NotARegularFile", "create_new", "move_into", "open_regular"]
+
+
+class NotARegularFile(OSError):
+    """What holds a recording's name is a symbolic link, a FIFO, a folder: not the file."""
+
+
+#: ``link()`` errors that say the target folder is on another filesystem or takes no
+#: hard links (vfat, some FUSE mounts): the file is then copied.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -52,3 +63,103 @@ def create_new(path: Path) -> int:
     taken again before the create is an ``OSError`` (``O_EXCL``), never followed."""
     path.unlink(missing_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+
+
+def _taken(folder: Path, name: str, dir_fd: int) -> OSError:
+    """The error for a name already held in the target folder, saying by what."""
+    try:
+        mode = os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError:
+        what = "something"
+    else:
+        what = (
+            "a symbolic link"
+            if stat.S_ISLNK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a file"
+            if stat.S_ISREG(mode)
+            else "something that is not a file"
+        )
+    return FileExistsError(
+        errno.EEXIST, f"{folder / name} is already {what}: never overwritten nor followed"
+    )
+
+
+def move_into(source: Path, folder: Path) -> Path:
+    """Move the recording ``source`` into ``folder`` under its own name; the new path.
+
+    Nothing is followed or overwritten: ``source`` must be a regular file itself
+    (a symbolic link, a FIFO or a folder at its name is an ``OSError`` naming it,
+    and stays where it is), and a name already held in ``folder`` (a file, a
+    folder, a link to anywhere) is a ``FileExistsError`` saying by what. ``folder``
+    itself may be a link (the administrator's, set in router.toml). A
+    :class:`NotARegularFile` for ``source`` says it is not the recording. Within one
+    filesystem the file gets a second name by ``link()``, which refuses an
+    existing one, then loses its first; across filesystems it is copied into a
+    file created ``O_EXCL | O_NOFOLLOW``, flushed to disk (``fsync``), and only
+    then is ``source`` deleted. A failed copy leaves no partial file behind, and a
+    ``source`` that cannot be deleted no second name in ``folder``.
+    """
+    name = source.name
+    info = os.lstat(source)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise NotARegularFile(errno.EINVAL, f"{source} is {kind}, not the recording: not moved")
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.link(source, name, dst_dir_fd=folder_fd, follow_symlinks=False)
+        except FileExistsError:
+            raise _taken(folder, name, folder_fd) from None
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            _copy(source, folder, name, folder_fd)
+        else:
+            # The name was swapped for a link between the lstat and the link(): the
+            # new name is then that link, which is taken back.
+            if not stat.S_ISREG(os.lstat(name, dir_fd=folder_fd).st_mode):
+                os.unlink(name, dir_fd=folder_fd)
+                raise NotARegularFile(errno.EINVAL, f"{source} is not a regular file: not moved")
+        try:
+            os.unlink(source)
+        except OSError:
+            # Not allowed to delete it there (a service without Asterisk's group): the
+            # new name is taken back, or the next pass would find it taken, by us.
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder_fd)
+            raise
+        with contextlib.suppress(OSError):
+            os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
+    return folder / name
+
+
+def _copy(source: Path, folder: Path, name: str, folder_fd: int) -> None:
+    """``source`` copied as ``name`` into the folder open as ``folder_fd``, flushed."""
+    with open_regular(source) as src:
+        info = os.fstat(src.fileno())
+        try:
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                stat.S_IMODE(info.st_mode),
+                dir_fd=folder_fd,
+            )
+        except FileExistsError:
+            raise _taken(folder, name, folder_fd) from None
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fchmod(fd, stat.S_IMODE(info.st_mode))
+                os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+                os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder_fd)
+            raise
+        finally:
+            os.close(fd)

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from router.recordings.files import NotARegularFile, move_into
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
 
@@ -76,12 +76,16 @@ class RetentionReport:
     #: log one line per file every minute).
     stuck: list[str] = field(default_factory=list)
     reason: str = ""
+    #: What to do about the first reason.
+    hint: str = "callrouter needs write access to the recordings folder"
 
     def could_not(self, what: str, path: Path, exc: OSError) -> None:
         if path.name not in self.stuck:
             self.stuck.append(path.name)
         if not self.reason:
             self.reason = f"cannot {what} {path}: {exc}"
+            if isinstance(exc, FileExistsError):
+                self.hint = "move or delete what holds that name in move_to"
 
 
 def _failed_size(store: RecordingStore, rec: Recording, now: float) -> tuple[int, bool] | None:
@@ -159,15 +163,23 @@ def apply_retention(
                 continue
         elif rec.state == "delivered" and settings.after_delivery == "move":
             assert settings.move_to is not None
-            if rec.file is not None and rec.file.exists():
+            note = f"moved to {settings.move_to}"
+            if rec.file is not None and os.path.lexists(rec.file):
                 try:
                     settings.move_to.mkdir(parents=True, exist_ok=True)
-                    shutil.move(rec.file, settings.move_to / rec.file.name)
+                    move_into(rec.file, settings.move_to)
+                except NotARegularFile as exc:
+                    # Someone put a link (or a FIFO, a folder) at the delivered file's
+                    # name: not the recording, so neither moved nor touched; the row
+                    # says so and is done with.
+                    log.warning("retention: %s; left alone", exc.strerror)
+                    store.mark_removed(rec.id, f"not moved: {exc.strerror}"[:300], now)
+                    continue
                 except OSError as exc:
                     report.could_not("move", rec.file, exc)
                     kept.append(rec)
                     continue
-            store.mark_removed(rec.id, f"moved to {settings.move_to}", now)
+            store.mark_removed(rec.id, note, now)
             report.moved.append(name)
             continue
         if (
@@ -211,10 +223,10 @@ def apply_retention(
     report.pruned = store.prune(now - KEEP_REMOVED_DAYS * _DAY, PRUNE_BATCH)
     if report.stuck:
         log.warning(
-            "retention: %d file(s) could not be deleted or moved, tried again next pass "
-            "(%s); callrouter needs write access to the recordings folder",
+            "retention: %d file(s) could not be deleted or moved, tried again next pass (%s); %s",
             len(report.stuck),
             report.reason,
+            report.hint,
         )
     return report
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -426,3 +428,157 @@ def test_recording_of_finds_files_by_call_or_channel_in_one_ask(tmp_path: Path) 
     found = store.recording_of(["1714557600.1", "1714557600.3"], ["PJSIP/b-2", "c"])
     assert [r.call_id for r in found] == ["1714557600.1", "1714557600.2"]
     assert store.recording_of([], ["PJSIP/x-9"]) == []
+
+
+def _delivered_for_move(tmp_path: Path) -> tuple[RecordingStore, Recording, RecordingSettings]:
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    store = RecordingStore(tmp_path / "state")
+    row = closed_file(store, monitor, "5.1", 10, 1000)
+    assert store.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    settings = RecordingSettings(dir=PBX, local_dir=monitor, after_delivery="move", move_to=archive)
+    return store, row, settings
+
+
+@pytest.mark.parametrize("across_filesystems", [False, True])
+def test_move_never_follows_a_link_at_the_name_in_move_to(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    across_filesystems: bool,
+) -> None:
+    """Before: ``shutil.move(file, move_to / name)`` took a link to a folder at that name
+    for the folder, and moved the recording into it (anywhere, e.g. outside move_to)."""
+    store, row, settings = _delivered_for_move(tmp_path)
+    assert row.file is not None
+    assert settings.move_to is not None
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (settings.move_to / row.file.name).symlink_to(outside)
+    if across_filesystems:
+
+        def no_link(*args: object, **kwargs: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", no_link)
+    report = apply_retention(store, settings, now=2000)
+    assert report.moved == []
+    assert list(outside.iterdir()) == []
+    assert row.file.read_bytes() == b"x" * 10  # left where it is, tried again next pass
+    assert report.stuck == [row.file.name]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "router.recordings"]
+    assert "archive/5.1-mix.wav is already a symbolic link: never overwritten" in line
+    assert "move or delete what holds that name in move_to" in line
+    again = store.get(row.call_id, "mix")
+    assert again is not None
+    assert again.state == "delivered"
+
+
+@pytest.mark.parametrize("across_filesystems", [False, True])
+def test_move_never_overwrites_a_file_in_move_to_and_moves_into_a_linked_move_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, across_filesystems: bool
+) -> None:
+    store, row, settings = _delivered_for_move(tmp_path)
+    assert row.file is not None
+    assert settings.move_to is not None
+    if across_filesystems:
+
+        def no_link(*args: object, **kwargs: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", no_link)
+    taken = settings.move_to / row.file.name
+    taken.write_bytes(b"older")
+    assert apply_retention(store, settings, now=2000).moved == []
+    assert taken.read_bytes() == b"older"
+    taken.unlink()
+    # move_to itself may be a link (the administrator's): the file lands in its target.
+    real = tmp_path / "real-archive"
+    real.mkdir()
+    linked = dataclasses.replace(settings, move_to=tmp_path / "linked")
+    (tmp_path / "linked").symlink_to(real)
+    os.chmod(row.file, 0o640)
+    assert apply_retention(store, linked, now=2000).moved == [row.file.name]
+    moved = real / row.file.name
+    assert moved.read_bytes() == b"x" * 10
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o640
+    assert not os.path.lexists(row.file)
+
+
+def test_move_leaves_a_link_at_the_recordings_name_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link put at a delivered file's name is not the recording: never moved into
+    move_to (where whoever reads the archive would follow it)."""
+    store, row, settings = _delivered_for_move(tmp_path)
+    assert row.file is not None
+    assert settings.move_to is not None
+    secret = tmp_path / "state" / "recordings.key"
+    secret.write_bytes(b"k" * 32)
+    row.file.unlink()
+    row.file.symlink_to(secret)
+    assert apply_retention(store, settings, now=2000).moved == []
+    assert list(settings.move_to.iterdir()) == []
+    assert row.file.is_symlink()
+    gone = store.get(row.call_id, "mix")
+    assert gone is not None
+    assert gone.state == "removed"
+    assert "is a symbolic link, not the recording" in gone.note
+    assert "5.1-mix.wav is a symbolic link, not the recording: not moved; left alone" in (
+        caplog.text
+    )
+
+
+def test_a_copy_across_filesystems_that_fails_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, row, settings = _delivered_for_move(tmp_path)
+    assert row.file is not None
+    assert settings.move_to is not None
+
+    def no_link(*args: object, **kwargs: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    report = apply_retention(store, settings, now=2000)
+    assert report.moved == []
+    assert "No space left on device" in report.reason
+    assert list(settings.move_to.iterdir()) == []
+    assert row.file.read_bytes() == b"x" * 10
+
+
+@pytest.mark.parametrize("across_filesystems", [False, True])
+def test_a_move_whose_source_cannot_be_deleted_leaves_nothing_in_move_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, across_filesystems: bool
+) -> None:
+    """The new name is taken back: else the next pass would find it taken (by the same
+    file) and report a name held in move_to for ever."""
+    store, row, settings = _delivered_for_move(tmp_path)
+    assert row.file is not None
+    assert settings.move_to is not None
+    real_unlink = os.unlink
+
+    def no_delete_in_monitor(path: object, *args: object, **kwargs: object) -> None:
+        if str(path) == str(row.file):
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    if across_filesystems:
+
+        def no_link(*args: object, **kwargs: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "unlink", no_delete_in_monitor)
+    for _ in range(2):
+        report = apply_retention(store, settings, now=2000)
+        assert report.moved == []
+        assert "Permission denied" in report.reason
+        assert list(settings.move_to.iterdir()) == []
+    assert row.file.read_bytes() == b"x" * 10
