@@ -1,24 +1,40 @@
-"""``callrouter recordings status [--config FILE] [--json]``: what the recordings hold.
+"""``callrouter recordings status|retry``: what the recordings hold; send failed ones again.
 
-Reads router.toml as ``run`` does (no Asterisk needed) and the recordings
-catalog in ``[router] state_dir``: files per state, bytes on disk, bytes not
-yet confirmed by 1C and how old the oldest of them is, against
-``[recordings] max_bytes`` and ``hard_cap_bytes``. The same figures are
+``status [--config FILE] [--json]`` reads router.toml as ``run`` does (no
+Asterisk needed) and the recordings catalog in ``[router] state_dir``: files
+per state, bytes on disk, bytes not yet confirmed by 1C and how old the oldest
+of them is, against ``[recordings] max_bytes`` and ``hard_cap_bytes``, and the
+uploads the receiver gave up on, with its reason. The same figures are
 :meth:`router.recordings.RecordingStore.usage` for a metrics exporter. Exit
-code 0, or 1 when undelivered files are over the hard cap's half (an
-outage worth a look) or the table is missing.
+code 0, or 1 when undelivered files are over the hard cap's half (an outage
+worth a look) or the table is missing.
+
+``retry (ID... | --failed) [--config FILE]`` asks, through the catalog
+(:meth:`~router.recordings.RecordingStore.ask_retry`), for failed uploads to be
+sent again, each only when its file still holds the bytes catalogued; the 1C
+plugin of a running router queues them at its next step (a second), a stopped
+one at its start. It touches the catalog alone, as the running service does
+(SQLite, WAL), so it works either way. Exit code 0, or 1 when an ID named was
+not sent again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from router.commands._offline import load_offline, service_state_dir
-from router.recordings.store import DB_NAME, RecordingStore
+from router.commands._offline import load_offline, refuse_another_owner, service_state_dir
+from router.errors import ConfigError
+from router.logsafe import escape_controls
+from router.recordings.files import open_regular
+from router.recordings.naming import check_call_id, check_part
+from router.recordings.settings import RecordingSettings
+from router.recordings.store import DB_NAME, Recording, RecordingStore
+from router.wording import counted
 
 __all__ = ["register", "run"]
 
@@ -43,6 +59,39 @@ def register(subparsers: Any) -> None:
     )
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(func=run)
+    retry = actions.add_parser(
+        "retry",
+        help="send failed uploads to 1C again (after 1C was fixed)",
+        description=(
+            "Ask for uploads the 1C plugin gave up on (1C refused them: 400, already_stored) "
+            "to be sent again, each only when its file still holds the bytes catalogued. "
+            "Works whether callrouter runs or not: a running one sends them within seconds, "
+            "a stopped one at its start. No Asterisk needed."
+        ),
+    )
+    retry.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="a call id (all its files) or CALL_ID/PART (mix, in, out)",
+    )
+    retry.add_argument(
+        "--failed",
+        action="store_true",
+        help="every upload that failed (those `recordings status` lists)",
+    )
+    retry.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings file (default: ./router.toml when there is one)",
+    )
+    retry.set_defaults(func=run_retry)
+
+
+#: Failed uploads ``status`` names one a line, and lists in ``--json``.
+_SHOWN: Final = 10
+_LISTED: Final = 100
 
 
 def _size(count: int) -> str:
@@ -68,20 +117,42 @@ def run(args: argparse.Namespace) -> int:
             "undelivered_bytes": 0,
             "failed_bytes": 0,
             "oldest_undelivered_age": None,
+            "oldest_waiting_age": None,
+            "upload_failed": 0,
+            "upload_failed_bytes": 0,
+            "upload_failures": [],
         }
     else:
         store = RecordingStore(state_dir)
         try:
             usage = store.usage()
+            failures = store.upload_failures(_LISTED)
         finally:
             store.close()
         oldest = usage.oldest_undelivered_at
+        now = time.time()
         report = {
             "counts": usage.counts,
             "bytes_on_disk": usage.bytes_on_disk,
             "undelivered_bytes": usage.undelivered_bytes,
             "failed_bytes": usage.failed_bytes,
-            "oldest_undelivered_age": None if oldest is None else round(time.time() - oldest),
+            "oldest_undelivered_age": None if oldest is None else round(now - oldest),
+            "oldest_waiting_age": (
+                None if usage.oldest_waiting_at is None else round(now - usage.oldest_waiting_at)
+            ),
+            "upload_failed": usage.upload_failed,
+            "upload_failed_bytes": usage.upload_failed_bytes,
+            "upload_failures": [
+                {
+                    "call_id": r.call_id,
+                    "part": r.part,
+                    "file": str(r.file),
+                    "size": r.size,
+                    "failed_at": r.upload_failed_at,
+                    "reason": r.upload_error,
+                }
+                for r in failures
+            ],
         }
     report["max_bytes"] = settings.max_bytes
     report["hard_cap_bytes"] = settings.hard_cap_bytes
@@ -97,9 +168,21 @@ def run(args: argparse.Namespace) -> int:
     print("files: " + ", ".join(f"{s} {counts.get(s, 0)}" for s in states))
     bound = f" of {_size(settings.max_bytes)} (max_bytes)" if settings.max_bytes else ""
     print(f"on disk: {_size(report['bytes_on_disk'])}{bound}")
-    age = report["oldest_undelivered_age"]
+    age = report["oldest_waiting_age"]
     waiting = f", the oldest for {age} s" if age is not None else ""
-    print(f"not confirmed by 1C: {_size(report['undelivered_bytes'])}{waiting}")
+    left = report["undelivered_bytes"] - report["upload_failed_bytes"]
+    print(f"not confirmed by 1C: {_size(left)}{waiting}")
+    if report["upload_failed"]:
+        print(
+            f"failed uploads, not sent again: {counted(report['upload_failed'], 'file')}, "
+            f"{_size(report['upload_failed_bytes'])} (callrouter recordings retry --failed "
+            "sends them again)"
+        )
+        for item in report["upload_failures"][:_SHOWN]:
+            print(f"  {item['call_id']}/{item['part']}: {escape_controls(item['reason'])}")
+        more = report["upload_failed"] - min(_SHOWN, len(report["upload_failures"]))
+        if more > 0:
+            print(f"  and {more} more (--json lists {_LISTED})")
     if report["failed_bytes"]:
         until = (
             f"deleted {settings.max_age_days:g} days after they failed"
@@ -113,3 +196,126 @@ def run(args: argparse.Namespace) -> int:
             f"({_size(settings.hard_cap_bytes)}); is 1C reachable?"
         )
     return 1 if worrying else 0
+
+
+def _wanted(store: RecordingStore, ids: list[str]) -> list[tuple[str, list[Recording]]]:
+    """Each ID given and the catalog's files it names; ConfigError for one that is
+    no call id or part (nothing of it reaches a query unchecked)."""
+    found: list[tuple[str, list[Recording]]] = []
+    for given in ids:
+        call_id, _, part = given.partition("/")
+        try:
+            check_call_id(call_id)
+            if part:
+                check_part(part)
+        except ValueError:
+            raise ConfigError(
+                f"recordings retry: {escape_controls(given)!r} is neither a call id "
+                "(1733050000.42) nor CALL_ID/PART (1733050000.42/mix)"
+            ) from None
+        rows = [r for r in store.for_call(call_id) if not part or r.part == part]
+        found.append((given, rows))
+    return found
+
+
+def _holds_catalogued(rec: Recording, settings: RecordingSettings) -> str:
+    """Why ``rec``'s file cannot be sent as catalogued; empty when it can (its first
+    ``size`` bytes have the catalogued SHA-256; in pull mode, nothing after them)."""
+    if rec.file is None or rec.size is None or rec.sha256 is None:
+        return "the catalog has no complete file for it"
+    try:
+        with open_regular(rec.file) as fh:
+            on_disk = fh.seek(0, 2)
+            if on_disk < rec.size:
+                return f"{rec.file} holds {on_disk} bytes, fewer than the {rec.size} catalogued"
+            if settings.mode == "pull" and on_disk != rec.size:
+                return f"{rec.file} holds {on_disk} bytes, not the {rec.size} catalogued"
+            fh.seek(0)
+            digest = hashlib.sha256()
+            left = rec.size
+            while left > 0 and (data := fh.read(min(1 << 20, left))):
+                digest.update(data)
+                left -= len(data)
+    except FileNotFoundError:
+        return f"{rec.file} is gone"
+    except OSError as exc:
+        return f"cannot read {rec.file}: {exc.strerror or exc}"
+    if digest.hexdigest() != rec.sha256:
+        return f"{rec.file} no longer holds the bytes catalogued (other SHA-256)"
+    return ""
+
+
+def _why_not(rec: Recording) -> str:
+    """Why a file not ``closed`` is not sent again."""
+    if rec.state == "delivered":
+        return f"1C has it already (delivered to {rec.receiver or 'the receiver'})"
+    if rec.state == "recording":
+        return "still being recorded"
+    if rec.state == "failed":
+        return f"the recording itself failed ({rec.note[:200]}): no complete file to send"
+    return f"its file was removed ({rec.note[:200]})"
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.failed):
+        raise ConfigError(
+            "recordings retry: give the call ids (CALL_ID or CALL_ID/PART) or --failed, not both"
+            if args.ids
+            else "recordings retry: give the call ids (CALL_ID or CALL_ID/PART) or --failed"
+        )
+    offline = load_offline(args.config)
+    settings = offline.config.recordings
+    if settings is None:
+        print("callrouter recordings: router.toml has no [recordings] table: recordings are off")
+        return 1
+    state_dir = service_state_dir(offline.config, "recordings retry")
+    # It writes in the service's catalog (and SQLite's -wal/-shm beside it when the
+    # service is stopped): as the service's user only.
+    refuse_another_owner(offline.config, state_dir, "recordings retry")
+    if not (state_dir / DB_NAME).exists():
+        print(f"no recordings catalog in {state_dir}: nothing was recorded, nothing to send")
+        return 1 if args.ids else 0
+    store = RecordingStore(state_dir)
+    sent = 0
+    refused = False
+    try:
+        if args.failed:
+            asked: list[tuple[str, list[Recording]]] = [
+                (f"{r.call_id}/{r.part}", [r]) for r in store.upload_failures(1_000_000)
+            ]
+            if not asked:
+                print("no failed uploads: nothing to send again")
+        else:
+            asked = _wanted(store, args.ids)
+        for given, rows in asked:
+            if not rows:
+                print(f"{given}: no recording of that call in the catalog")
+                refused = True
+            for rec in rows:
+                name = f"{rec.call_id}/{rec.part}"
+                why = _why_not(rec) if rec.state != "closed" else _holds_catalogued(rec, settings)
+                if why:
+                    print(f"{name}: not sent again: {escape_controls(why)}")
+                    refused = True
+                    continue
+                if not store.ask_retry([rec.id]):
+                    print(f"{name}: not sent again: it is no longer closed")
+                    refused = True
+                    continue
+                sent += 1
+                was = (
+                    f"it failed: {escape_controls(rec.upload_error)}"
+                    if rec.upload_error
+                    else "no failed upload was recorded for it: one still waiting is "
+                    "unaffected, one an older callrouter gave up on goes again"
+                )
+                print(f"{name}: queued for 1C again ({was})")
+    finally:
+        store.close()
+    if sent:
+        print(
+            f"{counted(sent, 'file')} to send again: a running callrouter's 1C plugin queues "
+            "them within seconds, a stopped one at its start (its log says `queued for 1C "
+            "again`); `callrouter recordings status` shows how it went"
+        )
+    return 1 if refused and not args.failed else 0

@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS recordings (
     origin_by TEXT NOT NULL DEFAULT '',
     mixmonitor_id TEXT NOT NULL DEFAULT '',
     stop_asked_at REAL,
+    upload_error TEXT NOT NULL DEFAULT '',
+    upload_failed_at REAL,
+    retry_asked_at REAL,
     UNIQUE (call_id, part)
 );
 CREATE INDEX IF NOT EXISTS recordings_state ON recordings (state, id);
@@ -78,15 +81,21 @@ _ADDED: Final = (
     ("origin_by", "TEXT NOT NULL DEFAULT ''"),
     ("mixmonitor_id", "TEXT NOT NULL DEFAULT ''"),
     ("stop_asked_at", "REAL"),
+    ("upload_error", "TEXT NOT NULL DEFAULT ''"),
+    ("upload_failed_at", "REAL"),
+    ("retry_asked_at", "REAL"),
 )
 #: What started a recording (``Origin.kind``).
 ORIGINS: Final = ("rule", "api", "plugin", "unknown")
 #: The rows whose file is on disk: closed, delivered, and failed ones that left a file.
 _ON_DISK: Final = "(state IN ('closed', 'delivered') OR (state = 'failed' AND file IS NOT NULL))"
+#: Closed files the receiver gave up sending.
+_GAVE_UP: Final = "(state = 'closed' AND upload_error != '')"
 _COLUMNS: Final = (
     "id, call_id, part, format, pbx_path, local_path, channel, extensions, state, started_at, "
     "closed_at, file, content_type, size, sha256, duration, delivered_at, receiver, note, "
-    "origin, origin_by, mixmonitor_id, stop_asked_at"
+    "origin, origin_by, mixmonitor_id, stop_asked_at, upload_error, upload_failed_at, "
+    "retry_asked_at"
 )
 
 
@@ -148,6 +157,14 @@ class Recording:
     #: so that the channel's ``MixMonitorStop``, which names no MixMonitor, closes
     #: these files and not another MixMonitor's still writing on the channel.
     stop_asked_at: float | None = None
+    #: Why the receiver gave up sending this closed file (1C refused it, the file is
+    #: gone), and when: it is not sent again unless asked (:meth:`RecordingStore.ask_retry`,
+    #: ``callrouter recordings retry``). Empty while it is waiting or was never tried.
+    upload_error: str = ""
+    upload_failed_at: float | None = None
+    #: When ``callrouter recordings retry`` last asked for this file to be sent again:
+    #: a receiver sends again an upload it gave up on before that moment.
+    retry_asked_at: float | None = None
 
     @property
     def event_id(self) -> str:
@@ -166,6 +183,12 @@ class UsageReport:
     oldest_undelivered_at: float | None
     #: What failed recordings left on disk (incomplete files), part of ``bytes_on_disk``.
     failed_bytes: int = 0
+    #: Closed files the receiver gave up sending (:attr:`Recording.upload_error`), and
+    #: their bytes: part of ``undelivered_bytes``, but nothing is waiting for them.
+    upload_failed: int = 0
+    upload_failed_bytes: int = 0
+    #: When the oldest closed file still waiting for its receiver was closed.
+    oldest_waiting_at: float | None = None
 
 
 def _row(row: sqlite3.Row) -> Recording:
@@ -192,6 +215,9 @@ def _row(row: sqlite3.Row) -> Recording:
         origin=Origin(row["origin"] if row["origin"] in ORIGINS else "unknown", row["origin_by"]),
         mixmonitor_id=row["mixmonitor_id"],
         stop_asked_at=row["stop_asked_at"],
+        upload_error=row["upload_error"],
+        upload_failed_at=row["upload_failed_at"],
+        retry_asked_at=row["retry_asked_at"],
     )
 
 
@@ -535,6 +561,47 @@ class RecordingStore:
             )
             return cursor.rowcount == 1
 
+    def upload_failed(
+        self, call_id: str, part: str, sha256: str, reason: str, now: float | None = None
+    ) -> bool:
+        """The receiver gave up sending this closed file (its SHA-256): a retry would
+        get the same answer. It stays ``closed`` (retention's ``hard_cap_bytes`` alone
+        deletes it); ``callrouter recordings status`` lists it with ``reason`` and
+        ``callrouter recordings retry`` asks for it again. False: no such closed file."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE recordings SET upload_error = ?, upload_failed_at = ? "
+                "WHERE call_id = ? AND part = ? AND sha256 = ? AND state = 'closed'",
+                (
+                    reason[:500] or "gave up",
+                    time.time() if now is None else now,
+                    call_id,
+                    part,
+                    sha256,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def upload_failures(self, limit: int = 1000) -> list[Recording]:
+        """Closed files the receiver gave up sending, oldest first."""
+        return self._select(f"{_GAVE_UP} ORDER BY id LIMIT ?", (max(1, limit),))
+
+    def ask_retry(self, ids: Iterable[int], now: float | None = None) -> list[int]:
+        """Ask the receiver to send the closed files ``ids`` again, whatever it gave up
+        on before now; their failure is forgotten. The rows asked for."""
+        when = time.time() if now is None else now
+        asked: list[int] = []
+        with self._tx() as db:
+            for rid in ids:
+                cursor = db.execute(
+                    "UPDATE recordings SET retry_asked_at = ?, upload_error = '', "
+                    "upload_failed_at = NULL WHERE id = ? AND state = 'closed'",
+                    (when, rid),
+                )
+                if cursor.rowcount:
+                    asked.append(rid)
+        return asked
+
     # -- retention and reports ---------------------------------------------------------
 
     def on_disk(self) -> list[Recording]:
@@ -578,10 +645,25 @@ class RecordingStore:
                     "SELECT state, COUNT(*) FROM recordings GROUP BY state"
                 ).fetchall()
             }
-            on_disk, undelivered, oldest, failed = self._db.execute(
-                f"SELECT COALESCE(SUM(CASE WHEN {_ON_DISK} THEN size END), 0),"
-                " COALESCE(SUM(CASE WHEN state = 'closed' THEN size END), 0),"
-                " MIN(CASE WHEN state = 'closed' THEN closed_at END),"
-                " COALESCE(SUM(CASE WHEN state = 'failed' THEN size END), 0) FROM recordings"
-            ).fetchone()
-        return UsageReport(counts, int(on_disk), int(undelivered), oldest, int(failed))
+            on_disk, undelivered, oldest, failed, refused, refused_bytes, waiting = (
+                self._db.execute(
+                    f"SELECT COALESCE(SUM(CASE WHEN {_ON_DISK} THEN size END), 0),"
+                    " COALESCE(SUM(CASE WHEN state = 'closed' THEN size END), 0),"
+                    " MIN(CASE WHEN state = 'closed' THEN closed_at END),"
+                    " COALESCE(SUM(CASE WHEN state = 'failed' THEN size END), 0),"
+                    f" COUNT(CASE WHEN {_GAVE_UP} THEN 1 END),"
+                    f" COALESCE(SUM(CASE WHEN {_GAVE_UP} THEN size END), 0),"
+                    " MIN(CASE WHEN state = 'closed' AND upload_error = '' THEN closed_at END)"
+                    " FROM recordings"
+                ).fetchone()
+            )
+        return UsageReport(
+            counts,
+            int(on_disk),
+            int(undelivered),
+            oldest,
+            int(failed),
+            upload_failed=int(refused),
+            upload_failed_bytes=int(refused_bytes),
+            oldest_waiting_at=waiting,
+        )

@@ -26,7 +26,12 @@ Either way the key is the call id and the part (``event_id``
 confirmed back to callrouter's catalog only once 1C holds exactly its bytes
 (push) so that retention never deletes what 1C does not have. Failures back
 off exponentially (``events_retry_min`` to ``events_retry_max``) and never
-give up while the file exists; a file that disappeared is marked failed.
+give up while the file exists; a file that disappeared, or an answer a retry
+would not change (a 400, ``already_stored``, other bytes at the file's name),
+marks the upload failed, here and in the catalog (``upload_error``, which
+``callrouter recordings status`` lists). ``callrouter recordings retry``
+asks for it again through the catalog (``retry_asked_at``): the next step
+puts an upload given up before that moment back in the queue, once.
 
 A ``done`` row is forgotten :data:`KEEP_DONE_DAYS` days after 1C got the file,
 and a ``failed`` one as long after it failed, at most :data:`PRUNE_BATCH` a
@@ -172,6 +177,21 @@ class UploadQueue:
                     rec.duration,
                     time.time() if now is None else now,
                 ),
+            )
+            return cursor.rowcount == 1
+
+    def requeue(self, rec: Recording) -> bool:
+        """Send again an upload given up before ``callrouter recordings retry`` asked for
+        it (``rec.retry_asked_at``); False when there is none (a failure after the ask
+        is left: the retry was spent, and it is not sent again and again)."""
+        if rec.retry_asked_at is None or rec.sha256 is None:
+            return False
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE uploads SET state = 'pending', attempts = 0, next_at = 0, "
+                "last_error = '', done_at = NULL WHERE call_id = ? AND part = ? AND sha256 = ? "
+                "AND state = 'failed' AND COALESCE(done_at, queued_at) < ?",
+                (rec.call_id, rec.part, rec.sha256, rec.retry_asked_at),
             )
             return cursor.rowcount == 1
 
@@ -491,6 +511,13 @@ class RecordingUploader:
         for rec in fresh:
             if await asyncio.to_thread(self.queue.add, rec):
                 log.info("onec: recording %s queued for 1C", rec.event_id)
+            elif rec.retry_asked_at is not None and await asyncio.to_thread(
+                self.queue.requeue, rec
+            ):
+                log.info(
+                    "onec: recording %s queued for 1C again (callrouter recordings retry)",
+                    rec.event_id,
+                )
         delivered = 0
         for upload in await asyncio.to_thread(self.queue.due):
             if await self.deliver(upload):
@@ -514,6 +541,13 @@ class RecordingUploader:
             return False
         return rec is not None and rec.state == "closed" and rec.sha256 == sha256
 
+    def _give_up(self, upload: Upload, reason: str) -> None:
+        """The upload is ``failed`` in the queue, never sent again unless ``callrouter
+        recordings retry`` asks; the catalog keeps the reason for ``recordings status``
+        (blocking: run it in a thread)."""
+        self.queue.fail(upload, reason)
+        self.store.upload_failed(upload.call_id, upload.part, upload.sha256, reason)
+
     def _backoff(self, attempts: int) -> float:
         delay: float = min(self.retry_max, self.retry_min * 2.0 ** min(attempts, 20))
         return delay * (0.8 + 0.4 * random.random())
@@ -522,7 +556,7 @@ class RecordingUploader:
         """One attempt; True when 1C holds the file (or the link, in pull mode)."""
         try:
             if not await asyncio.to_thread(upload.file.exists):
-                await asyncio.to_thread(self.queue.fail, upload, "the file is gone")
+                await asyncio.to_thread(self._give_up, upload, "the file is gone")
                 log.error("onec: recording %s: the file %s is gone", upload.event_id, upload.file)
                 return False
             linked: float | None = None
@@ -533,7 +567,7 @@ class RecordingUploader:
             else:
                 await self._push(upload)
         except _Refused as exc:
-            await asyncio.to_thread(self.queue.fail, upload, str(exc))
+            await asyncio.to_thread(self._give_up, upload, str(exc))
             log.error("onec: recording %s refused: %s", upload.event_id, exc)
             return False
         except OSError as exc:

@@ -30,6 +30,7 @@ from callrouter_onec.recordings import (
     Upload,
     UploadQueue,
     _HashMismatch,
+    _Refused,
     _Resume,
     close_uploads,
 )
@@ -816,3 +817,54 @@ async def test_pull_modes_done_row_stays_while_the_catalog_still_offers_the_file
     finally:
         await close_uploads(up)
     assert len(double.recordings.links) == 1
+
+
+class _RefusingOneC(OneCRecordings):
+    """The double behind a 1C module that refuses every chunk (400) until fixed."""
+
+    broken = True
+    refusals = 0
+
+    async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
+        if self.broken:
+            self.refusals += 1
+            raise _Refused(f'1C refused {upload.path}: 400 {{"error": "bad module"}}')
+        return await super().put(upload, start, data)
+
+
+async def test_a_refused_upload_is_listed_in_the_catalog_and_sent_again_only_when_asked(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    """Before: an upload 1C refused (400, already_stored) was failed in the plugin's
+    queue alone: the catalog said only `closed` (recordings status: "not confirmed"),
+    and once 1C's module was fixed nothing but SQLite surgery sent it again."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    await up.remote.aclose()
+    remote = _RefusingOneC(settings, chunk_timeout=5)
+    up.remote = remote
+    try:
+        assert await up.step() == 0
+        row = delivered(store)
+        assert row.state == "closed"
+        assert row.upload_error.startswith("1C refused /v1/calls/")
+        assert row.upload_failed_at is not None
+        assert store.usage().upload_failed == 1
+        assert store.usage().upload_failed_bytes == len(AUDIO)
+        remote.broken = False  # 1C's module fixed: still not sent unless asked
+        assert [await up.step() for _ in range(2)] == [0, 0]
+        remote.broken = True
+        # Asked while 1C still refuses: sent once more, then left failed again.
+        assert store.ask_retry([row.id]) == [row.id]
+        assert delivered(store).upload_error == ""
+        assert [await up.step() for _ in range(3)] == [0, 0, 0]
+        assert remote.refusals == 2
+        assert delivered(store).upload_error.startswith("1C refused")
+        remote.broken = False
+        assert store.ask_retry([row.id]) == [row.id]
+        assert await up.step() == 1
+    finally:
+        await close_uploads(up)
+    (stored,) = double.recordings.stored
+    assert stored.data == AUDIO
+    assert delivered(RecordingStore(tmp_path / "state")).state == "delivered"

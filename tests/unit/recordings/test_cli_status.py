@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from router.cli import main
 from router.recordings.naming import file_names
-from router.recordings.store import RecordingStore
+from router.recordings.store import Recording, RecordingStore
 
 TOML = """[asterisk]
 url = "http://127.0.0.1:8088/asterisk"
@@ -108,3 +109,103 @@ def test_status_refuses_a_state_dir_no_service_keeps(
     monkeypatch.setenv("STATE_DIRECTORY", str(service))
     assert main(["recordings", "status", "--config", str(config)]) == 0
     assert "on disk: 0 B of 1000 B (max_bytes)" in capsys.readouterr().out
+
+
+def _closed(store: RecordingStore, tmp_path: Path, call: str, data: bytes) -> Recording:
+    (name,) = file_names(call, "mix", "wav")
+    path = tmp_path / str(name)
+    path.write_bytes(data)
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="c")
+    store.mark_closed(
+        row.id,
+        file=path,
+        content_type="audio/wav",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        duration=1,
+    )
+    found = store.get(call, "mix")
+    assert found is not None
+    return found
+
+
+def test_status_shows_failed_uploads_apart_with_their_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an upload 1C refused for good was counted in "not confirmed by 1C", as
+    if it were still on its way, with nothing saying why."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML, encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    refused = _closed(store, tmp_path, "4.1", b"r" * 300)
+    _closed(store, tmp_path, "4.2", b"w" * 100)
+    assert store.upload_failed(
+        "4.1", "mix", refused.sha256 or "", "1C refused /v1/calls/4.1/recordings/mix: 400 \x1b[2J"
+    )
+    assert main(["recordings", "status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "not confirmed by 1C: 100 B, the oldest for " in out
+    assert (
+        "failed uploads, not sent again: 1 file, 300 B (callrouter recordings retry --failed "
+        "sends them again)"
+    ) in out
+    assert "  4.1/mix: 1C refused /v1/calls/4.1/recordings/mix: 400 \\x1b[2J" in out
+    assert main(["recordings", "status", "--config", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["undelivered_bytes"] == 400  # both still closed, on disk, undelivered
+    assert report["upload_failed"] == 1
+    assert report["upload_failed_bytes"] == 300
+    (item,) = report["upload_failures"]
+    assert item["call_id"] == "4.1"
+    assert item["reason"].startswith("1C refused")
+
+
+def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a failed upload could be sent again only by editing SQLite by hand."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML, encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    good = _closed(store, tmp_path, "5.1", b"g" * 50)
+    changed = _closed(store, tmp_path, "5.2", b"c" * 50)
+    gone = _closed(store, tmp_path, "5.3", b"x" * 50)
+    linked = _closed(store, tmp_path, "5.4", b"l" * 50)
+    sent = _closed(store, tmp_path, "5.5", b"s" * 50)
+    for row in (good, changed, gone, linked):
+        assert store.upload_failed(row.call_id, "mix", row.sha256 or "", "1C refused it: 400")
+    assert store.confirm("5.5", "mix", sent.sha256 or "", "onec")
+    assert changed.file is not None
+    assert gone.file is not None
+    assert linked.file is not None
+    changed.file.write_bytes(b"C" * 50)
+    gone.file.unlink()
+    linked.file.unlink()
+    linked.file.symlink_to(good.file or "")
+    assert main(["recordings", "retry", "--failed", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "5.1/mix: queued for 1C again (it failed: 1C refused it: 400)" in out
+    assert "5.2/mix: not sent again: " in out
+    assert "no longer holds the bytes catalogued" in out
+    assert f"5.3/mix: not sent again: {gone.file} is gone" in out
+    assert "5.4/mix: not sent again: cannot read" in out
+    assert "symbolic link" in out
+    assert "1 file to send again: a running callrouter's 1C plugin queues them" in out
+    after = {r.call_id: r for r in RecordingStore(tmp_path / "state").closed()}
+    assert after["5.1"].retry_asked_at is not None
+    assert after["5.1"].upload_error == ""
+    assert after["5.2"].retry_asked_at is None
+    assert after["5.2"].upload_error == "1C refused it: 400"
+    # By id: a delivered one is said so, exit 1; a bad id is refused before any query.
+    assert main(["recordings", "retry", "5.5/mix", "--config", str(config)]) == 1
+    assert "5.5/mix: not sent again: 1C has it already (delivered to onec)" in (
+        capsys.readouterr().out
+    )
+    assert main(["recordings", "retry", "5.1", "--config", str(config)]) == 0
+    assert "5.1/mix: queued for 1C again (no failed upload was recorded" in (
+        capsys.readouterr().out
+    )
+    assert main(["recordings", "retry", "../x", "--config", str(config)]) == 1
+    assert "is neither a call id" in capsys.readouterr().err
+    assert main(["recordings", "retry", "--config", str(config)]) == 1
+    assert "give the call ids (CALL_ID or CALL_ID/PART) or --failed" in capsys.readouterr().err

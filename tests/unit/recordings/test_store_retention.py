@@ -374,6 +374,8 @@ def test_an_older_catalog_gains_the_origin_and_its_rows_count_as_unknown(
     assert old.extensions == ("101",)
     # Nor the id of its MixMonitor: stops of it read the channel's variable.
     assert (old.mixmonitor_id, old.stop_asked_at) == ("", None)
+    # Nor a failed upload, nor a retry asked for.
+    assert (old.upload_error, old.upload_failed_at, old.retry_asked_at) == ("", None, None)
     (name,) = file_names("1714557600.8", "mix", "wav")
     (new,) = second.start(
         [name],
