@@ -222,13 +222,25 @@ def _row(row: sqlite3.Row) -> Recording:
 
 
 def create_private(target: Path) -> None:
-    """The file exists with mode 0600 before SQLite opens it (its -wal/-shm inherit it)."""
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    """The file exists with mode 0600 before SQLite opens it (its -wal/-shm inherit it).
+
+    An existing file is never opened, only given its mode: closing any descriptor of
+    a database file drops every POSIX lock this process holds on it (``fcntl`` locks
+    belong to the process), its SQLite connections' too. The recorder, the 1C plugin
+    and the API each open the catalog in the service's process; when the second did
+    so, the first connection lost its lock, the next other process to close the
+    catalog (``callrouter recordings status``) took itself for the last, checkpointed
+    and deleted the WAL, and the service went on writing into the deleted one: no
+    other process saw a file close or get delivered until the service stopped, and
+    their writes (``recordings retry``) went into another WAL.
+    """
     try:
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):  # not ours to change (another owner)
+            os.chmod(target, 0o600)
+        return
+    os.close(fd)  # a new file: no connection of this process has it open
 
 
 class RecordingStore:

@@ -6,6 +6,8 @@ import dataclasses
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -584,3 +586,46 @@ def test_a_move_whose_source_cannot_be_deleted_leaves_nothing_in_move_to(
         assert "Permission denied" in report.reason
         assert list(settings.move_to.iterdir()) == []
     assert row.file.read_bytes() == b"x" * 10
+
+
+def _read_elsewhere(path: Path) -> str:
+    """The catalog's states as another process sees them (opened, read, closed)."""
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        "print(','.join(r[0] for r in db.execute('SELECT state FROM recordings ORDER BY id')));"
+        " db.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_another_process_sees_what_the_service_writes_after_a_second_store_opened(
+    tmp_path: Path,
+) -> None:
+    """Before: each RecordingStore opened and closed the catalog's file before SQLite did,
+    which dropped the POSIX locks of the connections the process already had (the
+    recorder's, when the 1C plugin opened its own). The next other process to close the
+    catalog (``recordings status``) deleted the WAL the service went on writing into:
+    measured on the sandbox, ``recordings status`` saw the call's file `recording` while
+    the service had closed and delivered it, until the service stopped."""
+    recorder = RecordingStore(tmp_path / "state")
+    plugin = RecordingStore(tmp_path / "state")
+    row = closed_file(recorder, tmp_path, "6.1", 10, 1000)
+    assert _read_elsewhere(recorder.path) == "closed"
+    assert recorder.confirm(row.call_id, "mix", row.sha256 or "", "onec")
+    assert _read_elsewhere(recorder.path) == "delivered"
+    assert os.path.exists(f"{recorder.path}-wal")
+    plugin.close()
+    recorder.close()
+
+
+def test_an_existing_catalog_is_made_private_without_being_opened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    RecordingStore(state).close()
+    path = state / "recordings.sqlite"
+    os.chmod(path, 0o644)
+    RecordingStore(state).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
