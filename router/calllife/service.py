@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from router import jsonsafe
 from router.calllife.fold import FOLDED, Folder, plan_internal
 from router.calllife.model import CallEvent, CelRecord, skim
 from router.calllife.settings import HistorySettings
@@ -160,7 +161,7 @@ class CallLife:
             return None, {}
         path = self._state_dir / MARK_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = jsonsafe.loads(path.read_text(encoding="utf-8"))
             value = data.get("mark")
             told = data.get("told", {})
         except FileNotFoundError:

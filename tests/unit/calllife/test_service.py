@@ -455,3 +455,28 @@ def test_the_state_files_table_gives_the_mark_file_the_mode_it_is_written_with(
     text = (Path(__file__).parents[3] / page).read_text(encoding="utf-8")
     row = next(line for line in text.splitlines() if line.startswith(f"| `{MARK_FILE}` |"))
     assert row.rstrip(" |").rsplit("|", 1)[1].strip() == written
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 5000,  # nested past the interpreter's limit
+        '{"mark": 1800000000, "told": ' + '{"a": ' * 3000 + "1" + "}" * 3001,
+    ],
+)
+async def test_a_mark_file_nested_past_the_parsers_limit_is_unreadable_not_fatal(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: ``json.loads`` raised RecursionError for a ``calllife.json`` of
+    ``[`` repeated (a tampered or damaged state file), which the reader's
+    ``except ValueError`` let through: ``callrouter run`` stopped at start. It
+    is now an unreadable mark, logged naming the file; history starts now."""
+    (tmp_path / MARK_FILE).write_text(text, encoding="utf-8")
+    service = life([], [1_800_000_000.0])
+    service.start(tmp_path)
+    assert service.folder.history_from == 1_800_000_000.0
+    assert [r.getMessage() for r in caplog.records if MARK_FILE in r.getMessage()] == [
+        f"call life: {tmp_path / MARK_FILE} unreadable (JSON nested too deeply (arrays or "
+        "objects in each other)); no replay from it"
+    ]
+    await service.stop()
