@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from router import jsonsafe
+
 __all__ = [
     "DND_PREFIX",
     "FWD_PREFIX",
@@ -125,7 +127,7 @@ class ForwardingState:
         try:
             if self.path.stat().st_size > _MAX_BYTES:
                 raise ValueError(f"larger than {_MAX_BYTES} bytes")
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = jsonsafe.loads(self.path.read_text(encoding="utf-8"))
             items = _parse(data)
         except FileNotFoundError:
             return

@@ -234,6 +234,28 @@ def test_a_damaged_state_file_is_set_aside_not_fatal(
     assert any("forwarding.json" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 5000, '{"version": 1, "extensions": ' + '{"101": ' * 3000 + "1" + "}" * 3001],
+)
+def test_a_state_file_nested_past_the_parsers_limit_is_set_aside_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    """Issue 16: ``json.loads`` raised RecursionError for a ``forwarding.json``
+    nested past the interpreter's limit (``[`` repeated: damaged or tampered),
+    and ``except ValueError`` let it through: the API, and with it ``callrouter
+    run``, did not start. It is set aside as any damaged file is."""
+    (tmp_path / "forwarding.json").write_text(text)
+    with caplog.at_level(logging.ERROR):
+        state = ForwardingState(tmp_path)
+    assert list(state) == []
+    assert (tmp_path / "forwarding.json.bad").read_text() == text
+    assert [r.getMessage() for r in caplog.records if "forwarding.json" in r.getMessage()] == [
+        f"forwarding state {tmp_path / 'forwarding.json'} unreadable (JSON nested too deeply "
+        f"(arrays or objects in each other)): set aside as {tmp_path / 'forwarding.json.bad'}"
+    ]
+
+
 def test_the_most_extensions_at_the_longest_are_read_back_at_start(tmp_path: Path) -> None:
     """The cap keeps the file under the size a start reads: past that size
     the file would be set aside and every setting lost."""
