@@ -55,6 +55,7 @@ import bisect
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -64,6 +65,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from router import jsonsafe
 
 __all__ = [
     "FILENAME",
@@ -220,12 +223,23 @@ class FeedStore:
             " WHERE cursor >= ? AND cursor <= ? ORDER BY cursor DESC LIMIT ?",
             (oldest, _MAX_CURSOR, limit),
         ).fetchall()
-        events = [_event(row) for row in reversed(rows)]
-        first = events[0].cursor if events else None
+        events: list[FeedEvent] = []
+        for row in reversed(rows):
+            event = _event(row)
+            if event is None:
+                log.warning(
+                    "api feed: %s holds event %d with a kind, extension, call id or time"
+                    " the feed never writes; left out",
+                    self.path.name,
+                    row[0],
+                )
+            else:
+                events.append(event)
+        first = rows[-1][0] if rows else None
         dropped: dict[str | None, int] = {}
         for key, cursor in self._db.execute("SELECT extension, cursor FROM dropped"):
             try:
-                extension = json.loads(key)
+                extension = jsonsafe.loads(key)
             except (TypeError, ValueError):
                 continue
             value = self._sane(cursor, "dropped")
@@ -495,11 +509,27 @@ def _reserve_at_start(store: FeedStore, ceiling: int, written: int) -> int:
     return ceiling
 
 
-def _event(row: tuple[Any, ...]) -> FeedEvent:
+def _event(row: tuple[Any, ...]) -> FeedEvent | None:
+    """The event a row of the file holds; None for a row the feed cannot have
+    written (a damaged or tampered file): a time that is no finite number, a
+    kind that is no text. Its ``data``, when not a JSON object the answers can
+    carry (nested past the parser's limit, ``NaN``), is read as ``{}``."""
     cursor, kind, extension, call_id, ts, data = row
+    if not (
+        isinstance(kind, str)
+        and isinstance(extension, str | None)
+        and isinstance(call_id, str | None)
+        and isinstance(ts, int | float)
+        and math.isfinite(ts)
+    ):
+        return None
     try:
-        payload = json.loads(data)
-    except ValueError:
+        payload = jsonsafe.loads(data)
+        # What an answer writes (JSONResponse refuses NaN and Infinity: a 500).
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        payload = {}
+    if not isinstance(payload, dict):
         payload = {}
     return FeedEvent(int(cursor), kind, extension, call_id, float(ts), payload)
 

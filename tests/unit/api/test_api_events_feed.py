@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -710,6 +711,60 @@ async def test_a_bad_value_in_the_feeds_file_is_left_out_and_the_feed_starts(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     for key in ("issued", "issued_ceiling", "lost", "dropped"):
         assert [m for m in warned if FILENAME in m and f"bad {key} value" in m], key
+    await again.aclose()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "kept"),
+    [
+        ("data", "'" + "[" * 5000 + "'", True),  # nested past the parser's limit
+        ("data", "'[1, 2]'", True),  # JSON, but no object
+        ("data", """'{"a": NaN}'""", True),  # no answer can carry it (JSONResponse: 500)
+        ("data", "'{\"a\": 1e999}'", True),  # Infinity, the same
+        ("dropped", "'" + "[" * 5000 + "'", True),  # the dropped table's key
+        ("ts", "'abc'", False),  # no time
+        ("ts", "1e999", False),  # Infinity
+    ],
+)
+async def test_a_bad_event_row_in_the_feeds_file_is_left_out_and_the_feed_starts(
+    tmp_path: Path, column: str, value: str, kept: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a row of the events table the feed cannot have written (damaged
+    or tampered) stopped the start: ``data`` nested past the parser's limit
+    raised RecursionError, a JSON array TypeError, a ``ts`` of text ValueError,
+    all through ``except ValueError``; and ``NaN`` or ``Infinity`` were read
+    back, so every answer holding the event was a 500 (``JSONResponse`` refuses
+    them) and the stream sent ``Infinity``, which no JSON parser takes. Bad
+    ``data`` is now read as ``{}``; a row with no time is left out with a
+    WARNING naming the file; the other events are served."""
+    clock = Clock()
+    feed = EventFeed.open(tmp_path, clock=clock)
+    bad = feed.publish("ringing", "101", {"caller": "1"})
+    clock.now += 1
+    good = feed.publish("ringing", "102", {"caller": "2"})
+    await feed.aclose()
+    with contextlib.closing(sqlite3.connect(tmp_path / FILENAME)) as db, db:
+        if column == "dropped":
+            db.execute(f"INSERT OR REPLACE INTO dropped VALUES ({value}, 1)")
+        else:
+            db.execute(f"UPDATE events SET {column} = {value} WHERE cursor = ?", (bad,))
+    clock.now += 1
+    again = EventFeed.open(tmp_path, clock=clock)
+    events = again.read(0).events
+    assert [e.cursor for e in events] == ([bad, good] if kept else [good])
+    for event in events:  # what the long poll answers, as JSONResponse renders it
+        json.dumps(event.to_dict(), allow_nan=False)
+    if column == "data":
+        assert events[0].data == {}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m for m in warned if f"holds event {bad}" in m] == (
+        []
+        if kept
+        else [
+            f"api feed: {FILENAME} holds event {bad} with a kind, extension, call id or time"
+            " the feed never writes; left out"
+        ]
+    )
     await again.aclose()
 
 
