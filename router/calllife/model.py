@@ -10,12 +10,13 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from router import jsonsafe
 
 __all__ = [
     "CallEvent",
@@ -275,8 +276,8 @@ def _extra(text: str) -> Mapping[str, Any]:
     if not text.startswith("{"):
         return {}
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = jsonsafe.loads(text)
+    except ValueError:  # nested past the parser's limit too (router/jsonsafe.py)
         return {}
     return value if isinstance(value, dict) else {}
 

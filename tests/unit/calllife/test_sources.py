@@ -36,6 +36,26 @@ def test_sqlite_reads_whole_calls_in_the_window(tmp_path: Path) -> None:
     assert SqliteSource(db).read(last + 10) == {}
 
 
+def test_a_record_whose_extra_nests_past_the_parsers_limit_fails_no_replay(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: a CEL ``extra`` of ``{"a": [[[[...`` (the 2,048 characters a
+    record keeps) made ``json.loads`` raise RecursionError, which the record's
+    ``except ValueError`` let through: the whole read failed, every replay with
+    it while the record was in the window (the mark stays before a failed one).
+    The record is read with no extra, and the call with it."""
+    db = tmp_path / "cel.db"
+    call = answered_call()
+    write_sqlite(db, call.records)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE cel SET eventextra = ? WHERE rowid = 1", ('{"a": ' + "[" * 3000,))
+    con.close()
+    calls = SqliteSource(db).read(0)
+    assert [r.key[:2] for r in calls[call.linkedid]] == [r.key[:2] for r in call.records]
+    assert calls[call.linkedid][0].extra == {}
+
+
 DOCS = Path(__file__).parents[3] / "docs"
 
 
