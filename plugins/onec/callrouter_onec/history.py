@@ -42,6 +42,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -301,7 +302,7 @@ class HistoryQueue:
                 "WHERE state = 'pending' ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+            return self._queued(rows)
 
     def due(self, limit: int = 100) -> list[QueuedEvent]:
         """The next event of each call: its oldest undelivered one.
@@ -317,7 +318,44 @@ class HistoryQueue:
                 "ORDER BY attempts, id LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [QueuedEvent(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+            return self._queued(rows)
+
+    def _queued(self, rows: list[Any]) -> list[QueuedEvent]:
+        """The rows as events, under the lock. A row this queue cannot have
+        written (damaged or tampered: a payload that is no JSON object, a time
+        that is no number) is marked dropped with an ERROR naming the file:
+        read as it was, it raised in every ``due`` and stopped every delivery
+        to 1C for good (a pending row leaves only by delivery, by expiry after
+        a failed post, or past ``max_rows``)."""
+        events: list[QueuedEvent] = []
+        for row_id, call_id, event, body, created, attempts in rows:
+            try:
+                payload = json.loads(body)
+            except (TypeError, ValueError, RecursionError):
+                payload = None
+            if (
+                isinstance(payload, dict)
+                and isinstance(call_id, str)
+                and isinstance(event, str)
+                and isinstance(created, int | float)
+                and math.isfinite(created)
+                and isinstance(attempts, int)
+            ):
+                events.append(QueuedEvent(row_id, call_id, event, payload, created, attempts))
+                continue
+            log.error(
+                "1C history: %s holds event %d (%.40r of call %.40r) that callrouter "
+                "cannot have written (damaged or tampered); dropped",
+                self.path.name,
+                row_id,
+                event,
+                call_id,
+            )
+            self._db.execute(
+                "UPDATE events SET state = 'dropped', updated = ?, detail = ? WHERE id = ?",
+                (self._clock(), "not a row callrouter writes", row_id),
+            )
+        return events
 
     def open_missed(self, number: str | None = None) -> list[dict[str, Any]]:
         """Missed calls not closed yet (of the normalized ``number``), oldest first."""

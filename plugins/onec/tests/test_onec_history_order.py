@@ -210,3 +210,47 @@ def test_delivered_rows_make_room_for_undelivered_ones(tmp_path: Path) -> None:
         counts = queue.counts()
     assert counts["pending"] == 80  # nothing undelivered is dropped while there is room
     assert counts["sent"] == 20  # the newest delivered rows fill the rest
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("payload", "[" * 5000),  # nested past the parser's limit: RecursionError
+        ("payload", "not json"),
+        ("payload", "[1, 2]"),  # JSON, no object
+        ("created", "yesterday"),  # no time: expired() compared text with a number
+    ],
+)
+async def test_a_row_callrouter_cannot_have_written_is_dropped_and_the_rest_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str, value: str
+) -> None:
+    """Issue 16: a damaged or tampered row of the queue (a payload that is no
+    JSON object, a time that is no number) raised in every ``due()``, outside
+    the sender's ``except sqlite3.Error``: the sender failed at every
+    (supervised) restart, and no event went to 1C again, since a pending row
+    leaves only by delivery, expiry (checked after a failed post) or 100,000
+    newer ones. It is dropped with an ERROR naming the file and the row, and
+    every other event is delivered."""
+    poster = Recording1C(failing=set())
+    with HistoryQueue(tmp_path) as queue:
+        for call_id in ("1.1", "1.2"):
+            for event in call_events(call_id):
+                queue.enqueue(event)
+        queue._db.execute(
+            f"UPDATE events SET {column} = ? WHERE call_id = '1.1' AND event = 'ringing'",
+            (value,),
+        )
+        sender = fast_sender(queue, poster)
+        sender.start()
+        for _ in range(200):
+            if len(poster.sent) == 3:
+                break
+            await asyncio.sleep(0.02)
+        await sender.stop()
+        assert queue.pending_count() == 0
+    assert sorted(poster.sent) == [("1.1", "missed"), ("1.2", "missed"), ("1.2", "ringing")]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "1C history: onec-history.sqlite3 holds event 1 ('ringing' of call '1.1') that "
+        "callrouter cannot have written (damaged or tampered); dropped"
+    ]
