@@ -405,7 +405,8 @@ class OneCRecordings:
         )
         if response.status_code == 409:
             body = _body(response)
-            code = (body.get("error") or {}).get("code")
+            error = body.get("error")  # 1C's: any JSON, not only the object it should be
+            code = error.get("code") if isinstance(error, dict) else None
             if code == "offset_mismatch":
                 raise _Resume(_status(body, upload.size).received)
             raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")

@@ -570,6 +570,39 @@ async def test_a_1c_that_redirects_the_upload_elsewhere_is_not_followed(
     assert error == f"1C answered {status} to the status of /v1/calls/{CALL}/recordings/mix"
 
 
+@pytest.mark.parametrize("error", ["busy", ["offset_mismatch"], 7, True])
+async def test_a_409_whose_error_is_no_object_is_a_refusal_not_a_failed_loop(
+    tmp_path: Path, settings: OneCSettings, error: object
+) -> None:
+    """Issue 16: a 409 answer to a chunk whose ``error`` was not an object
+    (``{"error": "busy"}``, a list, a number) raised AttributeError out of the
+    upload, which neither counted the attempt nor put it off: every step died
+    on the same file (a traceback each second) and no recording queued behind
+    it reached 1C. 1C's answers are untrusted; it is a refusal, as a 409 with
+    any other code is."""
+    store = closed_recording(tmp_path)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"received": 0, "complete": False})
+        return httpx.Response(409, json={"error": error})
+
+    up = uploader(tmp_path, store, settings)
+    await up.remote.aclose()
+    up.remote = OneCRecordings(
+        OneCSettings("http://1c.test/hs/telephony", "router", "secret"),
+        chunk_timeout=1.0,
+        transport=httpx.MockTransport(answer),
+    )
+    try:
+        assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+        (last,) = up.queue._db.execute("SELECT last_error FROM uploads").fetchone()
+    finally:
+        await close_uploads(up)
+    assert last.startswith(f"1C refused /v1/calls/{CALL}/recordings/mix: ")
+
+
 async def test_an_endless_answer_from_1c_is_read_only_up_to_max_body(tmp_path: Path) -> None:
     """Before: the status answer was read whole into memory (here 64 MiB of it; a
     hostile 1C or a proxy could send any amount), and a compressed one was inflated
