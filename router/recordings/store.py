@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from router import jsonsafe
 from router.recordings.naming import FileName, check_call_id, check_part
 
 __all__ = ["DB_NAME", "ORIGINS", "Origin", "Recording", "RecordingStore", "UsageReport"]
@@ -191,6 +192,20 @@ class UsageReport:
     oldest_waiting_at: float | None = None
 
 
+def _extensions(text: object) -> tuple[str, ...]:
+    """A row's ``extensions`` (a JSON list of texts, as :meth:`RecordingStore.start`
+    writes it); none for anything else (a damaged or tampered catalog), so no
+    extension reads the file: read as it was, it raised in every query that met
+    the row (the sweep, the API's list, the uploads to 1C)."""
+    try:
+        value = jsonsafe.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return ()
+    return tuple(value)
+
+
 def _row(row: sqlite3.Row) -> Recording:
     return Recording(
         id=row["id"],
@@ -200,7 +215,7 @@ def _row(row: sqlite3.Row) -> Recording:
         pbx_path=row["pbx_path"],
         local_path=Path(row["local_path"]),
         channel=row["channel"],
-        extensions=tuple(json.loads(row["extensions"])),
+        extensions=_extensions(row["extensions"]),
         state=row["state"],
         started_at=row["started_at"],
         closed_at=row["closed_at"],
@@ -456,7 +471,7 @@ class RecordingStore:
             for row in rows:
                 if wanted is not None and row["id"] not in wanted:
                     continue
-                merged = sorted(set(json.loads(row["extensions"])) | added)
+                merged = sorted(set(_extensions(row["extensions"])) | added)
                 db.execute(
                     "UPDATE recordings SET extensions = ? WHERE id = ?",
                     (json.dumps(merged), row["id"]),

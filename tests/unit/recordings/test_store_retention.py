@@ -52,6 +52,25 @@ def closed_file(
     return found
 
 
+@pytest.mark.parametrize("text", ["[" * 5000, "not json", "5", '{"101": 1}', '["101", 7]'])
+def test_a_rows_extensions_not_a_list_of_texts_name_nobody_and_fail_no_query(
+    tmp_path: Path, text: str
+) -> None:
+    """Issue 16: a catalog row whose ``extensions`` is not the JSON list of texts
+    callrouter writes (damaged or tampered; ``[`` repeated past the parser's limit
+    raised RecursionError) raised in every query that met the row: the recorder's
+    sweep and close, the API's list, the uploads to 1C. The row now names no
+    extension (no token reads it by extension), and adding one works."""
+    store = RecordingStore(tmp_path)
+    row = closed_file(store, tmp_path, "1714557600.1", 10, 1000)
+    store._db.execute("UPDATE recordings SET extensions = ? WHERE id = ?", (text, row.id))
+    assert [r.extensions for r in store.closed()] == [()]
+    store.add_extensions("1714557600.1", {"102"})
+    again = store.get("1714557600.1", "mix")
+    assert again is not None
+    assert again.extensions == ("102",)
+
+
 def test_the_catalog_is_private_and_confirmed_only_with_the_right_hash(tmp_path: Path) -> None:
     store = RecordingStore(tmp_path)
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
