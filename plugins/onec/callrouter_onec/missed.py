@@ -19,6 +19,7 @@ and the missed call must still come out closed.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = [
     "closed_event",
     "owner_of",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Open missed calls older than this are forgotten (a week): nobody calls back later.
 MISSED_MAX_AGE = 7 * 86400.0
@@ -107,6 +110,27 @@ def closed_event(missed: Mapping[str, Any], closer: Mapping[str, Any]) -> dict[s
     }
 
 
+def _stored(table: str, call_id: object, body: object) -> dict[str, Any] | None:
+    """A payload this book wrote (a JSON object naming its call); None, with an
+    ERROR, for a row it cannot have written (damaged or tampered): read as it
+    was, it raised inside the transaction storing the event that met it, and
+    that event (a callback's ``answered``) was lost, for every call with the
+    customer's number until the row aged out."""
+    try:
+        value = json.loads(body) if isinstance(body, str | bytes) else None
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("call_id"), str):
+        return value
+    log.error(
+        "1C history: %s row of call %.40r is not one callrouter writes (damaged or "
+        "tampered); left out",
+        table,
+        call_id,
+    )
+    return None
+
+
 class MissedBook:
     """Open missed calls and recent connections in the history's database.
 
@@ -147,12 +171,13 @@ class MissedBook:
         call_id = payload["call_id"]
         if payload["event"] == "missed":
             row = self._db.execute(
-                "SELECT payload FROM connected WHERE number = ? AND at >= ? AND call_id != ? "
-                "ORDER BY at LIMIT 1",
+                "SELECT call_id, payload FROM connected WHERE number = ? AND at >= ? "
+                "AND call_id != ? ORDER BY at LIMIT 1",
                 (fact.number, fact.at, call_id),
             ).fetchone()
-            if row is not None:  # the callback came first (replay after a gap)
-                yield closed_event(payload, json.loads(row[0]))
+            closer = _stored("connected", row[0], row[1]) if row is not None else None
+            if closer is not None:  # the callback came first (replay after a gap)
+                yield closed_event(payload, closer)
                 return
             self._db.execute(
                 "INSERT OR IGNORE INTO missed_open (call_id, number, at, payload, created) "
@@ -172,16 +197,18 @@ class MissedBook:
             ).fetchall()
             for missed_id, body in rows:
                 self._db.execute("DELETE FROM missed_open WHERE call_id = ?", (missed_id,))
-                yield closed_event(json.loads(body), payload)
+                missed = _stored("missed_open", missed_id, body)
+                if missed is not None:
+                    yield closed_event(missed, payload)
 
     def open_calls(self, number: str | None = None) -> list[dict[str, Any]]:
         """Open missed calls (of ``number``), oldest first: status pages and tests."""
-        query = "SELECT payload FROM missed_open"
+        query = "SELECT call_id, payload FROM missed_open"
         args: tuple[str, ...] = ()
         if number is not None:
             query, args = query + " WHERE number = ?", (number,)
         rows = self._db.execute(query + " ORDER BY at", args).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [p for c, body in rows if (p := _stored("missed_open", c, body)) is not None]
 
     def prune(self, now: float) -> None:
         """Forget what is older than ``max_age`` and keep ``max_rows`` of each, newest."""

@@ -12,6 +12,7 @@ import pytest
 from callrouter_onec.client import OneCClient, OneCSettings
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+from callrouter_onec.missed import MissedFact
 
 MSK2 = timezone(timedelta(hours=2))  # the contract's example: 12:00 local is 10:00 UTC
 
@@ -252,3 +253,37 @@ async def test_rejected_event_is_dropped_not_retried(
         assert queue.counts() == {"dropped": 1, "sent": 1}
     assert "invalid_event" in caplog.text
     assert len(double.requests("/v1/calls/events")) == 2
+
+
+@pytest.mark.parametrize("body", ["[" * 5000, "not json", "[1, 2]", '{"event": "missed"}'])
+def test_a_missed_call_row_callrouter_cannot_have_written_loses_no_callback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, body: str
+) -> None:
+    """Issue 16: an open missed call's row that is not what callrouter writes
+    (damaged or tampered: nested past the parser's limit, no JSON, no object
+    naming its call) raised inside the transaction storing the ``answered``
+    that met it: the callback's event was rolled back and lost, as was every
+    later connected call with that number until the row aged out (a week).
+    The row is left out with an ERROR; the ``answered`` is stored, and the
+    other missed call of that number is closed by it."""
+    number = "79161234567"
+    with HistoryQueue(tmp_path) as queue:
+        for call_id, at in (("1.1", 1000.0), ("1.2", 1001.0)):
+            missed = {"event": "missed", "call_id": call_id, "from": number}
+            assert queue.enqueue_call_event(missed, MissedFact(number, at)) == 1
+        queue._db.execute("UPDATE missed_open SET payload = ? WHERE call_id = '1.1'", (body,))
+        assert [c["call_id"] for c in queue.open_missed(number)] == ["1.2"]
+        answered = {"event": "answered", "call_id": "2.1", "extension": "101"}
+        assert queue.enqueue_call_event(answered, MissedFact(number, 2000.0)) == 2
+        assert [(e.call_id, e.event) for e in queue.pending(limit=-1)] == [
+            ("1.1", "missed"),
+            ("1.2", "missed"),
+            ("2.1", "answered"),
+            ("1.2", "missed_closed"),
+        ]
+        assert queue.open_missed(number) == []
+    errors = {r.getMessage() for r in caplog.records if r.levelname == "ERROR"}
+    assert errors == {
+        "1C history: missed_open row of call '1.1' is not one callrouter writes "
+        "(damaged or tampered); left out"
+    }
