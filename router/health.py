@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from router.wording import counted
+
 __all__ = ["ROLES", "USER_EVENTS_MISSING", "Health", "readiness"]
 
 #: What an instance does with the calls it decides (:attr:`Health.role`).
@@ -99,7 +101,7 @@ class Health:
         """systemd's ``STATUS=``: one line, what ``systemctl status`` shows."""
         if not self.ready:
             return "not ready: " + "; ".join(self.reasons)
-        rules = f"{self.rules} rules"  # as systemctl status has always shown it
+        rules = counted(self.rules, "rule")
         if self.role == "standby":
             return f"standing by: {self.live_instance or 'another instance'} is live ({rules})"
         if self.role == "shadow":
@@ -156,7 +158,9 @@ def readiness(
     if privileges:
         reasons.append(privileges)
     if rule_problems:
-        reasons.append(f"{rule_problems} problems in the rules or plugins (callrouter check)")
+        reasons.append(
+            f"{counted(rule_problems, 'problem')} in the rules or plugins (callrouter check)"
+        )
     if not serving:
         reasons.append(
             "not serving: callrouter is starting"

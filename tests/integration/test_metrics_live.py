@@ -196,7 +196,7 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
 ) -> None:
     router.start()
     told = await router.wait_ready()
-    assert "STATUS=routing calls (1 rules)" in told
+    assert "STATUS=routing calls (1 rule)" in told
     ready = await router.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {

@@ -332,12 +332,12 @@ async def test_readiness_and_systemds_status_follow_live_standby_live(
         assert health.to_dict()["role"] == "standby"
         await asyncio.sleep(0.2)
         assert (
-            statuses()[-1] == "STATUS=standing by: instance 0000aaaa on host pbx is live (1 rules)"
+            statuses()[-1] == "STATUS=standing by: instance 0000aaaa on host pbx is live (1 rule)"
         )
         ajam_replay.queue_event(heartbeat(other.leave()))
         await eventually(lambda: engine.health().role == "live", "live again")
         await asyncio.sleep(0.2)
-        assert statuses() == ["STATUS=routing calls (1 rules)"]
+        assert statuses() == ["STATUS=routing calls (1 rule)"]
     finally:
         systemd.close()
 
@@ -352,7 +352,7 @@ async def test_a_shadow_engine_says_so_in_its_readiness(
     )
     health = engine.health()
     assert (health.ready, health.role) == (True, "shadow")
-    assert health.status_line() == "shadow: routing nothing (1 rules)"
+    assert health.status_line() == "shadow: routing nothing (1 rule)"
 
 
 async def test_an_engine_routes_on_while_a_forged_older_claim_beats(

@@ -250,6 +250,15 @@ def test_the_status_line_says_the_role() -> None:
     assert _ready("shadow").status_line() == "shadow: routing nothing (3 rules)"
 
 
+def test_the_status_line_counts_one_rule_and_one_problem_in_the_singular() -> None:
+    """hcli31's trial: a first install with one rule showed `routing calls
+    (1 rules)` in systemctl status, and one bad rule `1 problems in the rules`."""
+    one = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=1, serving=True)
+    assert one.status_line() == "routing calls (1 rule)"
+    bad = readiness(logged_in=True, stream_current=True, rule_problems=1, rules=1, serving=True)
+    assert bad.status_line() == "not ready: 1 problem in the rules or plugins (callrouter check)"
+
+
 async def test_metrics_needs_no_token_by_default_and_counts_requests(stub: StubEngine) -> None:
     metrics = Metrics(event_names=())
     ctx = ApiContext(stub, ApiSettings(tokens=TOKENS), metrics=metrics)

@@ -243,6 +243,15 @@ def test_every_string_in_both_languages() -> None:
             assert prefix + value in strings["en"], prefix + value
 
 
+def test_no_english_string_puts_a_count_before_a_plural_noun() -> None:
+    """hcli31's trial: the live page said `1 rules (0 with errors)` for the one
+    rule of a first install; a count comes as `rules: 1`, which reads for any N."""
+    strings = json.loads((STATIC / "strings.json").read_text(encoding="utf-8"))
+    plural = re.compile(r"\}\s+(?!ms\b)\w+s\b")  # a unit (ms) is no noun
+    counts = {key: text for key, text in strings["en"].items() if plural.search(text)}
+    assert counts == {}
+
+
 # -- signing in -----------------------------------------------------------------------
 
 
