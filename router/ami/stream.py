@@ -129,8 +129,13 @@ class EventStream:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
         urgent: Callable[[Event], bool] | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
+        #: Told the error once an outage begins, by a consumer that says the
+        #: loss and the resume (its :class:`StreamGap`) itself: the stream then
+        #: logs neither (``callrouter events``); without it both are WARNINGs.
+        self._on_lost = on_lost
         #: Events of a batch handed out before the others (routing requests).
         self._urgent = urgent
         self._filter = _compile(patterns)
@@ -318,7 +323,8 @@ class EventStream:
                     if isinstance(exc, AMIProtocolError):
                         # Once an outage: something answering every try with a
                         # page of its own (a proxy) would be a WARNING a second.
-                        (log.warning if failing_since is None else log.debug)(
+                        told = failing_since is None and self._on_lost is None
+                        (log.warning if told else log.debug)(
                             "event stream: bad reply from Asterisk: %s", exc
                         )
                     elif not isinstance(exc, AMIError | OSError):
@@ -330,7 +336,11 @@ class EventStream:
                     self.failing = True
                     if failing_since is None:
                         failing_since = self._last_ok
-                        log.warning("event stream lost Asterisk: %s", exc)
+                        if self._on_lost is None:
+                            log.warning("event stream lost Asterisk: %s", exc)
+                        else:
+                            log.debug("event stream lost Asterisk: %s", exc)
+                            self._on_lost(str(exc))
                     last_error = str(exc)
                     await asyncio.sleep(self._backoff.next_delay())
                     continue
@@ -341,7 +351,9 @@ class EventStream:
                 if failing_since is not None:
                     self._backoff.reset()
                     self.gaps_seen += 1
-                    log.warning("event stream resumed after %.1f s", now - failing_since)
+                    (log.warning if self._on_lost is None else log.debug)(
+                        "event stream resumed after %.1f s", now - failing_since
+                    )
                     yield StreamGap(failing_since, now, "reconnect", last_error)
                     failing_since = None
                     last_error = None

@@ -114,7 +114,7 @@ from router.errors import (
 )
 from router.logsafe import install_redaction, peer_text, register_secret
 
-__all__ = ["TCPClient"]
+__all__ = ["CONNECTION_LOST", "TCPClient"]
 
 log = logging.getLogger("router.ami.tcp")
 
@@ -131,6 +131,9 @@ MAX_BATCH = 64
 #: byte, a line too long) is met again about every second, and the stream
 #: logs the outage once (router/ami/stream.py); the rest go to DEBUG, counted.
 LOG_EVERY = 60.0
+#: That WARNING's text: ``callrouter events`` leaves it out, since it says the
+#: loss its stream met itself (router/commands/events.py).
+CONNECTION_LOST = "AMI connection to %s lost: %s%s"
 
 
 class _Lost(AMIConnectionError):
@@ -787,7 +790,7 @@ class TCPClient(AMIActions[ActionResult]):
             more = self._losses_unlogged
             self._loss_logged, self._losses_unlogged = now, 0
             log.warning(
-                "AMI connection to %s lost: %s%s",
+                CONNECTION_LOST,
                 self._endpoint,
                 conn.error,
                 f" ({more} more losses in the last {now - last:.0f} s)" if more and last else "",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import sys
+from collections.abc import Iterator
 
 from router.ami.message import Event
 from router.ami.stream import EventStream, StreamGap
+from router.ami.tcp import CONNECTION_LOST
 from router.commands._connect import add_connection_arguments, client_from_args
 from router.logsafe import escape_controls, escape_json_line
 
@@ -41,22 +45,52 @@ def format_event(event: Event, *, as_json: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_tail(args))
+        with _loss_said_once():
+            return asyncio.run(_tail(args))
     except KeyboardInterrupt:
         return 0
+
+
+def _say(line: str) -> None:
+    """A line of the command's own about the stream, on standard error (standard
+    output is the events': ``--json`` stays one object a line)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _lost(error: str) -> None:
+    _say(f"# stream lost Asterisk: {escape_controls(error)}; reconnecting")
+
+
+class _NotTheLoss(logging.Filter):
+    """Leaves out the native client's WARNING of a lost connection: the stream
+    meets that loss too, and the command says it once, as ``# stream lost``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != CONNECTION_LOST
+
+
+@contextlib.contextmanager
+def _loss_said_once() -> Iterator[None]:
+    tcp = logging.getLogger("router.ami.tcp")
+    quiet = _NotTheLoss()
+    tcp.addFilter(quiet)
+    try:
+        yield
+    finally:
+        tcp.removeFilter(quiet)
 
 
 async def _tail(args: argparse.Namespace) -> int:
     seen = 0
     async with client_from_args(args) as client:
-        stream = EventStream(client, args.globs)
+        # A loss and its resume are said once each, in these `#` lines: the
+        # stream and the client log neither (they would say the loss thrice).
+        stream = EventStream(client, args.globs, on_lost=_lost)
         async for item in stream:
             if isinstance(item, StreamGap):
-                print(
+                _say(
                     f"# stream resumed after a {item.duration:.1f} s gap ({item.reason}); "
-                    "events in between are lost",
-                    file=sys.stderr,
-                    flush=True,
+                    "events in between are lost"
                 )
                 continue
             # Caller names and numbers are the caller's to choose: no raw

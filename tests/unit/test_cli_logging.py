@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socketserver
 import subprocess
 import sys
@@ -64,19 +65,14 @@ def oversized_event_peer() -> Iterator[int]:
         server.server_close()
 
 
-def test_a_client_warning_of_callrouter_events_has_the_commands_prefix(
-    oversized_event_peer: int,
-) -> None:
-    """hnew31's trial: `callrouter events` against a peer that sent a 1,001-line
-    event printed `AMI connection to ... lost: bad data from Asterisk: an event
-    of 1003 lines, ...` bare (Python's last-resort handler), unlike the
-    `callrouter X: warning:` lines of the commands themselves. A real process:
-    under pytest the root logger has handlers, and no last resort is used."""
+def _events(port: int) -> subprocess.CompletedProcess[str]:
+    """`callrouter events --count 1` against the peer, as a real process: under
+    pytest the root logger has handlers, and no last resort is used."""
     argv = [
-        *("events", "--count", "1", "--url", f"tcp://127.0.0.1:{oversized_event_peer}"),
+        *("events", "--count", "1", "--url", f"tcp://127.0.0.1:{port}"),
         *("--username", "watcher", "--auth", "plain", "--config", "/none.toml"),
     ]
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "router.cli", *argv],
         capture_output=True,
         text=True,
@@ -84,17 +80,43 @@ def test_a_client_warning_of_callrouter_events_has_the_commands_prefix(
         cwd=ROOT,
         env={**os.environ, "CALLROUTER_SECRET": "x"},
     )
+
+
+FLOOD = (
+    "bad data from Asterisk: an event of 1003 lines, more than 1000 "
+    "(Asterisk's largest has well under 200): 'Event: Flood'"
+)
+
+
+def test_callrouter_events_says_a_loss_and_its_resume_once_each(
+    oversized_event_peer: int,
+) -> None:
+    """hcli31's trial: one lost connection was told four times on stderr: the
+    client's `callrouter events: warning: AMI connection to ... lost: ...`, the
+    stream's `warning: event stream lost Asterisk: ...` and `warning: event
+    stream resumed after 0.9 s`, then the command's own `# stream resumed
+    after a 0.9 s gap ...`. Now the command says each once, in `#` lines."""
+    done = _events(oversized_event_peer)
     assert done.returncode == 0, done.stderr
     assert "Channel: PJSIP/a-1" in done.stdout
     peer = f"tcp://127.0.0.1:{oversized_event_peer}"
-    flood = (
-        "bad data from Asterisk: an event of 1003 lines, more than 1000 "
-        "(Asterisk's largest has well under 200): 'Event: Flood'"
-    )
-    told = done.stderr.splitlines()
-    assert f"callrouter events: warning: AMI connection to {peer} lost: {flood}" in told
-    # The stream's own warnings too; the `#` line is the command's output.
-    assert all(line.startswith(("callrouter events: warning: ", "# ")) for line in told), told
+    told = re.sub(r"after a \d+\.\d s gap", "after a N s gap", done.stderr).splitlines()
+    assert told == [
+        f"# stream lost Asterisk: AMI connection to {peer}: {FLOOD}; reconnecting",
+        "# stream resumed after a N s gap (reconnect); events in between are lost",
+    ]
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_shows_the_lines_of_a_loss_as_printed(
+    oversized_event_peer: int, page: str
+) -> None:
+    """docs/operations.md (+ru) shows what `callrouter events` prints of a loss."""
+    done = _events(oversized_event_peer)
+    shown = done.stderr.replace(f"127.0.0.1:{oversized_event_peer}", "127.0.0.1:5038")
+    shown = re.sub(r"after a \d+\.\d s gap", "after a 0.9 s gap", shown)
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert f"```text\n{shown}```" in text
 
 
 def test_every_one_shot_command_logs_one_escaped_line_with_its_name(
@@ -140,4 +162,4 @@ def test_the_operations_page_shows_the_line_as_printed(page: str) -> None:
         None,
     )
     text = (ROOT / "docs" / page).read_text(encoding="utf-8")
-    assert f"```text\n{OneLine('events').format(record)}\n```" in text
+    assert f"```text\n{OneLine('ami').format(record)}\n```" in text
