@@ -49,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        # Importing every command takes most of a second: a Ctrl-C meanwhile
+        # is a Ctrl-C like any other, not a traceback through importlib.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

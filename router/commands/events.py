@@ -44,11 +44,10 @@ def format_event(event: Event, *, as_json: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        with _loss_said_once():
-            return asyncio.run(_tail(args))
-    except KeyboardInterrupt:
-        return 0
+    # Ctrl-C ends it as it ends every command: exit code 130 (router/cli.py),
+    # so a script tells an interrupted tail from one that saw its --count.
+    with _loss_said_once():
+        return asyncio.run(_tail(args))
 
 
 def _say(line: str) -> None:

@@ -1,0 +1,120 @@
+"""The one-shot commands' exit codes, as docs/operations.md (+ru) and the
+README list them: 0, 1, 2, 130 after Ctrl-C, 141 for a reader that left
+(tests/unit/test_cli_pipe.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def chatty_peer() -> Iterator[int]:
+    """A native AMI peer that takes every action and, once logged in, sends
+    one Newchannel event and nothing more."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line.decode().strip())
+                if not line:
+                    return
+                head = dict(item.split(": ", 1) for item in lines)
+                answer = f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n"
+                if head.get("Action") == "Login":
+                    answer += "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
+                self.wfile.write(answer.encode())
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ctrl_c_ends_callrouter_events_with_130_and_no_word(chatty_peer: int) -> None:
+    """hcli31's trial: Ctrl-C ended `callrouter events` with 0, as if it had
+    printed its --count, while it ended every other command with 130."""
+    argv = [
+        *("events", "--url", f"tcp://127.0.0.1:{chatty_peer}", "--username", "watcher"),
+        *("--auth", "plain", "--config", "/none.toml"),
+    ]
+    with subprocess.Popen(
+        [sys.executable, "-m", "router.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "CALLROUTER_SECRET": "x"},
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        while (line := proc.stdout.readline()) not in ("Channel: PJSIP/a-1\n", ""):
+            pass
+        assert line, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+    assert (code, err) == (130, "")
+
+
+def test_ctrl_c_while_the_commands_load_is_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hcli31's trial: Ctrl-C in the first second of any command (the commands'
+    modules being imported) printed a 20-line traceback through importlib."""
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    try:
+        code = cli.main(["plugins"])
+    except KeyboardInterrupt:  # not left to stop pytest
+        pytest.fail("the KeyboardInterrupt came out of main()")
+    assert code == 130
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_documented_codes_are_the_real_ones(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["plugins"]) == 0
+    assert cli.main(["recordings", "status", "--config", str(tmp_path / "none.toml")]) == 1
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["plugins", "--jsn"])
+    assert usage.value.code == 2
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("page", "codes"),
+    [
+        ("README.md", ["Exit code 0", "1 comes with", "2 with", "130 after Ctrl-C", "141 when"]),
+        ("docs/operations.md", ["with 0 when", "1 on an error", "2 on a wrong", "130 when"]),
+        ("docs/ru/operations.md", ["с кодом 0", "1 при ошибке", "2\nпри неверной", "130,"]),
+    ],
+)
+def test_the_pages_list_the_codes(page: str, codes: list[str]) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    for code in codes:
+        assert code in text, code
+    assert "141" in text
