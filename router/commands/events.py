@@ -29,12 +29,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
         "--count",
-        type=int,
+        type=_event_count,
         metavar="N",
         help="exit after N events (default: run until interrupted)",
     )
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _event_count(text: str) -> int:
+    """``--count``: 1 or more (0 or -2 printed one event, as 1 did)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of events, 1 or more, got {text!r}")
+    return count
 
 
 def format_event(event: Event, *, as_json: bool) -> str:

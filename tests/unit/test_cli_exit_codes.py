@@ -118,3 +118,16 @@ def test_the_pages_list_the_codes(page: str, codes: list[str]) -> None:
     for code in codes:
         assert code in text, code
     assert "141" in text
+
+
+@pytest.mark.parametrize("count", ["0", "-2", "x"])
+def test_events_count_is_one_or_more(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """hcli31's trial: `callrouter events --count 0` (or -2) printed one event
+    and exited 0, as --count 1 does."""
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["events", "--count", count, "--config", "/none.toml"])
+    assert usage.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "callrouter events: error: argument --count: "
+        f"expected a number of events, 1 or more, got '{count}'"
+    )
