@@ -20,6 +20,7 @@ import router.commands
 from router.commands._logging import one_shot_logging
 from router.errors import CallRouterError
 from router.logsafe import escape_controls
+from router.suggest import closest
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +32,50 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    # A typo gets a did-you-mean, as a rule file's or an AMI action's does:
+    # argparse (before 3.14) only lists the choices, and leaves an unknown
+    # option to the top parser, whose usage is not the subcommand's.
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, but what this parser (a subcommand's included) does
+        not know is an error here, named with this parser's usage: nothing
+        in callrouter leaves arguments for another parser."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        scattered = self.get_default("scattered")
+        if extras and scattered:
+            # `callrouter ami Ping --json X=1`: a list of values that an option
+            # split (argparse takes one run of positionals) is still one list.
+            values = [e for e in extras if "=" in e and not e.startswith("-")]
+            extras = [e for e in extras if e not in values]
+            setattr(parsed, scattered, [*getattr(parsed, scattered), *values])
+        if extras:
+            self.error(self._unrecognized(extras))
+        return parsed, extras
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        known = {o.lstrip("-"): o for o in self._option_string_actions if o.startswith("--")}
+        said = []
+        for extra in extras:
+            option = extra.partition("=")[0]
+            near = closest(option.lstrip("-"), known) if option.startswith("-") else None
+            said.append(f"{extra} (did you mean {known[near]}?)" if near else extra)
+        plural = "s" if len(said) > 1 else ""
+        return f"unrecognized argument{plural}: {', '.join(said)}"
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            choices = map(str, action.choices or ())
+            near = closest(value, choices) if isinstance(value, str) else None
+            if near is None:
+                raise
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r} (did you mean {near!r}?)"
+            ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

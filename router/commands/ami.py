@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--raw", action="store_true", help="do not validate against the AMI catalog"
     )
     add_connection_arguments(parser)
-    parser.set_defaults(func=run, parser=parser)
+    # KEY=VALUE anywhere: `callrouter ami Ping --json X=1` (router/cli.py).
+    parser.set_defaults(func=run, parser=parser, scattered="params")
 
 
 def parse_params(items: list[str]) -> list[tuple[str, str]]:
