@@ -41,8 +41,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="evaluate and trace every call, but never act",
     )
-    parser.add_argument("--log-format", choices=["text", "json"])
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="the log's lines (router.toml: log_format)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,  # `--log-level debug` as well
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="the least level logged (default: INFO)",
+    )
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -94,3 +94,22 @@ def test_the_operations_page_shows_a_typo_as_answered(
 ) -> None:
     _, last = _error(capsys, ["events", "--jsn"])
     assert f"`{last}`" in " ".join((ROOT / "docs" / page).read_text(encoding="utf-8").split())
+
+
+def test_run_takes_a_log_level_by_name_in_any_case_and_refuses_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """hcli31's trial: `callrouter run --log-level verbose` (or `debgu`) ended in
+    a ValueError traceback from logging, once router.toml had been read."""
+    assert build_parser().parse_args(["run", "--log-level", "debug"]).log_level == "DEBUG"
+    assert build_parser().parse_args(["run"]).log_level == "INFO"
+    _, last = _error(capsys, ["run", "--log-level", "debgu"])
+    assert last == (
+        "callrouter run: error: argument --log-level: invalid choice: 'DEBGU' "
+        "(did you mean 'DEBUG'?)"
+    )
+    _, last = _error(capsys, ["run", "--log-level", "verbose"])
+    assert last == (
+        "callrouter run: error: argument --log-level: invalid choice: 'VERBOSE' "
+        "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')"
+    )
