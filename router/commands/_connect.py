@@ -48,8 +48,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--secret-env", metavar="NAME", help="read the secret from this environment variable"
     )
     group.add_argument("--secret", action=_RefuseSecret, help=argparse.SUPPRESS)
-    group.add_argument("--auth", choices=["cookie", "digest", "plain", "md5"])
-    group.add_argument("--format", choices=["rawman", "mxml"])
+    group.add_argument(
+        "--auth",
+        choices=["cookie", "digest", "plain", "md5"],
+        help="login: cookie or digest for http(s)://, plain or md5 for tcp:// and tls://",
+    )
+    group.add_argument(
+        "--format", choices=["rawman", "mxml"], help="AJAM's answers (http(s):// only)"
+    )
     trust = group.add_mutually_exclusive_group()
     trust.add_argument(
         "--insecure", action="store_true", default=None, help="do not verify the TLS certificate"

@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="List AMI actions (or events) with their synopses. SEARCH filters by a "
         "case-insensitive substring of the name or synopsis.",
     )
-    parser.add_argument("search", nargs="?", default="", metavar="SEARCH")
+    parser.add_argument(
+        "search",
+        nargs="?",
+        default="",
+        metavar="SEARCH",
+        help="part of a name or synopsis, any case: queue, originate",
+    )
     parser.add_argument("--events", action="store_true", help="list events instead of actions")
     parser.set_defaults(func=run)
 

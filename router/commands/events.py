@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "GLOBs filter by event name, "
         "case-insensitively: `callrouter events 'Queue*' Hangup`.",
     )
-    parser.add_argument("globs", nargs="*", metavar="GLOB", default=["*"])
+    parser.add_argument(
+        "globs",
+        nargs="*",
+        metavar="GLOB",
+        default=["*"],
+        help="event names to print, * and ? as in a shell, any case (default: all)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
         "--count",

@@ -58,11 +58,19 @@ def parse_moment(text: str, *, now: float | None = None) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("history", help="call history from Asterisk's CEL")
+    parser = subparsers.add_parser(
+        "history",
+        help="call history from Asterisk's CEL",
+        description="Call history read from the CEL store ([history] in router.toml): "
+        "docs/history.md.",
+    )
     sub = parser.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     replay = sub.add_parser(
         "replay",
         help="rebuild calls from the CEL store and tell the plugins (or print with --dry-run)",
+        description="Rebuild every call with a CEL record between --since and --until, and tell "
+        "the plugins what they were not told yet (1C's history among others); --dry-run only "
+        "prints each call's story.",
     )
     replay.add_argument("--since", required=True, help="ISO time or an age: 2h, 30m, 1d")
     replay.add_argument("--until", help="ISO time or an age (default: now)")

@@ -9,8 +9,13 @@ from router.plugins import Plugins
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("plugins", help="list plugins, versions and hooks")
-    parser.add_argument("--json", action="store_true")
+    parser = subparsers.add_parser(
+        "plugins",
+        help="list plugins, versions and hooks",
+        description="List the plugins callrouter loads (built-in and installed), each with its "
+        "version and the hooks it implements. Reads no router.toml.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON list")
     parser.set_defaults(func=run)
 
 
