@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
+import stat
 import sys
 from collections.abc import Iterator
 
@@ -97,6 +100,46 @@ def _loss_said_once() -> Iterator[None]:
 
 
 async def _tail(args: argparse.Namespace) -> int:
+    """The events until --count, Ctrl-C, or the reader of a pipe leaving."""
+    printing = asyncio.ensure_future(_print_events(args))
+    left = asyncio.ensure_future(_reader_left())
+    try:
+        await asyncio.wait({printing, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not printing.done():
+            printing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printing  # logs off
+    if printing.cancelled():
+        # As a print to that pipe would have said (router/cli.py: exit code 141).
+        raise BrokenPipeError(errno.EPIPE, "the reader of standard output left")
+    return printing.result()
+
+
+async def _reader_left() -> None:
+    """Returns once standard output is a pipe its reader closed: `callrouter
+    events Hangup | head -1` ends as the reader does, like `tail -f`, not at
+    the next Hangup, hours later maybe. A terminal or a file never closes."""
+    try:
+        fd = sys.stdout.fileno()
+        pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError):
+        pipe = False
+    gone = asyncio.Event()
+    if not pipe:
+        await gone.wait()  # for ever
+    # A pipe's writing end is never readable: what the loop reports for it is
+    # the error condition (EPOLLERR), the reader gone.
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, gone.set)
+    try:
+        await gone.wait()
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _print_events(args: argparse.Namespace) -> int:
     seen = 0
     async with client_from_args(args) as client:
         # A loss and its resume are said once each, in these `#` lines: the

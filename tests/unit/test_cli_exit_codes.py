@@ -131,3 +131,36 @@ def test_events_count_is_one_or_more(count: str, capsys: pytest.CaptureFixture[s
         "callrouter events: error: argument --count: "
         f"expected a number of events, 1 or more, got '{count}'"
     )
+
+
+def test_callrouter_events_ends_when_its_reader_leaves_between_events(chatty_peer: int) -> None:
+    """hcli31's trial: `callrouter events Hangup | head -1` printed its line and
+    then ran on until the next event came to meet the closed pipe (on a quiet
+    Asterisk, for ever); it now ends as the reader leaves, as `tail -f` does,
+    with the code of a closed pipe and no word."""
+    argv = [
+        *("events", "--url", f"tcp://127.0.0.1:{chatty_peer}", "--username", "watcher"),
+        *("--auth", "plain", "--config", "/none.toml"),
+    ]
+    with subprocess.Popen(
+        [sys.executable, "-m", "router.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "CALLROUTER_SECRET": "x"},
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        # The whole event and its blank line (the command writes nothing more):
+        # closed earlier, a write of it still to come would end the command.
+        event = [proc.stdout.readline() for _ in range(3)]
+        assert event == ["Event: Newchannel\n", "Channel: PJSIP/a-1\n", "\n"]
+        proc.stdout.close()
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("callrouter events ran on after its reader left")
+        err = proc.stderr.read()
+    assert (code, err) == (141, "")
