@@ -125,14 +125,39 @@ def _whole_template(value: object) -> str | None:
     return None
 
 
+#: Headers that name a channel without ending in "channel", by action (Asterisk
+#: 22's catalog): ``Bridge``'s two channels and the queue caller's channel.
+_OTHER_CHANNEL_HEADERS: Final = {
+    "bridge": frozenset({"channel1", "channel2"}),
+    "queuewithdrawcaller": frozenset({"caller"}),
+    "queuechangeprioritycaller": frozenset({"caller"}),
+}
+
+
+def is_channel_header(action: str, header: str) -> bool:
+    """Whether an action's header names a channel: ``Channel``,
+    ``ExtraChannel`` and any other ``...Channel``, ``Bridge``'s
+    ``Channel1``/``Channel2`` and a queue action's ``Caller``."""
+    name = header.lower()
+    return name.endswith("channel") or name in _OTHER_CHANNEL_HEADERS.get(
+        action.strip().lower(), ()
+    )
+
+
 def _channel_part(params: Mapping[str, object], key: str, text: str) -> None:
     """What a template puts into a channel (``channel: "PJSIP/{...}"``) is one
     extension's text: a 1C card's ``trunk/sip:+88...@host`` in ``PJSIP/{...}``
     would dial out through a trunk, its ``101&Local/666@x`` ring a second
     channel. A channel that is wholly ``{event.channel}`` or ``{call.channel}``
-    comes from Asterisk and passes (the ``rendered`` check still holds it to
-    one channel)."""
-    if not key.lower().endswith("channel") or _whole_template(params.get(key)) in _OWN_CHANNELS:
+    comes from Asterisk and passes if it is one channel. Each header naming a
+    channel is held so (:func:`is_channel_header`), ``Bridge``'s ``Channel2``
+    as ``Redirect``'s ``Channel``."""
+    if not is_channel_header(str(params.get("action", "")), key):
+        return
+    if _whole_template(params.get(key)) in _OWN_CHANNELS:
+        problem = _single_channel_problem(key, text)
+        if problem is not None:
+            raise ValueError(problem)
         return
     if argument_problem(key, text) is not None:
         raise ValueError(
@@ -332,13 +357,16 @@ def _channel_problem(params: Mapping[str, object]) -> str | None:
     value = next((v for k, v in params.items() if k.lower() == "channel"), None)
     if value is None:
         return None
-    text = str(value)
+    return _single_channel_problem("channel", str(value))
+
+
+def _single_channel_problem(key: str, text: str) -> str | None:
     if (
         not text
         or len(text) > 200
         or any(ch in ",&|" or not ch.isprintable() or ch.isspace() for ch in text)
     ):
-        return f"channel {shown(text)} is not a single channel name"
+        return f"{key} {shown(text)} is not a single channel name"
     return None
 
 

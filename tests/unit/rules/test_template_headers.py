@@ -67,7 +67,27 @@ AMI_REDIRECT = (
 )
 
 
-@pytest.mark.parametrize("action", [ORIGINATE, AMI_ORIGINATE, AMI_REDIRECT])
+AMI_BRIDGE = 'ami: {action: Bridge, channel1: "{call.channel}", channel2: "PJSIP/{owner.x}"}'
+AMI_BRIDGE_FIRST = 'ami: {action: Bridge, Channel1: "PJSIP/{owner.x}", Channel2: "{call.channel}"}'
+AMI_WITHDRAW = 'ami: {action: QueueWithdrawCaller, queue: support, caller: "PJSIP/{owner.x}"}'
+AMI_CHANGE_PRIORITY = (
+    'ami: {action: QueueChangePriorityCaller, queue: support, Caller: "PJSIP/{owner.x}",'
+    " priority: 5}"
+)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        ORIGINATE,
+        AMI_ORIGINATE,
+        AMI_REDIRECT,
+        AMI_BRIDGE,
+        AMI_BRIDGE_FIRST,
+        AMI_WITHDRAW,
+        AMI_CHANGE_PRIORITY,
+    ],
+)
 @pytest.mark.parametrize(
     "value",
     [
@@ -86,7 +106,9 @@ def test_a_template_fills_in_one_extension_of_a_channel(
     assert "which is not one extension's text" in details[0], details
 
 
-@pytest.mark.parametrize("action", [ORIGINATE, AMI_ORIGINATE])
+@pytest.mark.parametrize(
+    "action", [ORIGINATE, AMI_ORIGINATE, AMI_BRIDGE, AMI_WITHDRAW, AMI_CHANGE_PRIORITY]
+)
 def test_an_extension_s_text_fills_in_a_channel(tmp_path: Path, action: str) -> None:
     rules, _, params = decide(ruleset_of(tmp_path, action), {"x": "desk.101_a-B*#+"})
     assert rules == ("first",)
@@ -115,6 +137,86 @@ def test_the_channel_asterisk_named_passes_whole(tmp_path: Path) -> None:
     rules, _, params = decide(event_rule, {}, context)
     assert rules == ("first",)
     assert params[0]["channel"] == "PJSIP/101-0000002a"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        'ami: {action: Hangup, Channel: "{call.channel}"}',
+        'ami: {action: Bridge, channel1: "{call.channel}", channel2: "PJSIP/101"}',
+        'ami: {action: QueueWithdrawCaller, queue: support, Caller: "{call.channel}"}',
+        'ami: {action: Redirect, channel: "PJSIP/101-00000001", extrachannel: "{call.channel}",'
+        " context: queues, exten: a, priority: 1}",
+    ],
+)
+def test_a_whole_channel_from_asterisk_is_one_channel(tmp_path: Path, action: str) -> None:
+    call = CallInfo(channel="PJSIP/trunk-00000001&Local/666@somecontext")
+    context = Context.for_call(Caller("79161234567"), "74951234567", call=call, now=NOW)
+    rules, details, _ = decide(ruleset_of(tmp_path, action), {}, context)
+    assert rules == ("fallback",)
+    assert "is not a single channel name" in details[0], details
+
+
+def test_the_headers_naming_a_channel_are_the_catalog_s() -> None:
+    """Each header a routing ``ami`` action names a channel in is held to
+    one extension's text: those ending in "channel" and Bridge's
+    ``Channel1``/``Channel2``, QueueWithdrawCaller's ``Caller``."""
+    import json
+
+    from router.builtin.actions import ROUTING_AMI_ACTIONS, is_channel_header
+
+    catalog = json.loads(
+        (Path(__file__).parents[3] / "router" / "ami" / "catalog.json").read_text("utf-8")
+    )
+    headers = {
+        (name.lower(), param["name"])
+        for name, action in catalog["actions"].items()
+        if name.lower() in ROUTING_AMI_ACTIONS
+        for param in action["params"]
+    }
+    named = {(action, header) for action, header in headers if is_channel_header(action, header)}
+    # A header a new catalog adds to these actions is sorted here by hand.
+    assert headers - named == {
+        *((action, "ActionID") for action, _ in headers if action != "blindtransfer"),
+        ("redirect", "Exten"),
+        ("redirect", "ExtraExten"),
+        ("redirect", "Context"),
+        ("redirect", "ExtraContext"),
+        ("redirect", "Priority"),
+        ("redirect", "ExtraPriority"),
+        ("hangup", "Cause"),
+        ("blindtransfer", "Context"),
+        ("blindtransfer", "Exten"),
+        ("atxfer", "Exten"),
+        ("atxfer", "Context"),
+        ("pjsiphangup", "Cause"),
+        ("park", "Timeout"),
+        ("park", "Parkinglot"),
+        ("park", "ParkingSpace"),
+        ("bridge", "Tone"),
+        ("bridgekick", "BridgeUniqueid"),
+        ("bridgedestroy", "BridgeUniqueid"),
+        ("confbridgekick", "Conference"),
+        ("queuewithdrawcaller", "Queue"),
+        ("queuewithdrawcaller", "WithdrawInfo"),
+    }
+    assert named == {
+        ("redirect", "Channel"),
+        ("redirect", "ExtraChannel"),
+        ("hangup", "Channel"),
+        ("blindtransfer", "Channel"),
+        ("atxfer", "Channel"),
+        ("pjsiphangup", "Channel"),
+        ("park", "Channel"),
+        ("park", "TimeoutChannel"),
+        ("park", "AnnounceChannel"),
+        ("bridge", "Channel1"),
+        ("bridge", "Channel2"),
+        ("bridgekick", "Channel"),
+        ("confbridgekick", "Channel"),
+        ("queuewithdrawcaller", "Caller"),
+        ("dahdihangup", "DAHDIChannel"),
+    }
 
 
 @pytest.mark.parametrize("verb", ["Setvar", "Getvar"])
