@@ -30,7 +30,7 @@ Life cycle::
       callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
       callrouter_present_extensions  the API starts recording a call: who else is on it
-    callrouter_shutdown      once, on SIGTERM / exit
+    callrouter_shutdown      once, on SIGTERM / exit, only if startup was called
 """
 
 from __future__ import annotations
@@ -419,7 +419,11 @@ def callrouter_present_extensions(call: Call) -> Iterable[str] | None:
 def callrouter_shutdown(engine: EngineAPI) -> None:
     """The engine is stopping (SIGTERM or exit): flush queues, close clients.
 
-    Awaited with a bound; the AMI client is still logged in, and no timed job
-    (``EngineAPI.schedule``) starts any more, so none finds closed what this
-    hook closes. Return value ignored.
+    Called once, and only after ``callrouter_startup`` was (also when that
+    raised or timed out: close what it got to open): a start refused before
+    it (a rule file's or a plugin's problem, ``RulesRefused``; a failed
+    login) calls no shutdown either, so a plugin never gets this without its
+    startup. Awaited with a bound; the AMI client is still logged in, and no
+    timed job (``EngineAPI.schedule``) starts any more, so none finds closed
+    what this hook closes. Return value ignored.
     """

@@ -93,6 +93,8 @@ class Plugins:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._builtin: set[str] = set()
+        #: :meth:`startup` ran and :meth:`shutdown` has not yet.
+        self._started = False
         self._versions: dict[str, str | None] = {}
         #: Where each plugin came from, for the error when two share a name.
         self._origins: dict[str, str] = {}
@@ -505,9 +507,16 @@ class Plugins:
         return owners
 
     async def startup(self, engine: EngineAPI) -> None:
+        self._started = True
         await self._call_each("callrouter_startup", {"engine": engine}, timeout=30.0)
 
     async def shutdown(self, engine: EngineAPI, *, timeout: float = 10.0) -> None:
+        """``callrouter_shutdown``, once, and only after :meth:`startup`: a
+        start refused before it (rule problems, a failed login) shuts down
+        no plugin, which then never sees a shutdown without its startup."""
+        if not self._started:
+            return
+        self._started = False
         await self._call_each("callrouter_shutdown", {"engine": engine}, timeout=timeout)
 
     async def event(self, event: Event, call: Call | None) -> None:

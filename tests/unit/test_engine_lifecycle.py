@@ -227,3 +227,57 @@ async def test_one_sigterm_drains_for_drain_timeout_in_all(
     took = loop.time() - began
     assert 0.9 <= took < 1.7, took
     assert decision.cancelled()
+
+
+class _Lifecycle:
+    """Records its startup and shutdown; ``fail_register`` breaks its register."""
+
+    def __init__(
+        self, name: str, *, fail_register: bool = False, fail_startup: bool = False
+    ) -> None:
+        self.__name__ = name
+        self.calls: list[str] = []
+        self.fail_register = fail_register
+        self.fail_startup = fail_startup
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        if self.fail_register:
+            raise RuntimeError("boom in register")
+
+    @hookimpl
+    def callrouter_startup(self) -> None:
+        self.calls.append("startup")
+        if self.fail_startup:
+            raise RuntimeError("boom in startup")
+
+    @hookimpl
+    def callrouter_shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
+async def test_a_refused_start_shuts_down_no_plugin(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """A start refused (here: a plugin's register raised) ran no startup, so
+    no plugin gets a shutdown either (hookspecs.callrouter_shutdown)."""
+    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
+    broken, bystander = _Lifecycle("broken", fail_register=True), _Lifecycle("bystander")
+    with pytest.raises(RulesRefused):
+        await engine_factory(tmp_path / "rules.yaml", plugins=[broken, bystander])
+    assert broken.calls == []
+    assert bystander.calls == []
+
+
+async def test_shutdown_follows_a_startup_once(
+    engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """Each plugin whose startup was called gets one shutdown, even one whose
+    startup raised (it may have opened something before)."""
+    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
+    good, failing = _Lifecycle("good"), _Lifecycle("failing", fail_startup=True)
+    engine = await engine_factory(tmp_path / "rules.yaml", plugins=[good, failing], serve=False)
+    assert good.calls == failing.calls == ["startup"]
+    await engine.stop()
+    await engine.stop()
+    assert good.calls == failing.calls == ["startup", "shutdown"]
