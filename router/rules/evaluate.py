@@ -50,6 +50,15 @@ class _Rejected(Exception):
     """The rule's actions could not be rendered into something executable."""
 
 
+class _ActionFailed(Exception):
+    """An action's ``filled`` or ``rendered`` raised something else than
+    ValueError: its plugin's bug, named in the trace (:func:`_failure`)."""
+
+    def __init__(self, action: str, what: str, exc: Exception) -> None:
+        super().__init__(action, what, exc)
+        self.action, self.what, self.exc = action, what, exc
+
+
 _Memo = dict[tuple[Any, ...], tuple[Any, str | None]]
 
 
@@ -104,7 +113,7 @@ async def evaluate_rules(
             try:
                 passed = evaluator.evaluate(rule.condition)
             except Exception as exc:  # fail open: a broken rule is skipped, never fatal
-                append(RuleTrace(rule.name, rule.location, "error", "if", _failure(exc)))
+                append(RuleTrace(rule.name, rule.location, "error", "if", _failure(exc, registry)))
                 continue
             if not passed:
                 append(rule.false_if_trace)
@@ -171,11 +180,15 @@ def may_ask(
     return False
 
 
-def _failure(exc: Exception) -> str:
+def _failure(exc: Exception, registry: Registry) -> str:
     """A rule's run-time error as the trace says it: ``is_vip() raised
-    RuntimeError: ...`` for a function's, ``ZeroDivisionError: ...`` else."""
+    RuntimeError: ...`` for a function's, ``action 'crm_act': plugin 'crm'
+    failed in its filled: RuntimeError(...)`` for an action's check,
+    ``ZeroDivisionError: ...`` else."""
     if isinstance(exc, FunctionFailed):
         return str(exc)
+    if isinstance(exc, _ActionFailed):
+        return registry.action_failed(exc.action, exc.what, exc.exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -273,7 +286,7 @@ async def _run_rule(
     except Exception as exc:  # fail open: a broken rule is skipped, never fatal
         entry.status = "error"
         entry.stage = stage
-        entry.detail = _failure(exc)
+        entry.detail = _failure(exc, registry)
     finally:
         evaluator.names = names
     return entry
@@ -396,6 +409,8 @@ def _render(
                     check_filled(written, key, part)
             except ValueError as exc:  # a 1C answer's ',' in an application's data
                 raise _Rejected(f"action {action.kind!r}: {exc}") from None
+            except Exception as exc:
+                raise _ActionFailed(action.kind, "filled", exc) from exc
             parts.clear()
         if text is None:
             left_out[key] = f"template {value.source!r} gave nothing"
@@ -426,6 +441,8 @@ def _render(
             action.spec.rendered(filled)
         except ValueError as exc:  # e.g. a lookup's extension that is not a safe location
             raise _Rejected(f"action {action.kind!r}: {exc}") from None
+        except Exception as exc:
+            raise _ActionFailed(action.kind, "rendered", exc) from exc
     if listing and action.kind == "redirect":
         # Written in the file or filled in: the listing judges both (a dict
         # lookup, then a set lookup). It may be older than a `dialplan reload`,

@@ -228,6 +228,15 @@ class Registry:
     registering: str | None = None
     owners: dict[str, str] = field(default_factory=dict)
 
+    def action_failed(self, action: str, what: str, exc: Exception) -> str:
+        """A plugin action's ``check``, ``routes``, ``filled`` or ``rendered``
+        raised something else than the ValueError that refuses a rule: a bug
+        of that plugin, said against the rule and naming it, never as
+        callrouter's."""
+        owner = self.owners.get(f"action:{action}")
+        who = f"plugin {owner!r}" if owner is not None else "its plugin"
+        return f"action {action!r}: {who} failed in its {what}: {exc!r}"
+
     def checkpoint(self) -> Registry:
         """A copy to go back to with :meth:`roll_back`.
 

@@ -525,11 +525,9 @@ def _action(item: Node, registry: Registry, out: _Collector) -> ActionDecl | Non
 
 def _plugin_failed(registry: Registry, spec: ActionSpec, what: str, exc: Exception) -> str:
     """A plugin's ``check`` or ``routes`` raised something else than the
-    ValueError that refuses a rule: a bug of that plugin, said against the rule
-    (the file's other rules load) and naming it, never as callrouter's."""
-    owner = registry.owners.get(f"action:{spec.name}")
-    who = f"plugin {owner!r}" if owner is not None else "its plugin"
-    return f"action {spec.name!r}: {who} failed in its {what}: {exc!r}"
+    ValueError that refuses a rule: that rule's error (the file's other rules
+    load), naming the plugin (:meth:`Registry.action_failed`)."""
+    return registry.action_failed(spec.name, what, exc)
 
 
 def _check_params(

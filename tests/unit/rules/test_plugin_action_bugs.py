@@ -10,15 +10,19 @@ other rules. It is now that rule's error, located and naming the plugin.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from router.plugin_registry import plugin_registry
-from router.rules import load_rules
+from router.rules import Context, load_rules
+from router.rules.context import Caller
 from router.rules.registry import ActionSpec, ParamSpec
 
+NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 RULES = """version: 1
 rules:
   - name: tag
@@ -78,3 +82,42 @@ def test_routes_is_asked_of_the_parameters_as_written(tmp_path: Path) -> None:
     )
     (error,) = load_rules([path], registry).errors
     assert "action 'crm_act' moves or ends the call, so the rule cannot have" in str(error)
+
+
+def _boom_filled(params: Mapping[str, object], key: str, text: str) -> None:
+    raise RuntimeError("boom in filled")
+
+
+def _boom_rendered(params: Mapping[str, str]) -> None:
+    raise RuntimeError("boom in rendered")
+
+
+@pytest.mark.parametrize(
+    ("spec", "what"),
+    [
+        (ActionSpec("crm_act", (ParamSpec("x"),), filled=_boom_filled), "filled"),
+        (ActionSpec("crm_act", (ParamSpec("x"),), rendered=_boom_rendered), "rendered"),
+    ],
+)
+def test_a_plugin_action_filled_or_rendered_that_raises_names_the_plugin(
+    tmp_path: Path, spec: ActionSpec, what: str
+) -> None:
+    """A ``filled`` or ``rendered`` raising something else than ValueError is
+    the plugin's bug: the rule's error (stage ``do``) names the plugin, the
+    next rule routes the call."""
+    registry = plugin_registry()
+    registry.registering = "crm"
+    registry.add_action(spec)
+    registry.registering = None
+    path = tmp_path / "crm.yaml"
+    path.write_text(RULES.replace('{y: "1"}', '{x: "{caller.number}"}'), encoding="utf-8")
+    ruleset = load_rules([path], registry)
+    assert ruleset.errors == ()
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    tag = outcome.trace.rules[0]
+    assert (tag.status, tag.stage) == ("error", "do")
+    assert tag.detail == (
+        f"action 'crm_act': plugin 'crm' failed in its {what}: RuntimeError('boom in {what}')"
+    )
