@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,8 +66,14 @@ ActionHandler = Callable[["SentAction"], Reply | Awaitable[Reply]]
 
 
 @dataclass(frozen=True, slots=True)
-class SentAction:
-    """One action as the fake Asterisk received it (form fields, in order)."""
+class SentAction(Mapping[str, str]):
+    """One action as the fake Asterisk received it (form fields, in order).
+
+    A read-only mapping of those fields, ``Action`` and ``ActionID`` among
+    them, looked up in any case as Asterisk does (``sent["channel"]``,
+    ``dict(sent)``): a header sent more than once (``Variable``) gives its
+    first value, :meth:`getall` all of them; :attr:`fields` is what was sent.
+    """
 
     name: str
     fields: tuple[tuple[str, str], ...]
@@ -78,13 +84,17 @@ class SentAction:
     def action_id(self) -> str | None:
         return self.get("ActionID")
 
-    def get(self, key: str, default: str | None = None) -> str | None:
-        """First value of a field, looked up case-insensitively (like Asterisk)."""
-        low = key.lower()
-        for k, v in self.fields:
-            if k.lower() == low:
-                return v
-        return default
+    def __iter__(self) -> Iterator[str]:
+        """The field names in the order sent, each once (as first spelled)."""
+        seen: set[str] = set()
+        for k, _ in self.fields:
+            low = k.lower()
+            if low not in seen:
+                seen.add(low)
+                yield k
+
+    def __len__(self) -> int:
+        return len({k.lower() for k, _ in self.fields})
 
     @property
     def probe(self) -> bool:
@@ -104,10 +114,13 @@ class SentAction:
         return [v for k, v in self.fields if k.lower() == low]
 
     def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
+        """First value of a field, looked up case-insensitively (like Asterisk)."""
+        if isinstance(key, str):
+            low = key.lower()
+            for k, v in self.fields:
+                if k.lower() == low:
+                    return v
+        raise KeyError(key)
 
     def params(self) -> dict[str, str]:
         """Fields without ``Action`` and ``ActionID`` (last value wins)."""

@@ -652,3 +652,32 @@ def test_sandbox_fails_when_required(
     result = pytester.runpytest(*KIT)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*Asterisk sandbox could not be started: debootstrap needs root*"])
+
+
+async def test_a_sent_action_is_a_mapping_of_its_fields(
+    ajam_client: AJAMClient, ajam_replay: ReplayAsterisk
+) -> None:
+    """``dict(sent)`` failed with ``AttributeError: 'int' object has no
+    attribute 'lower'`` (iteration fell back on ``sent[0]``): a SentAction is
+    a read-only mapping of the fields as sent, looked up in any case."""
+    from collections.abc import Mapping
+
+    await ajam_client.send(
+        "UserEvent", {"UserEvent": "Probe", "Channel": "PJSIP/101-1", "Note": "a"}
+    )
+    [sent] = ajam_replay.sent("UserEvent")
+    assert isinstance(sent, Mapping)
+    fields = dict(sent)
+    assert fields["Channel"] == "PJSIP/101-1"
+    assert fields["Action"] == "UserEvent"
+    assert list(sent) == [k for k, _ in sent.fields]  # in order, as sent
+    assert len(sent) == len(sent.fields)
+    assert sent["channel"] == sent.get("CHANNEL") == "PJSIP/101-1"
+    assert "note" in sent
+    assert "Missing" not in sent
+    assert 0 not in sent
+    assert sent.get("Missing") is None
+    assert sent.get("Missing", "x") == "x"
+    with pytest.raises(KeyError):
+        sent["Missing"]
+    assert dict(sent.items()) == fields
