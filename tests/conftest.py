@@ -7,7 +7,10 @@ sandbox fixtures live in ``tests/integration/conftest.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +28,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(INTEGRATION_DIR):
             item.add_marker(pytest.mark.integration)
+
+
+#: The installed plugins (entry points) the tests know: the 1C plugin, which
+#: ``make install`` installs from plugins/onec (the docs' rules ask its
+#: ``onec.responsible``), by entry point and distribution.
+SHIPPED_ENTRY_POINTS = frozenset({("onec", "callrouter-onec")})
+
+
+@pytest.fixture
+def only_shipped_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugin discovery finds the built-ins and the 1C plugin only, whatever
+    else is installed in the virtualenv: a plugin author's own plugin (the
+    example's ``vip``, a CRM plugin) would add names the guides do not list
+    and tables ``callrouter check --config`` would want, and fail tests that
+    hold the docs to what the repository ships. Other entry points, and a
+    fake one a test installs after this, are left as they are."""
+    found = metadata.entry_points
+
+    def entry_points(**params: Any) -> Iterable[metadata.EntryPoint]:
+        points = found(**params)
+        if params.get("group") != "callrouter":
+            return points
+        return [
+            point
+            for point in points
+            if point.dist is not None
+            and (point.name, point.dist.name.replace("_", "-").lower()) in SHIPPED_ENTRY_POINTS
+        ]
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)

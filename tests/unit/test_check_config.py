@@ -15,6 +15,10 @@ import pytest
 from router import hookimpl
 from router.cli import main
 
+# The built-in plugins and the 1C plugin, not whatever else is installed
+# (tests/conftest.py; test_tests_ignore_third_party_plugins.py holds it).
+pytestmark = pytest.mark.usefixtures("only_shipped_plugins")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 HOURS = """version: 1

@@ -10,6 +10,10 @@ import pytest
 
 from router.rules import Registry, load_rules
 
+# The built-in plugins and the 1C plugin, not whatever else is installed
+# (tests/conftest.py; test_tests_ignore_third_party_plugins.py holds it).
+pytestmark = pytest.mark.usefixtures("only_shipped_plugins")
+
 ROOT = Path(__file__).resolve().parents[3]
 GUIDES = [ROOT / "docs" / "rules.md", ROOT / "docs" / "ru" / "rules.md"]
 HEADER = """version: 1
