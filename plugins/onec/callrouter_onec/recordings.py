@@ -100,6 +100,8 @@ KEEP_DONE_DAYS: Final = 30
 PRUNE_BATCH: Final = 1000
 #: Seconds between two prunes of the queue.
 PRUNE_EVERY: Final = 60.0
+#: Unforeseen upload failures remembered as logged with their traceback.
+UNEXPECTED_KEPT: Final = 1000
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS uploads (
     call_id TEXT NOT NULL,
@@ -474,6 +476,8 @@ class RecordingUploader:
         self._prune_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: Unforeseen failures already logged with their traceback (:meth:`_log_unexpected`).
+        self._unexpected: set[tuple[str, str, str]] = set()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -549,6 +553,33 @@ class RecordingUploader:
         self.queue.fail(upload, reason)
         self.store.upload_failed(upload.call_id, upload.part, upload.sha256, reason)
 
+    def _log_unexpected(self, upload: Upload, exc: Exception, wait: float) -> None:
+        """An unforeseen failure of one upload: its traceback once per file and kind
+        of failure, a WARNING line for each repeat (its backoff spaces them)."""
+        key = (upload.event_id, upload.sha256, type(exc).__name__)
+        if key in self._unexpected:
+            log.warning(
+                "onec: recording %s (%s) not delivered again (%s: %s); retrying in %.0f s",
+                upload.event_id,
+                upload.file,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+            return
+        if len(self._unexpected) >= UNEXPECTED_KEPT:
+            self._unexpected.clear()
+        self._unexpected.add(key)
+        log.error(
+            "onec: recording %s (%s) not delivered: unexpected %s: %s; retrying in %.0f s",
+            upload.event_id,
+            upload.file,
+            type(exc).__name__,
+            exc,
+            wait,
+            exc_info=exc,
+        )
+
     def _backoff(self, attempts: int) -> float:
         delay: float = min(self.retry_max, self.retry_min * 2.0 ** min(attempts, 20))
         return delay * (0.8 + 0.4 * random.random())
@@ -581,6 +612,16 @@ class RecordingUploader:
                 exc,
                 wait,
             )
+            return False
+        except Exception as exc:
+            # A bug, or a 1C answer nobody foresaw: a failed attempt like any other
+            # (counted, put off), or the same file would raise again at every step,
+            # a traceback each second, and every upload behind it would wait.
+            self.failures += 1
+            wait = self._backoff(upload.attempts)
+            error = f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self.queue.retry, upload, error, time.time() + wait)
+            self._log_unexpected(upload, exc, wait)
             return False
         self.failures = 0
         await asyncio.to_thread(self.queue.done, upload)

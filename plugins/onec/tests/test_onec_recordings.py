@@ -901,3 +901,46 @@ async def test_a_refused_upload_is_listed_in_the_catalog_and_sent_again_only_whe
     (stored,) = double.recordings.stored
     assert stored.data == AUDIO
     assert delivered(RecordingStore(tmp_path / "state")).state == "delivered"
+
+
+class _BrokenOneC(OneCRecordings):
+    """An upload raising what no branch foresaw (a bug, an unforeseen 1C answer)."""
+
+    async def status(self, upload: Upload) -> TransferStatus:
+        return TransferStatus(0, False)
+
+    async def put(self, upload: Upload, start: int, data: bytes) -> TransferStatus:
+        raise KeyError("received")
+
+
+async def test_an_unforeseen_error_in_one_upload_is_a_failed_attempt_logged_once(
+    tmp_path: Path, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: ``deliver`` caught only refusals and OSError; anything else (a KeyError
+    from a 1C answer nobody foresaw) left the upload due at once and raised out of
+    every step, a traceback each second, and no recording behind it reached 1C. It is
+    now a failed attempt: counted, put off, its traceback logged once per file."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    await up.remote.aclose()
+    up.remote = _BrokenOneC(settings)
+    caplog.set_level(logging.WARNING, "callrouter_onec.recordings")
+    try:
+        assert await up.step() == 0
+        assert await up.step() == 0
+        assert up.queue.counts() == {"pending": 1}
+        (attempts, last) = up.queue._db.execute(
+            "SELECT attempts, last_error FROM uploads"
+        ).fetchone()
+    finally:
+        await close_uploads(up)
+    assert attempts == 2
+    assert last == "KeyError: 'received'"
+    assert up.failures == 2
+    records = [r for r in caplog.records if r.name == "callrouter_onec.recordings"]
+    assert [r.levelname for r in records] == ["ERROR", "WARNING"]
+    assert records[0].exc_info is not None
+    assert str(tmp_path / f"{CALL}-mix.wav") in records[0].getMessage()
+    assert "KeyError" in records[1].getMessage()
+    assert records[1].exc_info is None
+    assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
