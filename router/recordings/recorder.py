@@ -198,7 +198,11 @@ class Recorder:
             return
         usage = await asyncio.to_thread(self.store.usage)
         if self._queue is not None:
-            self._queue.update(usage.counts.get("closed", 0), usage.oldest_undelivered_at)
+            # Only files on their way: one the receiver gave up on (a refused upload)
+            # waits for `callrouter recordings retry`, not in the queue, and counted
+            # it would keep an alert on the queue's age firing for ever.
+            waiting = usage.counts.get("closed", 0) - usage.upload_failed
+            self._queue.update(max(0, waiting), usage.oldest_waiting_at)
         if self._bytes is not None:
             self._bytes.labels("on_disk").set(usage.bytes_on_disk)
             self._bytes.labels("undelivered").set(usage.undelivered_bytes)

@@ -10,12 +10,13 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
 
 from router.errors import RulesRefused
-from router.metrics import exposition
+from router.metrics import Metrics, exposition
 from router.recordings.recorder import Recorder
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import RecordingStore
@@ -115,6 +116,42 @@ async def test_record_hands_the_file_named_after_the_call_to_the_dialplan_and_cl
     text = exposition(engine.metrics).decode()
     assert 'callrouter_queue_depth{queue="recordings"} 1.0' in text
     assert f'callrouter_recordings_bytes{{kind="undelivered"}} {float(row.size or 0)}' in text
+
+
+async def test_the_recordings_queue_metric_counts_only_files_on_their_way(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: an upload the receiver gave up on (1C refused it) counted in
+    callrouter_queue_depth{queue="recordings"} and its oldest age: an alert on the
+    queue's age fired for ever for one refused file. Only waiting files count."""
+    store = RecordingStore(tmp_path / "state")
+    for call_id, closed_at in (("1.1", 1000.0), ("1.2", 2000.0), ("1.3", 3000.0)):
+        path = tmp_path / f"{call_id}-mix.wav"
+        path.write_bytes(b"RIFF")
+        name = SimpleNamespace(call_id=call_id, part="mix", format="wav")
+        (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
+        store.mark_closed(
+            row.id,
+            file=path,
+            content_type="audio/wav",
+            size=4,
+            sha256="a" * 64,
+            duration=1.0,
+            now=closed_at,
+        )
+    # The oldest refused by 1C, the next delivered: one file is still on its way.
+    assert store.upload_failed("1.1", "mix", "a" * 64, "1C refused it")
+    assert store.confirm("1.2", "mix", "a" * 64, "onec")
+    recorder = Recorder()
+    metrics = Metrics(event_names=())
+    recorder.callrouter_metrics(metrics)
+    recorder.store = store
+    try:
+        await recorder.refresh_metrics()
+    finally:
+        store.close()
+    gauge = metrics.queue("recordings")
+    assert (gauge.depth, gauge.oldest) == (1, 3000.0)
 
 
 async def test_both_legs_hand_three_files_to_the_dialplan(
