@@ -56,7 +56,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
+from router.recordings.store import create_private
 
 __all__ = [
     "FILENAME",
@@ -174,8 +174,9 @@ class FeedStore:
         self._overflowing = False
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The file holds callers' numbers and 1C's cards: 0600 before SQLite
-        # opens it (its -wal and -shm files take the database file's mode).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # opens it (its -wal and -shm files take the database file's mode); an
+        # existing one is never opened (closing it would drop this process's locks).
+        create_private(path)
         self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -221,7 +221,7 @@ class HistoryQueue:
         self.max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
-        _create_private(target)
+        create_private(target)
         self._db = sqlite3.connect(
             target, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
@@ -531,22 +531,27 @@ def _age(seconds: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
-def _create_private(target: Path) -> None:
+def create_private(target: Path) -> None:
     """Create the database file ``0600`` before SQLite opens it.
 
     SQLite creates its ``-wal``, ``-shm`` and ``-journal`` files with the mode
     of the database file, so this one ``open`` covers all four, with no
     process-wide umask change (which would race other threads creating files).
-    An existing file is tightened too: earlier versions created it ``0644``.
+    An existing file is tightened too (earlier versions created it ``0644``),
+    by its name, never opened: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, its open SQLite connections' too,
+    and the next other process to close the file (a ``callrouter`` command)
+    would take itself for the last, checkpoint and delete the WAL this one goes
+    on writing into (as ``router.RecordingStore`` did, issue 16).
     """
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        with contextlib.suppress(OSError):  # not ours to change (another owner)
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        with contextlib.suppress(OSError):
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)  # a new file: no connection of this process has it open
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):  # absent, or not ours to change
             os.chmod(f"{target}{suffix}", 0o600)
 
 

@@ -68,6 +68,7 @@ from callrouter_onec.client import (
     transport_problem,
 )
 from callrouter_onec.errors import OneCUnavailable
+from callrouter_onec.history import create_private
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -147,10 +148,8 @@ class UploadQueue:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o600)
-        os.close(fd)
+        # 0600 before SQLite opens it, an existing file never opened (the locks).
+        create_private(path)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -123,3 +125,42 @@ async def test_rows_are_pruned_while_running(tmp_path: Path) -> None:
     finally:
         await sender.stop()
         queue.close()
+
+
+def _count_elsewhere(path: Path, table: str) -> int:
+    """Rows of ``table`` as another process sees them (opened, read, closed)."""
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        f"print(db.execute('SELECT COUNT(*) FROM {table}').fetchone()[0]); db.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_a_second_queue_in_the_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Issue 16: each HistoryQueue opened and closed the file before SQLite did, which
+    dropped the POSIX locks of the process's connections already open; the next other
+    process to close the file (a callrouter command) took itself for the last and
+    deleted the WAL the first queue went on writing into, unseen by anyone else."""
+    first = HistoryQueue(tmp_path)
+    second = HistoryQueue(tmp_path)
+    try:
+        assert first.enqueue(event(1))
+        assert _count_elsewhere(first.path, "events") == 1
+        assert Path(f"{first.path}-wal").exists()
+        assert first.enqueue(event(2))
+        assert _count_elsewhere(first.path, "events") == 2
+    finally:
+        second.close()
+        first.close()
+
+
+def test_an_existing_history_file_is_made_private(tmp_path: Path) -> None:
+    HistoryQueue(tmp_path).close()
+    path = tmp_path / FILENAME
+    path.chmod(0o644)
+    HistoryQueue(tmp_path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -10,6 +10,8 @@ import hashlib
 import logging
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -944,3 +946,41 @@ async def test_an_unforeseen_error_in_one_upload_is_a_failed_attempt_logged_once
     assert "KeyError" in records[1].getMessage()
     assert records[1].exc_info is None
     assert delivered(RecordingStore(tmp_path / "state")).state == "closed"
+
+
+def _uploads_elsewhere(path: Path) -> int:
+    """The queue's rows as another process sees them (opened, read, closed)."""
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        "print(db.execute('SELECT COUNT(*) FROM uploads').fetchone()[0]); db.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_a_second_upload_queue_in_the_process_keeps_the_first_ones_locks(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: UploadQueue opened and closed the file before SQLite did, dropping the
+    POSIX locks of the process's connections already open: the next other process to
+    close it deleted the WAL the first queue went on writing into."""
+    store = closed_recording(tmp_path)
+    (rec,) = store.closed()
+    path = tmp_path / "state" / FILENAME
+    first = UploadQueue(path)
+    second = UploadQueue(path)
+    try:
+        assert _uploads_elsewhere(path) == 0
+        assert Path(f"{path}-wal").exists()
+        assert first.add(rec)
+        assert _uploads_elsewhere(path) == 1
+    finally:
+        second.close()
+        first.close()
+        store.close()
+    path.chmod(0o644)
+    UploadQueue(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -9,6 +9,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -815,3 +817,34 @@ async def test_a_position_far_past_the_clock_and_every_event_is_left_out(
         assert kept < cursor <= int(clock.now * 1_000_000) + 1
         assert len(warned) == 1, warned
     await again.aclose()
+
+
+def _meta_elsewhere(path: Path) -> int:
+    """The feed file's meta rows as another process sees them (opened, read, closed)."""
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        "print(db.execute('SELECT COUNT(*) FROM meta').fetchone()[0]); db.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_a_second_feed_store_in_the_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Issue 16: FeedStore opened and closed the file before SQLite did, dropping the
+    POSIX locks of the process's connections already open on it: the next other process
+    to close the file deleted the WAL the first store went on writing into."""
+    path = tmp_path / FILENAME
+    first = FeedStore(path)
+    second = FeedStore(path)
+    try:
+        assert _meta_elsewhere(path) == 0
+        assert Path(f"{path}-wal").exists()
+        first._db.execute("INSERT INTO meta (key, value) VALUES ('probe', 1)")
+        first._db.commit()
+        assert _meta_elsewhere(path) == 1
+    finally:
+        second.close()
+        first.close()
