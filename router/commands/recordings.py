@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from router.commands._offline import load_offline, refuse_another_owner, service_state_dir
+from router.config import PluginSettings
 from router.errors import ConfigError
 from router.logsafe import escape_controls
 from router.recordings.files import open_regular
@@ -91,6 +92,8 @@ def register(subparsers: Any) -> None:
 
 #: Failed uploads ``status`` names one a line, and lists in ``--json``.
 _SHOWN: Final = 10
+#: The plugin that sends recordings to 1C (its ``[plugins.onec]`` table).
+ONEC: Final = "onec"
 _LISTED: Final = 100
 
 
@@ -256,6 +259,17 @@ def _why_not(rec: Recording) -> str:
     return f"its file was removed ({rec.note[:200]})"
 
 
+def _onec_off(plugins: PluginSettings) -> str:
+    """Why the 1C plugin, the one that sends recordings, would not run; "" when it would."""
+    if ONEC not in plugins.settings:
+        return f"router.toml has no [plugins.{ONEC}] table: the 1C plugin is off"
+    if ONEC in plugins.disabled:
+        return f"[plugins] disabled lists {ONEC!r}: the 1C plugin is off"
+    if plugins.enabled and ONEC not in plugins.enabled:
+        return f"[plugins] enabled does not list {ONEC!r}: the 1C plugin is off"
+    return ""
+
+
 def run_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.failed):
         raise ConfigError(
@@ -267,6 +281,15 @@ def run_retry(args: argparse.Namespace) -> int:
     settings = offline.config.recordings
     if settings is None:
         print("callrouter recordings: router.toml has no [recordings] table: recordings are off")
+        return 1
+    off = _onec_off(offline.config.plugins)
+    if off:
+        # Nothing would take the request up: saying "queued for 1C again" would be
+        # a promise nobody keeps, so nothing is asked.
+        print(
+            f"callrouter recordings retry: {off}: nothing would send the files to 1C; "
+            "nothing was asked (turn the 1C plugin on, then run this again)"
+        )
         return 1
     state_dir = service_state_dir(offline.config, "recordings retry")
     # It writes in the service's catalog (and SQLite's -wal/-shm beside it when the

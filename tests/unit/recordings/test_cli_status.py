@@ -23,6 +23,12 @@ dir = "/var/spool/asterisk/monitor"
 max_bytes = 1000
 hard_cap_bytes = 1000
 """
+#: The 1C plugin on: what sends recordings, so what `recordings retry` asks.
+ONEC = """[plugins.onec]
+url = "http://1c.example/hs/callrouter"
+username = "router"
+password = "x"
+"""
 
 
 def test_status_prints_states_bytes_and_warns_near_the_hard_cap(
@@ -165,7 +171,7 @@ def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
 ) -> None:
     """Before: a failed upload could be sent again only by editing SQLite by hand."""
     config = tmp_path / "router.toml"
-    config.write_text(TOML, encoding="utf-8")
+    config.write_text(TOML + ONEC, encoding="utf-8")
     store = RecordingStore(tmp_path / "state")
     good = _closed(store, tmp_path, "5.1", b"g" * 50)
     changed = _closed(store, tmp_path, "5.2", b"c" * 50)
@@ -209,3 +215,32 @@ def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
     assert "is neither a call id" in capsys.readouterr().err
     assert main(["recordings", "retry", "--config", str(config)]) == 1
     assert "give the call ids (CALL_ID or CALL_ID/PART) or --failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("plugins", "why"),
+    [
+        ("", "router.toml has no [plugins.onec] table: the 1C plugin is off"),
+        ('[plugins]\ndisabled = ["onec"]\n' + ONEC, "[plugins] disabled lists 'onec'"),
+        ('[plugins]\nenabled = ["textfuncs"]\n' + ONEC, "[plugins] enabled does not list 'onec'"),
+    ],
+)
+def test_retry_with_the_1c_plugin_off_asks_nothing_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plugins: str, why: str
+) -> None:
+    """Issue 16: with [plugins.onec] off nothing picks a retry up, yet the command said
+    'queued for 1C again' and exited 0; it now says why and asks nothing (exit 1)."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML + plugins, encoding="utf-8")
+    store = RecordingStore(tmp_path / "state")
+    row = _closed(store, tmp_path, "7.1", b"g" * 50)
+    assert store.upload_failed(row.call_id, "mix", row.sha256 or "", "1C refused it: 400")
+    store.close()
+    assert main(["recordings", "retry", "--failed", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert why in out
+    assert "nothing would send the files to 1C; nothing was asked" in out
+    assert "queued for 1C again" not in out
+    (after,) = RecordingStore(tmp_path / "state").closed()
+    assert after.retry_asked_at is None
+    assert after.upload_error == "1C refused it: 400"
