@@ -26,12 +26,27 @@ __all__ = ["KEY_NAME", "Signer", "load_key"]
 
 KEY_NAME: Final = "recordings.key"
 _MIN_KEY: Final = 16
+#: Bytes of the key file read at most (a 64-digit key and a newline need 65).
+_MAX_KEY_FILE: Final = 4096
+
+
+def _read_key(path: Path) -> str:
+    """The key file's text, at most :data:`_MAX_KEY_FILE` bytes of ASCII; a ValueError
+    naming the file for anything else (a UnicodeDecodeError named no file)."""
+    with path.open("rb") as fh:
+        data = fh.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise ValueError(f"{path}: the recordings key file is longer than {_MAX_KEY_FILE} bytes")
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the recordings key must be hex (ASCII)") from None
 
 
 def load_key(path: Path, *, create: bool = True) -> bytes:
     """The signing key in ``path`` (hex), made 0600 on first use when ``create``."""
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = _read_key(path)
     except FileNotFoundError:
         if not create:
             raise
@@ -39,7 +54,7 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as out:
             out.write(secrets.token_hex(32) + "\n")
-        text = path.read_text(encoding="ascii").strip()
+        text = _read_key(path)
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -96,3 +96,15 @@ def test_the_key_is_generated_once_0600(tmp_path: Path) -> None:
     path.write_text("abcd\n")
     with pytest.raises(ValueError, match="at least 16 bytes"):
         load_key(path)
+
+
+def test_a_key_file_of_no_ascii_or_too_long_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    """Issue 16: non-ASCII bytes in recordings.key raised a bare UnicodeDecodeError that
+    named no file; and the file was read whole, however large."""
+    path = tmp_path / "recordings.key"
+    path.write_bytes("ключ".encode() + b"\n")
+    with pytest.raises(ValueError, match=r"recordings\.key: the recordings key must be hex"):
+        load_key(path)
+    path.write_bytes(b"0" * 5000)
+    with pytest.raises(ValueError, match=r"recordings\.key: .* longer than 4096 bytes"):
+        load_key(path)
