@@ -143,6 +143,19 @@ class Upload:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
 
 
+def _upload(r: list[Any]) -> Upload | None:
+    """An :class:`Upload` of a queue row's columns, or None when they do not fit one."""
+    call_id, part, sha256, file, size, content_type, duration, attempts = r
+    texts = (call_id, part, sha256, file, content_type)
+    if not all(isinstance(v, str) and v and "\0" not in v for v in texts):
+        return None
+    if not all(isinstance(v, int) and v >= 0 for v in (size, attempts)):
+        return None
+    if duration is not None and not isinstance(duration, int | float):
+        return None
+    return Upload(call_id, part, sha256, Path(file), size, content_type, duration, attempts)
+
+
 class UploadQueue:
     """The uploads still owed to 1C; survives restarts (SQLite, 0600)."""
 
@@ -197,14 +210,36 @@ class UploadQueue:
             return cursor.rowcount == 1
 
     def due(self, now: float | None = None, limit: int = 20) -> list[Upload]:
+        """The pending uploads whose time has come. A row this queue cannot have
+        written (a damaged or tampered file: no text where a name goes, no byte
+        count) is marked ``failed`` with an ERROR naming the file and row: built
+        as it was (``Path(None)``), it raised in every step and nothing went."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT call_id, part, sha256, file, size, content_type, duration, attempts "
-                "FROM uploads WHERE state = 'pending' AND next_at <= ? "
+                "SELECT rowid, call_id, part, sha256, file, size, content_type, duration, "
+                "attempts FROM uploads WHERE state = 'pending' AND next_at <= ? "
                 "ORDER BY next_at, queued_at LIMIT ?",
                 (time.time() if now is None else now, limit),
             ).fetchall()
-        return [Upload(r[0], r[1], r[2], Path(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        due: list[Upload] = []
+        for rowid, *r in rows:
+            upload = _upload(r)
+            if upload is not None:
+                due.append(upload)
+                continue
+            log.error(
+                "onec: %s: uploads row %d is not one callrouter wrote (%s); marked failed",
+                self.path,
+                rowid,
+                ", ".join(f"{type(v).__name__}" for v in r),
+            )
+            with self._lock:
+                self._db.execute(
+                    "UPDATE uploads SET state = 'failed', done_at = ?, last_error = ? "
+                    "WHERE rowid = ?",
+                    (time.time(), "a damaged queue row: not sent", rowid),
+                )
+        return due
 
     def _set(self, upload: Upload, sql: str, *args: object) -> None:
         with self._lock:

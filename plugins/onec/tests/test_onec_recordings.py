@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import logging
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -984,3 +985,46 @@ def test_a_second_upload_queue_in_the_process_keeps_the_first_ones_locks(
     path.chmod(0o644)
     UploadQueue(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_queue_row_the_plugin_cannot_have_written_is_failed_not_raised_each_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: due() built Path(None) from a row with no file (a damaged or tampered
+    queue whose table lacks NOT NULL): TypeError in every step, nothing delivered. The
+    row is now failed with an ERROR naming the file and row; the others go."""
+    path = tmp_path / "state" / FILENAME
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE uploads (call_id TEXT, part TEXT, sha256 TEXT, file TEXT, size INTEGER,"
+        " content_type TEXT, duration REAL, state TEXT NOT NULL DEFAULT 'pending',"
+        " attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,"
+        " last_error TEXT NOT NULL DEFAULT '', queued_at REAL NOT NULL, done_at REAL,"
+        " PRIMARY KEY (call_id, part, sha256))"
+    )
+    db.executemany(
+        "INSERT INTO uploads (call_id, part, sha256, file, size, content_type, duration,"
+        " queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("1.1", "mix", "a" * 64, None, 10, "audio/wav", 1.0, 1.0),
+            ("1.2", "mix", "b" * 64, "/x/1.2-mix.wav", "ten", "audio/wav", 1.0, 2.0),
+            ("1.3", "mix", "c" * 64, "/x/1.3-mix.wav", 10, "audio/wav", None, 3.0),
+        ],
+    )
+    db.commit()
+    db.close()
+    queue = UploadQueue(path)
+    try:
+        with caplog.at_level(logging.ERROR, "callrouter_onec.recordings"):
+            (upload,) = queue.due()
+        assert upload.call_id == "1.3"
+        assert upload.file == Path("/x/1.3-mix.wav")
+        assert queue.counts() == {"failed": 2, "pending": 1}
+        assert queue.due() == [upload]
+    finally:
+        queue.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert all(str(path) in e and "marked failed" in e for e in errors)
+    assert "uploads row 1 " in errors[0]
