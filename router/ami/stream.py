@@ -320,13 +320,13 @@ class EventStream:
                     self._last_ok = now
                     continue
                 except Exception as exc:  # AMIError, OSError, or a bug: never the end of the stream
+                    why = str(exc)
                     if isinstance(exc, AMIProtocolError):
-                        # Once an outage: something answering every try with a
-                        # page of its own (a proxy) would be a WARNING a second.
-                        told = failing_since is None and self._on_lost is None
-                        (log.warning if told else log.debug)(
-                            "event stream: bad reply from Asterisk: %s", exc
-                        )
+                        # Said in the loss's line, once an outage: something
+                        # answering every try with a page of its own (a proxy)
+                        # would be a WARNING a second.
+                        why = f"bad reply from Asterisk: {exc}"
+                        log.debug("event stream: %s", why)
                     elif not isinstance(exc, AMIError | OSError):
                         # A bug on our side, or input no parser foresaw: the stream
                         # carries on (a gap is reported), and the traceback is kept.
@@ -336,11 +336,13 @@ class EventStream:
                     self.failing = True
                     if failing_since is None:
                         failing_since = self._last_ok
+                        # One line a loss, with the url and the reason (the
+                        # native client leaves its own to DEBUG: router/ami/tcp.py).
                         if self._on_lost is None:
-                            log.warning("event stream lost Asterisk: %s", exc)
+                            log.warning("event stream lost Asterisk: %s; reconnecting", why)
                         else:
-                            log.debug("event stream lost Asterisk: %s", exc)
-                            self._on_lost(str(exc))
+                            log.debug("event stream lost Asterisk: %s", why)
+                            self._on_lost(why)
                     last_error = str(exc)
                     await asyncio.sleep(self._backoff.next_delay())
                     continue

@@ -442,6 +442,9 @@ class TCPClient(AMIActions[ActionResult]):
         self._unreported: str | None = None
         #: That connection: a newer one's events are held until it is reported.
         self._lost_conn: _Connection | None = None
+        #: ``wait_event`` was called: an event stream reads this client, and
+        #: says a lost connection itself (:meth:`_connection_lost` logs it at DEBUG).
+        self._polled = False
         #: Events of a session logged in while a loss was unreported.
         self._held: list[Event] = []
         self._held_bytes = 0
@@ -786,7 +789,12 @@ class TCPClient(AMIActions[ActionResult]):
             return
         now = time.monotonic()
         last = self._loss_logged
-        if last is None or now - last >= LOG_EVERY:
+        if self._polled:
+            # An event stream reads this client: it says the loss, once an
+            # outage, with this url and reason (router/ami/stream.py), and a
+            # WARNING here too told the service log each loss twice.
+            log.debug("AMI connection to %s lost: %s", self._endpoint, conn.error)
+        elif last is None or now - last >= LOG_EVERY:
             more = self._losses_unlogged
             self._loss_logged, self._losses_unlogged = now, 0
             log.warning(
@@ -1074,6 +1082,7 @@ class TCPClient(AMIActions[ActionResult]):
         """
         if self._wait_lock.locked():
             raise AMIError("a wait_event is already outstanding on this client")
+        self._polled = True
         async with self._wait_lock:
             if not (self._events or self._urgent):
                 if self._unreported is not None:

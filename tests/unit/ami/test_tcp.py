@@ -254,6 +254,39 @@ async def test_lost_connection_delivers_read_events_then_a_gap(fake: FakeAMI) ->
     await client.aclose()
 
 
+async def test_a_lost_connection_the_stream_meets_is_one_warning(
+    fake: FakeAMI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hcli31's trial: `callrouter run` logged one loss twice, the client's
+    `AMI connection to tcp://... lost: E` and the stream's `event stream lost
+    Asterisk: AMI connection to tcp://...: E`. Now one line, the stream's,
+    with the url, the reason and what happens next."""
+    caplog.set_level(logging.DEBUG, logger="router.ami")
+    client = TCPClient(settings(fake))
+    await client.login()
+    stream = EventStream(client, poll_timeout=1, backoff=Backoff(initial=0.01, maximum=0.02))
+    seen: list[Event | StreamGap] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            seen.append(item)
+            if isinstance(item, StreamGap):
+                stream.stop()
+
+    task = asyncio.ensure_future(consume())
+    fake.push(("Event", "Before"))
+    await until(lambda: bool(seen))
+    fake.close_all()
+    await asyncio.wait_for(task, 5)
+    await client.aclose()
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned[:-1] == [
+        f"event stream lost Asterisk: AMI connection to {fake.url}: "
+        "Asterisk closed the connection; reconnecting"
+    ]
+    assert warned[-1].startswith("event stream resumed after ")
+
+
 async def test_half_open_socket_is_detected_by_the_keepalive(fake: FakeAMI) -> None:
     async with TCPClient(settings(fake, ping_interval=0.6)) as client:
         fake.silent = True  # no answer, no FIN: what a dead peer looks like
