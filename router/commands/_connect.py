@@ -38,6 +38,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="settings file (default: ./router.toml)",
     )
+    add_asterisk_flags(group)
+
+
+def add_asterisk_flags(group: argparse._ArgumentGroup) -> None:
+    """The flags that override router.toml's ``[asterisk]`` keys, the same for
+    every command that talks to Asterisk (``callrouter check`` too):
+    :func:`asterisk_overrides` reads them."""
     group.add_argument(
         "--url",
         help="AJAM base URL (http://127.0.0.1:8088/asterisk, or https://) or native AMI "
@@ -86,8 +93,10 @@ class _RefuseSecret(argparse.Action):
         )
 
 
-def load_from_args(args: argparse.Namespace) -> Config:
-    overrides: dict[str, object] = {
+def asterisk_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The ``[asterisk]`` keys the flags of :func:`add_asterisk_flags` replace
+    (None: not given, router.toml's stands)."""
+    return {
         "asterisk.url": args.url,
         "asterisk.username": args.username,
         "asterisk.secret_env": args.secret_env,
@@ -98,7 +107,10 @@ def load_from_args(args: argparse.Namespace) -> Config:
         else (str(args.ca_file) if args.ca_file is not None else None),
         "asterisk.request_timeout": args.timeout,
     }
-    return load_config(args.config, overrides=overrides)
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, overrides=asterisk_overrides(args))
 
 
 def client_from_args(args: argparse.Namespace) -> AMIClient:

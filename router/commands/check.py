@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import zone
+from router.commands._connect import add_asterisk_flags, asterisk_overrides
 from router.commands._offline import Offline, load_offline
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan import LocationPolicy
@@ -80,21 +81,7 @@ def register(subparsers: Any) -> None:
     connection = parser.add_argument_group(
         "connection, for --asterisk and --manager-conf (override router.toml [asterisk])"
     )
-    connection.add_argument(
-        "--url",
-        help="AJAM base URL (http://127.0.0.1:8088/asterisk, or https://) or native AMI "
-        "(tcp://127.0.0.1:5038, or tls://HOST:5039 for AMI over TLS)",
-    )
-    connection.add_argument("--username", help="manager.conf user")
-    connection.add_argument(
-        "--secret-env", metavar="NAME", help="read the secret from this environment variable"
-    )
-    connection.add_argument(
-        "--ca-file",
-        type=Path,
-        metavar="PATH",
-        help="trust this CA (PEM) for a tls:// or https:// url (router.toml: verify)",
-    )
+    add_asterisk_flags(connection)
     parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
     parser.add_argument(
         "--location-pattern",
@@ -107,11 +94,9 @@ def register(subparsers: Any) -> None:
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The command line's replacements for router.toml keys (None: not given)."""
     overrides: dict[str, object] = {}
-    for key in ("url", "username", "secret_env"):
-        if getattr(args, key, None) is not None:
-            overrides[f"asterisk.{key}"] = getattr(args, key)
-    if getattr(args, "ca_file", None) is not None:
-        overrides["asterisk.verify"] = str(args.ca_file)
+    if hasattr(args, "url"):  # `check`'s, not `explain`'s: read as `ami` reads them
+        given = asterisk_overrides(args).items()
+        overrides.update((key, value) for key, value in given if value is not None)
     if getattr(args, "tz", None) is not None:
         overrides["plugins.timefuncs"] = {"timezone": args.tz}
     if getattr(args, "location_pattern", None) is not None:

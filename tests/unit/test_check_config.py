@@ -453,6 +453,48 @@ def test_check_takes_the_connection_flags_of_the_other_commands(
     assert "; the events callrouter asks for: add under [adm1]" in capsys.readouterr().out
 
 
+def test_check_takes_the_connection_flags_of_ami_and_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hcli31's trial: `callrouter check --asterisk --url tls://127.0.0.1:PORT
+    --insecure` failed with `unrecognized arguments: --insecure`: check had
+    --url, --username, --secret-env and --ca-file only, `ami` and `events` also
+    --auth, --format, --insecure and --timeout. Now the same flags, read alike."""
+    from router.cli import build_parser
+    from router.commands.check import plugin_registry
+
+    monkeypatch.chdir(ROOT / "examples")
+    monkeypatch.setenv("OTHER_SECRET", "s")
+    common = ["--config", "router.toml", "--username", "adm1", "--secret-env", "OTHER_SECRET"]
+    tls = ["--url", "tls://127.0.0.1:5039", "--insecure", "--auth", "md5", "--timeout", "3.5"]
+    asterisk = plugin_registry(build_parser().parse_args(["check", "--asterisk", *common, *tls]))
+    cfg = asterisk.config.asterisk
+    assert (cfg.url, cfg.verify, cfg.auth, cfg.request_timeout) == (
+        "tls://127.0.0.1:5039",
+        False,
+        "md5",
+        3.5,
+    )
+    ajam = ["--url", "http://127.0.0.1:8088/asterisk", "--auth", "digest", "--format", "mxml"]
+    cfg = plugin_registry(build_parser().parse_args(["check", *common, *ajam])).config.asterisk
+    assert (cfg.auth, cfg.format) == ("digest", "mxml")
+    # And, as for `ami`, the secret never on the command line.
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["check", *common, "--secret", "s"])
+    # Every connection flag of `ami` and `events`, a new one too.
+    import argparse
+
+    from router.commands._connect import add_connection_arguments
+
+    theirs = argparse.ArgumentParser()
+    add_connection_arguments(theirs)
+    subcommands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    checks = {o for a in subcommands.choices["check"]._actions for o in a.option_strings}
+    assert {o for a in theirs._actions for o in a.option_strings} <= checks
+
+
 def test_the_connection_flags_count_without_a_router_toml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,11 +52,11 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[str, st
             "usage: callrouter ",
             "callrouter: error: unrecognized argument: --verison (did you mean --version?)",
         ),
-        # Nothing close: no guess (--auth is not --tz).
+        # Nothing close: no guess (--follow is not --tz; check takes --auth now).
         (
-            ["check", "--auth", "cookie"],
+            ["check", "--follow", "3"],
             "usage: callrouter check ",
-            "callrouter check: error: unrecognized argument: --auth",
+            "callrouter check: error: unrecognized argument: --follow",
         ),
     ],
 )
