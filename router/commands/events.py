@@ -35,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=["*"],
         help="event names to print, * and ? as in a shell, any case (default: all)",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line; a gap in the stream is {"gap": {...}}',
+    )
     parser.add_argument(
         "--count",
         type=_event_count,
@@ -61,6 +65,19 @@ def format_event(event: Event, *, as_json: bool) -> str:
     if as_json:
         return json.dumps(event.to_dict(), ensure_ascii=False)
     return "".join(f"{k}: {v}\n" for k, v in event.fields)
+
+
+def format_gap(gap: StreamGap) -> str:
+    """A gap as ``--json`` prints it on standard output, between the events:
+    an object with no ``Event`` key but ``gap`` (operations.md)."""
+    told = {
+        "reason": gap.reason,
+        "since": round(gap.since, 3),
+        "resumed": round(gap.resumed, 3),
+        "seconds": round(gap.duration, 1),
+        "error": gap.error,
+    }
+    return json.dumps({"gap": told}, ensure_ascii=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,6 +168,9 @@ async def _print_events(args: argparse.Namespace) -> int:
                     f"# stream resumed after a {item.duration:.1f} s gap ({item.reason}); "
                     "events in between are lost"
                 )
+                if args.json:
+                    # A program reading the objects sees the gap too, in order.
+                    print(escape_json_line(format_gap(item)), flush=True)
                 continue
             # Caller names and numbers are the caller's to choose: no raw
             # escape sequence reaches the admin's terminal.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -65,11 +66,11 @@ def oversized_event_peer() -> Iterator[int]:
         server.server_close()
 
 
-def _events(port: int) -> subprocess.CompletedProcess[str]:
+def _events(port: int, *more: str) -> subprocess.CompletedProcess[str]:
     """`callrouter events --count 1` against the peer, as a real process: under
     pytest the root logger has handlers, and no last resort is used."""
     argv = [
-        *("events", "--count", "1", "--url", f"tcp://127.0.0.1:{port}"),
+        *("events", "--count", "1", *more, "--url", f"tcp://127.0.0.1:{port}"),
         *("--username", "watcher", "--auth", "plain", "--config", "/none.toml"),
     ]
     return subprocess.run(
@@ -105,6 +106,40 @@ def test_callrouter_events_says_a_loss_and_its_resume_once_each(
         f"# stream lost Asterisk: AMI connection to {peer}: {FLOOD}; reconnecting",
         "# stream resumed after a N s gap (reconnect); events in between are lost",
     ]
+
+
+def test_callrouter_events_json_tells_a_gap_on_standard_output(
+    oversized_event_peer: int,
+) -> None:
+    """hcli31's trial: `events --json` said a gap on standard error only, in
+    `#` lines: a program reading the objects could not see the loss and the
+    resume. The gap is an object of its own, before the events after it."""
+    done = _events(oversized_event_peer, "--json")
+    assert done.returncode == 0, done.stderr
+    gap, event = (json.loads(line) for line in done.stdout.splitlines())
+    assert event["Event"] == "Newchannel"
+    told = gap["gap"]
+    assert set(gap) == {"gap"}
+    assert (told["reason"], told["error"]) == (
+        "reconnect",
+        f"AMI connection to tcp://127.0.0.1:{oversized_event_peer}: {FLOOD}",
+    )
+    assert told["since"] <= told["resumed"]
+    assert 0 < told["seconds"] < 30
+    # The `#` lines stay, for the person watching.
+    assert "# stream resumed after a " in done.stderr
+
+
+@pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
+def test_the_operations_page_shows_a_json_gap_as_printed(page: str) -> None:
+    """docs/operations.md (+ru) shows the object `events --json` prints of a gap."""
+    from router.ami.stream import StreamGap
+    from router.commands.events import format_gap
+
+    error = "AMI connection to tcp://127.0.0.1:5038: Asterisk closed the connection"
+    shown = format_gap(StreamGap(1764968400.125, 1764968401.031, "reconnect", error))
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert f"```json\n{shown}\n```" in text
 
 
 @pytest.mark.parametrize("page", ["operations.md", "ru/operations.md"])
