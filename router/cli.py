@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An error may quote a peer (Asterisk's Message, 1C, an API): never
         # a raw ESC, BEL or bidi override on the terminal.
         print(
-            f"callrouter: error: {escape_controls(str(exc), keep_newlines=True)}", file=sys.stderr
+            f"{_named(args)}: error: {escape_controls(str(exc), keep_newlines=True)}",
+            file=sys.stderr,
         )
         return 1
     except KeyboardInterrupt:
@@ -132,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return 128 + 13
     return code
+
+
+def _named(args: argparse.Namespace) -> str:
+    """``callrouter token new``: the command an error line is of, as argparse
+    names it in its own (``callrouter token new: error: ...``)."""
+    words = [args.command]
+    for key in ("history_command", "recordings_command", "state_command", "token_command"):
+        if getattr(args, key, None) is not None:
+            words.append(getattr(args, key))
+    return " ".join(["callrouter", *words])
 
 
 def _stdout_broken() -> bool:

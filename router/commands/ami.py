@@ -127,7 +127,7 @@ async def _send(args: argparse.Namespace, action: Action) -> int:
     if not result.ok:
         print(
             # The answer above is whole (escaped); this line quotes it in part.
-            f"callrouter: error: {action.name}: {peer_text(result.response.message, 'failed')}",
+            f"callrouter ami: error: {action.name}: {peer_text(result.response.message, 'failed')}",
             file=sys.stderr,
         )
         return 1

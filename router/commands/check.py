@@ -1,4 +1,4 @@
-"""``callrouter check [PATHS] [--config FILE]``: validate like a compiler would.
+"""``callrouter check [PATHS] [--config PATH]``: validate like a compiler would.
 
 It reads router.toml as ``callrouter run`` does (``./router.toml`` unless
 ``--config`` names another): every ``[asterisk]``, ``[router]`` and
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        metavar="FILE",
+        metavar="PATH",
         help="settings file (default: ./router.toml when there is one)",
     )
     parser.add_argument(
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             LocationPolicy.from_pattern(args.location_pattern)
         except re.error as exc:
-            print(f"callrouter: --location-pattern: not a regular expression: {exc}")
+            print(f"callrouter check: error: --location-pattern: not a regular expression: {exc}")
             return 1
     try:
         offline = plugin_registry(args)

@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        metavar="FILE",
+        metavar="PATH",
         help="settings file (default: ./router.toml when there is one)",
     )
     parser.add_argument(
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:
-        print(f"callrouter explain: {exc}")
+        print(f"callrouter explain: error: {exc}")
         return 1
     for warning in offline.warnings:
         print(f"callrouter explain: warning: {warning}", file=sys.stderr)

@@ -80,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--config",
         type=Path,
         default=DEFAULT_CONFIG_PATH,
+        metavar="PATH",
         help="router.toml (default: ./router.toml)",
     )
     replay.set_defaults(func=run_replay)

@@ -1,6 +1,6 @@
 """``callrouter recordings status|retry``: what the recordings hold; send failed ones again.
 
-``status [--config FILE] [--json]`` reads router.toml as ``run`` does (no
+``status [--config PATH] [--json]`` reads router.toml as ``run`` does (no
 Asterisk needed) and the recordings catalog in ``[router] state_dir``: files
 per state, bytes on disk, bytes not yet confirmed by 1C and how old the oldest
 of them is, against ``[recordings] max_bytes`` and ``hard_cap_bytes``, and the
@@ -9,7 +9,7 @@ uploads the receiver gave up on, with its reason. The same figures are
 code 0, or 1 when undelivered files are over the hard cap's half (an outage
 worth a look) or the table is missing.
 
-``retry (ID... | --failed) [--config FILE]`` asks, through the catalog
+``retry (ID... | --failed) [--config PATH]`` asks, through the catalog
 (:meth:`~router.recordings.RecordingStore.ask_retry`), for failed uploads to be
 sent again, each only when its file still holds the bytes catalogued; the 1C
 plugin of a running router queues them at its next step (a second), a stopped
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -55,7 +56,7 @@ def register(subparsers: Any) -> None:
     status.add_argument(
         "--config",
         type=Path,
-        metavar="FILE",
+        metavar="PATH",
         help="settings file (default: ./router.toml when there is one)",
     )
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -84,7 +85,7 @@ def register(subparsers: Any) -> None:
     retry.add_argument(
         "--config",
         type=Path,
-        metavar="FILE",
+        metavar="PATH",
         help="settings file (default: ./router.toml when there is one)",
     )
     retry.set_defaults(func=run_retry)
@@ -95,6 +96,10 @@ _SHOWN: Final = 10
 #: The plugin that sends recordings to 1C (its ``[plugins.onec]`` table).
 ONEC: Final = "onec"
 _LISTED: Final = 100
+
+
+#: What ``status`` and ``retry`` say without recordings (exit code 1).
+_OFF = "router.toml has no [recordings] table: recordings are off"
 
 
 def _size(count: int) -> str:
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     offline = load_offline(args.config)
     settings = offline.config.recordings
     if settings is None:
-        print("callrouter recordings: router.toml has no [recordings] table: recordings are off")
+        print(f"callrouter recordings status: error: {_OFF}", file=sys.stderr)
         return 1
     state_dir = service_state_dir(offline.config, "recordings status")
     if not (state_dir / DB_NAME).exists():
@@ -280,7 +285,7 @@ def run_retry(args: argparse.Namespace) -> int:
     offline = load_offline(args.config)
     settings = offline.config.recordings
     if settings is None:
-        print("callrouter recordings: router.toml has no [recordings] table: recordings are off")
+        print(f"callrouter recordings retry: error: {_OFF}", file=sys.stderr)
         return 1
     off = _onec_off(offline.config.plugins)
     if off:

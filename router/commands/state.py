@@ -1,4 +1,4 @@
-"""``callrouter state backup TARGET [--config FILE] [--state-dir DIR]``.
+"""``callrouter state backup TARGET [--config PATH] [--state-dir DIR]``.
 
 A consistent copy of ``[router] state_dir`` while the service runs
 (router/statebackup.py says how and why not ``cp``); docs/operations.md,
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         "--config",
         type=Path,
         default=DEFAULT_CONFIG_PATH,
-        metavar="FILE",
+        metavar="PATH",
         help="router.toml whose [router] state_dir is copied (default: ./router.toml)",
     )
     backup.add_argument(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 
 from router.api.auth import hash_token, new_token
 from router.api.settings import OPERATIONS, check_extension_pattern, check_operation
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     problems += [p for p in map(check_extension_pattern, args.extensions) if p is not None]
     if problems:
         for problem in problems:
-            print(f"callrouter token new: {problem}")
+            print(f"callrouter token new: error: {problem}", file=sys.stderr)
         return 2
     token = new_token()
     print(f"token (shown once; give it to the client now): {token}")

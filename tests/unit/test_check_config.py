@@ -391,7 +391,7 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     monkeypatch.chdir(tmp_path)
     assert main(command) == 1
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.removeprefix("callrouter explain: ") == (
+    assert first.removeprefix("callrouter explain: error: ") == (
         "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )
 

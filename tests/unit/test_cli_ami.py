@@ -100,7 +100,7 @@ def test_unknown_parameter_is_one_line_error(capsys: pytest.CaptureFixture[str])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("callrouter: error:")
+    assert err[0].startswith("callrouter ami: error:")
 
 
 def test_unreachable_asterisk_is_one_line_error(
@@ -262,7 +262,7 @@ def test_a_refused_actions_message_reaches_the_terminal_escaped_and_cut(
     assert code == 1
     out, err = capsys.readouterr()
     assert "Message: \\x1b[31mBad\\x07\\u202e" + "M" * 10240 in out  # the answer, whole
-    assert err.startswith("callrouter: error: Ping: \\x1b[31mBad\\x07\\u202eMMM")
+    assert err.startswith("callrouter ami: error: Ping: \\x1b[31mBad\\x07\\u202eMMM")
     assert not set(err) & {"\x1b", "\x07", "\u202e"}
     assert len(err) < 300
 
@@ -280,7 +280,7 @@ def test_an_error_quoting_a_peer_is_escaped_on_the_terminal(
     monkeypatch.setattr("router.commands.ami._send", refused)
     assert main(["ami", "Ping", "--config", "/nonexistent.toml"]) == 1
     err = capsys.readouterr().err
-    assert err == "callrouter: error: Ping: \\x1b[2J\\u202eno\\x07\n"
+    assert err == "callrouter ami: error: Ping: \\x1b[2J\\u202eno\\x07\n"
 
 
 @pytest.fixture
@@ -334,7 +334,7 @@ def test_a_refused_action_is_one_line_not_also_a_client_warning(
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "callrouter: error: CoreSettings: Permission denied: the manager user 'watcher' "
+        "callrouter ami: error: CoreSettings: Permission denied: the manager user 'watcher' "
         "needs one of the write classes reporting, system (manager.conf)"
     ]
     assert not [r for r in caplog.records if "Permission denied" in r.getMessage()]

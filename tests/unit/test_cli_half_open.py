@@ -309,7 +309,7 @@ def test_each_command_says_a_failed_login_once_naming_url_and_user(
     code = main([*argv[command], "--config", str(config), "--url", url])
     assert code == 1
     out, err = capsys.readouterr()
-    lead = "asterisk: FAIL   " if command == "check" else "callrouter: error: "
+    lead = "asterisk: FAIL   " if command == "check" else f"callrouter {command}: error: "
     [line] = [line for line in (out + err).splitlines() if line.startswith(lead)]
     assert line.startswith(lead + said.format(url=url)), line
     assert line.count(f"127.0.0.1:{port}") == 1, line

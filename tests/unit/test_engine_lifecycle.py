@@ -108,7 +108,7 @@ def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "ready" not in run.stderr
-    assert "callrouter: error: not started: 3 problems" in run.stderr
+    assert "callrouter run: error: not started: 3 problems" in run.stderr
     assert "logged off" not in run.stderr  # it never logged in
     check = run_cli("check", str(rules), cwd=tmp_path)
     assert check.returncode == 1

@@ -74,7 +74,10 @@ def test_status_without_the_table_says_recordings_are_off(
     config = tmp_path / "router.toml"
     config.write_text(TOML.split("[recordings]")[0], encoding="utf-8")
     assert main(["recordings", "status", "--config", str(config)]) == 1
-    assert "no [recordings] table" in capsys.readouterr().out
+    assert capsys.readouterr().err == (
+        "callrouter recordings status: error: router.toml has no [recordings] table: "
+        "recordings are off\n"
+    )
 
 
 def test_status_shows_what_failed_recordings_left_on_disk(

@@ -120,7 +120,7 @@ def test_guide_says_run_refuses_to_start_on_a_rule_error(guide: Path) -> None:
 
     text = " ".join(guide.read_text(encoding="utf-8").split())
     said = str(RulesRefused(("rules.yaml:5: rule 'r': unknown name 'x'",)))
-    shown = re.search(r"`callrouter: error: (not started: [^`]*?) \.\.\.`", text)
+    shown = re.search(r"`callrouter run: error: (not started: [^`]*?) \.\.\.`", text)
     assert shown is not None, "the guide quotes run's refusal at start"
     assert said.startswith(shown.group(1))
 
