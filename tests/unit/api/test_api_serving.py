@@ -85,11 +85,14 @@ def test_token_new_refuses_what_router_toml_would_refuse(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = main(["token", "new", "crm", "--allow", "calls:creat", "--extensions", "1*2"])
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
     assert code == 2
-    assert "did you mean 'calls:create'?" in out
-    assert "bad extension pattern '1*2'" in out
-    assert "cr_" not in out  # no token is made for lines that would not load
+    # Errors go to stderr, prefixed as every command's (test_cli_error_prefix.py).
+    assert "callrouter token new: error: unknown operation 'calls:creat'" in said.err
+    assert "did you mean 'calls:create'?" in said.err
+    assert "bad extension pattern '1*2'" in said.err
+    assert said.out == ""
+    assert "cr_" not in said.err  # no token is made for lines that would not load
 
 
 def test_check_config_validates_the_api_table(
