@@ -304,6 +304,7 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
     errors: list[RuleValidationError] = []
     fatal = False
     list_specs: dict[str, ListSpec] = {}
+    refused_lists: set[str] = set()
     rule_specs: list[RuleSpec] = []
     #: Each file's place in reading order, for sorting the errors.
     rank: dict[str, int] = {}
@@ -344,9 +345,10 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
                 else:
                     list_specs[item.name] = item
             rule_specs.extend(checked.rules)
+            refused_lists.update(checked.broken_lists)
 
     lists: dict[str, frozenset[str]] = {}
-    broken: set[str] = set()
+    broken: set[str] = set(refused_lists)
     #: Lists kept as written, with an entry no normalized number equals.
     unnormalized: dict[str, tuple[str, str]] = {}
     #: Each list file's digest, taken just before it is read: a file saved

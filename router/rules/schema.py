@@ -110,6 +110,9 @@ class FileSpec:
     rules: list[RuleSpec] = field(default_factory=list)
     errors: list[RuleValidationError] = field(default_factory=list)
     fatal: bool = False
+    #: Lists whose declaration was refused: a rule naming one is told so
+    #: once ("not available"), not also that the list is unknown.
+    broken_lists: list[str] = field(default_factory=list)
 
 
 class _Collector:
@@ -182,6 +185,15 @@ def _check_list(name: str, node: Node, key_line: int, source: RuleFile, spec: Fi
         out.add("list names are letters, digits and '_', starting with a letter", key_line)
         spec.errors.extend(out.errors)
         return
+    before = len(spec.errors)
+    _declare_list(name, node, source, spec, out, key_line)
+    if len(spec.errors) > before:
+        spec.broken_lists.append(name)
+
+
+def _declare_list(
+    name: str, node: Node, source: RuleFile, spec: FileSpec, out: _Collector, key_line: int
+) -> None:
     value, kind = node.value, "numbers"
     if isinstance(value, dict):
         for key in value:
