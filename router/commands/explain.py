@@ -113,9 +113,10 @@ def _unset_plugin_secrets(offline: Offline) -> bool:
     unset = [entry for entry in offline.unset_secrets if entry[1] != "asterisk"]
     for where, section, key in unset:
         print(
-            f"callrouter explain: --ask: {where}: [{section}] {key}: the secret is not set "
-            "in this shell; set it to ask the plugin as callrouter run does "
-            "(or explain without --ask)"
+            f"callrouter explain: error: --ask: {where}: [{section}] {key}: the secret is "
+            "not set in this shell; set it to ask the plugin as callrouter run does "
+            "(or explain without --ask)",
+            file=sys.stderr,
         )
     return bool(unset)
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:
-        print(f"callrouter explain: error: {exc}")
+        print(f"callrouter explain: error: {exc}", file=sys.stderr)
         return 1
     for warning in offline.warnings:
         print(f"callrouter explain: warning: {warning}", file=sys.stderr)
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     now = _when(args.at, registry)
     for problem in (lookups, now):
         if isinstance(problem, str):
-            print(f"callrouter explain: {problem}")
+            print(f"callrouter explain: error: {problem}", file=sys.stderr)
             return 2
     assert not isinstance(lookups, str)
     assert isinstance(now, datetime)

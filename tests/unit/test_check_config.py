@@ -390,7 +390,9 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     write(tmp_path, '[plugins.timefuncs]\ntimezone = "Europe/Moscow"\n')
     monkeypatch.chdir(tmp_path)
     assert main(command) == 1
-    first = capsys.readouterr().out.splitlines()[0]
+    said = capsys.readouterr()
+    # check prints its findings on stdout; explain's errors go to stderr.
+    first = (said.err if command[0] == "explain" else said.out).splitlines()[0]
     assert first.removeprefix("callrouter explain: error: ") == (
         "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )

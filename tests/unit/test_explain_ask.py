@@ -152,8 +152,12 @@ def test_ask_refuses_a_plugin_secret_this_shell_lacks(
     """A stand-in password would only earn a refused login in 1C's log."""
     config = router_toml(tmp_path, double, password="ONEC_EXPLAIN_PASSWORD")
     assert explain(config, "--ask") == 1
-    out = capsys.readouterr().out
-    assert f"--ask: {config}:9: [plugins.onec] password_env: the secret is not set" in out
+    said = capsys.readouterr()
+    assert (
+        f"callrouter explain: error: --ask: {config}:9: [plugins.onec] password_env: "
+        "the secret is not set" in said.err
+    )
+    assert said.out == ""
     assert double.log == []
 
 

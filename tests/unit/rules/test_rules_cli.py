@@ -201,7 +201,11 @@ def test_explain_bad_arguments(
 ) -> None:
     monkeypatch.chdir(ROOT)
     assert main(["explain", "--caller", "1", "--did", "2", *argument]) == 2
-    assert message in capsys.readouterr().out
+    said = capsys.readouterr()
+    error = said.err.splitlines()[-1]
+    assert error.startswith("callrouter explain: error: ")
+    assert message in error
+    assert said.out == ""
 
 
 # Problems the loader finds in different passes, in the opposite order of
