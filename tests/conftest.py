@@ -7,7 +7,8 @@ sandbox fixtures live in ``tests/integration/conftest.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 # ``pytest_plugins = ["router.testing"]`` would fail on the
 # PytestAssertRewriteWarning (filterwarnings = error).
 pytest_plugins = ["router.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """``callrouter run`` run in-process sets the root logger's level for the
+    process (router/commands/run.py): a later test in the same worker then got
+    INFO records it had not asked for (a reload test's log, read with caplog,
+    held one reload too many, depending on which file ran before it)."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
