@@ -114,7 +114,8 @@ def test_check_names_the_plugin_router_toml_leaves_out(
     ]
     argv = ["explain", "--config", str(path), "--caller", "1", "--did", "2"]
     assert main([*argv, "--lookup", "crm.owner=1"]) == 2
-    assert f"--lookup: unknown lookup 'crm.owner' {because}" in capsys.readouterr().out
+    said = capsys.readouterr().err  # explain's errors go to stderr
+    assert f"callrouter explain: error: --lookup: unknown lookup 'crm.owner' {because}" in said
 
 
 def test_a_left_out_plugin_that_cannot_be_imported_is_named_by_prefix(
