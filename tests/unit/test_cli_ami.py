@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socketserver
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from router.ami.protocol import Action
 from router.cli import main
 from router.commands.ami import build_action, parse_params
 from router.errors import AMIActionError, AMIValidationError
+from tests.unit.native_peer import native_peer
 
 
 def test_parse_params_keeps_repeats_and_refuses_junk() -> None:
@@ -221,34 +220,15 @@ def hostile_peer() -> Iterator[int]:
     ``Response: Error`` with 10 kB of ``Message`` led by ESC, BEL and a bidi
     override; served from a thread, as ``main`` runs its own event loop."""
 
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
-            while True:
-                lines = []
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    lines.append(line.decode().strip())
-                if not line:
-                    return
-                head = dict(item.split(": ", 1) for item in lines)
-                action_id = head.get("ActionID", "")
-                if head.get("Action") == "Login":
-                    answer = f"Response: Success\r\nActionID: {action_id}\r\n\r\n"
-                else:
-                    answer = (
-                        f"Response: Error\r\nActionID: {action_id}\r\nMessage: {_HOSTILE}\r\n\r\n"
-                    )
-                self.wfile.write(answer.encode())
+    def reply(head: Mapping[str, str], send: Callable[[str], None], _: int) -> None:
+        action_id = head.get("ActionID", "")
+        if head.get("Action") == "Login":
+            send(f"Response: Success\r\nActionID: {action_id}\r\n\r\n")
+        else:
+            send(f"Response: Error\r\nActionID: {action_id}\r\nMessage: {_HOSTILE}\r\n\r\n")
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with native_peer(reply) as port:
+        yield port
 
 
 def test_a_refused_actions_message_reaches_the_terminal_escaped_and_cut(
@@ -289,34 +269,15 @@ def denying_peer() -> Iterator[int]:
     ``Permission denied``, as Asterisk does an action outside the user's write
     classes."""
 
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
-            while True:
-                lines = []
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    lines.append(line.decode().strip())
-                if not line:
-                    return
-                head = dict(item.split(": ", 1) for item in lines)
-                action_id = head.get("ActionID", "")
-                answer = f"Response: Success\r\nActionID: {action_id}\r\n\r\n"
-                if head.get("Action") not in ("Login", "Logoff"):
-                    answer = (
-                        f"Response: Error\r\nActionID: {action_id}\r\n"
-                        "Message: Permission denied\r\n\r\n"
-                    )
-                self.wfile.write(answer.encode())
+    def reply(head: Mapping[str, str], send: Callable[[str], None], _: int) -> None:
+        action_id = head.get("ActionID", "")
+        if head.get("Action") in ("Login", "Logoff"):
+            send(f"Response: Success\r\nActionID: {action_id}\r\n\r\n")
+        else:
+            send(f"Response: Error\r\nActionID: {action_id}\r\nMessage: Permission denied\r\n\r\n")
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with native_peer(reply) as port:
+        yield port
 
 
 def test_a_refused_action_is_one_line_not_also_a_client_warning(

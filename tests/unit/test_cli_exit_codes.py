@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socketserver
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from router import cli
+from tests.unit.native_peer import native_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,29 +24,14 @@ def chatty_peer() -> Iterator[int]:
     """A native AMI peer that takes every action and, once logged in, sends
     one Newchannel event and nothing more."""
 
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(b"Asterisk Call Manager/11.0.0\r\n")
-            while True:
-                lines = []
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    lines.append(line.decode().strip())
-                if not line:
-                    return
-                head = dict(item.split(": ", 1) for item in lines)
-                answer = f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n"
-                if head.get("Action") == "Login":
-                    answer += "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
-                self.wfile.write(answer.encode())
+    def reply(head: Mapping[str, str], send: Callable[[str], None], _: int) -> None:
+        answer = f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n"
+        if head.get("Action") == "Login":
+            answer += "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
+        send(answer)
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with native_peer(reply) as port:
+        yield port
 
 
 def test_ctrl_c_ends_callrouter_events_with_130_and_no_word(chatty_peer: int) -> None:

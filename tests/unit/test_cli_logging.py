@@ -7,16 +7,16 @@ import json
 import logging
 import os
 import re
-import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from router.cli import main
+from tests.unit.native_peer import native_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,44 +26,19 @@ def oversized_event_peer() -> Iterator[int]:
     """A native AMI peer that takes every action; on its first connection it
     then sends an event of 1,003 lines (the client drops the connection, with
     a WARNING), on the next one an ordinary event."""
-    connections = []
 
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            connections.append(self)
-            first = len(connections) == 1
-            lock = threading.Lock()
+    def reply(head: Mapping[str, str], send: Callable[[str], None], connection: int) -> None:
+        send(f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n")
+        if head.get("Action") == "Login":  # the event once the session is up
+            event = (
+                "Event: Flood\r\n" + "X: y\r\n" * 1002 + "\r\n"
+                if connection == 1
+                else "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
+            )
+            threading.Timer(0.3, send, (event,)).start()
 
-            def send(data: str) -> None:
-                with lock:
-                    self.wfile.write(data.encode())
-
-            send("Asterisk Call Manager/11.0.0\r\n")
-            while True:
-                lines = []
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    lines.append(line.decode().strip())
-                if not line:
-                    return
-                head = dict(item.split(": ", 1) for item in lines)
-                send(f"Response: Success\r\nActionID: {head.get('ActionID', '')}\r\n\r\n")
-                if head.get("Action") == "Login":  # the event once the session is up
-                    event = (
-                        "Event: Flood\r\n" + "X: y\r\n" * 1002 + "\r\n"
-                        if first
-                        else "Event: Newchannel\r\nChannel: PJSIP/a-1\r\n\r\n"
-                    )
-                    threading.Timer(0.3, send, (event,)).start()
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with native_peer(reply) as port:
+        yield port
 
 
 def _events(port: int, *more: str) -> subprocess.CompletedProcess[str]:
