@@ -116,16 +116,37 @@ def plugin_registry(args: argparse.Namespace) -> Offline:
     return load_offline(args.config, overrides=config_overrides(args))
 
 
-def run(args: argparse.Namespace) -> int:
+def _flag_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with a value the command line gave (--tz,
+    --location-pattern) before router.toml is read; None: nothing."""
+    if args.tz is not None:
+        try:
+            zone(args.tz)
+        except ValueError as exc:
+            return f"--tz: {exc}"
     if args.location_pattern is not None:
         try:
             LocationPolicy.from_pattern(args.location_pattern)
         except re.error as exc:
-            print(f"callrouter check: error: --location-pattern: not a regular expression: {exc}")
-            return 1
+            return f"--location-pattern: not a regular expression: {exc}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    # A bad flag is the command's error, as every other command reports one
+    # (stderr, prefixed, exit 1); stdout keeps the findings about router.toml
+    # and the rules, which a flag error leaves unread.
+    flag_error = _flag_error(args)
+    if flag_error is not None:
+        print(f"callrouter check: error: {flag_error}", file=sys.stderr)
+        return 1
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:
+        if str(exc).startswith(f"{COMMAND_LINE}: "):
+            # A connection flag's value (--url ftp://x, --ca-file NOT-A-PEM).
+            print(f"callrouter check: error: {exc}", file=sys.stderr)
+            return 1
         print(exc)
         # Without a router.toml the flags were all there was to check.
         here = "router.toml" if DEFAULT_CONFIG_PATH.is_file() else COMMAND_LINE

@@ -391,11 +391,51 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     monkeypatch.chdir(tmp_path)
     assert main(command) == 1
     said = capsys.readouterr()
-    # check prints its findings on stdout; explain's errors go to stderr.
-    first = (said.err if command[0] == "explain" else said.out).splitlines()[0]
-    assert first.removeprefix("callrouter explain: error: ") == (
+    # A flag's error is the command's, on stderr with its prefix, for both.
+    first = said.err.splitlines()[0]
+    assert first == (
+        f"callrouter {command[0]}: error: "
         "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--tz", "Mars/Olympus"], "--tz: unknown time zone 'Mars/Olympus'"),
+        (["--location-pattern", "("], "--location-pattern: not a regular expression: "),
+        (
+            ["--url", "ftp://x", "--username", "u"],
+            "command line: [asterisk] url: expected http://, https://, tcp:// or tls://",
+        ),
+    ],
+    ids=["tz", "location-pattern", "url"],
+)
+def test_check_says_a_bad_flag_on_stderr_as_every_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    error: str,
+) -> None:
+    """`check --tz Mars/Olympus` printed the error on stdout among the
+    findings, unprefixed, with a summary blaming the configuration; every
+    other command says a bad flag on stderr as `callrouter X: error: ...`.
+    A router.toml finding still goes to stdout with its summary."""
+    write(tmp_path, "")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", *flags]) == 1
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.startswith(f"callrouter check: error: {error}")
+    assert len(said.err.splitlines()) == 1
+
+    (tmp_path / "router.toml").write_text("[router]\n", encoding="utf-8")
+    assert main(["check"]) == 1
+    said = capsys.readouterr()
+    assert said.out.splitlines()[0] == "router.toml: [asterisk] url: required"
+    assert said.out.splitlines()[-1] == "router.toml: 1 error (configuration; rules not checked)"
+    assert "error:" not in said.err
 
 
 def test_a_transcode_without_its_encoder_is_warned_about(
@@ -670,9 +710,11 @@ def test_a_ca_file_that_is_no_pem_is_blamed_on_the_command_line(
     bad = tmp_path / "bad.pem"
     assert f"command line: [asterisk] verify: '{bad}' holds no CA certificate in PEM" in text
     assert "router.toml: [asterisk] verify" not in text
-    if command == "check":
-        summary = "router.toml" if with_file else "command line"
-        assert said.out.splitlines()[-1] == f"{summary}: 1 error (configuration; rules not checked)"
+    # A flag's error is the command's own, on stderr, for check as for ami.
+    assert said.err.splitlines()[-1].startswith(
+        f"callrouter {command}: error: command line: [asterisk] verify: '{bad}' holds no CA"
+    )
+    assert said.out == ""
 
 
 def test_check_config_passes_tls_files_that_load(
