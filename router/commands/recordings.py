@@ -296,6 +296,15 @@ def run_retry(args: argparse.Namespace) -> int:
             "nothing was asked (turn the 1C plugin on, then run this again)"
         )
         return 1
+    if offline.config.router.shadow:
+        # A shadow router uploads nothing (the 1C plugin starts no uploads in
+        # shadow mode): "queued for 1C again" would be a promise nobody keeps.
+        print(
+            f"callrouter recordings retry: {offline.config.where('router', 'shadow')}: "
+            "[router] shadow = true: a shadow callrouter sends no recordings to 1C; nothing "
+            "was asked (run this with the live instance's --config)"
+        )
+        return 1
     state_dir = service_state_dir(offline.config, "recordings retry")
     # It writes in the service's catalog (and SQLite's -wal/-shm beside it when the
     # service is stopped): as the service's user only.

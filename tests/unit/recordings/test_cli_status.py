@@ -247,3 +247,30 @@ def test_retry_with_the_1c_plugin_off_asks_nothing_and_says_why(
     (after,) = RecordingStore(tmp_path / "state").closed()
     assert after.retry_asked_at is None
     assert after.upload_error == "1C refused it: 400"
+
+
+@pytest.mark.parametrize("how", ["--failed", "7.1"])
+def test_retry_with_a_shadow_router_asks_nothing_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """Issue 16: with [router] shadow = true the router starts no uploads (the 1C
+    plugin sends nothing in shadow mode), yet the command said 'queued for 1C
+    again' and exited 0; it now names the key, asks nothing and exits 1, as
+    with the 1C plugin off."""
+    config = tmp_path / "router.toml"
+    config.write_text(
+        TOML.replace('state_dir = "state"', 'state_dir = "state"\nshadow = true') + ONEC,
+        encoding="utf-8",
+    )
+    store = RecordingStore(tmp_path / "state")
+    row = _closed(store, tmp_path, "7.1", b"g" * 50)
+    assert store.upload_failed(row.call_id, "mix", row.sha256 or "", "1C refused it: 400")
+    store.close()
+    assert main(["recordings", "retry", how, "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert f"callrouter recordings retry: {config}:7: [router] shadow = true: a shadow " in out
+    assert "sends no recordings to 1C; nothing was asked" in out
+    assert "queued for 1C again" not in out
+    (after,) = RecordingStore(tmp_path / "state").closed()
+    assert after.retry_asked_at is None
+    assert after.upload_error == "1C refused it: 400"
