@@ -126,18 +126,31 @@ def _whole_template(value: object) -> str | None:
 
 
 #: Headers that name a channel without ending in "channel", by action (Asterisk
-#: 22's catalog): ``Bridge``'s two channels and the queue caller's channel.
+#: 22's catalog): ``Bridge``'s two channels, the queue caller's channel, a
+#: queue member's ``Interface`` (tech/name: ``QueueAdd`` with
+#: ``PJSIP/101&Local/666@x`` added a member that rings a second channel) and
+#: ``StateInterface``, and ``AOCMessage``'s ``ChannelPrefix`` (a channel's
+#: name, or its beginning).
+_MEMBER: Final = frozenset({"interface"})
 _OTHER_CHANNEL_HEADERS: Final = {
     "bridge": frozenset({"channel1", "channel2"}),
     "queuewithdrawcaller": frozenset({"caller"}),
     "queuechangeprioritycaller": frozenset({"caller"}),
+    "queueadd": frozenset({"interface", "stateinterface"}),
+    "queueremove": _MEMBER,
+    "queuepause": _MEMBER,
+    "queuepenalty": _MEMBER,
+    "queuememberringinuse": _MEMBER,
+    "queuelog": _MEMBER,
+    "aocmessage": frozenset({"channelprefix"}),
 }
 
 
 def is_channel_header(action: str, header: str) -> bool:
     """Whether an action's header names a channel: ``Channel``,
     ``ExtraChannel`` and any other ``...Channel``, ``Bridge``'s
-    ``Channel1``/``Channel2`` and a queue action's ``Caller``."""
+    ``Channel1``/``Channel2``, a queue action's ``Caller``, a queue member's
+    ``Interface`` and ``StateInterface``, ``AOCMessage``'s ``ChannelPrefix``."""
     name = header.lower()
     return name.endswith("channel") or name in _OTHER_CHANNEL_HEADERS.get(
         action.strip().lower(), ()

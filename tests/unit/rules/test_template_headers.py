@@ -75,6 +75,20 @@ AMI_CHANGE_PRIORITY = (
     " priority: 5}"
 )
 
+#: A queue member's interface is a channel (tech/name): 1C's
+#: ``101&Local/666@x`` made a member that rings a second channel.
+AMI_QUEUE_MEMBER = [
+    'ami: {action: QueueAdd, queue: support, interface: "PJSIP/{owner.x}"}',
+    'ami: {action: QueueAdd, queue: support, interface: "PJSIP/101",'
+    ' StateInterface: "PJSIP/{owner.x}"}',
+    'ami: {action: QueueRemove, queue: support, Interface: "PJSIP/{owner.x}"}',
+    'ami: {action: QueuePause, queue: support, Interface: "PJSIP/{owner.x}", paused: "true"}',
+    'ami: {action: QueuePenalty, Interface: "PJSIP/{owner.x}", penalty: "1"}',
+    'ami: {action: QueueMemberRingInUse, Interface: "PJSIP/{owner.x}", RingInUse: "no"}',
+    'ami: {action: QueueLog, queue: support, event: PAUSE, Interface: "PJSIP/{owner.x}"}',
+    'ami: {action: AOCMessage, ChannelPrefix: "PJSIP/{owner.x}", MsgType: D, ChargeType: Free}',
+]
+
 
 @pytest.mark.parametrize(
     "action",
@@ -86,6 +100,7 @@ AMI_CHANGE_PRIORITY = (
         AMI_BRIDGE_FIRST,
         AMI_WITHDRAW,
         AMI_CHANGE_PRIORITY,
+        *AMI_QUEUE_MEMBER,
     ],
 )
 @pytest.mark.parametrize(
@@ -107,7 +122,8 @@ def test_a_template_fills_in_one_extension_of_a_channel(
 
 
 @pytest.mark.parametrize(
-    "action", [ORIGINATE, AMI_ORIGINATE, AMI_BRIDGE, AMI_WITHDRAW, AMI_CHANGE_PRIORITY]
+    "action",
+    [ORIGINATE, AMI_ORIGINATE, AMI_BRIDGE, AMI_WITHDRAW, AMI_CHANGE_PRIORITY, *AMI_QUEUE_MEMBER],
 )
 def test_an_extension_s_text_fills_in_a_channel(tmp_path: Path, action: str) -> None:
     rules, _, params = decide(ruleset_of(tmp_path, action), {"x": "desk.101_a-B*#+"})
@@ -145,6 +161,7 @@ def test_the_channel_asterisk_named_passes_whole(tmp_path: Path) -> None:
         'ami: {action: Hangup, Channel: "{call.channel}"}',
         'ami: {action: Bridge, channel1: "{call.channel}", channel2: "PJSIP/101"}',
         'ami: {action: QueueWithdrawCaller, queue: support, Caller: "{call.channel}"}',
+        'ami: {action: QueueAdd, queue: support, Interface: "{call.channel}"}',
         'ami: {action: Redirect, channel: "PJSIP/101-00000001", extrachannel: "{call.channel}",'
         " context: queues, exten: a, priority: 1}",
     ],
@@ -217,6 +234,34 @@ def test_the_headers_naming_a_channel_are_the_catalog_s() -> None:
         ("queuewithdrawcaller", "Caller"),
         ("dahdihangup", "DAHDIChannel"),
     }
+
+
+def test_every_header_naming_a_queue_member_or_a_channel_prefix_is_a_channel() -> None:
+    """Beyond the routing actions: a queue member's ``Interface`` and
+    ``StateInterface`` (tech/name) and ``AOCMessage``'s ``ChannelPrefix``, in
+    every action of the catalog that has one, are held as ``Channel`` is."""
+    import json
+
+    from router.builtin.actions import is_channel_header
+
+    catalog = json.loads(
+        (Path(__file__).parents[3] / "router" / "ami" / "catalog.json").read_text("utf-8")
+    )
+    shaped = {
+        (name, param["name"])
+        for name, action in catalog["actions"].items()
+        for param in action["params"]
+        if param["name"].lower() in ("interface", "stateinterface", "channelprefix")
+    }
+    assert {
+        ("QueueAdd", "Interface"),
+        ("QueueAdd", "StateInterface"),
+        ("QueueRemove", "Interface"),
+        ("QueuePause", "Interface"),
+        ("QueuePenalty", "Interface"),
+        ("AOCMessage", "ChannelPrefix"),
+    } <= shaped
+    assert [pair for pair in sorted(shaped) if not is_channel_header(*pair)] == []
 
 
 @pytest.mark.parametrize("verb", ["Setvar", "Getvar"])
