@@ -303,6 +303,31 @@ def _written_hangup_cause(params: Mapping[str, object]) -> None:
             )
 
 
+def _written_hangup_channel(params: Mapping[str, object]) -> None:
+    """An ``ami`` ``Hangup``'s ``Channel`` as a ``/regex/`` (Asterisk hangs up
+    every channel it matches) is written whole in the file: a template's
+    extension text there is a pattern too (``.*`` matches every channel), and
+    a regex's ``{8}`` read as a template silently became ``8``."""
+    if not _is_ami_hangup(params):
+        return
+    for key, value in params.items():
+        if key.lower() != "channel" or not _template(value):
+            continue
+        text = str(value).strip()
+        if not (len(text) > 1 and text.startswith("/") and text.endswith("/")):
+            continue
+        try:
+            expressions = Template.parse(text).expressions
+        except ValueError:  # reported where the template is compiled
+            continue
+        if expressions:
+            raise ValueError(
+                f"{key} {shown(str(value))}: a Hangup's /regex/ channel is written whole in "
+                "the rule file, a template fills in no part of it (write a regex's braces "
+                "as {{ and }}: [0-9a-f]{{8}})"
+            )
+
+
 def _hangup_cause_part(params: Mapping[str, object], key: str, text: str) -> None:
     """A cause a template filled into an ``ami`` ``Hangup`` (``{int(did)}``
     gave 99999999999, which Asterisk drops with a NOTICE) rejects the rule
@@ -459,6 +484,7 @@ def register(registry: Registry, policy: LocationPolicy | None = None) -> None:
         _written_application(params)
         _originate_variable_names(params)
         _written_hangup_cause(params)
+        _written_hangup_channel(params)
         # Sent on the engine's own session (router/ami/own_session.py).
         problem = session_action_problem(
             str(params["action"]), {k: v for k, v in params.items() if k != "action"}

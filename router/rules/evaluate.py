@@ -431,11 +431,14 @@ def _render(
             )
             raise _Rejected(f"action {action.kind!r}: parameter {spec.name!r} is empty{shown}")
     if action.spec.rendered is not None:
-        # Only what a template filled in: values written in the file were checked at load.
+        # Only what a template filled in: values written in the file were checked at
+        # load. A value with no expression ("[0-9a-f]{{8}}": literal braces) is
+        # written in the file as much as one without braces (a Hangup's written
+        # /regex/ channel with '|' was refused as a channel 1C named).
         filled = {
             key: params[key]
             for key, value in action.params
-            if not isinstance(value, str) and key in params
+            if not isinstance(value, str) and value.expressions and key in params
         }
         try:
             action.spec.rendered(filled)

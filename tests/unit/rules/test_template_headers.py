@@ -264,6 +264,44 @@ def test_every_header_naming_a_queue_member_or_a_channel_prefix_is_a_channel() -
     assert [pair for pair in sorted(shaped) if not is_channel_header(*pair)] == []
 
 
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "/^PJSIP/(101|102)-.*$/",
+        # {{ }}: a regex's braces, written in the file; no template in it.
+        "/^PJSIP/(101|102)-[0-9a-f]{{8}}$/",
+    ],
+)
+def test_a_written_hangup_regex_goes_as_written(tmp_path: Path, channel: str) -> None:
+    """Asterisk's Hangup takes ``Channel: /regex/`` (every channel it matches).
+    The administrator wrote it: its '|' is theirs, not 1C's second channel;
+    one with a regex's {{8}} was refused as a channel a template filled in."""
+    ruleset = ruleset_of(tmp_path, f'ami: {{action: Hangup, channel: "{channel}"}}')
+    rules, details, params = decide(ruleset, {})
+    assert rules == ("first",), details
+    assert params[0]["channel"] == channel.replace("{{", "{").replace("}}", "}")
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "/^PJSIP/{owner.x}-.*$/",  # 1C's '.*' would match every channel
+        "/^PJSIP/(101|{owner.x})-.*$/",
+        "/^PJSIP/(101|102)-[0-9a-f]{8}$/",  # {8} was a template giving '8'
+    ],
+)
+def test_a_template_fills_no_part_of_a_hangup_regex(tmp_path: Path, channel: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - name: first\n    on: call\n    do:\n"
+        f'      - ami: {{action: Hangup, channel: "{channel}"}}\n',
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], REGISTRY).errors
+    assert "a Hangup's /regex/ channel is written whole in the rule file" in str(error)
+    assert "write a regex's braces as {{ and }}" in str(error)
+
+
 @pytest.mark.parametrize("verb", ["Setvar", "Getvar"])
 @pytest.mark.parametrize(
     ("variable", "value"),
