@@ -14,8 +14,9 @@ is answered only when its ``Host`` names loopback (``localhost``,
 any other is answered ``421 Misdirected Request``. A listener on another
 address is reached by names this module cannot guess, so there the check is
 off unless ``allowed_hosts`` is set (then it is on, with those names, the
-loopback ones and the listen address). A request with no ``Host`` (HTTP/1.0
-tools; no browser sends one) is answered.
+loopback ones and the listen address). An HTTP/1.0 request with no ``Host``
+(old tools; no browser sends one) is answered; an HTTP/1.1 one is answered
+400 before it gets here (RFC 9112 3.2, :mod:`router.api.protocol`).
 
 :class:`TrustedHosts` wraps the app where it is served
 (:class:`router.api.server.ApiServer`): the check belongs to the listener.

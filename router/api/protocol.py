@@ -17,9 +17,11 @@ listener, before any token is asked for:
 * **Host.** uvicorn passes on every ``Host`` header and drops the authority
   of an absolute-form target (``GET http://evil.example/metrics``), so the
   Host check (:mod:`router.api.hosts`) read the first of two Host headers,
-  or the Host header a target overrides. Here a request with more than one
-  ``Host`` is answered 400, and an absolute-form target's authority becomes
-  the request's one ``Host`` (RFC 9112 3.2, 3.2.2).
+  or the Host header a target overrides, and answered an HTTP/1.1 request
+  with none. Here a request with more than one ``Host``, or an HTTP/1.1 one
+  with none, is answered 400 (an HTTP/1.0 one may lack it), and an
+  absolute-form target's authority becomes the request's one ``Host`` (RFC
+  9112 3.2, 3.2.2).
 * **Time.** uvicorn starts its keep-alive timer only after a response, so a
   connection that sends nothing, half its headers or a slow body stays open
   for ever. Here a whole request (head and body) must arrive within
@@ -211,7 +213,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         # (An exception here is httptools' parse error: uvicorn answers 400.)
-        target_host(self.headers, self.url)
+        target_host(self.headers, self.url, http_version=self.parser.get_http_version())
         super().on_headers_complete()
 
     # -- the request deadline --------------------------------------------------
@@ -289,14 +291,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _let_go(self.transport)
 
 
-def target_host(headers: list[tuple[bytes, bytes]], target: bytes) -> None:
+def target_host(
+    headers: list[tuple[bytes, bytes]], target: bytes, *, http_version: str | None = None
+) -> None:
     """Leave ``headers`` (lowercase names) with the one ``Host`` the request is
-    for: raise ValueError for more than one ``Host`` header (RFC 9112 3.2: 400),
-    and put an absolute-form ``target``'s authority in place of any ``Host``
-    (3.2.2: the server uses the target's and ignores the header)."""
+    for: raise ValueError for more than one ``Host`` header, and for none in an
+    HTTP/1.1 request (``http_version`` ``"1.1"``; RFC 9112 3.2: both 400; an
+    HTTP/1.0 one may lack it), and put an absolute-form ``target``'s authority
+    in place of any ``Host`` (3.2.2: the server uses the target's and ignores
+    the header)."""
     hosts = [index for index, (name, _) in enumerate(headers) if name == b"host"]
     if len(hosts) > 1:
         raise ValueError("more than one Host header")
+    if not hosts and http_version == "1.1":
+        raise ValueError("HTTP/1.1 request without a Host header")
     if not target or target.startswith(b"/") or target == b"*":
         return  # origin-form, or OPTIONS *: the Host header says the host
     try:

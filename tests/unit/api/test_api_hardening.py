@@ -241,6 +241,17 @@ async def test_a_request_without_host_is_answered(loopback_server: ApiServer) ->
     writer.close()
 
 
+@pytest.mark.parametrize("target", ["/healthz", "/metrics", "/api/v1/openapi.json", "*"])
+async def test_an_http_1_1_request_without_host_is_refused(
+    loopback_server: ApiServer, target: str
+) -> None:
+    """RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request that
+    lacks Host; it was served. (HTTP/1.0 without one is, above.)"""
+    method = "OPTIONS" if target == "*" else "GET"
+    status = await _raw(loopback_server.port, f"{method} {target} HTTP/1.1\r\n\r\n".encode())
+    assert status.startswith(b"HTTP/1.1 400"), status
+
+
 async def _raw(port: int, request: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)
@@ -270,9 +281,16 @@ async def test_a_request_with_two_host_headers_is_refused(
         ("http://evil.example:{port}/metrics", "localhost", b"421"),
         ("http://localhost@evil.example/metrics", "localhost", b"421"),
         ("http://127.0.0.1:{port}/metrics", "evil.example", b"200"),
-        ("http://[::1]:{port}/metrics", None, b"200"),
-        ("https://callrouter.lan/metrics", None, b"200"),
+        ("http://[::1]:{port}/metrics", "evil.example", b"200"),
+        ("https://callrouter.lan/metrics", "evil.example", b"200"),
         ("http:///metrics", "localhost", b"400"),
+        # HTTP/1.1 with no Host header: 400 (RFC 9112 3.2), target or not.
+        ("http://[::1]:{port}/metrics", None, b"400"),
+        ("https://callrouter.lan/metrics", None, b"400"),
+        # HTTP/1.0 may lack it: the target's authority is checked.
+        ("http://[::1]:{port}/metrics 1.0", None, b"200"),
+        ("https://callrouter.lan/metrics 1.0", None, b"200"),
+        ("http://evil.example/metrics 1.0", None, b"421"),
     ],
 )
 async def test_an_absolute_form_target_is_checked_as_the_host(
@@ -282,7 +300,8 @@ async def test_an_absolute_form_target_is_checked_as_the_host(
     replaces the Host header; it was dropped, and ``Host: localhost`` served."""
     port = loopback_server.port
     head = f"Host: {host}\r\n" if host else ""
-    request = f"GET {target.format(port=port)} HTTP/1.1\r\n{head}\r\n"
+    target, _, version = target.partition(" ")
+    request = f"GET {target.format(port=port)} HTTP/{version or '1.1'}\r\n{head}\r\n"
     answer = await _raw(port, request.encode())
     assert answer.startswith(b"HTTP/1.1 " + status), answer
 
@@ -303,6 +322,11 @@ def test_the_host_of_a_request_target() -> None:
             target_host([], bad)
     with pytest.raises(ValueError, match="more than one Host"):
         target_host([(b"host", b"localhost"), (b"host", b"localhost")], b"/")
+    for target in (b"/metrics", b"*", b"http://localhost/"):
+        with pytest.raises(ValueError, match="HTTP/1.1 request without a Host header"):
+            target_host([], target, http_version="1.1")
+        target_host([], target, http_version="1.0")
+    target_host([(b"host", b"localhost")], b"/", http_version="1.1")
 
 
 # -- the [api] keys --------------------------------------------------------------------
