@@ -323,7 +323,7 @@ def test_the_host_of_a_request_target() -> None:
     with pytest.raises(ValueError, match="more than one Host"):
         target_host([(b"host", b"localhost"), (b"host", b"localhost")], b"/")
     for target in (b"/metrics", b"*", b"http://localhost/"):
-        with pytest.raises(ValueError, match="HTTP/1.1 request without a Host header"):
+        with pytest.raises(ValueError, match=r"HTTP/1\.1 request without a Host header"):
             target_host([], target, http_version="1.1")
         target_host([], target, http_version="1.0")
     target_host([(b"host", b"localhost")], b"/", http_version="1.1")
