@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
     from router.recordings import open_recordings, recording_signer
+    from router.recordings.naming import recording_key_problem
     from router.recordings.settings import RecordingSettings
     from router.recordings.store import Recording, RecordingStore
     from router.rules.cron import check_cron, cron_trigger
@@ -101,6 +102,7 @@ _LAZY = {
     "RecordingSettings": "router.recordings.settings",
     "open_recordings": "router.recordings",
     "recording_signer": "router.recordings",
+    "recording_key_problem": "router.recordings.naming",
     "Metrics": "router.metrics",
 }
 
@@ -171,6 +173,7 @@ __all__ = [
     "number_digits",
     "open_recordings",
     "parse_number",
+    "recording_key_problem",
     "recording_signer",
     "rules_timezone",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "check_part",
     "file_names",
     "parse_file_name",
+    "recording_key_problem",
 ]
 
 #: An id a recording may be named after: letters, digits, ``_`` and ``-``
@@ -69,8 +70,22 @@ def check_call_id(value: str) -> str:
 
 def check_part(value: str) -> Part:
     if value not in PARTS:
-        raise ValueError(f"part {value[:20]!r} is not one of {', '.join(PARTS)}")
+        shown = repr(value[:20]) if isinstance(value, str) else type(value).__name__
+        raise ValueError(f"part {shown} is not one of {', '.join(PARTS)}")
     return value
+
+
+def recording_key_problem(call_id: object, part: object) -> str | None:
+    """Why ``call_id`` and ``part`` cannot name a recording (as the catalog
+    writes them: :data:`CALL_ID`, one of :data:`PARTS`), or None. For a
+    receiving plugin reading them back from its own store: a damaged or
+    tampered row must not choose a URL path (``../..``, ``?``, ``#``)."""
+    try:
+        check_call_id(call_id)  # type: ignore[arg-type]
+        check_part(part)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

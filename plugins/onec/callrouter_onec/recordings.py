@@ -69,6 +69,7 @@ from callrouter_onec.client import (
 )
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.history import create_private
+from router import recording_key_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -143,16 +144,22 @@ class Upload:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
 
 
-def _upload(r: list[Any]) -> Upload | None:
-    """An :class:`Upload` of a queue row's columns, or None when they do not fit one."""
+def _upload(r: list[Any]) -> Upload | str:
+    """An :class:`Upload` of a queue row's columns, or why they do not fit one.
+    The call id and the part go into 1C's URL path: they are of the shape the
+    catalog writes (``1714557600.42``, ``mix``), never a ``../`` or a ``?``."""
     call_id, part, sha256, file, size, content_type, duration, attempts = r
     texts = (call_id, part, sha256, file, content_type)
+    types = ", ".join(type(v).__name__ for v in r)
     if not all(isinstance(v, str) and v and "\0" not in v for v in texts):
-        return None
+        return types
+    problem = recording_key_problem(call_id, part)
+    if problem is not None:
+        return problem
     if not all(isinstance(v, int) and v >= 0 for v in (size, attempts)):
-        return None
+        return types
     if duration is not None and not isinstance(duration, int | float):
-        return None
+        return types
     return Upload(call_id, part, sha256, Path(file), size, content_type, duration, attempts)
 
 
@@ -212,8 +219,10 @@ class UploadQueue:
     def due(self, now: float | None = None, limit: int = 20) -> list[Upload]:
         """The pending uploads whose time has come. A row this queue cannot have
         written (a damaged or tampered file: no text where a name goes, no byte
-        count) is marked ``failed`` with an ERROR naming the file and row: built
-        as it was (``Path(None)``), it raised in every step and nothing went."""
+        count, a call id or part not of the catalog's shape, which would choose
+        the path of 1C's URL) is marked ``failed`` with an ERROR naming the file
+        and row: built as it was (``Path(None)``), it raised in every step and
+        nothing went."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT rowid, call_id, part, sha256, file, size, content_type, duration, "
@@ -224,14 +233,14 @@ class UploadQueue:
         due: list[Upload] = []
         for rowid, *r in rows:
             upload = _upload(r)
-            if upload is not None:
+            if isinstance(upload, Upload):
                 due.append(upload)
                 continue
             log.error(
                 "onec: %s: uploads row %d is not one callrouter wrote (%s); marked failed",
                 self.path,
                 rowid,
-                ", ".join(f"{type(v).__name__}" for v in r),
+                upload,
             )
             with self._lock:
                 self._db.execute(

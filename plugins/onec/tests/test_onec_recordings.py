@@ -1028,3 +1028,51 @@ def test_a_queue_row_the_plugin_cannot_have_written_is_failed_not_raised_each_st
     assert len(errors) == 2
     assert all(str(path) in e and "marked failed" in e for e in errors)
     assert "uploads row 1 " in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("call_id", "part", "why"),
+    [
+        ("../../v1/responsible", "mix", "call id '../../v1/responsible' cannot name a recording"),
+        ("1.1?x=", "mix", "call id '1.1?x=' cannot name a recording"),
+        ("1.1", "mix/../../../v1/events#", "part 'mix/../../../v1/even' is not one of mix"),
+        ("1.1", "MIX", "part 'MIX' is not one of mix, in, out"),
+    ],
+)
+async def test_a_queue_row_whose_call_id_or_part_would_choose_the_url_is_failed(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    call_id: str,
+    part: str,
+    why: str,
+) -> None:
+    """Issue 16: a queue row's call id and part go into 1C's URL path
+    (/v1/calls/{call_id}/recordings/{part}); a tampered or corrupt row chose
+    the path (../../v1/responsible). Read back, they are held to the shape the
+    catalog writes: the row is failed with an ERROR saying why, the good
+    recording beside it still goes, and nothing else reaches 1C."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"x" * 10)
+    up.queue._db.execute(
+        "INSERT INTO uploads (call_id, part, sha256, file, size, content_type, duration,"
+        " queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (call_id, part, "d" * 64, str(bad), 10, "audio/wav", 1.0, 0.0),
+    )
+    try:
+        with caplog.at_level(logging.ERROR, "callrouter_onec.recordings"):
+            assert await up.step() == 1
+            assert await up.step() == 0
+        assert up.queue.counts() == {"done": 1, "failed": 1}
+    finally:
+        await close_uploads(up)
+    (path,) = {r.path for r in double.requests()}
+    assert path.endswith(f"/hs/telephony/v1/calls/{CALL}/recordings/mix"), path
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "is not one callrouter wrote" in errors[0]
+    assert why in errors[0]
+    assert "marked failed" in errors[0]

@@ -108,3 +108,25 @@ def test_a_key_file_of_no_ascii_or_too_long_is_an_error_naming_the_file(tmp_path
     path.write_bytes(b"0" * 5000)
     with pytest.raises(ValueError, match=r"recordings\.key: .* longer than 4096 bytes"):
         load_key(path)
+
+
+def test_recording_key_problem_is_the_catalogs_shape_for_plugins() -> None:
+    """A receiving plugin reads call ids and parts back from its own store and puts
+    them into a URL path (the 1C plugin's /v1/calls/{call_id}/recordings/{part}):
+    the public check says what the catalog would never have written."""
+    import router
+
+    assert router.recording_key_problem("1714557600.42", "mix") is None
+    assert router.recording_key_problem("abc_1-2", "out") is None
+    for call_id, part in (
+        ("../../v1/responsible", "mix"),
+        ("1.1?x=", "mix"),
+        ("1.1", "mix/../x"),
+        ("1.1", "MIX"),
+        (None, "mix"),
+        ("1.1", 3),
+        ("", "mix"),
+    ):
+        problem = router.recording_key_problem(call_id, part)
+        assert problem is not None, (call_id, part)
+        assert "cannot name a recording" in problem or "is not one of mix, in, out" in problem
