@@ -26,7 +26,8 @@ SOURCES = [
     *sorted((REPO / "examples").rglob("*.md")),
     REPO / "examples" / "router.toml",
 ]
-_COMMAND = re.compile(r"(?:^\s*\$?\s*|`|#\s*`?)(callrouter (?:check|explain)\b[^`\n]*)", re.M)
+# Not a message quoted with its prefix ("`callrouter check: error: ...`").
+_COMMAND = re.compile(r"(?:^\s*\$?\s*|`|#\s*`?)(callrouter (?:check|explain)\b(?!:)[^`\n]*)", re.M)
 
 
 def documented() -> list[tuple[str, str]]:
