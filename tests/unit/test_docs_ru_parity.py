@@ -7,7 +7,9 @@ without understanding the prose is compared here, section by section (the
 sections follow the headings, which must match):
 
 - every fenced code block, except its comments: commands and config examples
-  are the same in both languages;
+  are the same in both languages, and so is each block's language. What looks
+  like a comment and is not one is compared too: a root shell's ``# command``
+  in a ``console`` block, a commented-out setting (``# metrics_auth = true``);
 - every number in the prose (``10,000`` and ``10 000``, ``0.3`` and ``0,3``
   are one number), at least as often in Russian as in English;
 - every inline code span in the prose (a key, a path, a status, a log line),
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -30,18 +33,10 @@ DOCS = REPO / "docs"
 #: Twins outside docs/ (an example's README beside its files): English -> Russian,
 #: from the repository's root.
 OTHER_TWINS = {"examples/onec/README.md": "examples/onec/README.ru.md"}
+#: Every Russian page under docs/ru/ has its English twin at the same place in docs/.
 PAGES = [
     *OTHER_TWINS,
-    "api.md",
-    "asterisk.md",
-    "asterisk-ajam.md",
-    "history.md",
-    "onec.md",
-    "operations.md",
-    "recordings.md",
-    "reference/config.md",
-    "rules.md",
-    "security.md",
+    *sorted(str(p.relative_to(DOCS / "ru")) for p in (DOCS / "ru").rglob("*.md")),
 ]
 
 #: English placeholder span -> how the Russian page writes it.
@@ -112,15 +107,29 @@ _SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 #: A comment: a whole line, or the end of one after a blank (`` # ``, `` ; ``,
 #: `` // ``), or a bracketed note after a wide gap (``9f2c...    (the whole file)``).
 _COMMENT_LINE = re.compile(r"^\s*(#|;|//)")
+#: Not comments, though they start like one: a root shell's prompt in a ``console``
+#: block (``# systemctl stop callrouter``: a command starts with a small letter,
+#: ``/`` or ``.``; ``# (point ExecStart ...)`` is a comment), and a setting commented
+#: out (``# metrics_auth = true``, ``# authorization: {credentials_file: ...}``),
+#: which the reader uncomments; ``; tlsdisablev1 = yes (default), also ...`` is prose.
+_ROOT_PROMPT = re.compile(r"^\s*# [a-z/.]")
+_COMMENTED_SETTING = re.compile(
+    r"^\s*(#|;)\s*[a-z_][\w.-]*\s*[=:]\s*"
+    r"(\"[^\"]*\"|\{[^{}]*\}|\[[^\[\]]*\]|[^\s,()\"]+)$"
+)
 _COMMENT_TAIL = re.compile(r"\s+(#|;|//)\s.*$|\s{3,}\([^()]*\)$")
 #: A rule's ``description:`` is free text, written in the reader's language.
 _DESCRIPTION = re.compile(r"^(\s*description:).*$")
 
 
 def sections(text: str) -> list[tuple[str, list[str], str]]:
-    """(heading level, code blocks, prose) for each part of the page."""
+    """(heading, code blocks, prose) for each part of the page.
+
+    The heading is its level and, for the messages, its text; a code block
+    starts with its fence's language (``console``, ``toml``).
+    """
     out: list[tuple[str, list[str], str]] = []
-    level, fence = "", ""
+    level, fence, language = "", "", ""
     blocks: list[str] = []
     prose: list[str] = []
     block: list[str] | None = None
@@ -130,25 +139,31 @@ def sections(text: str) -> list[tuple[str, list[str], str]]:
                 blocks.append("\n".join(block))
                 block = None
             else:
-                block.append(code_line(line))
+                block.append(code_line(line, language))
             continue
         opening = _FENCE.match(line)
         if opening:
             fence, block = opening.group(1), []
+            language = line.strip()[len(fence) :].strip()
+            block.append(f"{fence}{language}")
             continue
         heading = _HEADING.match(line)
         if heading:
             out.append((level, blocks, "\n".join(prose)))
-            level, blocks, prose = heading.group(1), [], []
+            level, blocks, prose = line.strip(), [], []
             continue
         prose.append(line)
     out.append((level, blocks, "\n".join(prose)))
     return out
 
 
-def code_line(line: str) -> str:
+def code_line(line: str, language: str = "") -> str:
     if _COMMENT_LINE.match(line):
-        return ""
+        marker, _, rest = line.strip().partition(" ")
+        code = line[: len(line) - len(line.lstrip())] + marker + " "
+        code += _COMMENT_TAIL.sub("", rest.strip()).rstrip()
+        root = language == "console" and _ROOT_PROMPT.match(line)
+        return code if root or _COMMENTED_SETTING.match(code) else ""
     line = _DESCRIPTION.sub(r"\1 ...", line)
     return _COMMENT_TAIL.sub("", line).rstrip()
 
@@ -179,35 +194,67 @@ def russian_name(page: str) -> str:
     return str(twins(page)[1].relative_to(REPO))
 
 
-def pair(page: str) -> list[tuple[int, tuple[str, list[str], str], tuple[str, list[str], str]]]:
+def level(heading: str) -> str:
+    return heading.split(" ", 1)[0]
+
+
+def pair(page: str) -> list[tuple[str, tuple[str, list[str], str], tuple[str, list[str], str]]]:
+    """The sections of both pages side by side, each named for the messages
+    by its place and both headings (``section 5 "## Upgrading" / "## Обновление"``)."""
     english_path, russian_path = twins(page)
     english = sections(english_path.read_text(encoding="utf-8"))
     russian = sections(russian_path.read_text(encoding="utf-8"))
-    assert [s[0] for s in russian] == [s[0] for s in english], (
-        f"{russian_name(page)}: headings differ"
+    assert [level(s[0]) for s in russian] == [level(s[0]) for s in english], (
+        f"{russian_name(page)}: headings differ from {english_path.relative_to(REPO)}'s:\n"
+        + "\n".join(f"  {en[0]!r} / {ru[0]!r}" for en, ru in zip(english, russian, strict=False))
     )
-    return [(n, en, ru) for n, (en, ru) in enumerate(zip(english, russian, strict=True))]
+    return [
+        (f"section {n} {en[0] or '(top)'!r} / {ru[0] or '(top)'!r}", en, ru)
+        for n, (en, ru) in enumerate(zip(english, russian, strict=True))
+    ]
+
+
+def first_difference(english: list[str], russian: list[str]) -> str:
+    """Which code block differs, and its first line that does."""
+    for n, (en, ru) in enumerate(zip(english, russian, strict=False)):
+        if en != ru:
+            for line, (en_line, ru_line) in enumerate(
+                zip_longest(en.splitlines(), ru.splitlines(), fillvalue="(end of block)")
+            ):
+                if en_line != ru_line:
+                    return f"block {n + 1}, line {line}: English {en_line!r}, Russian {ru_line!r}"
+    return f"{len(english)} code blocks in English, {len(russian)} in Russian"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_russian_page_has_its_english_twin(page: str) -> None:
+    english, russian = twins(page)
+    assert english.is_file(), f"{russian_name(page)}: no English twin {english.relative_to(REPO)}"
+    assert russian.is_file(), f"{russian_name(page)}: missing (the twin of {page})"
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_code_blocks_are_the_same_but_for_comments(page: str) -> None:
-    for n, (_, en_blocks, _), (_, ru_blocks, _) in pair(page):
-        assert ru_blocks == en_blocks, f"{russian_name(page)}, section {n}: code blocks differ"
+    for where, (_, en_blocks, _), (_, ru_blocks, _) in pair(page):
+        assert ru_blocks == en_blocks, (
+            f"{russian_name(page)}, {where}: code blocks differ: "
+            f"{first_difference(en_blocks, ru_blocks)}"
+        )
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_english_number_is_in_the_russian_section(page: str) -> None:
-    for n, (_, _, en), (_, _, ru) in pair(page):
+    for where, (_, _, en), (_, _, ru) in pair(page):
         missing = numbers(en) - numbers(ru)
-        assert not missing, f"{russian_name(page)}, section {n}: lacks {sorted(missing)}"
+        assert not missing, f"{russian_name(page)}, {where}: lacks {sorted(missing)}"
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_english_code_span_is_in_the_russian_section(page: str) -> None:
-    for n, (_, _, en), (_, _, ru) in pair(page):
+    for where, (_, _, en), (_, _, ru) in pair(page):
         russian = spans(ru)
         missing = [span for span in spans(en) - russian if TRANSLATED.get(span) not in russian]
-        assert not missing, f"{russian_name(page)}, section {n}: lacks {missing}"
+        assert not missing, f"{russian_name(page)}, {where}: lacks {missing}"
 
 
 SAMPLE = """\
@@ -238,7 +285,18 @@ read = call
 def test_the_readers_see_a_faithful_translation_as_equal() -> None:
     [_, (_, en_blocks, en)] = sections(SAMPLE)
     [_, (_, ru_blocks, ru)] = sections(SAMPLE_RU)
-    assert en_blocks == ru_blocks == ["[router]\nsecret = s\nread = call"]
+    assert en_blocks == ru_blocks == ["```ini\n[router]\nsecret = s\nread = call"]
     assert numbers(en) == numbers(ru) == Counter({"10000": 1, "0.6": 1})
     assert spans(en) - spans(ru) == Counter({"HOST:PORT": 1})
     assert TRANSLATED["HOST:PORT"] in spans(ru)
+
+
+def test_a_root_prompt_and_a_commented_setting_are_code_not_comments() -> None:
+    console = "```console\n# install -d -m 755 /etc/callrouter\n# (point ExecStart here)\n```\n"
+    [_, (_, blocks, _)] = sections("# T\n" + console)
+    assert blocks == ["```console\n# install -d -m 755 /etc/callrouter\n"]
+    toml = "```toml\n# metrics_auth = true   # a comment\n# a comment = prose here\n```\n"
+    [_, (_, blocks, _)] = sections("# T\n" + toml)
+    assert blocks == ["```toml\n# metrics_auth = true\n"]
+    [_, (_, blocks, _)] = sections("# T\n" + toml.replace("true", "false"))
+    assert blocks != ["```toml\n# metrics_auth = true\n"]
