@@ -13,7 +13,11 @@ sections follow the headings, which must match):
 - every number in the prose (``10,000`` and ``10 000``, ``0.3`` and ``0,3``
   are one number), at least as often in Russian as in English;
 - every inline code span in the prose (a key, a path, a status, a log line),
-  except the placeholders the Russian page translates (``TRANSLATED``).
+  except the placeholders the Russian page translates (``TRANSLATED``);
+- the shape of the prose: as many table rows and quoted lines (``>``, where a
+  warning goes) and at least as many **bold** phrases (the "never" a reader must
+  not miss), so a row, a note or a warning added in English is not left out;
+- every link to another file goes to the same file, or to its Russian twin.
 
 The API page's curl requests are compared by test_api_docs.py, the metric
 tables by test_metrics_docs.py, the config keys by test_config_docs.py.
@@ -255,6 +259,72 @@ def test_every_english_code_span_is_in_the_russian_section(page: str) -> None:
         russian = spans(ru)
         missing = [span for span in spans(en) - russian if TRANSLATED.get(span) not in russian]
         assert not missing, f"{russian_name(page)}, {where}: lacks {missing}"
+
+
+def shape(prose: str) -> Counter[str]:
+    """Table rows, quoted lines and bold phrases, outside code spans."""
+    text = _SPAN.sub(" ", prose)
+    return Counter(
+        {
+            "table rows": len(re.findall(r"^\s*\|", text, re.M)),
+            "quoted lines": len(re.findall(r"^\s*>", text, re.M)),
+            "bold phrases": len(re.findall(r"\*\*[^*]+\*\*", text)),
+        }
+    )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_english_row_note_and_warning_is_in_the_russian_section(page: str) -> None:
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        english, russian = shape(en), shape(ru)
+        assert english["table rows"] == russian["table rows"], (
+            f"{russian_name(page)}, {where}: {russian['table rows']} table rows, "
+            f"English has {english['table rows']}"
+        )
+        assert english["quoted lines"] == russian["quoted lines"], (
+            f"{russian_name(page)}, {where}: {russian['quoted lines']} quoted lines (>), "
+            f"English has {english['quoted lines']}"
+        )
+        assert russian["bold phrases"] >= english["bold phrases"], (
+            f"{russian_name(page)}, {where}: {russian['bold phrases']} bold phrases, "
+            f"English has {english['bold phrases']}"
+        )
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def linked_files(prose: str, page: Path) -> Counter[str]:
+    """The files a section links to, a Russian twin counted as its English page."""
+    out: Counter[str] = Counter()
+    for target in _LINK.findall(_SPAN.sub(" ", prose)):
+        path = target.split("#", 1)[0]
+        if not path or re.match(r"[a-z]+:", path):
+            out[path or "(this page)"] += 1
+            continue
+        file = (page.parent / path).resolve()
+        english = {v: k for k, v in OTHER_TWINS.items()}.get(str(file.relative_to(REPO)))
+        if english:
+            file = REPO / english
+        elif (DOCS / "ru") in file.parents:
+            file = DOCS / file.relative_to(DOCS / "ru")
+        out[str(file.relative_to(REPO))] += 1
+    out.pop("(this page)", None)
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_goes_to_the_same_page_or_its_russian_twin(page: str) -> None:
+    english_path, russian_path = twins(page)
+    for where, (_, _, en), (_, _, ru) in pair(page):
+        english = linked_files(en, english_path)
+        russian = linked_files(ru, russian_path)
+        for links in (english, russian):  # "Russian: ru/x.md", "English: ../x.md"
+            links.pop(str(english_path.relative_to(REPO)), None)
+        assert russian == english, (
+            f"{russian_name(page)}, {where}: links differ: only in English "
+            f"{sorted(english - russian)}, only in Russian {sorted(russian - english)}"
+        )
 
 
 SAMPLE = """\
