@@ -17,7 +17,8 @@ sections follow the headings, which must match):
 - the shape of the prose: as many table rows and quoted lines (``>``, where a
   warning goes) and at least as many **bold** phrases (the "never" a reader must
   not miss), so a row, a note or a warning added in English is not left out;
-- every link to another file goes to the same file, or to its Russian twin.
+- every link to another file goes to the same file, or to its Russian twin;
+- one Russian term for each thing, on every page (``GLOSSARY``).
 
 The API page's curl requests are compared by test_api_docs.py, the metric
 tables by test_metrics_docs.py, the config keys by test_config_docs.py.
@@ -327,6 +328,45 @@ def test_every_link_goes_to_the_same_page_or_its_russian_twin(page: str) -> None
             f"{sorted(set(english) - set(russian))}, only in Russian "
             f"{sorted(set(russian) - set(english))}"
         )
+
+
+#: Words the Russian pages do not use, outside code, with the one they use instead.
+#: A reader meets one term for one thing, on every page.
+GLOSSARY = {
+    r"добавочн": "«внутренний номер» (a phone's extension) or «расширение» (a dialplan's)",
+    r"экстеншен": "«расширение» (a dialplan's extension)",
+    r"таймаут": "«тайм-аут»",
+    r"(?<![a-z])heartbeat(?!-)": "«пульс»",
+    r"сердцебиени": "«пульс»",
+    r"роутер": "«callrouter»",
+    r"план[а-я]* набора": "«диалплан»",
+    r"менеджер[а-я]* (?:AMI|Asterisk)|(?:сесси|порт)[а-я]* менеджера|секрет менеджера": (
+        "«пользователь AMI», «сессия AMI», «порт AMI», «пароль» (a manager in 1C is a person)"
+    ),
+    r"неверный секрет|секрет AMI": "«пароль» (manager.conf's secret)",
+    r"резервн[а-я]* маршрут": "«запасной вариант» (a rule's fallback) or «маршрут по умолчанию»",
+    r"тормоз|протух|стартует|стартовал": "«медлит», «истёк», «запускается»",
+    r"(?<![а-яё])лежит,|(?<![а-яё])лежат часами|1С лежит": "«недоступна»",
+}
+#: Where a listed word is the right one: (page, the word in its context).
+GLOSSARY_EXEMPT = {
+    # A telephone number's extension ("доб. 123"), not a PBX's extension.
+    ("examples/onec/README.ru.md", "из номера без добавочного"),
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_russian_page_keeps_to_the_glossary(page: str) -> None:
+    russian_path = twins(page)[1]
+    found = []
+    for heading, _, prose in sections(russian_path.read_text(encoding="utf-8")):
+        text = re.sub(r"\s+", " ", _SPAN.sub(" ", heading + "\n" + prose))
+        for pattern, instead in GLOSSARY.items():
+            for match in re.finditer(pattern, text, re.I):
+                context = text[max(0, match.start() - 20) : match.end() + 20]
+                if not any(p == russian_name(page) and c in context for p, c in GLOSSARY_EXEMPT):
+                    found.append(f"{match.group(0)!r} in {context!r}: write {instead}")
+    assert not found, f"{russian_name(page)}: " + "; ".join(found)
 
 
 SAMPLE = """\
