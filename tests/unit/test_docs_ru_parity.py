@@ -26,6 +26,7 @@ tables by test_metrics_docs.py, the config keys by test_config_docs.py.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from itertools import zip_longest
@@ -367,6 +368,30 @@ def test_the_russian_page_keeps_to_the_glossary(page: str) -> None:
                 if not any(p == russian_name(page) and c in context for p, c in GLOSSARY_EXEMPT):
                     found.append(f"{match.group(0)!r} in {context!r}: write {instead}")
     assert not found, f"{russian_name(page)}: " + "; ".join(found)
+
+
+UI_STRINGS = REPO / "router" / "api" / "ui" / "strings.json"
+
+
+@pytest.mark.parametrize(
+    ("page", "language", "heading"),
+    [
+        ("docs/operations.md", "en", "## The live page"),
+        ("docs/ru/operations.md", "ru", "## Живая страница"),
+    ],
+)
+def test_the_live_page_is_described_in_its_own_words(
+    page: str, language: str, heading: str
+) -> None:
+    """The panels the page names in bold (``- **Решения**: ...``) are the titles
+    the live page shows in that language: an administrator looks for them."""
+    strings = set(json.loads(UI_STRINGS.read_text(encoding="utf-8"))[language].values())
+    text = (REPO / page).read_text(encoding="utf-8")
+    section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    panels = re.findall(r"^- \*\*(.+?)\*\*:", section, re.M)
+    assert len(panels) >= 4, f"{page}: no panels found under {heading!r}"
+    unknown = [panel for panel in panels if panel not in strings]
+    assert not unknown, f"{page}, {heading}: the live page shows no {unknown} ({UI_STRINGS.name})"
 
 
 SAMPLE = """\
