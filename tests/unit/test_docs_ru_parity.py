@@ -335,7 +335,8 @@ def test_every_link_goes_to_the_same_page_or_its_russian_twin(page: str) -> None
 #: A reader meets one term for one thing, on every page.
 GLOSSARY = {
     r"добавочн": "«внутренний номер» (a phone's extension) or «расширение» (a dialplan's)",
-    r"экстеншен": "«расширение» (a dialplan's extension)",
+    r"экстеншен|(?<![\w`/.-])extensions?(?![\w`/.-])": "«расширение» (a dialplan's extension)",
+    r"(?<![\w`/.-])endpoints?(?![\w`/.-])": "«эндпоинт»",
     r"таймаут": "«тайм-аут»",
     r"(?<![a-z])heartbeat(?!-)": "«пульс»",
     r"сердцебиени": "«пульс»",
