@@ -298,3 +298,29 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
 
     await placer.hangup_all()
     assert complaints == []
+
+
+async def test_a_bidi_override_in_a_callers_name_is_shown_not_obeyed(
+    engine: Engine, port: int, placer: CallPlacer, browser: Any
+) -> None:
+    # U+202E (right-to-left override) in a caller's name, or in a 1C answer,
+    # once showed the rest of its line backwards: the trace's redirect
+    # "exten=101" read "101=netxe", and a name could make a number or a rule
+    # read as another. The page shows such characters as \u202e, as the logs do.
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{port}/ui/")
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.fill("#token", TOKEN)
+    await page.click("#login-form button[type=submit]")
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    name = "\u202eevil\u2066x\u200f\x1b[31m"
+    call = await placer.place(DID, CALLER, caller_name=name, hold=20)
+    await page.locator("#calls li", has_text="evil").first.wait_for(timeout=5_000)
+    await placer.wait_all([call], timeout=15)
+    decision = page.locator("#decisions li.decision", has_text="evil").first
+    await decision.wait_for(timeout=5_000)
+    shown = await decision.locator(".name").text_content() or ""
+    assert "\\u202eevil\\u2066x\\u200f\\x1b[31m" in shown, shown
+    text = await page.evaluate("document.getElementById('live').textContent")
+    assert not set(text) & {"\u202e", "\u2066", "\u200f", "\x1b"}, "a raw bidi or control character"
+    await placer.hangup_all()

@@ -24,10 +24,26 @@
     return text;
   }
 
+  // Controls and the characters that reorder or hide what follows them (bidi
+  // embeddings, overrides and isolates: "Trojan Source"), as the logs escape
+  // them (router/logsafe.py). Raw, a U+202E in a caller's name or a 1C answer
+  // showed the rest of its line backwards: the redirect's "exten=101" as
+  // "101=netxe". Shown as \u202e, they change nothing around them.
+  const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+  function visible(text) {
+    return String(text).replace(UNSAFE, (char) => {
+      const code = char.charCodeAt(0);
+      return code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    });
+  }
+
   function el(tag, cls, text) {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
-    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (text !== undefined && text !== null) node.textContent = visible(text);
     return node;
   }
 
@@ -333,7 +349,7 @@
       $("login-error").textContent = "";
       showLive();
     } else {
-      $("login-error").textContent = `${t("login_failed")}: ${data.detail || ""}`;
+      $("login-error").textContent = visible(`${t("login_failed")}: ${data.detail || ""}`);
     }
   }
 
@@ -379,7 +395,7 @@
     }
     const { ok, data } = await post("/ui/explain", body);
     if (!ok) {
-      $("explain-error").textContent = `${t("explain_failed")}: ${data.detail || ""}`;
+      $("explain-error").textContent = visible(`${t("explain_failed")}: ${data.detail || ""}`);
       return;
     }
     lastExplain = data;

@@ -204,6 +204,28 @@ def test_the_script_never_writes_markup() -> None:
     assert "textContent" in script
 
 
+def test_the_script_shows_controls_and_bidi_characters_as_the_logs_do() -> None:
+    """Every text the page writes goes through ``visible``, whose characters are
+    the logs' (router/logsafe.py): a U+202E in a caller's name or a 1C answer
+    once showed the rest of a trace line backwards ("exten=101" as "101=netxe").
+    The browser side is tests/integration/test_ui_live.py."""
+    from router.logsafe import escape_controls
+
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    found = re.search(r"const UNSAFE = /(\[[^\]]+\])/g;", script)
+    assert found, "app.js has no UNSAFE character class"
+    unsafe = re.compile(found.group(1))  # JavaScript's class syntax is Python's here
+    for code in range(0x3000):
+        char = chr(code)
+        logged = escape_controls(char, keep_newlines=True) != char
+        assert bool(unsafe.fullmatch(char)) == logged, f"U+{code:04X}"
+    # Outside text reaches the page only through el() or visible().
+    assert "node.textContent = visible(text)" in script
+    ours = ("visible(", "t(", '""', "String(calls.length)", "facts.join")
+    for value in re.findall(r"\.textContent = (.+);", script):
+        assert value.startswith(ours), value
+
+
 def test_every_string_in_both_languages() -> None:
     from router.health import readiness
 
