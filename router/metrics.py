@@ -363,12 +363,15 @@ class Metrics:
         evaluate_seconds: float | None,
         asterisk_seconds: float | None,
         lookups: Iterable[Any] = (),
+        moved: bool = False,
     ) -> None:
         """One routing decision: its rule and outcome, its latencies, its lookups.
 
         ``asterisk_seconds`` is the request -> confirming ``Newexten`` time on
         Asterisk's clock (executed decisions only); ``lookups`` the trace's
         ``LookupTrace`` objects (``lookup``, ``ms``, ``error``, ``reused``).
+        ``moved``: an action took the call away (a confirmed redirect beside a
+        refused setvar): a ``failed`` decision, but no fallthrough.
         """
         key = (rules[0] if rules else "-", outcome)
         child = self._decision_children.get(key)
@@ -378,7 +381,7 @@ class Metrics:
                 self._decision_children[key] = child
         child.inc()
         cause = _FALLS.get(outcome)
-        if cause is not None:
+        if cause is not None and not moved:
             self.fallthroughs.labels(cause).inc()
         if evaluate_seconds is not None:
             self.evaluate_seconds.observe(evaluate_seconds)

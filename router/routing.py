@@ -341,6 +341,7 @@ class Router:
         evaluated = time.monotonic()
         results: list[ActionOutcome] = []
         status: RouteOutcome
+        moved = False
         if outcome is None:
             status = "late"
         elif not outcome.decision.actions:
@@ -359,6 +360,13 @@ class Router:
             bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
             gone = any(r.status == "channel-gone" for r in results)
             status = "caller-gone" if gone else ("failed" if bad else "executed")
+            # A refused setvar (a 1C client name with a line break) beside a
+            # confirmed redirect: "failed", but the call went where the rule
+            # said, so it is neither a fallthrough nor left to the default route.
+            moved = any(
+                result.status in ("confirmed", "ok") and self._moves(action)
+                for action, result in zip(outcome.decision.actions, results, strict=False)
+            )
             if any(r.lost and r.kind in _MOVING_KINDS for r in results):
                 # The connection broke before Asterisk answered the Redirect:
                 # the reconcile that follows a reconnect routes the call again
@@ -403,6 +411,7 @@ class Router:
             self.metrics.decided(
                 record.rules,
                 status,
+                moved=moved,
                 evaluate_seconds=evaluated - started,
                 asterisk_seconds=(
                     confirmed[-1] - request.timestamp
@@ -412,7 +421,7 @@ class Router:
                 lookups=_lookup_traces(trace),
             )
         if not self.shadow and (
-            status in _MARKED_OUTCOMES
+            (status in _MARKED_OUTCOMES and not moved)
             or (
                 status == "executed"
                 and outcome is not None

@@ -247,6 +247,72 @@ async def test_a_decision_that_only_tags_the_call_marks_it_too(
     assert routed != tagged
 
 
+class Names:
+    """A lookup answering a client card whose name holds a line break (1C's editors
+    can type one), and 102 for every number."""
+
+    __name__ = "names"
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        async def card(number: str) -> dict[str, str]:
+            return {"name": "Ромашка\r\nEvent: Hangup", "extension": "102"}
+
+        registry.add_lookup("test.card", card)
+
+
+async def test_a_refused_setvar_beside_a_confirmed_redirect_is_no_fallthrough(
+    engine_factory: EngineFactory, tmp_path: Path, ajam_replay: ReplayAsterisk
+) -> None:
+    """Issue 16: a 1C client name with a line break makes the ``setvar`` of it
+    ``failed`` (refused before sending) while the ``redirect`` is confirmed: the
+    call went to 102, yet it counted in ``callrouter_fallthroughs_total{cause=
+    "failed"}`` ("calls sent to the dialplan's default route") and was marked as
+    left there, so one CRM card could page whoever watches fallthroughs. A
+    redirect that fails still counts."""
+    rules = tmp_path / "card.yaml"
+    rules.write_text(
+        """
+version: 1
+rules:
+  - name: card
+    on: call
+    lookup:
+      card: test.card(caller.number)
+    do:
+      - setvar: {CRM_CLIENT: "{card.name}"}
+      - redirect: {context: managers, exten: "{card.extension}"}
+""",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Names()])
+    moved = ajam_replay.inbound_call(caller="+79161234567", did=ROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    [record] = engine.records
+    assert record.outcome == "failed"
+    assert [(a.kind, a.status) for a in record.actions] == [
+        ("setvar", "failed"),
+        ("redirect", "confirmed"),
+    ]
+    assert [r["Exten"] for r in ajam_replay.sent("Redirect")] == ["102"]
+    assert sample(engine, "callrouter_decisions_total", rule="card", outcome="failed") == 1
+    assert sample(engine, "callrouter_fallthroughs_total", cause="failed") == 0
+    marks = [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
+    assert marks == []
+
+    # Asterisk refuses the redirect: that call did stay, and counts.
+    ajam_replay.on("Redirect", lambda sent: [("Response", "Error"), ("Message", "No such")])
+    stayed = ajam_replay.inbound_call(caller="+79161234568", did=ROUTED)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert engine.records[-1].outcome == "failed"
+    assert sample(engine, "callrouter_fallthroughs_total", cause="failed") == 1
+    marks = [m for m in ajam_replay.sent("Setvar") if m["Variable"] == DECIDED_VARIABLE]
+    assert [(m["Channel"], m["Value"]) for m in marks] == [(stayed, "failed")]
+    assert moved != stayed
+
+
 class Transfers:
     """A plugin action that moves the call itself and says so (``routes=True``)."""
 
