@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_TEXT",
     "Client",
     "Contact",
     "EventAck",
@@ -32,6 +33,15 @@ __all__ = [
 #: The client kinds the contract names. Others are accepted (a 1C developer may
 #: add one) because routing only needs the manager, not the kind.
 CLIENT_TYPES = frozenset({"counterparty", "partner", "contact_person", "lead"})
+
+
+#: Longest text of an answer (a name, an id), in characters; a longer one is
+#: cut, ending in "…". max_body lets 1C answer a megabyte name, and each answer
+#: is kept: in the lookup cache (by number, 50,000 of them), in the JSON decision
+#: log line, in the decision records. Cut, not refused: a refusal would be a 1C
+#: failure, and a few calls of one such card would open the circuit breaker for
+#: every caller. The API's event feed cuts a caller card's texts to the same 500.
+MAX_TEXT = 500
 
 
 class ShapeError(ValueError):
@@ -129,7 +139,7 @@ def _str(obj: Mapping[str, Any], key: str, where: str, *, nullable: bool = False
         return None
     if not isinstance(value, str):
         raise ShapeError(f"{where}.{key}: expected a string, got {type(value).__name__}")
-    return value
+    return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
 
 
 def _req(obj: Mapping[str, Any], key: str, where: str) -> str:

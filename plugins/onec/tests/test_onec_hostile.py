@@ -253,3 +253,44 @@ async def test_a_dying_sender_is_logged_and_restarted(
     finally:
         await sender.stop()
         queue.close()
+
+
+async def test_huge_texts_of_an_answer_are_cut_so_the_cache_stays_small(
+    double: OneCDouble, client: OneCClient
+) -> None:
+    """Issue 16: max_body lets 1C answer a name of a megabyte, and every answer
+    was kept whole: in the cache (by number, 50,000 of them), in the JSON
+    decision log line and the decision records. A CRM card with a pasted text
+    (or a 1C that answers each number so) grew the process by its size for
+    every distinct caller. Each text is cut to MAX_TEXT; routing is unchanged."""
+    from callrouter_onec.directory import Directory
+    from callrouter_onec.models import MAX_TEXT
+
+    big = "Б" * 200_000  # 400 KB of UTF-8, within max_body
+    managers = {"m": {"key": "m", "id": "m1", "name": big, "extension": "101", "mobile": None}}
+    numbers = [f"7916{n:07d}" for n in range(40)]
+    clients = [
+        {"id": f"c{n}", "type": "counterparty", "name": big, "manager": "m", "phones": [number]}
+        for n, number in enumerate(numbers)
+    ]
+    double.directory = Directory(managers, clients)
+    cache = ResponsibleCache(client)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        answers = [await cache.lookup(number) for number in numbers]
+        gc.collect()
+        grown = sum(
+            stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+        )
+    finally:
+        tracemalloc.stop()
+    # 40 answers kept: tens of KB, not 40 x 800 KB.
+    assert grown < 2 * 1024 * 1024, f"the cache grew by {grown / 1e6:.1f} MB"
+    first = answers[0]
+    assert first.client is not None
+    assert first.manager is not None
+    assert len(first.client.name) == MAX_TEXT
+    assert first.client.name.endswith("…")
+    assert len(first.manager.name) == MAX_TEXT
+    assert first.extension == "101"
