@@ -13,7 +13,9 @@ Subcommands::
                          the foreground until Ctrl-C, printing every call
 
 Exit codes: 0 success, 1 a :class:`~router.errors.SandboxError` (the one-line
-reason is printed), 3 ``status`` found a named instance not running.
+reason is printed), 3 ``status`` found a named instance not running, or no
+instance of that name (as LSB's ``status`` says 3 for a service that is not
+running: a script polling for "up" needs no second case).
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not names:
         print("no sandbox instances")
         return 0
+    if args.name and not (instances_dir(_cache(args)) / f"{args.name}.json").exists():
+        print(f"error: no sandbox named {args.name!r}", file=sys.stderr)
+        return 3
     code = 0
     rows = []
     for name in names:

@@ -128,3 +128,13 @@ def test_a_restarted_attached_sandbox_saves_its_new_pid(
     box = configured(tmp_path)
     box.launch()
     assert Sandbox.attach("kept", cache_dir=tmp_path).pid == 424242
+
+
+def test_status_of_an_unknown_name_exits_3_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status NAME`` documents exit 3 when NAME is not running; a name that
+    was never started exited 1 with a SandboxError (found by a docs trial), so
+    a script polling ``status dev`` for "up" needed a second case."""
+    assert main(["--cache", str(tmp_path), "status", "dev"]) == 3
+    assert "no sandbox named 'dev'" in capsys.readouterr().err
