@@ -25,7 +25,6 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -44,7 +43,7 @@ from router.api.dial_settings import (
     call_variable_problem,
 )
 from router.api.dialing import Dialing, channel_extension
-from router.api.errors import ApiError
+from router.api.errors import ApiError, refuse_unknown_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
@@ -390,12 +389,6 @@ def _visible(token: Token, call: Call | None, origination: Origination | None) -
     return any(token.sees(ext) for ext in call_extensions(call, origination))
 
 
-def _unknown_keys(body: Mapping[str, object], known: tuple[str, ...]) -> None:
-    for key in body:
-        if key not in known:
-            raise ApiError(400, f"{key}: unknown field (known: {', '.join(known)})", field=key)
-
-
 def _variables(value: object, settings: DialSettings) -> dict[str, str]:
     """A request's channel variables, each refused with the reason and its name.
 
@@ -470,7 +463,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def create(request: Request) -> JSONResponse:
         token = await authorize(request, "calls:create")
         body = await read_json(request, required=True)
-        _unknown_keys(body, _CREATE_KEYS)
+        refuse_unknown_fields(body, _CREATE_KEYS)
         if "from" not in body:
             raise ApiError(400, "from: required (the manager's extension)", field="from")
         if "to" not in body:
@@ -587,7 +580,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         token = await authorize(request, "calls:transfer")
         call, _ = find(token, call_id)
         body = await read_json(request, required=True)
-        _unknown_keys(body, _TRANSFER_KEYS)
+        refuse_unknown_fields(body, _TRANSFER_KEYS)
         mode = body.get("mode", "blind")
         if mode not in ("blind", "attended"):
             raise ApiError(400, "mode: expected 'blind' or 'attended'", field="mode")

@@ -24,6 +24,7 @@ __all__ = [
     "ApiError",
     "problem_body",
     "problem_responses",
+    "refuse_unknown_fields",
     "refuse_unknown_query",
 ]
 
@@ -78,6 +79,24 @@ def refuse_unknown_query(names: Iterable[str], known: Iterable[str]) -> None:
             if hint:
                 raise ApiError(400, detail, field=shown, did_you_mean=hint)
             raise ApiError(400, detail, field=shown)
+
+
+def refuse_unknown_fields(body: Iterable[str], known: Iterable[str]) -> None:
+    """A 400 naming the first member of a JSON body the endpoint does not read.
+
+    Worded like :func:`refuse_unknown_query`, with the closest known name in
+    ``did_you_mean`` (the 1C module turns it into "возможно, имелось в виду"):
+    ``{"form": "101"}`` for ``from`` otherwise showed only the list. The name is
+    the client's and is cut to 40 characters.
+    """
+    allowed = tuple(known)
+    for name in body:
+        if name not in allowed:
+            shown = name[:40]
+            hint = closest(shown, allowed)
+            detail = f"{shown}: unknown field" + (f"; did you mean {hint!r}?" if hint else "")
+            detail += f" (known: {', '.join(allowed)})"
+            raise ApiError(400, detail, field=shown, did_you_mean=hint)
 
 
 def problem_body(

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.api.auth import Token, audit_of, authenticate
 from router.api.context import ApiContext, read_json
-from router.api.errors import ApiError, problem_responses
+from router.api.errors import ApiError, problem_responses, refuse_unknown_fields
 from router.rules.explain import answer_stubs, explain_call, moment
 
 __all__ = ["OPENAPI", "PERMISSIONS", "explain", "routes"]
@@ -45,13 +45,7 @@ def _text(body: dict[str, Any], name: str, *, required: bool) -> str | None:
 
 async def explain(ctx: ApiContext, body: dict[str, Any]) -> dict[str, Any]:
     """The explanation for one request body; 400 naming the field, 503 with no rules."""
-    unknown = sorted(set(body) - {*_FIELDS, "lookups"})
-    if unknown:
-        raise ApiError(
-            400,
-            f"unknown field {unknown[0]!r} (known: caller, did, name, at, lookups)",
-            field=unknown[0],
-        )
+    refuse_unknown_fields(body, (*_FIELDS, "lookups"))
     caller = _text(body, "caller", required=True) or ""
     did = _text(body, "did", required=True) or ""
     name = _text(body, "name", required=False) or ""

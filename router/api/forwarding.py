@@ -25,7 +25,7 @@ from router.api import forwarding_state
 from router.api.auth import authorize
 from router.api.context import read_json
 from router.api.dialing import Dialing
-from router.api.errors import ApiError
+from router.api.errors import ApiError, refuse_unknown_fields
 from router.api.forwarding_state import Forwarding, ForwardingState, is_forwardable_extension
 from router.errors import AMIError
 
@@ -116,13 +116,7 @@ class ForwardingService:
 
     def parse(self, body: Mapping[str, object], current: Forwarding) -> Forwarding:
         """The new setting from a PUT body; keys left out keep their value."""
-        for key in body:
-            if key not in _BODY_KEYS:
-                raise ApiError(
-                    400,
-                    f"{key}: unknown field (known: {', '.join(_BODY_KEYS)})",
-                    field=key,
-                )
+        refuse_unknown_fields(body, _BODY_KEYS)
         dnd = body.get("dnd", current.dnd)
         if not isinstance(dnd, bool):
             raise ApiError(400, "dnd: expected true or false", field="dnd")

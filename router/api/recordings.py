@@ -58,7 +58,7 @@ from router.api.calls import (
     require_live_leg,
 )
 from router.api.context import read_json
-from router.api.errors import ApiError, refuse_unknown_query
+from router.api.errors import ApiError, refuse_unknown_fields, refuse_unknown_query
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.closer import written_after
@@ -475,9 +475,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         if call is None or not any(token.sees(e) for e in call_extensions(call, None)):
             raise ApiError(404, f"no call {call_id[:80]!r} that this token may see")
         body = await read_json(request)
-        unknown = sorted(set(body) - set(_RECORD_KEYS))
-        if unknown:
-            raise ApiError(400, f"{unknown[0]}: unknown key", field=unknown[0])
+        refuse_unknown_fields(body, _RECORD_KEYS)
         legs, fmt = body.get("legs"), body.get("format")
         if legs is not None and legs not in LEGS:
             raise ApiError(400, f"legs: expected one of {', '.join(LEGS)}", field="legs")

@@ -807,3 +807,45 @@ def test_one_token_s_idempotency_keys_never_push_out_another_s() -> None:
     now[0] = 61
     assert keys.lookup("crm", "order-1", "body") is None
     assert keys.lookup("flood", "k9", "body") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "hint"),
+    [
+        ({"form": "101", "to": "89161234567"}, "form", "from"),
+        ({"from": "101", "to": "89161234567", "variabels": {}}, "variabels", "variables"),
+        ({"from": "101", "to": "89161234567", "colour": "red"}, "colour", None),
+    ],
+)
+async def test_a_misspelt_click_to_call_field_is_named_with_the_closest(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str, hint: str | None
+) -> None:
+    """A 1C developer's typo gets ``did_you_mean``, as a misspelt query parameter
+    does: the module's error text ("возможно, имелось в виду ...") reads it."""
+    response = await client.post("/api/v1/calls", json=body, headers=auth("all"))
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["field"] == field
+    assert problem.get("did_you_mean") == hint
+    if hint:
+        assert f"did you mean {hint!r}?" in problem["detail"]
+
+
+async def test_a_misspelt_transfer_field_is_named_with_the_closest(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    mine, _phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "103", "form": "101"},
+        headers=auth("all"),
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["field"] == "form"
+    assert refused.json()["did_you_mean"] == "from"
+    long = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103", "x" * 5000: 1}, headers=auth("all")
+    )
+    assert long.status_code == 400
+    assert len(long.json()["detail"]) < 200, "the client's key is cut, not echoed whole"
+    assert ajam_replay.sent("BlindTransfer") == []

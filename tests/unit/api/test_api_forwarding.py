@@ -368,3 +368,14 @@ async def test_presence_joins_hint_and_device_state_with_dnd_for_extensions_the_
     assert [e["extension"] for e in everyone] == ["101", "102"]
     assert everyone[1]["device_state"] == "NOT_INUSE"
     assert (await client.get("/api/v1/presence", headers=auth("reader"))).status_code == 403
+
+
+async def test_a_misspelt_field_is_named_with_the_closest(client: httpx.AsyncClient) -> None:
+    """``forwardTo`` (a 1C developer's camelCase) is not silently ignored, and the
+    problem says which field was meant."""
+    refused = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"forwardTo": "102"}, headers=auth("t101")
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["field"] == "forwardTo"
+    assert refused.json()["did_you_mean"] == "forward_to"
