@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.api.auth import audit_of, authenticate
 from router.api.context import ApiContext
-from router.api.errors import ApiError
+from router.api.errors import ApiError, refuse_unknown_query
 from router.health import ROLES
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "details_shown", "routes"]
@@ -68,6 +68,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def readyz(request: Request) -> JSONResponse:
         audit_of(request).operation = "readyz"
+        # A misspelt ``?rol=live`` read as a bare /readyz is 200 from a standby:
+        # the balancer would send calls' API traffic to the instance not routing.
+        refuse_unknown_query(request.query_params.keys(), ("role",))
         role = request.query_params.get("role")
         if role is not None and role not in ROLES:
             raise ApiError(

@@ -226,6 +226,22 @@ async def test_readyz_says_the_role_and_role_live_is_200_only_to_the_one_routing
     assert wrong.json()["detail"] == "role 'primary': expected one of live, standby, shadow"
 
 
+async def test_a_misspelt_readyz_parameter_is_400_not_a_bare_readyz(stub: StubEngine) -> None:
+    """``/readyz?rol=live`` on a standby answered 200, as a bare /readyz: a balancer
+    configured with the typo sent traffic to the instance that does not route.
+    It is now refused naming the parameter, as the event feed's are (issue 16)."""
+    state = _ready("standby", "instance 3f2a9c1d on host pbx")
+    async with client(ApiContext(stub, ApiSettings(tokens=TOKENS), health=lambda: state)) as http:
+        typo = await http.get("/readyz?rol=live")
+        head = await http.head("/readyz?rol=live")
+        fine = await http.get("/readyz?role=standby")
+    assert typo.status_code == 400, typo.text
+    assert typo.json()["field"] == "rol"
+    assert typo.json()["did_you_mean"] == "role"
+    assert head.status_code == 400
+    assert fine.status_code == 200
+
+
 async def test_readyz_names_the_live_instance_only_with_details(stub: StubEngine) -> None:
     """The instance standing by names the one that routes (its host): a
     detail, like the reasons, for a listener others reach."""
