@@ -196,6 +196,9 @@ def call_event_payload(
             "to": transfer.to_extension,
         },
         "replayed": bool(event.replayed),
+        "closed_by": None,
+        "closed_at": None,
+        "closed_direction": None,
         "ts": int(event.at),
         "recording_url": None,
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "CLIENT_TYPES",
+    "EVENT_FIELDS",
     "MAX_TEXT",
     "Client",
     "Contact",
@@ -29,6 +30,38 @@ __all__ = [
     "parse_ping",
     "parse_responsible",
 ]
+
+#: Every member of a call event's body, in the order of the history contract's table
+#: (docs/onec.md): each body carries them all, null when one does not apply, so
+#: a 1C reader may rely on the shape. ``event_id`` is left out only by a rule's
+#: ``notify`` without a call (keyed by call_id and event, as the contract says).
+EVENT_FIELDS: tuple[str, ...] = (
+    "event",
+    "event_id",
+    "call_id",
+    "direction",
+    "from",
+    "to",
+    "extension",
+    "manager_id",
+    "client_id",
+    "owner",
+    "status",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration",
+    "billsec",
+    "talk_seconds",
+    "transfer",
+    "hangup_by",
+    "replayed",
+    "closed_by",
+    "closed_at",
+    "closed_direction",
+    "ts",
+    "recording_url",
+)
 
 #: The client kinds the contract names. Others are accepted (a 1C developer may
 #: add one) because routing only needs the manager, not the kind.

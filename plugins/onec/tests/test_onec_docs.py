@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
+import lifeevents
 import pytest
 
 from callrouter_onec.double import OneCDouble
-from callrouter_onec.history import MAX_AGE, MAX_ROWS
-from callrouter_onec.life import MAX_PARTY_DIGITS
+from callrouter_onec.history import MAX_AGE, MAX_ROWS, CallRecord, build_event
+from callrouter_onec.life import MAX_PARTY_DIGITS, call_event_payload
+from callrouter_onec.missed import closed_event
+from callrouter_onec.models import EVENT_FIELDS
+from callrouter_onec.phone import CountryRules
 from callrouter_onec.plugin import KEYS, parse_settings
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -256,3 +262,40 @@ def test_the_registers_hold_what_callrouter_sends(name: str) -> None:
     sizes = {**string_sizes(callbacks), **string_sizes(events)}
     short = {k: (sizes.get(k), n) for k, n in LONGEST.items() if (sizes.get(k) or 0) < n}
     assert short == {}, "resource: (documented size, longest value sent)"
+
+
+def _contract_fields(page: Path) -> list[str]:
+    """The first column of the history contract's table, in its order."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index("| `event` |")
+    table = text[start : text.index("\n\n", start)]
+    names: list[str] = []
+    for line in table.splitlines():
+        names += re.findall(r"`([a-z_]+)`", line.strip().strip("|").split("|")[0])
+    return names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_event_body_carries_every_field_the_contract_table_lists(page: Path) -> None:
+    """The contract says every key is present (null when it does not apply), but the
+    call life's events had no ``closed_by``, ``closed_at`` nor ``closed_direction``
+    and a rule's ``notify`` had no ``owner``, ``transfer``, ``hangup_by``...: a 1C
+    reader that takes the body into a Структура, or checks the shape, failed on
+    them (issue 16)."""
+    assert _contract_fields(page) == list(EVENT_FIELDS)
+    rules = CountryRules()
+    tz = ZoneInfo("Europe/Moscow")
+    bodies = {
+        "life ringing": call_event_payload(lifeevents.ringing("1.1", "101"), rules=rules, tz=tz),
+        "life hangup": call_event_payload(lifeevents.hangup("1.1", "101"), rules=rules, tz=tz),
+        "life missed": call_event_payload(lifeevents.missed("1.1"), rules=rules, tz=tz),
+    }
+    bodies["missed_closed"] = closed_event(
+        bodies["life missed"], {**bodies["life hangup"], "call_id": "2.2"}
+    )
+    record = CallRecord("1.1", "in", "79161234567", "74951234567", datetime(2026, 12, 1, 12))
+    notify = build_event("missed", record, tz=tz)
+    assert "event_id" not in notify  # keyed by (call_id, event), as the table says
+    bodies["notify"] = {"event_id": None, **notify}
+    for what, body in bodies.items():
+        assert sorted(body) == sorted(EVENT_FIELDS), what
