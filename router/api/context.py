@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
 
@@ -188,6 +188,9 @@ def _constant(name: str) -> object:
     raise ApiError(400, f"malformed JSON: {name} is not a JSON value")
 
 
+_BOM: Final = b"\xef\xbb\xbf"
+
+
 def decode_json(body: bytes) -> object:
     """A request body's JSON value, within bounds; 400 saying what is wrong and where.
 
@@ -196,12 +199,16 @@ def decode_json(body: bytes) -> object:
     body of ``[`` repeated, or one 5,000-digit number, raised ``RecursionError``
     or ``ValueError`` out of the parser: a 500 and a traceback for anyone.
     """
+    # One leading UTF-8 byte order mark is skipped (RFC 8259 8.1 allows it): 1C's
+    # HTTPЗапрос.УстановитьТелоИзСтроки writes one unless told
+    # ИспользованиеByteOrderMark.НеИспользовать, and "Unexpected UTF-8 BOM
+    # (decode using utf-8-sig)" told a 1C developer nothing they could act on.
+    skipped = len(_BOM) if body.startswith(_BOM) else 0
     try:
-        text = body.decode("utf-8")
+        text = body[skipped:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(
-            400, f"malformed JSON: not UTF-8 at byte {exc.start}", position=exc.start
-        ) from None
+        where = exc.start + skipped
+        raise ApiError(400, f"malformed JSON: not UTF-8 at byte {where}", position=where) from None
     if _nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ApiError(
             400, f"malformed JSON: arrays and objects nested deeper than {MAX_JSON_DEPTH} levels"
