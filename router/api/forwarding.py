@@ -298,6 +298,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _PROBLEM,
                     "403": _PROBLEM,
                     "409": _PROBLEM,
+                    "413": _PROBLEM,
                     "429": _PROBLEM,
                     "503": _PROBLEM,
                 },

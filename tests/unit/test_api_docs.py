@@ -641,3 +641,19 @@ def test_every_problem_member_is_in_the_document(document: dict[str, Any]) -> No
     assert missing == {}, "problem members the OpenAPI document does not describe"
     undocumented = [name for name in members if f"`{name}`" not in PAGES[0].read_text()]
     assert undocumented == [], "problem members docs/api.md does not name"
+
+
+def test_every_operation_with_a_body_lists_413_and_400(document: dict[str, Any]) -> None:
+    """Every JSON body goes through one reader that answers 413 over 64 KiB and 400
+    for malformed JSON; ``PUT /extensions/{ext}/forwarding`` answered 413 while its
+    document did not list it, so a client generated from the document had no case
+    for it (issue 16)."""
+    missing = [
+        f"{method.upper()} {path}: {status}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "requestBody" in operation
+        for status in ("400", "413")
+        if status not in operation["responses"]
+    ]
+    assert missing == []
