@@ -228,8 +228,12 @@ def _check(payload: Mapping[str, Any]) -> None:
     ts = payload["ts"]
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts < MAX_TS:
         raise EventError("invalid_event", "ts must be Unix seconds (a 1C date: years 1970-9999)")
-    event_id = payload.get("event_id", "x")
-    if not (isinstance(event_id, str) and 0 < len(event_id) <= MAX_EVENT_ID):
+    # Absent or null alike: keyed by (call_id, event), as the BSL module does
+    # (``Данные.Получить("event_id")`` is Неопределено for both).
+    event_id = payload.get("event_id")
+    if event_id is not None and not (
+        isinstance(event_id, str) and 0 < len(event_id) <= MAX_EVENT_ID
+    ):
         raise EventError(
             "invalid_event", f"event_id must be a non-empty string of at most {MAX_EVENT_ID}"
         )

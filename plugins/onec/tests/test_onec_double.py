@@ -186,6 +186,19 @@ def test_event_idempotency(double: OneCDouble) -> None:
     assert [r.duplicate for r in double.event_book.receipts] == [False, True, False]
 
 
+def test_a_null_event_id_is_keyed_as_an_absent_one(double: OneCDouble) -> None:
+    """The contract has every key present, null when it does not apply, and keys a
+    body without ``event_id`` by (call_id, event); the BSL module reads a null one
+    as absent (``Получить`` gives Неопределено), but the double answered it
+    ``400 invalid_event``, which the plugin drops (issue 16)."""
+    first = post(double, json.dumps({**EVENT, "event_id": None}).encode())
+    assert first.status_code == 200, first.text
+    again = post(double, json.dumps(EVENT).encode()).json()
+    assert again == {"result": "ok", "id": first.json()["id"], "duplicate": True}
+    empty = post(double, json.dumps({**EVENT, "event_id": ""}).encode())
+    assert empty.status_code == 400  # as the BSL module: an empty id is no id
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [
