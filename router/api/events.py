@@ -39,6 +39,7 @@ from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.logsafe import escape_controls
 
 __all__ = [
+    "FEED_KINDS",
     "HEARTBEAT",
     "MAX_CURSOR",
     "MAX_LIMIT",
@@ -328,6 +329,21 @@ async def _frames(
             return  # callrouter is stopping: the client comes back with Last-Event-ID
 
 
+#: Every ``kind`` the feed publishes (router/api/intake.py, calls.py, forwarding.py),
+#: in docs/api.md's order; a test holds the page's table to it.
+FEED_KINDS: tuple[str, ...] = (
+    "ringing",
+    "answered",
+    "missed",
+    "transferred",
+    "hangup",
+    "presence",
+    "device",
+    "dnd",
+    "forwarding",
+    "click_to_call",
+)
+
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["cursor", "kind", "extension", "call_id", "ts", "data"],
@@ -335,8 +351,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "cursor": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_CURSOR},
         "kind": {
             "type": "string",
-            "description": "ringing, answered, missed, transferred, hangup, presence, "
-            "device, and the forwarding endpoints' changes",
+            "enum": list(FEED_KINDS),
+            "description": "what happened; `data` depends on it (docs/api.md, the event feed)",
         },
         "extension": {"type": ["string", "null"]},
         "call_id": {"type": ["string", "null"], "description": "the call's Linkedid"},

@@ -657,3 +657,21 @@ def test_every_operation_with_a_body_lists_413_and_400(document: dict[str, Any])
         if status not in operation["responses"]
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_the_feed_kinds_are_those_the_document_enumerates(
+    page: Path, document: dict[str, Any]
+) -> None:
+    """The FeedEvent schema described ``kind`` as "ringing, ..., device, and the
+    forwarding endpoints' changes": ``click_to_call`` was nowhere, so a client built
+    from the document had no case for the click-to-call progress docs/api.md shows
+    (issue 16). The schema enumerates them; the page's table names the same."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index("| kind |")
+    table = text[start : text.index("\n\n", start)]
+    kinds: list[str] = []
+    for line in table.splitlines()[2:]:
+        kinds += re.findall(r"`([a-z_]+)`", line.strip().strip("|").split("|")[0])
+    schema = document["components"]["schemas"]["FeedEvent"]["properties"]["kind"]
+    assert kinds == schema["enum"]
