@@ -661,9 +661,13 @@ def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: 
         if ext is not None and token.sees(ext) and (wanted is None or ext == wanted):
             by_extension.setdefault(ext, []).append(channel.name)
     if not by_extension:
-        raise ApiError(
-            409, "the call has no live leg of an extension this token acts for", field="from"
-        )
+        detail = "the call has no live leg of an extension this token acts for"
+        if wanted is not None:  # say who is on it, of those the token may see
+            on_it = _extensions_on(token, call, dialing)
+            detail = f"from: extension {wanted} has no live leg on the call" + (
+                f" (this token's extensions on it now: {', '.join(on_it)})" if on_it else ""
+            )
+        raise ApiError(409, detail, field="from")
     every = [name for names in by_extension.values() for name in names]
     if len(by_extension) > 1:
         assert call is not None
@@ -680,12 +684,25 @@ def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: 
             f"from: the call has several legs this token acts for ({', '.join(every)}); "
             + (
                 "say which extension transfers"
+                + (f' ("from": one of {", ".join(sorted(by_extension))})' if by_extension else "")
                 if wanted is None
                 else f"extension {wanted} is on it more than once"
             ),
             field="from",
         )
     return leg
+
+
+def _extensions_on(token: Token, call: Call | None, dialing: Dialing) -> list[str]:
+    """The internal extensions the token acts for that have a live leg on ``call``."""
+    found = {
+        ext
+        for channel in (call.active_channels if call is not None else [])
+        if (ext := channel_extension(channel.name)) is not None
+        and token.sees(ext)
+        and dialing.internal(ext)
+    }
+    return sorted(found)
 
 
 def _one_leg(channels: list[str]) -> str | None:

@@ -849,3 +849,28 @@ async def test_a_misspelt_transfer_field_is_named_with_the_closest(
     assert long.status_code == 400
     assert len(long.json()["detail"]) < 200, "the client's key is cut, not echoed whole"
     assert ajam_replay.sent("BlindTransfer") == []
+
+
+async def test_a_transfer_s_from_errors_name_the_extensions_to_choose_from(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """A 1C developer got "the call has several legs this token acts for
+    (PJSIP/102-..., Local/103@...;1, Local/103@...;2, PJSIP/103-...)" and, for a
+    ``from`` not on the call, "the call has no live leg of an extension this token
+    acts for" though 102 was: neither said what ``from`` to send (issue 16)."""
+    mine, _phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    await _leg(ajam_replay, engine, mine, "PJSIP/102-0000000b")
+    several = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("all")
+    )
+    assert several.status_code == 400
+    assert '("from": one of 101, 102)' in several.json()["detail"]
+    absent = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103", "from": "105"}, headers=auth("all")
+    )
+    assert absent.status_code == 409
+    assert absent.json()["detail"] == (
+        "from: extension 105 has no live leg on the call "
+        "(this token's extensions on it now: 101, 102)"
+    )
+    assert ajam_replay.sent("BlindTransfer") == []
