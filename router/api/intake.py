@@ -360,6 +360,11 @@ class FeedIntake:
         if status == "ANSWER":
             kind = "answered"
             state.talked[extension] = None
+        else:
+            # A ring group's or queue's other phones end CANCEL when one answers, as
+            # when the caller hangs up: who had taken the call tells them apart, so
+            # a screen pop does not show a colleague's answered call as missed.
+            data["answered_by"] = next(iter(state.talked), None)
         if state.pending:
             # Behind the held ringings (never an end before its ringing), and
             # releasing none of them: the call's other ringings still wait for

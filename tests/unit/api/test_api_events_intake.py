@@ -394,3 +394,41 @@ async def test_the_intake_registers_as_a_plugin_and_gets_events_through_the_faca
     call = CallTimeline().inbound_call(linkedid=LINKEDID, routed=False)
     await plugins.event(dial("DialBegin"), call)
     assert kinds(feed) == [("ringing", "101")]
+
+
+async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_call() -> None:
+    """Asterisk ends the other phones of a ring group or queue ``CANCEL`` when one
+    answers, as when the caller hangs up; the feed's ``missed`` was the same for
+    both, and the 1C module popped "Пропущенный звонок" at every member of a group
+    whose colleague had answered (issue 16). ``answered_by`` tells them apart."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    calls = CallTimeline()
+    call = calls.inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    for phone in ("PJSIP/101-01", "PJSIP/102-02", "PJSIP/103-03"):
+        intake.callrouter_event(dial("DialBegin", phone), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/103-03", DialStatus="BUSY"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    ends = {e.extension: e.data for e in feed.read(0, limit=100).events if e.kind != "ringing"}
+    assert ends["103"]["answered_by"] is None  # busy before anyone answered
+    assert ends["101"]["answered_by"] == "102"
+    assert "answered_by" not in ends["102"]
+
+
+async def test_a_missed_call_nobody_took_has_no_answered_by() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    intake.callrouter_event(dial("DialBegin", "PJSIP/101-01"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    missed = feed.read(0).events[-1]
+    assert missed.kind == "missed"
+    assert missed.data == {
+        "caller": "79161234567",
+        "channel": "PJSIP/101-01",
+        "status": "CANCEL",
+        "answered_by": None,
+    }
