@@ -163,6 +163,11 @@ class _CallState:
     #: Extensions ringing now: a second DialBegin for one (a Local channel and
     #: the phone it dials) is the same ringing, and so is its second DialEnd.
     ringing: set[str] = field(default_factory=set)
+    #: ``missed`` of phones Dial or Queue cancelled while others still rang,
+    #: waiting for what ends the others: Asterisk ends the other phones
+    #: ``CANCEL`` first and the one that answered ``ANSWER`` after them, so
+    #: only then is it known who took the call (``answered_by``).
+    cancelled: list[tuple[str, dict[str, Any], float | None]] = field(default_factory=list)
 
 
 class FeedIntake:
@@ -254,7 +259,8 @@ class FeedIntake:
         state = self._calls.pop(call.linkedid, None)
         if state is None:
             state = _CallState()
-        elif state.pending:
+        self._settle_cancelled(call.linkedid, state, next(iter(state.talked), None))
+        if state.pending:
             self._release(call.linkedid, state)
         if state.timer is not None:
             state.timer.cancel()
@@ -359,19 +365,42 @@ class FeedIntake:
         kind = "missed"
         if status == "ANSWER":
             kind = "answered"
+            self._settle_cancelled(linkedid, state, extension)
             state.talked[extension] = None
-        else:
+        elif status == "CANCEL" and state.ringing:
             # A ring group's or queue's other phones end CANCEL when one answers, as
-            # when the caller hangs up: who had taken the call tells them apart, so
-            # a screen pop does not show a colleague's answered call as missed.
+            # when the caller hangs up, and before its ANSWER: wait for what ends
+            # the phones still ringing, so that ``answered_by`` tells the two apart
+            # and a screen pop does not show a colleague's answered call as missed.
+            state.cancelled.append((extension, data, event.timestamp))
+            return
+        else:
             data["answered_by"] = next(iter(state.talked), None)
+            self._settle_cancelled(linkedid, state, data["answered_by"])
+        self._emit(linkedid, state, kind, extension, data, event.timestamp)
+
+    def _settle_cancelled(self, linkedid: str, state: _CallState, by: str | None) -> None:
+        """The ``missed`` waiting in ``state.cancelled``, now that ``by`` (or nobody) took it."""
+        waiting, state.cancelled = state.cancelled, []
+        for extension, data, ts in waiting:
+            self._emit(linkedid, state, "missed", extension, {**data, "answered_by": by}, ts)
+
+    def _emit(
+        self,
+        linkedid: str,
+        state: _CallState,
+        kind: str,
+        extension: str,
+        data: dict[str, Any],
+        ts: float | None,
+    ) -> None:
         if state.pending:
             # Behind the held ringings (never an end before its ringing), and
             # releasing none of them: the call's other ringings still wait for
             # the decision (a queue member busy at once ends before they ring).
-            self._hold(linkedid, state, kind, extension, data, event.timestamp)
+            self._hold(linkedid, state, kind, extension, data, ts)
         else:
-            self._publish(linkedid, state, kind, extension, data, event.timestamp)
+            self._publish(linkedid, state, kind, extension, data, ts)
 
     def _transfer(self, event: Event) -> None:
         if event.get("Result") not in (None, "Success"):

@@ -409,12 +409,46 @@ async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_cal
     for phone in ("PJSIP/101-01", "PJSIP/102-02", "PJSIP/103-03"):
         intake.callrouter_event(dial("DialBegin", phone), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/103-03", DialStatus="BUSY"), call)
-    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
+    # As Asterisk 22's Dial and Queue do it (measured on the sandbox): the other
+    # phones' CANCEL first, then the ANSWER of the one that took it.
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
-    ends = {e.extension: e.data for e in feed.read(0, limit=100).events if e.kind != "ringing"}
+    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="ANSWER"), call)
+    events = [e for e in feed.read(0, limit=100).events if e.kind != "ringing"]
+    assert [(e.kind, e.extension) for e in events] == [
+        ("missed", "103"),
+        ("missed", "101"),
+        ("answered", "102"),
+    ]
+    ends = {e.extension: e.data for e in events}
     assert ends["103"]["answered_by"] is None  # busy before anyone answered
     assert ends["101"]["answered_by"] == "102"
     assert "answered_by" not in ends["102"]
+
+
+async def test_a_ring_group_the_caller_left_is_missed_by_every_phone() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    for phone in ("PJSIP/101-01", "PJSIP/102-02"):
+        intake.callrouter_event(dial("DialBegin", phone), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    assert kinds(feed) == [("ringing", "101"), ("ringing", "102")]  # 101's end waits
+    intake.callrouter_event(dial("DialEnd", "PJSIP/102-02", DialStatus="CANCEL"), call)
+    ends = [(e.kind, e.extension, e.data["answered_by"]) for e in feed.read(0).events[2:]]
+    assert ends == [("missed", "101", None), ("missed", "102", None)]
+
+
+async def test_a_cancelled_ringing_still_waiting_goes_out_at_the_call_s_end() -> None:
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    for phone in ("PJSIP/101-01", "PJSIP/102-02"):
+        intake.callrouter_event(dial("DialBegin", phone), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
+    intake.callrouter_call_end(call)  # 102's end was lost (an event gap)
+    assert kinds(feed)[2:] == [("missed", "101"), ("hangup", None)]
 
 
 async def test_a_missed_call_nobody_took_has_no_answered_by() -> None:
