@@ -675,3 +675,27 @@ def test_the_feed_kinds_are_those_the_document_enumerates(
         kinds += re.findall(r"`([a-z_]+)`", line.strip().strip("|").split("|")[0])
     schema = document["components"]["schemas"]["FeedEvent"]["properties"]["kind"]
     assert kinds == schema["enum"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_the_feed_s_card_example_is_an_answer_of_the_1c_contract(page: Path) -> None:
+    """The card is 1C's answer to the routing lookup (docs/onec.md, the service
+    contract): the feed's example showed a client found with ``"candidates": 0``,
+    where the contract's answer for one client is 1 and 0 means nobody has the
+    number (issue 16)."""
+    onec = (page.parent / "onec.md").read_text(encoding="utf-8")
+    contract = next(
+        json.loads(text)
+        for _line, text, _requests in json_examples(onec)
+        if text.lstrip().startswith('{"found": true')
+    )
+    card = next(
+        json.loads(text)["events"][0]["data"]["card"]
+        for _line, text, _requests in json_examples(page.read_text(encoding="utf-8"))
+        if '"card"' in text
+    )
+    assert sorted(card) == sorted(contract)
+    for part in ("client", "manager"):
+        assert sorted(card[part]) == sorted(contract[part]), part
+    assert card["found"] is True
+    assert card["candidates"] >= 1
