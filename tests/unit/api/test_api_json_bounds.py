@@ -183,7 +183,7 @@ async def test_a_body_with_a_utf8_byte_order_mark_is_read(client: httpx.AsyncCli
     "Unexpected UTF-8 BOM (decode using utf-8-sig)", advice for Python, not for 1C.
     RFC 8259 lets a reader skip it, as the 1C double does for callrouter's own posts
     (issue 16). Only one, and only in front: a second is text, so malformed JSON."""
-    body = '{"caller": "8 (916) 123-45-67", "did": "74951234567"}'.encode()
+    body = b'{"caller": "8 (916) 123-45-67", "did": "74951234567"}'
     headers = {"Authorization": f"Bearer {EXPLAIN}", **JSON}
     read = await client.post("/api/v1/explain", headers=headers, content=b"\xef\xbb\xbf" + body)
     assert read.status_code == 200, read.text
