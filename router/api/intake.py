@@ -357,7 +357,7 @@ class FeedIntake:
             return  # the second end of one ringing, or a dial begun before our start
         state.ringing.discard(extension)
         status = event.get("DialStatus") or ""
-        data = {
+        data: dict[str, Any] = {
             "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
             "channel": event.get("DestChannel") or "",
             "status": status,
@@ -375,8 +375,9 @@ class FeedIntake:
             state.cancelled.append((extension, data, event.timestamp))
             return
         else:
-            data["answered_by"] = next(iter(state.talked), None)
-            self._settle_cancelled(linkedid, state, data["answered_by"])
+            by = next(iter(state.talked), None)
+            data["answered_by"] = by
+            self._settle_cancelled(linkedid, state, by)
         self._emit(linkedid, state, kind, extension, data, event.timestamp)
 
     def _settle_cancelled(self, linkedid: str, state: _CallState, by: str | None) -> None:
