@@ -44,6 +44,7 @@ from router.api.dial_settings import (
 )
 from router.api.dialing import Dialing, channel_extension
 from router.api.errors import ApiError, refuse_unknown_fields
+from router.api.text import shown_did
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
@@ -365,7 +366,7 @@ def _call_view(
         else origination.state,
         "caller": call.caller_number if call is not None else None,
         "caller_name": call.caller_name if call is not None else None,
-        "did": (call.did or None) if call is not None else None,
+        "did": (shown_did(call.did) or None) if call is not None else None,
         "answered": call.answered if call is not None else False,
         "extensions": sorted(call_extensions(call, origination)),
         "channels": [

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.api.feed import EventFeed
-from router.api.text import mend_surrogates
+from router.api.text import mend_surrogates, shown_did
 from router.builtin.extension_state import state_name
 from router.hookspecs import RouteOutcome, hookimpl
 
@@ -267,7 +267,7 @@ class FeedIntake:
         data = {
             "caller": call.caller_number,
             "caller_name": call.caller_name,
-            "did": call.did,
+            "did": shown_did(call.did),
             "answered": call.answered,
         }
         for extension in state.talked or (None,):
@@ -284,7 +284,7 @@ class FeedIntake:
             "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
             "caller_name": _caller_id(event.get("CallerIDName"))
             or (call.caller_name if call else ""),
-            "did": call.did if call else "",
+            "did": shown_did(call.did) if call else "",
             "channel": event.get("DestChannel") or "",
         }
         state = self._state(linkedid)

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from router.api.text import mend_surrogates
+from router.api.text import mend_surrogates, shown_did
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +99,7 @@ class LiveRing:
                 "call": call.linkedid,
                 "caller": call.caller_number,
                 "caller_name": call.caller_name,
-                "did": call.did,
+                "did": shown_did(call.did),
                 "state": call.state,
                 "channels": len(call.active_channels),
                 "age_s": round(max(0.0, now - call.started), 1),
@@ -146,7 +146,7 @@ class LiveRing:
             "call": call.linkedid,
             "caller": record.get("caller", call.caller_number),
             "caller_name": call.caller_name,
-            "did": record.get("did", call.did),
+            "did": record.get("did", shown_did(call.did)),
             "rule": record.get("rule"),
             "rules": record.get("rules", list(decision.rules) if decision else []),
             "outcome": outcome,

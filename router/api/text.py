@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["mend_surrogates"]
+__all__ = ["mend_surrogates", "shown_did"]
 
 
 def _text(value: str) -> str:
@@ -36,3 +36,14 @@ def mend_surrogates(value: Any) -> Any:
     if isinstance(value, dict):
         return {mend_surrogates(key): mend_surrogates(item) for key, item in value.items()}
     return value
+
+
+def shown_did(did: str) -> str:
+    """The dialled number as the API shows it: Asterisk's ``s`` is none.
+
+    ``s`` is the extension a channel starts at when no number was dialled: a
+    trunk that delivers no DID, and the trunk leg of a click-to-call or any call
+    out (its endpoint's context is the inbound one). A 1C screen pop showed it
+    as the number dialled; the 1C history already leaves it out (issue 16).
+    """
+    return "" if did == "s" else did

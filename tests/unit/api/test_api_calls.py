@@ -874,3 +874,16 @@ async def test_a_transfer_s_from_errors_name_the_extensions_to_choose_from(
         "(this token's extensions on it now: 101, 102)"
     )
     assert ajam_replay.sent("BlindTransfer") == []
+
+
+async def test_a_call_that_started_at_asterisk_s_s_shows_no_did(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """A click-to-call's trunk leg starts at ``s`` in the trunk's (inbound) context,
+    and ``GET /calls/{id}`` said ``"did": "s"`` (issue 16)."""
+    mine, _ = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    call = engine.api.calls.get(mine)
+    assert call is not None
+    call.did = "s"
+    shown = (await client.get(f"/api/v1/calls/{mine}", headers=auth("all"))).json()
+    assert shown["did"] is None

@@ -466,3 +466,18 @@ async def test_a_missed_call_nobody_took_has_no_answered_by() -> None:
         "status": "CANCEL",
         "answered_by": None,
     }
+
+
+async def test_asterisk_s_s_extension_is_no_dialled_number_in_the_feed() -> None:
+    """A trunk that delivers no DID, and the trunk leg of a click-to-call, start at
+    Asterisk's extension ``s``: the feed's ``ringing`` and ``hangup`` said
+    ``"did": "s"`` and a 1C screen pop showed it as the number dialled (issue 16)."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID, did="s", routed=False)
+    assert call.did == "s"
+    intake.callrouter_event(dial("DialBegin", "PJSIP/101-01"), call)
+    intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="ANSWER"), call)
+    intake.callrouter_call_end(call)
+    dids = {e.kind: e.data.get("did") for e in feed.read(0).events}
+    assert dids == {"ringing": "", "answered": None, "hangup": ""}
