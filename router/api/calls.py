@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.ami.message import Event
 from router.ami.numbers import ascii_int
-from router.api.auth import Token, authorize
+from router.api.auth import Token, audit_of, authorize
 from router.api.context import read_json
 from router.api.dial_settings import (
     REQUEST_VARIABLE,
@@ -547,12 +547,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def get_call(request: Request) -> JSONResponse:
         call_id = str(request.path_params["id"])
+        audit_of(request).target = call_id  # which call, refused or not (as recordings)
         token = await authorize(request, "calls:read")
         call, origination = find(token, call_id)
         return JSONResponse(_call_view(ctx, call, origination, call_id))
 
     async def hangup(request: Request) -> JSONResponse:
         call_id = str(request.path_params["id"])
+        audit_of(request).target = call_id  # which call, refused or not (as recordings)
         token = await authorize(request, "calls:hangup")
         call, _ = find(token, call_id)
         channels = [c.name for c in call.active_channels] if call is not None else []
@@ -578,6 +580,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def transfer(request: Request) -> JSONResponse:
         call_id = str(request.path_params["id"])
+        audit_of(request).target = call_id  # which call, refused or not (as recordings)
         token = await authorize(request, "calls:transfer")
         call, _ = find(token, call_id)
         body = await read_json(request, required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -887,3 +888,27 @@ async def test_a_call_that_started_at_asterisk_s_s_shows_no_did(
     call.did = "s"
     shown = (await client.get(f"/api/v1/calls/{mine}", headers=auth("all"))).json()
     assert shown["did"] is None
+
+
+async def test_the_audit_line_names_the_call_a_request_acts_on(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Hangups and transfers were audited ``target=-``: the log said a token hung
+    up a call, not which one (recordings already named it) (issue 16)."""
+    ajam_replay.on("Hangup", lambda sent: {"Message": "Channel Hungup"})
+    mine, _phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    caplog.set_level(logging.INFO, logger="router.api.audit")
+    await client.get(f"/api/v1/calls/{mine}", headers=auth("all"))
+    await client.post(f"/api/v1/calls/{mine}/transfer", json={"to": "x y"}, headers=auth("all"))
+    await client.post(f"/api/v1/calls/{mine}/hangup", headers=auth("all"))
+    await client.post(f"/api/v1/calls/{mine}/hangup", headers=auth("t101" + "-nope"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.api.audit"]
+    assert [line.split(" status=")[0] for line in lines] == [
+        f"api token=all op=calls:read target={mine}",
+        f"api token=all op=calls:transfer target={mine}",
+        f"api token=all op=calls:hangup target={mine}",
+        f"api token=- op=calls:hangup target={mine}",
+    ]
