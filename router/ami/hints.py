@@ -17,6 +17,7 @@ import urllib.parse
 
 __all__ = [
     "HOSTNAME_MISMATCH",
+    "IP_ADDRESS_MISMATCH",
     "NOT_TLS_REASONS",
     "lasting_tls_failure",
     "login_refused_hint",
@@ -38,6 +39,9 @@ NOT_TLS_REASONS = frozenset(
 )
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: a chain it trusts, for another name.
 HOSTNAME_MISMATCH = 62
+#: OpenSSL's X509_V_ERR_IP_ADDRESS_MISMATCH: a chain it trusts, not for the
+#: address in the url (``tls://127.0.0.1:5039`` to a certificate for a name).
+IP_ADDRESS_MISMATCH = 64
 
 
 def lasting_tls_failure(exc: BaseException) -> bool:
@@ -64,14 +68,20 @@ def tls_hint(exc: ssl.SSLError, verify: bool | str = True, *, ajam: bool = False
     certificate is http.conf's (AJAM over https://), else manager.conf's."""
     conf = "http.conf" if ajam else "manager.conf"
     doc = "docs/asterisk-ajam.md" if ajam else "docs/asterisk.md, Native TCP AMI"
-    if (
-        isinstance(exc, ssl.SSLCertVerificationError)
-        and getattr(exc, "verify_code", None) == HOSTNAME_MISMATCH
-    ):
+    code = getattr(exc, "verify_code", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and code == HOSTNAME_MISMATCH:
         return (
             "; the certificate is trusted but not for this host name: put a name it "
             f"holds (its subjectAltName) in the url, or make {conf}'s tlscertfile "
             "for the name callrouter connects to"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError) and code == IP_ADDRESS_MISMATCH:
+        # Not "not signed by the CA file": the chain is trusted, the address is
+        # not among the certificate's subjectAltName IP entries.
+        return (
+            "; the certificate is trusted but not for this IP address: put a name or "
+            f"address it holds (its subjectAltName) in the url, or make {conf}'s "
+            "tlscertfile with this address (subjectAltName IP:...)"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         if isinstance(verify, str):

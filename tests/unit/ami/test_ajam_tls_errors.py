@@ -81,6 +81,34 @@ async def test_a_certificate_for_another_name_says_so(cert: tuple[Path, ssl.SSLC
     assert "http.conf's tlscertfile" in message
 
 
+def name_only_cert(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for the name ``localhost`` only, no address."""
+    cert, key = folder / "named.pem", folder / "named.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+async def test_a_certificate_for_a_name_reached_by_address_says_so(tmp_path: Path) -> None:
+    """https://127.0.0.1 to a certificate for a name, that very certificate as
+    verify: OpenSSL says "IP address mismatch", and the hint said the CA file
+    had not signed it, sending the administrator after the wrong setting."""
+    cert, context = name_only_cert(tmp_path)
+    async with listening(context) as port:
+        message = await login_error(f"https://127.0.0.1:{port}/asterisk", verify=str(cert))
+    assert "IP address mismatch" in message
+    assert "trusted but not for this IP address" in message
+    assert "http.conf's tlscertfile" in message
+    assert "not signed by" not in message
+
+
 @pytest.fixture
 def other_ca(tmp_path: Path) -> Path:
     """A CA file that vouches for another certificate than the server's."""

@@ -644,6 +644,47 @@ async def test_a_certificate_for_another_name_says_so_not_untrusted(
     assert "set verify" not in message
 
 
+async def test_a_certificate_for_a_name_reached_by_address_says_so(tmp_path: Path) -> None:
+    """tls://127.0.0.1 to manager.conf's certificate for a name, that very
+    certificate as verify: "IP address mismatch", which the hint took for a CA
+    file that had not signed it."""
+    cert, key = tmp_path / "named.pem", tmp_path / "named.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    client_settings = ClientSettings(
+        url=f"tls://127.0.0.1:{port}",
+        username="router",
+        secret="s3cret",
+        auth="plain",
+        verify=str(cert),
+    )
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            async with TCPClient(client_settings):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert "IP address mismatch" in message
+    assert "trusted but not for this IP address" in message
+    assert "manager.conf's tlscertfile" in message
+    assert "not signed by" not in message
+
+
 def _other_ca(folder: Path) -> Path:
     """A CA file that vouches for another certificate than the server's."""
     cert = folder / "other-ca.pem"
