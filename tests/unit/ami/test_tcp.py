@@ -644,10 +644,9 @@ async def test_a_certificate_for_another_name_says_so_not_untrusted(
     assert "set verify" not in message
 
 
-async def test_a_certificate_for_a_name_reached_by_address_says_so(tmp_path: Path) -> None:
-    """tls://127.0.0.1 to manager.conf's certificate for a name, that very
-    certificate as verify: "IP address mismatch", which the hint took for a CA
-    file that had not signed it."""
+@pytest.fixture
+def name_only(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for the name ``localhost`` only, no address."""
     cert, key = tmp_path / "named.pem", tmp_path / "named.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -658,6 +657,16 @@ async def test_a_certificate_for_a_name_reached_by_address_says_so(tmp_path: Pat
     )  # fmt: skip
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+    return cert, context
+
+
+async def test_a_certificate_for_a_name_reached_by_address_says_so(
+    name_only: tuple[Path, ssl.SSLContext],
+) -> None:
+    """tls://127.0.0.1 to manager.conf's certificate for a name, that very
+    certificate as verify: "IP address mismatch", which the hint took for a CA
+    file that had not signed it."""
+    cert, context = name_only
 
     async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
