@@ -36,7 +36,15 @@ from router.ami.event_filter import EventSelection, HeaderFilter
 from router.ami.hazards import filter_options_crash
 from router.wording import counted
 
-__all__ = ["ConfFinding", "UserSection", "compare_eventfilters", "section_eventfilters"]
+__all__ = [
+    "ConfFinding",
+    "UserSection",
+    "asterisk_classes",
+    "compare_classes",
+    "compare_eventfilters",
+    "section_classes",
+    "section_eventfilters",
+]
 
 #: What C's ``isspace`` takes (config.c's ``ast_strip``); Python's ``str.strip``
 #: takes more (``\x1c``, ``\xa0``, ...).
@@ -138,6 +146,8 @@ class _Section:
     included: bool = False
     #: Its lines Asterisk dies of (:attr:`_Refusal.crashes`), with their numbers.
     crashes: list[str] = field(default_factory=list)
+    #: Its ``read`` and ``write`` lines, in order: (key in lower case, value).
+    classes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -151,6 +161,22 @@ class _Category:
 
 
 def section_eventfilters(text: str, user: str) -> UserSection | None:
+    """:func:`_section`'s eventfilter lines of ``user`` (its docstring)."""
+    return _section(text, user)[0]
+
+
+def section_classes(text: str, user: str) -> tuple[str | None, str | None]:
+    """The ``read`` and ``write`` values Asterisk gives the manager user
+    ``user`` from ``text``: the last line of each, a template's before the
+    section's own, the key in any case (manager.c's ``strcasecmp``), and an
+    earlier section of the same name's when a later one sets none (manager.c
+    resets only the filters there); None for a value no line sets (Asterisk's
+    default: no class)."""
+    classes = _section(text, user)[1]
+    return classes.get("read"), classes.get("write")
+
+
+def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
     """The ``eventfilter`` lines Asterisk gives the manager user ``user`` from
     ``text`` (with those of the templates it inherits), and the ``#include``
     lines of the file; None when no section makes that user (a template
@@ -220,6 +246,8 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
             continue
         key = key.strip(_C_SPACE)
         value = value.removeprefix(">").strip(_C_SPACE)
+        if key.lower() in ("read", "write"):  # manager.c: strcasecmp
+            sections[-1].classes.append((key.lower(), value))
         if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
             refusal = _refused(f"{key}={value}")
@@ -286,18 +314,123 @@ def section_eventfilters(text: str, user: str) -> UserSection | None:
     )
     errors.sort(key=lambda error: int(error.split(" ", 2)[1].rstrip(":")))
     if _folded(user) == "general":  # manager.c: [general] is no user
-        return UserSection([], includes, (), tuple(errors), crashes, True) if crashes else None
+        general = UserSection([], includes, (), tuple(errors), crashes, True)
+        return (general if crashes else None), {}
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
         if errors or crashes or includes:
-            return UserSection([], includes, (), tuple(errors), crashes, True)
-        return None
+            return UserSection([], includes, (), tuple(errors), crashes, True), {}
+        return None, {}
     own = users[-1]  # manager.c drops a user's filters at each of its sections
     order = sorted(_inherited(sections, by_name, own.parts))
     lines = [line for i in order for line in sections[i].lines]
     names = (_head(sections, of[i]) for i in order if of[i] is not own)
     templates = tuple(dict.fromkeys(name for name in names if name))
-    return UserSection(lines, includes, templates, tuple(errors), crashes)
+    # A user's read and write stay from an earlier section of its name that
+    # set them (manager.c resets only the filters there), so every one counts.
+    last = {
+        key: value
+        for category in users
+        for i in sorted(_inherited(sections, by_name, category.parts))
+        for key, value in sections[i].classes
+    }
+    return UserSection(lines, includes, templates, tuple(errors), crashes), last
+
+
+#: manager.c's ``perms`` labels, in its order (``all`` is every one).
+_CLASS_LABELS = (
+    "system", "call", "log", "verbose", "command", "agent", "user", "config", "dtmf",
+    "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc", "test", "security",
+    "message", "all", "none",
+)  # fmt: skip
+#: The classes callrouter cannot do without (docs/asterisk.md, the manager
+#: user), with what is lost.
+_NEEDED = {
+    "read": {
+        "call": "the call tracker's events (Newchannel, Hangup, bridges) and CEL never arrive",
+        "dialplan": "no Newexten arrives: every Redirect is reported unconfirmed, "
+        "and the prefetch never starts",
+        "user": "no routing request (UserEvent) arrives: no call is routed",
+    },
+    "write": {
+        "call": "Asterisk refuses Redirect: no call is routed",
+        "reporting": "Asterisk refuses CoreShowChannels and ShowDialPlan: calls waiting "
+        "after a gap are not routed and the dialplan is not checked",
+        "user": "Asterisk refuses UserEvent: the live-instance heartbeat is not sent",
+    },
+}
+#: Write classes the manager user must never have (docs/asterisk-ajam.md).
+_NEVER = ("command", "config", "all")
+
+
+def asterisk_classes(value: str) -> set[str]:
+    """The classes manager.c's ``get_perm`` makes of a ``read`` or ``write``
+    value: each label ``ast_instring`` finds in it. That compares every item
+    but the last by the item's own length (``strncmp``), so an item is taken
+    for each label it begins (``cal`` is ``call``; an empty one, ``a,,b``, for
+    every label) and the last item must be the label exactly; no item is
+    stripped, so ``call, dialplan`` is ``call`` alone (on the sandbox,
+    ``manager show user`` then said ``read perm: call``)."""
+    items = value.split(",")
+    found: set[str] = set()
+    for label in _CLASS_LABELS:
+        for number, item in enumerate(items):
+            last = number == len(items) - 1
+            if (item == label) if last else label.startswith(item):
+                found.add(label)
+                break
+    if "all" in found:
+        found.update(label for label in _CLASS_LABELS if label != "none")
+    return found
+
+
+def compare_classes(
+    user: str, read: str | None, write: str | None, *, file: str = "manager.conf"
+) -> list[ConfFinding]:
+    """What ``[user]``'s ``read`` and ``write`` values (:func:`section_classes`)
+    lack of what callrouter needs (a ``fail``), or have that it must not (an
+    ``advice``); nothing when they are right. No AMI action tells a session
+    its read classes, so this is the one way to see a missing ``read =
+    dialplan`` before calls."""
+    findings: list[ConfFinding] = []
+    for kind, value in (("read", read), ("write", write)):
+        have = asterisk_classes(value) if value is not None else set()
+        missing = [name for name in _NEEDED[kind] if name not in have]
+        shown = f"{kind} = {value}" if value is not None else f"has no {kind} line and"
+        if missing:
+            spaced = [
+                item
+                for item in (value or "").split(",")
+                if item != item.strip(_C_SPACE) and item.strip(_C_SPACE) in missing
+            ]
+            why = "; ".join(f"{name}: {_NEEDED[kind][name]}" for name in missing)
+            text = (
+                f"{file} [{user}] {shown} lacks {', '.join(missing)} ({why}): add "
+                f"{'them' if len(missing) > 1 else 'it'} to the {kind} line, then "
+                "`asterisk -rx 'manager reload'` and restart callrouter; "
+                f"`asterisk -rx 'manager show user {user}'` shows the classes Asterisk took"
+            )
+            if spaced:
+                text += (
+                    f" (Asterisk reads {', '.join(repr(i) for i in spaced)} as no class: "
+                    "it does not strip the items, so write them without spaces after "
+                    "the commas)"
+                )
+            findings.append(ConfFinding("fail", text))
+        if kind == "write" and value is not None:
+            risky = ["all"] if "all" in have else [n for n in _NEVER if n in have]
+            if risky:
+                findings.append(
+                    ConfFinding(
+                        "advice",
+                        f"{file} [{user}] {shown} gives {', '.join(risky)}, which callrouter "
+                        "never needs and which let a leaked secret run CLI commands or "
+                        "rewrite the configuration: remove "
+                        f"{'them' if len(risky) > 1 else 'it'} "
+                        "(docs/asterisk-ajam.md, least privilege)",
+                    )
+                )
+    return findings
 
 
 def _inherited(

@@ -388,7 +388,12 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     the commands the findings suggest add (--username). A user the file lacks
     is looked for in the files its ``#include`` lines name (FreePBX keeps the
     admin's own users in manager_custom.conf)."""
-    from router.manager_conf import compare_eventfilters, section_eventfilters
+    from router.manager_conf import (
+        compare_classes,
+        compare_eventfilters,
+        section_classes,
+        section_eventfilters,
+    )
 
     user = offline.config.asterisk.username
     print()
@@ -407,6 +412,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     if not _told_broken(path, found):
         return False
     found_in: Path | None = None
+    classes_text = text
     if found.elsewhere:
         included = _with_included(path, text, user, found.includes)
         if included is None:
@@ -420,6 +426,10 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             return True
         path, found = included
         found_in = path
+        try:  # its read and write lines, after the templates above (as Asterisk reads it)
+            classes_text = f"{text}\n{_read_manager_conf(path)}"
+        except OSError:
+            classes_text = ""
         print(f"manager.conf: {_LEVELS['ok']} [{user}] is in {path}, which the file #includes")
     lines, includes, templates = found.lines, found.includes, found.templates
     if includes:
@@ -436,6 +446,14 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         # The file the lines are in, where the findings' lines go.
         file=path.name if found_in is not None else "manager.conf",
     )
+    findings = [
+        *compare_classes(
+            user,
+            *section_classes(classes_text, user),
+            file=path.name if found_in is not None else "manager.conf",
+        ),
+        *findings,
+    ]
     for finding in findings:
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
         for line in finding.lines:

@@ -80,7 +80,11 @@ def test_documented_command_works(
         printed = capsys.readouterr().out.splitlines()
         conf = tmp_path / "manager.conf"
         lines = [text for text in printed if text.startswith("eventfilter")]
-        conf.write_text("[router]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        conf.write_text(
+            "[router]\nread = call,dialplan,user,agent,system\n"
+            "write = call,originate,user,reporting\n" + "\n".join(lines) + "\n",
+            encoding="utf-8",
+        )
         line = line.replace("/etc/asterisk/manager.conf", str(conf))
     argv = shlex.split(line.replace("/etc/callrouter/", f"{etc}/"))[1:]
     build_parser().parse_args(argv)  # every option exists

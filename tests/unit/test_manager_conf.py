@@ -11,7 +11,12 @@ import pytest
 
 from router.ami.event_filter import EventSelection, HeaderFilter
 from router.cli import main
-from router.manager_conf import compare_eventfilters, section_eventfilters
+from router.manager_conf import (
+    asterisk_classes,
+    compare_eventfilters,
+    section_classes,
+    section_eventfilters,
+)
 
 SELECTION = EventSelection(
     frozenset({"Hangup", "Newexten", "UserEvent"}),
@@ -19,6 +24,10 @@ SELECTION = EventSelection(
     frozenset({HeaderFilter("Newexten", "Priority", frozenset({"1"}))}),
 )
 LINES = SELECTION.manager_conf_lines()
+
+#: The read and write classes callrouter needs: a user without them FAILs
+#: the comparison whatever its eventfilter lines (docs/asterisk.md).
+CLASSES = "read = call,dialplan,user\nwrite = call,reporting,user\n"
 
 
 def test_the_lines_callrouter_prints_compare_ok() -> None:
@@ -328,7 +337,7 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
     printed = capsys.readouterr().out.splitlines()
     lines = [line for line in printed if line.startswith("eventfilter")]
     conf = tmp_path / "manager.conf"
-    conf.write_text("[router]\nread = call\n" + "\n".join(lines) + "\n")
+    conf.write_text("[router]\n" + CLASSES + "\n".join(lines) + "\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == (
@@ -336,7 +345,7 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
         "through what callrouter asks for, and no more"
     )
     kept = [line for line in lines if "Queue" not in line]
-    conf.write_text("[router]\n" + "\n".join(kept) + "\n")
+    conf.write_text("[router]\n" + CLASSES + "\n".join(kept) + "\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith(
@@ -349,7 +358,7 @@ def test_check_compares_the_file_and_fails_on_events_kept_back(
         "    eventfilter(action(include),name(QueueCallerLeave))=",
     ]
     # The same lines in a template the user inherits are the user's.
-    conf.write_text("[tpl](!)\n" + "\n".join(kept) + "\n[router](tpl)\nread = call\n")
+    conf.write_text("[tpl](!)\n" + "\n".join(kept) + "\n[router](tpl)\n" + CLASSES)
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith(
@@ -375,7 +384,7 @@ def test_a_user_in_an_included_file_is_found_there(
     head = ";" + "-" * 80 + ";\n[general]\nenabled = yes\n\n[admin]\nsecret = a\n\n"
     conf.write_text(head + "#include manager_additional.conf\n#include manager_custom.conf\n")
     custom = tmp_path / "manager_custom.conf"
-    custom.write_text("[router]\nsecret = s\n" + "\n".join(lines) + "\n")
+    custom.write_text("[router]\nsecret = s\n" + CLASSES + "\n".join(lines) + "\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     out = capsys.readouterr().out
     assert "cannot read " + str(tmp_path / "manager_additional.conf") in out
@@ -387,7 +396,7 @@ def test_a_user_in_an_included_file_is_found_there(
     conf.write_text(
         "[filters](!)\n" + "\n".join(lines) + "\n" + head + '#include "manager_custom.conf"\n'
     )
-    custom.write_text("[router](filters)\nsecret = s\n")
+    custom.write_text("[router](filters)\nsecret = s\n" + CLASSES)
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     out = capsys.readouterr().out
     assert "(with its template [filters])" in out
@@ -407,7 +416,7 @@ def test_a_user_in_an_included_file_is_found_there(
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     assert "has no [router] section (the manager user" in capsys.readouterr().out
     conf.write_text(head + '#include "manager_custom.conf" ; the admin\'s own\n')
-    custom.write_text("[router]\nsecret = s\n" + "\n".join(lines) + "\n")
+    custom.write_text("[router]\nsecret = s\n" + CLASSES + "\n".join(lines) + "\n")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     assert f"[router] is in {custom}" in capsys.readouterr().out
 
@@ -439,7 +448,7 @@ def test_the_commands_check_suggests_name_the_user_of_username(
     monkeypatch.chdir(Path(__file__).parents[2] / "examples")
     conf = tmp_path / "manager.conf"
     conf.write_text(
-        "[watcher]\nread = call\n[ops desk]\neventfilter(action(include),name(Newexten))=\n"
+        "[watcher]\n" + CLASSES + "[ops desk]\neventfilter(action(include),name(Newexten))=\n"
     )
     argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
     assert main([*argv, "--username", "watcher"]) == 0
@@ -451,7 +460,7 @@ def test_the_commands_check_suggests_name_the_user_of_username(
     assert "manager.conf [ops desk]: these lines let through every event of a name" in out
     assert "the header lines `callrouter check --manager-conf --username 'ops desk'` prints" in out
     # Without --username the command is router.toml's: nothing to add.
-    conf.write_text("[router]\nread = call\n")
+    conf.write_text("[router]\n" + CLASSES)
     assert main(argv) == 0
     assert "add these (`callrouter check --manager-conf`), then" in capsys.readouterr().out
 
@@ -833,3 +842,63 @@ def test_a_name_with_spaces_is_another_user_and_exec_is_an_include() -> None:
     found = section_eventfilters(f"#exec /bin/true\n[router]\n{HANGUP}\n", "router")
     assert found is not None
     assert found.includes == ["#exec /bin/true"]
+
+
+def test_read_and_write_are_taken_as_asterisk_takes_them() -> None:
+    """manager.c's get_perm: an item is compared by its own length, so a
+    space after a comma makes it no class (on Asterisk 22 `read = call,
+    dialplan, user` gave `read perm: call` in `manager show user`)."""
+    assert asterisk_classes("call, dialplan, user") == {"call"}
+    assert asterisk_classes("call,dialplan,user") == {"call", "dialplan", "user"}
+    assert asterisk_classes("cal,user") == {"call", "user"}  # a prefix, not the last
+    assert "dialplan" in asterisk_classes("call,,user")  # an empty item: every label
+    assert asterisk_classes("none") == {"none"}
+    assert asterisk_classes("") == set()
+    assert "dialplan" in asterisk_classes("all")
+    text = "[tpl](!)\nread = call,dialplan,user\n[router](tpl)\nsecret = s\nWRITE = call\n"
+    assert section_classes(text, "router") == ("call,dialplan,user", "call")
+    # A second section of the user keeps what the first set and it does not.
+    text = "[router]\nread = call\nwrite = user\n[ROUTER]\nread = call,user\n"
+    assert section_classes(text, "router") == ("call,user", "user")
+    assert section_classes("[other]\nread = all\n", "router") == (None, None)
+
+
+def test_a_missing_read_class_fails_the_manager_conf_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`read = dialplan` missing passed every check: no AMI action tells a
+    session its read classes, and callrouter check --asterisk cannot see it.
+    The file can: --manager-conf-file FAILs naming the class, the line, what
+    is lost and how to see what Asterisk took."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    conf.write_text(
+        "[router]\nread = call,user,agent,system\nwrite = call,originate,user,reporting\n"
+    )
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: FAIL   manager.conf [router] read = call,user,agent,system lacks "
+        "dialplan (dialplan: no Newexten arrives: every Redirect is reported unconfirmed"
+    ) in out
+    assert "add it to the read line, then `asterisk -rx 'manager reload'`" in out
+    assert "`asterisk -rx 'manager show user router'` shows the classes" in out
+    assert "[router] write" not in out  # the write line is right: nothing said
+    # Spaces after the commas: Asterisk takes the first class only.
+    conf.write_text("[router]\nread = call, dialplan, user\nwrite = call,reporting,user\n")
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "read = call, dialplan, user lacks dialplan, user (" in out
+    assert "(Asterisk reads ' dialplan', ' user' as no class: it does not strip" in out
+    # No write line at all: Asterisk gives it no class.
+    conf.write_text("[router]\nread = call,dialplan,user\n")
+    assert main(argv) == 1
+    assert "[router] has no write line and lacks call, reporting, user (" in (
+        capsys.readouterr().out
+    )
+    # Everything: it works, but never give it write = all.
+    conf.write_text("[router]\nread = all\nwrite = all\n")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "manager.conf: ADVICE manager.conf [router] write = all gives all, which" in out
