@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from router.config import Config
     from router.rules.ruleset import RuleSet
 
-__all__ = ["FILTER", "ORIGINATE", "REDIRECT", "Probe", "needed", "refused"]
+__all__ = ["FILTER", "ORIGINATE", "REDIRECT", "REPORTING", "Probe", "needed", "refused"]
 
 #: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
 _NO_CHANNEL = "callrouter-check/no-such-channel"
@@ -64,6 +64,17 @@ REDIRECT = Probe(
 #: No ``Channel``: Asterisk answers ``Channel not specified`` and dials nothing.
 ORIGINATE = Probe(
     "Originate", "originate", "the API's click-to-call and the rules' originate actions fail"
+)
+
+#: ``CoreStatus`` (uptime and the like) is ``system`` or ``reporting`` alone,
+#: as ``CoreShowChannels`` is, which lists the calls waiting after a gap:
+#: ``callrouter check --asterisk`` asks it rather than listing every channel
+#: of a busy PBX to learn the class.
+REPORTING = Probe(
+    "CoreStatus",
+    "reporting",
+    "the calls still waiting after a gap (a reconnect, an Asterisk restart) are not "
+    "listed (CoreShowChannels) and take their default route, and the dialplan is not checked",
 )
 
 #: An operation Asterisk does not know (``Unknown operation``): adds no filter.

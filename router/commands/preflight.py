@@ -30,7 +30,7 @@ from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
 from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key, signed
 from router.logsafe import escape_controls
-from router.privileges import FILTER, REDIRECT, Probe, refused
+from router.privileges import FILTER, REDIRECT, REPORTING, Probe, refused
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -89,6 +89,14 @@ async def check_asterisk(
         findings.append(await _allowed(asking, probe))
         if asking.stopped():
             return [*findings, _stopped(where)]
+    # write = reporting: without it the audit below could only say the
+    # dialplan could not be read, an ADVICE, and the check passed a user
+    # whose reconcile after every gap is refused.
+    reporting = await _allowed(asking, REPORTING)
+    if asking.stopped():
+        return [*findings, _stopped(where)]
+    if reporting.level != "ok":
+        findings.append(reporting)
     if filtering:
         findings.append(await _filtering(asking, suggested_flags))
         if asking.stopped():

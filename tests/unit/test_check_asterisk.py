@@ -166,6 +166,34 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     assert found[3].text.startswith("Asterisk refuses this user UserEvent: give it write = user")
 
 
+async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk) -> None:
+    """A user without ``write = reporting`` passed (exit 0) with only "the
+    dialplan could not be read" as ADVICE, though callrouter's reconcile after
+    every gap (``CoreShowChannels``) is then refused: the check asks for the
+    class with a ``CoreStatus`` and fails naming it."""
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("CoreStatus", denied)
+    ajam_replay.on("ShowDialPlan", denied)
+    found = await run(ajam_replay)
+    refused = [f for f in found if f.text.startswith("Asterisk refuses this user CoreStatus")]
+    assert refused == [
+        Finding(
+            "fail",
+            "Asterisk refuses this user CoreStatus: give it write = reporting (docs/asterisk.md, "
+            "the manager user); without it the calls still waiting after a gap (a reconnect, "
+            "an Asterisk restart) are not listed (CoreShowChannels) and take their default "
+            "route, and the dialplan is not checked",
+        )
+    ]
+    # With the class the probe says nothing: no line more for the right user.
+    ajam_replay.on("CoreStatus", lambda sent: {"CoreCurrentCalls": "0"})
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    assert not [f for f in await run(ajam_replay) if "CoreStatus" in f.text]
+
+
 async def test_originate_is_asked_for_where_the_configuration_dials(
     ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
