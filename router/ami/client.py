@@ -731,9 +731,18 @@ class AJAMClient(AMIActions[ActionResult]):
             ) from exc
         except OSError as exc:
             if login and isinstance(exc, ConnectionRefusedError):
+                # http.conf enabled = no refuses alike: name it, not only the
+                # address and port, which may well be right.
+                server = (
+                    "HTTPS server is http.conf [general] tlsenable = yes and tlsbindaddr (8089)"
+                    if self.settings.url.startswith("https:")
+                    else "HTTP server is http.conf [general] enabled = yes, bindaddr and "
+                    "bindport (8088)"
+                )
                 raise AMIConnectionError(
-                    "cannot connect: connection refused (nothing listens there): Asterisk's "
-                    "HTTP server is http.conf bindaddr and bindport (8088) with its prefix"
+                    f"cannot connect: connection refused (nothing listens there): Asterisk's "
+                    f"{server} with its prefix; asterisk -rx 'http show status' says whether "
+                    "it is enabled and where"
                 ) from exc
             what = (
                 connect
@@ -760,9 +769,11 @@ class AJAMClient(AMIActions[ActionResult]):
                 + ("wrong user or secret (digest)" if status == 401 else "denied by an ACL")
             )
         if status == 404:
+            # manager.conf enabled = no answers 404 as webenabled = no does.
             raise AMIConnectionError(
                 f"HTTP 404{at}: check the url prefix (http.conf 'prefix') "
-                "and that manager.conf has webenabled=yes"
+                "and that manager.conf [general] has enabled = yes and webenabled = yes "
+                "(asterisk -rx 'http show status' lists /PREFIX/rawman once both are on)"
             )
         if status == 413:
             raise AMIValidationError(f"{action.name}: request too large for Asterisk (HTTP 413)")

@@ -256,7 +256,8 @@ def _closed_port() -> int:
             None,
             "http",
             "cannot log in to {url} as 'router': cannot connect: connection refused (nothing "
-            "listens there): Asterisk's HTTP server is http.conf bindaddr and bindport (8088)",
+            "listens there): Asterisk's HTTP server is http.conf [general] enabled = yes, "
+            "bindaddr and bindport (8088)",
         ),
         (
             _silent,
