@@ -82,7 +82,9 @@ async def check_asterisk(
     findings = [Finding("ok", f"logged in to {where}{await _version(asking)}")]
     if asking.stopped():  # _version keeps its errors to itself: said here
         return [*findings, _stopped(where, f"{asking.silence}; ")]
-    advice = _plain_transport(client.settings.url, client.settings.auth)
+    advice = _plain_transport(
+        client.settings.url, client.settings.auth, verify=client.settings.verify
+    )
     if advice is not None:
         findings.append(advice)
     for probe in probes:
@@ -302,12 +304,26 @@ async def _user_events(
     return findings
 
 
-def _plain_transport(url: str, auth: str) -> Finding | None:
+def _plain_transport(url: str, auth: str, *, verify: bool | str = True) -> Finding | None:
     """Advice when the secret crosses a network unencrypted: plain ``tcp://`` or
     ``http://`` to another host proves callrouter to whatever answers there,
-    never that peer to callrouter."""
+    never that peer to callrouter; and so does ``tls://`` or ``https://``
+    with ``verify = false`` (``--insecure``): encrypted to whoever answers."""
     parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "http") or is_loopback(parts.hostname or ""):
+    if is_loopback(parts.hostname or ""):
+        return None
+    if parts.scheme in ("tls", "https") and verify is False:
+        conf = "http.conf" if parts.scheme == "https" else "manager.conf"
+        return Finding(
+            "advice",
+            f"{parts.scheme}:// to {parts.hostname} with verify = false (or --insecure): "
+            "the certificate is not checked, so whatever answers there is taken for "
+            "Asterisk and is sent the secret, and events can be forged on the way; give "
+            f'the CA that signed {conf}\'s tlscertfile as verify = "/path/ca.pem" (a '
+            "self-signed certificate is its own CA) (docs/security.md, Hardening the "
+            "Asterisk manager user)",
+        )
+    if parts.scheme not in ("tcp", "http"):
         return None
     if parts.scheme == "tcp":
         sent = (

@@ -617,6 +617,27 @@ def test_a_plain_transport_to_another_host_is_advised_against(
         assert _plain_transport(quiet, auth) is None, quiet
 
 
+def test_an_unverified_certificate_of_another_host_is_advised_against() -> None:
+    """verify = false (--insecure) to another host: encrypted to whoever
+    answers, as good as plain tcp:// for the secret; check said nothing."""
+    from router.commands.preflight import _plain_transport
+
+    for url, conf in (
+        ("tls://pbx.example:5039", "manager.conf"),
+        ("https://10.0.0.5:8089/asterisk", "http.conf"),
+    ):
+        advice = _plain_transport(url, "md5", verify=False)
+        assert advice is not None, url
+        assert advice.level == "advice"
+        assert "with verify = false (or --insecure): the certificate is not checked" in (
+            advice.text
+        )
+        assert f"the CA that signed {conf}'s tlscertfile as verify" in advice.text
+        assert _plain_transport(url, "md5", verify=True) is None
+        assert _plain_transport(url, "md5", verify="/etc/callrouter/ca.pem") is None
+    assert _plain_transport("tls://127.0.0.1:5039", "md5", verify=False) is None
+
+
 async def test_check_gives_the_advice_for_a_remote_plain_url(ajam_replay: ReplayAsterisk) -> None:
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     found = await run(ajam_replay, url="http://asterisk.test:8088/asterisk")
