@@ -174,6 +174,16 @@ async def _version(client: _Answering) -> str:
     return f" (Asterisk {shown(version)[1:-1]})" if version else ""
 
 
+def _took(user: str) -> str:
+    """Where to see the classes Asterisk took, for a class refused that the
+    write line seems to have: Asterisk does not strip the items, so ``write =
+    call, user`` gives ``call`` alone (seen on 22.10.1)."""
+    return (
+        f"; asterisk -rx 'manager show user {user}' shows the classes Asterisk took "
+        "(a class after a comma and a space is none: write them without spaces)"
+    )
+
+
 async def _allowed(client: _Answering, probe: Probe) -> Finding:
     try:
         if await refused(client, probe):
@@ -181,7 +191,7 @@ async def _allowed(client: _Answering, probe: Probe) -> Finding:
                 "fail",
                 f"Asterisk refuses this user {probe.action}: give it write = "
                 f"{probe.write_class} (docs/asterisk.md, the manager user); without it "
-                f"{probe.lost}",
+                f"{probe.lost}{_took(client.settings.username)}",
             )
     except AMIError as exc:
         return Finding("fail", f"{probe.action} could not be tried: {exc}")
@@ -228,7 +238,8 @@ async def _user_events(
             Finding(
                 "fail",
                 "Asterisk refuses this user UserEvent: give it write = user (the "
-                "live-instance heartbeat needs it; docs/operations.md)",
+                "live-instance heartbeat needs it; docs/operations.md)"
+                + _took(client.settings.username),
             )
         ]
     except AMIError as exc:

@@ -185,7 +185,9 @@ async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk)
             "Asterisk refuses this user CoreStatus: give it write = reporting (docs/asterisk.md, "
             "the manager user); without it the calls still waiting after a gap (a reconnect, "
             "an Asterisk restart) are not listed (CoreShowChannels) and take their default "
-            "route, and the dialplan is not checked",
+            "route, and the dialplan is not checked; asterisk -rx 'manager show user router' "
+            "shows the classes Asterisk took (a class after a comma and a space is none: "
+            "write them without spaces)",
         )
     ]
     # With the class the probe says nothing: no line more for the right user.
@@ -223,7 +225,8 @@ async def test_originate_is_asked_for_where_the_configuration_dials(
     assert found[2].text == (
         "Asterisk refuses this user Originate: give it write = originate (docs/asterisk.md, "
         "the manager user); without it the API's click-to-call and the rules' originate "
-        "actions fail"
+        "actions fail; asterisk -rx 'manager show user router' shows the classes Asterisk "
+        "took (a class after a comma and a space is none: write them without spaces)"
     )
     (originate,) = ajam_replay.sent("Originate", probes=True)
     assert originate.get("Channel") is None
