@@ -764,9 +764,22 @@ class AJAMClient(AMIActions[ActionResult]):
         status = resp.status_code
         at = f" at {self._target}" if login else f" at {self._endpoint}"
         if status in (401, 403):
+            user = self.settings.username
+            # Which ACL: http.conf's path restrictions answer 403 before any
+            # login; with Digest the manager user's deny/permit does too.
+            acl = (
+                "denied by an ACL: http.conf's path restrictions (a section such as "
+                "[/asterisk] with type = restriction; asterisk -rx 'http show status' "
+                "lists them) do not permit this host"
+                + (
+                    f", or manager.conf [{user}] deny/permit does not"
+                    if self.settings.auth == "digest"
+                    else ""
+                )
+            )
             raise AMIAuthenticationError(
                 f"Asterisk answered HTTP {status}{'' if login else at}: "
-                + ("wrong user or secret (digest)" if status == 401 else "denied by an ACL")
+                + ("wrong user or secret (digest)" if status == 401 else acl)
             )
         if status == 404:
             # manager.conf enabled = no answers 404 as webenabled = no does.

@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from router.ami.client import AJAMClient, ClientSettings
-from router.errors import AMIConnectionError
+from router.errors import AMIAuthenticationError, AMIConnectionError
 
 
 def closed_port() -> int:
@@ -67,3 +67,40 @@ async def test_a_404_names_manager_conf_enabled_and_webenabled() -> None:
         await server.wait_closed()
     assert "HTTP 404 at /asterisk/rawman: check the url prefix (http.conf 'prefix')" in message
     assert "manager.conf [general] has enabled = yes and webenabled = yes" in message
+
+
+async def answering(status: bytes) -> asyncio.Server:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("auth", ["cookie", "digest"])
+async def test_a_403_names_the_acls_that_answer_it(auth: str) -> None:
+    """ "denied by an ACL" named none: http.conf's path restrictions answer
+    403 before any login, and with Digest so does the user's deny/permit
+    (main/manager.c, auth_http_callback)."""
+    server = await answering(b"403 Forbidden")
+    port = server.sockets[0].getsockname()[1]
+    client = AJAMClient(
+        ClientSettings(
+            url=f"http://127.0.0.1:{port}/asterisk", username="router", secret="s", auth=auth
+        )
+    )
+    try:
+        with pytest.raises(AMIAuthenticationError) as caught:
+            await client.login()
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    message = str(caught.value)
+    assert "Asterisk answered HTTP 403: denied by an ACL: http.conf's path restrictions" in (
+        message
+    )
+    assert "asterisk -rx 'http show status' lists them) do not permit this host" in message
+    assert ("manager.conf [router] deny/permit" in message) is (auth == "digest")
