@@ -95,3 +95,26 @@ async def test_a_read_only_shadow_user_starts_with_one_warning_and_no_error(
         for r in caplog.records
         if r.levelno == logging.INFO
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [
+        ("spaced-classes", "call, dialplan, user"),
+        ("prefix-classes", "cal,dialplan,user"),
+        ("plain-classes", "call,dialplan,user,agent,system"),
+    ],
+)
+def test_asterisk_takes_the_classes_as_the_manager_conf_check_reads_them(
+    sandbox: Sandbox, name: str, read: str
+) -> None:
+    """``callrouter check --manager-conf-file`` reads a user's ``read`` line as
+    Asterisk 22 does (router.manager_conf.asterisk_classes): ``call, dialplan,
+    user`` is ``call`` alone, since get_perm does not strip the items, and an
+    item but the last is taken for each class it begins."""
+    from router.manager_conf import asterisk_classes
+
+    sandbox.add_manager_user(name, read=read, write="call")
+    shown = sandbox.cli(f"manager show user {name}")
+    (perm,) = re.findall(r"read perm: (\S*)", shown)
+    assert set(perm.split(",")) == asterisk_classes(read)
