@@ -163,7 +163,7 @@ class Away(ClientStub):
     ("scheme", "path", "hint"),
     [
         ("tcp", "", "check manager.conf [general]"),
-        ("http", "/asterisk", "Asterisk's HTTP server is http.conf bindaddr"),
+        ("http", "/asterisk", "Asterisk's HTTP server is http.conf [general] enabled = yes"),
     ],
 )
 async def test_the_start_says_where_and_as_whom_it_waits_once(
