@@ -41,7 +41,9 @@ __all__ = [
     "UserSection",
     "asterisk_classes",
     "compare_classes",
+    "compare_disabled",
     "compare_eventfilters",
+    "disabled_events",
     "section_classes",
     "section_eventfilters",
 ]
@@ -49,6 +51,8 @@ __all__ = [
 #: What C's ``isspace`` takes (config.c's ``ast_strip``); Python's ``str.strip``
 #: takes more (``\x1c``, ``\xa0``, ...).
 _C_SPACE = " \t\n\v\f\r"
+#: What ``ast_skip_blanks`` skips: every byte below 33.
+_BLANKS = "".join(map(chr, range(1, 33)))
 #: config.c reads a line into 8192 bytes: one of this many bytes or more is
 #: skipped whole ('Line N too long, skipping').
 _LINE_BYTES = 8191
@@ -176,6 +180,46 @@ def section_classes(text: str, user: str) -> tuple[str | None, str | None]:
     return classes.get("read"), classes.get("write")
 
 
+def disabled_events(text: str) -> str | None:
+    """manager.conf ``[general] disabledevents`` as Asterisk takes it (the key
+    in any case; the last one set), None when no line sets it."""
+    return _section(text, "general")[1].get("disabledevents")
+
+
+def compare_disabled(
+    value: str | None, selection: EventSelection, *, file: str = "manager.conf"
+) -> list[ConfFinding]:
+    """A ``fail`` naming the events ``[general] disabledevents`` turns off for
+    every session that ``selection`` needs: no AMI action shows the list, and
+    ``callrouter check --asterisk`` cannot tell an event Asterisk never
+    raises from one that did not happen. Items are matched as Asterisk's
+    ``ast_in_delimited_string`` does: blanks before an item skipped, none
+    after it, case counted."""
+    if not value or selection.names is None:
+        return []
+    items = [raw.lstrip(_BLANKS) for raw in value.split(",")]
+    off = sorted(name for name in selection.names if name in items)
+    if not off:
+        return []
+    lost = {
+        "UserEvent": "no routing request arrives: no call is routed",
+        "Newexten": "every Redirect waits 250 ms for a Wait step that never shows and is "
+        "reported unconfirmed",
+    }
+    why = "; ".join(f"{name}: {lost[name]}" for name in off if name in lost)
+    return [
+        ConfFinding(
+            "fail",
+            f"{file} [general] disabledevents = {value} turns off {', '.join(off)} for every "
+            f"session, which callrouter needs{f' ({why})' if why else ''}: take "
+            f"{'them' if len(off) > 1 else 'it'} out of the list (keep the key: Asterisk's "
+            "manager reload keeps the old list when the line is gone), then "
+            "`asterisk -rx 'manager reload'`; `asterisk -rx 'manager show settings'` shows "
+            "the list in force",
+        )
+    ]
+
+
 def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
     """The ``eventfilter`` lines Asterisk gives the manager user ``user`` from
     ``text`` (with those of the templates it inherits), and the ``#include``
@@ -246,7 +290,7 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
             continue
         key = key.strip(_C_SPACE)
         value = value.removeprefix(">").strip(_C_SPACE)
-        if key.lower() in ("read", "write"):  # manager.c: strcasecmp
+        if key.lower() in ("read", "write", "disabledevents"):  # manager.c: strcasecmp
             sections[-1].classes.append((key.lower(), value))
         if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
@@ -313,14 +357,24 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
         for line in sections[i].crashes
     )
     errors.sort(key=lambda error: int(error.split(" ", 2)[1].rstrip(":")))
+    # [general] disabledevents: manager.c reads it from every [general] section
+    # in turn, the last one set wins.
+    disabled = [
+        value
+        for section in sections
+        if _folded(section.name) == "general"
+        for key, value in section.classes
+        if key == "disabledevents"
+    ]
+    general_keys = {"disabledevents": disabled[-1]} if disabled else {}
     if _folded(user) == "general":  # manager.c: [general] is no user
         general = UserSection([], includes, (), tuple(errors), crashes, True)
-        return (general if crashes else None), {}
+        return (general if crashes else None), general_keys
     users = [c for c in by_name.get(_folded(user), ()) if not c.template]
     if not users:
         if errors or crashes or includes:
-            return UserSection([], includes, (), tuple(errors), crashes, True), {}
-        return None, {}
+            return UserSection([], includes, (), tuple(errors), crashes, True), general_keys
+        return None, general_keys
     own = users[-1]  # manager.c drops a user's filters at each of its sections
     order = sorted(_inherited(sections, by_name, own.parts))
     lines = [line for i in order for line in sections[i].lines]
@@ -333,7 +387,9 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
         for category in users
         for i in sorted(_inherited(sections, by_name, category.parts))
         for key, value in sections[i].classes
+        if key != "disabledevents"
     }
+    last.update(general_keys)
     return UserSection(lines, includes, templates, tuple(errors), crashes), last
 
 

@@ -390,7 +390,9 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     admin's own users in manager_custom.conf)."""
     from router.manager_conf import (
         compare_classes,
+        compare_disabled,
         compare_eventfilters,
+        disabled_events,
         section_classes,
         section_eventfilters,
     )
@@ -452,6 +454,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             *section_classes(classes_text, user),
             file=path.name if found_in is not None else "manager.conf",
         ),
+        *compare_disabled(disabled_events(text), offline.event_selection()),
         *findings,
     ]
     for finding in findings:

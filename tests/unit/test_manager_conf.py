@@ -14,6 +14,7 @@ from router.cli import main
 from router.manager_conf import (
     asterisk_classes,
     compare_eventfilters,
+    disabled_events,
     section_classes,
     section_eventfilters,
 )
@@ -902,3 +903,34 @@ def test_a_missing_read_class_fails_the_manager_conf_check(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "manager.conf: ADVICE manager.conf [router] write = all gives all, which" in out
+
+
+def test_disabledevents_naming_an_event_callrouter_needs_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[general] disabledevents = Newexten`` (its sample configuration
+    suggests it for busy systems) passed --manager-conf-file: no AMI action
+    shows the list, and check --asterisk cannot tell an event never raised
+    from one that did not happen. Items are read as Asterisk's
+    ast_in_delimited_string reads them: a blank before one skipped (on the
+    sandbox `VarSet, UserEvent` turned UserEvent off), case counted."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    conf.write_text(
+        "[general]\nenabled = yes\nDisabledEvents = VarSet, Newexten\n[router]\n" + CLASSES
+    )
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: FAIL   manager.conf [general] disabledevents = VarSet, Newexten turns "
+        "off Newexten for every session, which callrouter needs (Newexten: every Redirect "
+        "waits 250 ms"
+    ) in out
+    assert "keep the key: Asterisk's manager reload keeps the old list" in out
+    for harmless in ("VarSet,newexten", "VarSet", "Newexten ,VarSet", ""):
+        conf.write_text(f"[general]\ndisabledevents = {harmless}\n[router]\n" + CLASSES)
+        assert main(argv) == 0, harmless
+        assert "disabledevents" not in capsys.readouterr().out.split("\n\n", 1)[1]
+    assert disabled_events("[general]\ndisabledevents = A\n[general]\ndisabledevents = B\n") == "B"
+    assert disabled_events("[router]\ndisabledevents = A\n") is None
