@@ -55,7 +55,7 @@ from router.api.settings import ApiSettings, read_api
 from router.calllife.settings import HistorySettings, read_history
 from router.config_lines import key_lines
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
-from router.errors import ConfigError
+from router.errors import ConfigError, ConfigUnreadable
 from router.recordings.settings import RecordingSettings, read_recordings
 from router.suggest import closest
 from router.textfiles import FileTooBig, read_bounded
@@ -835,17 +835,19 @@ def _read_file(path: Path) -> tuple[dict[str, object], str] | None:
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a file") from None
+        raise ConfigUnreadable(f"{path}: is a folder, not a file") from None
     except FileTooBig as exc:
-        raise ConfigError(
+        raise ConfigUnreadable(
             f"{path}: {exc.size} bytes, more than the {MAX_CONFIG_BYTES} a settings file may hold"
         ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigUnreadable(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigUnreadable(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigUnreadable(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(
@@ -909,7 +911,9 @@ def load_config(
         # Only commands with the connection flags pass "asterisk.url" (None
         # when not given): `callrouter check` has no --url to suggest.
         flags = " (and no --url and --username given to replace it)"
-        raise ConfigError(f"{name}: no such file{flags if 'asterisk.url' in overrides else ''}")
+        raise ConfigUnreadable(
+            f"{name}: no such file{flags if 'asterisk.url' in overrides else ''}"
+        )
 
     base = file.parent if file is not None and not missing else Path.cwd()
     base = base if base.is_absolute() else Path.cwd() / base

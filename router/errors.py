@@ -7,6 +7,7 @@ as aiosmtplib does::
 
     CallRouterError
     ├── ConfigError(ValueError)            router.toml or a plugin setting is wrong
+    │   └── ConfigUnreadable               router.toml itself could not be read (missing, not TOML)
     ├── AMIError                           anything on the Asterisk side
     │   ├── AMIProtocolError(ValueError)   bytes that are not AMI (malformed, truncated, too big)
     │   ├── AMIConnectionError(ConnectionError)  Asterisk unreachable, connection dropped
@@ -52,6 +53,7 @@ __all__ = [
     "AMIValidationError",
     "CallRouterError",
     "ConfigError",
+    "ConfigUnreadable",
     "FunctionFailed",
     "HistorySourceError",
     "LookupUnavailable",
@@ -71,6 +73,13 @@ class CallRouterError(Exception):
 
 class ConfigError(CallRouterError, ValueError):
     """The configuration cannot be used; the message names the file and key."""
+
+
+class ConfigUnreadable(ConfigError):
+    """The settings file itself could not be read: missing, a folder, too big,
+    unreadable, not UTF-8 or not TOML. The message names the file. Unlike a
+    wrong key (a finding ``callrouter check`` lists), it is the command's
+    error, as a bad command-line value is: nothing in the file was checked."""
 
 
 class AMIError(CallRouterError):

@@ -24,7 +24,7 @@ from router.commands._offline import Offline, load_offline
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan import LocationPolicy
 from router.dialplan_lint import Finding
-from router.errors import ConfigError
+from router.errors import ConfigError, ConfigUnreadable
 from router.logsafe import escape_controls
 from router.rules import load_rules
 from router.rules.ruleset import RuleSet
@@ -143,9 +143,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:
-        if str(exc).startswith(f"{COMMAND_LINE}: "):
-            # A connection flag's value (--url ftp://x, --ca-file NOT-A-PEM).
-            print(f"callrouter check: error: {exc}", file=sys.stderr)
+        # A connection flag's value (--url ftp://x, --ca-file NOT-A-PEM), or a
+        # settings file that could not be read at all (--config /nonexistent,
+        # a folder, not TOML): nothing in it was checked, so there is no
+        # finding to list; as every other command says it.
+        if isinstance(exc, ConfigUnreadable) or str(exc).startswith(f"{COMMAND_LINE}: "):
+            print(f"callrouter check: error: {escape_controls(str(exc))}", file=sys.stderr)
             return 1
         print(exc)
         # Without a router.toml the flags were all there was to check.

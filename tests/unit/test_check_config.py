@@ -156,7 +156,11 @@ def test_check_reads_router_toml_of_the_working_directory(
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(tmp_path / "nope.toml")]) == 1
-    assert f"{tmp_path / 'nope.toml'}: no such file" in capsys.readouterr().out
+    # A --config that is not there is the command's error (stderr, prefixed),
+    # not a finding about a file nothing of which was read.
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"callrouter check: error: {tmp_path / 'nope.toml'}: no such file\n"
 
 
 def test_explain_config_uses_the_zone_and_number_plan_run_uses(

@@ -65,3 +65,82 @@ def test_every_config_flag_is_a_path() -> None:
     }
     assert len(shown) >= 9, shown  # ami ... state backup
     assert set(shown.values()) == {"PATH"}, shown
+
+
+#: What each command needs on its command line besides --config to get as far
+#: as reading it. A command added to callrouter fails the test below until it is
+#: named here or in _NO_CONFIG.
+_REQUIRED: dict[str, list[str]] = {
+    "ami": ["Ping"],
+    "check": [],
+    "events": ["--count", "1"],
+    "explain": ["--caller", "79161234567", "--did", "4951234567"],
+    "history replay": ["--since", "1h"],
+    "recordings retry": ["--failed"],
+    "recordings status": [],
+    "run": [],
+    "state backup": ["{tmp}/backup"],
+}
+#: Commands that read no router.toml, and why.
+_NO_CONFIG: dict[str, str] = {
+    "actions": "lists the AMI action catalog callrouter carries: no router.toml",
+    "plugins": "lists the installed plugins: no router.toml",
+    "token new": "prints a new API token and the [api.tokens.NAME] lines to paste: no router.toml",
+}
+
+
+def _commands() -> list[str]:
+    """Every command a user can run, as words after ``callrouter``."""
+    found = []
+    for name, parser in _parsers(build_parser()).items():
+        actions = parser._actions  # type: ignore[attr-defined]
+        if not any(isinstance(a, argparse._SubParsersAction) for a in actions):
+            found.append(name.removeprefix("callrouter "))
+    return sorted(found)
+
+
+def _broken(kind: str, tmp: Path) -> Path:
+    """A --config that cannot be read: missing, a folder, not UTF-8, not TOML."""
+    if kind == "missing":
+        return Path("/nonexistent/router.toml")
+    path = tmp / "router.toml"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "not UTF-8":
+        path.write_bytes(b'[asterisk]\nurl = "\xff"\n')
+    else:
+        path.write_text('[asterisk\nurl = "tcp://127.0.0.1:5038"\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "not UTF-8", "not TOML"])
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_says_an_unreadable_config_as_its_error(
+    command: str,
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """hleft32b's trial: `callrouter check --config /nonexistent` printed
+    `/nonexistent: no such file` on stdout, as a finding. A --config that
+    cannot be read is the command's error for every command (`run` included):
+    exit 1 (docs/operations.md), nothing on stdout, and the last line on stderr
+    `callrouter COMMAND: error: PATH: ...`."""
+    if command in _NO_CONFIG:
+        shown = _parsers(build_parser())[f"callrouter {command}"]
+        options = shown._actions  # type: ignore[attr-defined]
+        assert not any("--config" in a.option_strings for a in options), command
+        pytest.skip(_NO_CONFIG[command])
+    assert command in _REQUIRED, f"callrouter {command}: new command, say what it needs above"
+    monkeypatch.chdir(tmp_path)  # no ./router.toml of the checkout's
+    (tmp_path / "work").mkdir()
+    config = _broken(kind, tmp_path / "work")
+    assert not Path("/nonexistent").exists()
+    extra = [word.format(tmp=tmp_path) for word in _REQUIRED[command]]
+    assert main([*command.split(), *extra, "--config", str(config)]) == 1
+    out, err = capfd.readouterr()
+    assert out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"callrouter {command}: error: {config}: "), last
+    assert not (tmp_path / "backup").exists()

@@ -334,10 +334,11 @@ def test_check_of_a_missing_file_names_no_flag_it_lacks(
     from router.cli import main
 
     assert main(["check", "--config", str(tmp_path / "missing.toml")]) == 1
-    out = capsys.readouterr().out
-    assert "missing.toml: no such file" in out
-    assert "--url" not in out
-    assert "--username" not in out
+    # The command's error (stderr), no longer a finding on stdout.
+    err = capsys.readouterr().err
+    assert "missing.toml: no such file" in err
+    assert "--url" not in err
+    assert "--username" not in err
 
 
 def test_no_path_at_all(tmp_path: Path) -> None:
