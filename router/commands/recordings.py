@@ -218,7 +218,7 @@ def _wanted(store: RecordingStore, ids: list[str]) -> list[tuple[str, list[Recor
                 check_part(part)
         except ValueError:
             raise ConfigError(
-                f"recordings retry: {escape_controls(given)!r} is neither a call id "
+                f"{escape_controls(given)!r} is neither a call id "
                 "(1733050000.42) nor CALL_ID/PART (1733050000.42/mix)"
             ) from None
         rows = [r for r in store.for_call(call_id) if not part or r.part == part]
@@ -278,9 +278,9 @@ def _onec_off(plugins: PluginSettings) -> str:
 def run_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.failed):
         raise ConfigError(
-            "recordings retry: give the call ids (CALL_ID or CALL_ID/PART) or --failed, not both"
+            "give the call ids (CALL_ID or CALL_ID/PART) or --failed, not both"
             if args.ids
-            else "recordings retry: give the call ids (CALL_ID or CALL_ID/PART) or --failed"
+            else "give the call ids (CALL_ID or CALL_ID/PART) or --failed"
         )
     offline = load_offline(args.config)
     settings = offline.config.recordings
@@ -291,20 +291,18 @@ def run_retry(args: argparse.Namespace) -> int:
     if off:
         # Nothing would take the request up: saying "queued for 1C again" would be
         # a promise nobody keeps, so nothing is asked.
-        print(
-            f"callrouter recordings retry: {off}: nothing would send the files to 1C; "
+        raise ConfigError(
+            f"{off}: nothing would send the files to 1C; "
             "nothing was asked (turn the 1C plugin on, then run this again)"
         )
-        return 1
     if offline.config.router.shadow:
         # A shadow router uploads nothing (the 1C plugin starts no uploads in
         # shadow mode): "queued for 1C again" would be a promise nobody keeps.
-        print(
-            f"callrouter recordings retry: {offline.config.where('router', 'shadow')}: "
+        raise ConfigError(
+            f"{offline.config.where('router', 'shadow')}: "
             "[router] shadow = true: a shadow callrouter sends no recordings to 1C; nothing "
             "was asked (run this with the live instance's --config)"
         )
-        return 1
     state_dir = service_state_dir(offline.config, "recordings retry")
     # It writes in the service's catalog (and SQLite's -wal/-shm beside it when the
     # service is stopped): as the service's user only.

@@ -215,9 +215,15 @@ def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
         capsys.readouterr().out
     )
     assert main(["recordings", "retry", "../x", "--config", str(config)]) == 1
-    assert "is neither a call id" in capsys.readouterr().err
+    # Named once: not "callrouter recordings retry: error: recordings retry: ...".
+    assert capsys.readouterr().err.startswith(
+        "callrouter recordings retry: error: '../x' is neither a call id"
+    )
     assert main(["recordings", "retry", "--config", str(config)]) == 1
-    assert "give the call ids (CALL_ID or CALL_ID/PART) or --failed" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(
+        "callrouter recordings retry: error: give the call ids (CALL_ID or CALL_ID/PART) "
+        "or --failed"
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,10 +246,12 @@ def test_retry_with_the_1c_plugin_off_asks_nothing_and_says_why(
     assert store.upload_failed(row.call_id, "mix", row.sha256 or "", "1C refused it: 400")
     store.close()
     assert main(["recordings", "retry", "--failed", "--config", str(config)]) == 1
-    out = capsys.readouterr().out
-    assert why in out
-    assert "nothing would send the files to 1C; nothing was asked" in out
-    assert "queued for 1C again" not in out
+    out, err = capsys.readouterr()
+    # The refusal is the command's error (stderr, prefixed), as any other's.
+    assert out == ""
+    assert err.startswith(f"callrouter recordings retry: error: {why}"), err
+    assert "nothing would send the files to 1C; nothing was asked" in err
+    assert "queued for 1C again" not in err
     (after,) = RecordingStore(tmp_path / "state").closed()
     assert after.retry_asked_at is None
     assert after.upload_error == "1C refused it: 400"
@@ -267,10 +275,14 @@ def test_retry_with_a_shadow_router_asks_nothing_and_says_why(
     assert store.upload_failed(row.call_id, "mix", row.sha256 or "", "1C refused it: 400")
     store.close()
     assert main(["recordings", "retry", how, "--config", str(config)]) == 1
-    out = capsys.readouterr().out
-    assert f"callrouter recordings retry: {config}:7: [router] shadow = true: a shadow " in out
-    assert "sends no recordings to 1C; nothing was asked" in out
-    assert "queued for 1C again" not in out
+    out, err = capsys.readouterr()
+    # The refusal is the command's error (stderr, prefixed), as any other's.
+    assert out == ""
+    assert err.startswith(
+        f"callrouter recordings retry: error: {config}:7: [router] shadow = true: a shadow "
+    ), err
+    assert "sends no recordings to 1C; nothing was asked" in err
+    assert "queued for 1C again" not in err
     (after,) = RecordingStore(tmp_path / "state").closed()
     assert after.retry_asked_at is None
     assert after.upload_error == "1C refused it: 400"
