@@ -363,10 +363,12 @@ class LiveGuard:
         last = self._seen_beats.pop(instance, None)
         if last is not None and number <= last:
             self._seen_beats[instance] = last
-            if not last - _OVERTAKEN < number < last:
-                self._refuse("a replayed CallRouterLive heartbeat was ignored (%s)", event)
             # (A beat a later one overtook, over AJAM's parallel requests, is
-            # stale: dropped without a word.)
+            # stale: dropped without a word. So is one of this instance's own,
+            # however late: after Asterisk was stopped, its queued actions run
+            # in any order, and an own claim never makes this one stand by.)
+            if not last - _OVERTAKEN < number < last and instance != self.me.instance:
+                self._refuse("a replayed CallRouterLive heartbeat was ignored (%s)", event)
             return False
         self._seen_beats[instance] = int(number)
         while len(self._seen_beats) > _REMEMBERED:

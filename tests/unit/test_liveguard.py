@@ -223,6 +223,23 @@ def test_a_beat_overtaken_by_the_next_is_dropped_without_a_warning(
     assert guard.refused == 1
 
 
+def test_own_beats_arriving_late_after_a_stall_are_dropped_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hops32's trial over AJAM: Asterisk stopped (SIGSTOP) for 20 s, the beats
+    sent meanwhile ran in any order once it went on, and the router warned of
+    its own heartbeat as "a replayed CallRouterLive heartbeat" (a forgery's
+    wording). An own beat never makes this instance stand by: dropped silently."""
+    clock = Clock()
+    guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=heartbeat_key("s"), clock=clock)
+    beats = [guard.beat() for _ in range(10)]
+    guard.observe(heartbeat(beats[-1]))
+    for late in beats[:-1]:
+        guard.observe(heartbeat(late))
+    assert guard.refused == 0
+    assert [r for r in caplog.records if "replayed" in r.getMessage()] == []
+
+
 def test_a_forged_own_heartbeat_does_not_hide_deafness() -> None:
     clock = Clock()
     guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=heartbeat_key("s"), clock=clock)
