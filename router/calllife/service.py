@@ -92,6 +92,9 @@ class CallLife:
         self._clock = clock
         self._state_dir: Path | None = None
         self._mark_written: dict[str, Any] | None = None
+        #: Why the last write of the mark failed (None: it did not): a full or
+        #: read-only state folder is said once, and once more when it is written.
+        self._write_failing: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Starts of the replays not finished yet (the mark stays before them).
         self._pending: list[float] = []
@@ -216,7 +219,23 @@ class CallLife:
             tmp.replace(path)
             self._mark_written = data
         except OSError as exc:
-            log.warning("call life: cannot write %s: %s", path, exc)
+            with contextlib.suppress(OSError):  # a full disk: no half-written temporary left
+                tmp.unlink()
+            # Retried every few seconds: said when it starts (or its reason changes),
+            # not at every try, which filled the journal while the disk was full.
+            reason = f"{exc.strerror or exc}"
+            if reason != self._write_failing:
+                log.warning(
+                    "call life: cannot write %s: %s; trying again every few seconds, "
+                    "said again once it is written",
+                    path,
+                    exc,
+                )
+            self._write_failing = reason
+            return
+        if self._write_failing is not None:
+            log.info("call life: %s written again", path)
+            self._write_failing = None
 
     def write_mark(self) -> None:
         """Write the mark now, blocking (a first start; tests)."""

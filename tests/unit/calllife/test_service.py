@@ -441,6 +441,34 @@ def test_the_mark_file_is_private_whatever_the_umask(tmp_path: Path, left_over: 
     assert (tmp_path / MARK_FILE).stat().st_mode & 0o777 == 0o600
 
 
+def test_a_mark_that_cannot_be_written_is_said_once_and_once_more_when_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hops32's trial: with the state folder full (a 1 MiB tmpfs), `callrouter run`
+    logged `call life: cannot write .../calllife.json: [Errno 28] No space left on
+    device` every 5 s, the mark job's interval, for as long as the disk stayed full."""
+    caplog.set_level(logging.INFO, logger="router.calllife")
+    service = life([])
+    service.start(tmp_path)
+    blocker = tmp_path / f".{MARK_FILE}.{os.getpid()}"
+    blocker.mkdir()  # the temporary cannot be opened for writing: a real OSError
+    for _ in range(5):
+        service._mark_written = None
+        service.write_mark()
+    failed = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].levelno == logging.WARNING
+    assert "trying again every few seconds" in failed[0].getMessage()
+    blocker.rmdir()
+    service._mark_written = None
+    service.write_mark()
+    service._mark_written = None
+    service.write_mark()
+    again = [r for r in caplog.records if r.getMessage().endswith("written again")]
+    assert len(again) == 1
+    assert (tmp_path / MARK_FILE).exists()
+
+
 @pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
 def test_the_state_files_table_gives_the_mark_file_the_mode_it_is_written_with(
     tmp_path: Path, page: str
