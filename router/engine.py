@@ -78,6 +78,7 @@ from router.errors import (
     AMIError,
     AMIPrivilegeError,
     AMIProtocolError,
+    RuleValidationError,
     RulesRefused,
 )
 from router.executor import Executor, PluginHooks
@@ -96,6 +97,7 @@ from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
 from router.rules.decision import Action
+from router.rules.loader import discover, display_path
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
@@ -1047,9 +1049,10 @@ class Engine:
         return fresh
 
     def _swap_rules(self, fresh: Registry, loaded: RuleSet) -> RuleSet:
-        for error in loaded.errors:
+        errors = list(loaded.errors) or self._all_rule_files_gone(loaded)
+        for error in errors:
             log.error("%s", error)
-        if loaded.errors:
+        if errors:
             # Any error refuses the whole reload, as one at start refuses to run:
             # a rule left out would send its calls down the rules after it (or
             # to the default route) until someone read the log, where the
@@ -1058,7 +1061,7 @@ class Engine:
             self.metrics.rule_reloads.labels("refused").inc()
             log.error(
                 "rules not reloaded: %s; keeping the previous %s",
-                counted(len(loaded.errors), "problem"),
+                counted(len(errors), "problem"),
                 counted(len(self.rules.current.rules), "rule"),
             )
             return loaded
@@ -1079,6 +1082,28 @@ class Engine:
             if self.options.audit_dialplan:
                 self._spawn(self.dialplan_watch.audit("reload"))
         return loaded
+
+    def _all_rule_files_gone(self, loaded: RuleSet) -> list[RuleValidationError]:
+        """A reload that finds no rule file at all under the rule paths while
+        rules are in use: refused as a broken file is. The folder emptied by a
+        deploy half done, or the file deleted by mistake, would otherwise route
+        every call to the default route, said only as ``reloaded 0 rules`` at
+        INFO while ``/readyz`` stayed ready. A file with ``rules: []`` is how
+        to route nothing on purpose."""
+        if loaded.rules or not self.rules.current.rules:
+            return []
+        if any(True for _ in discover(path for path in self.rules.paths if path.exists())):
+            return []
+        return [
+            RuleValidationError(
+                f"no rule file (*.yaml, *.yml) here any more, where "
+                f"{counted(len(self.rules.current.rules), 'rule')} came from: a reload does "
+                f"not drop every rule; put the file back (a file with 'rules: []' routes "
+                f"nothing on purpose)",
+                file=display_path(path),
+            )
+            for path in self.rules.paths
+        ]
 
     def _dialplan_reloaded(self) -> None:
         """Asterisk reloaded its dialplan (a ``Reload`` event)."""

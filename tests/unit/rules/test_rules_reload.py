@@ -281,3 +281,29 @@ async def test_a_sighup_reloads_what_changed_in_a_list_file_or_after_a_refusal(
         "rules not reloaded: 1 problem; keeping the previous 1 rule",
         "rules unchanged (1 rule)",
     ]
+
+
+async def test_a_reload_that_finds_no_rule_file_keeps_the_rules_in_use(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hops32's trial: the only rule file deleted, then SIGHUP: `reloaded 0 rules`
+    at INFO, `/readyz` ready with `"rules": 0`, and every call to the default
+    route. Refused as a broken file is; a file with `rules: []` still empties
+    the set on purpose, and the file put back reloads."""
+    folder = engine.rules.paths[0]
+    reloads = engine.metrics.rule_reloads
+    (folder / "a.yaml").unlink()
+    caplog.set_level(logging.INFO, logger="router.engine")
+    await engine.reload_in_thread()
+    assert [r.name for r in engine.rules.current.rules] == ["default"]
+    assert reloads.labels("refused")._value.get() == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said[0].startswith(f"{folder}: no rule file (*.yaml, *.yml) here any more")
+    assert said[-1] == "rules not reloaded: 1 problem; keeping the previous 1 rule"
+    (folder / "a.yaml").write_text("version: 1\nrules: []\n", encoding="utf-8")
+    await engine.reload_in_thread()
+    assert engine.rules.current.rules == ()
+    assert reloads.labels("ok")._value.get() == 1
+    (folder / "a.yaml").unlink()
+    await engine.reload_in_thread()  # nothing in use: nothing to keep
+    assert reloads.labels("ok")._value.get() == 2
