@@ -476,7 +476,11 @@ class Engine:
         live = "" if self.shadow else self.live_instance.live_elsewhere()
         return readiness(
             logged_in=bool(getattr(self._client, "logged_in", True)),
-            stream_current=self._stream is not None and not self._stream.failing,
+            stream_current=(
+                self._stream is not None
+                and not self._stream.failing
+                and not self.live_instance.silent
+            ),
             rule_problems=len(self.setup_problems),
             rules=len(self.rules.current.rules),
             serving=self.ready.is_set() and not self._stopping.is_set(),

@@ -38,6 +38,11 @@ __all__ = ["LiveInstance"]
 
 log = logging.getLogger("router.engine")
 
+#: Heartbeats in a row Asterisk does not answer before it counts as not
+#: answering (:attr:`LiveInstance.silent`): as many as the others miss before
+#: taking over (router/liveguard.py).
+_SILENT_BEATS = 3
+
 #: Asterisk's clock to the microsecond (STRFTIME of func_strings), for the live claim.
 _NOW_PRECISE = "STRFTIME(,UTC,%s.%6q)"
 
@@ -71,6 +76,10 @@ class LiveInstance:
         self._refused = False
         #: Whether the missing own heartbeat has been logged.
         self._deaf_logged = False
+        #: When the first heartbeat Asterisk has not answered since went out
+        #: (None: the last one was answered), and whether that was logged.
+        self._unanswered_since: float | None = None
+        self._silent_logged = False
 
     @property
     def deaf(self) -> bool:
@@ -134,9 +143,15 @@ class LiveInstance:
             # Asterisk skips no run (the event stream reports the stall).
             bound = self._interval / 2
             try:
-                await asyncio.wait_for(self._send(guard.beat()), bound)
+                answered = await asyncio.wait_for(self._send(guard.beat()), bound)
             except TimeoutError:
                 log.debug("live-instance heartbeat: no answer within %g s", bound)
+                answered = False
+            if answered:
+                self._unanswered_since = None
+            elif self._unanswered_since is None:
+                self._unanswered_since = time.monotonic()
+            self._note_silent()
 
     def observe(self, event: Event) -> None:
         """Another router's (or this one's own) heartbeat; a newcomer's probe
@@ -149,6 +164,7 @@ class LiveInstance:
         """After an event stream gap: heartbeats were lost with it, so ask
         again before acting."""
         if self.guard is not None and not self.guard.leaving:
+            self._unanswered_since = None  # the session is new: its beats are yet to go
             self._spawn(self.guard.probe())
 
     async def standby(self, deadline: float) -> str | None:
@@ -185,6 +201,36 @@ class LiveInstance:
         for beat in list(self._beats):
             beat.cancel()
 
+    @property
+    def silent(self) -> bool:
+        """Asterisk has answered none of this router's heartbeats for three
+        intervals while its session and event stream look up: a stopped or hung
+        Asterisk, whose TCP connections stay open. Over AJAM the long poll then
+        just waits (up to ``waitevent_timeout``) and the keepalive Ping up to
+        half its interval; the beats go every ``interval`` seconds."""
+        since = self._unanswered_since
+        return (
+            since is not None
+            and time.monotonic() - since > _SILENT_BEATS * self._interval
+            and self._connected()
+        )
+
+    def _note_silent(self) -> None:
+        """Log once when Asterisk stops answering the beats, once when it answers again."""
+        silent = self.silent
+        if silent and not self._silent_logged:
+            log.warning(
+                "Asterisk does not answer: this router's heartbeat (a UserEvent "
+                "action) has had no answer for %.0f s, while the connection stays "
+                "open (a stopped or hung Asterisk); calls take the default route "
+                "meanwhile, and /readyz says not ready",
+                time.monotonic() - (self._unanswered_since or time.monotonic()),
+            )
+            self._silent_logged = True
+        elif self._silent_logged and self._unanswered_since is None:
+            log.warning("Asterisk answers this router's heartbeat again")
+            self._silent_logged = False
+
     def _note_deaf(self, guard: LiveGuard) -> None:
         """Log once when this session stops hearing its own heartbeat, and once
         when it hears it again: routing requests come the same way. While the
@@ -204,7 +250,8 @@ class LiveInstance:
         task.add_done_callback(self._beats.discard)
         task.add_done_callback(partial(log_task_failure, logger=log))
 
-    async def _send(self, fields: dict[str, str]) -> None:
+    async def _send(self, fields: dict[str, str]) -> bool:
+        """Send one beat; whether Asterisk answered the action (a refusal too)."""
         try:
             await self._client.send("UserEvent", fields, validate=False)
             if self.guard is not None:
@@ -219,3 +266,5 @@ class LiveInstance:
                 )
         except AMIError as exc:  # the stream notices a lost Asterisk and says so
             log.debug("live-instance heartbeat not sent: %s", exc)
+            return False
+        return True

@@ -646,3 +646,50 @@ def test_the_operations_page_quotes_the_user_events_error_as_logged(page: str) -
     blocks = re.findall(r"```text\n(.*?)\n```", text, re.S)
     assert USER_EVENTS_MISSING.format(seconds=6) in blocks
     assert '"user_events":true' in text
+
+
+class _HungAsterisk:
+    """Accepts actions and answers none while ``hung`` (a SIGSTOPped Asterisk
+    over AJAM: the HTTP connection opens, no answer comes)."""
+
+    def __init__(self) -> None:
+        self.hung = True
+
+    async def send(self, action: str, fields: dict[str, str], **_: object) -> object:
+        while self.hung:
+            await asyncio.sleep(0.01)
+        return None
+
+
+async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_stream_stale(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hops32's trial over AJAM: Asterisk stopped (SIGSTOP) for 20 s, `/readyz`
+    answered 200 with every check green throughout (the long poll just waits),
+    where over TCP it said not ready within 5 s. The heartbeat, answered every
+    2 s by a live Asterisk, tells: three intervals without an answer."""
+    from router.live_instance import LiveInstance
+
+    client = _HungAsterisk()
+    key = heartbeat_key("s")
+    live = LiveInstance(
+        client,  # type: ignore[arg-type]
+        interval=0.05,
+        settle=0,
+        connected=lambda: True,
+        key=key,
+    )
+    live.guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=key, interval=0.05, settle=0)
+    await live.heartbeat()
+    assert not live.silent  # one beat unanswered: not yet
+    for _ in range(5):
+        await asyncio.sleep(0.05)
+        await live.heartbeat()
+    assert live.silent
+    said = [r.getMessage() for r in caplog.records if r.name == "router.engine"]
+    assert sum(m.startswith("Asterisk does not answer: this router's heartbeat") for m in said) == 1
+    client.hung = False
+    await live.heartbeat()
+    assert not live.silent
+    said = [r.getMessage() for r in caplog.records if r.name == "router.engine"]
+    assert said.count("Asterisk answers this router's heartbeat again") == 1
