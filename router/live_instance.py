@@ -83,8 +83,15 @@ class LiveInstance:
 
     @property
     def deaf(self) -> bool:
-        """This session has stopped hearing its own heartbeat while connected."""
-        return self.guard is not None and self.guard.deaf and self._connected()
+        """This session has stopped hearing its own heartbeat while connected,
+        and Asterisk answers the heartbeats it sends (a stopped or hung Asterisk
+        sends no echo either, and is :attr:`silent`, not deaf)."""
+        return (
+            self.guard is not None
+            and self.guard.deaf
+            and self._connected()
+            and self._unanswered_since is None
+        )
 
     @property
     def unheard_for(self) -> float:
@@ -148,6 +155,8 @@ class LiveInstance:
                 log.debug("live-instance heartbeat: no answer within %g s", bound)
                 answered = False
             if answered:
+                if self._unanswered_since is not None:
+                    guard.heard_from_now()  # the echoes of the unanswered beats never came
                 self._unanswered_since = None
             elif self._unanswered_since is None:
                 self._unanswered_since = time.monotonic()
@@ -235,8 +244,8 @@ class LiveInstance:
         """Log once when this session stops hearing its own heartbeat, and once
         when it hears it again: routing requests come the same way. While the
         stream is down nothing is known either way, and nothing is said."""
-        if not self._connected():
-            return
+        if not self._connected() or self._unanswered_since is not None:
+            return  # a stopped or hung Asterisk echoes nothing either: silent, not deaf
         deaf = guard.deaf
         if deaf and not self._deaf_logged:
             log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))

@@ -258,6 +258,11 @@ class LiveGuard:
         if self._unheard_since is None:
             self._unheard_since = self._clock()
 
+    def heard_from_now(self) -> None:
+        """Asterisk answers the beats again after answering none for a while (it
+        was stopped or hung): the echoes are counted from the beat it answered."""
+        self._unheard_since = self._clock()
+
     @property
     def unheard_for(self) -> float:
         """Seconds since the first beat sent that has not come back (0: none)."""

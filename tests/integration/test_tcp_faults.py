@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,8 @@ from router.ami.client import ClientSettings
 from router.ami.event_filter import EventSelection
 from router.ami.tcp import TCPClient
 from router.config import load_config
-from router.engine import Engine
+from router.engine import Engine, EngineOptions
+from router.plugins import Plugins
 from router.errors import AMIAuthenticationError, AMIConnectionError
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
@@ -306,6 +308,61 @@ async def test_half_open_socket_is_detected_within_the_ping_interval(
     assert gaps(caplog)
     assert waiting.destination == "callrouter-dial,102"
     assert waiting.landings == 1
+
+
+@pytest.mark.slow
+async def test_a_stopped_asterisk_over_ajam_makes_readyz_not_ready_within_three_beats(
+    queue_box: Sandbox,
+    queue_placer: CallPlacer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hops32's trial: Asterisk stopped (SIGSTOP) for 20 s under an engine over
+    AJAM: `/readyz` stayed 200, every check green, for all of it, as the long poll
+    just waits (over TCP the keepalive above says so within its interval). The
+    heartbeat Asterisk answers every interval now tells, once in the log."""
+    caplog.set_level(logging.INFO, logger="router")
+    beat = 1.0
+    path = tmp_path / "router.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{queue_box.url}"\nusername = "router"\n'
+        f'secret = "{queue_box.secret}"\n'
+        f'[router]\nrules = ["{routing_rules(tmp_path)}"]\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[plugins.directory]\nfile = "{FIXTURES / "directory.csv"}"\n',
+        encoding="utf-8",
+    )
+    engine = Engine(
+        load_config(path),
+        plugins=Plugins.load(),
+        options=EngineOptions(watch_interval=0, live_heartbeat=beat, live_settle=0.2),
+    )
+    assert queue_box.pid is not None
+    async with serving_leniently(engine):
+        await until(lambda: engine.health().ready, 10, "ready")
+        os.kill(queue_box.pid, signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            await until(lambda: not engine.health().ready, 3 * beat + 6, "not ready")
+            noticed = time.monotonic() - stopped
+            health = engine.health()
+            assert health.checks["event_stream"] is False
+            assert health.reasons == (
+                "the event stream is not current: Asterisk does not answer its polls",
+            )
+            await asyncio.sleep(2 * beat)  # more beats unanswered: said once all the same
+        finally:
+            os.kill(queue_box.pid, signal.SIGCONT)
+        await until(lambda: engine.health().ready, 10, "ready again")
+        # Routing goes on.
+        call = await queue_placer.place("74950000001", "79161234567")
+        await queue_placer.wait_all([call], 10)
+        assert call.destination == "callrouter-dial,101"
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("Asterisk does not answer: this router's heartbeat") for m in said) == 1
+    assert said.count("Asterisk answers this router's heartbeat again") == 1
+    assert not [m for m in said if "replayed CallRouterLive" in m]
+    assert noticed < 3 * beat + 6
 
 
 @pytest.mark.slow

@@ -680,14 +680,21 @@ async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_
         key=key,
     )
     live.guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=key, interval=0.05, settle=0)
+    client.hung = False
+    await live.heartbeat()  # answered; its echo never comes: Asterisk stops right then
+    client.hung = True
     await live.heartbeat()
     assert not live.silent  # one beat unanswered: not yet
     for _ in range(5):
         await asyncio.sleep(0.05)
         await live.heartbeat()
     assert live.silent
+    # No echo either, but that is not the manager user's read classes: not "deaf".
+    assert live.guard.deaf
+    assert not live.deaf
     said = [r.getMessage() for r in caplog.records if r.name == "router.engine"]
     assert sum(m.startswith("Asterisk does not answer: this router's heartbeat") for m in said) == 1
+    assert not [m for m in said if m.startswith("Asterisk sends this router no UserEvent")]
     client.hung = False
     await live.heartbeat()
     assert not live.silent
