@@ -78,8 +78,8 @@ from router.errors import (
     AMIError,
     AMIPrivilegeError,
     AMIProtocolError,
-    RuleValidationError,
     RulesRefused,
+    RuleValidationError,
 )
 from router.executor import Executor, PluginHooks
 from router.health import Health, readiness

@@ -28,8 +28,8 @@ from router.ami.event_filter import EventSelection
 from router.ami.tcp import TCPClient
 from router.config import load_config
 from router.engine import Engine, EngineOptions
-from router.plugins import Plugins
 from router.errors import AMIAuthenticationError, AMIConnectionError
+from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from tests.integration._live import (

@@ -653,11 +653,21 @@ class _HungAsterisk:
     over AJAM: the HTTP connection opens, no answer comes)."""
 
     def __init__(self) -> None:
-        self.hung = True
+        self.going = asyncio.Event()
+
+    @property
+    def hung(self) -> bool:
+        return not self.going.is_set()
+
+    @hung.setter
+    def hung(self, value: bool) -> None:
+        if value:
+            self.going.clear()
+        else:
+            self.going.set()
 
     async def send(self, action: str, fields: dict[str, str], **_: object) -> object:
-        while self.hung:
-            await asyncio.sleep(0.01)
+        await self.going.wait()
         return None
 
 
