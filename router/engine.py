@@ -29,6 +29,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ from router.errors import (
     AMIError,
     AMIPrivilegeError,
     AMIProtocolError,
+    ConfigError,
     RulesRefused,
     RuleValidationError,
 )
@@ -446,6 +448,25 @@ class Engine:
             **options,
         )
 
+    def _check_state_dir(self) -> None:
+        """Refuse to start, in one line, when the state folder cannot be written
+        (read-only, or not a folder): the API's event feed and the plugins'
+        stores opened there crashed the start with a traceback instead."""
+        path = self._config.router.state_dir
+        probe = path / f".callrouter-start.{os.getpid()}"
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"{self._config.where('router', 'state_dir')}: [router] state_dir: cannot "
+                f"write in {path}: {exc.strerror or exc}; callrouter and its plugins keep "
+                f"their state there (docs/operations.md, State and backups): give the "
+                f"service's user a writable folder"
+            ) from None
+
     @property
     def state_dir(self) -> Path:
         path = self._config.router.state_dir
@@ -550,6 +571,7 @@ class Engine:
         await self.setup()
         if self.setup_problems:
             raise RulesRefused(self.setup_problems)
+        await asyncio.to_thread(self._check_state_dir)
         self._waiting_for = f"logging in to Asterisk at {self._config.asterisk.url}"
         if self._config.api is not None:
             # Before the login, which may wait for Asterisk for long: /healthz

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -116,6 +117,36 @@ def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -
     assert len(checked) == 3
     for line in checked:  # the same problems, one line each, file:line first
         assert sum(line in logged for logged in run.stderr.splitlines()) == 1, line
+
+
+def test_callrouter_run_refuses_a_state_folder_it_cannot_write_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """hops32's trial: a read-only state folder (a tmpfs remounted ro) crashed
+    `callrouter run` with a traceback from the API's event feed, after a plugin's
+    own. Here the folder cannot be made (its parent is a file), which root
+    cannot bypass as it does a mode: refused before touching Asterisk, one line."""
+    (tmp_path / "rules.yaml").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "taken").write_text("a file, not a folder\n", encoding="utf-8")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        f'secret_env = "CR_SECRET"\n[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+        f'state_dir = "{tmp_path / "taken" / "state"}"\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    run = run_cli("run", "--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert (
+        f"callrouter run: error: {config}:7: [router] state_dir: cannot write in "
+        f"{tmp_path / 'taken' / 'state'}: Not a directory;"
+    ) in run.stderr
+    assert "logged in" not in run.stderr  # refused before touching Asterisk
 
 
 class SlowLookup:
