@@ -237,7 +237,7 @@ class LiveInstance:
             )
             self._silent_logged = True
         elif self._silent_logged and self._unanswered_since is None:
-            log.warning("Asterisk answers this router's heartbeat again")
+            log.info("Asterisk answers this router's heartbeat again")
             self._silent_logged = False
 
     def _note_deaf(self, guard: LiveGuard) -> None:

@@ -680,6 +680,8 @@ async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_
     2 s by a live Asterisk, tells: three intervals without an answer."""
     from router.live_instance import LiveInstance
 
+    caplog.set_level(logging.INFO, logger="router")
+
     client = _HungAsterisk()
     key = heartbeat_key("s")
     live = LiveInstance(
@@ -710,3 +712,5 @@ async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_
     assert not live.silent
     said = [r.getMessage() for r in caplog.records if r.name == "router.engine"]
     assert said.count("Asterisk answers this router's heartbeat again") == 1
+    again = next(r for r in caplog.records if r.getMessage().endswith("heartbeat again"))
+    assert again.levelno == logging.INFO  # a recovery is no warning
