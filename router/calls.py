@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from router.ami.message import Event, sent_by_channel
 from router.ami.numbers import ascii_int
+from router.callerid import cut_number, cut_text
 
 __all__ = ["ANSWERED_STATE", "Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
 
@@ -207,16 +208,18 @@ class CallTracker:
             if not call.caller_number:
                 number = get("CallerIDNum") or event.get("CallerIDNum") or ""
                 if number not in _UNKNOWN:
-                    call.caller_number = number
+                    # The caller's own texts, cut once here: the feed, the live
+                    # page and the rules all read them from the call (router.callerid).
+                    call.caller_number = cut_number(number)
                     cname = get("CallerIDName") or event.get("CallerIDName") or ""
-                    call.caller_name = "" if cname in _UNKNOWN else cname
+                    call.caller_name = "" if cname in _UNKNOWN else cut_text(cname)
         if name == "VarSet":
             var = event.get("Variable")
             if var and (var in call.variables or len(call.variables) < VARIABLES_MAX):
-                call.variables[var] = event.get("Value") or ""
+                call.variables[var] = cut_text(event.get("Value") or "")
         elif _answers(name, event):
             call.answered = True
-        call.timeline.append(TimelineEntry(now, name, _detail(event)))
+        call.timeline.append(TimelineEntry(now, name, cut_text(_detail(event))))
         if name == "Hangup" and channel_name:
             chan = call.channels.get(channel_name)
             if chan is not None:

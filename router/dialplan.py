@@ -40,6 +40,7 @@ from typing import Final, Protocol
 
 from router.ami.message import Event, sent_by_channel
 from router.ami.numbers import ascii_float
+from router.callerid import cut_number, cut_text
 
 __all__ = [
     "DEADLINE_VARIABLE",
@@ -382,9 +383,11 @@ class Dialplan:
             channel=channel,
             uniqueid=event.get("Uniqueid") or "",
             linkedid=event.get("Linkedid") or "",
-            did=request_did(event),
-            caller=request_caller(event),
-            caller_name=(event.get("CallerIDName") or "").replace("<unknown>", ""),
+            # Cut as the call tracker cuts them (router.callerid): a cut
+            # number is no number to the rules, lists and 1C.
+            did=cut_number(request_did(event)),
+            caller=cut_number(request_caller(event)),
+            caller_name=cut_text((event.get("CallerIDName") or "").replace("<unknown>", "")),
             context=event.get("Context") or "",
             exten=event.get("Exten") or "",
             wait=_float(event.get("Wait"), self.default_wait),

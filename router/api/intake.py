@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from router.api.feed import EventFeed
 from router.api.text import mend_surrogates, shown_did
 from router.builtin.extension_state import state_name
+from router.callerid import cut_number, cut_text
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -281,8 +282,9 @@ class FeedIntake:
         if extension is None or not linkedid:
             return
         data: dict[str, Any] = {
-            "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
-            "caller_name": _caller_id(event.get("CallerIDName"))
+            "caller": cut_number(_caller_id(event.get("CallerIDNum")))
+            or (call.caller_number if call else ""),
+            "caller_name": cut_text(_caller_id(event.get("CallerIDName")))
             or (call.caller_name if call else ""),
             "did": shown_did(call.did) if call else "",
             "channel": event.get("DestChannel") or "",
@@ -358,7 +360,8 @@ class FeedIntake:
         state.ringing.discard(extension)
         status = event.get("DialStatus") or ""
         data: dict[str, Any] = {
-            "caller": _caller_id(event.get("CallerIDNum")) or (call.caller_number if call else ""),
+            "caller": cut_number(_caller_id(event.get("CallerIDNum")))
+            or (call.caller_number if call else ""),
             "channel": event.get("DestChannel") or "",
             "status": status,
         }
@@ -421,7 +424,12 @@ class FeedIntake:
         self.feed.publish(
             "transferred",
             endpoint(channel),
-            {"how": "blind" if blind else "attended", "target": target or "", "channel": channel},
+            # An attended transfer's target may be an outside caller's ID.
+            {
+                "how": "blind" if blind else "attended",
+                "target": cut_number(target or ""),
+                "channel": channel,
+            },
             call_id=linkedid or None,
             ts=event.timestamp,
         )

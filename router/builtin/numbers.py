@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from router.callerid import was_cut
 from router.config import Config, SettingsReader
 from router.hookspecs import hookimpl
 
@@ -147,13 +148,15 @@ def _parse(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
     # Memoized: a call's caller and DID are normalized by the context, the 1C
     # cache and the directory (five times a call on the routing path), and a
     # caller calls again. Bounded in entries and, since numbers come from
-    # callers, in the length of what is kept; the answer is immutable.
-    if len(raw) > _MEMO_LONGEST:
-        return _parse_number(raw, plan)
+    # callers, in the length of what is kept (MAX_NUMBER); the answer is immutable.
+    if was_cut(raw):
+        # Over router.callerid.MAX_NUMBER characters no text is a phone number
+        # (E.164 has 15 digits), and callrouter cuts such a caller ID to that
+        # length, ending in "…": the digits of its start ("7916123456" of a
+        # name-sized "7916123456 LLL...7") are another number, which must not
+        # match a rule, a list or 1C's lookup as if it were the caller's.
+        return "", NumberKind.INVALID, None
     return _parse_memo(raw, plan)
-
-
-_MEMO_LONGEST = 64
 
 
 def _parse_number(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | None]:
@@ -208,8 +211,12 @@ def last10(number: object) -> str:
 
 
 def is_internal(number: object, plan: NumberPlan = DEFAULT_PLAN) -> bool:
-    """Short numbers are extensions of this PBX, not outside callers."""
-    return 0 < len(digits(number)) <= plan.internal_max_length
+    """Short numbers are extensions of this PBX, not outside callers; a text
+    too long for a number, or cut (:func:`router.callerid.was_cut`), is neither."""
+    if number is None:
+        return False
+    text = str(number)
+    return not was_cut(text) and 0 < len(digits(text)) <= plan.internal_max_length
 
 
 def register(registry: Registry, plan: NumberPlan = DEFAULT_PLAN) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from router import jsonsafe
+from router.callerid import cut_number, cut_text
 
 __all__ = [
     "CallEvent",
@@ -32,8 +33,9 @@ CallEventKind = Literal["ringing", "answered", "transferred", "hangup", "missed"
 Direction = Literal["in", "out", "internal"]
 EndStatus = Literal["ANSWER", "NOANSWER", "BUSY", "CANCEL", "FAILED"]
 
-#: Longest text kept from one CEL field: records come from Asterisk, but a
-#: caller ID name or an app's data can be anything a SIP peer sent.
+#: Longest text kept from one CEL field: records come from Asterisk, but an
+#: app's data can be anything a SIP peer sent. The caller ID and the numbers
+#: dialled are cut shorter, as everywhere (router.callerid).
 MAX_FIELD = 512
 
 
@@ -214,10 +216,13 @@ class CelRecord:
             linkedid[:MAX_FIELD],
             (channel or "")[:MAX_FIELD],
             (context or "")[:MAX_FIELD],
-            (exten or "")[:MAX_FIELD],
-            (cid_num or "")[:MAX_FIELD],
-            (cid_name or "")[:MAX_FIELD],
-            (cid_dnid or "")[:MAX_FIELD],
+            # The caller's texts and the numbers dialled are cut as the call
+            # tracker cuts them (router.callerid): one call, one cut number in
+            # the feed, the live page and the history 1C gets.
+            cut_number(exten or ""),
+            cut_number(cid_num or ""),
+            cut_text(cid_name or ""),
+            cut_number(cid_dnid or ""),
             (application or "")[:MAX_FIELD],
             (appdata or "")[:MAX_FIELD],
             (peer or "")[:MAX_FIELD],

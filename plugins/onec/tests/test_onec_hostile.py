@@ -294,3 +294,22 @@ async def test_huge_texts_of_an_answer_are_cut_so_the_cache_stays_small(
     assert first.client.name.endswith("…")
     assert len(first.manager.name) == MAX_TEXT
     assert first.extension == "101"
+
+
+def test_a_cut_caller_number_is_not_looked_up_nor_told_to_1c_as_a_number() -> None:
+    """Issue 16: callrouter cuts a caller ID number to 64 characters, ending in
+    "…" (router.callerid). The digits of a cut number's start are another
+    number ("7916123456" reads 77916123456): it goes to 1C as anonymous and
+    is not looked up, as the whole number (no number at all) was not."""
+    from lifeevents import missed
+
+    from callrouter_onec.life import ANONYMOUS, call_event_payload, customer_number, party
+    from callrouter_onec.phone import RUSSIA, normalize
+    from router.callerid import cut_number
+
+    number = cut_number("7916123456 " + "L" * 3000 + "7")
+    assert not normalize(number).lookup
+    assert party(number, RUSSIA) == ANONYMOUS
+    event = missed("c1", external=number)
+    assert customer_number(event, RUSSIA) is None
+    assert call_event_payload(event, rules=RUSSIA, tz=None)["from"] == ANONYMOUS
