@@ -19,6 +19,7 @@ this module, as root, when it is missing).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -323,4 +324,93 @@ async def test_a_bidi_override_in_a_callers_name_is_shown_not_obeyed(
     assert "\\u202eevil\\u2066x\\u200f\\x1b[31m" in shown, shown
     text = await page.evaluate("document.getElementById('live').textContent")
     assert not set(text) & {"\u202e", "\u2066", "\u200f", "\x1b"}, "a raw bidi or control character"
+    await placer.hangup_all()
+
+
+#: Every text node under the live page holding a right-to-left letter: its
+#: parent, whether that is a <bdi>, and the parent's whole text.
+RTL_NODES = """(root) => {
+  const found = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (/[\\u0590-\\u08ff]/.test(node.data)) {
+      const parent = node.parentElement;
+      found.push([parent.tagName, getComputedStyle(parent).unicodeBidi, parent.textContent]);
+    }
+  }
+  return found;
+}"""
+
+#: Where a lookup's time ("0.0 ms") is drawn, against the 1C name before it.
+TIME_AND_NAME = """([line, name]) => {
+  const box = (text, start, end) => {
+    const range = document.createRange();
+    range.setStart(text, start);
+    range.setEnd(text, end);
+    return range.getBoundingClientRect();
+  };
+  const texts = [];
+  const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) texts.push(node);
+  const named = texts.find((node) => node.data.includes(name));
+  const timed = texts.find((node) => /\\d ms/.test(node.data));
+  const at = named.data.indexOf(name);
+  const digits = timed.data.search(/\\d/);
+  const drawn = box(named, at, at + name.length);
+  const time = box(timed, digits, digits + 1);
+  return {nameRight: drawn.right, nameBottom: drawn.bottom, time: time.left, timeTop: time.top};
+}"""
+
+
+async def test_right_to_left_letters_in_a_name_or_1c_answer_reorder_nothing_around_them(
+    engine: Engine, port: int, placer: CallPlacer, browser: Any
+) -> None:
+    # Hebrew or Arabic letters need no control character to reorder the
+    # neutral characters and digits beside them. Each value from a call or
+    # 1C is now a <bdi> of its own.
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{port}/ui/")
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.fill("#token", TOKEN)
+    await page.click("#login-form button[type=submit]")
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    caller_name = "אבי כהן 7"
+    call = await placer.place(DID, CALLER, caller_name=caller_name, hold=20)
+    await page.locator("#calls li", has_text="אבי").first.wait_for(timeout=5_000)
+    await placer.wait_all([call], timeout=15)
+    decision = page.locator("#decisions li.decision", has_text="אבי").first
+    await decision.wait_for(timeout=5_000)
+    await decision.locator("summary").click()
+
+    # A 1C name with "{{" of its own: the answer's closing braces after it
+    # pair with those, and nothing strong is left between the name and the
+    # lookup's time ("0.0 ms"), which was drawn inside the answer, left of
+    # the name (a lookup answering plain text, "name" 0.0 ms, did the same).
+    manager = "שרה לוי{{"
+    answer = {"onec.responsible": {"found": True, "manager": {"extension": "101", "name": manager}}}
+    await page.set_viewport_size({"width": 1920, "height": 900})
+    await page.fill("#ex-caller", CALLER)
+    await page.fill("#ex-did", DID)
+    await page.fill("#ex-lookups", json.dumps(answer, ensure_ascii=False))
+    await page.click("#explain-form button[type=submit]")
+    await page.locator("#explain-result .explain-decision", has_text="owner").wait_for(
+        timeout=5_000
+    )
+
+    # Every right-to-left text sits alone in a bidi isolate: nothing of ours,
+    # no other value, in it.
+    found = await page.evaluate(RTL_NODES, await page.query_selector("#live"))
+    assert found, "no right-to-left text on the page"
+    for tag, bidi, text in found:
+        assert tag == "BDI", (tag, text)
+        assert bidi == "isolate", (bidi, text)
+        assert text.strip('"') in (caller_name, manager), text
+    # And where it shows: the lookup's time stays right of 1C's name.
+    lookup = await page.query_selector("#explain-result li.lookup")
+    assert lookup is not None
+    drawn = await page.evaluate(TIME_AND_NAME, [lookup, manager])
+    # (on the name's line, or a line below it when the answer wraps)
+    assert (
+        drawn["timeTop"] >= drawn["nameBottom"] - 1 or drawn["time"] >= drawn["nameRight"] - 0.5
+    ), drawn
     await placer.hangup_all()

@@ -24,6 +24,15 @@
     return text;
   }
 
+  // t() with parts: each {name} of the text becomes its part (value() nodes).
+  function tParts(key, parts) {
+    const text = (strings[lang] || {})[key] ?? strings.en[key] ?? key;
+    return text.split(/(\{\w+\})/).map((piece) => {
+      const name = /^\{(\w+)\}$/.exec(piece);
+      return name && name[1] in parts ? parts[name[1]] : piece;
+    });
+  }
+
   // Controls and the characters that reorder or hide what follows them (bidi
   // embeddings, overrides and isolates: "Trojan Source"), as the logs escape
   // them (router/logsafe.py). Raw, a U+202E in a caller's name or a 1C answer
@@ -40,11 +49,50 @@
     });
   }
 
+  // An element with our own text (t(), numbers we format): never a value
+  // from a call, which goes through value() into a part of line().
   function el(tag, cls, text) {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
     if (text !== undefined && text !== null) node.textContent = visible(text);
     return node;
+  }
+
+  // One untrusted value (a caller's number or name, a DID, a 1C answer's
+  // text, a message quoting them) in its own bidi isolate. Right-to-left
+  // letters (Hebrew, Arabic) need no control character to reorder the
+  // neutral characters and digits beside them: a 1C name ending a lookup's
+  // answer showed the lookup's "0.0 ms" left of the name, inside the answer.
+  // In a <bdi> the value takes its own direction and moves nothing outside.
+  function value(text) {
+    const node = document.createElement("bdi");
+    node.textContent = visible(text ?? "");
+    return node;
+  }
+
+  // An element of parts: strings are ours, values come as value() nodes
+  // (or lists of parts, as jsonParts and actionParts give).
+  function line(tag, cls, ...parts) {
+    const node = el(tag, cls);
+    for (const part of parts.flat(Infinity)) {
+      node.append(typeof part === "string" ? visible(part) : part);
+    }
+    return node;
+  }
+
+  // JSON as the page shows a lookup's answer, each string (key or value) a
+  // value() of its own: the answer is 1C's, every text in it untrusted.
+  function jsonParts(data) {
+    if (typeof data === "string") return [value(json(data))];
+    if (Array.isArray(data)) {
+      const items = data.map(jsonParts);
+      return ["[", items.flatMap((item, i) => (i ? [",", item] : [item])), "]"];
+    }
+    if (data && typeof data === "object") {
+      const items = Object.entries(data).map(([key, item]) => [value(json(key)), ":", jsonParts(item)]);
+      return ["{", items.flatMap((item, i) => (i ? [",", item] : [item])), "}"];
+    }
+    return [json(data)];
   }
 
   function ms(value) {
@@ -102,7 +150,7 @@
     if (health.shadow) facts.push(t("shadow"));
     $("health-facts").textContent = facts.join("; ");
     const reasons = $("reasons");
-    reasons.replaceChildren(...(health.reasons || []).map((text) => el("li", "error", text)));
+    reasons.replaceChildren(...(health.reasons || []).map((text) => line("li", "error", value(text))));
   }
 
   function connectionLost() {
@@ -119,14 +167,14 @@
     for (const call of calls) {
       const item = el("li", `call state-${call.state}`);
       item.dataset.call = call.call;
-      const who = el("span", "who", call.caller || "?");
-      if (call.caller_name) who.append(el("span", "name", ` (${call.caller_name})`));
-      item.append(who, el("span", "to", ` ${t("to")} ${call.did || "?"}`));
+      const who = line("span", "who", value(call.caller || "?"));
+      if (call.caller_name) who.append(line("span", "name", " (", value(call.caller_name), ")"));
+      item.append(who, line("span", "to", ` ${t("to")} `, value(call.did || "?")));
       const facts = el("span", "facts");
       facts.append(
         el("span", "state", t(`state_${call.state}`)),
         el("span", "age", t("seconds", { n: Math.round(call.age_s + elapsed) })),
-        el("span", "rule", call.rule ? `${t("rule")} ${call.rule}` : t("no_rule")),
+        call.rule ? line("span", "rule", `${t("rule")} `, value(call.rule)) : el("span", "rule", t("no_rule")),
       );
       item.append(facts);
       list.append(item);
@@ -148,37 +196,46 @@
       const item = el("li", `rule status-${rule.status}`);
       const head = el("div", "rule-head");
       head.append(
-        el("span", "rule-name", rule.rule),
-        el("span", "rule-location", ` [${rule.location}] `),
-        el("span", "rule-status", t(`status_${rule.status}`) + (rule.stage ? ` (${rule.stage})` : "")),
+        line("span", "rule-name", value(rule.rule)),
+        line("span", "rule-location", " [", value(rule.location), "] "),
+        line("span", "rule-status", t(`status_${rule.status}`), rule.stage ? [" (", value(rule.stage), ")"] : []),
       );
       item.append(head);
-      if (rule.detail) item.append(el("div", "rule-detail", rule.detail));
+      if (rule.detail) item.append(line("div", "rule-detail", value(rule.detail)));
       if (rule.lookups && rule.lookups.length) {
         const lookups = el("ul", "lookups");
         for (const lookup of rule.lookups) {
-          const answer = lookup.error ? t("lookup_failed", { error: lookup.error }) : json(lookup.value);
-          const line = el("li", lookup.error ? "lookup failed" : "lookup");
-          line.append(
-            el("span", "lookup-call", lookup.call || lookup.name),
-            el("span", "lookup-value", ` = ${answer}`),
+          const answer = lookup.error
+            ? tParts("lookup_failed", { error: value(lookup.error) })
+            : jsonParts(lookup.value);
+          const entry = el("li", lookup.error ? "lookup failed" : "lookup");
+          entry.append(
+            line("span", "lookup-call", value(lookup.call || lookup.name)),
+            line("span", "lookup-value", " = ", answer),
             el("span", "lookup-ms", ` ${ms(lookup.ms)} ms${lookup.reused ? `, ${t("reused")}` : ""}`),
           );
-          lookups.append(line);
+          lookups.append(entry);
         }
         item.append(lookups);
       }
       if (rule.actions && rule.actions.length) {
-        item.append(el("div", "rule-actions", rule.actions.map(actionText).join(", ")));
+        item.append(line("div", "rule-actions", listParts(rule.actions.map(actionParts))));
       }
       list.append(item);
     }
     into.append(list);
   }
 
-  function actionText(action) {
-    const params = Object.entries(action.params || {}).map(([k, v]) => `${k}=${v}`);
-    return `${action.kind}(${params.join(", ")})`;
+  // "a, b, c" of parts.
+  function listParts(items) {
+    return items.flatMap((item, i) => (i ? [", ", item] : [item]));
+  }
+
+  // redirect(context=callrouter-dial, exten=101): a template fills the values
+  // in from a lookup (1C's card), so each is a value() of its own.
+  function actionParts(action) {
+    const params = Object.entries(action.params || {}).map(([k, v]) => [value(k), "=", value(v)]);
+    return [value(action.kind), "(", listParts(params), ")"];
   }
 
   function renderActions(actions, into) {
@@ -191,11 +248,11 @@
     for (const action of actions) {
       const item = el("li", `action action-${action.status}`);
       item.append(
-        el("span", "action-kind", action.kind),
+        line("span", "action-kind", value(action.kind)),
         el("span", "action-status", `: ${t(`action_${action.status}`)}`),
         el("span", "action-ms", ` ${ms(action.ms)} ms`),
       );
-      if (action.detail) item.append(el("div", "action-detail", action.detail));
+      if (action.detail) item.append(line("div", "action-detail", value(action.detail)));
       list.append(item);
     }
     into.append(list);
@@ -212,18 +269,18 @@
       else opened.delete(entry.id);
     });
     const summary = el("summary");
-    const who = el("span", "who", entry.caller || "?");
-    if (entry.caller_name) who.append(el("span", "name", ` (${entry.caller_name})`));
+    const who = line("span", "who", value(entry.caller || "?"));
+    if (entry.caller_name) who.append(line("span", "name", " (", value(entry.caller_name), ")"));
     summary.append(
       el("time", "at", clock(entry.at)),
       who,
-      el("span", "to", ` ${t("to")} ${entry.did || "?"}`),
-      el("span", "rule", entry.rule ? entry.rule : t("no_rule")),
+      line("span", "to", ` ${t("to")} `, value(entry.did || "?")),
+      entry.rule ? line("span", "rule", value(entry.rule)) : el("span", "rule", t("no_rule")),
       el("span", `outcome outcome-${entry.outcome}`, t(`outcome_${entry.outcome}`)),
     );
     details.append(summary);
     const body = el("div", "trace");
-    if (entry.trace) body.append(el("p", "trigger", `${t("trigger")}: ${entry.trace.trigger}`));
+    if (entry.trace) body.append(line("p", "trigger", `${t("trigger")}: `, value(entry.trace.trigger)));
     body.append(
       el(
         "p",
@@ -349,7 +406,7 @@
       $("login-error").textContent = "";
       showLive();
     } else {
-      $("login-error").textContent = visible(`${t("login_failed")}: ${data.detail || ""}`);
+      $("login-error").replaceChildren(visible(`${t("login_failed")}: `), value(data.detail || ""));
     }
   }
 
@@ -367,15 +424,16 @@
     const head = el("p", "explain-decision");
     head.append(el("strong", null, `${t("decision")}: `));
     if (decision.rules.length) {
-      head.append(el("span", "rule", decision.rules.join(", ")));
-      head.append(el("span", "explain-actions", ` → ${decision.actions.map(actionText).join(", ")}`));
+      head.append(line("span", "rule", listParts(decision.rules.map(value))));
+      head.append(line("span", "explain-actions", " → ", listParts(decision.actions.map(actionParts))));
     } else {
       head.append(el("span", "muted", t("decision_none")));
     }
-    box.append(head, el("p", "trigger", `${t("trigger")}: ${result.trace.trigger}`));
+    box.append(head, line("p", "trigger", `${t("trigger")}: `, value(result.trace.trigger)));
     renderRules(result.trace, box);
     if (result.other_did_rules.length) {
-      box.append(el("p", "muted", t("other_did_rules", { rules: result.other_did_rules.join(", ") })));
+      const rules = listParts(result.other_did_rules.map(value));
+      box.append(line("p", "muted", tParts("other_did_rules", { rules })));
     }
   }
 
@@ -395,7 +453,7 @@
     }
     const { ok, data } = await post("/ui/explain", body);
     if (!ok) {
-      $("explain-error").textContent = visible(`${t("explain_failed")}: ${data.detail || ""}`);
+      $("explain-error").replaceChildren(visible(`${t("explain_failed")}: `), value(data.detail || ""));
       return;
     }
     lastExplain = data;

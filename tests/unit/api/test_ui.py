@@ -226,6 +226,83 @@ def test_the_script_shows_controls_and_bidi_characters_as_the_logs_do() -> None:
         assert value.startswith(ours), value
 
 
+def _calls(script: str, name: str) -> list[list[str]]:
+    """The arguments of every call of ``name(...)`` in ``script``, split at
+    their top-level commas (strings, templates and nesting skipped)."""
+    found = []
+    for start in re.finditer(rf"(?<!function )(?<![\w.]){name}\(", script):
+        depth, args, current, i, quote = 1, [], "", start.end(), None
+        while depth:
+            char = script[i]
+            if quote:
+                if char == "\\":
+                    current += char
+                    i += 1
+                    char = script[i]
+                elif char == quote:
+                    quote = None
+            elif char in "\"'`":
+                quote = char
+            elif char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+            elif char == "," and depth == 1:
+                args.append(current.strip())
+                current = ""
+                i += 1
+                continue
+            if depth:
+                current += char
+            i += 1
+        args.append(current.strip())
+        found.append(args)
+    return found
+
+
+def _strip_calls(text: str, names: tuple[str, ...]) -> str:
+    """``text`` without the calls of ``names`` (their arguments are ours: keys
+    of strings.json, numbers formatted)."""
+    for name in names:
+        while (match := re.search(rf"(?<![\w.]){name}\(", text)) is not None:
+            depth, i = 1, match.end()
+            while depth:
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+            text = text[: match.start()] + "OURS" + text[i:]
+    return text
+
+
+def test_every_untrusted_value_is_written_into_its_own_bidi_isolate() -> None:
+    """Issue 16: right-to-left letters (Hebrew, Arabic) in a caller's name or a
+    1C answer need no control character to reorder the neutral characters and
+    digits beside them: a 1C name ending in "{{" drew the lookup's "0.0 ms"
+    inside the answer, left of the name. Each value goes through ``value()``
+    into a ``<bdi>`` of its own; ``el()`` only ever writes our text. The
+    browser side is tests/integration/test_ui_live.py."""
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    style = (STATIC / "style.css").read_text(encoding="utf-8")
+    (value,) = re.findall(r"function value\(text\) \{(.*?)\n  \}", script, re.S)
+    assert 'document.createElement("bdi")' in value
+    assert "node.textContent = visible(" in value
+    assert re.search(r"bdi \{[^}]*unicode-bidi: isolate", style)
+    # el()'s text is ours: t() of a key, numbers we format, the time; no
+    # field of a call, a decision, a trace, a lookup or an answer.
+    texts = [args[2] for args in _calls(script, "el") if len(args) > 2]
+    assert len(texts) > 15
+    for text in texts:
+        ours = _strip_calls(text, ("t", "ms", "clock", "Math.round"))
+        fields = set(re.findall(r"\b[a-z_]\w*\.[a-z_]\w*", ours)) - {"lookup.reused"}
+        assert not fields, f"el() writes {text}: put each value in value()"
+        assert not re.fullmatch(r"[a-z_]\w*", ours) or ours == "OURS", text
+    # line()'s strings are ours too; its values come as value() nodes.
+    for args in _calls(script, "line"):
+        for part in args[2:]:
+            if part.startswith(("`", '"')):
+                ours = _strip_calls(part, ("t",))
+                assert not re.findall(r"\$\{(?!OURS)", ours), f"line() writes {part}"
+
+
 def test_every_string_in_both_languages() -> None:
     from router.health import readiness
 
