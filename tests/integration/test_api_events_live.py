@@ -44,6 +44,11 @@ exten => _X.,1,Wait(0.3)
  same => n,Answer()
  same => n,Wait(0.5)
  same => n,Hangup()
+
+; a caller naming themselves at length (HNAME comes with the Originate)
+[hostile]
+exten => _X.,1,Set(CALLERID(name)=${HNAME}${HNAME}${HNAME}${HNAME})
+ same => n,Goto(callrouter-inbound,${EXTEN},1)
 """
 
 
@@ -197,6 +202,47 @@ async def test_a_token_for_102_never_sees_101s_events(
         headers={"Authorization": "Bearer secret-t102"},
     )
     assert refused.status_code == 403
+
+
+async def test_a_callers_name_of_4000_characters_is_cut_in_every_event(
+    http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    """Issue 16: Asterisk keeps a caller ID whole, and so did the feed: each
+    event of such a call held the 4,000-character name (10,000 events: some
+    40 MB). callrouter cuts it to 500 characters where it enters."""
+    start = await start_cursor(http, "all")
+    await placer.client.send(
+        "Originate",
+        {
+            "Channel": f"Local/{DID}@hostile",
+            "Application": "Wait",
+            "Data": "20",
+            "CallerID": CALLER,
+            "Async": "true",
+            "Variable": [f"HNAME={'L' * 1000}"],
+        },
+        validate=False,
+    )
+    events: list[dict[str, Any]] = []
+    cursor = start
+    for _ in range(20):
+        body = await poll(http, "all", cursor, timeout=5)
+        events += body["events"]
+        cursor = body["cursor"]
+        named = [e for e in events if e["data"].get("caller_name", "").startswith("L")]
+        if named and any(
+            e["kind"] == "hangup" and e["call_id"] == named[0]["call_id"] for e in events
+        ):
+            break
+    assert named, events
+    call = named[0]["call_id"]
+    ringing = [e for e in events if e["call_id"] == call and e["kind"] == "ringing"]
+    assert ringing, events
+    assert ringing[0]["data"]["caller_name"] == "L" * 499 + "…"
+    assert ringing[0]["data"]["caller"] == CALLER
+    for event in events:
+        if event["call_id"] == call:
+            assert event["data"].get("caller_name", "") in ("", "L" * 499 + "…"), event["kind"]
 
 
 async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(
