@@ -238,6 +238,11 @@ class Config:
     from_command_line: frozenset[tuple[str, str]] = field(
         default_factory=frozenset, repr=False, compare=False
     )
+    #: The flag each of those came from (``("asterisk", "verify")``:
+    #: ``--ca-file``), named in its errors (:meth:`named`).
+    flags: Mapping[tuple[str, str], str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
     def where(self, *path: str) -> str:
         """Where the key or table ``path`` (``"plugins", "enabled"``) is written,
@@ -250,6 +255,15 @@ class Config:
         origin = str(self.path) if self.path is not None else "router.toml"
         line = self.lines.get(path)
         return f"{origin}:{line}" if line is not None else origin
+
+    def named(self, section: str, key: str) -> str:
+        """Where ``[section] key`` is written and its name, before a message
+        about its value: ``router.toml:12: [asterisk] verify``, or for a value
+        a flag gave ``command line: --ca-file ([asterisk] verify)``: the
+        person typed the flag, not the key."""
+        flag = self.flags.get((section, key)) if (section, key) in self.from_command_line else None
+        name = f"[{section}] {key}"
+        return f"{self.where(section, key)}: {f'{flag} ({name})' if flag else name}"
 
 
 # -- reading -----------------------------------------------------------------
@@ -311,11 +325,15 @@ class SettingsReader:
         *,
         lines: Mapping[tuple[str, ...], int] | None = None,
         path: tuple[str, ...] | None = None,
+        flags: Mapping[str, str] | None = None,
     ) -> None:
         self.section = section
         self.values = values
         self.origins = origins
         self.base = base
+        #: The flag each key the command line gave came from (``verify``:
+        #: ``--ca-file``), named in its errors.
+        self.flags: Mapping[str, str] = flags if flags is not None else {}
         #: Where each key of the file is written (:func:`router.config_lines.key_lines`).
         self.lines: Mapping[tuple[str, ...], int] = lines if lines is not None else {}
         #: The table's key path in the file (``("api", "tokens", "crm")``).
@@ -347,8 +365,15 @@ class SettingsReader:
             line = self.lines.get(self.table_path)
         return f"{origin}:{line}" if line is not None else origin
 
+    def named(self, key: str) -> str:
+        """``key``'s name in a message: ``[asterisk] verify``, or with the
+        flag that gave it, ``--ca-file ([asterisk] verify)``."""
+        name = f"[{self.section}] {key}"
+        flag = self.flags.get(key) if self.origins.get(key) == COMMAND_LINE else None
+        return f"{flag} ({name})" if flag else name
+
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.where(key)}: [{self.section}] {key}: {message}")
+        return ConfigError(f"{self.where(key)}: {self.named(key)}: {message}")
 
     def has(self, key: str) -> bool:
         return key in self.values
@@ -698,6 +723,7 @@ def _for_command_line_url(reader: SettingsReader, *, native: bool, https: bool) 
         reader.base,
         lines=reader.lines,
         path=reader.table_path,
+        flags=reader.flags,
     )
 
 
@@ -854,13 +880,16 @@ def load_config(
     path: str | os.PathLike[str] | None = DEFAULT_CONFIG_PATH,
     *,
     overrides: Mapping[str, object] = MappingProxyType({}),
+    flags: Mapping[str, str] = MappingProxyType({}),
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read ``path`` and apply ``overrides``; raise :class:`ConfigError` on any problem.
 
     ``overrides`` maps ``"section.key"`` (``"asterisk.url"``, ``"router.shadow"``)
     to values as they would appear in the file; ``None`` values are ignored, so
-    argparse defaults can be passed through as they are. A missing file is an
+    argparse defaults can be passed through as they are. ``flags`` maps the
+    same keys to the flag that gave each (``"asterisk.verify": "--ca-file"``):
+    an error in the value names the flag. A missing file is an
     error only when the overrides and the environment do not supply what
     ``[asterisk]`` requires. ``environ`` defaults to :data:`os.environ`.
     """
@@ -910,16 +939,24 @@ def load_config(
     if missing and not ("url" in ast and "username" in ast):
         # Only commands with the connection flags pass "asterisk.url" (None
         # when not given): `callrouter check` has no --url to suggest.
-        flags = " (and no --url and --username given to replace it)"
-        raise ConfigUnreadable(
-            f"{name}: no such file{flags if 'asterisk.url' in overrides else ''}"
-        )
+        hint = " (and no --url and --username given to replace it)"
+        raise ConfigUnreadable(f"{name}: no such file{hint if 'asterisk.url' in overrides else ''}")
 
     base = file.parent if file is not None and not missing else Path.cwd()
     base = base if base.is_absolute() else Path.cwd() / base
 
+    given_flags = {
+        (section, key): flags[dotted]
+        for dotted in flags
+        for section, _, key in [dotted.partition(".")]
+        if origins.get(section, {}).get(key) == COMMAND_LINE
+    }
+
     def reader(section: str) -> SettingsReader:
-        return SettingsReader(section, sections[section], origins[section], base, lines=lines)
+        named = {key: flag for (table, key), flag in given_flags.items() if table == section}
+        return SettingsReader(
+            section, sections[section], origins[section], base, lines=lines, flags=named
+        )
 
     return Config(
         asterisk=_asterisk(reader("asterisk"), env),
@@ -938,6 +975,7 @@ def load_config(
             for key, origin in keys.items()
             if key and origin == COMMAND_LINE
         ),
+        flags=MappingProxyType(given_flags),
     )
 
 

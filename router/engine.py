@@ -227,7 +227,7 @@ class Engine:
         self.plugins = plugins or Plugins.for_config(config)
         self._client = client or open_client(
             ClientSettings.from_config(config.asterisk),
-            where=lambda key: config.where("asterisk", key),
+            named=lambda key: config.named("asterisk", key),
         )
         self._tracker = CallTracker()
         #: This engine's metrics (``/metrics``); plugins add theirs through

@@ -889,13 +889,13 @@ def _insecure_context() -> ssl.SSLContext:
 
 
 def ajam_ssl_context(
-    settings: ClientSettings, *, where: Callable[[str], str] | None = None
+    settings: ClientSettings, *, named: Callable[[str], str] | None = None
 ) -> ssl.SSLContext | bool:
     """The AJAM transport's TLS: False with ``verify = false`` (no file is
     read then, the client certificate neither), else :func:`tls_context`."""
     if settings.verify is False:
         return False
-    return tls_context(settings.verify, settings.client_cert, settings.client_key, where=where)
+    return tls_context(settings.verify, settings.client_cert, settings.client_key, named=named)
 
 
 def _no_pass_phrase() -> bytes:
@@ -908,20 +908,21 @@ def tls_context(
     client_cert: str | None,
     client_key: str | None,
     *,
-    where: Callable[[str], str] | None = None,
+    named: Callable[[str], str] | None = None,
 ) -> ssl.SSLContext:
     """A verifying context with ``verify``'s CA file and the client certificate.
 
     A file that exists but holds no PEM certificate (a DER file, a key, the
     wrong file) is a :class:`ConfigError` naming the setting: the
     ``ssl.SSLError`` from loading it came out of ``run``, ``ami`` and
-    ``check --asterisk`` as a traceback. ``where(key)``, when given, is where
-    the key is written (``router.toml:12``), put before the message as every
-    other configuration error has it (``callrouter check``).
+    ``check --asterisk`` as a traceback. ``named(key)``, when given, is where
+    the key is written and its name (``router.toml:12: [asterisk] verify``,
+    ``command line: --ca-file ([asterisk] verify)``: :meth:`Config.named`),
+    put before the message as every other configuration error has it.
     """
 
     def error(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where(key) + ': ' if where else ''}[asterisk] {key}: {message}")
+        return ConfigError(f"{named(key) if named else f'[asterisk] {key}'}: {message}")
 
     try:
         ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)

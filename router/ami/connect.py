@@ -29,7 +29,7 @@ def open_client(
     settings: ClientSettings,
     *,
     transport: Transport | httpx.AsyncBaseTransport | None = None,
-    where: Callable[[str], str] | None = None,
+    named: Callable[[str], str] | None = None,
 ) -> AMIClient:
     """The client the url asks for: AJAM for ``http(s)://``, native AMI for ``tcp://``/``tls://``.
 
@@ -37,12 +37,12 @@ def open_client(
     ``wait_event``, ``session_generation``, ``set_events``, ``aclose``) with
     one error contract, so the engine, the event stream and reconcile do not
     know which carries them. ``transport`` is AJAM's test seam; the native
-    client has its own socket and refuses one. ``where(key)`` puts the key's
-    line before a TLS file's error (:func:`load_tls_files`): ``run`` and
-    ``ami`` said ``[asterisk] verify: ...`` with no file or line.
+    client has its own socket and refuses one. ``named(key)`` puts the key's
+    line (or its flag) before a TLS file's error (:func:`load_tls_files`):
+    ``run`` and ``ami`` said ``[asterisk] verify: ...`` with no file or line.
     """
-    if where is not None:
-        load_tls_files(settings, where=where)
+    if named is not None:
+        load_tls_files(settings, named=named)
     if settings.native:
         if transport is not None:
             raise ConfigError(f"{settings.url}: a tcp:// or tls:// url takes no HTTP transport")
@@ -50,14 +50,15 @@ def open_client(
     return AJAMClient(settings, transport=transport)
 
 
-def load_tls_files(settings: ClientSettings, *, where: Callable[[str], str] | None = None) -> None:
+def load_tls_files(settings: ClientSettings, *, named: Callable[[str], str] | None = None) -> None:
     """Load the TLS files the url's client would (``verify``'s CA file,
     ``client_cert``, ``client_key``), as it would, and raise its ConfigError;
     no client, no connection. ``callrouter check`` without ``--asterisk``
     opens none, so a ``verify`` file that is no PEM showed only at ``run``;
-    ``where(key)`` puts the key's line before the message."""
+    ``named(key)`` puts the key's line and name before the message
+    (:meth:`router.config.Config.named`)."""
     scheme = settings.url.partition("://")[0].lower()
     if scheme == "tls":
-        tcp_ssl_context(settings, where=where)
+        tcp_ssl_context(settings, named=named)
     elif scheme == "https":
-        ajam_ssl_context(settings, where=where)
+        ajam_ssl_context(settings, named=named)

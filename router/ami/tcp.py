@@ -1194,12 +1194,12 @@ def _settle(waiter: asyncio.Future[None]) -> None:
 
 
 def tcp_ssl_context(
-    settings: ClientSettings, *, where: Callable[[str], str] | None = None
+    settings: ClientSettings, *, named: Callable[[str], str] | None = None
 ) -> ssl.SSLContext:
     """Verified by default, as for https: ``verify`` is True, False or a CA file
-    (``where``: :func:`router.ami.client.tls_context`)."""
+    (``named``: :func:`router.ami.client.tls_context`)."""
     verify = settings.verify
-    ctx = tls_context(verify, settings.client_cert, settings.client_key, where=where)
+    ctx = tls_context(verify, settings.client_cert, settings.client_key, named=named)
     if verify is False:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

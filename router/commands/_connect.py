@@ -109,13 +109,28 @@ def asterisk_overrides(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def asterisk_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The flag each of :func:`asterisk_overrides`'s keys comes from, for its
+    errors: ``--ca-file ./missing.pem`` said ``command line: [asterisk]
+    verify: no such file``, a key the person never typed."""
+    return {
+        "asterisk.url": "--url",
+        "asterisk.username": "--username",
+        "asterisk.secret_env": "--secret-env",
+        "asterisk.auth": "--auth",
+        "asterisk.format": "--format",
+        "asterisk.verify": "--insecure" if args.insecure else "--ca-file",
+        "asterisk.request_timeout": "--timeout",
+    }
+
+
 def load_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.config, overrides=asterisk_overrides(args))
+    return load_config(args.config, overrides=asterisk_overrides(args), flags=asterisk_flags(args))
 
 
 def client_from_args(args: argparse.Namespace) -> AMIClient:
     config = load_from_args(args)
     return open_client(
         for_a_person(ClientSettings.from_config(config.asterisk)),
-        where=lambda key: config.where("asterisk", key),
+        named=lambda key: config.named("asterisk", key),
     )

@@ -136,7 +136,7 @@ def _load_tls_files(config: Config) -> None:
 
     load_tls_files(
         ClientSettings.from_config(config.asterisk),
-        where=lambda key: config.where("asterisk", key),
+        named=lambda key: config.named("asterisk", key),
     )
 
 
@@ -239,9 +239,11 @@ def load_offline(
     path: Path | None,
     *,
     overrides: Mapping[str, object] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Offline:
     """Read router.toml (``path``; None: ``./router.toml`` if there is one) and
-    configure every plugin it selects; raises ConfigError like ``run`` would."""
+    configure every plugin it selects; raises ConfigError like ``run`` would
+    (naming the flag of ``flags`` that gave a value: ``load_config``)."""
     warnings: list[str] = []
     given = dict(overrides or {})
     if path is None:
@@ -282,7 +284,7 @@ def load_offline(
         if section == "asterisk":
             asterisk_missing = name
     with _environment(stand_ins) as environ:
-        config = load_config(path, overrides=given, environ=environ)
+        config = load_config(path, overrides=given, flags=flags or {}, environ=environ)
         _load_tls_files(config)
         plugins = Plugins.for_config(config)
         asyncio.run(plugins.configure(config))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.builtin.timefuncs import zone
-from router.commands._connect import add_asterisk_flags, asterisk_overrides
+from router.commands._connect import add_asterisk_flags, asterisk_flags, asterisk_overrides
 from router.commands._offline import Offline, load_offline
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
 from router.dialplan import LocationPolicy
@@ -113,7 +113,10 @@ def plugin_registry(args: argparse.Namespace) -> Offline:
             zone(tz)
         except ValueError as exc:
             raise ConfigError(f"--tz: {exc}") from None
-    return load_offline(args.config, overrides=config_overrides(args))
+    flags = {"router.location_pattern": "--location-pattern"}
+    if hasattr(args, "url"):
+        flags.update(asterisk_flags(args))
+    return load_offline(args.config, overrides=config_overrides(args), flags=flags)
 
 
 def _flag_error(args: argparse.Namespace) -> str | None:

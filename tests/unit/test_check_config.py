@@ -410,7 +410,7 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
         (["--location-pattern", "("], "--location-pattern: not a regular expression: "),
         (
             ["--url", "ftp://x", "--username", "u"],
-            "command line: [asterisk] url: expected http://, https://, tcp:// or tls://",
+            "command line: --url ([asterisk] url): expected http://, https://, tcp:// or tls://",
         ),
     ],
     ids=["tz", "location-pattern", "url"],
@@ -712,13 +712,42 @@ def test_a_ca_file_that_is_no_pem_is_blamed_on_the_command_line(
     text = said.out + said.err
     assert code != 0
     bad = tmp_path / "bad.pem"
-    assert f"command line: [asterisk] verify: '{bad}' holds no CA certificate in PEM" in text
+    assert f"command line: --ca-file ([asterisk] verify): '{bad}' holds no CA certificate" in text
     assert "router.toml: [asterisk] verify" not in text
     # A flag's error is the command's own, on stderr, for check as for ami.
     assert said.err.splitlines()[-1].startswith(
-        f"callrouter {command}: error: command line: [asterisk] verify: '{bad}' holds no CA"
+        f"callrouter {command}: error: command line: --ca-file ([asterisk] verify): '{bad}' holds"
     )
     assert said.out == ""
+
+
+@pytest.mark.parametrize("command", ["check", "ami", "events"])
+def test_a_missing_ca_file_names_the_flag_and_the_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """``--ca-file ./missing.pem`` said ``command line: [asterisk] verify: no
+    such file``: a key the person never typed. The flag is named, with the
+    path it was read as."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "tls://127.0.0.1:1"\nusername = "router"\n', encoding="utf-8"
+    )
+    argv = {
+        "check": ["check", "--asterisk"],
+        "ami": ["ami", "Ping"],
+        "events": ["events"],
+    }[command]
+    assert main([*argv, "--ca-file", "./missing.pem"]) == 1
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.splitlines() == [
+        f"callrouter {command}: error: command line: --ca-file ([asterisk] verify): "
+        f"no such file: '{tmp_path / 'missing.pem'}'"
+    ]
 
 
 def test_check_config_passes_tls_files_that_load(
