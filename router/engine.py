@@ -508,6 +508,7 @@ class Engine:
             user_events=not deaf,
             unheard_for=self.live_instance.unheard_for,
             privileges=self.privileges.redirect_refused,
+            privilege_warning=self.privileges.reporting_refused,
             phase=phase,
             waiting_for=self._waiting_for if phase == "starting" else "",
             role="shadow" if self.shadow else ("standby" if live else "live"),
@@ -1541,8 +1542,10 @@ class Engine:
 
     def _refused_listing(self, exc: AMIPrivilegeError) -> None:
         """The manager user may not list channels: a setting, not a failure of
-        the moment; said once, as what is lost and what to add."""
-        if self._listing_refused:
+        the moment; said once, as what is lost and what to add. The probe of
+        each login (router/privilege_watch.py) says it first, naming the
+        class: then no second WARNING."""
+        if self._listing_refused or self.privileges.reporting_refused:
             log.debug("reconcile skipped: %s", exc)
             return
         self._listing_refused = True

@@ -70,11 +70,16 @@ class Health:
     role: str = "live"
     #: While ``standby``: the instance that routes (its id and host).
     live_instance: str = ""
+    #: What is lost while ready (the manager user lacks ``write =
+    #: reporting``: the calls waiting after a gap are not listed), one
+    #: sentence each: /readyz still answers 200.
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self, *, details: bool = True) -> dict[str, Any]:
         """``/readyz``'s body; without ``details`` the reasons (which name
         Asterisk's URL, its error, the manager user) are left out, the failed
-        checks' names stay."""
+        checks' names stay; so are the ``warnings``, which are there only
+        when there are some."""
         body: dict[str, Any] = {
             "status": "ready" if self.ready else "not ready",
             "phase": self.phase,
@@ -85,6 +90,8 @@ class Health:
         }
         if self.live_instance and details:
             body["live_instance"] = self.live_instance
+        if self.warnings and details:  # told as the reasons are
+            body["warnings"] = list(self.warnings)
         if not details:
             del body["reasons"]
         return body
@@ -125,6 +132,7 @@ def readiness(
     phase: str = "running",
     waiting_for: str = "",
     privileges: str = "",
+    privilege_warning: str = "",
     role: str = "live",
     live_instance: str = "",
 ) -> Health:
@@ -136,7 +144,9 @@ def readiness(
     engine's (:attr:`Health.phase`); ``waiting_for``: what the start waits
     for (Asterisk at its URL, and why), the reason while not logged in;
     ``privileges``: why Asterisk refuses the manager user what routing needs
-    (empty when it does not); ``role`` and ``live_instance``: as :class:`Health`.
+    (empty when it does not); ``privilege_warning``: what is lost by a class
+    it refuses that routing can do without (``write = reporting``), a warning,
+    not a reason; ``role`` and ``live_instance``: as :class:`Health`.
     """
     checks = {
         "asterisk": logged_in,
@@ -176,4 +186,5 @@ def readiness(
         detail=waiting_for if phase == "starting" else "",
         role=role,
         live_instance=live_instance if role == "standby" else "",
+        warnings=(privilege_warning,) if privilege_warning else (),
     )

@@ -5,7 +5,11 @@ Without ``write = call`` no call is routed, which used to show only when the
 first call's ``Redirect`` was refused: now an ERROR at once, naming the user
 and the class, and the reason /readyz gives until a login that has it (fail
 open: the calls take their default route, and the rest of callrouter runs
-on). A missing ``originate`` is an ERROR too. A session keeps the write
+on). A missing ``originate`` is an ERROR too. A missing ``reporting`` (a
+``CoreStatus``, as ``check --asterisk`` asks) is a WARNING and /readyz's
+``warnings``, not a 503: calls are routed, but those waiting after a gap are
+not listed again (``CoreShowChannels``), which used to show only when that
+listing was refused. A session keeps the write
 classes of its login, and a login may be a user changed in manager.conf
 since (a restart, ``manager reload``), whatever made it: the start, the event
 stream after a gap, or an action that found its session gone.
@@ -20,7 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from router.errors import AMIError
-from router.privileges import ORIGINATE, REDIRECT, needed, refused
+from router.privileges import ORIGINATE, REDIRECT, REPORTING, needed, refused
 from router.supervise import log_task_failure
 
 if TYPE_CHECKING:
@@ -33,8 +37,10 @@ __all__ = ["PRIVILEGE_MISSING", "PrivilegeWatch"]
 log = logging.getLogger("router.engine")
 
 #: Logged at ERROR after a login whose manager user Asterisk refuses an
-#: action the configuration needs (router/privileges.py); for ``Redirect``
-#: also /readyz's reason. A live session keeps the classes of its login.
+#: action the configuration needs (router/privileges.py), at WARNING for
+#: ``CoreStatus`` (``write = reporting``); for ``Redirect`` also /readyz's
+#: reason, for ``CoreStatus`` its warning. A live session keeps the classes
+#: of its login.
 PRIVILEGE_MISSING = (
     "Asterisk refuses the manager user {user!r} {action} (write = {cls} missing "
     "in manager.conf): {lost}; add {cls} to the user's write line, run manager "
@@ -73,6 +79,9 @@ class PrivilegeWatch:
         #: Why Asterisk refuses this session ``Redirect`` (``write = call``
         #: missing: /readyz's reason), empty when it does not.
         self.redirect_refused = ""
+        #: Why Asterisk refuses this session ``CoreStatus`` (``write =
+        #: reporting`` missing: /readyz's warning), empty when it does not.
+        self.reporting_refused = ""
         #: The logins the client told of, and how many the last probe covered.
         self._logins = 0
         self._probed_logins = 0
@@ -86,7 +95,7 @@ class PrivilegeWatch:
         """Before the first login: probe each login from now on. The client
         says a refusal of a probe's action only as the probe's ERROR."""
         self._enabled = True
-        for probe in (REDIRECT, ORIGINATE):
+        for probe in (REDIRECT, ORIGINATE, REPORTING):
             self._client.refusal_reported(probe.action)
         # (a stand-in client without one: its logins after the first go unprobed)
         listen = getattr(self._client, "set_login_listener", None)
@@ -150,9 +159,15 @@ class PrivilegeWatch:
             return
         before, self._probed_logins = self._probed_logins, self._logins
         user = self._config.asterisk.username
-        redirect = self.redirect_refused  # kept when it cannot be asked now
+        # Each kept when it cannot be asked now.
+        said = {
+            REDIRECT.action: self.redirect_refused,
+            REPORTING.action: self.reporting_refused,
+        }
         failed = False
-        for probe in needed(self._config, self._rules()):
+        # write = reporting last, one action more than the configuration's own:
+        # the reconcile after a gap lists the waiting calls with its class.
+        for probe in (*needed(self._config, self._rules()), REPORTING):
             try:
                 denied = await refused(self._client, probe)
             except AMIError as exc:  # the stream reports a lost Asterisk
@@ -173,12 +188,14 @@ class PrivilegeWatch:
                 text = PRIVILEGE_MISSING.format(
                     user=user, action=probe.action, cls=probe.write_class, lost=probe.lost
                 )
-                log.error("%s", text)
-            if probe is REDIRECT:
-                if redirect and not denied:
-                    log.info("Asterisk allows the manager user %r Redirect now", user)
-                redirect = text
-        self.redirect_refused = redirect
+                # Routing goes on without reporting: a WARNING, once a login.
+                log.log(logging.WARNING if probe is REPORTING else logging.ERROR, "%s", text)
+            if probe.action in said:
+                if said[probe.action] and not denied:
+                    log.info("Asterisk allows the manager user %r %s now", user, probe.action)
+                said[probe.action] = text
+        self.redirect_refused = said[REDIRECT.action]
+        self.reporting_refused = said[REPORTING.action]
         if failed:
             self._probed_logins = before
         else:

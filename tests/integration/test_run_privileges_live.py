@@ -97,3 +97,28 @@ async def test_the_documented_user_and_a_shadow_instance_hear_nothing(
     async with serving(engine_as(sandbox, "watcher", tmp_path / "b", shadow=True)):
         pass
     assert errors(caplog) == []
+
+
+async def test_a_user_without_write_reporting_is_one_warning_a_login_and_stays_ready(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk 22 refuses ``CoreStatus`` without ``write = reporting`` (or
+    system), as it refuses ``CoreShowChannels``: the start says so once, naming
+    the class and what is lost, before the start's reconcile is refused (no
+    second WARNING for it); /readyz stays ready with the sentence in its
+    ``warnings``."""
+    from router.privilege_watch import PRIVILEGE_MISSING
+    from router.privileges import REPORTING
+
+    sandbox.add_manager_user("no-reporting", write="call,originate,user")
+    caplog.set_level(logging.INFO)
+    async with serving(engine_as(sandbox, "no-reporting", tmp_path)) as engine:
+        text = PRIVILEGE_MISSING.format(
+            user="no-reporting", action="CoreStatus", cls="reporting", lost=REPORTING.lost
+        )
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert [w for w in warned if "reporting" in w or "CoreShowChannels" in w] == [text]
+        health = engine.health()
+        assert health.ready, health.reasons
+        assert health.warnings == (text,)
+    assert errors(caplog) == []

@@ -307,9 +307,10 @@ async def test_a_session_lost_at_every_probe_does_not_loop_the_probe(
     ajam_replay.expire_session()
     await engine._keepalive()  # logged in again: probed in the background
     await asyncio.sleep(0.5)
-    # The start's login, the keepalive's, one in its probe, one in the probe
+    # The start's login, the keepalive's, two in its probe (its Redirect
+    # loses the session, so its CoreStatus finds it gone), two in the probe
     # of that (at once, as any login during a probe): then a pause.
-    assert ajam_replay.count("Login") <= 4
+    assert ajam_replay.count("Login") <= 6
     assert ajam_replay.count("Redirect", probes=True) <= 5  # each probe's, sent twice
     assert engine.privileges.prober is not None  # still on, at its pace
 
@@ -345,3 +346,99 @@ async def test_a_probe_that_fails_unexpectedly_does_not_stop_the_start_and_is_as
     assert engine.health().checks["privileges"] is False  # the second probe's answer
     failed = [r for r in caplog.records if "not checked; asked again later" in r.getMessage()]
     assert len(failed) == 1
+
+
+async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_says_it(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: ``callrouter run`` learnt of a manager user without ``write =
+    reporting`` only when the listing of the waiting calls (``CoreShowChannels``)
+    was refused, and /readyz never said it. Each login's probe asks it with a
+    ``CoreStatus``, as ``check --asterisk`` does (one action more at start):
+    one WARNING a login naming the class and what is lost, /readyz's
+    ``warnings`` (still ready: calls are routed), and the reconcile's refusal
+    is not said again."""
+    from router.engine import LISTING_REFUSED, EngineOptions
+    from router.privilege_watch import PRIVILEGE_MISSING
+    from router.privileges import REPORTING
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ROUTE, encoding="utf-8")
+    allowed = {"now": False}
+
+    def denied(sent: SentAction) -> list[tuple[str, str]] | dict[str, str]:
+        if allowed["now"]:
+            return {"CoreCurrentCalls": "0"}
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("CoreStatus", denied)
+    ajam_replay.on("CoreShowChannels", lambda sent: denied(sent) if not allowed["now"] else None)
+    caplog.set_level(logging.INFO, logger="router.engine")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
+    text = PRIVILEGE_MISSING.format(
+        user="router", action="CoreStatus", cls="reporting", lost=REPORTING.lost
+    )
+    assert "write = reporting missing" in text
+    assert ajam_replay.count("CoreStatus", probes=True) == 1  # one round trip at start
+
+    def warned() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING
+            and ("reporting" in r.getMessage() or "CoreShowChannels" in r.getMessage())
+        ]
+
+    assert warned() == [text]
+    assert LISTING_REFUSED.split("(")[0] not in " ".join(warned())
+    health = engine.health()
+    assert health.ready, health.reasons
+    assert health.checks["privileges"] is True
+    assert health.warnings == (text,)
+    assert health.to_dict()["warnings"] == [text]
+    assert "warnings" not in health.to_dict(details=False)
+
+    # A gap with a new login: probed again, said once more; its reconcile's
+    # refusal is not a WARNING of its own.
+    ajam_replay.expire_session()
+    ajam_replay.queue_event(Event="FullyBooted", Status="Fully Booted")  # ends the poll
+    await asyncio.sleep(0.05)
+    ajam_replay.queue_event(Event="Reload", Module="All")  # ends the poll after the relogin
+    await ajam_replay.settle(engine)
+    for _ in range(100):
+        if ajam_replay.count("CoreStatus", probes=True) == 2 and engine.privileges.prober is None:
+            break
+        await asyncio.sleep(0.01)
+    assert ajam_replay.count("CoreShowChannels") == 2  # the start's, the gap's: both refused
+    assert warned() == [text, text]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    # manager.conf fixed, manager reload: the next login has the class.
+    allowed["now"] = True
+    ajam_replay.expire_session()
+    await engine._keepalive()
+    for _ in range(100):
+        if not engine.health().warnings:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.health().warnings == ()
+    assert "warnings" not in engine.health().to_dict()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "Asterisk allows the manager user 'router' CoreStatus now" in said
+
+
+@pytest.mark.parametrize("page", ["asterisk.md", "ru/asterisk.md"])
+def test_the_manager_user_section_quotes_the_reporting_warning_as_logged(page: str) -> None:
+    """docs/asterisk.md (+ru), the manager user: the WARNING a user without
+    ``write = reporting`` gets after each login is the line the engine writes."""
+    from router.privilege_watch import PRIVILEGE_MISSING
+    from router.privileges import REPORTING
+
+    text = (Path(__file__).parents[2] / "docs" / page).read_text(encoding="utf-8")
+    line = PRIVILEGE_MISSING.format(
+        user="router", action="CoreStatus", cls="reporting", lost=REPORTING.lost
+    )
+    assert f"```text\n{line}\n```" in text

@@ -360,9 +360,10 @@ async def test_count_leaves_out_the_privilege_probes_of_an_engine_built_with_opt
     tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk
 ) -> None:
     """An engine built with ``options=`` probes the manager user's write
-    classes after its login with a ``Redirect`` (and an ``Originate``) that act
-    on no call; docs/plugins.md's ``count("Redirect") == 1`` counts the calls
-    routed all the same, and ``probes=True`` shows the probes."""
+    classes after its login with a ``Redirect`` (and an ``Originate``, and a
+    ``CoreStatus``) that act on no call; docs/plugins.md's
+    ``count("Redirect") == 1`` counts the calls routed all the same, and
+    ``probes=True`` shows the probes."""
     from router.engine import EngineOptions
 
     rules = tmp_path / "rules.yaml"
@@ -379,7 +380,7 @@ async def test_count_leaves_out_the_privilege_probes_of_an_engine_built_with_opt
     assert redirect["Channel"] == channel
     assert ajam_replay.count("Redirect") == 1
     probes = [a for a in ajam_replay.sent(probes=True) if a.probe]
-    assert sorted(a.name for a in probes) == ["Originate", "Redirect"]
+    assert sorted(a.name for a in probes) == ["CoreStatus", "Originate", "Redirect"]
     assert ajam_replay.count("Redirect", probes=True) == 2
     assert ajam_replay.count("Originate") == ajam_replay.count("Originate", probes=True) - 1
     assert all(not a.probe for a in ajam_replay.sent())

@@ -487,3 +487,32 @@ def test_the_operations_page_shows_the_roles_as_answered(page: str) -> None:
     shown = json.dumps(body, separators=(",", ":")).replace('"checks":"..."', '"checks":{...}')
     assert shown in text
     assert "/readyz?role=live" in text
+
+
+async def test_readyz_gives_a_privilege_warning_ready_and_only_with_details(
+    stub: StubEngine,
+) -> None:
+    """Issue 16: a manager user without ``write = reporting`` routes calls
+    (ready, 200) but loses the listing after a gap: ``warnings`` says so, told
+    as the reasons are (it names the manager user)."""
+    warning = "Asterisk refuses the manager user 'pbxrouter' CoreStatus (write = reporting)"
+    health = readiness(
+        logged_in=True,
+        stream_current=True,
+        rule_problems=0,
+        rules=3,
+        serving=True,
+        privilege_warning=warning,
+    )
+    assert health.ready
+    assert health.checks["privileges"] is True
+    ctx = ApiContext(stub, ApiSettings(tokens=TOKENS, host="0.0.0.0"), health=lambda: health)
+    async with client(ctx) as http:
+        anyone = await http.get("/readyz")
+        told = await http.get("/readyz", headers={"Authorization": f"Bearer {SCRAPER}"})
+    assert anyone.status_code == told.status_code == 200
+    assert "warnings" not in anyone.json()
+    assert "pbxrouter" not in anyone.text
+    assert told.json()["warnings"] == [warning]
+    plain = readiness(logged_in=True, stream_current=True, rule_problems=0, rules=3, serving=True)
+    assert "warnings" not in plain.to_dict()
