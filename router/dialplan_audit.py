@@ -95,7 +95,9 @@ async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
             Finding(
                 "advice",
                 "the dialplan could not be read (ShowDialPlan needs write = reporting): "
-                f"check [{INBOUND_CONTEXT}] by hand",
+                "add reporting to the user's write line in manager.conf, or compare "
+                f"[{INBOUND_CONTEXT}] with examples/asterisk/extensions.conf by hand "
+                f"(asterisk -rx 'dialplan show {INBOUND_CONTEXT}')",
             )
         ], True
     except AMIActionError:
@@ -214,7 +216,9 @@ async def _targets(
                     "fail",
                     f"{target.location}: rule {target.rule!r} redirects to context "
                     f"{context}, which Asterisk's dialplan does not have: Asterisk "
-                    "accepts the Redirect and hangs the call up",
+                    "accepts the Redirect and hangs the call up; correct the context in "
+                    f"the rule, or add the context {context} to extensions.conf and run "
+                    "asterisk -rx 'dialplan reload'",
                 )
             )
             continue
@@ -237,7 +241,9 @@ async def _targets(
                     f"{target.location}: rule {target.rule!r} redirects to extension "
                     f"{shown(target.exten)} of context {context}, which has no such "
                     "extension: Asterisk accepts the Redirect and hangs the call up "
-                    "(or sends it to that context's i extension)",
+                    "(or sends it to that context's i extension); correct the extension "
+                    f"in the rule, or add it to {context} in extensions.conf and run "
+                    "asterisk -rx 'dialplan reload'",
                 )
             )
     if unknown:

@@ -174,7 +174,9 @@ def lint_inbound(
                     Finding(
                         "fail",
                         f"{at}: nothing follows the request: the call hangs up "
-                        f"at once instead of waiting for callrouter ({parks})",
+                        f"at once instead of waiting for callrouter ({parks}); put the "
+                        "snippet's Wait and default route after it "
+                        "(examples/asterisk/extensions.conf)",
                     )
                 )
                 continue
@@ -228,7 +230,8 @@ def lint_inbound(
                         "advice",
                         f"{at}: no Set({DEADLINE_VARIABLE}=...) before the request: after "
                         "an event stream gap callrouter cannot tell how long such a call "
-                        "still waits, and leaves it to its default route",
+                        "still waits, and leaves it to its default route; set it before "
+                        "the request as examples/asterisk/extensions.conf does",
                     )
                 )
             keys = {part.split(":", 1)[0].strip() for part in step.data.split(",")[1:]}
@@ -237,7 +240,9 @@ def lint_inbound(
                     Finding(
                         "advice",
                         f"{at}: the request does not say its Wait: callrouter assumes "
-                        f"{DEFAULT_WAIT:g} s, which must not be longer than the wait",
+                        f"{DEFAULT_WAIT:g} s, which must not be longer than the wait; add "
+                        "Wait: ${CALLROUTER_WAIT} to the UserEvent as "
+                        "examples/asterisk/extensions.conf does",
                     )
                 )
     if not asking:
@@ -245,7 +250,9 @@ def lint_inbound(
             Finding(
                 "fail",
                 f"{where} sends no UserEvent({request_event},...): no call there asks "
-                "callrouter; the snippet's request step is missing or renamed",
+                "callrouter; the snippet's request step is missing or renamed: paste it "
+                "again from examples/asterisk/extensions.conf, then "
+                '`asterisk -rx "dialplan reload"`',
             )
         )
     return findings
@@ -282,7 +289,13 @@ def lint_record(items: Iterable[Item], *, context: str = RECORD_CONTEXT) -> list
             )
         ]
     if not mixmonitors:
-        return [Finding("fail", f"{where} has no MixMonitor step: nothing is recorded")]
+        return [
+            Finding(
+                "fail",
+                f"{where} has no MixMonitor step: nothing is recorded; paste it again "
+                "from examples/asterisk/extensions.conf",
+            )
+        ]
     missing = [s for s in mixmonitors if not _ID_OPTION.search(s.data)]
     if missing:
         return [

@@ -74,7 +74,8 @@ async def check_asterisk(
         return [Finding("fail", str(exc))]
     # Each refusal below is told as a finding (CoreSettings's needs none: the
     # version is a courtesy), not also as the client's WARNING on stderr.
-    for action in ("CoreSettings", *(p.action for p in probes), "ShowDialPlan", "UserEvent"):
+    told = (*probes, REPORTING)
+    for action in ("CoreSettings", *(p.action for p in told), "ShowDialPlan", "UserEvent"):
         client.refusal_reported(action)
     # A peer that stops answering after the login ends the check at its first
     # unanswered question, instead of one wait (and a login again) per step.
@@ -184,13 +185,24 @@ def _took(user: str) -> str:
     )
 
 
+def _add(cls: str, line: str, user: str) -> str:
+    """What to change, and where, for a class Asterisk refuses: "give it
+    write = reporting" read as a line to write, and the user lost the
+    classes it had (``write = call`` among them)."""
+    return (
+        f"add {cls} to the {line} line of manager.conf [{user}] (beside the classes "
+        "there), then asterisk -rx 'manager reload'"
+    )
+
+
 async def _allowed(client: _Answering, probe: Probe) -> Finding:
     try:
         if await refused(client, probe):
             return Finding(
                 "fail",
-                f"Asterisk refuses this user {probe.action}: give it write = "
-                f"{probe.write_class} (docs/asterisk.md, the manager user); without it "
+                f"Asterisk refuses this user {probe.action}: "
+                f"{_add(probe.write_class, 'write', client.settings.username)} "
+                f"(docs/asterisk.md, the manager user); without it "
                 f"{probe.lost}{_took(client.settings.username)}",
             )
     except AMIError as exc:
@@ -220,9 +232,9 @@ async def _filtering(client: _Answering, suggested_flags: str = "") -> Finding:
         f"filter event names itself: the class mask applies, and the eventfilter lines "
         f"of manager.conf [{user}] if it has any; lines written for earlier rules or "
         "plugins can keep back events they now need, so compare them: callrouter check "
-        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (or the one in "
-        "Asterisk's configuration directory, which asterisk -rx 'core show settings' names; "
-        "docs/asterisk.md, Event filtering)",
+        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (the manager.conf "
+        "of Asterisk's configuration directory, which asterisk -rx 'core show settings' "
+        "names; docs/asterisk.md, Event filtering)",
     )
 
 
@@ -237,7 +249,8 @@ async def _user_events(
         return [
             Finding(
                 "fail",
-                "Asterisk refuses this user UserEvent: give it write = user (the "
+                "Asterisk refuses this user UserEvent: "
+                f"{_add('user', 'write', client.settings.username)} (the "
                 "live-instance heartbeat needs it; docs/operations.md)"
                 + _took(client.settings.username),
             )
@@ -275,8 +288,9 @@ async def _user_events(
             Finding(
                 "fail",
                 f"Asterisk sends this user no UserEvent (its own did not come back in "
-                f"{listen:g} s), so no routing request can reach callrouter: give the "
-                "manager user read = user, and check its eventfilter lines "
+                f"{listen:g} s), so no routing request can reach callrouter: "
+                f"{_add('user', 'read', client.settings.username)}, and check its "
+                "eventfilter lines "
                 f"(callrouter check --manager-conf{suggested_flags}) and that [general] "
                 "disabledevents in manager.conf does not name UserEvent",
             )

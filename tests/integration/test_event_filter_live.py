@@ -574,5 +574,7 @@ rules:
     assert "the step after the request is 'Playback', not a wait" in fails[0]
     assert fails[1].endswith(
         "rules/routes.yaml:6: rule 'sales' redirects to context 'test-queeu', which "
-        "Asterisk's dialplan does not have: Asterisk accepts the Redirect and hangs the call up"
+        "Asterisk's dialplan does not have: Asterisk accepts the Redirect and hangs the call "
+        "up; correct the context in the rule, or add the context 'test-queeu' to "
+        "extensions.conf and run asterisk -rx 'dialplan reload'"
     )

@@ -117,7 +117,7 @@ async def test_no_user_events_fail_with_the_causes_to_check(ajam_replay: ReplayA
     found = await run(ajam_replay, suggested_flags=" --username watcher")
     (fail,) = [f for f in found if f.level == "fail"]
     assert "(callrouter check --manager-conf --username watcher) and that" in fail.text
-    for cause in ("read = user", "eventfilter", "disabledevents"):
+    for cause in ("add user to the read line of manager.conf [", "eventfilter", "disabledevents"):
         assert cause in fail.text
 
 
@@ -161,9 +161,13 @@ async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAst
     ajam_replay.on("ShowDialPlan", no_context)
     found = await run(ajam_replay)
     assert [f.level for f in found] == ["ok", "fail", "fail", "fail"]
-    assert found[1].text.startswith("Asterisk refuses this user Redirect: give it write = call")
+    assert found[1].text.startswith(
+        "Asterisk refuses this user Redirect: add call to the write line of manager.conf [router]"
+    )
     assert found[2].text.startswith("[callrouter-inbound] has no steps in Asterisk's dialplan")
-    assert found[3].text.startswith("Asterisk refuses this user UserEvent: give it write = user")
+    assert found[3].text.startswith(
+        "Asterisk refuses this user UserEvent: add user to the write line of manager.conf [router]"
+    )
 
 
 async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk) -> None:
@@ -182,8 +186,10 @@ async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk)
     assert refused == [
         Finding(
             "fail",
-            "Asterisk refuses this user CoreStatus: give it write = reporting (docs/asterisk.md, "
-            "the manager user); without it the calls still waiting after a gap (a reconnect, "
+            "Asterisk refuses this user CoreStatus: add reporting to the write line of "
+            "manager.conf [router] (beside the classes there), then asterisk -rx 'manager "
+            "reload' (docs/asterisk.md, the manager user); without it the calls still waiting "
+            "after a gap (a reconnect, "
             "an Asterisk restart) are not listed (CoreShowChannels) and take their default "
             "route, and the dialplan is not checked; asterisk -rx 'manager show user router' "
             "shows the classes Asterisk took (a class after a comma and a space is none: "
@@ -194,6 +200,25 @@ async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk)
     ajam_replay.on("CoreStatus", lambda sent: {"CoreCurrentCalls": "0"})
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     assert not [f for f in await run(ajam_replay) if "CoreStatus" in f.text]
+
+
+async def test_a_refused_corestatus_is_said_once_as_the_finding(
+    ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: over tls:// on the sandbox a user without ``write =
+    reporting`` got the FAIL and, on stderr, the client's own WARNING for the
+    first refusal (``CoreStatus: Permission denied: ... needs one of the write
+    classes reporting, system``), which also offers ``system``: said once."""
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("CoreStatus", denied)
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    caplog.set_level(logging.WARNING)
+    found = await run(ajam_replay)
+    assert [f.level for f in found if "CoreStatus" in f.text] == ["fail"]
+    assert "CoreStatus" not in caplog.text
 
 
 async def test_originate_is_asked_for_where_the_configuration_dials(
@@ -223,10 +248,12 @@ async def test_originate_is_asked_for_where_the_configuration_dials(
     assert found[1].text == "Redirect allowed (write = call)"
     assert found[2].level == "fail"
     assert found[2].text == (
-        "Asterisk refuses this user Originate: give it write = originate (docs/asterisk.md, "
-        "the manager user); without it the API's click-to-call and the rules' originate "
-        "actions fail; asterisk -rx 'manager show user router' shows the classes Asterisk "
-        "took (a class after a comma and a space is none: write them without spaces)"
+        "Asterisk refuses this user Originate: add originate to the write line of "
+        "manager.conf [router] (beside the classes there), then asterisk -rx 'manager "
+        "reload' (docs/asterisk.md, the manager user); without it the API's click-to-call "
+        "and the rules' originate actions fail; asterisk -rx 'manager show user router' "
+        "shows the classes Asterisk took (a class after a comma and a space is none: write "
+        "them without spaces)"
     )
     (originate,) = ajam_replay.sent("Originate", probes=True)
     assert originate.get("Channel") is None
@@ -247,12 +274,16 @@ async def test_each_redirect_target_asterisk_lacks_is_named(ajam_replay: ReplayA
     assert fails == [
         "rules/a.yaml:12: rule 'vip' redirects to extension 'vip' of context 'queues', which "
         "has no such extension: Asterisk accepts the Redirect and hangs the call up (or sends "
-        "it to that context's i extension)",
+        "it to that context's i extension); correct the extension in the rule, or add it to "
+        "'queues' in extensions.conf and run asterisk -rx 'dialplan reload'",
         "rules/a.yaml:20: rule 'kazan' redirects to extension 'kazan' of context 'queues', "
         "which has no such extension: Asterisk accepts the Redirect and hangs the call up (or "
-        "sends it to that context's i extension)",
+        "sends it to that context's i extension); correct the extension in the rule, or add "
+        "it to 'queues' in extensions.conf and run asterisk -rx 'dialplan reload'",
         "rules/b.yaml:3: rule 'closed' redirects to context 'ivr', which Asterisk's dialplan "
-        "does not have: Asterisk accepts the Redirect and hangs the call up",
+        "does not have: Asterisk accepts the Redirect and hangs the call up; correct the "
+        "context in the rule, or add the context 'ivr' to extensions.conf and run "
+        "asterisk -rx 'dialplan reload'",
     ]
     # Asked once per place (and once more for a context whose extension is missing).
     asked = [(a.get("Context"), a.get("Extension")) for a in ajam_replay.sent("ShowDialPlan")]
@@ -564,7 +595,7 @@ async def test_filtering_says_who_filters_event_names(
     found = await run(ajam_replay, filtering=True, suggested_flags=" --username watcher")
     assert (
         "callrouter check --manager-conf-file /etc/asterisk/manager.conf --username "
-        "watcher (or the one in Asterisk's configuration directory" in found[2].text
+        "watcher (the manager.conf of Asterisk's configuration directory" in found[2].text
     )
     # Not every Asterisk keeps it in /etc/asterisk (a source build's
     # /usr/local/etc/asterisk): the finding says how to find the directory.

@@ -226,3 +226,26 @@ def test_a_missing_record_context_fails() -> None:
     (finding,) = lint_record([])
     assert finding.level == "fail"
     assert "[callrouter-record] is not in the dialplan" in finding.text
+
+
+def test_every_finding_that_is_not_ok_says_what_to_change_and_where() -> None:
+    """Issue 16: a few findings said what was wrong and not what to do: a
+    request that ends the extension, one renamed, no deadline, no Wait key, a
+    record context without MixMonitor. Each names the snippet to copy from."""
+    items = shipped()
+    ended = lint_inbound([i for i in items if int(i["Priority"]) <= 6])
+    renamed = lint_inbound(
+        [
+            {**i, "AppData": i["AppData"].replace("CallRouterRequest", "CallRouterAsk")}
+            for i in items
+        ]
+    )
+    bare = [i for i in items if not i["AppData"].startswith("CALLROUTER_DEADLINE=")]
+    bare = [{**i, "AppData": i["AppData"].replace(",Wait: ${CALLROUTER_WAIT}", "")} for i in bare]
+    no_mixmonitor = lint_record([i for i in shipped_record() if i["Application"] != "MixMonitor"])
+    found = [*ended, *renamed, *lint_inbound(bare), *no_mixmonitor]
+    flagged = [f for f in found if f.level != "ok"]
+    assert len(flagged) == 5
+    for finding in flagged:
+        assert "examples/asterisk/extensions.conf" in finding.text, finding.text
+    assert "add Wait: ${CALLROUTER_WAIT} to the UserEvent" in flagged[3].text
