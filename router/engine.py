@@ -87,7 +87,7 @@ from router.executor import Executor, PluginHooks
 from router.health import Health, readiness
 from router.hookspecs import EngineAPI, EventListener, ScheduledJob
 from router.live_instance import LiveInstance
-from router.liveguard import CHECK_EVENT, LIVE_EVENT, heartbeat_key
+from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key
 from router.logsafe import escape_controls
 from router.metrics import Metrics
 from router.narrowing import Narrowing
@@ -277,6 +277,7 @@ class Engine:
             settle=self.options.live_settle,
             connected=self._connected,
             key=heartbeat_key(config.asterisk.secret),
+            on_takeover=self._took_over,
         )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
@@ -1449,6 +1450,30 @@ class Engine:
         """Actions in flight are the router's to drain, whoever started them."""
         self.router.spawn(coro)
 
+    # -- a takeover ------------------------------------------------------------------------
+
+    def _took_over(self, gone: Claim) -> None:
+        """The live instance this one stood by for went silent (it died): the
+        calls that arrived meanwhile and still wait are routed now
+        (LiveGuard's ``on_takeover``; not after one that left)."""
+        self._spawn(self._reconcile_takeover(gone))
+
+    async def _reconcile_takeover(self, gone: Claim) -> None:
+        stood_by = self.router.forget_stood_by()
+        log.warning(
+            "took over from a live callrouter that went silent (%s): reconciling "
+            "the calls still waiting (%s stood by for)",
+            escape_controls(gone.describe()),
+            counted(stood_by, "call"),
+        )
+        try:
+            await self.reconcile(trigger="takeover")
+        except AMIPrivilegeError as exc:
+            self._refused_listing(exc)
+        except (AMIError, OSError) as exc:
+            # The reconcile after the reconnect routes them if they still wait.
+            log.error("reconcile at takeover failed: %s", exc)
+
     # -- gaps ----------------------------------------------------------------------------
 
     async def _on_gap(self, gap: StreamGap) -> None:
@@ -1555,7 +1580,8 @@ class Engine:
         """Route the channels still waiting, track the live calls the stream has
         not shown, end the gone ones (:meth:`Router.reconcile`); counted by
         ``trigger`` (``start`` also counts the calls that fell through while
-        no callrouter ran)."""
+        no callrouter ran; ``gap``; ``takeover``, from a live instance that
+        went silent)."""
         if trigger != "start":  # the start measured it just before
             await self._measure_clock()
         try:

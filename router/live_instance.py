@@ -64,8 +64,11 @@ class LiveInstance:
         settle: float,
         connected: Callable[[], bool],
         key: bytes,
+        on_takeover: Callable[[Claim], None] | None = None,
     ) -> None:
         self._client = client
+        #: Told when this router takes over from one that went silent (LiveGuard).
+        self._on_takeover = on_takeover
         #: Signs the beats (router.liveguard.heartbeat_key of the manager secret).
         self._key = key
         self._interval = interval
@@ -136,7 +139,13 @@ class LiveInstance:
             socket.gethostname(),
             os.getpid(),
         )
-        self.guard = LiveGuard(claim, key=self._key, interval=self._interval, settle=self._settle)
+        self.guard = LiveGuard(
+            claim,
+            key=self._key,
+            interval=self._interval,
+            settle=self._settle,
+            on_takeover=self._on_takeover,
+        )
         await self._send(self.guard.probe())
 
     async def heartbeat(self) -> None:

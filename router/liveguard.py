@@ -17,7 +17,10 @@ itself, with nothing but what the documented manager user may do:
   enters it (clock skew between hosts changes nothing);
 - an instance that stops sends ``State: leaving``, so the one standing by
   takes over at once; one that dies stops beating, and after three missed
-  beats the other takes over;
+  beats the other takes over, and routes the calls still waiting that arrived
+  meanwhile (``on_takeover``: the engine's reconcile, trigger ``takeover``; a
+  call the dead one redirected is no longer waiting). One that left is still
+  finishing its own Redirects, and is not reconciled after;
 - a newcomer asks (``Probe: yes``) and the others answer at once, and until
   ``settle`` seconds have passed since it asked (at start, after an event
   stream gap) its decisions wait rather than act: a call arriving right then is
@@ -178,8 +181,17 @@ class LiveGuard:
         interval: float = 2.0,
         settle: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_takeover: Callable[[Claim], None] | None = None,
     ) -> None:
         self.me = me
+        #: Told when this instance takes over from one that went silent (it
+        #: died, or its host or network did): the engine then routes the calls
+        #: still waiting that arrived while it stood by. Not told when the other
+        #: one left (it finishes its own Redirects), nor after a stall of this one.
+        self._on_takeover = on_takeover
+        #: Instances whose beats stopped (expired, not ``leaving``) while this one
+        #: ran, since the last :meth:`update`.
+        self._went_silent: set[str] = set()
         #: Signs this instance's beats and proves the others' (:func:`heartbeat_key`).
         self.key = key
         self.interval = interval
@@ -397,6 +409,10 @@ class LiveGuard:
         for key, peer in list(self._peers.items()):
             if now - peer.seen > _MISSED_BEATS * max(peer.interval, self.interval):
                 del self._peers[key]
+                if not self._stalled_for():
+                    # (After a stall of this one, the other's beats are queued
+                    # unread: it may well be routing. check_in says so.)
+                    self._went_silent.add(key)
         older = [p.claim for p in self._peers.values() if p.claim.older_than(self.me)]
         return min(older, key=lambda c: (c.since, c.instance)) if older else None
 
@@ -417,6 +433,16 @@ class LiveGuard:
                 previous.describe(),
             )
         self._was_blocked_by = blocker
+        silent, self._went_silent = self._went_silent, set()
+        if (
+            blocker is None
+            and previous is not None
+            and previous.instance in silent
+            and not self._leaving
+            and not self._stalled_for()
+            and self._on_takeover is not None
+        ):
+            self._on_takeover(previous)
         return blocker
 
     @property

@@ -232,7 +232,8 @@ class Metrics:
         )
         self.reconciles = Counter(
             "callrouter_reconciles",
-            "Reconciles with the channel listing, by trigger (start, gap) and result (ok, failed).",
+            "Reconciles with the channel listing, by trigger (start, gap, takeover: a standby "
+            "took over from a live instance that went silent) and result (ok, failed).",
             ["trigger", "result"],
             registry=r,
         )
@@ -284,7 +285,7 @@ class Metrics:
             self.fallthroughs.labels(cause)
         for reason in ("reconnect", "session", "overflow"):
             self.stream_gaps.labels(reason)
-        for trigger in ("start", "gap"):
+        for trigger in ("start", "gap", "takeover"):
             for result in ("ok", "failed"):
                 self.reconciles.labels(trigger, result)
         for result in ("ok", "refused", "failed", "unchanged"):

@@ -189,6 +189,9 @@ class Router:
         #: hand-off (router.eager): the rest starts on the loop's next turn.
         self.starting = False
         self._routed: OrderedDict[str, None] = OrderedDict()
+        #: Requests decided ``shadow`` because another live instance routed
+        #: (standing by), until this one takes over (:meth:`forget_stood_by`).
+        self._stood_by: OrderedDict[str, None] = OrderedDict()
         #: Channels whose request was routed early (:meth:`accept`), until the
         #: request comes again in order: the events read before it, handled
         #: after its Redirect was sent, are not that Redirect's landing.
@@ -227,6 +230,7 @@ class Router:
         for call in ended:
             for channel in call.channels.values():
                 self._routed.pop(channel.uniqueid or channel.name, None)
+                self._stood_by.pop(channel.uniqueid or channel.name, None)
                 self._executor.forget(channel.name)
                 self.early.pop(channel.name, None)
 
@@ -353,6 +357,12 @@ class Router:
             status = "shadow"
         elif (standby := await self._standby(deadline)) is not None:
             status = "late" if standby == "late" else "shadow"
+            if standby == "shadow":
+                # Another live instance routes it; should that one die before
+                # it does, the reconcile at the takeover routes it if it still waits.
+                self._stood_by[request.key] = None
+                if len(self._stood_by) > _ROUTED_MEMORY:
+                    self._stood_by.popitem(last=False)
         elif not await self._parked(channel, deadline):
             status = "late"
         else:
@@ -517,7 +527,22 @@ class Router:
             )
             decision_log.info("%s", escape_controls(line))
 
-    # -- after a gap, at start ---------------------------------------------------------------
+    # -- after a gap, at start, at a takeover ---------------------------------------------------
+
+    def forget_stood_by(self) -> int:
+        """This instance takes over from a live one that went silent: the
+        requests it stood by for count as not routed, so the reconcile that
+        follows routes those still waiting (the other may have died before
+        routing them). One the other did redirect is no longer in the wait,
+        and the reconcile lists only the channels still there. Returns how
+        many were forgotten."""
+        forgotten = 0
+        for key in self._stood_by:
+            if key in self._routed:
+                del self._routed[key]
+                forgotten += 1
+        self._stood_by.clear()
+        return forgotten
 
     async def reconcile(self, *, count_fallen: bool = False) -> int:
         """Route channels still waiting in the inbound context; forget dead calls;

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.ami.message import Event
 from router.engine import EngineOptions
 from router.liveguard import LIVE_EVENT, Claim, LiveGuard, heartbeat_key
+from router.metrics import exposition
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
+    from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
 pytest_plugins = ["router.testing"]
@@ -129,6 +132,66 @@ def test_a_leaving_instance_hands_over_at_once() -> None:
     younger.observe(heartbeat(older.leave()))
     assert younger.acting
     assert older.acting  # still finishing its decisions in flight
+
+
+def test_a_takeover_from_a_silent_instance_is_told_and_one_from_a_leaving_one_is_not() -> None:
+    """Issue 16: a standby that takes over from a live instance that died routes
+    the calls still waiting that arrived meanwhile (the engine's reconcile); one
+    that left is still finishing its own Redirects: nothing is told then."""
+    clock = Clock()
+    told: list[Claim] = []
+    older = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx-host", 11), clock=clock)
+    younger = LiveGuard(
+        Claim("bbbb0002", 1_795_000_100, "laptop", 22), clock=clock, on_takeover=told.append
+    )
+    clock.now += 1.0
+    younger.observe(heartbeat(older.beat()))
+    for _ in range(3):  # the older one died (kill -9); this one beats on
+        assert not younger.acting
+        clock.now += 2.0
+        assert younger.check_in() == 0.0
+        younger.beat()
+    clock.now += 0.1
+    assert younger.acting
+    assert told == [older.me]
+    assert younger.acting
+    assert told == [older.me]  # once
+
+    clock = Clock()
+    told.clear()
+    older = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx-host", 11), clock=clock)
+    younger = LiveGuard(
+        Claim("bbbb0002", 1_795_000_100, "laptop", 22), clock=clock, on_takeover=told.append
+    )
+    clock.now += 1.0
+    younger.observe(heartbeat(older.beat()))
+    assert not younger.acting
+    younger.observe(heartbeat(older.leave()))
+    assert younger.acting
+    for _ in range(4):
+        clock.now += 2.0
+        younger.beat()
+        assert younger.acting
+    assert told == []
+
+
+def test_no_takeover_is_told_after_a_stall_of_the_one_standing_by() -> None:
+    """The standby itself was stopped: the live one's beats are queued unread,
+    it may well be routing, so no calls are reconciled for it."""
+    clock = Clock()
+    told: list[Claim] = []
+    older = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx-host", 11), clock=clock)
+    younger = LiveGuard(
+        Claim("bbbb0002", 1_795_000_100, "laptop", 22), clock=clock, on_takeover=told.append
+    )
+    clock.now += 1.0
+    younger.beat()
+    younger.observe(heartbeat(older.beat()))
+    clock.now += 8.0  # kill -STOP of the standby, then it runs again
+    younger.update()  # whatever asks first (an event rule's action)
+    younger.check_in()
+    younger.update()
+    assert told == []
 
 
 def test_decisions_wait_to_settle_after_a_probe() -> None:
@@ -294,6 +357,93 @@ async def test_an_engine_stands_by_while_an_older_instance_beats(
     engine.request_stop()
     await asyncio.sleep(0.1)
     assert ajam_replay.sent("UserEvent")[-1]["State"] == "leaving"
+
+
+def takeover_reconciles(engine: Engine) -> float:
+    text = exposition(engine.metrics).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "callrouter_reconciles_total" and sample.labels == {
+                "trigger": "takeover",
+                "result": "ok",
+            }:
+                return float(sample.value)
+    return 0.0
+
+
+async def _standing_by_with_two_calls(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> tuple[Engine, LiveGuard, str, str]:
+    """An engine standing by behind an older instance that beats every 0.5 s;
+    two calls arrive meanwhile (10 s Wait), and the older one redirects the
+    second: the first still waits when the older one stops beating."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules,
+        options=EngineOptions(
+            watch_interval=0, live_heartbeat=0.5, live_settle=0.2, check_privileges=False
+        ),
+    )
+    other = LiveGuard(Claim("0000aaaa", 1, "pbx", 7), key=same_secret(ajam_replay), interval=0.5)
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await eventually(lambda: engine.health().role == "standby", "standing by")
+    waiting = ajam_replay.inbound_call(caller="79161234567", did="74950000001", wait=10)
+    moved = ajam_replay.inbound_call(caller="79161234568", did="74950000001", wait=10)
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await ajam_replay.settle(engine)
+    assert [r.outcome for r in engine.records] == ["shadow", "shadow"]
+    # The older one redirected the second call before it went: no longer in the Wait.
+    ajam_replay.queue_event(
+        {
+            "Event": "Newexten",
+            "Channel": moved,
+            "Uniqueid": ajam_replay.channels[moved].uniqueid,
+            "Linkedid": ajam_replay.channels[moved].linkedid,
+            "Context": "queues",
+            "Exten": "sales",
+            "Priority": "1",
+            "Application": "Dial",
+            "AppData": "PJSIP/101",
+        }
+    )
+    await ajam_replay.consumed()
+    assert ajam_replay.count("Redirect") == 0
+    return engine, other, waiting, moved
+
+
+async def test_a_takeover_from_a_dead_instance_routes_the_calls_still_waiting(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """Issue 16: the live instance died (kill -9) while calls waited; the one
+    standing by took over once its beats stopped, and the calls that arrived
+    meanwhile and still waited took the default route. Now the takeover
+    reconciles: the call still waiting is redirected, once; the one the dead
+    instance redirected is not."""
+    engine, _, waiting, _ = await _standing_by_with_two_calls(engine_factory, ajam_replay, tmp_path)
+    # No beat any more: after three missed beats (1.5 s) this one takes over.
+    await eventually(lambda: engine.health().role == "live", "taking over")
+    await eventually(lambda: ajam_replay.count("Redirect") == 1, "routing the waiting call")
+    await engine.wait_idle()
+    await asyncio.sleep(0.3)
+    assert [r["Channel"] for r in ajam_replay.sent("Redirect")] == [waiting]
+    assert [r.outcome for r in engine.records] == ["shadow", "shadow", "executed"]
+    assert takeover_reconciles(engine) == 1
+
+
+async def test_a_takeover_from_a_leaving_instance_reconciles_nothing(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """One that stops says ``leaving`` and finishes its own Redirects: the one
+    taking over does not redirect the calls it stood by for."""
+    engine, other, _, _ = await _standing_by_with_two_calls(engine_factory, ajam_replay, tmp_path)
+    ajam_replay.queue_event(heartbeat(other.leave()))
+    await eventually(lambda: engine.health().role == "live", "taking over")
+    await asyncio.sleep(2.0)  # past the three missed beats of a silent one
+    await engine.wait_idle()
+    assert ajam_replay.count("Redirect") == 0
+    assert [r.outcome for r in engine.records] == ["shadow", "shadow"]
+    assert takeover_reconciles(engine) == 0
 
 
 async def test_readiness_and_systemds_status_follow_live_standby_live(
@@ -464,13 +614,18 @@ DOCS = Path(__file__).parents[2] / "docs"
 def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
     """The lines an operator is told to look for are the ones the code writes."""
     text = " ".join((DOCS / page).read_text(encoding="utf-8").split())
-    source = (Path(__file__).parents[2] / "router" / "liveguard.py").read_text(encoding="utf-8")
+    source = "".join(
+        (Path(__file__).parents[2] / "router" / name).read_text(encoding="utf-8")
+        for name in ("liveguard.py", "engine.py")
+    )
     for quoted in (
         "another live callrouter is routing calls on this Asterisk",
         "acts as in shadow mode until it is gone",
         "another live callrouter started on this Asterisk",
         "is gone: this one routes calls again",
         "as long as another live instance waits before taking over: it rejoins as a newcomer",
+        "took over from a live callrouter that went silent",
+        "reconciling the calls still waiting",
     ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
