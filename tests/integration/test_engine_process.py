@@ -216,6 +216,54 @@ async def test_a_live_router_stopped_past_the_takeover_does_not_route_calls_agai
         second.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
+async def test_a_standby_taking_over_from_a_killed_router_routes_the_calls_still_waiting(
+    queue_box: Sandbox,
+    router: RouterProcess,
+    queue_placer: CallPlacer,
+    tmp_path: Path,
+    rules_dir: Path,
+    ami_transport: str,
+) -> None:
+    """Issue 16: ``kill -9`` on the live router; a call arriving before the one
+    standing by takes over (6 s without a heartbeat) waited in its ``Wait``
+    and took the default route. The takeover now reconciles: it is routed,
+    once; the call the killed one routed before it died is not routed again."""
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = RouterProcess(queue_box, second_dir, rules_dir, ami_transport)
+    second.start()
+    try:
+        second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
+        routed = await queue_placer.place("74950000001", "79161234567", wait=20)
+        await queue_placer.wait_all([routed], 10)
+        assert routed.destination == "callrouter-dial,101"
+        assert router.proc is not None
+        router.proc.kill()
+        await asyncio.sleep(1.0)
+        call = await queue_placer.place("74950000001", "79161234568", wait=12)
+        stood_by = second.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 10)
+        assert stood_by["outcome"] == "shadow"
+        await queue_placer.wait_all([call], 20)
+        assert call.destination == "callrouter-dial,102", second.log_path.read_text()[-3000:]
+        assert any(
+            "took over from a live callrouter that went silent" in str(r.get("message", ""))
+            for r in second.records()
+        )
+        assert any(
+            "reconcile: routing 1 call" in str(r.get("message", "")) for r in second.records()
+        )
+        second.wait_for(
+            lambda r: r.get("uniqueid") == call.uniqueid and r.get("outcome") == "executed", 5
+        )
+        await asyncio.sleep(1.0)
+        assert (routed.landings, call.landings) == (1, 1)
+        assert [r["uniqueid"] for r in second.decisions()].count(routed.uniqueid) == 1
+    finally:
+        second.stop()
+
+
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_reload_keeps_old_rules_when_new_ones_are_broken(
     router: RouterProcess, rules_dir: Path, queue_placer: CallPlacer
