@@ -323,6 +323,9 @@ class Engine:
         #: that had to wait (both: events keep their order, _take_pushed).
         self._pulling = False
         self._pushed: asyncio.Task[bool] | None = None
+        #: The live instance this one took over from when it went silent, until
+        #: the event path reconciles (:meth:`_took_over`).
+        self._took_over_from: Claim | None = None
         self._serve_error: AMIAuthenticationError | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         #: The HTTP API's listener (``[api]``), once started.
@@ -772,6 +775,8 @@ class Engine:
         # Ahead of the handling: a request routed in this batch then knows
         # whether its channel's Wait step is in the batch too (router/parking.py).
         self.parking.scan(items)
+        if self._took_over_from is not None:
+            await self._reconcile_takeover()
         for item in items:
             # Each event is guarded on its own: a malformed event, or a bug it
             # triggers in the tracker, a plugin or a rule, is logged (throttled)
@@ -1454,11 +1459,18 @@ class Engine:
 
     def _took_over(self, gone: Claim) -> None:
         """The live instance this one stood by for went silent (it died): the
-        calls that arrived meanwhile and still wait are routed now
-        (LiveGuard's ``on_takeover``; not after one that left)."""
-        self._spawn(self._reconcile_takeover(gone))
+        calls that arrived meanwhile and still wait are routed (LiveGuard's
+        ``on_takeover``; not after one that left). The reconcile runs on the
+        event path, before the next events are handled (this one's own
+        heartbeat comes back within the interval), as after a gap: events
+        handled while the listing is taken would be older than it, and the
+        tracker would end calls that started meanwhile."""
+        self._took_over_from = gone
 
-    async def _reconcile_takeover(self, gone: Claim) -> None:
+    async def _reconcile_takeover(self) -> None:
+        gone, self._took_over_from = self._took_over_from, None
+        if gone is None or self._stopping.is_set():
+            return
         stood_by = self.router.forget_stood_by()
         log.warning(
             "took over from a live callrouter that went silent (%s): reconciling "
@@ -1468,11 +1480,15 @@ class Engine:
         )
         try:
             await self.reconcile(trigger="takeover")
+        except AMIAuthenticationError:
+            raise
         except AMIPrivilegeError as exc:
             self._refused_listing(exc)
         except (AMIError, OSError) as exc:
             # The reconcile after the reconnect routes them if they still wait.
             log.error("reconcile at takeover failed: %s", exc)
+        except Exception:  # a plugin's channels_listed, the tracker: never the event path
+            self._bad_events.exception("takeover", "reconcile at takeover failed")
 
     # -- gaps ----------------------------------------------------------------------------
 
