@@ -26,7 +26,7 @@ Life cycle::
       callrouter_execute       a rule asks for an action kind a plugin owns
       callrouter_notify        a rule sends ``notify: {plugin: NAME, ...}``
       callrouter_stream_gap    the event stream lost events (reconnect, overflow)
-      callrouter_channels_listed  the reconcile (at start, after a gap) listed Asterisk's channels
+      callrouter_channels_listed  the reconcile (start, gap, takeover) listed Asterisk's channels
       callrouter_call_event    a fact of a call's life (ringing, answered, ...), from CEL
       callrouter_call_end      the call's last channel hung up
       callrouter_present_extensions  the API starts recording a call: who else is on it
@@ -343,7 +343,8 @@ def callrouter_stream_gap(gap: StreamGap) -> None:
 def callrouter_channels_listed(channels: Sequence[Event]) -> None:
     """Asterisk's channels, as the engine's reconcile just listed them.
 
-    Runs at start and after every stream gap (after ``callrouter_stream_gap``),
+    Runs at start, after every stream gap (after ``callrouter_stream_gap``) and
+    when an instance standing by takes over from a live one that went silent,
     once the tracker has taken the listing and before the calls still waiting
     are routed again; not when the listing failed or was refused (the manager
     user lacks ``write = reporting``). ``channels`` holds the ``CoreShowChannel``

@@ -538,7 +538,7 @@ class Recorder:
 
     @hookimpl
     def callrouter_channels_listed(self, channels: Sequence[Event]) -> None:
-        """The reconcile listed Asterisk's channels (at start, after a gap): put back
+        """The reconcile listed Asterisk's channels (at start, after a gap, at a takeover): put back
         who is in which bridge, if forgotten, from each channel's ``BridgeId``.
 
         The listing does not say what a bridge is, and a holding bridge (a parking
