@@ -13,6 +13,9 @@ by one code path and a fact gets the same ``event_id`` either way
   ended busy, rejected or unreachable (then the phone never rang). A live
   ``Newstate`` Ringing or ``DialState`` RINGING (:meth:`Folder.hint`) says it
   earlier; the event is the same either way.
+* **ringing** of the first channel too when Asterisk dialled it for an
+  ``Originate`` (a click-to-call rings the manager's phone first): its
+  ANSWER or HANGUP names the application ``AppDial2``.
 * **answered** by which extension (an outbound call: when the far end answers).
 * **transferred**: blind and attended, who to whom.
 * **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
@@ -124,6 +127,9 @@ class Leg:
     #: Its CHAN_START was folded here: only such a leg can have rung in this
     #: call (a leg first seen later joined from elsewhere, or was seen mid-way).
     started_here: bool = False
+    #: Asterisk dialled it for an ``Originate`` (a click-to-call's manager
+    #: phone): the call's first channel, and still a phone that rang.
+    originated: bool = False
 
 
 @dataclass(slots=True)
@@ -233,7 +239,9 @@ class CallFold:
             return []
         leg.answered_at = record.at
         if leg.originator:
-            return []
+            # A click-to-call's manager picked up: their phone rang (its own
+            # answered comes when the customer does, as for any outbound call).
+            return self._ringing(leg) if _originated(leg, record) else []
         events: list[CallEvent] = []
         if leg.extension is not None:
             events += self._ringing(leg)
@@ -282,7 +290,7 @@ class CallFold:
         events: list[CallEvent] = []
         if (
             leg.extension is not None
-            and not leg.originator
+            and (not leg.originator or _originated(leg, record))
             and leg.answered_at is None
             and (leg.cause is None or leg.cause not in NOT_RANG_CAUSES)
         ):
@@ -402,7 +410,12 @@ class CallFold:
     # -- deciding ----------------------------------------------------------------
 
     def _ringing(self, leg: Leg) -> list[CallEvent]:
-        if leg.rang or leg.extension is None or leg.originator or not leg.started_here:
+        if (
+            leg.rang
+            or leg.extension is None
+            or (leg.originator and not leg.originated)
+            or not leg.started_here
+        ):
             return []
         leg.rang = True
         return [self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)]
@@ -459,6 +472,19 @@ class CallFold:
             replayed=self.replayed,
             **fields,  # type: ignore[arg-type]
         )
+
+
+#: The application Asterisk names on a channel it dialled for an ``Originate``
+#: (main/dial.c: ``AppDial2``, data ``(Outgoing Line)``); a Dial's callee is ``AppDial``.
+_ORIGINATED_APP = "AppDial2"
+
+
+def _originated(leg: Leg, record: CelRecord) -> bool:
+    """Whether ``record`` shows the first channel ``leg`` was dialled by Asterisk for
+    an Originate, so its phone rang (a phone that dialled out itself did not)."""
+    if leg.originator and record.application == _ORIGINATED_APP:
+        leg.originated = True
+    return leg.originated
 
 
 def _number(text: str) -> str | None:

@@ -487,3 +487,65 @@ def test_a_call_passed_over_live_is_told_in_full_by_a_replay() -> None:
     told = folder.replay(cel.linkedid, cel.records)
     assert kinds(told) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
     assert all(e.replayed for e in told)
+
+
+def _click_to_call(*, answers: bool) -> Cel:
+    """A click-to-call as Asterisk 22 records it (captured on the sandbox): the
+    Originate's phone channel is the call's first one, starts at ``s`` and
+    carries ``AppDial2`` when it answers or ends; then the customer is dialled."""
+    cel = Cel("c2c-0123456789abcdef0123")
+    phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten="s", context="phones")
+    cel.tick(2)
+    if not answers:
+        cel.add(
+            "HANGUP",
+            phone,
+            {"hangupcause": 19, "hangupsource": "", "dialstatus": ""},
+            application="AppDial2",
+            appdata="(Outgoing Line)",
+        )
+        cel.add("CHAN_END", phone)
+        cel.end()
+        return cel
+    cel.add("ANSWER", phone, None, application="AppDial2", appdata="(Outgoing Line)")
+    trunk = cel.channel("PJSIP/pstn", context="outbound", exten="89161234567")
+    cel.tick(4)
+    cel.add("ANSWER", trunk, None, cid_num="89161234567", exten="89161234567")
+    cel.tick(30)
+    cel.hangup(trunk, source=cel.name(trunk))
+    cel.hangup(phone, source=cel.name(trunk), dialstatus="ANSWER")
+    cel.end()
+    return cel
+
+
+def test_a_click_to_call_rings_the_managers_phone_before_it_is_answered() -> None:
+    """``POST /api/v1/calls {"from": "101"}`` rings 101 first: the history said
+    ``answered`` 101 with no ``ringing`` before it, though every other answered
+    extension rang first (issue 16). Live and replayed alike."""
+    cel = _click_to_call(answers=True)
+    events = fold(cel)
+    assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    assert {e.direction for e in events} == {"out"}
+    assert events[0].at == cel.records[0].at
+    assert events[1].external == "89161234567"
+    replayed = Folder().replay(cel.linkedid, cel.records)
+    assert [e.event_id for e in replayed] == [e.event_id for e in events]
+
+    unanswered = fold(_click_to_call(answers=False))
+    assert kinds(unanswered) == [("ringing", "101"), ("hangup", None)]
+    assert unanswered[-1].status == "NOANSWER"
+
+
+def test_a_phone_that_dials_out_itself_does_not_ring() -> None:
+    """Only Asterisk's Originate rings the first phone: a manager dialling from
+    their own phone gets no ``ringing``, even when the phone is not answered by a
+    Dial application (issue 16)."""
+    out = Cel("pbx-1700000100.7")
+    phone = out.channel("PJSIP/101", first=True, cid_num="101", exten="89161234567")
+    trunk = out.channel("PJSIP/pstn")
+    out.add("ANSWER", phone, None, application="Dial", appdata="PJSIP/pstn")
+    out.answer(trunk)
+    out.hangup(trunk, source=out.name(trunk))
+    out.hangup(phone, source=out.name(trunk))
+    out.end()
+    assert kinds(fold(out)) == [("answered", "101"), ("hangup", "101")]
