@@ -79,8 +79,17 @@ class ForwardingService:
             log.info("forwarding re-applied to Asterisk for %d extension(s)", done)
         return done
 
+    def internal(self, value: Forwarding) -> bool:
+        """Is the forward number an extension (under the number plan, as a transfer
+        decides): dialled through ``[callrouter-dial]``, not the outbound context.
+        Decided when the globals are set, so a setting stored before is right too."""
+        return value.forward_to is not None and self.dialing.internal(value.forward_to)
+
     async def _setvars(self, extension: str, value: Forwarding) -> None:
-        for variable, text in ForwardingState.globals_for(extension, value).items():
+        internal = self.internal(value)
+        for variable, text in ForwardingState.globals_for(
+            extension, value, internal=internal
+        ).items():
             # The catalog calls Value required; Asterisk takes an empty one as
             # "unset", which is what clearing needs.
             await self.ctx.send(
@@ -102,6 +111,9 @@ class ForwardingService:
                     "forwarding at once: clear one (dnd false, forward_to null) "
                     "before setting another",
                 )
+            loop = self.loop(extension, value)
+            if loop is not None:
+                raise ApiError(400, loop, field="forward_to")
             before = self.state.get(extension)
             await self._setvars(extension, value)
             self.state.set(extension, value)
@@ -113,6 +125,32 @@ class ForwardingService:
             feed.publish("dnd", extension, data)
         if before.forward_to != value.forward_to:
             feed.publish("forwarding", extension, data)
+
+    def loop(self, extension: str, value: Forwarding) -> str | None:
+        """Why forwarding ``extension`` as ``value`` would loop, or None.
+
+        An internal forward is dialled through ``[callrouter-dial]``, where the
+        target's own forwarding applies: 101 to itself, or to 102 while 102
+        forwards (maybe through others) back to 101, would dial Local channels
+        without end.
+        """
+        chain = [extension]
+        target = value.forward_to
+        # Each step adds an extension not seen yet: it ends within the stored ones.
+        while target is not None and self.dialing.internal(target):
+            if target in chain:
+                if target == extension and len(chain) == 1:
+                    return f"forward_to: {extension} cannot forward to itself (a loop)"
+                path = " -> ".join([*chain, target])
+                if target == extension:
+                    return (
+                        f"forward_to: {value.forward_to} forwards back to {extension} "
+                        f"({path}): a loop"
+                    )
+                return f"forward_to: {value.forward_to} leads into a loop ({path})"
+            chain.append(target)
+            target = self.state.get(target).forward_to
+        return None
 
     def parse(self, body: Mapping[str, object], current: Forwarding) -> Forwarding:
         """The new setting from a PUT body; keys left out keep their value."""

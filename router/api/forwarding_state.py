@@ -1,7 +1,8 @@
 """DND and forwarding per extension: the file callrouter keeps, the globals Asterisk reads.
 
 The shipped ``[callrouter-dial]`` reads two global variables per extension,
-``CALLROUTER_DND_101`` and ``CALLROUTER_FWD_101``, set with AMI ``Setvar``
+``CALLROUTER_DND_101`` and ``CALLROUTER_FWD_101`` (with ``CALLROUTER_FWDINT_101``
+when the forward number is internal), set with AMI ``Setvar``
 without a channel: the documented least-privilege manager user has
 ``write=call`` (enough for that) and no ``write=system`` (needed for AstDB's
 ``DBPut``). Globals do not survive an Asterisk restart, so this file in
@@ -27,6 +28,7 @@ from router import jsonsafe
 
 __all__ = [
     "DND_PREFIX",
+    "FWDINT_PREFIX",
     "FWD_PREFIX",
     "MAX_EXTENSIONS",
     "Forwarding",
@@ -39,6 +41,9 @@ log = logging.getLogger("callrouter.api.forwarding")
 #: The global variables the shipped dialplan reads (``${CALLROUTER_DND_${EXT}}``).
 DND_PREFIX: Final = "CALLROUTER_DND_"
 FWD_PREFIX: Final = "CALLROUTER_FWD_"
+#: ``1`` when the forward number is an internal one: the dialplan dials it
+#: through ``[callrouter-dial]``, not the outbound (trunk) context.
+FWDINT_PREFIX: Final = "CALLROUTER_FWDINT_"
 #: ``[callrouter-dial]`` filters the extension to letters and digits and dials
 #: nothing else, so only such an extension can carry DND or forwarding (and
 #: it is a safe variable name).
@@ -116,11 +121,13 @@ class ForwardingState:
         self._save()
 
     @staticmethod
-    def globals_for(extension: str, value: Forwarding) -> dict[str, str]:
-        """The globals to ``Setvar`` for ``extension`` (an empty value unsets one)."""
+    def globals_for(extension: str, value: Forwarding, *, internal: bool = False) -> dict[str, str]:
+        """The globals to ``Setvar`` for ``extension`` (an empty value unsets one);
+        ``internal``: the forward number is an extension of this PBX."""
         return {
             DND_PREFIX + extension: "1" if value.dnd else "",
             FWD_PREFIX + extension: value.dial or "",
+            FWDINT_PREFIX + extension: "1" if internal and value.dial else "",
         }
 
     def _load(self) -> None:

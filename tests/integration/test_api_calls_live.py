@@ -302,6 +302,34 @@ async def test_forwarding_set_through_the_api_dials_the_number_through_the_outbo
         )
 
 
+async def test_forwarding_to_an_internal_number_rings_that_extension_not_the_trunk(
+    engine: Engine, http: httpx.AsyncClient, placer: CallPlacer
+) -> None:
+    """101 forwarded to 102 dialled ``Local/102@outbound``, the trunk (issue 16):
+    the shipped dialplan now dials it through ``callrouter-dial``, which rings 102."""
+    seen, stop = dials(engine)
+    try:
+        put = await http.put(
+            "/api/v1/extensions/101/forwarding", json={"forward_to": "102"}, headers=auth("all")
+        )
+        assert put.status_code == 200, put.text
+        await place(placer, "79162220004")
+        rung = await until(
+            lambda: [e for e in seen if "Local/102@sandbox-phone" in (e.get("DestChannel") or "")]
+        )
+        assert rung
+        channels = [e.get("DestChannel") or "" for e in seen]
+        assert any(c.startswith("Local/102@callrouter-dial") for c in channels), channels
+        assert not [c for c in channels if "@outbound" in c or "Local/101@sandbox-phone" in c]
+    finally:
+        stop()
+        await http.put(
+            "/api/v1/extensions/101/forwarding",
+            json={"dnd": False, "forward_to": None},
+            headers=auth("all"),
+        )
+
+
 async def test_blind_transfer_moves_the_customer_to_the_other_extension(
     engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
 ) -> None:

@@ -379,3 +379,65 @@ async def test_a_misspelt_field_is_named_with_the_closest(client: httpx.AsyncCli
     assert refused.status_code == 400, refused.text
     assert refused.json()["field"] == "forwardTo"
     assert refused.json()["did_you_mean"] == "forward_to"
+
+
+async def test_forwarding_to_an_internal_number_goes_through_the_internal_dial_context(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """``forward_to`` 102 was dialled as ``Local/102@<outbound_context>``, which a real
+    trunk's context does not know (issue 16). Internal as a transfer decides it
+    (the number plan), it is flagged for ``[callrouter-dial]``, which dials it as
+    an extension, behind no dial prefix; an outside number is not flagged."""
+    response = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"forward_to": "102"}, headers=auth("t101")
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"extension": "101", "dnd": False, "forward_to": "102"}
+    assert ajam_replay.globals["CALLROUTER_FWD_101"] == "102"
+    assert ajam_replay.globals["CALLROUTER_FWDINT_101"] == "1"
+
+    # Set again after Asterisk lost its globals, from the file (which stores no flag).
+    ajam_replay.globals.clear()
+    ajam_replay.queue_event(Event="FullyBooted", Privilege="system,all", Status="Fully Booted")
+    await ajam_replay.settle(engine)
+    await until(lambda: ajam_replay.globals.get("CALLROUTER_FWDINT_101") == "1")
+
+    await client.put(
+        "/api/v1/extensions/101/forwarding",
+        json={"forward_to": "89161234567"},
+        headers=auth("t101"),
+    )
+    assert ajam_replay.globals["CALLROUTER_FWD_101"] == "979161234567"
+    assert ajam_replay.globals["CALLROUTER_FWDINT_101"] == ""
+
+
+async def test_a_forward_that_loops_is_400_and_nothing_is_set(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """101 forwarded to itself was accepted (issue 16); so would be 102 -> 101 while
+    101 -> 102: through ``[callrouter-dial]`` each dials the other without end."""
+    itself = await client.put(
+        "/api/v1/extensions/101/forwarding", json={"forward_to": "101"}, headers=auth("all")
+    )
+    assert itself.status_code == 400, itself.text
+    assert itself.json()["field"] == "forward_to"
+    assert itself.json()["detail"] == "forward_to: 101 cannot forward to itself (a loop)"
+    assert ajam_replay.count("Setvar") == 0
+    assert not (engine.api.state_dir / "forwarding.json").exists()
+
+    for ext, to in (("101", "102"), ("102", "103")):
+        done = await client.put(
+            f"/api/v1/extensions/{ext}/forwarding", json={"forward_to": to}, headers=auth("all")
+        )
+        assert done.status_code == 200, done.text
+    sent = ajam_replay.count("Setvar")
+    back = await client.put(
+        "/api/v1/extensions/103/forwarding", json={"forward_to": "101"}, headers=auth("all")
+    )
+    assert back.status_code == 400, back.text
+    assert back.json()["detail"] == (
+        "forward_to: 101 forwards back to 103 (103 -> 101 -> 102 -> 103): a loop"
+    )
+    assert ajam_replay.count("Setvar") == sent
+    stored = await client.get("/api/v1/extensions/103/forwarding", headers=auth("all"))
+    assert stored.json()["forward_to"] is None
