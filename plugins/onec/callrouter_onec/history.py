@@ -16,7 +16,10 @@ failed post: the oldest waiting event of each call is sent, those that failed
 least often first, so one event 1C keeps failing cannot hold back everyone's
 history for the days it is retried.
 
-The sender backs off exponentially while 1C is unavailable and drops an
+The sender backs off exponentially while 1C is unavailable, with one WARNING
+when delivery starts failing (the HTTP status or what went wrong, and the
+URL's path; never the body) and one INFO when 1C takes events again, not a
+line per retry. It drops an
 event, with a WARNING naming the call, the event and its age, once it has
 waited ``max_age`` (3 days by default: 1C servers are down for hours during
 updates), when 1C rejects it as invalid (400), or when the file holds
@@ -54,6 +57,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
@@ -607,6 +611,10 @@ class HistorySender:
         self._closing = threading.Event()
         self._last_prune = time.monotonic()
         self.failures = 0
+        #: Since when delivery fails (monotonic), and the failed posts since then:
+        #: one WARNING when it starts, one INFO when it recovers.
+        self._failing_since: float | None = None
+        self._failed_posts = 0
 
     @property
     def running(self) -> bool:
@@ -771,6 +779,7 @@ class HistorySender:
             try:
                 ack = await self._post(row.payload)
             except OneCBadRequest as exc:
+                self._recovered()  # 1C answered: it is up, if it was not
                 log.warning(
                     "1C history: dropped %s of call %s, %s old: 1C refused it (%s)",
                     row.event,
@@ -789,6 +798,7 @@ class HistorySender:
                         row.event,
                         row.call_id,
                     )
+                self._failing(exc)
                 detail = str(exc) or type(exc).__name__
                 await self._db(self.queue.mark_failed, row.id, detail)
                 now = self.queue.now()
@@ -806,8 +816,44 @@ class HistorySender:
                     await self._db(self.queue.mark_dropped, old.id, detail)
                 return done
             else:
+                self._recovered()
                 await self._db(self.queue.mark_sent, row.id, ack.id)
         return len(rows)
+
+    def _failing(self, exc: Exception) -> None:
+        """Count a failed post; the first of a run is one WARNING, the rest are quiet."""
+        self._failed_posts += 1
+        if self._failing_since is not None:
+            return
+        self._failing_since = time.monotonic()
+        status = getattr(exc, "status", None)
+        url = getattr(exc, "url", None)
+        if isinstance(status, int):
+            what = f"HTTP {status}"
+        elif isinstance(exc, OneCUnavailable):
+            what = exc.detail  # our own words (a timeout, a refused connection), no body
+        else:
+            what = type(exc).__name__
+        path = urlsplit(url).path if isinstance(url, str) and url else "/v1/calls/events"
+        log.warning(
+            "1C history: delivery to 1C failing (%s from POST %s); retrying with backoff "
+            "up to %g s, events wait in the queue; one line when it recovers",
+            what,
+            path,
+            self.max_delay,
+        )
+
+    def _recovered(self) -> None:
+        """1C answered a post: one INFO if delivery had been failing."""
+        if self._failing_since is None:
+            return
+        log.info(
+            "1C history: delivery to 1C recovered after %d failed attempts in %s",
+            self._failed_posts,
+            _age(time.monotonic() - self._failing_since),
+        )
+        self._failing_since = None
+        self._failed_posts = 0
 
 
 def _nothing() -> None:

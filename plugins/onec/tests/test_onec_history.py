@@ -229,6 +229,38 @@ async def test_5xx_and_timeouts_are_retried(
     assert_exactly_once(double, events)
 
 
+async def test_failing_delivery_is_one_warning_and_its_recovery_one_info(
+    tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While 1C answered 500 the history logged nothing at all: an operator saw no
+    sign of it (issue 16). Now one WARNING when delivery starts failing, naming
+    the status and the URL's path (never the body, 1C's module error text), and
+    one INFO when it recovers; not one line per retry."""
+    events = events_for(2)
+    double.faults.add("500", count=4)
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        for event in events:
+            sender.submit(event)
+        with caplog.at_level(logging.DEBUG, logger="callrouter_onec.history"):
+            sender.start()
+            assert await sender.drain(10)
+            await sender.stop()
+    assert_exactly_once(double, events)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert lines[0][1] == (
+        "1C history: delivery to 1C failing (HTTP 500 from POST "
+        "/demo/hs/telephony/v1/calls/events); retrying with backoff up to 0.1 s, events "
+        "wait in the queue; one line when it recovers"
+    )
+    assert lines[1][1].startswith(
+        "1C history: delivery to 1C recovered after 4 failed attempts in "
+    )
+    assert "Ошибка" not in caplog.text
+    assert "body" not in caplog.text
+
+
 async def test_events_are_dropped_after_max_age_with_a_log_line(
     tmp_path: Path, double: OneCDouble, client: OneCClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -242,8 +274,11 @@ async def test_events_are_dropped_after_max_age_with_a_log_line(
             assert await sender.drain(5)
         await sender.stop()
         assert queue.counts() == {"dropped": 6}
-    assert len([r for r in caplog.records if "dropped" in r.message]) == 6
-    assert "ringing of call 1714557600.0" in caplog.records[0].message
+    drops = [r for r in caplog.records if "dropped" in r.message]
+    assert len(drops) == 6
+    assert "ringing of call 1714557600.0" in drops[0].message
+    # Before them, the one line that says delivery fails (issue 16).
+    assert ["failing" in r.message for r in caplog.records] == [True] + [False] * 6
 
 
 async def test_rejected_event_is_dropped_not_retried(
