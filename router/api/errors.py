@@ -22,6 +22,7 @@ __all__ = [
     "PROBLEM_SCHEMA",
     "PROBLEM_TYPE",
     "ApiError",
+    "bad_parameter",
     "problem_body",
     "problem_responses",
     "refuse_unknown_fields",
@@ -57,6 +58,21 @@ class ApiError(CallRouterError):
 
     def to_problem(self) -> dict[str, object]:
         return problem_body(self.status, self.detail, title=self.title, **self.extra)
+
+
+def bad_parameter(
+    name: str, expected: str, value: str | None = None, *, where: str = "query parameter"
+) -> ApiError:
+    """The 400 for a query parameter's (or a header's) value, in one shape on every
+    endpoint: ``query parameter 'timeout': expected a number 0..60, got 'x'``.
+
+    The value is the client's, cut to 40 characters; it is left out where it
+    may be a credential (a link's ``sig``). ``field`` is the name.
+    """
+    detail = f"{where} {name!r}: expected {expected}"
+    if value is not None:
+        detail += f", got {value[:40]!r}"
+    return ApiError(400, detail, field=name)
 
 
 def refuse_unknown_query(names: Iterable[str], known: Iterable[str]) -> None:

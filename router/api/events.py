@@ -34,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
-from router.api.errors import ApiError, problem_responses, refuse_unknown_query
+from router.api.errors import ApiError, bad_parameter, problem_responses, refuse_unknown_query
 from router.api.feed import EventFeed, FeedEvent, Page, Visible
 from router.logsafe import escape_controls
 
@@ -81,23 +81,19 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and low <= value <= high):
-        raise ApiError(
-            400,
-            f"query parameter {name!r}: expected a number {low:g}..{high:g}, got {text!r}",
-            field=name,
-        )
+        raise bad_parameter(name, f"a number {low:g}..{high:g}", text)
     return value
 
 
-def _cursor(text: str | None, name: str) -> int | None:
+def _cursor(text: str | None, name: str, where: str = "query parameter") -> int | None:
     if text is None or text == "":
         return None
     if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_CURSOR):
-        raise ApiError(
-            400,
-            f"{name}: expected a cursor (an integer 0..{MAX_CURSOR} from an earlier answer), "
-            f"got {text[:40]!r}",
-            field=name,
+        raise bad_parameter(
+            name,
+            f"a cursor (an integer 0..{MAX_CURSOR} from an earlier answer)",
+            text,
+            where=where,
         )
     return int(text)
 
@@ -195,7 +191,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def stream(request: Request) -> Response:
         token, visible = await scope(request, ("cursor", "extension", "timeout"))
         feed = feed_or_503()
-        resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID")
+        resume = _cursor(request.headers.get("last-event-id"), "Last-Event-ID", "header")
         if resume is None:
             resume = _cursor(request.query_params.get("cursor"), "cursor")
         lifetime = _number(request, "timeout", MAX_STREAM, 0, MAX_STREAM)

@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.api.auth import audit_of, authenticate
 from router.api.context import ApiContext
-from router.api.errors import ApiError, refuse_unknown_query
+from router.api.errors import ApiError, bad_parameter, refuse_unknown_query
 from router.health import ROLES
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "details_shown", "routes"]
@@ -73,11 +73,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         refuse_unknown_query(request.query_params.keys(), ("role",))
         role = request.query_params.get("role")
         if role is not None and role not in ROLES:
-            raise ApiError(
-                400,
-                f"role {role[:40]!r}: expected one of {', '.join(ROLES)}",
-                field="role",
-            )
+            raise bad_parameter("role", f"one of {', '.join(ROLES)}", role)
         if ctx.health is None:  # an API built without an engine (tests): serving is all
             return JSONResponse({"status": "ready", "reasons": []})
         health = ctx.health()

@@ -58,7 +58,12 @@ from router.api.calls import (
     require_live_leg,
 )
 from router.api.context import read_json
-from router.api.errors import ApiError, refuse_unknown_fields, refuse_unknown_query
+from router.api.errors import (
+    ApiError,
+    bad_parameter,
+    refuse_unknown_fields,
+    refuse_unknown_query,
+)
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.closer import written_after
@@ -391,9 +396,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         if signed or "expires" in query:
             expires, sig = query.get("expires", ""), query.get("sig", "")
             if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
-                raise ApiError(400, "expires: expected Unix seconds", field="expires")
+                raise bad_parameter("expires", "Unix seconds", expires)
             if not (re.fullmatch(r"[0-9a-f]{64}", sig)):
-                raise ApiError(400, "sig: expected 64 hex digits", field="sig")
+                raise bad_parameter("sig", "64 hex digits")  # no echo: it is a credential
             if not recordings.signer.verify(call_id, part, expires, sig):
                 raise ApiError(403, "the link is expired or its signature does not match")
             audit.token = "signed-link"

@@ -626,3 +626,41 @@ async def test_a_stream_open_when_the_server_stops_ends_cleanly(
         writer.close()
     assert rest.endswith(b"0\r\n\r\n")  # the chunked body's end: no cut connection
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "detail"),
+    [
+        (
+            "cursor=abc",
+            {},
+            "query parameter 'cursor': expected a cursor (an integer "
+            f"0..{events_module.MAX_CURSOR} from an earlier answer), got 'abc'",
+        ),
+        ("timeout=99", {}, "query parameter 'timeout': expected a number 0..60, got '99'"),
+        ("limit=0", {}, "query parameter 'limit': expected a number 1..1000, got '0'"),
+    ],
+)
+async def test_a_bad_query_parameter_is_worded_one_way(
+    client: httpx.AsyncClient, query: str, headers: dict[str, str], detail: str
+) -> None:
+    """``cursor: expected ...`` and ``query parameter 'timeout': expected ...`` were
+    two shapes for one mistake (issue 16): every query parameter's error is now
+    ``query parameter 'NAME': expected ..., got '...'``, as readyz's and a
+    recording link's are (their tests), with the name in ``field``."""
+    response = await client.get(f"/api/v1/events?{query}", headers={**auth("t101"), **headers})
+    assert response.status_code == 400
+    assert response.json()["detail"] == detail
+    assert response.json()["field"] == query.partition("=")[0]
+
+
+async def test_a_bad_last_event_id_is_worded_as_a_header(tmp_path: Path, feed: EventFeed) -> None:
+    transport = httpx.ASGITransport(app=make_app(tmp_path, feed))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.get(
+            "/api/v1/events/stream", headers={**auth("t101"), "Last-Event-ID": "x1"}
+        )
+    assert response.json()["detail"] == (
+        "header 'Last-Event-ID': expected a cursor (an integer "
+        f"0..{events_module.MAX_CURSOR} from an earlier answer), got 'x1'"
+    )

@@ -223,7 +223,9 @@ async def test_readyz_says_the_role_and_role_live_is_200_only_to_the_one_routing
     }
     assert down.status_code == 503  # live, but not ready
     assert wrong.status_code == 400
-    assert wrong.json()["detail"] == "role 'primary': expected one of live, standby, shadow"
+    assert wrong.json()["detail"] == (
+        "query parameter 'role': expected one of live, standby, shadow, got 'primary'"
+    )
 
 
 async def test_a_misspelt_readyz_parameter_is_400_not_a_bare_readyz(stub: StubEngine) -> None:

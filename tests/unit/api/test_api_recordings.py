@@ -277,6 +277,27 @@ async def test_a_misspelt_link_parameter_is_400_naming_it(stub: StubEngine) -> N
     assert response.json()["did_you_mean"] == "expires"
 
 
+async def test_a_bad_link_parameter_is_worded_as_every_query_parameter(
+    stub: StubEngine,
+) -> None:
+    """``expires: expected Unix seconds`` had a shape of its own (issue 16); a bad
+    ``sig`` is not echoed back (it is the link's credential)."""
+    async with client_for(stub) as client:
+        expires = await client.get(
+            f"/api/v1/recordings/{CALL}/mix?expires=soon&sig=" + "0" * 64, headers=bearer(ADMIN)
+        )
+        sig = await client.get(
+            f"/api/v1/recordings/{CALL}/mix?expires=9999999999&sig=" + "A" * 64,
+            headers=bearer(ADMIN),
+        )
+    assert (
+        expires.json()["detail"] == "query parameter 'expires': expected Unix seconds, got 'soon'"
+    )
+    assert expires.json()["field"] == "expires"
+    assert sig.json()["detail"] == "query parameter 'sig': expected 64 hex digits"
+    assert sig.json()["field"] == "sig"
+
+
 @pytest.mark.parametrize("path", TRAVERSALS)
 async def test_path_traversal_in_any_parameter_is_400_or_404(stub: StubEngine, path: str) -> None:
     async with client_for(stub) as client:
