@@ -15,7 +15,9 @@ by one code path and a fact gets the same ``event_id`` either way
   earlier; the event is the same either way.
 * **ringing** of the first channel too when Asterisk dialled it for an
   ``Originate`` (a click-to-call rings the manager's phone first): its
-  ANSWER or HANGUP names the application ``AppDial2``.
+  ANSWER or HANGUP names the application ``AppDial2``. Told once the
+  customer's number is known (the far end answers, or the phone hangs up
+  with the number it dialled), so it names the customer as the rest do.
 * **answered** by which extension (an outbound call: when the far end answers).
 * **transferred**: blind and attended, who to whom.
 * **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
@@ -130,6 +132,8 @@ class Leg:
     #: Asterisk dialled it for an ``Originate`` (a click-to-call's manager
     #: phone): the call's first channel, and still a phone that rang.
     originated: bool = False
+    #: It answered an Originate: its ringing waits for the customer's number.
+    ring_held: bool = False
 
 
 @dataclass(slots=True)
@@ -239,9 +243,11 @@ class CallFold:
             return []
         leg.answered_at = record.at
         if leg.originator:
-            # A click-to-call's manager picked up: their phone rang (its own
+            # A click-to-call's manager picked up: their phone rang. Told with
+            # the customer's number, which only the next legs show (its own
             # answered comes when the customer does, as for any outbound call).
-            return self._ringing(leg) if _originated(leg, record) else []
+            leg.ring_held = _originated(leg, record)
+            return []
         events: list[CallEvent] = []
         if leg.extension is not None:
             events += self._ringing(leg)
@@ -260,6 +266,7 @@ class CallFold:
             self.answered_at = record.at
             self.answered_by = who
         self.current = who
+        events = [*self._held_ringing(), *events]
         events.append(self._event("answered", f"answered/{leg.uniqueid}", record.at, who))
         return events
 
@@ -288,6 +295,18 @@ class CallFold:
                 record.at,
             )
         events: list[CallEvent] = []
+        if leg.originator and _originated(leg, record):
+            # The number the click-to-call dialled, when no far end answered.
+            dialled = _number(record.exten)
+            if (
+                self.direction == "out"
+                and self.external is None
+                and dialled is not None
+                and dialled.removeprefix("+").isdigit()
+                and not self.is_internal(dialled)
+            ):
+                self.external = dialled
+            events += self._held_ringing()
         if (
             leg.extension is not None
             and (not leg.originator or _originated(leg, record))
@@ -372,6 +391,7 @@ class CallFold:
         return [event]
 
     def _on_end(self, record: CelRecord) -> list[CallEvent]:
+        held = self._held_ringing()  # the phone's own end was not seen
         self.ended = True
         ended_at = self._ended_at(record.at)
         status = self._status()
@@ -382,6 +402,7 @@ class CallFold:
             else None
         )
         events = [
+            *held,
             self._event(
                 "hangup",
                 "hangup",
@@ -391,7 +412,7 @@ class CallFold:
                 status=status,
                 hangup_by=hangup_by,
                 talk_seconds=talk,
-            )
+            ),
         ]
         if self.direction == "in" and status != "ANSWER":
             events.append(
@@ -408,6 +429,14 @@ class CallFold:
         return events
 
     # -- deciding ----------------------------------------------------------------
+
+    def _held_ringing(self) -> list[CallEvent]:
+        """The ringing of an Originate's phone that answered, once (see ``ring_held``)."""
+        origin = self.originator
+        if origin is None or not origin.ring_held:
+            return []
+        origin.ring_held = False
+        return self._ringing(origin)
 
     def _ringing(self, leg: Leg) -> list[CallEvent]:
         if (

@@ -116,8 +116,10 @@ class Router:
             'log_format = "json"\n'
             f'[history]\ncel = "sqlite://{cel}"\nsettle_delay = {SETTLE}\n'
             f'[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            # A click-to-call dials the customer out through the PSTN trunk.
+            'outbound_context = "sandbox-phones"\n'
             f'[api.tokens.crm]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
-            'allow = ["calls:transfer"]\nextensions = ["1*"]\n'
+            'allow = ["calls:transfer", "calls:create"]\nextensions = ["1*"]\n'
             f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
             f'password = "{PASSWORD}"\nconnect_timeout = 0.3\ntimeout = 1.0\n'
             "events_retry_min = 0.1\nevents_retry_max = 0.5\nping_interval = 1\n"
@@ -442,6 +444,34 @@ def test_a_transfer_through_the_http_api_is_told_who_to_whom(
     assert moved["transfer"] == {"kind": "blind", "from": "101", "to": "102"}
     assert ("answered", "102") in kinds(events)
     assert events[-1]["event"] == "hangup"
+
+
+def test_a_click_to_call_rings_the_managers_phone_before_1c_hears_it_answered(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """``POST /api/v1/calls {"from": "101"}`` rings 101, then dials the customer: 1C
+    had ``answered`` 101 with no ``ringing`` before it (issue 16)."""
+    router, double, phones = world
+    reply = httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1/calls",
+        json={"from": "101", "to": RAW},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert reply.status_code == 201, reply.text
+    call_id = reply.json()["id"]
+    wait_until(lambda: phones.pstn.calls and phones.pstn.calls[-1].answered, 15, "the customer")
+    time.sleep(1.0)
+    phones["101"].calls[-1].hangup()
+
+    def ended() -> list[dict[str, Any]] | None:
+        mine = [dict(e) for e in double.event_book.events() if e.get("call_id") == call_id]
+        return mine if any(e["event"] == "hangup" for e in mine) else None
+
+    events = wait_until(ended, 15, "the click-to-call's hangup in 1C")
+    assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    assert {(e["direction"], e["from"], e["to"]) for e in events} == {("out", "101", CUSTOMER)}
+    assert events[-1]["status"] == "ANSWER"
 
 
 def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(

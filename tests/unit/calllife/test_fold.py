@@ -489,10 +489,11 @@ def test_a_call_passed_over_live_is_told_in_full_by_a_replay() -> None:
     assert all(e.replayed for e in told)
 
 
-def _click_to_call(*, answers: bool) -> Cel:
+def _click_to_call(*, answers: bool, customer_answers: bool = True) -> Cel:
     """A click-to-call as Asterisk 22 records it (captured on the sandbox): the
     Originate's phone channel is the call's first one, starts at ``s`` and
-    carries ``AppDial2`` when it answers or ends; then the customer is dialled."""
+    carries ``AppDial2`` when it answers or ends; then the customer is dialled
+    (the trunk's leg starts at ``s`` too: only its answer names the number)."""
     cel = Cel("c2c-0123456789abcdef0123")
     phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten="s", context="phones")
     cel.tick(2)
@@ -508,8 +509,20 @@ def _click_to_call(*, answers: bool) -> Cel:
         cel.end()
         return cel
     cel.add("ANSWER", phone, None, application="AppDial2", appdata="(Outgoing Line)")
-    trunk = cel.channel("PJSIP/pstn", context="outbound", exten="89161234567")
+    trunk = cel.channel("PJSIP/pstn", context="from-pstn", exten="s")
     cel.tick(4)
+    if not customer_answers:
+        cel.hangup(trunk, cause=19)
+        cel.add(
+            "HANGUP",
+            phone,
+            {"hangupcause": 16, "hangupsource": cel.name(phone), "dialstatus": "NOANSWER"},
+            application="AppDial2",
+            exten="89161234567",
+        )
+        cel.add("CHAN_END", phone)
+        cel.end()
+        return cel
     cel.add("ANSWER", trunk, None, cid_num="89161234567", exten="89161234567")
     cel.tick(30)
     cel.hangup(trunk, source=cel.name(trunk))
@@ -527,9 +540,16 @@ def test_a_click_to_call_rings_the_managers_phone_before_it_is_answered() -> Non
     assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
     assert {e.direction for e in events} == {"out"}
     assert events[0].at == cel.records[0].at
-    assert events[1].external == "89161234567"
+    # Told with the customer's number, as the call's other events are.
+    assert {e.external for e in events} == {"89161234567"}
     replayed = Folder().replay(cel.linkedid, cel.records)
     assert [e.event_id for e in replayed] == [e.event_id for e in events]
+
+    # The manager picks up, the customer does not: the number is the one dialled.
+    nobody = fold(_click_to_call(answers=True, customer_answers=False))
+    assert kinds(nobody) == [("ringing", "101"), ("hangup", None)]
+    assert {e.external for e in nobody} == {"89161234567"}
+    assert nobody[-1].status == "NOANSWER"
 
     unanswered = fold(_click_to_call(answers=False))
     assert kinds(unanswered) == [("ringing", "101"), ("hangup", None)]
