@@ -51,8 +51,12 @@ class Directory:
         }
 
     def get(self, number: str) -> dict[str, Any] | None:
-        """Directory entry for a number: {"extension": "101", "name": ...}, or None."""
-        entry = self.entries.get(last10(number))
+        """Directory entry for a number: {"extension": "101", "name": ...}, or None.
+
+        A number without digits, or cut (:func:`router.callerid.was_cut`), is
+        nobody's: not an entry written without digits either."""
+        key = last10(number)
+        entry = self.entries.get(key) if key else None
         return dict(entry) if entry is not None else None
 
 

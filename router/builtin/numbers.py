@@ -114,10 +114,21 @@ def digits(text: object) -> str:
     Every Unicode decimal digit (fullwidth, Arabic-Indic, Devanagari, ...) is
     read as the ASCII digit it stands for; other "digits" such as superscripts
     (``²``, which ``str.isdigit`` accepts) are not digits of a phone number.
+    A text too long for a number, or cut (:func:`router.callerid.was_cut`),
+    has none, as :func:`parse_number` reads it: the digits of a cut caller
+    ID's start are another number (``last10`` of ``"7916123456 LLL…"`` is a
+    real mobile), which must not match a rule as if it were the caller's.
     """
     if text is None:
         return ""
     value = str(text)
+    if was_cut(value):
+        return ""
+    return _digits(value)
+
+
+def _digits(value: str) -> str:
+    """:func:`digits` of a text known not to be cut."""
     if value.isascii():
         return _NON_ASCII_DIGITS.sub("", value)
     return "".join(str(unicodedata.decimal(ch)) for ch in value if ch.isdecimal())
@@ -165,10 +176,10 @@ def _parse_number(raw: str, plan: NumberPlan) -> tuple[str, NumberKind, str | No
     if not (text.isascii() and _PLAIN.fullmatch(text)):
         marker = _EXTENSION.search(text)
         if marker is not None:
-            extension = digits(marker.group("ext")) or None
+            extension = _digits(marker.group("ext")) or None
             text = text[: marker.start()].strip()
     international = text.startswith(_PLUS)
-    only = digits(text)
+    only = _digits(text)
     if not only:
         return "", NumberKind.INVALID, extension
     if not international and len(only) <= plan.internal_max_length:
@@ -206,7 +217,8 @@ def _valid(only: str, plan: NumberPlan) -> bool:
 
 
 def last10(number: object) -> str:
-    """The last ten digits: how MIKO-style integrations key numbers in 1C."""
+    """The last ten digits: how MIKO-style integrations key numbers in 1C;
+    ``""`` for a text too long for a number, or cut, as :func:`digits`."""
     return digits(number)[-10:]
 
 

@@ -11,15 +11,22 @@ same way, and a cut number is no number to the rules, lists and 1C.
 
 from __future__ import annotations
 
-from router import NumberKind, parse_number
+import json
+from pathlib import Path
+
+from router import NumberKind, number_digits, parse_number
 from router.api.feed import EventFeed
 from router.api.intake import FeedIntake
+from router.builtin.directory import Directory
 from router.builtin.numbers import is_internal, register
 from router.callerid import CUT_MARK, MAX_NUMBER, MAX_TEXT, cut_number, was_cut
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent, CelRecord
 from router.calls import VARIABLES_MAX, CallTracker
 from router.dialplan import Dialplan
+from router.plugin_registry import plugin_registry
+from router.rules import load_rules
+from router.rules.evaluate import evaluate_rules
 from router.rules.registry import Registry
 from router.rules.ruleset import call_context
 from router.testing import make_decision, make_event
@@ -163,3 +170,47 @@ def test_a_cut_number_is_no_number_to_the_rules_lists_and_1c() -> None:
     assert len(written) < MAX_NUMBER
     assert parse_number(written).number == "79161234567"
     assert parse_number("101").kind is NumberKind.INTERNAL
+
+
+#: A caller ID that starts with a real number and is cut where it enters
+#: callrouter: its first 63 characters hold "79161234567" and letters.
+REAL_START = cut_number("79161234567 " + "L" * 200 + "5")
+
+
+async def test_a_rule_reading_digits_of_a_cut_text_reads_none(tmp_path: Path) -> None:
+    """``last10(caller.raw)`` and ``digits(caller.raw)`` of a cut number read
+    its start, "9161234567": a rule keyed on that real number matched a caller
+    who sent another. They read no digits, as ``caller.number`` (parse_number)."""
+    registry = plugin_registry()
+    functions = {name: registry.functions[name].func for name in ("last10", "digits")}
+    assert functions["last10"](REAL_START) == ""
+    assert functions["digits"](REAL_START) == ""
+    assert functions["last10"]("L" * 70 + "79161234567") == ""  # over 64: no number
+    assert number_digits(REAL_START) == ""  # the public API's spelling too
+    assert functions["last10"]("+7 (916) 123-45-67") == "9161234567"  # a whole one still reads
+    assert functions["digits"]("8 916 123-45-67 доб. 12") == "8916123456712"
+    assert Directory({"79161234567": {"extension": "101"}}).get(REAL_START) is None
+    assert Directory({"no digits": {"extension": "101"}}).get(REAL_START) is None
+    conditions = [
+        'last10(caller.raw) == "9161234567"',
+        'digits(caller.raw) == "79161234567"',
+        'last10(caller.number) == "9161234567"',
+    ]
+    body = "".join(
+        f"  - name: r{i}\n    on: call\n    if: {json.dumps(condition)}\n"
+        f'    do: [{{redirect: {{context: c, exten: "{i}"}}}}]\n'
+        for i, condition in enumerate(conditions)
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"version: 1\nrules:\n{body}", encoding="utf-8")
+    ruleset = load_rules([path], registry)
+    assert ruleset.errors == (), ruleset.errors
+    cut = await ruleset.evaluate(call_context(registry, REAL_START, "74951234567"))
+    assert cut.decision.rules == (), cut.decision
+    whole = await ruleset.evaluate(call_context(registry, "8 916 123-45-67", "74951234567"))
+    assert whole.decision.rules == ("r0",)
+    # The linear walk (explain, event rules) reads the same functions.
+    linear = await evaluate_rules(
+        list(ruleset.rules), call_context(registry, REAL_START, "1"), registry, ruleset.lists
+    )
+    assert linear.decision.rules == ()
