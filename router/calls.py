@@ -65,6 +65,10 @@ class Call:
     linkedid: str
     started: float
     caller_number: str = ""
+    #: The inbound leg's latest non-empty caller ID name up to the call's first
+    #: ring (``DialBegin``): a dialplan's ``Set(CALLERID(name)=...)``
+    #: after the channel appeared (``NewCallerid``, then every event of that
+    #: channel) names the caller, as the feed's ``ringing`` shows it.
     caller_name: str = ""
     did: str = ""
     channels: dict[str, Channel] = field(default_factory=dict)
@@ -78,6 +82,9 @@ class Call:
     #: before its target, which goes along in ``CALLROUTER_NEXT``
     #: (``callrouter-record``, set by the ``record`` action); used once.
     redirect_via: str | None = None
+    #: The channel the caller's number was read from (the inbound leg), whose
+    #: name ``caller_name`` follows; ``""`` once the call rang (``DialBegin``).
+    caller_leg: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     #: Scratch space for plugins (e.g. a prefetch task), keyed by plugin name.
@@ -211,14 +218,24 @@ class CallTracker:
                     # The caller's own texts, cut once here: the feed, the live
                     # page and the rules all read them from the call (router.callerid).
                     call.caller_number = cut_number(number)
-                    cname = get("CallerIDName") or event.get("CallerIDName") or ""
-                    call.caller_name = "" if cname in _UNKNOWN else cut_text(cname)
+                    call.caller_leg = channel_name
+            if channel_name == call.caller_leg:
+                # The name follows the inbound leg until the call rings: the
+                # trunk's Newchannel often has none, and the dialplan sets it
+                # (Set(CALLERID(name)=...) from a CRM or a list) before Dial.
+                cname = get("CallerIDName") or event.get("CallerIDName") or ""
+                if cname not in _UNKNOWN:
+                    call.caller_name = cut_text(cname)
         if name == "VarSet":
             var = event.get("Variable")
             if var and (var in call.variables or len(call.variables) < VARIABLES_MAX):
                 call.variables[var] = cut_text(event.get("Value") or "")
         elif _answers(name, event):
             call.answered = True
+        if name == "DialBegin":
+            # The name it rang with stays the call's (the feed's ringing shows
+            # it); an Answer() before (a greeting, an IVR) does not fix it yet.
+            call.caller_leg = ""
         call.timeline.append(TimelineEntry(now, name, cut_text(_detail(event))))
         if name == "Hangup" and channel_name:
             chan = call.channels.get(channel_name)

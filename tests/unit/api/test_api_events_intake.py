@@ -16,6 +16,7 @@ from router.api.intake import (
     endpoint,
     feed_card,
 )
+from router.calls import CallTracker
 from router.plugins import Plugins
 from router.testing import CallTimeline, make_decision, make_event, make_trace
 
@@ -481,3 +482,76 @@ async def test_asterisk_s_s_extension_is_no_dialled_number_in_the_feed() -> None
     intake.callrouter_call_end(call)
     dids = {e.kind: e.data.get("did") for e in feed.read(0).events}
     assert dids == {"ringing": "", "answered": None, "hangup": ""}
+
+
+async def test_the_hangup_names_the_caller_as_the_ringing_did() -> None:
+    """A trunk's caller ID often has no name (``<unknown>`` in Newchannel); the
+    dialplan sets one (``Set(CALLERID(name)=...)`` from a CRM or a list) before
+    it dials: Asterisk 22 says so in ``NewCallerid``, and every later event of
+    that channel carries it. The tracker kept the name of the first event with
+    a number, so the feed's ``hangup`` (and ``GET /calls``) said
+    ``caller_name: ""`` while the same call's ``ringing`` named the caller."""
+    inbound = "PJSIP/trunk-00000001"
+    phone = "PJSIP/101-00000002"
+
+    def leg(name: str, channel: str = inbound, cid: str = "Иван Петров", **fields: str):  # type: ignore[no-untyped-def]
+        snapshot = {
+            "Channel": channel,
+            "ChannelState": "4",
+            "ChannelStateDesc": "Ring",
+            "CallerIDNum": "79161234567" if channel == inbound else "101",
+            "CallerIDName": cid,
+            "ConnectedLineNum": "<unknown>",
+            "ConnectedLineName": "<unknown>",
+            "Language": "ru",
+            "AccountCode": "",
+            "Context": "from-trunk",
+            "Exten": "74951234567",
+            "Priority": "2",
+            "Uniqueid": "1714557600.42" if channel == inbound else "1714557601.43",
+            "Linkedid": LINKEDID,
+        }
+        return make_event(name, **{**snapshot, **fields})
+
+    dial_fields = {
+        "DestChannel": phone,
+        "DestCallerIDNum": "101",
+        "DestCallerIDName": "<unknown>",
+        "DestUniqueid": "1714557601.43",
+        "DestLinkedid": LINKEDID,
+        "DialString": "101",
+    }
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    tracker = CallTracker()
+
+    def fed(event):  # type: ignore[no-untyped-def]
+        # As the engine does: the tracker first, then the plugins with the call.
+        result = tracker.feed(event)
+        if result.call is not None:
+            intake.callrouter_event(event, result.call)
+        for ended in result.ended:
+            intake.callrouter_call_end(ended)
+        return result.call
+
+    call = fed(leg("Newchannel", cid="<unknown>", Priority="1"))
+    assert call is not None
+    assert call.caller_name == ""
+    fed(leg("NewCallerid", **{"CID-CallingPres": "0 (Presentation Allowed, Not Screened)"}))
+    assert call.caller_name == "Иван Петров"
+    fed(leg("VarSet", Variable="CALLERID(name)", Value="Иван Петров"))
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    fed(leg("DialBegin", **dial_fields))
+    fed(leg("Newchannel", channel=phone, cid="Менеджер"))  # the phone's own name
+    fed(leg("DialEnd", DialStatus="ANSWER", **dial_fields))
+    # A name set after the call rang is not the one it was rung with.
+    fed(leg("NewCallerid", cid="Переименован"))
+    fed(leg("Hangup", channel=phone, cid="Менеджер", Cause="16"))
+    fed(leg("Hangup", Cause="16"))
+    events = feed.read(0).events
+    assert [e.kind for e in events] == ["ringing", "answered", "hangup"]
+    ringing, hangup = events[0], events[-1]
+    assert ringing.data["caller_name"] == "Иван Петров"
+    assert hangup.data["caller_name"] == ringing.data["caller_name"]
+    assert hangup.data["caller"] == ringing.data["caller"] == "79161234567"
+    assert call.to_dict()["caller_name"] == "Иван Петров"  # GET /calls
