@@ -59,6 +59,7 @@ from router.api.settings import ApiSettings
 from router.asterisk_clock import measure_offset
 from router.builtin import actions as builtin_actions
 from router.builtin.timefuncs import rules_timezone
+from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker
@@ -1391,7 +1392,9 @@ class Engine:
             # request follows in a moment, so plugins start slow lookups now.
             call.extra["prefetch"] = True
             if not call.did:
-                call.did = event.get("Exten") or ""
+                # Cut as the routing request's DID (router.callerid): an exten
+                # of Asterisk's is up to 80 characters; the API says 64 at most.
+                call.did = cut_number(event.get("Exten") or "")
             await self.plugins.prefetch(call)
         if self.rules.current.may_fire(name, event.getall):
             await self._event_rules(event, call)

@@ -45,6 +45,7 @@ from router.api.dial_settings import (
 from router.api.dialing import Dialing, channel_extension
 from router.api.errors import ApiError, refuse_unknown_fields
 from router.api.text import shown_did
+from router.callerid import MAX_NUMBER, MAX_TEXT
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
@@ -892,9 +893,10 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "id": {"type": "string"},
                     "state": {"type": "string"},
-                    "caller": _NULLABLE_TEXT,
-                    "caller_name": _NULLABLE_TEXT,
-                    "did": _NULLABLE_TEXT,
+                    # The caller writes them: cut where they enter (router.callerid).
+                    "caller": {**_NULLABLE_TEXT, "maxLength": MAX_NUMBER},
+                    "caller_name": {**_NULLABLE_TEXT, "maxLength": MAX_TEXT},
+                    "did": {**_NULLABLE_TEXT, "maxLength": MAX_NUMBER},
                     "answered": {"type": "boolean"},
                     "extensions": {"type": "array", "items": {"type": "string"}},
                     "channels": {

@@ -36,6 +36,8 @@ from router.api.auth import Audit, Token, authorize
 from router.api.context import ApiContext
 from router.api.errors import ApiError, bad_parameter, problem_responses, refuse_unknown_query
 from router.api.feed import EventFeed, FeedEvent, Page, Visible
+from router.api.intake import MAX_CARD_TEXT
+from router.callerid import MAX_NUMBER, MAX_TEXT
 from router.logsafe import escape_controls
 
 __all__ = [
@@ -340,6 +342,29 @@ FEED_KINDS: tuple[str, ...] = (
     "click_to_call",
 )
 
+#: A feed card's value (a lookup's answer, 1C's ``v1/responsible``): any JSON,
+#: each text (and key) at most ``MAX_CARD_TEXT`` characters (router.api.intake).
+_CARD_SCHEMA: dict[str, Any] = {
+    "type": ["object", "array", "string", "number", "boolean", "null"],
+    "maxLength": MAX_CARD_TEXT,
+    "propertyNames": {"maxLength": MAX_CARD_TEXT},
+    "additionalProperties": {"$ref": "#/components/schemas/FeedCard"},
+    "items": {"$ref": "#/components/schemas/FeedCard"},
+}
+
+#: The fields of ``data`` whose length is bounded, whichever kind has them: the
+#: caller writes its number and name, cut where they enter (router.callerid).
+_DATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "caller": {"type": "string", "maxLength": MAX_NUMBER},
+        "caller_name": {"type": "string", "maxLength": MAX_TEXT},
+        "did": {"type": "string", "maxLength": MAX_NUMBER},
+        "target": {"type": "string", "maxLength": MAX_NUMBER},
+        "card": {"$ref": "#/components/schemas/FeedCard"},
+    },
+}
+
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["cursor", "kind", "extension", "call_id", "ts", "data"],
@@ -353,7 +378,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "extension": {"type": ["string", "null"]},
         "call_id": {"type": ["string", "null"], "description": "the call's Linkedid"},
         "ts": {"type": "number", "description": "Asterisk's timestamp (Unix seconds)"},
-        "data": {"type": "object"},
+        "data": _DATA_SCHEMA,
     },
 }
 
@@ -453,6 +478,7 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "schemas": {
             "FeedEvent": _EVENT_SCHEMA,
+            "FeedCard": _CARD_SCHEMA,
             "EventPage": {
                 "type": "object",
                 "required": ["events", "cursor", "gap"],

@@ -30,7 +30,9 @@ from tree_sitter import Node, Parser
 
 from router.api.app import OPENAPI_PATH, build_app
 from router.api.context import ApiContext
+from router.api.intake import MAX_CARD_TEXT
 from router.api.settings import ApiSettings
+from router.callerid import MAX_NUMBER, MAX_TEXT
 from router.cli import main
 from router.testing import StubEngine
 
@@ -699,3 +701,42 @@ def test_the_feed_s_card_example_is_an_answer_of_the_1c_contract(page: Path) -> 
         assert sorted(card[part]) == sorted(contract[part]), part
     assert card["found"] is True
     assert card["candidates"] >= 1
+
+
+def _valid(document: dict[str, Any], schema: str, value: object) -> bool:
+    ref = {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+    return jsonschema_rs.validator_for(ref).is_valid(value)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_the_document_bounds_the_caller_s_texts_as_the_page_says(
+    page: Path, document: dict[str, Any]
+) -> None:
+    """callrouter cuts a caller's number (and the DID) to 64 characters, a name
+    and each text of a card to 500 (router.callerid, router.api.intake); the
+    document said only ``string``, so neither schemathesis nor a 1C developer
+    sizing an attribute saw a bound (issue 16). The page states them, next to
+    the document's ``maxLength``."""
+    text = page.read_text(encoding="utf-8")
+    paragraph = next(p for p in text.split("\n\n") if "`maxLength`" in p)
+    assert f"{MAX_NUMBER} " in paragraph
+    assert f"{MAX_TEXT}" in paragraph
+    assert MAX_CARD_TEXT == MAX_TEXT
+    number, name = "7" * MAX_NUMBER, "Я" * MAX_TEXT
+    call = {"id": "1.1", "state": "ringing", "extensions": [], "channels": []}
+    assert _valid(document, "Call", {**call, "caller": number, "caller_name": name, "did": number})
+    for field, longest in (("caller", number), ("caller_name", name), ("did", number)):
+        assert not _valid(document, "Call", {**call, field: longest + "1"}), field
+    event = {"cursor": 1, "kind": "ringing", "extension": "101", "call_id": "1.1", "ts": 1.0}
+    card = {"client": {"name": name, "phones": [number]}, "candidates": 1, "found": True}
+    data = {"caller": number, "caller_name": name, "did": number, "card": card}
+    assert _valid(document, "FeedEvent", {**event, "data": data})
+    for field in ("caller", "caller_name", "did"):
+        longer = {**data, field: data[field] + "1"}
+        assert not _valid(document, "FeedEvent", {**event, "data": longer}), field
+    deep = {"client": {"contacts": [{"name": name + "1"}]}}
+    assert not _valid(document, "FeedEvent", {**event, "data": {"card": deep}})
+    assert not _valid(document, "FeedEvent", {**event, "data": {"card": {name + "1": 1}}})
+    assert _valid(document, "FeedEvent", {**event, "data": {"card": None}})
+    transfer = {"how": "attended", "target": number + "1", "channel": "PJSIP/101-01"}
+    assert not _valid(document, "FeedEvent", {**event, "kind": "transferred", "data": transfer})

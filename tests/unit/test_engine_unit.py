@@ -13,6 +13,7 @@ import pytest
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
+from router.callerid import MAX_NUMBER, cut_number
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
@@ -351,6 +352,37 @@ async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(tmp_pa
         )
     )
     assert seen == [("L1", "79161234567", "74951234567")]
+
+
+async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
+    """The prefetch takes the call's DID from the inbound channel's exten (up to
+    80 characters in Asterisk); the API documents ``did`` as 64 at most (the
+    OpenAPI ``maxLength``), as the routing request's DID is cut (issue 16)."""
+    seen: list[str] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(call.did)
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    exten = "7495" + "1" * 76
+    await engine.handle_event(
+        Event(
+            (
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/trunk-01"),
+                ("Uniqueid", "L9"),
+                ("Linkedid", "L9"),
+                ("CallerIDNum", "79161234567"),
+                ("Context", "callrouter-inbound"),
+                ("Exten", exten),
+            )
+        )
+    )
+    assert seen == [cut_number(exten)]
+    assert len(seen[0]) == MAX_NUMBER
 
 
 async def test_lookups_see_the_request_being_routed(tmp_path: Path) -> None:
