@@ -243,6 +243,11 @@ async def test_a_callers_name_of_4000_characters_is_cut_in_every_event(
     for event in events:
         if event["call_id"] == call:
             assert event["data"].get("caller_name", "") in ("", "L" * 499 + "…"), event["kind"]
+    # The hangup names the caller as the ringing did: the name was set by the
+    # dialplan after the channel appeared without one (NewCallerid).
+    hangups = [e for e in events if e["call_id"] == call and e["kind"] == "hangup"]
+    assert hangups, events
+    assert {e["data"]["caller_name"] for e in hangups} == {"L" * 499 + "…"}
 
 
 async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(
