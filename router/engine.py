@@ -279,6 +279,7 @@ class Engine:
             connected=self._connected,
             key=heartbeat_key(config.asterisk.secret),
             on_takeover=self._took_over,
+            user=config.asterisk.username,
         )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(
@@ -518,6 +519,7 @@ class Engine:
             waiting_for=self._waiting_for if phase == "starting" else "",
             role="shadow" if self.shadow else ("standby" if live else "live"),
             live_instance=live,
+            user=self._config.asterisk.username,
         )
 
     def _connected(self) -> bool:

@@ -36,14 +36,17 @@ __all__ = ["ROLES", "USER_EVENTS_MISSING", "Health", "readiness"]
 #: What an instance does with the calls it decides (:attr:`Health.role`).
 ROLES = ("live", "standby", "shadow")
 
-#: Logged (with ``seconds``) and given as the reason when the session hears no
-#: ``UserEvent``: each cause named is one an administrator can check.
+#: Logged (with ``seconds`` and ``user``, the manager user's section) and given
+#: as the reason when the session hears no ``UserEvent``: each cause named is
+#: one an administrator can check, the class said as the other refused classes
+#: are (router/commands/preflight.py): a line to write, and where.
 USER_EVENTS_MISSING = (
     "Asterisk sends this router no UserEvent (its own heartbeat has not come "
     "back for {seconds:g} s), so no routing request can reach it and every call "
-    "takes its default route: give the manager user read = user, and check its "
-    "eventfilter lines (callrouter check --manager-conf) and that [general] "
-    "disabledevents in manager.conf does not name UserEvent"
+    "takes its default route: add user to the read line of manager.conf [{user}] "
+    "(beside the classes there), check its eventfilter lines (callrouter check "
+    "--manager-conf) and that [general] disabledevents in manager.conf does not "
+    "name UserEvent, then asterisk -rx 'manager reload'"
 )
 
 
@@ -135,6 +138,7 @@ def readiness(
     privilege_warning: str = "",
     role: str = "live",
     live_instance: str = "",
+    user: str = "USER",
 ) -> Health:
     """The checks, in the order a person should look at them.
 
@@ -146,7 +150,9 @@ def readiness(
     ``privileges``: why Asterisk refuses the manager user what routing needs
     (empty when it does not); ``privilege_warning``: what is lost by a class
     it refuses that routing can do without (``write = reporting``), a warning,
-    not a reason; ``role`` and ``live_instance``: as :class:`Health`.
+    not a reason; ``role`` and ``live_instance``: as :class:`Health`;
+    ``user``: the manager user (``[asterisk] username``), its section in
+    manager.conf.
     """
     checks = {
         "asterisk": logged_in,
@@ -164,7 +170,7 @@ def readiness(
     elif not stream_current:
         reasons.append("the event stream is not current: Asterisk does not answer its polls")
     elif not user_events:
-        reasons.append(USER_EVENTS_MISSING.format(seconds=round(unheard_for)))
+        reasons.append(USER_EVENTS_MISSING.format(seconds=round(unheard_for), user=user))
     if privileges:
         reasons.append(privileges)
     if rule_problems:

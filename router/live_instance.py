@@ -65,8 +65,11 @@ class LiveInstance:
         connected: Callable[[], bool],
         key: bytes,
         on_takeover: Callable[[Claim], None] | None = None,
+        user: str = "USER",
     ) -> None:
         self._client = client
+        #: The manager user (``[asterisk] username``), named in the ERROR.
+        self._user = user
         #: Told when this router takes over from one that went silent (LiveGuard).
         self._on_takeover = on_takeover
         #: Signs the beats (router.liveguard.heartbeat_key of the manager secret).
@@ -257,7 +260,9 @@ class LiveInstance:
             return  # a stopped or hung Asterisk echoes nothing either: silent, not deaf
         deaf = guard.deaf
         if deaf and not self._deaf_logged:
-            log.error("%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for)))
+            log.error(
+                "%s", USER_EVENTS_MISSING.format(seconds=round(guard.unheard_for), user=self._user)
+            )
         elif not deaf and self._deaf_logged:
             log.warning("this router's heartbeat arrives again: routing requests can reach it")
         self._deaf_logged = deaf

@@ -781,9 +781,15 @@ async def test_an_engine_that_never_hears_its_beat_is_not_ready_until_it_does(
     health = engine.health()
     assert health.checks["user_events"] is False
     assert "no routing request can reach it" in health.reasons[0]
+    # What to change and where, as check --asterisk says it of a refused class.
+    user = engine.config.asterisk.username
+    fix = f"add user to the read line of manager.conf [{user}] (beside the classes there)"
+    assert fix in health.reasons[0]
+    assert health.reasons[0].endswith("then asterisk -rx 'manager reload'")
     await eventually(
         lambda: logged(logging.ERROR, "Asterisk sends this router no UserEvent"), "the error"
     )
+    assert logged(logging.ERROR, fix) == 1
     await asyncio.sleep(0.5)  # more ticks: said once
     assert logged(logging.ERROR, "Asterisk sends this router no UserEvent") == 1
     ajam_replay.read = None  # the next beat is sent and comes back
@@ -799,7 +805,7 @@ def test_the_operations_page_quotes_the_user_events_error_as_logged(page: str) -
 
     text = (DOCS / page).read_text(encoding="utf-8")
     blocks = re.findall(r"```text\n(.*?)\n```", text, re.S)
-    assert USER_EVENTS_MISSING.format(seconds=6) in blocks
+    assert USER_EVENTS_MISSING.format(seconds=6, user="router") in blocks
     assert '"user_events":true' in text
 
 

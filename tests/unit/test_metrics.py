@@ -492,7 +492,7 @@ def test_readiness_without_user_events_names_each_cause_to_check() -> None:
     (reason,) = health.reasons
     assert reason.startswith("Asterisk sends this router no UserEvent (its own heartbeat has not")
     assert "back for 6 s)" in reason
-    for cause in ("read = user", "eventfilter", "disabledevents"):
+    for cause in ("add user to the read line", "eventfilter", "disabledevents"):
         assert cause in reason
     assert health.status_line() == "not ready: " + reason
 
