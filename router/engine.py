@@ -1001,8 +1001,9 @@ class Engine:
     # -- live-instance guard -----------------------------------------------------------
 
     def _acting(self) -> bool:
-        """Whether actions of event and schedule rules may be sent now."""
-        return not self.shadow and self.router.accepting and self.live_instance.acting
+        """Whether actions of event and schedule rules may be sent now (a stall
+        of this process checked first, as for a decision)."""
+        return not self.shadow and self.router.accepting and self.live_instance.may_act()
 
     # -- rules -------------------------------------------------------------------------
 

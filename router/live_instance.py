@@ -109,6 +109,16 @@ class LiveInstance:
         """No other live instance routes in this router's stead."""
         return self.guard is None or self.guard.acting
 
+    def may_act(self) -> bool:
+        """:attr:`acting`, after a stall of this process is noticed first, as
+        the heartbeat and a decision (:meth:`standby`) notice it: otherwise the
+        verdict drops a live peer whose beats are still queued unread (it took
+        over during the stall) and this one acts as live beside it."""
+        if self.guard is None:
+            return True
+        self.guard.check_in()
+        return self.guard.acting
+
     def live_elsewhere(self) -> str:
         """While another live instance routes in this one's stead: which one
         (``instance 3f2a9c1d on host pbx``, for ``/readyz`` and systemd's

@@ -572,6 +572,66 @@ async def test_only_the_live_instance_marks_the_calls_it_leaves_to_the_default_r
     assert ajam_replay.count("Setvar") == 1  # standing by: not marked
 
 
+async def test_an_event_rule_after_a_stall_checks_in_before_it_acts(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The heartbeat and a decision notice a stall of this process first
+    (LiveGuard.check_in); an event rule's actions did not: the first event
+    read after a ``kill -STOP`` dropped the peer whose beats were still queued
+    unread (it took over meanwhile) and acted as live beside it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES + "  - name: hung-up\n    on: event Hangup\n"
+        "    do: [{ami: {action: UserEvent, userevent: fired}}]\n",
+        encoding="utf-8",
+    )
+    # No tick in the test (a tick checks in too): the stall is the fake clock's.
+    engine = await engine_factory(
+        rules, options=EngineOptions(watch_interval=0, live_heartbeat=60.0, live_settle=0)
+    )
+    await ajam_replay.settle(engine)
+    started = engine.live_instance.guard
+    assert started is not None
+    clock = Clock()
+    key = same_secret(ajam_replay)
+    mine = LiveGuard(started.me, key=key, interval=2.0, settle=1.0, clock=clock)
+    engine.live_instance.guard = mine
+    other = LiveGuard(
+        Claim("ffff0002", started.me.since + 1, "pbx", 22), key=key, interval=2.0, clock=clock
+    )
+    clock.now += 1.0
+    mine.observe(heartbeat(other.beat()))
+    assert mine.acting  # the older: live, the other stands by
+
+    def fired() -> int:
+        return sum(u.get("UserEvent") == "fired" for u in ajam_replay.sent("UserEvent"))
+
+    hangup = {"Event": "Hangup", "Channel": "PJSIP/a-1", "Uniqueid": "9.1", "Linkedid": "9.1"}
+    ajam_replay.queue_event(hangup)
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert fired() == 1  # live: the event rule acts
+    queued = []  # stopped for 8 s: the other took over, its beats queued unread
+    for _ in range(4):
+        clock.now += 2.0
+        other.update()
+        queued.append(heartbeat(other.beat()))
+    assert other.acting
+    ajam_replay.queue_event({**hangup, "Uniqueid": "9.2", "Linkedid": "9.2"})
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert fired() == 1  # rejoined as a newcomer, settling: nothing sent
+    assert mine.me.since == pytest.approx(started.me.since + 9.0)
+    for event in queued:  # the other's beats, read now
+        mine.observe(event)
+    clock.now += 1.0  # settled again: the other is the older now, and routes
+    ajam_replay.queue_event({**hangup, "Uniqueid": "9.3", "Linkedid": "9.3"})
+    await ajam_replay.settle(engine)
+    await engine.wait_idle()
+    assert fired() == 1
+    assert not mine.acting
+
+
 async def test_the_claim_takes_asterisks_microseconds_where_it_has_them(
     engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
 ) -> None:
