@@ -31,7 +31,7 @@ from typing import Any
 
 from router.wording import counted
 
-__all__ = ["ROLES", "USER_EVENTS_MISSING", "Health", "readiness"]
+__all__ = ["REPORTING_BRIEF", "ROLES", "USER_EVENTS_MISSING", "Health", "readiness"]
 
 #: What an instance does with the calls it decides (:attr:`Health.role`).
 ROLES = ("live", "standby", "shadow")
@@ -48,6 +48,11 @@ USER_EVENTS_MISSING = (
     "--manager-conf) and that [general] disabledevents in manager.conf does not "
     "name UserEvent, then asterisk -rx 'manager reload'"
 )
+
+
+#: systemd's status line for the ``privilege_warning`` of :func:`readiness`
+#: (the whole sentence is /readyz's ``warnings`` and the log's WARNING).
+REPORTING_BRIEF = "manager user {user} lacks write = reporting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class Health:
     #: reporting``: the calls waiting after a gap are not listed), one
     #: sentence each: /readyz still answers 200.
     warnings: tuple[str, ...] = ()
+    #: Each of :attr:`warnings` in a few words, for systemd's one status line.
+    warnings_brief: tuple[str, ...] = ()
 
     def to_dict(self, *, details: bool = True) -> dict[str, Any]:
         """``/readyz``'s body; without ``details`` the reasons (which name
@@ -108,7 +115,11 @@ class Health:
         return alive
 
     def status_line(self) -> str:
-        """systemd's ``STATUS=``: one line, what ``systemctl status`` shows."""
+        """systemd's ``STATUS=``: one line, what ``systemctl status`` shows;
+        the :attr:`warnings` briefly at its end (/readyz and the log say them whole)."""
+        return self._state_line() + self._warnings_line()
+
+    def _state_line(self) -> str:
         if not self.ready:
             return "not ready: " + "; ".join(self.reasons)
         rules = counted(self.rules, "rule")
@@ -117,6 +128,12 @@ class Health:
         if self.role == "shadow":
             return f"shadow: routing nothing ({rules})"
         return f"routing calls ({rules})"
+
+    def _warnings_line(self) -> str:
+        brief = self.warnings_brief or self.warnings
+        if not brief:
+            return ""
+        return f"; {counted(len(brief), 'warning')}: " + "; ".join(brief)
 
     def in_role(self, role: str) -> bool:
         """Ready, and doing ``role`` (``/readyz?role=live``)."""
@@ -193,4 +210,5 @@ def readiness(
         role=role,
         live_instance=live_instance if role == "standby" else "",
         warnings=(privilege_warning,) if privilege_warning else (),
+        warnings_brief=(REPORTING_BRIEF.format(user=user),) if privilege_warning else (),
     )

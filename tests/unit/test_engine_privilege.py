@@ -400,6 +400,10 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
     assert health.warnings == (text,)
     assert health.to_dict()["warnings"] == [text]
     assert "warnings" not in health.to_dict(details=False)
+    # systemd's status line says it briefly (systemctl status).
+    assert health.status_line() == (
+        "routing calls (1 rule); 1 warning: manager user router lacks write = reporting"
+    )
 
     # A gap with a new login: probed again, said once more; its reconcile's
     # refusal is not a WARNING of its own.
@@ -426,6 +430,7 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
         await asyncio.sleep(0.01)
     assert engine.health().warnings == ()
     assert "warnings" not in engine.health().to_dict()
+    assert engine.health().status_line() == "routing calls (1 rule)"
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "Asterisk allows the manager user 'router' CoreStatus now" in said
 

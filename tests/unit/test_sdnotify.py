@@ -118,6 +118,60 @@ async def test_ready_then_watchdog_only_while_alive_then_stopping(
     assert received(sock) == ["STOPPING=1\nSTATUS=stopping: finishing decisions in flight"]
 
 
+async def test_the_status_line_tells_a_warning_briefly_and_when_it_is_gone(
+    systemd: tuple[socket.socket, str],
+) -> None:
+    """A manager user without ``write = reporting`` is ready (/readyz's
+    ``warnings``); ``systemctl status`` said only ``routing calls``."""
+    from router.privilege_watch import PRIVILEGE_MISSING
+    from router.privileges import REPORTING
+
+    sock, path = systemd
+    warning = PRIVILEGE_MISSING.format(
+        user="router", action="CoreStatus", cls="reporting", lost=REPORTING.lost
+    )
+    state = {"warning": warning}
+
+    def health() -> Health:
+        return readiness(
+            logged_in=True,
+            stream_current=True,
+            rule_problems=0,
+            rules=2,
+            serving=True,
+            privilege_warning=state["warning"],
+            user="router",
+        )
+
+    notifier = Notifier(
+        health, alive=lambda: True, environ={"NOTIFY_SOCKET": path}, status_every=0.05
+    )
+    notifier.start()
+    assert received(sock)[:2] == [
+        "STATUS=routing calls (2 rules); 1 warning: manager user router lacks write = reporting",
+        "READY=1",
+    ]
+    state["warning"] = ""  # manager.conf fixed, a new login
+    await asyncio.sleep(0.2)
+    assert received(sock) == ["STATUS=routing calls (2 rules)"]
+    await notifier.stop()
+    # Not ready, the warning still said after the reasons.
+    state["warning"] = warning
+    down = readiness(
+        logged_in=True,
+        stream_current=False,
+        rule_problems=0,
+        rules=2,
+        serving=True,
+        privilege_warning=warning,
+        user="router",
+    )
+    assert down.status_line() == (
+        "not ready: the event stream is not current: Asterisk does not answer its polls; "
+        "1 warning: manager user router lacks write = reporting"
+    )
+
+
 async def test_the_engine_tells_systemd_it_is_ready_and_stopping(
     systemd: tuple[socket.socket, str],
     engine_factory: EngineFactory,
