@@ -120,21 +120,24 @@ def health(ctx: ApiContext) -> dict[str, Any]:
 
     ``checks`` are named (``asterisk``, ``event_stream``, ``rules``,
     ``serving``) for the page to translate; ``reasons`` are the readiness
-    sentences as ``/readyz`` gives them.
+    sentences as ``/readyz`` gives them, and so are its ``warnings`` (ready
+    still: the page tells them beside the reasons, not as not ready).
     """
     engine = ctx.engine
     ruleset = ctx.rules() if ctx.rules is not None else None
     if ctx.health is not None:
         found = ctx.health()
         ready, reasons, checks = found.ready, list(found.reasons), dict(found.checks)
+        warnings = list(found.warnings)
     else:
         checks = {"asterisk": engine.connected}
         if ruleset is not None:
             checks["rules"] = not ruleset.fatal
-        ready, reasons = all(checks.values()), []
+        ready, reasons, warnings = all(checks.values()), [], []
     return {
         "ready": ready,
         "reasons": reasons,
+        "warnings": warnings,
         "checks": checks,
         "shadow": engine.shadow,
         "rules": len(ruleset.rules) if ruleset is not None else None,

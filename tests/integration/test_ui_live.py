@@ -327,6 +327,41 @@ async def test_a_bidi_override_in_a_callers_name_is_shown_not_obeyed(
     await placer.hangup_all()
 
 
+async def test_a_warning_of_readyz_is_shown_beside_the_reasons_not_as_not_ready(
+    engine: Engine, port: int, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /readyz's warnings (a manager user without write = reporting: still
+    # ready) never reached the page. The probe's own sentence stands in for
+    # the sandbox's user, which has the class.
+    from router.privilege_watch import PRIVILEGE_MISSING
+    from router.privileges import REPORTING
+
+    warning = PRIVILEGE_MISSING.format(
+        user="router", action="CoreStatus", cls="reporting", lost=REPORTING.lost
+    )
+    monkeypatch.setattr(engine.privileges, "reporting_refused", warning)
+    assert engine.health().ready
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{port}/ui/")
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.fill("#token", TOKEN)
+    await page.click("#login-form button[type=submit]")
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    shown = page.locator("#reasons li.warning")
+    await shown.wait_for(timeout=10_000)
+    assert await shown.text_content() == "warning: " + warning
+    assert await page.locator("#reasons li.error").count() == 0
+    await page.locator("#health.ready.warned").wait_for(timeout=2_000)
+    assert await page.text_content("#health-state") == "ready, with warnings"
+    color = await shown.evaluate("(node) => getComputedStyle(node).color")
+    assert color == "rgb(138, 90, 0)", color  # --warn, not the reasons' --bad
+    await page.screenshot(path=str(ARTIFACTS / "live-page-warning.png"), full_page=True)
+    await page.click("#lang-ru")
+    assert await page.text_content("#health-state") == "готов, есть предупреждения"
+    assert (await shown.text_content() or "").startswith("предупреждение: ")
+    await page.click("#lang-en")
+
+
 #: Every text node under the live page holding a right-to-left letter: its
 #: parent, whether that is a <bdi>, and the parent's whole text.
 RTL_NODES = """(root) => {

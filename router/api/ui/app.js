@@ -138,8 +138,14 @@
   function renderHealth() {
     const badge = $("health");
     if (!health) return;
-    badge.className = `badge ${health.ready ? "ready" : "not-ready"}`;
-    $("health-state").textContent = t(health.ready ? "health_ready" : "health_not_ready");
+    // Warnings (a manager user without write = reporting) leave it ready:
+    // told beside the reasons, never as not ready.
+    const warnings = health.warnings || [];
+    const warned = health.ready && warnings.length > 0;
+    badge.className = `badge ${health.ready ? "ready" : "not-ready"}${warned ? " warned" : ""}`;
+    $("health-state").textContent = t(
+      health.ready ? (warned ? "health_ready_warned" : "health_ready") : "health_not_ready",
+    );
     const checks = $("checks");
     checks.replaceChildren();
     for (const [name, ok] of Object.entries(health.checks || {})) {
@@ -150,7 +156,10 @@
     if (health.shadow) facts.push(t("shadow"));
     $("health-facts").textContent = facts.join("; ");
     const reasons = $("reasons");
-    reasons.replaceChildren(...(health.reasons || []).map((text) => line("li", "error", value(text))));
+    reasons.replaceChildren(
+      ...(health.reasons || []).map((text) => line("li", "error", value(text))),
+      ...warnings.map((text) => line("li", "warning", t("warning"), value(text))),
+    );
   }
 
   function connectionLost() {

@@ -888,6 +888,48 @@ async def test_the_health_summary_is_the_readiness_of_readyz(
     assert "not logged in to Asterisk" in shown["reasons"][0]
 
 
+async def test_the_health_summary_has_the_warnings_of_readyz_and_the_page_tells_them(
+    stub: StubEngine, ring: LiveRing, ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz's ``warnings`` (a manager user without ``write = reporting``:
+    still ready) never reached the page: its health panel showed ready and
+    nothing else. They come with the reasons now, and the page tells them as
+    warnings beside the reasons, the badge still ready."""
+    from router.health import readiness
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.2)
+    warning = "Asterisk refuses the manager user 'router' CoreStatus (write = reporting missing)"
+    warned = readiness(
+        logged_in=True,
+        stream_current=True,
+        rule_problems=0,
+        rules=2,
+        serving=True,
+        privilege_warning=warning,
+    )
+    assert warned.ready
+    context = ApiContext(stub, settings(), live=ring, rules=lambda: ruleset, health=lambda: warned)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(context)), base_url="http://api.test"
+    ) as http:
+        await sign_in(http)
+        (kind, hello), *_ = frames((await http.get("/ui/stream")).text)
+    assert kind == "hello"
+    shown = hello["health"]
+    assert shown["ready"] is True
+    assert shown["reasons"] == []
+    assert shown["warnings"] == [warning]
+
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    render = script[script.index("function renderHealth") : script.index("function connectionLost")]
+    assert "health.warnings" in render
+    # A line of their own, styled as a warning (not .error), its text a value().
+    assert 'line("li", "warning", t("warning"), value(text))' in render
+    assert '"health_ready_warned"' in render
+    css = (STATIC / "style.css").read_text(encoding="utf-8")
+    assert ".reasons li.warning { color: var(--warn); }" in css
+
+
 async def test_explain_answers_as_callrouter_explain_does(
     client: httpx.AsyncClient,
     tmp_path: Path,
