@@ -46,8 +46,10 @@ __all__ = [
     "DEADLINE_VARIABLE",
     "DECIDED_VARIABLE",
     "DEFAULT_LOCATION_PATTERN",
+    "DIAL_CONTEXT",
     "DID_VARIABLE",
     "FELL_VARIABLE",
+    "FWDINT_PREFIX",
     "INBOUND_CONTEXT",
     "LOCATION_PARAMS",
     "NEXT_CHARS",
@@ -77,6 +79,13 @@ __all__ = [
 REQUEST_EVENT: Final = "CallRouterRequest"
 #: The context calls wait in (``[callrouter-inbound]`` of the snippet).
 INBOUND_CONTEXT: Final = "callrouter-inbound"
+#: The snippet's context that rings one extension (a rule's redirect to an
+#: extension, the API's transfers and internal forwards go there).
+DIAL_CONTEXT: Final = "callrouter-dial"
+#: The global variable (``CALLROUTER_FWDINT_101``) that is ``1`` when an
+#: extension's forward number is internal: ``[callrouter-dial]`` then dials it
+#: through itself, not the outbound (trunk) context.
+FWDINT_PREFIX: Final = "CALLROUTER_FWDINT_"
 #: Channel variable: the ``EPOCH`` at which the dialplan stops waiting.
 DEADLINE_VARIABLE: Final = "CALLROUTER_DEADLINE"
 #: Channel variable: the DID, filtered to ``0-9*#+``.

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from router.dialplan import INBOUND_CONTEXT, RECORD_CONTEXT, shown
+from router.dialplan import DIAL_CONTEXT, INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.dialplan_lint import (
     Finding,
     Item,
     extension_matches,
+    lint_dial,
     lint_inbound,
     lint_record,
     plain_extension,
@@ -68,10 +69,12 @@ async def audit_dialplan(
     built: int = 0,
     *,
     recording: bool = False,
+    forwarding: bool = False,
 ) -> DialplanAudit:
     """The inbound context's verdict, then ``[callrouter-record]``'s when
-    ``recording`` (router.toml has ``[recordings]``), then the targets'
-    (``built`` more are made per call and cannot be looked up)."""
+    ``recording`` (router.toml has ``[recordings]``), then ``[callrouter-dial]``'s
+    when ``forwarding`` (router.toml has ``[api]``, which sets forwarding),
+    then the targets' (``built`` more are made per call and cannot be looked up)."""
     findings, unread = await _dialplan(client)
     contexts: dict[str, ListedContext] = {}
     if recording:
@@ -80,6 +83,12 @@ async def audit_dialplan(
             unread = True
         else:
             findings.extend(lint_record([] if isinstance(listing, bool) else listing.items))
+    if forwarding:
+        listing = await _show(client, {"Context": DIAL_CONTEXT})
+        if listing is None:
+            unread = True
+        elif not isinstance(listing, bool):
+            findings.extend(lint_dial(listing.items))
     if targets or built:
         more, unknown = await _targets(client, targets, built, contexts)
         findings.extend(more)

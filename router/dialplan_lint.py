@@ -20,6 +20,9 @@ router/dialplan.py and router/parking.py rely on:
 - advice, not a failure: ``CALLROUTER_DEADLINE`` is set before the request
   (the reconcile after a stream gap reads it) and the request says its
   ``Wait`` (else callrouter assumes :data:`DEFAULT_WAIT` seconds).
+- advice too, with the HTTP API on: ``[callrouter-dial]`` has the branch that
+  dials an internal forward through itself (``CALLROUTER_FWDINT_``); a copy
+  pasted before it dials 102, the forward of 101, through the trunk.
 
 Sans-I/O: it takes the ``ListDialplan`` items as anything with ``get``
 (the client's messages, or plain dicts).
@@ -36,6 +39,8 @@ from typing import Literal, Protocol
 from router.dialplan import (
     DEADLINE_VARIABLE,
     DEFAULT_WAIT,
+    DIAL_CONTEXT,
+    FWDINT_PREFIX,
     INBOUND_CONTEXT,
     MIXMONITOR_ID_VARIABLE,
     PARK_APPLICATIONS,
@@ -48,6 +53,7 @@ __all__ = [
     "Finding",
     "Item",
     "extension_matches",
+    "lint_dial",
     "lint_inbound",
     "lint_record",
     "plain_extension",
@@ -308,6 +314,35 @@ def lint_record(items: Iterable[Item], *, context: str = RECORD_CONTEXT) -> list
             )
         ]
     return [Finding("ok", f"{where}: MixMonitor stores its id in {MIXMONITOR_ID_VARIABLE}")]
+
+
+def lint_dial(items: Iterable[Item], *, context: str = DIAL_CONTEXT) -> list[Finding]:
+    """The verdict on ``[callrouter-dial]`` with the HTTP API on (it forwards).
+
+    The API flags a forward to an internal number with ``CALLROUTER_FWDINT_101``
+    and the shipped context dials such a number through itself; a copy pasted
+    before that branch ignores the flag and dials 102 through the outbound
+    (trunk) context, which does not know it: the call forwarded to a colleague
+    fails, or leaves by the trunk. Nothing is said when the context is not
+    loaded (a rule redirecting there is checked as the rules' targets are).
+    """
+    steps = [step for found in _steps(items, context).values() for step in found]
+    if not steps:
+        return []
+    where = f"[{context}]"
+    if any(FWDINT_PREFIX in step.data for step in steps):
+        return [Finding("ok", f"{where} dials an internal forward through itself")]
+    return [
+        Finding(
+            "advice",
+            f"{where} has no {FWDINT_PREFIX}${{...}} branch (a copy older than it): "
+            "forwarding an extension to an internal number through the HTTP API "
+            '(PUT /api/v1/extensions/101/forwarding {"forward_to": "102"}) dials 102 '
+            "through the outbound context, the trunk, which does not know it; paste "
+            f"{where} again from examples/asterisk/extensions.conf and run "
+            "asterisk -rx 'dialplan reload'",
+        )
+    ]
 
 
 def extension_matches(pattern: str, exten: str) -> bool:

@@ -57,6 +57,7 @@ class DialplanWatch:
         metrics: Metrics,
         *,
         recording: bool,
+        forwarding: bool = False,
         connected: Callable[[], bool],
         stopping: asyncio.Event,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
@@ -66,6 +67,8 @@ class DialplanWatch:
         self._executor = executor
         self._metrics = metrics
         self._recording = recording
+        #: ``[api]`` is on: it forwards, so ``[callrouter-dial]``'s branch is checked.
+        self._forwarding = forwarding
         self._connected = connected
         self._stopping = stopping
         self._spawn = spawn
@@ -128,7 +131,13 @@ class DialplanWatch:
         targets, built = self._rules().redirect_targets()
         self._auditing += 1
         try:
-            audit = await audit_dialplan(self._client, targets, built, recording=self._recording)
+            audit = await audit_dialplan(
+                self._client,
+                targets,
+                built,
+                recording=self._recording,
+                forwarding=self._forwarding,
+            )
         finally:
             self._auditing -= 1
         if audit.contexts or not audit.unread:

@@ -361,6 +361,7 @@ class Engine:
             self.executor,
             self.metrics,
             recording=config.recordings is not None,
+            forwarding=config.api is not None,
             connected=self._connected,
             stopping=self._stopping,
             spawn=self._spawn,

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from router import dialplan
 from router.ami.message import Event
 from router.ami.numbers import ascii_int
 from router.api.auth import Token, audit_of, authorize
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 #: The shipped dialplan's context that rings one extension (transfers go there).
-DIAL_CONTEXT: Final = "callrouter-dial"
+DIAL_CONTEXT: Final = dialplan.DIAL_CONTEXT
 #: The leg's DTMF features as Asterisk reads them back (``T``: may transfer).
 _FEATURES_VARIABLE: Final = "CHANNEL(dtmf_features)"
 #: Click-to-call calls remembered per token (after they end too), for ``GET /calls/{id}``.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from router import jsonsafe
+from router import dialplan, jsonsafe
 
 __all__ = [
     "DND_PREFIX",
@@ -42,8 +42,9 @@ log = logging.getLogger("callrouter.api.forwarding")
 DND_PREFIX: Final = "CALLROUTER_DND_"
 FWD_PREFIX: Final = "CALLROUTER_FWD_"
 #: ``1`` when the forward number is an internal one: the dialplan dials it
-#: through ``[callrouter-dial]``, not the outbound (trunk) context.
-FWDINT_PREFIX: Final = "CALLROUTER_FWDINT_"
+#: through ``[callrouter-dial]``, not the outbound (trunk) context (the
+#: dialplan lint looks for it there: router/dialplan_lint.py).
+FWDINT_PREFIX: Final = dialplan.FWDINT_PREFIX
 #: ``[callrouter-dial]`` filters the extension to letters and digits and dials
 #: nothing else, so only such an extension can carry DND or forwarding (and
 #: it is a safe variable name).

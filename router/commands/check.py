@@ -228,6 +228,7 @@ def _check_asterisk(
 
     targets, built = ruleset.redirect_targets()
     recording = offline.config.recordings is not None
+    forwarding = offline.config.api is not None  # the API forwards extensions
     probes = needed(offline.config, ruleset)
     filtering = offline.config.asterisk.events == "auto"
 
@@ -239,6 +240,7 @@ def _check_asterisk(
                 targets=targets,
                 built=built,
                 recording=recording,
+                forwarding=forwarding,
                 probes=probes,
                 filtering=filtering,
                 suggested_flags=suggested,

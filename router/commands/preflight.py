@@ -51,6 +51,7 @@ async def check_asterisk(
     built: int = 0,
     listen: float = 2.5,
     recording: bool = False,
+    forwarding: bool = False,
     probes: Sequence[Probe] = (REDIRECT,),
     filtering: bool = False,
     suggested_flags: str = "",
@@ -59,7 +60,9 @@ async def check_asterisk(
     locations to look up (``built`` more are made per call and cannot be);
     ``listen`` seconds for events (more than the live-instance heartbeat's
     2 s, so a live router shows); ``recording``: router.toml has ``[recordings]``,
-    so ``[callrouter-record]`` is checked too; ``probes``: the actions whose
+    so ``[callrouter-record]`` is checked too; ``forwarding``: router.toml has
+    ``[api]`` (which sets forwarding), so ``[callrouter-dial]``'s internal
+    forward is checked too; ``probes``: the actions whose
     write class is asked for (router/privileges.py, ``needed``); ``filtering``:
     ``[asterisk] events = "auto"``, so whether callrouter may send ``Filter``
     (or only manager.conf's eventfilter lines filter event names) is told;
@@ -104,7 +107,8 @@ async def check_asterisk(
         findings.append(await _filtering(asking, suggested_flags))
         if asking.stopped():
             return [*findings, _stopped(where)]
-    findings.extend((await audit_dialplan(asking, targets, built, recording=recording)).findings)
+    audit = await audit_dialplan(asking, targets, built, recording=recording, forwarding=forwarding)
+    findings.extend(audit.findings)
     if asking.stopped():
         return [*findings, _stopped(where)]
     findings.extend(await _user_events(asking, listen, suggested_flags))

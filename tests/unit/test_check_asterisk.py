@@ -28,7 +28,11 @@ from router.rules.ruleset import RedirectTarget, load_rules
 from router.testing import config_from_toml
 from router.testing.asterisk import dialplan_steps, shipped_dialplan
 from router.testing.replay import SentAction
-from tests.unit.test_dialplan_lint import shipped, with_playback_before_wait
+from tests.unit.test_dialplan_lint import (
+    dial_context_before_internal_forwards,
+    shipped,
+    with_playback_before_wait,
+)
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
@@ -560,6 +564,78 @@ async def test_with_recordings_a_missing_record_context_fails(ajam_replay: Repla
     ajam_replay.on("ShowDialPlan", dialplan_with({}))
     (fail,) = [f for f in await run(ajam_replay, recording=True) if "callrouter-record" in f.text]
     assert fail.level == "fail"
+
+
+def dial_context(text: str) -> Callable[[SentAction], object]:
+    """``ShowDialPlan``: the shipped inbound context and ``[callrouter-dial]`` of ``text``."""
+    items = dialplan_steps(text, "callrouter-dial")
+
+    def answer(sent: SentAction) -> object:
+        if sent.get("Context") != "callrouter-dial":
+            return dialplan_answer(sent)
+        aid = sent.action_id or ""
+        blocks = [f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"]
+        blocks += [
+            "".join(f"{k}: {v}\r\n" for k, v in {**i, "ActionID": aid}.items()) for i in items
+        ]
+        blocks.append(
+            f"Event: ShowDialPlanComplete\r\nEventList: Complete\r\nListItems: {len(items)}\r\n"
+            f"ActionID: {aid}\r\n"
+        )
+        return ("\r\n".join(blocks) + "\r\n").encode()
+
+    return answer
+
+
+OLD_DIAL = "[callrouter-dial] has no CALLROUTER_FWDINT_${...} branch (a copy older than it)"
+
+
+async def test_with_the_api_an_old_dial_context_is_advised_to_be_pasted_again(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: the shipped [callrouter-dial] now dials an internal forward
+    through itself (CALLROUTER_FWDINT_101); an admin's copy pasted before that
+    dials it through the trunk. With [api] on (it forwards), the check says so;
+    the shipped one is an ok line; without [api] it is not looked at."""
+    ajam_replay.on("ShowDialPlan", dial_context(dial_context_before_internal_forwards()))
+    found = await run(ajam_replay, forwarding=True)
+    (advice,) = [f for f in found if "callrouter-dial" in f.text]
+    assert advice.level == "advice"
+    assert advice.text.startswith(OLD_DIAL)
+    assert "forwarding an extension to an internal number" in advice.text
+    assert not [f for f in await run(ajam_replay) if "callrouter-dial" in f.text]
+    ajam_replay.on("ShowDialPlan", dial_context(shipped_dialplan()))
+    (ok,) = [f for f in await run(ajam_replay, forwarding=True) if "callrouter-dial" in f.text]
+    assert ok == Finding("ok", "[callrouter-dial] dials an internal forward through itself")
+
+
+def test_check_asterisk_advises_an_old_dial_context_when_router_toml_has_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command asks it of [callrouter-dial] when router.toml turns the API on."""
+    from router.cli import main
+    from router.testing import ReplayAsterisk
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    base = (
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "secret"\n[router]\nrules = ["rules"]\n'
+    )
+
+    def fake(settings: object) -> object:
+        replay = ReplayAsterisk(url="http://127.0.0.1:8088/asterisk")
+        replay.on("ShowDialPlan", dial_context(dial_context_before_internal_forwards()))
+        return replay.client(url="http://127.0.0.1:8088/asterisk")
+
+    monkeypatch.setattr("router.ami.connect.open_client", fake)
+    for api, said in (("", 0), ('[api]\nlisten = "127.0.0.1:18089"\n', 1)):
+        (tmp_path / "router.toml").write_text(base + api, encoding="utf-8")
+        main(["check", "--asterisk"])
+        lines = capsys.readouterr().out.splitlines()
+        advice = [line for line in lines if "callrouter-dial" in line]
+        assert len(advice) == said, lines
+        assert all(line.startswith(f"asterisk: ADVICE {OLD_DIAL}") for line in advice)
 
 
 async def test_filtering_says_who_filters_event_names(

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from router.dialplan_lint import Finding, extension_matches, lint_inbound, lint_record
+from router.dialplan_lint import (
+    Finding,
+    extension_matches,
+    lint_dial,
+    lint_inbound,
+    lint_record,
+)
 from router.testing.asterisk import dialplan_steps
 
 SNIPPET = Path(__file__).parents[2] / "examples" / "asterisk" / "extensions.conf"
@@ -249,3 +255,48 @@ def test_every_finding_that_is_not_ok_says_what_to_change_and_where() -> None:
     for finding in flagged:
         assert "examples/asterisk/extensions.conf" in finding.text, finding.text
     assert "add Wait: ${CALLROUTER_WAIT} to the UserEvent" in flagged[3].text
+
+
+def dial_context_before_internal_forwards() -> str:
+    """The snippet as pasted before ``[callrouter-dial]`` dialled an internal
+    forward through itself: no ``CALLROUTER_FWDINT_`` test, no ``internal`` branch."""
+    kept: list[str] = []
+    lines = iter(SNIPPET.read_text(encoding="utf-8").splitlines())
+    for line in lines:
+        if line.lstrip().startswith(";"):
+            kept.append(line)
+        elif "CALLROUTER_FWDINT_" in line:
+            continue
+        elif "n(internal)" in line:
+            assert "Goto(default)" in next(lines)  # the branch's own way out
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def test_the_shipped_dial_context_dials_an_internal_forward_through_itself() -> None:
+    items = dialplan_steps(SNIPPET.read_text(encoding="utf-8"), "callrouter-dial")
+    assert lint_dial(items) == [
+        Finding("ok", "[callrouter-dial] dials an internal forward through itself")
+    ]
+
+
+def test_a_dial_context_copied_before_internal_forwards_is_advised() -> None:
+    """Issue 16: the API forwards 101 to an internal 102 with CALLROUTER_FWDINT_101
+    now; a [callrouter-dial] pasted before its branch dials 102 through the trunk."""
+    items = dialplan_steps(dial_context_before_internal_forwards(), "callrouter-dial")
+    assert items and not [i for i in items if "FWDINT" in i["AppData"]]
+    assert [i["Application"] for i in items][-2:] == ["Dial", "Goto"]
+    (finding,) = lint_dial(items)
+    assert finding.level == "advice"
+    assert finding.text.startswith("[callrouter-dial] has no CALLROUTER_FWDINT_${...} branch")
+    assert "dials 102 through the outbound context, the trunk, which does not know it" in (
+        finding.text
+    )
+    assert "examples/asterisk/extensions.conf" in finding.text
+    assert finding.text.endswith("asterisk -rx 'dialplan reload'")
+
+
+def test_no_dial_context_is_no_finding_of_its_own() -> None:
+    """A rule redirecting to [callrouter-dial] is checked with the rules' targets."""
+    assert lint_dial([]) == []
