@@ -285,7 +285,8 @@ def test_a_dial_context_copied_before_internal_forwards_is_advised() -> None:
     """Issue 16: the API forwards 101 to an internal 102 with CALLROUTER_FWDINT_101
     now; a [callrouter-dial] pasted before its branch dials 102 through the trunk."""
     items = dialplan_steps(dial_context_before_internal_forwards(), "callrouter-dial")
-    assert items and not [i for i in items if "FWDINT" in i["AppData"]]
+    assert items
+    assert not [i for i in items if "FWDINT" in i["AppData"]]
     assert [i["Application"] for i in items][-2:] == ["Dial", "Goto"]
     (finding,) = lint_dial(items)
     assert finding.level == "advice"
