@@ -578,3 +578,45 @@ rules:
         "up; correct the context in the rule, or add the context 'test-queeu' to "
         "extensions.conf and run asterisk -rx 'dialplan reload'"
     )
+
+
+async def test_check_asterisk_with_the_api_advises_a_dial_context_older_than_internal_forwards(
+    routing_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Issue 16: the shipped [callrouter-dial] now dials an internal forward
+    through itself (CALLROUTER_FWDINT_101, set by the API); an admin's copy
+    pasted before that dials it through the trunk. With [api] in router.toml,
+    the check reads Asterisk's [callrouter-dial] and says which it has."""
+    (tmp_path / "rules").mkdir()
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f'[asterisk]\nurl = "{routing_sandbox.url}"\nusername = "router"\n'
+        f'secret = "{routing_sandbox.secret}"\n[router]\nrules = ["{tmp_path / "rules"}"]\n'
+        '[api]\nlisten = "127.0.0.1:18089"\n',
+        encoding="utf-8",
+    )
+    code, lines = await check_asterisk_cli(config)
+    assert code == 0, lines
+    assert "asterisk: OK     [callrouter-dial] dials an internal forward through itself" in lines
+    shipped = routing_dialplan()
+    old: list[str] = []
+    rows = iter(shipped.splitlines())
+    for row in rows:
+        if "CALLROUTER_FWDINT_" in row and not row.lstrip().startswith(";"):
+            continue
+        if "n(internal)" in row:
+            next(rows)  # the branch's Goto(default)
+            continue
+        old.append(row)
+    assert len(old) == len(shipped.splitlines()) - 3
+    routing_sandbox.set_dialplan("\n".join(old) + "\n")
+    try:
+        code, lines = await check_asterisk_cli(config)
+    finally:
+        routing_sandbox.set_dialplan(shipped)
+    assert code == 0, lines  # advice: the check passes
+    (advice,) = [line for line in lines if "callrouter-dial" in line]
+    assert advice.startswith(
+        "asterisk: ADVICE [callrouter-dial] has no CALLROUTER_FWDINT_${...} branch"
+    ), lines
+    assert "dials 102 through the outbound context, the trunk" in advice
