@@ -638,6 +638,32 @@ def test_check_asterisk_advises_an_old_dial_context_when_router_toml_has_api(
         assert all(line.startswith(f"asterisk: ADVICE {OLD_DIAL}") for line in advice)
 
 
+async def test_the_engine_with_the_api_says_an_old_dial_context_at_start(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`callrouter run` with [api] asks it too, as it asks the rest of the dialplan."""
+    from router.engine import EngineOptions
+    from router.sandbox import free_port
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    ajam_replay.on("ShowDialPlan", dial_context(dial_context_before_internal_forwards()))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ENGINE_RULES, encoding="utf-8")
+    await engine_factory(
+        rules, options=EngineOptions(watch_interval=0), api=ApiSettings(port=free_port())
+    )
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "[callrouter-dial]" in r.getMessage()]
+
+    await eventually(said, "the advice at start")
+    (advice,) = said()
+    assert advice.startswith(f"dialplan: {OLD_DIAL}")
+
+
 async def test_filtering_says_who_filters_event_names(
     ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
 ) -> None:
