@@ -43,8 +43,9 @@ log = logging.getLogger("router.engine")
 #: of its login.
 PRIVILEGE_MISSING = (
     "Asterisk refuses the manager user {user!r} {action} (write = {cls} missing "
-    "in manager.conf): {lost}; add {cls} to the user's write line, run manager "
-    "reload, then restart callrouter (a session keeps the classes it logged in with)"
+    "in manager.conf): {lost}; add {cls} to the write line of manager.conf [{user}] "
+    "(beside the classes there), run asterisk -rx 'manager reload', then restart "
+    "callrouter (a session keeps the classes it logged in with)"
 )
 #: Seconds before the write-class probe runs again when a login came during
 #: each of the last two (doubled each time, up to _PROBE_PAUSE_MAX): a session

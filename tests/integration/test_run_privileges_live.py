@@ -80,8 +80,9 @@ async def test_a_user_without_originate_is_an_error_with_api_but_routes(
         assert errors(caplog) == [
             "Asterisk refuses the manager user 'no-originate' Originate (write = originate "
             "missing in manager.conf): the API's click-to-call and the rules' originate "
-            "actions fail; add originate to the user's write line, run manager reload, then "
-            "restart callrouter (a session keeps the classes it logged in with)"
+            "actions fail; add originate to the write line of manager.conf [no-originate] "
+            "(beside the classes there), run asterisk -rx 'manager reload', then restart "
+            "callrouter (a session keeps the classes it logged in with)"
         ]
         assert engine.health().checks["privileges"] is True
         assert engine.health().ready
