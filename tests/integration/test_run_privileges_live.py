@@ -58,7 +58,7 @@ async def test_a_user_without_write_call_is_an_error_at_start_and_not_ready(
         assert error.startswith(
             "Asterisk refuses the manager user 'watcher' Redirect (write = call missing "
             "in manager.conf): no call is routed: each takes the dialplan's default route; "
-            "add call to the user's write line"
+            "add call to the write line of manager.conf [watcher] (beside the classes there)"
         )
         health = engine.health()
         assert not health.ready
