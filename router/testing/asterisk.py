@@ -6,7 +6,13 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SHIPPED_DIALPLAN", "dialplan_steps", "sandbox_required", "shipped_dialplan"]
+__all__ = [
+    "SHIPPED_DIALPLAN",
+    "dialplan_globals",
+    "dialplan_steps",
+    "sandbox_required",
+    "shipped_dialplan",
+]
 
 #: The dialplan snippet of ``examples/asterisk/extensions.conf``, shipped in the package.
 SHIPPED_DIALPLAN = Path(__file__).parents[1] / "sandbox" / "dialplan" / "callrouter.conf"
@@ -52,6 +58,22 @@ def dialplan_steps(text: str, context: str) -> list[dict[str, str]]:
             item["ExtensionLabel"] = label[label.index("(") + 1 : label.rindex(")")]
         items.append(item)
     return items
+
+
+def dialplan_globals(text: str) -> dict[str, str]:
+    """The ``[globals]`` of an extensions.conf ``text`` as Asterisk sets them
+    when it loads it (``NAME=value``, a ``;`` comment and spaces around cut)."""
+    found: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("[") and "]" in line:
+            section = line[1 : line.index("]")]
+            continue
+        name, equals, value = line.partition("=")
+        if section == "globals" and equals and name.strip():
+            found[name.strip()] = value.strip().removeprefix(">").strip()
+    return found
 
 
 def sandbox_required() -> bool:

@@ -149,6 +149,12 @@ class FakeChannel:
     bridge: str = ""
 
 
+def _shipped_globals() -> dict[str, str]:
+    from router.testing.asterisk import dialplan_globals, shipped_dialplan
+
+    return dialplan_globals(shipped_dialplan())
+
+
 def _block(pairs: Iterable[tuple[str, str]]) -> str:
     out = []
     for key, value in pairs:
@@ -214,8 +220,9 @@ class ReplayAsterisk:
         self.actions: list[SentAction] = []
         #: Channels Asterisk would list now, by name.
         self.channels: dict[str, FakeChannel] = {}
-        #: Global variables (``Setvar`` without a channel).
-        self.globals: dict[str, str] = {}
+        #: Global variables (``Setvar`` without a channel): at first the
+        #: ``[globals]`` of the shipped dialplan, loaded as ``ShowDialPlan`` shows it.
+        self.globals: dict[str, str] = _shipped_globals()
         #: Bridges Asterisk would list now: ``BridgeUniqueid`` -> (type, technology).
         self.bridges: dict[str, tuple[str, str]] = {}
         self._queue: list[Event] = []

@@ -800,3 +800,59 @@ async def test_each_refusal_is_told_once_as_a_finding_not_also_as_a_client_warni
         found = await run(ajam_replay, probes=(REDIRECT, ORIGINATE), filtering=True)
     assert [f.level for f in found].count("fail") == 3  # Redirect, Originate, UserEvent
     assert not [r.getMessage() for r in caplog.records if "Permission denied" in r.getMessage()]
+
+
+async def test_the_inbound_context_pasted_without_its_globals_fails(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """README's quick start said to paste `[callrouter-inbound]`: without the
+    snippet's `[globals]`, `Wait()` does not wait and the default route's
+    `Goto(,did,1)` runs the context again, round and round (seen on the
+    sandbox Asterisk; issue 16)."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    ajam_replay.globals.clear()  # [callrouter-inbound] alone: no [globals]
+    found = await run(ajam_replay)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert len(fails) == 2, found
+    assert fails[0].startswith(
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT}, which Asterisk has no value for: "
+        "Wait(${CALLROUTER_WAIT}) does not wait"
+    )
+    assert fails[1].startswith(
+        "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}, which Asterisk has no value for: "
+    )
+    assert "back to the top of [callrouter-inbound], again and again" in fails[1]
+    for text in fails:
+        assert text.endswith(
+            "paste the [globals] of examples/asterisk/extensions.conf into extensions.conf "
+            'too, then `asterisk -rx "dialplan reload"`'
+        )
+    asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
+    assert asked == ["CALLROUTER_WAIT", "CALLROUTER_DEFAULT"]
+    # Set, as the whole snippet sets them: no finding, and the sound setup's
+    # five OK lines (test_a_sound_setup_passes_every_check) stay five.
+    ajam_replay.globals.update(CALLROUTER_WAIT="4", CALLROUTER_DEFAULT="callrouter-default")
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+async def test_globals_the_inbound_context_sets_itself_are_not_asked(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    def own_wait(sent: SentAction) -> object:
+        """The shipped context with its Ringing step setting CALLROUTER_WAIT."""
+        answer = dialplan_answer(sent).decode()
+        ringing = "Application: Ringing\r\nAppData: \r\n"
+        assert ringing in answer
+        return answer.replace(
+            ringing, "Application: Set\r\nAppData: CALLROUTER_WAIT=4\r\n"
+        ).encode()
+
+    ajam_replay.on("ShowDialPlan", own_wait)
+    ajam_replay.globals.clear()
+    found = await run(ajam_replay)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert [text.split(",")[0] for text in fails] == [
+        "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}"
+    ]
+    asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
+    assert asked == ["CALLROUTER_DEFAULT"]

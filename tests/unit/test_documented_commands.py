@@ -91,3 +91,35 @@ def test_documented_command_works(
     code = main(argv)
     out = capsys.readouterr().out
     assert code == 0, f"{where}: `{line}` exited {code}:\n{out}"
+
+
+def test_the_quick_start_pastes_the_dialplan_with_the_globals_it_reads() -> None:
+    """README's step 6 said to paste the `[callrouter-inbound]` context; pasted
+    alone on the sandbox Asterisk, a call did not wait and its default route
+    ran the context again and again (issue 16). The step names the whole file
+    and its `[globals]`, which set every global that context reads."""
+    from router.testing.asterisk import dialplan_globals, dialplan_steps
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    step = readme[readme.index("6. **Dialplan**") : readme.index("7. **Run**")]
+    flat = " ".join(step.split())
+    assert "paste the whole [examples/asterisk/extensions.conf]" in flat
+    assert "`[globals]`" in flat
+    assert "`callrouter check --asterisk` says so" in flat
+    snippet = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
+    read = {
+        name
+        for item in dialplan_steps(snippet, "callrouter-inbound")
+        for name in re.findall(r"\$\{(CALLROUTER_[A-Z_]+)\}", item["AppData"])
+    }
+    set_by_steps = {
+        item["AppData"].split("=", 1)[0]
+        for item in dialplan_steps(snippet, "callrouter-inbound")
+        if item["Application"] == "Set"
+    }
+    # CALLROUTER_RECORD is a channel's, set by callrouter's Setvar (empty: none).
+    globals_read = read - set_by_steps - {"CALLROUTER_RECORD"}
+    assert globals_read == {"CALLROUTER_WAIT", "CALLROUTER_DEFAULT"}
+    assert globals_read <= {k for k, v in dialplan_globals(snippet).items() if v}
+    for name in globals_read:
+        assert f"`{name}`" in flat
