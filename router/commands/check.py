@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in offline.warnings:
         print(f"callrouter check: warning: {warning}", file=sys.stderr)
     paths = args.paths or [str(p) for p in offline.config.router.rules]
-    ruleset = load_rules(paths, offline.registry)
+    ruleset = load_rules(paths, offline.registry, named_by="" if args.paths else named_by(offline))
     for problem in offline.problems:
         print(f"callrouter: {problem}")
     for error in ruleset.errors:
@@ -470,6 +470,21 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         for line in finding.lines:
             print(f"    {escape_controls(line)}")
     return not any(f.level == "fail" for f in findings)
+
+
+def named_by(offline: Offline) -> str:
+    """What a configured rules path that is not there adds to "no such file
+    or folder": the key that names it, the folder it is relative to, and the
+    shipped rules to start from (a router.toml copied as the quick start says,
+    without the rules beside it, said only ``rules: no such file or folder``)."""
+    config = offline.config
+    if config.path is None:
+        return ""
+    return (
+        f" (named by {config.where('router', 'rules')}: [router] rules, relative to "
+        f"{config.path.resolve().parent}); copy the shipped rules/ there to start from "
+        "(README, Quick start), or set [router] rules"
+    )
 
 
 def _shown(offline: Offline) -> str:

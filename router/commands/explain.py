@@ -24,7 +24,7 @@ from typing import Any
 
 from router.commands._asking import started
 from router.commands._offline import Offline
-from router.commands.check import plugin_registry
+from router.commands.check import named_by, plugin_registry
 from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
 from router.errors import ConfigError
 from router.rules import load_rules
@@ -169,9 +169,20 @@ def run(args: argparse.Namespace) -> int:
             return 2
     assert not isinstance(lookups, str)
     assert isinstance(now, datetime)
-    ruleset = load_rules(args.rules or [str(p) for p in offline.config.router.rules], registry)
+    ruleset = load_rules(
+        args.rules or [str(p) for p in offline.config.router.rules],
+        registry,
+        named_by="" if args.rules else named_by(offline),
+    )
+    # On stderr, as every command's warnings and errors: stdout is the trace
+    # (`--json`: one JSON document, which a line before it made unreadable).
     for error in ruleset.errors:
-        print(f"warning: {error} (rule not loaded)" if error.rule else f"error: {error}")
+        print(
+            f"callrouter explain: warning: {error} (rule not loaded)"
+            if error.rule
+            else f"callrouter explain: error: {error}",
+            file=sys.stderr,
+        )
     if ruleset.fatal:
         return 1
     explained = asyncio.run(_explain(args, offline, ruleset, lookups, now))

@@ -294,8 +294,12 @@ def call_context(
     return Context.for_call(person, registry.normalize_number(did), call=call, now=now)
 
 
-def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
+def load_rules(paths: Iterable[Path | str], registry: Registry, *, named_by: str = "") -> RuleSet:
     """Loads files and folders: bad rules and lists are reported and left out.
+
+    ``named_by`` follows "no such file or folder" for a path that is not
+    there: where the paths came from (``router.toml [router] rules``) and what
+    to do, which the bare path does not say.
 
     ``errors`` are in file order (as read), then line order: the checks run in
     passes (schema, lists, names, expressions), and `callrouter check` and the
@@ -314,7 +318,9 @@ def load_rules(paths: Iterable[Path | str], registry: Registry) -> RuleSet:
         base = Path(base)
         if not base.exists():
             rank.setdefault(display_path(base), len(rank))
-            errors.append(RuleValidationError("no such file or folder", file=display_path(base)))
+            errors.append(
+                RuleValidationError(f"no such file or folder{named_by}", file=display_path(base))
+            )
             fatal = True
             continue
         for path in discover([base]):

@@ -144,3 +144,71 @@ def test_every_command_says_an_unreadable_config_as_its_error(
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"callrouter {command}: error: {config}: "), last
     assert not (tmp_path / "backup").exists()
+
+
+REPO = Path(__file__).parents[2]
+
+
+def test_explain_says_rule_problems_on_stderr_and_json_stays_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hnew32's trial: a rule `explain` leaves out was said on stdout as
+    `warning: ... (rule not loaded)`, before the trace: `explain --json`
+    printed a line and then the JSON, which no JSON reader takes (issue 16)."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n"
+        "  - name: typo\n    on: call\n    if: workhour('mon-fri 09:00-19:00')\n"
+        "    do:\n      - hangup: {}\n"
+        "  - name: default\n    on: call\n    do:\n      - redirect: {context: a, exten: b}\n",
+        encoding="utf-8",
+    )
+    argv = ["explain", "--rules", str(rules), "--caller", "79161234567", "--did", "74951234567"]
+    assert main([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["decision"]["rules"] == ["default"]
+    assert err.splitlines()[-1] == (
+        "callrouter explain: warning: rules.yaml:5: rule 'typo': unknown function "
+        "'workhour' (did you mean 'workhours'?) (rule not loaded)"
+    )
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "rule not loaded" not in out
+    assert "decision: redirect" in out
+    assert "(rule not loaded)" in err
+
+
+def test_a_configured_rules_folder_that_is_not_there_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hnew32's trial: examples/router.toml copied as README's quick start
+    says, without the rules beside it: check, explain and run said only
+    `rules: no such file or folder`, not that router.toml's [router] rules
+    names it, relative to its own folder (issue 16)."""
+    monkeypatch.delenv("CALLROUTER_SECRET", raising=False)
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "router.toml"
+    config.write_text((REPO / "examples" / "router.toml").read_text(encoding="utf-8"))
+    line = next(
+        n for n, text in enumerate(config.read_text().splitlines(), 1) if text.startswith("rules =")
+    )
+    monkeypatch.chdir(tmp_path)
+    hint = (
+        f"etc/rules: no such file or folder (named by etc/router.toml:{line}: [router] rules, "
+        f"relative to {tmp_path.resolve() / 'etc'}); copy the shipped rules/ there to start "
+        "from (README, Quick start), or set [router] rules"
+    )
+    assert main(["check", "--config", "etc/router.toml"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == hint
+    call = ["--caller", "79161234567", "--did", "74951234567"]
+    assert main(["explain", "--config", "etc/router.toml", *call]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"callrouter explain: error: {hint}\n" in err
+    # Paths given on the command line are the user's own: no router.toml hint.
+    assert main(["check", "--config", "etc/router.toml", "nowhere/"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == "nowhere: no such file or folder"
