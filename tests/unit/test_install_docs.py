@@ -78,3 +78,14 @@ def test_the_service_is_installed_as_the_quick_start_installs_it() -> None:
     for page in ("operations.md", "ru/operations.md"):
         text = (REPO / "docs" / page).read_text(encoding="utf-8")
         assert f"# {quick.group(0)}\n" in text, page
+
+
+def test_the_quick_start_puts_the_callrouter_it_installs_on_path() -> None:
+    """hnew32's trial: README's step 2 installs into /opt/callrouter, and the
+    steps after it run a bare `callrouter`, which a shell then does not find
+    (`callrouter: command not found`) (issue 16)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    step = readme[readme.index("2. **Install**") : readme.index("3. **router.toml**")]
+    assert "\n   export PATH=/opt/callrouter/bin:$PATH " in step
+    later = readme[readme.index("3. **router.toml**") : readme.index("## Layout")]
+    assert "callrouter check rules/" in later
