@@ -20,7 +20,7 @@ from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
 from router.dialplan import INBOUND_CONTEXT
 from router.errors import AMIActionError, AMIConnectionError
-from router.testing.asterisk import dialplan_steps
+from router.testing.asterisk import dialplan_globals, dialplan_steps
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 
 
@@ -140,6 +140,10 @@ class Flaky(ClientStub):
     async def action(
         self, name: str, params: Mapping[str, Any] | None = None, **_: Any
     ) -> ActionResult:
+        if name == "Getvar":  # the snippet's [globals], loaded with it
+            text = SNIPPET.read_text(encoding="utf-8")
+            value = dialplan_globals(text).get(dict(params or {}).get("Variable", ""), "")
+            return ActionResult(Response((("Response", "Success"), ("Value", value))), ())
         assert name == "ShowDialPlan", name
         self.asked += dict(params or {}).get("Context") == INBOUND_CONTEXT
         if self.gate is not None:
