@@ -64,6 +64,10 @@ class Call:
 
     linkedid: str
     started: float
+    #: The inbound leg's latest non-empty caller ID number up to the call's
+    #: first ring (``DialBegin``): a dialplan's ``Set(CALLERID(num)=...)``
+    #: (``NewCallerid``) before the routing request is the number the call was
+    #: routed with, and the one the feed, the rules and 1C are told.
     caller_number: str = ""
     #: The inbound leg's latest non-empty caller ID name up to the call's first
     #: ring (``DialBegin``): a dialplan's ``Set(CALLERID(name)=...)``
@@ -83,7 +87,8 @@ class Call:
     #: (``callrouter-record``, set by the ``record`` action); used once.
     redirect_via: str | None = None
     #: The channel the caller's number was read from (the inbound leg), whose
-    #: name ``caller_name`` follows; ``""`` once the call rang (``DialBegin``).
+    #: number and name ``caller_number`` and ``caller_name`` follow; ``""``
+    #: once the call rang (``DialBegin``).
     caller_leg: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
@@ -212,11 +217,14 @@ class CallTracker:
                 chan.state = state
                 if state == ANSWERED_STATE and not channel_name.startswith("Local/"):
                     call.answered = True
-            if not call.caller_number:
+            if not call.caller_number or channel_name == call.caller_leg:
                 number = get("CallerIDNum") or event.get("CallerIDNum") or ""
                 if number not in _UNKNOWN:
                     # The caller's own texts, cut once here: the feed, the live
                     # page and the rules all read them from the call (router.callerid).
+                    # The number follows the inbound leg until the call rings,
+                    # as its name: a dialplan's Set(CALLERID(num)=8${CALLERID(num)})
+                    # comes before the routing request, which has the new one.
                     call.caller_number = cut_number(number)
                     call.caller_leg = channel_name
             if channel_name == call.caller_leg:
@@ -233,8 +241,9 @@ class CallTracker:
         elif _answers(name, event):
             call.answered = True
         if name == "DialBegin":
-            # The name it rang with stays the call's (the feed's ringing shows
-            # it); an Answer() before (a greeting, an IVR) does not fix it yet.
+            # The number and name it rang with stay the call's (the feed's
+            # ringing shows them); an Answer() before (a greeting, an IVR) does
+            # not fix them yet.
             call.caller_leg = ""
         call.timeline.append(TimelineEntry(now, name, cut_text(_detail(event))))
         if name == "Hangup" and channel_name:

@@ -354,6 +354,46 @@ async def test_prefetch_once_when_the_call_appears_in_the_inbound_context(tmp_pa
     assert seen == [("L1", "79161234567", "74951234567")]
 
 
+async def test_the_prefetch_asks_about_the_number_the_dialplan_rewrote(tmp_path: Path) -> None:
+    """A trunk's context completes the caller's number
+    (``Set(CALLERID(num)=8499${CALLERID(num)})``, Asterisk 22's ``NewCallerid``)
+    and goes on to the inbound context: the prefetch there is about the number
+    the call will be routed with, not the trunk's (issue 16)."""
+    seen: list[str] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(call.caller_number)
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+
+    def leg(name: str, number: str, context: str, priority: str) -> Event:
+        return Event(
+            (
+                ("Event", name),
+                ("Channel", "PJSIP/trunk-00000001"),
+                ("ChannelState", "4"),
+                ("ChannelStateDesc", "Ring"),
+                ("CallerIDNum", number),
+                ("CallerIDName", "<unknown>"),
+                ("Context", context),
+                ("Exten", "74951234567"),
+                ("Priority", priority),
+                ("Uniqueid", "1714557600.42"),
+                ("Linkedid", "1714557600.42"),
+            )
+        )
+
+    await engine.handle_event(leg("Newchannel", "1234567", "from-trunk", "1"))
+    await engine.handle_event(leg("Newexten", "1234567", "from-trunk", "1"))
+    await engine.handle_event(leg("NewCallerid", "84991234567", "from-trunk", "1"))
+    await engine.handle_event(leg("Newexten", "84991234567", "from-trunk", "2"))
+    await engine.handle_event(leg("Newexten", "84991234567", "callrouter-inbound", "1"))
+    assert seen == ["84991234567"]
+
+
 async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the

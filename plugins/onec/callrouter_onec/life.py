@@ -92,11 +92,12 @@ def customer_number(
 ) -> str | None:
     """The outside party's number as 1C matches it; ``None`` for internal or hidden ones.
 
-    ``known`` is the caller's number from the routing request, for a call whose
-    CEL records carry none (a dialplan that sets ``CALLERID(num)`` after the
-    channel started).
+    ``known`` is the number an inbound call was routed with (the call's, as the
+    feed shows it), which wins over CEL's: CEL's first record has the number
+    the channel started with, before a dialplan's ``Set(CALLERID(num)=...)``
+    (or none at all).
     """
-    raw = event.external or known
+    raw = known or event.external
     if event.direction == "internal" or not raw:
         return None
     found = normalize(raw, rules)
@@ -149,9 +150,11 @@ def call_event_payload(
 ) -> dict[str, Any]:
     """The body of ``POST /v1/calls/events`` for ``event`` (docs/onec.md, the history contract).
 
-    ``caller``: the number the routing request had, used when the event has none.
+    ``caller``: the number an inbound call was routed with, told 1C rather
+    than the event's (CEL's first record, before a dialplan's
+    ``Set(CALLERID(num)=...)``), as the feed and the rules had it.
     """
-    external = party(event.external or caller, rules)
+    external = party(caller or event.external, rules)
     did = party(event.did, rules)
     extension = event.extension or None
     if event.direction == "out":

@@ -74,12 +74,16 @@ async def started(
 
 
 def route(
-    onec: OneCPlugin, engine: StubEngine, call_id: str, decision: Decision, answer: Any
+    onec: OneCPlugin,
+    engine: StubEngine,
+    call_id: str,
+    decision: Decision,
+    answer: Any,
+    *,
+    caller: str = "8 (916) 123-45-67",
 ) -> None:
     """The routing decision of an inbound call, as the engine reports it."""
-    call = engine.calls.inbound_call(
-        linkedid=call_id, caller="8 (916) 123-45-67", did="74951234567"
-    )
+    call = engine.calls.inbound_call(linkedid=call_id, caller=caller, did="74951234567")
     trace = make_trace(lookups={"onec.responsible": answer}, rule="owner")
     onec.callrouter_decision(call, decision, trace, "executed")
 
@@ -560,6 +564,26 @@ async def test_a_call_whose_cel_has_no_caller_number_takes_the_routing_requests(
     by_call = {(e["call_id"], e["event"]): e for e in stored(double)}
     assert by_call[("15.1", "missed")]["from"] == CUSTOMER_NUMBER
     assert by_call[("15.1", "missed_closed")]["closed_by"] == "15.2"
+
+
+async def test_an_inbound_call_is_told_from_the_number_it_was_routed_with(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """A trunk gives a city number without its code (``1234567``) and the
+    dialplan completes it before it asks for a route
+    (``Set(CALLERID(num)=8499${CALLERID(num)})``): the call is routed, looked up
+    and shown in the feed with ``84991234567``, while CEL's first record (the
+    call life's ``external``) still has the trunk's. 1C was told ``from``
+    ``1234567``, and its missed call was one nobody could call back."""
+    onec, engine = started
+    route(onec, engine, "15.3", to("101"), OWNER, caller="84991234567")
+    onec.callrouter_call_event(ringing("15.3", "101", external="1234567"))
+    onec.callrouter_call_event(missed("15.3", external="1234567"))
+    await settle(onec)
+    told = {e["event"]: e["from"] for e in stored(double)}
+    assert told == {"ringing": "74991234567", "missed": "74991234567"}
+    assert onec.queue is not None
+    assert [c["call_id"] for c in onec.queue.open_missed("74991234567")] == ["15.3"]
 
 
 async def test_beyond_the_lookup_bound_a_call_goes_without_ids_all_its_events(

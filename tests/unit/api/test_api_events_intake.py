@@ -555,3 +555,74 @@ async def test_the_hangup_names_the_caller_as_the_ringing_did() -> None:
     assert hangup.data["caller_name"] == ringing.data["caller_name"]
     assert hangup.data["caller"] == ringing.data["caller"] == "79161234567"
     assert call.to_dict()["caller_name"] == "Иван Петров"  # GET /calls
+
+
+async def test_the_hangup_gives_the_callers_number_as_the_ringing_did() -> None:
+    """A trunk gives the number as it likes (``9161234567``); the dialplan
+    rewrites it before it asks for a route (``Set(CALLERID(num)=8${CALLERID(num)})``):
+    Asterisk 22 says so in ``NewCallerid``, and every later event of that
+    channel, the routing request included, carries the new one. The tracker
+    kept the number of the call's first event, so the feed's ``ringing`` and
+    ``answered`` said ``89161234567`` and its ``hangup`` (and ``GET /calls``)
+    ``9161234567``."""
+    inbound = "PJSIP/trunk-00000001"
+    phone = "PJSIP/101-00000002"
+
+    def leg(name: str, channel: str = inbound, num: str = "89161234567", **fields: str):  # type: ignore[no-untyped-def]
+        snapshot = {
+            "Channel": channel,
+            "ChannelState": "4",
+            "ChannelStateDesc": "Ring",
+            "CallerIDNum": num,
+            "CallerIDName": "<unknown>",
+            "ConnectedLineNum": "<unknown>",
+            "ConnectedLineName": "<unknown>",
+            "Language": "ru",
+            "AccountCode": "",
+            "Context": "from-trunk",
+            "Exten": "74951234567",
+            "Priority": "2",
+            "Uniqueid": "1714557600.42" if channel == inbound else "1714557601.43",
+            "Linkedid": LINKEDID,
+        }
+        return make_event(name, **{**snapshot, **fields})
+
+    dial_fields = {
+        "DestChannel": phone,
+        "DestCallerIDNum": "101",
+        "DestCallerIDName": "<unknown>",
+        "DestUniqueid": "1714557601.43",
+        "DestLinkedid": LINKEDID,
+        "DialString": "101",
+    }
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    tracker = CallTracker()
+
+    def fed(event):  # type: ignore[no-untyped-def]
+        # As the engine does: the tracker first, then the plugins with the call.
+        result = tracker.feed(event)
+        if result.call is not None:
+            intake.callrouter_event(event, result.call)
+        for ended in result.ended:
+            intake.callrouter_call_end(ended)
+        return result.call
+
+    call = fed(leg("Newchannel", num="9161234567", Priority="1"))
+    assert call is not None
+    assert call.caller_number == "9161234567"
+    fed(leg("NewCallerid", **{"CID-CallingPres": "0 (Presentation Allowed, Not Screened)"}))
+    assert call.caller_number == "89161234567"
+    fed(leg("UserEvent", UserEvent="CallRouterRequest", Priority="3"))  # the routing request
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    fed(leg("DialBegin", **dial_fields))
+    fed(leg("Newchannel", channel=phone, num="101"))
+    fed(leg("DialEnd", DialStatus="ANSWER", **dial_fields))
+    # A number set after the call rang is not the one it was rung with.
+    fed(leg("NewCallerid", num="+79161234567"))
+    fed(leg("Hangup", channel=phone, num="101", Cause="16"))
+    fed(leg("Hangup", Cause="16"))
+    events = feed.read(0).events
+    assert [e.kind for e in events] == ["ringing", "answered", "hangup"]
+    assert [e.data["caller"] for e in events] == ["89161234567"] * 3
+    assert call.to_dict()["caller"] == "89161234567"  # GET /calls
