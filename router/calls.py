@@ -258,6 +258,23 @@ class CallTracker:
             return Fed(call, started, evicted)
         return Fed(call)
 
+    def requested(self, call: Call, event: Event) -> None:
+        """The routing request came from ``event``'s channel: that is the
+        caller's leg, whose number and name (the ones the call is routed with)
+        the call follows until it rings. It differs from the channel the number
+        was first read from when the call came in through a ``Local`` channel:
+        its ``;1`` half keeps the number the ``;2`` half's dialplan rewrote."""
+        channel = event.get("Channel")
+        if not channel or not call.caller_leg or channel == call.caller_leg:
+            return  # rung already (or never a number: the request's own is read)
+        call.caller_leg = channel
+        number = event.get("CallerIDNum") or ""
+        if number not in _UNKNOWN:
+            call.caller_number = cut_number(number)
+        cname = event.get("CallerIDName") or ""
+        if cname not in _UNKNOWN:
+            call.caller_name = cut_text(cname)
+
     def _moved(self, channel: str, linkedid: str, now: float) -> tuple[Channel | None, Call | None]:
         """A channel known under another Linkedid: Asterisk gives every channel
         of a bridge the oldest Linkedid among them (two calls joined by the

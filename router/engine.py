@@ -1380,6 +1380,8 @@ class Engine:
         if self._listeners:
             self._tell(event, call)
         if self._is_request(event):
+            if call is not None:
+                self._tracker.requested(call, event)
             self.parking.requested(event)
             if self.router.accept(event, call) and self.router.starting:
                 # The routing stopped before a lookup's I/O (router.eager): let

@@ -252,3 +252,23 @@ async def test_the_dialplan_dials_a_plain_extension(engine: Engine, placer: Call
         await asyncio.sleep(0.05)
     assert call.variables.get("CALLROUTER_TARGET") == "101"
     assert "DIALSTATUS" in call.variables  # Dial(PJSIP/101) ran (the sandbox has no PJSIP)
+
+
+async def test_the_call_has_the_number_its_dialplan_rewrote(
+    engine: Engine, placer: CallPlacer
+) -> None:
+    """Issue 16: the Originate's number (``9161110005``, the Local channel's
+    ``;1`` half) is rewritten by the dialplan before the routing request
+    (``sandbox-raw-caller``: ``Set(CALLERID(num)=...)`` on ``;2``). The call
+    (the feed, ``GET /calls``, event rules, 1C's ``from``) has the number it
+    was routed with. On Asterisk 22 the engine sees no number of ``;1`` before
+    the rewrite, so this holds without the fix as well; the unit tests
+    (test_engine_unit, test_api_events_intake) show the cases it fixes."""
+    call = await placer.place(DID, "9161110005", caller_name="89161110005")
+    await placer.wait_all([call], timeout=10)
+    await engine.wait_idle()
+    record = record_of(engine, call)
+    assert record["caller"] == "79161110005"  # normalized: the request had 89161110005
+    tracked = engine.tracker.get(str(record["call"]))
+    assert tracked is not None
+    assert tracked.caller_number == "89161110005"

@@ -394,6 +394,61 @@ async def test_the_prefetch_asks_about_the_number_the_dialplan_rewrote(tmp_path:
     assert seen == ["84991234567"]
 
 
+async def test_a_call_through_a_local_channel_has_the_number_its_request_had(
+    tmp_path: Path,
+) -> None:
+    """A call that comes in through a ``Local`` channel (an Originate, a trunk
+    context that dials ``Local/...@callrouter-inbound``) has two halves with
+    the caller's number: ``;1`` keeps the trunk's, ``;2`` runs the dialplan
+    that rewrites it (``Set(CALLERID(num)=8${CALLERID(num)})``, Asterisk 22's
+    ``NewCallerid``) and sends the routing request. The tracker read the number
+    from ``;1``, the first to report it, and kept it (issue 16)."""
+    engine, _ = await make_engine(tmp_path)
+    linkedid = "1714557600.41"
+
+    def half(name: str, channel: str, number: str, *extra: tuple[str, str]) -> Event:
+        return Event(
+            (
+                ("Event", name),
+                ("Channel", channel),
+                ("ChannelState", "4"),
+                ("ChannelStateDesc", "Ring"),
+                ("CallerIDNum", number),
+                ("CallerIDName", "<unknown>"),
+                ("Context", "callrouter-inbound"),
+                ("Exten", "74951234567"),
+                ("Priority", "1"),
+                ("Uniqueid", "1714557600.41" if channel.endswith(";1") else "1714557600.42"),
+                ("Linkedid", linkedid),
+                *extra,
+            )
+        )
+
+    one = "Local/74951234567@callrouter-inbound-00000001;1"
+    two = "Local/74951234567@callrouter-inbound-00000001;2"
+    await engine.handle_event(half("Newchannel", one, "9161234567"))
+    await engine.handle_event(half("Newchannel", two, "9161234567"))
+    await engine.handle_event(half("NewCallerid", two, "89161234567"))
+    await engine.handle_event(half("Newstate", one, "9161234567"))
+    await engine.handle_event(
+        half(
+            "UserEvent",
+            two,
+            "89161234567",
+            ("UserEvent", "CallRouterRequest"),
+            ("DID", "74951234567"),
+            ("Caller", "89161234567"),
+            ("Wait", "4"),
+            ("Timestamp", f"{time.time():.6f}"),
+        )
+    )
+    await engine.handle_event(half("Newstate", one, "9161234567"))
+    await engine.wait_idle()
+    call = engine._tracker.get(linkedid)
+    assert call is not None
+    assert call.caller_number == "89161234567"
+
+
 async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the
