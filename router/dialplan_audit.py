@@ -138,18 +138,13 @@ _GLOBALS = {
 
 async def _globals(client: DialplanAMI, items: Sequence[Item]) -> list[Finding]:
     """A failure for each of :data:`_GLOBALS` that the inbound context reads
-    and neither sets itself nor finds set in Asterisk (``Getvar`` without a
-    channel: a global; ``write = call`` or ``reporting``)."""
+    before it sets it itself (the snippet's own default, ``Set(NAME=${IF(...)})``
+    at the top) and that Asterisk has no value for either (``Getvar`` without
+    a channel: a global; ``write = call`` or ``reporting``)."""
     own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
-    data = [item.get("AppData") or "" for item in own]
-    set_here = {
-        text.split("=", 1)[0].strip()
-        for item, text in zip(own, data, strict=True)
-        if (item.get("Application") or "").lower() == "set"
-    }
     findings: list[Finding] = []
     for name, why in _GLOBALS.items():
-        if name in set_here or not any(f"${{{name}}}" in text for text in data):
+        if not _read_unset(own, name):
             continue
         try:
             answer = await client.action("Getvar", {"Variable": name})
@@ -166,6 +161,31 @@ async def _globals(client: DialplanAMI, items: Sequence[Item]) -> list[Finding]:
             )
         )
     return findings
+
+
+def _read_unset(own: Sequence[Item], name: str) -> bool:
+    """Whether a step of the inbound context (``own``) reads ``${name}`` with
+    no ``Set(name=...)`` of its extension before it: an older copy of the
+    snippet, which left both to its ``[globals]``. A ``Set`` that reads it
+    to set it (the snippet's ``${IF(...)}`` default) is that default, not a
+    read; a ``Set`` of nothing is no default."""
+    steps: dict[str, list[tuple[int, str, str]]] = {}
+    for item in own:
+        priority = item.get("Priority") or ""
+        if priority.isascii() and priority.isdigit():
+            steps.setdefault(item.get("Extension") or "", []).append(
+                (int(priority), (item.get("Application") or "").lower(), item.get("AppData") or "")
+            )
+    read = f"${{{name}}}"
+    for listed in steps.values():
+        for _, application, text in sorted(listed):
+            target, is_set, value = text.partition("=")
+            own_default = value.strip() not in ("", read)
+            if application == "set" and is_set and target.strip() == name and own_default:
+                break  # set here before any read: the context's own default
+            if read in text:
+                return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

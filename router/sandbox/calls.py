@@ -50,6 +50,9 @@ class PlacedCall:
     #: Times the call entered its landing context at priority 1: a second
     #: Redirect to the same place would make this 2.
     landings: int = 0
+    #: Routing requests the call sent: more than one is a call that ran the
+    #: inbound context again (a ``Goto`` back to its top).
+    requests: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -164,6 +167,7 @@ class CallPlacer:
         if name == "Newchannel":
             call.channel = event.get("Channel") or ""
         elif name == "UserEvent" and event.get("UserEvent") == self.request_event:
+            call.requests += 1
             call.requested_at = _stamp(event)
         elif name == "VarSet":
             call.variables[event.get("Variable") or ""] = event.get("Value") or ""

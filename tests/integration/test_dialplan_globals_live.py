@@ -2,11 +2,13 @@
 real Asterisk 22 (issue 16, hnew32's trial of README's quick start, which
 said to paste that context alone): `Wait()` of nothing did not wait and
 `Goto(,did,1)` ran the context again and again, while `callrouter check
---asterisk` said the context was OK. It fails it now, and passes the whole
-snippet."""
+--asterisk` said the context was OK. It fails such an older copy now, and
+passes the whole snippet; the context now sets its own defaults, so pasted
+alone it waits 4 s and takes [callrouter-default] (and check passes it)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from router.cli import main
 from router.sandbox import Sandbox
+from router.sandbox.calls import CallPlacer
 from router.testing import shipped_dialplan
 from tests.integration._live import TEST_QUEUE, sales_router_toml
 
@@ -28,9 +31,54 @@ def inbound_alone() -> str:
     return text[start:end] + "\n"
 
 
+def older_inbound_alone() -> str:
+    """:func:`inbound_alone` as pasted before the context set its own
+    defaults: the request reads the [globals] alone."""
+    lines = inbound_alone().splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if not line.startswith(";")
+        and "Set(CALLROUTER_WAIT=" not in line
+        and "Set(CALLROUTER_DEFAULT=" not in line
+    ]
+    first = next(i for i, line in enumerate(kept) if "Set(CALLROUTER_DID=" in line)
+    kept[first] = kept[first].replace(" same => n,", "exten => _X.,1,", 1)
+    return "".join(kept)
+
+
+def default_route() -> str:
+    """The shipped ``[callrouter-default]``, the default route the defaults name."""
+    text = shipped_dialplan()
+    start = text.index("[callrouter-default]")
+    end = text.find("\n[", start)
+    return text[start : None if end < 0 else end] + "\n"
+
+
+async def test_a_call_without_the_globals_waits_then_takes_the_default_route(
+    queue_box: Sandbox, queue_placer: CallPlacer
+) -> None:
+    """The shipped [callrouter-inbound] alone (no [globals]) and no callrouter:
+    the call waits the default 4 s, sends one request, and lands in
+    [callrouter-default] once, instead of running the context again and again."""
+    queue_box.set_dialplan(inbound_alone() + default_route() + TEST_QUEUE)
+    assert "CALLROUTER_WAIT=" not in queue_box.cli("dialplan show globals")
+    assert "CALLROUTER_DEFAULT=" not in queue_box.cli("dialplan show globals")
+    call = await queue_placer.place("74950000032", "79160000032")
+    await queue_placer.wait_all([call], timeout=10)
+    await asyncio.sleep(0.5)  # a request sent again after the landing would show now
+    assert call.requests == 1, (call.requests, call.destination)
+    assert call.destination == "callrouter-default,74950000032", call.destination
+    assert call.landings == 1, call.landings
+    assert call.requested_at is not None
+    assert call.landed_at is not None
+    waited = call.landed_at - call.requested_at
+    assert 3.5 <= waited <= 6.0, waited
+
+
 @pytest.fixture
 def queue_dialplan() -> str:
-    return inbound_alone() + TEST_QUEUE
+    return older_inbound_alone() + TEST_QUEUE
 
 
 def test_check_fails_the_inbound_context_without_its_globals(
@@ -45,6 +93,10 @@ def test_check_fails_the_inbound_context_without_its_globals(
         "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}",
     ], fails
     assert "again and again" in fails[1]
+    # The context as shipped now, pasted alone: it defaults both itself.
+    queue_box.set_dialplan(inbound_alone() + default_route() + TEST_QUEUE)
+    assert main(["check", "--config", str(config), "--asterisk"]) == 0, capsys.readouterr().out
+    assert "asterisk: FAIL" not in capsys.readouterr().out
     # The whole snippet, as README now says: its [globals] set both.
     queue_box.set_dialplan(shipped_dialplan() + TEST_QUEUE)
     assert main(["check", "--config", str(config), "--asterisk"]) == 0, capsys.readouterr().out

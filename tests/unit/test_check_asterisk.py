@@ -47,12 +47,30 @@ VERSION = "22.10.1+dfsg+~cs6.17.60671434-1"
 
 def dialplan_answer(sent: SentAction) -> bytes:
     """``ShowDialPlan`` for the shipped inbound context, as Asterisk 22 writes it."""
+    return steps_answer(sent, shipped())
+
+
+def older_inbound() -> list[dict[str, str]]:
+    """The shipped inbound context as copied before it set its own defaults of
+    CALLROUTER_WAIT and CALLROUTER_DEFAULT: it read them from [globals] alone."""
+    defaults = ("CALLROUTER_WAIT=", "CALLROUTER_DEFAULT=")
+    items = [i for i in shipped() if not i["AppData"].startswith(defaults)]
+    assert len(items) == len(shipped()) - 2
+    return [{**item, "Priority": str(n)} for n, item in enumerate(items, 1)]
+
+
+def older_answer(sent: SentAction) -> bytes:
+    """``ShowDialPlan`` for :func:`older_inbound`."""
+    return steps_answer(sent, older_inbound())
+
+
+def steps_answer(sent: SentAction, items: list[dict[str, str]]) -> bytes:
+    """``ShowDialPlan`` listing ``items``, as Asterisk 22 writes it."""
     aid = sent.action_id or ""
     blocks = [
         f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
         "Message: DialPlan list will follow\r\n"
     ]
-    items = shipped()
     for item in items:
         fields = {**item, "ActionID": aid}
         blocks.append("".join(f"{k}: {v}\r\n" for k, v in fields.items()))
@@ -102,7 +120,7 @@ async def test_a_sound_setup_passes_every_check(ajam_replay: ReplayAsterisk) -> 
     texts = [f.text for f in found]
     assert texts[0] == f"logged in to {LOOPBACK} as 'router'"
     assert texts[1] == "Redirect allowed (write = call)"
-    assert texts[2].startswith("[callrouter-inbound] '_X.' priority 6: the request, then Wait")
+    assert texts[2].startswith("[callrouter-inbound] '_X.' priority 8: the request, then Wait")
     assert texts[3].startswith("UserEvents reach this user (its own came back in ")
     assert texts[4] == "no callrouter is live on this Asterisk now"
     # Nothing was moved: the Redirect named a channel no driver makes.
@@ -808,8 +826,9 @@ async def test_the_inbound_context_pasted_without_its_globals_fails(
     """README's quick start said to paste `[callrouter-inbound]`: without the
     snippet's `[globals]`, `Wait()` does not wait and the default route's
     `Goto(,did,1)` runs the context again, round and round (seen on the
-    sandbox Asterisk; issue 16)."""
-    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    sandbox Asterisk; issue 16). A copy from before the context set its own
+    defaults still fails so."""
+    ajam_replay.on("ShowDialPlan", older_answer)
     ajam_replay.globals.clear()  # [callrouter-inbound] alone: no [globals]
     found = await run(ajam_replay)
     fails = [f.text for f in found if f.level == "fail"]
@@ -835,17 +854,26 @@ async def test_the_inbound_context_pasted_without_its_globals_fails(
     assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
 
 
+async def test_the_shipped_inbound_context_defaults_its_globals_itself(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """The context as shipped now sets CALLROUTER_WAIT (4) and CALLROUTER_DEFAULT
+    (callrouter-default) when Asterisk has none: pasted alone it fails open, so
+    check passes it and asks Asterisk for neither."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    ajam_replay.globals.clear()
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+    assert not [g for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
+
+
 async def test_globals_the_inbound_context_sets_itself_are_not_asked(
     ajam_replay: ReplayAsterisk,
 ) -> None:
     def own_wait(sent: SentAction) -> object:
-        """The shipped context with its Ringing step setting CALLROUTER_WAIT."""
-        answer = dialplan_answer(sent).decode()
-        ringing = "Application: Ringing\r\nAppData: \r\n"
-        assert ringing in answer
-        return answer.replace(
-            ringing, "Application: Set\r\nAppData: CALLROUTER_WAIT=4\r\n"
-        ).encode()
+        """The older context with a first step of its own setting CALLROUTER_WAIT."""
+        items = older_inbound()
+        items.insert(0, {**items[0], "AppData": "CALLROUTER_WAIT=4"})
+        return steps_answer(sent, [{**i, "Priority": str(n)} for n, i in enumerate(items, 1)])
 
     ajam_replay.on("ShowDialPlan", own_wait)
     ajam_replay.globals.clear()
@@ -856,3 +884,25 @@ async def test_globals_the_inbound_context_sets_itself_are_not_asked(
     ]
     asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
     assert asked == ["CALLROUTER_DEFAULT"]
+
+
+async def test_a_global_set_only_after_a_step_read_it_is_still_asked(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Set(CALLROUTER_WAIT=4) in place of Ringing comes after
+    Set(CALLROUTER_DEADLINE=$[${EPOCH} + ${CALLROUTER_WAIT}]) has read it empty."""
+
+    def late_wait(sent: SentAction) -> object:
+        items = older_inbound()
+        (ringing,) = [i for i in items if i["Application"] == "Ringing"]
+        ringing.update(Application="Set", AppData="CALLROUTER_WAIT=4")
+        return steps_answer(sent, items)
+
+    ajam_replay.on("ShowDialPlan", late_wait)
+    ajam_replay.globals.clear()
+    found = await run(ajam_replay)
+    fails = [f.text.split(",")[0] for f in found if f.level == "fail"]
+    assert fails == [
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT}",
+        "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}",
+    ]

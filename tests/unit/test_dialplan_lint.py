@@ -33,12 +33,12 @@ def levels(findings: list[Finding]) -> list[str]:
 
 def test_the_shipped_snippet_keeps_the_contract() -> None:
     items = shipped()
-    assert items[7]["ExtensionLabel"] == "default"  # same => n(default),...
-    assert [i["Application"] for i in items][4:7] == ["Ringing", "UserEvent", "Wait"]
+    assert items[9]["ExtensionLabel"] == "default"  # same => n(default),...
+    assert [i["Application"] for i in items][6:9] == ["Ringing", "UserEvent", "Wait"]
     (finding,) = lint_inbound(items)
     assert finding == Finding(
         "ok",
-        "[callrouter-inbound] '_X.' priority 6: the request, then Wait, then the default route",
+        "[callrouter-inbound] '_X.' priority 8: the request, then Wait, then the default route",
     )
 
 
@@ -54,9 +54,9 @@ def with_playback_before_wait() -> list[dict[str, str]]:
     """The shipped snippet with a ``Playback(beep)`` pasted between the request and ``Wait``."""
     items = shipped()
     for item in items:
-        if int(item["Priority"]) >= 7:
+        if int(item["Priority"]) >= 9:
             item["Priority"] = str(int(item["Priority"]) + 1)
-    items.append({**items[0], "Priority": "7", "Application": "Playback", "AppData": "beep"})
+    items.append({**items[0], "Priority": "9", "Application": "Playback", "AppData": "beep"})
     return items
 
 
@@ -77,7 +77,7 @@ def test_music_on_hold_and_waitexten_are_waits_too(wait: str) -> None:
 
 
 def test_a_wait_that_ends_the_extension_fails_it_hangs_up_instead_of_failing_open() -> None:
-    items = [i for i in shipped() if int(i["Priority"]) <= 7]
+    items = [i for i in shipped() if int(i["Priority"]) <= 9]
     (finding,) = lint_inbound(items)
     assert finding.level == "fail"
     assert "nothing follows Wait: a call callrouter does not route in time hangs up" in finding.text
@@ -93,7 +93,7 @@ def test_a_default_route_that_lost_its_goto_fails_the_call_would_run_off_the_end
     items = [i for i in items if int(i["Priority"]) < last]
     (finding,) = lint_inbound(items)
     assert finding.level == "fail"
-    assert "the extension ends with 'GotoIf' at priority 9" in finding.text
+    assert "the extension ends with 'GotoIf' at priority 11" in finding.text
     assert "Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)" in finding.text
     for application, data in (("Set", "CALLROUTER_FELL=${EPOCH}"), ("NoOp", "")):
         items[-1] = {**items[-1], "Application": application, "AppData": data}
@@ -119,7 +119,7 @@ def test_a_default_route_that_ends_in_a_call_step_or_a_jump_passes(
 
 
 def test_a_request_that_ends_the_extension_fails() -> None:
-    items = [i for i in shipped() if int(i["Priority"]) <= 6]
+    items = [i for i in shipped() if int(i["Priority"]) <= 8]
     assert levels(lint_inbound(items)) == ["fail"]
     assert "nothing follows the request" in lint_inbound(items)[0].text
 
@@ -153,8 +153,8 @@ def test_each_extension_is_judged_and_other_contexts_and_hints_are_ignored() -> 
     items.append({**items[0], "Extension": "100", "Priority": "hint", "Application": "PJSIP/100"})
     found = lint_inbound(items)
     assert [f.text.split(":")[0] for f in found] == [
-        "[callrouter-inbound] '_X.' priority 6",
-        "[callrouter-inbound] 's' priority 6",
+        "[callrouter-inbound] '_X.' priority 8",
+        "[callrouter-inbound] 's' priority 8",
     ]
     assert levels(found) == ["ok", "ok"]
 
