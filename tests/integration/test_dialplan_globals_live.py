@@ -18,7 +18,7 @@ from router.cli import main
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import shipped_dialplan
-from tests.integration._live import TEST_QUEUE, sales_router_toml
+from tests.integration._live import TEST_QUEUE, admin_placer, sales_router_toml
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +101,25 @@ def test_check_fails_the_inbound_context_without_its_globals(
     queue_box.set_dialplan(shipped_dialplan() + TEST_QUEUE)
     assert main(["check", "--config", str(config), "--asterisk"]) == 0, capsys.readouterr().out
     assert "asterisk: FAIL" not in capsys.readouterr().out
+
+
+async def test_a_dial_channel_without_the_globals_takes_the_default_route(
+    queue_box: Sandbox,
+) -> None:
+    """A channel that enters [callrouter-dial] without the inbound context's
+    values (a Local channel of an internal forward) and without [globals]:
+    a skipped extension (DND) goes to [callrouter-default], where the old
+    `Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)`, all empty, ran
+    [callrouter-dial] again and again."""
+    text = shipped_dialplan()
+    queue_box.set_dialplan(text[text.index("[callrouter-inbound]") :] + TEST_QUEUE)
+    assert "CALLROUTER_DEFAULT=" not in queue_box.cli("dialplan show globals")
+    queue_box.cli("dialplan set global CALLROUTER_DND_132 1")
+    async with admin_placer(
+        queue_box, request_timeout=3.0, inbound_context="callrouter-dial"
+    ) as placer:
+        call = await placer.place("132", "79160000032")
+        await placer.wait_all([call], timeout=6)
+        await asyncio.sleep(0.5)
+        assert call.destination == "callrouter-default,132", call.destination
+        assert call.landings == 1, call.landings
