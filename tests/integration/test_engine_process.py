@@ -251,9 +251,9 @@ async def test_a_standby_taking_over_from_a_killed_router_routes_the_calls_still
             "took over from a live callrouter that went silent" in str(r.get("message", ""))
             for r in second.records()
         )
-        assert any(
-            "reconcile: routing 1 call" in str(r.get("message", "")) for r in second.records()
-        )
+        # The reconcile logs its count after its whole listing is walked: the
+        # call it submitted can land before the line is written.
+        second.wait_for(lambda r: "reconcile: routing 1 call" in str(r.get("message", "")), 5)
         second.wait_for(
             lambda r: r.get("uniqueid") == call.uniqueid and r.get("outcome") == "executed", 5
         )
