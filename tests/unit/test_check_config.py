@@ -14,6 +14,7 @@ import pytest
 
 from router import hookimpl
 from router.cli import main
+from tests.unit import tls_files
 
 # The built-in plugins and the 1C plugin, not whatever else is installed
 # (tests/conftest.py; test_tests_ignore_third_party_plugins.py holds it).
@@ -640,16 +641,7 @@ def test_check_does_not_echo_a_lower_case_env_name_that_is_not_set(
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
-    import subprocess
-
-    cert, key = folder / "good.pem", folder / "good.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return tls_files.self_signed(folder, "good", alt=None)
 
 
 @pytest.mark.parametrize("url", ["tls://pbx.example:5039", "https://pbx.example:8089/asterisk"])
@@ -773,15 +765,8 @@ def test_check_config_refuses_an_encrypted_client_key_without_a_prompt(
     """OpenSSL asks for an encrypted key's pass phrase on the terminal when it
     is given no password callback: ``check --config`` (and ``run``) in an
     administrator's shell printed 'Enter PEM pass phrase:' and waited there."""
-    import subprocess
-
     cert, key = _self_signed(tmp_path)
-    subprocess.run(
-        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret",
-         "-out", str(tmp_path / "enc.key")],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    tls_files.encrypted_key(key, tmp_path / "enc.key", "secret")
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "inbound.yaml").write_text(HOURS)
     path = tmp_path / "router.toml"

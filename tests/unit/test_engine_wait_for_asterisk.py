@@ -9,8 +9,6 @@ import contextlib
 import itertools
 import socket
 import ssl
-import subprocess
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,35 +20,14 @@ from router.engine import Engine, EngineOptions
 from router.errors import AMIConnectionError
 from router.plugins import Plugins
 from router.testing.builders import make_config
+from tests.unit import tls_files
 from tests.unit.client_stub import EVERYONE, ClientStub
+from tests.unit.tls_files import listening
 
 
 @pytest.fixture
 def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    cert, key = tmp_path / "ami.pem", tmp_path / "ami.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-@contextlib.asynccontextmanager
-async def listening(context: ssl.SSLContext | None) -> AsyncIterator[int]:
-    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=context)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    return tls_files.self_signed(tmp_path).server_context()
 
 
 def engine_at(tmp_path: Path, url: str, client: Any = None, auth: str = "cookie") -> Engine:
@@ -99,16 +76,13 @@ async def test_a_tls_url_at_a_plain_port_stops_the_start_at_once(tmp_path: Path)
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(banner, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    engine = engine_at(tmp_path, f"tls://127.0.0.1:{port}")
-    try:
-        with pytest.raises(AMIConnectionError, match="this port does not speak TLS"):
-            await asyncio.wait_for(engine.start(), 5)
-    finally:
-        await engine.stop()
-        server.close()
-        await server.wait_closed()
+    async with listening(None, banner) as port:
+        engine = engine_at(tmp_path, f"tls://127.0.0.1:{port}")
+        try:
+            with pytest.raises(AMIConnectionError, match="this port does not speak TLS"):
+                await asyncio.wait_for(engine.start(), 5)
+        finally:
+            await engine.stop()
 
 
 async def test_callrouter_run_exits_with_the_starts_tls_error(

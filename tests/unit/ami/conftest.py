@@ -1,13 +1,17 @@
-"""Fixtures shared by the AJAM client's tests."""
+"""Fixtures shared by the AMI clients' tests (AJAM and TCP)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
+from tests.unit import tls_files
 from tests.unit.ami.tcp_fake import FakeAMI
+from tests.unit.tls_files import Certificate
 
 #: One connection's server side: reads the request, writes whatever the test wants.
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -56,3 +60,21 @@ async def fake() -> AsyncIterator[FakeAMI]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> Certificate:
+    """A self-signed certificate for 127.0.0.1 (tests/unit/tls_files.py)."""
+    return tls_files.self_signed(tmp_path)
+
+
+@pytest.fixture
+def name_only(tmp_path: Path) -> Certificate:
+    """A self-signed certificate for the name ``localhost`` only, no address."""
+    return tls_files.name_only(tmp_path)
+
+
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """A CA file that vouches for another certificate than the server's."""
+    return tls_files.other_ca(tmp_path)

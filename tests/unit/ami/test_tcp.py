@@ -7,7 +7,6 @@ import contextlib
 import logging
 import re
 import ssl
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,8 +30,10 @@ from router.errors import (
     AMITimeoutError,
     ConfigError,
 )
+from tests.unit import tls_files
 from tests.unit.ami.conftest import Handler
 from tests.unit.ami.tcp_fake import BANNER, FakeAMI, block
+from tests.unit.tls_files import Certificate
 
 
 def settings(fake: FakeAMI, **kw: object) -> ClientSettings:
@@ -525,13 +526,13 @@ async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() ->
 
 
 async def test_tls_to_a_port_that_sends_no_greeting_names_the_https_one(
-    self_signed: ssl.SSLContext,
+    self_signed: Certificate,
 ) -> None:
     """tls:// to Asterisk's HTTPS port (AJAM): the handshake passes and no
     banner comes; the hint said an http:// url, for a TLS port."""
     accepted: list[asyncio.StreamWriter] = []
     server = await asyncio.start_server(
-        lambda r, w: accepted.append(w), "127.0.0.1", 0, ssl=self_signed
+        lambda r, w: accepted.append(w), "127.0.0.1", 0, ssl=self_signed.server_context()
     )
     port = server.sockets[0].getsockname()[1]
     client = TCPClient(
@@ -573,164 +574,70 @@ async def test_tls_to_a_plain_port_says_the_port_does_not_speak_tls(fake: FakeAM
     assert fake.secret not in message
 
 
-@pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    cert, key = tmp_path / "ami.pem", tmp_path / "ami.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-async def test_an_untrusted_certificate_names_the_verify_setting(
-    self_signed: ssl.SSLContext,
-) -> None:
-    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
-    port = server.sockets[0].getsockname()[1]
-    url = f"tls://127.0.0.1:{port}"
-    client_settings = ClientSettings(url=url, username="router", secret="s3cret", auth="plain")
-    try:
+async def tls_login_error(
+    context: ssl.SSLContext, host: str = "127.0.0.1", **overrides: object
+) -> str:
+    """The error of a plain login over tls:// to a server presenting
+    ``context`` (it hangs up once the handshake is done)."""
+    async with tls_files.listening(context) as port:
+        values: dict[str, object] = {
+            "url": f"tls://{host}:{port}",
+            "username": "router",
+            "secret": "s3cret",
+            "auth": "plain",
+        }
+        client_settings = ClientSettings(**{**values, **overrides})  # type: ignore[arg-type]
         with pytest.raises(AMIConnectionError) as caught:
             async with TCPClient(client_settings):
                 pass
-    finally:
-        server.close()
-        await server.wait_closed()
-    message = str(caught.value)
+    return str(caught.value)
+
+
+async def test_an_untrusted_certificate_names_the_verify_setting(
+    self_signed: Certificate,
+) -> None:
+    message = await tls_login_error(self_signed.server_context())
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert 'verify = "/path/ca.pem" in router.toml [asterisk]' in message
     assert "s3cret" not in message
 
 
 async def test_a_certificate_for_another_name_says_so_not_untrusted(
-    self_signed: ssl.SSLContext, tmp_path: Path
+    self_signed: Certificate,
 ) -> None:
     """verify names the CA, which vouches for the certificate, but the url's
     host is not in it: the hint said "not trusted: set verify", which the
     administrator had done."""
-
-    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
-    port = server.sockets[0].getsockname()[1]
-    client_settings = ClientSettings(
-        url=f"tls://localhost:{port}",
-        username="router",
-        secret="s3cret",
-        auth="plain",
-        verify=str(tmp_path / "ami.pem"),
+    message = await tls_login_error(
+        self_signed.server_context(), "localhost", verify=str(self_signed.cert)
     )
-    try:
-        with pytest.raises(AMIConnectionError) as caught:
-            async with TCPClient(client_settings):
-                pass
-    finally:
-        server.close()
-        await server.wait_closed()
-    message = str(caught.value)
     assert "Hostname mismatch" in message
     assert "trusted but not for this host name" in message
     assert "manager.conf's tlscertfile" in message
     assert "set verify" not in message
 
 
-@pytest.fixture
-def name_only(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    """A self-signed certificate for the name ``localhost`` only, no address."""
-    cert, key = tmp_path / "named.pem", tmp_path / "named.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return cert, context
-
-
 async def test_a_certificate_for_a_name_reached_by_address_says_so(
-    name_only: tuple[Path, ssl.SSLContext],
+    name_only: Certificate,
 ) -> None:
     """tls://127.0.0.1 to manager.conf's certificate for a name, that very
     certificate as verify: "IP address mismatch", which the hint took for a CA
     file that had not signed it."""
-    cert, context = name_only
-
-    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=context)
-    port = server.sockets[0].getsockname()[1]
-    client_settings = ClientSettings(
-        url=f"tls://127.0.0.1:{port}",
-        username="router",
-        secret="s3cret",
-        auth="plain",
-        verify=str(cert),
-    )
-    try:
-        with pytest.raises(AMIConnectionError) as caught:
-            async with TCPClient(client_settings):
-                pass
-    finally:
-        server.close()
-        await server.wait_closed()
-    message = str(caught.value)
+    message = await tls_login_error(name_only.server_context(), verify=str(name_only.cert))
     assert "IP address mismatch" in message
     assert "trusted but not for this IP address" in message
     assert "manager.conf's tlscertfile" in message
     assert "not signed by" not in message
 
 
-def _other_ca(folder: Path) -> Path:
-    """A CA file that vouches for another certificate than the server's."""
-    cert = folder / "other-ca.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=other", "-keyout", str(folder / "other.key"), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert
-
-
 async def test_a_certificate_another_ca_file_does_not_vouch_for_names_that_file(
-    self_signed: ssl.SSLContext, tmp_path: Path
+    self_signed: Certificate, other_ca: Path
 ) -> None:
     """verify (or --ca-file) names a CA file, but not the one that signed
     Asterisk's certificate: the hint said "for a private CA, set verify",
     which the administrator had done, and named no file."""
-
-    async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    ca = _other_ca(tmp_path)
-    server = await asyncio.start_server(greet, "127.0.0.1", 0, ssl=self_signed)
-    port = server.sockets[0].getsockname()[1]
-    client_settings = ClientSettings(
-        url=f"tls://127.0.0.1:{port}", username="router", secret="s3cret", auth="plain",
-        verify=str(ca),
-    )  # fmt: skip
-    try:
-        with pytest.raises(AMIConnectionError) as caught:
-            async with TCPClient(client_settings):
-                pass
-    finally:
-        server.close()
-        await server.wait_closed()
-    message = str(caught.value)
+    ca = other_ca
+    message = await tls_login_error(self_signed.server_context(), verify=str(ca))
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert f"not signed by the CA file given as verify ({str(ca)!r}" in message
     assert "manager.conf's tlscertfile" in message
@@ -1241,8 +1148,7 @@ async def test_aclose_during_a_login_ends_it_at_once_and_keeps_no_session(
 @pytest.mark.parametrize("scheme", ["tcp", "tls"])
 async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
     scheme: str,
-    self_signed: ssl.SSLContext,
-    tmp_path: Path,
+    self_signed: Certificate,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A peer that sends (so the keepalive finds it alive) but reads none of
@@ -1271,7 +1177,7 @@ async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
         finally:
             writer.close()
 
-    tls = self_signed if scheme == "tls" else None
+    tls = self_signed.server_context() if scheme == "tls" else None
     listener = await asyncio.start_server(deaf, "127.0.0.1", 0, ssl=tls)
     port = listener.sockets[0].getsockname()[1]
     client = TCPClient(
@@ -1280,7 +1186,7 @@ async def test_a_peer_that_reads_nothing_we_send_is_dropped_not_buffered_for(
             username="u",
             secret="s3cret",
             auth="plain",
-            verify=str(tmp_path / "ami.pem"),
+            verify=str(self_signed.cert),
             max_response_bytes=256 * 1024,
             ping_interval=60,
         )

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from router.api.feed import EventFeed
 from router.api.server import ApiServer
 from router.api.settings import ApiSettings, TokenSettings
 from router.testing import StubEngine
+from tests.unit.tls_files import self_signed
 from tests.unit.waiting import eventually
 
 READER = TokenSettings(
@@ -461,15 +461,7 @@ async def test_a_stranger_asking_for_an_upgrade_fills_no_log(
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, Path]:
-    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return {"cert": cert, "key": key}
+    return self_signed(tmp_path, "api")._asdict()
 
 
 async def tls_healthz(port: int, cert: Path) -> int:

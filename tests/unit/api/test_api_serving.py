@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from router.cli import main
 from router.config import exposed_secret_files
 from router.errors import ConfigError
 from router.testing import EngineFactory, ReplayAsterisk, StubEngine, config_from_toml
+from tests.unit import tls_files
 
 pytest_plugins = ["router.testing"]
 
@@ -160,15 +160,7 @@ async def test_a_taken_port_is_a_config_error_naming_listen(tmp_path: Path) -> N
 
 @pytest.fixture
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return tls_files.self_signed(tmp_path, "api")
 
 
 async def test_tls_with_cert_and_key(tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
@@ -401,12 +393,7 @@ def test_api_tls_files_are_loaded_with_the_config(
     than have OpenSSL prompt for its password on the terminal."""
     _, key = self_signed
     (tmp_path / "bad.pem").write_text("not PEM\n")
-    subprocess.run(
-        ["openssl", "rsa", "-in", str(key), "-aes128", "-passout", "pass:x",
-         "-out", str(tmp_path / "enc.key")],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    tls_files.encrypted_key(key, tmp_path / "enc.key", "x", tool="rsa", cipher="-aes128")
     with pytest.raises(ConfigError, match=said):
         config_from_toml(tmp_path, "[api]\n" + keys)
 
