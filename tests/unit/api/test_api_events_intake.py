@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
+from router.ami.message import Event
 from router.api.feed import EventFeed
 from router.api.intake import (
     _PENDING_MAX,
@@ -16,7 +19,7 @@ from router.api.intake import (
     endpoint,
     feed_card,
 )
-from router.calls import CallTracker
+from router.calls import Call, CallTracker
 from router.plugins import Plugins
 from router.testing import CallTimeline, make_decision, make_event, make_trace
 
@@ -35,6 +38,13 @@ def dial(name: str, dest: str = "PJSIP/101-00000002", **fields: str):  # type: i
         Timestamp="1714557601.250000",
         **fields,
     )
+
+
+def routed_call(intake: FeedIntake) -> Call:
+    """An inbound call (LINKEDID) whose routing decision ``intake`` has had."""
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    return call
 
 
 def kinds(feed: EventFeed) -> list[tuple[str, str | None]]:
@@ -304,9 +314,7 @@ async def test_a_call_not_routed_rings_at_once_without_a_card() -> None:
 async def test_a_whole_call_ringing_missed_answered_transferred_hangup() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
-    calls = CallTimeline()
-    call = calls.inbound_call(linkedid=LINKEDID)
-    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    call = routed_call(intake)
     intake.callrouter_event(dial("DialBegin", "PJSIP/101-01"), call)
     intake.callrouter_event(dial("DialBegin", "PJSIP/102-02"), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
@@ -404,9 +412,7 @@ async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_cal
     whose colleague had answered (issue 16). ``answered_by`` tells them apart."""
     feed = EventFeed()
     intake = FeedIntake(feed)
-    calls = CallTimeline()
-    call = calls.inbound_call(linkedid=LINKEDID)
-    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    call = routed_call(intake)
     for phone in ("PJSIP/101-01", "PJSIP/102-02", "PJSIP/103-03"):
         intake.callrouter_event(dial("DialBegin", phone), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/103-03", DialStatus="BUSY"), call)
@@ -429,8 +435,7 @@ async def test_a_ring_group_member_s_missed_names_the_colleague_who_took_the_cal
 async def test_a_ring_group_the_caller_left_is_missed_by_every_phone() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
-    call = CallTimeline().inbound_call(linkedid=LINKEDID)
-    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    call = routed_call(intake)
     for phone in ("PJSIP/101-01", "PJSIP/102-02"):
         intake.callrouter_event(dial("DialBegin", phone), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
@@ -443,8 +448,7 @@ async def test_a_ring_group_the_caller_left_is_missed_by_every_phone() -> None:
 async def test_a_cancelled_ringing_still_waiting_goes_out_at_the_call_s_end() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
-    call = CallTimeline().inbound_call(linkedid=LINKEDID)
-    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    call = routed_call(intake)
     for phone in ("PJSIP/101-01", "PJSIP/102-02"):
         intake.callrouter_event(dial("DialBegin", phone), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
@@ -455,8 +459,7 @@ async def test_a_cancelled_ringing_still_waiting_goes_out_at_the_call_s_end() ->
 async def test_a_missed_call_nobody_took_has_no_answered_by() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
-    call = CallTimeline().inbound_call(linkedid=LINKEDID)
-    intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
+    call = routed_call(intake)
     intake.callrouter_event(dial("DialBegin", "PJSIP/101-01"), call)
     intake.callrouter_event(dial("DialEnd", "PJSIP/101-01", DialStatus="CANCEL"), call)
     missed = feed.read(0).events[-1]
@@ -484,6 +487,67 @@ async def test_asterisk_s_s_extension_is_no_dialled_number_in_the_feed() -> None
     assert dids == {"ringing": "", "answered": None, "hangup": ""}
 
 
+#: A trunk's call to 101, in the snapshots Asterisk 22 gives each of its events.
+TRUNK = "PJSIP/trunk-00000001"
+PHONE = "PJSIP/101-00000002"
+#: What DialBegin and DialEnd of TRUNK to PHONE add to the trunk's snapshot.
+DIAL_FIELDS = {
+    "DestChannel": PHONE,
+    "DestCallerIDNum": "101",
+    "DestCallerIDName": "<unknown>",
+    "DestUniqueid": "1714557601.43",
+    "DestLinkedid": LINKEDID,
+    "DialString": "101",
+}
+
+
+def trunk_leg(
+    name: str,
+    channel: str = TRUNK,
+    *,
+    num: str | None = None,
+    cid: str = "<unknown>",
+    **fields: str,
+) -> Event:
+    """Event ``name`` of ``channel`` (TRUNK or PHONE) with the channel's whole
+    snapshot: caller ``num`` (TRUNK's 79161234567, PHONE's 101 when None) and
+    name ``cid``; ``fields`` added or replacing the snapshot's."""
+    snapshot = {
+        "Channel": channel,
+        "ChannelState": "4",
+        "ChannelStateDesc": "Ring",
+        "CallerIDNum": num if num is not None else "79161234567" if channel == TRUNK else "101",
+        "CallerIDName": cid,
+        "ConnectedLineNum": "<unknown>",
+        "ConnectedLineName": "<unknown>",
+        "Language": "ru",
+        "AccountCode": "",
+        "Context": "from-trunk",
+        "Exten": "74951234567",
+        "Priority": "2",
+        "Uniqueid": "1714557600.42" if channel == TRUNK else "1714557601.43",
+        "Linkedid": LINKEDID,
+    }
+    return make_event(name, **{**snapshot, **fields})
+
+
+def as_the_engine_feeds(intake: FeedIntake) -> Callable[[Event], Call | None]:
+    """``fed(event)``: the event to a call tracker first, then to ``intake``
+    with its call (and the ends of the calls it ended), as the engine does;
+    returns the event's call."""
+    tracker = CallTracker()
+
+    def fed(event: Event) -> Call | None:
+        result = tracker.feed(event)
+        if result.call is not None:
+            intake.callrouter_event(event, result.call)
+        for ended in result.ended:
+            intake.callrouter_call_end(ended)
+        return result.call
+
+    return fed
+
+
 async def test_the_hangup_names_the_caller_as_the_ringing_did() -> None:
     """A trunk's caller ID often has no name (``<unknown>`` in Newchannel); the
     dialplan sets one (``Set(CALLERID(name)=...)`` from a CRM or a list) before
@@ -491,48 +555,10 @@ async def test_the_hangup_names_the_caller_as_the_ringing_did() -> None:
     that channel carries it. The tracker kept the name of the first event with
     a number, so the feed's ``hangup`` (and ``GET /calls``) said
     ``caller_name: ""`` while the same call's ``ringing`` named the caller."""
-    inbound = "PJSIP/trunk-00000001"
-    phone = "PJSIP/101-00000002"
-
-    def leg(name: str, channel: str = inbound, cid: str = "Иван Петров", **fields: str):  # type: ignore[no-untyped-def]
-        snapshot = {
-            "Channel": channel,
-            "ChannelState": "4",
-            "ChannelStateDesc": "Ring",
-            "CallerIDNum": "79161234567" if channel == inbound else "101",
-            "CallerIDName": cid,
-            "ConnectedLineNum": "<unknown>",
-            "ConnectedLineName": "<unknown>",
-            "Language": "ru",
-            "AccountCode": "",
-            "Context": "from-trunk",
-            "Exten": "74951234567",
-            "Priority": "2",
-            "Uniqueid": "1714557600.42" if channel == inbound else "1714557601.43",
-            "Linkedid": LINKEDID,
-        }
-        return make_event(name, **{**snapshot, **fields})
-
-    dial_fields = {
-        "DestChannel": phone,
-        "DestCallerIDNum": "101",
-        "DestCallerIDName": "<unknown>",
-        "DestUniqueid": "1714557601.43",
-        "DestLinkedid": LINKEDID,
-        "DialString": "101",
-    }
+    leg = partial(trunk_leg, cid="Иван Петров")
     feed = EventFeed()
     intake = FeedIntake(feed)
-    tracker = CallTracker()
-
-    def fed(event):  # type: ignore[no-untyped-def]
-        # As the engine does: the tracker first, then the plugins with the call.
-        result = tracker.feed(event)
-        if result.call is not None:
-            intake.callrouter_event(event, result.call)
-        for ended in result.ended:
-            intake.callrouter_call_end(ended)
-        return result.call
+    fed = as_the_engine_feeds(intake)
 
     call = fed(leg("Newchannel", cid="<unknown>", Priority="1"))
     assert call is not None
@@ -541,12 +567,12 @@ async def test_the_hangup_names_the_caller_as_the_ringing_did() -> None:
     assert call.caller_name == "Иван Петров"
     fed(leg("VarSet", Variable="CALLERID(name)", Value="Иван Петров"))
     intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
-    fed(leg("DialBegin", **dial_fields))
-    fed(leg("Newchannel", channel=phone, cid="Менеджер"))  # the phone's own name
-    fed(leg("DialEnd", DialStatus="ANSWER", **dial_fields))
+    fed(leg("DialBegin", **DIAL_FIELDS))
+    fed(leg("Newchannel", channel=PHONE, cid="Менеджер"))  # the phone's own name
+    fed(leg("DialEnd", DialStatus="ANSWER", **DIAL_FIELDS))
     # A name set after the call rang is not the one it was rung with.
     fed(leg("NewCallerid", cid="Переименован"))
-    fed(leg("Hangup", channel=phone, cid="Менеджер", Cause="16"))
+    fed(leg("Hangup", channel=PHONE, cid="Менеджер", Cause="16"))
     fed(leg("Hangup", Cause="16"))
     events = feed.read(0).events
     assert [e.kind for e in events] == ["ringing", "answered", "hangup"]
@@ -565,48 +591,10 @@ async def test_the_hangup_gives_the_callers_number_as_the_ringing_did() -> None:
     kept the number of the call's first event, so the feed's ``ringing`` and
     ``answered`` said ``89161234567`` and its ``hangup`` (and ``GET /calls``)
     ``9161234567``."""
-    inbound = "PJSIP/trunk-00000001"
-    phone = "PJSIP/101-00000002"
-
-    def leg(name: str, channel: str = inbound, num: str = "89161234567", **fields: str):  # type: ignore[no-untyped-def]
-        snapshot = {
-            "Channel": channel,
-            "ChannelState": "4",
-            "ChannelStateDesc": "Ring",
-            "CallerIDNum": num,
-            "CallerIDName": "<unknown>",
-            "ConnectedLineNum": "<unknown>",
-            "ConnectedLineName": "<unknown>",
-            "Language": "ru",
-            "AccountCode": "",
-            "Context": "from-trunk",
-            "Exten": "74951234567",
-            "Priority": "2",
-            "Uniqueid": "1714557600.42" if channel == inbound else "1714557601.43",
-            "Linkedid": LINKEDID,
-        }
-        return make_event(name, **{**snapshot, **fields})
-
-    dial_fields = {
-        "DestChannel": phone,
-        "DestCallerIDNum": "101",
-        "DestCallerIDName": "<unknown>",
-        "DestUniqueid": "1714557601.43",
-        "DestLinkedid": LINKEDID,
-        "DialString": "101",
-    }
+    leg = partial(trunk_leg, num="89161234567")
     feed = EventFeed()
     intake = FeedIntake(feed)
-    tracker = CallTracker()
-
-    def fed(event):  # type: ignore[no-untyped-def]
-        # As the engine does: the tracker first, then the plugins with the call.
-        result = tracker.feed(event)
-        if result.call is not None:
-            intake.callrouter_event(event, result.call)
-        for ended in result.ended:
-            intake.callrouter_call_end(ended)
-        return result.call
+    fed = as_the_engine_feeds(intake)
 
     call = fed(leg("Newchannel", num="9161234567", Priority="1"))
     assert call is not None
@@ -615,12 +603,12 @@ async def test_the_hangup_gives_the_callers_number_as_the_ringing_did() -> None:
     assert call.caller_number == "89161234567"
     fed(leg("UserEvent", UserEvent="CallRouterRequest", Priority="3"))  # the routing request
     intake.callrouter_decision(call, make_decision(), make_trace(), "executed")
-    fed(leg("DialBegin", **dial_fields))
-    fed(leg("Newchannel", channel=phone, num="101"))
-    fed(leg("DialEnd", DialStatus="ANSWER", **dial_fields))
+    fed(leg("DialBegin", **DIAL_FIELDS))
+    fed(leg("Newchannel", channel=PHONE, num="101"))
+    fed(leg("DialEnd", DialStatus="ANSWER", **DIAL_FIELDS))
     # A number set after the call rang is not the one it was rung with.
     fed(leg("NewCallerid", num="+79161234567"))
-    fed(leg("Hangup", channel=phone, num="101", Cause="16"))
+    fed(leg("Hangup", channel=PHONE, num="101", Cause="16"))
     fed(leg("Hangup", Cause="16"))
     events = feed.read(0).events
     assert [e.kind for e in events] == ["ringing", "answered", "hangup"]
