@@ -106,6 +106,27 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
+async def first_page(browser: Any) -> Any:
+    """The browser's page: the one chromium opened, or a new one."""
+    return browser.pages[0] if browser.pages else await browser.new_page()
+
+
+async def sign_in(page: Any, port: int) -> None:
+    """Open the live page and sign in with the ``ui:read`` token, as a user does."""
+    await page.goto(f"http://127.0.0.1:{port}/ui/")
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.fill("#token", TOKEN)
+    await page.click("#login-form button[type=submit]")
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+
+
+async def signed_in(browser: Any, port: int) -> Any:
+    """The browser's page, signed in to the live page."""
+    page = await first_page(browser)
+    await sign_in(page, port)
+    return page
+
+
 @pytest.fixture(scope="module")
 def ui_sandbox(sandbox: Sandbox) -> Sandbox:
     sandbox.set_dialplan(example_dialplan_dialing("test-phones") + PHONES)
@@ -175,7 +196,7 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
     # the test also sees the browser reconnect, the cookie renewed, nothing lost.
     monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 3.0)
     complaints: list[str] = []
-    page = browser.pages[0] if browser.pages else await browser.new_page()
+    page = await first_page(browser)
     page.on(
         "console",
         lambda message: (
@@ -190,11 +211,7 @@ async def test_the_live_page_shows_a_call_its_trace_and_explains(
         lambda request: complaints.append(f"request failed: {request.url} {request.failure}"),
     )
 
-    await page.goto(f"http://127.0.0.1:{port}/ui/")
-    await page.locator("#login").wait_for(state="visible", timeout=10_000)
-    await page.fill("#token", TOKEN)
-    await page.click("#login-form button[type=submit]")
-    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    await sign_in(page, port)
     await page.locator("#health.ready").wait_for(timeout=10_000)
     assert "ready" in (await page.text_content("#health-state") or "")
     cookies = await browser.cookies()
@@ -308,12 +325,7 @@ async def test_a_bidi_override_in_a_callers_name_is_shown_not_obeyed(
     # once showed the rest of its line backwards: the trace's redirect
     # "exten=101" read "101=netxe", and a name could make a number or a rule
     # read as another. The page shows such characters as \u202e, as the logs do.
-    page = browser.pages[0] if browser.pages else await browser.new_page()
-    await page.goto(f"http://127.0.0.1:{port}/ui/")
-    await page.locator("#login").wait_for(state="visible", timeout=10_000)
-    await page.fill("#token", TOKEN)
-    await page.click("#login-form button[type=submit]")
-    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    page = await signed_in(browser, port)
     name = "\u202eevil\u2066x\u200f\x1b[31m"
     call = await placer.place(DID, CALLER, caller_name=name, hold=20)
     await page.locator("#calls li", has_text="evil").first.wait_for(timeout=5_000)
@@ -341,12 +353,7 @@ async def test_a_warning_of_readyz_is_shown_beside_the_reasons_not_as_not_ready(
     )
     monkeypatch.setattr(engine.privileges, "reporting_refused", warning)
     assert engine.health().ready
-    page = browser.pages[0] if browser.pages else await browser.new_page()
-    await page.goto(f"http://127.0.0.1:{port}/ui/")
-    await page.locator("#login").wait_for(state="visible", timeout=10_000)
-    await page.fill("#token", TOKEN)
-    await page.click("#login-form button[type=submit]")
-    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    page = await signed_in(browser, port)
     shown = page.locator("#reasons li.warning")
     await shown.wait_for(timeout=10_000)
     assert await shown.text_content() == "warning: " + warning
@@ -403,12 +410,7 @@ async def test_right_to_left_letters_in_a_name_or_1c_answer_reorder_nothing_arou
     # Hebrew or Arabic letters need no control character to reorder the
     # neutral characters and digits beside them. Each value from a call or
     # 1C is now a <bdi> of its own.
-    page = browser.pages[0] if browser.pages else await browser.new_page()
-    await page.goto(f"http://127.0.0.1:{port}/ui/")
-    await page.locator("#login").wait_for(state="visible", timeout=10_000)
-    await page.fill("#token", TOKEN)
-    await page.click("#login-form button[type=submit]")
-    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    page = await signed_in(browser, port)
     caller_name = "אבי כהן 7"
     call = await placer.place(DID, CALLER, caller_name=caller_name, hold=20)
     await page.locator("#calls li", has_text="אבי").first.wait_for(timeout=5_000)
