@@ -535,6 +535,17 @@ async def test_a_dialplan_that_cannot_be_read_is_minus_one_not_a_problem(
     await eventually(lambda: engine.metrics.dialplan_problems._value.get() == -1, "-1")
 
 
+def context_answer(context: str, items: list[dict[str, str]]) -> Callable[[SentAction], object]:
+    """``ShowDialPlan``: the shipped inbound context, and ``context`` listing ``items``."""
+
+    def answer(sent: SentAction) -> object:
+        if sent.get("Context") != context:
+            return dialplan_answer(sent)
+        return steps_answer(sent, items)
+
+    return answer
+
+
 def record_context(*, with_id: bool) -> Callable[[SentAction], object]:
     """``ShowDialPlan``: the shipped inbound context and ``[callrouter-record]``, that
     one as shipped or as copied before its MixMonitor had ``i(CALLROUTER_REC_ID)``."""
@@ -542,22 +553,7 @@ def record_context(*, with_id: bool) -> Callable[[SentAction], object]:
     if not with_id:
         for item in items:
             item["AppData"] = item["AppData"].replace("i(CALLROUTER_REC_ID)", "")
-
-    def answer(sent: SentAction) -> object:
-        if sent.get("Context") != "callrouter-record":
-            return dialplan_answer(sent)
-        aid = sent.action_id or ""
-        blocks = [f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"]
-        blocks += [
-            "".join(f"{k}: {v}\r\n" for k, v in {**i, "ActionID": aid}.items()) for i in items
-        ]
-        blocks.append(
-            f"Event: ShowDialPlanComplete\r\nEventList: Complete\r\nListItems: {len(items)}\r\n"
-            f"ActionID: {aid}\r\n"
-        )
-        return ("\r\n".join(blocks) + "\r\n").encode()
-
-    return answer
+    return context_answer("callrouter-record", items)
 
 
 async def test_with_recordings_an_old_record_context_is_named(
@@ -586,23 +582,7 @@ async def test_with_recordings_a_missing_record_context_fails(ajam_replay: Repla
 
 def dial_context(text: str) -> Callable[[SentAction], object]:
     """``ShowDialPlan``: the shipped inbound context and ``[callrouter-dial]`` of ``text``."""
-    items = dialplan_steps(text, "callrouter-dial")
-
-    def answer(sent: SentAction) -> object:
-        if sent.get("Context") != "callrouter-dial":
-            return dialplan_answer(sent)
-        aid = sent.action_id or ""
-        blocks = [f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"]
-        blocks += [
-            "".join(f"{k}: {v}\r\n" for k, v in {**i, "ActionID": aid}.items()) for i in items
-        ]
-        blocks.append(
-            f"Event: ShowDialPlanComplete\r\nEventList: Complete\r\nListItems: {len(items)}\r\n"
-            f"ActionID: {aid}\r\n"
-        )
-        return ("\r\n".join(blocks) + "\r\n").encode()
-
-    return answer
+    return context_answer("callrouter-dial", dialplan_steps(text, "callrouter-dial"))
 
 
 OLD_DIAL = "[callrouter-dial] has no CALLROUTER_FWDINT_${...} branch (a copy older than it)"
