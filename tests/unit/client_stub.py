@@ -4,10 +4,14 @@ set up on such a client."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from router.ami.message import Event, Response
+from router.ami.protocol import ActionResult
 from router.calllife.model import CallEvent
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
@@ -83,6 +87,30 @@ class ClientStub:
 
     async def aclose(self) -> None:
         pass
+
+
+class ConfirmingClient(ClientStub):
+    """Answers every action with Success, each kept in ``sent``; once ``engine``
+    is set, a Redirect confirms itself (the engine sees the channel's Newexten
+    in the context it was sent to)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.engine: Engine | None = None
+
+    async def send(
+        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> ActionResult:
+        self.sent.append((name, dict(params or {})))
+        if name == "Redirect" and self.engine is not None:
+            p = dict(params or {})
+            asyncio.get_running_loop().call_soon(
+                self.engine.executor.observe,
+                Event(
+                    (("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))
+                ),
+            )
+        return ActionResult(Response((("Response", "Success"),)))
 
 
 async def engine_on(tmp_path: Path, rules: str, client: ClientStub, *plugins: object) -> Engine:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from router.ami.message import Event, Response
+from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.callerid import MAX_NUMBER, cut_number
 from router.config import load_config
@@ -19,6 +19,7 @@ from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
 from router.plugins import Plugins
 from router.rules.registry import Registry
+from tests.unit.client_stub import ConfirmingClient
 
 RULES = """version: 1
 rules:
@@ -38,57 +39,8 @@ rules:
 """
 
 
-class FakeClient:
+class FakeClient(ConfirmingClient):
     """Answers every action with Success; Redirects confirm themselves."""
-
-    session_generation = 1
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.engine: Engine | None = None
-
-    async def login(self) -> None:
-        return None
-
-    async def set_events(self, selection: object) -> None:
-        """The engine says at start which events it wants (issue 16); kept for the tests."""
-        self.selection = selection
-
-    def set_narrowing(self, narrow: object) -> None:
-        """And which events it reads only in part."""
-        self.narrow = narrow
-
-    def refusal_reported(self, name: str) -> None:
-        """And which refusals it reports itself."""
-
-    def set_urgent(
-        self,
-        test: object,
-        *,
-        marker: bytes | None = None,
-        peek: object = None,
-        early: object = None,
-    ) -> None:
-        """And which it takes first."""
-        self.urgent = test
-        self.urgent_marker = marker
-
-    async def aclose(self) -> None:
-        return None
-
-    async def send(
-        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
-    ) -> ActionResult:
-        self.sent.append((name, dict(params or {})))
-        if name == "Redirect" and self.engine is not None:
-            p = dict(params or {})
-            asyncio.get_running_loop().call_soon(
-                self.engine.executor.observe,
-                Event(
-                    (("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))
-                ),
-            )
-        return ActionResult(Response((("Response", "Success"),)))
 
     async def action(
         self, name: str, params: Mapping[str, Any] | None = None, **kw: Any

@@ -32,6 +32,7 @@ from router.executor import Executor
 from router.plugins import Plugins
 from router.rules.decision import Action
 from router.rules.ruleset import RedirectTarget
+from tests.unit.client_stub import ConfirmingClient as FakeClient
 
 if TYPE_CHECKING:
     from router.ami.client import AJAMClient
@@ -207,36 +208,6 @@ rules:
     do:
       - redirect: {context: queues, exten: sales}
 """
-
-
-class FakeClient:
-    """Answers every action with Success; Redirects confirm themselves."""
-
-    session_generation = 1
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.engine: Engine | None = None
-
-    async def login(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    async def send(
-        self, name: str, params: Mapping[str, Any] | None = None, **kw: Any
-    ) -> ActionResult:
-        self.sent.append((name, dict(params or {})))
-        if name == "Redirect" and self.engine is not None:
-            p = dict(params or {})
-            asyncio.get_running_loop().call_soon(
-                self.engine.executor.observe,
-                Event(
-                    (("Event", "Newexten"), ("Channel", p["Channel"]), ("Context", p["Context"]))
-                ),
-            )
-        return ActionResult(Response((("Response", "Success"),)))
 
 
 async def make_engine(
