@@ -34,21 +34,27 @@ def chatty_peer() -> Iterator[int]:
         yield port
 
 
-def test_ctrl_c_ends_callrouter_events_with_130_and_no_word(chatty_peer: int) -> None:
-    """hcli31's trial: Ctrl-C ended `callrouter events` with 0, as if it had
-    printed its --count, while it ended every other command with 130."""
+def watching_events(port: int) -> subprocess.Popen[str]:
+    """``callrouter events`` as a process reading the peer at ``port``, its
+    output and errors piped as text."""
     argv = [
-        *("events", "--url", f"tcp://127.0.0.1:{chatty_peer}", "--username", "watcher"),
+        *("events", "--url", f"tcp://127.0.0.1:{port}", "--username", "watcher"),
         *("--auth", "plain", "--config", "/none.toml"),
     ]
-    with subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "router.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env={**os.environ, "CALLROUTER_SECRET": "x"},
-    ) as proc:
+    )
+
+
+def test_ctrl_c_ends_callrouter_events_with_130_and_no_word(chatty_peer: int) -> None:
+    """hcli31's trial: Ctrl-C ended `callrouter events` with 0, as if it had
+    printed its --count, while it ended every other command with 130."""
+    with watching_events(chatty_peer) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None
         while (line := proc.stdout.readline()) not in ("Channel: PJSIP/a-1\n", ""):
@@ -122,18 +128,7 @@ def test_callrouter_events_ends_when_its_reader_leaves_between_events(chatty_pee
     then ran on until the next event came to meet the closed pipe (on a quiet
     Asterisk, for ever); it now ends as the reader leaves, as `tail -f` does,
     with the code of a closed pipe and no word."""
-    argv = [
-        *("events", "--url", f"tcp://127.0.0.1:{chatty_peer}", "--username", "watcher"),
-        *("--auth", "plain", "--config", "/none.toml"),
-    ]
-    with subprocess.Popen(
-        [sys.executable, "-m", "router.cli", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "CALLROUTER_SECRET": "x"},
-    ) as proc:
+    with watching_events(chatty_peer) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None
         # The whole event and its blank line (the command writes nothing more):
