@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -175,14 +175,29 @@ def start_run(
         encoding="utf-8",
     )
     log_path = folder / "router.log"
+    return run_process(config, log_path, {**os.environ, "CR_SECRET": secret}), log_path
+
+
+def run_process(config: Path, log_path: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``callrouter run --config config`` as a process in the environment
+    ``env``, its output (and errors) appended to ``log_path``."""
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "router.cli", "run", "--config", str(config)],
             stdout=log,
             stderr=log,
-            env={**os.environ, "CR_SECRET": secret},
+            env=dict(env),
         )
-    return proc, log_path
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to a run still running, SIGKILL if it has not ended within 15 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def tail(log_path: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from router.api.auth import hash_token
 from router.sandbox import Sandbox
-from tests.integration._live import free_port, records
+from tests.integration._live import free_port, records, run_process
 
 DESK = "cr_live-desk-101"
 ADMIN = "cr_live-admin"
@@ -45,13 +44,7 @@ class Router:
             encoding="utf-8",
         )
         self.log = tmp / "router.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=out,
-                stderr=out,
-                env={**os.environ, "CR_SECRET": box.secret},
-            )
+        self.proc = run_process(self.config, self.log, {**os.environ, "CR_SECRET": box.secret})
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
         self.wait_log(lambda rec: str(rec.get("message", "")).startswith("ready"), 30)
 

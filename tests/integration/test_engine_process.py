@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,13 @@ import pytest
 
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
-from tests.integration._live import TEST_QUEUE, example_dialplan, records, routing_rules
+from tests.integration._live import (
+    TEST_QUEUE,
+    example_dialplan,
+    records,
+    routing_rules,
+    run_process,
+)
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 REPO = Path(__file__).parents[2]
@@ -46,13 +51,7 @@ class RouterProcess:
 
     def start(self) -> None:
         env = {**os.environ, "CR_SECRET": self.secret}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
+        self.proc = run_process(self.config, self.log_path, env)
         self.wait_for(lambda rec: rec.get("message", "").startswith("ready"), 20)
 
     def records(self) -> list[dict[str, object]]:

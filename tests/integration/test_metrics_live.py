@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
-from tests.integration._live import admin_placer, example_dialplan, free_port
+from tests.integration._live import admin_placer, example_dialplan, free_port, run_process
 
 pytestmark = pytest.mark.integration
 
@@ -89,13 +88,7 @@ class Router:
             "WATCHDOG_USEC": "2000000",  # a ping every second
         }
         env.pop("WATCHDOG_PID", None)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=out,
-                stderr=out,
-                env=env,
-            )
+        self.proc = run_process(self.config, self.log, env)
 
     def notifications(self) -> list[str]:
         out = []

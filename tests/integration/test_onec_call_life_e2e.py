@@ -36,7 +36,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
+from tests.integration._live import run_process, stop_process
 
 pytestmark = [pytest.mark.integration]
 
@@ -132,13 +132,7 @@ class Router:
 
     def start(self) -> None:
         env = {**os.environ, "CR_SECRET": self.pbx.secret}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
+        self.proc = run_process(self.config, self.log_path, env)
         self.starts += 1
         wait_until(lambda: self.count("ready") >= self.starts, 30, "the router to be ready")
 
@@ -173,12 +167,7 @@ class Router:
         self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 #: manager.conf httptimeout of this module's Asterisk: the session-expiry test waits

@@ -20,11 +20,9 @@ extension ever rings here: every call ends as one ``missed`` (or ``hangup``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -45,8 +43,11 @@ from tests.integration._live import (
     TEST_QUEUE,
     admin_placer,
     example_dialplan,
+    records,
+    run_process,
     start_engine,
     stop_engine,
+    stop_process,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -326,22 +327,10 @@ class RouterProcess:
 
     def start(self) -> None:
         env = {**os.environ, "CR_SECRET": self.secret}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
+        self.proc = run_process(self.config, self.log_path, env)
 
     def lines(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"message": line})
-        return out
+        return records(self.log_path)
 
     async def wait_for(self, text: str, count: int, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -362,12 +351,7 @@ class RouterProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 async def wait_until(predicate: Any, timeout: float, what: str) -> None:

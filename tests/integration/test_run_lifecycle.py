@@ -6,11 +6,9 @@ once (issue 16)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +21,14 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
-from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
+from tests.integration._live import (
+    TEST_QUEUE,
+    admin_placer,
+    example_dialplan,
+    records,
+    run_process,
+    stop_process,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -68,22 +73,10 @@ class Router:
 
     def start(self) -> None:
         env = {**os.environ, "CR_SECRET": self.secret}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
+        self.proc = run_process(self.config, self.log_path, env)
 
     def lines(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"message": line})
-        return out
+        return records(self.log_path)
 
     def decisions(self) -> list[dict[str, Any]]:
         return [r for r in self.lines() if r.get("event") == "decision"]
@@ -106,12 +99,7 @@ class Router:
         return await self.wait_for(lambda r: text in str(r.get("message", "")), timeout, repr(text))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
