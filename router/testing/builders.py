@@ -10,7 +10,7 @@ reads is the one the engine would give it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,6 +20,7 @@ from router.ami.facade import AMI
 from router.ami.message import Event
 from router.calls import Call, CallTracker
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings, load_config
+from router.engine_view import CallsView
 from router.plugins import DEFAULT_PLUGINS, Plugins
 from router.rules.context import Caller, Context
 from router.rules.decision import Action, Decision, LookupTrace, RuleStatus, RuleTrace, Trace
@@ -50,7 +51,7 @@ def make_event(name: str, /, **fields: str) -> Event:
     return Event((("Event", name), *fields.items()))
 
 
-class CallTimeline:
+class CallTimeline(CallsView):
     """Live calls built as the engine builds them: events fed to its call tracker.
 
     Also what :class:`StubEngine` offers as ``engine.calls`` (read with
@@ -61,7 +62,7 @@ class CallTimeline:
     """
 
     def __init__(self, replay: ReplayAsterisk | None = None) -> None:
-        self._tracker = CallTracker()
+        super().__init__(CallTracker())
         self.replay = replay
 
     def feed(self, event: Event) -> Call | None:
@@ -101,18 +102,6 @@ class CallTimeline:
         call.routed = routed
         call.waiting_channel = channel
         return call
-
-    def get(self, linkedid: str) -> Call | None:
-        return self._tracker.get(linkedid)
-
-    def by_channel(self, channel: str) -> Call | None:
-        return self._tracker.by_channel(channel)
-
-    def __iter__(self) -> Iterator[Call]:
-        return iter(self._tracker)
-
-    def __len__(self) -> int:
-        return len(self._tracker)
 
 
 def make_call(
