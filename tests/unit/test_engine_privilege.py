@@ -113,6 +113,20 @@ def test_the_shadow_section_quotes_the_warning_as_logged(page: str) -> None:
     assert f"```text\n{LISTING_REFUSED.format(reason=reason)}\n```" in text
 
 
+def refusing_redirect(ajam_replay: ReplayAsterisk) -> dict[str, bool]:
+    """Asterisk's answer to the probe's Redirect: "Permission denied" while the
+    switch returned says ``now``, then that of a user allowed it (no such channel)."""
+    refused = {"now": True}
+
+    def redirect(sent: object) -> list[tuple[str, str]]:
+        if refused["now"]:
+            return [("Response", "Error"), ("Message", "Permission denied")]
+        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
+
+    ajam_replay.on("Redirect", redirect)
+    return refused
+
+
 async def test_redirect_is_asked_for_again_after_a_new_login(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,
@@ -127,14 +141,7 @@ async def test_redirect_is_asked_for_again_after_a_new_login(
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    refused = {"now": True}
-
-    def redirect(sent: object) -> list[tuple[str, str]]:
-        if refused["now"]:
-            return [("Response", "Error"), ("Message", "Permission denied")]
-        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
-
-    ajam_replay.on("Redirect", redirect)
+    refused = refusing_redirect(ajam_replay)
     caplog.set_level(logging.INFO, logger="router.engine")
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
     assert engine.health().checks["privileges"] is False
@@ -164,14 +171,7 @@ async def test_a_login_inside_an_action_is_probed_at_once(
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    refused = {"now": True}
-
-    def redirect(sent: object) -> list[tuple[str, str]]:
-        if refused["now"]:
-            return [("Response", "Error"), ("Message", "Permission denied")]
-        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
-
-    ajam_replay.on("Redirect", redirect)
+    refused = refusing_redirect(ajam_replay)
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
     assert engine.health().checks["privileges"] is False
     refused["now"] = False
