@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from callrouter_onec.double import DEFAULT_USER, OneCDouble
+
 from router.ami.client import AJAMClient, ClientSettings
 from router.config import Config, load_config
 from router.dialplan import INBOUND_CONTEXT
@@ -31,6 +33,8 @@ from router.sandbox.calls import CallPlacer
 REPO = Path(__file__).parents[2]
 #: The engine tests' rules and directory.csv.
 ENGINE_FIXTURES = REPO / "tests" / "fixtures" / "engine"
+#: The 1C plugin's rules: a caller's responsible manager, from 1C.
+ONEC_RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
 
 #: One rule: every call goes to the queue ``sales`` of :data:`TEST_QUEUE`.
 SALES_RULES = """version: 1
@@ -114,6 +118,26 @@ def sales_router_toml(box: Sandbox, folder: Path) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def onec_api_config(
+    box: Sandbox, double: OneCDouble, state: Path, port: int, *, password: str, tokens: str
+) -> Config:
+    """The engine's settings for the live page and the event feed: the sandbox's
+    Asterisk, the 1C plugin's rules (:data:`ONEC_RULES`) on ``double`` (its
+    password ``password``), ``[api]`` on ``port`` with ``tokens`` (its
+    ``[api.tokens.*]`` tables); written beside ``state``."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state.parent / f"{state.name}.toml"
+    path.write_text(
+        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
+        f'[router]\nrules = ["{ONEC_RULES}"]\nstate_dir = "{state}"\n'
+        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
+        f'password = "{password}"\ntimeout = 1.0\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n' + tokens,
+        encoding="utf-8",
+    )
+    return load_config(path)
 
 
 def builtin_engine(url: str, secret: str, folder: Path, rules: str, tables: str = "") -> Engine:

@@ -18,21 +18,25 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.double import OneCDouble
 
 from router.api.auth import hash_token
-from router.config import Config, load_config
+from router.config import Config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
-from tests.integration._live import admin_placer, example_dialplan_dialing, free_port
+from tests.integration._live import (
+    admin_placer,
+    example_dialplan_dialing,
+    free_port,
+    onec_api_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 REPO = Path(__file__).parents[2]
-RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
 PASSWORD = "пароль"
 DID = "74951234567"
 CALLER = "79161234567"  # the double's «Ромашка», manager Петров at 101
@@ -53,22 +57,12 @@ exten => _X.,1,Set(CALLERID(name)=${HNAME}${HNAME}${HNAME}${HNAME})
 
 
 def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Config:
-    state.mkdir(parents=True, exist_ok=True)
     tokens = "".join(
         f'[api.tokens.{name}]\nhash = "{hash_token("secret-" + name)}"\n'
         f'allow = ["events:read"]\nextensions = {extensions!r}\nrate = 1000\n'.replace("'", '"')
         for name, extensions in TOKENS.items()
     )
-    path = state.parent / f"{state.name}.toml"
-    path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
-        f'[router]\nrules = ["{RULES}"]\nstate_dir = "{state}"\n'
-        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\ntimeout = 1.0\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n' + tokens,
-        encoding="utf-8",
-    )
-    return load_config(path)
+    return onec_api_config(box, double, state, port, password=PASSWORD, tokens=tokens)
 
 
 @pytest.fixture(scope="module")

@@ -31,21 +31,25 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from callrouter_onec.double import DEFAULT_USER, OneCDouble
+from callrouter_onec.double import OneCDouble
 
 from router.api.auth import hash_token
-from router.config import Config, load_config
+from router.config import Config
 from router.engine import Engine, EngineOptions
 from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import serving
-from tests.integration._live import admin_placer, example_dialplan_dialing, free_port
+from tests.integration._live import (
+    admin_placer,
+    example_dialplan_dialing,
+    free_port,
+    onec_api_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 REPO = Path(__file__).parents[2]
-RULES = REPO / "plugins" / "onec" / "tests" / "fixtures" / "rules"
 SCREENSHOT = REPO / "docs" / "img" / "live-page.png"
 ARTIFACTS = Path(os.environ.get("CALLROUTER_ARTIFACTS", REPO / "build" / "artifacts"))
 CHROMIUM = Path("/usr/bin/chromium")
@@ -77,19 +81,11 @@ exten => _X.,1,Wait(0.3)
 
 
 def make_config(box: Sandbox, double: OneCDouble, state: Path, port: int) -> Config:
-    state.mkdir(parents=True, exist_ok=True)
-    path = state.parent / f"{state.name}.toml"
-    path.write_text(
-        f'[asterisk]\nurl = "{box.url}"\nusername = "router"\nsecret = "{box.secret}"\n'
-        f'[router]\nrules = ["{RULES}"]\nstate_dir = "{state}"\n'
-        f'[plugins.onec]\nurl = "{double.url}"\nusername = "{DEFAULT_USER}"\n'
-        f'password = "{PASSWORD}"\ntimeout = 1.0\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n'
+    tokens = (
         f'[api.tokens.wallboard]\nhash = "{hash_token(TOKEN)}"\n'
-        'allow = ["ui:read"]\nextensions = ["*"]\nrate = 1000\n',
-        encoding="utf-8",
+        'allow = ["ui:read"]\nextensions = ["*"]\nrate = 1000\n'
     )
-    return load_config(path)
+    return onec_api_config(box, double, state, port, password=PASSWORD, tokens=tokens)
 
 
 def ensure_chromium() -> Path:
