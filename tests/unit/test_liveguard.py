@@ -912,14 +912,26 @@ async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_
         connected=lambda: True,
         key=key,
     )
-    live.guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), key=key, interval=0.05, settle=0)
+    # The guard's clock steps one interval a beat: on a loaded machine a late
+    # wake-up would otherwise read as this router's own stall (2.5 intervals),
+    # which rightly forgets what it had not heard.
+    now = [1_000.0]
+    live.guard = LiveGuard(
+        Claim("aaaa0001", 1_795_000_000),
+        key=key,
+        interval=0.05,
+        settle=0,
+        clock=lambda: now[0],
+    )
     client.hung = False
     await live.heartbeat()  # answered; its echo never comes: Asterisk stops right then
     client.hung = True
+    now[0] += 0.05
     await live.heartbeat()
     assert not live.silent  # one beat unanswered: not yet
     for _ in range(5):
         await asyncio.sleep(0.05)
+        now[0] += 0.05
         await live.heartbeat()
     assert live.silent
     # No echo either, but that is not the manager user's read classes: not "deaf".
