@@ -52,6 +52,8 @@ class ForwardingService:
         self.state = ForwardingState(ctx.engine.state_dir)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
+        #: Stored forwards found looping at a re-apply, told once each.
+        self._loops_told: set[str] = set()
         self.stop_watching = ctx.engine.watch(self._observe)
 
     def _observe(self, item: Event | StreamGap, call: Call | None) -> None:
@@ -70,7 +72,7 @@ class ForwardingService:
         async with self._lock:
             for extension, value in self.state:
                 try:
-                    await self._setvars(extension, value)
+                    await self._setvars(extension, value, internal=self._stored(extension, value))
                 except (ApiError, AMIError, OSError) as exc:
                     log.warning("forwarding for %s not re-applied: %s", extension, exc)
                     continue
@@ -79,14 +81,42 @@ class ForwardingService:
             log.info("forwarding re-applied to Asterisk for %d extension(s)", done)
         return done
 
+    def _stored(self, extension: str, value: Forwarding) -> bool:
+        """Is a stored forward dialled as internal? Not when it loops: a file
+        an earlier callrouter wrote (before internal forwards went through
+        ``[callrouter-dial]`` and loops were refused) may hold 101 -> 101, which
+        the new ``[callrouter-dial]`` would dial without end; it keeps dialling
+        through the outbound context, as then, and is named once."""
+        if not self.internal(value):
+            return False
+        loop = self.loop(extension, value)
+        if loop is None:
+            self._loops_told.discard(extension)
+            return True
+        if extension not in self._loops_told:
+            self._loops_told.add(extension)
+            log.warning(
+                "forwarding of %s in %s, stored by an earlier callrouter, loops (%s): it is "
+                "dialled through the outbound context as before, not through "
+                "[callrouter-dial]; set it again (PUT /api/v1/extensions/%s/forwarding) "
+                "or clear it",
+                extension,
+                self.state.path,
+                loop,
+                extension,
+            )
+        return False
+
     def internal(self, value: Forwarding) -> bool:
         """Is the forward number an extension (under the number plan, as a transfer
         decides): dialled through ``[callrouter-dial]``, not the outbound context.
         Decided when the globals are set, so a setting stored before is right too."""
         return value.forward_to is not None and self.dialing.internal(value.forward_to)
 
-    async def _setvars(self, extension: str, value: Forwarding) -> None:
-        internal = self.internal(value)
+    async def _setvars(
+        self, extension: str, value: Forwarding, *, internal: bool | None = None
+    ) -> None:
+        internal = self.internal(value) if internal is None else internal
         for variable, text in ForwardingState.globals_for(
             extension, value, internal=internal
         ).items():

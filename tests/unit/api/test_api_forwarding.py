@@ -441,3 +441,51 @@ async def test_a_forward_that_loops_is_400_and_nothing_is_set(
     assert ajam_replay.count("Setvar") == sent
     stored = await client.get("/api/v1/extensions/103/forwarding", headers=auth("all"))
     assert stored.json()["forward_to"] is None
+
+
+async def test_a_stored_forward_that_loops_keeps_dialling_out_and_is_named_at_start(
+    engine: Engine, ajam_replay: ReplayAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade (issue 16): a forwarding.json written before internal forwards
+    went through ``[callrouter-dial]`` and before loops were refused may hold
+    101 -> 101, or 102 -> 103 -> 102. Re-applied at start with
+    ``CALLROUTER_FWDINT_*`` set, the pasted new ``[callrouter-dial]`` would dial
+    Local channels without end; they keep dialling through the outbound context
+    as the version that stored them did, with one WARNING each saying what to do.
+    A stored internal forward that does not loop is flagged as a new one is."""
+    (engine.api.state_dir / "forwarding.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "extensions": {
+                    "101": {"dnd": False, "forward_to": "101", "dial": "101"},
+                    "102": {"dnd": False, "forward_to": "103", "dial": "103"},
+                    "103": {"dnd": False, "forward_to": "102", "dial": "102"},
+                    "104": {"dnd": False, "forward_to": "105", "dial": "105"},
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING, logger="router.api.forwarding"):
+        async with await _client(engine, None):
+            await until(lambda: ajam_replay.globals.get("CALLROUTER_FWDINT_104") == "1")
+            await until(lambda: "CALLROUTER_FWDINT_103" in ajam_replay.globals)
+            for ext, to in (("101", "101"), ("102", "103"), ("103", "102")):
+                assert ajam_replay.globals[f"CALLROUTER_FWD_{ext}"] == to
+                assert ajam_replay.globals[f"CALLROUTER_FWDINT_{ext}"] == ""
+            # A second re-apply (a gap) says it no more.
+            ajam_replay.globals.clear()
+            ajam_replay.queue_event(Event="FullyBooted", Privilege="system,all", Status="x")
+            await ajam_replay.settle(engine)
+            await until(lambda: "CALLROUTER_FWDINT_103" in ajam_replay.globals)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3, warned
+    assert warned[0] == (
+        "forwarding of 101 in "
+        f"{engine.api.state_dir / 'forwarding.json'}, stored by an earlier callrouter, "
+        "loops (forward_to: 101 cannot forward to itself (a loop)): it is dialled through "
+        "the outbound context as before, not through [callrouter-dial]; set it again "
+        "(PUT /api/v1/extensions/101/forwarding) or clear it"
+    )
+    assert "(102 -> 103 -> 102)" in warned[1]
