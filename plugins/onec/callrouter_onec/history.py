@@ -61,7 +61,7 @@ from urllib.parse import urlsplit
 
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
-from callrouter_onec.models import EventAck
+from callrouter_onec.models import EVENT_FIELDS, EventAck
 from router import Supervised
 
 __all__ = [
@@ -777,7 +777,7 @@ class HistorySender:
         """Post rows in order until one fails; returns how many 1C answered (or refused)."""
         for done, row in enumerate(rows):
             try:
-                ack = await self._post(row.payload)
+                ack = await self._post(complete(row.payload))
             except OneCBadRequest as exc:
                 self._recovered()  # 1C answered: it is up, if it was not
                 log.warning(
@@ -854,6 +854,19 @@ class HistorySender:
         )
         self._failing_since = None
         self._failed_posts = 0
+
+
+def complete(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with every member of the history contract (``EVENT_FIELDS``):
+    a row an earlier callrouter queued (still there after an upgrade) lacks
+    ``owner``, ``talk_seconds``, ``transfer``, ``hangup_by``, ``replayed`` and
+    the ``closed_*``; they go as null (``replayed`` false), as a new body
+    has them. ``event_id`` stays out when it is: the event is then keyed by
+    (``call_id``, ``event``)."""
+    missing = [key for key in EVENT_FIELDS if key not in payload and key != "event_id"]
+    if not missing:
+        return payload
+    return {**payload, **{key: (False if key == "replayed" else None) for key in missing}}
 
 
 def _nothing() -> None:

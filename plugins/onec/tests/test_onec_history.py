@@ -13,6 +13,7 @@ from callrouter_onec.client import OneCClient, OneCSettings
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
 from callrouter_onec.missed import MissedFact
+from callrouter_onec.models import EVENT_FIELDS
 
 MSK2 = timezone(timedelta(hours=2))  # the contract's example: 12:00 local is 10:00 UTC
 
@@ -227,6 +228,41 @@ async def test_5xx_and_timeouts_are_retried(
         assert await sender.drain(10)
         await sender.stop()
     assert_exactly_once(double, events)
+
+
+#: The members an earlier callrouter's bodies lacked (issue 16): rows it queued
+#: are still in onec-history.sqlite after an upgrade.
+ADDED_SINCE = (
+    "owner",
+    "talk_seconds",
+    "transfer",
+    "hangup_by",
+    "replayed",
+    "closed_by",
+    "closed_at",
+    "closed_direction",
+)
+
+
+async def test_a_row_an_earlier_version_queued_goes_to_1c_with_every_field(
+    tmp_path: Path, double: OneCDouble, client: OneCClient
+) -> None:
+    """The contract says every body carries every field (null when it does not
+    apply); a queue an earlier callrouter filled lacks some, and went as stored."""
+    old = build_event("hangup", CALL, tz=MSK2)
+    for key in ADDED_SINCE:
+        del old[key]
+    with HistoryQueue(tmp_path) as queue:
+        assert queue.enqueue(old)
+    with HistoryQueue(tmp_path) as queue:  # the new version opens it
+        sender = sender_for(queue, client)
+        sender.start()
+        assert await sender.drain(10)
+        await sender.stop()
+    [receipt] = double.event_book.receipts
+    # Every field but event_id, which build_event leaves to (call_id, event).
+    assert sorted(receipt.payload) == sorted(set(EVENT_FIELDS) - {"event_id"})
+    assert receipt.payload == build_event("hangup", CALL, tz=MSK2)
 
 
 async def test_failing_delivery_is_one_warning_and_its_recovery_one_info(
