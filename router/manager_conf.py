@@ -180,6 +180,40 @@ def section_classes(text: str, user: str) -> tuple[str | None, str | None]:
     return classes.get("read"), classes.get("write")
 
 
+#: The ``[general]`` keys read here (the last one set wins, as in manager.c).
+_GENERAL_KEYS = ("disabledevents", "bindaddr", "enabled")
+#: ``bindaddr`` values that listen on every interface (none given: ``[::]``).
+_EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def native_bind(text: str, *, file: str = "manager.conf") -> list[ConfFinding]:
+    """An ``advice`` when ``[general]`` enables the manager (``enabled = yes``,
+    which AJAM needs too) with no ``bindaddr``, or one of every interface:
+    Asterisk 22 then opens the native AMI port (5038) on all of them
+    (``TCP Bindaddress: [::]:5038``), which README's quick start before
+    issue 16 left so."""
+    general = _section(text, "general")[1]
+    enabled = general.get("enabled", "").strip().lower()
+    if enabled not in ("yes", "true", "y", "t", "1", "on"):  # Asterisk's ast_true
+        return []
+    bindaddr = general.get("bindaddr", "").strip()
+    if bindaddr not in _EVERY_INTERFACE:
+        return []
+    said = f"bindaddr = {bindaddr}" if bindaddr else "no bindaddr"
+    return [
+        ConfFinding(
+            "advice",
+            f"{file} [general] has {said}: Asterisk opens the native AMI port (5038 unless "
+            "`port` says) on every interface, to every manager user's password guesses; "
+            "add `bindaddr = 127.0.0.1` to [general] (callrouter over http:// or https:// "
+            "does not use that port; over tcp:// from another host, bind the address it "
+            "connects to), then "
+            "`asterisk -rx 'manager reload'`; `asterisk -rx 'manager show settings'` shows "
+            "the TCP Bindaddress in force",
+        )
+    ]
+
+
 def disabled_events(text: str) -> str | None:
     """manager.conf ``[general] disabledevents`` as Asterisk takes it (the key
     in any case; the last one set), None when no line sets it."""
@@ -290,7 +324,7 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
             continue
         key = key.strip(_C_SPACE)
         value = value.removeprefix(">").strip(_C_SPACE)
-        if key.lower() in ("read", "write", "disabledevents"):  # manager.c: strcasecmp
+        if key.lower() in ("read", "write", *_GENERAL_KEYS):  # manager.c: strcasecmp
             sections[-1].classes.append((key.lower(), value))
         if key.startswith("eventfilter"):  # manager.c: ast_begins_with, case counts
             sections[-1].lines.append(f"{key}={value}")
@@ -359,14 +393,13 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
     errors.sort(key=lambda error: int(error.split(" ", 2)[1].rstrip(":")))
     # [general] disabledevents: manager.c reads it from every [general] section
     # in turn, the last one set wins.
-    disabled = [
-        value
+    general_keys = {
+        key: value
         for section in sections
         if _folded(section.name) == "general"
         for key, value in section.classes
-        if key == "disabledevents"
-    ]
-    general_keys = {"disabledevents": disabled[-1]} if disabled else {}
+        if key in _GENERAL_KEYS
+    }
     if _folded(user) == "general":  # manager.c: [general] is no user
         general = UserSection([], includes, (), tuple(errors), crashes, True)
         return (general if crashes else None), general_keys
@@ -387,7 +420,7 @@ def _section(text: str, user: str) -> tuple[UserSection | None, dict[str, str]]:
         for category in users
         for i in sorted(_inherited(sections, by_name, category.parts))
         for key, value in sections[i].classes
-        if key != "disabledevents"
+        if key not in _GENERAL_KEYS
     }
     last.update(general_keys)
     return UserSection(lines, includes, templates, tuple(errors), crashes), last

@@ -401,6 +401,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         compare_disabled,
         compare_eventfilters,
         disabled_events,
+        native_bind,
         section_classes,
         section_eventfilters,
     )
@@ -463,6 +464,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             file=path.name if found_in is not None else "manager.conf",
         ),
         *compare_disabled(disabled_events(text), offline.event_selection()),
+        *native_bind(text),
         *findings,
     ]
     for finding in findings:

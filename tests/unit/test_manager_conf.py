@@ -934,3 +934,39 @@ def test_disabledevents_naming_an_event_callrouter_needs_fails(
         assert "disabledevents" not in capsys.readouterr().out.split("\n\n", 1)[1]
     assert disabled_events("[general]\ndisabledevents = A\n[general]\ndisabledevents = B\n") == "B"
     assert disabled_events("[router]\ndisabledevents = A\n") is None
+
+
+def test_a_manager_open_on_every_interface_is_advice_with_the_line_to_add(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's quick start before issue 16 enabled the manager with no
+    ``bindaddr``: Asterisk 22 then opens the native AMI port on every interface
+    (``TCP Bindaddress: [::]:5038``). An administrator who followed it and
+    upgrades was told nothing: the README changed, the file did not."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    old = "[general]\nenabled = yes\nwebenabled = yes\nhttptimeout = 60\n"
+    for general, said in (
+        (old, "has no bindaddr"),
+        (old + "BindAddr = 0.0.0.0\n", "has bindaddr = 0.0.0.0"),
+        (old + "bindaddr = 127.0.0.1\n[general]\nbindaddr = ::\n", "has bindaddr = ::"),
+    ):
+        conf.write_text(general + "[router]\n" + CLASSES)
+        assert main(argv) == 0, general  # advice: another host may use the port on purpose
+        out = capsys.readouterr().out
+        assert (
+            f"manager.conf: ADVICE manager.conf [general] {said}: Asterisk opens the native "
+            "AMI port (5038 unless `port` says) on every interface"
+        ) in out, out
+        assert "add `bindaddr = 127.0.0.1` to [general]" in out
+        assert "`asterisk -rx 'manager reload'`" in out
+    for general in (
+        old + "bindaddr = 127.0.0.1\n",
+        "[general]\nenabled = no\n",  # no port open
+        "[general]\nwebenabled = yes\n",  # enabled defaults to no
+        "",
+    ):
+        conf.write_text(general + "[router]\n" + CLASSES)
+        assert main(argv) == 0
+        assert "bindaddr" not in capsys.readouterr().out, general
