@@ -34,6 +34,11 @@ __all__ = ["DialplanAMI", "DialplanAudit", "ListedContext", "audit_dialplan"]
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
 _MAX_CONTEXTS = 100
+#: The contexts of examples/asterisk/extensions.conf: one Asterisk lacks is to
+#: be pasted from there, not written.
+_SHIPPED_CONTEXTS = frozenset(
+    {INBOUND_CONTEXT, DIAL_CONTEXT, RECORD_CONTEXT, "callrouter-default"}
+)
 _MAX_TARGETS = 200
 
 
@@ -292,13 +297,22 @@ async def _targets(
             continue
         context = shown(target.context)
         if listed is False:
+            fix = (
+                # One of the snippet's: pasted, not written (an earlier README said
+                # to paste [callrouter-inbound] alone).
+                f"paste [{target.context}] of examples/asterisk/extensions.conf into "
+                "extensions.conf (a copy older than it, or [callrouter-inbound] pasted "
+                "alone, lacks it)"
+                if target.context in _SHIPPED_CONTEXTS
+                else f"correct the context in the rule, or add the context {context} to "
+                "extensions.conf"
+            )
             findings.append(
                 Finding(
                     "fail",
                     f"{target.location}: rule {target.rule!r} redirects to context "
                     f"{context}, which Asterisk's dialplan does not have: Asterisk "
-                    "accepts the Redirect and hangs the call up; correct the context in "
-                    f"the rule, or add the context {context} to extensions.conf and run "
+                    f"accepts the Redirect and hangs the call up; {fix} and run "
                     "asterisk -rx 'dialplan reload'",
                 )
             )

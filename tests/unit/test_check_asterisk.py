@@ -312,6 +312,33 @@ async def test_each_redirect_target_asterisk_lacks_is_named(ajam_replay: ReplayA
     assert asked.count(("queues", "sales")) == 1
 
 
+async def test_a_shipped_context_asterisk_lacks_is_named_with_where_to_paste_it_from(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """An earlier README said to paste [callrouter-inbound] alone (issue 16): the
+    shipped rules' redirect to [callrouter-dial] then FAILed with "add the context
+    'callrouter-dial' to extensions.conf", as if the administrator were to write
+    it; it is in examples/asterisk/extensions.conf, to paste."""
+    ajam_replay.on("ShowDialPlan", dialplan_with({"queues": {"sales"}}))
+    targets = [
+        RedirectTarget("callrouter-dial", None, "owner", "rules/inbound.yaml:54"),
+        RedirectTarget("callrouter-record", "s", "rec", "rules/inbound.yaml:80"),
+    ]
+    found = await run(ajam_replay, targets=targets, built=2)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert fails == [
+        f"rules/inbound.yaml:{line}: rule {rule!r} redirects to context '{context}', which "
+        "Asterisk's dialplan does not have: Asterisk accepts the Redirect and hangs the call "
+        f"up; paste [{context}] of examples/asterisk/extensions.conf into extensions.conf "
+        "(a copy older than it, or [callrouter-inbound] pasted alone, lacks it) and run "
+        "asterisk -rx 'dialplan reload'"
+        for line, rule, context in (
+            (54, "owner", "callrouter-dial"),
+            (80, "rec", "callrouter-record"),
+        )
+    ]
+
+
 async def test_targets_asterisk_has_are_one_line(ajam_replay: ReplayAsterisk) -> None:
     ajam_replay.on("ShowDialPlan", dialplan_with(None))
     targets = [
