@@ -98,8 +98,8 @@ class ForwardingService:
             log.warning(
                 "forwarding of %s in %s, stored by an earlier callrouter, loops (%s): it is "
                 "dialled through the outbound context as before, not through "
-                "[callrouter-dial]; set it again (PUT /api/v1/extensions/%s/forwarding) "
-                "or clear it",
+                "[callrouter-dial]; clear it or forward it to a number outside the loop "
+                "(PUT /api/v1/extensions/%s/forwarding)",
                 extension,
                 self.state.path,
                 loop,

@@ -485,7 +485,7 @@ async def test_a_stored_forward_that_loops_keeps_dialling_out_and_is_named_at_st
         "forwarding of 101 in "
         f"{engine.api.state_dir / 'forwarding.json'}, stored by an earlier callrouter, "
         "loops (forward_to: 101 cannot forward to itself (a loop)): it is dialled through "
-        "the outbound context as before, not through [callrouter-dial]; set it again "
-        "(PUT /api/v1/extensions/101/forwarding) or clear it"
+        "the outbound context as before, not through [callrouter-dial]; clear it or "
+        "forward it to a number outside the loop (PUT /api/v1/extensions/101/forwarding)"
     )
     assert "(102 -> 103 -> 102)" in warned[1]
