@@ -450,8 +450,9 @@ async def test_a_stored_forward_that_loops_keeps_dialling_out_and_is_named_at_st
     went through ``[callrouter-dial]`` and before loops were refused may hold
     101 -> 101, or 102 -> 103 -> 102. Re-applied at start with
     ``CALLROUTER_FWDINT_*`` set, the pasted new ``[callrouter-dial]`` would dial
-    Local channels without end; they keep dialling through the outbound context
-    as the version that stored them did, with one WARNING each saying what to do.
+    Local channels round and round (40 for one call on the sandbox); they keep
+    dialling through the outbound context as the version that stored them did,
+    with one WARNING each saying what to do.
     A stored internal forward that does not loop is flagged as a new one is."""
     (engine.api.state_dir / "forwarding.json").write_text(
         json.dumps(
