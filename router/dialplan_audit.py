@@ -34,12 +34,10 @@ __all__ = ["DialplanAMI", "DialplanAudit", "ListedContext", "audit_dialplan"]
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
 _MAX_CONTEXTS = 100
+_MAX_TARGETS = 200
 #: The contexts of examples/asterisk/extensions.conf: one Asterisk lacks is to
 #: be pasted from there, not written.
-_SHIPPED_CONTEXTS = frozenset(
-    {INBOUND_CONTEXT, DIAL_CONTEXT, RECORD_CONTEXT, "callrouter-default"}
-)
-_MAX_TARGETS = 200
+_SHIPPED_CONTEXTS = frozenset({INBOUND_CONTEXT, DIAL_CONTEXT, RECORD_CONTEXT, "callrouter-default"})
 
 
 class _Listing(Protocol):
