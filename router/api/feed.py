@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
+from router.callerid import cut_number, cut_text
 from router.recordings.store import create_private
 
 __all__ = [
@@ -532,7 +533,22 @@ def _event(row: tuple[Any, ...]) -> FeedEvent | None:
         payload = {}
     if not isinstance(payload, dict):
         payload = {}
+    for key, cut in _CUT.items():
+        value = payload.get(key)
+        if isinstance(value, str):
+            payload[key] = cut(value)
     return FeedEvent(int(cursor), kind, extension, call_id, float(ts), payload)
+
+
+#: The caller's texts in an event's ``data``, cut where they enter callrouter
+#: (router.callerid) and bounded so in the OpenAPI document; a file an earlier
+#: version wrote (before issue 16) has them whole, and is read back cut.
+_CUT: dict[str, Callable[[str], str]] = {
+    "caller": cut_number,
+    "did": cut_number,
+    "target": cut_number,
+    "caller_name": cut_text,
+}
 
 
 class EventFeed:

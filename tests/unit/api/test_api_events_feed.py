@@ -848,3 +848,33 @@ def test_a_second_feed_store_in_the_process_keeps_the_first_ones_locks(tmp_path:
     finally:
         second.close()
         first.close()
+
+
+async def test_a_caller_s_text_an_earlier_version_kept_whole_is_read_back_cut(
+    tmp_path: Path,
+) -> None:
+    """An upgrade (issue 16): the earlier version stored a caller's name and
+    number whole (a 4,000-character name in every event); the feed now serves
+    them cut as its OpenAPI document bounds them (``maxLength``), as new events
+    are cut where they enter."""
+    old = EventFeed.open(tmp_path)
+    name, number = "Ж" * 4000, "7" * 100
+    old.publish(
+        "ringing",
+        "101",
+        {"caller": number, "caller_name": name, "did": number, "answered": False},
+        call_id="c1",
+    )
+    old.publish("transferred", "101", {"target": number, "caller": "79161234567"})
+    await old.aclose()
+
+    feed = EventFeed.open(tmp_path)
+    ringing, transferred = feed.read(0).events
+    assert ringing.data == {
+        "caller": "7" * 63 + "…",
+        "caller_name": "Ж" * 499 + "…",
+        "did": "7" * 63 + "…",
+        "answered": False,
+    }
+    assert transferred.data == {"target": "7" * 63 + "…", "caller": "79161234567"}
+    await feed.aclose()
