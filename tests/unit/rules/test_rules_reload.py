@@ -34,7 +34,7 @@ rules:
 #: The loop must get a turn at least this often while a reload runs. On the loop
 #: the reloads below block it for seconds; off it, the gaps are the GIL's
 #: switch interval, which on two busy shared cores was seen at 0.54 s.
-MAX_GAP = 1.0
+MAX_GAP = 0.5
 
 
 def big_valid_rules(count: int) -> str:
@@ -72,9 +72,13 @@ async def engine(tmp_path: Path) -> Engine:
     return engine
 
 
-async def largest_gap_while(work: asyncio.Future[object] | asyncio.Task[object]) -> float:
-    """Runs a coroutine that ticks every 20 ms until ``work`` is done; the longest gap."""
-    ticks = [time.monotonic()]
+async def gap_and_length_of(
+    work: asyncio.Future[object] | asyncio.Task[object],
+) -> tuple[float, float]:
+    """Runs a coroutine that ticks every 20 ms until ``work`` is done: the
+    longest gap between ticks and how long the work took."""
+    started = time.monotonic()
+    ticks = [started]
 
     async def tick() -> None:
         while True:
@@ -87,15 +91,23 @@ async def largest_gap_while(work: asyncio.Future[object] | asyncio.Task[object])
     finally:
         ticker.cancel()
     ticks.append(time.monotonic())
-    return max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    gap = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    return gap, ticks[-1] - started
+
+
+def allowed_gap(took: float) -> float:
+    """Work done on the loop leaves one gap about as long as the work; off the
+    loop the gaps are the scheduler's. On a loaded host both grow with the
+    work's length, so the bound does too: MAX_GAP, or a quarter of the work."""
+    return max(MAX_GAP, took / 4)
 
 
 async def test_watched_folder_reload_of_the_bomb_keeps_the_loop_ticking(engine: Engine) -> None:
     folder = engine.rules.paths[0]
     bomb = (BAD / "yaml_alias_bomb.yaml").read_text(encoding="utf-8")
     (folder / "b.yaml").write_text(bomb, encoding="utf-8")
-    gap = await largest_gap_while(asyncio.ensure_future(engine._check_rule_files()))
-    assert gap < MAX_GAP
+    gap, took = await gap_and_length_of(asyncio.ensure_future(engine._check_rule_files()))
+    assert gap < allowed_gap(took)
     # the bomb is refused, so the reload is fatal and the previous rules stay
     assert [r.name for r in engine.rules.current.rules] == ["default"]
 
@@ -103,8 +115,8 @@ async def test_watched_folder_reload_of_the_bomb_keeps_the_loop_ticking(engine: 
 async def test_slow_valid_reload_runs_off_the_loop(engine: Engine) -> None:
     folder = engine.rules.paths[0]
     (folder / "big.yaml").write_text(big_valid_rules(1500), encoding="utf-8")
-    gap = await largest_gap_while(asyncio.ensure_future(engine._check_rule_files()))
-    assert gap < MAX_GAP
+    gap, took = await gap_and_length_of(asyncio.ensure_future(engine._check_rule_files()))
+    assert gap < allowed_gap(took)
     assert len(engine.rules.current.rules) == 1501
     assert engine.registry is engine.rules.registry
 
