@@ -265,6 +265,22 @@ class Config:
         name = f"[{section}] {key}"
         return f"{self.where(section, key)}: {f'{flag} ({name})' if flag else name}"
 
+    def rules_named_by(self) -> str:
+        """What a configured rules path that is not there adds to "no such file
+        or folder" (:func:`router.rules.load_rules`'s ``named_by``): the key
+        that names it, the folder it is relative to, and the shipped rules to
+        start from. A router.toml copied as the quick start says, without the
+        rules beside it, said only ``rules: no such file or folder``; empty
+        when no file was read. ``callrouter check``, ``explain`` and ``run``
+        say the same."""
+        if self.path is None:
+            return ""
+        return (
+            f" (named by {self.where('router', 'rules')}: [router] rules, relative to "
+            f"{self.path.resolve().parent}); copy the shipped rules/ there to start from "
+            "(README, Quick start), or set [router] rules"
+        )
+
 
 # -- reading -----------------------------------------------------------------
 

@@ -204,6 +204,11 @@ class EngineOptions:
     #: that systemd's start limit does not give up on the service while
     #: Asterisk is away. A refused login still fails at once.
     wait_for_asterisk: bool = False
+    #: What a rules path that is not there adds to "no such file or folder"
+    #: (:meth:`router.config.Config.rules_named_by`): ``callrouter run`` names
+    #: router.toml's ``[router] rules`` line, as ``check`` does; empty for
+    #: paths given otherwise (``--rules``, an embedder).
+    rules_named_by: str = ""
 
     def dialplan(self) -> Dialplan:
         return Dialplan(
@@ -287,7 +292,7 @@ class Engine:
             tracker=self._tracker,
             executor=self.executor,
             plugins=self.plugins,
-            rules=RuleBook(config.router.rules, Registry()),
+            rules=RuleBook(config.router.rules, Registry(), named_by=self.options.rules_named_by),
             dialplan=self.options.dialplan(),
             log_format=config.router.log_format,
             clock=lambda: self.clock(),
@@ -1017,7 +1022,9 @@ class Engine:
         self._rule_mtimes = self._scan_rule_files()  # the watcher does not reload these again
         self._loaded_from = None
         fresh = self._fresh_registry()
-        return self._swap_rules(fresh, load_rules(self.rules.paths, fresh))
+        return self._swap_rules(
+            fresh, load_rules(self.rules.paths, fresh, named_by=self.rules.named_by)
+        )
 
     async def reload_in_thread(self) -> RuleSet | None:
         """Validated reload with the reading and compiling in a worker thread.
@@ -1055,7 +1062,9 @@ class Engine:
                 log.info("rule files changed; reloading")
             fresh = self._fresh_registry()
             try:
-                loaded = await asyncio.to_thread(load_rules, self.rules.paths, fresh)
+                loaded = await asyncio.to_thread(
+                    load_rules, self.rules.paths, fresh, named_by=self.rules.named_by
+                )
             except Exception:  # a bug in loading must not end the engine
                 self.metrics.rule_reloads.labels("failed").inc()
                 log.exception(
@@ -1103,7 +1112,7 @@ class Engine:
                 counted(len(self.rules.current.rules), "rule"),
             )
             return loaded
-        book = RuleBook(self.rules.paths, fresh)
+        book = RuleBook(self.rules.paths, fresh, named_by=self.rules.named_by)
         book.current = loaded
         self.router.rules = book
         self.metrics.rule_reloads.labels("ok").inc()

@@ -476,17 +476,8 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
 
 def named_by(offline: Offline) -> str:
     """What a configured rules path that is not there adds to "no such file
-    or folder": the key that names it, the folder it is relative to, and the
-    shipped rules to start from (a router.toml copied as the quick start says,
-    without the rules beside it, said only ``rules: no such file or folder``)."""
-    config = offline.config
-    if config.path is None:
-        return ""
-    return (
-        f" (named by {config.where('router', 'rules')}: [router] rules, relative to "
-        f"{config.path.resolve().parent}); copy the shipped rules/ there to start from "
-        "(README, Quick start), or set [router] rules"
-    )
+    or folder" (:meth:`router.config.Config.rules_named_by`)."""
+    return offline.config.rules_named_by()
 
 
 def _shown(offline: Offline) -> str:

@@ -111,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.router.log_format, args.log_level)
     warn_at_start(config)
     # The service owns its process: the startup's objects may be frozen (gc).
-    options = EngineOptions(freeze_gc=True, wait_for_asterisk=True)
+    options = EngineOptions(
+        freeze_gc=True,
+        wait_for_asterisk=True,
+        # A --rules path is the person's own; router.toml's is named, as check names it.
+        rules_named_by="" if args.rules else config.rules_named_by(),
+    )
     return asyncio.run(_serve(Engine(config, options=options)))
 
 

@@ -458,14 +458,18 @@ class RuleBook:
     the previous rules, so a half-saved file never empties the router.
     """
 
-    def __init__(self, paths: Iterable[Path | str], registry: Registry) -> None:
+    def __init__(
+        self, paths: Iterable[Path | str], registry: Registry, *, named_by: str = ""
+    ) -> None:
         self.paths = tuple(Path(p) for p in paths)
         self.registry = registry
+        #: :func:`load_rules`' ``named_by``: where the paths came from.
+        self.named_by = named_by
         self.current = RuleSet.empty(registry)
 
     def reload(self, *, strict: bool = False) -> RuleSet:
         """Loads the files; returns what was loaded (check ``errors`` and ``fatal``)."""
-        candidate = load_rules(self.paths, self.registry)
+        candidate = load_rules(self.paths, self.registry, named_by=self.named_by)
         if not candidate.fatal and not (strict and candidate.errors):
             self.current = candidate
         return candidate

@@ -119,6 +119,38 @@ def test_callrouter_run_refuses_to_start_and_agrees_with_check(tmp_path: Path) -
         assert sum(line in logged for logged in run.stderr.splitlines()) == 1, line
 
 
+def test_callrouter_run_names_the_line_of_a_rules_folder_that_is_not_there(
+    tmp_path: Path,
+) -> None:
+    """hleft33's trial: `run` with router.toml's [router] rules naming a folder
+    that is not there said only `rules: no such file or folder`, where `check`
+    and `explain` name router.toml's line and say what to do (issue 16)."""
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:9/asterisk"\nusername = "u"\n'
+        'secret_env = "CR_SECRET"\n[router]\nrules = ["rules"]\n'
+        f'state_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    hint = (
+        f"rules: no such file or folder (named by {config}:6: [router] rules, relative "
+        f"to {tmp_path.resolve()}); copy the shipped rules/ there to start from "
+        "(README, Quick start), or set [router] rules"
+    )
+    check = run_cli("check", "--config", str(config), cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stdout.splitlines()[0] == hint
+    run = run_cli("run", "--config", str(config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert f"ERROR router.engine: {hint}\n" in run.stderr
+    assert "callrouter run: error: not started: 1 problem" in run.stderr
+    # A --rules path is the person's own: no router.toml line is named.
+    run = run_cli("run", "--config", str(config), "--rules", "nowhere", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "ERROR router.engine: nowhere: no such file or folder\n" in run.stderr
+
+
 def test_callrouter_run_refuses_a_state_folder_it_cannot_write_in_one_line(
     tmp_path: Path,
 ) -> None:
