@@ -14,8 +14,10 @@ worth a look) or the table is missing.
 sent again, each only when its file still holds the bytes catalogued; the 1C
 plugin of a running router queues them at its next step (a second), a stopped
 one at its start. It touches the catalog alone, as the running service does
-(SQLite, WAL), so it works either way. Exit code 0, or 1 when an ID named was
-not sent again.
+(SQLite, WAL), so it works either way. Exit code 0; 1 when an ID named was
+not sent again (no catalog at all included), each refusal said on stderr; 2
+for a command line it cannot take (neither IDs nor ``--failed``, both, an ID
+that is no call id), said as argparse says one.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help="settings file (default: ./router.toml when there is one)",
     )
-    retry.set_defaults(func=run_retry)
+    retry.set_defaults(func=run_retry, parser=retry)
 
 
 #: Failed uploads ``status`` names one a line, and lists in ``--json``.
@@ -206,21 +208,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if worrying else 0
 
 
+def _is_id(given: str) -> bool:
+    """Whether ``given`` is a call id or ``CALL_ID/PART`` (checked before
+    anything is read, so nothing else reaches a query)."""
+    call_id, _, part = given.partition("/")
+    try:
+        check_call_id(call_id)
+        if part:
+            check_part(part)
+    except ValueError:
+        return False
+    return True
+
+
 def _wanted(store: RecordingStore, ids: list[str]) -> list[tuple[str, list[Recording]]]:
-    """Each ID given and the catalog's files it names; ConfigError for one that is
-    no call id or part (nothing of it reaches a query unchecked)."""
+    """Each ID given (each one :func:`_is_id`) and the catalog's files it names."""
     found: list[tuple[str, list[Recording]]] = []
     for given in ids:
         call_id, _, part = given.partition("/")
-        try:
-            check_call_id(call_id)
-            if part:
-                check_part(part)
-        except ValueError:
-            raise ConfigError(
-                f"{escape_controls(given)!r} is neither a call id "
-                "(1733050000.42) nor CALL_ID/PART (1733050000.42/mix)"
-            ) from None
         rows = [r for r in store.for_call(call_id) if not part or r.part == part]
         found.append((given, rows))
     return found
@@ -275,13 +280,30 @@ def _onec_off(plugins: PluginSettings) -> str:
     return ""
 
 
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """A command line ``retry`` cannot take, said as argparse says one: its
+    usage and ``callrouter recordings retry: error: ...`` on stderr, exit 2
+    (before anything is read: router.toml, the catalog)."""
+    args.parser.print_usage(sys.stderr)
+    print(f"callrouter recordings retry: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.failed):
-        raise ConfigError(
+        return _usage_error(
+            args,
             "give the call ids (CALL_ID or CALL_ID/PART) or --failed, not both"
             if args.ids
-            else "give the call ids (CALL_ID or CALL_ID/PART) or --failed"
+            else "give the call ids (CALL_ID or CALL_ID/PART) or --failed",
         )
+    for given in args.ids:
+        if not _is_id(given):
+            return _usage_error(
+                args,
+                f"{escape_controls(given)!r} is neither a call id "
+                "(1733050000.42) nor CALL_ID/PART (1733050000.42/mix)",
+            )
     offline = load_offline(args.config)
     settings = offline.config.recordings
     if settings is None:
@@ -308,8 +330,12 @@ def run_retry(args: argparse.Namespace) -> int:
     # service is stopped): as the service's user only.
     refuse_another_owner(offline.config, state_dir, "recordings retry")
     if not (state_dir / DB_NAME).exists():
-        print(f"no recordings catalog in {state_dir}: nothing was recorded, nothing to send")
-        return 1 if args.ids else 0
+        nothing = f"no recordings catalog in {state_dir}: nothing was recorded, nothing to send"
+        if args.ids:  # the calls named are not there: an error (exit 1)
+            print(f"callrouter recordings retry: error: {nothing}", file=sys.stderr)
+            return 1
+        print(nothing)  # --failed: none failed, nothing to do
+        return 0
     store = RecordingStore(state_dir)
     sent = 0
     refused = False
@@ -324,17 +350,17 @@ def run_retry(args: argparse.Namespace) -> int:
             asked = _wanted(store, args.ids)
         for given, rows in asked:
             if not rows:
-                print(f"{given}: no recording of that call in the catalog")
+                print(f"{given}: no recording of that call in the catalog", file=sys.stderr)
                 refused = True
             for rec in rows:
                 name = f"{rec.call_id}/{rec.part}"
                 why = _why_not(rec) if rec.state != "closed" else _holds_catalogued(rec, settings)
                 if why:
-                    print(f"{name}: not sent again: {escape_controls(why)}")
+                    print(f"{name}: not sent again: {escape_controls(why)}", file=sys.stderr)
                     refused = True
                     continue
                 if not store.ask_retry([rec.id]):
-                    print(f"{name}: not sent again: it is no longer closed")
+                    print(f"{name}: not sent again: it is no longer closed", file=sys.stderr)
                     refused = True
                     continue
                 sent += 1

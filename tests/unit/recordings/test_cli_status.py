@@ -192,13 +192,15 @@ def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
     linked.file.unlink()
     linked.file.symlink_to(good.file or "")
     assert main(["recordings", "retry", "--failed", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
+    # What was sent on stdout, each refusal on stderr (hleft33's trial).
+    out, err = capsys.readouterr()
     assert "5.1/mix: queued for 1C again (it failed: 1C refused it: 400)" in out
-    assert "5.2/mix: not sent again: " in out
-    assert "no longer holds the bytes catalogued" in out
-    assert f"5.3/mix: not sent again: {gone.file} is gone" in out
-    assert "5.4/mix: not sent again: cannot read" in out
-    assert "symbolic link" in out
+    assert "5.2/mix: not sent again: " in err
+    assert "no longer holds the bytes catalogued" in err
+    assert f"5.3/mix: not sent again: {gone.file} is gone" in err
+    assert "5.4/mix: not sent again: cannot read" in err
+    assert "symbolic link" in err
+    assert "not sent again" not in out
     assert "1 file to send again: a running callrouter's 1C plugin queues them" in out
     after = {r.call_id: r for r in RecordingStore(tmp_path / "state").closed()}
     assert after["5.1"].retry_asked_at is not None
@@ -208,19 +210,26 @@ def test_retry_asks_again_only_for_files_that_hold_the_catalogued_bytes(
     # By id: a delivered one is said so, exit 1; a bad id is refused before any query.
     assert main(["recordings", "retry", "5.5/mix", "--config", str(config)]) == 1
     assert "5.5/mix: not sent again: 1C has it already (delivered to onec)" in (
-        capsys.readouterr().out
+        capsys.readouterr().err
     )
     assert main(["recordings", "retry", "5.1", "--config", str(config)]) == 0
     assert "5.1/mix: queued for 1C again (no failed upload was recorded" in (
         capsys.readouterr().out
     )
-    assert main(["recordings", "retry", "../x", "--config", str(config)]) == 1
+    # A command line retry cannot take is a usage error, as argparse's own: exit 2,
+    # the usage, then the error, on stderr (hleft33's trial: it was exit 1).
+    assert main(["recordings", "retry", "../x", "--config", str(config)]) == 2
     # Named once: not "callrouter recordings retry: error: recordings retry: ...".
-    assert capsys.readouterr().err.startswith(
-        "callrouter recordings retry: error: '../x' is neither a call id"
-    )
-    assert main(["recordings", "retry", "--config", str(config)]) == 1
-    assert capsys.readouterr().err.startswith(
+    out, err = capsys.readouterr()
+    assert out == ""
+    usage, error = err.splitlines()
+    assert usage.startswith("usage: callrouter recordings retry [-h]"), usage
+    assert error.startswith("callrouter recordings retry: error: '../x' is neither a call id")
+    assert main(["recordings", "retry", "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[0].startswith("usage: callrouter recordings retry [-h]")
+    assert err.splitlines()[1] == (
         "callrouter recordings retry: error: give the call ids (CALL_ID or CALL_ID/PART) "
         "or --failed"
     )
@@ -286,3 +295,29 @@ def test_retry_with_a_shadow_router_asks_nothing_and_says_why(
     (after,) = RecordingStore(tmp_path / "state").closed()
     assert after.retry_asked_at is None
     assert after.upload_error == "1C refused it: 400"
+
+
+def test_retry_without_a_catalog_says_so_on_stderr_for_the_ids_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hleft33's trial: `recordings retry ID` with no catalog yet said so on
+    stdout (exit 1), with no `error:`: the ID named was not sent, an error like
+    any other (stderr, exit 1); `--failed` has nothing to do (stdout, exit 0)."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML + ONEC, encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    nothing = (
+        f"no recordings catalog in {tmp_path / 'state'}: nothing was recorded, nothing to send"
+    )
+    assert main(["recordings", "retry", "1.2", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"callrouter recordings retry: error: {nothing}\n"
+    assert main(["recordings", "retry", "--failed", "--config", str(config)]) == 0
+    assert capsys.readouterr() == (f"{nothing}\n", "")
+    # A call the catalog does not have: said on stderr, exit 1.
+    _closed(RecordingStore(tmp_path / "state"), tmp_path, "8.1", b"g" * 50)
+    assert main(["recordings", "retry", "8.2", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "8.2: no recording of that call in the catalog\n"
