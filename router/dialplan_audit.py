@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from router.ami.numbers import ascii_float
 from router.dialplan import DIAL_CONTEXT, INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.dialplan_lint import (
     Finding,
@@ -120,7 +121,9 @@ async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
     except AMIError as exc:
         return [Finding("advice", f"the dialplan could not be read: {exc}")], True
     findings = lint_inbound(listing.items)
-    findings.extend(await _globals(client, listing.items))
+    read: dict[str, str | None] = {}
+    findings.extend(await _globals(client, listing.items, read))
+    findings.extend(await _wait_global(client, listing.items, read))
     return findings, False
 
 
@@ -139,7 +142,23 @@ _GLOBALS = {
 }
 
 
-async def _globals(client: DialplanAMI, items: Sequence[Item]) -> list[Finding]:
+async def _getvar(client: DialplanAMI, name: str, read: dict[str, str | None]) -> str | None:
+    """The global ``name``'s value in Asterisk (``Getvar`` without a channel:
+    ``write = call`` or ``reporting``), asked once an audit (``read``); None
+    when it cannot be read."""
+    if name not in read:
+        try:
+            answer = await client.action("Getvar", {"Variable": name})
+        except AMIError:
+            read[name] = None
+        else:
+            read[name] = answer.response.get("Value") or ""
+    return read[name]
+
+
+async def _globals(
+    client: DialplanAMI, items: Sequence[Item], read: dict[str, str | None]
+) -> list[Finding]:
     """A failure for each of :data:`_GLOBALS` that the inbound context reads
     before it sets it itself (the snippet's own default, ``Set(NAME=${IF(...)})``
     at the top) and that Asterisk has no value for either (``Getvar`` without
@@ -149,12 +168,9 @@ async def _globals(client: DialplanAMI, items: Sequence[Item]) -> list[Finding]:
     for name, why in _GLOBALS.items():
         if not _read_unset(own, name):
             continue
-        try:
-            answer = await client.action("Getvar", {"Variable": name})
-        except AMIError:
-            continue  # not readable: the inbound verdict stands as it is
-        if (answer.response.get("Value") or "").strip():
-            continue
+        value = await _getvar(client, name, read)
+        if value is None or value.strip():
+            continue  # not readable (the inbound verdict stands as it is), or set
         findings.append(
             Finding(
                 "fail",
@@ -164,6 +180,65 @@ async def _globals(client: DialplanAMI, items: Sequence[Item]) -> list[Finding]:
             )
         )
     return findings
+
+
+#: The global whose value is seconds: ``Wait()`` and the deadline read it.
+_WAIT = "CALLROUTER_WAIT"
+
+
+async def _wait_global(
+    client: DialplanAMI, items: Sequence[Item], read: dict[str, str | None]
+) -> list[Finding]:
+    """A finding when Asterisk's global ``CALLROUTER_WAIT`` is set but is no
+    positive number of seconds (``four``, ``4s``, ``0``, ``-1``: a typo, a
+    unit). Measured on Asterisk 22.10: ``Wait(four)`` does not wait, ``Wait(4s)``
+    waits but ``$[${EPOCH} + 4s]`` is no deadline, and the request says
+    ``Wait: four``. The context as shipped now counts such a value as none
+    and waits its own 4 s (advice: the value set is not the one used); an
+    older copy uses it as it is (a failure)."""
+    own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
+    if not any(f"${{{_WAIT}}}" in (item.get("AppData") or "") for item in own):
+        return []  # the context does not read it: nothing to say
+    value = await _getvar(client, _WAIT, read)
+    if value is None:
+        return []  # not readable: the inbound verdict stands as it is
+    seconds = ascii_float(value.strip())
+    if not value.strip() or (seconds is not None and seconds > 0):
+        return []  # unset (_globals says whether that matters), or a number
+    shown_value = shown(value)
+    if _guards_wait(own):
+        return [
+            Finding(
+                "advice",
+                f"the global {_WAIT} is {shown_value}, not a number of seconds: "
+                f"[{INBOUND_CONTEXT}] waits its default 4 s instead; set {_WAIT} in "
+                "[globals] to the seconds you meant (digits, a dot for a fraction: 4, "
+                '2.5; no unit), then `asterisk -rx "dialplan reload"`',
+            )
+        ]
+    return [
+        Finding(
+            "fail",
+            f"the global {_WAIT} is {shown_value}, not a number of seconds: "
+            f"[{INBOUND_CONTEXT}] (a copy older than the snippet's check of it) uses it "
+            "as it is: its Wait() may not wait at all and the call's deadline is wrong; "
+            f"set {_WAIT} in [globals] to the seconds you meant (digits, a dot for a "
+            "fraction: 4, 2.5; no unit) and paste the callrouter-* contexts of "
+            "examples/asterisk/extensions.conf again, then "
+            '`asterisk -rx "dialplan reload"`',
+        )
+    ]
+
+
+def _guards_wait(own: Sequence[Item]) -> bool:
+    """Whether the inbound context has a ``Set(CALLROUTER_WAIT=...)`` that checks
+    that the value is a number (the shipped snippet's ``REGEX``)."""
+    for item in own:
+        target, _, value = (item.get("AppData") or "").partition("=")
+        application = (item.get("Application") or "").lower()
+        if application == "set" and target.strip() == _WAIT and "REGEX(" in value:
+            return True
+    return False
 
 
 def _read_unset(own: Sequence[Item], name: str) -> bool:

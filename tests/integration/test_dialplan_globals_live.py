@@ -76,6 +76,55 @@ async def test_a_call_without_the_globals_waits_then_takes_the_default_route(
     assert 3.5 <= waited <= 6.0, waited
 
 
+def with_global_wait(value: str) -> str:
+    """The whole shipped snippet with ``CALLROUTER_WAIT=value`` in its [globals]."""
+    text = shipped_dialplan()
+    line = next(line for line in text.splitlines() if line.startswith("CALLROUTER_WAIT="))
+    return text.replace(line, f"CALLROUTER_WAIT={value}", 1)
+
+
+@pytest.mark.parametrize("value", ["four", "4s", "", "0", "-1", "0x4", "1:2", 'a"b?c'])
+async def test_a_global_wait_that_is_no_number_waits_the_default_then_takes_the_default_route(
+    queue_box: Sandbox, queue_placer: CallPlacer, value: str
+) -> None:
+    """hleft33's trial: a [globals] CALLROUTER_WAIT that is not a positive
+    number (a typo, a unit) went to Wait() and into the deadline unchecked:
+    `Wait(four)` did not wait, `$[${EPOCH} + four]` is no deadline, and the
+    request told callrouter `Wait: four`. The shipped context now falls back
+    to the default 4 s: the call waits, sends one request saying `Wait: 4`,
+    and lands in [callrouter-default] once."""
+    queue_box.set_dialplan(with_global_wait(value) + TEST_QUEUE)
+    call = await queue_placer.place("74950000033", "79160000033")
+    await queue_placer.wait_all([call], timeout=10)
+    await asyncio.sleep(0.5)  # a request sent again after the landing would show now
+    assert call.requests == 1, (call.requests, call.destination)
+    assert call.destination == "callrouter-default,74950000033", call.destination
+    assert call.landings == 1, call.landings
+    assert call.variables.get("CALLROUTER_WAIT") == "4", call.variables
+    deadline = call.variables.get("CALLROUTER_DEADLINE", "")
+    assert deadline.isdigit(), call.variables
+    assert call.requested_at is not None
+    assert call.landed_at is not None
+    assert abs(int(deadline) - (call.requested_at + 4)) <= 1.5, (deadline, call.requested_at)
+    waited = call.landed_at - call.requested_at
+    assert 3.5 <= waited <= 6.0, waited
+
+
+async def test_a_global_wait_that_is_a_number_is_kept(
+    queue_box: Sandbox, queue_placer: CallPlacer
+) -> None:
+    """The check above keeps a positive number as it is: 2.5 s is waited."""
+    queue_box.set_dialplan(with_global_wait("2.5") + TEST_QUEUE)
+    call = await queue_placer.place("74950000034", "79160000034")
+    await queue_placer.wait_all([call], timeout=10)
+    assert call.destination == "callrouter-default,74950000034", call.destination
+    assert call.variables.get("CALLROUTER_WAIT") == "2.5", call.variables
+    assert call.requested_at is not None
+    assert call.landed_at is not None
+    waited = call.landed_at - call.requested_at
+    assert 2.3 <= waited <= 3.5, waited
+
+
 @pytest.fixture
 def queue_dialplan() -> str:
     return older_inbound_alone() + TEST_QUEUE
@@ -123,3 +172,19 @@ async def test_a_dial_channel_without_the_globals_takes_the_default_route(
         await asyncio.sleep(0.5)
         assert call.destination == "callrouter-default,132", call.destination
         assert call.landings == 1, call.landings
+
+
+def test_check_names_a_global_wait_that_is_no_number(
+    queue_box: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`CALLROUTER_WAIT=four` in [globals]: the shipped context waits its own
+    4 s (above), and `check --asterisk` says the value is not used, naming it."""
+    config = sales_router_toml(queue_box, tmp_path)
+    queue_box.set_dialplan(with_global_wait("four") + TEST_QUEUE)
+    assert main(["check", "--config", str(config), "--asterisk"]) == 0
+    out = capsys.readouterr().out
+    assert "asterisk: FAIL" not in out
+    assert (
+        "the global CALLROUTER_WAIT is 'four', not a number of seconds: "
+        "[callrouter-inbound] waits its default 4 s instead"
+    ) in out, out

@@ -870,7 +870,10 @@ async def test_the_shipped_inbound_context_defaults_its_globals_itself(
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     ajam_replay.globals.clear()
     assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
-    assert not [g for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
+    # Not whether either is set; CALLROUTER_WAIT's value alone, whether it is
+    # a number (test_a_global_wait_that_is_no_number_is_named).
+    asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
+    assert asked == ["CALLROUTER_WAIT"]
 
 
 async def test_globals_the_inbound_context_sets_itself_are_not_asked(
@@ -889,8 +892,9 @@ async def test_globals_the_inbound_context_sets_itself_are_not_asked(
     assert [text.split(",")[0] for text in fails] == [
         "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}"
     ]
+    # CALLROUTER_WAIT is asked once more, for its value: whether it is a number.
     asked = [g.get("Variable") for g in ajam_replay.sent("Getvar") if not g.get("Channel")]
-    assert asked == ["CALLROUTER_DEFAULT"]
+    assert asked == ["CALLROUTER_DEFAULT", "CALLROUTER_WAIT"]
 
 
 async def test_a_global_set_only_after_a_step_read_it_is_still_asked(
@@ -913,3 +917,56 @@ async def test_a_global_set_only_after_a_step_read_it_is_still_asked(
         "[callrouter-inbound] reads ${CALLROUTER_WAIT}",
         "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}",
     ]
+
+
+def len_default_answer(sent: SentAction) -> bytes:
+    """The inbound context as the snippet shipped it before it checked that
+    CALLROUTER_WAIT is a number: its default only for an empty one."""
+    items = shipped()
+    (first,) = [i for i in items if i["AppData"].startswith("CALLROUTER_WAIT=")]
+    first["AppData"] = (
+        "CALLROUTER_WAIT=${IF($[${LEN(${CALLROUTER_WAIT})} > 0]?${CALLROUTER_WAIT}:4)}"
+    )
+    return steps_answer(sent, items)
+
+
+@pytest.mark.parametrize("value", ["four", "4s", "0", "-1", "0x4", "\x1b[2J"])
+async def test_a_global_wait_that_is_no_number_is_named(
+    ajam_replay: ReplayAsterisk, value: str
+) -> None:
+    """hleft33's trial: `CALLROUTER_WAIT = four` in [globals] went to Wait()
+    and the deadline unchecked (`Wait(four)` does not wait, measured on
+    Asterisk 22.10) while check said OK. The shipped context now waits its
+    default 4 s for such a value: advice, naming it. A copy older than that
+    check uses it as it is: a failure, saying to paste the contexts again."""
+    ajam_replay.globals.update(CALLROUTER_WAIT=value, CALLROUTER_DEFAULT="callrouter-default")
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    found = await run(ajam_replay)
+    [advice] = [f.text for f in found if f.level != "ok"]
+    assert advice.startswith(
+        f"the global CALLROUTER_WAIT is {value!r}, not a number of seconds: "
+        "[callrouter-inbound] waits its default 4 s instead;"
+    ), advice
+    assert "\x1b" not in advice
+    assert [f.level for f in found].count("advice") == 1
+    for older in (len_default_answer, older_answer):
+        ajam_replay.on("ShowDialPlan", older)
+        found = await run(ajam_replay)
+        fails = [f.text for f in found if f.level == "fail"]
+        assert len(fails) == 1, found
+        assert fails[0].startswith(
+            f"the global CALLROUTER_WAIT is {value!r}, not a number of seconds: "
+            "[callrouter-inbound] (a copy older than the snippet's check of it) uses it as "
+            "it is: its Wait() may not wait at all"
+        ), fails[0]
+        assert "paste the callrouter-* contexts of examples/asterisk/extensions.conf" in fails[0]
+
+
+@pytest.mark.parametrize("value", ["4", "2.5", "10"])
+async def test_a_global_wait_that_is_a_number_passes(
+    ajam_replay: ReplayAsterisk, value: str
+) -> None:
+    ajam_replay.globals.update(CALLROUTER_WAIT=value, CALLROUTER_DEFAULT="callrouter-default")
+    for answer in (dialplan_answer, len_default_answer, older_answer):
+        ajam_replay.on("ShowDialPlan", answer)
+        assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5

@@ -150,6 +150,20 @@ def test_wait_and_timestamp_default_when_absent_or_not_plain_numbers() -> None:
     assert (request.wait, request.timestamp) == (5.0, None)
 
 
+@pytest.mark.parametrize("wait", ["four", "4s", "", "-1", "0x4", "1e3", "4.", ".5", "+4"])
+def test_a_wait_that_is_no_plain_number_is_the_default(wait: str) -> None:
+    """`Wait: four` (hleft33's trial: CALLROUTER_WAIT = four in [globals]) is
+    not read as a number; `Wait: 0` is one, and leaves no time to act."""
+    dialplan = Dialplan(default_wait=4.0, safety_margin=0.3)
+    request = dialplan.request(request_event(Wait=wait))
+    assert request is not None
+    assert request.wait == 4.0
+    assert dialplan.deadline(request, received=50.0, now=1e9) == 50.0 + 4 - 0.3
+    zero = dialplan.request(request_event(Wait="0"))
+    assert zero is not None
+    assert zero.wait == 0.0
+
+
 def test_the_deadline_takes_the_events_age_and_the_margin_off_the_wait() -> None:
     dialplan = Dialplan(safety_margin=0.3)
     request = dialplan.request(request_event(Wait="4", Timestamp="1000.0"))

@@ -228,6 +228,23 @@ async def test_lookup_past_the_deadline_is_late_and_not_executed(tmp_path: Path)
     assert record.deadline_left_ms <= 0
 
 
+@pytest.mark.parametrize("wait", ["four", "4s", "", "-1", "0x4", "1e3", "nan", " 4", "٤"])
+async def test_a_wait_header_that_is_no_number_counts_as_the_default_wait(
+    tmp_path: Path, wait: str
+) -> None:
+    """hleft33's trial: `Wait: four` (a [globals] CALLROUTER_WAIT that is no
+    number, from an older copy of the context, which sends it as it is) is
+    not taken for a number: the call gets the default 4 s, less the margin,
+    as a request without the header does (the shipped context now sends 4)."""
+    engine, client = await make_engine(tmp_path)
+    await engine.handle_event(request("Local/6@in-0;2", did="6", wait=wait))
+    await engine.wait_idle()
+    assert len(redirects(client)) == 1
+    (record,) = engine.records
+    assert record.outcome == "executed"
+    assert 3000 < record.deadline_left_ms <= 3700
+
+
 async def test_shadow_mode_decides_but_sends_nothing(tmp_path: Path) -> None:
     engine, client = await make_engine(tmp_path, shadow=True)
     await engine.handle_event(request("Local/3@in-0;2"))
