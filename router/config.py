@@ -601,7 +601,10 @@ def _url(reader: SettingsReader) -> str:
             "put no credentials in the URL (user:password@host); "
             "use username and secret or secret_env",
         )
-    parts = urllib.parse.urlsplit(raw.strip())
+    try:
+        parts = urllib.parse.urlsplit(raw.strip())
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' of a host
+        raise reader.error("url", f"not a URL ({exc}): {raw!r}") from None
     if parts.scheme not in ("http", "https", *TCP_SCHEMES):
         raise reader.error("url", f"expected http://, https://, tcp:// or tls://, got {raw!r}")
     if not parts.hostname:

@@ -96,7 +96,12 @@ def _check_sqlite_path(reader: Reader, path: Path) -> None:
 def _check_postgres(reader: Reader, cel: str) -> None:
     """The driver and the url's port, checked without connecting."""
     try:
-        urllib.parse.urlsplit(cel).port  # noqa: B018  # raises on a bad one
+        parts = urllib.parse.urlsplit(cel)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' of a host
+        # Not quoted back: a postgresql:// url may hold a password.
+        raise reader.error("cel", f"the postgresql:// url is not a URL ({exc})") from None
+    try:
+        parts.port  # noqa: B018  # raises on a bad one
     except ValueError:
         raise reader.error("cel", "the postgresql:// url has a bad port") from None
     if importlib.util.find_spec("psycopg") is None:
@@ -120,7 +125,10 @@ def read_history(reader: Reader) -> HistorySettings:
                 f"expected 'sqlite:///path/to/cel.db' or 'postgresql://user@host/db', got {cel!r}",
             )
         if scheme == "sqlite":
-            path = urllib.parse.unquote(urllib.parse.urlsplit(cel).path)
+            try:
+                path = urllib.parse.unquote(urllib.parse.urlsplit(cel).path)
+            except ValueError as exc:  # "Invalid IPv6 URL": sqlite://[x/...
+                raise reader.error("cel", f"not a URL ({exc}): {cel!r}") from None
             if not path or path == "/":
                 raise reader.error("cel", "sqlite:///PATH needs the file's path")
             if not Path(path).is_absolute():

@@ -392,6 +392,12 @@ def test_default_environ_is_os_environ(tmp_path: Path, monkeypatch: pytest.Monke
         ),
         ('url = "http://"', "[asterisk] url: no host in 'http://'"),
         ('url = "http://h:99999/a"', "[asterisk] url: bad port in 'http://h:99999/a'"),
+        # hleft33's trial: an unclosed '[' was a ValueError traceback in every command.
+        (
+            'url = "http://[pbx/asterisk"',
+            "[asterisk] url: not a URL (Invalid IPv6 URL): 'http://[pbx/asterisk'",
+        ),
+        ('url = "tcp://[::1:5038"', "[asterisk] url: not a URL (Invalid IPv6 URL)"),
         ('url = "http://u:p@h/a"', "[asterisk] url: put no credentials in the URL"),
         ('url = "http://h/a?x=1"', "[asterisk] url: expected no query or fragment"),
         (

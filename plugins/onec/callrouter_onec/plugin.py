@@ -276,7 +276,13 @@ def _url(reader: SettingsReader) -> str:
             "url",
             "put no credentials in the URL (user:password@host); use username and password_env",
         )
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:  # "Invalid IPv6 URL" (an unclosed '['), a port not 0-65535
+        raise reader.error(
+            "url", f"expected http(s)://host[:port]/<publication>/hs/<root>, got {url!r} ({exc})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise reader.error(
             "url", f"expected http(s)://host[:port]/<publication>/hs/<root>, got {url!r}"

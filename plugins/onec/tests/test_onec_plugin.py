@@ -116,6 +116,18 @@ def redirect_to(exten: str, context: str = "callrouter-dial") -> Decision:
         ),
         ('username = "u"\npassword = "p"\n', "[plugins.onec] url: required"),
         ('url = "1c/unf"\nusername = "u"\npassword = "p"\n', "[plugins.onec] url: expected http"),
+        # hleft33's trial: callrouter_configure raised ValueError('Invalid IPv6 URL'),
+        # and a port that is no port passed until the first lookup.
+        (
+            'url = "http://[1c/unf/hs/t"\nusername = "u"\npassword = "p"\n',
+            "[plugins.onec] url: expected http(s)://host[:port]/<publication>/hs/<root>, got "
+            "'http://[1c/unf/hs/t' (Invalid IPv6 URL)",
+        ),
+        (
+            'url = "http://1c:port/unf/hs/t"\nusername = "u"\npassword = "p"\n',
+            "[plugins.onec] url: expected http(s)://host[:port]/<publication>/hs/<root>, got "
+            "'http://1c:port/unf/hs/t' (Port could not be cast",
+        ),
         (
             'url = "http://1c/unf/hs/telephony/v1/responsible"\nusername = "u"\npassword = "p"\n',
             "url: give the service root, not a method: 'http://1c/unf/hs/telephony'",

@@ -293,6 +293,13 @@ def test_replay_hands_the_events_to_started_plugins(
         ("sqlite://{tmp}", r"\[history\] cel: '.*' is a folder, not cel_sqlite3_custom's file"),
         ("sqlite://{tmp}/nope/cel.db", r"\[history\] cel: '.*cel\.db': no such folder"),
         ("postgresql://u@db:99999/asterisk", r"\[history\] cel: the postgresql:// url has a bad"),
+        # hleft33's trial: an unclosed '[' was a ValueError traceback (sqlite) or
+        # "a bad port" (postgresql, whose url is not quoted back: it may hold a password).
+        ("sqlite://[bad/cel.db", r"\[history\] cel: not a URL \(Invalid IPv6 URL\): 'sqlite"),
+        (
+            "postgresql://u:pw@[db/asterisk",
+            r"\[history\] cel: the postgresql:// url is not a URL \(Invalid IPv6 URL\)$",
+        ),
     ],
 )
 def test_a_cel_store_that_cannot_be_is_told_at_load_with_its_line(
