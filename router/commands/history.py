@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -72,8 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the plugins what they were not told yet (1C's history among others); --dry-run only "
         "prints each call's story.",
     )
-    replay.add_argument("--since", required=True, help="ISO time or an age: 2h, 30m, 1d")
-    replay.add_argument("--until", help="ISO time or an age (default: now)")
+    replay.add_argument(
+        "--since", required=True, type=_moment, help="ISO time or an age: 2h, 30m, 1d"
+    )
+    replay.add_argument("--until", type=_moment, help="ISO time or an age (default: now)")
     replay.add_argument("--dry-run", action="store_true", help="print each call's story only")
     replay.add_argument("--json", action="store_true", help="one JSON object per event")
     replay.add_argument(
@@ -83,15 +86,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PATH",
         help="router.toml (default: ./router.toml)",
     )
-    replay.set_defaults(func=run_replay)
+    replay.set_defaults(func=run_replay, parser=replay)
+
+
+def _moment(text: str) -> float:
+    """``--since``/``--until``: :func:`parse_moment`; one it cannot read is a
+    usage error, as argparse says one (exit 2, the usage): it was exit 1,
+    ``callrouter history replay: error: history replay: ...``."""
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    try:
-        since = parse_moment(args.since)
-        until = parse_moment(args.until) if args.until else None
-    except ValueError as exc:
-        raise ConfigError(f"history replay: {exc}") from None
+    since: float = args.since
+    until: float | None = args.until
+    if until is not None and until < since:
+        args.parser.print_usage(sys.stderr)
+        print(
+            "callrouter history replay: error: --until is before --since: no call is "
+            "between them (an age counts back from now: --since 2h --until 1h)",
+            file=sys.stderr,
+        )
+        return 2
     # Replay never logs in: the AMI secret, which the service gets from its
     # environment and a root shell usually lacks, is not asked for.
     config = load_config(args.config, environ=without_ami_secret(args.config))

@@ -230,7 +230,7 @@ def test_documented_replay_commands_parse(page: Path) -> None:
     for command in commands:
         args = build_parser().parse_args(shlex.split(command)[1:])
         assert args.func is not None
-        parse_moment(args.since)
+        assert isinstance(args.since, float)  # parse_moment's, as --since's type
 
 
 def test_the_pages_have_the_same_sections() -> None:
@@ -342,3 +342,36 @@ def test_a_postgresql_store_without_psycopg_is_told_at_load(
         f"{path}:6: [history] cel: a postgresql:// source needs psycopg 3: "
         "pip install 'psycopg>=3.1' into callrouter's environment (its pgsql extra)"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--since", "yesterday"],
+            "argument --since: 'yesterday': expected a time like '2026-12-01T09:00' or an "
+            "age like '2h', '30m', '1d'",
+        ),
+        (["--since", "2h", "--until", "noon"], "argument --until: 'noon': expected a time"),
+        (["--since", "1h", "--until", "2h"], "--until is before --since: no call is between"),
+    ],
+)
+def test_a_time_it_cannot_take_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """hleft33's trial: `--since yesterday` exited 1, as a runtime error, and
+    named the command twice (`callrouter history replay: error: history
+    replay: ...`); `--until` before `--since` replayed nothing, silently. Each
+    is a usage error now: exit 2, the usage, the error, before router.toml is
+    read."""
+    command = ["history", "replay", *argv, "--config", str(tmp_path / "none.toml")]
+    try:
+        code = main(command)
+    except SystemExit as exc:  # argparse's own (a type= that refuses)
+        code = int(str(exc.code))
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    usage, *_, error = err.strip().splitlines()
+    assert usage.startswith("usage: callrouter history replay [-h] --since SINCE"), err
+    assert error.startswith(f"callrouter history replay: error: {said}"), error
