@@ -146,6 +146,57 @@ def test_every_command_says_an_unreadable_config_as_its_error(
     assert not (tmp_path / "backup").exists()
 
 
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_says_an_unknown_option_as_argparse_does(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hleft33's trial of every command with a wrong argument: a usage error is
+    exit 2, the command's own usage, then `callrouter COMMAND: error: ...`, all
+    on stderr, whatever else the command needs (nothing is read first)."""
+    needed = ["crm", "--allow", "calls:read", "--extensions", "1"]  # token new's
+    extra = _REQUIRED.get(command, needed if command == "token new" else [])
+    with pytest.raises(SystemExit) as exited:
+        main([*command.split(), *extra, "--no-such-option"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"usage: callrouter {command} [-h]"), lines
+    assert lines[-1].startswith(f"callrouter {command}: error: "), lines
+    assert lines[-1].endswith("unrecognized argument: --no-such-option"), lines
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_says_a_url_that_is_no_url_as_its_error(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """hleft33's trial: `--url 'http://[pbx'` (or router.toml's url so) ended
+    `ami`, `check`, `events` and `run` in a `ValueError: Invalid IPv6 URL`
+    traceback. It is the command's error, naming the flag: exit 1, as any other
+    bad flag value (docs/operations.md), nothing on stdout."""
+    shown = _parsers(build_parser())[f"callrouter {command}"]
+    options = shown._actions  # type: ignore[attr-defined]
+    if not any("--url" in a.option_strings for a in options):
+        pytest.skip("takes no --url")
+    monkeypatch.chdir(tmp_path)  # no ./router.toml of the checkout's
+    monkeypatch.setenv("CALLROUTER_SECRET", "s")
+    extra = [word.format(tmp=tmp_path) for word in _REQUIRED[command]]
+    if command == "check":
+        extra.append("--asterisk")
+    url = ["--url", "http://[pbx/asterisk", "--username", "u"]
+    assert main([*command.split(), *extra, *url]) == 1
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"callrouter {command}: error: command line: --url ([asterisk] url): not a URL "
+        "(Invalid IPv6 URL): 'http://[pbx/asterisk'"
+    )
+
+
 REPO = Path(__file__).parents[2]
 
 
