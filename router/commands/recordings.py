@@ -23,16 +23,19 @@ that is no call id), said as argparse says one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from router.commands._offline import load_offline, refuse_another_owner, service_state_dir
 from router.config import PluginSettings
-from router.errors import ConfigError
+from router.errors import ConfigError, RecordingError
 from router.logsafe import escape_controls
 from router.recordings.files import open_regular
 from router.recordings.naming import check_call_id, check_part
@@ -104,6 +107,25 @@ _LISTED: Final = 100
 _OFF = "router.toml has no [recordings] table: recordings are off"
 
 
+@contextlib.contextmanager
+def _catalog(state_dir: Path) -> Iterator[RecordingStore]:
+    """The catalog in ``state_dir``, closed after; one SQLite cannot read (not
+    a database, damaged, locked past its timeout) is the command's error, not
+    a traceback (hleft33's trial: ``sqlite3.DatabaseError: file is not a
+    database``)."""
+    path = state_dir / DB_NAME
+    try:
+        store = RecordingStore(state_dir)
+    except sqlite3.Error as exc:
+        raise RecordingError(f"{path}: cannot read the recordings catalog: {exc}") from None
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        raise RecordingError(f"{path}: cannot read the recordings catalog: {exc}") from None
+    finally:
+        store.close()
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -133,12 +155,9 @@ def run(args: argparse.Namespace) -> int:
             "upload_failures": [],
         }
     else:
-        store = RecordingStore(state_dir)
-        try:
+        with _catalog(state_dir) as store:
             usage = store.usage()
             failures = store.upload_failures(_LISTED)
-        finally:
-            store.close()
         oldest = usage.oldest_undelivered_at
         now = time.time()
         report = {
@@ -336,10 +355,9 @@ def run_retry(args: argparse.Namespace) -> int:
             return 1
         print(nothing)  # --failed: none failed, nothing to do
         return 0
-    store = RecordingStore(state_dir)
     sent = 0
     refused = False
-    try:
+    with _catalog(state_dir) as store:
         if args.failed:
             asked: list[tuple[str, list[Recording]]] = [
                 (f"{r.call_id}/{r.part}", [r]) for r in store.upload_failures(1_000_000)
@@ -371,8 +389,6 @@ def run_retry(args: argparse.Namespace) -> int:
                     "unaffected, one an older callrouter gave up on goes again"
                 )
                 print(f"{name}: queued for 1C again ({was})")
-    finally:
-        store.close()
     if sent:
         print(
             f"{counted(sent, 'file')} to send again: a running callrouter's 1C plugin queues "

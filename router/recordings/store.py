@@ -270,10 +270,14 @@ class RecordingStore:
             self.path, isolation_level=None, check_same_thread=False, timeout=5.0
         )
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+        except BaseException:
+            self._db.close()  # a file that is no catalog: not left open
+            raise
 
     def _migrate(self) -> None:
         """Add the columns a catalog made by an older callrouter lacks.

@@ -321,3 +321,27 @@ def test_retry_without_a_catalog_says_so_on_stderr_for_the_ids_named(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "8.2: no recording of that call in the catalog\n"
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["status", "--json"], ["retry", "--failed"], ["retry", "8.1"]]
+)
+def test_a_catalog_sqlite_cannot_read_is_the_commands_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """hleft33's trial: a recordings.sqlite that is no database (a disk error,
+    a file copied over it) ended `recordings status` and `retry` in a
+    `sqlite3.DatabaseError` traceback; it is the command's error now, naming
+    the file: exit 1, nothing on stdout."""
+    config = tmp_path / "router.toml"
+    config.write_text(TOML + ONEC, encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    catalog = tmp_path / "state" / "recordings.sqlite"
+    catalog.write_bytes(b"not a database, whatever it was" * 100)
+    assert main(["recordings", *argv, "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"callrouter recordings {argv[0]}: error: {catalog}: cannot read the recordings "
+        "catalog: file is not a database\n"
+    )
