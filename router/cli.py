@@ -103,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
+        # No command: a usage error (exit 2), said where argparse says one,
+        # on stderr, with the list of commands to choose from.
+        parser.print_help(sys.stderr)
+        print("callrouter: error: a COMMAND is required", file=sys.stderr)
         return 2
     # `run` sets up the service's log itself; every other command gets one
     # format, not Python's bare last-resort lines (router/commands/_logging.py).

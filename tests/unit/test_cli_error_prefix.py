@@ -197,6 +197,18 @@ def test_every_command_says_a_url_that_is_no_url_as_its_error(
     )
 
 
+def test_no_command_is_a_usage_error_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """hleft33's trial: `callrouter` alone printed its help on stdout and
+    exited 2: a usage error, said on stderr as argparse says one, with the
+    commands to choose from."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: callrouter [-h] [--version] COMMAND ...")
+    assert "  check     validate router.toml and the rule files" in err
+    assert err.endswith("callrouter: error: a COMMAND is required\n")
+
+
 REPO = Path(__file__).parents[2]
 
 
