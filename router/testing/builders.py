@@ -68,9 +68,28 @@ class CallTimeline(CallsView):
     def feed(self, event: Event) -> Call | None:
         """Fold one event in; the call the engine would pass to ``callrouter_event``
         with it, or None (an event of no call, or one the engine passes without)."""
+        event = self._with_ids(event)
         if self.replay is not None:
             self.replay.observe(event)
         return self._tracker.feed(event).call
+
+    def _with_ids(self, event: Event) -> Event:
+        """The event with its channel's ``Uniqueid`` and ``Linkedid`` where it
+        leaves them out (``make_event("Hangup", Channel=...)``) and the channel
+        is one of these calls': Asterisk sends them with every channel's event,
+        and the tracker ties an event to its call by them, so without them a
+        Hangup ended no call."""
+        channel = event.get("Channel")
+        if not channel or event.get("Linkedid"):
+            return event
+        call = self._tracker.by_channel(channel)
+        if call is None:
+            return event
+        added = [("Linkedid", call.linkedid)]
+        chan = call.channels.get(channel)
+        if not event.get("Uniqueid") and chan is not None and chan.uniqueid:
+            added.insert(0, ("Uniqueid", chan.uniqueid))
+        return Event((*event.fields, *added))
 
     def inbound_call(
         self,

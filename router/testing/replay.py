@@ -320,6 +320,7 @@ class ReplayAsterisk:
         source = event.fields if isinstance(event, Event) else (event or {}).items()
         pairs: list[tuple[str, str]] = list(source)
         pairs.extend(fields.items())
+        pairs.extend(self._channel_ids(pairs))
         keys = {k.lower() for k, _ in pairs}
         if "event" not in keys:
             raise ValueError(f"an event needs an 'Event' field: {pairs!r}")
@@ -336,6 +337,22 @@ class ReplayAsterisk:
             self._queue.append(queued)
             self._wake()
         return queued
+
+    def _channel_ids(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``Uniqueid`` and ``Linkedid`` of the channel an event names, where it
+        leaves them out and this fake knows the channel: Asterisk sends them with
+        every channel's event, and the engine ties an event to its call by them
+        (a ``queue_event("Hangup", Channel=...)`` without them ended no call)."""
+        given = {k.lower(): v for k, v in pairs}
+        chan = self.channels.get(given.get("channel") or "")
+        if chan is None:
+            return []
+        added = []
+        if "uniqueid" not in given and chan.uniqueid:
+            added.append(("Uniqueid", chan.uniqueid))
+        if "linkedid" not in given and chan.linkedid:
+            added.append(("Linkedid", chan.linkedid))
+        return added
 
     def _readable(self, event: Event) -> bool:
         classes = {c.strip().lower() for c in (event.get("Privilege") or "").split(",")}

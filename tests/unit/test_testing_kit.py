@@ -288,6 +288,56 @@ async def test_engines_on_the_fake_use_the_production_client_path(
     assert all("mansession_id" in (a.cookie or "") for a in after_login)
 
 
+async def test_a_hangup_queued_by_channel_ends_the_call_for_plugins(
+    tmp_path: Path, engine_factory: EngineFactory, ajam_replay: ReplayAsterisk
+) -> None:
+    """``queue_event("Hangup", Channel=..., Cause="16")``, as the docs write it,
+    ends the call a plugin's ``callrouter_call_end`` is told of: the fake adds the
+    channel's Uniqueid and Linkedid, as Asterisk sends them with every channel's
+    event (without them the engine tied the Hangup to no call, and the hook never ran)."""
+    from router import Call, hookimpl
+
+    ended: list[str] = []
+
+    class Ends:
+        __name__ = "ends"
+
+        @hookimpl
+        def callrouter_call_end(self, call: Call) -> None:
+            ended.append(call.linkedid)
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n    do:\n"
+        "      - redirect: {context: callrouter-dial, exten: '100'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Ends()])
+    channel = ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    linkedid = engine.records[-1].linkedid
+    queued = ajam_replay.queue_event("Hangup", Channel=channel, Cause="16")
+    assert queued.get("Linkedid") == linkedid
+    await ajam_replay.settle(engine)
+    assert ended == [linkedid]
+    # What the test gives is kept: a Linkedid of its own is not replaced.
+    other = ajam_replay.inbound_call(caller="+79161234568", did="74951234567")
+    assert ajam_replay.queue_event("Hangup", Channel=other, Linkedid="9.9").get("Linkedid") == "9.9"
+
+
+def test_a_hangup_fed_by_channel_ends_a_timelines_call() -> None:
+    """``CallTimeline.feed(make_event("Hangup", Channel=...))`` ends the call the
+    channel belongs to, so a test can hand ``callrouter_call_end`` an ended call."""
+    from router.testing import CallTimeline, make_event
+
+    calls = CallTimeline()
+    call = calls.inbound_call(linkedid="3.1")
+    ended = calls.feed(make_event("Hangup", Channel=call.waiting_channel or "", Cause="16"))
+    assert ended is call
+    assert call.ended is not None
+    assert calls.get("3.1") is None
+
+
 async def test_the_fake_answers_within_the_clients_timeout(ajam_replay: ReplayAsterisk) -> None:
     from router.errors import AMITimeoutError
 
