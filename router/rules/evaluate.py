@@ -11,6 +11,7 @@ number of rules.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -26,6 +27,10 @@ from router.rules.model import CompiledAction, Rule
 from router.rules.registry import REQUEST_PARAM, LookupFn, Registry, wants_request
 
 __all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask", "request_for"]
+
+#: A plugin's lookup that raised a bug (not LookupUnavailable) is said where
+#: its hooks' failures are, with the plugin's name and the traceback.
+_plugin_log = logging.getLogger("router.plugins")
 
 #: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
 NOT_PROVIDED = "not provided"
@@ -375,9 +380,31 @@ async def _call_lookup(
     except LookupUnavailable as exc:  # the expected way to say "no answer"
         return None, str(exc) or "unavailable", False
     except Exception as exc:
+        record.ms = (time.perf_counter() - started) * 1000  # the lookup's time, not the log's
+        _lookup_failed(name, registry, asked, exc)
         return None, f"{type(exc).__name__}: {exc}", False
     finally:
-        record.ms = (time.perf_counter() - started) * 1000
+        if not record.ms:
+            record.ms = (time.perf_counter() - started) * 1000
+
+
+def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception) -> None:
+    """A lookup raised something else than ``LookupUnavailable`` (its way to say
+    "no answer"): a bug of its plugin. The trace keeps the error as for any failed
+    lookup, and the log says it as a hook's failure is said, naming the plugin and
+    the lookup, with the traceback: the decision line named only the rule's name
+    for the answer (``lookups owner failed: KeyError: 'x'``), and nothing showed
+    where in the plugin it raised."""
+    owner = registry.owners.get(name)
+    who = f"plugin {owner!r}" if owner is not None else "a plugin"
+    try:
+        call = asked.get().linkedid
+    except Exception:  # the request is only for the message: never fail on it
+        call = ""
+    where = f" (call {call})" if call else ""
+    _plugin_log.error(
+        "%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc
+    )
 
 
 def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> str:

@@ -121,3 +121,68 @@ def test_a_plugin_action_filled_or_rendered_that_raises_names_the_plugin(
     assert tag.detail == (
         f"action 'crm_act': plugin 'crm' failed in its {what}: RuntimeError('boom in {what}')"
     )
+
+
+LOOKUP_RULES = """version: 1
+rules:
+  - name: owner
+    on: call
+    lookup:
+      owner: shop.owner(caller.number)
+    when: owner.found
+    do:
+      - redirect: {context: queues, exten: a}
+  - name: fine
+    on: call
+    do:
+      - redirect: {context: queues, exten: b}
+"""
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_a_plugin_lookup_that_raises_a_bug_is_logged_naming_plugin_and_lookup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """A lookup raising something else than LookupUnavailable (a KeyError: the
+    plugin's bug) was only a ``failed: KeyError: 'manager'`` in the trace, under the
+    rule's name for the answer: no ERROR naming the plugin or the lookup, and no
+    traceback to find it by. It is said as a hook's failure is; the call still
+    routes by the next rule, and the trace keeps the error."""
+    from router import LookupUnavailable
+
+    async def responsible_async(number: str) -> object:
+        if number == "0":
+            raise LookupUnavailable("1C is down")
+        return {}["manager"]
+
+    def responsible_plain(number: str) -> object:
+        return {}["manager"]
+
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_lookup(
+        "shop.owner", responsible_async if kind == "async" else responsible_plain
+    )
+    registry.registering = None
+    path = tmp_path / "crm.yaml"
+    path.write_text(LOOKUP_RULES, encoding="utf-8")
+    ruleset = load_rules([path], registry)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    with caplog.at_level("ERROR", logger="router.plugins"):
+        outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    assert outcome.trace.rules[0].lookups[0].error == "KeyError: 'manager'"
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.levelname == "ERROR"
+    assert record.getMessage().startswith(
+        "plugin 'shop' failed in its lookup shop.owner"
+    )
+    assert record.getMessage().endswith(": KeyError('manager')")
+    assert record.exc_info is not None  # the traceback, to find the line
+    if kind == "async":
+        # LookupUnavailable is the lookup's way to say "no answer": no ERROR.
+        caplog.clear()
+        other = Context.for_call(Caller("0"), "74951234567", now=NOW)
+        with caplog.at_level("ERROR", logger="router.plugins"):
+            asyncio.run(ruleset.evaluate(other, explain=True))
+        assert not [r for r in caplog.records if r.name == "router.plugins"]
