@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from router import eager, hookspecs
+from router.callerid import cut_text
 from router.errors import ConfigError, PluginError
 from router.rules.suggest import did_you_mean
 
@@ -650,17 +651,20 @@ class Plugins:
             except Exception as exc:
                 self._report("callrouter_execute", impl, exc, call.linkedid)
                 raise PluginError(impl.plugin_name, f"{action.kind}: {exc!r}") from exc
-            if value is not None and not value:
-                # False or "" is no description of what was done: it was taken
-                # for one, and the trace said "ok" of an action that had not run.
-                problem = TypeError(
-                    f"returned {value!r}: expected a description of what was done, "
-                    "or None when the action is not yours (raise to fail it)"
-                )
-                self._report("callrouter_execute", impl, problem, call.linkedid)
-                raise PluginError(impl.plugin_name, f"{action.kind}: {problem}")
-            if value is not None:
-                return value
+            if value is None:
+                continue
+            if isinstance(value, str) and value:
+                return cut_text(str.__str__(value))  # a plain text, at most 500 characters
+            # False or "" is no description of what was done: it was taken
+            # for one, and the trace said "ok" of an action that had not run.
+            # Nor is 42, a dict or b"..." (the hook's type is str | None): shown
+            # with str(), whose own exception failed the action naming no plugin.
+            problem = TypeError(
+                f"returned {_answer_shown(value)}: expected a description of what was "
+                "done (a text), or None when the action is not yours (raise to fail it)"
+            )
+            self._report("callrouter_execute", impl, problem, call.linkedid)
+            raise PluginError(impl.plugin_name, f"{action.kind}: {problem}")
         return None
 
     async def notify(self, target: str, params: Mapping[str, str], call: Call | None) -> None:
@@ -931,3 +935,14 @@ def _object_origin(plugin: object) -> str:
         return f"the module {plugin.__name__}"
     kind = type(plugin)
     return f"the object {kind.__module__}.{kind.__qualname__}"
+
+
+def _answer_shown(value: object) -> str:
+    """A hook's wrong answer for its message: its repr, cut, never raising."""
+    try:
+        shown = repr(value)
+    except Exception:
+        shown = f"<{type(value).__name__}>"
+    if len(shown) > 80:
+        shown = shown[:79] + "…"
+    return shown if isinstance(value, bool) else f"{shown} ({type(value).__name__})"

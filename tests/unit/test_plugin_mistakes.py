@@ -215,6 +215,97 @@ async def test_an_action_answered_falsy_fails_naming_the_plugin(
     )
 
 
+class _NoStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (42, "returned 42 (int)"),
+        ({"a": 1}, "returned {'a': 1} (dict)"),
+        (b"x", "returned b'x' (bytes)"),
+        (_NoStr(), "(_NoStr)"),
+    ],
+)
+async def test_an_action_answered_with_no_text_fails_naming_the_plugin(
+    answer: object,
+    shown: str,
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``callrouter_execute`` answers a text (``str | None``): 42 or a dict was
+    taken for one, ``ok`` with ``str(answer)``, and an answer whose ``str()``
+    raised failed the action as ``ERROR router.executor: action vip_tag failed``,
+    naming no plugin. Both now fail the action as False does, naming the plugin."""
+
+    class Tags:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
+
+        @hookimpl
+        def callrouter_execute(self, action: Any) -> object:
+            return answer if action.kind == "vip_tag" else None
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
+        "      - vip_tag: {level: gold}\n"
+        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Tags()])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    record = engine.records[-1]
+    assert record.outcome == "failed"
+    assert record.actions[0].status == "failed"
+    assert record.actions[0].detail.startswith("plugin 'vip': vip_tag: returned ")
+    assert shown in record.actions[0].detail
+    assert ajam_replay.count("Redirect") == 1  # the following actions still run
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.name == "router.plugins"
+    assert error.getMessage().startswith("plugin 'vip' failed in callrouter_execute")
+
+
+async def test_an_actions_long_description_is_cut(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """A description is kept in every decision record, the API and the live
+    page: 5 MB of it were kept whole. It is cut as a caller's text is (500)."""
+
+    class Tags:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
+
+        @hookimpl
+        def callrouter_execute(self, action: Any) -> object:
+            return "x" * 5_000_000 if action.kind == "vip_tag" else None
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
+        "      - vip_tag: {level: gold}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Tags()])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    [action] = engine.records[-1].actions
+    assert action.status == "ok"
+    assert len(action.detail) == 500
+    assert action.detail.endswith("…")
+
+
 async def test_a_failing_job_is_logged_by_its_name_once(
     engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
