@@ -281,6 +281,7 @@ class Registry:
     ) -> None:
         if not _PLAIN.match(name):
             raise ValueError(f"function name {name!r} must be a plain identifier")
+        _callable("function", name, func)
         self._unique(name)
         self.functions[name] = FunctionSpec(
             name,
@@ -307,6 +308,8 @@ class Registry:
         """
         if not _DOTTED.match(name):
             raise ValueError(f"lookup name {name!r} must be dotted identifiers")
+        if func is not None:
+            _callable("lookup", name, func)
         self._unique(name)
         shape = signature if signature is not None else func
         if shape is None:
@@ -368,3 +371,13 @@ class Registry:
     def _by(self, key: str) -> str:
         owner = self.owners.get(key)
         return f" by plugin {owner!r}" if owner is not None else ""
+
+
+def _callable(what: str, name: str, func: object) -> None:
+    """Refuse a registered name whose function is no function, naming it:
+    inspect's own words (``'x' is not a callable object``) named neither."""
+    if not callable(func):
+        shown = repr(func)
+        if len(shown) > 60:
+            shown = shown[:59] + "…"
+        raise TypeError(f"{what} {name!r}: {shown} is not callable")

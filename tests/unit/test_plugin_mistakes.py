@@ -420,6 +420,39 @@ def test_a_failed_registration_is_returned_to_be_said_once(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+@pytest.mark.parametrize(
+    ("register", "problem"),
+    [
+        (
+            lambda registry: registry.add_lookup("vip.level", "levels.txt"),
+            "plugin 'vip': callrouter_register: lookup 'vip.level': 'levels.txt' is not callable",
+        ),
+        (
+            lambda registry: registry.add_function("is_vip", {"79161234567"}),
+            "plugin 'vip': callrouter_register: function 'is_vip': {'79161234567'} is not callable",
+        ),
+    ],
+)
+def test_a_name_registered_with_no_function_is_named(register: Any, problem: str) -> None:
+    """``add_lookup("vip.level", self.levels)`` where ``levels`` is a field, not a
+    method: the problem was inspect's ``'levels.txt' is not a callable object``,
+    naming neither the lookup nor the function."""
+    from router.rules.registry import Registry
+
+    class Mistaken:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            register(registry)
+
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Mistaken()])
+    registry = Registry()
+    assert plugins.register_into(registry) == [problem]
+    assert not registry.lookups
+    assert not registry.functions
+
+
 def test_a_registration_that_fails_half_way_leaves_none_of_its_names(
     tmp_path: Path,
 ) -> None:
