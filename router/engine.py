@@ -160,6 +160,49 @@ LISTING_REFUSED = (
 )
 
 
+def job_trigger(
+    name: str, job: object, every: float | None, cron: str | None, config: Config
+) -> tuple[Any, dict[str, Any]]:
+    """``EngineAPI.schedule``'s checks, and the apscheduler trigger they give.
+
+    One function for the engine and :class:`router.testing.StubEngine`, so a
+    plugin's test refuses what ``callrouter run`` refuses. A ``job`` that cannot
+    be called with no arguments (``self.refresh()``'s coroutine instead of
+    ``self.refresh``, a function that takes one) is refused here, naming the job:
+    it failed every run, each time as ``background job ... failed``.
+    """
+    if (every is None) == (cron is None):
+        raise ValueError(f"job {name!r}: give every= or cron=, one of them")
+    if not name or name.startswith(("rule:", "callrouter-")):
+        raise ValueError(
+            f"job {name!r}: name it after your plugin ('rule:' and 'callrouter-' are the engine's)"
+        )
+    if inspect.isawaitable(job):
+        if inspect.iscoroutine(job):
+            job.close()  # never awaited: no RuntimeWarning from it later
+        raise ValueError(
+            f"job {name!r}: got {type(job).__name__} {job!r}, not a function: pass "
+            "the function itself (self.refresh, not self.refresh())"
+        )
+    if not callable(job):
+        raise ValueError(f"job {name!r}: {job!r} is not a function of no arguments")
+    try:
+        inspect.signature(job).bind()
+    except TypeError as exc:
+        raise ValueError(
+            f"job {name!r}: {getattr(job, '__qualname__', job)!r} cannot be called "
+            f"with no arguments ({exc}); a job is called with none"
+        ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): called as it is
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int | float) or not every > 0:
+            raise ValueError(f"job {name!r}: every={every!r}, expected seconds > 0")
+        return "interval", {"seconds": every}
+    assert cron is not None
+    return cron_trigger(cron, rules_timezone(config)), {}
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     """The engine's tunables; the first four are the dialplan protocol's
@@ -428,22 +471,7 @@ class Engine:
         rules' zone; a job never overlaps itself and its failures are logged
         with its name.
         """
-        if (every is None) == (cron is None):
-            raise ValueError(f"job {name!r}: give every= or cron=, one of them")
-        if not name or name.startswith(("rule:", "callrouter-")):
-            raise ValueError(
-                f"job {name!r}: name it after your plugin ('rule:' and "
-                "'callrouter-' are the engine's)"
-            )
-        trigger: Any
-        options: dict[str, Any] = {}
-        if every is not None:
-            if not every > 0:
-                raise ValueError(f"job {name!r}: every={every!r}, expected seconds > 0")
-            trigger, options = "interval", {"seconds": every}
-        else:
-            assert cron is not None
-            trigger = cron_trigger(cron, rules_timezone(self._config))
+        trigger, options = job_trigger(name, job, every, cron, self._config)
 
         async def run() -> None:
             result = job()

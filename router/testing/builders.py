@@ -20,6 +20,7 @@ from router.ami.facade import AMI
 from router.ami.message import Event
 from router.calls import Call, CallTracker
 from router.config import AsteriskSettings, Config, PluginSettings, RouterSettings, load_config
+from router.engine import job_trigger
 from router.engine_view import CallsView
 from router.plugins import DEFAULT_PLUGINS, Plugins
 from router.rules.context import Caller, Context
@@ -289,9 +290,10 @@ class StubEngine:
     def schedule(
         self, name: str, job: ScheduledJob, *, every: float | None = None, cron: str | None = None
     ) -> None:
-        """Record the job; the same checks as the engine's (one of every/cron)."""
-        if (every is None) == (cron is None):
-            raise ValueError(f"job {name!r}: give every= or cron=, one of them")
+        """Record the job, after the engine's own checks (its name, one of
+        every/cron, the crontab line, a function of no arguments): a mistake
+        ``callrouter run`` refuses is refused in the test too."""
+        job_trigger(name, job, every, cron, self.config)
         self.jobs[name] = ScheduledRun(job, every, cron)
 
     def may_ask(self, call: Call, lookup: str) -> bool:

@@ -177,6 +177,73 @@ async def test_schedule_refuses_bad_arguments(
     assert engine.scheduler.get_job(name) is None or name.startswith("callrouter-")
 
 
+class _Refresher:
+    async def refresh(self) -> None: ...
+
+    def takes_one(self, when: str) -> None: ...
+
+
+def _jobs_refused() -> list[Any]:
+    plugin = _Refresher()
+    return [
+        pytest.param(
+            lambda: plugin.refresh(), "pass the function itself", id="a-coroutine"
+        ),  # self.refresh() instead of self.refresh
+        pytest.param(lambda: plugin.takes_one, "cannot be called with no arguments", id="an-arg"),
+        pytest.param(lambda: "refresh", "is not a function of no arguments", id="a-text"),
+    ]
+
+
+@pytest.mark.parametrize(("make_job", "message"), _jobs_refused())
+async def test_schedule_refuses_a_job_it_could_not_call(
+    engine_factory: EngineFactory,
+    tmp_path: Path,
+    recwarn: pytest.WarningsRecorder,
+    make_job: Any,
+    message: str,
+) -> None:
+    """``engine.schedule("crm:refresh", self.refresh(), every=60)`` (the coroutine,
+    not the function) or a job that takes an argument was accepted, and then
+    failed every run as ``background job crm:refresh failed`` (the coroutine also
+    warned it was never awaited). Refused when scheduled, naming the job, by the
+    engine and by router.testing's StubEngine alike."""
+    from router.testing import StubEngine
+
+    engine = await engine_factory(write_rules(tmp_path, "  []\n"))
+    stub = StubEngine(tmp_path / "stub")
+    for api in (engine.api, stub):
+        with pytest.raises(ValueError, match=f"job 'crm:refresh': .*{message}"):
+            api.schedule("crm:refresh", make_job(), every=60)
+    assert engine.scheduler.get_job("crm:refresh") is None
+    assert "crm:refresh" not in stub.jobs
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    await stub.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, "expected seconds > 0"),
+        ({"cron": "0 8 * * 8"}, "8"),
+        ({"name": "rule:mine", "every": 5}, "name it after your plugin"),
+    ],
+)
+async def test_a_stub_engine_refuses_what_the_engine_refuses(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    """StubEngine.schedule said "the same checks as the engine's" but checked only
+    one of every/cron: a plugin's test passed with every=0, a bad crontab line or
+    a 'rule:' name that callrouter run refuses."""
+    from router.testing import StubEngine
+
+    stub = StubEngine(tmp_path)
+    name = kwargs.pop("name", "test:bad")
+    with pytest.raises(ValueError, match=message):
+        stub.schedule(name, lambda: None, **kwargs)
+    assert name not in stub.jobs
+    await stub.aclose()
+
+
 # -- Trace.lookup_values -------------------------------------------------------------------
 
 
