@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from router.api.text import mend_surrogates, shown_did
+from router.api.text import mend_surrogates, shown_did, with_message_parts
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,6 +158,7 @@ class LiveRing:
             "trace": trace.to_dict() if trace is not None else None,
         }
         entry = _json(entry)
+        with_message_parts(entry["trace"], entry["actions"])
         if len(json.dumps(entry, ensure_ascii=False)) > MAX_ENTRY and entry["trace"]:
             for rule in entry["trace"]["rules"]:
                 for lookup in rule["lookups"]:

@@ -53,6 +53,7 @@ from router.api.events import _Stream
 from router.api.explain import explain
 from router.api.live import LiveRing
 from router.api.session import COOKIE, Session, Sessions, sees_everything
+from router.api.text import with_message_parts
 
 __all__ = ["CSP", "OPENAPI", "STATIC", "STREAM_LIFETIME", "health", "pick_language", "routes"]
 
@@ -300,7 +301,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def explain_here(request: Request) -> Response:
         require(request, "rules:explain", writes=True)
         body = await read_json(request, required=True)
-        return _secured(JSONResponse(await explain(ctx, body)))
+        result = await explain(ctx, body)
+        with_message_parts(result.get("trace"))  # the page's own: not in /api/v1/explain
+        return _secured(JSONResponse(result))
 
     return [
         Route("/ui", page, methods=["GET"], name="ui_root"),

@@ -447,3 +447,67 @@ async def test_right_to_left_letters_in_a_name_or_1c_answer_reorder_nothing_arou
         drawn["timeTop"] >= drawn["nameBottom"] - 1 or drawn["time"] >= drawn["nameRight"] - 0.5
     ), drawn
     await placer.hangup_all()
+
+
+#: Each right-to-left text of a rule's detail: its parent's tag and text, and
+#: the tag and text of the isolate around that (the message's own <bdi>).
+DETAIL_RTL = """(root) => {
+  const found = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (/[\\u0590-\\u08ff]/.test(node.data)) {
+      const parent = node.parentElement;
+      const outer = parent.parentElement;
+      found.push([parent.tagName, parent.textContent, outer.tagName, outer.textContent]);
+    }
+  }
+  return found;
+}"""
+
+
+async def test_a_value_quoted_in_a_rules_detail_is_isolated_on_its_own(
+    engine: Engine, port: int, browser: Any
+) -> None:
+    # Issue 16: a message quoting an untrusted value (a rule's detail: "exten
+    # 'שרה' is not a safe dialplan location") was one <bdi> whole, so the
+    # value's right-to-left letters could reorder the message's own words and
+    # quotes. Each quoted value is now a <bdi> of its own, inside the message's.
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{port}/ui/")
+    await page.locator("#login").wait_for(state="visible", timeout=10_000)
+    await page.fill("#token", TOKEN)
+    await page.click("#login-form button[type=submit]")
+    await page.locator("#live").wait_for(state="visible", timeout=10_000)
+    extension = "שרה 5"
+    answer = {"onec.responsible": {"found": True, "manager": {"extension": extension}}}
+    await page.fill("#ex-caller", CALLER)
+    await page.fill("#ex-did", DID)
+    await page.fill("#ex-lookups", json.dumps(answer, ensure_ascii=False))
+    await page.click("#explain-form button[type=submit]")
+    detail = page.locator("#explain-result .rule-detail").first
+    await detail.wait_for(timeout=5_000)
+    message = await detail.text_content() or ""
+    assert f"exten '{extension}' is not a safe dialplan location" in message, message
+    found = await page.evaluate(DETAIL_RTL, await detail.element_handle())
+    assert found, "no right-to-left text in the rule's detail"
+    for tag, text, outer, whole in found:
+        assert (tag, text) == ("BDI", extension)  # the value alone in its isolate
+        assert outer == "BDI"  # inside the message's own isolate
+        assert whole == message
+    # The message's words after the value are drawn after it, not inside it.
+    drawn = await detail.evaluate(
+        """(line) => {
+          const rtl = (n) => /[\\u0590-\\u08ff]/.test(n.textContent);
+          const value = [...line.querySelectorAll("bdi bdi")].find(rtl);
+          const box = value.getBoundingClientRect();
+          const texts = [];
+          const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) texts.push(node);
+          const after = texts.find((node) => node.data.startsWith(" is not"));
+          const range = document.createRange();
+          range.setStart(after, 1);
+          range.setEnd(after, 3);
+          return {valueRight: box.right, isLeft: range.getBoundingClientRect().left};
+        }"""
+    )
+    assert drawn["isLeft"] >= drawn["valueRight"] - 0.5, drawn

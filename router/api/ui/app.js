@@ -59,7 +59,7 @@
   }
 
   // One untrusted value (a caller's number or name, a DID, a 1C answer's
-  // text, a message quoting them) in its own bidi isolate. Right-to-left
+  // text; a message quoting them: quotedMessage) in its own bidi isolate. Right-to-left
   // letters (Hebrew, Arabic) need no control character to reorder the
   // neutral characters and digits beside them: a 1C name ending a lookup's
   // answer showed the lookup's "0.0 ms" left of the name, inside the answer.
@@ -67,6 +67,28 @@
   function value(text) {
     const node = document.createElement("bdi");
     node.textContent = visible(text ?? "");
+    return node;
+  }
+
+  // A message quoting untrusted values (a rule's detail: "exten 'שרה' is not
+  // a safe dialplan location"; a lookup's error with 1C's body), isolated whole
+  // as value() does, and each value it quotes in an isolate of its own inside:
+  // in one <bdi> for the whole message, right-to-left letters in a value
+  // reordered the message's own words and quotes around them. The server
+  // sends the message cut at its quoted values (router/api/text.py
+  // quoted_parts): strings are the message's text, {quote, value} a value.
+  // Without parts (nothing quoted, or a long text), the message is one value.
+  function quotedMessage(text, parts) {
+    if (!Array.isArray(parts)) return value(text);
+    const node = document.createElement("bdi");
+    for (const part of parts) {
+      if (typeof part === "string") {
+        node.append(visible(part));
+      } else if (part && typeof part === "object") {
+        const quote = visible(part.quote ?? "");
+        node.append(quote, value(part.value), quote);
+      }
+    }
     return node;
   }
 
@@ -210,12 +232,12 @@
         line("span", "rule-status", t(`status_${rule.status}`), rule.stage ? [" (", value(rule.stage), ")"] : []),
       );
       item.append(head);
-      if (rule.detail) item.append(line("div", "rule-detail", value(rule.detail)));
+      if (rule.detail) item.append(line("div", "rule-detail", quotedMessage(rule.detail, rule.detail_parts)));
       if (rule.lookups && rule.lookups.length) {
         const lookups = el("ul", "lookups");
         for (const lookup of rule.lookups) {
           const answer = lookup.error
-            ? tParts("lookup_failed", { error: value(lookup.error) })
+            ? tParts("lookup_failed", { error: quotedMessage(lookup.error, lookup.error_parts) })
             : jsonParts(lookup.value);
           const entry = el("li", lookup.error ? "lookup failed" : "lookup");
           entry.append(
@@ -261,7 +283,7 @@
         el("span", "action-status", `: ${t(`action_${action.status}`)}`),
         el("span", "action-ms", ` ${ms(action.ms)} ms`),
       );
-      if (action.detail) item.append(line("div", "action-detail", value(action.detail)));
+      if (action.detail) item.append(line("div", "action-detail", quotedMessage(action.detail, action.detail_parts)));
       list.append(item);
     }
     into.append(list);

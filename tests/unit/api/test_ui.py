@@ -973,3 +973,115 @@ async def test_explain_answers_as_callrouter_explain_does(
 
     assert comparable(served) == comparable(printed)
     assert served["decision"]["rules"] == ["owner"]
+
+
+# -- messages quoting values -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        (
+            "action 'redirect': exten 'שרה' is not a safe dialplan location",
+            [
+                "action ",
+                {"quote": "'", "value": "redirect"},
+                ": exten ",
+                {"quote": "'", "value": "שרה"},
+                " is not a safe dialplan location",
+            ],
+        ),
+        # repr's escapes stay in the value; an apostrophe inside a word opens nothing.
+        (
+            "the plugin's 'a\\'b' and \"it's\"",
+            [
+                "the plugin's ",
+                {"quote": "'", "value": "a\\'b"},
+                " and ",
+                {"quote": '"', "value": "it's"},
+            ],
+        ),
+        (
+            "body: '\\u202eevil'; HTTP 500",
+            ["body: ", {"quote": "'", "value": "\\u202eevil"}, "; HTTP 500"],
+        ),
+        ("timed out after 3703 ms", None),
+        ("don't stop", None),
+        ("b'x' x'y'", None),
+        ("'x" + "y" * 5000 + "'", None),  # too long to split: isolated whole
+    ],
+)
+def test_a_message_is_cut_at_the_values_it_quotes(text: str, parts: Any) -> None:
+    from router.api.text import quoted_parts
+
+    assert quoted_parts(text) == parts
+    if parts is not None:
+        joined = "".join(
+            p if isinstance(p, str) else p["quote"] + p["value"] + p["quote"] for p in parts
+        )
+        assert joined == text
+
+
+async def test_the_page_gets_messages_cut_at_their_quoted_values(
+    client: httpx.AsyncClient,
+    stub: StubEngine,
+    ring: LiveRing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: a rule's detail, a lookup's error (1C's body) and an action's
+    detail quote untrusted values, and the page put each such message in one
+    ``<bdi>``: right-to-left letters in a value reordered the message's own words
+    around it. The stream and the page's explain now send each message cut at
+    its quoted values (``detail_parts``, ``error_parts``) for the page to isolate
+    each value; the API's own explain is unchanged."""
+    from router.rules.decision import LookupTrace
+
+    monkeypatch.setattr("router.api.ui.STREAM_LIFETIME", 0.3)
+    call = stub.calls.inbound_call(linkedid="1714557600.8", caller="79161234567", did="7495")
+    trace = make_trace(caller="79161234567", rule="owner", status="rejected")
+    rule = trace.rules[0]
+    rule.detail = "action 'redirect': exten 'שרה' is not a safe dialplan location"
+    rule.lookups.append(
+        LookupTrace("owner", "onec.responsible('7916')", None, error="HTTP 500; body: 'שגיאה'")
+    )
+    stub.decisions[call.linkedid] = {
+        "actions": [{"kind": "crm_tag", "status": "failed", "detail": "returned 'לא'", "ms": 1.0}],
+    }
+    ring.callrouter_decision(call, None, trace, "fell-through")
+    await sign_in(client)
+    (_, hello), *_ = frames((await client.get("/ui/stream")).text)
+    [decision] = hello["decisions"]
+    [shown] = decision["trace"]["rules"]
+    assert shown["detail"] == rule.detail  # the text as before, beside its parts
+    assert shown["detail_parts"][3] == {"quote": "'", "value": "שרה"}
+    assert shown["lookups"][0]["error_parts"] == [
+        "HTTP 500; body: ",
+        {"quote": "'", "value": "שגיאה"},
+    ]
+    assert decision["actions"][0]["detail_parts"] == ["returned ", {"quote": "'", "value": "לא"}]
+
+    answer = {"onec.responsible": {"found": True, "manager": {"extension": "שרה"}}}
+    body = {"caller": "79161234567", "did": "74951234567", "lookups": answer}
+    explained = await client.post("/ui/explain", json=body, headers={"X-Callrouter-UI": "1"})
+    assert explained.status_code == 200, explained.text
+    owner = explained.json()["trace"]["rules"][0]
+    assert owner["status"] == "rejected"
+    assert {"quote": "'", "value": "שרה"} in owner["detail_parts"]
+
+
+def test_the_page_isolates_each_quoted_value_of_a_message() -> None:
+    """The page side of the test above: a message with parts is a <bdi> whose
+    quoted values are value() nodes; one without is one value() as before.
+    The browser side is tests/integration/test_ui_live.py."""
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    (body,) = re.findall(r"function quotedMessage\(text, parts\) \{(.*?)\n  \}", script, re.S)
+    assert "if (!Array.isArray(parts)) return value(text);" in body
+    assert 'document.createElement("bdi")' in body
+    assert "value(part.value)" in body
+    assert "node.append(visible(part));" in body
+    for use in (
+        "rule.detail, rule.detail_parts",
+        "lookup.error, lookup.error_parts",
+        "action.detail, action.detail_parts",
+    ):
+        assert f"quotedMessage({use})" in script
