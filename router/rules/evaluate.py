@@ -402,9 +402,7 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
     except Exception:  # the request is only for the message: never fail on it
         call = ""
     where = f" (call {call})" if call else ""
-    _plugin_log.error(
-        "%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc
-    )
+    _plugin_log.error("%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc)
 
 
 def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> str:

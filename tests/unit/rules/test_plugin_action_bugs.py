@@ -160,9 +160,7 @@ def test_a_plugin_lookup_that_raises_a_bug_is_logged_naming_plugin_and_lookup(
 
     registry = plugin_registry()
     registry.registering = "shop"
-    registry.add_lookup(
-        "shop.owner", responsible_async if kind == "async" else responsible_plain
-    )
+    registry.add_lookup("shop.owner", responsible_async if kind == "async" else responsible_plain)
     registry.registering = None
     path = tmp_path / "crm.yaml"
     path.write_text(LOOKUP_RULES, encoding="utf-8")
@@ -174,9 +172,7 @@ def test_a_plugin_lookup_that_raises_a_bug_is_logged_naming_plugin_and_lookup(
     assert outcome.trace.rules[0].lookups[0].error == "KeyError: 'manager'"
     [record] = [r for r in caplog.records if r.name == "router.plugins"]
     assert record.levelname == "ERROR"
-    assert record.getMessage().startswith(
-        "plugin 'shop' failed in its lookup shop.owner"
-    )
+    assert record.getMessage().startswith("plugin 'shop' failed in its lookup shop.owner")
     assert record.getMessage().endswith(": KeyError('manager')")
     assert record.exc_info is not None  # the traceback, to find the line
     if kind == "async":
