@@ -160,6 +160,10 @@ LISTING_REFUSED = (
 )
 
 
+#: Runs of a timed job skipped while one run goes on before that is said at WARNING.
+JOB_SKIPS_WARNED = 3
+
+
 def job_trigger(
     name: str, job: object, every: float | None, cron: str | None, config: Config
 ) -> tuple[Any, dict[str, Any]]:
@@ -368,6 +372,8 @@ class Engine:
             job_defaults={"coalesce": True, "misfire_grace_time": _MISFIRE_GRACE},
         )
         self._scheduler.add_listener(self._job_skipped, EVENT_JOB_MAX_INSTANCES)
+        #: Per job: (when its run under way started, the runs skipped meanwhile).
+        self._job_runs: dict[str, tuple[float, int]] = {}
         self._stream: EventStream | None = None
         #: The poll loop is handling a batch; the handling of pushed events
         #: that had to wait (both: events keep their order, _take_pushed).
@@ -472,11 +478,16 @@ class Engine:
         with its name.
         """
         trigger, options = job_trigger(name, job, every, cron, self._config)
+        runs = self._job_runs
 
         async def run() -> None:
-            result = job()
-            if inspect.isawaitable(result):
-                await result
+            runs[name] = (time.monotonic(), 0)
+            try:
+                result = job()
+                if inspect.isawaitable(result):
+                    await result
+            finally:
+                runs.pop(name, None)
 
         self._scheduler.add_job(
             logged(name, run, logger=log),
@@ -1315,8 +1326,26 @@ class Engine:
 
     def _job_skipped(self, event: JobSubmissionEvent) -> None:
         """A timed job was due while its previous run still went: that run is
-        skipped (:data:`_SCHEDULER_LOG`)."""
+        skipped (:data:`_SCHEDULER_LOG`), said at DEBUG. A run that has made
+        :data:`JOB_SKIPS_WARNED` runs skipped is said once at WARNING: a job
+        that hangs (an ``await`` with no bound) ran never again, and nothing
+        but a DEBUG line told its plugin."""
         log.debug("job %s: the previous run is still going; this one is skipped", event.job_id)
+        job = str(event.job_id)
+        started, skipped = self._job_runs.get(job, (None, 0))
+        if started is None:
+            return
+        skipped += 1
+        self._job_runs[job] = (started, skipped)
+        if skipped == JOB_SKIPS_WARNED:
+            log.warning(
+                "background job %s: its run started %.0f s ago still runs, and the %d runs "
+                "due since were skipped; bound what it waits for (asyncio.wait_for) by its "
+                "interval (docs/plugins.md, Timed jobs)",
+                job,
+                time.monotonic() - started,
+                skipped,
+            )
 
     async def _sweep(self) -> None:
         dropped = self._tracker.sweep()

@@ -340,6 +340,49 @@ async def test_a_failing_job_is_logged_by_its_name_once(
     assert "crm down" in str(record.exc_info[1])
 
 
+async def test_a_job_that_hangs_is_warned_about_once(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job whose run never returns (an ``await`` with no bound) never ran
+    again, and the runs skipped meanwhile were said only at DEBUG: its plugin
+    never learned. A run that made three runs skipped is said once at WARNING."""
+
+    class Hangs:
+        __name__ = "vip"
+        runs = 0
+
+        @hookimpl
+        def callrouter_startup(self, engine: Any) -> None:
+            engine.schedule("vip:refresh", self.refresh, every=0.1)
+
+        async def refresh(self) -> None:
+            self.runs += 1
+            await asyncio.Event().wait()  # a CRM that never answers
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    plugin = Hangs()
+    caplog.set_level(logging.DEBUG, "router.engine")
+    await engine_factory(rules, plugins=[plugin])
+
+    def warned() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "router.engine" and r.levelno == logging.WARNING
+        ]
+
+    async with asyncio.timeout(5):
+        while not warned():
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # more runs skipped: said once
+    [message] = warned()
+    assert message.startswith("background job vip:refresh: its run started ")
+    assert "the 3 runs due since were skipped" in message
+    assert "asyncio.wait_for" in message
+    assert plugin.runs == 1
+
+
 async def test_a_misspelt_wanted_event_is_warned_about_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
