@@ -21,6 +21,7 @@ import importlib
 import inspect
 import itertools
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -866,7 +867,7 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str:
             if spec is not None and callable(func):
                 return (
                     f"{attr} is not marked with @hookimpl (from router import hookimpl), "
-                    "so it would never be called"
+                    f"so it would never be called{_defined_at(func)}"
                 )
             continue
         if spec is None:
@@ -875,7 +876,7 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str:
             return (
                 f"{attr} is marked @hookimpl but is no callrouter hook"
                 f"{did_you_mean(attr, specs)}; the hooks are in router/hookspecs.py "
-                "and docs/plugins.md"
+                f"and docs/plugins.md{_defined_at(func)}"
             )
     return ""
 
@@ -892,7 +893,8 @@ def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
         try:
             if pm.parse_hookimpl_opts(plugin, attr) is None:
                 continue
-            args = _required_args(getattr(plugin, attr))
+            func = getattr(plugin, attr)
+            args = _required_args(func)
         except Exception:
             continue
         extra = [name for name in args if name not in spec.argnames]
@@ -900,9 +902,28 @@ def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
             return (
                 f"{attr}({', '.join(args)}): "
                 f"{', '.join(repr(name) for name in extra)} is no argument of the hook; "
-                f"it passes {', '.join(spec.argnames) or 'none'}, by name"
+                f"it passes {', '.join(spec.argnames) or 'none'}, by name{_defined_at(func)}"
             )
     return ""
+
+
+def _defined_at(func: object) -> str:
+    """``"; defined at FILE:LINE"`` of a plugin's function, for a message about it
+    (the plugin's name alone did not say which file of an installed package to
+    open), or "" when the source cannot be told (a builtin, a lambda's class)."""
+    target = getattr(func, "__func__", func)
+    try:
+        path = inspect.getsourcefile(target)  # type: ignore[arg-type]
+        line = target.__code__.co_firstlineno  # type: ignore[attr-defined]
+    except (TypeError, AttributeError):
+        return ""
+    if not path:
+        return ""
+    with contextlib.suppress(ValueError):  # another drive (Windows): the whole path
+        shorter = os.path.relpath(path)
+        if not shorter.startswith(".."):
+            path = shorter
+    return f"; defined at {path}:{line}"
 
 
 def _required_args(func: Callable[..., Any]) -> list[str]:

@@ -79,6 +79,26 @@ def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, mess
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("plugin", "function"),
+    [
+        (Misspelt(), Misspelt.callrouter_statrup),
+        (WrongArgument(), WrongArgument.callrouter_decision),
+        (Unmarked(), Unmarked.callrouter_register),
+    ],
+    ids=["misspelt-hook", "wrong-argument", "unmarked-hook"],
+)
+def test_a_hook_mistake_says_where_the_function_is(plugin: object, function: Any) -> None:
+    """The message named the plugin and the hook, not the file: for an
+    installed plugin, which of its package's files to open was left to guess."""
+    import os
+
+    path = os.path.relpath(function.__code__.co_filename)
+    with pytest.raises(PluginError) as caught:
+        Plugins.load(defaults=(), entry_points=False, extra=[plugin])
+    assert str(caught.value).endswith(f"; defined at {path}:{function.__code__.co_firstlineno}")
+
+
 def test_a_module_plugin_with_a_misspelt_hook_is_named_too() -> None:
     module = types.ModuleType("callrouter_vip")
 
