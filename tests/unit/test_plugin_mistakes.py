@@ -20,6 +20,7 @@ import pytest
 
 from router import ActionSpec, ParamSpec, PluginError, hookimpl
 from router.plugins import Plugins
+from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk
@@ -392,9 +393,7 @@ async def test_a_job_that_hangs_is_warned_about_once(
             if r.name == "router.engine" and r.levelno == logging.WARNING
         ]
 
-    async with asyncio.timeout(5):
-        while not warned():
-            await asyncio.sleep(0.05)
+    await eventually(warned, "the WARNING of a hung job")
     await asyncio.sleep(0.5)  # more runs skipped: said once
     [message] = warned()
     assert message.startswith("background job vip:refresh: its run started ")
