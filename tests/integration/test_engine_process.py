@@ -139,7 +139,9 @@ async def test_frozen_router_reconciles_waiting_calls_once(
     assert [c.landings for c in waiting] == [1, 1, 1]
     gaps = [r for r in router.records() if "gap" in str(r.get("message", ""))]
     assert gaps, "the router did not notice the gap"
-    assert any("reconcile: routing 3" in str(r.get("message", "")) for r in router.records())
+    # The reconcile logs its count after its whole listing is walked: the
+    # calls it submitted can land before the line is written.
+    router.wait_for(lambda r: "reconcile: routing 3" in str(r.get("message", "")), 5)
     for c in waiting:  # the log line follows the confirmation the placer saw
         router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
     decided = [rec["uniqueid"] for rec in router.decisions()]
@@ -209,6 +211,10 @@ async def test_a_live_router_stopped_past_the_takeover_does_not_route_calls_agai
         assert not any("no UserEvent" in str(r.get("message", "")) for r in router.records())
         await asyncio.sleep(1.0)
         assert call.landings == 1
+        # Its decision is logged once it read the landing the placer saw.
+        second.wait_for(
+            lambda r: r.get("event") == "decision" and r.get("uniqueid") == call.uniqueid, 5
+        )
         [routed] = [r for r in second.decisions() if r.get("uniqueid") == call.uniqueid]
         assert routed["outcome"] == "executed"
     finally:

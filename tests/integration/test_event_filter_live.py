@@ -464,6 +464,9 @@ async def test_a_forged_older_live_claim_sent_through_ami_stops_no_routing(
         call = await placer.place("74950000001", "79161234567")
         await placer.wait_all([call], timeout=15)
         assert call.destination == "callrouter-dial,101"
+        # The record is written once the engine read the landing on its own
+        # session; the placer's session can see it first (a loaded machine).
+        await engine.wait_idle()
         assert engine.records[-1].outcome == "executed"
         assert any("not signed with this router's key" in r.getMessage() for r in caplog.records)
     finally:
