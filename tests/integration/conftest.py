@@ -13,6 +13,13 @@
     name): the engine then reaches the sandbox over AJAM or native TCP AMI
     (:func:`ami_url`), so the tests that exercise the transport run over both.
 
+Each sandbox has a manager secret of its own (:func:`private_secret`), not
+the kit's default that every sandbox on the host would share: a router or
+client left over from another test, another xdist worker or another run on
+this host, reconnecting to a port a new sandbox took, cannot log in there, so
+it never routes that sandbox's calls nor claims to be its live router (the
+heartbeat key derives from the secret: router/liveguard.py).
+
 If a sandbox cannot be started, the tests that need it fail with the exact
 reason under CI (``CI`` set) or with ``CALLROUTER_REQUIRE_SANDBOX=1``, and are
 skipped with the reason otherwise. A failed test gets the Asterisk log tail of
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
@@ -74,9 +82,14 @@ def sandbox_required() -> bool:
     return ci not in ("", "0", "false", "no") or required == "1"
 
 
+def private_secret() -> str:
+    """A manager secret for one sandbox alone (module doc)."""
+    return f"pytest-{secrets.token_hex(8)}"
+
+
 def _start_or_give_up(name: str, *, httptimeout: int = 60) -> Sandbox:
     try:
-        return Sandbox.start(name=name, httptimeout=httptimeout)
+        return Sandbox.start(name=name, httptimeout=httptimeout, secret=private_secret())
     except SandboxError as exc:
         message = f"the Asterisk sandbox could not be started: {exc}"
         if sandbox_required():

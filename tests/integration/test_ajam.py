@@ -16,6 +16,7 @@ from router.ami.message import Event
 from router.ami.stream import Backoff, EventStream, StreamGap
 from router.errors import AMIActionError, AMIAuthenticationError, AMIConnectionError
 from router.sandbox import Sandbox
+from tests.integration.conftest import private_secret
 
 
 def settings(box: Sandbox, user: str = "admin", **kw: object) -> ClientSettings:
@@ -237,7 +238,7 @@ async def test_asterisk_restart_mid_stream_resumes_with_gap(scratch_sandbox: San
 
 @pytest.fixture(scope="module")
 def tls_sandbox() -> Iterator[Sandbox]:
-    box = Sandbox.start(name=f"pytest-{os.getpid()}-tls", tls=True)
+    box = Sandbox.start(name=f"pytest-{os.getpid()}-tls", tls=True, secret=private_secret())
     try:
         yield box
     finally:

@@ -37,6 +37,7 @@ from router.sandbox import Sandbox
 from router.sandbox.phones import Phones
 from router.sandbox.postgres import Postgres
 from tests.integration._live import free_port
+from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -100,6 +101,7 @@ def box() -> Iterator[Sandbox]:
     dialplan = (REPO / "examples" / "asterisk" / "extensions.conf").read_text(encoding="utf-8")
     pbx = Sandbox.start(
         name=f"pytest-{os.getpid()}-calllife",
+        secret=private_secret(),
         httptimeout=HTTPTIMEOUT,
         extra_dialplan=dialplan + VIA_LOCAL_DIALPLAN,
     )

@@ -50,6 +50,7 @@ from router.sandbox import Sandbox
 from router.sandbox.phones import Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
 from tests.integration._live import run_process, stop_process
+from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration]
 
@@ -187,6 +188,7 @@ def sandbox_phones() -> Iterator[Phones]:
     ``httptimeout`` = :data:`HTTPTIMEOUT` (the kit's ``phones`` resets them per test)."""
     pbx = Sandbox.start(
         name=f"pytest-{os.getpid()}-onec-life",
+        secret=private_secret(),
         httptimeout=HTTPTIMEOUT,
         extra_dialplan=shipped_dialplan(),
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.sandbox import Sandbox, tmp_on_tmpfs
+from router.sandbox import DEFAULT_SECRET, Sandbox, tmp_on_tmpfs
+from tests.integration.conftest import private_secret
 
 
 def rawman(client: httpx.Client, url: str, **params: str) -> str:
@@ -40,6 +41,22 @@ def test_wrong_secret_is_refused(sandbox: Sandbox) -> None:
         text = rawman(client, sandbox.url, action="Login", username="admin", secret="wrong")
         assert "Response: Error" in text
         assert "Authentication failed" in text
+
+
+def test_a_router_of_another_sandbox_cannot_log_in_to_this_one(
+    sandbox: Sandbox, scratch_sandbox: Sandbox
+) -> None:
+    """Every test sandbox has a secret of its own (conftest.py): a router left
+    over from another test, another xdist worker or another run on this host,
+    still reconnecting to a port this sandbox took, is refused. With the kit's
+    default secret shared by all it logged in, routed this sandbox's calls with
+    its own rules and, its heartbeat signed with the same key, claimed to be
+    the live router here (the engines of this sandbox's tests stood by)."""
+    assert sandbox.secret != scratch_sandbox.secret
+    for other in (scratch_sandbox.secret, DEFAULT_SECRET):
+        with httpx.Client(timeout=10) as client:
+            text = rawman(client, sandbox.url, action="Login", username="router", secret=other)
+            assert "Authentication failed" in text, text
 
 
 def test_watcher_may_not_originate(sandbox: Sandbox) -> None:
@@ -144,7 +161,7 @@ def test_a_sip_port_taken_before_asterisk_binds_it_is_chosen_again(
     real = sandbox_module.free_udp_port
     chosen = iter([port])
     monkeypatch.setattr(sandbox_module, "free_udp_port", lambda: next(chosen, None) or real())
-    box = Sandbox.start(name=f"pytest-{os.getpid()}-taken")
+    box = Sandbox.start(name=f"pytest-{os.getpid()}-taken", secret=private_secret())
     try:
         assert box.sip_port != port
         assert box.bind_failures() != []  # the first try's, kept in the log

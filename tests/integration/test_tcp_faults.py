@@ -39,6 +39,7 @@ from tests.integration._live import (
     routing_rules,
     serving_leniently,
 )
+from tests.integration.conftest import private_secret
 
 pytestmark = pytest.mark.integration
 
@@ -431,7 +432,12 @@ async def test_wrong_secret_is_a_clear_error_and_no_retry_storm(
 
 async def test_tls_and_md5_login_against_asterisk(tmp_path: Path) -> None:
     """AJAM: test_ajam.py::test_tls_with_verification, test_digest_auth."""
-    box = await asyncio.to_thread(Sandbox.start, name=f"pytest-{os.getpid()}-amitls", tls=True)
+    box = await asyncio.to_thread(
+        Sandbox.start,
+        name=f"pytest-{os.getpid()}-amitls",
+        tls=True,
+        secret=private_secret(),
+    )
     try:
         trusted = ClientSettings(
             url=box.tls_tcp_url,
