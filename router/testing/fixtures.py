@@ -7,6 +7,7 @@ names this module in its own ``pytest_plugins``, which pytest follows.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -49,12 +50,19 @@ def asterisk_sandbox() -> Iterator[Sandbox]:
     """A real Asterisk (Debian's 22) for the session, with the shipped dialplan.
 
     Users ``router`` (least privilege, as docs/asterisk.md), ``admin`` and
-    ``watcher`` share ``sandbox.secret``. Skipped with the reason when the
-    sandbox cannot be provisioned; fails instead under ``CI`` or with
-    ``CALLROUTER_REQUIRE_SANDBOX=1``.
+    ``watcher`` share ``sandbox.secret``, a secret of this sandbox alone: a
+    router left over from another test run on the host, reconnecting to a port
+    this sandbox took, cannot log in, route its calls or claim to be its live
+    router (the heartbeat key derives from the secret). Skipped with the
+    reason when the sandbox cannot be provisioned; fails instead under ``CI``
+    or with ``CALLROUTER_REQUIRE_SANDBOX=1``.
     """
     try:
-        box = Sandbox.start(name=f"plugin-test-{os.getpid()}", extra_dialplan=shipped_dialplan())
+        box = Sandbox.start(
+            name=f"plugin-test-{os.getpid()}",
+            extra_dialplan=shipped_dialplan(),
+            secret=f"plugin-test-{secrets.token_hex(8)}",
+        )
     except SandboxError as exc:
         message = f"the Asterisk sandbox could not be started: {exc}"
         if sandbox_required():

@@ -49,14 +49,27 @@ def test_a_router_of_another_sandbox_cannot_log_in_to_this_one(
     """Every test sandbox has a secret of its own (conftest.py): a router left
     over from another test, another xdist worker or another run on this host,
     still reconnecting to a port this sandbox took, is refused. With the kit's
-    default secret shared by all it logged in, routed this sandbox's calls with
-    its own rules and, its heartbeat signed with the same key, claimed to be
-    the live router here (the engines of this sandbox's tests stood by)."""
+    default secret shared by all it could log in, route this sandbox's calls
+    with its own rules and, its heartbeat signed with the same key, claim to be
+    the live router here (the engines of this sandbox's tests then stand by)."""
     assert sandbox.secret != scratch_sandbox.secret
     for other in (scratch_sandbox.secret, DEFAULT_SECRET):
         with httpx.Client(timeout=10) as client:
             text = rawman(client, sandbox.url, action="Login", username="router", secret=other)
             assert "Authentication failed" in text, text
+
+
+def test_the_kits_sandbox_of_the_phones_has_a_secret_of_its_own(
+    asterisk_sandbox: Sandbox, sandbox: Sandbox
+) -> None:
+    """The same for router.testing's ``asterisk_sandbox``, the phones' Asterisk
+    (and a plugin author's): the kit's default secret is not let in."""
+    assert asterisk_sandbox.secret not in (DEFAULT_SECRET, sandbox.secret)
+    with httpx.Client(timeout=10) as client:
+        text = rawman(
+            client, asterisk_sandbox.url, action="Login", username="router", secret=DEFAULT_SECRET
+        )
+        assert "Authentication failed" in text, text
 
 
 def test_watcher_may_not_originate(sandbox: Sandbox) -> None:
