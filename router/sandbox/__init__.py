@@ -113,12 +113,19 @@ def _pid_runs(pid: int, marker: str) -> bool:
 
 
 def _pid_exited(pid: int) -> bool:
-    """True once ``pid`` is a zombie or gone (not merely past its command line)."""
+    """True once ``pid`` is a zombie or gone (not merely past its command line).
+
+    The state in ``/proc/PID/stat`` is its main thread's: that one can have
+    exited (a zombie, its command line empty) while another thread still runs
+    the process's exit, as Asterisk's shutdown does, and its parent cannot
+    reap it yet. So a zombie counts only once it is the last of its threads.
+    """
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except (OSError, IndexError):
         return True
-    return state in ("Z", "X")
+    return state in ("Z", "X") and threads <= 1
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> str:
