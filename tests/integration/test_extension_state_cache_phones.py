@@ -71,6 +71,7 @@ async def test_a_manager_on_a_call_is_skipped_from_memory_and_rung_after_it(
         await asyncio.to_thread(call.wait_answered, 20)
         taken = await asyncio.to_thread(phones["103"].current)
         assert taken.answered
+        await engine.wait_idle()  # the record follows the landing the engine read
         record = engine.records[-1]
         assert record.rules == ("busy",)
         assert asked == []  # the state came from memory
@@ -85,6 +86,7 @@ async def test_a_manager_on_a_call_is_skipped_from_memory_and_rung_after_it(
         await asyncio.to_thread(again.wait_answered, 20)
         owner = await asyncio.to_thread(phones["101"].current)
         assert owner.answered
+        await engine.wait_idle()
         assert engine.records[-1].rules == ("owner",)
         assert asked == []
         await asyncio.to_thread(again.hangup)
