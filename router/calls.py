@@ -263,9 +263,18 @@ class CallTracker:
         caller's leg, whose number and name (the ones the call is routed with)
         the call follows until it rings. It differs from the channel the number
         was first read from when the call came in through a ``Local`` channel:
-        its ``;1`` half keeps the number the ``;2`` half's dialplan rewrote."""
+        its ``;1`` half keeps the number the ``;2`` half's dialplan rewrote.
+
+        A trunk's context that dials ``Local/${EXTEN}@callrouter-inbound``
+        rings that Local channel first: its ``DialBegin`` is no ring of the
+        caller's, so the first request of a call from a Local channel's ``;2``
+        half is the caller's even after it."""
         channel = event.get("Channel")
-        if not channel or not call.caller_leg or channel == call.caller_leg:
+        if not channel or channel == call.caller_leg:
+            return
+        if call.waiting_channel not in (None, channel):
+            return  # routed from another channel already: its caller stays
+        if not call.caller_leg and not (channel.startswith("Local/") and channel.endswith(";2")):
             return  # rung already (or never a number: the request's own is read)
         call.caller_leg = channel
         number = event.get("CallerIDNum") or ""

@@ -49,6 +49,15 @@ exten => _X.,1,Wait(0.3)
  same => n,Wait(0.5)
  same => n,Hangup()
 
+; a trunk's context that hands its calls to callrouter through a Local
+; channel, and a dialplan that rewrites the number before the routing request
+[trunk-local]
+exten => _X.,1,Dial(Local/${EXTEN}@rewrite-caller)
+ same => n,Hangup()
+[rewrite-caller]
+exten => _X.,1,Set(CALLERID(num)=8${CALLERID(num):1})
+ same => n,Goto(callrouter-inbound,${EXTEN},1)
+
 ; a caller naming themselves at length (HNAME comes with the Originate)
 [hostile]
 exten => _X.,1,Set(CALLERID(name)=${HNAME}${HNAME}${HNAME}${HNAME})
@@ -242,6 +251,34 @@ async def test_a_callers_name_of_4000_characters_is_cut_in_every_event(
     hangups = [e for e in events if e["call_id"] == call and e["kind"] == "hangup"]
     assert hangups, events
     assert {e["data"]["caller_name"] for e in hangups} == {"L" * 499 + "…"}
+
+
+async def test_a_call_a_trunk_hands_over_through_a_local_channel_has_its_rewritten_number(
+    http: httpx.AsyncClient, events_sandbox: Sandbox
+) -> None:
+    """Issue 16: a trunk's context that dials ``Local/${EXTEN}@...`` on to
+    callrouter-inbound rings that Local channel first (``DialBegin``), and the
+    call kept the trunk's number from then on: the feed said ``79161234567``
+    for a call routed with the ``89161234567`` its dialplan set. The routing
+    request from the Local channel's ``;2`` half is the caller's."""
+    start = await start_cursor(http, "all")
+    async with admin_placer(events_sandbox, inbound_context="trunk-local") as trunk:
+        placed = await trunk.place(DID, CALLER)
+        # The call's Linkedid: the Uniqueid of its first channel, the Originate's.
+        call_id = placed.uniqueid.removesuffix("-in") + "-out"
+        events: list[dict[str, Any]] = []
+        cursor = start
+        for _ in range(20):
+            body = await poll(http, "all", cursor, timeout=5)
+            events += [e for e in body["events"] if e["call_id"] == call_id]
+            cursor = body["cursor"]
+            if any(e["kind"] == "hangup" for e in events):
+                break
+    mine = [e for e in events if e["extension"] == "101"]
+    kinds = [e["kind"] for e in mine]
+    assert "ringing" in kinds, events
+    assert "hangup" in kinds, events
+    assert {e["data"]["caller"] for e in mine} == {"8" + CALLER[1:]}, mine
 
 
 async def test_a_client_resumes_across_a_router_restart_and_loses_nothing(

@@ -418,6 +418,71 @@ async def test_a_call_through_a_local_channel_has_the_number_its_request_had(
     assert call.caller_number == "89161234567"
 
 
+async def test_a_trunk_that_dials_a_local_channel_has_the_number_its_request_had(
+    tmp_path: Path,
+) -> None:
+    """A trunk's context that dials ``Local/${EXTEN}@callrouter-inbound`` (a
+    common pattern) rings that Local channel first: its ``DialBegin`` is the
+    call's first ring, and the tracker kept the trunk's number and name from
+    then on. The routing request from the Local channel's ``;2`` half, whose
+    dialplan rewrote the number, is the caller's (the events as Asterisk 22
+    sends them on the sandbox; issue 16)."""
+    engine, _ = await make_engine(tmp_path)
+    linkedid = "1714557600.50"
+    trunk = "PJSIP/trunk-00000001"
+    one = "Local/74951234567@callrouter-inbound-00000001;1"
+    two = "Local/74951234567@callrouter-inbound-00000001;2"
+
+    def leg(name: str, channel: str, number: str, cname: str, *extra: tuple[str, str]) -> Event:
+        return Event(
+            (
+                ("Event", name),
+                ("Channel", channel),
+                ("ChannelState", "4"),
+                ("ChannelStateDesc", "Ring"),
+                ("CallerIDNum", number),
+                ("CallerIDName", cname),
+                ("Context", "from-trunk" if channel == trunk else "callrouter-inbound"),
+                ("Exten", "74951234567"),
+                ("Priority", "1"),
+                ("Uniqueid", f"{linkedid}{len(channel)}"),
+                ("Linkedid", linkedid),
+                *extra,
+            )
+        )
+
+    await engine.handle_event(leg("Newchannel", trunk, "9161234567", "Ivan"))
+    await engine.handle_event(leg("Newexten", trunk, "9161234567", "Ivan"))
+    await engine.handle_event(leg("Newchannel", one, "<unknown>", "<unknown>"))
+    await engine.handle_event(leg("Newchannel", two, "<unknown>", "<unknown>"))
+    await engine.handle_event(leg("Newexten", one, "74951234567", "Ivan"))
+    await engine.handle_event(leg("DialBegin", trunk, "9161234567", "Ivan", ("DestChannel", one)))
+    await engine.handle_event(leg("Newexten", two, "89161234567", "Ivan Petrov"))
+    await engine.handle_event(
+        leg(
+            "UserEvent",
+            two,
+            "89161234567",
+            "Ivan Petrov",
+            ("UserEvent", "CallRouterRequest"),
+            ("DID", "74951234567"),
+            ("Caller", "89161234567"),
+            ("Wait", "4"),
+            ("Timestamp", f"{time.time():.6f}"),
+        )
+    )
+    await engine.wait_idle()
+    call = engine._tracker.get(linkedid)
+    assert call is not None
+    assert (call.caller_number, call.caller_name) == ("89161234567", "Ivan Petrov")
+    # The call rings a phone from here: what it rang with stays.
+    phone = ("DestChannel", "PJSIP/101-00000002")
+    await engine.handle_event(leg("DialBegin", two, "89161234567", "Ivan Petrov", phone))
+    await engine.handle_event(leg("NewCallerid", two, "100", "Operator"))
+    await engine.handle_event(leg("Newexten", two, "100", "Operator"))
+    assert (call.caller_number, call.caller_name) == ("89161234567", "Ivan Petrov")
+
+
 async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the
