@@ -39,6 +39,16 @@ FALLBACK = "test-queue,fallback"
 CANARY = "somecontext"
 #: test-queue: the rules' fallback and the VIP line's queue.
 TEST_CONTEXTS = f"""{TEST_QUEUE}
+; a trunk's context that answers (a greeting would play here) and hands its
+; calls on through a Local channel, to a dialplan that rewrites the number
+; before the routing request
+[trunk-rewrite]
+exten => _X.,1,Answer()
+ same => n,Dial(Local/${{EXTEN}}@rewrite-caller)
+ same => n,Hangup()
+[rewrite-caller]
+exten => _X.,1,Set(CALLERID(num)=8${{CALLERID(num):1}})
+ same => n,Goto(callrouter-inbound,${{EXTEN}},1)
 ; what a hostile extension tries to ring: any channel here is the attack working
 [{CANARY}]
 exten => _X.,1,NoOp(canary ${{EXTEN}})
@@ -255,20 +265,28 @@ async def test_the_dialplan_dials_a_plain_extension(engine: Engine, placer: Call
 
 
 async def test_the_call_has_the_number_its_dialplan_rewrote(
-    engine: Engine, placer: CallPlacer
+    engine: Engine, safety_sandbox: Sandbox
 ) -> None:
-    """Issue 16: the Originate's number (``9161110005``, the Local channel's
-    ``;1`` half) is rewritten by the dialplan before the routing request
-    (``sandbox-raw-caller``: ``Set(CALLERID(num)=...)`` on ``;2``). The call
-    (the feed, ``GET /calls``, event rules, 1C's ``from``) has the number it
-    was routed with. On Asterisk 22 the engine sees no number of ``;1`` before
-    the rewrite, so this holds without the fix as well; the unit tests
-    (test_engine_unit, test_api_events_intake) show the cases it fixes."""
-    call = await placer.place(DID, "9161110005", caller_name="89161110005")
-    await placer.wait_all([call], timeout=10)
-    await engine.wait_idle()
-    record = record_of(engine, call)
-    assert record["caller"] == "79161110005"  # normalized: the request had 89161110005
-    tracked = engine.tracker.get(str(record["call"]))
-    assert tracked is not None
-    assert tracked.caller_number == "89161110005"
+    """Issue 16: a trunk's context (``trunk-rewrite``, here an Originate's
+    ``Local`` channel with the number ``79161110005``) answers and dials the
+    call on through a Local channel whose ``;2`` half rewrites the number
+    (``Set(CALLERID(num)=8...)``) and sends the routing request. The engine
+    reads the trunk's number first, on the trunk's own channel (its
+    ``Newstate`` ``Up``): the call (the feed, ``GET /calls``, event rules,
+    1C's ``from``) has the number it was routed with, the request's, not
+    that one. Without the tracker's ``requested`` it kept the trunk's."""
+    async with admin_placer(safety_sandbox, inbound_context="trunk-rewrite") as trunk:
+        placed = await trunk.place(DID, "79161110005")
+        # The call's Linkedid: the Uniqueid of its first channel, the Originate's.
+        linkedid = placed.uniqueid.removesuffix("-in") + "-out"
+        for _ in range(100):
+            records = [r.to_dict() for r in engine.records]
+            if any(r["call"] == linkedid for r in records):
+                break
+            await asyncio.sleep(0.05)
+        await engine.wait_idle()
+        record = next(r.to_dict() for r in engine.records if r.to_dict()["call"] == linkedid)
+        assert record["caller"] == "79161110005"  # normalized: the request had 89161110005
+        tracked = engine.tracker.get(linkedid)
+        assert tracked is not None
+        assert tracked.caller_number == "89161110005"
