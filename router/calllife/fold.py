@@ -157,6 +157,10 @@ class CallFold:
     answered: bool = False
     transfers: int = 0
     first_hangup: tuple[str, float] | None = None
+    #: An inbound call whose first channel is a ``Local`` one that started
+    #: with no number (an ``Originate`` sets it after CHAN_START): its number
+    #: is read from its later records (:meth:`_late_caller`).
+    caller_late: bool = False
     hangup_source: str = ""
     dial_status: str = ""
     ended: bool = False
@@ -169,10 +173,30 @@ class CallFold:
         """Fold one record; the events it decides (none if it was seen before)."""
         if not self.note(record.key, record.at):
             return []
+        if self.caller_late:
+            self._late_caller(record)
         handler = _HANDLERS.get(record.event)
         if handler is None:
             return []
         return handler(self, record)
+
+    def _late_caller(self, record: CelRecord) -> None:
+        """The number of an inbound call whose first channel, a ``Local`` one,
+        started with none: Asterisk 22 writes both halves' CHAN_START of an
+        ``Originate Channel=Local/...`` before it sets the Originate's caller
+        ID. The first number of the ``;1`` half's later records, and the
+        ``;2`` half's over it (the half that ran the dialplan, and the number
+        it may have rewritten before the routing request)."""
+        origin = self.originator
+        number = _number(record.cid_num)
+        if origin is None or number is None:
+            return
+        if record.uniqueid == origin.uniqueid:
+            if self.external is None:
+                self.external = number
+        elif record.channel == origin.channel.removesuffix(";1") + ";2":
+            self.external = number
+            self.caller_late = False
 
     def note(self, key: tuple[str, str, str], at: float) -> bool:
         """Count a record (``key``, ``at``) in the call's bookkeeping; False when it
@@ -235,6 +259,7 @@ class CallFold:
         else:
             self.direction = "in"
             self.external = caller or None
+            self.caller_late = not caller and _is_local(leg.channel) and leg.channel.endswith(";1")
             self.did = record.exten if record.exten and record.exten != "s" else None
 
     def _on_answer(self, record: CelRecord) -> list[CallEvent]:

@@ -435,3 +435,11 @@ async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
     # No phone rang (none here): no extension; the two that ended in the gap are replayed.
     assert {p["extension"] for p in finals.values()} == {None}
     assert sorted(p["replayed"] for p in finals.values()) == [False, False, True, True]
+    # Each from the caller's number, the replayed ones too (issue 16): a call
+    # originated into a Local channel starts with no number in CEL (Asterisk
+    # 22 sets the Originate's after CHAN_START), and 1C was told "anonymous".
+    numbers = ["79161234567", "74957770101", "79857654321", "79990000001"]
+    assert {p["call_id"]: p["from"] for p in finals.values()} == {
+        call.uniqueid.removesuffix("-in") + "-out": number
+        for call, number in zip(calls, numbers, strict=True)
+    }

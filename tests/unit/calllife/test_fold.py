@@ -569,3 +569,49 @@ def test_a_phone_that_dials_out_itself_does_not_ring() -> None:
     out.hangup(phone, source=out.name(trunk))
     out.end()
     assert kinds(fold(out)) == [("answered", "101"), ("hangup", "101")]
+
+
+def test_a_call_originated_into_a_local_channel_has_the_number_its_later_records_give() -> None:
+    """Issue 16: ``callrouter ami Originate Channel=Local/74950000001@callrouter-inbound
+    CallerID=79161234567``: Asterisk 22 writes both halves' CHAN_START with no
+    number (the Originate sets it after), so a call callrouter did not route
+    (replayed after it was down) reached 1C ``from: anonymous``. The number is
+    the first the call's Local channel gives later, the ``;2`` half's (the one
+    that ran the dialplan, a rewritten number) over the ``;1`` half's. The
+    records as the sandbox's Asterisk 22 wrote them."""
+    local = "Local/74950000001@callrouter-inbound-00000000"
+    one, two = "pbx-1796523054.0", "pbx-1796523054.1"
+    at = iter(range(1_796_523_054, 1_796_523_100))
+
+    def record(
+        event: str, uniqueid: str, cid: str, context: str = "callrouter-inbound"
+    ) -> CelRecord:
+        return CelRecord.build(
+            event=event,
+            at=float(next(at)),
+            uniqueid=uniqueid,
+            linkedid=one,
+            channel=f"{local};{1 if uniqueid == one else 2}",
+            context=context,
+            exten="74950000001",
+            cid_num=cid,
+        )
+
+    records = [
+        record("CHAN_START", one, ""),
+        record("CHAN_START", two, ""),
+        record("ANSWER", one, "79161234567"),
+        record("ANSWER", two, "89161234567", "test-end"),
+        record("HANGUP", one, "79161234567"),
+        record("CHAN_END", one, "79161234567"),
+        record("HANGUP", two, "89161234567", "test-end"),
+        record("CHAN_END", two, "89161234567", "test-end"),
+        record("LINKEDID_END", two, "89161234567", "test-end"),
+    ]
+    live = Folder()
+    fed = [event for r in records for event in live.feed(r)]
+    for events in (Folder().replay(one, records), fed):
+        assert [e.kind for e in events] == ["hangup", "missed"]
+        assert {(e.direction, e.external, e.did) for e in events} == {
+            ("in", "89161234567", "74950000001")
+        }
