@@ -73,8 +73,28 @@ NUMBERS: list[tuple[str, str]] = [
 ]
 
 
+#: A line whose calls' numbers the inbound context itself rewrites
+#: (:func:`rewriting_inbound`).
+REWRITING_DID = "74951234577"
+
+
+def rewriting_inbound(shipped: str) -> str:
+    """The shipped ``[callrouter-inbound]`` once more, for :data:`REWRITING_DID`
+    only (an exact extension wins over ``_X.``; a second ``[callrouter-inbound]``
+    adds to the context), with ``Set(CALLERID(num)=8${CALLERID(num):1})`` as its
+    first step: a number rewritten inside the inbound context, after the step
+    into it that starts the prefetch."""
+    body = shipped.split("[callrouter-inbound]\n", 1)[1].split("\n[", 1)[0]
+    lines = [line for line in body.splitlines() if line.startswith(("exten => _X.,", " same =>"))]
+    assert lines[0].startswith("exten => _X.,1,"), "the shipped inbound context changed"
+    first = lines[0].replace("exten => _X.,1,", " same => n,", 1)
+    rewrite = f"exten => {REWRITING_DID},1,Set(CALLERID(num)=8${{CALLERID(num):1}})"
+    return "\n[callrouter-inbound]\n" + "\n".join([rewrite, first, *lines[1:]]) + "\n"
+
+
 def dialplan() -> str:
-    return example_dialplan() + TEST_CONTEXTS
+    shipped = example_dialplan()
+    return shipped + rewriting_inbound(shipped) + TEST_CONTEXTS
 
 
 def make_config(box: Sandbox, double: OneCDouble, state: Path) -> Config:
@@ -186,6 +206,30 @@ async def test_thirty_callers_written_every_way_reach_their_manager(
         "79990000001",
     }, asked
     assert all(record_of(engine, c)["outcome"] == "executed" for _, c, _ in placed)
+
+
+async def test_a_number_rewritten_inside_the_inbound_context_asks_1c_once(
+    engine: Engine, placer: CallPlacer, double: OneCDouble
+) -> None:
+    """Issue 16: the prefetch starts as the call steps into callrouter-inbound,
+    before a ``Set(CALLERID(num)=8${CALLERID(num):1})`` there runs, so it asks
+    about the trunk's ``74957770101`` and the routing request about
+    ``84957770101``. The plugin looks numbers up normalized: both are
+    ``74957770101``, one request to 1C, which the routing reuses
+    (docs/asterisk.md, the inbound context)."""
+    cache(engine).invalidate()
+    before = len(double.requests("/v1/responsible"))
+    call = await placer.place(REWRITING_DID, "", caller_name="74957770101")
+    await placer.wait_all([call], timeout=10)
+    assert call.destination == "callrouter-dial,102"
+    await engine.wait_idle()
+    record = record_of(engine, call)
+    assert record["caller"] == "74957770101"
+    tracked = engine.tracker.get(str(record["call"]))
+    assert tracked is not None
+    assert tracked.caller_number == "84957770101"  # the request's, as the dialplan set it
+    asked = [r.path.rsplit("/", 1)[-1] for r in double.requests("/v1/responsible")][before:]
+    assert asked == ["74957770101"]
 
 
 async def test_internal_caller_never_asks_1c(
