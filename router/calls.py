@@ -24,7 +24,15 @@ from router.ami.message import Event, sent_by_channel
 from router.ami.numbers import ascii_int
 from router.callerid import cut_number, cut_text
 
-__all__ = ["ANSWERED_STATE", "Call", "CallTracker", "Channel", "Fed", "TimelineEntry"]
+__all__ = [
+    "ANSWERED_STATE",
+    "Call",
+    "CallTracker",
+    "Channel",
+    "Fed",
+    "TimelineEntry",
+    "dialplan_half",
+]
 
 #: How many timeline entries a call keeps; a stuck call must not grow forever.
 TIMELINE_MAX = 64
@@ -119,6 +127,13 @@ class Call:
             "answered": self.answered,
             "channels": sorted(self.channels),
         }
+
+
+def dialplan_half(channel: str) -> bool:
+    """Whether ``channel`` is a ``Local`` channel's ``;2`` half, the one that
+    runs the dialplan of ``Local/EXTEN@CONTEXT`` (a trunk's context that dials
+    ``Local/${EXTEN}@callrouter-inbound``, an ``Originate`` of such a channel)."""
+    return channel.startswith("Local/") and channel.endswith(";2")
 
 
 class Fed(NamedTuple):
@@ -259,8 +274,9 @@ class CallTracker:
         return Fed(call)
 
     def requested(self, call: Call, event: Event) -> None:
-        """The routing request came from ``event``'s channel: that is the
-        caller's leg, whose number and name (the ones the call is routed with)
+        """The routing request came from ``event``'s channel (or it stepped
+        into the inbound context, where it sends one): that is the caller's
+        leg, whose number and name (the ones the call is routed with)
         the call follows until it rings. It differs from the channel the number
         was first read from when the call came in through a ``Local`` channel:
         its ``;1`` half keeps the number the ``;2`` half's dialplan rewrote.
@@ -274,7 +290,7 @@ class CallTracker:
             return
         if call.waiting_channel not in (None, channel):
             return  # routed from another channel already: its caller stays
-        if not call.caller_leg and not (channel.startswith("Local/") and channel.endswith(";2")):
+        if not call.caller_leg and not dialplan_half(channel):
             return  # rung already (or never a number: the request's own is read)
         call.caller_leg = channel
         number = event.get("CallerIDNum") or ""

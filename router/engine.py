@@ -62,7 +62,7 @@ from router.builtin.timefuncs import rules_timezone
 from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
-from router.calls import Call, CallTracker
+from router.calls import Call, CallTracker, dialplan_half
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -1463,6 +1463,13 @@ class Engine:
             # The channel appeared in, or entered, the inbound context: the
             # request follows in a moment, so plugins start slow lookups now.
             call.extra["prefetch"] = True
+            # A Local channel's ;2 half (a trunk dialled Local/...) is the
+            # one that will send the request: the caller's leg, whose number
+            # (its dialplan may have rewritten it) the lookups start with. Not
+            # its ;1 half, which appears in this context too, with the DID
+            # as its number once the Dial connects it.
+            if dialplan_half(event.get("Channel") or ""):
+                self._tracker.requested(call, event)
             if not call.did:
                 # Cut as the routing request's DID (router.callerid): an exten
                 # of Asterisk's is up to 80 characters; the API says 64 at most.

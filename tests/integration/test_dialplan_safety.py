@@ -49,6 +49,15 @@ exten => _X.,1,Answer()
 [rewrite-caller]
 exten => _X.,1,Set(CALLERID(num)=8${{CALLERID(num):1}})
  same => n,Goto(callrouter-inbound,${{EXTEN}},1)
+; the same, to a dialplan that gives the call another number (a CRM's or a
+; list's, for the trunk's): a 1C client's whose manager is at 101
+[trunk-renumber]
+exten => _X.,1,Answer()
+ same => n,Dial(Local/${{EXTEN}}@renumber)
+ same => n,Hangup()
+[renumber]
+exten => _X.,1,Set(CALLERID(num)=79161110004)
+ same => n,Goto(callrouter-inbound,${{EXTEN}},1)
 ; what a hostile extension tries to ring: any channel here is the attack working
 [{CANARY}]
 exten => _X.,1,NoOp(canary ${{EXTEN}})
@@ -290,3 +299,26 @@ async def test_the_call_has_the_number_its_dialplan_rewrote(
         tracked = engine.tracker.get(linkedid)
         assert tracked is not None
         assert tracked.caller_number == "89161110005"
+
+
+async def test_the_prefetch_asks_1c_about_the_number_the_local_channel_has(
+    engine: Engine, safety_sandbox: Sandbox, double: OneCDouble
+) -> None:
+    """Issue 16: as above, but the Local channel's dialplan gives the call
+    another number (``79161110004``) before it steps into callrouter-inbound.
+    The prefetch there asks 1C about that number, the one the call is routed
+    with; it asked about the trunk's (``79161119999``), a lookup for nothing."""
+    before = len(double.requests("/v1/responsible"))
+    async with admin_placer(safety_sandbox, inbound_context="trunk-renumber") as trunk:
+        placed = await trunk.place(DID, "79161119999")
+        linkedid = placed.uniqueid.removesuffix("-in") + "-out"
+        for _ in range(100):
+            if any(r.to_dict()["call"] == linkedid for r in engine.records):
+                break
+            await asyncio.sleep(0.05)
+        await engine.wait_idle()
+        record = next(r.to_dict() for r in engine.records if r.to_dict()["call"] == linkedid)
+        assert record["caller"] == "79161110004"
+        assert record["rule"] == "owner"
+    asked = [r.path.rsplit("/", 1)[-1] for r in double.requests("/v1/responsible")][before:]
+    assert "79161119999" not in asked

@@ -483,6 +483,122 @@ async def test_a_trunk_that_dials_a_local_channel_has_the_number_its_request_had
     assert (call.caller_number, call.caller_name) == ("89161234567", "Ivan Petrov")
 
 
+async def test_the_prefetch_of_a_call_a_trunk_hands_over_asks_the_number_the_local_channel_has(
+    tmp_path: Path,
+) -> None:
+    """A trunk's context dials ``Local/${EXTEN}@rewrite``, whose ``;2`` half
+    rewrites the number and goes on to callrouter-inbound: that half is the
+    one that sends the routing request, so the prefetch at its step into the
+    inbound context asks about its number, not the trunk's (issue 16)."""
+    seen: list[str] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(call.caller_number)
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    linkedid = "1714557600.60"
+    trunk = "PJSIP/trunk-00000001"
+    one = "Local/74951234567@rewrite-00000001;1"
+    two = "Local/74951234567@rewrite-00000001;2"
+
+    def leg(name: str, channel: str, number: str, context: str, *extra: tuple[str, str]) -> Event:
+        return Event(
+            (
+                ("Event", name),
+                ("Channel", channel),
+                ("ChannelState", "4"),
+                ("ChannelStateDesc", "Ring"),
+                ("CallerIDNum", number),
+                ("CallerIDName", "<unknown>"),
+                ("Context", context),
+                ("Exten", "74951234567"),
+                ("Priority", "1"),
+                ("Uniqueid", f"{linkedid}{len(channel)}"),
+                ("Linkedid", linkedid),
+                *extra,
+            )
+        )
+
+    await engine.handle_event(leg("Newchannel", trunk, "79161234567", "from-trunk"))
+    await engine.handle_event(leg("Newchannel", one, "<unknown>", "rewrite"))
+    await engine.handle_event(leg("Newchannel", two, "<unknown>", "rewrite"))
+    await engine.handle_event(
+        leg("DialBegin", trunk, "79161234567", "from-trunk", ("DestChannel", one))
+    )
+    await engine.handle_event(leg("Newexten", two, "84957770101", "callrouter-inbound"))
+    await engine.wait_idle()
+    assert seen == ["84957770101"]
+
+
+async def test_a_trunk_that_dials_the_inbound_context_keeps_the_callers_number_not_the_did(
+    tmp_path: Path,
+) -> None:
+    """A trunk's context that dials ``Local/${EXTEN}@callrouter-inbound``:
+    the Local channel's ``;1`` half appears in the inbound context too (the
+    prefetch starts there), and once the Dial connects it Asterisk 22 gives
+    it the DID as its number. The call's number is the caller's throughout,
+    never the DID (the events as the sandbox's Asterisk sends them; issue 16)."""
+    seen: list[str] = []
+
+    class Prefetcher:
+        @hookimpl
+        def callrouter_prefetch(self, call: Any) -> None:
+            seen.append(call.caller_number)
+
+    engine, _ = await make_engine(tmp_path)
+    engine.plugins.register(Prefetcher(), name="prefetcher")
+    linkedid = "1714557600.70"
+    trunk = "PJSIP/trunk-00000001"
+    one = "Local/74951234567@callrouter-inbound-00000001;1"
+    two = "Local/74951234567@callrouter-inbound-00000001;2"
+
+    def leg(name: str, channel: str, number: str, *extra: tuple[str, str]) -> Event:
+        return Event(
+            (
+                ("Event", name),
+                ("Channel", channel),
+                ("ChannelState", "4"),
+                ("ChannelStateDesc", "Ring"),
+                ("CallerIDNum", number),
+                ("CallerIDName", "<unknown>"),
+                ("Context", "from-trunk" if channel == trunk else "callrouter-inbound"),
+                ("Exten", "74951234567"),
+                ("Priority", "1"),
+                ("Uniqueid", f"{linkedid}{len(channel)}"),
+                ("Linkedid", linkedid),
+                *extra,
+            )
+        )
+
+    await engine.handle_event(leg("Newchannel", trunk, "79161234567"))
+    await engine.handle_event(leg("Newchannel", one, "<unknown>"))
+    await engine.handle_event(leg("Newchannel", two, "<unknown>"))
+    await engine.handle_event(leg("Newexten", one, "74951234567"))
+    call = engine._tracker.get(linkedid)
+    assert call is not None
+    assert call.caller_number == "79161234567"
+    await engine.handle_event(leg("DialBegin", trunk, "79161234567", ("DestChannel", one)))
+    await engine.handle_event(leg("Newexten", two, "79161234567"))
+    await engine.handle_event(
+        leg(
+            "UserEvent",
+            two,
+            "79161234567",
+            ("UserEvent", "CallRouterRequest"),
+            ("DID", "74951234567"),
+            ("Caller", "79161234567"),
+            ("Wait", "4"),
+            ("Timestamp", f"{time.time():.6f}"),
+        )
+    )
+    await engine.wait_idle()
+    assert call.caller_number == "79161234567"
+    assert seen == ["79161234567"]
+
+
 async def test_the_did_seen_before_the_request_is_cut_as_the_request_s(tmp_path: Path) -> None:
     """The prefetch takes the call's DID from the inbound channel's exten (up to
     80 characters in Asterisk); the API documents ``did`` as 64 at most (the
