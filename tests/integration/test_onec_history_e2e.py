@@ -57,6 +57,8 @@ DID = "74951234567"
 OTHER_DID = "74950000009"  # no rule for it: fell-through
 BROKEN_DID = "74950000008"  # a redirect Asterisk cannot carry out: failed
 BLACKLISTED = "+7 495 000-00-66"
+#: The manager 1C names for +7 (495) 999-00-00 (the double's demo data: «Гамма»).
+GAMMA_MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0004"
 RULES = f"""version: 1
 lists:
   blacklist: ["{BLACKLISTED}"]
@@ -283,7 +285,14 @@ async def test_calls_callrouter_did_not_route_send_nothing_false(
         events = events_of(double, ids[name])
         # at most the call's end, and never an extension or a manager that did not ring
         assert [e["event"] for e in events] in (["missed"], ["hangup"]), (name, events)
-        assert all(e["extension"] is None and e["manager_id"] is None for e in events), name
+        assert all(e["extension"] is None for e in events), (name, events)
+        # The ids the decision's lookup named (docs/onec.md: caller-gone "with the
+        # lookup's ids when the rules asked 1C"): 1C answered the gone caller's
+        # lookup (0.6 s), the Redirect then found the channel gone. Its missed
+        # call had none only while the sandbox's calls (through a Local channel)
+        # reached the call life without a number (issue 16).
+        manager = GAMMA_MANAGER if name == "gone" else None
+        assert all(e["manager_id"] == manager for e in events), (name, events)
     assert not any(r.duplicate for r in double.event_book.receipts)
 
 

@@ -41,6 +41,7 @@ records as the lookup's error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -489,6 +490,12 @@ _FACTS_MAX = 20_000
 _FACTS_TTL = 4 * 3600.0
 #: Calls at most waiting for a lookup of their own at once; more get no ids.
 _LOOKUPS_MAX = 200
+#: Calls this router is routing (their prefetch came, their decision not yet)
+#: kept at most; the oldest are forgotten first.
+_ROUTING_MAX = 10_000
+#: How long an event of such a call waits for the decision (the call's wait,
+#: 4 s by default, and carrying the decision out), then looks the caller up.
+_DECISION_WAIT = 15.0
 
 
 def _facts_of(answer: Mapping[str, Any] | None) -> _Facts:
@@ -546,6 +553,8 @@ class OneCPlugin:
         self._facts: OrderedDict[str, tuple[float, _Facts]] = OrderedDict()
         #: Calls whose events wait for a lookup of their own, in arrival order.
         self._waiting: dict[str, list[CallEventLike]] = {}
+        #: Calls this router is routing: set when their decision came.
+        self._routing: OrderedDict[str, asyncio.Event] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
         self.uploads: RecordingUploader | None = None
@@ -726,6 +735,7 @@ class OneCPlugin:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._facts.clear()
         self._waiting.clear()
+        self._routing.clear()
         sender, self.sender = self.sender, None
         queue, self.queue = self.queue, None
         cache, self.cache = self.cache, None
@@ -801,7 +811,15 @@ class OneCPlugin:
 
     @hookimpl
     def callrouter_prefetch(self, call: Call) -> None:
-        """Start the 1C request now; the rules ask a few hundred milliseconds later."""
+        """Start the 1C request now; the rules ask a few hundred milliseconds later.
+
+        The call is this router's to route from here: an event of its life that
+        comes before the decision (the caller hung up while the rules waited
+        for 1C) waits for the decision's ids rather than asking 1C itself."""
+        if self.sender is not None:
+            self._routing[call.linkedid] = asyncio.Event()
+            while len(self._routing) > _ROUTING_MAX:
+                self._routing.popitem(last=False)
         cache = self.cache
         if cache is None or not call.caller_number:
             return
@@ -831,6 +849,16 @@ class OneCPlugin:
         (a blacklist) refused the caller: nothing of that call goes to 1C, not even
         a missed call (nobody is to call them back).
         """
+        try:
+            self._decided(call, decision, trace, outcome)
+        finally:
+            routing = self._routing.pop(call.linkedid, None)
+            if routing is not None:
+                routing.set()  # its events waiting for these facts go on
+
+    def _decided(
+        self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
+    ) -> None:
         if self.sender is None:
             return
         known = self._recall(call.linkedid)
@@ -890,6 +918,15 @@ class OneCPlugin:
         facts = _NO_FACTS
         cache, config = self.cache, self.config
         try:
+            routing = self._routing.get(call_id)
+            if routing is not None:
+                # This router routes the call: its decision names the ids (or
+                # none, as for a caller who hung up while 1C was asked), so
+                # the history does not depend on which came first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(routing.wait(), _DECISION_WAIT)
+                if self._recall(call_id) is not None:
+                    return
             if cache is not None and config is not None:
                 bound = max(1.0, 2 * config.client.timeout)
                 answer = await asyncio.wait_for(

@@ -667,3 +667,32 @@ def test_the_callers_text_reaches_1c_only_as_a_number_or_a_short_word(
         ringing("18.2", "101", direction="out", external=external), rules=RUSSIA, tz=UTC
     )
     assert inbound["to"] == sent
+
+
+async def test_a_call_this_router_routes_takes_its_ids_from_the_decision_whichever_comes_first(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: a caller hangs up while the rules wait for 1C: the call's
+    ``missed`` can come before the decision (``caller-gone``, no answer in
+    its trace). It looked the caller up itself, as for a call nobody routed,
+    and 1C got the manager that the decision of the same call, coming first,
+    did not name: which one depended on a race (and on a Local channel's CEL
+    having no number). The events of a call this router routes (its prefetch
+    came) wait for the decision."""
+    onec, engine = started
+    gone = engine.calls.inbound_call(linkedid="17.1", caller="89161234567", did="74951234567")
+    onec.callrouter_prefetch(gone)
+    onec.callrouter_call_event(missed("17.1", external="89161234567"))
+    await asyncio.sleep(0.3)  # 1C (the prefetch) answered meanwhile
+    onec.callrouter_decision(gone, None, None, "caller-gone")
+    # A routed call whose ringing comes before its decision gets the decision's ids.
+    routed = engine.calls.inbound_call(linkedid="17.2", caller="89161234567", did="74951234567")
+    onec.callrouter_prefetch(routed)
+    onec.callrouter_call_event(ringing("17.2", "101", external="89161234567"))
+    trace = make_trace(lookups={"onec.responsible": OWNER}, rule="owner")
+    onec.callrouter_decision(routed, to("101"), trace, "executed")
+    await settle(onec)
+    told = {(e["call_id"], e["event"]): e for e in stored(double)}
+    assert told[("17.1", "missed")]["manager_id"] is None
+    assert told[("17.1", "missed")]["from"] == CUSTOMER_NUMBER
+    assert told[("17.2", "ringing")]["manager_id"] == "manager-1"
