@@ -490,8 +490,8 @@ _FACTS_MAX = 20_000
 _FACTS_TTL = 4 * 3600.0
 #: Calls at most waiting for a lookup of their own at once; more get no ids.
 _LOOKUPS_MAX = 200
-#: Calls this router is routing (their prefetch came, their decision not yet)
-#: kept at most; the oldest are forgotten first.
+#: Calls whose routing asked 1C and whose decision has not come yet, kept at
+#: most; the oldest are forgotten first.
 _ROUTING_MAX = 10_000
 #: How long an event of such a call waits for the decision (the call's wait,
 #: 4 s by default, and carrying the decision out), then looks the caller up.
@@ -553,7 +553,7 @@ class OneCPlugin:
         self._facts: OrderedDict[str, tuple[float, _Facts]] = OrderedDict()
         #: Calls whose events wait for a lookup of their own, in arrival order.
         self._waiting: dict[str, list[CallEventLike]] = {}
-        #: Calls this router is routing: set when their decision came.
+        #: Calls whose routing asked 1C: set when their decision came.
         self._routing: OrderedDict[str, asyncio.Event] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
@@ -610,12 +610,25 @@ class OneCPlugin:
         # What ``onec.responsible`` runs: a fresh cached answer as it is (most
         # calls; then routing spends no coroutine and no timer on 1C), anything
         # else as :meth:`responsible`'s awaitable (a lookup may be either).
+        if request is not None and request.deadline is not None and request.linkedid:
+            self._routed_here(request.linkedid)
         cache = self.cache
         if cache is not None:
             answer = cache.fresh(str(number))
             if answer is not None:
                 return answer.as_dict()
         return self.responsible(number, request)
+
+    def _routed_here(self, call_id: str) -> None:
+        """The rules routing call ``call_id`` ask 1C: its decision names the
+        ids 1C is told, so an event of its life that comes before the decision
+        (the caller hung up while the rules waited for 1C) waits for it rather
+        than asking 1C itself (:meth:`_look_up_then_post`)."""
+        if self.sender is None or call_id in self._routing:
+            return
+        self._routing[call_id] = asyncio.Event()
+        while len(self._routing) > _ROUTING_MAX:
+            self._routing.popitem(last=False)
 
     async def responsible(
         self, number: str, request: RequestInfo | None = None
@@ -811,15 +824,7 @@ class OneCPlugin:
 
     @hookimpl
     def callrouter_prefetch(self, call: Call) -> None:
-        """Start the 1C request now; the rules ask a few hundred milliseconds later.
-
-        The call is this router's to route from here: an event of its life that
-        comes before the decision (the caller hung up while the rules waited
-        for 1C) waits for the decision's ids rather than asking 1C itself."""
-        if self.sender is not None:
-            self._routing[call.linkedid] = asyncio.Event()
-            while len(self._routing) > _ROUTING_MAX:
-                self._routing.popitem(last=False)
+        """Start the 1C request now; the rules ask a few hundred milliseconds later."""
         cache = self.cache
         if cache is None or not call.caller_number:
             return

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
@@ -24,7 +26,7 @@ from callrouter_onec.history import HistoryQueue
 from callrouter_onec.life import CallEventLike, call_event_payload
 from callrouter_onec.phone import RUSSIA
 from callrouter_onec.plugin import OneCPlugin, parse_settings
-from router import ConfigError, Decision
+from router import ConfigError, Decision, RequestInfo
 from router.testing import StubEngine, config_from_toml, make_decision, make_trace
 
 PASSWORD = "пароль-secret"  # the conftest's double
@@ -100,6 +102,21 @@ async def settle(onec: OneCPlugin) -> None:
     assert onec.sender is not None
     await onec.sender.flush()
     assert await onec.sender.drain(5)
+
+
+async def ask(onec: OneCPlugin, call_id: str) -> None:
+    """The routing of call ``call_id`` asks 1C (``onec.responsible``), as the rules do."""
+    request = RequestInfo(
+        channel="PJSIP/pstn-1",
+        uniqueid=call_id,
+        linkedid=call_id,
+        caller="79161234567",
+        did="74951234567",
+        deadline=time.monotonic() + 4,
+    )
+    answer = onec.lookup("89161234567", request)
+    if inspect.isawaitable(answer):
+        await answer
 
 
 def stored(double: OneCDouble) -> list[dict[str, Any]]:
@@ -677,22 +694,31 @@ async def test_a_call_this_router_routes_takes_its_ids_from_the_decision_whichev
     its trace). It looked the caller up itself, as for a call nobody routed,
     and 1C got the manager that the decision of the same call, coming first,
     did not name: which one depended on a race (and on a Local channel's CEL
-    having no number). The events of a call this router routes (its prefetch
-    came) wait for the decision."""
+    having no number). The events of a call whose routing asked 1C wait for
+    the decision. Not those of a call whose channel merely stepped into the
+    inbound context (a trunk's outgoing channel has that context too)."""
     onec, engine = started
     gone = engine.calls.inbound_call(linkedid="17.1", caller="89161234567", did="74951234567")
-    onec.callrouter_prefetch(gone)
+    await ask(onec, "17.1")
     onec.callrouter_call_event(missed("17.1", external="89161234567"))
     await asyncio.sleep(0.3)  # 1C (the prefetch) answered meanwhile
     onec.callrouter_decision(gone, None, None, "caller-gone")
     # A routed call whose ringing comes before its decision gets the decision's ids.
     routed = engine.calls.inbound_call(linkedid="17.2", caller="89161234567", did="74951234567")
-    onec.callrouter_prefetch(routed)
+    await ask(onec, "17.2")
     onec.callrouter_call_event(ringing("17.2", "101", external="89161234567"))
     trace = make_trace(lookups={"onec.responsible": OWNER}, rule="owner")
     onec.callrouter_decision(routed, to("101"), trace, "executed")
+    # An outbound call through a trunk whose endpoint's context is the inbound
+    # one: its channel stepped into it (a prefetch), no routing asked 1C.
+    out = engine.calls.inbound_call(linkedid="17.3", caller="101", did="74951234567")
+    onec.callrouter_prefetch(out)
+    onec.callrouter_call_event(
+        LifeEvent("answered", "17.3", "17.3/answered", direction="out", external=CUSTOMER_NUMBER)
+    )
     await settle(onec)
     told = {(e["call_id"], e["event"]): e for e in stored(double)}
+    assert ("17.3", "answered") in told  # at once, not after a decision that never comes
     assert told[("17.1", "missed")]["manager_id"] is None
     assert told[("17.1", "missed")]["from"] == CUSTOMER_NUMBER
     assert told[("17.2", "ringing")]["manager_id"] == "manager-1"
