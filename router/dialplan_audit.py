@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from router.ami.numbers import ascii_float
-from router.dialplan import DIAL_CONTEXT, INBOUND_CONTEXT, RECORD_CONTEXT, shown
+from router.dialplan import DEFAULT_WAIT, DIAL_CONTEXT, INBOUND_CONTEXT, RECORD_CONTEXT, shown
 from router.dialplan_lint import (
     Finding,
     Item,
@@ -30,7 +30,13 @@ from router.dialplan_lint import (
 from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
-__all__ = ["DialplanAMI", "DialplanAudit", "ListedContext", "audit_dialplan"]
+__all__ = [
+    "STAND_INS",
+    "DialplanAMI",
+    "DialplanAudit",
+    "ListedContext",
+    "audit_dialplan",
+]
 
 #: Contexts listed at most, and extensions asked of Asterisk at most (one
 #: ShowDialPlan each), at start and after each reload.
@@ -77,12 +83,18 @@ async def audit_dialplan(
     *,
     recording: bool = False,
     forwarding: bool = False,
+    stand_ins: dict[str, str] | None = None,
 ) -> DialplanAudit:
     """The inbound context's verdict, then ``[callrouter-record]``'s when
     ``recording`` (router.toml has ``[recordings]``), then ``[callrouter-dial]``'s
     when ``forwarding`` (router.toml has ``[api]``, which sets forwarding),
-    then the targets' (``built`` more are made per call and cannot be looked up)."""
-    findings, unread = await _dialplan(client)
+    then the targets' (``built`` more are made per call and cannot be looked up).
+
+    ``stand_ins`` (``callrouter run``'s, never ``check``'s: a check changes
+    nothing): a global of :data:`STAND_INS` the inbound context reads and
+    Asterisk has no value for is set to the shipped value with ``Setvar``
+    (:func:`_globals`), and recorded there by name."""
+    findings, unread = await _dialplan(client, stand_ins)
     contexts: dict[str, ListedContext] = {}
     if recording:
         listing = await _show(client, {"Context": RECORD_CONTEXT})
@@ -103,7 +115,9 @@ async def audit_dialplan(
     return DialplanAudit(findings, unread, contexts)
 
 
-async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
+async def _dialplan(
+    client: DialplanAMI, stand_ins: dict[str, str] | None = None
+) -> tuple[list[Finding], bool]:
     try:
         listing = await client.action("ShowDialPlan", {"Context": INBOUND_CONTEXT})
     except AMIPrivilegeError:
@@ -122,7 +136,7 @@ async def _dialplan(client: DialplanAMI) -> tuple[list[Finding], bool]:
         return [Finding("advice", f"the dialplan could not be read: {exc}")], True
     findings = lint_inbound(listing.items)
     read: dict[str, str | None] = {}
-    findings.extend(await _globals(client, listing.items, read))
+    findings.extend(await _globals(client, listing.items, read, stand_ins))
     findings.extend(await _wait_global(client, listing.items, read))
     return findings, False
 
@@ -156,30 +170,101 @@ async def _getvar(client: DialplanAMI, name: str, read: dict[str, str | None]) -
     return read[name]
 
 
+#: What ``callrouter run`` sets a global of :data:`_GLOBALS` to when the
+#: inbound context reads it and Asterisk has none: the snippet's [globals].
+STAND_INS = {
+    "CALLROUTER_WAIT": f"{DEFAULT_WAIT:g}",
+    "CALLROUTER_DEFAULT": "callrouter-default",
+}
+
+
 async def _globals(
-    client: DialplanAMI, items: Sequence[Item], read: dict[str, str | None]
+    client: DialplanAMI,
+    items: Sequence[Item],
+    read: dict[str, str | None],
+    stand_ins: dict[str, str] | None = None,
 ) -> list[Finding]:
     """A failure for each of :data:`_GLOBALS` that the inbound context reads
     before it sets it itself (the snippet's own default, ``Set(NAME=${IF(...)})``
     at the top) and that Asterisk has no value for either (``Getvar`` without
-    a channel: a global; ``write = call`` or ``reporting``)."""
+    a channel: a global; ``write = call`` or ``reporting``).
+
+    With ``stand_ins`` (``callrouter run``) such a global is set instead, to
+    its :data:`STAND_INS` value (``Setvar`` without a channel: a global;
+    ``write = call``, which Redirect needs too), and one failure says so: an
+    older context pasted without its [globals] then waits and falls back
+    once, instead of running again and again until a Redirect lands (22 to
+    46 times a call on Asterisk 22.10). A value the administrator set is
+    never replaced; ``CALLROUTER_DEFAULT`` is set only when Asterisk has the
+    context it names. Set again whenever an audit finds it gone (Asterisk
+    restarted, a ``dialplan reload`` with ``clearglobalvars = yes``)."""
     own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
     findings: list[Finding] = []
+    standing: list[str] = []
     for name, why in _GLOBALS.items():
         if not _read_unset(own, name):
             continue
         value = await _getvar(client, name, read)
-        if value is None or value.strip():
-            continue  # not readable (the inbound verdict stands as it is), or set
+        if value is None:
+            continue  # not readable: the inbound verdict stands as it is
+        if value.strip():
+            if stand_ins is not None and stand_ins.get(name) == value:
+                standing.append(name)  # set by this callrouter: still said
+            continue
+        problem = await _stand_in(client, name, stand_ins)
+        if problem is None:
+            assert stand_ins is not None
+            read[name] = stand_ins[name]
+            standing.append(name)
+            continue
         findings.append(
             Finding(
                 "fail",
                 f"[{INBOUND_CONTEXT}] reads ${{{name}}}, which Asterisk has no value for: "
                 f"{why}; paste the [globals] of examples/asterisk/extensions.conf into "
-                'extensions.conf too, then `asterisk -rx "dialplan reload"`',
+                f'extensions.conf too, then `asterisk -rx "dialplan reload"`{problem}',
             )
         )
+    if standing:
+        assert stand_ins is not None
+        names = " and ".join(f"${{{name}}}" for name in standing)
+        values = ", ".join(f"{name}={stand_ins[name]}" for name in standing)
+        findings.insert(
+            0,
+            Finding(
+                "fail",
+                f"[{INBOUND_CONTEXT}] reads {names}, which extensions.conf does not set "
+                f"(a copy of [{INBOUND_CONTEXT}] pasted without the snippet's [globals]): "
+                f"callrouter set the global{'s' if len(standing) > 1 else ''} {values} "
+                "in Asterisk (AMI Setvar), so that calls wait for its decision and fall "
+                "back once, and sets them again whenever Asterisk loses them; paste the "
+                "[globals] of examples/asterisk/extensions.conf into extensions.conf, then "
+                '`asterisk -rx "dialplan reload"`',
+            ),
+        )
     return findings
+
+
+async def _stand_in(client: DialplanAMI, name: str, stand_ins: dict[str, str] | None) -> str | None:
+    """Set the global ``name`` to its :data:`STAND_INS` value and record it in
+    ``stand_ins``: None when done, else what to add to the failure (empty when
+    nothing was to be tried: ``check``)."""
+    if stand_ins is None:
+        return ""
+    if name == "CALLROUTER_DEFAULT":
+        context = STAND_INS[name]
+        listing = await _show(client, {"Context": context})
+        if listing is None or isinstance(listing, bool):
+            return (
+                f" (callrouter did not set it: Asterisk's dialplan has no [{context}] "
+                "to fall back to; paste it too)"
+            )
+    try:
+        await client.action("Setvar", {"Variable": name, "Value": STAND_INS[name]})
+    except AMIError as exc:
+        return f" (callrouter could not set it: {exc})"
+    stand_ins[name] = STAND_INS[name]
+    return None
 
 
 #: The global whose value is seconds: ``Wait()`` and the deadline read it.

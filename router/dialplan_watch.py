@@ -61,6 +61,7 @@ class DialplanWatch:
         connected: Callable[[], bool],
         stopping: asyncio.Event,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        stand_in: Callable[[], bool] = lambda: False,
     ) -> None:
         self._client = client
         self._rules = rules
@@ -72,6 +73,11 @@ class DialplanWatch:
         self._connected = connected
         self._stopping = stopping
         self._spawn = spawn
+        #: Whether this callrouter may set the globals an older inbound context
+        #: reads and Asterisk lacks (router/dialplan_audit.py; not in shadow
+        #: mode), and those it set, with their values.
+        self._stand_in = stand_in
+        self.stand_ins: dict[str, str] = {}
         #: The audit Asterisk's reload asked for, while it waits for its turn
         #: or runs; when the last audit began (monotonic).
         self.after_reload: asyncio.Task[None] | None = None
@@ -137,6 +143,7 @@ class DialplanWatch:
                 built,
                 recording=self._recording,
                 forwarding=self._forwarding,
+                stand_ins=self.stand_ins if self._stand_in() else None,
             )
         finally:
             self._auditing -= 1

@@ -419,6 +419,7 @@ class Engine:
             connected=self._connected,
             stopping=self._stopping,
             spawn=self._spawn,
+            stand_in=lambda: not self.shadow,
         )
         #: The write-class probe of each login (router/privilege_watch.py).
         self.privileges = PrivilegeWatch(
@@ -1581,6 +1582,10 @@ class Engine:
         await self.plugins.stream_gap(gap)
         self.calllife.gap(gap.since)
         self._tell(gap, None)
+        if gap.reason != "overflow" and self.dialplan_watch.stand_ins:
+            # Asterisk may have restarted: the globals callrouter set for an
+            # older inbound context (router/dialplan_audit.py) went with it.
+            self._dialplan_reloaded()
         try:
             await self.reconcile(trigger="gap")
         except AMIPrivilegeError as exc:

@@ -18,7 +18,14 @@ from router.cli import main
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.testing import shipped_dialplan
-from tests.integration._live import TEST_QUEUE, admin_placer, sales_router_toml
+from tests.integration._live import (
+    SALES_RULES,
+    TEST_QUEUE,
+    admin_placer,
+    builtin_engine,
+    sales_router_toml,
+    serving_leniently,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +195,38 @@ def test_check_names_a_global_wait_that_is_no_number(
         "the global CALLROUTER_WAIT is 'four', not a number of seconds: "
         "[callrouter-inbound] waits its default 4 s instead"
     ) in out, out
+
+
+async def test_run_sets_the_globals_an_older_inbound_context_lacks(
+    queue_box: Sandbox, queue_placer: CallPlacer, tmp_path: Path
+) -> None:
+    """hleft33b: an older [callrouter-inbound] pasted without [globals] (and
+    [callrouter-default], pasted as README then said): with callrouter running,
+    a call ran the context 22 to 46 times before the Redirect landed. `run`
+    now sets CALLROUTER_WAIT=4 and CALLROUTER_DEFAULT=callrouter-default
+    (Setvar, no channel) at start: a call sends one request and is routed
+    once; with callrouter stopped, it waits 4 s and takes the default route
+    once."""
+    queue_box.set_dialplan(older_inbound_alone() + default_route() + TEST_QUEUE)
+    assert "CALLROUTER_WAIT=" not in queue_box.cli("dialplan show globals")
+    engine = builtin_engine(queue_box.url, queue_box.secret, tmp_path, SALES_RULES)
+    async with serving_leniently(engine):
+        for _ in range(100):
+            if "CALLROUTER_DEFAULT=callrouter-default" in queue_box.cli("dialplan show globals"):
+                break
+            await asyncio.sleep(0.1)
+        shown_globals = queue_box.cli("dialplan show globals")
+        assert "CALLROUTER_WAIT=4" in shown_globals, shown_globals
+        assert "CALLROUTER_DEFAULT=callrouter-default" in shown_globals, shown_globals
+        routed = await queue_placer.place("74950000035", "79160000035")
+        await queue_placer.wait_all([routed], timeout=10)
+        await asyncio.sleep(0.5)
+        assert routed.requests == 1, (routed.requests, routed.destination)
+        assert routed.destination == "test-queue,sales", routed.destination
+        assert routed.landings == 1, routed.landings
+    fallen = await queue_placer.place("74950000036", "79160000036")
+    await queue_placer.wait_all([fallen], timeout=10)
+    await asyncio.sleep(0.5)
+    assert fallen.requests == 1, (fallen.requests, fallen.destination)
+    assert fallen.destination == "callrouter-default,74950000036", fallen.destination
+    assert fallen.landings == 1, fallen.landings

@@ -970,3 +970,125 @@ async def test_a_global_wait_that_is_a_number_passes(
     for answer in (dialplan_answer, len_default_answer, older_answer):
         ajam_replay.on("ShowDialPlan", answer)
         assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+def stood_in(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "callrouter set the global" in r.getMessage()
+    ]
+
+
+async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hleft33b: an older `[callrouter-inbound]` pasted without `[globals]`
+    ran again and again (22 to 46 requests a call on Asterisk 22.10) while
+    `run` only warned. `run` now sets the two globals to the snippet's values
+    with Setvar (no channel: a global) and says so once, as a WARNING with
+    what to paste; the timed check later says nothing new."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: stood_in(caplog), "the warning at start")
+    assert ajam_replay.globals == {
+        "CALLROUTER_WAIT": "4",
+        "CALLROUTER_DEFAULT": "callrouter-default",
+    }
+    (warning,) = stood_in(caplog)
+    assert (
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT} and ${CALLROUTER_DEFAULT}, which "
+        "extensions.conf does not set"
+    ) in warning
+    assert (
+        "callrouter set the globals CALLROUTER_WAIT=4, CALLROUTER_DEFAULT=callrouter-default"
+    ) in warning
+    assert "paste the [globals] of examples/asterisk/extensions.conf" in warning
+    assert not [r for r in caplog.records if "Asterisk has no value" in r.getMessage()]
+    sets = [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+    assert len(sets) == 2
+    caplog.clear()
+    await engine.dialplan_watch.now_and_then()  # the values stand: nothing new to say
+    assert not [r for r in caplog.records if r.getMessage().startswith("dialplan")]
+    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 2
+    # Gone (Asterisk restarted, or reloaded with clearglobalvars): set again.
+    ajam_replay.globals.clear()
+    await engine.dialplan_watch.audit("Asterisk's reload")
+    assert ajam_replay.globals["CALLROUTER_WAIT"] == "4"
+
+
+async def test_the_engine_keeps_a_value_the_administrator_set(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only a global Asterisk has no value for is set: CALLROUTER_WAIT=6 stays,
+    and CALLROUTER_DEFAULT is set only to a context Asterisk has (none here:
+    the failure stays, saying why it was not set)."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+
+    def no_default_route(sent: SentAction) -> object:
+        if sent.get("Context") == "callrouter-default":
+            return [("Response", "Error"), ("Message", "Did not find context callrouter-default")]
+        return older_answer(sent)
+
+    ajam_replay.on("ShowDialPlan", no_default_route)
+    ajam_replay.globals.clear()
+    ajam_replay.globals["CALLROUTER_WAIT"] = "6"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: [w for w in warned() if "CALLROUTER_DEFAULT" in w], "the warning")
+    assert ajam_replay.globals == {"CALLROUTER_WAIT": "6"}
+    assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+    (warning,) = [w for w in warned() if "CALLROUTER_DEFAULT" in w]
+    assert "which Asterisk has no value for" in warning
+    assert warning.endswith(
+        "(callrouter did not set it: Asterisk's dialplan has no [callrouter-default] to "
+        "fall back to; paste it too)"
+    )
+
+
+async def test_a_shadow_engine_and_the_check_set_nothing(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A check changes nothing in Asterisk, and neither does a shadow instance:
+    both say the failure as before."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    found = await run(ajam_replay)
+    assert [f.text.split(",")[0] for f in found if f.level == "fail"] == [
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT}",
+        "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}",
+    ]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    await engine_factory(rules, shadow=True, options=EngineOptions(watch_interval=0))
+    await eventually(
+        lambda: [r for r in caplog.records if "Asterisk has no value" in r.getMessage()],
+        "the warnings at start",
+    )
+    assert ajam_replay.globals == {}
+    assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
