@@ -70,6 +70,7 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
     ``source`` is no folder or too large a one, and for a file that cannot be
     copied (after the files before it: the caller reports what was done).
     """
+    _refuse_inside(source, target)
     entries = _entries(source)
     _make_target(target)
     names = {entry.name for entry in entries}
@@ -91,6 +92,23 @@ def backup_state(source: Path, target: Path) -> Iterator[Copied | Skipped]:
         except (OSError, sqlite3.Error) as exc:
             raise StateBackupError(f"{path}: not backed up: {exc}") from None
     _sync_folder(target)
+
+
+def _refuse_inside(source: Path, target: Path) -> None:
+    """A ``target`` in ``source`` (or ``source`` itself, through a symbolic
+    link too) is refused: the next backup would copy this one into itself,
+    and a state folder is the service's, not a place to keep copies."""
+    folder, into = source.resolve(), target.resolve()
+    if into == folder or folder in into.parents:
+        where = (
+            f"the state folder {source} itself"
+            if into == folder
+            else f"inside the state folder {source}"
+        )
+        raise StateBackupError(
+            f"{target}: {where}: a backup there would be part "
+            "of the next one and is lost with the folder; give a folder outside it"
+        )
 
 
 def _entries(source: Path) -> list[os.DirEntry[str]]:

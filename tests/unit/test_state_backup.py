@@ -133,6 +133,26 @@ def test_a_used_target_is_refused_before_anything_is_copied(tmp_path: Path) -> N
         list(backup_state(tmp_path / "nope", tmp_path / "backup2"))
 
 
+def test_a_target_in_the_state_folder_is_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hleft33b's trial: `callrouter state backup STATE/inside` copied the state
+    into a folder of itself (the next backup holds this one; the folder is the
+    service's). Refused, as the folder itself and one through a symbolic link
+    are, before anything is made."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / MARK_FILE).write_text("{}\n", "utf-8")
+    (tmp_path / "link").symlink_to(state)
+    for target in (state / "inside", state / "a" / "b", state, tmp_path / "link" / "x"):
+        argv = ["state", "backup", str(target), "--state-dir", str(state)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"callrouter state backup: error: {target}: "), err
+        assert str(state) in err.removeprefix(f"callrouter state backup: error: {target}"), err
+    assert sorted(p.name for p in state.iterdir()) == [MARK_FILE]
+
+
 def test_the_command_backs_up_router_tomls_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
