@@ -69,6 +69,7 @@ __all__ = [
     "RouterSettings",
     "exposed_secret_files",
     "load_config",
+    "url_problem",
 ]
 
 DEFAULT_CONFIG_PATH = Path("router.toml")
@@ -640,6 +641,17 @@ def _url(reader: SettingsReader) -> str:
             "url", f"give the http.conf prefix, not the endpoint: drop '/{last}' (e.g. {prefix!r})"
         )
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def url_problem(raw: str) -> str | None:
+    """What ``[asterisk] url`` would say of ``raw`` (a ``--url`` checked before
+    router.toml is read, router/commands/_values.py); None when it takes it."""
+    reader = SettingsReader("asterisk", {"url": raw}, {"url": COMMAND_LINE}, Path.cwd())
+    try:
+        _url(reader)
+    except ConfigError as exc:
+        return str(exc).removeprefix(f"{COMMAND_LINE}: [asterisk] url: ")
+    return None
 
 
 def _secret_value(reader: SettingsReader) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 
 from router.ami.client import ClientSettings
 from router.ami.connect import open_client
+from router.commands._values import an_asterisk_url, seconds
 from router.config import DEFAULT_CONFIG_PATH, Config, load_config
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def add_asterisk_flags(group: argparse._ArgumentGroup) -> None:
     :func:`asterisk_overrides` reads them."""
     group.add_argument(
         "--url",
+        type=an_asterisk_url,
         help="AJAM base URL (http://127.0.0.1:8088/asterisk, or https://) or native AMI "
         "(tcp://127.0.0.1:5038, or tls://HOST:5039 for AMI over TLS)",
     )
@@ -73,7 +75,12 @@ def add_asterisk_flags(group: argparse._ArgumentGroup) -> None:
         metavar="PATH",
         help="trust this CA (PEM) for a tls:// or https:// url (router.toml: verify)",
     )
-    group.add_argument("--timeout", type=float, metavar="SECONDS", help="request timeout")
+    group.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="request timeout (more than 0, at most 3600)",
+    )
 
 
 class _RefuseSecret(argparse.Action):

@@ -53,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
         rows = [(a.name, a.synopsis) for a in catalog.search(needle)]
     if not rows:
         kind = "event" if args.events else "action"
+        # Found nothing, as grep: exit 1, said as every command's error is.
         print(
-            f"no {kind} matches {needle!r} (Asterisk {catalog.asterisk_version})", file=sys.stderr
+            f"callrouter actions: error: no {kind} matches {needle!r} "
+            f"(Asterisk {catalog.asterisk_version})",
+            file=sys.stderr,
         )
         return 1
     width = max(len(name) for name, _ in rows)

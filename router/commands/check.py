@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from router.builtin.timefuncs import zone
 from router.commands._connect import add_asterisk_flags, asterisk_flags, asterisk_overrides
 from router.commands._offline import Offline, load_offline
+from router.commands._values import a_path, a_pattern, a_time_zone
 from router.config import COMMAND_LINE, DEFAULT_CONFIG_PATH, env_unset
-from router.dialplan import LocationPolicy
 from router.dialplan_lint import Finding
 from router.errors import ConfigError, ConfigUnreadable
 from router.logsafe import escape_controls
@@ -47,6 +46,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "paths",
         nargs="*",
+        type=a_path,
         metavar="PATH",
         help="rule files or folders (default: router.toml's [router] rules)",
     )
@@ -82,9 +82,12 @@ def register(subparsers: Any) -> None:
         "connection, for --asterisk and --manager-conf (override router.toml [asterisk])"
     )
     add_asterisk_flags(connection)
-    parser.add_argument("--tz", help="instead of router.toml's [plugins.timefuncs] timezone")
+    parser.add_argument(
+        "--tz", type=a_time_zone, help="instead of router.toml's [plugins.timefuncs] timezone"
+    )
     parser.add_argument(
         "--location-pattern",
+        type=a_pattern,
         help="instead of router.toml's [router] location_pattern: literal "
         "context/exten values are checked against it",
     )
@@ -106,43 +109,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def plugin_registry(args: argparse.Namespace) -> Offline:
     """The engine's registry as router.toml configures it (raises ConfigError)."""
-    tz = getattr(args, "tz", None)
-    if tz is not None:
-        # Named as the flag: router.toml's [plugins.timefuncs] would get the blame.
-        try:
-            zone(tz)
-        except ValueError as exc:
-            raise ConfigError(f"--tz: {exc}") from None
     flags = {"router.location_pattern": "--location-pattern"}
     if hasattr(args, "url"):
         flags.update(asterisk_flags(args))
     return load_offline(args.config, overrides=config_overrides(args), flags=flags)
 
 
-def _flag_error(args: argparse.Namespace) -> str | None:
-    """What is wrong with a value the command line gave (--tz,
-    --location-pattern) before router.toml is read; None: nothing."""
-    if args.tz is not None:
-        try:
-            zone(args.tz)
-        except ValueError as exc:
-            return f"--tz: {exc}"
-    if args.location_pattern is not None:
-        try:
-            LocationPolicy.from_pattern(args.location_pattern)
-        except re.error as exc:
-            return f"--location-pattern: not a regular expression: {exc}"
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
-    # A bad flag is the command's error, as every other command reports one
-    # (stderr, prefixed, exit 1); stdout keeps the findings about router.toml
-    # and the rules, which a flag error leaves unread.
-    flag_error = _flag_error(args)
-    if flag_error is not None:
-        print(f"callrouter check: error: {flag_error}", file=sys.stderr)
-        return 1
+    # A flag's value is checked as the parser reads it (router/commands/_values.py:
+    # its usage, exit 2), before router.toml or the rules are read.
     try:
         offline = plugin_registry(args)
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 
 from router.commands._asking import started
 from router.commands._offline import Offline
+from router.commands._values import a_moment, a_path, a_time_zone, usage_error
 from router.commands.check import named_by, plugin_registry
 from router.dialplan import DEFAULT_WAIT, SAFETY_MARGIN
 from router.errors import ConfigError
@@ -51,11 +52,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--caller", required=True, help="caller's number, any format")
     parser.add_argument("--did", required=True, help="the number that was dialled")
     parser.add_argument("--name", default="", help="caller's name (CallerIDName)")
-    parser.add_argument("--at", help='time of the call, "YYYY-MM-DD HH:MM" (default: now)')
+    parser.add_argument(
+        "--at", type=a_moment, help='time of the call, "YYYY-MM-DD HH:MM" (default: now)'
+    )
     parser.add_argument(
         "--lookup",
         action="append",
         default=[],
+        type=_a_lookup,
         metavar="NAME=JSON",
         help="answer of a lookup, e.g. onec.responsible='{\"found\": true}' "
         "(with --ask, instead of asking it)",
@@ -70,6 +74,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--rules",
         nargs="+",
+        type=a_path,
         metavar="PATH",
         help="rule files or folders (default: router.toml's [router] rules)",
     )
@@ -81,11 +86,26 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--tz",
+        type=a_time_zone,
         help="time zone of --at and of the rules (default: "
         "router.toml's [plugins.timefuncs] timezone)",
     )
     parser.add_argument("--json", action="store_true", help="print the trace as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
+
+
+def _a_lookup(text: str) -> str:
+    """``--lookup``: ``NAME=JSON`` with JSON that parses, checked as the parser
+    reads it (router/commands/_values.py); the name is checked against the
+    plugins' lookups once they registered (:func:`_lookups`)."""
+    name, eq, answer = text.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {text[:80]!r}")
+    try:
+        json.loads(answer)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{name[:80]!r}: invalid JSON: {exc}") from None
+    return text
 
 
 def _lookups(registry: Registry, given: list[str], *, ask: bool) -> Mapping[str, LookupFn] | str:
@@ -165,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
     now = _when(args.at, registry)
     for problem in (lookups, now):
         if isinstance(problem, str):
-            print(f"callrouter explain: error: {problem}", file=sys.stderr)
-            return 2
+            # What was typed (a lookup no plugin registers): a wrong command line.
+            return usage_error(args, "explain", problem)
     assert not isinstance(lookups, str)
     assert isinstance(now, datetime)
     ruleset = load_rules(

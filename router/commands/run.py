@@ -8,9 +8,9 @@ import contextlib
 import logging
 import signal
 import sys
-from pathlib import Path
 
 from router.commands._connect import add_connection_arguments, load_from_args
+from router.commands._values import a_path_of
 from router.config import Config, exposed_secret_files
 from router.engine import Engine, EngineOptions
 from router.errors import AMIConnectionError
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--rules",
         action="append",
-        type=Path,
+        type=a_path_of,
         metavar="PATH",
         help="rule file or folder (repeatable; default from router.toml)",
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from router.commands._offline import service_state_dir, without_ami_secret
+from router.commands._values import a_path_of
 from router.config import DEFAULT_CONFIG_PATH, load_config
 from router.logsafe import escape_controls
 from router.statebackup import Copied, backup_state
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
             "Safe while callrouter runs; needs no Asterisk."
         ),
     )
-    backup.add_argument("target", type=Path, metavar="TARGET", help="a new folder")
+    backup.add_argument(
+        "target", type=a_path_of, metavar="TARGET", help="a new folder, outside the state folder"
+    )
     backup.add_argument(
         "--config",
         type=Path,

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PAT",
         help="extensions the token acts for and sees: 101, 1* (a prefix), * (all)",
     )
-    new.set_defaults(func=run)
+    new.set_defaults(func=run, parser=new)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     problems += [p for p in map(check_operation, args.allow) if p is not None]
     problems += [p for p in map(check_extension_pattern, args.extensions) if p is not None]
     if problems:
+        # A wrong command line, said as argparse says one: the usage first.
+        args.parser.print_usage(sys.stderr)
         for problem in problems:
             print(f"callrouter token new: error: {problem}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import pytest
 from router import hookimpl
 from router.cli import main
 from tests.unit import tls_files
+from tests.unit.cli_code import exit_code
 
 # The built-in plugins and the 1C plugin, not whatever else is installed
 # (tests/conftest.py; test_tests_ignore_third_party_plugins.py holds it).
@@ -394,12 +395,12 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
     [plugins.timefuncs] timezone, which the error used to blame."""
     write(tmp_path, '[plugins.timefuncs]\ntimezone = "Europe/Moscow"\n')
     monkeypatch.chdir(tmp_path)
-    assert main(command) == 1
+    assert exit_code(command) == 2
     said = capsys.readouterr()
-    # A flag's error is the command's, on stderr with its prefix, for both.
-    first = said.err.splitlines()[0]
-    assert first == (
-        f"callrouter {command[0]}: error: "
+    # A flag's value is a wrong command line, its usage first, for both.
+    assert said.err.startswith(f"usage: callrouter {command[0]} ")
+    assert said.err.splitlines()[-1] == (
+        f"callrouter {command[0]}: error: argument "
         "--tz: unknown time zone 'Europe/Moskow' (did you mean 'Europe/Moscow'?)"
     )
 
@@ -407,14 +408,16 @@ def test_a_bad_tz_flag_is_named_as_the_flag(
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
-        (["--tz", "Mars/Olympus"], "--tz: unknown time zone 'Mars/Olympus'"),
-        (["--location-pattern", "("], "--location-pattern: not a regular expression: "),
+        (["--tz", "Mars/Olympus"], "argument --tz: unknown time zone 'Mars/Olympus'"),
+        (["--location-pattern", "("], "argument --location-pattern: not a regular expression: "),
         (
             ["--url", "ftp://x", "--username", "u"],
-            "command line: --url ([asterisk] url): expected http://, https://, tcp:// or tls://",
+            "argument --url: expected http://, https://, tcp:// or tls://",
         ),
+        (["--timeout", "-1"], "argument --timeout: expected more than 0 and at most 3600"),
+        ([""], "argument PATH: an empty path (it would be the current"),
     ],
-    ids=["tz", "location-pattern", "url"],
+    ids=["tz", "location-pattern", "url", "timeout", "empty-path"],
 )
 def test_check_says_a_bad_flag_on_stderr_as_every_command(
     tmp_path: Path,
@@ -426,14 +429,16 @@ def test_check_says_a_bad_flag_on_stderr_as_every_command(
     """`check --tz Mars/Olympus` printed the error on stdout among the
     findings, unprefixed, with a summary blaming the configuration; every
     other command says a bad flag on stderr as `callrouter X: error: ...`.
-    A router.toml finding still goes to stdout with its summary."""
+    A flag's value is a wrong command line: the usage, exit 2 (hleft33b:
+    it was exit 1 without it, while `explain --at garbage` was 2). A
+    router.toml finding still goes to stdout with its summary."""
     write(tmp_path, "")
     monkeypatch.chdir(tmp_path)
-    assert main(["check", *flags]) == 1
+    assert exit_code(["check", *flags]) == 2
     said = capsys.readouterr()
     assert said.out == ""
-    assert said.err.startswith(f"callrouter check: error: {error}")
-    assert len(said.err.splitlines()) == 1
+    assert said.err.startswith("usage: callrouter check ")
+    assert said.err.splitlines()[-1].startswith(f"callrouter check: error: {error}")
 
     (tmp_path / "router.toml").write_text("[router]\n", encoding="utf-8")
     assert main(["check"]) == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import build_parser, main
+from tests.unit.cli_code import exit_code
 
 
 @pytest.mark.parametrize(
@@ -38,11 +39,14 @@ def test_a_config_error_is_named_after_the_command(
 
 
 def test_token_new_says_error_as_argparse_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """With its usage first, as argparse says a wrong command line (hleft33b:
+    it was the error line alone)."""
     argv = ["token", "new", "crm", "--allow", "calls:creat", "--extensions", "1"]
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith(
+    assert err.startswith("usage: callrouter token new ")
+    assert err.splitlines()[-1].startswith(
         "callrouter token new: error: unknown operation 'calls:creat'; did you mean 'calls:create'?"
     )
 
@@ -175,8 +179,9 @@ def test_every_command_says_a_url_that_is_no_url_as_its_error(
 ) -> None:
     """hleft33's trial: `--url 'http://[pbx'` (or router.toml's url so) ended
     `ami`, `check`, `events` and `run` in a `ValueError: Invalid IPv6 URL`
-    traceback. It is the command's error, naming the flag: exit 1, as any other
-    bad flag value (docs/operations.md), nothing on stdout."""
+    traceback. It is a wrong command line naming the flag: the usage, exit 2,
+    as any other bad flag value (docs/operations.md; hleft33b: it was exit 1
+    without the usage), nothing on stdout."""
     shown = _parsers(build_parser())[f"callrouter {command}"]
     options = shown._actions  # type: ignore[attr-defined]
     if not any("--url" in a.option_strings for a in options):
@@ -187,12 +192,13 @@ def test_every_command_says_a_url_that_is_no_url_as_its_error(
     if command == "check":
         extra.append("--asterisk")
     url = ["--url", "http://[pbx/asterisk", "--username", "u"]
-    assert main([*command.split(), *extra, *url]) == 1
+    assert exit_code([*command.split(), *extra, *url]) == 2
     out, err = capfd.readouterr()
     assert out == ""
     assert "Traceback" not in err
+    assert err.startswith(f"usage: callrouter {command} ")
     assert err.strip().splitlines()[-1] == (
-        f"callrouter {command}: error: command line: --url ([asterisk] url): not a URL "
+        f"callrouter {command}: error: argument --url: not a URL "
         "(Invalid IPv6 URL): 'http://[pbx/asterisk'"
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from router import cli
+from tests.unit.cli_code import exit_code
 from tests.unit.native_peer import native_peer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +144,61 @@ def test_callrouter_events_ends_when_its_reader_leaves_between_events(chatty_pee
             pytest.fail("callrouter events ran on after its reader left")
         err = proc.stderr.read()
     assert (code, err) == (141, "")
+
+
+_EXPLAIN = ["explain", "--caller", "1", "--did", "2", "--config", "/none.toml"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["check", "--tz", "Mars/X"], "argument --tz: unknown time zone 'Mars/X'"),
+        (["check", "--timeout", "-1"], "argument --timeout: expected more than 0"),
+        (["check", "--url", "ftp://x"], "argument --url: expected http://, https://"),
+        (["check", ""], "argument PATH: an empty path (it would be the current folder)"),
+        (["events", "--timeout", "0", "--config", "/none.toml"], "argument --timeout: "),
+        (["ami", "Ping", "--url", "ftp://x", "--config", "/none.toml"], "argument --url: "),
+        (["run", "--rules", "", "--config", "/none.toml"], "argument --rules: an empty path"),
+        ([*_EXPLAIN, "--at", "garbage"], 'argument --at: expected "YYYY-MM-DD HH:MM"'),
+        ([*_EXPLAIN, "--lookup", "x"], "argument --lookup: expected NAME=JSON, got 'x'"),
+        ([*_EXPLAIN, "--tz", "Mars/X"], "argument --tz: unknown time zone 'Mars/X'"),
+        ([*_EXPLAIN, "--rules", ""], "argument --rules: an empty path"),
+        (
+            ["token", "new", "bad name", "--allow", "calls:read", "--extensions", "1"],
+            "NAME 'bad name': letters, digits",
+        ),
+        (["state", "backup", "", "--state-dir", "/none"], "argument TARGET: an empty path"),
+    ],
+    ids=lambda value: " ".join(value)[:40] if isinstance(value, list) else "",
+)
+def test_a_bad_value_on_the_command_line_is_a_usage_error_in_every_command(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hleft33b's trial: `check --tz Mars/X`, `--timeout -1` and `--url ftp://x`
+    exited 1 (after reading router.toml: with none, `events --timeout -1` said
+    the file was missing), `explain --at garbage` and `token new 'bad name'`
+    2 without the usage, and `run --rules ''` routed by the rule files of the
+    current folder. One rule now (docs/operations.md): what was typed wrong is
+    a wrong command line, the usage and `callrouter CMD: error: ...`, exit 2,
+    before any file is read."""
+    assert exit_code(argv) == 2
+    out, err = capsys.readouterr()
+    command = " ".join(argv[:2]) if argv[0] in ("token", "state") else argv[0]
+    assert out == ""
+    assert err.startswith(f"usage: callrouter {command} "), err
+    assert err.splitlines()[-1].startswith(f"callrouter {command}: error: {error}"), err
+
+
+def test_an_actions_search_that_finds_nothing_is_said_as_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """hleft33b's trial: `callrouter actions xyz` said `no action matches 'xyz'`
+    with no `callrouter actions: error:` before it, as no other command does;
+    exit 1 stays (found nothing, as grep)."""
+    assert cli.main(["actions", "xyz"]) == 1
+    assert cli.main(["actions", "--events", "xyz"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith("callrouter actions: error: no action matches 'xyz' (Asterisk ")
+    assert lines[1].startswith("callrouter actions: error: no event matches 'xyz' (Asterisk ")

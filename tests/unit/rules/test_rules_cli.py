@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
+from tests.unit.cli_code import exit_code
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "rules"
@@ -199,9 +200,12 @@ def test_explain_bad_arguments(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Each a wrong command line, its usage first (hleft33b: the error line
+    alone, while `check --tz Mars/X` was exit 1)."""
     monkeypatch.chdir(ROOT)
-    assert main(["explain", "--caller", "1", "--did", "2", *argument]) == 2
+    assert exit_code(["explain", "--caller", "1", "--did", "2", *argument]) == 2
     said = capsys.readouterr()
+    assert "\nusage: callrouter explain " in f"\n{said.err}"
     error = said.err.splitlines()[-1]
     assert error.startswith("callrouter explain: error: ")
     assert message in error
