@@ -409,10 +409,16 @@ def test_check_takes_the_location_pattern(
     assert "exten 'queue.sales' is not a safe dialplan location" in capsys.readouterr().out
     assert main(["check", "--location-pattern", "[a-z.-]{1,20}", str(path)]) == 0
     capsys.readouterr()
-    assert main(["check", "--location-pattern", "[a-z", str(path)]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["check", "--location-pattern", "[a-z", str(path)])
+    assert usage.value.code == 2
     said = capsys.readouterr()
-    # A flag's error, as every command's: stderr, prefixed (it was on stdout).
-    assert "callrouter check: error: --location-pattern: not a regular expression" in said.err
+    # A wrong command line, as every command's bad flag value: stderr, its
+    # usage first, exit 2 (it was on stdout; then exit 1 without the usage).
+    assert said.err.startswith("usage: callrouter check ")
+    assert (
+        "callrouter check: error: argument --location-pattern: not a regular expression"
+    ) in said.err
     assert said.out == ""
 
 
