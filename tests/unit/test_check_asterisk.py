@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import router.dialplan_watch
+from router.ami.stream import StreamGap
 from router.api.settings import ApiSettings
 from router.commands.preflight import PROBE_EVENT, check_asterisk
 from router.dialplan_lint import Finding, lint_inbound
@@ -985,6 +988,7 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     ajam_replay: ReplayAsterisk,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """hleft33b: an older `[callrouter-inbound]` pasted without `[globals]`
     ran again and again (22 to 46 requests a call on Asterisk 22.10) while
@@ -1020,10 +1024,17 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     await engine.dialplan_watch.now_and_then()  # the values stand: nothing new to say
     assert not [r for r in caplog.records if r.getMessage().startswith("dialplan")]
     assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 2
-    # Gone (Asterisk restarted, or reloaded with clearglobalvars): set again.
+    # Gone with a restarted Asterisk: the reconnection's gap audits again
+    # (at most one per AUDIT_INTERVAL: none was meant here), and sets them.
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
     ajam_replay.globals.clear()
-    await engine.dialplan_watch.audit("Asterisk's reload")
-    assert ajam_replay.globals["CALLROUTER_WAIT"] == "4"
+    await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
+    while (task := engine.dialplan_watch.after_reload) is not None:
+        await asyncio.wait((task,))
+    assert ajam_replay.globals == {
+        "CALLROUTER_WAIT": "4",
+        "CALLROUTER_DEFAULT": "callrouter-default",
+    }
 
 
 async def test_the_engine_keeps_a_value_the_administrator_set(
