@@ -59,7 +59,9 @@ def _location_checks(
     policy: LocationPolicy,
 ) -> tuple[Callable[[Mapping[str, object]], None], Callable[[Mapping[str, str]], None]]:
     def at_load(params: Mapping[str, object]) -> None:
-        problem = location_problem(params, policy, templates=False)
+        problem = location_problem(params, policy, templates=False) or location_problem(
+            _written_braces(params), policy
+        )
         if problem is not None:
             raise ValueError(problem)
 
@@ -69,6 +71,25 @@ def _location_checks(
             raise ValueError(problem)
 
     return at_load, rendered
+
+
+def _written_braces(params: Mapping[str, object]) -> dict[str, str]:
+    """The values holding ``{`` that no template fills in (``sales{{x}}``: a
+    brace written as ``{{``), as the text they stand for. Checked at load as
+    any written value: at render only what a template filled in is checked
+    (router.rules.evaluate), and a load-time check skips every ``{``, so such
+    a location was checked nowhere."""
+    written: dict[str, str] = {}
+    for key, value in params.items():
+        if not _template(value):
+            continue
+        try:
+            template = Template.parse(str(value))
+        except ValueError:  # reported where the template is compiled
+            continue
+        if not template.expressions:
+            written[key] = "".join(p for p in template.parts if isinstance(p, str))
+    return written
 
 
 def _check_originate(params: Mapping[str, object]) -> None:

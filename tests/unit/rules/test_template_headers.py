@@ -283,6 +283,28 @@ def test_a_written_hangup_regex_goes_as_written(tmp_path: Path, channel: str) ->
 
 
 @pytest.mark.parametrize(
+    "action",
+    [
+        'redirect: {context: "a;b{{x}}", exten: "101"}',
+        'redirect: {context: "sales", exten: "101&{{x}}"}',
+        'ami: {action: Redirect, channel: "{call.channel}", context: "a,b{{x}}", exten: "1", '
+        'priority: "1"}',
+    ],
+)
+def test_a_written_location_with_literal_braces_is_checked(tmp_path: Path, action: str) -> None:
+    """A location written with ``{{ }}`` (braces, no template) is the file's text: it is
+    checked at load as any written one. The load skipped every value with a ``{`` and the
+    render checks only what a template filled in, so ``a;b{x}`` went to Asterisk unchecked."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        f"version: 1\nrules:\n  - name: first\n    on: call\n    do:\n      - {action}\n",
+        encoding="utf-8",
+    )
+    (error,) = load_rules([path], REGISTRY).errors
+    assert "is not a safe dialplan location" in str(error)
+
+
+@pytest.mark.parametrize(
     "channel",
     [
         "/^PJSIP/{owner.x}-.*$/",  # 1C's '.*' would match every channel
