@@ -241,7 +241,7 @@ def decode_json(body: bytes) -> object:
 async def read_json(request: Request, *, required: bool = False) -> dict[str, Any]:
     """The request's JSON object; 400 naming the problem and where it is.
 
-    An empty body is ``{}`` unless ``required``. The size is checked before
+    An empty body (or one of a UTF-8 byte order mark alone) is ``{}`` unless ``required``. The size is checked before
     parsing, so a huge body costs nothing but the read; the parse itself is
     bounded by :func:`decode_json`.
     """
@@ -250,7 +250,8 @@ async def read_json(request: Request, *, required: bool = False) -> dict[str, An
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes")
-    if not body.strip():
+    # A byte order mark alone (1C writes one before an empty text too) is no body.
+    if not body.removeprefix(_BOM).strip():
         if required:
             raise ApiError(400, "a JSON object is required in the request body")
         return {}

@@ -19,7 +19,13 @@ import pytest
 
 from router.api.app import build_app
 from router.api.auth import hash_token, new_token
-from router.api.context import MAX_JSON_DEPTH, MAX_NUMBER_DIGITS, ApiContext, decode_json
+from router.api.context import (
+    MAX_JSON_DEPTH,
+    MAX_NUMBER_DIGITS,
+    ApiContext,
+    decode_json,
+    read_json,
+)
 from router.api.errors import ApiError
 from router.api.settings import ApiSettings, TokenSettings
 from router.plugin_registry import plugin_registry
@@ -196,3 +202,24 @@ async def test_a_body_with_a_utf8_byte_order_mark_is_read(client: httpx.AsyncCli
     )
     assert problem(latin) == "malformed JSON: not UTF-8 at byte 15"
     assert latin.json()["position"] == 15
+
+
+class _Body:
+    """A request whose body arrives as ``chunks`` (what :func:`read_json` reads)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = chunks
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n", b"\xef\xbb\xbf", b"\xef\xbb\xbf \r\n"])
+async def test_a_body_of_a_byte_order_mark_alone_is_an_empty_one(body: bytes) -> None:
+    """1C writes its BOM before an empty text as well: an optional body (POST
+    .../recording) of the BOM alone is no body, ``{}``, as an empty one is; it was
+    "malformed JSON: Expecting value". A required one is asked for as when empty."""
+    assert await read_json(_Body(body)) == {}  # type: ignore[arg-type]
+    with pytest.raises(ApiError, match="a JSON object is required"):
+        await read_json(_Body(body), required=True)  # type: ignore[arg-type]
