@@ -5,7 +5,9 @@ of decisions through the same ``callrouter_decision`` hook as everyone else
 and asks nothing of the engine beyond :class:`~router.hookspecs.EngineAPI`:
 the decision record (the actions' outcomes, whether Asterisk confirmed them)
 is ``EngineAPI.decision``, the trace comes with the hook. Memory is bounded:
-the last :data:`KEEP` decisions, each cut to :data:`MAX_ENTRY` bytes of JSON.
+the last :data:`KEEP` decisions; one whose JSON is over :data:`MAX_ENTRY`
+bytes goes without its lookups' answers and then without its messages'
+quoted parts (its rules' details and lookups' errors stay whole).
 
 The page's streams wait on :meth:`LiveRing.wait`, woken when a decision is
 taken or a call starts, changes state or ends: a call shows on the page as
@@ -163,6 +165,11 @@ class LiveRing:
             for rule in entry["trace"]["rules"]:
                 for lookup in rule["lookups"]:
                     lookup["value"] = "(left out: the trace is over 64 KiB)"
+            if len(json.dumps(entry, ensure_ascii=False)) > MAX_ENTRY:
+                # The messages' quoted parts repeat their text (many times its
+                # size for one quoting many short values): the page shows a
+                # message without them as before, isolated whole.
+                _drop_parts(entry)
         self._entries.append(entry)
         self._bump()
 
@@ -183,3 +190,15 @@ class LiveRing:
     def callrouter_event(self, event: Event, call: Call | None) -> None:
         if call is not None and event.name in _CALL_EVENTS:
             self._bump()
+
+
+def _drop_parts(entry: dict[str, Any]) -> None:
+    """Take :func:`router.api.text.with_message_parts`'s parts out of ``entry``."""
+    trace = entry.get("trace")
+    for rule in trace.get("rules", ()) if isinstance(trace, dict) else ():
+        rule.pop("detail_parts", None)
+        for lookup in rule.get("lookups", ()):
+            lookup.pop("error_parts", None)
+    for action in entry.get("actions") or ():
+        if isinstance(action, dict):
+            action.pop("detail_parts", None)

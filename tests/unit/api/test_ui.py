@@ -714,6 +714,34 @@ def test_the_ring_keeps_the_last_decisions_and_cuts_huge_traces(stub: StubEngine
     assert entry["trace"]["rules"][0]["lookups"][0]["value"].startswith("(left out")
 
 
+def test_the_quoted_parts_of_a_huge_trace_are_left_out(stub: StubEngine) -> None:
+    """A message quoting many short values (a lookup's error echoing 1C's text) has
+    parts many times its size: twenty such errors of 1,200 characters made an entry
+    of 240 KB, past the 64 KiB the ring keeps, however its answers were cut.
+    Over the bound the parts go (the page isolates each message whole, as before)."""
+    from router.api.live import MAX_ENTRY
+    from router.rules.decision import LookupTrace, RuleTrace
+
+    ring = LiveRing(stub)
+    call = stub.calls.inbound_call(linkedid="1714557600.7", caller="79161234567", did="7495")
+    trace = make_trace()
+    error = "HTTP 400; " + "'a' " * 300
+    for number in range(20):
+        rule = RuleTrace(f"rule{number}", "rules.yaml:1", "lookup_failed")
+        rule.lookups.append(LookupTrace("owner", "onec.responsible('7916')", None, error=error))
+        trace.rules.append(rule)
+    ring.callrouter_decision(call, None, trace, "fell-through")
+    entry = ring.decisions()[-1]
+    assert len(json.dumps(entry, ensure_ascii=False)) <= MAX_ENTRY
+    assert entry["trace"]["rules"][1]["lookups"][0]["error"] == error  # the text stays
+    assert "error_parts" not in entry["trace"]["rules"][1]["lookups"][0]
+    # A small one keeps its parts.
+    small = make_trace()
+    small.rules[0].detail = "exten 'x' is not a safe dialplan location"
+    ring.callrouter_decision(call, None, small, "fell-through")
+    assert "detail_parts" in ring.decisions()[-1]["trace"]["rules"][0]
+
+
 async def test_the_ring_wakes_its_watchers(stub: StubEngine) -> None:
     import asyncio
 
