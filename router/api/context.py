@@ -241,9 +241,9 @@ def decode_json(body: bytes) -> object:
 async def read_json(request: Request, *, required: bool = False) -> dict[str, Any]:
     """The request's JSON object; 400 naming the problem and where it is.
 
-    An empty body (or one of a UTF-8 byte order mark alone) is ``{}`` unless ``required``. The size is checked before
-    parsing, so a huge body costs nothing but the read; the parse itself is
-    bounded by :func:`decode_json`.
+    An empty body (or one of a UTF-8 byte order mark alone) is ``{}`` unless
+    ``required``. The size is checked before parsing, so a huge body costs
+    nothing but the read; the parse itself is bounded by :func:`decode_json`.
     """
     body = b""
     async for chunk in request.stream():
