@@ -157,7 +157,7 @@ class LiveInstance:
             key=self._key,
             interval=self._interval,
             settle=self._settle,
-            on_takeover=self._on_takeover,
+            on_takeover=self._took_over,
         )
         await self._send(self.guard.probe())
 
@@ -245,6 +245,31 @@ class LiveInstance:
             and time.monotonic() - since > _SILENT_BEATS * self._interval
             and self._connected()
         )
+
+    def _took_over(self, gone: Claim) -> None:
+        """LiveGuard's ``on_takeover``, passed on only while this router hears
+        Asterisk: its event stream up, its last beat answered and heard back
+        within an interval. With its own stream down (or its polls hung) it heard
+        no beat of the other because it heard nothing: the other may well be
+        routing the calls this one stood by for, and reconciling them at the
+        stream's return, before the gap's probe, redirected them a second time.
+        The gap's own reconcile and probe follow as after any gap."""
+        guard = self.guard
+        hears = (
+            self._connected()
+            and self._unanswered_since is None
+            and (guard is None or guard.unheard_for <= self._interval)
+        )
+        if not hears:
+            log.info(
+                "the live callrouter %s went unheard while this router heard nothing "
+                "of Asterisk (its event stream down): not taken for dead, the calls "
+                "it stood by for are not reconciled as a takeover",
+                escape_controls(gone.describe()),
+            )
+            return
+        if self._on_takeover is not None:
+            self._on_takeover(gone)
 
     def _note_silent(self) -> None:
         """Log once when Asterisk stops answering the beats, once when it answers again."""

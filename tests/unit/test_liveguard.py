@@ -947,3 +947,34 @@ async def test_an_asterisk_that_answers_no_heartbeat_is_said_once_and_makes_the_
     assert said.count("Asterisk answers this router's heartbeat again") == 1
     again = next(r for r in caplog.records if r.getMessage().endswith("heartbeat again"))
     assert again.levelno == logging.INFO  # a recovery is no warning
+
+
+async def test_no_takeover_while_this_ones_own_event_stream_is_down(
+    engine_factory: EngineFactory, ajam_replay: ReplayAsterisk, tmp_path: Path
+) -> None:
+    """The one standing by lost its own event stream (Asterisk answered its
+    polls with errors) for longer than three beats, while the live one went on
+    routing: it heard no beat because it heard nothing, not because the other
+    died. It took that for a takeover, and at the stream's return reconciled
+    before its gap's probe, redirecting the call the live one was routing."""
+    engine, other, waiting, _ = await _standing_by_with_two_calls(
+        engine_factory, ajam_replay, tmp_path
+    )
+    down = True
+
+    def poll(sent: object) -> None:
+        if down:
+            raise ConnectionResetError("connection reset by peer")
+
+    ajam_replay.on("WaitEvent", poll)
+    await asyncio.sleep(0.1)
+    for _ in range(5):  # the live one beats on; Asterisk keeps them for the session
+        ajam_replay.queue_event(heartbeat(other.beat()))
+        await asyncio.sleep(0.5)
+    down = False
+    ajam_replay.queue_event(heartbeat(other.beat()))
+    await eventually(lambda: engine.health().role == "standby", "standing by again")
+    await asyncio.sleep(0.5)
+    await engine.wait_idle()
+    assert waiting not in [r["Channel"] for r in ajam_replay.sent("Redirect")]
+    assert takeover_reconciles(engine) == 0
