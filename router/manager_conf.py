@@ -220,6 +220,15 @@ def disabled_events(text: str) -> str | None:
     return _section(text, "general")[1].get("disabledevents")
 
 
+#: Events ``[general] disabledevents`` must not name, with what is lost: checked
+#: whatever events callrouter asks for (with ``events = "all"`` too).
+_DISABLED_LOST = {
+    "UserEvent": "no routing request arrives: no call is routed",
+    "Newexten": "every Redirect waits 250 ms for a Wait step that never shows and is "
+    "reported unconfirmed",
+}
+
+
 def compare_disabled(
     value: str | None, selection: EventSelection, *, file: str = "manager.conf"
 ) -> list[ConfFinding]:
@@ -228,18 +237,18 @@ def compare_disabled(
     ``callrouter check --asterisk`` cannot tell an event Asterisk never
     raises from one that did not happen. Items are matched as Asterisk's
     ``ast_in_delimited_string`` does: blanks before an item skipped, none
-    after it, case counted."""
-    if not value or selection.names is None:
+    after it, case counted. A ``selection`` of every event (``[asterisk]
+    events = "all"``) needs at least those no call is routed right without
+    (:data:`_DISABLED_LOST`): a list naming others (noisy ones turned off on
+    purpose) passes."""
+    if not value:
         return []
+    needed = selection.names if selection.names is not None else frozenset(_DISABLED_LOST)
     items = [raw.lstrip(_BLANKS) for raw in value.split(",")]
-    off = sorted(name for name in selection.names if name in items)
+    off = sorted(name for name in needed if name in items)
     if not off:
         return []
-    lost = {
-        "UserEvent": "no routing request arrives: no call is routed",
-        "Newexten": "every Redirect waits 250 ms for a Wait step that never shows and is "
-        "reported unconfirmed",
-    }
+    lost = _DISABLED_LOST
     why = "; ".join(f"{name}: {lost[name]}" for name in off if name in lost)
     return [
         ConfFinding(

@@ -936,6 +936,40 @@ def test_disabledevents_naming_an_event_callrouter_needs_fails(
     assert disabled_events("[router]\ndisabledevents = A\n") is None
 
 
+def test_disabledevents_is_checked_with_events_all_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``[asterisk] events = "all"`` callrouter asks for every event, and
+    ``disabledevents = UserEvent`` passed --manager-conf-file without a word
+    (exit 0) while no routing request could arrive. The events no call is routed
+    right without are checked whatever is asked for; others turned off on
+    purpose (a busy system's noisy ones) still pass."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules.yaml").write_text("version: 1\nrules: []\n", encoding="utf-8")
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "x"\nevents = "all"\n[router]\nrules = ["rules.yaml"]\n',
+        encoding="utf-8",
+    )
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    conf.write_text(
+        "[general]\nenabled = yes\ndisabledevents = VarSet,UserEvent\n[router]\n" + CLASSES
+    )
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: FAIL   manager.conf [general] disabledevents = VarSet,UserEvent turns "
+        "off UserEvent for every session, which callrouter needs (UserEvent: no routing "
+        "request arrives"
+    ) in out, out
+    conf.write_text(
+        "[general]\nenabled = yes\ndisabledevents = VarSet,RTCPSent\n[router]\n" + CLASSES
+    )
+    assert main(argv) == 0
+    assert "disabledevents" not in capsys.readouterr().out
+
+
 def test_a_manager_open_on_every_interface_is_advice_with_the_line_to_add(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
