@@ -978,3 +978,37 @@ async def test_no_takeover_while_this_ones_own_event_stream_is_down(
     await engine.wait_idle()
     assert waiting not in [r["Channel"] for r in ajam_replay.sent("Redirect")]
     assert takeover_reconciles(engine) == 0
+
+
+def test_a_takeover_is_passed_on_only_while_this_router_hears_asterisk() -> None:
+    """Its polls hung (the stream not yet failing), the one standing by hears
+    neither the other's beats nor its own: the other's silence proves nothing.
+    Passed on when its own beat comes back, and never while the stream is down."""
+    from router.live_instance import LiveInstance
+
+    told: list[Claim] = []
+    connected = [True]
+    clock = Clock()
+    key = heartbeat_key("s")
+    live = LiveInstance(
+        None,  # type: ignore[arg-type]
+        interval=2.0,
+        settle=0,
+        connected=lambda: connected[0],
+        key=key,
+        on_takeover=told.append,
+    )
+    guard = LiveGuard(Claim("bbbb0002", 1_795_000_100), key=key, interval=2.0, clock=clock)
+    live.guard = guard
+    gone = Claim("aaaa0001", 1_795_000_000)
+    guard.sent()  # a beat went out; its echo never came (the poll hangs)
+    clock.now += 6.0
+    live._took_over(gone)
+    assert told == []
+    guard.heard_from_now()  # its own beat heard back now
+    connected[0] = False
+    live._took_over(gone)
+    assert told == []
+    connected[0] = True
+    live._took_over(gone)
+    assert told == [gone]
