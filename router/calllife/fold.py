@@ -590,6 +590,12 @@ class Folder:
         self.history_from: float | None = None
         #: Calls that began before ``history_from`` (their records are passed over).
         self._before: OrderedDict[str, None] = OrderedDict()
+        #: Whether a replay is due (a gap's, the start's): live records of a call
+        #: not followed yet, other than its first channel's CHAN_START, are then
+        #: held for it (:meth:`hold`) rather than folded from the call's middle.
+        self.holding = False
+        #: The records held, by Linkedid, in arrival order (:meth:`release`).
+        self._held: OrderedDict[str, list[CelRecord]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -601,19 +607,77 @@ class Folder:
         return iter(tuple(self._calls.values()))
 
     def oldest_open(self) -> float | None:
-        """When the oldest call still followed started (the replay mark stays before it)."""
+        """When the oldest call still followed started (the replay mark stays
+        before it); a held call's start is its Linkedid's second, else its
+        first held record's time."""
         starts = [c.started_at for c in self._calls.values() if c.started_at is not None]
+        for linkedid, records in self._held.items():
+            began = _began_at(linkedid)
+            starts.append(min(r.at for r in records) if began is None else float(began))
         return min(starts) if starts else None
+
+    @property
+    def held(self) -> int:
+        """Calls whose live records wait for a replay (:meth:`hold`)."""
+        return len(self._held)
 
     def feed(self, record: CelRecord) -> list[CallEvent]:
         """One live record; the new events it decides, in order."""
+        if self._holds(record.linkedid, record.event, record.uniqueid):
+            self.hold(record)
+            return []
         call = self._live_call(record.linkedid, record.event, record.uniqueid)
         return [] if call is None else self._finish(call, call.apply(record))
+
+    def _holds(self, linkedid: str, event: str, uniqueid: str) -> bool:
+        """Whether a live record of ``linkedid`` waits for the replay due.
+
+        After a gap the stream comes back with the records Asterisk makes from
+        then on, and with those of the gap it had not sent yet (under load its
+        CEL runs seconds late): the end of a call whose start the gap took.
+        Folded live, that call ended with what its last records say (no answer,
+        nobody on it), and the replay that read the whole call a moment later
+        told nothing of its end again: that call's ``hangup`` reached 1C
+        without its numbers and extension. Held, the replay folds them after
+        the stored ones."""
+        if not self.holding or linkedid in self._calls:
+            return False
+        if linkedid in self._ended or linkedid in self._before:
+            return False
+        if linkedid in self._held:
+            return True
+        return not (event == "CHAN_START" and uniqueid == linkedid)
+
+    def hold(self, record: CelRecord) -> None:
+        """Keep a live record for the replay due (bounded like the calls followed)."""
+        held = self._held.get(record.linkedid)
+        if held is None:
+            while len(self._held) >= self.max_calls:
+                dropped, _ = self._held.popitem(last=False)
+                log.warning(
+                    "call life: holding %d calls; forgot the oldest %s", self.max_calls, dropped
+                )
+            held = self._held[record.linkedid] = []
+        if len(held) < MAX_RECORDS:
+            held.append(record)
+
+    def release(self) -> list[CallEvent]:
+        """No replay is due any more: fold the held records no replay took (their
+        call was not in the store yet) as live ones; the events they decide."""
+        self.holding = False
+        events: list[CallEvent] = []
+        while self._held:
+            _, records = self._held.popitem(last=False)
+            for record in records:
+                events += self.feed(record)
+        return events
 
     def note(self, linkedid: str, key: tuple[str, str, str], at: float) -> None:
         """A live record no handler reads (:data:`FOLDED`): what :meth:`feed` would
         do with it (the call opened if new, the record in its bookkeeping), without
-        the record itself."""
+        the record itself. One of a call held for a replay is left to the replay."""
+        if self._holds(linkedid, key[0], key[1]):
+            return
         call = self._live_call(linkedid, key[0], key[1])
         if call is not None:
             call.note(key, at)
@@ -643,11 +707,14 @@ class Folder:
         A call that is still up continues live from the rebuilt state, so its
         later live records fold on top of what the store held.
         """
+        held = self._held.pop(linkedid, [])
         if linkedid in self._told_before:
             return []  # a previous run told it to the end; its events are 1C's already
         # The store holds the whole call: one passed over live is told in full.
         self._before.pop(linkedid, None)
-        ordered = sorted(records, key=lambda r: (r.at, r.seq))
+        # Records held live came after the read began: folded after the stored
+        # ones, in arrival order (one the store has too is seen once).
+        ordered = sorted(records, key=lambda r: (r.at, r.seq)) + held
         fresh = CallFold(linkedid, self.is_internal, replayed=True)
         events: list[CallEvent] = []
         for record in ordered:

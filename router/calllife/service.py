@@ -99,6 +99,9 @@ class CallLife:
         #: Starts of the replays not finished yet (the mark stays before them).
         self._pending: list[float] = []
         self._replay_lock = asyncio.Lock()
+        #: Replays spawned and not finished (their second look included): while
+        #: any is, the folder holds the live records of calls it does not follow.
+        self._due = 0
         self._failures = 0
         #: Events handed out, for status and tests.
         self.emitted = 0
@@ -286,7 +289,7 @@ class CallLife:
             return
         since = max(mark - GAP_MARGIN, self._clock() - self.settings.replay_max_age)
         self._pending.append(since)
-        self._spawn(self.replay_later(since, reason="start"))
+        self._spawn_replay(since, reason="start")
 
     def gap(self, since: float) -> None:
         """The event stream lost events from ``since`` (wall clock): replay them soon."""
@@ -305,15 +308,40 @@ class CallLife:
             # Replays keep failing (the store unreadable): keep the earliest start only.
             self._pending[:] = [min(self._pending)]
         self._pending.append(start)
-        self._spawn(self.replay_later(start, reason="gap", gap_end=self._clock()))
+        self._spawn_replay(start, reason="gap", gap_end=self._clock())
+
+    def _spawn_replay(self, since: float, *, reason: str, gap_end: float | None = None) -> None:
+        """Start :meth:`replay_later`; until it is done, live records of calls the
+        folder does not follow wait for it (:meth:`Folder.hold`)."""
+        self._due += 1
+        self.folder.holding = True
+        self._spawn(self._replay_then_release(since, reason=reason, gap_end=gap_end))
+
+    async def _replay_then_release(
+        self, since: float, *, reason: str, gap_end: float | None
+    ) -> None:
+        try:
+            await self.replay_later(since, reason=reason, gap_end=gap_end)
+        except asyncio.CancelledError:
+            # Stopping: what is held is lost with the process; the mark stays
+            # before it (:meth:`mark`), so the next start replays those calls.
+            self._due -= 1
+            raise
+        self._due -= 1
+        if self._due == 0:
+            # No replay is due: what was held and no replay took is folded as it
+            # came (its call was not in the store yet, or the read failed).
+            for event in self.folder.release():
+                await self._send(event)
 
     async def replay_later(self, since: float, *, reason: str, gap_end: float | None = None) -> int:
         """Wait the settle delay, then :meth:`replay`; logged, never raises.
 
         ``gap_end`` (a gap's): when calls that began before it are still open
-        after the replay, a second look at the store (:data:`SECOND_LOOK`)
-        tells the ends Asterisk wrote late; one that is really still up costs
-        one read that tells nothing."""
+        after the replay, or live records of a call the store did not hold yet
+        are still held, a second look at the store (:data:`SECOND_LOOK`) tells
+        the ends Asterisk wrote late; one that is really still up costs one
+        read that tells nothing."""
         await asyncio.sleep(self.settings.settle_delay)
         try:
             told = await self.replay(since, reason=reason)
@@ -324,7 +352,7 @@ class CallLife:
         with contextlib.suppress(ValueError):
             self._pending.remove(since)
         oldest = self.folder.oldest_open()
-        if gap_end is None or oldest is None or oldest > gap_end:
+        if gap_end is None or ((oldest is None or oldest > gap_end) and not self.folder.held):
             return told
         await asyncio.sleep(max(SECOND_LOOK, 2 * self.settings.settle_delay))
         try:

@@ -508,3 +508,130 @@ async def test_a_mark_file_nested_past_the_parsers_limit_is_unreadable_not_fatal
         "objects in each other)); no replay from it"
     ]
     await service.stop()
+
+
+@pytest.mark.parametrize("store", ["whole", "without its end", "without it"])
+async def test_the_late_end_of_a_call_the_gap_took_waits_for_the_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """Seen in CI under load: the router stopped while calls were made, and when
+    it went on, Asterisk's CEL (seconds late) sent it the last records of the
+    last call, whose start the gap had taken. Folded live, that call ended with
+    what those records say (no answer, nobody on it), and the gap's replay, which
+    read the whole call a moment later, told nothing of its end again (45 events
+    where 46 were due, and no second look: the call was no longer open). The
+    live records wait for the replay, which folds them after the stored ones;
+    every event is then the one an unbroken stream tells. A call the store did
+    not hold at all yet is read by the second look."""
+    from router.calllife import service as service_module
+
+    monkeypatch.setattr(service_module, "SECOND_LOOK", 0.0)
+    real = SqliteSource(FIXTURES / "cel.db")
+    call = "callrouter-sandbox-1796130044.17"
+    start = next(
+        i for i, f in enumerate(EVENTS) if f.get("EventName") == "CHAN_START"
+        and f.get("UniqueID") == call
+    )  # fmt: skip
+    end = next(
+        i for i, f in enumerate(EVENTS) if f.get("EventName") == "LINKEDID_END"
+        and f.get("LinkedID") == call
+    )  # fmt: skip
+    # The call's end: its callee's hangup, then the caller's, then LINKEDID_END.
+    late_from = next(
+        i for i in range(start, end) if EVENTS[i].get("EventName") == "BRIDGE_EXIT"
+        and EVENTS[i].get("LinkedID") == call
+        and float(EVENTS[i]["Timestamp"]) > float(EVENTS[end]["Timestamp"]) - 1
+    )  # fmt: skip
+    late_at = float(EVENTS[late_from]["Timestamp"])
+    reads: list[int] = []
+
+    class Lagging:
+        """The first read lacks what Asterisk had not written yet."""
+
+        def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
+            reads.append(len(reads))
+            calls = real.read(since, until)
+            if store == "whole" or len(reads) > 1:
+                return calls
+            if store == "without it":
+                return {k: v for k, v in calls.items() if k != call}
+            cut = {k: [r for r in v if r.at < late_at] for k, v in calls.items()}
+            return {k: v for k, v in cut.items() if v}
+
+    told: list[CallEvent] = []
+    clock = [ALL[0].at - 1]
+    service = life(told, clock)
+    service.source = Lagging()
+    service.start(tmp_path)  # history from before the first call
+    for fields in EVENTS[:start]:
+        clock[0] = float(fields["Timestamp"])
+        await service.ingest(fields["Event"], fields)
+    # The stream lost EVENTS[start:late_from]; it comes back, the engine reports
+    # the gap, and the records Asterisk's CEL had not sent yet arrive at once,
+    # before the replay's settle delay is over.
+    clock[0] = late_at
+    service.gap(float(EVENTS[start - 1]["Timestamp"]))
+    for fields in EVENTS[late_from : end + 1]:
+        clock[0] = float(fields["Timestamp"])
+        await service.ingest(fields["Event"], fields)
+    await settle(service)
+    # The held end completes the call read; one not read yet makes a second look.
+    assert reads == ([0, 1] if store == "without it" else [0])
+    for fields in EVENTS[end + 1 :]:
+        await service.ingest(fields["Event"], fields)
+    ids = [e.event_id for e in told]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == expected_ids()
+    whole: dict[str, CallEvent] = {}
+    folder = Folder()
+    for record in ALL:
+        for event in folder.feed(record):
+            whole[event.event_id] = event
+    ours = [e for e in told if e.call_id == call]
+    assert [e.kind for e in ours][-1] == "hangup"
+    # The store's times are a few microseconds off the live ones: the facts only.
+    assert [facts(e) for e in ours] == [facts(whole[e.event_id]) for e in ours]
+    assert ours[-1].extension == "102"
+    assert ours[-1].status == "ANSWER"
+    assert ours[-1].talk_seconds is not None
+
+
+def facts(event: CallEvent) -> tuple[object, ...]:
+    """What an event tells but its times (live and stored records' differ a little)."""
+    return (
+        event.kind, event.event_id, event.direction, event.external, event.did,
+        event.extension, event.status, event.hangup_by, event.transfer,
+        event.answered_at is None, event.talk_seconds is None,
+    )  # fmt: skip
+
+
+async def test_records_held_for_a_replay_that_fails_are_folded_as_they_came(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replay that cannot read the store does not keep the live records it
+    held for ever: they are folded as they came, as they were before any was held."""
+
+    class Broken:
+        def read(self, since: float, until: float | None = None) -> dict[str, list[CelRecord]]:
+            raise OSError("disk gone")
+
+    call = "callrouter-sandbox-1796130044.17"
+    end = next(
+        i for i, f in enumerate(EVENTS) if f.get("EventName") == "LINKEDID_END"
+        and f.get("LinkedID") == call
+    )  # fmt: skip
+    told: list[CallEvent] = []
+    clock = [ALL[0].at - 1]
+    service = life(told, clock)
+    service.source = Broken()
+    service.start(tmp_path)
+    service.gap(ALL[0].at - 1)
+    for fields in EVENTS[end - 3 : end + 1]:  # the callee's end, then the call's
+        await service.ingest(fields["Event"], fields)
+    assert service.folder.held == 1
+    assert told == []
+    await settle(service)
+    assert service.folder.held == 0
+    assert not service.folder.holding
+    assert [e.kind for e in told] == ["hangup"]
+    assert "replay after gap failed: disk gone" in caplog.text
