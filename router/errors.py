@@ -45,6 +45,7 @@ __all__ = [
     "AMIActionError",
     "AMIAuthenticationError",
     "AMIConnectionError",
+    "AMIEmptyAnswerError",
     "AMIError",
     "AMIEventsDropped",
     "AMIPrivilegeError",
@@ -96,6 +97,15 @@ class AMIConnectionError(AMIError, ConnectionError):
 
 class AMITimeoutError(AMIConnectionError, TimeoutError):
     """Asterisk did not answer within the configured time."""
+
+
+class AMIEmptyAnswerError(AMIConnectionError):
+    """Asterisk's HTTP server answered an AJAM action with HTTP 200 and an empty
+    body: its manager wrote no answer. Asterisk writes each answer to a
+    temporary file in its own /tmp first (manager.c), and sends nothing when
+    that file cannot be written (the folder full, or not writable); a second
+    WaitEvent on the session also ends the first with nothing. Like a
+    connection that broke: a retry or a reconnect may well get an answer."""
 
 
 class AMIEventsDropped(AMIError):

@@ -78,6 +78,7 @@ from router.errors import (
     AMIActionError,
     AMIAuthenticationError,
     AMIConnectionError,
+    AMIEmptyAnswerError,
     AMIError,
     AMIPrivilegeError,
     AMIProtocolError,
@@ -691,7 +692,17 @@ class AJAMClient(AMIActions[ActionResult]):
                     f"{action.name}: connection{to} broke: {stale.__cause__}"
                 ) from stale.__cause__
             self._unanswered = None
-            return self._parse(action, resp, sent_cookie, login=login)
+            try:
+                return self._parse(action, resp, sent_cookie, login=login)
+            except AMIEmptyAnswerError as exc:
+                # Under load Asterisk's temporary file may fail once: Login and
+                # an action safe to repeat are sent once more. Not WaitEvent: the
+                # events it took from the session's queue are lost with its
+                # answer, a gap the event stream reports and reconciles.
+                if attempt == 1 and _repeat_when_empty(action.name):
+                    log.debug("%s, sending it once more", exc)
+                    continue
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -793,6 +804,18 @@ class AJAMClient(AMIActions[ActionResult]):
         if status != 200:
             source = "" if login else f" from {self._endpoint}"
             raise AMIConnectionError(f"{action.name}: HTTP {status}{source}")
+        if not resp.content.strip():
+            source = "" if login else f" from {self._endpoint}"
+            kicked = (
+                "; a second WaitEvent on the same session also ends the first with nothing"
+                if action.name == "WaitEvent"
+                else ""
+            )
+            raise AMIEmptyAnswerError(
+                f"{action.name}: HTTP 200 with an empty body{source}: Asterisk's manager "
+                "wrote no answer (it writes each AJAM answer to a temporary file in /tmp "
+                f"on the Asterisk host first: is that folder full or not writable?{kicked})"
+            )
         # Every Set-Cookie, not the first: a proxy in front of Asterisk may set
         # its own (SERVERID=web1) before Asterisk's session cookie. Of two
         # session cookies the last counts, as in a browser.
@@ -840,6 +863,12 @@ class AJAMClient(AMIActions[ActionResult]):
                 f"{action.name}: response carries ActionID {echoed!r}, sent {action.action_id!r}"
             )
         return result
+
+
+def _repeat_when_empty(action_name: str) -> bool:
+    """Whether an action answered with an empty body is sent once more."""
+    name = action_name.lower()
+    return name == "login" or (name != "waitevent" and is_idempotent(name))
 
 
 class _Stale(Exception):

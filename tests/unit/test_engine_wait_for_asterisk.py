@@ -297,3 +297,47 @@ async def test_systemds_start_timeout_is_pushed_on_during_a_slow_try(
         status.startswith("waiting for Asterisk: cannot log in to tcp://pbx:5038 as 'router': ")
         for _, status, _ in told.waiting
     )
+
+
+async def empty_200(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Asterisk's HTTP server whose manager writes no answer (its /tmp full): every
+    request gets HTTP 200 with an empty body."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_a_login_answered_with_an_empty_body_is_waited_out_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load Asterisk answered Login with HTTP 200 and nothing in the body:
+    `callrouter run` exited at once with "empty body: no AMI message", although
+    it waits for an Asterisk that does not answer yet. It now waits (trying
+    again), and says what to look at."""
+    async with listening(None, empty_200) as port:
+        url = f"http://127.0.0.1:{port}/asterisk"
+        engine = engine_at(tmp_path, url)
+        start = asyncio.ensure_future(engine.start())
+        try:
+            warned = await until_logged(caplog, "Asterisk does not answer")
+        finally:
+            engine.request_stop()
+            with contextlib.suppress(AMIConnectionError):
+                await asyncio.wait_for(start, 5)
+            await engine.stop()
+    assert f"cannot log in to {url} as 'router': Login: HTTP 200 with an empty body" in warned
+    assert "temporary file in /tmp on the Asterisk host" in warned

@@ -615,3 +615,111 @@ async def test_a_proxys_cookie_before_the_session_cookie_is_passed_over_native_h
     await asyncio.wait_for(ended.wait(), 5)  # the pool closed its connection
     srv.close()
     await srv.wait_closed()
+
+
+def empty_answers(
+    pbx: FakeAsterisk, action: str, times: int
+) -> Callable[[httpx.Request], httpx.Response]:
+    """``pbx``, but its first ``times`` answers to ``action`` are HTTP 200 with an
+    empty body (seen under load: manager.c writes each AJAM answer to a temporary
+    file in Asterisk's /tmp and sends nothing when it cannot; a WaitEvent that a
+    second one on its session ended answers nothing either)."""
+    left = [times]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        real = pbx(request)
+        params = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+        if params["Action"].lower() != action.lower() or left[0] == 0:
+            return real
+        left[0] -= 1
+        return httpx.Response(200, content=b"", headers={"Content-Type": "text/plain"})
+
+    return answer
+
+
+def client_of(answer: Callable[[httpx.Request], httpx.Response]) -> AJAMClient:
+    settings = ClientSettings(url=URL, username="router", secret="pw")
+    return AJAMClient(settings, transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize("action", ["Login", "Ping"])
+async def test_one_empty_answer_to_a_login_or_a_ping_is_sent_once_more(
+    pbx: FakeAsterisk, action: str
+) -> None:
+    """It came out as "empty body: no AMI message", a protocol error that failed
+    `callrouter run`'s start even with wait_for_asterisk, for a blip."""
+    async with client_of(empty_answers(pbx, action, 1)) as client:
+        result = await client.request(Action.build("Ping"))
+        assert result.response["Ping"] == "Pong"
+    sent = [r["Action"] for r in pbx.requests]
+    assert sent.count(action) == 2
+
+
+@pytest.mark.parametrize("action", ["Login", "Ping"])
+async def test_an_asterisk_that_always_answers_empty_is_a_connection_error_that_says_why(
+    pbx: FakeAsterisk, action: str
+) -> None:
+    """Not hidden: after the second empty answer the caller gets an error an
+    admin can act on (where to look), of the kind a start waits out."""
+    client = client_of(empty_answers(pbx, action, 99))
+
+    async def ping() -> None:
+        await client.login()
+        await client.request(Action.build("Ping"))
+
+    try:
+        with pytest.raises(AMIConnectionError) as caught:
+            await ping()
+    finally:
+        await client.aclose()
+    text = str(caught.value)
+    assert f"{action}: HTTP 200 with an empty body" in text
+    assert "temporary file in /tmp on the Asterisk host" in text
+    assert "WaitEvent" not in text  # the other cause is WaitEvent's only
+    if action == "Login":
+        assert text.startswith(f"cannot log in to {URL} as 'router': ")
+    assert [r["Action"] for r in pbx.requests].count(action) == 2
+
+
+async def test_an_empty_answer_to_a_waitevent_is_not_repeated(pbx: FakeAsterisk) -> None:
+    """The events the lost answer held are gone from the session's queue: the
+    error goes to the event stream at once, which reports a gap and reconciles."""
+    async with client_of(empty_answers(pbx, "WaitEvent", 1)) as client:
+        with pytest.raises(AMIConnectionError, match="a second WaitEvent on the same session"):
+            await client.wait_event(1)
+        assert await client.wait_event(1)  # the session itself is fine
+    assert [r["Action"] for r in pbx.requests].count("WaitEvent") == 2
+
+
+async def test_an_empty_answer_to_an_action_not_safe_to_repeat_is_not_repeated(
+    pbx: FakeAsterisk,
+) -> None:
+    async with client_of(empty_answers(pbx, "Redirect", 1)) as client:
+        with pytest.raises(AMIConnectionError, match="Redirect: HTTP 200 with an empty body"):
+            await client.action("Redirect", {"Channel": "PJSIP/1-1", "Exten": "1"})
+    assert [r["Action"] for r in pbx.requests].count("Redirect") == 1
+
+
+async def test_an_empty_waitevent_answer_is_a_gap_the_stream_reports_then_it_goes_on(
+    pbx: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event stream over the real client: one lost line that names the
+    empty answer, a ``reconnect`` gap (the engine reconciles and replays), and
+    the events after it; no crash, no loop."""
+    from router.ami.stream import Backoff, EventStream, StreamGap
+
+    items: list[object] = []
+    async with client_of(empty_answers(pbx, "WaitEvent", 1)) as client:
+        stream = EventStream(client, backoff=Backoff(initial=0.001, maximum=0.002))
+        async for item in stream:
+            items.append(item)
+            if not isinstance(item, StreamGap):
+                break
+    [gap] = [i for i in items if isinstance(i, StreamGap)]
+    assert gap.reason == "reconnect"
+    assert "WaitEvent: HTTP 200 with an empty body" in (gap.error or "")
+    assert not isinstance(items[-1], StreamGap)
+    lost = [r.getMessage() for r in caplog.records if "event stream lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert "empty body" in lost[0]
+    assert [r["Action"] for r in pbx.requests].count("Login") == 1
