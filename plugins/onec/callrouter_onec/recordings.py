@@ -144,10 +144,26 @@ class Upload:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
 
 
-def _upload(r: list[Any]) -> Upload | str:
+def _outside(file: str, folder: Path) -> str | None:
+    """Why ``file`` is not a recording in ``folder``, or None (blocking: it resolves
+    both, so a ``..`` or a symbolic link on the way out of the folder is seen; a link
+    at the file's own name pointing inside is refused when opened, :func:`_open`)."""
+    if not os.path.isabs(file):
+        return f"file {file[:80]!r} is not an absolute path"
+    root = os.path.realpath(folder)
+    real = os.path.realpath(file)
+    if real == root or os.path.commonpath([root, real]) != root:
+        return f"file {file[:80]!r} is not in the recordings folder {str(folder)!r}"
+    return None
+
+
+def _upload(r: list[Any], folder: Path | None = None) -> Upload | str:
     """An :class:`Upload` of a queue row's columns, or why they do not fit one.
     The call id and the part go into 1C's URL path: they are of the shape the
-    catalog writes (``1714557600.42``, ``mix``), never a ``../`` or a ``?``."""
+    catalog writes (``1714557600.42``, ``mix``), never a ``../`` or a ``?``.
+    The file is in ``folder`` (``[recordings] local_dir``) when given: the row's
+    hash is checked against the row itself, so a tampered queue could otherwise
+    have any file callrouter can read sent to 1C."""
     call_id, part, sha256, file, size, content_type, duration, attempts = r
     texts = (call_id, part, sha256, file, content_type)
     types = ", ".join(type(v).__name__ for v in r)
@@ -160,6 +176,8 @@ def _upload(r: list[Any]) -> Upload | str:
         return types
     if duration is not None and not isinstance(duration, int | float):
         return types
+    if folder is not None and (problem := _outside(file, folder)) is not None:
+        return problem
     return Upload(call_id, part, sha256, Path(file), size, content_type, duration, attempts)
 
 
@@ -216,13 +234,15 @@ class UploadQueue:
             )
             return cursor.rowcount == 1
 
-    def due(self, now: float | None = None, limit: int = 20) -> list[Upload]:
-        """The pending uploads whose time has come. A row this queue cannot have
-        written (a damaged or tampered file: no text where a name goes, no byte
+    def due(
+        self, now: float | None = None, limit: int = 20, *, folder: Path | None = None
+    ) -> list[Upload]:
+        """The pending uploads whose time has come (blocking). A row this queue cannot
+        have written (a damaged or tampered file: no text where a name goes, no byte
         count, a call id or part not of the catalog's shape, which would choose
-        the path of 1C's URL) is marked ``failed`` with an ERROR naming the file
-        and row: built as it was (``Path(None)``), it raised in every step and
-        nothing went."""
+        the path of 1C's URL, a file outside ``folder`` when given) is marked
+        ``failed`` with an ERROR naming the file and row: built as it was
+        (``Path(None)``), it raised in every step and nothing went."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT rowid, call_id, part, sha256, file, size, content_type, duration, "
@@ -232,7 +252,7 @@ class UploadQueue:
             ).fetchall()
         due: list[Upload] = []
         for rowid, *r in rows:
-            upload = _upload(r)
+            upload = _upload(r, folder)
             if isinstance(upload, Upload):
                 due.append(upload)
                 continue
@@ -567,7 +587,8 @@ class RecordingUploader:
                     rec.event_id,
                 )
         delivered = 0
-        for upload in await asyncio.to_thread(self.queue.due):
+        due = await asyncio.to_thread(self.queue.due, folder=self.settings.local_dir)
+        for upload in due:
             if await self.deliver(upload):
                 delivered += 1
         if time.monotonic() >= self._prune_at:

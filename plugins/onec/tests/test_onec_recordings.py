@@ -1076,3 +1076,53 @@ async def test_a_queue_row_whose_call_id_or_part_would_choose_the_url_is_failed(
     assert "is not one callrouter wrote" in errors[0]
     assert why in errors[0]
     assert "marked failed" in errors[0]
+
+
+@pytest.mark.parametrize("how", ["outside", "dotdot", "linked_folder", "relative"])
+async def test_a_queue_row_whose_file_is_outside_the_recordings_folder_is_failed(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Issue 16: the row's SHA-256 was checked against the row itself, so a tampered
+    queue (a file name anywhere, its size and hash written beside it) had any file
+    callrouter can read sent to 1C. The file is now held inside ``[recordings]
+    local_dir`` once resolved (``..`` and a linked folder on the way out included):
+    the row is failed with an ERROR naming it, the good recording still goes."""
+    secret = tmp_path_factory.mktemp("elsewhere") / "secret.txt"
+    data = b"not a recording" * 10
+    secret.write_bytes(data)
+    if how == "outside":
+        file = str(secret)
+    elif how == "dotdot":
+        file = f"{tmp_path}/{os.path.relpath(secret, tmp_path)}"
+    elif how == "linked_folder":
+        (tmp_path / "sub").symlink_to(secret.parent, target_is_directory=True)
+        file = str(tmp_path / "sub" / secret.name)
+    else:
+        file = os.path.relpath(secret)
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    up.queue._db.execute(
+        "INSERT INTO uploads (call_id, part, sha256, file, size, content_type, duration,"
+        " queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ("1.7", "mix", hashlib.sha256(data).hexdigest(), file, len(data), "text/plain", 1.0, 0.0),
+    )
+    try:
+        with caplog.at_level(logging.ERROR, "callrouter_onec.recordings"):
+            assert await up.step() == 1
+            assert await up.step() == 0
+        assert up.queue.counts() == {"done": 1, "failed": 1}
+    finally:
+        await close_uploads(up)
+    assert [s.call_id for s in double.recordings.stored] == [CALL]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "uploads row 1 is not one callrouter wrote" in errors[0]
+    assert ("not an absolute path" if how == "relative" else "not in the recordings folder") in (
+        errors[0]
+    )
+    assert "marked failed" in errors[0]
