@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -164,6 +164,10 @@ LISTING_REFUSED = (
 JOB_SKIPS_WARNED = 3
 
 
+#: The longest ``every=`` of :meth:`EngineAPI.schedule`, in seconds (366 days).
+MAX_EVERY: Final = 366 * 86400.0
+
+
 def job_trigger(
     name: str, job: object, every: float | None, cron: str | None, config: Config
 ) -> tuple[Any, dict[str, Any]]:
@@ -202,6 +206,11 @@ def job_trigger(
     if every is not None:
         if isinstance(every, bool) or not isinstance(every, int | float) or not every > 0:
             raise ValueError(f"job {name!r}: every={every!r}, expected seconds > 0")
+        if not every <= MAX_EVERY:  # inf, or past what a date holds: apscheduler fails later
+            raise ValueError(
+                f"job {name!r}: every={every!r}, expected at most {MAX_EVERY:g} seconds "
+                "(366 days); use cron= for a rarer job"
+            )
         return "interval", {"seconds": every}
     assert cron is not None
     return cron_trigger(cron, rules_timezone(config)), {}

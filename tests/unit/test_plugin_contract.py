@@ -244,6 +244,36 @@ async def test_a_stub_engine_refuses_what_the_engine_refuses(
     await stub.aclose()
 
 
+@pytest.mark.parametrize(
+    ("every", "message"),
+    [
+        (float("inf"), "expected at most 3.16224e\\+07 seconds"),
+        (float("nan"), "expected seconds > 0"),
+        (1e300, "expected at most"),
+        (366 * 86400 + 1, "expected at most"),
+    ],
+)
+async def test_schedule_refuses_an_interval_no_date_can_hold(
+    engine_factory: EngineFactory, tmp_path: Path, every: float, message: str
+) -> None:
+    """Issue 16: ``every=float("inf")`` (or 1e300) passed the check and failed later,
+    inside apscheduler, with an OverflowError rather than the ValueError naming the
+    job. Refused when scheduled by the engine and the StubEngine alike; 366 days is
+    still a job."""
+    from router.testing import StubEngine
+
+    engine = await engine_factory(write_rules(tmp_path, "  []\n"))
+    stub = StubEngine(tmp_path / "stub")
+    for api in (engine.api, stub):
+        with pytest.raises(ValueError, match=f"job 'test:rare': every=.*{message}"):
+            api.schedule("test:rare", lambda: None, every=every)
+        api.schedule("test:yearly", lambda: None, every=366 * 86400)
+    assert engine.scheduler.get_job("test:rare") is None
+    assert engine.scheduler.get_job("test:yearly") is not None
+    assert "test:rare" not in stub.jobs
+    await stub.aclose()
+
+
 # -- Trace.lookup_values -------------------------------------------------------------------
 
 
