@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
         parse_number,
     )
     from router.builtin.timefuncs import rules_timezone
+    from router.callerid import cut
     from router.calllife.model import CallEvent, Transfer
     from router.calls import Call
     from router.config import Config, SettingsReader
@@ -74,6 +75,8 @@ _LAZY = {
     "check_cron": "router.rules.cron",
     "cron_trigger": "router.rules.cron",
     "rules_timezone": "router.builtin.timefuncs",
+    # A text cut to a length, ending in "…", as callrouter cuts a caller's texts.
+    "cut": "router.callerid",
     "Config": "router.config",
     "SettingsReader": "router.config",
     # A plugin action's dialplan location and argument checks, as the built-ins'.
@@ -167,6 +170,7 @@ __all__ = [
     "check_cron",
     "cron_trigger",
     "current_request",
+    "cut",
     "hookimpl",
     "location_problem",
     "normalize_number",

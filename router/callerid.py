@@ -38,18 +38,20 @@ CUT_MARK: Final = "…"
 
 def cut(text: str, limit: int) -> str:
     """``text`` if it has at most ``limit`` characters, else its start and
-    :data:`CUT_MARK`, ``limit`` characters in all."""
+    :data:`CUT_MARK`, ``limit`` characters in all. The one cut of callrouter's
+    texts (a caller's, a card's, a repr in an error) and of the 1C plugin's
+    (``router.cut``), so they all end the same way."""
     return text if len(text) <= limit else text[: limit - 1] + CUT_MARK
 
 
 def cut_text(text: str) -> str:
     """A caller name (or other outside free text), at most :data:`MAX_TEXT` characters."""
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + CUT_MARK
+    return cut(text, MAX_TEXT)
 
 
 def cut_number(text: str) -> str:
     """A caller number or DID, at most :data:`MAX_NUMBER` characters."""
-    return text if len(text) <= MAX_NUMBER else text[: MAX_NUMBER - 1] + CUT_MARK
+    return cut(text, MAX_NUMBER)
 
 
 def was_cut(number: str) -> bool:

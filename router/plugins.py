@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from router import eager, hookspecs
-from router.callerid import cut_text
+from router.callerid import cut, cut_text
 from router.errors import ConfigError, PluginError
 from router.rules.suggest import did_you_mean
 
@@ -964,6 +964,5 @@ def _answer_shown(value: object) -> str:
         shown = repr(value)
     except Exception:
         shown = f"<{type(value).__name__}>"
-    if len(shown) > 80:
-        shown = shown[:79] + "…"
+    shown = cut(shown, 80)
     return shown if isinstance(value, bool) else f"{shown} ({type(value).__name__})"

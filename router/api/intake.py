@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from router.api.feed import EventFeed
 from router.api.text import mend_surrogates, shown_did
 from router.builtin.extension_state import state_name
-from router.callerid import cut_number, cut_text
+from router.callerid import cut, cut_number, cut_text
 from router.hookspecs import RouteOutcome, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,7 +131,7 @@ def _jsonable(value: object) -> Any:
 
 def _cut(value: Any) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= MAX_CARD_TEXT else value[: MAX_CARD_TEXT - 1] + "…"
+        return cut(value, MAX_CARD_TEXT)
     if isinstance(value, list):
         return [_cut(item) for item in value]
     if isinstance(value, dict):

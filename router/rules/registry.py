@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from datetime import tzinfo
 from typing import Any, Literal
 
+from router.callerid import cut
+
 __all__ = [
     "REQUEST_PARAM",
     "UNKNOWN",
@@ -377,7 +379,5 @@ def _callable(what: str, name: str, func: object) -> None:
     """Refuse a registered name whose function is no function, naming it:
     inspect's own words (``'x' is not a callable object``) named neither."""
     if not callable(func):
-        shown = repr(func)
-        if len(shown) > 60:
-            shown = shown[:59] + "…"
+        shown = cut(repr(func), 60)
         raise TypeError(f"{what} {name!r}: {shown} is not callable")

@@ -214,3 +214,18 @@ async def test_a_rule_reading_digits_of_a_cut_text_reads_none(tmp_path: Path) ->
         list(ruleset.rules), call_context(registry, REAL_START, "1"), registry, ruleset.lists
     )
     assert linear.decision.rules == ()
+
+
+def test_one_cut_for_every_text_and_the_1c_plugin() -> None:
+    """Issue 16: the cut ending in ``…`` was written five times (the caller's texts,
+    the feed's card, a hook's wrong answer, a registered non-function, 1C's texts).
+    ``router.cut`` is the one, public for the plugin: at most ``limit`` characters,
+    the cut one ending in :data:`CUT_MARK`."""
+    import router
+    from router.callerid import cut
+
+    assert router.cut is cut
+    assert "cut" in router.__all__
+    assert cut("x" * 80, 80) == "x" * 80
+    assert cut("x" * 81, 80) == "x" * 79 + CUT_MARK
+    assert len(cut("y" * 10_000, MAX_TEXT)) == MAX_TEXT

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router import cut
+
 __all__ = [
     "CLIENT_TYPES",
     "EVENT_FIELDS",
@@ -172,7 +174,7 @@ def _str(obj: Mapping[str, Any], key: str, where: str, *, nullable: bool = False
         return None
     if not isinstance(value, str):
         raise ShapeError(f"{where}.{key}: expected a string, got {type(value).__name__}")
-    return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
+    return cut(value, MAX_TEXT)
 
 
 def _req(obj: Mapping[str, Any], key: str, where: str) -> str:

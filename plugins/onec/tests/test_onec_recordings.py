@@ -1078,6 +1078,18 @@ async def test_a_queue_row_whose_call_id_or_part_would_choose_the_url_is_failed(
     assert "marked failed" in errors[0]
 
 
+def _file_outside(how: str, folder: Path, secret: Path) -> str:
+    """A queue row's ``file`` naming ``secret``, outside ``folder``, the way ``how``."""
+    if how == "outside":
+        return str(secret)
+    if how == "dotdot":
+        return f"{folder}/{os.path.relpath(secret, folder)}"
+    if how == "linked_folder":
+        (folder / "sub").symlink_to(secret.parent, target_is_directory=True)
+        return str(folder / "sub" / secret.name)
+    return os.path.relpath(secret)
+
+
 @pytest.mark.parametrize("how", ["outside", "dotdot", "linked_folder", "relative"])
 async def test_a_queue_row_whose_file_is_outside_the_recordings_folder_is_failed(
     tmp_path: Path,
@@ -1095,15 +1107,7 @@ async def test_a_queue_row_whose_file_is_outside_the_recordings_folder_is_failed
     secret = tmp_path_factory.mktemp("elsewhere") / "secret.txt"
     data = b"not a recording" * 10
     secret.write_bytes(data)
-    if how == "outside":
-        file = str(secret)
-    elif how == "dotdot":
-        file = f"{tmp_path}/{os.path.relpath(secret, tmp_path)}"
-    elif how == "linked_folder":
-        (tmp_path / "sub").symlink_to(secret.parent, target_is_directory=True)
-        file = str(tmp_path / "sub" / secret.name)
-    else:
-        file = os.path.relpath(secret)
+    file = _file_outside(how, tmp_path, secret)
     store = closed_recording(tmp_path)
     up = uploader(tmp_path, store, settings)
     up.queue._db.execute(
