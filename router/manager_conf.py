@@ -16,7 +16,8 @@ main/config.c reads it, its quirks too (:func:`_uncommented`, :func:`_header`:
 comments and ``;-- ... --;`` blocks (they nest; a backslash keeps a semicolon),
 ``[router](+)`` adding to the section, and templates: ``[router](base)``
 inherits the lines ``[base](!)`` has above it, as Asterisk applies them to the
-user's session); ``#include`` is not followed (told as advice). A line in
+user's session); ``#include`` is not followed here (``callrouter check``
+follows it, router/commands/check.py). A line in
 callrouter's own form is compared exactly; a legacy regex filter
 (``eventfilter = Event: Hangup``, ``!`` to exclude) is tried against an
 event's first line, which is how such filters are written.
@@ -44,6 +45,7 @@ __all__ = [
     "compare_disabled",
     "compare_eventfilters",
     "disabled_events",
+    "include_lines",
     "section_classes",
     "section_eventfilters",
 ]
@@ -218,6 +220,15 @@ def disabled_events(text: str) -> str | None:
     """manager.conf ``[general] disabledevents`` as Asterisk takes it (the key
     in any case; the last one set), None when no line sets it."""
     return _section(text, "general")[1].get("disabledevents")
+
+
+def include_lines(text: str) -> list[str]:
+    """The ``#include``, ``#tryinclude`` and ``#exec`` lines config.c acts on in
+    ``text`` (none in a comment, none after a line it stops reading at), each as
+    :attr:`UserSection.includes` has it."""
+    # "]" ends a header: no section is named so, so this asks for the file's lines only.
+    section = _section(text, "]")[0]
+    return list(section.includes) if section is not None else []
 
 
 #: Events ``[general] disabledevents`` must not name, with what is lost: checked

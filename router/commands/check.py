@@ -286,6 +286,55 @@ def _included(path: Path, include: str) -> list[Path]:
     return [target]
 
 
+#: How deep ``#include`` lines are followed for ``[general]`` (a file that
+#: includes a file that includes ...); config.c has no bound but its stack.
+_INCLUDE_DEPTH = 8
+
+
+def _expanded(conf: Path, text: str) -> tuple[str, list[Path]]:
+    """``text`` (manager.conf ``conf``) with each ``#include`` and ``#tryinclude``
+    line config.c acts on replaced by the text of the files it names, as config.c
+    reads them: in place, so lines with no header of their own go on the section
+    above (FreePBX's ``#include manager_general_additional.conf`` in ``[general]``),
+    and nested, a relative name always in ``conf``'s folder (Asterisk's
+    configuration directory, where config.c looks for every relative name). At most
+    :data:`_INCLUDE_DEPTH` deep and :data:`_MAX_INCLUDED` files; a file already being
+    read further up (a cycle) is not read again, and one that cannot be read is left
+    out. The text and the files read, in order."""
+    import os
+
+    from router.manager_conf import include_lines
+
+    read: list[Path] = []
+
+    def expand(path: Path, body: str, within: tuple[str, ...]) -> str:
+        live = set(include_lines(body))
+        if not live:
+            return body
+        out: list[str] = []
+        for line in body.split("\n"):
+            directive = line.split(";", 1)[0].strip()
+            if directive not in live:
+                out.append(line)
+                continue
+            out.append(";")  # the line itself, gone (its number kept)
+            if len(within) >= _INCLUDE_DEPTH:
+                continue
+            for candidate in _included(conf, directive):
+                real = os.path.realpath(candidate)
+                if len(read) >= _MAX_INCLUDED or real in within:
+                    continue
+                try:
+                    sub = _read_manager_conf(candidate)
+                except OSError:
+                    continue
+                read.append(candidate)
+                out.append(expand(candidate, sub, (*within, real)))
+        return "\n".join(out)
+
+    return expand(conf, text, (os.path.realpath(conf),)), read
+
+
 def _with_included(
     path: Path, text: str, user: str, includes: list[str]
 ) -> tuple[Path, UserSection] | str | None:
@@ -397,6 +446,12 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         return False
     if not _told_broken(path, found):
         return False
+    # [general] as Asterisk reads it: with what the #include lines bring in.
+    general, read = _expanded(path, text)
+    shown = "manager.conf"
+    if read:
+        names = ", ".join(escape_controls(p.name[:60]) for p in read[:3])
+        shown += f" (with {names}{', ...' if len(read) > 3 else ''})"
     found_in: Path | None = None
     classes_text = text
     if found.elsewhere:
@@ -438,8 +493,8 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             *section_classes(classes_text, user),
             file=path.name if found_in is not None else "manager.conf",
         ),
-        *compare_disabled(disabled_events(text), offline.event_selection()),
-        *native_bind(text),
+        *compare_disabled(disabled_events(general), offline.event_selection(), file=shown),
+        *native_bind(general, file=shown),
         *findings,
     ]
     for finding in findings:

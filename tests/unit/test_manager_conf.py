@@ -1004,3 +1004,51 @@ def test_a_manager_open_on_every_interface_is_advice_with_the_line_to_add(
         conf.write_text(general + "[router]\n" + CLASSES)
         assert main(argv) == 0
         assert "bindaddr" not in capsys.readouterr().out, general
+
+
+def test_general_keys_in_included_files_are_read_as_asterisk_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: ``disabledevents`` and ``bindaddr`` were read from manager.conf
+    alone: FreePBX's ``[general]`` ends in ``#include manager_general_additional.conf``,
+    whose lines (no header of their own) go on ``[general]`` in config.c, and a
+    ``disabledevents = Newexten`` there passed. The #include and #tryinclude lines
+    are followed in place, nested (a relative name in manager.conf's folder, as
+    config.c resolves every one), a cycle read once, a missing #tryinclude skipped."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    conf.write_text(
+        "[general]\nenabled = yes\nbindaddr = 127.0.0.1\n#include sub/manager_general.conf\n"
+        "#tryinclude nowhere.conf\n[router]\n" + CLASSES
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "manager_general.conf").write_text(
+        "; FreePBX's own\n#include <manager_more.conf> ; nested\n"
+    )
+    # Nested and relative: config.c looks in its configuration folder, not in sub/.
+    (tmp_path / "manager_more.conf").write_text(
+        "disabledevents = VarSet, Newexten\n#include sub/manager_general.conf\n"
+    )
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: FAIL   manager.conf (with manager_general.conf, manager_more.conf) "
+        "[general] disabledevents = VarSet, Newexten turns off Newexten for every session"
+    ) in out, out
+    assert "bindaddr" not in out
+    # A [general] of its own in an included file, after manager.conf's: the last wins.
+    (tmp_path / "sub" / "manager_general.conf").write_text("[general]\nbindaddr = 0.0.0.0\n")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "manager.conf: ADVICE manager.conf (with manager_general.conf) [general] has "
+        "bindaddr = 0.0.0.0: Asterisk opens the native AMI port"
+    ) in out, out
+    # A commented-out #include is not followed.
+    conf.write_text(
+        "[general]\nenabled = yes\nbindaddr = 127.0.0.1\n;#include manager_general.conf\n"
+        "[router]\n" + CLASSES
+    )
+    assert main(argv) == 0
+    assert "bindaddr" not in capsys.readouterr().out
