@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from router.config import Config
     from router.rules.ruleset import RuleSet
 
-__all__ = ["FILTER", "ORIGINATE", "REDIRECT", "REPORTING", "Probe", "needed", "refused"]
+__all__ = [
+    "DIALPLAN",
+    "FILTER",
+    "ORIGINATE",
+    "REDIRECT",
+    "REPORTING",
+    "Probe",
+    "needed",
+    "refused",
+]
 
 #: A channel name no channel driver makes: the ``Redirect`` probe moves nothing.
 _NO_CHANNEL = "callrouter-check/no-such-channel"
@@ -75,6 +84,18 @@ REPORTING = Probe(
     "reporting",
     "the calls still waiting after a gap (a reconnect, an Asterisk restart) are not "
     "listed (CoreShowChannels) and take their default route, and the dialplan is not checked",
+)
+
+#: ``ShowDialPlan`` is ``config`` or ``reporting`` (router/ami/catalog.json), not
+#: ``system``: a user with ``write = system`` and no ``reporting`` passes
+#: :data:`REPORTING`'s ``CoreStatus`` and still cannot read the dialplan. A context
+#: no dialplan has: Asterisk answers ``Did not find context`` and lists nothing.
+DIALPLAN = Probe(
+    "ShowDialPlan",
+    "reporting",
+    "the dialplan is not checked (the inbound context, the rules' redirect targets) at "
+    "start, after each dialplan reload and by callrouter check --asterisk",
+    MappingProxyType({"Context": "callrouter-check-no-such-context"}),
 )
 
 #: An operation Asterisk does not know (``Unknown operation``): adds no filter.

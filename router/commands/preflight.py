@@ -30,7 +30,7 @@ from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
 from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key, signed
 from router.logsafe import escape_controls
-from router.privileges import FILTER, REDIRECT, REPORTING, Probe, refused
+from router.privileges import DIALPLAN, FILTER, REDIRECT, REPORTING, Probe, refused
 
 if TYPE_CHECKING:
     from router.ami.connect import AMIClient
@@ -103,6 +103,15 @@ async def check_asterisk(
         return [*findings, _stopped(where)]
     if reporting.level != "ok":
         findings.append(reporting)
+    else:
+        # CoreStatus is reporting or system, ShowDialPlan config or reporting: a
+        # user with write = system alone passed above and only got the audit's
+        # advice below, which named no class it lacked.
+        dialplan = await _dialplan_allowed(asking)
+        if asking.stopped():
+            return [*findings, _stopped(where)]
+        if dialplan is not None:
+            findings.append(dialplan)
     if filtering:
         findings.append(await _filtering(asking, suggested_flags))
         if asking.stopped():
@@ -212,6 +221,30 @@ async def _allowed(client: _Answering, probe: Probe) -> Finding:
     except AMIError as exc:
         return Finding("fail", f"{probe.action} could not be tried: {exc}")
     return Finding("ok", f"{probe.action} allowed (write = {probe.write_class})")
+
+
+async def _dialplan_allowed(client: _Answering) -> Finding | None:
+    """A FAIL naming what is missing when Asterisk allows the user ``CoreStatus``
+    (asked first) but refuses ``ShowDialPlan``; None when it allows it too, or
+    when it cannot be tried (the audit then says why the dialplan was not read)."""
+    from router.ami.catalog import load_catalog
+
+    try:
+        if not await refused(client, DIALPLAN):
+            return None
+    except AMIError:
+        return None
+    catalog = load_catalog()
+    needs = " or ".join(catalog.action(DIALPLAN.action).write_classes)
+    status = " or ".join(catalog.action(REPORTING.action).write_classes)
+    user = client.settings.username
+    return Finding(
+        "fail",
+        f"Asterisk allows this user {REPORTING.action} (write = {status}) but refuses "
+        f"{DIALPLAN.action}, which needs write = {needs}: it has system without "
+        f"{needs}; {_add(DIALPLAN.write_class, 'write', user)} (docs/asterisk.md, the "
+        f"manager user); without it {DIALPLAN.lost}{_took(user)}",
+    )
 
 
 async def _filtering(client: _Answering, suggested_flags: str = "") -> Finding:

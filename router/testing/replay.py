@@ -41,13 +41,13 @@ from router.dialplan import (
     RECORD_CONTEXT,
     REQUEST_EVENT,
 )
-from router.privileges import ORIGINATE, REDIRECT, REPORTING
+from router.privileges import DIALPLAN, ORIGINATE, REDIRECT, REPORTING
 
 if TYPE_CHECKING:
     from router.engine import Engine
 
 #: The privilege probes :attr:`SentAction.probe` recognises.
-PROBES = (REDIRECT, ORIGINATE, REPORTING)
+PROBES = (REDIRECT, ORIGINATE, REPORTING, DIALPLAN)
 
 __all__ = ["ActionHandler", "FakeChannel", "ReplayAsterisk", "Reply", "SentAction"]
 
@@ -100,7 +100,8 @@ class SentAction(Mapping[str, str]):
     def probe(self) -> bool:
         """Whether this is one of ``callrouter run``'s privilege probes
         (router.privileges: a ``Redirect`` of a channel no driver makes, an
-        ``Originate`` with no ``Channel``, a ``CoreStatus``), which act on no call."""
+        ``Originate`` with no ``Channel``, a ``CoreStatus``, ``callrouter check``'s
+        ``ShowDialPlan`` of no context), which act on no call."""
         for p in PROBES:
             if self.name.lower() != p.action.lower():
                 continue

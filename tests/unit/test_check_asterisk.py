@@ -826,7 +826,9 @@ async def test_each_refusal_is_told_once_as_a_finding_not_also_as_a_client_warni
         ajam_replay.on(action, denied)
     with caplog.at_level(logging.WARNING):
         found = await run(ajam_replay, probes=(REDIRECT, ORIGINATE), filtering=True)
-    assert [f.level for f in found].count("fail") == 3  # Redirect, Originate, UserEvent
+    # Redirect, Originate, UserEvent, and ShowDialPlan: this replay allows CoreStatus
+    # (write = system would), so the dialplan's class is named apart (issue 16).
+    assert [f.level for f in found].count("fail") == 4
     assert not [r.getMessage() for r in caplog.records if "Permission denied" in r.getMessage()]
 
 
@@ -1103,3 +1105,38 @@ async def test_a_shadow_engine_and_the_check_set_nothing(
     )
     assert ajam_replay.globals == {}
     assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+
+
+async def test_a_user_with_write_system_alone_is_told_showdialplan_needs_config_or_reporting(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: CoreStatus (the reporting probe) is reporting or system, ShowDialPlan
+    config or reporting. A user with ``write = system`` alone passed the probe and got
+    only the audit's ADVICE that the dialplan could not be read. The check now fails
+    naming what is missing; with ShowDialPlan allowed nothing more is said."""
+
+    def denied(sent: SentAction) -> list[tuple[str, str]]:
+        return [("Response", "Error"), ("Message", "Permission denied")]
+
+    ajam_replay.on("CoreStatus", lambda sent: {"CoreCurrentCalls": "0"})
+    ajam_replay.on("ShowDialPlan", denied)
+    found = await run(ajam_replay)
+    told = [f for f in found if "refuses ShowDialPlan" in f.text]
+    assert told == [
+        Finding(
+            "fail",
+            "Asterisk allows this user CoreStatus (write = reporting or system) but refuses "
+            "ShowDialPlan, which needs write = config or reporting: it has system without "
+            "config or reporting; add reporting to the write line of manager.conf [router] "
+            "(beside the classes there), then asterisk -rx 'manager reload' (docs/asterisk.md,"
+            " the manager user); without it the dialplan is not checked (the inbound context, "
+            "the rules' redirect targets) at start, after each dialplan reload and by "
+            "callrouter check --asterisk; asterisk -rx 'manager show user router' shows the "
+            "classes Asterisk took (a class after a comma and a space is none: write them "
+            "without spaces)",
+        )
+    ]
+    (probe,) = ajam_replay.sent("ShowDialPlan", probes=True)[:1]
+    assert probe.get("Context") == "callrouter-check-no-such-context"
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    assert not [f for f in await run(ajam_replay) if "ShowDialPlan" in f.text]
