@@ -336,27 +336,46 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path]]:
 
 
 def _with_included(
-    path: Path, text: str, user: str, includes: list[str]
+    path: Path,
+    text: str,
+    user: str,
+    includes: list[str],
+    *,
+    top: Path | None = None,
+    prefix: tuple[str, ...] = (),
+    within: tuple[str, ...] = (),
+    looked: list[str] | None = None,
 ) -> tuple[Path, UserSection] | str | None:
     """The section of ``user`` in a file ``text``'s ``#include`` lines name, read
     as Asterisk reads it there: after the lines above the ``#include``, whose
     templates and sections its headers may name. The last file that has the
-    user wins, as the last section does in one file. A string: why none does;
-    None: an included file has lines Asterisk refuses or dies of (told)."""
-    from router.manager_conf import section_eventfilters
+    user wins, as the last section does in one file. A file that lacks the user
+    is looked into in turn (a file it #includes, :data:`_INCLUDE_DEPTH` deep, a
+    cycle not followed; a relative name in ``top``'s folder, as config.c finds
+    every one). A string: why none does; None: an included file has lines
+    Asterisk refuses or dies of (told). ``prefix``: the lines read before
+    ``text`` (the including files' above it)."""
+    import os
 
+    from router.manager_conf import include_lines, section_eventfilters
+
+    top = top or path
+    within = within or (os.path.realpath(path),)
     raw = text.split("\n")
     found: tuple[Path, UserSection] | None = None
-    looked: list[str] = []
+    looked = [] if looked is None else looked
     live = set(includes)  # as config.c reads them: none in a comment
     for number, line in enumerate(raw):
         directive = line.split(";", 1)[0].strip()
         if directive not in live or len(looked) >= _MAX_INCLUDED:
             continue
         line = directive
-        for candidate in _included(path, line):
+        for candidate in _included(top, line):
             if len(looked) >= _MAX_INCLUDED:
                 break
+            real = os.path.realpath(candidate)
+            if real in within:
+                continue  # a cycle: config.c would read it again and again
             looked.append(str(candidate))
             try:
                 sub = _read_manager_conf(candidate)
@@ -367,18 +386,35 @@ def _with_included(
                         f"{candidate}, which it #includes: {exc.strerror or exc}"
                     )
                 continue
-            above = "\n".join(raw[:number])
-            combined = f"{above}\n{sub}" if number else sub
+            lines_above = (*prefix, *raw[:number])
+            above = "\n".join(lines_above)
+            offset = len(lines_above)
+            combined = f"{above}\n{sub}" if offset else sub
             section = section_eventfilters(combined, user)
             if section is None:
                 continue
-            if not _told_broken(candidate, section, offset=number):
+            if not _told_broken(candidate, section, offset=offset):
                 return None
             if not section.elsewhere:
                 # Its own #include lines only, not those above it in the other file.
-                before = section_eventfilters(above, user) if number else None
+                before = section_eventfilters(above, user) if offset else None
                 skip = len(before.includes) if before is not None else 0
                 found = (candidate, section._replace(includes=section.includes[skip:]))
+            elif len(within) < _INCLUDE_DEPTH and (nested := include_lines(sub)):
+                deeper = _with_included(
+                    candidate,
+                    sub,
+                    user,
+                    nested,
+                    top=top,
+                    prefix=lines_above,
+                    within=(*within, real),
+                    looked=looked,
+                )
+                if deeper is None:
+                    return None
+                if not isinstance(deeper, str):
+                    found = deeper
     if found is None:
         shown = ", ".join(escape_controls(name[:120]) for name in looked[:5])
         shown += ", ..." if len(looked) > 5 else ""

@@ -1052,3 +1052,36 @@ def test_general_keys_in_included_files_are_read_as_asterisk_reads_them(
     )
     assert main(argv) == 0
     assert "bindaddr" not in capsys.readouterr().out
+
+
+def test_a_user_in_a_file_an_included_file_includes_is_found_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the #include lines of manager.conf were followed one level: a user in
+    a file that an included file #includes (manager_custom.conf including the admin's
+    own files) was told missing. They are followed as config.c reads them, nested (a
+    relative name in manager.conf's folder), a cycle once, a template of manager.conf
+    above still named, a broken line told with its own file's line number."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    assert main(["check", "--config", "router.toml", "--manager-conf"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("eventfilter")]
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    conf.write_text(
+        "[filters](!)\n" + "\n".join(lines) + "\n[general]\nenabled = yes\n"
+        "bindaddr = 127.0.0.1\n#include manager_custom.conf\n"
+    )
+    custom = tmp_path / "manager_custom.conf"
+    custom.write_text("[admin]\nsecret = a\n#include users/*.conf\n#include manager_custom.conf\n")
+    (tmp_path / "users").mkdir()
+    mine = tmp_path / "users" / "router.conf"
+    mine.write_text("[router](filters)\nsecret = s\n" + CLASSES + "#include manager.conf\n")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"manager.conf: OK     [router] is in {mine}, which the file #includes" in out, out
+    assert "(with its template [filters])" in out
+    assert "FAIL" not in out
+    # A line Asterisk dies of, two files down: its own file's line number.
+    mine.write_text("[router]\nsecret = s\n[other]\neventfilter(name)=x\n")
+    assert main(argv) == 1
+    assert f"manager.conf: FAIL   {mine}: line 4: eventfilter(name)=x" in capsys.readouterr().out
