@@ -270,8 +270,10 @@ def _included(path: Path, include: str) -> list[Path]:
     """The files an ``#include`` or ``#tryinclude`` line names, as config.c finds
     them: the name unquoted (``"..."``, ``<...>``), a relative one in the
     directory of the file (Asterisk's configuration directory, where
-    manager.conf is), a pattern expanded in order. ``#exec`` runs a program:
-    never followed."""
+    manager.conf is), a pattern expanded in order; a pattern that matches
+    nothing is the name itself, which cannot be read (config.c's glob with
+    ``GLOB_NOCHECK``: an ``#include`` of it makes Asterisk refuse the file).
+    ``#exec`` runs a program: never followed."""
     import glob
 
     match = _INCLUDE.fullmatch(include.strip())
@@ -282,7 +284,8 @@ def _included(path: Path, include: str) -> list[Path]:
         return []
     target = Path(name) if Path(name).is_absolute() else path.parent / name
     if glob.has_magic(str(target)):
-        return [Path(p) for p in sorted(glob.glob(str(target)))[:_MAX_INCLUDED]]
+        matched = sorted(glob.glob(str(target)))[:_MAX_INCLUDED]
+        return [Path(p) for p in matched] if matched else [target]
     return [target]
 
 
@@ -291,7 +294,7 @@ def _included(path: Path, include: str) -> list[Path]:
 _INCLUDE_DEPTH = 8
 
 
-def _expanded(conf: Path, text: str) -> tuple[str, list[Path]]:
+def _expanded(conf: Path, text: str) -> tuple[str, list[Path], list[tuple[Path, Path, str]]]:
     """``text`` (manager.conf ``conf``) with each ``#include`` and ``#tryinclude``
     line config.c acts on replaced by the text of the files it names, as config.c
     reads them: in place, so lines with no header of their own go on the section
@@ -300,12 +303,17 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path]]:
     configuration directory, where config.c looks for every relative name). At most
     :data:`_INCLUDE_DEPTH` deep and :data:`_MAX_INCLUDED` files; a file already being
     read further up (a cycle) is not read again, and one that cannot be read is left
-    out. The text and the files read, in order."""
+    out. The text, the files read, in order, and those an ``#include`` (not a
+    ``#tryinclude``) names that cannot be read, as (the file naming it, the file,
+    why): Asterisk then refuses the whole manager.conf (measured on 22.10:
+    ``The file 'missing.conf' was listed as a #include but it does not exist``,
+    ``Unable to open AMI configuration manager.conf``; a reload keeps the old users)."""
     import os
 
     from router.manager_conf import include_lines
 
     read: list[Path] = []
+    missing: list[tuple[Path, Path, str]] = []
 
     def expand(path: Path, body: str, within: tuple[str, ...]) -> str:
         live = set(include_lines(body))
@@ -326,13 +334,15 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path]]:
                     continue
                 try:
                     sub = _read_manager_conf(candidate)
-                except OSError:
+                except OSError as exc:
+                    if not directive.lower().startswith("#tryinclude"):
+                        missing.append((path, candidate, str(exc.strerror or exc)))
                     continue
                 read.append(candidate)
                 out.append(expand(candidate, sub, (*within, real)))
         return "\n".join(out)
 
-    return expand(conf, text, (os.path.realpath(conf),)), read
+    return expand(conf, text, (os.path.realpath(conf),)), read, missing
 
 
 def _with_included(
@@ -379,13 +389,8 @@ def _with_included(
             looked.append(str(candidate))
             try:
                 sub = _read_manager_conf(candidate)
-            except OSError as exc:
-                if not line.strip().lower().startswith("#tryinclude"):
-                    print(
-                        f"manager.conf: {_LEVELS['advice']} {path}: cannot read "
-                        f"{candidate}, which it #includes: {exc.strerror or exc}"
-                    )
-                continue
+            except OSError:
+                continue  # told by _compare_manager_conf (_expanded)
             lines_above = (*prefix, *raw[:number])
             above = "\n".join(lines_above)
             offset = len(lines_above)
@@ -483,7 +488,17 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     if not _told_broken(path, found):
         return False
     # [general] as Asterisk reads it: with what the #include lines bring in.
-    general, read = _expanded(path, text)
+    general, read, missing = _expanded(path, text)
+    for including, candidate, why in missing:
+        print(
+            f"manager.conf: {_LEVELS['fail']} {escape_controls(str(including)[:120])}: cannot "
+            f"read {escape_controls(str(candidate)[:120])}, which it #includes: "
+            f"{escape_controls(why)}: "
+            "Asterisk refuses the whole manager.conf (\"was listed as a #include but it does "
+            "not exist\"; a manager reload keeps the users it had); "
+            "correct the name, or write #tryinclude for a file that may be absent, then "
+            "`asterisk -rx 'manager reload'`"
+        )
     shown = "manager.conf"
     if read:
         names = ", ".join(escape_controls(p.name[:60]) for p in read[:3])
@@ -500,7 +515,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
                 f"{included}: run this command again with --manager-conf-file naming the "
                 f"file that has [{user}]"
             )
-            return True
+            return not missing
         path, found = included
         found_in = path
         try:  # its read and write lines, after the templates above (as Asterisk reads it)
@@ -537,7 +552,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
         for line in finding.lines:
             print(f"    {escape_controls(line)}")
-    return not any(f.level == "fail" for f in findings)
+    return not missing and not any(f.level == "fail" for f in findings)
 
 
 def named_by(offline: Offline) -> str:

@@ -386,9 +386,15 @@ def test_a_user_in_an_included_file_is_found_there(
     conf.write_text(head + "#include manager_additional.conf\n#include manager_custom.conf\n")
     custom = tmp_path / "manager_custom.conf"
     custom.write_text("[router]\nsecret = s\n" + CLASSES + "\n".join(lines) + "\n")
+    # manager_additional.conf missing: Asterisk refuses the whole manager.conf
+    # (measured on 22.10), so a FAIL (it was an ADVICE, exit 0).
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL   " + str(conf) + ": cannot read " + str(tmp_path / "manager_additional.conf") in out
+    assert "Asterisk refuses the whole manager.conf" in out
+    (tmp_path / "manager_additional.conf").write_text("")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
     out = capsys.readouterr().out
-    assert "cannot read " + str(tmp_path / "manager_additional.conf") in out
     assert f"manager.conf: OK     [router] is in {custom}, which the file #includes" in out
     assert "let through what callrouter asks for, and no more" in out
     assert "FAIL" not in out
@@ -427,10 +433,14 @@ def test_a_user_in_an_included_file_is_found_there(
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     assert f"manager.conf: FAIL   {custom}: line 4: eventfilter(name)=x" in capsys.readouterr().out
 
-    # Not in any: ADVICE naming the files looked in, each cut short, five at most.
+    # Not in any: ADVICE naming the files looked in, each cut short, five at most;
+    # none of them there, each a FAIL (Asterisk refuses the file), its name cut short.
     conf.write_text("".join(f"#include {'x' * 500}{n}.conf\n" for n in range(7)))
-    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
-    (advice,) = [ln for ln in capsys.readouterr().out.splitlines() if "has no [router]" in ln]
+    assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
+    out = capsys.readouterr().out
+    fails = [ln for ln in out.splitlines() if "FAIL" in ln]
+    assert len(fails) == 7 and all(len(ln) < 700 for ln in fails), fails
+    (advice,) = [ln for ln in out.splitlines() if "has no [router]" in ln]
     assert "nor the 7 file(s) its #include lines name" in advice
     assert advice.count(f"{tmp_path}/xxx") == 5
     assert ", ...)" in advice
@@ -1085,3 +1095,35 @@ def test_a_user_in_a_file_an_included_file_includes_is_found_there(
     mine.write_text("[router]\nsecret = s\n[other]\neventfilter(name)=x\n")
     assert main(argv) == 1
     assert f"manager.conf: FAIL   {mine}: line 4: eventfilter(name)=x" in capsys.readouterr().out
+
+
+def test_a_missing_include_fails_as_asterisk_refuses_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: an ``#include`` of a file that is not there (or a pattern that
+    matches none) makes Asterisk refuse the whole manager.conf (measured on
+    22.10: "was listed as a #include but it does not exist", "Unable to open AMI
+    configuration manager.conf"). The check said nothing when the user's section
+    was in manager.conf itself, and nothing of a pattern matching none, and
+    passed. A missing ``#tryinclude`` is silent, as in Asterisk."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    (tmp_path / "manager.d").mkdir()
+    (tmp_path / "manager.d" / "a.conf").write_text("[other]\nsecret = x\n")
+    head = "[general]\nenabled = yes\nbindaddr = 127.0.0.1\n"
+    tail = "#tryinclude nowhere.conf\n#include manager.d/*.conf\n[router]\n" + CLASSES
+    conf.write_text(head + tail)
+    assert main(argv) == 0
+    assert "FAIL" not in capsys.readouterr().out
+    for include, missing in (
+        ("#include missing.conf\n", "missing.conf"),
+        ('#include "nomatch.d/*.conf"\n', "nomatch.d/*.conf"),
+    ):
+        conf.write_text(head + include + tail)
+        assert main(argv) == 1, include
+        out = capsys.readouterr().out
+        assert (
+            f"manager.conf: FAIL   {conf}: cannot read {tmp_path / missing}, which it "
+            "#includes: No such file or directory: Asterisk refuses the whole manager.conf"
+        ) in out, out
