@@ -32,6 +32,7 @@ from router.rules.ruleset import RedirectTarget
 
 __all__ = [
     "STAND_INS",
+    "UNREADABLE",
     "DialplanAMI",
     "DialplanAudit",
     "ListedContext",
@@ -45,6 +46,11 @@ _MAX_TARGETS = 200
 #: The contexts of examples/asterisk/extensions.conf: one Asterisk lacks is to
 #: be pasted from there, not written.
 _SHIPPED_CONTEXTS = frozenset({INBOUND_CONTEXT, DIAL_CONTEXT, RECORD_CONTEXT, "callrouter-default"})
+
+
+#: How the audit's advice for a user refused ``ShowDialPlan`` begins
+#: (``check --asterisk`` leaves it out when its own FAIL said so already).
+UNREADABLE = "the dialplan could not be read (ShowDialPlan needs write = reporting)"
 
 
 class _Listing(Protocol):
@@ -124,8 +130,7 @@ async def _dialplan(
         return [
             Finding(
                 "advice",
-                "the dialplan could not be read (ShowDialPlan needs write = reporting): "
-                "add reporting to the user's write line in manager.conf, or compare "
+                f"{UNREADABLE}: add reporting to the user's write line in manager.conf, or compare "
                 f"[{INBOUND_CONTEXT}] with examples/asterisk/extensions.conf by hand "
                 f"(asterisk -rx 'dialplan show {INBOUND_CONTEXT}')",
             )

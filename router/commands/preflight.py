@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from router.api.settings import is_loopback
 from router.dialplan import shown
-from router.dialplan_audit import audit_dialplan
+from router.dialplan_audit import UNREADABLE, audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
 from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key, signed
@@ -117,7 +117,9 @@ async def check_asterisk(
         if asking.stopped():
             return [*findings, _stopped(where)]
     audit = await audit_dialplan(asking, targets, built, recording=recording, forwarding=forwarding)
-    findings.extend(audit.findings)
+    said = any(f.level == "fail" and f"refuses {DIALPLAN.action}" in f.text for f in findings)
+    # The FAIL above named the class missing: the audit's advice says it again.
+    findings.extend(f for f in audit.findings if not (said and f.text.startswith(UNREADABLE)))
     if asking.stopped():
         return [*findings, _stopped(where)]
     findings.extend(await _user_events(asking, listen, suggested_flags))
@@ -241,9 +243,11 @@ async def _dialplan_allowed(client: _Answering) -> Finding | None:
     return Finding(
         "fail",
         f"Asterisk allows this user {REPORTING.action} (write = {status}) but refuses "
-        f"{DIALPLAN.action}, which needs write = {needs}: it has system without "
-        f"{needs}; {_add(DIALPLAN.write_class, 'write', user)} (docs/asterisk.md, the "
-        f"manager user); without it {DIALPLAN.lost}{_took(user)}",
+        f"{DIALPLAN.action} (write = {needs}): it has system, which the least-privilege "
+        f"user has not, and no {DIALPLAN.write_class}; "
+        f"{_add(DIALPLAN.write_class, 'write', user)} (not config, which lets a leaked "
+        "secret reconfigure the PBX; docs/asterisk.md, The manager user for callrouter); "
+        f"without it {DIALPLAN.lost}{_took(user)}",
     )
 
 

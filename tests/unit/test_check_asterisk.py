@@ -1126,16 +1126,20 @@ async def test_a_user_with_write_system_alone_is_told_showdialplan_needs_config_
         Finding(
             "fail",
             "Asterisk allows this user CoreStatus (write = reporting or system) but refuses "
-            "ShowDialPlan, which needs write = config or reporting: it has system without "
-            "config or reporting; add reporting to the write line of manager.conf [router] "
-            "(beside the classes there), then asterisk -rx 'manager reload' (docs/asterisk.md,"
-            " the manager user); without it the dialplan is not checked (the inbound context, "
+            "ShowDialPlan (write = config or reporting): it has system, which the "
+            "least-privilege user has not, and no reporting; add reporting to the write line "
+            "of manager.conf [router] (beside the classes there), then asterisk -rx 'manager "
+            "reload' (not config, which lets a leaked secret reconfigure the PBX; "
+            "docs/asterisk.md, The manager user for callrouter); without it the dialplan is "
+            "not checked (the inbound context, "
             "the rules' redirect targets) at start, after each dialplan reload and by "
             "callrouter check --asterisk; asterisk -rx 'manager show user router' shows the "
             "classes Asterisk took (a class after a comma and a space is none: write them "
             "without spaces)",
         )
     ]
+    # Said once: the audit's advice that the dialplan could not be read repeated it.
+    assert not [f for f in found if "could not be read" in f.text], found
     (probe,) = ajam_replay.sent("ShowDialPlan", probes=True)[:1]
     assert probe.get("Context") == "callrouter-check-no-such-context"
     ajam_replay.on("ShowDialPlan", dialplan_answer)
