@@ -494,8 +494,8 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
             f"manager.conf: {_LEVELS['fail']} {escape_controls(str(including)[:120])}: cannot "
             f"read {escape_controls(str(candidate)[:120])}, which it #includes: "
             f"{escape_controls(why)}: "
-            "Asterisk refuses the whole manager.conf (\"was listed as a #include but it does "
-            "not exist\"; a manager reload keeps the users it had); "
+            'Asterisk refuses the whole manager.conf ("was listed as a #include but it does '
+            'not exist"; a manager reload keeps the users it had); '
             "correct the name, or write #tryinclude for a file that may be absent, then "
             "`asterisk -rx 'manager reload'`"
         )

@@ -390,7 +390,8 @@ def test_a_user_in_an_included_file_is_found_there(
     # (measured on 22.10), so a FAIL (it was an ADVICE, exit 0).
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL   " + str(conf) + ": cannot read " + str(tmp_path / "manager_additional.conf") in out
+    additional = tmp_path / "manager_additional.conf"
+    assert f"FAIL   {conf}: cannot read {additional}" in out
     assert "Asterisk refuses the whole manager.conf" in out
     (tmp_path / "manager_additional.conf").write_text("")
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 0
@@ -439,7 +440,8 @@ def test_a_user_in_an_included_file_is_found_there(
     assert main(["check", "--config", "router.toml", "--manager-conf-file", str(conf)]) == 1
     out = capsys.readouterr().out
     fails = [ln for ln in out.splitlines() if "FAIL" in ln]
-    assert len(fails) == 7 and all(len(ln) < 700 for ln in fails), fails
+    assert len(fails) == 7, fails
+    assert all(len(ln) < 700 for ln in fails), fails
     (advice,) = [ln for ln in out.splitlines() if "has no [router]" in ln]
     assert "nor the 7 file(s) its #include lines name" in advice
     assert advice.count(f"{tmp_path}/xxx") == 5
