@@ -206,6 +206,8 @@ async def _globals(
     own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
     findings: list[Finding] = []
     standing: list[str] = []
+    #: When the Asterisk callrouter set its globals in started (:func:`_started`).
+    since = stand_ins.get(_STARTED) if stand_ins is not None else None
     for name, why in _GLOBALS.items():
         if not _read_unset(own, name):
             continue
@@ -214,12 +216,21 @@ async def _globals(
             continue  # not readable: the inbound verdict stands as it is
         if value.strip():
             if stand_ins is not None and stand_ins.get(name) == value:
+                started = await _started(client, read)
+                if started is not None and since != started:
+                    # Asterisk started again since callrouter set it: the value
+                    # is extensions.conf's now (the [globals] pasted since).
+                    del stand_ins[name]
+                    continue
                 standing.append(name)  # set by this callrouter: still said
             continue
         problem = await _stand_in(client, name, stand_ins)
         if problem is None:
             assert stand_ins is not None
             read[name] = stand_ins[name]
+            started = await _started(client, read)
+            if started is not None:
+                stand_ins[_STARTED] = started
             standing.append(name)
             continue
         findings.append(
@@ -248,6 +259,29 @@ async def _globals(
             ),
         )
     return findings
+
+
+#: The key of ``stand_ins`` (and of an audit's ``read``) that holds when the
+#: Asterisk that callrouter set them in started (``CoreStatus``), not a global.
+_STARTED = "(Asterisk started)"
+
+
+async def _started(client: DialplanAMI, read: dict[str, str | None]) -> str | None:
+    """When Asterisk started (``CoreStatus``, ``write = reporting`` or ``system``),
+    asked once an audit; None when it cannot be told. A global callrouter set
+    is gone after a restart: one with the same value since is extensions.conf's
+    (the admin pasted the snippet's [globals]), which callrouter no longer
+    claims, so its WARNING stops."""
+    if _STARTED not in read:
+        try:
+            answer = await client.action("CoreStatus")
+        except AMIError:
+            read[_STARTED] = None
+        else:
+            date = answer.response.get("CoreStartupDate") or ""
+            time = answer.response.get("CoreStartupTime") or ""
+            read[_STARTED] = f"{date} {time}" if date or time else None
+    return read[_STARTED]
 
 
 async def _stand_in(client: DialplanAMI, name: str, stand_ins: dict[str, str] | None) -> str | None:

@@ -1039,6 +1039,54 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     }
 
 
+async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: the administrator, told by the WARNING, pasted the snippet's
+    [globals] (the same values) and restarted Asterisk: callrouter still said it
+    had set them, at each audit, until it restarted itself. A value of the
+    same Asterisk run is still callrouter's (a reconnection: the warning
+    stays); one seen after Asterisk started again (CoreStatus) is the file's."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
+    started = {"CoreStartupDate": "2026-12-06", "CoreStartupTime": "03:00:00"}
+    ajam_replay.on("CoreStatus", lambda sent: {**started, "CoreCurrentCalls": "0"})
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: stood_in(caplog), "the warning at start")
+
+    async def gap() -> None:
+        caplog.clear()
+        await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
+        while (task := engine.dialplan_watch.after_reload) is not None:
+            await asyncio.wait((task,))
+
+    await gap()  # the same Asterisk: its values are still callrouter's
+    assert stood_in(caplog)
+    started["CoreStartupTime"] = "03:10:00"  # restarted with the [globals] pasted
+    await gap()
+    assert not stood_in(caplog), caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [w for w in warnings if w.startswith("dialplan")], warnings
+    assert not {"CALLROUTER_WAIT", "CALLROUTER_DEFAULT"} & set(engine.dialplan_watch.stand_ins)
+    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 2
+    # Gone again (the [globals] taken out, Asterisk restarted): set and said again.
+    ajam_replay.globals.clear()
+    started["CoreStartupTime"] = "03:20:00"
+    await gap()
+    assert stood_in(caplog)
+    assert ajam_replay.globals["CALLROUTER_WAIT"] == "4"
+
+
 async def test_the_engine_keeps_a_value_the_administrator_set(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,
