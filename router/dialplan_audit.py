@@ -211,6 +211,11 @@ async def _globals(
     for name, why in _GLOBALS.items():
         if not _read_unset(own, name):
             continue
+        if stand_ins is not None and _STARTED not in stand_ins:
+            # An older context: from now on each reconnection audits again
+            # (router/engine.py), so that globals an Asterisk restart lost are
+            # set again at once, also by a standby whose peer set them first.
+            stand_ins[_STARTED] = await _started(client, read) or ""
         value = await _getvar(client, name, read)
         if value is None:
             continue  # not readable: the inbound verdict stands as it is

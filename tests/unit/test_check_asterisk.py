@@ -1087,6 +1087,38 @@ async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
     assert ajam_replay.globals["CALLROUTER_WAIT"] == "4"
 
 
+async def test_an_engine_that_found_the_globals_set_sets_them_after_a_restart(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: a second callrouter (a standby) started after the live one had
+    set the globals found them set and remembered nothing, so after an Asterisk
+    restart (its peer gone) its reconnection audited nothing: the older context
+    ran round until the timed look (300 s). An older context seen is enough
+    for each reconnection to audit again."""
+    from router.engine import EngineOptions
+
+    monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    ajam_replay.globals.update(CALLROUTER_WAIT="4", CALLROUTER_DEFAULT="callrouter-default")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: engine.dialplan_watch._findings is not None, "the audit at start")
+    assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+    ajam_replay.globals.clear()  # Asterisk restarted
+    await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
+    while (task := engine.dialplan_watch.after_reload) is not None:
+        await asyncio.wait((task,))
+    assert ajam_replay.globals == {
+        "CALLROUTER_WAIT": "4",
+        "CALLROUTER_DEFAULT": "callrouter-default",
+    }
+
+
 async def test_the_engine_keeps_a_value_the_administrator_set(
     engine_factory: EngineFactory,
     ajam_replay: ReplayAsterisk,
