@@ -166,6 +166,10 @@ class CallFold:
     ended: bool = False
     last_at: float = 0.0
     records: int = 0
+    #: Legs a live ringing sign named before their ``CHAN_START`` was folded:
+    #: Asterisk sends a leg's ``Newstate`` Ringing and ``DialState`` RINGING
+    #: ahead of its CEL records, so the sign waits for the leg here.
+    hinted: set[str] = field(default_factory=set)
 
     # -- folding -----------------------------------------------------------------
 
@@ -211,7 +215,11 @@ class CallFold:
     def ringing_hint(self, uniqueid: str) -> list[CallEvent]:
         """A live sign that the leg ``uniqueid`` rings (Newstate 5, DialState RINGING)."""
         leg = self.legs.get(uniqueid)
-        if leg is None or self.ended or leg.answered_at is not None or leg.ended_at is not None:
+        if leg is None:
+            if not self.ended and len(self.hinted) < MAX_LEGS:
+                self.hinted.add(uniqueid)  # told when its CHAN_START is folded
+            return []
+        if self.ended or leg.answered_at is not None or leg.ended_at is not None:
             return []
         return self._ringing(leg)
 
@@ -238,8 +246,12 @@ class CallFold:
 
     def _on_start(self, record: CelRecord) -> list[CallEvent]:
         leg = self._leg(record)
-        if leg is not None:
-            leg.started_here = True
+        if leg is None:
+            return []
+        leg.started_here = True
+        if record.uniqueid in self.hinted:
+            self.hinted.discard(record.uniqueid)
+            return self.ringing_hint(record.uniqueid)
         return []
 
     def _start(self, leg: Leg, record: CelRecord) -> None:
@@ -724,6 +736,7 @@ class Folder:
             # What the live fold knew and the store does not yet hold (a record
             # seen live after the read) must not be lost: fold it in as well.
             fresh.seen |= live.seen
+            fresh.hinted |= live.hinted
             for leg_id, leg in live.legs.items():
                 if leg_id not in fresh.legs:
                     fresh.legs[leg_id] = leg

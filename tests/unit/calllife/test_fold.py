@@ -102,6 +102,45 @@ def test_ring_group_nobody_answers_gives_one_missed() -> None:
     assert [e.kind for e in events].count("missed") == 1
 
 
+def test_a_ringing_sign_ahead_of_the_legs_cel_is_told_when_the_leg_starts() -> None:
+    """Seen in the sandbox: Asterisk sends a dialled phone's ``Newstate`` Ringing
+    and ``DialState`` RINGING before the leg's CEL ``CHAN_START``; the sign found
+    no leg and was dropped, so a ring group's phones reached 1C as ``ringing``
+    only with the call's ``missed``, seconds after they rang (issue 16)."""
+    cel = Cel()
+    trunk = inbound(cel)
+    before = len(cel.records)
+    legs = [cel.channel(f"PJSIP/{n}") for n in ("101", "102")]
+    folder = Folder()
+    for record in cel.records[:before]:
+        assert folder.feed(record) == []
+    for leg in legs:  # both signs, twice (Newstate and DialState), ahead of the CEL
+        assert folder.hint(cel.linkedid, leg) == []
+        assert folder.hint(cel.linkedid, leg) == []
+    told = [kinds(folder.feed(record)) for record in cel.records[before:]]
+    assert told == [[("ringing", "101")], [("ringing", "102")]]
+    cel.tick(20)
+    for leg in legs:
+        cel.hangup(leg, cause=19)
+    cel.hangup(trunk, cause=16, dialstatus="NOANSWER")
+    cel.end()
+    rest = [e for record in cel.records[before + 2 :] for e in folder.feed(record)]
+    assert kinds(rest) == [("hangup", None), ("missed", None)]  # no second ringing
+
+
+def test_a_ringing_sign_of_a_leg_that_never_starts_here_tells_nothing() -> None:
+    cel = Cel()
+    inbound(cel)
+    folder = Folder()
+    for record in cel.records:
+        folder.feed(record)
+    assert folder.hint(cel.linkedid, "no-such-leg") == []
+    phone = cel.channel("PJSIP/101")
+    cel.hangup(phone, cause=17)  # busy: a CHAN_START, then its HANGUP
+    out = [e for record in cel.records[-3:] for e in folder.feed(record)]
+    assert ("ringing", "101") not in kinds(out)
+
+
 def test_caller_gives_up_while_ringing_is_a_cancelled_missed_call() -> None:
     cel = Cel()
     trunk = inbound(cel)
