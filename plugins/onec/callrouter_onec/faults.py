@@ -119,7 +119,7 @@ class FaultRule:
     path: str | None = None
 
     def matches(self, path: str, phone: str | None) -> bool:
-        if self.path is not None and not path.endswith(self.path):
+        if self.path is not None and not _path_matches(path, self.path):
             return False
         if self.phone is None:
             return True
@@ -205,6 +205,15 @@ class FaultPlan:
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"global": _spec(self.global_faults), "rules": [r.as_dict() for r in self.rules]}
+
+
+def _path_matches(path: str, wanted: str) -> bool:
+    """The end of the request's path, or a leading part of an endpoint up to a
+    ``/``: ``/v1/responsible`` is every lookup (the number follows it)."""
+    if path.endswith(wanted):
+        return True
+    part = wanted.rstrip("/") + "/"
+    return part != "/" and part in path
 
 
 def render(kind: str) -> tuple[int, str, bytes] | None:

@@ -281,6 +281,22 @@ def test_fault_for_one_phone_only(double: OneCDouble) -> None:
     assert get(double, "/v1/ping").status_code == 200
 
 
+def test_fault_for_an_endpoint_matches_its_requests_whatever_follows(double: OneCDouble) -> None:
+    """h1c33's trial: ``path="/v1/responsible"`` never matched a lookup (the
+    number follows it in the path), and the 1C developer's slow-1C runs were
+    quietly fault-free. A path now matches as the end of the request's path
+    or as a leading part of it, up to a ``/``."""
+    double.faults.add("406", path="/v1/responsible", count=None)
+    assert get(double, "/v1/responsible/79161234567").status_code == 406
+    assert get(double, "/v1/ping").status_code == 200
+    double.faults.clear()
+    double.faults.add("406", path="/v1/respons", count=None)
+    assert get(double, "/v1/responsible/79161234567").status_code == 200
+    double.faults.clear()
+    double.faults.add("406", path="/79161234567", count=None)
+    assert get(double, "/v1/responsible/79161234567").status_code == 406
+
+
 def test_fault_header_per_request(double: OneCDouble) -> None:
     response = get(double, "/v1/ping", headers={"X-Double-Fault": "500"})
     assert response.status_code == 500
