@@ -15,6 +15,7 @@ import sys
 from router.ami.catalog import format_action_help, load_catalog
 from router.ami.protocol import Action, ActionResult
 from router.commands._connect import add_connection_arguments, client_from_args
+from router.commands._values import usage_error
 from router.errors import AMIValidationError
 from router.logsafe import escape_controls, escape_json_line, peer_text
 
@@ -93,24 +94,40 @@ def render_json(result: ActionResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.help:
-        if args.action:
-            print(format_action_help(load_catalog().action(args.action, bypass=RAW)))
-        else:
-            args.parser.print_help()
-        return 0
     if not args.action:
-        args.parser.print_usage(sys.stderr)
-        print(
-            "callrouter ami: error: an ACTION is required (see `callrouter actions`)",
-            file=sys.stderr,
-        )
-        return 2
-    action = build_action(args.action, parse_params(args.params), raw=args.raw)
+        if args.help:
+            args.parser.print_help()
+            return 0
+        return usage_error(args, "ami", "an ACTION is required (see `callrouter actions`)")
+    try:
+        if args.help:
+            print(format_action_help(load_catalog().action(args.action, bypass=RAW)))
+            return 0
+        action = build_action(args.action, parse_params(args.params), raw=args.raw)
+    except AMIValidationError as exc:
+        # What was typed (an action or parameter the catalog does not know, no
+        # KEY=VALUE): a wrong command line, as a flag's value is
+        # (router/commands/_values.py), said before any file is read.
+        return _typed_wrong(args, str(exc))
     # Every header checked before connecting (line breaks, NUL, what crashes
-    # Asterisk: router/ami/hazards.py), so a refused action needs no Asterisk.
+    # Asterisk: router/ami/hazards.py), so a refused action needs no Asterisk;
+    # a refusal of what would be sent, exit 1, as Asterisk's own would be.
     action.pairs()
     return asyncio.run(_send(args, action))
+
+
+def _typed_wrong(args: argparse.Namespace, message: str) -> int:
+    """:func:`usage_error` with the action's own usage line when the catalog
+    knows the action (``callrouter ami Ping Foo=1``), the command's otherwise."""
+    try:
+        spec = None if args.raw else load_catalog().action(args.action, bypass=RAW)
+    except AMIValidationError:
+        spec = None
+    if spec is None:
+        return usage_error(args, "ami", message)
+    print(format_action_help(spec).partition("\n\n")[0], file=sys.stderr)
+    print(f"callrouter ami: error: {message}", file=sys.stderr)
+    return 2
 
 
 async def _send(args: argparse.Namespace, action: Action) -> int:

@@ -5,6 +5,8 @@ README list them: 0, 1, 2, 130 after Ctrl-C, 141 for a reader that left
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -158,6 +160,10 @@ _EXPLAIN = ["explain", "--caller", "1", "--did", "2", "--config", "/none.toml"]
         (["check", ""], "argument PATH: an empty path (it would be the current folder)"),
         (["events", "--timeout", "0", "--config", "/none.toml"], "argument --timeout: "),
         (["ami", "Ping", "--url", "ftp://x", "--config", "/none.toml"], "argument --url: "),
+        (["ami", "Pign", "--config", "/none.toml"], "unknown AMI action 'Pign' (did you mean"),
+        (["ami", "Ping", "Foo=1", "--config", "/none.toml"], "Ping: unknown parameter 'Foo'"),
+        (["ami", "Ping", "Foo", "--config", "/none.toml"], "parameter 'Foo': expected KEY=VALUE"),
+        (["ami", "Pign", "--help"], "unknown AMI action 'Pign' (did you mean 'Ping'?)"),
         (["run", "--rules", "", "--config", "/none.toml"], "argument --rules: an empty path"),
         ([*_EXPLAIN, "--at", "garbage"], 'argument --at: expected "YYYY-MM-DD HH:MM"'),
         ([*_EXPLAIN, "--lookup", "x"], "argument --lookup: expected NAME=JSON, got 'x'"),
@@ -180,7 +186,9 @@ def test_a_bad_value_on_the_command_line_is_a_usage_error_in_every_command(
     2 without the usage, and `run --rules ''` routed by the rule files of the
     current folder. One rule now (docs/operations.md): what was typed wrong is
     a wrong command line, the usage and `callrouter CMD: error: ...`, exit 2,
-    before any file is read."""
+    before any file is read. hnew33's trial: `callrouter ami Pign` and `ami
+    Ping Foo=1`, the action and parameters the catalog checks before anything
+    is sent, still exited 1 with no usage, as if Asterisk had refused them."""
     assert exit_code(argv) == 2
     out, err = capsys.readouterr()
     command = " ".join(argv[:2]) if argv[0] in ("token", "state") else argv[0]
@@ -202,3 +210,35 @@ def test_an_actions_search_that_finds_nothing_is_said_as_an_error(
     lines = err.splitlines()
     assert lines[0].startswith("callrouter actions: error: no action matches 'xyz' (Asterisk ")
     assert lines[1].startswith("callrouter actions: error: no event matches 'xyz' (Asterisk ")
+
+
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_the_bad_values_operations_md_lists_for_check_are_its_own(
+    page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hnew33's trial: docs/operations.md (+ru) gave `--rules ''` as a bad
+    value of `callrouter check`, which has no `--rules` (its rule paths are
+    PATH): typed as written, it said `unrecognized argument: --rules`. Each
+    value the paragraph lists is one `check` takes and refuses as a value."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    start = text.index("(`--tz Mars/Olympus`")
+    listed = re.findall(r"`([^`]+)`", text[start : text.index(")", start + 1)])
+    assert len(listed) == 5, listed
+    for typed in listed:
+        argv = ["check", *shlex.split(typed), "--config", "/none.toml"]
+        assert exit_code(argv) == 2, typed
+        err = capsys.readouterr().err
+        named = typed.split()[0] if typed.startswith("--") else "PATH"
+        assert f"callrouter check: error: argument {named}: " in err, (typed, err)
+
+
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_the_quoted_ami_usage_error_is_the_real_one(
+    page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The exit-code paragraph quotes `callrouter ami Pign`'s error (exit 2)."""
+    text = " ".join((ROOT / page).read_text(encoding="utf-8").split())
+    quoted = "callrouter ami: error: unknown AMI action 'Pign' (did you mean 'Ping'?)"
+    assert f"`{quoted} ...`" in text
+    assert exit_code(["ami", "Pign", "--config", "/none.toml"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(quoted)
