@@ -67,7 +67,7 @@ def test_wrong_secret_action_error_and_bad_param_exit_nonzero(
     assert done.returncode == 1
     assert "Channel does not exist" in done.stderr
     done = callrouter("ami", "Getvar", "Varible=X", "--config", cfg, secret=sandbox.secret)
-    assert done.returncode == 1
+    assert done.returncode == 2  # typed wrong: the action's usage (test_cli_exit_codes.py)
     assert "did you mean 'Variable'" in done.stderr
 
 
