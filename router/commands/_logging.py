@@ -33,7 +33,11 @@ class OneLine(logging.Formatter):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
-            text += f" ({type(error).__name__}: {error})"
+            summary = f"{type(error).__name__}: {error}"
+            # A message that names the error already (a plugin's failure is
+            # logged with ``%r`` of it, for ``run``'s log) says it once here.
+            if summary not in text and repr(error) not in text:
+                text += f" ({summary})"
         return f"{self._prefix}: {record.levelname.lower()}: {escape_controls(text)}"
 
 

@@ -243,3 +243,29 @@ def test_ask_gives_the_lookups_a_calls_budget(
     line = next(line for line in out.splitlines() if OWNER in line)
     assert line.startswith(f"      {OWNER}failed: timed out after "), line  # not 0.5 s
     assert "the lookup deadline passed during evaluation" in out
+
+
+def test_a_plugin_lookup_bug_is_said_once(
+    tmp_path: Path,
+    double: OneCDouble,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup raising something else than "no answer" is its plugin's bug:
+    the one-shot line names it once, not ``KeyError('x') (KeyError: 'x')``."""
+    from callrouter_onec.plugin import OneCPlugin
+
+    def broken(self: OneCPlugin, number: str, request: object = None) -> None:
+        raise KeyError("x")
+
+    monkeypatch.setattr(OneCPlugin, "lookup", broken)
+    config = router_toml(tmp_path, double)
+    assert explain(config, "--ask") == 0
+    out, err = capsys.readouterr()
+    assert OWNER + "failed: KeyError: 'x'" in out
+    [said] = [line for line in err.splitlines() if "onec.responsible" in line]
+    assert said == (
+        "callrouter explain: error: plugin 'onec' failed in its lookup onec.responsible: "
+        "KeyError('x')"
+    )
+    assert "Traceback" not in out + err
