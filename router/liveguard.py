@@ -266,8 +266,13 @@ class LiveGuard:
         return self._leaving
 
     def sent(self) -> None:
-        """A heartbeat went out (Asterisk accepted the ``UserEvent`` action)."""
-        if self._unheard_since is None:
+        """A heartbeat went out (Asterisk accepted the ``UserEvent`` action).
+
+        Over TCP Asterisk writes the ``UserEvent`` before the action's
+        ``Response``: the echo of this beat may be in hand already, and then it
+        starts no streak (it did, and a standby whose tick ran late read its
+        own session as deaf and let a takeover pass)."""
+        if self._unheard_since is None and self._seen_beats.get(self.me.instance, -1) < self._beat:
             self._unheard_since = self._clock()
 
     def heard_from_now(self) -> None:

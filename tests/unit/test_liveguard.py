@@ -703,6 +703,26 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
     assert f"{options.live_settle:g} s" in text or f"{options.live_settle:g} с" in text
 
 
+def test_a_beat_heard_back_before_its_answer_starts_no_unheard_streak() -> None:
+    """Over TCP Asterisk writes the UserEvent before the action's Response, so a
+    beat's echo is often in hand before ``sent()``: it then counted as unheard
+    until the next echo, ``unheard_for`` read as the time since the last beat,
+    and a standby whose tick ran late (CI under load) let the takeover from a
+    killed live router pass as "this router heard nothing of Asterisk"."""
+    clock = Clock()
+    guard = LiveGuard(Claim("aaaa0001", 1_795_000_000), interval=2.0, clock=clock)
+    for _ in range(3):
+        echo = heartbeat(guard.beat())
+        guard.observe(echo)  # the echo first
+        guard.sent()  # then the Response
+        clock.now += 2.5  # a late tick
+        assert guard.unheard_for == 0.0
+    guard.beat()
+    guard.sent()  # this one not heard back
+    clock.now += 2.5
+    assert guard.unheard_for == 2.5
+
+
 def test_beats_sent_and_none_heard_back_for_three_intervals_is_deaf() -> None:
     """The own heartbeat is the proof that Asterisk sends the session UserEvents
     (the routing requests are UserEvents too)."""
