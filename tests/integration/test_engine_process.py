@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,14 @@ from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
+
+
+def _is_ready(rec: dict[str, object]) -> bool:
+    return str(rec.get("message", "")).startswith("ready")
+
+
+def _never(log_path: Path) -> str:
+    return "router log never showed it:\n" + log_path.read_text()[-3000:]
 
 
 class RouterProcess:
@@ -50,26 +58,46 @@ class RouterProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Starts it and blocks until it is ready: for sync fixtures only."""
         env = {**os.environ, "CR_SECRET": self.secret}
         self.proc = run_process(self.config, self.log_path, env)
-        self.wait_for(lambda rec: rec.get("message", "").startswith("ready"), 20)
+        deadline = time.monotonic() + 20
+        while (found := self._found(_is_ready)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if found is None:
+            raise AssertionError(_never(self.log_path))
+
+    async def astart(self) -> None:
+        """:meth:`start` that lets the test's event loop run while it waits."""
+        env = {**os.environ, "CR_SECRET": self.secret}
+        self.proc = run_process(self.config, self.log_path, env)
+        await self.wait_for(_is_ready, 20)
 
     def records(self) -> list[dict[str, object]]:
         return records(self.log_path)
 
-    def wait_for(self, predicate: object, timeout: float) -> dict[str, object]:
+    def _found(self, predicate: Callable[..., bool]) -> dict[str, object] | None:
+        """The first record ``predicate`` takes; fails if the router exited."""
+        for rec in self.records():
+            if predicate(rec):
+                return rec
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"router exited {self.proc.returncode}:\n" + self.log_path.read_text()
+            )
+        return None
+
+    async def wait_for(self, predicate: Callable[..., bool], timeout: float) -> dict[str, object]:
+        """Polls the log with ``asyncio.sleep``: the placer on the test's loop
+        keeps reading Asterisk's events (and answering its keepalive) meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for rec in self.records():
-                if predicate(rec):  # type: ignore[operator]
-                    return rec
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"router exited {self.proc.returncode}:\n" + self.log_path.read_text()
-                )
-            time.sleep(0.1)
-        raise AssertionError("router log never showed it:\n" + self.log_path.read_text()[-3000:])
+            found = self._found(predicate)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(_never(self.log_path))
 
     def decisions(self) -> list[dict[str, object]]:
         return [r for r in self.records() if r.get("event") == "decision"]
@@ -141,9 +169,9 @@ async def test_frozen_router_reconciles_waiting_calls_once(
     assert gaps, "the router did not notice the gap"
     # The reconcile logs its count after its whole listing is walked: the
     # calls it submitted can land before the line is written.
-    router.wait_for(lambda r: "reconcile: routing 3" in str(r.get("message", "")), 5)
+    await router.wait_for(lambda r: "reconcile: routing 3" in str(r.get("message", "")), 5)
     for c in waiting:  # the log line follows the confirmation the placer saw
-        router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
+        await router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
     decided = [rec["uniqueid"] for rec in router.decisions()]
     assert all(decided.count(c.uniqueid) == 1 for c in waiting)
 
@@ -156,7 +184,7 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
     before = [await queue_placer.place("74950000001", "79161234567", wait=20) for _ in range(2)]
     await queue_placer.wait_all(before, 10)
     await asyncio.to_thread(queue_box.restart, down_for=1.0)
-    router.wait_for(lambda r: "gap" in str(r.get("message", "")), 30)
+    await router.wait_for(lambda r: "gap" in str(r.get("message", "")), 30)
     # The placer's own client re-logs in transparently, like the router's.
     after = [
         await queue_placer.place("74950000001", n, wait=6) for n in ("79161234568", "79160001234")
@@ -167,7 +195,7 @@ async def test_asterisk_restart_nothing_stuck_nothing_twice(
     )
     assert [c.landings for c in after] == [1, 1]
     for c in after:
-        router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
+        await router.wait_for(lambda r, c=c: r.get("uniqueid") == c.uniqueid, 5)
     decided = [rec["uniqueid"] for rec in router.decisions()]
     assert len(decided) == len(set(decided)) == 4, "a channel was decided twice"
     listing = await queue_placer.client.send("CoreShowChannels", {}, validate=False)
@@ -196,29 +224,31 @@ async def test_a_live_router_stopped_past_the_takeover_does_not_route_calls_agai
     second_dir = tmp_path / "second"
     second_dir.mkdir()
     second = RouterProcess(queue_box, second_dir, rules_dir, ami_transport)
-    second.start()
+    await second.astart()
     try:
-        second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
+        await second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
         router.signal(signal.SIGSTOP)
-        second.wait_for(lambda r: "this one routes calls again" in str(r.get("message", "")), 15)
+        await second.wait_for(
+            lambda r: "this one routes calls again" in str(r.get("message", "")), 15
+        )
         call = await queue_placer.place("74950000001", "79161234568", wait=6)
         await queue_placer.wait_all([call], 10)
         router.signal(signal.SIGCONT)
         assert call.destination == "callrouter-dial,102"
-        decided = router.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 15)
+        decided = await router.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 15)
         assert decided["outcome"] == "shadow", router.log_path.read_text()[-3000:]
         assert any("rejoins as a newcomer" in str(r.get("message", "")) for r in router.records())
         assert not any("no UserEvent" in str(r.get("message", "")) for r in router.records())
         await asyncio.sleep(1.0)
         assert call.landings == 1
         # Its decision is logged once it read the landing the placer saw.
-        second.wait_for(
+        await second.wait_for(
             lambda r: r.get("event") == "decision" and r.get("uniqueid") == call.uniqueid, 5
         )
         [routed] = [r for r in second.decisions() if r.get("uniqueid") == call.uniqueid]
         assert routed["outcome"] == "executed"
     finally:
-        second.stop()
+        await asyncio.to_thread(second.stop)
 
 
 @pytest.mark.slow
@@ -238,9 +268,9 @@ async def test_a_standby_taking_over_from_a_killed_router_routes_the_calls_still
     second_dir = tmp_path / "second"
     second_dir.mkdir()
     second = RouterProcess(queue_box, second_dir, rules_dir, ami_transport)
-    second.start()
+    await second.astart()
     try:
-        second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
+        await second.wait_for(lambda r: "acts as in shadow mode" in str(r.get("message", "")), 10)
         routed = await queue_placer.place("74950000001", "79161234567", wait=20)
         await queue_placer.wait_all([routed], 10)
         assert routed.destination == "callrouter-dial,101"
@@ -248,7 +278,7 @@ async def test_a_standby_taking_over_from_a_killed_router_routes_the_calls_still
         router.proc.kill()
         await asyncio.sleep(1.0)
         call = await queue_placer.place("74950000001", "79161234568", wait=12)
-        stood_by = second.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 10)
+        stood_by = await second.wait_for(lambda r: r.get("uniqueid") == call.uniqueid, 10)
         assert stood_by["outcome"] == "shadow"
         await queue_placer.wait_all([call], 20)
         assert call.destination == "callrouter-dial,102", second.log_path.read_text()[-3000:]
@@ -258,15 +288,15 @@ async def test_a_standby_taking_over_from_a_killed_router_routes_the_calls_still
         )
         # The reconcile logs its count after its whole listing is walked: the
         # call it submitted can land before the line is written.
-        second.wait_for(lambda r: "reconcile: routing 1 call" in str(r.get("message", "")), 5)
-        second.wait_for(
+        await second.wait_for(lambda r: "reconcile: routing 1 call" in str(r.get("message", "")), 5)
+        await second.wait_for(
             lambda r: r.get("uniqueid") == call.uniqueid and r.get("outcome") == "executed", 5
         )
         await asyncio.sleep(1.0)
         assert (routed.landings, call.landings) == (1, 1)
         assert [r["uniqueid"] for r in second.decisions()].count(routed.uniqueid) == 1
     finally:
-        second.stop()
+        await asyncio.to_thread(second.stop)
 
 
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
@@ -277,12 +307,12 @@ async def test_reload_keeps_old_rules_when_new_ones_are_broken(
     good = rules.read_text()
     rules.write_text("version: 1\nrules:\n  - name: broken\n    on: call\n    do: [{redirect: ")
     router.signal(signal.SIGHUP)
-    router.wait_for(lambda r: "not reloaded" in str(r.get("message", "")), 10)
+    await router.wait_for(lambda r: "not reloaded" in str(r.get("message", "")), 10)
     call = await queue_placer.place("74950000001", "79160002222")
     await queue_placer.wait_all([call], 10)
     assert call.destination == "test-queue,sales"  # still the old rules
     rules.write_text(good.replace("exten: sales}", "exten: sales2}"))
-    router.wait_for(
+    await router.wait_for(
         lambda r: (
             "reloaded" in str(r.get("message", "")) and "not" not in str(r.get("message", ""))
         ),
@@ -296,6 +326,6 @@ async def test_reload_keeps_old_rules_when_new_ones_are_broken(
 @pytest.mark.parametrize("ami_transport", AMI_TRANSPORTS, indirect=True)
 async def test_sigterm_logs_off_and_exits_zero(router: RouterProcess) -> None:
     started = time.monotonic()
-    assert router.stop() == 0
+    assert await asyncio.to_thread(router.stop) == 0
     assert time.monotonic() - started < 10
     assert any("logged off" in str(r.get("message", "")) for r in router.records())

@@ -252,7 +252,7 @@ async def test_metrics_move_with_calls_and_count_what_fell_through_while_down(
         await placer.client.send("Hangup", {"Channel": routed.channel}, validate=False)
 
     # callrouter stops; a call arrives, waits 1 s for nobody and falls through.
-    assert router.stop() == 0
+    assert await asyncio.to_thread(router.stop) == 0
     assert any(n.startswith("STOPPING=1") for n in router.notifications())
     down = await placer.place(ROUTED, "79161234570", wait=1, hold=120)
     await placer.wait_all([down], 20)
