@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,55 @@ def request(channel: str, did: str = "1", *, wait: str = "4", uniqueid: str = ""
             ("Wait", wait),
             ("Timestamp", f"{time.time():.6f}"),
         )
+    )
+
+
+def leg(
+    name: str,
+    channel: str,
+    number: str,
+    *,
+    linkedid: str,
+    extra: Iterable[tuple[str, str]] = (),
+    uniqueid: str = "",
+    context: str = "",
+    cname: str = "<unknown>",
+    priority: str = "1",
+) -> Event:
+    """One ringing channel's event of a call to ``74951234567``, as Asterisk 22
+    sends it, with ``extra`` fields: ``uniqueid`` by default one of the
+    channel's own, ``context`` by default the trunk's for ``PJSIP/trunk-*`` and
+    callrouter-inbound for the rest."""
+    return Event(
+        (
+            ("Event", name),
+            ("Channel", channel),
+            ("ChannelState", "4"),
+            ("ChannelStateDesc", "Ring"),
+            ("CallerIDNum", number),
+            ("CallerIDName", cname),
+            (
+                "Context",
+                context
+                or ("from-trunk" if channel.startswith("PJSIP/trunk-") else "callrouter-inbound"),
+            ),
+            ("Exten", "74951234567"),
+            ("Priority", priority),
+            ("Uniqueid", uniqueid or f"{linkedid}{len(channel)}"),
+            ("Linkedid", linkedid),
+            *extra,
+        )
+    )
+
+
+def routing_request(caller: str) -> tuple[tuple[str, str], ...]:
+    """The fields a :func:`leg` ``UserEvent`` adds to be the call's routing request."""
+    return (
+        ("UserEvent", "CallRouterRequest"),
+        ("DID", "74951234567"),
+        ("Caller", caller),
+        ("Wait", "4"),
+        ("Timestamp", f"{time.time():.6f}"),
     )
 
 
@@ -337,29 +387,14 @@ async def test_the_prefetch_asks_about_the_number_the_dialplan_rewrote(tmp_path:
 
     engine, _ = await make_engine(tmp_path)
     engine.plugins.register(Prefetcher(), name="prefetcher")
-
-    def leg(name: str, number: str, context: str, priority: str) -> Event:
-        return Event(
-            (
-                ("Event", name),
-                ("Channel", "PJSIP/trunk-00000001"),
-                ("ChannelState", "4"),
-                ("ChannelStateDesc", "Ring"),
-                ("CallerIDNum", number),
-                ("CallerIDName", "<unknown>"),
-                ("Context", context),
-                ("Exten", "74951234567"),
-                ("Priority", priority),
-                ("Uniqueid", "1714557600.42"),
-                ("Linkedid", "1714557600.42"),
-            )
-        )
-
-    await engine.handle_event(leg("Newchannel", "1234567", "from-trunk", "1"))
-    await engine.handle_event(leg("Newexten", "1234567", "from-trunk", "1"))
-    await engine.handle_event(leg("NewCallerid", "84991234567", "from-trunk", "1"))
-    await engine.handle_event(leg("Newexten", "84991234567", "from-trunk", "2"))
-    await engine.handle_event(leg("Newexten", "84991234567", "callrouter-inbound", "1"))
+    trunk = functools.partial(
+        leg, channel="PJSIP/trunk-00000001", linkedid="1714557600.42", uniqueid="1714557600.42"
+    )
+    await engine.handle_event(trunk("Newchannel", number="1234567"))
+    await engine.handle_event(trunk("Newexten", number="1234567"))
+    await engine.handle_event(trunk("NewCallerid", number="84991234567"))
+    await engine.handle_event(trunk("Newexten", number="84991234567", priority="2"))
+    await engine.handle_event(trunk("Newexten", number="84991234567", context="callrouter-inbound"))
     assert seen == ["84991234567"]
 
 
@@ -374,44 +409,18 @@ async def test_a_call_through_a_local_channel_has_the_number_its_request_had(
     from ``;1``, the first to report it, and kept it (issue 16)."""
     engine, _ = await make_engine(tmp_path)
     linkedid = "1714557600.41"
-
-    def half(name: str, channel: str, number: str, *extra: tuple[str, str]) -> Event:
-        return Event(
-            (
-                ("Event", name),
-                ("Channel", channel),
-                ("ChannelState", "4"),
-                ("ChannelStateDesc", "Ring"),
-                ("CallerIDNum", number),
-                ("CallerIDName", "<unknown>"),
-                ("Context", "callrouter-inbound"),
-                ("Exten", "74951234567"),
-                ("Priority", "1"),
-                ("Uniqueid", "1714557600.41" if channel.endswith(";1") else "1714557600.42"),
-                ("Linkedid", linkedid),
-                *extra,
-            )
-        )
-
     one = "Local/74951234567@callrouter-inbound-00000001;1"
     two = "Local/74951234567@callrouter-inbound-00000001;2"
-    await engine.handle_event(half("Newchannel", one, "9161234567"))
-    await engine.handle_event(half("Newchannel", two, "9161234567"))
-    await engine.handle_event(half("NewCallerid", two, "89161234567"))
-    await engine.handle_event(half("Newstate", one, "9161234567"))
+    half_one = functools.partial(leg, channel=one, linkedid=linkedid, uniqueid="1714557600.41")
+    half_two = functools.partial(leg, channel=two, linkedid=linkedid, uniqueid="1714557600.42")
+    await engine.handle_event(half_one("Newchannel", number="9161234567"))
+    await engine.handle_event(half_two("Newchannel", number="9161234567"))
+    await engine.handle_event(half_two("NewCallerid", number="89161234567"))
+    await engine.handle_event(half_one("Newstate", number="9161234567"))
     await engine.handle_event(
-        half(
-            "UserEvent",
-            two,
-            "89161234567",
-            ("UserEvent", "CallRouterRequest"),
-            ("DID", "74951234567"),
-            ("Caller", "89161234567"),
-            ("Wait", "4"),
-            ("Timestamp", f"{time.time():.6f}"),
-        )
+        half_two("UserEvent", number="89161234567", extra=routing_request("89161234567"))
     )
-    await engine.handle_event(half("Newstate", one, "9161234567"))
+    await engine.handle_event(half_one("Newstate", number="9161234567"))
     await engine.wait_idle()
     call = engine._tracker.get(linkedid)
     assert call is not None
@@ -432,43 +441,23 @@ async def test_a_trunk_that_dials_a_local_channel_has_the_number_its_request_had
     trunk = "PJSIP/trunk-00000001"
     one = "Local/74951234567@callrouter-inbound-00000001;1"
     two = "Local/74951234567@callrouter-inbound-00000001;2"
-
-    def leg(name: str, channel: str, number: str, cname: str, *extra: tuple[str, str]) -> Event:
-        return Event(
-            (
-                ("Event", name),
-                ("Channel", channel),
-                ("ChannelState", "4"),
-                ("ChannelStateDesc", "Ring"),
-                ("CallerIDNum", number),
-                ("CallerIDName", cname),
-                ("Context", "from-trunk" if channel == trunk else "callrouter-inbound"),
-                ("Exten", "74951234567"),
-                ("Priority", "1"),
-                ("Uniqueid", f"{linkedid}{len(channel)}"),
-                ("Linkedid", linkedid),
-                *extra,
-            )
-        )
-
-    await engine.handle_event(leg("Newchannel", trunk, "9161234567", "Ivan"))
-    await engine.handle_event(leg("Newexten", trunk, "9161234567", "Ivan"))
-    await engine.handle_event(leg("Newchannel", one, "<unknown>", "<unknown>"))
-    await engine.handle_event(leg("Newchannel", two, "<unknown>", "<unknown>"))
-    await engine.handle_event(leg("Newexten", one, "74951234567", "Ivan"))
-    await engine.handle_event(leg("DialBegin", trunk, "9161234567", "Ivan", ("DestChannel", one)))
-    await engine.handle_event(leg("Newexten", two, "89161234567", "Ivan Petrov"))
+    ring = functools.partial(leg, linkedid=linkedid)
+    await engine.handle_event(ring("Newchannel", trunk, "9161234567", cname="Ivan"))
+    await engine.handle_event(ring("Newexten", trunk, "9161234567", cname="Ivan"))
+    await engine.handle_event(ring("Newchannel", one, "<unknown>"))
+    await engine.handle_event(ring("Newchannel", two, "<unknown>"))
+    await engine.handle_event(ring("Newexten", one, "74951234567", cname="Ivan"))
     await engine.handle_event(
-        leg(
+        ring("DialBegin", trunk, "9161234567", cname="Ivan", extra=[("DestChannel", one)])
+    )
+    await engine.handle_event(ring("Newexten", two, "89161234567", cname="Ivan Petrov"))
+    await engine.handle_event(
+        ring(
             "UserEvent",
             two,
             "89161234567",
-            "Ivan Petrov",
-            ("UserEvent", "CallRouterRequest"),
-            ("DID", "74951234567"),
-            ("Caller", "89161234567"),
-            ("Wait", "4"),
-            ("Timestamp", f"{time.time():.6f}"),
+            cname="Ivan Petrov",
+            extra=routing_request("89161234567"),
         )
     )
     await engine.wait_idle()
@@ -476,10 +465,12 @@ async def test_a_trunk_that_dials_a_local_channel_has_the_number_its_request_had
     assert call is not None
     assert (call.caller_number, call.caller_name) == ("89161234567", "Ivan Petrov")
     # The call rings a phone from here: what it rang with stays.
-    phone = ("DestChannel", "PJSIP/101-00000002")
-    await engine.handle_event(leg("DialBegin", two, "89161234567", "Ivan Petrov", phone))
-    await engine.handle_event(leg("NewCallerid", two, "100", "Operator"))
-    await engine.handle_event(leg("Newexten", two, "100", "Operator"))
+    phone = [("DestChannel", "PJSIP/101-00000002")]
+    await engine.handle_event(
+        ring("DialBegin", two, "89161234567", cname="Ivan Petrov", extra=phone)
+    )
+    await engine.handle_event(ring("NewCallerid", two, "100", cname="Operator"))
+    await engine.handle_event(ring("Newexten", two, "100", cname="Operator"))
     assert (call.caller_number, call.caller_name) == ("89161234567", "Ivan Petrov")
 
 
@@ -503,32 +494,12 @@ async def test_the_prefetch_of_a_call_a_trunk_hands_over_asks_the_number_the_loc
     trunk = "PJSIP/trunk-00000001"
     one = "Local/74951234567@rewrite-00000001;1"
     two = "Local/74951234567@rewrite-00000001;2"
-
-    def leg(name: str, channel: str, number: str, context: str, *extra: tuple[str, str]) -> Event:
-        return Event(
-            (
-                ("Event", name),
-                ("Channel", channel),
-                ("ChannelState", "4"),
-                ("ChannelStateDesc", "Ring"),
-                ("CallerIDNum", number),
-                ("CallerIDName", "<unknown>"),
-                ("Context", context),
-                ("Exten", "74951234567"),
-                ("Priority", "1"),
-                ("Uniqueid", f"{linkedid}{len(channel)}"),
-                ("Linkedid", linkedid),
-                *extra,
-            )
-        )
-
-    await engine.handle_event(leg("Newchannel", trunk, "79161234567", "from-trunk"))
-    await engine.handle_event(leg("Newchannel", one, "<unknown>", "rewrite"))
-    await engine.handle_event(leg("Newchannel", two, "<unknown>", "rewrite"))
-    await engine.handle_event(
-        leg("DialBegin", trunk, "79161234567", "from-trunk", ("DestChannel", one))
-    )
-    await engine.handle_event(leg("Newexten", two, "84957770101", "callrouter-inbound"))
+    ring = functools.partial(leg, linkedid=linkedid)
+    await engine.handle_event(ring("Newchannel", trunk, "79161234567"))
+    await engine.handle_event(ring("Newchannel", one, "<unknown>", context="rewrite"))
+    await engine.handle_event(ring("Newchannel", two, "<unknown>", context="rewrite"))
+    await engine.handle_event(ring("DialBegin", trunk, "79161234567", extra=[("DestChannel", one)]))
+    await engine.handle_event(ring("Newexten", two, "84957770101"))
     await engine.wait_idle()
     assert seen == ["84957770101"]
 
@@ -554,45 +525,18 @@ async def test_a_trunk_that_dials_the_inbound_context_keeps_the_callers_number_n
     trunk = "PJSIP/trunk-00000001"
     one = "Local/74951234567@callrouter-inbound-00000001;1"
     two = "Local/74951234567@callrouter-inbound-00000001;2"
-
-    def leg(name: str, channel: str, number: str, *extra: tuple[str, str]) -> Event:
-        return Event(
-            (
-                ("Event", name),
-                ("Channel", channel),
-                ("ChannelState", "4"),
-                ("ChannelStateDesc", "Ring"),
-                ("CallerIDNum", number),
-                ("CallerIDName", "<unknown>"),
-                ("Context", "from-trunk" if channel == trunk else "callrouter-inbound"),
-                ("Exten", "74951234567"),
-                ("Priority", "1"),
-                ("Uniqueid", f"{linkedid}{len(channel)}"),
-                ("Linkedid", linkedid),
-                *extra,
-            )
-        )
-
-    await engine.handle_event(leg("Newchannel", trunk, "79161234567"))
-    await engine.handle_event(leg("Newchannel", one, "<unknown>"))
-    await engine.handle_event(leg("Newchannel", two, "<unknown>"))
-    await engine.handle_event(leg("Newexten", one, "74951234567"))
+    ring = functools.partial(leg, linkedid=linkedid)
+    await engine.handle_event(ring("Newchannel", trunk, "79161234567"))
+    await engine.handle_event(ring("Newchannel", one, "<unknown>"))
+    await engine.handle_event(ring("Newchannel", two, "<unknown>"))
+    await engine.handle_event(ring("Newexten", one, "74951234567"))
     call = engine._tracker.get(linkedid)
     assert call is not None
     assert call.caller_number == "79161234567"
-    await engine.handle_event(leg("DialBegin", trunk, "79161234567", ("DestChannel", one)))
-    await engine.handle_event(leg("Newexten", two, "79161234567"))
+    await engine.handle_event(ring("DialBegin", trunk, "79161234567", extra=[("DestChannel", one)]))
+    await engine.handle_event(ring("Newexten", two, "79161234567"))
     await engine.handle_event(
-        leg(
-            "UserEvent",
-            two,
-            "79161234567",
-            ("UserEvent", "CallRouterRequest"),
-            ("DID", "74951234567"),
-            ("Caller", "79161234567"),
-            ("Wait", "4"),
-            ("Timestamp", f"{time.time():.6f}"),
-        )
+        ring("UserEvent", two, "79161234567", extra=routing_request("79161234567"))
     )
     await engine.wait_idle()
     assert call.caller_number == "79161234567"
