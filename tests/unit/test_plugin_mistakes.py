@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +24,65 @@ from router.plugins import Plugins
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
+    from router.engine import Engine
     from router.testing import EngineFactory, ReplayAsterisk
 
 # router.testing is imported by pytest, as a plugin, before any test uses it
 # (tests/unit/test_testing_kit.py says why the tests import it late).
 pytest_plugins = ["router.testing"]
+
+
+class VipTags:
+    """A plugin ``vip`` with the action ``vip_tag``, answered ``answer``."""
+
+    __name__ = "vip"
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def callrouter_register(self, registry: Any) -> None:
+        registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
+
+    @hookimpl
+    def callrouter_execute(self, action: Any) -> object:
+        return self.answer if action.kind == "vip_tag" else None
+
+
+async def route_a_vip_tag(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    answer: object,
+    *,
+    redirect: bool = True,
+) -> Engine:
+    """An engine with :class:`VipTags` that has routed one call by a rule doing
+    ``vip_tag`` (then, with ``redirect``, a Redirect to 101)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
+        "      - vip_tag: {level: gold}\n"
+        + ("      - redirect: {context: callrouter-dial, exten: '101'}\n" if redirect else ""),
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[VipTags(answer)])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    return engine
+
+
+class Registers:
+    """A plugin ``vip`` whose ``callrouter_register`` calls ``register(registry)``."""
+
+    __name__ = "vip"
+
+    def __init__(self, register: Callable[[Any], object]) -> None:
+        self.register = register
+
+    @hookimpl
+    def callrouter_register(self, registry: Any) -> None:
+        self.register(registry)
 
 
 class Misspelt:
@@ -204,27 +259,7 @@ async def test_an_action_answered_falsy_fails_naming_the_plugin(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class Tags:
-        __name__ = "vip"
-
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
-
-        @hookimpl
-        def callrouter_execute(self, action: Any) -> object:
-            return answer if action.kind == "vip_tag" else None
-
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
-        "      - vip_tag: {level: gold}\n"
-        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
-        encoding="utf-8",
-    )
-    engine = await engine_factory(rules, plugins=[Tags()])
-    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
-    await ajam_replay.settle(engine)
+    engine = await route_a_vip_tag(engine_factory, ajam_replay, tmp_path, answer)
     record = engine.records[-1]
     assert record.outcome == "failed"
     assert ajam_replay.count("Redirect") == 1  # the following actions still run
@@ -263,27 +298,7 @@ async def test_an_action_answered_with_no_text_fails_naming_the_plugin(
     raised failed the action as ``ERROR router.executor: action vip_tag failed``,
     naming no plugin. Both now fail the action as False does, naming the plugin."""
 
-    class Tags:
-        __name__ = "vip"
-
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
-
-        @hookimpl
-        def callrouter_execute(self, action: Any) -> object:
-            return answer if action.kind == "vip_tag" else None
-
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
-        "      - vip_tag: {level: gold}\n"
-        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
-        encoding="utf-8",
-    )
-    engine = await engine_factory(rules, plugins=[Tags()])
-    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
-    await ajam_replay.settle(engine)
+    engine = await route_a_vip_tag(engine_factory, ajam_replay, tmp_path, answer)
     record = engine.records[-1]
     assert record.outcome == "failed"
     assert record.actions[0].status == "failed"
@@ -301,26 +316,9 @@ async def test_an_actions_long_description_is_cut(
     """A description is kept in every decision record, the API and the live
     page: 5 MB of it were kept whole. It is cut as a caller's text is (500)."""
 
-    class Tags:
-        __name__ = "vip"
-
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            registry.add_action(ActionSpec("vip_tag", (ParamSpec("level"),)))
-
-        @hookimpl
-        def callrouter_execute(self, action: Any) -> object:
-            return "x" * 5_000_000 if action.kind == "vip_tag" else None
-
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "version: 1\nrules:\n  - name: vip\n    on: call\n    do:\n"
-        "      - vip_tag: {level: gold}\n",
-        encoding="utf-8",
+    engine = await route_a_vip_tag(
+        engine_factory, ajam_replay, tmp_path, "x" * 5_000_000, redirect=False
     )
-    engine = await engine_factory(rules, plugins=[Tags()])
-    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
-    await ajam_replay.settle(engine)
     [action] = engine.records[-1].actions
     assert action.status == "ok"
     assert len(action.detail) == 500
@@ -468,14 +466,10 @@ def test_a_failed_registration_is_returned_to_be_said_once(
 ) -> None:
     from router.rules.registry import Registry
 
-    class Raises:
-        __name__ = "vip"
+    def raises(registry: Any) -> None:
+        raise ValueError("no numbers file")
 
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            raise ValueError("no numbers file")
-
-    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Raises()])
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Registers(raises)])
     problems = plugins.register_into(Registry())
     assert problems == ["plugin 'vip': callrouter_register: no numbers file"]
     # The engine logs each problem it is given, and check prints it: not here too.
@@ -501,14 +495,7 @@ def test_a_name_registered_with_no_function_is_named(register: Any, problem: str
     naming neither the lookup nor the function."""
     from router.rules.registry import Registry
 
-    class Mistaken:
-        __name__ = "vip"
-
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            register(registry)
-
-    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Mistaken()])
+    plugins = Plugins.load(defaults=(), entry_points=False, extra=[Registers(register)])
     registry = Registry()
     assert plugins.register_into(registry) == [problem]
     assert not registry.lookups
@@ -607,12 +594,5 @@ def test_a_name_taken_says_which_plugin_has_it(register: Any, problem: str) -> N
         def callrouter_register(self, registry: Any) -> None:
             registry.add_notify_target("crm")
 
-    class Vip:
-        __name__ = "vip"
-
-        @hookimpl
-        def callrouter_register(self, registry: Any) -> None:
-            register(registry)
-
-    plugins = Plugins.load(entry_points=False, extra=[Crm(), Vip()])
+    plugins = Plugins.load(entry_points=False, extra=[Crm(), Registers(register)])
     assert plugins.register_into(Registry()) == [problem]
