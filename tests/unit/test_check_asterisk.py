@@ -31,6 +31,7 @@ from router.rules.ruleset import RedirectTarget, load_rules
 from router.testing import config_from_toml
 from router.testing.asterisk import dialplan_steps, shipped_dialplan
 from router.testing.replay import SentAction
+from tests.unit.ami_answers import denied, error
 from tests.unit.test_dialplan_lint import (
     dial_context_before_internal_forwards,
     shipped,
@@ -96,9 +97,9 @@ def dialplan_with(extensions: dict[str, set[str]] | None) -> Callable[[SentActio
             return dialplan_answer(sent)
         known = None if extensions is None else extensions.get(context)
         if extensions is not None and known is None:
-            return [("Response", "Error"), ("Message", f"Did not find context {context}")]
+            return error(f"Did not find context {context}")
         if exten is not None and known is not None and exten not in known:
-            return [("Response", "Error"), ("Message", f"Did not find extension {exten}@{context}")]
+            return error(f"Did not find extension {exten}@{context}")
         return dialplan_answer(sent)  # any listing: the check looks only at success
 
     return answer
@@ -175,11 +176,8 @@ async def test_a_heartbeat_of_another_secret_is_advice_not_a_live_router(
 
 
 async def test_refused_actions_and_a_missing_context_fail(ajam_replay: ReplayAsterisk) -> None:
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
-
     def no_context(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Did not find context callrouter-inbound")]
+        return error("Did not find context callrouter-inbound")
 
     ajam_replay.on("Redirect", denied)
     ajam_replay.on("UserEvent", denied)
@@ -200,9 +198,6 @@ async def test_a_user_without_write_reporting_fails(ajam_replay: ReplayAsterisk)
     dialplan could not be read" as ADVICE, though callrouter's reconcile after
     every gap (``CoreShowChannels``) is then refused: the check asks for the
     class with a ``CoreStatus`` and fails naming it."""
-
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
 
     ajam_replay.on("CoreStatus", denied)
     ajam_replay.on("ShowDialPlan", denied)
@@ -235,9 +230,6 @@ async def test_a_refused_corestatus_is_said_once_as_the_finding(
     first refusal (``CoreStatus: Permission denied: ... needs one of the write
     classes reporting, system``), which also offers ``system``: said once."""
 
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
-
     ajam_replay.on("CoreStatus", denied)
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     caplog.set_level(logging.WARNING)
@@ -252,9 +244,6 @@ async def test_originate_is_asked_for_where_the_configuration_dials(
     """``[api]`` (click-to-call) needs ``write = originate``: check asks for it
     as ``callrouter run`` does after its login (router/privileges.py), with an
     ``Originate`` that names no channel, so nothing is dialled."""
-
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
@@ -419,7 +408,7 @@ def test_the_page_shows_what_the_command_prints(
         replay.on("ShowDialPlan", dialplan_with(None))
         replay.on("CoreSettings", lambda sent: {"AsteriskVersion": VERSION})
         # The page's user is the least-privilege one: no write = system.
-        replay.on("Filter", lambda sent: [("Response", "Error"), ("Message", "Permission denied")])
+        replay.on("Filter", denied)
         filtering = config.asterisk.events == "auto"
         return await run(replay, targets=targets, built=built, filtering=filtering)
 
@@ -554,9 +543,6 @@ async def test_a_dialplan_that_cannot_be_read_is_minus_one_not_a_problem(
     """``callrouter_dialplan_problems`` -1 (docs/operations.md): the user may not
     read the dialplan; nothing is known, so nothing is counted as lost."""
     from router.engine import EngineOptions
-
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
 
     ajam_replay.on("ShowDialPlan", denied)
     rules = tmp_path / "rules.yaml"
@@ -706,9 +692,6 @@ async def test_filtering_says_who_filters_event_names(
     (probe,) = ajam_replay.sent("Filter", probes=True)
     assert probe.get("Operation") == "CallRouterCheck"  # adds no filter
 
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
-
     ajam_replay.on("Filter", denied)
     caplog.set_level(logging.WARNING)
     found = await run(ajam_replay, filtering=True)
@@ -739,7 +722,7 @@ async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
     override: the finding quoted all of it (escaped by the printer only)."""
 
     def hostile(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "\x1b[2J\u202e" + "M" * 10240)]
+        return error("\x1b[2J\u202e" + "M" * 10240)
 
     ajam_replay.on("ShowDialPlan", dialplan_answer)
     ajam_replay.on("UserEvent", hostile)
@@ -818,9 +801,6 @@ async def test_each_refusal_is_told_once_as_a_finding_not_also_as_a_client_warni
     terminal, the client's once-per-action WARNINGs through Python's
     last-resort handler, each repeating a finding below it (the Filter probe
     alone was kept quiet)."""
-
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
 
     for action in ("CoreSettings", "Redirect", "Originate", "ShowDialPlan", "UserEvent", "Filter"):
         ajam_replay.on(action, denied)
@@ -1134,7 +1114,7 @@ async def test_the_engine_keeps_a_value_the_administrator_set(
 
     def no_default_route(sent: SentAction) -> object:
         if sent.get("Context") == "callrouter-default":
-            return [("Response", "Error"), ("Message", "Did not find context callrouter-default")]
+            return error("Did not find context callrouter-default")
         return older_answer(sent)
 
     ajam_replay.on("ShowDialPlan", no_default_route)
@@ -1194,9 +1174,6 @@ async def test_a_user_with_write_system_alone_is_told_showdialplan_needs_config_
     config or reporting. A user with ``write = system`` alone passed the probe and got
     only the audit's ADVICE that the dialplan could not be read. The check now fails
     naming what is missing; with ShowDialPlan allowed nothing more is said."""
-
-    def denied(sent: SentAction) -> list[tuple[str, str]]:
-        return [("Response", "Error"), ("Message", "Permission denied")]
 
     ajam_replay.on("CoreStatus", lambda sent: {"CoreCurrentCalls": "0"})
     ajam_replay.on("ShowDialPlan", denied)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.unit.ami_answers import denied, error
+
 if TYPE_CHECKING:
     from router.testing import EngineFactory, ReplayAsterisk, SentAction
 
@@ -39,7 +41,7 @@ async def test_permission_denied_fails_the_action_with_the_class_and_keeps_the_s
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    ajam_replay.on("DBPut", lambda sent: [("Response", "Error"), ("Message", "Permission denied")])
+    ajam_replay.on("DBPut", denied)
     engine = await engine_factory(rules)
     for caller in ("79161234567", "79161234568", "79161234569"):
         ajam_replay.inbound_call(caller=caller, did="74950000001")
@@ -72,9 +74,7 @@ async def test_a_user_that_may_not_list_channels_gets_one_warning_not_an_error(
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    ajam_replay.on(
-        "CoreShowChannels", lambda sent: [("Response", "Error"), ("Message", "Permission denied")]
-    )
+    ajam_replay.on("CoreShowChannels", denied)
     engine = await engine_factory(rules, shadow=True)
     assert engine.ready.is_set()
     reason = (
@@ -120,8 +120,8 @@ def refusing_redirect(ajam_replay: ReplayAsterisk) -> dict[str, bool]:
 
     def redirect(sent: object) -> list[tuple[str, str]]:
         if refused["now"]:
-            return [("Response", "Error"), ("Message", "Permission denied")]
-        return [("Response", "Error"), ("Message", "Channel does not exist: x")]
+            return error("Permission denied")
+        return error("Channel does not exist: x")
 
     ajam_replay.on("Redirect", redirect)
     return refused
@@ -301,7 +301,7 @@ async def test_a_session_lost_at_every_probe_does_not_loop_the_probe(
         # The session is not kept: the action is refused, so is the Ping after
         # it, and the client logs in again inside the probe's action.
         ajam_replay.expire_session()
-        return [("Response", "Error"), ("Message", "Permission denied")]
+        return error("Permission denied")
 
     ajam_replay.on("Redirect", redirect)
     ajam_replay.expire_session()
@@ -334,7 +334,7 @@ async def test_a_probe_that_fails_unexpectedly_does_not_stop_the_start_and_is_as
         if failures["left"]:
             failures["left"] -= 1
             raise RuntimeError("a fault of no AMI kind")
-        return [("Response", "Error"), ("Message", "Permission denied")]
+        return error("Permission denied")
 
     ajam_replay.on("Redirect", redirect)
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
@@ -369,13 +369,13 @@ async def test_a_user_without_write_reporting_is_warned_once_a_login_and_readyz_
     rules.write_text(ROUTE, encoding="utf-8")
     allowed = {"now": False}
 
-    def denied(sent: SentAction) -> list[tuple[str, str]] | dict[str, str]:
+    def core_status(sent: SentAction) -> list[tuple[str, str]] | dict[str, str]:
         if allowed["now"]:
             return {"CoreCurrentCalls": "0"}
-        return [("Response", "Error"), ("Message", "Permission denied")]
+        return denied(sent)
 
-    ajam_replay.on("CoreStatus", denied)
-    ajam_replay.on("CoreShowChannels", lambda sent: denied(sent) if not allowed["now"] else None)
+    ajam_replay.on("CoreStatus", core_status)
+    ajam_replay.on("CoreShowChannels", lambda sent: None if allowed["now"] else denied(sent))
     caplog.set_level(logging.INFO, logger="router.engine")
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0, live_heartbeat=0))
     text = PRIVILEGE_MISSING.format(
