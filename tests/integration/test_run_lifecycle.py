@@ -29,6 +29,7 @@ from tests.integration._live import (
     run_process,
     stop_process,
 )
+from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -202,7 +203,9 @@ async def test_sigterm_mid_decision_confirms_it_and_exits_within_about_a_second(
                 break
             await asyncio.sleep(0.02)
         assert double.requests("/responsible/"), "1C was never asked"
-        await asyncio.sleep(0.3)  # the request event follows the prefetch by milliseconds
+        # The routing request follows the prefetch by milliseconds; the router
+        # reads it from the same event stream as the placer.
+        await eventually(lambda: call.requests, "the call's routing request", 10)
         assert router.decisions() == []  # the decision waits for 1C: in flight
         router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         decided = None
@@ -249,7 +252,9 @@ async def test_a_second_sigterm_stops_at_once_and_the_call_takes_its_default_rou
                 break
             await asyncio.sleep(0.02)
         assert double.requests("/responsible/"), "1C was never asked"
-        await asyncio.sleep(0.3)  # the request event follows the prefetch by milliseconds
+        # The routing request follows the prefetch by milliseconds; the router
+        # reads it from the same event stream as the placer.
+        await eventually(lambda: call.requests, "the call's routing request", 10)
         router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         await router.wait_message("stopping: no new calls; finishing 1 decisions", 5)
         router.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
