@@ -201,6 +201,14 @@ async def _of_call(listing: Any, call_id: str) -> list[dict[str, str]]:
     return [c for c in await listing if c.get("Linkedid") == call_id]
 
 
+async def bridged(admin: AJAMClient, call_id: str) -> bool:
+    """Two of the call's channels share a bridge (``CoreShowChannels``'
+    ``BridgeId``): the connected call's bridge is up, its sides in it, so a
+    transfer acts on a settled call."""
+    ids = [c.get("BridgeId") for c in await _of_call(channels(admin), call_id)]
+    return any(bridge and ids.count(bridge) >= 2 for bridge in ids)
+
+
 async def test_the_same_idempotency_key_twice_makes_one_call(
     engine: Engine, http: httpx.AsyncClient, admin: AJAMClient
 ) -> None:
@@ -344,7 +352,7 @@ async def test_blind_transfer_moves_the_customer_to_the_other_extension(
             return bool(shown["state"] == "connected")
 
         await until(connected, timeout=10)
-        await asyncio.sleep(0.3)  # the bridge settles
+        await until(lambda: bridged(admin, call_id), timeout=10)
         moved = await http.post(
             f"/api/v1/calls/{call_id}/transfer",
             json={"to": "102", "mode": "blind", "from": "101"},
@@ -417,7 +425,7 @@ async def test_request_variables_cannot_pick_where_a_transferred_call_lands(
             return bool(shown["state"] == "connected")
 
         await until(connected, timeout=10)
-        await asyncio.sleep(0.3)  # the bridge settles
+        await until(lambda: bridged(admin, call_id), timeout=10)
         moved = await http.post(
             f"/api/v1/calls/{call_id}/transfer",
             json={"to": "102", "mode": "blind", "from": "101"},
@@ -460,7 +468,7 @@ async def test_a_transfer_without_from_acts_from_the_one_extension_on_an_inbound
         )
         assert listed
         await until(lambda: call.answered, timeout=10)
-        await asyncio.sleep(0.3)  # the bridge settles
+        await until(lambda: bridged(admin, call.linkedid), timeout=10)
         moved = await http.post(
             f"/api/v1/calls/{call.linkedid}/transfer",
             json={"to": "102", "mode": "blind"},
