@@ -26,6 +26,7 @@ from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
 from tests.integration._live import TEST_QUEUE, admin_placer, example_dialplan
 from tests.integration.conftest import AMI_TRANSPORTS, ami_url
+from tests.unit.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -251,7 +252,9 @@ async def test_exploding_plugin_is_logged_once_per_call(
     await placer.wait_all([call], timeout=10)
     assert call.destination == "callrouter-dial,101"
     await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
-    await asyncio.sleep(0.5)
+    await eventually(
+        lambda: engine.tracker.by_channel(call.channel) is None, "the engine saw the Hangup", 10
+    )
     await engine.wait_idle()
     linkedid = next(r.linkedid for r in engine.records if r.channel == call.channel)
     about_call = [
@@ -278,7 +281,7 @@ async def test_shadow_mode_sends_no_action(
     ami_transport: str,
 ) -> None:
     engine.request_stop()  # one router at a time on this Asterisk
-    await asyncio.sleep(0.5)
+    await eventually(lambda: engine._serve_task is None, "the live engine stopped serving", 15)
     config = make_config(routing_sandbox, tmp_path, shadow=True, transport=ami_transport)
     # The same rules need the same lookups: a rule set naming an unknown one is
     # refused at start.
