@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
@@ -31,6 +32,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 
 REPO = Path(__file__).parents[2]
+T = TypeVar("T")
 #: The engine tests' rules and directory.csv.
 ENGINE_FIXTURES = REPO / "tests" / "fixtures" / "engine"
 #: The 1C plugin's rules: a caller's responsible manager, from 1C.
@@ -287,3 +289,34 @@ async def stop_engine(engine: Engine, task: asyncio.Future[None]) -> None:
     engine.request_stop()
     await asyncio.wait_for(task, 30)
     await engine.stop()
+
+
+async def until(
+    check: Callable[[], T | Awaitable[T]],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    *,
+    step: float = 0.1,
+) -> T:
+    """The first true value of ``check()`` (awaited when it is a coroutine),
+    asked every ``step`` s and once more at the deadline; fails naming ``what``
+    after ``timeout`` s. The wait is on the event loop, so a call placer or an
+    engine on it goes on reading Asterisk meanwhile: what a fixed sleep stood
+    for, bounded, and no longer than it takes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(step)
+
+
+async def cli(box: Sandbox, command: str) -> str:
+    """``box.cli(command)`` off the event loop: it runs ``asterisk -rx`` and
+    blocks up to its timeout, while a call placer or an engine on the loop must
+    go on reading Asterisk."""
+    return await asyncio.to_thread(box.cli, command)

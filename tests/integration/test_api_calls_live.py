@@ -29,7 +29,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer, PlacedCall
 from router.testing import serving
-from tests.integration._live import example_dialplan_dialing, free_port
+from tests.integration._live import example_dialplan_dialing, free_port, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -123,19 +123,6 @@ async def placer(admin: AJAMClient) -> AsyncIterator[CallPlacer]:
 async def http(engine: Engine, port: int) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         yield client
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def channels(admin: AJAMClient) -> list[dict[str, str]]:

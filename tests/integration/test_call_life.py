@@ -36,7 +36,7 @@ from router.plugins import Plugins
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones
 from router.sandbox.postgres import Postgres
-from tests.integration._live import free_port
+from tests.integration._live import cli, free_port, until
 from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -182,15 +182,6 @@ async def router(box: Sandbox, tmp_path: Path) -> AsyncIterator[Running]:
         await running.stop()
 
 
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"waited {timeout:.0f} s for {what}")
-
-
 async def call_of(
     told: Told, did: str, kind: str = "hangup", *, after: int, timeout: float = 30
 ) -> str:
@@ -206,6 +197,11 @@ async def call_of(
     return found[0]
 
 
+async def no_channels(box: Sandbox) -> bool:
+    """Asterisk has no channel up (asked off the event loop)."""
+    return not (await cli(box, "core show channels concise")).strip()
+
+
 async def quiet_since(box: Sandbox) -> float:
     """The moment to read Asterisk's stores from: after every earlier test's call is over.
 
@@ -213,7 +209,7 @@ async def quiet_since(box: Sandbox) -> float:
     inside the window and be read as one of this test's calls, with records from
     before a store was attached (cel_pgsql) or a router was started.
     """
-    await until(lambda: not box.cli("core show channels concise").strip(), 20, "no channels")
+    await until(lambda: no_channels(box), 20, "no channels")
     await asyncio.sleep(0.2)  # CEL records of the last hangup leave after the channel
     return time.time()
 
@@ -552,11 +548,11 @@ async def test_router_killed_while_calls_happen(
     await asyncio.sleep(6)  # the mark is written every 5 s
     await first.kill()
     # Nobody is there to decide: each inbound call would wait the shipped 4 s for it.
-    await asyncio.to_thread(box.cli, "dialplan set global CALLROUTER_WAIT 1")
+    await cli(box, "dialplan set global CALLROUTER_WAIT 1")
     try:
         await asyncio.to_thread(place_mixed, phones, 20)
     finally:
-        await asyncio.to_thread(box.cli, "dialplan set global CALLROUTER_WAIT 4")
+        await cli(box, "dialplan set global CALLROUTER_WAIT 4")
     second = await Running(config).start()
     try:
         facts = store_facts(box, since)
@@ -654,7 +650,7 @@ async def test_asterisk_restart_every_call_told_once(
     try:
         await asyncio.to_thread(place_mixed, phones, 2)
         # Restart Asterisk alone (Sandbox.restart would stop the phones with it).
-        await asyncio.to_thread(box.cli, "core stop now")
+        await cli(box, "core stop now")
         await until(lambda: not box.running, 20, "Asterisk stopping")
         await asyncio.sleep(1)
         await asyncio.to_thread(box.launch)
@@ -676,8 +672,8 @@ async def leg_of(box: Sandbox, extension: str) -> str:
     """The channel of ``extension``'s phone that is up now (PJSIP/101-0000002a)."""
     found: list[str] = []
 
-    def check() -> bool:
-        text = box.cli("core show channels concise")
+    async def check() -> bool:
+        text = await cli(box, "core show channels concise")
         found[:] = [
             line.split("!")[0]
             for line in text.splitlines()

@@ -23,6 +23,7 @@ from tests.integration._live import (
     TEST_QUEUE,
     admin_placer,
     builtin_engine,
+    cli,
     sales_router_toml,
     serving_leniently,
 )
@@ -68,9 +69,9 @@ async def test_a_call_without_the_globals_waits_then_takes_the_default_route(
     """The shipped [callrouter-inbound] alone (no [globals]) and no callrouter:
     the call waits the default 4 s, sends one request, and lands in
     [callrouter-default] once, instead of running the context again and again."""
-    queue_box.set_dialplan(inbound_alone() + default_route() + TEST_QUEUE)
-    assert "CALLROUTER_WAIT=" not in queue_box.cli("dialplan show globals")
-    assert "CALLROUTER_DEFAULT=" not in queue_box.cli("dialplan show globals")
+    await asyncio.to_thread(queue_box.set_dialplan, inbound_alone() + default_route() + TEST_QUEUE)
+    assert "CALLROUTER_WAIT=" not in await cli(queue_box, "dialplan show globals")
+    assert "CALLROUTER_DEFAULT=" not in await cli(queue_box, "dialplan show globals")
     call = await queue_placer.place("74950000032", "79160000032")
     await queue_placer.wait_all([call], timeout=10)
     await asyncio.sleep(0.5)  # a request sent again after the landing would show now
@@ -100,7 +101,7 @@ async def test_a_global_wait_that_is_no_number_waits_the_default_then_takes_the_
     request told callrouter `Wait: four`. The shipped context now falls back
     to the default 4 s: the call waits, sends one request saying `Wait: 4`,
     and lands in [callrouter-default] once."""
-    queue_box.set_dialplan(with_global_wait(value) + TEST_QUEUE)
+    await asyncio.to_thread(queue_box.set_dialplan, with_global_wait(value) + TEST_QUEUE)
     call = await queue_placer.place("74950000033", "79160000033")
     await queue_placer.wait_all([call], timeout=10)
     await asyncio.sleep(0.5)  # a request sent again after the landing would show now
@@ -121,7 +122,7 @@ async def test_a_global_wait_that_is_a_number_is_kept(
     queue_box: Sandbox, queue_placer: CallPlacer
 ) -> None:
     """The check above keeps a positive number as it is: 2.5 s is waited."""
-    queue_box.set_dialplan(with_global_wait("2.5") + TEST_QUEUE)
+    await asyncio.to_thread(queue_box.set_dialplan, with_global_wait("2.5") + TEST_QUEUE)
     call = await queue_placer.place("74950000034", "79160000034")
     await queue_placer.wait_all([call], timeout=10)
     assert call.destination == "callrouter-default,74950000034", call.destination
@@ -168,9 +169,11 @@ async def test_a_dial_channel_without_the_globals_takes_the_default_route(
     `Goto(${CALLROUTER_DEFAULT},${CALLROUTER_DID},1)`, all empty, ran
     [callrouter-dial] again and again."""
     text = shipped_dialplan()
-    queue_box.set_dialplan(text[text.index("[callrouter-inbound]") :] + TEST_QUEUE)
-    assert "CALLROUTER_DEFAULT=" not in queue_box.cli("dialplan show globals")
-    queue_box.cli("dialplan set global CALLROUTER_DND_132 1")
+    await asyncio.to_thread(
+        queue_box.set_dialplan, text[text.index("[callrouter-inbound]") :] + TEST_QUEUE
+    )
+    assert "CALLROUTER_DEFAULT=" not in await cli(queue_box, "dialplan show globals")
+    await cli(queue_box, "dialplan set global CALLROUTER_DND_132 1")
     async with admin_placer(
         queue_box, request_timeout=3.0, inbound_context="callrouter-dial"
     ) as placer:
@@ -207,15 +210,19 @@ async def test_run_sets_the_globals_an_older_inbound_context_lacks(
     (Setvar, no channel) at start: a call sends one request and is routed
     once; with callrouter stopped, it waits 4 s and takes the default route
     once."""
-    queue_box.set_dialplan(older_inbound_alone() + default_route() + TEST_QUEUE)
-    assert "CALLROUTER_WAIT=" not in queue_box.cli("dialplan show globals")
+    await asyncio.to_thread(
+        queue_box.set_dialplan, older_inbound_alone() + default_route() + TEST_QUEUE
+    )
+    assert "CALLROUTER_WAIT=" not in await cli(queue_box, "dialplan show globals")
     engine = builtin_engine(queue_box.url, queue_box.secret, tmp_path, SALES_RULES)
     async with serving_leniently(engine):
         for _ in range(100):
-            if "CALLROUTER_DEFAULT=callrouter-default" in queue_box.cli("dialplan show globals"):
+            if "CALLROUTER_DEFAULT=callrouter-default" in await cli(
+                queue_box, "dialplan show globals"
+            ):
                 break
             await asyncio.sleep(0.1)
-        shown_globals = queue_box.cli("dialplan show globals")
+        shown_globals = await cli(queue_box, "dialplan show globals")
         assert "CALLROUTER_WAIT=4" in shown_globals, shown_globals
         assert "CALLROUTER_DEFAULT=callrouter-default" in shown_globals, shown_globals
         routed = await queue_placer.place("74950000035", "79160000035")

@@ -48,6 +48,7 @@ from tests.integration._live import (
     start_engine,
     stop_engine,
     stop_process,
+    until,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -363,15 +364,6 @@ class RouterProcess:
         stop_process(self.proc)
 
 
-async def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(what)
-
-
 @pytest.mark.slow
 async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
     box: Sandbox, double: OneCDouble, placer: CallPlacer, tmp_path: Path
@@ -396,9 +388,7 @@ async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
         ]
 
         # The router saw the calls (a replay mark now exists); nothing has ended yet.
-        await wait_until(
-            lambda: (tmp_path / "state" / "calllife.json").exists(), 15, "no replay mark"
-        )
+        await until(lambda: (tmp_path / "state" / "calllife.json").exists(), 15, "no replay mark")
         router.kill()  # no shutdown, no drain, nothing flushed
         # Two calls end while callrouter is down; two are still up when it is back.
         for call in calls[:2]:
@@ -422,12 +412,12 @@ async def test_sigkill_and_restart_every_routed_call_gets_exactly_one_end(
                 if r.payload["event"] in ("hangup", "missed") and r.payload["call_id"] in ours
             )
 
-        await wait_until(
+        await until(
             lambda: len(ends()) == 2, 15, "calls that ended while callrouter was down got no end"
         )
         for call in calls[2:]:
             await placer.client.send("Hangup", {"Channel": call.channel}, validate=False)
-        await wait_until(lambda: len(ends()) == 4, 10, "calls still up got no end")
+        await until(lambda: len(ends()) == 4, 10, "calls still up got no end")
         await asyncio.sleep(1.0)  # nothing more may come
     finally:
         router.stop()

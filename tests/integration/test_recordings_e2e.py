@@ -18,9 +18,8 @@ import io
 import math
 import sqlite3
 import struct
-import time
 import wave
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from callrouter_onec.recording_box import StoredRecording
 from router.config import Config, load_config
 from router.recordings.store import RecordingStore
 from router.sandbox.phones import PhoneCall, Phones, tone_wav
-from tests.integration._live import start_engine, stop_engine
+from tests.integration._live import cli, start_engine, stop_engine, until
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ async def grown(path: Path, above: int, what: str) -> None:
     """Until ``path`` grows past ``above`` bytes (6 s at most). Asterisk writes a
     WAV in 32 KiB steps, one each 2 s of audio (measured: 44, then 32,812 for
     2 s, then 65,580): a fixed 1.5-2 s window may see none."""
-    await eventually(lambda: path.stat().st_size > above, 6, what)
+    await until(lambda: path.stat().st_size > above, 6, what)
 
 
 def make_config(
@@ -101,15 +100,6 @@ async def config(phones: Phones, double: OneCDouble, tmp_path: Path) -> AsyncIte
     yield make_config(phones, double, tmp_path / "state")
 
 
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    assert check(), f"{what}: not within {timeout:g} s"
-
-
 async def talk(phones: Phones, tone: Path, seconds: float) -> PhoneCall:
     """The PSTN caller calls the DID, 101 answers, they talk ``seconds``, the caller hangs up."""
     phones.pstn.play(tone)
@@ -147,7 +137,7 @@ async def test_an_answered_call_is_recorded_and_1c_gets_the_tone_once(
     engine, task = await start_engine(config, ready_timeout=20)
     try:
         call = await talk(phones, tone, 4.0)
-        await eventually(lambda: bool(double.recordings.stored), 40, "1C got the recording")
+        await until(lambda: bool(double.recordings.stored), 40, "1C got the recording")
         await asyncio.sleep(2)  # nothing more arrives
     finally:
         await stop_engine(engine, task)
@@ -180,7 +170,7 @@ async def test_1c_failing_halfway_then_back_gets_the_file_complete_exactly_once(
     try:
         await talk(phones, tone, 3.0)
         box = double.recordings
-        await eventually(
+        await until(
             lambda: any(
                 p["received"] == 30_000 for p in box.control("GET", "recordings", {})[1]["partial"]
             ),
@@ -190,7 +180,7 @@ async def test_1c_failing_halfway_then_back_gets_the_file_complete_exactly_once(
         await asyncio.sleep(1.5)  # a retry or two meet the outage
         assert box.stored == []
         box.recover()
-        await eventually(lambda: bool(box.stored), 30, "the upload completed")
+        await until(lambda: bool(box.stored), 30, "the upload completed")
         await asyncio.sleep(2)
     finally:
         await stop_engine(engine, task)
@@ -216,7 +206,7 @@ async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
     engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 3.0)
-        await eventually(
+        await until(
             lambda: any(
                 p["received"] == 30_000 for p in box.control("GET", "recordings", {})[1]["partial"]
             ),
@@ -229,7 +219,7 @@ async def test_a_router_restart_mid_upload_completes_the_file_exactly_once(
     double.clear_log()
     engine, task = await start_engine(config, ready_timeout=20)
     try:
-        await eventually(lambda: bool(box.stored), 30, "the upload completed after the restart")
+        await until(lambda: bool(box.stored), 30, "the upload completed after the restart")
         await asyncio.sleep(2)
     finally:
         await stop_engine(engine, task)
@@ -253,7 +243,7 @@ async def test_both_legs_give_three_files_and_the_callers_voice_is_in_the_in_fil
     try:
         await talk(phones, tone, 3.0)
         box = double.recordings
-        await eventually(lambda: len(box.stored) == 3, 40, "1C got the three files")
+        await until(lambda: len(box.stored) == 3, 40, "1C got the three files")
     finally:
         await stop_engine(engine, task)
     files = {s.part: s for s in double.recordings.stored}
@@ -276,7 +266,7 @@ async def test_in_only_records_the_callers_side_alone(
     engine, task = await start_engine(config, ready_timeout=20)
     try:
         await talk(phones, tone, 2.0)
-        await eventually(lambda: bool(double.recordings.stored), 40, "1C got the file")
+        await until(lambda: bool(double.recordings.stored), 40, "1C got the file")
         await asyncio.sleep(1)
     finally:
         await stop_engine(engine, task)
@@ -306,7 +296,7 @@ async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_t
         with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
             db.execute("UPDATE recordings SET started_at = started_at - 20000")
         (stopped,) = await recorder.stop_overlong()
-        await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+        await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
         await asyncio.sleep(2.0)
         await asyncio.to_thread(call.hangup)
@@ -359,7 +349,7 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
             with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
                 db.execute("UPDATE recordings SET started_at = started_at - 20000")
             (stopped,) = await recorder.stop_overlong()
-            await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+            await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
             assert not call.ended  # the call goes on
             before = pbx_file.stat().st_size
             await grown(pbx_file, before + 8000, "the PBX's still records")
@@ -381,7 +371,7 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
         with wave.open(str(pbx_file)) as wav:
             return wav.getnframes() / wav.getframerate()
 
-    await eventually(lambda: pbx_seconds() > talked - 1.0, 10, "the PBX's file is the whole call")
+    await until(lambda: pbx_seconds() > talked - 1.0, 10, "the PBX's file is the whole call")
 
 
 async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_own(
@@ -491,7 +481,7 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
             await grown(pbx_file, before[1] + 8000, "the PBX's too")
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
-            await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+            await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         finally:
             await stop_engine(engine, task)
     finally:
@@ -531,7 +521,7 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
         with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
             db.execute("UPDATE recordings SET started_at = started_at - 20000")
         (stopped,) = await recorder.stop_overlong()
-        await eventually(lambda: bool(double.recordings.stored), 30, "1C got the recording")
+        await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
         await asyncio.to_thread(call.hangup)
         await asyncio.to_thread(call.wait_ended, 20)
@@ -586,7 +576,7 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
             assert now.state == "recording", now.note
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
-            await eventually(lambda: bool(double.recordings.stored), 40, "1C got the recording")
+            await until(lambda: bool(double.recordings.stored), 40, "1C got the recording")
         finally:
             await stop_engine(engine, task)
     finally:
@@ -650,7 +640,7 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
             assert row.local_path.stat().st_size > size  # still recording
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
-            await eventually(
+            await until(
                 lambda: (store.get(linkedid, "mix") or row).state != "recording",
                 30,
                 "the recording closed",
@@ -728,7 +718,7 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
             body = stopped.json()
             assert [f["part"] for f in body["files"]] == ["in"]
             assert [(f["part"], f["origin"]) for f in body["still_recording"]] == [("mix", "rule")]
-            await eventually(
+            await until(
                 lambda: (store.get(linkedid, "in") or api).state == "closed",
                 10,
                 "the API's file closed",
@@ -740,7 +730,7 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
             assert (store.get(linkedid, "mix") or rule).state == "recording"
         await asyncio.to_thread(call.hangup)
         await asyncio.to_thread(call.wait_ended, 20)
-        await eventually(
+        await until(
             lambda: (store.get(linkedid, "mix") or rule).state != "recording",
             30,
             "the rule's recording closed",
@@ -804,12 +794,12 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             assert store is not None
             call = await asyncio.to_thread(phones["102"].dial, "101")
             await asyncio.to_thread(call.wait_answered, 20)
-            await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+            await until(lambda: len(engine.tracker) == 1, 10, "the call tracked")
             (first,) = list(engine.tracker)
             transferee = next(c for c in first.channels if c.startswith("PJSIP/102-"))
             consult = await asyncio.to_thread(phones["101"].dial, "555", line=1)
             await asyncio.to_thread(consult.wait_answered, 20)
-            await eventually(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
+            await until(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
             (second,) = [c for c in engine.tracker if c is not first]
             (recorded,) = [c.name for c in second.active_channels]
             (row,) = await start_recording(
@@ -823,7 +813,7 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             phone101 = phones["101"]
             await asyncio.to_thread(phone101.complete_transfer, phone101.calls[0], consult, "555")
             await asyncio.to_thread(consult.wait_ended, 20)
-            await eventually(
+            await until(
                 lambda: engine.tracker.get(second.linkedid) is None, 10, "the old name hung up"
             )
             (moved,) = store.for_call(second.linkedid)
@@ -834,14 +824,14 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             # growth: 102, held by 101 for the consultation, may send no audio to
             # write, and then the file stays a bare header; seen in the clean-clone CI.)
             assert row.mixmonitor_id
-            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id in await cli(box, f"mixmonitor list {transferee}")
             await asyncio.sleep(5.5)
             assert store.for_call(second.linkedid)[0].state == "recording"
-            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id in await cli(box, f"mixmonitor list {transferee}")
             with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
                 db.execute("UPDATE recordings SET started_at = started_at - 20000")
             assert await recorder.stop_overlong() == [transferee]
-            await eventually(
+            await until(
                 lambda: store.for_call(second.linkedid)[0].state == "closed",
                 30,
                 "the file closed on the new name's MixMonitorStop",
@@ -849,7 +839,7 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             closed = row.local_path.stat().st_size
             await asyncio.sleep(2.5)
             assert row.local_path.stat().st_size == closed  # stopped for good
-            assert row.mixmonitor_id not in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id not in await cli(box, f"mixmonitor list {transferee}")
             assert not call.ended  # 102 waits in the application
             await asyncio.to_thread(call.hangup)
             await asyncio.to_thread(call.wait_ended, 20)
@@ -903,12 +893,12 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
     try:
         call = await asyncio.to_thread(phones["102"].dial, "101")
         await asyncio.to_thread(call.wait_answered, 20)
-        await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+        await until(lambda: len(engine.tracker) == 1, 10, "the call tracked")
         (first,) = list(engine.tracker)
         transferee = next(c for c in first.channels if c.startswith("PJSIP/102-"))
         consult = await asyncio.to_thread(phones["101"].dial, "555", line=1)
         await asyncio.to_thread(consult.wait_answered, 20)
-        await eventually(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
+        await until(lambda: len(engine.tracker) == 2, 10, "the consultation tracked")
         (second,) = [c for c in engine.tracker if c is not first]
         url = f"/api/v1/calls/{second.linkedid}/recording"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
@@ -920,25 +910,25 @@ async def test_the_starter_stops_its_recording_after_a_transfer_ended_the_call_i
             phone101 = phones["101"]
             await asyncio.to_thread(phone101.complete_transfer, phone101.calls[0], consult, "555")
             await asyncio.to_thread(consult.wait_ended, 20)
-            await eventually(
+            await until(
                 lambda: engine.tracker.get(second.linkedid) is None, 10, "the old name hung up"
             )
             (moved,) = store.recording(second.linkedid)
             assert moved.channel == transferee
-            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id in await cli(box, f"mixmonitor list {transferee}")
             for other in ("secret-102", "secret-10x"):
                 refused = await http.delete(url, headers={"Authorization": f"Bearer {other}"})
                 assert refused.status_code == 404, refused.text
-            assert row.mixmonitor_id in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id in await cli(box, f"mixmonitor list {transferee}")
             stopped = await http.delete(url, headers={"Authorization": "Bearer secret-101"})
             assert stopped.status_code == 202, stopped.text
             assert stopped.json()["stopped"] == [transferee]
-            await eventually(
+            await until(
                 lambda: (store.get(row.call_id, row.part) or row).state == "closed",
                 30,
                 "the file closed on the new name's MixMonitorStop",
             )
-            assert row.mixmonitor_id not in box.cli(f"mixmonitor list {transferee}")
+            assert row.mixmonitor_id not in await cli(box, f"mixmonitor list {transferee}")
         assert not call.ended  # 102 waits in the application
         await asyncio.to_thread(call.hangup)
         await asyncio.to_thread(call.wait_ended, 20)
@@ -982,7 +972,7 @@ async def test_a_recording_replaced_by_an_invite_with_replaces_is_followed(
             assert store is not None
             call = await asyncio.to_thread(phones["102"].dial, "555")
             await asyncio.to_thread(call.wait_answered, 20)
-            await eventually(lambda: len(engine.tracker) == 1, 10, "the call tracked")
+            await until(lambda: len(engine.tracker) == 1, 10, "the call tracked")
             (first,) = list(engine.tracker)
             (recorded,) = [c.name for c in first.active_channels]
             assert recorded.startswith("PJSIP/102-")
@@ -997,7 +987,7 @@ async def test_a_recording_replaced_by_an_invite_with_replaces_is_followed(
             local, remote = await asyncio.to_thread(_asterisk_dialog_tags, box, call.id)
             await asyncio.to_thread(agent.replace, "555", call.id, to_tag=local, from_tag=remote)
             await asyncio.to_thread(call.wait_ended, 20)  # 102's leg is replaced
-            await eventually(
+            await until(
                 lambda: store.for_call(first.linkedid)[0].channel.startswith("PJSIP/104-"),
                 15,
                 "the recording followed onto the replacing channel",
@@ -1005,11 +995,11 @@ async def test_a_recording_replaced_by_an_invite_with_replaces_is_followed(
             (moved,) = store.for_call(first.linkedid)
             assert moved.state == "recording"
             assert "104" in moved.extensions
-            assert row.mixmonitor_id in box.cli(f"mixmonitor list {moved.channel}")
+            assert row.mixmonitor_id in await cli(box, f"mixmonitor list {moved.channel}")
             with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
                 db.execute("UPDATE recordings SET started_at = started_at - 20000")
             assert await recorder.stop_overlong() == [moved.channel]
-            await eventually(
+            await until(
                 lambda: store.for_call(first.linkedid)[0].state == "closed",
                 30,
                 "the file closed on the new name's MixMonitorStop",
