@@ -603,6 +603,16 @@ class Sandbox:
         if self.running:
             self.cli("manager reload")
 
+    def remove_manager_user(self, name: str) -> None:
+        """Take back a user :meth:`add_manager_user` added, applied at once (a
+        name it did not add: nothing), so that a test leaves a shared sandbox
+        with the users it found."""
+        if self.extra_users.pop(name, None) is None:
+            return
+        self._write_manager_users()
+        if self.running:
+            self.cli("manager reload")
+
     def disable_events(self, names: Iterable[str]) -> None:
         """Turn ``names`` off for every session (``[general] disabledevents``),
         applied at once; no names turns none off. For the benchmarks: what an

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.ami.client import AJAMClient, ClientSettings
@@ -320,3 +322,21 @@ async def cli(box: Sandbox, command: str) -> str:
     blocks up to its timeout, while a call placer or an engine on the loop must
     go on reading Asterisk."""
     return await asyncio.to_thread(box.cli, command)
+
+
+def dialplan_globals(box: Sandbox) -> dict[str, str]:
+    """``dialplan show globals``: each global's name and value."""
+    shown = box.cli("dialplan show globals")
+    return dict(re.findall(r"^\s+([^\s=]+)=(.*)$", shown, re.MULTILINE))
+
+
+def set_globals(box: Sandbox, values: dict[str, str]) -> None:
+    """Set dialplan globals through AMI as ``admin`` (Setvar without a channel:
+    any value, unlike the CLI's one word)."""
+    with httpx.Client(timeout=10) as client:
+        login = {"action": "Login", "username": "admin", "secret": box.secret}
+        assert "Success" in client.post(f"{box.url}/rawman", data=login).text
+        for name, value in values.items():
+            data = {"action": "Setvar", "Variable": name, "Value": value}
+            reply = client.post(f"{box.url}/rawman", data=data)
+            assert "Success" in reply.text, reply.text

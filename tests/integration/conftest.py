@@ -7,6 +7,14 @@
     function-scoped: a second, private Asterisk with ``httptimeout=12`` for
     destructive tests (session expiry, restart, kill), removed after the test.
 
+``manager_user``
+    ``manager_user(box, name, **classes)`` adds a manager user
+    (:meth:`Sandbox.add_manager_user`) and takes it back after the test.
+``sandbox_globals_kept``
+    the shared ``sandbox``'s dialplan globals as the test found them: those it
+    set or changed are set back after it (Asterisk 22 removes none at runtime,
+    so one that was not there comes back empty, which every read takes as unset).
+
 ``ami_transport``
     ``"ajam"`` unless a test or module parametrizes it with
     :data:`AMI_TRANSPORTS` (``indirect=True``, or its own fixture of that
@@ -37,7 +45,8 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -48,7 +57,7 @@ from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from router.sandbox.phones import Phones
 from router.testing import shipped_dialplan
-from tests.integration._live import TEST_QUEUE, admin_placer
+from tests.integration._live import TEST_QUEUE, admin_placer, dialplan_globals, set_globals
 
 #: The section title of a phone's crash in a failed test's report.
 PHONE_CRASH = "baresip of phone "
@@ -117,6 +126,32 @@ def scratch_sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.remove()
+
+
+@pytest.fixture
+def manager_user() -> Iterator[Callable[..., None]]:
+    """``manager_user(box, name, **classes)``: a manager user added for the test
+    alone, taken back after it (module doc)."""
+    added: list[tuple[Sandbox, str]] = []
+
+    def add(box: Sandbox, name: str, **classes: Any) -> None:
+        box.add_manager_user(name, **classes)
+        added.append((box, name))
+
+    yield add
+    for box, name in reversed(added):
+        box.remove_manager_user(name)
+
+
+@pytest.fixture
+def sandbox_globals_kept(sandbox: Sandbox) -> Iterator[None]:
+    """The shared sandbox's globals as the test found them (module doc)."""
+    before = dialplan_globals(sandbox)
+    yield
+    after = dialplan_globals(sandbox)
+    changed = {n: before.get(n, "") for n, v in after.items() if before.get(n, "") != v}
+    if changed:
+        set_globals(sandbox, changed)
 
 
 @pytest.hookimpl(wrapper=True)

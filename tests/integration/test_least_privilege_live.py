@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,10 @@ def test_the_sandbox_router_user_is_the_documented_one() -> None:
 
 
 async def test_documented_user_gets_a_privilege_error_and_keeps_its_session(
-    sandbox: Sandbox,
+    sandbox: Sandbox, sandbox_globals_kept: None
 ) -> None:
+    """The global CALLROUTER_MODE it sets is set back after it (the session's
+    Asterisk is shared: the next module would find it ``night``)."""
     settings = ClientSettings(
         url=sandbox.url, username="router", secret=sandbox.users().get("router", sandbox.secret)
     )
@@ -60,6 +63,7 @@ async def test_documented_user_gets_a_privilege_error_and_keeps_its_session(
 
 async def test_a_read_only_shadow_user_starts_with_one_warning_and_no_error(
     sandbox: Sandbox,
+    manager_user: Callable[..., None],
     engine_factory: EngineFactory,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -72,7 +76,7 @@ async def test_a_read_only_shadow_user_starts_with_one_warning_and_no_error(
     it could not read the dialplan."""
     from router.engine import LISTING_REFUSED
 
-    sandbox.add_manager_user("shadow-ro", read="call,dialplan,user", write="")
+    manager_user(sandbox, "shadow-ro", read="call,dialplan,user", write="")
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "version: 1\nrules:\n  - name: sales\n    on: call\n    do:\n"
@@ -106,7 +110,7 @@ async def test_a_read_only_shadow_user_starts_with_one_warning_and_no_error(
     ],
 )
 def test_asterisk_takes_the_classes_as_the_manager_conf_check_reads_them(
-    sandbox: Sandbox, name: str, read: str
+    sandbox: Sandbox, manager_user: Callable[..., None], name: str, read: str
 ) -> None:
     """``callrouter check --manager-conf-file`` reads a user's ``read`` line as
     Asterisk 22 does (router.manager_conf.asterisk_classes): ``call, dialplan,
@@ -114,7 +118,7 @@ def test_asterisk_takes_the_classes_as_the_manager_conf_check_reads_them(
     item but the last is taken for each class it begins."""
     from router.manager_conf import asterisk_classes
 
-    sandbox.add_manager_user(name, read=read, write="call")
+    manager_user(sandbox, name, read=read, write="call")
     shown = sandbox.cli(f"manager show user {name}")
     (perm,) = re.findall(r"read perm: (\S*)", shown)
     assert set(perm.split(",")) == asterisk_classes(read)

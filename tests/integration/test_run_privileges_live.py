@@ -8,6 +8,7 @@ for where the configuration dials (``[api]``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,12 @@ async def test_a_user_without_write_call_is_an_error_at_start_and_not_ready(
 
 
 async def test_a_user_without_originate_is_an_error_with_api_but_routes(
-    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sandbox: Sandbox,
+    manager_user: Callable[..., None],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sandbox.add_manager_user("no-originate", write="call,user,reporting")
+    manager_user(sandbox, "no-originate", write="call,user,reporting")
     caplog.set_level(logging.INFO)
     async with serving(engine_as(sandbox, "no-originate", tmp_path, api=True)) as engine:
         assert errors(caplog) == [
@@ -101,7 +105,10 @@ async def test_the_documented_user_and_a_shadow_instance_hear_nothing(
 
 
 async def test_a_user_without_write_reporting_is_one_warning_a_login_and_stays_ready(
-    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sandbox: Sandbox,
+    manager_user: Callable[..., None],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Asterisk 22 refuses ``CoreStatus`` without ``write = reporting`` (or
     system), as it refuses ``CoreShowChannels``: the start says so once, naming
@@ -111,7 +118,7 @@ async def test_a_user_without_write_reporting_is_one_warning_a_login_and_stays_r
     from router.privilege_watch import PRIVILEGE_MISSING
     from router.privileges import REPORTING
 
-    sandbox.add_manager_user("no-reporting", write="call,originate,user")
+    manager_user(sandbox, "no-reporting", write="call,originate,user")
     caplog.set_level(logging.INFO)
     async with serving(engine_as(sandbox, "no-reporting", tmp_path)) as engine:
         text = PRIVILEGE_MISSING.format(

@@ -63,6 +63,25 @@ def test_a_user_added_on_an_attached_sandbox_keeps_the_earlier_ones(tmp_path: Pa
         _ = third.tls_url
 
 
+def test_a_user_taken_back_leaves_manager_conf_and_the_saved_state(tmp_path: Path) -> None:
+    """A live test on the session's shared sandbox adds a user for itself; its
+    finalizer takes it back, so the next module finds the users it expects."""
+    box = configured(tmp_path, tls=False)
+    box.add_manager_user("first")
+    box.add_manager_user("second", lines=["eventfilter = Event: Newchannel"])
+    box.remove_manager_user("first")
+    box.remove_manager_user("never-added")  # nothing to take back
+    conf = manager_conf(box)
+    assert "[first]" not in conf
+    assert "[second]" in conf
+    again = Sandbox.attach("kept", cache_dir=tmp_path)
+    assert list(again.extra_users) == ["second"]
+    assert set(again.users()) == {"admin", "router", "watcher", "second"}
+    again.remove_manager_user("second")
+    assert "[second]" not in manager_conf(box)
+    assert "eventfilter = Event: Newchannel" not in manager_conf(box)
+
+
 def test_an_instance_without_the_extras_file_attaches_as_before(tmp_path: Path) -> None:
     box = configured(tmp_path, tls=False)
     (box.inst / "sandbox-extras.json").unlink()
