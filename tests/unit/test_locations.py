@@ -21,18 +21,17 @@ from hypothesis import strategies as st
 
 from router.ami.message import Event, Response
 from router.ami.protocol import ActionResult
-from router.builtin.actions import EXECUTE
 from router.config import load_config
 from router.dialplan import RUN_BY_ASTERISK, LocationPolicy, request_caller, request_did
 from router.dialplan_audit import ListedContext, audit_dialplan
 from router.dialplan_listing import RECHECK_EVERY, DialplanListing
 from router.engine import Engine, EngineOptions
 from router.errors import AMIConnectionError, ConfigError
-from router.executor import Executor
 from router.plugins import Plugins
 from router.rules.decision import Action
 from router.rules.ruleset import RedirectTarget
 from tests.unit.client_stub import ConfirmingClient as FakeClient
+from tests.unit.test_executor import FakeAMI, Host, executor_for
 
 if TYPE_CHECKING:
     from router.ami.client import AJAMClient
@@ -56,39 +55,6 @@ HOSTILE = [
     pytest.param("${SHELL(id)}", id="dialplan-function"),
 ]
 SAFE = ["101", "*72#", "+79161234567", "sales_vip-2", "s", "A" * 80]
-
-
-class FakeAMI:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    async def send(
-        self,
-        name: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        action_id: str | None = None,
-        validate: bool = True,
-        check: bool = True,
-    ) -> ActionResult:
-        self.sent.append((name, dict(params or {})))
-        return ActionResult(Response((("Response", "Success"),)))
-
-
-class Host:
-    def __init__(self) -> None:
-        self.ami = FakeAMI()
-
-    async def execute(self, action: Action, call: Any) -> Any:
-        return None
-
-    async def notify(self, target: str, params: Mapping[str, str], call: Any) -> None:
-        return None
-
-
-def executor_for(host: Host, **options: Any) -> Executor:
-    """The executor on the host's AMI and plugins, with the built-in kinds."""
-    return Executor(host.ami, host, kinds=EXECUTE, **options)
 
 
 # -- the executor: the last line before AMI ----------------------------------------------
@@ -233,6 +199,22 @@ async def make_engine(
     return engine, client
 
 
+async def load_errors(tmp_path: Path, rules: str) -> tuple[Any, ...]:
+    """What an engine's start says of ``rules`` (no plugin settings)."""
+    (tmp_path / "rules.yaml").write_text(rules)
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
+        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
+    )
+    engine = Engine(
+        load_config(tmp_path / "router.toml"),
+        client=FakeClient(),  # type: ignore[arg-type]
+        plugins=Plugins.load(entry_points=False),
+        options=EngineOptions(watch_interval=0),
+    )
+    return tuple((await engine.setup()).errors)
+
+
 def request(
     channel: str, *, exten: str = "74951234567", did: str | None = None, caller: str = "79161234567"
 ) -> Event:
@@ -315,19 +297,7 @@ def test_a_bad_location_pattern_is_a_config_error(tmp_path: Path) -> None:
 
 async def test_a_literal_location_is_checked_when_the_rules_load(tmp_path: Path) -> None:
     rules = RULES.replace("exten: sales", 'exten: "sales&Local/1@x"')
-    (tmp_path / "rules.yaml").write_text(rules)
-    (tmp_path / "router.toml").write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-    )
-    engine = Engine(
-        load_config(tmp_path / "router.toml"),
-        client=FakeClient(),  # type: ignore[arg-type]
-        plugins=Plugins.load(entry_points=False),
-        options=EngineOptions(watch_interval=0),
-    )
-    loaded = await engine.setup()
-    [error] = loaded.errors
+    [error] = await load_errors(tmp_path, rules)
     assert "rules.yaml" in str(error)
     assert ":15: rule 'fallback'" in str(error)
     assert "exten 'sales&Local/1@x' is not a safe dialplan location" in str(error)
@@ -441,18 +411,7 @@ async def test_an_extension_asterisk_runs_itself_falls_back_to_the_next_rule(
 
 
 async def test_an_extension_asterisk_runs_itself_is_a_load_error(tmp_path: Path) -> None:
-    (tmp_path / "rules.yaml").write_text(RULES.replace("exten: sales", "exten: h"))
-    (tmp_path / "router.toml").write_text(
-        '[asterisk]\nurl = "http://127.0.0.1:1/asterisk"\nusername = "u"\nsecret = "s"\n'
-        f'[router]\nrules = ["{tmp_path / "rules.yaml"}"]\n'
-    )
-    engine = Engine(
-        load_config(tmp_path / "router.toml"),
-        client=FakeClient(),  # type: ignore[arg-type]
-        plugins=Plugins.load(entry_points=False),
-        options=EngineOptions(watch_interval=0),
-    )
-    [error] = (await engine.setup()).errors
+    [error] = await load_errors(tmp_path, RULES.replace("exten: sales", "exten: h"))
     assert "exten 'h' is an extension Asterisk runs itself" in str(error)
 
 
