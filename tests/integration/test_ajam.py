@@ -78,7 +78,9 @@ async def test_least_privilege_user_is_refused_originate(sandbox: Sandbox) -> No
             )
 
 
-async def test_core_settings_and_global_variables(client: AJAMClient) -> None:
+async def test_core_settings_and_global_variables(
+    client: AJAMClient, sandbox_globals_kept: None
+) -> None:
     settings_ = (await client.action("CoreSettings")).response
     assert settings_["AMIversion"].startswith("11.")
     assert settings_["AsteriskVersion"].startswith("22.")

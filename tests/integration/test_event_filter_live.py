@@ -20,7 +20,7 @@ import asyncio
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -249,7 +249,7 @@ def _steps_and_records(events: list[Event]) -> tuple[set[str], set[str]]:
 
 
 async def test_header_filters_drop_the_other_steps_at_asterisk(
-    routing_sandbox: Sandbox, placer: CallPlacer
+    routing_sandbox: Sandbox, placer: CallPlacer, manager_user: Callable[..., None]
 ) -> None:
     """The narrowed events' filters name a header (Priority, EventName), and
     Asterisk 22 applies them: as Filter actions (a user with write = system)
@@ -264,7 +264,7 @@ async def test_header_filters_drop_the_other_steps_at_asterisk(
     )
     chosen = select_events(core={"Newexten", "CEL", "UserEvent"})
     selection = EventSelection(chosen.names, chosen.classes, narrowed)
-    routing_sandbox.add_manager_user("router-steps", lines=selection.manager_conf_lines())
+    manager_user(routing_sandbox, "router-steps", lines=selection.manager_conf_lines())
     sessions = [
         ClientSettings(url=routing_sandbox.url, username="admin", secret=routing_sandbox.secret),
         ClientSettings(
@@ -294,7 +294,12 @@ async def test_header_filters_drop_the_other_steps_at_asterisk(
 
 
 async def route_a_call_on_its_own_lines(
-    box: Sandbox, placer: CallPlacer, tmp_path: Path, transport: str, user: str
+    box: Sandbox,
+    placer: CallPlacer,
+    tmp_path: Path,
+    transport: str,
+    user: str,
+    manager_user: Callable[..., None],
 ) -> EventSelection:
     """An engine logged in as ``user``, whose manager.conf lines are the ones the
     engine's selection gives (what `callrouter run` logs for the administrator,
@@ -305,7 +310,7 @@ async def route_a_call_on_its_own_lines(
     probe = Engine(load_config(config_path), plugins=Plugins.load(extra=[SlowCRM()]))
     await probe.setup()
     selection = await probe.event_selection()
-    box.add_manager_user(user, lines=selection.manager_conf_lines())
+    manager_user(box, user, lines=selection.manager_conf_lines())
     engine = Engine(
         load_config(config_path),
         plugins=Plugins.load(extra=[SlowCRM()]),
@@ -332,14 +337,18 @@ async def route_a_call_on_its_own_lines(
 
 
 async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
-    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
+    routing_sandbox: Sandbox,
+    placer: CallPlacer,
+    manager_user: Callable[..., None],
+    tmp_path: Path,
+    ami_transport: str,
 ) -> None:
     """The lines the engine's selection gives, pasted into manager.conf: calls
     are routed and each Redirect confirmed by its landing, which the header
     filter lets through (the rules' redirect priority); the lines let the
     call's Wait step through, and the Redirect waited for it."""
     selection = await route_a_call_on_its_own_lines(
-        routing_sandbox, placer, tmp_path, ami_transport, "router-lines"
+        routing_sandbox, placer, tmp_path, ami_transport, "router-lines", manager_user
     )
     # No plugin is told the call life here (the 1C plugin, installed, has no
     # [plugins.onec]: callrouter_wants_call_events says no), so no CEL lines;
@@ -350,7 +359,11 @@ async def test_the_engine_routes_on_a_user_with_its_own_eventfilter_lines(
 
 
 async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
-    routing_sandbox: Sandbox, placer: CallPlacer, tmp_path: Path, ami_transport: str
+    routing_sandbox: Sandbox,
+    placer: CallPlacer,
+    manager_user: Callable[..., None],
+    tmp_path: Path,
+    ami_transport: str,
 ) -> None:
     """A dialplan that waits in ``WaitExten`` instead of ``Wait`` after the
     request (docs/asterisk.md: ``MusicOnHold`` and ``WaitExten`` are waits
@@ -362,7 +375,7 @@ async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
     routing_sandbox.set_dialplan(shipped.replace(wait, wait.replace("Wait(", "WaitExten(")))
     try:
         await route_a_call_on_its_own_lines(
-            routing_sandbox, placer, tmp_path, ami_transport, "router-parks"
+            routing_sandbox, placer, tmp_path, ami_transport, "router-parks", manager_user
         )
     finally:
         routing_sandbox.set_dialplan(shipped)
@@ -370,6 +383,7 @@ async def test_a_call_waiting_in_waitexten_is_routed_once_seen_there(
 
 async def test_a_user_without_read_user_is_not_ready_and_says_why(
     routing_sandbox: Sandbox,
+    manager_user: Callable[..., None],
     tmp_path: Path,
     ami_transport: str,
     caplog: pytest.LogCaptureFixture,
@@ -381,7 +395,7 @@ async def test_a_user_without_read_user_is_not_ready_and_says_why(
     hears its own and stays ready."""
     from router.health import USER_EVENTS_MISSING
 
-    routing_sandbox.add_manager_user("router-nouser", read="call,dialplan,agent,system")
+    manager_user(routing_sandbox, "router-nouser", read="call,dialplan,agent,system")
     options = EngineOptions(watch_interval=0, live_heartbeat=0.3, live_settle=0.1)
     engines = []
     for user in ("router-nouser", "router"):
