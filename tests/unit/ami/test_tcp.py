@@ -498,15 +498,18 @@ async def test_unreachable_asterisk_is_a_connection_error() -> None:
     )
 
 
-async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() -> None:
-    """tcp:// to Asterisk's HTTP port (AJAM): it waits for a request and sends
-    no banner; the error said only that none came within connect_timeout."""
+async def login_to_a_silent_port(
+    scheme: str, *, server_ssl: ssl.SSLContext | None = None, **settings: Any
+) -> str:
+    """The error of a login to a port that accepts and never sends a banner."""
     accepted: list[asyncio.StreamWriter] = []
-    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    server = await asyncio.start_server(
+        lambda r, w: accepted.append(w), "127.0.0.1", 0, ssl=server_ssl
+    )
     port = server.sockets[0].getsockname()[1]
     client = TCPClient(
         ClientSettings(
-            url=f"tcp://127.0.0.1:{port}", username="router", secret="x", connect_timeout=0.3
+            url=f"{scheme}://127.0.0.1:{port}", username="router", secret="x", **settings
         )
     )
     try:
@@ -518,11 +521,18 @@ async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() ->
         server.close()
         await server.wait_closed()
         await client.aclose()
-    assert "no AMI greeting within 0.3 s (connect_timeout)" in str(caught.value)
-    assert "Asterisk's HTTP port (AJAM) takes an http:// url" in str(caught.value)
+    return str(caught.value)
+
+
+async def test_a_port_that_sends_no_greeting_is_named_as_maybe_the_http_one() -> None:
+    """tcp:// to Asterisk's HTTP port (AJAM): it waits for a request and sends
+    no banner; the error said only that none came within connect_timeout."""
+    message = await login_to_a_silent_port("tcp", connect_timeout=0.3)
+    assert "no AMI greeting within 0.3 s (connect_timeout)" in message
+    assert "Asterisk's HTTP port (AJAM) takes an http:// url" in message
     # The manager's TLS port waits for a ClientHello and is silent too: it
     # was not named, so tcp:// to it read as if it were an HTTP port.
-    assert "TLS port (manager.conf tlsbindaddr) a tls:// url" in str(caught.value)
+    assert "TLS port (manager.conf tlsbindaddr) a tls:// url" in message
 
 
 async def test_tls_to_a_port_that_sends_no_greeting_names_the_https_one(
@@ -530,31 +540,13 @@ async def test_tls_to_a_port_that_sends_no_greeting_names_the_https_one(
 ) -> None:
     """tls:// to Asterisk's HTTPS port (AJAM): the handshake passes and no
     banner comes; the hint said an http:// url, for a TLS port."""
-    accepted: list[asyncio.StreamWriter] = []
-    server = await asyncio.start_server(
-        lambda r, w: accepted.append(w), "127.0.0.1", 0, ssl=self_signed.server_context()
+    message = await login_to_a_silent_port(
+        "tls",
+        server_ssl=self_signed.server_context(),
+        auth="plain",
+        verify=False,
+        connect_timeout=0.5,
     )
-    port = server.sockets[0].getsockname()[1]
-    client = TCPClient(
-        ClientSettings(
-            url=f"tls://127.0.0.1:{port}",
-            username="router",
-            secret="x",
-            auth="plain",
-            verify=False,
-            connect_timeout=0.5,
-        )
-    )
-    try:
-        with pytest.raises(AMITimeoutError) as caught:
-            await client.login()
-    finally:
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
-        await client.aclose()
-    message = str(caught.value)
     assert "no AMI greeting within 0.5 s (connect_timeout)" in message
     assert "Asterisk's HTTPS port (AJAM, http.conf tlsbindaddr) takes an https:// url" in message
     assert "an http:// url" not in message
