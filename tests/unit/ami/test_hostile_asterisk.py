@@ -251,6 +251,20 @@ async def test_native_client_stops_an_endless_chunked_body(
     assert sent < 8 * 1024 * 1024
 
 
+def limited_httpx_client(handler: Callable[[httpx.Request], httpx.Response]) -> AJAMClient:
+    """An httpx-based AJAM client on ``handler`` that reads at most 256 KiB an answer."""
+    return AJAMClient(
+        ClientSettings(
+            url="http://asterisk.test/",
+            username="u",
+            secret="s",
+            http_client="httpx",
+            max_response_bytes=256 * 1024,
+        ),
+        transport=httpx.MockTransport(handler),
+    )
+
+
 async def test_httpx_client_stops_an_endless_body() -> None:
     produced = 0
 
@@ -263,16 +277,7 @@ async def test_httpx_client_stops_an_endless_body() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=endless())
 
-    client = AJAMClient(
-        ClientSettings(
-            url="http://asterisk.test/",
-            username="u",
-            secret="s",
-            http_client="httpx",
-            max_response_bytes=256 * 1024,
-        ),
-        transport=httpx.MockTransport(handler),
-    )
+    client = limited_httpx_client(handler)
     with pytest.raises(AMIProtocolError, match="max_response_bytes"):
         await client.login()
     await client.aclose()
@@ -283,16 +288,7 @@ async def test_httpx_client_refuses_an_announced_oversize_body() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Length": str(10**9)}, content=b"")
 
-    client = AJAMClient(
-        ClientSettings(
-            url="http://asterisk.test/",
-            username="u",
-            secret="s",
-            http_client="httpx",
-            max_response_bytes=256 * 1024,
-        ),
-        transport=httpx.MockTransport(handler),
-    )
+    client = limited_httpx_client(handler)
     with pytest.raises(AMIProtocolError, match="over the limit"):
         await client.login()
     await client.aclose()
