@@ -27,7 +27,7 @@ from router.api.settings import ApiSettings, TokenSettings
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
-from router.recordings.store import Origin
+from router.recordings.store import Origin, Recording
 from router.sandbox import free_port
 from router.testing import StubEngine
 from router.testing.builders import make_config, make_event
@@ -945,6 +945,24 @@ async def test_a_stale_stop_mark_whose_file_is_still_written_is_stopped_again(
     store.close()
 
 
+async def started_with_a_stale_stop(
+    client: httpx.AsyncClient, stub: StubEngine, live: str
+) -> tuple[RecordingStore, Recording, float]:
+    """101's recording of ``live`` started through the API, its stop asked a
+    minute ago and never done, and its file written: the store, the row, now."""
+    started = await client.post(
+        f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
+    )
+    assert started.status_code == 201, started.text
+    store = RecordingStore(stub.state_dir)
+    (row,) = store.recording(live)
+    now = time.time()
+    store.ask_stop([row.id], now=now - 60)
+    row.local_path.parent.mkdir(parents=True, exist_ok=True)
+    row.local_path.write_bytes(b"RIFF" + bytes(60))
+    return store, row, now
+
+
 @pytest.mark.parametrize("failure", ["refused", "asterisk down"])
 async def test_a_failed_stop_again_of_a_stale_mark_leaves_the_mark_as_it_was(
     stub: StubEngine,
@@ -970,16 +988,7 @@ async def test_a_failed_stop_again_of_a_stale_mark_leaves_the_mark_as_it_was(
 
     stub.replay.on("StopMixMonitor", stop)
     async with client_for(stub) as client:
-        started = await client.post(
-            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
-        )
-        assert started.status_code == 201, started.text
-        store = RecordingStore(stub.state_dir)
-        (row,) = store.recording(live)
-        now = time.time()
-        store.ask_stop([row.id], now=now - 60)
-        row.local_path.parent.mkdir(parents=True, exist_ok=True)
-        row.local_path.write_bytes(b"RIFF" + bytes(60))
+        store, _, now = await started_with_a_stale_stop(client, stub, live)
         if failure == "asterisk down":
             stub.connected = False
         with caplog.at_level("WARNING", logger="router.api"):
@@ -1139,16 +1148,7 @@ async def test_of_two_stops_at_once_of_a_stale_mark_only_one_stops_it_again(
     stops: list[dict[str, str]] = []
     stub.replay.on("StopMixMonitor", lambda action: stops.append(dict(action.fields)) or {})
     async with client_for(stub) as client:
-        started = await client.post(
-            f"/api/v1/calls/{live}/recording", headers=bearer(DESK101), json={"legs": "in"}
-        )
-        assert started.status_code == 201, started.text
-        store = RecordingStore(stub.state_dir)
-        (row,) = store.recording(live)
-        now = time.time()
-        store.ask_stop([row.id], now=now - 60)
-        row.local_path.parent.mkdir(parents=True, exist_ok=True)
-        row.local_path.write_bytes(b"RIFF" + bytes(60))
+        store, row, now = await started_with_a_stale_stop(client, stub, live)
         answers = await asyncio.gather(
             *(
                 client.delete(f"/api/v1/calls/{live}/recording", headers=bearer(DESK101))
