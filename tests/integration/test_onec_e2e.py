@@ -41,6 +41,7 @@ from tests.integration._live import (
     example_dialplan,
     start_engine,
     stop_engine,
+    until,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -338,7 +339,7 @@ async def test_call_history_survives_1c_down_and_a_restart(
         await asyncio.sleep(0.1)
     assert await sender.drain(10)
     engine.request_stop()  # one router at a time on this Asterisk
-    await asyncio.sleep(0.5)
+    await until(lambda: engine._serve_task is None, 15, "the first engine stopped serving")
     await engine.stop()
     double.reset()
 
