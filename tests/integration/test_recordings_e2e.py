@@ -111,6 +111,23 @@ async def talk(phones: Phones, tone: Path, seconds: float) -> PhoneCall:
     return call
 
 
+async def answered(phones: Phones, tone: Path, seconds: float = 0.0) -> PhoneCall:
+    """The PSTN caller (79161234567) calls the DID playing ``tone``; 101 answers;
+    ``seconds`` of talk later, the call still going."""
+    phones.pstn.play(tone)
+    call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
+    await asyncio.to_thread(call.wait_answered, 20)
+    if seconds:
+        await asyncio.sleep(seconds)
+    return call
+
+
+def made_older_than_max_duration(config: Config) -> None:
+    """Every recording's start moved 20000 s back: past any max_duration."""
+    with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
+        db.execute("UPDATE recordings SET started_at = started_at - 20000")
+
+
 def pcm(recording: StoredRecording) -> tuple[list[int], int, float]:
     with wave.open(io.BytesIO(recording.data)) as wav:
         rate, frames = wav.getframerate(), wav.getnframes()
@@ -288,13 +305,9 @@ async def test_a_recording_past_max_duration_is_stopped_as_the_router_user_and_t
     try:
         recorder = engine.plugins.pm.get_plugin("recordings")
         assert isinstance(recorder, Recorder)
-        phones.pstn.play(tone)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
-        await asyncio.sleep(2.0)
+        call = await answered(phones, tone, 2.0)
         # Two seconds in, the recording is made to look older than max_duration.
-        with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-            db.execute("UPDATE recordings SET started_at = started_at - 20000")
+        made_older_than_max_duration(config)
         (stopped,) = await recorder.stop_overlong()
         await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
@@ -341,13 +354,9 @@ async def test_max_duration_stops_callrouters_mixmonitor_and_not_the_pbxs_own(
         try:
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
-            phones.pstn.play(tone)
-            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-            await asyncio.to_thread(call.wait_answered, 20)
-            await asyncio.sleep(2.0)
+            call = await answered(phones, tone, 2.0)
             (pbx_file,) = folder.glob("pbx-own-*.wav")
-            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            made_older_than_max_duration(config)
             (stopped,) = await recorder.stop_overlong()
             await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
             assert not call.ended  # the call goes on
@@ -393,9 +402,7 @@ async def test_the_apis_stop_ends_the_ami_started_mixmonitor_and_not_the_pbxs_ow
     store = RecordingStore(tmp_path / "api-state")
     engine, task = await start_engine(config, ready_timeout=20)
     try:
-        phones.pstn.play(tone)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
+        call = await answered(phones, tone)
         (live,) = list(engine.tracker)
         channel = next(c.name for c in live.channels.values() if not c.hung_up)
         (ours,) = await start_recording(
@@ -465,13 +472,9 @@ async def test_an_old_record_context_is_named_by_the_check_and_never_stopped_by_
         try:
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
-            phones.pstn.play(tone)
-            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-            await asyncio.to_thread(call.wait_answered, 20)
-            await asyncio.sleep(2.0)
+            call = await answered(phones, tone, 2.0)
             (pbx_file,) = folder.glob("pbx-own-*.wav")
-            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            made_older_than_max_duration(config)
             assert await recorder.stop_overlong() == []
             assert recorder.store is not None
             (row,) = recorder.store.recording()
@@ -507,10 +510,7 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
         recorder = engine.plugins.pm.get_plugin("recordings")
         assert isinstance(recorder, Recorder)
         assert recorder.store is not None
-        phones.pstn.play(tone)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
-        await asyncio.sleep(1.0)
+        call = await answered(phones, tone, 1.0)
         (live,) = list(engine.tracker)
         live.started -= 4 * 3600 + 1
         await engine._sweep()  # the tracker's own sweep: dropped
@@ -518,8 +518,7 @@ async def test_a_call_dropped_by_the_tracker_is_still_bounded_by_max_duration(
         await asyncio.sleep(20 + 2)  # close_timeout, and the look at the file
         (row,) = recorder.store.for_call(live.linkedid)
         assert row.state == "recording", row.note
-        with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-            db.execute("UPDATE recordings SET started_at = started_at - 20000")
+        made_older_than_max_duration(config)
         (stopped,) = await recorder.stop_overlong()
         await until(lambda: bool(double.recordings.stored), 30, "1C got the recording")
         assert not call.ended  # the call goes on
@@ -562,10 +561,7 @@ async def test_the_pbxs_own_mixmonitor_stopped_mid_call_leaves_ours_recording_to
             recorder = engine.plugins.pm.get_plugin("recordings")
             assert isinstance(recorder, Recorder)
             assert recorder.store is not None
-            phones.pstn.play(tone)
-            call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-            await asyncio.to_thread(call.wait_answered, 20)
-            await asyncio.sleep(1.0)
+            call = await answered(phones, tone, 1.0)
             (row,) = recorder.store.recording()
             answer = await admin.send("Getvar", {"Channel": row.channel, "Variable": "PBX_REC_ID"})
             pbx_id = answer.response.get("Value") or ""
@@ -621,9 +617,7 @@ async def test_the_api_cannot_stop_the_rules_recording_and_only_its_legs_read_it
     engine, task = await start_engine(config, ready_timeout=20)
     store = RecordingStore(state)
     try:
-        phones.pstn.play(tone)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
+        call = await answered(phones, tone)
         (live,) = list(engine.tracker)
         linkedid = live.linkedid
         (row,) = store.recording(linkedid)
@@ -696,9 +690,7 @@ async def test_the_apis_stop_ends_its_recording_and_the_rules_writes_on(
     store = RecordingStore(state)
     agent = {"Authorization": "Bearer secret-101"}
     try:
-        phones.pstn.play(tone)
-        call = await asyncio.to_thread(phones.pstn.call, did=DID, caller="79161234567")
-        await asyncio.to_thread(call.wait_answered, 20)
+        call = await answered(phones, tone)
         (live,) = list(engine.tracker)
         linkedid = live.linkedid
         (rule,) = store.recording(linkedid)
@@ -828,8 +820,7 @@ async def test_a_recording_renamed_by_an_attended_transfer_into_an_application_i
             await asyncio.sleep(5.5)
             assert store.for_call(second.linkedid)[0].state == "recording"
             assert row.mixmonitor_id in await cli(box, f"mixmonitor list {transferee}")
-            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            made_older_than_max_duration(config)
             assert await recorder.stop_overlong() == [transferee]
             await until(
                 lambda: store.for_call(second.linkedid)[0].state == "closed",
@@ -996,8 +987,7 @@ async def test_a_recording_replaced_by_an_invite_with_replaces_is_followed(
             assert moved.state == "recording"
             assert "104" in moved.extensions
             assert row.mixmonitor_id in await cli(box, f"mixmonitor list {moved.channel}")
-            with sqlite3.connect(config.router.state_dir / "recordings.sqlite") as db:
-                db.execute("UPDATE recordings SET started_at = started_at - 20000")
+            made_older_than_max_duration(config)
             assert await recorder.stop_overlong() == [moved.channel]
             await until(
                 lambda: store.for_call(first.linkedid)[0].state == "closed",
