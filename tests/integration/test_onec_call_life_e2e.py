@@ -49,7 +49,7 @@ from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from router.sandbox import Sandbox
 from router.sandbox.phones import Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
-from tests.integration._live import run_process, stop_process
+from tests.integration._live import run_process, set_globals, stop_process
 from tests.integration.conftest import private_secret
 
 pytestmark = [pytest.mark.integration]
@@ -410,6 +410,26 @@ def test_transfers_on_the_phone_are_told_who_to_whom(
     assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
 
 
+def answered_in_1c(double: OneCDouble) -> dict[str, Any]:
+    """The one ``answered`` event 1C has been told (waited 10 s)."""
+    [answered] = wait_until(
+        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
+        10,
+        "answered in 1C",
+    )
+    return dict(answered)
+
+
+def api_post(router: Router, path: str, body: dict[str, str]) -> httpx.Response:
+    """``POST /api/v1{path}`` with ``body`` and the test's token."""
+    return httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+
+
 def test_a_transfer_through_the_http_api_is_told_who_to_whom(
     world: tuple[Router, OneCDouble, Phones],
 ) -> None:
@@ -418,16 +438,9 @@ def test_a_transfer_through_the_http_api_is_told_who_to_whom(
     call = phones.pstn.call(did=DID, caller=RAW)
     call.wait_answered(15)
     wait_until(lambda: phones["101"].calls and phones["101"].calls[-1].answered, 10, "101 up")
-    [answered] = wait_until(
-        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
-        10,
-        "answered in 1C",
-    )
-    reply = httpx.post(
-        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
-        json={"to": "102", "mode": "blind"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=10,
+    answered = answered_in_1c(double)
+    reply = api_post(
+        router, f"/calls/{answered['call_id']}/transfer", {"to": "102", "mode": "blind"}
     )
     assert reply.status_code < 300, reply.text
     wait_until(
@@ -449,12 +462,7 @@ def test_a_click_to_call_rings_the_managers_phone_before_1c_hears_it_answered(
     """``POST /api/v1/calls {"from": "101"}`` rings 101, then dials the customer: 1C
     had ``answered`` 101 with no ``ringing`` before it (issue 16)."""
     router, double, phones = world
-    reply = httpx.post(
-        f"http://127.0.0.1:{router.api_port}/api/v1/calls",
-        json={"from": "101", "to": RAW},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=10,
-    )
+    reply = api_post(router, "/calls", {"from": "101", "to": RAW})
     assert reply.status_code == 201, reply.text
     call_id = reply.json()["id"]
     wait_until(lambda: phones.pstn.calls and phones.pstn.calls[-1].answered, 15, "the customer")
@@ -482,16 +490,9 @@ def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(
     call = phones.pstn.call(did=DID, caller=RAW)
     call.wait_answered(15)
     wait_until(lambda: phones["101"].calls and phones["101"].calls[-1].answered, 10, "101 up")
-    [answered] = wait_until(
-        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
-        10,
-        "answered in 1C",
-    )
-    reply = httpx.post(
-        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
-        json={"to": "102", "mode": "attended"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=10,
+    answered = answered_in_1c(double)
+    reply = api_post(
+        router, f"/calls/{answered['call_id']}/transfer", {"to": "102", "mode": "attended"}
     )
     assert reply.status_code == 202, reply.text
     assert reply.json()["mode"] == "attended"
@@ -532,16 +533,9 @@ def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_a_409_on_aster
     router, double, phones = world
     out = phones["101"].dial(CUSTOMER)
     out.wait_answered(15)
-    [answered] = wait_until(
-        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
-        10,
-        "answered in 1C",
-    )
-    reply = httpx.post(
-        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
-        json={"to": "102", "mode": "attended"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=10,
+    answered = answered_in_1c(double)
+    reply = api_post(
+        router, f"/calls/{answered['call_id']}/transfer", {"to": "102", "mode": "attended"}
     )
     assert reply.status_code == 409, reply.text
     assert "option t" in reply.json()["detail"]
@@ -553,17 +547,6 @@ def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_a_409_on_aster
 
 
 # -- the gap ------------------------------------------------------------------------------------
-
-
-def setvar_global(pbx: Sandbox, name: str, value: str) -> None:
-    """A dialplan global through AMI (Setvar without a channel), as the admin user."""
-    with httpx.Client(timeout=10) as client:
-        login = {"action": "Login", "username": "admin", "secret": pbx.secret}
-        assert "Success" in client.post(f"{pbx.url}/rawman", data=login).text
-        reply = client.post(
-            f"{pbx.url}/rawman", data={"action": "Setvar", "Variable": name, "Value": value}
-        )
-        assert "Success" in reply.text, reply.text
 
 
 def place_while_down(phones: Phones, kind: str) -> None:
@@ -618,7 +601,7 @@ def with_a_mark(router: Router, phones: Phones) -> None:
 
 def place_mix(phones: Phones, count: int) -> list[str]:
     """``count`` calls on the default route: answered, missed, transferred, answered..."""
-    setvar_global(phones.pbx, "CALLROUTER_WAIT", "1")  # nobody is there to decide
+    set_globals(phones.pbx, {"CALLROUTER_WAIT": "1"})  # nobody is there to decide
     placed: list[str] = []
     try:
         for n in range(count):
@@ -626,7 +609,7 @@ def place_mix(phones: Phones, count: int) -> list[str]:
             place_while_down(phones, kind)
             placed.append(kind)
     finally:
-        setvar_global(phones.pbx, "CALLROUTER_WAIT", "4")
+        set_globals(phones.pbx, {"CALLROUTER_WAIT": "4"})
     return placed
 
 
