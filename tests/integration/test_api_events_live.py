@@ -32,6 +32,7 @@ from tests.integration._live import (
     example_dialplan_dialing,
     free_port,
     onec_api_config,
+    until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -134,6 +135,13 @@ async def start_cursor(http: httpx.AsyncClient, token: str) -> int:
     return int((await poll(http, token, None, timeout=0))["cursor"])
 
 
+async def hung_up_at(http: httpx.AsyncClient, cursor: int, extension: str) -> bool:
+    """The feed (a token for every extension) has told a hangup at ``extension``
+    since ``cursor``."""
+    events = (await poll(http, "all", cursor, timeout=0))["events"]
+    return any(e["kind"] == "hangup" and e["extension"] == extension for e in events)
+
+
 async def test_a_routed_call_rings_at_101_with_the_1c_card_at_a_long_polling_client(
     http: httpx.AsyncClient, placer: CallPlacer, double: OneCDouble
 ) -> None:
@@ -195,9 +203,11 @@ async def test_a_token_for_102_never_sees_101s_events(
     http: httpx.AsyncClient, placer: CallPlacer
 ) -> None:
     start = await start_cursor(http, "t102")
+    everyone = await start_cursor(http, "all")
     call = await placer.place(DID, CALLER)
     await placer.wait_all([call], timeout=15)
-    await asyncio.sleep(2)  # the phone hangs up within about a second
+    # The phone hangs up within about a second: the feed has told the whole call.
+    await until(lambda: hung_up_at(http, everyone, "101"), 15, "the call's hangup in the feed")
     body = await poll(http, "t102", start, timeout=0)
     assert [e for e in body["events"] if e["extension"] != "102"] == []
     refused = await http.get(
