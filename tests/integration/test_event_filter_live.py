@@ -231,7 +231,8 @@ async def test_auto_stops_an_unneeded_class_routes_and_follows_a_reload(
         await engine.wait_idle()
         assert engine.ami.event_selection.classes is not None
         assert "agent" in engine.ami.event_selection.classes
-        await asyncio.sleep(0.5)  # the re-filter runs as a task
+        # The re-filter runs as a task of the reload: its Events and Filter answered.
+        await eventually(lambda: not engine.router.tasks, "the re-filter done", 10)
         await queue_member_event(admin)
         await asyncio.wait_for(seen.queue_event.wait(), 10)
         assert QUEUE_EVENT in seen.names
