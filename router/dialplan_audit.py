@@ -31,6 +31,7 @@ from router.errors import AMIActionError, AMIError, AMIPrivilegeError
 from router.rules.ruleset import RedirectTarget
 
 __all__ = [
+    "MARKER",
     "STAND_INS",
     "UNREADABLE",
     "DialplanAMI",
@@ -182,6 +183,30 @@ STAND_INS = {
     "CALLROUTER_DEFAULT": "callrouter-default",
 }
 
+#: The global ``callrouter run`` sets beside the stand-ins, naming them
+#: (:func:`_mark`): AMI shows a global's value, not where it came from, so
+#: without it neither ``check --asterisk`` nor a restarted ``run`` could tell
+#: a stand-in from the same value in [globals]. The snippet's [globals] clears
+#: it (``CALLROUTER_GLOBALS_BY=``): pasting them and a ``dialplan reload``
+#: make the values the file's; an Asterisk restart drops it with the values.
+MARKER = "CALLROUTER_GLOBALS_BY"
+#: How the marker's value begins; the names it lists follow.
+_MARKED_BY = "callrouter:"
+
+
+def _mark(names: Sequence[str]) -> str:
+    """The marker's value for the stand-ins ``names``."""
+    return _MARKED_BY + ",".join(name for name in STAND_INS if name in names)
+
+
+async def _marked(client: DialplanAMI, read: dict[str, str | None]) -> frozenset[str]:
+    """The globals of :data:`STAND_INS` the marker says a callrouter set
+    (none when it is unset, empty, unreadable or not callrouter's)."""
+    value = (await _getvar(client, MARKER, read) or "").strip()
+    if not value.startswith(_MARKED_BY):
+        return frozenset()
+    return frozenset(value.removeprefix(_MARKED_BY).split(",")) & STAND_INS.keys()
+
 
 async def _globals(
     client: DialplanAMI,
@@ -196,46 +221,38 @@ async def _globals(
 
     With ``stand_ins`` (``callrouter run``) such a global is set instead, to
     its :data:`STAND_INS` value (``Setvar`` without a channel: a global;
-    ``write = call``, which Redirect needs too), and one failure says so: an
-    older context pasted without its [globals] then waits and falls back
-    once, instead of running again and again until a Redirect lands (22 to
-    46 times a call on Asterisk 22.10). A value the administrator set is
-    never replaced; ``CALLROUTER_DEFAULT`` is set only when Asterisk has the
-    context it names. Set again whenever an audit finds it gone (Asterisk
-    restarted, a ``dialplan reload`` with ``clearglobalvars = yes``)."""
+    ``write = call``, which Redirect needs too), with :data:`MARKER` naming
+    it, and one failure says so: an older context pasted without its
+    [globals] then waits and falls back once, instead of running again and
+    again until a Redirect lands (22 to 46 times a call on Asterisk 22.10). A
+    value the administrator set is never replaced; ``CALLROUTER_DEFAULT`` is
+    set only when Asterisk has the context it names. Set again whenever an
+    audit finds it gone (Asterisk restarted, a ``dialplan reload`` with
+    ``clearglobalvars = yes``).
+
+    A value :data:`MARKER` names and still the stand-in's is a callrouter's,
+    whoever asks (``check``, a ``run`` started since): the same failure, for
+    Asterisk forgets it at its next restart, when callrouter may be down."""
     own = [item for item in items if item.get("Context") == INBOUND_CONTEXT]
     findings: list[Finding] = []
     standing: list[str] = []
-    #: When the Asterisk callrouter set its globals in started (:func:`_started`).
-    since = stand_ins.get(_STARTED) if stand_ins is not None else None
     for name, why in _GLOBALS.items():
         if not _read_unset(own, name):
             continue
-        if stand_ins is not None and _STARTED not in stand_ins:
+        if stand_ins is not None:
             # An older context: from now on each reconnection audits again
             # (router/engine.py), so that globals an Asterisk restart lost are
             # set again at once, also by a standby whose peer set them first.
-            stand_ins[_STARTED] = await _started(client, read) or ""
+            stand_ins[_SEEN] = ""
         value = await _getvar(client, name, read)
         if value is None:
             continue  # not readable: the inbound verdict stands as it is
         if value.strip():
-            if stand_ins is not None and stand_ins.get(name) == value:
-                started = await _started(client, read)
-                if started is not None and since != started:
-                    # Asterisk started again since callrouter set it: the value
-                    # is extensions.conf's now (the [globals] pasted since).
-                    del stand_ins[name]
-                    continue
-                standing.append(name)  # set by this callrouter: still said
+            if value == STAND_INS[name] and name in await _marked(client, read):
+                standing.append(name)  # a callrouter's, not extensions.conf's
             continue
-        problem = await _stand_in(client, name, stand_ins)
+        problem = await _stand_in(client, name, stand_ins, read)
         if problem is None:
-            assert stand_ins is not None
-            read[name] = stand_ins[name]
-            started = await _started(client, read)
-            if started is not None:
-                stand_ins[_STARTED] = started
             standing.append(name)
             continue
         findings.append(
@@ -247,52 +264,53 @@ async def _globals(
             )
         )
     if standing:
-        assert stand_ins is not None
-        names = " and ".join(f"${{{name}}}" for name in standing)
-        values = ", ".join(f"{name}={stand_ins[name]}" for name in standing)
-        findings.insert(
-            0,
-            Finding(
-                "fail",
-                f"[{INBOUND_CONTEXT}] reads {names}, which extensions.conf does not set "
-                f"(a copy of [{INBOUND_CONTEXT}] pasted without the snippet's [globals]): "
-                f"callrouter set the global{'s' if len(standing) > 1 else ''} {values} "
-                "in Asterisk (AMI Setvar), so that calls wait for its decision and fall "
-                "back once, and sets them again whenever Asterisk loses them; paste the "
-                "[globals] of examples/asterisk/extensions.conf into extensions.conf, then "
-                '`asterisk -rx "dialplan reload"`',
-            ),
-        )
+        findings.insert(0, Finding("fail", _standing(standing, running=stand_ins is not None)))
     return findings
 
 
-#: The key of ``stand_ins`` (and of an audit's ``read``) that holds when the
-#: Asterisk that callrouter set them in started (``CoreStatus``), not a global.
-_STARTED = "(Asterisk started)"
+def _standing(names: Sequence[str], *, running: bool) -> str:
+    """The failure for the globals ``names`` a callrouter set (``running``:
+    this one, ``callrouter run``'s WARNING; else ``check``'s)."""
+    read = " and ".join(f"${{{name}}}" for name in names)
+    values = ", ".join(f"{name}={STAND_INS[name]}" for name in names)
+    plural = "s" if len(names) > 1 else ""
+    if running:
+        why = (
+            "so that calls wait for its decision and fall back once, and sets them again "
+            "whenever Asterisk loses them"
+        )
+    else:
+        why = (
+            "not the dialplan: Asterisk forgets them when it restarts, and with callrouter "
+            "down then, a call runs the context again and again"
+        )
+    return (
+        f"[{INBOUND_CONTEXT}] reads {read}, which extensions.conf does not set "
+        f"(a copy of [{INBOUND_CONTEXT}] pasted without the snippet's [globals]): "
+        f"callrouter set the global{plural} {values} in Asterisk (AMI Setvar; the global "
+        f"{MARKER} says so), {why}; paste the [globals] of "
+        "examples/asterisk/extensions.conf into extensions.conf, then "
+        '`asterisk -rx "dialplan reload"` (if you have pasted [globals] since, paste '
+        f"the snippet's current [globals], whose {MARKER}= line clears the mark, and "
+        "reload again: an older copy leaves the mark until Asterisk restarts)"
+    )
 
 
-async def _started(client: DialplanAMI, read: dict[str, str | None]) -> str | None:
-    """When Asterisk started (``CoreStatus``, ``write = reporting`` or ``system``),
-    asked once an audit; None when it cannot be told. A global callrouter set
-    is gone after a restart: one with the same value since is extensions.conf's
-    (the admin pasted the snippet's [globals]), which callrouter no longer
-    claims, so its WARNING stops."""
-    if _STARTED not in read:
-        try:
-            answer = await client.action("CoreStatus")
-        except AMIError:
-            read[_STARTED] = None
-        else:
-            date = answer.response.get("CoreStartupDate") or ""
-            time = answer.response.get("CoreStartupTime") or ""
-            read[_STARTED] = f"{date} {time}" if date or time else None
-    return read[_STARTED]
+#: The key of ``stand_ins`` that says an audit found an older inbound
+#: context (the engine audits again at each reconnection), not a global.
+_SEEN = "(an older inbound context)"
 
 
-async def _stand_in(client: DialplanAMI, name: str, stand_ins: dict[str, str] | None) -> str | None:
+async def _stand_in(
+    client: DialplanAMI,
+    name: str,
+    stand_ins: dict[str, str] | None,
+    read: dict[str, str | None],
+) -> str | None:
     """Set the global ``name`` to its :data:`STAND_INS` value and record it in
-    ``stand_ins``: None when done, else what to add to the failure (empty when
-    nothing was to be tried: ``check``)."""
+    ``stand_ins``, :data:`MARKER` first (a stand-in never stands unmarked):
+    None when done, else what to add to the failure (empty when nothing was
+    to be tried: ``check``)."""
     if stand_ins is None:
         return ""
     if name == "CALLROUTER_DEFAULT":
@@ -303,11 +321,14 @@ async def _stand_in(client: DialplanAMI, name: str, stand_ins: dict[str, str] | 
                 f" (callrouter did not set it: Asterisk's dialplan has no [{context}] "
                 "to fall back to; paste it too)"
             )
+    mark = _mark([*await _marked(client, read), name])
     try:
+        await client.action("Setvar", {"Variable": MARKER, "Value": mark})
+        read[MARKER] = mark
         await client.action("Setvar", {"Variable": name, "Value": STAND_INS[name]})
     except AMIError as exc:
         return f" (callrouter could not set it: {exc})"
-    stand_ins[name] = STAND_INS[name]
+    read[name] = stand_ins[name] = STAND_INS[name]
     return None
 
 

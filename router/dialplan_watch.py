@@ -75,8 +75,8 @@ class DialplanWatch:
         self._spawn = spawn
         #: Whether this callrouter may set the globals an older inbound context
         #: reads and Asterisk lacks (router/dialplan_audit.py; not in shadow
-        #: mode), and those it set, with their values (and when the Asterisk
-        #: they were set in started: router/dialplan_audit.py ``_STARTED``).
+        #: mode), and those it set, with their values (and whether an audit
+        #: found an older inbound context: router/dialplan_audit.py ``_SEEN``).
         self._stand_in = stand_in
         self.stand_ins: dict[str, str] = {}
         #: The audit Asterisk's reload asked for, while it waits for its turn

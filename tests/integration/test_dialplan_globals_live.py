@@ -9,6 +9,7 @@ alone it waits 4 s and takes [callrouter-default] (and check passes it)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
@@ -237,3 +238,93 @@ async def test_run_sets_the_globals_an_older_inbound_context_lacks(
     assert fallen.requests == 1, (fallen.requests, fallen.destination)
     assert fallen.destination == "callrouter-default,74950000036", fallen.destination
     assert fallen.landings == 1, fallen.landings
+
+
+def snippet_globals(*, clearing: bool = True) -> str:
+    """The shipped ``[globals]``; without ``clearing``, as milestone 1 shipped
+    them: no ``CALLROUTER_GLOBALS_BY=`` line."""
+    text = shipped_dialplan()
+    start = text.index("[globals]")
+    section = text[start : text.index("\n[", start)] + "\n"
+    if clearing:
+        return section
+    return "".join(
+        line for line in section.splitlines(keepends=True) if "CALLROUTER_GLOBALS_BY" not in line
+    )
+
+
+async def test_check_tells_the_globals_run_set_from_the_dialplans(
+    queue_box: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: after `run` set CALLROUTER_WAIT and CALLROUTER_DEFAULT for an
+    older [callrouter-inbound], `check --asterisk` said OK, so an administrator
+    never pasted [globals] and after the next Asterisk restart with callrouter
+    down calls ran round. `run` marks them (CALLROUTER_GLOBALS_BY): check fails
+    them, also after an older [globals] (without the clearing line) was pasted
+    and reloaded; the snippet's [globals] and a `dialplan reload` clear it."""
+    older = older_inbound_alone() + default_route() + TEST_QUEUE
+    queue_box.set_dialplan(older)
+    (tmp_path / "run").mkdir()
+    engine = builtin_engine(queue_box.url, queue_box.secret, tmp_path / "run", SALES_RULES)
+    marked = "CALLROUTER_GLOBALS_BY=callrouter:CALLROUTER_WAIT,CALLROUTER_DEFAULT"
+    async with serving_leniently(engine):
+        for _ in range(100):
+            if "CALLROUTER_DEFAULT=callrouter-default" in queue_box.cli("dialplan show globals"):
+                break
+            await asyncio.sleep(0.1)
+    shown_globals = queue_box.cli("dialplan show globals")  # callrouter stopped: they stay
+    assert marked in shown_globals, shown_globals
+    assert "CALLROUTER_WAIT=4" in shown_globals, shown_globals
+    config = sales_router_toml(queue_box, tmp_path)
+    check = ["check", "--config", str(config), "--asterisk"]
+
+    async def fails() -> list[str]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, check)
+        found = re.findall(r"^asterisk: FAIL +(.*)$", capsys.readouterr().out, re.M)
+        assert code == (1 if found else 0), (code, found)
+        return found
+
+    said = (
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT} and ${CALLROUTER_DEFAULT}, which "
+        "extensions.conf does not set"
+    )
+    (fail,) = await fails()
+    assert fail.startswith(said), fail
+    assert "callrouter set the globals CALLROUTER_WAIT=4" in fail, fail
+    assert "Asterisk forgets them when it restarts" in fail, fail
+    # The milestone-1 [globals] pasted, `dialplan reload`: the values are the
+    # file's now, but the mark stays until Asterisk restarts, and check says how.
+    queue_box.set_dialplan(snippet_globals(clearing=False) + older)
+    assert marked in queue_box.cli("dialplan show globals")
+    (fail,) = await fails()
+    assert fail.startswith(said), fail
+    assert "if you have pasted [globals] since" in fail, fail
+    # The snippet's [globals] as shipped now: its empty line clears the mark.
+    queue_box.set_dialplan(snippet_globals() + older)
+    shown_globals = queue_box.cli("dialplan show globals")
+    assert "CALLROUTER_GLOBALS_BY=callrouter" not in shown_globals, shown_globals
+    assert "CALLROUTER_WAIT=4" in shown_globals, shown_globals
+    assert await fails() == []
+
+
+async def test_run_started_again_keeps_saying_the_globals_an_earlier_run_set(
+    queue_box: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `run` started after another had set the globals (a restart, a
+    standby) took them for the file's; the mark says they are callrouter's:
+    its WARNING says so."""
+    caplog.set_level(logging.INFO, logger="router.engine")
+    queue_box.set_dialplan(older_inbound_alone() + default_route() + TEST_QUEUE)
+    queue_box.cli("dialplan set global CALLROUTER_WAIT 4")
+    queue_box.cli("dialplan set global CALLROUTER_DEFAULT callrouter-default")
+    queue_box.cli(
+        "dialplan set global CALLROUTER_GLOBALS_BY callrouter:CALLROUTER_WAIT,CALLROUTER_DEFAULT"
+    )
+    engine = builtin_engine(queue_box.url, queue_box.secret, tmp_path, SALES_RULES)
+    async with serving_leniently(engine):
+        for _ in range(100):
+            if "callrouter set the globals" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+    assert "callrouter set the globals CALLROUTER_WAIT=4" in caplog.text, caplog.text

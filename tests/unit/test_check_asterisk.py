@@ -957,6 +957,21 @@ async def test_a_global_wait_that_is_a_number_passes(
         assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
 
 
+#: The globals `run` sets for :func:`older_inbound` in an Asterisk with none.
+STOOD_IN = {
+    "CALLROUTER_GLOBALS_BY": "callrouter:CALLROUTER_WAIT,CALLROUTER_DEFAULT",
+    "CALLROUTER_WAIT": "4",
+    "CALLROUTER_DEFAULT": "callrouter-default",
+}
+#: The snippet's [globals] that :func:`older_inbound` reads, with the line
+#: that clears the marker, as a `dialplan reload` of them sets them.
+SNIPPET_GLOBALS = {
+    "CALLROUTER_GLOBALS_BY": "",
+    "CALLROUTER_WAIT": "4",
+    "CALLROUTER_DEFAULT": "callrouter-default",
+}
+
+
 def stood_in(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
@@ -986,10 +1001,7 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
     engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
     await eventually(lambda: stood_in(caplog), "the warning at start")
-    assert ajam_replay.globals == {
-        "CALLROUTER_WAIT": "4",
-        "CALLROUTER_DEFAULT": "callrouter-default",
-    }
+    assert ajam_replay.globals == STOOD_IN
     (warning,) = stood_in(caplog)
     assert (
         "[callrouter-inbound] reads ${CALLROUTER_WAIT} and ${CALLROUTER_DEFAULT}, which "
@@ -1001,11 +1013,17 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     assert "paste the [globals] of examples/asterisk/extensions.conf" in warning
     assert not [r for r in caplog.records if "Asterisk has no value" in r.getMessage()]
     sets = [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
-    assert len(sets) == 2
+    # The marker before each value: a stand-in never stands unmarked.
+    assert [s.get("Variable") for s in sets] == [
+        "CALLROUTER_GLOBALS_BY",
+        "CALLROUTER_WAIT",
+        "CALLROUTER_GLOBALS_BY",
+        "CALLROUTER_DEFAULT",
+    ]
     caplog.clear()
     await engine.dialplan_watch.now_and_then()  # the values stand: nothing new to say
     assert not [r for r in caplog.records if r.getMessage().startswith("dialplan")]
-    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 2
+    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 4
     # Gone with a restarted Asterisk: the reconnection's gap audits again
     # (at most one per AUDIT_INTERVAL: none was meant here), and sets them.
     monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
@@ -1013,10 +1031,7 @@ async def test_the_engine_sets_the_globals_an_older_inbound_context_lacks(
     await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
     while (task := engine.dialplan_watch.after_reload) is not None:
         await asyncio.wait((task,))
-    assert ajam_replay.globals == {
-        "CALLROUTER_WAIT": "4",
-        "CALLROUTER_DEFAULT": "callrouter-default",
-    }
+    assert ajam_replay.globals == STOOD_IN
 
 
 async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
@@ -1027,16 +1042,15 @@ async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 16: the administrator, told by the WARNING, pasted the snippet's
-    [globals] (the same values) and restarted Asterisk: callrouter still said it
-    had set them, at each audit, until it restarted itself. A value of the
-    same Asterisk run is still callrouter's (a reconnection: the warning
-    stays); one seen after Asterisk started again (CoreStatus) is the file's."""
+    [globals] (the same values): callrouter still said it had set them, at
+    each audit, until it restarted itself. The snippet's [globals] clears
+    the marker (CALLROUTER_GLOBALS_BY=): after a `dialplan reload` the values
+    are the file's and the warning stops, with no Asterisk restart. A
+    reconnection to the same Asterisk (the marker kept) still says it."""
     from router.engine import EngineOptions
 
     caplog.set_level(logging.INFO, logger="router.engine")
     monkeypatch.setattr(router.dialplan_watch, "AUDIT_INTERVAL", 0.0)
-    started = {"CoreStartupDate": "2026-12-06", "CoreStartupTime": "03:00:00"}
-    ajam_replay.on("CoreStatus", lambda sent: {**started, "CoreCurrentCalls": "0"})
     ajam_replay.on("ShowDialPlan", older_answer)
     ajam_replay.globals.clear()
     rules = tmp_path / "rules.yaml"
@@ -1052,19 +1066,18 @@ async def test_the_warning_stops_once_the_globals_come_from_extensions_conf(
 
     await gap()  # the same Asterisk: its values are still callrouter's
     assert stood_in(caplog)
-    started["CoreStartupTime"] = "03:10:00"  # restarted with the [globals] pasted
+    # The snippet's [globals] pasted, `dialplan reload` (no clearglobalvars).
+    ajam_replay.globals.update(SNIPPET_GLOBALS)
     await gap()
     assert not stood_in(caplog), caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [w for w in warnings if w.startswith("dialplan")], warnings
-    assert not {"CALLROUTER_WAIT", "CALLROUTER_DEFAULT"} & set(engine.dialplan_watch.stand_ins)
-    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 2
+    assert len([s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]) == 4
     # Gone again (the [globals] taken out, Asterisk restarted): set and said again.
     ajam_replay.globals.clear()
-    started["CoreStartupTime"] = "03:20:00"
     await gap()
     assert stood_in(caplog)
-    assert ajam_replay.globals["CALLROUTER_WAIT"] == "4"
+    assert ajam_replay.globals == STOOD_IN
 
 
 async def test_an_engine_that_found_the_globals_set_sets_them_after_a_restart(
@@ -1093,10 +1106,103 @@ async def test_an_engine_that_found_the_globals_set_sets_them_after_a_restart(
     await engine._on_gap(StreamGap(time.time() - 1, time.time(), "reconnect"))
     while (task := engine.dialplan_watch.after_reload) is not None:
         await asyncio.wait((task,))
-    assert ajam_replay.globals == {
-        "CALLROUTER_WAIT": "4",
-        "CALLROUTER_DEFAULT": "callrouter-default",
-    }
+    assert ajam_replay.globals == STOOD_IN
+
+
+async def test_check_fails_the_globals_a_running_callrouter_set(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Issue 16: after `run` set CALLROUTER_WAIT and CALLROUTER_DEFAULT for an
+    older inbound context, `check --asterisk` said OK (AMI shows a value, not
+    where it came from): an administrator who trusted it never pasted
+    [globals], and after the next Asterisk restart with callrouter down calls
+    ran round. The marker `run` sets beside them tells them apart: check fails
+    them as run's own WARNING does, until the snippet's [globals] clear it."""
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    ajam_replay.globals.update(STOOD_IN)
+    found = await run(ajam_replay)
+    fails = [f.text for f in found if f.level == "fail"]
+    assert len(fails) == 1, found
+    assert fails[0].startswith(
+        "[callrouter-inbound] reads ${CALLROUTER_WAIT} and ${CALLROUTER_DEFAULT}, which "
+        "extensions.conf does not set (a copy of [callrouter-inbound] pasted without the "
+        "snippet's [globals]): callrouter set the globals CALLROUTER_WAIT=4, "
+        "CALLROUTER_DEFAULT=callrouter-default in Asterisk (AMI Setvar; the global "
+        "CALLROUTER_GLOBALS_BY says so), not the dialplan: Asterisk forgets them when it "
+        "restarts, and with callrouter down then, a call runs the context again and again; "
+        "paste the [globals] of examples/asterisk/extensions.conf into extensions.conf"
+    ), fails[0]
+    # The milestone-1 [globals] (no clearing line) pasted since: the mark stays.
+    assert fails[0].endswith(
+        "(if you have pasted [globals] since, paste the snippet's current [globals], whose "
+        "CALLROUTER_GLOBALS_BY= line clears the mark, and reload again: an older copy "
+        "leaves the mark until Asterisk restarts)"
+    ), fails[0]
+    assert not ajam_replay.sent("Setvar")  # a check changes nothing
+    # The snippet's [globals] pasted and reloaded: the file's values, no finding.
+    ajam_replay.globals.update(SNIPPET_GLOBALS)
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+    # An Asterisk restart (or clearglobalvars = yes) with an older [globals]:
+    # the mark is gone with the values run set, the file's values stay.
+    del ajam_replay.globals["CALLROUTER_GLOBALS_BY"]
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+async def test_check_names_only_the_globals_the_marker_names(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """[globals] set CALLROUTER_WAIT (4, the stand-in's value) and run set
+    CALLROUTER_DEFAULT alone: only that one is run's. A marked value changed
+    since (an older [globals] with another value, reloaded) is the file's."""
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    ajam_replay.globals.update(
+        CALLROUTER_GLOBALS_BY="callrouter:CALLROUTER_DEFAULT",
+        CALLROUTER_WAIT="4",
+        CALLROUTER_DEFAULT="callrouter-default",
+    )
+    fails = [f.text for f in await run(ajam_replay) if f.level == "fail"]
+    assert len(fails) == 1, fails
+    assert fails[0].startswith(
+        "[callrouter-inbound] reads ${CALLROUTER_DEFAULT}, which extensions.conf does not "
+        "set (a copy of [callrouter-inbound] pasted without the snippet's [globals]): "
+        "callrouter set the global CALLROUTER_DEFAULT=callrouter-default in Asterisk"
+    ), fails[0]
+    ajam_replay.globals.update(STOOD_IN, CALLROUTER_WAIT="6", CALLROUTER_DEFAULT="other")
+    assert [f.level for f in await run(ajam_replay)] == ["ok"] * 5
+
+
+async def test_a_restarted_engine_says_the_globals_an_earlier_one_set(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: a callrouter started after another (or itself, restarted) had
+    set the globals found them set and took them for the file's: no WARNING.
+    The marker says whose they are: the WARNING, and nothing set over them;
+    values with no marker (the administrator's) are left unsaid and unset."""
+    from router.engine import EngineOptions
+
+    caplog.set_level(logging.INFO, logger="router.engine")
+    ajam_replay.on("ShowDialPlan", older_answer)
+    ajam_replay.globals.clear()
+    ajam_replay.globals.update(STOOD_IN)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules: []\n", encoding="utf-8")
+    engine = await engine_factory(rules, options=EngineOptions(watch_interval=0))
+    await eventually(lambda: stood_in(caplog), "the warning at start")
+    assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+    assert ajam_replay.globals == STOOD_IN
+    # The administrator's values (an older [globals], no marker): said nothing of.
+    ajam_replay.globals.clear()
+    ajam_replay.globals.update(CALLROUTER_WAIT="4", CALLROUTER_DEFAULT="callrouter-default")
+    caplog.clear()
+    await engine.dialplan_watch.audit("the test")
+    assert not stood_in(caplog), caplog.text
+    assert not [s for s in ajam_replay.sent("Setvar") if not s.get("Channel")]
+    assert "CALLROUTER_GLOBALS_BY" not in ajam_replay.globals
 
 
 async def test_the_engine_keeps_a_value_the_administrator_set(
