@@ -31,6 +31,7 @@ from router.api.auth import audit_of, authenticate
 from router.api.context import ApiContext
 from router.api.errors import ApiError, bad_parameter, refuse_unknown_query
 from router.health import ROLES
+from router.suggest import closest
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "details_shown", "routes"]
 
@@ -56,6 +57,18 @@ def details_shown(request: Request, ctx: ApiContext) -> bool:
     return True
 
 
+def _meant_as_role(request: Request) -> list[str]:
+    """The query parameters of ``request`` other than ``role`` that look meant
+    as it: a name close to it (``rol``, ``Role``, ``roles``) or a value that is
+    a role (``?mode=live``). Monitoring tools add parameters of their own to
+    defeat caches (``_``, ``nocache``, ``ts``): those are not refused."""
+    return [
+        name
+        for name, value in request.query_params.multi_items()
+        if name != "role" and (closest(name, ("role",)) is not None or value in ROLES)
+    ]
+
+
 def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def healthz(request: Request) -> JSONResponse:
         audit_of(request).operation = "healthz"
@@ -70,7 +83,9 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         audit_of(request).operation = "readyz"
         # A misspelt ``?rol=live`` read as a bare /readyz is 200 from a standby:
         # the balancer would send calls' API traffic to the instance not routing.
-        refuse_unknown_query(request.query_params.keys(), ("role",))
+        # Any other parameter (a monitor's cache-buster, ``?_=1733456789``) is
+        # no question this endpoint answers: ignored, as /healthz ignores it.
+        refuse_unknown_query(_meant_as_role(request), ("role",))
         role = request.query_params.get("role")
         if role is not None and role not in ROLES:
             raise bad_parameter("role", f"one of {', '.join(ROLES)}", role)

@@ -244,6 +244,32 @@ async def test_a_misspelt_readyz_parameter_is_400_not_a_bare_readyz(stub: StubEn
     assert fine.status_code == 200
 
 
+async def test_a_monitors_cache_buster_is_ignored_by_the_health_endpoints(
+    stub: StubEngine,
+) -> None:
+    """Issue 16: `/readyz?_=1733456789` answered 400: monitoring tools add a
+    query string of their own to defeat caches, and the monitor read callrouter
+    as down. A parameter that is no misspelt ``role`` is ignored; one named
+    like it, or whose value is a role (``?mode=live``), is still refused."""
+    state = _ready("standby", "instance 3f2a9c1d on host pbx")
+    async with client(ApiContext(stub, ApiSettings(tokens=TOKENS), health=lambda: state)) as http:
+        busted = await http.get("/readyz?_=1733456789&nocache=1")
+        head = await http.head("/readyz?_=1733456789")
+        role = await http.get("/readyz?role=live&_=1733456789")
+        alive = await http.get("/healthz?_=1733456789")
+        meant = await http.get("/readyz?mode=live")
+        cased = await http.get("/readyz?Role=live")
+    assert busted.status_code == 200, busted.text
+    assert busted.json()["role"] == "standby"
+    assert head.status_code == 200
+    assert role.status_code == 503, role.text  # the role still asked: not the one routing
+    assert alive.status_code == 200, alive.text
+    assert meant.status_code == 400, meant.text
+    assert meant.json()["detail"] == ("unknown query parameter 'mode' (this endpoint reads role)")
+    assert cased.status_code == 400, cased.text
+    assert cased.json()["did_you_mean"] == "role"
+
+
 async def test_readyz_names_the_live_instance_only_with_details(stub: StubEngine) -> None:
     """The instance standing by names the one that routes (its host): a
     detail, like the reasons, for a listener others reach."""
