@@ -52,6 +52,7 @@ from types import MappingProxyType
 from typing import Literal, cast
 
 from router.api.settings import ApiSettings, read_api
+from router.callerid import cut
 from router.calllife.settings import HistorySettings, read_history
 from router.config_lines import key_lines
 from router.dialplan import DEFAULT_LOCATION_PATTERN, LocationPolicy
@@ -517,9 +518,7 @@ def _show(value: object) -> str:
     text = repr(value)
     if isinstance(value, bool):
         text = str(value).lower()
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{kind} {text}"
+    return f"{kind} {cut(text, 40)}"
 
 
 #: Asterisk's own settings, put in ``[asterisk]`` by mistake: where they belong.

@@ -96,7 +96,7 @@ from router.parking import Parking
 from router.plugins import Plugins
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.request import RequestInfo
-from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut
+from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut_detail
 from router.rules.context import Context
 from router.rules.cron import cron_trigger
 from router.rules.decision import Action
@@ -1531,7 +1531,7 @@ class Engine:
                 self._event_rule_failures.warning(
                     f"{action.rule}/{action.kind}",
                     "event rule %r on %s: %s %s: %s",
-                    *(action.rule, name, action.kind, result.status, cut(result.detail)),
+                    *(action.rule, name, action.kind, result.status, cut_detail(result.detail)),
                 )
 
     def _event_request(self, event: Event, call: Call) -> RequestInfo:

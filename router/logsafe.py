@@ -22,6 +22,8 @@ import logging
 import re
 from types import TracebackType
 
+from router.callerid import cut
+
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 __all__ = [
@@ -71,8 +73,7 @@ def peer_text(text: str | None, default: str = "no reason given") -> str:
     :data:`PEER_TEXT_MAX` characters, control characters escaped."""
     if not text:
         return default
-    cut = text if len(text) <= PEER_TEXT_MAX else text[:PEER_TEXT_MAX] + "..."
-    return escape_controls(cut)
+    return escape_controls(cut(text, PEER_TEXT_MAX))
 
 
 def escape_json_line(line: str) -> str:

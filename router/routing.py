@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
+from router.callerid import cut
 from router.calls import Call, CallTracker
 from router.dialplan import (
     DEADLINE_VARIABLE,
@@ -52,7 +53,7 @@ from router.rules.ruleset import RuleBook, call_context
 from router.supervise import log_task_failure
 from router.wording import counted
 
-__all__ = ["SHOWN_FAILURES", "RouteRecord", "Router", "call_info", "cut"]
+__all__ = ["SHOWN_FAILURES", "RouteRecord", "Router", "call_info", "cut_detail"]
 
 log = logging.getLogger("router.routing")
 decision_log = logging.getLogger("router.decision")
@@ -511,7 +512,7 @@ class Router:
                 f"-> {record.outcome} [{acts}] in {total}"
                 + (f"; lookups {looked}" if looked else "")
                 + "".join(
-                    f"; {a.kind} {a.status}: {cut(a.detail)}"
+                    f"; {a.kind} {a.status}: {cut_detail(a.detail)}"
                     for a in record.actions
                     if a.status in SHOWN_FAILURES and a.detail
                 )
@@ -698,7 +699,7 @@ def _errors(trace: Any) -> list[dict[str, str]]:
     """Rules skipped because evaluating them raised; the error cut to
     :data:`_ERROR_SHOWN` characters (it may quote call data)."""
     return [
-        {"rule": rule.rule, "stage": rule.stage, "error": cut(rule.detail)}
+        {"rule": rule.rule, "stage": rule.stage, "error": cut_detail(rule.detail)}
         for rule in getattr(trace, "rules", ())
         if rule.status == "error"
     ]
@@ -711,8 +712,10 @@ def _errors(trace: Any) -> list[dict[str, str]]:
 SHOWN_FAILURES: Final = frozenset({"failed", "unconfirmed", "channel-gone", "no-executor"})
 
 
-def cut(text: str) -> str:
-    return text if len(text) <= _ERROR_SHOWN else text[: _ERROR_SHOWN - 3] + "..."
+def cut_detail(text: str) -> str:
+    """An error or an outcome's detail as a decision line shows it: at most
+    :data:`_ERROR_SHOWN` characters, cut as callrouter cuts its texts."""
+    return cut(text, _ERROR_SHOWN)
 
 
 def _planned(action: Action) -> ActionOutcome:

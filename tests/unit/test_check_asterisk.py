@@ -729,7 +729,7 @@ async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
     found = await run(ajam_replay)
     (fail,) = [f for f in found if f.text.startswith("UserEvent could not be sent")]
     assert fail.text.startswith("UserEvent could not be sent: UserEvent: \\x1b[2J\\u202eMMM")
-    assert fail.text.endswith("M...")
+    assert fail.text.endswith("M…")
     assert len(fail.text) < 300
 
 

@@ -585,3 +585,25 @@ def test_dialplan_audit_interval_is_off_or_10_s_to_a_day(tmp_path: Path) -> None
         ), value
     text = MINIMAL + '[router]\ndialplan_audit_interval = "5m"\n'
     assert "dialplan_audit_interval: expected a number, got" in error_of(tmp_path, text)
+
+
+def test_a_long_wrong_value_is_cut_as_callrouter_cuts_its_texts(tmp_path: Path) -> None:
+    """Issue 16: config cut a wrong value's repr to 37 characters and "...",
+    while every other error quoting a value (a hook's, a registration's, a
+    card's) ends in router.cut's "…" at its length: one cut, one mark."""
+    from router import cut
+
+    value = ["number-" + str(n) for n in range(20)]
+    text = MINIMAL + f"[router]\nrules = {value!r}\nshadow = {value!r}\n".replace("'", '"')
+    msg = error_of(tmp_path, text)
+    shown = cut(repr(value), 40)
+    assert msg.endswith(f"[router] shadow: expected true or false, got list {shown}"), msg
+    assert shown.endswith("…")
+    assert len(shown) == 40
+
+
+def test_a_short_wrong_value_is_shown_whole(tmp_path: Path) -> None:
+    """40 characters are shown whole (the cut begins at 41)."""
+    value = "x" * 38  # its repr, quotes included, is 40 characters
+    msg = error_of(tmp_path, MINIMAL + f'[router]\nshadow = "{value}"\n')
+    assert msg.endswith(f"[router] shadow: expected true or false, got string {value!r}"), msg

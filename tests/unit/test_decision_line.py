@@ -334,3 +334,34 @@ def test_the_docs_show_what_was_left_out_as_explain_and_the_log_say(page: str) -
     if "rules.md" in page:
         action = Rendered.make("setvar", {}, "owner", LEFT_OUT)
         assert f"```text\n      -> {action}\n```" in text
+
+
+async def test_a_long_error_is_cut_as_callrouter_cuts_its_texts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the decision line cut a rule's error (and an action's detail)
+    to 197 characters and "...", its own cut beside router.cut's "…": now
+    router.cut's, at the same 200 characters, in the text and the JSON line."""
+    from router import cut
+
+    said = "the VIP list is not loaded: " + "x" * 400
+
+    def vip(number: str) -> bool:
+        raise RuntimeError(said)
+
+    original = Crm.callrouter_register
+
+    def register(self: Crm, registry: Registry) -> None:
+        original(self, registry)
+        registry.functions.pop("vip", None)
+        registry.add_function("vip", vip)
+
+    monkeypatch.setattr(Crm, "callrouter_register", hookimpl(register))
+    error = cut(f"vip() raised RuntimeError: {said}", 200)
+    assert error.endswith("x…")
+    line = await decide(await engine_for(tmp_path, "text", shadow=False, rules=FAILING), caplog)
+    assert line.endswith(f"; error vip (if): {error}"), line
+    caplog.clear()
+    engine = await engine_for(tmp_path, "json", shadow=False, rules=FAILING)
+    data = json.loads(await decide(engine, caplog))
+    assert data["errors"] == [{"rule": "vip", "stage": "if", "error": error}]

@@ -413,5 +413,5 @@ async def test_asterisks_refusal_is_quoted_in_part_and_escaped() -> None:
     )
     assert outcomes[0].status == "failed"
     assert outcomes[0].detail.startswith("\\x1b[31mno\\x07\\u202eMMM")
-    assert outcomes[0].detail.endswith("M...")
+    assert outcomes[0].detail.endswith("M…")
     assert len(outcomes[0].detail) < 300

@@ -139,7 +139,7 @@ async def test_a_refused_logins_message_is_quoted_only_in_part(fake: FakeAMI) ->
     text = str(caught.value)
     assert len(text) < 400, len(text)
     assert "\x1b" not in text
-    assert text.endswith("...")
+    assert text.endswith("…")
     await client.aclose()
 
 
