@@ -496,6 +496,21 @@ _ROUTING_MAX = 10_000
 #: How long an event of such a call waits for the decision (the call's wait,
 #: 4 s by default, and carrying the decision out), then looks the caller up.
 _DECISION_WAIT = 15.0
+#: Once such a call has ended (``callrouter_call_end``), how long past its
+#: request's deadline its events still wait: the decision of a call that
+#: ended first comes right after its routing (``caller-gone``), or never, when
+#: the engine tracks no call at the routing's end; then its history goes on
+#: with the caller looked up, not after the whole :data:`_DECISION_WAIT`.
+_END_GRACE = 1.0
+
+
+@dataclass(slots=True)
+class _Routing:
+    """A call whose routing asked 1C: ``decided`` is set when its decision
+    came (or will not); ``deadline`` is its request's (``time.monotonic()``)."""
+
+    deadline: float
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _facts_of(answer: Mapping[str, Any] | None) -> _Facts:
@@ -554,7 +569,7 @@ class OneCPlugin:
         #: Calls whose events wait for a lookup of their own, in arrival order.
         self._waiting: dict[str, list[CallEventLike]] = {}
         #: Calls whose routing asked 1C: set when their decision came.
-        self._routing: OrderedDict[str, asyncio.Event] = OrderedDict()
+        self._routing: OrderedDict[str, _Routing] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Recordings into 1C (callrouter_onec/recordings.py), when [recordings] is on.
         self.uploads: RecordingUploader | None = None
@@ -611,7 +626,7 @@ class OneCPlugin:
         # calls; then routing spends no coroutine and no timer on 1C), anything
         # else as :meth:`responsible`'s awaitable (a lookup may be either).
         if request is not None and request.deadline is not None and request.linkedid:
-            self._routed_here(request.linkedid)
+            self._routed_here(request.linkedid, request.deadline)
         cache = self.cache
         if cache is not None:
             answer = cache.fresh(str(number))
@@ -619,14 +634,14 @@ class OneCPlugin:
                 return answer.as_dict()
         return self.responsible(number, request)
 
-    def _routed_here(self, call_id: str) -> None:
+    def _routed_here(self, call_id: str, deadline: float) -> None:
         """The rules routing call ``call_id`` ask 1C: its decision names the
         ids 1C is told, so an event of its life that comes before the decision
         (the caller hung up while the rules waited for 1C) waits for it rather
         than asking 1C itself (:meth:`_look_up_then_post`)."""
         if self.sender is None or call_id in self._routing:
             return
-        self._routing[call_id] = asyncio.Event()
+        self._routing[call_id] = _Routing(deadline)
         while len(self._routing) > _ROUTING_MAX:
             self._routing.popitem(last=False)
 
@@ -859,7 +874,25 @@ class OneCPlugin:
         finally:
             routing = self._routing.pop(call.linkedid, None)
             if routing is not None:
-                routing.set()  # its events waiting for these facts go on
+                routing.decided.set()  # its events waiting for these facts go on
+
+    @hookimpl
+    def callrouter_call_end(self, call: Call) -> None:
+        """A call whose routing asked 1C ended: its events wait for the decision
+        until :data:`_END_GRACE` past the request's deadline, no longer. The
+        engine reports no decision for a call it no longer tracks when its
+        routing ends (one decided early, ended before its events were read), so
+        they waited the whole :data:`_DECISION_WAIT` for one that never came."""
+        routing = self._routing.get(call.linkedid)
+        if routing is not None:
+            wait = max(0.0, routing.deadline - time.monotonic()) + _END_GRACE
+            self._spawn(self._give_up_on_decision(call.linkedid, routing, wait))
+
+    async def _give_up_on_decision(self, call_id: str, routing: _Routing, wait: float) -> None:
+        await asyncio.sleep(wait)
+        if self._routing.get(call_id) is routing:
+            del self._routing[call_id]
+        routing.decided.set()
 
     def _decided(
         self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
@@ -929,7 +962,7 @@ class OneCPlugin:
                 # none, as for a caller who hung up while 1C was asked), so
                 # the history does not depend on which came first.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(routing.wait(), _DECISION_WAIT)
+                    await asyncio.wait_for(routing.decided.wait(), _DECISION_WAIT)
                 if self._recall(call_id) is not None:
                     return
             if cache is not None and config is not None:

@@ -722,3 +722,59 @@ async def test_a_call_this_router_routes_takes_its_ids_from_the_decision_whichev
     assert told[("17.1", "missed")]["manager_id"] is None
     assert told[("17.1", "missed")]["from"] == CUSTOMER_NUMBER
     assert told[("17.2", "ringing")]["manager_id"] == "manager-1"
+
+
+async def ask_until(onec: OneCPlugin, call_id: str, deadline: float) -> None:
+    """:func:`ask` with the request's deadline ``deadline`` (``time.monotonic()``)."""
+    request = RequestInfo(
+        channel="PJSIP/pstn-1",
+        uniqueid=call_id,
+        linkedid=call_id,
+        caller="79161234567",
+        did="74951234567",
+        deadline=deadline,
+    )
+    answer = onec.lookup("89161234567", request)
+    if inspect.isawaitable(answer):
+        await answer
+
+
+async def test_a_call_that_ended_without_a_decision_is_told_soon_after_its_deadline(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: the engine reports no decision for a call it no longer tracks
+    when its routing ends (decided early, ended before its events were read):
+    the events of such a call whose rules asked 1C waited the whole 15 s for
+    it. Once the call ended, they wait only a second past the request's
+    deadline, then the caller is looked up as for a call nobody routed."""
+    onec, engine = started
+    call = engine.calls.inbound_call(linkedid="19.1", caller="89161234567", did="74951234567")
+    await ask_until(onec, "19.1", time.monotonic() + 0.2)
+    onec.callrouter_call_event(missed("19.1", external="89161234567"))
+    onec.callrouter_call_end(call)
+    began = time.monotonic()
+    while not [e for e in stored(double) if e["call_id"] == "19.1"]:
+        assert time.monotonic() - began < 5, "still waiting for a decision that never comes"
+        await asyncio.sleep(0.05)
+        assert onec.sender is not None
+        await onec.sender.flush()
+    assert time.monotonic() - began >= 0.2  # not before the routing's deadline
+
+
+async def test_a_decision_right_after_the_calls_end_still_names_the_ids(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """The usual order of a caller who hung up while the rules asked 1C: the
+    call's end, then its decision (``caller-gone``): the decision's ids, as
+    before, not the events' own lookup (its manager is another)."""
+    onec, engine = started
+    call = engine.calls.inbound_call(linkedid="19.2", caller="89161234567", did="74951234567")
+    await ask_until(onec, "19.2", time.monotonic() + 0.2)
+    onec.callrouter_call_event(missed("19.2", external="89161234567"))
+    onec.callrouter_call_end(call)
+    await asyncio.sleep(0.1)
+    trace = make_trace(lookups={"onec.responsible": OWNER}, rule="owner")
+    onec.callrouter_decision(call, None, trace, "caller-gone")
+    await settle(onec)
+    told = {(e["call_id"], e["event"]): e for e in stored(double)}
+    assert told[("19.2", "missed")]["manager_id"] == "manager-1"
