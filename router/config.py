@@ -455,17 +455,30 @@ class SettingsReader:
         return float(value)
 
     def number(
-        self, key: str, default: float, low: float, high: float, *, allow_zero: bool = False
+        self,
+        key: str,
+        default: float,
+        low: float,
+        high: float,
+        *,
+        allow_zero: bool = False,
+        low_included: bool = False,
     ) -> float:
-        """A number in ``(low, high]``; ``allow_zero`` admits 0 meaning "off"."""
+        """A number in ``(low, high]``, or ``[low, high]`` with ``low_included``
+        (a bound the docs give as "60 to 86400"); ``allow_zero`` admits 0
+        meaning "off"."""
         value = self.values.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number, got {_show(value)}")
-        if not (low < value <= high or (allow_zero and value == 0)):
+        above = low <= value if low_included else low < value
+        if not ((above and value <= high) or (allow_zero and value == 0)):
             zero = "0 (off) or " if allow_zero else ""
-            raise self.error(
-                key, f"expected {zero}more than {low:g} and at most {high:g}, got {value}"
+            bounds = (
+                f"{low:g} to {high:g}"
+                if low_included
+                else f"more than {low:g} and at most {high:g}"
             )
+            raise self.error(key, f"expected {zero}{bounds}, got {value}")
         return float(value)
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:

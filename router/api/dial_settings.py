@@ -226,7 +226,7 @@ def read_dialing(reader: Reader) -> DialSettings:
         outbound_context=context,
         dial_prefix=prefix,
         caller_id=_template(reader, "caller_id", "{extension}", ("extension", "number")),
-        originate_timeout=reader.number("originate_timeout", 30.0, 1, 600),
+        originate_timeout=reader.number("originate_timeout", 30.0, 1, 600, low_included=True),
         idempotency_ttl=reader.number("idempotency_ttl", 86400.0, 1, 7 * 86400),
         call_variables=_call_variables(reader),
         variables=MappingProxyType(variables),

@@ -29,7 +29,14 @@ class Reader(Protocol):
     def string(self, key: str, default: str | None = None, *, empty: bool = False) -> str: ...
 
     def number(
-        self, key: str, default: float, low: float, high: float, *, allow_zero: bool = False
+        self,
+        key: str,
+        default: float,
+        low: float,
+        high: float,
+        *,
+        allow_zero: bool = False,
+        low_included: bool = False,
     ) -> float: ...
 
     def integer(self, key: str, default: int, low: int, high: int) -> int: ...

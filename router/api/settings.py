@@ -384,7 +384,7 @@ def read_api(reader: Reader) -> ApiSettings:
         events_waiters=reader.integer("events_waiters", 8, 1, 10_000),
         events_card_lookup=reader.string("events_card_lookup", "onec.responsible"),
         metrics_auth=reader.boolean("metrics_auth", False),
-        ui_session=reader.number("ui_session", 3600.0, 60, 86400),
+        ui_session=reader.number("ui_session", 3600.0, 60, 86400, low_included=True),
         max_connections=reader.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 10_000),
         allowed_hosts=_allowed_hosts(reader),
         dialing=read_dialing(reader),

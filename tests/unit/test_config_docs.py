@@ -1,5 +1,6 @@
 """docs/reference/config.md (and its Russian page) stay in step with router.toml's
-readers: every key the code reads has a row, every row is a key the code reads.
+readers: every key the code reads has a row, every row is a key the code reads,
+and the defaults and bounds the rows give are the code's.
 
 Built-in plugins declare their keys in ``SETTINGS`` and refuse any other (so
 the tuple is what the code reads); ``[asterisk]``, ``[router]`` and
@@ -13,6 +14,7 @@ import asyncio
 import importlib
 import inspect
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,130 @@ def test_the_example_says_the_tls_keys_serve_tls_urls_too() -> None:
     text = (REPO / "examples" / "router.toml").read_text(encoding="utf-8")
     head = text[text.index("# TLS (") : text.index("# verify = true")]
     assert "tls://" in head, head
+
+
+# -- the documented defaults and bounds are the code's ---------------------------
+
+#: The least of each table the code needs to read it; a key of the table
+#: under test is added to it.
+_BASE = {
+    "asterisk": 'url = "http://127.0.0.1:8088/asterisk"\nusername = "u"\nsecret = "s"\n',
+    "recordings": 'dir = "/var/spool/asterisk/monitor"\n',
+    "history": 'cel = "sqlite:///{folder}/cel.db"\n',  # a folder that exists
+}
+#: Keys that only one transport takes: read beside a url of that transport.
+_URL_FOR = {"verify": "tls://127.0.0.1:5039", "ping_interval": "tcp://127.0.0.1:5038"}
+
+
+def rows(page: Path) -> list[tuple[str, str, str, str]]:
+    """(table, key, default cell, meaning cell) for every row of the page."""
+    found = []
+    current: str | None = None
+    for line in page.read_text(encoding="utf-8").splitlines():
+        heading = re.fullmatch(r"## `\[([a-z_.]+)\]`", line.strip())
+        if heading:
+            current = heading.group(1)
+        elif current and line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            key = re.findall(r"`([a-z_]+)`", cells[0])[0]
+            found.append((current, key, cells[1], cells[2]))
+    return found
+
+
+def literal_defaults(page: Path) -> list[tuple[str, str, str]]:
+    """(table, key, TOML value) of each row whose default is one TOML value
+    (`` `5` ``, `` `"text"` ``, `` `["rules"]` ``); "required", "none" and
+    defaults told in words are left out."""
+    out = []
+    for table, key, default, _ in rows(page):
+        single = re.fullmatch(r"`([^`]+)`", default)
+        if not single:
+            continue
+        try:
+            tomllib.loads(f"v = {single.group(1)}")
+        except tomllib.TOMLDecodeError:
+            continue  # `dir`, `state_dir/recordings.key`: another key's value
+        out.append((table, key, single.group(1)))
+    return out
+
+
+def documented_bounds(page: Path) -> list[tuple[str, str, int, int]]:
+    """(table, key, low, high) of each "10 to 86400" ("10 до 86400") a row's
+    meaning gives: both ends are allowed."""
+    out = []
+    for table, key, _, meaning in rows(page):
+        for low, high in re.findall(r"(\d[\d,]*) (?:to|до) (\d[\d,]*)", meaning):
+            out.append((table, key, int(low.replace(",", "")), int(high.replace(",", ""))))
+    return out
+
+
+def settings_with(tmp_path: Path, table: str, key: str, value: str | None = None) -> object:
+    """What the code makes of router.toml with ``key = value`` (or without the
+    key) in ``table``: the whole :class:`Config`, or for a plugin's table
+    that plugin's state."""
+    line = f"{key} = {value}\n" if value is not None else ""
+    tables = dict(_BASE)
+    if key in _URL_FOR and table == "asterisk":
+        tables["asterisk"] = tables["asterisk"].replace(
+            "http://127.0.0.1:8088/asterisk", _URL_FOR[key]
+        )
+    tables.setdefault(table, "")
+    text = "".join(
+        f"[{name}]\n{body.format(folder=tmp_path)}{line if name == table else ''}"
+        for name, body in tables.items()
+    )
+    path = tmp_path / "router.toml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path, environ={})
+    if not table.startswith("plugins."):
+        return config
+    plugins = Plugins.load(entry_points=False)
+    asyncio.run(plugins.configure(config))
+    return vars(plugins.pm.get_plugin(table.split(".", 1)[1]))
+
+
+def test_the_defaults_and_bounds_are_found() -> None:
+    defaults = literal_defaults(PAGES[0])
+    assert ("asterisk", "connect_timeout", "5") in defaults
+    assert ("plugins.numbers", "exit_prefixes", '["810", "00"]') in defaults
+    assert ("api", "ui_session", 60, 86400) in documented_bounds(PAGES[0])
+    for page in PAGES:
+        assert len(literal_defaults(page)) >= 50
+        assert len(documented_bounds(page)) >= 7
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_documented_default_is_the_code_s(page: Path, tmp_path: Path) -> None:
+    """Writing a key with the default the page gives changes nothing: the
+    page's default is the one the code uses when the key is left out."""
+    wrong = []
+    for table, key, value in literal_defaults(page):
+        left_out = settings_with(tmp_path, table, key)
+        try:
+            written = settings_with(tmp_path, table, key, value)
+        except ConfigError as exc:
+            wrong.append(f"[{table}] {key} = {value}: refused: {exc}")
+            continue
+        if written != left_out:
+            wrong.append(f"[{table}] {key} = {value}: not the default")
+    assert not wrong, f"{page.relative_to(REPO)}: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_documented_bound_is_the_code_s(page: Path, tmp_path: Path) -> None:
+    """A bound "60 to 86400" means 60 and 86400 are taken, 59 and 86401 refused
+    (`ui_session = 60` and `originate_timeout = 1` were refused, issue 16)."""
+    wrong = []
+    for table, key, low, high in documented_bounds(page):
+        for value, allowed in ((low, True), (high, True), (low - 1, False), (high + 1, False)):
+            try:
+                settings_with(tmp_path, table, key, str(value))
+            except ConfigError as exc:
+                if allowed:
+                    wrong.append(f"[{table}] {key} = {value}: refused: {exc}")
+            else:
+                if not allowed:
+                    wrong.append(f"[{table}] {key} = {value}: taken")
+    assert not wrong, f"{page.relative_to(REPO)} gives bounds the code does not keep: " + (
+        "; ".join(wrong)
+    )
