@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +25,7 @@ from callrouter_onec.missed import closed_event
 from callrouter_onec.models import EVENT_FIELDS
 from callrouter_onec.phone import CountryRules
 from callrouter_onec.plugin import KEYS, parse_settings
+from router.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 PAGES = [DOCS / "onec.md", DOCS / "ru" / "onec.md"]
@@ -54,6 +56,55 @@ def test_every_key_has_a_row_with_the_code_default(page: Path) -> None:
     assert defaults.events_max_age == MAX_AGE
     assert table["events_max_rows"].startswith(f"`{MAX_ROWS}`")
     assert table["dial_context"] == f'`"{defaults.dial_context}"`'
+
+
+def config_rows(page: Path) -> list[tuple[list[str], str]]:
+    """(keys, default cell) of each row of the configuration table: the first
+    table under the ``## ...: `[plugins.onec]` `` heading."""
+    text = page.read_text(encoding="utf-8")
+    section = text[text.index(": `[plugins.onec]`\n") :]
+    section = section[: section.index("\n## ", 1)]
+    table = section[section.index("\n| ") :].split("\n\n", 1)[0]
+    out = []
+    for line in table.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        out.append((re.findall(r"`([a-z_]+)`", cells[0]), cells[1]))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_row_is_a_key_and_every_given_default_is_the_code_s(page: Path) -> None:
+    """A row for a key the plugin refuses, or a default it does not use, sends
+    the administrator astray: writing a key with the default the page gives
+    (`` `0.5` ``, `` `"callrouter-dial"` ``, one value per key of a row that
+    names several) changes nothing."""
+    rows = config_rows(page)
+    assert len(rows) >= 30, f"{page.name}: the configuration table is not found"
+    unknown = [key for keys, _ in rows for key in keys if key not in KEYS]
+    assert not unknown, f"{page.name}: rows for keys the plugin does not read: {unknown}"
+    base = {"url": "http://1c/unf/hs/telephony", "username": "u", "password": "p"}
+    defaults = parse_settings(base)
+    wrong = []
+    checked = 0
+    for keys, cell in rows:
+        values = re.findall(r"`([^`]+)`", cell)
+        if len(values) != len(keys):
+            continue  # "required", "none", "the engine's [router] state_dir"
+        for key, value in zip(keys, values, strict=True):
+            try:
+                parsed = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                continue  # `[router] state_dir`: told, not a value
+            try:
+                written = parse_settings({**base, key: parsed})
+            except ConfigError as exc:
+                wrong.append(f"{key} = {value}: refused: {exc}")
+                continue
+            checked += 1
+            if written != defaults:
+                wrong.append(f"{key} = {value}: not the default")
+    assert checked >= 30
+    assert not wrong, f"{page.name}: " + "; ".join(wrong)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
