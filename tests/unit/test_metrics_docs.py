@@ -1,5 +1,5 @@
 """The metrics reference, the Zabbix template and the Grafana dashboard name
-exactly the metrics callrouter serves.
+exactly the metrics callrouter serves (the reference with their types and labels).
 
 What is served is collected the way an engine does it: the core families of
 router/metrics.py plus what every shipped plugin (the built-ins, the 1C plugin,
@@ -68,6 +68,41 @@ async def test_the_reference_lists_exactly_the_served_families(page: Path) -> No
     )
     for name, (kind, _) in documented.items():
         assert kind == registered[name], f"{name} is a {registered[name]}, not a {kind}"
+
+
+def served_labels(metrics: Metrics) -> dict[str, set[str]]:
+    """name -> the label names of its samples: a family with labels declares
+    them (``labelnames``), one read when scraped shows them on its samples."""
+    metrics.event_counts["Newchannel"] = 1  # else callrouter_events has no sample
+    labels: dict[str, set[str]] = {}
+    for collector in list(metrics.registry._collector_to_names):
+        name = getattr(collector, "_name", None)
+        if name is not None:  # prometheus_client's Counter, Gauge, Histogram
+            kind = getattr(collector, "_type", "")
+            exposed = name + ("_total" if kind == "counter" else "")
+            labels[exposed] = set(getattr(collector, "_labelnames", ()))
+            continue
+        for family in collector.collect():
+            exposed = family.name + ("_total" if family.type == "counter" else "")
+            names = labels.setdefault(exposed, set())
+            for sample in family.samples:
+                names |= set(sample.labels) - {"le"}
+    return labels
+
+
+@pytest.mark.parametrize("page", list(PAGES), ids=lambda p: str(p.relative_to(REPO)))
+async def test_the_reference_names_each_family_s_labels(page: Path) -> None:
+    """The labels column is what a query can group by: a label renamed in the
+    code and not in the table (or the other way round) breaks a dashboard."""
+    served_by = served_labels(await served())
+    wrong = []
+    for name, (_, column) in reference(page, PAGES[page]).items():
+        documented = {label.strip().strip("`") for label in column.split(",")} - {"-"}
+        if documented != served_by[name]:
+            wrong.append(
+                f"{name}: documented {sorted(documented)}, served {sorted(served_by[name])}"
+            )
+    assert not wrong, f"{page.relative_to(REPO)}: " + "; ".join(wrong)
 
 
 def test_both_languages_document_the_same_labels() -> None:
