@@ -139,7 +139,13 @@ def test_the_quick_start_pastes_the_dialplan_with_the_globals_it_reads() -> None
 
 SUBCOMMANDS = "actions|ami|check|events|explain|history|plugins|recordings|run|state|token"
 _FENCED = re.compile(r"^ *(```+|~~~+)[^\n]*\n(.*?)^ *\1 *$", re.M | re.S)
-_COMMAND_LINE = re.compile(r"^[ \t]*(?:\$ |# |sudo (?:-u \w+ )?)?(callrouter .*)$", re.M)
+#: A command line: at its start, after a prompt or ``sudo``, by name or by
+#: path, or by path after what runs it (``systemd-run ... /opt/callrouter/bin/callrouter``).
+_COMMAND_LINE = re.compile(
+    r"(?:^[ \t]*(?:\$ |# )?(?:sudo (?:-u \S+ )?)?(?:[\w./-]*/)?|(?<=\s)/[\w./-]*/)"
+    r"(callrouter [a-z].*)$",
+    re.M,
+)
 _CODE_SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 #: What argparse says of a command the page names without all it needs
 #: ("`callrouter token new`", "`explain --at`"): a mention, not a command to run.
@@ -187,7 +193,7 @@ def test_documented_command_parses(
     """Every option and value is one the command takes (`callrouter events
     --count N` with its placeholder aside): a flag renamed in the code and not
     in the docs, or a command the docs spell wrong, fails here."""
-    words = shlex.split(line)[1:]
+    words = shlex.split(re.sub(r"\$\([^)]*\)", "X", line))[1:]  # $(date +%F)
     try:
         build_parser().parse_args(words)
     except SystemExit as exc:
