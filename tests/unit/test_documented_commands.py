@@ -11,6 +11,7 @@ each must exit 0.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import shutil
@@ -201,3 +202,51 @@ def test_documented_command_parses(
         placeholder = any(re.fullmatch(r"\[?[A-Z]+\]?", word) for word in words)
         if exc.code and not _MENTION.search(said) and not placeholder:
             pytest.fail(f"{where}: `{line}` does not parse: {said.strip().splitlines()[-1]}")
+
+
+def options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every callrouter command, hidden
+    ones aside (``--secret``, refused)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(parser: argparse.ArgumentParser, command: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{command} {name}")
+            elif action.help != argparse.SUPPRESS:
+                found.extend((command, o) for o in action.option_strings if o != "-h")
+
+    walk(build_parser(), "callrouter")
+    return [(command, option) for command, option in found if option != "--help"]
+
+
+OPTIONS = options()
+#: Where an administrator looks up an option: the English pages and their
+#: Russian twins each on their own (docs/ru/ has no page the English one lacks).
+READERS = {
+    "en": [
+        REPO / "README.md",
+        *sorted(p for p in (REPO / "docs").rglob("*.md") if "ru" not in p.parts),
+    ],
+    "ru": sorted((REPO / "docs" / "ru").rglob("*.md")),
+}
+
+
+def test_the_options_are_found() -> None:
+    assert ("callrouter explain", "--name") in OPTIONS
+    assert ("callrouter", "--version") in OPTIONS
+    assert not any(option == "--secret" for _, option in OPTIONS)
+
+
+@pytest.mark.parametrize("language", sorted(READERS))
+def test_every_option_is_documented(language: str) -> None:
+    """An option `--help` lists and no page names is one nobody learns of
+    (`explain --name`, `--version` were; issue 16)."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in READERS[language])
+    missing = [
+        f"{command} {option}"
+        for command, option in OPTIONS
+        if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text)
+    ]
+    assert not missing, f"no {language} page names {missing}"

@@ -62,3 +62,21 @@ def test_the_page_names_the_live_pages_cookie_and_the_connection_cap_as_they_are
 def test_default_location_pattern_matches_the_page() -> None:
     text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     assert f"`{config_module.DEFAULT_LOCATION_PATTERN}`" in text
+
+
+@pytest.mark.parametrize("command", ["run", "check", "ami", "events"])
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.parent.name + "/" + p.name)
+def test_the_quoted_refusal_of_a_secret_on_the_command_line_is_the_real_one(
+    page: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.cli import main
+
+    text = " ".join(page.read_text(encoding="utf-8").split())
+    [quoted] = re.findall(
+        r"`(--secret: a secret on the command line[^`]+)`, exit code 2", text
+    ) or re.findall(r"`(--secret: a secret on the command line[^`]+)`, код выхода 2", text)
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--secret", "x"])
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2
+    assert said == f"callrouter {command}: error: {quoted}"
