@@ -202,6 +202,51 @@ def settings_with(tmp_path: Path, table: str, key: str, value: str | None = None
     return vars(plugins.pm.get_plugin(table.split(".", 1)[1]))
 
 
+API_PAGES = [REPO / "docs" / "api.md", REPO / "docs" / "ru" / "api.md"]
+
+
+def api_page_defaults(page: Path) -> list[tuple[str, str, str | None]]:
+    """(``api``, key, TOML value or None) of each key of api.md's table of
+    ``[api]`` keys; a row naming several keys gives a value for each
+    (`` `rate`, `burst` `` | `` `20`, `2 × rate` ``), None where it is told."""
+    text = page.read_text(encoding="utf-8")
+    start = re.search(r"^\| (?:Key in|Ключ в) `\[api\]` \|", text, re.M)
+    assert start, f"{page.name}: no table of [api] keys"
+    out: list[tuple[str, str, str | None]] = []
+    for line in text[start.start() :].split("\n\n", 1)[0].splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        keys = re.findall(r"`([a-z_]+)`", cells[0])
+        values = [v.strip() for v in cells[1].split(",")] if len(keys) > 1 else [cells[1]]
+        for key, value in zip(keys, values + [""] * len(keys), strict=False):
+            single = re.fullmatch(r"`([^`]+)`", value)
+            try:
+                literal = single.group(1) if single else None
+                if literal is not None:
+                    tomllib.loads(f"v = {literal}")
+            except tomllib.TOMLDecodeError:
+                literal = None
+            out.append(("api", key, literal))
+    return out
+
+
+@pytest.mark.parametrize("page", API_PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_api_md_s_table_of_keys_is_the_code_s(page: Path, tmp_path: Path) -> None:
+    """docs/api.md repeats the main ``[api]`` keys: each is a key the code
+    reads, with the code's default."""
+    rows = api_page_defaults(page)
+    unknown = [key for _, key, _ in rows if key not in expected()["api"]]
+    assert not unknown, f"{page.relative_to(REPO)}: no [api] key {unknown}"
+    given = [(table, key, value) for table, key, value in rows if value is not None]
+    assert len(given) >= 5
+    left_out = settings_with(tmp_path, "api", "listen")
+    wrong = [
+        f"{key} = {value}"
+        for table, key, value in given
+        if settings_with(tmp_path, table, key, value) != left_out
+    ]
+    assert not wrong, f"{page.relative_to(REPO)}: not the defaults: {wrong}"
+
+
 def test_the_defaults_and_bounds_are_found() -> None:
     defaults = literal_defaults(PAGES[0])
     assert ("asterisk", "connect_timeout", "5") in defaults
