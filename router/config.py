@@ -473,11 +473,9 @@ class SettingsReader:
         above = low <= value if low_included else low < value
         if not ((above and value <= high) or (allow_zero and value == 0)):
             zero = "0 (off) or " if allow_zero else ""
-            bounds = (
-                f"{low:g} to {high:g}"
-                if low_included
-                else f"more than {low:g} and at most {high:g}"
-            )
+            # Written out (2592000, not 2.592e+06: what the docs and the file say).
+            lo, hi = f"{low:.15g}", f"{high:.15g}"
+            bounds = f"{lo} to {hi}" if low_included else f"more than {lo} and at most {hi}"
             raise self.error(key, f"expected {zero}{bounds}, got {value}")
         return float(value)
 

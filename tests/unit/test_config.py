@@ -607,3 +607,14 @@ def test_a_short_wrong_value_is_shown_whole(tmp_path: Path) -> None:
     value = "x" * 38  # its repr, quotes included, is 40 characters
     msg = error_of(tmp_path, MINIMAL + f'[router]\nshadow = "{value}"\n')
     assert msg.endswith(f"[router] shadow: expected true or false, got string {value!r}"), msg
+
+
+def test_a_bound_of_a_million_or_more_is_written_out(tmp_path: Path) -> None:
+    """`[history] replay_max_age = 9999999` was refused "at most 2.6784e+06":
+    the docs and the file write seconds in full (issue 16)."""
+    message = error_of(
+        tmp_path,
+        MINIMAL + f'[history]\ncel = "sqlite:///{tmp_path}/cel.db"\nreplay_max_age = 9999999\n',
+    )
+    assert "at most 2678400, got 9999999" in message, message
+    assert "e+" not in message
