@@ -25,7 +25,7 @@ from callrouter_onec.missed import closed_event
 from callrouter_onec.models import EVENT_FIELDS
 from callrouter_onec.phone import CountryRules
 from callrouter_onec.plugin import KEYS, parse_settings
-from router.errors import ConfigError
+from router import ConfigError
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 PAGES = [DOCS / "onec.md", DOCS / "ru" / "onec.md"]
