@@ -740,3 +740,29 @@ def test_the_document_bounds_the_caller_s_texts_as_the_page_says(
     assert _valid(document, "FeedEvent", {**event, "data": {"card": None}})
     transfer = {"how": "attended", "target": number + "1", "channel": "PJSIP/101-01"}
     assert not _valid(document, "FeedEvent", {**event, "kind": "transferred", "data": transfer})
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_table_of_operations_lists_every_operation_a_token_may_be_allowed(
+    page: Path,
+) -> None:
+    """The table under **Deny by default** is where an administrator picks a
+    token's `--allow`: `metrics:read` was missing from it (issue 16)."""
+    from router.api.settings import OPERATIONS
+
+    text = page.read_text(encoding="utf-8")
+    start = re.search(r"^\| (?:Operation|Операция) \|", text, re.M)
+    assert start, f"{page.name}: no table of operations"
+    table = text[start.start() :].split("\n\n", 1)[0]
+    listed = {
+        name
+        for line in table.splitlines()[2:]
+        for name in re.findall(r"`([^`]+)`", line.split("|")[1])
+    }
+    expected = {*OPERATIONS, "ami:*"}
+    ami_placeholder = {name for name in listed if name.startswith("ami:<")}
+    assert len(ami_placeholder) == 1, f"{page.name}: no `ami:<Action>` row"
+    assert listed - ami_placeholder == expected, (
+        f"{page.name}: missing {sorted(expected - listed)}, "
+        f"no such operation {sorted(listed - ami_placeholder - expected)}"
+    )
