@@ -286,7 +286,7 @@ class HistoryQueue:
                             added += self._insert(closed)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _roll_back(self._db)
                 raise
             return added
 
@@ -526,8 +526,17 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("DROP TABLE events_before_ids")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already: on a full disk
+    (``SQLITE_FULL``) or an I/O error it rolls back itself, and a ``ROLLBACK``
+    then raises "cannot rollback - no transaction is active", which hid the
+    error that said what is wrong ("database or disk is full")."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _age(seconds: float) -> str:
@@ -570,6 +579,13 @@ def create_private(target: Path) -> None:
 Poster = Callable[[Mapping[str, Any]], Awaitable[EventAck]]
 
 
+#: Call events handed to the database thread and not yet stored, at most: while
+#: the file cannot be written (a full or read-only state folder) they wait in
+#: memory, and past this many new ones are dropped, said once, rather than grow
+#: without bound (``callrouter history replay`` rebuilds them from CEL).
+MAX_WAITING = 10_000
+
+
 class HistorySender:
     """Delivers the queue to 1C in the background (``post`` is ``OneCClient.post_event``).
 
@@ -592,8 +608,10 @@ class HistorySender:
         batch: int = 100,
         idle_poll: float = 5.0,
         prune_interval: float = 3600.0,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self.queue = queue
+        self.max_waiting = max_waiting
         self.max_age = max_age
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -615,6 +633,18 @@ class HistorySender:
         #: one WARNING when it starts, one INFO when it recovers.
         self._failing_since: float | None = None
         self._failed_posts = 0
+        #: Events handed over and not stored yet, and those dropped past
+        #: ``max_waiting`` (guarded by ``_waiting_lock``: the loop and the
+        #: database thread both count).
+        self._waiting = 0
+        self._dropped = 0
+        self._waiting_lock = threading.Lock()
+        #: Why storing fails (None: it does not): said once, and once more when
+        #: an event is stored again (database thread only).
+        self._store_failing: str | None = None
+        self._store_failing_since = 0.0
+        #: Events given up on at shutdown because the file could not be written.
+        self._lost = 0
 
     @property
     def running(self) -> bool:
@@ -637,8 +667,7 @@ class HistorySender:
             raise ValueError("an event needs string 'call_id' and 'event'")
         with contextlib.suppress(RuntimeError):  # no loop (a sync caller): keep the last
             self._loop = asyncio.get_running_loop()
-        self._worker().submit(self._store, dict(payload))
-        return True
+        return self._hand_over(payload, None)
 
     def submit_call_event(self, payload: Mapping[str, Any], fact: MissedFact | None) -> None:
         """As :meth:`submit`, and settle missed calls with it (:mod:`.missed`) in one go."""
@@ -647,7 +676,32 @@ class HistorySender:
             raise ValueError("an event needs string 'call_id' and 'event'")
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
-        self._worker().submit(self._store, dict(payload), fact)
+        self._hand_over(payload, fact)
+
+    def _hand_over(self, payload: Mapping[str, Any], fact: MissedFact | None) -> bool:
+        """Queue the write on the database thread, unless ``max_waiting`` wait already."""
+        with self._waiting_lock:
+            full = self._waiting >= self.max_waiting
+            if full:
+                self._dropped += 1
+                first = self._dropped == 1
+            else:
+                self._waiting += 1
+        if not full:
+            self._worker().submit(self._store, dict(payload), fact)
+            return True
+        if first:
+            log.error(
+                "1C history: %s of call %s dropped, and every call event after it until "
+                "%s can be written again: %d wait in memory already (%s); "
+                "callrouter history replay rebuilds them from CEL",
+                payload["event"],
+                payload["call_id"],
+                self.queue.path,
+                self.max_waiting,
+                self._store_failing or "the database is slow",
+            )
+        return False
 
     def retry_now(self) -> None:
         """Cut a backoff short: something (a successful ping) says 1C is back.
@@ -678,6 +732,13 @@ class HistorySender:
                 log.exception("1C history: the database thread failed while stopping")
             finally:
                 executor.shutdown(wait=False)
+        if self._lost > 1:
+            log.error(
+                "1C history: %d call events in all not stored in %s before shutdown",
+                self._lost,
+                self.queue.path,
+            )
+        self._lost = 0
 
     async def flush(self) -> None:
         """Wait until every event submitted so far is in the database (tests, status)."""
@@ -704,21 +765,33 @@ class HistorySender:
         )
 
     def _store(self, payload: dict[str, Any], fact: MissedFact | None = None) -> None:
-        """On the database thread: insert, waiting out a lock held by another process."""
+        """On the database thread: insert, waiting out a lock held by another
+        process or a file that cannot be written (a full or read-only folder)."""
+        try:
+            self._store_retrying(payload, fact)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _store_retrying(self, payload: dict[str, Any], fact: MissedFact | None) -> None:
         delay = 0.02
         while True:
             try:
                 added = self.queue.enqueue_call_event(payload, fact)
             except sqlite3.OperationalError as exc:
                 if self._closing.is_set():
-                    log.error(
-                        "1C history: %s of call %s not stored, the database stayed "
-                        "locked until shutdown: %s",
-                        payload["event"],
-                        payload["call_id"],
-                        exc,
-                    )
+                    self._lost += 1
+                    if self._lost == 1:
+                        log.error(
+                            "1C history: %s of call %s not stored in %s before shutdown: "
+                            "%s; callrouter history replay rebuilds it from CEL",
+                            payload["event"],
+                            payload["call_id"],
+                            self.queue.path,
+                            exc,
+                        )
                     return
+                self._store_failed(exc)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 1.0)
                 continue
@@ -729,10 +802,42 @@ class HistorySender:
                     payload["call_id"],
                 )
                 return
+            self._stored()
             if added and self._loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                     self._loop.call_soon_threadsafe(self._wake.set)
             return
+
+    def _store_failed(self, exc: sqlite3.OperationalError) -> None:
+        """A write failed and is retried: one WARNING when it starts (or its reason
+        changes), not one a try, every second, for each call event waiting."""
+        reason = str(exc) or type(exc).__name__
+        if reason == self._store_failing:
+            return
+        if self._store_failing is None:
+            self._store_failing_since = time.monotonic()
+        self._store_failing = reason
+        log.warning(
+            "1C history: cannot store call events in %s: %s; they wait in memory "
+            "(up to %d) and are stored once it can be written, said again then",
+            self.queue.path,
+            reason,
+            self.max_waiting,
+        )
+
+    def _stored(self) -> None:
+        """An event was stored: one INFO if storing had been failing."""
+        if self._store_failing is None:
+            return
+        with self._waiting_lock:
+            dropped, self._dropped = self._dropped, 0
+        log.info(
+            "1C history: call events stored in %s again after %s%s",
+            self.queue.path,
+            _age(time.monotonic() - self._store_failing_since),
+            f"; {dropped} were dropped meanwhile" if dropped else "",
+        )
+        self._store_failing = None
 
     async def _run(self) -> None:
         while True:

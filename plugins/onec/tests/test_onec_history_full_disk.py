@@ -1,0 +1,131 @@
+"""The 1C history file on a full (or read-only) state folder: said once, kept, stored later.
+
+A full disk is made with SQLite's ``max_page_count``: the file cannot grow, and
+SQLite answers ``database or disk is full`` (``SQLITE_FULL``) as it does when
+the folder's filesystem is full, rolling the transaction back itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from callrouter_onec.client import OneCClient
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+
+PAD = "x" * 20_000  # an event bigger than the room a full file leaves
+START = datetime(2024, 5, 1, 12, 0, 0)
+
+
+def fill(queue: HistoryQueue) -> None:
+    """No page more for the file: the next write that needs one fails."""
+    pages = queue._db.execute("PRAGMA page_count").fetchone()[0]
+    queue._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def make_room(queue: HistoryQueue) -> None:
+    queue._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def event(i: int) -> dict[str, object]:
+    call = CallRecord(f"full.{i}", "in", "79161234567", "74951234567", started_at=START)
+    return {**build_event("ringing", call), "pad": PAD}
+
+
+def sender_for(queue: HistoryQueue, client: OneCClient, **kwargs: int) -> HistorySender:
+    return HistorySender(
+        queue,
+        client.post_event,
+        base_delay=0.02,
+        max_delay=0.1,
+        idle_poll=0.05,
+        **kwargs,
+    )
+
+
+def test_a_full_disk_is_named_not_hidden_by_the_rollback(tmp_path: Path) -> None:
+    # SQLite rolls a transaction back itself on SQLITE_FULL; the queue's own
+    # ROLLBACK then raised "cannot rollback - no transaction is active", the only
+    # words the operator got.
+    with HistoryQueue(tmp_path) as queue:
+        fill(queue)
+        with pytest.raises(Exception, match="database or disk is full"):
+            queue.enqueue_call_event(event(1), None)
+        make_room(queue)
+        assert queue.enqueue_call_event(event(1), None) == 1
+
+
+async def test_events_wait_while_the_file_is_full_said_once_then_reach_1c(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callrouter_onec.history")
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        sender.start()
+        fill(queue)
+        for i in range(5):
+            assert sender.submit(event(i))
+        await asyncio.sleep(1.5)  # several tries of the first, each failing
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "cannot store call events in" in warnings[0]
+        assert str(queue.path) in warnings[0]
+        assert "database or disk is full" in warnings[0]
+        assert not double.event_book.receipts
+        make_room(queue)
+        assert await sender.drain(10)
+        await sender.stop()
+    assert sorted(str(r.payload["call_id"]) for r in double.event_book.receipts) == [
+        f"full.{i}" for i in range(5)
+    ]
+    infos = [r.getMessage() for r in caplog.records if "again after" in r.getMessage()]
+    assert len(infos) == 1, infos
+    assert str(queue.path) in infos[0]
+
+
+async def test_events_waiting_for_a_full_file_are_bounded(
+    tmp_path: Path, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each event waiting for the database thread is held in memory: a disk full
+    # for hours on a busy PBX grew the process without bound.
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client, max_waiting=3)
+        fill(queue)
+        taken = [sender.submit(event(i)) for i in range(8)]
+        assert taken == [True] * 3 + [False] * 5
+        dropped = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(dropped) == 1, dropped
+        assert "full.3" in dropped[0]
+        assert "callrouter history replay" in dropped[0]
+        make_room(queue)
+        await sender.flush()
+        assert sender.submit(event(9))  # room again once the waiting ones are stored
+        await sender.flush()
+        assert {row.call_id for row in queue.pending()} == {"full.0", "full.1", "full.2", "full.9"}
+        await sender.stop()
+
+
+async def test_events_not_stored_by_shutdown_are_one_line_each_start_and_total(
+    tmp_path: Path, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        fill(queue)
+        for i in range(20):
+            sender.submit(event(i))
+        await asyncio.sleep(0.2)
+        await sender.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "database or disk is full" in errors[0]
+    assert "locked" not in errors[0]
+    assert "callrouter history replay" in errors[0]
+    assert errors[1].startswith("1C history: 20 call events in all not stored")
