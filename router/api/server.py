@@ -28,8 +28,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import socket
 import ssl
+import time
 from collections.abc import Generator
 
 import uvicorn
@@ -42,12 +44,87 @@ from router.api.protocol import BoundedHttpToolsProtocol, bounded_protocol
 from router.api.settings import ApiSettings
 from router.errors import ConfigError
 
-__all__ = ["ApiServer"]
+__all__ = ["FILES_KEPT", "ApiServer", "connections_within"]
 
 log = logging.getLogger("router.api")
 
 #: Seconds open requests (long polls, SSE streams) get to finish at stop.
 GRACEFUL_STOP = 2
+
+#: Open files callrouter keeps for itself beside the API's connections: the
+#: AMI pool (20) and event stream, the plugins' HTTP clients (1C), the SQLite
+#: files of the state folder, CEL, the rule watcher, the log.
+FILES_KEPT = 48
+
+#: The fewest connections the API keeps, however low the open-files limit.
+_FEWEST_CONNECTIONS = 8
+
+
+def connections_within(wanted: int, open_files: int | None = None) -> int:
+    """``[api] max_connections`` as the open-files limit allows it (``ulimit -n``,
+    ``LimitNOFILE=``; ``open_files``, else the process's soft limit).
+
+    Past the limit every ``accept``, ``connect`` and ``open`` fails: API clients
+    holding connections took the files routing needs (the AMI connections of a
+    call's Redirect), so calls fell to their default route, and asyncio logged
+    the failed accepts thousands of times a second. So the API leaves
+    :data:`FILES_KEPT` files to the rest, and says so once, at start.
+    """
+    if open_files is None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return wanted
+        open_files = soft
+    allowed = max(_FEWEST_CONNECTIONS, open_files - FILES_KEPT)
+    if wanted <= allowed:
+        return wanted
+    log.warning(
+        "[api] max_connections %d lowered to %d: the open-files limit is %d (ulimit -n, "
+        "systemd's LimitNOFILE=), and callrouter keeps %d of them for Asterisk, plugins "
+        "and its files, or API clients could take the files routing needs and calls "
+        "would take their default route; raise the limit to %d or more to have %d",
+        wanted,
+        allowed,
+        open_files,
+        FILES_KEPT,
+        wanted + FILES_KEPT,
+        wanted,
+    )
+    return allowed
+
+
+class _AcceptStorm(logging.Filter):
+    """asyncio logs ``socket.accept() out of system resource`` (out of open
+    files) for every try, and Python 3.11's accept loop tries again up to the
+    backlog's times in each turn, each try scheduling more: 100,000 ERROR lines
+    in 20 s were seen. One a minute passes, saying how many were held back."""
+
+    MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = 0
+        self._passed_at = -60.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if not isinstance(message, str) or not message.startswith(self.MESSAGE):
+            return True
+        now = time.monotonic()
+        if now - self._passed_at < 60.0:
+            self._held += 1
+            return False
+        held, self._held, self._passed_at = self._held, 0, now
+        record.msg = (
+            f"{self.MESSAGE}: the open-files limit (ulimit -n, LimitNOFILE=) is reached"
+            + (f" ({held} more in the last minute not logged)" if held else "")
+            + message[len(self.MESSAGE) :]
+        )
+        record.exc_info = record.exc_text = None  # the same OSError every time
+        return True
+
+
+_ACCEPT_STORM = _AcceptStorm()
 
 
 class _Server(uvicorn.Server):
@@ -126,7 +203,12 @@ class ApiServer:
         allowed = trusted_hosts(settings)
         if allowed is not None:
             served = TrustedHosts(served, allowed)
-        protocol_class = bounded_protocol(max_connections=settings.max_connections)
+        #: ``[api] max_connections``, or fewer under a low open-files limit.
+        self.max_connections = connections_within(settings.max_connections)
+        protocol_class = bounded_protocol(max_connections=self.max_connections)
+        asyncio_log = logging.getLogger("asyncio")
+        if _ACCEPT_STORM not in asyncio_log.filters:
+            asyncio_log.addFilter(_ACCEPT_STORM)
         self._config = uvicorn.Config(
             served,
             # httptools with our bounds on heads, connections and time

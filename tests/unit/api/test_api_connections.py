@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import resource
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +29,7 @@ from router.api import handshake, protocol
 from router.api.app import build_app
 from router.api.context import ApiContext
 from router.api.feed import EventFeed
-from router.api.server import ApiServer
+from router.api.server import FILES_KEPT, ApiServer, connections_within
 from router.api.settings import ApiSettings, TokenSettings
 from router.testing import StubEngine
 from tests.unit.tls_files import self_signed
@@ -566,3 +568,63 @@ async def test_no_handshake_begins_once_the_listener_is_stopping(
             transport.close()
         listener.close()
         await listener.wait_closed()
+
+
+# -- open files --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_files_limit(soft: int) -> Iterator[None]:
+    """The process's soft RLIMIT_NOFILE at ``soft`` (at least the files open now)."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_a_cap_over_the_open_files_limit_is_lowered_and_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # With `ulimit -n 64` and the default cap of 256, 80 idle API clients took every
+    # file: the Redirects' AMI connections failed (Too many open files), 17 calls of
+    # 20 took their default route.
+    caplog.set_level(logging.WARNING, logger="router.api")
+    assert connections_within(256, open_files=64) == 64 - FILES_KEPT
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("[api] max_connections 256 lowered to 16: the open-files limit is 64")
+    assert "LimitNOFILE=" in said
+    assert f"raise the limit to {256 + FILES_KEPT}" in said
+    caplog.clear()
+    assert connections_within(256, open_files=1024) == 256
+    assert connections_within(3, open_files=20) == 3  # a cap below the floor stays
+    assert connections_within(256, open_files=20) == 8  # the floor
+    assert len(caplog.records) == 1
+
+
+async def test_the_listener_takes_the_cap_the_open_files_limit_allows(serve: Serve) -> None:
+    in_use = len(os.listdir("/proc/self/fd"))
+    soft = max(in_use + 20, FILES_KEPT + 12)
+    with open_files_limit(soft):
+        server, _ = await serve()
+    assert server.max_connections == soft - FILES_KEPT
+    assert await healthz(server.port) == 200
+
+
+async def test_failed_accepts_out_of_files_are_one_line_a_minute(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Python 3.11's accept loop logs a failed accept (EMFILE) up to the backlog's
+    # times in each turn, each scheduling more: 100,000 lines in 20 s were seen.
+    await serve()
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    storm = logging.getLogger("asyncio")
+    for _ in range(500):
+        storm.error(
+            "socket.accept() out of system resource\nsocket: <TransportSocket fd=6>",
+            exc_info=OSError(24, "Too many open files"),
+        )
+    (said,) = [r for r in caplog.records if "accept" in r.getMessage()]
+    assert "open-files limit" in said.getMessage()
+    assert said.exc_info is None
