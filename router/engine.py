@@ -63,6 +63,7 @@ from router.callerid import cut_number
 from router.calllife.model import CallEvent
 from router.calllife.service import LIVE_EVENTS, CallLife
 from router.calls import Call, CallTracker, dialplan_half
+from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
 from router.config import Config
 from router.dialplan import (
     DEFAULT_WAIT,
@@ -381,6 +382,8 @@ class Engine:
             job_defaults={"coalesce": True, "misfire_grace_time": _MISFIRE_GRACE},
         )
         self._scheduler.add_listener(self._job_skipped, EVENT_JOB_MAX_INSTANCES)
+        #: This host's clock stepped: the jobs dated again, Asterisk's clock measured again.
+        self._clock_watch = ClockStepWatch(self._clock_stepped)
         #: Per job: (when its run under way started, the runs skipped meanwhile).
         self._job_runs: dict[str, tuple[float, int]] = {}
         self._stream: EventStream | None = None
@@ -658,6 +661,7 @@ class Engine:
         # Each later login's probe runs in the background.
         await self.privileges.first()
         self._scheduler.start()
+        self._clock_watch.start()
         self._schedule_rules()
         if self.options.watch_interval > 0:
             self._scheduler.add_job(
@@ -1017,6 +1021,7 @@ class Engine:
         # retention pass the recorder waits for among them.
         if self._scheduler.running:
             self._scheduler.pause()
+        await self._clock_watch.cancel()
         # Each step runs whatever the previous one did: a failing plugin must not
         # leave the scheduler running or the AMI session open, and says so.
         try:
@@ -1672,6 +1677,22 @@ class Engine:
         while True:
             self._notifier.waiting(self._waiting_for, _WAIT_NOTIFY_FOR)
             await asyncio.sleep(_WAIT_NOTIFY_EVERY)
+
+    async def _clock_stepped(self, seconds: float) -> None:
+        """This host's clock stepped (router/clock_step.py): apscheduler would hold
+        every timed job (the heartbeat among them) as long as a step back, and a
+        request's age would be off by the step until the next gap."""
+        jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
+        log.warning(
+            "this host's clock was stepped %s: %s dated again from now, and "
+            "Asterisk's clock is measured again",
+            describe_step(seconds),
+            counted(jobs, "timed job"),
+        )
+        try:
+            await self._measure_clock()
+        except Exception:  # the next gap measures it again
+            log.exception("measuring Asterisk's clock after the step failed")
 
     async def _measure_clock(self) -> None:
         """How far Asterisk's clock is from this host's (router/asterisk_clock.py)."""

@@ -1,0 +1,134 @@
+"""This host's wall clock stepped (NTP after a long drift, ``date -s``, a VM
+restored from a snapshot): noticed within a second, from the wall clock against
+the monotonic one, which no step moves.
+
+Two things read the wall clock and went wrong after a step. apscheduler dates
+its timed jobs by it: a step back of 3 hours held every interval job, the live
+heartbeat and the keepalive among them, for 3 hours (the heartbeat's silence
+then read as a stall of the process, and another instance would have taken
+over). And a routing request's age is Asterisk's ``Timestamp`` against this
+clock plus the difference measured at start (router/asterisk_clock.py): a step
+forward of 3 hours made every request 3 hours old, and every call took its
+default route until the next event stream gap. So on a step the engine dates
+its jobs again from the clock as it now is and measures Asterisk's clock again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+__all__ = ["STEP", "ClockStepWatch", "describe_step", "reschedule_from_now"]
+
+#: A change of the wall clock against the monotonic one that counts as a step,
+#: in seconds: NTP slews at most 0.5 ms a second, and a late wake-up moves both.
+STEP = 1.0
+#: How often the clocks are compared, in seconds.
+CHECK_EVERY = 1.0
+
+
+class ClockStepWatch:
+    """Calls ``on_step(seconds)`` (positive: forward) when the wall clock steps."""
+
+    def __init__(
+        self,
+        on_step: Callable[[float], Awaitable[None] | None],
+        *,
+        wall: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] | None = None,
+        every: float = CHECK_EVERY,
+        step: float = STEP,
+    ) -> None:
+        self._on_step = on_step
+        self._wall = wall or _wall
+        self._monotonic = monotonic or _monotonic
+        self._every = every
+        self._step = step
+        self._skew = self._wall() - self._monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def check(self) -> float:
+        """The step since the last check, in seconds (0.0: none)."""
+        skew = self._wall() - self._monotonic()
+        moved, self._skew = skew - self._skew, skew
+        return moved if abs(moved) >= self._step else 0.0
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._skew = self._wall() - self._monotonic()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="callrouter-clock-step"
+            )
+
+    async def cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            moved = self.check()
+            if moved:
+                result = self._on_step(moved)
+                if inspect.isawaitable(result):
+                    await result
+
+
+def _wall() -> float:
+    return time.time()
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def describe_step(seconds: float) -> str:
+    """``forward by 3 h 0 min 2 s``, ``back by 12.5 s``."""
+    way = "forward" if seconds > 0 else "back"
+    left = abs(seconds)
+    if left < 60:
+        return f"{way} by {left:.1f} s"
+    hours, rest = divmod(round(left), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min", f"{secs} s"]
+    return f"{way} by {' '.join(parts)}"
+
+
+def reschedule_from_now(scheduler: BaseScheduler) -> int:
+    """Date every interval and cron job of ``scheduler`` again from the clock as it
+    is now: an interval job runs now (the heartbeat is due), then every interval;
+    a cron job at its next time.
+    Returns how many were dated again."""
+    count = 0
+    now = datetime.now(scheduler.timezone)
+    for job in scheduler.get_jobs():
+        trigger = job.trigger
+        if isinstance(trigger, IntervalTrigger):
+            job.reschedule(
+                IntervalTrigger(
+                    seconds=trigger.interval_length,
+                    start_date=now,
+                    timezone=trigger.timezone,
+                    jitter=trigger.jitter,
+                )
+            )
+        elif isinstance(trigger, CronTrigger):
+            job.modify(next_run_time=trigger.get_next_fire_time(None, now))
+        else:
+            continue
+        count += 1
+    if scheduler.running:
+        scheduler.wakeup()
+    return count

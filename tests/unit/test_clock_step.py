@@ -1,0 +1,153 @@
+"""This host's wall clock stepped while callrouter runs (router/clock_step.py).
+
+Seen with libfaketime on ``callrouter run`` against the sandbox: a step back of
+3 hours held every timed job (apscheduler dates them by the wall clock), the
+live heartbeat among them, which then read as a stall of the process; a step
+forward of 3 hours made every routing request 3 hours old, and every call took
+its default route (``late``) until the next event stream gap (issue 16).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from router.clock_step import ClockStepWatch, describe_step, reschedule_from_now
+from router.engine import Engine, EngineOptions
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory, ReplayAsterisk
+
+HOURS_3 = 3 * 3600.0
+
+RULES = """version: 1
+rules:
+  - name: sales
+    on: call
+    do:
+      - redirect: {context: test-queue, exten: sales}
+"""
+
+
+def test_a_step_is_the_wall_clock_moving_against_the_monotonic_one() -> None:
+    wall, mono = [1000.0], [50.0]
+    watch = ClockStepWatch(lambda _: None, wall=lambda: wall[0], monotonic=lambda: mono[0])
+    wall[0] += 10
+    mono[0] += 10  # time passing, however long: no step
+    assert watch.check() == 0.0
+    wall[0] += 0.0005  # NTP slewing
+    assert watch.check() == 0.0
+    wall[0] -= HOURS_3
+    assert watch.check() == -HOURS_3
+    assert watch.check() == 0.0  # said once
+    wall[0] += 90
+    assert watch.check() == 90
+
+
+def test_a_step_is_described_in_hours_minutes_and_seconds() -> None:
+    assert describe_step(-HOURS_3) == "back by 3 h 0 min 0 s"
+    assert describe_step(125) == "forward by 2 min 5 s"
+    assert describe_step(1.5) == "forward by 1.5 s"
+
+
+async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_interval() -> None:
+    scheduler = AsyncIOScheduler()
+    runs: list[float] = []
+    scheduler.add_job(lambda: runs.append(time.monotonic()), "interval", seconds=0.2, id="beat")
+    scheduler.add_job(lambda: None, "cron", minute="*", id="cron")
+    scheduler.start()
+    try:
+        # What apscheduler holds after the clock went 3 hours back: the next runs
+        # dated 3 hours (and an interval) ahead of the clock.
+        ahead = datetime.now(scheduler.timezone) + timedelta(hours=3)
+        for job in scheduler.get_jobs():
+            job.modify(next_run_time=ahead)
+        await asyncio.sleep(0.5)
+        assert not runs
+        assert reschedule_from_now(scheduler) == 2
+        await asyncio.sleep(0.5)
+        assert len(runs) >= 2
+        cron = scheduler.get_job("cron")
+        assert cron is not None
+        assert cron.next_run_time - datetime.now(scheduler.timezone) <= timedelta(minutes=1)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+class _Shifted:
+    """The ``time`` module of a host whose wall clock is ``by`` seconds off."""
+
+    def __init__(self, by: float) -> None:
+        self.by = by
+
+    def time(self) -> float:
+        return time.time() + self.by
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def _shift_router_clock(monkeypatch: pytest.MonkeyPatch, by: float) -> None:
+    """This host's clock (callrouter's) steps by ``by`` s; Asterisk's (the replay's) does not."""
+    shifted = _Shifted(by)
+    for module in ("router.routing", "router.asterisk_clock", "router.clock_step"):
+        monkeypatch.setattr(f"{module}.time", shifted)
+
+    class ShiftedDatetime(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) + timedelta(seconds=by)
+
+    for module in (
+        "apscheduler.schedulers.base",
+        "apscheduler.triggers.interval",
+        "apscheduler.executors.base",
+    ):
+        monkeypatch.setattr(f"{module}.datetime", ShiftedDatetime)
+    monkeypatch.setattr("router.clock_step.datetime", ShiftedDatetime)
+
+
+async def _routed(engine: Engine, ajam_replay: ReplayAsterisk) -> str:
+    before = len(engine.records)
+    ajam_replay.inbound_call(caller="79161234567", did="74950000001")
+    await ajam_replay.settle(engine)
+    for _ in range(100):
+        if len(engine.records) > before:
+            break
+        await asyncio.sleep(0.05)
+    return engine.records[-1].outcome
+
+
+@pytest.mark.parametrize("step", [HOURS_3, -HOURS_3], ids=["forward", "back"])
+async def test_calls_are_routed_and_the_heartbeat_goes_on_after_a_step(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    step: float,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    options = EngineOptions(watch_interval=0, live_heartbeat=1.0, check_privileges=False)
+    engine: Engine = await engine_factory(rules, options=options)
+    await asyncio.sleep(1.2)  # past the live-instance settle time
+    assert await _routed(engine, ajam_replay) == "executed"
+    _shift_router_clock(monkeypatch, step)
+    await asyncio.sleep(1.5)  # the watch looks every second
+    beats = ajam_replay.count("UserEvent", probes=True)
+    await asyncio.sleep(2.5)  # more than two heartbeat intervals
+    assert ajam_replay.count("UserEvent", probes=True) > beats, "no heartbeat after the step"
+    assert await _routed(engine, ajam_replay) == "executed"
+    said = [r.getMessage() for r in caplog.records if "clock was stepped" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"this host's clock was stepped {describe_step(step)}: ")
+    assert said[0].endswith("dated again from now, and Asterisk's clock is measured again")
+    assert "stalled" not in caplog.text
+    assert "sent no heartbeat" not in caplog.text
