@@ -233,16 +233,58 @@ class HistoryQueue:
         self.max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
+        self._busy_timeout = busy_timeout
+        self._missed_limits = (missed_max_age, missed_max_rows)
         create_private(target)
+        self._connect()
+        self.prune()
+
+    def _connect(self) -> None:
         self._db = sqlite3.connect(
-            target, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         _migrate(self._db)
         self._db.executescript(_SCHEMA)
-        self.missed = MissedBook(self._db, max_age=missed_max_age, max_rows=missed_max_rows)
-        self.prune()
+        max_age, max_rows = self._missed_limits
+        self.missed = MissedBook(self._db, max_age=max_age, max_rows=max_rows)
+        #: The file the connection has open (device, inode): see :meth:`put_back`.
+        self._file = _identity(self.path)
+
+    def put_back(self) -> str | None:
+        """Write the file again where it belongs when it was deleted or replaced
+        while open; returns ``"deleted"`` or ``"replaced"``, or None when it is
+        where it was.
+
+        SQLite goes on with the file it has open, deleted or not: the events not
+        yet sent, the ids sent and the open missed calls were lost at the next
+        start, and nothing said so. The open file is copied to its place
+        (``VACUUM INTO``) and opened there; a file put in its place is moved
+        aside first, as ``NAME.replaced-TIME``.
+        """
+        with self._lock:
+            found = _identity(self.path)
+            if found == self._file:
+                return None
+            what = "deleted" if found is None else "replaced"
+            copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):
+                copy.unlink()
+            create_private(copy)  # empty and 0600: VACUUM INTO fills it
+            try:
+                self._db.execute("VACUUM INTO ?", (str(copy),))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    copy.unlink()
+                raise
+            if found is not None:
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
+            self._db.close()
+            os.replace(copy, self.path)
+            self._connect()
+            return what
 
     def __enter__(self) -> HistoryQueue:
         return self
@@ -530,6 +572,15 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), never opened (:func:`create_private`)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
 def _roll_back(db: sqlite3.Connection) -> None:
     """Undo the open transaction, if SQLite has not already: on a full disk
     (``SQLITE_FULL``) or an I/O error it rolls back itself, and a ``ROLLBACK``
@@ -578,6 +629,9 @@ def create_private(target: Path) -> None:
 
 Poster = Callable[[Mapping[str, Any]], Awaitable[EventAck]]
 
+
+#: How often the sender looks that its file is still where it belongs, in seconds.
+FILE_CHECK_EVERY = 5.0
 
 #: Call events handed to the database thread and not yet stored, at most: while
 #: the file cannot be written (a full or read-only state folder) they wait in
@@ -645,6 +699,9 @@ class HistorySender:
         self._store_failing_since = 0.0
         #: Events given up on at shutdown because the file could not be written.
         self._lost = 0
+        self._file_checked = time.monotonic()
+        #: Why putting the file back failed last (said once per reason).
+        self._put_back_failing: str | None = None
 
     @property
     def running(self) -> bool:
@@ -843,6 +900,7 @@ class HistorySender:
         while True:
             self._wake.clear()
             try:
+                await self._check_file_when_due()
                 await self._prune_when_due()
                 rows: list[QueuedEvent] = await self._db(self.queue.due, self.batch)
                 if not rows:
@@ -865,6 +923,44 @@ class HistorySender:
                     self._retry.wait(),
                     min(self.base_delay * 2 ** (self.failures - 1), self.max_delay),
                 )
+
+    async def _check_file_when_due(self) -> None:
+        """The file deleted or replaced while it runs: written again, said once."""
+        if time.monotonic() - self._file_checked < FILE_CHECK_EVERY:
+            return
+        self._file_checked = time.monotonic()
+        path = self.queue.path
+        try:
+            what = await self._db(self.queue.put_back)
+        except (OSError, sqlite3.Error) as exc:
+            reason = str(exc) or type(exc).__name__
+            if reason != self._put_back_failing:
+                log.error(
+                    "1C history: %s is no longer the file in use (deleted or replaced "
+                    "while callrouter ran) and cannot be written again: %s; the events "
+                    "not yet sent to 1C are lost at the next restart unless it can",
+                    path,
+                    reason,
+                )
+            self._put_back_failing = reason
+            return
+        self._put_back_failing = None
+        if what == "deleted":
+            log.warning(
+                "1C history: %s was deleted while callrouter ran: written again from the "
+                "open file (the events not yet sent to 1C, the ids sent, the open missed "
+                "calls); to empty it, stop the service first",
+                path,
+            )
+        elif what == "replaced":
+            log.warning(
+                "1C history: %s was replaced while callrouter ran: the file put there is "
+                "moved aside as %s.replaced-TIME and %s written again from the open "
+                "file; restore state files with the service stopped (operations.md)",
+                path,
+                path.name,
+                path.name,
+            )
 
     async def _prune_when_due(self) -> None:
         if time.monotonic() - self._last_prune < self.prune_interval:

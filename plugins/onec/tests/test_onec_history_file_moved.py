@@ -1,0 +1,96 @@
+"""The 1C history file deleted or replaced while callrouter runs.
+
+SQLite goes on with the file it has open: nothing was said, and the next start
+found an empty file (or the one put there), so the events not yet sent to 1C,
+the ids sent and the open missed calls were gone (issue 16). Now the sender
+writes the file back where it belongs, from the open one, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from callrouter_onec import history
+from callrouter_onec.client import OneCClient
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+
+START = datetime(2024, 5, 1, 12, 0, 0)
+
+
+def event(i: int) -> dict[str, object]:
+    call = CallRecord(f"moved.{i}", "in", "79161234567", "74951234567", started_at=START)
+    return build_event("ringing", call)
+
+
+def delete(queue: HistoryQueue) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{queue.path}{suffix}").unlink(missing_ok=True)
+
+
+def pending_in_file(path: Path) -> set[str]:
+    with HistoryQueue(path) as queue:
+        return {row.call_id for row in queue.pending()}
+
+
+def test_a_deleted_file_is_written_again_with_every_row(tmp_path: Path) -> None:
+    with HistoryQueue(tmp_path) as queue:
+        for i in range(3):
+            queue.enqueue_call_event(event(i), None)
+        assert queue.put_back() is None  # where it was: nothing to do
+        delete(queue)
+        assert queue.put_back() == "deleted"
+        assert queue.path.stat().st_mode & 0o777 == 0o600
+        queue.enqueue_call_event(event(3), None)  # goes on, in the file at its place
+    assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(4)}
+
+
+def test_a_replaced_file_is_moved_aside_and_the_open_one_written_back(tmp_path: Path) -> None:
+    with HistoryQueue(tmp_path) as queue:
+        queue.enqueue_call_event(event(0), None)
+        queue.path.unlink()
+        queue.path.write_bytes(b"not a database")
+        assert queue.put_back() == "replaced"
+    (aside,) = tmp_path.glob("onec-history.sqlite3.replaced-*")
+    assert aside.read_bytes() == b"not a database"
+    assert pending_in_file(tmp_path) == {"moved.0"}
+
+
+async def test_events_waiting_for_1c_survive_their_file_deleted_and_a_restart(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05, raising=False)
+    double.stop()  # 1C is away: the events wait in the file
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=0.02, max_delay=0.05)
+    sender.start()
+    for i in range(5):
+        sender.submit(event(i))
+    await sender.flush()
+    delete(queue)  # a clean-up script, an operator's rm
+    await asyncio.sleep(0.5)
+    await sender.stop()
+    queue.close()
+    said = [r.getMessage() for r in caplog.records if "was deleted" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"1C history: {queue.path} was deleted while callrouter ran")
+    assert caplog.records[-1].levelno <= logging.WARNING
+
+    double.start()  # the next start finds every event and sends it
+    with HistoryQueue(tmp_path) as again:
+        sender = HistorySender(again, client.post_event, base_delay=0.02, max_delay=0.05)
+        sender.start()
+        assert await sender.drain(10)
+        await sender.stop()
+    assert {r.payload["call_id"] for r in double.event_book.receipts} == {
+        f"moved.{i}" for i in range(5)
+    }
