@@ -302,7 +302,11 @@ class RecordingStore:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back by itself on a full disk (SQLITE_FULL) or an I/O
+                # error; a ROLLBACK then raised "cannot rollback - no transaction is
+                # active", which hid "database or disk is full".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
