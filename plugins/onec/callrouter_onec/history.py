@@ -804,11 +804,21 @@ class HistorySender:
     async def drain(self, within: float) -> bool:
         """Wait until nothing is pending (tests, shutdown); ``False`` if ``within`` s pass first."""
         end = time.monotonic() + within
-        while await self._db(self.queue.pending_count):
+        while True:
+            # Bounded too: behind a write that waits for a full or read-only
+            # folder the count never came, and a stop waited for the plugin
+            # hook's cut-off (10 s) instead of drain_timeout.
+            try:
+                pending = await asyncio.wait_for(
+                    self._db(self.queue.pending_count), max(0.0, end - time.monotonic())
+                )
+            except TimeoutError:
+                return False
+            if not pending:
+                return True
             if time.monotonic() >= end:
                 return False
             await asyncio.sleep(0.02)
-        return True
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._executor is None:

@@ -129,3 +129,20 @@ async def test_events_not_stored_by_shutdown_are_one_line_each_start_and_total(
     assert "locked" not in errors[0]
     assert "callrouter history replay" in errors[0]
     assert errors[1].startswith("1C history: 20 call events in all not stored")
+
+
+async def test_draining_at_shutdown_gives_up_in_time_while_the_file_is_full(
+    tmp_path: Path, client: OneCClient
+) -> None:
+    # The count drain waits for queued behind a write that waits for room: a stop
+    # waited for the plugin hook's cut-off (10 s), not drain_timeout.
+    with HistoryQueue(tmp_path) as queue:
+        sender = sender_for(queue, client)
+        sender.start()
+        fill(queue)
+        sender.submit(event(1))
+        await asyncio.sleep(0.1)
+        began = asyncio.get_running_loop().time()
+        assert not await asyncio.wait_for(sender.drain(0.3), 5)
+        assert asyncio.get_running_loop().time() - began < 1.0
+        await sender.stop()
