@@ -737,6 +737,7 @@ class HistorySender:
 
     def _hand_over(self, payload: Mapping[str, Any], fact: MissedFact | None) -> bool:
         """Queue the write on the database thread, unless ``max_waiting`` wait already."""
+        first = False
         with self._waiting_lock:
             full = self._waiting >= self.max_waiting
             if full:
