@@ -342,6 +342,8 @@ class Engine:
             key=heartbeat_key(config.asterisk.secret),
             on_takeover=self._took_over,
             user=config.asterisk.username,
+            # (The router, made next, keeps the measured difference up to date.)
+            asterisk_clock=lambda: time.time() + self.router.clock_offset,
         )
         #: The request path; the engine hands it requests and drains its tasks.
         self.router = Router(

@@ -66,8 +66,11 @@ class LiveInstance:
         key: bytes,
         on_takeover: Callable[[Claim], None] | None = None,
         user: str = "USER",
+        asterisk_clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
+        #: Asterisk's wall clock as this host knows it: the beats' ``At``.
+        self._asterisk_clock = asterisk_clock
         #: The manager user (``[asterisk] username``), named in the ERROR.
         self._user = user
         #: Told when this router takes over from one that went silent (LiveGuard).
@@ -157,6 +160,7 @@ class LiveInstance:
             key=self._key,
             interval=self._interval,
             settle=self._settle,
+            asterisk_clock=self._asterisk_clock,
             on_takeover=self._took_over,
         )
         await self._send(self.guard.probe())

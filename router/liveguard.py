@@ -91,7 +91,18 @@ _STALL_BEATS = _MISSED_BEATS - 0.5
 #: keep a dead instance alive for long, nor expire a live one at once).
 _INTERVAL_BOUNDS = (0.5, 30.0)
 #: The heartbeat fields the signature covers, in this order.
-_SIGNED = ("UserEvent", "Instance", "Since", "Host", "Pid", "Interval", "State", "Probe", "Beat")
+_SIGNED = (
+    "UserEvent",
+    "Instance",
+    "Since",
+    "Host",
+    "Pid",
+    "Interval",
+    "State",
+    "Probe",
+    "Beat",
+    "At",
+)
 #: Instances whose last beat number is remembered (replays of older beats are refused).
 _REMEMBERED = 64
 #: Seconds between two warnings about heartbeats that are not signed with our key.
@@ -99,6 +110,12 @@ _WARN_EVERY = 60.0
 #: How far behind the newest a beat may arrive without being taken for a
 #: replay (two beats sent at once, the answer to a probe and the interval's).
 _OVERTAKEN = 4
+#: Seconds a beat of another instance counts, from when it was sent (its
+#: ``At``, Asterisk's clock as its sender knows it) to when it is read (the
+#: same clock as this one knows it): a beat recorded and replayed later, to a
+#: successor that has seen none of its beats, is stale. Longer than the way
+#: of a beat through a busy Asterisk and the two clock estimates' error.
+_FRESH = 30.0
 
 
 def heartbeat_key(secret: str) -> bytes:
@@ -181,6 +198,7 @@ class LiveGuard:
         interval: float = 2.0,
         settle: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        asterisk_clock: Callable[[], float] = time.time,
         on_takeover: Callable[[Claim], None] | None = None,
     ) -> None:
         self.me = me
@@ -197,6 +215,9 @@ class LiveGuard:
         self.interval = interval
         self.settle = settle
         self._clock = clock
+        #: Asterisk's wall clock as this host knows it (its own clock and the
+        #: measured difference): the beats' ``At``, and what they are read against.
+        self.asterisk_clock = asterisk_clock
         self._peers: dict[str, _Peer] = {}
         self._settled_at = clock() + settle
         #: The guard's clock when ``me`` was claimed (its ``since`` moves by the
@@ -242,6 +263,7 @@ class LiveGuard:
         self._beat_at = self._clock()
         self._beat += 1
         fields["Beat"] = str(self._beat)
+        fields["At"] = f"{self.asterisk_clock():.3f}"
         fields["Sign"] = _signature(self.key, fields)
         return fields
 
@@ -369,7 +391,7 @@ class LiveGuard:
         return (event.get("Probe") or "") == "yes"
 
     def _authentic(self, event: Event, instance: str) -> bool:
-        """Signed with our key, and newer than the last beat of its instance."""
+        """Signed with our key, sent lately, and newer than the last beat of its instance."""
         if not signed(event, self.key):
             self._refuse(
                 "a CallRouterLive heartbeat not signed with this router's key was "
@@ -382,6 +404,26 @@ class LiveGuard:
         number = ascii_float(event.get("Beat"))
         if number is None or not instance:
             return False
+        if instance != self.me.instance:
+            # (Our own beats prove only that UserEvents reach this session, and
+            # come late after an Asterisk stall: their numbers are enough.)
+            sent = ascii_float(event.get("At"))
+            age = None if sent is None else self.asterisk_clock() - sent
+            if age is None or not -_FRESH <= age <= _FRESH:
+                if age is None:
+                    when = "with no time"
+                elif age > 0:
+                    when = f"sent {age:.0f} s ago"
+                else:
+                    when = f"dated {-age:.0f} s ahead"
+                self._refuse(
+                    "a stale CallRouterLive heartbeat was ignored (%s): "
+                    f"{when} on Asterisk's clock, more than {_FRESH:g} s from now: "
+                    "a beat recorded and replayed, or a host clock set since "
+                    "callrouter measured Asterisk's",
+                    event,
+                )
+                return False
         last = self._seen_beats.pop(instance, None)
         if last is not None and number <= last:
             self._seen_beats[instance] = last

@@ -686,6 +686,8 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
         "as long as another live instance waits before taking over: it rejoins as a newcomer",
         "took over from a live callrouter that went silent",
         "reconciling the calls still waiting",
+        "a stale CallRouterLive heartbeat was ignored",
+        "a beat recorded and replayed, or a host clock set since callrouter measured Asterisk's",
     ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
@@ -1032,3 +1034,50 @@ def test_a_takeover_is_passed_on_only_while_this_router_hears_asterisk() -> None
     connected[0] = True
     live._took_over(gone)
     assert told == [gone]
+
+
+def test_beats_recorded_from_a_gone_instance_and_replayed_to_its_successor_are_stale(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hsec34's trial: whoever reads ``UserEvent`` (any manager user with read =
+    user, ``callrouter events``) records the service's signed beats; once it is
+    restarted (a new instance, which has seen none of them), replaying them one
+    an interval, each numbered above the last, kept the new one standing by for
+    as long as the recording lasted: every call to its default route. A beat now
+    carries when it was sent on Asterisk's clock (signed), and one older than
+    ``_FRESH`` seconds changes nothing."""
+    clock = Clock()
+    asterisk = Clock()
+    asterisk.now = 1_795_000_000.0
+    key = heartbeat_key("s")
+    gone = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx", 7), key=key, clock=clock)
+    gone.asterisk_clock = asterisk
+    recorded = []
+    for _ in range(100):
+        recorded.append(gone.beat())
+        asterisk.now += 2
+    asterisk.now += 600  # the service restarted ten minutes later
+    successor = LiveGuard(Claim("bbbb0002", asterisk.now, "pbx", 8), key=key, clock=clock, settle=0)
+    successor.asterisk_clock = asterisk
+    for fields in recorded:
+        assert successor.observe(heartbeat(fields)) is False
+        assert successor.acting
+    assert successor.refused == 100
+    warned = [r.getMessage() for r in caplog.records if r.name == "router.liveguard"]
+    assert len(warned) == 1
+    assert warned[0].startswith(
+        "a stale CallRouterLive heartbeat was ignored (instance aaaa0001 on host pbx, pid 7, "
+    )
+    assert "sent 800 s ago on Asterisk's clock" in warned[0]
+    # A live one's beats, fresh, are heard as ever, and one delivered late within
+    # _FRESH seconds still counts.
+    live = LiveGuard(Claim("cccc0003", 1_795_000_000, "pbx", 9), key=key, clock=clock)
+    live.asterisk_clock = asterisk
+    late = live.beat()
+    asterisk.now += 20
+    successor.observe(heartbeat(late))
+    assert not successor.acting
+    # The stamp is signed: moved forward, the beat is not ours.
+    refused = successor.refused
+    successor.observe(heartbeat({**recorded[-1], "At": f"{asterisk.now:.3f}", "Beat": "999"}))
+    assert successor.refused == refused + 1
