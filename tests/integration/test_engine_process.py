@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from router.ami.message import Event
+from router.liveguard import LIVE_EVENT
 from router.sandbox import Sandbox
 from router.sandbox.calls import CallPlacer
 from tests.integration._live import (
@@ -29,6 +31,19 @@ from tests.integration.conftest import AMI_TRANSPORTS, ami_url
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "engine"
+#: What a heartbeat says (router/liveguard.py), as a replay sends it again.
+_BEAT_FIELDS = (
+    "UserEvent",
+    "Instance",
+    "Since",
+    "Host",
+    "Pid",
+    "Interval",
+    "State",
+    "Beat",
+    "At",
+    "Sign",
+)
 
 
 def _is_ready(rec: dict[str, object]) -> bool:
@@ -329,3 +344,54 @@ async def test_sigterm_logs_off_and_exits_zero(router: RouterProcess) -> None:
     assert await asyncio.to_thread(router.stop) == 0
     assert time.monotonic() - started < 10
     assert any("logged off" in str(r.get("message", "")) for r in router.records())
+
+
+@pytest.mark.slow
+async def test_heartbeats_recorded_and_replayed_to_a_restarted_router_change_nothing(
+    queue_box: Sandbox,
+    router: RouterProcess,
+    queue_placer: CallPlacer,
+    tmp_path: Path,
+    rules_dir: Path,
+    ami_transport: str,
+) -> None:
+    """hsec34's trial: a manager user with read = user and write = user (here the
+    sandbox's admin) records the live router's signed heartbeats, waits for the
+    service to restart, and replays them to the new instance, one above the
+    other: the new one stood by (``acts as in shadow mode``) and the call took
+    its default route. Beats sent more than 30 s before are stale now."""
+    recorded: list[dict[str, str]] = []
+    watch = queue_placer.observe
+
+    def observe(event: Event) -> None:
+        if event.name == "UserEvent" and event.get("UserEvent") == LIVE_EVENT:
+            fields = {name: value for name, value in event.items() if name in _BEAT_FIELDS}
+            if fields.get("State") == "live":
+                recorded.append(fields)
+        watch(event)
+
+    queue_placer.observe = observe  # type: ignore[method-assign]
+    await asyncio.sleep(10)  # five beats of the live router
+    assert len(recorded) >= 4, recorded
+    await asyncio.to_thread(router.stop)
+    await asyncio.sleep(31)  # the service restarted a while later
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = RouterProcess(queue_box, second_dir, rules_dir, ami_transport)
+    await second.astart()
+    try:
+        # One an interval, as the live router sent them: the call waits 6 s.
+        await queue_placer.client.send("UserEvent", recorded[0], validate=False)
+        call = await queue_placer.place("74950000001", "79161234567", wait=6)
+        for fields in recorded[1:]:
+            await asyncio.sleep(2)
+            await queue_placer.client.send("UserEvent", fields, validate=False)
+        await queue_placer.wait_all([call], 10)
+        assert any(
+            "a stale CallRouterLive heartbeat was ignored" in str(r.get("message", ""))
+            for r in second.records()
+        )
+        assert call.destination == "callrouter-dial,101", second.log_path.read_text()[-3000:]
+        assert not any("shadow mode" in str(r.get("message", "")) for r in second.records())
+    finally:
+        await asyncio.to_thread(second.stop)
