@@ -266,6 +266,54 @@ _MAX_INCLUDED = 20
 _INCLUDE = re.compile(r"#(?:include|tryinclude)[ \t]+(?P<name>.+)", re.IGNORECASE)
 
 
+#: Directory entries the patterns of one ``#include`` line may look through:
+#: ``#include /*/*/*/*/*/*/*/*/*/*/*/*`` walked the whole file system (over a
+#: minute, with /proc). An ``/etc/asterisk/manager.d/*.conf`` looks through its
+#: folder's entries, and each matched folder's for a pattern below it.
+_GLOB_ENTRIES = 20_000
+
+
+class _TooBroad(Exception):
+    """An ``#include`` pattern that looks through more than :data:`_GLOB_ENTRIES`."""
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern)``, sorted, looking through at most
+    :data:`_GLOB_ENTRIES` directory entries (:class:`_TooBroad` past them):
+    a folder at a time, a name starting with ``.`` only for a part that does."""
+    import fnmatch
+    import glob
+    import os
+
+    absolute = pattern.startswith("/")
+    parts = [part for part in pattern.split("/") if part]
+    current = ["/" if absolute else ""]
+    left = _GLOB_ENTRIES
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        found: list[str] = []
+        for folder in current:
+            if not glob.has_magic(part):
+                path = os.path.join(folder, part)
+                if os.path.lexists(path) if last else os.path.isdir(path):
+                    found.append(path)
+                continue
+            try:
+                with os.scandir(folder or ".") as entries:
+                    for entry in entries:
+                        left -= 1
+                        if left < 0:
+                            raise _TooBroad
+                        if entry.name.startswith(".") and not part.startswith("."):
+                            continue
+                        if fnmatch.fnmatchcase(entry.name, part) and (last or entry.is_dir()):
+                            found.append(os.path.join(folder, entry.name))
+            except OSError:
+                continue
+        current = found
+    return sorted(current) if parts else []
+
+
 def _included(path: Path, include: str) -> list[Path]:
     """The files an ``#include`` or ``#tryinclude`` line names, as config.c finds
     them: the name unquoted (``"..."``, ``<...>``), a relative one in the
@@ -273,7 +321,8 @@ def _included(path: Path, include: str) -> list[Path]:
     manager.conf is), a pattern expanded in order; a pattern that matches
     nothing is the name itself, which cannot be read (config.c's glob with
     ``GLOB_NOCHECK``: an ``#include`` of it makes Asterisk refuse the file).
-    ``#exec`` runs a program: never followed."""
+    ``#exec`` runs a program: never followed. :class:`_TooBroad` for a pattern
+    that looks through more than :data:`_GLOB_ENTRIES` directory entries."""
     import glob
 
     match = _INCLUDE.fullmatch(include.strip())
@@ -284,7 +333,7 @@ def _included(path: Path, include: str) -> list[Path]:
         return []
     target = Path(name) if Path(name).is_absolute() else path.parent / name
     if glob.has_magic(str(target)):
-        matched = sorted(glob.glob(str(target)))[:_MAX_INCLUDED]
+        matched = _glob(str(target))[:_MAX_INCLUDED]
         return [Path(p) for p in matched] if matched else [target]
     return [target]
 
@@ -294,7 +343,9 @@ def _included(path: Path, include: str) -> list[Path]:
 _INCLUDE_DEPTH = 8
 
 
-def _expanded(conf: Path, text: str) -> tuple[str, list[Path], list[tuple[Path, Path, str]]]:
+def _expanded(
+    conf: Path, text: str
+) -> tuple[str, list[Path], list[tuple[Path, Path, str]], list[tuple[Path, str]]]:
     """``text`` (manager.conf ``conf``) with each ``#include`` and ``#tryinclude``
     line config.c acts on replaced by the text of the files it names, as config.c
     reads them: in place, so lines with no header of their own go on the section
@@ -307,13 +358,16 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path], list[tuple[Path, 
     ``#tryinclude``) names that cannot be read, as (the file naming it, the file,
     why): Asterisk then refuses the whole manager.conf (measured on 22.10:
     ``The file 'missing.conf' was listed as a #include but it does not exist``,
-    ``Unable to open AMI configuration manager.conf``; a reload keeps the old users)."""
+    ``Unable to open AMI configuration manager.conf``; a reload keeps the old users),
+    and the lines whose pattern looks through too much to follow (:class:`_TooBroad`),
+    as (the file, the line)."""
     import os
 
     from router.manager_conf import include_lines
 
     read: list[Path] = []
     missing: list[tuple[Path, Path, str]] = []
+    broad: list[tuple[Path, str]] = []
 
     def expand(path: Path, body: str, within: tuple[str, ...]) -> str:
         live = set(include_lines(body))
@@ -328,7 +382,12 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path], list[tuple[Path, 
             out.append(";")  # the line itself, gone (its number kept)
             if len(within) >= _INCLUDE_DEPTH:
                 continue
-            for candidate in _included(conf, directive):
+            try:
+                candidates = _included(conf, directive)
+            except _TooBroad:
+                broad.append((path, directive))
+                continue
+            for candidate in candidates:
                 real = os.path.realpath(candidate)
                 if len(read) >= _MAX_INCLUDED or real in within:
                     continue
@@ -342,7 +401,7 @@ def _expanded(conf: Path, text: str) -> tuple[str, list[Path], list[tuple[Path, 
                 out.append(expand(candidate, sub, (*within, real)))
         return "\n".join(out)
 
-    return expand(conf, text, (os.path.realpath(conf),)), read, missing
+    return expand(conf, text, (os.path.realpath(conf),)), read, missing, broad
 
 
 def _with_included(
@@ -380,7 +439,11 @@ def _with_included(
         if directive not in live or len(looked) >= _MAX_INCLUDED:
             continue
         line = directive
-        for candidate in _included(top, line):
+        try:
+            candidates = _included(top, line)
+        except _TooBroad:
+            continue  # told by _compare_manager_conf (_expanded)
+        for candidate in candidates:
             if len(looked) >= _MAX_INCLUDED:
                 break
             real = os.path.realpath(candidate)
@@ -488,7 +551,15 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     if not _told_broken(path, found):
         return False
     # [general] as Asterisk reads it: with what the #include lines bring in.
-    general, read, missing = _expanded(path, text)
+    general, read, missing, broad = _expanded(path, text)
+    for including, directive in broad:
+        print(
+            f"manager.conf: {_LEVELS['advice']} {escape_controls(str(including)[:120])}: "
+            f"{escape_controls(directive[:120])} looks through more than "
+            f"{_GLOB_ENTRIES:,} files and folders: not followed (the [general] lines "
+            "and users of the files it names are not checked); name the files, or a "
+            "pattern in one folder (manager.d/*.conf)"
+        )
     for including, candidate, why in missing:
         print(
             f"manager.conf: {_LEVELS['fail']} {escape_controls(str(including)[:120])}: cannot "

@@ -1129,3 +1129,39 @@ def test_a_missing_include_fails_as_asterisk_refuses_the_file(
             f"manager.conf: FAIL   {conf}: cannot read {tmp_path / missing}, which it "
             "#includes: No such file or directory: Asterisk refuses the whole manager.conf"
         ) in out, out
+
+
+def test_an_include_pattern_looks_through_a_bounded_number_of_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hsec34's trial: ``#tryinclude /*/*/*/*/*/*/*/*/*/*/*/*/nothing.conf`` in
+    manager.conf held ``callrouter check --manager-conf-file`` for over a minute
+    (glob walked the whole file system, /proc too). A pattern now looks through
+    at most 20,000 directory entries; past them the line is not followed and an
+    ADVICE says so. A pattern within the bound is followed as before."""
+    monkeypatch.chdir(Path(__file__).parents[2] / "examples")
+    tree = tmp_path / "tree"
+    for folder in range(21):
+        (tree / f"d{folder:02}").mkdir(parents=True)
+        for name in range(1000):
+            (tree / f"d{folder:02}" / f"f{name:04}").touch()
+    (tree / "d00" / "f0000").unlink()
+    (tree / "d00" / "f0000").mkdir()
+    (tree / "d00" / "f0000" / "disabled.conf").write_text("disabledevents = Newexten\n")
+    conf = tmp_path / "manager.conf"
+    argv = ["check", "--config", "router.toml", "--manager-conf-file", str(conf)]
+    head = "[general]\nenabled = yes\nbindaddr = 127.0.0.1\n"
+    conf.write_text(head + "#tryinclude tree/*/*/disabled.conf\n[router]\n" + CLASSES)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"manager.conf: ADVICE {conf}: #tryinclude tree/*/*/disabled.conf looks through "
+        "more than 20,000 files and folders: not followed"
+    ) in out, out
+    assert "FAIL" not in out
+    # Within the bound: followed (and the disabledevents there fails the check).
+    conf.write_text(head + "#tryinclude tree/d0[0-9]/f000*/disabled.conf\n[router]\n" + CLASSES)
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "disabledevents = Newexten turns off Newexten" in out, out
+    assert "looks through" not in out
