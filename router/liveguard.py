@@ -410,6 +410,14 @@ class LiveGuard:
             sent = ascii_float(event.get("At"))
             age = None if sent is None else self.asterisk_clock() - sent
             if age is None or not -_FRESH <= age <= _FRESH:
+                last = self._seen_beats.get(instance)
+                if age is not None and age > 0 and last is not None and number > last:
+                    # An instance heard before, a beat not: Asterisk stalled
+                    # (stopped, hung) with it queued, and delivers it now. Old
+                    # news, as a replay would be, but nothing to warn of.
+                    self._seen_beats[instance] = int(number)
+                    log.debug("a CallRouterLive heartbeat %.0f s late was ignored", age)
+                    return False
                 if age is None:
                     when = "with no time"
                 elif age > 0:

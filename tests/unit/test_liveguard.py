@@ -1081,3 +1081,36 @@ def test_beats_recorded_from_a_gone_instance_and_replayed_to_its_successor_are_s
     refused = successor.refused
     successor.observe(heartbeat({**recorded[-1], "At": f"{asterisk.now:.3f}", "Beat": "999"}))
     assert successor.refused == refused + 1
+
+
+def test_beats_of_a_known_instance_that_asterisk_delivers_late_are_dropped_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asterisk stopped (SIGSTOP) for longer than ``_FRESH``: the beats queued
+    meanwhile come out when it goes on, stale. Another instance heard before
+    sent them: they are dropped as stale, without the replay's WARNING."""
+    clock = Clock()
+    asterisk = Clock()
+    key = heartbeat_key("s")
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=key, clock=clock, settle=0)
+    # (Its own clock: it beat on, its beats were held up in Asterisk.)
+    other = LiveGuard(Claim("aaaa0001", 1_795_000_000 - 1, "pbx", 7), key=key, clock=Clock())
+    for each in (guard, other):
+        each.asterisk_clock = asterisk
+    guard.observe(heartbeat(other.beat()))
+    assert not guard.acting
+    queued = [other.beat() for _ in range(5)]
+    asterisk.now += 40
+    clock.now += 40
+    for late in queued:
+        guard.observe(heartbeat(late))
+    assert guard.acting  # old news: the other one has not been heard for 40 s
+    assert guard.refused == 0
+    assert [
+        r for r in caplog.records if r.name == "router.liveguard" and "stale" in r.getMessage()
+    ] == []
+    # Replayed once more, the newest of them is a replay; a fresh one is heard.
+    guard.observe(heartbeat(queued[-1]))
+    assert guard.refused == 1
+    guard.observe(heartbeat(other.beat()))
+    assert not guard.acting
