@@ -44,7 +44,13 @@ default route. So each beat carries ``Beat``, a number that only grows, and
 ``Sign``, an HMAC over the claim keyed from the manager secret
 (:func:`heartbeat_key`): instances run with the same secret know each other,
 a sender without it is ignored (logged at most once a minute), and a beat
-seen before, replayed, changes nothing.
+seen before, replayed, changes nothing. Whoever reads ``UserEvent`` can also
+record beats and replay them to an instance that has seen none (the service
+restarted: a new instance id), numbered above each other; so each beat carries
+``At``, when it was sent on Asterisk's clock as its host knows it (its own clock
+and the difference the engine measured), and another instance's beat more than
+``_FRESH`` seconds from this one's reading of that clock is stale. The order of
+the claims still takes no host clock; only the freshness does, corrected.
 
 The sender's own heartbeat coming back is also the one proof that Asterisk
 sends this session ``UserEvent`` at all, which the routing requests are too: a
