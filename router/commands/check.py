@@ -311,6 +311,8 @@ def _glob(pattern: str) -> list[str]:
             except OSError:
                 continue
         current = found
+    if pattern.endswith("/"):  # folders only, as glob names them
+        current = [f"{path}/" for path in current if os.path.isdir(path)]
     return sorted(current) if parts else []
 
 

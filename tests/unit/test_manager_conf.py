@@ -1165,3 +1165,37 @@ def test_an_include_pattern_looks_through_a_bounded_number_of_entries(
     out = capsys.readouterr().out
     assert "disabledevents = Newexten turns off Newexten" in out, out
     assert "looks through" not in out
+
+
+def test_the_bounded_pattern_matches_what_glob_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded walk behind an #include pattern names the files glob.glob
+    names (sorted): hidden names only for a part starting with '.', a link to a
+    folder followed, a class, a trailing '/' for folders only, a relative name."""
+    import glob
+
+    from router.commands.check import _glob
+
+    for folder in ("a/b", ".h", "c"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("a/x.conf", "a/.y.conf", "a/b/z.conf", ".h/w.conf", "c/q.conf", "top.conf"):
+        (tmp_path / name).touch()
+    (tmp_path / "lnk").symlink_to(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+    root = str(tmp_path)
+    for pattern in (
+        f"{root}/*/*.conf",
+        f"{root}/*.conf",
+        f"{root}/.*/*.conf",
+        f"{root}/a/.*",
+        f"{root}/[ac]/*",
+        f"{root}/*/b/*.conf",
+        f"{root}/a/*/",
+        f"{root}/lnk/*.conf",
+        f"{root}/**/*.conf",
+        f"{root}/nowhere/*.conf",
+        "*/*.conf",
+        "*/",
+    ):
+        assert _glob(pattern) == sorted(glob.glob(pattern)), pattern
