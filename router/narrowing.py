@@ -108,9 +108,9 @@ class Narrowing:
         ``Newexten``: a call makes one per dialplan step (ten in the shipped
         inbound context and its target), and the engine needs two of them: the
         step into the inbound context (the prefetch trigger) and the landing of
-        a Redirect (its confirmation). ``CEL``: the call life folds six kinds of
+        a Redirect (its confirmation). ``CEL``: the call life folds eight kinds of
         record (router/calllife/fold.py ``FOLDED``); the others (``CHAN_END``,
-        ``BRIDGE_*``, ``APP_*``...: half of an answered call's) change nothing.
+        ``BRIDGE_EXIT``, ``APP_*``...: a third of an answered call's) change nothing.
         ``Newstate``: the tracker needs only a leg answering (``Up``), and a
         call life listener a leg ringing (``Ringing``); the others (``Ring``,
         ``Dialing``, ``Down``...) come with every leg, some in the request's

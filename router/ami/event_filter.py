@@ -21,7 +21,7 @@ offers per session (docs/asterisk.md, "Event filtering"):
 Of some events the engine reads only a few (router/narrowing.py):
 ``Newexten``, one per dialplan step, of which it needs the steps at the
 priorities a call enters a context at; ``CEL``, of which the call life folds
-six kinds; ``Newstate`` and ``DialState``, of which it reads a leg answering
+eight kinds; ``Newstate`` and ``DialState``, of which it reads a leg answering
 or ringing. Their name filters then also name a header (:class:`HeaderFilter`,
 ``header(Priority)``, ``header(EventName)``), so Asterisk does not write the
 rest at all: 7 of the 10 ``Newexten`` of a call.

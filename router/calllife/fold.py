@@ -18,11 +18,17 @@ by one code path and a fact gets the same ``event_id`` either way
   ANSWER or HANGUP names the application ``AppDial2``. Told once the
   customer's number is known (the far end answers, or the phone hangs up
   with the number it dialled), so it names the customer as the rest do.
-* **answered** by which extension (an outbound call: when the far end answers).
+* **answered** by which extension (an outbound call: when the far end answers),
+  including a phone that takes the call without ringing: one that picked it
+  up (``PICKUP``, ``*8``) or took a parked call back (its channel, started in
+  a call of its own, enters this call's bridge: ``BRIDGE_ENTER``).
 * **transferred**: blind and attended, who to whom.
 * **hangup** when the Linkedid ends (``LINKEDID_END``): status, who hung up,
   talk time on Asterisk's clock; then **missed** for an inbound call nobody
-  answered: one per customer call, however many phones rang.
+  answered: one per customer call, however many phones rang. A Linkedid that
+  ends while its first channel lives on, having told nothing, is no call of
+  its own: that channel went on into another call (the phone that dialled
+  ``*8`` or a parking space to take a call), which tells it.
 
 Every fold is bounded (calls, legs per call, records per call) and a record
 that makes no sense is ignored, never raised.
@@ -64,6 +70,11 @@ MAX_EMITTED = 200_000
 #: Hangup causes of a leg that never rang: busy, rejected, unreachable, no such
 #: number, congestion, no answer from the device at all (Q.850 numbers).
 NOT_RANG_CAUSES = frozenset({1, 2, 3, 17, 18, 20, 21, 22, 27, 28, 29, 31, 34, 38, 41, 42, 44, 58})
+#: "No answer" (Q.850 19), which PJSIP makes of a phone's ``480 Temporarily
+#: Unavailable``: a phone on do-not-disturb answers so at once, without ringing;
+#: one that rang a while first (a phone's own ring timer) did ring. A leg ended
+#: so within this many seconds of its start never rang.
+DND_WITHIN = 1.0
 _PHONE_TECH = ("PJSIP/", "SIP/", "IAX2/")
 _CHANNEL = re.compile(r"^(?P<tech>[A-Za-z0-9]+)/(?P<name>.+?)(?:-[0-9a-fA-F]+)?(?:;[12])?$")
 _DIAL_STATUS: dict[str, EndStatus] = {
@@ -166,6 +177,9 @@ class CallFold:
     ended: bool = False
     last_at: float = 0.0
     records: int = 0
+    #: Events this call decided so far (a Linkedid that told none may be no call
+    #: of its own, see :meth:`_on_end`).
+    told: int = 0
     #: Legs a live ringing sign named before their ``CHAN_START`` was folded:
     #: Asterisk sends a leg's ``Newstate`` Ringing and ``DialState`` RINGING
     #: ahead of its CEL records, so the sign waits for the leg here.
@@ -182,7 +196,9 @@ class CallFold:
         handler = _HANDLERS.get(record.event)
         if handler is None:
             return []
-        return handler(self, record)
+        events = handler(self, record)
+        self.told += len(events)
+        return events
 
     def _late_caller(self, record: CelRecord) -> None:
         """The number of an inbound call whose first channel, a ``Local`` one,
@@ -221,7 +237,9 @@ class CallFold:
             return []
         if self.ended or leg.answered_at is not None or leg.ended_at is not None:
             return []
-        return self._ringing(leg)
+        events = self._ringing(leg)
+        self.told += len(events)
+        return events
 
     def _leg(self, record: CelRecord) -> Leg | None:
         leg = self.legs.get(record.uniqueid)
@@ -243,6 +261,34 @@ class CallFold:
         if leg.originator:
             self._start(leg, record)
         return leg
+
+    def _on_pickup(self, record: CelRecord) -> list[CallEvent]:
+        """A phone picked up the ringing leg ``record`` names (``*8``, Pickup()): the
+        picker's channel, started in a call of its own, now answers this one."""
+        picked = self._leg(record)
+        extra = record.extra
+        channel, uniqueid = extra.get("pickup_channel"), extra.get("pickup_channel_uniqueid")
+        if not isinstance(channel, str) or not isinstance(uniqueid, str) or not uniqueid:
+            return []
+        rang = self._ringing(picked) if picked is not None else []  # only a ringing leg is
+        return [*rang, *self._joined(uniqueid, channel, record.at)]
+
+    def _on_bridge(self, record: CelRecord) -> list[CallEvent]:
+        """A phone's leg first seen here entering the call's bridge joined it up from
+        a call of its own (a parked call taken back: ParkedCall); a leg this call
+        made, or an attended transfer's target (told by the transfer), is known."""
+        if record.uniqueid in self.legs or record.uniqueid == self.linkedid:
+            return []
+        return self._joined(record.uniqueid, record.channel, record.at)
+
+    def _joined(self, uniqueid: str, channel: str, at: float) -> list[CallEvent]:
+        """The phone ``channel`` (``uniqueid``) took the call up without ringing in it."""
+        extension = extension_of(channel, self.is_internal)
+        if extension is None or uniqueid in self.legs or len(self.legs) >= MAX_LEGS:
+            return []
+        leg = Leg(uniqueid, channel, extension, at, answered_at=at)
+        self.legs[uniqueid] = leg
+        return self._took(leg, extension, at)
 
     def _on_start(self, record: CelRecord) -> list[CallEvent]:
         leg = self._leg(record)
@@ -298,14 +344,16 @@ class CallFold:
                 self.external = _number(record.cid_num) or _number(record.exten)
         else:
             return []  # the outside line of an inbound call, answered by the dialplan
+        return [*self._held_ringing(), *events, *self._took(leg, who, record.at)]
+
+    def _took(self, leg: Leg, who: str | None, at: float) -> list[CallEvent]:
+        """``who`` (``leg``) is on the call from ``at``: its ``answered``."""
         if not self.answered:
             self.answered = True
-            self.answered_at = record.at
+            self.answered_at = at
             self.answered_by = who
         self.current = who
-        events = [*self._held_ringing(), *events]
-        events.append(self._event("answered", f"answered/{leg.uniqueid}", record.at, who))
-        return events
+        return [self._event("answered", f"answered/{leg.uniqueid}", at, who)]
 
     def _on_hangup(self, record: CelRecord) -> list[CallEvent]:
         leg = self._leg(record)
@@ -348,7 +396,7 @@ class CallFold:
             leg.extension is not None
             and (not leg.originator or _originated(leg, record))
             and leg.answered_at is None
-            and (leg.cause is None or leg.cause not in NOT_RANG_CAUSES)
+            and not _refused(leg)
         ):
             events += self._ringing(leg)
         return events
@@ -360,6 +408,8 @@ class CallFold:
         frm = self._transferer(leg, record)
         if leg is not None:
             leg.transferred_away = True
+        if frm is not None and frm == self.current:
+            self.current = None  # gone; the target is on the call once it answers
         return self._transfer(Transfer("blind", frm, to), record)
 
     def _on_attended(self, record: CelRecord) -> list[CallEvent]:
@@ -430,6 +480,14 @@ class CallFold:
     def _on_end(self, record: CelRecord) -> list[CallEvent]:
         held = self._held_ringing()  # the phone's own end was not seen
         self.ended = True
+        origin = self.originator
+        if not held and not self.told and origin is not None and origin.ended_at is None:
+            # The first channel lives on under another Linkedid (a channel's ends
+            # before its Linkedid's): the phone that dialled *8 or a parking space
+            # is on another call now, which tells what it did.
+            return []
+        if self.answered_at is None and origin is not None and self._served():
+            self.answered_at, self.current = origin.answered_at, origin.extension
         ended_at = self._ended_at(record.at)
         status = self._status()
         hangup_by = self._hangup_by()
@@ -494,8 +552,19 @@ class CallFold:
             return origin.ended_at
         return fallback
 
+    def _served(self) -> bool:
+        """Whether the dialplan itself answered a phone's call that rang nobody (a
+        conference room, voicemail, a parked call taken back): it was answered."""
+        origin = self.originator
+        return (
+            self.direction in ("out", "internal")
+            and origin is not None
+            and origin.answered_at is not None
+            and all(each is origin or _is_local(each.channel) for each in self.legs.values())
+        )
+
     def _status(self) -> EndStatus:
-        if self.answered:
+        if self.answered or self._served():
             return "ANSWER"
         status = _DIAL_STATUS.get(self.dial_status.upper())
         if status is not None:
@@ -512,8 +581,8 @@ class CallFold:
         extension = extension_of(source, self.is_internal)
         if extension is not None:
             return extension
-        if _is_local(source) or "/" not in source:
-            return None
+        if _is_local(source) or "/" not in source or source.startswith("dialplan/"):
+            return None  # "dialplan/builtin": the dialplan's Hangup(), nobody's hand
         return "external"
 
     def _event(
@@ -553,6 +622,15 @@ def _originated(leg: Leg, record: CelRecord) -> bool:
     return leg.originated
 
 
+def _refused(leg: Leg) -> bool:
+    """Whether the ended ``leg`` was refused by its phone, so it never rang."""
+    if leg.cause is None:
+        return False
+    if leg.cause == 19 and leg.ended_at is not None:
+        return leg.ended_at - leg.started_at < DND_WITHIN
+    return leg.cause in NOT_RANG_CAUSES
+
+
 def _number(text: str) -> str | None:
     text = text.strip()
     return text if text and text != "s" else None
@@ -564,6 +642,8 @@ _HANDLERS: dict[str, Callable[[CallFold, CelRecord], list[CallEvent]]] = {
     "HANGUP": CallFold._on_hangup,
     "BLINDTRANSFER": CallFold._on_blind,
     "ATTENDEDTRANSFER": CallFold._on_attended,
+    "PICKUP": CallFold._on_pickup,
+    "BRIDGE_ENTER": CallFold._on_bridge,
     "LINKEDID_END": CallFold._on_end,
 }
 

@@ -236,8 +236,8 @@ def skim(fields: Mapping[str, str]) -> tuple[str, tuple[str, str, str], float]:
     """A live record's Linkedid, :attr:`CelRecord.key` and time, checked as
     :meth:`CelRecord.from_fields` checks them, without building the record.
 
-    For the records no handler of the fold reads (``CHAN_END``, ``BRIDGE_*``,
-    ``APP_*``: half of a call's CEL), whose only effect is the call's
+    For the records no handler of the fold reads (``CHAN_END``, ``BRIDGE_EXIT``,
+    ``APP_*``: a third of a call's CEL), whose only effect is the call's
     bookkeeping (router/calllife/fold.py ``Folder.note``).
     """
     event = fields.get("EventName") or ""

@@ -124,7 +124,7 @@ class CallLife:
         if name == "CEL":
             if fields.get("EventName") in FOLDED:
                 return self.folder.feed(CelRecord.from_fields(fields))
-            # Half of a call's records (CHAN_END, BRIDGE_*, APP_*) only count
+            # A third of a call's records (CHAN_END, BRIDGE_EXIT, APP_*) only count
             # for its bookkeeping: no record is built for them.
             self.folder.note(*skim(fields))
             return []

@@ -150,7 +150,7 @@ async def test_only_the_cel_records_the_call_life_folds_are_parsed(
     keep = (await engine.event_narrowing())["CEL"]
     for name in FOLDED:
         assert keep(f"Event: CEL\nEventName: {name}\nUniqueID: 1.1\nLinkedID: 1.1")
-    for name in ("CHAN_END", "BRIDGE_ENTER", "BRIDGE_EXIT", "APP_START", "APP_END"):
+    for name in ("CHAN_END", "BRIDGE_EXIT", "APP_START", "APP_END"):
         assert not keep(f"Event: CEL\nEventName: {name}\nUniqueID: 1.1\nLinkedID: 1.1")
     assert keep("Event: CEL\nEventname: CHAN_END\nUniqueID: 1.1")  # spelled otherwise: kept
 

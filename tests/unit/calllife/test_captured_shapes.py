@@ -1,0 +1,170 @@
+"""The call life of office call shapes beyond the basic ones (issue 16): CEL that
+Asterisk 22 sent for real SIP phones (tests/fixtures/cel/capture_shapes.py),
+folded live and replayed from the same records grouped by call.
+
+Pickup (``*8``), a parked call taken back, a conference room, queues of two, a
+phone on do-not-disturb, transfers that reach nobody.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from router.calllife.fold import Folder
+from router.calllife.model import CallEvent, CelRecord, Transfer
+from tests.unit.calllife.test_captured import live, records, story
+
+SHAPES = (
+    "pickup",
+    "blind_transfer_noanswer",
+    "attended_transfer_noanswer_back",
+    "queue_two_abandoned",
+    "queue_rrmemory_answered",
+    "park_retrieve",
+    "conference",
+    "dnd_fallback",
+)
+
+
+def by_call(events: list[CallEvent]) -> dict[str, list[CallEvent]]:
+    calls: dict[str, list[CallEvent]] = defaultdict(list)
+    for event in events:
+        calls[event.call_id].append(event)
+    return dict(calls)
+
+
+def replayed(name: str) -> list[CallEvent]:
+    """What a replay after a gap tells: each call's stored records, call by call."""
+    calls: dict[str, list[CelRecord]] = defaultdict(list)
+    for record in records(name):
+        calls[record.linkedid].append(record)
+    folder = Folder()
+    return [e for linkedid, found in calls.items() for e in folder.replay(linkedid, found)]
+
+
+@pytest.mark.parametrize("name", SHAPES)
+async def test_live_and_replayed_tell_the_same_calls(name: str) -> None:
+    told = await live(name)
+    again = replayed(name)
+    assert all(e.replayed for e in again)
+    assert {k: story(v) for k, v in by_call(told).items()} == {
+        k: story(v) for k, v in by_call(again).items()
+    }
+
+
+@pytest.mark.parametrize("how", ["live", "replayed"])
+async def test_a_call_picked_up_with_star_8_is_answered_by_the_phone_that_took_it(
+    how: str,
+) -> None:
+    """The customer's call rings 101; 102 dials *8 and takes it. 1C hears 101 ring and
+    102 answer, the end on 102; the picker's own call to "*8" (a Linkedid whose
+    channel went on into the customer's call) is no call at all."""
+    events = await live("pickup") if how == "live" else replayed("pickup")
+    [(_, call)] = by_call(events).items()
+    assert story(call) == [("ringing", "101"), ("answered", "102"), ("hangup", "102")]
+    end = call[-1]
+    assert (end.direction, end.external, end.status, end.hangup_by) == (
+        "in",
+        "89161234567",
+        "ANSWER",
+        "external",
+    )
+    assert end.talk_seconds is not None
+    assert 1.5 < end.talk_seconds < 3.0  # talked 2 s
+
+
+@pytest.mark.parametrize("how", ["live", "replayed"])
+async def test_a_parked_call_taken_back_is_answered_by_the_phone_that_took_it(how: str) -> None:
+    """101 parks the customer (a blind transfer to 7000); 102 dials the space (701)."""
+    events = await live("park_retrieve") if how == "live" else replayed("park_retrieve")
+    [(_, call)] = by_call(events).items()
+    assert story(call) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("answered", "102"),
+        ("hangup", "102"),
+    ]
+    assert call[2].transfer == Transfer("blind", "101", "7000")
+    end = call[-1]
+    assert (end.status, end.hangup_by) == ("ANSWER", "external")
+    # From 101's answer to the end: 1 s with 101, 2 s parked, 2 s with 102.
+    assert end.talk_seconds is not None
+    assert 4.5 < end.talk_seconds < 6.0
+
+
+async def test_a_phone_on_do_not_disturb_never_rings() -> None:
+    """101 answers 480 at once (DND; PJSIP's cause 19): the call goes on to 102."""
+    assert story(await live("dnd_fallback")) == [
+        ("ringing", "102"),
+        ("answered", "102"),
+        ("hangup", "102"),
+    ]
+
+
+async def test_a_blind_transfer_nobody_takes_ends_with_nobody_on_the_call() -> None:
+    """101 transfers the customer to 102, which rings 5 s unanswered; the dialplan
+    then hangs up: nobody is on the call at its end, and nobody's hand hung up."""
+    [(_, call)] = by_call(await live("blind_transfer_noanswer")).items()
+    assert story(call) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("ringing", "102"),
+        ("hangup", None),
+    ]
+    end = call[-1]
+    assert (end.status, end.hangup_by) == ("ANSWER", None)
+
+
+async def test_an_attended_transfer_given_up_leaves_the_call_with_the_transferer() -> None:
+    """101 consults 102, which does not answer; 101 gives up and talks on."""
+    customer, consult = by_call(await live("attended_transfer_noanswer_back")).values()
+    assert story(customer) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    assert customer[-1].status == "ANSWER"
+    assert story(consult) == [("ringing", "102"), ("hangup", None)]
+    assert (consult[-1].direction, consult[-1].status, consult[-1].hangup_by) == (
+        "internal",
+        "CANCEL",
+        "101",
+    )
+
+
+async def test_a_queue_of_two_the_caller_abandons_is_one_missed_call() -> None:
+    events = await live("queue_two_abandoned")
+    assert sorted(story(events)[:2]) == [("ringing", "101"), ("ringing", "102")]
+    assert story(events)[2:] == [("hangup", None), ("missed", None)]
+    assert events[-1].status == "CANCEL"
+
+
+async def test_a_rrmemory_queue_rings_one_member_then_the_next() -> None:
+    events = await live("queue_rrmemory_answered")
+    assert story(events) == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("answered", "102"),
+        ("hangup", "102"),
+    ]
+    assert events[1].at - events[0].at > 5  # 101 rang its 5 s, then the retry
+
+
+async def test_phones_that_dial_a_conference_room_were_answered() -> None:
+    """101 sends the customer to the room 900 (blind), then 101 and 102 dial in: the
+    dialplan answered their calls (nobody else rang), which were talked for 3 s."""
+    customer, *rooms = by_call(await live("conference")).values()
+    assert story(customer) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("hangup", None),
+    ]
+    assert customer[2].transfer == Transfer("blind", "101", "900")
+    assert [story(room) for room in rooms] == [[("hangup", "101")], [("hangup", "102")]]
+    for room, phone in zip(rooms, ("101", "102"), strict=True):
+        end = room[-1]
+        assert (end.direction, end.status, end.hangup_by) == ("internal", "ANSWER", phone)
+        assert end.answered_at is not None
+        assert end.talk_seconds is not None
+        assert 2.5 < end.talk_seconds < 4.5
