@@ -306,14 +306,16 @@ class CallFold:
         self.started_at = record.at
         caller = record.cid_num.strip()
         dialled = (record.cid_dnid or record.exten).strip()
-        if leg.extension is not None:
+        if leg.extension is not None or (caller and caller.isdigit() and self.is_internal(caller)):
             inside = bool(dialled) and dialled.isdigit() and self.is_internal(dialled)
+            if leg.extension is None:  # a Local channel with an extension's number
+                inside = bool(dialled) and self.is_internal(dialled)
             self.direction = "internal" if inside else "out"
-            self.external = None if inside or not dialled or dialled == "s" else dialled
-        elif caller and caller.isdigit() and self.is_internal(caller):
-            inside = bool(dialled) and self.is_internal(dialled)
-            self.direction = "internal" if inside else "out"
-            self.external = None if inside or not dialled or dialled == "s" else dialled
+            self.external = None if not dialled or dialled == "s" else dialled
+            if inside:
+                # An internal call: the calling extension is its other party, and
+                # what it dialled (a room, a parking space) is where it went.
+                self.external, self.did = leg.extension or caller, dialled
         else:
             self.direction = "in"
             self.external = caller or None

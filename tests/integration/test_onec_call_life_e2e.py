@@ -47,7 +47,7 @@ import pytest
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 
 from router.sandbox import Sandbox
-from router.sandbox.phones import Phones, tone_share, tone_wav
+from router.sandbox.phones import Mode, Phones, tone_share, tone_wav
 from router.testing import shipped_dialplan
 from tests.integration._live import run_process, set_globals, stop_process
 from tests.integration.conftest import private_secret
@@ -303,11 +303,13 @@ def test_the_owner_answers_and_1c_has_the_talk_time_the_phones_saw(
     assert double.story(call_id)[0]["event"] == "ringing"
 
 
+@pytest.mark.parametrize("refusal", ["busy", "dnd"])
 def test_a_busy_owner_falls_back_and_1c_never_hears_ringing_at_101(
-    world: tuple[Router, OneCDouble, Phones],
+    world: tuple[Router, OneCDouble, Phones], refusal: Mode
 ) -> None:
+    """101 busy (486) or on do-not-disturb (480 at once): it never rang (issue 16)."""
     _, double, phones = world
-    phones["101"].mode = "busy"
+    phones["101"].mode = refusal
     phones["103"].mode = "noanswer"
     # A person takes a moment to pick up: an answer within a millisecond would cancel
     # the queue's leg to 101 before 101's "busy" came back, and a leg cancelled
@@ -428,6 +430,133 @@ def api_post(router: Router, path: str, body: dict[str, str]) -> httpx.Response:
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     )
+
+
+# -- office call shapes (issue 16) ---------------------------------------------------------------
+
+
+def only_call(double: OneCDouble, call_id: str) -> None:
+    """1C was told of no call but ``call_id``: the Linkedid of a phone that took the
+    call up (``*8``, a parking space) is no call of its own."""
+    settled(double, calm=SETTLE + 1.0)  # the call life tells an end after the settle delay
+    assert {e["call_id"] for e in double.event_book.events()} == {call_id}
+
+
+def test_a_call_picked_up_with_star_8_is_answered_by_the_phone_that_took_it(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    _, double, phones = world
+    phones["101"].mode = "noanswer"
+    call = phones.pstn.call(did=DID, caller=RAW)
+    wait_until(
+        lambda: phones["101"].calls and phones["101"].calls[-1].ringing_at, 15, "101 to ring"
+    )
+    phones["102"].dial("*8").wait_answered(10)  # the sandbox's phones share a pickup group
+    call.wait_answered(10)
+    time.sleep(1.0)
+    call.hangup()
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [("ringing", "101"), ("answered", "102"), ("hangup", "102")]
+    assert (events[-1]["status"], events[-1]["hangup_by"]) == ("ANSWER", "external")
+    only_call(double, call_id)
+
+
+def test_a_parked_call_taken_back_is_answered_by_the_phone_that_took_it(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """101 parks the customer (a blind transfer to 7000: the space 701), 102 takes the
+    call back by dialling 701."""
+    _, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    phones["101"].current()
+    phones["101"].blind_transfer("7000")
+    wait_until(lambda: all(c.ended for c in phones["101"].calls), 10, "101 out of the call")
+    time.sleep(0.5)
+    phones["102"].dial("701").wait_answered(10)
+    time.sleep(1.0)
+    call.hangup()
+    call.wait_ended(10)
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("answered", "102"),
+        ("hangup", "102"),
+    ]
+    assert events[2]["transfer"] == {"kind": "blind", "from": "101", "to": "7000"}
+    end = events[-1]
+    assert (end["status"], end["hangup_by"]) == ("ANSWER", "external")
+    assert call.talk_seconds is not None
+    assert abs(end["talk_seconds"] - call.talk_seconds) <= 1.0  # parked time is talk time
+    only_call(double, call_id)
+
+
+def test_phones_that_dial_a_conference_room_with_the_customer_were_answered(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """101 sends the customer into the room 900, then 101 and 102 dial in: the
+    customer's call ends with nobody's extension, each phone's call ANSWER."""
+    _, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    phones["101"].current()
+    phones["101"].blind_transfer("900")
+    wait_until(lambda: all(c.ended for c in phones["101"].calls), 10, "101 out of the call")
+    rooms = [phones[name].dial("900") for name in ("101", "102")]
+    for room in rooms:
+        room.wait_answered(10)
+    time.sleep(2.0)
+    call.hangup()
+    call.wait_ended(10)
+    for room in rooms:
+        room.hangup()
+    quiet(phones)
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("hangup", None),
+    ]
+
+    def rooms_ended() -> list[dict[str, Any]] | None:
+        found = [e for e in double.event_book.events() if e["call_id"] != call_id]
+        return found if len(found) >= 2 else None
+
+    others = wait_until(rooms_ended, 15, "both phones' calls to the room to end in 1C")
+    settled(double)
+    assert sorted((e["event"], e["from"], e["to"], e["status"]) for e in others) == [
+        ("hangup", "101", "900", "ANSWER"),
+        ("hangup", "102", "900", "ANSWER"),
+    ]
+    assert all(e["billsec"] >= 1 for e in others)
+
+
+def test_1c_has_the_durations_the_phones_saw(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """101 picks up after 2 s and talks 5 s: ``duration`` is the whole call, ``billsec``
+    and ``talk_seconds`` the talk, each within a second of the customer's own."""
+    _, double, phones = world
+    phones["101"].answer_delay = 2.0
+    try:
+        call = phones.pstn.call(did=DID, caller=RAW)
+        call.wait_answered(15)
+        time.sleep(5.0)
+        call.hangup()
+        call.wait_ended(10)
+    finally:
+        phones["101"].answer_delay = 0.0
+    [(_, events)] = ended_calls(double, 1).items()
+    end = events[-1]
+    assert call.talk_seconds is not None
+    assert call.ended_at is not None
+    assert abs(end["billsec"] - call.talk_seconds) <= 1
+    assert abs(end["talk_seconds"] - call.talk_seconds) <= 1.0
+    assert abs(end["duration"] - (call.ended_at - call.started_at)) <= 1
+    assert end["duration"] - end["billsec"] >= 1  # the 2 s it rang
 
 
 def test_a_transfer_through_the_http_api_is_told_who_to_whom(

@@ -160,7 +160,10 @@ def call_event_payload(
     if event.direction == "out":
         from_number, to_number = extension, external
     elif event.direction == "internal":
-        from_number, to_number = external or extension, extension
+        # Who called whom; a call the dialplan took itself (a conference room)
+        # went to the number dialled, ``did``.
+        from_number = external or extension
+        to_number = did if extension == from_number and did else extension
     else:
         from_number, to_number = external or ANONYMOUS, did or extension
     final = event.kind in _FINAL

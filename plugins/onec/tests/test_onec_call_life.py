@@ -778,3 +778,31 @@ async def test_a_decision_right_after_the_calls_end_still_names_the_ids(
     await settle(onec)
     told = {(e["call_id"], e["event"]): e for e in stored(double)}
     assert told[("19.2", "missed")]["manager_id"] == "manager-1"
+
+
+@pytest.mark.parametrize(
+    ("extension", "did", "parties"),
+    [
+        ("102", "102", ("101", "102")),  # 101 called 102
+        ("101", "900", ("101", "900")),  # 101 dialled a conference room the dialplan answered
+        ("101", None, ("101", "101")),  # nothing better known
+    ],
+)
+def test_an_internal_call_is_from_the_calling_extension_to_whom_it_reached(
+    extension: str, did: str | None, parties: tuple[str, str]
+) -> None:
+    """callrouter tells an internal call's calling extension as ``external`` and the
+    number it dialled as ``did`` (issue 16: 1C had "102 -> 102" for 101 calling 102)."""
+    end = hangup(
+        "13.1",
+        direction="internal",
+        external="101",
+        did=did,
+        extension=extension,
+        status="ANSWER",
+        answered_at=T0 + 2,
+        ended_at=T0 + 5,
+        talk_seconds=3.0,
+    )
+    payload = call_event_payload(end, rules=RUSSIA, tz=UTC, manager_id=None, client_id=None)
+    assert (payload["from"], payload["to"]) == parties

@@ -168,3 +168,17 @@ async def test_phones_that_dial_a_conference_room_were_answered() -> None:
         assert end.answered_at is not None
         assert end.talk_seconds is not None
         assert 2.5 < end.talk_seconds < 4.5
+
+
+async def test_an_internal_call_names_the_calling_extension_and_the_number_dialled() -> None:
+    """101 calls 102 (capture.py's "internal"); 101 and 102 dial the room 900: the
+    calling extension is the call's other party (``external``), what it dialled its
+    ``did``. Both were None, and 1C was told "102 -> 102"."""
+    assert {(e.direction, e.external, e.did) for e in await live("internal")} == {
+        ("internal", "101", "102")
+    }
+    _, *rooms = by_call(await live("conference")).values()
+    assert [(room[-1].external, room[-1].did) for room in rooms] == [
+        ("101", "900"),
+        ("102", "900"),
+    ]
