@@ -358,9 +358,26 @@ class CallFold:
         return [self._event("answered", f"answered/{leg.uniqueid}", at, who)]
 
     def _on_hangup(self, record: CelRecord) -> list[CallEvent]:
+        fresh = record.uniqueid not in self.legs
         leg = self._leg(record)
         if leg is None or leg.ended_at is not None:
             return []
+        # A phone's leg first seen at its end came from a call of its own and was on
+        # this one: one that took it up, as a BLF key's INVITE with Replaces of a
+        # ringing leg does (no PICKUP, and its bridge entered under its own
+        # Linkedid). If nobody else answered, it did, when the caller was answered.
+        origin = self.originator
+        took: list[CallEvent] = []
+        if (
+            fresh
+            and leg.extension is not None
+            and not leg.originator
+            and not self.answered
+            and origin is not None
+            and origin.answered_at is not None
+        ):
+            leg.answered_at = origin.answered_at
+            took = self._took(leg, leg.extension, origin.answered_at)
         leg.ended_at = record.at
         extra = record.extra
         cause = extra.get("hangupcause")
@@ -376,12 +393,15 @@ class CallFold:
             and (leg.originator or leg.answered_at is not None)
             and not leg.transferred_away
             and not _is_local(leg.channel)  # plumbing: a real leg's end follows
+            # A phone no longer on the call (another took it over: an INVITE with
+            # Replaces of its dialog) leaves a call that goes on.
+            and (leg.originator or leg.extension is None or leg.extension == self.current)
         ):
             self.first_hangup = (
                 source if isinstance(source, str) and source else leg.channel,
                 record.at,
             )
-        events: list[CallEvent] = []
+        events: list[CallEvent] = took
         if leg.originator and _originated(leg, record):
             # The number the click-to-call dialled, when no far end answered.
             dialled = _number(record.exten)

@@ -461,6 +461,37 @@ def test_a_call_picked_up_with_star_8_is_answered_by_the_phone_that_took_it(
     only_call(double, call_id)
 
 
+def test_a_ringing_call_a_blf_key_takes_with_replaces_is_answered_by_that_phone(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """A BLF key's pickup: an agent as 104 sends an INVITE with Replaces of 101's
+    ringing dialog (baresip 1.1.0 cannot send the header: router.sandbox.replaces)."""
+    from router.sandbox.phones import _asterisk_dialog_tags
+    from router.sandbox.replaces import ReplacingAgent
+
+    _, double, phones = world
+    phones["101"].mode = "noanswer"
+    call = phones.pstn.call(did=DID, caller=RAW)
+    wait_until(
+        lambda: phones["101"].calls and phones["101"].calls[-1].ringing_at, 15, "101 to ring"
+    )
+    ringing = phones["101"].calls[-1]
+    local, remote = _asterisk_dialog_tags(phones.pbx, ringing.id)
+    agent = ReplacingAgent(phones.pbx, "104")
+    try:
+        agent.replace("101", ringing.id, to_tag=local, from_tag=remote)
+        call.wait_answered(10)
+        time.sleep(1.0)
+        call.hangup()
+        call.wait_ended(10)
+    finally:
+        agent.close()
+    [(call_id, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [("ringing", "101"), ("answered", "104"), ("hangup", "104")]
+    assert (events[-1]["status"], events[-1]["hangup_by"]) == ("ANSWER", "external")
+    only_call(double, call_id)
+
+
 def test_a_parked_call_taken_back_is_answered_by_the_phone_that_took_it(
     world: tuple[Router, OneCDouble, Phones],
 ) -> None:

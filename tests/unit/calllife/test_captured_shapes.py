@@ -2,8 +2,9 @@
 Asterisk 22 sent for real SIP phones (tests/fixtures/cel/capture_shapes.py),
 folded live and replayed from the same records grouped by call.
 
-Pickup (``*8``), a parked call taken back, a conference room, queues of two, a
-phone on do-not-disturb, transfers that reach nobody.
+Pickup (``*8``, a BLF key's INVITE with Replaces), a call taken over, a parked
+call taken back, a conference room, queues of two, a phone on do-not-disturb,
+transfers that reach nobody.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ SHAPES = (
     "park_retrieve",
     "conference",
     "dnd_fallback",
+    "replaces_ringing",
+    "replaces_answered",
+    "atxfer_noanswer_back",
 )
 
 
@@ -182,3 +186,54 @@ async def test_an_internal_call_names_the_calling_extension_and_the_number_diall
         ("101", "900"),
         ("102", "900"),
     ]
+
+
+@pytest.mark.parametrize("how", ["live", "replayed"])
+async def test_a_ringing_call_a_blf_key_takes_with_replaces_is_answered_by_that_phone(
+    how: str,
+) -> None:
+    """101 rings; 104 sends an INVITE with Replaces of that ringing dialog (a BLF key's
+    pickup): Asterisk writes no PICKUP, and 104's leg shows up in the customer's call
+    only at its end. 1C had the call end answered by nobody."""
+    events = await live("replaces_ringing") if how == "live" else replayed("replaces_ringing")
+    [(_, call)] = by_call(events).items()
+    assert story(call) == [("ringing", "101"), ("answered", "104"), ("hangup", "104")]
+    taken, end = call[1], call[-1]
+    assert taken.at - call[0].at > 1.5  # taken 2 s into the ringing
+    assert (end.status, end.hangup_by) == ("ANSWER", "external")
+    assert end.talk_seconds is not None
+    assert 1.5 < end.talk_seconds < 3.0  # talked 2 s
+
+
+@pytest.mark.parametrize("how", ["live", "replayed"])
+async def test_a_call_taken_over_with_replaces_goes_on_with_the_phone_that_took_it(
+    how: str,
+) -> None:
+    """101 talks to the customer; 104 takes the call over (an INVITE with Replaces of
+    101's dialog). 101's leg hangs up then, but the call goes on 2 s with 104: it
+    ended neither then nor by 101's hand (1C had talk 1 s and hangup_by 101)."""
+    events = await live("replaces_answered") if how == "live" else replayed("replaces_answered")
+    [(_, call)] = by_call(events).items()
+    assert story(call) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("answered", "104"),
+        ("hangup", "104"),
+    ]
+    end = call[-1]
+    assert (end.status, end.hangup_by) == ("ANSWER", "external")
+    assert end.talk_seconds is not None
+    assert 2.5 < end.talk_seconds < 4.0  # 1 s with 101, 2 s with 104
+
+
+async def test_an_attended_transfer_nobody_answers_comes_back_to_the_transferer() -> None:
+    """AMI Atxfer (the HTTP API's attended mode, the *2 feature) from 101 to 102, which
+    rings 5 s unanswered (atxfernoanswertimeout); 101 has the customer back."""
+    [(_, call)] = by_call(await live("atxfer_noanswer_back")).items()
+    assert story(call) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("ringing", "102"),
+        ("hangup", "101"),
+    ]
+    assert (call[-1].status, call[-1].hangup_by) == ("ANSWER", "external")
