@@ -590,6 +590,37 @@ def test_1c_has_the_durations_the_phones_saw(
     assert end["duration"] - end["billsec"] >= 1  # the 2 s it rang
 
 
+def test_a_call_held_and_resumed_is_one_call_talked_throughout(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """101 puts the customer on hold (a re-INVITE; Asterisk plays music on hold) for
+    2 s and takes the call back: CEL writes nothing for a hold, so 1C has one plain
+    answered call whose talk time includes the held seconds."""
+    _, double, phones = world
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    held = phones["101"].current()
+    time.sleep(0.5)
+    phones["101"].command("hold")  # the current call
+    time.sleep(2.0)
+    phones["101"].command("callfind", held.id)  # baresip 1.1.0 resumes the current one
+    # ... and then says EINVAL: its uag_hold_resume() also holds "the active call",
+    # of which there is none (fixed in baresip 2.x); the call is resumed all the same.
+    phones["101"].command("resume", check=False)
+    assert "call: resume" in phones["101"].log_tail(10)
+    time.sleep(1.0)
+    assert not call.ended
+    call.hangup()
+    call.wait_ended(10)
+    [(_, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [("ringing", "101"), ("answered", "101"), ("hangup", "101")]
+    end = events[-1]
+    assert call.talk_seconds is not None
+    assert call.talk_seconds > 3.0
+    assert abs(end["talk_seconds"] - call.talk_seconds) <= 1.0
+    assert abs(end["billsec"] - call.talk_seconds) <= 1
+
+
 def test_a_transfer_through_the_http_api_is_told_who_to_whom(
     world: tuple[Router, OneCDouble, Phones],
 ) -> None:
