@@ -29,6 +29,7 @@ SHAPES = (
     "replaces_ringing",
     "replaces_answered",
     "atxfer_noanswer_back",
+    "park_timeout_comeback",
 )
 
 
@@ -237,3 +238,20 @@ async def test_an_attended_transfer_nobody_answers_comes_back_to_the_transferer(
         ("hangup", "101"),
     ]
     assert (call[-1].status, call[-1].hangup_by) == ("ANSWER", "external")
+
+
+async def test_a_parked_call_nobody_takes_back_rings_the_phone_that_parked_it() -> None:
+    """101 parks the customer; after parkingtime (5 s) the lot rings 101 again."""
+    [(_, call)] = by_call(await live("park_timeout_comeback")).items()
+    assert story(call) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("transferred", "101"),
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("hangup", "101"),
+    ]
+    assert len({e.event_id for e in call}) == len(call)  # two rings, two answers: own ids
+    end = call[-1]
+    assert end.talk_seconds is not None
+    assert 9.0 < end.talk_seconds < 11.0  # parked time is talk time
