@@ -16,6 +16,10 @@ saw:
   closes it (``missed_closed``);
 * blind and attended transfers made on the phone, and one through the HTTP API:
   who to whom;
+* office call shapes (issue 16): a call picked up with ``*8`` or by a BLF key's
+  INVITE with Replaces, parked and taken back, sent into a conference room, held
+  and resumed, queues of two (abandoned; rrmemory), a phone on DND, and the
+  durations the phones saw;
 * the gap: ``callrouter run`` SIGKILLed, 20 calls of every kind while it is
   down, then started: within the settle delay 1C has the whole history of all
   20, each event once; the same when Asterisk restarts under a stopped router,
@@ -57,6 +61,8 @@ pytestmark = [pytest.mark.integration]
 PASSWORD = "пароль"
 DID = "74951234567"  # owner rule: the responsible manager's extension
 GROUP_DID = "74957654321"  # ring group 600 (101, 102, 103)
+QUEUE_DID = "74957000760"  # queue "two" (101, 102, ringall)
+RR_DID = "74957000761"  # queue "tworr" (101, 102, rrmemory)
 RAW = "8 (916) 123-45-67"  # Петров's client (demo.json): manager extension 101
 CUSTOMER = "79161234567"
 MANAGER = "0b3e5f70-0000-11ee-8a00-005056aa0003"
@@ -65,6 +71,26 @@ SETTLE = 2.0  # [history] settle_delay
 TOKEN = secrets.token_urlsafe(32)  # the HTTP API's token (calls:transfer for 1*)
 RULES = f"""version: 1
 rules:
+  - name: queue-ringall
+    priority: 70
+    on: call
+    if: did == "{QUEUE_DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found
+    do:
+      - redirect: {{context: sandbox-phones, exten: "760"}}
+
+  - name: queue-rrmemory
+    priority: 70
+    on: call
+    if: did == "{RR_DID}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    when: owner.found
+    do:
+      - redirect: {{context: sandbox-phones, exten: "761"}}
+
   - name: ring-group
     priority: 60
     on: call
@@ -588,6 +614,49 @@ def test_1c_has_the_durations_the_phones_saw(
     assert abs(end["talk_seconds"] - call.talk_seconds) <= 1.0
     assert abs(end["duration"] - (call.ended_at - call.started_at)) <= 1
     assert end["duration"] - end["billsec"] >= 1  # the 2 s it rang
+
+
+def test_a_queue_of_two_the_caller_abandons_is_one_missed_call(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """Queue ``two`` (101, 102, ringall): both ring, the customer gives up."""
+    _, double, phones = world
+    for name in ("101", "102"):
+        phones[name].mode = "noanswer"
+    call = phones.pstn.call(did=QUEUE_DID, caller=RAW)
+    wait_until(
+        lambda: all(phones[n].calls and phones[n].calls[-1].ringing_at for n in ("101", "102")),
+        15,
+        "both members to ring",
+    )
+    time.sleep(1.0)
+    call.hangup()
+    quiet(phones)
+    [(_, events)] = ended_calls(double, 1).items()
+    assert sorted(kinds(events)) == [("missed", None), ("ringing", "101"), ("ringing", "102")]
+    assert events[-1]["event"] == "missed"
+    assert events[-1]["status"] == "CANCEL"
+    assert events[-1]["owner"] == {"manager_id": MANAGER, "extension": "101", "source": "lookup"}
+
+
+def test_a_rrmemory_queue_a_member_answers(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """Queue ``tworr`` (101, 102, rrmemory, 5 s a member): 101 lets it ring, 102 answers."""
+    _, double, phones = world
+    phones["101"].mode = "noanswer"
+    call = phones.pstn.call(did=RR_DID, caller=RAW)
+    call.wait_answered(30)
+    time.sleep(1.0)
+    call.hangup()
+    quiet(phones)
+    # An earlier test's missed call from this number is closed now (missed_closed).
+    [events] = [v for v in ended_calls(double, 1).values() if v[0]["event"] != "missed_closed"]
+    told = kinds(events)
+    assert told[-2:] == [("answered", "102"), ("hangup", "102")]
+    assert set(told[:-2]) <= {("ringing", "101"), ("ringing", "102")}
+    assert ("ringing", "102") in told
+    assert Counter(e["event_id"] for e in events).most_common(1)[0][1] == 1
 
 
 def test_a_call_held_and_resumed_is_one_call_talked_throughout(
