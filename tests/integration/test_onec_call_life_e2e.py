@@ -785,6 +785,47 @@ def test_an_attended_transfer_through_the_http_api_is_told_who_to_whom(
     assert story[-1] == "hangup"
 
 
+def test_an_attended_transfer_nobody_answers_comes_back_and_is_no_transfer(
+    world: tuple[Router, OneCDouble, Phones],
+) -> None:
+    """POST /calls/{id}/transfer attended to 102, which lets it ring: after the
+    sandbox's atxfernoanswertimeout (5 s, features.conf) the customer is 101's
+    again. 1C hears 102 ring and no transfer; the call ends on 101."""
+    router, double, phones = world
+    phones["102"].mode = "noanswer"
+    call = phones.pstn.call(did=DID, caller=RAW)
+    call.wait_answered(15)
+    [answered] = wait_until(
+        lambda: [e for e in double.event_book.events() if e["event"] == "answered"],
+        10,
+        "answered in 1C",
+    )
+    reply = httpx.post(
+        f"http://127.0.0.1:{router.api_port}/api/v1/calls/{answered['call_id']}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert reply.status_code == 202, reply.text
+    wait_until(
+        lambda: phones["102"].calls and phones["102"].calls[-1].ringing_at, 20, "102 to ring"
+    )
+    wait_until(lambda: phones["102"].calls[-1].ended, 15, "102 to stop ringing")
+    time.sleep(1.0)
+    assert not call.ended  # back with 101
+    assert not phones["101"].calls[-1].ended
+    call.hangup()
+    call.wait_ended(10)
+    [(_, events)] = ended_calls(double, 1).items()
+    assert kinds(events) == [
+        ("ringing", "101"),
+        ("answered", "101"),
+        ("ringing", "102"),
+        ("hangup", "101"),
+    ]
+    assert (events[-1]["status"], events[-1]["hangup_by"]) == ("ANSWER", "external")
+
+
 def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_a_409_on_asterisk(
     world: tuple[Router, OneCDouble, Phones],
 ) -> None:
