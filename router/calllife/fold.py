@@ -76,6 +76,8 @@ NOT_RANG_CAUSES = frozenset({1, 2, 3, 17, 18, 20, 21, 22, 27, 28, 29, 31, 34, 38
 #: so within this many seconds of its start never rang.
 DND_WITHIN = 1.0
 _PHONE_TECH = ("PJSIP/", "SIP/", "IAX2/")
+#: What a phone dials for a feature of the PBX (``*8``, ``*97``, ``#21``).
+_SERVICE_CODE = re.compile(r"[*#][0-9*#]{1,15}")
 _CHANNEL = re.compile(r"^(?P<tech>[A-Za-z0-9]+)/(?P<name>.+?)(?:-[0-9a-fA-F]+)?(?:;[12])?$")
 _DIAL_STATUS: dict[str, EndStatus] = {
     "ANSWER": "ANSWER",
@@ -310,6 +312,8 @@ class CallFold:
             inside = bool(dialled) and dialled.isdigit() and self.is_internal(dialled)
             if leg.extension is None:  # a Local channel with an extension's number
                 inside = bool(dialled) and self.is_internal(dialled)
+            # A feature code (*8 pickup, *97 voicemail) is the PBX's, never a trunk's.
+            inside = inside or _SERVICE_CODE.fullmatch(dialled) is not None
             self.direction = "internal" if inside else "out"
             self.external = None if not dialled or dialled == "s" else dialled
             if inside:

@@ -112,6 +112,8 @@ MAX_PARTY_DIGITS = 32
 #: (``anonymous``, ``Unknown``, a SIP user name): anything else is the caller's
 #: free text, which would become the title of the callback task 1C creates.
 _WORD = re.compile(r"[A-Za-z0-9+*#._-]{1,32}")
+#: A feature code a phone dialled (``*97``): told as dialled, not as the number 97.
+_CODE = re.compile(r"[*#][0-9*#]{1,15}")
 
 
 def party(raw: str | None, rules: CountryRules) -> str | None:
@@ -160,10 +162,11 @@ def call_event_payload(
     if event.direction == "out":
         from_number, to_number = extension, external
     elif event.direction == "internal":
-        # Who called whom; a call the dialplan took itself (a conference room)
-        # went to the number dialled, ``did``.
+        # Who called whom; a call the dialplan took itself (a conference room, a
+        # feature code such as *97: told as dialled) went to the number dialled.
         from_number = external or extension
-        to_number = did if extension == from_number and did else extension
+        dialled = event.did if event.did and _CODE.fullmatch(event.did) else did
+        to_number = dialled if extension == from_number and dialled else extension
     else:
         from_number, to_number = external or ANONYMOUS, did or extension
     final = event.kind in _FINAL

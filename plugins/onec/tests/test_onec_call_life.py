@@ -785,6 +785,7 @@ async def test_a_decision_right_after_the_calls_end_still_names_the_ids(
     [
         ("102", "102", ("101", "102")),  # 101 called 102
         ("101", "900", ("101", "900")),  # 101 dialled a conference room the dialplan answered
+        ("101", "*97", ("101", "*97")),  # a feature code, as dialled (not the number 97)
         ("101", None, ("101", "101")),  # nothing better known
     ],
 )

@@ -654,3 +654,18 @@ def test_a_call_originated_into_a_local_channel_has_the_number_its_later_records
         assert {(e.direction, e.external, e.did) for e in events} == {
             ("in", "89161234567", "74950000001")
         }
+
+
+@pytest.mark.parametrize("code", ["*8", "*97", "#21"])
+def test_a_feature_code_a_phone_dials_is_an_internal_call(code: str) -> None:
+    """101 presses *8 with nothing ringing (Pickup() finds no call), or dials
+    voicemail: a call of the PBX, not an outbound call to the number 8 (issue 16)."""
+    cel = Cel()
+    phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten=code)
+    cel.tick(1)
+    cel.hangup(phone, source="dialplan/builtin")
+    cel.end()
+    events = fold(cel)
+    assert kinds(events) == [("hangup", None)]
+    assert (events[0].direction, events[0].external, events[0].did) == ("internal", "101", code)
+    assert events[0].hangup_by is None
