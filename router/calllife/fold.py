@@ -579,11 +579,12 @@ class CallFold:
         return fallback
 
     def _served(self) -> bool:
-        """Whether the dialplan itself answered a phone's call that rang nobody (a
-        conference room, voicemail, a parked call taken back): it was answered."""
+        """Whether the dialplan itself answered a phone's internal call that rang
+        nobody (a conference room, voicemail): it was answered. Not an outbound
+        one: a dialplan that answers to play "the line is busy" connected nobody."""
         origin = self.originator
         return (
-            self.direction in ("out", "internal")
+            self.direction == "internal"
             and origin is not None
             and origin.answered_at is not None
             and all(each is origin or _is_local(each.channel) for each in self.legs.values())

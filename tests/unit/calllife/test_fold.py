@@ -669,3 +669,16 @@ def test_a_feature_code_a_phone_dials_is_an_internal_call(code: str) -> None:
     assert kinds(events) == [("hangup", None)]
     assert (events[0].direction, events[0].external, events[0].did) == ("internal", "101", code)
     assert events[0].hangup_by is None
+
+
+def test_an_outbound_call_the_dialplan_answers_itself_connected_nobody() -> None:
+    """101 dials out; the dialplan answers to play "all lines are busy" and dials no
+    trunk: not an answered call (a conference room's internal call is, issue 16)."""
+    cel = Cel()
+    phone = cel.channel("PJSIP/101", first=True, cid_num="101", exten="89161234567")
+    cel.answer(phone)
+    cel.tick(3)
+    cel.hangup(phone, source="dialplan/builtin")
+    cel.end()
+    [end] = fold(cel)
+    assert (end.direction, end.status, end.talk_seconds) == ("out", "NOANSWER", None)
