@@ -36,7 +36,7 @@ from router import dialplan
 from router.ami.message import Event
 from router.ami.numbers import ascii_int
 from router.api.auth import Token, audit_of, authorize
-from router.api.context import read_json
+from router.api.context import UnansweredAction, read_json
 from router.api.dial_settings import (
     REQUEST_VARIABLE,
     DialSettings,
@@ -531,6 +531,22 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
         try:
             await ctx.send("Originate", params, action_id=origination.action_id)
+        except UnansweredAction as exc:
+            # Sent, but not answered in time: Asterisk may still place the call
+            # (a loaded PBX answers late). The key keeps it, so 1C's retry after
+            # its own timeout gets this call instead of ringing the manager twice;
+            # its progress, if any, comes in the events and GET /calls/{id} as ever.
+            retry = (
+                "a retry with the same Idempotency-Key answers it instead of placing another"
+                if key is not None
+                else "GET /calls/{id} or the event feed tells; a retry places another call"
+            )
+            raise UnansweredAction(
+                exc.status,
+                f"{exc.detail}; the call {call_id!r} may still be placed: {retry}",
+                headers=exc.headers,
+                call_id=call_id,
+            ) from None
         except ApiError:
             originations.discard(call_id)
             if key is not None:

@@ -49,11 +49,21 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_NUMBER_DIGITS",
     "ApiContext",
+    "UnansweredAction",
     "decode_json",
     "read_json",
 ]
 
 log = logging.getLogger("router.api")
+
+
+class UnansweredAction(ApiError):
+    """503 for an action sent that Asterisk did not answer within ``ami_timeout``.
+
+    Unlike a refusal, the action may have been carried out (a loaded Asterisk
+    answers late): a click-to-call keeps its Idempotency-Key for it, so a retry
+    gets the call instead of placing a second one.
+    """
 
 
 @dataclass(slots=True)
@@ -109,7 +119,7 @@ class ApiContext:
                     name, params, validate=validate, action_id=action_id
                 )
         except TimeoutError:
-            raise ApiError(
+            raise UnansweredAction(
                 503,
                 f"Asterisk did not answer {name} within {self.settings.ami_timeout:g} s",
                 headers={"Retry-After": "1"},

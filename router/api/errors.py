@@ -167,6 +167,11 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "who started the recording the API may not stop (409): "
             "rule, plugin or unknown",
         },
+        "call_id": {
+            "type": "string",
+            "description": "the click-to-call Asterisk did not answer within ami_timeout "
+            "(503): it may still be placed",
+        },
         "stopped_files": {
             "type": "array",
             "items": {"type": "string"},

@@ -312,6 +312,42 @@ async def test_a_failed_originate_frees_its_idempotency_key(
     assert retried.status_code == 201
 
 
+async def test_an_originate_asterisk_answers_late_keeps_its_idempotency_key(
+    engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """Before: an Originate past ``ami_timeout`` (a loaded Asterisk, which still
+    places the call) freed its key as a refusal does, so 1C's retry after its own
+    timeout rang the manager a second time."""
+    release = asyncio.Event()
+
+    async def late(sent: SentAction) -> None:
+        await release.wait()
+
+    ajam_replay.on("Originate", late)
+    app = build_app(ApiContext(engine=engine.api, settings=settings(ami_timeout=0.2)))
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-1017-call-1"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        first = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert first.status_code == 503
+        problem = first.json()
+        call_id = problem["call_id"]
+        assert call_id.startswith("c2c-")
+        assert "may still be placed" in problem["detail"]
+        assert first.headers["retry-after"] == "1"
+        retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert retried.status_code == 200
+        assert retried.json()["id"] == call_id
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert ajam_replay.count("Originate") == 1
+        # The call is still followed: GET answers it (not 404).
+        got = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+        assert got.status_code == 200
+        release.set()
+
+
 async def test_503_at_once_when_asterisk_is_not_connected(tmp_path: Path) -> None:
     from router.testing import StubEngine
 
