@@ -19,6 +19,7 @@ answer is 404, the same as for a call that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -455,6 +456,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     originations = Originations(ctx.feed)
     ctx.engine.watch(originations.observe)
     keys = IdempotencyKeys(settings.idempotency_ttl)
+    #: The keys whose Originate is out, by (token, key): set once Asterisk answered.
+    pending: dict[tuple[str, str], asyncio.Event] = {}
 
     def find(token: Token, call_id: str) -> tuple[Call | None, Origination | None]:
         call = ctx.engine.calls.get(call_id)
@@ -487,6 +490,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                     field="Idempotency-Key",
                 )
             known = keys.lookup(token.name, key, fingerprint)
+            sending = pending.get((token.name, key))
+            if known is not None and sending is not None:
+                # The first request's Originate is still out (1C's client timed
+                # out first and sent again): its answer decides what this one is.
+                await sending.wait()
+                known = keys.lookup(token.name, key, fingerprint)
             if known is not None:
                 origination = originations.get(known)
                 return JSONResponse(
@@ -506,9 +515,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             owner=token.name,
         )
         originations.add(origination)
+        sent = asyncio.Event()
         if key is not None:
-            # Before the first await: a retry racing this request finds the call.
+            # Before the first await: a retry racing this request finds the call,
+            # and waits for Asterisk's answer to it (a refusal frees the key).
             keys.remember(token.name, key, fingerprint, call_id)
+            pending[(token.name, key)] = sent
         params: dict[str, Any] = {
             "Channel": settings.originate_channel.format(extension=extension),
             "Context": settings.outbound_context,
@@ -552,6 +564,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             if key is not None:
                 keys.forget(token.name, key)
             raise
+        finally:
+            if key is not None and pending.get((token.name, key)) is sent:
+                del pending[(token.name, key)]
+            sent.set()
         return created
 
     async def list_calls(request: Request) -> JSONResponse:

@@ -348,6 +348,52 @@ async def test_an_originate_asterisk_answers_late_keeps_its_idempotency_key(
         release.set()
 
 
+async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    """Before: a retry (1C's client timing out first) that came while the first
+    request's Originate was out was answered 200 with that call at once; Asterisk
+    then refused it, so the retry's 200 named a call never placed (its GET 404)."""
+
+    async def refused(sent: SentAction) -> list[tuple[str, str]]:
+        await asyncio.sleep(0.2)
+        return [("Response", "Error"), ("Message", "Extension does not exist.")]
+
+    ajam_replay.on("Originate", refused)
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-18"}
+    first = asyncio.ensure_future(
+        client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    )
+    await asyncio.sleep(0.05)  # the first Originate is out
+    retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert (await first).status_code == 409
+    # The retry waited for the first's answer: refused, the key was free, so it
+    # tried for itself (and was refused too), never told of a call that is not.
+    assert retried.status_code == 409, retried.text
+    assert ajam_replay.count("Originate") == 2
+
+
+async def test_a_retry_racing_the_originate_gets_the_call_once_asterisk_queued_it(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    async def slow(sent: SentAction) -> None:
+        await asyncio.sleep(0.2)
+
+    ajam_replay.on("Originate", slow)
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-19"}
+    first = asyncio.ensure_future(
+        client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    )
+    await asyncio.sleep(0.05)
+    retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    placed = await first
+    assert (placed.status_code, retried.status_code) == (201, 200)
+    assert retried.json()["id"] == placed.json()["id"]
+    assert ajam_replay.count("Originate") == 1
+
+
 async def test_503_at_once_when_asterisk_is_not_connected(tmp_path: Path) -> None:
     from router.testing import StubEngine
 
