@@ -1683,7 +1683,15 @@ class Engine:
     async def _clock_stepped(self, seconds: float) -> None:
         """This host's clock stepped (router/clock_step.py): apscheduler would hold
         every timed job (the heartbeat among them) as long as a step back, and a
-        request's age would be off by the step until the next gap."""
+        request's age would be off by the step until the next gap.
+
+        The difference to Asterisk's clock moves by the step at once, before the
+        jobs are dated again: the heartbeat they run at once is dated with it
+        (``At``), and a standby ignores a beat more than 30 s off its reading of
+        Asterisk's clock (router/liveguard.py), so a step of minutes would have
+        made it take over while the Ping below was under way, or for good when
+        that learnt nothing (a busy Asterisk keeps the difference known)."""
+        self.router.clock_offset -= seconds
         jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
         log.warning(
             "this host's clock was stepped %s: %s dated again from now, and "

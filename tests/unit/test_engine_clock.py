@@ -168,3 +168,45 @@ async def test_the_live_claim_without_asterisks_time_allows_for_the_difference(
         assert client.pings == 1
     finally:
         await engine.stop()
+
+
+class Stepped(Pinged):
+    """Pings answered slowly (nothing learnt) after this host's clock stepped;
+    the difference in use when each Ping left is noted."""
+
+    def __init__(self, clock: Clock, engine_offset: list[float], **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.offsets = engine_offset
+
+    async def send(self, name: str, params: Any = None, **kw: Any) -> ActionResult:
+        self.offsets.append(self.engine.router.clock_offset)
+        return await super().send(name, params, **kw)
+
+    engine: Engine
+
+
+@pytest.mark.parametrize("step", [-10800.0, 10800.0], ids=["back", "forward"])
+async def test_a_host_clock_step_moves_the_difference_at_once(
+    tmp_path: Path, clock: Clock, step: float
+) -> None:
+    """Asterisk's clock is 10 s ahead; this host's is then stepped by 3 hours
+    and Asterisk is busy (its Pings answered in 4 s: nothing learnt). The
+    difference stayed 10 s: every heartbeat dated 3 hours off Asterisk's
+    clock (``At``) was ignored by the standby, which took over, and every
+    request looked 3 hours old or young. It moves by the step at once, before
+    the Ping (and the heartbeat the step dates again) is sent."""
+    offsets: list[float] = []
+    client = Stepped(clock, offsets, skew=10.0, delays=[(0.001, 0.001)])
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    client.engine = engine
+    await engine._measure_clock()
+    assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
+    clock.now += step
+    client.skew -= step  # Asterisk's clock did not move
+    client.delays = [(0.0, 4.0)]
+    offsets.clear()
+    await engine._clock_stepped(step)
+    assert offsets and offsets[0] == pytest.approx(10.0 - step, abs=0.002)
+    assert engine.router.clock_offset == pytest.approx(10.0 - step, abs=0.002)
+    asterisk_now = clock.now + client.skew
+    assert engine.live_instance._asterisk_clock() == pytest.approx(asterisk_now, abs=0.002)
