@@ -73,6 +73,12 @@ _FEATURES_VARIABLE: Final = "CHANNEL(dtmf_features)"
 #: Click-to-call calls remembered per token (after they end too), for ``GET /calls/{id}``.
 _KEPT: Final = 1_000
 _PROGRESS_MAX: Final = 32
+#: Seconds past ``originate_timeout`` and ``ami_timeout`` a click-to-call may
+#: stay ``originating`` (no event of it at all) before it counts as failed: a
+#: loaded Asterisk queues an Originate late, but not minutes late.
+_GIVE_UP_MARGIN: Final = 10.0
+#: The ``reason`` of a click-to-call given up on.
+NOT_SEEN: Final = "Asterisk showed no sign of the call"
 #: Idempotency-Keys remembered per token.
 _IDEMPOTENCY_MAX: Final = 10_000
 _KEY: Final = 255
@@ -221,6 +227,23 @@ class Originations:
         else:
             return
         origination.progress.append({"event": name, "channel": item.get("Channel"), "at": stamp})
+        self._publish(origination, passed, stamp)
+
+    def give_up(self, call_id: str) -> None:
+        """A click-to-call still ``originating`` when it would have rung out
+        counts as ``failed``: an Originate Asterisk did not answer in time and
+        never carried out (or whose answer a stream gap lost) stayed
+        ``originating`` for ever, in ``GET /calls/{id}``, in the replay of its
+        Idempotency-Key and for 1C's panel, which waited for an end."""
+        origination = self._by_id.get(call_id)
+        if origination is None or origination.state != "originating":
+            return
+        origination.reason = NOT_SEEN
+        self._publish(origination, origination.advance("failed"), time.time())
+
+    def _publish(
+        self, origination: Origination, passed: list[State], stamp: float | None
+    ) -> None:
         if self._feed is None:
             return
         for state in passed:
@@ -568,6 +591,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             if key is not None and pending.get((token.name, key)) is sent:
                 del pending[(token.name, key)]
             sent.set()
+            if originations.get(call_id) is origination:  # not refused
+                # Bounded: a late Originate never carried out is not
+                # ``originating`` for ever (:meth:`Originations.give_up`).
+                asyncio.get_running_loop().call_later(
+                    settings.originate_timeout + ctx.settings.ami_timeout + _GIVE_UP_MARGIN,
+                    originations.give_up,
+                    call_id,
+                )
         return created
 
     async def list_calls(request: Request) -> JSONResponse:

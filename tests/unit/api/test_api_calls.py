@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -347,6 +348,44 @@ async def test_an_originate_asterisk_answers_late_keeps_its_idempotency_key(
         assert got.status_code == 200
         release.set()
 
+
+async def test_a_late_originate_never_carried_out_fails_after_it_would_have_rung_out(
+    engine: Engine, ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: an Originate Asterisk did not answer within ``ami_timeout`` and
+    never placed stayed ``originating`` for ever: in ``GET /calls/{id}``, in the
+    replay of its Idempotency-Key, and 1C's panel got no end in the feed. Past
+    ``originate_timeout`` + ``ami_timeout`` + a margin it is ``failed``."""
+    monkeypatch.setattr("router.api.calls._GIVE_UP_MARGIN", 0.3, raising=False)
+    release = asyncio.Event()
+
+    async def late(sent: SentAction) -> None:
+        await release.wait()
+
+    ajam_replay.on("Originate", late)
+    dialing = replace(DIALING, originate_timeout=1)
+    app = build_app(
+        ApiContext(engine=engine.api, settings=replace(settings(ami_timeout=0.2), dialing=dialing))
+    )
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-1017-call-2"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        first = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert first.status_code == 503
+        call_id = first.json()["call_id"]
+        got = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+        assert got.json()["click_to_call"]["state"] == "originating"
+        await asyncio.sleep(1.2 + 0.3 + 0.3)
+        got = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+        view = got.json()["click_to_call"]
+        assert (view["state"], view["reason"]) == ("failed", "Asterisk showed no sign of the call")
+        retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert retried.status_code == 200
+        assert retried.json()["state"] == "failed"
+        assert ajam_replay.count("Originate") == 1
+        release.set()
 
 async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
