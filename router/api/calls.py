@@ -241,9 +241,7 @@ class Originations:
         origination.reason = NOT_SEEN
         self._publish(origination, origination.advance("failed"), time.time())
 
-    def _publish(
-        self, origination: Origination, passed: list[State], stamp: float | None
-    ) -> None:
+    def _publish(self, origination: Origination, passed: list[State], stamp: float | None) -> None:
         if self._feed is None:
             return
         for state in passed:

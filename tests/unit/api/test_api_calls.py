@@ -387,6 +387,7 @@ async def test_a_late_originate_never_carried_out_fails_after_it_would_have_rung
         assert ajam_replay.count("Originate") == 1
         release.set()
 
+
 async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
 ) -> None:
