@@ -30,7 +30,8 @@ log = logging.getLogger("router.engine")
 #: quickest believed; one answered within ``QUICK`` s ends the measurement,
 #: and so does ``BUDGET`` s spent (the reconcile waits for it); when even the
 #: quickest took over ``SLOWEST`` s, nothing is learnt and the difference
-#: known stays.
+#: known stays, unless it is off by more than that round trip (a host clock
+#: stepped since: 3 hours off, against an answer good to 2 s).
 PINGS = 3
 QUICK = 0.02
 BUDGET = 1.0
@@ -65,9 +66,10 @@ async def measure_offset(client: AMIClient, known: float) -> float:
     if best is None:
         return known
     trip, offset = best
-    if trip > SLOWEST:
+    if trip > SLOWEST and abs(offset - known) <= trip:
         # A busy Asterisk or a slow network: an answer read at once and
-        # delivered late looked like a clock half the round trip behind.
+        # delivered late looked like a clock half the round trip behind. (One
+        # further off than the round trip itself says the known one is wrong.)
         log.info("Asterisk's clock not measured: its quickest Ping answer took %.1f s", trip)
         return known
     if abs(offset) <= max(0.1, trip / 2):

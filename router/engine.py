@@ -1685,13 +1685,15 @@ class Engine:
         every timed job (the heartbeat among them) as long as a step back, and a
         request's age would be off by the step until the next gap.
 
-        The difference to Asterisk's clock moves by the step at once, before the
-        jobs are dated again: the heartbeat they run at once is dated with it
-        (``At``), and a standby ignores a beat more than 30 s off its reading of
-        Asterisk's clock (router/liveguard.py), so a step of minutes would have
-        made it take over while the Ping below was under way, or for good when
-        that learnt nothing (a busy Asterisk keeps the difference known)."""
-        self.router.clock_offset -= seconds
+        Asterisk's clock is measured before the jobs are dated again: the
+        heartbeat they run at once is dated on it (``At``), and a standby ignores
+        a beat more than 30 s off its own reading (router/liveguard.py). Nothing
+        tells beforehand whether Asterisk's clock stepped too (the same host) or
+        not (another host, this one's clock put right): only the Ping does."""
+        try:
+            await self._measure_clock()
+        except Exception:  # the next gap measures it again
+            log.exception("measuring Asterisk's clock after the step failed")
         jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
         log.warning(
             "this host's clock was stepped %s: %s dated again from now, and "
@@ -1699,10 +1701,6 @@ class Engine:
             describe_step(seconds),
             counted(jobs, "timed job"),
         )
-        try:
-            await self._measure_clock()
-        except Exception:  # the next gap measures it again
-            log.exception("measuring Asterisk's clock after the step failed")
 
     async def _measure_clock(self) -> None:
         """How far Asterisk's clock is from this host's (router/asterisk_clock.py)."""

@@ -170,44 +170,42 @@ async def test_the_live_claim_without_asterisks_time_allows_for_the_difference(
         await engine.stop()
 
 
-class Stepped(Pinged):
-    """Pings answered slowly (nothing learnt) after this host's clock stepped;
-    the difference in use when each Ping left is noted."""
-
-    def __init__(self, clock: Clock, engine_offset: list[float], **kw: Any) -> None:
-        super().__init__(clock, **kw)
-        self.offsets = engine_offset
-
-    async def send(self, name: str, params: Any = None, **kw: Any) -> ActionResult:
-        self.offsets.append(self.engine.router.clock_offset)
-        return await super().send(name, params, **kw)
-
-    engine: Engine
-
-
+@pytest.mark.parametrize("asterisk_stepped", [False, True], ids=["another-host", "same-host"])
 @pytest.mark.parametrize("step", [-10800.0, 10800.0], ids=["back", "forward"])
-async def test_a_host_clock_step_moves_the_difference_at_once(
-    tmp_path: Path, clock: Clock, step: float
+async def test_after_a_host_clock_step_the_heartbeat_is_dated_on_the_clock_measured_again(
+    tmp_path: Path,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+    asterisk_stepped: bool,
 ) -> None:
-    """Asterisk's clock is 10 s ahead; this host's is then stepped by 3 hours
-    and Asterisk is busy (its Pings answered in 4 s: nothing learnt). The
-    difference stayed 10 s: every heartbeat dated 3 hours off Asterisk's
-    clock (``At``) was ignored by the standby, which took over, and every
-    request looked 3 hours old or young. It moves by the step at once, before
-    the Ping (and the heartbeat the step dates again) is sent."""
-    offsets: list[float] = []
-    client = Stepped(clock, offsets, skew=10.0, delays=[(0.001, 0.001)])
+    """Asterisk's clock is 10 s ahead; this host's is stepped by 3 hours (and
+    Asterisk's with it when on the same host), while Asterisk is busy (Pings
+    answered in 4 s). Before: the slow measurement kept the 10 s (3 hours off
+    for another host), and the jobs, the heartbeat among them, were dated
+    again (run at once) before the Ping anyway: its ``At`` was 3 hours off,
+    so a standby ignored every beat and took over. Now the measurement comes
+    first and a slow answer 3 hours off the known difference is believed."""
+    client = Pinged(clock, skew=10.0, delays=[(0.001, 0.001)])
     engine = await engine_on(tmp_path, EVERYONE, client)
-    client.engine = engine
     await engine._measure_clock()
     assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
     clock.now += step
-    client.skew -= step  # Asterisk's clock did not move
+    if not asterisk_stepped:
+        client.skew -= step  # Asterisk's clock did not move
     client.delays = [(0.0, 4.0)]
-    offsets.clear()
-    await engine._clock_stepped(step)
-    assert offsets
-    assert offsets[0] == pytest.approx(10.0 - step, abs=0.002)
-    assert engine.router.clock_offset == pytest.approx(10.0 - step, abs=0.002)
-    asterisk_now = clock.now + client.skew
-    assert engine.live_instance._asterisk_clock() == pytest.approx(asterisk_now, abs=0.002)
+    seen: list[float] = []
+
+    def reschedule(scheduler: object) -> int:
+        seen.append(engine.live_instance._asterisk_clock() - (clock.now + client.skew))
+        return 0
+
+    monkeypatch.setattr("router.engine.reschedule_from_now", reschedule)
+    engine._scheduler.start(paused=True)
+    try:
+        await engine._clock_stepped(step)
+    finally:
+        engine._scheduler.shutdown(wait=False)
+    assert len(seen) == 1
+    # The heartbeat dated again is dated on Asterisk's clock, to half the round trip.
+    assert abs(seen[0]) <= 2.0 + 0.002, seen
