@@ -781,7 +781,14 @@ class HistorySender:
         for a lock held elsewhere gives up (logged) rather than hold shutdown.
         """
         await self._runner.stop()
-        self._closing.set()
+        self._closing.set()  # a write waiting for the file gives up: the check can run
+        # The file deleted since the last look (up to FILE_CHECK_EVERY ago) was
+        # lost with the process: what it held not yet sent is gone at the next start.
+        self._file_checked = -math.inf
+        try:
+            await self._check_file_when_due()
+        except Exception:
+            log.exception("1C history: looking at %s while stopping failed", self.queue.path)
         executor, self._executor = self._executor, None
         if executor is not None:
             try:
@@ -929,11 +936,23 @@ class HistorySender:
                 continue
             self.failures += 1
             self._retry.clear()
+            await self._pause(
+                self._retry, min(self.base_delay * 2 ** (self.failures - 1), self.max_delay)
+            )
+
+    async def _pause(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait ``seconds`` or until ``event`` is set, looking at the file every
+        :data:`FILE_CHECK_EVERY` meanwhile: with 1C away the backoff holds the
+        sender up to ``max_delay`` (60 s), while the events pile up in the file,
+        and a file deleted then was not looked at until 1C answered again."""
+        end = time.monotonic() + seconds
+        while not event.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._retry.wait(),
-                    min(self.base_delay * 2 ** (self.failures - 1), self.max_delay),
-                )
+                await asyncio.wait_for(event.wait(), min(left, FILE_CHECK_EVERY))
+            await self._check_file_when_due()
 
     async def _check_file_when_due(self) -> None:
         """The file deleted or replaced while it runs: written again, said once."""

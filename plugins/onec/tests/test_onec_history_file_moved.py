@@ -94,3 +94,54 @@ async def test_events_waiting_for_1c_survive_their_file_deleted_and_a_restart(
     assert {r.payload["call_id"] for r in double.event_book.receipts} == {
         f"moved.{i}" for i in range(5)
     }
+
+
+async def test_a_file_deleted_while_1c_is_away_is_written_again_within_the_backoff(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1C away holds the sender in its backoff (up to ``max_delay``, 60 s), and
+    the file was looked at only between two tries: deleted meanwhile, it stayed
+    gone for a minute, and a crash then lost every event waiting for 1C."""
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05)
+    double.stop()
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=30.0, max_delay=30.0)
+    sender.start()
+    try:
+        for i in range(3):
+            sender.submit(event(i))
+        await sender.flush()
+        for _ in range(100):  # the first try failed: the sender is in its backoff
+            if sender.failures:
+                break
+            await asyncio.sleep(0.02)
+        assert sender.failures == 1
+        delete(queue)
+        await asyncio.sleep(0.5)
+        assert queue.path.exists(), "not written again during the backoff"
+    finally:
+        await sender.stop()
+        queue.close()
+    assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(3)}
+
+
+async def test_a_file_deleted_just_before_a_stop_is_written_again_at_the_stop(
+    tmp_path: Path, double: OneCDouble, client: OneCClient
+) -> None:
+    """Deleted less than ``FILE_CHECK_EVERY`` (5 s) before a stop (a clean-up
+    script, then a restart), the file was never looked at again: the events
+    waiting for 1C were gone at the next start."""
+    double.stop()
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=30.0, max_delay=30.0)
+    sender.start()
+    for i in range(3):
+        sender.submit(event(i))
+    await sender.flush()
+    delete(queue)
+    await sender.stop()
+    queue.close()
+    assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(3)}
