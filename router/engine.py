@@ -136,6 +136,10 @@ _WAIT_NOTIFY_EVERY = 10.0
 #: Seconds late a timed job (the engine's, a plugin's, a ``schedule:`` rule's)
 #: still runs, once, after a stall.
 _MISFIRE_GRACE = 60
+#: Seconds the timed jobs wait, after a host clock step, for Asterisk's clock
+#: measured again (:meth:`Engine._clock_stepped`): the measurement's budget
+#: (1 s) and a slow answer, well within the beats a standby waits for.
+_MEASURE_FIRST = 2.0
 _WAIT_NOTIFY_FOR = 30.0
 
 
@@ -1689,18 +1693,26 @@ class Engine:
         heartbeat they run at once is dated on it (``At``), and a standby ignores
         a beat more than 30 s off its own reading (router/liveguard.py). Nothing
         tells beforehand whether Asterisk's clock stepped too (the same host) or
-        not (another host, this one's clock put right): only the Ping does."""
+        not (another host, this one's clock put right): only the Ping does.
+        The jobs wait for it :data:`_MEASURE_FIRST` s at most: a Ping that hangs
+        (up to ``request_timeout``) must not hold a step back's heartbeat until
+        the standby takes over; the measurement goes on meanwhile."""
+        measuring = asyncio.ensure_future(self._measure_clock())
         try:
-            await self._measure_clock()
-        except Exception:  # the next gap measures it again
-            log.exception("measuring Asterisk's clock after the step failed")
-        jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
-        log.warning(
-            "this host's clock was stepped %s: %s dated again from now, and "
-            "Asterisk's clock is measured again",
-            describe_step(seconds),
-            counted(jobs, "timed job"),
-        )
+            await asyncio.wait({measuring}, timeout=_MEASURE_FIRST)
+            jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
+            log.warning(
+                "this host's clock was stepped %s: %s dated again from now, and "
+                "Asterisk's clock is measured again",
+                describe_step(seconds),
+                counted(jobs, "timed job"),
+            )
+            try:
+                await measuring
+            except Exception:  # the next gap measures it again
+                log.exception("measuring Asterisk's clock after the step failed")
+        finally:
+            measuring.cancel()  # the watch stopped (the engine stops): no orphan
 
     async def _measure_clock(self) -> None:
         """How far Asterisk's clock is from this host's (router/asterisk_clock.py)."""

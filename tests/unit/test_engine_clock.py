@@ -9,6 +9,7 @@ network, a login in front of it) must not be taken for a clock difference.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -209,3 +210,40 @@ async def test_after_a_host_clock_step_the_heartbeat_is_dated_on_the_clock_measu
     assert len(seen) == 1
     # The heartbeat dated again is dated on Asterisk's clock, to half the round trip.
     assert abs(seen[0]) <= 2.0 + 0.002, seen
+
+
+class Hung(Pinged):
+    """A Ping that is answered only when ``release`` is set."""
+
+    release: asyncio.Event
+
+    async def send(self, name: str, params: Any = None, **kw: Any) -> ActionResult:
+        await self.release.wait()
+        return await super().send(name, params, **kw)
+
+
+async def test_a_hung_ping_holds_the_jobs_dated_again_for_a_moment_only(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs wait for the measurement after a step, but not for a Ping that
+    hangs (up to ``request_timeout``, 10 s): a step back's heartbeat held that
+    long reads as a silent instance to the standby."""
+    monkeypatch.setattr("router.engine._MEASURE_FIRST", 0.1)
+    client = Hung(clock, skew=10.0, delays=[(0.001, 0.001)])
+    client.release = asyncio.Event()
+    engine = await engine_on(tmp_path, EVERYONE, client)
+    dated: list[bool] = []
+    monkeypatch.setattr(
+        "router.engine.reschedule_from_now", lambda scheduler: dated.append(True) or 0
+    )
+    engine._scheduler.start(paused=True)
+    try:
+        stepped = asyncio.ensure_future(engine._clock_stepped(-10800.0))
+        await asyncio.sleep(0.5)
+        assert dated == [True], "the jobs waited for the hung Ping"
+        assert not stepped.done()  # the measurement goes on
+        client.release.set()
+        await asyncio.wait_for(stepped, 5)
+    finally:
+        engine._scheduler.shutdown(wait=False)
+    assert engine.router.clock_offset == pytest.approx(10.0, abs=0.002)
