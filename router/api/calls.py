@@ -535,13 +535,6 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             created=time.time(),
             owner=token.name,
         )
-        originations.add(origination)
-        sent = asyncio.Event()
-        if key is not None:
-            # Before the first await: a retry racing this request finds the call,
-            # and waits for Asterisk's answer to it (a refusal frees the key).
-            keys.remember(token.name, key, fingerprint, call_id)
-            pending[(token.name, key)] = sent
         params: dict[str, Any] = {
             "Channel": settings.originate_channel.format(extension=extension),
             "Context": settings.outbound_context,
@@ -562,6 +555,15 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             status_code=201,
             headers={"Location": f"/api/v1/calls/{call_id}"},
         )
+        # Registered after everything that could raise and before the first await,
+        # with the try that takes it back next: a retry racing this request finds
+        # the call and waits for Asterisk's answer to it (a refusal frees the key);
+        # nothing can leave a retry waiting for a send that never happens.
+        originations.add(origination)
+        sent = asyncio.Event()
+        if key is not None:
+            keys.remember(token.name, key, fingerprint, call_id)
+            pending[(token.name, key)] = sent
         try:
             await ctx.send("Originate", params, action_id=origination.action_id)
         except UnansweredAction as exc:

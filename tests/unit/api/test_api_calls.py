@@ -414,6 +414,36 @@ async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     assert ajam_replay.count("Originate") == 2
 
 
+async def test_a_request_that_fails_before_its_originate_leaves_no_retry_waiting(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key and its pending send were registered before the call's view was
+    built: anything raising there left the key taken by a send that never
+    happens, and every retry with it waited for ever. Registered only next to the
+    send, a retry places the call."""
+    from router.api import calls
+
+    real = calls._call_view
+    failures = iter([RuntimeError("a view that cannot be built")])
+
+    def once_broken(*args: Any, **kwargs: Any) -> Any:
+        for error in failures:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calls, "_call_view", once_broken)
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-19"}
+    first = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+    assert first.status_code == 500
+    assert ajam_replay.count("Originate") == 0
+    retried = await asyncio.wait_for(
+        client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key}), 5
+    )
+    assert retried.status_code == 201, retried.text
+    assert ajam_replay.count("Originate") == 1
+
+
 async def test_a_retry_racing_the_originate_gets_the_call_once_asterisk_queued_it(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
 ) -> None:
