@@ -78,7 +78,16 @@ from router.ami.message import Event
 from router.ami.numbers import ascii_float
 from router.logsafe import escape_controls
 
-__all__ = ["CHECK_EVENT", "LIVE_EVENT", "Claim", "LiveGuard", "heartbeat_key", "signed"]
+__all__ = [
+    "CHECK_EVENT",
+    "FRESH",
+    "LIVE_EVENT",
+    "Claim",
+    "LiveGuard",
+    "heartbeat_age",
+    "heartbeat_key",
+    "signed",
+]
 
 log = logging.getLogger("router.liveguard")
 
@@ -122,6 +131,8 @@ _OVERTAKEN = 4
 #: successor that has seen none of its beats, is stale. Longer than the way
 #: of a beat through a busy Asterisk and the two clock estimates' error.
 _FRESH = 30.0
+#: The same for ``callrouter check --asterisk``, which applies the rule too.
+FRESH = _FRESH
 
 
 def heartbeat_key(secret: str) -> bytes:
@@ -145,6 +156,14 @@ def signed(event: Event, key: bytes) -> bool:
     sign = event.get("Sign") or ""
     fields = {name: event.get(name) for name in _SIGNED}
     return hmac.compare_digest(sign.encode("ascii", "replace"), _signature(key, fields).encode())
+
+
+def heartbeat_age(event: Event, asterisk_now: float) -> float | None:
+    """Seconds since a heartbeat was sent (its ``At``) at ``asterisk_now`` on
+    Asterisk's clock; None when it carries no time. Fresh within ``FRESH``
+    either way; the instances ignore any other (a beat recorded and replayed)."""
+    sent = ascii_float(event.get("At"))
+    return None if sent is None else asterisk_now - sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,8 +432,7 @@ class LiveGuard:
         if instance != self.me.instance:
             # (Our own beats prove only that UserEvents reach this session, and
             # come late after an Asterisk stall: their numbers are enough.)
-            sent = ascii_float(event.get("At"))
-            age = None if sent is None else self.asterisk_clock() - sent
+            age = heartbeat_age(event, self.asterisk_clock())
             if age is None or not -_FRESH <= age <= _FRESH:
                 last = self._seen_beats.get(instance)
                 if age is not None and age > 0 and last is not None and number > last:

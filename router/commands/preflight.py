@@ -28,7 +28,16 @@ from router.dialplan import shown
 from router.dialplan_audit import UNREADABLE, audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
-from router.liveguard import CHECK_EVENT, LIVE_EVENT, Claim, heartbeat_key, signed
+from router.ami.numbers import ascii_float
+from router.liveguard import (
+    CHECK_EVENT,
+    FRESH,
+    LIVE_EVENT,
+    Claim,
+    heartbeat_age,
+    heartbeat_key,
+    signed,
+)
 from router.logsafe import escape_controls
 from router.privileges import DIALPLAN, FILTER, REDIRECT, REPORTING, Probe, refused
 
@@ -124,6 +133,25 @@ async def check_asterisk(
         return [*findings, _stopped(where)]
     findings.extend(await _user_events(asking, listen, suggested_flags))
     return findings
+
+
+async def _asterisk_now(client: _Answering, event: Event, offset: list[float]) -> float:
+    """Asterisk's clock as ``event`` arrives: its ``Timestamp`` (Asterisk raised
+    it just now), else this host's clock and the difference a ``Ping``'s answer
+    shows (asked once, kept in ``offset``; none if it cannot be asked)."""
+    stamp = ascii_float(event.get("Timestamp"))
+    if stamp is not None:
+        return stamp
+    if not offset:
+        sent = time.time()
+        try:
+            answer = await client.action("Ping", check=False)
+        except AMIError:
+            offset.append(0.0)
+        else:
+            value = ascii_float(answer.response.get("Timestamp"))
+            offset.append(0.0 if value is None else value - (sent + time.time()) / 2)
+    return time.time() + offset[0]
 
 
 class _Answering:
@@ -303,6 +331,11 @@ async def _user_events(
     live: dict[str, Claim] = {}
     #: Claims not signed with this config's key (another secret, or forged).
     foreign: dict[str, Claim] = {}
+    #: Signed claims whose beat was sent more than FRESH s from now on
+    #: Asterisk's clock (a beat recorded and replayed): no live router, as
+    #: ``run`` ignores them; with the age, or None for a beat with no time.
+    stale: dict[str, tuple[Claim, float | None]] = {}
+    offset: list[float] = []  # Asterisk's clock minus this host's, when asked
     key = heartbeat_key(client.settings.secret)
     deadline = sent + listen
     while (left := deadline - time.monotonic()) > 0:
@@ -321,6 +354,12 @@ async def _user_events(
                 claim = Claim.from_heartbeat(event)
                 if claim is not None:
                     sure = signed(event, key)
+                    if sure:
+                        age = heartbeat_age(event, await _asterisk_now(client, event, offset))
+                        if age is None or not -FRESH <= age <= FRESH:
+                            if len(stale) < 8:
+                                stale[claim.instance] = (claim, age)
+                            continue
                     if sure or len(foreign) < 8:
                         (live if sure else foreign)[claim.instance] = claim
     findings = []
@@ -356,6 +395,25 @@ async def _user_events(
         findings.append(Finding("ok", f"a callrouter is live on this Asterisk: {claim.describe()}"))
     if heard is not None and not live:
         findings.append(Finding("ok", "no callrouter is live on this Asterisk now"))
+    for claim, age in sorted(stale.values(), key=lambda s: (s[0].since, s[0].instance)):
+        if claim.instance in live:
+            continue  # a fresh beat of the same instance came too
+        if age is None:
+            when = "with no time"
+        elif age > 0:
+            when = f"sent {age:.0f} s ago"
+        else:
+            when = f"dated {-age:.0f} s ahead"
+        findings.append(
+            Finding(
+                "advice",
+                f"a stale CallRouterLive heartbeat was not counted as a live callrouter "
+                f"({escape_controls(claim.describe())}): {when} on Asterisk's clock, more "
+                f"than {FRESH:g} s from now, as a running callrouter ignores it: a beat "
+                "recorded and replayed by a manager user, or a host clock far off "
+                "Asterisk's (keep the clocks in step: NTP); docs/operations.md",
+            )
+        )
     for claim in sorted(foreign.values(), key=lambda c: (c.since, c.instance)):
         findings.append(
             Finding(

@@ -159,6 +159,50 @@ async def test_a_live_router_is_named(ajam_replay: ReplayAsterisk) -> None:
     )
 
 
+async def test_a_replayed_old_heartbeat_is_no_live_router(ajam_replay: ReplayAsterisk) -> None:
+    """A signed beat recorded an hour ago and replayed (any manager user who
+    reads ``user`` can) was listed as a live callrouter, though ``run``
+    ignores a beat more than 30 s off Asterisk's clock: check applies the
+    same rule, and says what it heard."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    key = heartbeat_key(ajam_replay.secret)
+    recorded = LiveGuard(
+        Claim("3f2a9c1d", 1_795_000_000.417, "pbx", 812),
+        key=key,
+        asterisk_clock=lambda: time.time() - 3600,
+    )
+    ajam_replay.queue_event({"Event": "UserEvent", "Privilege": "user,all", **recorded.beat()})
+    found = await run(ajam_replay)
+    assert not [f for f in found if f.text.startswith("a callrouter is live on")], found
+    assert found[-2] == Finding("ok", "no callrouter is live on this Asterisk now")
+    assert found[-1].level == "advice"
+    assert found[-1].text.startswith(
+        "a stale CallRouterLive heartbeat was not counted as a live callrouter (instance "
+        "3f2a9c1d on host pbx, pid 812, live since 2026-11-18 11:06:40.417 UTC): sent 3600 s "
+        "ago on Asterisk's clock, more than 30 s from now"
+    )
+
+
+async def test_a_fresh_heartbeat_without_event_timestamps_is_dated_by_a_ping(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Without ``timestampevents`` the beat's age is read against a Ping's time."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    key = heartbeat_key(ajam_replay.secret)
+    old = LiveGuard(Claim("0ld0ld00", 1, "pbx", 9), key=key, asterisk_clock=lambda: 1000.0)
+    new = LiveGuard(Claim("3f2a9c1d", 1_795_000_000.417, "pbx", 812), key=key)
+    for guard in (old, new):
+        ajam_replay.queue_event(
+            {"Event": "UserEvent", "Privilege": "user,all", "Timestamp": "", **guard.beat()}
+        )
+    found = await run(ajam_replay)
+    live = [f.text for f in found if f.text.startswith("a callrouter is live on")]
+    assert live == [
+        "a callrouter is live on this Asterisk: instance 3f2a9c1d on host pbx, pid 812, "
+        "live since 2026-11-18 11:06:40.417 UTC"
+    ]
+
+
 async def test_a_heartbeat_of_another_secret_is_advice_not_a_live_router(
     ajam_replay: ReplayAsterisk,
 ) -> None:
