@@ -712,6 +712,18 @@ class HistorySender:
     def restarts(self) -> int:
         return self._runner.restarts
 
+    @property
+    def waiting(self) -> int:
+        """Events handed over and not stored in the file yet (held in memory:
+        a stop gives up on those it cannot store, one ERROR and a total)."""
+        with self._waiting_lock:
+            return self._waiting
+
+    @property
+    def store_failing(self) -> str | None:
+        """Why storing fails now (a full or read-only folder); None: it does not."""
+        return self._store_failing
+
     def submit(self, payload: Mapping[str, Any]) -> bool:
         """Hand an event to the database thread and return at once.
 

@@ -550,6 +550,29 @@ def _ids(answer: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
 # -- the plugin ----------------------------------------------------------------------------
 
 
+async def _say_undelivered(sender: HistorySender) -> None:
+    """The shutdown's one count of the call events not delivered: those in the
+    file (sent after the restart) and those still in memory, which a full or
+    read-only folder kept out of it (the stop gives up on them: its ERRORs
+    name the first and the total). It said "0 not delivered" just before those
+    ERRORs, counting the file alone."""
+    stored = await asyncio.to_thread(sender.queue.pending_count)
+    waiting = sender.waiting
+    if not waiting:
+        log.info("onec: %d call events not delivered yet; sent after the restart", stored)
+        return
+    log.warning(
+        "onec: %d call events not delivered yet: %d in %s, sent after the restart, and "
+        "%d in memory never stored there (%s), given up at this stop; callrouter "
+        "history replay rebuilds those from CEL",
+        stored + waiting,
+        stored,
+        sender.queue.path,
+        waiting,
+        sender.store_failing or "the file is slow to write",
+    )
+
+
 class OneCPlugin:
     """All of the plugin's state and hooks; one instance per engine process."""
 
@@ -746,10 +769,7 @@ class OneCPlugin:
                 and sender.running
                 and not await sender.drain(config.drain_timeout)
             ):
-                log.info(
-                    "onec: %d call events not delivered yet; sent after the restart",
-                    await asyncio.to_thread(sender.queue.pending_count),
-                )
+                await _say_undelivered(sender)
         except Exception:
             log.exception("onec: could not drain the call history; closing anyway")
         finally:

@@ -17,6 +17,9 @@ import pytest
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+from callrouter_onec.plugin import OneCPlugin
+from router.testing import StubEngine
+from tests.test_onec_plugin import onec_table, write_config
 
 PAD = "x" * 20_000  # an event bigger than the room a full file leaves
 START = datetime(2024, 5, 1, 12, 0, 0)
@@ -146,3 +149,32 @@ async def test_draining_at_shutdown_gives_up_in_time_while_the_file_is_full(
         assert not await asyncio.wait_for(sender.drain(0.3), 5)
         assert asyncio.get_running_loop().time() - began < 1.0
         await sender.stop()
+
+
+async def test_the_shutdown_count_includes_the_events_never_stored(
+    tmp_path: Path, double: OneCDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the folder full the stop said ``0 call events not delivered yet``
+    (the file's count) just before ERRORs about 4 never stored: one count now,
+    the file's and memory's, and the ERRORs' total agrees with it."""
+    caplog.set_level(logging.INFO)
+    onec = OneCPlugin()
+    config = write_config(tmp_path, onec_table(double, "drain_timeout = 0.3\n"))
+    onec.callrouter_configure(config, config.plugins.for_plugin("onec"))
+    engine = StubEngine(tmp_path / "state")
+    await onec.callrouter_startup(engine)  # type: ignore[arg-type]
+    sender, queue = onec.sender, onec.queue
+    assert sender is not None and queue is not None
+    fill(queue)
+    for i in range(4):
+        assert sender.submit(event(i))
+    await asyncio.sleep(0.2)
+    await onec.callrouter_shutdown(engine)  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert said == [
+        f"onec: 4 call events not delivered yet: 0 in {queue.path}, sent after the "
+        "restart, and 4 in memory never stored there (database or disk is full), given "
+        "up at this stop; callrouter history replay rebuilds those from CEL"
+    ], said
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[-1].startswith("1C history: 4 call events in all not stored")
