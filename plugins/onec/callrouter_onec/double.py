@@ -64,8 +64,10 @@ __all__ = [
     "DEFAULT_USER",
     "LoggedRequest",
     "OneCDouble",
+    "build_parser",
     "format_story",
     "main",
+    "story_parser",
 ]
 
 log = logging.getLogger(__name__)
@@ -548,8 +550,9 @@ def format_story(call_id: str, events: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join([head, *("  " + _story_line(p, call_id) for p in events)])
 
 
-def story_main(argv: Sequence[str]) -> int:
-    """``python -m callrouter_onec.double story <call_id>``: ask a running double."""
+def story_parser() -> argparse.ArgumentParser:
+    """The command line of ``callrouter-onec-double story`` (the docs' examples
+    are parsed with it in the tests)."""
     parser = argparse.ArgumentParser(
         prog="callrouter-onec-double story",
         description="Print one call's whole story as a running 1C double stored it.",
@@ -559,7 +562,12 @@ def story_main(argv: Sequence[str]) -> int:
         "--url", default="http://127.0.0.1:8081", help="the double's root (default: %(default)s)"
     )
     parser.add_argument("--json", action="store_true", help="print the events as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def story_main(argv: Sequence[str]) -> int:
+    """``python -m callrouter_onec.double story <call_id>``: ask a running double."""
+    args = story_parser().parse_args(argv)
     query = urlencode({"call_id": args.call_id})
     try:
         with urlopen(f"{args.url.rstrip('/')}{CONTROL}story?{query}", timeout=5) as reply:
@@ -774,11 +782,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``callrouter-onec-double``: serve the double until interrupted (or ``story``)."""
-    given = list(sys.argv[1:] if argv is None else argv)
-    if given[:1] == ["story"]:
-        return story_main(given[1:])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``callrouter-onec-double`` (``story`` has its own:
+    :func:`story_parser`); the docs' examples are parsed with it in the tests."""
     parser = argparse.ArgumentParser(
         prog="callrouter-onec-double",
         description="A test double of the 1C telephony HTTP service "
@@ -801,6 +807,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--session-max-age", type=float, default=20.0)
     parser.add_argument("--fault", default="", help="global faults, e.g. 'latency=0.3,bom'")
     parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``callrouter-onec-double``: serve the double until interrupted (or ``story``)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["story"]:
+        return story_main(given[1:])
+    parser = build_parser()
     args = parser.parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"

@@ -18,7 +18,7 @@ import httpx
 import lifeevents
 import pytest
 
-from callrouter_onec.double import OneCDouble
+from callrouter_onec.double import OneCDouble, build_parser, story_parser
 from callrouter_onec.history import MAX_AGE, MAX_ROWS, CallRecord, build_event
 from callrouter_onec.life import MAX_PARTY_DIGITS, call_event_payload
 from callrouter_onec.missed import closed_event
@@ -350,3 +350,36 @@ def test_every_event_body_carries_every_field_the_contract_table_lists(page: Pat
     bodies["notify"] = {"event_id": None, **notify}
     for what, body in bodies.items():
         assert sorted(body) == sorted(EVENT_FIELDS), what
+
+
+#: A command line of the double as the pages show it (to a comment or the code span's end).
+_DOUBLE_LINE = re.compile(
+    r"(?:callrouter-onec-double|python -m callrouter_onec\.double)(?=[\s`]|$)([^`\n]*)"
+)
+
+
+def double_lines() -> list[tuple[str, str]]:
+    """(page, arguments) of every command line of the double the docs show."""
+    found = []
+    for page in [*PAGES, *sorted(Path(__file__).resolve().parents[1].glob("README*.md"))]:
+        for match in _DOUBLE_LINE.finditer(page.read_text(encoding="utf-8")):
+            arguments = re.split(r"\s#", match.group(1), maxsplit=1)[0]
+            found.append((page.name if page.parent.name != "ru" else "ru/" + page.name, arguments))
+    return found
+
+
+def test_every_documented_command_line_of_the_double_parses_as_written() -> None:
+    """Its flags are those docs/onec.md (+ru) and the README show: a flag
+    renamed in the code and not in the pages left them wrong."""
+    lines = double_lines()
+    flags = {word for _, arguments in lines for word in shlex.split(arguments) if word[:2] == "--"}
+    # The examples the pages show, so that a regex gone wrong cannot pass empty.
+    assert {"--port", "--password", "--fault", "--ibsession", "--session-max-age"} <= flags
+    assert {"--data", "--base-path", "--url"} <= flags
+    for page, arguments in lines:
+        words = shlex.split(arguments)
+        parser = story_parser() if words[:1] == ["story"] else build_parser()
+        try:
+            parser.parse_args(words[1:] if words[:1] == ["story"] else words)
+        except SystemExit:
+            pytest.fail(f"{page}: callrouter-onec-double {arguments.strip()!r} does not parse")
