@@ -51,6 +51,7 @@ from router.ami.protocol import Narrower, block_names, parse_rawman
 from router.ami.stream import EventStream, StreamGap
 from router.api.app import build_app, build_starting_app
 from router.api.context import ApiContext
+from router.api.feed import FILENAME as FEED_FILE
 from router.api.feed import EventFeed
 from router.api.intake import open_feed
 from router.api.live import LiveRing, open_live
@@ -96,6 +97,7 @@ from router.narrowing import Narrowing
 from router.parking import Parking
 from router.plugins import Plugins
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
+from router.recordings.store import DB_NAME as RECORDINGS_DB
 from router.request import RequestInfo
 from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut_detail
 from router.rules.context import Context
@@ -105,6 +107,7 @@ from router.rules.loader import discover, display_path
 from router.rules.registry import Registry
 from router.rules.ruleset import RuleBook, RuleSet, call_context, load_rules, source_digests
 from router.sdnotify import Notifier
+from router.state_file_watch import CHECK_EVERY, StateFileWatch, WatchedFile
 from router.supervise import Throttle, log_task_failure, logged
 from router.wording import counted
 
@@ -537,6 +540,26 @@ class Engine:
                 f"service's user a writable folder"
             ) from None
 
+    def _state_files(self) -> StateFileWatch:
+        """The state files callrouter itself keeps open (router/state_file_watch.py)."""
+        state = self._config.router.state_dir
+        return StateFileWatch(
+            [
+                WatchedFile(
+                    state / FEED_FILE,
+                    "the API's event feed: clients coming back get gap: true and "
+                    "refresh their view",
+                    opened=lambda: self._feed is not None,
+                ),
+                WatchedFile(
+                    state / RECORDINGS_DB,
+                    "the recordings catalog: recordings not yet delivered never reach "
+                    "1C, retention no longer deletes their files, the API lists none",
+                    opened=lambda: self._config.recordings is not None,
+                ),
+            ]
+        )
+
     @property
     def state_dir(self) -> Path:
         path = self._config.router.state_dir
@@ -714,6 +737,14 @@ class Engine:
             "interval",
             seconds=5,
             id="callrouter-calllife",
+            replace_existing=True,
+        )
+        state_files = self._state_files()
+        self._scheduler.add_job(
+            logged("state file watch", state_files.check, logger=log),
+            "interval",
+            seconds=CHECK_EVERY,
+            id="callrouter-state-files",
             replace_existing=True,
         )
         if not self.shadow and self.options.live_heartbeat > 0:

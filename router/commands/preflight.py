@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from router.ami.numbers import ascii_float
 from router.api.settings import is_loopback
 from router.dialplan import shown
 from router.dialplan_audit import UNREADABLE, audit_dialplan
 from router.dialplan_lint import Finding
 from router.errors import AMIConnectionError, AMIError, AMIPrivilegeError
-from router.ami.numbers import ascii_float
 from router.liveguard import (
     CHECK_EVENT,
     FRESH,

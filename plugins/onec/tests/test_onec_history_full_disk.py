@@ -164,7 +164,8 @@ async def test_the_shutdown_count_includes_the_events_never_stored(
     engine = StubEngine(tmp_path / "state")
     await onec.callrouter_startup(engine)  # type: ignore[arg-type]
     sender, queue = onec.sender, onec.queue
-    assert sender is not None and queue is not None
+    assert sender is not None
+    assert queue is not None
     fill(queue)
     for i in range(4):
         assert sender.submit(event(i))

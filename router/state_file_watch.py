@@ -1,0 +1,85 @@
+"""State files deleted or replaced while ``callrouter run`` runs: said once.
+
+SQLite goes on with the file it has open when it is deleted (``rm``) or
+replaced (a backup copied over it, ``mv``): every write then goes to a file
+nobody will open again, and the next start opens an empty one or the copy,
+losing what the table of docs/operations.md (State and backups) says. The 1C
+plugin writes its history file back (callrouter_onec/history.py); for the
+API's event feed (``api-events.sqlite3``) and the recordings catalog
+(``recordings.sqlite``), opened by several parts, the engine says it once, a
+WARNING naming the file and what is lost, from a timed look at each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["StateFileWatch", "WatchedFile"]
+
+log = logging.getLogger("router.engine")
+
+#: Seconds between two looks at the files (the engine's timed job).
+CHECK_EVERY = 5.0
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), or None when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+@dataclass
+class WatchedFile:
+    """One state file, and what is lost with the file in use."""
+
+    path: Path
+    #: Said after "... : " in the WARNING: what the next start loses.
+    lost: str
+    #: Whether callrouter has the file open (until it does, nothing is watched:
+    #: a file left by an earlier run and unused now may go).
+    opened: Callable[[], bool] = lambda: True
+    #: The file first seen there (the one opened); None until it is.
+    seen: tuple[int, int] | None = field(default=None, init=False)
+    #: Said already for the file now there (None: nothing said).
+    said: tuple[int, int] | None = field(default=None, init=False)
+    warned: bool = field(default=False, init=False)
+
+
+class StateFileWatch:
+    """Looks at each state file now and then (:meth:`check`)."""
+
+    def __init__(self, files: list[WatchedFile]) -> None:
+        self.files = files
+        self.check()  # the files open now are the ones to keep
+
+    def check(self) -> int:
+        """Look at each file; returns how many were said just now (a WARNING each)."""
+        said = 0
+        for watched in self.files:
+            found = _identity(watched.path)
+            if watched.seen is None:
+                if watched.opened():
+                    watched.seen = found  # the file open (None: created at its first write)
+                continue
+            if found == watched.seen or (watched.warned and found == watched.said):
+                continue
+            what = "deleted" if found is None else "replaced"
+            log.warning(
+                "%s was %s while callrouter ran: callrouter goes on with the file it "
+                "has open, which the next start no longer finds, and so loses %s; "
+                "restore state files with the service stopped (docs/operations.md, "
+                "Troubleshooting)",
+                watched.path,
+                what,
+                watched.lost,
+            )
+            watched.warned, watched.said = True, found
+            said += 1
+        return said

@@ -1,0 +1,101 @@
+"""State files deleted or replaced while ``callrouter run`` runs (router/state_file_watch.py).
+
+The API's event feed (``api-events.sqlite3``) and the recordings catalog
+(``recordings.sqlite``) deleted or copied over while the service ran were
+silent: SQLite went on with the file it had open, and the next start lost its
+events or the catalog with no word (issue 16). The 1C history file is written
+back by its plugin; these are said once, a WARNING naming the file and the loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.api.feed import FILENAME
+from router.api.settings import ApiSettings
+from router.sandbox import free_port
+from router.state_file_watch import StateFileWatch, WatchedFile
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory
+
+pytest_plugins = ["router.testing"]
+
+RULES = "version: 1\nrules: []\n"
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_deleted_file_is_said_once_naming_it_and_the_loss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "recordings.sqlite"
+    path.write_bytes(b"catalog")
+    watch = StateFileWatch([WatchedFile(path, "the recordings catalog")])
+    assert watch.check() == 0
+    path.unlink()
+    assert watch.check() == 1
+    assert watch.check() == 0  # once
+    (said,) = warnings(caplog)
+    assert said.startswith(f"{path} was deleted while callrouter ran: ")
+    assert "loses the recordings catalog" in said
+
+
+def test_a_file_copied_over_is_said_as_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / FILENAME
+    path.write_bytes(b"feed")
+    watch = StateFileWatch([WatchedFile(path, "the API's event feed")])
+    backup = tmp_path / "backup"
+    backup.write_bytes(b"older feed")
+    backup.replace(path)
+    assert watch.check() == 1
+    assert watch.check() == 0
+    (said,) = warnings(caplog)
+    assert said.startswith(f"{path} was replaced while callrouter ran: ")
+
+
+def test_a_file_not_in_use_is_not_watched(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Left by an earlier run with [recordings] on; off now: it may go.
+    path = tmp_path / "recordings.sqlite"
+    path.write_bytes(b"catalog")
+    watch = StateFileWatch([WatchedFile(path, "the recordings catalog", opened=lambda: False)])
+    path.unlink()
+    assert watch.check() == 0
+    assert not warnings(caplog)
+
+
+async def test_the_running_engine_says_its_feed_file_deleted(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules, api=ApiSettings(tokens=MappingProxyType({}), port=free_port())
+    )
+    path = engine.state_dir / FILENAME
+    for _ in range(100):
+        if path.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert path.exists()
+    job = engine.scheduler.get_job("callrouter-state-files")
+    assert job is not None
+    await asyncio.sleep(0.2)
+    await job.func()  # the next look, due every 5 s
+    path.unlink()
+    await asyncio.to_thread(lambda: None)
+    await job.func()
+    said = [w for w in warnings(caplog) if "while callrouter ran" in w]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{path} was deleted while callrouter ran: ")
+    assert "the API's event feed: clients coming back get gap: true" in said[0]
