@@ -741,7 +741,7 @@ class Engine:
         )
         state_files = self._state_files()
         self._scheduler.add_job(
-            logged("state file watch", state_files.check, logger=log),
+            logged("state file watch", state_files.look, logger=log),
             "interval",
             seconds=CHECK_EVERY,
             id="callrouter-state-files",

@@ -59,6 +59,10 @@ class StateFileWatch:
         self.files = files
         self.check()  # the files open now are the ones to keep
 
+    async def look(self) -> None:
+        """:meth:`check`, as the engine's timed job (a few ``stat`` calls)."""
+        self.check()
+
     def check(self) -> int:
         """Look at each file; returns how many were said just now (a WARNING each)."""
         said = 0
