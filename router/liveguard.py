@@ -87,6 +87,7 @@ __all__ = [
     "heartbeat_age",
     "heartbeat_key",
     "signed",
+    "signed_before_at",
 ]
 
 log = logging.getLogger("router.liveguard")
@@ -164,6 +165,20 @@ def heartbeat_age(event: Event, asterisk_now: float) -> float | None:
     either way; the instances ignore any other (a beat recorded and replayed)."""
     sent = ascii_float(event.get("At"))
     return None if sent is None else asterisk_now - sent
+
+
+def signed_before_at(event: Event, key: bytes) -> bool:
+    """Whether a ``CallRouterLive`` event with no ``At`` was signed with
+    ``key`` as a callrouter of a version before ``At`` signs (the fields
+    without it): an instance with the same secret, not yet upgraded. Its
+    beat is still refused (nothing dates it: a replay could not be told),
+    but the warning says what to do instead of blaming the secret."""
+    if event.get("At") is not None:
+        return False
+    sign = event.get("Sign") or ""
+    text = "\n".join(f"{name}={event.get(name) or ''}" for name in _SIGNED if name != "At")
+    expected = hmac.new(key, text.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+    return hmac.compare_digest(sign.encode("ascii", "replace"), expected.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +433,15 @@ class LiveGuard:
     def _authentic(self, event: Event, instance: str) -> bool:
         """Signed with our key, sent lately, and newer than the last beat of its instance."""
         if not signed(event, self.key):
+            if signed_before_at(event, self.key):
+                self._refuse(
+                    "a CallRouterLive heartbeat of a callrouter version before the "
+                    "heartbeat's At was ignored (%s): the two versions do not notice "
+                    "each other, so both route calls; upgrade every instance on this "
+                    "Asterisk together (docs/operations.md, Two instances on one Asterisk)",
+                    event,
+                )
+                return False
             self._refuse(
                 "a CallRouterLive heartbeat not signed with this router's key was "
                 "ignored (%s): either another callrouter run with a different "

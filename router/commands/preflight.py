@@ -37,6 +37,7 @@ from router.liveguard import (
     heartbeat_age,
     heartbeat_key,
     signed,
+    signed_before_at,
 )
 from router.logsafe import escape_controls
 from router.privileges import DIALPLAN, FILTER, REDIRECT, REPORTING, Probe, refused
@@ -336,6 +337,8 @@ async def _user_events(
     #: ``run`` ignores them; with the age, or None for a beat with no time.
     stale: dict[str, tuple[Claim, float | None]] = {}
     offset: list[float] = []  # Asterisk's clock minus this host's, when asked
+    #: Claims of a callrouter with this key but of a version before ``At``.
+    earlier: dict[str, Claim] = {}
     key = heartbeat_key(client.settings.secret)
     deadline = sent + listen
     while (left := deadline - time.monotonic()) > 0:
@@ -360,8 +363,11 @@ async def _user_events(
                             if len(stale) < 8:
                                 stale[claim.instance] = (claim, age)
                             continue
-                    if sure or len(foreign) < 8:
-                        (live if sure else foreign)[claim.instance] = claim
+                        live[claim.instance] = claim
+                    elif len(earlier) < 8 and signed_before_at(event, key):
+                        earlier[claim.instance] = claim
+                    elif len(foreign) < 8:
+                        foreign[claim.instance] = claim
     findings = []
     if heard is None:
         findings.append(
@@ -412,6 +418,17 @@ async def _user_events(
                 f"than {FRESH:g} s from now, as a running callrouter ignores it: a beat "
                 "recorded and replayed by a manager user, or a host clock far off "
                 "Asterisk's (keep the clocks in step: NTP); docs/operations.md",
+            )
+        )
+    for claim in sorted(earlier.values(), key=lambda c: (c.since, c.instance)):
+        findings.append(
+            Finding(
+                "advice",
+                f"a callrouter of an earlier version is live on this Asterisk "
+                f"({escape_controls(claim.describe())}): its heartbeat has no At, so "
+                "this version and it do not notice each other and both would route "
+                "every call; stop it before starting this one, and upgrade every "
+                "instance on this Asterisk together (docs/operations.md, Upgrading)",
             )
         )
     for claim in sorted(foreign.values(), key=lambda c: (c.since, c.instance)):

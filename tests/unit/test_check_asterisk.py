@@ -37,6 +37,7 @@ from tests.unit.test_dialplan_lint import (
     shipped,
     with_playback_before_wait,
 )
+from tests.unit.test_liveguard import signed_as_before_at
 from tests.unit.waiting import eventually
 
 if TYPE_CHECKING:
@@ -216,6 +217,30 @@ async def test_a_heartbeat_of_another_secret_is_advice_not_a_live_router(
         "a CallRouterLive heartbeat not signed with this config's key (instance 3f2a9c1d "
         "on host pbx, pid 812, live since 1970-01-01 00:00:01.000 UTC): a callrouter run "
         "with another [asterisk] secret"
+    )
+
+
+async def test_a_live_router_of_a_version_before_at_is_named_as_one_to_upgrade(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """Upgrading, step 2: the new version's check while the old one routes.
+    Its heartbeat (no At) is signed with the same secret, so the advice says
+    to upgrade the instances together, not that the secret differs."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    key = heartbeat_key(ajam_replay.secret)
+    other = LiveGuard(Claim("3f2a9c1d", 1_795_000_000.417, "pbx", 812), key=key)
+    ajam_replay.queue_event(
+        {"Event": "UserEvent", "Privilege": "user,all", **signed_as_before_at(other.beat(), key)}
+    )
+    found = await run(ajam_replay)
+    assert found[-2] == Finding("ok", "no callrouter is live on this Asterisk now")
+    assert found[-1] == Finding(
+        "advice",
+        "a callrouter of an earlier version is live on this Asterisk (instance 3f2a9c1d on "
+        "host pbx, pid 812, live since 2026-11-18 11:06:40.417 UTC): its heartbeat has no "
+        "At, so this version and it do not notice each other and both would route every "
+        "call; stop it before starting this one, and upgrade every instance on this "
+        "Asterisk together (docs/operations.md, Upgrading)",
     )
 
 

@@ -8,6 +8,8 @@ two real engines meet only on the sandbox: tests/integration/test_engine_process
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 from datetime import UTC, datetime
@@ -40,6 +42,16 @@ class Clock:
 
 def heartbeat(fields: dict[str, str]) -> Event:
     return Event((("Event", "UserEvent"), *fields.items()))
+
+
+def signed_as_before_at(fields: dict[str, str], key: bytes) -> dict[str, str]:
+    """A heartbeat as a callrouter of a version before ``At`` sent it: no
+    ``At``, signed over the other fields."""
+    names = ("UserEvent", "Instance", "Since", "Host", "Pid", "Interval", "State", "Probe", "Beat")
+    old = {name: value for name, value in fields.items() if name != "At"}
+    text = "\n".join(f"{name}={old.get(name) or ''}" for name in names)
+    old["Sign"] = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
+    return old
 
 
 def same_secret(asterisk: ReplayAsterisk) -> bytes:
@@ -243,6 +255,33 @@ def test_a_heartbeat_not_signed_with_the_key_is_ignored_and_said_once_a_minute(
     older = LiveGuard(Claim("00000000", 1, "pbx", 1), key=mine, clock=clock)
     guard.observe(heartbeat(older.beat()))
     assert not guard.acting
+
+
+def test_a_heartbeat_of_a_version_before_at_says_to_upgrade_together(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rolling upgrade of two instances: the old one's heartbeat has no At
+    and is signed over the other fields. Still refused (nothing dates it),
+    but the WARNING names the version, not a different secret."""
+    clock = Clock()
+    key = heartbeat_key("router-secret")
+    guard = LiveGuard(Claim("ffff0001", 1_795_000_000), key=key, clock=clock, settle=0)
+    old = LiveGuard(Claim("00000001", 1_794_000_000, "pbx", 7), key=key, clock=clock)
+    assert guard.observe(heartbeat(signed_as_before_at(old.beat(), key))) is False
+    assert guard.acting
+    assert guard.refused == 1
+    warned = [r.getMessage() for r in caplog.records if r.name == "router.liveguard"]
+    assert warned == [
+        "a CallRouterLive heartbeat of a callrouter version before the heartbeat's At was "
+        "ignored (instance 00000001 on host pbx, pid 7, live since 2026-11-06 21:20:00.000 "
+        "UTC): the two versions do not notice each other, so both route calls; upgrade "
+        "every instance on this Asterisk together (docs/operations.md, Two instances on "
+        "one Asterisk)"
+    ]
+    # The old scheme with another secret is a foreign heartbeat, as before.
+    clock.now += 61
+    guard.observe(heartbeat(signed_as_before_at(old.beat(), heartbeat_key("other"))))
+    assert "not signed with this router's key" in caplog.records[-1].getMessage()
 
 
 def test_a_signed_heartbeat_changed_or_replayed_is_ignored() -> None:
