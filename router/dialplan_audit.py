@@ -321,6 +321,9 @@ async def _stand_in(
                 f" (callrouter did not set it: Asterisk's dialplan has no [{context}] "
                 "to fall back to; paste it too)"
             )
+    # Read again, not this audit's earlier answer: another callrouter (a
+    # standby's audit) may have marked a stand-in since.
+    read.pop(MARKER, None)
     mark = _mark([*await _marked(client, read), name])
     try:
         await client.action("Setvar", {"Variable": MARKER, "Value": mark})

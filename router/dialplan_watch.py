@@ -87,6 +87,10 @@ class DialplanWatch:
         self._findings: tuple[tuple[str, str], ...] | None = None
         #: Audits reading the dialplan now: the timed one waits for none.
         self._auditing = 0
+        #: One audit reads and writes Asterisk at a time: two at once each
+        #: wrote the stand-ins' marker from what it had read before the
+        #: other's write, and the later write dropped a name from it.
+        self._one_at_a_time = asyncio.Lock()
 
     def reloaded(self) -> None:
         """Asterisk reloaded its dialplan (a ``Reload`` event): audit it again,
@@ -138,14 +142,15 @@ class DialplanWatch:
         targets, built = self._rules().redirect_targets()
         self._auditing += 1
         try:
-            audit = await audit_dialplan(
-                self._client,
-                targets,
-                built,
-                recording=self._recording,
-                forwarding=self._forwarding,
-                stand_ins=self.stand_ins if self._stand_in() else None,
-            )
+            async with self._one_at_a_time:
+                audit = await audit_dialplan(
+                    self._client,
+                    targets,
+                    built,
+                    recording=self._recording,
+                    forwarding=self._forwarding,
+                    stand_ins=self.stand_ins if self._stand_in() else None,
+                )
         finally:
             self._auditing -= 1
         if audit.contexts or not audit.unread:
