@@ -116,13 +116,17 @@ def reschedule_from_now(scheduler: BaseScheduler) -> int:
     for job in scheduler.get_jobs():
         trigger = job.trigger
         if isinstance(trigger, IntervalTrigger):
-            job.reschedule(
-                IntervalTrigger(
+            # next_run_time too: a trigger starting now alone is first due an
+            # interval later (apscheduler dates its first run after the moment
+            # it is asked, a moment past ``now``).
+            job.modify(
+                trigger=IntervalTrigger(
                     seconds=trigger.interval_length,
                     start_date=now,
                     timezone=trigger.timezone,
                     jitter=trigger.jitter,
-                )
+                ),
+                next_run_time=now,
             )
         elif isinstance(trigger, CronTrigger):
             job.modify(next_run_time=trigger.get_next_fire_time(None, now))

@@ -80,6 +80,33 @@ async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_int
         scheduler.shutdown(wait=False)
 
 
+async def test_an_interval_job_dated_again_runs_now_not_an_interval_later() -> None:
+    """hleft34c: the docstring (and operations.md) said an interval job dated
+    again runs now, but apscheduler dates the first run of an interval
+    trigger starting `now` after the moment it is asked, one interval later:
+    after a step back a heartbeat waited a whole interval more (a standby
+    takes over after three missed beats)."""
+    scheduler = AsyncIOScheduler()
+    runs: list[float] = []
+    scheduler.add_job(lambda: runs.append(time.monotonic()), "interval", seconds=30, id="beat")
+    scheduler.start()
+    try:
+        ahead = datetime.now(scheduler.timezone) + timedelta(hours=3)
+        job = scheduler.get_job("beat")
+        assert job is not None
+        job.modify(next_run_time=ahead)
+        assert reschedule_from_now(scheduler) == 1
+        await asyncio.sleep(0.5)
+        assert len(runs) == 1
+        job = scheduler.get_job("beat")
+        assert job is not None
+        # Then every interval, from this run.
+        assert timedelta(seconds=29) < job.next_run_time - datetime.now(scheduler.timezone)
+        assert job.next_run_time - datetime.now(scheduler.timezone) <= timedelta(seconds=30)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
 class _Shifted:
     """The ``time`` module of a host whose wall clock is ``by`` seconds off."""
 
