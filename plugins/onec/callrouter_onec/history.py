@@ -233,6 +233,8 @@ class HistoryQueue:
         self.max_rows = max_rows
         self._clock = clock
         self._lock = threading.Lock()
+        #: What :meth:`counts` found last (shown while the queue is busy).
+        self._counts: dict[str, int] = {}
         self._busy_timeout = busy_timeout
         self._missed_limits = (missed_max_age, missed_max_rows)
         create_private(target)
@@ -423,10 +425,19 @@ class HistoryQueue:
     def pending_count(self) -> int:
         return self.counts().get("pending", 0)
 
-    def counts(self) -> dict[str, int]:
-        with self._lock:
+    def counts(self, *, wait: float | None = None) -> dict[str, int]:
+        """Rows by state. ``wait``: seconds at most to wait for the queue
+        (another thread writing it, :meth:`put_back` copying the whole file),
+        then the counts taken last: what the plugin's status, asked on the
+        event loop, shows rather than block the loop for the copy."""
+        if not self._lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            return dict(self._counts)
+        try:
             rows = self._db.execute("SELECT state, count(*) FROM events GROUP BY state")
-            return dict(rows)
+            self._counts = dict(rows)
+            return dict(self._counts)
+        finally:
+            self._lock.release()
 
     def mark_sent(self, row_id: int, detail: str | None = None) -> None:
         self._set(row_id, "sent", detail)

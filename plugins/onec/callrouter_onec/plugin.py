@@ -118,6 +118,9 @@ log = logging.getLogger("callrouter_onec")
 NAME = "onec"
 #: The lookup this plugin registers.
 LOOKUP = f"{NAME}.responsible"
+#: Seconds at most :meth:`OneCPlugin.status` waits for the history queue
+#: (on the event loop): then it shows the counts taken last.
+STATUS_WAIT = 0.05
 #: The lookup's error while ``[plugins.onec]`` is absent.
 NOT_CONFIGURED = "onec not configured: add a [plugins.onec] table to router.toml"
 
@@ -852,7 +855,9 @@ class OneCPlugin:
             "started": self.cache is not None,
             "healthy": self.healthy,
             "breaker": self.cache.breaker.state.value if self.cache is not None else None,
-            "events": self.queue.counts() if self.queue is not None else {},
+            # Asked on the event loop: a bounded wait, not the whole of a
+            # file copy (HistoryQueue.put_back holds the queue meanwhile).
+            "events": self.queue.counts(wait=STATUS_WAIT) if self.queue is not None else {},
         }
 
     # -- routing path ----------------------------------------------------------------------

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +24,7 @@ from callrouter_onec import history
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+from callrouter_onec.plugin import OneCPlugin
 
 START = datetime(2024, 5, 1, 12, 0, 0)
 
@@ -145,3 +151,44 @@ async def test_a_file_deleted_just_before_a_stop_is_written_again_at_the_stop(
     await sender.stop()
     queue.close()
     assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(3)}
+
+
+class _SlowCopy:
+    """The queue's connection with a ``VACUUM INTO`` of a big file: 2 s."""
+
+    def __init__(self, db: sqlite3.Connection, copying: threading.Event) -> None:
+        self._db = db
+        self._copying = copying
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("VACUUM"):
+            self._copying.set()
+            time.sleep(2)
+        return self._db.execute(sql, *args)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def test_the_plugins_status_does_not_wait_for_the_file_written_back(tmp_path: Path) -> None:
+    """hleft34c: `put_back` holds the queue while it copies the whole file,
+    and the plugin's status (asked on the event loop) counted the events
+    under the same lock: the loop, and every call routed meanwhile, stood
+    still for the copy. The status now waits a moment at most, then shows
+    the counts taken last."""
+    plugin = OneCPlugin()
+    with HistoryQueue(tmp_path) as queue:
+        plugin.queue = queue
+        queue.enqueue_call_event(event(0), None)
+        assert plugin.status()["events"] == {"pending": 1}
+        copying = threading.Event()
+        queue._db = _SlowCopy(queue._db, copying)  # type: ignore[assignment]
+        delete(queue)
+        with ThreadPoolExecutor(1) as pool:
+            written = pool.submit(queue.put_back)
+            assert copying.wait(5)
+            began = time.monotonic()
+            assert plugin.status()["events"] == {"pending": 1}
+            assert time.monotonic() - began < 0.5
+            assert written.result() == "deleted"
+        assert queue.counts() == {"pending": 1}  # without a wait: the file's
