@@ -93,25 +93,47 @@ _BUSY = (
 
 
 class _Refusals:
-    """Connections refused past the cap: counted, warned about once a minute."""
+    """Connections refused past the cap: counted, warned about once a minute.
+
+    The first refusal is said at once; those after it within the minute are
+    said when the minute is up, all in one line (they were left waiting for
+    a refusal a minute later, and a burst was said as its first one)."""
 
     def __init__(self) -> None:
         self.count = 0
         self._since_warning = 0
         self._warned_at = -_WARN_EVERY
+        self._limit = 0
+        #: The line due when the minute is up, for refusals since the last.
+        self._due: asyncio.TimerHandle | None = None
 
     def note(self, limit: int) -> None:
         self.count += 1
         self._since_warning += 1
+        self._limit = limit
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
-            log.warning(
-                "API: %d connection(s) refused: already %d open ([api] max_connections)",
-                self._since_warning,
-                limit,
-            )
-            self._warned_at = now
-            self._since_warning = 0
+            self._warn()
+        elif self._due is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: said with the next refusal
+                return
+            self._due = loop.call_later(self._warned_at + _WARN_EVERY - now, self._warn)
+
+    def _warn(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
+        if not self._since_warning:
+            return
+        log.warning(
+            "API: %d connection(s) refused: already %d open ([api] max_connections)",
+            self._since_warning,
+            self._limit,
+        )
+        self._warned_at = time.monotonic()
+        self._since_warning = 0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):

@@ -5,6 +5,7 @@ sockets on 127.0.0.1 (found by a review of router/api/protocol.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from router.api import protocol
 from router.api.protocol import bounded_protocol
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
@@ -139,3 +141,31 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut(served: Any) -> None:
         await asyncio.sleep(0.02)  # about 3 MB/s: the server waits on us for seconds
     writer.close()
     assert time.monotonic() - started > 1.0  # it did span several deadlines
+
+
+async def test_every_refused_connection_is_counted_in_a_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hleft34c: 24 connections refused in one burst were logged as "1
+    connection(s) refused": the first made the line, the 23 after it waited
+    for a refusal a minute later, and without one were never said. A line
+    now follows when the minute is up, counting all refused since the last."""
+    monkeypatch.setattr(protocol, "_WARN_EVERY", 0.3)
+    caplog.set_level(logging.WARNING, logger=protocol.log.name)
+    refusals = protocol._Refusals()
+    for _ in range(24):
+        refusals.note(16)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+    assert lines() == [
+        "API: 1 connection(s) refused: already 16 open ([api] max_connections)"
+    ]
+    await asyncio.sleep(0.5)
+    assert lines()[1:] == [
+        "API: 23 connection(s) refused: already 16 open ([api] max_connections)"
+    ]
+    await asyncio.sleep(0.5)
+    assert len(lines()) == 2  # none since: no line
+    assert refusals.count == 24
