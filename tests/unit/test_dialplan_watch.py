@@ -76,3 +76,29 @@ async def test_two_audits_at_once_leave_every_stand_in_marked() -> None:
         MARKER: "callrouter:CALLROUTER_WAIT,CALLROUTER_DEFAULT",
         **STAND_INS,
     }
+
+
+class ReloadMidway(SlowWriter):
+    """An Asterisk whose ``dialplan reload`` lands while the audit looks: the
+    [globals] pasted since clear the marker after the audit has read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.globals = {MARKER: "callrouter:CALLROUTER_WAIT", "CALLROUTER_WAIT": "4"}
+
+    async def action(
+        self, name: str, params: Mapping[str, str] | None = None, *, check: bool = True
+    ) -> Answer:
+        answer = await super().action(name, params, check=check)
+        if name == "Getvar" and (params or {}).get("Variable") == MARKER:
+            self.globals[MARKER] = ""  # CALLROUTER_GLOBALS_BY= of the [globals] reloaded
+        return answer
+
+
+async def test_the_marker_is_read_again_before_it_is_written() -> None:
+    """hleft34c: the marker was written from the audit's first read of it:
+    a reload meanwhile that made CALLROUTER_WAIT extensions.conf's (clearing
+    the mark) was undone, and the value was called a callrouter's again."""
+    asterisk = ReloadMidway()
+    await watch(asterisk).audit("the start")
+    assert asterisk.globals[MARKER] == "callrouter:CALLROUTER_DEFAULT"

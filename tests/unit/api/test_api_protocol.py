@@ -159,13 +159,9 @@ async def test_every_refused_connection_is_counted_in_a_line(
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
 
-    assert lines() == [
-        "API: 1 connection(s) refused: already 16 open ([api] max_connections)"
-    ]
+    assert lines() == ["API: 1 connection(s) refused: already 16 open ([api] max_connections)"]
     await asyncio.sleep(0.5)
-    assert lines()[1:] == [
-        "API: 23 connection(s) refused: already 16 open ([api] max_connections)"
-    ]
+    assert lines()[1:] == ["API: 23 connection(s) refused: already 16 open ([api] max_connections)"]
     await asyncio.sleep(0.5)
     assert len(lines()) == 2  # none since: no line
     assert refusals.count == 24
