@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -106,27 +106,37 @@ def describe_step(seconds: float) -> str:
     return f"{way} by {' '.join(parts)}"
 
 
-def reschedule_from_now(scheduler: BaseScheduler) -> int:
-    """Date every interval and cron job of ``scheduler`` again from the clock as it
-    is now: an interval job runs now (the heartbeat is due), then every interval;
-    a cron job at its next time.
-    Returns how many were dated again."""
+def reschedule_from_now(scheduler: BaseScheduler, stepped: float) -> int:
+    """Date every interval and cron job of ``scheduler`` again after the clock
+    stepped by ``stepped`` seconds (positive: forward).
+
+    An interval job keeps the wait it had left (its next run, moved by the
+    step, at most an interval away), and one due meanwhile (the heartbeat,
+    after the time it took to notice the step) runs now; then every interval.
+    Running every job at once instead gave a plugin's job scheduled every 24
+    hours an extra run at each step. A cron job runs at its next time on the clock as
+    it now is. Returns how many were dated again."""
     count = 0
     now = datetime.now(scheduler.timezone)
+    moved = timedelta(seconds=stepped)
     for job in scheduler.get_jobs():
         trigger = job.trigger
         if isinstance(trigger, IntervalTrigger):
-            # next_run_time too: a trigger starting now alone is first due an
-            # interval later (apscheduler dates its first run after the moment
-            # it is asked, a moment past ``now``).
+            interval = timedelta(seconds=trigger.interval_length)
+            due = job.next_run_time
+            # The same moment on the clock as it now is; within [now, now + interval].
+            when = now if due is None else min(max(due + moved, now), now + interval)
+            # next_run_time too: a trigger alone is first due an interval after
+            # its start (apscheduler dates the first run after the moment it is
+            # asked), so one due now would wait a whole interval more.
             job.modify(
                 trigger=IntervalTrigger(
                     seconds=trigger.interval_length,
-                    start_date=now,
+                    start_date=when,
                     timezone=trigger.timezone,
                     jitter=trigger.jitter,
                 ),
-                next_run_time=now,
+                next_run_time=when,
             )
         elif isinstance(trigger, CronTrigger):
             job.modify(next_run_time=trigger.get_next_fire_time(None, now))

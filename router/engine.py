@@ -1731,7 +1731,7 @@ class Engine:
         measuring = asyncio.ensure_future(self._measure_clock())
         try:
             await asyncio.wait({measuring}, timeout=_MEASURE_FIRST)
-            jobs = reschedule_from_now(self._scheduler) if self._scheduler.running else 0
+            jobs = reschedule_from_now(self._scheduler, seconds) if self._scheduler.running else 0
             log.warning(
                 "this host's clock was stepped %s: %s dated again from now, and "
                 "Asterisk's clock is measured again",

@@ -70,7 +70,7 @@ async def test_jobs_dated_by_a_clock_now_3_hours_back_run_again_within_their_int
             job.modify(next_run_time=ahead)
         await asyncio.sleep(0.5)
         assert not runs
-        assert reschedule_from_now(scheduler) == 2
+        assert reschedule_from_now(scheduler, -HOURS_3) == 2
         await asyncio.sleep(0.5)
         assert len(runs) >= 2
         cron = scheduler.get_job("cron")
@@ -95,7 +95,7 @@ async def test_an_interval_job_dated_again_runs_now_not_an_interval_later() -> N
         job = scheduler.get_job("beat")
         assert job is not None
         job.modify(next_run_time=ahead)
-        assert reschedule_from_now(scheduler) == 1
+        assert reschedule_from_now(scheduler, -HOURS_3) == 1
         await asyncio.sleep(0.5)
         assert len(runs) == 1
         job = scheduler.get_job("beat")
@@ -103,6 +103,45 @@ async def test_an_interval_job_dated_again_runs_now_not_an_interval_later() -> N
         # Then every interval, from this run.
         assert timedelta(seconds=29) < job.next_run_time - datetime.now(scheduler.timezone)
         assert job.next_run_time - datetime.now(scheduler.timezone) <= timedelta(seconds=30)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def test_an_interval_job_keeps_the_wait_it_had_left_across_a_step() -> None:
+    """Every interval job ran at once after a step: a plugin job scheduled every 24 h
+    had an extra run each time the host's clock was put right. Its next run is
+    the same moment on the clock as it now is."""
+    scheduler = AsyncIOScheduler()
+    runs: list[float] = []
+    scheduler.add_job(lambda: runs.append(1.0), "interval", hours=24, id="daily")
+    scheduler.start()
+    try:
+        job = scheduler.get_job("daily")
+        assert job is not None
+        # Due in 10 h on the old clock, which then went 3 h back: dated 13 h ahead.
+        job.modify(next_run_time=datetime.now(scheduler.timezone) + timedelta(hours=13))
+        assert reschedule_from_now(scheduler, -HOURS_3) == 1
+        await asyncio.sleep(0.3)
+        assert not runs
+        job = scheduler.get_job("daily")
+        assert job is not None
+        left = job.next_run_time - datetime.now(scheduler.timezone)
+        assert timedelta(hours=9, minutes=59) < left <= timedelta(hours=10)
+        # Due in 2 h when the clock went 3 h forward: dated an hour ago, which
+        # apscheduler would run at once; still 2 h away.
+        job.modify(next_run_time=datetime.now(scheduler.timezone) - timedelta(hours=1))
+        assert reschedule_from_now(scheduler, HOURS_3) == 1
+        await asyncio.sleep(0.3)
+        assert not runs
+        job = scheduler.get_job("daily")
+        assert job is not None
+        left = job.next_run_time - datetime.now(scheduler.timezone)
+        assert timedelta(hours=1, minutes=59) < left <= timedelta(hours=2)
+        # One that was due while the step went unnoticed runs now.
+        job.modify(next_run_time=datetime.now(scheduler.timezone) - timedelta(hours=1))
+        assert reschedule_from_now(scheduler, 1800.0) == 1
+        await asyncio.sleep(0.3)
+        assert runs == [1.0]
     finally:
         scheduler.shutdown(wait=False)
 

@@ -197,7 +197,7 @@ async def test_after_a_host_clock_step_the_heartbeat_is_dated_on_the_clock_measu
     client.delays = [(0.0, 4.0)]
     seen: list[float] = []
 
-    def reschedule(scheduler: object) -> int:
+    def reschedule(scheduler: object, stepped: float) -> int:
         seen.append(engine.live_instance._asterisk_clock() - (clock.now + client.skew))
         return 0
 
@@ -234,7 +234,7 @@ async def test_a_hung_ping_holds_the_jobs_dated_again_for_a_moment_only(
     engine = await engine_on(tmp_path, EVERYONE, client)
     dated: list[bool] = []
     monkeypatch.setattr(
-        "router.engine.reschedule_from_now", lambda scheduler: dated.append(True) or 0
+        "router.engine.reschedule_from_now", lambda scheduler, stepped: dated.append(True) or 0
     )
     engine._scheduler.start(paused=True)
     try:
