@@ -62,6 +62,9 @@ log = logging.getLogger("router.calllife")
 MAX_CALLS = 10_000
 #: Legs per call (a ring group of 60 phones is already unusual).
 MAX_LEGS = 256
+#: Calls at most with a live ringing sign that came before the call's first CEL
+#: record (:meth:`Folder.hint`); the oldest are forgotten first.
+MAX_EARLY = 1_000
 #: Records per call; past it the call's records are ignored until it ends.
 MAX_RECORDS = 5_000
 #: Event ids remembered after their call ended, so a replay tells nothing twice.
@@ -568,7 +571,14 @@ class CallFold:
         ):
             return []
         leg.rang = True
-        return [self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)]
+        event = self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)
+        # The call as it was when the phone began ringing, whenever that is told: live
+        # signs tell it at once, the records when the leg answers or ends (a replay),
+        # and one fact must read the same either way.
+        answered = self.answered_at
+        if answered is not None and answered > leg.started_at:
+            event = replace(event, answered_at=None)
+        return [event]
 
     def _ended_at(self, fallback: float) -> float:
         if self.first_hangup is not None:
@@ -715,6 +725,11 @@ class Folder:
         self.holding = False
         #: The records held, by Linkedid, in arrival order (:meth:`release`).
         self._held: OrderedDict[str, list[CelRecord]] = OrderedDict()
+        #: Ringing signs of legs whose call no record has opened yet, by Linkedid
+        #: (:meth:`hint`): Asterisk's CEL runs behind its channel events under
+        #: load, so a phone the routing dialled can ring before even the caller's
+        #: CHAN_START arrives; the call takes them when it opens.
+        self._early: OrderedDict[str, set[str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -817,8 +832,21 @@ class Folder:
         """A live ringing sign for the leg ``uniqueid`` of call ``linkedid``."""
         call = self._calls.get(linkedid)
         if call is None:
+            self._hint_early(linkedid, uniqueid)
             return []
         return self._finish(call, call.ringing_hint(uniqueid))
+
+    def _hint_early(self, linkedid: str, uniqueid: str) -> None:
+        """Keep the sign of a call not followed yet (bounded) for when it opens."""
+        if not linkedid or not uniqueid or linkedid in self._ended or linkedid in self._before:
+            return
+        legs = self._early.get(linkedid)
+        if legs is None:
+            while len(self._early) >= MAX_EARLY:
+                self._early.popitem(last=False)
+            legs = self._early[linkedid] = set()
+        if len(legs) < MAX_LEGS:
+            legs.add(uniqueid)
 
     def replay(self, linkedid: str, records: Iterable[CelRecord]) -> list[CallEvent]:
         """Rebuild one call from all its stored records; the events not yet handed out.
@@ -835,6 +863,7 @@ class Folder:
         # ones, in arrival order (one the store has too is seen once).
         ordered = sorted(records, key=lambda r: (r.at, r.seq)) + held
         fresh = CallFold(linkedid, self.is_internal, replayed=True)
+        fresh.hinted |= self._early.pop(linkedid, set())
         events: list[CallEvent] = []
         for record in ordered:
             events += fresh.apply(record)
@@ -890,6 +919,7 @@ class Folder:
 
     def _open(self, linkedid: str, *, replayed: bool) -> CallFold:
         call = CallFold(linkedid, self.is_internal, replayed=replayed)
+        call.hinted |= self._early.pop(linkedid, set())
         self._admit(linkedid, call)
         return call
 

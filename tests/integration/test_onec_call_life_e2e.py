@@ -243,15 +243,30 @@ def router(
         running.stop()
 
 
+#: The session's failed tests when the last test of this module began.
+_FAILED_BEFORE = [0]
+
+
 @pytest.fixture
-def world(router: Router, double: OneCDouble, phones: Phones) -> tuple[Router, OneCDouble, Phones]:
-    """Router up, the double empty, every phone answering with no calls."""
+def world(
+    request: pytest.FixtureRequest, router: Router, double: OneCDouble, phones: Phones
+) -> Iterator[tuple[Router, OneCDouble, Phones]]:
+    """Router up, the double empty, every phone answering with no calls.
+
+    A test that failed midway left its call up for the ``phones`` fixture to hang
+    up just now: that call's end reaches 1C a settle delay later, and is not the
+    next test's. After a failure, the router's log tail goes with the report."""
     if router.proc is None or router.proc.poll() is not None:
         router.start()
     quiet(phones)
-    settled(double)  # the last test's late events (a callback's hangup) are not this test's
+    failed = request.session.testsfailed
+    # the last test's late events (a callback's hangup) are not this test's
+    settled(double, calm=SETTLE + 1.0 if failed > _FAILED_BEFORE[0] else 1.0)
+    _FAILED_BEFORE[0] = failed
     double.reset()
-    return router, double, phones
+    yield router, double, phones
+    if request.session.testsfailed > failed:
+        print(f"callrouter run's log, last lines:\n{router.tail()}")
 
 
 def settled(double: OneCDouble, calm: float = 1.0, timeout: float = 15.0) -> None:

@@ -211,3 +211,69 @@ def test_a_gap_anywhere_is_filled_by_the_replay(cut: int, lose_middle: bool) -> 
         told += [e.event_id for e in folder.replay(linkedid, calls[linkedid])]
     assert len(told) == len(set(told))
     assert sorted(told) == expected
+
+
+async def lagging(name: str, lag: int) -> list[CallEvent]:
+    """What the call life tells when Asterisk's CEL runs ``lag`` events behind its
+    channel events (seen under load: a ring group's phones rang before even the
+    caller's CHAN_START came), everything else in the order Asterisk sent it."""
+    told: list[CallEvent] = []
+
+    async def emit(event: CallEvent) -> None:
+        told.append(event)
+
+    order = sorted(
+        enumerate(blocks(name)),
+        key=lambda item: item[0] + (lag if item[1]["Event"] == "CEL" else 0),
+    )
+    life = CallLife(HistorySettings(), emit)
+    for _, fields in order:
+        await life.ingest(fields["Event"], fields)
+    return told
+
+
+@pytest.mark.parametrize("lag", [2, 8, 10_000])
+@pytest.mark.parametrize("name", SCENARIOS)
+async def test_cel_running_behind_the_ringing_signs_tells_the_same_facts(
+    name: str, lag: int
+) -> None:
+    """Whatever the lag, live tells what it tells in order and what the store tells."""
+    told = await lagging(name, lag)
+    assert sorted(e.event_id for e in told) == sorted(e.event_id for e in await live(name))
+    calls = stored()
+    folder = Folder()
+    by_id = {e.event_id: e for k in {e.call_id for e in told} for e in folder.replay(k, calls[k])}
+    assert sorted(by_id) == sorted(e.event_id for e in told)
+    for event in told:
+        assert event.same_fact(by_id[event.event_id]), event.event_id
+
+
+async def test_phones_ringing_before_the_calls_first_cel_are_told_as_their_legs_start() -> None:
+    """The ring group's three signs all came before the caller's CHAN_START: each
+    phone's ringing is told when its leg's CHAN_START is folded, not with the
+    call's ``missed`` at its end (the sign found no call and was dropped)."""
+    told: list[CallEvent] = []
+    starts: list[int] = []
+
+    async def emit(event: CallEvent) -> None:
+        told.append(event)
+
+    life = CallLife(HistorySettings(), emit)
+    signs = [b for b in blocks("ring_group_missed") if b["Event"] != "CEL"]
+    cel = [b for b in blocks("ring_group_missed") if b["Event"] == "CEL"]
+    assert signs
+    for fields in signs:
+        await life.ingest(fields["Event"], fields)
+    assert told == []
+    for fields in cel:
+        await life.ingest(fields["Event"], fields)
+        if fields.get("EventName") == "CHAN_START" and "PJSIP/10" in fields.get("Channel", ""):
+            starts.append(len(told))
+    assert story(told) == [
+        ("ringing", "101"),
+        ("ringing", "102"),
+        ("ringing", "103"),
+        ("hangup", None),
+        ("missed", None),
+    ]
+    assert starts == [1, 2, 3]  # each told as its leg started

@@ -15,7 +15,7 @@ import pytest
 
 from router.calllife.fold import Folder
 from router.calllife.model import CallEvent, CelRecord, Transfer
-from tests.unit.calllife.test_captured import live, records, story
+from tests.unit.calllife.test_captured import lagging, live, records, story
 
 SHAPES = (
     "pickup",
@@ -56,6 +56,17 @@ async def test_live_and_replayed_tell_the_same_calls(name: str) -> None:
     assert all(e.replayed for e in again)
     assert {k: story(v) for k, v in by_call(told).items()} == {
         k: story(v) for k, v in by_call(again).items()
+    }
+
+
+@pytest.mark.parametrize("lag", [3, 10_000])
+@pytest.mark.parametrize("name", SHAPES)
+async def test_cel_running_behind_the_ringing_signs_tells_the_same_calls(
+    name: str, lag: int
+) -> None:
+    """Asterisk's CEL behind its channel events under load (up to all of them)."""
+    assert {k: story(v) for k, v in by_call(await lagging(name, lag)).items()} == {
+        k: story(v) for k, v in by_call(replayed(name)).items()
     }
 
 
