@@ -18,15 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.combining import BaseCombiningTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 __all__ = ["STEP", "ClockStepWatch", "describe_step", "reschedule_from_now"]
+
+log = logging.getLogger("router.engine")
 
 #: A change of the wall clock against the monotonic one that counts as a step,
 #: in seconds: NTP slews at most 0.5 ms a second, and a late wake-up moves both.
@@ -79,10 +83,16 @@ class ClockStepWatch:
         while True:
             await asyncio.sleep(self._every)
             moved = self.check()
-            if moved:
+            if not moved:
+                continue
+            # A failure is said and the watch goes on: ended, it left every later
+            # step unnoticed (and the jobs held as long as a step back).
+            try:
                 result = self._on_step(moved)
                 if inspect.isawaitable(result):
                     await result
+            except Exception:
+                log.exception("dealing with this host's clock step %s failed", describe_step(moved))
 
 
 def _wall() -> float:
@@ -115,7 +125,8 @@ def reschedule_from_now(scheduler: BaseScheduler, stepped: float) -> int:
     after the time it took to notice the step) runs now; then every interval.
     Running every job at once instead gave a plugin's job scheduled every 24
     hours an extra run at each step. A cron job runs at its next time on the clock as
-    it now is. Returns how many were dated again."""
+    it now is, a ``schedule:`` rule restricting both day fields (two crons, either
+    firing: router/rules/cron.py) too. Returns how many were dated again."""
     count = 0
     now = datetime.now(scheduler.timezone)
     moved = timedelta(seconds=stepped)
@@ -138,7 +149,7 @@ def reschedule_from_now(scheduler: BaseScheduler, stepped: float) -> int:
                 ),
                 next_run_time=when,
             )
-        elif isinstance(trigger, CronTrigger):
+        elif isinstance(trigger, CronTrigger | BaseCombiningTrigger):
             job.modify(next_run_time=trigger.get_next_fire_time(None, now))
         else:
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,3 +217,59 @@ async def test_calls_are_routed_and_the_heartbeat_goes_on_after_a_step(
     assert said[0].endswith("dated again from now, and Asterisk's clock is measured again")
     assert "stalled" not in caplog.text
     assert "sent no heartbeat" not in caplog.text
+
+
+async def test_a_schedule_rule_with_both_day_fields_is_dated_again_like_any_cron() -> None:
+    """hreview35: a ``schedule:`` rule restricting both day fields ("0 9 1 * mon":
+    the 1st or a Monday) is an OrTrigger of two crons (router/rules/cron.py),
+    which reschedule_from_now passed over: after a step its next run stayed
+    dated on the old clock, where every other cron job was dated again."""
+    from router.rules.cron import cron_trigger
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(lambda: None, cron_trigger("* * 1-31 * 0-6", UTC), id="rule:x")
+    scheduler.start()
+    try:
+        job = scheduler.get_job("rule:x")
+        assert job is not None
+        job.modify(next_run_time=datetime.now(scheduler.timezone) + timedelta(hours=3))
+        assert reschedule_from_now(scheduler, -HOURS_3) == 1
+        job = scheduler.get_job("rule:x")
+        assert job is not None
+        assert job.next_run_time - datetime.now(scheduler.timezone) <= timedelta(minutes=1)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def test_a_failure_on_a_step_is_logged_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hreview35: an exception out of ``on_step`` ended the watch's task, said by
+    nobody ("Task exception was never retrieved" at best, at exit): every later
+    step went unnoticed, its timed jobs held for as long as a step back."""
+    wall = [1000.0]
+    steps: list[float] = []
+
+    def on_step(seconds: float) -> None:
+        steps.append(seconds)
+        if len(steps) == 1:
+            raise RuntimeError("boom")
+
+    watch = ClockStepWatch(on_step, wall=lambda: wall[0], monotonic=lambda: 0.0, every=0.01)
+    watch.start()
+    try:
+        wall[0] -= HOURS_3
+        for _ in range(100):
+            if steps:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        wall[0] += 60
+        for _ in range(100):
+            if len(steps) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert steps == [-HOURS_3, 60]
+        assert "boom" in caplog.text
+    finally:
+        await watch.cancel()
