@@ -511,10 +511,11 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                     field="Idempotency-Key",
                 )
             known = keys.lookup(token.name, key, fingerprint)
-            sending = pending.get((token.name, key))
-            if known is not None and sending is not None:
+            while known is not None and (sending := pending.get((token.name, key))) is not None:
                 # The first request's Originate is still out (1C's client timed
                 # out first and sent again): its answer decides what this one is.
+                # Again while another's holds the key: of retries woken by a
+                # refusal, the first tries again, and the rest wait for that try.
                 await sending.wait()
                 known = keys.lookup(token.name, key, fingerprint)
             if known is not None:

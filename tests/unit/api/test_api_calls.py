@@ -414,6 +414,36 @@ async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     assert ajam_replay.count("Originate") == 2
 
 
+async def test_two_retries_racing_a_refused_originate_are_not_told_the_call_was_made(
+    client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
+) -> None:
+    """hreview35: two retries waited for the first request's answer; refused, the
+    first woken placed the call again, and the second, finding the key taken by
+    that try, was answered 200 with it at once: refused as well, a call never
+    placed. Each retry waits for whichever send holds the key."""
+
+    async def refused(sent: SentAction) -> list[tuple[str, str]]:
+        await asyncio.sleep(0.2)
+        return [("Response", "Error"), ("Message", "Extension does not exist.")]
+
+    ajam_replay.on("Originate", refused)
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-18b"}
+
+    def post() -> asyncio.Future[httpx.Response]:
+        return asyncio.ensure_future(
+            client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        )
+
+    first = post()
+    await asyncio.sleep(0.05)  # the first Originate is out
+    retries = [post(), post()]
+    assert (await first).status_code == 409
+    answers = [await retry for retry in retries]
+    assert [answer.status_code for answer in answers] == [409, 409], [a.text for a in answers]
+    assert ajam_replay.count("Originate") == 3
+
+
 async def test_a_request_that_fails_before_its_originate_leaves_no_retry_waiting(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
