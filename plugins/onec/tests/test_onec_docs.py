@@ -383,3 +383,24 @@ def test_every_documented_command_line_of_the_double_parses_as_written() -> None
             parser.parse_args(words[1:] if words[:1] == ["story"] else words)
         except SystemExit:
             pytest.fail(f"{page}: callrouter-onec-double {arguments.strip()!r} does not parse")
+
+
+PLUGIN = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_module_table_names_every_module_and_no_other() -> None:
+    """The README's "Module | Why it exists" table is the map a reader starts from:
+    a module removed (``supervise``, now ``router.Supervised``) or added
+    (``recordings``) shows here."""
+    text = (PLUGIN / "README.md").read_text(encoding="utf-8")
+    table = text.split("| Module | Why it exists |", 1)[1].split("\n\n", 1)[0]
+    named = {
+        name
+        for line in table.splitlines()[2:]
+        for name in re.findall(r"`(\w+)`", line.strip().strip("|").split("|")[0])
+    }
+    modules = {
+        p.stem for p in (PLUGIN / "callrouter_onec").glob("*.py") if p.stem != "__init__"
+    }
+    assert named - modules == set(), f"README.md names no such module: {sorted(named - modules)}"
+    assert modules - named == set(), f"README.md's table lacks {sorted(modules - named)}"
