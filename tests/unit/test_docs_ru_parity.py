@@ -382,6 +382,30 @@ def test_the_russian_page_keeps_to_the_glossary(page: str) -> None:
     assert not found, f"{russian_name(page)}: " + "; ".join(found)
 
 
+#: A quantity in Russian prose with an English decimal point: ``0.3 с`` (write
+#: ``0,3 с``). A version (``Asterisk 22.10``, ``baresip 1.1.0``) has no unit after it.
+_DOTTED_QUANTITY = re.compile(
+    r"(?<![\w.])\d+\.\d+(?![\d.])\s?(?:с|мс|мкс|мин|ч|Б|КБ|КиБ|МБ|МиБ|ГБ|ГиБ|%)(?!\w)"
+)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_russian_quantity_has_a_decimal_comma(page: str) -> None:
+    """``0,3 с``, ``0,6 КБ``: the Russian reader's decimal separator, outside code
+    (``timeout = 1.5`` in a block or a span stays as the file has it)."""
+    russian_path = twins(page)[1]
+    found = []
+    for _, _, prose in sections(russian_path.read_text(encoding="utf-8")):
+        text = re.sub(r"\s+", " ", _SPAN.sub(" ", prose))
+        found += [m.group(0) for m in _DOTTED_QUANTITY.finditer(text)]
+    assert not found, f"{russian_name(page)}: write a decimal comma in {found}"
+
+
+def test_a_version_is_no_quantity() -> None:
+    text = "Asterisk 22.10 и baresip 1.1.0 совсем; ждёт 0.3 с, 4.5 с и 0,6 КБ; до 22.0.0 через"
+    assert [m.group(0) for m in _DOTTED_QUANTITY.finditer(text)] == ["0.3 с", "4.5 с"]
+
+
 UI_STRINGS = REPO / "router" / "api" / "ui" / "strings.json"
 
 
