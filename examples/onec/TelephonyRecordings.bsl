@@ -1,6 +1,6 @@
 // Общий модуль «ТелефонияЗаписи» (сервер) для callrouter: записи разговоров.
 //
-// Контракт: docs/recordings.md проекта callrouter. Шаблон URL сервиса Telephony:
+// Контракт: docs/ru/recordings.md проекта callrouter. Шаблон URL сервиса Telephony:
 //   Recordings  /v1/calls/{call_id}/recordings/{part}  GET, PUT, POST
 // Обработчики RecordingsGET, RecordingsPUT, RecordingsPOST модуля сервиса вызывают
 // функции этого модуля.

@@ -404,3 +404,19 @@ def test_the_readme_module_table_names_every_module_and_no_other() -> None:
     }
     assert named - modules == set(), f"README.md names no such module: {sorted(named - modules)}"
     assert modules - named == set(), f"README.md's table lacks {sorted(modules - named)}"
+
+
+def test_the_bsl_modules_point_the_1c_developer_to_existing_russian_pages() -> None:
+    """The BSL modules are commented in Russian for a 1C developer: a page they name
+    exists, and is the Russian twin when docs/ru/ has one (``docs/api.md`` was named
+    where ``docs/ru/api.md`` says the same in Russian)."""
+    wrong = []
+    for module in sorted((DOCS.parent / "examples" / "onec").glob("*.bsl")):
+        for n, line in enumerate(module.read_text(encoding="utf-8").splitlines(), 1):
+            for page in re.findall(r"\bdocs/[\w./-]+\.md", line):
+                twin = DOCS / "ru" / page.removeprefix("docs/")
+                if not (DOCS.parent / page).is_file():
+                    wrong.append(f"{module.name}:{n}: {page} does not exist")
+                elif not page.startswith("docs/ru/") and twin.is_file():
+                    wrong.append(f"{module.name}:{n}: {page}, not its Russian twin docs/ru/...")
+    assert not wrong, "; ".join(wrong)
