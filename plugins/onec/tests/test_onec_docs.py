@@ -399,9 +399,7 @@ def test_the_readme_module_table_names_every_module_and_no_other() -> None:
         for line in table.splitlines()[2:]
         for name in re.findall(r"`(\w+)`", line.strip().strip("|").split("|")[0])
     }
-    modules = {
-        p.stem for p in (PLUGIN / "callrouter_onec").glob("*.py") if p.stem != "__init__"
-    }
+    modules = {p.stem for p in (PLUGIN / "callrouter_onec").glob("*.py") if p.stem != "__init__"}
     assert named - modules == set(), f"README.md names no such module: {sorted(named - modules)}"
     assert modules - named == set(), f"README.md's table lacks {sorted(modules - named)}"
 
