@@ -355,6 +355,9 @@ GLOSSARY = {
     r"отказыва[а-я]* открыто": "«по принципу fail-open» (a word-for-word «fails open»)",
     r"1С медленн(?:ая|ой)(?![а-яё])": "«1С медлит»",
     r"разборщик": "«парсер» (no such Russian word)",
+    r"(?<![\w#/-])click-to-call|звон[а-я]* по клику": (
+        "«звонок из 1С», as api.md names click-to-call"
+    ),
     # Two instances on one Asterisk: the one routing calls and the one waiting to take over.
     r"резервн[а-я]* (?:экземпляр|рядом)|(?<![а-яё])резервн(?:ый|ого|ому|ым)(?: |\))": (
         "«ожидающий экземпляр» (a standby; «резервная копия» is a backup)"
