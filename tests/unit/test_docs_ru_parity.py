@@ -358,6 +358,7 @@ GLOSSARY = {
     r"(?<![\w#/-])click-to-call|звон[а-я]* по клику": (
         "«звонок из 1С», as api.md names click-to-call"
     ),
+    r"каталог[а-я]*\s+состояния": "«папка состояния» (a «каталог» is the recordings' store)",
     # Two instances on one Asterisk: the one routing calls and the one waiting to take over.
     r"резервн[а-я]* (?:экземпляр|рядом)|(?<![а-яё])резервн(?:ый|ого|ому|ым)(?: |\))": (
         "«ожидающий экземпляр» (a standby; «резервная копия» is a backup)"
