@@ -12,8 +12,9 @@ routing). asyncio copies context variables into tasks.
 
 from __future__ import annotations
 
+import asyncio
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["RequestInfo", "current_request", "set_request"]
 
@@ -26,6 +27,14 @@ class RequestInfo:
     ``linkedid`` the call id; ``channel``/``uniqueid`` are empty where no
     channel waits (``explain``). ``deadline`` is a ``time.monotonic()`` value,
     None when nothing waits for the answer (event rules, ``explain``).
+
+    ``done``, for a call the engine routes, is a future that completes (with
+    None) when that routing is over: its ``callrouter_decision`` has run by
+    then, or never will (the engine reports none for a call its tracker does
+    not know at the routing's end). A plugin holding something back until the
+    decision (the 1C plugin's call history) stops waiting there
+    (``done.add_done_callback``; never set it). None where nobody routes
+    (``explain``, event rules).
     """
 
     channel: str
@@ -34,6 +43,7 @@ class RequestInfo:
     caller: str
     did: str
     deadline: float | None = None
+    done: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
 
 
 _CURRENT: ContextVar[RequestInfo | None] = ContextVar("callrouter_request", default=None)

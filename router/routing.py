@@ -323,6 +323,7 @@ class Router:
         outcome = None
         linkedid = call.linkedid if call else request.linkedid
         caller = context.caller.number if context.caller else raw_caller
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         info = RequestInfo(
             channel=channel,
             uniqueid=request.uniqueid,
@@ -330,127 +331,135 @@ class Router:
             caller=caller,
             did=did,
             deadline=deadline,
+            done=done,
         )
         set_request(info)  # the fallback for code that cannot take the argument
         try:
-            # No timeout around it: the evaluation bounds each lookup by the
-            # deadline itself, and rules written for a failed lookup still
-            # decide; a timer here would also end the eager start (router.eager).
-            # The dialplan as last read: a rule redirecting to an extension it
-            # surely lacks is rejected there and the next rule decides.
-            outcome = await self.rules.evaluate(
-                context, deadline=deadline, request=info, dialplan=self._executor.dialplan
-            )
-        except Exception:
-            log.exception("rule evaluation failed for %s", channel)
-        evaluated = time.monotonic()
-        results: list[ActionOutcome] = []
-        status: RouteOutcome
-        moved = False
-        if outcome is None:
-            status = "late"
-        elif not outcome.decision.actions:
-            # Nothing matched because a lookup ran out of time: the call was late.
-            status = "late" if outcome.trace.deadline_hit else "fell-through"
-        elif evaluated > deadline:
-            status = "late"
-        elif self.shadow:
-            status = "shadow"
-        elif (standby := await self._standby(deadline)) is not None:
-            status = "late" if standby == "late" else "shadow"
-            if standby == "shadow":
-                # Another live instance routes it; should that one die before
-                # it does, the reconcile at the takeover routes it if it still waits.
-                self._stood_by[request.key] = None
-                if len(self._stood_by) > _ROUTED_MEMORY:
-                    self._stood_by.popitem(last=False)
-        elif not await self._parked(channel, deadline):
-            status = "late"
-        else:
-            results = await self._executor.run(outcome.decision.actions, call, channel)
-            bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
-            gone = any(r.status == "channel-gone" for r in results)
-            status = "caller-gone" if gone else ("failed" if bad else "executed")
-            # A refused setvar (a 1C client name with a line break) beside a
-            # confirmed redirect: "failed", but the call went where the rule
-            # said, so it is neither a fallthrough nor left to the default route.
-            moved = any(
-                result.status in ("confirmed", "ok") and self._moves(action)
-                for action, result in zip(outcome.decision.actions, results, strict=False)
-            )
-            if any(r.lost and r.kind in _MOVING_KINDS for r in results):
-                # The connection broke before Asterisk answered the Redirect:
-                # the reconcile that follows a reconnect routes the call again
-                # if it still waits in the inbound context (then the Redirect
-                # never ran; had it run, the call would be gone from there).
-                self._routed.pop(request.key, None)
-                log.info(
-                    "%s: the connection to Asterisk broke before it answered the "
-                    "decision: the reconcile after the reconnect routes the call "
-                    "again if it still waits",
-                    escape_controls(channel),
+            try:
+                # No timeout around it: the evaluation bounds each lookup by the
+                # deadline itself, and rules written for a failed lookup still
+                # decide; a timer here would also end the eager start (router.eager).
+                # The dialplan as last read: a rule redirecting to an extension it
+                # surely lacks is rejected there and the next rule decides.
+                outcome = await self.rules.evaluate(
+                    context, deadline=deadline, request=info, dialplan=self._executor.dialplan
                 )
-        total_ms = None
-        confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
-        if confirmed and request.timestamp is not None:
-            total_ms = (confirmed[-1] - request.timestamp) * 1000  # on Asterisk's own clock
-        elif results:
-            total_ms = (time.monotonic() - received) * 1000
-        if not results and outcome is not None and outcome.decision.actions:
-            # Not sent (shadow, late, standing by): the line shows what would
-            # have been done, so a shadow trial can be compared with the PBX.
-            results = [_planned(action) for action in outcome.decision.actions]
-        trace = outcome.trace if outcome is not None else None
-        record = RouteRecord(
-            channel=channel,
-            uniqueid=request.uniqueid,
-            linkedid=linkedid,
-            caller=caller,
-            did=did,
-            rules=outcome.decision.rules if outcome else (),
-            outcome=status,
-            actions=results,
-            lookups=_lookups(trace),
-            evaluate_ms=(evaluated - started) * 1000,
-            total_ms=total_ms,
-            deadline_left_ms=(deadline - evaluated) * 1000,
-            rejected=_rejected(trace),
-            errors=_errors(trace),
-        )
-        self._log_decision(record)
-        if self.metrics is not None:
-            self.metrics.decided(
-                record.rules,
-                status,
-                moved=moved,
-                evaluate_seconds=evaluated - started,
-                asterisk_seconds=(
-                    confirmed[-1] - request.timestamp
-                    if confirmed and request.timestamp is not None
-                    else None
-                ),
-                lookups=_lookup_traces(trace),
+            except Exception:
+                log.exception("rule evaluation failed for %s", channel)
+            evaluated = time.monotonic()
+            results: list[ActionOutcome] = []
+            status: RouteOutcome
+            moved = False
+            if outcome is None:
+                status = "late"
+            elif not outcome.decision.actions:
+                # Nothing matched because a lookup ran out of time: the call was late.
+                status = "late" if outcome.trace.deadline_hit else "fell-through"
+            elif evaluated > deadline:
+                status = "late"
+            elif self.shadow:
+                status = "shadow"
+            elif (standby := await self._standby(deadline)) is not None:
+                status = "late" if standby == "late" else "shadow"
+                if standby == "shadow":
+                    # Another live instance routes it; should that one die before
+                    # it does, the reconcile at the takeover routes it if it still waits.
+                    self._stood_by[request.key] = None
+                    if len(self._stood_by) > _ROUTED_MEMORY:
+                        self._stood_by.popitem(last=False)
+            elif not await self._parked(channel, deadline):
+                status = "late"
+            else:
+                results = await self._executor.run(outcome.decision.actions, call, channel)
+                bad = [r for r in results if r.status in ("failed", "no-executor", "unconfirmed")]
+                gone = any(r.status == "channel-gone" for r in results)
+                status = "caller-gone" if gone else ("failed" if bad else "executed")
+                # A refused setvar (a 1C client name with a line break) beside a
+                # confirmed redirect: "failed", but the call went where the rule
+                # said, so it is neither a fallthrough nor left to the default route.
+                moved = any(
+                    result.status in ("confirmed", "ok") and self._moves(action)
+                    for action, result in zip(outcome.decision.actions, results, strict=False)
+                )
+                if any(r.lost and r.kind in _MOVING_KINDS for r in results):
+                    # The connection broke before Asterisk answered the Redirect:
+                    # the reconcile that follows a reconnect routes the call again
+                    # if it still waits in the inbound context (then the Redirect
+                    # never ran; had it run, the call would be gone from there).
+                    self._routed.pop(request.key, None)
+                    log.info(
+                        "%s: the connection to Asterisk broke before it answered the "
+                        "decision: the reconcile after the reconnect routes the call "
+                        "again if it still waits",
+                        escape_controls(channel),
+                    )
+            total_ms = None
+            confirmed = [r.event_timestamp for r in results if r.event_timestamp is not None]
+            if confirmed and request.timestamp is not None:
+                total_ms = (confirmed[-1] - request.timestamp) * 1000  # on Asterisk's own clock
+            elif results:
+                total_ms = (time.monotonic() - received) * 1000
+            if not results and outcome is not None and outcome.decision.actions:
+                # Not sent (shadow, late, standing by): the line shows what would
+                # have been done, so a shadow trial can be compared with the PBX.
+                results = [_planned(action) for action in outcome.decision.actions]
+            trace = outcome.trace if outcome is not None else None
+            record = RouteRecord(
+                channel=channel,
+                uniqueid=request.uniqueid,
+                linkedid=linkedid,
+                caller=caller,
+                did=did,
+                rules=outcome.decision.rules if outcome else (),
+                outcome=status,
+                actions=results,
+                lookups=_lookups(trace),
+                evaluate_ms=(evaluated - started) * 1000,
+                total_ms=total_ms,
+                deadline_left_ms=(deadline - evaluated) * 1000,
+                rejected=_rejected(trace),
+                errors=_errors(trace),
             )
-        if not self.shadow and (
-            (status in _MARKED_OUTCOMES and not moved)
-            or (
-                status == "executed"
-                and outcome is not None
-                and not any(self._moves(a) for a in outcome.decision.actions)
-            )
-        ):
-            # Off the decision's path: the call is not redirected, nothing waits for this.
-            self.spawn(self._mark_decided(channel, status))
-        if early:
-            # Routed before the events read with the request were handled: the
-            # plugins hear of the decision after them (the read's own turn
-            # handles them; a decision not sent has not waited for anything),
-            # and by then the call is tracked.
-            await eager.hand_off()
-            if call is None:
-                call = self._tracker.by_channel(channel)
-        if call is not None:
-            await self._plugins.decision(call, outcome.decision if outcome else None, trace, status)
+            self._log_decision(record)
+            if self.metrics is not None:
+                self.metrics.decided(
+                    record.rules,
+                    status,
+                    moved=moved,
+                    evaluate_seconds=evaluated - started,
+                    asterisk_seconds=(
+                        confirmed[-1] - request.timestamp
+                        if confirmed and request.timestamp is not None
+                        else None
+                    ),
+                    lookups=_lookup_traces(trace),
+                )
+            if not self.shadow and (
+                (status in _MARKED_OUTCOMES and not moved)
+                or (
+                    status == "executed"
+                    and outcome is not None
+                    and not any(self._moves(a) for a in outcome.decision.actions)
+                )
+            ):
+                # Off the decision's path: the call is not redirected, nothing waits for this.
+                self.spawn(self._mark_decided(channel, status))
+            if early:
+                # Routed before the events read with the request were handled: the
+                # plugins hear of the decision after them (the read's own turn
+                # handles them; a decision not sent has not waited for anything),
+                # and by then the call is tracked.
+                await eager.hand_off()
+                if call is None:
+                    call = self._tracker.by_channel(channel)
+            if call is not None:
+                await self._plugins.decision(
+                    call, outcome.decision if outcome else None, trace, status
+                )
+        finally:
+            # Over: its decision was told, or never will be (an untracked call).
+            if not done.done():  # a plugin may have cancelled it
+                done.set_result(None)
 
     def _moves(self, action: Action) -> bool:
         """Whether ``action`` takes the call away from its wait or ends it: its

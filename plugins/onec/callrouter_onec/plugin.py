@@ -496,23 +496,25 @@ _LOOKUPS_MAX = 200
 #: Calls whose routing asked 1C and whose decision has not come yet, kept at
 #: most; the oldest are forgotten first.
 _ROUTING_MAX = 10_000
-#: How long an event of such a call waits for the decision (the call's wait,
-#: 4 s by default, and carrying the decision out), then looks the caller up.
+#: How long at most an event of such a call waits for the decision, then looks
+#: the caller up. The engine's routing says when it is over (``RequestInfo.done``):
+#: the decision came by then, or never comes (a call the engine's tracker does
+#: not know at the routing's end), so the events go on at once; this bound is
+#: for a request without that signal (another caller of the lookup).
 _DECISION_WAIT = 15.0
-#: Once such a call has ended (``callrouter_call_end``), how long past its
-#: request's deadline its events still wait: the decision of a call that
-#: ended first comes right after its routing (``caller-gone``), or never, when
-#: the engine tracks no call at the routing's end; then its history goes on
-#: with the caller looked up, not after the whole :data:`_DECISION_WAIT`.
+#: For such a request only: once its call has ended (``callrouter_call_end``),
+#: how long past the request's deadline its events still wait for the decision.
 _END_GRACE = 1.0
 
 
 @dataclass(slots=True)
 class _Routing:
     """A call whose routing asked 1C: ``decided`` is set when its decision
-    came (or will not); ``deadline`` is its request's (``time.monotonic()``)."""
+    came (or will not); ``deadline`` is its request's (``time.monotonic()``);
+    ``signalled``: the routing says when it is over (``RequestInfo.done``)."""
 
     deadline: float
+    signalled: bool = False
     decided: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -652,7 +654,7 @@ class OneCPlugin:
         # calls; then routing spends no coroutine and no timer on 1C), anything
         # else as :meth:`responsible`'s awaitable (a lookup may be either).
         if request is not None and request.deadline is not None and request.linkedid:
-            self._routed_here(request.linkedid, request.deadline)
+            self._routed_here(request.linkedid, request.deadline, request.done)
         cache = self.cache
         if cache is not None:
             answer = cache.fresh(str(number))
@@ -660,16 +662,24 @@ class OneCPlugin:
                 return answer.as_dict()
         return self.responsible(number, request)
 
-    def _routed_here(self, call_id: str, deadline: float) -> None:
+    def _routed_here(
+        self, call_id: str, deadline: float, done: asyncio.Future[None] | None = None
+    ) -> None:
         """The rules routing call ``call_id`` ask 1C: its decision names the
         ids 1C is told, so an event of its life that comes before the decision
         (the caller hung up while the rules waited for 1C) waits for it rather
-        than asking 1C itself (:meth:`_look_up_then_post`)."""
+        than asking 1C itself (:meth:`_look_up_then_post`), until the routing
+        is over (``done``): a decision that comes, comes before that."""
         if self.sender is None or call_id in self._routing:
             return
-        self._routing[call_id] = _Routing(deadline)
+        if done is not None and done.done():
+            return  # asked after its routing (a lookup's own task): nothing to wait for
+        routing = _Routing(deadline, signalled=done is not None)
+        self._routing[call_id] = routing
         while len(self._routing) > _ROUTING_MAX:
             self._routing.popitem(last=False)
+        if done is not None:
+            done.add_done_callback(lambda _: self._no_more_decision(call_id, routing))
 
     async def responsible(
         self, number: str, request: RequestInfo | None = None
@@ -903,18 +913,25 @@ class OneCPlugin:
 
     @hookimpl
     def callrouter_call_end(self, call: Call) -> None:
-        """A call whose routing asked 1C ended: its events wait for the decision
-        until :data:`_END_GRACE` past the request's deadline, no longer. The
-        engine reports no decision for a call it no longer tracks when its
-        routing ends (one decided early, ended before its events were read), so
-        they waited the whole :data:`_DECISION_WAIT` for one that never came."""
+        """A call whose routing asked 1C ended. The engine's routing says when it
+        is over (:meth:`_no_more_decision`); for a request that does not, its
+        events wait for the decision until :data:`_END_GRACE` past the
+        request's deadline, no longer (not the whole :data:`_DECISION_WAIT`)."""
         routing = self._routing.get(call.linkedid)
-        if routing is not None:
+        if routing is not None and not routing.signalled:
             wait = max(0.0, routing.deadline - time.monotonic()) + _END_GRACE
             self._spawn(self._give_up_on_decision(call.linkedid, routing, wait))
 
     async def _give_up_on_decision(self, call_id: str, routing: _Routing, wait: float) -> None:
         await asyncio.sleep(wait)
+        self._no_more_decision(call_id, routing)
+
+    def _no_more_decision(self, call_id: str, routing: _Routing) -> None:
+        """The routing is over and its decision did not come (a call the
+        engine's tracker did not know at its end: it ended before its events
+        were read, or was never tracked): its events go on now, the caller
+        looked up, rather than after :data:`_DECISION_WAIT`. A no-op for one
+        whose decision came (that removed it and set ``decided`` already)."""
         if self._routing.get(call_id) is routing:
             del self._routing[call_id]
         routing.decided.set()

@@ -780,6 +780,92 @@ async def test_a_decision_right_after_the_calls_end_still_names_the_ids(
     assert told[("19.2", "missed")]["manager_id"] == "manager-1"
 
 
+def ask_routing(onec: OneCPlugin, call_id: str, deadline: float) -> asyncio.Future[None]:
+    """The engine's routing of call ``call_id`` asks 1C from the cache (the
+    prefetch answered): returns the routing's ``done``, completed by the test
+    when the routing is over, as the engine does (router/routing.py)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    request = RequestInfo(
+        channel="PJSIP/pstn-1",
+        uniqueid=call_id,
+        linkedid=call_id,
+        caller="79161234567",
+        did="74951234567",
+        deadline=deadline,
+        done=done,
+    )
+    answer = onec.lookup("89161234567", request)
+    if inspect.isawaitable(answer):
+        answer.close()  # type: ignore[attr-defined]
+    return done
+
+
+async def told_within(double: OneCDouble, onec: OneCPlugin, call_id: str, bound: float) -> float:
+    """Seconds until 1C has an event of call ``call_id``; fails past ``bound``."""
+    began = time.monotonic()
+    while not [e for e in stored(double) if e["call_id"] == call_id]:
+        assert time.monotonic() - began < bound, "still waiting for a decision that never comes"
+        await asyncio.sleep(0.02)
+        assert onec.sender is not None
+        await onec.sender.flush()
+    return time.monotonic() - began
+
+
+async def test_a_call_the_engine_never_tracked_is_told_when_its_routing_is_over(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: a call the engine's tracker never knew gets no decision and no
+    ``callrouter_call_end``: its events, held for the decision, waited the
+    whole 15 s before 1C heard of them. The routing says when it is over
+    (``RequestInfo.done``): they go on then, the caller looked up."""
+    onec, _ = started
+    done = ask_routing(onec, "21.1", time.monotonic() + 4)
+    onec.callrouter_call_event(missed("21.1", external="89161234567"))
+    await asyncio.sleep(0.3)
+    assert not [e for e in stored(double) if e["call_id"] == "21.1"]  # held for the decision
+    done.set_result(None)  # the routing is over, no decision told
+    await told_within(double, onec, "21.1", 3)
+
+
+async def test_a_call_that_ended_before_its_rules_asked_1c_is_told_when_its_routing_is_over(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """Issue 16: the call's end came before its rules asked 1C (decided early,
+    ended before its events were read): no end came after the ask to shorten
+    the wait, and its events waited the whole 15 s."""
+    onec, engine = started
+    call = engine.calls.inbound_call(linkedid="21.2", caller="89161234567", did="74951234567")
+    onec.callrouter_call_end(call)
+    done = ask_routing(onec, "21.2", time.monotonic() + 4)
+    onec.callrouter_call_event(missed("21.2", external="89161234567"))
+    await asyncio.sleep(0.1)
+    done.set_result(None)
+    await told_within(double, onec, "21.2", 3)
+
+
+async def test_no_event_goes_before_a_decision_that_comes_however_late(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """A routing that says when it is over is waited for, not the grace past
+    its deadline after the call's end: a decision that comes late (its
+    Redirect slow to confirm) still names the ids of every event of the call."""
+    onec, engine = started
+    call = engine.calls.inbound_call(linkedid="21.3", caller="89161234567", did="74951234567")
+    done = ask_routing(onec, "21.3", time.monotonic() + 0.1)
+    onec.callrouter_call_event(missed("21.3", external="89161234567"))
+    onec.callrouter_call_end(call)
+    await asyncio.sleep(1.5)  # past the deadline and its grace
+    assert onec.sender is not None
+    await onec.sender.flush()
+    assert not [e for e in stored(double) if e["call_id"] == "21.3"]
+    trace = make_trace(lookups={"onec.responsible": OWNER}, rule="owner")
+    onec.callrouter_decision(call, None, trace, "caller-gone")
+    done.set_result(None)
+    await settle(onec)
+    told = {(e["call_id"], e["event"]): e for e in stored(double)}
+    assert told[("21.3", "missed")]["manager_id"] == "manager-1"
+
+
 @pytest.mark.parametrize(
     ("extension", "did", "parties"),
     [
