@@ -98,6 +98,7 @@ from router.parking import Parking
 from router.plugins import Plugins
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.recordings.store import DB_NAME as RECORDINGS_DB
+from router.recordings.store import put_back_catalog
 from router.request import RequestInfo
 from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut_detail
 from router.rules.context import Context
@@ -408,6 +409,8 @@ class Engine:
         #: The HTTP API's listener (``[api]``), once started.
         self._api_server: ApiServer | None = None
         self._feed: EventFeed | None = None
+        #: The state files written back or said when deleted (router/state_file_watch.py).
+        self._state_watch: StateFileWatch | None = None
         #: The live page's recent decisions and calls (router.api.live).
         self._live: LiveRing | None = None
         self._stopped = False
@@ -550,15 +553,20 @@ class Engine:
                     "the API's event feed: clients coming back get gap: true and "
                     "refresh their view",
                     opened=lambda: self._feed is not None,
+                    put_back=self._put_back_feed,
                 ),
                 WatchedFile(
                     state / RECORDINGS_DB,
                     "the recordings catalog: recordings not yet delivered never reach "
                     "1C, retention no longer deletes their files, the API lists none",
                     opened=lambda: self._config.recordings is not None,
+                    put_back=lambda: asyncio.to_thread(put_back_catalog, state / RECORDINGS_DB),
                 ),
             ]
         )
+
+    async def _put_back_feed(self) -> str | None:
+        return await self._feed.put_back() if self._feed is not None else None
 
     @property
     def state_dir(self) -> Path:
@@ -739,7 +747,7 @@ class Engine:
             id="callrouter-calllife",
             replace_existing=True,
         )
-        state_files = self._state_files()
+        state_files = self._state_watch = self._state_files()
         self._scheduler.add_job(
             logged("state file watch", state_files.look, logger=log),
             "interval",
@@ -1020,6 +1028,8 @@ class Engine:
             except Exception:
                 log.exception("stop: stopping the API server failed; stopping anyway")
         if self._feed is not None:
+            # Deleted since the last look (less than 5 s ago): written back first.
+            await self._put_back_at_stop(FEED_FILE)
             await self._feed.aclose()
         await self.live_instance.leave()
         if self.router.tasks and not self._stop_now.is_set():
@@ -1065,6 +1075,7 @@ class Engine:
             await self.calllife.stop()
         except Exception:
             log.exception("stop: saving the call life mark failed; stopping anyway")
+        await self._put_back_at_stop(RECORDINGS_DB)  # before the recorder closes it
         try:
             await self.plugins.shutdown(self.api)
         except Exception:
@@ -1079,6 +1090,19 @@ class Engine:
         except Exception:
             log.exception("stop: closing the AMI client failed")
         log.info("stopped: logged off from Asterisk" if was_logged_in else "stopped")
+
+    async def _put_back_at_stop(self, name: str) -> None:
+        """The state file ``name`` written back if it was deleted or replaced
+        since the last timed look, before the stop closes it."""
+        watch = self._state_watch
+        if watch is None:
+            return
+        for watched in watch.files:
+            if watched.path.name == name and watched.put_back is not None and watched.opened():
+                try:
+                    await watch.put_back(watched)
+                except Exception:
+                    log.exception("stop: writing %s back failed; stopping anyway", watched.path)
 
     async def _drain_in_stop(self) -> None:
         """The decisions in flight finish, for ``drain_timeout`` at most; a

@@ -60,14 +60,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from router import jsonsafe
 from router.callerid import cut_number, cut_text
-from router.recordings.store import create_private
+from router.recordings.store import create_private, file_identity, write_back
 
 __all__ = [
     "FILENAME",
@@ -178,9 +178,7 @@ class FeedStore:
         # opens it (its -wal and -shm files take the database file's mode); an
         # existing one is never opened (closing it would drop this process's locks).
         create_private(path)
-        self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._connect()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (cursor INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
             " extension TEXT, call_id TEXT, ts REAL NOT NULL, data TEXT NOT NULL)"
@@ -204,6 +202,33 @@ class FeedStore:
         self._closed = False
         #: The highest value the file may say (:meth:`load` sets it from the clock).
         self._cap = _MAX_CURSOR
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # A read opens the -wal and -shm now: opened first after the file is
+        # deleted again, SQLite answers "disk I/O error" and nothing is written back.
+        self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        #: The file the connection has open (device, inode): :meth:`put_back`.
+        self._file = file_identity(self.path)
+
+    def put_back(self) -> Future[str | None]:
+        """The file deleted or replaced while open: written again where it
+        belongs from the open one (``router.recordings.store.write_back``), on
+        the worker thread, between two batches; the future's result is
+        ``"deleted"``, ``"replaced"`` or None (where it was, or closed)."""
+        with self._lock:
+            if self._closed:
+                done: Future[str | None] = Future()
+                done.set_result(None)
+                return done
+            return self._pool.submit(self._put_back)
+
+    def _put_back(self) -> str | None:
+        return write_back(
+            self.path, self._file, self._db, close=self._db.close, reopen=self._connect
+        )
 
     def load(
         self, *, oldest: int, limit: int, now: int | None = None
@@ -897,6 +922,15 @@ class EventFeed:
             gap = gap or scan[1] < lost
             scan = self._scan(scan[1], visible, limit)
         return self._page(after, lost, scan, gap)
+
+    async def put_back(self) -> str | None:
+        """The file deleted or replaced while the feed runs: written again from
+        the open one (:meth:`FeedStore.put_back`); ``"deleted"``, ``"replaced"``
+        or None (where it was, or no file)."""
+        store = self._store
+        if store is None:
+            return None
+        return await asyncio.wrap_future(store.put_back())
 
     async def aclose(self) -> None:
         """Write what is queued and close the file; the ring stays readable."""

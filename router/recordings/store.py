@@ -30,7 +30,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -38,7 +39,17 @@ from typing import Final
 from router import jsonsafe
 from router.recordings.naming import FileName, check_call_id, check_part
 
-__all__ = ["DB_NAME", "ORIGINS", "Origin", "Recording", "RecordingStore", "UsageReport"]
+__all__ = [
+    "DB_NAME",
+    "ORIGINS",
+    "Origin",
+    "Recording",
+    "RecordingStore",
+    "UsageReport",
+    "file_identity",
+    "put_back_catalog",
+    "write_back",
+]
 
 DB_NAME: Final = "recordings.sqlite"
 _SCHEMA: Final = """
@@ -258,6 +269,95 @@ def create_private(target: Path) -> None:
     os.close(fd)  # a new file: no connection of this process has it open
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), or None when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def write_back(
+    path: Path,
+    opened: tuple[int, int] | None,
+    db: sqlite3.Connection,
+    *,
+    close: Callable[[], None],
+    reopen: Callable[[], None],
+) -> str | None:
+    """Write an open SQLite file again where it belongs when it was deleted or
+    replaced while open; returns ``"deleted"`` or ``"replaced"``, or None when
+    the file there is still ``opened`` (its device and inode).
+
+    SQLite goes on with the file it has open, deleted or not, and the next
+    start finds none (or the one put there). The open file is copied beside
+    ``path`` (``VACUUM INTO`` through ``db``, 0600), a file put in its place
+    is moved aside as ``NAME.replaced-TIME``, then every connection to the old
+    file is closed (``close``), the copy takes its place and they are opened
+    again (``reopen``). The caller keeps every connection of this process to
+    the file from writing meanwhile (their locks), else a write after the copy
+    is lost with the old file.
+    """
+    found = file_identity(path)
+    if opened is None or found == opened:
+        return None
+    what = "deleted" if found is None else "replaced"
+    copy = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        copy.unlink()
+    create_private(copy)  # empty and 0600: VACUUM INTO fills it
+    try:
+        db.execute("VACUUM INTO ?", (str(copy),))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            copy.unlink()
+        raise
+    if found is not None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+    close()
+    os.replace(copy, path)
+    reopen()
+    return what
+
+
+#: The catalogs open in this process, by path: the recorder, the API and a
+#: receiving plugin each have one; :func:`put_back_catalog` moves them all.
+_OPEN: dict[Path, weakref.WeakSet[RecordingStore]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def put_back_catalog(path: Path) -> str | None:
+    """The catalog at ``path`` deleted or replaced while open in this process:
+    written again from the open file (:func:`write_back`) and every connection
+    of this process to it opened there; returns ``"deleted"``, ``"replaced"``
+    or None (where it was, or not open here). Blocking: run it off the loop."""
+    with _OPEN_LOCK:
+        stores = sorted((s for s in _OPEN.get(path, ()) if not s._closed), key=lambda s: id(s))
+        if not stores:
+            return None
+        opened = stores[0]._file
+        moving = [s for s in stores if s._file == opened]
+
+        def close() -> None:
+            for store in moving:
+                store._db.close()
+
+        def reopen() -> None:
+            for store in moving:
+                store._connect()
+
+        with contextlib.ExitStack() as held:
+            for store in moving:  # no write of this process between copy and swap
+                held.enter_context(store._lock)
+            return write_back(path, opened, moving[0]._db, close=close, reopen=reopen)
+
+
 class RecordingStore:
     """The catalog in ``state_dir``; see the module docstring for the states."""
 
@@ -266,6 +366,18 @@ class RecordingStore:
         self.path = state_dir / DB_NAME
         create_private(self.path)
         self._lock = threading.Lock()
+        self._closed = False
+        self._connect()
+        try:
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+        except BaseException:
+            self._db.close()  # a file that is no catalog: not left open
+            raise
+        with _OPEN_LOCK:
+            _OPEN.setdefault(_key(self.path), weakref.WeakSet()).add(self)
+
+    def _connect(self) -> None:
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=5.0
         )
@@ -273,11 +385,14 @@ class RecordingStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._migrate()
+            # A read opens the -wal and -shm now: opened first after the file is
+            # deleted again, SQLite answers "disk I/O error" and nothing is written back.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except BaseException:
-            self._db.close()  # a file that is no catalog: not left open
+            self._db.close()
             raise
+        #: The file the connection has open (device, inode): :func:`put_back_catalog`.
+        self._file = file_identity(self.path)
 
     def _migrate(self) -> None:
         """Add the columns a catalog made by an older callrouter lacks.
@@ -292,7 +407,8 @@ class RecordingStore:
                     db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
-        with self._lock:
+        with _OPEN_LOCK, self._lock:
+            self._closed = True
             self._db.close()
 
     @contextlib.contextmanager

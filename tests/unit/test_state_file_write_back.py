@@ -1,0 +1,213 @@
+"""The event feed and the recordings catalog written back when deleted or
+replaced while callrouter runs (issue 16), as the 1C plugin's history file is.
+
+Before, a WARNING said once that the file open was one the next start no longer
+finds: the feed's events (clients resuming got a gap) and the catalog (the
+recordings not yet delivered, the files retention deletes) were lost at the
+restart. Now the file is written again from the one open, a file put in its
+place moved aside as ``NAME.replaced-TIME``, and the WARNING says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import pytest
+
+from router.api.feed import FILENAME, EventFeed
+from router.api.settings import ApiSettings
+from router.recordings.naming import file_names
+from router.recordings.store import DB_NAME, Origin, RecordingStore, put_back_catalog
+from router.sandbox import free_port
+from router.state_file_watch import StateFileWatch, WatchedFile
+
+if TYPE_CHECKING:
+    from router.testing import EngineFactory
+
+pytest_plugins = ["router.testing"]
+
+RULES = "version: 1\nrules: []\n"
+
+
+def delete(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# -- the event feed -------------------------------------------------------------------------
+
+
+async def test_a_deleted_feed_file_is_written_again_with_its_events(tmp_path: Path) -> None:
+    feed = EventFeed.open(tmp_path)
+    cursors = [feed.publish("ringing", "101", {"n": n}, call_id="c1") for n in range(3)]
+    assert await feed.put_back() is None  # where it was: nothing to do
+    delete(tmp_path / FILENAME)
+    assert await feed.put_back() == "deleted"
+    assert (tmp_path / FILENAME).stat().st_mode & 0o777 == 0o600
+    cursors.append(feed.publish("answered", "101", {"n": 3}, call_id="c1"))  # goes on there
+    await asyncio.sleep(0.1)
+    delete(tmp_path / FILENAME)  # again: the file written back is watched as the first
+    assert await feed.put_back() == "deleted"
+    await feed.aclose()
+
+    again = EventFeed.open(tmp_path)
+    page = again.read(0)
+    assert [e.cursor for e in page.events] == cursors
+    assert not page.gap
+    await again.aclose()
+
+
+async def test_a_replaced_feed_file_is_moved_aside_and_the_open_one_written_back(
+    tmp_path: Path,
+) -> None:
+    feed = EventFeed.open(tmp_path)
+    cursor = feed.publish("ringing", "101", {}, call_id="c1")
+    path = tmp_path / FILENAME
+    (tmp_path / "backup").write_bytes(b"an older copy")
+    (tmp_path / "backup").replace(path)
+    assert await feed.put_back() == "replaced"
+    await feed.aclose()
+    (aside,) = [p for p in os.listdir(tmp_path) if p.startswith(f"{FILENAME}.replaced-")]
+    assert (tmp_path / aside).read_bytes() == b"an older copy"
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
+# -- the recordings catalog -------------------------------------------------------------------
+
+
+def start(store: RecordingStore, call_id: str) -> None:
+    (name,) = file_names(call_id, "mix", "wav")
+    store.start(
+        [name],
+        pbx_paths=[f"/var/spool/asterisk/monitor/{name}"],
+        local_paths=[store.path.parent / str(name)],
+        channel="PJSIP/trunk-1",
+        origin=Origin("rule", "record"),
+    )
+
+
+def test_a_deleted_catalog_is_written_again_and_every_connection_moves_to_it(
+    tmp_path: Path,
+) -> None:
+    """The recorder, the API and a receiving plugin each have a connection:
+    all of them write into the file written back, none into the deleted one."""
+    recorder, api = RecordingStore(tmp_path), RecordingStore(tmp_path)
+    start(recorder, "1.1")
+    path = tmp_path / DB_NAME
+    assert put_back_catalog(path) is None
+    delete(path)
+    assert put_back_catalog(path) == "deleted"
+    assert put_back_catalog(path) is None  # once
+    assert path.stat().st_mode & 0o777 == 0o600
+    start(recorder, "1.2")
+    delete(path)  # again: the file written back is watched as the first
+    assert put_back_catalog(path) == "deleted"
+    start(api, "1.3")
+    recorder.close()
+    api.close()
+    with_restart = RecordingStore(tmp_path)
+    assert {r.call_id for r in with_restart.recording()} == {"1.1", "1.2", "1.3"}
+    with_restart.close()
+
+
+def test_a_replaced_catalog_is_moved_aside(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    start(store, "2.1")
+    path = tmp_path / DB_NAME
+    (tmp_path / "copy").write_bytes(b"a backup copied over it")
+    (tmp_path / "copy").replace(path)
+    assert put_back_catalog(path) == "replaced"
+    store.close()
+    (aside,) = tmp_path.glob(f"{DB_NAME}.replaced-*")
+    assert aside.read_bytes() == b"a backup copied over it"
+    again = RecordingStore(tmp_path)
+    assert [r.call_id for r in again.recording()] == ["2.1"]
+    again.close()
+
+
+def test_a_closed_catalog_is_not_written_back(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    store.close()
+    delete(tmp_path / DB_NAME)
+    assert put_back_catalog(tmp_path / DB_NAME) is None
+    assert not (tmp_path / DB_NAME).exists()
+
+
+async def test_the_watch_writes_back_once_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RecordingStore(tmp_path)
+    path = tmp_path / DB_NAME
+    watched = WatchedFile(
+        path,
+        "the recordings catalog",
+        put_back=lambda: asyncio.to_thread(put_back_catalog, path),
+    )
+    watch = StateFileWatch([watched])
+    await watch.look()
+    delete(path)
+    await watch.look()
+    await watch.look()
+    store.close()
+    (said,) = warnings(caplog)
+    assert said.startswith(f"{path} was deleted while callrouter ran: written again from ")
+    assert path.exists()
+
+
+async def test_a_write_back_that_fails_is_an_error_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def refused() -> str | None:
+        raise PermissionError("[Errno 13] Permission denied")
+
+    path = tmp_path / DB_NAME
+    watch = StateFileWatch([WatchedFile(path, "the recordings catalog", put_back=refused)])
+    await watch.look()
+    await watch.look()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{path} is no longer the file in use")
+    assert "Permission denied" in errors[0]
+    assert "loses the recordings catalog" in errors[0]
+
+
+# -- the running engine ------------------------------------------------------------------------
+
+
+async def test_the_running_engine_writes_its_feed_file_back_also_at_the_stop(
+    engine_factory: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules, api=ApiSettings(tokens=MappingProxyType({}), port=free_port())
+    )
+    path = engine.state_dir / FILENAME
+    for _ in range(100):
+        if path.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert path.exists()
+    job = engine.scheduler.get_job("callrouter-state-files")
+    assert job is not None
+    await job.func()
+    delete(path)
+    await job.func()  # the next look, due every 5 s
+    assert path.exists()
+    said = [w for w in warnings(caplog) if "while callrouter ran" in w]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"{path} was deleted while callrouter ran: written again ")
+    delete(path)  # just before the stop: no timed look comes
+    await engine.stop()
+    assert path.exists()
