@@ -5,9 +5,13 @@ Two threats, both from values we do not control reaching the log:
 * Terminal injection and line forging. The caller's number and name come
   from whoever places the SIP call; an ``ESC [`` sequence in them repaints the
   terminal of an admin who runs ``tail -f``, a newline forges a second log
-  line, a bidi override reorders what the admin reads. :func:`escape_controls`
-  writes every such character as a visible ``\\xNN``/``\\uNNNN`` escape; the
-  text and JSON formatters of ``callrouter run`` apply it to every line.
+  line, a bidi override reorders what the admin reads, and an invisible
+  character (a zero-width space, a tag character) hides text or makes two
+  names that read the same differ. :func:`escape_controls` writes every such
+  character as a visible ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN`` escape; the
+  text and JSON formatters of ``callrouter run`` apply it to every line. The
+  joiners real names need stay: ZWNJ and ZWJ (U+200C, U+200D: Persian and
+  Indic spellings, emoji sequences) and the variation selectors.
 * Credentials. httpcore logs response headers at DEBUG, including the AMI
   session cookie (``mansession_id``), which is as good as the secret for as
   long as the session lives. :func:`install_redaction` puts a filter on the
@@ -27,6 +31,7 @@ from router.callerid import cut
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 __all__ = [
+    "INVISIBLE",
     "JsonFormatter",
     "RedactingFilter",
     "TextFormatter",
@@ -37,26 +42,43 @@ __all__ = [
     "register_secret",
 ]
 
-#: C0 controls except tab, DEL, C1 controls, line/paragraph separators, and the
-#: bidi embeddings, overrides and isolates (the "Trojan Source" characters).
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
+#: The bidi embeddings, overrides, isolates and marks (the "Trojan Source"
+#: characters), the Arabic letter mark, and the line and paragraph separators.
+_BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+#: Characters that show nothing: the soft hyphen, the Mongolian vowel separator,
+#: the zero-width space, the word joiner and invisible operators, the byte order
+#: mark (zero-width no-break space), the interlinear annotation marks, and the
+#: tag characters (U+E0000-E007F, text no font draws). Not ZWNJ/ZWJ (U+200C,
+#: U+200D), which Persian and Indic names and emoji sequences need.
+_INVISIBLE = "\u00ad\u180e\u200b\u2060-\u2064\ufeff\ufff9-\ufffb\U000e0000-\U000e007f"
+#: C0 controls except tab, DEL, C1 controls, and the two sets above.
+_UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
 #: The same, but newlines stay: used for tracebacks, which are multi-line by design.
-_UNSAFE_MULTILINE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-#: What json.dumps(ensure_ascii=False) leaves raw: DEL, C1, separators, bidi.
-_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
+#: What json.dumps(ensure_ascii=False) leaves raw: DEL, C1, bidi, invisible.
+_UNSAFE_JSON = re.compile(f"[\x7f-\x9f{_BIDI}{_INVISIBLE}]")
+#: The invisible characters alone: the logs escape them, the live page shows
+#: names as people wrote them (router/api/ui/app.js escapes the rest).
+INVISIBLE = re.compile(f"[{_INVISIBLE}]")
 
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells a character past U+FFFF as its UTF-16 surrogates
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control, separator and bidi character made visible."""
+    """``text`` with every control, separator, bidi and invisible character made visible."""
     pattern = _UNSAFE_MULTILINE if keep_newlines else _UNSAFE
     if pattern.search(text) is None:
         return text
@@ -84,7 +106,7 @@ def escape_json_line(line: str) -> str:
     """
     if _UNSAFE_JSON.search(line) is None:
         return line
-    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+    return _UNSAFE_JSON.sub(_json_escape, line)
 
 
 class TextFormatter(logging.Formatter):
