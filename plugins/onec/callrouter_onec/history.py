@@ -237,22 +237,55 @@ class HistoryQueue:
         self._counts: dict[str, int] = {}
         self._busy_timeout = busy_timeout
         self._missed_limits = (missed_max_age, missed_max_rows)
+        #: What :meth:`put_back` found ("deleted", "replaced") when the file it
+        #: wrote back could not be opened; None: the connection is open.
+        self._unopened: str | None = None
         create_private(target)
         self._connect()
         self.prune()
 
     def _connect(self) -> None:
-        self._db = sqlite3.connect(
+        """Open the file; nothing changes unless all of it succeeds (the
+        connection, the missed calls and the file's identity go together)."""
+        db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        _migrate(self._db)
-        self._db.executescript(_SCHEMA)
-        max_age, max_rows = self._missed_limits
-        self.missed = MissedBook(self._db, max_age=max_age, max_rows=max_rows)
-        #: The file the connection has open (device, inode): see :meth:`put_back`.
-        self._file = _identity(self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            _migrate(db)
+            db.executescript(_SCHEMA)
+            max_age, max_rows = self._missed_limits
+            missed = MissedBook(db, max_age=max_age, max_rows=max_rows)
+            #: The file the connection has open (device, inode): see :meth:`put_back`.
+            identity = _identity(self.path)
+        except BaseException:
+            db.close()
+            raise
+        self._db, self.missed, self._file = db, missed, identity
+        self._unopened = None
+
+    @property
+    def unopened(self) -> str | None:
+        """``"deleted"`` or ``"replaced"`` while the file :meth:`put_back`
+        wrote back for that reason cannot be opened; None: the file is open."""
+        return self._unopened
+
+    def _ready(self) -> None:
+        """Under the lock: the file :meth:`put_back` wrote back and could not
+        open (a nearly full disk) is opened now, or ``sqlite3.OperationalError``
+        says why not, which the sender retries (the event waits in memory):
+        the closed connection raised ``ProgrammingError``, never retried, so
+        each call event with a missed-call fact was lost with a traceback."""
+        if self._unopened is None:
+            return
+        try:
+            create_private(self.path)  # deleted again meanwhile: made 0600 first
+            self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise sqlite3.OperationalError(
+                f"{self.path} was written back but cannot be opened again: {exc}"
+            ) from exc
 
     def put_back(self) -> str | None:
         """Write the file again where it belongs when it was deleted or replaced
@@ -264,8 +297,18 @@ class HistoryQueue:
         start, and nothing said so. The open file is copied to its place
         (``VACUUM INTO``) and opened there; a file put in its place is moved
         aside first, as ``NAME.replaced-TIME``.
+
+        The open connection is closed before the copy is opened (they would
+        share the ``-wal`` and ``-shm`` files by name): when opening the copy
+        fails, the copy holds every row and is the file in use, opened again
+        at the next call (:meth:`_ready`, each raising ``OperationalError``
+        until it opens), and the next look returns what was found.
         """
         with self._lock:
+            if self._unopened is not None:
+                what = self._unopened
+                self._ready()
+                return what
             found = _identity(self.path)
             if found == self._file:
                 return None
@@ -285,7 +328,11 @@ class HistoryQueue:
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
             self._db.close()
             os.replace(copy, self.path)
-            self._connect()
+            # The copy is the file in use from here on, opened or not: the
+            # next look must not take it for one put there.
+            self._file = _identity(self.path)
+            self._unopened = what
+            self._ready()
             return what
 
     def __enter__(self) -> HistoryQueue:
@@ -310,6 +357,7 @@ class HistoryQueue:
         a replayed fact already queued or sent is not sent again.
         """
         with self._lock:
+            self._ready()
             return self._insert(payload)
 
     def enqueue_call_event(self, payload: Mapping[str, Any], fact: MissedFact | None) -> int:
@@ -320,6 +368,7 @@ class HistoryQueue:
         open missed calls: what was settled once is not settled again.
         """
         with self._lock:
+            self._ready()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 added = 0
@@ -353,6 +402,7 @@ class HistoryQueue:
     def pending(self, limit: int = 100) -> list[QueuedEvent]:
         """Events not yet delivered, oldest first (so 1C sees a call's events in order)."""
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 "SELECT id, call_id, event, payload, created, attempts FROM events "
                 "WHERE state = 'pending' ORDER BY id LIMIT ?",
@@ -367,6 +417,7 @@ class HistoryQueue:
         events go out in order, and an event 1C keeps failing goes last.
         """
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 "SELECT id, call_id, event, payload, created, attempts FROM events AS e "
                 "WHERE state = 'pending' AND NOT EXISTS (SELECT 1 FROM events AS p WHERE "
@@ -416,6 +467,7 @@ class HistoryQueue:
     def open_missed(self, number: str | None = None) -> list[dict[str, Any]]:
         """Missed calls not closed yet (of the normalized ``number``), oldest first."""
         with self._lock:
+            self._ready()
             return self.missed.open_calls(number)
 
     def now(self) -> float:
@@ -429,10 +481,13 @@ class HistoryQueue:
         """Rows by state. ``wait``: seconds at most to wait for the queue
         (another thread writing it, :meth:`put_back` copying the whole file),
         then the counts taken last: what the plugin's status, asked on the
-        event loop, shows rather than block the loop for the copy."""
+        event loop, shows rather than block the loop for the copy; and those
+        while the file written back is not open yet (:meth:`put_back`)."""
         if not self._lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
             return dict(self._counts)
         try:
+            if self._unopened is not None:  # not reopened here: the loop asks too
+                return dict(self._counts)
             rows = self._db.execute("SELECT state, count(*) FROM events GROUP BY state")
             self._counts = dict(rows)
             return dict(self._counts)
@@ -447,6 +502,7 @@ class HistoryQueue:
 
     def mark_failed(self, row_id: int, detail: str) -> None:
         with self._lock:
+            self._ready()
             self._db.execute(
                 "UPDATE events SET attempts = attempts + 1, updated = ?, detail = ? WHERE id = ?",
                 (self._clock(), detail, row_id),
@@ -466,6 +522,7 @@ class HistoryQueue:
         """
         cutoff = self._clock() - self.retention if since is None else since
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 "SELECT json_extract(payload, '$.from') AS number, "
                 "count(DISTINCT call_id) AS calls FROM events WHERE event = 'ringing' "
@@ -484,6 +541,7 @@ class HistoryQueue:
         """
         now = self._clock()
         with self._lock:
+            self._ready()
             self.missed.prune(now)
             old = self._db.execute(
                 "DELETE FROM events WHERE state != 'pending' AND updated < ?",
@@ -530,6 +588,7 @@ class HistoryQueue:
 
     def _set(self, row_id: int, state: str, detail: str | None) -> None:
         with self._lock:
+            self._ready()
             self._db.execute(
                 "UPDATE events SET state = ?, updated = ?, detail = ? WHERE id = ?",
                 (state, self._clock(), detail, row_id),
@@ -699,10 +758,14 @@ class HistorySender:
         self._failing_since: float | None = None
         self._failed_posts = 0
         #: Events handed over and not stored yet, and those dropped past
-        #: ``max_waiting`` (guarded by ``_waiting_lock``: the loop and the
-        #: database thread both count).
+        #: ``max_waiting`` in the episode of drops going on, since when
+        #: (guarded by ``_waiting_lock``: the loop and the database thread
+        #: both count). An episode ends when half of ``max_waiting`` is
+        #: free again: one ERROR when it starts, one INFO with the count when
+        #: it ends, also while the file is merely slow (no write failing).
         self._waiting = 0
         self._dropped = 0
+        self._dropping_since = 0.0
         self._waiting_lock = threading.Lock()
         #: Why storing fails (None: it does not): said once, and once more when
         #: an event is stored again (database thread only).
@@ -766,6 +829,8 @@ class HistorySender:
             if full:
                 self._dropped += 1
                 first = self._dropped == 1
+                if first:
+                    self._dropping_since = time.monotonic()
             else:
                 self._waiting += 1
         if not full:
@@ -774,12 +839,12 @@ class HistorySender:
         if first:
             log.error(
                 "1C history: %s of call %s dropped, and every call event after it until "
-                "%s can be written again: %d wait in memory already (%s); "
-                "callrouter history replay rebuilds them from CEL",
+                "half of the %d waiting in memory are stored in %s (%s); one INFO counts "
+                "them then; callrouter history replay rebuilds them from CEL",
                 payload["event"],
                 payload["call_id"],
-                self.queue.path,
                 self.max_waiting,
+                self.queue.path,
                 self._store_failing or "the database is slow",
             )
         return False
@@ -827,6 +892,10 @@ class HistorySender:
                 self.queue.path,
             )
         self._lost = 0
+        with self._waiting_lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            self._drops_ended(dropped, stopping=True)
 
     async def flush(self) -> None:
         """Wait until every event submitted so far is in the database (tests, status)."""
@@ -870,6 +939,24 @@ class HistorySender:
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
+                dropped = 0
+                if self._dropped and self._waiting <= self.max_waiting // 2:
+                    dropped, self._dropped = self._dropped, 0
+            if dropped:
+                self._drops_ended(dropped)
+
+    def _drops_ended(self, dropped: int, *, stopping: bool = False) -> None:
+        """The INFO that ends an episode of drops past ``max_waiting``."""
+        log.info(
+            "1C history: %d call events were dropped over %s, %d waiting in memory to be "
+            "stored in %s already; %s (callrouter history replay rebuilds the dropped "
+            "ones from CEL)",
+            dropped,
+            _age(time.monotonic() - self._dropping_since),
+            self.max_waiting,
+            self.queue.path,
+            "until this stop" if stopping else "room again, call events are taken again",
+        )
 
     def _store_retrying(self, payload: dict[str, Any], fact: MissedFact | None) -> None:
         delay = 0.02
@@ -927,13 +1014,10 @@ class HistorySender:
         """An event was stored: one INFO if storing had been failing."""
         if self._store_failing is None:
             return
-        with self._waiting_lock:
-            dropped, self._dropped = self._dropped, 0
         log.info(
-            "1C history: call events stored in %s again after %s%s",
+            "1C history: call events stored in %s again after %s",
             self.queue.path,
             _age(time.monotonic() - self._store_failing_since),
-            f"; {dropped} were dropped meanwhile" if dropped else "",
         )
         self._store_failing = None
 
@@ -987,7 +1071,20 @@ class HistorySender:
             what = await self._db(self.queue.put_back)
         except (OSError, sqlite3.Error) as exc:
             reason = str(exc) or type(exc).__name__
-            if reason != self._put_back_failing:
+            unopened = self.queue.unopened
+            if reason != self._put_back_failing and unopened is not None:
+                why = exc.__cause__ or exc
+                log.error(
+                    "1C history: %s was %s while callrouter ran and is written again "
+                    "from the open file, but cannot be opened again: %s; call events "
+                    "wait in memory (up to %d) until it can, retried every %g s",
+                    path,
+                    unopened,
+                    str(why) or type(why).__name__,
+                    self.max_waiting,
+                    FILE_CHECK_EVERY,
+                )
+            elif reason != self._put_back_failing:
                 log.error(
                     "1C history: %s is no longer the file in use (deleted or replaced "
                     "while callrouter ran) and cannot be written again: %s; the events "

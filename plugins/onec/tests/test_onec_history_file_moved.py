@@ -24,6 +24,7 @@ from callrouter_onec import history
 from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
+from callrouter_onec.missed import MissedFact
 from callrouter_onec.plugin import OneCPlugin
 
 START = datetime(2024, 5, 1, 12, 0, 0)
@@ -192,3 +193,108 @@ def test_the_plugins_status_does_not_wait_for_the_file_written_back(tmp_path: Pa
             assert time.monotonic() - began < 0.5
             assert written.result() == "deleted"
         assert queue.counts() == {"pending": 1}  # without a wait: the file's
+
+
+class _FullDiskOnOpen:
+    """``_migrate`` failing as ``PRAGMA journal_mode=WAL`` does on a nearly full
+    disk, after ``sqlite3.connect`` succeeded, while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.calls = 0
+        self._real = history._migrate
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        self.calls += 1
+        if self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        self._real(db)
+
+
+def test_a_file_that_cannot_be_opened_again_loses_no_event_and_is_not_taken_for_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hrev35b: `put_back` closed the open connection, then opening the file
+    written back failed (a nearly full disk): the queue's missed calls still
+    used the closed connection, so a call event with a missed-call fact raised
+    `ProgrammingError` (not retried: lost), and the next look took our own file
+    for one put there, moved it aside and reported "replaced"."""
+    number = "79161234567"
+    with HistoryQueue(tmp_path) as queue:
+        missed = {"event": "missed", "call_id": "1.1", "from": number}
+        assert queue.enqueue_call_event(missed, MissedFact(number, 1000.0)) == 1
+        delete(queue)
+        failing = _FullDiskOnOpen()
+        monkeypatch.setattr(history, "_migrate", failing)
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            queue.put_back()
+        answered = {"event": "answered", "call_id": "2.1", "extension": "101"}
+        # Still failing: an error the sender retries, never ProgrammingError.
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            queue.enqueue_call_event(answered, MissedFact(number, 2000.0))
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            queue.put_back()
+        failing.failing = False  # room again: the retry stores it
+        assert queue.enqueue_call_event(answered, MissedFact(number, 2000.0)) == 2
+        assert queue.put_back() is None  # our own file: nothing replaced
+        assert queue.path.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.replaced-*"))
+    with HistoryQueue(tmp_path) as again:
+        assert [(e.call_id, e.event) for e in again.pending(limit=-1)] == [
+            ("1.1", "missed"),
+            ("2.1", "answered"),
+            ("1.1", "missed_closed"),
+        ]
+
+
+async def test_call_events_wait_while_the_file_written_back_cannot_be_opened(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same through the sender: the events handed over while the file
+    cannot be opened wait and are stored once it can, none lost, no traceback."""
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05)
+    double.stop()
+    number = "79161234567"
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=0.02, max_delay=0.05)
+    sender.start()
+    try:
+        sender.submit_call_event(
+            {"event": "missed", "call_id": "1.1", "from": number}, MissedFact(number, 1000.0)
+        )
+        await sender.flush()
+        failing = _FullDiskOnOpen()
+        monkeypatch.setattr(history, "_migrate", failing)
+        delete(queue)
+        for _ in range(100):
+            if failing.calls:
+                break
+            await asyncio.sleep(0.02)
+        assert failing.calls, "the file was not written back"
+        sender.submit_call_event(
+            {"event": "answered", "call_id": "2.1", "extension": "101"},
+            MissedFact(number, 2000.0),
+        )
+        sender.submit(event(3))
+        await asyncio.sleep(0.3)
+        failing.failing = False
+        await asyncio.wait_for(sender.flush(), 10)
+        await asyncio.sleep(0.3)
+    finally:
+        await sender.stop()
+        queue.close()
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert not list(tmp_path.glob("*.replaced-*"))
+    with HistoryQueue(tmp_path) as again:
+        assert {(e.call_id, e.event) for e in again.pending(limit=-1)} == {
+            ("1.1", "missed"),
+            ("2.1", "answered"),
+            ("1.1", "missed_closed"),
+            ("moved.3", "ringing"),
+        }
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("is written again from the open file, but cannot be opened again" in m for m in said), said

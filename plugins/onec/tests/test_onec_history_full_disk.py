@@ -8,6 +8,7 @@ the folder's filesystem is full, rolling the transaction back itself.
 from __future__ import annotations
 
 import asyncio
+import threading
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -179,3 +180,43 @@ async def test_the_shutdown_count_includes_the_events_never_stored(
     ], said
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors[-1].startswith("1C history: 4 call events in all not stored")
+
+
+async def test_every_episode_of_drops_while_the_file_is_slow_is_said_and_counted(
+    tmp_path: Path,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hrev35b: the count of events dropped past ``max_waiting`` was reset
+    only when storing had failed: with the file merely slow (no write failing)
+    the drops were never counted at INFO, and a second episode got no ERROR."""
+    caplog.set_level(logging.INFO, logger="callrouter_onec.history")
+    with HistoryQueue(tmp_path) as queue:
+        slow = threading.Event()
+        store = queue.enqueue_call_event
+
+        def slowly(payload: object, fact: object) -> int:
+            assert slow.wait(10)
+            return store(payload, fact)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(queue, "enqueue_call_event", slowly)
+        sender = sender_for(queue, client, max_waiting=4)
+        for episode, dropped in enumerate((5, 2)):
+            slow.clear()
+            base = episode * 100
+            taken = [sender.submit(event(base + i)) for i in range(4 + dropped)]
+            assert taken == [True] * 4 + [False] * dropped
+            slow.set()
+            await sender.flush()
+        await sender.stop()
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.levelno >= logging.INFO and "dropped" in r.getMessage()
+    ]
+    assert [level for level, _ in said] == [logging.ERROR, logging.INFO] * 2, said
+    assert "full.4 dropped" in said[0][1]
+    assert said[1][1].startswith("1C history: 5 call events were dropped")
+    assert "full.104 dropped" in said[2][1]
+    assert said[3][1].startswith("1C history: 2 call events were dropped")
