@@ -748,6 +748,15 @@ class HistorySender:
         self._runner = Supervised(
             "onec-history", self._run, restart_delay=base_delay, max_delay=max_delay, logger=log
         )
+        #: The file's own schedule: a batch to a slow 1C (100 rows, each up to
+        #: the client's timeout) held the look between batches for minutes.
+        self._file_watch = Supervised(
+            "onec-history-file",
+            self._watch_file,
+            restart_delay=base_delay,
+            max_delay=max_delay,
+            logger=log,
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
@@ -861,6 +870,7 @@ class HistorySender:
         self._loop = asyncio.get_running_loop()
         self._closing.clear()
         self._runner.start()
+        self._file_watch.start()
 
     async def stop(self) -> None:
         """Stop sending and finish the writes handed over; never raises.
@@ -869,6 +879,7 @@ class HistorySender:
         for a lock held elsewhere gives up (logged) rather than hold shutdown.
         """
         await self._runner.stop()
+        await self._file_watch.stop()
         self._closing.set()  # a write waiting for the file gives up: the check can run
         # The file deleted since the last look (up to FILE_CHECK_EVERY ago) was
         # lost with the process: what it held not yet sent is gone at the next start.
@@ -1025,7 +1036,6 @@ class HistorySender:
         while True:
             self._wake.clear()
             try:
-                await self._check_file_when_due()
                 await self._prune_when_due()
                 rows: list[QueuedEvent] = await self._db(self.queue.due, self.batch)
                 if not rows:
@@ -1048,17 +1058,19 @@ class HistorySender:
             )
 
     async def _pause(self, event: asyncio.Event, seconds: float) -> None:
-        """Wait ``seconds`` or until ``event`` is set, looking at the file every
-        :data:`FILE_CHECK_EVERY` meanwhile: with 1C away the backoff holds the
-        sender up to ``max_delay`` (60 s), while the events pile up in the file,
-        and a file deleted then was not looked at until 1C answered again."""
-        end = time.monotonic() + seconds
-        while not event.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, FILE_CHECK_EVERY))
+        """Wait ``seconds`` or until ``event`` is set (the file is looked at
+        meanwhile on its own schedule, :meth:`_watch_file`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    async def _watch_file(self) -> None:
+        """Look at the file every :data:`FILE_CHECK_EVERY`, whatever the sender
+        does: in its backoff with 1C away (up to ``max_delay``, 60 s) or in a
+        batch to a slow 1C (up to 100 rows, each up to the client's timeout),
+        the look between two tries left a deleted file gone for minutes, and
+        a crash then lost every event waiting for 1C."""
+        while True:
+            await asyncio.sleep(max(0.0, self._file_checked + FILE_CHECK_EVERY - time.monotonic()))
             await self._check_file_when_due()
 
     async def _check_file_when_due(self) -> None:

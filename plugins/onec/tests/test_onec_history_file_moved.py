@@ -25,6 +25,7 @@ from callrouter_onec.client import OneCClient
 from callrouter_onec.double import OneCDouble
 from callrouter_onec.history import CallRecord, HistoryQueue, HistorySender, build_event
 from callrouter_onec.missed import MissedFact
+from callrouter_onec.models import EventAck
 from callrouter_onec.plugin import OneCPlugin
 
 START = datetime(2024, 5, 1, 12, 0, 0)
@@ -298,3 +299,39 @@ async def test_call_events_wait_while_the_file_written_back_cannot_be_opened(
         }
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("is written again from the open file, but cannot be opened again" in m for m in said), said
+
+
+async def test_a_file_deleted_while_a_slow_1c_takes_a_batch_is_written_again_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hrev35b: the file was looked at only between two batches: with a slow
+    1C (100 rows, each up to the client's timeout) a deleted file stayed gone
+    for minutes, not the documented 5 s. It is looked at on its own schedule."""
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05)
+    posted: list[str] = []
+
+    async def slow_1c(payload: Any) -> EventAck:
+        await asyncio.sleep(0.2)  # each row takes 1C a while
+        posted.append(payload["call_id"])
+        return EventAck(f"ack-{len(posted)}", False)
+
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, slow_1c, batch=100)
+    try:
+        for i in range(50):
+            sender.submit(event(i))
+        await sender.flush()
+        sender.start()
+        for _ in range(100):
+            if posted:
+                break
+            await asyncio.sleep(0.02)
+        assert posted, "the sender did not start"
+        delete(queue)
+        await asyncio.sleep(0.6)
+        assert queue.path.exists(), "not written again while the batch is sent"
+        assert len(posted) < 10  # still in its first batch
+    finally:
+        await sender.stop()
+        queue.close()
+    assert pending_in_file(tmp_path) >= {f"moved.{i}" for i in range(10, 50)}
