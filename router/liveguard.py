@@ -227,6 +227,17 @@ class _Peer:
     interval: float
 
 
+@dataclass(slots=True)
+class _Undated:
+    """Beats of a known instance dropped for their ``At`` since its last one
+    heard: when the first and the last came (the guard's clock), and the last
+    one's age on Asterisk's clock as this host knows it."""
+
+    first: float
+    last: float
+    age: float
+
+
 class LiveGuard:
     """The live-instance state of one engine: acting, settling or standing by."""
 
@@ -276,6 +287,10 @@ class LiveGuard:
         #: Instance -> the number of its newest beat seen: an older or the
         #: same one again is a replay (bounded: the oldest entries go).
         self._seen_beats: dict[str, int] = {}
+        #: Instance -> its beats dropped for their ``At`` since its last beat
+        #: heard (bounded as ``_seen_beats``), and those already said.
+        self._undated: dict[str, _Undated] = {}
+        self._undated_said: set[str] = set()
         #: Heartbeats refused (not signed with our key, or replayed).
         self.refused = 0
         self._warned_at: float | None = None
@@ -459,6 +474,8 @@ class LiveGuard:
             age = heartbeat_age(event, self.asterisk_clock())
             if age is None or not -_FRESH <= age <= _FRESH:
                 last = self._seen_beats.get(instance)
+                if age is not None and last is not None and number > last:
+                    self._dated_off(instance, age)
                 if age is not None and age > 0 and last is not None and number > last:
                     # An instance heard before, a beat not: Asterisk stalled
                     # (stopped, hung) with it queued, and delivers it now. Old
@@ -493,7 +510,55 @@ class LiveGuard:
         self._seen_beats[instance] = int(number)
         while len(self._seen_beats) > _REMEMBERED:
             del self._seen_beats[next(iter(self._seen_beats))]
+        self._undated.pop(instance, None)
+        self._undated_said.discard(instance)
         return True
+
+    def _dated_off(self, instance: str, age: float) -> None:
+        """A new beat of an instance heard before is dropped for its ``At``."""
+        now = self._clock()
+        undated = self._undated.get(instance)
+        if undated is None:
+            self._undated[instance] = _Undated(now, now, age)
+            while len(self._undated) > _REMEMBERED:
+                del self._undated[next(iter(self._undated))]
+        else:
+            undated.last, undated.age = now, age
+
+    def _say_clocks_disagree(self, key: str, peer: _Peer, patience: float) -> None:
+        """Before taking over from a peer whose beats keep coming, each dropped
+        for its ``At``: its host's reading of Asterisk's clock went stale (its
+        clock was set and its Ping to Asterisk fails, so the difference it
+        measured is the old one), or this one's did. Dropped at DEBUG as late
+        beats Asterisk held up, they let this one take over with no line
+        naming the clock. Once, until a beat of it is heard again."""
+        undated = self._undated.get(key)
+        if undated is None or key in self._undated_said or undated.first < peer.seen:
+            return
+        now = self._clock()
+        # Beats that keep coming, one an interval, not a burst Asterisk held
+        # up while it was stopped (those came at once, and stop).
+        if undated.last - undated.first < peer.interval or now - undated.last > 2 * patience:
+            return
+        self._undated_said.add(key)
+        when = (
+            f"sent {undated.age:.0f} s ago"
+            if undated.age > 0
+            else f"dated {-undated.age:.0f} s ahead"
+        )
+        log.warning(
+            "the heartbeats of the other live callrouter (%s) keep coming but each is "
+            "%s on Asterisk's clock as this host knows it, more than %g s from now, "
+            "so they were ignored for %.0f s: the two hosts' clocks disagree (one was "
+            "set since callrouter measured Asterisk's, and its Ping to Asterisk fails "
+            "to measure it again); this one takes over as from a dead one, and both "
+            "may route calls: set both hosts' clocks (NTP) and check their Ping to "
+            "Asterisk",
+            peer.claim.describe(),
+            when,
+            _FRESH,
+            now - peer.seen,
+        )
 
     def _refuse(self, message: str, event: Event) -> None:
         self.refused += 1
@@ -510,9 +575,11 @@ class LiveGuard:
         """The oldest live instance older than this one, if any is still beating."""
         now = self._clock()
         for key, peer in list(self._peers.items()):
-            if now - peer.seen > _MISSED_BEATS * max(peer.interval, self.interval):
+            patience = _MISSED_BEATS * max(peer.interval, self.interval)
+            if now - peer.seen > patience:
                 del self._peers[key]
                 if not self._stalled_for():
+                    self._say_clocks_disagree(key, peer, patience)
                     # (After a stall of this one, the other's beats are queued
                     # unread: it may well be routing. check_in says so.)
                     self._went_silent.add(key)

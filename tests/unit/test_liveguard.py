@@ -727,6 +727,9 @@ def test_the_operations_page_quotes_what_the_guard_logs(page: str) -> None:
         "reconciling the calls still waiting",
         "a stale CallRouterLive heartbeat was ignored",
         "a beat recorded and replayed, or a host clock set since callrouter measured Asterisk's",
+        "keep coming but each is",
+        "on Asterisk's clock as this host knows it",
+        "the two hosts' clocks disagree",
     ):
         assert quoted in text, quoted
         assert quoted in " ".join(source.split()).replace('" "', ""), quoted
@@ -1153,3 +1156,50 @@ def test_beats_of_a_known_instance_that_asterisk_delivers_late_are_dropped_witho
     assert guard.refused == 1
     guard.observe(heartbeat(other.beat()))
     assert not guard.acting
+
+
+@pytest.mark.parametrize("step", [-100.0, 100.0])
+def test_a_takeover_from_an_instance_whose_beats_keep_coming_dated_off_names_the_clocks(
+    caplog: pytest.LogCaptureFixture, step: float
+) -> None:
+    """hrev35b: the older instance's host clock was set and its Ping to
+    Asterisk fails, so it keeps the difference it measured before: every beat
+    it sends is dated off by the step. Dropped as late beats Asterisk held up
+    (at DEBUG), they let the standby take over with no line naming the clock.
+    One WARNING now says so before the takeover, naming the instance and the
+    offset seen, and not again while its beats stay off."""
+    caplog.set_level(logging.DEBUG, logger="router.liveguard")
+    clock = Clock()
+    asterisk = Clock()
+    asterisk.now = 1_795_000_000.0
+    key = heartbeat_key("s")
+    guard = LiveGuard(Claim("bbbb0002", 1_795_000_100), key=key, clock=clock, settle=0)
+    guard.asterisk_clock = asterisk
+    other = LiveGuard(Claim("aaaa0001", 1_795_000_000, "pbx", 7), key=key, clock=clock)
+    other.asterisk_clock = asterisk
+    guard.observe(heartbeat(other.beat()))
+    assert not guard.acting
+    other.asterisk_clock = lambda: asterisk.now + step  # its estimate went stale
+    for _ in range(10):
+        clock.now += 2
+        asterisk.now += 2
+        guard.beat()  # (as the engine does every interval)
+        guard.observe(heartbeat(other.beat()))
+        guard.update()
+    assert guard.acting
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    clocks = [i for i, m in enumerate(said) if "the two hosts' clocks disagree" in m]
+    gone = [i for i, m in enumerate(said) if "is gone: this one routes calls again" in m]
+    assert len(clocks) == 1, said
+    assert len(gone) == 1, said
+    assert clocks[0] < gone[0], said
+    assert said[clocks[0]].startswith(
+        "the heartbeats of the other live callrouter (instance aaaa0001 on host pbx, pid 7, "
+    )
+    when = "sent 100 s ago" if step < 0 else "dated 100 s ahead"
+    assert f"keep coming but each is {when} on Asterisk's clock" in said[clocks[0]]
+    # Heard again with its clock right: a later episode is said again.
+    other.asterisk_clock = asterisk
+    guard.observe(heartbeat(other.beat()))
+    assert not guard.acting
+    assert guard._undated == {}
