@@ -189,6 +189,13 @@ class CallFold:
     #: Asterisk sends a leg's ``Newstate`` Ringing and ``DialState`` RINGING
     #: ahead of its CEL records, so the sign waits for the leg here.
     hinted: set[str] = field(default_factory=set)
+    #: Legs whose live ringing sign came while the number was late
+    #: (``caller_late``), in the order the signs came: their ringing is told
+    #: once the number is known, or at the leg's own answer or end (where a
+    #: replay, which has no signs, tells it), or before the call's hangup; so
+    #: live and replayed copies name the same number (the sign told it at
+    #: once, ``external: null``, and the replay named the number).
+    ring_late: dict[str, None] = field(default_factory=dict)
 
     # -- folding -----------------------------------------------------------------
 
@@ -196,32 +203,34 @@ class CallFold:
         """Fold one record; the events it decides (none if it was seen before)."""
         if not self.note(record.key, record.at):
             return []
-        if self.caller_late:
-            self._late_caller(record)
+        events: list[CallEvent] = []
+        if self.caller_late and self._late_caller(record):
+            events += self._late_ringings()
         handler = _HANDLERS.get(record.event)
-        if handler is None:
-            return []
-        events = handler(self, record)
+        if handler is not None:
+            events += handler(self, record)
         self.told += len(events)
         return events
 
-    def _late_caller(self, record: CelRecord) -> None:
+    def _late_caller(self, record: CelRecord) -> bool:
         """The number of an inbound call whose first channel, a ``Local`` one,
         started with none: Asterisk 22 writes both halves' CHAN_START of an
         ``Originate Channel=Local/...`` before it sets the Originate's caller
         ID. The first number of the ``;1`` half's later records, and the
         ``;2`` half's over it (the half that ran the dialplan, and the number
-        it may have rewritten before the routing request)."""
+        it may have rewritten before the routing request). True once that
+        number is known."""
         origin = self.originator
         number = _number(record.cid_num)
         if origin is None or number is None:
-            return
+            return False
         if record.uniqueid == origin.uniqueid:
             if self.external is None:
                 self.external = number
         elif record.channel == origin.channel.removesuffix(";1") + ";2":
             self.external = number
             self.caller_late = False
+        return not self.caller_late
 
     def note(self, key: tuple[str, str, str], at: float) -> bool:
         """Count a record (``key``, ``at``) in the call's bookkeeping; False when it
@@ -242,7 +251,7 @@ class CallFold:
             return []
         if self.ended or leg.answered_at is not None or leg.ended_at is not None:
             return []
-        events = self._ringing(leg)
+        events = self._ringing(leg, sign=True)
         self.told += len(events)
         return events
 
@@ -507,7 +516,8 @@ class CallFold:
         return [event]
 
     def _on_end(self, record: CelRecord) -> list[CallEvent]:
-        held = self._held_ringing()  # the phone's own end was not seen
+        # The phone's own end was not seen, nor the number (ring_late).
+        held = [*self._held_ringing(), *self._late_ringings()]
         self.ended = True
         origin = self.originator
         if not held and not self.told and origin is not None and origin.ended_at is None:
@@ -562,7 +572,21 @@ class CallFold:
         origin.ring_held = False
         return self._ringing(origin)
 
-    def _ringing(self, leg: Leg) -> list[CallEvent]:
+    def _late_ringings(self) -> list[CallEvent]:
+        """The ringings ``ring_late`` holds, in the order their signs came."""
+        legs = [self.legs[key] for key in self.ring_late if key in self.legs]
+        self.ring_late.clear()
+        return [self._ringing_event(leg) for leg in legs]
+
+    def _ringing(self, leg: Leg, *, sign: bool = False) -> list[CallEvent]:
+        """The ``ringing`` of ``leg``, once: decided by its records (its answer
+        or end, a pickup), or by a live ringing ``sign``, held in ``ring_late``
+        while the number is late (the leg's records then tell it)."""
+        if leg.uniqueid in self.ring_late:
+            if sign:
+                return []
+            del self.ring_late[leg.uniqueid]
+            return [self._ringing_event(leg)]
         if (
             leg.rang
             or leg.extension is None
@@ -571,6 +595,12 @@ class CallFold:
         ):
             return []
         leg.rang = True
+        if sign and self.caller_late and len(self.ring_late) < MAX_LEGS:
+            self.ring_late[leg.uniqueid] = None
+            return []
+        return [self._ringing_event(leg)]
+
+    def _ringing_event(self, leg: Leg) -> CallEvent:
         event = self._event("ringing", f"ringing/{leg.uniqueid}", leg.started_at, leg.extension)
         # The call as it was when the phone began ringing, whenever that is told: live
         # signs tell it at once, the records when the leg answers or ends (a replay),
@@ -578,7 +608,7 @@ class CallFold:
         answered = self.answered_at
         if answered is not None and answered > leg.started_at:
             event = replace(event, answered_at=None)
-        return [event]
+        return event
 
     def _ended_at(self, fallback: float) -> float:
         if self.first_hangup is not None:
@@ -873,12 +903,22 @@ class Folder:
             # seen live after the read) must not be lost: fold it in as well.
             fresh.seen |= live.seen
             fresh.hinted |= live.hinted
+            # Signs that wait for the number, of legs the store told no ringing of.
+            late = [k for k in live.ring_late if k not in fresh.legs or not fresh.legs[k].rang]
             for leg_id, leg in live.legs.items():
                 if leg_id not in fresh.legs:
                     fresh.legs[leg_id] = leg
                 elif leg.rang:
                     fresh.legs[leg_id].rang = True
+            fresh.ring_late.update(dict.fromkeys(late))
             del self._calls[linkedid]
+            if fresh.ring_late and (fresh.ended or not fresh.caller_late):
+                # The store knew the number (or the end): told now, before the end.
+                end = next(
+                    (i for i, e in enumerate(events) if e.kind in ("hangup", "missed")),
+                    len(events),
+                )
+                events[end:end] = fresh._late_ringings()
         if not fresh.ended:
             fresh.replayed = False
             if linkedid not in self._ended:

@@ -41,6 +41,10 @@ def delete(queue: HistoryQueue) -> None:
         Path(f"{queue.path}{suffix}").unlink(missing_ok=True)
 
 
+def moved_aside(folder: Path) -> list[Path]:
+    return list(folder.glob("*.replaced-*"))
+
+
 def pending_in_file(path: Path) -> set[str]:
     with HistoryQueue(path) as queue:
         return {row.call_id for row in queue.pending()}
@@ -239,7 +243,7 @@ def test_a_file_that_cannot_be_opened_again_loses_no_event_and_is_not_taken_for_
         assert queue.enqueue_call_event(answered, MissedFact(number, 2000.0)) == 2
         assert queue.put_back() is None  # our own file: nothing replaced
         assert queue.path.stat().st_mode & 0o777 == 0o600
-    assert not list(tmp_path.glob("*.replaced-*"))
+    assert not moved_aside(tmp_path)
     with HistoryQueue(tmp_path) as again:
         assert [(e.call_id, e.event) for e in again.pending(limit=-1)] == [
             ("1.1", "missed"),
@@ -289,7 +293,7 @@ async def test_call_events_wait_while_the_file_written_back_cannot_be_opened(
         await sender.stop()
         queue.close()
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
-    assert not list(tmp_path.glob("*.replaced-*"))
+    assert not moved_aside(tmp_path)
     with HistoryQueue(tmp_path) as again:
         assert {(e.call_id, e.event) for e in again.pending(limit=-1)} == {
             ("1.1", "missed"),
@@ -298,7 +302,9 @@ async def test_call_events_wait_while_the_file_written_back_cannot_be_opened(
             ("moved.3", "ringing"),
         }
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("is written again from the open file, but cannot be opened again" in m for m in said), said
+    assert any(
+        "is written again from the open file, but cannot be opened again" in m for m in said
+    ), said
 
 
 async def test_a_file_deleted_while_a_slow_1c_takes_a_batch_is_written_again_in_time(

@@ -8,8 +8,8 @@ the folder's filesystem is full, rolling the transaction back itself.
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 from datetime import datetime
 from pathlib import Path
 

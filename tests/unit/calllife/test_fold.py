@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from router.ami.message import Event
@@ -682,3 +684,73 @@ def test_an_outbound_call_the_dialplan_answers_itself_connected_nobody() -> None
     cel.end()
     [end] = fold(cel)
     assert (end.direction, end.status, end.talk_seconds) == ("out", "NOANSWER", None)
+
+
+@pytest.mark.parametrize(
+    "signs", ["after their start", "before their start", "then a replay of the call so far"]
+)
+def test_a_ringing_told_live_before_a_late_number_names_it_as_the_replay_does(
+    signs: str,
+) -> None:
+    """hrev35b: a call originated into a Local channel learns its number late
+    (``caller_late``); a phone's live ringing sign told its ringing at once,
+    ``external: null``, while the replay tells it at the phone's end, once the
+    ``;2`` half named the number: one event id, two facts. Such a ringing now
+    waits for the number (or for the phone's own record, which is when the
+    replay tells it), so live and replay tell the same fact."""
+    local = "Local/74950000001@callrouter-inbound-00000000"
+    one, two = "pbx-1796523054.0", "pbx-1796523054.1"
+    p101, p102 = "pbx-1796523054.2", "pbx-1796523054.3"
+    at = iter(range(1_796_523_054, 1_796_523_100))
+    names = {one: f"{local};1", two: f"{local};2", p101: "PJSIP/101-00000001"}
+    names[p102] = "PJSIP/102-00000002"
+
+    def record(event: str, uniqueid: str, cid: str = "", **extra: object) -> CelRecord:
+        return CelRecord.build(
+            event=event,
+            at=float(next(at)),
+            uniqueid=uniqueid,
+            linkedid=one,
+            channel=names[uniqueid],
+            context="callrouter-inbound",
+            exten="74950000001",
+            cid_num=cid,
+            extra=json.dumps(extra) if extra else "",
+        )
+
+    caller = "89161234567"
+    records = [
+        record("CHAN_START", one),
+        record("CHAN_START", two),
+        record("CHAN_START", p101, "74950000001"),
+        record("CHAN_START", p102, "74950000001"),
+        record("ANSWER", p102, "74950000001"),  # 102 takes it
+        record("ANSWER", two, caller),  # the number, at last
+        record("ANSWER", one, "79161234567"),
+        record("HANGUP", p101, "74950000001", hangupcause=26),  # answered elsewhere
+        record("HANGUP", p102, "74950000001", hangupcause=16, hangupsource=names[p102]),
+        record("HANGUP", one, "79161234567", hangupcause=16),
+        record("HANGUP", two, caller, hangupcause=16, dialstatus="ANSWER"),
+        record("LINKEDID_END", one, "79161234567"),
+    ]
+    live = Folder()
+    told: list[CallEvent] = []
+    for index, each in enumerate(records):
+        if signs == "before their start" and index == 2:
+            for leg in (p101, p102):
+                told += live.hint(one, leg)
+        told += live.feed(each)
+        if signs != "before their start" and index == 3:
+            for leg in (p101, p102):
+                told += live.hint(one, leg)
+            if signs == "then a replay of the call so far":  # a gap: the store read
+                told += live.replay(one, records[:4])
+    replayed = {e.event_id: e for e in Folder().replay(one, records)}
+    assert sorted(e.event_id for e in told) == sorted(replayed)
+    for event in told:
+        assert event.same_fact(replayed[event.event_id]), (event, replayed[event.event_id])
+    ringing = {e.extension: e for e in told if e.kind == "ringing"}
+    assert ringing["101"].external == caller
+    # Never after the phone's own answered: the order 1C keeps.
+    kinds_told = kinds(told)
+    assert kinds_told.index(("ringing", "102")) < kinds_told.index(("answered", "102"))
