@@ -255,7 +255,7 @@ class Plugins:
                 "implementation on its own, so wrappers are not "
                 "supported: make it a plain @hookimpl",
             )
-        problem = _hook_problem(self.pm, plugin)
+        problem = _hook_problem(self.pm, plugin) or _passing_problem(self.pm, plugin)
         if problem:
             raise PluginError(plugin_name, problem)
         try:
@@ -904,6 +904,51 @@ def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
                 f"{', '.join(repr(name) for name in extra)} is no argument of the hook; "
                 f"it passes {', '.join(spec.argnames) or 'none'}, by name{_defined_at(func)}"
             )
+    return ""
+
+
+def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The hook whose implementation names one of the hook's arguments in a way
+    pluggy never passes, in words, or "".
+
+    pluggy passes only the required positional-or-keyword parameters: one
+    with a default (``call=None``, as the hook's ``Call | None`` invites) was
+    left at its default on every call, silently, and a keyword-only one
+    (after ``*``) failed every call with a ``TypeError``."""
+    specs = {name: caller.spec for name, caller in vars(pm.hook).items() if caller.spec}
+    for attr in sorted(dir(plugin)):
+        spec = specs.get(attr)
+        if spec is None:
+            continue
+        try:
+            if pm.parse_hookimpl_opts(plugin, attr) is None:
+                continue
+            func = getattr(plugin, attr)
+            params = list(inspect.signature(func).parameters.values())
+        except Exception:  # pluggy reports what it cannot read
+            continue
+        for param in params:
+            if param.name not in spec.argnames:
+                continue
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                return (
+                    f"{attr}: its argument {param.name!r} is keyword-only (after '*'), "
+                    "but the hook passes only arguments named before any '*', so every "
+                    f"call would fail; drop the '*'{_defined_at(func)}"
+                )
+            if param.default is not inspect.Parameter.empty and param.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.POSITIONAL_ONLY,
+            ):
+                try:
+                    shown = cut(repr(param.default), 80)
+                except Exception:
+                    shown = f"<{type(param.default).__name__}>"
+                return (
+                    f"{attr}: its argument {param.name!r} has a default "
+                    f"({shown}), so pluggy never passes it and it "
+                    f"would always be that default; drop the default{_defined_at(func)}"
+                )
     return ""
 
 

@@ -101,6 +101,27 @@ class WrongArgument:
         return None
 
 
+class DefaultedArgument:
+    """``call=None``, as the hook's ``Call | None`` invites: pluggy never passes
+    an argument with a default, so the hook always saw None."""
+
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_notify(self, target: Any, params: Any, call: Any = None) -> None:
+        return None
+
+
+class KeywordOnlyArgument:
+    """After ``*``: pluggy passes none, so every call failed with a TypeError."""
+
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_decision(self, *, call: Any, outcome: Any) -> None:
+        return None
+
+
 class Unmarked:
     __name__ = "vip"
 
@@ -126,8 +147,17 @@ class Unmarked:
             "plugin 'vip': callrouter_register is not marked with @hookimpl "
             "(from router import hookimpl), so it would never be called",
         ),
+        (
+            DefaultedArgument(),
+            "plugin 'vip': callrouter_notify: its argument 'call' has a default (None), "
+            "so pluggy never passes it and it would always be that default",
+        ),
+        (
+            KeywordOnlyArgument(),
+            "plugin 'vip': callrouter_decision: its argument 'call' is keyword-only",
+        ),
     ],
-    ids=["misspelt-hook", "wrong-argument", "unmarked-hook"],
+    ids=["misspelt-hook", "wrong-argument", "unmarked-hook", "defaulted", "keyword-only"],
 )
 def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, message: str) -> None:
     with pytest.raises(PluginError) as caught:
@@ -141,8 +171,10 @@ def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, mess
         (Misspelt(), Misspelt.callrouter_statrup),
         (WrongArgument(), WrongArgument.callrouter_decision),
         (Unmarked(), Unmarked.callrouter_register),
+        (DefaultedArgument(), DefaultedArgument.callrouter_notify),
+        (KeywordOnlyArgument(), KeywordOnlyArgument.callrouter_decision),
     ],
-    ids=["misspelt-hook", "wrong-argument", "unmarked-hook"],
+    ids=["misspelt-hook", "wrong-argument", "unmarked-hook", "defaulted", "keyword-only"],
 )
 def test_a_hook_mistake_says_where_the_function_is(plugin: object, function: Any) -> None:
     """The message named the plugin and the hook, not the file: for an
