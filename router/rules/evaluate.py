@@ -10,6 +10,7 @@ number of rules.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -365,6 +366,7 @@ async def _call_lookup(
     if remaining is not None and remaining <= 0:
         return None, "deadline passed before the lookup", True
     started = time.perf_counter()
+    timer: asyncio.Timeout | None = None
     try:
         result = func(*args, **kwargs)
         # Most answers are plain values: no awaitable check (an ABC test) for them.
@@ -372,11 +374,20 @@ async def _call_lookup(
             if remaining is None:
                 result = await result
             else:
-                async with eager.timeout(remaining):
+                async with eager.timeout(remaining) as timer:
                     result = await result
         return result, None, False
-    except TimeoutError:
-        return None, f"timed out after {(time.perf_counter() - started) * 1000:.0f} ms", True
+    except TimeoutError as exc:
+        if timer is None or not timer.expired():
+            # The lookup's own TimeoutError (its client's wait_for): its
+            # failure, not the call's deadline, which has time left for the
+            # next rules; said as any other exception of a lookup.
+            record.ms = (time.perf_counter() - started) * 1000
+            _lookup_failed(name, registry, asked, exc)
+            return None, f"TimeoutError: {exc}" if str(exc) else "TimeoutError", False
+        record.ms = (time.perf_counter() - started) * 1000
+        _lookup_cut_off(name, registry, asked, record.ms)
+        return None, f"timed out after {record.ms:.0f} ms", True
     except LookupUnavailable as exc:  # the expected way to say "no answer"
         return None, str(exc) or "unavailable", False
     except Exception as exc:
@@ -403,6 +414,43 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
         call = ""
     where = f" (call {call})" if call else ""
     _plugin_log.error("%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc)
+
+
+#: (plugin, lookup) -> when its cut-off was last said: a CRM that is down cuts
+#: off every call's lookup, and the log must not say it for every call.
+_cut_off_said: dict[tuple[str | None, str], float] = {}
+_CUT_OFF_EVERY = 60.0
+
+
+def _lookup_cut_off(name: str, registry: Registry, asked: _Asked, ms: float) -> None:
+    """The call's deadline cut off a lookup that had not answered: said at
+    WARNING with the plugin's name and the lookup's, at most once a minute per
+    lookup. The decision line named only the rule's name for the answer
+    (``lookups owner ... failed: timed out``), not whose lookup hung."""
+    owner = registry.owners.get(name)
+    now = time.monotonic()
+    key = (owner, name)
+    said = _cut_off_said.get(key)
+    if said is not None and now - said < _CUT_OFF_EVERY:
+        return
+    if len(_cut_off_said) >= 1000:
+        _cut_off_said.pop(next(iter(_cut_off_said)))
+    _cut_off_said[key] = now
+    who = f"plugin {owner!r}" if owner is not None else "a plugin"
+    try:
+        call = asked.get().linkedid
+    except Exception:  # the request is only for the message: never fail on it
+        call = ""
+    where = f" (call {call})" if call else ""
+    _plugin_log.warning(
+        "%s: its lookup %s gave no answer within the call's deadline, cut off after "
+        "%.0f ms%s; the rules went on without it (docs/plugins.md, Async hooks; said at "
+        "most once a minute per lookup)",
+        who,
+        name,
+        ms,
+        where,
+    )
 
 
 def _describe(name: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]) -> str:

@@ -11,9 +11,11 @@ other rules. It is now that rule's error, located and naming the plugin.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,74 @@ def test_a_plugin_lookup_that_raises_a_bug_is_logged_naming_plugin_and_lookup(
         with caplog.at_level("ERROR", logger="router.plugins"):
             asyncio.run(ruleset.evaluate(other, explain=True))
         assert not [r for r in caplog.records if r.name == "router.plugins"]
+
+
+def _shop_rules(tmp_path: Path, lookup: Any) -> Any:
+    registry = plugin_registry()
+    registry.registering = "shop"
+    registry.add_lookup("shop.owner", lookup)
+    registry.registering = None
+    path = tmp_path / "crm.yaml"
+    path.write_text(LOOKUP_RULES, encoding="utf-8")
+    return load_rules([path], registry)
+
+
+def test_a_lookup_cut_off_by_the_deadline_is_warned_about_naming_plugin_and_lookup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lookup that hangs was only ``lookups owner ... failed: timed out`` on the
+    decision line, under the rule's name for the answer: nothing said whose
+    lookup hung. It is said at WARNING naming both, once a minute at most."""
+    from router.rules import evaluate as evaluating
+
+    evaluating._cut_off_said.clear()
+
+    async def hangs(number: str) -> object:
+        await asyncio.sleep(30)
+        return None
+
+    ruleset = _shop_rules(tmp_path, hangs)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+
+    async def twice() -> Any:
+        first = await ruleset.evaluate(context, deadline=time.monotonic() + 0.05, explain=True)
+        await ruleset.evaluate(context, deadline=time.monotonic() + 0.05, explain=True)
+        return first
+
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        outcome = asyncio.run(twice())
+    assert outcome.trace.deadline_hit
+    assert outcome.trace.rules[0].lookups[0].error.startswith("timed out after ")
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]  # said once
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        "plugin 'shop': its lookup shop.owner gave no answer within the call's deadline"
+    )
+
+
+def test_a_lookup_s_own_timeout_is_its_failure_not_the_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lookup whose own client timed out (``asyncio.wait_for`` inside it) was
+    taken for the call's deadline: ``timed out after 20 ms`` and the trace's
+    ``deadline_hit``, so a call no rule then matched was ``late`` rather than
+    ``fell-through`` with plenty of time left. It is the lookup's failure,
+    logged naming the plugin, and the deadline is not said to have passed."""
+
+    async def own_timeout(number: str) -> object:
+        return await asyncio.wait_for(asyncio.sleep(30), 0.02)
+
+    ruleset = _shop_rules(tmp_path, own_timeout)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+
+    async def once() -> Any:
+        deadline = time.monotonic() + 5
+        return await ruleset.evaluate(context, deadline=deadline, explain=True)
+
+    with caplog.at_level("ERROR", logger="router.plugins"):
+        outcome = asyncio.run(once())
+    assert not outcome.trace.deadline_hit
+    assert outcome.decision.rules == ("fine",)
+    assert outcome.trace.rules[0].lookups[0].error == "TimeoutError"
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.getMessage().startswith("plugin 'shop' failed in its lookup shop.owner")
