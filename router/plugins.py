@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -74,6 +75,9 @@ CONFIGURE_TIMEOUT = 30.0
 _PRESENT_EXTENSION = re.compile(r"[0-9A-Za-z_+.-]{1,80}")
 #: Extensions taken from one plugin's answer at most (a conference, with room).
 MAX_PRESENT = 1_000
+#: Seconds a plain (not ``async``) hook may hold the event loop before it is
+#: said at WARNING: nothing else runs meanwhile, and no cut-off can stop it.
+BLOCKING_WARN = 0.5
 #: How many (plugin, call) failures are remembered to log each only once.
 _FAILURE_MEMORY = 10_000
 #: Event names whose listeners are remembered (AMI has a few hundred).
@@ -124,6 +128,8 @@ class Plugins:
         self.configure_failures: list[str] = []
         #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
         self._failed_names: dict[str, str] = {}
+        #: (plugin, hook) already said to have held the event loop.
+        self._blocked: set[tuple[str, str]] = set()
         #: (plugin, name) of the unknown event names already warned about.
         self._unknown_events: set[tuple[str, str]] = set()
         #: What was said of them, in order (``callrouter check`` prints it).
@@ -313,6 +319,27 @@ class Plugins:
             exc_info=(type(exc), exc, exc.__traceback__),
         )
 
+    def _held(self, hook: str, impl: pluggy.HookImpl, started: float) -> None:
+        """Say, once per plugin and hook, that a plain hook held the event loop
+        for ``BLOCKING_WARN`` or longer (``time.sleep``, ``requests``, a
+        blocking driver): every call's routing and every event waited, and
+        the hook's cut-off could not stop it, without a word naming whom."""
+        held = time.perf_counter() - started
+        key = (impl.plugin_name, hook)
+        if held < BLOCKING_WARN or key in self._blocked:
+            return
+        if len(self._blocked) < _FAILURE_MEMORY:
+            self._blocked.add(key)
+        log.warning(
+            "plugin %r: %s held the event loop for %.1f s, and no call was routed and no "
+            "event read meanwhile; a plain function that waits (time.sleep, requests, a "
+            "blocking driver) must await instead or hand the wait to asyncio.to_thread "
+            "(docs/plugins.md, Async hooks; said once per hook)",
+            impl.plugin_name,
+            hook,
+            held,
+        )
+
     async def _call_one(
         self,
         hook: str,
@@ -324,8 +351,12 @@ class Plugins:
     ) -> Any:
         """One plugin's answer, awaited; None when it raised (logged, as by
         :meth:`_call_each`, which inlines this on the event path)."""
+        started = time.perf_counter()
         try:
-            value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            try:
+                value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            finally:
+                self._held(hook, impl, started)
             if value is not None and inspect.isawaitable(value):
                 async with _CutOff(timeout):
                     value = await value
@@ -349,8 +380,12 @@ class Plugins:
         results: list[Any] = []
         for impl in impls:
             args = {name: kwargs[name] for name in impl.argnames}
+            started = time.perf_counter()
             try:
-                value = impl.function(**args)
+                try:
+                    value = impl.function(**args)
+                finally:
+                    self._held(hook, impl, started)
                 if value is not None and inspect.isawaitable(value):
                     # In this task (no task per hook call, as wait_for would make).
                     async with _CutOff(timeout):
@@ -534,10 +569,14 @@ class Plugins:
             return
         scope = call.linkedid if call else None
         for impl in impls:
+            started = time.perf_counter()
             try:
-                value = impl.function(
-                    **{arg: event if arg == "event" else call for arg in impl.argnames}
-                )
+                try:
+                    value = impl.function(
+                        **{arg: event if arg == "event" else call for arg in impl.argnames}
+                    )
+                finally:
+                    self._held("callrouter_event", impl, started)
                 if value is not None and inspect.isawaitable(value):
                     async with _CutOff(HOOK_TIMEOUT):
                         await value
@@ -644,8 +683,12 @@ class Plugins:
         (the trace says ``failed`` with its name) rather than passing it on."""
         kwargs = {"action": action, "call": call, "engine": engine}
         for impl in self._impls("callrouter_execute"):
+            started = time.perf_counter()
             try:
-                value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+                try:
+                    value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+                finally:
+                    self._held("callrouter_execute", impl, started)
                 if inspect.isawaitable(value):
                     async with _CutOff(HOOK_TIMEOUT):
                         value = await value

@@ -35,6 +35,9 @@ _plugin_log = logging.getLogger("router.plugins")
 
 #: Error text for a lookup nobody implements (``explain`` without ``--lookup``).
 NOT_PROVIDED = "not provided"
+#: Seconds a plain lookup may hold the event loop before it is said at WARNING
+#: (as a plain hook, router.plugins.BLOCKING_WARN).
+BLOCKING_WARN = 0.5
 #: Seconds of condition evaluation an evaluation that starts past its deadline gets.
 LATE_START_GRACE = 0.05
 
@@ -368,7 +371,11 @@ async def _call_lookup(
     started = time.perf_counter()
     timer: asyncio.Timeout | None = None
     try:
-        result = func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            if time.perf_counter() - started >= BLOCKING_WARN:
+                _lookup_held(name, registry, time.perf_counter() - started)
         # Most answers are plain values: no awaitable check (an ABC test) for them.
         if type(result) not in _PLAIN and inspect.isawaitable(result):
             if remaining is None:
@@ -414,6 +421,31 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
         call = ""
     where = f" (call {call})" if call else ""
     _plugin_log.error("%s failed in its lookup %s%s: %r", who, name, where, exc, exc_info=exc)
+
+
+#: Lookups already said to have held the event loop (bounded).
+_held_said: set[tuple[str | None, str]] = set()
+
+
+def _lookup_held(name: str, registry: Registry, held: float) -> None:
+    """A plain lookup that held the event loop (``time.sleep``, ``requests``):
+    said once per lookup at WARNING, naming the plugin. Nothing else ran
+    meanwhile, and the call's deadline could not cut it off."""
+    owner = registry.owners.get(name)
+    key = (owner, name)
+    if key in _held_said or len(_held_said) >= 1000:
+        return
+    _held_said.add(key)
+    who = f"plugin {owner!r}" if owner is not None else "a plugin"
+    _plugin_log.warning(
+        "%s: its lookup %s held the event loop for %.1f s, and no call was routed and no "
+        "event read meanwhile; a plain function that waits (time.sleep, requests, a "
+        "blocking driver) must await instead or hand the wait to asyncio.to_thread "
+        "(docs/plugins.md, Async hooks; said once per lookup)",
+        who,
+        name,
+        held,
+    )
 
 
 #: (plugin, lookup) -> when its cut-off was last said: a CRM that is down cuts

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -628,3 +629,64 @@ def test_a_name_taken_says_which_plugin_has_it(register: Any, problem: str) -> N
 
     plugins = Plugins.load(entry_points=False, extra=[Crm(), Registers(register)])
     assert plugins.register_into(Registry()) == [problem]
+
+
+class Blocks:
+    """Plain hooks that wait with ``time.sleep``, as a blocking client does."""
+
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_call_start(self, call: Any) -> None:
+        time.sleep(0.03)
+
+    @hookimpl
+    def callrouter_event(self, event: Any) -> None:
+        time.sleep(0.03)
+
+    @hookimpl
+    def callrouter_present_extensions(self, call: Any) -> None:
+        time.sleep(0.03)
+
+
+async def test_a_plain_hook_that_holds_the_loop_is_named_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain hook that waited (``time.sleep``, ``requests``) held every call's
+    routing and every event for that long, and the 2 s cut-off cannot stop
+    it: nothing said so, nor which plugin. Said at WARNING, once per hook."""
+    from router.testing import load_plugins, make_call, make_event
+
+    monkeypatch.setattr("router.plugins.BLOCKING_WARN", 0.02)
+    plugins = load_plugins(Blocks(), defaults=())
+    call = make_call(caller="+79161234567", did="74951234567")
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for _ in range(2):
+            await plugins.call_start(call)
+            await plugins.event(make_event("Hangup", Channel=call.waiting_channel), call)
+            await plugins.present_extensions(call)
+    said = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert [m.split(" held ")[0] for m in said] == [
+        "plugin 'vip': callrouter_call_start",
+        "plugin 'vip': callrouter_event",
+        "plugin 'vip': callrouter_present_extensions",
+    ]
+    assert "asyncio.to_thread" in said[0]
+
+
+async def test_a_quick_or_async_hook_is_not_said_to_hold_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from router.testing import load_plugins, make_call
+
+    class Waits:
+        __name__ = "vip"
+
+        @hookimpl
+        async def callrouter_call_start(self, call: Any) -> None:
+            await asyncio.sleep(0.6)  # awaits: the loop runs meanwhile
+
+    plugins = load_plugins(Waits(), defaults=())
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        await plugins.call_start(make_call(caller="+79161234567", did="74951234567"))
+    assert not [r for r in caplog.records if r.name == "router.plugins"]

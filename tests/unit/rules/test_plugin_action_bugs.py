@@ -255,3 +255,28 @@ def test_a_lookup_s_own_timeout_is_its_failure_not_the_deadline(
     assert outcome.trace.rules[0].lookups[0].error == "TimeoutError"
     [record] = [r for r in caplog.records if r.name == "router.plugins"]
     assert record.getMessage().startswith("plugin 'shop' failed in its lookup shop.owner")
+
+
+def test_a_plain_lookup_that_holds_the_loop_is_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain lookup that waited (``time.sleep``, ``requests.get``) held every
+    other call and event, and the deadline could not cut it off; the decision
+    line only showed its time. Said at WARNING naming plugin and lookup, once."""
+    from router.rules import evaluate as evaluating
+
+    monkeypatch.setattr(evaluating, "BLOCKING_WARN", 0.02)
+    evaluating._held_said.clear()
+
+    def blocks(number: str) -> object:
+        time.sleep(0.03)
+        return None
+
+    ruleset = _shop_rules(tmp_path, blocks)
+    context = Context.for_call(Caller("79161234567"), "74951234567", now=NOW)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        for _ in range(2):
+            outcome = asyncio.run(ruleset.evaluate(context, explain=True))
+    assert outcome.decision.rules == ("fine",)
+    [record] = [r for r in caplog.records if r.name == "router.plugins"]
+    assert record.getMessage().startswith("plugin 'shop': its lookup shop.owner held the event loop")
