@@ -126,6 +126,10 @@ class Plugins:
         #: What each ``callrouter_configure`` that raised (not a ConfigError)
         #: raised: ``run`` starts the plugin unconfigured, ``check`` says so.
         self.configure_failures: list[str] = []
+        #: What each ``callrouter_wanted_events``, ``callrouter_wants_call_events``
+        #: or ``callrouter_metrics`` that failed raised, and what ``run`` then
+        #: does without its answer: ``check`` counts each as an error.
+        self.answer_failures: list[str] = []
         #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
         self._failed_names: dict[str, str] = {}
         #: (plugin, hook) already said to have held the event loop.
@@ -440,6 +444,9 @@ class Plugins:
                     raise TypeError(f"expected True, False or None, got {value!r}")
             except Exception as exc:
                 self._report("callrouter_wants_call_events", impl, exc, None)
+                self._answer_failed(
+                    "callrouter_wants_call_events", impl, exc, "would tell it call events"
+                )
                 continue
             if value is False:
                 not_told.add(impl.plugin_name)
@@ -630,6 +637,9 @@ class Plugins:
                         raise TypeError(f"expected event names or None, got {names!r}")
             except Exception as exc:
                 self._report("callrouter_wanted_events", impl, exc, None)
+                self._answer_failed(
+                    "callrouter_wanted_events", impl, exc, "would give it every event"
+                )
                 names = None
             if names:
                 self._warn_unknown_events(impl.plugin_name, names, warn=warn)
@@ -725,7 +735,32 @@ class Plugins:
         await self._call_each("callrouter_channels_listed", {"channels": channels})
 
     async def metrics(self, metrics: Metrics) -> None:
-        await self._call_each("callrouter_metrics", {"metrics": metrics})
+        hook = "callrouter_metrics"
+        for impl in self._impls(hook):
+            started = time.perf_counter()
+            try:
+                try:
+                    value = impl.function(
+                        **{name: metrics for name in impl.argnames if name == "metrics"}
+                    )
+                finally:
+                    self._held(hook, impl, started)
+                if value is not None and inspect.isawaitable(value):
+                    async with _CutOff(HOOK_TIMEOUT):
+                        await value
+            except Exception as exc:
+                self._report(hook, impl, exc, None)
+                self._answer_failed(hook, impl, exc, "would serve /metrics without its families")
+
+    def _answer_failed(
+        self, hook: str, impl: pluggy.HookImpl, exc: BaseException, consequence: str
+    ) -> None:
+        """Keep a failure of a hook asked once at start, for ``callrouter check``
+        to count as an error: it was logged, and check still said all was OK."""
+        message = f"plugin {impl.plugin_name!r}: {hook} failed with {exc!r}, so callrouter run "
+        message += consequence
+        if message not in self.answer_failures and len(self.answer_failures) < 1000:
+            self.answer_failures.append(message)
 
     async def call_event(self, event: CallEvent) -> None:
         await self._call_each("callrouter_call_event", {"event": event}, scope=event.call_id)

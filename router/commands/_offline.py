@@ -32,6 +32,7 @@ from router.config import (
 )
 from router.config_lines import key_lines
 from router.errors import ConfigError
+from router.metrics import Metrics
 from router.plugins import Plugins
 from router.rules.registry import Registry
 from router.textfiles import read_bounded
@@ -307,7 +308,13 @@ def load_offline(
     # only in run's log (its callrouter_event would never be called for it).
     with _environment(stand_ins):
         asyncio.run(plugins.wanted_events(warn=False))
+        # And its metric families, on a registry of their own: a name run
+        # would refuse (``ValueError``) is the plugin's error now.
+        asyncio.run(plugins.metrics(Metrics()))
     warnings.extend(plugins.unknown_event_warnings)
+    problems[len(plugins.configure_failures) : len(plugins.configure_failures)] = (
+        plugins.answer_failures
+    )
     if config.recordings is not None:
         from router.recordings.transcode import missing_encoder
 

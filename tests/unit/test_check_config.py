@@ -818,3 +818,80 @@ def test_check_fails_when_a_plugin_crashes_on_its_settings(
         "callrouter run would start it without its settings\n"
     ) in out, out
     assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
+
+
+class _WrongAnswers:
+    """An installed plugin whose hooks asked once at start answer wrongly."""
+
+    __name__ = "crm"
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> object:
+        return "Hangup" if self.hook == "wanted_events" else ("Hangup",)
+
+    @hookimpl
+    def callrouter_event(self, event: Any) -> None:
+        return None
+
+    @hookimpl
+    def callrouter_wants_call_events(self) -> object:
+        return "yes" if self.hook == "wants_call_events" else True
+
+    @hookimpl
+    def callrouter_call_event(self, event: Any) -> None:
+        return None
+
+    @hookimpl
+    def callrouter_metrics(self, metrics: Any) -> None:
+        if self.hook == "metrics":
+            metrics.counter("crm_calls_total", "Calls.")
+
+
+@pytest.mark.parametrize(
+    ("hook", "said"),
+    [
+        (
+            "wanted_events",
+            "callrouter: plugin 'crm': callrouter_wanted_events failed with TypeError(\"expected "
+            "event names or None, got 'Hangup'\"), so callrouter run would give it every event\n",
+        ),
+        (
+            "wants_call_events",
+            "callrouter: plugin 'crm': callrouter_wants_call_events failed with TypeError("
+            "\"expected True, False or None, got 'yes'\"), so callrouter run would tell it "
+            "call events\n",
+        ),
+        (
+            "metrics",
+            "callrouter: plugin 'crm': callrouter_metrics failed with ValueError(\"metric name "
+            "'crm_calls_total': ",
+        ),
+    ],
+)
+def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    hook: str,
+    said: str,
+) -> None:
+    """run logs each at ERROR and goes on without the answer; check printed the
+    same ``error:`` line and then 'rules OK', exit 0 (a bad metric name it did
+    not even ask), so a plugin's CI passed what run complains of (issue 16)."""
+
+    class Entry:
+        name, value = "crm", "callrouter_crm"
+        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+        def load(self) -> object:
+            return _WrongAnswers(hook)
+
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert said in out, out
+    assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
