@@ -132,6 +132,12 @@ class Plugins:
         self.answer_failures: list[str] = []
         #: Names a failed ``callrouter_register`` had registered (and lost) -> the plugin.
         self._failed_names: dict[str, str] = {}
+        #: The ``[plugins.NAME]`` tables router.toml has, once configured
+        #: (None before): :meth:`why_missing` names a loaded plugin without one.
+        self._tables: frozenset[str] | None = None
+        self._config_name = "router.toml"
+        #: The plugins that registered at least one name at the last registration.
+        self._registered_any: frozenset[str] = frozenset()
         #: (plugin, hook) already said to have held the event loop.
         self._blocked: set[tuple[str, str]] = set()
         #: (plugin, name) of the unknown event names already warned about.
@@ -409,6 +415,8 @@ class Plugins:
         """A plugin refusing its settings (ConfigError) stops the start with its
         message; a plugin that crashes here is logged and kept, like a crash in
         any other hook: its other hooks may still work, and the engine must start."""
+        self._tables = frozenset(k for k, v in config.plugins.settings.items() if v)
+        self._config_name = config.path.name if config.path is not None else "router.toml"
         for impl in self._impls("callrouter_configure"):
             kwargs = {
                 "config": config,
@@ -487,6 +495,7 @@ class Plugins:
                 self._register_failed[impl.plugin_name] = f"callrouter_register: {exc}"
             finally:
                 registry.registering = None
+        self._registered_any = frozenset(registry.owners.values())
         return problems
 
     def why_missing(self, name: str) -> str:
@@ -508,6 +517,9 @@ class Plugins:
         for plugin, error in self._register_failed.items():
             if _owns(plugin, name):
                 return f" (plugin {plugin!r} failed to load: {error})"
+        loaded = self._loaded_owner(name)
+        if loaded:
+            return loaded
         if not self._left_out:
             return ""
         if self._left_out_names is None:
@@ -523,6 +535,29 @@ class Plugins:
         where = self._where.get(key)
         place = f"in {where} [plugins] {key}" if where else f"([plugins] {key})"
         return f" (plugin {owner!r} is {what} but {state} {place})"
+
+    def _loaded_owner(self, name: str) -> str:
+        """`` (plugin 'crm' is loaded but registered nothing; ...)`` when a
+        loaded plugin that registered no name owns ``name`` by its prefix, or "".
+
+        A plugin inert without its ``[plugins.NAME]`` table (docs/plugins.md,
+        Packaging) registers nothing: the rule naming its lookup was told
+        ``unknown lookup 'crm.owner'`` alone, which reads as a typo."""
+        for plugin in self._versions:
+            if (
+                not _owns(plugin, name)
+                or not self.pm.has_plugin(plugin)
+                or plugin in self._registered_any  # it registered others: a typo
+            ):
+                continue
+            if self._tables is not None and plugin not in self._tables:
+                return (
+                    f" (plugin {plugin!r} is loaded but registered nothing; "
+                    f"{self._config_name} gives it no settings ([plugins.{plugin}]), "
+                    "which it may need)"
+                )
+            return f" (plugin {plugin!r} is loaded but registered nothing)"
+        return ""
 
     def _names_left_out(self) -> dict[str, str]:
         """name -> the left-out plugin that registers it (the first one)."""

@@ -226,3 +226,71 @@ def test_check_says_a_misspelt_wanted_event_before_run(
         "'Hangupp*'"
     ]
     assert captured.out.endswith("3 rules OK\n")
+
+
+class InertCrm(Crm):
+    """Inert without its ``[plugins.crm]`` table, as docs/plugins.md asks of a
+    plugin that changes routing: it registers nothing then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.configured = False
+
+    @hookimpl
+    def callrouter_configure(self, settings: Any) -> None:
+        self.configured = bool(settings)
+
+    @hookimpl
+    def callrouter_register(self, registry: Registry) -> None:
+        if self.configured:
+            super().callrouter_register(registry)
+
+
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        (
+            "",
+            "is loaded but registered nothing; router.toml gives it no settings "
+            "([plugins.crm]), which it may need",
+        ),
+        (
+            "[plugins.crm]\n",
+            "is loaded but registered nothing; router.toml gives it no settings "
+            "([plugins.crm]), which it may need",
+        ),
+    ],
+    ids=["no-table", "empty-table"],
+)
+def test_check_names_a_loaded_plugin_that_registered_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+    why: str,
+) -> None:
+    """An inert plugin's names were "unknown lookup 'crm.owner'" alone, read as
+    a typo, while the fix is its table in router.toml."""
+    install(monkeypatch, FakeEntryPoint("crm", InertCrm()))
+    path = write(tmp_path, table)
+    out = check(path, capsys)
+    assert out[1].endswith(f"unknown lookup 'crm.owner' (plugin 'crm' {why})"), out
+    assert out[2].endswith(f"no plugin 'crm' takes notifications (plugin 'crm' {why})"), out
+    assert out[0].endswith("unknown function 'is_vip'"), out  # no prefix: not the plugin's
+
+
+def test_a_configured_plugin_that_registered_nothing_is_named_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Nothing:
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            return None
+
+    install(monkeypatch, FakeEntryPoint("crm", Nothing()))
+    path = write(tmp_path, "")
+    path.write_text(path.read_text(encoding="utf-8") + "[plugins.crm]\nurl = 'x'\n")
+    out = check(path, capsys)
+    assert out[1].endswith(
+        "unknown lookup 'crm.owner' (plugin 'crm' is loaded but registered nothing)"
+    ), out
