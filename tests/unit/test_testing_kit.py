@@ -732,3 +732,40 @@ async def test_a_sent_action_is_a_mapping_of_its_fields(
     with pytest.raises(KeyError):
         sent["Missing"]
     assert dict(sent.items()) == fields
+
+
+async def test_the_documented_stream_gap_steps_tell_a_plugin(
+    ajam_replay: ReplayAsterisk, engine_factory: EngineFactory, tmp_path: Path
+) -> None:
+    """docs/plugins.md, ``expire_session``: the steps a plugin author takes to
+    test ``callrouter_stream_gap``. ``expire_session()`` and one ``settle``
+    alone told the plugin nothing: the poll already waiting keeps its session."""
+    from router import StreamGap, hookimpl
+
+    seen: list[str] = []
+
+    class Presence:
+        __name__ = "presence"
+
+        @hookimpl
+        def callrouter_stream_gap(self, gap: StreamGap) -> None:
+            seen.append(f"gap:{gap.reason}")
+
+        @hookimpl
+        def callrouter_channels_listed(self, channels: object) -> None:
+            seen.append("listed")
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: r\n    on: call\n    do:\n"
+        "      - redirect: {context: callrouter-dial, exten: '101'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Presence()])
+    assert seen == ["listed"]  # at start
+    ajam_replay.expire_session()
+    ajam_replay.queue_event("FullyBooted")
+    await ajam_replay.settle(engine)
+    ajam_replay.queue_event("Reload")
+    await ajam_replay.settle(engine)
+    assert seen == ["listed", "gap:session", "listed"]
