@@ -279,4 +279,6 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
             outcome = asyncio.run(ruleset.evaluate(context, explain=True))
     assert outcome.decision.rules == ("fine",)
     [record] = [r for r in caplog.records if r.name == "router.plugins"]
-    assert record.getMessage().startswith("plugin 'shop': its lookup shop.owner held the event loop")
+    assert record.getMessage().startswith(
+        "plugin 'shop': its lookup shop.owner held the event loop"
+    )
