@@ -140,6 +140,9 @@ class Plugins:
         self._registered_any: frozenset[str] = frozenset()
         #: (plugin, hook) already said to have held the event loop.
         self._blocked: set[tuple[str, str]] = set()
+        #: What was said of plugins registering an action kind or a notify
+        #: target with no hook to carry it out, in order (``check`` prints it).
+        self.registration_warnings: list[str] = []
         #: (plugin, name) of the unknown event names already warned about.
         self._unknown_events: set[tuple[str, str]] = set()
         #: What was said of them, in order (``callrouter check`` prints it).
@@ -484,6 +487,7 @@ class Plugins:
             saved = registry.checkpoint()
             try:
                 _register_one(impl, registry)
+                self._check_carried_out(impl.plugin_name, registry, saved)
             except Exception as exc:
                 # All or nothing: what it registered before failing goes too,
                 # and a rule naming it is told whose it was.
@@ -497,6 +501,38 @@ class Plugins:
                 registry.registering = None
         self._registered_any = frozenset(registry.owners.values())
         return problems
+
+    def _check_carried_out(self, plugin: str, registry: Registry, saved: Registry) -> None:
+        """Warn when ``plugin`` registered an action kind without implementing
+        ``callrouter_execute``, or a notify target without ``callrouter_notify``:
+        the rules load, and then every such action is ``no-executor`` and
+        every such notification goes nowhere, with no word at start."""
+        if plugin in self._builtin:
+            return  # the built-in kinds are the executor's own
+        missing = [
+            (f"the action {kind!r}", "callrouter_execute", f"every {kind!r} would end no-executor")
+            for kind in registry.actions
+            if kind not in saved.actions
+        ] + [
+            (
+                f"the notify target {target!r}",
+                "callrouter_notify",
+                f"every notify to {target!r} would reach no one",
+            )
+            for target in registry.notify_targets
+            if target not in saved.notify_targets
+        ]
+        for what, hook, result in missing:
+            if any(i.plugin_name == plugin for i in self._impls(hook)):
+                continue
+            message = (
+                f"plugin {plugin!r}: registers {what} but implements no {hook}, so "
+                f"{result}; add the hook, or let the plugin that carries it out register it"
+            )
+            if message in self.registration_warnings or len(self.registration_warnings) >= 1000:
+                continue
+            self.registration_warnings.append(message)
+            log.warning("%s", message)
 
     def why_missing(self, name: str) -> str:
         """Why the function, lookup, action or notify target ``name`` is not

@@ -59,6 +59,10 @@ class Crm:
     async def owner(self, number: str) -> str:
         return "101"
 
+    @hookimpl
+    def callrouter_notify(self, target: str) -> None:
+        return None  # the CRM's call log: a notify target needs its hook
+
 
 def install(monkeypatch: pytest.MonkeyPatch, crm: Any) -> None:
     monkeypatch.setattr(
@@ -294,3 +298,48 @@ def test_a_configured_plugin_that_registered_nothing_is_named_too(
     assert out[1].endswith(
         "unknown lookup 'crm.owner' (plugin 'crm' is loaded but registered nothing)"
     ), out
+
+
+def test_check_warns_of_a_registered_name_no_hook_carries_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An action kind registered without ``callrouter_execute`` ended every
+    rule's action ``no-executor``, and a notify target without
+    ``callrouter_notify`` told no one, while check said the rules were OK and
+    run said nothing at start. Both are said, once per reload at most."""
+    from router import ActionSpec, ParamSpec
+
+    class Forgetful:
+        @hookimpl
+        def callrouter_register(self, registry: Registry) -> None:
+            registry.add_lookup("crm.owner", self.owner)
+            registry.add_notify_target("crm")
+            registry.add_function("is_vip", lambda number: False)
+            registry.add_action(ActionSpec("crm_tag", (ParamSpec("level"),)))
+
+        async def owner(self, number: str) -> str:
+            return "101"
+
+    install(monkeypatch, FakeEntryPoint("crm", Forgetful()))
+    path = write(tmp_path, "")
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().err
+    assert (
+        "warning: plugin 'crm': registers the action 'crm_tag' but implements no "
+        "callrouter_execute, so every 'crm_tag' would end no-executor; add the hook, or let "
+        "the plugin that carries it out register it\n"
+    ) in out, out
+    assert (
+        "warning: plugin 'crm': registers the notify target 'crm' but implements no "
+        "callrouter_notify, so every notify to 'crm' would reach no one"
+    ) in out, out
+    assert out.count("warning: plugin 'crm'") == 2, out
+
+
+def test_the_builtins_and_the_onec_plugin_carry_out_what_they_register() -> None:
+    from router.plugins import Plugins
+    from router.rules.registry import Registry as Fresh
+
+    plugins = Plugins.load(entry_points=True)
+    plugins.register_into(Fresh())
+    assert plugins.registration_warnings == []
