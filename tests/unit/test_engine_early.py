@@ -16,6 +16,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from router.ami.message import Event
 from router.calls import Call
 from router.engine import Engine
@@ -24,6 +26,10 @@ from tests.unit.ami.tcp_fake import FakeAMI
 from tests.unit.client_stub import EVERYONE, first_to_102
 from tests.unit.engine_tcp import engine_on_tcp
 from tests.unit.waiting import eventually
+
+#: Engines here load installed plugins: one a plugin author installed (with
+#: callrouter_call_start, its own metric families) changes what is asserted.
+pytestmark = pytest.mark.usefixtures("only_shipped_plugins")
 
 CHANNEL = "PJSIP/trunk-00000001"
 #: An event the engine does not ask for: the parser counts it as it drops it,

@@ -20,6 +20,10 @@ from router.hookspecs import hookimpl
 from tests.unit.client_stub import EVERYONE, ClientStub, engine_on
 from tests.unit.engine_tcp import engine_on_tcp
 
+#: Engines here load installed plugins: one a plugin author installed (with
+#: callrouter_call_start, its own metric families) changes what is asserted.
+pytestmark = pytest.mark.usefixtures("only_shipped_plugins")
+
 RULES = EVERYONE
 
 

@@ -11,6 +11,7 @@ with a fake plugin installed as an entry point.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -97,5 +98,10 @@ def test_the_docs_and_check_tests_pass_with_a_third_party_plugin_installed(
         timeout=300,
         check=False,
     )
-    assert "installed callrouter plugins: ['crm', 'onec']" in done.stdout, done.stdout
+    # The fake CRM and the 1C plugin are installed (and any plugin the
+    # developer installed in .venv too: the tests must pass beside it).
+    [listed] = [
+        line for line in done.stdout.splitlines() if line.startswith("installed callrouter")
+    ]
+    assert {"crm", "onec"} <= set(ast.literal_eval(listed.split(": ", 1)[1])), done.stdout
     assert done.returncode == 0, done.stdout[-4000:]
