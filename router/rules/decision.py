@@ -240,18 +240,31 @@ class Trace:
 _PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
 
-def _jsonable(value: Any) -> Any:
+#: How deep :func:`_jsonable` follows containers (a lookup's answer).
+_JSON_DEPTH = 32
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON can hold it; never raises. A lookup's answer is a
+    plugin's object: one whose ``repr`` or a key's ``str`` raised, or a dict
+    holding itself (a RecursionError), failed the call's routing task, so the
+    call had no decision, no ``callrouter_decision`` and no Redirect."""
     kind = type(value)
     if kind in _PLAIN:
         return value
-    if kind is dict:
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    return repr(value)
+    if depth >= _JSON_DEPTH:
+        return "…"  # nested too deeply (a structure that holds itself)
+    try:
+        if kind is dict:
+            return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        if kind is list or kind is tuple:
+            return [_jsonable(v, depth + 1) for v in value]
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_jsonable(v, depth + 1) for v in value]
+        return repr(value)
+    except Exception:
+        return f"<{kind.__name__}>"

@@ -690,3 +690,53 @@ async def test_a_quick_or_async_hook_is_not_said_to_hold_the_loop(
     with caplog.at_level("WARNING", logger="router.plugins"):
         await plugins.call_start(make_call(caller="+79161234567", did="74951234567"))
     assert not [r for r in caplog.records if r.name == "router.plugins"]
+
+
+class _ReprFails:
+    extension = "101"
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+def _holds_itself() -> dict[str, object]:
+    answer: dict[str, object] = {"extension": "101"}
+    answer["self"] = answer
+    return answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [pytest.param(_ReprFails, id="repr-raises"), pytest.param(_holds_itself, id="holds-itself")],
+)
+async def test_a_lookup_answer_json_cannot_hold_still_routes_the_call(
+    engine_factory: EngineFactory,
+    ajam_replay: ReplayAsterisk,
+    tmp_path: Path,
+    answer: Callable[[], object],
+) -> None:
+    """A lookup's answer whose repr raised, or a dict holding itself, failed the
+    routing task as the decision record was made (``task route ... failed``):
+    no Redirect, no decision line, no ``callrouter_decision``; the call waited
+    for the dialplan's fallback. The call is routed and recorded."""
+
+    class Crm:
+        __name__ = "crm"
+
+        @hookimpl
+        def callrouter_register(self, registry: Any) -> None:
+            registry.add_lookup("crm.owner", lambda number: answer())
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: owner\n    on: call\n    lookup:\n"
+        "      owner: crm.owner(caller.number)\n    do:\n"
+        "      - redirect: {context: callrouter-dial, exten: '102'}\n",
+        encoding="utf-8",
+    )
+    engine = await engine_factory(rules, plugins=[Crm()])
+    ajam_replay.inbound_call(caller="+79161234567", did="74951234567")
+    await ajam_replay.settle(engine)
+    [redirect] = ajam_replay.sent("Redirect")
+    assert redirect["Exten"] == "102"
+    assert engine.records[-1].outcome == "executed"
