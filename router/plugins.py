@@ -188,6 +188,11 @@ class Plugins:
                     continue
                 try:
                     obj = _entry_point_object(ep)
+                except _FactoryFailed as failed:
+                    exc = failed.__cause__
+                    raise PluginError(
+                        ep.name, f"its make_plugin() raised {exc!r}{_defined_at(failed.factory)}"
+                    ) from exc
                 except Exception as exc:
                     raise PluginError(ep.name, f"cannot be imported: {exc!r}") from exc
                 dist = ep.dist
@@ -951,13 +956,26 @@ def _builtin_object(module: ModuleType) -> object:
     return factory() if callable(factory) else module
 
 
+class _FactoryFailed(Exception):
+    """A plugin module's ``make_plugin()`` raised (the cause): said as its
+    failure, not as "cannot be imported", which sent its author to the imports."""
+
+    def __init__(self, factory: object) -> None:
+        super().__init__("make_plugin() raised")
+        self.factory = factory
+
+
 def _entry_point_object(ep: metadata.EntryPoint) -> object:
     """The installed plugin's object: what the entry point names, or what its
-    module's ``make_plugin`` makes. Raises what importing it raises."""
+    module's ``make_plugin`` makes. Raises what importing it raises, and
+    :class:`_FactoryFailed` from what ``make_plugin`` raises."""
     obj = ep.load()
     factory = getattr(obj, "make_plugin", None)
     if isinstance(obj, ModuleType) and callable(factory):
-        obj = factory()
+        try:
+            obj = factory()
+        except Exception as exc:
+            raise _FactoryFailed(factory) from exc
     return obj
 
 

@@ -740,3 +740,26 @@ async def test_a_lookup_answer_json_cannot_hold_still_routes_the_call(
     [redirect] = ajam_replay.sent("Redirect")
     assert redirect["Exten"] == "102"
     assert engine.records[-1].outcome == "executed"
+
+
+def test_a_factory_that_raises_is_said_as_the_factory_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``make_plugin()`` that raised was said as ``cannot be imported: ...``:
+    its author looked for a broken import in a module that imported fine."""
+    module = types.ModuleType("callrouter_vip")
+
+    def make_plugin() -> object:
+        raise KeyError("VIP_FILE")
+
+    module.make_plugin = make_plugin  # type: ignore[attr-defined]
+    entry = types.SimpleNamespace(
+        name="vip",
+        value="callrouter_vip",
+        dist=types.SimpleNamespace(name="callrouter-vip", version="0.1.0"),
+        load=lambda: module,
+    )
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    with pytest.raises(PluginError) as caught:
+        Plugins.load(defaults=())
+    said = str(caught.value)
+    assert said.startswith("plugin 'vip': its make_plugin() raised KeyError('VIP_FILE'); "), said
+    assert "defined at " in said
