@@ -78,6 +78,10 @@ MAX_PRESENT = 1_000
 #: Seconds a plain (not ``async``) hook may hold the event loop before it is
 #: said at WARNING: nothing else runs meanwhile, and no cut-off can stop it.
 BLOCKING_WARN = 0.5
+#: Hooks that run before the first event is read or after routing stopped:
+#: a plain one that waits (a driver's connect) delays the start or the stop
+#: only, which their own limits bound; not said to hold the loop.
+_BEFORE_AND_AFTER = frozenset({"callrouter_startup", "callrouter_shutdown"})
 #: How many (plugin, call) failures are remembered to log each only once.
 _FAILURE_MEMORY = 10_000
 #: Event names whose listeners are remembered (AMI has a few hundred).
@@ -344,7 +348,7 @@ class Plugins:
         the hook's cut-off could not stop it, without a word naming whom."""
         held = time.perf_counter() - started
         key = (impl.plugin_name, hook)
-        if held < BLOCKING_WARN or key in self._blocked:
+        if held < BLOCKING_WARN or key in self._blocked or hook in _BEFORE_AND_AFTER:
             return
         if len(self._blocked) < _FAILURE_MEMORY:
             self._blocked.add(key)

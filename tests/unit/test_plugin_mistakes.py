@@ -763,3 +763,30 @@ def test_a_factory_that_raises_is_said_as_the_factory_s(monkeypatch: pytest.Monk
     said = str(caught.value)
     assert said.startswith("plugin 'vip': its make_plugin() raised KeyError('VIP_FILE'); "), said
     assert "defined at " in said
+
+
+async def test_a_plain_startup_that_waits_is_not_said_to_hold_the_loop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Before the first event is read (and after routing stopped) a plain wait
+    delays the start or the stop only: a driver's connect is fine there."""
+    from router.testing import StubEngine, load_plugins
+
+    class Connects:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_startup(self, engine: Any) -> None:
+            time.sleep(0.03)
+
+        @hookimpl
+        def callrouter_shutdown(self, engine: Any) -> None:
+            time.sleep(0.03)
+
+    monkeypatch.setattr("router.plugins.BLOCKING_WARN", 0.02)
+    plugins = load_plugins(Connects(), defaults=())
+    stub = StubEngine(tmp_path)
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        await plugins.startup(stub)
+        await plugins.shutdown(stub)
+    assert not [r for r in caplog.records if r.name == "router.plugins"]
