@@ -378,7 +378,8 @@ class Plugins:
             try:
                 value = impl.function(**{name: kwargs[name] for name in impl.argnames})
             finally:
-                self._held(hook, impl, started)
+                if time.perf_counter() - started >= BLOCKING_WARN:
+                    self._held(hook, impl, started)
             if value is not None and inspect.isawaitable(value):
                 async with _CutOff(timeout):
                     value = await value
@@ -407,7 +408,8 @@ class Plugins:
                 try:
                     value = impl.function(**args)
                 finally:
-                    self._held(hook, impl, started)
+                    if time.perf_counter() - started >= BLOCKING_WARN:
+                        self._held(hook, impl, started)
                 if value is not None and inspect.isawaitable(value):
                     # In this task (no task per hook call, as wait_for would make).
                     async with _CutOff(timeout):
@@ -663,7 +665,8 @@ class Plugins:
                         **{arg: event if arg == "event" else call for arg in impl.argnames}
                     )
                 finally:
-                    self._held("callrouter_event", impl, started)
+                    if time.perf_counter() - started >= BLOCKING_WARN:
+                        self._held("callrouter_event", impl, started)
                 if value is not None and inspect.isawaitable(value):
                     async with _CutOff(HOOK_TIMEOUT):
                         await value
@@ -778,7 +781,8 @@ class Plugins:
                 try:
                     value = impl.function(**{name: kwargs[name] for name in impl.argnames})
                 finally:
-                    self._held("callrouter_execute", impl, started)
+                    if time.perf_counter() - started >= BLOCKING_WARN:
+                        self._held("callrouter_execute", impl, started)
                 if inspect.isawaitable(value):
                     async with _CutOff(HOOK_TIMEOUT):
                         value = await value
@@ -824,7 +828,8 @@ class Plugins:
                         **{name: metrics for name in impl.argnames if name == "metrics"}
                     )
                 finally:
-                    self._held(hook, impl, started)
+                    if time.perf_counter() - started >= BLOCKING_WARN:
+                        self._held(hook, impl, started)
                 if value is not None and inspect.isawaitable(value):
                     async with _CutOff(HOOK_TIMEOUT):
                         await value
