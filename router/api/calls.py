@@ -109,6 +109,9 @@ class Origination:
     first_channel_at: float | None = None
     #: The token that placed it: each token's calls are bounded on their own.
     owner: str = ""
+    #: ``failed`` only because no event came in time (:meth:`Originations.give_up`):
+    #: an event of the call after that brings it back (:meth:`revive`).
+    given_up: bool = False
     progress: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_PROGRESS_MAX))
 
     def advance(self, state: State) -> list[State]:
@@ -130,6 +133,17 @@ class Origination:
             return []
         self.state = state
         return list(_ORDER[now + 1 : then + 1])
+
+    def revive(self) -> bool:
+        """Take back a ``failed`` that was only a give-up: Asterisk carried the
+        Originate out after all (a loaded PBX, past the margin), so the call
+        rings the manager; its state follows the events again from
+        ``originating``. True when it was given up."""
+        if not self.given_up:
+            return False
+        self.given_up = False
+        self.state, self.reason = "originating", None
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,27 +219,34 @@ class Originations:
             return
         name = item.name
         stamp = item.timestamp
-        passed: list[State] = []
+        target: State
+        reason: str | None = None
         if name == "OriginateResponse":
             if item.get("Response") == "Success":
-                passed = origination.advance("answered")
+                target = "answered"
             else:
-                origination.reason = _REASONS.get(item.get("Reason") or "", item.get("Reason"))
-                passed = origination.advance("failed")
+                target = "failed"
+                reason = _REASONS.get(item.get("Reason") or "", item.get("Reason"))
         elif name == "Newchannel":
-            if origination.first_channel_at is None:
-                origination.first_channel_at = stamp
-            passed = origination.advance("ringing")
+            target = "ringing"
         elif name == "DialBegin" or (name == "Newexten" and item.get("Application") == "Dial"):
-            passed = origination.advance("dialing")
+            target = "dialing"
         elif (name == "DialEnd" and item.get("DialStatus") == "ANSWER") or (
             name == "BridgeEnter" and (ascii_int(item.get("BridgeNumChannels")) or 0) >= 2
         ):
-            passed = origination.advance("connected")
+            target = "connected"
         elif name == "Hangup" and call is not None and call.ended is not None:
-            passed = origination.advance("ended")
+            target = "ended"
         else:
             return
+        # A call given up on (no event in time) exists after all: it comes back,
+        # and its state follows the events again.
+        origination.revive()
+        if name == "Newchannel" and origination.first_channel_at is None:
+            origination.first_channel_at = stamp
+        if target == "failed":
+            origination.reason = reason
+        passed = origination.advance(target)
         origination.progress.append({"event": name, "channel": item.get("Channel"), "at": stamp})
         self._publish(origination, passed, stamp)
 
@@ -234,11 +255,14 @@ class Originations:
         counts as ``failed``: an Originate Asterisk did not answer in time and
         never carried out (or whose answer a stream gap lost) stayed
         ``originating`` for ever, in ``GET /calls/{id}``, in the replay of its
-        Idempotency-Key and for 1C's panel, which waited for an end."""
+        Idempotency-Key and for 1C's panel, which waited for an end. Not
+        for good: an event of the call that comes later brings it back
+        (:meth:`Origination.revive`), as the call rings the manager."""
         origination = self._by_id.get(call_id)
         if origination is None or origination.state != "originating":
             return
         origination.reason = NOT_SEEN
+        origination.given_up = True
         self._publish(origination, origination.advance("failed"), time.time())
 
     def _publish(self, origination: Origination, passed: list[State], stamp: float | None) -> None:

@@ -388,6 +388,101 @@ async def test_a_late_originate_never_carried_out_fails_after_it_would_have_rung
         release.set()
 
 
+async def test_a_call_given_up_on_comes_back_when_asterisk_carries_it_out_late(
+    engine: Engine, ajam_replay: ReplayAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``failed`` (no sign of the call) was for good. An Originate a
+    loaded Asterisk carried out after the margin rang the manager while the
+    API, the Idempotency-Key's replay and the feed said ``failed``. Now the
+    call's first event brings it back: its state follows the real call, and
+    the feed tells the change."""
+    from router.api.feed import EventFeed
+
+    monkeypatch.setattr("router.api.calls._GIVE_UP_MARGIN", 0.3, raising=False)
+    release = asyncio.Event()
+
+    async def late(sent: SentAction) -> None:
+        await release.wait()
+
+    ajam_replay.on("Originate", late)
+    dialing = replace(DIALING, originate_timeout=1)
+    feed = EventFeed()
+    app = build_app(
+        ApiContext(
+            engine=engine.api,
+            settings=replace(settings(ami_timeout=0.2), dialing=dialing),
+            feed=feed,
+        )
+    )
+    body = {"from": "101", "to": "89161234567"}
+    key = {"Idempotency-Key": "order-1017-call-3"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        first = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert first.status_code == 503
+        call_id = first.json()["call_id"]
+        await asyncio.sleep(1.2 + 0.3 + 0.3)
+        got = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+        assert got.json()["click_to_call"]["state"] == "failed"
+
+        [sent] = ajam_replay.sent("Originate")
+        originated(ajam_replay, call_id, sent.action_id or "")  # carried out after all
+        release.set()
+        await ajam_replay.settle(engine)
+        got = await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))
+        view = got.json()["click_to_call"]
+        assert (view["state"], view["reason"]) == ("dialing", None)
+        retried = await client.post("/api/v1/calls", json=body, headers={**auth("t101"), **key})
+        assert retried.json()["state"] == "dialing"
+        assert ajam_replay.count("Originate") == 1
+    told = [
+        (e.data["state"], e.data["reason"])
+        for e in feed.read(0).events
+        if e.kind == "click_to_call"
+    ]
+    assert told == [
+        ("failed", "Asterisk showed no sign of the call"),
+        ("ringing", None),
+        ("answered", None),
+        ("dialing", None),
+    ]
+
+
+def test_a_call_given_up_on_and_then_refused_by_asterisk_keeps_asterisk_s_reason() -> None:
+    """A late ``OriginateResponse`` failure after the give-up: still ``failed``,
+    now with Asterisk's reason, told again in the feed; a real failure is not
+    brought back by a later event."""
+    from router.ami.message import Event
+    from router.api.feed import EventFeed
+
+    feed = EventFeed()
+    originations = Originations(feed)
+    origination = Origination(
+        id="c1",
+        action_id="a1",
+        extension="101",
+        number="79161234567",
+        dial="979161234567",
+        created=0.0,
+    )
+    originations.add(origination)
+    originations.give_up("c1")
+    assert (origination.state, origination.reason) == (
+        "failed",
+        "Asterisk showed no sign of the call",
+    )
+    answer = {"Event": "OriginateResponse", "ActionID": "a1", "Response": "Failure", "Reason": "5"}
+    originations.observe(Event(answer.items()), None)
+    assert (origination.state, origination.reason) == ("failed", "busy")
+    told = [(e.data["state"], e.data["reason"]) for e in feed.read(0).events]
+    assert told == [("failed", "Asterisk showed no sign of the call"), ("failed", "busy")]
+    channel = {"Event": "Newchannel", "Channel": "PJSIP/101-1", "Linkedid": "c1"}
+    originations.observe(Event(channel.items()), None)
+    assert origination.state == "failed"
+    assert len(feed.read(0).events) == 2
+
+
 async def test_a_retry_racing_a_refused_originate_is_not_told_the_call_was_made(
     client: httpx.AsyncClient, ajam_replay: ReplayAsterisk
 ) -> None:
