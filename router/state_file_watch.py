@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from router.recordings.store import FileOutOfSight
+
 __all__ = ["StateFileWatch", "WatchedFile"]
 
 log = logging.getLogger("router.engine")
@@ -29,12 +31,16 @@ log = logging.getLogger("router.engine")
 CHECK_EVERY = 5.0
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file's (device, inode), or None when there is none."""
+def _identity(path: Path) -> tuple[int, int] | str | None:
+    """The file's (device, inode), None when there is none, or why ``stat``
+    cannot tell (the errno's text: ``Permission denied`` after a ``chmod`` of
+    the state folder), which is no sign the file went."""
     try:
         found = os.stat(path)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
     return found.st_dev, found.st_ino
 
 
@@ -53,8 +59,9 @@ class WatchedFile:
     put_back: Callable[[], Awaitable[str | None]] | None = None
     #: The file first seen there (the one opened); None until it is.
     seen: tuple[int, int] | None = field(default=None, init=False)
-    #: Said already for the file now there (None: nothing said).
-    said: tuple[int, int] | None = field(default=None, init=False)
+    #: Said already for the file now there (None: nothing said; a text: why
+    #: it could not be looked at).
+    said: tuple[int, int] | str | None = field(default=None, init=False)
     warned: bool = field(default=False, init=False)
     #: Why the last write back failed (said once per reason).
     failing: str | None = field(default=None, init=False)
@@ -81,6 +88,19 @@ class StateFileWatch:
         path = watched.path
         try:
             what = await watched.put_back()
+        except FileOutOfSight as exc:
+            # Not gone, maybe: nothing is written over a file that may be there.
+            reason = exc.strerror or str(exc)
+            if reason != watched.failing:
+                log.warning(
+                    "%s cannot be looked at: %s; it is not written back while so: callrouter "
+                    "goes on with the file it has open; give the service's user its state "
+                    "folder back (docs/operations.md, Troubleshooting)",
+                    path,
+                    reason,
+                )
+            watched.failing = reason
+            return None
         except (OSError, sqlite3.Error) as exc:
             reason = str(exc) or type(exc).__name__
             if reason != watched.failing:
@@ -120,10 +140,21 @@ class StateFileWatch:
                 continue
             found = _identity(watched.path)
             if watched.seen is None:
-                if watched.opened():
+                if watched.opened() and not isinstance(found, str):
                     watched.seen = found  # the file open (None: created at its first write)
                 continue
             if found == watched.seen or (watched.warned and found == watched.said):
+                continue
+            watched.warned, watched.said = True, found
+            said += 1
+            if isinstance(found, str):
+                log.warning(
+                    "%s cannot be looked at: %s; callrouter goes on with the file it has "
+                    "open; give the service's user its state folder back "
+                    "(docs/operations.md, Troubleshooting)",
+                    watched.path,
+                    found,
+                )
                 continue
             what = "deleted" if found is None else "replaced"
             log.warning(
@@ -135,6 +166,4 @@ class StateFileWatch:
                 what,
                 watched.lost,
             )
-            watched.warned, watched.said = True, found
-            said += 1
         return said

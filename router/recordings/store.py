@@ -42,12 +42,14 @@ from router.recordings.naming import FileName, check_call_id, check_part
 __all__ = [
     "DB_NAME",
     "ORIGINS",
+    "FileOutOfSight",
     "Origin",
     "Recording",
     "RecordingStore",
     "UsageReport",
     "file_identity",
     "put_back_catalog",
+    "seen_identity",
     "write_back",
 ]
 
@@ -270,11 +272,28 @@ def create_private(target: Path) -> None:
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
-    """The file's (device, inode), or None when there is none."""
+    """The file's (device, inode), or None when there is none (or no look at it)."""
     try:
-        found = os.stat(path)
+        return seen_identity(path)
     except OSError:
         return None
+
+
+class FileOutOfSight(OSError):
+    """A state file that cannot be looked at (``stat`` failed, but not for its
+    absence: the state folder's permissions changed, an I/O error): it may well
+    still be there, so it is neither said deleted nor written over."""
+
+
+def seen_identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), None when there is none there; raises
+    :class:`FileOutOfSight` (the errno's text) when ``stat`` cannot tell."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FileOutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
     return found.st_dev, found.st_ino
 
 
@@ -288,7 +307,9 @@ def write_back(
 ) -> str | None:
     """Write an open SQLite file again where it belongs when it was deleted or
     replaced while open; returns ``"deleted"`` or ``"replaced"``, or None when
-    the file there is still ``opened`` (its device and inode).
+    the file there is still ``opened`` (its device and inode). Raises
+    :class:`FileOutOfSight` when ``stat`` cannot tell what is there (EACCES
+    after a ``chmod`` of the state folder): nothing is moved or written then.
 
     SQLite goes on with the file it has open, deleted or not, and the next
     start finds none (or the one put there). The open file is copied beside
@@ -299,8 +320,10 @@ def write_back(
     the file from writing meanwhile (their locks), else a write after the copy
     is lost with the old file.
     """
-    found = file_identity(path)
-    if opened is None or found == opened:
+    if opened is None:
+        return None
+    found = seen_identity(path)  # a file out of sight is not written over
+    if found == opened:
         return None
     what = "deleted" if found is None else "replaced"
     copy = path.with_name(f".{path.name}.{os.getpid()}")

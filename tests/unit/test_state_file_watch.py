@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -73,6 +74,34 @@ def test_a_file_not_in_use_is_not_watched(tmp_path: Path, caplog: pytest.LogCapt
     path.unlink()
     assert watch.check() == 0
     assert not warnings(caplog)
+
+
+def test_a_file_that_cannot_be_looked_at_is_said_so_not_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: EACCES from ``stat`` (a ``chmod`` of the state folder) was said as
+    "deleted", naming a loss that had not happened."""
+    path = tmp_path / "recordings.sqlite"
+    path.write_bytes(b"catalog")
+    watch = StateFileWatch([WatchedFile(path, "the recordings catalog")])
+    real = os.stat
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(target) == os.fspath(path):  # type: ignore[call-overload]
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "stat", stat)
+        assert watch.check() == 1
+        assert watch.check() == 0  # once
+    assert watch.check() == 0  # in sight again, the same file
+    (said,) = warnings(caplog)
+    assert said.startswith(f"{path} cannot be looked at: Permission denied; ")
+    assert "deleted" not in said
+    path.unlink()
+    assert watch.check() == 1  # a deletion after it is still said
+    assert warnings(caplog)[-1].startswith(f"{path} was deleted while callrouter ran: ")
 
 
 async def test_the_running_engine_writes_its_feed_file_back_and_says_it(

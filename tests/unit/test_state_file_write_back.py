@@ -211,3 +211,57 @@ async def test_the_running_engine_writes_its_feed_file_back_also_at_the_stop(
     delete(path)  # just before the stop: no timed look comes
     await engine.stop()
     assert path.exists()
+
+
+# -- a file that cannot be looked at ----------------------------------------------------------
+
+
+def out_of_sight(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """``stat`` of ``path`` fails with EACCES, as after ``chmod 600`` of the state
+    folder (the tests run as root, whom permissions do not stop)."""
+    real = os.stat
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(target) == os.fspath(path):  # type: ignore[call-overload]
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+async def test_a_catalog_that_cannot_be_looked_at_is_not_said_deleted_nor_written_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: any ``stat`` failure counted as "deleted": the open file was copied
+    over the one still there, and the WARNING said it had been deleted."""
+    store = RecordingStore(tmp_path)
+    start(store, "3.1")
+    path = tmp_path / DB_NAME
+    before = path.stat()
+    watched = WatchedFile(
+        path,
+        "the recordings catalog",
+        put_back=lambda: asyncio.to_thread(put_back_catalog, path),
+    )
+    watch = StateFileWatch([watched])
+    with monkeypatch.context() as patched:
+        out_of_sight(patched, path)
+        await watch.look()
+        await watch.look()
+    after = path.stat()
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)  # not written over
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(f".{DB_NAME}.")]  # no copy
+    said = warnings(caplog)
+    assert said == [
+        f"{path} cannot be looked at: Permission denied; it is not written back while so: "
+        "callrouter goes on with the file it has open; give the service's user its state "
+        "folder back (docs/operations.md, Troubleshooting)"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    await watch.look()  # in sight again, where it was: nothing more to say
+    start(store, "3.2")
+    store.close()
+    assert len(warnings(caplog)) == 1
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"3.1", "3.2"}
+    again.close()
