@@ -98,7 +98,7 @@ from router.parking import Parking
 from router.plugins import Plugins
 from router.privilege_watch import PRIVILEGE_MISSING, PrivilegeWatch
 from router.recordings.store import DB_NAME as RECORDINGS_DB
-from router.recordings.store import put_back_catalog
+from router.recordings.store import catalog_open, put_back_catalog
 from router.request import RequestInfo
 from router.routing import SHOWN_FAILURES, Router, RouteRecord, call_info, cut_detail
 from router.rules.context import Context
@@ -559,7 +559,9 @@ class Engine:
                     state / RECORDINGS_DB,
                     "the recordings catalog: recordings not yet delivered never reach "
                     "1C, retention no longer deletes their files, the API lists none",
-                    opened=lambda: self._config.recordings is not None,
+                    # Open, not only configured: with the recorder off, a
+                    # catalog left by an earlier run is no file in use.
+                    opened=lambda: catalog_open(state / RECORDINGS_DB),
                     put_back=lambda: asyncio.to_thread(put_back_catalog, state / RECORDINGS_DB),
                 ),
             ]

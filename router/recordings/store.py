@@ -47,6 +47,7 @@ __all__ = [
     "Recording",
     "RecordingStore",
     "UsageReport",
+    "catalog_open",
     "file_identity",
     "put_back_catalog",
     "seen_identity",
@@ -355,13 +356,23 @@ def _key(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
+def catalog_open(path: Path) -> bool:
+    """Whether a catalog at ``path`` is open in this process (the recorder, the
+    API, a receiving plugin): only then is its file the engine's to watch; with
+    ``[recordings]`` on but no part using it, a file left there may go."""
+    with _OPEN_LOCK:
+        return any(not s._closed for s in _OPEN.get(_key(path), ()))
+
+
 def put_back_catalog(path: Path) -> str | None:
     """The catalog at ``path`` deleted or replaced while open in this process:
     written again from the open file (:func:`write_back`) and every connection
     of this process to it opened there; returns ``"deleted"``, ``"replaced"``
     or None (where it was, or not open here). Blocking: run it off the loop."""
     with _OPEN_LOCK:
-        stores = sorted((s for s in _OPEN.get(path, ()) if not s._closed), key=lambda s: id(s))
+        # By the path as opened (``_key``): a state_dir given with ``..`` named
+        # no open catalog, and a deleted one was never written back.
+        stores = sorted((s for s in _OPEN.get(_key(path), ()) if not s._closed), key=id)
         if not stores:
             return None
         opened = stores[0]._file

@@ -15,14 +15,20 @@ import logging
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from router.api.feed import FILENAME, EventFeed
 from router.api.settings import ApiSettings
 from router.recordings.naming import file_names
-from router.recordings.store import DB_NAME, Origin, RecordingStore, put_back_catalog
+from router.recordings.store import (
+    DB_NAME,
+    Origin,
+    RecordingStore,
+    catalog_open,
+    put_back_catalog,
+)
 from router.sandbox import free_port
 from router.state_file_watch import StateFileWatch, WatchedFile
 
@@ -265,3 +271,65 @@ async def test_a_catalog_that_cannot_be_looked_at_is_not_said_deleted_nor_writte
     again = RecordingStore(tmp_path)
     assert {r.call_id for r in again.recording()} == {"3.1", "3.2"}
     again.close()
+
+
+# -- the catalog watched only when open --------------------------------------------------------
+
+
+def test_a_catalog_opened_through_a_path_with_dot_dot_is_written_back(tmp_path: Path) -> None:
+    """Before: the open catalogs were looked up by the path as given, stored by
+    the absolute one: a ``state_dir`` with ``..`` in it (``../state``) found
+    none, and a deleted catalog was never written back, with no word."""
+    (tmp_path / "etc").mkdir()
+    state = tmp_path / "etc" / ".." / "state"
+    store = RecordingStore(state)
+    start(store, "4.1")
+    assert catalog_open(state / DB_NAME)
+    delete(state / DB_NAME)
+    assert put_back_catalog(state / DB_NAME) == "deleted"
+    store.close()
+    assert not catalog_open(state / DB_NAME)
+    again = RecordingStore(tmp_path / "state")
+    assert [r.call_id for r in again.recording()] == ["4.1"]
+    again.close()
+
+
+async def test_a_catalog_no_part_has_open_is_not_watched(
+    engine_factory: EngineFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[recordings]`` on, the recorder off (``[plugins] disabled = ["recordings"]``): the catalog
+    counted as open because it was configured; a file left by an earlier run is
+    no file in use, and deleting it is nobody's loss."""
+    from router.plugins import Plugins
+    from router.recordings.settings import RecordingSettings
+
+    load = Plugins.load
+
+    def without_recorder(**kwargs: Any) -> Plugins:
+        return load(**kwargs, disabled=("recordings",))
+
+    monkeypatch.setattr(Plugins, "load", without_recorder)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    engine = await engine_factory(
+        rules,
+        recordings=RecordingSettings(dir=Path("/var/spool/asterisk/monitor"), local_dir=tmp_path),
+    )
+    path = engine.state_dir / DB_NAME
+    RecordingStore(engine.state_dir).close()  # left by an earlier run
+    assert engine._state_watch is not None
+    (catalog,) = [w for w in engine._state_watch.files if w.path == path]
+    assert not catalog.opened()
+    store = RecordingStore(engine.state_dir)  # the API lists recordings: open now
+    assert catalog.opened()
+    store.close()
+    assert not catalog.opened()
+    delete(path)
+    job = engine.scheduler.get_job("callrouter-state-files")
+    assert job is not None
+    await job.func()
+    assert not [w for w in warnings(caplog) if str(path) in w]
+    assert not path.exists()
