@@ -316,7 +316,7 @@ async def test_a_catalog_no_part_has_open_is_not_watched(
     rules.write_text(RULES, encoding="utf-8")
     engine = await engine_factory(
         rules,
-        recordings=RecordingSettings(dir=Path("/var/spool/asterisk/monitor"), local_dir=tmp_path),
+        recordings=RecordingSettings(dir="/var/spool/asterisk/monitor", local_dir=tmp_path),
     )
     path = engine.state_dir / DB_NAME
     RecordingStore(engine.state_dir).close()  # left by an earlier run
