@@ -37,7 +37,10 @@ A ``done`` row is forgotten :data:`KEEP_DONE_DAYS` days after 1C got the file,
 and a ``failed`` one as long after it failed, at most :data:`PRUNE_BATCH` a
 minute, but never while the catalog still holds that file as ``closed`` (pull
 mode, where nothing confirms it; a file 1C refused): the row is what keeps the
-file or its link from being sent to 1C again on the next step.
+file or its link from being sent to 1C again on the next step. The queue's file
+deleted or replaced while the service runs is written back from the open one
+(:meth:`UploadQueue.put_back`, within :data:`FILE_CHECK_EVERY` and at a stop),
+as the 1C history's is.
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ KEEP_DONE_DAYS: Final = 30
 PRUNE_BATCH: Final = 1000
 #: Seconds between two prunes of the queue.
 PRUNE_EVERY: Final = 60.0
+#: Seconds between two looks at the queue's file (deleted or replaced: written back).
+FILE_CHECK_EVERY: Final = 5.0
 #: Unforeseen upload failures remembered as logged with their traceback.
 UNEXPECTED_KEPT: Final = 1000
 _SCHEMA: Final = """
@@ -142,6 +147,23 @@ class Upload:
     @property
     def path(self) -> str:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
+
+
+class _OutOfSight(OSError):
+    """``stat`` of the queue's file failed, not for its absence (EACCES on the
+    state folder): it may be there, so it is neither said deleted nor written over."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), None when there is none; raises
+    :class:`_OutOfSight` (the errno's text) when ``stat`` cannot tell."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _OutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
+    return (found.st_dev, found.st_ino)
 
 
 def _outside(file: str, folder: Path) -> str | None:
@@ -190,12 +212,74 @@ class UploadQueue:
         create_private(path)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._closed = False
+        #: Written back, but the file not opened again yet (:meth:`put_back`).
+        self._reopen = False
+        self._connect()
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=5
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
+        #: The file the connection has open (device, inode): see :meth:`put_back`.
+        self._file = _identity(self.path)
+
+    def put_back(self) -> str | None:
+        """Write the file again where it belongs when it was deleted or replaced
+        while open; returns ``"deleted"`` or ``"replaced"``, or None when it is
+        where it was (or the queue is closed).
+
+        SQLite goes on with the file it has open, deleted or not: the uploads
+        owed to 1C and how far each went were lost at the next start, which
+        sent every undelivered file from its start again, and in pull mode
+        links 1C already had. The open file is copied to its place (``VACUUM
+        INTO``) and opened there; a file put in its place is moved aside first,
+        as ``NAME.replaced-TIME``, as the 1C history's is
+        (:meth:`callrouter_onec.history.HistoryQueue.put_back`). A file ``stat``
+        cannot look at (EACCES) raises ``OSError``: nothing is written over it.
+        """
+        with self._lock:
+            if self._closed:
+                return None
+            if self._reopen:  # written back, but not opened again last time
+                self._connect()
+                self._reopen = False
+                return None
+            found = _identity(self.path)
+            if found == self._file:
+                return None
+            what = "deleted" if found is None else "replaced"
+            copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):
+                copy.unlink()
+            create_private(copy)  # empty and 0600: VACUUM INTO fills it
+            try:
+                self._db.execute("VACUUM INTO ?", (str(copy),))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    copy.unlink()
+                raise
+            if found is not None:
+                stamp = time.strftime("%Y%m%dT%H%M%S")
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
+            # Closed first: the last connection's close removes NAME-wal and
+            # NAME-shm, which the one opened next would otherwise take for its own.
+            self._db.close()
+            os.replace(copy, self.path)
+            self._reopen = True
+            self._connect()  # failing (a full disk), the next look tries again
+            self._reopen = False
+            return what
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def add(self, rec: Recording, now: float | None = None) -> bool:
@@ -541,17 +625,87 @@ class RecordingUploader:
         self._wake = asyncio.Event()
         #: Unforeseen failures already logged with their traceback (:meth:`_log_unexpected`).
         self._unexpected: set[tuple[str, str, str]] = set()
+        #: Looks at the queue's file on its own (an upload to a slow 1C takes long).
+        self._watch: asyncio.Task[None] | None = None
+        #: Why the last write back of the queue's file failed (said once per reason).
+        self._put_back_failing: str | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="onec:recordings")
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._watch_file(), name="onec:recordings-file")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        watch, self._watch = self._watch, None
+        for running in (task, watch):
+            if running is not None:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await running
+        # Deleted since the last look (less than FILE_CHECK_EVERY ago): written back
+        # before the stop closes it, or the next start sends everything again.
+        if watch is not None:
+            await self.check_file()
+
+    async def _watch_file(self) -> None:
+        while True:
+            await asyncio.sleep(FILE_CHECK_EVERY)
+            try:
+                await self.check_file()
+            except Exception:
+                log.exception("onec: looking at the recordings queue's file failed; going on")
+
+    async def check_file(self) -> str | None:
+        """The queue's file deleted or replaced while it runs: written again from
+        the open one (:meth:`UploadQueue.put_back`), a WARNING once; one that
+        cannot be written again, an ERROR once per reason."""
+        path = self.queue.path
+        try:
+            what = await asyncio.to_thread(self.queue.put_back)
+        except (OSError, sqlite3.Error) as exc:
+            seen = isinstance(exc, _OutOfSight)
+            reason = (exc.strerror if isinstance(exc, OSError) and seen else str(exc)) or (
+                type(exc).__name__
+            )
+            if reason != self._put_back_failing:
+                if seen:
+                    log.warning(
+                        "onec: %s cannot be looked at: %s; it is not written back while "
+                        "so: callrouter goes on with the file it has open; give the "
+                        "service's user its state folder back",
+                        path,
+                        reason,
+                    )
+                else:
+                    log.error(
+                        "onec: %s is no longer the file in use (deleted or replaced while "
+                        "callrouter ran) and cannot be written again: %s; the uploads owed "
+                        "to 1C start over at the next restart unless it can",
+                        path,
+                        reason,
+                    )
+            self._put_back_failing = reason
+            return None
+        self._put_back_failing = None
+        if what == "deleted":
+            log.warning(
+                "onec: %s was deleted while callrouter ran: written again from the open "
+                "file (the uploads owed to 1C and how far each went); to empty it, stop "
+                "the service first",
+                path,
+            )
+        elif what == "replaced":
+            log.warning(
+                "onec: %s was replaced while callrouter ran: the file put there is moved "
+                "aside as %s.replaced-TIME and %s written again from the open file; "
+                "restore state files with the service stopped (operations.md)",
+                path,
+                path.name,
+                path.name,
+            )
+        return what
 
     def wake(self) -> None:
         self._wake.set()

@@ -1,0 +1,183 @@
+"""The 1C plugin's recordings upload queue deleted or replaced while callrouter runs.
+
+SQLite goes on with the file it has open: nothing was said, and the next start
+found an empty ``onec-recordings.sqlite`` (or the one put there), so the
+uploads owed to 1C, how far each went, the ones 1C refused and, in pull mode,
+the links 1C already had were gone: links were sent to 1C again, refused files
+sent again (issue 16). Now the uploader writes the file back from the open
+one, within ``FILE_CHECK_EVERY`` and at a stop, and says so, as the 1C
+history's file is (test_onec_history_file_moved.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_onec_recordings import closed_recording, uploader
+
+from callrouter_onec import recordings
+from callrouter_onec.client import OneCSettings
+from callrouter_onec.double import OneCDouble
+from callrouter_onec.recordings import FILENAME, UploadQueue, close_uploads
+from router import RecordingStore
+
+
+def delete(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def rows(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as db:
+        return [tuple(r) for r in db.execute("SELECT call_id, part, state FROM uploads")]
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_deleted_queue_is_written_again_with_every_row(tmp_path: Path) -> None:
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    assert queue.add(rec)
+    assert queue.put_back() is None  # where it was: nothing to do
+    delete(path)
+    assert queue.put_back() == "deleted"
+    assert queue.put_back() is None  # once
+    assert path.stat().st_mode & 0o777 == 0o600
+    (due,) = queue.due()
+    queue.retry(due, "1C away", 0.0)  # goes on, in the file at its place
+    delete(path)  # again: the file written back is watched as the first
+    assert queue.put_back() == "deleted"
+    queue.close()
+    store.close()
+    assert rows(path) == [(rec.call_id, "mix", "pending")]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT attempts, last_error FROM uploads").fetchone() == (1, "1C away")
+
+
+def test_a_replaced_queue_is_moved_aside_and_the_open_one_written_back(tmp_path: Path) -> None:
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    queue.add(rec)
+    path.unlink()
+    path.write_bytes(b"not a database")
+    assert queue.put_back() == "replaced"
+    queue.close()
+    store.close()
+    (aside,) = (tmp_path / "state").glob(f"{FILENAME}.replaced-*")
+    assert aside.read_bytes() == b"not a database"
+    assert rows(path) == [(rec.call_id, "mix", "pending")]
+
+
+def test_a_closed_queue_is_not_written_back(tmp_path: Path) -> None:
+    path = tmp_path / FILENAME
+    queue = UploadQueue(path)
+    queue.close()
+    delete(path)
+    assert queue.put_back() is None
+    assert not path.exists()
+
+
+async def test_a_link_1c_has_is_not_sent_again_after_the_queue_was_deleted_and_a_restart(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pull mode: the queue's ``done`` row is what keeps a link 1C has from being
+    sent again (the catalog keeps the file ``closed``). Deleted while running,
+    the next start sent 1C every link again."""
+    monkeypatch.setattr(recordings, "FILE_CHECK_EVERY", 0.05, raising=False)
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings, mode="pull")
+    up.poll = 0.05
+    up.start()
+    for _ in range(200):
+        if double.recordings.links:
+            break
+        await asyncio.sleep(0.02)
+    assert len(double.recordings.links) == 1
+    path = up.queue.path
+    delete(path)  # a clean-up script, an operator's rm
+    await asyncio.sleep(0.5)
+    assert path.exists(), "not written again while running"
+    await close_uploads(up)
+    said = [w for w in warnings(caplog) if "was deleted" in w]
+    assert said == [
+        f"onec: {path} was deleted while callrouter ran: written again from the open file "
+        "(the uploads owed to 1C and how far each went); to empty it, stop the service first"
+    ]
+
+    again = uploader(tmp_path, RecordingStore(tmp_path / "state"), settings, mode="pull")
+    try:
+        assert await again.step() == 0
+    finally:
+        await close_uploads(again)
+    assert len(double.recordings.links) == 1  # not handed to 1C again
+
+
+async def test_a_queue_deleted_just_before_a_stop_is_written_again_at_the_stop(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings
+) -> None:
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings, mode="pull")
+    up.start()
+    for _ in range(200):
+        if double.recordings.links:
+            break
+        await asyncio.sleep(0.02)
+    assert len(double.recordings.links) == 1
+    path = up.queue.path
+    delete(path)  # then a restart, within FILE_CHECK_EVERY (5 s): no look came
+    await close_uploads(up)
+    assert rows(path) == [("1714557600.42", "mix", "done")]
+
+
+async def test_a_queue_that_cannot_be_looked_at_is_not_said_deleted_nor_written_over(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EACCES from ``stat`` (a ``chmod`` of the state folder; the tests run as
+    root, whom permissions do not stop) is no deletion: nothing is copied over
+    the file still there, and a WARNING says once what happened."""
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    path = up.queue.path
+    before = path.stat()
+    real = os.stat
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(target) == os.fspath(path):  # type: ignore[call-overload]
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "stat", stat)
+            assert await up.check_file() is None
+            assert await up.check_file() is None
+        assert await up.check_file() is None  # in sight again, where it was
+    finally:
+        await close_uploads(up)
+    after = path.stat()
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert warnings(caplog) == [
+        f"onec: {path} cannot be looked at: Permission denied; it is not written back while "
+        "so: callrouter goes on with the file it has open; give the service's user its "
+        "state folder back"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
