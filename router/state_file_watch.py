@@ -9,7 +9,9 @@ event feed (``api-events.sqlite3``) and the recordings catalog
 (``recordings.sqlite``) are written back the same way from the file open
 (:class:`WatchedFile` ``put_back``), a WARNING saying so once, from a timed look
 at each and one at the stop. A file with no way back is said once, a WARNING
-naming it and what is lost.
+naming it and what is lost. A file ``stat`` cannot look at (EACCES after a
+``chmod`` of the state folder) is no deleted one: said once as such, with the
+errno's text, and nothing is written over it.
 """
 
 from __future__ import annotations
