@@ -642,12 +642,21 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise
 
 
+class FileOutOfSight(OSError):
+    """``stat`` of a state file failed, not for its absence (EACCES on the state
+    folder, an I/O error): it may well be there, so it is neither said deleted
+    nor written over."""
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
-    """The file at ``path`` (device, inode), never opened (:func:`create_private`)."""
+    """The file at ``path`` (device, inode), never opened (:func:`create_private`);
+    None when there is none, :class:`FileOutOfSight` when ``stat`` cannot tell."""
     try:
         found = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise FileOutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
     return (found.st_dev, found.st_ino)
 
 
@@ -1082,9 +1091,20 @@ class HistorySender:
         try:
             what = await self._db(self.queue.put_back)
         except (OSError, sqlite3.Error) as exc:
-            reason = str(exc) or type(exc).__name__
+            seen = isinstance(exc, FileOutOfSight)
+            reason = (exc.strerror if isinstance(exc, FileOutOfSight) else str(exc)) or (
+                type(exc).__name__
+            )
             unopened = self.queue.unopened
-            if reason != self._put_back_failing and unopened is not None:
+            if reason != self._put_back_failing and seen:
+                log.warning(
+                    "1C history: %s cannot be looked at: %s; it is not written back while "
+                    "so: callrouter goes on with the file it has open; give the service's "
+                    "user its state folder back",
+                    path,
+                    reason,
+                )
+            elif reason != self._put_back_failing and unopened is not None:
                 why = exc.__cause__ or exc
                 log.error(
                     "1C history: %s was %s while callrouter ran and is written again "

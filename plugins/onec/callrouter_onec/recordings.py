@@ -71,7 +71,7 @@ from callrouter_onec.client import (
     transport_problem,
 )
 from callrouter_onec.errors import OneCUnavailable
-from callrouter_onec.history import create_private
+from callrouter_onec.history import FileOutOfSight, create_private
 from router import recording_key_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,20 +149,15 @@ class Upload:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
 
 
-class _OutOfSight(OSError):
-    """``stat`` of the queue's file failed, not for its absence (EACCES on the
-    state folder): it may be there, so it is neither said deleted nor written over."""
-
-
 def _identity(path: Path) -> tuple[int, int] | None:
     """The file at ``path`` (device, inode), None when there is none; raises
-    :class:`_OutOfSight` (the errno's text) when ``stat`` cannot tell."""
+    :class:`FileOutOfSight` (the errno's text) when ``stat`` cannot tell."""
     try:
         found = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise _OutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
+        raise FileOutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
     return (found.st_dev, found.st_ino)
 
 
@@ -665,7 +660,7 @@ class RecordingUploader:
         try:
             what = await asyncio.to_thread(self.queue.put_back)
         except (OSError, sqlite3.Error) as exc:
-            seen = isinstance(exc, _OutOfSight)
+            seen = isinstance(exc, FileOutOfSight)
             reason = (exc.strerror if isinstance(exc, OSError) and seen else str(exc)) or (
                 type(exc).__name__
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -341,3 +342,46 @@ async def test_a_file_deleted_while_a_slow_1c_takes_a_batch_is_written_again_in_
         await sender.stop()
         queue.close()
     assert pending_in_file(tmp_path) >= {f"moved.{i}" for i in range(10, 50)}
+
+
+async def test_a_file_that_cannot_be_looked_at_is_said_so_not_deleted_nor_written_over(
+    tmp_path: Path,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EACCES from ``stat`` (a ``chmod`` of the state folder; the tests run as root,
+    whom permissions do not stop) is no deletion: the ERROR said the file was
+    "deleted or replaced ... cannot be written again: [Errno 13]"; now one WARNING
+    names what happened and nothing is copied over the file still there."""
+    caplog.set_level(logging.WARNING, logger="callrouter_onec")
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event)
+    path = queue.path
+    before = path.stat()
+    real = os.stat
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if os.fspath(target) == os.fspath(path):  # type: ignore[call-overload]
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "stat", stat)
+            for _ in range(2):
+                sender._file_checked = 0.0
+                await sender._check_file_when_due()
+        sender._file_checked = 0.0
+        await sender._check_file_when_due()  # in sight again, where it was
+    finally:
+        await sender.stop()
+        queue.close()
+    after = path.stat()
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"1C history: {path} cannot be looked at: Permission denied; it is not written "
+        "back while so: callrouter goes on with the file it has open; give the service's "
+        "user its state folder back"
+    ]
+    assert moved_aside(tmp_path) == []
