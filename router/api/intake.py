@@ -198,6 +198,12 @@ class FeedIntake:
         self, call: Call, decision: Decision | None, trace: Trace | None, outcome: RouteOutcome
     ) -> None:
         """Keep the card for the call's ringing; release a ringing that waited for it."""
+        if call.ended is not None and call.linkedid not in self._calls:
+            # The caller hung up before the decision came (a slow lookup, a
+            # Redirect that waited for its confirmation): the call's hangup went
+            # out and its state with it. A state made now would wait for an end
+            # that never comes, a card in it, until 10,000 others pushed it out.
+            return
         state = self._state(call.linkedid)
         state.decided = True
         if trace is not None:
@@ -354,9 +360,11 @@ class FeedIntake:
         linkedid = event.get("Linkedid") or (call.linkedid if call else "")
         if extension is None or not linkedid:
             return
-        state = self._state(linkedid)
-        if extension not in state.ringing:
-            return  # the second end of one ringing, or a dial begun before our start
+        state = self._calls.get(linkedid)
+        if state is None or extension not in state.ringing:
+            # The second end of one ringing, a dial begun before our start, or an
+            # end told after the call's: nothing to keep for it.
+            return
         state.ringing.discard(extension)
         status = event.get("DialStatus") or ""
         data: dict[str, Any] = {

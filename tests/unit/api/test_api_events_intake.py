@@ -353,6 +353,52 @@ async def test_a_call_no_extension_took_ends_with_one_hangup_of_no_extension() -
     assert (event.kind, event.extension, event.data["answered"]) == ("hangup", None, False)
 
 
+async def test_a_decision_after_the_call_ended_keeps_nothing() -> None:
+    """A caller who hangs up while the routing waits (a Redirect waiting 3 s for its
+    confirmation, a slow 1C) has its decision told after the call's end: each such
+    call left a state (with its card) for an end that never came again, until
+    10,000 of them, in a service that runs for months (the soak, issue 16)."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    calls = CallTimeline()
+    trace = make_trace(lookups={"onec.responsible": CARD})
+    for n in range(500):
+        call = calls.inbound_call(linkedid=f"{LINKEDID}{n}")
+        intake.callrouter_event(
+            make_event("DialBegin", Linkedid=call.linkedid, DestChannel="PJSIP/101-00000002"),
+            call,
+        )
+        call.ended = 1714557605.0 + n
+        intake.callrouter_call_end(call)
+        intake.callrouter_decision(call, make_decision(), trace, "failed")
+        late_end = make_event(
+            "DialEnd",
+            Linkedid=call.linkedid,
+            DestChannel="PJSIP/101-00000002",
+            DialStatus="CANCEL",
+        )
+        intake.callrouter_event(late_end, call)
+    assert len(intake._calls) == 0
+    assert [e.kind for e in feed.read(0, limit=1000).events] == ["ringing", "hangup"] * 500
+
+
+async def test_a_decision_between_the_end_and_its_hook_still_gives_the_card() -> None:
+    """The tracker ended the call, its end hook has not run yet: the held ringing
+    still gets the card, and the end hook then lets the state go."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    call = CallTimeline().inbound_call(linkedid=LINKEDID)
+    intake.callrouter_event(dial("DialBegin"), call)
+    call.ended = 1714557605.0
+    trace = make_trace(lookups={"onec.responsible": CARD})
+    intake.callrouter_decision(call, make_decision(), trace, "caller-gone")
+    intake.callrouter_call_end(call)
+    ringing, hangup = feed.read(0).events
+    assert (ringing.kind, ringing.data["card"]) == ("ringing", CARD)
+    assert hangup.kind == "hangup"
+    assert intake._calls == {}
+
+
 async def test_a_local_channel_and_the_phone_it_dials_are_one_ringing() -> None:
     feed = EventFeed()
     intake = FeedIntake(feed)
