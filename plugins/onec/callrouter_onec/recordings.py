@@ -26,7 +26,8 @@ Either way the key is the call id and the part (``event_id``
 confirmed back to callrouter's catalog only once 1C holds exactly its bytes
 (push) so that retention never deletes what 1C does not have. Failures back
 off exponentially (``events_retry_min`` to ``events_retry_max``) and never
-give up while the file exists; a file that disappeared, or an answer a retry
+give up while the file exists (1C away altogether is told once when it starts
+and once when it ends, not per file and retry); a file that disappeared, or an answer a retry
 would not change (a 400, ``already_stored``, other bytes at the file's name),
 marks the upload failed, here and in the catalog (``upload_error``, which
 ``callrouter recordings status`` lists). ``callrouter recordings retry``
@@ -416,6 +417,12 @@ class TransferStatus:
     complete: bool
 
 
+class _Away(OSError):
+    """1C itself is not there for any file: no connection, no whole answer in time, or
+    a 5xx. Every upload fails alike until it is back, so it is told once an outage
+    (:meth:`RecordingUploader.deliver`), not once for each file at each retry."""
+
+
 class _Refused(Exception):
     """1C answered in a way a retry will not change (the file is marked failed)."""
 
@@ -509,11 +516,13 @@ class OneCRecordings:
                     self._client, method, path, self._limit, **kwargs
                 )
         except (TimeoutError, httpx.TimeoutException):
-            raise OSError(f"1C gave no whole answer within {self._deadline:g} s") from None
+            raise _Away(f"1C gave no whole answer within {self._deadline:g} s") from None
         except OneCUnavailable as exc:
-            raise OSError(f"1C's answer is unusable: {exc.detail}") from None
+            raise _Away(f"1C's answer is unusable: {exc.detail}") from None
         except httpx.HTTPError as exc:
-            raise OSError(f"1C unreachable: {transport_problem(exc)}") from None
+            raise _Away(f"1C unreachable: {transport_problem(exc)}") from None
+        if response.status_code >= 500:
+            raise _Away(f"1C answered {response.status_code} to {method} {path}")
         return _Answer(response.status_code, body)
 
     async def status(self, upload: Upload) -> TransferStatus:
@@ -618,6 +627,9 @@ class RecordingUploader:
         self._prune_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: Since when (monotonic) and how many attempts 1C has been away (:class:`_Away`).
+        self._away_since: float | None = None
+        self._away_attempts = 0
         #: Unforeseen failures already logged with their traceback (:meth:`_log_unexpected`).
         self._unexpected: set[tuple[str, str, str]] = set()
         #: Looks at the queue's file on its own (an upload to a slow 1C takes long).
@@ -793,6 +805,31 @@ class RecordingUploader:
             exc_info=exc,
         )
 
+    def _away(self, upload: Upload, exc: _Away, wait: float) -> None:
+        """1C is away: a WARNING when that starts, each file's retry at DEBUG after it.
+
+        A line per file per retry grew with the files waiting: an outage of hours
+        (1C's updates) logged more each minute than the one before."""
+        self._away_attempts += 1
+        if self._away_since is not None:
+            log.debug(
+                "onec: recording %s not delivered (%s); retrying in %.0f s",
+                upload.event_id,
+                exc,
+                wait,
+            )
+            return
+        self._away_since = time.monotonic()
+        log.warning(
+            "onec: recording %s not delivered (%s); retrying in %.0f s. Recordings wait "
+            "in %s and are retried (every %.0f s at most); said again once 1C takes one",
+            upload.event_id,
+            exc,
+            wait,
+            self.queue.path,
+            self.retry_max,
+        )
+
     def _backoff(self, attempts: int) -> float:
         delay: float = min(self.retry_max, self.retry_min * 2.0 ** min(attempts, 20))
         return delay * (0.8 + 0.4 * random.random())
@@ -814,6 +851,12 @@ class RecordingUploader:
         except _Refused as exc:
             await asyncio.to_thread(self._give_up, upload, str(exc))
             log.error("onec: recording %s refused: %s", upload.event_id, exc)
+            return False
+        except _Away as exc:
+            self.failures += 1
+            wait = self._backoff(upload.attempts)
+            await asyncio.to_thread(self.queue.retry, upload, str(exc), time.time() + wait)
+            self._away(upload, exc, wait)
             return False
         except OSError as exc:
             self.failures += 1
@@ -837,6 +880,14 @@ class RecordingUploader:
             self._log_unexpected(upload, exc, wait)
             return False
         self.failures = 0
+        if self._away_since is not None:
+            log.info(
+                "onec: recordings reach 1C again after %.0f s (%d attempts failed meanwhile)",
+                time.monotonic() - self._away_since,
+                self._away_attempts,
+            )
+            self._away_since = None
+            self._away_attempts = 0
         await asyncio.to_thread(self.queue.done, upload)
         if self.settings.mode == "push":
             await asyncio.to_thread(

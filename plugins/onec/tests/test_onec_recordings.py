@@ -135,6 +135,37 @@ async def test_1c_failing_halfway_then_coming_back_gets_the_file_exactly_once(
     assert delivered(RecordingStore(tmp_path / "state")).state == "delivered"
 
 
+async def test_1c_away_is_one_warning_however_many_files_wait_and_retries_go(
+    tmp_path: Path, double: OneCDouble, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WARNING per file per retry grew with the files waiting: in the office soak a
+    minute without 1C logged 58 of them for a handful of recordings, and an outage of
+    hours would log more each minute than the one before (issue 16). The start of
+    the outage is one WARNING, its end one INFO; each retry is at DEBUG."""
+    calls = [f"1714557600.{n}" for n in range(20)]
+    for call in calls:
+        store = closed_recording(tmp_path, call_id=call)
+    double.stop()
+    up = uploader(tmp_path, store, settings)
+    caplog.set_level(logging.INFO, "callrouter_onec.recordings")
+    try:
+        for _ in range(5):
+            assert await up.step() == 0
+        double.start()
+        assert await up.step() == len(calls)
+    finally:
+        await close_uploads(up)
+    records = [r for r in caplog.records if r.name == "callrouter_onec.recordings"]
+    warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "1C unreachable" in warnings[0]
+    assert "said again once 1C takes one" in warnings[0]
+    back = [m for r in records if "reach 1C again" in (m := r.getMessage())]
+    assert len(back) == 1
+    assert "(100 attempts failed meanwhile)" in back[0]
+    assert len(double.recordings.stored) == len(calls)
+
+
 async def test_a_router_restart_mid_upload_resumes_where_1c_stopped(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:
