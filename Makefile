@@ -55,7 +55,7 @@ endef
 
 .PHONY: run-lint run-typecheck run-pytest
 .PHONY: help test pytest setup venv install provision browser lint typecheck unit integration \
-        sandbox sandbox-stop demo bench clean distclean
+        sandbox sandbox-stop demo bench soak clean distclean
 
 help:
 	@echo "make test         set everything up, then ruff, mypy --strict and all tests"
@@ -68,6 +68,7 @@ help:
 	@echo "make sandbox      start a detached sandbox Asterisk named 'dev' with the shipped dialplan and print its URL"
 	@echo "make sandbox-stop stop it"
 	@echo "make bench        run the benchmarks in bench/"
+	@echo "make soak         half an hour of office traffic through callrouter run, measured (SOAK_MINUTES=30)"
 	@echo "make clean        remove caches and build output (distclean: also .venv)"
 
 # Runs all three checks even when one fails, so one run shows every problem.
@@ -208,6 +209,12 @@ demo: setup
 bench: setup
 	@$(PY) -c 'import panoramisk' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run_all.py
+
+# The office soak (not in `make bench`, not a test): callrouter run with real
+# phones, the 1C double and the API for SOAK_MINUTES, measured each minute.
+SOAK_MINUTES ?= 30
+soak: setup
+	$(PY) bench/soak_office.py --minutes $(SOAK_MINUTES)
 
 clean:
 	-@[ -x $(PY) ] && $(PY) -m router.sandbox stop --all >/dev/null 2>&1 || true

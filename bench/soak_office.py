@@ -1,0 +1,668 @@
+"""Soak: ``callrouter run`` as an office runs it, for half an hour or more, measured each minute.
+
+Run: ``make soak`` (``SOAK_MINUTES=30``) or ``.venv/bin/python bench/soak_office.py``
+(``--minutes 30``, ``--rate 1.5`` calls a second at most, ``--workers 4``, ``--out DIR``).
+Needs the Asterisk sandbox with its
+phones (``make provision``); takes the minutes asked plus about two. Not a
+benchmark of ``run_all.py`` and not a test: it prints a table and writes
+``soak.md`` and ``samples.json`` in ``--out`` (default: a new temporary folder).
+
+What runs:
+
+* a private sandbox Asterisk with the shipped dialplan, baresip phones 101-105
+  and the PSTN side (``router.sandbox.phones``): 101, 102 and 105 answer, 103
+  never answers, 104 is busy;
+* the 1C double (``callrouter-onec-double``) in this process;
+* ``callrouter run`` as a process with a config like an office's: the 1C plugin
+  with CEL history (1C events), the HTTP API (click-to-call, the event feed),
+  recordings of answered calls, metrics, the shipped sample ``rules/`` plus a
+  file of this soak's rules (one DID per kind of call, above the samples);
+* a watcher that long-polls ``GET /events`` with its cursor, as 1C's screen pop does;
+* traffic from a few workers, a call at a time each, a phone used by one call at
+  a time: answered (and recorded), missed (ring 103 for 3 s), busy (104), the
+  caller hanging up while 103 rings, a blind transfer from 105 to 102,
+  click-to-call through the API (101 then the customer), and calls to a DID no
+  soak rule routes (the samples' rules take them).
+
+Disturbances: at 20% of the run a broken rules file and a SIGHUP, then the good
+file and a SIGHUP; at 35% 1C stops for 60 s; at 50% ``manager reload`` in
+Asterisk; at 65% the watcher disconnects for 60 s and resumes from its cursor.
+
+Each minute: the router's RSS, open fds and threads (``/proc``), its
+``callrouter_calls_active`` and queue depth (``/metrics``), the size of every
+file in ``state_dir``, log lines that minute, calls placed and the 1C double's
+receipts. At the end (traffic stopped, settle delay waited): each DID's calls
+placed against calls 1C has with an end (``hangup`` or ``missed``), duplicate
+receipts, ``GET /api/v1/calls`` left open, the watcher's events (no cursor twice,
+no gap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "plugins" / "onec"))
+
+from callrouter_onec.double import DEFAULT_USER, OneCDouble  # noqa: E402
+
+from router.sandbox import Sandbox  # noqa: E402
+from router.sandbox.phones import Phones  # noqa: E402
+from router.testing import shipped_dialplan  # noqa: E402
+
+PASSWORD = "пароль"
+TOKEN = secrets.token_urlsafe(32)
+SETTLE = 2.0
+#: One DID per kind of call; the soak's rules route each (priority above the samples').
+DIDS = {
+    "answered": "74951110001",
+    "missed": "74951110002",
+    "busy": "74951110003",
+    "hangup_waiting": "74951110004",
+    "transfer": "74951110005",
+    "unrouted": "74951110009",
+}
+CALLERS = [f"7916{n:07d}" for n in range(1000001, 1000021)] + ["8 (916) 123-45-67"]
+CUSTOMER_OUT = "79160000099"
+
+SOAK_RULES = f"""version: 1
+rules:
+  - name: soak-answered
+    priority: 99
+    on: call
+    if: did == "{DIDS["answered"]}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    do:
+      - record: {{legs: mix}}
+      - redirect: {{context: sandbox-phones, exten: "102"}}
+  - name: soak-missed
+    priority: 98
+    on: call
+    if: did == "{DIDS["missed"]}"
+    do:
+      - redirect: {{context: sandbox-phones, exten: "03103"}}
+  - name: soak-busy
+    priority: 97
+    on: call
+    if: did == "{DIDS["busy"]}"
+    do:
+      - redirect: {{context: sandbox-phones, exten: "104"}}
+  - name: soak-waiting
+    priority: 96
+    on: call
+    if: did == "{DIDS["hangup_waiting"]}"
+    do:
+      - redirect: {{context: sandbox-phones, exten: "103"}}
+  - name: soak-transfer
+    priority: 95
+    on: call
+    if: did == "{DIDS["transfer"]}"
+    lookup:
+      owner: onec.responsible(caller.number)
+    do:
+      - redirect: {{context: sandbox-phones, exten: "105"}}
+"""
+BROKEN_RULES = "version: 1\nrules:\n  - name: soak-answered\n    priority: [oops\n"
+
+
+#: Runs ``callrouter run`` with a thread that writes, each minute, a line of
+#: ``census.jsonl``: the asyncio tasks alive, and the length of every container
+#: attribute of every router / 1C plugin object, summed per ``Class.attr``. A
+#: ``Class.attr`` that only grows is where to look for a leak.
+CENSUS = r"""
+import asyncio, collections, gc, json, sys, threading, time
+out = sys.argv.pop(1)
+def census():
+    while True:
+        time.sleep(60)
+        sizes = collections.Counter()
+        gc.unfreeze()  # the engine freezes what it loaded (gc.freeze): count that too
+        for obj in gc.get_objects():
+            mod = getattr(type(obj), "__module__", None)
+            if not isinstance(mod, str) or not mod.startswith(("router", "callrouter_onec")):
+                continue
+            try:
+                attrs = list(vars(obj).items())
+            except Exception:
+                slots = [s for k in type(obj).__mro__ for s in getattr(k, "__slots__", ())]
+                attrs = [(s, getattr(obj, s, None)) for s in slots if isinstance(s, str)]
+            for name, value in attrs:
+                if isinstance(value, (dict, list, set, collections.deque, frozenset, tuple)):
+                    try:
+                        sizes[type(obj).__qualname__ + "." + name] += len(value)
+                    except Exception:
+                        pass
+        tasks = len(asyncio.tasks._all_tasks)
+        with open(out, "a") as fh:
+            fh.write(json.dumps({"t": time.time(), "tasks": tasks, "sizes": sizes}) + "\n")
+threading.Thread(target=census, daemon=True, name="census").start()
+sys.argv[0] = "callrouter"
+from router.cli import main
+sys.exit(main())
+"""
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+class Api:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 10
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+        return out
+
+
+class Watcher(threading.Thread):
+    """Long-polls the event feed with its cursor; ``paused`` drops the connection."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__(daemon=True, name="watcher")
+        self.api = api
+        self.cursor: int | None = None
+        self.kinds: Counter[str] = Counter()
+        self.cursors: Counter[int] = Counter()
+        self.gaps = 0
+        self.errors = 0
+        self.paused = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if self.paused.is_set():
+                time.sleep(0.5)
+                continue
+            path = "/api/v1/events?timeout=5&limit=500"
+            if self.cursor is not None:
+                path += f"&cursor={self.cursor}"
+            try:
+                status, body = self.api.request("GET", path, timeout=15)
+            except OSError:
+                self.errors += 1
+                time.sleep(1)
+                continue
+            if status != 200 or not isinstance(body, dict):
+                self.errors += 1
+                time.sleep(1)
+                continue
+            for event in body["events"]:
+                self.cursors[event["cursor"]] += 1
+                self.kinds[event["kind"]] += 1
+            self.gaps += bool(body.get("gap"))
+            self.cursor = body["cursor"]
+
+
+class Office:
+    def __init__(self, folder: Path, rate: float) -> None:
+        self.folder = folder
+        self.rate = rate
+        self.placed: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.busy_phones: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.rng = random.Random(35)
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log("starting the sandbox Asterisk and phones")
+        self.pbx = Sandbox.start(name=f"soak-{os.getpid()}", extra_dialplan=shipped_dialplan())
+        self.phones = Phones.start(self.pbx, extensions=("101", "102", "103", "104", "105"))
+        self.phones["103"].mode = "noanswer"
+        self.phones["104"].mode = "busy"
+        self.double = OneCDouble(password=PASSWORD).start()
+        self.state = self.folder / "state"
+        rules_dir = self.folder / "rules"
+        shutil.copytree(REPO / "rules", rules_dir)
+        self.rules_file = rules_dir / "soak.yaml"
+        self.rules_file.write_text(SOAK_RULES, encoding="utf-8")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.api = Api(port)
+        monitor = "spool/monitor/callrouter"
+        cel = self.pbx.inst / "log" / "cel.db"
+        self.config = self.folder / "router.toml"
+        self.config.write_text(
+            f'[asterisk]\nurl = "{self.pbx.url}"\nusername = "router"\nsecret_env = "CR_SECRET"\n'
+            f'[router]\nrules = ["{rules_dir}"]\nstate_dir = "{self.state}"\n'
+            'log_format = "json"\n'
+            f'[history]\ncel = "sqlite://{cel}"\nsettle_delay = {SETTLE}\n'
+            f'[recordings]\ndir = "{self.pbx.inst_in_root}/{monitor}"\n'
+            f'local_dir = "{self.pbx.inst / monitor}"\nafter_delivery = "delete"\n'
+            f'[api]\nlisten = "127.0.0.1:{port}"\noutbound_context = "sandbox-phones"\n'
+            f'[api.tokens.soak]\nhash = "sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+            'allow = ["calls:create", "calls:read", "calls:transfer", "events:read"]\n'
+            'extensions = ["*"]\n'
+            f'[plugins.onec]\nurl = "{self.double.url}"\nusername = "{DEFAULT_USER}"\n'
+            f'password = "{PASSWORD}"\n'
+            "[plugins.onec.missed_owner]\n'*' = \"105\"\n",
+            encoding="utf-8",
+        )
+        self.config.chmod(0o600)  # it holds the 1C password
+        self.log_path = self.folder / "router.log"
+        self.census_path = self.folder / "census.jsonl"
+        env = {**os.environ, "CR_SECRET": self.pbx.secret, "PYTHONPATH": str(REPO)}
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CENSUS,
+                    str(self.census_path),
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=out,
+                stderr=out,
+                env=env,
+                cwd=REPO,
+            )
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            with contextlib.suppress(OSError):
+                status, _ = self.api.request("GET", "/readyz", timeout=2)
+                if status == 200:
+                    break
+            if self.proc.poll() is not None:
+                raise SystemExit(f"callrouter run exited:\n{self.tail()}")
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"callrouter run never became ready:\n{self.tail()}")
+        self.watcher = Watcher(self.api)
+        self.watcher.start()
+        log(f"router pid {self.proc.pid} ready; folder {self.folder}")
+
+    def tail(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self.watcher.stopping.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.phones.stop()
+        self.double.stop()
+        self.pbx.remove()
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def _take(self, names: tuple[str, ...]) -> bool:
+        with self.lock:
+            if self.busy_phones & set(names):
+                return False
+            self.busy_phones |= set(names)
+            return True
+
+    def _give(self, names: tuple[str, ...]) -> None:
+        with self.lock:
+            self.busy_phones -= set(names)
+
+    def scenario(self, kind: str) -> None:
+        rng = self.rng
+        caller = rng.choice(CALLERS)
+        pstn = self.phones.pstn
+        if kind == "click":
+            status, body = self.api.request(
+                "POST", "/api/v1/calls", {"from": "101", "to": CUSTOMER_OUT}
+            )
+            if status >= 300:
+                raise RuntimeError(f"click-to-call: {status} {body}")
+            time.sleep(rng.uniform(3, 5))
+            for call in [*self.phones["101"].calls[-2:], *pstn.calls[-3:]]:
+                if not call.ended:
+                    with contextlib.suppress(Exception):
+                        call.hangup()
+            return
+        call = pstn.call(did=DIDS[kind], caller=caller)
+        try:
+            if kind == "answered":
+                call.wait_answered(15)
+                time.sleep(rng.uniform(1, 3))
+            elif kind == "transfer":
+                call.wait_answered(15)
+                time.sleep(0.5)
+                phone = self.phones["105"]
+                phone.blind_transfer("102")  # the call up on 105 (Phone.current)
+                time.sleep(rng.uniform(1.5, 3))
+            elif kind in ("missed", "busy"):
+                call.wait_ended(15)
+            elif kind == "hangup_waiting":
+                time.sleep(rng.uniform(1.5, 3))
+            elif kind == "unrouted":
+                time.sleep(2)
+        finally:
+            if not call.ended:
+                with contextlib.suppress(Exception):
+                    call.hangup()
+            with contextlib.suppress(Exception):
+                call.wait_ended(10)
+
+    PHONES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "answered": ("102",),
+        "missed": ("103",),
+        "busy": (),
+        "hangup_waiting": ("103",),
+        "transfer": ("105", "102"),
+        "click": ("101",),
+        "unrouted": (),
+    }
+    WEIGHTS: ClassVar[dict[str, int]] = {
+        "answered": 5,
+        "missed": 2,
+        "busy": 2,
+        "hangup_waiting": 2,
+        "transfer": 2,
+        "click": 2,
+        "unrouted": 1,
+    }
+
+    def worker(self, index: int) -> None:
+        rng = random.Random(index)
+        kinds = list(self.WEIGHTS)
+        weights = list(self.WEIGHTS.values())
+        while not self.stopping.is_set():
+            kind = rng.choices(kinds, weights)[0]
+            phones = self.PHONES[kind]
+            if not self._take(phones):
+                time.sleep(0.05)
+                continue
+            started = time.monotonic()
+            try:
+                with self.lock:
+                    self.placed[kind] += 1
+                self.scenario(kind)
+            except Exception as exc:  # a soak counts failures and goes on
+                with self.lock:
+                    self.failed[kind] += 1
+                log(f"worker {index}: {kind} failed: {exc!s:.200}")
+            finally:
+                time.sleep(0.5)  # the phones' BYE/200 settle
+                self._give(phones)
+            # pace: the workers together place at most `rate` calls a second
+            pause = max(0.0, self.workers / self.rate - (time.monotonic() - started))
+            self.stopping.wait(pause)
+
+    # -- measuring ---------------------------------------------------------------------
+
+    def sample(self, minute: float, log_lines_before: int) -> tuple[dict[str, Any], int]:
+        pid = self.proc.pid
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        lines = self.log_path.read_bytes().count(b"\n")
+        files = {
+            str(p.relative_to(self.state)): p.stat().st_size
+            for p in sorted(self.state.rglob("*"))
+            if p.is_file()
+        }
+        try:
+            metrics = self.api.metrics()
+        except OSError:
+            metrics = {}
+        active = sum(v for k, v in metrics.items() if k.startswith("callrouter_calls_active"))
+        queue = sum(v for k, v in metrics.items() if k.startswith("callrouter_queue_depth"))
+        with self.lock:
+            placed = sum(self.placed.values())
+        tasks = None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            tasks = json.loads(self.census_path.read_text().splitlines()[-1])["tasks"]
+        row = {
+            "minute": round(minute, 1),
+            "rss_kb": int(fields["VmRSS"].split()[0]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "threads": int(fields["Threads"]),
+            "asyncio_tasks": tasks,
+            "calls_active": active,
+            "queue_depth": queue,
+            "log_lines": lines - log_lines_before,
+            "placed": placed,
+            "onec_receipts": len(self.double.event_book.receipts),
+            "feed_events": sum(self.watcher.kinds.values()),
+            "state_files": files,
+        }
+        return row, lines
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self, minutes: float, workers: int) -> list[dict[str, Any]]:
+        self.workers = workers
+        samples: list[dict[str, Any]] = []
+        start = time.monotonic()
+        row, lines = self.sample(0, 0)
+        samples.append(row)
+        log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
+        threads = [
+            threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        total = minutes * 60
+        plan = [
+            (0.20, self.bad_reload),
+            (0.35, self.onec_outage),
+            (0.50, self.manager_reload),
+            (0.65, self.watcher_drop),
+        ]
+        next_sample = 60.0
+        while time.monotonic() - start < total:
+            elapsed = time.monotonic() - start
+            if plan and elapsed >= plan[0][0] * total:
+                _, action = plan.pop(0)
+                threading.Thread(target=action, daemon=True).start()
+            if elapsed >= next_sample:
+                row, lines = self.sample(elapsed / 60, lines)
+                samples.append(row)
+                log(json.dumps({k: v for k, v in row.items() if k != "state_files"}))
+                next_sample += 60
+            if self.proc.poll() is not None:
+                raise SystemExit(f"callrouter run exited {self.proc.returncode}:\n{self.tail()}")
+            time.sleep(1)
+        self.stopping.set()
+        for t in threads:
+            t.join(60)
+        log("traffic stopped; waiting for 1C to settle")
+        self.settle()
+        row, lines = self.sample((time.monotonic() - start) / 60, lines)
+        samples.append(row)
+        return samples
+
+    def settle(self, calm: float = 10.0, timeout: float = 120.0) -> None:
+        end = time.monotonic() + timeout
+        seen, since = len(self.double.event_book.receipts), time.monotonic()
+        while time.monotonic() < end:
+            time.sleep(0.5)
+            now = len(self.double.event_book.receipts)
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= calm:
+                return
+
+    # -- disturbances --------------------------------------------------------------------
+
+    def bad_reload(self) -> None:
+        log("disturbance: broken rules file + SIGHUP, then the good one + SIGHUP")
+        self.rules_file.write_text(BROKEN_RULES, encoding="utf-8")
+        self.proc.send_signal(signal.SIGHUP)
+        time.sleep(5)
+        self.rules_file.write_text(SOAK_RULES, encoding="utf-8")
+        self.proc.send_signal(signal.SIGHUP)
+
+    def onec_outage(self) -> None:
+        log("disturbance: 1C down for 60 s")
+        self.double.stop()
+        time.sleep(60)
+        self.double.start()
+        log("1C up again")
+
+    def manager_reload(self) -> None:
+        log("disturbance: asterisk manager reload")
+        self.pbx.cli("manager reload")
+
+    def watcher_drop(self) -> None:
+        log("disturbance: the watcher disconnects for 60 s")
+        self.watcher.paused.set()
+        time.sleep(60)
+        self.watcher.paused.clear()
+        log("watcher back")
+
+    # -- the verdict ---------------------------------------------------------------------
+
+    def verdict(self) -> dict[str, Any]:
+        receipts = list(self.double.event_book.receipts)
+        dupes = sum(1 for r in receipts if r.duplicate)
+        events = self.double.event_book.events()
+        by_call: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_call.setdefault(str(event["call_id"]), []).append(dict(event))
+        ended: Counter[str] = Counter()
+        open_in_1c: Counter[str] = Counter()
+        for story in by_call.values():
+            first = story[0]
+            did = first.get("to")
+            kind = next((k for k, v in DIDS.items() if v == did), None)
+            if kind is None and first.get("direction") == "out":
+                kind = "click"
+            kind = kind or f"other:{did}"
+            if any(e["event"] in ("hangup", "missed") for e in story):
+                ended[kind] += 1
+            else:
+                open_in_1c[kind] += 1
+        status, calls = self.api.request("GET", "/api/v1/calls")
+        open_calls = calls.get("calls", calls) if isinstance(calls, dict) else calls
+        return {
+            "placed": dict(self.placed),
+            "failed": dict(self.failed),
+            "ended_in_1c": dict(ended),
+            "not_ended_in_1c": dict(open_in_1c),
+            "duplicate_receipts": dupes,
+            "api_calls_open": open_calls if status == 200 else f"{status} {calls}",
+            "feed": dict(self.watcher.kinds),
+            "feed_cursor_twice": sum(1 for c in self.watcher.cursors.values() if c > 1),
+            "feed_gaps": self.watcher.gaps,
+            "watcher_errors": self.watcher.errors,
+            "log_levels": self.log_levels(),
+        }
+
+    def log_levels(self) -> dict[str, Any]:
+        levels: Counter[str] = Counter()
+        worst: Counter[str] = Counter()
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                levels["non-json"] += 1
+                continue
+            level = str(rec.get("level", rec.get("levelname", "?")))
+            levels[level] += 1
+            if level in ("WARNING", "ERROR", "CRITICAL"):
+                worst[str(rec.get("message", ""))[:120]] += 1
+        return {"levels": dict(levels), "top_warnings": worst.most_common(15)}
+
+
+def table(samples: list[dict[str, Any]]) -> str:
+    first, last = samples[0], samples[-1]
+    keys = [
+        "rss_kb",
+        "fds",
+        "threads",
+        "asyncio_tasks",
+        "calls_active",
+        "queue_depth",
+        "log_lines",
+        "placed",
+    ]
+    keys += ["onec_receipts", "feed_events"]
+    rows = ["| measure | start | end |", "|---|---|---|"]
+    rows += [f"| {k} | {first[k]} | {last[k]} |" for k in keys]
+    names = sorted(set(first["state_files"]) | set(last["state_files"]))
+    rows += [
+        f"| state/{n} | {first['state_files'].get(n, '-')} | {last['state_files'].get(n, '-')} |"
+        for n in names
+    ]
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--rate", type=float, default=1.5, help="calls a second at most")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.out or Path(tempfile.mkdtemp(prefix="soak-office-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    office = Office(folder, args.rate)
+    # SIGTERM (and SIGINT, which a background shell ignores) ends the run with its clean-up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    office.start()
+    try:
+        samples = office.run(args.minutes, args.workers)
+        verdict = office.verdict()
+    finally:
+        office.stop()
+    (folder / "samples.json").write_text(json.dumps(samples, indent=1), encoding="utf-8")
+    report = table(samples) + "\n\n```json\n" + json.dumps(verdict, indent=1, ensure_ascii=False)
+    report += "\n```\n"
+    (folder / "soak.md").write_text(report, encoding="utf-8")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
