@@ -791,7 +791,9 @@ class EventFeed:
         if len(dropped) > _MAX_DROPPED:
             self._floor = max(self._floor, *dropped.values())
             dropped.clear()
-        if self._head > 1024 and self._head * 2 > len(self._events):
+        # Let the dropped head go once it is a quarter of the list: memory then holds
+        # at most a third more than max_events (at half, up to twice as many).
+        if self._head > 1024 and self._head * 4 > len(self._events):
             del self._events[: self._head]
             del self._cursors[: self._head]
             self._head = 0
