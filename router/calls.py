@@ -57,6 +57,9 @@ class Channel:
     priority: str = ""
     state: str = ""
     hung_up: bool = False
+    #: A ``BridgeEnter`` of this channel was seen: it is (or was) in a bridge.
+    #: Not cleared on leaving one (the engine does not follow ``BridgeLeave``).
+    entered_bridge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,8 @@ class CallTracker:
                 chan.context = context
                 chan.exten = get("Exten") or event.get("Exten") or chan.exten
                 chan.priority = get("Priority") or event.get("Priority") or chan.priority
+            if name == "BridgeEnter":
+                chan.entered_bridge = True
             state = get("ChannelStateDesc") or event.get("ChannelStateDesc")
             if state:
                 chan.state = state

@@ -203,6 +203,23 @@ def test_feed_says_what_started_and_what_ended_in_the_order_it_ended() -> None:
     assert tracker.forget("C") is None
 
 
+def test_a_channel_remembers_entering_a_bridge() -> None:
+    """The API's blind transfer waits for a leg answered but not yet bridged
+    (router.api.calls): the tracker tells which legs a ``BridgeEnter`` named, and
+    one channel's entering (moved into the call) carries it along."""
+    tracker = CallTracker()
+    for channel in ("PJSIP/trunk-01", "PJSIP/101-02"):
+        tracker.feed(ev("Newchannel", Channel=channel, Uniqueid=channel, Linkedid=".0"))
+    call = tracker.get(".0")
+    assert call is not None
+    assert not any(c.entered_bridge for c in call.channels.values())
+    tracker.feed(ev("Newstate", Channel="PJSIP/101-02", ChannelStateDesc="Up", Linkedid=".0"))
+    assert not call.channels["PJSIP/101-02"].entered_bridge  # answered, not yet bridged
+    tracker.feed(ev("BridgeEnter", Channel="PJSIP/101-02", BridgeNumChannels="1", Linkedid=".0"))
+    assert call.channels["PJSIP/101-02"].entered_bridge
+    assert not call.channels["PJSIP/trunk-01"].entered_bridge
+
+
 def test_a_channel_bridged_into_an_older_call_leaves_its_own() -> None:
     """Asterisk 22 gives every channel of a bridge the oldest Linkedid among
     them (seen on the sandbox: two Local calls joined with the Bridge action,

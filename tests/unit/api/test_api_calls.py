@@ -852,6 +852,121 @@ async def test_a_transfer_without_from_is_the_one_extension_s_not_the_customer_s
     assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone]
 
 
+def _like_asterisk_blind_transfer(
+    replay: ReplayAsterisk, phone: str, then: Callable[[], object]
+) -> Callable[[SentAction], object]:
+    """Asterisk's BlindTransfer: ``Transfer invalid`` for a leg in no bridge (and
+    ``then()`` runs a moment after that first refusal), else success."""
+
+    def answer(sent: SentAction) -> object:
+        if replay.channels.get(phone) is None or not replay.channels[phone].bridge:
+            if len(replay.sent("BlindTransfer")) == 1:
+                asyncio.get_running_loop().call_later(0.036, then)
+            return [("Response", "Error"), ("Message", "Transfer invalid")]
+        return {"Message": "Transfer succeeded"}
+
+    return answer
+
+
+def _bridge(replay: ReplayAsterisk, *channels: str) -> Callable[[], object]:
+    """Asterisk bridging the customer's line and the phone's leg, as ``Dial`` does."""
+
+    def enter() -> None:
+        for count, channel in enumerate(channels, 1):
+            replay.queue_event(
+                "BridgeEnter",
+                Channel=channel,
+                BridgeUniqueid="b-1",
+                BridgeType="basic",
+                BridgeTechnology="simple_bridge",
+                BridgeNumChannels=str(count),
+            )
+
+    return enter
+
+
+@pytest.mark.parametrize("phone_first", [False, True])
+async def test_a_blind_transfer_right_after_the_answer_waits_for_the_bridge(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, phone_first: bool
+) -> None:
+    """1C transfers the moment it hears ``answered``; Asterisk bridges the legs some
+    milliseconds later (36 ms on a loaded host) and refused the BlindTransfer in
+    between: 409 "Transfer invalid". The API waits for the bridge and sends it again."""
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    [trunk] = [c for c in engine.api.calls.get(mine).channels if c != phone]  # type: ignore[union-attr]
+    order = (phone, trunk) if phone_first else (trunk, phone)
+    ajam_replay.on(
+        "BlindTransfer",
+        _like_asterisk_blind_transfer(ajam_replay, phone, _bridge(ajam_replay, *order)),
+    )
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
+    # Bridged now, it goes through at once.
+    again = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "103"}, headers=auth("t101")
+    )
+    assert again.status_code == 202, again.text
+    assert len(ajam_replay.sent("BlindTransfer")) == 3
+
+
+async def test_a_blind_transfer_waiting_for_the_bridge_moves_no_call_that_ended(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """The manager hangs up instead of being bridged: 409, and no second BlindTransfer."""
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+
+    def hang_up() -> None:
+        ajam_replay.queue_event("Hangup", Channel=phone, Cause="16")
+
+    ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, hang_up))
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert refused.status_code == 409, refused.text
+    assert "nothing was transferred" in refused.json()["detail"]
+    assert len(ajam_replay.sent("BlindTransfer")) == 1
+
+
+async def test_a_blind_transfer_waits_for_the_bridge_only_so_long(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leg that enters no bridge in time keeps Asterisk's refusal (409); a leg that
+    was in a bridge already is refused at once, with no wait."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT", 0.2)
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, lambda: None))
+    started = asyncio.get_running_loop().time()
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert refused.status_code == 409, refused.text
+    assert "Transfer invalid" in refused.json()["detail"]
+    assert "entered no bridge" in refused.json()["detail"]
+    assert 0.2 <= asyncio.get_running_loop().time() - started < 2
+    assert len(ajam_replay.sent("BlindTransfer")) == 1
+    ajam_replay.queue_event(
+        "BridgeEnter", Channel=phone, BridgeUniqueid="b-2", BridgeNumChannels="2"
+    )
+    await ajam_replay.settle(engine)
+    ajam_replay.on(
+        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer invalid")]
+    )
+    started = asyncio.get_running_loop().time()
+    at_once = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert at_once.status_code == 409, at_once.text
+    assert at_once.json()["detail"] == "Asterisk refused BlindTransfer: Transfer invalid"
+    assert asyncio.get_running_loop().time() - started < 0.2
+    assert len(ajam_replay.sent("BlindTransfer")) == 2
+
+
 async def test_an_extension_reached_through_local_channels_is_one_leg(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
