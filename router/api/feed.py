@@ -204,14 +204,37 @@ class FeedStore:
         self._cap = _MAX_CURSOR
 
     def _connect(self) -> None:
-        self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A read opens the -wal and -shm now: opened first after the file is
-        # deleted again, SQLite answers "disk I/O error" and nothing is written back.
-        self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # A read opens the -wal and -shm now: opened first after the file is
+            # deleted again, SQLite answers "disk I/O error" and nothing is written back.
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
         #: The file the connection has open (device, inode): :meth:`put_back`.
         self._file = file_identity(self.path)
+        #: ``"deleted"`` or ``"replaced"`` while the file :meth:`put_back` wrote
+        #: back for that reason is not open yet; None: it is open.
+        self._unopened: str | None = None
+
+    def _ready(self) -> None:
+        """On the worker: the file :meth:`put_back` wrote back and could not open
+        (a nearly full disk) is opened now, or ``sqlite3.OperationalError`` says
+        why not, which the writes retry (the batch kept): the closed connection
+        raised ``ProgrammingError``, each batch was lost with a traceback, the
+        cursor reservation retried it for ever, and no write back came again."""
+        if self._unopened is None:
+            return
+        try:
+            self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise sqlite3.OperationalError(
+                f"{self.path} was written back but cannot be opened again: {exc}"
+            ) from exc
 
     def put_back(self) -> Future[str | None]:
         """The file deleted or replaced while open: written again where it
@@ -226,9 +249,17 @@ class FeedStore:
             return self._pool.submit(self._put_back)
 
     def _put_back(self) -> str | None:
-        return write_back(
-            self.path, self._file, self._db, close=self._db.close, reopen=self._connect
-        )
+        if self._unopened is not None:
+            what = self._unopened
+            self._ready()
+            return what
+        found = "deleted" if file_identity(self.path) is None else "replaced"
+
+        def reopen() -> None:
+            self._unopened = found  # the copy is the file in use, opened or not
+            self._ready()
+
+        return write_back(self.path, self._file, self._db, close=self._db.close, reopen=reopen)
 
     def load(
         self, *, oldest: int, limit: int, now: int | None = None
@@ -356,6 +387,7 @@ class FeedStore:
 
     def reserve_now(self, ceiling: int) -> None:
         """Write ``ceiling`` now, on the calling thread: at start, before serving."""
+        self._ready()
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
@@ -425,6 +457,7 @@ class FeedStore:
         # run's events go above it even when the clock was set back meanwhile.
         # The exact value replaces the reservation, which only a crash needs.
         try:
+            self._ready()
             with self._db:
                 self._db.execute(
                     "INSERT INTO meta VALUES ('issued', ?) ON CONFLICT(key) DO UPDATE"
@@ -450,6 +483,7 @@ class FeedStore:
         delay = 0.05
         while True:
             try:
+                self._ready()
                 with self._db:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows

@@ -375,20 +375,30 @@ def put_back_catalog(path: Path) -> str | None:
         stores = sorted((s for s in _OPEN.get(_key(path), ()) if not s._closed), key=id)
         if not stores:
             return None
-        opened = stores[0]._file
-        moving = [s for s in stores if s._file == opened]
-
-        def close() -> None:
-            for store in moving:
-                store._db.close()
-
-        def reopen() -> None:
-            for store in moving:
-                store._connect()
-
         with contextlib.ExitStack() as held:
-            for store in moving:  # no write of this process between copy and swap
+            for store in stores:  # no write of this process between copy and swap
                 held.enter_context(store._lock)
+            # Written back before but not opened again then (a nearly full disk):
+            # opened now, or the error says why not, as at each use meanwhile.
+            unopened = [s._unopened for s in stores if s._unopened is not None]
+            for store in stores:
+                store._ready()
+            if unopened:
+                return unopened[0]
+            opened = stores[0]._file
+            moving = [s for s in stores if s._file == opened]
+            what = "deleted" if seen_identity(path) is None else "replaced"
+
+            def close() -> None:
+                for store in moving:
+                    store._db.close()
+
+            def reopen() -> None:
+                for store in moving:  # the copy is the file in use, opened or not
+                    store._unopened = what
+                for store in moving:
+                    store._ready()
+
             return write_back(path, opened, moving[0]._db, close=close, reopen=reopen)
 
 
@@ -401,6 +411,9 @@ class RecordingStore:
         create_private(self.path)
         self._lock = threading.Lock()
         self._closed = False
+        #: ``"deleted"`` or ``"replaced"`` while the file :func:`put_back_catalog`
+        #: wrote back for that reason is not open yet; None: it is open.
+        self._unopened: str | None = None
         self._connect()
         try:
             self._db.executescript(_SCHEMA)
@@ -428,6 +441,22 @@ class RecordingStore:
         #: The file the connection has open (device, inode): :func:`put_back_catalog`.
         self._file = file_identity(self.path)
 
+    def _ready(self) -> None:
+        """Under the lock: the file :func:`put_back_catalog` wrote back and could
+        not open (a nearly full disk) is opened now, or ``sqlite3.OperationalError``
+        says why not, which the recorder and the API handle as any failed write:
+        the closed connection raised ``ProgrammingError`` at every use until
+        the restart, and the next write back copied from it and failed too."""
+        if self._unopened is None:
+            return
+        try:
+            self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise sqlite3.OperationalError(
+                f"{self.path} was written back but cannot be opened again: {exc}"
+            ) from exc
+        self._unopened = None
+
     def _migrate(self) -> None:
         """Add the columns a catalog made by an older callrouter lacks.
 
@@ -448,6 +477,7 @@ class RecordingStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._ready()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -462,6 +492,7 @@ class RecordingStore:
 
     def _select(self, where: str, args: Iterable[object] = ()) -> list[Recording]:
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM recordings WHERE {where}", tuple(args)
             ).fetchall()
@@ -824,6 +855,7 @@ class RecordingStore:
 
     def usage(self) -> UsageReport:
         with self._lock:
+            self._ready()
             counts = {
                 row[0]: row[1]
                 for row in self._db.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,37 @@ async def test_a_replaced_feed_file_is_moved_aside_and_the_open_one_written_back
     assert (tmp_path / aside).read_bytes() == b"an older copy"
     again = EventFeed.open(tmp_path)
     assert [e.cursor for e in again.read(0).events] == [cursor]
+    await again.aclose()
+
+
+async def test_a_feed_file_written_back_but_not_opened_again_loses_no_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the copy fails (a nearly full disk): the events published
+    meanwhile wait and go into it once it opens, none lost with a traceback."""
+    from router.api.feed import FeedStore
+
+    feed = EventFeed.open(tmp_path)
+    cursors = [feed.publish("ringing", "101", {"n": 0}, call_id="c1")]
+    await asyncio.sleep(0.1)
+    delete(tmp_path / FILENAME)
+    connect = FeedStore._connect
+
+    def full(self: FeedStore) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(FeedStore, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await feed.put_back()
+    cursors.append(feed.publish("answered", "101", {"n": 1}, call_id="c1"))
+    await asyncio.sleep(0.3)
+    monkeypatch.setattr(FeedStore, "_connect", connect)
+    await asyncio.sleep(1.5)  # the write retried: the file opens now
+    assert await feed.put_back() is None  # the copy is the file in use, not one put there
+    await feed.aclose()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f"{FILENAME}.replaced-")]
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == cursors
     await again.aclose()
 
 
@@ -333,3 +365,56 @@ async def test_a_catalog_no_part_has_open_is_not_watched(
     await job.func()
     assert not [w for w in warnings(caplog) if str(path) in w]
     assert not path.exists()
+
+
+def test_a_catalog_written_back_but_not_opened_again_is_opened_at_its_next_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the copy fails (a nearly full disk): the copy holds every row and
+    is the file in use; the next write opens it, not "closed database" for ever."""
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "4.1")
+    path = tmp_path / DB_NAME
+    delete(path)
+    connect = RecordingStore._connect
+
+    def full(self: RecordingStore) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(RecordingStore, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        put_back_catalog(path)
+    with pytest.raises(sqlite3.OperationalError, match="cannot be opened again"):
+        start(recorder, "4.2")  # retried by its caller, not a ProgrammingError
+    monkeypatch.setattr(RecordingStore, "_connect", connect)
+    start(recorder, "4.3")
+    assert put_back_catalog(path) is None  # the copy is the file in use, not one put there
+    assert not list(tmp_path.glob(f"{DB_NAME}.replaced-*"))
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"4.1", "4.3"}
+    again.close()
+
+
+def test_the_next_look_opens_a_catalog_written_back_but_not_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, api = RecordingStore(tmp_path), RecordingStore(tmp_path)
+    start(recorder, "5.1")
+    path = tmp_path / DB_NAME
+    delete(path)
+    connect = RecordingStore._connect
+
+    def full(self: RecordingStore) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RecordingStore, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="No space left"):
+        put_back_catalog(path)  # the watch says it (OSError or sqlite3.Error)
+    monkeypatch.setattr(RecordingStore, "_connect", connect)
+    assert put_back_catalog(path) == "deleted"  # opened now, and said
+    assert put_back_catalog(path) is None
+    start(api, "5.2")
+    assert {r.call_id for r in recorder.recording()} == {"5.1", "5.2"}
+    recorder.close()
+    api.close()
