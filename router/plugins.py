@@ -81,7 +81,8 @@ BLOCKING_WARN = 0.5
 #: Hooks that run before the first event is read or after routing stopped:
 #: a plain one that waits (a driver's connect) delays the start or the stop
 #: only, which their own limits bound; not said to hold the loop.
-_BEFORE_AND_AFTER = frozenset({"callrouter_startup", "callrouter_shutdown"})
+#: ``callrouter_metrics`` runs once, in the engine's setup (and ``check``).
+_BEFORE_AND_AFTER = frozenset({"callrouter_metrics", "callrouter_startup", "callrouter_shutdown"})
 #: How many (plugin, call) failures are remembered to log each only once.
 _FAILURE_MEMORY = 10_000
 #: Event names whose listeners are remembered (AMI has a few hundred).

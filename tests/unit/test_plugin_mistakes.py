@@ -790,3 +790,26 @@ async def test_a_plain_startup_that_waits_is_not_said_to_hold_the_loop(
         await plugins.startup(stub)
         await plugins.shutdown(stub)
     assert not [r for r in caplog.records if r.name == "router.plugins"]
+
+
+async def test_a_plain_metrics_hook_that_waits_is_not_said_to_hold_the_loop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``callrouter_metrics`` runs once, in the engine's setup, before
+    ``callrouter_startup`` (and in ``callrouter check``): no call is routed and
+    no event read yet, so "held the event loop ... no call was routed" is false."""
+    from router.metrics import Metrics
+    from router.testing import load_plugins
+
+    class Families:
+        __name__ = "vip"
+
+        @hookimpl
+        def callrouter_metrics(self, metrics: Any) -> None:
+            time.sleep(0.03)  # a collector's registration, say
+
+    monkeypatch.setattr("router.plugins.BLOCKING_WARN", 0.02)
+    plugins = load_plugins(Families(), defaults=())
+    with caplog.at_level("WARNING", logger="router.plugins"):
+        await plugins.metrics(Metrics())
+    assert not [r for r in caplog.records if r.name == "router.plugins"]
