@@ -46,11 +46,16 @@ __all__ = [
 #: characters), the Arabic letter mark, and the line and paragraph separators.
 _BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 #: Characters that show nothing: the soft hyphen, the Mongolian vowel separator,
-#: the zero-width space, the word joiner and invisible operators, the byte order
-#: mark (zero-width no-break space), the interlinear annotation marks, and the
-#: tag characters (U+E0000-E007F, text no font draws). Not ZWNJ/ZWJ (U+200C,
+#: the zero-width space, the word joiner and invisible operators, the deprecated
+#: format controls (U+206A-206F), the Hangul fillers (U+3164, U+FFA0: a "blank"
+#: name), the byte order mark (zero-width no-break space), the interlinear
+#: annotation marks, the musical format controls (U+1D173-1D17A), and the tag
+#: characters (U+E0000-E007F, text no font draws). Not ZWNJ/ZWJ (U+200C,
 #: U+200D), which Persian and Indic names and emoji sequences need.
-_INVISIBLE = "\u00ad\u180e\u200b\u2060-\u2064\ufeff\ufff9-\ufffb\U000e0000-\U000e007f"
+_INVISIBLE = (
+    "\u00ad\u180e\u200b\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e007f"
+)
 #: C0 controls except tab, DEL, C1 controls, and the two sets above.
 _UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]")
 #: The same, but newlines stay: used for tracebacks, which are multi-line by design.

@@ -26,6 +26,11 @@ HIDDEN = {
     "\U000e0001": "\\U000e0001",  # language tag
     "\U000e0041": "\\U000e0041",  # tag latin capital letter A
     "\U000e007f": "\\U000e007f",  # cancel tag
+    "\u206a": "\\u206a",  # inhibit symmetric swapping (deprecated format control)
+    "\u206f": "\\u206f",  # nominal digit shapes (deprecated format control)
+    "\u3164": "\\u3164",  # Hangul filler (a "blank" name)
+    "\uffa0": "\\uffa0",  # halfwidth Hangul filler
+    "\U0001d173": "\\U0001d173",  # musical symbol begin beam (format control)
 }
 
 
@@ -76,3 +81,14 @@ def test_both_log_formats_show_them_escaped_and_json_still_decodes() -> None:
     assert "\U000e0041" not in out
     assert "\u200b" not in out
     assert json.loads(out) == {"caller": name}
+
+
+@pytest.mark.parametrize("char", list(HIDDEN))
+def test_each_is_escaped_in_a_json_log_line_that_still_decodes(char: str) -> None:
+    name = f"Ivan{char}ov"
+    record = logging.LogRecord(
+        "router.engine", logging.INFO, __file__, 1, "caller %s", (name,), None
+    )
+    line = JsonFormatter().format(record)
+    assert char not in line
+    assert json.loads(line)["message"] == f"caller {name}"
