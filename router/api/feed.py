@@ -178,6 +178,9 @@ class FeedStore:
         # opens it (its -wal and -shm files take the database file's mode); an
         # existing one is never opened (closing it would drop this process's locks).
         create_private(path)
+        #: The copy ``write_back`` could not move in place and opened instead (it
+        #: holds every event); None: the connection is on ``path``.
+        self._at: Path | None = None
         self._connect()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS events (cursor INTEGER PRIMARY KEY, kind TEXT NOT NULL,"
@@ -204,7 +207,8 @@ class FeedStore:
         self._cap = _MAX_CURSOR
 
     def _connect(self) -> None:
-        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
+        target = self.path if self._at is None else self._at
+        db = sqlite3.connect(target, timeout=_BUSY_TIMEOUT, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -216,7 +220,7 @@ class FeedStore:
             raise
         self._db = db
         #: The file the connection has open (device, inode): :meth:`put_back`.
-        self._file = file_identity(self.path)
+        self._file = file_identity(target)
         #: ``"deleted"`` or ``"replaced"`` while the file :meth:`put_back` wrote
         #: back for that reason is not open yet; None: it is open.
         self._unopened: str | None = None
@@ -252,14 +256,18 @@ class FeedStore:
         if self._unopened is not None:
             what = self._unopened
             self._ready()
-            return what
+            if self._at is None:
+                return what
         found = "deleted" if file_identity(self.path) is None else "replaced"
 
-        def reopen() -> None:
-            self._unopened = found  # the copy is the file in use, opened or not
+        def reopen(target: Path) -> None:
+            self._unopened = found  # this is the file in use, opened or not
+            self._at = None if target == self.path else target
             self._ready()
 
-        return write_back(self.path, self._file, self._db, close=self._db.close, reopen=reopen)
+        return write_back(
+            self.path, self._file, self._db, close=self._db.close, reopen=reopen, at=self._at
+        )
 
     def load(
         self, *, oldest: int, limit: int, now: int | None = None

@@ -304,7 +304,8 @@ def write_back(
     db: sqlite3.Connection,
     *,
     close: Callable[[], None],
-    reopen: Callable[[], None],
+    reopen: Callable[[Path], None],
+    at: Path | None = None,
 ) -> str | None:
     """Write an open SQLite file again where it belongs when it was deleted or
     replaced while open; returns ``"deleted"`` or ``"replaced"``, or None when
@@ -317,9 +318,17 @@ def write_back(
     ``path`` (``VACUUM INTO`` through ``db``, 0600), a file put in its place
     is moved aside as ``NAME.replaced-TIME``, then every connection to the old
     file is closed (``close``), the copy takes its place and they are opened
-    again (``reopen``). The caller keeps every connection of this process to
-    the file from writing meanwhile (their locks), else a write after the copy
-    is lost with the old file.
+    again there (``reopen(path)``). The caller keeps every connection of this
+    process to the file from writing meanwhile (their locks), else a write
+    after the copy is lost with the old file.
+
+    When the copy cannot take its place (``os.replace`` refused: the folder
+    made read-only, an I/O error) the connections, closed by then, are opened
+    on the copy (``reopen(copy)``), which holds every row: the file goes on
+    working and the ``OSError`` raised names the copy. The caller passes that
+    copy as ``at`` next time: it is moved in place then, with no new copy. A
+    closed connection left as it was raised ``ProgrammingError`` at every use
+    until the restart, and the next write back copied from it and failed too.
     """
     if opened is None:
         return None
@@ -327,22 +336,36 @@ def write_back(
     if found == opened:
         return None
     what = "deleted" if found is None else "replaced"
-    copy = path.with_name(f".{path.name}.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        copy.unlink()
-    create_private(copy)  # empty and 0600: VACUUM INTO fills it
-    try:
-        db.execute("VACUUM INTO ?", (str(copy),))
-    except BaseException:
-        with contextlib.suppress(OSError):
+    if at is None:
+        copy = path.with_name(f".{path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
             copy.unlink()
-        raise
+        create_private(copy)  # empty and 0600: VACUUM INTO fills it
+        try:
+            db.execute("VACUUM INTO ?", (str(copy),))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                copy.unlink()
+            raise
+    else:
+        copy = at  # the copy a failed swap left in use holds every row
     if found is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+    # Closed first: the last connection's close removes NAME-wal and NAME-shm,
+    # which the one opened next would otherwise take for its own.
     close()
-    os.replace(copy, path)
-    reopen()
+    try:
+        os.replace(copy, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError, sqlite3.Error):  # else opened at the next use
+            reopen(copy)
+        raise OSError(
+            exc.errno,
+            f"{exc.strerror or exc} (moving {copy.name} in its place; callrouter goes on "
+            f"with that copy and tries again)",
+        ) from exc
+    reopen(path)
     return what
 
 
@@ -383,7 +406,8 @@ def put_back_catalog(path: Path) -> str | None:
             unopened = [s._unopened for s in stores if s._unopened is not None]
             for store in stores:
                 store._ready()
-            if unopened:
+            at = stores[0]._at  # a copy a failed swap left in use: moved in place now
+            if unopened and at is None:
                 return unopened[0]
             opened = stores[0]._file
             moving = [s for s in stores if s._file == opened]
@@ -393,13 +417,14 @@ def put_back_catalog(path: Path) -> str | None:
                 for store in moving:
                     store._db.close()
 
-            def reopen() -> None:
-                for store in moving:  # the copy is the file in use, opened or not
+            def reopen(target: Path) -> None:
+                for store in moving:  # this is the file in use, opened or not
                     store._unopened = what
+                    store._at = None if target == path else target
                 for store in moving:
                     store._ready()
 
-            return write_back(path, opened, moving[0]._db, close=close, reopen=reopen)
+            return write_back(path, opened, moving[0]._db, close=close, reopen=reopen, at=at)
 
 
 class RecordingStore:
@@ -414,6 +439,9 @@ class RecordingStore:
         #: ``"deleted"`` or ``"replaced"`` while the file :func:`put_back_catalog`
         #: wrote back for that reason is not open yet; None: it is open.
         self._unopened: str | None = None
+        #: The copy :func:`write_back` could not move in place and opened instead
+        #: (it holds every row); None: the connection is on ``path``.
+        self._at: Path | None = None
         self._connect()
         try:
             self._db.executescript(_SCHEMA)
@@ -425,9 +453,8 @@ class RecordingStore:
             _OPEN.setdefault(_key(self.path), weakref.WeakSet()).add(self)
 
     def _connect(self) -> None:
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-        )
+        target = self.path if self._at is None else self._at
+        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -439,7 +466,7 @@ class RecordingStore:
             self._db.close()
             raise
         #: The file the connection has open (device, inode): :func:`put_back_catalog`.
-        self._file = file_identity(self.path)
+        self._file = file_identity(target)
 
     def _ready(self) -> None:
         """Under the lock: the file :func:`put_back_catalog` wrote back and could

@@ -418,3 +418,102 @@ def test_the_next_look_opens_a_catalog_written_back_but_not_opened_again(
     assert {r.call_id for r in recorder.recording()} == {"5.1", "5.2"}
     recorder.close()
     api.close()
+
+
+# -- the copy that cannot take the file's place -----------------------------------------------
+
+
+def refuse_swap(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[str]:
+    """``os.replace`` of the copy onto the file refused ``times`` times (the
+    state folder made read-only, an I/O error), as in ``write_back``."""
+    import router.recordings.store as store_module
+
+    real = os.replace
+    refused: list[str] = []
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".") and len(refused) < times:
+            refused.append(Path(src).name)
+            raise OSError(30, "Read-only file system", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    return refused
+
+
+def test_a_catalog_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connections were closed before the swap: a refused swap left them
+    closed, and every use raised ``ProgrammingError`` until the restart. They go
+    on in the copy (every row in it), and the next look moves it in place."""
+    recorder, api = RecordingStore(tmp_path), RecordingStore(tmp_path)
+    start(recorder, "6.1")
+    path = tmp_path / DB_NAME
+    delete(path)
+    refused = refuse_swap(monkeypatch)
+    with pytest.raises(OSError, match=r"Read-only file system \(moving \.recordings\.sqlite\.\d+"):
+        put_back_catalog(path)
+    assert refused
+    start(recorder, "6.2")  # no ProgrammingError: the copy is the file in use
+    assert {r.call_id for r in api.recording()} == {"6.1", "6.2"}
+    assert not path.exists()
+    assert put_back_catalog(path) == "deleted"  # tried again: moved in place now
+    assert not list(tmp_path.glob(".recordings.sqlite.*"))
+    assert put_back_catalog(path) is None
+    start(api, "6.3")
+    recorder.close()
+    api.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"6.1", "6.2", "6.3"}
+    again.close()
+
+
+async def test_a_refused_swap_is_an_error_said_once_and_the_catalog_keeps_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = RecordingStore(tmp_path)
+    path = tmp_path / DB_NAME
+    watched = WatchedFile(
+        path, "the recordings catalog", put_back=lambda: asyncio.to_thread(put_back_catalog, path)
+    )
+    watch = StateFileWatch([watched])
+    start(recorder, "7.1")
+    delete(path)
+    refuse_swap(monkeypatch, times=3)
+    for _ in range(3):
+        await watch.look()
+        start(recorder, f"7.{len(recorder.recording()) + 1}")
+    await watch.look()  # the fourth try: moved in place
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "Read-only file system (moving .recordings.sqlite." in errors[0]
+    assert "callrouter goes on with that copy and tries again" in errors[0]
+    (said,) = warnings(caplog)
+    assert said.startswith(f"{path} was deleted while callrouter ran: written again")
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"7.1", "7.2", "7.3", "7.4"}
+    again.close()
+
+
+async def test_a_feed_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = EventFeed.open(tmp_path)
+    cursors = [feed.publish("ringing", "101", {"n": 0}, call_id="c1")]
+    await asyncio.sleep(0.1)
+    delete(tmp_path / FILENAME)
+    refuse_swap(monkeypatch)
+    with pytest.raises(OSError, match="Read-only file system"):
+        await feed.put_back()
+    cursors.append(feed.publish("answered", "101", {"n": 1}, call_id="c1"))
+    await asyncio.sleep(0.3)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the batch went
+    assert await feed.put_back() == "deleted"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{FILENAME}.")]
+    cursors.append(feed.publish("hangup", "101", {"n": 2}, call_id="c1"))
+    await feed.aclose()
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == cursors
+    await again.aclose()
