@@ -209,22 +209,44 @@ class UploadQueue:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
-        #: Written back, but the file not opened again yet (:meth:`put_back`).
-        self._reopen = False
+        #: ``"deleted"`` or ``"replaced"`` while the file :meth:`put_back` wrote back
+        #: for that reason is not open yet; None: the connection is open.
+        self._unopened: str | None = None
+        #: The copy :meth:`put_back` could not move in place and opened instead (it
+        #: holds every row); None: the connection is on ``path``.
+        self._at: Path | None = None
         self._connect()
 
     def _connect(self) -> None:
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=5
-        )
+        target = self.path if self._at is None else self._at
+        db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            #: The file the connection has open (device, inode): see :meth:`put_back`.
+            identity = _identity(target)
         except BaseException:
-            self._db.close()
+            db.close()
             raise
-        #: The file the connection has open (device, inode): see :meth:`put_back`.
-        self._file = _identity(self.path)
+        self._db, self._file = db, identity
+        self._unopened = None
+
+    def _ready(self) -> None:
+        """Under the lock: the file :meth:`put_back` wrote back and could not open
+        (a nearly full disk) is opened now, or ``sqlite3.OperationalError`` says
+        why not, which the uploader waits out as any queue it cannot use (nothing
+        lost, no traceback): the closed connection raised ``ProgrammingError``
+        until the next look at the file, a traceback each step."""
+        if self._unopened is None:
+            return
+        try:
+            if self._at is None:
+                create_private(self.path)  # deleted again meanwhile: made 0600 first
+            self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise sqlite3.OperationalError(
+                f"{self.path} was written back but cannot be opened again: {exc}"
+            ) from exc
 
     def put_back(self) -> str | None:
         """Write the file again where it belongs when it was deleted or replaced
@@ -234,43 +256,64 @@ class UploadQueue:
         SQLite goes on with the file it has open, deleted or not: the uploads
         owed to 1C and how far each went were lost at the next start, which
         sent every undelivered file from its start again, and in pull mode
-        links 1C already had. The open file is copied to its place (``VACUUM
-        INTO``) and opened there; a file put in its place is moved aside first,
-        as ``NAME.replaced-TIME``, as the 1C history's is
-        (:meth:`callrouter_onec.history.HistoryQueue.put_back`). A file ``stat``
-        cannot look at (EACCES) raises ``OSError``: nothing is written over it.
+        links 1C already had. The open file is copied beside it (``VACUUM
+        INTO``), a file put in its place is moved aside first, as
+        ``NAME.replaced-TIME``, as the 1C history's is
+        (:meth:`callrouter_onec.history.HistoryQueue.put_back`), the connection
+        is closed (the next would take its ``-wal`` for its own), the copy moved
+        in place and opened there. A file ``stat`` cannot look at (EACCES)
+        raises ``OSError``: nothing is written over it.
+
+        The copy holds every row from then on: when it cannot be opened (a
+        nearly full disk) it is opened at the next use (:meth:`_ready`), and
+        when it cannot be moved in place (the folder made read-only) the
+        connection is opened on the copy, and the next look moves it in place.
         """
         with self._lock:
             if self._closed:
                 return None
-            if self._reopen:  # written back, but not opened again last time
-                self._connect()
-                self._reopen = False
-                return None
+            if self._unopened is not None:  # written back, but not opened again last time
+                what = self._unopened
+                self._ready()
+                if self._at is None:
+                    return what
             found = _identity(self.path)
             if found == self._file:
                 return None
             what = "deleted" if found is None else "replaced"
-            copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            with contextlib.suppress(FileNotFoundError):
-                copy.unlink()
-            create_private(copy)  # empty and 0600: VACUUM INTO fills it
-            try:
-                self._db.execute("VACUUM INTO ?", (str(copy),))
-            except BaseException:
-                with contextlib.suppress(OSError):
+            if self._at is None:
+                copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):
                     copy.unlink()
-                raise
+                create_private(copy)  # empty and 0600: VACUUM INTO fills it
+                try:
+                    self._db.execute("VACUUM INTO ?", (str(copy),))
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        copy.unlink()
+                    raise
+            else:
+                copy = self._at  # a copy a failed move left in use: moved in place now
             if found is not None:
                 stamp = time.strftime("%Y%m%dT%H%M%S")
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
             # Closed first: the last connection's close removes NAME-wal and
             # NAME-shm, which the one opened next would otherwise take for its own.
             self._db.close()
-            os.replace(copy, self.path)
-            self._reopen = True
-            self._connect()  # failing (a full disk), the next look tries again
-            self._reopen = False
+            self._unopened = what  # the copy is the file in use, opened or not
+            try:
+                os.replace(copy, self.path)
+            except OSError as exc:
+                self._at = copy
+                with contextlib.suppress(sqlite3.Error):  # else opened at the next use
+                    self._ready()
+                raise OSError(
+                    exc.errno,
+                    f"{exc.strerror or exc} (moving {copy.name} in its place; callrouter "
+                    f"goes on with that copy and tries again)",
+                ) from exc
+            self._at = None
+            self._ready()  # failing (a full disk), the next use and look try again
             return what
 
     def close(self) -> None:
@@ -283,6 +326,7 @@ class UploadQueue:
         if rec.file is None or rec.sha256 is None or rec.size is None:
             return False
         with self._lock:
+            self._ready()
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO uploads (call_id, part, sha256, file, size, content_type,"
                 " duration, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -306,6 +350,7 @@ class UploadQueue:
         if rec.retry_asked_at is None or rec.sha256 is None:
             return False
         with self._lock:
+            self._ready()
             cursor = self._db.execute(
                 "UPDATE uploads SET state = 'pending', attempts = 0, next_at = 0, "
                 "last_error = '', done_at = NULL WHERE call_id = ? AND part = ? AND sha256 = ? "
@@ -324,6 +369,7 @@ class UploadQueue:
         ``failed`` with an ERROR naming the file and row: built as it was
         (``Path(None)``), it raised in every step and nothing went."""
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 "SELECT rowid, call_id, part, sha256, file, size, content_type, duration, "
                 "attempts FROM uploads WHERE state = 'pending' AND next_at <= ? "
@@ -343,6 +389,7 @@ class UploadQueue:
                 upload,
             )
             with self._lock:
+                self._ready()
                 self._db.execute(
                     "UPDATE uploads SET state = 'failed', done_at = ?, last_error = ? "
                     "WHERE rowid = ?",
@@ -352,6 +399,7 @@ class UploadQueue:
 
     def _set(self, upload: Upload, sql: str, *args: object) -> None:
         with self._lock:
+            self._ready()
             self._db.execute(
                 f"UPDATE uploads SET {sql} WHERE call_id = ? AND part = ? AND sha256 = ?",
                 (*args, upload.call_id, upload.part, upload.sha256),
@@ -388,6 +436,7 @@ class UploadQueue:
         file 1C refused would be refused again, and again).
         """
         with self._lock:
+            self._ready()
             rows = self._db.execute(
                 "SELECT rowid, call_id, part, sha256 FROM uploads "
                 "WHERE state IN ('done', 'failed') AND COALESCE(done_at, queued_at) < ? "
@@ -396,6 +445,7 @@ class UploadQueue:
             ).fetchall()
         gone = [(r[1], r[2], r[3]) for r in rows if not still_closed(r[1], r[2], r[3])]
         with self._lock:
+            self._ready()
             self._db.executemany(
                 "DELETE FROM uploads WHERE call_id = ? AND part = ? AND sha256 = ? "
                 "AND state IN ('done', 'failed')",
@@ -405,6 +455,7 @@ class UploadQueue:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
+            self._ready()
             rows = self._db.execute("SELECT state, COUNT(*) FROM uploads GROUP BY state")
             return dict(rows.fetchall())
 
@@ -636,6 +687,8 @@ class RecordingUploader:
         self._watch: asyncio.Task[None] | None = None
         #: Why the last write back of the queue's file failed (said once per reason).
         self._put_back_failing: str | None = None
+        #: Why the last step could not use the queue or the catalog (said once per reason).
+        self._store_failing: str | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -717,14 +770,42 @@ class RecordingUploader:
     def wake(self) -> None:
         self._wake.set()
 
+    def _store_failed(self, exc: sqlite3.OperationalError) -> None:
+        """The queue or the catalog cannot be used now (a lock held elsewhere, a
+        full disk, a file written back and not opened again): the step is tried
+        again at the next poll, nothing lost (the rows stay; an upload 1C took
+        whose end was not kept is asked 1C again, which answers it is complete).
+        One WARNING when it starts or its reason changes, no traceback."""
+        reason = str(exc) or type(exc).__name__
+        if reason == self._store_failing:
+            return
+        self._store_failing = reason
+        log.warning(
+            "onec: the recordings queue %s or the catalog cannot be used now: %s; recordings "
+            "wait (nothing is lost) and the step is tried again every %g s; said again "
+            "once it works",
+            self.queue.path,
+            reason,
+            self.poll,
+        )
+
+    def _store_works(self) -> None:
+        if self._store_failing is not None:
+            self._store_failing = None
+            log.info("onec: the recordings queue and the catalog work again")
+
     async def _run(self) -> None:
         while True:
             try:
                 await self.step()
             except asyncio.CancelledError:
                 raise
+            except sqlite3.OperationalError as exc:
+                self._store_failed(exc)
             except Exception:
                 log.exception("onec: the recordings upload loop failed; going on")
+            else:
+                self._store_works()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)

@@ -181,3 +181,104 @@ async def test_a_queue_that_cannot_be_looked_at_is_not_said_deleted_nor_written_
         "state folder back"
     ]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def full(self: UploadQueue) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_queue_written_back_but_not_opened_again_is_opened_at_its_next_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the copy fails (a nearly full disk): each use said
+    ``ProgrammingError`` (a closed database) until the next look, 5 s later,
+    which the uploader does not wait out. Now ``OperationalError`` says why,
+    and the next use opens the copy, which holds every row."""
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    assert queue.add(rec)
+    delete(path)
+    connect = UploadQueue._connect
+    monkeypatch.setattr(UploadQueue, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        queue.put_back()
+    for use in (lambda: queue.add(rec), queue.due, queue.counts):
+        with pytest.raises(sqlite3.OperationalError, match="cannot be opened again"):
+            use()
+    monkeypatch.setattr(UploadQueue, "_connect", connect)
+    (due,) = queue.due()  # opened now, with every row
+    queue.done(due)
+    assert queue.put_back() is None  # the copy is the file in use, not one put there
+    queue.close()
+    store.close()
+    assert rows(path) == [(rec.call_id, "mix", "done")]
+
+
+def test_a_queue_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    assert queue.add(rec)
+    delete(path)
+    real = os.replace
+    refused: list[str] = []
+
+    def replace(src: object, dst: object) -> None:
+        if Path(str(src)).name.startswith(".") and not refused:
+            refused.append(str(src))
+            raise OSError(30, "Read-only file system", str(src))
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recordings.os, "replace", replace)
+    with pytest.raises(OSError, match=r"Read-only file system \(moving \.onec-recordings"):
+        queue.put_back()
+    (due,) = queue.due()  # no ProgrammingError: the copy is the file in use
+    queue.retry(due, "1C away", 0.0)
+    assert not path.exists()
+    assert queue.put_back() == "deleted"  # tried again: moved in place now
+    assert not list((tmp_path / "state").glob(f".{FILENAME}.*"))
+    queue.close()
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT attempts, last_error FROM uploads").fetchone() == (1, "1C away")
+
+
+async def test_the_uploader_waits_out_a_queue_it_cannot_open_without_a_traceback(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callrouter_onec.recordings")
+    store = closed_recording(tmp_path)
+    up = uploader(tmp_path, store, settings)
+    up.poll = 0.05
+    path = up.queue.path
+    delete(path)
+    connect = UploadQueue._connect
+    monkeypatch.setattr(UploadQueue, "_connect", full)
+    assert await up.check_file() is None  # an ERROR: written back, not opened again
+    up.start()
+    try:
+        await asyncio.sleep(0.5)  # ten steps meet the queue it cannot open
+        assert not double.recordings.stored
+        monkeypatch.setattr(UploadQueue, "_connect", connect)
+        for _ in range(200):
+            if double.recordings.stored:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await close_uploads(up)
+    assert len(double.recordings.stored) == 1  # nothing lost
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    said = [w for w in warnings(caplog) if "cannot be used now" in w]
+    assert len(said) == 1, said
+    assert "cannot be opened again: database or disk is full" in said[0]
+    assert any("work again" in r.getMessage() for r in caplog.records)
+    store.close()
