@@ -203,6 +203,8 @@ class FeedStore:
         self._reserved: Callable[[int], None] | None = None
         self._flushing = False
         self._closed = False
+        #: A write back asked for and not done yet (:meth:`put_back`).
+        self._asked: Future[str | None] | None = None
         #: The highest value the file may say (:meth:`load` sets it from the clock).
         self._cap = _MAX_CURSOR
 
@@ -243,14 +245,32 @@ class FeedStore:
     def put_back(self) -> Future[str | None]:
         """The file deleted or replaced while open: written again where it
         belongs from the open one (``router.recordings.store.write_back``), on
-        the worker thread, between two batches; the future's result is
-        ``"deleted"``, ``"replaced"`` or None (where it was, or closed)."""
+        the worker thread, between two batches or between two tries of a write
+        the file refuses (a full disk, a backup's lock: it waited behind them
+        for as long as they failed); the future's result is ``"deleted"``,
+        ``"replaced"`` or None (where it was, or closed). An ask while one
+        waits is the same ask."""
         with self._lock:
             if self._closed:
                 done: Future[str | None] = Future()
                 done.set_result(None)
                 return done
-            return self._pool.submit(self._put_back)
+            if self._asked is not None:
+                return self._asked
+            asked = self._asked = Future()
+        self._pool.submit(self._serve_put_back)
+        return asked
+
+    def _serve_put_back(self) -> None:
+        """On the worker: the write back asked for (:meth:`put_back`), if any."""
+        with self._lock:
+            asked, self._asked = self._asked, None
+        if asked is None or not asked.set_running_or_notify_cancel():
+            return
+        try:
+            asked.set_result(self._put_back())
+        except BaseException as exc:
+            asked.set_exception(exc)
 
     def _put_back(self) -> str | None:
         if self._unopened is not None:
@@ -421,6 +441,7 @@ class FeedStore:
                     return False
                 if delay == 0.05:
                     log.warning("api feed: the cursor reservation not written, retrying: %s", exc)
+                self._serve_put_back()  # a deleted file is written back meanwhile
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -523,6 +544,7 @@ class FeedStore:
                 if self._closed:
                     log.warning("api feed: %d events not written at stop: %s", len(rows), exc)
                     return False
+                self._serve_put_back()  # a deleted file is written back meanwhile
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

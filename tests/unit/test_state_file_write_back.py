@@ -517,3 +517,36 @@ async def test_a_feed_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
     again = EventFeed.open(tmp_path)
     assert [e.cursor for e in again.read(0).events] == cursors
     await again.aclose()
+
+
+async def test_a_deleted_feed_file_is_written_back_while_a_write_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    """The write back ran on the feed's one worker after the batch in progress,
+    and a batch the file refuses is retried until it goes (a full disk, a
+    backup's lock): the write back waited for as long, and a stop then found
+    the file still gone. It now runs between two tries of the batch."""
+    feed = EventFeed.open(tmp_path)
+    path = tmp_path / FILENAME
+    cursors = [feed.publish("ringing", "101", {"n": 0}, call_id="c1")]
+    await asyncio.sleep(0.1)
+    other = sqlite3.connect(path, timeout=0)  # a backup tool's lock on the file
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        cursors.append(feed.publish("answered", "101", {"n": 1}, call_id="c1"))
+        await asyncio.sleep(0.5)  # the batch is refused and retried
+        delete(path)
+        assert await asyncio.wait_for(feed.put_back(), 5) == "deleted"
+        assert path.exists()
+        for _ in range(100):  # the batch retried goes into the file written back
+            await asyncio.sleep(0.05)
+            with sqlite3.connect(path) as db:
+                if db.execute("SELECT count(*) FROM events").fetchone()[0] == 2:
+                    break
+    finally:
+        other.rollback()
+        other.close()
+    await feed.aclose()
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == cursors
+    await again.aclose()
