@@ -286,7 +286,7 @@ class FeedStore:
             self._ready()
 
         return write_back(
-            self.path, self._file, self._db, close=self._db.close, reopen=reopen, at=self._at
+            self.path, self._file, self._db, close=self._db.close, reopen=reopen, copied=self._at
         )
 
     def load(

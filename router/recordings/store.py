@@ -305,7 +305,7 @@ def write_back(
     *,
     close: Callable[[], None],
     reopen: Callable[[Path], None],
-    at: Path | None = None,
+    copied: Path | None = None,
 ) -> str | None:
     """Write an open SQLite file again where it belongs when it was deleted or
     replaced while open; returns ``"deleted"`` or ``"replaced"``, or None when
@@ -326,9 +326,11 @@ def write_back(
     made read-only, an I/O error) the connections, closed by then, are opened
     on the copy (``reopen(copy)``), which holds every row: the file goes on
     working and the ``OSError`` raised names the copy. The caller passes that
-    copy as ``at`` next time: it is moved in place then, with no new copy. A
+    copy as ``copied`` next time: it is moved in place then, with no new copy. A
     closed connection left as it was raised ``ProgrammingError`` at every use
     until the restart, and the next write back copied from it and failed too.
+    ``copied`` is also a copy the caller made beforehand and knows holds every
+    row (:func:`put_back_catalog`).
     """
     if opened is None:
         return None
@@ -336,19 +338,7 @@ def write_back(
     if found == opened:
         return None
     what = "deleted" if found is None else "replaced"
-    if at is None:
-        copy = path.with_name(f".{path.name}.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            copy.unlink()
-        create_private(copy)  # empty and 0600: VACUUM INTO fills it
-        try:
-            db.execute("VACUUM INTO ?", (str(copy),))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                copy.unlink()
-            raise
-    else:
-        copy = at  # the copy a failed swap left in use holds every row
+    copy = _copy(path, db) if copied is None else copied
     if found is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
@@ -369,6 +359,21 @@ def write_back(
     return what
 
 
+def _copy(path: Path, db: sqlite3.Connection) -> Path:
+    """The file ``db`` has open copied beside ``path`` (``VACUUM INTO``, 0600)."""
+    copy = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        copy.unlink()
+    create_private(copy)  # empty and 0600: VACUUM INTO fills it
+    try:
+        db.execute("VACUUM INTO ?", (str(copy),))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            copy.unlink()
+        raise
+    return copy
+
+
 #: The catalogs open in this process, by path: the recorder, the API and a
 #: receiving plugin each have one; :func:`put_back_catalog` moves them all.
 _OPEN: dict[Path, weakref.WeakSet[RecordingStore]] = {}
@@ -387,20 +392,71 @@ def catalog_open(path: Path) -> bool:
         return any(not s._closed for s in _OPEN.get(_key(path), ()))
 
 
+#: Each open catalog's own connection for the copy of :func:`put_back_catalog`,
+#: with the file it has open: through a store's connection, the copy held that
+#: store's lock, and the recorder calls its store on the event loop (a deleted
+#: 5 MB catalog held the loop 40 ms). Opened by a look that finds the catalog
+#: where it was, closed with the last store or by a write back.
+_SPARE: dict[Path, tuple[sqlite3.Connection, tuple[int, int] | None]] = {}
+#: One write back at a time; taken before ``_OPEN_LOCK`` and the stores' locks.
+_PUT_BACK_LOCK = threading.Lock()
+
+
+def _drop_spare(key: Path) -> None:
+    """Under ``_PUT_BACK_LOCK``: the spare connection of ``key`` closed."""
+    spare = _SPARE.pop(key, None)
+    if spare is not None:
+        spare[0].close()
+
+
+def _open_spare(key: Path, opened: tuple[int, int] | None) -> None:
+    """Under ``_PUT_BACK_LOCK``: a spare connection to the catalog at ``key``,
+    which the stores have open (``opened``); none when it cannot be opened (the
+    copy is then made through a store's connection, under its lock)."""
+    if key in _SPARE or opened is None:
+        return
+    try:
+        db = sqlite3.connect(key, isolation_level=None, check_same_thread=False, timeout=5.0)
+    except sqlite3.Error:
+        return
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens -wal and -shm
+        if file_identity(key) == opened:
+            _SPARE[key] = (db, opened)
+            return
+    except sqlite3.Error:
+        pass
+    db.close()
+
+
 def put_back_catalog(path: Path) -> str | None:
     """The catalog at ``path`` deleted or replaced while open in this process:
     written again from the open file (:func:`write_back`) and every connection
     of this process to it opened there; returns ``"deleted"``, ``"replaced"``
-    or None (where it was, or not open here). Blocking: run it off the loop."""
-    with _OPEN_LOCK:
-        # By the path as opened (``_key``): a state_dir given with ``..`` named
-        # no open catalog, and a deleted one was never written back.
-        stores = sorted((s for s in _OPEN.get(_key(path), ()) if not s._closed), key=id)
+    or None (where it was, or not open here). Blocking: run it off the loop.
+
+    The copy is made through a spare connection, with no store's lock held,
+    and the stores' locks are taken for the swap only (closing, renaming,
+    opening: no copy). A write through a store while the copy was made (its
+    connection's ``total_changes`` moved) would be lost with the old file:
+    then the copy is made again under the stores' locks, as when there is no
+    spare connection.
+    """
+    key = _key(path)
+    with _PUT_BACK_LOCK:
+        with _OPEN_LOCK:
+            # By the path as opened (``_key``): a state_dir given with ``..`` named
+            # no open catalog, and a deleted one was never written back.
+            stores = sorted((s for s in _OPEN.get(key, ()) if not s._closed), key=id)
         if not stores:
+            _drop_spare(key)
             return None
         with contextlib.ExitStack() as held:
-            for store in stores:  # no write of this process between copy and swap
+            for store in stores:
                 held.enter_context(store._lock)
+            stores = [s for s in stores if not s._closed]  # closed meanwhile
+            if not stores:
+                return None
             # Written back before but not opened again then (a nearly full disk):
             # opened now, or the error says why not, as at each use meanwhile.
             unopened = [s._unopened for s in stores if s._unopened is not None]
@@ -411,11 +467,34 @@ def put_back_catalog(path: Path) -> str | None:
                 return unopened[0]
             opened = stores[0]._file
             moving = [s for s in stores if s._file == opened]
+            found = seen_identity(path)  # a file out of sight is not written over
+            if found == opened:
+                _open_spare(key, opened)  # for the copy, should it go
+                return None
+            marks = {id(s): s._db.total_changes for s in moving}
+        spare = _SPARE.get(key)
+        copied = at
+        if copied is None and spare is not None and spare[1] == opened:
+            with contextlib.suppress(sqlite3.Error, OSError):  # else under the locks
+                copied = _copy(path, spare[0])
+        with contextlib.ExitStack() as held:
+            for store in stores:  # no write of this process between copy and swap
+                held.enter_context(store._lock)
+            moving = [s for s in moving if not s._closed]  # closed meanwhile
+            written = any(s._db.total_changes != marks[id(s)] for s in moving)
+            if (written or not moving) and copied is not None and copied != at:
+                with contextlib.suppress(OSError):  # a write came: copied again
+                    copied.unlink()
+                copied = at
+            if not moving:
+                return None
             what = "deleted" if seen_identity(path) is None else "replaced"
 
             def close() -> None:
+                _drop_spare(key)  # a connection to the old file too
                 for store in moving:
-                    store._db.close()
+                    if not store._closed:
+                        store._db.close()
 
             def reopen(target: Path) -> None:
                 for store in moving:  # this is the file in use, opened or not
@@ -424,7 +503,9 @@ def put_back_catalog(path: Path) -> str | None:
                 for store in moving:
                     store._ready()
 
-            return write_back(path, opened, moving[0]._db, close=close, reopen=reopen, at=at)
+            return write_back(
+                path, opened, moving[0]._db, close=close, reopen=reopen, copied=copied
+            )
 
 
 class RecordingStore:
@@ -454,7 +535,9 @@ class RecordingStore:
 
     def _connect(self) -> None:
         target = self.path if self._at is None else self._at
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._db = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, timeout=5.0
+        )
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -500,6 +583,10 @@ class RecordingStore:
         with _OPEN_LOCK, self._lock:
             self._closed = True
             self._db.close()
+            last = not any(not s._closed for s in _OPEN.get(_key(self.path), ()))
+        if last:  # the write back's spare connection goes with the last store
+            with _PUT_BACK_LOCK:
+                _drop_spare(_key(self.path))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -550,3 +551,83 @@ async def test_a_deleted_feed_file_is_written_back_while_a_write_keeps_failing(
     again = EventFeed.open(tmp_path)
     assert [e.cursor for e in again.read(0).events] == cursors
     await again.aclose()
+
+
+# -- the catalog's copy holds no store's lock ---------------------------------------------------
+
+
+def during_copy(
+    monkeypatch: pytest.MonkeyPatch, act: Any
+) -> tuple[list[bool], list[threading.Thread]]:
+    """Run ``act`` on another thread while ``put_back_catalog`` makes its copy;
+    the list says, per copy, whether ``act`` still waited 2 s later (blocked on
+    a lock the copy holds: it goes on after the write back; join the threads)."""
+    import router.recordings.store as store_module
+
+    real = store_module.create_private
+    waited: list[bool] = []
+    threads: list[threading.Thread] = []
+
+    def create_private(target: Path) -> None:
+        real(target)
+        if target.name.startswith(f".{DB_NAME}."):
+            worker = threading.Thread(target=act)
+            threads.append(worker)
+            worker.start()
+            worker.join(2.0)
+            waited.append(worker.is_alive())
+
+    monkeypatch.setattr(store_module, "create_private", create_private)
+    return waited, threads
+
+
+def test_the_recorder_does_not_wait_for_the_catalog_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder calls its store on the event loop (a Hangup asks which files
+    its call has): the copy (``VACUUM INTO``, 40 ms for a 5 MB catalog) held every
+    store's lock, so the loop waited for it. It is made through a connection of
+    its own now, and the locks are held for the swap only."""
+    recorder, api = RecordingStore(tmp_path), RecordingStore(tmp_path)
+    start(recorder, "8.1")
+    path = tmp_path / DB_NAME
+    assert put_back_catalog(path) is None  # the watch's look: where it was
+    delete(path)
+    answers: list[object] = []
+    waited, threads = during_copy(monkeypatch, lambda: answers.append(recorder.get("8.1", "mix")))
+    assert put_back_catalog(path) == "deleted"
+    for thread in threads:
+        thread.join()
+    assert waited == [False], "the recorder's store waited for the copy"
+    assert len(answers) == 1
+    assert answers[0] is not None
+    start(api, "8.2")
+    recorder.close()
+    api.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"8.1", "8.2"}
+    again.close()
+
+
+def test_a_write_while_the_catalog_is_copied_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write landing while the copy is made (no lock stops it now) is not lost
+    with the old file: the copy is made again under the stores' locks."""
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "9.1")
+    path = tmp_path / DB_NAME
+    assert put_back_catalog(path) is None
+    delete(path)
+    waited, threads = during_copy(monkeypatch, lambda: start(recorder, f"9.{len(threads) + 1}"))
+    assert put_back_catalog(path) == "deleted"
+    for thread in threads:
+        thread.join()
+    # The first copy let the write through; made again under the stores' locks,
+    # the second held the next write back until the swap, into the new file.
+    assert waited == [False, True]
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"9.1", "9.2", "9.3"}
+    assert not list(tmp_path.glob(f".{DB_NAME}.*"))
+    again.close()
