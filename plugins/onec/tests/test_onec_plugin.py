@@ -11,6 +11,7 @@ the engine would give them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import sqlite3
 import time
@@ -26,7 +27,17 @@ from callrouter_onec import plugin as plugin_module
 from callrouter_onec.double import DEFAULT_USER, OneCDouble
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.plugin import NOT_CONFIGURED, OneCPlugin, parse_settings
-from router import Call, Config, ConfigError, Decision, Event, LookupUnavailable, Registry, Trace
+from router import (
+    Call,
+    Config,
+    ConfigError,
+    Decision,
+    Event,
+    LookupUnavailable,
+    Registry,
+    RequestInfo,
+    Trace,
+)
 from router.testing import (
     CallTimeline,
     StubEngine,
@@ -367,6 +378,55 @@ async def test_prefetch_and_lookup_share_one_request_with_call_id(
     sent = double.requests("/v1/responsible")
     assert len(sent) == 1
     assert sent[0].query == {"did": "74951234567", "call_id": call.linkedid}
+
+
+def routing(linkedid: str = "1714557600.42") -> RequestInfo:
+    """The request of a call's routing, as the engine gives the lookup."""
+    return RequestInfo(
+        channel="PJSIP/pstn-1",
+        uniqueid=linkedid,
+        linkedid=linkedid,
+        caller="79161234567",
+        did="74951234567",
+        deadline=time.monotonic() + 4,
+    )
+
+
+async def route_lookup(onec: OneCPlugin, request: RequestInfo) -> Any:
+    answer = onec.lookup("8 (916) 123-45-67", request)
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+async def test_two_routings_of_one_call_at_once_ask_1c_once(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    """The same call's request emitted twice (the dialplan snippet run twice):
+    both routings wait for one request to 1C (the cache's in-flight request per
+    number, which serves every lookup of the plugin), and both get its answer."""
+    onec, _ = started
+    double.faults.add("latency=0.2", count=1, phone="79161234567")
+    first, second = await asyncio.gather(
+        route_lookup(onec, routing()), route_lookup(onec, routing())
+    )
+    assert first == second
+    assert first["manager"]["extension"] == "101"
+    assert len(double.requests("/v1/responsible")) == 1
+
+
+async def test_two_routings_of_one_call_share_the_failure_of_their_one_request(
+    started: tuple[OneCPlugin, StubEngine], double: OneCDouble
+) -> None:
+    onec, _ = started
+    double.faults.add("latency=0.2, 500", count=1, phone="79161234567")
+    results = await asyncio.gather(
+        route_lookup(onec, routing()), route_lookup(onec, routing()), return_exceptions=True
+    )
+    assert all(isinstance(r, OneCUnavailable) for r in results), results
+    assert str(results[0]) == str(results[1])
+    assert len(double.requests("/v1/responsible")) == 1
+    # Not remembered as an answer: the next routing asks 1C again.
+    assert (await route_lookup(onec, routing()))["manager"]["extension"] == "101"
+    assert len(double.requests("/v1/responsible")) == 2
 
 
 async def test_a_cancelled_lookup_leaves_the_shared_request_running(
