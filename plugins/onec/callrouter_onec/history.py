@@ -240,6 +240,9 @@ class HistoryQueue:
         #: What :meth:`put_back` found ("deleted", "replaced") when the file it
         #: wrote back could not be opened; None: the connection is open.
         self._unopened: str | None = None
+        #: The copy :meth:`put_back` could not move in place and opened instead
+        #: (it holds every row); None: the connection is on ``path``.
+        self._at: Path | None = None
         create_private(target)
         self._connect()
         self.prune()
@@ -247,8 +250,9 @@ class HistoryQueue:
     def _connect(self) -> None:
         """Open the file; nothing changes unless all of it succeeds (the
         connection, the missed calls and the file's identity go together)."""
+        target = self.path if self._at is None else self._at
         db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+            target, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -258,7 +262,7 @@ class HistoryQueue:
             max_age, max_rows = self._missed_limits
             missed = MissedBook(db, max_age=max_age, max_rows=max_rows)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
-            identity = _identity(self.path)
+            identity = _identity(target)
         except BaseException:
             db.close()
             raise
@@ -280,7 +284,8 @@ class HistoryQueue:
         if self._unopened is None:
             return
         try:
-            create_private(self.path)  # deleted again meanwhile: made 0600 first
+            if self._at is None:
+                create_private(self.path)  # deleted again meanwhile: made 0600 first
             self._connect()
         except (OSError, sqlite3.Error) as exc:
             raise sqlite3.OperationalError(
@@ -308,30 +313,47 @@ class HistoryQueue:
             if self._unopened is not None:
                 what = self._unopened
                 self._ready()
-                return what
+                if self._at is None:
+                    return what
             found = _identity(self.path)
             if found == self._file:
                 return None
             what = "deleted" if found is None else "replaced"
-            copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            with contextlib.suppress(FileNotFoundError):
-                copy.unlink()
-            create_private(copy)  # empty and 0600: VACUUM INTO fills it
-            try:
-                self._db.execute("VACUUM INTO ?", (str(copy),))
-            except BaseException:
-                with contextlib.suppress(OSError):
+            if self._at is None:
+                copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):
                     copy.unlink()
-                raise
+                create_private(copy)  # empty and 0600: VACUUM INTO fills it
+                try:
+                    self._db.execute("VACUUM INTO ?", (str(copy),))
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        copy.unlink()
+                    raise
+            else:
+                copy = self._at  # a copy a failed move left in use: moved in place now
             if found is not None:
                 stamp = time.strftime("%Y%m%dT%H%M%S")
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
             self._db.close()
-            os.replace(copy, self.path)
             # The copy is the file in use from here on, opened or not: the
             # next look must not take it for one put there.
-            self._file = _identity(self.path)
             self._unopened = what
+            try:
+                os.replace(copy, self.path)
+            except OSError as exc:
+                # Left closed, every call raised ProgrammingError, each call event
+                # lost with a traceback: the copy holds every row, opened where it is.
+                self._at = copy
+                with contextlib.suppress(sqlite3.Error):  # else opened at the next call
+                    self._ready()
+                raise OSError(
+                    exc.errno,
+                    f"{exc.strerror or exc} (moving {copy.name} in its place; callrouter "
+                    f"goes on with that copy and tries again)",
+                ) from exc
+            self._at = None
+            self._file = _identity(self.path)
             self._ready()
             return what
 

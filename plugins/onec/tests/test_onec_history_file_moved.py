@@ -385,3 +385,36 @@ async def test_a_file_that_cannot_be_looked_at_is_said_so_not_deleted_nor_writte
         "user its state folder back"
     ]
     assert moved_aside(tmp_path) == []
+
+
+def test_a_file_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection was closed before the copy's move in place: a refused move
+    (the state folder made read-only) left it closed, so each call event raised
+    ``ProgrammingError``, never retried: lost with a traceback, until the restart.
+    It goes on in the copy now, and the next look moves the copy in place."""
+    real = os.replace
+    refused: list[str] = []
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".") and not refused:
+            refused.append(str(src))
+            raise OSError(30, "Read-only file system", str(src))
+        real(src, dst)
+
+    with HistoryQueue(tmp_path) as queue:
+        queue.enqueue_call_event(event(0), None)
+        delete(queue)
+        monkeypatch.setattr(history.os, "replace", replace)
+        with pytest.raises(OSError, match=r"Read-only file system \(moving \.onec-history"):
+            queue.put_back()
+        assert refused
+        queue.enqueue_call_event(event(1), None)  # no ProgrammingError: stored in the copy
+        assert not queue.path.exists()
+        assert queue.put_back() == "deleted"  # tried again: moved in place now
+        assert queue.put_back() is None
+        assert not list(tmp_path.glob(".onec-history*"))
+        queue.enqueue_call_event(event(2), None)
+    assert not moved_aside(tmp_path)
+    assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(3)}
