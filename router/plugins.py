@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -1058,10 +1058,12 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str:
     return ""
 
 
-def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
-    """The hook whose implementation asks for an argument the hook does not
-    pass, in words (pluggy refused it; its message names neither the
-    arguments there are nor the plugin's name), or "" when none is found."""
+def _marked_hooks(
+    pm: pluggy.PluginManager, plugin: object
+) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+    """``plugin``'s functions marked @hookimpl for a callrouter hook, by name:
+    (the hook's name, the arguments the hook passes, the function). An attribute
+    that cannot be read is left out: pluggy reports it."""
     specs = {name: caller.spec for name, caller in vars(pm.hook).items() if caller.spec}
     for attr in sorted(dir(plugin)):
         spec = specs.get(attr)
@@ -1071,15 +1073,26 @@ def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
             if pm.parse_hookimpl_opts(plugin, attr) is None:
                 continue
             func = getattr(plugin, attr)
+        except Exception:
+            continue
+        yield attr, spec.argnames, func
+
+
+def _argument_problem(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The hook whose implementation asks for an argument the hook does not
+    pass, in words (pluggy refused it; its message names neither the
+    arguments there are nor the plugin's name), or "" when none is found."""
+    for attr, passed, func in _marked_hooks(pm, plugin):
+        try:
             args = _required_args(func)
         except Exception:
             continue
-        extra = [name for name in args if name not in spec.argnames]
+        extra = [name for name in args if name not in passed]
         if extra:
             return (
                 f"{attr}({', '.join(args)}): "
                 f"{', '.join(repr(name) for name in extra)} is no argument of the hook; "
-                f"it passes {', '.join(spec.argnames) or 'none'}, by name{_defined_at(func)}"
+                f"it passes {', '.join(passed) or 'none'}, by name{_defined_at(func)}"
             )
     return ""
 
@@ -1092,20 +1105,13 @@ def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
     with a default (``call=None``, as the hook's ``Call | None`` invites) was
     left at its default on every call, silently, and a keyword-only one
     (after ``*``) failed every call with a ``TypeError``."""
-    specs = {name: caller.spec for name, caller in vars(pm.hook).items() if caller.spec}
-    for attr in sorted(dir(plugin)):
-        spec = specs.get(attr)
-        if spec is None:
-            continue
+    for attr, passed, func in _marked_hooks(pm, plugin):
         try:
-            if pm.parse_hookimpl_opts(plugin, attr) is None:
-                continue
-            func = getattr(plugin, attr)
             params = list(inspect.signature(func).parameters.values())
         except Exception:  # pluggy reports what it cannot read
             continue
         for param in params:
-            if param.name not in spec.argnames:
+            if param.name not in passed:
                 continue
             if param.kind is inspect.Parameter.KEYWORD_ONLY:
                 return (
