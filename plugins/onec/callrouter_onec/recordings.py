@@ -469,9 +469,23 @@ class TransferStatus:
 
 
 class _Away(OSError):
-    """1C itself is not there for any file: no connection, no whole answer in time, or
-    a 5xx. Every upload fails alike until it is back, so it is told once an outage
+    """1C itself is not there for any file: no connection, no whole answer in time, a
+    5xx, or an answer off the contract for every file alike (:func:`_off_contract`).
+    Every upload fails alike until it is back, so it is told once an outage
     (:meth:`RecordingUploader.deliver`), not once for each file at each retry."""
+
+
+#: The statuses 1C's recordings service answers about one file (docs/recordings.md).
+_FILE_ANSWERS: Final = frozenset({200, 400, 409, 422})
+
+
+def _off_contract(status: int, what: str) -> OSError:
+    """A failed answer of ``status`` to ``what``: about this file if the contract has
+    the status, else :class:`_Away`. A 401 or 403 (1C's password changed), a 404 (its
+    publication gone) or a redirect (never followed) is 1C's answer to every file: a
+    WARNING per file per retry grew with the recordings waiting, as an outage did."""
+    kind = OSError if status in _FILE_ANSWERS else _Away
+    return kind(f"1C answered {status} to {what}")
 
 
 class _Refused(Exception):
@@ -509,11 +523,12 @@ def _body(response: _Answer) -> dict[str, Any]:
     try:
         value = json.loads(response.content.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise OSError(
+        # A proxy's login or error page, a web server's: no file's answer (_Away).
+        raise _Away(
             f"1C answered {response.status_code} with no JSON: {response.text[:120]!r}"
         ) from None
     if not isinstance(value, dict):
-        raise OSError(f"1C answered {response.status_code} with JSON that is not an object")
+        raise _Away(f"1C answered {response.status_code} with JSON that is not an object")
     return value
 
 
@@ -581,7 +596,7 @@ class OneCRecordings:
             "GET", upload.path, params={"sha256": upload.sha256, "size": str(upload.size)}
         )
         if response.status_code != 200:
-            raise OSError(f"1C answered {response.status_code} to the status of {upload.path}")
+            raise _off_contract(response.status_code, f"the status of {upload.path}")
         body = _body(response)
         status = _status(body, upload.size)
         if status.complete and str(body.get("sha256") or "").lower() != upload.sha256:
@@ -619,7 +634,7 @@ class OneCRecordings:
         if response.status_code == 400:
             raise _Refused(f"1C refused {upload.path}: {response.text[:200]}")
         if response.status_code != 200:
-            raise OSError(f"1C answered {response.status_code} to a chunk of {upload.path}")
+            raise _off_contract(response.status_code, f"a chunk of {upload.path}")
         return _status(_body(response), upload.size)
 
     async def link(self, upload: Upload, url: str, expires: float) -> None:
@@ -641,7 +656,7 @@ class OneCRecordings:
         if response.status_code == 400:
             raise _Refused(f"1C refused the link for {upload.path}: {response.text[:200]}")
         if response.status_code != 200:
-            raise OSError(f"1C answered {response.status_code} to the link of {upload.path}")
+            raise _off_contract(response.status_code, f"the link of {upload.path}")
 
 
 class RecordingUploader:

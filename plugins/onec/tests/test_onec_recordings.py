@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -163,6 +164,61 @@ async def test_1c_away_is_one_warning_however_many_files_wait_and_retries_go(
     back = [m for r in records if "reach 1C again" in (m := r.getMessage())]
     assert len(back) == 1
     assert "(100 attempts failed meanwhile)" in back[0]
+    assert len(double.recordings.stored) == len(calls)
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ("password", "1C answered 401"),
+        ("publication", "1C answered 404"),
+        ("login page", "1C answered 200 with no JSON"),
+    ],
+)
+async def test_1c_answering_every_file_off_the_contract_is_one_warning_too(
+    tmp_path: Path,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+    said: str,
+) -> None:
+    """1C that answers every request, but not as the contract says (its password
+    changed: 401; its publication gone: 404; a proxy's login page: 200 and HTML),
+    logged a WARNING per file per retry as 1C away once did: the log grew with the
+    recordings waiting, for as long as 1C answered so (issue 16). It is 1C away
+    for every file alike: one WARNING, then DEBUG; one INFO when it takes one."""
+    calls = [f"1714557600.{n}" for n in range(20)]
+    for call in calls:
+        store = closed_recording(tmp_path, call_id=call)
+    if answer == "password":
+        off = dataclasses.replace(settings, password="wrong")
+    elif answer == "publication":
+        off = dataclasses.replace(settings, base_url=settings.base_url + "/gone")
+    else:
+
+        def login_page(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, text="<html>Sign in</html>")
+
+        off = settings
+    up = uploader(tmp_path, store, off)
+    if answer == "login page":
+        up.remote = OneCRecordings(off, chunk_timeout=5, transport=httpx.MockTransport(login_page))
+    caplog.set_level(logging.INFO, "callrouter_onec.recordings")
+    try:
+        for _ in range(5):
+            assert await up.step() == 0
+        await up.remote.aclose()
+        up.remote = OneCRecordings(settings, chunk_timeout=5)
+        assert await up.step() == len(calls)
+    finally:
+        await close_uploads(up)
+    records = [r for r in caplog.records if r.name == "callrouter_onec.recordings"]
+    warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert said in warnings[0]
+    back = [m for r in records if "reach 1C again" in (m := r.getMessage())]
+    assert len(back) == 1
     assert len(double.recordings.stored) == len(calls)
 
 
