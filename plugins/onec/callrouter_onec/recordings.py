@@ -698,6 +698,8 @@ class RecordingUploader:
         self._away_attempts = 0
         #: Unforeseen failures already logged with their traceback (:meth:`_log_unexpected`).
         self._unexpected: set[tuple[str, str, str]] = set()
+        #: Files whose failure was said at WARNING (:meth:`_not_delivered`), until delivered.
+        self._failing: set[tuple[str, str]] = set()
         #: Looks at the queue's file on its own (an upload to a slow 1C takes long).
         self._watch: asyncio.Task[None] | None = None
         #: Why the last write back of the queue's file failed (said once per reason).
@@ -901,6 +903,33 @@ class RecordingUploader:
             exc_info=exc,
         )
 
+    def _not_delivered(self, upload: Upload, exc: OSError, wait: float) -> None:
+        """One file not delivered (its read failed, or 1C's answer about it): a WARNING
+        the first time, each retry after it at DEBUG until the file is delivered.
+
+        A line per file per retry grew with the files waiting: a 1C answering every
+        file's status with a byte count that is none, or a 400, logged more each
+        minute for as long as it did. The queue keeps each file's last error."""
+        key = (upload.event_id, upload.sha256)
+        if key in self._failing:
+            log.debug(
+                "onec: recording %s not delivered again (%s); retrying in %.0f s",
+                upload.event_id,
+                exc,
+                wait,
+            )
+            return
+        if len(self._failing) >= UNEXPECTED_KEPT:
+            self._failing.clear()
+        self._failing.add(key)
+        log.warning(
+            "onec: recording %s not delivered (%s); retrying in %.0f s (its retries are "
+            "logged at DEBUG until it is delivered)",
+            upload.event_id,
+            exc,
+            wait,
+        )
+
     def _away(self, upload: Upload, exc: _Away, wait: float) -> None:
         """1C is away: a WARNING when that starts, each file's retry at DEBUG after it.
 
@@ -958,12 +987,7 @@ class RecordingUploader:
             self.failures += 1
             wait = self._backoff(upload.attempts)
             await asyncio.to_thread(self.queue.retry, upload, str(exc), time.time() + wait)
-            log.warning(
-                "onec: recording %s not delivered (%s); retrying in %.0f s",
-                upload.event_id,
-                exc,
-                wait,
-            )
+            self._not_delivered(upload, exc, wait)
             return False
         except Exception as exc:
             # A bug, or a 1C answer nobody foresaw: a failed attempt like any other
@@ -976,6 +1000,7 @@ class RecordingUploader:
             self._log_unexpected(upload, exc, wait)
             return False
         self.failures = 0
+        self._failing.discard((upload.event_id, upload.sha256))
         if self._away_since is not None:
             log.info(
                 "onec: recordings reach 1C again after %.0f s (%d attempts failed meanwhile)",

@@ -222,6 +222,43 @@ async def test_1c_answering_every_file_off_the_contract_is_one_warning_too(
     assert len(double.recordings.stored) == len(calls)
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, {"received": -1, "complete": False}), (400, {"error": {"code": "invalid_parameter"}})],
+)
+async def test_a_file_1c_keeps_answering_wrongly_is_one_warning_not_one_per_retry(
+    tmp_path: Path,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    body: dict[str, object],
+) -> None:
+    """1C answering each file's status in a way no retry of ours changes (a byte
+    count that is none, a 400) logged a WARNING per file at every retry, so the log
+    grew with the recordings waiting for as long as 1C answered so (issue 16). Each
+    file's failure is said once at WARNING; its retries after it are DEBUG lines."""
+    calls = [f"1714557600.{n}" for n in range(20)]
+    for call in calls:
+        store = closed_recording(tmp_path, call_id=call)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    up = uploader(tmp_path, store, settings)
+    up.remote = OneCRecordings(settings, chunk_timeout=5, transport=httpx.MockTransport(answer))
+    caplog.set_level(logging.DEBUG, "callrouter_onec.recordings")
+    try:
+        for _ in range(5):
+            assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    records = [r for r in caplog.records if r.name == "callrouter_onec.recordings"]
+    warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == len(calls), warnings
+    retries = [r for r in records if r.levelno == logging.DEBUG and "not delivered" in r.msg]
+    assert len(retries) == 4 * len(calls)
+
+
 async def test_a_router_restart_mid_upload_resumes_where_1c_stopped(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:
