@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.ami.stream import StreamGap
     from router.api.context import ApiContext
     from router.api.feed import EventFeed
-    from router.calls import Call
+    from router.calls import Call, Channel
 
 __all__ = [
     "DIAL_CONTEXT",
@@ -97,6 +97,9 @@ BRIDGE_WAIT: Final = 2.0
 #: Asterisk's refusal of a BlindTransfer of a channel in no bridge (``manager.c``:
 #: ``AST_BRIDGE_TRANSFER_INVALID``).
 _NOT_BRIDGED: Final = "Transfer invalid"
+#: Asterisk's states (``ChannelStateDesc``) of a leg that rings, not answered:
+#: called (``Down``, ``Pre-ring``, ``Ringing``) or calling (``Ring``).
+_RINGING: Final = frozenset({"Down", "Pre-ring", "Ringing", "Ring"})
 
 State = Literal["originating", "ringing", "answered", "dialing", "connected", "failed", "ended"]
 _ORDER: Final[tuple[State, ...]] = ("originating", "ringing", "answered", "dialing", "connected")
@@ -564,6 +567,50 @@ class _BridgeWaits:
                         wait.woke.set()
 
 
+def _leg_now(ctx: ApiContext, leg: str) -> tuple[Call | None, Channel | None]:
+    """The call ``leg`` is on and its tracked channel, as the engine knows them now."""
+    call = ctx.engine.calls.by_channel(leg)
+    return call, call.channels.get(leg) if call is not None else None
+
+
+def _unanswered(call: Call | None, chan: Channel | None) -> str | None:
+    """Asterisk's state of a leg that has not answered yet (ringing), else None.
+
+    Nothing bridges such a leg in the next moment, so a transfer refused for
+    want of a bridge is refused at once. The called side rings in ``Down``
+    (before the phone's ringing is heard) and ``Ringing``; the calling side is
+    ``Ring`` until its Dial answers it, which Asterisk does a moment *after*
+    the ``DialEnd`` 1C hears as ``answered``: ringing only while the call has
+    no answer. Any other state (not known yet, ``Up``, one Asterisk names
+    otherwise) is not taken for ringing: the transfer waits as before.
+    """
+    if chan is None or call is None or chan.state not in _RINGING:
+        return None
+    if chan.state == "Ring" and call.answered:
+        return None
+    return chan.state
+
+
+def _hung_up(ctx: ApiContext, leg: str) -> bool:
+    call, chan = _leg_now(ctx, leg)
+    return call is None or call.ended is not None or chan is None or chan.hung_up
+
+
+async def _until_bridged(ready: asyncio.Event, refused: Callable[[], ApiError]) -> None:
+    """Wait up to :data:`BRIDGE_WAIT` for ``ready``; ``refused()`` is raised after that."""
+    try:
+        async with asyncio.timeout(BRIDGE_WAIT):
+            await ready.wait()
+    except TimeoutError:
+        raise refused() from None
+
+
+def _gone(leg: str) -> ApiError:
+    return ApiError(
+        409, f"{leg} hung up before Asterisk bridged it: the call ended, nothing was transferred"
+    )
+
+
 async def _blind_transfer(
     ctx: ApiContext, waits: _BridgeWaits, leg: str, params: dict[str, Any]
 ) -> None:
@@ -574,9 +621,9 @@ async def _blind_transfer(
     between is refused with ``Transfer invalid``. A leg never seen in a bridge
     then gets up to :data:`BRIDGE_WAIT` seconds to enter one, and the transfer
     is sent again once, unless the leg hung up meanwhile (409, nothing moved).
+    A leg still ringing is refused at once: no bridge is coming for it.
     """
-    call = ctx.engine.calls.by_channel(leg)
-    chan = call.channels.get(leg) if call is not None else None
+    _, chan = _leg_now(ctx, leg)
     bridged = chan is not None and chan.entered_bridge
     with waits.expect(leg) as ready:
         try:
@@ -586,24 +633,67 @@ async def _blind_transfer(
             if bridged or exc.status != 409 or _NOT_BRIDGED not in exc.detail:
                 raise
             refused = exc
-        try:
-            async with asyncio.timeout(BRIDGE_WAIT):
-                await ready.wait()
-        except TimeoutError:
+        ami_response = refused.extra.get("ami_response")
+        ringing = _unanswered(*_leg_now(ctx, leg))
+        if ringing is not None:
             raise ApiError(
+                409,
+                f"{refused.detail}: {leg} has not answered (Asterisk's state: {ringing}), "
+                "nothing was transferred",
+                ami_response=ami_response,
+            ) from None
+        await _until_bridged(
+            ready,
+            lambda: ApiError(
                 409,
                 f"{refused.detail}: {leg} entered no bridge with the other side within "
                 f"{BRIDGE_WAIT:g} s",
-                ami_response=refused.extra.get("ami_response"),
-            ) from None
-    call = ctx.engine.calls.by_channel(leg)
-    chan = call.channels.get(leg) if call is not None else None
-    if call is None or call.ended is not None or chan is None or chan.hung_up:
-        raise ApiError(
-            409,
-            f"{leg} hung up before Asterisk bridged it: the call ended, nothing was transferred",
+                ami_response=ami_response,
+            ),
         )
+    if _hung_up(ctx, leg):
+        raise _gone(leg)
     await ctx.send("BlindTransfer", params)
+
+
+async def _attended_transfer(
+    ctx: ApiContext, waits: _BridgeWaits, leg: str, params: dict[str, Any]
+) -> None:
+    """Atxfer from ``leg``, after its bridge if Asterisk has not bridged it yet.
+
+    Asterisk gives a leg its transfer feature (option t, read back as
+    ``CHANNEL(dtmf_features)``) as it bridges it, a moment after the answer 1C
+    hears: a leg asked in between has none. As :func:`_blind_transfer`, a leg
+    never seen in a bridge gets up to :data:`BRIDGE_WAIT` seconds to enter one
+    and is asked again; a leg still ringing is refused at once.
+    """
+    _, chan = _leg_now(ctx, leg)
+    bridged = chan is not None and chan.entered_bridge
+    with waits.expect(leg) as ready:
+        if await _may_transfer(ctx, leg):
+            await ctx.send("Atxfer", params)
+            return
+        if bridged:
+            raise _may_not_transfer(leg)
+        ringing = _unanswered(*_leg_now(ctx, leg))
+        if ringing is not None:
+            raise ApiError(
+                409,
+                f"{leg} has not answered (Asterisk's state: {ringing}): an attended "
+                "transfer acts from a leg talking with the other side, nothing was transferred",
+            )
+        await _until_bridged(
+            ready,
+            lambda: _may_not_transfer(
+                leg,
+                f" ({leg} entered no bridge with the other side within {BRIDGE_WAIT:g} s)",
+            ),
+        )
+    if _hung_up(ctx, leg):
+        raise _gone(leg)
+    if not await _may_transfer(ctx, leg):
+        raise _may_not_transfer(leg)
+    await ctx.send("Atxfer", params)
 
 
 # -- the endpoints ----------------------------------------------------------------------
@@ -807,9 +897,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             await _blind_transfer(ctx, waits, leg, params)
         else:
             # Atxfer dials the destination from ``leg``: the extension talks to
-            # the target first and completes the transfer by hanging up.
-            await _require_transfer_feature(ctx, leg)
-            await ctx.send("Atxfer", {"Channel": leg, "Context": context, "Exten": exten})
+            # the target first and completes the transfer by hanging up. It
+            # waits (bounded) as the blind one for Asterisk's bridge.
+            params = {"Channel": leg, "Context": context, "Exten": exten}
+            await _attended_transfer(ctx, waits, leg, params)
         return JSONResponse(
             {"id": call_id, "mode": mode, "channel": leg, "context": context, "exten": exten},
             status_code=202,
@@ -833,26 +924,31 @@ def _destination(dialing: Dialing, outbound: str, value: object) -> tuple[str, s
     return outbound, number.dial
 
 
-async def _require_transfer_feature(ctx: ApiContext, leg: str) -> None:
-    """Refuse an attended transfer that Asterisk would accept and then ignore.
+async def _may_transfer(ctx: ApiContext, leg: str) -> bool:
+    """Whether Asterisk acts on an attended transfer from ``leg`` now.
 
     AMI Atxfer only queues the atxfer feature code and the digits on ``leg``
     as if its phone had pressed them; on a leg whose Dial or Queue did not
     allow transfers (option t, or T for the calling side) nothing acts on
     them and the customer hears tones. Asterisk reads the allowed features
-    back as ``CHANNEL(dtmf_features)``, with ``T`` for transfers.
+    back as ``CHANNEL(dtmf_features)``, with ``T`` for transfers, once it has
+    bridged the leg.
     """
     answer = await ctx.send(
         "Getvar", {"Channel": leg, "Variable": _FEATURES_VARIABLE}, validate=False
     )
-    if "T" not in (answer.response.get("Value") or ""):
-        raise ApiError(
-            409,
-            f"{leg} may not transfer: Asterisk acts on an attended transfer only when "
-            "the Dial or Queue that connected the extension has option t (T when the "
-            "extension placed the call); see docs/api.md, Transfers",
-            field="mode",
-        )
+    return "T" in (answer.response.get("Value") or "")
+
+
+def _may_not_transfer(leg: str, why: str = "") -> ApiError:
+    """The 409 for an attended transfer Asterisk would accept and then ignore."""
+    return ApiError(
+        409,
+        f"{leg} may not transfer: Asterisk acts on an attended transfer only when "
+        "the Dial or Queue that connected the extension has option t (T when the "
+        f"extension placed the call){why}; see docs/api.md, Transfers",
+        field="mode",
+    )
 
 
 def _transferring_leg(token: Token, call: Call | None, chosen: object, dialing: Dialing) -> str:

@@ -34,6 +34,26 @@ from tests.integration._live import example_dialplan_dialing, free_port, until
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 DID = "74957770101"
+#: Routed to 101 through a Dial that sends 101's leg ``D(ww)`` (two half-second
+#: pauses of DTMF) after it answered and before Asterisk bridges it: the window a
+#: loaded host has for some milliseconds after every answer, held open 1 s.
+SLOW_BRIDGE_DID = "74957770102"
+#: Routed to 101 through a Dial of a phone that rings and never answers.
+UNANSWERED_DID = "74957770103"
+SLOW_BRIDGE_DIALPLAN = """
+[sandbox-slow-bridge]
+exten => _10X,1,Dial(Local/${EXTEN}@sandbox-phone,20,tD(ww))
+ same => n,Hangup()
+
+[sandbox-unanswered]
+exten => _10X,1,Dial(Local/${EXTEN}@sandbox-ringing-phone,20,t)
+ same => n,Hangup()
+
+[sandbox-ringing-phone]
+exten => _[A-Za-z0-9].,1,Ringing()
+ same => n,Wait(20)
+ same => n,Hangup()
+"""
 OPERATIONS = [
     "calls:create",
     "calls:read",
@@ -51,6 +71,16 @@ rules:
     if: did == "{DID}"
     do:
       - redirect: {{context: callrouter-dial, exten: "101"}}
+  - name: slow-bridge
+    on: call
+    if: did == "{SLOW_BRIDGE_DID}"
+    do:
+      - redirect: {{context: sandbox-slow-bridge, exten: "101"}}
+  - name: unanswered
+    on: call
+    if: did == "{UNANSWERED_DID}"
+    do:
+      - redirect: {{context: sandbox-unanswered, exten: "101"}}
 """
 
 
@@ -81,7 +111,7 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def calls_sandbox(sandbox: Sandbox) -> Sandbox:
-    sandbox.set_dialplan(example_dialplan_dialing("sandbox-phone"))
+    sandbox.set_dialplan(example_dialplan_dialing("sandbox-phone") + SLOW_BRIDGE_DIALPLAN)
     return sandbox
 
 
@@ -474,4 +504,113 @@ async def test_a_transfer_without_from_acts_from_the_one_extension_on_an_inbound
         await placer.hangup_all()
         for c in await channels(admin):
             if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-phone")):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+def answered_at(engine: Engine, channel: str) -> tuple[asyncio.Event, Callable[[], None]]:
+    """Set at the ``DialEnd`` ANSWER of a leg named ``channel...``: the API's
+    ``answered``, the moment 1C may transfer."""
+    answered = asyncio.Event()
+
+    def listener(item: Event | StreamGap, call: Call | None) -> None:
+        if (
+            isinstance(item, Event)
+            and item.name == "DialEnd"
+            and item.get("DialStatus") == "ANSWER"
+            and (item.get("DestChannel") or "").startswith(channel)
+        ):
+            answered.set()
+
+    return answered, engine.api.watch(listener)
+
+
+@pytest.mark.parametrize("mode", ["blind", "attended"])
+async def test_a_transfer_the_moment_101_answers_waits_for_asterisk_s_bridge(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient, placer: CallPlacer, mode: str
+) -> None:
+    """1C transfers the moment it hears ``answered``; Asterisk bridges the legs a
+    moment later (36 ms on a loaded host, held open 1 s here by the Dial's ``D()``).
+    BlindTransfer is refused ``Transfer invalid`` in between, and a leg not yet
+    bridged has no transfer feature (``CHANNEL(dtmf_features)``): the attended one
+    got 409 "may not transfer ... option t" though the Dial has it. Both wait for
+    the bridge, and the customer goes to 102 (attended: 101 consults 102 first)."""
+    answered, stop = answered_at(engine, "Local/101@sandbox-phone")
+    placed = await placer.place(SLOW_BRIDGE_DID, "79162220011", wait=4)
+    try:
+        await asyncio.wait_for(answered.wait(), 10)
+        call = engine.api.calls.by_channel(placed.channel)
+        assert call is not None
+        # 101's half that talks with the customer (its ;2 half is the phone).
+        [leg] = [
+            c
+            for n, c in call.channels.items()
+            if n.startswith("Local/101@sandbox-phone") and n.endswith(";1")
+        ]
+        assert leg.state == "Up"
+        assert not leg.entered_bridge  # the window this test is about
+        moved = await http.post(
+            f"/api/v1/calls/{call.linkedid}/transfer",
+            json={"to": "102", "mode": mode, "from": "101"},
+            headers=auth("t101"),
+        )
+        assert moved.status_code == 202, moved.text
+        assert moved.json()["channel"] == leg.name
+        ringing = await until(
+            lambda: _named(channels(admin), "Local/102@sandbox-phone"), timeout=10
+        )
+        assert ringing
+    finally:
+        stop()
+        await placer.hangup_all()
+        for c in await channels(admin):
+            if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-phone")):
+                await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)
+
+
+async def test_a_transfer_from_a_leg_still_ringing_is_refused_at_once(
+    engine: Engine, http: httpx.AsyncClient, admin: AJAMClient, placer: CallPlacer
+) -> None:
+    """101 rings and has not answered: no bridge is coming, so the blind transfer
+    Asterisk refused (``Transfer invalid``) is a 409 at once, not after 2 s of
+    waiting, and the attended one says the leg has not answered, not that its
+    Dial lacks option t (it has it). Nothing rings at 102."""
+    rung = asyncio.Event()
+
+    def listener(item: Event | StreamGap, call: Call | None) -> None:
+        if (
+            isinstance(item, Event)
+            and item.name == "Newstate"
+            and item.get("ChannelStateDesc") == "Ringing"
+            and (item.get("Channel") or "").startswith("Local/101@sandbox-ringing-phone")
+        ):
+            rung.set()
+
+    stop = engine.api.watch(listener)
+    placed = await placer.place(UNANSWERED_DID, "79162220012", wait=4)
+    try:
+        await asyncio.wait_for(rung.wait(), 10)
+        call = engine.api.calls.by_channel(placed.channel)
+        assert call is not None
+        for mode in ("blind", "attended"):
+            started = time.monotonic()
+            refused = await http.post(
+                f"/api/v1/calls/{call.linkedid}/transfer",
+                json={"to": "102", "mode": mode, "from": "101"},
+                headers=auth("t101"),
+            )
+            took = time.monotonic() - started
+            assert refused.status_code == 409, refused.text
+            detail = refused.json()["detail"]
+            assert "has not answered (Asterisk's state: Ringing)" in detail, detail
+            assert "nothing was transferred" in detail
+            assert took < 1, (mode, took)
+            if mode == "blind":  # Asterisk's own refusal, as docs/api.md shows it
+                assert detail.startswith("Asterisk refused BlindTransfer: Transfer invalid: ")
+        await asyncio.sleep(0.5)
+        assert await _named(channels(admin), "Local/102@sandbox-phone") == []
+    finally:
+        stop()
+        await placer.hangup_all()
+        for c in await channels(admin):
+            if c["Channel"].startswith(("Local/102@sandbox-phone", "Local/101@sandbox-")):
                 await admin.send("Hangup", {"Channel": c["Channel"]}, check=False)

@@ -606,9 +606,10 @@ async def test_503_at_once_when_asterisk_is_not_connected(tmp_path: Path) -> Non
 
 
 async def inbound_to(
-    replay: ReplayAsterisk, engine: Engine, extension: str, did: str
+    replay: ReplayAsterisk, engine: Engine, extension: str, did: str, *, answered: bool = True
 ) -> tuple[str, str]:
-    """An inbound call now talking to ``extension``: (linkedid, the phone's channel)."""
+    """An inbound call now talking to ``extension`` (or still ringing there, with
+    ``answered=False``): (linkedid, the phone's channel)."""
     trunk = replay.inbound_call(caller="+79161234567", did=did)
     await replay.settle(engine)
     call = engine.api.calls.by_channel(trunk)
@@ -626,6 +627,11 @@ async def inbound_to(
         Uniqueid=f"{call.linkedid}.{extension}",
         Linkedid=call.linkedid,
     )
+    # Answered: the ``Newstate`` Asterisk sends before the DialEnd 1C hears as
+    # ``answered`` (a leg still ringing is refused a transfer at once). Not yet
+    # bridged: a test that needs its bridge queues the ``BridgeEnter``.
+    if answered:
+        replay.queue_event("Newstate", Channel=phone, ChannelState="6", ChannelStateDesc="Up")
     await replay.settle(engine)
     return call.linkedid, phone
 
@@ -791,6 +797,11 @@ async def test_an_attended_transfer_from_a_leg_that_may_not_transfer_is_refused_
     ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
     ajam_replay.on("BlindTransfer", lambda sent: {"Message": "Transfer succeeded"})
     mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    # Talking with the customer: in the bridge Asterisk gives the leg its features in.
+    ajam_replay.queue_event(
+        "BridgeEnter", Channel=phone, BridgeUniqueid="b-1", BridgeNumChannels="2"
+    )
+    await ajam_replay.settle(engine)
     refused = await client.post(
         f"/api/v1/calls/{mine}/transfer",
         json={"to": "102", "mode": "attended"},
@@ -965,6 +976,159 @@ async def test_a_blind_transfer_waits_for_the_bridge_only_so_long(
     assert at_once.json()["detail"] == "Asterisk refused BlindTransfer: Transfer invalid"
     assert asyncio.get_running_loop().time() - started < 0.2
     assert len(ajam_replay.sent("BlindTransfer")) == 2
+
+
+def _features_at_the_bridge(
+    replay: ReplayAsterisk, phone: str, bridge: Callable[[], object]
+) -> Callable[[SentAction], object]:
+    """Asterisk's Getvar of ``CHANNEL(dtmf_features)``: empty until the leg is
+    bridged (Asterisk gives it Dial's option t as it bridges it); ``bridge()``
+    runs a moment after the first ask, and sets the feature too."""
+
+    def enter() -> None:
+        replay.channels[phone].variables["CHANNEL(dtmf_features)"] = "T"
+        bridge()
+
+    def answer(sent: SentAction) -> object:
+        asked = [g for g in replay.sent("Getvar") if g.get("Channel") == phone]
+        if len(asked) == 1:
+            asyncio.get_running_loop().call_later(0.036, enter)
+        return None  # the built-in answer: the leg's variables now
+
+    return answer
+
+
+@pytest.mark.parametrize("phone_first", [False, True])
+async def test_an_attended_transfer_right_after_the_answer_waits_for_the_bridge(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, phone_first: bool
+) -> None:
+    """As the blind one: 1C transfers the moment it hears ``answered``, before Asterisk
+    bridged the leg and gave it its transfer feature; the API said 409 "may not
+    transfer ... option t" of a Dial that has it (seen on the sandbox). It now waits
+    for the bridge, asks again and sends the Atxfer."""
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    [trunk] = [c for c in engine.api.calls.get(mine).channels if c != phone]  # type: ignore[union-attr]
+    order = (phone, trunk) if phone_first else (trunk, phone)
+    ajam_replay.on(
+        "Getvar", _features_at_the_bridge(ajam_replay, phone, _bridge(ajam_replay, *order))
+    )
+    done = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert done.status_code == 202, done.text
+    assert len([g for g in ajam_replay.sent("Getvar") if g.get("Channel") == phone]) == 2
+    assert [a.get("Channel") for a in ajam_replay.sent("Atxfer")] == [phone]
+
+
+async def test_an_attended_transfer_waiting_for_the_bridge_moves_no_call_and_waits_so_long(
+    client: httpx.AsyncClient,
+    engine: Engine,
+    ajam_replay: ReplayAsterisk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leg that enters no bridge in time is refused (409, the feature it lacks and
+    why); a leg that hangs up meanwhile is not transferred (409): no Atxfer either way."""
+    monkeypatch.setattr("router.api.calls.BRIDGE_WAIT", 0.2)
+    ajam_replay.on("Atxfer", lambda sent: {"Message": "Atxfer successfully queued"})
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001")
+    started = asyncio.get_running_loop().time()
+    late = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert late.status_code == 409, late.text
+    assert "option t" in late.json()["detail"]
+    assert "entered no bridge with the other side within 0.2 s" in late.json()["detail"]
+    assert 0.2 <= asyncio.get_running_loop().time() - started < 2
+
+    def hang_up() -> None:
+        ajam_replay.queue_event("Hangup", Channel=phone, Cause="16")
+
+    ajam_replay.on("Getvar", _features_at_the_bridge(ajam_replay, phone, hang_up))
+    ajam_replay.clear()
+    gone = await client.post(
+        f"/api/v1/calls/{mine}/transfer",
+        json={"to": "102", "mode": "attended"},
+        headers=auth("t101"),
+    )
+    assert gone.status_code == 409, gone.text
+    assert "nothing was transferred" in gone.json()["detail"]
+    assert ajam_replay.sent("Atxfer") == []
+
+
+@pytest.mark.parametrize("mode", ["blind", "attended"])
+async def test_a_transfer_from_a_leg_still_ringing_is_refused_at_once(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk, mode: str
+) -> None:
+    """101 rings, has not answered: no bridge is coming. The blind transfer Asterisk
+    refused ("Transfer invalid") waited 2 s for one; the attended one said the Dial
+    lacked option t. Both are a 409 at once that says the leg has not answered."""
+    ajam_replay.on(
+        "BlindTransfer", lambda sent: [("Response", "Error"), ("Message", "Transfer invalid")]
+    )
+    mine, phone = await inbound_to(ajam_replay, engine, "101", "74950000001", answered=False)
+    started = asyncio.get_running_loop().time()
+    refused = await client.post(
+        f"/api/v1/calls/{mine}/transfer", json={"to": "102", "mode": mode}, headers=auth("t101")
+    )
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert f"{phone} has not answered (Asterisk's state: Ringing)" in detail
+    assert "nothing was transferred" in detail
+    assert asyncio.get_running_loop().time() - started < 1
+    if mode == "blind":  # Asterisk's refusal first, as docs/api.md shows it
+        assert detail.startswith("Asterisk refused BlindTransfer: Transfer invalid: ")
+        assert len(ajam_replay.sent("BlindTransfer")) == 1
+    assert ajam_replay.sent("Atxfer") == []
+
+
+async def test_the_calling_side_rings_until_its_call_is_answered(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """101 placed the call: its leg is ``Ring`` until its Dial answers it, which
+    Asterisk does a moment *after* the DialEnd 1C hears as ``answered``. Before the
+    answer the transfer is refused at once; after it, it waits for the bridge."""
+    phone = "PJSIP/101-0000000a"
+    leg = ajam_replay.add_channel(phone, context="from-internal", exten="89161234567")
+    trunk = "PJSIP/trunk-0000000b"
+    ajam_replay.queue_event(
+        "Newchannel",
+        Channel=trunk,
+        ChannelState="5",
+        ChannelStateDesc="Ringing",
+        Context="from-internal",
+        Exten="89161234567",
+        Uniqueid=f"{leg.linkedid}.trunk",
+        Linkedid=leg.linkedid,
+    )
+    await ajam_replay.settle(engine)
+    ajam_replay.on("BlindTransfer", _like_asterisk_blind_transfer(ajam_replay, phone, lambda: None))
+    rings = await client.post(
+        f"/api/v1/calls/{leg.linkedid}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert rings.status_code == 409, rings.text
+    assert "has not answered (Asterisk's state: Ring)" in rings.json()["detail"]
+    # The far end answers: 1C hears ``answered`` (DialEnd) while 101's own leg is
+    # still ``Ring``; Asterisk bridges the two a moment later.
+    ajam_replay.queue_event("Newstate", Channel=trunk, ChannelState="6", ChannelStateDesc="Up")
+    ajam_replay.queue_event(
+        "DialEnd", Channel=phone, DestChannel=trunk, DialStatus="ANSWER", Linkedid=leg.linkedid
+    )
+    await ajam_replay.settle(engine)
+    ajam_replay.clear()
+    ajam_replay.on(
+        "BlindTransfer",
+        _like_asterisk_blind_transfer(ajam_replay, phone, _bridge(ajam_replay, trunk, phone)),
+    )
+    done = await client.post(
+        f"/api/v1/calls/{leg.linkedid}/transfer", json={"to": "102"}, headers=auth("t101")
+    )
+    assert done.status_code == 202, done.text
+    assert [a.get("Channel") for a in ajam_replay.sent("BlindTransfer")] == [phone, phone]
 
 
 async def test_an_extension_reached_through_local_channels_is_one_leg(
