@@ -1104,7 +1104,9 @@ def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
     pluggy passes only the required positional-or-keyword parameters: one
     with a default (``call=None``, as the hook's ``Call | None`` invites) was
     left at its default on every call, silently, and a keyword-only one
-    (after ``*``) failed every call with a ``TypeError``."""
+    (after ``*``) failed every call with a ``TypeError``. callrouter calls each
+    implementation with the hook's arguments by name, so a positional-only one
+    (before ``/``) failed every call with a ``TypeError`` too."""
     for attr, passed, func in _marked_hooks(pm, plugin):
         try:
             params = list(inspect.signature(func).parameters.values())
@@ -1113,16 +1115,19 @@ def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
         for param in params:
             if param.name not in passed:
                 continue
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                return (
+                    f"{attr}: its argument {param.name!r} is positional-only (before '/'), "
+                    "but callrouter passes the hook's arguments by name, so every call "
+                    f"would fail; drop the '/'{_defined_at(func)}"
+                )
             if param.kind is inspect.Parameter.KEYWORD_ONLY:
                 return (
                     f"{attr}: its argument {param.name!r} is keyword-only (after '*'), "
                     "but the hook passes only arguments named before any '*', so every "
                     f"call would fail; drop the '*'{_defined_at(func)}"
                 )
-            if param.default is not inspect.Parameter.empty and param.kind in (
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                inspect.Parameter.POSITIONAL_ONLY,
-            ):
+            if param.default is not inspect.Parameter.empty:  # positional-or-keyword
                 try:
                     shown = cut(repr(param.default), 80)
                 except Exception:

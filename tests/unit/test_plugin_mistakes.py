@@ -123,6 +123,17 @@ class KeywordOnlyArgument:
         return None
 
 
+class PositionalOnlyArgument:
+    """Before ``/``: callrouter passes the hook's arguments by name, so every call
+    failed with a TypeError (the plugin loaded)."""
+
+    __name__ = "vip"
+
+    @hookimpl
+    def callrouter_notify(self, target: Any, params: Any, /) -> None:
+        return None
+
+
 class Unmarked:
     __name__ = "vip"
 
@@ -157,8 +168,21 @@ class Unmarked:
             KeywordOnlyArgument(),
             "plugin 'vip': callrouter_decision: its argument 'call' is keyword-only",
         ),
+        (
+            PositionalOnlyArgument(),
+            "plugin 'vip': callrouter_notify: its argument 'target' is positional-only "
+            "(before '/'), but callrouter passes the hook's arguments by name, so every "
+            "call would fail; drop the '/'",
+        ),
     ],
-    ids=["misspelt-hook", "wrong-argument", "unmarked-hook", "defaulted", "keyword-only"],
+    ids=[
+        "misspelt-hook",
+        "wrong-argument",
+        "unmarked-hook",
+        "defaulted",
+        "keyword-only",
+        "positional-only",
+    ],
 )
 def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, message: str) -> None:
     with pytest.raises(PluginError) as caught:
@@ -174,8 +198,16 @@ def test_hook_mistakes_stop_the_load_naming_plugin_and_hook(plugin: object, mess
         (Unmarked(), Unmarked.callrouter_register),
         (DefaultedArgument(), DefaultedArgument.callrouter_notify),
         (KeywordOnlyArgument(), KeywordOnlyArgument.callrouter_decision),
+        (PositionalOnlyArgument(), PositionalOnlyArgument.callrouter_notify),
     ],
-    ids=["misspelt-hook", "wrong-argument", "unmarked-hook", "defaulted", "keyword-only"],
+    ids=[
+        "misspelt-hook",
+        "wrong-argument",
+        "unmarked-hook",
+        "defaulted",
+        "keyword-only",
+        "positional-only",
+    ],
 )
 def test_a_hook_mistake_says_where_the_function_is(plugin: object, function: Any) -> None:
     """The message named the plugin and the hook, not the file: for an
