@@ -83,7 +83,8 @@ BLOCKING_WARN = 0.5
 #: only, which their own limits bound; not said to hold the loop.
 #: ``callrouter_metrics`` runs once, in the engine's setup (and ``check``).
 _BEFORE_AND_AFTER = frozenset({"callrouter_metrics", "callrouter_startup", "callrouter_shutdown"})
-#: How many (plugin, call) failures are remembered to log each only once.
+#: How many (plugin, call, hook) failures are remembered to log each only once
+#: (the oldest forgotten first).
 _FAILURE_MEMORY = 10_000
 #: Event names whose listeners are remembered (AMI has a few hundred).
 _EVENT_NAMES_MAX = 4096
@@ -109,7 +110,8 @@ class Plugins:
         self._versions: dict[str, str | None] = {}
         #: Where each plugin came from, for the error when two share a name.
         self._origins: dict[str, str] = {}
-        self._failed: dict[tuple[str, str], None] = {}
+        #: (plugin, call or "", hook) of the failures logged, oldest first.
+        self._failed: dict[tuple[str, str, str], None] = {}
         self._impl_cache: dict[str, list[pluggy.HookImpl]] = {}
         #: Each plugin's ``callrouter_wanted_events`` answer as last asked
         #: (:meth:`wanted_events`; None: every event), and per event name the
@@ -325,9 +327,11 @@ class Plugins:
     def _report(
         self, hook: str, impl: pluggy.HookImpl, exc: BaseException, scope: str | None
     ) -> None:
-        # Once per call, or once per hook for events of no call: a plugin that
-        # fails on every event must not flood the log.
-        key = (impl.plugin_name, scope if scope is not None else hook)
+        # Once per call and hook (once per hook for events of no call): a plugin
+        # that fails on every event must not flood the log, and its bug in one
+        # hook must not hide another in a hook that runs later in every call
+        # (a callrouter_event failing first kept a callrouter_call_end's unsaid).
+        key = (impl.plugin_name, scope or "", hook)
         if key in self._failed:
             return
         if len(self._failed) >= _FAILURE_MEMORY:

@@ -95,11 +95,13 @@ class Exploding:
         raise RuntimeError("boom")
 
 
-async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
+async def test_failure_logged_once_per_call_and_hook_even_by_hooks_after_its_end(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A decision that completes after the caller hung up runs its hook late:
-    the plugin's failure for that call is still logged only once."""
+    the plugin's failure in that hook for that call is still logged only once.
+    (Each hook's failure is its own line: once per call whichever hook hid a
+    second bug behind the first.)"""
     from router.calls import Call
 
     plugins = Plugins.load(defaults=(), entry_points=False, extra=[Exploding()])
@@ -107,11 +109,14 @@ async def test_failure_logged_once_per_call_even_by_hooks_after_its_end(
     await plugins.call_start(call)
     await plugins.call_end(call)
     await plugins.decision(call, None, None, "executed")
+    await plugins.call_start(call)
+    await plugins.decision(call, None, None, "executed")
     other = Call("L2", 0.0)
     await plugins.call_start(other)
     messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
     assert [m for m in messages if "(call L1)" in m] == [
-        "plugin 'Exploding' failed in callrouter_call_start (call L1): RuntimeError('boom')"
+        f"plugin 'Exploding' failed in {hook} (call L1): RuntimeError('boom')"
+        for hook in ("callrouter_call_start", "callrouter_call_end", "callrouter_decision")
     ]
     assert len([m for m in messages if "(call L2)" in m]) == 1
 

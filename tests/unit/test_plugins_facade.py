@@ -111,19 +111,47 @@ async def test_a_raising_plugin_is_logged_once_per_call_and_others_run(
     assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
 
 
-async def test_failure_memory_is_per_call_and_outlives_the_call(
+async def test_failure_memory_is_per_call_and_hook_and_outlives_the_call(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Once per (plugin, call), whichever hook, even for hooks that run after the
-    call ended (a decision finishing after the caller hung up)."""
+    """Once per (plugin, call, hook), even for hooks that run after the call ended
+    (a decision finishing after the caller hung up). Once per (plugin, call),
+    whichever hook, hid the second bug: a plugin whose ``callrouter_event`` failed
+    first in every call never had its ``callrouter_call_end`` failure logged."""
     plugins = load(Raiser("raiser"))
-    one = call("1.1")
-    await plugins.event(EVENT, one)
-    await plugins.call_end(one)
-    await plugins.event(EVENT, one)
+    for linkedid in ("1.1", "2.2"):
+        one = call(linkedid)
+        await plugins.event(EVENT, one)
+        await plugins.call_end(one)
+        await plugins.event(EVENT, one)
+        await plugins.call_end(one)
     messages = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
     assert messages == [
         "plugin 'raiser' failed in callrouter_event (call 1.1): RuntimeError('boom')",
+        "plugin 'raiser' failed in callrouter_call_end (call 1.1): RuntimeError('async boom')",
+        "plugin 'raiser' failed in callrouter_event (call 2.2): RuntimeError('boom')",
+        "plugin 'raiser' failed in callrouter_call_end (call 2.2): RuntimeError('async boom')",
+    ]
+
+
+async def test_failure_memory_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The memory of what was logged keeps at most ``_FAILURE_MEMORY`` (plugin,
+    call, hook), the oldest forgotten first: never an unbounded set, and a failure
+    forgotten so is logged again."""
+    monkeypatch.setattr("router.plugins._FAILURE_MEMORY", 3)
+    plugins = load(Raiser("raiser"))
+    for linkedid in ("1", "2", "3", "4", "1"):
+        await plugins.event(EVENT, call(linkedid))
+        await plugins.call_end(call(linkedid))
+        assert len(plugins._failed) <= 3
+    await plugins.call_end(call("1"))  # remembered still: not logged again
+    logged = [r.getMessage() for r in caplog.records if r.name == "router.plugins"]
+    assert len(logged) == 10
+    assert logged[-2:] == [
+        "plugin 'raiser' failed in callrouter_event (call 1): RuntimeError('boom')",
+        "plugin 'raiser' failed in callrouter_call_end (call 1): RuntimeError('async boom')",
     ]
 
 
