@@ -124,6 +124,9 @@ class Origination:
     #: ``failed`` only because no event came in time (:meth:`Originations.give_up`):
     #: an event of the call after that brings it back (:meth:`revive`).
     given_up: bool = False
+    #: The manager picked up (the call passed ``answered``): what ``answered``
+    #: says of the call once the tracker has let go of it (ended).
+    answered: bool = False
     progress: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_PROGRESS_MAX))
 
     def advance(self, state: State) -> list[State]:
@@ -144,7 +147,9 @@ class Origination:
         if then <= now:
             return []
         self.state = state
-        return list(_ORDER[now + 1 : then + 1])
+        passed = list(_ORDER[now + 1 : then + 1])
+        self.answered = self.answered or "answered" in passed
+        return passed
 
     def revive(self) -> bool:
         """Take back a ``failed`` that was only a give-up: Asterisk carried the
@@ -427,7 +432,9 @@ def _call_view(
         "caller": call.caller_number if call is not None else None,
         "caller_name": call.caller_name if call is not None else None,
         "did": (shown_did(call.did) or None) if call is not None else None,
-        "answered": call.answered if call is not None else False,
+        "answered": call.answered
+        if call is not None
+        else origination is not None and origination.answered,
         "extensions": sorted(call_extensions(call, origination)),
         "channels": [
             {

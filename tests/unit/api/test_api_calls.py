@@ -168,6 +168,51 @@ async def test_click_to_call_originates_the_manager_first_then_the_number(
     assert "101" in shown["extensions"]
 
 
+async def test_an_ended_click_to_call_the_manager_answered_still_says_answered(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    """docs/api.md: GET /calls/{id} knows a click-to-call after it ends. Seen on the
+    sandbox: a call 101 answered and talked on read "answered": true while it was up,
+    then "answered": false once its channels had hung up, to a 1C that polls it."""
+    response = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+    )
+    call_id = response.json()["id"]
+    [sent] = ajam_replay.sent("Originate")
+    originated(ajam_replay, call_id, sent.action_id or "")
+    for channel in ("PJSIP/101-00000001", "PJSIP/trunk-00000002"):
+        ajam_replay.queue_event(
+            Event="Hangup", Channel=channel, Uniqueid=call_id, Linkedid=call_id, Cause="16"
+        )
+    await ajam_replay.settle(engine)
+    shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "ended"
+    assert shown["channels"] == []
+    assert shown["answered"] is True
+
+
+async def test_an_ended_click_to_call_nobody_answered_says_not_answered(
+    client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
+) -> None:
+    response = await client.post(
+        "/api/v1/calls", json={"from": "101", "to": "89161234567"}, headers=auth("t101")
+    )
+    call_id = response.json()["id"]
+    [sent] = ajam_replay.sent("Originate")
+    ajam_replay.queue_event(
+        Event="OriginateResponse",
+        ActionID=sent.action_id or "",
+        Response="Failure",
+        Channel="PJSIP/101",
+        Reason="5",
+        Uniqueid=call_id,
+    )
+    await ajam_replay.settle(engine)
+    shown = (await client.get(f"/api/v1/calls/{call_id}", headers=auth("t101"))).json()
+    assert shown["state"] == "failed"
+    assert shown["answered"] is False
+
+
 async def test_the_201_is_the_call_as_queued_when_asterisk_tells_its_progress_first(
     client: httpx.AsyncClient, engine: Engine, ajam_replay: ReplayAsterisk
 ) -> None:
