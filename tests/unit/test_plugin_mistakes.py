@@ -845,3 +845,43 @@ async def test_a_plain_metrics_hook_that_waits_is_not_said_to_hold_the_loop(
     with caplog.at_level("WARNING", logger="router.plugins"):
         await plugins.metrics(Metrics())
     assert not [r for r in caplog.records if r.name == "router.plugins"]
+
+
+@pytest.mark.parametrize("page", ["docs/operations.md", "docs/ru/operations.md"])
+def test_the_upgrade_page_quotes_what_check_says_of_a_plugin_with_a_defaulted_hook(
+    page: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """operations.md "From an earlier version" (+ru) listed what an upgrade asks of the
+    dialplan, manager.conf, state_dir and 1C, not that an installed plugin with such a
+    hook, which loaded before, now stops the start: step 2's check is what names it."""
+    import re
+
+    from router.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    text = " ".join((root / page).read_text(encoding="utf-8").split())
+    upgrade = text[text.index("### ") :]
+    [quoted] = re.findall(r"`(callrouter check: error: plugin 'vip'[^`]*) \.\.\.`", upgrade)
+    entry = types.SimpleNamespace(
+        name="vip",
+        value="callrouter_vip",
+        dist=types.SimpleNamespace(name="callrouter-vip", version="0.1.0"),
+        load=DefaultedArgument,
+    )
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [entry])
+    config = tmp_path / "router.toml"
+    config.write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "u"\nsecret = "s"\n'
+        '[router]\nrules = ["rules.yaml"]\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nrules:\n  - name: all\n    on: call\n    do:\n      - hangup: {}\n",
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(config)]) != 0
+    said = capsys.readouterr()
+    assert quoted in " ".join((said.out + said.err).split())
