@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for warning in offline.warnings:
         print(f"callrouter check: warning: {warning}", file=sys.stderr)
+    # The manager.conf compared below, if it is: the Asterisk check then names it.
+    compared: str | None = None
     paths = args.paths or [str(p) for p in offline.config.router.rules]
     ruleset = load_rules(paths, offline.registry, named_by="" if args.paths else named_by(offline))
     for problem in offline.problems:
@@ -149,14 +151,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{shown}: {counted(len(ruleset.rules), 'rule')} OK")
         if args.manager_conf:
             _print_manager_conf(offline)
-        if args.manager_conf_file is not None and not _compare_manager_conf(
-            offline, args.manager_conf_file, _suggested_flags(args)
-        ):
-            count += 1
+        if args.manager_conf_file is not None:
+            compared = str(args.manager_conf_file)
+            if not _compare_manager_conf(offline, args.manager_conf_file, _suggested_flags(args)):
+                count += 1
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
     flags = args.url is not None and args.username is not None
     asterisk_ok = (
-        _check_asterisk(offline, ruleset, flags=flags, suggested=_suggested_flags(args))
+        _check_asterisk(
+            offline, ruleset, flags=flags, suggested=_suggested_flags(args), compared=compared
+        )
         if args.asterisk
         else True
     )
@@ -172,12 +176,18 @@ def _suggested_flags(args: argparse.Namespace) -> str:
 
 
 def _check_asterisk(
-    offline: Offline, ruleset: RuleSet, *, flags: bool = False, suggested: str = ""
+    offline: Offline,
+    ruleset: RuleSet,
+    *,
+    flags: bool = False,
+    suggested: str = "",
+    compared: str | None = None,
 ) -> bool:
     """Log in as `callrouter run` would and print what Asterisk says; False
     when something there stops routing (router/commands/preflight.py).
     ``flags``: --url and --username name the Asterisk without a router.toml;
-    ``suggested``: what the commands the findings suggest add (--username)."""
+    ``suggested``: what the commands the findings suggest add (--username);
+    ``compared``: the manager.conf compared above (--manager-conf-file), if any."""
     import asyncio
 
     from router.ami.client import ClientSettings
@@ -219,6 +229,7 @@ def _check_asterisk(
                 probes=probes,
                 filtering=filtering,
                 suggested_flags=suggested,
+                compared=compared,
             )
         finally:
             await client.aclose()

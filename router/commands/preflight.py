@@ -65,6 +65,7 @@ async def check_asterisk(
     probes: Sequence[Probe] = (REDIRECT,),
     filtering: bool = False,
     suggested_flags: str = "",
+    compared: str | None = None,
 ) -> list[Finding]:
     """Log in with ``client`` and check; ``targets`` are the rules' redirect
     locations to look up (``built`` more are made per call and cannot be);
@@ -77,7 +78,9 @@ async def check_asterisk(
     ``[asterisk] events = "auto"``, so whether callrouter may send ``Filter``
     (or only manager.conf's eventfilter lines filter event names) is told;
     ``suggested_flags`` (`` --username X``) go into the ``callrouter check``
-    commands the findings suggest, so that they read the same user's section."""
+    commands the findings suggest, so that they read the same user's section;
+    ``compared``: the manager.conf this check compared above (``--manager-conf-file``),
+    which the filtering advice then names instead of suggesting that command."""
     where = f"{client.settings.url} as {client.settings.username!r}"
     try:
         await client.login()
@@ -123,7 +126,7 @@ async def check_asterisk(
         if dialplan is not None:
             findings.append(dialplan)
     if filtering:
-        findings.append(await _filtering(asking, suggested_flags))
+        findings.append(await _filtering(asking, suggested_flags, compared))
         if asking.stopped():
             return [*findings, _stopped(where)]
     audit = await audit_dialplan(asking, targets, built, recording=recording, forwarding=forwarding)
@@ -280,7 +283,9 @@ async def _dialplan_allowed(client: _Answering) -> Finding | None:
     )
 
 
-async def _filtering(client: _Answering, suggested_flags: str = "") -> Finding:
+async def _filtering(
+    client: _Answering, suggested_flags: str = "", compared: str | None = None
+) -> Finding:
     """Whether callrouter filters event names itself. Without ``write =
     system`` (the recommended user) only the eventfilter lines of the user's
     manager.conf section do, which this session cannot read: they are
@@ -296,15 +301,25 @@ async def _filtering(client: _Answering, suggested_flags: str = "") -> Finding:
             "ok", "Filter allowed (write = system): callrouter filters event names itself"
         )
     user = client.settings.username
-    return Finding(
-        "advice",
+    said = (
         f"Asterisk refuses this user Filter (write = system), so callrouter does not "
         f"filter event names itself: the class mask applies, and the eventfilter lines "
         f"of manager.conf [{user}] if it has any; lines written for earlier rules or "
-        "plugins can keep back events they now need, so compare them: callrouter check "
-        f"--manager-conf-file /etc/asterisk/manager.conf{suggested_flags} (the manager.conf "
-        "of Asterisk's configuration directory, which asterisk -rx 'core show settings' "
-        "names; docs/asterisk.md, Event filtering)",
+        "plugins can keep back events they now need, so compare them: "
+    )
+    if compared is not None:
+        # The user ran the very command the advice would suggest: say where its
+        # answer is rather than tell them to run it again.
+        return Finding(
+            "advice",
+            f"{said}the manager.conf lines above are that comparison, of {compared} "
+            "(docs/asterisk.md, Event filtering)",
+        )
+    return Finding(
+        "advice",
+        f"{said}callrouter check --manager-conf-file /etc/asterisk/manager.conf"
+        f"{suggested_flags} (the manager.conf of Asterisk's configuration directory, "
+        "which asterisk -rx 'core show settings' names; docs/asterisk.md, Event filtering)",
     )
 
 

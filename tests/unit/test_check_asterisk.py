@@ -784,6 +784,33 @@ async def test_filtering_says_who_filters_event_names(
     assert "asterisk -rx 'core show settings' names" in found[2].text
 
 
+async def test_filtering_advice_after_the_comparison_does_not_ask_for_it_again(
+    ajam_replay: ReplayAsterisk,
+) -> None:
+    """docs/operations.md, Upgrading step 2 runs `check --asterisk --manager-conf-file
+    /etc/asterisk/manager.conf`: its output compared the file, then its ADVICE told the
+    administrator to run `callrouter check --manager-conf-file /etc/asterisk/manager.conf`,
+    the command just run. It now points at the comparison above, naming the file."""
+    ajam_replay.on("ShowDialPlan", dialplan_answer)
+    ajam_replay.on("Filter", denied)
+    found = await run(ajam_replay, filtering=True, compared="/etc/asterisk/manager.conf")
+    assert found[2].level == "advice"
+    assert found[2].text.startswith("Asterisk refuses this user Filter (write = system)")
+    assert "callrouter check --manager-conf-file" not in found[2].text
+    assert found[2].text.endswith(
+        "so compare them: the manager.conf lines above are that comparison, of "
+        "/etc/asterisk/manager.conf (docs/asterisk.md, Event filtering)"
+    )
+    # docs/asterisk.md (+ru), Checking the setup, quote it as it is said.
+    root = Path(__file__).resolve().parents[2]
+    for page in ("docs/asterisk.md", "docs/ru/asterisk.md"):
+        text = " ".join((root / page).read_text(encoding="utf-8").split())
+        [quoted] = re.findall(
+            r"`\.\.\. (so compare them: the manager\.conf lines[^`]*) \.\.\.`", text
+        )
+        assert quoted in found[2].text, page
+
+
 async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
     ajam_replay: ReplayAsterisk,
 ) -> None:
