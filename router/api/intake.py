@@ -164,6 +164,11 @@ class _CallState:
     #: Extensions ringing now: a second DialBegin for one (a Local channel and
     #: the phone it dials) is the same ringing, and so is its second DialEnd.
     ringing: set[str] = field(default_factory=set)
+    #: The caller number and name each extension was rung with (its ``ringing``):
+    #: its ``hangup`` names the same, also when the call's own caller differs (a
+    #: click-to-call transferred from the manager to a colleague rings the
+    #: colleague with the customer's number).
+    rang_with: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: ``missed`` of phones Dial or Queue cancelled while others still rang,
     #: waiting for what ends the others: Asterisk ends the other phones
     #: ``CANCEL`` first and the one that answered ``ANSWER`` after them, so
@@ -278,7 +283,11 @@ class FeedIntake:
             "answered": call.answered,
         }
         for extension in state.talked or (None,):
-            self.feed.publish("hangup", extension, data, call_id=call.linkedid)
+            said = data
+            if extension is not None and extension in state.rang_with:
+                caller, caller_name = state.rang_with[extension]
+                said = {**data, "caller": caller, "caller_name": caller_name}
+            self.feed.publish("hangup", extension, said, call_id=call.linkedid)
 
     # -- translation ---------------------------------------------------------
 
@@ -299,6 +308,7 @@ class FeedIntake:
         if extension in state.ringing:
             return
         state.ringing.add(extension)
+        state.rang_with[extension] = (data["caller"], data["caller_name"])
         if state.decided or call is None or not call.routed:
             self._publish(linkedid, state, "ringing", extension, data, event.timestamp)
         else:

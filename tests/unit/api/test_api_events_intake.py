@@ -660,3 +660,44 @@ async def test_the_hangup_gives_the_callers_number_as_the_ringing_did() -> None:
     assert [e.kind for e in events] == ["ringing", "answered", "hangup"]
     assert [e.data["caller"] for e in events] == ["89161234567"] * 3
     assert call.to_dict()["caller"] == "89161234567"  # GET /calls
+
+
+async def test_the_hangup_of_an_extension_a_call_was_transferred_to_names_whom_it_rang_with() -> (
+    None
+):
+    """Seen on the sandbox (docs/api.md, the event feed): a click-to-call from 101
+    to a customer, which 101 then blind-transferred to 102. 102's ``ringing`` and
+    ``answered`` named the customer (``79161234567``, the Dial's caller ID), and its
+    ``hangup`` named ``101``, the call's first caller: the docs say a hangup's
+    caller is "as in its ringing and answered"."""
+    feed = EventFeed()
+    intake = FeedIntake(feed)
+    fed = as_the_engine_feeds(intake)
+    local = "Local/102@callrouter-dial-00000004;2"
+    phone = "PJSIP/102-00000005"
+
+    def leg(name: str, channel: str, num: str, uniqueid: str, **fields: str) -> Event:
+        return trunk_leg(name, channel, num=num, Uniqueid=uniqueid, **fields)
+
+    call = fed(leg("Newchannel", PHONE, "101", LINKEDID, Priority="1"))
+    assert call is not None
+    assert call.caller_number == "101"
+    fed(leg("Newchannel", local, "79161234567", "1714557602.44"))
+    dial_fields = {
+        "DestChannel": phone,
+        "DestCallerIDNum": "102",
+        "DestCallerIDName": "<unknown>",
+        "DestUniqueid": "1714557603.45",
+        "DestLinkedid": LINKEDID,
+        "DialString": "102",
+    }
+    fed(leg("DialBegin", local, "79161234567", "1714557602.44", **dial_fields))
+    fed(leg("Newchannel", phone, "102", "1714557603.45"))
+    fed(leg("DialEnd", local, "79161234567", "1714557602.44", DialStatus="ANSWER", **dial_fields))
+    fed(leg("Hangup", phone, "102", "1714557603.45", Cause="16"))
+    fed(leg("Hangup", local, "79161234567", "1714557602.44", Cause="16"))
+    fed(leg("Hangup", PHONE, "101", LINKEDID, Cause="16"))
+    mine = [e for e in feed.read(0).events if e.extension == "102"]
+    assert [e.kind for e in mine] == ["ringing", "answered", "hangup"]
+    assert [e.data["caller"] for e in mine] == ["79161234567"] * 3
+    assert mine[-1].data["caller_name"] == mine[0].data["caller_name"]
