@@ -784,6 +784,18 @@ async def test_filtering_says_who_filters_event_names(
     assert "asterisk -rx 'core show settings' names" in found[2].text
 
 
+def _compared_advice_quotes() -> dict[str, str]:
+    """What docs/asterisk.md (+ru) quote of the Filter advice after a comparison."""
+    root = Path(__file__).resolve().parents[2]
+    quotes = {}
+    for page in ("docs/asterisk.md", "docs/ru/asterisk.md"):
+        text = " ".join((root / page).read_text(encoding="utf-8").split())
+        [quotes[page]] = re.findall(
+            r"`\.\.\. (so compare them: the manager\.conf lines[^`]*) \.\.\.`", text
+        )
+    return quotes
+
+
 async def test_filtering_advice_after_the_comparison_does_not_ask_for_it_again(
     ajam_replay: ReplayAsterisk,
 ) -> None:
@@ -802,12 +814,7 @@ async def test_filtering_advice_after_the_comparison_does_not_ask_for_it_again(
         "/etc/asterisk/manager.conf (docs/asterisk.md, Event filtering)"
     )
     # docs/asterisk.md (+ru), Checking the setup, quote it as it is said.
-    root = Path(__file__).resolve().parents[2]
-    for page in ("docs/asterisk.md", "docs/ru/asterisk.md"):
-        text = " ".join((root / page).read_text(encoding="utf-8").split())
-        [quoted] = re.findall(
-            r"`\.\.\. (so compare them: the manager\.conf lines[^`]*) \.\.\.`", text
-        )
+    for page, quoted in _compared_advice_quotes().items():
         assert quoted in found[2].text, page
 
 
