@@ -52,6 +52,21 @@ the variants take turns at each rate on the same Asterisk:
   session has both; the main session's copy of the request only claims the
   call (bench/ANALYSIS.md, twenty-second session). Bench code only, and
   not among the default ``--variants``: measured, not kept.
+* ``ajam-pipe``: ``ajam-raw`` with its polls pipelined on a connection of
+  their own: the next ``WaitEvent`` is written before the last one is
+  answered, so Asterisk, which reads a connection's requests one at a time,
+  parks it as soon as it has written the answer before it (no kick: the
+  second is not read while the first waits).
+* ``engine+filter+pipe``: ``engine+filter`` whose polls are pipelined so
+  (:func:`pipelined_wait_event`, the client's own parser on the answers; no
+  reconnect). Bench code only, not among the default ``--variants``: a trial
+  (bench/ANALYSIS.md, thirty-sixth session; the product's own version, on the
+  branch ``wip/ajam-pipeline``, measured and left out).
+
+``BENCH_POLL_TRACE=PATH`` makes each AJAM engine variant write, per HTTP
+exchange, when it was sent, its answer's last read, when the exchange
+returned and the answer's size, to ``PATH-PID.json``: the poll cycle, our
+side and Asterisk's.
 
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
@@ -124,6 +139,7 @@ VARIANTS = (
 ENGINE_VARIANTS = (
     "engine",
     "engine+filter",
+    "engine+filter+pipe",
     "engine+filter+reqsession",
     "tcp-engine",
     "tcp-engine+filter",
@@ -314,6 +330,64 @@ async def serve_ajam_raw(url: str, secret: str, stop: asyncio.Event, timings: Ti
     await stop.wait()
     poller.cancel()
     await asyncio.gather(poller, *tasks, return_exceptions=True)
+
+
+async def serve_ajam_pipe(url: str, secret: str, stop: asyncio.Event, timings: Timings) -> None:
+    """``ajam-raw`` with the polls pipelined: a connection of their own on which
+    the next ``WaitEvent`` is always written before the last one is answered.
+
+    Asterisk's HTTP server reads one request of a connection at a time, so the
+    second poll is not read (and kicks nothing) while the first is parked; it
+    is read, and parked, as soon as the first is answered, without waiting for
+    the answer to reach the router and a new poll to come back.
+    """
+    from urllib.parse import quote
+
+    from router.ami.protocol import parse_rawman
+
+    http = RawHTTP(url)
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def redirect(channel: str) -> None:
+        timings.sent(channel, time.time())
+        await http.post({"Action": "Redirect", "Channel": channel, **REDIRECT})
+
+    await http.post({"Action": "Login", "Username": "router", "Secret": secret})
+    await asyncio.gather(http.post({"Action": "Ping"}), http.post({"Action": "Ping"}))
+    reader, writer = await asyncio.open_connection(http.host, http.port)
+    body = b"Action=WaitEvent&Timeout=5"
+    poll = (
+        f"POST {http.path} HTTP/1.1\r\nHost: {http.host}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n{http.cookie}\r\n"
+    ).encode() + body
+    del quote
+    print("READY", flush=True)
+
+    async def polls() -> None:
+        writer.write(poll + poll)  # two out: one parked, one queued behind it
+        while True:
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in headers.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            data = await reader.readexactly(length)
+            writer.write(poll)  # keep one queued behind the one now parked
+            now = time.time()
+            for msg in parse_rawman(data):
+                if _is_request(msg):
+                    channel = msg.get("Channel") or ""
+                    timings.got(channel, now)
+                    task = asyncio.create_task(redirect(channel))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+    poller = asyncio.create_task(polls())
+    await stop.wait()
+    poller.cancel()
+    await asyncio.gather(poller, *tasks, return_exceptions=True)
+    writer.close()
 
 
 async def panoramisk_loop(port: int, secret: str, redirect: Callable[[Any, str], None]) -> Any:
@@ -544,6 +618,7 @@ async def serve_engine(
     *,
     life: bool = False,
     request_user: str | None = None,
+    pipe: bool = False,
 ) -> None:
     import logging
 
@@ -591,6 +666,15 @@ async def serve_engine(
         connection = getattr(tcp, "_Connection", None)  # a --baseline may predate it
         if connection is not None:
             timings.stamp_reads(connection)
+    else:
+        # Over AJAM the last read of the poll's answer: *(to read)* is then
+        # Asterisk's wake, its answer and the kernel, *(read -> in hand)* the
+        # client's HTTP framing, parse and the stream's hand-over.
+        from router.ami import http as ami_http
+
+        connection = getattr(ami_http, "_Connection", None)
+        if connection is not None:
+            timings.stamp_reads(connection)
 
     async def stamped_wait_event(timeout: int = 20) -> list[Any]:
         polled = time.time() if long_poll else 0.0
@@ -621,7 +705,30 @@ async def serve_engine(
             redirects[params["Channel"]] = redirects.get(params["Channel"], 0) + 1
         return await send(name, params, **kw)
 
+    if pipe:
+        wait_event = pipelined_wait_event(client)
     client.wait_event = stamped_wait_event  # type: ignore[method-assign]
+    trace: list[Any] = []
+    if os.environ.get("BENCH_POLL_TRACE") and long_poll:
+        from router.ami import http as ami_http
+
+        pool_exchange = ami_http.ConnectionPool.exchange
+        data_received = ami_http._Connection.data_received
+        last_read = [0.0]
+
+        def traced_data(conn: Any, data: bytes) -> None:
+            last_read[0] = time.time()
+            data_received(conn, data)
+
+        async def traced_exchange(pool: Any, request: Any, *, timeout: Any) -> Any:
+            t0 = time.time()
+            resp = await pool_exchange(pool, request, timeout=timeout)
+            kind = "W" if b"WaitEvent" in request.body else request.body[7:20].decode()
+            trace.append((kind, t0, last_read[0], time.time(), len(resp.content)))
+            return resp
+
+        cast(Any, ami_http.ConnectionPool).exchange = traced_exchange
+        cast(Any, ami_http._Connection).data_received = traced_data
     client.send = stamped_send  # type: ignore[method-assign]
     task = asyncio.create_task(engine.serve())
     await asyncio.wait_for(engine.ready.wait(), 10)
@@ -693,8 +800,65 @@ async def serve_engine(
             if count:
                 outcomes[f"(Wait step {outcome})"] = count
     print("OUTCOMES " + json.dumps(outcomes), file=sys.stderr, flush=True)
+    if trace:
+        dump = Path(os.environ["BENCH_POLL_TRACE"] + f"-{os.getpid()}.json")
+        await asyncio.to_thread(dump.write_text, json.dumps(trace))
     if onec.fetches > len(onec.numbers):
         print(f"1C cache missed {onec.fetches - len(onec.numbers)} times", file=sys.stderr)
+
+
+def pipelined_wait_event(client: Any) -> Callable[[int], Coroutine[Any, Any, list[Any]]]:
+    """A trial (``+pipe``): the AJAM client's polls pipelined on a connection of
+    their own, as ``serve_ajam_pipe`` does, its answers read by the client's own
+    parser (filters, narrowing, ActionIDs). No reconnect: a bench trial only."""
+    from router.ami.http import Headers, HTTPResponse
+    from router.ami.protocol import Action, encode_form, split_waitevent
+
+    lane: list[Any] = []
+    sent: list[Any] = []
+
+    def write_poll(writer: Any) -> None:
+        action = Action("WaitEvent", (("Timeout", "20"),), client._next_id())
+        body = encode_form(action)
+        head = (
+            f"POST {client._target} HTTP/1.1\r\nHost: {client._transport.host_header}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nUser-Agent: callrouter\r\n"
+            f"Cookie: {client._cookie}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        writer.write(head + body)
+        sent.append((action, client._cookie))
+
+    async def wait(timeout: int = 20) -> list[Any]:
+        try:
+            return await wait_once()
+        except BaseException as exc:
+            print(f"PIPE wait ended: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            raise
+
+    async def wait_once() -> list[Any]:
+        if not lane:
+            pool = client._transport
+            lane.extend(await asyncio.open_connection(pool.host, pool.port))
+            write_poll(lane[1])
+        reader, writer = lane
+        write_poll(writer)  # one parked, one queued behind it
+        head = await reader.readuntil(b"\r\n\r\n")
+        items = []
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name:
+                items.append((name, value.strip()))
+        headers = Headers(items)
+        content = await reader.readexactly(int(headers.get("content-length") or 0))
+        action, cookie = sent.pop(0)
+        try:
+            result = client._parse(action, HTTPResponse(200, headers, content), cookie)
+        except Exception as exc:
+            print(f"PIPE {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            raise
+        return split_waitevent((result.response, *result.extra))[1]
+
+    return wait
 
 
 def pin_rest(asterisk_pid: int, router_cpu: int) -> None:
@@ -727,6 +891,8 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_ajam(args.url, args.secret, stop, timings)
     elif variant == "ajam-2poll":
         await serve_ajam(args.url, args.secret, stop, timings, sessions=2)
+    elif variant == "ajam-pipe":
+        await serve_ajam_pipe(args.url, args.secret, stop, timings)
     elif variant == "ajam-raw":
         await serve_ajam_raw(args.url, args.secret, stop, timings)
     elif variant == "tcp":
@@ -737,6 +903,8 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_engine(f"tcp://127.0.0.1:{args.ami_port}", args.secret, stop, timings)
     elif variant == "engine+filter":
         await serve_engine(args.url, args.secret, stop, timings, filtered)
+    elif variant == "engine+filter+pipe":
+        await serve_engine(args.url, args.secret, stop, timings, filtered, pipe=True)
     elif variant == "engine+filter+reqsession":
         await serve_engine(
             args.url, args.secret, stop, timings, filtered, request_user=REQUEST_USER
@@ -1015,6 +1183,8 @@ async def run_cell(
             proc.kill()
             err = b""
     outcomes = re.search(rb"OUTCOMES (.*)", err or b"")
+    for line in re.findall(rb"PIPE .*", err or b"")[:5]:  # the +pipe trial's errors
+        print(f"  {variant} {rate}/s: {line.decode()}", file=sys.stderr)
     if outcomes:
         cell.note = outcomes.group(1).decode()
     stamps = json.loads(out.read_text()) if out.exists() else {}
@@ -1258,6 +1428,7 @@ def report(cells: list[Cell], args: argparse.Namespace) -> str:
         "*router*: -> Redirect sent; *redirect*: -> Newexten stamped by Asterisk; "
         "*poll_wait* (AJAM): how long the request was queued in Asterisk before the "
         "poll that took it was sent (0 when that poll was out first); over TCP "
+        "(and for the engine over AJAM, at the last read of the poll's answer) "
         "*delivery* is also split at the socket read that held the request: "
         "*(to read)* Asterisk and the kernel, *(read -> in hand)* the client's own "
         "work before it (panoramisk: parsing the read up to its callback; the engine: "
