@@ -50,7 +50,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.recordings import open_recordings, recording_signer
     from router.recordings.naming import recording_key_problem
     from router.recordings.settings import RecordingSettings
-    from router.recordings.store import Recording, RecordingStore
+    from router.recordings.store import (
+        FileOutOfSight,
+        Recording,
+        RecordingStore,
+        seen_identity,
+        write_back,
+    )
     from router.rules.cron import check_cron, cron_trigger
     from router.rules.decision import Action, Decision, LookupTrace, Trace
     from router.rules.registry import ActionSpec, ParamSpec, Registry
@@ -106,6 +112,10 @@ _LAZY = {
     "open_recordings": "router.recordings",
     "recording_signer": "router.recordings",
     "recording_key_problem": "router.recordings.naming",
+    # A plugin's own SQLite state file deleted or replaced while open: written back.
+    "FileOutOfSight": "router.recordings.store",
+    "seen_identity": "router.recordings.store",
+    "write_back": "router.recordings.store",
     "Metrics": "router.metrics",
 }
 
@@ -141,6 +151,7 @@ __all__ = [
     "Decision",
     "EngineAPI",
     "Event",
+    "FileOutOfSight",
     "LiveCalls",
     "LocationPolicy",
     "LookupTrace",
@@ -180,4 +191,6 @@ __all__ = [
     "recording_key_problem",
     "recording_signer",
     "rules_timezone",
+    "seen_identity",
+    "write_back",
 ]

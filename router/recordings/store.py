@@ -309,9 +309,12 @@ def write_back(
 ) -> str | None:
     """Write an open SQLite file again where it belongs when it was deleted or
     replaced while open; returns ``"deleted"`` or ``"replaced"``, or None when
-    the file there is still ``opened`` (its device and inode). Raises
-    :class:`FileOutOfSight` when ``stat`` cannot tell what is there (EACCES
-    after a ``chmod`` of the state folder): nothing is moved or written then.
+    the file there is still ``opened`` (its device and inode, as
+    :func:`seen_identity` gave them for the file opened; None: nothing is
+    done). Raises :class:`FileOutOfSight` when ``stat`` cannot tell what is
+    there (EACCES after a ``chmod`` of the state folder): nothing is moved or
+    written then. Public as ``router.write_back`` (docs/plugins.md): the 1C
+    plugin's queues use it too. Blocking: run it off the event loop.
 
     SQLite goes on with the file it has open, deleted or not, and the next
     start finds none (or the one put there). The open file is copied beside

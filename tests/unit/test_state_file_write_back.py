@@ -631,3 +631,93 @@ def test_a_write_while_the_catalog_is_copied_is_not_lost(
     assert {r.call_id for r in again.recording()} == {"9.1", "9.2", "9.3"}
     assert not list(tmp_path.glob(f".{DB_NAME}.*"))
     again.close()
+
+
+# -- the public helper a plugin's own state file uses (docs/plugins.md) ----------------------
+
+
+def test_a_plugins_own_file_is_written_back_through_the_public_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``router.write_back``, ``router.seen_identity`` and ``router.FileOutOfSight``,
+    as docs/plugins.md has a plugin use them (the 1C plugin's queues do): the file
+    deleted or replaced is written back and ``reopen`` is given it; a copy that
+    cannot take its place is given instead, the rows go on there and, passed as
+    ``copied``, it is moved in place at the next look; a file out of sight raises
+    ``router.FileOutOfSight`` with nothing moved."""
+    import router
+
+    path = tmp_path / "plugin.sqlite"
+    at: Path | None = None  # the copy in use when its move in place was refused
+
+    def connect(target: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    db = connect(path)
+    db.execute("CREATE TABLE rows (n INTEGER)")
+    db.execute("INSERT INTO rows VALUES (1), (2)")
+    opened = router.seen_identity(path)
+    told: list[Path] = []
+
+    def close() -> None:
+        db.close()
+
+    def reopen(target: Path) -> None:
+        nonlocal db, opened, at
+        told.append(target)
+        at = None if target == path else target
+        db = connect(target)
+        opened = router.seen_identity(target)
+
+    def look() -> str | None:
+        return router.write_back(path, opened, db, close=close, reopen=reopen, copied=at)
+
+    assert look() is None
+    assert router.write_back(path, None, db, close=close, reopen=reopen) is None
+    assert told == []
+    delete(path)
+    assert look() == "deleted"
+    assert told == [path]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert db.execute("SELECT count(*) FROM rows").fetchone() == (2,)
+
+    (tmp_path / "new").write_bytes(b"not ours")
+    os.replace(tmp_path / "new", path)
+    assert look() == "replaced"
+    assert told == [path, path]
+    [aside] = tmp_path.glob("plugin.sqlite.replaced-*")
+    assert aside.read_bytes() == b"not ours"
+    assert db.execute("SELECT count(*) FROM rows").fetchone() == (2,)
+
+    delete(path)
+    refused = refuse_swap(monkeypatch)
+    with pytest.raises(OSError, match=r"Read-only file system \(moving \.plugin\.sqlite\.\d+"):
+        look()
+    assert refused
+    copy, in_copy = at, opened
+    assert copy is not None
+    assert told == [path, path, copy]
+    db.execute("INSERT INTO rows VALUES (3)")  # goes on in the copy
+    assert not path.exists()
+    assert look() == "deleted"  # the copy moved in place, no new copy made
+    assert told[-1] == path
+    assert at is None
+    assert not copy.exists()
+    assert opened == in_copy  # the very file the rows went on in
+    assert not list(tmp_path.glob(".plugin.sqlite.*"))
+    assert db.execute("SELECT count(*) FROM rows").fetchone() == (3,)
+
+    with monkeypatch.context() as patched:
+        out_of_sight(patched, path)
+        with pytest.raises(router.FileOutOfSight) as raised:
+            router.seen_identity(path)
+        assert isinstance(raised.value, OSError)
+        assert raised.value.strerror == "Permission denied"
+        with pytest.raises(router.FileOutOfSight):
+            router.write_back(path, (0, 0), db, close=close, reopen=reopen)
+    assert len(told) == 4
+    assert router.seen_identity(path) == opened
+    assert list(tmp_path.glob("plugin.sqlite.replaced-*")) == [aside]
+    db.close()
