@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
 from callrouter_onec.models import EVENT_FIELDS, EventAck
-from router import Supervised
+from router import FileOutOfSight, Supervised, seen_identity, write_back
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -262,7 +262,7 @@ class HistoryQueue:
             max_age, max_rows = self._missed_limits
             missed = MissedBook(db, max_age=max_age, max_rows=max_rows)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
-            identity = _identity(target)
+            identity = seen_identity(target)
         except BaseException:
             db.close()
             raise
@@ -300,14 +300,16 @@ class HistoryQueue:
         SQLite goes on with the file it has open, deleted or not: the events not
         yet sent, the ids sent and the open missed calls were lost at the next
         start, and nothing said so. The open file is copied to its place
-        (``VACUUM INTO``) and opened there; a file put in its place is moved
-        aside first, as ``NAME.replaced-TIME``.
+        (``VACUUM INTO``, :func:`router.write_back`) and opened there; a file
+        put in its place is moved aside first, as ``NAME.replaced-TIME``.
 
         The open connection is closed before the copy is opened (they would
         share the ``-wal`` and ``-shm`` files by name): when opening the copy
         fails, the copy holds every row and is the file in use, opened again
         at the next call (:meth:`_ready`, each raising ``OperationalError``
-        until it opens), and the next look returns what was found.
+        until it opens), and the next look returns what was found. When the
+        copy cannot be moved in place (the folder made read-only) it is opened
+        where it is (``_at``), and the next look moves it in place.
         """
         with self._lock:
             if self._unopened is not None:
@@ -315,47 +317,29 @@ class HistoryQueue:
                 self._ready()
                 if self._at is None:
                     return what
-            found = _identity(self.path)
+            found = seen_identity(self.path)
             if found == self._file:
                 return None
             what = "deleted" if found is None else "replaced"
-            if self._at is None:
-                copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-                with contextlib.suppress(FileNotFoundError):
-                    copy.unlink()
-                create_private(copy)  # empty and 0600: VACUUM INTO fills it
-                try:
-                    self._db.execute("VACUUM INTO ?", (str(copy),))
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        copy.unlink()
-                    raise
-            else:
-                copy = self._at  # a copy a failed move left in use: moved in place now
-            if found is not None:
-                stamp = time.strftime("%Y%m%dT%H%M%S")
-                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
-            self._db.close()
-            # The copy is the file in use from here on, opened or not: the
-            # next look must not take it for one put there.
-            self._unopened = what
-            try:
-                os.replace(copy, self.path)
-            except OSError as exc:
-                # Left closed, every call raised ProgrammingError, each call event
-                # lost with a traceback: the copy holds every row, opened where it is.
-                self._at = copy
-                with contextlib.suppress(sqlite3.Error):  # else opened at the next call
-                    self._ready()
-                raise OSError(
-                    exc.errno,
-                    f"{exc.strerror or exc} (moving {copy.name} in its place; callrouter "
-                    f"goes on with that copy and tries again)",
-                ) from exc
-            self._at = None
-            self._file = _identity(self.path)
-            self._ready()
-            return what
+
+            def close() -> None:
+                self._db.close()
+                # The copy is the file in use from here on, opened or not: the
+                # next look must not take it for one put there.
+                self._unopened = what
+
+            def reopen(target: Path) -> None:
+                # Moved in place, or (the move refused) the copy, which holds every
+                # row: left closed, every call raised ProgrammingError, each call
+                # event lost with a traceback.
+                self._at = None if target == self.path else target
+                if self._at is None:
+                    self._file = seen_identity(self.path)
+                self._ready()  # failing (a full disk), opened at the next call
+
+            return write_back(
+                self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
+            )
 
     def __enter__(self) -> HistoryQueue:
         return self
@@ -662,24 +646,6 @@ def _migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         _roll_back(db)
         raise
-
-
-class FileOutOfSight(OSError):
-    """``stat`` of a state file failed, not for its absence (EACCES on the state
-    folder, an I/O error): it may well be there, so it is neither said deleted
-    nor written over."""
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file at ``path`` (device, inode), never opened (:func:`create_private`);
-    None when there is none, :class:`FileOutOfSight` when ``stat`` cannot tell."""
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FileOutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
-    return (found.st_dev, found.st_ino)
 
 
 def _roll_back(db: sqlite3.Connection) -> None:

@@ -72,8 +72,8 @@ from callrouter_onec.client import (
     transport_problem,
 )
 from callrouter_onec.errors import OneCUnavailable
-from callrouter_onec.history import FileOutOfSight, create_private
-from router import recording_key_problem
+from callrouter_onec.history import create_private
+from router import FileOutOfSight, recording_key_problem, seen_identity, write_back
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -150,18 +150,6 @@ class Upload:
         return f"/v1/calls/{self.call_id}/recordings/{self.part}"
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file at ``path`` (device, inode), None when there is none; raises
-    :class:`FileOutOfSight` (the errno's text) when ``stat`` cannot tell."""
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FileOutOfSight(exc.errno, exc.strerror or type(exc).__name__, str(path)) from None
-    return (found.st_dev, found.st_ino)
-
-
 def _outside(file: str, folder: Path) -> str | None:
     """Why ``file`` is not a recording in ``folder``, or None (blocking: it resolves
     both, so a ``..`` or a symbolic link on the way out of the folder is seen; a link
@@ -224,7 +212,7 @@ class UploadQueue:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             #: The file the connection has open (device, inode): see :meth:`put_back`.
-            identity = _identity(target)
+            identity = seen_identity(target)
         except BaseException:
             db.close()
             raise
@@ -257,8 +245,8 @@ class UploadQueue:
         owed to 1C and how far each went were lost at the next start, which
         sent every undelivered file from its start again, and in pull mode
         links 1C already had. The open file is copied beside it (``VACUUM
-        INTO``), a file put in its place is moved aside first, as
-        ``NAME.replaced-TIME``, as the 1C history's is
+        INTO``, :func:`router.write_back`), a file put in its place is moved
+        aside first, as ``NAME.replaced-TIME``, as the 1C history's is
         (:meth:`callrouter_onec.history.HistoryQueue.put_back`), the connection
         is closed (the next would take its ``-wal`` for its own), the copy moved
         in place and opened there. A file ``stat`` cannot look at (EACCES)
@@ -277,44 +265,23 @@ class UploadQueue:
                 self._ready()
                 if self._at is None:
                     return what
-            found = _identity(self.path)
+            found = seen_identity(self.path)
             if found == self._file:
                 return None
             what = "deleted" if found is None else "replaced"
-            if self._at is None:
-                copy = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-                with contextlib.suppress(FileNotFoundError):
-                    copy.unlink()
-                create_private(copy)  # empty and 0600: VACUUM INTO fills it
-                try:
-                    self._db.execute("VACUUM INTO ?", (str(copy),))
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        copy.unlink()
-                    raise
-            else:
-                copy = self._at  # a copy a failed move left in use: moved in place now
-            if found is not None:
-                stamp = time.strftime("%Y%m%dT%H%M%S")
-                os.replace(self.path, self.path.with_name(f"{self.path.name}.replaced-{stamp}"))
-            # Closed first: the last connection's close removes NAME-wal and
-            # NAME-shm, which the one opened next would otherwise take for its own.
-            self._db.close()
-            self._unopened = what  # the copy is the file in use, opened or not
-            try:
-                os.replace(copy, self.path)
-            except OSError as exc:
-                self._at = copy
-                with contextlib.suppress(sqlite3.Error):  # else opened at the next use
-                    self._ready()
-                raise OSError(
-                    exc.errno,
-                    f"{exc.strerror or exc} (moving {copy.name} in its place; callrouter "
-                    f"goes on with that copy and tries again)",
-                ) from exc
-            self._at = None
-            self._ready()  # failing (a full disk), the next use and look try again
-            return what
+
+            def close() -> None:
+                self._db.close()
+                self._unopened = what  # the copy is the file in use, opened or not
+
+            def reopen(target: Path) -> None:
+                # Moved in place, or (the move refused) the copy, which holds every row.
+                self._at = None if target == self.path else target
+                self._ready()  # failing (a full disk), the next use and look try again
+
+            return write_back(
+                self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
+            )
 
     def close(self) -> None:
         with self._lock:
