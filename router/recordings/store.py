@@ -344,7 +344,13 @@ def write_back(
     copy = _copy(path, db) if copied is None else copied
     if found is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+        try:
+            os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+        except OSError:
+            if copied is None:  # made here, in use nowhere: not left beside the file
+                with contextlib.suppress(OSError):
+                    copy.unlink()
+            raise
     # Closed first: the last connection's close removes NAME-wal and NAME-shm,
     # which the one opened next would otherwise take for its own.
     close()
@@ -491,24 +497,32 @@ def put_back_catalog(path: Path) -> str | None:
                 copied = at
             if not moving:
                 return None
-            what = "deleted" if seen_identity(path) is None else "replaced"
+            try:
+                what = "deleted" if seen_identity(path) is None else "replaced"
 
-            def close() -> None:
-                _drop_spare(key)  # a connection to the old file too
-                for store in moving:
-                    if not store._closed:
-                        store._db.close()
+                def close() -> None:
+                    _drop_spare(key)  # a connection to the old file too
+                    for store in moving:
+                        if not store._closed:
+                            store._db.close()
 
-            def reopen(target: Path) -> None:
-                for store in moving:  # this is the file in use, opened or not
-                    store._unopened = what
-                    store._at = None if target == path else target
-                for store in moving:
-                    store._ready()
+                def reopen(target: Path) -> None:
+                    for store in moving:  # this is the file in use, opened or not
+                        store._unopened = what
+                        store._at = None if target == path else target
+                    for store in moving:
+                        store._ready()
 
-            return write_back(
-                path, opened, moving[0]._db, close=close, reopen=reopen, copied=copied
-            )
+                return write_back(
+                    path, opened, moving[0]._db, close=close, reopen=reopen, copied=copied
+                )
+            finally:
+                # The spare's copy, unless moved in place or in use (a refused
+                # move): the file found back where it was, out of sight, or not
+                # moved aside left it in the state folder, a copy of every row.
+                if copied not in (None, at) and all(s._at != copied for s in moving):
+                    with contextlib.suppress(OSError):
+                        copied.unlink()
 
 
 class RecordingStore:

@@ -633,6 +633,92 @@ def test_a_write_while_the_catalog_is_copied_is_not_lost(
     again.close()
 
 
+def test_a_catalog_back_where_it_was_before_the_swap_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog moved away and back while the spare connection copied it (a
+    ``mv`` and its undo, a backup tool's rename): the write back found it where
+    it was and did nothing, and the copy, every caller's recording in it, stayed
+    in the state folder as ``.NAME.PID``, one more at each start that met it."""
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "10.1")
+    path = tmp_path / DB_NAME
+    assert put_back_catalog(path) is None  # the watch's look: the spare opened
+    away = tmp_path / "away.sqlite"
+    os.replace(path, away)
+    during_copy(monkeypatch, lambda: os.replace(away, path))
+    assert put_back_catalog(path) is None  # where it was after all
+    assert not list(tmp_path.glob(f".{DB_NAME}.*"))
+    start(recorder, "10.2")
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"10.1", "10.2"}
+    again.close()
+
+
+def test_a_catalog_that_goes_out_of_sight_before_the_swap_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stat`` refused between the copy and the swap (the state folder's
+    permissions changed): nothing is moved, as the error says, and the copy
+    made for the swap goes too."""
+    import router.recordings.store as store_module
+
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "11.1")
+    path = tmp_path / DB_NAME
+    assert put_back_catalog(path) is None
+    delete(path)
+    real = store_module.os.stat
+    blind: list[bool] = []
+
+    def stat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if blind and Path(target) == path:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real(target, *args, **kwargs)
+
+    during_copy(monkeypatch, lambda: blind.append(True))
+    monkeypatch.setattr(store_module.os, "stat", stat)
+    with pytest.raises(OSError, match="Permission denied"):
+        put_back_catalog(path)
+    assert not list(tmp_path.glob(f".{DB_NAME}.*"))
+    monkeypatch.setattr(store_module.os, "stat", real)
+    assert put_back_catalog(path) == "deleted"  # in sight again: written back
+    recorder.close()
+
+
+def test_a_copy_whose_file_cannot_be_moved_aside_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_back`` copies before it moves a file put in the place aside: that
+    move refused (an I/O error), the copy stayed beside it, holding every row."""
+    import router.recordings.store as store_module
+
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "12.1")
+    path = tmp_path / DB_NAME
+    (tmp_path / "copy").write_bytes(b"a backup copied over it")
+    (tmp_path / "copy").replace(path)
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if ".replaced-" in Path(dst).name:
+            raise OSError(5, "Input/output error", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        put_back_catalog(path)
+    assert not list(tmp_path.glob(f".{DB_NAME}.*"))
+    start(recorder, "12.2")  # the open file still works
+    monkeypatch.setattr(store_module.os, "replace", real)
+    assert put_back_catalog(path) == "replaced"
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"12.1", "12.2"}
+    again.close()
+
+
 # -- the public helper a plugin's own state file uses (docs/plugins.md) ----------------------
 
 
