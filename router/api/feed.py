@@ -203,8 +203,8 @@ class FeedStore:
         self._reserved: Callable[[int], None] | None = None
         self._flushing = False
         self._closed = False
-        #: A write back asked for and not done yet (:meth:`put_back`).
-        self._asked: Future[str | None] | None = None
+        #: The asks for a write back not served yet, one future each (:meth:`put_back`).
+        self._asked: list[Future[str | None]] = []
         #: The highest value the file may say (:meth:`load` sets it from the clock).
         self._cap = _MAX_CURSOR
 
@@ -248,29 +248,38 @@ class FeedStore:
         the worker thread, between two batches or between two tries of a write
         the file refuses (a full disk, a backup's lock: it waited behind them
         for as long as they failed); the future's result is ``"deleted"``,
-        ``"replaced"`` or None (where it was, or closed). An ask while one
-        waits is the same ask."""
+        ``"replaced"`` or None (where it was, or closed). Asks while one
+        waits are served by one write back, each with a future of its own: a
+        shared one cancelled by one asker (``asyncio.wrap_future`` cancels it
+        with the task) raised ``CancelledError`` in the others and no write
+        back was done."""
+        asked: Future[str | None] = Future()
         with self._lock:
             if self._closed:
-                done: Future[str | None] = Future()
-                done.set_result(None)
-                return done
-            if self._asked is not None:
-                return self._asked
-            asked = self._asked = Future()
+                asked.set_result(None)
+                return asked
+            waiting = [f for f in self._asked if not f.cancelled()]  # bounded by the askers
+            self._asked = [*waiting, asked]
+            if waiting:
+                return asked  # their job serves this one too
         self._pool.submit(self._serve_put_back)
         return asked
 
     def _serve_put_back(self) -> None:
         """On the worker: the write back asked for (:meth:`put_back`), if any."""
         with self._lock:
-            asked, self._asked = self._asked, None
-        if asked is None or not asked.set_running_or_notify_cancel():
+            asked, self._asked = self._asked, []
+        asked = [f for f in asked if f.set_running_or_notify_cancel()]
+        if not asked:
             return
         try:
-            asked.set_result(self._put_back())
+            what = self._put_back()
         except BaseException as exc:
-            asked.set_exception(exc)
+            for future in asked:
+                future.set_exception(exc)
+            return
+        for future in asked:
+            future.set_result(what)
 
     def _put_back(self) -> str | None:
         if self._unopened is not None:

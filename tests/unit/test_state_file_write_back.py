@@ -553,6 +553,41 @@ async def test_a_deleted_feed_file_is_written_back_while_a_write_keeps_failing(
     await again.aclose()
 
 
+async def test_a_feed_write_back_one_asker_gave_up_on_is_still_done_for_the_others(
+    tmp_path: Path,
+) -> None:
+    """Asks while one waits share it: the first asker cancelled (a timeout, its
+    task cancelled) cancelled the shared future, so the other asker got
+    ``CancelledError`` in a task nobody cancelled, every ask until the worker
+    came to it too, and the file was not written back."""
+    feed = EventFeed.open(tmp_path)
+    cursors = [feed.publish("ringing", "101", {"n": 0}, call_id="c1")]
+    await asyncio.sleep(0.1)
+    path = tmp_path / FILENAME
+    delete(path)
+    store = feed._store
+    assert store is not None
+    busy = threading.Event()
+    store._pool.submit(busy.wait, 5)  # the worker on a batch meanwhile
+    try:
+        first = asyncio.ensure_future(feed.put_back())
+        second = asyncio.ensure_future(feed.put_back())
+        await asyncio.sleep(0.05)
+        first.cancel()
+        await asyncio.sleep(0.05)
+        third = asyncio.ensure_future(feed.put_back())  # asked after the cancel
+        await asyncio.sleep(0.05)
+    finally:
+        busy.set()
+    assert await asyncio.wait_for(second, 5) == "deleted"
+    assert await asyncio.wait_for(third, 5) in ("deleted", None)
+    assert path.exists()
+    await feed.aclose()
+    again = EventFeed.open(tmp_path)
+    assert [e.cursor for e in again.read(0).events] == cursors
+    await again.aclose()
+
+
 # -- the catalog's copy holds no store's lock ---------------------------------------------------
 
 
