@@ -17,6 +17,7 @@ from router.errors import (
     AMIValidationError,
     CallRouterError,
     ConfigError,
+    FileOutOfSight,
     LookupUnavailable,
     PluginError,
     RuleError,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.recordings.naming import recording_key_problem
     from router.recordings.settings import RecordingSettings
     from router.recordings.store import (
-        FileOutOfSight,
         Recording,
         RecordingStore,
         seen_identity,
@@ -113,7 +113,6 @@ _LAZY = {
     "recording_signer": "router.recordings",
     "recording_key_problem": "router.recordings.naming",
     # A plugin's own SQLite state file deleted or replaced while open: written back.
-    "FileOutOfSight": "router.recordings.store",
     "seen_identity": "router.recordings.store",
     "write_back": "router.recordings.store",
     "Metrics": "router.metrics",

@@ -26,6 +26,7 @@ as aiosmtplib does::
     ├── RecordingError                     a call recording could not be made, closed or transcoded
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
     ├── StateBackupError(OSError)          ``callrouter state backup`` could not copy the state
+    ├── FileOutOfSight(OSError)            ``stat`` cannot tell whether a state file is there
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
@@ -55,6 +56,7 @@ __all__ = [
     "CallRouterError",
     "ConfigError",
     "ConfigUnreadable",
+    "FileOutOfSight",
     "FunctionFailed",
     "HistorySourceError",
     "LookupUnavailable",
@@ -258,6 +260,14 @@ class HistorySourceError(CallRouterError, OSError):
 class StateBackupError(CallRouterError, OSError):
     """``[router] state_dir`` could not be backed up (router/statebackup.py): the
     target is not a new folder, or a file could not be read or written."""
+
+
+class FileOutOfSight(CallRouterError, OSError):
+    """A state file that cannot be looked at (``stat`` failed, but not for its
+    absence: the state folder's permissions changed, an I/O error): it may well
+    still be there, so it is neither said deleted nor written over. Public as
+    ``router.FileOutOfSight`` (docs/plugins.md, a plugin's own state file); an
+    ``OSError`` with the errno, its text and the path, as ``stat`` gave them."""
 
 
 class SandboxError(CallRouterError, RuntimeError):

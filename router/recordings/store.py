@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Final
 
 from router import jsonsafe
+from router.errors import FileOutOfSight
 from router.recordings.naming import FileName, check_call_id, check_part
 
 __all__ = [
@@ -278,12 +279,6 @@ def file_identity(path: Path) -> tuple[int, int] | None:
         return seen_identity(path)
     except OSError:
         return None
-
-
-class FileOutOfSight(OSError):
-    """A state file that cannot be looked at (``stat`` failed, but not for its
-    absence: the state folder's permissions changed, an I/O error): it may well
-    still be there, so it is neither said deleted nor written over."""
 
 
 def seen_identity(path: Path) -> tuple[int, int] | None:

@@ -842,3 +842,35 @@ def test_a_plugins_own_file_is_written_back_through_the_public_helper(
     assert router.seen_identity(path) == opened
     assert list(tmp_path.glob("plugin.sqlite.replaced-*")) == [aside]
     db.close()
+
+
+def test_a_file_out_of_sight_is_an_error_of_the_one_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``router.FileOutOfSight`` is public (docs/plugins.md: a plugin's own state
+    file): callrouter raises it on purpose, so it is a ``CallRouterError`` like
+    every other, drawn in router/errors.py's tree, and still the ``OSError`` with
+    the errno's text that ``except OSError`` and its ``strerror`` expect. It was a
+    bare ``OSError`` that ``except router.CallRouterError`` let through."""
+    import router
+    import router.errors
+    import router.recordings.store as store_module
+
+    assert issubclass(router.FileOutOfSight, router.CallRouterError)
+    assert store_module.FileOutOfSight is router.errors.FileOutOfSight
+    assert "FileOutOfSight(OSError)" in (router.errors.__doc__ or "")
+    target = tmp_path / "plugin.sqlite"
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", str(path))  # a chmod of the folder
+
+    monkeypatch.setattr(store_module.os, "stat", stat)
+    with pytest.raises(router.CallRouterError) as caught:
+        router.seen_identity(target)
+    assert isinstance(caught.value, router.FileOutOfSight)
+    assert isinstance(caught.value, OSError)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        13,
+        "Permission denied",
+        str(target),
+    )
