@@ -665,7 +665,8 @@ class RecordingUploader:
         self._away_attempts = 0
         #: Unforeseen failures already logged with their traceback (:meth:`_log_unexpected`).
         self._unexpected: set[tuple[str, str, str]] = set()
-        #: Files whose failure was said at WARNING (:meth:`_not_delivered`), until delivered.
+        #: Files whose failure was said at WARNING (:meth:`_not_delivered`), until
+        #: delivered or sent again on request (``callrouter recordings retry``).
         self._failing: set[tuple[str, str]] = set()
         #: Looks at the queue's file on its own (an upload to a slow 1C takes long).
         self._watch: asyncio.Task[None] | None = None
@@ -808,6 +809,9 @@ class RecordingUploader:
             elif rec.retry_asked_at is not None and await asyncio.to_thread(
                 self.queue.requeue, rec
             ):
+                # Asked for again: its next failure is said at WARNING, not as a
+                # retry (DEBUG) of the failures before it was given up.
+                self._failing.discard((rec.event_id, rec.sha256 or ""))
                 log.info(
                     "onec: recording %s queued for 1C again (callrouter recordings retry)",
                     rec.event_id,
@@ -872,7 +876,8 @@ class RecordingUploader:
 
     def _not_delivered(self, upload: Upload, exc: OSError, wait: float) -> None:
         """One file not delivered (its read failed, or 1C's answer about it): a WARNING
-        the first time, each retry after it at DEBUG until the file is delivered.
+        the first time, each retry after it at DEBUG until the file is delivered (or,
+        given up, asked for again: its failure then is a WARNING again).
 
         A line per file per retry grew with the files waiting: a 1C answering every
         file's status with a byte count that is none, or a 400, logged more each

@@ -259,6 +259,51 @@ async def test_a_file_1c_keeps_answering_wrongly_is_one_warning_not_one_per_retr
     assert len(retries) == 4 * len(calls)
 
 
+async def test_a_file_sent_again_on_request_says_its_next_failure_at_warning(
+    tmp_path: Path, settings: OneCSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file whose failure was said (WARNING, its retries DEBUG), then given up
+    (1C refused a chunk: ERROR), is asked for again (``callrouter recordings
+    retry``): its failure then was a DEBUG line only, as a retry of the episode
+    the refusal ended, so the administrator who asked saw nothing go wrong."""
+    store = closed_recording(tmp_path)
+    phase = ["wrong count"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            return httpx.Response(400, json={"error": {"code": "invalid_parameter"}})
+        received = -1 if phase[0] == "wrong count" else 0
+        return httpx.Response(200, json={"received": received, "complete": False})
+
+    up = uploader(tmp_path, store, settings)
+    up.remote = OneCRecordings(settings, chunk_timeout=5, transport=httpx.MockTransport(answer))
+    caplog.set_level(logging.DEBUG, "callrouter_onec.recordings")
+
+    def said(level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "callrouter_onec.recordings" and r.levelno == level
+        ]
+
+    try:
+        assert await up.step() == 0
+        assert await up.step() == 0
+        assert len(said(logging.WARNING)) == 1
+        phase[0] = "refused"
+        assert await up.step() == 0
+        assert any("refused" in m for m in said(logging.ERROR))
+        assert store.ask_retry([delivered(store).id]) == [delivered(store).id]
+        phase[0] = "wrong count"
+        caplog.clear()
+        assert await up.step() == 0
+    finally:
+        await close_uploads(up)
+    assert any("queued for 1C again" in m for m in said(logging.INFO))
+    (warning,) = said(logging.WARNING)
+    assert warning.startswith(f"onec: recording {CALL}/recording/mix not delivered (")
+
+
 async def test_a_router_restart_mid_upload_resumes_where_1c_stopped(
     tmp_path: Path, double: OneCDouble, settings: OneCSettings
 ) -> None:
