@@ -152,8 +152,12 @@ def run(args: argparse.Namespace) -> int:
         if args.manager_conf:
             _print_manager_conf(offline)
         if args.manager_conf_file is not None:
-            compared = str(args.manager_conf_file)
-            if not _compare_manager_conf(offline, args.manager_conf_file, _suggested_flags(args)):
+            ok, made = _compare_manager_conf(
+                offline, args.manager_conf_file, _suggested_flags(args)
+            )
+            if made:  # not when the file was not read: no comparison to point at
+                compared = str(args.manager_conf_file)
+            if not ok:
                 count += 1
     # Asterisk's side stands on its own: worth knowing while the rules are fixed.
     flags = args.url is not None and args.username is not None
@@ -530,10 +534,13 @@ def _told_broken(path: Path, found: UserSection, *, offset: int = 0) -> bool:
     return not (found.errors or found.crashes)
 
 
-def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> bool:
+def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> tuple[bool, bool]:
     """Print what to change in the user's eventfilter lines of manager.conf
-    ``path`` (router/manager_conf.py); False on a failure (events callrouter
-    needs are filtered out, or the file cannot be read). ``suggested``: what
+    ``path`` (router/manager_conf.py). Returns (ok, compared): ok is False on
+    a failure (events callrouter needs are filtered out, or the file cannot be
+    read); compared says whether the user's lines were compared, for the
+    Asterisk check's advice points at that comparison then and asks for one
+    otherwise (a file not read, a user it lacks). ``suggested``: what
     the commands the findings suggest add (--username). A user the file lacks
     is looked for in the files its ``#include`` lines name (FreePBX keeps the
     admin's own users in manager_custom.conf)."""
@@ -553,16 +560,16 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         text = _read_manager_conf(path)
     except OSError as exc:
         print(f"manager.conf: {_LEVELS['fail']} cannot read {path}: {exc.strerror or exc}")
-        return False
+        return False, False
     found = section_eventfilters(text, user)
     if found is None:
         print(
             f"manager.conf: {_LEVELS['fail']} {path} has no [{user}] section (the manager "
             "user of router.toml [asterisk] username, or --username)"
         )
-        return False
+        return False, False
     if not _told_broken(path, found):
-        return False
+        return False, False
     # [general] as Asterisk reads it: with what the #include lines bring in.
     general, read, missing, broad = _expanded(path, text)
     for including, directive in broad:
@@ -592,14 +599,14 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
     if found.elsewhere:
         included = _with_included(path, text, user, found.includes)
         if included is None:
-            return False
+            return False, False
         if isinstance(included, str):
             print(
                 f"manager.conf: {_LEVELS['advice']} {path} has no [{user}] section, "
                 f"{included}: run this command again with --manager-conf-file naming the "
                 f"file that has [{user}]"
             )
-            return not missing
+            return not missing, False
         path, found = included
         found_in = path
         try:  # its read and write lines, after the templates above (as Asterisk reads it)
@@ -636,7 +643,7 @@ def _compare_manager_conf(offline: Offline, path: Path, suggested: str = "") -> 
         print(f"manager.conf: {_LEVELS[finding.level]} {escape_controls(finding.text)}")
         for line in finding.lines:
             print(f"    {escape_controls(line)}")
-    return not missing and not any(f.level == "fail" for f in findings)
+    return not missing and not any(f.level == "fail" for f in findings), True
 
 
 def named_by(offline: Offline) -> str:

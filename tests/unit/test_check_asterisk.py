@@ -818,6 +818,46 @@ async def test_filtering_advice_after_the_comparison_does_not_ask_for_it_again(
         assert quoted in found[2].text, page
 
 
+@pytest.mark.parametrize("conf", ["missing", "no section"])
+def test_filtering_advice_after_a_comparison_that_could_not_be_made_still_asks_for_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    conf: str,
+) -> None:
+    """`check --asterisk --manager-conf-file PATH` whose file could not be compared
+    (a typo in PATH, no section of the user): the FAIL above says so, and the
+    ADVICE said "the manager.conf lines above are that comparison", sending the
+    administrator to a comparison that never was. It asks for one, as without it."""
+    from router.cli import main
+    from router.testing import ReplayAsterisk
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "router.toml").write_text(
+        '[asterisk]\nurl = "http://127.0.0.1:8088/asterisk"\nusername = "router"\n'
+        'secret = "secret"\n[router]\nrules = ["rules"]\n',
+        encoding="utf-8",
+    )
+    manager_conf = tmp_path / "manager.conf"
+    if conf == "no section":
+        manager_conf.write_text("[general]\nenabled = yes\n", encoding="utf-8")
+
+    def fake(settings: object) -> object:
+        replay = ReplayAsterisk(url="http://127.0.0.1:8088/asterisk")
+        replay.on("ShowDialPlan", dialplan_answer)
+        replay.on("Filter", denied)
+        return replay.client(url="http://127.0.0.1:8088/asterisk")
+
+    monkeypatch.setattr("router.ami.connect.open_client", fake)
+    main(["check", "--asterisk", "--manager-conf-file", str(manager_conf)])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("manager.conf: FAIL") for line in lines), lines
+    (advice,) = [line for line in lines if "Asterisk refuses this user Filter" in line]
+    assert "the manager.conf lines above are that comparison" not in advice
+    assert "callrouter check --manager-conf-file /etc/asterisk/manager.conf" in advice
+
+
 async def test_a_refusal_with_a_peers_long_hostile_message_is_quoted_in_part(
     ajam_replay: ReplayAsterisk,
 ) -> None:
