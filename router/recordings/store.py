@@ -30,6 +30,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -420,7 +421,15 @@ def _open_spare(key: Path, opened: tuple[int, int] | None) -> None:
     if key in _SPARE or opened is None:
         return
     try:
-        db = sqlite3.connect(key, isolation_level=None, check_same_thread=False, timeout=5.0)
+        # mode=rw: a catalog deleted since the look is not made again here,
+        # empty and with the umask's mode, for the next look to call "replaced".
+        db = sqlite3.connect(
+            f"file:{urllib.parse.quote(str(key))}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=5.0,
+        )
     except sqlite3.Error:
         return
     try:

@@ -874,3 +874,34 @@ def test_a_file_out_of_sight_is_an_error_of_the_one_tree(
         "Permission denied",
         str(target),
     )
+
+
+def test_the_spare_connection_does_not_make_a_catalog_deleted_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look found the catalog where it was and opened the copy's spare
+    connection; deleted between the two, sqlite made it again there, empty and
+    with the umask's mode (not 0600), and the next look called that "replaced"
+    and moved it aside instead of writing the catalog back."""
+    import router.recordings.store as store_module
+
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "11.1")
+    path = tmp_path / DB_NAME
+    real = store_module._open_spare
+
+    def deleted_first(key: Path, opened: tuple[int, int] | None) -> None:
+        delete(path)
+        real(key, opened)
+
+    monkeypatch.setattr(store_module, "_open_spare", deleted_first)
+    assert put_back_catalog(path) is None  # the look: where it was, then deleted
+    assert not path.exists(), "the spare connection made an empty catalog"
+    monkeypatch.setattr(store_module, "_open_spare", real)
+    assert put_back_catalog(path) == "deleted"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(f"{DB_NAME}.replaced-*"))
+    recorder.close()
+    again = RecordingStore(tmp_path)
+    assert {r.call_id for r in again.recording()} == {"11.1"}
+    again.close()
