@@ -578,7 +578,9 @@ class RecordingStore:
         says why not, which the recorder and the API handle as any failed write:
         the closed connection raised ``ProgrammingError`` at every use until
         the restart, and the next write back copied from it and failed too."""
-        if self._unopened is None:
+        if self._unopened is None or self._closed:
+            # Closed meanwhile (a step's thread left running past the stop):
+            # opened now, the connection was never closed again.
             return
         try:
             self._connect()

@@ -905,3 +905,34 @@ def test_the_spare_connection_does_not_make_a_catalog_deleted_under_it(
     again = RecordingStore(tmp_path)
     assert {r.call_id for r in again.recording()} == {"11.1"}
     again.close()
+
+
+def test_a_catalog_closed_before_its_written_back_file_was_opened_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread left running by a cancelled step, arriving after the stop while
+    the written-back file waited to be opened, opened a connection nobody
+    closed again."""
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "12.1")
+    path = tmp_path / DB_NAME
+    delete(path)
+    connect = RecordingStore._connect
+    opened: list[int] = []
+
+    def full(self: RecordingStore) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(RecordingStore, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        put_back_catalog(path)
+
+    def counted(self: RecordingStore) -> None:
+        opened.append(1)
+        connect(self)
+
+    monkeypatch.setattr(RecordingStore, "_connect", counted)
+    recorder.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        recorder.get("12.1", "mix")
+    assert opened == []

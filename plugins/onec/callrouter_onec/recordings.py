@@ -225,7 +225,9 @@ class UploadQueue:
         why not, which the uploader waits out as any queue it cannot use (nothing
         lost, no traceback): the closed connection raised ``ProgrammingError``
         until the next look at the file, a traceback each step."""
-        if self._unopened is None:
+        if self._unopened is None or self._closed:
+            # Closed meanwhile (a step's thread left running past the stop):
+            # opened now, the connection was never closed again.
             return
         try:
             if self._at is None:

@@ -286,3 +286,32 @@ async def test_the_uploader_waits_out_a_queue_it_cannot_open_without_a_traceback
     assert "cannot be opened again: database or disk is full" in said[0]
     assert any("work again" in r.getMessage() for r in caplog.records)
     store.close()
+
+
+def test_a_queue_closed_before_its_written_back_file_was_opened_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's thread left running past the stop, arriving while the
+    written-back file waited to be opened, opened a connection nobody closed."""
+    store = closed_recording(tmp_path)
+    path = tmp_path / "state" / FILENAME
+    queue = UploadQueue(path)
+    (rec,) = store.closed(0, 10)
+    assert queue.add(rec)
+    delete(path)
+    connect = UploadQueue._connect
+    monkeypatch.setattr(UploadQueue, "_connect", full)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        queue.put_back()
+    opened: list[int] = []
+
+    def counted(self: UploadQueue) -> None:
+        opened.append(1)
+        connect(self)
+
+    monkeypatch.setattr(UploadQueue, "_connect", counted)
+    queue.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        queue.due()
+    assert opened == []
+    store.close()
