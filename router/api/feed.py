@@ -262,7 +262,12 @@ class FeedStore:
             self._asked = [*waiting, asked]
             if waiting:
                 return asked  # their job serves this one too
-        self._pool.submit(self._serve_put_back)
+        try:
+            self._pool.submit(self._serve_put_back)
+        except RuntimeError:  # closed since: the pool shut down, nothing to write back
+            with self._lock:
+                self._asked = [f for f in self._asked if f is not asked]
+            asked.set_result(None)
         return asked
 
     def _serve_put_back(self) -> None:

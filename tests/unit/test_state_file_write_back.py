@@ -588,6 +588,25 @@ async def test_a_feed_write_back_one_asker_gave_up_on_is_still_done_for_the_othe
     await again.aclose()
 
 
+async def test_a_feed_write_back_asked_as_the_feed_stops_is_none_not_a_runtime_error(
+    tmp_path: Path,
+) -> None:
+    """Asked between its check that the feed is open and the submit, while the
+    stop shut the worker down: ``RuntimeError`` (outside the one exception
+    tree) reached the state-file watch instead of "nothing to write back"."""
+    feed = EventFeed.open(tmp_path)
+    feed.publish("ringing", "101", {"n": 0}, call_id="c1")
+    await asyncio.sleep(0.1)
+    store = feed._store
+    assert store is not None
+    store._pool.shutdown(wait=True)  # the stop got there first
+    assert store.put_back().result(timeout=1) is None
+    assert store._asked == []
+    with store._lock:
+        store._closed = True
+    store._db.close()
+
+
 # -- the catalog's copy holds no store's lock ---------------------------------------------------
 
 
