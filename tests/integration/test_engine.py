@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -244,9 +245,12 @@ async def test_lookup_slower_than_deadline_means_no_action(
     assert engine.executor.redirects.get(call.channel) is None
 
 
-async def test_exploding_plugin_is_logged_once_per_call(
+async def test_exploding_plugin_is_logged_once_per_call_and_hook(
     engine: Engine, placer: CallPlacer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Every event of the call fails the plugin's ``callrouter_event``: one line
+    for it, and one for each other hook that failed for the call, never one
+    per event."""
     caplog.set_level(logging.ERROR, logger="router.plugins")
     call = await placer.place("74950000001", "79161234567")
     await placer.wait_all([call], timeout=10)
@@ -260,7 +264,18 @@ async def test_exploding_plugin_is_logged_once_per_call(
     about_call = [
         r for r in caplog.records if "'exploding'" in r.getMessage() and linkedid in r.getMessage()
     ]
-    assert len(about_call) == 1, [r.getMessage() for r in about_call]
+    said = [r.getMessage() for r in about_call]
+    hooks = [re.search(r"failed in (callrouter_\w+)", m) for m in said]
+    assert all(hooks), said
+    failed = [h.group(1) for h in hooks if h]
+    assert len(failed) == len(set(failed)), said  # once per hook
+    assert set(failed) == {
+        "callrouter_event",
+        "callrouter_call_start",
+        "callrouter_prefetch",
+        "callrouter_decision",
+        "callrouter_call_end",
+    }, said
 
 
 async def test_tracker_empties_when_calls_hang_up(engine: Engine, placer: CallPlacer) -> None:
