@@ -62,7 +62,8 @@ from urllib.parse import urlsplit
 from callrouter_onec.errors import OneCBadRequest, OneCUnavailable
 from callrouter_onec.missed import MISSED_MAX_AGE, MISSED_MAX_ROWS, MissedBook, MissedFact
 from callrouter_onec.models import EVENT_FIELDS, EventAck
-from router import FileOutOfSight, Supervised, seen_identity, write_back
+from callrouter_onec.state_file import WrittenBackFile
+from router import FileOutOfSight, Supervised, seen_identity
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -201,7 +202,7 @@ class QueuedEvent:
     attempts: int
 
 
-class HistoryQueue:
+class HistoryQueue(WrittenBackFile):
     """The durable queue: one SQLite file, one row per (call_id, event).
 
     Delivered and dropped rows are kept for ``retention`` seconds so that a late
@@ -312,34 +313,7 @@ class HistoryQueue:
         where it is (``_at``), and the next look moves it in place.
         """
         with self._lock:
-            if self._unopened is not None:
-                what = self._unopened
-                self._ready()
-                if self._at is None:
-                    return what
-            found = seen_identity(self.path)
-            if found == self._file:
-                return None
-            what = "deleted" if found is None else "replaced"
-
-            def close() -> None:
-                self._db.close()
-                # The copy is the file in use from here on, opened or not: the
-                # next look must not take it for one put there.
-                self._unopened = what
-
-            def reopen(target: Path) -> None:
-                # Moved in place, or (the move refused) the copy, which holds every
-                # row: left closed, every call raised ProgrammingError, each call
-                # event lost with a traceback.
-                self._at = None if target == self.path else target
-                if self._at is None:
-                    self._file = seen_identity(self.path)
-                self._ready()  # failing (a full disk), opened at the next call
-
-            return write_back(
-                self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
-            )
+            return self._put_back_open_file()
 
     def __enter__(self) -> HistoryQueue:
         return self

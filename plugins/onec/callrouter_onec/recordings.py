@@ -73,7 +73,8 @@ from callrouter_onec.client import (
 )
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.history import create_private
-from router import FileOutOfSight, recording_key_problem, seen_identity, write_back
+from callrouter_onec.state_file import WrittenBackFile
+from router import FileOutOfSight, recording_key_problem, seen_identity
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -187,7 +188,7 @@ def _upload(r: list[Any], folder: Path | None = None) -> Upload | str:
     return Upload(call_id, part, sha256, Path(file), size, content_type, duration, attempts)
 
 
-class UploadQueue:
+class UploadQueue(WrittenBackFile):
     """The uploads still owed to 1C; survives restarts (SQLite, 0600)."""
 
     def __init__(self, path: Path) -> None:
@@ -262,28 +263,7 @@ class UploadQueue:
         with self._lock:
             if self._closed:
                 return None
-            if self._unopened is not None:  # written back, but not opened again last time
-                what = self._unopened
-                self._ready()
-                if self._at is None:
-                    return what
-            found = seen_identity(self.path)
-            if found == self._file:
-                return None
-            what = "deleted" if found is None else "replaced"
-
-            def close() -> None:
-                self._db.close()
-                self._unopened = what  # the copy is the file in use, opened or not
-
-            def reopen(target: Path) -> None:
-                # Moved in place, or (the move refused) the copy, which holds every row.
-                self._at = None if target == self.path else target
-                self._ready()  # failing (a full disk), the next use and look try again
-
-            return write_back(
-                self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
-            )
+            return self._put_back_open_file()
 
     def close(self) -> None:
         with self._lock:
