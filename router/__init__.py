@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
     from router.recordings import open_recordings, recording_signer
+    from router.recordings.files import NotTheRecording, open_recording
     from router.recordings.naming import recording_key_problem
     from router.recordings.settings import RecordingSettings
     from router.recordings.store import (
@@ -112,6 +113,9 @@ _LAZY = {
     "open_recordings": "router.recordings",
     "recording_signer": "router.recordings",
     "recording_key_problem": "router.recordings.naming",
+    # A recording's file read only below the recordings folder, no link on the way.
+    "open_recording": "router.recordings.files",
+    "NotTheRecording": "router.recordings.files",
     # A plugin's own SQLite state file deleted or replaced while open: written back.
     "seen_identity": "router.recordings.store",
     "write_back": "router.recordings.store",
@@ -156,6 +160,7 @@ __all__ = [
     "LookupTrace",
     "LookupUnavailable",
     "Metrics",
+    "NotTheRecording",
     "NumberKind",
     "NumberPlan",
     "ParamSpec",
@@ -185,6 +190,7 @@ __all__ = [
     "location_problem",
     "normalize_number",
     "number_digits",
+    "open_recording",
     "open_recordings",
     "parse_number",
     "recording_key_problem",

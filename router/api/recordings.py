@@ -67,7 +67,7 @@ from router.api.errors import (
 from router.errors import AMIError, RecordingError
 from router.recordings import RecordingStore, recording_signer
 from router.recordings.closer import written_after
-from router.recordings.files import open_regular
+from router.recordings.files import NotTheRecording, open_recording
 from router.recordings.mixmonitor import start_recording, stop_recording
 from router.recordings.naming import CALL_ID, FORMATS, LEGS, PARTS
 from router.recordings.ownership import (
@@ -138,9 +138,10 @@ def _not_found(call_id: str) -> ApiError:
     return ApiError(404, f"no recording {call_id[:60]!r} that this request may fetch")
 
 
-def _open(path: Path) -> tuple[BinaryIO, int]:
-    """The recording open (a regular file, no link: :func:`open_regular`) and its size."""
-    handle = open_regular(path)
+def _open(folder: Path, path: Path) -> tuple[BinaryIO, int]:
+    """The recording open and its size: a regular file below ``folder`` (``[recordings]
+    local_dir``), reached without following a link on the way (:func:`open_recording`)."""
+    handle = open_recording(folder, path)
     try:
         return handle, os.fstat(handle.fileno()).st_size
     except BaseException:
@@ -411,7 +412,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         if rec is None or rec.state not in _SERVABLE or rec.file is None:
             raise _not_found(call_id)
         try:
-            handle, size = await asyncio.to_thread(_open, rec.file)
+            handle, size = await asyncio.to_thread(_open, recordings.settings.local_dir, rec.file)
+        except NotTheRecording as exc:
+            # Not the recording: a catalog row naming a file elsewhere, or a link
+            # someone with write access to the recordings folder put on the way.
+            log.warning("api: recording %s/%s not served: %s", call_id, part, exc.strerror)
+            raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
         except OSError:
             raise ApiError(404, f"recording {call_id!r} is no longer kept") from None
         try:

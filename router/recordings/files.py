@@ -9,7 +9,9 @@ it; or a FIFO, whose ``open`` blocks the reading thread for ever; or, where a
 transcoded file is to be written, a link to a file the encoder would then
 overwrite with callrouter's rights. So a recording is only ever read through
 :func:`open_regular` (the last name must be the file itself, and a regular one;
-the folder may be a link the administrator made) and written through
+the folder may be a link the administrator made), or, where the recordings
+folder is known, through :func:`open_recording` (every name below that folder opened in
+turn, none of them a link, nothing outside it), and written through
 :func:`create_new` (a name nothing holds, never through a link).
 """
 
@@ -23,11 +25,28 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotARegularFile", "create_new", "move_into", "open_regular"]
+__all__ = [
+    "NotARegularFile",
+    "NotTheRecording",
+    "OutsideFolder",
+    "create_new",
+    "move_into",
+    "open_recording",
+    "open_regular",
+]
 
 
-class NotARegularFile(OSError):
+class NotTheRecording(OSError):
+    """What a recording's path leads to is not the recording: never read, sent or served."""
+
+
+class NotARegularFile(NotTheRecording):
     """What holds a recording's name is a symbolic link, a FIFO, a folder: not the file."""
+
+
+class OutsideFolder(NotTheRecording):
+    """A recording's path leaves the recordings folder: it names a file elsewhere, goes
+    up with ``..``, or passes a symbolic link (or a non-folder) on the way down."""
 
 
 #: ``link()`` errors that say the target folder is on another filesystem or takes no
@@ -50,6 +69,78 @@ def open_regular(path: Path) -> BinaryIO:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _names_below(folder: Path, path: Path) -> tuple[Path, tuple[str, ...]]:
+    """The folder as ``path`` spells it and the names from it down to the file;
+    :class:`OutsideFolder` when ``path`` is not below ``folder`` (as written, or
+    as the folder resolves: a catalog written before ``local_dir`` became a link)."""
+    if path.is_absolute():
+        for root in (folder, Path(os.path.realpath(folder))):
+            try:
+                names = path.relative_to(root).parts
+            except ValueError:
+                continue
+            if names and not any(n in ("", ".", "..") for n in names):
+                return root, names
+    raise OutsideFolder(errno.EXDEV, f"{path} is not in the recordings folder {folder}")
+
+
+def open_recording(folder: Path, path: Path) -> BinaryIO:
+    """``path`` open for reading when it is a regular file below ``folder``, and no
+    name on the way down from ``folder`` is a symbolic link.
+
+    ``folder`` itself is opened as it is (the administrator may have made it a
+    link); every name below it is then opened from the one above it
+    (``openat``): the folders ``O_DIRECTORY | O_NOFOLLOW``, the file
+    ``O_NOFOLLOW`` and never blocking, so a folder on the way that someone with
+    write access below ``folder`` swapped for a link to ``/etc`` is never
+    followed, even after any check of the path. :class:`OutsideFolder` naming
+    ``path`` when it is not below ``folder`` or a name on the way is a link or
+    not a folder; :class:`NotARegularFile` naming it for a link, a FIFO, a
+    device or a folder at the file's own name (both :class:`NotTheRecording`);
+    ``FileNotFoundError`` when nothing is there.
+    """
+    root, names = _names_below(folder, path)
+    at = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            try:
+                below = os.open(
+                    name,
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=at,
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise OutsideFolder(
+                    exc.errno,
+                    f"{path}: {name} on the way is a symbolic link or not a folder: "
+                    f"not in the recordings folder {folder}",
+                ) from None
+            os.close(at)
+            at = below
+        try:
+            fd = os.open(
+                names[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=at
+            )
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotARegularFile(
+                    errno.ELOOP, f"{path} is a symbolic link, not a recording"
+                ) from None
+            raise
+    finally:
+        os.close(at)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, f"{path} is not a regular file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

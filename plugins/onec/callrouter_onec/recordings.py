@@ -48,14 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import random
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -74,7 +72,13 @@ from callrouter_onec.client import (
 from callrouter_onec.errors import OneCUnavailable
 from callrouter_onec.history import create_private
 from callrouter_onec.state_file import WrittenBackFile
-from router import FileOutOfSight, recording_key_problem, seen_identity
+from router import (
+    FileOutOfSight,
+    NotTheRecording,
+    open_recording,
+    recording_key_problem,
+    seen_identity,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from router import EngineAPI, Recording, RecordingSettings, RecordingStore
@@ -1012,7 +1016,9 @@ class RecordingUploader:
             # (appended to its name) are not the recording, and a chunk past SIZE is
             # one 1C refuses (400), which would fail the upload for good.
             want = min(self.chunk, upload.size - offset)
-            data = await asyncio.to_thread(_read, upload.file, offset, want)
+            data = await asyncio.to_thread(
+                _read, self.settings.local_dir, upload.file, offset, want
+            )
             if not data:
                 raise _Refused(f"{upload.file} is shorter than its catalogued {upload.size} bytes")
             try:
@@ -1022,7 +1028,9 @@ class RecordingUploader:
                 # its name since it was catalogued (sending it again cannot match, and
                 # would send all of it again and again), or they were garbled on the
                 # way: start over once, then later.
-                digest = await asyncio.to_thread(_digest, upload.file, upload.size)
+                digest = await asyncio.to_thread(
+                    _digest, self.settings.local_dir, upload.file, upload.size
+                )
                 if digest != upload.sha256:
                     raise _Refused(
                         f"{upload.file} no longer holds the bytes catalogued (SHA-256 "
@@ -1049,34 +1057,32 @@ class RecordingUploader:
             offset = status.received
 
 
-def _open(path: Path) -> BinaryIO:
-    """The recording, open; ``_Refused`` when a symbolic link, a FIFO or anything but a
-    regular file holds its name (its folder is Asterisk's: whoever writes there must
-    not make callrouter upload another file, or block)."""
+def _open(folder: Path, path: Path) -> BinaryIO:
+    """The recording, open; ``_Refused`` when it is not below ``folder`` (``[recordings]
+    local_dir``) or a symbolic link, a FIFO or anything but a regular file holds its
+    name or a name on the way down from ``folder`` (its folder is Asterisk's: whoever
+    writes there must not make callrouter upload another file, or block). Each name
+    is opened from the folder above it, never following a link
+    (:func:`router.open_recording`): the check :meth:`UploadQueue.due` made of the
+    resolved path holds at every read, not only when it was made."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Refused(f"{path} is a symbolic link, not a recording") from None
-        raise
-    fh = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        fh.close()
-        raise _Refused(f"{path} is not a regular file")
-    return fh
+        return open_recording(folder, path)
+    except NotTheRecording as exc:
+        # Given up with one ERROR naming the file (:meth:`RecordingUploader.deliver`).
+        raise _Refused(exc.strerror) from None
 
 
-def _read(path: Path, offset: int, size: int) -> bytes:
+def _read(folder: Path, path: Path, offset: int, size: int) -> bytes:
     """``size`` bytes of the recording from ``offset`` (:func:`_open`)."""
-    with _open(path) as fh:
+    with _open(folder, path) as fh:
         fh.seek(offset)
         return fh.read(size)
 
 
-def _digest(path: Path, size: int) -> str:
+def _digest(folder: Path, path: Path, size: int) -> str:
     """The SHA-256 of the first ``size`` bytes of the recording (blocking; :func:`_open`)."""
     digest = hashlib.sha256()
-    with _open(path) as fh:
+    with _open(folder, path) as fh:
         left = size
         while left > 0 and (data := fh.read(min(CHUNK, left))):
             digest.update(data)

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -1299,3 +1300,60 @@ async def test_a_queue_row_whose_file_is_outside_the_recordings_folder_is_failed
         errors[0]
     )
     assert "marked failed" in errors[0]
+
+
+async def test_a_folder_on_the_way_swapped_for_a_link_after_the_check_is_not_followed(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    double: OneCDouble,
+    settings: OneCSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: the queue's check resolved the file's path inside ``local_dir`` once,
+    then every chunk was read by opening the whole path again, ``O_NOFOLLOW`` on the
+    file's own name only: a folder below ``local_dir`` that whoever writes there
+    swapped for a link to another folder after the check (here one holding a file of
+    the same name) had that file's bytes sent to 1C. Every name below ``local_dir`` is
+    now opened from the one above it, never through a link: nothing is sent, the
+    upload is given up with one ERROR naming the file."""
+    day = tmp_path / "2026-12-06"
+    day.mkdir()
+    path = day / f"{CALL}-mix.wav"
+    path.write_bytes(AUDIO)
+    store = RecordingStore(tmp_path / "state")
+    name = SimpleNamespace(call_id=CALL, part="mix", format="wav")
+    (row,) = store.start([name], pbx_paths=["/x"], local_paths=[path], channel="PJSIP/t-1")
+    store.mark_closed(
+        row.id,
+        file=path,
+        content_type="audio/wav",
+        size=len(AUDIO),
+        sha256=hashlib.sha256(AUDIO).hexdigest(),
+        duration=12.5,
+    )
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / f"{CALL}-mix.wav").write_bytes(b"not a recording" * 1000)
+    up = uploader(tmp_path, store, settings)
+    checked = up.queue.due
+
+    def due(*args: Any, **kwargs: Any) -> list[Any]:
+        found = checked(*args, **kwargs)
+        if found:  # checked while the folder was one; a link from now on
+            day.rename(tmp_path / "moved-away")
+            day.symlink_to(elsewhere, target_is_directory=True)
+        return found
+
+    up.queue.due = due  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING, "callrouter_onec.recordings"):
+            assert await up.step() == 0
+        assert up.queue.counts() == {"failed": 1}
+    finally:
+        await close_uploads(up)
+    assert double.recordings.puts == 0
+    assert double.recordings.received(CALL, "mix") == 0
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert logged[0].levelno == logging.ERROR
+    assert f"{day}/{CALL}-mix.wav" in logged[0].getMessage()
+    assert "symbolic link" in logged[0].getMessage()

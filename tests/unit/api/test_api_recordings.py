@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import time
@@ -520,6 +521,44 @@ async def test_a_link_put_in_place_of_a_recording_is_not_served(
         by_link = await client.get(link(stub, settings))
     assert (by_token.status_code, by_link.status_code) == (404, 404)
     assert b"0000" not in by_token.content + by_link.content
+
+
+@pytest.mark.parametrize("how", ["linked_folder", "outside"])
+async def test_a_recording_reached_through_a_linked_folder_or_outside_is_not_served(
+    tmp_path: Path,
+    stub: StubEngine,
+    settings: RecordingSettings,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    """Issue 16: the download opened the catalogued path whole, ``O_NOFOLLOW`` on the
+    file's own name only: a folder on the way below ``local_dir`` that whoever writes
+    there made a link (to a folder holding a file of that name) was followed, and a
+    row naming a file outside ``local_dir`` was served as it was. Every name below
+    ``local_dir`` is now opened from the one above it, never through a link: 404, and
+    one WARNING naming the file."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (name,) = file_names(CALL, "mix", "wav")
+    (elsewhere / str(name)).write_bytes(b"SECRET" * 100)
+    if how == "linked_folder":
+        (settings.local_dir / "day").symlink_to(elsewhere, target_is_directory=True)
+        file = settings.local_dir / "day" / str(name)
+    else:
+        file = elsewhere / str(name)
+    store = RecordingStore(stub.state_dir)
+    with store._tx() as db:  # the catalog names that file (written so, or tampered)
+        db.execute("UPDATE recordings SET file = ?, size = 600", (str(file),))
+    store.close()
+    with caplog.at_level(logging.WARNING, "router.api"):
+        async with client_for(stub) as client:
+            by_token = await client.get(f"/api/v1/recordings/{CALL}/mix", headers=bearer(ADMIN))
+    assert by_token.status_code == 404
+    assert b"SECRET" not in by_token.content
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert str(file) in warnings[0]
+    assert "not in the recordings folder" in warnings[0]
 
 
 async def test_recording_needs_a_live_leg_of_the_tokens_extension(stub: StubEngine) -> None:

@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 
 from router.recordings.closer import close_recording, wait_complete
+from router.recordings.files import (
+    NotARegularFile,
+    NotTheRecording,
+    OutsideFolder,
+    open_recording,
+)
 from router.recordings.naming import file_names
 from router.recordings.settings import RecordingSettings
 from router.recordings.store import Recording, RecordingStore
@@ -123,3 +129,73 @@ async def test_a_file_at_the_transcode_target_that_is_not_ours_is_never_left_to_
     assert failed.file is None, failed.file
     apply_retention(store, settings)
     assert foreign.read_bytes() == b"not callrouter's" * 100
+
+
+def _way(how: str, root: Path, elsewhere: Path) -> Path:
+    """A path to ``elsewhere/f.wav`` spelt from ``root`` the way ``how`` says."""
+    if how == "linked_folder":
+        (root / "day").symlink_to(elsewhere, target_is_directory=True)
+        return root / "day" / "f.wav"
+    if how == "linked_deeper":
+        (root / "day").mkdir()
+        (root / "day" / "hour").symlink_to(elsewhere, target_is_directory=True)
+        return root / "day" / "hour" / "f.wav"
+    if how == "dotdot":
+        return root / ".." / elsewhere.name / "f.wav"
+    if how == "file_on_the_way":
+        (root / "day").write_bytes(b"")
+        return root / "day" / "f.wav"
+    if how == "the_folder":
+        return root
+    if how == "relative":
+        return Path(os.path.relpath(elsewhere / "f.wav"))
+    return elsewhere / "f.wav"
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "linked_folder",
+        "linked_deeper",
+        "dotdot",
+        "file_on_the_way",
+        "the_folder",
+        "relative",
+        "outside",
+    ],
+)
+def test_open_recording_refuses_a_path_that_leaves_the_folder(tmp_path: Path, how: str) -> None:
+    """Issue 16: every name below the recordings folder is opened from the one above
+    it (``O_DIRECTORY | O_NOFOLLOW``): a link or a file on the way, ``..``, a path
+    elsewhere are :class:`OutsideFolder` naming the path, nothing read."""
+    root, elsewhere = tmp_path / "monitor", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "f.wav").write_bytes(b"SECRET")
+    path = _way(how, root, elsewhere)
+    with pytest.raises(OutsideFolder) as raised:
+        open_recording(root, path).close()
+    assert isinstance(raised.value, NotTheRecording)
+    assert str(path) in str(raised.value.strerror)
+
+
+def test_open_recording_reads_below_the_folder_and_the_folder_may_be_a_link(
+    tmp_path: Path,
+) -> None:
+    """The folder itself is the administrator's (``local_dir`` may be a link); below it
+    a real folder is walked, and a link at the file's own name is not the recording."""
+    real = tmp_path / "real"
+    (real / "day").mkdir(parents=True)
+    (real / "day" / "f.wav").write_bytes(b"RIFF")
+    (real / "g.wav").write_bytes(b"RIFF2")
+    (real / "link.wav").symlink_to(real / "g.wav")
+    root = tmp_path / "monitor"
+    root.symlink_to(real, target_is_directory=True)
+    with open_recording(root, root / "day" / "f.wav") as fh:
+        assert fh.read() == b"RIFF"
+    with open_recording(root, real / "g.wav") as fh:  # spelt as the folder resolves
+        assert fh.read() == b"RIFF2"
+    with pytest.raises(NotARegularFile, match="symbolic link"):
+        open_recording(root, root / "link.wav")
+    with pytest.raises(FileNotFoundError):
+        open_recording(root, root / "none.wav")
