@@ -78,4 +78,8 @@ def test_a_click_makes_its_key_once_and_asks_for_the_retry() -> None:
     assert _text(request).replace(" ", "").endswith(",Истина)"), _text(request)
     # When both attempts failed, the exception names the key, for a later retry of
     # the same click (docs/api.md: the same key answers the call Asterisk may place).
-    assert "КлючИдемпотентности" in text.split("Исключение", 1)[-1]
+    handlers = [_text(n) for n in _walk(call) if n.type == "try_statement"]
+    assert len(handlers) == 1, "Позвонить must catch the failure to name its key"
+    after_except = handlers[0].split("Исключение", 1)[1]
+    assert "ВызватьИсключение" in after_except
+    assert "КлючИдемпотентности" in after_except
