@@ -772,6 +772,80 @@ async def test_the_http_apis_transfers_from_a_star_token_without_from_on_real_ph
         await router.stop()
 
 
+@pytest.mark.parametrize("end", ["caller_hangs_up", "target_times_out"])
+async def test_a_blind_transfer_nobody_takes_is_the_targets_missed_in_the_feed_only(
+    box: Sandbox, phones: Phones, tmp_path: Path, end: str
+) -> None:
+    """101 answers the customer and blind-transfers the call to 103, which rings and
+    never answers; the customer hangs up, or the dialplan's Dial gives up after 30 s
+    (router/sandbox/conf/extensions.conf) and hangs the customer up. docs/api.md: the
+    feed's ``missed`` is an extension's ringing that ended unanswered, ``answered_by``
+    the one who transferred it here: 103's ``missed`` with ``answered_by`` 101.
+    docs/onec.md: ``missed`` is one per inbound call *no* extension answered; 101 did,
+    so 1C's story has 103's ``ringing``, no ``missed``, and the ``hangup`` with status
+    ``ANSWER``."""
+    port = free_port()
+    api = (
+        f'[api]\nlisten = "127.0.0.1:{port}"\n[api.tokens.all]\n'
+        f'hash = "{hash_token("secret-all")}"\nallow = ["events:read"]\n'
+        'extensions = ["*"]\n'
+    )
+    phones["103"].mode = "noanswer"
+    router = await Running(make_config(box, tmp_path, api)).start()
+    try:
+        mark = len(router.told.events)
+        rang = len(phones["103"].calls)
+        call = await asyncio.to_thread(phones.pstn.call, did=OWNER, caller="89161234504")
+        await asyncio.to_thread(call.wait_answered, 20)
+        await leg_of(box, "101")
+        await asyncio.to_thread(phones["101"].blind_transfer, "103")
+        await until(
+            lambda: len(phones["103"].calls) > rang and not phones["103"].calls[-1].ended,
+            20,
+            "103 ringing",
+        )
+        if end == "caller_hangs_up":
+            await asyncio.sleep(2)
+            await asyncio.to_thread(call.hangup)
+        call_id = await call_of(router.told, OWNER, after=mark, timeout=45)
+        await until(lambda: no_channels(box), 20, "every channel gone")
+        story = router.told.story(call_id)
+        assert ("ringing", "103") in story, story
+        assert ("transferred", "101") in story, story
+        assert "missed" not in [kind for kind, _ in story], story
+        hangup = router.told.of(call_id)[-1]
+        # Nobody was on the call at its end: 101 left it, 103 never took it.
+        assert (hangup.kind, hangup.status, hangup.extension) == ("hangup", "ANSWER", None), story
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+            async def feed() -> list[dict[str, object]]:
+                answer = await http.get(
+                    "/api/v1/events",
+                    params={"cursor": "0", "timeout": "0", "limit": "1000"},
+                    headers={"Authorization": "Bearer secret-all"},
+                )
+                assert answer.status_code == 200, answer.text
+                return [e for e in answer.json()["events"] if e["call_id"] == call_id]
+
+            async def target_ended() -> bool:
+                return any(
+                    e["extension"] == "103" and e["kind"] in ("missed", "answered", "hangup")
+                    for e in await feed()
+                )
+
+            await until(lambda: target_ended(), 15, "103's end in the feed")
+            events = await feed()
+        of_103 = [(e["kind"], e["data"]) for e in events if e["extension"] == "103"]
+        kinds = [kind for kind, _ in of_103]
+        assert kinds == ["ringing", "missed"], [(e["kind"], e["extension"]) for e in events]
+        missed = of_103[1][1]
+        assert isinstance(missed, dict)
+        assert missed["answered_by"] == "101", missed
+        assert missed["status"] == ("CANCEL" if end == "caller_hangs_up" else "NOANSWER"), missed
+    finally:
+        await router.stop()
+
+
 @pytest.fixture(scope="module")
 def pg(box: Sandbox) -> Iterator[Postgres]:
     """Debian's PostgreSQL on loopback, written to by the sandbox's cel_pgsql."""
