@@ -19,6 +19,7 @@ from router.errors import (
     ConfigError,
     FileOutOfSight,
     LookupUnavailable,
+    NotTheRecording,
     PluginError,
     RuleError,
     RuleValidationError,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from router.hookspecs import EngineAPI, LiveCalls, RouteOutcome
     from router.metrics import Metrics
     from router.recordings import open_recordings, recording_signer
-    from router.recordings.files import NotTheRecording, open_recording
+    from router.recordings.files import open_recording
     from router.recordings.naming import recording_key_problem
     from router.recordings.settings import RecordingSettings
     from router.recordings.store import (
@@ -115,7 +116,6 @@ _LAZY = {
     "recording_key_problem": "router.recordings.naming",
     # A recording's file read only below the recordings folder, no link on the way.
     "open_recording": "router.recordings.files",
-    "NotTheRecording": "router.recordings.files",
     # A plugin's own SQLite state file deleted or replaced while open: written back.
     "seen_identity": "router.recordings.store",
     "write_back": "router.recordings.store",

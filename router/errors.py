@@ -27,6 +27,7 @@ as aiosmtplib does::
     ├── HistorySourceError(OSError)        the stored CEL ([history] cel) could not be read
     ├── StateBackupError(OSError)          ``callrouter state backup`` could not copy the state
     ├── FileOutOfSight(OSError)            ``stat`` cannot tell whether a state file is there
+    ├── NotTheRecording(OSError)           a recording's path leads to a link, a FIFO, elsewhere
     └── SandboxError(RuntimeError)         the test Asterisk could not be provisioned or started
 
 Lower-layer exceptions (httpx, lxml, OSError) are mapped to this tree at the
@@ -60,6 +61,7 @@ __all__ = [
     "FunctionFailed",
     "HistorySourceError",
     "LookupUnavailable",
+    "NotTheRecording",
     "PluginError",
     "RecordingError",
     "RuleError",
@@ -268,6 +270,14 @@ class FileOutOfSight(CallRouterError, OSError):
     still be there, so it is neither said deleted nor written over. Public as
     ``router.FileOutOfSight`` (docs/plugins.md, a plugin's own state file); an
     ``OSError`` with the errno, its text and the path, as ``stat`` gave them."""
+
+
+class NotTheRecording(CallRouterError, OSError):
+    """What a recording's path leads to is not the recording (a symbolic link on
+    the way, a FIFO, a folder, a file outside the recordings folder): never read,
+    sent or served. Public as ``router.NotTheRecording`` for plugins that read
+    recordings (docs/plugins.md); defined here so it is in the one tree, its
+    kinds in router/recordings/files.py."""
 
 
 class SandboxError(CallRouterError, RuntimeError):

@@ -25,6 +25,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from router.errors import NotTheRecording
+
 __all__ = [
     "NotARegularFile",
     "NotTheRecording",
@@ -34,10 +36,6 @@ __all__ = [
     "open_recording",
     "open_regular",
 ]
-
-
-class NotTheRecording(OSError):
-    """What a recording's path leads to is not the recording: never read, sent or served."""
 
 
 class NotARegularFile(NotTheRecording):

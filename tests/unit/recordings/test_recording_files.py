@@ -199,3 +199,25 @@ def test_open_recording_reads_below_the_folder_and_the_folder_may_be_a_link(
         open_recording(root, root / "link.wav")
     with pytest.raises(FileNotFoundError):
         open_recording(root, root / "none.wav")
+
+
+def test_not_the_recording_is_an_error_of_the_one_tree(tmp_path: Path) -> None:
+    """``router.NotTheRecording`` is public (docs/plugins.md: a plugin that reads
+    recordings): callrouter raises it on purpose, so ``except
+    router.CallRouterError`` catches it as every other error of ours, drawn in
+    router/errors.py's tree, and ``except OSError`` still does."""
+    import router
+    import router.errors
+    from router.recordings import files
+
+    assert issubclass(router.NotTheRecording, router.CallRouterError)
+    assert issubclass(router.NotTheRecording, OSError)
+    assert files.NotTheRecording is router.errors.NotTheRecording
+    assert issubclass(files.NotARegularFile, router.CallRouterError)
+    assert issubclass(files.OutsideFolder, router.CallRouterError)
+    assert "NotTheRecording(OSError)" in (router.errors.__doc__ or "")
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes(b"RIFF")
+    (tmp_path / "rec").mkdir()
+    with pytest.raises(router.CallRouterError):
+        files.open_recording(tmp_path / "rec", outside)
