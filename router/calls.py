@@ -26,6 +26,7 @@ from router.callerid import cut_number, cut_text
 
 __all__ = [
     "ANSWERED_STATE",
+    "CHANNELS_MAX",
     "Call",
     "CallTracker",
     "Channel",
@@ -38,6 +39,12 @@ __all__ = [
 TIMELINE_MAX = 64
 #: Variables kept per call, for the same reason.
 VARIABLES_MAX = 64
+#: Channels kept per call (a conference of hundreds shares one Linkedid).
+#: Past it the hung-up ones go (:attr:`Fed.forgotten`); a call of this many
+#: live channels follows no more. Without it a call whose first leg stayed up
+#: kept every channel that ever came and went (a queue ringing agents for
+#: hours, a hostile AMI peer), and each Hangup walked them all (issue 16).
+CHANNELS_MAX = 1000
 _UNKNOWN = ("", "<unknown>")
 
 
@@ -149,6 +156,9 @@ class Fed(NamedTuple):
     #: Calls that ended, in the order they ended: ``call`` after its last
     #: Hangup, and the oldest calls a full tracker let go to make room.
     ended: tuple[Call, ...] = ()
+    #: Hung-up channels ``call`` let go to make room (:data:`CHANNELS_MAX`):
+    #: what was kept of them may go too.
+    forgotten: tuple[Channel, ...] = ()
 
 
 _NOTHING = Fed(None)
@@ -205,6 +215,7 @@ class CallTracker:
         call = self._calls.get(linkedid)
         started = call is None
         evicted: tuple[Call, ...] = ()
+        forgotten: tuple[Channel, ...] = ()
         if call is None:
             if name == "Hangup":
                 return _NOTHING  # the end of a call we never saw (or already forgot)
@@ -221,8 +232,11 @@ class CallTracker:
                     evicted = (*evicted, left)
                 if chan is None:
                     chan = Channel(channel_name, get("Uniqueid") or event.get("Uniqueid") or "")
-                call.channels[channel_name] = chan
-                self._by_channel[channel_name] = linkedid
+                if len(call.channels) >= CHANNELS_MAX:
+                    forgotten = _make_room(call)
+                if len(call.channels) < CHANNELS_MAX:
+                    call.channels[channel_name] = chan
+                    self._by_channel[channel_name] = linkedid
             context = get("Context")
             if context is None:
                 context = event.get("Context")
@@ -273,9 +287,9 @@ class CallTracker:
             self._by_channel.pop(channel_name, None)
             if not call.active_channels:
                 self._end(call, now)
-                return Fed(call, started, (*evicted, call))
-        if evicted or started:
-            return Fed(call, started, evicted)
+                return Fed(call, started, (*evicted, call), forgotten)
+        if evicted or started or forgotten:
+            return Fed(call, started, evicted, forgotten)
         return Fed(call)
 
     def requested(self, call: Call, event: Event) -> None:
@@ -357,6 +371,15 @@ class CallTracker:
         for call in stale:
             self._end(call, now)
         return tuple(stale)
+
+
+def _make_room(call: Call) -> tuple[Channel, ...]:
+    """Let the hung-up channels of a full call go (their Hangup took them out
+    of the channel index already); the ones that went."""
+    gone = tuple(c for c in call.channels.values() if c.hung_up)
+    for channel in gone:
+        del call.channels[channel.name]
+    return gone
 
 
 def _answers(name: str, event: Event) -> bool:

@@ -1507,6 +1507,8 @@ class Engine:
         call = fed.call
         if fed.ended:  # a channel that hung up can ask for nothing more
             self.router.forget(fed.ended)
+        if fed.forgotten:
+            self.router.forget_channels(fed.forgotten)
         early = self.router.early
         if not (early and name == "Newexten" and event.get("Channel") in early):
             # (A step read before an early request is not its Redirect's landing.)

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -30,7 +30,7 @@ from router import eager
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.callerid import cut
-from router.calls import Call, CallTracker
+from router.calls import Call, CallTracker, Channel
 from router.dialplan import (
     DEADLINE_VARIABLE,
     DECIDED_VARIABLE,
@@ -229,11 +229,16 @@ class Router:
         them, so memory stays flat however many calls pass (the bound on the
         routed memory is a backstop)."""
         for call in ended:
-            for channel in call.channels.values():
-                self._routed.pop(channel.uniqueid or channel.name, None)
-                self._stood_by.pop(channel.uniqueid or channel.name, None)
-                self._executor.forget(channel.name)
-                self.early.pop(channel.name, None)
+            self.forget_channels(call.channels.values())
+
+    def forget_channels(self, channels: Iterable[Channel]) -> None:
+        """Hung-up channels a call let go (:attr:`router.calls.Fed.forgotten`)
+        or that ended with it: what was kept of them goes."""
+        for channel in channels:
+            self._routed.pop(channel.uniqueid or channel.name, None)
+            self._stood_by.pop(channel.uniqueid or channel.name, None)
+            self._executor.forget(channel.name)
+            self.early.pop(channel.name, None)
 
     async def end_calls(self, ended: tuple[Call, ...]) -> None:
         """Forget the calls, then ``callrouter_call_end`` for each, in the order they ended."""

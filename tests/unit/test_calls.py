@@ -7,7 +7,7 @@ from pathlib import Path
 
 from router.ami.message import Event
 from router.ami.protocol import parse_rawman, split_waitevent
-from router.calls import TIMELINE_MAX, Call, CallTracker, Fed
+from router.calls import CHANNELS_MAX, TIMELINE_MAX, Call, CallTracker, Fed
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
 
@@ -28,7 +28,7 @@ def test_real_call_is_tracked_and_forgotten_after_last_hangup() -> None:
     ended: list[str] = []
     seen_states = set()
     for event in real_call_events():
-        call, is_new, gone = tracker.feed(event)
+        call, is_new, gone, _ = tracker.feed(event)
         if is_new:
             assert call is not None
             started.append(call.linkedid)
@@ -260,3 +260,54 @@ def test_a_call_whose_last_live_channel_moves_away_ends_at_once() -> None:
     fed = tracker.feed(ev("BridgeEnter", Channel="B;1", Linkedid=".0"))
     assert [c.linkedid for c in fed.ended] == [".2"]
     assert tracker.get(".2") is None
+
+
+def test_a_call_keeps_a_bounded_number_of_channels_however_many_come_and_go() -> None:
+    """Issue 16: a hostile or broken AMI peer (or a queue call ringing agents
+    for hours) sends Newchannel and Hangup of ever new channels under one
+    Linkedid whose first leg stays up. Every hung-up channel stayed in the
+    call, and every Hangup walked them all to see whether the call ended:
+    40,000 such pairs held 70,000 channels and took 21 s, the engine stalled.
+    The hung-up ones now go once the call holds ``CHANNELS_MAX``, and the
+    engine is told which (``Fed.forgotten``) to forget what it kept of them."""
+    tracker = CallTracker()
+    tracker.feed(ev("Newchannel", Channel="PJSIP/trunk-1", Linkedid="L1", Uniqueid="L1"))
+    forgotten: list[str] = []
+    for i in range(CHANNELS_MAX * 4):
+        name = f"Local/agent-{i};1"
+        fed = tracker.feed(ev("Newchannel", Channel=name, Linkedid="L1", Uniqueid=f"u{i}"))
+        forgotten += [c.name for c in fed.forgotten]
+        fed = tracker.feed(ev("Hangup", Channel=name, Linkedid="L1", Uniqueid=f"u{i}"))
+        forgotten += [c.name for c in fed.forgotten]
+        assert fed.ended == ()
+    call = tracker.get("L1")
+    assert call is not None
+    assert len(call.channels) <= CHANNELS_MAX
+    assert "PJSIP/trunk-1" in call.channels  # the live leg is never the one to go
+    assert len(forgotten) == len(set(forgotten)) >= CHANNELS_MAX * 3 - 1
+    assert all(name.startswith("Local/agent-") for name in forgotten)
+    assert not set(forgotten) & set(call.channels)
+    # The call still ends with its last live leg.
+    fed = tracker.feed(ev("Hangup", Channel="PJSIP/trunk-1", Linkedid="L1", Uniqueid="L1"))
+    assert [c.linkedid for c in fed.ended] == ["L1"]
+    assert len(tracker) == 0
+    assert tracker._by_channel == {}
+
+
+def test_a_call_full_of_live_channels_follows_no_more_of_them() -> None:
+    """Issue 16: channels that never hang up cannot grow a call past the bound
+    either; the call is still ended by the legs it follows."""
+    tracker = CallTracker()
+    for i in range(CHANNELS_MAX * 2):
+        fed = tracker.feed(
+            ev("Newchannel", Channel=f"PJSIP/x-{i}", Linkedid="L1", Uniqueid=f"u{i}")
+        )
+        assert fed.call is not None
+    call = tracker.get("L1")
+    assert call is not None
+    assert len(call.channels) == CHANNELS_MAX
+    assert len(tracker._by_channel) == CHANNELS_MAX
+    assert tracker.by_channel(f"PJSIP/x-{CHANNELS_MAX * 2 - 1}") is None
+    for i in range(CHANNELS_MAX):
+        fed = tracker.feed(ev("Hangup", Channel=f"PJSIP/x-{i}", Linkedid="L1", Uniqueid=f"u{i}"))
+    assert [c.linkedid for c in fed.ended] == ["L1"]

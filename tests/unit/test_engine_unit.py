@@ -15,6 +15,7 @@ import pytest
 from router.ami.message import Event
 from router.ami.protocol import ActionResult
 from router.callerid import MAX_NUMBER, cut_number
+from router.calls import CHANNELS_MAX
 from router.config import load_config
 from router.engine import Engine, EngineOptions
 from router.hookspecs import hookimpl
@@ -637,3 +638,33 @@ async def test_two_engines_keep_their_own_builtin_settings(tmp_path: Path) -> No
     answers = [e.registry.lookups["directory"].func("+7 916 123-45-67") for e in engines]
     assert [a["extension"] for a in answers] == ["101", "202"]
     assert [str(e.registry.timezone) for e in engines] == ["Europe/Moscow", "Asia/Omsk"]
+
+
+async def test_a_routed_channel_a_full_call_let_go_is_forgotten_by_the_router(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: the channels a call lets go past ``CHANNELS_MAX`` (hung up,
+    the call still up) take with them what routing kept of them, as the
+    channels of an ended call do: nothing grows with the churn of one call."""
+    engine, client = await make_engine(tmp_path)
+    routed = "Local/1@in-0;2"
+    await engine.handle_event(request(routed))
+    await engine.wait_idle()
+    assert len(redirects(client)) == 1
+    # The caller's leg (its Linkedid is the routed channel's) stays up.
+    trunk = (("Event", "Newchannel"), ("Channel", "PJSIP/trunk-1"), ("Linkedid", routed))
+    await engine.handle_event(Event((*trunk, ("Uniqueid", "trunk-1"))))
+    gone = (("Channel", routed), ("Uniqueid", routed), ("Linkedid", routed))
+    await engine.handle_event(Event((("Event", "Hangup"), *gone)))
+    assert routed in engine.router._routed
+    assert routed in engine.executor.redirects
+    for i in range(CHANNELS_MAX):
+        agent = (("Channel", f"Local/a-{i};1"), ("Uniqueid", f"a{i}"), ("Linkedid", routed))
+        await engine.handle_event(Event((("Event", "Newchannel"), *agent)))
+        await engine.handle_event(Event((("Event", "Hangup"), *agent)))
+    call = engine.tracker.get(routed)
+    assert call is not None
+    assert len(call.channels) <= CHANNELS_MAX
+    assert routed not in engine.router._routed
+    assert routed not in engine.executor.redirects
+    assert len(engine.router._routed) == 0
