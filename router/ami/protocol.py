@@ -42,6 +42,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_EVENT_LINES",
     "MAX_MXML_FIELDS",
+    "MIN_MESSAGE_BYTES",
     "Action",
     "ActionResult",
     "ListCollector",
@@ -84,6 +85,14 @@ MAX_EVENT_LINES = MAX_MXML_FIELDS
 #: Lines one rawman answer may have: a ``Command``'s output and a
 #: ``GetConfig`` come as one header a line of text, so far more than an event.
 MAX_ANSWER_LINES = 100_000
+
+#: What one message counts at least against the byte bound of a body or of an
+#: event list, however short it is on the wire: each is a :class:`Message` of
+#: about 400 bytes in memory, and ``Event: A`` with its blank line is 13 on the
+#: wire (a 32 MB body of them, 2.5 million events, held a gigabyte). Asterisk's
+#: own messages are longer (a ``Ping`` answer about 80 bytes, an event with a
+#: channel's snapshot 400 and more), so a body of them never comes near it.
+MIN_MESSAGE_BYTES = 128
 
 #: The AJAM answer formats the client asks for (``[asterisk] format``).
 WireFormat = Literal["rawman", "mxml"]
@@ -324,10 +333,24 @@ def parse_rawman(
         raise AMIProtocolError(f"body of {len(body)} bytes exceeds the limit of {max_size}")
     if body and not body.endswith(b"\n"):
         raise AMIProtocolError("body ends in the middle of a line (truncated)")
+    limit = max_size // MIN_MESSAGE_BYTES
+    # A block ends at a blank line, two bytes at least: a shorter body cannot
+    # hold too many, and the count (two C scans) is skipped.
+    if len(body) > 2 * limit:
+        _check_count(body.count(b"\n\r\n") + body.count(b"\n\n"), limit, max_size)
     messages, _ = _parse_blocks(body, wanted, narrow, ours)
     if not messages:
         raise AMIProtocolError("empty body: no AMI message")
     return messages
+
+
+def _check_count(count: int, limit: int, max_size: int) -> None:
+    """Refuse a body of more messages than its byte bound pays for (:data:`MIN_MESSAGE_BYTES`)."""
+    if count > limit:
+        raise AMIProtocolError(
+            f"a body of {count} messages, more than {limit} (each counts at least "
+            f"{MIN_MESSAGE_BYTES} bytes of the limit of {max_size})"
+        )
 
 
 def block_names(data: bytes, end: int) -> set[str]:
@@ -631,6 +654,7 @@ def parse_mxml(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> list[Message]:
         raise AMIProtocolError(f"malformed mxml: {exc}") from None
     if root.tag != "ajax-response":
         raise AMIProtocolError(f"mxml root is <{root.tag}>, expected <ajax-response>")
+    _check_count(len(root), max_size // MIN_MESSAGE_BYTES, max_size)
     messages: list[Message] = []
     for response in root:
         if response.tag != "response":
@@ -939,7 +963,8 @@ class ListCollector:
         self._pending: dict[str, tuple[Response, list[Event]]] = {}
         self._waiting: set[str] = set()
         self._max_items = max_items
-        #: Each list's items as they were written (their lines), at most: as
+        #: Each list's items as they were written (their lines, each at least
+        #: :data:`MIN_MESSAGE_BYTES`), at most: as
         #: much as one AJAM answer may hold, so a list that never completes
         #: cannot fill memory before its action times out.
         self._max_bytes = max_bytes
@@ -979,7 +1004,8 @@ class ListCollector:
             return action_id, ActionResult(pending[0], tuple(pending[1]), True, msg)
         if len(pending[1]) >= self._max_items:
             raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_items} items")
-        size = self._bytes.get(action_id, 0) + sum(len(k) + len(v) + 4 for k, v in msg.fields)
+        written = sum(len(k) + len(v) + 4 for k, v in msg.fields)
+        size = self._bytes.get(action_id, 0) + max(written, MIN_MESSAGE_BYTES)
         if size > self._max_bytes:
             raise AMIProtocolError(f"event list for {action_id} exceeds {self._max_bytes} bytes")
         self._bytes[action_id] = size

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from router.ami.message import Event, Message, Response
 from router.ami.protocol import (
     MAX_ANSWER_LINES,
+    MAX_BODY_BYTES,
     MAX_EVENT_LINES,
+    MIN_MESSAGE_BYTES,
     Action,
     ListCollector,
     RawmanParser,
@@ -529,3 +531,50 @@ def test_a_protocol_error_quotes_the_peers_bytes_only_in_part(block: bytes) -> N
     with pytest.raises(AMIProtocolError) as info:
         RawmanParser(banner=False).feed(block)
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("crlf", [True, False])
+def test_a_body_of_a_million_tiny_messages_is_refused_before_they_are_made(crlf: bool) -> None:
+    """Issue 16: a hostile AJAM peer answered a poll with 32 MB of
+    ``Event: Newchannel`` and a blank line, 1.6 million events: 670 MB held
+    and 3.5 s of parse, then as many events for the engine, all within
+    ``max_response_bytes``. A message costs ~400 bytes however short it is,
+    so each counts at least ``MIN_MESSAGE_BYTES`` against the body's bound."""
+    sep = "\r\n" if crlf else "\n"
+    tiny = f"Event: Newchannel{sep}{sep}".encode()
+    count = MAX_BODY_BYTES // MIN_MESSAGE_BYTES + 1
+    body = tiny * count
+    assert len(body) < MAX_BODY_BYTES
+    started = time.perf_counter()
+    with pytest.raises(AMIProtocolError, match=f"{count} messages, more than"):
+        parse_rawman(body)
+    assert time.perf_counter() - started < 0.5
+    # As many as that bound allows still parse, and so does a small body.
+    assert len(parse_rawman(tiny * 1000)) == 1000
+    assert len(parse_rawman(tiny * 10, max_size=10 * MIN_MESSAGE_BYTES)) == 10
+    with pytest.raises(AMIProtocolError, match="11 messages, more than 10"):
+        parse_rawman(tiny * 11, max_size=11 * MIN_MESSAGE_BYTES - 1)
+
+
+def test_an_mxml_body_of_tiny_messages_is_bounded_as_rawman_is() -> None:
+    """Issue 16: the same bound for mxml, before a message is made of them."""
+    element = b"<response type='object' id='unknown'><generic event='A' /></response>"
+    body = b"<ajax-response>" + element * 11 + b"</ajax-response>"
+    with pytest.raises(AMIProtocolError, match="11 messages, more than 10"):
+        parse_mxml(body, max_size=10 * MIN_MESSAGE_BYTES + MIN_MESSAGE_BYTES // 2)
+    assert len(parse_mxml(body, max_size=11 * MIN_MESSAGE_BYTES)) == 11
+
+
+def test_an_event_list_of_tiny_items_is_bounded_by_what_they_hold() -> None:
+    """Issue 16: an endless list of ``Event: A`` items over TCP reached a
+    million items (the item bound) within the byte bound: 630 MB held for
+    one action. Each item counts at least ``MIN_MESSAGE_BYTES``."""
+    collector = ListCollector(max_bytes=100 * MIN_MESSAGE_BYTES)
+    collector.expect("1")
+    start = Response((("Response", "Success"), ("ActionID", "1"), ("EventList", "start")))
+    assert collector.feed(start) is None
+    item = Event((("Event", "A"), ("ActionID", "1")))
+    for _ in range(100):
+        assert collector.feed(item) is None
+    with pytest.raises(AMIProtocolError, match="exceeds"):
+        collector.feed(item)
