@@ -60,6 +60,7 @@ from router.ami.http import (
     HTTPProtocolError,
     HTTPResponse,
     StaleConnectionError,
+    UnfinishedAnswerError,
 )
 from router.ami.message import Event, Response
 from router.ami.protocol import (
@@ -432,6 +433,15 @@ class AJAMClient(AMIActions[ActionResult]):
         try:
             return await self._post(action, timeout=wait, login=True)
         except AMITimeoutError as exc:
+            if isinstance(exc.__cause__, UnfinishedAnswerError):
+                # Something answers HTTP there: none of the hints below.
+                raise AMITimeoutError(
+                    self._cannot_log_in(
+                        f"{exc} ({bound}): the port answers HTTP, and trickled this "
+                        "answer or held the rest of it back (not as Asterisk answers: "
+                        "another server, or a proxy on the way)"
+                    )
+                ) from exc
             raise AMITimeoutError(
                 self._cannot_log_in(
                     f"{exc} ({bound}; the connection itself: connect_timeout): nothing "
@@ -719,8 +729,13 @@ class AJAMClient(AMIActions[ActionResult]):
             yield
         except TimeoutError as exc:
             source = "" if login else f" from {endpoint}"
+            what = (
+                f"its answer{source} began and did not end"
+                if isinstance(exc, UnfinishedAnswerError)
+                else f"no answer{source}"
+            )
             raise AMITimeoutError(
-                f"{name}: no answer{source} within {time.monotonic() - started:.1f} s"
+                f"{name}: {what} within {time.monotonic() - started:.1f} s"
             ) from exc
         except StaleConnectionError as exc:
             raise _Stale from exc

@@ -43,6 +43,7 @@ __all__ = [
     "Headers",
     "ResponseParser",
     "StaleConnectionError",
+    "UnfinishedAnswerError",
     "build_request",
 ]
 
@@ -94,6 +95,12 @@ class ConnectFailedError(HTTPError):
     For transports whose library says so in its own terms (httpx's
     ``ConnectError``); the native pool lets the ``OSError`` through.
     """
+
+
+class UnfinishedAnswerError(TimeoutError):
+    """The request's time ran out after its answer had begun: something
+    answers HTTP there, and did not finish (it trickles its answer, or holds
+    the rest back). A ``TimeoutError``, as a request that got no byte."""
 
 
 class StaleConnectionError(HTTPError):
@@ -597,6 +604,9 @@ class ConnectionPool:
         # for the answer runs under asyncio.timeout, in the caller's task.
         conn = self._idle_connection()
         reused = conn is not None
+        parser = ResponseParser(
+            max_body=self._max_body, max_head=self._max_head, tls=self._ssl is not None
+        )
         try:
             if conn is not None:
                 conn.write(request)
@@ -605,20 +615,14 @@ class ConnectionPool:
                 if conn is None:
                     conn = await self._connect()
                     conn.write(request)
-                response = await self._exchange(
-                    conn,
-                    reused,
-                    ResponseParser(
-                        max_body=self._max_body,
-                        max_head=self._max_head,
-                        tls=self._ssl is not None,
-                    ),
-                )
-        except BaseException:
+                response = await self._exchange(conn, reused, parser)
+        except BaseException as exc:
             # Written and not answered (cancelled, timed out, broken): the
             # connection's next bytes would be that answer, so it is not reused.
             if conn is not None:
                 conn.abort()
+            if isinstance(exc, TimeoutError) and parser.started:
+                raise UnfinishedAnswerError("its answer began and did not end") from exc
             raise
         if response.keep_alive and not self._closed and conn.reusable:
             conn.busy = False  # from now on, any byte that arrives poisons it

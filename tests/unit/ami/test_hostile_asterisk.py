@@ -503,3 +503,37 @@ async def test_a_digest_challenge_that_cannot_be_answered_is_an_ami_error(
         await client.login()
     await client.aclose()
     assert sent == [None]  # nothing half-built was sent
+
+
+async def test_a_trickled_answer_is_not_said_as_nothing_answering(
+    server: Callable[[Handler], Awaitable[int]],
+) -> None:
+    """Issue 16: a peer that answers the login's head at once and trickles
+    its body a byte at a time is stopped at request_timeout (as ever), but
+    the native client said "nothing answered HTTP there (a host that is down
+    ...)": the one thing known is that something did. Now it says so."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK_HEAD + b"Content-Length: 1000\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"R")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, OSError):
+            pass
+
+    port = await server(handler)
+    client = AJAMClient(
+        ClientSettings(
+            url=f"http://127.0.0.1:{port}/", username="u", secret="s", request_timeout=0.5
+        )
+    )
+    with pytest.raises(AMITimeoutError) as info:
+        await asyncio.wait_for(client.login(), 10)
+    await client.aclose()
+    said = str(info.value)
+    assert "Login: its answer began and did not end within" in said
+    assert "the port answers HTTP, and trickled this answer" in said
+    assert "nothing answered" not in said
