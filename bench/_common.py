@@ -143,6 +143,13 @@ def bench_dialplan(wait: int = 4, steps_after_request: int = 0) -> str:
             keep.append(line)
             if stripped.startswith("same => n,UserEvent(CallRouterRequest"):
                 keep.extend(f" same => n,NoOp(step {k})" for k in range(steps_after_request))
+    if os.environ.get("BENCH_DIALPLAN_ORDER") == "ringing-first":
+        # A trial (bench/ANALYSIS.md, thirty-seventh session): Ringing() as the
+        # context's second step, not the one before the request.
+        ringing = [i for i, line in enumerate(keep) if line.strip() == "same => n,Ringing()"]
+        first = next(i for i, line in enumerate(keep) if line.startswith("exten => _X.,1,"))
+        if len(ringing) == 1:
+            keep.insert(first + 1, keep.pop(ringing[0]))
     out = "\n".join(keep) + "\n"
     # The owner rule's manager (BENCH_OWNER=101) has a hint: with
     # BENCH_STATE_CACHE its state comes from ExtensionStatus events.

@@ -68,6 +68,11 @@ exchange, when it was sent, its answer's last read, when the exchange
 returned and the answer's size, to ``PATH-PID.json``: the poll cycle, our
 side and Asterisk's.
 
+``BENCH_DIALPLAN_ORDER=ringing-first`` moves the inbound context's
+``Ringing()`` from the step before the request to the context's second step
+(a trial, bench/ANALYSIS.md, thirty-seventh session: the request's first-poll
+share did not change, so the shipped order stays).
+
 The engine variants' 1,000 extra rules are per-DID rules in the generic form
 (``if: did == "7495..."``, no dedicated key), the form issue 16 measures.
 With ``BENCH_OWNER=101`` in the environment, 1C names manager 101 for every
