@@ -21,7 +21,6 @@ import importlib
 import inspect
 import itertools
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from router import eager, hookspecs
 from router.callerid import cut, cut_text
 from router.errors import ConfigError, PluginError
 from router.rules.suggest import did_you_mean
+from router.source_place import defined_at as _defined_at
 
 if TYPE_CHECKING:  # pragma: no cover
     from router.ami.message import Event
@@ -361,10 +361,11 @@ class Plugins:
             "plugin %r: %s held the event loop for %.1f s, and no call was routed and no "
             "event read meanwhile; a plain function that waits (time.sleep, requests, a "
             "blocking driver) must await instead or hand the wait to asyncio.to_thread "
-            "(docs/plugins.md, Async hooks; said once per hook)",
+            "(docs/plugins.md, Async hooks; said once per hook)%s",
             impl.plugin_name,
             hook,
             held,
+            _defined_at(impl.function),
         )
 
     async def _call_one(
@@ -454,6 +455,7 @@ class Plugins:
                 self.configure_failures.append(
                     f"plugin {impl.plugin_name!r}: callrouter_configure raised {exc!r}, "
                     "so callrouter run would start it without its settings"
+                    + _defined_at(impl.function)
                 )
         await self._ask_who_wants_call_events()
 
@@ -848,7 +850,7 @@ class Plugins:
         """Keep a failure of a hook asked once at start, for ``callrouter check``
         to count as an error: it was logged, and check still said all was OK."""
         message = f"plugin {impl.plugin_name!r}: {hook} failed with {exc!r}, so callrouter run "
-        message += consequence
+        message += consequence + _defined_at(impl.function)
         if message not in self.answer_failures and len(self.answer_failures) < 1000:
             self.answer_failures.append(message)
 
@@ -1142,25 +1144,6 @@ def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
                     f"would always be that default; drop the default{_defined_at(func)}"
                 )
     return ""
-
-
-def _defined_at(func: object) -> str:
-    """``"; defined at FILE:LINE"`` of a plugin's function, for a message about it
-    (the plugin's name alone did not say which file of an installed package to
-    open), or "" when the source cannot be told (a builtin, a lambda's class)."""
-    target = getattr(func, "__func__", func)
-    try:
-        path = inspect.getsourcefile(target)  # type: ignore[arg-type]
-        line = target.__code__.co_firstlineno  # type: ignore[attr-defined]
-    except (TypeError, AttributeError):
-        return ""
-    if not path:
-        return ""
-    with contextlib.suppress(ValueError):  # another drive (Windows): the whole path
-        shorter = os.path.relpath(path)
-        if not shorter.startswith(".."):
-            path = shorter
-    return f"; defined at {path}:{line}"
 
 
 def _required_args(func: Callable[..., Any]) -> list[str]:

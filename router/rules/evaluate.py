@@ -26,6 +26,7 @@ from router.rules.decision import Action, Decision, LookupTrace, RuleTrace, Trac
 from router.rules.expr import Evaluator
 from router.rules.model import CompiledAction, Rule
 from router.rules.registry import REQUEST_PARAM, LookupFn, Registry, wants_request
+from router.source_place import defined_at
 
 __all__ = ["NOT_PROVIDED", "Outcome", "evaluate_rules", "may_ask", "request_for"]
 
@@ -375,7 +376,7 @@ async def _call_lookup(
             result = func(*args, **kwargs)
         finally:
             if time.perf_counter() - started >= BLOCKING_WARN:
-                _lookup_held(name, registry, time.perf_counter() - started)
+                _lookup_held(name, registry, time.perf_counter() - started, func)
         # Most answers are plain values: no awaitable check (an ABC test) for them.
         if type(result) not in _PLAIN and inspect.isawaitable(result):
             if remaining is None:
@@ -427,7 +428,7 @@ def _lookup_failed(name: str, registry: Registry, asked: _Asked, exc: Exception)
 _held_said: set[tuple[str | None, str]] = set()
 
 
-def _lookup_held(name: str, registry: Registry, held: float) -> None:
+def _lookup_held(name: str, registry: Registry, held: float, func: object) -> None:
     """A plain lookup that held the event loop (``time.sleep``, ``requests``):
     said once per lookup at WARNING, naming the plugin. Nothing else ran
     meanwhile, and the call's deadline could not cut it off."""
@@ -441,10 +442,11 @@ def _lookup_held(name: str, registry: Registry, held: float) -> None:
         "%s: its lookup %s held the event loop for %.1f s, and no call was routed and no "
         "event read meanwhile; a plain function that waits (time.sleep, requests, a "
         "blocking driver) must await instead or hand the wait to asyncio.to_thread "
-        "(docs/plugins.md, Async hooks; said once per lookup)",
+        "(docs/plugins.md, Async hooks; said once per lookup)%s",
         who,
         name,
         held,
+        defined_at(func),
     )
 
 

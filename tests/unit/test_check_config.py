@@ -815,8 +815,10 @@ def test_check_fails_when_a_plugin_crashes_on_its_settings(
     out = capsys.readouterr().out
     assert (
         "callrouter: plugin 'crm': callrouter_configure raised KeyError('url'), so "
-        "callrouter run would start it without its settings\n"
+        "callrouter run would start it without its settings; defined at "
     ) in out, out
+    line = _CrashesOnSettings.callrouter_configure.__code__.co_firstlineno
+    assert f"test_check_config.py:{line}\n" in out, out
     assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
 
 
@@ -856,13 +858,13 @@ class _WrongAnswers:
         (
             "wanted_events",
             "callrouter: plugin 'crm': callrouter_wanted_events failed with TypeError(\"expected "
-            "event names or None, got 'Hangup'\"), so callrouter run would give it every event\n",
+            "event names or None, got 'Hangup'\"), so callrouter run would give it every event",
         ),
         (
             "wants_call_events",
             "callrouter: plugin 'crm': callrouter_wants_call_events failed with TypeError("
             "\"expected True, False or None, got 'yes'\"), so callrouter run would tell it "
-            "call events\n",
+            "call events",
         ),
         (
             "metrics",
@@ -894,4 +896,44 @@ def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
     assert main(["check", "--config", str(path)]) == 1
     out = capsys.readouterr().out
     assert said in out, out
+    # ... and where the hook is written, as for a hook's registration problem:
+    # the answer was checked by callrouter, so no traceback pointed there.
+    line = getattr(_WrongAnswers, f"callrouter_{hook}").__code__.co_firstlineno
+    [said_line] = [text for text in out.splitlines() if said.split("\n")[0] in text]
+    assert said_line.endswith(f"test_check_config.py:{line}"), out
     assert out.splitlines()[-1].endswith(": 1 error, 3 valid rules"), out
+
+
+def test_the_guides_start_hook_lines_are_what_check_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/plugins.md quotes check's lines for a plugin's wrong answer and its
+    crash on its settings, each naming the hook's file and line: the lines
+    check prints are those, but for the file and line (issue 16)."""
+    guide = " ".join((Path(__file__).parents[2] / "docs" / "plugins.md").read_text().split())
+    quoted = {
+        "wanted_events": re.search(
+            r"`(callrouter: plugin 'crm': callrouter_wanted_events[^`]*)`", guide
+        ),
+        "configure": re.search(r"`(callrouter: plugin 'crm': callrouter_configure[^`]*)`", guide),
+    }
+    for hook, found in quoted.items():
+        assert found is not None, hook
+        doc_line = found.group(1)
+        made = _CrashesOnSettings() if hook == "configure" else _WrongAnswers(hook)
+
+        class Entry:
+            name, value = "crm", "callrouter_crm"
+            dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+            def load(self, made: object = made) -> object:
+                return made
+
+        monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+        path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
+        assert main(["check", "--config", str(path)]) == 1
+        out = capsys.readouterr().out
+        doc_start, _, doc_where = doc_line.partition("; defined at ")
+        assert doc_where, doc_line
+        [printed] = [line for line in out.splitlines() if line.startswith(doc_start)]
+        assert re.fullmatch(re.escape(doc_start) + r"; defined at \S+\.py:\d+", printed), printed

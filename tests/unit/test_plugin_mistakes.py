@@ -704,6 +704,11 @@ async def test_a_plain_hook_that_holds_the_loop_is_named_once(
         "plugin 'vip': callrouter_present_extensions",
     ]
     assert "asyncio.to_thread" in said[0]
+    # No traceback goes with a warning: it names the function's file and line.
+    for message, hook in zip(said, ("call_start", "event", "present_extensions"), strict=True):
+        line = getattr(Blocks, f"callrouter_{hook}").__code__.co_firstlineno
+        assert message.endswith(f"test_plugin_mistakes.py:{line}"), message
+        assert "; defined at " in message, message
 
 
 async def test_a_quick_or_async_hook_is_not_said_to_hold_the_loop(

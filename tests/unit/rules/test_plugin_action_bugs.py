@@ -282,3 +282,7 @@ def test_a_plain_lookup_that_holds_the_loop_is_named_once(
     assert record.getMessage().startswith(
         "plugin 'shop': its lookup shop.owner held the event loop"
     )
+    # Where to look: the warning carries no traceback, so it names the
+    # function's file and line, as a hook's registration problem does.
+    line = blocks.__code__.co_firstlineno
+    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
