@@ -338,11 +338,12 @@ class Plugins:
             self._failed.pop(next(iter(self._failed)))
         self._failed[key] = None
         log.error(
-            "plugin %r failed in %s%s: %r",
+            "plugin %r failed in %s%s: %r%s",
             impl.plugin_name,
             hook,
             f" (call {scope})" if scope else "",
             exc,
+            "" if _raised_in(exc, impl.function) else _defined_at(impl.function),
             exc_info=(type(exc), exc, exc.__traceback__),
         )
 
@@ -1144,6 +1145,30 @@ def _passing_problem(pm: pluggy.PluginManager, plugin: object) -> str:
                     f"would always be that default; drop the default{_defined_at(func)}"
                 )
     return ""
+
+
+def _raised_in(exc: BaseException, func: object) -> bool:
+    """Whether ``exc``'s traceback (or one it was raised from) passes through the
+    file ``func`` is written in: then the logged traceback shows the plugin's
+    file and line. An answer callrouter found wrong (``callrouter_execute``
+    returning 42, a ``callrouter_wanted_events`` of one text) fails with an
+    error of callrouter's own, whose traceback never reached the plugin."""
+    target = getattr(func, "__func__", func)
+    try:
+        path = inspect.getsourcefile(target)  # type: ignore[arg-type]
+    except TypeError:
+        return True  # nowhere to point at: say nothing more
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == path:
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _required_args(func: Callable[..., Any]) -> list[str]:

@@ -894,8 +894,13 @@ def test_check_fails_when_a_plugin_answers_a_start_hook_wrongly(
     monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
     path = write(tmp_path, "[plugins.crm]\ntoken = 'x'\n")
     assert main(["check", "--config", str(path)]) == 1
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert said in out, out
+    if hook != "metrics":  # the run's ERROR line too: its error is callrouter's own
+        line = getattr(_WrongAnswers, f"callrouter_{hook}").__code__.co_firstlineno
+        [error] = [text for text in captured.err.splitlines() if f"callrouter_{hook}:" in text]
+        assert error.endswith(f"test_check_config.py:{line}"), captured.err
     # ... and where the hook is written, as for a hook's registration problem:
     # the answer was checked by callrouter, so no traceback pointed there.
     line = getattr(_WrongAnswers, f"callrouter_{hook}").__code__.co_firstlineno

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import types
 from collections.abc import Callable
@@ -373,6 +374,14 @@ async def test_an_action_answered_with_no_text_fails_naming_the_plugin(
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.name == "router.plugins"
     assert error.getMessage().startswith("plugin 'vip' failed in callrouter_execute")
+    # The error is callrouter's, its traceback never in the plugin: the line
+    # names where the hook is written, as a registration problem does.
+    line = VipTags.callrouter_execute.__code__.co_firstlineno
+    assert error.getMessage().endswith(f"; defined at {_here()}:{line}"), error.getMessage()
+
+
+def _here() -> str:
+    return os.path.relpath(__file__)
 
 
 async def test_an_actions_long_description_is_cut(
