@@ -394,7 +394,7 @@ async def _call_lookup(
             _lookup_failed(name, registry, asked, exc)
             return None, f"TimeoutError: {exc}" if str(exc) else "TimeoutError", False
         record.ms = (time.perf_counter() - started) * 1000
-        _lookup_cut_off(name, registry, asked, record.ms)
+        _lookup_cut_off(name, registry, asked, record.ms, func)
         return None, f"timed out after {record.ms:.0f} ms", True
     except LookupUnavailable as exc:  # the expected way to say "no answer"
         return None, str(exc) or "unavailable", False
@@ -456,7 +456,7 @@ _cut_off_said: dict[tuple[str | None, str], float] = {}
 _CUT_OFF_EVERY = 60.0
 
 
-def _lookup_cut_off(name: str, registry: Registry, asked: _Asked, ms: float) -> None:
+def _lookup_cut_off(name: str, registry: Registry, asked: _Asked, ms: float, func: object) -> None:
     """The call's deadline cut off a lookup that had not answered: said at
     WARNING with the plugin's name and the lookup's, at most once a minute per
     lookup. The decision line named only the rule's name for the answer
@@ -479,11 +479,12 @@ def _lookup_cut_off(name: str, registry: Registry, asked: _Asked, ms: float) -> 
     _plugin_log.warning(
         "%s: its lookup %s gave no answer within the call's deadline, cut off after "
         "%.0f ms%s; the rules went on without it (docs/plugins.md, Async hooks; said at "
-        "most once a minute per lookup)",
+        "most once a minute per lookup)%s",
         who,
         name,
         ms,
         where,
+        defined_at(func),
     )
 
 

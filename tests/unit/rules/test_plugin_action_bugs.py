@@ -227,6 +227,8 @@ def test_a_lookup_cut_off_by_the_deadline_is_warned_about_naming_plugin_and_look
     assert record.getMessage().startswith(
         "plugin 'shop': its lookup shop.owner gave no answer within the call's deadline"
     )
+    line = hangs.__code__.co_firstlineno  # where to look, with no traceback to show it
+    assert record.getMessage().endswith(f"test_plugin_action_bugs.py:{line}"), record.getMessage()
 
 
 def test_a_lookup_s_own_timeout_is_its_failure_not_the_deadline(
