@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -77,10 +78,19 @@ class Offline:
     #: ``explain --ask`` refuses to ask a plugin with a stand-in (1C would
     #: count a failed login).
     unset_secrets: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The selection, once computed: `check --manager-conf-file` asks it twice.
+    _selection: EventSelection | None = field(default=None, repr=False)
 
     def event_selection(self) -> EventSelection:
         """The events `callrouter run` would ask for, computed by an engine that
-        is set up (plugins, rules) but never connects."""
+        is set up (plugins, rules) but never connects.
+
+        That engine loads, configures and asks the plugins again: what they
+        log then (a misspelt event name in ``callrouter_wanted_events``, a
+        hook that raised) the load of this view said already, and check
+        printed each such line two or three times."""
+        if self._selection is not None:
+            return self._selection
         from router.engine import Engine
 
         async def selection() -> EventSelection:
@@ -88,13 +98,29 @@ class Offline:
             await engine.setup()
             return await engine.event_selection()
 
-        with _environment(self.stand_ins):
-            return asyncio.run(selection())
+        with _environment(self.stand_ins), _plugin_log_said():
+            self._selection = asyncio.run(selection())
+        return self._selection
 
     def manager_conf_lines(self) -> list[str]:
         """The ``eventfilter`` lines for the user's manager.conf section: the
         filters `callrouter run` would ask for with ``Filter`` actions."""
         return self.event_selection().manager_conf_lines()
+
+
+@contextlib.contextmanager
+def _plugin_log_said() -> Iterator[None]:
+    """Drop router.plugins' log records meanwhile: said at the load already."""
+    plugin_log = logging.getLogger("router.plugins")
+
+    def said(record: logging.LogRecord) -> bool:
+        return False
+
+    plugin_log.addFilter(said)
+    try:
+        yield
+    finally:
+        plugin_log.removeFilter(said)
 
 
 def _secret_variables(path: Path) -> list[tuple[str, str, str, str]]:

@@ -942,3 +942,47 @@ def test_the_guides_start_hook_lines_are_what_check_prints(
         assert doc_where, doc_line
         [printed] = [line for line in out.splitlines() if line.startswith(doc_start)]
         assert re.fullmatch(re.escape(doc_start) + r"; defined at \S+\.py:\d+", printed), printed
+
+
+class _MisspeltEvent:
+    """An installed plugin that reads an event it misspells."""
+
+    __name__ = "crm"
+
+    @hookimpl
+    def callrouter_wanted_events(self) -> tuple[str, ...]:
+        return ("Hangupp",)
+
+    @hookimpl
+    def callrouter_event(self, event: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("flags", [[], ["--manager-conf"], ["--manager-conf-file"]])
+def test_check_says_a_plugins_misspelt_event_once(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+) -> None:
+    """`check --manager-conf` printed the plugin's warning twice and
+    `--manager-conf-file` three times: the lines the manager.conf needs came
+    from an engine that loaded and asked the plugins again (issue 16)."""
+
+    class Entry:
+        name, value = "crm", "callrouter_crm"
+        dist = SimpleNamespace(name="callrouter-crm", version="1.0")
+
+        def load(self) -> object:
+            return _MisspeltEvent()
+
+    monkeypatch.setattr("router.plugins.metadata.entry_points", lambda group: [Entry()])
+    path = write(tmp_path, "")
+    if flags == ["--manager-conf-file"]:
+        conf = tmp_path / "manager.conf"
+        conf.write_text("[general]\nenabled = yes\nbindaddr = 127.0.0.1\n\n[router]\nsecret = x\n")
+        flags = [*flags, str(conf)]
+    main(["check", "--config", str(path), *flags])
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "names 'Hangupp'" in line]
+    assert len(said) == 1, err
