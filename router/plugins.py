@@ -884,10 +884,11 @@ class Plugins:
                 continue
             if isinstance(answers, str | bytes) or not isinstance(answers, Iterable):
                 log.warning(
-                    "plugin %s: %s returned %s, not a list of extensions; left out",
+                    "plugin %r: %s returned %s, not a list of extensions; left out%s",
                     impl.plugin_name,
                     hook,
                     type(answers).__name__,
+                    _defined_at(impl.function),
                 )
                 continue
             bad = 0
@@ -899,10 +900,11 @@ class Plugins:
             for count, extension in enumerate(named):
                 if count >= MAX_PRESENT:
                     log.warning(
-                        "plugin %s: %s named more than %d extensions; the rest left out",
+                        "plugin %r: %s named more than %d extensions; the rest left out%s",
                         impl.plugin_name,
                         hook,
                         MAX_PRESENT,
+                        _defined_at(impl.function),
                     )
                     break
                 if isinstance(extension, str) and _PRESENT_EXTENSION.fullmatch(extension):
@@ -911,10 +913,11 @@ class Plugins:
                     bad += 1
             if bad:
                 log.warning(
-                    "plugin %s: %s named %d values that are no extension; left out",
+                    "plugin %r: %s named %d values that are no extension; left out%s",
                     impl.plugin_name,
                     hook,
                     bad,
+                    _defined_at(impl.function),
                 )
         return found
 

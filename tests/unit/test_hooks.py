@@ -653,6 +653,14 @@ async def test_hook_callrouter_present_extensions(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("conference" in m and "3 values that are no extension" in m for m in warned)
     assert any("sloppy" in m and "not a list of extensions" in m for m in warned)
+    # Named as every other plugin message names it, with where the hook is
+    # written: no traceback comes with a warning.
+    [sloppy] = [m for m in warned if m.startswith("plugin 'sloppy': ")]
+    line = Sloppy.callrouter_present_extensions.__code__.co_firstlineno
+    assert sloppy.endswith(f"test_hooks.py:{line}"), sloppy
+    [conf] = [m for m in warned if m.startswith("plugin 'conference': ")]
+    line = Conference.callrouter_present_extensions.__code__.co_firstlineno
+    assert conf.endswith(f"test_hooks.py:{line}"), conf
     assert any(
         "broken" in r.getMessage() and "callrouter_present_extensions" in r.getMessage()
         for r in caplog.records
