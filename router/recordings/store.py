@@ -415,9 +415,10 @@ def _drop_spare(key: Path) -> None:
 
 
 def _open_spare(key: Path, opened: tuple[int, int] | None) -> None:
-    """Under ``_PUT_BACK_LOCK``: a spare connection to the catalog at ``key``,
-    which the stores have open (``opened``); none when it cannot be opened (the
-    copy is then made through a store's connection, under its lock)."""
+    """Under ``_PUT_BACK_LOCK``, no store's lock held: a spare connection to the
+    catalog at ``key``, which the stores have open (``opened``); none when it
+    cannot be opened (the copy is then made through a store's connection, under
+    its lock)."""
     if key in _SPARE or opened is None:
         return
     try:
@@ -481,10 +482,14 @@ def put_back_catalog(path: Path) -> str | None:
             opened = stores[0]._file
             moving = [s for s in stores if s._file == opened]
             found = seen_identity(path)  # a file out of sight is not written over
-            if found == opened:
-                _open_spare(key, opened)  # for the copy, should it go
-                return None
             marks = {id(s): s._db.total_changes for s in moving}
+        if found == opened:
+            # For the copy, should it go: opened with no store's lock held, as the
+            # first read may wait out another connection's lock (busy timeout 5 s)
+            # and the recorder calls its store on the event loop. A store closed
+            # meanwhile drops it as it takes ``_PUT_BACK_LOCK``, held here.
+            _open_spare(key, opened)
+            return None
         spare = _SPARE.get(key)
         copied = at
         if copied is None and spare is not None and spare[1] == opened:

@@ -955,3 +955,44 @@ def test_a_catalog_closed_before_its_written_back_file_was_opened_is_not_opened(
     with pytest.raises(sqlite3.ProgrammingError):
         recorder.get("12.1", "mix")
     assert opened == []
+
+
+def test_the_spare_connection_is_opened_with_no_store_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that finds the catalog where it was opens the copy's spare
+    connection; its first read may wait out another connection's lock (busy
+    timeout 5 s). It was opened holding every store's lock, and the recorder,
+    which calls its store on the event loop, waited as long."""
+    import router.recordings.store as store_module
+
+    recorder = RecordingStore(tmp_path)
+    start(recorder, "13.1")
+    path = tmp_path / DB_NAME
+    entered, release = threading.Event(), threading.Event()
+    connect = sqlite3.connect
+
+    def slow(target: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if str(target).startswith("file:"):  # the spare connection only
+            entered.set()
+            release.wait(10)
+        return connect(target, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", slow)
+    looked: list[str | None] = []
+    look = threading.Thread(target=lambda: looked.append(put_back_catalog(path)))
+    look.start()
+    try:
+        assert entered.wait(10)
+        got: list[object] = []
+        call = threading.Thread(target=lambda: got.append(recorder.get("13.1", "mix")))
+        call.start()
+        call.join(2)
+        assert got and got[0] is not None, "a store call waited for the spare connection"
+    finally:
+        release.set()
+        look.join(10)
+    assert looked == [None]
+    assert store_module._SPARE.get(store_module._key(path)) is not None
+    recorder.close()
+    assert store_module._SPARE.get(store_module._key(path)) is None
