@@ -988,7 +988,8 @@ def test_the_spare_connection_is_opened_with_no_store_locked(
         call = threading.Thread(target=lambda: got.append(recorder.get("13.1", "mix")))
         call.start()
         call.join(2)
-        assert got and got[0] is not None, "a store call waited for the spare connection"
+        assert got, "a store call waited for the spare connection"
+        assert got[0] is not None
     finally:
         release.set()
         look.join(10)

@@ -289,6 +289,11 @@ class HistoryQueue(WrittenBackFile):
                 create_private(self.path)  # deleted again meanwhile: made 0600 first
             self._connect()
         except (OSError, sqlite3.Error) as exc:
+            if self._at is not None:
+                raise sqlite3.OperationalError(
+                    f"{self.path} was written again from the open file as {self._at}, "
+                    f"which could not take its place and cannot be opened: {exc}"
+                ) from exc
             raise sqlite3.OperationalError(
                 f"{self.path} was written back but cannot be opened again: {exc}"
             ) from exc
@@ -1057,7 +1062,7 @@ class HistorySender:
             reason = (exc.strerror if isinstance(exc, FileOutOfSight) else str(exc)) or (
                 type(exc).__name__
             )
-            unopened = self.queue.unopened
+            unopened, kept = self.queue.unopened, self.queue.kept_at
             if reason != self._put_back_failing and seen:
                 log.warning(
                     "1C history: %s cannot be looked at: %s; it is not written back while "
@@ -1065,6 +1070,21 @@ class HistorySender:
                     "user its state folder back",
                     path,
                     reason,
+                )
+            elif reason != self._put_back_failing and unopened is not None and kept is not None:
+                why = exc.__cause__ or exc
+                log.error(
+                    "1C history: %s was %s while callrouter ran and is written again from "
+                    "the open file as %s, which could not take its place and cannot be "
+                    "opened either: %s; that copy holds every row and is kept there (do not "
+                    "delete it); call events wait in memory (up to %d), and every %g s "
+                    "callrouter tries again to open it and move it in place",
+                    path,
+                    unopened,
+                    kept,
+                    str(why) or type(why).__name__,
+                    self.max_waiting,
+                    FILE_CHECK_EVERY,
                 )
             elif reason != self._put_back_failing and unopened is not None:
                 why = exc.__cause__ or exc

@@ -239,6 +239,11 @@ class UploadQueue(WrittenBackFile):
                 create_private(self.path)  # deleted again meanwhile: made 0600 first
             self._connect()
         except (OSError, sqlite3.Error) as exc:
+            if self._at is not None:
+                raise sqlite3.OperationalError(
+                    f"{self.path} was written again from the open file as {self._at}, "
+                    f"which could not take its place and cannot be opened: {exc}"
+                ) from exc
             raise sqlite3.OperationalError(
                 f"{self.path} was written back but cannot be opened again: {exc}"
             ) from exc

@@ -73,6 +73,21 @@ class WrittenBackFile:
             self._at = None if target == self.path else target
             self._ready()  # failing (a full disk), the next use and look try again
 
-        return write_back(
-            self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
-        )
+        try:
+            return write_back(
+                self.path, self._file, self._db, close=close, reopen=reopen, copied=self._at
+            )
+        except OSError:
+            if self._unopened is None or self._at is None:
+                raise  # the copy opened where it is: the error names it
+            # Neither moved in place nor opened: the write back's error said the
+            # queue goes on in the copy, which it cannot open. Tried once more,
+            # ``_ready`` says which file cannot be opened, and why.
+            self._ready()
+            raise
+
+    @property
+    def kept_at(self) -> Path | None:
+        """The copy written from the open file that could not take the file's
+        place (kept where it is, holding every row); None: none."""
+        return self._at

@@ -418,3 +418,113 @@ def test_a_file_whose_copy_cannot_take_its_place_goes_on_in_the_copy(
         queue.enqueue_call_event(event(2), None)
     assert not moved_aside(tmp_path)
     assert pending_in_file(tmp_path) == {f"moved.{i}" for i in range(3)}
+
+
+async def test_a_copy_neither_moved_in_place_nor_opened_is_said_so(
+    tmp_path: Path,
+    double: OneCDouble,
+    client: OneCClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy's move in place refused (the folder read-only) and the copy then
+    failing to open (a nearly full disk): the ERROR said the file "is written
+    again from the open file, but cannot be opened again" with the move's error,
+    though the copy never took its place. It names the copy, says it is kept
+    there and what callrouter does next; the file written back in place and
+    failing to open is still said as before."""
+    monkeypatch.setattr(history, "FILE_CHECK_EVERY", 0.05)
+    double.stop()
+    real = os.replace
+    refused: list[str] = []
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".") and not refused:
+            refused.append(str(src))
+            raise OSError(30, "Read-only file system", str(src))
+        real(src, dst)
+
+    queue = HistoryQueue(tmp_path)
+    sender = HistorySender(queue, client.post_event, base_delay=0.02, max_delay=0.05)
+    sender.start()
+    try:
+        sender.submit(event(0))
+        await sender.flush()
+        failing = _FullDiskOnOpen()
+        monkeypatch.setattr(history, "_migrate", failing)
+        monkeypatch.setattr(history.os, "replace", replace)
+        delete(queue)
+        for _ in range(100):
+            if failing.calls >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert refused, "the copy's move was not tried"
+        kept = queue.kept_at
+        assert kept is not None
+        assert str(kept) == refused[0]
+        assert not await asyncio.to_thread(queue.path.exists)
+        assert await asyncio.to_thread(kept.exists)
+        sender.submit(event(1))  # waits in memory
+        await asyncio.sleep(0.2)
+        failing.failing = False
+        for _ in range(100):
+            if queue.path.exists() and queue.kept_at is None:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(sender.flush(), 10)
+    finally:
+        await sender.stop()
+        queue.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0] == (
+        f"1C history: {tmp_path / history.FILENAME} was deleted while callrouter ran and is "
+        f"written again from the open file as {kept}, which could not take its place and "
+        "cannot be opened either: database or disk is full; that copy holds every row and "
+        "is kept there (do not delete it); call events wait in memory (up to 10000), and "
+        "every 0.05 s callrouter tries again to open it and move it in place"
+    )
+    assert not any("cannot be opened again" in m for m in errors)
+    assert not [r for r in caplog.records if r.exc_info]
+    assert not await asyncio.to_thread(lambda: list(tmp_path.glob(".onec-history*")))
+    assert pending_in_file(tmp_path) == {"moved.0", "moved.1"}
+
+
+def test_the_error_of_a_use_names_the_copy_that_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each use meanwhile raises the error the sender retries: it named the
+    file in its place ("written back but cannot be opened again"), where
+    nothing was; it names the copy kept beside it now."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith("."):
+            raise OSError(30, "Read-only file system", str(src))
+        real(src, dst)
+
+    with HistoryQueue(tmp_path) as queue:
+        queue.enqueue_call_event(event(0), None)
+        delete(queue)
+        failing = _FullDiskOnOpen()
+        monkeypatch.setattr(history, "_migrate", failing)
+        monkeypatch.setattr(history.os, "replace", replace)
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            queue.put_back()
+        kept = queue.kept_at
+        assert kept is not None
+        said = (
+            f"{queue.path} was written again from the open file as {kept}, which could "
+            "not take its place and cannot be opened: database or disk is full"
+        )
+        assert kept.exists()
+        assert str(caught.value) == said
+        with pytest.raises(sqlite3.OperationalError) as again:
+            queue.enqueue_call_event(event(1), None)
+        assert str(again.value) == said
+        failing.failing = False
+        monkeypatch.setattr(history.os, "replace", real)
+        queue.enqueue_call_event(event(1), None)  # opened in the copy
+        assert queue.put_back() == "deleted"  # moved in place
+        assert queue.kept_at is None
+    assert pending_in_file(tmp_path) == {"moved.0", "moved.1"}
